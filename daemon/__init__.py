@@ -1,0 +1,1 @@
+"""The event-driven runtime: wires topics/ and steps/."""

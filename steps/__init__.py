@@ -1,0 +1,1 @@
+"""Calibration: routing, jwst adapters, CRDS, synthetic data. Never imports Kafka."""

@@ -1,0 +1,80 @@
+"""JWST exposure file names (docs/jwst/data_products/file_naming.rst).
+
+``jw<ppppp><ooo><vvv>_<gg><s><aa>_<eeeee>[-seg<NNN>]_<detector>_<suffix>.fits``
+
+The exposure id used as a Kafka key is the name without ``_<suffix>.fits``:
+``jw01234001001_02101_00001_nrcb1``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_NAME = re.compile(
+    r"^jw(?P<program>\d{5})(?P<observation>\d{3})(?P<visit>\d{3})"
+    r"_(?P<visit_group>\d{2})(?P<sequence>\d)(?P<activity>[0-9a-z]{2})"
+    r"_(?P<exposure>\d{5})(?:-seg(?P<segment>\d{3}))?"
+    r"_(?P<detector>[a-z0-9]+)"
+    r"(?:_(?P<suffix>[a-z0-9]+))?"
+    r"(?P<extension>\.fits)?$"
+)
+
+
+class BadName(ValueError):
+    """A file name that is not a JWST exposure name."""
+
+
+@dataclass(frozen=True)
+class ExposureName:
+    program: str  # 5 digits, e.g. "01234"
+    observation: str  # 3 digits
+    visit: str  # 3 digits
+    visit_group: str  # 2 digits
+    sequence: str  # 1 digit: 1 prime, 2-5 parallel
+    activity: str  # 2 base-36 characters
+    exposure: str  # 5 digits
+    detector: str  # lower case, e.g. "nrcb1"
+    segment: str | None = None  # 3 digits, or None
+    suffix: str | None = None  # e.g. "uncal", "rate"
+
+    @property
+    def exposure_id(self) -> str:
+        seg = f"-seg{self.segment}" if self.segment else ""
+        return (
+            f"jw{self.program}{self.observation}{self.visit}"
+            f"_{self.visit_group}{self.sequence}{self.activity}"
+            f"_{self.exposure}{seg}_{self.detector}"
+        )
+
+    @property
+    def visit_id(self) -> str:
+        """Program + observation + visit, the unit NEXPOSUR counts in."""
+        return f"jw{self.program}{self.observation}{self.visit}"
+
+    def filename(self, suffix: str | None = None, extension: str = ".fits") -> str:
+        suffix = suffix or self.suffix
+        if not suffix:
+            raise ValueError("a file name needs a suffix")
+        return f"{self.exposure_id}_{suffix}{extension}"
+
+    def with_suffix(self, suffix: str) -> ExposureName:
+        return ExposureName(**{**self.__dict__, "suffix": suffix})
+
+
+def parse_exposure_name(name: str) -> ExposureName:
+    """Parse a file name (or an exposure id) into its parts.
+
+    Raises BadName with the reason when the name does not follow the JWST
+    convention.
+    """
+    base = name.rsplit("/", 1)[-1]
+    m = _NAME.match(base)
+    if not m:
+        raise BadName(
+            f"{base!r} is not a JWST exposure name "
+            "(jw<ppppp><ooo><vvv>_<gg><s><aa>_<eeeee>[-seg<NNN>]_<detector>_<suffix>.fits)"
+        )
+    parts = m.groupdict()
+    parts.pop("extension")
+    return ExposureName(**parts)

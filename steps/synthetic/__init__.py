@@ -1,0 +1,1 @@
+"""Synthetic JWST exposures, reference files and an offline CRDS cache."""

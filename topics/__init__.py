@@ -1,0 +1,1 @@
+"""The topic catalog and message contract. Imports neither daemon nor steps."""
