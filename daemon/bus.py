@@ -1,0 +1,69 @@
+"""Publishing messages: validated on the way out, dead letters in one place."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+import calstream
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+from .metrics import Metrics
+
+log = logging.getLogger("calstream.bus")
+
+PRODUCER_INFO = {"host": socket.gethostname(), "calstream_version": calstream.__version__}
+
+
+class Bus:
+    def __init__(self, producer: AIOKafkaProducer, topics: Topics, metrics: Metrics,
+                 role: str = "daemon"):
+        self.producer = producer
+        self.topics = topics
+        self.metrics = metrics
+        self.role = role
+
+    async def publish(self, logical_topic: str, key: str, message: contract.Message) -> None:
+        """Send and wait for the broker's acknowledgement (acks=all)."""
+        message.body.setdefault("producer", {**PRODUCER_INFO, "role": self.role})
+        value = contract.encode(message)  # validates: a bad message never leaves
+        await self.producer.send_and_wait(self.topics.name(logical_topic), value=value,
+                                          key=key.encode())
+
+    async def dead_letter(self, *, category: str, reason: str, stage: str, key: str,
+                          attempts: int = 0, record: ConsumerRecord | None = None,
+                          **extra: Any) -> None:
+        """Nothing is dropped silently: everything that cannot go on goes here."""
+        original = _original(record) if record is not None else None
+        identity = (original and [original["topic"], original["partition"], original["offset"]]) \
+            or [key, extra.get("digest"), extra.get("path")]
+        message = contract.build(
+            "dead_letter", contract.event_id("dead_letter", stage, category, *identity),
+            category=category, reason=reason, stage=stage, attempts=attempts,
+            original=original, **extra,
+        )
+        await self.publish("deadletter", key, message)
+        self.metrics.dead_letters.labels(stage=stage, category=category).inc()
+        log.warning("dead letter [%s/%s] %s: %s", stage, category, key, reason,
+                    extra={"exposure_id": extra.get("exposure_id"), "stage": stage})
+
+
+def _original(record: ConsumerRecord) -> dict[str, Any]:
+    value = record.value
+    encoding = "utf-8"
+    if value is not None:
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text, encoding = base64.b64encode(value).decode(), "base64"
+    else:
+        text = None
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset,
+            "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
+            "value": text, "value_encoding": encoding, "timestamp_ms": record.timestamp}

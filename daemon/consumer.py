@@ -1,0 +1,195 @@
+"""The generic stage-consumer loop.
+
+It never runs calibration itself: each record is handed to a task, the loop
+keeps polling (so the group never evicts it during a long run), partitions are
+paused while ``capacity`` items are in flight, and a partition's offset is
+committed only up to its lowest record not yet finished. A handler finishes a
+record by publishing its product event or its dead letter; only then may the
+offset move past it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
+
+from .metrics import Metrics
+
+log = logging.getLogger("calstream.consumer")
+
+Handler = Callable[[ConsumerRecord], Awaitable[None]]
+
+
+class _Partition:
+    """Offsets of one partition: what is in flight and what may be committed."""
+
+    def __init__(self) -> None:
+        self.pending: set[int] = set()
+        self.next_offset: int | None = None  # one past the highest record taken
+        self.committed: int | None = None
+
+    def take(self, offset: int) -> None:
+        self.pending.add(offset)
+        self.next_offset = max(self.next_offset or 0, offset + 1)
+
+    def commit_position(self) -> int | None:
+        if self.next_offset is None:
+            return None
+        return min(self.pending) if self.pending else self.next_offset
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, loop: StageConsumer):
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        # Commit what is finished before another member takes these partitions;
+        # records still in flight here will be redelivered there and found done.
+        await self.loop.commit(only=set(revoked))
+        for tp in revoked:
+            self.loop.partitions.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        log.info("%s: assigned %s", self.loop.stage,
+                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)) or "nothing")
+
+
+class StageConsumer:
+    def __init__(self, consumer: AIOKafkaConsumer, *, stage: str, handler: Handler,
+                 capacity: int, metrics: Metrics, topics: list[str],
+                 commit_interval: float = 0.5):
+        self.consumer = consumer
+        self.stage = stage
+        self.handler = handler
+        self.capacity = capacity
+        self.metrics = metrics
+        self.topics = topics
+        self.commit_interval = commit_interval
+        self.partitions: dict[TopicPartition, _Partition] = {}
+        self.in_flight = 0
+        self.finished = 0
+        self.last_finished = time.monotonic()
+        self.last_poll = time.monotonic()
+        self._dirty = False
+        self._paused = False
+
+    # -- readiness -------------------------------------------------------
+    def stalled(self, stall_seconds: float) -> str | None:
+        """Why this consumer is not making progress, or None."""
+        now = time.monotonic()
+        if now - self.last_poll > max(30.0, stall_seconds / 4):
+            return f"{self.stage}: poll loop has not run for {now - self.last_poll:.0f}s"
+        if self.in_flight and now - self.last_finished > stall_seconds:
+            return (f"{self.stage}: {self.in_flight} item(s) in flight and none finished "
+                    f"for {now - self.last_finished:.0f}s")
+        return None
+
+    # -- the loop --------------------------------------------------------
+    async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        last_commit = time.monotonic()
+        started = False
+        async with anyio.create_task_group() as tg:
+            try:
+                while True:
+                    self.last_poll = time.monotonic()
+                    batch = await self.consumer.getmany(timeout_ms=200)
+                    if not started:
+                        task_status.started()
+                        started = True
+                    for tp, records in batch.items():
+                        part = self.partitions.setdefault(tp, _Partition())
+                        for record in records:
+                            part.take(record.offset)
+                            self.in_flight += 1
+                            self.metrics.in_flight.labels(stage=self.stage).inc()
+                            tg.start_soon(self._run_one, tp, record)
+                    self._apply_backpressure()
+                    self._update_lag()
+                    if self._dirty and time.monotonic() - last_commit >= self.commit_interval:
+                        await self.commit()
+                        last_commit = time.monotonic()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    tg.cancel_scope.cancel()
+                    await self.commit()
+
+    async def _run_one(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        backoff = 1.0
+        try:
+            while True:
+                try:
+                    await self.handler(record)
+                    break
+                except anyio.get_cancelled_exc_class():
+                    raise
+                except Exception:
+                    # Handlers dead-letter bad input themselves; an exception here
+                    # means the broker or the disk is unavailable. Keep the record
+                    # uncommitted and try again: nothing is lost or skipped.
+                    log.exception("%s: handling %s[%d]@%d failed; retrying in %.0fs",
+                                  self.stage, tp.topic, tp.partition, record.offset, backoff)
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, 60.0)
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.labels(stage=self.stage).dec()
+        part = self.partitions.get(tp)
+        if part is not None:  # None: revoked meanwhile; the new owner redoes it idempotently
+            part.pending.discard(record.offset)
+            self._dirty = True
+        self.finished += 1
+        self.last_finished = time.monotonic()
+        self.metrics.last_progress.labels(stage=self.stage).set(time.time())
+        self._apply_backpressure()
+
+    def _apply_backpressure(self) -> None:
+        assigned = self.consumer.assignment()
+        if self.in_flight >= self.capacity and not self._paused:
+            self.consumer.pause(*assigned)
+            self._paused = True
+        elif self.in_flight < self.capacity and self._paused:
+            self.consumer.resume(*assigned)
+            self._paused = False
+
+    def _update_lag(self) -> None:
+        lag: dict[str, int] = {}
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            part = self.partitions.get(tp)
+            if high is None:
+                continue
+            position = part.next_offset if part and part.next_offset is not None else None
+            if position is None:
+                continue
+            lag[tp.topic] = lag.get(tp.topic, 0) + max(0, high - position)
+        for topic, value in lag.items():
+            self.metrics.consumer_lag.labels(topic=topic).set(value)
+
+    async def commit(self, only: set[TopicPartition] | None = None) -> None:
+        offsets = {}
+        for tp, part in self.partitions.items():
+            if only is not None and tp not in only:
+                continue
+            pos = part.commit_position()
+            if pos is not None and pos != part.committed:
+                offsets[tp] = OffsetAndMetadata(pos, "")
+        if not offsets:
+            self._dirty = False
+            return
+        try:
+            await self.consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance is under way; the records will be redelivered and found done.
+            log.warning("%s: commit failed (%s); will retry", self.stage, exc)
+            return
+        for tp, om in offsets.items():
+            if tp in self.partitions:
+                self.partitions[tp].committed = om.offset
+        self._dirty = False

@@ -1,0 +1,63 @@
+"""Prometheus metrics (prefix calstream_), one registry per daemon.
+
+Only the daemon's main process records metrics: worker processes report their
+durations and memory back with each result, so one endpoint per daemon holds
+correct totals without multiprocess collectors. The catalog is documented in
+docs/operations.md.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Pipeline runs range from ~1 s (a small subarray) to an hour (a big spec3).
+DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.arrivals = Counter(
+            "calstream_arrivals_total", "Uncal files announced on the raw topic",
+            ["source"], registry=r)
+        self.stage_runs = Counter(
+            "calstream_stage_runs_total",
+            "Work items finished, by stage, pipeline and outcome "
+            "(success, skipped, duplicate = already done, failed = dead-lettered)",
+            ["stage", "pipeline", "outcome"], registry=r)
+        self.retries = Counter(
+            "calstream_stage_retries_total", "Transient failures retried",
+            ["stage", "pipeline"], registry=r)
+        self.stage_duration = Histogram(
+            "calstream_stage_duration_seconds", "Time inside the pipeline, per run",
+            ["stage", "pipeline"], buckets=DURATION_BUCKETS, registry=r)
+        self.latency = Histogram(
+            "calstream_end_to_end_latency_seconds",
+            "From the file's arrival in the inbox to the stage's product event",
+            ["stage"], buckets=DURATION_BUCKETS, registry=r)
+        self.in_flight = Gauge(
+            "calstream_in_flight", "Work items taken from a topic and not yet finished",
+            ["stage"], registry=r)
+        self.dead_letters = Counter(
+            "calstream_dead_letters_total", "Items sent to the dead-letter topic",
+            ["stage", "category"], registry=r)
+        self.worker_restarts = Counter(
+            "calstream_worker_restarts_total", "Worker processes replaced",
+            ["stage", "cause"], registry=r)
+        self.worker_rss = Gauge(
+            "calstream_worker_peak_rss_bytes", "Peak resident memory of each worker process",
+            ["stage", "worker"], registry=r)
+        self.consumer_lag = Gauge(
+            "calstream_consumer_lag_messages",
+            "Messages on a topic not yet consumed by this daemon's group",
+            ["topic"], registry=r)
+        self.last_progress = Gauge(
+            "calstream_last_progress_timestamp_seconds",
+            "When a stage last finished a work item (Unix time)",
+            ["stage"], registry=r)
+        self.watcher_pending = Gauge(
+            "calstream_watcher_pending_files",
+            "Files seen in the inbox and not yet complete", registry=r)
+        self.build_info = Gauge(
+            "calstream_build_info", "Versions and CRDS context in use (value is 1)",
+            ["calstream_version", "jwst_version", "crds_context"], registry=r)

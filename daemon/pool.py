@@ -1,0 +1,239 @@
+"""Warm worker processes that run calibration off the event loop.
+
+Why not concurrent.futures.ProcessPoolExecutor: one dead worker breaks the
+whole executor, a hung task cannot be killed on its own, and it reports nothing
+about memory. Here each worker is a spawned process that imports the heavy
+modules (jwst) once, runs one task at a time, and reports its peak memory with
+every result; a worker that dies or overruns its timeout is replaced and the
+task fails as *transient*, so the caller retries it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import anyio
+
+from .lifeline import die_with_parent
+from .metrics import Metrics
+
+log = logging.getLogger("calstream.pool")
+
+
+class WorkerLost(RuntimeError):
+    """The worker process died or was killed; the task may be retried."""
+
+
+@dataclass
+class TaskFailure:
+    error_type: str
+    message: str
+    classification: str  # transient | permanent | skipped
+    traceback: str = ""
+
+
+@dataclass
+class TaskOutcome:
+    value: Any = None
+    failure: TaskFailure | None = None
+    peak_rss_bytes: int = 0
+    worker: str = ""
+    wall_seconds: float = 0.0
+
+
+def _resolve(path: str):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _worker_main(conn: Connection, env: dict[str, str], preload: Sequence[str],
+                 classifier: str | None, max_tasks: int, parent_pid: int) -> None:
+    # A SIGKILLed daemon must not leave workers calibrating for nobody.
+    die_with_parent(parent_pid, signal.SIGKILL)
+    # The environment (CRDS_PATH, CRDS_CONTEXT, ...) must be in place before any
+    # import: crds reads it when first imported.
+    os.environ.update(env)
+    import logging as _logging
+
+    _logging.basicConfig(level=os.environ.get("CALSTREAM_WORKER_LOG_LEVEL", "WARNING"))
+    for module in preload:
+        importlib.import_module(module)
+    classify = _resolve(classifier) if classifier else (lambda exc: "permanent")
+    conn.send(("ready", os.getpid()))
+    for _ in range(max_tasks):
+        try:
+            request = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if request is None:
+            return
+        fn_path, kwargs = request
+        try:
+            value = _resolve(fn_path)(**kwargs)
+            conn.send(("ok", value, _peak_rss()))
+        except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
+            try:
+                kind = classify(exc)
+            except Exception:  # a broken classifier must not hide the real error
+                kind = "permanent"
+            conn.send(("error", TaskFailure(type(exc).__name__, str(exc)[:4000], kind,
+                                            traceback.format_exc()[-8000:]), _peak_rss()))
+    # Returning after max_tasks (recycling) bounds slow memory growth.
+
+
+@dataclass
+class _Worker:
+    name: str
+    process: Any
+    conn: Connection
+    tasks_left: int
+    ready: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+
+class WorkerPool:
+    def __init__(self, size: int, *, stage: str, metrics: Metrics, env: dict[str, str] | None = None,
+                 preload: Sequence[str] = (), classifier: str | None = None,
+                 max_tasks_per_worker: int = 200):
+        self.size = size
+        self.stage = stage
+        self.metrics = metrics
+        self.env = dict(env or {})
+        self.preload = tuple(preload)
+        self.classifier = classifier
+        self.max_tasks = max_tasks_per_worker
+        self._ctx = mp.get_context("spawn")  # fork + jwst's threads is unsafe
+        self._idle: list[_Worker] = []
+        self._all: list[_Worker] = []
+        self._slots = anyio.Semaphore(size)
+        self._counter = 0
+        self._closed = False
+
+    @property
+    def busy(self) -> int:
+        return self.size - self._slots.value
+
+    def start(self) -> None:
+        """Spawn the workers; they warm up (import jwst) in parallel, off the loop."""
+        for _ in range(self.size):
+            self._idle.append(self._spawn())
+
+    def _spawn(self) -> _Worker:
+        self._counter += 1
+        name = f"{self.stage}-{self._counter}"
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(
+            target=_worker_main, name=f"calstream-{name}", daemon=True,
+            args=(child, self.env, self.preload, self.classifier, self.max_tasks,
+                  os.getpid()))
+        proc.start()
+        child.close()
+        w = _Worker(name, proc, parent, self.max_tasks)
+        self._all.append(w)
+        return w
+
+    def _replace(self, w: _Worker, cause: str) -> None:
+        self._discard(w)
+        if cause != "retired":
+            self.metrics.worker_restarts.labels(stage=self.stage, cause=cause).inc()
+        if not self._closed:
+            self._idle.append(self._spawn())
+
+    def _discard(self, w: _Worker) -> None:
+        if w.process.is_alive():
+            w.process.kill()
+        w.process.join(timeout=5)
+        w.conn.close()
+        if w in self._all:
+            self._all.remove(w)
+        with contextlib.suppress(KeyError):  # a worker that never finished a task
+            self.metrics.worker_rss.remove(self.stage, w.name)
+
+    async def run(self, fn_path: str, kwargs: dict[str, Any], *, timeout: float) -> TaskOutcome:
+        """Run fn(**kwargs) in a warm worker. Raises WorkerLost if the worker died
+        or overran ``timeout`` (it is killed); returns failures as TaskOutcome."""
+        async with self._slots:
+            w = self._idle.pop()
+            try:
+                outcome = await anyio.to_thread.run_sync(
+                    self._exchange, w, fn_path, kwargs, timeout, abandon_on_cancel=True)
+            except WorkerLost as exc:
+                self._replace(w, "timeout" if "timeout" in str(exc) else "died")
+                raise
+            except BaseException:
+                # Cancelled mid-task (shutdown): the worker's state is unknown.
+                self._replace(w, "cancelled")
+                raise
+            self.metrics.worker_rss.labels(stage=self.stage, worker=w.name).set(
+                outcome.peak_rss_bytes)
+            w.tasks_left -= 1
+            if w.tasks_left <= 0:
+                self._replace(w, "retired")
+            else:
+                self._idle.append(w)
+            return outcome
+
+    def _exchange(self, w: _Worker, fn_path: str, kwargs: dict[str, Any],
+                  timeout: float) -> TaskOutcome:
+        """Blocking; runs in a thread."""
+        try:
+            w.conn.send((fn_path, kwargs))
+        except (BrokenPipeError, OSError) as exc:
+            raise WorkerLost(f"worker {w.name} died before the task: {exc}") from None
+        start = time.monotonic()
+        deadline = start + timeout
+        while True:
+            if w.conn.poll(0.2):
+                try:
+                    kind, *rest = w.conn.recv()
+                except (EOFError, OSError):
+                    raise WorkerLost(f"worker {w.name} died (exit code "
+                                     f"{w.process.exitcode}) during the task") from None
+                if kind == "ready":
+                    w.ready = True
+                    start = time.monotonic()  # the warm-up is not the task's time
+                    deadline = start + timeout
+                    continue
+                wall = time.monotonic() - start
+                if kind == "ok":
+                    return TaskOutcome(value=rest[0], peak_rss_bytes=rest[1], worker=w.name,
+                                       wall_seconds=wall)
+                return TaskOutcome(failure=rest[0], peak_rss_bytes=rest[1], worker=w.name,
+                                   wall_seconds=wall)
+            if not w.process.is_alive() and not w.conn.poll(0):
+                raise WorkerLost(f"worker {w.name} died (exit code {w.process.exitcode}) "
+                                 "during the task")
+            if time.monotonic() > deadline:
+                w.process.kill()
+                raise WorkerLost(f"worker {w.name} exceeded the task timeout of {timeout:.0f}s "
+                                 "and was killed")
+
+    def close(self) -> None:
+        self._closed = True
+        for w in list(self._all):
+            try:
+                w.conn.send(None)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 3
+        for w in list(self._all):
+            w.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            self._discard(w)
+        self._idle.clear()

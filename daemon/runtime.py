@@ -1,0 +1,201 @@
+"""The daemon: broker lifecycle, topics, roles, metrics endpoint, shutdown."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any
+
+import anyio
+
+import calstream
+from calstream.steps.crds_env import resolve_context
+from calstream.steps.naming import parse_exposure_name
+from calstream.steps.provenance import jwst_version
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+from . import kafka
+from .broker import EmbeddedBroker
+from .bus import Bus
+from .config import Config, host_port
+from .consumer import StageConsumer
+from .detector1_stage import Detector1Stage
+from .http import OpsServer
+from .metrics import Metrics
+from .pool import WorkerPool
+from .store import ProductStore
+from .watcher import Arrival, Rejection, Watcher
+
+log = logging.getLogger("calstream.daemon")
+
+# Environment the calibration workers need; crds reads it at import.
+_WORKER_ENV = ("CRDS_PATH", "CRDS_CONTEXT", "CRDS_SERVER_URL", "CRDS_MODE",
+               "STPIPE_DISABLE_CRDS_STEPPARS", "OMP_NUM_THREADS", "CALSTREAM_WORKER_LOG_LEVEL")
+
+
+class CrdsNotConfigured(RuntimeError):
+    pass
+
+
+class Daemon:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.topics = Topics(cfg.topic_prefix)
+        self.metrics = Metrics()
+        self.store = ProductStore(cfg.products)
+        self.broker: EmbeddedBroker | None = None
+        self.ops: OpsServer | None = None
+        self.consumers: list[StageConsumer] = []
+        self.watcher: Watcher | None = None
+        self.crds_context: str | None = None
+        self.bootstrap: str | None = cfg.kafka_bootstrap
+
+    # -- start-up pieces that must run on the main thread ----------------
+    def start_broker(self) -> str:
+        """Start the embedded broker unless one is configured (main thread only:
+        the broker is tied to the starting thread's life)."""
+        if self.cfg.kafka_bootstrap:
+            return self.cfg.kafka_bootstrap
+        self.broker = EmbeddedBroker(self.cfg.work_dir, storage=self.cfg.broker_storage)
+        self.bootstrap = self.broker.start()
+        self.cfg = dataclasses.replace(self.cfg, kafka_bootstrap=self.bootstrap)
+        return self.bootstrap
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        problems = []
+        if self.broker is not None and not self.broker.alive():
+            problems.append("embedded broker is not running")
+        for c in self.consumers:
+            why = c.stalled(self.cfg.stall_seconds)
+            if why:
+                problems.append(why)
+        if self.crds_context is None:
+            problems.append("starting")
+        return not problems, problems
+
+    async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.cfg
+        if not cfg.kafka_bootstrap:
+            raise RuntimeError("start_broker() must run before run() (on the main thread)")
+        for d in (cfg.work_dir, cfg.products, cfg.inbox, cfg.quarantine):
+            d.mkdir(parents=True, exist_ok=True)
+        host, port = host_port(cfg.metrics_address)
+        self.ops = OpsServer(host, port, self.metrics, self.readiness)
+        self.ops.start()
+        log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")
+        log.info("metrics: http://%s/metrics (also /healthz, /readyz)", self.ops.address)
+        try:
+            await kafka.create_topics(cfg, self.topics)
+            if "detector1" in cfg.roles:
+                self.crds_context = await anyio.to_thread.run_sync(self._resolve_crds)
+            else:
+                self.crds_context = os.environ.get("CRDS_CONTEXT", "n/a")
+            self.metrics.build_info.labels(calstream.__version__, jwst_version(),
+                                           self.crds_context).set(1)
+            removed = await anyio.to_thread.run_sync(self.store.clean_scratch)
+            if removed:
+                log.info("removed %d scratch directories left by an earlier crash", removed)
+            producer = kafka.producer(cfg)
+            await producer.start()
+            try:
+                bus = Bus(producer, self.topics, self.metrics, role="+".join(cfg.roles))
+                async with anyio.create_task_group() as tg:
+                    if "detector1" in cfg.roles:
+                        await tg.start(self._run_detector1, bus)
+                    if "watcher" in cfg.roles:
+                        await tg.start(self._run_watcher, bus)
+                    log.info("calstream %s running roles %s; inbox %s; products %s",
+                             calstream.__version__, ", ".join(cfg.roles), cfg.inbox, cfg.products)
+                    task_status.started(self)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await producer.stop()
+        finally:
+            self.ops.stop()
+
+    def _resolve_crds(self) -> str:
+        context = self.cfg.crds_context or resolve_context()
+        if not context:
+            raise CrdsNotConfigured(
+                "no CRDS context could be determined: set CRDS_PATH (and CRDS_SERVER_URL, "
+                "or CRDS_CONTEXT for an offline cache). `calstream simulate DIR` builds a local "
+                "offline cache and prints the settings for it.")
+        os.environ["CRDS_CONTEXT"] = context  # pin it for the workers: one context per run
+        return context
+
+    async def _run_detector1(self, bus: Bus, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.cfg
+        env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
+        pool = WorkerPool(cfg.workers, stage="detector1", metrics=self.metrics, env=env,
+                          preload=("calstream.steps.detector1", "jwst.pipeline"),
+                          classifier="calstream.steps.failures:classify_failure",
+                          max_tasks_per_worker=cfg.max_tasks_per_worker)
+        pool.start()
+        stage = Detector1Stage(cfg, bus=bus, store=self.store, pool=pool, metrics=self.metrics,
+                               crds_context=self.crds_context)
+        consumer = kafka.consumer(cfg, f"{cfg.group_prefix}.detector1", self.topics.name("raw"))
+        await consumer.start()
+        loop = StageConsumer(consumer, stage="detector1", handler=stage.handle,
+                             capacity=cfg.workers, metrics=self.metrics,
+                             topics=[self.topics.name("raw")])
+        self.consumers.append(loop)
+        try:
+            await loop.run(task_status=task_status)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await consumer.stop()
+                await anyio.to_thread.run_sync(pool.close)
+
+    async def _run_watcher(self, bus: Bus, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.cfg
+
+        async def on_arrival(a: Arrival) -> None:
+            message = contract.build(
+                "arrival", contract.event_id("arrival", a.exposure_id, a.digest),
+                exposure_id=a.exposure_id, path=str(a.path), digest=a.digest, size=a.size,
+                detected_at=contract.iso(a.detected_at), source=a.source, priority="live",
+                header=a.header)
+            await bus.publish("raw", a.exposure_id, message)
+            self.metrics.arrivals.labels(source=a.source).inc()
+
+        async def on_reject(r: Rejection) -> None:
+            await bus.dead_letter(
+                category="bad_file", reason=r.reason, stage="watcher",
+                key=r.exposure_id or r.path.name, exposure_id=r.exposure_id, path=str(r.path),
+                quarantined_to=str(r.quarantined_to) if r.quarantined_to else None,
+                digest=r.digest)
+
+        def has_products(exposure_id: str, digest: str) -> bool:
+            name = parse_exposure_name(exposure_id)
+            return self.store.has_input(name.program, name.observation, exposure_id,
+                                        "detector1", digest)
+
+        self.watcher = Watcher(
+            cfg.inbox, cfg.quarantine, cfg.work_dir / "watcher-ledger.sqlite3",
+            on_arrival=on_arrival, on_reject=on_reject, has_products=has_products,
+            polling=cfg.polling, poll_interval=cfg.poll_interval,
+            settle_seconds=cfg.settle_seconds, incomplete_timeout=cfg.incomplete_timeout,
+            # stdatamodels writes the ASDF extension last: a file cut exactly at
+            # an HDU boundary is valid FITS, but it is not a whole exposure.
+            required_extensions=("SCI", "ASDF"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch_pending)
+            await tg.start(self.watcher.run)
+            task_status.started()
+
+    async def _watch_pending(self) -> None:
+        while True:
+            if self.watcher is not None:
+                self.metrics.watcher_pending.set(self.watcher.stats().pending)
+            await anyio.sleep(1.0)
+
+    def stop_broker(self) -> None:
+        if self.broker is not None:
+            self.broker.stop()
+
+    def describe(self) -> dict[str, Any]:
+        return {"broker": self.bootstrap, "embedded": self.broker is not None,
+                "metrics": self.ops.address if self.ops else None,
+                "crds_context": self.crds_context}

@@ -1,0 +1,176 @@
+"""The product store: where calibrated files live, and the ledger of what is done.
+
+Layout: ``<products>/<program>/<observation>/<files>``, with a provenance record
+per work item in ``.provenance/``. A pipeline writes into a private temporary
+directory on the same filesystem; outputs are then renamed into place one by
+one (atomic per file) and the provenance record is written last. The record is
+the commit marker: a work item counts as done only when its record exists and
+every output it lists is present with the recorded digest. A crash anywhere
+before that leaves, at worst, complete files that a re-run replaces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from calstream.steps.fitsfile import file_digest
+
+log = logging.getLogger("calstream.store")
+
+_TMP = ".tmp"
+_PROV = ".provenance"
+_OWNER = ".owner"
+
+
+@dataclass(frozen=True)
+class Done:
+    """A finished work item found in the store."""
+
+    record: dict[str, Any]
+
+    @property
+    def event(self) -> dict[str, Any]:
+        return self.record["event"]
+
+
+class ProductStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def directory(self, program: str, observation: str) -> Path:
+        return self.root / program / observation
+
+    def scratch(self, program: str, observation: str, work_id: str) -> Path:
+        """A private directory for a pipeline to write into, on the store's filesystem."""
+        base = self.directory(program, observation) / _TMP
+        base.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f"{work_id[:16]}-", dir=base))
+        (scratch / _OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        return scratch
+
+    def _record_path(self, program: str, observation: str, name: str, stage: str) -> Path:
+        return self.directory(program, observation) / _PROV / f"{name}.{stage}.json"
+
+    def publish(self, scratch: Path, program: str, observation: str, *, name: str, stage: str,
+                record: dict[str, Any]) -> list[Path]:
+        """Move every file from ``scratch`` into place, then write the record.
+
+        ``record`` must hold the "event" to re-emit on redelivery; the list of
+        outputs (paths, digests, sizes) is filled in here.
+        """
+        final_dir = self.directory(program, observation)
+        moved = []
+        for src in sorted(scratch.iterdir()):
+            if not src.is_file() or src.name.startswith("."):
+                continue
+            dst = final_dir / src.name
+            _fsync(src)
+            os.replace(src, dst)
+            moved.append(dst)
+        _fsync_dir(final_dir)
+        self._write_record(self._record_path(program, observation, name, stage), record)
+        shutil.rmtree(scratch, ignore_errors=True)
+        return moved
+
+    def write_record(self, program: str, observation: str, *, name: str, stage: str,
+                     record: dict[str, Any]) -> None:
+        """A record with no outputs (a skipped run), so a redelivery re-emits it."""
+        self._write_record(self._record_path(program, observation, name, stage), record)
+
+    def _write_record(self, path: Path, record: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w") as f:
+            json.dump(record, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+
+    def lookup(self, program: str, observation: str, *, name: str, stage: str,
+               work_id: str | None = None, verify: bool = True) -> Done | None:
+        """The finished work item for (name, stage), if its outputs are intact.
+
+        With ``work_id``, only a record of that exact work item counts (same
+        inputs, pipeline, context, parameters and versions).
+        """
+        path = self._record_path(program, observation, name, stage)
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("unreadable provenance record %s (%s): treating as not done", path, exc)
+            return None
+        if work_id is not None and record.get("work_id") != work_id:
+            return None
+        if verify:
+            for out in record.get("event", {}).get("outputs", []):
+                p = Path(out["path"])
+                try:
+                    if p.stat().st_size != out.get("size", p.stat().st_size) or \
+                            file_digest(p) != out["digest"]:
+                        log.warning("product %s does not match its provenance: redoing", p)
+                        return None
+                except FileNotFoundError:
+                    log.warning("product %s listed in %s is missing: redoing", p, path)
+                    return None
+        return Done(record)
+
+    def has_input(self, program: str, observation: str, name: str, stage: str,
+                  digest: str) -> bool:
+        """Whether (name, stage) has a record for an input with this digest."""
+        done = self.lookup(program, observation, name=name, stage=stage, verify=False)
+        return bool(done and any(i.get("digest") == digest for i in done.event.get("inputs", [])))
+
+    def clean_scratch(self, older_than: float = 6 * 3600) -> int:
+        """Remove temporary directories left by crashed runs.
+
+        Ours (this host, a pid that is gone) at once; others only when old, since
+        another daemon on shared storage may still be writing into them.
+        """
+        removed = 0
+        host = socket.gethostname()
+        for tmp in self.root.glob(f"*/*/{_TMP}/*"):
+            try:
+                owner = json.loads((tmp / _OWNER).read_text())
+                dead_here = owner["host"] == host and not _pid_alive(int(owner["pid"]))
+            except (OSError, ValueError, KeyError):
+                dead_here = False
+            if dead_here or time.time() - tmp.stat().st_mtime > older_than:
+                shutil.rmtree(tmp, ignore_errors=True)
+                removed += 1
+        return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        _fsync(path)

@@ -1,0 +1,202 @@
+"""What an arriving uncal file is, from its name and primary header only.
+
+The name is what the topics are keyed on and the header is what the planner
+decides on, so the two must tell the same story: a file whose name disagrees
+with its header would be calibrated under one identity and associated under
+another. Such files are refused here, with a reason an operator can act on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from astropy.io import fits
+
+from .fitsfile import FitsError, FitsLayout, read_primary_header
+from .naming import BadName, ExposureName, parse_exposure_name
+
+
+@dataclass(frozen=True)
+class Keyword:
+    name: str  # FITS keyword in the primary header
+    required: bool
+    why: str
+
+
+# The primary-header keywords an arrival carries downstream: the single list
+# that the watcher, the message contract and the planner share. Required ones
+# identify the exposure or decide routing and completeness; the others refine
+# routing and association membership when the instrument mode has them.
+EXPOSURE_KEYWORDS: tuple[Keyword, ...] = (
+    Keyword("PROGRAM", True, "program id, 5 characters; also in the file name"),
+    Keyword("OBSERVTN", True, "observation number, 3 digits; also in the file name"),
+    Keyword("VISIT", True, "visit number, 3 digits; also in the file name"),
+    Keyword("VISITGRP", True, "visit group, 2 digits; also in the file name"),
+    Keyword("SEQ_ID", True, "parallel sequence (1 prime, 2-5 parallel); also in the file name"),
+    Keyword("ACT_ID", True, "activity, 2 base-36 characters; also in the file name"),
+    Keyword("EXPOSURE", True, "exposure number, 5 digits; also in the file name"),
+    Keyword("INSTRUME", True, "instrument: routing"),
+    Keyword("DETECTOR", True, "detector; also in the file name, lower case"),
+    Keyword("EXP_TYPE", True, "exposure type: routing"),
+    Keyword("NEXPOSUR", True, "exposures planned in the visit: visit completeness"),
+    Keyword("NINTS", True, "integrations: TSO needs NINTS >= 2"),
+    Keyword("NGROUPS", True, "groups per integration"),
+    Keyword("SUBARRAY", True, "subarray: optical path, DHS and SOSS stripe modes"),
+    Keyword("ENGQLPTG", True, "pointing quality: PLANNED exposures are held before stage 2"),
+    Keyword("DATE-OBS", True, "UTC date of the exposure start: CRDS use-after"),
+    Keyword("TIME-OBS", True, "UTC time of the exposure start: CRDS use-after"),
+    Keyword("MODULE", False, "NIRCam module: number of detectors expected"),
+    Keyword("CHANNEL", False, "NIRCam/MIRI channel"),
+    Keyword("FILTER", False, "optical path"),
+    Keyword("PUPIL", False, "optical path; NIRCam DHS pupils"),
+    Keyword("GRATING", False, "optical path"),
+    Keyword("FXD_SLIT", False, "NIRSpec fixed slit: optical path"),
+    Keyword("TSOVISIT", False, "time-series visit: routing"),
+    Keyword("VISITYPE", False, "visit type: WFS&C routing"),
+    Keyword("PATTTYPE", False, "dither/nod pattern: nod backgrounds, WFSC"),
+    Keyword("NUMDTHPT", False, "dither points in the pattern"),
+    Keyword("PATT_NUM", False, "position in the pattern"),
+    Keyword("SUBPXPTS", False, "sub-pixel dither points"),
+    Keyword("EXSEGNUM", False, "segment number; must match -segNNN in the name"),
+    Keyword("EXSEGTOT", False, "segments in the exposure: visit completeness"),
+    Keyword("INTSTART", False, "first integration in this segment"),
+    Keyword("INTEND", False, "last integration in this segment"),
+    Keyword("BKGDTARG", False, "background target: association member role"),
+    Keyword("IS_PSF", False, "PSF reference: coronagraphy and AMI members"),
+    Keyword("IS_IMPRT", False, "NIRSpec imprint exposure"),
+    Keyword("MOSTILNO", False, "mosaic tile: matches imprints"),
+    Keyword("DITHPTIN", False, "dither point index: matches imprints"),
+    Keyword("TARGETID", False, "target: level-3 product names"),
+    Keyword("TARGPROP", False, "proposer's target name"),
+    Keyword("EXPCOUNT", False, "exposure count in the visit"),
+    Keyword("VISITSTA", False, "visit status"),
+    Keyword("APERNAME", False, "science aperture: number of detectors expected"),
+    Keyword("EFFEXPTM", False, "effective exposure time"),
+    Keyword("READPATT", False, "readout pattern"),
+)
+REQUIRED_KEYWORDS: tuple[str, ...] = tuple(k.name for k in EXPOSURE_KEYWORDS if k.required)
+OPTIONAL_KEYWORDS: tuple[str, ...] = tuple(k.name for k in EXPOSURE_KEYWORDS if not k.required)
+
+# Extensions an uncal file must have before it counts as arrived. A FITS file
+# cut exactly at an HDU boundary is valid FITS, so structure alone cannot
+# tell "primary header written, pixels still to come" from "done".
+# stdatamodels writes the ASDF extension last; deployments fed only by the
+# JWST ground system can add "ASDF" here to close that gap completely.
+UNCAL_REQUIRED_EXTENSIONS: tuple[str, ...] = ("SCI",)
+
+UNCAL_SUFFIX = "uncal"
+
+
+class BadExposure(ValueError):
+    """An arrival that is not a usable uncal exposure; the message says why."""
+
+
+@dataclass(frozen=True)
+class ExposureInfo:
+    name: ExposureName
+    exposure_id: str
+    path: Path
+    header: dict[str, Any] = field(repr=False)  # EXPOSURE_KEYWORDS present, JSON-friendly
+
+
+def missing_extensions(
+    layout: FitsLayout, required: tuple[str, ...] = UNCAL_REQUIRED_EXTENSIONS
+) -> list[str]:
+    present = {(h.extname or "").upper() for h in layout.hdus[1:]}
+    return [name for name in required if name.upper() not in present]
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, fits.card.Undefined) or value is None:
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    if isinstance(value, bool | int | str):
+        return value.rstrip() if isinstance(value, str) else value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    return str(value)
+
+
+def _norm(value: Any, width: int) -> str:
+    """Header id values as the file name writes them: some writers store
+    PROGRAM or EXPOSURE as integers, which lose their leading zeros."""
+    text = str(value).strip().lower()
+    return text.zfill(width) if text.isdigit() else text
+
+
+def uncal_name(filename: str) -> ExposureName:
+    """Parse an uncal file name; BadExposure for any other name."""
+    fname = filename.rsplit("/", 1)[-1]
+    try:
+        name = parse_exposure_name(fname)
+    except BadName as exc:
+        raise BadExposure(str(exc)) from exc
+    if not fname.endswith(".fits") or name.suffix != UNCAL_SUFFIX:
+        raise BadExposure(
+            f"{fname}: not an uncal exposure (expected a name ending in "
+            f"_{UNCAL_SUFFIX}.fits, got suffix {name.suffix!r})"
+        )
+    return name
+
+
+def describe_exposure(path: str | os.PathLike[str]) -> ExposureInfo:
+    """Identify an uncal file and check its name against its primary header.
+
+    Raises BadExposure (a ValueError) naming the file and the keyword at
+    fault; OSError when the file cannot be read at all.
+    """
+    path = Path(path)
+    fname = path.name
+    name = uncal_name(fname)
+    try:
+        hdr = read_primary_header(path)
+    except FitsError as exc:
+        raise BadExposure(str(exc)) from exc
+
+    missing = [
+        k for k in REQUIRED_KEYWORDS if k not in hdr or isinstance(hdr[k], fits.card.Undefined)
+    ]
+    if missing:
+        raise BadExposure(
+            f"{fname}: required primary-header keyword(s) missing or without a value: "
+            + ", ".join(missing)
+        )
+
+    expected = (
+        ("PROGRAM", name.program, 5),
+        ("OBSERVTN", name.observation, 3),
+        ("VISIT", name.visit, 3),
+        ("VISITGRP", name.visit_group, 2),
+        ("SEQ_ID", name.sequence, 1),
+        ("ACT_ID", name.activity, 2),
+        ("EXPOSURE", name.exposure, 5),
+        ("DETECTOR", name.detector, 0),
+    )
+    disagree = [
+        f"{key} = {hdr[key]!r} but the name says {want!r}"
+        for key, want, width in expected
+        if _norm(hdr[key], width) != want
+    ]
+    segnum = hdr.get("EXSEGNUM")
+    segtot = hdr.get("EXSEGTOT")
+    if name.segment is not None:
+        if segnum is None:
+            disagree.append(f"the name says segment {name.segment} but EXSEGNUM is missing")
+        elif _norm(segnum, 3) != name.segment:
+            disagree.append(f"EXSEGNUM = {segnum!r} but the name says segment {name.segment}")
+    elif isinstance(segtot, int) and segtot > 1:
+        # Segments of one exposure would share an exposure id without the
+        # -segNNN part and overwrite each other downstream.
+        disagree.append(
+            f"EXSEGTOT = {segtot} (segment {segnum!r}) but the name has no -segNNN part"
+        )
+    if disagree:
+        raise BadExposure(f"{fname}: name and primary header disagree: " + "; ".join(disagree))
+
+    header = {k.name: _json_value(hdr[k.name]) for k in EXPOSURE_KEYWORDS if k.name in hdr}
+    return ExposureInfo(name=name, exposure_id=name.exposure_id, path=path, header=header)

@@ -1,0 +1,45 @@
+"""The identity of a calibration: what makes two runs "the same work".
+
+Two runs with the same inputs (by content digest), pipeline, CRDS context,
+parameters and software versions produce the same products, so the second
+need not run. Anything that can change a product belongs in the identity;
+nothing else does (no paths, no timestamps), so a redelivery is recognised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+# Bump when calstream changes how it calls a pipeline in a way that changes products.
+RECIPE_VERSION = 1
+
+
+@cache
+def jwst_version() -> str:
+    """The installed jwst version, without importing jwst (slow, and the
+    deciders must not import it)."""
+    try:
+        return version("jwst")
+    except PackageNotFoundError:
+        return "not-installed"
+
+
+def work_id(*, pipeline: str, input_digests: Iterable[str], crds_context: str,
+            parameters: Mapping[str, Any] | None = None, software: Mapping[str, str] | None = None,
+            namespace: str = "live") -> str:
+    identity = {
+        "pipeline": pipeline,
+        "inputs": sorted(input_digests),
+        "crds_context": crds_context,
+        "parameters": parameters or {},
+        "software": dict(software) if software is not None
+        else {"jwst": jwst_version(), "recipe": str(RECIPE_VERSION)},
+        "namespace": namespace,
+    }
+    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

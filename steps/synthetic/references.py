@@ -1,0 +1,511 @@
+"""Synthetic CRDS reference files for a `ProgramSpec`'s detectors and subarray.
+
+They describe the same detector `program.simulate_program` simulates: the
+SUPERBIAS is its bias map, the FLAT its pixel response, GAIN, READNOISE and
+DARK its gain, noise and dark rate; LINEARITY and IPC are identities because
+the simulation is linear and has no inter-pixel capacitance. DISTORTION is
+the SIAF linear pixel-to-V2/V3 mapping the simulation drew the stars with.
+
+Detector references are subarray-sized (a full-frame set is ~630 MB); the
+WCS, photometric and catalog references are small. A pars-tweakregstep
+parameter reference tunes tweakreg for a sparse 5" field, as an instrument
+team would, so that image3 aligns the dithers with its defaults otherwise.
+Every file names its detector and subarray in its own header (absent: any),
+which is what `crds_cache.build_crds_cache` matches on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from calstream.steps.synthetic.program import (
+    FULL_SIZE,
+    PIXEL_SCALE,
+    VIDL_PARITY,
+    ProgramSpec,
+    detector_bias,
+    detector_flat,
+    detector_geometry,
+    reference_pixel_mask,
+    subarray_for,
+)
+
+AUTHOR = "calstream synthetic"
+PEDIGREE = "DUMMY"
+USEAFTER = "2022-01-01T00:00:00"
+# stpipe's schema for step parameter files with the metadata CRDS requires.
+STEP_CONFIG_SCHEMA = "http://stsci.edu/schemas/stpipe/step_config_with_metadata-1.0.0"
+
+# What detector1 asks CRDS for on NIRCam imaging (jwst 3.0 defaults).
+DETECTOR1_TYPES = (
+    "mask",
+    "saturation",
+    "superbias",
+    "linearity",
+    "dark",
+    "gain",
+    "readnoise",
+    "ipc",
+)
+# What image2 (assign_wcs, flat_field, photom) and image3 (tweakreg parameters,
+# source_catalog) ask for.
+IMAGE_TYPES = (
+    "distortion",
+    "filteroffset",
+    "flat",
+    "photom",
+    "area",
+    "pars-tweakregstep",
+    "apcorr",
+    "abvegaoffset",
+)
+ALL_TYPES = DETECTOR1_TYPES + IMAGE_TYPES
+
+# Nominal NIRCam short-wave conversion from DN/s to MJy/sr (order of magnitude right).
+PHOTMJSR = 2.0
+# m_AB - m_Vega, roughly right for F150W.
+ABVEGA = 1.2
+
+
+def _dq_def(flags: Iterable[str]):
+    from stdatamodels.jwst.datamodels import dqflags
+
+    rows = []
+    for name in flags:
+        value = int(dqflags.pixel[name])
+        rows.append((value.bit_length() - 1, value, name, name.lower().replace("_", " ")))
+    return rows
+
+
+def _stamp(
+    model,
+    spec: ProgramSpec,
+    detector: str | None,
+    reftype: str,
+    description: str,
+    *,
+    subarray: bool = True,
+):
+    m = model.meta
+    m.reftype = reftype.upper()
+    m.description = description
+    m.author = AUTHOR
+    m.pedigree = PEDIGREE
+    m.useafter = USEAFTER
+    m.telescope = "JWST"
+    m.origin = "calstream"
+    m.instrument.name = "NIRCAM"
+    if detector is not None:
+        geom = detector_geometry(detector)
+        m.instrument.detector = geom.name
+    if detector is not None and subarray:
+        sub = subarray_for(detector, spec.subarray)
+        m.subarray.name = sub.name
+        m.subarray.xstart = sub.xstart
+        m.subarray.ystart = sub.ystart
+        m.subarray.xsize = sub.xsize
+        m.subarray.ysize = sub.ysize
+        m.subarray.fastaxis = sub.fastaxis
+        m.subarray.slowaxis = sub.slowaxis
+
+
+def _refpix_dq(spec: ProgramSpec, detector: str) -> np.ndarray:
+    from stdatamodels.jwst.datamodels import dqflags
+
+    # REFERENCE_PIXEL alone: refpix ignores reference pixels also marked DO_NOT_USE.
+    flag = dqflags.pixel["REFERENCE_PIXEL"]
+    return np.where(reference_pixel_mask(spec, detector), flag, 0).astype(np.uint32)
+
+
+def _shape(spec: ProgramSpec, detector: str) -> tuple[int, int]:
+    sub = subarray_for(detector, spec.subarray)
+    return sub.ysize, sub.xsize
+
+
+def _mask(spec, detector):
+    from stdatamodels.jwst.datamodels import MaskModel
+
+    model = MaskModel(dq=_refpix_dq(spec, detector), strict_validation=True)
+    model.dq_def = _dq_def(["DO_NOT_USE", "REFERENCE_PIXEL"])
+    _stamp(model, spec, detector, "mask", "Synthetic bad pixel mask: flags reference pixels only")
+    return model
+
+
+def _saturation(spec, detector):
+    from stdatamodels.jwst.datamodels import SaturationModel
+
+    shape = _shape(spec, detector)
+    model = SaturationModel(
+        data=np.full(shape, spec.saturation, dtype=np.float32),
+        dq=np.zeros(shape, dtype=np.uint32),
+        strict_validation=True,
+    )
+    model.dq_def = _dq_def(["DO_NOT_USE", "NO_SAT_CHECK"])
+    _stamp(model, spec, detector, "saturation", "Synthetic saturation levels (raw DN)")
+    return model
+
+
+def _superbias(spec, detector):
+    from stdatamodels.jwst.datamodels import SuperBiasModel
+
+    shape = _shape(spec, detector)
+    model = SuperBiasModel(
+        data=detector_bias(spec, detector),
+        err=np.full(shape, 1.0, dtype=np.float32),
+        dq=np.zeros(shape, dtype=np.uint32),
+        strict_validation=True,
+    )
+    model.dq_def = _dq_def(["DO_NOT_USE", "UNRELIABLE_BIAS"])
+    _stamp(model, spec, detector, "superbias", "Synthetic superbias: the simulated bias map")
+    return model
+
+
+def _linearity(spec, detector):
+    from stdatamodels.jwst.datamodels import LinearityModel
+
+    ny, nx = _shape(spec, detector)
+    coeffs = np.zeros((5, ny, nx), dtype=np.float32)
+    coeffs[1] = 1.0
+    model = LinearityModel(
+        coeffs=coeffs, dq=np.zeros((ny, nx), dtype=np.uint32), strict_validation=True
+    )
+    model.dq_def = _dq_def(["DO_NOT_USE", "NO_LIN_CORR"])
+    _stamp(model, spec, detector, "linearity", "Synthetic linearity: identity (data are linear)")
+    return model
+
+
+def _dark(spec, detector):
+    from stdatamodels.jwst.datamodels import DarkModel
+
+    ny, nx = _shape(spec, detector)
+    tframe = subarray_for(detector, spec.subarray).frame_time
+    # One frame per group so that the dark step can average it to any readout pattern.
+    nframes_total = spec.ngroups * (spec.nframes + spec.groupgap) - spec.groupgap
+    ramp = spec.dark_rate * tframe * np.arange(1, nframes_total + 1, dtype=np.float32)
+    data = np.broadcast_to(ramp[:, None, None], (nframes_total, ny, nx)).astype(np.float32)
+    data[:, reference_pixel_mask(spec, detector)] = 0.0
+    model = DarkModel(
+        data=data,
+        err=np.full(data.shape, 0.01, dtype=np.float32),
+        dq=np.zeros((ny, nx), dtype=np.uint32),
+        strict_validation=True,
+    )
+    model.dq_def = _dq_def(["DO_NOT_USE", "UNRELIABLE_DARK"])
+    _stamp(model, spec, detector, "dark", "Synthetic dark: constant dark rate")
+    e = model.meta.exposure
+    e.readpatt = "RAPID"
+    e.nframes = 1
+    e.groupgap = 0
+    e.ngroups = nframes_total
+    e.nints = 1
+    e.noutputs = subarray_for(detector, spec.subarray).noutputs
+    return model
+
+
+def _gain(spec, detector):
+    from stdatamodels.jwst.datamodels import GainModel
+
+    model = GainModel(
+        data=np.full(_shape(spec, detector), spec.gain, dtype=np.float32),
+        strict_validation=True,
+    )
+    _stamp(model, spec, detector, "gain", f"Synthetic gain: {spec.gain} e-/DN")
+    return model
+
+
+def _readnoise(spec, detector):
+    from stdatamodels.jwst.datamodels import ReadnoiseModel
+
+    model = ReadnoiseModel(
+        data=np.full(_shape(spec, detector), spec.readnoise, dtype=np.float32),
+        strict_validation=True,
+    )
+    _stamp(model, spec, detector, "readnoise", f"Synthetic CDS read noise: {spec.readnoise} DN")
+    return model
+
+
+def _ipc(spec, detector):
+    from stdatamodels.jwst.datamodels import IPCModel
+
+    kernel = np.zeros((3, 3), dtype=np.float32)
+    kernel[1, 1] = 1.0
+    model = IPCModel(data=kernel, strict_validation=True)
+    _stamp(
+        model,
+        spec,
+        detector,
+        "ipc",
+        "Synthetic IPC kernel: identity (none simulated)",
+        subarray=False,
+    )
+    return model
+
+
+def _flat(spec, detector):
+    from stdatamodels.jwst.datamodels import FlatModel
+
+    shape = _shape(spec, detector)
+    model = FlatModel(
+        data=detector_flat(spec, detector),
+        err=np.full(shape, 0.001, dtype=np.float32),
+        dq=np.where(reference_pixel_mask(spec, detector), 1, 0).astype(np.uint32),
+        strict_validation=True,
+    )
+    model.dq_def = _dq_def(["DO_NOT_USE", "NO_FLAT_FIELD"])
+    _stamp(model, spec, detector, "flat", "Synthetic flat: the simulated pixel response")
+    model.meta.instrument.filter = spec.filter
+    model.meta.instrument.pupil = spec.pupil
+    return model
+
+
+def _pixel_area_sr() -> float:
+    return (PIXEL_SCALE / 3600.0 * math.pi / 180.0) ** 2
+
+
+def _area(spec, detector):
+    from stdatamodels.jwst.datamodels import PixelAreaModel
+
+    # photom slices the map at the science subarray's full-frame position and
+    # the schema has no subarray keywords: cover the full frame from pixel 1 up
+    # to the subarray's far corner.
+    sub = subarray_for(detector, spec.subarray)
+    shape = (sub.ystart - 1 + sub.ysize, sub.xstart - 1 + sub.xsize)
+    model = PixelAreaModel(data=np.ones(shape, dtype=np.float32), strict_validation=True)
+    _stamp(
+        model,
+        spec,
+        detector,
+        "area",
+        "Synthetic pixel area map: no distortion, all ones",
+        subarray=False,
+    )
+    model.meta.instrument.filter = spec.filter
+    model.meta.instrument.pupil = spec.pupil
+    model.meta.photometry.pixelarea_steradians = _pixel_area_sr()
+    model.meta.photometry.pixelarea_arcsecsq = PIXEL_SCALE**2
+    return model
+
+
+def _photom(spec, detector):
+    from stdatamodels.jwst.datamodels import NrcImgPhotomModel
+
+    table = np.array(
+        [(spec.filter, spec.pupil, PHOTMJSR, 0.01 * PHOTMJSR)],
+        dtype=[("filter", "S12"), ("pupil", "S12"), ("photmjsr", "<f4"), ("uncertainty", "<f4")],
+    )
+    model = NrcImgPhotomModel(phot_table=table, strict_validation=True)
+    _stamp(model, spec, None, "photom", "Synthetic imaging photometric calibration")
+    model.meta.photometry.pixelarea_steradians = _pixel_area_sr()
+    model.meta.photometry.pixelarea_arcsecsq = PIXEL_SCALE**2
+    return model
+
+
+def _distortion(spec, detector):
+    from astropy.modeling import models
+    from stdatamodels.jwst.datamodels import DistortionModel
+
+    g = detector_geometry(detector)
+    a = math.radians(g.v3_idl_yangle)
+    # 0-based full-frame science pixel -> ideal (arcsec) -> V2/V3 (arcsec), the
+    # same linear SIAF mapping as program.pixel_to_v2v3.
+    centre = (FULL_SIZE + 1) / 2 - 1
+    to_ideal = (models.Shift(-centre) & models.Shift(-centre)) | (
+        models.Scale(PIXEL_SCALE) & models.Scale(PIXEL_SCALE)
+    )
+    to_v2v3 = models.AffineTransformation2D(
+        matrix=[
+            [VIDL_PARITY * math.cos(a), math.sin(a)],
+            [-VIDL_PARITY * math.sin(a), math.cos(a)],
+        ],
+        translation=[g.v2_ref, g.v3_ref],
+    )
+    transform = to_ideal | to_v2v3
+    model = DistortionModel(
+        model=transform, input_units="pixel", output_units="arcsec", strict_validation=True
+    )
+    _stamp(
+        model,
+        spec,
+        detector,
+        "distortion",
+        "Synthetic distortion: SIAF linear model",
+        subarray=False,
+    )
+    model.meta.instrument.module = g.module
+    model.meta.instrument.channel = "SHORT"
+    model.meta.instrument.p_pupil = "ANY|"
+    model.meta.exposure.p_exptype = "NRC_IMAGE|NRC_TSIMAGE|NRC_FLAT|NRC_LED|NRC_WFSC|"
+    return model
+
+
+def _filteroffset(spec, detector):
+    from stdatamodels.jwst.datamodels import FilteroffsetModel
+
+    filters = [
+        {"filter": spec.filter, "pupil": spec.pupil, "column_offset": 0.0, "row_offset": 0.0}
+    ]
+    model = FilteroffsetModel(filters=filters, instrument="NIRCAM", strict_validation=True)
+    _stamp(model, spec, detector, "filteroffset", "Synthetic filter offsets: none", subarray=False)
+    model.meta.instrument.module = detector_geometry(detector).module
+    model.meta.instrument.channel = "SHORT"
+    return model
+
+
+def _apcorr(spec, detector):
+    from stdatamodels.jwst.datamodels import NrcImgApcorrModel
+
+    # Gaussian PSF: encircled energy f inside r = sigma * sqrt(-2 ln(1 - f)).
+    fractions = np.arange(0.1, 0.95, 0.1)
+    radii = spec.star_sigma * np.sqrt(-2.0 * np.log(1.0 - fractions))
+    sky_in, sky_out = 4.0 * radii[-1], 6.0 * radii[-1]
+    table = np.array(
+        [
+            (spec.filter, spec.pupil, f, r, 1.0 / f, sky_in, sky_out)
+            for f, r in zip(fractions, radii, strict=True)
+        ],
+        dtype=[
+            ("filter", "S12"),
+            ("pupil", "S15"),
+            ("eefraction", "<f4"),
+            ("radius", "<f4"),
+            ("apcorr", "<f4"),
+            ("skyin", "<f4"),
+            ("skyout", "<f4"),
+        ],
+    )
+    model = NrcImgApcorrModel(apcorr_table=table, strict_validation=True)
+    _stamp(model, spec, None, "apcorr", "Synthetic aperture corrections for a Gaussian PSF")
+    return model
+
+
+def _abvegaoffset(spec, detector):
+    from astropy.table import Table
+    from stdatamodels.jwst.datamodels import ABVegaOffsetModel
+
+    model = ABVegaOffsetModel(strict_validation=True)
+    model.abvega_offset = Table(
+        {"filter": [spec.filter], "pupil": [spec.pupil], "abvega_offset": np.float32([ABVEGA])}
+    )
+    _stamp(model, spec, None, "abvegaoffset", "Synthetic AB minus Vega magnitude offsets")
+    return model
+
+
+class _StepParameters:
+    """A CRDS parameter reference (pars-*): an stpipe step config with CRDS metadata."""
+
+    def __init__(self, tree: dict):
+        self.tree = tree
+
+    def validate(self) -> None:
+        import asdf
+
+        with asdf.AsdfFile(self.tree) as af:
+            af.validate()
+            schema = asdf.schema.load_schema(STEP_CONFIG_SCHEMA, resolve_references=True)
+            asdf.schema.validate(af.tree, schema=schema)
+
+    def save(self, path: Path) -> None:
+        import asdf
+
+        asdf.AsdfFile(self.tree).write_to(path)
+
+    def close(self) -> None:
+        pass
+
+
+def _pars_tweakregstep(spec, detector):
+    # tweakreg's defaults want 15 matched sources at least 1" apart, more than
+    # a 5" subarray holds; these are what an instrument team would deliver
+    # for a sparse small field. The 2" search radius still finds a PLANNED
+    # pointing's error.
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC).replace(microsecond=0).isoformat().removesuffix("+00:00")
+    return _StepParameters(
+        {
+            "class": "jwst.tweakreg.tweakreg_step.TweakRegStep",
+            "name": "tweakreg",
+            "parameters": {"minobj": 5, "separation": 0.3, "tolerance": 0.2},
+            "meta": {
+                "author": AUTHOR,
+                "date": now,
+                "description": "Synthetic tweakreg parameters for small sparse fields",
+                "instrument": {"name": "NIRCAM"},
+                "subarray": {"name": subarray_for(detector, spec.subarray).name},
+                "origin": "calstream",
+                "pedigree": PEDIGREE,
+                "reftype": "pars-tweakregstep",
+                "telescope": "JWST",
+                "useafter": USEAFTER,
+            },
+        }
+    )
+
+
+_BUILDERS = {
+    "mask": (_mask, ".fits"),
+    "saturation": (_saturation, ".fits"),
+    "superbias": (_superbias, ".fits"),
+    "linearity": (_linearity, ".fits"),
+    "dark": (_dark, ".fits"),
+    "gain": (_gain, ".fits"),
+    "readnoise": (_readnoise, ".fits"),
+    "ipc": (_ipc, ".fits"),
+    "flat": (_flat, ".fits"),
+    "area": (_area, ".fits"),
+    "photom": (_photom, ".fits"),
+    "distortion": (_distortion, ".asdf"),
+    "filteroffset": (_filteroffset, ".asdf"),
+    "pars-tweakregstep": (_pars_tweakregstep, ".asdf"),
+    "apcorr": (_apcorr, ".fits"),
+    "abvegaoffset": (_abvegaoffset, ".asdf"),
+}
+# Types that do not depend on the detector: one file serves every detector.
+_SHARED = {"photom", "apcorr", "abvegaoffset", "pars-tweakregstep"}
+# Per detector but full-frame, so valid for any subarray.
+_ANY_SUBARRAY = {"distortion", "filteroffset", "ipc"}
+
+
+def write_reference_files(
+    ref_dir: str | Path,
+    spec: ProgramSpec,
+    *,
+    reftypes: Iterable[str] = ALL_TYPES,
+) -> dict[str, list[Path]]:
+    """Write references for every detector of `spec`; return {reftype: [paths]}.
+
+    File names say what they are (``nircam_nrcb1_sub160_gain.fits``); CRDS
+    names are given when `crds_cache.build_crds_cache` files them.
+    """
+    spec.validate()
+    out = Path(ref_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, list[Path]] = {}
+    for reftype in reftypes:
+        try:
+            build, ext = _BUILDERS[reftype]
+        except KeyError:
+            raise ValueError(
+                f"no synthetic {reftype!r} reference; one of {sorted(_BUILDERS)}"
+            ) from None
+        detectors = spec.detectors[:1] if reftype in _SHARED else spec.detectors
+        for detector in detectors:
+            model = build(spec, detector)
+            if reftype.startswith("pars-"):
+                stem = f"nircam_{spec.subarray.lower()}_{reftype}"
+            elif reftype in _SHARED:
+                stem = f"nircam_{spec.filter.lower()}_{reftype}"
+            elif reftype in _ANY_SUBARRAY:
+                stem = f"nircam_{detector.lower()}_{reftype}"
+            else:
+                stem = f"nircam_{detector.lower()}_{spec.subarray.lower()}_{reftype}"
+            path = out / f"{stem}{ext}"
+            model.validate()
+            model.save(path)
+            model.close()
+            written.setdefault(reftype, []).append(path)
+    return written

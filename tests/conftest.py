@@ -1,0 +1,50 @@
+"""Shared fixtures: one real embedded broker and one synthetic kit per session.
+
+Tests isolate themselves with their own topic prefix and directories, so they
+share the (cheap to keep, slow to rebuild) broker and reference files.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from calstream.daemon.broker import EmbeddedBroker
+
+
+@pytest.fixture(scope="session")
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory):
+    with EmbeddedBroker(tmp_path_factory.mktemp("broker")) as b:
+        yield b.bootstrap
+
+
+@pytest.fixture(scope="session")
+def kit(tmp_path_factory):
+    """Synthetic NIRCam program + reference files + offline CRDS cache, with the
+    CRDS environment set for the session (and restored after)."""
+    from calstream.steps.synthetic.kit import build_kit
+    from calstream.steps.synthetic.program import ProgramSpec
+
+    root = tmp_path_factory.mktemp("kit")
+    k = build_kit(root, ProgramSpec(), seed=7)
+    saved = {name: os.environ.get(name) for name in k.crds_env}
+    os.environ.update(k.crds_env)
+    yield k
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture
+def unique_prefix(request):
+    return f"t{os.getpid()}-{request.node.name[:40]}."
+
+
+ROOT = Path(__file__).resolve().parents[1]

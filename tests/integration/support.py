@@ -1,0 +1,101 @@
+"""Helpers for tests that run the daemon against the real embedded broker."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+from prometheus_client.parser import text_string_to_metric_families
+
+from calstream.daemon import kafka
+from calstream.daemon.config import Config, load
+from calstream.daemon.runtime import Daemon
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+
+def daemon_config(tmp_path: Path, broker: str, prefix: str, **overrides) -> Config:
+    flags = {"work_dir": tmp_path / "work", "kafka_bootstrap": broker, "topic_prefix": prefix,
+             "group_prefix": prefix.rstrip("."), "workers": 2,
+             "metrics_address": "127.0.0.1:0", "fast_group_timing": True,
+             "settle_seconds": 0.2, "poll_interval": 0.2, "retry_backoff": 0.2}
+    flags.update(overrides)
+    return load(None, env={}, flags=flags)
+
+
+@contextlib.asynccontextmanager
+async def running_daemon(cfg: Config):
+    daemon = Daemon(cfg)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        try:
+            yield daemon
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def wait_for(cfg: Config, logical: list[str], done: Callable[[list], bool],
+                   timeout: float = 120.0) -> list:
+    """Read topics from the beginning until ``done(messages)``; return the
+    messages (contract.Message, or InvalidMessage for invalid records)."""
+    topics = Topics(cfg.topic_prefix)
+    seen: list = []
+    with anyio.fail_after(timeout):
+        async for _record, msg in kafka.read_topics(cfg, [topics.name(t) for t in logical]):
+            seen.append(msg)
+            if done(seen):
+                return seen
+    raise AssertionError("unreachable")
+
+
+async def read_all(cfg: Config, logical: list[str], timeout: float = 60.0) -> list:
+    """Everything on the topics now, exactly: a marker is written to every
+    partition first, and reading stops when every marker has come back."""
+    topics = Topics(cfg.topic_prefix)
+    names = [topics.name(t) for t in logical]
+    marker = f"calstream-test-marker-{time.time_ns()}".encode()
+    producer = kafka.producer(cfg)
+    await producer.start()
+    expected = set()
+    try:
+        for name in names:
+            for partition in await producer.partitions_for(name):
+                await producer.send_and_wait(name, marker, partition=partition)
+                expected.add((name, partition))
+    finally:
+        await producer.stop()
+    seen: list = []
+    with anyio.fail_after(timeout):
+        async for record, msg in kafka.read_topics(cfg, names):
+            if record.value == marker:
+                expected.discard((record.topic, record.partition))
+                if not expected:
+                    return seen
+            else:
+                seen.append(msg)
+    raise AssertionError("unreachable")
+
+
+def products(messages, stage: str = "detector1") -> list[contract.Message]:
+    return [m for m in messages if isinstance(m, contract.Message) and m.type == "product"
+            and m["stage"] == stage]
+
+
+def scrape(address: str) -> dict[tuple[str, tuple], float]:
+    """/metrics as {(sample name, sorted labels): value}."""
+    text = urllib.request.urlopen(f"http://{address}/metrics", timeout=5).read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(samples: dict, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(v for (n, ls), v in samples.items()
+               if n == name and all((k, str(x)) in ls for k, x in labels.items()))

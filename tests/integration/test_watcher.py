@@ -1,0 +1,350 @@
+"""The inbox watcher on a real filesystem with real watchdog observers; no broker."""
+
+import hashlib
+import io
+import logging
+import os
+import time
+from contextlib import asynccontextmanager
+
+import anyio
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from calstream.daemon.watcher import Arrival, Rejection, Watcher
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.timeout(60)]
+
+SETTLE = 0.2
+
+NAME = "jw01234001001_02101_00001_nrcb1_uncal.fits"
+
+HEADER = {
+    "PROGRAM": "01234",
+    "OBSERVTN": "001",
+    "VISIT": "001",
+    "VISITGRP": "02",
+    "SEQ_ID": "1",
+    "ACT_ID": "01",
+    "EXPOSURE": "00001",
+    "INSTRUME": "NIRCAM",
+    "DETECTOR": "NRCB1",
+    "EXP_TYPE": "NRC_IMAGE",
+    "NEXPOSUR": 4,
+    "NINTS": 1,
+    "NGROUPS": 2,
+    "SUBARRAY": "SUB64P",
+    "ENGQLPTG": "PLANNED",
+    "DATE-OBS": "2026-01-02",
+    "TIME-OBS": "03:04:05.678",
+}
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def uncal_bytes(name: str = NAME, **changes) -> bytes:
+    """A small uncal-like file whose header matches ``name``."""
+    parts = name.split("_")
+    hdr = {**HEADER, "EXPOSURE": parts[2][:5], "DETECTOR": parts[3].upper(), **changes}
+    primary = fits.PrimaryHDU()
+    for key, value in hdr.items():
+        primary.header[key] = value
+    sci = fits.ImageHDU(np.arange(2 * 64 * 64, dtype=np.uint16).reshape(1, 2, 64, 64), name="SCI")
+    buf = io.BytesIO()
+    fits.HDUList([primary, sci]).writeto(buf)
+    return buf.getvalue()
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def drop(inbox, name: str, data: bytes) -> None:
+    """Deliver as a downlink does: a temporary name, then a rename."""
+    tmp = inbox / (name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, inbox / name)
+
+
+class Recorder:
+    def __init__(self, products=(), arrival_failures=0, reject_failures=0):
+        self.arrivals: list[Arrival] = []
+        self.rejections: list[Rejection] = []
+        self.products = set(products)
+        self.arrival_failures = arrival_failures
+        self.reject_failures = reject_failures
+        self.calls = 0
+
+    async def on_arrival(self, a: Arrival) -> None:
+        self.calls += 1
+        if self.arrival_failures:
+            self.arrival_failures -= 1
+            raise ConnectionError("broker down")
+        self.arrivals.append(a)
+
+    async def on_reject(self, r: Rejection) -> None:
+        if self.reject_failures:
+            self.reject_failures -= 1
+            raise ConnectionError("broker down")
+        self.rejections.append(r)
+
+    def has_products(self, exposure_id: str, digest: str) -> bool:
+        return exposure_id in self.products
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    return inbox, tmp_path / "quarantine", tmp_path / "state" / "ledger.sqlite"
+
+
+def make(dirs, rec: Recorder, **kw) -> Watcher:
+    inbox, quarantine, ledger = dirs
+    kw = {
+        "settle_seconds": SETTLE,
+        "poll_interval": 0.1,
+        "rescan_interval": 60.0,
+        "retry_initial": 0.1,
+        **kw,
+    }
+    return Watcher(
+        inbox,
+        quarantine,
+        ledger,
+        on_arrival=rec.on_arrival,
+        on_reject=rec.on_reject,
+        has_products=rec.has_products,
+        **kw,
+    )
+
+
+@asynccontextmanager
+async def running(watcher: Watcher):
+    async with anyio.create_task_group() as tg:
+        await tg.start(watcher.run)
+        yield watcher
+        tg.cancel_scope.cancel()
+
+
+async def wait_until(predicate, timeout: float = 5.0) -> float:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError("condition not met in time")
+        await anyio.sleep(0.02)
+    return time.monotonic() - start
+
+
+async def test_file_copied_in_pieces_is_announced_only_when_whole(dirs):
+    inbox = dirs[0]
+    rec = Recorder()
+    data = uncal_bytes()
+    # Cut inside the primary header, exactly at the end of the primary HDU
+    # (valid FITS, but no pixels yet), inside the SCI data, and inside the
+    # final padding.
+    cuts = [1000, 2880, 2 * 2880 + 5000, len(data) - 100, len(data)]
+    async with running(make(dirs, rec)) as w:
+        with open(inbox / NAME, "wb") as f:
+            previous = 0
+            for cut in cuts:
+                f.write(data[previous:cut])
+                f.flush()
+                previous = cut
+                if cut < len(data):
+                    await anyio.sleep(3 * SETTLE)  # longer than the settle time
+                    assert rec.arrivals == [] and rec.rejections == [], cut
+        await wait_until(lambda: rec.arrivals)
+        await anyio.sleep(3 * SETTLE)
+        assert w.stats().pending == 0
+    [a] = rec.arrivals
+    assert a.digest == sha(data) and a.size == len(data)
+    assert a.exposure_id == "jw01234001001_02101_00001_nrcb1"
+    assert a.source == "watch" and a.path == inbox / NAME
+    assert a.header["ENGQLPTG"] == "PLANNED" and a.header["NEXPOSUR"] == 4
+    assert a.detected_at <= time.time()
+    assert rec.rejections == []
+
+
+async def test_temp_name_then_rename_is_announced_once(dirs):
+    inbox = dirs[0]
+    rec = Recorder()
+    data = uncal_bytes()
+    async with running(make(dirs, rec)):
+        for ignored in (NAME + ".part", NAME + ".tmp", NAME + "~", "." + NAME):
+            (inbox / ignored).write_bytes(data)
+        await anyio.sleep(3 * SETTLE)
+        assert rec.arrivals == []
+        os.replace(inbox / (NAME + ".part"), inbox / NAME)
+        await wait_until(lambda: rec.arrivals)
+        await anyio.sleep(4 * SETTLE)
+    assert len(rec.arrivals) == 1 and rec.rejections == []
+    assert (inbox / ("." + NAME)).exists()  # ignored files are left alone
+
+
+async def test_same_content_once_corrected_content_again(dirs, caplog):
+    inbox = dirs[0]
+    rec = Recorder()
+    first = uncal_bytes()
+    corrected = uncal_bytes(ENGQLPTG="CALCULATED_TRACK_TR_202111")
+    caplog.set_level(logging.INFO, logger="calstream.watcher")
+    async with running(make(dirs, rec)) as w:
+        drop(inbox, NAME, first)
+        await wait_until(lambda: rec.arrivals)
+        drop(inbox, NAME, first)  # redelivered, same bytes
+        await wait_until(lambda: w.stats().duplicates == 1)
+        drop(inbox, NAME, corrected)  # same name, new pointing
+        await wait_until(lambda: len(rec.arrivals) == 2)
+        await anyio.sleep(3 * SETTLE)
+    assert [a.digest for a in rec.arrivals] == [sha(first), sha(corrected)]
+    assert rec.arrivals[1].header["ENGQLPTG"] == "CALCULATED_TRACK_TR_202111"
+    # Every message names the exposure, in the text and as a field.
+    records = [r for r in caplog.records if r.name == "calstream.watcher" and r.exposure_id]
+    assert records and all(r.exposure_id in r.getMessage() for r in records)
+
+
+async def test_bad_files_are_quarantined_and_good_ones_still_flow(dirs):
+    inbox, quarantine, _ = dirs
+    rec = Recorder(reject_failures=1)  # the first rejection report fails too
+    async with running(make(dirs, rec)) as w:
+        (inbox / NAME).write_text("a telemetry log\n" * 100)
+        await wait_until(lambda: rec.rejections)
+        # Same name again, now a name/header mismatch: must not overwrite.
+        drop(inbox, NAME, uncal_bytes(DETECTOR="NRCB2"))
+        drop(inbox, "README.txt", b"hello")
+        await wait_until(lambda: len(rec.rejections) == 3)
+        good = "jw01234001001_02101_00002_nrcb1_uncal.fits"
+        drop(inbox, good, uncal_bytes(good))
+        await wait_until(lambda: rec.arrivals)
+        assert w.stats().rejected == 3
+    reasons = " | ".join(r.reason for r in rec.rejections)
+    assert (
+        "not a FITS file" in reasons and "DETECTOR = 'NRCB2'" in reasons and "README.txt" in reasons
+    )
+    assert sorted(p.name for p in quarantine.iterdir()) == sorted(
+        [
+            NAME,
+            NAME + ".reason.txt",
+            NAME.replace(".fits", ".1.fits"),
+            NAME.replace(".fits", ".1.fits") + ".reason.txt",
+            "README.txt",
+            "README.txt.reason.txt",
+        ]
+    )
+    mismatch = next(r for r in rec.rejections if "DETECTOR" in r.reason)
+    assert mismatch.quarantined_to == quarantine / NAME.replace(".fits", ".1.fits")
+    assert mismatch.exposure_id == "jw01234001001_02101_00001_nrcb1"
+    assert mismatch.digest and mismatch.digest.startswith("sha256:")
+    note = (quarantine / (NAME + ".reason.txt")).read_text()
+    assert "not a FITS file" in note and "quarantined_at" in note
+    assert sorted(p.name for p in inbox.iterdir()) == ["jw01234001001_02101_00002_nrcb1_uncal.fits"]
+
+
+async def test_startup_scan(dirs):
+    inbox, _, ledger = dirs
+    a_name = NAME
+    b_name = "jw01234001001_02101_00002_nrcb1_uncal.fits"
+    c_name = "jw01234001001_02101_00003_nrcb1_uncal.fits"
+    a, b, c = uncal_bytes(a_name), uncal_bytes(b_name), uncal_bytes(c_name)
+
+    # A first run announces A; the broker then loses it (no products).
+    first = Recorder()
+    async with running(make(dirs, first)):
+        drop(inbox, a_name, a)
+        await wait_until(lambda: first.arrivals)
+
+    (inbox / b_name).write_bytes(b)
+    (inbox / c_name).write_bytes(c[: len(c) // 2])  # still arriving
+    old = time.time() - 60
+    for n in (a_name, b_name, c_name):
+        os.utime(inbox / n, (old, old))
+
+    rec = Recorder(products={"jw01234001001_02101_00002_nrcb1"})
+    async with running(make(dirs, rec)) as w:
+        # By the time run() reports started, the scan has been acted on.
+        assert [(x.exposure_id, x.source, x.digest) for x in rec.arrivals] == [
+            ("jw01234001001_02101_00001_nrcb1", "startup-scan", sha(a))
+        ]
+        assert w.stats().recorded == 1 and w.stats().pending == 1
+        with open(inbox / c_name, "ab") as f:
+            f.write(c[len(c) // 2 :])
+        await wait_until(lambda: len(rec.arrivals) == 2)
+        assert rec.arrivals[1].exposure_id == "jw01234001001_02101_00003_nrcb1"
+        assert rec.arrivals[1].source == "watch"
+        # B was recorded: dropping it again is a duplicate.
+        drop(inbox, b_name, b)
+        await wait_until(lambda: w.stats().duplicates == 1)
+    assert len(rec.arrivals) == 2 and rec.rejections == []
+    assert ledger.exists()
+
+
+async def test_startup_reuses_ledger_digests(dirs, monkeypatch):
+    inbox = dirs[0]
+    data = uncal_bytes()
+    first = Recorder()
+    async with running(make(dirs, first)):
+        drop(inbox, NAME, data)
+        await wait_until(lambda: first.arrivals)
+
+    def no_hashing(path, chunk=0):
+        raise AssertionError("an unchanged file was hashed again")
+
+    monkeypatch.setattr("calstream.daemon.watcher.file_digest", no_hashing)
+    rec = Recorder()
+    async with running(make(dirs, rec)):
+        pass
+    assert [(a.source, a.digest) for a in rec.arrivals] == [("startup-scan", sha(data))]
+
+
+async def test_polling_observer(dirs):
+    inbox = dirs[0]
+    rec = Recorder()
+    # rescan_interval is long: the polling observer alone must see the file.
+    async with running(make(dirs, rec, polling=True, poll_interval=0.1)):
+        drop(inbox, NAME, uncal_bytes())
+        elapsed = await wait_until(lambda: rec.arrivals)
+    assert len(rec.arrivals) == 1 and elapsed < 3
+
+
+async def test_missed_events_are_caught_by_the_rescan(dirs):
+    inbox = dirs[0]
+    rec = Recorder()
+    w = make(dirs, rec, rescan_interval=0.3)
+    w._from_observer = lambda raw: None  # as if every event were lost
+    async with running(w):
+        drop(inbox, NAME, uncal_bytes())
+        await wait_until(lambda: rec.arrivals)
+        await anyio.sleep(1.0)  # several rescans: no second announcement
+    assert len(rec.arrivals) == 1
+
+
+async def test_truncated_file_is_rejected_after_the_timeout(dirs):
+    inbox, quarantine, _ = dirs
+    rec = Recorder()
+    data = uncal_bytes()
+    async with running(make(dirs, rec, incomplete_timeout=1.0)):
+        (inbox / NAME).write_bytes(data[: len(data) - 3000])
+        await anyio.sleep(0.6)
+        assert rec.rejections == []
+        await wait_until(lambda: rec.rejections, timeout=4)
+    [r] = rec.rejections
+    assert r.reason.startswith(f"{NAME}: truncated:") and "declares" in r.reason
+    assert r.quarantined_to == quarantine / NAME and r.quarantined_to.exists()
+    assert r.exposure_id == "jw01234001001_02101_00001_nrcb1"
+    assert not (inbox / NAME).exists() and rec.arrivals == []
+
+
+async def test_broker_down_then_up_loses_nothing(dirs):
+    inbox = dirs[0]
+    rec = Recorder(arrival_failures=3)
+    async with running(make(dirs, rec)) as w:
+        drop(inbox, NAME, uncal_bytes())
+        await wait_until(lambda: rec.arrivals, timeout=5)
+        assert rec.calls == 4 and w.stats().announced == 1 and w.stats().errors == 3
+        drop(inbox, NAME, uncal_bytes())  # recorded only after success: dedupes
+        await wait_until(lambda: w.stats().duplicates == 1)
+    assert len(rec.arrivals) == 1

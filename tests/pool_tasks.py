@@ -1,0 +1,33 @@
+"""Functions the worker-pool tests run in real worker processes."""
+
+import os
+import time
+
+
+def add(a, b):
+    return {"sum": a + b, "pid": os.getpid()}
+
+
+def fail(kind):
+    if kind == "value":
+        raise ValueError("bad input value")
+    raise OSError("disk hiccup")
+
+
+def crash():
+    os._exit(3)
+
+
+def sleep(seconds):
+    time.sleep(seconds)
+    return seconds
+
+
+def classify(exc):
+    return "transient" if isinstance(exc, OSError) else "permanent"
+
+
+def interval(seconds):
+    start = time.time()
+    time.sleep(seconds)
+    return {"pid": os.getpid(), "start": start, "end": time.time()}

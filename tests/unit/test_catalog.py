@@ -1,0 +1,29 @@
+import pytest
+
+from calstream.topics.catalog import CATALOG, Topics
+
+
+def test_every_topic_of_the_architecture_is_declared_once():
+    logical = [s.logical for s in CATALOG]
+    assert sorted(logical) == sorted(["raw", "replay", "products", "work.stage2", "work.stage3",
+                                      "holds", "pointing", "state", "deadletter"])
+    assert len(set(logical)) == len(logical)
+
+
+def test_prefix_names_and_inverse():
+    t = Topics("ops.")
+    assert t.name("raw") == "ops.raw"
+    assert t.logical("ops.work.stage2") == "work.stage2"
+    with pytest.raises(KeyError):
+        t.name("rwa")
+    with pytest.raises(KeyError):
+        t.logical("other.raw")
+
+
+def test_state_topics_are_compacted_and_streams_retained():
+    t = Topics()
+    assert t.spec("holds").config() == {"cleanup.policy": "compact"}
+    assert t.spec("state").compacted
+    assert int(t.spec("raw").config()["retention.ms"]) >= 7 * 24 * 3600 * 1000
+    # products is keyed by program so one planner instance sees a whole candidate
+    assert t.spec("products").key == "program"

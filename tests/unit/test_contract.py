@@ -1,0 +1,106 @@
+"""The message contract: schemas, validation on both sides, deterministic ids."""
+
+import json
+
+import jsonschema
+import pytest
+
+from calstream.topics import contract
+from calstream.topics.contract import InvalidMessage
+
+DIGEST = "sha256:" + "ab" * 32
+WID = "cd" * 32
+HEADER = {"PROGRAM": "01234", "OBSERVTN": "001", "VISIT": "001", "VISITGRP": "02", "SEQ_ID": "1",
+          "ACT_ID": "01", "EXPOSURE": "00001", "INSTRUME": "NIRCAM", "DETECTOR": "NRCB1",
+          "EXP_TYPE": "NRC_IMAGE", "NEXPOSUR": 4, "NINTS": 1, "NGROUPS": 5, "SUBARRAY": "SUB160",
+          "ENGQLPTG": "CALCULATED_TRACK_TR_202111", "DATE-OBS": "2026-11-01",
+          "TIME-OBS": "10:00:00.000"}
+EXAMPLES = {
+    "arrival": dict(exposure_id="jw01234001001_02101_00001_nrcb1", path="/inbox/x_uncal.fits",
+                    digest=DIGEST, size=10, detected_at="2026-11-24T00:00:00.000Z",
+                    source="watch", header=HEADER),
+    "product": dict(work_id=WID, stage="detector1", pipeline="calwebb_detector1",
+                    outcome="success", program="01234", observation="001",
+                    product_name="jw01234001001_02101_00001_nrcb1",
+                    inputs=[{"path": "/a", "digest": DIGEST}],
+                    outputs=[{"path": "/b", "digest": DIGEST, "suffix": "rate"}],
+                    jwst_version="3.0.0", crds_context="jwst_0001.pmap",
+                    pointing_quality="PLANNED", pointing_provisional=True),
+    "work_order": dict(work_id=WID, stage="stage2", pipeline="calwebb_image2",
+                       product_name="jw01234001001_02101_00001_nrcb1", program="01234",
+                       association={"asn_type": "image2"}),
+    "hold": dict(exposure_id="jw01234001001_02101_00001_nrcb1", state="held",
+                 reason="ENGQLPTG=PLANNED", since="2026-11-24T00:00:00Z", digest=DIGEST),
+    "pointing_update": dict(exposure_id="jw01234001001_02101_00001_nrcb1",
+                            keywords={"ENGQLPTG": "CALCULATED_TRACK_TR_202111", "RA_V1": 10.0,
+                                      "DEC_V1": -5.0, "PA_V3": 120.0, "RA_REF": 10.01,
+                                      "DEC_REF": -5.01, "ROLL_REF": 119.5}),
+    "dead_letter": dict(category="bad_file", reason="not FITS", stage="watcher", attempts=0),
+}
+
+
+@pytest.mark.parametrize("kind", contract.MESSAGE_TYPES)
+def test_schema_files_are_valid_json_schema_and_examples_round_trip(kind):
+    schema = contract.schema(kind)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    msg = contract.build(kind, contract.event_id(kind, 1), **EXAMPLES[kind])
+    raw = contract.encode(msg)
+    back = contract.decode(raw, expected=kind)
+    assert back.body == msg.body
+    # The published schema alone (as a non-Python reader uses it) accepts it.
+    jsonschema.Draft202012Validator(schema).validate(json.loads(raw))
+
+
+def test_every_message_type_has_a_schema_file_and_nothing_else():
+    from importlib import resources
+
+    files = {p.name for p in resources.files("calstream.topics").joinpath("schemas").iterdir()
+             if p.name.endswith(".json")}
+    assert files == {f"{k}.schema.json" for k in contract.MESSAGE_TYPES}
+
+
+def test_event_ids_are_deterministic_and_distinguish_identity():
+    a = contract.event_id("arrival", "jw1", DIGEST)
+    assert a == contract.event_id("arrival", "jw1", DIGEST)
+    assert a != contract.event_id("arrival", "jw1", "sha256:" + "00" * 32)
+    assert a != contract.event_id("product", "jw1", DIGEST)
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (b"\xff\xfe", "not JSON"),
+    (b"[1,2]", "JSON object"),
+    (b'{"x": 1}', "schema"),
+    (b'{"schema": "calstream.nope"}', "unknown message type"),
+    (None, "tombstone"),
+])
+def test_garbage_is_rejected_with_a_reason(raw, reason):
+    with pytest.raises(InvalidMessage, match=reason):
+        contract.decode(raw)
+
+
+def test_missing_field_wrong_type_and_wrong_version_are_rejected():
+    body = contract.build("arrival", "a" * 64, **EXAMPLES["arrival"]).body
+    broken = {k: v for k, v in body.items() if k != "digest"}
+    with pytest.raises(InvalidMessage, match="digest"):
+        contract.decode(json.dumps(broken).encode())
+    with pytest.raises(InvalidMessage, match="NEXPOSUR"):
+        contract.decode(json.dumps({**body, "header": {**HEADER, "NEXPOSUR": "four"}}).encode())
+    with pytest.raises(InvalidMessage, match="schema_version"):
+        contract.decode(json.dumps({**body, "schema_version": "2.0"}).encode())
+    with pytest.raises(InvalidMessage, match="expected"):
+        contract.decode(json.dumps(body).encode(), expected="product")
+
+
+def test_a_newer_minor_version_with_new_fields_is_readable():
+    body = contract.build("arrival", "a" * 64, **EXAMPLES["arrival"]).body
+    newer = {**body, "schema_version": "1.7", "a_field_from_the_future": {"x": 1}}
+    assert contract.decode(json.dumps(newer).encode())["a_field_from_the_future"] == {"x": 1}
+
+
+def test_build_refuses_to_create_an_invalid_message():
+    with pytest.raises(InvalidMessage, match="pointing"):
+        contract.build("pointing_update", "a" * 64, exposure_id="jw",
+                       keywords={**EXAMPLES["pointing_update"]["keywords"], "DEC_V1": 95.0,
+                                 "ENGQLPTG": "PLANNED"})
+    with pytest.raises(InvalidMessage, match="date-time"):
+        contract.build("hold", "a" * 64, **{**EXAMPLES["hold"], "since": "yesterday"})

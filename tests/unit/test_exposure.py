@@ -1,0 +1,167 @@
+import io
+import json
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from calstream.steps.exposure import (
+    EXPOSURE_KEYWORDS,
+    OPTIONAL_KEYWORDS,
+    REQUIRED_KEYWORDS,
+    BadExposure,
+    describe_exposure,
+    missing_extensions,
+)
+from calstream.steps.fitsfile import BLOCK, fits_layout
+
+NAME = "jw01234001001_02101_00001_nrcb1_uncal.fits"
+
+GOOD = {
+    "PROGRAM": "01234",
+    "OBSERVTN": "001",
+    "VISIT": "001",
+    "VISITGRP": "02",
+    "SEQ_ID": "1",
+    "ACT_ID": "01",
+    "EXPOSURE": "00001",
+    "INSTRUME": "NIRCAM",
+    "DETECTOR": "NRCB1",
+    "EXP_TYPE": "NRC_IMAGE",
+    "NEXPOSUR": 4,
+    "NINTS": 1,
+    "NGROUPS": 2,
+    "SUBARRAY": "SUB64P",
+    "ENGQLPTG": "CALCULATED_TRACK_TR_202111",
+    "DATE-OBS": "2026-01-02",
+    "TIME-OBS": "03:04:05.678",
+    "MODULE": "B",
+    "FILTER": "F150W",
+    "TSOVISIT": False,
+    "EFFEXPTM": 21.47,
+}
+
+
+def uncal_bytes(**changes) -> bytes:
+    """A small uncal-like file: the identifying primary header and a SCI cube.
+    A keyword given as None is left out."""
+    primary = fits.PrimaryHDU()
+    for key, value in {**GOOD, **changes}.items():
+        if value is not None:
+            primary.header[key] = value
+    sci = fits.ImageHDU(np.zeros((1, 2, 16, 16), dtype=np.uint16), name="SCI")
+    buf = io.BytesIO()
+    fits.HDUList([primary, sci]).writeto(buf)
+    return buf.getvalue()
+
+
+def write(tmp_path, name=NAME, **changes):
+    p = tmp_path / name
+    p.write_bytes(uncal_bytes(**changes))
+    return p
+
+
+def test_keyword_lists():
+    assert REQUIRED_KEYWORDS == (
+        "PROGRAM", "OBSERVTN", "VISIT", "VISITGRP", "SEQ_ID", "ACT_ID", "EXPOSURE",
+        "INSTRUME", "DETECTOR", "EXP_TYPE", "NEXPOSUR", "NINTS", "NGROUPS", "SUBARRAY",
+        "ENGQLPTG", "DATE-OBS", "TIME-OBS",
+    )  # fmt: skip
+    assert {"EXSEGNUM", "MOSTILNO", "READPATT", "APERNAME"} <= set(OPTIONAL_KEYWORDS)
+    assert len({k.name for k in EXPOSURE_KEYWORDS}) == len(EXPOSURE_KEYWORDS)
+
+
+def test_good_exposure(tmp_path):
+    info = describe_exposure(write(tmp_path))
+    assert info.exposure_id == "jw01234001001_02101_00001_nrcb1"
+    assert info.name.detector == "nrcb1" and info.name.suffix == "uncal"
+    assert info.path == tmp_path / NAME
+    assert info.header["PROGRAM"] == "01234"
+    assert info.header["NEXPOSUR"] == 4
+    assert info.header["TSOVISIT"] is False
+    assert info.header["EFFEXPTM"] == pytest.approx(21.47)
+    assert set(REQUIRED_KEYWORDS) <= set(info.header)
+    assert "PUPIL" not in info.header  # optional and absent: not invented
+    assert "BITPIX" not in info.header  # only the documented keywords travel
+    json.dumps(info.header)
+
+
+def test_integer_ids_and_long_detector_names(tmp_path):
+    # Some writers store ids as integers; NRCALONG is 'nrcalong' in names.
+    name = "jw01234001001_02101_00001_nrcalong_uncal.fits"
+    info = describe_exposure(
+        write(tmp_path, name, PROGRAM=1234, EXPOSURE=1, DETECTOR="NRCALONG", MODULE="A")
+    )
+    assert info.exposure_id == "jw01234001001_02101_00001_nrcalong"
+
+
+def test_missing_required_keywords(tmp_path):
+    with pytest.raises(BadExposure) as err:
+        describe_exposure(write(tmp_path, NGROUPS=None, ENGQLPTG=None))
+    msg = str(err.value)
+    assert NAME in msg and "NGROUPS" in msg and "ENGQLPTG" in msg and "missing" in msg
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        ({"DETECTOR": "NRCB2"}, "DETECTOR = 'NRCB2' but the name says 'nrcb1'"),
+        ({"EXPOSURE": "00002"}, "EXPOSURE = '00002' but the name says '00001'"),
+        ({"PROGRAM": "01235"}, "PROGRAM"),
+        ({"VISITGRP": "03"}, "VISITGRP"),
+        ({"ACT_ID": "02"}, "ACT_ID"),
+        ({"EXSEGNUM": 2, "EXSEGTOT": 3}, "EXSEGTOT = 3"),
+    ],
+)
+def test_name_and_header_disagree(tmp_path, changes, words):
+    with pytest.raises(BadExposure) as err:
+        describe_exposure(write(tmp_path, **changes))
+    msg = str(err.value)
+    assert NAME in msg and "disagree" in msg and words in msg
+
+
+def test_segments(tmp_path):
+    name = "jw01234001001_02101_00001-seg002_nrcb1_uncal.fits"
+    info = describe_exposure(write(tmp_path, name, EXSEGNUM=2, EXSEGTOT=3))
+    assert info.exposure_id == "jw01234001001_02101_00001-seg002_nrcb1"
+    assert info.header["EXSEGNUM"] == 2
+
+    with pytest.raises(BadExposure, match="EXSEGNUM = 3 but the name says segment 002"):
+        describe_exposure(write(tmp_path, name, EXSEGNUM=3, EXSEGTOT=3))
+    with pytest.raises(BadExposure, match="EXSEGNUM is missing"):
+        describe_exposure(write(tmp_path, name))
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("jw01234001001_02101_00001_nrcb1_rate.fits", "not an uncal exposure"),
+        ("jw01234001001_02101_00001_nrcb1_uncal.fit", "not a JWST exposure name"),
+        ("jw01234001001_02101_00001_nrcb1.fits", "not an uncal exposure"),
+        ("notes_uncal.fits", "not a JWST exposure name"),
+    ],
+)
+def test_bad_names(tmp_path, name, words):
+    with pytest.raises(BadExposure, match=words):
+        describe_exposure(write(tmp_path, name))
+
+
+def test_not_fits_content(tmp_path):
+    p = tmp_path / NAME
+    p.write_text("this is a log file\n" * 50)
+    with pytest.raises(BadExposure, match="not a FITS file"):
+        describe_exposure(p)
+
+
+def test_missing_extensions(tmp_path):
+    data = uncal_bytes()
+    p = tmp_path / NAME
+    p.write_bytes(data)
+    assert missing_extensions(fits_layout(p)) == []
+    # Cut after the primary HDU: valid FITS, but the pixels are not there yet.
+    primary_end = fits_layout(p).hdus[0].end
+    assert primary_end % BLOCK == 0
+    p.write_bytes(data[:primary_end])
+    layout = fits_layout(p)
+    assert layout.complete
+    assert missing_extensions(layout) == ["SCI"]

@@ -1,0 +1,69 @@
+"""classify_failure: skip, retry or give up."""
+
+from __future__ import annotations
+
+import errno
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
+from stpipe.exceptions import StpipeExitException
+
+from calstream.steps.failures import PERMANENT, SKIPPED, TRANSIENT, classify_failure
+
+
+def test_no_science_data_is_skipped():
+    from jwst.assign_wcs.util import NoDataOnDetectorError
+
+    assert classify_failure(NoDataOnDetectorError()) == SKIPPED
+    assert classify_failure(StpipeExitException(64, "no data")) == SKIPPED
+
+
+def test_other_exit_status_is_permanent():
+    assert classify_failure(StpipeExitException(1, "failed")) == PERMANENT
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OSError(errno.EIO, "I/O error"),
+        OSError(errno.ENOSPC, "No space left on device"),
+        TimeoutError("timed out"),
+        ConnectionResetError(),
+        MemoryError(),
+        BrokenProcessPool("worker died"),
+        KeyboardInterrupt(),
+        FileNotFoundError(errno.ENOENT, "No such file", "/crds/references/jwst/x.fits"),
+    ],
+)
+def test_transient(exc):
+    assert classify_failure(exc, "/inbox/jw01234001001_02101_00001_nrcb1_uncal.fits") == TRANSIENT
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ValueError("bad value"),
+        KeyError("meta"),
+        RuntimeError("boom"),
+        PermissionError(errno.EACCES, "Permission denied"),
+        IsADirectoryError(errno.EISDIR, "Is a directory"),
+    ],
+)
+def test_permanent(exc):
+    assert classify_failure(exc) == PERMANENT
+
+
+def test_missing_input_is_permanent_missing_other_file_is_transient(tmp_path):
+    source = tmp_path / "jw01234001001_02101_00001_nrcb1_uncal.fits"
+    missing_input = FileNotFoundError(errno.ENOENT, "No such file", str(source))
+    assert classify_failure(missing_input, source) == PERMANENT
+    assert classify_failure(missing_input) == TRANSIENT
+
+
+def test_validation_error_is_permanent(tmp_path):
+    from stdatamodels.jwst.datamodels import Level1bModel
+
+    model = Level1bModel(strict_validation=True)
+    with pytest.raises(Exception) as info:
+        model.meta.exposure.type = "NOT_AN_EXP_TYPE"
+    assert classify_failure(info.value) == PERMANENT

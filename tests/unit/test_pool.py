@@ -1,0 +1,78 @@
+"""The worker pool with real spawned processes (no jwst: tiny tasks)."""
+
+import anyio
+import pytest
+
+from calstream.daemon.metrics import Metrics
+from calstream.daemon.pool import WorkerLost, WorkerPool
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def make_pool(size=1, **kw):
+    pool = WorkerPool(size, stage="t", metrics=Metrics(), classifier="tests.pool_tasks:classify",
+                      **kw)
+    pool.start()
+    return pool
+
+
+@pytest.mark.anyio
+async def test_results_failures_and_their_classification():
+    pool = make_pool()
+    try:
+        ok = await pool.run("tests.pool_tasks:add", {"a": 2, "b": 3}, timeout=30)
+        assert ok.value["sum"] == 5 and ok.failure is None and ok.peak_rss_bytes > 1_000_000
+        bad = await pool.run("tests.pool_tasks:fail", {"kind": "value"}, timeout=30)
+        assert bad.failure.classification == "permanent"
+        assert bad.failure.error_type == "ValueError" and "bad input" in bad.failure.message
+        flaky = await pool.run("tests.pool_tasks:fail", {"kind": "os"}, timeout=30)
+        assert flaky.failure.classification == "transient"
+        # the same warm worker served all three
+        again = await pool.run("tests.pool_tasks:add", {"a": 0, "b": 0}, timeout=30)
+        assert again.value["pid"] == ok.value["pid"]
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_dead_or_hung_worker_is_replaced_and_the_task_fails_as_lost():
+    pool = make_pool()
+    try:
+        first = await pool.run("tests.pool_tasks:add", {"a": 1, "b": 1}, timeout=30)
+        with pytest.raises(WorkerLost, match="died"):
+            await pool.run("tests.pool_tasks:crash", {}, timeout=30)
+        with pytest.raises(WorkerLost, match="timeout"):
+            await pool.run("tests.pool_tasks:sleep", {"seconds": 30}, timeout=1)
+        after = await pool.run("tests.pool_tasks:add", {"a": 1, "b": 1}, timeout=30)
+        assert after.value["pid"] != first.value["pid"]
+        restarts = {s.labels["cause"]: s.value for m in pool.metrics.worker_restarts.collect()
+                    for s in m.samples if s.name.endswith("_total")}
+        assert restarts == {"died": 1.0, "timeout": 1.0}
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_workers_are_recycled_after_max_tasks_and_run_in_parallel():
+    pool = make_pool(size=2, max_tasks_per_worker=2)
+    try:
+        pids = [(await pool.run("tests.pool_tasks:add", {"a": i, "b": 0}, timeout=30)).value["pid"]
+                for i in range(4)]
+        assert len(set(pids)) >= 2
+        results = []
+
+        async def one():
+            outcome = await pool.run("tests.pool_tasks:interval", {"seconds": 1.0}, timeout=30)
+            results.append(outcome.value)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one)
+            tg.start_soon(one)
+        a, b = results
+        assert a["pid"] != b["pid"]
+        assert a["start"] < b["end"] and b["start"] < a["end"], "the two runs did not overlap"
+    finally:
+        pool.close()

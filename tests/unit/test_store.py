@@ -1,0 +1,67 @@
+"""The product store: atomic publication, provenance as the commit marker."""
+
+import json
+import os
+import subprocess
+import sys
+
+from calstream.daemon.store import ProductStore
+from calstream.steps.fitsfile import file_digest
+
+
+def publish_one(store, content=b"SIMPLE", work_id="w1"):
+    scratch = store.scratch("01234", "001", work_id)
+    out = scratch / "jw01234001001_02101_00001_nrcb1_rate.fits"
+    out.write_bytes(content)
+    final = store.directory("01234", "001") / out.name
+    event = {"outputs": [{"path": str(final), "digest": file_digest(out), "size": len(content)}],
+             "inputs": [{"path": "/in", "digest": "sha256:" + "1" * 64}]}
+    moved = store.publish(scratch, "01234", "001", name="jw01234001001_02101_00001_nrcb1",
+                          stage="detector1", record={"work_id": work_id, "event": event})
+    return moved, scratch
+
+
+def test_publish_moves_outputs_then_lookup_finds_the_work(tmp_path):
+    store = ProductStore(tmp_path)
+    moved, scratch = publish_one(store)
+    assert [p.name for p in moved] == ["jw01234001001_02101_00001_nrcb1_rate.fits"]
+    assert not scratch.exists()
+    assert not any(p.name.startswith(".owner") for p in moved[0].parent.iterdir())
+    kw = dict(name="jw01234001001_02101_00001_nrcb1", stage="detector1")
+    assert store.lookup("01234", "001", work_id="w1", **kw) is not None
+    assert store.lookup("01234", "001", work_id="other", **kw) is None
+    assert store.has_input("01234", "001", kw["name"], "detector1", "sha256:" + "1" * 64)
+    assert not store.has_input("01234", "001", kw["name"], "detector1", "sha256:" + "2" * 64)
+
+
+def test_a_tampered_or_missing_output_means_not_done(tmp_path):
+    store = ProductStore(tmp_path)
+    moved, _ = publish_one(store)
+    kw = dict(name="jw01234001001_02101_00001_nrcb1", stage="detector1", work_id="w1")
+    moved[0].write_bytes(b"SIMPLX")  # same size, other content
+    assert store.lookup("01234", "001", **kw) is None
+    moved[0].unlink()
+    assert store.lookup("01234", "001", **kw) is None
+
+
+def test_a_torn_record_is_not_done(tmp_path):
+    store = ProductStore(tmp_path)
+    publish_one(store)
+    rec = next((tmp_path / "01234" / "001" / ".provenance").glob("*.json"))
+    rec.write_text(rec.read_text()[:20])
+    assert store.lookup("01234", "001", name="jw01234001001_02101_00001_nrcb1",
+                        stage="detector1") is None
+
+
+def test_scratch_of_a_dead_process_is_cleaned_but_a_live_ones_is_kept(tmp_path):
+    store = ProductStore(tmp_path)
+    live = store.scratch("01234", "001", "a" * 64)
+    dead = store.scratch("01234", "001", "b" * 64)
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    owner = json.loads((dead / ".owner").read_text())
+    owner["pid"] = int(child.stdout)  # a pid that has exited
+    (dead / ".owner").write_text(json.dumps(owner))
+    assert store.clean_scratch() == 1
+    assert live.exists() and not dead.exists()
+    assert json.loads((live / ".owner").read_text())["pid"] == os.getpid()

@@ -1,0 +1,158 @@
+"""The message contract: building, validating and (de)serialising messages.
+
+Every message is a JSON object carrying ``schema`` (``calstream.<type>``),
+``schema_version`` (``MAJOR.MINOR``), a deterministic ``event_id`` and
+``emitted_at``. Readers accept any minor version of the major they know:
+minor versions only add optional fields (see docs/contract.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+SCHEMA_MAJOR = 1
+SCHEMA_VERSION = f"{SCHEMA_MAJOR}.0"
+MESSAGE_TYPES = ("arrival", "product", "work_order", "hold", "pointing_update", "dead_letter")
+
+
+class InvalidMessage(ValueError):
+    """A message that does not follow the contract; the reason says why."""
+
+
+@dataclass(frozen=True)
+class Message:
+    type: str
+    body: dict[str, Any]
+
+    @property
+    def event_id(self) -> str:
+        return self.body["event_id"]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.body[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.body.get(key, default)
+
+
+def event_id(kind: str, *identity: Any) -> str:
+    """A deterministic id: the same identity always gives the same id.
+
+    The identity is what makes two events "the same" for a subscriber, e.g. an
+    arrival's (exposure id, digest); never a timestamp.
+    """
+    canonical = json.dumps([kind, *identity], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def utc_now() -> str:
+    return iso(dt.datetime.now(dt.UTC))
+
+
+def iso(t: dt.datetime | float) -> str:
+    if not isinstance(t, dt.datetime):
+        t = dt.datetime.fromtimestamp(t, dt.UTC)
+    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_time(s: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+@cache
+def schema(message_type: str) -> dict[str, Any]:
+    if message_type not in MESSAGE_TYPES:
+        raise KeyError(f"unknown message type {message_type!r}")
+    text = resources.files(__package__).joinpath("schemas", f"{message_type}.schema.json").read_text()
+    return json.loads(text)
+
+
+# jsonschema checks "date-time" only with an optional extra installed; the
+# contract promises RFC 3339 times, so check them without that dependency.
+_FORMATS = jsonschema.FormatChecker()
+
+
+@_FORMATS.checks("date-time", raises=ValueError)
+def _is_datetime(value: object) -> bool:
+    if not isinstance(value, str):
+        return True  # type errors are the "type" keyword's business
+    if "T" not in value or not (value.endswith("Z") or value[-6] in "+-"):
+        raise ValueError(f"{value!r} is not an RFC 3339 date-time with a time zone")
+    parse_time(value)
+    return True
+
+
+@cache
+def _validator(message_type: str) -> jsonschema.protocols.Validator:
+    s = schema(message_type)
+    cls = jsonschema.validators.validator_for(s)
+    cls.check_schema(s)
+    return cls(s, format_checker=_FORMATS)
+
+
+def validate(message_type: str, body: dict[str, Any]) -> None:
+    errors = sorted(_validator(message_type).iter_errors(body), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
+        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+        raise InvalidMessage(f"{message_type} message invalid at {where}: {first.message}{more}")
+
+
+def build(message_type: str, event_id: str, **fields: Any) -> Message:
+    """A validated message; raises InvalidMessage rather than sending a bad one."""
+    body = {
+        "schema": f"calstream.{message_type}",
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event_id,
+        "emitted_at": utc_now(),
+        **fields,
+    }
+    validate(message_type, body)
+    return Message(message_type, body)
+
+
+def encode(message: Message) -> bytes:
+    validate(message.type, message.body)
+    return json.dumps(message.body, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode(raw: bytes | None, expected: str | tuple[str, ...] | None = None) -> Message:
+    """Parse and validate a message read from a topic.
+
+    ``expected`` restricts the accepted types (a topic carries one type).
+    Raises InvalidMessage with an operator-readable reason.
+    """
+    if raw is None:
+        raise InvalidMessage("empty message value (tombstone) where a message was expected")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidMessage(f"not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidMessage(f"a message must be a JSON object, got {type(body).__name__}")
+    name = body.get("schema")
+    if not isinstance(name, str) or not name.startswith("calstream."):
+        raise InvalidMessage(f"missing or unknown 'schema' field: {name!r}")
+    message_type = name.removeprefix("calstream.")
+    if message_type not in MESSAGE_TYPES:
+        raise InvalidMessage(f"unknown message type {name!r}")
+    if expected is not None:
+        allowed = (expected,) if isinstance(expected, str) else expected
+        if message_type not in allowed:
+            raise InvalidMessage(f"a {message_type} message where {' or '.join(allowed)} was expected")
+    version = body.get("schema_version")
+    if not isinstance(version, str) or version.split(".")[0] != str(SCHEMA_MAJOR):
+        raise InvalidMessage(
+            f"schema_version {version!r} is not readable by this reader (major {SCHEMA_MAJOR})"
+        )
+    validate(message_type, body)
+    return Message(message_type, body)
