@@ -107,6 +107,7 @@ class Detector1Stage:
 
     async def _calibrate(self, record, key, arrival, name, wid, ctx) -> None:
         exposure_id = arrival["exposure_id"]
+        run_log = self.store.log_path(name.program, name.observation, exposure_id, STAGE)
         attempts = 0
         while True:
             attempts += 1
@@ -117,7 +118,7 @@ class Detector1Stage:
                 outcome = await self.pool.run(
                     TASK, {"input_path": arrival["path"], "output_dir": str(scratch),
                            "steps": self.cfg.detector1_steps},
-                    timeout=self.cfg.task_timeout)
+                    timeout=self.cfg.task_timeout, log_path=str(run_log))
                 failure = outcome.failure
                 kind = failure.classification if failure else "success"
                 detail = f"{failure.error_type}: {failure.message}" if failure else ""
@@ -141,7 +142,7 @@ class Detector1Stage:
             await self.bus.dead_letter(
                 category=category, reason=f"detector1 failed: {detail}", stage=STAGE, key=key,
                 attempts=attempts, record=record, exposure_id=exposure_id, path=arrival["path"],
-                digest=arrival["digest"],
+                digest=arrival["digest"], log_path=str(run_log),
                 error_type=outcome.failure.error_type if outcome and outcome.failure else "WorkerLost")
             self._count("failed")
             return
@@ -159,6 +160,8 @@ class Detector1Stage:
             calstream_version=calstream.__version__, arrived_at=arrival["detected_at"],
             pointing_quality=quality, pointing_provisional=quality == "PLANNED",
             namespace="live", version=1, supersedes=None,
+            log_path=str(self.store.log_path(name.program, name.observation,
+                                             arrival["exposure_id"], STAGE)),
         )
 
     async def _publish(self, arrival, name, wid, scratch: Path, outcome, ctx) -> None:

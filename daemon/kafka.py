@@ -43,7 +43,8 @@ def producer(cfg: Config) -> AIOKafkaProducer:
                             request_timeout_ms=30000)
 
 
-def consumer(cfg: Config, group: str, *topics: str) -> AIOKafkaConsumer:
+def consumer(cfg: Config, group: str) -> AIOKafkaConsumer:
+    """A group member with manual commits; the caller subscribes it."""
     timing: dict[str, int] = {}
     if cfg.fast_group_timing:
         # Kafka's defaults make the first join take ~5 s and a rejoin ~18 s on
@@ -51,7 +52,7 @@ def consumer(cfg: Config, group: str, *topics: str) -> AIOKafkaConsumer:
         timing = dict(session_timeout_ms=2000, heartbeat_interval_ms=300,
                       rebalance_timeout_ms=1000)
     return AIOKafkaConsumer(
-        *topics, **client_options(cfg), group_id=group, enable_auto_commit=False,
+        **client_options(cfg), group_id=group, enable_auto_commit=False,
         auto_offset_reset="earliest", max_poll_records=50,
         # Calibration never runs on the poll loop, so the default poll interval
         # holds; this is a backstop, not what keeps the member alive.

@@ -18,9 +18,9 @@ import os
 import signal
 import time
 import traceback
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -63,19 +63,45 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def _worker_main(conn: Connection, env: dict[str, str], preload: Sequence[str],
+def _worker_logging() -> None:
+    """Warnings and errors to stderr (the daemon's log); each task's full log
+    goes to its own file (see _task_log)."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler()
+    handler.setLevel(os.environ.get("CALSTREAM_WORKER_LOG_LEVEL", "WARNING"))
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)-7s %(name)s [worker %(process)d] %(message)s", "%H:%M:%S"))
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def _task_log(path: str | None):
+    if not path:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
                  classifier: str | None, max_tasks: int, parent_pid: int) -> None:
     # A SIGKILLed daemon must not leave workers calibrating for nobody.
     die_with_parent(parent_pid, signal.SIGKILL)
     # The environment (CRDS_PATH, CRDS_CONTEXT, ...) must be in place before any
     # import: crds reads it when first imported.
     os.environ.update(env)
-    import logging as _logging
-
-    _logging.basicConfig(level=os.environ.get("CALSTREAM_WORKER_LOG_LEVEL", "WARNING"))
-    for module in preload:
-        importlib.import_module(module)
-    classify = _resolve(classifier) if classifier else (lambda exc: "permanent")
+    _worker_logging()
+    if initializer:
+        _resolve(initializer)()
+    classify = _resolve(classifier) if classifier else (lambda exc, task: "permanent")
     conn.send(("ready", os.getpid()))
     for _ in range(max_tasks):
         try:
@@ -84,13 +110,14 @@ def _worker_main(conn: Connection, env: dict[str, str], preload: Sequence[str],
             return
         if request is None:
             return
-        fn_path, kwargs = request
+        fn_path, kwargs, log_path = request
         try:
-            value = _resolve(fn_path)(**kwargs)
+            with _task_log(log_path):
+                value = _resolve(fn_path)(**kwargs)
             conn.send(("ok", value, _peak_rss()))
         except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
             try:
-                kind = classify(exc)
+                kind = classify(exc, kwargs)
             except Exception:  # a broken classifier must not hide the real error
                 kind = "permanent"
             conn.send(("error", TaskFailure(type(exc).__name__, str(exc)[:4000], kind,
@@ -110,13 +137,16 @@ class _Worker:
 
 class WorkerPool:
     def __init__(self, size: int, *, stage: str, metrics: Metrics, env: dict[str, str] | None = None,
-                 preload: Sequence[str] = (), classifier: str | None = None,
+                 initializer: str | None = None, classifier: str | None = None,
                  max_tasks_per_worker: int = 200):
+        """``initializer`` ("module:function") runs once per worker, to warm it;
+        ``classifier`` ("module:function", called as f(exc, task_kwargs)) says
+        whether a failure is transient, permanent or skipped."""
         self.size = size
         self.stage = stage
         self.metrics = metrics
         self.env = dict(env or {})
-        self.preload = tuple(preload)
+        self.initializer = initializer
         self.classifier = classifier
         self.max_tasks = max_tasks_per_worker
         self._ctx = mp.get_context("spawn")  # fork + jwst's threads is unsafe
@@ -141,7 +171,7 @@ class WorkerPool:
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
             target=_worker_main, name=f"calstream-{name}", daemon=True,
-            args=(child, self.env, self.preload, self.classifier, self.max_tasks,
+            args=(child, self.env, self.initializer, self.classifier, self.max_tasks,
                   os.getpid()))
         proc.start()
         child.close()
@@ -166,14 +196,18 @@ class WorkerPool:
         with contextlib.suppress(KeyError):  # a worker that never finished a task
             self.metrics.worker_rss.remove(self.stage, w.name)
 
-    async def run(self, fn_path: str, kwargs: dict[str, Any], *, timeout: float) -> TaskOutcome:
-        """Run fn(**kwargs) in a warm worker. Raises WorkerLost if the worker died
-        or overran ``timeout`` (it is killed); returns failures as TaskOutcome."""
+    async def run(self, fn_path: str, kwargs: dict[str, Any], *, timeout: float,
+                  log_path: str | None = None) -> TaskOutcome:
+        """Run fn(**kwargs) in a warm worker, its log (INFO and up) in ``log_path``.
+
+        Raises WorkerLost if the worker died or overran ``timeout`` (it is
+        killed); returns the task's own failures in the TaskOutcome."""
         async with self._slots:
             w = self._idle.pop()
             try:
                 outcome = await anyio.to_thread.run_sync(
-                    self._exchange, w, fn_path, kwargs, timeout, abandon_on_cancel=True)
+                    self._exchange, w, (fn_path, kwargs, log_path), timeout,
+                    abandon_on_cancel=True)
             except WorkerLost as exc:
                 self._replace(w, "timeout" if "timeout" in str(exc) else "died")
                 raise
@@ -190,11 +224,10 @@ class WorkerPool:
                 self._idle.append(w)
             return outcome
 
-    def _exchange(self, w: _Worker, fn_path: str, kwargs: dict[str, Any],
-                  timeout: float) -> TaskOutcome:
+    def _exchange(self, w: _Worker, request: tuple, timeout: float) -> TaskOutcome:
         """Blocking; runs in a thread."""
         try:
-            w.conn.send((fn_path, kwargs))
+            w.conn.send(request)
         except (BrokenPipeError, OSError) as exc:
             raise WorkerLost(f"worker {w.name} died before the task: {exc}") from None
         start = time.monotonic()

@@ -129,13 +129,15 @@ class Daemon:
         cfg = self.cfg
         env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
         pool = WorkerPool(cfg.workers, stage="detector1", metrics=self.metrics, env=env,
-                          preload=("calstream.steps.detector1", "jwst.pipeline"),
-                          classifier="calstream.steps.failures:classify_failure",
+                          initializer="calstream.steps.detector1:warm_up",
+                          classifier="calstream.steps.failures:classify_task_failure",
                           max_tasks_per_worker=cfg.max_tasks_per_worker)
         pool.start()
         stage = Detector1Stage(cfg, bus=bus, store=self.store, pool=pool, metrics=self.metrics,
                                crds_context=self.crds_context)
-        consumer = kafka.consumer(cfg, f"{cfg.group_prefix}.detector1", self.topics.name("raw"))
+        # Subscribed by the loop itself, with its rebalance listener: subscribing
+        # twice changes the assignment under aiokafka's running fetcher.
+        consumer = kafka.consumer(cfg, f"{cfg.group_prefix}.detector1")
         await consumer.start()
         loop = StageConsumer(consumer, stage="detector1", handler=stage.handle,
                              capacity=cfg.workers, metrics=self.metrics,

@@ -30,6 +30,7 @@ log = logging.getLogger("calstream.store")
 _TMP = ".tmp"
 _PROV = ".provenance"
 _OWNER = ".owner"
+_LOGS = ".logs"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class ProductStore:
         scratch = Path(tempfile.mkdtemp(prefix=f"{work_id[:16]}-", dir=base))
         (scratch / _OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
         return scratch
+
+    def log_path(self, program: str, observation: str, name: str, stage: str) -> Path:
+        """Where a run's pipeline log goes: kept for failed runs too."""
+        return self.directory(program, observation) / _LOGS / f"{name}.{stage}.log"
 
     def _record_path(self, program: str, observation: str, name: str, stage: str) -> Path:
         return self.directory(program, observation) / _PROV / f"{name}.{stage}.json"

@@ -90,8 +90,11 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
     # products are this exposure's files that are new or rewritten.
     before = _products(out, stem)
     t0 = time.perf_counter()
+    # configure_log=False: stpipe would add its own stderr handler; the
+    # caller decides where a run's log goes (the worker pool: one file a run).
     result = Detector1Pipeline.call(
-        str(source), output_dir=str(out), save_results=True, steps=steps or {}
+        str(source), output_dir=str(out), save_results=True, steps=steps or {},
+        configure_log=False,
     )
     duration = time.perf_counter() - t0
     if result is not None:

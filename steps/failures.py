@@ -80,3 +80,8 @@ def classify_failure(exc: BaseException, input_path: str | os.PathLike | None = 
             return PERMANENT
         return TRANSIENT
     return PERMANENT
+
+
+def classify_task_failure(exc: BaseException, task: dict) -> str:
+    """classify_failure for a worker-pool task, whose kwargs name the input."""
+    return classify_failure(exc, task.get("input_path"))

@@ -23,8 +23,15 @@ def sleep(seconds):
     return seconds
 
 
-def classify(exc):
+def classify(exc, task):
     return "transient" if isinstance(exc, OSError) else "permanent"
+
+
+def chatty(message):
+    import logging
+
+    logging.getLogger("some.pipeline").info(message)
+    return message
 
 
 def interval(seconds):

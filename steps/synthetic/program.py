@@ -3,11 +3,13 @@
 One visit, one exposure per dither position and detector, with every header
 routing, associations and the jwst pipelines read. The scene is a flat sky
 plus a dozen Gaussian stars fixed on the sky, so the stars move in pixels with
-the dither and image3's tweakreg has something to align.
+the dither and image3's tweakreg has something to align. PLANNED exposures
+carry a header pointing that is off by `planned_pointing_error`, as a planned
+attitude is; tweakreg finds and removes that offset.
 
 Determinism: the data depend only on the spec and the seed; the header DATE
-(normally "now") is pinned to the visit's end, so a re-run writes the same
-bytes.
+(normally "now") is pinned to an hour after the visit, so a re-run writes the
+same bytes.
 
 Geometry follows the SIAF (PRD) for the full-frame apertures; the science
 frame pixel to ideal to V2/V3 mapping is the SIAF's linear one (no optical

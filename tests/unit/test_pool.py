@@ -76,3 +76,18 @@ async def test_workers_are_recycled_after_max_tasks_and_run_in_parallel():
         assert a["start"] < b["end"] and b["start"] < a["end"], "the two runs did not overlap"
     finally:
         pool.close()
+
+
+@pytest.mark.anyio
+async def test_each_task_logs_to_its_own_file(tmp_path):
+    pool = make_pool()
+    try:
+        for word in ("first", "second"):
+            await pool.run("tests.pool_tasks:chatty", {"message": word}, timeout=30,
+                           log_path=str(tmp_path / "logs" / f"{word}.log"))
+    finally:
+        pool.close()
+    first = (tmp_path / "logs" / "first.log").read_text()
+    second = (tmp_path / "logs" / "second.log").read_text()
+    assert "some.pipeline: first" in first and "second" not in first
+    assert "some.pipeline: second" in second
