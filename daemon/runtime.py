@@ -25,6 +25,7 @@ from .detector1_stage import Detector1Stage
 from .http import OpsServer
 from .metrics import Metrics
 from .pool import WorkerPool
+from .stage import StageRunner
 from .store import ProductStore
 from .watcher import Arrival, Rejection, Watcher
 
@@ -82,6 +83,7 @@ class Daemon:
         for d in (cfg.work_dir, cfg.products, cfg.inbox, cfg.quarantine):
             d.mkdir(parents=True, exist_ok=True)
         host, port = host_port(cfg.metrics_address)
+        self.metrics.stall_threshold.set(cfg.stall_seconds)
         self.ops = OpsServer(host, port, self.metrics, self.readiness)
         self.ops.start()
         log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")
@@ -133,8 +135,9 @@ class Daemon:
                           classifier="calstream.steps.failures:classify_task_failure",
                           max_tasks_per_worker=cfg.max_tasks_per_worker)
         pool.start()
-        stage = Detector1Stage(cfg, bus=bus, store=self.store, pool=pool, metrics=self.metrics,
-                               crds_context=self.crds_context)
+        runner = StageRunner(cfg, bus=bus, store=self.store, pool=pool, metrics=self.metrics,
+                             crds_context=self.crds_context)
+        stage = Detector1Stage(cfg, runner)
         # Subscribed by the loop itself, with its rebalance listener: subscribing
         # twice changes the assignment under aiokafka's running fetcher.
         consumer = kafka.consumer(cfg, f"{cfg.group_prefix}.detector1")

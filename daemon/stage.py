@@ -1,0 +1,200 @@
+"""Running one work item, the same way for every stage.
+
+A stage handler (detector1, stage 2, stage 3) decides *what* to run and with
+which inputs; this module does the rest, identically for all of them: the
+idempotency check against the product store, the warm-worker run with retries
+of transient failures, the atomic publication of the outputs, and the product
+event or dead letter.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from aiokafka.structs import ConsumerRecord
+
+import calstream
+from calstream.steps.fitsfile import file_digest
+from calstream.steps.provenance import jwst_version, work_id
+from calstream.topics import contract
+
+from .bus import Bus
+from .config import Config
+from .metrics import Metrics
+from .pool import WorkerLost, WorkerPool
+from .store import ProductStore
+
+log = logging.getLogger("calstream.stage")
+
+
+@dataclass
+class WorkItem:
+    stage: str  # "detector1" | "stage2" | "stage3"
+    pipeline: str  # e.g. "calwebb_detector1"
+    task: str  # "module:function" run in a worker, called with output_dir=...
+    task_kwargs: dict[str, Any]
+    program: str
+    observation: str
+    name: str  # product name: the exposure id for stages 1-2, the level-3 name for stage 3
+    inputs: list[dict[str, Any]]  # {path, digest, size, role}
+    parameters: dict[str, Any] = field(default_factory=dict)
+    event_fields: dict[str, Any] = field(default_factory=dict)  # extra product-event fields
+    arrived_at: str | None = None  # start of end-to-end latency
+    key: str = ""  # message key, for dead letters
+    record: ConsumerRecord | None = None
+
+    @property
+    def log_context(self) -> dict[str, str]:
+        return {"exposure_id": self.event_fields.get("exposure_id") or self.name,
+                "stage": self.stage}
+
+
+class StageRunner:
+    def __init__(self, cfg: Config, *, bus: Bus, store: ProductStore, pool: WorkerPool,
+                 metrics: Metrics, crds_context: str):
+        self.cfg = cfg
+        self.bus = bus
+        self.store = store
+        self.pool = pool
+        self.metrics = metrics
+        self.crds_context = crds_context
+
+    def count(self, item: WorkItem, outcome: str) -> None:
+        self.metrics.stage_runs.labels(stage=item.stage, pipeline=item.pipeline,
+                                       outcome=outcome).inc()
+
+    def work_id(self, item: WorkItem) -> str:
+        return work_id(pipeline=item.pipeline, input_digests=[i["digest"] for i in item.inputs],
+                       crds_context=self.crds_context, parameters=item.parameters)
+
+    async def run(self, item: WorkItem) -> None:
+        wid = self.work_id(item)
+        done = await anyio.to_thread.run_sync(
+            lambda: self.store.lookup(item.program, item.observation, name=item.name,
+                                      stage=item.stage, work_id=wid))
+        if done is not None:
+            # Already done: re-emit the same event (same event_id) so a subscriber
+            # that missed it gets it and one that did not drops it.
+            event = contract.Message("product", {**done.event, "emitted_at": contract.utc_now()})
+            await self.bus.publish("products", item.program, event)
+            self.count(item, "duplicate")
+            log.info("%s: %s already done (work %s); product event re-emitted", item.name,
+                     item.pipeline, wid[:12], extra=item.log_context)
+            return
+        await self._attempts(item, wid)
+
+    async def _attempts(self, item: WorkItem, wid: str) -> None:
+        run_log = self.store.log_path(item.program, item.observation, item.name, item.stage)
+        attempts = 0
+        while True:
+            attempts += 1
+            scratch = await anyio.to_thread.run_sync(
+                self.store.scratch, item.program, item.observation, wid)
+            log.info("%s: %s starting (attempt %d)", item.name, item.pipeline, attempts,
+                     extra=item.log_context)
+            outcome = None
+            try:
+                outcome = await self.pool.run(
+                    item.task, {**item.task_kwargs, "output_dir": str(scratch)},
+                    timeout=self.cfg.task_timeout, log_path=str(run_log))
+                failure = outcome.failure
+                kind = failure.classification if failure else "success"
+                detail = f"{failure.error_type}: {failure.message}" if failure else ""
+            except WorkerLost as exc:
+                kind, detail = "transient", str(exc)
+            if kind == "success":
+                await self._publish(item, wid, scratch, outcome.value, run_log)
+                return
+            await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+            if kind == "skipped":
+                await self._publish_skipped(item, wid, detail, run_log)
+                return
+            if kind == "transient" and attempts < self.cfg.max_attempts:
+                delay = self.cfg.retry_backoff * 2 ** (attempts - 1)
+                self.metrics.retries.labels(stage=item.stage, pipeline=item.pipeline).inc()
+                log.warning("%s: transient failure (%s); retry %d/%d in %.1fs", item.name, detail,
+                            attempts + 1, self.cfg.max_attempts, delay, extra=item.log_context)
+                await anyio.sleep(delay)
+                continue
+            category = "retries_exhausted" if kind == "transient" else "permanent_failure"
+            error_type = outcome.failure.error_type if outcome and outcome.failure else "WorkerLost"
+            await self.bus.dead_letter(
+                category=category, reason=f"{item.pipeline} failed: {detail}", stage=item.stage,
+                key=item.key or item.name, attempts=attempts, record=item.record,
+                exposure_id=item.event_fields.get("exposure_id"),
+                path=item.inputs[0]["path"] if item.inputs else None,
+                digest=item.inputs[0]["digest"] if item.inputs else None,
+                log_path=str(run_log), error_type=error_type)
+            self.count(item, "failed")
+            return
+
+    def _fields(self, item: WorkItem, wid: str, run_log: Path) -> dict[str, Any]:
+        fields = dict(
+            work_id=wid, stage=item.stage, pipeline=item.pipeline, program=item.program,
+            observation=item.observation, product_name=item.name, inputs=item.inputs,
+            calstream_version=calstream.__version__, arrived_at=item.arrived_at,
+            namespace="live", version=1, supersedes=None, log_path=str(run_log),
+            pointing_quality="UNKNOWN", pointing_provisional=False,
+        )
+        fields.update(item.event_fields)
+        return fields
+
+    async def _publish(self, item: WorkItem, wid: str, scratch: Path, result: dict,
+                       run_log: Path) -> None:
+        final_dir = self.store.directory(item.program, item.observation)
+
+        def describe_outputs() -> list[dict[str, Any]]:
+            files = []
+            for produced in sorted(Path(p) for p in result["outputs"]):
+                files.append({"path": str(final_dir / produced.name),
+                              "digest": file_digest(produced), "size": produced.stat().st_size,
+                              "suffix": produced.stem.rsplit("_", 1)[-1]})
+            return files
+
+        outputs = await anyio.to_thread.run_sync(describe_outputs)
+        message = contract.build(
+            "product", contract.event_id("product", wid, "success"),
+            **self._fields(item, wid, run_log), outcome="success", reason=None, outputs=outputs,
+            jwst_version=result["jwst_version"], crds_context=result["crds_context"],
+            duration_seconds=result["duration_seconds"])
+        if result["crds_context"] != self.crds_context:
+            log.warning("%s: pipeline used CRDS context %s, expected %s", item.name,
+                        result["crds_context"], self.crds_context, extra=item.log_context)
+        await anyio.to_thread.run_sync(
+            lambda: self.store.publish(scratch, item.program, item.observation, name=item.name,
+                                       stage=item.stage,
+                                       record={"work_id": wid, "event": message.body}))
+        await self.bus.publish("products", item.program, message)
+        self.count(item, "success")
+        self.metrics.stage_duration.labels(stage=item.stage, pipeline=item.pipeline).observe(
+            result["duration_seconds"])
+        latency = None
+        if item.arrived_at:
+            latency = max(0.0, time.time() - contract.parse_time(item.arrived_at).timestamp())
+            self.metrics.latency.labels(stage=item.stage).observe(latency)
+        log.info("%s: %s done in %.1fs (%s)%s%s", item.name, item.pipeline,
+                 result["duration_seconds"], ", ".join(o["suffix"] for o in outputs),
+                 f", {latency:.1f}s after arrival" if latency is not None else "",
+                 "; pointing PLANNED: provisional quick-look" if message["pointing_provisional"]
+                 else "", extra=item.log_context)
+
+    async def _publish_skipped(self, item: WorkItem, wid: str, reason: str,
+                               run_log: Path) -> None:
+        message = contract.build(
+            "product", contract.event_id("product", wid, "skipped"),
+            **self._fields(item, wid, run_log), outcome="skipped", reason=reason, outputs=[],
+            jwst_version=jwst_version(), crds_context=self.crds_context, duration_seconds=None)
+        await anyio.to_thread.run_sync(
+            lambda: self.store.write_record(item.program, item.observation, name=item.name,
+                                            stage=item.stage,
+                                            record={"work_id": wid, "event": message.body}))
+        await self.bus.publish("products", item.program, message)
+        self.count(item, "skipped")
+        log.info("%s: no science data (%s): skipped product event", item.name, reason,
+                 extra=item.log_context)
