@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.calstream-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint bench clean
+.PHONY: install demo test test-all lint bench clean tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "calstream needs Python 3.11+; set PYTHON=python3.11 (or newer)")'
@@ -20,8 +20,22 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/calstream demo
 
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# promtool and a Prometheus server for the operations tests, from Debian's
+# prometheus package. Installed only as root (no sudo prompt in a test run);
+# otherwise the ops tests skip, and fail under CI=true.
+tools:
+	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing promtool and prometheus (Debian package prometheus) for the ops tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	else \
+	  echo "note: promtool/prometheus are missing: the ops tests will skip (and fail under CI=true)."; \
+	  echo "      Install them with: sudo apt-get install --no-install-recommends prometheus"; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

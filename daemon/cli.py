@@ -184,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("create", "list"))
     _daemon_flags(p)
     p.set_defaults(func=cmd_topics)
+    from .status import add_parser as add_status
+    add_status(sub)
     return parser
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROLES = ("watcher", "detector1")
+ROLES = ("watcher", "detector1", "planner", "stage2")
 
 
 class ConfigError(ValueError):
@@ -53,6 +53,7 @@ class Config:
     stall_seconds: float = 900.0  # /readyz: work waiting, nothing finished for this long
     max_tasks_per_worker: int = 200  # recycle workers to bound memory growth
     detector1_steps: dict[str, Any] = field(default_factory=dict)
+    companion_wait: float = 3600.0  # a stage-2 companion that never comes stops blocking
     crds_context: str | None = None  # pin a context; default: CRDS_CONTEXT or the cache's
     fast_group_timing: bool = False  # short session timeouts for tests and the demo
     json_logs: bool = False

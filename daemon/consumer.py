@@ -93,12 +93,16 @@ class StageConsumer:
     # -- the loop --------------------------------------------------------
     async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
         self.consumer.subscribe(self.topics, listener=_Rebalance(self))
+        # Without a start value, an item that hangs before the first one
+        # finishes would leave no timestamp for the stall alert to judge.
+        self.metrics.last_progress.labels(stage=self.stage).set(time.time())
         last_commit = time.monotonic()
         started = False
         async with anyio.create_task_group() as tg:
             try:
                 while True:
                     self.last_poll = time.monotonic()
+                    self.metrics.last_poll.labels(stage=self.stage).set(time.time())
                     batch = await self.consumer.getmany(timeout_ms=200)
                     if not started:
                         task_status.started()

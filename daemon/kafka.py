@@ -11,7 +11,7 @@ import logging
 import ssl
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -131,5 +131,36 @@ async def read_topics(cfg: Config, names: list[str]):
                 yield record, contract.decode(record.value)
             except contract.InvalidMessage as exc:
                 yield record, exc
+    finally:
+        await client.stop()
+
+
+async def read_to_end(cfg: Config, name: str) -> list:
+    """Every record of a topic, from the beginning up to "now".
+
+    "Now" is the high watermark each partition reported in a fetch response:
+    end_offsets and seek_to_end are wrong on tansu (see the broker notes), the
+    fetch response's high watermark is right on both brokers.
+    """
+    client = AIOKafkaConsumer(**client_options(cfg), group_id=None, enable_auto_commit=False)
+    await client.start()
+    try:
+        await client.topics()  # refreshes metadata: the topic may be moments old
+        partitions = client.partitions_for_topic(name) or set()
+        tps = [TopicPartition(name, p) for p in sorted(partitions)]
+        if not tps:
+            return []
+        client.assign(tps)
+        await client.seek_to_beginning(*tps)
+        records = []
+        while True:
+            batch = await client.getmany(*tps, timeout_ms=200)
+            for recs in batch.values():
+                records.extend(recs)
+            highs = {tp: client.highwater(tp) for tp in tps}
+            if all(h is not None for h in highs.values()):
+                positions = {tp: await client.position(tp) for tp in tps}
+                if all(positions[tp] >= highs[tp] for tp in tps):
+                    return records
     finally:
         await client.stop()

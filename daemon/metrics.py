@@ -53,11 +53,32 @@ class Metrics:
             ["topic"], registry=r)
         self.last_progress = Gauge(
             "calstream_last_progress_timestamp_seconds",
-            "When a stage last finished a work item (Unix time)",
+            "When a stage last finished a work item, or its consumer started (Unix time)",
             ["stage"], registry=r)
+        # The poll loop and the stall threshold are exported so that the
+        # stalled-consumer alert judges exactly what /readyz judges.
+        self.last_poll = Gauge(
+            "calstream_consumer_last_poll_timestamp_seconds",
+            "When a stage's consumer loop last polled the broker (Unix time)",
+            ["stage"], registry=r)
+        self.stall_threshold = Gauge(
+            "calstream_stall_threshold_seconds",
+            "Configured stall_seconds: work in flight and nothing finished for this long "
+            "makes /readyz fail", registry=r)
         self.watcher_pending = Gauge(
             "calstream_watcher_pending_files",
             "Files seen in the inbox and not yet complete", registry=r)
+        self.work_orders = Counter(
+            "calstream_work_orders_total", "Work orders the planner sent",
+            ["stage", "degraded"], registry=r)
+        self.associations_open = Gauge(
+            "calstream_open_associations", "Associations waiting for members or companions",
+            ["stage"], registry=r)
+        self.held_exposures = Gauge(
+            "calstream_held_exposures", "Exposures held before stage 2 (ENGQLPTG=PLANNED)",
+            registry=r)
+        self.oldest_hold_age = Gauge(
+            "calstream_oldest_hold_age_seconds", "Age of the oldest pointing hold", registry=r)
         self.build_info = Gauge(
             "calstream_build_info", "Versions and CRDS context in use (value is 1)",
             ["calstream_version", "jwst_version", "crds_context"], registry=r)

@@ -73,6 +73,8 @@ def _worker_logging() -> None:
         "%(asctime)s %(levelname)-7s %(name)s [worker %(process)d] %(message)s", "%H:%M:%S"))
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    # Python warnings from the pipelines belong in the run's log, not on stderr.
+    logging.captureWarnings(True)
 
 
 @contextlib.contextmanager

@@ -24,10 +24,12 @@ from .consumer import StageConsumer
 from .detector1_stage import Detector1Stage
 from .http import OpsServer
 from .metrics import Metrics
+from .planner import Planner
 from .pool import WorkerPool
 from .stage import StageRunner
 from .store import ProductStore
 from .watcher import Arrival, Rejection, Watcher
+from .work_order_stage import WorkOrderStage
 
 log = logging.getLogger("calstream.daemon")
 
@@ -50,6 +52,7 @@ class Daemon:
         self.ops: OpsServer | None = None
         self.consumers: list[StageConsumer] = []
         self.watcher: Watcher | None = None
+        self.planner: Planner | None = None
         self.crds_context: str | None = None
         self.bootstrap: str | None = cfg.kafka_bootstrap
 
@@ -90,7 +93,7 @@ class Daemon:
         log.info("metrics: http://%s/metrics (also /healthz, /readyz)", self.ops.address)
         try:
             await kafka.create_topics(cfg, self.topics)
-            if "detector1" in cfg.roles:
+            if {"detector1", "stage2"} & set(cfg.roles):
                 self.crds_context = await anyio.to_thread.run_sync(self._resolve_crds)
             else:
                 self.crds_context = os.environ.get("CRDS_CONTEXT", "n/a")
@@ -105,7 +108,13 @@ class Daemon:
                 bus = Bus(producer, self.topics, self.metrics, role="+".join(cfg.roles))
                 async with anyio.create_task_group() as tg:
                     if "detector1" in cfg.roles:
-                        await tg.start(self._run_detector1, bus)
+                        await tg.start(self._run_stage, bus, "detector1", "raw",
+                                       lambda runner: Detector1Stage(cfg, runner))
+                    if "stage2" in cfg.roles:
+                        await tg.start(self._run_stage, bus, "stage2", "work.stage2",
+                                       lambda runner: WorkOrderStage(cfg, runner, "stage2"))
+                    if "planner" in cfg.roles:
+                        await tg.start(self._run_planner, bus)
                     if "watcher" in cfg.roles:
                         await tg.start(self._run_watcher, bus)
                     log.info("calstream %s running roles %s; inbox %s; products %s",
@@ -127,24 +136,25 @@ class Daemon:
         os.environ["CRDS_CONTEXT"] = context  # pin it for the workers: one context per run
         return context
 
-    async def _run_detector1(self, bus: Bus, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+    async def _run_stage(self, bus: Bus, stage: str, topic: str, make_handler,
+                         *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        """A pool of warm workers fed by a consumer group on ``topic``."""
         cfg = self.cfg
         env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
-        pool = WorkerPool(cfg.workers, stage="detector1", metrics=self.metrics, env=env,
+        pool = WorkerPool(cfg.workers, stage=stage, metrics=self.metrics, env=env,
                           initializer="calstream.steps.detector1:warm_up",
                           classifier="calstream.steps.failures:classify_task_failure",
                           max_tasks_per_worker=cfg.max_tasks_per_worker)
         pool.start()
         runner = StageRunner(cfg, bus=bus, store=self.store, pool=pool, metrics=self.metrics,
                              crds_context=self.crds_context)
-        stage = Detector1Stage(cfg, runner)
         # Subscribed by the loop itself, with its rebalance listener: subscribing
         # twice changes the assignment under aiokafka's running fetcher.
-        consumer = kafka.consumer(cfg, f"{cfg.group_prefix}.detector1")
+        consumer = kafka.consumer(cfg, f"{cfg.group_prefix}.{stage}")
         await consumer.start()
-        loop = StageConsumer(consumer, stage="detector1", handler=stage.handle,
+        loop = StageConsumer(consumer, stage=stage, handler=make_handler(runner).handle,
                              capacity=cfg.workers, metrics=self.metrics,
-                             topics=[self.topics.name("raw")])
+                             topics=[self.topics.name(topic)])
         self.consumers.append(loop)
         try:
             await loop.run(task_status=task_status)
@@ -152,6 +162,10 @@ class Daemon:
             with anyio.CancelScope(shield=True):
                 await consumer.stop()
                 await anyio.to_thread.run_sync(pool.close)
+
+    async def _run_planner(self, bus: Bus, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        self.planner = Planner(self.cfg, bus=bus, metrics=self.metrics, topics=self.topics)
+        await self.planner.run(task_status=task_status)
 
     async def _run_watcher(self, bus: Bus, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg

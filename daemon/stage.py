@@ -161,9 +161,10 @@ class StageRunner:
         message = contract.build(
             "product", contract.event_id("product", wid, "success"),
             **self._fields(item, wid, run_log), outcome="success", reason=None, outputs=outputs,
-            jwst_version=result["jwst_version"], crds_context=result["crds_context"],
+            jwst_version=result["jwst_version"],
+            crds_context=result["crds_context"] or self.crds_context,
             duration_seconds=result["duration_seconds"])
-        if result["crds_context"] != self.crds_context:
+        if result["crds_context"] and result["crds_context"] != self.crds_context:
             log.warning("%s: pipeline used CRDS context %s, expected %s", item.name,
                         result["crds_context"], self.crds_context, extra=item.log_context)
         await anyio.to_thread.run_sync(

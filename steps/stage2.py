@@ -10,11 +10,21 @@ name, so the outputs are the files in `output_dir` that start with it and
 are new or rewritten. A rateints science member (TSO, coronagraphy, AMI)
 gives calints and, for spec2, x1dints: the pipelines choose the suffixes
 from the input model, nothing here needs to.
+
+Member names are relative to the association's directory, as the archive
+writes them; but jwst 3.0 resolves them inconsistently (spec2 from the
+association's directory, image2 and the WFSS direct-image products from the
+working directory: jwst issues 5950, 8738, 10815). A run therefore happens
+in the association's directory, as operations run it. That changes the
+process's working directory for the run: a warm worker runs one pipeline at
+a time, and nothing else in it may depend on the working directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -27,7 +37,17 @@ SPEC2 = "calwebb_spec2"
 # The product whose header tells which CRDS context calibrated the exposure.
 _PRIMARY_SUFFIXES = ("_cal.fits", "_calints.fits")
 
-__all__ = ["IMAGE2", "SPEC2", "read_level2_asn", "run_image2", "run_spec2", "warm_up"]
+__all__ = [
+    "IMAGE2",
+    "SPEC2",
+    "read_level2_asn",
+    "run_image2",
+    "run_spec2",
+    "spec2_workarounds",
+    "warm_up",
+]
+
+_cwd_lock = threading.Lock()
 
 
 def read_level2_asn(asn_path: str | Path) -> tuple[str, Path]:
@@ -66,7 +86,40 @@ def _header_value(path: Path, keyword: str) -> str | None:
     return None if value is None else str(value)
 
 
-def _run(pipeline_class, alias: str, asn_path: str, output_dir: str, steps: dict | None) -> dict:
+def _is_multi_integration(path: Path) -> bool:
+    from astropy.io import fits
+
+    return fits.getheader(path, "SCI").get("NAXIS", 0) == 3
+
+
+def spec2_workarounds(science: Path) -> dict:
+    """Step overrides that jwst 3.0 needs to calibrate `science` at all.
+
+    MIR_LRS-FIXEDSLIT from rateints: spec2 turns the LRS exposure into a
+    SlitModel before targ_centroid, so its "is this a cube" test no longer
+    sees the integrations and resample_spec fails on the 3-D slit ("not a
+    2D image"). Time series get no s2d anyway; skipping resample_spec gives
+    calints and x1dints.
+    """
+    if not science.exists():
+        return {}
+    exp_type = _header_value(science, "EXP_TYPE")
+    if exp_type == "MIR_LRS-FIXEDSLIT" and _is_multi_integration(science):
+        return {"resample_spec": {"skip": True}}
+    return {}
+
+
+def _merge_steps(defaults: dict, steps: dict | None) -> dict:
+    merged = {name: dict(pars) for name, pars in defaults.items()}
+    for name, pars in (steps or {}).items():
+        merged[name] = {**merged.get(name, {}), **pars}
+    return merged
+
+
+def _run(
+    pipeline_class, alias: str, asn_path: str, output_dir: str, steps: dict | None,
+    defaults=lambda science: {},
+) -> dict:
     import jwst
 
     asn = Path(asn_path).resolve()
@@ -75,15 +128,18 @@ def _run(pipeline_class, alias: str, asn_path: str, output_dir: str, steps: dict
     product_name, science = read_level2_asn(asn)
     stem = Path(product_name).name
     pointing_quality = _header_value(science, "ENGQLPTG") if science.exists() else None
+    # The caller's settings win over the workarounds.
+    steps = _merge_steps(defaults(science), steps)
     refresh_crds()
 
     before = _products(out, stem)
     t0 = time.perf_counter()
-    # configure_log=False: the caller decides where a run's log goes.
-    results = pipeline_class.call(
-        str(asn), output_dir=str(out), save_results=True, steps=steps or {},
-        configure_log=False,
-    )
+    with _cwd_lock, contextlib.chdir(asn.parent):
+        # configure_log=False: the caller decides where a run's log goes.
+        results = pipeline_class.call(
+            str(asn), output_dir=str(out), save_results=True, steps=steps or {},
+            configure_log=False,
+        )
     duration = time.perf_counter() - t0
     for model in results or []:
         model.close()
@@ -124,9 +180,10 @@ def run_spec2(asn_path: str, output_dir: str, *, steps: dict | None = None) -> d
 
     As `run_image2`; products are cal/calints and, by mode, s2d, s3d, x1d or
     x1dints. jwst raises NoDataOnDetectorError (exit status 64, "skipped")
-    when no spectrum falls on the detector.
+    when no spectrum falls on the detector. `spec2_workarounds` are applied
+    under `steps`.
     """
     warm_up()
     from jwst.pipeline import Spec2Pipeline
 
-    return _run(Spec2Pipeline, SPEC2, asn_path, output_dir, steps)
+    return _run(Spec2Pipeline, SPEC2, asn_path, output_dir, steps, spec2_workarounds)

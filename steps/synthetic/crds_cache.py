@@ -32,6 +32,10 @@ MATCH_KEYS = ("META.INSTRUMENT.DETECTOR", "META.SUBARRAY.NAME")
 USEAFTER_KEYS = ("META.OBSERVATION.DATE", "META.OBSERVATION.TIME")
 ANY = "N/A"  # as a Match value: any value
 NOT_APPLICABLE = "N/A"  # as an imap value: the type does not apply
+# Parameter references of jwst steps newer than the installed crds's type list
+# (jwst 3.0's targ_centroid, crds 14.0.3): stpipe asks for them all the same,
+# and crds logs an error for a type the context does not list.
+NEWER_PARAMETER_TYPES = ("pars-targcentroidstep",)
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,19 @@ def all_reference_types() -> list[str]:
     """
     from crds.jwst import TYPES
 
-    return [t for t in TYPES.filekinds if t != "all"]
+    known = [t for t in TYPES.filekinds if t != "all"]
+    return known + [t for t in NEWER_PARAMETER_TYPES if t not in known]
 
 
 def _read_selection(reftype: str, path: Path) -> _Selection:
-    """Selection keys from the reference file's own header, as CRDS certify would."""
-    if path.suffix == ".asdf":
+    """Selection keys from the reference file's own header (FITS, ASDF or JSON), as CRDS certify would."""
+    if path.suffix == ".json":
+        import json
+
+        # JSON references (EXTRACT1D, ...) carry their CRDS keywords at the top level.
+        tree = json.loads(path.read_text())
+        values = tuple(tree.get(k) for k in ("instrument", "detector", "subarray", "useafter"))
+    elif path.suffix == ".asdf":
         import asdf
 
         with asdf.open(path, lazy_load=True, memmap=False) as af:

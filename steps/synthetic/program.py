@@ -38,6 +38,9 @@ VIDL_PARITY = -1  # NIRCam ideal X runs along -V2
 POINTING_CALCULATED = "CALCULATED_TRACK_TR_202111"
 POINTING_PLANNED = "PLANNED"
 
+# What each supported exposure type is, as APT and the headers say it.
+TEMPLATES = {"NRC_IMAGE": "NIRCam Imaging", "NRC_TSIMAGE": "NIRCam Time Series Imaging"}
+
 
 @dataclass(frozen=True)
 class DetectorGeometry:
@@ -52,7 +55,8 @@ class DetectorGeometry:
     # mirrored in x (FASTAXIS=-1) or in y (SLOWAXIS=-2).
     flip: str
     # Science-frame corner holding the SUB160/SUB320/SUB640 subarrays
-    # (the corner nearest the module centre).
+    # (the corner nearest the module centre). The point-source subarrays
+    # (SUB64P, SUB160P, SUB400P) sit in the opposite, outer corner.
     sub_corner: tuple[str, str]
 
     @property
@@ -83,8 +87,18 @@ DETECTORS: dict[str, DetectorGeometry] = {
     )
 }
 
-# Square imaging subarrays read through one output; FULL uses four.
-SUBARRAY_SIZES = {"SUB160": 160, "SUB320": 320, "SUB640": 640, "FULL": FULL_SIZE}
+# Square imaging subarrays read through one output; FULL uses four. The "P"
+# (point-source) ones are those time-series imaging uses: JDox places them in
+# the outer top corner of module B, a corner with few bad pixels.
+SUBARRAY_SIZES = {
+    "SUB64P": 64,
+    "SUB160": 160,
+    "SUB160P": 160,
+    "SUB320": 320,
+    "SUB400P": 400,
+    "SUB640": 640,
+    "FULL": FULL_SIZE,
+}
 
 # NIRCam readout patterns: (frames averaged per group, frames skipped between groups).
 READOUT_PATTERNS = {
@@ -140,7 +154,10 @@ def subarray_for(detector: str, name: str) -> Subarray:
     if name.upper() == "FULL":
         start = (1, 1)
     else:
-        start = tuple(1 if c == "low" else FULL_SIZE - size + 1 for c in geom.sub_corner)
+        outer = name.upper().endswith("P")
+        start = tuple(
+            1 if (c == "low") != outer else FULL_SIZE - size + 1 for c in geom.sub_corner
+        )
     return Subarray(
         name=name.upper(),
         xstart=start[0],
@@ -205,6 +222,11 @@ class ProgramSpec:
     gain: float = 2.0  # e-/DN
     readnoise: float = 7.0  # DN, noise of a difference of two reads (CDS)
     saturation: float = 58000.0  # DN, raw (bias included)
+    exp_type: str = "NRC_IMAGE"
+    tsovisit: bool = False
+    # A star at the target coordinates (DN/s, total), on top of the field
+    # stars; 0: none. Time series put their target there.
+    target_flux: float = 0.0
 
     @property
     def nframes(self) -> int:
@@ -238,7 +260,18 @@ class ProgramSpec:
     def pointing_quality(self, exposure: int) -> str:
         return POINTING_PLANNED if exposure in self.planned else POINTING_CALCULATED
 
+    def target_flux_factor(self, integration: int) -> float:
+        """Brightness of the target star in an integration (1-based), relative to `target_flux`."""
+        return 1.0
+
+    @property
+    def dither_pattern(self) -> str:
+        """PATTTYPE."""
+        return "SUBARRAY-DITHER" if self.subarray.upper() != "FULL" else "INTRAMODULEBOX"
+
     def validate(self) -> None:
+        if self.exp_type not in TEMPLATES:
+            raise ValueError(f"unsupported exposure type {self.exp_type!r}; one of {sorted(TEMPLATES)}")
         if self.readpatt not in READOUT_PATTERNS:
             raise ValueError(f"unknown NIRCam readout pattern {self.readpatt!r}")
         for d in self.detectors:
@@ -248,6 +281,52 @@ class ProgramSpec:
         bad = set(self.planned) - set(self.exposure_numbers)
         if bad:
             raise ValueError(f"planned exposures {sorted(bad)} are not in the visit")
+
+
+@dataclass(frozen=True)
+class TimeSeriesSpec(ProgramSpec):
+    """A NIRCam imaging time series (NRC_TSIMAGE): one long multi-integration exposure.
+
+    A bright target at the point-source subarray's reference pixel, dimmed
+    by a box-shaped transit over `transit_integrations`, so that the
+    calints' per-integration photometry has something to find. TSOVISIT is
+    set, there is no dither, and the PSF is broad (time series defocus
+    bright targets; a Gaussian stands in for the weak-lens PSF).
+    """
+
+    observation: str = "002"
+    visit_group: str = "01"
+    visit_start: str = "2024-01-15T09:00:00.000"
+    filter: str = "F210M"
+    subarray: str = "SUB64P"
+    ngroups: int = 6
+    nints: int = 8
+    dithers: int = 1
+    target_name: str = "SYNTH-TRANSIT-1"
+    n_stars: int = 2
+    star_flux_range: tuple[float, float] = (2000.0, 5000.0)
+    star_sigma: float = 2.0
+    sky_rate: float = 2.0
+    exp_type: str = "NRC_TSIMAGE"
+    tsovisit: bool = True
+    target_flux: float = 1.0e6
+    transit_depth: float = 0.01
+    # First and last integration (1-based, inclusive) in transit.
+    transit_integrations: tuple[int, int] = (4, 6)
+
+    def target_flux_factor(self, integration: int) -> float:
+        first, last = self.transit_integrations
+        return 1.0 - self.transit_depth if first <= integration <= last else 1.0
+
+    @property
+    def dither_pattern(self) -> str:
+        return "NONE"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.nints < 2:
+            # jwst treats a single-integration exposure as not TSO.
+            raise ValueError("a time series needs nints >= 2")
 
 
 # --- timing ---------------------------------------------------------------
@@ -455,6 +534,8 @@ class ProgramTruth:
     stars: tuple[Star, ...]
     # Exposure number -> ENGQLPTG written in its header.
     pointing_quality: dict[int, str]
+    # The star at the target coordinates, if any (brightness before any transit).
+    target: Star | None = None
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -479,12 +560,14 @@ def program_truth(spec: ProgramSpec = ProgramSpec(), *, seed: int | None = None)
     att = exposure_pointing(spec, 1).true_attitude
     ra, dec = tel_to_sky(att, *pixel_to_v2v3(det, x, y))
     stars = tuple(Star(float(r), float(d), float(f)) for r, d, f in zip(ra, dec, flux, strict=True))
+    target = Star(spec.target_ra, spec.target_dec, spec.target_flux) if spec.target_flux else None
     return ProgramTruth(
         sky_rate=spec.sky_rate,
         dark_rate=spec.dark_rate,
         gain=spec.gain,
         stars=stars,
         pointing_quality={e: spec.pointing_quality(e) for e in spec.exposure_numbers},
+        target=target,
     )
 
 
@@ -557,33 +640,61 @@ def _star_pixels(spec: ProgramSpec, detector: str, truth: ProgramTruth, att: np.
     return xs - sub.xstart, ys - sub.ystart, flux
 
 
-def _rate_image(spec: ProgramSpec, detector: str, truth: ProgramTruth, att: np.ndarray):
-    """Photon rate (DN/s) per pixel for the true attitude of one exposure."""
+def target_pixel_position(
+    spec: ProgramSpec, exposure: int, detector: str
+) -> tuple[float, float] | None:
+    """Where the target star truly fell: 0-based subarray x, y (None: no target star)."""
+    if not spec.target_flux:
+        return None
+    att = exposure_pointing(spec, exposure).true_attitude
     sub = subarray_for(detector, spec.subarray)
-    xs, ys, flux = _star_pixels(spec, detector, truth, att)
-    yy, xx = np.mgrid[0 : sub.ysize, 0 : sub.xsize]
-    rate = np.full((sub.ysize, sub.xsize), spec.sky_rate, dtype=float)
+    x, y = v2v3_to_pixel(detector, *sky_to_tel(att, spec.target_ra, spec.target_dec))
+    return float(x) - sub.xstart, float(y) - sub.ystart
+
+
+def _psf(spec: ProgramSpec, sub: Subarray, x0: float, y0: float, flux: float) -> np.ndarray | None:
     s2 = 2.0 * spec.star_sigma**2
     reach = 5 * spec.star_sigma
+    if not (-reach < x0 < sub.xsize + reach and -reach < y0 < sub.ysize + reach):
+        return None
+    yy, xx = np.mgrid[0 : sub.ysize, 0 : sub.xsize]
+    return flux / (math.pi * s2) * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / s2)
+
+
+def _rate_images(
+    spec: ProgramSpec, detector: str, truth: ProgramTruth, exposure: int, att: np.ndarray
+) -> list[np.ndarray]:
+    """Photon rate (DN/s) per pixel and integration for the true attitude of one exposure."""
+    sub = subarray_for(detector, spec.subarray)
+    xs, ys, flux = _star_pixels(spec, detector, truth, att)
+    rate = np.full((sub.ysize, sub.xsize), spec.sky_rate, dtype=float)
     for x0, y0, f in zip(xs, ys, flux, strict=True):
-        if -reach < x0 < sub.xsize + reach and -reach < y0 < sub.ysize + reach:
-            rate += f / (math.pi * s2) * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / s2)
-    return rate
+        star = _psf(spec, sub, x0, y0, f)
+        if star is not None:
+            rate += star
+    target = target_pixel_position(spec, exposure, detector)
+    if target is None:
+        return [rate] * spec.nints
+    star = _psf(spec, sub, *target, spec.target_flux)
+    if star is None:
+        return [rate] * spec.nints
+    return [rate + spec.target_flux_factor(i) * star for i in range(1, spec.nints + 1)]
 
 
-def _ramps(spec: ProgramSpec, detector: str, rate: np.ndarray, rng: np.random.Generator):
+def _ramps(spec: ProgramSpec, detector: str, rates: list[np.ndarray], rng: np.random.Generator):
     """uint16 ramps [nints, ngroups, ny, nx] read at the frame level, then grouped."""
     timing_frame = subarray_for(detector, spec.subarray).frame_time
     per_group = spec.nframes + spec.groupgap
     nframes_total = spec.ngroups * per_group - spec.groupgap
     refpix = reference_pixel_mask(spec, detector)
-    photons = rate * detector_flat(spec, detector) + spec.dark_rate
-    electrons_per_frame = np.where(refpix, 0.0, photons * spec.gain * timing_frame)
+    flat = detector_flat(spec, detector)
     bias = detector_bias(spec, detector).astype(float)
     frame_noise = spec.readnoise / math.sqrt(2.0)  # the reference holds CDS noise
-    ny, nx = rate.shape
+    ny, nx = rates[0].shape
     out = np.empty((spec.nints, spec.ngroups, ny, nx), dtype=np.uint16)
     for i in range(spec.nints):
+        photons = rates[i] * flat + spec.dark_rate
+        electrons_per_frame = np.where(refpix, 0.0, photons * spec.gain * timing_frame)
         drift = rng.normal(0.0, 5.0)  # per-integration bias offset, for refpix to remove
         collected = np.zeros((ny, nx))
         frames = np.empty((nframes_total, ny, nx))
@@ -676,7 +787,7 @@ def _populate(model, spec: ProgramSpec, detector: str, exposure: int, pointing: 
     m.telescope = "JWST"
     m.data_processing_software_version = "calstream-synthetic"
 
-    m.program.title = "calstream synthetic NIRCam imaging"
+    m.program.title = "calstream synthetic NIRCam programs"
     m.program.pi_name = "Synthetic, Calstream"
     m.program.category = "GO"
     m.program.continuation_id = 0
@@ -697,7 +808,7 @@ def _populate(model, spec: ProgramSpec, detector: str, exposure: int, pointing: 
         f"V{spec.program}{spec.observation}{spec.visit}"
         f"P00000000{spec.visit_group}{spec.sequence}{spec.activity}"
     )
-    o.template = "NIRCam Imaging"
+    o.template = TEMPLATES[spec.exp_type]
     o.observation_label = "calstream synthetic"
     o.bkgdtarg = False
 
@@ -710,7 +821,7 @@ def _populate(model, spec: ProgramSpec, detector: str, exposure: int, pointing: 
     v.total_exposures = spec.dithers
     v.internal_target = False
     v.too_visit = False
-    v.tsovisit = False
+    v.tsovisit = spec.tsovisit
     v.crowded_field = False
 
     tg = m.target
@@ -734,7 +845,7 @@ def _populate(model, spec: ProgramSpec, detector: str, exposure: int, pointing: 
     i.pupil = spec.pupil
 
     e = m.exposure
-    e.type = "NRC_IMAGE"
+    e.type = spec.exp_type
     e.count = exposure
     e.prime_parallel = "PRIME"
     e.readpatt = spec.readpatt
@@ -782,7 +893,7 @@ def _populate(model, spec: ProgramSpec, detector: str, exposure: int, pointing: 
     s.slowaxis = sub.slowaxis
 
     d = m.dither
-    d.primary_type = "SUBARRAY-DITHER" if sub.name != "FULL" else "INTRAMODULEBOX"
+    d.primary_type = spec.dither_pattern
     d.primary_dither_type = "NONE"
     d.primary_points = min(spec.dithers, 4)
     d.position_number = exposure
@@ -812,6 +923,52 @@ def _populate(model, spec: ProgramSpec, detector: str, exposure: int, pointing: 
     m.velocity_aberration.scale_factor = 1.0
     m.velocity_aberration.va_ra_ref = wcs["ra_ref"]
     m.velocity_aberration.va_dec_ref = wcs["dec_ref"]
+
+    if spec.nints > 1:
+        model.int_times = integration_times(spec, exposure)
+
+
+def integration_times(spec: ProgramSpec, exposure: int) -> np.ndarray:
+    """The INT_TIMES table: start, mid, end of each integration, in MJD UTC and BJD TDB.
+
+    BJD from the geocentre (astropy's built-in ephemeris, no download): JWST
+    is about 5 light-seconds from Earth, which a synthetic table can ignore.
+    """
+    from astropy import units as u
+    from astropy.coordinates import EarthLocation, SkyCoord
+    from astropy.time import Time
+
+    t = exposure_timing(spec, exposure)
+    tint = (spec.ngroups * (spec.nframes + spec.groupgap) - spec.groupgap) * t.frame_time
+    # Each integration starts after one reset frame.
+    starts = t.start_mjd + (np.arange(spec.nints) * (tint + t.frame_time) + t.frame_time) / 86400
+    ends = starts + tint / 86400
+    mids = (starts + ends) / 2
+    target = SkyCoord(spec.target_ra * u.deg, spec.target_dec * u.deg)
+    geocentre = EarthLocation.from_geocentric(0.0, 0.0, 0.0, unit=u.m)
+
+    def bjd(mjd):
+        utc = Time(mjd, format="mjd", scale="utc", location=geocentre)
+        return (utc.tdb + utc.light_travel_time(target, ephemeris="builtin")).mjd
+
+    rows = [
+        (i + 1, s, m, e, bs, bm, be)
+        for i, (s, m, e, bs, bm, be) in enumerate(
+            zip(starts, mids, ends, bjd(starts), bjd(mids), bjd(ends), strict=True)
+        )
+    ]
+    return np.array(
+        rows,
+        dtype=[
+            ("integration_number", "<i4"),
+            ("int_start_MJD_UTC", "<f8"),
+            ("int_mid_MJD_UTC", "<f8"),
+            ("int_end_MJD_UTC", "<f8"),
+            ("int_start_BJD_TDB", "<f8"),
+            ("int_mid_BJD_TDB", "<f8"),
+            ("int_end_BJD_TDB", "<f8"),
+        ],
+    )
 
 
 def _uncal_model_class(date: str):
@@ -850,8 +1007,8 @@ def simulate_program(
         pointing = exposure_pointing(spec, exposure)
         for detector in spec.detectors:
             rng = _rng(seed, 2, exposure, _name_key(detector))
-            rate = _rate_image(spec, detector, truth, pointing.true_attitude)
-            with model_class(data=_ramps(spec, detector, rate, rng)) as model:
+            rates = _rate_images(spec, detector, truth, exposure, pointing.true_attitude)
+            with model_class(data=_ramps(spec, detector, rates, rng)) as model:
                 _populate(model, spec, detector, exposure, pointing)
                 path = out / model.meta.filename
                 model.validate()

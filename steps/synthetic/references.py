@@ -17,7 +17,7 @@ which is what `crds_cache.build_crds_cache` matches on.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -266,14 +266,17 @@ def _pixel_area_sr() -> float:
     return (PIXEL_SCALE / 3600.0 * math.pi / 180.0) ** 2
 
 
-def _area(spec, detector):
+def _area(spec, detector, specs=()):
     from stdatamodels.jwst.datamodels import PixelAreaModel
 
     # photom slices the map at the science subarray's full-frame position and
     # the schema has no subarray keywords: cover the full frame from pixel 1 up
-    # to the subarray's far corner.
-    sub = subarray_for(detector, spec.subarray)
-    shape = (sub.ystart - 1 + sub.ysize, sub.xstart - 1 + sub.xsize)
+    # to the far corner of every subarray the map serves.
+    subs = [subarray_for(detector, s.subarray) for s in (spec, *specs)]
+    shape = (
+        max(sub.ystart - 1 + sub.ysize for sub in subs),
+        max(sub.xstart - 1 + sub.xsize for sub in subs),
+    )
     model = PixelAreaModel(data=np.ones(shape, dtype=np.float32), strict_validation=True)
     _stamp(
         model,
@@ -290,11 +293,19 @@ def _area(spec, detector):
     return model
 
 
-def _photom(spec, detector):
+def _elements(spec, specs) -> list[ProgramSpec]:
+    """One spec per optical element (filter, pupil): a shared table has one row each."""
+    seen: dict[tuple[str, str], ProgramSpec] = {}
+    for s in (spec, *specs):
+        seen.setdefault((s.filter, s.pupil), s)
+    return list(seen.values())
+
+
+def _photom(spec, detector, specs=()):
     from stdatamodels.jwst.datamodels import NrcImgPhotomModel
 
     table = np.array(
-        [(spec.filter, spec.pupil, PHOTMJSR, 0.01 * PHOTMJSR)],
+        [(s.filter, s.pupil, PHOTMJSR, 0.01 * PHOTMJSR) for s in _elements(spec, specs)],
         dtype=[("filter", "S12"), ("pupil", "S12"), ("photmjsr", "<f4"), ("uncertainty", "<f4")],
     )
     model = NrcImgPhotomModel(phot_table=table, strict_validation=True)
@@ -342,11 +353,12 @@ def _distortion(spec, detector):
     return model
 
 
-def _filteroffset(spec, detector):
+def _filteroffset(spec, detector, specs=()):
     from stdatamodels.jwst.datamodels import FilteroffsetModel
 
     filters = [
-        {"filter": spec.filter, "pupil": spec.pupil, "column_offset": 0.0, "row_offset": 0.0}
+        {"filter": s.filter, "pupil": s.pupil, "column_offset": 0.0, "row_offset": 0.0}
+        for s in _elements(spec, specs)
     ]
     model = FilteroffsetModel(filters=filters, instrument="NIRCAM", strict_validation=True)
     _stamp(model, spec, detector, "filteroffset", "Synthetic filter offsets: none", subarray=False)
@@ -355,18 +367,22 @@ def _filteroffset(spec, detector):
     return model
 
 
-def _apcorr(spec, detector):
-    from stdatamodels.jwst.datamodels import NrcImgApcorrModel
-
+def _apcorr_rows(spec):
     # Gaussian PSF: encircled energy f inside r = sigma * sqrt(-2 ln(1 - f)).
     fractions = np.arange(0.1, 0.95, 0.1)
     radii = spec.star_sigma * np.sqrt(-2.0 * np.log(1.0 - fractions))
     sky_in, sky_out = 4.0 * radii[-1], 6.0 * radii[-1]
+    return [
+        (spec.filter, spec.pupil, f, r, 1.0 / f, sky_in, sky_out)
+        for f, r in zip(fractions, radii, strict=True)
+    ]
+
+
+def _apcorr(spec, detector, specs=()):
+    from stdatamodels.jwst.datamodels import NrcImgApcorrModel
+
     table = np.array(
-        [
-            (spec.filter, spec.pupil, f, r, 1.0 / f, sky_in, sky_out)
-            for f, r in zip(fractions, radii, strict=True)
-        ],
+        [row for s in _elements(spec, specs) for row in _apcorr_rows(s)],
         dtype=[
             ("filter", "S12"),
             ("pupil", "S15"),
@@ -382,13 +398,18 @@ def _apcorr(spec, detector):
     return model
 
 
-def _abvegaoffset(spec, detector):
+def _abvegaoffset(spec, detector, specs=()):
     from astropy.table import Table
     from stdatamodels.jwst.datamodels import ABVegaOffsetModel
 
+    elements = _elements(spec, specs)
     model = ABVegaOffsetModel(strict_validation=True)
     model.abvega_offset = Table(
-        {"filter": [spec.filter], "pupil": [spec.pupil], "abvega_offset": np.float32([ABVEGA])}
+        {
+            "filter": [s.filter for s in elements],
+            "pupil": [s.pupil for s in elements],
+            "abvega_offset": np.full(len(elements), ABVEGA, dtype=np.float32),
+        }
     )
     _stamp(model, spec, None, "abvegaoffset", "Synthetic AB minus Vega magnitude offsets")
     return model
@@ -468,6 +489,8 @@ _BUILDERS = {
 _SHARED = {"photom", "apcorr", "abvegaoffset", "pars-tweakregstep"}
 # Per detector but full-frame, so valid for any subarray.
 _ANY_SUBARRAY = {"distortion", "filteroffset", "ipc"}
+# Built from every spec they serve (a row per filter, or the union of subarrays).
+_MERGED = {"photom", "apcorr", "abvegaoffset", "filteroffset", "area"}
 
 
 def write_reference_files(
@@ -481,7 +504,68 @@ def write_reference_files(
     File names say what they are (``nircam_nrcb1_sub160_gain.fits``); CRDS
     names are given when `crds_cache.build_crds_cache` files them.
     """
-    spec.validate()
+    return write_visit_reference_files(ref_dir, [spec], reftypes=reftypes)
+
+
+def _frames(spec: ProgramSpec) -> int:
+    return spec.ngroups * (spec.nframes + spec.groupgap) - spec.groupgap
+
+
+def _selections(reftype: str, specs: Sequence[ProgramSpec]):
+    """(spec to build from, detector, the other specs it serves, file stem) per file.
+
+    One file per CRDS selection (detector and subarray, or fewer): the
+    selection must be unique in a context, so specs that share one share a
+    file, built from all of them where it holds a row per filter.
+    """
+    if reftype in _SHARED:
+        if reftype.startswith("pars-"):
+            for sub in dict.fromkeys(s.subarray.upper() for s in specs):
+                group = [s for s in specs if s.subarray.upper() == sub]
+                yield group[0], group[0].detectors[0], group[1:], f"nircam_{sub.lower()}_{reftype}"
+            return
+        filters = "-".join(dict.fromkeys(s.filter.lower() for s in specs))
+        yield specs[0], specs[0].detectors[0], specs[1:], f"nircam_{filters}_{reftype}"
+        return
+    detectors = dict.fromkeys(d.lower() for s in specs for d in s.detectors)
+    for det in detectors:
+        users = [s for s in specs if det in (d.lower() for d in s.detectors)]
+        if reftype in _ANY_SUBARRAY:
+            yield users[0], det, users[1:], f"nircam_{det}_{reftype}"
+        elif reftype == "area":
+            subs = "-".join(dict.fromkeys(s.subarray.lower() for s in users))
+            yield users[0], det, users[1:], f"nircam_{det}_{subs}_{reftype}"
+        else:
+            for sub in dict.fromkeys(s.subarray.upper() for s in users):
+                group = [s for s in users if s.subarray.upper() == sub]
+                if len({(s.filter, s.pupil) for s in group}) > 1 and reftype == "flat":
+                    raise ValueError(
+                        f"{det} {sub}: one flat per detector and subarray, "
+                        f"but the specs use {sorted({(s.filter, s.pupil) for s in group})}"
+                    )
+                # The longest ramp: a dark serves any shorter readout.
+                spec = max(group, key=_frames)
+                yield spec, det, (), f"nircam_{det}_{sub.lower()}_{reftype}"
+
+
+def write_visit_reference_files(
+    ref_dir: str | Path,
+    specs: Sequence[ProgramSpec],
+    *,
+    reftypes: Iterable[str] = ALL_TYPES,
+) -> dict[str, list[Path]]:
+    """References for several NIRCam specs (a visit's modes) that fit in one CRDS context.
+
+    Per detector and subarray as `write_reference_files`; files the specs
+    would otherwise duplicate (per-detector WCS, shared tables) are written
+    once, with a row for every filter and pupil. Specs that use the same
+    detector and subarray must agree on the filter.
+    """
+    specs = list(specs)
+    if not specs:
+        raise ValueError("no specs")
+    for spec in specs:
+        spec.validate()
     out = Path(ref_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {}
@@ -492,17 +576,8 @@ def write_reference_files(
             raise ValueError(
                 f"no synthetic {reftype!r} reference; one of {sorted(_BUILDERS)}"
             ) from None
-        detectors = spec.detectors[:1] if reftype in _SHARED else spec.detectors
-        for detector in detectors:
-            model = build(spec, detector)
-            if reftype.startswith("pars-"):
-                stem = f"nircam_{spec.subarray.lower()}_{reftype}"
-            elif reftype in _SHARED:
-                stem = f"nircam_{spec.filter.lower()}_{reftype}"
-            elif reftype in _ANY_SUBARRAY:
-                stem = f"nircam_{detector.lower()}_{reftype}"
-            else:
-                stem = f"nircam_{detector.lower()}_{spec.subarray.lower()}_{reftype}"
+        for spec, detector, others, stem in _selections(reftype, specs):
+            model = build(spec, detector, others) if reftype in _MERGED else build(spec, detector)
             path = out / f"{stem}{ext}"
             model.validate()
             model.save(path)

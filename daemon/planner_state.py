@@ -1,0 +1,266 @@
+"""The planner's decisions, as pure logic: product events in, messages out.
+
+No Kafka here (daemon/planner.py does the I/O), so every decision can be
+tested from events alone. Everything the planner knows can be rebuilt from
+the topics: the exposures from the product events, what was already ordered
+from the work-order topic, the holds from the holds topic.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from calstream.steps.associations import (
+    AssociationError,
+    Exposure,
+    MissingCompanions,
+    association_filename,
+    build_level2,
+    companion_kind,
+    validate_level2,
+)
+from calstream.steps.naming import parse_exposure_name
+from calstream.steps.routing import Route, RoutingError, route
+from calstream.topics import contract
+
+log = logging.getLogger("calstream.planner")
+
+PLANNED = "PLANNED"
+
+
+@dataclass(frozen=True)
+class Emit:
+    """A message the planner wants published."""
+
+    topic: str  # logical topic
+    key: str
+    message: contract.Message
+
+
+@dataclass
+class Seen:
+    """One exposure's latest successful detector1 product."""
+
+    exposure: Exposure
+    outputs: dict[str, dict[str, Any]]  # path -> {path, digest, size, suffix}
+    event: dict[str, Any]
+    since: float  # when its product event was emitted (Unix time)
+
+    @property
+    def provisional(self) -> bool:
+        return self.event.get("pointing_quality") == PLANNED and not self.event.get("released")
+
+
+@dataclass
+class Candidate:
+    """A science exposure's level-2 association, waiting or ordered."""
+
+    science: str
+    route: Route
+    since: float
+    sent: str | None = None  # work id of the last order sent
+    sent_complete: bool = False  # whether that order had every companion
+    waiting_for: dict[str, str] = field(default_factory=dict)
+
+
+class PlannerState:
+    def __init__(self, *, companion_wait: float):
+        self.companion_wait = companion_wait
+        self.exposures: dict[str, Seen] = {}
+        self.candidates: dict[str, Candidate] = {}
+        self.ordered: dict[str, str] = {}  # work id -> product name, from the work-order topic
+        self.holds: dict[str, dict[str, Any]] = {}  # exposure id -> last hold record
+        self.rejected: set[tuple[str, str]] = set()  # (exposure id, digest) dead-lettered
+
+    # -- restoring ---------------------------------------------------------
+    def restore_order(self, order: contract.Message) -> None:
+        self.ordered[order["work_id"]] = order["product_name"]
+
+    def restore_hold(self, hold: contract.Message) -> None:
+        self.holds[hold["exposure_id"]] = hold.body
+
+    # -- events --------------------------------------------------------------
+    def observe(self, event: contract.Message, now: float) -> list[Emit]:
+        """A product event; returns what to publish."""
+        if event["stage"] != "detector1" or event["outcome"] != "success":
+            return []
+        exposure_id = event["exposure_id"]
+        digest = event["inputs"][0]["digest"] if event["inputs"] else ""
+        try:
+            r = route(event["header"])
+        except RoutingError as exc:
+            if (exposure_id, digest) in self.rejected:
+                return []
+            self.rejected.add((exposure_id, digest))
+            return [self._dead_letter(event, f"cannot route {exposure_id}: {exc}")]
+        products = {o["suffix"]: o["path"] for o in event["outputs"]}
+        seen = Seen(Exposure(exposure_id, event["header"], products),
+                    {o["path"]: o for o in event["outputs"]}, event,
+                    contract.parse_time(event["emitted_at"]).timestamp())
+        previous = self.exposures.get(exposure_id)
+        if previous is not None and previous.event["work_id"] == event["work_id"]:
+            seen.since = previous.since  # a re-emitted event: the wait started at the first
+        self.exposures[exposure_id] = seen
+        out: list[Emit] = []
+        out += self._hold_or_release(seen)
+        if r.stage2 is not None:
+            cand = self.candidates.get(exposure_id)
+            if cand is None:
+                self.candidates[exposure_id] = Candidate(exposure_id, r, seen.since)
+            else:
+                cand.route = r
+        # The new exposure may complete any candidate of its visit.
+        for cand in self._affected(seen):
+            out += self._evaluate(cand, now)
+        return out
+
+    def tick(self, now: float) -> list[Emit]:
+        """Time passes: companions that never came stop blocking."""
+        out: list[Emit] = []
+        for cand in list(self.candidates.values()):
+            if cand.sent is None or not cand.sent_complete:
+                out += self._evaluate(cand, now)
+        return out
+
+    # -- decisions ------------------------------------------------------------
+    def _affected(self, seen: Seen) -> list[Candidate]:
+        name = seen.exposure.name
+        result = []
+        for cand in self.candidates.values():
+            sci = self.exposures.get(cand.science)
+            if sci is None:
+                continue
+            if cand.science == seen.exposure.exposure_id:
+                result.append(cand)
+                continue
+            same_program = sci.exposure.name.program == name.program
+            if same_program and companion_kind(cand.route, sci.exposure, seen.exposure):
+                result.append(cand)
+        return result
+
+    def _visit_complete(self, sci: Seen) -> bool:
+        """Every exposure NEXPOSUR promises for this visit and detector has arrived."""
+        name = sci.exposure.name
+        expected = int(sci.exposure.header.get("NEXPOSUR") or 0)
+        have = {s.exposure.exposure_id for s in self.exposures.values()
+                if s.exposure.name.visit_id == name.visit_id
+                and s.exposure.name.detector == name.detector}
+        return expected > 0 and len(have) >= expected
+
+    def _evaluate(self, cand: Candidate, now: float) -> list[Emit]:
+        sci = self.exposures[cand.science]
+        held = [m for m in self._members_of(cand, sci) if m.provisional]
+        if held:
+            cand.waiting_for = {"pointing": ", ".join(
+                f"{m.exposure.exposure_id} has ENGQLPTG=PLANNED" for m in held)}
+            return []
+        others = [s.exposure for s in self.exposures.values()
+                  if s.exposure.exposure_id != cand.science and not s.provisional]
+        complete = self._visit_complete(sci)
+        waited = now - cand.since
+        try:
+            asn = build_level2(cand.route, sci.exposure, others, visit_complete=complete)
+            is_complete = True
+        except MissingCompanions as missing:
+            cand.waiting_for = dict(missing.missing)
+            if waited < self.companion_wait or cand.sent is not None:
+                return []
+            asn = build_level2(cand.route, sci.exposure, others, visit_complete=complete,
+                               allow_degraded=True)
+            is_complete = False
+        except AssociationError as exc:
+            cand.waiting_for = {"association": str(exc)}
+            return []
+        cand.waiting_for = {}
+        validate_level2(asn)
+        order = self._work_order(cand, sci, asn, degraded=not is_complete)
+        wid = order.message["work_id"]
+        if wid == cand.sent or wid in self.ordered:
+            cand.sent, cand.sent_complete = wid, is_complete
+            return []
+        if cand.sent is not None and not is_complete:
+            return []  # never replace an order with a less complete one
+        cand.sent, cand.sent_complete = wid, is_complete
+        self.ordered[wid] = cand.science
+        return [order]
+
+    def _members_of(self, cand: Candidate, sci: Seen) -> list[Seen]:
+        members = [sci]
+        for s in self.exposures.values():
+            if s is not sci and companion_kind(cand.route, sci.exposure, s.exposure):
+                members.append(s)
+        return members
+
+    def _work_order(self, cand: Candidate, sci: Seen, asn: dict, *, degraded: bool) -> Emit:
+        paths = {m["expname"]: m["exptype"] for p in asn["products"] for m in p["members"]}
+        by_path = {path: out for s in self.exposures.values() for path, out in s.outputs.items()}
+        inputs = [{"path": path, "digest": by_path[path]["digest"],
+                   "size": by_path[path].get("size", 0), "role": role}
+                  for path, role in sorted(paths.items()) if path in by_path]
+        wid = contract.event_id("work_order", cand.route.stage2,
+                                sorted((i["role"], i["digest"]) for i in inputs))
+        name = parse_exposure_name(cand.science)
+        ev = sci.event
+        message = contract.build(
+            "work_order", contract.event_id("work_order", wid),
+            work_id=wid, stage="stage2", pipeline=cand.route.stage2,
+            product_name=cand.science, program=name.program, observation=name.observation,
+            association=asn, association_path=association_filename(asn), inputs=inputs,
+            crds_context=None, parameters={}, priority="live", namespace="live",
+            degraded=asn["degraded_status"] if degraded else None,
+            exposure_id=cand.science, visit=name.visit, instrument=ev.get("instrument"),
+            exp_type=ev.get("exp_type"), header=ev.get("header"),
+            pointing_quality=ev.get("pointing_quality"),
+            pointing_provisional=bool(ev.get("pointing_provisional")),
+            arrived_at=ev.get("arrived_at"))
+        return Emit("work.stage2", cand.science, message)
+
+    def _hold_or_release(self, seen: Seen) -> list[Emit]:
+        exposure_id = seen.exposure.exposure_id
+        current = self.holds.get(exposure_id)
+        digest = seen.event["inputs"][0]["digest"]
+        if seen.provisional:
+            if current and current["state"] == "held" and current["digest"] == digest:
+                return []
+            body = dict(exposure_id=exposure_id, program=seen.exposure.name.program,
+                        state="held", since=seen.event["emitted_at"], digest=digest,
+                        reason="ENGQLPTG=PLANNED: pointing is provisional; nothing past "
+                               "detector1 until it is corrected", release=None)
+        elif current and current["state"] == "held":
+            body = dict(current, state="released",
+                        release={"path": "redelivery", "at": seen.event["emitted_at"],
+                                 "reason": f"redelivered with ENGQLPTG="
+                                           f"{seen.event.get('pointing_quality')}",
+                                 "digest": digest, "by": None})
+            for k in ("schema", "schema_version", "event_id", "emitted_at", "producer"):
+                body.pop(k, None)
+        else:
+            return []
+        message = contract.build(
+            "hold", contract.event_id("hold", exposure_id, body["digest"], body["state"], digest),
+            **body)
+        self.holds[exposure_id] = message.body
+        return [Emit("holds", exposure_id, message)]
+
+    def _dead_letter(self, event: contract.Message, reason: str) -> Emit:
+        message = contract.build(
+            "dead_letter", contract.event_id("dead_letter", "planner", event.event_id),
+            category="bad_input", reason=reason, stage="planner", attempts=0,
+            exposure_id=event.get("exposure_id"),
+            path=event["inputs"][0]["path"] if event["inputs"] else None,
+            digest=event["inputs"][0]["digest"] if event["inputs"] else None)
+        return Emit("deadletter", event.get("exposure_id") or "", message)
+
+    # -- for metrics and status ---------------------------------------------
+    def summary(self, now: float) -> dict[str, Any]:
+        waiting = [c for c in self.candidates.values() if c.sent is None]
+        held = [h for h in self.holds.values() if h["state"] == "held"]
+        oldest = min((contract.parse_time(h["since"]).timestamp() for h in held), default=None)
+        return {"waiting": len(waiting),
+                "waiting_for": {c.science: dict(c.waiting_for) for c in waiting},
+                "held": len(held),
+                "oldest_hold_age": (now - oldest) if oldest is not None else 0.0,
+                "degraded": sum(1 for c in self.candidates.values()
+                                if c.sent is not None and not c.sent_complete)}

@@ -1,0 +1,574 @@
+"""``calstream status``: what a running deployment is doing, for a human.
+
+Two sources, because neither tells the whole story alone:
+
+* the broker says what *waits*: each stage's consumer group's committed
+  offsets against the topics' high watermarks (the lag), and the newest dead
+  letters and product events;
+* each daemon's metrics endpoint says what *runs*: in-flight work, outcomes,
+  worker memory and restarts, and whether the daemon is ready.
+
+Everything here is read-only: no group is joined, nothing is committed and
+nothing is written to any topic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from prometheus_client.parser import text_string_to_metric_families
+
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+from .config import ROLES, Config, host_port, load
+
+log = logging.getLogger("calstream.status")
+
+# The topics each stage's consumer group "<group_prefix>.<stage>" reads, as
+# runtime.py subscribes them. The planner is not here: it reads every
+# partition of products without a group, so it has no lag to report.
+_STAGE_INPUTS: dict[str, tuple[str, ...]] = {"detector1": ("raw",), "stage2": ("work.stage2",)}
+STAGE_INPUTS = {stage: t for stage, t in _STAGE_INPUTS.items() if stage in ROLES}
+
+MISSING_EXPOSURES = "not implemented yet (association completeness: issue 4)"
+
+
+# -- the metrics endpoints ------------------------------------------------
+
+@dataclass
+class Endpoint:
+    url: str
+    reachable: bool = False
+    error: str | None = None
+    ready: bool | None = None
+    problems: list[str] = field(default_factory=list)
+    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+
+
+def endpoint_base(url: str) -> str:
+    """'host:port', 'http://host:port' or '.../metrics' -> 'http://host:port'."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    for suffix in ("/metrics", "/readyz", "/healthz"):
+        url = url.removesuffix(suffix)
+    return url
+
+
+def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
+    base = endpoint_base(url)
+    ep = Endpoint(base)
+    try:
+        text = urllib.request.urlopen(f"{base}/metrics", timeout=timeout).read().decode()
+    except (OSError, urllib.error.URLError) as exc:
+        ep.error = f"metrics unreachable: {exc}"
+        return ep
+    ep.reachable = True
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            ep.samples.append((s.name, dict(s.labels), s.value))
+    try:
+        body = urllib.request.urlopen(f"{base}/readyz", timeout=timeout).read()
+    except urllib.error.HTTPError as exc:  # 503 carries the reasons in its body
+        body = exc.read()
+    except OSError as exc:
+        ep.error = f"/readyz unreachable: {exc}"
+        return ep
+    try:
+        doc = json.loads(body)
+        ep.ready, ep.problems = bool(doc["ready"]), list(doc.get("problems", []))
+    except (ValueError, KeyError, TypeError):
+        ep.error = f"/readyz answered something unexpected: {body[:200]!r}"
+    return ep
+
+
+def _values(endpoints: list[Endpoint], name: str) -> list[tuple[dict[str, str], float]]:
+    return [(labels, v) for ep in endpoints for n, labels, v in ep.samples if n == name]
+
+
+def summarise_metrics(endpoints: list[Endpoint]) -> dict[str, dict[str, Any]]:
+    """Per stage, summed over every daemon (max for memory, newest for progress).
+
+    A stage has only the keys its daemons reported: the watcher has no
+    in-flight work, a consumer stage has no inbox."""
+    stages: dict[str, dict[str, Any]] = {}
+
+    def add(stage: str, key: str, value: float, sub: str | None = None) -> None:
+        s = stages.setdefault(stage, {})
+        if sub is None:
+            s[key] = s.get(key, 0) + int(value)
+        else:
+            d = s.setdefault(key, {})
+            d[sub] = d.get(sub, 0) + int(value)
+
+    for labels, v in _values(endpoints, "calstream_in_flight"):
+        add(labels["stage"], "in_flight", v)
+    for labels, v in _values(endpoints, "calstream_stage_runs_total"):
+        add(labels["stage"], "runs", v, labels["outcome"])
+    for labels, v in _values(endpoints, "calstream_stage_retries_total"):
+        add(labels["stage"], "retries", v)
+    for labels, v in _values(endpoints, "calstream_dead_letters_total"):
+        add(labels["stage"], "dead_letters", v, labels["category"])
+    for labels, v in _values(endpoints, "calstream_worker_restarts_total"):
+        add(labels["stage"], "worker_restarts", v, labels["cause"])
+    for labels, v in _values(endpoints, "calstream_arrivals_total"):
+        add("watcher", "arrivals", v, labels["source"])
+    for _labels, v in _values(endpoints, "calstream_watcher_pending_files"):
+        add("watcher", "pending_files", v)
+    for labels, v in _values(endpoints, "calstream_worker_peak_rss_bytes"):
+        s = stages.setdefault(labels["stage"], {})
+        s["worker_peak_rss_bytes"] = max(s.get("worker_peak_rss_bytes", 0), int(v))
+    for labels, v in _values(endpoints, "calstream_last_progress_timestamp_seconds"):
+        s = stages.setdefault(labels["stage"], {})
+        s["last_progress"] = max(s.get("last_progress", 0.0), v)
+    return stages
+
+
+def summarise_planner(endpoints: list[Endpoint]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for _labels, v in _values(endpoints, "calstream_held_exposures"):
+        out["held"] = out.get("held", 0) + int(v)
+    for _labels, v in _values(endpoints, "calstream_oldest_hold_age_seconds"):
+        out["oldest_hold_age_seconds"] = max(out.get("oldest_hold_age_seconds", 0.0), v)
+    for labels, v in _values(endpoints, "calstream_open_associations"):
+        d = out.setdefault("open_associations", {})
+        d[labels["stage"]] = d.get(labels["stage"], 0) + int(v)
+    return out
+
+
+# -- the broker -----------------------------------------------------------
+
+@dataclass
+class PartitionLag:
+    partition: int
+    committed: int | None  # None: the group has committed nothing here
+    high: int
+    lag: int
+
+
+@dataclass
+class GroupLag:
+    stage: str
+    group: str
+    topic: str
+    lag: int | None = None
+    partitions: list[PartitionLag] = field(default_factory=list)
+    members: int | None = None
+    state: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class BrokerView:
+    bootstrap: str | None
+    error: str | None = None
+    lag: list[GroupLag] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    products: list[dict[str, Any]] = field(default_factory=list)
+    holds: list[dict[str, Any]] | None = None  # current holds; None: topic unreadable
+    unreadable: int = 0  # records on those topics that are not calstream messages
+    missing_topics: list[str] = field(default_factory=list)
+
+
+async def _tails(cfg: Config, wanted: dict[str, int | None], view: BrokerView):
+    """High watermarks of every partition of ``wanted`` (topic -> n), and the
+    last n records of each partition (all of them for n = None).
+
+    The high watermark comes from fetch responses: end_offsets is wrong on
+    tansu (see docs/operations.md), so it only says where to start reading,
+    never where the end is. A start below the true end costs a few more
+    records; it never loses one.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from . import kafka
+
+    reader = AIOKafkaConsumer(**kafka.client_options(cfg), group_id=None,
+                              enable_auto_commit=False, auto_offset_reset="earliest",
+                              fetch_max_wait_ms=100)
+    try:
+        await reader.start()
+        existing = await reader.topics()
+        tps: list[TopicPartition] = []
+        for topic in wanted:
+            if topic not in existing:
+                view.missing_topics.append(topic)
+                continue
+            tps += [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic))]
+        if not tps:
+            return {}, {}, {}
+        reader.assign(tps)
+        begin = await reader.beginning_offsets(tps)
+        end_hint = await reader.end_offsets(tps)
+        for tp in tps:
+            n = wanted[tp.topic]
+            reader.seek(tp, begin[tp] if n is None else max(begin[tp], end_hint[tp] - n))
+        records: dict[str, list] = {t: [] for t in wanted}
+        pending = set(tps)
+        while pending:
+            batch = await reader.getmany(timeout_ms=200)
+            for tp, recs in batch.items():
+                records[tp.topic].extend(recs)
+            for tp in list(pending):
+                high = reader.highwater(tp)
+                if high is not None and await reader.position(tp) >= high:
+                    pending.discard(tp)
+        highs = {tp: reader.highwater(tp) for tp in tps}
+        return highs, begin, records
+    finally:
+        await reader.stop()
+
+
+async def _group_offsets(cfg: Config, group: str, tps: list) -> tuple[dict, int | None, str | None]:
+    from . import kafka
+
+    admin = kafka.admin(cfg)
+    try:
+        await admin.start()
+        # Partitions are listed explicitly: tansu cannot answer "all partitions"
+        # (an OffsetFetch without them).
+        offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
+        members = state = None
+        try:
+            for response in await admin.describe_consumer_groups([group]):
+                for g in response.groups:
+                    state, members = g[2], len(g[5])
+        except Exception as exc:  # informative only; lag does not depend on it
+            log.debug("describe %s failed: %s", group, exc)
+        return offsets, members, state
+    finally:
+        await admin.close()
+
+
+def _decoded(records, expected: str, view: BrokerView, n: int) -> list[dict[str, Any]]:
+    out = []
+    for r in records:
+        try:
+            msg = contract.decode(r.value, expected=expected)
+        except contract.InvalidMessage:
+            view.unreadable += 1
+            continue
+        out.append({**msg.body, "_topic": r.topic, "_partition": r.partition,
+                    "_offset": r.offset})
+    out.sort(key=lambda m: (m["emitted_at"], m["_offset"]))
+    return out[-n:] if n else []
+
+
+async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10) -> BrokerView:
+    from aiokafka import TopicPartition
+
+    topics = Topics(cfg.topic_prefix)
+    view = BrokerView(cfg.kafka_bootstrap)
+    inputs = {topics.name(t) for ins in STAGE_INPUTS.values() for t in ins}
+    wanted = {name: 0 for name in inputs}
+    wanted[topics.name("deadletter")] = dead_letters
+    wanted[topics.name("products")] = products
+    # Compacted (on Kafka; tansu never compacts): read it all, the last record
+    # per key is the exposure's current state.
+    wanted[topics.name("holds")] = None
+    highs, begin, records = await _tails(cfg, wanted, view)
+    for stage, logical in STAGE_INPUTS.items():
+        group = f"{cfg.group_prefix}.{stage}"
+        for name in (topics.name(t) for t in logical):
+            row = GroupLag(stage, group, name)
+            view.lag.append(row)
+            tps = sorted((tp for tp in highs if tp.topic == name), key=lambda tp: tp.partition)
+            if not tps:
+                row.error = "topic does not exist"
+                continue
+            try:
+                offsets, row.members, row.state = await _group_offsets(cfg, group, tps)
+            except Exception as exc:
+                row.error = f"cannot read the group's offsets: {exc}"
+                continue
+            for tp in tps:
+                om = offsets.get(TopicPartition(tp.topic, tp.partition))
+                committed = om.offset if om is not None and om.offset >= 0 else None
+                # A group without a commit starts at the earliest record
+                # (auto_offset_reset="earliest"), so all of it is waiting.
+                start = committed if committed is not None else begin[tp]
+                row.partitions.append(PartitionLag(tp.partition, committed, highs[tp],
+                                                   max(0, highs[tp] - start)))
+            row.lag = sum(p.lag for p in row.partitions)
+    view.dead_letters = _decoded(records.get(topics.name("deadletter"), []), "dead_letter",
+                                 view, dead_letters)
+    view.products = _decoded(records.get(topics.name("products"), []), "product", view,
+                             products)
+    if topics.name("holds") not in view.missing_topics:
+        last: dict[str, dict[str, Any]] = {}
+        for r in records.get(topics.name("holds"), []):
+            key = r.key.decode("utf-8", "replace") if r.key is not None else ""
+            if r.value is None:  # a tombstone forgets the exposure
+                last.pop(key, None)
+                continue
+            try:
+                last[key] = contract.decode(r.value, expected="hold").body
+            except contract.InvalidMessage:
+                view.unreadable += 1
+        view.holds = sorted((h for h in last.values() if h["state"] == "held"),
+                            key=lambda h: h["since"])
+    return view
+
+
+# -- putting it together --------------------------------------------------
+
+@dataclass
+class Status:
+    at: float
+    topic_prefix: str
+    group_prefix: str
+    endpoints: list[Endpoint]
+    stages: dict[str, dict[str, Any]]
+    broker: BrokerView
+    # What the planner's metrics say: held exposures, the oldest hold's age,
+    # open associations per stage (absent when no daemon given runs a planner).
+    planner: dict[str, Any] = field(default_factory=dict)
+    missing_exposures: str = MISSING_EXPOSURES
+
+    @property
+    def healthy(self) -> bool:
+        return (self.broker.error is None and all(e.reachable and e.ready for e in self.endpoints)
+                and not any(row.error for row in self.broker.lag))
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for ep in d["endpoints"]:
+            del ep["samples"]  # the raw scrape is what /metrics is for
+        d["healthy"] = self.healthy
+        return d
+
+
+async def collect(cfg: Config, metrics_urls: list[str], *, dead_letters: int = 10,
+                  products: int = 10, timeout: float = 15.0) -> Status:
+    endpoints = [await anyio.to_thread.run_sync(read_endpoint, url, min(timeout, 5.0))
+                 for url in metrics_urls]
+    if cfg.kafka_bootstrap:
+        try:
+            with anyio.fail_after(timeout):
+                broker = await read_broker(cfg, dead_letters=dead_letters, products=products)
+        except TimeoutError:
+            broker = BrokerView(cfg.kafka_bootstrap, error=f"no answer within {timeout:.0f}s")
+        except Exception as exc:
+            broker = BrokerView(cfg.kafka_bootstrap, error=f"{type(exc).__name__}: {exc}")
+    else:
+        broker = BrokerView(None, error="no broker configured (--kafka-bootstrap, or "
+                                        "kafka_bootstrap in the config file)")
+    return Status(time.time(), cfg.topic_prefix, cfg.group_prefix, endpoints,
+                  summarise_metrics(endpoints), broker, summarise_planner(endpoints))
+
+
+# -- rendering --------------------------------------------------------------
+
+def _ago(t: float | None, now: float) -> str:
+    if not t:
+        return "never"
+    s = max(0.0, now - t)
+    if s < 120:
+        return f"{s:.0f}s ago"
+    if s < 7200:
+        return f"{s / 60:.0f}m ago"
+    return f"{s / 3600:.1f}h ago"
+
+
+def _when(iso: str, now: float) -> str:
+    try:
+        t = contract.parse_time(iso)
+    except ValueError:
+        return iso
+    return f"{t.strftime('%Y-%m-%d %H:%M:%S')}Z ({_ago(t.timestamp(), now)})"
+
+
+def _mib(b: int) -> str:
+    return f"{b / 2**20:.0f} MiB"
+
+
+def _counts(d: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
+
+
+def render(st: Status) -> str:
+    now = st.at
+    stamp = dt.datetime.fromtimestamp(now, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    b = st.broker
+    out = [f"calstream status at {stamp}",
+           f"broker {b.bootstrap or '(none)'}; topics {st.topic_prefix}*; "
+           f"consumer groups {st.group_prefix}.*", ""]
+
+    out.append("Daemons (metrics endpoints)")
+    if not st.endpoints:
+        out.append("  none given (--metrics-url HOST:PORT, repeatable)")
+    for ep in st.endpoints:
+        if not ep.reachable:
+            out.append(f"  {ep.url}  UNREACHABLE  {ep.error}")
+            continue
+        info = next((labels for n, labels, _ in ep.samples if n == "calstream_build_info"), {})
+        versions = (f"calstream {info.get('calstream_version', '?')}, jwst "
+                    f"{info.get('jwst_version', '?')}, CRDS {info.get('crds_context', '?')}")
+        state = "ready" if ep.ready else "NOT READY"
+        out.append(f"  {ep.url}  {state}  {versions}")
+        for p in ep.problems:
+            out.append(f"      problem: {p}")
+        if ep.error:
+            out.append(f"      {ep.error}")
+    out.append("")
+
+    out.append("Work per stage (summed over the daemons above)")
+    if not st.stages:
+        out.append("  no stage reported by the metrics endpoints")
+    for name, s in sorted(st.stages.items()):
+        facts = []
+        if "in_flight" in s:
+            facts.append(f"in flight {s['in_flight']}")
+        if "last_progress" in s:
+            facts.append(f"last finished or started {_ago(s['last_progress'], now)}")
+        if "arrivals" in s:
+            facts.append(f"announced {sum(s['arrivals'].values())} "
+                         f"({_counts(s['arrivals'])})")
+        if "pending_files" in s:
+            facts.append(f"incomplete files in the inbox {s['pending_files']}")
+        if "runs" in s:
+            facts.append(f"runs: {_counts(s['runs'])}")
+        if "retries" in s:
+            facts.append(f"retries {s['retries']}")
+        if "worker_peak_rss_bytes" in s:
+            facts.append(f"worker peak RSS {_mib(s['worker_peak_rss_bytes'])}")
+        if "worker_restarts" in s:
+            facts.append(f"worker restarts: {_counts(s['worker_restarts'])}")
+        if "dead_letters" in s:
+            facts.append(f"dead letters: {_counts(s['dead_letters'])}")
+        out.append(f"  {name}: " + "; ".join(facts))
+    out.append("")
+
+    out.append("Consumer lag (from the broker: committed offsets vs high watermarks)")
+    if b.error:
+        out.append(f"  broker unavailable: {b.error}")
+    for row in b.lag:
+        head = f"  {row.stage}: group {row.group} on {row.topic}"
+        if row.error:
+            out.append(f"{head}: {row.error}")
+            continue
+        members = "" if row.members is None else f"; {row.members} member(s), {row.state}"
+        parts = " ".join(f"{p.partition}:{'-' if p.committed is None else p.committed}/{p.high}"
+                         for p in row.partitions)
+        out.append(f"{head}: lag {row.lag}{members}")
+        out.append(f"      partition:committed/high  {parts}")
+    out.append("")
+
+    if not b.error:
+        out.append(f"Recent dead letters (newest last, up to {len(b.dead_letters)} shown)")
+        if not b.dead_letters:
+            out.append("  none")
+        for m in b.dead_letters:
+            subject = m.get("exposure_id") or (Path(m["path"]).name if m.get("path") else None) \
+                or (m.get("original") or {}).get("key") or "-"
+            reason = " ".join(str(m["reason"]).split())
+            out.append(f"  {_when(m['emitted_at'], now)}  {m['stage']}/{m['category']}  "
+                       f"{subject}: {reason[:160]}")
+        out.append("")
+        out.append(f"Recent products (newest last, up to {len(b.products)} shown)")
+        if not b.products:
+            out.append("  none")
+        for m in b.products:
+            suffixes = ",".join(o.get("suffix", "?") for o in m.get("outputs", [])) or "-"
+            took = f"{m['duration_seconds']:.1f}s" if m.get("duration_seconds") else "-"
+            flag = "  pointing PROVISIONAL" if m.get("pointing_provisional") else ""
+            out.append(f"  {_when(m['emitted_at'], now)}  {m['stage']}  {m['outcome']}  "
+                       f"{m['product_name']}  [{suffixes}]  {took}{flag}")
+        if b.unreadable:
+            out.append(f"  ({b.unreadable} record(s) on these topics are not calstream "
+                       "messages; skipped)")
+        if b.missing_topics:
+            out.append(f"  missing topics: {', '.join(b.missing_topics)}")
+        out.append("")
+
+    out.append("Held exposures, associations, missing exposures")
+    pl = st.planner
+    if b.holds is None:
+        out.append("  held exposures (holds topic): unavailable")
+    else:
+        out.append(f"  held exposures (holds topic): {len(b.holds)}")
+        for h in b.holds[:20]:
+            out.append(f"    {h['exposure_id']}  held since {_when(h['since'], now)}: "
+                       f"{' '.join(str(h['reason']).split())[:120]}")
+        if len(b.holds) > 20:
+            out.append(f"    ... and {len(b.holds) - 20} more")
+    # The hold gauges have no labels, so every daemon exports them (as 0);
+    # open_associations is set by a running planner only.
+    if "open_associations" in pl:
+        out.append(f"  held exposures (planner metrics): {pl.get('held', 0)}, oldest "
+                   f"{pl.get('oldest_hold_age_seconds', 0) / 3600:.1f} h")
+        out.append(f"  open associations (planner metrics): {_counts(pl['open_associations'])}")
+    else:
+        out.append("  open associations: not reported (no daemon given runs the planner role)")
+    out.append(f"  missing exposures: {st.missing_exposures}")
+    return "\n".join(out) + "\n"
+
+
+# -- the command ------------------------------------------------------------
+
+def default_metrics_url(cfg: Config) -> str | None:
+    host, port = host_port(cfg.metrics_address)
+    if port == 0:
+        return None
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from . import logs
+
+    flags = {k: getattr(args, k) for k in ("kafka_bootstrap", "topic_prefix", "group_prefix")
+             if getattr(args, k) is not None}
+    cfg = load(args.config, flags=flags)
+    logs.setup(args.log_level, False)
+    if logging.getLogger().level > logging.DEBUG:
+        # A broker that cannot be reached is reported in the summary itself.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    urls = args.metrics_url or [u for u in [default_metrics_url(cfg)] if u]
+    st = anyio.run(lambda: collect(cfg, urls, dead_letters=args.dead_letters,
+                                   products=args.products, timeout=args.timeout))
+    if args.json:
+        json.dump(st.as_dict(), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render(st))
+    return 0 if st.healthy else 1
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "status", help="summary of a running deployment, from the broker and the metrics",
+        description="What a running deployment is doing: readiness and in-flight work per "
+                    "daemon, consumer lag per topic, recent dead letters and products. "
+                    "Exit status 1 when a daemon is unreachable or not ready, or the "
+                    "broker cannot be read.")
+    p.add_argument("--config", type=Path, default=os.environ.get("CALSTREAM_CONFIG"),
+                   help="the deployment's TOML file (broker, prefixes, TLS/SASL)")
+    p.add_argument("--kafka-bootstrap", help="HOST:PORT[,...] of the broker")
+    p.add_argument("--topic-prefix", help="prefix of every topic name (default 'calstream.')")
+    p.add_argument("--group-prefix", help="prefix of the consumer groups (default 'calstream')")
+    p.add_argument("--metrics-url", action="append",
+                   help="a daemon's metrics endpoint, HOST:PORT or URL; repeat for each daemon "
+                        "(default: metrics_address of the config)")
+    p.add_argument("--dead-letters", type=int, default=10, metavar="N",
+                   help="show the last N dead letters (default 10)")
+    p.add_argument("--products", type=int, default=10, metavar="N",
+                   help="show the last N product events (default 10)")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the broker")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--log-level", default="WARNING")
+    p.set_defaults(func=cmd_status)
+    return p
+

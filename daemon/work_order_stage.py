@@ -1,0 +1,96 @@
+"""Stage 2 and stage 3: run the pipeline a planner's work order names, on its association."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anyio
+from aiokafka.structs import ConsumerRecord
+
+from calstream.steps.fitsfile import file_digest
+from calstream.topics import contract
+
+from .config import Config
+from .detector1_stage import within_roots
+from .stage import StageRunner, WorkItem
+
+log = logging.getLogger("calstream.workorders")
+
+TASK = "calstream.steps.association_run:run_association"
+
+
+class WorkOrderStage:
+    def __init__(self, cfg: Config, runner: StageRunner, stage: str):
+        self.cfg = cfg
+        self.runner = runner
+        self.stage = stage
+        self.bus = runner.bus
+
+    def _count(self, pipeline: str, outcome: str) -> None:
+        self.runner.metrics.stage_runs.labels(stage=self.stage, pipeline=pipeline,
+                                              outcome=outcome).inc()
+
+    async def handle(self, record: ConsumerRecord) -> None:
+        key = record.key.decode("utf-8", "replace") if record.key else ""
+        try:
+            order = contract.decode(record.value, expected="work_order")
+        except contract.InvalidMessage as exc:
+            await self.bus.dead_letter(category="invalid_message", reason=str(exc),
+                                       stage=self.stage, key=key, record=record)
+            self._count("unknown", "failed")
+            return
+        if order["stage"] != self.stage:
+            await self.bus.dead_letter(
+                category="invalid_message", record=record, stage=self.stage, key=key,
+                reason=f"a {order['stage']} work order on the {self.stage} topic")
+            self._count(order["pipeline"], "failed")
+            return
+        problem, stale = await anyio.to_thread.run_sync(self._check_inputs, order)
+        if stale:
+            # A member was recalibrated since the order was planned (e.g. a
+            # corrected redelivery): the planner issues a new order for it.
+            log.info("%s: %s", order["product_name"], stale,
+                     extra={"exposure_id": order["product_name"], "stage": self.stage})
+            self._count(order["pipeline"], "stale")
+            return
+        if problem:
+            await self.bus.dead_letter(category="bad_input", reason=problem, stage=self.stage,
+                                       key=key, record=record,
+                                       exposure_id=order.get("exposure_id"))
+            self._count(order["pipeline"], "failed")
+            return
+        await self.runner.run(self.work_item(order, key, record))
+
+    def _check_inputs(self, order: contract.Message) -> tuple[str | None, str | None]:
+        roots = [self.cfg.products]
+        for item in order.get("inputs", []):
+            path = Path(item["path"])
+            if not path.is_absolute() or not within_roots(path, roots):
+                return f"input {path} is outside the product store {self.cfg.products}", None
+            if not path.is_file():
+                return f"input {path} does not exist", None
+            if file_digest(path) != item["digest"]:
+                return None, f"input {path.name} changed since the work order was planned"
+        return None, None
+
+    def work_item(self, order: contract.Message, key: str, record: ConsumerRecord) -> WorkItem:
+        asn = order["association"]
+        members = sorted((m["exptype"], Path(m["expname"]).name)
+                         for p in asn.get("products", []) for m in p.get("members", []))
+        fields = {k: order[k] for k in ("exposure_id", "visit", "instrument", "exp_type",
+                                        "header", "pointing_quality", "pointing_provisional")
+                  if order.get(k) is not None}
+        fields["association"] = {"asn_id": asn.get("asn_id"), "asn_rule": asn.get("asn_rule"),
+                                 "degraded_status": asn.get("degraded_status"),
+                                 "members": [{"exptype": e, "expname": n} for e, n in members]}
+        return WorkItem(
+            stage=self.stage, pipeline=order["pipeline"], task=TASK,
+            task_kwargs={"pipeline": order["pipeline"], "association": asn,
+                         "asn_filename": order.get("association_path") or
+                         f"{order['product_name']}_{self.stage}_asn.json",
+                         "steps": order.get("parameters", {}).get("steps", {})},
+            program=order["program"], observation=order.get("observation") or "000",
+            name=order["product_name"], inputs=order.get("inputs", []),
+            parameters={**order.get("parameters", {}), "members": members},
+            event_fields=fields, arrived_at=order.get("arrived_at"), key=key, record=record)

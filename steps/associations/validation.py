@@ -1,0 +1,107 @@
+"""Checking a level-2b association before anyone runs it.
+
+Two layers: jwst's own schema (asn_schema_jw_level2b.json, read from the
+installed jwst without importing it, so the planner stays free of jwst), and
+the invariants jwst's rules guarantee but its schema does not state: one
+product, exactly one science member, known member types, a product named
+after its science member.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path, PurePath
+from typing import Any
+
+import jsonschema
+
+from calstream.steps.associations.level2 import product_name
+
+ASN_TYPES = frozenset({"image2", "tso-image2", "spec2", "tso-spec2", "nrslamp-spec2"})
+MEMBER_TYPES = frozenset({
+    "science", "background", "imprint", "direct_image", "sourcecat", "segmap",
+    "target_acquisition", "selfcal",
+})
+_ACID = re.compile(r"o\d{3}|c\d{4}|a\d{4}")
+_STAMP = re.compile(r"\d{8}t\d{6}")
+_WFSS_TRIO = ("direct_image", "sourcecat", "segmap")
+
+
+class AssociationInvalid(ValueError):
+    """Not a level-2b association stage 2 can run; the message says why."""
+
+
+@lru_cache(maxsize=1)
+def level2_schema() -> dict[str, Any]:
+    spec = importlib.util.find_spec("jwst")  # locates the package without running it
+    if spec is None or not spec.submodule_search_locations:
+        raise AssociationInvalid("jwst is not installed: its association schema is unavailable")
+    path = Path(spec.submodule_search_locations[0]) / "associations/lib/asn_schema_jw_level2b.json"
+    return json.loads(path.read_text())
+
+
+def validate_level2(asn: Mapping[str, Any]) -> None:
+    """Raise AssociationInvalid with the first reason ``asn`` would fail stage 2."""
+    schema = level2_schema()
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(asn))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "top level"
+        raise AssociationInvalid(f"jwst level-2b schema: {error.message} (at {where})")
+    problems = _problems(asn)
+    if problems:
+        raise AssociationInvalid("; ".join(problems))
+
+
+def _problems(asn: Mapping[str, Any]) -> list[str]:
+    problems = []
+    for key in ("asn_type", "asn_rule", "asn_id", "asn_pool", "program", "version_id",
+                "code_version", "degraded_status", "constraints"):
+        if not isinstance(asn.get(key), str) or not asn.get(key):
+            problems.append(f"{key} missing or not a string")
+    if asn.get("asn_type") not in ASN_TYPES:
+        problems.append(f"asn_type {asn.get('asn_type')!r} is not a level-2b type")
+    if isinstance(asn.get("asn_id"), str) and not _ACID.fullmatch(asn["asn_id"]):
+        problems.append(f"asn_id {asn['asn_id']!r} is not a candidate id (oNNN, cNNNN, aNNNN)")
+    if isinstance(asn.get("program"), str) and not re.fullmatch(r"\d{5}", asn["program"]):
+        problems.append(f"program {asn['program']!r} is not 5 digits")
+    if isinstance(asn.get("version_id"), str) and not _STAMP.fullmatch(asn["version_id"]):
+        problems.append(f"version_id {asn['version_id']!r} is not yyyymmddthhmmss")
+    products = asn.get("products") or []
+    if len(products) != 1:
+        return problems + [f"a level-2b association has one product, this has {len(products)}"]
+    return problems + _product_problems(products[0])
+
+
+def _product_problems(product: Mapping[str, Any]) -> list[str]:
+    problems = []
+    members = product.get("members") or []
+    names = [m.get("expname") for m in members]
+    types = [m.get("exptype") for m in members]
+    if any(not isinstance(n, str) or not n for n in names):
+        problems.append("a member has no expname")
+    unknown = sorted({str(t) for t in types} - MEMBER_TYPES)
+    if unknown:
+        problems.append(f"unknown member type(s): {', '.join(unknown)}")
+    if len(set(names)) != len(names):
+        problems.append("a file appears twice among the members")
+    science = [m for m in members if m.get("exptype") == "science"]
+    if len(science) != 1:
+        return problems + [f"exactly one science member needed, found {len(science)}"]
+    expname = str(science[0].get("expname"))
+    suffix = PurePath(expname).name.split(".", 1)[0].rsplit("_", 1)[-1]
+    if suffix not in ("rate", "rateints"):
+        problems.append(f"science member {expname} is not a rate or rateints product")
+    if product.get("name") != product_name(expname):
+        problems.append(
+            f"product name {product.get('name')!r} should be {product_name(expname)!r}, "
+            "the science member's file name without its suffix"
+        )
+    trio = [t for t in _WFSS_TRIO if t in types]
+    if trio and len(trio) != 3:
+        problems.append(f"WFSS needs direct_image, sourcecat and segmap together, has {trio}")
+    return problems

@@ -1,0 +1,631 @@
+"""A MIRI LRS fixed-slit visit (MIR_LRS-FIXEDSLIT), written as level-1b uncal exposures.
+
+Why this mode: of the spectroscopic modes calstream must carry through
+spec2 (MIRI LRS slit, NIRCam/MIRI WFSS, NIRSpec fixed slit), it is the one
+whose calibration is self-contained in a few small tables. Its WCS is the
+imager distortion plus one wavelength table (SPECWCS); its spec2 makes every
+product a slit mode makes (cal, s2d, x1d) without a direct image, source
+catalog or segmentation map (WFSS needs image3 first) and without the dozen
+optical-model references of NIRSpec (camera, collimator, disperser, fore,
+fpa, msa, ote, wavecorr, ...). Its detector1 is the MIRI one (reset, rscd,
+lastframe, reference columns), which the NIRCam imaging does not exercise.
+
+References it needs (see `spec_references`): detector1 asks for mask,
+saturation, ipc, rscd, linearity, dark, reset, gain and readnoise; spec2 for
+distortion, filteroffset, specwcs, flat, pathloss, photom, area, extract1d,
+apcorr and psf. Every other type is N/A for MIRI in the synthetic context, as
+real CRDS has them for this mode (NIRSpec/NIRISS/MRS/WFSS-only types,
+superbias and the IRS2/SIRS refpix types of the near-infrared detectors);
+emicorr, firstframe, persistence, charge_migration, picture_frame,
+clean_flicker_noise, targ_centroid, residual_fringe, pixel_replace and
+adaptive_trace_model are skipped by jwst's defaults.
+
+The visit: a point source nodded along the slit (PATTTYPE ALONG-SLIT-NOD,
+two exposures, each the other's background), in FULL frame (the slit lies
+in the imager field; LRS slit data are always full frame), FASTR1. The
+scene is the source's spectrum through the slit (its loss is the PATHLOSS
+reference's inverse), a thermal background filling the slit, and a faint
+glow elsewhere. The flux chain is built backwards from the references, so
+x1d should return `source_flux_jy` (see `lrs_truth`).
+
+Geometry: MIRIM_FULL with a linear distortion (the imager's SIAF values,
+rounded) and the LRS slit reference point jwst itself uses (326.13, 300.7);
+the dispersion is a smooth prism-like curve from 5 um at row 395 to 14 um at
+row 45 (0-based), the same table `spec_references` writes as SPECWCS.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calstream.steps.naming import ExposureName
+from calstream.steps.synthetic.program import (
+    POINTING_CALCULATED,
+    POINTING_PLANNED,
+    _isot,
+    _name_key,
+    _rng,
+    _uncal_model_class,
+    attitude_matrix,
+    position_angle,
+    sky_to_tel,
+    tel_to_sky,
+    v3_position_angle,
+)
+
+DETECTOR = "MIRIMAGE"
+NX, NY = 1032, 1024  # science frame, FULL
+REF_COLUMNS = 4  # reference pixels: the first and last 4 columns
+PIXEL_SCALE = 0.11  # arcsec/pixel
+# MIRIM_FULL (SIAF, rounded): reference pixel (1-based) and its V2/V3.
+FULL_XREF, FULL_YREF = 516.5, 512.5
+V2_REF, V3_REF = -453.363, -374.069
+V3_IDL_YANGLE = 4.834  # deg
+VIDL_PARITY = -1
+# MIRIM_SLIT reference point (1-based science pixel), as jwst's targ_centroid quotes it.
+SLIT_XREF, SLIT_YREF = 326.13, 300.7
+SLIT_WIDTH = 0.51  # arcsec, across the slit (along the dispersion, detector y)
+SLIT_LENGTH = 4.7  # arcsec, along the slit (detector x)
+FILTER = "P750L"
+APERTURE = "MIRIM_SLIT"
+# Dispersion: wavelength range and the 0-based rows it spans (short end at the top).
+WAVE_SHORT, WAVE_LONG = 5.0, 14.0  # um
+ROW_SHORT, ROW_LONG = 395.0, 45.0
+# MIRI readout patterns: (frames per group, frames skipped), as NIRCam's table.
+READOUT_PATTERNS = {"FASTR1": (1, 0), "FAST": (1, 0), "SLOWR1": (1, 0)}
+FRAME_TIMES = {"FASTR1": 2.77504, "FAST": 2.77504, "SLOWR1": 23.88864}  # FULL, seconds
+# Photometric calibration (the PHOTOM reference): MJy/sr per DN/s at the peak
+# response, and the response's shape.
+PHOTMJSR = 60.0
+RESPONSE_PEAK, RESPONSE_WIDTH = 7.5, 3.5  # um
+
+
+@dataclass(frozen=True)
+class LrsSpec:
+    """One MIRI LRS fixed-slit visit: a point source nodded along the slit."""
+
+    program: str = "01234"
+    observation: str = "003"
+    visit: str = "001"
+    visit_group: str = "02"
+    sequence: str = "1"
+    activity: str = "01"
+    nods: int = 2
+    nod_offset: float = 1.0  # arcsec along the slit from its centre, each way
+    readpatt: str = "FASTR1"
+    ngroups: int = 6
+    nints: int = 1
+    target_ra: float = 53.1711  # deg
+    target_dec: float = -27.7850
+    target_name: str = "SYNTH-STAR-LRS"
+    pa_v3: float = 293.5
+    planned: tuple[int, ...] = ()
+    planned_pointing_error: tuple[float, float] = (0.3, -0.2)  # ideal arcsec
+    visit_start: str = "2024-01-15T10:00:00.000"
+    slew_seconds: float = 30.0
+    seed: int = 2024
+    # Scene: F_nu = source_flux * (lambda / 10 um) ** spectral_index.
+    source_flux: float = 0.010  # Jy at 10 um
+    spectral_index: float = -2.0  # Rayleigh-Jeans
+    psf_fwhm_10um: float = 0.33  # arcsec, diffraction-limited: scales with wavelength
+    slit_background: float = 2.0  # DN/s per pixel at 10 um, rising to the red
+    field_background: float = 0.2  # DN/s per pixel outside the slit
+    # Detector, shared with the synthetic reference files.
+    dark_rate: float = 0.05  # DN/s
+    bias_level: float = 10000.0  # DN
+    gain: float = 3.1  # e-/DN
+    readnoise: float = 8.0  # DN, CDS
+    saturation: float = 60000.0  # DN, raw
+
+    @property
+    def nframes(self) -> int:
+        return READOUT_PATTERNS[self.readpatt][0]
+
+    @property
+    def groupgap(self) -> int:
+        return READOUT_PATTERNS[self.readpatt][1]
+
+    @property
+    def subarray(self) -> str:
+        return "FULL"
+
+    @property
+    def filter(self) -> str:
+        return FILTER
+
+    @property
+    def detectors(self) -> tuple[str, ...]:
+        return (DETECTOR.lower(),)
+
+    @property
+    def exposure_numbers(self) -> list[int]:
+        return list(range(1, self.nods + 1))
+
+    def exposure_name(self, exposure: int) -> ExposureName:
+        return ExposureName(
+            program=self.program,
+            observation=self.observation,
+            visit=self.visit,
+            visit_group=self.visit_group,
+            sequence=self.sequence,
+            activity=self.activity,
+            exposure=f"{exposure:05d}",
+            detector=DETECTOR.lower(),
+            suffix="uncal",
+        )
+
+    def exposure_names(self) -> list[ExposureName]:
+        return [self.exposure_name(e) for e in self.exposure_numbers]
+
+    def pointing_quality(self, exposure: int) -> str:
+        return POINTING_PLANNED if exposure in self.planned else POINTING_CALCULATED
+
+    def nod_position(self, exposure: int) -> float:
+        """Along-slit offset (arcsec, ideal X) of the source in a nod: -, +, -, + ..."""
+        return self.nod_offset * (-1 if exposure % 2 else 1)
+
+    def validate(self) -> None:
+        if self.readpatt not in READOUT_PATTERNS:
+            raise ValueError(f"unknown MIRI readout pattern {self.readpatt!r}")
+        if self.ngroups < 5:
+            # rscd flags the first group and lastframe the last: jump needs 3 more.
+            raise ValueError("MIRI needs ngroups >= 5")
+        if self.nints < 1 or self.nods < 1:
+            raise ValueError("need nints >= 1, nods >= 1")
+        if abs(self.nod_offset) > SLIT_LENGTH / 2 - 0.5:
+            raise ValueError("the nods must keep the source in the slit")
+        bad = set(self.planned) - set(self.exposure_numbers)
+        if bad:
+            raise ValueError(f"planned exposures {sorted(bad)} are not in the visit")
+
+
+# --- optics shared with the reference files --------------------------------
+
+
+def pixel_to_v2v3(x, y):
+    """Science-frame full-frame pixel (1-based) to V2, V3 (arcsec): the linear DISTORTION."""
+    xi = PIXEL_SCALE * (np.asarray(x, dtype=float) - FULL_XREF)
+    yi = PIXEL_SCALE * (np.asarray(y, dtype=float) - FULL_YREF)
+    a = math.radians(V3_IDL_YANGLE)
+    v2 = V2_REF + VIDL_PARITY * xi * math.cos(a) + yi * math.sin(a)
+    v3 = V3_REF - VIDL_PARITY * xi * math.sin(a) + yi * math.cos(a)
+    return v2, v3
+
+
+def v2v3_to_pixel(v2, v3):
+    a = math.radians(V3_IDL_YANGLE)
+    dv2 = np.asarray(v2, dtype=float) - V2_REF
+    dv3 = np.asarray(v3, dtype=float) - V3_REF
+    xi = VIDL_PARITY * (dv2 * math.cos(a) - dv3 * math.sin(a))
+    yi = dv2 * math.sin(a) + dv3 * math.cos(a)
+    return xi / PIXEL_SCALE + FULL_XREF, yi / PIXEL_SCALE + FULL_YREF
+
+
+def wavelength_at_row(y):
+    """Wavelength (um) dispersed onto 0-based row `y` (NaN off the spectrum).
+
+    Prism-like: the dispersion (um per row) falls fourfold from 5 to 14 um.
+    """
+    u = (ROW_SHORT - np.asarray(y, dtype=float)) / (ROW_SHORT - ROW_LONG)
+    wave = WAVE_SHORT + (WAVE_LONG - WAVE_SHORT) * (1.6 * u - 0.6 * u**2)
+    return np.where((u >= 0) & (u <= 1), wave, np.nan)
+
+
+def trace_offset(y):
+    """Trace x offset (pixels) from the slit reference column, by 0-based row: a gentle bow."""
+    return 0.8 * ((np.asarray(y, dtype=float) - (SLIT_YREF - 1)) / 200.0) ** 2
+
+
+def psf_sigma(wave, fwhm_10um: float):
+    """Gaussian sigma (arcsec) of the diffraction-limited PSF: the FWHM scales with wavelength."""
+    return fwhm_10um * np.asarray(wave, dtype=float) / 10.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+
+
+def slit_throughput(wave, fwhm_10um: float, offset_across: float = 0.0):
+    """Fraction of a point source's light through the slit (1-D Gaussian across it).
+
+    `offset_across`: the source's distance from the slit's centre line, arcsec.
+    """
+    from scipy.special import erf
+
+    sigma = psf_sigma(wave, fwhm_10um)
+    half = SLIT_WIDTH / 2
+    root2 = math.sqrt(2.0)
+    return 0.5 * (
+        erf((half - offset_across) / (sigma * root2)) + erf((half + offset_across) / (sigma * root2))
+    )
+
+
+def relative_response(wave):
+    """The PHOTOM reference's RELRESPONSE: conversion relative to PHOTMJSR (1 at the peak)."""
+    w = np.asarray(wave, dtype=float)
+    return 1.0 / np.exp(-0.5 * ((w - RESPONSE_PEAK) / RESPONSE_WIDTH) ** 2)
+
+
+def pixel_area_sr() -> float:
+    return (PIXEL_SCALE / 3600.0 * math.pi / 180.0) ** 2
+
+
+# --- truth, timing, pointing -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LrsTruth:
+    wavelength: np.ndarray  # um, the rows' wavelengths (increasing)
+    source_flux_jy: np.ndarray  # F_nu injected at those wavelengths
+    pointing_quality: dict[int, str]
+
+
+def source_flux_jy(spec: LrsSpec, wave):
+    return spec.source_flux * (np.asarray(wave, dtype=float) / 10.0) ** spec.spectral_index
+
+
+def lrs_truth(spec: LrsSpec = LrsSpec()) -> LrsTruth:
+    rows = np.arange(int(ROW_LONG), int(ROW_SHORT) + 1)
+    wave = wavelength_at_row(rows)[::-1]
+    return LrsTruth(
+        wavelength=wave,
+        source_flux_jy=source_flux_jy(spec, wave),
+        pointing_quality={e: spec.pointing_quality(e) for e in spec.exposure_numbers},
+    )
+
+
+@dataclass(frozen=True)
+class _Timing:
+    frame_time: float
+    group_time: float
+    integration_time: float
+    exposure_time: float
+    measurement_time: float
+    duration: float
+    start_mjd: float
+    mid_mjd: float
+    end_mjd: float
+
+
+def exposure_timing(spec: LrsSpec, exposure: int) -> _Timing:
+    from astropy.time import Time
+
+    tframe = FRAME_TIMES[spec.readpatt]
+    per_group = spec.nframes + spec.groupgap
+    tgroup = per_group * tframe
+    tint = (spec.ngroups * per_group - spec.groupgap) * tframe
+    # FASTR1: one reset frame before each integration.
+    duration = spec.nints * (tint + tframe)
+    visit_start = Time(spec.visit_start, format="isot", scale="utc").mjd
+    start = visit_start + (exposure - 1) * (duration + spec.slew_seconds) / 86400.0
+    end = start + duration / 86400.0
+    return _Timing(
+        frame_time=tframe,
+        group_time=round(tgroup, 5),
+        integration_time=round(tint, 5),
+        exposure_time=round(tint * spec.nints, 5),
+        measurement_time=round((spec.ngroups - 1) * tgroup * spec.nints, 5),
+        duration=round(duration, 5),
+        start_mjd=start,
+        mid_mjd=(start + end) / 2,
+        end_mjd=end,
+    )
+
+
+def _attitude(spec: LrsSpec, along_slit: float, across_slit: float = 0.0) -> np.ndarray:
+    """Attitude putting the target `along_slit`/`across_slit` arcsec from the slit reference."""
+    v2t, v3t = (
+        float(v)
+        for v in pixel_to_v2v3(
+            SLIT_XREF + along_slit / PIXEL_SCALE, SLIT_YREF + across_slit / PIXEL_SCALE
+        )
+    )
+    roll = spec.pa_v3
+    for _ in range(4):
+        att = attitude_matrix(v2t, v3t, roll, spec.target_ra, spec.target_dec)
+        err = (v3_position_angle(att, 0.0, 0.0) - spec.pa_v3 + 180.0) % 360.0 - 180.0
+        roll -= err
+    return attitude_matrix(v2t, v3t, roll, spec.target_ra, spec.target_dec)
+
+
+def source_pixel_position(spec: LrsSpec, exposure: int) -> tuple[float, float]:
+    """Where the source truly is at the slit reference row: 0-based x, y."""
+    att = _attitude(spec, spec.nod_position(exposure))
+    x, y = v2v3_to_pixel(*sky_to_tel(att, spec.target_ra, spec.target_dec))
+    return float(x) - 1, float(y) - 1
+
+
+# --- pixels -------------------------------------------------------------------
+
+
+def detector_bias(spec: LrsSpec) -> np.ndarray:
+    rng = _rng(_name_key(DETECTOR), 1)
+    cols = rng.normal(0.0, 30.0, NX)
+    return (spec.bias_level + cols[None, :] + rng.normal(0.0, 40.0, (NY, NX))).astype(np.float32)
+
+
+def detector_flat(spec: LrsSpec) -> np.ndarray:
+    """Pixel response (reference columns: 1); the FLAT reference is this same map."""
+    rng = _rng(_name_key(DETECTOR), 2)
+    yy, xx = np.mgrid[0:NY, 0:NX]
+    flat = 1.0 + 0.02 * (xx / NX - 0.5) + rng.normal(0.0, 0.01, (NY, NX))
+    flat[reference_pixel_mask()] = 1.0
+    return flat.astype(np.float32)
+
+
+def reference_pixel_mask() -> np.ndarray:
+    cols = np.arange(NX)
+    edge = (cols < REF_COLUMNS) | (cols >= NX - REF_COLUMNS)
+    return np.broadcast_to(edge[None, :], (NY, NX)).copy()
+
+
+def _rate_image(spec: LrsSpec, exposure: int) -> np.ndarray:
+    """Photon rate (DN/s) per pixel: source through the slit, slit background, field glow."""
+    from scipy.special import erf
+
+    rows = np.arange(NY)
+    wave = wavelength_at_row(rows)
+    lit = np.isfinite(wave)
+    rate = np.full((NY, NX), spec.field_background)
+    x_src, _ = source_pixel_position(spec, exposure)
+    # The source's light per row, built backwards through photom, pathloss and extract_1d.
+    w = wave[lit]
+    conversion = PHOTMJSR * relative_response(w)
+    per_row = (
+        source_flux_jy(spec, w)
+        * slit_throughput(w, spec.psf_fwhm_10um)
+        / (conversion * pixel_area_sr() * 1e6)
+    )
+    sigma = psf_sigma(w, spec.psf_fwhm_10um) / PIXEL_SCALE
+    centre = x_src + trace_offset(rows[lit])
+    edges = np.arange(NX + 1) - 0.5
+    cdf = 0.5 * (1 + erf((edges[None, :] - centre[:, None]) / (sigma[:, None] * math.sqrt(2))))
+    rate[lit] += per_row[:, None] * np.diff(cdf, axis=1)
+    # The slit, filled by the thermal background, rising to the red.
+    slit_centre = SLIT_XREF - 1 + trace_offset(rows[lit])
+    half = SLIT_LENGTH / 2 / PIXEL_SCALE
+    in_slit = np.abs(np.arange(NX)[None, :] - slit_centre[:, None]) < half
+    bkg = spec.slit_background * (w / 10.0) ** 3
+    rate[lit] += np.where(in_slit, bkg[:, None], 0.0)
+    rate[reference_pixel_mask()] = 0.0
+    return rate
+
+
+def _ramps(spec: LrsSpec, rate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """uint16 ramps [nints, ngroups, ny, nx]: FASTR1 reads each frame once."""
+    tframe = FRAME_TIMES[spec.readpatt]
+    refpix = reference_pixel_mask()
+    photons = rate * detector_flat(spec) + spec.dark_rate
+    electrons_per_frame = np.where(refpix, 0.0, photons * spec.gain * tframe)
+    bias = detector_bias(spec).astype(float)
+    frame_noise = spec.readnoise / math.sqrt(2.0)
+    nframes_total = spec.ngroups * (spec.nframes + spec.groupgap) - spec.groupgap
+    out = np.empty((spec.nints, spec.ngroups, NY, NX), dtype=np.uint16)
+    for i in range(spec.nints):
+        drift = rng.normal(0.0, 5.0)
+        collected = np.zeros((NY, NX))
+        g = 0
+        for f in range(nframes_total):
+            collected += rng.poisson(electrons_per_frame)
+            if f % (spec.nframes + spec.groupgap) == 0:
+                read = collected / spec.gain + rng.normal(0.0, frame_noise, (NY, NX))
+                out[i, g] = np.clip(np.rint(read + bias + drift), 0, 65535).astype(np.uint16)
+                g += 1
+    return out
+
+
+# --- headers ------------------------------------------------------------------
+
+
+def _wcs_keywords(att: np.ndarray) -> dict:
+    v2_ref, v3_ref = (float(v) for v in pixel_to_v2v3(SLIT_XREF, SLIT_YREF))
+    ra_ref, dec_ref = (float(v) for v in tel_to_sky(att, v2_ref, v3_ref))
+    roll_ref = v3_position_angle(att, v2_ref, v3_ref)
+    up = tel_to_sky(att, *pixel_to_v2v3(SLIT_XREF, SLIT_YREF + 1.0))
+    pa_aper = position_angle(ra_ref, dec_ref, float(up[0]), float(up[1]))
+    corners_x = np.array([0.5, NX + 0.5, NX + 0.5, 0.5])
+    corners_y = np.array([0.5, 0.5, NY + 0.5, NY + 0.5])
+    cra, cdec = tel_to_sky(att, *pixel_to_v2v3(corners_x, corners_y))
+    s_region = "POLYGON ICRS " + " ".join(
+        f"{r:.9f} {d:.9f}" for r, d in zip(cra, cdec, strict=True)
+    )
+    # A linear imaging WCS at the slit reference, as level-1b files carry.
+    cdelt = PIXEL_SCALE / 3600.0
+    angle = math.radians(pa_aper)
+    return {
+        "wcsaxes": 2,
+        "crpix1": SLIT_XREF,
+        "crpix2": SLIT_YREF,
+        "crval1": ra_ref,
+        "crval2": dec_ref,
+        "ctype1": "RA---TAN",
+        "ctype2": "DEC--TAN",
+        "cunit1": "deg",
+        "cunit2": "deg",
+        "cdelt1": cdelt,
+        "cdelt2": cdelt,
+        "pc1_1": -math.cos(angle),
+        "pc1_2": math.sin(angle),
+        "pc2_1": math.sin(angle),
+        "pc2_2": math.cos(angle),
+        "v2_ref": v2_ref,
+        "v3_ref": v3_ref,
+        "vparity": VIDL_PARITY,
+        "v3yangle": V3_IDL_YANGLE,
+        "ra_ref": ra_ref,
+        "dec_ref": dec_ref,
+        "roll_ref": roll_ref,
+        "siaf_xref_sci": SLIT_XREF,
+        "siaf_yref_sci": SLIT_YREF,
+        "s_region": s_region,
+        "pa_aper": pa_aper,
+    }
+
+
+def _populate(model, spec: LrsSpec, exposure: int) -> None:
+    m = model.meta
+    t = exposure_timing(spec, exposure)
+    name = spec.exposure_name(exposure)
+    quality = spec.pointing_quality(exposure)
+    offset = spec.nod_position(exposure)
+    if quality == POINTING_PLANNED:
+        ex, ey = spec.planned_pointing_error
+        att = _attitude(spec, offset + ex, ey)
+    else:
+        att = _attitude(spec, offset)
+    start_iso = _isot(t.start_mjd)
+
+    m.filename = name.filename()
+    m.origin = "STScI"
+    m.telescope = "JWST"
+    m.data_processing_software_version = "calstream-synthetic"
+    m.program.title = "calstream synthetic MIRI LRS"
+    m.program.pi_name = "Synthetic, Calstream"
+    m.program.category = "GO"
+    m.program.continuation_id = 0
+
+    o = m.observation
+    o.date, o.time = start_iso.split("T")
+    o.date_beg = start_iso
+    o.date_end = _isot(t.end_mjd)
+    o.program_number = spec.program
+    o.observation_number = spec.observation
+    o.visit_number = spec.visit
+    o.visit_group = spec.visit_group
+    o.sequence_id = spec.sequence
+    o.activity_id = spec.activity
+    o.exposure_number = str(exposure)
+    o.visit_id = f"{spec.program}{spec.observation}{spec.visit}"
+    o.obs_id = (
+        f"V{spec.program}{spec.observation}{spec.visit}"
+        f"P00000000{spec.visit_group}{spec.sequence}{spec.activity}"
+    )
+    o.template = "MIRI Low Resolution Spectroscopy"
+    o.observation_label = "calstream synthetic"
+    o.bkgdtarg = False
+
+    v = m.visit
+    v.engineering_quality = "OK"
+    v.engdb_pointing_quality = quality
+    v.type = "PRIME_TARGETED_FIXED"
+    v.start_time = _isot(exposure_timing(spec, 1).start_mjd).replace("T", " ")
+    v.status = "SUCCESSFUL"
+    v.total_exposures = spec.nods
+    v.internal_target = False
+    v.too_visit = False
+    v.tsovisit = False
+    v.crowded_field = False
+
+    tg = m.target
+    tg.proposer_name = spec.target_name
+    tg.catalog_name = spec.target_name
+    tg.type = "FIXED"
+    tg.ra = spec.target_ra
+    tg.dec = spec.target_dec
+    tg.proposer_ra = spec.target_ra
+    tg.proposer_dec = spec.target_dec
+    tg.ra_uncertainty = 0.0
+    tg.dec_uncertainty = 0.0
+    tg.source_type_apt = "POINT"
+
+    i = m.instrument
+    i.name = "MIRI"
+    i.detector = DETECTOR
+    i.filter = FILTER
+
+    e = m.exposure
+    e.type = "MIR_LRS-FIXEDSLIT"
+    e.count = exposure
+    e.prime_parallel = "PRIME"
+    e.readpatt = spec.readpatt
+    e.noutputs = 4  # MIRI reads through four interleaved outputs
+    e.nints = spec.nints
+    e.integration_start = 1
+    e.integration_end = spec.nints
+    e.ngroups = spec.ngroups
+    e.nframes = spec.nframes
+    e.groupgap = spec.groupgap
+    e.frame_divisor = spec.nframes
+    e.drop_frames1 = 0
+    e.drop_frames3 = 0
+    e.nsamples = 1
+    e.sample_time = 10.0
+    e.frame_time = t.frame_time
+    e.group_time = t.group_time
+    e.integration_time = t.integration_time
+    e.exposure_time = t.exposure_time
+    e.effective_exposure_time = t.exposure_time
+    e.measurement_time = t.measurement_time
+    e.duration = t.duration
+    e.elapsed_exposure_time = t.duration
+    e.nresets_at_start = 1
+    e.nresets_between_ints = 1
+    e.start_time = t.start_mjd
+    e.mid_time = t.mid_mjd
+    e.end_time = t.end_mjd
+    e.start_time_mjd = t.start_mjd
+    e.mid_time_mjd = t.mid_mjd
+    e.end_time_mjd = t.end_mjd
+    e.zero_frame = False
+    e.data_problem = False
+    e.sca_num = 493
+    e.gain_factor = 1.0
+    e.detmode = "EXPOSURE"
+
+    s = m.subarray
+    s.name = "FULL"
+    s.xstart = 1
+    s.ystart = 1
+    s.xsize = NX
+    s.ysize = NY
+    s.fastaxis = 1
+    s.slowaxis = 2
+
+    d = m.dither
+    d.primary_type = "ALONG-SLIT-NOD"
+    d.primary_dither_type = "NONE"
+    d.primary_points = spec.nods
+    d.position_number = exposure
+    d.pattern_start = 1
+    d.total_points = spec.nods
+    d.subpixel_total_points = 1
+    d.subpixel_pattern = "NONE"
+    d.pattern_size = "DEFAULT"
+    d.x_offset = offset
+    d.y_offset = 0.0
+
+    m.aperture.name = APERTURE
+    m.aperture.pps_name = APERTURE
+    wcs = _wcs_keywords(att)
+    for key, value in wcs.items():
+        if key != "pa_aper":
+            setattr(m.wcsinfo, key, value)
+    m.aperture.position_angle = wcs["pa_aper"]
+    ra_v1, dec_v1 = (float(v) for v in tel_to_sky(att, 0.0, 0.0))
+    m.pointing.ra_v1 = ra_v1
+    m.pointing.dec_v1 = dec_v1
+    m.pointing.pa_v3 = v3_position_angle(att, 0.0, 0.0)
+    m.velocity_aberration.scale_factor = 1.0
+    m.velocity_aberration.va_ra_ref = wcs["ra_ref"]
+    m.velocity_aberration.va_dec_ref = wcs["dec_ref"]
+
+
+def simulate_lrs(
+    out_dir: str | Path, spec: LrsSpec = LrsSpec(), *, seed: int | None = None
+) -> list[Path]:
+    """Write the visit's uncal files (one per nod) into `out_dir`, in observing order."""
+    spec.validate()
+    seed = spec.seed if seed is None else seed
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_class = _uncal_model_class(_isot(exposure_timing(spec, spec.nods).end_mjd + 1 / 24))
+    paths: list[Path] = []
+    for exposure in spec.exposure_numbers:
+        rng = _rng(seed, 3, exposure, _name_key(DETECTOR))
+        with model_class(data=_ramps(spec, _rate_image(spec, exposure), rng)) as model:
+            _populate(model, spec, exposure)
+            path = out / model.meta.filename
+            model.validate()
+            model.save(path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,365 @@
+"""deploy/ against the code: the manifests parse, and mention only metrics the
+daemon exports (with their labels), ports the configuration uses, commands and
+flags the CLI accepts, and settings the configuration knows.
+
+The real tools (promtool, a Prometheus server) check the same files in
+tests/integration/test_ops.py; these checks need nothing installed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from calstream.daemon import status
+from calstream.daemon.cli import build_parser, cmd_run
+from calstream.daemon.config import ROLES, Config, ConfigError, host_port, load
+from calstream.daemon.metrics import Metrics
+from calstream.topics.catalog import Topics
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+OPERATIONS = ROOT / "docs" / "operations.md"
+DEFAULT_PORT = host_port(Config().metrics_address)[1]
+# Labels Prometheus adds to every series it scrapes, and the one relabelled in.
+TARGET_LABELS = {"job", "instance", "role"}
+
+
+# -- what the daemon exports ------------------------------------------------------
+
+def catalog() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every family of daemon/metrics.py: name -> (type, label names)."""
+    out = {}
+    for metric in vars(Metrics()).values():
+        if not hasattr(metric, "_labelnames"):
+            continue  # the registry itself
+        (family,) = metric.describe()
+        out[family.name] = (family.type, tuple(metric._labelnames))
+    return out
+
+
+def series_names() -> dict[str, tuple[str, ...]]:
+    """Every sample name a scrape can contain -> its labels (le for buckets)."""
+    out = {}
+    for name, (kind, labels) in catalog().items():
+        if kind == "counter":
+            out[f"{name}_total"] = labels
+            out[f"{name}_created"] = labels
+        elif kind == "histogram":
+            out[f"{name}_bucket"] = (*labels, "le")
+            for suffix in ("_count", "_sum", "_created"):
+                out[f"{name}{suffix}"] = labels
+        else:
+            out[name] = labels
+    return out
+
+
+METRIC = re.compile(r"\bcalstream_[a-z0-9_]+[a-z0-9]\b")
+SELECTOR = re.compile(r"\b(calstream_[a-z0-9_]+)\s*\{([^}]*)\}")
+MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+
+
+def text_files() -> list[Path]:
+    return [p for p in DEPLOY.rglob("*") if p.is_file()]
+
+
+def promql_expressions() -> list[str]:
+    exprs = []
+    for group in yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"]:
+        exprs += [r["expr"] for r in group["rules"]]
+    dash = json.loads((DEPLOY / "grafana" / "calstream.json").read_text())
+    exprs += [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    assert exprs
+    return exprs
+
+
+def test_the_metric_names_follow_prometheus_conventions():
+    for name, (kind, labels) in catalog().items():
+        assert name.startswith("calstream_"), name
+        assert re.fullmatch(r"[a-z][a-z0-9_]*", name), name
+        if kind == "histogram":
+            assert name.endswith("_seconds"), f"{name}: a histogram of durations, in seconds"
+        if "timestamp" in name or name.endswith(("_age", "_duration", "_latency")):
+            assert name.endswith("_seconds"), f"{name}: base unit seconds"
+        if "rss" in name or "memory" in name:
+            assert name.endswith("_bytes"), f"{name}: base unit bytes"
+        assert not name.endswith("_total"), f"{name}: prometheus_client adds _total"
+        assert not set(labels) & TARGET_LABELS, f"{name}: {labels} clash with target labels"
+
+
+def test_deploy_mentions_only_metrics_the_daemon_exports():
+    known = series_names()
+    for path in text_files():
+        for name in METRIC.findall(path.read_text()):
+            assert name in known or name in catalog(), f"{path.relative_to(ROOT)}: {name}"
+
+
+def test_promql_uses_only_labels_the_metrics_have():
+    known = series_names()
+    every_label = {label for labels in known.values() for label in labels} | TARGET_LABELS
+    for expr in promql_expressions():
+        for name, matchers in SELECTOR.findall(expr):
+            for label in MATCHER.findall(matchers):
+                assert label in set(known[name]) | TARGET_LABELS, f"{name} has no {label}: {expr}"
+        for labels in GROUPING.findall(expr):
+            for label in filter(None, (x.strip() for x in labels.split(","))):
+                assert label in every_label, f"no metric has a label {label!r}: {expr}"
+
+
+def test_every_alert_says_what_and_how_bad():
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"][0]
+    for rule in rules["rules"]:
+        assert rule["alert"].startswith("Calstream")
+        assert rule["labels"]["severity"] in ("warning", "critical")
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+def test_the_operations_table_documents_every_metric_and_only_those():
+    text = OPERATIONS.read_text()
+    table = [line for line in text.splitlines() if line.startswith("| `calstream_")]
+    documented = {re.match(r"\| `([a-z0-9_]+)`", line).group(1): line for line in table}
+    exported = {name + ("_total" if kind == "counter" else ""): (kind, labels)
+                for name, (kind, labels) in catalog().items()}
+    assert set(documented) == set(exported), (set(documented) ^ set(exported))
+    for name, (kind, labels) in exported.items():
+        row = [c.strip() for c in documented[name].strip("|").split("|")]
+        assert row[1] == kind, f"{name}: documented as {row[1]}, is a {kind}"
+        shown = set(re.findall(r"`([a-z_]+)`", row[2]))
+        assert shown == set(labels), f"{name}: labels {labels}, documented {shown}"
+
+
+def test_the_dashboard_is_grafana_json_with_a_prometheus_datasource():
+    dash = json.loads((DEPLOY / "grafana" / "calstream.json").read_text())
+    assert dash["uid"] == "calstream" and dash["panels"]
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert variables["datasource"]["query"] == "prometheus"
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dash["panels"]:
+        for target in panel.get("targets", []):
+            assert target["datasource"]["uid"] == "${datasource}"
+
+
+# -- commands, flags and settings ------------------------------------------------
+
+def run_command(argv: list[str]) -> tuple[str, str | None]:
+    """(role, --config) of a `calstream run` command line; fails if the CLI rejects it."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"calstream rejects {argv}")
+    assert args.func is cmd_run, argv
+    assert args.role and len(args.role) == 1, f"one role per service: {argv}"
+    return args.role[0], (str(args.config) if args.config else None)
+
+
+def k8s_documents() -> list[dict]:
+    docs = []
+    for path in sorted(K8S.glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def of_kind(kind: str) -> list[dict]:
+    return [d for d in k8s_documents() if d["kind"] == kind]
+
+
+def k8s_config() -> Config:
+    (cm,) = of_kind("ConfigMap")
+    try:
+        return load_text(cm["data"]["calstream.toml"])
+    except ConfigError as exc:
+        pytest.fail(f"k8s ConfigMap: {exc}")
+
+
+def load_text(text: str, env: dict[str, str] | None = None) -> Config:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
+        f.write(text)
+        f.flush()
+        return load(Path(f.name), env=env or {})
+
+
+def test_the_example_configuration_loads_with_tls_and_sasl():
+    cfg = load(DEPLOY / "calstream.example.toml", env={"CALSTREAM_SECURITY_SASL_PASSWORD": "x"})
+    assert cfg.security.protocol == "SASL_SSL" and cfg.security.sasl_mechanism
+    assert cfg.security.sasl_password == "x"  # the secret comes from the environment
+    assert "sasl_password" not in tomllib.loads(
+        (DEPLOY / "calstream.example.toml").read_text())["calstream"]["security"]
+    assert host_port(cfg.metrics_address)[1] == DEFAULT_PORT
+
+
+def test_kubernetes_has_a_deployment_per_role_running_a_real_command():
+    cfg = k8s_config()
+    (cm,) = of_kind("ConfigMap")
+    roles = {}
+    for dep in of_kind("Deployment"):
+        (container,) = dep["spec"]["template"]["spec"]["containers"]
+        role, config = run_command(container["args"])
+        roles[role] = dep
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts[config]["name"] == "config" and mounts[config]["subPath"] in cm["data"]
+        for env in container.get("env", []):
+            if env["name"].startswith("CALSTREAM_"):
+                load(None, env={env["name"]: "x"})  # a setting the daemon knows
+        selector = dep["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+        # Every path the role writes is on a mounted volume.
+        if role != "planner":
+            for path in (cfg.inbox, cfg.products, cfg.quarantine):
+                assert any(path.is_relative_to(m) for m in mounts), (role, path)
+    assert set(roles) == set(ROLES)
+    # One watcher per inbox and one planner per deployment, never two at once.
+    for single in ("watcher", "planner"):
+        spec = roles[single]["spec"]
+        assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+
+
+def test_kubernetes_ports_and_probes_match_the_daemon():
+    cfg = k8s_config()
+    assert host_port(cfg.metrics_address) == ("0.0.0.0", DEFAULT_PORT)
+    for dep in of_kind("Deployment"):
+        template = dep["spec"]["template"]
+        (container,) = template["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports == {"metrics": DEFAULT_PORT}
+        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+        annotations = template["metadata"]["annotations"]
+        assert annotations["prometheus.io/port"] == str(DEFAULT_PORT)
+        assert annotations["prometheus.io/path"] == "/metrics"
+    (svc,) = of_kind("Service")
+    (port,) = svc["spec"]["ports"]
+    assert port["port"] == DEFAULT_PORT and port["targetPort"] == "metrics"
+    for dep in of_kind("Deployment"):
+        assert svc["spec"]["selector"].items() <= \
+            dep["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_kubernetes_volumes_and_secrets_are_declared():
+    claims = {c["metadata"]["name"] for c in of_kind("PersistentVolumeClaim")}
+    (cm,) = of_kind("ConfigMap")
+    for dep in of_kind("Deployment"):
+        pod = dep["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        (container,) = pod["containers"]
+        for mount in container["volumeMounts"]:
+            assert mount["name"] in volumes
+        for v in volumes.values():
+            if "persistentVolumeClaim" in v:
+                assert v["persistentVolumeClaim"]["claimName"] in claims
+            if "configMap" in v:
+                assert v["configMap"]["name"] == cm["metadata"]["name"]
+    for claim in of_kind("PersistentVolumeClaim"):
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "shared between replicas"
+
+
+def test_keda_scales_each_stage_on_its_own_consumer_group():
+    cfg = k8s_config()
+    topics = Topics(cfg.topic_prefix)
+    deployments = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
+    auths = {a["metadata"]["name"] for a in of_kind("TriggerAuthentication")}
+    scaled = {}
+    for so in of_kind("ScaledObject"):
+        target = deployments[so["spec"]["scaleTargetRef"]["name"]]
+        role, _ = run_command(target["spec"]["template"]["spec"]["containers"][0]["args"])
+        (trigger,) = so["spec"]["triggers"]
+        meta = trigger["metadata"]
+        assert trigger["type"] == "kafka"
+        assert meta["bootstrapServers"] == cfg.kafka_bootstrap
+        # runtime.py: the consumer group of a stage is "<group_prefix>.<stage>".
+        assert meta["consumerGroup"] == f"{cfg.group_prefix}.{role}"
+        assert meta["offsetResetPolicy"] == "earliest"  # as the daemon's consumers
+        assert trigger["authenticationRef"]["name"] in auths
+        logical = topics.logical(meta["topic"])
+        assert so["spec"]["maxReplicaCount"] <= topics.spec(logical).partitions
+        scaled[role] = (logical,)
+    # The same table `calstream status` computes lag from.
+    assert scaled == status.STAGE_INPUTS
+
+
+def test_compose_runs_every_role_against_kafka_with_valid_settings():
+    doc = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = doc["services"]
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    kafka_env = services["kafka"]["environment"]
+    assert "broker" in kafka_env["KAFKA_PROCESS_ROLES"]  # KRaft: no ZooKeeper
+    roles = {}
+    for name, svc in services.items():
+        if svc.get("command", [None])[0] != "run":
+            continue
+        role, _ = run_command(svc["command"])
+        roles[role] = name
+        settings = {k: str(v) for k, v in svc["environment"].items()
+                    if k.startswith("CALSTREAM_")}
+        cfg = load(None, env=settings)
+        assert cfg.kafka_bootstrap.split(":")[0] == "kafka"
+        assert host_port(cfg.metrics_address)[1] == DEFAULT_PORT
+        assert str(DEFAULT_PORT) in svc["expose"]
+    assert set(roles) == set(ROLES)
+    mounts = services["prometheus"]["volumes"]
+    assert any(m.startswith("./prometheus:/etc/prometheus") for m in mounts)
+
+
+def test_the_prometheus_config_scrapes_every_role_on_the_metrics_port():
+    doc = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    assert doc["rule_files"] == ["alerts.yml"]
+    (job,) = doc["scrape_configs"]
+    assert job["job_name"].startswith("calstream")  # the alerts match job=~"calstream.*"
+    (sd,) = job["dns_sd_configs"]
+    assert sd["port"] == DEFAULT_PORT
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    assert set(sd["names"]) == {n for n, s in compose.items()
+                                if s.get("command", [None])[0] == "run"}
+
+
+def systemd_exec(role: str) -> list[str]:
+    unit = (DEPLOY / "systemd" / "calstream@.service").read_text()
+    (line,) = [x for x in unit.splitlines() if x.startswith("ExecStart=")]
+    argv = shlex.split(line.removeprefix("ExecStart=").replace("%i", role))
+    assert argv[0].endswith("/calstream")
+    return argv[1:]
+
+
+def test_the_systemd_template_runs_each_role_with_its_own_port():
+    example = load(DEPLOY / "calstream.example.toml")
+    ports = {}
+    for role in ROLES:
+        got, config = run_command(systemd_exec(role))
+        assert got == role and config == "/etc/calstream/calstream.toml"
+        env_file = DEPLOY / "systemd" / f"{role}.env"
+        env = {}
+        if env_file.exists():
+            for line in env_file.read_text().splitlines():
+                if line.strip() and not line.lstrip().startswith("#"):
+                    key, _, val = line.partition("=")
+                    env[key.strip()] = val.strip()
+        cfg = load(DEPLOY / "calstream.example.toml", env=env)
+        ports[role] = host_port(cfg.metrics_address)[1]
+    # Roles may share a host, so each listens on its own port; the default
+    # (from the shared TOML file) is one of them.
+    assert len(set(ports.values())) == len(ROLES), ports
+    assert host_port(example.metrics_address)[1] in ports.values()
+
+
+def test_the_container_image_runs_the_cli_and_exposes_the_metrics_port():
+    text = (DEPLOY / "Containerfile").read_text()
+    entry = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M).group(1))
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))
+    assert entry == ["calstream"]
+    args = build_parser().parse_args(cmd)
+    assert args.func is cmd_run
+    assert re.search(rf"^EXPOSE {DEFAULT_PORT}$", text, re.M)
+    assert f"127.0.0.1:{DEFAULT_PORT}/healthz" in text
+    # It installs what pyproject.toml packages.
+    for room in ("daemon", "steps", "topics"):
+        assert re.search(rf"^COPY {room} {room}$", text, re.M)

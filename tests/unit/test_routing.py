@@ -1,0 +1,366 @@
+"""The routing table, from headers alone: every exposure type of the notes,
+the build-12.3 modes, the TSO rule, and the exposures it must refuse."""
+
+import json
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+import yaml
+
+from calstream.steps.routing import (
+    EXP_TYPES,
+    PIPELINE_CLASSES,
+    ROUTES,
+    Route,
+    RoutingError,
+    markdown_table,
+    route,
+)
+from calstream.steps.synthetic.headers import CASES, synthetic_header
+
+I2, S2 = "calwebb_image2", "calwebb_spec2"
+STAGE3 = {
+    "I3": "calwebb_image3", "S3": "calwebb_spec3", "T3": "calwebb_tso3",
+    "C3": "calwebb_coron3", "A3": "calwebb_ami3", "W3": "calwebb_wfs-image3",
+}
+OTHER = {"D1": "detector1_only", "DARK": "calwebb_dark", "GUIDER": "calwebb_guider"}
+
+# case id -> (mode, stage 2, stage-2 input, stage 3 or other path, is_tso, needs)
+EXPECTED = {
+    "nrc_image-default": ("nircam_image", "I2", "rate", "I3", False, ("background",)),
+    "nrc_image-background": ("nircam_image", "I2", "rate", "I3", False, ()),
+    "nrc_image-tso": ("nircam_image_tso", "I2", "rateints", "T3", True, ()),
+    "nrc_image-tso_single_integration": ("nircam_image_tso", "I2", "rate", None, False, ()),
+    "nrc_image-wfsc": ("wfsc_image", "I2", "rate", None, False, ()),
+    "nrc_image-wfsc_pair": ("wfsc_image_pair", "I2", "rate", "W3", False, ()),
+    "nrc_tsimage-default": ("nircam_tsimage", "I2", "rateints", "T3", True, ()),
+    "nrc_tsimage-single_integration": ("nircam_tsimage", "I2", "rate", None, False, ()),
+    "nrc_coron-default": ("nircam_coron", "I2", "rateints", "C3", False, ("background",)),
+    "nrc_coron-psf": ("nircam_coron", "I2", "rateints", "C3", False, ("background",)),
+    "nrc_coron-fullframe": ("nircam_coron_fullframe", "I2", "rateints", "C3", False, ("background",)),
+    "nrc_coron-fullframe_unocculted": ("nircam_coron_unocculted", "I2", "rate", "I3", False, ("background",)),
+    "nrc_coron-fullframe_longwave": ("nircam_coron_fullframe_longwave", "I2", "rateints", "C3", False, ("background",)),
+    "nrc_wfss-default": ("nircam_wfss", "S2", "rate", "S3", False, ("direct_image",)),
+    "nrc_tsgrism-default": ("nircam_tsgrism", "S2", "rateints", "T3", True, ()),
+    "nrc_tsgrism-single_integration": ("nircam_tsgrism", "S2", "rate", None, False, ()),
+    "nrc_tsgrism-clear": ("nircam_tsgrism_clear", None, None, "D1", True, ()),
+    "nrc_tsgrism-nrcblong": ("nircam_tsgrism_nrcblong", None, None, "D1", True, ()),
+    "nrc_tsgrism-dhs": ("nircam_dhs", "S2", "rateints", None, True, ()),
+    "nrc_tsgrism-dhs60": ("nircam_dhs", "S2", "rateints", None, True, ()),
+    "nrc_tsgrism-dhs_single_integration": ("nircam_dhs", "S2", "rate", None, False, ()),
+    "nrc_tsgrism-dhs_longwave": ("nircam_dhs_longwave", "S2", "rateints", None, True, ()),
+    "nrc_tacq-default": ("nircam_nonscience_image", "I2", "rate", None, False, ()),
+    "nrc_tacq-tso_visit": ("nircam_nonscience_image", "I2", "rate", None, False, ()),
+    "nrc_taconfirm-default": ("nircam_nonscience_image", "I2", "rate", None, False, ()),
+    "nrc_focus-default": ("nircam_nonscience_image", "I2", "rate", None, False, ()),
+    "nrc_dark-default": ("nircam_dark", None, None, "DARK", False, ()),
+    "nrc_flat-default": ("nircam_detector1_only", None, None, "D1", False, ()),
+    "nrc_led-default": ("nircam_detector1_only", None, None, "D1", False, ()),
+    "nrc_grism-default": ("nircam_detector1_only", None, None, "D1", False, ()),
+    "nrc_wfsc-default": ("nircam_detector1_only", None, None, "D1", False, ()),
+    "nis_image-default": ("niriss_image", "I2", "rate", "I3", False, ("background",)),
+    "nis_image-tso": ("niriss_image_tso", "I2", "rateints", "T3", True, ()),
+    "nis_image-wfsc_pair": ("wfsc_image_pair", "I2", "rate", "W3", False, ()),
+    "nis_ami-default": ("niriss_ami", "I2", "rateints", "A3", False, ("background",)),
+    "nis_wfss-default": ("niriss_wfss", "S2", "rate", "S3", False, ("direct_image",)),
+    "nis_soss-default": ("niriss_soss_tso", "S2", "rateints", "T3", True, ()),
+    "nis_soss-single_integration": ("niriss_soss_tso", "S2", "rate", None, False, ()),
+    "nis_soss-f277w": ("niriss_soss_f277w_tso", None, None, "D1", True, ()),
+    "nis_soss-not_tso": ("niriss_soss", "S2", "rate", "S3", False, ("background",)),
+    "nis_soss-multistripe": ("niriss_soss_multistripe", "S2", "rateints", "T3", True, ()),
+    "nis_soss-superstripe": ("niriss_soss_multistripe", "S2", "rateints", "T3", True, ()),
+    "nis_soss-multistripe_f277w": ("niriss_soss_f277w_tso", None, None, "D1", True, ()),
+    "nis_soss-multistripe_single_integration": ("niriss_soss_multistripe", "S2", "rate", None, False, ()),
+    "nis_tacq-default": ("niriss_nonscience_image", "I2", "rate", None, False, ()),
+    "nis_taconfirm-default": ("niriss_nonscience_image", "I2", "rate", None, False, ()),
+    "nis_focus-default": ("niriss_nonscience_image", "I2", "rate", None, False, ()),
+    "nis_dark-default": ("niriss_dark", None, None, "DARK", False, ()),
+    "nis_lamp-default": ("niriss_detector1_only", None, None, "D1", False, ()),
+    "nis_extcal-default": ("niriss_detector1_only", None, None, "D1", False, ()),
+    "nrs_fixedslit-default": ("nirspec_fs", "S2", "rate", "S3", False, ("background",)),
+    "nrs_fixedslit-nod": ("nirspec_fs_nod", "S2", "rate", "S3", False, ("nod", "background")),
+    "nrs_fixedslit-background": ("nirspec_fs", "S2", "rate", "S3", False, ()),
+    "nrs_fixedslit-dark_detector": ("nirspec_fs_dark_detector", None, None, "D1", False, ()),
+    "nrs_fixedslit-opaque": ("nirspec_opaque", None, None, "D1", False, ()),
+    "nrs_ifu-default": ("nirspec_ifu", "S2", "rate", "S3", False, ("imprint", "background")),
+    "nrs_ifu-nod": ("nirspec_ifu_nod", "S2", "rate", "S3", False, ("nod", "imprint")),
+    "nrs_ifu-imprint": ("nirspec_ifu", "S2", "rate", "S3", False, ()),
+    "nrs_ifu-background": ("nirspec_ifu", "S2", "rate", "S3", False, ("imprint",)),
+    "nrs_ifu-dark_detector": ("nirspec_ifu_dark_detector", None, None, "D1", False, ()),
+    "nrs_msaspec-default": ("nirspec_mos", "S2", "rate", "S3", False, ("imprint",)),
+    "nrs_msaspec-nod": ("nirspec_mos_nod", "S2", "rate", "S3", False, ("nod", "imprint")),
+    "nrs_msaspec-no_metafile": ("nirspec_mos_no_metafile", None, None, "D1", False, ()),
+    "nrs_msaspec-msa_image": ("nirspec_msa_image", "I2", "rate", None, False, ()),
+    "nrs_brightobj-default": ("nirspec_bots", "S2", "rateints", "T3", True, ()),
+    "nrs_brightobj-single_integration": ("nirspec_bots", "S2", "rate", None, False, ()),
+    "nrs_brightobj-dark_detector": ("nirspec_bots_dark_detector", None, None, "D1", True, ()),
+    "nrs_autowave-default": ("nirspec_lamp", "S2", "rate", None, False, ()),
+    "nrs_autoflat-default": ("nirspec_lamp", "S2", "rate", None, False, ()),
+    "nrs_lamp-default": ("nirspec_lamp", "S2", "rate", None, False, ()),
+    "nrs_lamp-mirror": ("nirspec_lamp_image", "I2", "rate", None, False, ()),
+    "nrs_lamp-nolamp": ("nirspec_lamp_unusable", None, None, "D1", False, ()),
+    "nrs_image-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
+    "nrs_focus-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
+    "nrs_tacq-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
+    "nrs_taconfirm-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
+    "nrs_confirm-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
+    "nrs_wata-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
+    "nrs_msata-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
+    "nrs_taslit-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
+    "nrs_verify-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
+    "nrs_mimf-default": ("nirspec_mimf", "I2", "rate", "I3", False, ("background",)),
+    "nrs_dark-default": ("nirspec_dark", None, None, "DARK", False, ()),
+    "mir_image-default": ("miri_image", "I2", "rate", "I3", False, ("background",)),
+    "mir_image-background": ("miri_image", "I2", "rate", "I3", False, ()),
+    "mir_image-tso": ("miri_image_tso", "I2", "rateints", "T3", True, ()),
+    "mir_image-tso_single_integration": ("miri_image_tso", "I2", "rate", None, False, ()),
+    "mir_lrs-fixedslit-default": ("miri_lrs_fixedslit_nod", "S2", "rate", "S3", False, ("nod", "target_acquisition")),
+    "mir_lrs-fixedslit-no_nod": ("miri_lrs_fixedslit", "S2", "rate", None, False, ("target_acquisition", "background")),
+    "mir_lrs-fixedslit-tso": ("miri_lrs_fixedslit_tso", "S2", "rateints", "T3", True, ("target_acquisition",)),
+    "mir_lrs-slitless-default": ("miri_lrs_slitless_tso", "S2", "rateints", "T3", True, ("target_acquisition",)),
+    "mir_lrs-slitless-not_tso": ("miri_lrs_slitless", "S2", "rate", None, False, ("target_acquisition", "background")),
+    "mir_lrs-slitless-single_integration": ("miri_lrs_slitless_tso", "S2", "rate", None, False, ("target_acquisition",)),
+    "mir_mrs-default": ("miri_mrs", "S2", "rate", "S3", False, ("background",)),
+    "mir_mrs-tso": ("miri_mrs_tso", "S2", "rateints", None, True, ()),
+    "mir_mrs-background": ("miri_mrs", "S2", "rate", "S3", False, ()),
+    "mir_wfss-default": ("miri_wfss", "S2", "rate", "S3", False, ("direct_image",)),
+    "mir_lyot-default": ("miri_coron", "I2", "rateints", "C3", False, ("background",)),
+    "mir_4qpm-default": ("miri_coron", "I2", "rateints", "C3", False, ("background",)),
+    "mir_tacq-default": ("miri_nonscience_image", "I2", "rate", None, False, ()),
+    "mir_taconfirm-default": ("miri_nonscience_image", "I2", "rate", None, False, ()),
+    "mir_coroncal-default": ("miri_nonscience_image", "I2", "rate", None, False, ()),
+    "mir_darkall-default": ("miri_dark", None, None, "DARK", False, ()),
+    "mir_darkimg-default": ("miri_dark", None, None, "DARK", False, ()),
+    "mir_darkmrs-default": ("miri_dark", None, None, "DARK", False, ()),
+    "mir_flatimage-default": ("miri_detector1_only", None, None, "D1", False, ()),
+    "mir_flatimage-ext-default": ("miri_detector1_only", None, None, "D1", False, ()),
+    "mir_flatmrs-default": ("miri_detector1_only", None, None, "D1", False, ()),
+    "mir_flatmrs-ext-default": ("miri_detector1_only", None, None, "D1", False, ()),
+    "fgs_image-default": ("fgs_image", "I2", "rate", "I3", False, ()),
+    "fgs_image-wfsc": ("wfsc_image", "I2", "rate", None, False, ()),
+    "fgs_focus-default": ("fgs_focus", "I2", "rate", None, False, ()),
+    "fgs_dark-default": ("fgs_dark", None, None, "DARK", False, ()),
+    "fgs_skyflat-default": ("fgs_detector1_only", None, None, "D1", False, ()),
+    "fgs_intflat-default": ("fgs_detector1_only", None, None, "D1", False, ()),
+    "fgs_id-image-default": ("fgs_guider", None, None, "GUIDER", False, ()),
+    "fgs_id-stack-default": ("fgs_guider", None, None, "GUIDER", False, ()),
+    "fgs_acq1-default": ("fgs_guider", None, None, "GUIDER", False, ()),
+    "fgs_acq2-default": ("fgs_guider", None, None, "GUIDER", False, ()),
+    "fgs_track-default": ("fgs_guider", None, None, "GUIDER", False, ()),
+    "fgs_fineguide-default": ("fgs_guider", None, None, "GUIDER", False, ()),
+}
+
+# Every EXP_TYPE the routing note's table names (shared/notes/jwst-routing-and-associations.md).
+NOTE_EXP_TYPES = """
+NRC_IMAGE NRC_TSIMAGE NRC_CORON NRC_WFSS NRC_TSGRISM NRC_TACQ NRC_TACONFIRM NRC_FOCUS
+NRC_DARK NRC_FLAT NRC_LED NRC_GRISM
+NIS_IMAGE NIS_AMI NIS_WFSS NIS_SOSS NIS_TACQ NIS_TACONFIRM NIS_FOCUS NIS_DARK NIS_LAMP NIS_EXTCAL
+NRS_FIXEDSLIT NRS_IFU NRS_MSASPEC NRS_BRIGHTOBJ NRS_AUTOWAVE NRS_AUTOFLAT NRS_LAMP NRS_IMAGE
+NRS_WATA NRS_MSATA NRS_TACONFIRM NRS_CONFIRM NRS_FOCUS NRS_MIMF
+MIR_IMAGE MIR_LRS-FIXEDSLIT MIR_LRS-SLITLESS MIR_MRS MIR_WFSS MIR_LYOT MIR_4QPM MIR_TACQ
+MIR_TACONFIRM MIR_CORONCAL MIR_DARKALL MIR_DARKIMG MIR_DARKMRS MIR_FLATIMAGE MIR_FLATMRS
+FGS_IMAGE FGS_FOCUS FGS_SKYFLAT FGS_INTFLAT FGS_DARK FGS_ID-IMAGE FGS_ID-STACK FGS_ACQ1 FGS_ACQ2
+FGS_TRACK FGS_FINEGUIDE
+""".split()
+
+
+@pytest.mark.parametrize("case_id", sorted(EXPECTED))
+def test_case_routes_as_expected(case_id):
+    mode, stage2, stage2_input, after, is_tso, needs = EXPECTED[case_id]
+    r = route(CASES[case_id].header())
+    assert r.mode == mode
+    assert r.stage2 == {"I2": I2, "S2": S2, None: None}[stage2]
+    assert r.stage2_input == stage2_input
+    if stage2:
+        assert r.stage3 == STAGE3.get(after) and r.other is None
+    else:
+        assert r.other == OTHER[after] and r.stage3 is None
+    assert r.is_tso is is_tso
+    assert r.needs == needs
+    assert r.reason.startswith(f"{r.instrument} {r.exp_type}")
+
+
+def test_every_case_has_an_expectation_and_every_row_a_case():
+    assert set(EXPECTED) == set(CASES)
+    produced = set()
+    for case in CASES.values():
+        produced |= {p.mode for p in route(case.header()).passes}
+    rows = {r.mode for r in ROUTES} | {r.also.mode for r in ROUTES if r.also}
+    assert len({r.mode for r in ROUTES}) == len(ROUTES), "row modes must be unique"
+    assert rows - produced == set()
+
+
+def test_every_exposure_type_is_routed():
+    cased = {c.exp_type for c in CASES.values()}
+    assert set(NOTE_EXP_TYPES) <= cased
+    assert set().union(*EXP_TYPES.values()) <= cased
+    assert {e for r in ROUTES for e in r.exp_types} == set().union(*EXP_TYPES.values())
+
+
+def test_exposure_types_match_stdatamodels():
+    spec = find_spec("stdatamodels")
+    core = Path(spec.submodule_search_locations[0]) / "jwst/datamodels/schemas/core.schema.yaml"
+    schema = yaml.safe_load(core.read_text())
+    enum = schema["properties"]["meta"]["properties"]["exposure"]["properties"]["type"]["enum"]
+    assert set(enum) - {"N/A", "ANY"} == set().union(*EXP_TYPES.values())
+
+
+def test_the_brief_dhs_example():
+    r = route({"INSTRUME": "NIRCAM", "EXP_TYPE": "NRC_TSGRISM", "TSOVISIT": True, "NINTS": 50,
+               "SUBARRAY": "SUB41STRIPE1_DHS", "PUPIL": "GDHS0"})
+    assert (r.mode, r.stage2, r.stage2_input, r.stage3, r.is_tso) == (
+        "nircam_dhs", S2, "rateints", None, True)
+    assert r.asn_type == "tso-spec2" and "tso3" in r.reason
+
+
+def test_soss_multistripe_goes_to_tso3_and_dhs_does_not():
+    for subarray in ("SUB17STRIPE_SOSS", "SUB60STRIPE_SOSS", "SUB204STRIPE_SOSS",
+                     "SUB680STRIPE_SOSS"):
+        r = route(synthetic_header("NIRISS", "NIS_SOSS", SUBARRAY=subarray))
+        assert (r.mode, r.stage3, r.stage2_input) == (
+            "niriss_soss_multistripe", "calwebb_tso3", "rateints")
+    for subarray in ("SUB41STRIPE1_DHS", "SUB82STRIPE2_DHS", "SUB164STRIPE4_DHS",
+                     "SUB260STRIPE4_DHS"):
+        r = route(synthetic_header("NIRCAM", "NRC_TSGRISM", "dhs", SUBARRAY=subarray))
+        assert r.mode == "nircam_dhs" and r.stage3 is None
+
+
+def test_miri_wfss_takes_a_mir_image_direct_image():
+    r = route(synthetic_header("MIRI", "MIR_WFSS"))
+    assert (r.stage2, r.stage3, r.needs, r.asn_rule) == (
+        S2, "calwebb_spec3", ("direct_image",), "Asn_Lv2WFSSMIR")
+
+
+# --- the TSO rule: TSOVISIT or an always-TSO EXP_TYPE, and NINTS >= 2
+
+@pytest.mark.parametrize(
+    ("instrument", "exp_type", "tsovisit", "nints", "is_tso"),
+    [
+        ("MIRI", "MIR_IMAGE", True, 2, True),
+        ("MIRI", "MIR_IMAGE", True, 1, False),
+        ("MIRI", "MIR_IMAGE", False, 50, False),
+        ("NIRCAM", "NRC_TSIMAGE", False, 50, True),  # always TSO, whatever TSOVISIT says
+        ("NIRCAM", "NRC_TSIMAGE", True, 1, False),
+        ("NIRCAM", "NRC_TSGRISM", False, 2, True),
+        ("NIRSPEC", "NRS_BRIGHTOBJ", False, 9, True),
+        ("NIRSPEC", "NRS_BRIGHTOBJ", True, 1, False),
+        ("NIRISS", "NIS_SOSS", True, 2, True),
+        ("NIRISS", "NIS_SOSS", False, 300, False),
+        ("MIRI", "MIR_LRS-SLITLESS", "T", "100", True),  # FITS/JSON spellings
+        ("MIRI", "MIR_LRS-SLITLESS", "F", "100", False),
+        ("NIRCAM", "NRC_TACQ", True, 5, False),  # target acquisitions are never TSO
+    ],
+)
+def test_tso_rule(instrument, exp_type, tsovisit, nints, is_tso):
+    r = route(synthetic_header(instrument, exp_type, TSOVISIT=tsovisit, NINTS=nints))
+    assert r.is_tso is is_tso
+    if r.stage2:
+        assert r.stage2_input == ("rateints" if is_tso else "rate")
+        assert r.asn_type.startswith("tso-") == (is_tso and not r.exp_type.startswith("MIR_LRS"))
+
+
+def test_single_integration_time_series_feeds_no_stage3():
+    r = route(synthetic_header("NIRCAM", "NRC_TSGRISM", NINTS=1))
+    assert (r.stage2_input, r.stage3, r.asn_type) == ("rate", None, "spec2")
+    assert "NINTS=1" in r.reason
+
+
+def test_soss_tso3_exceptions():
+    f277w = route(synthetic_header("NIRISS", "NIS_SOSS", FILTER="F277W"))
+    assert f277w.other == "detector1_only" and f277w.stage2 is None  # jwst: no level 2b
+    one = route(synthetic_header("NIRISS", "NIS_SOSS", NINTS=1))
+    assert one.stage2 == S2 and one.stage3 is None
+    not_tso = route(synthetic_header("NIRISS", "NIS_SOSS", TSOVISIT=False, FILTER="F277W"))
+    assert not_tso.stage3 == "calwebb_spec3"  # outside TSO jwst calibrates F277W
+
+
+def test_coronagraphy_and_ami_use_rateints():
+    for instrument, exp_type in (("NIRCAM", "NRC_CORON"), ("MIRI", "MIR_LYOT"),
+                                 ("MIRI", "MIR_4QPM"), ("NIRISS", "NIS_AMI")):
+        r = route(synthetic_header(instrument, exp_type))
+        assert r.stage2_input == "rateints" and not r.is_tso
+
+
+def test_full_frame_nircam_coronagraphy_has_a_second_rate_pass():
+    r = route(CASES["nrc_coron-fullframe"].header())
+    assert [(p.stage2_input, p.stage3, p.asn_rule) for p in r.passes] == [
+        ("rateints", "calwebb_coron3", "Asn_Lv2Image"),
+        ("rate", "calwebb_image3", "Asn_Lv2CoronAsRate"),
+    ]
+    lw = route(CASES["nrc_coron-fullframe_longwave"].header())
+    assert lw.also.stage3 is None  # coronagraphic image3 is short-wave only
+    assert route(CASES["nrc_coron-default"].header()).also is None
+
+
+def test_special_members_are_calibrated_alone():
+    assert route(CASES["nrs_ifu-imprint"].header()).needs == ()
+    assert route(CASES["nrs_ifu-background"].header()).needs == ("imprint",)
+    bkg = route(CASES["mir_mrs-background"].header())
+    assert (bkg.role, bkg.needs, bkg.stage2) == ("background", (), S2)
+    assert route(CASES["nrc_coron-psf"].header()).role == "psf"
+
+
+def test_wfsc_needs_the_pattern_for_wfs_image3():
+    assert route(CASES["nrc_image-wfsc_pair"].header()).stage3 == "calwebb_wfs-image3"
+    assert route(CASES["nrc_image-wfsc"].header()).stage3 is None
+    assert route(CASES["nrc_image-default"].header(PATTTYPE="WFSC")).stage3 == "calwebb_image3"
+
+
+def test_route_of_a_json_round_tripped_header():
+    header = json.loads(json.dumps(CASES["nrs_brightobj-default"].header(NINTS="500",
+                                                                         TSOVISIT="T")))
+    assert route(header).is_tso
+
+
+def test_pipeline_names_are_jwst_aliases():
+    r = route(synthetic_header("NIRSPEC", "NRS_LAMP"))
+    assert (r.stage2, r.asn_type) == (S2, "nrslamp-spec2")
+    assert r.stage2_class == "jwst.pipeline.Spec2Pipeline"
+    for rule in ROUTES:
+        for name in (rule.stage2, rule.stage3):
+            assert name is None or name in PIPELINE_CLASSES
+
+
+def test_markdown_table_lists_every_row():
+    table = markdown_table()
+    for rule in ROUTES:
+        assert f"| {rule.mode} |" in table
+    assert isinstance(route(synthetic_header("FGS", "FGS_IMAGE")), Route)
+
+
+# --- refusals: a reason an operator can act on, never a KeyError
+
+@pytest.mark.parametrize(
+    ("header", "words"),
+    [
+        ({"EXP_TYPE": "NRC_IMAGE"}, ["INSTRUME is missing"]),
+        ({"INSTRUME": "NIRCAM"}, ["EXP_TYPE is missing"]),
+        ({"INSTRUME": "NIRCAM", "EXP_TYPE": "  "}, ["EXP_TYPE is missing"]),
+        ({"INSTRUME": "HUBBLE", "EXP_TYPE": "NRC_IMAGE"}, ["INSTRUME=HUBBLE", "not a JWST"]),
+        ({"INSTRUME": "NIRCAM", "EXP_TYPE": "NRC_SELFIE"}, ["NRC_SELFIE", "not a known"]),
+        ({"INSTRUME": "MIRI", "EXP_TYPE": "NRC_IMAGE"}, ["NIRCAM exposure type", "INSTRUME=MIRI"]),
+        (synthetic_header("MIRI", "MIR_IMAGE", DETECTOR="NRS1"), ["DETECTOR=NRS1", "not a MIRI"]),
+        (synthetic_header("NIRCAM", "NRC_TSGRISM", "dhs", SUBARRAY="SUBGRISM64"),
+         ["PUPIL=GDHS0", "DHS stripe subarray", "SUBARRAY=SUBGRISM64"]),
+        (synthetic_header("NIRCAM", "NRC_TSGRISM", "dhs", SUBARRAY=None),
+         ["DHS", "SUBARRAY=missing"]),
+        (synthetic_header("NIRCAM", "NRC_TSGRISM", "dhs", PUPIL="CLEAR"),
+         ["SUBARRAY=SUB41STRIPE1_DHS", "needs a DHS pupil", "PUPIL=CLEAR"]),
+        (synthetic_header("NIRCAM", "NRC_TSGRISM", "dhs", PUPIL=None), ["PUPIL=missing"]),
+        (synthetic_header("NIRCAM", "NRC_TSGRISM", PUPIL="GDHS60", SUBARRAY="SUB41STRIPE1_DHS"),
+         ["short-wave DHS pupil", "NRCALONG"]),
+        (synthetic_header("MIRI", "MIR_WFSS", FILTER="F770W"), ["P750L", "FILTER=F770W"]),
+        (synthetic_header("NIRCAM", "NRC_WFSS", PUPIL="CLEAR"), ["GRISMR/GRISMC"]),
+        (synthetic_header("NIRISS", "NIS_WFSS", FILTER="F150W"), ["GR150R/GR150C"]),
+        (synthetic_header("NIRISS", "NIS_SOSS", PUPIL="CLEARP"), ["GR700XD"]),
+        (synthetic_header("MIRI", "MIR_IMAGE", TSOVISIT="maybe"), ["TSOVISIT", "neither true"]),
+        (synthetic_header("MIRI", "MIR_IMAGE", NINTS="many"), ["NINTS", "not an integer"]),
+        (synthetic_header("MIRI", "MIR_IMAGE", NINTS=0), ["NINTS=0"]),
+    ],
+)
+def test_unknown_or_contradictory_exposures_are_refused(header, words):
+    with pytest.raises(RoutingError) as info:
+        route(header)
+    for word in words:
+        assert word in str(info.value)
