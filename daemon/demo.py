@@ -2,24 +2,29 @@
 
 Embedded broker, a synthetic NIRCam program with its own reference files and
 offline CRDS cache, files delivered into the inbox as a downlink would (some
-in pieces), detector1 in warm workers; waits for every rate product and prints
-what happened.
+in pieces), detector1 and stage 2 in warm workers. One exposure arrives with
+provisional pointing (ENGQLPTG=PLANNED): it gets its quick-look rate product
+and is held before stage 2, until the demo redelivers it corrected. The demo
+waits for every product and prints what happened.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 
+from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 from calstream.steps.synthetic.kit import build_kit
-from calstream.steps.synthetic.program import ProgramSpec
+from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.topics import contract
 
 from . import kafka
@@ -29,6 +34,7 @@ from .runtime import Daemon
 log = logging.getLogger("calstream.demo")
 
 _MARKER = ".calstream-demo"
+PLANNED_EXPOSURE = 3
 
 
 def _fresh(work_dir: Path) -> None:
@@ -42,17 +48,54 @@ def _fresh(work_dir: Path) -> None:
     (work_dir / _MARKER).write_text("created by calstream demo; cleared by the next demo run\n")
 
 
+def exposure_id(path: Path) -> str:
+    return parse_exposure_name(path.name).exposure_id
+
+
+class Observed:
+    """What the demo has seen on the topics, by exposure."""
+
+    def __init__(self) -> None:
+        self.detector1: dict[str, list[dict]] = {}
+        self.stage2: dict[str, dict] = {}
+        self.holds: dict[str, list[dict]] = {}
+        self.dead: list[dict] = []
+        self.changed = anyio.Event()
+
+    def add(self, msg: contract.Message) -> None:
+        body = msg.body
+        if msg.type == "product" and body["stage"] == "detector1":
+            runs = self.detector1.setdefault(body["exposure_id"], [])
+            if body["event_id"] not in {r["event_id"] for r in runs}:
+                runs.append(body)
+        elif msg.type == "product" and body["stage"] == "stage2":
+            self.stage2[body["exposure_id"]] = body
+        elif msg.type == "hold":
+            self.holds.setdefault(body["exposure_id"], []).append(body)
+        elif msg.type == "dead_letter":
+            self.dead.append(body)
+        self.changed.set()
+        self.changed = anyio.Event()
+
+    def held(self, eid: str) -> bool:
+        return bool(self.holds.get(eid)) and self.holds[eid][-1]["state"] == "held"
+
+
 def run_demo(*, work_dir: Path, workers: int = 2, timeout: float = 600.0,
              metrics_address: str = "127.0.0.1:0", seed: int = 1) -> int:
     t0 = time.monotonic()
     work_dir = Path(work_dir).absolute()
     _fresh(work_dir)
-    # Exposure 3 has provisional pointing: detector1 still runs (quick-look).
-    spec = ProgramSpec(planned=(3,))
+    spec = ProgramSpec(planned=(PLANNED_EXPOSURE,))
     print(f"calstream demo: simulating program {spec.program} "
-          f"({spec.dithers} dithers x {len(spec.detectors)} detector(s), {spec.subarray}) "
-          f"with reference files and an offline CRDS cache ...", flush=True)
+          f"({spec.dithers} dithers x {len(spec.detectors)} detector(s), {spec.subarray}, "
+          f"exposure {PLANNED_EXPOSURE} with ENGQLPTG=PLANNED) with reference files and an "
+          "offline CRDS cache ...", flush=True)
     kit = build_kit(work_dir / "synthetic", spec, seed=seed)
+    # The corrected redelivery: the same exposure, pointing measured.
+    corrected = next(f for f in simulate_program(work_dir / "synthetic" / "corrected",
+                                                 dataclasses.replace(spec, planned=()), seed=seed)
+                     if parse_exposure_name(f.name).exposure == f"{PLANNED_EXPOSURE:05d}")
     setup_seconds = time.monotonic() - t0
     if os.environ.get("CRDS_PATH") and os.environ["CRDS_PATH"] != kit.crds_env["CRDS_PATH"]:
         log.warning("the demo uses its own synthetic CRDS cache, not CRDS_PATH=%s",
@@ -63,100 +106,118 @@ def run_demo(*, work_dir: Path, workers: int = 2, timeout: float = 600.0,
                                     "fast_group_timing": True, "settle_seconds": 0.3})
     daemon = Daemon(cfg)
     daemon.start_broker()
-    expected = {parse_id(p) for p in kit.uncal_files}
-    state = {"products": {}, "dead": {}}
+    seen = Observed()
+    ids = [exposure_id(f) for f in kit.uncal_files]
+    planned_id = exposure_id(corrected)
+    outcome = {"timed_out": False}
     try:
-        anyio.run(_main, daemon, kit.uncal_files, expected, state, timeout)
+        anyio.run(_main, daemon, kit.uncal_files, corrected, ids, planned_id, seen, timeout,
+                  outcome)
     finally:
         daemon.stop_broker()
-    return _summary(daemon, cfg, kit, expected, state, setup_seconds, time.monotonic() - t0)
+    return _summary(cfg, kit, ids, planned_id, seen, outcome, setup_seconds,
+                    time.monotonic() - t0)
 
 
-def parse_id(path: Path) -> str:
-    from calstream.steps.naming import parse_exposure_name
-
-    return parse_exposure_name(path.name).exposure_id
-
-
-async def _main(daemon: Daemon, files: list[Path], expected: set[str], state: dict,
-                timeout: float) -> None:
+async def _main(daemon: Daemon, files: list[Path], corrected: Path, ids: list[str],
+                planned_id: str, seen: Observed, timeout: float, outcome: dict) -> None:
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
         print(f"calstream demo: broker {daemon.bootstrap} (embedded tansu); metrics "
               f"http://{daemon.ops.address}/metrics; CRDS context {daemon.crds_context}",
               flush=True)
-        # A downlink: files one after another, every other one written in pieces.
+        tg.start_soon(_watch, daemon, seen)
         inbox = daemon.cfg.inbox
 
         def downlink() -> None:
+            # Files one after another, every other one written in pieces.
             for i, f in enumerate(files):
                 deliver([f], inbox, pieces=3 if i % 2 else 1, piece_delay=0.4 if i % 2 else 0.0)
                 time.sleep(0.2)
 
-        tg.start_soon(anyio.to_thread.run_sync, downlink)
+        others = [e for e in ids if e != planned_id]
         with anyio.move_on_after(timeout) as scope:
-            await _collect(daemon, expected, state)
-        if scope.cancelled_caught:
-            state["timed_out"] = True
+            await anyio.to_thread.run_sync(downlink)
+            await _until(seen, lambda: all(e in seen.detector1 for e in ids)
+                         and all(e in seen.stage2 for e in others) and seen.held(planned_id))
+            print(f"calstream demo: {planned_id} is held (ENGQLPTG=PLANNED); "
+                  "redelivering it with corrected pointing ...", flush=True)
+            await anyio.to_thread.run_sync(lambda: deliver([corrected], inbox))
+            await _until(seen, lambda: planned_id in seen.stage2)
+        outcome["timed_out"] = scope.cancelled_caught
         tg.cancel_scope.cancel()
 
 
-async def _collect(daemon: Daemon, expected: set[str], state: dict) -> None:
-    names = [daemon.topics.name("products"), daemon.topics.name("deadletter")]
+async def _until(seen: Observed, done: Callable[[], bool]) -> None:
+    while not done():
+        await seen.changed.wait()
+
+
+async def _watch(daemon: Daemon, seen: Observed) -> None:
+    names = [daemon.topics.name(t) for t in ("products", "holds", "deadletter")]
     async for _record, msg in kafka.read_topics(daemon.cfg, names):
-        if isinstance(msg, contract.InvalidMessage):
-            continue
-        eid = msg.get("exposure_id")
-        if msg.type == "product" and msg["stage"] == "detector1":
-            state["products"][eid] = msg.body
-        elif msg.type == "dead_letter":
-            state["dead"][eid or msg.get("path")] = msg.body
-        if expected <= set(state["products"]) | set(state["dead"]):
-            return
+        if isinstance(msg, contract.Message):
+            seen.add(msg)
 
 
-def _summary(daemon, cfg, kit, expected, state, setup_seconds, total_seconds) -> int:
-    products, dead = state["products"], state["dead"]
+def _latency(p: dict) -> float:
+    return (contract.parse_time(p["emitted_at"]).timestamp()
+            - contract.parse_time(p["arrived_at"]).timestamp())
+
+
+def _summary(cfg, kit, ids, planned_id, seen: Observed, outcome, setup_seconds,
+             total_seconds) -> int:
     print()
-    print(f"{'exposure':40} {'ENGQLPTG':28} {'outcome':8} {'products':16} {'det1 s':>6} "
-          f"{'latency s':>9}")
-    durations, latencies = [], []
-    for eid in sorted(expected):
-        p = products.get(eid)
-        if p is None:
-            reason = dead.get(eid, {}).get("reason", "no product event")
-            print(f"{eid:40} {'':28} {'MISSING':8} {reason}")
+    print(f"{'exposure':34} {'pointing':19} {'detector1':15} {'stage 2':13} {'det1 s':>6} "
+          f"{'img2 s':>6} {'latency s':>9}  hold")
+    problems = []
+    for eid in ids:
+        runs = seen.detector1.get(eid, [])
+        s2 = seen.stage2.get(eid)
+        if not runs:
+            problems.append(f"{eid}: no detector1 product")
+            print(f"{eid:34} MISSING")
             continue
-        latency = contract.parse_time(p["emitted_at"]).timestamp() - \
-            contract.parse_time(p["arrived_at"]).timestamp()
-        durations.append(p["duration_seconds"] or 0.0)
-        latencies.append(latency)
-        flag = " (provisional)" if p["pointing_provisional"] else ""
-        print(f"{eid:40} {p['pointing_quality'] + flag:28} {p['outcome']:8} "
-              f"{','.join(o['suffix'] for o in p['outputs']):16} "
-              f"{p['duration_seconds'] or 0:6.1f} {latency:9.1f}")
+        last = runs[-1]
+        hold = " -> ".join(h["state"] + (f" ({h['release']['path']})" if h.get("release") else "")
+                           for h in seen.holds.get(eid, [])) or "-"
+        quality = "/".join("PLANNED" if r["pointing_provisional"] else "CALCULATED" for r in runs)
+        d1 = ",".join(o["suffix"] for o in last["outputs"])
+        s2_files = ",".join(o["suffix"] for o in s2["outputs"] if o["suffix"] != "asn") if s2 else "-"
+        print(f"{eid:34} {quality:19} {d1:15} {s2_files:13} "
+              f"{last['duration_seconds'] or 0:6.1f} "
+              f"{(s2['duration_seconds'] or 0) if s2 else 0:6.1f} "
+              f"{_latency(s2) if s2 else _latency(last):9.1f}  {hold}")
+        if s2 is None:
+            problems.append(f"{eid}: no stage-2 product")
+    # The build-12.3 rule: nothing made from a PLANNED rate file gets past detector1.
+    planned_rates = {o["digest"] for runs in seen.detector1.values() for r in runs
+                     if r["pointing_provisional"] for o in r["outputs"]}
+    leaked = [p["exposure_id"] for p in seen.stage2.values()
+              if planned_rates & {i["digest"] for i in p["inputs"]}]
+    if leaked:
+        problems.append(f"stage-2 products made from PLANNED pointing: {', '.join(leaked)}")
     print()
-    if durations:
-        print(f"detector1: {len(durations)} run(s), median {statistics.median(durations):.1f} s in "
-              f"the pipeline, median {statistics.median(latencies):.1f} s from arrival to product "
-              f"event ({cfg.workers} warm workers)")
+    d1 = [r["duration_seconds"] for runs in seen.detector1.values() for r in runs]
+    s2 = [p["duration_seconds"] for p in seen.stage2.values()]
+    if d1 and s2:
+        print(f"detector1: {len(d1)} run(s), median {statistics.median(d1):.1f} s in the pipeline; "
+              f"image2: {len(s2)} run(s), median {statistics.median(s2):.1f} s; median "
+              f"{statistics.median(_latency(p) for p in seen.stage2.values()):.1f} s from arrival "
+              f"to the stage-2 product ({cfg.workers} warm workers per stage)")
     print(f"set-up (synthetic data, references, CRDS cache): {setup_seconds:.1f} s; "
           f"whole demo {total_seconds:.1f} s")
     print(f"inbox:      {cfg.inbox}")
     print(f"products:   {cfg.products}")
     print(f"quarantine: {cfg.quarantine}")
     print(f"CRDS cache: {kit.crds_env['CRDS_PATH']} (context {kit.context})")
-    missing = sorted(expected - set(products))
-    bad = [e for e in expected if e in products and products[e]["outcome"] != "success"]
-    if missing or bad or state.get("timed_out"):
-        why = []
-        if missing:
-            why.append(f"{len(missing)} exposure(s) without a rate product: {', '.join(missing)}")
-        if bad:
-            why.append(f"{len(bad)} exposure(s) skipped: {', '.join(bad)}")
-        if state.get("timed_out"):
-            why.append("timed out waiting for products")
-        print("calstream demo: FAILED: " + "; ".join(why))
+    if seen.dead:
+        problems += [f"dead letter ({d['stage']}): {d['reason']}" for d in seen.dead]
+    if outcome["timed_out"]:
+        problems.append("timed out waiting for products")
+    if problems:
+        print("calstream demo: FAILED: " + "; ".join(problems))
         return 1
-    print(f"calstream demo: OK: {len(expected)} exposures calibrated by detector1")
+    print(f"calstream demo: OK: {len(ids)} exposures through detector1 and image2; "
+          f"{planned_id} was held until its corrected redelivery")
     return 0

@@ -108,7 +108,10 @@ class Planner:
                          f", degraded: {e.message['degraded']}" if e.message["degraded"] else "",
                          extra={"exposure_id": e.key, "stage": "planner"})
             elif e.topic == "holds":
-                log.warning("%s: %s (%s)", e.key, e.message["state"], e.message["reason"],
+                release = e.message.get("release")
+                log.warning("%s: %s (%s)", e.key, e.message["state"],
+                            f"by {release['path']}: {release['reason']}" if release
+                            else e.message["reason"],
                             extra={"exposure_id": e.key, "stage": "planner"})
             elif e.topic == "deadletter":
                 self.metrics.dead_letters.labels(stage="planner",
