@@ -68,20 +68,29 @@ def endpoint_base(url: str) -> str:
     return url
 
 
+def _fetch(url: str, timeout: float) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
 def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
     base = endpoint_base(url)
     ep = Endpoint(base)
     try:
-        text = urllib.request.urlopen(f"{base}/metrics", timeout=timeout).read().decode()
+        text = _fetch(f"{base}/metrics", timeout).decode()
     except (OSError, urllib.error.URLError) as exc:
         ep.error = f"metrics unreachable: {exc}"
         return ep
-    ep.reachable = True
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            ep.samples.append((s.name, dict(s.labels), s.value))
     try:
-        body = urllib.request.urlopen(f"{base}/readyz", timeout=timeout).read()
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                ep.samples.append((s.name, dict(s.labels), s.value))
+    except ValueError as exc:
+        ep.error = f"/metrics is not Prometheus text: {exc}"
+        return ep
+    ep.reachable = True
+    try:
+        body = _fetch(f"{base}/readyz", timeout)
     except urllib.error.HTTPError as exc:  # 503 carries the reasons in its body
         body = exc.read()
     except OSError as exc:

@@ -1,0 +1,144 @@
+"""The planner's decisions, from product events alone (no broker)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from calstream.daemon.planner_state import PlannerState
+from calstream.steps.associations import validate_level2
+from calstream.steps.synthetic.headers import exposure_id, synthetic_header
+from calstream.topics import contract
+
+T0 = 1_800_000_000.0
+WAIT = 600.0
+
+
+def digest(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def product(header: dict, *, at: float = T0, variant: str = "") -> contract.Message:
+    """A detector1 product event for ``header``, as a worker would publish it."""
+    eid = exposure_id(header)
+    quality = header["ENGQLPTG"]
+    outputs = [{"path": f"/products/{header['PROGRAM']}/{header['OBSERVTN']}/{eid}_{s}.fits",
+                "digest": digest(f"{eid}{s}{quality}{variant}"), "size": 10, "suffix": s}
+               for s in ("rate", "rateints")]
+    raw = digest(f"{eid}-uncal-{quality}{variant}")
+    wid = hashlib.sha256(raw.encode()).hexdigest()
+    return contract.build(
+        "product", contract.event_id("product", wid, "success"), work_id=wid, stage="detector1",
+        pipeline="calwebb_detector1", outcome="success", program=header["PROGRAM"],
+        observation=header["OBSERVTN"], exposure_id=eid, product_name=eid, header=header,
+        inputs=[{"path": f"/inbox/{eid}_uncal.fits", "digest": raw}], outputs=outputs,
+        jwst_version="3.0.0", crds_context="jwst_0001.pmap", pointing_quality=quality,
+        pointing_provisional=quality == "PLANNED", arrived_at=contract.iso(at - 5),
+        emitted_at=contract.iso(at))
+
+
+def kinds(emits):
+    return [(e.topic, e.key) for e in emits]
+
+
+def imaging(n: int, **overrides) -> dict:
+    return synthetic_header("NIRCAM", "NRC_IMAGE", EXPOSURE=f"{n:05d}", NEXPOSUR=4, **overrides)
+
+
+def test_imaging_science_is_ordered_at_once_with_a_valid_association():
+    state = PlannerState(companion_wait=WAIT)
+    event = product(imaging(1))
+    emits = state.observe(event, T0)
+    assert kinds(emits) == [("work.stage2", event["exposure_id"])]
+    order = emits[0].message
+    assert order["pipeline"] == "calwebb_image2" and order["degraded"] is None
+    validate_level2(order["association"])
+    members = order["association"]["products"][0]["members"]
+    assert [(m["exptype"], m["expname"]) for m in members] == \
+        [("science", event["outputs"][0]["path"])]
+    assert order["inputs"] == [{**{k: event["outputs"][0][k] for k in ("path", "digest", "size")},
+                                "role": "science"}]
+    assert order["association_path"].endswith("_asn.json")
+
+
+def test_the_same_event_twice_and_a_restart_order_nothing_twice():
+    state = PlannerState(companion_wait=WAIT)
+    event = product(imaging(1))
+    first = state.observe(event, T0)
+    assert len(first) == 1
+    redelivered = contract.Message("product", {**event.body, "emitted_at": contract.iso(T0 + 9)})
+    assert state.observe(redelivered, T0 + 10) == []
+    restarted = PlannerState(companion_wait=WAIT)
+    restarted.restore_order(first[0].message)
+    assert restarted.observe(event, T0 + 20) == []
+    assert restarted.tick(T0 + 10 * WAIT) == []
+
+
+def test_planned_pointing_is_held_and_released_only_by_a_corrected_redelivery():
+    state = PlannerState(companion_wait=WAIT)
+    planned = product(imaging(3, ENGQLPTG="PLANNED"))
+    emits = state.observe(planned, T0)
+    assert kinds(emits) == [("holds", planned["exposure_id"])]
+    hold = emits[0].message
+    assert hold["state"] == "held" and "PLANNED" in hold["reason"]
+    assert state.tick(T0 + 10 * WAIT) == [], "a hold never times out into stage 2"
+    assert state.summary(T0 + 100)["held"] == 1
+    corrected = product(imaging(3, ENGQLPTG="CALCULATED_TRACK_TR_202111"), at=T0 + 50)
+    emits = state.observe(corrected, T0 + 50)
+    assert kinds(emits) == [("holds", planned["exposure_id"]),
+                            ("work.stage2", planned["exposure_id"])]
+    assert emits[0].message["state"] == "released"
+    assert emits[0].message["release"]["path"] == "redelivery"
+    planned_rates = {o["digest"] for o in planned["outputs"]}
+    assert not planned_rates & {i["digest"] for i in emits[1].message["inputs"]}
+    restarted = PlannerState(companion_wait=WAIT)
+    restarted.restore_hold(hold)
+    restarted.observe(planned, T0 + 60)
+    assert restarted.summary(T0 + 60)["held"] == 1
+
+
+def nod(position: int, **overrides) -> dict:
+    return synthetic_header("NIRSPEC", "NRS_FIXEDSLIT", "nod", EXPOSURE=f"{position:05d}",
+                            PATT_NUM=position, **overrides)
+
+
+def test_nods_wait_for_each_other_then_go_degraded_then_complete():
+    state = PlannerState(companion_wait=WAIT)
+    first = product(nod(1))
+    assert state.observe(first, T0) == []
+    waiting = state.summary(T0)["waiting_for"][first["exposure_id"]]
+    assert "nod" in waiting
+    assert state.tick(T0 + WAIT / 2) == []
+    degraded = state.tick(T0 + WAIT + 1)
+    assert kinds(degraded) == [("work.stage2", first["exposure_id"])]
+    assert degraded[0].message["degraded"].startswith("Degraded")
+    validate_level2(degraded[0].message["association"])
+    # The others arrive late: a complete association replaces the degraded one.
+    emits = state.observe(product(nod(2), at=T0 + WAIT + 5), T0 + WAIT + 5)
+    emits += state.observe(product(nod(3), at=T0 + WAIT + 6), T0 + WAIT + 6)
+    orders = {e.key: e.message for e in emits if e.topic == "work.stage2"}
+    full = orders[first["exposure_id"]]
+    assert full["degraded"] is None and full["work_id"] != degraded[0].message["work_id"]
+    roles = sorted(m["exptype"] for m in full["association"]["products"][0]["members"])
+    assert roles == ["background", "background", "science"]
+    assert state.summary(T0 + WAIT + 7)["degraded"] == 0
+
+
+def test_an_unroutable_exposure_is_dead_lettered_once():
+    state = PlannerState(companion_wait=WAIT)
+    header = imaging(1, EXP_TYPE="MIR_IMAGE")  # a MIRI type on a NIRCam detector
+    event = product(header)
+    emits = state.observe(event, T0)
+    assert kinds(emits) == [("deadletter", event["exposure_id"])]
+    assert "route" in emits[0].message["reason"]
+    assert state.observe(event, T0 + 1) == []
+
+
+@pytest.mark.parametrize("header", [imaging(2), nod(1)])
+def test_work_orders_validate_against_the_published_schema(header):
+    state = PlannerState(companion_wait=WAIT)
+    emits = state.observe(product(header), T0) + state.tick(T0 + 2 * WAIT)
+    order = next(e.message for e in emits if e.topic == "work.stage2")
+    contract.decode(json.dumps(order.body).encode(), expected="work_order")
