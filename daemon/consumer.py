@@ -163,7 +163,9 @@ class StageConsumer:
             self._paused = False
 
     def _update_lag(self) -> None:
-        lag: dict[str, int] = {}
+        # Every subscribed topic gets a value: one whose partitions all moved
+        # to another member must read 0 here, not its last lag.
+        lag: dict[str, int] = {t: 0 for t in self.topics}
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
             part = self.partitions.get(tp)

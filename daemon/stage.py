@@ -108,6 +108,12 @@ class StageRunner:
                 detail = f"{failure.error_type}: {failure.message}" if failure else ""
             except WorkerLost as exc:
                 kind, detail = "transient", str(exc)
+            except BaseException:
+                # Shutdown mid-run: leave no scratch behind (the record stays
+                # uncommitted and is redone by whoever gets it next).
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+                raise
             if kind == "success":
                 await self._publish(item, wid, scratch, outcome.value, run_log)
                 return

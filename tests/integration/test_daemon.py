@@ -267,8 +267,15 @@ async def test_sigkill_mid_run_then_restart_loses_nothing(tmp_path, broker, kit,
         done = store.lookup(name.program, name.observation, name=eid, stage="detector1",
                             work_id=mine[0]["work_id"])
         assert done is not None, f"{eid}: products missing or corrupt after the crash"
+    # Every record of every stage (stage 2 may have run too) must hold up.
+    for record in (work / "products").rglob(".provenance/*.json"):
+        name, stage = record.name.removesuffix(".json").rsplit(".", 1)
+        exp = parse_exposure_name(name)
+        done = store.lookup(exp.program, exp.observation, name=name, stage=stage)
+        assert done is not None, f"{record}: outputs do not match the record"
         listed.update(o["path"] for o in done.event["outputs"])
     on_disk = {str(p) for p in (work / "products").rglob("*.fits") if ".tmp" not in p.parts}
+    listed = {p for p in listed if p.endswith(".fits")}
     assert on_disk == listed, "a product file that no provenance record accounts for"
     for path in on_disk:
         with fits.open(path) as hdul:
