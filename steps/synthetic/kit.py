@@ -19,10 +19,11 @@ from pathlib import Path
 from calstream.steps.crds_env import offline_crds_env
 
 from .crds_cache import build_crds_cache
-from .program import ProgramSpec, TimeSeriesSpec, simulate_program
+from .program import ProgramSpec, simulate_program
 from .references import write_visit_reference_files
 from .spec_references import write_lrs_reference_files
 from .spectroscopy import LrsSpec, simulate_lrs
+from .timeseries import TimeSeriesSpec
 
 MODES = ("imaging", "timeseries", "lrs")
 

@@ -7,6 +7,12 @@ the dither and image3's tweakreg has something to align. PLANNED exposures
 carry a header pointing that is off by `planned_pointing_error`, as a planned
 attitude is; tweakreg finds and removes that offset.
 
+The same machinery writes an imaging time series (`timeseries.TimeSeriesSpec`):
+the spec sets the exposure type and TSOVISIT, may put a star at the target
+coordinates whose brightness changes by integration (`target_flux_factor`),
+and may use the point-source subarrays; multi-integration exposures carry
+an INT_TIMES table, as real ones do.
+
 Determinism: the data depend only on the spec and the seed; the header DATE
 (normally "now") is pinned to an hour after the visit, so a re-run writes the
 same bytes.
@@ -281,52 +287,6 @@ class ProgramSpec:
         bad = set(self.planned) - set(self.exposure_numbers)
         if bad:
             raise ValueError(f"planned exposures {sorted(bad)} are not in the visit")
-
-
-@dataclass(frozen=True)
-class TimeSeriesSpec(ProgramSpec):
-    """A NIRCam imaging time series (NRC_TSIMAGE): one long multi-integration exposure.
-
-    A bright target at the point-source subarray's reference pixel, dimmed
-    by a box-shaped transit over `transit_integrations`, so that the
-    calints' per-integration photometry has something to find. TSOVISIT is
-    set, there is no dither, and the PSF is broad (time series defocus
-    bright targets; a Gaussian stands in for the weak-lens PSF).
-    """
-
-    observation: str = "002"
-    visit_group: str = "01"
-    visit_start: str = "2024-01-15T09:00:00.000"
-    filter: str = "F210M"
-    subarray: str = "SUB64P"
-    ngroups: int = 6
-    nints: int = 8
-    dithers: int = 1
-    target_name: str = "SYNTH-TRANSIT-1"
-    n_stars: int = 2
-    star_flux_range: tuple[float, float] = (2000.0, 5000.0)
-    star_sigma: float = 2.0
-    sky_rate: float = 2.0
-    exp_type: str = "NRC_TSIMAGE"
-    tsovisit: bool = True
-    target_flux: float = 1.0e6
-    transit_depth: float = 0.01
-    # First and last integration (1-based, inclusive) in transit.
-    transit_integrations: tuple[int, int] = (4, 6)
-
-    def target_flux_factor(self, integration: int) -> float:
-        first, last = self.transit_integrations
-        return 1.0 - self.transit_depth if first <= integration <= last else 1.0
-
-    @property
-    def dither_pattern(self) -> str:
-        return "NONE"
-
-    def validate(self) -> None:
-        super().validate()
-        if self.nints < 2:
-            # jwst treats a single-integration exposure as not TSO.
-            raise ValueError("a time series needs nints >= 2")
 
 
 # --- timing ---------------------------------------------------------------

@@ -149,10 +149,6 @@ def _linearity(spec):
     return model
 
 
-def _frames(spec) -> int:
-    return spec.ngroups * (spec.nframes + spec.groupgap) - spec.groupgap
-
-
 def _dark(spec):
     from stdatamodels.jwst.datamodels import DarkMIRIModel
 

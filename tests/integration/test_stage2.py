@@ -15,7 +15,7 @@ from calstream.steps.synthetic.downlink import deliver
 from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.topics import contract
 
-from .support import daemon_config, products, running_daemon, wait_for
+from .support import daemon_config, products, read_all, running_daemon, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -84,3 +84,37 @@ async def test_a_dithered_visit_reaches_image2_and_a_planned_exposure_waits(
             assert hdul[0].header["ENGQLPTG"].startswith("CALCULATED")
             assert hdul["SCI"].header["CTYPE1"].startswith("RA")  # a WCS was assigned
         assert event["arrived_at"] is not None
+
+
+async def test_a_restart_orders_nothing_twice_and_keeps_a_hold(tmp_path, broker, kit,
+                                                               unique_prefix):
+    spec = dataclasses.replace(ProgramSpec(), planned=(2,), dithers=2)
+    files = simulate_program(tmp_path / "uncal", spec, seed=5)
+    corrected = next(f for f in simulate_program(tmp_path / "corrected",
+                                                 dataclasses.replace(spec, planned=()), seed=5)
+                     if eid(f) == eid(files[1]))
+    good, held = eid(files[0]), eid(files[1])
+    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1)
+
+    def orders(ms):
+        return [m for m in ms if isinstance(m, contract.Message) and m.type == "work_order"]
+
+    async with running_daemon(cfg):
+        await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))
+        await wait_for(cfg, ["products", "holds"],
+                       lambda ms: good in {p["exposure_id"] for p in products(ms, "stage2")}
+                       and holds(ms), timeout=300)
+    before = await read_all(cfg, ["work.stage2", "holds"])
+    assert [o["product_name"] for o in orders(before)] == [good]
+    # The whole daemon again: the planner rebuilds from the topics.
+    async with running_daemon(cfg) as daemon:
+        with anyio.fail_after(60):
+            while not (daemon.planner and daemon.planner.caught_up):
+                await anyio.sleep(0.2)
+        assert daemon.planner.state.summary(0)["held"] == 1
+        await anyio.to_thread.run_sync(lambda: deliver([corrected], cfg.inbox))
+        final = await wait_for(cfg, ["products", "holds", "work.stage2"],
+                               lambda ms: held in {p["exposure_id"] for p in products(ms, "stage2")},
+                               timeout=300)
+    assert sorted(o["product_name"] for o in orders(final)) == sorted([good, held])
+    assert [h["state"] for h in holds(final)] == ["held", "released"]

@@ -22,12 +22,12 @@ from calstream.steps.synthetic.program import (
     POINTING_CALCULATED,
     POINTING_PLANNED,
     ProgramSpec,
-    TimeSeriesSpec,
     simulate_program,
     subarray_for,
     target_pixel_position,
 )
 from calstream.steps.synthetic.spec_references import wavetable
+from calstream.steps.synthetic.timeseries import TimeSeriesSpec
 
 TS = TimeSeriesSpec()
 LRS = lrs.LrsSpec(planned=(2,))
