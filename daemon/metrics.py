@@ -77,6 +77,9 @@ class Metrics:
         self.held_exposures = Gauge(
             "calstream_held_exposures", "Exposures held before stage 2 (ENGQLPTG=PLANNED)",
             registry=r)
+        self.hold_releases = Counter(
+            "calstream_hold_releases_total", "Pointing holds released, by release path",
+            ["path"], registry=r)
         self.oldest_hold_age = Gauge(
             "calstream_oldest_hold_age_seconds", "Age of the oldest pointing hold", registry=r)
         self.build_info = Gauge(

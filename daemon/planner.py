@@ -35,6 +35,7 @@ class Planner:
         self.topics = topics
         self.state = PlannerState(companion_wait=cfg.companion_wait)
         self.caught_up = False
+        self._deferred: list = []
         self.last_progress = time.monotonic()
 
     async def restore(self) -> None:
@@ -62,8 +63,9 @@ class Planner:
         await consumer.start()
         try:
             await consumer.topics()
-            name = self.topics.name("products")
-            tps = [TopicPartition(name, p) for p in sorted(consumer.partitions_for_topic(name))]
+            tps = [TopicPartition(name, p)
+                   for name in (self.topics.name("products"), self.topics.name("pointing"))
+                   for p in sorted(consumer.partitions_for_topic(name) or ())]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             targets: dict[TopicPartition, int] | None = None
@@ -81,6 +83,9 @@ class Planner:
                     if targets is not None and all(positions[tp] >= targets[tp] for tp in tps):
                         self.caught_up = True
                         log.info("planner caught up with the product events")
+                        for record in self._deferred:
+                            await self._on_record(record)
+                        self._deferred.clear()
                 if self.caught_up and time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
                     await self._publish(self.state.tick(time.time()))
@@ -90,12 +95,37 @@ class Planner:
                 await consumer.stop()
 
     async def _on_record(self, record) -> None:
+        if record.topic == self.topics.name("pointing"):
+            # An update may precede its exposure's product event in the rebuild.
+            if not self.caught_up:
+                self._deferred.append(record)
+                return
+            await self._on_pointing(record)
+            return
         try:
             event = contract.decode(record.value, expected="product")
         except contract.InvalidMessage:
             return  # not the planner's to judge: product events are validated at the source
-        await self._publish(self.state.observe(event, time.time()))
+        emits = self.state.observe(event, time.time())
+        for e in emits:
+            if e.topic == "holds" and e.message["state"] == "released":
+                self.metrics.hold_releases.labels(path=e.message["release"]["path"]).inc()
+        await self._publish(emits)
         self.last_progress = time.monotonic()
+
+    async def _on_pointing(self, record) -> None:
+        key = record.key.decode("utf-8", "replace") if record.key else ""
+        try:
+            update = contract.decode(record.value, expected="pointing_update")
+        except contract.InvalidMessage as exc:
+            await self.bus.dead_letter(category="rejected_update", stage="planner", key=key,
+                                       record=record, reason=f"pointing update rejected: {exc}")
+            return
+        emits = self.state.observe_pointing(update, time.time())
+        for e in emits:
+            if e.topic == "holds" and e.message["state"] == "released":
+                self.metrics.hold_releases.labels(path=e.message["release"]["path"]).inc()
+        await self._publish(emits)
 
     async def _publish(self, emits: list[Emit]) -> None:
         for e in emits:

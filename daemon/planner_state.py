@@ -8,8 +8,10 @@ from the work-order topic, the holds from the holds topic.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from calstream.steps.associations import (
@@ -48,9 +50,16 @@ class Seen:
     event: dict[str, Any]
     since: float  # when its product event was emitted (Unix time)
 
+    release: dict[str, Any] | None = None  # how a PLANNED hold on this content was released
+
+    @property
+    def digest(self) -> str:
+        return self.event["inputs"][0]["digest"] if self.event["inputs"] else ""
+
     @property
     def provisional(self) -> bool:
-        return self.event.get("pointing_quality") == PLANNED and not self.event.get("released")
+        """Still held: PLANNED pointing and no release of this very content."""
+        return self.event.get("pointing_quality") == PLANNED and self.release is None
 
 
 @dataclass
@@ -102,6 +111,10 @@ class PlannerState:
         previous = self.exposures.get(exposure_id)
         if previous is not None and previous.event["work_id"] == event["work_id"]:
             seen.since = previous.since  # a re-emitted event: the wait started at the first
+        hold = self.holds.get(exposure_id)
+        if hold and hold["state"] == "released" and hold.get("release") \
+                and hold["digest"] == seen.digest and hold["release"]["path"] != "redelivery":
+            seen.release = hold["release"]  # a release made before a restart still holds
         self.exposures[exposure_id] = seen
         out: list[Emit] = []
         out += self._hold_or_release(seen)
@@ -112,6 +125,41 @@ class PlannerState:
             else:
                 cand.route = r
         # The new exposure may complete any candidate of its visit.
+        for cand in self._affected(seen):
+            out += self._evaluate(cand, now)
+        return out
+
+    def observe_pointing(self, update: contract.Message, now: float) -> list[Emit]:
+        """A pointing correction or an operator's release for a held exposure."""
+        exposure_id = update["exposure_id"]
+        applied = (self.holds.get(exposure_id) or {}).get("release") or {}
+        if applied.get("update_event_id") == update.event_id:
+            return []  # read again after a restart: already applied
+        seen = self.exposures.get(exposure_id)
+        problem = None
+        if seen is None:
+            problem = f"unknown exposure {exposure_id}: no detector1 product for it"
+        elif not seen.provisional:
+            problem = f"{exposure_id} is not held (ENGQLPTG={seen.event.get('pointing_quality')}"\
+                      f"{', already released' if seen.release else ''})"
+        elif update.get("digest") and update["digest"] != seen.digest:
+            problem = (f"{exposure_id}: the update is for content {update['digest']}, "
+                       f"the held file is {seen.digest}")
+        if problem:
+            return [self._reject_update(update, problem)]
+        if update["action"] == "correct":
+            release = {"path": "pointing", "at": update["emitted_at"], "by": update.get("by"),
+                       "reason": update.get("reason") or
+                       f"corrected pointing ({update['keywords']['ENGQLPTG']}) from "
+                       f"{update.get('source') or 'the pointing topic'}",
+                       "digest": seen.digest, "update_event_id": update.event_id,
+                       "keywords": dict(update["keywords"])}
+        else:
+            release = {"path": "operator", "at": update["emitted_at"], "by": update.get("by"),
+                       "reason": update["reason"], "digest": seen.digest,
+                       "update_event_id": update.event_id}
+        seen.release = release
+        out = [self._release(seen, release)]
         for cand in self._affected(seen):
             out += self._evaluate(cand, now)
         return out
@@ -203,17 +251,35 @@ class PlannerState:
                                 sorted((i["role"], i["digest"]) for i in inputs))
         name = parse_exposure_name(cand.science)
         ev = sci.event
+        members = [m for m in self._members_of(cand, sci) if m.release]
+        corrections = {Path(p).name: {
+            "keywords": m.release["keywords"],
+            "note": f"calstream: pointing corrected by update {m.release['update_event_id']}"}
+            for m in members if m.release["path"] == "pointing"
+            for p in m.outputs if p in paths}
+        operator = [m for m in members if m.release["path"] == "operator"]
+        annotation = ("calstream: ENGQLPTG=PLANNED hold released by operator: " + "; ".join(
+            f"{m.exposure.exposure_id}: {m.release['reason']} ({m.release.get('by') or '?'})"
+            for m in operator)) if operator else None
+        releases = {m.exposure.exposure_id: m.release for m in members}
+        if corrections or annotation:
+            wid = contract.event_id("work_order", wid, sorted(corrections), annotation)
         message = contract.build(
             "work_order", contract.event_id("work_order", wid),
             work_id=wid, stage="stage2", pipeline=cand.route.stage2,
             product_name=cand.science, program=name.program, observation=name.observation,
             association=asn, association_path=association_filename(asn), inputs=inputs,
-            crds_context=None, parameters={}, priority="live", namespace="live",
+            crds_context=None, priority="live", namespace="live",
+            parameters={k: v for k, v in (("pointing_corrections", corrections),
+                                          ("annotation", annotation)) if v},
+            releases=releases or None,
             degraded=asn["degraded_status"] if degraded else None,
             exposure_id=cand.science, visit=name.visit, instrument=ev.get("instrument"),
             exp_type=ev.get("exp_type"), header=ev.get("header"),
-            pointing_quality=ev.get("pointing_quality"),
-            pointing_provisional=bool(ev.get("pointing_provisional")),
+            pointing_quality=(sci.release or {}).get("keywords", {}).get(
+                "ENGQLPTG", ev.get("pointing_quality")),
+            pointing_provisional=bool(ev.get("pointing_provisional"))
+            and (sci.release or {}).get("path") != "pointing",
             arrived_at=ev.get("arrived_at"))
         return Emit("work.stage2", cand.science, message)
 
@@ -229,20 +295,42 @@ class PlannerState:
                         reason="ENGQLPTG=PLANNED: pointing is provisional; nothing past "
                                "detector1 until it is corrected", release=None)
         elif current and current["state"] == "held":
-            body = dict(current, state="released",
-                        release={"path": "redelivery", "at": seen.event["emitted_at"],
-                                 "reason": f"redelivered with ENGQLPTG="
-                                           f"{seen.event.get('pointing_quality')}",
-                                 "digest": digest, "by": None})
-            for k in ("schema", "schema_version", "event_id", "emitted_at", "producer"):
-                body.pop(k, None)
+            return [self._release(seen, {
+                "path": "redelivery", "at": seen.event["emitted_at"], "by": None,
+                "reason": f"redelivered with ENGQLPTG={seen.event.get('pointing_quality')}",
+                "digest": digest})]
         else:
             return []
+        return [self._hold_message(exposure_id, body, digest)]
+
+    def _release(self, seen: Seen, release: dict[str, Any]) -> Emit:
+        exposure_id = seen.exposure.exposure_id
+        current = self.holds.get(exposure_id) or {}
+        body = {k: v for k, v in current.items()
+                if k not in ("schema", "schema_version", "event_id", "emitted_at", "producer")}
+        body.update(exposure_id=exposure_id, program=seen.exposure.name.program,
+                    state="released", release=release)
+        body.setdefault("since", seen.event["emitted_at"])
+        body.setdefault("digest", seen.digest)
+        body.setdefault("reason", "ENGQLPTG=PLANNED")
+        return self._hold_message(exposure_id, body, release["digest"])
+
+    def _hold_message(self, exposure_id: str, body: dict[str, Any], digest: str) -> Emit:
         message = contract.build(
-            "hold", contract.event_id("hold", exposure_id, body["digest"], body["state"], digest),
+            "hold", contract.event_id("hold", exposure_id, body["digest"], body["state"], digest,
+                                      (body.get("release") or {}).get("path")),
             **body)
         self.holds[exposure_id] = message.body
-        return [Emit("holds", exposure_id, message)]
+        return Emit("holds", exposure_id, message)
+
+    def _reject_update(self, update: contract.Message, reason: str) -> Emit:
+        message = contract.build(
+            "dead_letter", contract.event_id("dead_letter", "planner", update.event_id),
+            category="rejected_update", reason=f"pointing update rejected: {reason}",
+            stage="planner", attempts=0, exposure_id=update["exposure_id"],
+            original={"topic": "pointing", "key": update["exposure_id"],
+                      "value": json.dumps(update.body), "value_encoding": "utf-8"})
+        return Emit("deadletter", update["exposure_id"], message)
 
     def _dead_letter(self, event: contract.Message, reason: str) -> Emit:
         message = contract.build(

@@ -79,8 +79,10 @@ class WorkOrderStage:
         members = sorted((m["exptype"], Path(m["expname"]).name)
                          for p in asn.get("products", []) for m in p.get("members", []))
         fields = {k: order[k] for k in ("exposure_id", "visit", "instrument", "exp_type",
-                                        "header", "pointing_quality", "pointing_provisional")
+                                        "header", "pointing_quality", "pointing_provisional",
+                                        "releases")
                   if order.get(k) is not None}
+        parameters = order.get("parameters", {})
         fields["association"] = {"asn_id": asn.get("asn_id"), "asn_rule": asn.get("asn_rule"),
                                  "degraded_status": asn.get("degraded_status"),
                                  "members": [{"exptype": e, "expname": n} for e, n in members]}
@@ -89,7 +91,9 @@ class WorkOrderStage:
             task_kwargs={"pipeline": order["pipeline"], "association": asn,
                          "asn_filename": order.get("association_path") or
                          f"{order['product_name']}_{self.stage}_asn.json",
-                         "steps": order.get("parameters", {}).get("steps", {})},
+                         "steps": parameters.get("steps", {}),
+                         "corrections": parameters.get("pointing_corrections"),
+                         "annotation": parameters.get("annotation")},
             program=order["program"], observation=order.get("observation") or "000",
             name=order["product_name"], inputs=order.get("inputs", []),
             parameters={**order.get("parameters", {}), "members": members},

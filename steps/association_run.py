@@ -34,9 +34,44 @@ def _files(directory: Path) -> dict[Path, tuple[int, int]]:
             if p.is_file() and not p.name.startswith(".") and (st := p.stat())}
 
 
+def _with_corrections(association: dict[str, Any], corrections: dict[str, dict],
+                      workdir: Path) -> dict[str, Any]:
+    """A copy of the association whose corrected members point at corrected copies."""
+    from calstream.steps.pointing import apply_pointing
+
+    asn = json.loads(json.dumps(association))
+    for product in asn["products"]:
+        for member in product["members"]:
+            fix = corrections.get(Path(member["expname"]).name)
+            if fix:
+                copy = workdir / Path(member["expname"]).name
+                apply_pointing(member["expname"], fix["keywords"], copy, note=fix["note"])
+                member["expname"] = str(copy)
+    return asn
+
+
+def _with_workarounds(pipeline: str, association: dict[str, Any], steps: dict) -> dict:
+    """Step overrides jwst 3.0 needs for some inputs (see stage2.spec2_workarounds);
+    the caller's own settings win."""
+    if pipeline != "calwebb_spec2":
+        return steps
+    from calstream.steps.stage2 import _merge_steps, spec2_workarounds
+
+    science = [Path(m["expname"]) for p in association.get("products", [])
+               for m in p.get("members", []) if m.get("exptype") == "science"]
+    return _merge_steps(spec2_workarounds(science[0]), steps) if science else steps
+
+
 def run_association(pipeline: str, association: dict[str, Any], asn_filename: str,
-                    output_dir: str, *, steps: dict | None = None) -> dict[str, Any]:
+                    output_dir: str, *, steps: dict | None = None,
+                    corrections: dict[str, dict] | None = None,
+                    annotation: str | None = None) -> dict[str, Any]:
     """Run ``pipeline`` on ``association``; products go to ``output_dir``.
+
+    ``corrections`` maps a member's file name to {"keywords", "note"}: corrected
+    pointing applied to a private copy of that member before the run (the
+    association archived with the products still names the original).
+    ``annotation`` is written into every FITS product's history after the run.
 
     Returns the same summary as run_detector1: outputs (absolute paths, the
     association file included), pipeline, jwst_version, crds_context (as the
@@ -50,24 +85,36 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
     out.mkdir(parents=True, exist_ok=True)
     asn_path = out / Path(asn_filename).name
     asn_path.write_text(json.dumps(association, indent=1))
+    run_path = asn_path
+    if corrections:
+        # A dot-directory: the product store does not publish it, and it goes
+        # with the scratch directory.
+        inputs = out / ".inputs"
+        run_path = inputs / asn_path.name
+        fixed = _with_corrections(association, corrections, inputs)
+        run_path.write_text(json.dumps(fixed, indent=1))
     cls = resolve_pipeline(pipeline)
     refresh_crds()
     before = _files(out)
     kwargs: dict[str, Any] = {"output_dir": str(out), "save_results": True,
                               "configure_log": False}
     if issubclass(cls, Pipeline):
-        kwargs["steps"] = steps or {}
+        kwargs["steps"] = _with_workarounds(pipeline, association, steps or {})
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # Members are absolute paths on purpose: the association runs from a
         # scratch directory and is then moved beside the products.
         warnings.filterwarnings("ignore", "Input association file contains path information")
-        result = cls.call(str(asn_path), **kwargs)
+        result = cls.call(str(run_path), **kwargs)
     duration = time.perf_counter() - t0
     if hasattr(result, "close"):
         result.close()
     outputs = sorted(str(p) for p, stamp in _files(out).items()
                      if before.get(p) != stamp or p == asn_path)
+    if annotation:
+        from calstream.steps.pointing import annotate
+
+        annotate(outputs, annotation)
     return {"outputs": outputs, "pipeline": pipeline, "jwst_version": jwst.__version__,
             "crds_context": _context(outputs), "duration_seconds": round(duration, 3)}
 

@@ -31,7 +31,7 @@ EXAMPLES = {
                        association={"asn_type": "image2"}),
     "hold": dict(exposure_id="jw01234001001_02101_00001_nrcb1", state="held",
                  reason="ENGQLPTG=PLANNED", since="2026-11-24T00:00:00Z", digest=DIGEST),
-    "pointing_update": dict(exposure_id="jw01234001001_02101_00001_nrcb1",
+    "pointing_update": dict(exposure_id="jw01234001001_02101_00001_nrcb1", action="correct",
                             keywords={"ENGQLPTG": "CALCULATED_TRACK_TR_202111", "RA_V1": 10.0,
                                       "DEC_V1": -5.0, "PA_V3": 120.0, "RA_REF": 10.01,
                                       "DEC_REF": -5.01, "ROLL_REF": 119.5}),
