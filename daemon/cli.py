@@ -184,8 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("create", "list"))
     _daemon_flags(p)
     p.set_defaults(func=cmd_topics)
+    from .holds_cli import add_parser as add_holds
     from .status import add_parser as add_status
+
     add_status(sub)
+    add_holds(sub, _daemon_flags, _config)
     return parser
 
 

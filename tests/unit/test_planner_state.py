@@ -142,3 +142,78 @@ def test_work_orders_validate_against_the_published_schema(header):
     emits = state.observe(product(header), T0) + state.tick(T0 + 2 * WAIT)
     order = next(e.message for e in emits if e.topic == "work.stage2")
     contract.decode(json.dumps(order.body).encode(), expected="work_order")
+
+
+CORRECT = {"ENGQLPTG": "CALCULATED_TRACK_TR_202111", "RA_V1": 80.4, "DEC_V1": -69.4,
+           "PA_V3": 110.0, "RA_REF": 80.5, "DEC_REF": -69.5, "ROLL_REF": 109.5}
+
+
+def update(exposure: str, action: str = "correct", **fields) -> contract.Message:
+    if action == "correct":
+        fields.setdefault("keywords", CORRECT)
+    else:
+        fields.setdefault("reason", "telemetry lost for good; WCS checked by hand")
+        fields.setdefault("by", "ops")
+    return contract.build("pointing_update",
+                          contract.event_id("pu", exposure, action, json.dumps(fields)),
+                          exposure_id=exposure, action=action, **fields)
+
+
+def held_state():
+    state = PlannerState(companion_wait=WAIT)
+    planned = product(imaging(3, ENGQLPTG="PLANNED"))
+    state.observe(planned, T0)
+    return state, planned
+
+
+def test_a_pointing_update_releases_the_hold_and_corrects_the_stage2_input():
+    state, planned = held_state()
+    emits = state.observe_pointing(update(planned["exposure_id"]), T0 + 5)
+    assert kinds(emits) == [("holds", planned["exposure_id"]),
+                            ("work.stage2", planned["exposure_id"])]
+    release = emits[0].message["release"]
+    assert release["path"] == "pointing" and release["keywords"] == CORRECT
+    order = emits[1].message
+    rate = next(o for o in planned["outputs"] if o["suffix"] == "rate")
+    fix = order["parameters"]["pointing_corrections"][rate["path"].rsplit("/", 1)[1]]
+    assert fix["keywords"] == CORRECT and emits[0].message["release"]["update_event_id"] in fix["note"]
+    assert order["pointing_quality"] == CORRECT["ENGQLPTG"] and not order["pointing_provisional"]
+    # the same update read again after a restart changes nothing and is no error
+    restarted = PlannerState(companion_wait=WAIT)
+    restarted.restore_hold(emits[0].message)
+    restarted.restore_order(order)
+    restarted.observe(planned, T0 + 9)
+    assert restarted.observe_pointing(update(planned["exposure_id"]), T0 + 10) == []
+
+
+def test_an_operator_release_keeps_planned_and_says_so():
+    state, planned = held_state()
+    emits = state.observe_pointing(update(planned["exposure_id"], "release"), T0 + 5)
+    assert [e.topic for e in emits] == ["holds", "work.stage2"]
+    assert emits[0].message["release"]["path"] == "operator"
+    order = emits[1].message
+    assert order["pointing_quality"] == "PLANNED" and order["pointing_provisional"] is True
+    assert "released by operator" in order["parameters"]["annotation"]
+    assert "ops" in order["parameters"]["annotation"]
+    assert order["releases"][planned["exposure_id"]]["reason"].startswith("telemetry lost")
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: update("jw09999001001_02101_00001_nrcb1"), "unknown exposure"),
+    (lambda p: update(p["exposure_id"], digest="sha256:" + "0" * 64), "content"),
+])
+def test_bad_pointing_updates_are_dead_lettered_and_release_nothing(make, words):
+    state, planned = held_state()
+    emits = state.observe_pointing(make(planned), T0 + 5)
+    assert kinds(emits) == [("deadletter", emits[0].key)]
+    assert emits[0].message["category"] == "rejected_update"
+    assert words in emits[0].message["reason"]
+    assert state.summary(T0 + 6)["held"] == 1
+
+
+def test_an_update_for_an_exposure_that_is_not_held_is_rejected():
+    state = PlannerState(companion_wait=WAIT)
+    event = product(imaging(1))
+    state.observe(event, T0)
+    [e] = state.observe_pointing(update(event["exposure_id"]), T0 + 1)
+    assert e.topic == "deadletter" and "not held" in e.message["reason"]

@@ -1,0 +1,109 @@
+"""``calstream holds list`` and ``calstream holds release``: pointing holds for operators."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import time
+
+import anyio
+
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+from . import kafka
+from .config import ConfigError
+
+
+async def current_holds(cfg, topics: Topics) -> dict[str, dict]:
+    """The last hold record per exposure (the compacted topic's meaning)."""
+    latest: dict[str, dict] = {}
+    for record in await kafka.read_to_end(cfg, topics.name("holds")):
+        if record.value is None:
+            latest.pop(record.key.decode(), None)
+            continue
+        try:
+            hold = contract.decode(record.value, expected="hold")
+        except contract.InvalidMessage:
+            continue
+        latest[hold["exposure_id"]] = hold.body
+    return latest
+
+
+def _age(since: str) -> str:
+    seconds = max(0.0, time.time() - contract.parse_time(since).timestamp())
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def cmd_list(cfg, args: argparse.Namespace) -> int:
+    holds = anyio.run(current_holds, cfg, Topics(cfg.topic_prefix))
+    rows = [h for h in holds.values() if args.all or h["state"] == "held"]
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("no exposures held" if not args.all else "no holds recorded")
+        return 0
+    print(f"{'exposure':34} {'state':9} {'since':25} {'age':>7}  reason / release")
+    for h in sorted(rows, key=lambda h: h["since"]):
+        release = h.get("release") or {}
+        detail = (f"{release['path']}: {release.get('reason') or ''}"
+                  f"{' by ' + release['by'] if release.get('by') else ''}"
+                  if release else h["reason"])
+        print(f"{h['exposure_id']:34} {h['state']:9} {h['since']:25} {_age(h['since']):>7}  "
+              f"{detail}")
+    return 0
+
+
+def cmd_release(cfg, args: argparse.Namespace) -> int:
+    topics = Topics(cfg.topic_prefix)
+    holds = anyio.run(current_holds, cfg, topics)
+    hold = holds.get(args.exposure)
+    if hold is None or hold["state"] != "held":
+        state = hold["state"] if hold else "not known to the holds topic"
+        print(f"calstream: {args.exposure} is not held ({state}); nothing to release")
+        return 1
+    by = args.by or getpass.getuser()
+    update = contract.build(
+        "pointing_update", contract.event_id("pointing_update", "release", args.exposure,
+                                             hold["digest"], args.reason, by),
+        exposure_id=args.exposure, action="release", reason=args.reason, by=by,
+        digest=hold["digest"], source="calstream holds release")
+
+    async def send() -> None:
+        producer = kafka.producer(cfg)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topics.name("pointing"), contract.encode(update),
+                                         key=args.exposure.encode())
+        finally:
+            await producer.stop()
+
+    anyio.run(send)
+    print(f"release of {args.exposure} requested (by {by}: {args.reason}); the planner "
+          "records it on the holds topic. Its products keep ENGQLPTG=PLANNED.")
+    return 0
+
+
+def add_parser(sub, daemon_flags, load_config) -> None:
+    p = sub.add_parser("holds", help="exposures held for provisional pointing (ENGQLPTG=PLANNED)")
+    actions = p.add_subparsers(dest="action", required=True)
+    lst = actions.add_parser("list", help="what is held, since when and why")
+    daemon_flags(lst)
+    lst.add_argument("--all", action="store_true", help="released holds too")
+    lst.add_argument("--json", action="store_true")
+    rel = actions.add_parser("release", help="release a hold explicitly (products stay PLANNED)")
+    daemon_flags(rel)
+    rel.add_argument("exposure", help="exposure id, e.g. jw01234001001_02101_00003_nrcb1")
+    rel.add_argument("--reason", required=True, help="why (recorded with the products)")
+    rel.add_argument("--by", help="who (default: the user name)")
+
+    def run(args: argparse.Namespace) -> int:
+        cfg = load_config(args)
+        if not cfg.kafka_bootstrap:
+            raise ConfigError("holds commands need the deployment's broker: --kafka-bootstrap")
+        return (cmd_list if args.action == "list" else cmd_release)(cfg, args)
+
+    p.set_defaults(func=run)

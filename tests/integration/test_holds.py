@@ -1,0 +1,163 @@
+"""Pointing holds end to end: release by a pointing update, by an operator; bad updates."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+from astropy.io import fits
+from stdatamodels.jwst import datamodels
+
+from calstream.daemon import kafka
+from calstream.steps.naming import parse_exposure_name
+from calstream.steps.synthetic.downlink import deliver
+from calstream.steps.synthetic.program import ProgramSpec, simulate_program
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+from .support import daemon_config, products, running_daemon, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def eid(path: Path) -> str:
+    return parse_exposure_name(path.name).exposure_id
+
+
+def true_pointing(path: Path) -> dict:
+    """What set_telescope_pointing would write: the measured pointing."""
+    with datamodels.open(path) as m:
+        return {"ENGQLPTG": m.meta.visit.engdb_pointing_quality,
+                "RA_V1": m.meta.pointing.ra_v1, "DEC_V1": m.meta.pointing.dec_v1,
+                "PA_V3": m.meta.pointing.pa_v3, "RA_REF": m.meta.wcsinfo.ra_ref,
+                "DEC_REF": m.meta.wcsinfo.dec_ref, "ROLL_REF": m.meta.wcsinfo.roll_ref}
+
+
+async def send(cfg, topic: str, key: str, value: bytes) -> None:
+    producer = kafka.producer(cfg)
+    await producer.start()
+    try:
+        await producer.send_and_wait(Topics(cfg.topic_prefix).name(topic), value,
+                                     key=key.encode())
+    finally:
+        await producer.stop()
+
+
+def cli(cfg, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "calstream.daemon.cli", "holds", *args, "--kafka-bootstrap",
+         cfg.kafka_bootstrap, "--topic-prefix", cfg.topic_prefix],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, env=dict(os.environ))
+
+
+def scan_stage2_products(products_dir: Path) -> list[str]:
+    """Every stage-2 FITS product on disk built from PLANNED pointing, unless an
+    operator's release says so in its header."""
+    leaks = []
+    for path in products_dir.rglob("*_cal*.fits"):
+        header = fits.getheader(path, 0)
+        if header.get("ENGQLPTG") == "PLANNED":
+            history = " ".join(str(h) for h in header.get("HISTORY", []))
+            if "released by operator" not in history:
+                leaks.append(str(path))
+    return leaks
+
+
+@pytest.fixture
+def visit(tmp_path):
+    spec = dataclasses.replace(ProgramSpec(), planned=(2,), dithers=2)
+    files = simulate_program(tmp_path / "uncal", spec, seed=9)
+    measured = next(f for f in simulate_program(tmp_path / "measured",
+                                                dataclasses.replace(spec, planned=()), seed=9)
+                    if eid(f) == eid(files[1]))
+    return files, measured
+
+
+async def run_until_held(cfg, files):
+    good, held = eid(files[0]), eid(files[1])
+    await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))
+    return await wait_for(
+        cfg, ["products", "holds"],
+        lambda ms: good in {p["exposure_id"] for p in products(ms, "stage2")}
+        and any(m.type == "hold" for m in ms if isinstance(m, contract.Message)), timeout=300)
+
+
+async def test_a_pointing_update_releases_a_hold_with_corrected_pointing(
+        tmp_path, broker, kit, unique_prefix, visit):
+    files, measured = visit
+    held = eid(files[1])
+    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1)
+    keywords = true_pointing(measured)
+    async with running_daemon(cfg):
+        await run_until_held(cfg, files)
+        listed = await anyio.to_thread.run_sync(lambda: cli(cfg, "list"))
+        assert listed.returncode == 0 and held in listed.stdout and "PLANNED" in listed.stdout
+        # Bad updates first: each is dead-lettered and releases nothing.
+        body = contract.build("pointing_update", "a" * 64, exposure_id=held, action="correct",
+                              keywords=keywords).body
+        await send(cfg, "pointing", held, b"{not json")
+        await send(cfg, "pointing", held, json.dumps(
+            {**body, "event_id": "b" * 64, "keywords": {**keywords, "DEC_V1": 95.0}}).encode())
+        await send(cfg, "pointing", "jw09999001001_02101_00001_nrcb1", json.dumps(
+            {**body, "event_id": "c" * 64,
+             "exposure_id": "jw09999001001_02101_00001_nrcb1"}).encode())
+        dead = await wait_for(cfg, ["deadletter"], lambda ms: len(ms) >= 3, timeout=60)
+        assert [d["category"] for d in dead] == ["rejected_update"] * 3
+        assert "not JSON" in dead[0]["reason"] and "DEC_V1" in dead[1]["reason"]
+        assert "unknown exposure" in dead[2]["reason"]
+        assert held in (await anyio.to_thread.run_sync(lambda: cli(cfg, "list"))).stdout
+        # The good one.
+        update = contract.build("pointing_update", contract.event_id("pu", held),
+                                exposure_id=held, action="correct", keywords=keywords,
+                                source="test: set_telescope_pointing")
+        await send(cfg, "pointing", held, contract.encode(update))
+        final = await wait_for(cfg, ["products"],
+                               lambda ms: held in {p["exposure_id"] for p in products(ms, "stage2")},
+                               timeout=300)
+    event = next(p for p in products(final, "stage2") if p["exposure_id"] == held)
+    assert event["pointing_quality"].startswith("CALCULATED")
+    assert not event["pointing_provisional"]
+    assert event["releases"][held]["path"] == "pointing"
+    assert event["releases"][held]["update_event_id"] == update.event_id
+    cal = next(o["path"] for o in event["outputs"] if o["suffix"] == "cal")
+    with datamodels.open(cal) as m:
+        assert m.meta.visit.engdb_pointing_quality.startswith("CALCULATED")
+        assert m.meta.wcsinfo.ra_ref == pytest.approx(keywords["RA_REF"])
+        assert m.meta.wcsinfo.roll_ref == pytest.approx(keywords["ROLL_REF"])
+    assert scan_stage2_products(cfg.products) == []
+
+
+async def test_an_operator_release_keeps_planned_and_records_why(
+        tmp_path, broker, kit, unique_prefix, visit):
+    files, _ = visit
+    held = eid(files[1])
+    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1)
+    async with running_daemon(cfg):
+        await run_until_held(cfg, files)
+        done = await anyio.to_thread.run_sync(
+            lambda: cli(cfg, "release", held, "--reason", "telemetry lost; WCS checked by hand",
+                        "--by", "night-ops"))
+        assert done.returncode == 0, done.stderr
+        final = await wait_for(cfg, ["products", "holds"],
+                               lambda ms: held in {p["exposure_id"] for p in products(ms, "stage2")},
+                               timeout=300)
+        listed = await anyio.to_thread.run_sync(lambda: cli(cfg, "list", "--all"))
+    assert "operator: telemetry lost" in listed.stdout and "night-ops" in listed.stdout
+    hold = [m for m in final if m.type == "hold"][-1]
+    assert hold["state"] == "released" and hold["release"]["path"] == "operator"
+    assert hold["release"]["by"] == "night-ops"
+    event = next(p for p in products(final, "stage2") if p["exposure_id"] == held)
+    assert event["pointing_quality"] == "PLANNED" and event["pointing_provisional"] is True
+    assert event["releases"][held]["reason"] == "telemetry lost; WCS checked by hand"
+    cal = next(o["path"] for o in event["outputs"] if o["suffix"] == "cal")
+    header = fits.getheader(cal, 0)
+    assert header["ENGQLPTG"] == "PLANNED"
+    assert "released by operator" in " ".join(str(h) for h in header["HISTORY"])
+    assert scan_stage2_products(cfg.products) == []  # the released one says so
