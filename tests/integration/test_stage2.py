@@ -118,3 +118,57 @@ async def test_a_restart_orders_nothing_twice_and_keeps_a_hold(tmp_path, broker,
                                timeout=300)
     assert sorted(o["product_name"] for o in orders(final)) == sorted([good, held])
     assert [h["state"] for h in holds(final)] == ["held", "released"]
+
+
+@pytest.fixture(scope="module")
+def visit_kit(tmp_path_factory):
+    """Imaging, a time series and MIRI LRS nods, all in one offline CRDS context."""
+    import os
+
+    from calstream.steps.synthetic.kit import MODES, build_kit
+
+    k = build_kit(tmp_path_factory.mktemp("visit"), ProgramSpec(dithers=2), modes=MODES, seed=3)
+    saved = {name: os.environ.get(name) for name in k.crds_env}
+    os.environ.update(k.crds_env)
+    yield k
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+async def test_imaging_time_series_and_lrs_nods_reach_their_stage2_products(
+        tmp_path, broker, visit_kit, unique_prefix):
+    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    files = [f for fs in visit_kit.by_mode.values() for f in fs]
+    ids = {eid(f) for f in files}
+    async with running_daemon(cfg):
+        await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))
+        msgs = await wait_for(cfg, ["products"],
+                              lambda ms: {p["exposure_id"] for p in products(ms, "stage2")} >= ids,
+                              timeout=400)
+    stage2 = {p["exposure_id"]: p for p in products(msgs, "stage2")}
+    expected = {"imaging": ({"cal", "i2d"}, "calwebb_image2", ["science"]),
+                "timeseries": ({"calints"}, "calwebb_image2", ["science"]),
+                "lrs": ({"cal", "s2d", "x1d"}, "calwebb_spec2", ["background", "science"])}
+    for mode, fs in visit_kit.by_mode.items():
+        suffixes, pipeline, roles = expected[mode]
+        for f in fs:
+            event = stage2[eid(f)]
+            assert event["pipeline"] == pipeline and event["outcome"] == "success", mode
+            outputs = {o["suffix"]: o["path"] for o in event["outputs"]}
+            assert suffixes <= set(outputs), (mode, sorted(outputs))
+            asn = load_association(outputs["asn"])
+            assert sorted(m["exptype"] for m in asn["products"][0]["members"]) == roles
+            assert event["crds_context"] == visit_kit.context
+    # the time series keeps its integrations; the spectra have flux
+    ts = next(p for m, fs in visit_kit.by_mode.items() if m == "timeseries" for p in
+              [stage2[eid(fs[0])]])
+    with fits.open(next(o["path"] for o in ts["outputs"] if o["suffix"] == "calints")) as hdul:
+        assert hdul["SCI"].data.ndim == 3 and hdul["SCI"].data.shape[0] > 1
+    for f in visit_kit.by_mode["lrs"]:
+        x1d = next(o["path"] for o in stage2[eid(f)]["outputs"] if o["suffix"] == "x1d")
+        with fits.open(x1d) as hdul:
+            flux = hdul["EXTRACT1D"].data["FLUX"]
+            assert (flux[flux == flux] > 0).mean() > 0.8
