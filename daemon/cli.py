@@ -103,7 +103,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.planned:
         spec_args["planned"] = tuple(args.planned)
     spec = ProgramSpec(**{k: v for k, v in spec_args.items() if v is not None})
-    kit = build_kit(args.out_dir, spec, seed=args.seed, references=not args.no_references)
+    kit = build_kit(args.out_dir, spec, seed=args.seed, references=not args.no_references,
+                    modes=tuple(args.modes))
     for f in kit.uncal_files:
         print(f)
     if kit.crds_env:
@@ -173,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detectors", nargs="+")
     p.add_argument("--planned", type=int, nargs="+", help="exposure numbers with ENGQLPTG=PLANNED")
     p.add_argument("--no-references", action="store_true", help="only the uncal files")
+    p.add_argument("--modes", nargs="+", default=["imaging"],
+                   choices=("imaging", "timeseries", "lrs"),
+                   help="observing modes in the visit (default: imaging)")
     p.add_argument("--inbox", type=Path, help="then deliver the files here, as a downlink would")
     p.add_argument("--interval", type=float, default=0.0, help="seconds between files")
     p.add_argument("--pieces", type=int, default=1, help="write each file in N pieces")
