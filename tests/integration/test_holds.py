@@ -86,7 +86,8 @@ async def run_until_held(cfg, files):
     return await wait_for(
         cfg, ["products", "holds"],
         lambda ms: good in {p["exposure_id"] for p in products(ms, "stage2")}
-        and any(m.type == "hold" for m in ms if isinstance(m, contract.Message)), timeout=300)
+        and any(m.type == "hold" and m["exposure_id"] == held
+                for m in ms if isinstance(m, contract.Message)), timeout=300)
 
 
 async def test_a_pointing_update_releases_a_hold_with_corrected_pointing(
