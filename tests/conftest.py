@@ -11,6 +11,8 @@ import pytest
 
 from calstream.daemon.broker import EmbeddedBroker
 
+from .envutil import environ
+
 
 @pytest.fixture(scope="session")
 def anyio_backend():
@@ -32,14 +34,8 @@ def kit(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("kit")
     k = build_kit(root, ProgramSpec(), seed=7)
-    saved = {name: os.environ.get(name) for name in k.crds_env}
-    os.environ.update(k.crds_env)
-    yield k
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with environ(k.crds_env):
+        yield k
 
 
 @pytest.fixture

@@ -123,19 +123,13 @@ async def test_a_restart_orders_nothing_twice_and_keeps_a_hold(tmp_path, broker,
 @pytest.fixture(scope="module")
 def visit_kit(tmp_path_factory):
     """Imaging, a time series and MIRI LRS nods, all in one offline CRDS context."""
-    import os
-
     from calstream.steps.synthetic.kit import MODES, build_kit
 
+    from ..envutil import environ
+
     k = build_kit(tmp_path_factory.mktemp("visit"), ProgramSpec(dithers=2), modes=MODES, seed=3)
-    saved = {name: os.environ.get(name) for name in k.crds_env}
-    os.environ.update(k.crds_env)
-    yield k
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    with environ(k.crds_env):
+        yield k
 
 
 async def test_imaging_time_series_and_lrs_nods_reach_their_stage2_products(
