@@ -17,6 +17,7 @@ from typing import Any
 from calstream.steps.associations import (
     AssociationError,
     Exposure,
+    Level3Product,
     MissingCompanions,
     association_filename,
     build_level2,
@@ -82,6 +83,7 @@ class PlannerState:
         self.ordered: dict[str, str] = {}  # work id -> product name, from the work-order topic
         self.holds: dict[str, dict[str, Any]] = {}  # exposure id -> last hold record
         self.rejected: set[tuple[str, str]] = set()  # (exposure id, digest) dead-lettered
+        self.level3: dict[str, tuple[Level3Product, dict[str, dict]]] = {}  # name -> (record, outputs)
 
     # -- restoring ---------------------------------------------------------
     def restore_order(self, order: contract.Message) -> None:
@@ -93,7 +95,11 @@ class PlannerState:
     # -- events --------------------------------------------------------------
     def observe(self, event: contract.Message, now: float) -> list[Emit]:
         """A product event; returns what to publish."""
-        if event["stage"] != "detector1" or event["outcome"] != "success":
+        if event["outcome"] != "success":
+            return []
+        if event["stage"] == "stage3":
+            return self._observe_level3(event, now)
+        if event["stage"] != "detector1":
             return []
         exposure_id = event["exposure_id"]
         digest = event["inputs"][0]["digest"] if event["inputs"] else ""
@@ -164,6 +170,22 @@ class PlannerState:
             out += self._evaluate(cand, now)
         return out
 
+    def _observe_level3(self, event: contract.Message, now: float) -> list[Emit]:
+        """A stage-3 product, e.g. a WFSS direct image's i2d + cat + segm, which
+        WFSS stage 2 waits for."""
+        header = event.get("header") or {}
+        if not header:
+            return []
+        product = Level3Product(event["product_name"], header,
+                                {o["suffix"]: o["path"] for o in event["outputs"]})
+        self.level3[event["product_name"]] = (product, {o["path"]: o for o in event["outputs"]})
+        out: list[Emit] = []
+        for cand in list(self.candidates.values()):
+            sci = self.exposures.get(cand.science)
+            if sci and companion_kind(cand.route, sci.exposure, product):
+                out += self._evaluate(cand, now)
+        return out
+
     def tick(self, now: float) -> list[Emit]:
         """Time passes: companions that never came stop blocking."""
         out: list[Emit] = []
@@ -206,6 +228,7 @@ class PlannerState:
             return []
         others = [s.exposure for s in self.exposures.values()
                   if s.exposure.exposure_id != cand.science and not s.provisional]
+        others += [product for product, _ in self.level3.values()]
         complete = self._visit_complete(sci)
         waited = now - cand.since
         try:
@@ -244,6 +267,7 @@ class PlannerState:
     def _work_order(self, cand: Candidate, sci: Seen, asn: dict, *, degraded: bool) -> Emit:
         paths = {m["expname"]: m["exptype"] for p in asn["products"] for m in p["members"]}
         by_path = {path: out for s in self.exposures.values() for path, out in s.outputs.items()}
+        by_path.update({path: out for _, outs in self.level3.values() for path, out in outs.items()})
         inputs = [{"path": path, "digest": by_path[path]["digest"],
                    "size": by_path[path].get("size", 0), "role": role}
                   for path, role in sorted(paths.items()) if path in by_path]

@@ -217,3 +217,33 @@ def test_an_update_for_an_exposure_that_is_not_held_is_rejected():
     state.observe(event, T0)
     [e] = state.observe_pointing(update(event["exposure_id"]), T0 + 1)
     assert e.topic == "deadletter" and "not held" in e.message["reason"]
+
+
+def stage3_product(member_header: dict, name: str, suffixes=("i2d", "cat", "segm")):
+    outputs = [{"path": f"/products/{member_header['PROGRAM']}/{name}_{s}.fits",
+                "digest": digest(name + s), "size": 1, "suffix": s} for s in suffixes]
+    wid = hashlib.sha256(name.encode()).hexdigest()
+    return contract.build(
+        "product", contract.event_id("product", wid, "success"), work_id=wid, stage="stage3",
+        pipeline="calwebb_image3", outcome="success", program=member_header["PROGRAM"],
+        observation=member_header["OBSERVTN"], product_name=name, header=member_header,
+        inputs=[], outputs=outputs, jwst_version="3.0.0", crds_context="jwst_0001.pmap",
+        pointing_quality="CALCULATED", pointing_provisional=False)
+
+
+def test_wfss_waits_for_the_direct_images_stage3_products():
+    state = PlannerState(companion_wait=WAIT)
+    grism = product(synthetic_header("NIRCAM", "NRC_WFSS"))
+    assert state.observe(grism, T0) == []
+    assert "direct_image" in state.summary(T0)["waiting_for"][grism["exposure_id"]]
+    direct = synthetic_header("NIRCAM", "NRC_IMAGE", FILTER="F444W", PUPIL="CLEAR",
+                              DETECTOR="NRCALONG", MODULE="A", EXPOSURE="00001")
+    # an incomplete stage-3 product (no segmentation map yet) is not enough
+    assert state.observe(stage3_product(direct, "jw01234-o001_t001_nircam_f444w-clear",
+                                        ("i2d", "cat")), T0 + 1) == []
+    emits = state.observe(stage3_product(direct, "jw01234-o001_t001_nircam_f444w-clear"), T0 + 2)
+    [order] = [e.message for e in emits if e.topic == "work.stage2"]
+    assert order["degraded"] is None
+    roles = sorted(m["exptype"] for m in order["association"]["products"][0]["members"])
+    assert roles == ["direct_image", "science", "segmap", "sourcecat"]
+    assert {i["role"] for i in order["inputs"]} >= {"direct_image", "sourcecat", "segmap"}
