@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -162,5 +163,29 @@ async def read_to_end(cfg: Config, name: str) -> list:
                 positions = {tp: await client.position(tp) for tp in tps}
                 if all(positions[tp] >= highs[tp] for tp in tps):
                     return records
+    finally:
+        await client.stop()
+
+
+async def is_empty(cfg: Config, name: str, timeout: float = 10.0) -> bool:
+    """Whether a topic holds no record at all (every high watermark is 0)."""
+    client = AIOKafkaConsumer(**client_options(cfg), group_id=None, enable_auto_commit=False)
+    await client.start()
+    try:
+        await client.topics()
+        tps = [TopicPartition(name, p) for p in sorted(client.partitions_for_topic(name) or ())]
+        if not tps:
+            return True
+        client.assign(tps)
+        await client.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await client.getmany(*tps, timeout_ms=200, max_records=1)
+            if any(batch.values()):
+                return False
+            highs = [client.highwater(tp) for tp in tps]
+            if all(h is not None for h in highs):
+                return all(h == 0 for h in highs)
+        raise TimeoutError(f"no fetch response for {name} within {timeout}s")
     finally:
         await client.stop()

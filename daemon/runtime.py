@@ -106,6 +106,7 @@ class Daemon:
             await producer.start()
             try:
                 bus = Bus(producer, self.topics, self.metrics, role="+".join(cfg.roles))
+                await self._recover_product_events(bus)
                 async with anyio.create_task_group() as tg:
                     if "detector1" in cfg.roles:
                         await tg.start(self._run_stage, bus, "detector1", "raw",
@@ -125,6 +126,23 @@ class Daemon:
                     await producer.stop()
         finally:
             self.ops.stop()
+
+    async def _recover_product_events(self, bus: Bus) -> None:
+        """The broker is the transport, the product store the ledger: a broker
+        that lost its product events (the embedded one keeps them in memory) gets
+        them again, with the same event ids, so the planner can rebuild."""
+        if "planner" not in self.cfg.roles:
+            return
+        if not await kafka.is_empty(self.cfg, self.topics.name("products")):
+            return
+        records = await anyio.to_thread.run_sync(self.store.records)
+        for record in records:
+            # The original emitted_at: holds and companion waits date from it.
+            event = contract.Message("product", dict(record["event"]))
+            await bus.publish("products", event["program"], event)
+        if records:
+            log.warning("the broker had no product events: re-published %d from the product "
+                        "store %s", len(records), self.cfg.products)
 
     def _resolve_crds(self) -> str:
         context = self.cfg.crds_context or resolve_context()

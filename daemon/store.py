@@ -132,6 +132,16 @@ class ProductStore:
                     return None
         return Done(record)
 
+    def records(self) -> list[dict[str, Any]]:
+        """Every provenance record in the store, oldest event first."""
+        found = []
+        for path in self.root.glob(f"*/*/{_PROV}/*.json"):
+            try:
+                found.append(json.loads(path.read_text()))
+            except (OSError, json.JSONDecodeError) as exc:
+                log.warning("unreadable provenance record %s: %s", path, exc)
+        return sorted(found, key=lambda r: r.get("event", {}).get("emitted_at", ""))
+
     def has_input(self, program: str, observation: str, name: str, stage: str,
                   digest: str) -> bool:
         """Whether (name, stage) has a record for an input with this digest."""

@@ -162,3 +162,32 @@ async def test_an_operator_release_keeps_planned_and_records_why(
     assert header["ENGQLPTG"] == "PLANNED"
     assert "released by operator" in " ".join(str(h) for h in header["HISTORY"])
     assert scan_stage2_products(cfg.products) == []  # the released one says so
+
+
+async def test_a_hold_survives_a_restart_of_the_embedded_broker(tmp_path, kit, visit):
+    """The embedded broker keeps topics in memory: after a full restart the
+    product store is replayed, and the hold is there again."""
+    from calstream.daemon.config import load
+    from calstream.daemon.runtime import Daemon
+
+    files, _ = visit
+    held = eid(files[1])
+    flags = {"work_dir": tmp_path / "work", "workers": 1, "metrics_address": "127.0.0.1:0",
+             "fast_group_timing": True, "settle_seconds": 0.2}
+    for attempt in (1, 2):
+        daemon = Daemon(load(None, env={}, flags=flags))
+        daemon.start_broker()  # a new, empty embedded broker each time
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(daemon.run)
+                if attempt == 1:
+                    await run_until_held(daemon.cfg, files)
+                with anyio.fail_after(120):
+                    while not (daemon.planner.caught_up
+                               and daemon.planner.state.summary(0)["held"] == 1):
+                        await anyio.sleep(0.2)
+                listed = await anyio.to_thread.run_sync(lambda: cli(daemon.cfg, "list"))
+                assert held in listed.stdout, (attempt, listed.stdout, listed.stderr)
+                tg.cancel_scope.cancel()
+        finally:
+            daemon.stop_broker()
