@@ -83,7 +83,9 @@ async def _products(daemon: Daemon, want: set[str], seen: dict) -> None:
 
 
 def run_daemon(files: list[Path], single: list[Path], work: Path, workers: int) -> dict:
+    # Only the roles the baseline does: stage 2 would compete for the cores.
     cfg = load(None, env={}, flags={"work_dir": work, "workers": workers,
+                                    "roles": ["watcher", "detector1"],
                                     "metrics_address": "127.0.0.1:0", "fast_group_timing": True})
     daemon = Daemon(cfg)
     daemon.start_broker()
