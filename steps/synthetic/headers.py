@@ -5,6 +5,8 @@ rows (TSO or not, one integration, DHS, SOSS stripes, full-frame coronagraphy,
 detectors a NIRSpec spectrum misses). Values are those real files carry
 (stdatamodels' enums, SIAF subarray names), so a case also serves as a
 template for association tests: override EXPOSURE, PATT_NUM, ... per member.
+`small_uncal` wraps a header in a tiny uncal-like file, for tests that read
+files rather than events.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-BASE: dict[str, Any] = {
+# The keywords an exposure's name is made of (see `exposure_id`).
+NAME_KEYWORDS: dict[str, Any] = {
     "PROGRAM": "01234",
     "OBSERVTN": "001",
     "VISIT": "001",
@@ -21,6 +24,10 @@ BASE: dict[str, Any] = {
     "SEQ_ID": "1",
     "ACT_ID": "01",
     "EXPOSURE": "00001",
+}
+
+BASE: dict[str, Any] = {
+    **NAME_KEYWORDS,
     "NEXPOSUR": 1,
     "NINTS": 1,
     "NGROUPS": 5,
@@ -285,3 +292,36 @@ def exposure_id(header: Mapping[str, Any]) -> str:
         f"_{header['VISITGRP']}{header['SEQ_ID']}{header['ACT_ID']}"
         f"_{header['EXPOSURE']}{seg}_{str(header['DETECTOR']).lower()}"
     )
+
+
+# The primary header of `small_uncal`'s files: what the arrival checks read,
+# for a 64x64 NIRCam imaging subarray (tests override keywords as they need).
+SMALL_UNCAL_HEADER: dict[str, Any] = {
+    **NAME_KEYWORDS,
+    "INSTRUME": "NIRCAM",
+    "DETECTOR": "NRCB1",
+    "EXP_TYPE": "NRC_IMAGE",
+    "NEXPOSUR": 4,
+    "NINTS": 1,
+    "NGROUPS": 2,
+    "SUBARRAY": "SUB64P",
+    "ENGQLPTG": "CALCULATED_TRACK_TR_202111",
+    "DATE-OBS": "2026-01-02",
+    "TIME-OBS": "03:04:05.678",
+}
+
+
+def small_uncal(header: Mapping[str, Any], sci) -> bytes:
+    """An uncal-like FITS file in memory: `header` as the primary keywords
+    (a value of None is left out) and the `sci` array as its SCI extension."""
+    import io
+
+    from astropy.io import fits
+
+    primary = fits.PrimaryHDU()
+    for key, value in header.items():
+        if value is not None:
+            primary.header[key] = value
+    buf = io.BytesIO()
+    fits.HDUList([primary, fits.ImageHDU(sci, name="SCI")]).writeto(buf)
+    return buf.getvalue()

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from calstream.steps.naming import ExposureName
+from calstream.steps.synthetic import metadata
+from calstream.steps.synthetic.metadata import isot
 
 PIXEL_SCALE = 0.031  # arcsec/pixel, short-wave channel
 FULL_SIZE = 2048
@@ -190,8 +192,8 @@ def aperture_name(detector: str, subarray: str) -> str:
 
 
 @dataclass(frozen=True)
-class ProgramSpec:
-    """One NIRCam imaging visit: what to observe and how the detectors behave."""
+class VisitId:
+    """Where a visit sits in its program: what its exposures' names are made of."""
 
     program: str = "01234"
     observation: str = "001"
@@ -199,6 +201,25 @@ class ProgramSpec:
     visit_group: str = "02"
     sequence: str = "1"
     activity: str = "01"
+
+    def exposure_name(self, exposure: int, detector: str) -> ExposureName:
+        return ExposureName(
+            program=self.program,
+            observation=self.observation,
+            visit=self.visit,
+            visit_group=self.visit_group,
+            sequence=self.sequence,
+            activity=self.activity,
+            exposure=f"{exposure:05d}",
+            detector=detector.lower(),
+            suffix="uncal",
+        )
+
+
+@dataclass(frozen=True)
+class ProgramSpec(VisitId):
+    """One NIRCam imaging visit: what to observe and how the detectors behave."""
+
     detectors: tuple[str, ...] = ("nrcb1",)
     filter: str = "F150W"
     pupil: str = "CLEAR"
@@ -245,19 +266,6 @@ class ProgramSpec:
     @property
     def exposure_numbers(self) -> list[int]:
         return list(range(1, self.dithers + 1))
-
-    def exposure_name(self, exposure: int, detector: str) -> ExposureName:
-        return ExposureName(
-            program=self.program,
-            observation=self.observation,
-            visit=self.visit,
-            visit_group=self.visit_group,
-            sequence=self.sequence,
-            activity=self.activity,
-            exposure=f"{exposure:05d}",
-            detector=detector.lower(),
-            suffix="uncal",
-        )
 
     def exposure_names(self) -> list[ExposureName]:
         """Every exposure of the visit, in observing order (exposure, then detector)."""
@@ -306,15 +314,21 @@ class ExposureTiming:
 
 
 def exposure_timing(spec: ProgramSpec, exposure: int) -> ExposureTiming:
+    tframe = subarray_for(spec.detectors[0], spec.subarray).frame_time
+    per_group = spec.nframes + spec.groupgap
+    resets = 1 + (spec.nints - 1)  # one reset before each integration
+    duration = (spec.nints * (spec.ngroups * per_group - spec.groupgap) + resets) * tframe
+    return ramp_timing(spec, exposure, tframe, duration)
+
+
+def ramp_timing(spec, exposure: int, tframe: float, duration: float) -> ExposureTiming:
+    """Timing of one of a visit's exposures, each `duration` seconds long (resets included)
+    and `spec.slew_seconds` apart; `spec` gives the readout (a NIRCam or MIRI spec)."""
     from astropy.time import Time
 
-    sub = subarray_for(spec.detectors[0], spec.subarray)
-    tframe = sub.frame_time
     per_group = spec.nframes + spec.groupgap
     tgroup = per_group * tframe
     tint = (spec.ngroups * per_group - spec.groupgap) * tframe
-    resets = 1 + (spec.nints - 1)  # one reset before each integration
-    duration = (spec.nints * (spec.ngroups * per_group - spec.groupgap) + resets) * tframe
     visit_start = Time(spec.visit_start, format="isot", scale="utc").mjd
     start = visit_start + (exposure - 1) * (duration + spec.slew_seconds) / 86400.0
     end = start + duration / 86400.0
@@ -331,13 +345,25 @@ def exposure_timing(spec: ProgramSpec, exposure: int) -> ExposureTiming:
     )
 
 
-def _isot(mjd: float) -> str:
-    from astropy.time import Time
-
-    return Time(mjd, format="mjd", scale="utc", precision=3).isot
-
-
 # --- pointing -------------------------------------------------------------
+
+
+def ideal_to_v2v3(xi, yi, v2v3_ref: tuple[float, float], v3_idl_yangle: float, vparity: int):
+    """Ideal frame (arcsec from an aperture's reference point) to V2, V3 (arcsec), SIAF linear."""
+    a = math.radians(v3_idl_yangle)
+    v2 = v2v3_ref[0] + vparity * xi * math.cos(a) + yi * math.sin(a)
+    v3 = v2v3_ref[1] - vparity * xi * math.sin(a) + yi * math.cos(a)
+    return v2, v3
+
+
+def v2v3_to_ideal(v2, v3, v2v3_ref: tuple[float, float], v3_idl_yangle: float, vparity: int):
+    """Inverse of `ideal_to_v2v3`."""
+    a = math.radians(v3_idl_yangle)
+    dv2 = np.asarray(v2, dtype=float) - v2v3_ref[0]
+    dv3 = np.asarray(v3, dtype=float) - v2v3_ref[1]
+    xi = vparity * (dv2 * math.cos(a) - dv3 * math.sin(a))
+    yi = dv2 * math.sin(a) + dv3 * math.cos(a)
+    return xi, yi
 
 
 def pixel_to_v2v3(detector: str, x_full, y_full):
@@ -345,20 +371,13 @@ def pixel_to_v2v3(detector: str, x_full, y_full):
     g = detector_geometry(detector)
     xi = PIXEL_SCALE * (np.asarray(x_full, dtype=float) - (FULL_SIZE + 1) / 2)
     yi = PIXEL_SCALE * (np.asarray(y_full, dtype=float) - (FULL_SIZE + 1) / 2)
-    a = math.radians(g.v3_idl_yangle)
-    v2 = g.v2_ref + VIDL_PARITY * xi * math.cos(a) + yi * math.sin(a)
-    v3 = g.v3_ref - VIDL_PARITY * xi * math.sin(a) + yi * math.cos(a)
-    return v2, v3
+    return ideal_to_v2v3(xi, yi, (g.v2_ref, g.v3_ref), g.v3_idl_yangle, VIDL_PARITY)
 
 
 def v2v3_to_pixel(detector: str, v2, v3):
     """Inverse of `pixel_to_v2v3`."""
     g = detector_geometry(detector)
-    a = math.radians(g.v3_idl_yangle)
-    dv2 = np.asarray(v2, dtype=float) - g.v2_ref
-    dv3 = np.asarray(v3, dtype=float) - g.v3_ref
-    xi = VIDL_PARITY * (dv2 * math.cos(a) - dv3 * math.sin(a))
-    yi = dv2 * math.sin(a) + dv3 * math.cos(a)
+    xi, yi = v2v3_to_ideal(v2, v3, (g.v2_ref, g.v3_ref), g.v3_idl_yangle, VIDL_PARITY)
     c = (FULL_SIZE + 1) / 2
     return xi / PIXEL_SCALE + c, yi / PIXEL_SCALE + c
 
@@ -414,6 +433,12 @@ def v3_position_angle(att: np.ndarray, v2: float, v3: float) -> float:
     return position_angle(float(ra0), float(dec0), float(ra1), float(dec1))
 
 
+def v1_pointing(att: np.ndarray) -> tuple[float, float, float]:
+    """RA, Dec (deg) of V1 and the position angle of V3 there: the PA_V3 the header quotes."""
+    ra_v1, dec_v1 = (float(v) for v in tel_to_sky(att, 0.0, 0.0))
+    return ra_v1, dec_v1, v3_position_angle(att, 0.0, 0.0)
+
+
 def dither_offset(position: int) -> tuple[float, float]:
     """Ideal-frame offset (arcsec) of the target at a dither position (1-based).
 
@@ -442,13 +467,17 @@ def _attitude_for(spec: ProgramSpec, ideal_offset: tuple[float, float]) -> np.nd
     v2t, v3t = pixel_to_v2v3(
         det, xref + ideal_offset[0] / PIXEL_SCALE, yref + ideal_offset[1] / PIXEL_SCALE
     )
-    v2t, v3t = float(v2t), float(v3t)
+    return solve_attitude(spec, float(v2t), float(v3t))
+
+
+def solve_attitude(spec, v2: float, v3: float) -> np.ndarray:
+    """Attitude putting the target at telescope (v2, v3) with V3 at V1 at `spec.pa_v3`."""
     roll = spec.pa_v3
     for _ in range(4):
-        att = attitude_matrix(v2t, v3t, roll, spec.target_ra, spec.target_dec)
+        att = attitude_matrix(v2, v3, roll, spec.target_ra, spec.target_dec)
         err = (v3_position_angle(att, 0.0, 0.0) - spec.pa_v3 + 180.0) % 360.0 - 180.0
         roll -= err
-    return attitude_matrix(v2t, v3t, roll, spec.target_ra, spec.target_dec)
+    return attitude_matrix(v2, v3, roll, spec.target_ra, spec.target_dec)
 
 
 @dataclass(frozen=True)
@@ -698,38 +727,18 @@ def _wcs_keywords(detector: str, sub: Subarray, att: np.ndarray) -> dict:
     corners_x = np.array([0.5, sub.xsize + 0.5, sub.xsize + 0.5, 0.5]) + sub.xstart - 1
     corners_y = np.array([0.5, 0.5, sub.ysize + 0.5, sub.ysize + 0.5]) + sub.ystart - 1
     cra, cdec = tel_to_sky(att, *pixel_to_v2v3(detector, corners_x, corners_y))
-    s_region = "POLYGON ICRS " + " ".join(
-        f"{r:.9f} {d:.9f}" for r, d in zip(cra, cdec, strict=True)
+    return metadata.wcs_keywords(
+        crpix=(sub.xref, sub.yref),
+        crval=(ra_ref, dec_ref),
+        cdelt=cdelt,
+        pc=((float(pc[0, 0]), float(pc[0, 1])), (float(pc[1, 0]), float(pc[1, 1]))),
+        v2v3_ref=(v2_ref, v3_ref),
+        vparity=VIDL_PARITY,
+        v3yangle=detector_geometry(detector).v3_idl_yangle,
+        roll_ref=roll_ref,
+        s_region=metadata.footprint(cra, cdec),
+        pa_aper=pa_aper,
     )
-    g = detector_geometry(detector)
-    return {
-        "wcsaxes": 2,
-        "crpix1": sub.xref,
-        "crpix2": sub.yref,
-        "crval1": ra_ref,
-        "crval2": dec_ref,
-        "ctype1": "RA---TAN",
-        "ctype2": "DEC--TAN",
-        "cunit1": "deg",
-        "cunit2": "deg",
-        "cdelt1": cdelt,
-        "cdelt2": cdelt,
-        "pc1_1": float(pc[0, 0]),
-        "pc1_2": float(pc[0, 1]),
-        "pc2_1": float(pc[1, 0]),
-        "pc2_2": float(pc[1, 1]),
-        "v2_ref": v2_ref,
-        "v3_ref": v3_ref,
-        "vparity": VIDL_PARITY,
-        "v3yangle": g.v3_idl_yangle,
-        "ra_ref": ra_ref,
-        "dec_ref": dec_ref,
-        "roll_ref": roll_ref,
-        "siaf_xref_sci": sub.xref,
-        "siaf_yref_sci": sub.yref,
-        "s_region": s_region,
-        "pa_aper": pa_aper,
-    }
 
 
 def _populate(model, spec: ProgramSpec, detector: str, exposure: int, pointing: Pointing):
@@ -738,63 +747,20 @@ def _populate(model, spec: ProgramSpec, detector: str, exposure: int, pointing: 
     geom = detector_geometry(det)
     sub = subarray_for(det, spec.subarray)
     t = exposure_timing(spec, exposure)
-    name = spec.exposure_name(exposure, detector)
     att = pointing.reported_attitude
-    start_iso = _isot(t.start_mjd)
 
-    m.filename = name.filename()
-    m.origin = "STScI"
-    m.telescope = "JWST"
-    m.data_processing_software_version = "calstream-synthetic"
-
-    m.program.title = "calstream synthetic NIRCam programs"
-    m.program.pi_name = "Synthetic, Calstream"
-    m.program.category = "GO"
-    m.program.continuation_id = 0
-
-    o = m.observation
-    o.date, o.time = start_iso.split("T")
-    o.date_beg = start_iso
-    o.date_end = _isot(t.end_mjd)
-    o.program_number = spec.program
-    o.observation_number = spec.observation
-    o.visit_number = spec.visit
-    o.visit_group = spec.visit_group
-    o.sequence_id = spec.sequence
-    o.activity_id = spec.activity
-    o.exposure_number = str(exposure)
-    o.visit_id = f"{spec.program}{spec.observation}{spec.visit}"
-    o.obs_id = (
-        f"V{spec.program}{spec.observation}{spec.visit}"
-        f"P00000000{spec.visit_group}{spec.sequence}{spec.activity}"
+    metadata.set_file(
+        m, spec.exposure_name(exposure, detector).filename(), "calstream synthetic NIRCam programs"
     )
-    o.template = TEMPLATES[spec.exp_type]
-    o.observation_label = "calstream synthetic"
-    o.bkgdtarg = False
-
-    v = m.visit
-    v.engineering_quality = "OK"
-    v.engdb_pointing_quality = pointing.quality
-    v.type = "PRIME_TARGETED_FIXED"
-    v.start_time = _isot(exposure_timing(spec, 1).start_mjd).replace("T", " ")
-    v.status = "SUCCESSFUL"
-    v.total_exposures = spec.dithers
-    v.internal_target = False
-    v.too_visit = False
-    v.tsovisit = spec.tsovisit
-    v.crowded_field = False
-
-    tg = m.target
-    tg.proposer_name = spec.target_name
-    tg.catalog_name = spec.target_name
-    tg.type = "FIXED"
-    tg.ra = spec.target_ra
-    tg.dec = spec.target_dec
-    tg.proposer_ra = spec.target_ra
-    tg.proposer_dec = spec.target_dec
-    tg.ra_uncertainty = 0.0
-    tg.dec_uncertainty = 0.0
-    tg.source_type_apt = "EXTENDED"
+    metadata.set_observation(m, spec, exposure, t, TEMPLATES[spec.exp_type])
+    metadata.set_visit(
+        m,
+        quality=pointing.quality,
+        start_mjd=exposure_timing(spec, 1).start_mjd,
+        total_exposures=spec.dithers,
+        tsovisit=spec.tsovisit,
+    )
+    metadata.set_target(m, spec, "EXTENDED")
 
     i = m.instrument
     i.name = "NIRCAM"
@@ -804,85 +770,25 @@ def _populate(model, spec: ProgramSpec, detector: str, exposure: int, pointing: 
     i.filter = spec.filter
     i.pupil = spec.pupil
 
-    e = m.exposure
-    e.type = spec.exp_type
-    e.count = exposure
-    e.prime_parallel = "PRIME"
-    e.readpatt = spec.readpatt
-    e.noutputs = sub.noutputs
-    e.nints = spec.nints
-    e.integration_start = 1
-    e.integration_end = spec.nints
-    e.ngroups = spec.ngroups
-    e.nframes = spec.nframes
-    e.groupgap = spec.groupgap
-    e.frame_divisor = spec.nframes
-    e.drop_frames1 = 0
-    e.drop_frames3 = 0
-    e.nsamples = 1
-    e.sample_time = 10.0
-    e.frame_time = t.frame_time
-    e.group_time = t.group_time
-    e.integration_time = t.integration_time
-    e.exposure_time = t.exposure_time
-    e.effective_exposure_time = t.exposure_time
-    e.measurement_time = t.measurement_time
-    e.duration = t.duration
-    e.elapsed_exposure_time = t.duration
-    e.nresets_at_start = 1
-    e.nresets_between_ints = 1
-    e.start_time = t.start_mjd
-    e.mid_time = t.mid_mjd
-    e.end_time = t.end_mjd
-    e.start_time_mjd = t.start_mjd
-    e.mid_time_mjd = t.mid_mjd
-    e.end_time_mjd = t.end_mjd
-    e.zero_frame = False
-    e.data_problem = False
-    e.sca_num = geom.sca_num
-    e.gain_factor = 1.0
-    e.detmode = "EXPOSURE"
-
-    s = m.subarray
-    s.name = sub.name
-    s.xstart = sub.xstart
-    s.ystart = sub.ystart
-    s.xsize = sub.xsize
-    s.ysize = sub.ysize
-    s.fastaxis = sub.fastaxis
-    s.slowaxis = sub.slowaxis
-
-    d = m.dither
-    d.primary_type = spec.dither_pattern
-    d.primary_dither_type = "NONE"
-    d.primary_points = min(spec.dithers, 4)
-    d.position_number = exposure
-    d.pattern_start = 1
-    d.total_points = spec.dithers
-    d.subpixel_total_points = 1
-    d.subpixel_pattern = "NONE"
-    d.pattern_size = "DEFAULT"
-    d.x_offset = pointing.offset[0]
-    d.y_offset = pointing.offset[1]
-
-    m.aperture.name = aperture_name(det, sub.name)
-    m.aperture.pps_name = aperture_name(spec.detectors[0], sub.name)
-
-    wcs = _wcs_keywords(det, sub, att)
-    for key, value in wcs.items():
-        if key != "pa_aper":
-            setattr(m.wcsinfo, key, value)
-    m.aperture.position_angle = wcs["pa_aper"]
-
-    ra_v1, dec_v1 = (float(v) for v in tel_to_sky(att, 0.0, 0.0))
-    m.pointing.ra_v1 = ra_v1
-    m.pointing.dec_v1 = dec_v1
-    m.pointing.pa_v3 = v3_position_angle(att, 0.0, 0.0)
-
-    # No velocity aberration is simulated: a scale of exactly 1 at the reference.
-    m.velocity_aberration.scale_factor = 1.0
-    m.velocity_aberration.va_ra_ref = wcs["ra_ref"]
-    m.velocity_aberration.va_dec_ref = wcs["dec_ref"]
+    metadata.set_exposure(
+        m, spec, exposure, t, exp_type=spec.exp_type, noutputs=sub.noutputs, sca_num=geom.sca_num
+    )
+    metadata.set_subarray(m.subarray, sub)
+    metadata.set_dither(
+        m,
+        pattern=spec.dither_pattern,
+        points=min(spec.dithers, 4),
+        total=spec.dithers,
+        position=exposure,
+        offset=pointing.offset,
+    )
+    metadata.set_pointing(
+        m,
+        aperture=aperture_name(det, sub.name),
+        pps_aperture=aperture_name(spec.detectors[0], sub.name),
+        wcs=_wcs_keywords(det, sub, att),
+        v1=v1_pointing(att),
+    )
 
     if spec.nints > 1:
         model.int_times = integration_times(spec, exposure)
@@ -961,7 +867,7 @@ def simulate_program(
     out.mkdir(parents=True, exist_ok=True)
     truth = program_truth(spec, seed=seed)
     # as if level-1b processing wrote the files an hour after the visit ended
-    model_class = _uncal_model_class(_isot(exposure_timing(spec, spec.dithers).end_mjd + 1 / 24))
+    model_class = _uncal_model_class(isot(exposure_timing(spec, spec.dithers).end_mjd + 1 / 24))
     paths: list[Path] = []
     for exposure in spec.exposure_numbers:
         pointing = exposure_pointing(spec, exposure)

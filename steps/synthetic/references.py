@@ -22,11 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
+from calstream.steps.synthetic.metadata import set_subarray
 from calstream.steps.synthetic.program import (
     FULL_SIZE,
     PIXEL_SCALE,
     VIDL_PARITY,
     ProgramSpec,
+    Subarray,
     detector_bias,
     detector_flat,
     detector_geometry,
@@ -81,6 +83,31 @@ def _dq_def(flags: Iterable[str]):
     return rows
 
 
+def stamp_reference(
+    model,
+    instrument: str,
+    reftype: str,
+    description: str,
+    *,
+    detector: str | None = None,
+    subarray: Subarray | None = None,
+) -> None:
+    """The CRDS metadata of a synthetic reference; no detector or subarray: valid for any."""
+    m = model.meta
+    m.reftype = reftype.upper()
+    m.description = description
+    m.author = AUTHOR
+    m.pedigree = PEDIGREE
+    m.useafter = USEAFTER
+    m.telescope = "JWST"
+    m.origin = "calstream"
+    m.instrument.name = instrument
+    if detector is not None:
+        m.instrument.detector = detector
+    if subarray is not None:
+        set_subarray(m.subarray, subarray)
+
+
 def _stamp(
     model,
     spec: ProgramSpec,
@@ -90,27 +117,14 @@ def _stamp(
     *,
     subarray: bool = True,
 ):
-    m = model.meta
-    m.reftype = reftype.upper()
-    m.description = description
-    m.author = AUTHOR
-    m.pedigree = PEDIGREE
-    m.useafter = USEAFTER
-    m.telescope = "JWST"
-    m.origin = "calstream"
-    m.instrument.name = "NIRCAM"
-    if detector is not None:
-        geom = detector_geometry(detector)
-        m.instrument.detector = geom.name
-    if detector is not None and subarray:
-        sub = subarray_for(detector, spec.subarray)
-        m.subarray.name = sub.name
-        m.subarray.xstart = sub.xstart
-        m.subarray.ystart = sub.ystart
-        m.subarray.xsize = sub.xsize
-        m.subarray.ysize = sub.ysize
-        m.subarray.fastaxis = sub.fastaxis
-        m.subarray.slowaxis = sub.slowaxis
+    stamp_reference(
+        model,
+        "NIRCAM",
+        reftype,
+        description,
+        detector=None if detector is None else detector_geometry(detector).name,
+        subarray=subarray_for(detector, spec.subarray) if detector is not None and subarray else None,
+    )
 
 
 def _refpix_dq(spec: ProgramSpec, detector: str) -> np.ndarray:
@@ -228,12 +242,17 @@ def _readnoise(spec, detector):
     return model
 
 
-def _ipc(spec, detector):
+def identity_ipc():
+    """An IPC kernel that changes nothing: the simulations have no inter-pixel capacitance."""
     from stdatamodels.jwst.datamodels import IPCModel
 
     kernel = np.zeros((3, 3), dtype=np.float32)
     kernel[1, 1] = 1.0
-    model = IPCModel(data=kernel, strict_validation=True)
+    return IPCModel(data=kernel, strict_validation=True)
+
+
+def _ipc(spec, detector):
+    model = identity_ipc()
     _stamp(
         model,
         spec,
@@ -315,28 +334,42 @@ def _photom(spec, detector, specs=()):
     return model
 
 
-def _distortion(spec, detector):
+def linear_distortion(
+    centre: tuple[float, float],
+    scale: float,
+    v2v3_ref: tuple[float, float],
+    v3_idl_yangle: float,
+    vparity: int,
+):
+    """DISTORTION model of a linear SIAF mapping: 0-based science pixel -> ideal -> V2/V3 (arcsec).
+
+    `centre`: the 0-based pixel at the aperture's reference point (V2/V3 `v2v3_ref`).
+    """
     from astropy.modeling import models
     from stdatamodels.jwst.datamodels import DistortionModel
 
-    g = detector_geometry(detector)
-    a = math.radians(g.v3_idl_yangle)
-    # 0-based full-frame science pixel -> ideal (arcsec) -> V2/V3 (arcsec), the
-    # same linear SIAF mapping as program.pixel_to_v2v3.
-    centre = (FULL_SIZE + 1) / 2 - 1
-    to_ideal = (models.Shift(-centre) & models.Shift(-centre)) | (
-        models.Scale(PIXEL_SCALE) & models.Scale(PIXEL_SCALE)
+    a = math.radians(v3_idl_yangle)
+    to_ideal = (models.Shift(-centre[0]) & models.Shift(-centre[1])) | (
+        models.Scale(scale) & models.Scale(scale)
     )
     to_v2v3 = models.AffineTransformation2D(
         matrix=[
-            [VIDL_PARITY * math.cos(a), math.sin(a)],
-            [-VIDL_PARITY * math.sin(a), math.cos(a)],
+            [vparity * math.cos(a), math.sin(a)],
+            [-vparity * math.sin(a), math.cos(a)],
         ],
-        translation=[g.v2_ref, g.v3_ref],
+        translation=list(v2v3_ref),
     )
-    transform = to_ideal | to_v2v3
-    model = DistortionModel(
-        model=transform, input_units="pixel", output_units="arcsec", strict_validation=True
+    return DistortionModel(
+        model=to_ideal | to_v2v3, input_units="pixel", output_units="arcsec", strict_validation=True
+    )
+
+
+def _distortion(spec, detector):
+    g = detector_geometry(detector)
+    # The same mapping as program.pixel_to_v2v3.
+    centre = (FULL_SIZE + 1) / 2 - 1
+    model = linear_distortion(
+        (centre, centre), PIXEL_SCALE, (g.v2_ref, g.v3_ref), g.v3_idl_yangle, VIDL_PARITY
     )
     _stamp(
         model,
@@ -415,11 +448,19 @@ def _abvegaoffset(spec, detector, specs=()):
     return model
 
 
-class _StepParameters:
-    """A CRDS parameter reference (pars-*): an stpipe step config with CRDS metadata."""
+class TreeReference:
+    """A reference written from a plain tree rather than a datamodel; subclasses
+    validate and save it (what `save_reference` needs)."""
 
     def __init__(self, tree: dict):
         self.tree = tree
+
+    def close(self) -> None:
+        pass
+
+
+class _StepParameters(TreeReference):
+    """A CRDS parameter reference (pars-*): an stpipe step config with CRDS metadata."""
 
     def validate(self) -> None:
         import asdf
@@ -433,9 +474,6 @@ class _StepParameters:
         import asdf
 
         asdf.AsdfFile(self.tree).write_to(path)
-
-    def close(self) -> None:
-        pass
 
 
 def _pars_tweakregstep(spec, detector):
@@ -570,17 +608,26 @@ def write_visit_reference_files(
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {}
     for reftype in reftypes:
-        try:
-            build, ext = _BUILDERS[reftype]
-        except KeyError:
-            raise ValueError(
-                f"no synthetic {reftype!r} reference; one of {sorted(_BUILDERS)}"
-            ) from None
+        build, ext = builder_for(_BUILDERS, reftype)
         for spec, detector, others, stem in _selections(reftype, specs):
             model = build(spec, detector, others) if reftype in _MERGED else build(spec, detector)
-            path = out / f"{stem}{ext}"
-            model.validate()
-            model.save(path)
-            model.close()
-            written.setdefault(reftype, []).append(path)
+            written.setdefault(reftype, []).append(save_reference(model, out / f"{stem}{ext}"))
     return written
+
+
+def builder_for(builders: dict, reftype: str, instrument: str = ""):
+    """(builder, file extension) of `reftype` in `builders`, or a ValueError naming the known types."""
+    try:
+        return builders[reftype]
+    except KeyError:
+        what = f"{instrument} " if instrument else ""
+        raise ValueError(
+            f"no synthetic {what}{reftype!r} reference; one of {sorted(builders)}"
+        ) from None
+
+
+def save_reference(model, path: Path) -> Path:
+    model.validate()
+    model.save(path)
+    model.close()
+    return path

@@ -28,7 +28,18 @@ from pathlib import Path
 import numpy as np
 
 from calstream.steps.synthetic import spectroscopy as lrs
-from calstream.steps.synthetic.references import AUTHOR, PEDIGREE, USEAFTER, _dq_def
+from calstream.steps.synthetic.references import (
+    AUTHOR,
+    PEDIGREE,
+    USEAFTER,
+    TreeReference,
+    _dq_def,
+    builder_for,
+    identity_ipc,
+    linear_distortion,
+    save_reference,
+    stamp_reference,
+)
 from calstream.steps.synthetic.spectroscopy import LrsSpec
 
 DETECTOR1_TYPES = (
@@ -63,24 +74,14 @@ APCORR_SIZES = np.arange(3.0, 31.0, 2.0)
 
 
 def _stamp(model, reftype: str, description: str, *, subarray: bool = True) -> None:
-    m = model.meta
-    m.reftype = reftype.upper()
-    m.description = description
-    m.author = AUTHOR
-    m.pedigree = PEDIGREE
-    m.useafter = USEAFTER
-    m.telescope = "JWST"
-    m.origin = "calstream"
-    m.instrument.name = "MIRI"
-    m.instrument.detector = lrs.DETECTOR
-    if subarray:
-        m.subarray.name = "FULL"
-        m.subarray.xstart = 1
-        m.subarray.ystart = 1
-        m.subarray.xsize = lrs.NX
-        m.subarray.ysize = lrs.NY
-        m.subarray.fastaxis = 1
-        m.subarray.slowaxis = 2
+    stamp_reference(
+        model,
+        "MIRI",
+        reftype,
+        description,
+        detector=lrs.DETECTOR,
+        subarray=lrs.FULL_FRAME if subarray else None,
+    )
 
 
 def _shape() -> tuple[int, int]:
@@ -115,11 +116,7 @@ def _saturation(spec):
 
 
 def _ipc(spec):
-    from stdatamodels.jwst.datamodels import IPCModel
-
-    kernel = np.zeros((3, 3), dtype=np.float32)
-    kernel[1, 1] = 1.0
-    model = IPCModel(data=kernel, strict_validation=True)
+    model = identity_ipc()
     _stamp(model, "ipc", "Synthetic MIRI IPC kernel: identity (none simulated)", subarray=False)
     return model
 
@@ -214,23 +211,13 @@ def _readnoise(spec):
 
 
 def _distortion(spec):
-    from astropy.modeling import models
-    from stdatamodels.jwst.datamodels import DistortionModel
-
-    a = math.radians(lrs.V3_IDL_YANGLE)
-    # 0-based full-frame pixel -> ideal (arcsec) -> V2/V3, as spectroscopy.pixel_to_v2v3.
-    to_ideal = (models.Shift(-(lrs.FULL_XREF - 1)) & models.Shift(-(lrs.FULL_YREF - 1))) | (
-        models.Scale(lrs.PIXEL_SCALE) & models.Scale(lrs.PIXEL_SCALE)
-    )
-    to_v2v3 = models.AffineTransformation2D(
-        matrix=[
-            [lrs.VIDL_PARITY * math.cos(a), math.sin(a)],
-            [-lrs.VIDL_PARITY * math.sin(a), math.cos(a)],
-        ],
-        translation=[lrs.V2_REF, lrs.V3_REF],
-    )
-    model = DistortionModel(
-        model=to_ideal | to_v2v3, input_units="pixel", output_units="arcsec", strict_validation=True
+    # The same mapping as spectroscopy.pixel_to_v2v3.
+    model = linear_distortion(
+        (lrs.FULL_XREF - 1, lrs.FULL_YREF - 1),
+        lrs.PIXEL_SCALE,
+        (lrs.V2_REF, lrs.V3_REF),
+        lrs.V3_IDL_YANGLE,
+        lrs.VIDL_PARITY,
     )
     _stamp(model, "distortion", "Synthetic MIRI imager distortion: linear", subarray=False)
     model.meta.exposure.p_exptype = "MIR_IMAGE|MIR_TACQ|MIR_TACONFIRM|MIR_LRS-FIXEDSLIT|MIR_LRS-SLITLESS|"
@@ -403,11 +390,8 @@ def _area(spec):
     return model
 
 
-class _JsonReference:
+class _JsonReference(TreeReference):
     """A JSON reference file (EXTRACT1D): CRDS metadata at the top, then the content."""
-
-    def __init__(self, tree: dict):
-        self.tree = tree
 
     def validate(self) -> None:
         for key in ("reftype", "instrument", "useafter", "pedigree", "author", "description"):
@@ -416,9 +400,6 @@ class _JsonReference:
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.tree, indent=2) + "\n")
-
-    def close(self) -> None:
-        pass
 
 
 def _extract1d(spec):
@@ -554,16 +535,7 @@ def write_lrs_reference_files(
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, list[Path]] = {}
     for reftype in reftypes:
-        try:
-            build, ext = _BUILDERS[reftype]
-        except KeyError:
-            raise ValueError(
-                f"no synthetic MIRI {reftype!r} reference; one of {sorted(_BUILDERS)}"
-            ) from None
-        model = build(spec)
+        build, ext = builder_for(_BUILDERS, reftype, "MIRI")
         path = out / f"miri_{lrs.DETECTOR.lower()}_full_{reftype}{ext}"
-        model.validate()
-        model.save(path)
-        model.close()
-        written[reftype] = [path]
+        written[reftype] = [save_reference(build(spec), path)]
     return written

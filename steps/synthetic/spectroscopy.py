@@ -43,22 +43,33 @@ from pathlib import Path
 import numpy as np
 
 from calstream.steps.naming import ExposureName
+from calstream.steps.synthetic import metadata
+from calstream.steps.synthetic.metadata import isot
 from calstream.steps.synthetic.program import (
     POINTING_CALCULATED,
     POINTING_PLANNED,
-    _isot,
+    ExposureTiming,
+    Subarray,
+    VisitId,
     _name_key,
     _rng,
     _uncal_model_class,
-    attitude_matrix,
+    ideal_to_v2v3,
     position_angle,
+    ramp_timing,
     sky_to_tel,
+    solve_attitude,
     tel_to_sky,
+    v1_pointing,
+    v2v3_to_ideal,
     v3_position_angle,
 )
 
 DETECTOR = "MIRIMAGE"
 NX, NY = 1032, 1024  # science frame, FULL
+# MIRI reads through four interleaved outputs. (Its frame times are FRAME_TIMES,
+# not the NIRCam clocking `Subarray.frame_time` assumes.)
+FULL_FRAME = Subarray("FULL", 1, 1, NX, NY, fastaxis=1, slowaxis=2, noutputs=4)
 REF_COLUMNS = 4  # reference pixels: the first and last 4 columns
 PIXEL_SCALE = 0.11  # arcsec/pixel
 # MIRIM_FULL (SIAF, rounded): reference pixel (1-based) and its V2/V3.
@@ -85,15 +96,10 @@ RESPONSE_PEAK, RESPONSE_WIDTH = 7.5, 3.5  # um
 
 
 @dataclass(frozen=True)
-class LrsSpec:
+class LrsSpec(VisitId):
     """One MIRI LRS fixed-slit visit: a point source nodded along the slit."""
 
-    program: str = "01234"
     observation: str = "003"
-    visit: str = "001"
-    visit_group: str = "02"
-    sequence: str = "1"
-    activity: str = "01"
     nods: int = 2
     nod_offset: float = 1.0  # arcsec along the slit from its centre, each way
     readpatt: str = "FASTR1"
@@ -145,18 +151,8 @@ class LrsSpec:
     def exposure_numbers(self) -> list[int]:
         return list(range(1, self.nods + 1))
 
-    def exposure_name(self, exposure: int) -> ExposureName:
-        return ExposureName(
-            program=self.program,
-            observation=self.observation,
-            visit=self.visit,
-            visit_group=self.visit_group,
-            sequence=self.sequence,
-            activity=self.activity,
-            exposure=f"{exposure:05d}",
-            detector=DETECTOR.lower(),
-            suffix="uncal",
-        )
+    def exposure_name(self, exposure: int, detector: str = DETECTOR) -> ExposureName:
+        return super().exposure_name(exposure, detector)
 
     def exposure_names(self) -> list[ExposureName]:
         return [self.exposure_name(e) for e in self.exposure_numbers]
@@ -190,18 +186,11 @@ def pixel_to_v2v3(x, y):
     """Science-frame full-frame pixel (1-based) to V2, V3 (arcsec): the linear DISTORTION."""
     xi = PIXEL_SCALE * (np.asarray(x, dtype=float) - FULL_XREF)
     yi = PIXEL_SCALE * (np.asarray(y, dtype=float) - FULL_YREF)
-    a = math.radians(V3_IDL_YANGLE)
-    v2 = V2_REF + VIDL_PARITY * xi * math.cos(a) + yi * math.sin(a)
-    v3 = V3_REF - VIDL_PARITY * xi * math.sin(a) + yi * math.cos(a)
-    return v2, v3
+    return ideal_to_v2v3(xi, yi, (V2_REF, V3_REF), V3_IDL_YANGLE, VIDL_PARITY)
 
 
 def v2v3_to_pixel(v2, v3):
-    a = math.radians(V3_IDL_YANGLE)
-    dv2 = np.asarray(v2, dtype=float) - V2_REF
-    dv3 = np.asarray(v3, dtype=float) - V3_REF
-    xi = VIDL_PARITY * (dv2 * math.cos(a) - dv3 * math.sin(a))
-    yi = dv2 * math.sin(a) + dv3 * math.cos(a)
+    xi, yi = v2v3_to_ideal(v2, v3, (V2_REF, V3_REF), V3_IDL_YANGLE, VIDL_PARITY)
     return xi / PIXEL_SCALE + FULL_XREF, yi / PIXEL_SCALE + FULL_YREF
 
 
@@ -274,42 +263,11 @@ def lrs_truth(spec: LrsSpec = LrsSpec()) -> LrsTruth:
     )
 
 
-@dataclass(frozen=True)
-class _Timing:
-    frame_time: float
-    group_time: float
-    integration_time: float
-    exposure_time: float
-    measurement_time: float
-    duration: float
-    start_mjd: float
-    mid_mjd: float
-    end_mjd: float
-
-
-def exposure_timing(spec: LrsSpec, exposure: int) -> _Timing:
-    from astropy.time import Time
-
+def exposure_timing(spec: LrsSpec, exposure: int) -> ExposureTiming:
     tframe = FRAME_TIMES[spec.readpatt]
-    per_group = spec.nframes + spec.groupgap
-    tgroup = per_group * tframe
-    tint = (spec.ngroups * per_group - spec.groupgap) * tframe
+    tint = (spec.ngroups * (spec.nframes + spec.groupgap) - spec.groupgap) * tframe
     # FASTR1: one reset frame before each integration.
-    duration = spec.nints * (tint + tframe)
-    visit_start = Time(spec.visit_start, format="isot", scale="utc").mjd
-    start = visit_start + (exposure - 1) * (duration + spec.slew_seconds) / 86400.0
-    end = start + duration / 86400.0
-    return _Timing(
-        frame_time=tframe,
-        group_time=round(tgroup, 5),
-        integration_time=round(tint, 5),
-        exposure_time=round(tint * spec.nints, 5),
-        measurement_time=round((spec.ngroups - 1) * tgroup * spec.nints, 5),
-        duration=round(duration, 5),
-        start_mjd=start,
-        mid_mjd=(start + end) / 2,
-        end_mjd=end,
-    )
+    return ramp_timing(spec, exposure, tframe, duration=spec.nints * (tint + tframe))
 
 
 def _attitude(spec: LrsSpec, along_slit: float, across_slit: float = 0.0) -> np.ndarray:
@@ -320,12 +278,7 @@ def _attitude(spec: LrsSpec, along_slit: float, across_slit: float = 0.0) -> np.
             SLIT_XREF + along_slit / PIXEL_SCALE, SLIT_YREF + across_slit / PIXEL_SCALE
         )
     )
-    roll = spec.pa_v3
-    for _ in range(4):
-        att = attitude_matrix(v2t, v3t, roll, spec.target_ra, spec.target_dec)
-        err = (v3_position_angle(att, 0.0, 0.0) - spec.pa_v3 + 180.0) % 360.0 - 180.0
-        roll -= err
-    return attitude_matrix(v2t, v3t, roll, spec.target_ra, spec.target_dec)
+    return solve_attitude(spec, v2t, v3t)
 
 
 def source_pixel_position(spec: LrsSpec, exposure: int) -> tuple[float, float]:
@@ -426,46 +379,25 @@ def _wcs_keywords(att: np.ndarray) -> dict:
     corners_x = np.array([0.5, NX + 0.5, NX + 0.5, 0.5])
     corners_y = np.array([0.5, 0.5, NY + 0.5, NY + 0.5])
     cra, cdec = tel_to_sky(att, *pixel_to_v2v3(corners_x, corners_y))
-    s_region = "POLYGON ICRS " + " ".join(
-        f"{r:.9f} {d:.9f}" for r, d in zip(cra, cdec, strict=True)
-    )
     # A linear imaging WCS at the slit reference, as level-1b files carry.
-    cdelt = PIXEL_SCALE / 3600.0
     angle = math.radians(pa_aper)
-    return {
-        "wcsaxes": 2,
-        "crpix1": SLIT_XREF,
-        "crpix2": SLIT_YREF,
-        "crval1": ra_ref,
-        "crval2": dec_ref,
-        "ctype1": "RA---TAN",
-        "ctype2": "DEC--TAN",
-        "cunit1": "deg",
-        "cunit2": "deg",
-        "cdelt1": cdelt,
-        "cdelt2": cdelt,
-        "pc1_1": -math.cos(angle),
-        "pc1_2": math.sin(angle),
-        "pc2_1": math.sin(angle),
-        "pc2_2": math.cos(angle),
-        "v2_ref": v2_ref,
-        "v3_ref": v3_ref,
-        "vparity": VIDL_PARITY,
-        "v3yangle": V3_IDL_YANGLE,
-        "ra_ref": ra_ref,
-        "dec_ref": dec_ref,
-        "roll_ref": roll_ref,
-        "siaf_xref_sci": SLIT_XREF,
-        "siaf_yref_sci": SLIT_YREF,
-        "s_region": s_region,
-        "pa_aper": pa_aper,
-    }
+    return metadata.wcs_keywords(
+        crpix=(SLIT_XREF, SLIT_YREF),
+        crval=(ra_ref, dec_ref),
+        cdelt=PIXEL_SCALE / 3600.0,
+        pc=((-math.cos(angle), math.sin(angle)), (math.sin(angle), math.cos(angle))),
+        v2v3_ref=(v2_ref, v3_ref),
+        vparity=VIDL_PARITY,
+        v3yangle=V3_IDL_YANGLE,
+        roll_ref=roll_ref,
+        s_region=metadata.footprint(cra, cdec),
+        pa_aper=pa_aper,
+    )
 
 
 def _populate(model, spec: LrsSpec, exposure: int) -> None:
     m = model.meta
     t = exposure_timing(spec, exposure)
-    name = spec.exposure_name(exposure)
     quality = spec.pointing_quality(exposure)
     offset = spec.nod_position(exposure)
     if quality == POINTING_PLANNED:
@@ -473,141 +405,38 @@ def _populate(model, spec: LrsSpec, exposure: int) -> None:
         att = _attitude(spec, offset + ex, ey)
     else:
         att = _attitude(spec, offset)
-    start_iso = _isot(t.start_mjd)
 
-    m.filename = name.filename()
-    m.origin = "STScI"
-    m.telescope = "JWST"
-    m.data_processing_software_version = "calstream-synthetic"
-    m.program.title = "calstream synthetic MIRI LRS"
-    m.program.pi_name = "Synthetic, Calstream"
-    m.program.category = "GO"
-    m.program.continuation_id = 0
-
-    o = m.observation
-    o.date, o.time = start_iso.split("T")
-    o.date_beg = start_iso
-    o.date_end = _isot(t.end_mjd)
-    o.program_number = spec.program
-    o.observation_number = spec.observation
-    o.visit_number = spec.visit
-    o.visit_group = spec.visit_group
-    o.sequence_id = spec.sequence
-    o.activity_id = spec.activity
-    o.exposure_number = str(exposure)
-    o.visit_id = f"{spec.program}{spec.observation}{spec.visit}"
-    o.obs_id = (
-        f"V{spec.program}{spec.observation}{spec.visit}"
-        f"P00000000{spec.visit_group}{spec.sequence}{spec.activity}"
+    metadata.set_file(m, spec.exposure_name(exposure).filename(), "calstream synthetic MIRI LRS")
+    metadata.set_observation(m, spec, exposure, t, "MIRI Low Resolution Spectroscopy")
+    metadata.set_visit(
+        m,
+        quality=quality,
+        start_mjd=exposure_timing(spec, 1).start_mjd,
+        total_exposures=spec.nods,
+        tsovisit=False,
     )
-    o.template = "MIRI Low Resolution Spectroscopy"
-    o.observation_label = "calstream synthetic"
-    o.bkgdtarg = False
-
-    v = m.visit
-    v.engineering_quality = "OK"
-    v.engdb_pointing_quality = quality
-    v.type = "PRIME_TARGETED_FIXED"
-    v.start_time = _isot(exposure_timing(spec, 1).start_mjd).replace("T", " ")
-    v.status = "SUCCESSFUL"
-    v.total_exposures = spec.nods
-    v.internal_target = False
-    v.too_visit = False
-    v.tsovisit = False
-    v.crowded_field = False
-
-    tg = m.target
-    tg.proposer_name = spec.target_name
-    tg.catalog_name = spec.target_name
-    tg.type = "FIXED"
-    tg.ra = spec.target_ra
-    tg.dec = spec.target_dec
-    tg.proposer_ra = spec.target_ra
-    tg.proposer_dec = spec.target_dec
-    tg.ra_uncertainty = 0.0
-    tg.dec_uncertainty = 0.0
-    tg.source_type_apt = "POINT"
+    metadata.set_target(m, spec, "POINT")
 
     i = m.instrument
     i.name = "MIRI"
     i.detector = DETECTOR
     i.filter = FILTER
 
-    e = m.exposure
-    e.type = "MIR_LRS-FIXEDSLIT"
-    e.count = exposure
-    e.prime_parallel = "PRIME"
-    e.readpatt = spec.readpatt
-    e.noutputs = 4  # MIRI reads through four interleaved outputs
-    e.nints = spec.nints
-    e.integration_start = 1
-    e.integration_end = spec.nints
-    e.ngroups = spec.ngroups
-    e.nframes = spec.nframes
-    e.groupgap = spec.groupgap
-    e.frame_divisor = spec.nframes
-    e.drop_frames1 = 0
-    e.drop_frames3 = 0
-    e.nsamples = 1
-    e.sample_time = 10.0
-    e.frame_time = t.frame_time
-    e.group_time = t.group_time
-    e.integration_time = t.integration_time
-    e.exposure_time = t.exposure_time
-    e.effective_exposure_time = t.exposure_time
-    e.measurement_time = t.measurement_time
-    e.duration = t.duration
-    e.elapsed_exposure_time = t.duration
-    e.nresets_at_start = 1
-    e.nresets_between_ints = 1
-    e.start_time = t.start_mjd
-    e.mid_time = t.mid_mjd
-    e.end_time = t.end_mjd
-    e.start_time_mjd = t.start_mjd
-    e.mid_time_mjd = t.mid_mjd
-    e.end_time_mjd = t.end_mjd
-    e.zero_frame = False
-    e.data_problem = False
-    e.sca_num = 493
-    e.gain_factor = 1.0
-    e.detmode = "EXPOSURE"
-
-    s = m.subarray
-    s.name = "FULL"
-    s.xstart = 1
-    s.ystart = 1
-    s.xsize = NX
-    s.ysize = NY
-    s.fastaxis = 1
-    s.slowaxis = 2
-
-    d = m.dither
-    d.primary_type = "ALONG-SLIT-NOD"
-    d.primary_dither_type = "NONE"
-    d.primary_points = spec.nods
-    d.position_number = exposure
-    d.pattern_start = 1
-    d.total_points = spec.nods
-    d.subpixel_total_points = 1
-    d.subpixel_pattern = "NONE"
-    d.pattern_size = "DEFAULT"
-    d.x_offset = offset
-    d.y_offset = 0.0
-
-    m.aperture.name = APERTURE
-    m.aperture.pps_name = APERTURE
-    wcs = _wcs_keywords(att)
-    for key, value in wcs.items():
-        if key != "pa_aper":
-            setattr(m.wcsinfo, key, value)
-    m.aperture.position_angle = wcs["pa_aper"]
-    ra_v1, dec_v1 = (float(v) for v in tel_to_sky(att, 0.0, 0.0))
-    m.pointing.ra_v1 = ra_v1
-    m.pointing.dec_v1 = dec_v1
-    m.pointing.pa_v3 = v3_position_angle(att, 0.0, 0.0)
-    m.velocity_aberration.scale_factor = 1.0
-    m.velocity_aberration.va_ra_ref = wcs["ra_ref"]
-    m.velocity_aberration.va_dec_ref = wcs["dec_ref"]
+    metadata.set_exposure(
+        m, spec, exposure, t, exp_type="MIR_LRS-FIXEDSLIT", noutputs=FULL_FRAME.noutputs, sca_num=493
+    )
+    metadata.set_subarray(m.subarray, FULL_FRAME)
+    metadata.set_dither(
+        m,
+        pattern="ALONG-SLIT-NOD",
+        points=spec.nods,
+        total=spec.nods,
+        position=exposure,
+        offset=(offset, 0.0),
+    )
+    metadata.set_pointing(
+        m, aperture=APERTURE, pps_aperture=APERTURE, wcs=_wcs_keywords(att), v1=v1_pointing(att)
+    )
 
 
 def simulate_lrs(
@@ -618,7 +447,7 @@ def simulate_lrs(
     seed = spec.seed if seed is None else seed
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model_class = _uncal_model_class(_isot(exposure_timing(spec, spec.nods).end_mjd + 1 / 24))
+    model_class = _uncal_model_class(isot(exposure_timing(spec, spec.nods).end_mjd + 1 / 24))
     paths: list[Path] = []
     for exposure in spec.exposure_numbers:
         rng = _rng(seed, 3, exposure, _name_key(DETECTOR))

@@ -186,7 +186,7 @@ async def test_a_hold_survives_a_restart_of_the_embedded_broker(tmp_path, kit, v
                     while not (daemon.planner.caught_up
                                and daemon.planner.state.summary(0)["held"] == 1):
                         await anyio.sleep(0.2)
-                listed = await anyio.to_thread.run_sync(lambda: cli(daemon.cfg, "list"))
+                listed = await anyio.to_thread.run_sync(cli, daemon.cfg, "list")
                 assert held in listed.stdout, (attempt, listed.stdout, listed.stderr)
                 tg.cancel_scope.cancel()
         finally:

@@ -1,7 +1,6 @@
 """The inbox watcher on a real filesystem with real watchdog observers; no broker."""
 
 import hashlib
-import io
 import logging
 import os
 import time
@@ -10,9 +9,9 @@ from contextlib import asynccontextmanager
 import anyio
 import numpy as np
 import pytest
-from astropy.io import fits
 
 from calstream.daemon.watcher import Arrival, Rejection, Watcher
+from calstream.steps.synthetic.headers import SMALL_UNCAL_HEADER, small_uncal
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -20,25 +19,7 @@ SETTLE = 0.2
 
 NAME = "jw01234001001_02101_00001_nrcb1_uncal.fits"
 
-HEADER = {
-    "PROGRAM": "01234",
-    "OBSERVTN": "001",
-    "VISIT": "001",
-    "VISITGRP": "02",
-    "SEQ_ID": "1",
-    "ACT_ID": "01",
-    "EXPOSURE": "00001",
-    "INSTRUME": "NIRCAM",
-    "DETECTOR": "NRCB1",
-    "EXP_TYPE": "NRC_IMAGE",
-    "NEXPOSUR": 4,
-    "NINTS": 1,
-    "NGROUPS": 2,
-    "SUBARRAY": "SUB64P",
-    "ENGQLPTG": "PLANNED",
-    "DATE-OBS": "2026-01-02",
-    "TIME-OBS": "03:04:05.678",
-}
+HEADER = {**SMALL_UNCAL_HEADER, "ENGQLPTG": "PLANNED"}
 
 
 @pytest.fixture
@@ -50,13 +31,7 @@ def uncal_bytes(name: str = NAME, **changes) -> bytes:
     """A small uncal-like file whose header matches ``name``."""
     parts = name.split("_")
     hdr = {**HEADER, "EXPOSURE": parts[2][:5], "DETECTOR": parts[3].upper(), **changes}
-    primary = fits.PrimaryHDU()
-    for key, value in hdr.items():
-        primary.header[key] = value
-    sci = fits.ImageHDU(np.arange(2 * 64 * 64, dtype=np.uint16).reshape(1, 2, 64, 64), name="SCI")
-    buf = io.BytesIO()
-    fits.HDUList([primary, sci]).writeto(buf)
-    return buf.getvalue()
+    return small_uncal(hdr, np.arange(2 * 64 * 64, dtype=np.uint16).reshape(1, 2, 64, 64))
 
 
 def sha(data: bytes) -> str:

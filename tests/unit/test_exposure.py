@@ -1,9 +1,7 @@
-import io
 import json
 
 import numpy as np
 import pytest
-from astropy.io import fits
 
 from calstream.steps.exposure import (
     EXPOSURE_KEYWORDS,
@@ -14,27 +12,12 @@ from calstream.steps.exposure import (
     missing_extensions,
 )
 from calstream.steps.fitsfile import BLOCK, fits_layout
+from calstream.steps.synthetic.headers import SMALL_UNCAL_HEADER, small_uncal
 
 NAME = "jw01234001001_02101_00001_nrcb1_uncal.fits"
 
 GOOD = {
-    "PROGRAM": "01234",
-    "OBSERVTN": "001",
-    "VISIT": "001",
-    "VISITGRP": "02",
-    "SEQ_ID": "1",
-    "ACT_ID": "01",
-    "EXPOSURE": "00001",
-    "INSTRUME": "NIRCAM",
-    "DETECTOR": "NRCB1",
-    "EXP_TYPE": "NRC_IMAGE",
-    "NEXPOSUR": 4,
-    "NINTS": 1,
-    "NGROUPS": 2,
-    "SUBARRAY": "SUB64P",
-    "ENGQLPTG": "CALCULATED_TRACK_TR_202111",
-    "DATE-OBS": "2026-01-02",
-    "TIME-OBS": "03:04:05.678",
+    **SMALL_UNCAL_HEADER,
     "MODULE": "B",
     "FILTER": "F150W",
     "TSOVISIT": False,
@@ -45,14 +28,7 @@ GOOD = {
 def uncal_bytes(**changes) -> bytes:
     """A small uncal-like file: the identifying primary header and a SCI cube.
     A keyword given as None is left out."""
-    primary = fits.PrimaryHDU()
-    for key, value in {**GOOD, **changes}.items():
-        if value is not None:
-            primary.header[key] = value
-    sci = fits.ImageHDU(np.zeros((1, 2, 16, 16), dtype=np.uint16), name="SCI")
-    buf = io.BytesIO()
-    fits.HDUList([primary, sci]).writeto(buf)
-    return buf.getvalue()
+    return small_uncal({**GOOD, **changes}, np.zeros((1, 2, 16, 16), dtype=np.uint16))
 
 
 def write(tmp_path, name=NAME, **changes):

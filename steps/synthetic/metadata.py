@@ -1,0 +1,221 @@
+"""Level-1b header blocks that the synthetic NIRCam and MIRI exposures share.
+
+Each writer assigns its keywords in one fixed order: that order is the order
+of the saved ASDF tree, and a re-run must write the same bytes.
+"""
+
+from __future__ import annotations
+
+
+def isot(mjd: float) -> str:
+    from astropy.time import Time
+
+    return Time(mjd, format="mjd", scale="utc", precision=3).isot
+
+
+def set_file(m, filename: str, title: str) -> None:
+    m.filename = filename
+    m.origin = "STScI"
+    m.telescope = "JWST"
+    m.data_processing_software_version = "calstream-synthetic"
+    m.program.title = title
+    m.program.pi_name = "Synthetic, Calstream"
+    m.program.category = "GO"
+    m.program.continuation_id = 0
+
+
+def set_observation(m, spec, exposure: int, timing, template: str) -> None:
+    start_iso = isot(timing.start_mjd)
+    o = m.observation
+    o.date, o.time = start_iso.split("T")
+    o.date_beg = start_iso
+    o.date_end = isot(timing.end_mjd)
+    o.program_number = spec.program
+    o.observation_number = spec.observation
+    o.visit_number = spec.visit
+    o.visit_group = spec.visit_group
+    o.sequence_id = spec.sequence
+    o.activity_id = spec.activity
+    o.exposure_number = str(exposure)
+    o.visit_id = f"{spec.program}{spec.observation}{spec.visit}"
+    o.obs_id = (
+        f"V{spec.program}{spec.observation}{spec.visit}"
+        f"P00000000{spec.visit_group}{spec.sequence}{spec.activity}"
+    )
+    o.template = template
+    o.observation_label = "calstream synthetic"
+    o.bkgdtarg = False
+
+
+def set_visit(
+    m, *, quality: str, start_mjd: float, total_exposures: int, tsovisit: bool
+) -> None:
+    v = m.visit
+    v.engineering_quality = "OK"
+    v.engdb_pointing_quality = quality
+    v.type = "PRIME_TARGETED_FIXED"
+    v.start_time = isot(start_mjd).replace("T", " ")
+    v.status = "SUCCESSFUL"
+    v.total_exposures = total_exposures
+    v.internal_target = False
+    v.too_visit = False
+    v.tsovisit = tsovisit
+    v.crowded_field = False
+
+
+def set_target(m, spec, source_type: str) -> None:
+    tg = m.target
+    tg.proposer_name = spec.target_name
+    tg.catalog_name = spec.target_name
+    tg.type = "FIXED"
+    tg.ra = spec.target_ra
+    tg.dec = spec.target_dec
+    tg.proposer_ra = spec.target_ra
+    tg.proposer_dec = spec.target_dec
+    tg.ra_uncertainty = 0.0
+    tg.dec_uncertainty = 0.0
+    tg.source_type_apt = source_type
+
+
+def set_exposure(
+    m, spec, exposure: int, timing, *, exp_type: str, noutputs: int, sca_num: int
+) -> None:
+    t = timing
+    e = m.exposure
+    e.type = exp_type
+    e.count = exposure
+    e.prime_parallel = "PRIME"
+    e.readpatt = spec.readpatt
+    e.noutputs = noutputs
+    e.nints = spec.nints
+    e.integration_start = 1
+    e.integration_end = spec.nints
+    e.ngroups = spec.ngroups
+    e.nframes = spec.nframes
+    e.groupgap = spec.groupgap
+    e.frame_divisor = spec.nframes
+    e.drop_frames1 = 0
+    e.drop_frames3 = 0
+    e.nsamples = 1
+    e.sample_time = 10.0
+    e.frame_time = t.frame_time
+    e.group_time = t.group_time
+    e.integration_time = t.integration_time
+    e.exposure_time = t.exposure_time
+    e.effective_exposure_time = t.exposure_time
+    e.measurement_time = t.measurement_time
+    e.duration = t.duration
+    e.elapsed_exposure_time = t.duration
+    e.nresets_at_start = 1
+    e.nresets_between_ints = 1
+    e.start_time = t.start_mjd
+    e.mid_time = t.mid_mjd
+    e.end_time = t.end_mjd
+    e.start_time_mjd = t.start_mjd
+    e.mid_time_mjd = t.mid_mjd
+    e.end_time_mjd = t.end_mjd
+    e.zero_frame = False
+    e.data_problem = False
+    e.sca_num = sca_num
+    e.gain_factor = 1.0
+    e.detmode = "EXPOSURE"
+
+
+def set_subarray(s, sub) -> None:
+    """`s`: a model's meta.subarray (exposure or reference); `sub`: a `program.Subarray`."""
+    s.name = sub.name
+    s.xstart = sub.xstart
+    s.ystart = sub.ystart
+    s.xsize = sub.xsize
+    s.ysize = sub.ysize
+    s.fastaxis = sub.fastaxis
+    s.slowaxis = sub.slowaxis
+
+
+def set_dither(
+    m,
+    *,
+    pattern: str,
+    points: int,
+    total: int,
+    position: int,
+    offset: tuple[float, float],
+) -> None:
+    d = m.dither
+    d.primary_type = pattern
+    d.primary_dither_type = "NONE"
+    d.primary_points = points
+    d.position_number = position
+    d.pattern_start = 1
+    d.total_points = total
+    d.subpixel_total_points = 1
+    d.subpixel_pattern = "NONE"
+    d.pattern_size = "DEFAULT"
+    d.x_offset = offset[0]
+    d.y_offset = offset[1]
+
+
+def footprint(ra, dec) -> str:
+    """S_REGION: the polygon through the corners at (`ra`, `dec`), degrees."""
+    return "POLYGON ICRS " + " ".join(f"{r:.9f} {d:.9f}" for r, d in zip(ra, dec, strict=True))
+
+
+def wcs_keywords(
+    *,
+    crpix: tuple[float, float],
+    crval: tuple[float, float],
+    cdelt: float,
+    pc: tuple[tuple[float, float], tuple[float, float]],
+    v2v3_ref: tuple[float, float],
+    vparity: int,
+    v3yangle: float,
+    roll_ref: float,
+    s_region: str,
+    pa_aper: float,
+) -> dict:
+    """A level-1b linear TAN WCS at the aperture's reference pixel, as `set_pointing` takes it."""
+    return {
+        "wcsaxes": 2,
+        "crpix1": crpix[0],
+        "crpix2": crpix[1],
+        "crval1": crval[0],
+        "crval2": crval[1],
+        "ctype1": "RA---TAN",
+        "ctype2": "DEC--TAN",
+        "cunit1": "deg",
+        "cunit2": "deg",
+        "cdelt1": cdelt,
+        "cdelt2": cdelt,
+        "pc1_1": pc[0][0],
+        "pc1_2": pc[0][1],
+        "pc2_1": pc[1][0],
+        "pc2_2": pc[1][1],
+        "v2_ref": v2v3_ref[0],
+        "v3_ref": v2v3_ref[1],
+        "vparity": vparity,
+        "v3yangle": v3yangle,
+        "ra_ref": crval[0],
+        "dec_ref": crval[1],
+        "roll_ref": roll_ref,
+        "siaf_xref_sci": crpix[0],
+        "siaf_yref_sci": crpix[1],
+        "s_region": s_region,
+        "pa_aper": pa_aper,
+    }
+
+
+def set_pointing(
+    m, *, aperture: str, pps_aperture: str, wcs: dict, v1: tuple[float, float, float]
+) -> None:
+    """Aperture, WCS and spacecraft pointing; `v1`: RA, Dec of V1 and PA_V3 there."""
+    m.aperture.name = aperture
+    m.aperture.pps_name = pps_aperture
+    for key, value in wcs.items():
+        if key != "pa_aper":
+            setattr(m.wcsinfo, key, value)
+    m.aperture.position_angle = wcs["pa_aper"]
+    m.pointing.ra_v1, m.pointing.dec_v1, m.pointing.pa_v3 = v1
+    # No velocity aberration is simulated: a scale of exactly 1 at the reference.
+    m.velocity_aberration.scale_factor = 1.0
+    m.velocity_aberration.va_ra_ref = wcs["ra_ref"]
+    m.velocity_aberration.va_dec_ref = wcs["dec_ref"]
