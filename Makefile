@@ -42,6 +42,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_detector1.py
+	$(BIN)/python bench/bench_planner.py
 
 clean:
 	rm -rf $(VENV) demo-work .pytest_cache build *.egg-info

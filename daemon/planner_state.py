@@ -84,6 +84,20 @@ class PlannerState:
         self.holds: dict[str, dict[str, Any]] = {}  # exposure id -> last hold record
         self.rejected: set[tuple[str, str]] = set()  # (exposure id, digest) dead-lettered
         self.level3: dict[str, tuple[Level3Product, dict[str, dict]]] = {}  # name -> (record, outputs)
+        self._by_program: dict[str, set[str]] = {}  # program -> exposure ids
+        self._level3_by_program: dict[str, set[str]] = {}
+
+    # -- per-program views: companions never cross programs, so every decision
+    # looks at one program's records, however long the planner has run.
+    def _program_exposures(self, program: str) -> list[Seen]:
+        return [self.exposures[e] for e in self._by_program.get(program, ())]
+
+    def _program_level3(self, program: str):
+        return [self.level3[n] for n in self._level3_by_program.get(program, ())]
+
+    def _program_candidates(self, program: str) -> list[Candidate]:
+        return [self.candidates[e] for e in self._by_program.get(program, ())
+                if e in self.candidates]
 
     # -- restoring ---------------------------------------------------------
     def restore_order(self, order: contract.Message) -> None:
@@ -122,6 +136,7 @@ class PlannerState:
                 and hold["digest"] == seen.digest and hold["release"]["path"] != "redelivery":
             seen.release = hold["release"]  # a release made before a restart still holds
         self.exposures[exposure_id] = seen
+        self._by_program.setdefault(seen.exposure.name.program, set()).add(exposure_id)
         out: list[Emit] = []
         out += self._hold_or_release(seen)
         if r.stage2 is not None:
@@ -179,8 +194,9 @@ class PlannerState:
         product = Level3Product(event["product_name"], header,
                                 {o["suffix"]: o["path"] for o in event["outputs"]})
         self.level3[event["product_name"]] = (product, {o["path"]: o for o in event["outputs"]})
+        self._level3_by_program.setdefault(event["program"], set()).add(event["product_name"])
         out: list[Emit] = []
-        for cand in list(self.candidates.values()):
+        for cand in self._program_candidates(event["program"]):
             sci = self.exposures.get(cand.science)
             if sci and companion_kind(cand.route, sci.exposure, product):
                 out += self._evaluate(cand, now)
@@ -198,7 +214,7 @@ class PlannerState:
     def _affected(self, seen: Seen) -> list[Candidate]:
         name = seen.exposure.name
         result = []
-        for cand in self.candidates.values():
+        for cand in self._program_candidates(name.program):
             sci = self.exposures.get(cand.science)
             if sci is None:
                 continue
@@ -214,7 +230,7 @@ class PlannerState:
         """Every exposure NEXPOSUR promises for this visit and detector has arrived."""
         name = sci.exposure.name
         expected = int(sci.exposure.header.get("NEXPOSUR") or 0)
-        have = {s.exposure.exposure_id for s in self.exposures.values()
+        have = {s.exposure.exposure_id for s in self._program_exposures(name.program)
                 if s.exposure.name.visit_id == name.visit_id
                 and s.exposure.name.detector == name.detector}
         return expected > 0 and len(have) >= expected
@@ -226,9 +242,10 @@ class PlannerState:
             cand.waiting_for = {"pointing": ", ".join(
                 f"{m.exposure.exposure_id} has ENGQLPTG=PLANNED" for m in held)}
             return []
-        others = [s.exposure for s in self.exposures.values()
+        program = sci.exposure.name.program
+        others = [s.exposure for s in self._program_exposures(program)
                   if s.exposure.exposure_id != cand.science and not s.provisional]
-        others += [product for product, _ in self.level3.values()]
+        others += [product for product, _ in self._program_level3(program)]
         complete = self._visit_complete(sci)
         waited = now - cand.since
         try:
@@ -259,15 +276,18 @@ class PlannerState:
 
     def _members_of(self, cand: Candidate, sci: Seen) -> list[Seen]:
         members = [sci]
-        for s in self.exposures.values():
+        for s in self._program_exposures(sci.exposure.name.program):
             if s is not sci and companion_kind(cand.route, sci.exposure, s.exposure):
                 members.append(s)
         return members
 
     def _work_order(self, cand: Candidate, sci: Seen, asn: dict, *, degraded: bool) -> Emit:
         paths = {m["expname"]: m["exptype"] for p in asn["products"] for m in p["members"]}
-        by_path = {path: out for s in self.exposures.values() for path, out in s.outputs.items()}
-        by_path.update({path: out for _, outs in self.level3.values() for path, out in outs.items()})
+        program = sci.exposure.name.program
+        by_path = {path: out for s in self._program_exposures(program)
+                   for path, out in s.outputs.items()}
+        by_path.update({path: out for _, outs in self._program_level3(program)
+                        for path, out in outs.items()})
         inputs = [{"path": path, "digest": by_path[path]["digest"],
                    "size": by_path[path].get("size", 0), "role": role}
                   for path, role in sorted(paths.items()) if path in by_path]
