@@ -23,18 +23,22 @@ demo: $(STAMP)
 test: $(STAMP) tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# promtool and a Prometheus server for the operations tests, from Debian's
-# prometheus package. Installed only as root (no sudo prompt in a test run);
-# otherwise the ops tests skip, and fail under CI=true.
+# Debian packages the tests use: promtool and a Prometheus server (package
+# prometheus) for the operations tests, and kcat, a non-Python Kafka client, for
+# the subscriber contract test. Installed only as root (no sudo prompt in a test
+# run); otherwise those tests skip, and fail under CI=true.
 tools:
-	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then :; \
+	@missing=""; \
+	{ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || missing="prometheus"; \
+	command -v kcat >/dev/null 2>&1 || missing="$$missing kcat"; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing promtool and prometheus (Debian package prometheus) for the ops tests"; \
+	  echo "installing Debian package(s) $$missing for the ops and subscriber tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	    apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else \
-	  echo "note: promtool/prometheus are missing: the ops tests will skip (and fail under CI=true)."; \
-	  echo "      Install them with: sudo apt-get install --no-install-recommends prometheus"; \
+	  echo "note: Debian package(s) $$missing missing: the tests that need them will skip (and fail under CI=true)."; \
+	  echo "      Install them with: sudo apt-get install --no-install-recommends $$missing"; \
 	fi
 
 lint: $(STAMP)

@@ -190,9 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_topics)
     from .holds_cli import add_parser as add_holds
     from .status import add_parser as add_status
+    from .subscribe import add_parser as add_subscribe
 
     add_status(sub)
     add_holds(sub, _daemon_flags, _config)
+    add_subscribe(sub)
     return parser
 
 

@@ -1,0 +1,241 @@
+"""``calstream subscribe``: an example downstream subscriber of the products topic.
+
+This is meant to be copied. It shows what every subscriber must do to follow
+the contract (docs/contract.md, "Semantics for subscribers"):
+
+* **validate** every event against the published schema, and report an
+  invalid one instead of crashing on it (one bad record must not stop an
+  archive ingest);
+* **deduplicate on event_id**: delivery is at-least-once, so the same event
+  can come again after a redelivery, a restart or a reprocessing;
+* **commit only after handling** (with ``--group``): a crash then means
+  "seen again" (harmless, see above), never "lost";
+* **filter on the payload**, never on broker offsets by time:
+  ``offsets_for_times`` is wrong on some brokers (tansu returns 0), so
+  ``--since`` reads and drops older events.
+
+Deduplication here lasts for one run. A subscriber that must not repeat work
+across restarts keeps what it did: ``--write-dir`` does, since the file
+``<event_id>.json`` is the record that the event was handled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+from .config import Config, ConfigError, load
+from .kafka import client_options
+
+
+class Filters:
+    """Which events to keep. Each option may be repeated: any of its values matches."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.fields = {"program": args.program, "observation": args.observation,
+                       "stage": args.stage, "pipeline": args.pipeline,
+                       "exposure_id": args.exposure}
+        self.suffixes = set(args.suffix or ())
+        self.since = _utc(contract.parse_time(args.since)) if args.since else None
+
+    def match(self, event: dict[str, Any]) -> bool:
+        for name, wanted in self.fields.items():
+            if wanted and event.get(name) not in wanted:
+                return False
+        if self.suffixes and not self.suffixes & {o.get("suffix") for o in event["outputs"]}:
+            return False
+        # emitted_at is when this copy was sent: a re-emission of an old event
+        # is "new" by this measure, which is what a "what came since" reader wants.
+        return self.since is None or contract.parse_time(event["emitted_at"]) >= self.since
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo else t.replace(tzinfo=dt.UTC)  # a time without a zone is UTC
+
+
+def text_line(event: dict[str, Any]) -> str:
+    suffixes = ",".join(o.get("suffix", "?") for o in event["outputs"]) or "-"
+    return (f"{event['emitted_at']}  {event['stage']:9} {event['outcome']:7} "
+            f"{event['program']}/{event['observation']}  {event['product_name']}  [{suffixes}]")
+
+
+def write_event(directory: Path, event: dict[str, Any]) -> bool:
+    """Write ``<event_id>.json`` atomically; False if it was already there.
+
+    Atomic (a temporary file renamed into place) so that a reader watching the
+    directory never sees half a file, even if this process dies mid-write.
+    """
+    final = directory / f"{event['event_id']}.json"
+    if final.exists():
+        return False
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".incoming-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(event, f, indent=1, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, final)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return True
+
+
+class Subscriber:
+    def __init__(self, cfg: Config, args: argparse.Namespace):
+        self.cfg, self.args = cfg, args
+        self.topic = Topics(cfg.topic_prefix).name("products")
+        self.filters = Filters(args)
+        self.seen: set[str] = set()  # ids of the events delivered in this run
+        self.counts = {"delivered": 0, "duplicate": 0, "filtered": 0, "invalid": 0}
+        self.stopping = False  # set by --max or a signal; checked between records
+
+    def handle(self, record) -> None:
+        """One record: validate, deduplicate, filter, then print or write it."""
+        try:
+            event = contract.decode(record.value, expected="product").body
+        except contract.InvalidMessage as exc:
+            self.counts["invalid"] += 1
+            print(f"subscribe: invalid record at {record.topic}[{record.partition}]@"
+                  f"{record.offset}: {exc}", file=sys.stderr, flush=True)
+            return
+        if not self.filters.match(event):
+            self.counts["filtered"] += 1
+            return
+        if event["event_id"] in self.seen:
+            self.counts["duplicate"] += 1
+            return
+        self.seen.add(event["event_id"])
+        if self.args.write_dir:
+            if not write_event(self.args.write_dir, event):
+                self.counts["duplicate"] += 1  # handled by an earlier run
+                return
+        elif self.args.format == "text":
+            print(text_line(event), flush=True)
+        else:
+            print(json.dumps(event, separators=(",", ":"), sort_keys=True), flush=True)
+        self.counts["delivered"] += 1
+        if self.args.max and self.counts["delivered"] >= self.args.max:
+            self.stopping = True
+
+    async def run(self) -> None:
+        group = self.args.group
+        consumer = AIOKafkaConsumer(
+            self.topic, **client_options(self.cfg), group_id=group,
+            # Without a committed offset (a new group, or no group at all) start
+            # at the oldest retained event; commits are ours, after handling.
+            auto_offset_reset="earliest", enable_auto_commit=False,
+            **(_FAST_GROUP_TIMING if group and self.cfg.fast_group_timing else {}))
+        await consumer.start()
+        try:
+            idle_since = None
+            while not self.stopping:
+                batch = await consumer.getmany(timeout_ms=200)
+                if not consumer.assignment():
+                    continue  # still joining the group: not idle yet
+                done: dict[TopicPartition, int] = {}
+                for tp, records in batch.items():
+                    for record in records:
+                        if self.stopping:
+                            break
+                        self.handle(record)
+                        done[tp] = record.offset + 1
+                if group and done:
+                    await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in done.items()})
+                if batch:
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = time.monotonic()
+                elif self.args.until_idle is not None and \
+                        time.monotonic() - idle_since >= self.args.until_idle:
+                    break
+        finally:
+            await consumer.stop()  # leaves the group at once: no rebalance wait for others
+
+    async def run_until_signal(self) -> None:
+        async with anyio.create_task_group() as tg:
+            async def on_signal() -> None:
+                with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for _ in signals:
+                        self.stopping = True  # finish the record at hand, commit, leave
+                        return
+
+            tg.start_soon(on_signal)
+            await self.run()
+            tg.cancel_scope.cancel()
+
+
+# Kafka's defaults make a group's first join take seconds on tansu; tests and
+# the demo set fast_group_timing (see daemon/kafka.py and the broker notes).
+_FAST_GROUP_TIMING = dict(session_timeout_ms=2000, heartbeat_interval_ms=300,
+                          rebalance_timeout_ms=1000)
+
+
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    flags = {"kafka_bootstrap": args.kafka_bootstrap, "topic_prefix": args.topic_prefix}
+    cfg = load(args.config, flags={k: v for k, v in flags.items() if v is not None})
+    if not cfg.kafka_bootstrap:
+        raise ConfigError("subscribe needs the deployment's broker: --kafka-bootstrap HOST:PORT")
+    if args.since:
+        try:
+            contract.parse_time(args.since)
+        except ValueError:
+            raise ConfigError(f"--since {args.since!r} is not an ISO 8601 time") from None
+    if args.write_dir:
+        args.write_dir.mkdir(parents=True, exist_ok=True)
+    sub = Subscriber(cfg, args)
+    anyio.run(sub.run_until_signal)
+    c = sub.counts
+    print(f"subscribe: {c['delivered']} event(s) delivered; {c['duplicate']} duplicate(s), "
+          f"{c['filtered']} filtered out, {c['invalid']} invalid", file=sys.stderr)
+    return 0
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "subscribe", help="example subscriber: print or write product events, with filters",
+        description="Read product events (at-least-once, deduplicated on event_id within this "
+                    "run), validate each against the contract, keep those matching every "
+                    "filter given, and print them as JSON lines (default), as text, or write "
+                    "them to a directory. Invalid records are reported on stderr and skipped.")
+    p.add_argument("--config", type=Path, default=os.environ.get("CALSTREAM_CONFIG"),
+                   help="the deployment's TOML file (broker, prefix, TLS/SASL)")
+    p.add_argument("--kafka-bootstrap", help="HOST:PORT[,...] of the broker")
+    p.add_argument("--topic-prefix", help="prefix of every topic name (default 'calstream.')")
+    p.add_argument("--group", help="consumer group: commit after handling, resume there on "
+                                   "restart (default: no group, read from the beginning)")
+    f = p.add_argument_group("filters (repeatable; an event must match every option given)")
+    f.add_argument("--program", action="append", help="e.g. 01234")
+    f.add_argument("--observation", action="append", help="e.g. 001")
+    f.add_argument("--stage", action="append", help="detector1, stage2, stage3, ...")
+    f.add_argument("--pipeline", action="append", help="e.g. calwebb_image2")
+    f.add_argument("--suffix", action="append", help="has an output with this suffix, e.g. cal")
+    f.add_argument("--exposure", action="append", help="exposure id, e.g. "
+                                                       "jw01234001001_02101_00001_nrcb1")
+    f.add_argument("--since", metavar="TIME",
+                   help="emitted at or after TIME (ISO 8601; UTC when no zone is given)")
+    o = p.add_argument_group("output")
+    o.add_argument("--format", choices=("json", "text"), default="json",
+                   help="one JSON object per line (default) or a short line for humans")
+    o.add_argument("--write-dir", type=Path, metavar="DIR",
+                   help="write each event to DIR/<event_id>.json (atomically) instead")
+    s = p.add_argument_group("stopping (default: run until interrupted)")
+    s.add_argument("--max", type=int, metavar="N", help="stop after N events delivered")
+    s.add_argument("--until-idle", type=float, metavar="SECONDS",
+                   help="stop when no record has come for SECONDS")
+    p.set_defaults(func=cmd_subscribe)
+    return p
