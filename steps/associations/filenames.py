@@ -12,11 +12,16 @@ identity and the idempotence of stage 2 depend on it. So here
 * NNNNN identifies the science file among exposures that start in the same
   second: its detector and segment, and which of jwst's passes over the
   exposure it is (the second pass of full-frame NIRCam coronagraphy).
+
+Level-3 associations use the earliest member's start as the stamp and take
+NNNNN from their product name (acid, target, optical path), so each
+candidate keeps its number across rebuilds.
 """
 
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +36,7 @@ DETECTOR_ORDER = (
 )
 _DETECTOR_CODE = {d: i for i, d in enumerate(DETECTOR_ORDER, start=1)}
 _SECOND_PASS_RULES = frozenset({"Asn_Lv2CoronAsRate"})
+LEVEL3_ASN_TYPES = frozenset({"image3", "spec3", "tso3", "coron3", "ami3", "wfs-image3"})
 
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2}):(\d{2}))?")
 _TIME = re.compile(r"(\d{2}):(\d{2}):(\d{2})")
@@ -78,12 +84,21 @@ def level2_sequence(product_name: str, asn_rule: str) -> int:
     return second_pass * 50000 + code * 1000 + int(name.segment or 0)
 
 
+def level3_sequence(product_name: str) -> int:
+    """NNNNN for a level-3 association: 1-99999 from its product name (the
+    candidate: acid, target, optical path), the same on every rebuild."""
+    return 1 + zlib.crc32(product_name.encode()) % 99999
+
+
 def association_filename(asn: Mapping[str, Any]) -> str:
-    """The jwst-style file name of a level-2 association built here."""
+    """The jwst-style file name of a level-2 or level-3 association built here."""
     try:
         program, acid, stamp = asn["program"], asn["asn_id"], asn["version_id"]
         asn_type, product = asn["asn_type"], asn["products"][0]["name"]
     except (KeyError, IndexError, TypeError) as exc:
         raise NamingError(f"association lacks {exc} needed for its name") from None
-    sequence = level2_sequence(product, asn.get("asn_rule", ""))
+    if asn_type in LEVEL3_ASN_TYPES:
+        sequence = level3_sequence(product)
+    else:
+        sequence = level2_sequence(product, asn.get("asn_rule", ""))
     return f"jw{program}-{acid}_{stamp}_{asn_type}_{sequence:05d}_asn.json".lower()
