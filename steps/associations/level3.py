@@ -35,21 +35,20 @@ per-rule variants; see ``product_name``.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path, PurePath
 from typing import Any
-
-import jsonschema
 
 from calstream.steps.associations.filenames import version_stamp
 from calstream.steps.associations.level2 import DEGRADED_STATUS_OK, AssociationError
 from calstream.steps.associations.records import Exposure, program_of
-from calstream.steps.associations.validation import AssociationInvalid
+from calstream.steps.associations.validation import (
+    AssociationInvalid,
+    check_jwst_schema,
+    jwst_schema,
+)
 from calstream.steps.provenance import jwst_version
 from calstream.steps.routing import (
     AMI3,
@@ -457,13 +456,8 @@ def _constraints(key: Level3Key) -> str:
 # --- validation --------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
 def level3_schema() -> dict[str, Any]:
-    spec = importlib.util.find_spec("jwst")  # locates the package without running it
-    if spec is None or not spec.submodule_search_locations:
-        raise AssociationInvalid("jwst is not installed: its association schema is unavailable")
-    path = Path(spec.submodule_search_locations[0]) / "associations/lib/asn_schema_jw_level3.json"
-    return json.loads(path.read_text())
+    return jwst_schema("asn_schema_jw_level3.json")
 
 
 _NAME = re.compile(r"jw\d{5}-(o\d{3}|[ca]\d{4})_[a-z0-9{}_.+-]+")
@@ -474,12 +468,7 @@ def validate_level3(asn: Mapping[str, Any]) -> None:
     jwst's level-3 schema, then what jwst's rules guarantee beyond it (known
     asn_type and member types, a science member, PSF members for coron3 and
     ami3, stage-2 member products, jwst-style product names)."""
-    schema = level3_schema()
-    validator = jsonschema.validators.validator_for(schema)(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(asn))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "top level"
-        raise AssociationInvalid(f"jwst level-3 schema: {error.message} (at {where})")
+    check_jwst_schema(asn, "asn_schema_jw_level3.json", "level-3")
     problems = _problems(asn)
     if problems:
         raise AssociationInvalid("; ".join(problems))

@@ -35,23 +35,33 @@ class AssociationInvalid(ValueError):
     """Not a level-2b association stage 2 can run; the message says why."""
 
 
-@lru_cache(maxsize=1)
-def level2_schema() -> dict[str, Any]:
+@lru_cache(maxsize=4)
+def jwst_schema(filename: str) -> dict[str, Any]:
+    """One of jwst's association schemas, read from the installed package."""
     spec = importlib.util.find_spec("jwst")  # locates the package without running it
     if spec is None or not spec.submodule_search_locations:
         raise AssociationInvalid("jwst is not installed: its association schema is unavailable")
-    path = Path(spec.submodule_search_locations[0]) / "associations/lib/asn_schema_jw_level2b.json"
+    path = Path(spec.submodule_search_locations[0]) / "associations/lib" / filename
     return json.loads(path.read_text())
 
 
-def validate_level2(asn: Mapping[str, Any]) -> None:
-    """Raise AssociationInvalid with the first reason ``asn`` would fail stage 2."""
-    schema = level2_schema()
+def check_jwst_schema(asn: Mapping[str, Any], filename: str, label: str) -> None:
+    """Raise AssociationInvalid with the best-matching schema error, if any."""
+    schema = jwst_schema(filename)
     validator = jsonschema.validators.validator_for(schema)(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(asn))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "top level"
-        raise AssociationInvalid(f"jwst level-2b schema: {error.message} (at {where})")
+        raise AssociationInvalid(f"jwst {label} schema: {error.message} (at {where})")
+
+
+def level2_schema() -> dict[str, Any]:
+    return jwst_schema("asn_schema_jw_level2b.json")
+
+
+def validate_level2(asn: Mapping[str, Any]) -> None:
+    """Raise AssociationInvalid with the first reason ``asn`` would fail stage 2."""
+    check_jwst_schema(asn, "asn_schema_jw_level2b.json", "level-2b")
     problems = _problems(asn)
     if problems:
         raise AssociationInvalid("; ".join(problems))
