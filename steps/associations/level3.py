@@ -48,6 +48,7 @@ from calstream.steps.associations.validation import (
     AssociationInvalid,
     check_jwst_schema,
     jwst_schema,
+    member_problems,
 )
 from calstream.steps.provenance import jwst_version
 from calstream.steps.routing import (
@@ -509,15 +510,8 @@ def _product_problems(asn: Mapping[str, Any], product: Mapping[str, Any]) -> lis
     elif not name.startswith(prefix):
         problems.append(f"name {name!r} does not start with {prefix!r} (program and asn_id)")
     members = product.get("members") or []
-    names = [m.get("expname") for m in members]
     types = [m.get("exptype") for m in members]
-    if any(not isinstance(n, str) or not n for n in names):
-        problems.append("a member has no expname")
-    unknown = sorted({str(t) for t in types} - MEMBER_TYPES)
-    if unknown:
-        problems.append(f"unknown member type(s): {', '.join(unknown)}")
-    if len(set(names)) != len(names):
-        problems.append("a file appears twice among the members")
+    problems += member_problems(members, MEMBER_TYPES)
     if "science" not in types:
         problems.append("no science member")
     if asn.get("asn_type") in ("coron3", "ami3") and "psf" not in types:

@@ -87,18 +87,26 @@ def _problems(asn: Mapping[str, Any]) -> list[str]:
     return problems + _product_problems(products[0])
 
 
-def _product_problems(product: Mapping[str, Any]) -> list[str]:
+def member_problems(members: list[Mapping[str, Any]], known_types: frozenset[str]) -> list[str]:
+    """What is wrong with an association product's members, at any level."""
     problems = []
-    members = product.get("members") or []
     names = [m.get("expname") for m in members]
     types = [m.get("exptype") for m in members]
     if any(not isinstance(n, str) or not n for n in names):
         problems.append("a member has no expname")
-    unknown = sorted({str(t) for t in types} - MEMBER_TYPES)
+    unknown = sorted({str(t) for t in types} - known_types)
     if unknown:
         problems.append(f"unknown member type(s): {', '.join(unknown)}")
     if len(set(names)) != len(names):
         problems.append("a file appears twice among the members")
+    return problems
+
+
+def _product_problems(product: Mapping[str, Any]) -> list[str]:
+    problems = []
+    members = product.get("members") or []
+    types = [m.get("exptype") for m in members]
+    problems += member_problems(members, MEMBER_TYPES)
     science = [m for m in members if m.get("exptype") == "science"]
     if len(science) != 1:
         return problems + [f"exactly one science member needed, found {len(science)}"]
