@@ -195,6 +195,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_status(sub)
     add_holds(sub, _daemon_flags, _config)
     add_subscribe(sub)
+    from .promote import add_parser as add_promote
+    from .replay import add_parser as add_replay
+
+    add_replay(sub, _daemon_flags, _config)
+    add_promote(sub, _daemon_flags, _config)
     return parser
 
 

@@ -6,6 +6,14 @@ paused while ``capacity`` items are in flight, and a partition's offset is
 committed only up to its lowest record not yet finished. A handler finishes a
 record by publishing its product event or its dead letter; only then may the
 offset move past it.
+
+Live beats replay: records of the ``low_priority`` topics (``replay``,
+``work.stage2.replay``, ...) are pulled explicitly, only while the live topics
+have no backlog and fewer than ``capacity`` items are in flight, and at most
+one per free slot. The live topics are never paused for replayed work, so a
+live record is taken as soon as it arrives and, in the worker pool, goes ahead
+of every replayed item still waiting (see WorkerPool.run's priority): it waits
+at most for the runs already in progress.
 """
 
 from __future__ import annotations
@@ -63,16 +71,18 @@ class _Rebalance(ConsumerRebalanceListener):
 class StageConsumer:
     def __init__(self, consumer: AIOKafkaConsumer, *, stage: str, handler: Handler,
                  capacity: int, metrics: Metrics, topics: list[str],
-                 commit_interval: float = 0.5):
+                 low_priority: list[str] | None = None, commit_interval: float = 0.5):
         self.consumer = consumer
         self.stage = stage
         self.handler = handler
         self.capacity = capacity
         self.metrics = metrics
-        self.topics = topics
+        self.low_priority = list(low_priority or [])
+        self.topics = list(topics) + [t for t in self.low_priority if t not in topics]
         self.commit_interval = commit_interval
         self.partitions: dict[TopicPartition, _Partition] = {}
         self.in_flight = 0
+        self.live_in_flight = 0
         self.finished = 0
         self.last_finished = time.monotonic()
         self.last_poll = time.monotonic()
@@ -103,17 +113,22 @@ class StageConsumer:
                 while True:
                     self.last_poll = time.monotonic()
                     self.metrics.last_poll.labels(stage=self.stage).set(time.time())
-                    batch = await self.consumer.getmany(timeout_ms=200)
+                    live, low = self._split(self.consumer.assignment())
+                    if live:
+                        batch = await self.consumer.getmany(*live, timeout_ms=200)
+                    else:
+                        # getmany() without partitions would return replayed records too
+                        await anyio.sleep(0.2)
+                        batch = {}
                     if not started:
                         task_status.started()
                         started = True
-                    for tp, records in batch.items():
-                        part = self.partitions.setdefault(tp, _Partition())
-                        for record in records:
-                            part.take(record.offset)
-                            self.in_flight += 1
-                            self.metrics.in_flight.labels(stage=self.stage).inc()
-                            tg.start_soon(self._run_one, tp, record)
+                    self._start(tg, batch)
+                    free = self.capacity - self.in_flight
+                    if low and free > 0 and await self._live_caught_up(live):
+                        # timeout 0: the fetcher has prefetched them, or will have by the next turn
+                        self._start(tg, await self.consumer.getmany(*low, timeout_ms=0,
+                                                                    max_records=free))
                     self._apply_backpressure()
                     self._update_lag()
                     if self._dirty and time.monotonic() - last_commit >= self.commit_interval:
@@ -123,6 +138,37 @@ class StageConsumer:
                 with anyio.CancelScope(shield=True):
                     tg.cancel_scope.cancel()
                     await self.commit()
+
+    def _split(self, assigned) -> tuple[list[TopicPartition], list[TopicPartition]]:
+        live = sorted(tp for tp in assigned if tp.topic not in self.low_priority)
+        low = sorted(tp for tp in assigned if tp.topic in self.low_priority)
+        return live, low
+
+    def _start(self, tg, batch) -> None:
+        for tp, records in batch.items():
+            part = self.partitions.setdefault(tp, _Partition())
+            for record in records:
+                part.take(record.offset)
+                self.in_flight += 1
+                if tp.topic not in self.low_priority:
+                    self.live_in_flight += 1
+                self.metrics.in_flight.labels(stage=self.stage).inc()
+                tg.start_soon(self._run_one, tp, record)
+
+    async def _live_caught_up(self, live: list[TopicPartition]) -> bool:
+        """Whether every live partition has been read up to its high watermark
+        (from fetch responses: end_offsets is wrong on tansu). Unknown counts as
+        a backlog: replayed work waits until the live topics have been seen."""
+        for tp in live:
+            high = self.consumer.highwater(tp)
+            if high is None:
+                return False
+            part = self.partitions.get(tp)
+            position = part.next_offset if part and part.next_offset is not None \
+                else await self.consumer.position(tp)
+            if position < high:
+                return False
+        return True
 
     async def _run_one(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         backoff = 1.0
@@ -143,6 +189,8 @@ class StageConsumer:
                     backoff = min(backoff * 2, 60.0)
         finally:
             self.in_flight -= 1
+            if tp.topic not in self.low_priority:
+                self.live_in_flight -= 1
             self.metrics.in_flight.labels(stage=self.stage).dec()
         part = self.partitions.get(tp)
         if part is not None:  # None: revoked meanwhile; the new owner redoes it idempotently
@@ -154,12 +202,15 @@ class StageConsumer:
         self._apply_backpressure()
 
     def _apply_backpressure(self) -> None:
-        assigned = self.consumer.assignment()
-        if self.in_flight >= self.capacity and not self._paused:
-            self.consumer.pause(*assigned)
+        # Only live work pauses the live partitions: replayed work in flight
+        # must not keep a live record from being fetched (and put ahead of it).
+        # Replayed partitions need no pause: they are only ever pulled on demand.
+        live, _ = self._split(self.consumer.assignment())
+        if self.live_in_flight >= self.capacity and not self._paused:
+            self.consumer.pause(*live)
             self._paused = True
-        elif self.in_flight < self.capacity and self._paused:
-            self.consumer.resume(*assigned)
+        elif self.live_in_flight < self.capacity and self._paused:
+            self.consumer.resume(*live)
             self._paused = False
 
     def _update_lag(self) -> None:

@@ -14,12 +14,28 @@ from calstream.topics import contract
 
 from .config import Config
 from .stage import StageRunner, WorkItem
+from .store import BadNamespace, check_namespace
 
 log = logging.getLogger("calstream.detector1")
 
 STAGE = "detector1"
 PIPELINE = "calwebb_detector1"
 TASK = "calstream.steps.detector1:run_detector1"
+
+
+def replay_problem(replay: dict) -> str | None:
+    """What is wrong with a replay request carried by a message, or None."""
+    namespace = replay.get("namespace")
+    if not isinstance(namespace, str):
+        return "replay request without a namespace"
+    try:
+        check_namespace(namespace, allow_live=False)
+    except BadNamespace as exc:
+        return f"replay request: {exc}"
+    context = replay.get("crds_context")
+    if context is not None and not (isinstance(context, str) and context.endswith(".pmap")):
+        return f"replay request: CRDS context {context!r} is not a .pmap name"
+    return None
 
 
 def within_roots(path: Path, roots: list[Path]) -> bool:
@@ -68,6 +84,7 @@ class Detector1Stage:
         name = parse_exposure_name(arrival["exposure_id"])
         header = arrival["header"]
         quality = str(header.get("ENGQLPTG", "UNKNOWN"))
+        replay = arrival.get("replay") or None
         return WorkItem(
             stage=STAGE, pipeline=PIPELINE, task=TASK,
             task_kwargs={"input_path": arrival["path"], "steps": self.cfg.detector1_steps},
@@ -80,7 +97,11 @@ class Detector1Stage:
                 instrument=header.get("INSTRUME"), exp_type=header.get("EXP_TYPE"),
                 header=header, pointing_quality=quality,
                 pointing_provisional=quality == "PLANNED"),
-            arrived_at=arrival["detected_at"], key=key, record=record)
+            arrived_at=arrival["detected_at"], key=key, record=record,
+            crds_context=(replay or {}).get("crds_context"),
+            namespace=(replay or {}).get("namespace") or "live",
+            priority="replay" if replay or arrival.get("priority") == "replay" else "live",
+            replay=replay)
 
     def _check_input(self, arrival: contract.Message) -> str | None:
         try:
@@ -88,6 +109,11 @@ class Detector1Stage:
             file_name = parse_exposure_name(Path(arrival["path"]).name)
         except BadName as exc:
             return str(exc)
+        replay = arrival.get("replay")
+        if replay:
+            problem = replay_problem(replay)
+            if problem:
+                return problem
         path = Path(arrival["path"])
         if not path.is_absolute():
             return f"path {path} is not absolute"

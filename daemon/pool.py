@@ -11,6 +11,7 @@ task fails as *transient*, so the caller retries it.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import importlib
 import logging
 import multiprocessing as mp
@@ -93,6 +94,26 @@ def _task_log(path: str | None):
         handler.close()
 
 
+@contextlib.contextmanager
+def _task_env(overrides: dict[str, str] | None):
+    """Per-task environment (a replay's CRDS_CONTEXT): the task functions
+    re-read CRDS configuration at each call (crds_env.refresh_crds), so setting
+    it here, and restoring the worker's own afterwards, is enough."""
+    if not overrides:
+        yield
+        return
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
                  classifier: str | None, max_tasks: int, parent_pid: int) -> None:
     # A SIGKILLed daemon must not leave workers calibrating for nobody.
@@ -112,9 +133,9 @@ def _worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
             return
         if request is None:
             return
-        fn_path, kwargs, log_path = request
+        fn_path, kwargs, log_path, task_env = request
         try:
-            with _task_log(log_path):
+            with _task_log(log_path), _task_env(task_env):
                 value = _resolve(fn_path)(**kwargs)
             conn.send(("ok", value, _peak_rss()))
         except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
@@ -154,13 +175,48 @@ class WorkerPool:
         self._ctx = mp.get_context("spawn")  # fork + jwst's threads is unsafe
         self._idle: list[_Worker] = []
         self._all: list[_Worker] = []
-        self._slots = anyio.Semaphore(size)
+        self._free = size
+        # Waiters for a worker, best priority first, FIFO within a priority.
+        # Entries are [priority, sequence, event, granted].
+        self._waiters: list[list] = []
+        self._sequence = 0
         self._counter = 0
         self._closed = False
 
     @property
     def busy(self) -> int:
-        return self.size - self._slots.value
+        return self.size - self._free
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def _acquire(self, priority: int) -> None:
+        """A worker slot. Lower ``priority`` goes first: a live item that
+        arrives while replayed items wait is served before all of them."""
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        self._sequence += 1
+        entry = [priority, self._sequence, anyio.Event(), False]
+        heapq.heappush(self._waiters, entry)
+        try:
+            await entry[2].wait()
+        except BaseException:
+            if entry[3]:
+                self._release()  # handed a slot while being cancelled: pass it on
+            else:
+                self._waiters.remove(entry)
+                heapq.heapify(self._waiters)
+            raise
+
+    def _release(self) -> None:
+        if self._waiters:
+            entry = heapq.heappop(self._waiters)
+            entry[3] = True
+            entry[2].set()
+        else:
+            self._free += 1
 
     def start(self) -> None:
         """Spawn the workers; they warm up (import jwst) in parallel, off the loop."""
@@ -199,16 +255,21 @@ class WorkerPool:
             self.metrics.worker_rss.remove(self.stage, w.name)
 
     async def run(self, fn_path: str, kwargs: dict[str, Any], *, timeout: float,
-                  log_path: str | None = None) -> TaskOutcome:
-        """Run fn(**kwargs) in a warm worker, its log (INFO and up) in ``log_path``.
+                  log_path: str | None = None, env: dict[str, str] | None = None,
+                  priority: int = 0) -> TaskOutcome:
+        """Run fn(**kwargs) in a warm worker, its log (INFO and up) in ``log_path``,
+        with ``env`` set for this task only.
 
-        Raises WorkerLost if the worker died or overran ``timeout`` (it is
-        killed); returns the task's own failures in the TaskOutcome."""
-        async with self._slots:
+        ``priority``: 0 for live work, higher for replayed work, which waits
+        behind every live task. Raises WorkerLost if the worker died or overran
+        ``timeout`` (it is killed); returns the task's own failures in the
+        TaskOutcome."""
+        await self._acquire(priority)
+        try:
             w = self._idle.pop()
             try:
                 outcome = await anyio.to_thread.run_sync(
-                    self._exchange, w, (fn_path, kwargs, log_path), timeout,
+                    self._exchange, w, (fn_path, kwargs, log_path, env or {}), timeout,
                     abandon_on_cancel=True)
             except WorkerLost as exc:
                 self._replace(w, "timeout" if "timeout" in str(exc) else "died")
@@ -225,6 +286,8 @@ class WorkerPool:
             else:
                 self._idle.append(w)
             return outcome
+        finally:
+            self._release()
 
     def _exchange(self, w: _Worker, request: tuple, timeout: float) -> TaskOutcome:
         """Blocking; runs in a thread."""

@@ -26,6 +26,7 @@ from .http import OpsServer
 from .metrics import Metrics
 from .planner import Planner
 from .pool import WorkerPool
+from .promote import ensure_current
 from .stage import StageRunner
 from .store import ProductStore
 from .watcher import Arrival, Rejection, Watcher
@@ -99,6 +100,7 @@ class Daemon:
                 self.crds_context = os.environ.get("CRDS_CONTEXT", "n/a")
             self.metrics.build_info.labels(calstream.__version__, jwst_version(),
                                            self.crds_context).set(1)
+            await anyio.to_thread.run_sync(ensure_current, self.store)
             removed = await anyio.to_thread.run_sync(self.store.clean_scratch)
             if removed:
                 log.info("removed %d scratch directories left by an earlier crash", removed)
@@ -110,10 +112,11 @@ class Daemon:
                 async with anyio.create_task_group() as tg:
                     if "detector1" in cfg.roles:
                         await tg.start(self._run_stage, bus, "detector1", "raw",
-                                       lambda runner: Detector1Stage(cfg, runner))
+                                       lambda runner: Detector1Stage(cfg, runner), "replay")
                     if "stage2" in cfg.roles:
                         await tg.start(self._run_stage, bus, "stage2", "work.stage2",
-                                       lambda runner: WorkOrderStage(cfg, runner, "stage2"))
+                                       lambda runner: WorkOrderStage(cfg, runner, "stage2"),
+                                       "work.stage2.replay")
                     if "planner" in cfg.roles:
                         await tg.start(self._run_planner, bus)
                     if "watcher" in cfg.roles:
@@ -155,8 +158,10 @@ class Daemon:
         return context
 
     async def _run_stage(self, bus: Bus, stage: str, topic: str, make_handler,
+                         replay_topic: str | None = None,
                          *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
-        """A pool of warm workers fed by a consumer group on ``topic``."""
+        """A pool of warm workers fed by a consumer group on ``topic``, and on
+        ``replay_topic`` at low priority (live beats replay: see consumer.py)."""
         cfg = self.cfg
         env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
         pool = WorkerPool(cfg.workers, stage=stage, metrics=self.metrics, env=env,
@@ -172,7 +177,8 @@ class Daemon:
         await consumer.start()
         loop = StageConsumer(consumer, stage=stage, handler=make_handler(runner).handle,
                              capacity=cfg.workers, metrics=self.metrics,
-                             topics=[self.topics.name(topic)])
+                             topics=[self.topics.name(topic)],
+                             low_priority=[self.topics.name(replay_topic)] if replay_topic else [])
         self.consumers.append(loop)
         try:
             await loop.run(task_status=task_status)

@@ -48,6 +48,11 @@ class WorkItem:
     arrived_at: str | None = None  # start of end-to-end latency
     key: str = ""  # message key, for dead letters
     record: ConsumerRecord | None = None
+    # A replayed item's own context and output tree; None/"live": the daemon's.
+    crds_context: str | None = None
+    namespace: str = "live"
+    priority: str = "live"  # "replay" waits behind every live item for a worker
+    replay: dict[str, Any] | None = None  # the replay that asked for it, carried to the product
 
     @property
     def log_context(self) -> dict[str, str]:
@@ -69,15 +74,20 @@ class StageRunner:
         self.metrics.stage_runs.labels(stage=item.stage, pipeline=item.pipeline,
                                        outcome=outcome).inc()
 
+    def context(self, item: WorkItem) -> str:
+        return item.crds_context or self.crds_context
+
     def work_id(self, item: WorkItem) -> str:
         return work_id(pipeline=item.pipeline, input_digests=[i["digest"] for i in item.inputs],
-                       crds_context=self.crds_context, parameters=item.parameters)
+                       crds_context=self.context(item), parameters=item.parameters,
+                       namespace=item.namespace)
 
     async def run(self, item: WorkItem) -> None:
         wid = self.work_id(item)
+        store = self.store.for_namespace(item.namespace)
         done = await anyio.to_thread.run_sync(
-            lambda: self.store.lookup(item.program, item.observation, name=item.name,
-                                      stage=item.stage, work_id=wid))
+            lambda: store.lookup(item.program, item.observation, name=item.name,
+                                 stage=item.stage, work_id=wid))
         if done is not None:
             # Already done: re-emit the same event (same event_id) so a subscriber
             # that missed it gets it and one that did not drops it.
@@ -87,22 +97,24 @@ class StageRunner:
             log.info("%s: %s already done (work %s); product event re-emitted", item.name,
                      item.pipeline, wid[:12], extra=item.log_context)
             return
-        await self._attempts(item, wid)
+        await self._attempts(item, wid, store)
 
-    async def _attempts(self, item: WorkItem, wid: str) -> None:
-        run_log = self.store.log_path(item.program, item.observation, item.name, item.stage)
+    async def _attempts(self, item: WorkItem, wid: str, store: ProductStore) -> None:
+        run_log = store.log_path(item.program, item.observation, item.name, item.stage)
         attempts = 0
         while True:
             attempts += 1
             scratch = await anyio.to_thread.run_sync(
-                self.store.scratch, item.program, item.observation, wid)
+                store.scratch, item.program, item.observation, wid)
             log.info("%s: %s starting (attempt %d)", item.name, item.pipeline, attempts,
                      extra=item.log_context)
             outcome = None
             try:
                 outcome = await self.pool.run(
                     item.task, {**item.task_kwargs, "output_dir": str(scratch)},
-                    timeout=self.cfg.task_timeout, log_path=str(run_log))
+                    timeout=self.cfg.task_timeout, log_path=str(run_log),
+                    env={"CRDS_CONTEXT": self.context(item)},
+                    priority=0 if item.priority == "live" else 1)
                 failure = outcome.failure
                 kind = failure.classification if failure else "success"
                 detail = f"{failure.error_type}: {failure.message}" if failure else ""
@@ -115,11 +127,11 @@ class StageRunner:
                     await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
                 raise
             if kind == "success":
-                await self._publish(item, wid, scratch, outcome.value, run_log)
+                await self._publish(item, wid, scratch, outcome.value, run_log, store)
                 return
             await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
             if kind == "skipped":
-                await self._publish_skipped(item, wid, detail, run_log)
+                await self._publish_skipped(item, wid, detail, run_log, store)
                 return
             if kind == "transient" and attempts < self.cfg.max_attempts:
                 delay = self.cfg.retry_backoff * 2 ** (attempts - 1)
@@ -145,15 +157,17 @@ class StageRunner:
             work_id=wid, stage=item.stage, pipeline=item.pipeline, program=item.program,
             observation=item.observation, product_name=item.name, inputs=item.inputs,
             calstream_version=calstream.__version__, arrived_at=item.arrived_at,
-            namespace="live", version=1, supersedes=None, log_path=str(run_log),
+            namespace=item.namespace, replay=item.replay, version=1, supersedes=None,
+            log_path=str(run_log),
             pointing_quality="UNKNOWN", pointing_provisional=False,
         )
         fields.update(item.event_fields)
         return fields
 
     async def _publish(self, item: WorkItem, wid: str, scratch: Path, result: dict,
-                       run_log: Path) -> None:
-        final_dir = self.store.directory(item.program, item.observation)
+                       run_log: Path, store: ProductStore) -> None:
+        final_dir = store.directory(item.program, item.observation)
+        context = self.context(item)
 
         def describe_outputs() -> list[dict[str, Any]]:
             files = []
@@ -168,13 +182,13 @@ class StageRunner:
             "product", contract.event_id("product", wid, "success"),
             **self._fields(item, wid, run_log), outcome="success", reason=None, outputs=outputs,
             jwst_version=result["jwst_version"],
-            crds_context=result["crds_context"] or self.crds_context,
+            crds_context=result["crds_context"] or context,
             duration_seconds=result["duration_seconds"])
-        if result["crds_context"] and result["crds_context"] != self.crds_context:
+        if result["crds_context"] and result["crds_context"] != context:
             log.warning("%s: pipeline used CRDS context %s, expected %s", item.name,
-                        result["crds_context"], self.crds_context, extra=item.log_context)
+                        result["crds_context"], context, extra=item.log_context)
         await anyio.to_thread.run_sync(
-            lambda: self.store.publish(scratch, item.program, item.observation, name=item.name,
+            lambda: store.publish(scratch, item.program, item.observation, name=item.name,
                                        stage=item.stage,
                                        record={"work_id": wid, "event": message.body}))
         await self.bus.publish("products", item.program, message)
@@ -182,7 +196,8 @@ class StageRunner:
         self.metrics.stage_duration.labels(stage=item.stage, pipeline=item.pipeline).observe(
             result["duration_seconds"])
         latency = None
-        if item.arrived_at:
+        # A replayed item's arrival is days old: its "latency" is not the live one.
+        if item.arrived_at and item.priority == "live":
             latency = max(0.0, time.time() - contract.parse_time(item.arrived_at).timestamp())
             self.metrics.latency.labels(stage=item.stage).observe(latency)
         log.info("%s: %s done in %.1fs (%s)%s%s", item.name, item.pipeline,
@@ -192,13 +207,13 @@ class StageRunner:
                  else "", extra=item.log_context)
 
     async def _publish_skipped(self, item: WorkItem, wid: str, reason: str,
-                               run_log: Path) -> None:
+                               run_log: Path, store: ProductStore) -> None:
         message = contract.build(
             "product", contract.event_id("product", wid, "skipped"),
             **self._fields(item, wid, run_log), outcome="skipped", reason=reason, outputs=[],
-            jwst_version=jwst_version(), crds_context=self.crds_context, duration_seconds=None)
+            jwst_version=jwst_version(), crds_context=self.context(item), duration_seconds=None)
         await anyio.to_thread.run_sync(
-            lambda: self.store.write_record(item.program, item.observation, name=item.name,
+            lambda: store.write_record(item.program, item.observation, name=item.name,
                                             stage=item.stage,
                                             record={"work_id": wid, "event": message.body}))
         await self.bus.publish("products", item.program, message)

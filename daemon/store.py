@@ -7,6 +7,12 @@ one (atomic per file) and the provenance record is written last. The record is
 the commit marker: a work item counts as done only when its record exists and
 every output it lists is present with the recorded digest. A crash anywhere
 before that leaves, at worst, complete files that a re-run replaces.
+
+Namespaces: the live products are the tree above; a reprocessing into
+namespace N has a tree of its own, ``<products>/namespaces/N/<program>/...``,
+laid out the same way, so nothing of N can overwrite a live file. Readers
+find the tree of record through the ``<products>/current`` symlink, which
+``promote`` swaps atomically (rename(2) of a new link over the old one).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -31,6 +38,28 @@ _TMP = ".tmp"
 _PROV = ".provenance"
 _OWNER = ".owner"
 _LOGS = ".logs"
+NAMESPACES = "namespaces"
+CURRENT = "current"
+PROMOTIONS = "promotions"
+LIVE = "live"
+# Program directories are five digits, so these names never collide with one.
+_NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+class BadNamespace(ValueError):
+    pass
+
+
+def check_namespace(namespace: str, *, allow_live: bool = True) -> str:
+    if namespace == LIVE:
+        if not allow_live:
+            raise BadNamespace('namespace "live" is the live products: a reprocessing needs '
+                               "a namespace of its own (e.g. ctx1535-2026-11)")
+        return namespace
+    if not _NAMESPACE.match(namespace) or namespace in (CURRENT, NAMESPACES, PROMOTIONS):
+        raise BadNamespace(f"bad namespace {namespace!r}: lower-case letters, digits, '.', '_' "
+                           "and '-', at most 63 characters, not 'current'")
+    return namespace
 
 
 @dataclass(frozen=True)
@@ -45,8 +74,33 @@ class Done:
 
 
 class ProductStore:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, namespace: str = LIVE, *, top: Path | None = None):
         self.root = Path(root)
+        self.namespace = namespace
+        self.top = Path(top) if top is not None else self.root  # the live tree
+
+    def for_namespace(self, namespace: str) -> ProductStore:
+        """The store of ``namespace``: the live one, or its own tree."""
+        if namespace == self.namespace:
+            return self
+        check_namespace(namespace)
+        if namespace == LIVE:
+            return ProductStore(self.top, top=self.top)
+        return ProductStore(self.top / NAMESPACES / namespace, namespace, top=self.top)
+
+    def namespaces(self) -> list[str]:
+        base = self.top / NAMESPACES
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def namespace_of(self, path: Path) -> str | None:
+        """Which namespace's tree ``path`` lies in (None: outside the store)."""
+        try:
+            parts = Path(path).resolve().relative_to(self.top.resolve()).parts
+        except ValueError:
+            return None
+        if len(parts) >= 2 and parts[0] == NAMESPACES:
+            return parts[1]
+        return LIVE
 
     def directory(self, program: str, observation: str) -> Path:
         return self.root / program / observation
@@ -156,7 +210,9 @@ class ProductStore:
         """
         removed = 0
         host = socket.gethostname()
-        for tmp in self.root.glob(f"*/*/{_TMP}/*"):
+        trees = [self.root] + [self.top / NAMESPACES / n for n in self.namespaces()] \
+            if self.namespace == LIVE else [self.root]
+        for tmp in (t for tree in trees for t in tree.glob(f"*/*/{_TMP}/*")):
             try:
                 owner = json.loads((tmp / _OWNER).read_text())
                 dead_here = owner["host"] == host and not _pid_alive(int(owner["pid"]))

@@ -12,8 +12,9 @@ from calstream.steps.fitsfile import file_digest
 from calstream.topics import contract
 
 from .config import Config
-from .detector1_stage import within_roots
+from .detector1_stage import replay_problem, within_roots
 from .stage import StageRunner, WorkItem
+from .store import BadNamespace, check_namespace
 
 log = logging.getLogger("calstream.workorders")
 
@@ -46,6 +47,13 @@ class WorkOrderStage:
                 reason=f"a {order['stage']} work order on the {self.stage} topic")
             self._count(order["pipeline"], "failed")
             return
+        problem = self._check_namespace(order)
+        if problem:
+            await self.bus.dead_letter(category="bad_input", reason=problem, stage=self.stage,
+                                       key=key, record=record,
+                                       exposure_id=order.get("exposure_id"))
+            self._count(order["pipeline"], "failed")
+            return
         problem, stale = await anyio.to_thread.run_sync(self._check_inputs, order)
         if stale:
             # A member was recalibrated since the order was planned (e.g. a
@@ -61,6 +69,31 @@ class WorkOrderStage:
             self._count(order["pipeline"], "failed")
             return
         await self.runner.run(self.work_item(order, key, record))
+
+    def _check_namespace(self, order: contract.Message) -> str | None:
+        """A namespace's products are made from live ones or its own, and
+        never feed live ones: that is what keeps a reprocessing from touching
+        the live products until it is promoted."""
+        namespace = order.get("namespace") or "live"
+        if order.get("replay"):
+            problem = replay_problem(order["replay"])
+            if problem:
+                return problem
+            if order["replay"]["namespace"] != namespace:
+                return (f"work order for namespace {namespace!r} carries a replay into "
+                        f"{order['replay']['namespace']!r}")
+        elif namespace != "live":
+            try:
+                check_namespace(namespace)
+            except BadNamespace as exc:
+                return str(exc)
+        for item in order.get("inputs", []):
+            source = self.runner.store.namespace_of(Path(item["path"]))
+            if source not in (None, "live", namespace):
+                return (f"input {Path(item['path']).name} is from namespace {source!r}, "
+                        f"but the order is for namespace {namespace!r}: a reprocessed "
+                        "namespace never feeds another (or the live products)")
+        return None
 
     def _check_inputs(self, order: contract.Message) -> tuple[str | None, str | None]:
         roots = [self.cfg.products]
@@ -97,4 +130,9 @@ class WorkOrderStage:
             program=order["program"], observation=order.get("observation") or "000",
             name=order["product_name"], inputs=order.get("inputs", []),
             parameters={**order.get("parameters", {}), "members": members},
-            event_fields=fields, arrived_at=order.get("arrived_at"), key=key, record=record)
+            event_fields=fields, arrived_at=order.get("arrived_at"), key=key, record=record,
+            crds_context=order.get("crds_context") or (order.get("replay") or {}).get("crds_context"),
+            namespace=order.get("namespace") or "live",
+            priority="replay" if order.get("priority") == "replay" or order.get("replay")
+            else "live",
+            replay=order.get("replay") or None)

@@ -46,6 +46,16 @@ CATALOG: tuple[TopicSpec, ...] = (
               writers="planner", readers="stage-2 workers"),
     TopicSpec("work.stage3", "product name", "work_order", 4, retention_ms=7 * DAY_MS,
               writers="planner", readers="stage-3 workers"),
+    # Replayed work orders: the same messages, read by the same workers at low
+    # priority (a topic of their own, so live orders never wait behind them).
+    TopicSpec("work.stage2.replay", "product name", "work_order", 4, retention_ms=7 * DAY_MS,
+              writers="planner, calstream replay --from stage2",
+              readers="stage-2 workers (low priority)"),
+    TopicSpec("work.stage3.replay", "product name", "work_order", 4, retention_ms=7 * DAY_MS,
+              writers="planner, calstream replay --from stage3",
+              readers="stage-3 workers (low priority)"),
+    TopicSpec("promotions", "namespace", "promotion", 1, retention_ms=3650 * DAY_MS,
+              writers="calstream promote", readers="subscribers, operators"),
     TopicSpec("holds", "exposure id", "hold", 1, compacted=True,
               writers="planner", readers="planner, operators"),
     TopicSpec("pointing", "exposure id", "pointing_update", 1, retention_ms=30 * DAY_MS,

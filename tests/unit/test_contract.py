@@ -36,6 +36,8 @@ EXAMPLES = {
                                       "DEC_V1": -5.0, "PA_V3": 120.0, "RA_REF": 10.01,
                                       "DEC_REF": -5.01, "ROLL_REF": 119.5}),
     "dead_letter": dict(category="bad_file", reason="not FITS", stage="watcher", attempts=0),
+    "promotion": dict(namespace="ctx2", previous="live", tree="/p/namespaces/ctx2",
+                      promoted_at="2026-11-24T00:00:00Z", records=3),
 }
 
 
