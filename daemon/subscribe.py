@@ -50,6 +50,7 @@ class Filters:
         self.fields = {"program": args.program, "observation": args.observation,
                        "stage": args.stage, "pipeline": args.pipeline,
                        "exposure_id": args.exposure}
+        self.namespaces = set(getattr(args, "namespace", None) or ())
         self.suffixes = set(args.suffix or ())
         self.since = _utc(contract.parse_time(args.since)) if args.since else None
 
@@ -57,6 +58,8 @@ class Filters:
         for name, wanted in self.fields.items():
             if wanted and event.get(name) not in wanted:
                 return False
+        if self.namespaces and event.get("namespace", "live") not in self.namespaces:
+            return False
         if self.suffixes and not self.suffixes & {o.get("suffix") for o in event["outputs"]}:
             return False
         # emitted_at is when this copy was sent: a re-emission of an old event
@@ -223,6 +226,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     f.add_argument("--observation", action="append", help="e.g. 001")
     f.add_argument("--stage", action="append", help="detector1, stage2, stage3, ...")
     f.add_argument("--pipeline", action="append", help="e.g. calwebb_image2")
+    f.add_argument("--namespace", action="append",
+                   help="'live', or a reprocessing's namespace (default: every namespace)")
     f.add_argument("--suffix", action="append", help="has an output with this suffix, e.g. cal")
     f.add_argument("--exposure", action="append", help="exposure id, e.g. "
                                                        "jw01234001001_02101_00001_nrcb1")

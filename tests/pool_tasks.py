@@ -38,3 +38,7 @@ def interval(seconds):
     start = time.time()
     time.sleep(seconds)
     return {"pid": os.getpid(), "start": start, "end": time.time()}
+
+
+def env(name):
+    return {"value": os.environ.get(name), "pid": os.getpid()}

@@ -91,3 +91,62 @@ async def test_each_task_logs_to_its_own_file(tmp_path):
     second = (tmp_path / "logs" / "second.log").read_text()
     assert "some.pipeline: first" in first and "second" not in first
     assert "some.pipeline: second" in second
+
+
+@pytest.mark.anyio
+async def test_live_tasks_go_ahead_of_waiting_replayed_ones():
+    pool = make_pool(1)
+    order = []
+
+    async def task(name, priority, seconds):
+        await pool.run("tests.pool_tasks:sleep", {"seconds": seconds}, timeout=30,
+                       priority=priority)
+        order.append(name)
+
+    try:
+        await pool.run("tests.pool_tasks:add", {"a": 0, "b": 0}, timeout=60)  # warm
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(task, "replay-running", 1, 0.5)
+            await anyio.sleep(0.1)
+            for i in range(3):
+                tg.start_soon(task, f"replay-{i}", 1, 0.05)
+                await anyio.sleep(0.01)
+            tg.start_soon(task, "live", 0, 0.05)
+            await anyio.sleep(0.01)
+            tg.start_soon(task, "live-2", 0, 0.05)
+        assert order == ["replay-running", "live", "live-2", "replay-0", "replay-1", "replay-2"]
+        assert pool.busy == 0 and pool.waiting == 0
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_waiter_gives_its_turn_away():
+    pool = make_pool(1)
+    try:
+        await pool.run("tests.pool_tasks:add", {"a": 0, "b": 0}, timeout=60)
+        async with anyio.create_task_group() as tg:
+            async def busy():
+                await pool.run("tests.pool_tasks:sleep", {"seconds": 0.3}, timeout=30)
+
+            tg.start_soon(busy)
+            await anyio.sleep(0.05)
+            with anyio.move_on_after(0.05):
+                await pool.run("tests.pool_tasks:add", {"a": 1, "b": 1}, timeout=30, priority=1)
+        ok = await pool.run("tests.pool_tasks:add", {"a": 1, "b": 2}, timeout=30)
+        assert ok.value["sum"] == 3 and pool.busy == 0 and pool.waiting == 0
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_task_environment_applies_to_that_task_only():
+    pool = make_pool(1, env={"CRDS_CONTEXT": "jwst_0001.pmap"})
+    try:
+        one = await pool.run("tests.pool_tasks:env", {"name": "CRDS_CONTEXT"}, timeout=60,
+                             env={"CRDS_CONTEXT": "jwst_0002.pmap"})
+        two = await pool.run("tests.pool_tasks:env", {"name": "CRDS_CONTEXT"}, timeout=30)
+        assert one.value["pid"] == two.value["pid"]  # the same warm worker
+        assert (one.value["value"], two.value["value"]) == ("jwst_0002.pmap", "jwst_0001.pmap")
+    finally:
+        pool.close()

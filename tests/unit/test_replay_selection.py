@@ -1,0 +1,165 @@
+"""Replay selection, retention gaps and coverage: pure functions, no broker."""
+
+import datetime as dt
+import os
+
+import pytest
+
+from calstream.daemon.config import ConfigError
+from calstream.daemon.promote import current_namespace, ensure_current, promote
+from calstream.daemon.replay import (Candidate, PartitionScan, Selection, coverage, parse_when,
+                                     replayed_message, retention_gaps, select)
+from calstream.daemon.store import BadNamespace, ProductStore, check_namespace
+from calstream.topics import contract
+
+DIGEST = "sha256:" + "0" * 64
+T0 = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
+
+
+def arrival(exposure, *, minutes=0, digest=DIGEST, instrument="NIRCAM", exp_type="NRC_IMAGE",
+            **extra):
+    when = T0 + dt.timedelta(minutes=minutes)
+    header = {"PROGRAM": exposure[2:7], "OBSERVTN": exposure[7:10], "VISIT": exposure[10:13],
+              "VISITGRP": "02", "SEQ_ID": "1", "ACT_ID": "01", "EXPOSURE": "00001",
+              "INSTRUME": instrument, "DETECTOR": "NRCB1", "EXP_TYPE": exp_type, "NEXPOSUR": 4,
+              "NINTS": 1, "NGROUPS": 5, "SUBARRAY": "SUB160", "ENGQLPTG": "CALCULATED",
+              "DATE-OBS": "2024-01-15", "TIME-OBS": "08:00:00"}
+    return contract.build(
+        "arrival", contract.event_id("arrival", exposure, digest), exposure_id=exposure,
+        path=f"/inbox/{exposure}_uncal.fits", digest=digest, size=10,
+        detected_at=contract.iso(when), source="watch", priority="live", header=header,
+        **extra).body
+
+
+def cand(message, partition=0, offset=0, minutes=None):
+    minutes = minutes if minutes is not None else offset
+    return Candidate(partition, offset, int((T0.timestamp() + 60 * minutes) * 1000), message)
+
+
+A = "jw01234001001_02101_00001_nrcb1"
+B = "jw01234001001_02101_00002_nrcb1"
+C = "jw01234002001_02101_00001_mirimage"
+D = "jw04321001001_02101_00001_nrcb1"
+
+
+def test_selection_by_time_program_observation_instrument_and_type():
+    cs = [cand(arrival(A, minutes=0), 0, 0), cand(arrival(B, minutes=10), 1, 0),
+          cand(arrival(C, minutes=20, instrument="MIRI", exp_type="MIR_IMAGE"), 2, 0),
+          cand(arrival(D, minutes=30), 3, 0)]
+
+    def names(sel):
+        return sorted(c.message["exposure_id"] for c in select(cs, sel)[0])
+
+    assert names(Selection()) == sorted([A, B, C, D])
+    assert names(Selection(since=T0 + dt.timedelta(minutes=10),
+                           until=T0 + dt.timedelta(minutes=30))) == [B, C]
+    assert names(Selection(programs={"01234"})) == [A, B, C]
+    assert names(Selection(programs={"01234"}, observations={"002"})) == [C]
+    assert names(Selection(instruments={"nircam"})) == [A, B, D]
+    assert names(Selection(exp_types={"mir_image"})) == [C]
+    assert names(Selection(exposures={A, D}, visits={"001"})) == [A, D]
+
+
+def test_the_latest_message_per_exposure_wins_and_redeliveries_count_once():
+    first = arrival(A, minutes=0)
+    corrected = arrival(A, minutes=5, digest="sha256:" + "1" * 64)
+    cs = [cand(first, 0, 0), cand(first, 0, 1), cand(corrected, 0, 2), cand(arrival(B), 1, 0)]
+    chosen, matched, superseded = select(cs, Selection())
+    assert {c.message["exposure_id"]: c.message["digest"] for c in chosen} == \
+        {A: corrected["digest"], B: DIGEST}
+    assert (matched, superseded) == (3, 1)
+
+
+def test_replayed_messages_are_never_a_replay_source():
+    replayed = arrival(A, replay={"replay_id": "0" * 16, "namespace": "n1"})
+    chosen, _, _ = select([cand(replayed)], Selection())
+    assert chosen == []
+
+
+def test_a_range_before_the_oldest_retained_record_is_a_gap_only_if_records_were_lost():
+    t = T0 + dt.timedelta(days=3)
+    intact = PartitionScan(0, high_watermark=5, first_offset=0, first_time=t)
+    truncated = PartitionScan(1, high_watermark=50, first_offset=40, first_time=t)
+    emptied = PartitionScan(2, high_watermark=7)
+    assert retention_gaps([intact], T0) == []
+    assert retention_gaps([intact, truncated], t + dt.timedelta(hours=1)) == []
+    [gap] = retention_gaps([intact, truncated], T0)
+    assert "partition 1" in gap and "0..39" in gap and "offset 40" in gap
+    assert len(retention_gaps([truncated], None)) == 1  # "everything" reaches back too
+    assert "every record is gone" in retention_gaps([emptied], T0)[0]
+
+
+def test_coverage_counts_and_first_last_offset_and_time_per_partition():
+    scans = [PartitionScan(0, 10, 0, T0), PartitionScan(1, 4, 2, T0), PartitionScan(2, 0)]
+    chosen = [cand(arrival(A), 0, 3), cand(arrival(B), 0, 7), cand(arrival(D), 1, 2)]
+    rows = {r.partition: r for r in coverage(scans, chosen)}
+    assert (rows[0].count, rows[0].first_offset, rows[0].last_offset) == (2, 3, 7)
+    assert rows[0].first_time == contract.iso(T0 + dt.timedelta(minutes=3))
+    assert rows[0].last_time == contract.iso(T0 + dt.timedelta(minutes=7))
+    assert (rows[1].count, rows[1].log_start_offset, rows[1].high_watermark) == (1, 2, 4)
+    assert (rows[2].count, rows[2].first_offset) == (0, None)
+
+
+def test_a_replayed_arrival_carries_the_request_and_is_a_valid_message():
+    request = {"replay_id": "ab" * 8, "from": "raw", "namespace": "ctx1535",
+               "crds_context": "jwst_1535.pmap", "requested_at": contract.utc_now(),
+               "selection": {}}
+    key, message = replayed_message(cand(arrival(A), 2, 9), source="raw",
+                                    topic="calstream.raw", request=request)
+    assert key == A and message["priority"] == "replay" and message["source"] == "replay"
+    assert message["replay"]["source"] == {"topic": "calstream.raw", "partition": 2, "offset": 9}
+    assert message.event_id != arrival(A)["event_id"]
+    contract.decode(contract.encode(message), expected="arrival")
+
+
+def test_replay_requests_are_validated_by_the_schema():
+    for bad in ({"replay_id": "0" * 16, "namespace": "live"},
+                {"replay_id": "0" * 16, "namespace": "Bad Name"},
+                {"replay_id": "0" * 16, "namespace": "n", "crds_context": "latest"},
+                {"namespace": "n"}):
+        with pytest.raises(contract.InvalidMessage):
+            arrival(A, replay=bad)
+
+
+def test_times_and_namespaces_are_checked():
+    assert parse_when("2026-11-24") == dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
+    assert parse_when("2026-11-24T06:00:00Z").hour == 6
+    with pytest.raises(ConfigError):
+        parse_when("yesterday")
+    with pytest.raises(ConfigError):
+        Selection(since=T0, until=T0)
+    assert check_namespace("ctx1535-2026.11") == "ctx1535-2026.11"
+    for bad in ("current", "../x", "A", ""):
+        with pytest.raises(BadNamespace):
+            check_namespace(bad)
+    with pytest.raises(BadNamespace):
+        check_namespace("live", allow_live=False)
+
+
+def test_namespace_trees_and_an_atomic_promotion(tmp_path):
+    store = ProductStore(tmp_path)
+    ensure_current(store)
+    assert os.readlink(tmp_path / "current") == "." and current_namespace(store) == "live"
+    ns = store.for_namespace("n1")
+    assert ns.directory("01234", "001") == tmp_path / "namespaces/n1/01234/001"
+    assert store.namespace_of(ns.directory("01234", "001") / "x.fits") == "n1"
+    assert store.namespace_of(store.directory("01234", "001") / "x.fits") == "live"
+    assert store.namespace_of(tmp_path.parent / "elsewhere") is None
+    with pytest.raises(ConfigError):
+        promote(store, "n1")  # nothing in it yet
+    scratch = ns.scratch("01234", "001", "w" * 64)
+    (scratch / "jw_rate.fits").write_bytes(b"x")
+    event = {"crds_context": "jwst_0002.pmap",
+             "replay": {"replay_id": "1" * 16, "from": "raw", "crds_context": "jwst_0002.pmap"},
+             "outputs": []}
+    ns.publish(scratch, "01234", "001", name="jw", stage="detector1",
+               record={"work_id": "w" * 64, "event": event})
+    message = promote(store, "n1", reason="test")
+    assert os.readlink(tmp_path / "current") == "namespaces/n1"
+    assert (tmp_path / "current/01234/001/jw_rate.fits").read_bytes() == b"x"
+    assert (message["namespace"], message["previous"], message["records"]) == ("n1", "live", 1)
+    assert message["replays"][0]["replay_id"] == "1" * 16
+    assert len(list((tmp_path / "promotions").glob("*-n1.json"))) == 1
+    assert promote(store, "live")["previous"] == "n1"
+    assert current_namespace(store) == "live"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".current")] == []
