@@ -117,18 +117,17 @@ class StageConsumer:
                     if live:
                         batch = await self.consumer.getmany(*live, timeout_ms=200)
                     else:
-                        # getmany() without partitions would return replayed records too
-                        await anyio.sleep(0.2)
-                        batch = {}
+                        batch = await self._poll_without_live(low)
                     if not started:
                         task_status.started()
                         started = True
                     self._start(tg, batch)
                     free = self.capacity - self.in_flight
                     if low and free > 0 and await self._live_caught_up(live):
-                        # timeout 0: the fetcher has prefetched them, or will have by the next turn
-                        self._start(tg, await self.consumer.getmany(*low, timeout_ms=0,
-                                                                    max_records=free))
+                        # Without live partitions this is the loop's poll, so it may wait;
+                        # otherwise the fetcher has prefetched them, or will by the next turn.
+                        self._start(tg, await self.consumer.getmany(
+                            *low, timeout_ms=0 if live else 200, max_records=free))
                     self._apply_backpressure()
                     self._update_lag()
                     if self._dirty and time.monotonic() - last_commit >= self.commit_interval:
@@ -138,6 +137,24 @@ class StageConsumer:
                 with anyio.CancelScope(shield=True):
                     tg.cancel_scope.cancel()
                     await self.commit()
+
+    async def _poll_without_live(self, low: list[TopicPartition]) -> dict:
+        """A member assigned only replay partitions must still poll, or after
+        max_poll_interval aiokafka takes it for dead and leaves the group.
+        (getmany() without partitions would return replayed records too.)"""
+        free = self.capacity - self.in_flight
+        if not low:
+            await anyio.sleep(0.2)
+            return {}
+        if free > 0:
+            return {}  # taken below, one per free slot
+        # Paused: a poll that returns nothing (buffered records are refetched later).
+        self.consumer.pause(*low)
+        try:
+            await self.consumer.getmany(*low, timeout_ms=200)
+        finally:
+            self.consumer.resume(*low)
+        return {}
 
     def _split(self, assigned) -> tuple[list[TopicPartition], list[TopicPartition]]:
         live = sorted(tp for tp in assigned if tp.topic not in self.low_priority)
