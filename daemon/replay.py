@@ -32,7 +32,9 @@ import getpass
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -45,7 +47,7 @@ from calstream.topics.catalog import Topics
 
 from . import kafka
 from .config import Config, ConfigError
-from .store import BadNamespace, check_namespace
+from .store import BadNamespace, ProductStore, check_namespace
 
 SOURCES = {"raw": ("raw", "replay", "arrival"),
            "stage2": ("work.stage2", "work.stage2.replay", "work_order"),
@@ -198,13 +200,15 @@ def retention_gaps(scans: list[PartitionScan], since: dt.datetime | None) -> lis
 
 
 def select(candidates: list[Candidate], selection: Selection,
+           live_input: Callable[[str], bool] | None = None,
            ) -> tuple[list[Candidate], int, int]:
     """The candidates to replay: matching, live, and the latest per item.
 
     Returns (selected, matched, superseded). A later message for the same item
     (a corrected redelivery, a complete association after a degraded one)
-    replaces an earlier one; replayed messages (namespace not live) are never
-    sources.
+    replaces an earlier one; replayed messages (namespace not live), and work
+    orders with an input that ``live_input`` says is not a live product, are
+    never sources.
     """
     latest: dict[str, Candidate] = {}
     seen_events: set[str] = set()
@@ -213,6 +217,8 @@ def select(candidates: list[Candidate], selection: Selection,
         m = c.message
         if m.get("replay") or (m.get("namespace") or "live") != "live" \
                 or m.get("priority") == "replay":
+            continue
+        if live_input and not all(live_input(i["path"]) for i in m.get("inputs") or []):
             continue
         name, facts, when = facts_of(m)
         if not selection.matches(facts, when):
@@ -327,8 +333,10 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
     src_logical, dst_logical, kind = SOURCES[source]
     src, dst = topics.name(src_logical), topics.name(dst_logical)
     found, scans, invalid = await scan(cfg, src)
+    store = ProductStore(cfg.products)
     chosen, matched, superseded = select(
-        [c for c in found if c.message.get("schema") == f"calstream.{kind}"], selection)
+        [c for c in found if c.message.get("schema") == f"calstream.{kind}"], selection,
+        live_input=lambda path: store.namespace_of(Path(path)) in ("live", None))
     gaps = retention_gaps(scans, selection.since)
     requested_at = contract.utc_now()
     rid = replay_id(source, selection, namespace, crds_context, requested_at)

@@ -115,7 +115,7 @@ async def test_replay_into_a_namespace_with_another_context_then_again_then_prom
         # Stage 2 follows once the planner routes namespaced product events
         # (issue 4's planner on main); until then nothing of it may touch live.
         await anyio.sleep(3)
-        everything = await read_all(cfg, ["products", "work.stage2", "work.stage2.replay"])
+        everything = await read_all(cfg, ["products"])
         stage2_ns = in_namespace(everything, "stage2", NAMESPACE)
         for event in stage2_ns:
             assert event["crds_context"] == second_context
@@ -141,7 +141,28 @@ async def test_replay_into_a_namespace_with_another_context_then_again_then_prom
         events = in_namespace(msgs, "detector1", NAMESPACE)
         assert {e.event_id for e in events} == {e.event_id for e in replayed.values()}
 
-    # 3. Promote: `current` switches to the namespace's tree, and back.
+        # 3. A later stage only, from the existing live products: stage 2 again.
+        stage2 = await anyio.to_thread.run_sync(lambda: cli(
+            cfg, "replay", "--from", "stage2", "--namespace", "s2-ctx2", "--crds-context",
+            second_context, "--json"))
+        assert stage2.returncode == 0, stage2.stderr
+        s2report = json.loads(stage2.stdout)
+        assert s2report["target_topic"].endswith("work.stage2.replay")
+        assert {i["name"] for i in s2report["items"]} == ids
+        msgs = await wait_for(cfg, ["products"], lambda ms: {
+            p["exposure_id"] for p in in_namespace(ms, "stage2", "s2-ctx2")} >= ids, timeout=300)
+        live_rates = {o["digest"] for p in in_namespace(msgs, "detector1", "live")
+                      for o in p["outputs"]}
+        for event in in_namespace(msgs, "stage2", "s2-ctx2"):
+            assert event["crds_context"] == second_context and event["outcome"] == "success"
+            assert {i["digest"] for i in event["inputs"]} <= live_rates
+            cal = next(o["path"] for o in event["outputs"] if o["suffix"] == "cal")
+            assert Path(cal).is_relative_to(cfg.products / "namespaces" / "s2-ctx2")
+            with fits.open(cal) as hdul:
+                assert hdul[0].header["CRDS_CTX"] == second_context
+        assert await anyio.to_thread.run_sync(live_tree, cfg.products) == live_before
+
+    # 4. Promote: `current` switches to the namespace's tree, and back.
     current = cfg.products / "current"
     assert os.readlink(current) == "."
     promoted = await anyio.to_thread.run_sync(lambda: cli(

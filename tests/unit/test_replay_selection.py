@@ -76,6 +76,17 @@ def test_replayed_messages_are_never_a_replay_source():
     assert chosen == []
 
 
+def test_work_orders_from_a_namespace_are_no_replay_source():
+    order = dict(schema="calstream.work_order", event_id="1" * 64, product_name=A,
+                 program="01234", pipeline="calwebb_image2", stage="stage2",
+                 inputs=[{"path": f"/p/{A}_rate.fits", "digest": DIGEST}])
+    bogus = {**order, "event_id": "2" * 64,
+             "inputs": [{"path": f"/p/namespaces/n1/{A}_rate.fits", "digest": DIGEST}]}
+    chosen, _, _ = select([cand(order, 0, 0), cand(bogus, 0, 1)], Selection(),
+                          live_input=lambda path: "/namespaces/" not in path)
+    assert [c.message["event_id"] for c in chosen] == ["1" * 64]
+
+
 def test_a_range_before_the_oldest_retained_record_is_a_gap_only_if_records_were_lost():
     t = T0 + dt.timedelta(days=3)
     intact = PartitionScan(0, high_watermark=5, first_offset=0, first_time=t)
