@@ -30,8 +30,15 @@ from calstream.topics.catalog import Topics
 
 from . import kafka
 from .config import Config, ConfigError
-from .store import CURRENT, LIVE, NAMESPACES, PROMOTIONS, BadNamespace, ProductStore, \
-    check_namespace
+from .store import (
+    CURRENT,
+    LIVE,
+    NAMESPACES,
+    PROMOTIONS,
+    BadNamespace,
+    ProductStore,
+    check_namespace,
+)
 
 
 def _target(namespace: str) -> str:

@@ -40,7 +40,9 @@ log = logging.getLogger("calstream.status")
 # The topics each stage's consumer group "<group_prefix>.<stage>" reads, as
 # runtime.py subscribes them. The planner is not here: it reads every
 # partition of products without a group, so it has no lag to report.
-_STAGE_INPUTS: dict[str, tuple[str, ...]] = {"detector1": ("raw",), "stage2": ("work.stage2",)}
+_STAGE_INPUTS: dict[str, tuple[str, ...]] = {"detector1": ("raw", "replay"),
+                                              "stage2": ("work.stage2", "work.stage2.replay"),
+                                              "stage3": ("work.stage3", "work.stage3.replay")}
 STAGE_INPUTS = {stage: t for stage, t in _STAGE_INPUTS.items() if stage in ROLES}
 
 MISSING_EXPOSURES = "not implemented yet (association completeness: issue 4)"

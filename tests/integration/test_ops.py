@@ -287,7 +287,7 @@ async def test_status_summarises_a_running_deployment(tmp_path, broker, kit, uni
 
             async def holding_the_third():
                 st = await collect(cfg, [address])
-                (row,) = [r for r in st.broker.lag if r.stage == "detector1"]
+                (row,) = [r for r in st.broker.lag if r.stage == "detector1" and r.topic.endswith("raw")]
                 return st if st.stages["detector1"].get("in_flight") == 1 and row.lag == 1 \
                     else None
 
@@ -300,7 +300,7 @@ async def test_status_summarises_a_running_deployment(tmp_path, broker, kit, uni
 
         async def drained():
             st = await collect(cfg, [address])
-            (row,) = [r for r in st.broker.lag if r.stage == "detector1"]
+            (row,) = [r for r in st.broker.lag if r.stage == "detector1" and r.topic.endswith("raw")]
             return st if row.lag == 0 and st.stages["detector1"]["in_flight"] == 0 else None
 
         after = await eventually(drained, "the backlog to drain")

@@ -102,7 +102,7 @@ async def test_replay_into_a_namespace_with_another_context_then_again_then_prom
             p["exposure_id"] for p in in_namespace(ms, "detector1", NAMESPACE)} >= ids,
             timeout=300)
         replayed = {p["exposure_id"]: p for p in in_namespace(msgs, "detector1", NAMESPACE)}
-        for exposure, event in replayed.items():
+        for event in replayed.values():
             assert event["crds_context"] == second_context
             assert event["replay"]["replay_id"] == report["replay_id"]
             assert event["replay"]["namespace"] == NAMESPACE

@@ -7,8 +7,16 @@ import pytest
 
 from calstream.daemon.config import ConfigError
 from calstream.daemon.promote import current_namespace, ensure_current, promote
-from calstream.daemon.replay import (Candidate, PartitionScan, Selection, coverage, parse_when,
-                                     replayed_message, retention_gaps, select)
+from calstream.daemon.replay import (
+    Candidate,
+    PartitionScan,
+    Selection,
+    coverage,
+    parse_when,
+    replayed_message,
+    retention_gaps,
+    select,
+)
 from calstream.daemon.store import BadNamespace, ProductStore, check_namespace
 from calstream.topics import contract
 
