@@ -83,6 +83,14 @@ async def test_replay_into_a_namespace_with_another_context_then_again_then_prom
         live_before = await anyio.to_thread.run_sync(live_tree, cfg.products)
         assert len(live_before) >= 3 * len(ids)  # rate, rateints, cal, i2d, ...
 
+        # 0. A dry run lists what would run and publishes nothing.
+        dry = await anyio.to_thread.run_sync(lambda: cli(
+            cfg, "replay", "--namespace", NAMESPACE, "--program", "01234", "--dry-run"))
+        assert dry.returncode == 0, dry.stderr
+        assert "would replay 4 item(s)" in dry.stdout.replace(str(len(ids)), "4")
+        assert all(i in dry.stdout for i in ids)
+        assert not [m for m in await read_all(cfg, ["replay"])]
+
         # 1. The replay: its report says what it covered.
         done = await anyio.to_thread.run_sync(lambda: cli(
             cfg, "replay", "--namespace", NAMESPACE, "--crds-context", second_context,
