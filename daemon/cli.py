@@ -189,11 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     _daemon_flags(p)
     p.set_defaults(func=cmd_topics)
     from .holds_cli import add_parser as add_holds
+    from .plan_cli import add_parser as add_plan
     from .status import add_parser as add_status
     from .subscribe import add_parser as add_subscribe
 
     add_status(sub)
     add_holds(sub, _daemon_flags, _config)
+    add_plan(sub, _daemon_flags, _config)
     add_subscribe(sub)
     return parser
 

@@ -48,6 +48,7 @@ class WorkItem:
     arrived_at: str | None = None  # start of end-to-end latency
     key: str = ""  # message key, for dead letters
     record: ConsumerRecord | None = None
+    version: int = 1  # >1: a stage-3 product superseding the previous version
 
     @property
     def log_context(self) -> dict[str, str]:
@@ -77,7 +78,7 @@ class StageRunner:
         wid = self.work_id(item)
         done = await anyio.to_thread.run_sync(
             lambda: self.store.lookup(item.program, item.observation, name=item.name,
-                                      stage=item.stage, work_id=wid))
+                                      stage=item.stage, work_id=wid, version=item.version))
         if done is not None:
             # Already done: re-emit the same event (same event_id) so a subscriber
             # that missed it gets it and one that did not drops it.
@@ -90,12 +91,13 @@ class StageRunner:
         await self._attempts(item, wid)
 
     async def _attempts(self, item: WorkItem, wid: str) -> None:
-        run_log = self.store.log_path(item.program, item.observation, item.name, item.stage)
+        run_log = self.store.log_path(item.program, item.observation, item.name, item.stage,
+                                      item.version)
         attempts = 0
         while True:
             attempts += 1
             scratch = await anyio.to_thread.run_sync(
-                self.store.scratch, item.program, item.observation, wid)
+                self.store.scratch, item.program, item.observation, wid, item.version)
             log.info("%s: %s starting (attempt %d)", item.name, item.pipeline, attempts,
                      extra=item.log_context)
             outcome = None
@@ -145,15 +147,24 @@ class StageRunner:
             work_id=wid, stage=item.stage, pipeline=item.pipeline, program=item.program,
             observation=item.observation, product_name=item.name, inputs=item.inputs,
             calstream_version=calstream.__version__, arrived_at=item.arrived_at,
-            namespace="live", version=1, supersedes=None, log_path=str(run_log),
-            pointing_quality="UNKNOWN", pointing_provisional=False,
+            namespace="live", version=item.version, supersedes=self._supersedes(item),
+            log_path=str(run_log), pointing_quality="UNKNOWN", pointing_provisional=False,
         )
         fields.update(item.event_fields)
         return fields
 
+    def _supersedes(self, item: WorkItem) -> str | None:
+        """The product event of the newest earlier version still in the store."""
+        for version in range(item.version - 1, 0, -1):
+            done = self.store.lookup(item.program, item.observation, name=item.name,
+                                     stage=item.stage, version=version, verify=False)
+            if done is not None:
+                return done.event["event_id"]
+        return None
+
     async def _publish(self, item: WorkItem, wid: str, scratch: Path, result: dict,
                        run_log: Path) -> None:
-        final_dir = self.store.directory(item.program, item.observation)
+        final_dir = self.store.directory(item.program, item.observation, item.version)
 
         def describe_outputs() -> list[dict[str, Any]]:
             files = []
@@ -175,7 +186,7 @@ class StageRunner:
                         result["crds_context"], self.crds_context, extra=item.log_context)
         await anyio.to_thread.run_sync(
             lambda: self.store.publish(scratch, item.program, item.observation, name=item.name,
-                                       stage=item.stage,
+                                       stage=item.stage, version=item.version,
                                        record={"work_id": wid, "event": message.body}))
         await self.bus.publish("products", item.program, message)
         self.count(item, "success")
@@ -199,7 +210,7 @@ class StageRunner:
             jwst_version=jwst_version(), crds_context=self.crds_context, duration_seconds=None)
         await anyio.to_thread.run_sync(
             lambda: self.store.write_record(item.program, item.observation, name=item.name,
-                                            stage=item.stage,
+                                            stage=item.stage, version=item.version,
                                             record={"work_id": wid, "event": message.body}))
         await self.bus.publish("products", item.program, message)
         self.count(item, "skipped")

@@ -80,7 +80,7 @@ class WorkOrderStage:
                          for p in asn.get("products", []) for m in p.get("members", []))
         fields = {k: order[k] for k in ("exposure_id", "visit", "instrument", "exp_type",
                                         "header", "pointing_quality", "pointing_provisional",
-                                        "releases")
+                                        "releases", "degraded")
                   if order.get(k) is not None}
         parameters = order.get("parameters", {})
         fields["association"] = {"asn_id": asn.get("asn_id"), "asn_rule": asn.get("asn_rule"),
@@ -97,4 +97,5 @@ class WorkOrderStage:
             program=order["program"], observation=order.get("observation") or "000",
             name=order["product_name"], inputs=order.get("inputs", []),
             parameters={**order.get("parameters", {}), "members": members},
-            event_fields=fields, arrived_at=order.get("arrived_at"), key=key, record=record)
+            event_fields=fields, arrived_at=order.get("arrived_at"), key=key, record=record,
+            version=int(order.get("version") or 1))

@@ -20,7 +20,8 @@ import jsonschema
 
 SCHEMA_MAJOR = 1
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.0"
-MESSAGE_TYPES = ("arrival", "product", "work_order", "hold", "pointing_update", "dead_letter")
+MESSAGE_TYPES = ("arrival", "product", "work_order", "hold", "pointing_update", "dead_letter",
+                 "plan")
 
 
 class InvalidMessage(ValueError):
