@@ -44,9 +44,9 @@ from .timeseries import TimeSeriesSpec
 MODES = ("imaging", "timeseries", "lrs")
 PROGRAM_MODES = ("mosaic", "segmented", "missing")
 ALL_MODES = MODES + PROGRAM_MODES
-# Ideal-frame arcsec between the two visits of observation 001: a third of
+# Ideal-frame arcsec between the two visits of observation 001: a sixth of
 # the SUB160 field, so the tiles overlap enough for tweakreg to tie them.
-MOSAIC_OFFSET = (1.5, 1.0)
+MOSAIC_OFFSET = (0.8, 0.5)
 
 
 @dataclass
