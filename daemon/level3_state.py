@@ -140,6 +140,7 @@ class Level3State:
         self.candidates: dict[Level3Key, Candidate] = {}
         self.plans: dict[str, Plan] = {}
         self._planned: dict[str, tuple[str, ...]] = {}  # exposure id -> plan acids
+        self._plan_headers: dict[str, dict[str, Any]] = {}  # exposure id -> plan keywords
         self._planned_keys: dict[Level3Key, set[str]] = {}  # candidate -> planned exposure ids
         self._restored: dict[str, list[dict[str, Any]]] = {}  # product name -> orders
         self._by_visit: dict[str, set[str]] = {}  # visit id -> arrived exposure ids
@@ -154,6 +155,7 @@ class Level3State:
         self.plans[plan.plan_id] = plan
         touched: set[Level3Key] = set()
         for p in plan.exposures:
+            self._plan_headers[p.exposure_id] = dict(p.header)
             self._planned[p.exposure_id] = tuple(
                 sorted(set(self._planned.get(p.exposure_id, ())) | set(p.candidates)))
             for key, r in keys_of(Exposure(p.exposure_id, p.header), p.candidates):
@@ -225,8 +227,17 @@ class Level3State:
         a = self.arrived.get(eid)
         return a.exposure.name.visit_id if a else ""
 
+    def _with_plan(self, exposure: Exposure) -> Exposure:
+        """The exposure with the keywords only its plan knows (TARGETID, ...):
+        its own header wins, the plan fills the gaps, as a pool does for jwst."""
+        planned = self._plan_headers.get(exposure.exposure_id)
+        if not planned:
+            return exposure
+        return Exposure(exposure.exposure_id, {**planned, **exposure.header}, exposure.products)
+
     def _index(self, exposure: Exposure, now: float) -> set[Level3Key]:
         touched = set()
+        exposure = self._with_plan(exposure)
         for key, r in keys_of(exposure, self._planned.get(exposure.exposure_id, ())):
             cand = self.candidates.get(key)
             if cand is None:
@@ -279,7 +290,8 @@ class Level3State:
         if cand.missing:
             waiting["exposures"] = f"{len(cand.missing)} expected by {cand.expected_by}: " + \
                 ", ".join(cand.missing[:10]) + (" ..." if len(cand.missing) > 10 else "")
-        ready = [self.calibrated[m].exposure for m in members if m in self.calibrated]
+        ready = [self._with_plan(self.calibrated[m].exposure) for m in members
+                 if m in self.calibrated]
         signature = cand.signature = self._signature(ready)
         if cand.sent and cand.sent[-1].signature == signature and not waiting:
             cand.waiting_for = {}

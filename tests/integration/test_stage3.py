@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -56,9 +57,12 @@ def stage3_events(messages, name: str | None = None):
             and (name is None or p["product_name"] == name)]
 
 
-def planner_view(daemon) -> dict:
+def missing_now(daemon) -> dict:
+    """The live namespace's missing exposures, as `calstream status` reads them."""
     with urllib.request.urlopen(f"http://{daemon.ops.address}/planner", timeout=5) as r:
-        return json.loads(r.read())
+        view = json.loads(r.read())
+    # Until the planner has caught up with the topics it reports nothing.
+    return view.get("namespaces", {}).get("live", {}).get("stage3", {}).get("missing", {})
 
 
 async def test_a_two_visit_observation_becomes_one_mosaic_after_its_late_dither_across_a_restart(
@@ -76,10 +80,7 @@ async def test_a_two_visit_observation_becomes_one_mosaic_after_its_late_dither_
         # Everything but the late dither is calibrated: the planner names what
         # it waits for, and orders nothing.
         with anyio.fail_after(30):
-            while True:
-                live = planner_view(daemon)["namespaces"]["live"]["stage3"]
-                if eid(late) in live["missing"]:
-                    break
+            while eid(late) not in missing_now(daemon):
                 await anyio.sleep(0.5)
         await anyio.sleep(3 * SETTLE)
         assert not [m for m in await read_all(cfg, ["work.stage3"])
@@ -94,7 +95,7 @@ async def test_a_two_visit_observation_becomes_one_mosaic_after_its_late_dither_
         await anyio.sleep(3 * SETTLE)  # room for a duplicate to show itself
         final = await read_all(cfg, ["products", "work.stage3"])
     [mosaic] = stage3_events(done)
-    assert mosaic["product_name"] == "jw01234-o001_t001_nircam_clear-f150w-sub160p"
+    assert re.fullmatch(r"jw01234-o001_t\d{3}_nircam_clear-f150w-sub160p", mosaic["product_name"])
     assert mosaic["pipeline"] == "calwebb_image3" and mosaic["version"] == 1
     assert not mosaic.get("degraded")
     members = {Path(m["expname"]).name for m in mosaic["association"]["members"]}
@@ -129,8 +130,7 @@ async def test_a_missing_dither_closes_degraded_then_a_late_arrival_supersedes_a
         await anyio.to_thread.run_sync(lambda: deliver(missing_files + segments, cfg.inbox))
         # The missing dither is reported while the candidate waits ...
         with anyio.fail_after(120):
-            while missing_id not in planner_view(daemon)["namespaces"]["live"]["stage3"][
-                    "missing"]:
+            while missing_id not in missing_now(daemon):
                 await anyio.sleep(0.5)
         first = await wait_for(
             cfg, ["products"], lambda ms: len({p["product_name"] for p in stage3_events(ms)}) >= 2,

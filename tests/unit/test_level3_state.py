@@ -171,17 +171,21 @@ def test_a_plan_closes_the_candidate_the_moment_its_last_member_is_calibrated():
     state = new_state(settle=3600.0)  # headers alone would wait an hour
     plan = parse_manifest(manifest(1, 2, 3, 4), source="m.json")
     assert stage3(state.load_plan(plan, T0)) == []
+    # Real uncal headers carry no TARGETID (a pool column): the plan supplies it.
+    arrivals = [dither(n, TARGETID=None) for n in range(1, 5)]
+    assert all("TARGETID" not in h for h in arrivals)
     orders = []
     for n in (1, 2, 3):
-        orders += feed(state, dither(n), T0 + n)
+        orders += feed(state, arrivals[n - 1], T0 + n)
     assert orders == []
     summary = state.summary(T0 + 4)["level3"]
     assert list(summary["missing"]) == [exposure_id(dither(4))]
     assert summary["candidates"][0]["expected_by"] == "plan"
-    state.observe(rate(dither(4), T0 + 10), T0 + 10)
-    [order] = stage3(state.observe(cal(dither(4), T0 + 11), T0 + 11))
+    state.observe(rate(arrivals[3], T0 + 10), T0 + 10)
+    [order] = stage3(state.observe(cal(arrivals[3], T0 + 11), T0 + 11))
     assert order["expected_by"] == "plan" and order["degraded"] is None
     assert len(order["inputs"]) == 4
+    assert order["product_name"] == "jw01234-o001_t001_nircam_clear-f150w-sub160p"
 
 
 def test_a_plan_cross_observation_candidate_combines_two_observations():
