@@ -153,7 +153,7 @@ async def _main(daemon: Daemon, files: list[Path], corrected: Path, ids: list[st
                   "redelivering it with corrected pointing ...", flush=True)
             await anyio.to_thread.run_sync(lambda: deliver([corrected], inbox))
             await _until(seen, lambda: planned_id in seen.stage2)
-            print(f"calstream demo: every dither calibrated; waiting for the visit's image3 "
+            print("calstream demo: every dither calibrated; waiting for the visit's image3 "
                   "mosaic ...", flush=True)
             await _until(seen, lambda: bool(seen.stage3))
         outcome["timed_out"] = scope.cancelled_caught
