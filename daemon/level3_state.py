@@ -39,6 +39,7 @@ from calstream.steps.associations import (
     association_filename,
     build_level3,
     candidate_key,
+    product_name,
     validate_level3,
 )
 from calstream.steps.completeness import visit_status
@@ -279,6 +280,11 @@ class Level3State:
 
     def _evaluate(self, cand: Candidate, now: float) -> list[contract.Message]:
         members = sorted(cand.members)
+        if cand.product_name is None and members:
+            # The name operations know it by, before the first order names it.
+            cand.product_name = product_name(
+                cand.key, [self._with_plan(self.arrived[m].exposure) for m in members
+                           if m in self.arrived])
         held = [m for m in members if self.arrived.get(m) and self.arrived[m].provisional]
         pending = [m for m in members if m not in self.calibrated and m not in held]
         cand.missing = self._missing(cand)

@@ -15,6 +15,7 @@ import pytest
 from astropy.io import fits
 
 from calstream.daemon.plan_cli import plan_message, publish_plan
+from calstream.daemon.status import collect, render
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
@@ -132,6 +133,13 @@ async def test_a_missing_dither_closes_degraded_then_a_late_arrival_supersedes_a
         with anyio.fail_after(120):
             while missing_id not in missing_now(daemon):
                 await anyio.sleep(0.5)
+        shown = render(await collect(cfg, [daemon.ops.address]))
+        # Others may still be on their way; the missing one is named, with since when.
+        assert re.search(r"missing exposures: \d+, the oldest for", shown)
+        assert f"    {missing_id}  expected since " in shown
+        assert re.search(r"jw01234-o005_t\d{3}_nircam_clear-f150w-sub160p \(image3, \d "
+                         r"member\(s\), expected by headers\): .*exposures: \d expected by "
+                         r"headers: .*" + missing_id, shown)
         first = await wait_for(
             cfg, ["products"], lambda ms: len({p["product_name"] for p in stage3_events(ms)}) >= 2,
             timeout=400)
