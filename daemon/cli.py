@@ -107,6 +107,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                     modes=tuple(args.modes))
     for f in kit.uncal_files:
         print(f)
+    print(f"\n# plan: {kit.pool_path} (jwst association pool), {kit.manifest_path}",
+          file=sys.stderr)
+    for eid in kit.missing:
+        print(f"# missing (planned, never written): {eid}", file=sys.stderr)
+    for f in kit.late:
+        print(f"# late (delivered last): {f.name}", file=sys.stderr)
     if kit.crds_env:
         (Path(args.out_dir) / "crds.env").write_text(env_lines(kit.crds_env))
         print(f"\n# CRDS: an offline cache with context {kit.context}; for calstream run:",
@@ -115,7 +121,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.inbox:
         from calstream.steps.synthetic.downlink import deliver
 
-        deliver(kit.uncal_files, args.inbox, interval=args.interval, pieces=args.pieces,
+        deliver(kit.delivery_order(), args.inbox, interval=args.interval, pieces=args.pieces,
                 piece_delay=args.piece_delay)
     return 0
 
@@ -174,9 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detectors", nargs="+")
     p.add_argument("--planned", type=int, nargs="+", help="exposure numbers with ENGQLPTG=PLANNED")
     p.add_argument("--no-references", action="store_true", help="only the uncal files")
+    # steps.synthetic.kit.ALL_MODES, spelled out: the parser must not import numpy.
     p.add_argument("--modes", nargs="+", default=["imaging"],
-                   choices=("imaging", "timeseries", "lrs"),
-                   help="observing modes in the visit (default: imaging)")
+                   choices=("imaging", "timeseries", "lrs", "mosaic", "segmented", "missing"),
+                   help="what the program observes (default: imaging). mosaic: observation "
+                        "001's second visit, one exposure delivered late; segmented: a time "
+                        "series in 3 segments; missing: a 4-dither visit whose exposure 3 "
+                        "is never written")
     p.add_argument("--inbox", type=Path, help="then deliver the files here, as a downlink would")
     p.add_argument("--interval", type=float, default=0.0, help="seconds between files")
     p.add_argument("--pieces", type=int, default=1, help="write each file in N pieces")
@@ -189,11 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     _daemon_flags(p)
     p.set_defaults(func=cmd_topics)
     from .holds_cli import add_parser as add_holds
+    from .plan_cli import add_parser as add_plan
     from .status import add_parser as add_status
     from .subscribe import add_parser as add_subscribe
 
     add_status(sub)
     add_holds(sub, _daemon_flags, _config)
+    add_plan(sub, _daemon_flags, _config)
     add_subscribe(sub)
     from .promote import add_parser as add_promote
     from .replay import add_parser as add_replay

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROLES = ("watcher", "detector1", "planner", "stage2")
+ROLES = ("watcher", "detector1", "planner", "stage2", "stage3")
 
 
 class ConfigError(ValueError):
@@ -54,6 +54,17 @@ class Config:
     max_tasks_per_worker: int = 200  # recycle workers to bound memory growth
     detector1_steps: dict[str, Any] = field(default_factory=dict)
     companion_wait: float = 3600.0  # a stage-2 companion that never comes stops blocking
+    # Stage 3. A candidate a plan covers closes when its last member is
+    # calibrated. Without a plan: `stage3_settle` after its visits are complete
+    # by their headers (a later visit of the observation may still come, and
+    # would supersede), else `stage3_quiet_period` after its last new member,
+    # marked degraded.
+    stage3_settle: float = 60.0
+    stage3_quiet_period: float = 3600.0
+    # Stage-3 runs combine many exposures: fewer, recycled workers bound memory.
+    stage3_workers: int = 1
+    stage3_max_tasks_per_worker: int = 10
+    stage3_task_timeout: float = 4 * 3600.0
     crds_context: str | None = None  # pin a context; default: CRDS_CONTEXT or the cache's
     fast_group_timing: bool = False  # short session timeouts for tests and the demo
     json_logs: bool = False
@@ -71,8 +82,10 @@ class Config:
         unknown = set(c.roles) - set(ROLES)
         if unknown:
             raise ConfigError(f"unknown role(s) {sorted(unknown)}; known: {list(ROLES)}")
-        if c.workers < 1:
-            raise ConfigError("workers must be at least 1")
+        if c.workers < 1 or c.stage3_workers < 1:
+            raise ConfigError("workers and stage3_workers must be at least 1")
+        if c.stage3_settle < 0 or c.stage3_quiet_period < c.stage3_settle:
+            raise ConfigError("need 0 <= stage3_settle <= stage3_quiet_period")
         host_port(c.metrics_address)
         return c
 

@@ -2,10 +2,11 @@
 
 Embedded broker, a synthetic NIRCam program with its own reference files and
 offline CRDS cache, files delivered into the inbox as a downlink would (some
-in pieces), detector1 and stage 2 in warm workers. One exposure arrives with
-provisional pointing (ENGQLPTG=PLANNED): it gets its quick-look rate product
-and is held before stage 2, until the demo redelivers it corrected. The demo
-waits for every product and prints what happened.
+in pieces), detector1, stage 2 and stage 3 in warm workers. One exposure
+arrives with provisional pointing (ENGQLPTG=PLANNED): it gets its quick-look
+rate product and is held before stage 2 -- and the visit's mosaic waits with
+it -- until the demo redelivers it corrected. The demo waits for every
+product, the image3 mosaic of the dithers included, and prints what happened.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Observed:
     def __init__(self) -> None:
         self.detector1: dict[str, list[dict]] = {}
         self.stage2: dict[str, dict] = {}
+        self.stage3: dict[str, list[dict]] = {}  # product name -> versions
         self.holds: dict[str, list[dict]] = {}
         self.dead: list[dict] = []
         self.changed = anyio.Event()
@@ -70,6 +72,10 @@ class Observed:
                 runs.append(body)
         elif msg.type == "product" and body["stage"] == "stage2":
             self.stage2[body["exposure_id"]] = body
+        elif msg.type == "product" and body["stage"] == "stage3" and body["outcome"] == "success":
+            versions = self.stage3.setdefault(body["product_name"], [])
+            if body["event_id"] not in {v["event_id"] for v in versions}:
+                versions.append(body)
         elif msg.type == "hold":
             self.holds.setdefault(body["exposure_id"], []).append(body)
         elif msg.type == "dead_letter":
@@ -86,7 +92,9 @@ def run_demo(*, work_dir: Path, workers: int = 2, timeout: float = 600.0,
     t0 = time.monotonic()
     work_dir = Path(work_dir).absolute()
     _fresh(work_dir)
-    spec = ProgramSpec(planned=(PLANNED_EXPOSURE,))
+    # SUB160P is read on one detector, so the visit's headers (NEXPOSUR) say
+    # when its dithers are all in and the mosaic can be made.
+    spec = ProgramSpec(subarray="SUB160P", planned=(PLANNED_EXPOSURE,))
     print(f"calstream demo: simulating program {spec.program} "
           f"({spec.dithers} dithers x {len(spec.detectors)} detector(s), {spec.subarray}, "
           f"exposure {PLANNED_EXPOSURE} with ENGQLPTG=PLANNED) with reference files and an "
@@ -103,7 +111,8 @@ def run_demo(*, work_dir: Path, workers: int = 2, timeout: float = 600.0,
     os.environ.update(kit.crds_env)
     cfg = load(None, env={}, flags={"work_dir": work_dir, "workers": workers,
                                     "metrics_address": metrics_address,
-                                    "fast_group_timing": True, "settle_seconds": 0.3})
+                                    "fast_group_timing": True, "settle_seconds": 0.3,
+                                    "stage3_settle": 1.0, "stage3_quiet_period": 120.0})
     daemon = Daemon(cfg)
     daemon.start_broker()
     seen = Observed()
@@ -144,6 +153,9 @@ async def _main(daemon: Daemon, files: list[Path], corrected: Path, ids: list[st
                   "redelivering it with corrected pointing ...", flush=True)
             await anyio.to_thread.run_sync(lambda: deliver([corrected], inbox))
             await _until(seen, lambda: planned_id in seen.stage2)
+            print("calstream demo: every dither calibrated; waiting for the visit's image3 "
+                  "mosaic ...", flush=True)
+            await _until(seen, lambda: bool(seen.stage3))
         outcome["timed_out"] = scope.cancelled_caught
         tg.cancel_scope.cancel()
 
@@ -205,6 +217,30 @@ def _summary(cfg, kit, ids, planned_id, seen: Observed, outcome, setup_seconds,
               f"image2: {len(s2)} run(s), median {statistics.median(s2):.1f} s; median "
               f"{statistics.median(_latency(p) for p in seen.stage2.values()):.1f} s from arrival "
               f"to the stage-2 product ({cfg.workers} warm workers per stage)")
+    print()
+    if not seen.stage3:
+        problems.append("no stage-3 product")
+    for name, versions in sorted(seen.stage3.items()):
+        last = versions[-1]
+        members = sorted(m["expname"] for m in last.get("association", {}).get("members", []))
+        print(f"stage 3: {name} (version {last['version']}, {last['pipeline']}, "
+              f"{last['duration_seconds'] or 0:.1f} s): "
+              f"{', '.join(sorted(o['suffix'] for o in last['outputs']))}")
+        print(f"  from {len(members)} member(s): {', '.join(members)}")
+        print(f"  {_latency(last):.1f} s after its last member arrived"
+              + (f"; degraded: {last['degraded']}" if last.get("degraded") else ""))
+        if len(members) != len(ids):
+            problems.append(f"{name}: {len(members)} members, expected {len(ids)}")
+        missing = {"i2d", "cat", "segm", "crf"} - {o["suffix"] for o in last["outputs"]}
+        if missing:
+            problems.append(f"{name}: no {', '.join(sorted(missing))} product")
+        # Every member is the final stage-2 product of its exposure: none made
+        # from PLANNED pointing, none superseded since.
+        final = {o["digest"] for p in seen.stage2.values() if p["exposure_id"] not in leaked
+                 for o in p["outputs"]}
+        stray = [i["path"] for i in last["inputs"] if i["digest"] not in final]
+        if stray:
+            problems.append(f"{name}: made from products that are not final: {', '.join(stray)}")
     print(f"set-up (synthetic data, references, CRDS cache): {setup_seconds:.1f} s; "
           f"whole demo {total_seconds:.1f} s")
     print(f"inbox:      {cfg.inbox}")
@@ -218,6 +254,7 @@ def _summary(cfg, kit, ids, planned_id, seen: Observed, outcome, setup_seconds,
     if problems:
         print("calstream demo: FAILED: " + "; ".join(problems))
         return 1
-    print(f"calstream demo: OK: {len(ids)} exposures through detector1 and image2; "
-          f"{planned_id} was held until its corrected redelivery")
+    print(f"calstream demo: OK: {len(ids)} exposures through detector1 and image2, and "
+          f"image3 made their mosaic once; {planned_id} was held (and the mosaic with it) "
+          "until its corrected redelivery")
     return 0

@@ -1,4 +1,5 @@
-"""The operations endpoint: /metrics, /healthz (alive), /readyz (making progress)."""
+"""The operations endpoint: /metrics, /healthz (alive), /readyz (making progress),
+/planner (open associations and missing exposures, as JSON)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ Readiness = Callable[[], tuple[bool, list[str]]]
 
 
 class OpsServer:
-    def __init__(self, host: str, port: int, metrics: Metrics, readiness: Readiness):
+    def __init__(self, host: str, port: int, metrics: Metrics, readiness: Readiness,
+                 planner: Callable[[], dict | None] | None = None):
         metrics_ref, ready_ref = metrics, readiness
+        planner_ref = planner or (lambda: None)
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -32,8 +35,18 @@ class OpsServer:
                     ok, problems = ready_ref()
                     body = json.dumps({"ready": ok, "problems": problems}).encode() + b"\n"
                     self._send(200 if ok else 503, body, "application/json")
+                elif path == "/planner":
+                    # What each open association waits for, and which exposures are
+                    # missing: lists a metric cannot carry (calstream status reads it).
+                    view = planner_ref()
+                    if view is None:
+                        self._send(404, b"this daemon runs no planner\n", "text/plain")
+                    else:
+                        self._send(200, json.dumps(view, default=str).encode() + b"\n",
+                                   "application/json")
                 else:
-                    self._send(404, b"not found: try /metrics, /healthz, /readyz\n", "text/plain")
+                    self._send(404, b"not found: try /metrics, /healthz, /readyz, /planner\n",
+                               "text/plain")
 
             def _send(self, code: int, body: bytes, ctype: str) -> None:
                 self.send_response(code)

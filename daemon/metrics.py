@@ -82,6 +82,21 @@ class Metrics:
             ["path"], registry=r)
         self.oldest_hold_age = Gauge(
             "calstream_oldest_hold_age_seconds", "Age of the oldest pointing hold", registry=r)
+        self.missing_exposures = Gauge(
+            "calstream_missing_exposures",
+            "Exposures expected (NEXPOSUR x EXSEGTOT per detector, or a loaded plan) by an "
+            "open stage-3 candidate and not arrived", ["program"], registry=r)
+        self.oldest_missing_age = Gauge(
+            "calstream_oldest_missing_exposure_age_seconds",
+            "How long the longest-waiting open candidate has been missing an exposure",
+            registry=r)
+        self.superseded = Counter(
+            "calstream_superseding_orders_total",
+            "Stage-3 work orders that re-open a closed candidate (version 2 and later)",
+            registry=r)
+        self.plans_loaded = Counter(
+            "calstream_plans_loaded_total", "Plans (pools or manifests) the planner applied",
+            registry=r)
         self.build_info = Gauge(
             "calstream_build_info", "Versions and CRDS context in use (value is 1)",
             ["calstream_version", "jwst_version", "crds_context"], registry=r)

@@ -1,10 +1,16 @@
 """The planner (a decider): product events in; work orders, holds and dead letters out.
 
 On start it rebuilds its state from the topics (the work orders already sent,
-the holds, then every product event from the beginning), and only once it has
-caught up does it let time-outs fire: a companion that is simply further along
-the topic must not be declared missing. It never touches pixels and never
-imports jwst's pipelines.
+the holds, the plans, then every product event from the beginning). While it
+catches up, "now" is the time of the event being read, so every time-based
+decision (a companion wait, a stage-3 quiet period) replays as it was first
+made; only once caught up do ticks with the wall clock fire: a companion that
+is simply further along the topic must not be declared missing. It never
+touches pixels and never imports jwst's pipelines.
+
+Reprocessing namespaces (``calstream replay``) get a state of their own:
+their products never complete a live association, nor the reverse. Holds are
+shared, as a hold is on an exposure's content wherever it is reprocessed.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import time
 import anyio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from calstream.steps.plans import Plan
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
@@ -33,17 +40,40 @@ class Planner:
         self.bus = bus
         self.metrics = metrics
         self.topics = topics
-        self.state = PlannerState(companion_wait=cfg.companion_wait)
+        self.holds: dict = {}
+        self.plans: dict[str, Plan] = {}
+        self.states: dict[str, PlannerState] = {}
+        self.state = self.state_for("live")
         self.caught_up = False
         self._deferred: list = []
+        self._programs_missing: set[str] = set()
+        self.last_view: dict | None = None
         self.last_progress = time.monotonic()
 
+    def state_for(self, namespace: str) -> PlannerState:
+        state = self.states.get(namespace)
+        if state is None:
+            state = self.states[namespace] = PlannerState(
+                companion_wait=self.cfg.companion_wait, level3_settle=self.cfg.stage3_settle,
+                level3_quiet_period=self.cfg.stage3_quiet_period, namespace=namespace,
+                holds=self.holds)
+            for plan in self.plans.values():
+                state.load_plan(plan, time.time())  # nothing to close: no members yet
+        return state
+
+    def _work_topics(self) -> list[str]:
+        known = {s.logical for s in self.topics.specs}
+        return [t for t in ("work.stage2", "work.stage3", "work.stage2.replay",
+                            "work.stage3.replay") if t in known]
+
     async def restore(self) -> None:
-        for record in await kafka.read_to_end(self.cfg, self.topics.name("work.stage2")):
-            try:
-                self.state.restore_order(contract.decode(record.value, expected="work_order"))
-            except contract.InvalidMessage:
-                continue  # the stage-2 consumer dead-letters these
+        for topic in self._work_topics():
+            for record in await kafka.read_to_end(self.cfg, self.topics.name(topic)):
+                try:
+                    order = contract.decode(record.value, expected="work_order")
+                except contract.InvalidMessage:
+                    continue  # the stage consumers dead-letter these
+                self.state_for(order.get("namespace") or "live").restore_order(order)
         for record in await kafka.read_to_end(self.cfg, self.topics.name("holds")):
             if record.value is None:
                 continue
@@ -51,8 +81,18 @@ class Planner:
                 self.state.restore_hold(contract.decode(record.value, expected="hold"))
             except contract.InvalidMessage:
                 continue
-        log.info("planner restored %d work order(s) and %d hold record(s)",
-                 len(self.state.ordered), len(self.state.holds))
+        for record in await kafka.read_to_end(self.cfg, self.topics.name("plans")):
+            try:
+                message = contract.decode(record.value, expected="plan")
+            except contract.InvalidMessage:
+                continue  # `calstream plan load` validates before it sends
+            self.plans.setdefault(message["plan_id"], Plan.from_json(message.body))
+        for plan in self.plans.values():
+            for state in self.states.values():
+                state.load_plan(plan, time.time())
+        log.info("planner restored %d work order(s), %d hold record(s) and %d plan(s)",
+                 sum(len(s.ordered) + len(s.stage3._restored) for s in self.states.values()),
+                 len(self.holds), len(self.plans))
 
     async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
         await self.restore()
@@ -64,7 +104,8 @@ class Planner:
         try:
             await consumer.topics()
             tps = [TopicPartition(name, p)
-                   for name in (self.topics.name("products"), self.topics.name("pointing"))
+                   for name in (self.topics.name("products"), self.topics.name("pointing"),
+                                self.topics.name("plans"))
                    for p in sorted(consumer.partitions_for_topic(name) or ())]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
@@ -88,13 +129,23 @@ class Planner:
                         self._deferred.clear()
                 if self.caught_up and time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
-                    await self._publish(self.state.tick(time.time()))
+                    for state in list(self.states.values()):
+                        await self._publish(state.tick(time.time()))
                     self._update_metrics()
         finally:
             with anyio.CancelScope(shield=True):
                 await consumer.stop()
 
+    def _now(self, record) -> float:
+        # While rebuilding, time is the event's own: decisions replay as made.
+        if self.caught_up or record.timestamp is None or record.timestamp <= 0:
+            return time.time()
+        return min(time.time(), record.timestamp / 1000.0)
+
     async def _on_record(self, record) -> None:
+        if record.topic == self.topics.name("plans"):
+            await self._on_plan(record)
+            return
         if record.topic == self.topics.name("pointing"):
             # An update may precede its exposure's product event in the rebuild.
             if not self.caught_up:
@@ -106,7 +157,8 @@ class Planner:
             event = contract.decode(record.value, expected="product")
         except contract.InvalidMessage:
             return  # not the planner's to judge: product events are validated at the source
-        emits = self.state.observe(event, time.time())
+        state = self.state_for(event.get("namespace") or "live")
+        emits = state.observe(event, self._now(record))
         for e in emits:
             if e.topic == "holds" and e.message["state"] == "released":
                 self.metrics.hold_releases.labels(path=e.message["release"]["path"]).inc()
@@ -127,10 +179,43 @@ class Planner:
                 self.metrics.hold_releases.labels(path=e.message["release"]["path"]).inc()
         await self._publish(emits)
 
+    async def _on_plan(self, record) -> None:
+        try:
+            message = contract.decode(record.value, expected="plan")
+        except contract.InvalidMessage:
+            return
+        if message["plan_id"] in self.plans:
+            return
+        plan = Plan.from_json(message.body)
+        self.plans[plan.plan_id] = plan
+        self.metrics.plans_loaded.inc()
+        log.info("plan %s loaded (%s: %d exposure(s) of program(s) %s)", plan.plan_id[:12],
+                 plan.source, len(plan.exposures), ", ".join(plan.programs))
+        for state in list(self.states.values()):
+            await self._publish(state.load_plan(plan, self._now(record)))
+
+    def _topic_for(self, e: Emit) -> str:
+        if e.topic.startswith("work.") and e.message.get("priority") == "replay":
+            replay_topic = f"{e.topic}.replay"
+            if any(s.logical == replay_topic for s in self.topics.specs):
+                return replay_topic
+        return e.topic
+
     async def _publish(self, emits: list[Emit]) -> None:
         for e in emits:
-            await self.bus.publish(e.topic, e.key, e.message)
-            if e.topic == "work.stage2":
+            await self.bus.publish(self._topic_for(e), e.key, e.message)
+            if e.topic == "work.stage3":
+                version = e.message.get("version") or 1
+                self.metrics.work_orders.labels(stage="stage3",
+                                                degraded=str(bool(e.message["degraded"])).lower()
+                                                ).inc()
+                if version > 1:
+                    self.metrics.superseded.inc()
+                log.info("%s: stage-3 work order (%s, version %d, %d member(s)%s)", e.key,
+                         e.message["pipeline"], version, len(e.message.get("members") or []),
+                         f", degraded: {e.message['degraded']}" if e.message["degraded"] else "",
+                         extra={"exposure_id": e.key, "stage": "planner"})
+            elif e.topic == "work.stage2":
                 self.metrics.work_orders.labels(stage="stage2",
                                                 degraded=str(bool(e.message["degraded"])).lower()
                                                 ).inc()
@@ -150,5 +235,28 @@ class Planner:
     def _update_metrics(self) -> None:
         s = self.state.summary(time.time())
         self.metrics.associations_open.labels(stage="stage2").set(s["waiting"])
+        self.metrics.associations_open.labels(stage="stage3").set(s["level3"]["open"])
         self.metrics.held_exposures.set(s["held"])
         self.metrics.oldest_hold_age.set(s["oldest_hold_age"])
+        by_program = s["level3"]["missing_by_program"]
+        for program in set(self._programs_missing) - set(by_program):
+            self.metrics.missing_exposures.labels(program=program).set(0)
+        for program, count in by_program.items():
+            self.metrics.missing_exposures.labels(program=program).set(count)
+        self._programs_missing |= set(by_program)
+        self.metrics.oldest_missing_age.set(s["level3"]["oldest_missing_age"])
+        # Built here, in the planner's own task, for the HTTP thread to serve.
+        self.last_view = self.view()
+
+    def view(self) -> dict:
+        """What the planner waits for, for `calstream status` (/planner)."""
+        now = time.time()
+        out = {"caught_up": self.caught_up, "plans": [
+            {"plan_id": p.plan_id, "source": p.source, "exposures": len(p.exposures),
+             "programs": list(p.programs)} for p in self.plans.values()], "namespaces": {}}
+        for namespace, state in self.states.items():
+            s = state.summary(now)
+            out["namespaces"][namespace] = {
+                "stage2_waiting": s["waiting_for"], "held": s["held"],
+                "oldest_hold_age": s["oldest_hold_age"], "stage3": s["level3"]}
+        return out

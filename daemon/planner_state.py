@@ -28,6 +28,8 @@ from calstream.steps.naming import parse_exposure_name
 from calstream.steps.routing import Route, RoutingError, route
 from calstream.topics import contract
 
+from .level3_state import Level3State
+
 log = logging.getLogger("calstream.planner")
 
 PLANNED = "PLANNED"
@@ -76,12 +78,21 @@ class Candidate:
 
 
 class PlannerState:
-    def __init__(self, *, companion_wait: float):
+    def __init__(self, *, companion_wait: float, level3_settle: float = 0.0,
+                 level3_quiet_period: float = 3600.0, namespace: str = "live",
+                 holds: dict[str, dict[str, Any]] | None = None):
         self.companion_wait = companion_wait
+        self.namespace = namespace
+        # A reprocessing namespace's orders carry its replay (context, priority).
+        self.replay: dict[str, Any] | None = None
+        self.stage3 = Level3State(settle=level3_settle, quiet_period=level3_quiet_period,
+                                  namespace=namespace)
         self.exposures: dict[str, Seen] = {}
         self.candidates: dict[str, Candidate] = {}
         self.ordered: dict[str, str] = {}  # work id -> product name, from the work-order topic
-        self.holds: dict[str, dict[str, Any]] = {}  # exposure id -> last hold record
+        # exposure id -> last hold record; shared by every namespace: a hold is
+        # on an exposure's content, wherever it is reprocessed.
+        self.holds: dict[str, dict[str, Any]] = {} if holds is None else holds
         self.rejected: set[tuple[str, str]] = set()  # (exposure id, digest) dead-lettered
         self.level3: dict[str, tuple[Level3Product, dict[str, dict]]] = {}  # name -> (record, outputs)
         self._by_program: dict[str, set[str]] = {}  # program -> exposure ids
@@ -101,7 +112,23 @@ class PlannerState:
 
     # -- restoring ---------------------------------------------------------
     def restore_order(self, order: contract.Message) -> None:
+        if order["stage"] == "stage3":
+            self.stage3.restore_order(order)
+            return
         self.ordered[order["work_id"]] = order["product_name"]
+
+    def load_plan(self, plan, now: float) -> list[Emit]:
+        return self._stage3(self.stage3.load_plan(plan, now))
+
+    def _stage3(self, orders: list[contract.Message]) -> list[Emit]:
+        return [Emit("work.stage3", o["product_name"], self._as_namespace(o)) for o in orders]
+
+    def _as_namespace(self, order: contract.Message) -> contract.Message:
+        if self.replay is None:
+            return order
+        body = dict(order.body, priority="replay", namespace=self.namespace,
+                    crds_context=self.replay.get("crds_context"), replay=self.replay)
+        return contract.Message(order.type, body)
 
     def restore_hold(self, hold: contract.Message) -> None:
         self.holds[hold["exposure_id"]] = hold.body
@@ -111,8 +138,12 @@ class PlannerState:
         """A product event; returns what to publish."""
         if event["outcome"] != "success":
             return []
+        if event.get("replay") and self.replay is None:
+            self.replay = dict(event["replay"])
         if event["stage"] == "stage3":
             return self._observe_level3(event, now)
+        if event["stage"] == "stage2":
+            return self._stage3(self.stage3.observe_stage2(event.body, now))
         if event["stage"] != "detector1":
             return []
         exposure_id = event["exposure_id"]
@@ -148,6 +179,8 @@ class PlannerState:
         # The new exposure may complete any candidate of its visit.
         for cand in self._affected(seen):
             out += self._evaluate(cand, now)
+        out += self._stage3(self.stage3.observe_arrival(
+            seen.exposure, since=seen.since, provisional=seen.provisional, now=now))
         return out
 
     def observe_pointing(self, update: contract.Message, now: float) -> list[Emit]:
@@ -183,6 +216,8 @@ class PlannerState:
         out = [self._release(seen, release)]
         for cand in self._affected(seen):
             out += self._evaluate(cand, now)
+        out += self._stage3(self.stage3.observe_arrival(
+            seen.exposure, since=seen.since, provisional=seen.provisional, now=now))
         return out
 
     def _observe_level3(self, event: contract.Message, now: float) -> list[Emit]:
@@ -208,6 +243,7 @@ class PlannerState:
         for cand in list(self.candidates.values()):
             if cand.sent is None or not cand.sent_complete:
                 out += self._evaluate(cand, now)
+        out += self._stage3(self.stage3.tick(now))
         return out
 
     # -- decisions ------------------------------------------------------------
@@ -293,6 +329,8 @@ class PlannerState:
                   for path, role in sorted(paths.items()) if path in by_path]
         wid = contract.event_id("work_order", cand.route.stage2,
                                 sorted((i["role"], i["digest"]) for i in inputs))
+        if self.namespace != "live":
+            wid = contract.event_id("work_order", wid, self.namespace)
         name = parse_exposure_name(cand.science)
         ev = sci.event
         members = [m for m in self._members_of(cand, sci) if m.release]
@@ -313,7 +351,7 @@ class PlannerState:
             work_id=wid, stage="stage2", pipeline=cand.route.stage2,
             product_name=cand.science, program=name.program, observation=name.observation,
             association=asn, association_path=association_filename(asn), inputs=inputs,
-            crds_context=None, priority="live", namespace="live",
+            crds_context=None, priority="live", namespace=self.namespace,
             parameters={k: v for k, v in (("pointing_corrections", corrections),
                                           ("annotation", annotation)) if v},
             releases=releases or None,
@@ -325,7 +363,7 @@ class PlannerState:
             pointing_provisional=bool(ev.get("pointing_provisional"))
             and (sci.release or {}).get("path") != "pointing",
             arrived_at=ev.get("arrived_at"))
-        return Emit("work.stage2", cand.science, message)
+        return Emit("work.stage2", cand.science, self._as_namespace(message))
 
     def _hold_or_release(self, seen: Seen) -> list[Emit]:
         exposure_id = seen.exposure.exposure_id
@@ -390,7 +428,7 @@ class PlannerState:
         waiting = [c for c in self.candidates.values() if c.sent is None]
         held = [h for h in self.holds.values() if h["state"] == "held"]
         oldest = min((contract.parse_time(h["since"]).timestamp() for h in held), default=None)
-        return {"waiting": len(waiting),
+        return {"waiting": len(waiting), "level3": self.stage3.summary(now),
                 "waiting_for": {c.science: dict(c.waiting_for) for c in waiting},
                 "held": len(held),
                 "oldest_hold_age": (now - oldest) if oldest is not None else 0.0,

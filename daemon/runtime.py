@@ -88,13 +88,15 @@ class Daemon:
             d.mkdir(parents=True, exist_ok=True)
         host, port = host_port(cfg.metrics_address)
         self.metrics.stall_threshold.set(cfg.stall_seconds)
-        self.ops = OpsServer(host, port, self.metrics, self.readiness)
+        self.ops = OpsServer(host, port, self.metrics, self.readiness,
+                             planner=lambda: (self.planner.last_view or {"caught_up": False})
+                             if self.planner else None)
         self.ops.start()
         log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")
         log.info("metrics: http://%s/metrics (also /healthz, /readyz)", self.ops.address)
         try:
             await kafka.create_topics(cfg, self.topics)
-            if {"detector1", "stage2"} & set(cfg.roles):
+            if {"detector1", "stage2", "stage3"} & set(cfg.roles):
                 self.crds_context = await anyio.to_thread.run_sync(self._resolve_crds)
             else:
                 self.crds_context = os.environ.get("CRDS_CONTEXT", "n/a")
@@ -117,6 +119,15 @@ class Daemon:
                         await tg.start(self._run_stage, bus, "stage2", "work.stage2",
                                        lambda runner: WorkOrderStage(cfg, runner, "stage2"),
                                        "work.stage2.replay")
+                    if "stage3" in cfg.roles:
+                        # Longer, bigger runs: own pool size, recycling and time-out.
+                        cfg3 = dataclasses.replace(
+                            cfg, workers=cfg.stage3_workers,
+                            max_tasks_per_worker=cfg.stage3_max_tasks_per_worker,
+                            task_timeout=cfg.stage3_task_timeout)
+                        await tg.start(self._run_stage, bus, "stage3", "work.stage3",
+                                       lambda runner: WorkOrderStage(cfg3, runner, "stage3"),
+                                       "work.stage3.replay", cfg3)
                     if "planner" in cfg.roles:
                         await tg.start(self._run_planner, bus)
                     if "watcher" in cfg.roles:
@@ -158,11 +169,11 @@ class Daemon:
         return context
 
     async def _run_stage(self, bus: Bus, stage: str, topic: str, make_handler,
-                         replay_topic: str | None = None,
+                         replay_topic: str | None = None, stage_cfg: Config | None = None,
                          *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
         """A pool of warm workers fed by a consumer group on ``topic``, and on
         ``replay_topic`` at low priority (live beats replay: see consumer.py)."""
-        cfg = self.cfg
+        cfg = stage_cfg or self.cfg
         env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
         pool = WorkerPool(cfg.workers, stage=stage, metrics=self.metrics, env=env,
                           initializer="calstream.steps.detector1:warm_up",

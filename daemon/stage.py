@@ -53,6 +53,7 @@ class WorkItem:
     namespace: str = "live"
     priority: str = "live"  # "replay" waits behind every live item for a worker
     replay: dict[str, Any] | None = None  # the replay that asked for it, carried to the product
+    version: int = 1  # >1: a stage-3 product superseding the previous version
 
     @property
     def log_context(self) -> dict[str, str]:
@@ -87,7 +88,7 @@ class StageRunner:
         store = self.store.for_namespace(item.namespace)
         done = await anyio.to_thread.run_sync(
             lambda: store.lookup(item.program, item.observation, name=item.name,
-                                 stage=item.stage, work_id=wid))
+                                 stage=item.stage, work_id=wid, version=item.version))
         if done is not None:
             # Already done: re-emit the same event (same event_id) so a subscriber
             # that missed it gets it and one that did not drops it.
@@ -100,12 +101,13 @@ class StageRunner:
         await self._attempts(item, wid, store)
 
     async def _attempts(self, item: WorkItem, wid: str, store: ProductStore) -> None:
-        run_log = store.log_path(item.program, item.observation, item.name, item.stage)
+        run_log = store.log_path(item.program, item.observation, item.name, item.stage,
+                                 item.version)
         attempts = 0
         while True:
             attempts += 1
             scratch = await anyio.to_thread.run_sync(
-                store.scratch, item.program, item.observation, wid)
+                store.scratch, item.program, item.observation, wid, item.version)
             log.info("%s: %s starting (attempt %d)", item.name, item.pipeline, attempts,
                      extra=item.log_context)
             outcome = None
@@ -157,16 +159,26 @@ class StageRunner:
             work_id=wid, stage=item.stage, pipeline=item.pipeline, program=item.program,
             observation=item.observation, product_name=item.name, inputs=item.inputs,
             calstream_version=calstream.__version__, arrived_at=item.arrived_at,
-            namespace=item.namespace, replay=item.replay, version=1, supersedes=None,
-            log_path=str(run_log),
+            namespace=item.namespace, replay=item.replay, version=item.version,
+            supersedes=self._supersedes(item), log_path=str(run_log),
             pointing_quality="UNKNOWN", pointing_provisional=False,
         )
         fields.update(item.event_fields)
         return fields
 
+    def _supersedes(self, item: WorkItem) -> str | None:
+        """The product event of the newest earlier version still in the item's namespace."""
+        store = self.store.for_namespace(item.namespace)
+        for version in range(item.version - 1, 0, -1):
+            done = store.lookup(item.program, item.observation, name=item.name,
+                                stage=item.stage, version=version, verify=False)
+            if done is not None:
+                return done.event["event_id"]
+        return None
+
     async def _publish(self, item: WorkItem, wid: str, scratch: Path, result: dict,
                        run_log: Path, store: ProductStore) -> None:
-        final_dir = store.directory(item.program, item.observation)
+        final_dir = store.directory(item.program, item.observation, item.version)
         context = self.context(item)
 
         def describe_outputs() -> list[dict[str, Any]]:
@@ -189,7 +201,7 @@ class StageRunner:
                         result["crds_context"], context, extra=item.log_context)
         await anyio.to_thread.run_sync(
             lambda: store.publish(scratch, item.program, item.observation, name=item.name,
-                                       stage=item.stage,
+                                  stage=item.stage, version=item.version,
                                        record={"work_id": wid, "event": message.body}))
         await self.bus.publish("products", item.program, message)
         self.count(item, "success")
@@ -214,7 +226,7 @@ class StageRunner:
             jwst_version=jwst_version(), crds_context=self.context(item), duration_seconds=None)
         await anyio.to_thread.run_sync(
             lambda: store.write_record(item.program, item.observation, name=item.name,
-                                            stage=item.stage,
+                                       stage=item.stage, version=item.version,
                                             record={"work_id": wid, "event": message.body}))
         await self.bus.publish("products", item.program, message)
         self.count(item, "skipped")

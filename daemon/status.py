@@ -45,8 +45,6 @@ _STAGE_INPUTS: dict[str, tuple[str, ...]] = {"detector1": ("raw", "replay"),
                                               "stage3": ("work.stage3", "work.stage3.replay")}
 STAGE_INPUTS = {stage: t for stage, t in _STAGE_INPUTS.items() if stage in ROLES}
 
-MISSING_EXPOSURES = "not implemented yet (association completeness: issue 4)"
-
 
 # -- the metrics endpoints ------------------------------------------------
 
@@ -58,6 +56,7 @@ class Endpoint:
     ready: bool | None = None
     problems: list[str] = field(default_factory=list)
     samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+    planner: dict[str, Any] | None = None  # /planner, from a daemon with the planner role
 
 
 def endpoint_base(url: str) -> str:
@@ -103,6 +102,10 @@ def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
         ep.ready, ep.problems = bool(doc["ready"]), list(doc.get("problems", []))
     except (ValueError, KeyError, TypeError):
         ep.error = f"/readyz answered something unexpected: {body[:200]!r}"
+    try:
+        ep.planner = json.loads(_fetch(f"{base}/planner", timeout))
+    except (OSError, ValueError):
+        ep.planner = None  # 404: this daemon runs no planner
     return ep
 
 
@@ -157,6 +160,9 @@ def summarise_planner(endpoints: list[Endpoint]) -> dict[str, Any]:
     for labels, v in _values(endpoints, "calstream_open_associations"):
         d = out.setdefault("open_associations", {})
         d[labels["stage"]] = d.get(labels["stage"], 0) + int(v)
+    views = [ep.planner for ep in endpoints if ep.planner]
+    if views:
+        out["view"] = views[0]  # one planner per deployment
     return out
 
 
@@ -347,7 +353,6 @@ class Status:
     # What the planner's metrics say: held exposures, the oldest hold's age,
     # open associations per stage (absent when no daemon given runs a planner).
     planner: dict[str, Any] = field(default_factory=dict)
-    missing_exposures: str = MISSING_EXPOSURES
 
     @property
     def healthy(self) -> bool:
@@ -524,8 +529,47 @@ def render(st: Status) -> str:
         out.append(f"  open associations (planner metrics): {_counts(pl['open_associations'])}")
     else:
         out.append("  open associations: not reported (no daemon given runs the planner role)")
-    out.append(f"  missing exposures: {st.missing_exposures}")
+    out += _render_planner_view(pl.get("view"), now)
     return "\n".join(out) + "\n"
+
+
+def _render_planner_view(view: dict[str, Any] | None, now: float) -> list[str]:
+    if not view:
+        return ["  missing exposures: not reported (no daemon given serves /planner)"]
+    out = []
+    if view.get("plans"):
+        out.append("  plans loaded: " + "; ".join(
+            f"{p['source']} ({p['exposures']} exposures, program {', '.join(p['programs'])})"
+            for p in view["plans"]))
+    for namespace, ns in sorted(view.get("namespaces", {}).items()):
+        tag = "" if namespace == "live" else f" [namespace {namespace}]"
+        stage3 = ns.get("stage3", {})
+        missing = stage3.get("missing", {})
+        out.append(f"  missing exposures{tag}: {len(missing)}"
+                   + (f", the oldest for {stage3.get('oldest_missing_age', 0) / 3600:.1f} h"
+                      if missing else ""))
+        for eid, m in sorted(missing.items(), key=lambda kv: kv[1]["since"])[:20]:
+            out.append(f"    {eid}  expected since {_ago(m['since'], now)} by "
+                       f"{', '.join(m['candidates'])}")
+        if len(missing) > 20:
+            out.append(f"    ... and {len(missing) - 20} more")
+        waiting2 = ns.get("stage2_waiting", {})
+        if waiting2:
+            out.append(f"  stage-2 associations waiting{tag}: {len(waiting2)}")
+            for science, why in sorted(waiting2.items())[:20]:
+                out.append(f"    {science}: " + ("; ".join(f"{k}: {v}" for k, v in why.items())
+                                                 or "being evaluated"))
+        cands = stage3.get("candidates", [])
+        if cands:
+            out.append(f"  stage-3 candidates open{tag}: {len(cands)}")
+            for c in cands[:20]:
+                why = "; ".join(f"{k}: {v}" for k, v in c["waiting_for"].items()) or \
+                    f"settling ({c['quiet_for']:.0f}s quiet)"
+                out.append(f"    {c['candidate']} ({c['asn_type']}, {c['members']} member(s), "
+                           f"expected by {c['expected_by']}"
+                           + (f", {c['versions']} version(s) sent" if c["versions"] else "")
+                           + f"): {why}")
+    return out
 
 
 # -- the command ------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The product store: where calibrated files live, and the ledger of what is done.
 
 Layout: ``<products>/<program>/<observation>/<files>``, with a provenance record
-per work item in ``.provenance/``. A pipeline writes into a private temporary
+per work item in ``.provenance/``. A superseding stage-3 product (version N >
+1) goes to ``<observation>/v<N>/``: the files of the version it supersedes
+stay as they are, since a subscriber may be reading them. A pipeline writes into a private temporary
 directory on the same filesystem; outputs are then renamed into place one by
 one (atomic per file) and the provenance record is written last. The record is
 the commit marker: a work item counts as done only when its record exists and
@@ -102,32 +104,35 @@ class ProductStore:
             return parts[1]
         return LIVE
 
-    def directory(self, program: str, observation: str) -> Path:
-        return self.root / program / observation
+    def directory(self, program: str, observation: str, version: int = 1) -> Path:
+        base = self.root / program / observation
+        return base if version <= 1 else base / f"v{version}"
 
-    def scratch(self, program: str, observation: str, work_id: str) -> Path:
+    def scratch(self, program: str, observation: str, work_id: str, version: int = 1) -> Path:
         """A private directory for a pipeline to write into, on the store's filesystem."""
-        base = self.directory(program, observation) / _TMP
+        base = self.directory(program, observation, version) / _TMP
         base.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"{work_id[:16]}-", dir=base))
         (scratch / _OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
         return scratch
 
-    def log_path(self, program: str, observation: str, name: str, stage: str) -> Path:
+    def log_path(self, program: str, observation: str, name: str, stage: str,
+                 version: int = 1) -> Path:
         """Where a run's pipeline log goes: kept for failed runs too."""
-        return self.directory(program, observation) / _LOGS / f"{name}.{stage}.log"
+        return self.directory(program, observation, version) / _LOGS / f"{name}.{stage}.log"
 
-    def _record_path(self, program: str, observation: str, name: str, stage: str) -> Path:
-        return self.directory(program, observation) / _PROV / f"{name}.{stage}.json"
+    def _record_path(self, program: str, observation: str, name: str, stage: str,
+                     version: int = 1) -> Path:
+        return self.directory(program, observation, version) / _PROV / f"{name}.{stage}.json"
 
     def publish(self, scratch: Path, program: str, observation: str, *, name: str, stage: str,
-                record: dict[str, Any]) -> list[Path]:
+                record: dict[str, Any], version: int = 1) -> list[Path]:
         """Move every file from ``scratch`` into place, then write the record.
 
         ``record`` must hold the "event" to re-emit on redelivery; the list of
         outputs (paths, digests, sizes) is filled in here.
         """
-        final_dir = self.directory(program, observation)
+        final_dir = self.directory(program, observation, version)
         moved = []
         for src in sorted(scratch.iterdir()):
             if not src.is_file() or src.name.startswith("."):
@@ -137,14 +142,14 @@ class ProductStore:
             os.replace(src, dst)
             moved.append(dst)
         _fsync_dir(final_dir)
-        self._write_record(self._record_path(program, observation, name, stage), record)
+        self._write_record(self._record_path(program, observation, name, stage, version), record)
         shutil.rmtree(scratch, ignore_errors=True)
         return moved
 
     def write_record(self, program: str, observation: str, *, name: str, stage: str,
-                     record: dict[str, Any]) -> None:
+                     record: dict[str, Any], version: int = 1) -> None:
         """A record with no outputs (a skipped run), so a redelivery re-emits it."""
-        self._write_record(self._record_path(program, observation, name, stage), record)
+        self._write_record(self._record_path(program, observation, name, stage, version), record)
 
     def _write_record(self, path: Path, record: dict[str, Any]) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,13 +162,13 @@ class ProductStore:
         _fsync_dir(path.parent)
 
     def lookup(self, program: str, observation: str, *, name: str, stage: str,
-               work_id: str | None = None, verify: bool = True) -> Done | None:
+               work_id: str | None = None, verify: bool = True, version: int = 1) -> Done | None:
         """The finished work item for (name, stage), if its outputs are intact.
 
         With ``work_id``, only a record of that exact work item counts (same
         inputs, pipeline, context, parameters and versions).
         """
-        path = self._record_path(program, observation, name, stage)
+        path = self._record_path(program, observation, name, stage, version)
         try:
             record = json.loads(path.read_text())
         except FileNotFoundError:
@@ -189,7 +194,8 @@ class ProductStore:
     def records(self) -> list[dict[str, Any]]:
         """Every provenance record in the store, oldest event first."""
         found = []
-        for path in self.root.glob(f"*/*/{_PROV}/*.json"):
+        paths = [*self.root.glob(f"*/*/{_PROV}/*.json"), *self.root.glob(f"*/*/v*/{_PROV}/*.json")]
+        for path in paths:
             try:
                 found.append(json.loads(path.read_text()))
             except (OSError, json.JSONDecodeError) as exc:
@@ -212,7 +218,8 @@ class ProductStore:
         host = socket.gethostname()
         trees = [self.root] + [self.top / NAMESPACES / n for n in self.namespaces()] \
             if self.namespace == LIVE else [self.root]
-        for tmp in (t for tree in trees for t in tree.glob(f"*/*/{_TMP}/*")):
+        for tmp in (t for tree in trees
+                    for t in [*tree.glob(f"*/*/{_TMP}/*"), *tree.glob(f"*/*/v*/{_TMP}/*")]):
             try:
                 owner = json.loads((tmp / _OWNER).read_text())
                 dead_here = owner["host"] == host and not _pid_alive(int(owner["pid"]))

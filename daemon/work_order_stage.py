@@ -113,7 +113,7 @@ class WorkOrderStage:
                          for p in asn.get("products", []) for m in p.get("members", []))
         fields = {k: order[k] for k in ("exposure_id", "visit", "instrument", "exp_type",
                                         "header", "pointing_quality", "pointing_provisional",
-                                        "releases")
+                                        "releases", "degraded")
                   if order.get(k) is not None}
         parameters = order.get("parameters", {})
         fields["association"] = {"asn_id": asn.get("asn_id"), "asn_rule": asn.get("asn_rule"),
@@ -135,4 +135,5 @@ class WorkOrderStage:
             namespace=order.get("namespace") or "live",
             priority="replay" if order.get("priority") == "replay" or order.get("replay")
             else "live",
-            replay=order.get("replay") or None)
+            replay=order.get("replay") or None,
+            version=int(order.get("version") or 1))

@@ -51,12 +51,13 @@ def _with_corrections(association: dict[str, Any], corrections: dict[str, dict],
 
 
 def _with_workarounds(pipeline: str, association: dict[str, Any], steps: dict) -> dict:
-    """Step overrides jwst 3.0 needs for some inputs (see stage2.spec2_workarounds);
-    the caller's own settings win."""
-    if pipeline != "calwebb_spec2":
-        return steps
+    """Step overrides jwst 3.0 needs for some inputs (see stage2.spec2_workarounds,
+    stage3.stage3_settings); the caller's own settings win."""
     from calstream.steps.stage2 import _merge_steps, spec2_workarounds
+    from calstream.steps.stage3 import stage3_settings
 
+    if pipeline != "calwebb_spec2":
+        return _merge_steps(stage3_settings(pipeline, association), steps)
     science = [Path(m["expname"]) for p in association.get("products", [])
                for m in p.get("members", []) if m.get("exptype") == "science"]
     return _merge_steps(spec2_workarounds(science[0]), steps) if science else steps

@@ -60,6 +60,8 @@ CATALOG: tuple[TopicSpec, ...] = (
               writers="planner", readers="planner, operators"),
     TopicSpec("pointing", "exposure id", "pointing_update", 1, retention_ms=30 * DAY_MS,
               writers="operators, pointing tools", readers="planner"),
+    TopicSpec("plans", "program", "plan", 1, retention_ms=180 * DAY_MS,
+              writers="calstream plan load", readers="planner"),
     TopicSpec("state", "candidate id", None, 4, compacted=True,
               writers="planner", readers="planner on restart"),
     TopicSpec("deadletter", "original key", "dead_letter", 1, retention_ms=90 * DAY_MS,

@@ -21,7 +21,7 @@ import jsonschema
 SCHEMA_MAJOR = 1
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.0"
 MESSAGE_TYPES = ("arrival", "product", "work_order", "hold", "pointing_update", "dead_letter",
-                 "promotion")
+                 "plan", "promotion")
 
 
 class InvalidMessage(ValueError):

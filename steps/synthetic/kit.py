@@ -7,10 +7,25 @@ single environment calibrates the lot:
 * "imaging": the NIRCam imaging visit (`program.ProgramSpec`) -> image2 (cal, i2d)
 * "timeseries": a NIRCam imaging time series (`program.TimeSeriesSpec`) -> image2 (calints)
 * "lrs": a nodded MIRI LRS fixed-slit visit (`spectroscopy.LrsSpec`) -> spec2 (cal, s2d, x1d)
+
+and, for stage 3 and the streaming tests (`PROGRAM_MODES`), more of the same program:
+
+* "mosaic": observation 001's second visit (002), the imaging field again,
+  shifted by `MOSAIC_OFFSET`, the same stars: image3 on o001 makes a mosaic
+  of both visits. Its exposure 2 is delivered late (`Kit.late`).
+* "segmented": a time series (observation 004) whose exposure stage 1 cut
+  into 3 segments (-seg001..003, EXSEGTOT=3): tso3 combines them.
+* "missing": an imaging visit (observation 005) that plans 4 dithers
+  (NEXPOSUR=4) of which exposure 3 is never written (`Kit.missing`).
+
+Every kit also writes the program's plan: a jwst association pool of every
+planned exposure file, the missing one included (`Kit.pool_path`), and the
+same as JSON (`Kit.manifest_path`); see `asn_pool`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -18,6 +33,7 @@ from pathlib import Path
 
 from calstream.steps.crds_env import offline_crds_env
 
+from .asn_pool import write_manifest, write_pool
 from .crds_cache import build_crds_cache
 from .program import ProgramSpec, simulate_program
 from .references import write_visit_reference_files
@@ -26,6 +42,11 @@ from .spectroscopy import LrsSpec, simulate_lrs
 from .timeseries import TimeSeriesSpec
 
 MODES = ("imaging", "timeseries", "lrs")
+PROGRAM_MODES = ("mosaic", "segmented", "missing")
+ALL_MODES = MODES + PROGRAM_MODES
+# Ideal-frame arcsec between the two visits of observation 001: a sixth of
+# the SUB160 field, so the tiles overlap enough for tweakreg to tie them.
+MOSAIC_OFFSET = (0.8, 0.5)
 
 
 @dataclass
@@ -37,6 +58,18 @@ class Kit:
     # Mode -> its uncal files, in observing order; mode -> the spec that made them.
     by_mode: dict[str, list[Path]] = field(default_factory=dict)
     specs: dict[str, object] = field(default_factory=dict)
+    # Exposure ids (file stems without suffix) planned but never written.
+    missing: list[str] = field(default_factory=list)
+    # Written files a downlink delivers after all the others.
+    late: list[Path] = field(default_factory=list)
+    pool_path: Path | None = None
+    manifest_path: Path | None = None
+
+    def delivery_order(self) -> list[Path]:
+        """The uncal files in the order a downlink delivers them: late ones last."""
+        late = set(self.late)
+        return [p for p in self.uncal_files if p not in late] + [
+            p for p in self.uncal_files if p in late]
 
 
 def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
@@ -46,14 +79,14 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
 
     `spec` is the imaging visit; `timeseries` and `lrs` default to the same
     program's observations 2 and 3. Each mode draws its noise from its own
-    stream (`seed` plus the mode's place in MODES), so a mode's data do not
+    stream (`seed` plus the mode's place in ALL_MODES), so a mode's data do not
     depend on which others are built.
     """
     root = Path(root).absolute()
     modes = list(dict.fromkeys(modes))
-    unknown = set(modes) - set(MODES)
+    unknown = set(modes) - set(ALL_MODES)
     if unknown:
-        raise ValueError(f"unknown modes {sorted(unknown)}; choose from {MODES}")
+        raise ValueError(f"unknown modes {sorted(unknown)}; choose from {ALL_MODES}")
     spec = spec or ProgramSpec()
     specs: dict[str, object] = {}
     if "imaging" in modes:
@@ -62,16 +95,28 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
         specs["timeseries"] = timeseries or TimeSeriesSpec(program=spec.program)
     if "lrs" in modes:
         specs["lrs"] = lrs or LrsSpec(program=spec.program)
+    specs.update(program_specs(spec, seed, [m for m in modes if m in PROGRAM_MODES]))
 
     by_mode: dict[str, list[Path]] = {}
     for mode, mode_spec in specs.items():
-        mode_seed = seed + MODES.index(mode)
+        mode_seed = seed + ALL_MODES.index(mode)
         if mode == "lrs":
             by_mode[mode] = simulate_lrs(root / "uncal", mode_spec, seed=mode_seed)
         else:
             by_mode[mode] = simulate_program(root / "uncal", mode_spec, seed=mode_seed)
     kit = Kit(root, sorted(p for files in by_mode.values() for p in files),
               by_mode=by_mode, specs=specs)
+    for mode_spec in specs.values():
+        for e in getattr(mode_spec, "missing", ()):
+            kit.missing += [n.exposure_id for d in mode_spec.detectors
+                            for n in mode_spec.segment_names(e, d)]
+        late = {n.filename() for e in getattr(mode_spec, "late", ()) for d in mode_spec.detectors
+                for n in mode_spec.segment_names(e, d)}
+        kit.late += [p for p in kit.uncal_files if p.name in late]
+    plan = list(specs.values())
+    kit.pool_path = write_pool(root, plan)
+    kit.manifest_path = write_manifest(root / "manifest.json", plan, kit.missing,
+                                       [p.name.rsplit("_", 1)[0] for p in kit.late])
     if references:
         refs: dict[str, list[Path]] = {}
         nircam = [s for m, s in specs.items() if m != "lrs"]
@@ -83,6 +128,28 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
         kit.context = build_crds_cache(root / "crds", refs)
         kit.crds_env = offline_crds_env(root / "crds", kit.context)
     return kit
+
+
+def program_specs(spec: ProgramSpec, seed: int, modes: Iterable[str]) -> dict[str, ProgramSpec]:
+    """The `PROGRAM_MODES` specs, made from the imaging `spec` of the same program."""
+    # The stars of the field are those the imaging mode draws with its seed.
+    scene = spec.scene_seed if spec.scene_seed is not None else seed + ALL_MODES.index("imaging")
+    dithered = dataclasses.replace(spec, planned=(), missing=(), late=(), scene_seed=scene)
+    made: dict[str, ProgramSpec] = {}
+    for mode in modes:
+        if mode == "mosaic":
+            made[mode] = dataclasses.replace(
+                dithered, visit="002", visit_start="2024-01-15T11:00:00.000",
+                pointing_offset=MOSAIC_OFFSET, late=(min(2, spec.dithers),))
+        elif mode == "segmented":
+            made[mode] = TimeSeriesSpec(program=spec.program, observation="004",
+                                        visit_start="2024-01-15T12:00:00.000", nints=9,
+                                        segments=3, transit_integrations=(4, 6))
+        elif mode == "missing":
+            made[mode] = dataclasses.replace(
+                dithered, observation="005", visit_start="2024-01-15T13:00:00.000",
+                dithers=4, missing=(3,))
+    return made
 
 
 def env_lines(env: dict[str, str]) -> str:

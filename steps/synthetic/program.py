@@ -26,6 +26,7 @@ pixels the stars were drawn on.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import zlib
@@ -254,6 +255,19 @@ class ProgramSpec(VisitId):
     # A star at the target coordinates (DN/s, total), on top of the field
     # stars; 0: none. Time series put their target there.
     target_flux: float = 0.0
+    # Files per exposure: stage 1 splits a long exposure at integration
+    # boundaries into segments (EXSEGTOT), written as -segNNN files.
+    segments: int = 1
+    # Ideal-frame offset (arcsec) of the whole visit from the field's centre:
+    # another visit (a mosaic tile, a second epoch) of the same field.
+    pointing_offset: tuple[float, float] = (0.0, 0.0)
+    # The seed of the stars on the sky (None: the noise seed). Visits of one
+    # field share it, so tweakreg finds the same stars in all of them.
+    scene_seed: int | None = None
+    # Planned exposures (counted in NEXPOSUR) that are never written, as when
+    # an exposure is lost; and exposures a downlink delivers after the rest.
+    missing: tuple[int, ...] = ()
+    late: tuple[int, ...] = ()
 
     @property
     def nframes(self) -> int:
@@ -270,6 +284,22 @@ class ProgramSpec(VisitId):
     def exposure_names(self) -> list[ExposureName]:
         """Every exposure of the visit, in observing order (exposure, then detector)."""
         return [self.exposure_name(e, d) for e in self.exposure_numbers for d in self.detectors]
+
+    def segment_names(self, exposure: int, detector: str) -> list[ExposureName]:
+        """The files of one exposure on one detector: itself, or its segments."""
+        name = self.exposure_name(exposure, detector)
+        if self.segments == 1:
+            return [name]
+        return [dataclasses.replace(name, segment=f"{s:03d}") for s in range(1, self.segments + 1)]
+
+    def segment_integrations(self) -> list[tuple[int, int]]:
+        """(INTSTART, INTEND), 1-based and inclusive, of each segment.
+
+        Equal segments but the last, as stage 1 cuts them at a fixed size.
+        """
+        size = -(-self.nints // self.segments)
+        return [(first, min(first + size - 1, self.nints))
+                for first in range(1, self.nints + 1, size)]
 
     def pointing_quality(self, exposure: int) -> str:
         return POINTING_PLANNED if exposure in self.planned else POINTING_CALCULATED
@@ -292,9 +322,16 @@ class ProgramSpec(VisitId):
             subarray_for(d, self.subarray)
         if self.ngroups < 2 or self.nints < 1 or self.dithers < 1:
             raise ValueError("need ngroups >= 2, nints >= 1, dithers >= 1")
-        bad = set(self.planned) - set(self.exposure_numbers)
-        if bad:
-            raise ValueError(f"planned exposures {sorted(bad)} are not in the visit")
+        for what in ("planned", "missing", "late"):
+            bad = set(getattr(self, what)) - set(self.exposure_numbers)
+            if bad:
+                raise ValueError(f"{what} exposures {sorted(bad)} are not in the visit")
+        if set(self.missing) & set(self.late):
+            raise ValueError("an exposure cannot be both missing and late")
+        if not 1 <= self.segments <= self.nints:
+            raise ValueError("need 1 <= segments <= nints")
+        if len(self.segment_integrations()) != self.segments:
+            raise ValueError(f"{self.nints} integrations do not cut into {self.segments} segments")
 
 
 # --- timing ---------------------------------------------------------------
@@ -492,7 +529,8 @@ class Pointing:
 
 
 def exposure_pointing(spec: ProgramSpec, exposure: int) -> Pointing:
-    offset = dither_offset(exposure)
+    dx, dy = dither_offset(exposure)
+    offset = (dx + spec.pointing_offset[0], dy + spec.pointing_offset[1])
     true_att = _attitude_for(spec, offset)
     quality = spec.pointing_quality(exposure)
     if quality == POINTING_PLANNED:
@@ -538,7 +576,7 @@ def _name_key(name: str) -> int:
 def program_truth(spec: ProgramSpec = ProgramSpec(), *, seed: int | None = None) -> ProgramTruth:
     """The injected scene and rates for `spec` (cheap: no pixels are simulated)."""
     seed = spec.seed if seed is None else seed
-    rng = _rng(seed, 0)
+    rng = _rng(seed if spec.scene_seed is None else spec.scene_seed, 0)
     det, xref, yref = _primary_aperture_ref(spec)
     sub = subarray_for(det, spec.subarray)
     margin = 12
@@ -546,7 +584,8 @@ def program_truth(spec: ProgramSpec = ProgramSpec(), *, seed: int | None = None)
     y = rng.uniform(margin, sub.ysize - margin, spec.n_stars) + sub.ystart - 1
     lo, hi = spec.star_flux_range
     flux = np.exp(rng.uniform(math.log(lo), math.log(hi), spec.n_stars))
-    att = exposure_pointing(spec, 1).true_attitude
+    # The field's own attitude, not a visit's: every visit of it sees the same stars.
+    att = _attitude_for(spec, dither_offset(1))
     ra, dec = tel_to_sky(att, *pixel_to_v2v3(det, x, y))
     stars = tuple(Star(float(r), float(d), float(f)) for r, d, f in zip(ra, dec, flux, strict=True))
     target = Star(spec.target_ra, spec.target_dec, spec.target_flux) if spec.target_flux else None
@@ -555,7 +594,8 @@ def program_truth(spec: ProgramSpec = ProgramSpec(), *, seed: int | None = None)
         dark_rate=spec.dark_rate,
         gain=spec.gain,
         stars=stars,
-        pointing_quality={e: spec.pointing_quality(e) for e in spec.exposure_numbers},
+        pointing_quality={e: spec.pointing_quality(e) for e in spec.exposure_numbers
+                          if e not in spec.missing},
         target=target,
     )
 
@@ -741,7 +781,8 @@ def _wcs_keywords(detector: str, sub: Subarray, att: np.ndarray) -> dict:
     )
 
 
-def _populate(model, spec: ProgramSpec, detector: str, exposure: int, pointing: Pointing):
+def _populate(model, spec: ProgramSpec, detector: str, exposure: int, pointing: Pointing,
+              segment: int = 1):
     m = model.meta
     det = detector.upper()
     geom = detector_geometry(det)
@@ -749,9 +790,8 @@ def _populate(model, spec: ProgramSpec, detector: str, exposure: int, pointing: 
     t = exposure_timing(spec, exposure)
     att = pointing.reported_attitude
 
-    metadata.set_file(
-        m, spec.exposure_name(exposure, detector).filename(), "calstream synthetic NIRCam programs"
-    )
+    name = spec.segment_names(exposure, detector)[segment - 1]
+    metadata.set_file(m, name.filename(), "calstream synthetic NIRCam programs")
     metadata.set_observation(m, spec, exposure, t, TEMPLATES[spec.exp_type])
     metadata.set_visit(
         m,
@@ -790,8 +830,17 @@ def _populate(model, spec: ProgramSpec, detector: str, exposure: int, pointing: 
         v1=v1_pointing(att),
     )
 
+    first, last = spec.segment_integrations()[segment - 1]
+    if spec.segments > 1:
+        e = m.exposure
+        e.segment_number = segment
+        e.segment_total = spec.segments
+        e.integration_start = first
+        e.integration_end = last
+
     if spec.nints > 1:
-        model.int_times = integration_times(spec, exposure)
+        # A segment's table holds its own integrations, numbered within the exposure.
+        model.int_times = integration_times(spec, exposure)[first - 1 : last]
 
 
 def integration_times(spec: ProgramSpec, exposure: int) -> np.ndarray:
@@ -860,6 +909,8 @@ def simulate_program(
     """Write the visit's uncal files into `out_dir`, in observing order.
 
     `seed` overrides `spec.seed`. The same seed gives identical data arrays.
+    A segmented exposure gives one file per segment; `spec.missing`
+    exposures give none.
     """
     spec.validate()
     seed = spec.seed if seed is None else seed
@@ -870,14 +921,20 @@ def simulate_program(
     model_class = _uncal_model_class(isot(exposure_timing(spec, spec.dithers).end_mjd + 1 / 24))
     paths: list[Path] = []
     for exposure in spec.exposure_numbers:
+        if exposure in spec.missing:
+            continue
         pointing = exposure_pointing(spec, exposure)
         for detector in spec.detectors:
             rng = _rng(seed, 2, exposure, _name_key(detector))
             rates = _rate_images(spec, detector, truth, exposure, pointing.true_attitude)
-            with model_class(data=_ramps(spec, detector, rates, rng)) as model:
-                _populate(model, spec, detector, exposure, pointing)
-                path = out / model.meta.filename
-                model.validate()
-                model.save(path)
-            paths.append(path)
+            # The whole exposure is read out, then cut: its segments together
+            # are the unsegmented exposure.
+            ramps = _ramps(spec, detector, rates, rng)
+            for segment, (first, last) in enumerate(spec.segment_integrations(), start=1):
+                with model_class(data=ramps[first - 1 : last]) as model:
+                    _populate(model, spec, detector, exposure, pointing, segment)
+                    path = out / model.meta.filename
+                    model.validate()
+                    model.save(path)
+                paths.append(path)
     return paths

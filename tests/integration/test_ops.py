@@ -321,7 +321,7 @@ async def test_status_summarises_a_running_deployment(tmp_path, broker, kit, uni
         eid = f.name.removesuffix("_uncal.fits")
         assert f"detector1  success  {eid}  [rate" in recent
     assert "held exposures (holds topic): 0" in text
-    assert "missing exposures: not implemented yet (association completeness: issue 4)" in text
+    assert "missing exposures: not reported (no daemon given serves /planner)" in text
 
     assert len(after.broker.products) == 3
     assert after.stages["detector1"]["runs"] == {"success": 3}

@@ -6,7 +6,7 @@ from calstream.topics.catalog import CATALOG, Topics
 def test_every_topic_of_the_architecture_is_declared_once():
     logical = [s.logical for s in CATALOG]
     assert sorted(logical) == sorted(["raw", "replay", "products", "work.stage2", "work.stage3",
-                                      "holds", "pointing", "state", "deadletter",
+                                      "holds", "pointing", "plans", "state", "deadletter",
                                       "work.stage2.replay", "work.stage3.replay", "promotions"])
     assert len(set(logical)) == len(logical)
 

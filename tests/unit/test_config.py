@@ -36,5 +36,5 @@ def test_unknown_settings_and_bad_values_are_errors(tmp_path):
 def test_defaults_need_no_configuration():
     cfg = load(None, env={})
     assert cfg.kafka_bootstrap is None  # the embedded broker
-    assert set(cfg.roles) == {"watcher", "detector1", "planner", "stage2"}
+    assert set(cfg.roles) == {"watcher", "detector1", "planner", "stage2", "stage3"}
     assert cfg.products == Path("calstream-work/products").absolute()

@@ -36,6 +36,9 @@ EXAMPLES = {
                                       "DEC_V1": -5.0, "PA_V3": 120.0, "RA_REF": 10.01,
                                       "DEC_REF": -5.01, "ROLL_REF": 119.5}),
     "dead_letter": dict(category="bad_file", reason="not FITS", stage="watcher", attempts=0),
+    "plan": dict(plan_id="a" * 64, source="jw01234_pool.csv", by="ops", programs=["01234"],
+                 exposures=[{"exposure_id": "jw01234001001_02101_00001_nrcb1",
+                             "candidates": ["o001", "c1000"], "header": {"FILTER": "F150W"}}]),
     "promotion": dict(namespace="ctx2", previous="live", tree="/p/namespaces/ctx2",
                       promoted_at="2026-11-24T00:00:00Z", records=3),
 }

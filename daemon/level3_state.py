@@ -1,0 +1,419 @@
+"""Stage-3 planning, as pure logic: when a level-3 candidate is complete.
+
+A candidate (``steps.associations.level3.candidate_key``: program, acid,
+instrument, optical path, target, ...) gathers every exposure that belongs to
+it. It *closes* -- a stage-3 work order is sent -- when:
+
+* a **plan** (a loaded pool or manifest) lists the candidate's exposures:
+  the moment the last planned member has its stage-2 product, no waiting;
+* **headers** say every visit the members come from is complete
+  (NEXPOSUR x EXSEGTOT per expected detector, ``steps.completeness``) and no
+  plan covers it: after ``settle`` seconds without a new member, since a
+  later visit of the observation may still come;
+* otherwise after ``quiet_period`` seconds without a new member, marked
+  degraded, naming what never came.
+
+A candidate never closes while a member is held (ENGQLPTG=PLANNED): the
+held exposure must not be left out silently, nor enter the product.
+
+A member that arrives after its candidate closed re-opens it; the next close
+issues version N+1, which ``supersedes`` the product event of version N (the
+files go to their own directory, so nothing a subscriber may be reading is
+overwritten). Orders are identified by their inputs, so a rebuild from the
+topics recognises every order already sent and sends none twice; time-based
+decisions during a rebuild use the events' own times, so they replay as they
+were first made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from calstream.steps.associations import (
+    AssociationError,
+    Exposure,
+    Level3Key,
+    association_filename,
+    build_level3,
+    candidate_key,
+    product_name,
+    validate_level3,
+)
+from calstream.steps.completeness import visit_status
+from calstream.steps.naming import parse_exposure_name
+from calstream.steps.plans import Plan
+from calstream.steps.routing import Route, RoutingError, route
+from calstream.topics import contract
+
+log = logging.getLogger("calstream.planner")
+
+
+@dataclass
+class Arrived:
+    """An exposure as detector1 announced it (the unit of completeness)."""
+
+    exposure: Exposure  # header only, no products
+    since: float
+    provisional: bool  # held: ENGQLPTG=PLANNED and not released
+    namespace: str = "live"
+
+
+@dataclass
+class Calibrated:
+    """An exposure's latest stage-2 product."""
+
+    exposure: Exposure  # header + stage-2 products by suffix
+    outputs: dict[str, dict[str, Any]]  # path -> {path, digest, size, suffix}
+    event: dict[str, Any]
+    since: float
+
+
+@dataclass
+class Sent:
+    version: int
+    work_id: str
+    signature: tuple  # sorted (role, digest) of the inputs
+    degraded: str | None
+
+
+@dataclass
+class Candidate:
+    key: Level3Key
+    route: Route  # the science members' pass into stage 3
+    opened: float
+    changed: float  # last time a member arrived or was recalibrated
+    members: set[str] = field(default_factory=set)
+    sent: list[Sent] = field(default_factory=list)
+    waiting_for: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # expected, never arrived
+    expected_by: str = "headers"  # "plan" | "headers"
+    product_name: str | None = None
+    problem: str | None = None  # why it cannot be built, if it cannot
+    signature: tuple = ()  # the inputs it would combine now
+
+    @property
+    def label(self) -> str:
+        return self.product_name or f"jw{self.key.program}-{self.key.acid}_{self.key.asn_type}"
+
+    @property
+    def is_open(self) -> bool:
+        """Waiting for something, or settling: the last order is not what it would send now."""
+        return bool(self.waiting_for) or not self.sent or self.sent[-1].signature != self.signature
+
+
+def _norm_target(key: Level3Key) -> Level3Key:
+    # Pools write TARGETID 1, headers may carry "001": the same target.
+    if key.target and key.target.isdigit():
+        return dataclasses.replace(key, target=str(int(key.target)))
+    return key
+
+
+def keys_of(exposure: Exposure, acids: tuple[str, ...] = ()) -> list[tuple[Level3Key, Route]]:
+    """Every level-3 candidate the exposure belongs to, with its pass into it."""
+    try:
+        r = route(exposure.header)
+    except RoutingError:
+        return []
+    observation = f"o{exposure.name.observation}"
+    found: list[tuple[Level3Key, Route]] = []
+    for p in r.passes:
+        if p.stage3 is None or p.stage2 is None:
+            continue
+        for acid in dict.fromkeys((observation, *acids)):
+            try:
+                key = candidate_key(p, exposure, acid=None if acid == observation else acid)
+            except AssociationError:
+                continue
+            found.append((_norm_target(key), p))
+    return found
+
+
+class Level3State:
+    def __init__(self, *, settle: float, quiet_period: float, namespace: str = "live"):
+        self.settle = settle
+        self.quiet_period = quiet_period
+        self.namespace = namespace
+        self.arrived: dict[str, Arrived] = {}
+        self.calibrated: dict[str, Calibrated] = {}
+        self.candidates: dict[Level3Key, Candidate] = {}
+        self.plans: dict[str, Plan] = {}
+        self._planned: dict[str, tuple[str, ...]] = {}  # exposure id -> plan acids
+        self._plan_headers: dict[str, dict[str, Any]] = {}  # exposure id -> plan keywords
+        self._planned_keys: dict[Level3Key, set[str]] = {}  # candidate -> planned exposure ids
+        self._restored: dict[str, list[dict[str, Any]]] = {}  # product name -> orders
+        self._by_visit: dict[str, set[str]] = {}  # visit id -> arrived exposure ids
+
+    # -- inputs ----------------------------------------------------------------
+    def restore_order(self, order: contract.Message) -> None:
+        self._restored.setdefault(order["product_name"], []).append(order.body)
+
+    def load_plan(self, plan: Plan, now: float) -> list[contract.Message]:
+        if plan.plan_id in self.plans:
+            return []
+        self.plans[plan.plan_id] = plan
+        touched: set[Level3Key] = set()
+        for p in plan.exposures:
+            self._plan_headers[p.exposure_id] = dict(p.header)
+            self._planned[p.exposure_id] = tuple(
+                sorted(set(self._planned.get(p.exposure_id, ())) | set(p.candidates)))
+            for key, r in keys_of(Exposure(p.exposure_id, p.header), p.candidates):
+                if key.acid not in p.candidates and key.acid != f"o{p.name.observation}":
+                    continue
+                self._planned_keys.setdefault(key, set()).add(p.exposure_id)
+                touched.add(key)
+                if key not in self.candidates and r.role == "science":
+                    self.candidates[key] = Candidate(key, r, now, now)
+        # Exposures already seen may belong to the plan's c-candidates.
+        for a in list(self.arrived.values()):
+            if a.exposure.exposure_id in self._planned:
+                self._index(a.exposure, now)
+        out: list[contract.Message] = []
+        for key in touched:
+            if key in self.candidates:
+                out += self._evaluate(self.candidates[key], now)
+        return out
+
+    def observe_arrival(self, exposure: Exposure, *, since: float, provisional: bool,
+                        now: float) -> list[contract.Message]:
+        """A detector1 product (or a change of its hold): one more exposure seen."""
+        eid = exposure.exposure_id
+        previous = self.arrived.get(eid)
+        self.arrived[eid] = Arrived(exposure, since, provisional, self.namespace)
+        self._by_visit.setdefault(exposure.name.visit_id, set()).add(eid)
+        touched = self._index(exposure, since if previous is None else now)
+        if previous is not None:
+            if previous.provisional == provisional and previous.since == since:
+                touched = set()  # the same event again
+            for key in touched:
+                # Released or redelivered: its stage 2 starts now, so the
+                # quiet period does too.
+                self.candidates[key].changed = max(self.candidates[key].changed, now)
+        # Completeness is per visit: an exposure of another candidate may
+        # complete this one's visit.
+        touched |= {k for k, c in self.candidates.items()
+                    if any(self._visit_of(m) == exposure.name.visit_id for m in c.members)}
+        return self._evaluate_all(touched, now)
+
+    def observe_stage2(self, event: dict[str, Any], now: float) -> list[contract.Message]:
+        eid = event.get("exposure_id")
+        if not eid or not event.get("header"):
+            return []
+        products = {o["suffix"]: o["path"] for o in event["outputs"]}
+        exposure = Exposure(eid, event["header"], products)
+        previous = self.calibrated.get(eid)
+        since = contract.parse_time(event["emitted_at"]).timestamp()
+        self.calibrated[eid] = Calibrated(exposure, {o["path"]: o for o in event["outputs"]},
+                                          event, since)
+        if eid not in self.arrived:
+            # Stage 2 replayed into a namespace without its detector1 events:
+            # the stage-2 event's header stands for the arrival.
+            self.arrived[eid] = Arrived(Exposure(eid, event["header"]), since, False,
+                                        self.namespace)
+            self._by_visit.setdefault(exposure.name.visit_id, set()).add(eid)
+        touched = self._index(exposure, now)
+        changed = previous is None or previous.event["work_id"] != event["work_id"]
+        for key in touched:
+            if changed:
+                self.candidates[key].changed = max(self.candidates[key].changed, now)
+        return self._evaluate_all(touched, now)
+
+    def tick(self, now: float) -> list[contract.Message]:
+        return self._evaluate_all({k for k, c in self.candidates.items() if c.is_open}, now)
+
+    # -- decisions ---------------------------------------------------------------
+    def _visit_of(self, eid: str) -> str:
+        a = self.arrived.get(eid)
+        return a.exposure.name.visit_id if a else ""
+
+    def _with_plan(self, exposure: Exposure) -> Exposure:
+        """The exposure with the keywords only its plan knows (TARGETID, ...):
+        its own header wins, the plan fills the gaps, as a pool does for jwst."""
+        planned = self._plan_headers.get(exposure.exposure_id)
+        if not planned:
+            return exposure
+        return Exposure(exposure.exposure_id, {**planned, **exposure.header}, exposure.products)
+
+    def _index(self, exposure: Exposure, now: float) -> set[Level3Key]:
+        touched = set()
+        exposure = self._with_plan(exposure)
+        for key, r in keys_of(exposure, self._planned.get(exposure.exposure_id, ())):
+            cand = self.candidates.get(key)
+            if cand is None:
+                cand = self.candidates[key] = Candidate(key, r, now, now)
+            if exposure.exposure_id not in cand.members:
+                cand.members.add(exposure.exposure_id)
+                cand.changed = max(cand.changed, now)
+            if r.role == "science":
+                cand.route = r
+            touched.add(key)
+        return touched
+
+    def _evaluate_all(self, keys: set[Level3Key], now: float) -> list[contract.Message]:
+        out: list[contract.Message] = []
+        for key in sorted(keys, key=repr):
+            out += self._evaluate(self.candidates[key], now)
+        return out
+
+    def _missing(self, cand: Candidate) -> list[str]:
+        planned = self._planned_keys.get(cand.key)
+        if planned:
+            cand.expected_by = "plan"
+            return sorted(planned - set(self.arrived))
+        cand.expected_by = "headers"
+        visits = {self._visit_of(m) for m in cand.members} - {""}
+        exposures = [self.arrived[e].exposure for v in visits for e in self._by_visit.get(v, ())]
+        status = visit_status(exposures, arrivals={e.exposure_id: self.arrived[e.exposure_id].since
+                                                   for e in exposures})
+        missing = []
+        for s in status.incomplete:
+            named = [f"{s.visit}_{m}_{s.detector}" for m in s.missing]
+            missing += named
+            unnamed = s.missing_count - len(named)
+            if unnamed > 0 or (s.expected is None and not named):
+                missing.append(f"{s.visit} {s.detector}: "
+                               + (f"{unnamed} more exposure(s)" if unnamed > 0
+                                  else "NEXPOSUR unknown"))
+        return missing
+
+    def _evaluate(self, cand: Candidate, now: float) -> list[contract.Message]:
+        members = sorted(cand.members)
+        if cand.product_name is None and members:
+            # The name operations know it by, before the first order names it.
+            cand.product_name = product_name(
+                cand.key, [self._with_plan(self.arrived[m].exposure) for m in members
+                           if m in self.arrived])
+        held = [m for m in members if self.arrived.get(m) and self.arrived[m].provisional]
+        pending = [m for m in members if m not in self.calibrated and m not in held]
+        cand.missing = self._missing(cand)
+        waiting: dict[str, str] = {}
+        if held:
+            waiting["pointing"] = ", ".join(f"{m} has ENGQLPTG=PLANNED" for m in held)
+        if pending:
+            waiting["stage2"] = ", ".join(pending)
+        if cand.missing:
+            waiting["exposures"] = f"{len(cand.missing)} expected by {cand.expected_by}: " + \
+                ", ".join(cand.missing[:10]) + (" ..." if len(cand.missing) > 10 else "")
+        ready = [self._with_plan(self.calibrated[m].exposure) for m in members
+                 if m in self.calibrated]
+        signature = cand.signature = self._signature(ready)
+        if cand.sent and cand.sent[-1].signature == signature and not waiting:
+            cand.waiting_for = {}
+            return []
+        cand.waiting_for = waiting
+        if held:
+            return []  # never close around a held exposure
+        quiet = now - cand.changed
+        complete = not pending and not cand.missing
+        if complete:
+            if cand.expected_by != "plan" and quiet < self.settle:
+                return []
+            degraded = None
+        else:
+            if quiet < self.quiet_period:
+                return []
+            degraded = "; ".join(filter(None, [
+                f"expected but never arrived: {', '.join(cand.missing)}" if cand.missing else "",
+                f"no stage-2 product: {', '.join(pending)}" if pending else ""]))
+        if not ready:
+            return []
+        if cand.sent and cand.sent[-1].signature == signature:
+            return []  # same inputs as the last order: nothing new to combine
+        return self._close(cand, ready, signature, degraded)
+
+    def _signature(self, ready: list[Exposure]) -> tuple:
+        digests = []
+        for e in ready:
+            c = self.calibrated[e.exposure_id]
+            digests += sorted(o["digest"] for o in c.outputs.values()
+                              if o["suffix"] in ("cal", "calints", "x1d", "x1dints"))
+        return tuple(sorted(digests))
+
+    def _close(self, cand: Candidate, ready: list[Exposure], signature: tuple,
+               degraded: str | None) -> list[contract.Message]:
+        acid = cand.key.acid if not cand.key.acid.startswith("o") else None
+        try:
+            asn = build_level3(cand.route, ready, degraded=degraded, acid=acid)
+            validate_level3(asn)
+        except AssociationError as exc:
+            if cand.problem != str(exc):
+                log.warning("%s: no stage-3 association yet: %s", cand.label, exc)
+            cand.problem = str(exc)
+            cand.waiting_for = {**cand.waiting_for, "association": str(exc)}
+            return []
+        cand.problem = None
+        name = cand.product_name = asn["products"][0]["name"]
+        paths = {m["expname"]: m["exptype"] for p in asn["products"] for m in p["members"]}
+        by_path = {path: out for c in self.calibrated.values() for path, out in c.outputs.items()}
+        inputs = [{"path": path, "digest": by_path[path]["digest"],
+                   "size": by_path[path].get("size", 0), "role": role}
+                  for path, role in sorted(paths.items()) if path in by_path]
+        wid = contract.event_id("work_order", "stage3", cand.route.stage3, self.namespace,
+                                sorted((i["role"], i["digest"]) for i in inputs))
+        cand.waiting_for = {}
+        for order in self._restored.get(name, []):
+            if order["work_id"] == wid:
+                cand.sent.append(Sent(order.get("version") or 1, wid, signature,
+                                      order.get("degraded")))
+                return []  # sent before a restart
+        previous = self._previous_versions(cand)
+        version = max((s.version for s in previous), default=0) + 1
+        cand.sent.append(Sent(version, wid, signature, degraded))
+        events = [self.calibrated[e.exposure_id].event for e in ready]
+        science = next((ev for e, ev in zip(ready, events, strict=True)
+                        if e.route is not None and e.route.role == "science"), events[0])
+        releases = {k: v for ev in events for k, v in (ev.get("releases") or {}).items()
+                    if v}
+        arrivals = [ev.get("arrived_at") for ev in events if ev.get("arrived_at")]
+        return [contract.build(
+            "work_order", contract.event_id("work_order", wid),
+            work_id=wid, stage="stage3", pipeline=cand.route.stage3, product_name=name,
+            program=cand.key.program, observation=parse_exposure_name(
+                science["exposure_id"]).observation,
+            association=asn, association_path=association_filename(asn), inputs=inputs,
+            crds_context=None, priority="live", namespace=self.namespace,
+            parameters={}, releases=releases or None, degraded=degraded,
+            version=version, candidate=cand.key.acid, expected_by=cand.expected_by,
+            members=sorted(e.exposure_id for e in ready),
+            instrument=science.get("instrument"), exp_type=science.get("exp_type"),
+            header=science.get("header"), pointing_quality=science.get("pointing_quality"),
+            pointing_provisional=False,
+            # Latency of a combined product runs from its last member's arrival.
+            arrived_at=max(arrivals) if arrivals else None)]
+
+    def _previous_versions(self, cand: Candidate) -> list[Sent]:
+        sent = list(cand.sent)
+        known = {s.work_id for s in sent}
+        for order in self._restored.get(cand.product_name or "", []):
+            if order["work_id"] not in known:
+                sent.append(Sent(order.get("version") or 1, order["work_id"], (),
+                                 order.get("degraded")))
+        return sorted(sent, key=lambda s: s.version)
+
+    # -- for metrics and status ----------------------------------------------
+    def summary(self, now: float) -> dict[str, Any]:
+        open_ = [c for c in self.candidates.values() if c.is_open and c.members]
+        missing: dict[str, dict[str, Any]] = {}
+        for c in open_:
+            for m in c.missing:
+                entry = missing.setdefault(m, {"program": c.key.program, "since": c.opened,
+                                               "candidates": []})
+                entry["since"] = min(entry["since"], c.opened)
+                entry["candidates"].append(c.label)
+        oldest = min((e["since"] for e in missing.values()), default=None)
+        return {
+            "open": len(open_),
+            "candidates": [{
+                "candidate": c.label, "acid": c.key.acid, "asn_type": c.key.asn_type,
+                "members": len(c.members), "expected_by": c.expected_by,
+                "waiting_for": dict(c.waiting_for), "missing": list(c.missing),
+                "versions": len(c.sent), "since": c.opened, "quiet_for": now - c.changed,
+            } for c in sorted(open_, key=lambda c: c.opened)],
+            "missing": missing,
+            "missing_by_program": {p: sum(1 for e in missing.values() if e["program"] == p)
+                                   for p in {e["program"] for e in missing.values()}},
+            "oldest_missing_age": (now - oldest) if oldest is not None else 0.0,
+            "closed": sum(1 for c in self.candidates.values() if c.sent and not c.is_open),
+        }

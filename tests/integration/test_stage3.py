@@ -1,0 +1,204 @@
+"""Stage 3 end to end: completeness, the quiet period, supersession, restarts and
+plans, on the real embedded broker with the real jwst pipelines."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+import urllib.request
+from pathlib import Path
+
+import anyio
+import pytest
+from astropy.io import fits
+
+from calstream.daemon.plan_cli import plan_message, publish_plan
+from calstream.daemon.status import collect, render
+from calstream.steps.fitsfile import file_digest
+from calstream.steps.naming import parse_exposure_name
+from calstream.steps.synthetic.downlink import deliver
+from calstream.steps.synthetic.kit import build_kit
+from calstream.steps.synthetic.program import ProgramSpec, simulate_program
+from calstream.topics import contract
+
+from ..envutil import environ
+from .support import daemon_config, products, read_all, running_daemon, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+SETTLE = 2.0
+
+
+def eid(path: Path) -> str:
+    return parse_exposure_name(path.name).exposure_id
+
+
+@pytest.fixture(scope="module")
+def kit3(tmp_path_factory):
+    """The program with everything stage 3 needs: two dithered visits of one
+    observation (one exposure late), a segmented time series, a visit with a
+    missing dither, and MIRI LRS nods; one CRDS context. SUB160P is read on one
+    detector, so NEXPOSUR alone says when a visit is complete."""
+    root = tmp_path_factory.mktemp("kit3")
+    k = build_kit(root, ProgramSpec(subarray="SUB160P"), seed=7,
+                  modes=("imaging", "mosaic", "segmented", "missing", "lrs"))
+    with environ(k.crds_env):
+        yield k
+
+
+def by_observation(kit, observation: str) -> list[Path]:
+    return [f for f in kit.delivery_order() if parse_exposure_name(f.name).observation
+            == observation]
+
+
+def stage3_events(messages, name: str | None = None):
+    return [p for p in products(messages, "stage3") if p["outcome"] == "success"
+            and (name is None or p["product_name"] == name)]
+
+
+def missing_now(daemon) -> dict:
+    """The live namespace's missing exposures, as `calstream status` reads them."""
+    with urllib.request.urlopen(f"http://{daemon.ops.address}/planner", timeout=5) as r:
+        view = json.loads(r.read())
+    # Until the planner has caught up with the topics it reports nothing.
+    return view.get("namespaces", {}).get("live", {}).get("stage3", {}).get("missing", {})
+
+
+async def test_a_two_visit_observation_becomes_one_mosaic_after_its_late_dither_across_a_restart(
+        tmp_path, broker, kit3, unique_prefix):
+    files = by_observation(kit3, "001")
+    [late] = kit3.late
+    early = [f for f in files if f != late]
+    ids = {eid(f) for f in files}
+    cfg = daemon_config(tmp_path, broker, unique_prefix, stage3_settle=SETTLE,
+                        stage3_quiet_period=3600.0)
+    async with running_daemon(cfg) as daemon:
+        await anyio.to_thread.run_sync(lambda: deliver(early, cfg.inbox))
+        await wait_for(cfg, ["products"], lambda ms: {p["exposure_id"] for p in
+                       products(ms, "stage2")} >= ids - {eid(late)}, timeout=300)
+        # Everything but the late dither is calibrated: the planner names what
+        # it waits for, and orders nothing.
+        with anyio.fail_after(30):
+            while eid(late) not in missing_now(daemon):
+                await anyio.sleep(0.5)
+        await anyio.sleep(3 * SETTLE)
+        assert not [m for m in await read_all(cfg, ["work.stage3"])
+                    if isinstance(m, contract.Message)]
+    # A planner restart mid-candidate: rebuilt from the topics, nothing lost.
+    async with running_daemon(cfg) as daemon:
+        with anyio.fail_after(60):
+            while not (daemon.planner and daemon.planner.caught_up):
+                await anyio.sleep(0.2)
+        await anyio.to_thread.run_sync(lambda: deliver([late], cfg.inbox))
+        done = await wait_for(cfg, ["products"], lambda ms: stage3_events(ms), timeout=400)
+        await anyio.sleep(3 * SETTLE)  # room for a duplicate to show itself
+        final = await read_all(cfg, ["products", "work.stage3"])
+    [mosaic] = stage3_events(done)
+    assert re.fullmatch(r"jw01234-o001_t\d{3}_nircam_clear-f150w-sub160p", mosaic["product_name"])
+    assert mosaic["pipeline"] == "calwebb_image3" and mosaic["version"] == 1
+    assert not mosaic.get("degraded")
+    members = {Path(m["expname"]).name for m in mosaic["association"]["members"]}
+    assert members == {f"{e}_cal.fits" for e in ids}
+    outputs = {o["suffix"]: o for o in mosaic["outputs"]}
+    assert {"i2d", "cat", "segm", "asn"} <= set(outputs)
+    assert sum(1 for o in mosaic["outputs"] if o["suffix"] == "crf") == len(ids)
+    for o in mosaic["outputs"]:
+        assert file_digest(o["path"]) == o["digest"]
+    with fits.open(outputs["i2d"]["path"]) as hdul:
+        # Two visits offset from each other: the mosaic is larger than one frame.
+        assert max(hdul["SCI"].data.shape) > 160
+    # Exactly once: one order, one stage-3 product, after the last dither.
+    orders = [m for m in final if isinstance(m, contract.Message) and m.type == "work_order"]
+    assert len(orders) == 1 and len(stage3_events(final)) == 1
+    late_stage2 = next(p for p in products(final, "stage2") if p["exposure_id"] == eid(late))
+    assert orders[0]["emitted_at"] >= late_stage2["emitted_at"]
+
+
+async def test_a_missing_dither_closes_degraded_then_a_late_arrival_supersedes_and_tso3_runs(
+        tmp_path, broker, kit3, unique_prefix):
+    missing_files = by_observation(kit3, "005")
+    segments = by_observation(kit3, "004")
+    [missing_id] = kit3.missing
+    cfg = daemon_config(tmp_path, broker, unique_prefix, stage3_settle=SETTLE,
+                        stage3_quiet_period=20.0)
+    spec = kit3.specs["missing"]
+    [recovered] = [f for f in simulate_program(tmp_path / "recovered",
+                                               dataclasses.replace(spec, missing=()), seed=7)
+                   if eid(f) == missing_id]
+    async with running_daemon(cfg) as daemon:
+        await anyio.to_thread.run_sync(lambda: deliver(missing_files + segments, cfg.inbox))
+        # The missing dither is reported while the candidate waits ...
+        with anyio.fail_after(120):
+            while missing_id not in missing_now(daemon):
+                await anyio.sleep(0.5)
+        shown = render(await collect(cfg, [daemon.ops.address]))
+        # Others may still be on their way; the missing one is named, with since when.
+        assert re.search(r"missing exposures: \d+, the oldest for", shown)
+        assert f"    {missing_id}  expected since " in shown
+        assert re.search(r"jw01234-o005_t\d{3}_nircam_clear-f150w-sub160p \(image3, \d "
+                         r"member\(s\), expected by headers\): .*exposures: \d expected by "
+                         r"headers: .*" + missing_id, shown)
+        first = await wait_for(
+            cfg, ["products"], lambda ms: len({p["product_name"] for p in stage3_events(ms)}) >= 2,
+            timeout=400)
+        [v1] = [p for p in stage3_events(first) if "-o005_" in p["product_name"]]
+        assert v1["version"] == 1 and missing_id in v1["degraded"]
+        assert v1["supersedes"] is None
+        assert len(v1["association"]["members"]) == 3
+        assert v1["association"]["degraded_status"].startswith("Degraded")
+        # ... and then it arrives after all.
+        await anyio.to_thread.run_sync(lambda: deliver([recovered], cfg.inbox))
+        final = await wait_for(cfg, ["products"], lambda ms: len(
+            stage3_events(ms, v1["product_name"])) >= 2, timeout=400)
+    [tso] = [p for p in stage3_events(final) if p["pipeline"] == "calwebb_tso3"]
+    tso_members = sorted(Path(m["expname"]).name for m in tso["association"]["members"])
+    assert tso_members == sorted(f"{eid(f)}_calints.fits" for f in segments)
+    assert len(tso_members) == 3
+    assert {"phot", "crfints"} <= {o["suffix"] for o in tso["outputs"]}
+    v1, v2 = stage3_events(final, v1["product_name"])
+    assert v2["version"] == 2 and v2["supersedes"] == v1["event_id"]
+    assert not v2.get("degraded") and len(v2["association"]["members"]) == 4
+    # The superseded files are still there, untouched, beside the new version's.
+    for o in v1["outputs"]:
+        assert file_digest(o["path"]) == o["digest"]
+    assert {Path(o["path"]).parent.name for o in v2["outputs"]} == {"v2"}
+
+
+async def test_a_plan_closes_the_observation_the_moment_its_last_member_is_calibrated(
+        tmp_path, broker, kit3, unique_prefix):
+    files = by_observation(kit3, "001")
+    # Headers alone would hold the candidate an hour: only the plan can close it.
+    cfg = daemon_config(tmp_path, broker, unique_prefix, stage3_settle=3600.0,
+                        stage3_quiet_period=7200.0)
+    async with running_daemon(cfg):
+        await publish_plan(cfg, plan_message(kit3.pool_path, "test"))
+        await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))
+        messages = await wait_for(cfg, ["products", "work.stage3"], lambda ms: [
+            m for m in ms if isinstance(m, contract.Message) and m.type == "work_order"
+            and "-o001_" in m["product_name"]], timeout=400)
+    last_stage2 = max(p["emitted_at"] for p in products(messages, "stage2"))
+    [order] = [m for m in messages if isinstance(m, contract.Message) and m.type == "work_order"]
+    assert order["expected_by"] == "plan" and order["degraded"] is None
+    assert len(order["inputs"]) == len(files)
+    latency = (contract.parse_time(order["emitted_at"]).timestamp()
+               - contract.parse_time(last_stage2).timestamp())
+    print(f"plan-loaded close latency: {latency:.3f} s from the last member's stage-2 "
+          "product event to the stage-3 work order")
+    assert latency < 3600.0  # closed by the plan, not by any timer
+
+
+async def test_miri_lrs_nods_reach_spec3(tmp_path, broker, kit3, unique_prefix):
+    files = kit3.by_mode["lrs"]
+    cfg = daemon_config(tmp_path, broker, unique_prefix, stage3_settle=SETTLE)
+    started = time.monotonic()
+    async with running_daemon(cfg):
+        await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))
+        done = await wait_for(cfg, ["products"], lambda ms: stage3_events(ms), timeout=500)
+    [spec3] = stage3_events(done)
+    assert spec3["pipeline"] == "calwebb_spec3"
+    assert "x1d" in {o["suffix"] for o in spec3["outputs"]}
+    exptypes = sorted(m["exptype"] for m in spec3["association"]["members"])
+    assert exptypes.count("science") == 2
+    print(f"MIRI LRS to spec3: {time.monotonic() - started:.0f} s")

@@ -1,0 +1,64 @@
+"""Plans: jwst association pools and manifests become expected exposures."""
+
+import json
+
+import pytest
+
+from calstream.steps.plans import PlanError, load_plan, parse_manifest, parse_pool
+
+COLUMNS = "FILENAME|PROGRAM|OBS_NUM|VISIT|EXPOSURE|EXP_TYPE|NEXPOSUR|INSTRUME|DETECTOR|" \
+          "TARGETID|FILTER|PUPIL|SUBARRAY|ASN_CANDIDATE|EXSEGTOT|IS_PSF|BKGDTARG|TSOVISIT"
+
+
+def row(name, exp_type="NRC_IMAGE", candidates="[('o001', 'observation')]", segtot="NULL",
+        detector="NRCB1", tso="F"):
+    return (f"{name}|1234|1|1|1|{exp_type}|4|NIRCAM|{detector}|1|F150W|CLEAR|SUB160P|"
+            f"{candidates}|{segtot}|F|F|{tso}")
+
+
+def test_a_pool_lists_each_file_with_its_candidates_and_keywords(tmp_path):
+    text = "\n".join([
+        COLUMNS,
+        row("jw01234001001_02101_00001_nrcb1_uncal.fits",
+            candidates="[('o001', 'observation'), ('c1000', 'mosaic')]"),
+        row("jw01234001001_02101_00002_nrcb1_uncal.fits"),
+        # A whole segmented exposure stands for its EXSEGTOT files.
+        row("jw01234002001_01101_00001_nrca1_uncal.fits", exp_type="NRC_TSIMAGE",
+            candidates="[('o002', 'observation')]", segtot="3", detector="NRCA1", tso="T"),
+    ])
+    (tmp_path / "jw01234_pool.csv").write_text(text + "\n")
+    plan = load_plan(tmp_path / "jw01234_pool.csv")
+    ids = [e.exposure_id for e in plan.exposures]
+    assert ids == ["jw01234001001_02101_00001_nrcb1", "jw01234001001_02101_00002_nrcb1",
+                   *[f"jw01234002001_01101_00001-seg00{s}_nrca1" for s in (1, 2, 3)]]
+    first = plan.exposures[0]
+    assert first.candidates == ("o001", "c1000")
+    assert first.header["FILTER"] == "F150W" and first.header["OBSERVTN"] == "001"
+    assert "IS_PSF" in first.header and "EXSEGTOT" not in first.header  # NULL is no value
+    assert plan.exposures[3].header["EXSEGNUM"] == "2"
+    assert plan.programs == ("01234",)
+    # Same content, same plan: loading it twice is one plan.
+    assert parse_pool(text).plan_id == plan.plan_id
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("", "empty pool"),
+    ("A|B\n1|2\n", "no FILENAME column"),
+    (COLUMNS + "\n" + row("not-a-jwst-name.fits"), "not a JWST exposure name"),
+    (COLUMNS + "\n" + row("jw01234001001_02101_00001_nrcb1_uncal.fits")[:-2], "values for"),
+    (COLUMNS + "\n" + row("jw01234001001_02101_00001_nrcb1_uncal.fits",
+                          candidates="[('x9', 'observation')]"), "is not oNNN"),
+])
+def test_a_bad_pool_is_an_error_naming_the_row(text, reason):
+    with pytest.raises(PlanError, match=reason):
+        parse_pool(text, source="p.csv")
+
+
+def test_a_manifest_needs_names_and_defaults_to_the_observation_candidate():
+    plan = parse_manifest(json.dumps({"exposures": [
+        {"filename": "jw01234001001_02101_00001_nrcb1_uncal.fits"}]}))
+    assert plan.exposures[0].candidates == ("o001",)
+    with pytest.raises(PlanError, match="at least one"):
+        parse_manifest(json.dumps({"exposures": []}))
+    with pytest.raises(PlanError, match="not JSON"):
+        parse_manifest("{nope")
