@@ -73,6 +73,9 @@ def second_context(kit, tmp_path_factory):
 async def test_replay_into_a_namespace_with_another_context_then_again_then_promote(
         tmp_path, broker, kit, second_context, unique_prefix):
     assert second_context != kit.context
+    # The session kit's SUB160 visit never looks complete from its headers, so
+    # no mosaic closes within the test (an hour's quiet period): the stage-3
+    # path of a namespace is the planner's, tested on main.
     cfg = daemon_config(tmp_path, broker, unique_prefix)
     ids = {eid(f) for f in kit.uncal_files}
 
@@ -120,15 +123,19 @@ async def test_replay_into_a_namespace_with_another_context_then_again_then_prom
                 assert file_digest(path) == out["digest"]
                 with fits.open(path) as hdul:  # what crds really used
                     assert hdul[0].header["CRDS_CTX"] == second_context
-        # Stage 2 follows once the planner routes namespaced product events
-        # (issue 4's planner on main); until then nothing of it may touch live.
-        await anyio.sleep(3)
-        everything = await read_all(cfg, ["products"])
-        stage2_ns = in_namespace(everything, "stage2", NAMESPACE)
-        for event in stage2_ns:
-            assert event["crds_context"] == second_context
+        # The planner carries the namespace on: stage 2 from the namespace's
+        # own rate files, with the replay's context, in its own tree.
+        everything = await wait_for(cfg, ["products"], lambda ms: {
+            p["exposure_id"] for p in in_namespace(ms, "stage2", NAMESPACE)} >= ids,
+            timeout=300)
+        ns_rates = {o["digest"] for p in replayed.values() for o in p["outputs"]}
+        for event in in_namespace(everything, "stage2", NAMESPACE):
+            assert event["crds_context"] == second_context, event["product_name"]
+            assert event["replay"]["replay_id"] == report["replay_id"]
             assert all(Path(o["path"]).is_relative_to(cfg.products / "namespaces" / NAMESPACE)
                        for o in event["outputs"])
+        for event in in_namespace(everything, "stage2", NAMESPACE):
+            assert {i["digest"] for i in event["inputs"]} <= ns_rates
         assert await anyio.to_thread.run_sync(live_tree, cfg.products) == live_before
 
         # 2. The same replay again calibrates nothing: the stored events come back.
@@ -140,10 +147,10 @@ async def test_replay_into_a_namespace_with_another_context_then_again_then_prom
         assert json.loads(again.stdout)["published"] == len(ids)
         msgs = await wait_for(cfg, ["products"], lambda ms: len(
             in_namespace(ms, "detector1", NAMESPACE)) >= 2 * len(ids), timeout=120)
+        await anyio.sleep(3)  # what the planner might make of the re-emitted events
         after = scrape(daemon.ops.address)
         runs = "calstream_stage_runs_total"
-        assert metric(after, runs, stage="detector1", outcome="success") == \
-            metric(before, runs, stage="detector1", outcome="success")
+        assert metric(after, runs, outcome="success") == metric(before, runs, outcome="success")
         assert metric(after, runs, stage="detector1", outcome="duplicate") - \
             metric(before, runs, stage="detector1", outcome="duplicate") == len(ids)
         events = in_namespace(msgs, "detector1", NAMESPACE)
