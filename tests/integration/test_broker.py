@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from calstream.topics.catalog import CATALOG
-
 from calstream.daemon.broker import EmbeddedBroker
+from calstream.topics.catalog import CATALOG
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
