@@ -182,3 +182,19 @@ def test_namespace_trees_and_an_atomic_promotion(tmp_path):
     assert promote(store, "live")["previous"] == "n1"
     assert current_namespace(store) == "live"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".current")] == []
+
+
+def test_subscribe_filters_on_namespace():
+    from calstream.daemon.cli import build_parser
+    from calstream.daemon.subscribe import Filters
+
+    def keep(*flags, namespace=None):
+        args = build_parser().parse_args(["subscribe", *flags])
+        event = {"program": "01234", "emitted_at": contract.utc_now(), "outputs": []}
+        if namespace:
+            event["namespace"] = namespace
+        return Filters(args).match(event)
+
+    assert keep() and keep(namespace="n1")
+    assert keep("--namespace", "live") and not keep("--namespace", "live", namespace="n1")
+    assert keep("--namespace", "n1", "--namespace", "n2", namespace="n2")
