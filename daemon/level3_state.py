@@ -58,7 +58,6 @@ class Arrived:
     exposure: Exposure  # header only, no products
     since: float
     provisional: bool  # held: ENGQLPTG=PLANNED and not released
-    namespace: str = "live"
 
 
 @dataclass
@@ -181,7 +180,7 @@ class Level3State:
         """A detector1 product (or a change of its hold): one more exposure seen."""
         eid = exposure.exposure_id
         previous = self.arrived.get(eid)
-        self.arrived[eid] = Arrived(exposure, since, provisional, self.namespace)
+        self.arrived[eid] = Arrived(exposure, since, provisional)
         self._by_visit.setdefault(exposure.name.visit_id, set()).add(eid)
         touched = self._index(exposure, since if previous is None else now)
         if previous is not None:
@@ -210,8 +209,7 @@ class Level3State:
         if eid not in self.arrived:
             # Stage 2 replayed into a namespace without its detector1 events:
             # the stage-2 event's header stands for the arrival.
-            self.arrived[eid] = Arrived(Exposure(eid, event["header"]), since, False,
-                                        self.namespace)
+            self.arrived[eid] = Arrived(Exposure(eid, event["header"]), since, False)
             self._by_visit.setdefault(exposure.name.visit_id, set()).add(eid)
         touched = self._index(exposure, now)
         changed = previous is None or previous.event["work_id"] != event["work_id"]

@@ -177,11 +177,7 @@ class PlannerState:
             else:
                 cand.route = r
         # The new exposure may complete any candidate of its visit.
-        for cand in self._affected(seen):
-            out += self._evaluate(cand, now)
-        out += self._stage3(self.stage3.observe_arrival(
-            seen.exposure, since=seen.since, provisional=seen.provisional, now=now))
-        return out
+        return out + self._reconsider(seen, now)
 
     def observe_pointing(self, update: contract.Message, now: float) -> list[Emit]:
         """A pointing correction or an operator's release for a held exposure."""
@@ -213,12 +209,16 @@ class PlannerState:
                        "reason": update["reason"], "digest": seen.digest,
                        "update_event_id": update.event_id}
         seen.release = release
-        out = [self._release(seen, release)]
+        return [self._release(seen, release)] + self._reconsider(seen, now)
+
+    def _reconsider(self, seen: Seen, now: float) -> list[Emit]:
+        """An exposure arrived or was released: the level-2 and level-3
+        associations it may complete."""
+        out: list[Emit] = []
         for cand in self._affected(seen):
             out += self._evaluate(cand, now)
-        out += self._stage3(self.stage3.observe_arrival(
+        return out + self._stage3(self.stage3.observe_arrival(
             seen.exposure, since=seen.since, provisional=seen.provisional, now=now))
-        return out
 
     def _observe_level3(self, event: contract.Message, now: float) -> list[Emit]:
         """A stage-3 product, e.g. a WFSS direct image's i2d + cat + segm, which

@@ -38,6 +38,7 @@ from .store import (
     BadNamespace,
     ProductStore,
     check_namespace,
+    fsync_dir,
 )
 
 
@@ -52,12 +53,7 @@ def _swap_link(top: Path, target: str) -> None:
         tmp.unlink()
     os.symlink(target, tmp)
     os.replace(tmp, top / CURRENT)
-    with contextlib.suppress(OSError):
-        fd = os.open(top, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fsync_dir(top)
 
 
 def ensure_current(store: ProductStore) -> None:

@@ -141,7 +141,7 @@ class ProductStore:
             _fsync(src)
             os.replace(src, dst)
             moved.append(dst)
-        _fsync_dir(final_dir)
+        fsync_dir(final_dir)
         self._write_record(self._record_path(program, observation, name, stage, version), record)
         shutil.rmtree(scratch, ignore_errors=True)
         return moved
@@ -159,7 +159,7 @@ class ProductStore:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def lookup(self, program: str, observation: str, *, name: str, stage: str,
                work_id: str | None = None, verify: bool = True, version: int = 1) -> Done | None:
@@ -249,6 +249,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable; best effort where directories cannot be opened."""
     with contextlib.suppress(OSError):
         _fsync(path)

@@ -5,9 +5,14 @@ import os
 
 
 @contextlib.contextmanager
-def environ(values: dict[str, str]):
+def environ(values: dict[str, str | None]):
+    """``values`` set for the duration; a value of None unsets the variable."""
     saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     try:
         yield
     finally:

@@ -12,7 +12,6 @@ simulation injected.
 from __future__ import annotations
 
 import json
-import os
 import resource
 import time
 from pathlib import Path
@@ -35,6 +34,8 @@ from calstream.steps.synthetic import spectroscopy as lrs
 from calstream.steps.synthetic.kit import build_kit
 from calstream.steps.synthetic.level2_asn import write_level2_asn
 from calstream.steps.synthetic.program import ProgramSpec, integration_times, program_truth
+
+from ..envutil import environ
 
 pytestmark = pytest.mark.integration
 
@@ -75,11 +76,8 @@ def program(tmp_path_factory):
     t0 = time.perf_counter()
     kit = build_kit(root / "kit", ProgramSpec(), seed=SEED, modes=MODES)
     TIMINGS["kit"] = time.perf_counter() - t0
-    saved = {k: os.environ.get(k) for k in CRDS_VARS}
-    for k in CRDS_VARS:
-        os.environ.pop(k, None)
-    os.environ.update(kit.crds_env)
-    try:
+    # Only the kit's CRDS settings: none of the session's may leak in.
+    with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
         t0 = time.perf_counter()
         records: dict[str, list[Exposure]] = {}
         for mode, files in kit.by_mode.items():
@@ -93,12 +91,6 @@ def program(tmp_path_factory):
             ]
         TIMINGS["stages 1-2, all exposures"] = time.perf_counter() - t0
         yield kit, records, root
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         TIMINGS["peak RSS of the test process (MB)"] = (
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         print("\n" + "\n".join(f"  {k}: {v:.2f}" for k, v in TIMINGS.items()))
