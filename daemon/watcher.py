@@ -715,7 +715,11 @@ class Watcher:
                 return
             self._counts["announced"] += 1
             try:
-                await self._db(self._ledger.record, a, sig, announced=True)
+                # Shielded: a shutdown landing between the announcement and
+                # this write would otherwise make the next start re-hash and
+                # re-announce the file.
+                with anyio.CancelScope(shield=True):
+                    await self._db(self._ledger.record, a, sig, announced=True)
             except Exception:
                 # Announced all the same; a later duplicate is harmless since
                 # event ids downstream are deterministic.

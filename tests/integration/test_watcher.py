@@ -275,6 +275,34 @@ async def test_startup_reuses_ledger_digests(dirs, monkeypatch):
     assert [(a.source, a.digest) for a in rec.arrivals] == [("startup-scan", sha(data))]
 
 
+async def test_stop_right_after_announcing_still_records_the_ledger(dirs, monkeypatch):
+    """A shutdown between the announcement and the ledger write must not
+    make the next start hash and announce the file again."""
+    inbox = dirs[0]
+    data = uncal_bytes()
+    first = Recorder()
+    async with anyio.create_task_group() as tg:
+        w = make(dirs, first)
+
+        async def announce_then_stop(a: Arrival) -> None:
+            first.arrivals.append(a)
+            tg.cancel_scope.cancel()  # pending at the watcher's next checkpoint
+
+        w._on_arrival = announce_then_stop
+        await tg.start(w.run)
+        drop(inbox, NAME, data)
+    assert len(first.arrivals) == 1
+
+    def no_hashing(path, chunk=0):
+        raise AssertionError("an unchanged file was hashed again")
+
+    monkeypatch.setattr("calstream.daemon.watcher.file_digest", no_hashing)
+    rec = Recorder()
+    async with running(make(dirs, rec)):
+        pass
+    assert [(a.source, a.digest) for a in rec.arrivals] == [("startup-scan", sha(data))]
+
+
 async def test_polling_observer(dirs):
     inbox = dirs[0]
     rec = Recorder()
