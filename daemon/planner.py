@@ -10,7 +10,9 @@ touches pixels and never imports jwst's pipelines.
 
 Reprocessing namespaces (``calstream replay``) get a state of their own:
 their products never complete a live association, nor the reverse. Holds are
-shared, as a hold is on an exposure's content wherever it is reprocessed.
+shared, as a hold is on an exposure's content wherever it is reprocessed: a
+correction or an operator's release reaches every namespace holding that
+content.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from . import kafka
 from .bus import Bus
 from .config import Config
 from .metrics import Metrics
-from .planner_state import Emit, PlannerState
+from .planner_state import Emit, PlannerState, observe_pointing_everywhere
 
 log = logging.getLogger("calstream.planner")
 
@@ -173,7 +175,11 @@ class Planner:
             await self.bus.dead_letter(category="rejected_update", stage="planner", key=key,
                                        record=record, reason=f"pointing update rejected: {exc}")
             return
-        emits = self.state.observe_pointing(update, time.time())
+        # Live first: it judges the update; a namespace holding the same
+        # content takes the release with it.
+        emits = observe_pointing_everywhere(
+            [self.state, *(s for s in self.states.values() if s is not self.state)],
+            update, time.time())
         for e in emits:
             if e.topic == "holds" and e.message["state"] == "released":
                 self.metrics.hold_releases.labels(path=e.message["release"]["path"]).inc()

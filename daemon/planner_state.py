@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,16 @@ class PlannerState:
                        "update_event_id": update.event_id}
         seen.release = release
         return [self._release(seen, release)] + self._reconsider(seen, now)
+
+    def adopt_release(self, exposure_id: str, release: dict[str, Any],
+                      now: float) -> list[Emit]:
+        """Another namespace released this content: it is released here too
+        (the hold record is shared and already published)."""
+        seen = self.exposures.get(exposure_id)
+        if seen is None or not seen.provisional or seen.digest != release.get("digest"):
+            return []
+        seen.release = release
+        return self._reconsider(seen, now)
 
     def _reconsider(self, seen: Seen, now: float) -> list[Emit]:
         """An exposure arrived or was released: the level-2 and level-3
@@ -434,3 +445,25 @@ class PlannerState:
                 "oldest_hold_age": (now - oldest) if oldest is not None else 0.0,
                 "degraded": sum(1 for c in self.candidates.values()
                                 if c.sent is not None and not c.sent_complete)}
+
+
+def observe_pointing_everywhere(states: Iterable[PlannerState], update: contract.Message,
+                                now: float) -> list[Emit]:
+    """A pointing update for every namespace at once.
+
+    A hold is on an exposure's content wherever it is reprocessed, so its
+    release is too: a replay that caught an exposure while it was held must
+    go on when the correction comes. The first state that has seen the
+    exposure (the live one first) judges the update and publishes the
+    release; the others adopt it.
+    """
+    states = list(states)
+    exposure_id = update["exposure_id"]
+    owner = next((s for s in states if exposure_id in s.exposures), states[0])
+    out = owner.observe_pointing(update, now)
+    release = (owner.holds.get(exposure_id) or {}).get("release") or {}
+    if release.get("update_event_id") == update.event_id:
+        for state in states:
+            if state is not owner:
+                out += state.adopt_release(exposure_id, release, now)
+    return out

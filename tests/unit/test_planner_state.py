@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from calstream.daemon.planner_state import PlannerState
+from calstream.daemon.planner_state import PlannerState, observe_pointing_everywhere
 from calstream.steps.associations import validate_level2
 from calstream.steps.synthetic.headers import exposure_id, synthetic_header
 from calstream.topics import contract
@@ -217,6 +217,75 @@ def test_an_update_for_an_exposure_that_is_not_held_is_rejected():
     state.observe(event, T0)
     [e] = state.observe_pointing(update(event["exposure_id"]), T0 + 1)
     assert e.topic == "deadletter" and "not held" in e.message["reason"]
+
+
+REPLAY = {"replay_id": "0123456789abcdef", "namespace": "ctx2",
+          "crds_context": "jwst_0002.pmap"}
+
+
+def replayed(event: contract.Message) -> contract.Message:
+    """The same content's detector1 product in a reprocessing namespace."""
+    body = {k: v for k, v in event.body.items()
+            if k not in ("schema", "schema_version", "event_id")}
+    body.update(namespace="ctx2", replay=REPLAY, crds_context=REPLAY["crds_context"])
+    return contract.build("product", contract.event_id("product", event.event_id, "ctx2"),
+                          **body)
+
+
+def live_and_namespace():
+    holds: dict = {}
+    live = PlannerState(companion_wait=WAIT, holds=holds)
+    ns = PlannerState(companion_wait=WAIT, holds=holds, namespace="ctx2")
+    return live, ns
+
+
+def test_a_correction_releases_a_held_exposure_in_every_namespace():
+    live, ns = live_and_namespace()
+    planned = product(imaging(3, ENGQLPTG="PLANNED"))
+    assert kinds(live.observe(planned, T0)) == [("holds", planned["exposure_id"])]
+    assert ns.observe(replayed(planned), T0 + 1) == []  # held there too, one hold record
+    emits = observe_pointing_everywhere([live, ns], update(planned["exposure_id"]), T0 + 5)
+    assert kinds(emits) == [("holds", planned["exposure_id"]),
+                            ("work.stage2", planned["exposure_id"]),
+                            ("work.stage2", planned["exposure_id"])]
+    live_order, ns_order = emits[1].message, emits[2].message
+    assert live_order.get("namespace", "live") == "live" and ns_order["namespace"] == "ctx2"
+    assert ns_order["priority"] == "replay" and ns_order["crds_context"] == "jwst_0002.pmap"
+    for order in (live_order, ns_order):
+        assert order["pointing_quality"] == CORRECT["ENGQLPTG"]
+    # read again after a restart: nothing twice, in either namespace
+    holds = {planned["exposure_id"]: emits[0].message.body}
+    live2 = PlannerState(companion_wait=WAIT, holds=holds)
+    ns2 = PlannerState(companion_wait=WAIT, holds=holds, namespace="ctx2")
+    live2.restore_order(live_order)
+    ns2.restore_order(ns_order)
+    assert live2.observe(planned, T0 + 9) == [] and ns2.observe(replayed(planned), T0 + 9) == []
+    assert observe_pointing_everywhere([live2, ns2], update(planned["exposure_id"]), T0 + 10) \
+        == []
+
+
+def test_a_release_reaches_a_namespace_that_alone_holds_the_exposure():
+    live, ns = live_and_namespace()
+    planned = product(imaging(3, ENGQLPTG="PLANNED"))
+    ns.observe(replayed(planned), T0)  # the live products are gone; only the replay has it
+    emits = observe_pointing_everywhere([live, ns], update(planned["exposure_id"], "release"),
+                                        T0 + 5)
+    assert kinds(emits) == [("holds", planned["exposure_id"]),
+                            ("work.stage2", planned["exposure_id"])]
+    assert emits[1].message["namespace"] == "ctx2"
+    assert emits[0].message["release"]["path"] == "operator"
+
+
+def test_a_rejected_update_releases_nothing_anywhere():
+    live, ns = live_and_namespace()
+    planned = product(imaging(3, ENGQLPTG="PLANNED"))
+    live.observe(planned, T0)
+    ns.observe(replayed(planned), T0)
+    bad = update(planned["exposure_id"], digest="sha256:" + "0" * 64)
+    assert [e.topic for e in observe_pointing_everywhere([live, ns], bad, T0 + 5)] == \
+        ["deadletter"]
+    assert live.summary(T0 + 6)["held"] == 1
+    assert all(s.exposures[planned["exposure_id"]].provisional for s in (live, ns))
 
 
 def stage3_product(member_header: dict, name: str, suffixes=("i2d", "cat", "segm")):
