@@ -19,7 +19,9 @@ from typing import Any
 import jsonschema
 
 SCHEMA_MAJOR = 1
-SCHEMA_VERSION = f"{SCHEMA_MAJOR}.0"
+# 1.1: optional fields for stage 3 and replay (docs/contract.md, "Versions").
+SCHEMA_MINOR = 1
+SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 MESSAGE_TYPES = ("arrival", "product", "work_order", "hold", "pointing_update", "dead_letter",
                  "plan", "promotion")
 

@@ -109,3 +109,32 @@ def test_build_refuses_to_create_an_invalid_message():
                                  "ENGQLPTG": "PLANNED"})
     with pytest.raises(InvalidMessage, match="date-time"):
         contract.build("hold", "a" * 64, **{**EXAMPLES["hold"], "since": "yesterday"})
+
+
+# What 1.0 required, as published. A minor version only adds optional
+# fields, so within major 1 these stay exactly the required fields.
+REQUIRED_1_0 = {
+    "arrival": {"exposure_id", "path", "digest", "size", "detected_at", "source", "header"},
+    "product": {"work_id", "stage", "pipeline", "outcome", "program", "observation",
+                "product_name", "inputs", "outputs", "jwst_version", "crds_context",
+                "pointing_quality", "pointing_provisional"},
+    "work_order": {"work_id", "stage", "pipeline", "product_name", "program", "association"},
+    "hold": {"exposure_id", "state", "reason", "since", "digest"},
+    "pointing_update": {"exposure_id", "action"},
+    "dead_letter": {"category", "reason", "stage", "attempts"},
+}
+ENVELOPE = {"schema", "schema_version", "event_id", "emitted_at"}
+
+
+@pytest.mark.parametrize("kind", sorted(REQUIRED_1_0))
+def test_a_minor_version_requires_nothing_new(kind):
+    assert contract.SCHEMA_MAJOR == 1, "a new major version: write its compatibility test"
+    required = set(contract.schema(kind)["required"])
+    assert required == REQUIRED_1_0[kind] | ENVELOPE
+
+
+@pytest.mark.parametrize("kind", sorted(REQUIRED_1_0))
+def test_events_written_at_1_0_are_still_read(kind):
+    body = contract.build(kind, "a" * 64, **EXAMPLES[kind]).body
+    assert body["schema_version"] == contract.SCHEMA_VERSION != "1.0"
+    assert contract.decode(json.dumps({**body, "schema_version": "1.0"}).encode()).event_id
