@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -83,6 +86,20 @@ async def read_all(cfg: Config, logical: list[str], timeout: float = 60.0) -> li
 def products(messages, stage: str = "detector1") -> list[contract.Message]:
     return [m for m in messages if isinstance(m, contract.Message) and m.type == "product"
             and m["stage"] == stage]
+
+
+def in_namespace(messages, stage: str, namespace: str) -> list[contract.Message]:
+    return [p for p in products(messages, stage) if p.get("namespace", "live") == namespace]
+
+
+def cli(cfg: Config, *args: str) -> subprocess.CompletedProcess:
+    """`calstream ARGS` against the test's broker, topics and product tree."""
+    return subprocess.run(
+        [sys.executable, "-m", "calstream.daemon.cli", *args, "--kafka-bootstrap",
+         cfg.kafka_bootstrap, "--topic-prefix", cfg.topic_prefix, "--products",
+         str(cfg.products)],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2],
+        env=dict(os.environ))
 
 
 def scrape(address: str) -> dict[tuple[str, tuple], float]:

@@ -7,8 +7,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import anyio
@@ -24,7 +22,16 @@ from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.steps.synthetic.references import write_visit_reference_files
 from calstream.topics import contract
 
-from .support import daemon_config, metric, products, read_all, running_daemon, scrape, wait_for
+from .support import (
+    cli,
+    daemon_config,
+    in_namespace,
+    metric,
+    read_all,
+    running_daemon,
+    scrape,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -34,18 +41,6 @@ NAMESPACE = "ctx2-reprocessing"
 
 def eid(path: Path) -> str:
     return parse_exposure_name(path.name).exposure_id
-
-
-def cli(cfg, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "calstream.daemon.cli", *args, "--kafka-bootstrap",
-         cfg.kafka_bootstrap, "--topic-prefix", cfg.topic_prefix, "--products",
-         str(cfg.products)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, env=dict(os.environ))
-
-
-def in_namespace(messages, stage: str, namespace: str) -> list[contract.Message]:
-    return [p for p in products(messages, stage) if p.get("namespace", "live") == namespace]
 
 
 def live_tree(products_dir: Path) -> dict[str, str]:
@@ -74,8 +69,8 @@ async def test_replay_into_a_namespace_with_another_context_then_again_then_prom
         tmp_path, broker, kit, second_context, unique_prefix):
     assert second_context != kit.context
     # The session kit's SUB160 visit never looks complete from its headers, so
-    # no mosaic closes within the test (an hour's quiet period): the stage-3
-    # path of a namespace is the planner's, tested on main.
+    # no mosaic closes within the test (an hour's quiet period). Stage 3 in a
+    # namespace, from raw and from stage 2, is tested in test_stage3.py.
     cfg = daemon_config(tmp_path, broker, unique_prefix)
     ids = {eid(f) for f in kit.uncal_files}
 

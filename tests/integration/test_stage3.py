@@ -24,7 +24,7 @@ from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.topics import contract
 
 from ..envutil import environ
-from .support import daemon_config, products, read_all, running_daemon, wait_for
+from .support import cli, daemon_config, in_namespace, products, read_all, running_daemon, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -189,16 +189,51 @@ async def test_a_plan_closes_the_observation_the_moment_its_last_member_is_calib
     assert latency < 3600.0  # closed by the plan, not by any timer
 
 
-async def test_miri_lrs_nods_reach_spec3(tmp_path, broker, kit3, unique_prefix):
+async def test_miri_lrs_nods_reach_spec3_live_and_in_replay_namespaces(
+        tmp_path, broker, kit3, unique_prefix):
     files = kit3.by_mode["lrs"]
     cfg = daemon_config(tmp_path, broker, unique_prefix, stage3_settle=SETTLE)
     started = time.monotonic()
     async with running_daemon(cfg):
         await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))
         done = await wait_for(cfg, ["products"], lambda ms: stage3_events(ms), timeout=500)
-    [spec3] = stage3_events(done)
-    assert spec3["pipeline"] == "calwebb_spec3"
-    assert "x1d" in {o["suffix"] for o in spec3["outputs"]}
-    exptypes = sorted(m["exptype"] for m in spec3["association"]["members"])
-    assert exptypes.count("science") == 2
-    print(f"MIRI LRS to spec3: {time.monotonic() - started:.0f} s")
+        print(f"MIRI LRS to spec3: {time.monotonic() - started:.0f} s")
+        [spec3] = stage3_events(done)
+        assert spec3["pipeline"] == "calwebb_spec3"
+        assert "x1d" in {o["suffix"] for o in spec3["outputs"]}
+        exptypes = sorted(m["exptype"] for m in spec3["association"]["members"])
+        assert exptypes.count("science") == 2
+
+        # Everything again from the raw arrivals, into a namespace: the
+        # namespace's own planner state closes its own spec3 candidate.
+        raw = await anyio.to_thread.run_sync(lambda: cli(
+            cfg, "replay", "--namespace", "lrs-raw", "--program", "01234", "--json"))
+        assert raw.returncode == 0, raw.stderr
+        # Stage 3 only, from the live stage-2 products.
+        only3 = await anyio.to_thread.run_sync(lambda: cli(
+            cfg, "replay", "--from", "stage3", "--namespace", "lrs-s3", "--json"))
+        assert only3.returncode == 0, only3.stderr
+        assert json.loads(only3.stdout)["target_topic"].endswith("work.stage3.replay")
+        assert [i["name"] for i in json.loads(only3.stdout)["items"]] == [spec3["product_name"]]
+        final = await wait_for(cfg, ["products"], lambda ms: all(
+            [p for p in in_namespace(ms, "stage3", ns) if p["outcome"] == "success"]
+            for ns in ("lrs-raw", "lrs-s3")), timeout=500)
+    live_cals = {o["digest"] for p in in_namespace(final, "stage2", "live") for o in p["outputs"]}
+    replay_cals = {o["digest"] for p in in_namespace(final, "stage2", "lrs-raw")
+                   for o in p["outputs"]}
+    assert len(in_namespace(final, "stage2", "lrs-raw")) == len(files)
+    for namespace, inputs in (("lrs-raw", replay_cals), ("lrs-s3", live_cals)):
+        [event] = in_namespace(final, "stage3", namespace)
+        assert event["outcome"] == "success" and event["pipeline"] == "calwebb_spec3"
+        assert event["product_name"] == spec3["product_name"]
+        assert event["replay"]["namespace"] == namespace
+        assert {i["digest"] for i in event["inputs"]} <= inputs, namespace
+        assert "x1d" in {o["suffix"] for o in event["outputs"]}
+        for o in event["outputs"]:
+            assert Path(o["path"]).is_relative_to(cfg.products / "namespaces" / namespace)
+            assert file_digest(o["path"]) == o["digest"]
+    # The live product is the only live one, and its files are untouched.
+    assert len(stage3_events(final)) == 3
+    assert [p["event_id"] for p in in_namespace(final, "stage3", "live")] == [spec3.event_id]
+    for o in spec3["outputs"]:
+        assert file_digest(o["path"]) == o["digest"]
