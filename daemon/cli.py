@@ -113,6 +113,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print(f"# missing (planned, never written): {eid}", file=sys.stderr)
     for f in kit.late:
         print(f"# late (delivered last): {f.name}", file=sys.stderr)
+    for visit, detectors in kit.unsimulated_detectors().items():
+        print(f"# warning: {visit}: the headers say {', '.join(detectors)} are read too, but "
+              "no file is simulated for them: its stage-3 candidates close only after the "
+              "quiet period, degraded (a point-source subarray such as SUB160P is read on "
+              "one detector)", file=sys.stderr)
     if kit.crds_env:
         (Path(args.out_dir) / "crds.env").write_text(env_lines(kit.crds_env))
         print(f"\n# CRDS: an offline cache with context {kit.context}; for calstream run:",
@@ -175,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out_dir", type=Path)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--program")
-    p.add_argument("--subarray")
+    # SUB160P: read on the one simulated detector, so the visit's headers can
+    # say when it is complete (SUB160 is read on the whole module).
+    p.add_argument("--subarray", default="SUB160P")
     p.add_argument("--dithers", type=int)
     p.add_argument("--detectors", nargs="+")
     p.add_argument("--planned", type=int, nargs="+", help="exposure numbers with ENGQLPTG=PLANNED")

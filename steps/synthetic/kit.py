@@ -71,6 +71,26 @@ class Kit:
         return [p for p in self.uncal_files if p not in late] + [
             p for p in self.uncal_files if p in late]
 
+    def unsimulated_detectors(self) -> dict[str, list[str]]:
+        """Visit -> the detectors its headers say are read but no file was
+        simulated for (SUB160 is read on all five detectors of the module).
+        Such a visit never looks complete, so its stage-3 candidates close
+        only after the quiet period, degraded."""
+        from astropy.io import fits
+
+        from calstream.steps.completeness import expected_detectors
+        from calstream.steps.naming import parse_exposure_name
+
+        expected: dict[str, set[str]] = {}
+        simulated: dict[str, set[str]] = {}
+        for path in self.uncal_files:
+            name = parse_exposure_name(path.name)
+            expected.setdefault(name.visit_id, set()).update(
+                expected_detectors(fits.getheader(path, 0)))
+            simulated.setdefault(name.visit_id, set()).add(name.detector.lower())
+        return {v: sorted(expected[v] - simulated[v]) for v in sorted(expected)
+                if expected[v] - simulated[v]}
+
 
 def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
               references: bool = True, modes: Iterable[str] = ("imaging",),

@@ -143,3 +143,14 @@ def test_image3_never_asks_for_gaia_unless_told():
 
     mine = _with_workarounds("calwebb_image3", asn, {"tweakreg": {"abs_refcat": "GAIADR3"}})
     assert mine == {"tweakreg": {"abs_refcat": "GAIADR3"}}
+
+
+def test_a_module_subarray_on_one_detector_is_flagged_as_never_complete(kit, tmp_path):
+    # SUB160 is read on all of module B: the one simulated detector cannot
+    # complete its visits; the point-source SUB160P can.
+    module_b = ["nrcb2", "nrcb3", "nrcb4", "nrcblong"]
+    assert kit.unsimulated_detectors() == {
+        "jw01234001001": module_b, "jw01234001002": module_b, "jw01234005001": module_b}
+    point_source = build_kit(tmp_path, ProgramSpec(subarray="SUB160P", dithers=2),
+                             modes=("imaging", "segmented", "lrs"), references=False)
+    assert point_source.unsimulated_detectors() == {}
