@@ -52,6 +52,8 @@ class Config:
     task_timeout: float = 3600.0  # a run that takes longer is killed and retried
     stall_seconds: float = 900.0  # /readyz: work waiting, nothing finished for this long
     max_tasks_per_worker: int = 200  # recycle workers to bound memory growth
+    # A worker holding more than this resident after a run is replaced (0: never).
+    worker_rss_limit_mb: int = 3072
     detector1_steps: dict[str, Any] = field(default_factory=dict)
     companion_wait: float = 3600.0  # a stage-2 companion that never comes stops blocking
     # Stage 3. A candidate a plan covers closes when its last member is
@@ -65,6 +67,7 @@ class Config:
     stage3_workers: int = 1
     stage3_max_tasks_per_worker: int = 10
     stage3_task_timeout: float = 4 * 3600.0
+    stage3_worker_rss_limit_mb: int = 6144
     crds_context: str | None = None  # pin a context; default: CRDS_CONTEXT or the cache's
     fast_group_timing: bool = False  # short session timeouts for tests and the demo
     json_logs: bool = False
@@ -84,6 +87,9 @@ class Config:
             raise ConfigError(f"unknown role(s) {sorted(unknown)}; known: {list(ROLES)}")
         if c.workers < 1 or c.stage3_workers < 1:
             raise ConfigError("workers and stage3_workers must be at least 1")
+        if c.worker_rss_limit_mb < 0 or c.stage3_worker_rss_limit_mb < 0:
+            raise ConfigError("worker_rss_limit_mb and stage3_worker_rss_limit_mb must be >= 0 "
+                              "(0: no limit)")
         if c.stage3_settle < 0 or c.stage3_quiet_period < c.stage3_settle:
             raise ConfigError("need 0 <= stage3_settle <= stage3_quiet_period")
         host_port(c.metrics_address)

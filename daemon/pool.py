@@ -51,6 +51,7 @@ class TaskOutcome:
     peak_rss_bytes: int = 0
     worker: str = ""
     wall_seconds: float = 0.0
+    rss_bytes: int = 0  # resident after the task: what the worker keeps
 
 
 def _resolve(path: str):
@@ -62,6 +63,15 @@ def _peak_rss() -> int:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _current_rss() -> int:
+    """Resident memory now (not the peak, which never comes down)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _worker_logging() -> None:
@@ -137,14 +147,15 @@ def _worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
         try:
             with _task_log(log_path), _task_env(task_env):
                 value = _resolve(fn_path)(**kwargs)
-            conn.send(("ok", value, _peak_rss()))
+            conn.send(("ok", value, _peak_rss(), _current_rss()))
         except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
             try:
                 kind = classify(exc, kwargs)
             except Exception:  # a broken classifier must not hide the real error
                 kind = "permanent"
             conn.send(("error", TaskFailure(type(exc).__name__, str(exc)[:4000], kind,
-                                            traceback.format_exc()[-8000:]), _peak_rss()))
+                                            traceback.format_exc()[-8000:]), _peak_rss(),
+                       _current_rss()))
     # Returning after max_tasks (recycling) bounds slow memory growth.
 
 
@@ -161,10 +172,12 @@ class _Worker:
 class WorkerPool:
     def __init__(self, size: int, *, stage: str, metrics: Metrics, env: dict[str, str] | None = None,
                  initializer: str | None = None, classifier: str | None = None,
-                 max_tasks_per_worker: int = 200):
+                 max_tasks_per_worker: int = 200, rss_limit_bytes: int = 0):
         """``initializer`` ("module:function") runs once per worker, to warm it;
         ``classifier`` ("module:function", called as f(exc, task_kwargs)) says
-        whether a failure is transient, permanent or skipped."""
+        whether a failure is transient, permanent or skipped. A worker still
+        holding more than ``rss_limit_bytes`` (0: no limit) resident after a
+        task is replaced before the next."""
         self.size = size
         self.stage = stage
         self.metrics = metrics
@@ -172,6 +185,7 @@ class WorkerPool:
         self.initializer = initializer
         self.classifier = classifier
         self.max_tasks = max_tasks_per_worker
+        self.rss_limit = rss_limit_bytes
         self._ctx = mp.get_context("spawn")  # fork + jwst's threads is unsafe
         self._idle: list[_Worker] = []
         self._all: list[_Worker] = []
@@ -281,7 +295,13 @@ class WorkerPool:
             self.metrics.worker_rss.labels(stage=self.stage, worker=w.name).set(
                 outcome.peak_rss_bytes)
             w.tasks_left -= 1
-            if w.tasks_left <= 0:
+            if self.rss_limit and outcome.rss_bytes > self.rss_limit:
+                # What a run leaves behind (caches, fragmentation) must not
+                # pile up until the kernel's OOM killer takes a worker mid-run.
+                log.warning("worker %s keeps %d MiB resident after its task (limit %d MiB): "
+                            "replaced", w.name, outcome.rss_bytes >> 20, self.rss_limit >> 20)
+                self._replace(w, "memory")
+            elif w.tasks_left <= 0:
                 self._replace(w, "retired")
             else:
                 self._idle.append(w)
@@ -312,9 +332,9 @@ class WorkerPool:
                 wall = time.monotonic() - start
                 if kind == "ok":
                     return TaskOutcome(value=rest[0], peak_rss_bytes=rest[1], worker=w.name,
-                                       wall_seconds=wall)
+                                       wall_seconds=wall, rss_bytes=rest[2])
                 return TaskOutcome(failure=rest[0], peak_rss_bytes=rest[1], worker=w.name,
-                                   wall_seconds=wall)
+                                   wall_seconds=wall, rss_bytes=rest[2])
             if not w.process.is_alive() and not w.conn.poll(0):
                 raise WorkerLost(f"worker {w.name} died (exit code {w.process.exitcode}) "
                                  "during the task")

@@ -124,7 +124,8 @@ class Daemon:
                         cfg3 = dataclasses.replace(
                             cfg, workers=cfg.stage3_workers,
                             max_tasks_per_worker=cfg.stage3_max_tasks_per_worker,
-                            task_timeout=cfg.stage3_task_timeout)
+                            task_timeout=cfg.stage3_task_timeout,
+                            worker_rss_limit_mb=cfg.stage3_worker_rss_limit_mb)
                         await tg.start(self._run_stage, bus, "stage3", "work.stage3",
                                        lambda runner: WorkOrderStage(cfg3, runner, "stage3"),
                                        "work.stage3.replay", cfg3)
@@ -178,7 +179,8 @@ class Daemon:
         pool = WorkerPool(cfg.workers, stage=stage, metrics=self.metrics, env=env,
                           initializer="calstream.steps.detector1:warm_up",
                           classifier="calstream.steps.failures:classify_task_failure",
-                          max_tasks_per_worker=cfg.max_tasks_per_worker)
+                          max_tasks_per_worker=cfg.max_tasks_per_worker,
+                          rss_limit_bytes=cfg.worker_rss_limit_mb << 20)
         pool.start()
         runner = StageRunner(cfg, bus=bus, store=self.store, pool=pool, metrics=self.metrics,
                              crds_context=self.crds_context)

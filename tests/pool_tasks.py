@@ -42,3 +42,12 @@ def interval(seconds):
 
 def env(name):
     return {"value": os.environ.get(name), "pid": os.getpid()}
+
+
+_KEPT = []
+
+
+def hoard(mb):
+    """Keep `mb` MiB resident after the task, as a leaky run would."""
+    _KEPT.append(b"\x01" * (mb << 20))
+    return {"pid": os.getpid()}

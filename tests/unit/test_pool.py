@@ -150,3 +150,23 @@ async def test_a_task_environment_applies_to_that_task_only():
         assert (one.value["value"], two.value["value"]) == ("jwst_0002.pmap", "jwst_0001.pmap")
     finally:
         pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_worker_left_holding_too_much_memory_is_replaced():
+    pool = make_pool(rss_limit_bytes=400 << 20)
+    try:
+        small = await pool.run("tests.pool_tasks:hoard", {"mb": 1}, timeout=30)
+        assert 0 < small.rss_bytes < 400 << 20
+        again = await pool.run("tests.pool_tasks:hoard", {"mb": 1}, timeout=30)
+        assert again.value["pid"] == small.value["pid"]  # under the limit: kept warm
+        big = await pool.run("tests.pool_tasks:hoard", {"mb": 500}, timeout=30)
+        assert big.value["pid"] == small.value["pid"] and big.rss_bytes > 400 << 20
+        after = await pool.run("tests.pool_tasks:hoard", {"mb": 1}, timeout=30)
+        assert after.value["pid"] != big.value["pid"]
+        assert after.rss_bytes < 400 << 20
+        restarts = {s.labels["cause"]: s.value for m in pool.metrics.worker_restarts.collect()
+                    for s in m.samples if s.name.endswith("_total")}
+        assert restarts == {"memory": 1.0}
+    finally:
+        pool.close()
