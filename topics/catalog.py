@@ -33,25 +33,29 @@ class TopicSpec:
         return cfg
 
 
-# Retention: raw and products are the replay sources, so they keep weeks;
-# work topics are transient (the planner can regenerate them from state).
+# Retention: raw and products are the replay sources, so they keep weeks.
+# Work orders are kept as long as product events: a restarted planner
+# rebuilds from every retained product event and learns what it already
+# ordered from the work topics; an order that expired before its product
+# events would be sent again, for every exposure of those weeks.
+PRODUCT_EVENTS_MS = 90 * DAY_MS
 CATALOG: tuple[TopicSpec, ...] = (
     TopicSpec("raw", "exposure id", "arrival", 4, retention_ms=30 * DAY_MS,
               writers="watcher", readers="detector1 workers"),
     TopicSpec("replay", "exposure id", "arrival", 4, retention_ms=7 * DAY_MS,
               writers="calstream replay", readers="detector1 workers (low priority)"),
-    TopicSpec("products", "program", "product", 4, retention_ms=90 * DAY_MS,
+    TopicSpec("products", "program", "product", 4, retention_ms=PRODUCT_EVENTS_MS,
               writers="every worker", readers="planner, downstream subscribers"),
-    TopicSpec("work.stage2", "product name", "work_order", 4, retention_ms=7 * DAY_MS,
+    TopicSpec("work.stage2", "product name", "work_order", 4, retention_ms=PRODUCT_EVENTS_MS,
               writers="planner", readers="stage-2 workers"),
-    TopicSpec("work.stage3", "product name", "work_order", 4, retention_ms=7 * DAY_MS,
+    TopicSpec("work.stage3", "product name", "work_order", 4, retention_ms=PRODUCT_EVENTS_MS,
               writers="planner", readers="stage-3 workers"),
     # Replayed work orders: the same messages, read by the same workers at low
     # priority (a topic of their own, so live orders never wait behind them).
-    TopicSpec("work.stage2.replay", "product name", "work_order", 4, retention_ms=7 * DAY_MS,
+    TopicSpec("work.stage2.replay", "product name", "work_order", 4, retention_ms=PRODUCT_EVENTS_MS,
               writers="planner, calstream replay --from stage2",
               readers="stage-2 workers (low priority)"),
-    TopicSpec("work.stage3.replay", "product name", "work_order", 4, retention_ms=7 * DAY_MS,
+    TopicSpec("work.stage3.replay", "product name", "work_order", 4, retention_ms=PRODUCT_EVENTS_MS,
               writers="planner, calstream replay --from stage3",
               readers="stage-3 workers (low priority)"),
     TopicSpec("promotions", "namespace", "promotion", 1, retention_ms=3650 * DAY_MS,

@@ -28,3 +28,11 @@ def test_state_topics_are_compacted_and_streams_retained():
     assert int(t.spec("raw").config()["retention.ms"]) >= 7 * 24 * 3600 * 1000
     # products is keyed by program so one planner instance sees a whole candidate
     assert t.spec("products").key == "program"
+
+
+def test_work_orders_outlive_the_product_events_the_planner_rebuilds_from():
+    # Otherwise a restart sends again every order that expired before its events.
+    t = Topics()
+    products = int(t.spec("products").config()["retention.ms"])
+    for name in ("work.stage2", "work.stage3", "work.stage2.replay", "work.stage3.replay"):
+        assert int(t.spec(name).config()["retention.ms"]) >= products, name
