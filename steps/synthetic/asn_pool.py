@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from calstream.steps.naming import ExposureName
+from calstream.steps.synthetic import coronagraphy as coron
 from calstream.steps.synthetic.program import (
     TEMPLATES,
     ProgramSpec,
@@ -144,7 +145,42 @@ def _lrs_rows(spec: LrsSpec, target_id: int) -> list[dict[str, str]]:
     return rows
 
 
+def _coron_rows(spec: coron.CoronSpec, targets: dict[str, int]) -> list[dict[str, str]]:
+    rows = []
+    for observation, psf in spec.observations():
+        # One observation's view of the spec: its number, target and integrations.
+        view = spec.view(psf)
+        row = _common(view, spec.exposure_name(psf), 1,
+                      targets.setdefault(view.target_name, len(targets) + 1))
+        row.update({
+            "EXP_TYPE": coron.EXP_TYPE,
+            "NEXPOSUR": "1",
+            "INSTRUME": "NIRCAM",
+            "DETECTOR": coron.DETECTOR,
+            "CHANNEL": "LONG",
+            "TEMPLATE": coron.TEMPLATE,
+            "MODULE": "A",
+            "FILTER": coron.FILTER,
+            "PUPIL": coron.PUPIL,
+            "PATTTYPE": "NONE",
+            "NUMDTHPT": "1",
+            "APERNAME": coron.APERTURE,
+            "SUBARRAY": coron.SUBARRAY.name,
+            # APT's coronagraphy candidate joins the science and PSF observations.
+            "ASN_CANDIDATE": f"[('{spec.candidate}', 'CORONAGRAPHY'), "
+                             f"('o{int(observation):03d}', 'OBSERVATION')]",
+            "IS_PSF": _flag(psf),
+            "TSOVISIT": "F",
+            "EXSEGTOT": "1",
+            "EXSEGNUM": "1",
+        })
+        rows.append(row)
+    return rows
+
+
 def _start(spec) -> float:
+    if isinstance(spec, coron.CoronSpec):
+        return coron.exposure_timing(spec, False).start_mjd
     if isinstance(spec, LrsSpec):
         from calstream.steps.synthetic.spectroscopy import exposure_timing as lrs_timing
 
@@ -158,8 +194,12 @@ def pool_rows(specs: Sequence) -> list[dict[str, str]]:
     targets: dict[str, int] = {}
     rows: list[dict[str, str]] = []
     for spec in sorted(specs, key=_start):
-        target_id = targets.setdefault(spec.target_name, len(targets) + 1)
-        made = _lrs_rows(spec, target_id) if isinstance(spec, LrsSpec) else _nircam_rows(spec, target_id)
+        if isinstance(spec, coron.CoronSpec):
+            made = _coron_rows(spec, targets)
+        else:
+            target_id = targets.setdefault(spec.target_name, len(targets) + 1)
+            made = (_lrs_rows(spec, target_id) if isinstance(spec, LrsSpec)
+                    else _nircam_rows(spec, target_id))
         rows.extend({c: r.get(c, NULL) for c in COLUMNS} for r in made)
     return rows
 

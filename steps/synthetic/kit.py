@@ -7,6 +7,8 @@ single environment calibrates the lot:
 * "imaging": the NIRCam imaging visit (`program.ProgramSpec`) -> image2 (cal, i2d)
 * "timeseries": a NIRCam imaging time series (`program.TimeSeriesSpec`) -> image2 (calints)
 * "lrs": a nodded MIRI LRS fixed-slit visit (`spectroscopy.LrsSpec`) -> spec2 (cal, s2d, x1d)
+* "coron": NIRCam coronagraphy, a science and a PSF-reference observation
+  (`coronagraphy.CoronSpec`) -> image2 (calints) -> coron3
 
 and, for stage 3 and the streaming tests (`PROGRAM_MODES`), more of the same program:
 
@@ -34,6 +36,8 @@ from pathlib import Path
 from calstream.steps.crds_env import offline_crds_env
 
 from .asn_pool import write_manifest, write_pool
+from .coron_references import write_coron_reference_files
+from .coronagraphy import CoronSpec, simulate_coronagraphy
 from .crds_cache import build_crds_cache
 from .program import ProgramSpec, simulate_program
 from .references import write_visit_reference_files
@@ -43,7 +47,10 @@ from .timeseries import TimeSeriesSpec
 
 MODES = ("imaging", "timeseries", "lrs")
 PROGRAM_MODES = ("mosaic", "segmented", "missing")
-ALL_MODES = MODES + PROGRAM_MODES
+# Modes in a module of their own, with stage-2 handling of their own (so not
+# in MODES); after the others so that those keep their noise seeds.
+OWN_MODULE_MODES = ("coron",)
+ALL_MODES = MODES + PROGRAM_MODES + OWN_MODULE_MODES
 # Ideal-frame arcsec between the two visits of observation 001: a sixth of
 # the SUB160 field, so the tiles overlap enough for tweakreg to tie them.
 MOSAIC_OFFSET = (0.8, 0.5)
@@ -94,7 +101,8 @@ class Kit:
 
 def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
               references: bool = True, modes: Iterable[str] = ("imaging",),
-              timeseries: TimeSeriesSpec | None = None, lrs: LrsSpec | None = None) -> Kit:
+              timeseries: TimeSeriesSpec | None = None, lrs: LrsSpec | None = None,
+              coron: CoronSpec | None = None) -> Kit:
     """Simulate the `modes` of one program, with references in one CRDS context.
 
     `spec` is the imaging visit; `timeseries` and `lrs` default to the same
@@ -115,6 +123,8 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
         specs["timeseries"] = timeseries or TimeSeriesSpec(program=spec.program)
     if "lrs" in modes:
         specs["lrs"] = lrs or LrsSpec(program=spec.program)
+    if "coron" in modes:
+        specs["coron"] = coron or CoronSpec(program=spec.program)
     specs.update(program_specs(spec, seed, [m for m in modes if m in PROGRAM_MODES]))
 
     by_mode: dict[str, list[Path]] = {}
@@ -122,6 +132,8 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
         mode_seed = seed + ALL_MODES.index(mode)
         if mode == "lrs":
             by_mode[mode] = simulate_lrs(root / "uncal", mode_spec, seed=mode_seed)
+        elif mode == "coron":
+            by_mode[mode] = simulate_coronagraphy(root / "uncal", mode_spec, seed=mode_seed)
         else:
             by_mode[mode] = simulate_program(root / "uncal", mode_spec, seed=mode_seed)
     kit = Kit(root, sorted(p for files in by_mode.values() for p in files),
@@ -139,11 +151,15 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
                                        [p.name.rsplit("_", 1)[0] for p in kit.late])
     if references:
         refs: dict[str, list[Path]] = {}
-        nircam = [s for m, s in specs.items() if m != "lrs"]
+        nircam = [s for s in specs.values() if isinstance(s, ProgramSpec)]
         if nircam:
             refs = write_visit_reference_files(root / "references", nircam)
         if "lrs" in specs:
             for reftype, paths in write_lrs_reference_files(root / "references", specs["lrs"]).items():
+                refs.setdefault(reftype, []).extend(paths)
+        if "coron" in specs:
+            for reftype, paths in write_coron_reference_files(root / "references",
+                                                              specs["coron"]).items():
                 refs.setdefault(reftype, []).extend(paths)
         kit.context = build_crds_cache(root / "crds", refs)
         kit.crds_env = offline_crds_env(root / "crds", kit.context)

@@ -21,6 +21,8 @@ from calstream.steps.provenance import jwst_version
 # (asn_type, asn_rule) by what the science member is.
 KINDS = {
     "image2": ("image2", "Asn_Lv2Image"),
+    # A PSF reference (IS_PSF) is calibrated alone, as a special member.
+    "psf-image2": ("image2", "Asn_Lv2ImageSpecial"),
     "tso-image2": ("tso-image2", "Asn_Lv2ImageTSO"),
     "spec2": ("spec2", "Asn_Lv2Spec"),
     "tso-spec2": ("tso-spec2", "Asn_Lv2SpecTSO"),

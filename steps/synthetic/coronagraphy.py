@@ -1,0 +1,495 @@
+"""NIRCam round-mask coronagraphy (NRC_CORON): a science target and a PSF reference star.
+
+Why this shape: calwebb_coron3 needs a science exposure and PSF-reference
+exposures (IS_PSF) of the same optical path, each with several
+integrations: stage 2 calibrates them as rateints -> calints, coron3
+stacks the references (stack_refs), aligns them to the science (align_refs,
+weighted by the PSFMASK reference), subtracts the star (klip), flags
+outliers per integration and resamples the PSF-subtracted integrations.
+
+The visit: the long-wave A detector behind MASKA335R with F335M, in the
+SUB320A335R subarray (the smallest the real mode uses; 320 x 320 keeps
+detector1 and KLIP quick). The science target (observation `observation`)
+has a faint companion; the PSF reference star (observation
+`psf_observation`, IS_PSF) is another, brighter star. APT joins the two
+observations in one coronagraphy candidate (`candidate`); jwst's level-3
+rule needs it, since neither observation alone has both member types.
+
+The scene, in DN/s: each star is a Gaussian core plus a broad halo (the
+diffraction wings a coronagraph does not remove), multiplied by the
+occulter's transmission around the mask centre, 1 - exp(-r^2 / 2 w^2). Each
+star sits a fraction of a pixel from the mask centre (a target acquisition
+is never perfect), differently in the two observations, so the occulted
+pattern differs slightly: align_refs has a shift to find and KLIP a real
+residual. The companion is far enough out that the occulter barely dims it.
+Plus a flat thermal sky. The PSFMASK reference is this same transmission map.
+
+Geometry: a linear SIAF mapping for the full-frame long-wave A detector
+(rounded values), the occulter at the subarray's centre, which is also the
+aperture reference point of the WCS.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calstream.steps.naming import ExposureName
+from calstream.steps.synthetic import metadata
+from calstream.steps.synthetic.metadata import isot
+from calstream.steps.synthetic.program import (
+    POINTING_CALCULATED,
+    ExposureTiming,
+    Subarray,
+    VisitId,
+    _name_key,
+    _rng,
+    _uncal_model_class,
+    ideal_to_v2v3,
+    position_angle,
+    ramp_timing,
+    sky_to_tel,
+    solve_attitude,
+    tel_to_sky,
+    v1_pointing,
+    v2v3_to_ideal,
+    v3_position_angle,
+)
+
+DETECTOR = "NRCALONG"
+SCA_NUM = 485
+FULL_SIZE = 2048
+REFPIX_BORDER = 4
+PIXEL_SCALE = 0.063  # arcsec/pixel, long-wave channel
+# NRCA5_FULL (SIAF, rounded): V2/V3 of the full-frame reference pixel (1024.5, 1024.5).
+V2_REF, V3_REF = 86.10, -493.23
+V3_IDL_YANGLE = -0.12
+VIDL_PARITY = -1
+# Science frame = detector frame mirrored in x, as for the other odd A detectors.
+FASTAXIS, SLOWAXIS = -1, 2
+SUBARRAY = Subarray("SUB320A335R", 1, 1, 320, 320, FASTAXIS, SLOWAXIS, noutputs=1)
+FILTER = "F335M"
+PUPIL = "MASKRND"
+CORONAGRAPH = "MASKA335R"
+APERTURE = "NRCA5_MASK335R"
+EXP_TYPE = "NRC_CORON"
+TEMPLATE = "NIRCam Coronagraphic Imaging"
+READOUT_PATTERNS = {"RAPID": (1, 0), "BRIGHT2": (2, 0), "MEDIUM8": (8, 2)}
+# The occulter centre, 1-based subarray pixel: the aperture's reference point.
+MASK_XREF, MASK_YREF = 160.5, 160.5
+PHOTMJSR = 0.5  # MJy/sr per DN/s, the PHOTOM reference's F335M/MASKRND row
+
+
+@dataclass(frozen=True)
+class CoronSpec(VisitId):
+    """A coronagraphic science observation and its PSF-reference observation."""
+
+    observation: str = "008"
+    psf_observation: str = "009"
+    visit_group: str = "01"
+    candidate: str = "c1001"  # APT's coronagraphy candidate joining the two
+    readpatt: str = "RAPID"
+    ngroups: int = 5
+    nints: int = 3  # science integrations
+    psf_nints: int = 4  # PSF reference integrations: KLIP's basis
+    target_ra: float = 53.1550  # deg
+    target_dec: float = -27.7990
+    target_name: str = "SYNTH-HOST-1"
+    psf_ra: float = 53.3020
+    psf_dec: float = -27.7010
+    psf_name: str = "SYNTH-PSFREF-1"
+    pa_v3: float = 293.5
+    visit_start: str = "2024-01-15T15:00:00.000"
+    slew_seconds: float = 600.0  # between the observations: a slew to the PSF star
+    seed: int = 2024
+    # Scene (DN/s, total per source before the occulter).
+    star_flux: float = 2.0e6
+    psf_star_flux: float = 3.0e6
+    star_sigma: float = 0.9  # pixels, the diffraction core
+    halo_fraction: float = 0.1
+    halo_sigma: float = 6.0  # pixels
+    occulter_width: float = 0.35  # arcsec, Gaussian width of the occulted region
+    # Each star's offset from the mask centre (science-frame pixels).
+    star_offset: tuple[float, float] = (0.06, -0.04)
+    psf_star_offset: tuple[float, float] = (-0.04, 0.05)
+    # The companion: ideal-frame offset from the host (arcsec) and its flux.
+    companion_offset: tuple[float, float] = (0.70, 0.55)
+    companion_flux: float = 2000.0
+    sky_rate: float = 1.5
+    # Detector, shared with the synthetic reference files.
+    dark_rate: float = 0.03
+    bias_level: float = 12000.0
+    gain: float = 1.8
+    readnoise: float = 9.0  # CDS
+    saturation: float = 58000.0
+
+    @property
+    def nframes(self) -> int:
+        return READOUT_PATTERNS[self.readpatt][0]
+
+    @property
+    def groupgap(self) -> int:
+        return READOUT_PATTERNS[self.readpatt][1]
+
+    @property
+    def subarray(self) -> str:
+        return SUBARRAY.name
+
+    @property
+    def filter(self) -> str:
+        return FILTER
+
+    @property
+    def pupil(self) -> str:
+        return PUPIL
+
+    @property
+    def detectors(self) -> tuple[str, ...]:
+        return (DETECTOR.lower(),)
+
+    @property
+    def exposure_numbers(self) -> list[int]:
+        return [1]
+
+    def observations(self) -> list[tuple[str, bool]]:
+        """(observation number, is the PSF reference), in observing order."""
+        return [(self.observation, False), (self.psf_observation, True)]
+
+    def exposure_name(self, psf: bool = False) -> ExposureName:
+        visit = VisitId(self.program, self.psf_observation if psf else self.observation,
+                        self.visit, self.visit_group, self.sequence, self.activity)
+        return visit.exposure_name(1, DETECTOR)
+
+    def exposure_names(self) -> list[ExposureName]:
+        return [self.exposure_name(psf) for _, psf in self.observations()]
+
+    def segment_names(self, exposure: int, detector: str) -> list[ExposureName]:
+        return self.exposure_names()
+
+    def view(self, psf: bool) -> _Observation:
+        """The science (or PSF) observation alone, as the shared header and pool writers read a spec."""
+        return _Observation(self, psf, self.psf_nints if psf else self.nints)
+
+    def validate(self) -> None:
+        if self.readpatt not in READOUT_PATTERNS:
+            raise ValueError(f"unknown NIRCam readout pattern {self.readpatt!r}")
+        if self.ngroups < 3:
+            raise ValueError("need ngroups >= 3 for jump detection")
+        if self.nints < 2 or self.psf_nints < 2:
+            # coron3's outlier detection compares integrations.
+            raise ValueError("need nints >= 2 and psf_nints >= 2")
+        if self.observation == self.psf_observation:
+            raise ValueError("the PSF reference is its own observation")
+
+
+# --- optics ------------------------------------------------------------------
+
+
+def pixel_to_v2v3(x_full, y_full):
+    """Science-frame full-frame pixel (1-based) to V2, V3 (arcsec): the DISTORTION reference."""
+    c = (FULL_SIZE + 1) / 2
+    xi = PIXEL_SCALE * (np.asarray(x_full, dtype=float) - c)
+    yi = PIXEL_SCALE * (np.asarray(y_full, dtype=float) - c)
+    return ideal_to_v2v3(xi, yi, (V2_REF, V3_REF), V3_IDL_YANGLE, VIDL_PARITY)
+
+
+def v2v3_to_pixel(v2, v3):
+    xi, yi = v2v3_to_ideal(v2, v3, (V2_REF, V3_REF), V3_IDL_YANGLE, VIDL_PARITY)
+    c = (FULL_SIZE + 1) / 2
+    return xi / PIXEL_SCALE + c, yi / PIXEL_SCALE + c
+
+
+def occulter_transmission(spec: CoronSpec) -> np.ndarray:
+    """Transmission of the round occulter over the subarray (the PSFMASK reference)."""
+    yy, xx = np.mgrid[0 : SUBARRAY.ysize, 0 : SUBARRAY.xsize]
+    r2 = ((xx - (MASK_XREF - 1)) ** 2 + (yy - (MASK_YREF - 1)) ** 2) * PIXEL_SCALE**2
+    return (1.0 - np.exp(-r2 / (2.0 * spec.occulter_width**2))).astype(np.float32)
+
+
+def _gaussian(x0: float, y0: float, sigma: float) -> np.ndarray:
+    yy, xx = np.mgrid[0 : SUBARRAY.ysize, 0 : SUBARRAY.xsize]
+    s2 = 2.0 * sigma**2
+    return np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / s2) / (math.pi * s2)
+
+
+# --- pointing ----------------------------------------------------------------
+
+
+def _attitude(spec: CoronSpec, psf: bool) -> np.ndarray:
+    """Attitude putting the observation's star its offset away from the mask centre."""
+    dx, dy = spec.psf_star_offset if psf else spec.star_offset
+    x = SUBARRAY.xstart - 1 + MASK_XREF + dx
+    y = SUBARRAY.ystart - 1 + MASK_YREF + dy
+    v2, v3 = (float(v) for v in pixel_to_v2v3(x, y))
+    ra, dec = (spec.psf_ra, spec.psf_dec) if psf else (spec.target_ra, spec.target_dec)
+    return solve_attitude(_Target(spec.pa_v3, ra, dec), v2, v3)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """What `solve_attitude` reads: the position angle and the star to point at."""
+
+    pa_v3: float
+    target_ra: float
+    target_dec: float
+
+
+def _sky_to_subarray(att: np.ndarray, ra: float, dec: float) -> tuple[float, float]:
+    x, y = v2v3_to_pixel(*sky_to_tel(att, ra, dec))
+    return float(x) - SUBARRAY.xstart, float(y) - SUBARRAY.ystart
+
+
+@dataclass(frozen=True)
+class CoronTruth:
+    """What `simulate_coronagraphy` injected (0-based subarray pixels, DN/s)."""
+
+    star_xy: tuple[float, float]  # the host star in the science exposure
+    psf_star_xy: tuple[float, float]  # the reference star in the PSF exposure
+    companion_xy: tuple[float, float]
+    companion_radec: tuple[float, float]
+    # The companion's rate after the occulter (its transmission at the companion).
+    companion_rate: float
+    sky_rate: float
+
+
+def companion_radec(spec: CoronSpec) -> tuple[float, float]:
+    """The companion on the sky: its ideal-frame offset from the host, seen at the
+    science attitude (PA_V3 fixed, so the offset is fixed on the sky too)."""
+    att = _attitude(spec, psf=False)
+    hx, hy = _sky_to_subarray(att, spec.target_ra, spec.target_dec)
+    cx = SUBARRAY.xstart + hx + spec.companion_offset[0] / PIXEL_SCALE
+    cy = SUBARRAY.ystart + hy + spec.companion_offset[1] / PIXEL_SCALE
+    ra, dec = tel_to_sky(att, *pixel_to_v2v3(cx, cy))
+    return float(ra), float(dec)
+
+
+def coron_truth(spec: CoronSpec = CoronSpec()) -> CoronTruth:
+    sci, ref = _attitude(spec, psf=False), _attitude(spec, psf=True)
+    ra, dec = companion_radec(spec)
+    cx, cy = _sky_to_subarray(sci, ra, dec)
+    r2 = ((cx - (MASK_XREF - 1)) ** 2 + (cy - (MASK_YREF - 1)) ** 2) * PIXEL_SCALE**2
+    return CoronTruth(
+        star_xy=_sky_to_subarray(sci, spec.target_ra, spec.target_dec),
+        psf_star_xy=_sky_to_subarray(ref, spec.psf_ra, spec.psf_dec),
+        companion_xy=(cx, cy),
+        companion_radec=(ra, dec),
+        companion_rate=spec.companion_flux * (1.0 - math.exp(-r2 / (2 * spec.occulter_width**2))),
+        sky_rate=spec.sky_rate,
+    )
+
+
+def exposure_timing(spec: CoronSpec, psf: bool) -> ExposureTiming:
+    nints = spec.psf_nints if psf else spec.nints
+    per_group = spec.nframes + spec.groupgap
+    tframe = SUBARRAY.frame_time
+    duration = (nints * (spec.ngroups * per_group - spec.groupgap) + nints) * tframe
+    # Both observations have one exposure; the PSF one follows the science's.
+    # ramp_timing spaces exposures by the first one's duration plus the slew.
+    first = (spec.nints * (spec.ngroups * per_group - spec.groupgap) + spec.nints) * tframe
+    timing = ramp_timing(_Readout(spec, nints), 2 if psf else 1, tframe, first)
+    if not psf:
+        return timing
+    end = timing.start_mjd + duration / 86400.0
+    return ExposureTiming(
+        frame_time=timing.frame_time,
+        group_time=timing.group_time,
+        integration_time=timing.integration_time,
+        exposure_time=timing.exposure_time,
+        measurement_time=timing.measurement_time,
+        duration=round(duration, 5),
+        start_mjd=timing.start_mjd,
+        mid_mjd=(timing.start_mjd + end) / 2,
+        end_mjd=end,
+    )
+
+
+@dataclass(frozen=True)
+class _Readout:
+    """What `ramp_timing` reads, for one of the two exposures."""
+
+    spec: CoronSpec
+    nints: int
+
+    def __getattr__(self, name):
+        return getattr(self.spec, name)
+
+
+# --- pixels --------------------------------------------------------------------
+
+
+def reference_pixel_mask() -> np.ndarray:
+    xs = np.arange(SUBARRAY.xstart, SUBARRAY.xstart + SUBARRAY.xsize)
+    ys = np.arange(SUBARRAY.ystart, SUBARRAY.ystart + SUBARRAY.ysize)
+    edge_x = (xs <= REFPIX_BORDER) | (xs > FULL_SIZE - REFPIX_BORDER)
+    edge_y = (ys <= REFPIX_BORDER) | (ys > FULL_SIZE - REFPIX_BORDER)
+    return edge_y[:, None] | edge_x[None, :]
+
+
+def detector_bias(spec: CoronSpec) -> np.ndarray:
+    # Fixed per detector, not per seed: the SUPERBIAS reference is this map.
+    rng = _rng(_name_key(DETECTOR), 1)
+    cols = rng.normal(0.0, 25.0, SUBARRAY.xsize)
+    pix = rng.normal(0.0, 40.0, (SUBARRAY.ysize, SUBARRAY.xsize))
+    return (spec.bias_level + cols[None, :] + pix).astype(np.float32)
+
+
+def detector_flat(spec: CoronSpec) -> np.ndarray:
+    """Pixel response (reference pixels: 1); the FLAT reference is this map."""
+    rng = _rng(_name_key(DETECTOR), 2)
+    yy, xx = np.mgrid[0 : SUBARRAY.ysize, 0 : SUBARRAY.xsize] / SUBARRAY.xsize
+    flat = 1.0 + 0.02 * (xx - 0.5) + rng.normal(0.0, 0.01, xx.shape)
+    flat[reference_pixel_mask()] = 1.0
+    return flat.astype(np.float32)
+
+
+def _star_image(spec: CoronSpec, x0: float, y0: float, flux: float) -> np.ndarray:
+    core = (1.0 - spec.halo_fraction) * _gaussian(x0, y0, spec.star_sigma)
+    halo = spec.halo_fraction * _gaussian(x0, y0, spec.halo_sigma)
+    return flux * (core + halo) * occulter_transmission(spec)
+
+
+def rate_image(spec: CoronSpec, psf: bool) -> np.ndarray:
+    """Photon rate (DN/s) per pixel of the science (or PSF reference) exposure."""
+    truth = coron_truth(spec)
+    if psf:
+        rate = _star_image(spec, *truth.psf_star_xy, spec.psf_star_flux)
+    else:
+        rate = _star_image(spec, *truth.star_xy, spec.star_flux)
+        rate += truth.companion_rate * _gaussian(*truth.companion_xy, spec.star_sigma)
+    rate += spec.sky_rate
+    rate[reference_pixel_mask()] = 0.0
+    return rate
+
+
+def _ramps(spec: CoronSpec, rate: np.ndarray, nints: int, rng: np.random.Generator):
+    """uint16 ramps [nints, ngroups, ny, nx], read frame by frame and grouped."""
+    tframe = SUBARRAY.frame_time
+    per_group = spec.nframes + spec.groupgap
+    nframes_total = spec.ngroups * per_group - spec.groupgap
+    electrons = np.where(reference_pixel_mask(), 0.0,
+                         (rate * detector_flat(spec) + spec.dark_rate) * spec.gain * tframe)
+    bias = detector_bias(spec).astype(float)
+    frame_noise = spec.readnoise / math.sqrt(2.0)
+    shape = rate.shape
+    out = np.empty((nints, spec.ngroups, *shape), dtype=np.uint16)
+    for i in range(nints):
+        drift = rng.normal(0.0, 5.0)
+        collected = np.zeros(shape)
+        frames = np.empty((nframes_total, *shape))
+        for f in range(nframes_total):
+            collected += rng.poisson(electrons)
+            frames[f] = collected / spec.gain + rng.normal(0.0, frame_noise, shape)
+        for g in range(spec.ngroups):
+            group = frames[g * per_group : g * per_group + spec.nframes].mean(axis=0)
+            out[i, g] = np.clip(np.rint(group + bias + drift), 0, 65535).astype(np.uint16)
+    return out
+
+
+# --- headers ---------------------------------------------------------------------
+
+
+def _wcs_keywords(att: np.ndarray) -> dict:
+    xref = SUBARRAY.xstart - 1 + MASK_XREF
+    yref = SUBARRAY.ystart - 1 + MASK_YREF
+    v2_ref, v3_ref = (float(v) for v in pixel_to_v2v3(xref, yref))
+    ra_ref, dec_ref = (float(v) for v in tel_to_sky(att, v2_ref, v3_ref))
+    up = tel_to_sky(att, *pixel_to_v2v3(xref, yref + 1.0))
+    pa_aper = position_angle(ra_ref, dec_ref, float(up[0]), float(up[1]))
+    angle = math.radians(pa_aper)
+    corners_x = np.array([0.5, SUBARRAY.xsize + 0.5, SUBARRAY.xsize + 0.5, 0.5])
+    corners_y = np.array([0.5, 0.5, SUBARRAY.ysize + 0.5, SUBARRAY.ysize + 0.5])
+    cra, cdec = tel_to_sky(att, *pixel_to_v2v3(corners_x + SUBARRAY.xstart - 1,
+                                               corners_y + SUBARRAY.ystart - 1))
+    return metadata.wcs_keywords(
+        crpix=(MASK_XREF, MASK_YREF),
+        crval=(ra_ref, dec_ref),
+        cdelt=PIXEL_SCALE / 3600.0,
+        pc=((-math.cos(angle), math.sin(angle)), (math.sin(angle), math.cos(angle))),
+        v2v3_ref=(v2_ref, v3_ref),
+        vparity=VIDL_PARITY,
+        v3yangle=V3_IDL_YANGLE,
+        roll_ref=v3_position_angle(att, v2_ref, v3_ref),
+        s_region=metadata.footprint(cra, cdec),
+        pa_aper=pa_aper,
+    )
+
+
+def _populate(model, spec: CoronSpec, psf: bool) -> None:
+    m = model.meta
+    t = exposure_timing(spec, psf)
+    att = _attitude(spec, psf)
+    obs = spec.view(psf)
+    metadata.set_file(m, spec.exposure_name(psf).filename(), "calstream synthetic NIRCam coronagraphy")
+    metadata.set_observation(m, obs, 1, t, TEMPLATE)
+    metadata.set_visit(m, quality=POINTING_CALCULATED, start_mjd=t.start_mjd,
+                       total_exposures=1, tsovisit=False)
+    metadata.set_target(m, obs, "POINT")
+
+    i = m.instrument
+    i.name = "NIRCAM"
+    i.detector = DETECTOR
+    i.module = "A"
+    i.channel = "LONG"
+    i.filter = FILTER
+    i.pupil = PUPIL
+    i.coronagraph = CORONAGRAPH
+
+    metadata.set_exposure(m, obs, 1, t, exp_type=EXP_TYPE, noutputs=SUBARRAY.noutputs,
+                          sca_num=SCA_NUM)
+    m.exposure.psf_reference = psf
+    metadata.set_subarray(m.subarray, SUBARRAY)
+    metadata.set_dither(m, pattern="NONE", points=1, total=1, position=1, offset=(0.0, 0.0))
+    metadata.set_pointing(m, aperture=APERTURE, pps_aperture=APERTURE, wcs=_wcs_keywords(att),
+                          v1=v1_pointing(att))
+
+
+@dataclass(frozen=True)
+class _Observation:
+    """One of the two observations (`CoronSpec.view`)."""
+
+    spec: CoronSpec
+    psf: bool
+    nints: int
+
+    def __getattr__(self, name):
+        return getattr(self.spec, name)
+
+    @property
+    def observation(self) -> str:
+        return self.spec.psf_observation if self.psf else self.spec.observation
+
+    @property
+    def target_ra(self) -> float:
+        return self.spec.psf_ra if self.psf else self.spec.target_ra
+
+    @property
+    def target_dec(self) -> float:
+        return self.spec.psf_dec if self.psf else self.spec.target_dec
+
+    @property
+    def target_name(self) -> str:
+        return self.spec.psf_name if self.psf else self.spec.target_name
+
+
+def simulate_coronagraphy(out_dir: str | Path, spec: CoronSpec = CoronSpec(), *,
+                          seed: int | None = None) -> list[Path]:
+    """Write the science and PSF-reference uncal files into `out_dir`, in observing order."""
+    spec.validate()
+    seed = spec.seed if seed is None else seed
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_class = _uncal_model_class(isot(exposure_timing(spec, True).end_mjd + 1 / 24))
+    paths: list[Path] = []
+    for n, (_, psf) in enumerate(spec.observations(), start=1):
+        rng = _rng(seed, 4, n, _name_key(DETECTOR))
+        nints = spec.psf_nints if psf else spec.nints
+        with model_class(data=_ramps(spec, rate_image(spec, psf), nints, rng)) as model:
+            _populate(model, spec, psf)
+            path = out / model.meta.filename
+            model.validate()
+            model.save(path)
+        paths.append(path)
+    return paths
