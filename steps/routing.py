@@ -808,6 +808,12 @@ def route(header: Mapping[str, Any]) -> Route:
     raise RoutingError(f"{instrument} {exp_type}: no routing rule matches")  # table bug
 
 
+# PSF references and background targets calibrated alone: jwst names their
+# level-2 associations with the auxiliary rules (Constraint_Special).
+_SPECIAL_LEVEL2_RULES = {"Asn_Lv2Image": "Asn_Lv2ImageSpecial",
+                         "Asn_Lv2Spec": "Asn_Lv2SpecSpecial"}
+
+
 def _make_route(rule: RouteRule, h: HeaderView, instrument: str, exp_type: str) -> Route:
     nints = h.integer("NINTS")
     single_integration = rule.time_series and nints is not None and nints < 2
@@ -857,7 +863,8 @@ def _make_route(rule: RouteRule, h: HeaderView, instrument: str, exp_type: str) 
         needs=needs,
         role=role,
         asn_type=asn_type,
-        asn_rule=rule.asn_rule,
+        asn_rule=(_SPECIAL_LEVEL2_RULES.get(rule.asn_rule, rule.asn_rule)
+                  if role in ("psf", BACKGROUND) and not is_tso else rule.asn_rule),
         reason=f"{reason[0]}: " + "; ".join(reason[1:]),
         also=also,
     )

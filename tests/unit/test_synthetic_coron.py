@@ -57,3 +57,19 @@ def test_jwst_generator_makes_the_coron3_candidate(kit):
         (science.name.replace("_uncal", "_calints"), "science"),
         (psf.name.replace("_uncal", "_calints"), "psf"),
     ]
+
+
+def test_level2_rules_agree_with_jwsts_generator(kit):
+    from jwst.associations.main import Main
+
+    made = Main.cli([str(kit.pool_path), "--dry-run"]).associations
+    jwst_rules = {}
+    for a in made:
+        if a["asn_type"] in ("image2", "spec2"):
+            [member] = [m for m in a["products"][0]["members"] if m["exptype"] == "science"]
+            jwst_rules.setdefault(member["expname"].split("_rate")[0], set()).add(
+                a["asn_rule"].removeprefix("candidate_"))
+    for path in kit.by_mode["coron"]:
+        eid = path.name.removesuffix("_uncal.fits")
+        # (jwst adds a second, rate-based pass for coronagraphic science.)
+        assert route(dict(fits.getheader(path, 0))).asn_rule in jwst_rules[eid], eid
