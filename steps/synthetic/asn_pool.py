@@ -145,6 +145,8 @@ def _lrs_rows(spec: LrsSpec, target_id: int) -> list[dict[str, str]]:
 
 
 def _start(spec) -> float:
+    if hasattr(spec, "start_mjd"):
+        return spec.start_mjd()
     if isinstance(spec, LrsSpec):
         from calstream.steps.synthetic.spectroscopy import exposure_timing as lrs_timing
 
@@ -158,6 +160,10 @@ def pool_rows(specs: Sequence) -> list[dict[str, str]]:
     targets: dict[str, int] = {}
     rows: list[dict[str, str]] = []
     for spec in sorted(specs, key=_start):
+        if hasattr(spec, "pool_rows"):
+            # A spec that writes its own rows (several targets: AMI's calibrator).
+            rows.extend({c: r.get(c, NULL) for c in COLUMNS} for r in spec.pool_rows(targets))
+            continue
         target_id = targets.setdefault(spec.target_name, len(targets) + 1)
         made = _lrs_rows(spec, target_id) if isinstance(spec, LrsSpec) else _nircam_rows(spec, target_id)
         rows.extend({c: r.get(c, NULL) for c in COLUMNS} for r in made)

@@ -18,6 +18,11 @@ and, for stage 3 and the streaming tests (`PROGRAM_MODES`), more of the same pro
 * "missing": an imaging visit (observation 005) that plans 4 dithers
   (NEXPOSUR=4) of which exposure 3 is never written (`Kit.missing`).
 
+and modes of other instruments, each with its own stage 3 (`OTHER_MODES`):
+
+* "ami": a NIRISS AMI visit (`ami.AmiSpec`, observation 006), a target and
+  its PSF calibrator -> image2 (calints) -> ami3.
+
 Every kit also writes the program's plan: a jwst association pool of every
 planned exposure file, the missing one included (`Kit.pool_path`), and the
 same as JSON (`Kit.manifest_path`); see `asn_pool`.
@@ -33,6 +38,8 @@ from pathlib import Path
 
 from calstream.steps.crds_env import offline_crds_env
 
+from .ami import AmiSpec, simulate_ami
+from .ami_references import write_ami_reference_files
 from .asn_pool import write_manifest, write_pool
 from .crds_cache import build_crds_cache
 from .program import ProgramSpec, simulate_program
@@ -43,7 +50,10 @@ from .timeseries import TimeSeriesSpec
 
 MODES = ("imaging", "timeseries", "lrs")
 PROGRAM_MODES = ("mosaic", "segmented", "missing")
-ALL_MODES = MODES + PROGRAM_MODES
+# Not in MODES (the stage-2 tests run every one of those) and last here: a
+# mode's noise seed is its place in ALL_MODES, and the others' must not move.
+OTHER_MODES = ("ami",)
+ALL_MODES = MODES + PROGRAM_MODES + OTHER_MODES
 # Ideal-frame arcsec between the two visits of observation 001: a sixth of
 # the SUB160 field, so the tiles overlap enough for tweakreg to tie them.
 MOSAIC_OFFSET = (0.8, 0.5)
@@ -74,11 +84,12 @@ class Kit:
 
 def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
               references: bool = True, modes: Iterable[str] = ("imaging",),
-              timeseries: TimeSeriesSpec | None = None, lrs: LrsSpec | None = None) -> Kit:
+              timeseries: TimeSeriesSpec | None = None, lrs: LrsSpec | None = None,
+              ami: AmiSpec | None = None) -> Kit:
     """Simulate the `modes` of one program, with references in one CRDS context.
 
-    `spec` is the imaging visit; `timeseries` and `lrs` default to the same
-    program's observations 2 and 3. Each mode draws its noise from its own
+    `spec` is the imaging visit; `timeseries`, `lrs` and `ami` default to the
+    same program's observations 2, 3 and 6. Each mode draws its noise from its own
     stream (`seed` plus the mode's place in ALL_MODES), so a mode's data do not
     depend on which others are built.
     """
@@ -96,12 +107,16 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
     if "lrs" in modes:
         specs["lrs"] = lrs or LrsSpec(program=spec.program)
     specs.update(program_specs(spec, seed, [m for m in modes if m in PROGRAM_MODES]))
+    if "ami" in modes:
+        specs["ami"] = ami or AmiSpec(program=spec.program)
 
     by_mode: dict[str, list[Path]] = {}
     for mode, mode_spec in specs.items():
         mode_seed = seed + ALL_MODES.index(mode)
         if mode == "lrs":
             by_mode[mode] = simulate_lrs(root / "uncal", mode_spec, seed=mode_seed)
+        elif mode == "ami":
+            by_mode[mode] = simulate_ami(root / "uncal", mode_spec, seed=mode_seed)
         else:
             by_mode[mode] = simulate_program(root / "uncal", mode_spec, seed=mode_seed)
     kit = Kit(root, sorted(p for files in by_mode.values() for p in files),
@@ -119,11 +134,14 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
                                        [p.name.rsplit("_", 1)[0] for p in kit.late])
     if references:
         refs: dict[str, list[Path]] = {}
-        nircam = [s for m, s in specs.items() if m != "lrs"]
+        nircam = [s for m, s in specs.items() if m not in ("lrs", "ami")]
         if nircam:
             refs = write_visit_reference_files(root / "references", nircam)
         if "lrs" in specs:
             for reftype, paths in write_lrs_reference_files(root / "references", specs["lrs"]).items():
+                refs.setdefault(reftype, []).extend(paths)
+        if "ami" in specs:
+            for reftype, paths in write_ami_reference_files(root / "references", specs["ami"]).items():
                 refs.setdefault(reftype, []).extend(paths)
         kit.context = build_crds_cache(root / "crds", refs)
         kit.crds_env = offline_crds_env(root / "crds", kit.context)
