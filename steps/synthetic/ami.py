@@ -259,7 +259,7 @@ def interferogram(spec: AmiSpec, offset: tuple[float, float], *, oversample: int
         ex = np.exp(-2j * np.pi * np.outer(theta_x, coords) / wave)
         ey = np.exp(-2j * np.pi * np.outer(theta_y, coords) / wave)
         field = ey @ pupil @ ex.T
-        # Per unit wavelength the PSF's peak scales as 1/lambda^2; the flux does not.
+        # Each wavelength brings its share of photons, however wide its PSF.
         intensity = np.abs(field) ** 2
         image += weight * intensity / intensity.sum()
     image = gaussian_filter(image, spec.jitter_mas / 1000.0 / PIXEL_SCALE * oversample)
