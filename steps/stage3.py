@@ -6,7 +6,11 @@ needs) overrides any of them. What needs no setting was checked on the
 synthetic program: image3's source_catalog finds its APCORR and ABVEGAOFFSET
 references in CRDS like any other type, tso3 combines a segmented exposure's
 calints as they come, and spec3 runs the MIRI LRS nod pair (with each nod's
-x1d as background) with its defaults.
+x1d as background) with its defaults, and ami3 fits the NIRISS AMI target
+and calibrator with its defaults too (the commissioning affine distortion,
+hence no rotation search; oversample 3: ~5 s an exposure of 3 SUB80
+integrations). Its THROUGHPUT and NRM references come from CRDS; nothing
+it runs needs stpsf or the network.
 """
 
 from __future__ import annotations

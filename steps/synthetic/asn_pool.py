@@ -181,6 +181,8 @@ def _coron_rows(spec: coron.CoronSpec, targets: dict[str, int]) -> list[dict[str
 def _start(spec) -> float:
     if isinstance(spec, coron.CoronSpec):
         return coron.exposure_timing(spec, False).start_mjd
+    if hasattr(spec, "start_mjd"):
+        return spec.start_mjd()
     if isinstance(spec, LrsSpec):
         from calstream.steps.synthetic.spectroscopy import exposure_timing as lrs_timing
 
@@ -194,6 +196,10 @@ def pool_rows(specs: Sequence) -> list[dict[str, str]]:
     targets: dict[str, int] = {}
     rows: list[dict[str, str]] = []
     for spec in sorted(specs, key=_start):
+        if hasattr(spec, "pool_rows"):
+            # A spec that writes its own rows (several targets: AMI's calibrator).
+            rows.extend({c: r.get(c, NULL) for c in COLUMNS} for r in spec.pool_rows(targets))
+            continue
         if isinstance(spec, coron.CoronSpec):
             made = _coron_rows(spec, targets)
         else:

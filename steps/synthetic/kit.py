@@ -7,8 +7,6 @@ single environment calibrates the lot:
 * "imaging": the NIRCam imaging visit (`program.ProgramSpec`) -> image2 (cal, i2d)
 * "timeseries": a NIRCam imaging time series (`program.TimeSeriesSpec`) -> image2 (calints)
 * "lrs": a nodded MIRI LRS fixed-slit visit (`spectroscopy.LrsSpec`) -> spec2 (cal, s2d, x1d)
-* "coron": NIRCam coronagraphy, a science and a PSF-reference observation
-  (`coronagraphy.CoronSpec`) -> image2 (calints) -> coron3
 
 and, for stage 3 and the streaming tests (`PROGRAM_MODES`), more of the same program:
 
@@ -19,6 +17,14 @@ and, for stage 3 and the streaming tests (`PROGRAM_MODES`), more of the same pro
   into 3 segments (-seg001..003, EXSEGTOT=3): tso3 combines them.
 * "missing": an imaging visit (observation 005) that plans 4 dithers
   (NEXPOSUR=4) of which exposure 3 is never written (`Kit.missing`).
+
+and modes of other instruments, each with its own stage 3 (`OTHER_MODES`):
+
+* "ami": a NIRISS AMI visit (`ami.AmiSpec`, observation 006), a target and
+  its PSF calibrator -> image2 (calints) -> ami3.
+* "coron": NIRCam coronagraphy, a science and a PSF-reference observation
+  (`coronagraphy.CoronSpec`, observations 008 and 009) -> image2 (calints)
+  -> coron3.
 
 Every kit also writes the program's plan: a jwst association pool of every
 planned exposure file, the missing one included (`Kit.pool_path`), and the
@@ -35,6 +41,8 @@ from pathlib import Path
 
 from calstream.steps.crds_env import offline_crds_env
 
+from .ami import AmiSpec, simulate_ami
+from .ami_references import write_ami_reference_files
 from .asn_pool import write_manifest, write_pool
 from .coron_references import write_coron_reference_files
 from .coronagraphy import CoronSpec, simulate_coronagraphy
@@ -47,10 +55,11 @@ from .timeseries import TimeSeriesSpec
 
 MODES = ("imaging", "timeseries", "lrs")
 PROGRAM_MODES = ("mosaic", "segmented", "missing")
-# Modes in a module of their own, with stage-2 handling of their own (so not
-# in MODES); after the others so that those keep their noise seeds.
-OWN_MODULE_MODES = ("coron",)
-ALL_MODES = MODES + PROGRAM_MODES + OWN_MODULE_MODES
+# Modes in modules of their own, with stage-2 handling of their own (so not
+# in MODES, whose every mode the stage-2 tests run), and last here: a mode's
+# noise seed is its place in ALL_MODES, and the others' must not move.
+OTHER_MODES = ("ami", "coron")
+ALL_MODES = MODES + PROGRAM_MODES + OTHER_MODES
 # Ideal-frame arcsec between the two visits of observation 001: a sixth of
 # the SUB160 field, so the tiles overlap enough for tweakreg to tie them.
 MOSAIC_OFFSET = (0.8, 0.5)
@@ -102,11 +111,11 @@ class Kit:
 def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
               references: bool = True, modes: Iterable[str] = ("imaging",),
               timeseries: TimeSeriesSpec | None = None, lrs: LrsSpec | None = None,
-              coron: CoronSpec | None = None) -> Kit:
+              coron: CoronSpec | None = None, ami: AmiSpec | None = None) -> Kit:
     """Simulate the `modes` of one program, with references in one CRDS context.
 
-    `spec` is the imaging visit; `timeseries` and `lrs` default to the same
-    program's observations 2 and 3. Each mode draws its noise from its own
+    `spec` is the imaging visit; `timeseries`, `lrs` and `ami` default to the
+    same program's observations 2, 3 and 6. Each mode draws its noise from its own
     stream (`seed` plus the mode's place in ALL_MODES), so a mode's data do not
     depend on which others are built.
     """
@@ -126,6 +135,8 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
     if "coron" in modes:
         specs["coron"] = coron or CoronSpec(program=spec.program)
     specs.update(program_specs(spec, seed, [m for m in modes if m in PROGRAM_MODES]))
+    if "ami" in modes:
+        specs["ami"] = ami or AmiSpec(program=spec.program)
 
     by_mode: dict[str, list[Path]] = {}
     for mode, mode_spec in specs.items():
@@ -134,6 +145,8 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
             by_mode[mode] = simulate_lrs(root / "uncal", mode_spec, seed=mode_seed)
         elif mode == "coron":
             by_mode[mode] = simulate_coronagraphy(root / "uncal", mode_spec, seed=mode_seed)
+        elif mode == "ami":
+            by_mode[mode] = simulate_ami(root / "uncal", mode_spec, seed=mode_seed)
         else:
             by_mode[mode] = simulate_program(root / "uncal", mode_spec, seed=mode_seed)
     kit = Kit(root, sorted(p for files in by_mode.values() for p in files),
@@ -160,6 +173,9 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
         if "coron" in specs:
             for reftype, paths in write_coron_reference_files(root / "references",
                                                               specs["coron"]).items():
+                refs.setdefault(reftype, []).extend(paths)
+        if "ami" in specs:
+            for reftype, paths in write_ami_reference_files(root / "references", specs["ami"]).items():
                 refs.setdefault(reftype, []).extend(paths)
         kit.context = build_crds_cache(root / "crds", refs)
         kit.crds_env = offline_crds_env(root / "crds", kit.context)

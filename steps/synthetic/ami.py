@@ -1,0 +1,409 @@
+"""A NIRISS aperture masking interferometry visit (NIS_AMI), written as level-1b uncal exposures.
+
+Two exposures in the SUB80 subarray through the non-redundant mask (PUPIL
+NRM) and F480M: the science target, then a point-source calibrator star
+(IS_PSF), a few integrations each. image2 makes calints of them and
+calwebb_ami3 fits fringes to each (ami_analyze) and divides the target's
+observables by the calibrator's (ami_normalize).
+
+The interferogram is computed here, independently of jwst's analytic fringe
+model: a pixelated pupil of seven hexagonal holes (the NRM reference's
+`nrm` array, `pupil_mask`) is Fourier transformed at each wavelength of the
+filter (the THROUGHPUT reference's curve, `throughput_curve`), summed with
+the curve's weights, integrated over each pixel and blurred by pointing
+jitter. jwst's model leaves the jitter out, so the raw visibilities fall
+with baseline (`jitter_visibility2` predicts by how much) and are restored
+by the calibrator, which suffers the same jitter.
+
+Geometry: the hole centres are those of the AMI mask as designed (the NRM
+reference's NRM_X_A*/NRM_Y_A*). jwst mirrors them in x and turns them by a
+quarter turn before modelling; in detector pixels (column, row) that is the
+as-designed layout turned by half a turn, which is how `pupil_mask` draws it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calstream.steps.naming import ExposureName
+from calstream.steps.synthetic import metadata
+from calstream.steps.synthetic.metadata import isot
+from calstream.steps.synthetic.program import (
+    POINTING_CALCULATED,
+    Subarray,
+    VisitId,
+    _name_key,
+    _rng,
+    _uncal_model_class,
+    ideal_to_v2v3,
+    position_angle,
+    ramp_timing,
+    solve_attitude,
+    tel_to_sky,
+    v1_pointing,
+    v3_position_angle,
+)
+
+DETECTOR = "NIS"
+SCA_NUM = 496
+# SUB80 (science frame, 1-based): the corner of the detector holding the
+# mask's field; its first 4 rows are reference pixels (ami_analyze drops them).
+SUB80 = Subarray("SUB80", 1045, 1, 80, 80, fastaxis=-2, slowaxis=-1, noutputs=1)
+REF_ROWS = 4
+APERTURE = "NIS_AMI1"
+PIXEL_SCALE = 0.0656  # arcsec/pixel
+# NIS_AMI1 (SIAF, rounded): its reference pixel in SUB80 and V2/V3 there.
+XREF, YREF = 45.0, 41.0
+V2_REF, V3_REF = -290.1, -697.5
+V3_IDL_YANGLE = -0.57
+VIDL_PARITY = -1
+FILTER = "F480M"
+PUPIL = "NRM"
+# F480M half-power points (m); the synthetic filter is flat between them.
+BAND = (4.669e-6, 4.971e-6)
+# The mask: hole centres as designed (m, pupil V2/V3-like frame), hole
+# flat-to-flat size, and the pupil geometry jwst assumes (DIAM, PUPL_CRC).
+HOLES = (
+    (0.0, -2.64),
+    (-2.28631, 0.0),
+    (2.28631, -1.32),
+    (-2.28631, 1.32),
+    (-1.14315, 1.98),
+    (2.28631, 1.32),
+    (1.14315, 1.98),
+)
+HOLE_F2F = 0.82
+PUPIL_DIAMETER = 6.559348
+PUPIL_CIRCUMSCRIBED = 6.603464  # also the side of the pupil array jwst's bp_fix assumes
+PUPIL_NPIX = 256
+NIRISS_READOUT = {"NISRAPID": (1, 0), "NIS": (4, 0)}
+TEMPLATE = "NIRISS Aperture Masking Interferometry"
+
+
+@dataclass(frozen=True)
+class AmiSpec(VisitId):
+    """One AMI visit: the science target (exposure 1) and its calibrator (exposure 2)."""
+
+    observation: str = "006"
+    readpatt: str = "NISRAPID"
+    ngroups: int = 5
+    nints: int = 3
+    target_ra: float = 53.1540  # deg
+    target_dec: float = -27.8020
+    target_name: str = "SYNTH-AMI-TARGET"
+    psf_ra: float = 53.3010
+    psf_dec: float = -27.6890
+    psf_name: str = "SYNTH-AMI-CALIBRATOR"
+    pa_v3: float = 293.5
+    visit_start: str = "2024-01-15T14:00:00.000"
+    slew_seconds: float = 300.0
+    seed: int = 2024
+    # Total count rates (DN/s) of the two stars, and where each sits (SUB80
+    # pixels, 1-based) relative to the aperture reference: not quite centred.
+    target_flux: float = 2.0e6
+    psf_flux: float = 2.6e6
+    target_offset: tuple[float, float] = (0.21, -0.13)
+    psf_offset: tuple[float, float] = (-0.17, 0.24)
+    jitter_mas: float = 9.0  # Gaussian sigma of the pointing jitter, each axis
+    sky_rate: float = 2.0  # DN/s per pixel
+    dark_rate: float = 0.02
+    bias_level: float = 12000.0
+    gain: float = 1.6
+    readnoise: float = 12.0
+    saturation: float = 60000.0
+
+    @property
+    def nframes(self) -> int:
+        return NIRISS_READOUT[self.readpatt][0]
+
+    @property
+    def groupgap(self) -> int:
+        return NIRISS_READOUT[self.readpatt][1]
+
+    @property
+    def detectors(self) -> tuple[str, ...]:
+        return (DETECTOR.lower(),)
+
+    @property
+    def subarray(self) -> str:
+        return SUB80.name
+
+    @property
+    def filter(self) -> str:
+        return FILTER
+
+    @property
+    def pupil(self) -> str:
+        return PUPIL
+
+    @property
+    def exposure_numbers(self) -> list[int]:
+        return [1, 2]
+
+    def is_psf(self, exposure: int) -> bool:
+        return exposure == 2
+
+    def star(self, exposure: int) -> tuple[str, float, float, float, tuple[float, float]]:
+        """(name, RA, Dec, flux, pixel offset) of the star an exposure looks at."""
+        if self.is_psf(exposure):
+            return self.psf_name, self.psf_ra, self.psf_dec, self.psf_flux, self.psf_offset
+        return (self.target_name, self.target_ra, self.target_dec, self.target_flux,
+                self.target_offset)
+
+    def exposure_name(self, exposure: int, detector: str = DETECTOR) -> ExposureName:
+        return super().exposure_name(exposure, detector)
+
+    def exposure_names(self) -> list[ExposureName]:
+        return [self.exposure_name(e) for e in self.exposure_numbers]
+
+    def segment_names(self, exposure: int, detector: str = DETECTOR) -> list[ExposureName]:
+        return [self.exposure_name(exposure, detector)]
+
+    def validate(self) -> None:
+        if self.readpatt not in NIRISS_READOUT:
+            raise ValueError(f"unknown NIRISS readout pattern {self.readpatt!r}")
+        if self.ngroups < 3 or self.nints < 2:
+            # jump needs 3 groups; ami_analyze's outlier search needs a stack.
+            raise ValueError("AMI needs ngroups >= 3 and nints >= 2")
+
+    def start_mjd(self) -> float:
+        return exposure_timing(self, 1).start_mjd
+
+    def pool_rows(self, targets: dict[str, int]) -> list[dict[str, str]]:
+        """The pool rows of the visit (`asn_pool`); `targets`: name -> TARGETID, updated."""
+        from calstream.steps.synthetic.asn_pool import _common, _flag
+
+        rows = []
+        for exposure in self.exposure_numbers:
+            name = self.star(exposure)[0]
+            target_id = targets.setdefault(name, len(targets) + 1)
+            row = _common(self, self.exposure_name(exposure), exposure, target_id)
+            row.update({
+                "TARGPROP": name, "TARGNAME": name, "EXP_TYPE": "NIS_AMI",
+                "NEXPOSUR": str(len(self.exposure_numbers)), "INSTRUME": "NIRISS",
+                "DETECTOR": DETECTOR, "TEMPLATE": TEMPLATE, "FILTER": FILTER, "PUPIL": PUPIL,
+                "PATTTYPE": "NONE", "NUMDTHPT": "1", "APERNAME": APERTURE,
+                "SUBARRAY": SUB80.name, "IS_PSF": _flag(self.is_psf(exposure)),
+                "TSOVISIT": "F", "EXSEGTOT": "1", "EXSEGNUM": "1",
+            })
+            rows.append(row)
+        return rows
+
+
+# --- optics shared with the reference files ------------------------------------
+
+
+def throughput_curve(n: int = 61) -> tuple[np.ndarray, np.ndarray]:
+    """(wavelength in m, throughput) of the synthetic F480M: flat in band, 0.1% outside."""
+    lo, hi = BAND
+    pad = 0.25 * (hi - lo)
+    wave = np.linspace(lo - pad, hi + pad, n)
+    return wave, np.where((wave >= lo) & (wave <= hi), 1.0, 0.001)
+
+
+def pupil_mask(npix: int = PUPIL_NPIX) -> np.ndarray:
+    """The mask in the pupil, [row, column] across PUPIL_CIRCUMSCRIBED metres (1: open).
+
+    Hexagons with flat tops and bottoms, centred on the holes turned by half a
+    turn (see the module docstring).
+    """
+    c = (np.arange(npix) - npix / 2 + 0.5) * PUPIL_CIRCUMSCRIBED / npix
+    x, y = np.meshgrid(c, c)
+    open_ = np.zeros((npix, npix), dtype=bool)
+    for hx, hy in HOLES:
+        dx, dy = x + hx, y + hy
+        inside = np.ones_like(open_)
+        for angle in np.radians((30.0, 90.0, 150.0)):
+            inside &= np.abs(dx * math.cos(angle) + dy * math.sin(angle)) <= HOLE_F2F / 2
+        open_ |= inside
+    return open_.astype(np.float32)
+
+
+def baseline_lengths() -> np.ndarray:
+    """Lengths (m) of the 21 baselines between the holes."""
+    h = np.asarray(HOLES)
+    return np.array([np.hypot(*(h[i] - h[j])) for i in range(7) for j in range(i + 1, 7)])
+
+
+def jitter_visibility2(baseline_m, jitter_mas: float, wavelength_m: float | None = None):
+    """Squared visibility a Gaussian jitter of `jitter_mas` leaves on a baseline."""
+    wave = wavelength_m or sum(BAND) / 2
+    sigma = math.radians(jitter_mas / 3.6e6)
+    u = np.asarray(baseline_m, dtype=float) / wave
+    return np.exp(-4 * math.pi**2 * sigma**2 * u**2)
+
+
+def interferogram(spec: AmiSpec, offset: tuple[float, float], *, oversample: int = 5) -> np.ndarray:
+    """The star's image on SUB80 [row, column], summing to 1 (the part on the subarray).
+
+    `offset`: (column, row) pixels of the star from the aperture reference point.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    pupil = pupil_mask()
+    npix = pupil.shape[0]
+    coords = (np.arange(npix) - npix / 2 + 0.5) * PUPIL_CIRCUMSCRIBED / npix
+    n = SUB80.xsize * oversample
+    pixel = math.radians(PIXEL_SCALE / 3600.0)
+    fine = (np.arange(n) + 0.5) / oversample - 0.5  # 0-based pixel of each sub-pixel
+    theta_x = (fine - (XREF - 1 + offset[0])) * pixel
+    theta_y = (fine - (YREF - 1 + offset[1])) * pixel
+    waves, weights = throughput_curve(25)
+    image = np.zeros((n, n))
+    for wave, weight in zip(waves, weights, strict=True):
+        ex = np.exp(-2j * np.pi * np.outer(theta_x, coords) / wave)
+        ey = np.exp(-2j * np.pi * np.outer(theta_y, coords) / wave)
+        field = ey @ pupil @ ex.T
+        # Each wavelength brings its share of photons, however wide its PSF.
+        intensity = np.abs(field) ** 2
+        image += weight * intensity / intensity.sum()
+    image = gaussian_filter(image, spec.jitter_mas / 1000.0 / PIXEL_SCALE * oversample)
+    binned = image.reshape(SUB80.ysize, oversample, SUB80.xsize, oversample).sum(axis=(1, 3))
+    return binned / binned.sum()
+
+
+# --- detector ---------------------------------------------------------------------
+
+
+def reference_pixel_mask() -> np.ndarray:
+    mask = np.zeros((SUB80.ysize, SUB80.xsize), dtype=bool)
+    mask[:REF_ROWS] = True
+    return mask
+
+
+def detector_bias(spec: AmiSpec) -> np.ndarray:
+    rng = _rng(_name_key(DETECTOR), 1)
+    shape = (SUB80.ysize, SUB80.xsize)
+    return (spec.bias_level + rng.normal(0.0, 30.0, shape)).astype(np.float32)
+
+
+def detector_flat(spec: AmiSpec) -> np.ndarray:
+    rng = _rng(_name_key(DETECTOR), 2)
+    flat = 1.0 + rng.normal(0.0, 0.005, (SUB80.ysize, SUB80.xsize))
+    flat[reference_pixel_mask()] = 1.0
+    return flat.astype(np.float32)
+
+
+def exposure_timing(spec: AmiSpec, exposure: int):
+    tframe = SUB80.frame_time
+    per_group = spec.nframes + spec.groupgap
+    duration = spec.nints * ((spec.ngroups * per_group - spec.groupgap) + 1) * tframe
+    return ramp_timing(spec, exposure, tframe, duration)
+
+
+def _rate_image(spec: AmiSpec, exposure: int) -> np.ndarray:
+    flux, offset = spec.star(exposure)[3:]
+    rate = spec.sky_rate + flux * interferogram(spec, offset)
+    rate[reference_pixel_mask()] = 0.0
+    return rate
+
+
+def _ramps(spec: AmiSpec, rate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    tframe = SUB80.frame_time
+    refpix = reference_pixel_mask()
+    electrons = np.where(refpix, 0.0, (rate * detector_flat(spec) + spec.dark_rate)
+                         * spec.gain * tframe)
+    bias = detector_bias(spec).astype(float)
+    noise = spec.readnoise / math.sqrt(2.0)
+    nframes = spec.ngroups * (spec.nframes + spec.groupgap) - spec.groupgap
+    shape = (SUB80.ysize, SUB80.xsize)
+    out = np.empty((spec.nints, spec.ngroups, *shape), dtype=np.uint16)
+    for i in range(spec.nints):
+        collected = np.zeros(shape)
+        frames = []
+        for f in range(nframes):
+            collected += rng.poisson(electrons)
+            frames.append(collected / spec.gain + rng.normal(0.0, noise, shape))
+            if len(frames) == spec.nframes:
+                g = f // (spec.nframes + spec.groupgap)
+                out[i, g] = np.clip(np.rint(np.mean(frames, axis=0) + bias), 0, 65535)
+            if f % (spec.nframes + spec.groupgap) == spec.nframes + spec.groupgap - 1:
+                frames = []
+    return out
+
+
+# --- headers ------------------------------------------------------------------------
+
+
+def pixel_to_v2v3(x, y):
+    """SUB80 pixel (1-based) to V2, V3 (arcsec): the linear DISTORTION reference."""
+    xi = PIXEL_SCALE * (np.asarray(x, dtype=float) - XREF)
+    yi = PIXEL_SCALE * (np.asarray(y, dtype=float) - YREF)
+    return ideal_to_v2v3(xi, yi, (V2_REF, V3_REF), V3_IDL_YANGLE, VIDL_PARITY)
+
+
+def _wcs_keywords(att: np.ndarray) -> dict:
+    ra_ref, dec_ref = (float(v) for v in tel_to_sky(att, V2_REF, V3_REF))
+    roll_ref = v3_position_angle(att, V2_REF, V3_REF)
+    up = tel_to_sky(att, *pixel_to_v2v3(XREF, YREF + 1.0))
+    pa_aper = position_angle(ra_ref, dec_ref, float(up[0]), float(up[1]))
+    cx = np.array([0.5, SUB80.xsize + 0.5, SUB80.xsize + 0.5, 0.5])
+    cy = np.array([0.5, 0.5, SUB80.ysize + 0.5, SUB80.ysize + 0.5])
+    cra, cdec = tel_to_sky(att, *pixel_to_v2v3(cx, cy))
+    angle = math.radians(pa_aper)
+    return metadata.wcs_keywords(
+        crpix=(XREF, YREF),
+        crval=(ra_ref, dec_ref),
+        cdelt=PIXEL_SCALE / 3600.0,
+        pc=((-math.cos(angle), math.sin(angle)), (math.sin(angle), math.cos(angle))),
+        v2v3_ref=(V2_REF, V3_REF),
+        vparity=VIDL_PARITY,
+        v3yangle=V3_IDL_YANGLE,
+        roll_ref=roll_ref,
+        s_region=metadata.footprint(cra, cdec),
+        pa_aper=pa_aper,
+    )
+
+
+def _populate(model, spec: AmiSpec, exposure: int) -> None:
+    m = model.meta
+    t = exposure_timing(spec, exposure)
+    name, ra, dec, _, _ = spec.star(exposure)
+    star = dataclasses.replace(spec, target_ra=ra, target_dec=dec, target_name=name)
+    att = solve_attitude(star, V2_REF, V3_REF)
+
+    metadata.set_file(m, spec.exposure_name(exposure).filename(), "calstream synthetic NIRISS AMI")
+    metadata.set_observation(m, spec, exposure, t, TEMPLATE)
+    metadata.set_visit(m, quality=POINTING_CALCULATED, start_mjd=exposure_timing(spec, 1).start_mjd,
+                       total_exposures=len(spec.exposure_numbers), tsovisit=False)
+    metadata.set_target(m, star, "POINT")
+
+    i = m.instrument
+    i.name = "NIRISS"
+    i.detector = DETECTOR
+    i.filter = FILTER
+    i.pupil = PUPIL
+
+    metadata.set_exposure(m, spec, exposure, t, exp_type="NIS_AMI", noutputs=SUB80.noutputs,
+                          sca_num=SCA_NUM)
+    m.exposure.psf_reference = spec.is_psf(exposure)
+    metadata.set_subarray(m.subarray, SUB80)
+    metadata.set_dither(m, pattern="NONE", points=1, total=1, position=1, offset=(0.0, 0.0))
+    metadata.set_pointing(m, aperture=APERTURE, pps_aperture=APERTURE, wcs=_wcs_keywords(att),
+                          v1=v1_pointing(att))
+
+
+def simulate_ami(out_dir: str | Path, spec: AmiSpec = AmiSpec(), *,
+                 seed: int | None = None) -> list[Path]:
+    """Write the visit's uncal files (target, then calibrator) into `out_dir`."""
+    spec.validate()
+    seed = spec.seed if seed is None else seed
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    last = exposure_timing(spec, spec.exposure_numbers[-1])
+    model_class = _uncal_model_class(isot(last.end_mjd + 1 / 24))
+    paths: list[Path] = []
+    for exposure in spec.exposure_numbers:
+        rng = _rng(seed, 6, exposure, _name_key(DETECTOR))
+        with model_class(data=_ramps(spec, _rate_image(spec, exposure), rng)) as model:
+            _populate(model, spec, exposure)
+            path = out / model.meta.filename
+            model.validate()
+            model.save(path)
+        paths.append(path)
+    return paths
