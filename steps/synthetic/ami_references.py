@@ -28,9 +28,15 @@ from calstream.steps.synthetic import ami
 from calstream.steps.synthetic.ami import AmiSpec
 from calstream.steps.synthetic.references import (
     _dq_def,
+    bias_superbias,
     builder_for,
+    constant_gain,
+    constant_readnoise,
+    constant_saturation,
     identity_ipc,
+    identity_linearity,
     linear_distortion,
+    refpix_mask,
     save_reference,
     stamp_reference,
 )
@@ -57,42 +63,25 @@ def _zeros_dq():
 
 
 def _mask(spec):
-    from stdatamodels.jwst.datamodels import MaskModel, dqflags
-
-    dq = np.where(ami.reference_pixel_mask(), dqflags.pixel["REFERENCE_PIXEL"], 0)
-    model = MaskModel(dq=dq.astype(np.uint32), strict_validation=True)
-    model.dq_def = _dq_def(["DO_NOT_USE", "REFERENCE_PIXEL"])
+    model = refpix_mask(ami.reference_pixel_mask())
     _stamp(model, "mask", "Synthetic NIRISS mask: flags the SUB80 reference rows only")
     return model
 
 
 def _saturation(spec):
-    from stdatamodels.jwst.datamodels import SaturationModel
-
-    model = SaturationModel(data=np.full(_shape(), spec.saturation, dtype=np.float32),
-                            dq=_zeros_dq(), strict_validation=True)
-    model.dq_def = _dq_def(["DO_NOT_USE", "NO_SAT_CHECK"])
+    model = constant_saturation(_shape(), spec.saturation)
     _stamp(model, "saturation", "Synthetic NIRISS saturation levels (raw DN)")
     return model
 
 
 def _superbias(spec):
-    from stdatamodels.jwst.datamodels import SuperBiasModel
-
-    model = SuperBiasModel(data=ami.detector_bias(spec), err=np.ones(_shape(), np.float32),
-                           dq=_zeros_dq(), strict_validation=True)
-    model.dq_def = _dq_def(["DO_NOT_USE", "UNRELIABLE_BIAS"])
+    model = bias_superbias(ami.detector_bias(spec))
     _stamp(model, "superbias", "Synthetic NIRISS superbias: the simulated bias map")
     return model
 
 
 def _linearity(spec):
-    from stdatamodels.jwst.datamodels import LinearityModel
-
-    coeffs = np.zeros((2, *_shape()), dtype=np.float32)
-    coeffs[1] = 1.0
-    model = LinearityModel(coeffs=coeffs, dq=_zeros_dq(), strict_validation=True)
-    model.dq_def = _dq_def(["DO_NOT_USE", "NO_LIN_CORR"])
+    model = identity_linearity(_shape(), ncoeffs=2)
     _stamp(model, "linearity", "Synthetic NIRISS linearity: identity (data are linear)")
     return model
 
@@ -120,18 +109,13 @@ def _dark(spec):
 
 
 def _gain(spec):
-    from stdatamodels.jwst.datamodels import GainModel
-
-    model = GainModel(data=np.full(_shape(), spec.gain, dtype=np.float32), strict_validation=True)
+    model = constant_gain(_shape(), spec.gain)
     _stamp(model, "gain", f"Synthetic NIRISS gain: {spec.gain} e-/DN")
     return model
 
 
 def _readnoise(spec):
-    from stdatamodels.jwst.datamodels import ReadnoiseModel
-
-    model = ReadnoiseModel(data=np.full(_shape(), spec.readnoise, dtype=np.float32),
-                           strict_validation=True)
+    model = constant_readnoise(_shape(), spec.readnoise)
     _stamp(model, "readnoise", f"Synthetic NIRISS CDS read noise: {spec.readnoise} DN")
     return model
 

@@ -23,9 +23,15 @@ from calstream.steps.synthetic import coronagraphy as coron
 from calstream.steps.synthetic.coronagraphy import CoronSpec
 from calstream.steps.synthetic.references import (
     _dq_def,
+    bias_superbias,
     builder_for,
+    constant_gain,
+    constant_readnoise,
+    constant_saturation,
     identity_ipc,
+    identity_linearity,
     linear_distortion,
+    refpix_mask,
     save_reference,
     stamp_reference,
 )
@@ -57,44 +63,25 @@ def _optics(model) -> None:
 
 
 def _mask(spec):
-    from stdatamodels.jwst.datamodels import MaskModel, dqflags
-
-    flag = dqflags.pixel["REFERENCE_PIXEL"]
-    model = MaskModel(dq=np.where(coron.reference_pixel_mask(), flag, 0).astype(np.uint32),
-                      strict_validation=True)
-    model.dq_def = _dq_def(["DO_NOT_USE", "REFERENCE_PIXEL"])
+    model = refpix_mask(coron.reference_pixel_mask())
     _stamp(model, "mask", "Synthetic bad pixel mask: flags reference pixels only")
     return model
 
 
 def _saturation(spec):
-    from stdatamodels.jwst.datamodels import SaturationModel
-
-    model = SaturationModel(data=np.full(_shape(), spec.saturation, dtype=np.float32),
-                            dq=_zeros_dq(), strict_validation=True)
-    model.dq_def = _dq_def(["DO_NOT_USE", "NO_SAT_CHECK"])
+    model = constant_saturation(_shape(), spec.saturation)
     _stamp(model, "saturation", "Synthetic saturation levels (raw DN)")
     return model
 
 
 def _superbias(spec):
-    from stdatamodels.jwst.datamodels import SuperBiasModel
-
-    model = SuperBiasModel(data=coron.detector_bias(spec),
-                           err=np.ones(_shape(), dtype=np.float32), dq=_zeros_dq(),
-                           strict_validation=True)
-    model.dq_def = _dq_def(["DO_NOT_USE", "UNRELIABLE_BIAS"])
+    model = bias_superbias(coron.detector_bias(spec))
     _stamp(model, "superbias", "Synthetic superbias: the simulated bias map")
     return model
 
 
 def _linearity(spec):
-    from stdatamodels.jwst.datamodels import LinearityModel
-
-    coeffs = np.zeros((5, *_shape()), dtype=np.float32)
-    coeffs[1] = 1.0
-    model = LinearityModel(coeffs=coeffs, dq=_zeros_dq(), strict_validation=True)
-    model.dq_def = _dq_def(["DO_NOT_USE", "NO_LIN_CORR"])
+    model = identity_linearity(_shape(), ncoeffs=5)
     _stamp(model, "linearity", "Synthetic linearity: identity (data are linear)")
     return model
 
@@ -123,19 +110,13 @@ def _dark(spec):
 
 
 def _gain(spec):
-    from stdatamodels.jwst.datamodels import GainModel
-
-    model = GainModel(data=np.full(_shape(), spec.gain, dtype=np.float32),
-                      strict_validation=True)
+    model = constant_gain(_shape(), spec.gain)
     _stamp(model, "gain", f"Synthetic gain: {spec.gain} e-/DN")
     return model
 
 
 def _readnoise(spec):
-    from stdatamodels.jwst.datamodels import ReadnoiseModel
-
-    model = ReadnoiseModel(data=np.full(_shape(), spec.readnoise, dtype=np.float32),
-                           strict_validation=True)
+    model = constant_readnoise(_shape(), spec.readnoise)
     _stamp(model, "readnoise", f"Synthetic CDS read noise: {spec.readnoise} DN")
     return model
 

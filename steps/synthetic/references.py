@@ -127,67 +127,31 @@ def _stamp(
     )
 
 
-def _refpix_dq(spec: ProgramSpec, detector: str) -> np.ndarray:
-    from stdatamodels.jwst.datamodels import dqflags
-
-    # REFERENCE_PIXEL alone: refpix ignores reference pixels also marked DO_NOT_USE.
-    flag = dqflags.pixel["REFERENCE_PIXEL"]
-    return np.where(reference_pixel_mask(spec, detector), flag, 0).astype(np.uint32)
-
-
 def _shape(spec: ProgramSpec, detector: str) -> tuple[int, int]:
     sub = subarray_for(detector, spec.subarray)
     return sub.ysize, sub.xsize
 
 
 def _mask(spec, detector):
-    from stdatamodels.jwst.datamodels import MaskModel
-
-    model = MaskModel(dq=_refpix_dq(spec, detector), strict_validation=True)
-    model.dq_def = _dq_def(["DO_NOT_USE", "REFERENCE_PIXEL"])
+    model = refpix_mask(reference_pixel_mask(spec, detector))
     _stamp(model, spec, detector, "mask", "Synthetic bad pixel mask: flags reference pixels only")
     return model
 
 
 def _saturation(spec, detector):
-    from stdatamodels.jwst.datamodels import SaturationModel
-
-    shape = _shape(spec, detector)
-    model = SaturationModel(
-        data=np.full(shape, spec.saturation, dtype=np.float32),
-        dq=np.zeros(shape, dtype=np.uint32),
-        strict_validation=True,
-    )
-    model.dq_def = _dq_def(["DO_NOT_USE", "NO_SAT_CHECK"])
+    model = constant_saturation(_shape(spec, detector), spec.saturation)
     _stamp(model, spec, detector, "saturation", "Synthetic saturation levels (raw DN)")
     return model
 
 
 def _superbias(spec, detector):
-    from stdatamodels.jwst.datamodels import SuperBiasModel
-
-    shape = _shape(spec, detector)
-    model = SuperBiasModel(
-        data=detector_bias(spec, detector),
-        err=np.full(shape, 1.0, dtype=np.float32),
-        dq=np.zeros(shape, dtype=np.uint32),
-        strict_validation=True,
-    )
-    model.dq_def = _dq_def(["DO_NOT_USE", "UNRELIABLE_BIAS"])
+    model = bias_superbias(detector_bias(spec, detector))
     _stamp(model, spec, detector, "superbias", "Synthetic superbias: the simulated bias map")
     return model
 
 
 def _linearity(spec, detector):
-    from stdatamodels.jwst.datamodels import LinearityModel
-
-    ny, nx = _shape(spec, detector)
-    coeffs = np.zeros((5, ny, nx), dtype=np.float32)
-    coeffs[1] = 1.0
-    model = LinearityModel(
-        coeffs=coeffs, dq=np.zeros((ny, nx), dtype=np.uint32), strict_validation=True
-    )
-    model.dq_def = _dq_def(["DO_NOT_USE", "NO_LIN_CORR"])
+    model = identity_linearity(_shape(spec, detector))
     _stamp(model, spec, detector, "linearity", "Synthetic linearity: identity (data are linear)")
     return model
 
@@ -221,25 +185,68 @@ def _dark(spec, detector):
 
 
 def _gain(spec, detector):
-    from stdatamodels.jwst.datamodels import GainModel
-
-    model = GainModel(
-        data=np.full(_shape(spec, detector), spec.gain, dtype=np.float32),
-        strict_validation=True,
-    )
+    model = constant_gain(_shape(spec, detector), spec.gain)
     _stamp(model, spec, detector, "gain", f"Synthetic gain: {spec.gain} e-/DN")
     return model
 
 
 def _readnoise(spec, detector):
-    from stdatamodels.jwst.datamodels import ReadnoiseModel
-
-    model = ReadnoiseModel(
-        data=np.full(_shape(spec, detector), spec.readnoise, dtype=np.float32),
-        strict_validation=True,
-    )
+    model = constant_readnoise(_shape(spec, detector), spec.readnoise)
     _stamp(model, spec, detector, "readnoise", f"Synthetic CDS read noise: {spec.readnoise} DN")
     return model
+
+
+def refpix_mask(reference_pixels: np.ndarray):
+    from stdatamodels.jwst.datamodels import MaskModel, dqflags
+
+    # REFERENCE_PIXEL alone: refpix ignores reference pixels also marked DO_NOT_USE.
+    flag = dqflags.pixel["REFERENCE_PIXEL"]
+    model = MaskModel(dq=np.where(reference_pixels, flag, 0).astype(np.uint32),
+                      strict_validation=True)
+    model.dq_def = _dq_def(["DO_NOT_USE", "REFERENCE_PIXEL"])
+    return model
+
+
+def constant_saturation(shape: tuple[int, int], level: float):
+    from stdatamodels.jwst.datamodels import SaturationModel
+
+    model = SaturationModel(data=np.full(shape, level, dtype=np.float32),
+                            dq=np.zeros(shape, dtype=np.uint32), strict_validation=True)
+    model.dq_def = _dq_def(["DO_NOT_USE", "NO_SAT_CHECK"])
+    return model
+
+
+def bias_superbias(bias: np.ndarray):
+    from stdatamodels.jwst.datamodels import SuperBiasModel
+
+    model = SuperBiasModel(data=bias, err=np.ones(bias.shape, dtype=np.float32),
+                           dq=np.zeros(bias.shape, dtype=np.uint32), strict_validation=True)
+    model.dq_def = _dq_def(["DO_NOT_USE", "UNRELIABLE_BIAS"])
+    return model
+
+
+def identity_linearity(shape: tuple[int, int], ncoeffs: int = 5):
+    from stdatamodels.jwst.datamodels import LinearityModel
+
+    coeffs = np.zeros((ncoeffs, *shape), dtype=np.float32)
+    coeffs[1] = 1.0
+    model = LinearityModel(coeffs=coeffs, dq=np.zeros(shape, dtype=np.uint32),
+                           strict_validation=True)
+    model.dq_def = _dq_def(["DO_NOT_USE", "NO_LIN_CORR"])
+    return model
+
+
+def constant_gain(shape: tuple[int, int], gain: float):
+    from stdatamodels.jwst.datamodels import GainModel
+
+    return GainModel(data=np.full(shape, gain, dtype=np.float32), strict_validation=True)
+
+
+def constant_readnoise(shape: tuple[int, int], readnoise: float):
+    from stdatamodels.jwst.datamodels import ReadnoiseModel
+
+    return ReadnoiseModel(data=np.full(shape, readnoise, dtype=np.float32),
+                          strict_validation=True)
 
 
 def identity_ipc():

@@ -35,8 +35,13 @@ from calstream.steps.synthetic.references import (
     TreeReference,
     _dq_def,
     builder_for,
+    constant_gain,
+    constant_readnoise,
+    constant_saturation,
     identity_ipc,
+    identity_linearity,
     linear_distortion,
+    refpix_mask,
     save_reference,
     stamp_reference,
 )
@@ -93,24 +98,13 @@ def _zeros_dq():
 
 
 def _mask(spec):
-    from stdatamodels.jwst.datamodels import MaskModel, dqflags
-
-    dq = np.where(lrs.reference_pixel_mask(), dqflags.pixel["REFERENCE_PIXEL"], 0)
-    model = MaskModel(dq=dq.astype(np.uint32), strict_validation=True)
-    model.dq_def = _dq_def(["DO_NOT_USE", "REFERENCE_PIXEL"])
+    model = refpix_mask(lrs.reference_pixel_mask())
     _stamp(model, "mask", "Synthetic MIRI bad pixel mask: reference columns only")
     return model
 
 
 def _saturation(spec):
-    from stdatamodels.jwst.datamodels import SaturationModel
-
-    model = SaturationModel(
-        data=np.full(_shape(), spec.saturation, dtype=np.float32),
-        dq=_zeros_dq(),
-        strict_validation=True,
-    )
-    model.dq_def = _dq_def(["DO_NOT_USE", "NO_SAT_CHECK"])
+    model = constant_saturation(_shape(), spec.saturation)
     _stamp(model, "saturation", "Synthetic MIRI saturation levels (raw DN)")
     return model
 
@@ -136,12 +130,7 @@ def _rscd(spec):
 
 
 def _linearity(spec):
-    from stdatamodels.jwst.datamodels import LinearityModel
-
-    coeffs = np.zeros((2, *_shape()), dtype=np.float32)
-    coeffs[1] = 1.0
-    model = LinearityModel(coeffs=coeffs, dq=_zeros_dq(), strict_validation=True)
-    model.dq_def = _dq_def(["DO_NOT_USE", "NO_LIN_CORR"])
+    model = identity_linearity(_shape(), ncoeffs=2)
     _stamp(model, "linearity", "Synthetic MIRI linearity: identity (data are linear)")
     return model
 
@@ -193,19 +182,13 @@ def _reset(spec):
 
 
 def _gain(spec):
-    from stdatamodels.jwst.datamodels import GainModel
-
-    model = GainModel(data=np.full(_shape(), spec.gain, dtype=np.float32), strict_validation=True)
+    model = constant_gain(_shape(), spec.gain)
     _stamp(model, "gain", f"Synthetic MIRI gain: {spec.gain} e-/DN")
     return model
 
 
 def _readnoise(spec):
-    from stdatamodels.jwst.datamodels import ReadnoiseModel
-
-    model = ReadnoiseModel(
-        data=np.full(_shape(), spec.readnoise, dtype=np.float32), strict_validation=True
-    )
+    model = constant_readnoise(_shape(), spec.readnoise)
     _stamp(model, "readnoise", f"Synthetic MIRI CDS read noise: {spec.readnoise} DN")
     return model
 
