@@ -41,12 +41,10 @@ from calstream.steps.synthetic.program import (
     _rng,
     _uncal_model_class,
     ideal_to_v2v3,
-    position_angle,
+    linear_wcs_keywords,
     ramp_timing,
     solve_attitude,
-    tel_to_sky,
     v1_pointing,
-    v3_position_angle,
 )
 
 DETECTOR = "NIS"
@@ -338,26 +336,9 @@ def pixel_to_v2v3(x, y):
 
 
 def _wcs_keywords(att: np.ndarray) -> dict:
-    ra_ref, dec_ref = (float(v) for v in tel_to_sky(att, V2_REF, V3_REF))
-    roll_ref = v3_position_angle(att, V2_REF, V3_REF)
-    up = tel_to_sky(att, *pixel_to_v2v3(XREF, YREF + 1.0))
-    pa_aper = position_angle(ra_ref, dec_ref, float(up[0]), float(up[1]))
-    cx = np.array([0.5, SUB80.xsize + 0.5, SUB80.xsize + 0.5, 0.5])
-    cy = np.array([0.5, 0.5, SUB80.ysize + 0.5, SUB80.ysize + 0.5])
-    cra, cdec = tel_to_sky(att, *pixel_to_v2v3(cx, cy))
-    angle = math.radians(pa_aper)
-    return metadata.wcs_keywords(
-        crpix=(XREF, YREF),
-        crval=(ra_ref, dec_ref),
-        cdelt=PIXEL_SCALE / 3600.0,
-        pc=((-math.cos(angle), math.sin(angle)), (math.sin(angle), math.cos(angle))),
-        v2v3_ref=(V2_REF, V3_REF),
-        vparity=VIDL_PARITY,
-        v3yangle=V3_IDL_YANGLE,
-        roll_ref=roll_ref,
-        s_region=metadata.footprint(cra, cdec),
-        pa_aper=pa_aper,
-    )
+    return linear_wcs_keywords(att, pixel_to_v2v3, crpix=(XREF, YREF),
+                               size=(SUB80.xsize, SUB80.ysize), pixel_scale=PIXEL_SCALE,
+                               vparity=VIDL_PARITY, v3yangle=V3_IDL_YANGLE)
 
 
 def _populate(model, spec: AmiSpec, exposure: int) -> None:

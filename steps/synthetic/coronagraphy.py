@@ -49,14 +49,13 @@ from calstream.steps.synthetic.program import (
     _rng,
     _uncal_model_class,
     ideal_to_v2v3,
-    position_angle,
+    linear_wcs_keywords,
     ramp_timing,
     sky_to_tel,
     solve_attitude,
     tel_to_sky,
     v1_pointing,
     v2v3_to_ideal,
-    v3_position_angle,
 )
 
 DETECTOR = "NRCALONG"
@@ -392,29 +391,12 @@ def _ramps(spec: CoronSpec, rate: np.ndarray, nints: int, rng: np.random.Generat
 
 
 def _wcs_keywords(att: np.ndarray) -> dict:
-    xref = SUBARRAY.xstart - 1 + MASK_XREF
-    yref = SUBARRAY.ystart - 1 + MASK_YREF
-    v2_ref, v3_ref = (float(v) for v in pixel_to_v2v3(xref, yref))
-    ra_ref, dec_ref = (float(v) for v in tel_to_sky(att, v2_ref, v3_ref))
-    up = tel_to_sky(att, *pixel_to_v2v3(xref, yref + 1.0))
-    pa_aper = position_angle(ra_ref, dec_ref, float(up[0]), float(up[1]))
-    angle = math.radians(pa_aper)
-    corners_x = np.array([0.5, SUBARRAY.xsize + 0.5, SUBARRAY.xsize + 0.5, 0.5])
-    corners_y = np.array([0.5, 0.5, SUBARRAY.ysize + 0.5, SUBARRAY.ysize + 0.5])
-    cra, cdec = tel_to_sky(att, *pixel_to_v2v3(corners_x + SUBARRAY.xstart - 1,
-                                               corners_y + SUBARRAY.ystart - 1))
-    return metadata.wcs_keywords(
-        crpix=(MASK_XREF, MASK_YREF),
-        crval=(ra_ref, dec_ref),
-        cdelt=PIXEL_SCALE / 3600.0,
-        pc=((-math.cos(angle), math.sin(angle)), (math.sin(angle), math.cos(angle))),
-        v2v3_ref=(v2_ref, v3_ref),
-        vparity=VIDL_PARITY,
-        v3yangle=V3_IDL_YANGLE,
-        roll_ref=v3_position_angle(att, v2_ref, v3_ref),
-        s_region=metadata.footprint(cra, cdec),
-        pa_aper=pa_aper,
-    )
+    def subarray_to_v2v3(x, y):
+        return pixel_to_v2v3(x + SUBARRAY.xstart - 1, y + SUBARRAY.ystart - 1)
+
+    return linear_wcs_keywords(att, subarray_to_v2v3, crpix=(MASK_XREF, MASK_YREF),
+                               size=(SUBARRAY.xsize, SUBARRAY.ysize), pixel_scale=PIXEL_SCALE,
+                               vparity=VIDL_PARITY, v3yangle=V3_IDL_YANGLE)
 
 
 def _populate(model, spec: CoronSpec, psf: bool) -> None:

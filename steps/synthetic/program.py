@@ -740,6 +740,37 @@ def _ramps(spec: ProgramSpec, detector: str, rates: list[np.ndarray], rng: np.ra
 # --- headers --------------------------------------------------------------
 
 
+def linear_wcs_keywords(att: np.ndarray, to_v2v3, *, crpix: tuple[float, float],
+                        size: tuple[int, int], pixel_scale: float, vparity: int,
+                        v3yangle: float) -> dict:
+    """The level-1b WCS keywords of an aperture with a linear distortion:
+    `to_v2v3` maps the file's 1-based pixels to V2/V3 (arcsec), `size` is
+    (nx, ny), `pixel_scale` in arcsec."""
+    from . import metadata
+
+    xref, yref = crpix
+    v2_ref, v3_ref = (float(v) for v in to_v2v3(xref, yref))
+    ra_ref, dec_ref = (float(v) for v in tel_to_sky(att, v2_ref, v3_ref))
+    up = tel_to_sky(att, *to_v2v3(xref, yref + 1.0))
+    pa_aper = position_angle(ra_ref, dec_ref, float(up[0]), float(up[1]))
+    nx, ny = size
+    cra, cdec = tel_to_sky(att, *to_v2v3(np.array([0.5, nx + 0.5, nx + 0.5, 0.5]),
+                                         np.array([0.5, 0.5, ny + 0.5, ny + 0.5])))
+    angle = math.radians(pa_aper)
+    return metadata.wcs_keywords(
+        crpix=(xref, yref),
+        crval=(ra_ref, dec_ref),
+        cdelt=pixel_scale / 3600.0,
+        pc=((-math.cos(angle), math.sin(angle)), (math.sin(angle), math.cos(angle))),
+        v2v3_ref=(v2_ref, v3_ref),
+        vparity=vparity,
+        v3yangle=v3yangle,
+        roll_ref=v3_position_angle(att, v2_ref, v3_ref),
+        s_region=metadata.footprint(cra, cdec),
+        pa_aper=pa_aper,
+    )
+
+
 def _wcs_keywords(detector: str, sub: Subarray, att: np.ndarray) -> dict:
     xref_full = sub.xstart - 1 + sub.xref
     yref_full = sub.ystart - 1 + sub.yref

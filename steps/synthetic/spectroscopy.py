@@ -55,14 +55,12 @@ from calstream.steps.synthetic.program import (
     _rng,
     _uncal_model_class,
     ideal_to_v2v3,
-    position_angle,
+    linear_wcs_keywords,
     ramp_timing,
     sky_to_tel,
     solve_attitude,
-    tel_to_sky,
     v1_pointing,
     v2v3_to_ideal,
-    v3_position_angle,
 )
 
 DETECTOR = "MIRIMAGE"
@@ -371,28 +369,10 @@ def _ramps(spec: LrsSpec, rate: np.ndarray, rng: np.random.Generator) -> np.ndar
 
 
 def _wcs_keywords(att: np.ndarray) -> dict:
-    v2_ref, v3_ref = (float(v) for v in pixel_to_v2v3(SLIT_XREF, SLIT_YREF))
-    ra_ref, dec_ref = (float(v) for v in tel_to_sky(att, v2_ref, v3_ref))
-    roll_ref = v3_position_angle(att, v2_ref, v3_ref)
-    up = tel_to_sky(att, *pixel_to_v2v3(SLIT_XREF, SLIT_YREF + 1.0))
-    pa_aper = position_angle(ra_ref, dec_ref, float(up[0]), float(up[1]))
-    corners_x = np.array([0.5, NX + 0.5, NX + 0.5, 0.5])
-    corners_y = np.array([0.5, 0.5, NY + 0.5, NY + 0.5])
-    cra, cdec = tel_to_sky(att, *pixel_to_v2v3(corners_x, corners_y))
     # A linear imaging WCS at the slit reference, as level-1b files carry.
-    angle = math.radians(pa_aper)
-    return metadata.wcs_keywords(
-        crpix=(SLIT_XREF, SLIT_YREF),
-        crval=(ra_ref, dec_ref),
-        cdelt=PIXEL_SCALE / 3600.0,
-        pc=((-math.cos(angle), math.sin(angle)), (math.sin(angle), math.cos(angle))),
-        v2v3_ref=(v2_ref, v3_ref),
-        vparity=VIDL_PARITY,
-        v3yangle=V3_IDL_YANGLE,
-        roll_ref=roll_ref,
-        s_region=metadata.footprint(cra, cdec),
-        pa_aper=pa_aper,
-    )
+    return linear_wcs_keywords(att, pixel_to_v2v3, crpix=(SLIT_XREF, SLIT_YREF), size=(NX, NY),
+                               pixel_scale=PIXEL_SCALE, vparity=VIDL_PARITY,
+                               v3yangle=V3_IDL_YANGLE)
 
 
 def _populate(model, spec: LrsSpec, exposure: int) -> None:
