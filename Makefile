@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.calstream-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-all lint bench clean tools
+.PHONY: install demo test test-fast lint bench clean tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "calstream needs Python 3.11+; set PYTHON=python3.11 (or newer)")'
@@ -22,6 +22,10 @@ demo: $(STAMP)
 
 test: $(STAMP) tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: the unit tests alone (pure logic, no broker, no jwst run).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 # Debian packages the tests use: promtool and a Prometheus server (package
 # prometheus) for the operations tests, and kcat, a non-Python Kafka client, for

@@ -16,7 +16,7 @@ import json
 import sys
 import time
 
-from calstream.daemon.planner_state import PlannerState
+from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.steps.synthetic.headers import exposure_id, synthetic_header
 from calstream.topics import contract
 

@@ -33,9 +33,9 @@ from pathlib import Path
 
 import anyio
 
-from calstream.daemon import kafka
-from calstream.daemon.config import load
-from calstream.daemon.replay import Selection, run_replay
+from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.operations.config import load
+from calstream.daemon.operations.replay import Selection, run_replay
 from calstream.daemon.runtime import Daemon
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver

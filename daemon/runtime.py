@@ -10,27 +10,26 @@ from typing import Any
 import anyio
 
 import calstream
+from calstream.daemon.doers.detector1_stage import Detector1Stage
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.doers.inbox_watcher import Arrival, Rejection, Watcher
+from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.doers.kafka.bus import Bus
+from calstream.daemon.doers.kafka.consumer_loop import StageConsumer
+from calstream.daemon.doers.planner_loop import Planner
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.stage_runner import StageRunner
+from calstream.daemon.doers.work_order_stage import WorkOrderStage
+from calstream.daemon.doers.worker_pool import WorkerPool
+from calstream.daemon.operations.config import Config, host_port
+from calstream.daemon.operations.metrics import Metrics
+from calstream.daemon.operations.ops_http import OpsServer
+from calstream.daemon.operations.promote import ensure_current
 from calstream.steps.crds_env import resolve_context
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.provenance import jwst_version
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-
-from . import kafka
-from .broker import EmbeddedBroker
-from .bus import Bus
-from .config import Config, host_port
-from .consumer import StageConsumer
-from .detector1_stage import Detector1Stage
-from .http import OpsServer
-from .metrics import Metrics
-from .planner import Planner
-from .pool import WorkerPool
-from .promote import ensure_current
-from .stage import StageRunner
-from .store import ProductStore
-from .watcher import Arrival, Rejection, Watcher
-from .work_order_stage import WorkOrderStage
 
 log = logging.getLogger("calstream.daemon")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from calstream.daemon.broker import EmbeddedBroker
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 
 from .envutil import environ
 

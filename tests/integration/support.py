@@ -14,8 +14,8 @@ from pathlib import Path
 import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
-from calstream.daemon import kafka
-from calstream.daemon.config import Config, load
+from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.operations.config import Config, load
 from calstream.daemon.runtime import Daemon
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
@@ -95,7 +95,7 @@ def in_namespace(messages, stage: str, namespace: str) -> list[contract.Message]
 def cli(cfg: Config, *args: str) -> subprocess.CompletedProcess:
     """`calstream ARGS` against the test's broker, topics and product tree."""
     return subprocess.run(
-        [sys.executable, "-m", "calstream.daemon.cli", *args, "--kafka-bootstrap",
+        [sys.executable, "-m", "calstream.daemon.operations.cli", *args, "--kafka-bootstrap",
          cfg.kafka_bootstrap, "--topic-prefix", cfg.topic_prefix, "--products",
          str(cfg.products)],
         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2],

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from calstream.daemon.broker import EmbeddedBroker
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.topics.catalog import CATALOG
 
 pytestmark = pytest.mark.integration
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def calstream(*args, env=None, timeout=60):
-    return subprocess.run([sys.executable, "-m", "calstream.daemon.cli", *args],
+    return subprocess.run([sys.executable, "-m", "calstream.daemon.operations.cli", *args],
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                           env={**os.environ, **(env or {})})
 
@@ -46,7 +46,7 @@ def test_topics_without_a_broker_is_a_clear_error():
 def test_broker_stops_when_its_parent_is_killed(tmp_path):
     script = (
         "import sys, time\n"
-        "from calstream.daemon.broker import EmbeddedBroker\n"
+        "from calstream.daemon.doers.embedded_broker import EmbeddedBroker\n"
         f"b = EmbeddedBroker({str(tmp_path)!r}); b.start()\n"
         "print(b.process.pid, flush=True)\n"
         "time.sleep(60)\n"

@@ -16,7 +16,7 @@ import anyio
 import pytest
 from astropy.io import fits
 
-from calstream.daemon.store import ProductStore
+from calstream.daemon.doers.product_store import ProductStore
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
@@ -97,7 +97,7 @@ async def test_a_redelivered_arrival_is_not_recalibrated(tmp_path, broker, kit, 
         mtime = rate.stat().st_mtime_ns
         arrival = next(m for m in first if m.type == "arrival")
         # The broker redelivers it (at-least-once): the very same bytes again.
-        from calstream.daemon import kafka
+        from calstream.daemon.doers.kafka import clients as kafka
 
         producer = kafka.producer(cfg)
         await producer.start()
@@ -156,7 +156,7 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_good_files_flow(
     async with running_daemon(cfg) as daemon:
         for f in sorted((tmp_path / "bad").iterdir()):
             shutil.copy(f, cfg.inbox / f.name)
-        from calstream.daemon import kafka
+        from calstream.daemon.doers.kafka import clients as kafka
 
         producer = kafka.producer(cfg)
         await producer.start()
@@ -220,7 +220,7 @@ def _alive(pid: int) -> bool:
 
 async def test_sigkill_mid_run_then_restart_loses_nothing(tmp_path, broker, kit, unique_prefix):
     work = tmp_path / "work"
-    cmd = [sys.executable, "-m", "calstream.daemon.cli", "run", "--kafka-bootstrap", broker,
+    cmd = [sys.executable, "-m", "calstream.daemon.operations.cli", "run", "--kafka-bootstrap", broker,
            "--topic-prefix", unique_prefix, "--work-dir", str(work), "--workers", "1",
            "--metrics-address", "127.0.0.1:0"]
     env = {**os.environ, "CALSTREAM_FAST_GROUP_TIMING": "true",

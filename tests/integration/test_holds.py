@@ -14,7 +14,7 @@ import pytest
 from astropy.io import fits
 from stdatamodels.jwst import datamodels
 
-from calstream.daemon import kafka
+from calstream.daemon.doers.kafka import clients as kafka
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 from calstream.steps.synthetic.program import ProgramSpec, simulate_program
@@ -52,7 +52,7 @@ async def send(cfg, topic: str, key: str, value: bytes) -> None:
 
 def cli(cfg, *args) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "calstream.daemon.cli", "holds", *args, "--kafka-bootstrap",
+        [sys.executable, "-m", "calstream.daemon.operations.cli", "holds", *args, "--kafka-bootstrap",
          cfg.kafka_bootstrap, "--topic-prefix", cfg.topic_prefix],
         capture_output=True, text=True, timeout=60, cwd=ROOT, env=dict(os.environ))
 
@@ -167,7 +167,7 @@ async def test_an_operator_release_keeps_planned_and_records_why(
 async def test_a_hold_survives_a_restart_of_the_embedded_broker(tmp_path, kit, visit):
     """The embedded broker keeps topics in memory: after a full restart the
     product store is replayed, and the hold is there again."""
-    from calstream.daemon.config import load
+    from calstream.daemon.operations.config import load
     from calstream.daemon.runtime import Daemon
 
     files, _ = visit

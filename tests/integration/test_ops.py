@@ -26,8 +26,8 @@ import anyio
 import pytest
 import yaml
 
-from calstream.daemon.broker import free_port
-from calstream.daemon.status import collect
+from calstream.daemon.doers.embedded_broker import free_port
+from calstream.daemon.operations.status import collect
 from calstream.steps.synthetic.downlink import deliver
 from calstream.topics import contract
 
@@ -267,7 +267,7 @@ async def test_a_hung_worker_makes_the_daemon_unready_and_fires_the_stall_alert(
 async def test_status_summarises_a_running_deployment(tmp_path, broker, kit, unique_prefix):
     cfg = daemon_config(tmp_path, broker, unique_prefix, roles=ROLES, workers=1)
     first, second, third = kit.uncal_files[:3]
-    cli = [sys.executable, "-m", "calstream.daemon.cli", "status", "--kafka-bootstrap", broker,
+    cli = [sys.executable, "-m", "calstream.daemon.operations.cli", "status", "--kafka-bootstrap", broker,
            "--topic-prefix", cfg.topic_prefix, "--group-prefix", cfg.group_prefix]
     before = {p.pid for p in multiprocessing.active_children()}
     async with running_daemon(cfg) as daemon:

@@ -13,7 +13,7 @@ import anyio
 import pytest
 from astropy.io import fits
 
-from calstream.daemon.replay import Selection, run_replay
+from calstream.daemon.operations.replay import Selection, run_replay
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.crds_cache import build_crds_cache

@@ -29,7 +29,7 @@ import anyio
 import jsonschema
 import pytest
 
-from calstream.daemon import kafka
+from calstream.daemon.doers.kafka import clients as kafka
 from calstream.steps.synthetic.downlink import deliver
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
@@ -78,7 +78,7 @@ async def stream(tmp_path_factory, broker, kit):
 
 
 def subscribe(stream, *args: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "calstream.daemon.cli", "subscribe",
+    cmd = [sys.executable, "-m", "calstream.daemon.operations.cli", "subscribe",
            "--kafka-bootstrap", stream.broker, "--topic-prefix", stream.prefix, *args]
     env = {**os.environ, "CALSTREAM_FAST_GROUP_TIMING": "true"}  # group joins in ~1 s
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

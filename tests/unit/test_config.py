@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from calstream.daemon.config import ConfigError, load
+from calstream.daemon.operations.config import ConfigError, load
 
 
 def test_precedence_file_then_environment_then_flags(tmp_path):

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calstream.daemon import status
-from calstream.daemon.cli import build_parser, cmd_run
-from calstream.daemon.config import ROLES, Config, ConfigError, host_port, load
-from calstream.daemon.metrics import Metrics
+from calstream.daemon.operations import status
+from calstream.daemon.operations.cli import build_parser, cmd_run
+from calstream.daemon.operations.config import ROLES, Config, ConfigError, host_port, load
+from calstream.daemon.operations.metrics import Metrics
 from calstream.topics.catalog import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ TARGET_LABELS = {"job", "instance", "role"}
 # -- what the daemon exports ------------------------------------------------------
 
 def catalog() -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Every family of daemon/metrics.py: name -> (type, label names)."""
+    """Every family of daemon/operations/metrics.py: name -> (type, label names)."""
     out = {}
     for metric in vars(Metrics()).values():
         if not hasattr(metric, "_labelnames"):

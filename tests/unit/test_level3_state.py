@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from calstream.daemon.planner_state import PlannerState
+from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.steps.associations import validate_level3
 from calstream.steps.plans import parse_manifest
 from calstream.steps.synthetic.headers import exposure_id, synthetic_header

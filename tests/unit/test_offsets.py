@@ -1,6 +1,6 @@
 """Commit positions: never past a record that is not finished."""
 
-from calstream.daemon.consumer import _Partition
+from calstream.daemon.doers.kafka.consumer_loop import _Partition
 
 
 def test_commit_position_stops_at_the_lowest_unfinished_record():

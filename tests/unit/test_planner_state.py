@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from calstream.daemon.planner_state import PlannerState, observe_pointing_everywhere
+from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
 from calstream.steps.associations import validate_level2
 from calstream.steps.synthetic.headers import exposure_id, synthetic_header
 from calstream.topics import contract

@@ -3,8 +3,8 @@
 import anyio
 import pytest
 
-from calstream.daemon.metrics import Metrics
-from calstream.daemon.pool import WorkerLost, WorkerPool
+from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
+from calstream.daemon.operations.metrics import Metrics
 
 
 @pytest.fixture

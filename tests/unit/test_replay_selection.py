@@ -5,9 +5,10 @@ import os
 
 import pytest
 
-from calstream.daemon.config import ConfigError
-from calstream.daemon.promote import current_namespace, ensure_current, promote
-from calstream.daemon.replay import (
+from calstream.daemon.doers.product_store import BadNamespace, ProductStore, check_namespace
+from calstream.daemon.operations.config import ConfigError
+from calstream.daemon.operations.promote import current_namespace, ensure_current, promote
+from calstream.daemon.operations.replay import (
     Candidate,
     PartitionScan,
     Selection,
@@ -17,7 +18,6 @@ from calstream.daemon.replay import (
     retention_gaps,
     select,
 )
-from calstream.daemon.store import BadNamespace, ProductStore, check_namespace
 from calstream.topics import contract
 
 DIGEST = "sha256:" + "0" * 64
@@ -185,8 +185,8 @@ def test_namespace_trees_and_an_atomic_promotion(tmp_path):
 
 
 def test_subscribe_filters_on_namespace():
-    from calstream.daemon.cli import build_parser
-    from calstream.daemon.subscribe import Filters
+    from calstream.daemon.operations.cli import build_parser
+    from calstream.daemon.operations.subscribe import Filters
 
     def keep(*flags, namespace=None):
         args = build_parser().parse_args(["subscribe", *flags])

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from calstream.daemon.store import ProductStore
+from calstream.daemon.doers.product_store import ProductStore
 from calstream.steps.fitsfile import file_digest
 
 

@@ -17,7 +17,7 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .lifeline import die_with_parent
+from calstream.daemon.doers.child_processes import die_with_parent
 
 log = logging.getLogger("calstream.broker")
 

@@ -16,9 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from calstream.daemon.operations.config import Config
 from calstream.topics.catalog import Topics
-
-from .config import Config
 
 log = logging.getLogger("calstream.kafka")
 

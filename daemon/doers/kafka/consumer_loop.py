@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from .metrics import Metrics
+from calstream.daemon.operations.metrics import Metrics
 
 log = logging.getLogger("calstream.consumer")
 

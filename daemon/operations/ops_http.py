@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .metrics import Metrics
+from calstream.daemon.operations.metrics import Metrics
 
 log = logging.getLogger("calstream.http")
 

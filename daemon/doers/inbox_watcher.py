@@ -233,7 +233,7 @@ def _ident(path: Path) -> str | None:
 
 
 def _extra(exposure_id: str | None, path: Path) -> dict[str, Any]:
-    # The fields daemon/logs.py puts on every line.
+    # The fields daemon/operations/logs.py puts on every line.
     return {"exposure_id": exposure_id, "stage": "watcher", "path": str(path)}
 
 

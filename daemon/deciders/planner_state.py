@@ -1,6 +1,6 @@
 """The planner's decisions, as pure logic: product events in, messages out.
 
-No Kafka here (daemon/planner.py does the I/O), so every decision can be
+No Kafka here (daemon/doers/planner_loop.py does the I/O), so every decision can be
 tested from events alone. Everything the planner knows can be rebuilt from
 the topics: the exposures from the product events, what was already ordered
 from the work-order topic, the holds from the holds topic.
@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calstream.daemon.deciders.level3_state import Level3State
 from calstream.steps.associations import (
     AssociationError,
     Exposure,
@@ -28,8 +29,6 @@ from calstream.steps.associations import (
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.routing import Route, RoutingError, route
 from calstream.topics import contract
-
-from .level3_state import Level3State
 
 log = logging.getLogger("calstream.planner")
 

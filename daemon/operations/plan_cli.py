@@ -15,12 +15,11 @@ from pathlib import Path
 
 import anyio
 
+from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.operations.config import ConfigError
 from calstream.steps.plans import PlanError, load_plan
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-
-from . import kafka
-from .config import ConfigError
 
 
 def plan_message(path: Path, by: str | None) -> contract.Message:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import anyio
 
-from . import logs
-from .config import ROLES, ConfigError, load
+from calstream.daemon.operations import logs
+from calstream.daemon.operations.config import ROLES, ConfigError, load
 
 log = logging.getLogger("calstream.cli")
 
@@ -59,7 +59,7 @@ async def _until_signal(scope: anyio.CancelScope) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runtime import Daemon
+    from calstream.daemon.runtime import Daemon
 
     cfg = _config(args)
     logs.setup(cfg.log_level, cfg.json_logs)
@@ -83,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from calstream.daemon.operations.demo import run_demo
 
     logs.setup(args.log_level or "INFO", False)
     return run_demo(work_dir=args.work_dir, workers=args.workers, timeout=args.timeout,
@@ -132,9 +132,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
+    from calstream.daemon.doers.kafka import clients as kafka
     from calstream.topics.catalog import Topics
-
-    from . import kafka
 
     cfg = _config(args)
     logs.setup(cfg.log_level, cfg.json_logs)
@@ -207,17 +206,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("create", "list"))
     _daemon_flags(p)
     p.set_defaults(func=cmd_topics)
-    from .holds_cli import add_parser as add_holds
-    from .plan_cli import add_parser as add_plan
-    from .status import add_parser as add_status
-    from .subscribe import add_parser as add_subscribe
+    from calstream.daemon.operations.holds_cli import add_parser as add_holds
+    from calstream.daemon.operations.plan_cli import add_parser as add_plan
+    from calstream.daemon.operations.status import add_parser as add_status
+    from calstream.daemon.operations.subscribe import add_parser as add_subscribe
 
     add_status(sub)
     add_holds(sub, _daemon_flags, _config)
     add_plan(sub, _daemon_flags, _config)
     add_subscribe(sub)
-    from .promote import add_parser as add_promote
-    from .replay import add_parser as add_replay
+    from calstream.daemon.operations.promote import add_parser as add_promote
+    from calstream.daemon.operations.replay import add_parser as add_replay
 
     add_replay(sub, _daemon_flags, _config)
     add_promote(sub, _daemon_flags, _config)

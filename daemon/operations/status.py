@@ -30,10 +30,9 @@ from typing import Any
 import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
+from calstream.daemon.operations.config import ROLES, Config, host_port, load
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-
-from .config import ROLES, Config, host_port, load
 
 log = logging.getLogger("calstream.status")
 
@@ -211,7 +210,7 @@ async def _tails(cfg: Config, wanted: dict[str, int | None], view: BrokerView):
     """
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from . import kafka
+    from calstream.daemon.doers.kafka import clients as kafka
 
     reader = AIOKafkaConsumer(**kafka.client_options(cfg), group_id=None,
                               enable_auto_commit=False, auto_offset_reset="earliest",
@@ -250,7 +249,7 @@ async def _tails(cfg: Config, wanted: dict[str, int | None], view: BrokerView):
 
 
 async def _group_offsets(cfg: Config, group: str, tps: list) -> tuple[dict, int | None, str | None]:
-    from . import kafka
+    from calstream.daemon.doers.kafka import clients as kafka
 
     admin = kafka.admin(cfg)
     try:
@@ -582,7 +581,7 @@ def default_metrics_url(cfg: Config) -> str | None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from . import logs
+    from calstream.daemon.operations import logs
 
     flags = {k: getattr(args, k) for k in ("kafka_bootstrap", "topic_prefix", "group_prefix")
              if getattr(args, k) is not None}

@@ -20,15 +20,14 @@ import anyio
 from aiokafka.structs import ConsumerRecord
 
 import calstream
+from calstream.daemon.doers.kafka.bus import Bus
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
+from calstream.daemon.operations.config import Config
+from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.provenance import jwst_version, work_id
 from calstream.topics import contract
-
-from .bus import Bus
-from .config import Config
-from .metrics import Metrics
-from .pool import WorkerLost, WorkerPool
-from .store import ProductStore
 
 log = logging.getLogger("calstream.stage")
 

@@ -23,15 +23,14 @@ import time
 import anyio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from calstream.daemon.deciders.planner_state import Emit, PlannerState, observe_pointing_everywhere
+from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.doers.kafka.bus import Bus
+from calstream.daemon.operations.config import Config
+from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.plans import Plan
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-
-from . import kafka
-from .bus import Bus
-from .config import Config
-from .metrics import Metrics
-from .planner_state import Emit, PlannerState, observe_pointing_everywhere
 
 log = logging.getLogger("calstream.planner")
 

@@ -40,14 +40,13 @@ from typing import Any
 import anyio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.doers.product_store import BadNamespace, ProductStore, check_namespace
+from calstream.daemon.operations.config import Config, ConfigError
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.steps.provenance import work_id
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-
-from . import kafka
-from .config import Config, ConfigError
-from .store import BadNamespace, ProductStore, check_namespace
 
 SOURCES = {"raw": ("raw", "replay", "arrival"),
            "stage2": ("work.stage2", "work.stage2.replay", "work_order"),

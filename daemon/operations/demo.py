@@ -22,15 +22,14 @@ from pathlib import Path
 
 import anyio
 
+from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.operations.config import load
+from calstream.daemon.runtime import Daemon
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 from calstream.steps.synthetic.kit import build_kit
 from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.topics import contract
-
-from . import kafka
-from .config import load
-from .runtime import Daemon
 
 log = logging.getLogger("calstream.demo")
 

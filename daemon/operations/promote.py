@@ -25,12 +25,8 @@ from typing import Any
 
 import anyio
 
-from calstream.topics import contract
-from calstream.topics.catalog import Topics
-
-from . import kafka
-from .config import Config, ConfigError
-from .store import (
+from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.doers.product_store import (
     CURRENT,
     LIVE,
     NAMESPACES,
@@ -40,6 +36,9 @@ from .store import (
     check_namespace,
     fsync_dir,
 )
+from calstream.daemon.operations.config import Config, ConfigError
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
 
 
 def _target(namespace: str) -> str:

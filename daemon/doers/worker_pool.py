@@ -26,8 +26,8 @@ from typing import Any
 
 import anyio
 
-from .lifeline import die_with_parent
-from .metrics import Metrics
+from calstream.daemon.doers.child_processes import die_with_parent
+from calstream.daemon.operations.metrics import Metrics
 
 log = logging.getLogger("calstream.pool")
 

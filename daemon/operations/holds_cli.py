@@ -9,11 +9,10 @@ import time
 
 import anyio
 
+from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.operations.config import ConfigError
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-
-from . import kafka
-from .config import ConfigError
 
 
 async def current_holds(cfg, topics: Topics) -> dict[str, dict]:

@@ -36,11 +36,10 @@ import anyio
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
+from calstream.daemon.doers.kafka.clients import client_options
+from calstream.daemon.operations.config import Config, ConfigError, load
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-
-from .config import Config, ConfigError, load
-from .kafka import client_options
 
 
 class Filters:
@@ -183,7 +182,7 @@ class Subscriber:
 
 
 # Kafka's defaults make a group's first join take seconds on tansu; tests and
-# the demo set fast_group_timing (see daemon/kafka.py and the broker notes).
+# the demo set fast_group_timing (see daemon/doers/kafka/clients.py and the broker notes).
 _FAST_GROUP_TIMING = dict(session_timeout_ms=2000, heartbeat_interval_ms=300,
                           rebalance_timeout_ms=1000)
 

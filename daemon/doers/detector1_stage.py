@@ -8,13 +8,12 @@ from pathlib import Path
 import anyio
 from aiokafka.structs import ConsumerRecord
 
+from calstream.daemon.doers.product_store import BadNamespace, check_namespace
+from calstream.daemon.doers.stage_runner import StageRunner, WorkItem
+from calstream.daemon.operations.config import Config
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.topics import contract
-
-from .config import Config
-from .stage import StageRunner, WorkItem
-from .store import BadNamespace, check_namespace
 
 log = logging.getLogger("calstream.detector1")
 

@@ -11,10 +11,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 import calstream
+from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-
-from .metrics import Metrics
 
 log = logging.getLogger("calstream.bus")
 
