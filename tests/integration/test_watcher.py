@@ -10,7 +10,7 @@ import anyio
 import numpy as np
 import pytest
 
-from calstream.daemon.doers.inbox_watcher import Arrival, Rejection, Watcher
+from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.steps.synthetic.headers import SMALL_UNCAL_HEADER, small_uncal
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -268,7 +268,7 @@ async def test_startup_reuses_ledger_digests(dirs, monkeypatch):
     def no_hashing(path, chunk=0):
         raise AssertionError("an unchanged file was hashed again")
 
-    monkeypatch.setattr("calstream.daemon.doers.inbox_watcher.file_digest", no_hashing)
+    monkeypatch.setattr("calstream.daemon.doers.inbox.watcher.file_digest", no_hashing)
     rec = Recorder()
     async with running(make(dirs, rec)):
         pass
@@ -296,7 +296,7 @@ async def test_stop_right_after_announcing_still_records_the_ledger(dirs, monkey
     def no_hashing(path, chunk=0):
         raise AssertionError("an unchanged file was hashed again")
 
-    monkeypatch.setattr("calstream.daemon.doers.inbox_watcher.file_digest", no_hashing)
+    monkeypatch.setattr("calstream.daemon.doers.inbox.watcher.file_digest", no_hashing)
     rec = Recorder()
     async with running(make(dirs, rec)):
         pass
@@ -317,7 +317,7 @@ async def test_missed_events_are_caught_by_the_rescan(dirs):
     inbox = dirs[0]
     rec = Recorder()
     w = make(dirs, rec, rescan_interval=0.3)
-    w._from_observer = lambda raw: None  # as if every event were lost
+    w.events.notify = lambda raw: None  # as if every event were lost
     async with running(w):
         drop(inbox, NAME, uncal_bytes())
         await wait_until(lambda: rec.arrivals)
