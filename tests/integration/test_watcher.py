@@ -257,6 +257,20 @@ async def test_startup_scan(dirs):
     assert ledger.exists()
 
 
+async def restart_without_hashing(dirs, monkeypatch) -> Recorder:
+    """A fresh watcher on the same inbox and ledger, under which hashing any
+    file fails the test; returns what it announced at start-up."""
+
+    def no_hashing(path, chunk=0):
+        raise AssertionError("an unchanged file was hashed again")
+
+    monkeypatch.setattr("calstream.daemon.doers.inbox.file_reads.file_digest", no_hashing)
+    rec = Recorder()
+    async with running(make(dirs, rec)):
+        pass
+    return rec
+
+
 async def test_startup_reuses_ledger_digests(dirs, monkeypatch):
     inbox = dirs[0]
     data = uncal_bytes()
@@ -265,13 +279,7 @@ async def test_startup_reuses_ledger_digests(dirs, monkeypatch):
         drop(inbox, NAME, data)
         await wait_until(lambda: first.arrivals)
 
-    def no_hashing(path, chunk=0):
-        raise AssertionError("an unchanged file was hashed again")
-
-    monkeypatch.setattr("calstream.daemon.doers.inbox.watcher.file_digest", no_hashing)
-    rec = Recorder()
-    async with running(make(dirs, rec)):
-        pass
+    rec = await restart_without_hashing(dirs, monkeypatch)
     assert [(a.source, a.digest) for a in rec.arrivals] == [("startup-scan", sha(data))]
 
 
@@ -293,13 +301,7 @@ async def test_stop_right_after_announcing_still_records_the_ledger(dirs, monkey
         drop(inbox, NAME, data)
     assert len(first.arrivals) == 1
 
-    def no_hashing(path, chunk=0):
-        raise AssertionError("an unchanged file was hashed again")
-
-    monkeypatch.setattr("calstream.daemon.doers.inbox.watcher.file_digest", no_hashing)
-    rec = Recorder()
-    async with running(make(dirs, rec)):
-        pass
+    rec = await restart_without_hashing(dirs, monkeypatch)
     assert [(a.source, a.digest) for a in rec.arrivals] == [("startup-scan", sha(data))]
 
 

@@ -17,13 +17,10 @@ daemon.
 from __future__ import annotations
 
 import logging
-import os
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -32,8 +29,9 @@ from anyio.abc import TaskGroup, TaskStatus
 from calstream.daemon.deciders import inbox_file as decide
 from calstream.daemon.deciders.inbox_file import FileState, InboxRules, Sig
 from calstream.daemon.doers.inbox.announcer import AnnouncementFailed, Announcer
+from calstream.daemon.doers.inbox.file_reads import FileReads
 from calstream.daemon.doers.inbox.ledger import Ledger
-from calstream.daemon.doers.inbox.observer_bridge import InboxScope, ObserverBridge, stat_sig
+from calstream.daemon.doers.inbox.observer_bridge import InboxScope, ObserverBridge
 from calstream.daemon.doers.inbox.quarantine import Quarantine
 from calstream.daemon.doers.inbox.reports import (
     Arrival,
@@ -44,8 +42,7 @@ from calstream.daemon.doers.inbox.reports import (
     log_fields,
     log_file,
 )
-from calstream.steps.exposure import UNCAL_REQUIRED_EXTENSIONS, BadExposure, describe_exposure
-from calstream.steps.fitsfile import file_digest, fits_layout
+from calstream.steps.exposure import UNCAL_REQUIRED_EXTENSIONS, BadExposure
 
 
 @dataclass(eq=False)
@@ -106,7 +103,7 @@ class Watcher:
         self._wake = anyio.Event()
         self._tracks: dict[Path, _Track] = {}
         self._done: dict[Path, Sig] = {}  # handled files still in the inbox
-        self._io_limiter = anyio.CapacityLimiter(io_concurrency)
+        self.reads = FileReads(io_concurrency)
 
     @property
     def inbox(self) -> Path:
@@ -254,15 +251,9 @@ class Watcher:
             t.state, decision = decide.after_unexpected_error(
                 t.state, now=time.monotonic(), rules=self.rules
             )
-            if isinstance(decision, decide.RetryLater):
-                log_file(
-                    logging.ERROR,
-                    f"unexpected error; retrying in {decision.delay:g} s",
-                    t.path,
-                    exc_info=True,
-                )
-            else:
-                log_file(logging.ERROR, "unexpected error", t.path, exc_info=True)
+            retrying = isinstance(decision, decide.RetryLater)
+            then = f"; retrying in {decision.delay:g} s" if retrying else ""
+            log_file(logging.ERROR, f"unexpected error{then}", t.path, exc_info=True)
             await self._carry_out(t, decision)
         finally:
             t.busy = False
@@ -271,7 +262,7 @@ class Watcher:
     async def _advance(self, t: _Track) -> None:
         """Gather the facts the decider asks for, one look deeper each time,
         until it decides something other than looking deeper."""
-        sig = await self._stat(t.path)
+        sig = await self.reads.sig(t.path)
         seen_before = t.state.sig is not None
         t.state, decision = decide.after_stat(
             t.state,
@@ -294,7 +285,7 @@ class Watcher:
 
     async def _check_structure(self, t: _Track, sig: Sig) -> decide.Decision:
         try:
-            layout = await self._io(fits_layout, t.path)
+            layout = await self.reads.layout(t.path)
         except FileNotFoundError:
             return decide.Forget(still_there=False)
         except OSError as exc:
@@ -311,18 +302,18 @@ class Watcher:
 
     async def _read_identity(self, t: _Track, sig: Sig) -> decide.Decision:
         try:
-            info = await self._io(describe_exposure, t.path)
+            info = await self.reads.identity(t.path)
             digest = await self._announcer.ledger.cached_digest(t.path, info.exposure_id, sig)
             if digest is None:
-                digest = await self._io(file_digest, t.path)
+                digest = await self.reads.digest(t.path)
         except BadExposure as exc:
-            return decide.Reject(str(exc), await self._digest_or_none(t.path))
+            return decide.Reject(str(exc), await self.reads.digest_or_none(t.path))
         except FileNotFoundError:
             return decide.Forget(still_there=False)
         except OSError as exc:
             return self._unreadable(t, exc)
         t.state, decision = decide.after_identity(
-            t.state, sig=sig, sig_after_read=await self._stat(t.path), now=time.monotonic()
+            t.state, sig=sig, sig_after_read=await self.reads.sig(t.path), now=time.monotonic()
         )
         if isinstance(decision, decide.Announce):
             t.arrival = Arrival(
@@ -392,25 +383,3 @@ class Watcher:
         # again until it changes.
         self._forget(t, still_there=rejection.quarantined_to is None)
         await self.quarantine.report(rejection)
-
-    # ------------------------------------------------------------ I/O helpers
-
-    async def _stat(self, path: Path) -> Sig | None:
-        try:
-            st = await anyio.to_thread.run_sync(os.stat, path)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return stat_sig(st) if stat.S_ISREG(st.st_mode) else None
-
-    async def _digest_or_none(self, path: Path) -> str | None:
-        """For the quarantine record, so an operator can tell redeliveries apart."""
-        try:
-            return await self._io(file_digest, path)
-        except OSError:
-            return None
-
-    async def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
-        # Abandoned on cancel: hashing a large file must not delay shutdown.
-        return await anyio.to_thread.run_sync(
-            fn, *args, limiter=self._io_limiter, abandon_on_cancel=True
-        )
