@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import anyio
 import anyio.to_thread
@@ -19,19 +20,14 @@ class AnnouncementFailed(Exception):
     """``on_arrival`` raised (``__cause__``); the watcher retries later."""
 
 
+@dataclass(eq=False)
 class Announcer:
-    def __init__(
-        self,
-        ledger: Ledger,
-        on_arrival: Callable[[Arrival], Awaitable[None]],
-        has_products: Callable[[str, str], bool],
-        counts: Counts,
-    ) -> None:
-        self.ledger = ledger
-        self.on_arrival = on_arrival
-        self._has_products = has_products
-        self._counts = counts
-        self._in_flight: set[tuple[str, str]] = set()
+    ledger: Ledger
+    on_arrival: Callable[[Arrival], Awaitable[None]]
+    has_products: Callable[[str, str], bool]  # sync: run in a thread
+    counts: Counts
+    # (exposure id, digest) being announced now, under whichever path.
+    _in_flight: set[tuple[str, str]] = field(default_factory=set)
 
     async def announce(self, a: Arrival, sig: Sig) -> bool:
         """True once the arrival is dealt with (announced, a duplicate, or its
@@ -51,13 +47,13 @@ class Announcer:
         if a.source == "startup-scan":
             if await self._products_exist(a):
                 await self.ledger.record(a, sig, announced=False)
-                self._counts.recorded += 1
+                self.counts.recorded += 1
                 log_file(logging.INFO, "products exist; recorded, not announced", a.path, a)
                 return
             again = await self.ledger.has(a.exposure_id, a.digest)
             what = "re-announcing (announced before, no products yet)" if again else "announcing"
         elif await self.ledger.has(a.exposure_id, a.digest):
-            self._counts.duplicates += 1
+            self.counts.duplicates += 1
             log_file(logging.INFO, f"already announced ({a.digest}); skipped", a.path, a)
             return
         else:
@@ -66,9 +62,9 @@ class Announcer:
         try:
             await self.on_arrival(a)
         except Exception as exc:
-            self._counts.errors += 1
+            self.counts.errors += 1
             raise AnnouncementFailed(repr(exc)) from exc
-        self._counts.announced += 1
+        self.counts.announced += 1
         try:
             # Shielded: a shutdown landing between the announcement and this
             # write would otherwise make the next start re-hash and
@@ -78,18 +74,18 @@ class Announcer:
         except Exception:
             # Announced all the same; a later duplicate is harmless since
             # event ids downstream are deterministic.
-            self._counts.errors += 1
+            self.counts.errors += 1
             log_file(
                 logging.ERROR, "announced, but the ledger write failed", a.path, a, exc_info=True
             )
 
     async def _products_exist(self, a: Arrival) -> bool:
         try:
-            return bool(await anyio.to_thread.run_sync(self._has_products, a.exposure_id, a.digest))
+            return bool(await anyio.to_thread.run_sync(self.has_products, a.exposure_id, a.digest))
         except Exception:
             # Announcing again is a redelivery with a deterministic event id:
             # cheaper than risking a file that never gets processed.
-            self._counts.errors += 1
+            self.counts.errors += 1
             log_file(
                 logging.WARNING, "has_products failed; announcing anyway", a.path, a, exc_info=True
             )

@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,19 +29,13 @@ class PendingReport:
     busy: bool = False
 
 
+@dataclass(eq=False)
 class Quarantine:
-    def __init__(
-        self,
-        directory: Path,
-        on_reject: Callable[[Rejection], Awaitable[None]],
-        rules: InboxRules,
-        counts: Counts,
-    ) -> None:
-        self.directory = directory
-        self._on_reject = on_reject
-        self._rules = rules
-        self._counts = counts
-        self.pending: list[PendingReport] = []  # reports whose on_reject failed
+    directory: Path
+    on_reject: Callable[[Rejection], Awaitable[None]]
+    rules: InboxRules
+    counts: Counts
+    pending: list[PendingReport] = field(default_factory=list)  # on_reject failed: to retry
 
     async def move_aside(
         self, path: Path, reason: str, digest: str | None, detected_at: float
@@ -49,7 +43,7 @@ class Quarantine:
         """Move ``path`` to the quarantine directory (``quarantined_to`` is
         None if it could not be moved: it is then left in the inbox)."""
         eid = exposure_id_of(path)
-        self._counts.rejected += 1
+        self.counts.rejected += 1
         try:
             dest = await anyio.to_thread.run_sync(
                 self._move, path, reason, eid, digest, detected_at
@@ -62,14 +56,7 @@ class Quarantine:
             f"rejected: {reason}" + (f" -> {dest}" if dest else " (left in the inbox)"),
             path,
         )
-        return Rejection(
-            path=path,
-            quarantined_to=dest,
-            reason=reason,
-            exposure_id=eid,
-            digest=digest,
-            detected_at=detected_at,
-        )
+        return Rejection(path, dest, reason, eid, digest, detected_at)
 
     async def report(self, rejection: Rejection) -> None:
         """Through ``on_reject``; kept for a retry if that fails."""
@@ -97,12 +84,12 @@ class Quarantine:
 
     async def _report(self, r: PendingReport) -> bool:
         try:
-            await self._on_reject(r.rejection)
+            await self.on_reject(r.rejection)
             return True
         except Exception as exc:
-            self._counts.errors += 1
+            self.counts.errors += 1
             r.failures += 1
-            retry = retry_after(r.failures, now=time.monotonic(), rules=self._rules)
+            retry = retry_after(r.failures, now=time.monotonic(), rules=self.rules)
             r.retry_at = retry.at
             if r not in self.pending:
                 self._keep(r)

@@ -16,6 +16,7 @@ daemon.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -110,14 +111,8 @@ class Watcher:
         return self.scope.inbox
 
     def stats(self) -> WatcherStats:
-        c = self._counts
         return WatcherStats(
-            seen=c.seen,
-            announced=c.announced,
-            duplicates=c.duplicates,
-            recorded=c.recorded,
-            rejected=c.rejected,
-            errors=c.errors,
+            **dataclasses.asdict(self._counts),
             pending=len(self._tracks),
             retrying=sum(1 for t in self._tracks.values() if t.state.failures and t.arrival)
             + len(self.quarantine.pending),
