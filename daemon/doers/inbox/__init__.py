@@ -3,6 +3,7 @@
 - ``watcher``: the loop that tracks files and carries out the decisions of
   ``calstream.daemon.deciders.inbox_file`` (settle, structure, identity);
 - ``observer_bridge``: watchdog events and inbox listings, handed to the loop;
+- ``file_reads``: stat, FITS layout, identity and digest of a file, off the loop;
 - ``ledger``: what has been announced (sqlite), also a digest cache;
 - ``announcer``: dedupe, then announce through the caller's ``on_arrival``;
 - ``quarantine``: bad files moved aside and reported through ``on_reject``;
