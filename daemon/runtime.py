@@ -12,7 +12,7 @@ import anyio
 import calstream
 from calstream.daemon.doers.detector1_stage import Detector1Stage
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
-from calstream.daemon.doers.inbox_watcher import Arrival, Rejection, Watcher
+from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import clients as kafka
 from calstream.daemon.doers.kafka.bus import Bus
 from calstream.daemon.doers.kafka.consumer_loop import StageConsumer
