@@ -27,13 +27,12 @@ from calstream.steps.associations import (
 )
 from calstream.steps.crds_env import CRDS_VARS
 from calstream.steps.detector1 import run_detector1
+from calstream.steps.environment import environ
 from calstream.steps.routing import route
-from calstream.steps.stage2 import run_image2
 from calstream.steps.synthetic import ami
 from calstream.steps.synthetic.kit import build_kit
-from calstream.steps.synthetic.level2_asn import write_level2_asn
 
-from ..envutil import environ
+from ..as_planned import exposure, level2_association, products_of, run_stage2
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +58,6 @@ def _suffix(path: str) -> str:
 def visit(tmp_path_factory):
     """The AMI kit through stages 1 and 2, and calwebb_ami3 on the level-3
     association the planner builds of the calibrated records."""
-    from astropy.io import fits
     from jwst.associations import load_asn
 
     root = tmp_path_factory.mktemp("ami3")
@@ -72,15 +70,16 @@ def visit(tmp_path_factory):
         for uncal in kit.by_mode["ami"]:
             eid = uncal.name.rsplit("_", 1)[0]
             t0 = time.perf_counter()
-            stage1 = {_suffix(p): p for p in run_detector1(str(uncal), str(root / "rate"))["outputs"]}
+            stage1 = exposure(uncal, run_detector1(str(uncal), str(root / "rate"))["outputs"])
             TIMINGS[f"detector1 {eid}"] = time.perf_counter() - t0
             # jwst's Asn_Lv2Image takes an AMI exposure's rateints.
-            asn = write_level2_asn(root / "rate", Path(stage1["rateints"]), kind="image2")
+            asn = level2_association(stage1)
+            assert asn["products"][0]["members"][0]["expname"] == stage1.products["rateints"]
             t0 = time.perf_counter()
-            stage2 = run_image2(str(asn), str(root / "cal" / eid))
+            stage2 = run_stage2(stage1, asn, root / "cal" / eid)
             TIMINGS[f"image2 {eid}"] = time.perf_counter() - t0
-            products = {**stage1, **{_suffix(p): p for p in stage2["outputs"]}}
-            records.append(Exposure(eid, dict(fits.getheader(uncal, 0)), products))
+            products = {**stage1.products, **products_of(stage2)}
+            records.append(Exposure(eid, stage1.header, products))
 
         asn = build_level3(route(records[0].header), records)
         validate_level3(asn)

@@ -27,13 +27,12 @@ from calstream.steps.associations import (
 )
 from calstream.steps.crds_env import CRDS_VARS
 from calstream.steps.detector1 import run_detector1
+from calstream.steps.environment import environ
 from calstream.steps.routing import route
-from calstream.steps.stage2 import run_image2
 from calstream.steps.synthetic import coronagraphy as coron
 from calstream.steps.synthetic.kit import build_kit
-from calstream.steps.synthetic.level2_asn import write_level2_asn
 
-from ..envutil import environ
+from ..as_planned import exposure, level2_association, products_of, run_stage2
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +48,6 @@ def _suffix(path: str) -> str:
 def coron3(tmp_path_factory):
     """The kit, every exposure through stages 1 and 2, and coron3 on both:
     (kit, level-3 association, coron3 summary, {exposure id: Exposure})."""
-    from astropy.io import fits
 
     root = tmp_path_factory.mktemp("coron3")
     t0 = time.perf_counter()
@@ -59,21 +57,20 @@ def coron3(tmp_path_factory):
     with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
         records = []
         for uncal in kit.by_mode["coron"]:
-            header = dict(fits.getheader(uncal, 0))
             eid = uncal.name.rsplit("_", 1)[0]
             t0 = time.perf_counter()
-            stage1 = {_suffix(p): p for p in
-                      run_detector1(str(uncal), str(root / "rate"))["outputs"]}
+            stage1 = exposure(uncal, run_detector1(str(uncal), str(root / "rate"))["outputs"])
             TIMINGS[f"detector1 {eid}"] = time.perf_counter() - t0
             # What jwst's level-2 rules make: the science alone (Asn_Lv2Image);
-            # the PSF reference alone too, as a special member.
-            kind = "psf-image2" if header["IS_PSF"] else "image2"
-            asn = write_level2_asn(root / "rate", Path(stage1["rateints"]), kind=kind)
+            # the PSF reference alone too, as a special member (Asn_Lv2ImageSpecial).
+            asn = level2_association(stage1)
+            assert asn["asn_rule"] == ("Asn_Lv2ImageSpecial" if stage1.header["IS_PSF"]
+                                       else "Asn_Lv2Image")
             t0 = time.perf_counter()
-            stage2 = run_image2(str(asn), str(root / "cal" / eid))
+            stage2 = run_stage2(stage1, asn, root / "cal" / eid)
             TIMINGS[f"image2 {eid}"] = time.perf_counter() - t0
-            records.append(Exposure(eid, header,
-                                    {**stage1, **{_suffix(p): p for p in stage2["outputs"]}}))
+            records.append(Exposure(eid, stage1.header,
+                                    {**stage1.products, **products_of(stage2)}))
         science = next(r for r in records if not r.header["IS_PSF"])
         # The PSF star is another observation: the plan's coronagraphy
         # candidate joins them, as APT's does.

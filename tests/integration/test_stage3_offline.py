@@ -1,5 +1,6 @@
-"""Stage 3 on the synthetic program, offline: simulate -> detector1 -> stage 2 ->
-level-3 association (`build_level3`, as the planner makes it) -> stage 3.
+"""Stage 3 on the synthetic program, offline: simulate -> detector1 -> stage 2
+(as the daemon runs it: `build_level2`, then `run_association`) -> level-3
+association (`build_level3`, as the planner makes it) -> stage 3.
 
 One kit in one synthetic CRDS context: observation 001's two dithered
 visits (image3 mosaics them), a time series cut into three segments (tso3
@@ -28,14 +29,14 @@ from calstream.steps.associations import (
 )
 from calstream.steps.crds_env import CRDS_VARS
 from calstream.steps.detector1 import run_detector1
+from calstream.steps.environment import environ
 from calstream.steps.routing import route
-from calstream.steps.stage2 import run_image2, run_spec2
 from calstream.steps.synthetic import spectroscopy as lrs
 from calstream.steps.synthetic.kit import build_kit
-from calstream.steps.synthetic.level2_asn import write_level2_asn
 from calstream.steps.synthetic.program import ProgramSpec, integration_times, program_truth
 
-from ..envutil import environ
+from ..as_planned import exposure, level2_association, products_of, run_stage2
+from ..as_planned import suffix_of as _suffix
 
 pytestmark = pytest.mark.integration
 
@@ -44,34 +45,20 @@ MODES = ("imaging", "mosaic", "segmented", "lrs")
 TIMINGS: dict[str, float] = {}
 
 
-def _suffix(path: str) -> str:
-    return Path(path).name.rsplit("_", 1)[1].split(".")[0]
-
-
-def _stage2(mode: str, uncal: Path, products: dict, rate_dir: Path, cal_dir: Path,
-            files: list[Path]) -> dict:
-    """Stage 2 on the level-2 association jwst would make; {suffix: path} of both stages."""
-    eid = uncal.name.rsplit("_", 1)[0]
-    if mode == "lrs":
-        # Each nod is the other's background (Asn_Lv2MIRLRSFixedSlitNod).
-        other = next(f for f in files if f != uncal).name.replace("_uncal", "_rate")
-        asn = write_level2_asn(rate_dir, Path(products["rate"]), kind="lrs-nod-spec2",
-                               companions=[(rate_dir / other, "background")],
-                               sequence=files.index(uncal) + 1)
-        stage2 = run_spec2(str(asn), str(cal_dir / eid))
-    else:
-        kind, science = ("tso-image2", "rateints") if mode == "segmented" else ("image2", "rate")
-        asn = write_level2_asn(rate_dir, Path(products[science]), kind=kind)
-        stage2 = run_image2(str(asn), str(cal_dir / eid))
-    return {**products, **{_suffix(p): p for p in stage2["outputs"]}}
+def _stage2(science: Exposure, visit: list[Exposure], cal_dir: Path) -> Exposure:
+    """Stage 2 on the level-2 association the planner makes (each LRS nod is
+    the other's background: Asn_Lv2MIRLRSFixedSlitNod); the record with the
+    products of both stages."""
+    asn = level2_association(science, [e for e in visit if e is not science])
+    stage2 = run_stage2(science, asn, cal_dir / science.exposure_id)
+    return Exposure(science.exposure_id, science.header,
+                    {**science.products, **products_of(stage2)})
 
 
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
     """The kit, with CRDS set for the module, and every exposure's stage-2
     products as the planner's records: {mode: [Exposure]}."""
-    from astropy.io import fits
-
     root = tmp_path_factory.mktemp("stage3")
     t0 = time.perf_counter()
     kit = build_kit(root / "kit", ProgramSpec(), seed=SEED, modes=MODES)
@@ -82,13 +69,9 @@ def program(tmp_path_factory):
         records: dict[str, list[Exposure]] = {}
         for mode, files in kit.by_mode.items():
             # All of a mode's detector1 first: a nod's background is the other nod.
-            stage1 = [{_suffix(p): p for p in run_detector1(str(f), str(root / "rate"))["outputs"]}
+            stage1 = [exposure(f, run_detector1(str(f), str(root / "rate"))["outputs"])
                       for f in files]
-            records[mode] = [
-                Exposure(f.name.rsplit("_", 1)[0], dict(fits.getheader(f, 0)),
-                         _stage2(mode, f, products, root / "rate", root / "cal", files))
-                for f, products in zip(files, stage1, strict=True)
-            ]
+            records[mode] = [_stage2(e, stage1, root / "cal") for e in stage1]
         TIMINGS["stages 1-2, all exposures"] = time.perf_counter() - t0
         yield kit, records, root
         TIMINGS["peak RSS of the test process (MB)"] = (
