@@ -16,7 +16,6 @@ from calstream.steps.associations.level2 import (
     AssociationError,
     MissingCompanions,
     build_level2,
-    missing_companions,
 )
 from calstream.steps.associations.level3 import build_level3
 from calstream.steps.associations.level3_candidates import (
@@ -50,7 +49,6 @@ __all__ = [
     "candidate_key",
     "companion_kind",
     "gather_companions",
-    "missing_companions",
     "product_name",
     "validate_level2",
     "validate_level3",
