@@ -33,6 +33,7 @@ from calstream.steps.synthetic.program import (
 from calstream.steps.synthetic.references import PHOTMJSR
 
 from ..as_planned import exposure, level2_association, run_stage2
+from ..transits import transit_depth
 
 pytestmark = pytest.mark.integration
 
@@ -192,10 +193,7 @@ def test_time_series_image2_gives_calints_that_show_the_transit(visit, tmp_path)
         flux = np.array(
             [np.nansum(plane[r < 12] - np.nanmedian(plane[annulus])) for plane in calints.data]
         )
-    first, last = spec.transit_integrations
-    in_transit = np.zeros(spec.nints, bool)
-    in_transit[first - 1 : last] = True
-    depth = 1 - flux[in_transit].mean() / flux[~in_transit].mean()
+    depth = transit_depth(flux, spec)
     assert depth == pytest.approx(spec.transit_depth, abs=0.003)
 
 

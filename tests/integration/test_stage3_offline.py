@@ -37,6 +37,7 @@ from calstream.steps.synthetic.program import ProgramSpec, integration_times, pr
 
 from ..as_planned import exposure, level2_association, products_of, run_stage2
 from ..as_planned import suffix_of as _suffix
+from ..transits import transit_depth
 
 pytestmark = pytest.mark.integration
 
@@ -179,10 +180,7 @@ def test_tso3_joins_the_segments(program, tmp_path):
     mid = integration_times(spec, 1)["int_mid_MJD_UTC"]
     np.testing.assert_allclose(np.asarray(table["MJD"]), mid, atol=1e-8)
     flux = np.asarray(table["net_aperture_sum"], dtype=float)
-    first, last = spec.transit_integrations
-    in_transit = np.zeros(spec.nints, bool)
-    in_transit[first - 1 : last] = True
-    depth = 1 - flux[in_transit].mean() / flux[~in_transit].mean()
+    depth = transit_depth(flux, spec)
     assert depth == pytest.approx(spec.transit_depth, abs=0.003)
 
 
