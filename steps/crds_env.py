@@ -112,7 +112,8 @@ def resolve_context(env: Mapping[str, str] | None = None) -> str:
         if env is None:
             return _context_from_crds()
         try:
-            with environ({key: env.get(key) for key in CRDS_VARS}):
+            # An empty value means "not set", as crds reads it.
+            with environ({key: env.get(key) or None for key in CRDS_VARS}):
                 return _context_from_crds()
         finally:
             refresh_crds()

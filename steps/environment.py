@@ -9,8 +9,8 @@ from collections.abc import Iterator, Mapping
 
 @contextlib.contextmanager
 def environ(values: Mapping[str, str | None]) -> Iterator[None]:
-    """``values`` set for the duration of the block; a value of None (or "")
-    unsets the variable. Every variable named is restored afterwards, to its
+    """``values`` set for the duration of the block; a value of None unsets
+    the variable. Every variable named is restored afterwards, to its
     value or its absence, even when the block raises.
 
     The environment is the process's: do not run anything that reads these
@@ -19,7 +19,7 @@ def environ(values: Mapping[str, str | None]) -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in values}
     try:
         for name, value in values.items():
-            if value:
+            if value is not None:
                 os.environ[name] = value
             else:
                 os.environ.pop(name, None)
