@@ -268,8 +268,10 @@ def test_lrs_rateints_gives_calints_and_x1dints(visit, tmp_path):
 
     kit, products, _ = visit
     # The daemon calibrates an LRS exposure from rateints when it is a time
-    # series: the same exposure, declared one (TSOVISIT), with no companion.
-    science = _record(products["lrs"][1], TSOVISIT=True)
+    # series: the same exposure, routed as one (TSOVISIT, more than one
+    # integration), with no companion. The file keeps its one integration:
+    # a rateints cube is what takes spec2 down the time-series path.
+    science = _record(products["lrs"][1], TSOVISIT=True, NINTS=2)
     asn = _asn(science)
     assert asn["products"][0]["members"] == [
         {"expname": str(_product(products["lrs"][1], "rateints")), "exptype": "science"}]
