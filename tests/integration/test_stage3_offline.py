@@ -12,7 +12,6 @@ simulation injected.
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from pathlib import Path
@@ -20,22 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calstream.steps.association_run import run_association
-from calstream.steps.associations import (
-    Exposure,
-    association_filename,
-    build_level3,
-    validate_level3,
-)
+from calstream.steps.associations import Exposure
 from calstream.steps.crds_env import CRDS_VARS
-from calstream.steps.detector1 import run_detector1
 from calstream.steps.environment import environ
-from calstream.steps.routing import route
 from calstream.steps.synthetic import spectroscopy as lrs
 from calstream.steps.synthetic.kit import build_kit
 from calstream.steps.synthetic.program import ProgramSpec, integration_times, program_truth
 
-from ..as_planned import exposure, level2_association, products_of, run_stage2
+from ..as_planned import level3_association, run_stage3, through_stage2
 from ..as_planned import suffix_of as _suffix
 from ..transits import transit_depth
 
@@ -44,16 +35,6 @@ pytestmark = pytest.mark.integration
 SEED = 9
 MODES = ("imaging", "mosaic", "segmented", "lrs")
 TIMINGS: dict[str, float] = {}
-
-
-def _stage2(science: Exposure, visit: list[Exposure], cal_dir: Path) -> Exposure:
-    """Stage 2 on the level-2 association the planner makes (each LRS nod is
-    the other's background: Asn_Lv2MIRLRSFixedSlitNod); the record with the
-    products of both stages."""
-    asn = level2_association(science, [e for e in visit if e is not science])
-    stage2 = run_stage2(science, asn, cal_dir / science.exposure_id)
-    return Exposure(science.exposure_id, science.header,
-                    {**science.products, **products_of(stage2)})
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +48,12 @@ def program(tmp_path_factory):
     # Only the kit's CRDS settings: none of the session's may leak in.
     with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
         t0 = time.perf_counter()
-        records: dict[str, list[Exposure]] = {}
-        for mode, files in kit.by_mode.items():
-            # All of a mode's detector1 first: a nod's background is the other nod.
-            stage1 = [exposure(f, run_detector1(str(f), str(root / "rate"))["outputs"])
-                      for f in files]
-            records[mode] = [_stage2(e, stage1, root / "cal") for e in stage1]
+        # Each mode's exposures together: a nod's background is the other nod
+        # (Asn_Lv2MIRLRSFixedSlitNod).
+        records: dict[str, list[Exposure]] = {
+            mode: [record for record, _ in through_stage2(files, root, {})]
+            for mode, files in kit.by_mode.items()
+        }
         TIMINGS["stages 1-2, all exposures"] = time.perf_counter() - t0
         yield kit, records, root
         TIMINGS["peak RSS of the test process (MB)"] = (
@@ -82,13 +63,9 @@ def program(tmp_path_factory):
 
 def _stage3(pipeline: str, members: list[Exposure], out: Path) -> tuple[dict, dict]:
     """The level-3 association of `members` as the planner builds it, run."""
-    from jwst.associations import load_asn
-
-    asn = build_level3(route(members[0].header), members)
-    validate_level3(asn)
-    load_asn(json.dumps(asn))  # jwst's loader accepts it too
+    asn = level3_association(members)
     t0 = time.perf_counter()
-    result = run_association(pipeline, asn, association_filename(asn), str(out))
+    result = run_stage3(pipeline, asn, out)
     TIMINGS[pipeline] = time.perf_counter() - t0
     return asn, result
 
