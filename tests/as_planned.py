@@ -9,6 +9,7 @@ same, minus Kafka: no test builds or runs associations its own way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterable, Mapping
@@ -23,8 +24,23 @@ from calstream.steps.associations import (
     build_level3,
     validate_level3,
 )
+from calstream.steps.crds_env import CRDS_VARS
 from calstream.steps.detector1 import run_detector1
+from calstream.steps.environment import environ
 from calstream.steps.routing import route
+from calstream.steps.synthetic.kit import build_kit
+
+
+@contextlib.contextmanager
+def offline_kit(root: Path, timings: dict[str, float], *args: Any, **kwargs: Any):
+    """A synthetic kit built in ``root/kit`` (`build_kit`'s arguments), with
+    only its CRDS settings in the environment for the block: none of the
+    session's may leak in."""
+    t0 = time.perf_counter()
+    kit = build_kit(root / "kit", *args, **kwargs)
+    timings["kit"] = time.perf_counter() - t0
+    with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
+        yield kit
 
 
 def suffix_of(path: str | Path) -> str:

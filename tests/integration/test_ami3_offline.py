@@ -17,12 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calstream.steps.crds_env import CRDS_VARS
-from calstream.steps.environment import environ
 from calstream.steps.synthetic import ami
-from calstream.steps.synthetic.kit import build_kit
 
-from ..as_planned import level3_association, run_stage3, through_stage2
+from ..as_planned import level3_association, offline_kit, run_stage3, through_stage2
 
 pytestmark = pytest.mark.integration
 
@@ -49,11 +46,7 @@ def visit(tmp_path_factory):
     """The AMI kit through stages 1 and 2, and calwebb_ami3 on the level-3
     association the planner builds of the calibrated records."""
     root = tmp_path_factory.mktemp("ami3")
-    t0 = time.perf_counter()
-    kit = build_kit(root / "kit", seed=SEED, modes=("ami",))
-    TIMINGS["kit (simulation, references, CRDS cache)"] = time.perf_counter() - t0
-    # Only the kit's CRDS settings: none of the session's may leak in.
-    with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
+    with offline_kit(root, TIMINGS, seed=SEED, modes=("ami",)) as kit:
         stage2 = through_stage2(kit.by_mode["ami"], root, TIMINGS)
         # jwst's Asn_Lv2Image takes an AMI exposure's rateints, alone.
         for record, level2 in stage2:

@@ -18,12 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calstream.steps.crds_env import CRDS_VARS
-from calstream.steps.environment import environ
 from calstream.steps.synthetic import coronagraphy as coron
-from calstream.steps.synthetic.kit import build_kit
 
-from ..as_planned import level3_association, run_stage3, through_stage2
+from ..as_planned import level3_association, offline_kit, run_stage3, through_stage2
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +36,8 @@ def _suffix(path: str) -> str:
 def coron3(tmp_path_factory):
     """The kit, every exposure through stages 1 and 2, and coron3 on both:
     (kit, level-3 association, coron3 summary, {exposure id: Exposure})."""
-
     root = tmp_path_factory.mktemp("coron3")
-    t0 = time.perf_counter()
-    kit = build_kit(root / "kit", seed=SEED, modes=("coron",))
-    TIMINGS["kit"] = time.perf_counter() - t0
-    # Only the kit's CRDS settings: none of the session's may leak in.
-    with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
+    with offline_kit(root, TIMINGS, seed=SEED, modes=("coron",)) as kit:
         stage2 = through_stage2(kit.by_mode["coron"], root, TIMINGS)
         # What jwst's level-2 rules make: the science alone (Asn_Lv2Image);
         # the PSF reference alone too, as a special member (Asn_Lv2ImageSpecial).

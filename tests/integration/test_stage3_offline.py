@@ -20,13 +20,10 @@ import numpy as np
 import pytest
 
 from calstream.steps.associations import Exposure
-from calstream.steps.crds_env import CRDS_VARS
-from calstream.steps.environment import environ
 from calstream.steps.synthetic import spectroscopy as lrs
-from calstream.steps.synthetic.kit import build_kit
 from calstream.steps.synthetic.program import ProgramSpec, integration_times, program_truth
 
-from ..as_planned import level3_association, run_stage3, through_stage2
+from ..as_planned import level3_association, offline_kit, run_stage3, through_stage2
 from ..as_planned import suffix_of as _suffix
 from ..transits import transit_depth
 
@@ -42,11 +39,7 @@ def program(tmp_path_factory):
     """The kit, with CRDS set for the module, and every exposure's stage-2
     products as the planner's records: {mode: [Exposure]}."""
     root = tmp_path_factory.mktemp("stage3")
-    t0 = time.perf_counter()
-    kit = build_kit(root / "kit", ProgramSpec(), seed=SEED, modes=MODES)
-    TIMINGS["kit"] = time.perf_counter() - t0
-    # Only the kit's CRDS settings: none of the session's may leak in.
-    with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
+    with offline_kit(root, TIMINGS, ProgramSpec(), seed=SEED, modes=MODES) as kit:
         t0 = time.perf_counter()
         # Each mode's exposures together: a nod's background is the other nod
         # (Asn_Lv2MIRLRSFixedSlitNod).
