@@ -176,7 +176,7 @@ class Daemon:
         cfg = stage_cfg or self.cfg
         env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
         pool = WorkerPool(cfg.workers, stage=stage, metrics=self.metrics, env=env,
-                          initializer="calstream.steps.detector1:warm_up",
+                          initializer="calstream.steps.worker_warmup:warm_up",
                           classifier="calstream.steps.failures:classify_task_failure",
                           max_tasks_per_worker=cfg.max_tasks_per_worker,
                           rss_limit_bytes=cfg.worker_rss_limit_mb << 20)
@@ -231,10 +231,7 @@ class Daemon:
             cfg.inbox, cfg.quarantine, cfg.work_dir / "watcher-ledger.sqlite3",
             on_arrival=on_arrival, on_reject=on_reject, has_products=has_products,
             polling=cfg.polling, poll_interval=cfg.poll_interval,
-            settle_seconds=cfg.settle_seconds, incomplete_timeout=cfg.incomplete_timeout,
-            # stdatamodels writes the ASDF extension last: a file cut exactly at
-            # an HDU boundary is valid FITS, but it is not a whole exposure.
-            required_extensions=("SCI", "ASDF"))
+            settle_seconds=cfg.settle_seconds, incomplete_timeout=cfg.incomplete_timeout)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_pending)
             await tg.start(self.watcher.run)

@@ -86,12 +86,12 @@ EXPOSURE_KEYWORDS: tuple[Keyword, ...] = (
 REQUIRED_KEYWORDS: tuple[str, ...] = tuple(k.name for k in EXPOSURE_KEYWORDS if k.required)
 OPTIONAL_KEYWORDS: tuple[str, ...] = tuple(k.name for k in EXPOSURE_KEYWORDS if not k.required)
 
-# Extensions an uncal file must have before it counts as arrived. A FITS file
-# cut exactly at an HDU boundary is valid FITS, so structure alone cannot
-# tell "primary header written, pixels still to come" from "done".
-# stdatamodels writes the ASDF extension last; deployments fed only by the
-# JWST ground system can add "ASDF" here to close that gap completely.
-UNCAL_REQUIRED_EXTENSIONS: tuple[str, ...] = ("SCI",)
+# Extensions an uncal file must have before it counts as arrived: what makes
+# it a whole exposure. A FITS file cut exactly at an HDU boundary is valid
+# FITS, so structure alone cannot tell "primary header written, pixels still
+# to come" from "done". stdatamodels writes the ASDF extension last, so a
+# file that has it has everything before it too.
+UNCAL_REQUIRED_EXTENSIONS: tuple[str, ...] = ("SCI", "ASDF")
 
 UNCAL_SUFFIX = "uncal"
 

@@ -16,6 +16,7 @@ from astropy.io import fits
 
 from calstream.daemon.operations.plan_cli import plan_message, publish_plan
 from calstream.daemon.operations.status import collect, render
+from calstream.steps.environment import environ
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
@@ -23,7 +24,6 @@ from calstream.steps.synthetic.kit import build_kit
 from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.topics import contract
 
-from ..envutil import environ
 from .support import cli, daemon_config, in_namespace, products, read_all, running_daemon, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
