@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from calstream.daemon.doers.child_processes import die_with_parent
+from calstream.steps.environment import environ
 
 
 @dataclass
@@ -51,7 +52,7 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
             return
         fn_path, kwargs, log_path, task_env = request
         try:
-            with _task_log(log_path), _task_env(task_env):
+            with _task_log(log_path), environ(task_env or {}):
                 value = _resolve(fn_path)(**kwargs)
             conn.send(("ok", value, _peak_rss(), _current_rss()))
         except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
@@ -112,25 +113,3 @@ def _task_log(path: str | None):
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
-
-
-# TODO(merge): replace with calstream.steps.environment.environ (the calsteps branch),
-# the one save/restore of environment variables; this copy only waits for it.
-@contextlib.contextmanager
-def _task_env(overrides: dict[str, str] | None):
-    """Per-task environment (a replay's CRDS_CONTEXT): the task functions
-    re-read CRDS configuration at each call (crds_env.refresh_crds), so setting
-    it here, and restoring the worker's own afterwards, is enough."""
-    if not overrides:
-        yield
-        return
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
