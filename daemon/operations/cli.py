@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay(sub, _daemon_flags, _config)
     add_promote(sub, _daemon_flags, _config)
+    from calstream.daemon.operations.config_cli import add_parser as add_config
+
+    add_config(sub, _daemon_flags, _config)
     return parser
 
 
