@@ -21,6 +21,7 @@ from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.stage_runner import StageRunner
 from calstream.daemon.doers.work_order_stage import WorkOrderStage
 from calstream.daemon.doers.worker_pool import WorkerPool
+from calstream.daemon.operations import deployment
 from calstream.daemon.operations.config import Config, host_port
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.operations.ops_http import OpsServer
@@ -91,6 +92,7 @@ class Daemon:
                              planner=lambda: (self.planner.last_view or {"caught_up": False})
                              if self.planner else None)
         self.ops.start()
+        deployment.record(cfg, self.ops.address, embedded=self.broker is not None)
         log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")
         log.info("metrics: http://%s/metrics (also /healthz, /readyz)", self.ops.address)
         try:
@@ -139,6 +141,7 @@ class Daemon:
                 with anyio.CancelScope(shield=True):
                     await producer.stop()
         finally:
+            deployment.remove(cfg, self.ops.address)
             self.ops.stop()
 
     async def _recover_product_events(self, bus: Bus) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import anyio
 
-from calstream.daemon.operations import logs
+from calstream.daemon.operations import deployment, logs
 from calstream.daemon.operations.config import ROLES, ConfigError, load
 
 log = logging.getLogger("calstream.cli")
@@ -47,7 +47,9 @@ def _config(args: argparse.Namespace, **extra):
     if getattr(args, "role", None):
         flags["roles"] = args.role
     flags.update(extra)
-    return load(args.config, flags=flags)
+    cfg = load(args.config, flags=flags)
+    # Every command but the daemon itself finds a running deployment by its work dir.
+    return cfg if args.command == "run" else deployment.discover(cfg)
 
 
 async def _until_signal(scope: anyio.CancelScope) -> None:
