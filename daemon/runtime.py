@@ -23,6 +23,7 @@ from calstream.daemon.doers.work_order_stage import WorkOrderStage
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations import deployment
 from calstream.daemon.operations.config import Config, host_port
+from calstream.daemon.operations.console import Console
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.operations.ops_http import OpsServer
 from calstream.daemon.operations.promote import ensure_current
@@ -90,7 +91,8 @@ class Daemon:
         self.metrics.stall_threshold.set(cfg.stall_seconds)
         self.ops = OpsServer(host, port, self.metrics, self.readiness,
                              planner=lambda: (self.planner.last_view or {"caught_up": False})
-                             if self.planner else None)
+                             if self.planner else None,
+                             pages=Console(cfg, lambda: [self.ops.address]).handle)
         self.ops.start()
         deployment.record(cfg, self.ops.address, embedded=self.broker is not None)
         log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")

@@ -225,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     from calstream.daemon.operations.config_cli import add_parser as add_config
 
     add_config(sub, _daemon_flags, _config)
+    from calstream.daemon.operations.console import add_parser as add_console
+
+    add_console(sub, _daemon_flags, _config)
     return parser
 
 
