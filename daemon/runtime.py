@@ -21,7 +21,7 @@ from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.stage_runner import StageRunner
 from calstream.daemon.doers.work_order_stage import WorkOrderStage
 from calstream.daemon.doers.worker_pool import WorkerPool
-from calstream.daemon.operations import deployment
+from calstream.daemon.operations import deployment, logs
 from calstream.daemon.operations.config import Config, host_port
 from calstream.daemon.operations.console import Console
 from calstream.daemon.operations.metrics import Metrics
@@ -179,7 +179,8 @@ class Daemon:
         """A pool of warm workers fed by a consumer group on ``topic``, and on
         ``replay_topic`` at low priority (live beats replay: see consumer.py)."""
         cfg = stage_cfg or self.cfg
-        env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
+        env = {**{k: os.environ[k] for k in _WORKER_ENV if k in os.environ},
+               **logs.worker_env(cfg.json_logs)}
         pool = WorkerPool(cfg.workers, stage=stage, metrics=self.metrics, env=env,
                           initializer="calstream.steps.detector1:warm_up",
                           classifier="calstream.steps.failures:classify_task_failure",

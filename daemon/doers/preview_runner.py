@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from calstream.daemon.doers.worker_pool import WorkerPool
+from calstream.daemon.operations import logs
 from calstream.steps.previews.naming import planned_previews
 
 log = logging.getLogger("calstream.previews")
@@ -22,7 +23,8 @@ async def make_previews(pool: WorkerPool, previews: list[dict], log_context: dic
     if not previews:
         return {"made": [], "failed": {}}
     try:
-        outcome = await pool.run(PREVIEW_TASK, {"previews": previews}, timeout=PREVIEW_TIMEOUT)
+        outcome = await pool.run(PREVIEW_TASK, {"previews": previews}, timeout=PREVIEW_TIMEOUT,
+                                 env=logs.task_env(**log_context))
     except Exception as exc:  # noqa: BLE001 - a lost worker included: the product stands
         log.warning("previews not made: %s: %s", type(exc).__name__, exc, extra=log_context)
         return {"made": [], "failed": {"*": str(exc)}}

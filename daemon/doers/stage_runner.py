@@ -24,6 +24,7 @@ from calstream.daemon.doers.kafka.bus import Bus
 from calstream.daemon.doers.preview_runner import make_previews, planned_previews
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
+from calstream.daemon.operations import logs
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.fitsfile import file_digest
@@ -115,7 +116,8 @@ class StageRunner:
                 outcome = await self.pool.run(
                     item.task, {**item.task_kwargs, "output_dir": str(scratch)},
                     timeout=self.cfg.task_timeout, log_path=str(run_log),
-                    env={"CRDS_CONTEXT": self.context(item)},
+                    env={"CRDS_CONTEXT": self.context(item),
+                         **logs.task_env(**item.log_context, work_id=wid)},
                     priority=0 if item.priority == "live" else 1)
                 failure = outcome.failure
                 kind = failure.classification if failure else "success"
@@ -220,7 +222,7 @@ class StageRunner:
                  f", {latency:.1f}s after arrival" if latency is not None else "",
                  "; pointing PLANNED: provisional quick-look" if message["pointing_provisional"]
                  else "", extra=item.log_context)
-        await make_previews(self.pool, previews, item.log_context)
+        await make_previews(self.pool, previews, {**item.log_context, "work_id": wid})
 
     async def _publish_skipped(self, item: WorkItem, wid: str, reason: str,
                                run_log: Path, store: ProductStore) -> None:

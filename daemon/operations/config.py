@@ -24,8 +24,9 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 # CALSTREAM_* variables that are not settings: the config file's path, the
-# embedded broker's log and the workers' log level (read by those directly).
-NOT_SETTINGS = ("CALSTREAM_CONFIG", "CALSTREAM_BROKER_LOG", "CALSTREAM_WORKER_LOG_LEVEL")
+# embedded broker's log and the workers' log level and format (operations/logs.py).
+NOT_SETTINGS = ("CALSTREAM_CONFIG", "CALSTREAM_BROKER_LOG", "CALSTREAM_WORKER_LOG_LEVEL",
+                "CALSTREAM_WORKER_JSON_LOGS", "CALSTREAM_TASK_LOG_CONTEXT")
 
 
 @dataclass
