@@ -62,15 +62,11 @@ def cmd_show(cfg: Config, args: argparse.Namespace) -> int:
 
 def add_parser(sub, daemon_flags, load_config) -> None:
     p = sub.add_parser("config", help="the effective configuration and where each value came from")
-    actions = p.add_subparsers(dest="action", required=True)
-    show = actions.add_parser("show", help="every setting, its value (secrets masked) and source")
-    daemon_flags(show)
-    show.add_argument("--json", action="store_true")
-
-    def run(args: argparse.Namespace) -> int:
-        return cmd_show(load_config(args), args)
-
-    p.set_defaults(func=run)
+    p.add_argument("action", choices=("show",),
+                   help="show: every setting, its value (secrets masked) and its source")
+    daemon_flags(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=lambda args: cmd_show(load_config(args), args))
 
 
 assert not set(_DERIVED) - {f.name for f in dataclasses.fields(Config)}
