@@ -74,7 +74,8 @@ def test_a_record_left_by_a_crash_is_stale(tmp_path):
     record_path(work).write_text(json.dumps({
         "pid": int(dead), "host": socket.gethostname(), "kafka_bootstrap": "127.0.0.1:1",
         "metrics_address": "127.0.0.1:1", "topic_prefix": "calstream."}))
-    for args in (["status"], ["holds", "list"], ["replay", "--dry-run", "--namespace", "n1"]):
+    for args in (["status"], ["holds", "list"], ["replay", "--dry-run", "--namespace", "n1"],
+                 ["subscribe"], ["promote", "n1"], ["config", "show"]):
         result = calstream(*args, "--work-dir", str(work))
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert "stale" in result.stderr and f"process {dead} is not running" in result.stderr
