@@ -22,8 +22,9 @@ ROOT = "/console"
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:.5em 0 1.5em} table.timeline{width:100%}
+th,td{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top;
+white-space:nowrap} td.why{white-space:normal;overflow-wrap:anywhere;min-width:12em}
 th{background:#eee} .num{text-align:right} .held{background:#fff3cd}
 .dead{background:#f8d7da} .missing{background:#e2e3e5} .ok{color:#155724}
 .muted{color:#777} img.thumb{height:48px;image-rendering:pixelated;margin-right:2px}
@@ -54,8 +55,12 @@ def _since(iso: str | None, now: float) -> str:
     return "-" if not iso else _age(now - contract.parse_time(iso).timestamp())
 
 
-def _time(iso: str | None) -> str:
-    return "-" if not iso else _e(iso.replace("T", " ").rstrip("Z")[:19])
+def _time(iso: str | None, *, date: bool = True) -> str:
+    """UTC, to the second; the full time on hover."""
+    if not iso:
+        return "-"
+    shown = iso.replace("T", " ").rstrip("Z")[:19]
+    return f'<span title="{_e(iso)}">{_e(shown if date else shown[11:])}</span>'
 
 
 def page(title: str, body: str, snap: Snapshot) -> bytes:
@@ -101,14 +106,14 @@ def _namespaces(snap: Snapshot) -> str:
     promotions = [f"<tr><td>{_time(p['promoted_at'])}</td><td>{_e(p['previous'])} → "
                   f"{_e(p['namespace'])}</td><td>{_e(p['records'])}</td><td>{_e(p['by'])}</td>"
                   f"<td>{_e(p['reason'])}</td></tr>" for p in snap.promotions[::-1]]
-    return (_table(["namespace", ""], rows)
+    return (_table(["namespace", ""], rows) + "<h3>Promotions</h3>"
             + _table(["promoted at", "from → to", "work items", "by", "reason"], promotions))
 
 
 def _dead_letters(letters: list[dict[str, Any]]) -> str:
     rows = [f'<tr class="dead"><td>{_time(d.get("emitted_at"))}</td><td>{_e(d.get("stage"))}'
             f'</td><td>{_e(d.get("exposure_id") or Path(d.get("path") or "-").name)}</td>'
-            f'<td>{_e(d.get("category"))}</td><td>{_e(d.get("reason"))}</td>'
+            f'<td>{_e(d.get("category"))}</td><td class="why">{_e(d.get("reason"))}</td>'
             f'<td class="num">{_e(d.get("attempts"))}</td></tr>' for d in letters]
     return _table(["at", "stage", "exposure / file", "category", "reason", "attempts"], rows)
 
@@ -135,7 +140,7 @@ def _stage_cell(event: dict[str, Any] | None) -> str:
         return '<td class="muted">-</td>'
     took = event.get("duration_seconds")
     state = "skipped" if event.get("outcome") == "skipped" else "done"
-    return (f'<td><span class="ok">{state}</span> {_time(event.get("emitted_at"))}'
+    return (f'<td><span class="ok">{state}</span> {_time(event.get("emitted_at"), date=False)}'
             f'{f" ({_age(took)})" if took is not None else ""}<br>{_thumbnails(event)}</td>')
 
 
@@ -160,7 +165,8 @@ def observation_page(snap: Snapshot, obs: Observation, query: dict[str, list[str
             f"<td>{_time(exp.arrived_at)}</td>"
             + "".join(_stage_cell(exp.stages.get(s)) for s in PER_STAGE)
             + f"<td>{'<br>'.join(_e(n) for n in exp.stage3) or '-'}</td>"
-            f'<td class="num">{_age(exp.latency)}</td><td>{hold}{"<br>" if hold and dead else ""}'
+            f'<td class="num">{_age(exp.latency)}</td><td class="why">{hold}'
+            f'{"<br>" if hold and dead else ""}'
             f"{dead}</td></tr>")
     base = f"/program/{obs.program}/{obs.observation}"
     nav = " ".join(_link(base, str(n), ns=snap.namespace, page=n) if n != number
@@ -172,7 +178,8 @@ def observation_page(snap: Snapshot, obs: Observation, query: dict[str, list[str
                   "hold / failure"], rows, "timeline")
         + f"<h2>Held ({len(held)})</h2>"
         + _table(["exposure", "reason", "since", "age"], [
-            f'<tr class="held"><td>{_e(e.exposure_id)}</td><td>{_e(e.hold.get("reason"))}</td>'
+            f'<tr class="held"><td>{_e(e.exposure_id)}</td>'
+            f'<td class="why">{_e(e.hold.get("reason"))}</td>'
             f"<td>{_time(e.hold.get('since'))}</td><td>{_since(e.hold.get('since'), now)}</td>"
             "</tr>" for e in held])
         + f"<h2>Missing exposures ({len(obs.missing)})</h2>"
@@ -182,7 +189,7 @@ def observation_page(snap: Snapshot, obs: Observation, query: dict[str, list[str
             for eid, m in sorted(obs.missing.items())])
         + f"<h2>Open associations ({len(obs.waiting)})</h2>"
         + _table(["association", "waits for"], [
-            f"<tr><td>{_e(w['association'])}</td><td>"
+            f"<tr><td>{_e(w['association'])}</td><td class='why'>"
             + "<br>".join(f"{_e(k)}: {_e(v)}" for k, v in w["waiting_for"].items())
             + "</td></tr>" for w in obs.waiting])
         + "<h2>Stage-3 products</h2>"
