@@ -21,7 +21,9 @@ from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.stage_runner import StageRunner
 from calstream.daemon.doers.work_order_stage import WorkOrderStage
 from calstream.daemon.doers.worker_pool import WorkerPool
+from calstream.daemon.operations import deployment, logs
 from calstream.daemon.operations.config import Config, host_port
+from calstream.daemon.operations.console import Console
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.operations.ops_http import OpsServer
 from calstream.daemon.operations.promote import ensure_current
@@ -89,8 +91,10 @@ class Daemon:
         self.metrics.stall_threshold.set(cfg.stall_seconds)
         self.ops = OpsServer(host, port, self.metrics, self.readiness,
                              planner=lambda: (self.planner.last_view or {"caught_up": False})
-                             if self.planner else None)
+                             if self.planner else None,
+                             pages=Console(cfg, lambda: [self.ops.address]).handle)
         self.ops.start()
+        deployment.record(cfg, self.ops.address, embedded=self.broker is not None)
         log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")
         log.info("metrics: http://%s/metrics (also /healthz, /readyz)", self.ops.address)
         try:
@@ -139,6 +143,7 @@ class Daemon:
                 with anyio.CancelScope(shield=True):
                     await producer.stop()
         finally:
+            deployment.remove(cfg, self.ops.address)
             self.ops.stop()
 
     async def _recover_product_events(self, bus: Bus) -> None:
@@ -174,7 +179,8 @@ class Daemon:
         """A pool of warm workers fed by a consumer group on ``topic``, and on
         ``replay_topic`` at low priority (live beats replay: see consumer.py)."""
         cfg = stage_cfg or self.cfg
-        env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
+        env = {**{k: os.environ[k] for k in _WORKER_ENV if k in os.environ},
+               **logs.worker_env(cfg.json_logs)}
         pool = WorkerPool(cfg.workers, stage=stage, metrics=self.metrics, env=env,
                           initializer="calstream.steps.worker_warmup:warm_up",
                           classifier="calstream.steps.failures:classify_task_failure",

@@ -19,8 +19,9 @@ from typing import Any
 import jsonschema
 
 SCHEMA_MAJOR = 1
-# 1.1: optional fields for stage 3 and replay (docs/contract.md, "Versions").
-SCHEMA_MINOR = 1
+# 1.1: optional fields for stage 3 and replay; 1.2: the product's previews
+# (docs/contract.md, "Versions").
+SCHEMA_MINOR = 2
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 MESSAGE_TYPES = ("arrival", "product", "work_order", "hold", "pointing_update", "dead_letter",
                  "plan", "promotion")

@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from calstream.daemon.doers.child_processes import die_with_parent
+from calstream.daemon.operations import logs
 from calstream.steps.environment import environ
 
 
@@ -86,15 +87,9 @@ def _current_rss() -> int:
 
 
 def _worker_logging() -> None:
-    """Warnings and errors to stderr (the daemon's log); each task's full log
-    goes to its own file (see _task_log)."""
-    root = logging.getLogger()
-    handler = logging.StreamHandler()
-    handler.setLevel(os.environ.get("CALSTREAM_WORKER_LOG_LEVEL", "WARNING"))
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(levelname)-7s %(name)s [worker %(process)d] %(message)s", "%H:%M:%S"))
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    """Warnings and errors to stderr (the daemon's log, in its format: see
+    logs.worker_setup); each task's full log goes to its own file (see _task_log)."""
+    logs.worker_setup()
     # Python warnings from the pipelines belong in the run's log, not on stderr.
     logging.captureWarnings(True)
 

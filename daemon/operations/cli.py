@@ -11,7 +11,7 @@ from pathlib import Path
 
 import anyio
 
-from calstream.daemon.operations import logs
+from calstream.daemon.operations import deployment, logs
 from calstream.daemon.operations.config import ROLES, ConfigError, load
 
 log = logging.getLogger("calstream.cli")
@@ -47,7 +47,9 @@ def _config(args: argparse.Namespace, **extra):
     if getattr(args, "role", None):
         flags["roles"] = args.role
     flags.update(extra)
-    return load(args.config, flags=flags)
+    cfg = load(args.config, flags=flags)
+    # Every command but the daemon itself finds a running deployment by its work dir.
+    return cfg if args.command == "run" else deployment.discover(cfg)
 
 
 async def _until_signal(scope: anyio.CancelScope) -> None:
@@ -73,6 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             tg.start_soon(_until_signal, tg.cancel_scope)
             await tg.start(daemon.run)
             print(f"calstream: metrics http://{daemon.ops.address}/metrics  "
+                  f"console http://{daemon.ops.address}/console/  "
                   f"roles {','.join(cfg.roles)}  CRDS context {daemon.crds_context}", flush=True)
 
     try:
@@ -220,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_replay(sub, _daemon_flags, _config)
     add_promote(sub, _daemon_flags, _config)
+    from calstream.daemon.operations.config_cli import add_parser as add_config
+
+    add_config(sub, _daemon_flags, _config)
+    from calstream.daemon.operations.console import add_parser as add_console
+
+    add_console(sub, _daemon_flags, _config)
     return parser
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
+from calstream.daemon.operations import deployment
 from calstream.daemon.operations.config import ROLES, Config, host_port, load
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
@@ -583,9 +584,9 @@ def default_metrics_url(cfg: Config) -> str | None:
 def cmd_status(args: argparse.Namespace) -> int:
     from calstream.daemon.operations import logs
 
-    flags = {k: getattr(args, k) for k in ("kafka_bootstrap", "topic_prefix", "group_prefix")
-             if getattr(args, k) is not None}
-    cfg = load(args.config, flags=flags)
+    flags = {k: getattr(args, k) for k in ("kafka_bootstrap", "topic_prefix", "group_prefix",
+                                          "work_dir") if getattr(args, k) is not None}
+    cfg = deployment.discover(load(args.config, flags=flags))
     logs.setup(args.log_level, False)
     if logging.getLogger().level > logging.DEBUG:
         # A broker that cannot be reached is reported in the summary itself.
@@ -611,6 +612,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=os.environ.get("CALSTREAM_CONFIG"),
                    help="the deployment's TOML file (broker, prefixes, TLS/SASL)")
     p.add_argument("--kafka-bootstrap", help="HOST:PORT[,...] of the broker")
+    p.add_argument("--work-dir", type=Path, help="a deployment's work dir: its broker and "
+                   "endpoint are read from WORK/deployment.json")
     p.add_argument("--topic-prefix", help="prefix of every topic name (default 'calstream.')")
     p.add_argument("--group-prefix", help="prefix of the consumer groups (default 'calstream')")
     p.add_argument("--metrics-url", action="append",

@@ -37,6 +37,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from calstream.daemon.doers.kafka.clients import client_options
+from calstream.daemon.operations import deployment
 from calstream.daemon.operations.config import Config, ConfigError, load
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
@@ -188,8 +189,10 @@ _FAST_GROUP_TIMING = dict(session_timeout_ms=2000, heartbeat_interval_ms=300,
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
-    flags = {"kafka_bootstrap": args.kafka_bootstrap, "topic_prefix": args.topic_prefix}
-    cfg = load(args.config, flags={k: v for k, v in flags.items() if v is not None})
+    flags = {"kafka_bootstrap": args.kafka_bootstrap, "topic_prefix": args.topic_prefix,
+             "work_dir": args.work_dir}
+    cfg = deployment.discover(load(args.config, flags={k: v for k, v in flags.items()
+                                                       if v is not None}))
     if not cfg.kafka_bootstrap:
         raise ConfigError("subscribe needs the deployment's broker: --kafka-bootstrap HOST:PORT")
     if args.since:
@@ -217,6 +220,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=os.environ.get("CALSTREAM_CONFIG"),
                    help="the deployment's TOML file (broker, prefix, TLS/SASL)")
     p.add_argument("--kafka-bootstrap", help="HOST:PORT[,...] of the broker")
+    p.add_argument("--work-dir", type=Path, help="a deployment's work dir: its broker is read "
+                   "from WORK/deployment.json")
     p.add_argument("--topic-prefix", help="prefix of every topic name (default 'calstream.')")
     p.add_argument("--group", help="consumer group: commit after handling, resume there on "
                                    "restart (default: no group, read from the beginning)")
