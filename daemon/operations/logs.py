@@ -61,13 +61,43 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
+# Names in log lines come from outside (file names, message fields): a newline
+# or an escape sequence in one must not forge a line or repaint a terminal.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROL[ord("\n")] = "\\n"
+_CONTROL[ord("\t")] = "\\t"
+
+
+def escape_controls(text: str) -> str:
+    return text.translate(_CONTROL)
+
+
+class TextFormatter(logging.Formatter):
+    """One record, one line: control characters escaped; a traceback's lines
+    are prefixed so that none of them can pass for a record of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(_TEXT, "%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        safe = logging.makeLogRecord(record.__dict__)
+        safe.message = escape_controls(record.message)
+        for f in (*_FIELDS, "short_work_id"):
+            setattr(safe, f, escape_controls(str(getattr(record, f, "-"))))
+        return super().formatMessage(safe)
+
+    def formatException(self, ei) -> str:  # noqa: N802
+        return "\n".join("  | " + escape_controls(line)
+                         for line in super().formatException(ei).splitlines())
+
+
 def _handler(json_logs: bool) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     if json_logs:
         fmt: logging.Formatter = JsonFormatter()
         fmt.converter = time.gmtime
     else:
-        fmt = logging.Formatter(_TEXT, "%H:%M:%S")
+        fmt = TextFormatter()
     handler.setFormatter(fmt)
     return handler
 
