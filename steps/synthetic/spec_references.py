@@ -28,22 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from calstream.steps.synthetic import spectroscopy as lrs
-from calstream.steps.synthetic.references import (
+from calstream.steps.synthetic.detector_references import DetectorReferences, write_mode_references
+from calstream.steps.synthetic.reference_models import (
     AUTHOR,
     PEDIGREE,
     USEAFTER,
     TreeReference,
-    _dq_def,
-    builder_for,
-    constant_gain,
-    constant_readnoise,
-    constant_saturation,
-    identity_ipc,
-    identity_linearity,
-    linear_distortion,
-    refpix_mask,
-    save_reference,
-    stamp_reference,
+    dq_def,
 )
 from calstream.steps.synthetic.spectroscopy import LrsSpec
 
@@ -78,15 +69,15 @@ EXTRACT_WIDTH = 11
 APCORR_SIZES = np.arange(3.0, 31.0, 2.0)
 
 
+def _detector(spec: LrsSpec | None = None) -> DetectorReferences:
+    return DetectorReferences("MIRI", lrs.DETECTOR, lrs.FULL_FRAME, lrs.reference_pixel_mask(),
+                              label="MIRI ",
+                              mask_description="Synthetic MIRI bad pixel mask: reference columns only",
+                              linearity_coeffs=2)
+
+
 def _stamp(model, reftype: str, description: str, *, subarray: bool = True) -> None:
-    stamp_reference(
-        model,
-        "MIRI",
-        reftype,
-        description,
-        detector=lrs.DETECTOR,
-        subarray=lrs.FULL_FRAME if subarray else None,
-    )
+    _detector().stamp(model, reftype, description, subarray=subarray)
 
 
 def _shape() -> tuple[int, int]:
@@ -95,24 +86,6 @@ def _shape() -> tuple[int, int]:
 
 def _zeros_dq():
     return np.zeros(_shape(), dtype=np.uint32)
-
-
-def _mask(spec):
-    model = refpix_mask(lrs.reference_pixel_mask())
-    _stamp(model, "mask", "Synthetic MIRI bad pixel mask: reference columns only")
-    return model
-
-
-def _saturation(spec):
-    model = constant_saturation(_shape(), spec.saturation)
-    _stamp(model, "saturation", "Synthetic MIRI saturation levels (raw DN)")
-    return model
-
-
-def _ipc(spec):
-    model = identity_ipc()
-    _stamp(model, "ipc", "Synthetic MIRI IPC kernel: identity (none simulated)", subarray=False)
-    return model
 
 
 def _rscd(spec):
@@ -126,12 +99,6 @@ def _rscd(spec):
     )
     model = RSCDModel(rscd_group_skip_table=table, strict_validation=True)
     _stamp(model, "rscd", "Synthetic MIRI RSCD: initial groups to skip", subarray=False)
-    return model
-
-
-def _linearity(spec):
-    model = identity_linearity(_shape(), ncoeffs=2)
-    _stamp(model, "linearity", "Synthetic MIRI linearity: identity (data are linear)")
     return model
 
 
@@ -151,7 +118,7 @@ def _dark(spec):
         dq=np.zeros(data.shape, dtype=np.uint32),
         strict_validation=True,
     )
-    model.dq_def = _dq_def(["DO_NOT_USE", "UNRELIABLE_DARK"])
+    model.dq_def = dq_def(["DO_NOT_USE", "UNRELIABLE_DARK"])
     _stamp(model, "dark", "Synthetic MIRI dark: constant dark rate")
     e = model.meta.exposure
     e.readpatt = spec.readpatt
@@ -173,7 +140,7 @@ def _reset(spec):
         dq=_zeros_dq(),
         strict_validation=True,
     )
-    model.dq_def = _dq_def(["DO_NOT_USE"])
+    model.dq_def = dq_def(["DO_NOT_USE"])
     _stamp(model, "reset", "Synthetic MIRI reset anomaly: none simulated")
     model.meta.exposure.ngroups = 2
     model.meta.exposure.nints = 1
@@ -181,39 +148,19 @@ def _reset(spec):
     return model
 
 
-def _gain(spec):
-    model = constant_gain(_shape(), spec.gain)
-    _stamp(model, "gain", f"Synthetic MIRI gain: {spec.gain} e-/DN")
-    return model
-
-
-def _readnoise(spec):
-    model = constant_readnoise(_shape(), spec.readnoise)
-    _stamp(model, "readnoise", f"Synthetic MIRI CDS read noise: {spec.readnoise} DN")
-    return model
-
-
 def _distortion(spec):
     # The same mapping as spectroscopy.pixel_to_v2v3.
-    model = linear_distortion(
-        (lrs.FULL_XREF - 1, lrs.FULL_YREF - 1),
-        lrs.PIXEL_SCALE,
-        (lrs.V2_REF, lrs.V3_REF),
-        lrs.V3_IDL_YANGLE,
-        lrs.VIDL_PARITY,
-    )
-    _stamp(model, "distortion", "Synthetic MIRI imager distortion: linear", subarray=False)
-    model.meta.exposure.p_exptype = "MIR_IMAGE|MIR_TACQ|MIR_TACONFIRM|MIR_LRS-FIXEDSLIT|MIR_LRS-SLITLESS|"
-    return model
+    return _detector(spec).distortion(
+        (lrs.FULL_XREF - 1, lrs.FULL_YREF - 1), lrs.PIXEL_SCALE, lrs.IMAGER,
+        "Synthetic MIRI imager distortion: linear",
+        meta={"exposure.p_exptype":
+              "MIR_IMAGE|MIR_TACQ|MIR_TACONFIRM|MIR_LRS-FIXEDSLIT|MIR_LRS-SLITLESS|"})
 
 
 def _filteroffset(spec):
-    from stdatamodels.jwst.datamodels import FilteroffsetModel
-
-    filters = [{"filter": lrs.FILTER, "column_offset": 0.0, "row_offset": 0.0}]
-    model = FilteroffsetModel(filters=filters, instrument="MIRI", strict_validation=True)
-    _stamp(model, "filteroffset", "Synthetic MIRI filter offsets: none", subarray=False)
-    return model
+    return _detector(spec).filteroffset(
+        [{"filter": lrs.FILTER, "column_offset": 0.0, "row_offset": 0.0}],
+        "Synthetic MIRI filter offsets: none")
 
 
 def wavetable() -> np.ndarray:
@@ -271,19 +218,10 @@ def _specwcs(spec):
 
 
 def _flat(spec):
-    from stdatamodels.jwst.datamodels import FlatModel
-
-    model = FlatModel(
-        data=lrs.detector_flat(spec),
-        err=np.full(_shape(), 0.001, dtype=np.float32),
-        dq=_zeros_dq(),
-        strict_validation=True,
-    )
-    model.dq_def = _dq_def(["DO_NOT_USE", "NO_FLAT_FIELD"])
-    _stamp(model, "flat", "Synthetic MIRI LRS flat: the simulated pixel response")
-    model.meta.instrument.filter = lrs.FILTER
-    model.meta.exposure.type = EXP_TYPE
-    return model
+    return _detector(spec).flat(
+        lrs.detector_flat(spec), "Synthetic MIRI LRS flat: the simulated pixel response",
+        flag_reference_pixels=False,
+        meta={"instrument.filter": lrs.FILTER, "exposure.type": EXP_TYPE})
 
 
 # Wavelength grid of the tabulated corrections (um), covering the spectrum with a margin.
@@ -363,14 +301,9 @@ def _photom(spec):
 
 
 def _area(spec):
-    from stdatamodels.jwst.datamodels import PixelAreaModel
-
-    model = PixelAreaModel(data=np.ones(_shape(), dtype=np.float32), strict_validation=True)
-    _stamp(model, "area", "Synthetic MIRI pixel area map: no distortion, all ones", subarray=False)
-    model.meta.instrument.filter = lrs.FILTER
-    model.meta.photometry.pixelarea_steradians = lrs.pixel_area_sr()
-    model.meta.photometry.pixelarea_arcsecsq = lrs.PIXEL_SCALE**2
-    return model
+    return _detector(spec).area(_shape(), "Synthetic MIRI pixel area map: no distortion, all ones",
+                                pixel_scale=lrs.PIXEL_SCALE,
+                                meta={"instrument.filter": lrs.FILTER})
 
 
 class _JsonReference(TreeReference):
@@ -485,40 +418,15 @@ def _psf(spec):
     return model
 
 
-_BUILDERS = {
-    "mask": (_mask, ".fits"),
-    "saturation": (_saturation, ".fits"),
-    "ipc": (_ipc, ".fits"),
-    "rscd": (_rscd, ".fits"),
-    "linearity": (_linearity, ".fits"),
-    "dark": (_dark, ".fits"),
-    "reset": (_reset, ".fits"),
-    "gain": (_gain, ".fits"),
-    "readnoise": (_readnoise, ".fits"),
-    "distortion": (_distortion, ".asdf"),
-    "filteroffset": (_filteroffset, ".asdf"),
-    "specwcs": (_specwcs, ".fits"),
-    "flat": (_flat, ".fits"),
-    "pathloss": (_pathloss, ".fits"),
-    "photom": (_photom, ".fits"),
-    "area": (_area, ".fits"),
-    "extract1d": (_extract1d, ".json"),
-    "apcorr": (_apcorr, ".fits"),
-    "psf": (_psf, ".fits"),
-}
-
-
 def write_lrs_reference_files(
     ref_dir: str | Path, spec: LrsSpec | None = None, *, reftypes: Iterable[str] = ALL_TYPES
 ) -> dict[str, list[Path]]:
     """Write the MIRI LRS references; return {reftype: [paths]} for `build_crds_cache`."""
     spec = spec or LrsSpec()
-    spec.validate()
-    out = Path(ref_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, list[Path]] = {}
-    for reftype in reftypes:
-        build, ext = builder_for(_BUILDERS, reftype, "MIRI")
-        path = out / f"miri_{lrs.DETECTOR.lower()}_full_{reftype}{ext}"
-        written[reftype] = [save_reference(build(spec), path)]
-    return written
+    return write_mode_references(
+        ref_dir, spec, _detector(spec),
+        {"rscd": _rscd, "dark": _dark, "reset": _reset, "distortion": _distortion,
+         "filteroffset": _filteroffset, "specwcs": _specwcs, "flat": _flat,
+         "pathloss": _pathloss, "photom": _photom, "area": _area, "extract1d": _extract1d,
+         "apcorr": _apcorr, "psf": _psf},
+        reftypes, what="MIRI", stem=f"miri_{lrs.DETECTOR.lower()}_full")
