@@ -84,10 +84,7 @@ class AmiSpec(FixedSetup, VisitId):
     READOUT_PATTERNS = NIRISS_READOUT
     DETECTOR, SUBARRAY, FILTER, PUPIL = DETECTOR, SUB80, FILTER, PUPIL
 
-    observation: str = "006"
-    readpatt: str = "NISRAPID"
-    ngroups: int = 5
-    nints: int = 3
+    # The target (exposure 1) and its calibrator (exposure 2), one pointing each.
     target_ra: float = 53.1540  # deg
     target_dec: float = -27.8020
     target_name: str = "SYNTH-AMI-TARGET"
@@ -95,6 +92,10 @@ class AmiSpec(FixedSetup, VisitId):
     psf_dec: float = -27.6890
     psf_name: str = "SYNTH-AMI-CALIBRATOR"
     pa_v3: float = 293.5
+    observation: str = "006"
+    readpatt: str = "NISRAPID"
+    ngroups: int = 5
+    nints: int = 3
     visit_start: str = "2024-01-15T14:00:00.000"
     slew_seconds: float = 300.0
     seed: int = 2024
@@ -136,8 +137,7 @@ class AmiSpec(FixedSetup, VisitId):
         return [self.exposure_name(exposure, detector)]
 
     def validate(self) -> None:
-        if self.readpatt not in NIRISS_READOUT:
-            raise ValueError(f"unknown NIRISS readout pattern {self.readpatt!r}")
+        self.check_readpatt("NIRISS")
         if self.ngroups < 3 or self.nints < 2:
             # jump needs 3 groups; ami_analyze's outlier search needs a stack.
             raise ValueError("AMI needs ngroups >= 3 and nints >= 2")

@@ -28,7 +28,6 @@ from calstream.steps.synthetic.ami import AmiSpec
 from calstream.steps.synthetic.detector_references import (
     DETECTOR1_TYPES,
     DetectorReferences,
-    imaging_photom,
     write_mode_references,
 )
 
@@ -70,18 +69,13 @@ def _flat(spec):
 def _photom(spec):
     from stdatamodels.jwst.datamodels import NisImgPhotomModel
 
-    return imaging_photom(
-        NisImgPhotomModel, [(ami.FILTER, ami.PUPIL)], PHOTMJSR, ami.PIXEL_SCALE,
-        lambda model: _detector(spec).stamp(
-            model, "photom", "Synthetic NIRISS photometric calibration", subarray=False))
+    return _detector(spec).photom(NisImgPhotomModel, (ami.FILTER, ami.PUPIL), PHOTMJSR,
+                                  ami.PIXEL_SCALE, "Synthetic NIRISS photometric calibration")
 
 
 def _area(spec):
-    # photom slices the map at SUB80's full-frame position: cover up to its far corner.
-    sub = ami.SUB80
-    return _detector(spec).area((sub.ystart - 1 + sub.ysize, sub.xstart - 1 + sub.xsize),
-                                "Synthetic NIRISS pixel area map: all ones",
-                                pixel_scale=ami.PIXEL_SCALE, meta=_OPTICS)
+    return _detector(spec).area_to_subarray("Synthetic NIRISS pixel area map: all ones",
+                                            pixel_scale=ami.PIXEL_SCALE, meta=_OPTICS)
 
 
 def _throughput(spec):

@@ -21,7 +21,6 @@ from calstream.steps.synthetic.coronagraphy import CoronSpec
 from calstream.steps.synthetic.detector_references import (
     DETECTOR1_TYPES,
     DetectorReferences,
-    imaging_photom,
     write_mode_references,
 )
 
@@ -61,17 +60,14 @@ def _flat(spec):
 def _photom(spec):
     from stdatamodels.jwst.datamodels import NrcImgPhotomModel
 
-    return imaging_photom(
-        NrcImgPhotomModel, [(coron.FILTER, coron.PUPIL)], coron.PHOTMJSR, coron.PIXEL_SCALE,
-        lambda model: _detector(spec).stamp(
-            model, "photom", "Synthetic coronagraphic photometric calibration", subarray=False))
+    return _detector(spec).photom(NrcImgPhotomModel, (coron.FILTER, coron.PUPIL), coron.PHOTMJSR,
+                                  coron.PIXEL_SCALE,
+                                  "Synthetic coronagraphic photometric calibration")
 
 
 def _area(spec):
-    sub = coron.SUBARRAY
-    return _detector(spec).area((sub.ystart - 1 + sub.ysize, sub.xstart - 1 + sub.xsize),
-                                "Synthetic pixel area map: no distortion, all ones",
-                                pixel_scale=coron.PIXEL_SCALE, meta=_OPTICS)
+    return _detector(spec).area_to_subarray("Synthetic pixel area map: no distortion, all ones",
+                                            pixel_scale=coron.PIXEL_SCALE, meta=_OPTICS)
 
 
 def _psfmask(spec):

@@ -31,6 +31,7 @@ aperture reference point of the WCS.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,10 +144,7 @@ class CoronSpec(FixedSetup, VisitId):
         return _Observation(self, psf, self.psf_nints if psf else self.nints)
 
     def validate(self) -> None:
-        if self.readpatt not in READOUT_PATTERNS:
-            raise ValueError(f"unknown NIRCam readout pattern {self.readpatt!r}")
-        if self.ngroups < 3:
-            raise ValueError("need ngroups >= 3 for jump detection")
+        self.check_readpatt("NIRCam", 3, "need ngroups >= 3 for jump detection")
         if self.nints < 2 or self.psf_nints < 2:
             # coron3's outlier detection compares integrations.
             raise ValueError("need nints >= 2 and psf_nints >= 2")
@@ -257,17 +255,8 @@ def exposure_timing(spec: CoronSpec, psf: bool) -> ExposureTiming:
     if not psf:
         return timing
     end = timing.start_mjd + duration / 86400.0
-    return ExposureTiming(
-        frame_time=timing.frame_time,
-        group_time=timing.group_time,
-        integration_time=timing.integration_time,
-        exposure_time=timing.exposure_time,
-        measurement_time=timing.measurement_time,
-        duration=round(duration, 5),
-        start_mjd=timing.start_mjd,
-        mid_mjd=(timing.start_mjd + end) / 2,
-        end_mjd=end,
-    )
+    return dataclasses.replace(timing, duration=round(duration, 5),
+                               mid_mjd=(timing.start_mjd + end) / 2, end_mjd=end)
 
 
 @dataclass(frozen=True)

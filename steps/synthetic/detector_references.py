@@ -143,6 +143,19 @@ class DetectorReferences:
             **meta, "photometry.pixelarea_steradians": pixel_area_sr(pixel_scale),
             "photometry.pixelarea_arcsecsq": pixel_scale**2})
 
+    def area_to_subarray(self, description: str, *, pixel_scale: float,
+                         meta: Mapping[str, object]):
+        """`area` reaching just the far corner of the detector's subarray."""
+        sub = self.subarray
+        return self.area((sub.ystart - 1 + sub.ysize, sub.xstart - 1 + sub.xsize), description,
+                         pixel_scale=pixel_scale, meta=meta)
+
+    def photom(self, model_class, optics: tuple[str, str], photmjsr: float, pixel_scale: float,
+               description: str):
+        """An imaging PHOTOM of one (filter, pupil) row, valid for any subarray."""
+        return imaging_photom(model_class, [optics], photmjsr, pixel_scale, lambda model: self.stamp(
+            model, "photom", description, subarray=False))
+
     def distortion(self, centre: tuple[float, float], pixel_scale: float, aperture,
                    description: str, *, meta: Mapping[str, object]):
         """The linear mapping of `aperture` (a `focal_plane.LinearAperture`) from

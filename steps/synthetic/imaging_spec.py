@@ -115,8 +115,7 @@ class ProgramSpec(PatternReadout, VisitId):
     def validate(self) -> None:
         if self.exp_type not in TEMPLATES:
             raise ValueError(f"unsupported exposure type {self.exp_type!r}; one of {sorted(TEMPLATES)}")
-        if self.readpatt not in READOUT_PATTERNS:
-            raise ValueError(f"unknown NIRCam readout pattern {self.readpatt!r}")
+        self.check_readpatt("NIRCam")
         for d in self.detectors:
             subarray_for(d, self.subarray)
         if self.ngroups < 2 or self.nints < 1 or self.dithers < 1:

@@ -77,48 +77,32 @@ def set_target(m, spec, source_type: str) -> None:
     tg.source_type_apt = source_type
 
 
+def _assign(node, values: dict) -> None:
+    """Set `values` on a meta node in the dict's order (the tree's order)."""
+    for name, value in values.items():
+        setattr(node, name, value)
+
+
 def set_exposure(
     m, spec, exposure: int, timing, *, exp_type: str, noutputs: int, sca_num: int
 ) -> None:
     t = timing
-    e = m.exposure
-    e.type = exp_type
-    e.count = exposure
-    e.prime_parallel = "PRIME"
-    e.readpatt = spec.readpatt
-    e.noutputs = noutputs
-    e.nints = spec.nints
-    e.integration_start = 1
-    e.integration_end = spec.nints
-    e.ngroups = spec.ngroups
-    e.nframes = spec.nframes
-    e.groupgap = spec.groupgap
-    e.frame_divisor = spec.nframes
-    e.drop_frames1 = 0
-    e.drop_frames3 = 0
-    e.nsamples = 1
-    e.sample_time = 10.0
-    e.frame_time = t.frame_time
-    e.group_time = t.group_time
-    e.integration_time = t.integration_time
-    e.exposure_time = t.exposure_time
-    e.effective_exposure_time = t.exposure_time
-    e.measurement_time = t.measurement_time
-    e.duration = t.duration
-    e.elapsed_exposure_time = t.duration
-    e.nresets_at_start = 1
-    e.nresets_between_ints = 1
-    e.start_time = t.start_mjd
-    e.mid_time = t.mid_mjd
-    e.end_time = t.end_mjd
-    e.start_time_mjd = t.start_mjd
-    e.mid_time_mjd = t.mid_mjd
-    e.end_time_mjd = t.end_mjd
-    e.zero_frame = False
-    e.data_problem = False
-    e.sca_num = sca_num
-    e.gain_factor = 1.0
-    e.detmode = "EXPOSURE"
+    _assign(m.exposure, {
+        "type": exp_type, "count": exposure, "prime_parallel": "PRIME",
+        "readpatt": spec.readpatt, "noutputs": noutputs, "nints": spec.nints,
+        "integration_start": 1, "integration_end": spec.nints, "ngroups": spec.ngroups,
+        "nframes": spec.nframes, "groupgap": spec.groupgap, "frame_divisor": spec.nframes,
+        "drop_frames1": 0, "drop_frames3": 0, "nsamples": 1, "sample_time": 10.0,
+        "frame_time": t.frame_time, "group_time": t.group_time,
+        "integration_time": t.integration_time, "exposure_time": t.exposure_time,
+        "effective_exposure_time": t.exposure_time, "measurement_time": t.measurement_time,
+        "duration": t.duration, "elapsed_exposure_time": t.duration,
+        "nresets_at_start": 1, "nresets_between_ints": 1,
+        "start_time": t.start_mjd, "mid_time": t.mid_mjd, "end_time": t.end_mjd,
+        "start_time_mjd": t.start_mjd, "mid_time_mjd": t.mid_mjd, "end_time_mjd": t.end_mjd,
+        "zero_frame": False, "data_problem": False, "sca_num": sca_num, "gain_factor": 1.0,
+        "detmode": "EXPOSURE",
+    })
 
 
 def set_subarray(s, sub) -> None:

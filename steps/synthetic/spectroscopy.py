@@ -97,17 +97,19 @@ class LrsSpec(FixedSetup, VisitId):
     DETECTOR, SUBARRAY, FILTER = DETECTOR, FULL_FRAME, FILTER
 
     observation: str = "003"
+    # The source and how the visit points at it.
+    target_name: str = "SYNTH-STAR-LRS"
+    target_ra: float = 53.1711  # deg
+    target_dec: float = -27.7850
+    pa_v3: float = 293.5
     nods: int = 2
     nod_offset: float = 1.0  # arcsec along the slit from its centre, each way
+    planned: tuple[int, ...] = ()
+    planned_pointing_error: tuple[float, float] = (0.3, -0.2)  # ideal arcsec
+    # Readout and timing.
     readpatt: str = "FASTR1"
     ngroups: int = 6
     nints: int = 1
-    target_ra: float = 53.1711  # deg
-    target_dec: float = -27.7850
-    target_name: str = "SYNTH-STAR-LRS"
-    pa_v3: float = 293.5
-    planned: tuple[int, ...] = ()
-    planned_pointing_error: tuple[float, float] = (0.3, -0.2)  # ideal arcsec
     visit_start: str = "2024-01-15T10:00:00.000"
     slew_seconds: float = 30.0
     seed: int = 2024
@@ -142,11 +144,8 @@ class LrsSpec(FixedSetup, VisitId):
         return self.nod_offset * (-1 if exposure % 2 else 1)
 
     def validate(self) -> None:
-        if self.readpatt not in READOUT_PATTERNS:
-            raise ValueError(f"unknown MIRI readout pattern {self.readpatt!r}")
-        if self.ngroups < 5:
-            # rscd flags the first group and lastframe the last: jump needs 3 more.
-            raise ValueError("MIRI needs ngroups >= 5")
+        # rscd flags the first group and lastframe the last: jump needs 3 more.
+        self.check_readpatt("MIRI", 5, "MIRI needs ngroups >= 5")
         if self.nints < 1 or self.nods < 1:
             raise ValueError("need nints >= 1, nods >= 1")
         if abs(self.nod_offset) > SLIT_LENGTH / 2 - 0.5:

@@ -52,6 +52,13 @@ class PatternReadout:
     def groupgap(self) -> int:
         return self.READOUT_PATTERNS[self.readpatt][1]
 
+    def check_readpatt(self, instrument: str, min_groups: int = 1, too_few: str = "") -> None:
+        """A known pattern, and at least `min_groups` groups (else ValueError(`too_few`))."""
+        if self.readpatt not in self.READOUT_PATTERNS:
+            raise ValueError(f"unknown {instrument} readout pattern {self.readpatt!r}")
+        if self.ngroups < min_groups:
+            raise ValueError(too_few)
+
 
 class FixedSetup(PatternReadout):
     """A mode read on one detector, one subarray and one filter (and pupil, if
