@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from calstream.steps.synthetic.program import ProgramSpec
 
 
@@ -48,6 +50,19 @@ class TimeSeriesSpec(ProgramSpec):
     visit_start: str = "2024-01-15T09:00:00.000"
     # First and last integration (1-based, inclusive) in transit.
     transit_integrations: tuple[int, int] = (4, 6)
+
+    def in_transit(self) -> np.ndarray:
+        """Per integration (0-based): is it in the transit?"""
+        first, last = self.transit_integrations
+        inside = np.zeros(self.nints, bool)
+        inside[first - 1 : last] = True
+        return inside
+
+    def measured_depth(self, series) -> float:
+        """The transit depth a per-integration brightness `series` shows."""
+        series = np.asarray(series, dtype=float)
+        inside = self.in_transit()
+        return 1 - series[inside].mean() / series[~inside].mean()
 
     def target_flux_factor(self, integration: int) -> float:
         first, last = self.transit_integrations

@@ -25,7 +25,6 @@ from calstream.steps.associations import (
     build_level3,
     validate_level3,
 )
-from calstream.steps.crds_env import CRDS_VARS
 from calstream.steps.detector1 import run_detector1
 from calstream.steps.routing import route
 from calstream.steps.stage2 import run_image2
@@ -33,7 +32,8 @@ from calstream.steps.synthetic import ami
 from calstream.steps.synthetic.kit import build_kit
 from calstream.steps.synthetic.level2_asn import write_level2_asn
 
-from ..envutil import environ
+from .offline_kit import kit_crds_only, report_timings
+from .offline_kit import product_suffix as _suffix
 
 pytestmark = pytest.mark.integration
 
@@ -51,10 +51,6 @@ VIS2_RAW_VS_JITTER = (0.03, 0.08)  # median and largest difference from the pred
 VIS2_CALIBRATED = 0.05  # largest difference from 1
 
 
-def _suffix(path: str) -> str:
-    return Path(path).name.rsplit("_", 1)[1].split(".")[0]
-
-
 @pytest.fixture(scope="module")
 def visit(tmp_path_factory):
     """The AMI kit through stages 1 and 2, and calwebb_ami3 on the level-3
@@ -66,8 +62,7 @@ def visit(tmp_path_factory):
     t0 = time.perf_counter()
     kit = build_kit(root / "kit", seed=SEED, modes=("ami",))
     TIMINGS["kit (simulation, references, CRDS cache)"] = time.perf_counter() - t0
-    # Only the kit's CRDS settings: none of the session's may leak in.
-    with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
+    with kit_crds_only(kit):
         records = []
         for uncal in kit.by_mode["ami"]:
             eid = uncal.name.rsplit("_", 1)[0]
@@ -89,7 +84,7 @@ def visit(tmp_path_factory):
         result = run_association("calwebb_ami3", asn, association_filename(asn), str(root / "l3"))
         TIMINGS["calwebb_ami3"] = time.perf_counter() - t0
     yield kit, records, asn, result
-    print("\n" + "\n".join(f"  {k}: {v:.2f} s" for k, v in TIMINGS.items()))
+    report_timings(TIMINGS)
 
 
 def _outputs(result: dict, suffix: str) -> list[Path]:

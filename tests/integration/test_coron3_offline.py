@@ -25,7 +25,6 @@ from calstream.steps.associations import (
     build_level3,
     validate_level3,
 )
-from calstream.steps.crds_env import CRDS_VARS
 from calstream.steps.detector1 import run_detector1
 from calstream.steps.routing import route
 from calstream.steps.stage2 import run_image2
@@ -33,16 +32,13 @@ from calstream.steps.synthetic import coronagraphy as coron
 from calstream.steps.synthetic.kit import build_kit
 from calstream.steps.synthetic.level2_asn import write_level2_asn
 
-from ..envutil import environ
+from .offline_kit import kit_crds_only, report_timings
+from .offline_kit import product_suffix as _suffix
 
 pytestmark = pytest.mark.integration
 
 SEED = 11
 TIMINGS: dict[str, float] = {}
-
-
-def _suffix(path: str) -> str:
-    return Path(path).name.rsplit("_", 1)[1].split(".")[0]
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +51,7 @@ def coron3(tmp_path_factory):
     t0 = time.perf_counter()
     kit = build_kit(root / "kit", seed=SEED, modes=("coron",))
     TIMINGS["kit"] = time.perf_counter() - t0
-    # Only the kit's CRDS settings: none of the session's may leak in.
-    with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
+    with kit_crds_only(kit):
         records = []
         for uncal in kit.by_mode["coron"]:
             header = dict(fits.getheader(uncal, 0))
@@ -84,7 +79,7 @@ def coron3(tmp_path_factory):
                                  str(root / "coron3"))
         TIMINGS["calwebb_coron3"] = time.perf_counter() - t0
         yield kit, asn, result, {r.exposure_id: r for r in records}
-        print("\n" + "\n".join(f"  {k}: {v:.2f} s" for k, v in TIMINGS.items()))
+        report_timings(TIMINGS)
 
 
 def _outputs(result: dict, suffix: str) -> list[Path]:

@@ -195,11 +195,7 @@ def test_tso3_joins_the_segments(program, tmp_path):
     assert len(table) == spec.nints
     mid = integration_times(spec, 1)["int_mid_MJD_UTC"]
     np.testing.assert_allclose(np.asarray(table["MJD"]), mid, atol=1e-8)
-    flux = np.asarray(table["net_aperture_sum"], dtype=float)
-    first, last = spec.transit_integrations
-    in_transit = np.zeros(spec.nints, bool)
-    in_transit[first - 1 : last] = True
-    depth = 1 - flux[in_transit].mean() / flux[~in_transit].mean()
+    depth = spec.measured_depth(table["net_aperture_sum"])
     assert depth == pytest.approx(spec.transit_depth, abs=0.003)
 
 
