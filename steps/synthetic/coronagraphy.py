@@ -251,23 +251,12 @@ def exposure_timing(spec: CoronSpec, psf: bool) -> ExposureTiming:
     # Both observations have one exposure; the PSF one follows the science's.
     # ramp_timing spaces exposures by the first one's duration plus the slew.
     first = (spec.nints * (spec.ngroups * per_group - spec.groupgap) + spec.nints) * tframe
-    timing = ramp_timing(_Readout(spec, nints), 2 if psf else 1, tframe, first)
+    timing = ramp_timing(spec.view(psf), 2 if psf else 1, tframe, first)
     if not psf:
         return timing
     end = timing.start_mjd + duration / 86400.0
     return dataclasses.replace(timing, duration=round(duration, 5),
                                mid_mjd=(timing.start_mjd + end) / 2, end_mjd=end)
-
-
-@dataclass(frozen=True)
-class _Readout:
-    """What `ramp_timing` reads, for one of the two exposures."""
-
-    spec: CoronSpec
-    nints: int
-
-    def __getattr__(self, name):
-        return getattr(self.spec, name)
 
 
 # --- pixels --------------------------------------------------------------------

@@ -13,6 +13,12 @@ def isot(mjd: float) -> str:
     return Time(mjd, format="mjd", scale="utc", precision=3).isot
 
 
+def _assign(node, values: dict) -> None:
+    """Set `values` on a meta node in the dict's order (the tree's order)."""
+    for name, value in values.items():
+        setattr(node, name, value)
+
+
 def set_file(m, filename: str, title: str) -> None:
     m.filename = filename
     m.origin = "STScI"
@@ -26,61 +32,38 @@ def set_file(m, filename: str, title: str) -> None:
 
 def set_observation(m, spec, exposure: int, timing, template: str) -> None:
     start_iso = isot(timing.start_mjd)
-    o = m.observation
-    o.date, o.time = start_iso.split("T")
-    o.date_beg = start_iso
-    o.date_end = isot(timing.end_mjd)
-    o.program_number = spec.program
-    o.observation_number = spec.observation
-    o.visit_number = spec.visit
-    o.visit_group = spec.visit_group
-    o.sequence_id = spec.sequence
-    o.activity_id = spec.activity
-    o.exposure_number = str(exposure)
-    o.visit_id = f"{spec.program}{spec.observation}{spec.visit}"
-    o.obs_id = (
-        f"V{spec.program}{spec.observation}{spec.visit}"
-        f"P00000000{spec.visit_group}{spec.sequence}{spec.activity}"
-    )
-    o.template = template
-    o.observation_label = "calstream synthetic"
-    o.bkgdtarg = False
+    date, time = start_iso.split("T")
+    _assign(m.observation, {
+        "date": date, "time": time, "date_beg": start_iso, "date_end": isot(timing.end_mjd),
+        "program_number": spec.program, "observation_number": spec.observation,
+        "visit_number": spec.visit, "visit_group": spec.visit_group,
+        "sequence_id": spec.sequence, "activity_id": spec.activity,
+        "exposure_number": str(exposure),
+        "visit_id": f"{spec.program}{spec.observation}{spec.visit}",
+        "obs_id": (f"V{spec.program}{spec.observation}{spec.visit}"
+                   f"P00000000{spec.visit_group}{spec.sequence}{spec.activity}"),
+        "template": template, "observation_label": "calstream synthetic", "bkgdtarg": False,
+    })
 
 
 def set_visit(
     m, *, quality: str, start_mjd: float, total_exposures: int, tsovisit: bool
 ) -> None:
-    v = m.visit
-    v.engineering_quality = "OK"
-    v.engdb_pointing_quality = quality
-    v.type = "PRIME_TARGETED_FIXED"
-    v.start_time = isot(start_mjd).replace("T", " ")
-    v.status = "SUCCESSFUL"
-    v.total_exposures = total_exposures
-    v.internal_target = False
-    v.too_visit = False
-    v.tsovisit = tsovisit
-    v.crowded_field = False
+    _assign(m.visit, {
+        "engineering_quality": "OK", "engdb_pointing_quality": quality,
+        "type": "PRIME_TARGETED_FIXED", "start_time": isot(start_mjd).replace("T", " "),
+        "status": "SUCCESSFUL", "total_exposures": total_exposures, "internal_target": False,
+        "too_visit": False, "tsovisit": tsovisit, "crowded_field": False,
+    })
 
 
 def set_target(m, spec, source_type: str) -> None:
-    tg = m.target
-    tg.proposer_name = spec.target_name
-    tg.catalog_name = spec.target_name
-    tg.type = "FIXED"
-    tg.ra = spec.target_ra
-    tg.dec = spec.target_dec
-    tg.proposer_ra = spec.target_ra
-    tg.proposer_dec = spec.target_dec
-    tg.ra_uncertainty = 0.0
-    tg.dec_uncertainty = 0.0
-    tg.source_type_apt = source_type
-
-
-def _assign(node, values: dict) -> None:
-    """Set `values` on a meta node in the dict's order (the tree's order)."""
-    for name, value in values.items():
-        setattr(node, name, value)
+    _assign(m.target, {
+        "proposer_name": spec.target_name, "catalog_name": spec.target_name, "type": "FIXED",
+        "ra": spec.target_ra, "dec": spec.target_dec,
+        "proposer_ra": spec.target_ra, "proposer_dec": spec.target_dec,
+        "ra_uncertainty": 0.0, "dec_uncertainty": 0.0, "source_type_apt": source_type,
+    })
 
 
 def set_exposure(
@@ -106,14 +89,9 @@ def set_exposure(
 
 
 def set_subarray(s, sub) -> None:
-    """`s`: a model's meta.subarray (exposure or reference); `sub`: a `program.Subarray`."""
-    s.name = sub.name
-    s.xstart = sub.xstart
-    s.ystart = sub.ystart
-    s.xsize = sub.xsize
-    s.ysize = sub.ysize
-    s.fastaxis = sub.fastaxis
-    s.slowaxis = sub.slowaxis
+    """`s`: a model's meta.subarray (exposure or reference); `sub`: a `focal_plane.Subarray`."""
+    _assign(s, {name: getattr(sub, name) for name in
+                ("name", "xstart", "ystart", "xsize", "ysize", "fastaxis", "slowaxis")})
 
 
 def set_dither(
@@ -125,18 +103,12 @@ def set_dither(
     position: int,
     offset: tuple[float, float],
 ) -> None:
-    d = m.dither
-    d.primary_type = pattern
-    d.primary_dither_type = "NONE"
-    d.primary_points = points
-    d.position_number = position
-    d.pattern_start = 1
-    d.total_points = total
-    d.subpixel_total_points = 1
-    d.subpixel_pattern = "NONE"
-    d.pattern_size = "DEFAULT"
-    d.x_offset = offset[0]
-    d.y_offset = offset[1]
+    _assign(m.dither, {
+        "primary_type": pattern, "primary_dither_type": "NONE", "primary_points": points,
+        "position_number": position, "pattern_start": 1, "total_points": total,
+        "subpixel_total_points": 1, "subpixel_pattern": "NONE", "pattern_size": "DEFAULT",
+        "x_offset": offset[0], "y_offset": offset[1],
+    })
 
 
 def footprint(ra, dec) -> str:
