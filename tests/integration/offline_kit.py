@@ -7,7 +7,7 @@ from pathlib import Path
 
 from calstream.steps.crds_env import CRDS_VARS
 
-from .envutil import environ
+from ..envutil import environ
 
 
 def kit_crds_only(kit):
