@@ -123,3 +123,8 @@ def through_stage2(uncal_files: Iterable[Path], root: Path,
                           {**science.products, **products_of(result)})
         done.append((record, asn))
     return done
+
+
+def report_timings(timings: Mapping[str, float]) -> None:
+    """The offline tests' timings, shown with `pytest -s`."""
+    print("\n" + "\n".join(f"  {k}: {v:.2f} s" for k, v in timings.items()))

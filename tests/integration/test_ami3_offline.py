@@ -19,7 +19,13 @@ import pytest
 
 from calstream.steps.synthetic import ami
 
-from ..as_planned import level3_association, offline_kit, run_stage3, through_stage2
+from ..as_planned import (
+    level3_association,
+    offline_kit,
+    report_timings,
+    run_stage3,
+    through_stage2,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -35,10 +41,6 @@ CLOSURE_PHASE_DEG = 3.0  # any one closure phase
 CLOSURE_PHASE_RMS_DEG = 1.0
 VIS2_RAW_VS_JITTER = (0.03, 0.08)  # median and largest difference from the prediction
 VIS2_CALIBRATED = 0.05  # largest difference from 1
-
-
-def _suffix(path: str) -> str:
-    return Path(path).name.rsplit("_", 1)[1].split(".")[0]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +61,7 @@ def visit(tmp_path_factory):
         result = run_stage3("calwebb_ami3", asn, root / "l3")
         TIMINGS["calwebb_ami3"] = time.perf_counter() - t0
     yield kit, records, asn, result
-    print("\n" + "\n".join(f"  {k}: {v:.2f} s" for k, v in TIMINGS.items()))
+    report_timings(TIMINGS)
 
 
 def _outputs(result: dict, suffix: str) -> list[Path]:

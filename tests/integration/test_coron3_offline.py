@@ -20,16 +20,19 @@ import pytest
 
 from calstream.steps.synthetic import coronagraphy as coron
 
-from ..as_planned import level3_association, offline_kit, run_stage3, through_stage2
+from ..as_planned import (
+    level3_association,
+    offline_kit,
+    report_timings,
+    run_stage3,
+    through_stage2,
+)
+from ..as_planned import suffix_of as _suffix
 
 pytestmark = pytest.mark.integration
 
 SEED = 11
 TIMINGS: dict[str, float] = {}
-
-
-def _suffix(path: str) -> str:
-    return Path(path).name.rsplit("_", 1)[1].split(".")[0]
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,7 @@ def coron3(tmp_path_factory):
         result = run_stage3("calwebb_coron3", asn, root / "coron3")
         TIMINGS["calwebb_coron3"] = time.perf_counter() - t0
         yield kit, asn, result, {r.exposure_id: r for r in records}
-        print("\n" + "\n".join(f"  {k}: {v:.2f} s" for k, v in TIMINGS.items()))
+        report_timings(TIMINGS)
 
 
 def _outputs(result: dict, suffix: str) -> list[Path]:

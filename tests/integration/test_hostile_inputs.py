@@ -18,6 +18,7 @@ import anyio
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from calstream.steps.environment import environ
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 from calstream.steps.synthetic.kit import build_kit
@@ -25,7 +26,6 @@ from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
-from ..envutil import environ
 from . import hostile_corpus as corpus
 from .support import daemon_config, products, read_all, running_daemon, wait_for
 

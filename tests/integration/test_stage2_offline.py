@@ -33,7 +33,6 @@ from calstream.steps.synthetic.program import (
 from calstream.steps.synthetic.references import PHOTMJSR
 
 from ..as_planned import exposure, level2_association, run_stage2
-from ..transits import transit_depth
 
 pytestmark = pytest.mark.integration
 
@@ -193,7 +192,7 @@ def test_time_series_image2_gives_calints_that_show_the_transit(visit, tmp_path)
         flux = np.array(
             [np.nansum(plane[r < 12] - np.nanmedian(plane[annulus])) for plane in calints.data]
         )
-    depth = transit_depth(flux, spec)
+    depth = spec.measured_depth(flux)
     assert depth == pytest.approx(spec.transit_depth, abs=0.003)
 
 

@@ -23,9 +23,14 @@ from calstream.steps.associations import Exposure
 from calstream.steps.synthetic import spectroscopy as lrs
 from calstream.steps.synthetic.program import ProgramSpec, integration_times, program_truth
 
-from ..as_planned import level3_association, offline_kit, run_stage3, through_stage2
+from ..as_planned import (
+    level3_association,
+    offline_kit,
+    report_timings,
+    run_stage3,
+    through_stage2,
+)
 from ..as_planned import suffix_of as _suffix
-from ..transits import transit_depth
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +56,7 @@ def program(tmp_path_factory):
         yield kit, records, root
         TIMINGS["peak RSS of the test process (MB)"] = (
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        print("\n" + "\n".join(f"  {k}: {v:.2f}" for k, v in TIMINGS.items()))
+        report_timings(TIMINGS)
 
 
 def _stage3(pipeline: str, members: list[Exposure], out: Path) -> tuple[dict, dict]:
@@ -150,7 +155,7 @@ def test_tso3_joins_the_segments(program, tmp_path):
     mid = integration_times(spec, 1)["int_mid_MJD_UTC"]
     np.testing.assert_allclose(np.asarray(table["MJD"]), mid, atol=1e-8)
     flux = np.asarray(table["net_aperture_sum"], dtype=float)
-    depth = transit_depth(flux, spec)
+    depth = spec.measured_depth(flux)
     assert depth == pytest.approx(spec.transit_depth, abs=0.003)
 
 
