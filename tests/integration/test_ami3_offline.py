@@ -19,13 +19,7 @@ import pytest
 
 from calstream.steps.synthetic import ami
 
-from ..as_planned import (
-    level3_association,
-    offline_kit,
-    report_timings,
-    run_stage3,
-    through_stage2,
-)
+from ..as_planned import level3_association, offline_kit, report_timings, run_stage3, through_stage2
 
 pytestmark = pytest.mark.integration
 

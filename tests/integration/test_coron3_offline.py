@@ -20,13 +20,7 @@ import pytest
 
 from calstream.steps.synthetic import coronagraphy as coron
 
-from ..as_planned import (
-    level3_association,
-    offline_kit,
-    report_timings,
-    run_stage3,
-    through_stage2,
-)
+from ..as_planned import level3_association, offline_kit, report_timings, run_stage3, through_stage2
 from ..as_planned import suffix_of as _suffix
 
 pytestmark = pytest.mark.integration

@@ -23,13 +23,7 @@ from calstream.steps.associations import Exposure
 from calstream.steps.synthetic import spectroscopy as lrs
 from calstream.steps.synthetic.program import ProgramSpec, integration_times, program_truth
 
-from ..as_planned import (
-    level3_association,
-    offline_kit,
-    report_timings,
-    run_stage3,
-    through_stage2,
-)
+from ..as_planned import level3_association, offline_kit, report_timings, run_stage3, through_stage2
 from ..as_planned import suffix_of as _suffix
 
 pytestmark = pytest.mark.integration
