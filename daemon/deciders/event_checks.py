@@ -1,0 +1,90 @@
+"""Is a schema-valid event possible? The checks behind the trust boundary.
+
+The JSON Schema says what an event looks like; it cannot say that a product
+event with no inputs, outputs outside the product store, or a namespace its
+inputs do not belong to is impossible. The planner would otherwise crash on
+such an event (``inputs[0]`` of an empty list), hand ``/etc/passwd`` to a
+stage-2 association, or mix a forged namespace into the live products. Each
+problem found here becomes a dead letter; the deciders behind this check may
+assume what it checked.
+
+Pure: paths are judged as text (``PurePosixPath``), never looked up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
+from typing import Any
+
+from calstream.steps.naming import BadName, parse_exposure_name
+
+PER_EXPOSURE_STAGES = ("detector1", "stage2", "dark", "guider")
+
+
+def inside(path: str, roots: Iterable[str | PurePosixPath]) -> bool:
+    """``path`` is absolute, has no ``..`` and lies below one of ``roots``."""
+    p = PurePosixPath(path)
+    if not p.is_absolute() or ".." in p.parts:
+        return False
+    return any(p.is_relative_to(PurePosixPath(root)) for root in roots)
+
+
+def product_event_problems(event: Mapping[str, Any], *, products_root: str,
+                           input_roots: Iterable[str]) -> list[str]:
+    """Why a product event (valid by its schema) cannot be true; empty if none.
+
+    ``products_root`` is where every output must lie (a namespace's outputs in
+    its own tree); ``input_roots`` where a detector1 input (an uncal file)
+    may come from.
+    """
+    problems: list[str] = []
+    stage = event.get("stage")
+    namespace = event.get("namespace", "live")
+    replay = event.get("replay")
+    inputs, outputs = event.get("inputs") or [], event.get("outputs") or []
+    if not inputs:
+        problems.append("no inputs: every product is made from something")
+    if event.get("outcome") == "success" and not outputs:
+        problems.append("a successful run with no outputs")
+
+    store = PurePosixPath(products_root)
+    out_root = store if namespace == "live" else store / "namespaces" / namespace
+    for o in outputs:
+        if not inside(str(o.get("path", "")), [out_root]):
+            problems.append(f"output {str(o.get('path'))[:200]!r} is outside {out_root}")
+    in_roots = [*input_roots, store] if stage == "detector1" else [store]
+    for i in inputs:
+        if not inside(str(i.get("path", "")), in_roots):
+            problems.append(f"input {str(i.get('path'))[:200]!r} is outside the roots")
+
+    if namespace != "live":
+        if not isinstance(replay, Mapping) or replay.get("namespace") != namespace:
+            problems.append(f"namespace {namespace!r} without a replay into it")
+    elif replay:
+        problems.append("a replay's event in the live namespace")
+
+    name = str(event.get("product_name", ""))
+    if stage in PER_EXPOSURE_STAGES:
+        if event.get("exposure_id") != name:
+            problems.append(f"exposure_id {event.get('exposure_id')!r} is not product_name "
+                            f"{name!r}")
+        try:
+            parsed = parse_exposure_name(name)
+        except BadName as exc:
+            problems.append(str(exc))
+        else:
+            for key, value in (("program", parsed.program), ("observation", parsed.observation)):
+                if event.get(key) != value:
+                    problems.append(f"{key} {event.get(key)!r} but the name says {value!r}")
+    elif stage == "stage3" and not name.startswith(f"jw{event.get('program')}-"):
+        problems.append(f"level-3 product {name!r} is not program {event.get('program')!r}'s")
+    return problems
+
+
+def same_content(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Two events with one event id must say the same thing: only when they
+    were sent, and by whom, may differ (a re-emitted product event)."""
+    volatile = {"emitted_at", "producer", "previews"}
+    return {k: v for k, v in a.items() if k not in volatile} == \
+        {k: v for k, v in b.items() if k not in volatile}

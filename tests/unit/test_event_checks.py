@@ -1,0 +1,70 @@
+"""Schema-valid but impossible product events are named, not trusted."""
+
+import pytest
+
+from calstream.daemon.deciders.event_checks import inside, product_event_problems, same_content
+
+STORE = "/data/products"
+INBOX = "/data/inbox"
+EID = "jw01234001001_02101_00001_nrcb1"
+
+
+def event(**changes):
+    body = {"stage": "detector1", "outcome": "success", "program": "01234", "observation": "001",
+            "product_name": EID, "exposure_id": EID, "namespace": "live", "replay": None,
+            "inputs": [{"path": f"{INBOX}/{EID}_uncal.fits", "digest": "sha256:" + "0" * 64}],
+            "outputs": [{"path": f"{STORE}/01234/001/{EID}_rate.fits", "suffix": "rate"}]}
+    body.update(changes)
+    return body
+
+
+def problems(**changes):
+    return product_event_problems(event(**changes), products_root=STORE, input_roots=[INBOX])
+
+
+def test_a_true_event_has_no_problems():
+    assert problems() == []
+    level2_inputs = [{"path": f"{STORE}/01234/001/{EID}_rate.fits", "digest": "x"}]
+    assert problems(stage="stage2", inputs=level2_inputs) == []
+    ns = {"replay_id": "0" * 16, "namespace": "ctx2"}
+    assert problems(namespace="ctx2", replay=ns, outputs=[
+        {"path": f"{STORE}/namespaces/ctx2/01234/001/{EID}_rate.fits"}]) == []
+    assert problems(stage="stage3", product_name="jw01234-o001_t001_nircam_clear-f150w",
+                    exposure_id=None, inputs=level2_inputs) == []
+
+
+@pytest.mark.parametrize("changes,reason", [
+    ({"inputs": []}, "no inputs"),
+    ({"outputs": []}, "no outputs"),
+    ({"outputs": [{"path": "/etc/passwd"}]}, "outside /data/products"),
+    ({"outputs": [{"path": f"{STORE}/01234/../../../etc/passwd"}]}, "outside"),
+    ({"outputs": [{"path": "products/01234/x.fits"}]}, "outside"),
+    ({"inputs": [{"path": "/etc/shadow"}]}, "input '/etc/shadow' is outside"),
+    ({"namespace": "evil"}, "without a replay"),
+    ({"namespace": "evil", "replay": {"namespace": "other"}}, "without a replay"),
+    ({"replay": {"namespace": "x"}}, "in the live namespace"),
+    ({"exposure_id": "jw01234001001_02101_00088_nrcb1"}, "is not product_name"),
+    ({"program": "09999"}, "program '09999' but the name says '01234'"),
+    ({"observation": "002"}, "observation"),
+    ({"product_name": "jw0", "exposure_id": "jw0"}, "not a JWST exposure name"),
+    ({"stage": "stage3", "product_name": "jw09999-o001_t001_x"}, "is not program"),
+])
+def test_impossible_events_are_named(changes, reason):
+    assert reason in "; ".join(problems(**changes))
+
+
+def test_outputs_of_a_namespace_stay_in_its_tree():
+    ns = {"replay_id": "0" * 16, "namespace": "ctx2"}
+    assert "outside /data/products/namespaces/ctx2" in "; ".join(problems(namespace="ctx2",
+                                                                       replay=ns))
+
+
+def test_inside_judges_text_only():
+    assert inside("/a/b/c", ["/a"]) and not inside("/a/../b", ["/a"])
+    assert not inside("/ab/c", ["/a"]) and not inside("a/b", ["/a"])
+
+
+def test_same_content_ignores_only_when_and_by_whom():
+    a = event(emitted_at="t1", producer={"host": "x"})
+    assert same_content(a, event(emitted_at="t2", producer={"host": "y"}))
+    assert not same_content(a, event(outputs=[]))
