@@ -39,6 +39,7 @@ from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
 
+
 class PlannerState:
     def __init__(self, *, companion_wait: float, level3_settle: float = 0.0,
                  level3_quiet_period: float = 3600.0, namespace: str = "live",
