@@ -93,8 +93,8 @@ async def open_reader(cfg: Config, names: list[str], **options: Any
                       ) -> AsyncIterator[TopicReader]:
     """A TopicReader on every partition of ``names`` (those that exist)."""
     client = clients.reader(cfg, **options)
-    await client.start()
     try:
+        await client.start()  # inside: a client that failed to connect is stopped too
         existing = await client.topics()  # refreshes metadata: a topic may be moments old
         partitions = [TopicPartition(name, p) for name in names if name in existing
                       for p in sorted(client.partitions_for_topic(name) or ())]
