@@ -33,7 +33,7 @@ from pathlib import Path
 
 import anyio
 
-from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.doers import kafka
 from calstream.daemon.operations.config import load
 from calstream.daemon.operations.replay import Selection, run_replay
 from calstream.daemon.runtime import Daemon

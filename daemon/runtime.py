@@ -10,16 +10,14 @@ from typing import Any
 import anyio
 
 import calstream
-from calstream.daemon.doers.detector1_stage import Detector1Stage
+from calstream.daemon.doers import kafka
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
-from calstream.daemon.doers.kafka import clients as kafka
-from calstream.daemon.doers.kafka.bus import Bus
-from calstream.daemon.doers.kafka.consumer_loop import StageConsumer
+from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.doers.product_store import ProductStore
-from calstream.daemon.doers.stage_runner import StageRunner
-from calstream.daemon.doers.work_order_stage import WorkOrderStage
+from calstream.daemon.doers.record_admitter import RecordAdmitter
+from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations import deployment, logs
 from calstream.daemon.operations.config import Config, host_port
@@ -27,6 +25,7 @@ from calstream.daemon.operations.console import Console
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.operations.ops_http import OpsServer
 from calstream.daemon.operations.promote import ensure_current
+from calstream.daemon.stages import STAGES, Stage, stage_config
 from calstream.steps.crds_env import resolve_context
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.provenance import jwst_version
@@ -52,7 +51,7 @@ class Daemon:
         self.store = ProductStore(cfg.products)
         self.broker: EmbeddedBroker | None = None
         self.ops: OpsServer | None = None
-        self.consumers: list[StageConsumer] = []
+        self.consumers: list[kafka.ConcurrentConsumer] = []
         self.watcher: Watcher | None = None
         self.planner: Planner | None = None
         self.crds_context: str | None = None
@@ -99,7 +98,7 @@ class Daemon:
         log.info("metrics: http://%s/metrics (also /healthz, /readyz)", self.ops.address)
         try:
             await kafka.create_topics(cfg, self.topics)
-            if {"detector1", "stage2", "stage3"} & set(cfg.roles):
+            if {st.name for st in STAGES} & set(cfg.roles):
                 self.crds_context = await anyio.to_thread.run_sync(self._resolve_crds)
             else:
                 self.crds_context = os.environ.get("CRDS_CONTEXT", "n/a")
@@ -112,30 +111,17 @@ class Daemon:
             producer = kafka.producer(cfg)
             await producer.start()
             try:
-                bus = Bus(producer, self.topics, self.metrics, role="+".join(cfg.roles))
-                await self._recover_product_events(bus)
+                publisher = Publisher(producer, self.topics, self.metrics,
+                                      role="+".join(cfg.roles))
+                await self._recover_product_events(publisher)
                 async with anyio.create_task_group() as tg:
-                    if "detector1" in cfg.roles:
-                        await tg.start(self._run_stage, bus, "detector1", "raw",
-                                       lambda runner: Detector1Stage(cfg, runner), "replay")
-                    if "stage2" in cfg.roles:
-                        await tg.start(self._run_stage, bus, "stage2", "work.stage2",
-                                       lambda runner: WorkOrderStage(cfg, runner, "stage2"),
-                                       "work.stage2.replay")
-                    if "stage3" in cfg.roles:
-                        # Longer, bigger runs: own pool size, recycling and time-out.
-                        cfg3 = dataclasses.replace(
-                            cfg, workers=cfg.stage3_workers,
-                            max_tasks_per_worker=cfg.stage3_max_tasks_per_worker,
-                            task_timeout=cfg.stage3_task_timeout,
-                            worker_rss_limit_mb=cfg.stage3_worker_rss_limit_mb)
-                        await tg.start(self._run_stage, bus, "stage3", "work.stage3",
-                                       lambda runner: WorkOrderStage(cfg3, runner, "stage3"),
-                                       "work.stage3.replay", cfg3)
+                    for st in STAGES:
+                        if st.name in cfg.roles:
+                            await tg.start(self._run_stage, publisher, st)
                     if "planner" in cfg.roles:
-                        await tg.start(self._run_planner, bus)
+                        await tg.start(self._run_planner, publisher)
                     if "watcher" in cfg.roles:
-                        await tg.start(self._run_watcher, bus)
+                        await tg.start(self._run_watcher, publisher)
                     log.info("calstream %s running roles %s; inbox %s; products %s",
                              calstream.__version__, ", ".join(cfg.roles), cfg.inbox, cfg.products)
                     task_status.started(self)
@@ -146,7 +132,7 @@ class Daemon:
             deployment.remove(cfg, self.ops.address)
             self.ops.stop()
 
-    async def _recover_product_events(self, bus: Bus) -> None:
+    async def _recover_product_events(self, publisher: Publisher) -> None:
         """The broker is the transport, the product store the ledger: a broker
         that lost its product events (the embedded one keeps them in memory) gets
         them again, with the same event ids, so the planner can rebuild."""
@@ -158,7 +144,7 @@ class Daemon:
         for record in records:
             # The original emitted_at: holds and companion waits date from it.
             event = contract.Message("product", dict(record["event"]))
-            await bus.publish("products", event["program"], event)
+            await publisher.publish("products", event["program"], event)
         if records:
             log.warning("the broker had no product events: re-published %d from the product "
                         "store %s", len(records), self.cfg.products)
@@ -173,30 +159,29 @@ class Daemon:
         os.environ["CRDS_CONTEXT"] = context  # pin it for the workers: one context per run
         return context
 
-    async def _run_stage(self, bus: Bus, stage: str, topic: str, make_handler,
-                         replay_topic: str | None = None, stage_cfg: Config | None = None,
-                         *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
-        """A pool of warm workers fed by a consumer group on ``topic``, and on
-        ``replay_topic`` at low priority (live beats replay: see consumer.py)."""
-        cfg = stage_cfg or self.cfg
+    async def _run_stage(self, publisher: Publisher, st: Stage, *,
+                         task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        """A pool of warm workers fed by the stage's consumer group on its live
+        topic, and on its replay topic at low priority (live beats replay: see
+        kafka/concurrent_consumer.py)."""
+        cfg = stage_config(st, self.cfg)
         env = {**{k: os.environ[k] for k in _WORKER_ENV if k in os.environ},
                **logs.worker_env(cfg.json_logs)}
-        pool = WorkerPool(cfg.workers, stage=stage, metrics=self.metrics, env=env,
-                          initializer="calstream.steps.worker_warmup:warm_up",
+        pool = WorkerPool(cfg.workers, stage=st.name, metrics=self.metrics, env=env,
+                          initializer=st.initializer,
                           classifier="calstream.steps.failures:classify_task_failure",
                           max_tasks_per_worker=cfg.max_tasks_per_worker,
                           rss_limit_bytes=cfg.worker_rss_limit_mb << 20)
         pool.start()
-        runner = StageRunner(cfg, bus=bus, store=self.store, pool=pool, metrics=self.metrics,
-                             crds_context=self.crds_context)
+        runner = WorkItemRunner(cfg, publisher, self.store, pool, self.metrics, self.crds_context)
         # Subscribed by the loop itself, with its rebalance listener: subscribing
         # twice changes the assignment under aiokafka's running fetcher.
-        consumer = kafka.consumer(cfg, f"{cfg.group_prefix}.{stage}")
+        consumer = kafka.group_consumer(cfg, st.group(cfg.group_prefix))
         await consumer.start()
-        loop = StageConsumer(consumer, stage=stage, handler=make_handler(runner).handle,
-                             capacity=cfg.workers, metrics=self.metrics,
-                             topics=[self.topics.name(topic)],
-                             low_priority=[self.topics.name(replay_topic)] if replay_topic else [])
+        loop = kafka.ConcurrentConsumer(
+            consumer, stage=st.name, handler=RecordAdmitter(cfg, runner, st).handle,
+            capacity=cfg.workers, metrics=self.metrics, topics=[self.topics.name(st.live_topic)],
+            low_priority=[self.topics.name(st.replay_topic)])
         self.consumers.append(loop)
         try:
             await loop.run(task_status=task_status)
@@ -205,11 +190,14 @@ class Daemon:
                 await consumer.stop()
                 await anyio.to_thread.run_sync(pool.close)
 
-    async def _run_planner(self, bus: Bus, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
-        self.planner = Planner(self.cfg, bus=bus, metrics=self.metrics, topics=self.topics)
+    async def _run_planner(self, publisher: Publisher, *,
+                           task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        self.planner = Planner(self.cfg, publisher=publisher, metrics=self.metrics,
+                               topics=self.topics)
         await self.planner.run(task_status=task_status)
 
-    async def _run_watcher(self, bus: Bus, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+    async def _run_watcher(self, publisher: Publisher, *,
+                           task_status=anyio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
 
         async def on_arrival(a: Arrival) -> None:
@@ -218,11 +206,11 @@ class Daemon:
                 exposure_id=a.exposure_id, path=str(a.path), digest=a.digest, size=a.size,
                 detected_at=contract.iso(a.detected_at), source=a.source, priority="live",
                 header=a.header)
-            await bus.publish("raw", a.exposure_id, message)
+            await publisher.publish("raw", a.exposure_id, message)
             self.metrics.arrivals.labels(source=a.source).inc()
 
         async def on_reject(r: Rejection) -> None:
-            await bus.dead_letter(
+            await publisher.dead_letter(
                 category="bad_file", reason=r.reason, stage="watcher",
                 key=r.exposure_id or r.path.name, exposure_id=r.exposure_id, path=str(r.path),
                 quarantined_to=str(r.quarantined_to) if r.quarantined_to else None,

@@ -66,8 +66,6 @@ CATALOG: tuple[TopicSpec, ...] = (
               writers="operators, pointing tools", readers="planner"),
     TopicSpec("plans", "program", "plan", 1, retention_ms=180 * DAY_MS,
               writers="calstream plan load", readers="planner"),
-    TopicSpec("state", "candidate id", None, 4, compacted=True,
-              writers="planner", readers="planner on restart"),
     TopicSpec("deadletter", "original key", "dead_letter", 1, retention_ms=90 * DAY_MS,
               writers="anyone", readers="operators"),
 )

@@ -27,107 +27,31 @@ were first made.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
+from calstream.daemon.deciders.level3_candidates import (
+    Arrived,
+    Calibrated,
+    Candidate,
+    Sent,
+    keys_of,
+)
 from calstream.steps.associations import (
     AssociationError,
     Exposure,
     Level3Key,
     association_filename,
     build_level3,
-    candidate_key,
     product_name,
     validate_level3,
 )
 from calstream.steps.completeness import visit_status
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.plans import Plan
-from calstream.steps.routing import Route, RoutingError, route
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
-
-
-@dataclass
-class Arrived:
-    """An exposure as detector1 announced it (the unit of completeness)."""
-
-    exposure: Exposure  # header only, no products
-    since: float
-    provisional: bool  # held: ENGQLPTG=PLANNED and not released
-
-
-@dataclass
-class Calibrated:
-    """An exposure's latest stage-2 product."""
-
-    exposure: Exposure  # header + stage-2 products by suffix
-    outputs: dict[str, dict[str, Any]]  # path -> {path, digest, size, suffix}
-    event: dict[str, Any]
-    since: float
-
-
-@dataclass
-class Sent:
-    version: int
-    work_id: str
-    signature: tuple  # sorted (role, digest) of the inputs
-    degraded: str | None
-
-
-@dataclass
-class Candidate:
-    key: Level3Key
-    route: Route  # the science members' pass into stage 3
-    opened: float
-    changed: float  # last time a member arrived or was recalibrated
-    members: set[str] = field(default_factory=set)
-    sent: list[Sent] = field(default_factory=list)
-    waiting_for: dict[str, str] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)  # expected, never arrived
-    expected_by: str = "headers"  # "plan" | "headers"
-    product_name: str | None = None
-    problem: str | None = None  # why it cannot be built, if it cannot
-    signature: tuple = ()  # the inputs it would combine now
-
-    @property
-    def label(self) -> str:
-        return self.product_name or f"jw{self.key.program}-{self.key.acid}_{self.key.asn_type}"
-
-    @property
-    def is_open(self) -> bool:
-        """Waiting for something, or settling: the last order is not what it would send now."""
-        return bool(self.waiting_for) or not self.sent or self.sent[-1].signature != self.signature
-
-
-def _norm_target(key: Level3Key) -> Level3Key:
-    # Pools write TARGETID 1, headers may carry "001": the same target.
-    if key.target and key.target.isdigit():
-        return dataclasses.replace(key, target=str(int(key.target)))
-    return key
-
-
-def keys_of(exposure: Exposure, acids: tuple[str, ...] = ()) -> list[tuple[Level3Key, Route]]:
-    """Every level-3 candidate the exposure belongs to, with its pass into it."""
-    try:
-        r = route(exposure.header)
-    except RoutingError:
-        return []
-    observation = f"o{exposure.name.observation}"
-    found: list[tuple[Level3Key, Route]] = []
-    for p in r.passes:
-        if p.stage3 is None or p.stage2 is None:
-            continue
-        for acid in dict.fromkeys((observation, *acids)):
-            try:
-                key = candidate_key(p, exposure, acid=None if acid == observation else acid)
-            except AssociationError:
-                continue
-            found.append((_norm_target(key), p))
-    return found
 
 
 class Level3State:
@@ -148,6 +72,10 @@ class Level3State:
     # -- inputs ----------------------------------------------------------------
     def restore_order(self, order: contract.Message) -> None:
         self._restored.setdefault(order["product_name"], []).append(order.body)
+
+    def restored_order_count(self) -> int:
+        """How many stage-3 orders were restored from the work topics."""
+        return sum(len(orders) for orders in self._restored.values())
 
     def load_plan(self, plan: Plan, now: float) -> list[contract.Message]:
         if plan.plan_id in self.plans:

@@ -8,14 +8,21 @@ from the work-order topic, the holds from the holds topic.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calstream.daemon.deciders.holds import (
+    already_applied,
+    hold_or_release,
+    reject_update,
+    release_by_update,
+    release_record,
+    update_problem,
+)
 from calstream.daemon.deciders.level3_state import Level3State
+from calstream.daemon.deciders.planner_records import Candidate, Emit, Seen
 from calstream.steps.associations import (
     AssociationError,
     Exposure,
@@ -27,54 +34,10 @@ from calstream.steps.associations import (
     validate_level2,
 )
 from calstream.steps.naming import parse_exposure_name
-from calstream.steps.routing import Route, RoutingError, route
+from calstream.steps.routing import RoutingError, route
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
-
-PLANNED = "PLANNED"
-
-
-@dataclass(frozen=True)
-class Emit:
-    """A message the planner wants published."""
-
-    topic: str  # logical topic
-    key: str
-    message: contract.Message
-
-
-@dataclass
-class Seen:
-    """One exposure's latest successful detector1 product."""
-
-    exposure: Exposure
-    outputs: dict[str, dict[str, Any]]  # path -> {path, digest, size, suffix}
-    event: dict[str, Any]
-    since: float  # when its product event was emitted (Unix time)
-
-    release: dict[str, Any] | None = None  # how a PLANNED hold on this content was released
-
-    @property
-    def digest(self) -> str:
-        return self.event["inputs"][0]["digest"] if self.event["inputs"] else ""
-
-    @property
-    def provisional(self) -> bool:
-        """Still held: PLANNED pointing and no release of this very content."""
-        return self.event.get("pointing_quality") == PLANNED and self.release is None
-
-
-@dataclass
-class Candidate:
-    """A science exposure's level-2 association, waiting or ordered."""
-
-    science: str
-    route: Route
-    since: float
-    sent: str | None = None  # work id of the last order sent
-    sent_complete: bool = False  # whether that order had every companion
-    waiting_for: dict[str, str] = field(default_factory=dict)
 
 
 class PlannerState:
@@ -169,7 +132,7 @@ class PlannerState:
         self.exposures[exposure_id] = seen
         self._by_program.setdefault(seen.exposure.name.program, set()).add(exposure_id)
         out: list[Emit] = []
-        out += self._hold_or_release(seen)
+        out += hold_or_release(seen, self.holds)
         if r.stage2 is not None:
             cand = self.candidates.get(exposure_id)
             if cand is None:
@@ -181,35 +144,14 @@ class PlannerState:
 
     def observe_pointing(self, update: contract.Message, now: float) -> list[Emit]:
         """A pointing correction or an operator's release for a held exposure."""
-        exposure_id = update["exposure_id"]
-        applied = (self.holds.get(exposure_id) or {}).get("release") or {}
-        if applied.get("update_event_id") == update.event_id:
-            return []  # read again after a restart: already applied
-        seen = self.exposures.get(exposure_id)
-        problem = None
-        if seen is None:
-            problem = f"unknown exposure {exposure_id}: no detector1 product for it"
-        elif not seen.provisional:
-            problem = f"{exposure_id} is not held (ENGQLPTG={seen.event.get('pointing_quality')}"\
-                      f"{', already released' if seen.release else ''})"
-        elif update.get("digest") and update["digest"] != seen.digest:
-            problem = (f"{exposure_id}: the update is for content {update['digest']}, "
-                       f"the held file is {seen.digest}")
+        if already_applied(update, self.holds):
+            return []
+        seen = self.exposures.get(update["exposure_id"])
+        problem = update_problem(update, seen)
         if problem:
-            return [self._reject_update(update, problem)]
-        if update["action"] == "correct":
-            release = {"path": "pointing", "at": update["emitted_at"], "by": update.get("by"),
-                       "reason": update.get("reason") or
-                       f"corrected pointing ({update['keywords']['ENGQLPTG']}) from "
-                       f"{update.get('source') or 'the pointing topic'}",
-                       "digest": seen.digest, "update_event_id": update.event_id,
-                       "keywords": dict(update["keywords"])}
-        else:
-            release = {"path": "operator", "at": update["emitted_at"], "by": update.get("by"),
-                       "reason": update["reason"], "digest": seen.digest,
-                       "update_event_id": update.event_id}
-        seen.release = release
-        return [self._release(seen, release)] + self._reconsider(seen, now)
+            return [reject_update(update, problem)]
+        release = seen.release = release_by_update(update, seen)
+        return [release_record(seen, release, self.holds)] + self._reconsider(seen, now)
 
     def adopt_release(self, exposure_id: str, release: dict[str, Any],
                       now: float) -> list[Emit]:
@@ -374,55 +316,6 @@ class PlannerState:
             and (sci.release or {}).get("path") != "pointing",
             arrived_at=ev.get("arrived_at"))
         return Emit("work.stage2", cand.science, self._as_namespace(message))
-
-    def _hold_or_release(self, seen: Seen) -> list[Emit]:
-        exposure_id = seen.exposure.exposure_id
-        current = self.holds.get(exposure_id)
-        digest = seen.event["inputs"][0]["digest"]
-        if seen.provisional:
-            if current and current["state"] == "held" and current["digest"] == digest:
-                return []
-            body = dict(exposure_id=exposure_id, program=seen.exposure.name.program,
-                        state="held", since=seen.event["emitted_at"], digest=digest,
-                        reason="ENGQLPTG=PLANNED: pointing is provisional; nothing past "
-                               "detector1 until it is corrected", release=None)
-        elif current and current["state"] == "held":
-            return [self._release(seen, {
-                "path": "redelivery", "at": seen.event["emitted_at"], "by": None,
-                "reason": f"redelivered with ENGQLPTG={seen.event.get('pointing_quality')}",
-                "digest": digest})]
-        else:
-            return []
-        return [self._hold_message(exposure_id, body, digest)]
-
-    def _release(self, seen: Seen, release: dict[str, Any]) -> Emit:
-        exposure_id = seen.exposure.exposure_id
-        current = self.holds.get(exposure_id) or {}
-        body = {k: v for k, v in current.items()
-                if k not in ("schema", "schema_version", "event_id", "emitted_at", "producer")}
-        body.update(exposure_id=exposure_id, program=seen.exposure.name.program,
-                    state="released", release=release)
-        body.setdefault("since", seen.event["emitted_at"])
-        body.setdefault("digest", seen.digest)
-        body.setdefault("reason", "ENGQLPTG=PLANNED")
-        return self._hold_message(exposure_id, body, release["digest"])
-
-    def _hold_message(self, exposure_id: str, body: dict[str, Any], digest: str) -> Emit:
-        message = contract.build(
-            "hold", contract.event_id("hold", exposure_id, body["digest"], body["state"], digest,
-                                      (body.get("release") or {}).get("path")),
-            **body)
-        self.holds[exposure_id] = message.body
-        return Emit("holds", exposure_id, message)
-
-    def _reject_update(self, update: contract.Message, reason: str) -> Emit:
-        message = contract.build(
-            "dead_letter", contract.event_id("dead_letter", "planner", update.event_id),
-            category="rejected_update", reason=f"pointing update rejected: {reason}",
-            stage="planner", attempts=0, exposure_id=update["exposure_id"],
-            original={"topic": "pointing", "key": update["exposure_id"],
-                      "value": json.dumps(update.body), "value_encoding": "utf-8"})
-        return Emit("deadletter", update["exposure_id"], message)
 
     def _dead_letter(self, event: contract.Message, reason: str) -> Emit:
         message = contract.build(

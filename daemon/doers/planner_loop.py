@@ -21,11 +21,11 @@ import logging
 import time
 
 import anyio
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from calstream.daemon.deciders.planner_state import Emit, PlannerState, observe_pointing_everywhere
-from calstream.daemon.doers.kafka import clients as kafka
-from calstream.daemon.doers.kafka.bus import Bus
+from calstream.daemon import stages
+from calstream.daemon.deciders.planner_records import Emit
+from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
+from calstream.daemon.doers import kafka
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.plans import Plan
@@ -36,9 +36,10 @@ log = logging.getLogger("calstream.planner")
 
 
 class Planner:
-    def __init__(self, cfg: Config, *, bus: Bus, metrics: Metrics, topics: Topics):
+    def __init__(self, cfg: Config, *, publisher: kafka.Publisher, metrics: Metrics,
+                 topics: Topics):
         self.cfg = cfg
-        self.bus = bus
+        self.publisher = publisher
         self.metrics = metrics
         self.topics = topics
         self.holds: dict = {}
@@ -64,8 +65,8 @@ class Planner:
 
     def _work_topics(self) -> list[str]:
         known = {s.logical for s in self.topics.specs}
-        return [t for t in ("work.stage2", "work.stage3", "work.stage2.replay",
-                            "work.stage3.replay") if t in known]
+        return [t for st in stages.work_order_stages() for t in (st.live_topic, st.replay_topic)
+                if t in known]
 
     async def restore(self) -> None:
         for topic in self._work_topics():
@@ -92,50 +93,32 @@ class Planner:
             for state in self.states.values():
                 state.load_plan(plan, time.time())
         log.info("planner restored %d work order(s), %d hold record(s) and %d plan(s)",
-                 sum(len(s.ordered) + len(s.stage3._restored) for s in self.states.values()),
+                 sum(len(s.ordered) + s.stage3.restored_order_count()
+                     for s in self.states.values()),
                  len(self.holds), len(self.plans))
 
     async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
         await self.restore()
         # One planner sees every partition of products (keyed by program):
         # no group, no commits; the topics are its memory.
-        consumer = AIOKafkaConsumer(**kafka.client_options(self.cfg), group_id=None,
-                                    enable_auto_commit=False)
-        await consumer.start()
-        try:
-            await consumer.topics()
-            tps = [TopicPartition(name, p)
-                   for name in (self.topics.name("products"), self.topics.name("pointing"),
-                                self.topics.name("plans"))
-                   for p in sorted(consumer.partitions_for_topic(name) or ())]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            targets: dict[TopicPartition, int] | None = None
+        names = [self.topics.name(t) for t in ("products", "pointing", "plans")]
+        async with kafka.open_reader(self.cfg, names) as reader:
             task_status.started()
             last_tick = 0.0
             while True:
-                batch = await consumer.getmany(*tps, timeout_ms=200)
-                for records in batch.values():
-                    for record in records:
+                for record in await reader.fetch():
+                    await self._on_record(record)
+                if not self.caught_up and await reader.caught_up():
+                    self.caught_up = True
+                    log.info("planner caught up with the product events")
+                    for record in self._deferred:
                         await self._on_record(record)
-                if not self.caught_up:
-                    if targets is None and all(consumer.highwater(tp) is not None for tp in tps):
-                        targets = {tp: consumer.highwater(tp) for tp in tps}
-                    positions = {tp: await consumer.position(tp) for tp in tps}
-                    if targets is not None and all(positions[tp] >= targets[tp] for tp in tps):
-                        self.caught_up = True
-                        log.info("planner caught up with the product events")
-                        for record in self._deferred:
-                            await self._on_record(record)
-                        self._deferred.clear()
+                    self._deferred.clear()
                 if self.caught_up and time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
                     for state in list(self.states.values()):
                         await self._publish(state.tick(time.time()))
                     self._update_metrics()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await consumer.stop()
 
     def _now(self, record) -> float:
         # While rebuilding, time is the event's own: decisions replay as made.
@@ -171,7 +154,7 @@ class Planner:
         try:
             update = contract.decode(record.value, expected="pointing_update")
         except contract.InvalidMessage as exc:
-            await self.bus.dead_letter(category="rejected_update", stage="planner", key=key,
+            await self.publisher.dead_letter(category="rejected_update", stage="planner", key=key,
                                        record=record, reason=f"pointing update rejected: {exc}")
             return
         # Live first: it judges the update; a namespace holding the same
@@ -200,15 +183,16 @@ class Planner:
             await self._publish(state.load_plan(plan, self._now(record)))
 
     def _topic_for(self, e: Emit) -> str:
-        if e.topic.startswith("work.") and e.message.get("priority") == "replay":
-            replay_topic = f"{e.topic}.replay"
-            if any(s.logical == replay_topic for s in self.topics.specs):
-                return replay_topic
+        """Replayed work goes to its stage's replay topic (read at low priority)."""
+        st = stages.by_live_topic(e.topic)
+        if st is not None and e.message.get("priority") == "replay":
+            if any(s.logical == st.replay_topic for s in self.topics.specs):
+                return st.replay_topic
         return e.topic
 
     async def _publish(self, emits: list[Emit]) -> None:
         for e in emits:
-            await self.bus.publish(self._topic_for(e), e.key, e.message)
+            await self.publisher.publish(self._topic_for(e), e.key, e.message)
             if e.topic == "work.stage3":
                 version = e.message.get("version") or 1
                 self.metrics.work_orders.labels(stage="stage3",

@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import tempfile
@@ -32,6 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# The namespace rules are a decider's; re-exported for the store's callers.
+from calstream.daemon.deciders.namespaces import (  # noqa: F401
+    CURRENT,
+    LIVE,
+    NAMESPACES,
+    PROMOTIONS,
+    BadNamespace,
+    check_namespace,
+)
 from calstream.steps.fitsfile import file_digest
 
 log = logging.getLogger("calstream.store")
@@ -40,29 +48,6 @@ _TMP = ".tmp"
 _PROV = ".provenance"
 _OWNER = ".owner"
 _LOGS = ".logs"
-NAMESPACES = "namespaces"
-CURRENT = "current"
-PROMOTIONS = "promotions"
-LIVE = "live"
-# Program directories are five digits, so these names never collide with one.
-_NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-
-
-class BadNamespace(ValueError):
-    pass
-
-
-def check_namespace(namespace: str, *, allow_live: bool = True) -> str:
-    if namespace == LIVE:
-        if not allow_live:
-            raise BadNamespace('namespace "live" is the live products: a reprocessing needs '
-                               "a namespace of its own (e.g. ctx1535-2026-11)")
-        return namespace
-    if not _NAMESPACE.match(namespace) or namespace in (CURRENT, NAMESPACES, PROMOTIONS):
-        raise BadNamespace(f"bad namespace {namespace!r}: lower-case letters, digits, '.', '_' "
-                           "and '-', at most 63 characters, not 'current'")
-    return namespace
-
 
 @dataclass(frozen=True)
 class Done:

@@ -135,7 +135,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from calstream.daemon.doers.kafka import clients as kafka
+    from calstream.daemon.doers import kafka
     from calstream.topics.catalog import Topics
 
     cfg = _config(args)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import anyio
 
-from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.doers import kafka
 from calstream.daemon.operations.config import load
 from calstream.daemon.runtime import Daemon
 from calstream.steps.naming import parse_exposure_name

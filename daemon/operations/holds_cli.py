@@ -9,7 +9,7 @@ import time
 
 import anyio
 
-from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.doers import kafka
 from calstream.daemon.operations.config import ConfigError
 from calstream.topics import contract
 from calstream.topics.catalog import Topics

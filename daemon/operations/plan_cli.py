@@ -15,7 +15,7 @@ from pathlib import Path
 
 import anyio
 
-from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.doers import kafka
 from calstream.daemon.operations.config import ConfigError
 from calstream.steps.plans import PlanError, load_plan
 from calstream.topics import contract

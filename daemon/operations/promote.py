@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 
-from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.doers import kafka
 from calstream.daemon.doers.product_store import (
     CURRENT,
     LIVE,

@@ -38,19 +38,19 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.doers import kafka
 from calstream.daemon.doers.product_store import BadNamespace, ProductStore, check_namespace
 from calstream.daemon.operations.config import Config, ConfigError
+from calstream.daemon.stages import STAGES
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.steps.provenance import work_id
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
-SOURCES = {"raw": ("raw", "replay", "arrival"),
-           "stage2": ("work.stage2", "work.stage2.replay", "work_order"),
-           "stage3": ("work.stage3", "work.stage3.replay", "work_order")}
+# --from NAME -> (source topic, target topic, message type): a stage's live
+# topic into its replay topic (daemon/stages.py).
+SOURCES = {st.replay_from: (st.live_topic, st.replay_topic, st.message) for st in STAGES}
 EXIT_GAP = 3
 
 
@@ -280,43 +280,28 @@ def replayed_message(c: Candidate, *, source: str, topic: str, request: dict[str
 async def scan(cfg: Config, name: str) -> tuple[list[Candidate], list[PartitionScan], int]:
     """Every record of ``name`` up to the high watermarks; (candidates,
     partitions, invalid records skipped)."""
-    client = AIOKafkaConsumer(**kafka.client_options(cfg), group_id=None,
-                              enable_auto_commit=False)
-    await client.start()
-    try:
-        await client.topics()
-        tps = [TopicPartition(name, p) for p in sorted(client.partitions_for_topic(name) or ())]
-        if not tps:
+    async with kafka.open_reader(cfg, [name]) as reader:
+        if not reader.partitions:
             raise ConfigError(f"topic {name} does not exist on {cfg.kafka_bootstrap}")
-        client.assign(tps)
-        await client.seek_to_beginning(*tps)
         found: list[Candidate] = []
-        scans = {tp.partition: PartitionScan(tp.partition, 0) for tp in tps}
+        scans = {tp.partition: PartitionScan(tp.partition, 0) for tp in reader.partitions}
         invalid = 0
         with anyio.fail_after(120):
-            while True:
-                batch = await client.getmany(*tps, timeout_ms=200)
-                for tp, records in batch.items():
-                    s = scans[tp.partition]
-                    for r in records:
-                        if s.first_offset is None:
-                            s.first_offset = r.offset
-                            s.first_time = dt.datetime.fromtimestamp(r.timestamp / 1000, dt.UTC)
-                        try:
-                            message = contract.decode(r.value)
-                        except contract.InvalidMessage:
-                            invalid += 1  # the stage consumers dead-letter these
-                            continue
-                        found.append(Candidate(tp.partition, r.offset, r.timestamp, message.body))
-                highs = {tp: client.highwater(tp) for tp in tps}
-                if all(h is not None for h in highs.values()):
-                    positions = {tp: await client.position(tp) for tp in tps}
-                    if all(positions[tp] >= highs[tp] for tp in tps):
-                        for tp in tps:
-                            scans[tp.partition].high_watermark = highs[tp]
-                        return found, list(scans.values()), invalid
-    finally:
-        await client.stop()
+            async for batch in reader.batches_to_end():
+                for r in batch:
+                    s = scans[r.partition]
+                    if s.first_offset is None:
+                        s.first_offset = r.offset
+                        s.first_time = dt.datetime.fromtimestamp(r.timestamp / 1000, dt.UTC)
+                    try:
+                        message = contract.decode(r.value)
+                    except contract.InvalidMessage:
+                        invalid += 1  # the stage consumers dead-letter these
+                        continue
+                    found.append(Candidate(r.partition, r.offset, r.timestamp, message.body))
+        for tp, high in reader.high_watermarks().items():
+            scans[tp.partition].high_watermark = high
+        return found, list(scans.values()), invalid
 
 
 async def run_replay(cfg: Config, *, source: str, selection: Selection, namespace: str,

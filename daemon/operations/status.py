@@ -32,18 +32,17 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from calstream.daemon.operations import deployment
 from calstream.daemon.operations.config import ROLES, Config, host_port, load
+from calstream.daemon.stages import STAGES, stage
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
 log = logging.getLogger("calstream.status")
 
-# The topics each stage's consumer group "<group_prefix>.<stage>" reads, as
-# runtime.py subscribes them. The planner is not here: it reads every
-# partition of products without a group, so it has no lag to report.
-_STAGE_INPUTS: dict[str, tuple[str, ...]] = {"detector1": ("raw", "replay"),
-                                              "stage2": ("work.stage2", "work.stage2.replay"),
-                                              "stage3": ("work.stage3", "work.stage3.replay")}
-STAGE_INPUTS = {stage: t for stage, t in _STAGE_INPUTS.items() if stage in ROLES}
+# The topics each stage's consumer group "<group_prefix>.<stage>" reads
+# (daemon/stages.py). The planner is not here: it reads every partition of
+# products without a group, so it has no lag to report.
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {st.name: (st.live_topic, st.replay_topic)
+                                             for st in STAGES if st.name in ROLES}
 
 
 # -- the metrics endpoints ------------------------------------------------
@@ -209,65 +208,24 @@ async def _tails(cfg: Config, wanted: dict[str, int | None], view: BrokerView):
     never where the end is. A start below the true end costs a few more
     records; it never loses one.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from calstream.daemon.doers import kafka
 
-    from calstream.daemon.doers.kafka import clients as kafka
-
-    reader = AIOKafkaConsumer(**kafka.client_options(cfg), group_id=None,
-                              enable_auto_commit=False, auto_offset_reset="earliest",
-                              fetch_max_wait_ms=100)
-    try:
-        await reader.start()
-        existing = await reader.topics()
-        tps: list[TopicPartition] = []
-        for topic in wanted:
-            if topic not in existing:
-                view.missing_topics.append(topic)
-                continue
-            tps += [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic))]
-        if not tps:
+    async with kafka.open_reader(cfg, list(wanted), fetch_max_wait_ms=100) as reader:
+        view.missing_topics.extend(reader.missing)
+        if not reader.partitions:
             return {}, {}, {}
-        reader.assign(tps)
-        begin = await reader.beginning_offsets(tps)
-        end_hint = await reader.end_offsets(tps)
-        for tp in tps:
-            n = wanted[tp.topic]
-            reader.seek(tp, begin[tp] if n is None else max(begin[tp], end_hint[tp] - n))
+        begin = await reader.start_at_tail(wanted)
         records: dict[str, list] = {t: [] for t in wanted}
-        pending = set(tps)
-        while pending:
-            batch = await reader.getmany(timeout_ms=200)
-            for tp, recs in batch.items():
-                records[tp.topic].extend(recs)
-            for tp in list(pending):
-                high = reader.highwater(tp)
-                if high is not None and await reader.position(tp) >= high:
-                    pending.discard(tp)
-        highs = {tp: reader.highwater(tp) for tp in tps}
-        return highs, begin, records
-    finally:
-        await reader.stop()
+        async for batch in reader.batches_to_end():
+            for r in batch:
+                records[r.topic].append(r)
+        return reader.high_watermarks(), begin, records
 
 
 async def _group_offsets(cfg: Config, group: str, tps: list) -> tuple[dict, int | None, str | None]:
-    from calstream.daemon.doers.kafka import clients as kafka
+    from calstream.daemon.doers import kafka
 
-    admin = kafka.admin(cfg)
-    try:
-        await admin.start()
-        # Partitions are listed explicitly: tansu cannot answer "all partitions"
-        # (an OffsetFetch without them).
-        offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
-        members = state = None
-        try:
-            for response in await admin.describe_consumer_groups([group]):
-                for g in response.groups:
-                    state, members = g[2], len(g[5])
-        except Exception as exc:  # informative only; lag does not depend on it
-            log.debug("describe %s failed: %s", group, exc)
-        return offsets, members, state
-    finally:
-        await admin.close()
+    return await kafka.group_offsets(cfg, group, tps)
 
 
 def _decoded(records, expected: str, view: BrokerView, n: int) -> list[dict[str, Any]]:
@@ -285,8 +243,6 @@ def _decoded(records, expected: str, view: BrokerView, n: int) -> list[dict[str,
 
 
 async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10) -> BrokerView:
-    from aiokafka import TopicPartition
-
     topics = Topics(cfg.topic_prefix)
     view = BrokerView(cfg.kafka_bootstrap)
     inputs = {topics.name(t) for ins in STAGE_INPUTS.values() for t in ins}
@@ -297,10 +253,10 @@ async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10
     # per key is the exposure's current state.
     wanted[topics.name("holds")] = None
     highs, begin, records = await _tails(cfg, wanted, view)
-    for stage, logical in STAGE_INPUTS.items():
-        group = f"{cfg.group_prefix}.{stage}"
+    for stage_name, logical in STAGE_INPUTS.items():
+        group = stage(stage_name).group(cfg.group_prefix)
         for name in (topics.name(t) for t in logical):
-            row = GroupLag(stage, group, name)
+            row = GroupLag(stage_name, group, name)
             view.lag.append(row)
             tps = sorted((tp for tp in highs if tp.topic == name), key=lambda tp: tp.partition)
             if not tps:
@@ -312,8 +268,7 @@ async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10
                 row.error = f"cannot read the group's offsets: {exc}"
                 continue
             for tp in tps:
-                om = offsets.get(TopicPartition(tp.topic, tp.partition))
-                committed = om.offset if om is not None and om.offset >= 0 else None
+                committed = offsets.get(tp)
                 # A group without a commit starts at the earliest record
                 # (auto_offset_reset="earliest"), so all of it is waiting.
                 start = committed if committed is not None else begin[tp]

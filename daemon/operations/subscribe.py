@@ -33,10 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
 
-from calstream.daemon.doers.kafka.clients import client_options
+from calstream.daemon.doers import kafka
 from calstream.daemon.operations import deployment
 from calstream.daemon.operations.config import Config, ConfigError, load
 from calstream.topics import contract
@@ -137,12 +135,9 @@ class Subscriber:
 
     async def run(self) -> None:
         group = self.args.group
-        consumer = AIOKafkaConsumer(
-            self.topic, **client_options(self.cfg), group_id=group,
-            # Without a committed offset (a new group, or no group at all) start
-            # at the oldest retained event; commits are ours, after handling.
-            auto_offset_reset="earliest", enable_auto_commit=False,
-            **(_FAST_GROUP_TIMING if group and self.cfg.fast_group_timing else {}))
+        # Without a committed offset (a new group, or no group at all) it starts
+        # at the oldest retained event; commits are ours, after handling.
+        consumer = kafka.subscriber(self.cfg, self.topic, group)
         await consumer.start()
         try:
             idle_since = None
@@ -150,7 +145,7 @@ class Subscriber:
                 batch = await consumer.getmany(timeout_ms=200)
                 if not consumer.assignment():
                     continue  # still joining the group: not idle yet
-                done: dict[TopicPartition, int] = {}
+                done = {}  # partition -> the offset to commit: one past the last handled
                 for tp, records in batch.items():
                     for record in records:
                         if self.stopping:
@@ -158,7 +153,7 @@ class Subscriber:
                         self.handle(record)
                         done[tp] = record.offset + 1
                 if group and done:
-                    await consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in done.items()})
+                    await consumer.commit(done)
                 if batch:
                     idle_since = None
                 elif idle_since is None:
@@ -180,12 +175,6 @@ class Subscriber:
             tg.start_soon(on_signal)
             await self.run()
             tg.cancel_scope.cancel()
-
-
-# Kafka's defaults make a group's first join take seconds on tansu; tests and
-# the demo set fast_group_timing (see daemon/doers/kafka/clients.py and the broker notes).
-_FAST_GROUP_TIMING = dict(session_timeout_ms=2000, heartbeat_interval_ms=300,
-                          rebalance_timeout_ms=1000)
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:

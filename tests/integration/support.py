@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
-from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.doers import kafka
 from calstream.daemon.operations.config import Config, load
 from calstream.daemon.runtime import Daemon
 from calstream.topics import contract

@@ -97,7 +97,7 @@ async def test_a_redelivered_arrival_is_not_recalibrated(tmp_path, broker, kit, 
         mtime = rate.stat().st_mtime_ns
         arrival = next(m for m in first if m.type == "arrival")
         # The broker redelivers it (at-least-once): the very same bytes again.
-        from calstream.daemon.doers.kafka import clients as kafka
+        from calstream.daemon.doers import kafka
 
         producer = kafka.producer(cfg)
         await producer.start()
@@ -156,7 +156,7 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_good_files_flow(
     async with running_daemon(cfg) as daemon:
         for f in sorted((tmp_path / "bad").iterdir()):
             shutil.copy(f, cfg.inbox / f.name)
-        from calstream.daemon.doers.kafka import clients as kafka
+        from calstream.daemon.doers import kafka
 
         producer = kafka.producer(cfg)
         await producer.start()

@@ -14,7 +14,7 @@ import pytest
 from astropy.io import fits
 from stdatamodels.jwst import datamodels
 
-from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.doers import kafka
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 from calstream.steps.synthetic.program import ProgramSpec, simulate_program

@@ -29,7 +29,7 @@ import anyio
 import jsonschema
 import pytest
 
-from calstream.daemon.doers.kafka import clients as kafka
+from calstream.daemon.doers import kafka
 from calstream.steps.synthetic.downlink import deliver
 from calstream.topics import contract
 from calstream.topics.catalog import Topics

@@ -6,7 +6,7 @@ from calstream.topics.catalog import CATALOG, Topics
 def test_every_topic_of_the_architecture_is_declared_once():
     logical = [s.logical for s in CATALOG]
     assert sorted(logical) == sorted(["raw", "replay", "products", "work.stage2", "work.stage3",
-                                      "holds", "pointing", "plans", "state", "deadletter",
+                                      "holds", "pointing", "plans", "deadletter",
                                       "work.stage2.replay", "work.stage3.replay", "promotions"])
     assert len(set(logical)) == len(logical)
 
@@ -24,7 +24,9 @@ def test_prefix_names_and_inverse():
 def test_state_topics_are_compacted_and_streams_retained():
     t = Topics()
     assert t.spec("holds").config() == {"cleanup.policy": "compact"}
-    assert t.spec("state").compacted
+    # The unused "state" topic is gone: the planner rebuilds from the topics above.
+    with pytest.raises(KeyError):
+        t.spec("state")
     assert int(t.spec("raw").config()["retention.ms"]) >= 7 * 24 * 3600 * 1000
     # products is keyed by program so one planner instance sees a whole candidate
     assert t.spec("products").key == "program"

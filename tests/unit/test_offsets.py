@@ -1,10 +1,10 @@
 """Commit positions: never past a record that is not finished."""
 
-from calstream.daemon.doers.kafka.consumer_loop import _Partition
+from calstream.daemon.doers.kafka.concurrent_consumer import PartitionOffsets
 
 
 def test_commit_position_stops_at_the_lowest_unfinished_record():
-    p = _Partition()
+    p = PartitionOffsets()
     assert p.commit_position() is None
     for off in (10, 11, 12):
         p.take(off)

@@ -150,14 +150,15 @@ class _Pool:
 
 
 def test_a_failed_preview_still_gets_its_product_event(tmp_path):
+    from calstream.daemon.deciders.work_items import WorkItem
     from calstream.daemon.doers.product_store import ProductStore
-    from calstream.daemon.doers.stage_runner import StageRunner, WorkItem
+    from calstream.daemon.doers.work_item_runner import WorkItemRunner
     from calstream.daemon.operations.config import load
     from calstream.daemon.operations.metrics import Metrics
 
     cfg = load(None, env={}, flags={"work_dir": tmp_path})
     bus, pool = _Bus(), _Pool()
-    runner = StageRunner(cfg, bus=bus, store=ProductStore(cfg.products), pool=pool,
+    runner = WorkItemRunner(cfg, publisher=bus, store=ProductStore(cfg.products), pool=pool,
                          metrics=Metrics(), crds_context="jwst_0001.pmap")
     item = WorkItem(stage="detector1", pipeline="calwebb_detector1", task="x:y", task_kwargs={},
                     program="01234", observation="001", name=ROOT,

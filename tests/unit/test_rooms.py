@@ -1,5 +1,10 @@
-"""The rooms rule: steps/ never imports Kafka, topics/ imports neither of the
-others, and the daemon never imports jwst (only its workers do, through steps)."""
+"""The rooms rule, and the rooms inside the daemon.
+
+steps/ never imports Kafka, topics/ imports neither of the others, and the
+daemon never imports jwst (only its workers do, through steps). Inside the
+daemon: the deciders are pure (no I/O, no Kafka, no doers), and aiokafka is
+imported by one adapter package only, daemon/doers/kafka/.
+"""
 
 import ast
 from pathlib import Path
@@ -21,22 +26,57 @@ def imports(path: Path) -> set[str]:
     return names
 
 
+def _is(name: str, modules) -> bool:
+    return any(name == bad or name.startswith(bad + ".") for bad in modules)
+
+
+KAFKA = ("aiokafka", "kafka", "confluent_kafka")
+JWST = ("jwst", "stcal", "stdatamodels", "stpipe")
+# What a decider may not touch: effects (files, sockets, processes, clocks of an
+# event loop, metrics) and the rooms that have them.
+IO = ("anyio", "asyncio", "socket", "sqlite3", "subprocess", "shutil", "tempfile", "threading",
+      "multiprocessing", "select", "signal", "ssl", "urllib", "http", "watchdog",
+      "prometheus_client", "calstream.daemon.doers", "calstream.daemon.operations",
+      "calstream.daemon.runtime")
+
 RULES = {
-    "steps": ("aiokafka", "kafka", "confluent_kafka", "calstream.daemon"),
-    "topics": ("aiokafka", "kafka", "calstream.daemon", "calstream.steps", "jwst"),
-    "daemon": ("jwst", "stcal", "stdatamodels", "stpipe"),
+    "steps": (*KAFKA, "calstream.daemon"),
+    "topics": (*KAFKA, *JWST, "calstream.daemon", "calstream.steps"),
+    "daemon": JWST,
+    "daemon/deciders": (*KAFKA, *IO),
 }
+
+
+def _files(room: str) -> list[Path]:
+    files = list((ROOT / room).rglob("*.py"))
+    assert files, room
+    return files
 
 
 @pytest.mark.parametrize("room", sorted(RULES))
 def test_room_imports(room):
-    files = list((ROOT / room).rglob("*.py"))
-    assert files
     violations = []
-    for f in files:
+    for f in _files(room):
         for name in imports(f):
             if name.startswith(".."):
                 violations.append(f"{f.relative_to(ROOT)}: relative import {name} leaves the room")
-            if any(name == bad or name.startswith(bad + ".") for bad in RULES[room]):
+            if _is(name, RULES[room]):
                 violations.append(f"{f.relative_to(ROOT)} imports {name}")
+    assert not violations, "\n".join(violations)
+
+
+def test_aiokafka_is_imported_only_by_the_kafka_adapter():
+    adapter = ROOT / "daemon" / "doers" / "kafka"
+    violations = [f"{f.relative_to(ROOT)} imports {name}"
+                  for room in ("daemon", "steps", "topics") for f in _files(room)
+                  if adapter not in f.parents
+                  for name in imports(f) if _is(name, KAFKA)]
+    assert not violations, "\n".join(violations)
+
+
+def test_jwst_is_imported_only_by_the_steps():
+    """The jwst adapters are steps/; calstream's other source never imports jwst."""
+    violations = [f"{f.relative_to(ROOT)} imports {name}"
+                  for room in ("daemon", "topics", "bench") for f in _files(room)
+                  for name in imports(f) if _is(name, JWST)]
     assert not violations, "\n".join(violations)

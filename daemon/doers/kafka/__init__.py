@@ -1,0 +1,37 @@
+"""The Kafka adapter: the only package that imports aiokafka.
+
+* ``clients``: every client configured once (security, acks, commits, timing);
+* ``publisher``: validated messages out, and the dead letters;
+* ``concurrent_consumer``: a stage's group member (concurrent runs, in-order
+  commits, live before replay);
+* ``topic_reader``: reading topics without a group, up to "now" (the high
+  watermark of fetch responses, right on tansu and on Kafka) or following them;
+* ``topic_admin``: creating the catalog's topics, describing them, group offsets.
+
+Callers use ``from calstream.daemon.doers import kafka`` and the names below.
+"""
+
+from aiokafka.structs import ConsumerRecord as Record
+
+from calstream.daemon.doers.kafka.clients import (
+    admin,
+    client_options,
+    group_consumer,
+    producer,
+    reader,
+    subscriber,
+)
+from calstream.daemon.doers.kafka.concurrent_consumer import ConcurrentConsumer
+from calstream.daemon.doers.kafka.publisher import Publisher
+from calstream.daemon.doers.kafka.topic_admin import create_topics, describe_catalog, group_offsets
+from calstream.daemon.doers.kafka.topic_reader import (
+    TopicReader,
+    is_empty,
+    open_reader,
+    read_to_end,
+    read_topics,
+)
+
+__all__ = ["ConcurrentConsumer", "Publisher", "Record", "TopicReader", "admin", "client_options",
+           "create_topics", "describe_catalog", "group_consumer", "group_offsets", "is_empty",
+           "open_reader", "producer", "read_to_end", "read_topics", "reader", "subscriber"]

@@ -1,10 +1,10 @@
 """Running one work item, the same way for every stage.
 
-A stage handler (detector1, stage 2, stage 3) decides *what* to run and with
-which inputs; this module does the rest, identically for all of them: the
-idempotency check against the product store, the warm-worker run with retries
-of transient failures, the atomic publication of the outputs, and the product
-event or dead letter.
+The admission rules (deciders/admission.py, deciders/work_items.py) decide
+*what* to run and with which inputs; this module does the rest, identically
+for every stage: the idempotency check against the product store, the
+warm-worker run with retries of transient failures (deciders/retry_policy.py),
+the atomic publication of the outputs, and the product event or dead letter.
 """
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
-from aiokafka.structs import ConsumerRecord
 
 import calstream
-from calstream.daemon.doers.kafka.bus import Bus
+from calstream.daemon.deciders.retry_policy import Backoff, after_run
+from calstream.daemon.deciders.work_items import WorkItem
+from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.preview_runner import make_previews, planned_previews
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
@@ -35,42 +36,13 @@ log = logging.getLogger("calstream.stage")
 
 
 @dataclass
-class WorkItem:
-    stage: str  # "detector1" | "stage2" | "stage3"
-    pipeline: str  # e.g. "calwebb_detector1"
-    task: str  # "module:function" run in a worker, called with output_dir=...
-    task_kwargs: dict[str, Any]
-    program: str
-    observation: str
-    name: str  # product name: the exposure id for stages 1-2, the level-3 name for stage 3
-    inputs: list[dict[str, Any]]  # {path, digest, size, role}
-    parameters: dict[str, Any] = field(default_factory=dict)
-    event_fields: dict[str, Any] = field(default_factory=dict)  # extra product-event fields
-    arrived_at: str | None = None  # start of end-to-end latency
-    key: str = ""  # message key, for dead letters
-    record: ConsumerRecord | None = None
-    # A replayed item's own context and output tree; None/"live": the daemon's.
-    crds_context: str | None = None
-    namespace: str = "live"
-    priority: str = "live"  # "replay" waits behind every live item for a worker
-    replay: dict[str, Any] | None = None  # the replay that asked for it, carried to the product
-    version: int = 1  # >1: a stage-3 product superseding the previous version
-
-    @property
-    def log_context(self) -> dict[str, str]:
-        return {"exposure_id": self.event_fields.get("exposure_id") or self.name,
-                "stage": self.stage}
-
-
-class StageRunner:
-    def __init__(self, cfg: Config, *, bus: Bus, store: ProductStore, pool: WorkerPool,
-                 metrics: Metrics, crds_context: str):
-        self.cfg = cfg
-        self.bus = bus
-        self.store = store
-        self.pool = pool
-        self.metrics = metrics
-        self.crds_context = crds_context
+class WorkItemRunner:
+    cfg: Config
+    publisher: Publisher
+    store: ProductStore
+    pool: WorkerPool
+    metrics: Metrics
+    crds_context: str  # the daemon's; a replayed item may carry its own
 
     def count(self, item: WorkItem, outcome: str) -> None:
         self.metrics.stage_runs.labels(stage=item.stage, pipeline=item.pipeline,
@@ -94,7 +66,7 @@ class StageRunner:
             # Already done: re-emit the same event (same event_id) so a subscriber
             # that missed it gets it and one that did not drops it.
             event = contract.Message("product", {**done.event, "emitted_at": contract.utc_now()})
-            await self.bus.publish("products", item.program, event)
+            await self.publisher.publish("products", item.program, event)
             self.count(item, "duplicate")
             log.info("%s: %s already done (work %s); product event re-emitted", item.name,
                      item.pipeline, wid[:12], extra=item.log_context)
@@ -130,24 +102,25 @@ class StageRunner:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
                 raise
-            if kind == "success":
+            step = after_run(kind, attempts, max_attempts=self.cfg.max_attempts,
+                             backoff=Backoff(self.cfg.retry_backoff))
+            if step.action == "publish":
                 await self._publish(item, wid, scratch, outcome.value, run_log, store)
                 return
             await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
-            if kind == "skipped":
+            if step.action == "publish_skipped":
                 await self._publish_skipped(item, wid, detail, run_log, store)
                 return
-            if kind == "transient" and attempts < self.cfg.max_attempts:
-                delay = self.cfg.retry_backoff * 2 ** (attempts - 1)
+            if step.action == "retry":
                 self.metrics.retries.labels(stage=item.stage, pipeline=item.pipeline).inc()
                 log.warning("%s: transient failure (%s); retry %d/%d in %.1fs", item.name, detail,
-                            attempts + 1, self.cfg.max_attempts, delay, extra=item.log_context)
-                await anyio.sleep(delay)
+                            attempts + 1, self.cfg.max_attempts, step.delay,
+                            extra=item.log_context)
+                await anyio.sleep(step.delay)
                 continue
-            category = "retries_exhausted" if kind == "transient" else "permanent_failure"
             error_type = outcome.failure.error_type if outcome and outcome.failure else "WorkerLost"
-            await self.bus.dead_letter(
-                category=category, reason=f"{item.pipeline} failed: {detail}", stage=item.stage,
+            await self.publisher.dead_letter(
+                category=step.category, reason=f"{item.pipeline} failed: {detail}", stage=item.stage,
                 key=item.key or item.name, attempts=attempts, record=item.record,
                 exposure_id=item.event_fields.get("exposure_id"),
                 path=item.inputs[0]["path"] if item.inputs else None,
@@ -208,7 +181,7 @@ class StageRunner:
             lambda: store.publish(scratch, item.program, item.observation, name=item.name,
                                   stage=item.stage, version=item.version,
                                        record={"work_id": wid, "event": message.body}))
-        await self.bus.publish("products", item.program, message)
+        await self.publisher.publish("products", item.program, message)
         self.count(item, "success")
         self.metrics.stage_duration.labels(stage=item.stage, pipeline=item.pipeline).observe(
             result["duration_seconds"])
@@ -234,7 +207,7 @@ class StageRunner:
             lambda: store.write_record(item.program, item.observation, name=item.name,
                                        stage=item.stage, version=item.version,
                                             record={"work_id": wid, "event": message.body}))
-        await self.bus.publish("products", item.program, message)
+        await self.publisher.publish("products", item.program, message)
         self.count(item, "skipped")
         log.info("%s: no science data (%s): skipped product event", item.name, reason,
                  extra=item.log_context)

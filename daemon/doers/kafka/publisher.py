@@ -1,4 +1,5 @@
-"""Publishing messages: validated on the way out, dead letters in one place."""
+"""Publishing messages: validated on the way out, acknowledged by the broker,
+and dead letters in one place."""
 
 from __future__ import annotations
 
@@ -14,12 +15,12 @@ from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract, dead_letters
 from calstream.topics.catalog import Topics
 
-log = logging.getLogger("calstream.bus")
+log = logging.getLogger("calstream.publisher")
 
 PRODUCER_INFO = {"host": socket.gethostname(), "calstream_version": calstream.__version__}
 
 
-class Bus:
+class Publisher:
     def __init__(self, producer: AIOKafkaProducer, topics: Topics, metrics: Metrics,
                  role: str = "daemon"):
         self.producer = producer

@@ -1,6 +1,7 @@
-"""The generic stage-consumer loop.
+"""A consumer-group member that runs its records concurrently and commits in order.
 
-It never runs calibration itself: each record is handed to a task, the loop
+Every stage consumes through it (runtime.py wires one per stage role). It
+never runs calibration itself: each record is handed to a task, the loop
 keeps polling (so the group never evicts it during a long run), partitions are
 paused while ``capacity`` items are in flight, and a partition's offset is
 committed only up to its lowest record not yet finished. A handler finishes a
@@ -27,6 +28,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from calstream.daemon.deciders.retry_policy import HANDLER_BACKOFF
 from calstream.daemon.operations.metrics import Metrics
 
 log = logging.getLogger("calstream.consumer")
@@ -34,7 +36,7 @@ log = logging.getLogger("calstream.consumer")
 Handler = Callable[[ConsumerRecord], Awaitable[None]]
 
 
-class _Partition:
+class PartitionOffsets:
     """Offsets of one partition: what is in flight and what may be committed."""
 
     def __init__(self) -> None:
@@ -53,7 +55,7 @@ class _Partition:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, loop: StageConsumer):
+    def __init__(self, loop: ConcurrentConsumer):
         self.loop = loop
 
     async def on_partitions_revoked(self, revoked) -> None:
@@ -68,7 +70,7 @@ class _Rebalance(ConsumerRebalanceListener):
                  ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)) or "nothing")
 
 
-class StageConsumer:
+class ConcurrentConsumer:
     def __init__(self, consumer: AIOKafkaConsumer, *, stage: str, handler: Handler,
                  capacity: int, metrics: Metrics, topics: list[str],
                  low_priority: list[str] | None = None, commit_interval: float = 0.5):
@@ -80,7 +82,7 @@ class StageConsumer:
         self.low_priority = list(low_priority or [])
         self.topics = list(topics) + [t for t in self.low_priority if t not in topics]
         self.commit_interval = commit_interval
-        self.partitions: dict[TopicPartition, _Partition] = {}
+        self.partitions: dict[TopicPartition, PartitionOffsets] = {}
         self.in_flight = 0
         self.live_in_flight = 0
         self.finished = 0
@@ -163,7 +165,7 @@ class StageConsumer:
 
     def _start(self, tg, batch) -> None:
         for tp, records in batch.items():
-            part = self.partitions.setdefault(tp, _Partition())
+            part = self.partitions.setdefault(tp, PartitionOffsets())
             for record in records:
                 part.take(record.offset)
                 self.in_flight += 1
@@ -188,7 +190,7 @@ class StageConsumer:
         return True
 
     async def _run_one(self, tp: TopicPartition, record: ConsumerRecord) -> None:
-        backoff = 1.0
+        failures = 0
         try:
             while True:
                 try:
@@ -200,10 +202,11 @@ class StageConsumer:
                     # Handlers dead-letter bad input themselves; an exception here
                     # means the broker or the disk is unavailable. Keep the record
                     # uncommitted and try again: nothing is lost or skipped.
+                    failures += 1
+                    delay = HANDLER_BACKOFF.delay(failures)
                     log.exception("%s: handling %s[%d]@%d failed; retrying in %.0fs",
-                                  self.stage, tp.topic, tp.partition, record.offset, backoff)
-                    await anyio.sleep(backoff)
-                    backoff = min(backoff * 2, 60.0)
+                                  self.stage, tp.topic, tp.partition, record.offset, delay)
+                    await anyio.sleep(delay)
         finally:
             self.in_flight -= 1
             if tp.topic not in self.low_priority:

@@ -1,0 +1,177 @@
+"""What a record must satisfy before its stage runs it (pure).
+
+Every stage admits its records the same way (doers/record_admitter.py): the
+doer decodes the message and gathers the facts the rules need from the
+filesystem and the product store (resolved paths, whether files exist, their
+digests, the namespace a product belongs to); these functions decide. A record
+is run, dead-lettered (``bad_input``, ``invalid_message``), or found stale: a
+file changed since the message was written, and a newer message covers it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calstream.daemon.deciders.namespaces import LIVE, BadNamespace, check_namespace
+from calstream.steps.naming import BadName, parse_exposure_name
+
+
+@dataclass(frozen=True)
+class Verdict:
+    action: str  # "run" | "dead_letter" | "stale"
+    reason: str = ""  # dead letter: why; stale: what changed
+    category: str = ""  # dead letter: "bad_input" | "invalid_message"
+    fields: dict[str, Any] = field(default_factory=dict)  # dead letter: extra fields
+
+
+RUN = Verdict("run")
+
+
+def bad_input(reason: str, **fields: Any) -> Verdict:
+    return Verdict("dead_letter", reason, "bad_input", fields)
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What the filesystem says about one path a message names."""
+
+    path: Path  # as the message has it
+    resolved: Path  # symlinks followed
+    is_file: bool
+
+
+@dataclass(frozen=True)
+class Roots:
+    """Where inputs may come from: as configured (for messages), and resolved."""
+
+    given: list[Path]
+    resolved: list[Path]
+
+
+def replay_problem(replay: dict) -> str | None:
+    """What is wrong with a replay request carried by a message, or None."""
+    namespace = replay.get("namespace")
+    if not isinstance(namespace, str):
+        return "replay request without a namespace"
+    try:
+        check_namespace(namespace, allow_live=False)
+    except BadNamespace as exc:
+        return f"replay request: {exc}"
+    context = replay.get("crds_context")
+    if context is not None and not (isinstance(context, str) and context.endswith(".pmap")):
+        return f"replay request: CRDS context {context!r} is not a .pmap name"
+    return None
+
+
+def within_roots(resolved: Path, resolved_roots: list[Path]) -> bool:
+    """Whether a path lies under one of the roots (both with symlinks followed)."""
+    return any(resolved.is_relative_to(root) for root in resolved_roots)
+
+
+# -- detector1: an arrival -------------------------------------------------
+# An arrival is run if it names an existing exposure file under the allowed
+# roots, whose content is still the one announced.
+
+def arrival_problem(arrival: dict, file: FileFacts, roots: Roots) -> Verdict | None:
+    problem = _arrival_problem(arrival, file, roots)
+    if problem is None:
+        return None
+    return bad_input(problem, exposure_id=arrival["exposure_id"], path=arrival["path"],
+                     digest=arrival["digest"])
+
+
+def arrival_staleness(arrival: dict, digest: str) -> Verdict:
+    """``digest``: of the file's content now (read only once it is admitted)."""
+    if digest != arrival["digest"]:
+        # The inbox file was replaced (a corrected redelivery); the new
+        # content has an arrival of its own, so this one is stale.
+        return Verdict("stale", "file changed since this arrival was announced; "
+                                "skipping stale arrival")
+    return RUN
+
+
+def _arrival_problem(arrival: dict, file: FileFacts, roots: Roots) -> str | None:
+    try:
+        name = parse_exposure_name(arrival["exposure_id"])
+        file_name = parse_exposure_name(file.path.name)
+    except BadName as exc:
+        return str(exc)
+    replay = arrival.get("replay")
+    if replay:
+        problem = replay_problem(replay)
+        if problem:
+            return problem
+    path = file.path
+    if not path.is_absolute():
+        return f"path {path} is not absolute"
+    if not within_roots(file.resolved, roots.resolved):
+        return (f"path {path} is outside the allowed roots "
+                f"({', '.join(str(r) for r in roots.given)})")
+    if not file.is_file:
+        return f"input file {path} does not exist (removed from the inbox?)"
+    if file_name.exposure_id != name.exposure_id:
+        return f"file name {path.name} does not match exposure id {name.exposure_id}"
+    return None
+
+
+# -- stages 2 and 3: a work order -----------------------------------------
+# A work order is run on the topic of its own stage, in a namespace it may
+# write, if every input is a product of the store with the content planned.
+
+def work_order_problem(order: dict, stage: str, input_namespaces: list[str | None],
+                       inputs: list[FileFacts], products: Roots) -> Verdict | None:
+    """``input_namespaces`` and ``inputs`` follow ``order["inputs"]``."""
+    if order["stage"] != stage:
+        return Verdict("dead_letter", f"a {order['stage']} work order on the {stage} topic",
+                       "invalid_message")
+    problem = namespace_problem(order, input_namespaces) or _inputs_problem(inputs, products)
+    if problem:
+        return bad_input(problem, exposure_id=order.get("exposure_id"))
+    return None
+
+
+def work_order_staleness(order: dict, digests: list[str]) -> Verdict:
+    """``digests``: of the inputs' content now, in order."""
+    for item, digest in zip(order.get("inputs", []), digests, strict=True):
+        if digest != item["digest"]:
+            # A member was recalibrated since the order was planned (e.g. a
+            # corrected redelivery): the planner issues a new order for it.
+            return Verdict("stale", f"input {Path(item['path']).name} changed since the "
+                                    "work order was planned")
+    return RUN
+
+
+def namespace_problem(order: dict, input_namespaces: list[str | None]) -> str | None:
+    """A namespace's products are made from live ones or its own, and never
+    feed live ones: that is what keeps a reprocessing from touching the live
+    products until it is promoted."""
+    namespace = order.get("namespace") or LIVE
+    if order.get("replay"):
+        problem = replay_problem(order["replay"])
+        if problem:
+            return problem
+        if order["replay"]["namespace"] != namespace:
+            return (f"work order for namespace {namespace!r} carries a replay into "
+                    f"{order['replay']['namespace']!r}")
+    elif namespace != LIVE:
+        try:
+            check_namespace(namespace)
+        except BadNamespace as exc:
+            return str(exc)
+    for item, source in zip(order.get("inputs", []), input_namespaces, strict=True):
+        if source not in (None, LIVE, namespace):
+            return (f"input {Path(item['path']).name} is from namespace {source!r}, "
+                    f"but the order is for namespace {namespace!r}: a reprocessed "
+                    "namespace never feeds another (or the live products)")
+    return None
+
+
+def _inputs_problem(inputs: list[FileFacts], products: Roots) -> str | None:
+    for file in inputs:
+        if not file.path.is_absolute() or not within_roots(file.resolved, products.resolved):
+            return f"input {file.path} is outside the product store {products.given[0]}"
+        if not file.is_file:
+            return f"input {file.path} does not exist"
+    return None

@@ -1,0 +1,109 @@
+"""Holds on provisional pointing (pure): when an exposure is held, how a hold
+is released, and the hold records the planner publishes.
+
+An exposure whose pointing is PLANNED (ENGQLPTG) goes no further than
+detector1 until a pointing correction, an operator's release or a redelivery
+with better pointing releases it. ``holds`` below is the planner's map of
+exposure id -> last hold record, shared by every namespace: a hold is on an
+exposure's content, wherever it is reprocessed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from calstream.daemon.deciders.planner_records import Emit, Seen
+from calstream.topics import contract
+
+Holds = dict[str, dict[str, Any]]
+
+
+def hold_or_release(seen: Seen, holds: Holds) -> list[Emit]:
+    """A new detector1 product: hold it (provisional pointing), or release the
+    hold of an earlier copy (redelivered with better pointing)."""
+    exposure_id = seen.exposure.exposure_id
+    current = holds.get(exposure_id)
+    digest = seen.event["inputs"][0]["digest"]
+    if seen.provisional:
+        if current and current["state"] == "held" and current["digest"] == digest:
+            return []
+        body = dict(exposure_id=exposure_id, program=seen.exposure.name.program,
+                    state="held", since=seen.event["emitted_at"], digest=digest,
+                    reason="ENGQLPTG=PLANNED: pointing is provisional; nothing past "
+                           "detector1 until it is corrected", release=None)
+    elif current and current["state"] == "held":
+        return [release_record(seen, {
+            "path": "redelivery", "at": seen.event["emitted_at"], "by": None,
+            "reason": f"redelivered with ENGQLPTG={seen.event.get('pointing_quality')}",
+            "digest": digest}, holds)]
+    else:
+        return []
+    return [hold_record(exposure_id, body, digest, holds)]
+
+
+def release_record(seen: Seen, release: dict[str, Any], holds: Holds) -> Emit:
+    exposure_id = seen.exposure.exposure_id
+    current = holds.get(exposure_id) or {}
+    body = {k: v for k, v in current.items()
+            if k not in ("schema", "schema_version", "event_id", "emitted_at", "producer")}
+    body.update(exposure_id=exposure_id, program=seen.exposure.name.program,
+                state="released", release=release)
+    body.setdefault("since", seen.event["emitted_at"])
+    body.setdefault("digest", seen.digest)
+    body.setdefault("reason", "ENGQLPTG=PLANNED")
+    return hold_record(exposure_id, body, release["digest"], holds)
+
+
+def hold_record(exposure_id: str, body: dict[str, Any], digest: str, holds: Holds) -> Emit:
+    """The hold message for ``body``; ``holds`` remembers it as the current record."""
+    message = contract.build(
+        "hold", contract.event_id("hold", exposure_id, body["digest"], body["state"], digest,
+                                  (body.get("release") or {}).get("path")),
+        **body)
+    holds[exposure_id] = message.body
+    return Emit("holds", exposure_id, message)
+
+
+def already_applied(update: contract.Message, holds: Holds) -> bool:
+    """Whether this pointing update was applied before (read again after a restart)."""
+    applied = (holds.get(update["exposure_id"]) or {}).get("release") or {}
+    return applied.get("update_event_id") == update.event_id
+
+
+def update_problem(update: contract.Message, seen: Seen | None) -> str | None:
+    """Why a pointing update cannot release ``seen`` (its exposure), or None."""
+    exposure_id = update["exposure_id"]
+    if seen is None:
+        return f"unknown exposure {exposure_id}: no detector1 product for it"
+    if not seen.provisional:
+        return (f"{exposure_id} is not held (ENGQLPTG={seen.event.get('pointing_quality')}"
+                f"{', already released' if seen.release else ''})")
+    if update.get("digest") and update["digest"] != seen.digest:
+        return (f"{exposure_id}: the update is for content {update['digest']}, "
+                f"the held file is {seen.digest}")
+    return None
+
+
+def release_by_update(update: contract.Message, seen: Seen) -> dict[str, Any]:
+    """The release a valid pointing update makes: a correction or an operator's word."""
+    if update["action"] == "correct":
+        return {"path": "pointing", "at": update["emitted_at"], "by": update.get("by"),
+                "reason": update.get("reason") or
+                f"corrected pointing ({update['keywords']['ENGQLPTG']}) from "
+                f"{update.get('source') or 'the pointing topic'}",
+                "digest": seen.digest, "update_event_id": update.event_id,
+                "keywords": dict(update["keywords"])}
+    return {"path": "operator", "at": update["emitted_at"], "by": update.get("by"),
+            "reason": update["reason"], "digest": seen.digest,
+            "update_event_id": update.event_id}
+
+
+def reject_update(update: contract.Message, reason: str) -> Emit:
+    message = contract.build(
+        "dead_letter", contract.event_id("dead_letter", "planner", update.event_id),
+        category="rejected_update", reason=f"pointing update rejected: {reason}",
+        stage="planner", attempts=0, exposure_id=update["exposure_id"],
+        original={"topic": "pointing", "key": update["exposure_id"],
+                  "value": json.dumps(update.body), "value_encoding": "utf-8"})
+    return Emit("deadletter", update["exposure_id"], message)

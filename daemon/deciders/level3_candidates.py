@@ -1,0 +1,95 @@
+"""Level-3 candidates and their members: what stage-3 planning keeps (pure).
+
+A candidate is keyed by ``steps.associations.level3.candidate_key`` (program,
+acid, instrument, optical path, target, ...); ``keys_of`` finds every
+candidate an exposure belongs to. deciders/level3_state.py decides when one
+closes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from calstream.steps.associations import AssociationError, Exposure, Level3Key, candidate_key
+from calstream.steps.routing import Route, RoutingError, route
+
+
+@dataclass
+class Arrived:
+    """An exposure as detector1 announced it (the unit of completeness)."""
+
+    exposure: Exposure  # header only, no products
+    since: float
+    provisional: bool  # held: ENGQLPTG=PLANNED and not released
+
+
+@dataclass
+class Calibrated:
+    """An exposure's latest stage-2 product."""
+
+    exposure: Exposure  # header + stage-2 products by suffix
+    outputs: dict[str, dict[str, Any]]  # path -> {path, digest, size, suffix}
+    event: dict[str, Any]
+    since: float
+
+
+@dataclass
+class Sent:
+    version: int
+    work_id: str
+    signature: tuple  # sorted (role, digest) of the inputs
+    degraded: str | None
+
+
+@dataclass
+class Candidate:
+    key: Level3Key
+    route: Route  # the science members' pass into stage 3
+    opened: float
+    changed: float  # last time a member arrived or was recalibrated
+    members: set[str] = field(default_factory=set)
+    sent: list[Sent] = field(default_factory=list)
+    waiting_for: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # expected, never arrived
+    expected_by: str = "headers"  # "plan" | "headers"
+    product_name: str | None = None
+    problem: str | None = None  # why it cannot be built, if it cannot
+    signature: tuple = ()  # the inputs it would combine now
+
+    @property
+    def label(self) -> str:
+        return self.product_name or f"jw{self.key.program}-{self.key.acid}_{self.key.asn_type}"
+
+    @property
+    def is_open(self) -> bool:
+        """Waiting for something, or settling: the last order is not what it would send now."""
+        return bool(self.waiting_for) or not self.sent or self.sent[-1].signature != self.signature
+
+
+def _norm_target(key: Level3Key) -> Level3Key:
+    # Pools write TARGETID 1, headers may carry "001": the same target.
+    if key.target and key.target.isdigit():
+        return dataclasses.replace(key, target=str(int(key.target)))
+    return key
+
+
+def keys_of(exposure: Exposure, acids: tuple[str, ...] = ()) -> list[tuple[Level3Key, Route]]:
+    """Every level-3 candidate the exposure belongs to, with its pass into it."""
+    try:
+        r = route(exposure.header)
+    except RoutingError:
+        return []
+    observation = f"o{exposure.name.observation}"
+    found: list[tuple[Level3Key, Route]] = []
+    for p in r.passes:
+        if p.stage3 is None or p.stage2 is None:
+            continue
+        for acid in dict.fromkeys((observation, *acids)):
+            try:
+                key = candidate_key(p, exposure, acid=None if acid == observation else acid)
+            except AssociationError:
+                continue
+            found.append((_norm_target(key), p))
+    return found

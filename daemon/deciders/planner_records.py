@@ -1,0 +1,54 @@
+"""What the planner keeps per exposure and per level-2 association, and what it emits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from calstream.steps.associations import Exposure
+from calstream.steps.routing import Route
+from calstream.topics import contract
+
+PLANNED = "PLANNED"
+
+
+@dataclass(frozen=True)
+class Emit:
+    """A message the planner wants published."""
+
+    topic: str  # logical topic
+    key: str
+    message: contract.Message
+
+
+@dataclass
+class Seen:
+    """One exposure's latest successful detector1 product."""
+
+    exposure: Exposure
+    outputs: dict[str, dict[str, Any]]  # path -> {path, digest, size, suffix}
+    event: dict[str, Any]
+    since: float  # when its product event was emitted (Unix time)
+
+    release: dict[str, Any] | None = None  # how a PLANNED hold on this content was released
+
+    @property
+    def digest(self) -> str:
+        return self.event["inputs"][0]["digest"] if self.event["inputs"] else ""
+
+    @property
+    def provisional(self) -> bool:
+        """Still held: PLANNED pointing and no release of this very content."""
+        return self.event.get("pointing_quality") == PLANNED and self.release is None
+
+
+@dataclass
+class Candidate:
+    """A science exposure's level-2 association, waiting or ordered."""
+
+    science: str
+    route: Route
+    since: float
+    sent: str | None = None  # work id of the last order sent
+    sent_complete: bool = False  # whether that order had every companion
+    waiting_for: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,108 @@
+"""What to run for an admitted record: the work item (pure).
+
+The same WorkItem for every stage: the runner (doers/work_item_runner.py)
+checks the product store, runs ``task`` in a warm worker, and publishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calstream.daemon.deciders.namespaces import LIVE
+from calstream.steps.naming import parse_exposure_name
+
+DETECTOR1_PIPELINE = "calwebb_detector1"
+
+
+@dataclass
+class WorkItem:
+    stage: str  # "detector1" | "stage2" | "stage3"
+    pipeline: str  # e.g. "calwebb_detector1"
+    task: str  # "module:function" run in a worker, called with output_dir=...
+    task_kwargs: dict[str, Any]
+    program: str
+    observation: str
+    name: str  # product name: the exposure id for stages 1-2, the level-3 name for stage 3
+    inputs: list[dict[str, Any]]  # {path, digest, size, role}
+    parameters: dict[str, Any] = field(default_factory=dict)
+    event_fields: dict[str, Any] = field(default_factory=dict)  # extra product-event fields
+    arrived_at: str | None = None  # start of end-to-end latency
+    key: str = ""  # message key, for dead letters
+    record: Any = None  # the broker record it came from, for dead letters
+    # A replayed item's own context and output tree; None/"live": the daemon's.
+    crds_context: str | None = None
+    namespace: str = LIVE
+    priority: str = "live"  # "replay" waits behind every live item for a worker
+    replay: dict[str, Any] | None = None  # the replay that asked for it, carried to the product
+    version: int = 1  # >1: a stage-3 product superseding the previous version
+
+    @property
+    def log_context(self) -> dict[str, str]:
+        return {"exposure_id": self.event_fields.get("exposure_id") or self.name,
+                "stage": self.stage}
+
+
+def pipeline_of(stage: str, message: dict | None) -> str:
+    """The pipeline a stage's message asks for ("unknown" for an undecodable one)."""
+    if stage == "detector1":
+        return DETECTOR1_PIPELINE
+    return message["pipeline"] if message else "unknown"
+
+
+def detector1_item(arrival: dict, *, task: str, steps: dict[str, Any], key: str,
+                   record: Any) -> WorkItem:
+    name = parse_exposure_name(arrival["exposure_id"])
+    header = arrival["header"]
+    quality = str(header.get("ENGQLPTG", "UNKNOWN"))
+    replay = arrival.get("replay") or None
+    return WorkItem(
+        stage="detector1", pipeline=DETECTOR1_PIPELINE, task=task,
+        task_kwargs={"input_path": arrival["path"], "steps": steps},
+        program=name.program, observation=name.observation, name=arrival["exposure_id"],
+        inputs=[{"path": arrival["path"], "digest": arrival["digest"],
+                 "size": arrival["size"], "role": "uncal"}],
+        parameters={"steps": steps},
+        event_fields=dict(
+            exposure_id=arrival["exposure_id"], visit=name.visit,
+            instrument=header.get("INSTRUME"), exp_type=header.get("EXP_TYPE"),
+            header=header, pointing_quality=quality,
+            pointing_provisional=quality == "PLANNED"),
+        arrived_at=arrival["detected_at"], key=key, record=record,
+        crds_context=(replay or {}).get("crds_context"),
+        namespace=(replay or {}).get("namespace") or LIVE,
+        priority="replay" if replay or arrival.get("priority") == "replay" else "live",
+        replay=replay)
+
+
+def work_order_item(order: dict, *, stage: str, task: str, key: str, record: Any) -> WorkItem:
+    asn = order["association"]
+    members = sorted((m["exptype"], Path(m["expname"]).name)
+                     for p in asn.get("products", []) for m in p.get("members", []))
+    fields = {k: order[k] for k in ("exposure_id", "visit", "instrument", "exp_type",
+                                    "header", "pointing_quality", "pointing_provisional",
+                                    "releases", "degraded")
+              if order.get(k) is not None}
+    parameters = order.get("parameters", {})
+    fields["association"] = {"asn_id": asn.get("asn_id"), "asn_rule": asn.get("asn_rule"),
+                             "degraded_status": asn.get("degraded_status"),
+                             "members": [{"exptype": e, "expname": n} for e, n in members]}
+    return WorkItem(
+        stage=stage, pipeline=order["pipeline"], task=task,
+        task_kwargs={"pipeline": order["pipeline"], "association": asn,
+                     "asn_filename": order.get("association_path") or
+                     f"{order['product_name']}_{stage}_asn.json",
+                     "steps": parameters.get("steps", {}),
+                     "corrections": parameters.get("pointing_corrections"),
+                     "annotation": parameters.get("annotation")},
+        program=order["program"], observation=order.get("observation") or "000",
+        name=order["product_name"], inputs=order.get("inputs", []),
+        parameters={**order.get("parameters", {}), "members": members},
+        event_fields=fields, arrived_at=order.get("arrived_at"), key=key, record=record,
+        crds_context=order.get("crds_context") or (order.get("replay") or {}).get("crds_context"),
+        namespace=order.get("namespace") or LIVE,
+        priority="replay" if order.get("priority") == "replay" or order.get("replay")
+        else "live",
+        replay=order.get("replay") or None,
+        version=int(order.get("version") or 1))

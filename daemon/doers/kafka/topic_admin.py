@@ -1,0 +1,88 @@
+"""The broker's administration: the catalog's topics and the groups' offsets."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.admin import NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from calstream.daemon.doers.kafka.clients import admin
+from calstream.daemon.operations.config import Config
+from calstream.topics.catalog import Topics
+
+log = logging.getLogger("calstream.kafka")
+
+
+async def create_topics(cfg: Config, topics: Topics, *, replication: int = 1) -> list[str]:
+    """Create every catalog topic that does not exist yet; returns those created."""
+    client = admin(cfg)
+    await client.start()
+    try:
+        existing = set(await client.list_topics())
+        missing = [(name, spec) for name, spec in topics.all() if name not in existing]
+        created = []
+        for name, spec in missing:
+            try:
+                await client.create_topics([NewTopic(name, spec.partitions, replication,
+                                                     topic_configs=spec.config())])
+                created.append(name)
+            except TopicAlreadyExistsError:
+                pass  # another role created it meanwhile
+        if created:
+            log.info("created topics: %s", ", ".join(created))
+        return created
+    finally:
+        await client.close()
+
+
+async def describe_catalog(cfg: Config, topics: Topics) -> list[dict[str, Any]]:
+    """The catalog's topics as the broker has them (missing ones marked)."""
+    client = admin(cfg)
+    await client.start()
+    try:
+        existing = set(await client.list_topics())
+        present = [name for name, _ in topics.all() if name in existing]
+        partitions: dict[str, int] = {}
+        if present:
+            for t in await client.describe_topics(present):
+                partitions[t["topic"]] = len(t.get("partitions", []))
+        rows = []
+        for name, spec in topics.all():
+            rows.append({"topic": name, "exists": name in existing,
+                         "partitions": partitions.get(name), "key": spec.key,
+                         "message": spec.message or "-",
+                         "policy": "compact" if spec.compacted else
+                         (f"retain {spec.retention_ms // 86400000} d" if spec.retention_ms else "-")})
+        others = sorted(existing - {name for name, _ in topics.all()})
+        return rows + [{"topic": o, "exists": True, "partitions": None, "key": "", "message": "",
+                        "policy": "(not calstream's)"} for o in others]
+    finally:
+        await client.close()
+
+
+async def group_offsets(cfg: Config, group: str, partitions: list[TopicPartition]
+                        ) -> tuple[dict[TopicPartition, int | None], int | None, str | None]:
+    """A group's committed offsets (None: nothing committed), member count and state."""
+    client = admin(cfg)
+    try:
+        await client.start()
+        # Partitions are listed explicitly: tansu cannot answer "all partitions"
+        # (an OffsetFetch without them).
+        found = await client.list_consumer_group_offsets(group, partitions=partitions)
+        members = state = None
+        try:
+            for response in await client.describe_consumer_groups([group]):
+                for g in response.groups:
+                    state, members = g[2], len(g[5])
+        except Exception as exc:  # informative only; lag does not depend on it
+            log.debug("describe %s failed: %s", group, exc)
+        offsets: dict[TopicPartition, int | None] = {}
+        for tp in partitions:
+            om = found.get(TopicPartition(tp.topic, tp.partition))
+            offsets[tp] = om.offset if om is not None and om.offset >= 0 else None
+        return offsets, members, state
+    finally:
+        await client.close()

@@ -1,0 +1,149 @@
+"""Reading topics outside any consumer group: up to "now", or following them.
+
+"Now" is the high watermark each partition reports in a fetch response.
+``end_offsets``, ``seek_to_end`` and ``offsets_for_times`` are wrong on tansu
+(they answer the first offset of the last stored batch + 1, or 0); the fetch
+response's high watermark is right on both brokers. This is the one place
+that knows it: the planner's rebuild, ``calstream status``, ``replay``,
+``holds`` and ``plan`` all read through ``TopicReader``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from calstream.daemon.doers.kafka import clients
+from calstream.daemon.operations.config import Config
+from calstream.topics import contract
+
+
+class TopicReader:
+    """Every partition of some topics, assigned (no group) and read from the start."""
+
+    def __init__(self, client: AIOKafkaConsumer, partitions: list[TopicPartition],
+                 missing: list[str]):
+        self._client = client
+        self.partitions = partitions
+        self.missing = missing  # asked-for topics the broker does not have
+        self._reached: set[TopicPartition] = set()
+
+    async def fetch(self, *, timeout_ms: int = 200, max_records: int | None = None
+                    ) -> list[ConsumerRecord]:
+        """The next records (at most ``timeout_ms`` of waiting), partition by partition."""
+        if not self.partitions:
+            await anyio.sleep(timeout_ms / 1000)
+            return []
+        batch = await self._client.getmany(*self.partitions, timeout_ms=timeout_ms,
+                                           max_records=max_records)
+        return [r for tp in sorted(batch) for r in batch[tp]]
+
+    def high_watermarks(self) -> dict[TopicPartition, int | None]:
+        """Per partition, the high watermark of its last fetch response (None: none yet)."""
+        return {tp: self._client.highwater(tp) for tp in self.partitions}
+
+    async def caught_up(self) -> bool:
+        """Whether every partition has been read up to its high watermark.
+
+        A partition counts once it has been there: a busy topic keeps moving
+        its watermark, and "now" is when the reader got there, not later.
+        Unknown (no fetch response yet) is not caught up."""
+        for tp in self.partitions:
+            if tp in self._reached:
+                continue
+            high = self._client.highwater(tp)
+            if high is not None and await self._client.position(tp) >= high:
+                self._reached.add(tp)
+        return len(self._reached) == len(self.partitions)
+
+    async def batches_to_end(self) -> AsyncIterator[list[ConsumerRecord]]:
+        """The records up to "now", a fetch at a time."""
+        while True:
+            records = await self.fetch()
+            if records:
+                yield records
+            if await self.caught_up():
+                return
+
+    async def read_to_end(self) -> list[ConsumerRecord]:
+        return [r async for batch in self.batches_to_end() for r in batch]
+
+    async def start_at_tail(self, last: dict[str, int | None]) -> dict[TopicPartition, int]:
+        """Start each partition of topic t at its last ``last[t]`` records (None:
+        all of them); returns each partition's first retained offset.
+
+        end_offsets is only a hint of where to start, never of where the end
+        is: a start below the true end costs a few more records, never loses one."""
+        begin = await self._client.beginning_offsets(self.partitions)
+        end_hint = await self._client.end_offsets(self.partitions)
+        for tp in self.partitions:
+            n = last.get(tp.topic)
+            self._client.seek(tp, begin[tp] if n is None else max(begin[tp], end_hint[tp] - n))
+        return begin
+
+
+@asynccontextmanager
+async def open_reader(cfg: Config, names: list[str], **options: Any
+                      ) -> AsyncIterator[TopicReader]:
+    """A TopicReader on every partition of ``names`` (those that exist)."""
+    client = clients.reader(cfg, **options)
+    try:
+        await client.start()  # inside: a client that failed to connect is stopped too
+        existing = await client.topics()  # refreshes metadata: a topic may be moments old
+        partitions = [TopicPartition(name, p) for name in names if name in existing
+                      for p in sorted(client.partitions_for_topic(name) or ())]
+        if partitions:
+            client.assign(partitions)
+            await client.seek_to_beginning(*partitions)
+        yield TopicReader(client, partitions, [n for n in names if n not in existing])
+    finally:
+        with anyio.CancelScope(shield=True):  # also when the reader's task is cancelled
+            await client.stop()
+
+
+async def read_to_end(cfg: Config, name: str) -> list[ConsumerRecord]:
+    """Every record of a topic, from the beginning up to "now"."""
+    async with open_reader(cfg, [name]) as reader:
+        return await reader.read_to_end()
+
+
+async def is_empty(cfg: Config, name: str, timeout: float = 10.0) -> bool:
+    """Whether a topic holds no record at all (every high watermark is 0)."""
+    async with open_reader(cfg, [name]) as reader:
+        if not reader.partitions:
+            return True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await reader.fetch(max_records=1):
+                return False
+            highs = list(reader.high_watermarks().values())
+            if all(h is not None for h in highs):
+                return all(h == 0 for h in highs)
+        raise TimeoutError(f"no fetch response for {name} within {timeout}s")
+
+
+async def read_topics(cfg: Config, names: list[str]):
+    """Yield (record, Message | InvalidMessage) from topics, from the beginning
+    and on as records come, without a consumer group.
+
+    For observers (the demo, tests, subscribers): nothing is committed, every
+    partition is read, and an invalid record is yielded with its error rather
+    than stopping the reader.
+    """
+    client = AIOKafkaConsumer(*names, **clients.client_options(cfg), group_id=None,
+                              enable_auto_commit=False, auto_offset_reset="earliest")
+    await client.start()
+    try:
+        async for record in client:
+            try:
+                yield record, contract.decode(record.value)
+            except contract.InvalidMessage as exc:
+                yield record, exc
+    finally:
+        await client.stop()

@@ -1,0 +1,102 @@
+"""One path for every stage's records: decode, admit, then run or dead-letter.
+
+The rules are the deciders' (deciders/admission.py); this doer gathers the
+facts they need (paths resolved, files found, digests read, the namespace of
+each input), and acts on the verdict: a dead letter, a stale record dropped,
+or a work item (deciders/work_items.py) for the runner.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import anyio
+
+from calstream.daemon.deciders import admission
+from calstream.daemon.deciders.admission import FileFacts, Roots, Verdict
+from calstream.daemon.deciders.work_items import (
+    WorkItem,
+    detector1_item,
+    pipeline_of,
+    work_order_item,
+)
+from calstream.daemon.doers.kafka import Record
+from calstream.daemon.doers.work_item_runner import WorkItemRunner
+from calstream.daemon.operations.config import Config
+from calstream.daemon.stages import Stage
+from calstream.steps.fitsfile import file_digest
+from calstream.topics import contract
+
+log = logging.getLogger("calstream.admission")
+
+
+def _facts(path_text: str) -> FileFacts:
+    path = Path(path_text)
+    resolved = path.resolve()
+    return FileFacts(path, resolved, resolved.is_file())
+
+
+def _roots(roots: list[Path]) -> Roots:
+    return Roots(list(roots), [r.resolve() for r in roots])
+
+
+class RecordAdmitter:
+    """Handles one stage's records (the consumer's handler)."""
+
+    def __init__(self, cfg: Config, runner: WorkItemRunner, stage: Stage):
+        self.cfg = cfg
+        self.runner = runner
+        self.stage = stage
+        self.publisher = runner.publisher
+
+    def _count(self, message: contract.Message | None, outcome: str) -> None:
+        self.runner.metrics.stage_runs.labels(
+            stage=self.stage.name, pipeline=pipeline_of(self.stage.name, message),
+            outcome=outcome).inc()
+
+    async def handle(self, record: Record) -> None:
+        key = record.key.decode("utf-8", "replace") if record.key else ""
+        try:
+            message = contract.decode(record.value, expected=self.stage.message)
+        except contract.InvalidMessage as exc:
+            await self.publisher.dead_letter(category="invalid_message", reason=str(exc),
+                                             stage=self.stage.name, key=key, record=record)
+            self._count(None, "failed")
+            return
+        verdict = await anyio.to_thread.run_sync(self._judge, message)
+        if verdict.action == "dead_letter":
+            await self.publisher.dead_letter(category=verdict.category, reason=verdict.reason,
+                                             stage=self.stage.name, key=key, record=record,
+                                             **verdict.fields)
+            self._count(message, "failed")
+        elif verdict.action == "stale":
+            name = message.get("exposure_id") if self.stage.message == "arrival" \
+                else message["product_name"]
+            log.info("%s: %s", name, verdict.reason,
+                     extra={"exposure_id": name, "stage": self.stage.name})
+            self._count(message, "stale")
+        else:
+            await self.runner.run(self.work_item(message, key, record))
+
+    def _judge(self, message: contract.Message) -> Verdict:
+        """The admission verdict (in a thread: it reads the filesystem)."""
+        if self.stage.message == "arrival":
+            problem = admission.arrival_problem(message, _facts(message["path"]),
+                                                _roots(self.cfg.allowed_roots))
+            return problem or admission.arrival_staleness(
+                message, file_digest(Path(message["path"])))
+        inputs = message.get("inputs", [])
+        problem = admission.work_order_problem(
+            message, self.stage.name,
+            [self.runner.store.namespace_of(Path(i["path"])) for i in inputs],
+            [_facts(i["path"]) for i in inputs], _roots([self.cfg.products]))
+        return problem or admission.work_order_staleness(
+            message, [file_digest(Path(i["path"])) for i in inputs])
+
+    def work_item(self, message: contract.Message, key: str, record: Record) -> WorkItem:
+        if self.stage.message == "arrival":
+            return detector1_item(message, task=self.stage.task, steps=self.cfg.detector1_steps,
+                                  key=key, record=record)
+        return work_order_item(message, stage=self.stage.name, task=self.stage.task, key=key,
+                               record=record)

@@ -1,0 +1,78 @@
+"""The calibration stages, declared once: what each reads, under which group,
+what it runs, and with which settings.
+
+Everything that wires a stage to the broker reads this table: the daemon
+(runtime.py) subscribes each stage's consumer group to its two topics, the
+planner sends work orders to them, ``calstream status`` reports the groups'
+lag and ``calstream replay`` republishes into the replay topics. Pure data:
+importable from every room of the daemon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # the role, the group suffix and the product events' "stage"
+    live_topic: str  # logical topic names (topics/catalog.py)
+    replay_topic: str  # the same messages, read at low priority (live beats replay)
+    message: str  # the message type both topics carry
+    task: str  # "module:function" a warm worker runs for one item
+    replay_from: str  # what `calstream replay --from` calls this stage's source
+    # Config fields replaced for this stage's workers: {field: field to take it from}.
+    settings: dict[str, str] = field(default_factory=dict)
+    # Run once in each worker before its first task: warm_up imports
+    # jwst's pipelines and freezes them out of GC scans, which helps every stage.
+    initializer: str = "calstream.steps.worker_warmup:warm_up"
+
+    def group(self, group_prefix: str) -> str:
+        """The consumer group every daemon running this stage joins."""
+        return f"{group_prefix}.{self.name}"
+
+
+ASSOCIATION_TASK = "calstream.steps.association_run:run_association"
+
+STAGES: tuple[Stage, ...] = (
+    Stage("detector1", "raw", "replay", "arrival", "calstream.steps.detector1:run_detector1",
+          replay_from="raw"),
+    Stage("stage2", "work.stage2", "work.stage2.replay", "work_order", ASSOCIATION_TASK,
+          replay_from="stage2"),
+    # Longer, bigger runs combining many exposures: own pool size, recycling,
+    # time-out and memory limit.
+    Stage("stage3", "work.stage3", "work.stage3.replay", "work_order", ASSOCIATION_TASK,
+          replay_from="stage3",
+          settings={"workers": "stage3_workers",
+                    "max_tasks_per_worker": "stage3_max_tasks_per_worker",
+                    "task_timeout": "stage3_task_timeout",
+                    "worker_rss_limit_mb": "stage3_worker_rss_limit_mb"}),
+)
+
+BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
+
+
+def stage(name: str) -> Stage:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown stage {name!r}; known: {sorted(BY_NAME)}") from None
+
+
+def by_live_topic(logical: str) -> Stage | None:
+    """The stage reading ``logical`` as its live topic, or None."""
+    return next((s for s in STAGES if s.live_topic == logical), None)
+
+
+def work_order_stages() -> list[Stage]:
+    """The stages the planner sends work orders to."""
+    return [s for s in STAGES if s.message == "work_order"]
+
+
+def stage_config(st: Stage, cfg):
+    """``cfg`` (a Config) with ``st``'s own settings in place of the shared ones."""
+    if not st.settings:
+        return cfg
+    return dataclasses.replace(cfg, **{name: getattr(cfg, source)
+                                       for name, source in st.settings.items()})

@@ -1,0 +1,117 @@
+"""Admission of a stage's record, and the retry policy: pure rules, no broker."""
+
+from pathlib import Path
+
+from calstream.daemon.deciders import admission
+from calstream.daemon.deciders.admission import FileFacts, Roots
+from calstream.daemon.deciders.retry_policy import HANDLER_BACKOFF, Backoff, after_run
+from calstream.daemon.operations.config import Config
+from calstream.daemon.stages import STAGES, by_live_topic, stage, stage_config
+
+EID = "jw01234001001_02101_00001_nrcb1"
+INBOX = Path("/data/inbox")
+ROOTS = Roots([INBOX], [INBOX])
+
+
+def arrival(path=f"/data/inbox/{EID}_uncal.fits", **extra):
+    return {"exposure_id": EID, "path": path, "digest": "d1", **extra}
+
+
+def facts(path, is_file=True, resolved=None):
+    return FileFacts(Path(path), Path(resolved or path), is_file)
+
+
+def test_an_arrival_inside_the_roots_is_run_unless_its_file_changed():
+    a = arrival()
+    assert admission.arrival_problem(a, facts(a["path"]), ROOTS) is None
+    assert admission.arrival_staleness(a, "d1").action == "run"
+    assert admission.arrival_staleness(a, "d2").action == "stale"
+
+
+def test_bad_arrivals_are_dead_lettered_as_bad_input():
+    outside = arrival(path=f"/etc/{EID}_uncal.fits")
+    v = admission.arrival_problem(outside, facts(outside["path"]), ROOTS)
+    assert v.action == "dead_letter" and v.category == "bad_input"
+    assert "outside the allowed roots (/data/inbox)" in v.reason
+    assert v.fields == {"exposure_id": EID, "path": outside["path"], "digest": "d1"}
+    # A symlink in the inbox pointing elsewhere is outside too.
+    a = arrival()
+    assert admission.arrival_problem(a, facts(a["path"], resolved="/etc/x"), ROOTS)
+    assert "does not exist" in admission.arrival_problem(a, facts(a["path"], False), ROOTS).reason
+    relative = arrival(path=f"{EID}_uncal.fits")
+    assert "not absolute" in admission.arrival_problem(relative, facts(relative["path"]),
+                                                       ROOTS).reason
+    other = arrival(path="/data/inbox/jw01234001001_02101_00002_nrcb1_uncal.fits")
+    assert "does not match" in admission.arrival_problem(other, facts(other["path"]),
+                                                         ROOTS).reason
+    replayed = arrival(replay={"namespace": "live"})
+    assert "replay request" in admission.arrival_problem(replayed, facts(replayed["path"]),
+                                                         ROOTS).reason
+
+
+def test_replay_requests_need_a_namespace_of_their_own_and_a_pmap():
+    assert admission.replay_problem({"namespace": "ctx1535", "crds_context": "jwst_1.pmap"}) \
+        is None
+    assert admission.replay_problem({}) == "replay request without a namespace"
+    assert admission.replay_problem({"namespace": "live"})
+    assert "pmap" in admission.replay_problem({"namespace": "n1", "crds_context": "jwst_1"})
+
+
+def order(**extra):
+    return {"stage": "stage2", "pipeline": "calwebb_image2", "exposure_id": EID,
+            "inputs": [{"path": "/p/01234/001/x_rate.fits", "digest": "d1"}], **extra}
+
+
+PRODUCTS = Roots([Path("/p")], [Path("/p")])
+
+
+def test_a_work_order_is_run_on_its_own_stage_from_store_inputs():
+    o = order()
+    inputs = [facts("/p/01234/001/x_rate.fits")]
+    assert admission.work_order_problem(o, "stage2", ["live"], inputs, PRODUCTS) is None
+    assert admission.work_order_staleness(o, ["d1"]).action == "run"
+    stale = admission.work_order_staleness(o, ["d9"])
+    assert stale.action == "stale" and "x_rate.fits changed" in stale.reason
+    wrong = admission.work_order_problem(o, "stage3", ["live"], inputs, PRODUCTS)
+    assert wrong.category == "invalid_message" and "on the stage3 topic" in wrong.reason
+    outside = admission.work_order_problem(o, "stage2", ["live"], [facts("/tmp/x_rate.fits")],
+                                           PRODUCTS)
+    assert outside.category == "bad_input" and "outside the product store /p" in outside.reason
+    assert outside.fields == {"exposure_id": EID}
+
+
+def test_a_namespace_never_feeds_another_or_the_live_products():
+    inputs = [facts("/p/namespaces/n1/01234/001/x_rate.fits")]
+    v = admission.work_order_problem(order(), "stage2", ["n1"], inputs, PRODUCTS)
+    assert v and "from namespace 'n1'" in v.reason
+    replay = {"namespace": "n2"}
+    v = admission.work_order_problem(order(namespace="n1", replay=replay), "stage2", ["live"],
+                                     [facts("/p/01234/001/x_rate.fits")], PRODUCTS)
+    assert v and "carries a replay into 'n2'" in v.reason
+
+
+def test_retries_back_off_until_the_attempts_are_spent():
+    backoff = Backoff(2.0)
+    assert after_run("success", 1, max_attempts=3, backoff=backoff).action == "publish"
+    assert after_run("skipped", 1, max_attempts=3, backoff=backoff).action == "publish_skipped"
+    first = after_run("transient", 1, max_attempts=3, backoff=backoff)
+    second = after_run("transient", 2, max_attempts=3, backoff=backoff)
+    assert (first.action, first.delay, second.delay) == ("retry", 2.0, 4.0)
+    spent = after_run("transient", 3, max_attempts=3, backoff=backoff)
+    assert (spent.action, spent.category) == ("dead_letter", "retries_exhausted")
+    assert after_run("permanent", 1, max_attempts=3, backoff=backoff).category == \
+        "permanent_failure"
+    assert [HANDLER_BACKOFF.delay(n) for n in (1, 2, 7, 30)] == [1.0, 2.0, 60.0, 60.0]
+
+
+def test_the_stage_table_wires_each_stage_once():
+    assert [s.name for s in STAGES] == ["detector1", "stage2", "stage3"]
+    assert by_live_topic("work.stage3").replay_topic == "work.stage3.replay"
+    assert by_live_topic("products") is None
+    assert stage("stage2").group("calstream") == "calstream.stage2"
+
+    cfg = Config(task_timeout=60.0, stage3_task_timeout=600.0)
+    assert stage_config(stage("stage2"), cfg) is cfg
+    s3 = stage_config(stage("stage3"), cfg)
+    assert (s3.workers, s3.max_tasks_per_worker, s3.task_timeout, s3.worker_rss_limit_mb) == \
+        (1, 10, 600.0, 6144)
