@@ -10,12 +10,14 @@ file changed since the message was written, and a newer message covers it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from calstream.daemon.deciders.namespaces import LIVE, BadNamespace, check_namespace
 from calstream.steps.naming import BadName, parse_exposure_name
+from calstream.steps.routing_terms import PIPELINE_CLASSES
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,16 @@ class FileFacts:
     path: Path  # as the message has it
     resolved: Path  # symlinks followed
     is_file: bool
+
+
+@dataclass(frozen=True)
+class ExposureFacts:
+    """What an uncal file's own primary header says (the watcher's reading),
+    or why it cannot be read as an exposure."""
+
+    header: dict[str, Any]
+    size: int
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,32 @@ def arrival_problem(arrival: dict, file: FileFacts, roots: Roots) -> Verdict | N
         return None
     return bad_input(problem, exposure_id=arrival["exposure_id"], path=arrival["path"],
                      digest=arrival["digest"])
+
+
+def arrival_claims_problem(arrival: dict, exposure: ExposureFacts,
+                           from_replay_topic: bool) -> Verdict | None:
+    """A message never decides what the file says: the arrival's copy of the
+    header (and its size) must be the file's own, and replayed work must say
+    which replay it belongs to. A forged ``ENGQLPTG = CALCULATED`` for a
+    PLANNED file ends here instead of bypassing the pointing hold."""
+    fields = dict(exposure_id=arrival["exposure_id"], path=arrival["path"],
+                  digest=arrival["digest"])
+    if exposure.problem:
+        return bad_input(f"the file is not a usable exposure: {exposure.problem}", **fields)
+    wrong = [f"{k}: message {v!r}, file {exposure.header.get(k)!r}"
+             for k, v in sorted(arrival["header"].items()) if exposure.header.get(k) != v]
+    if wrong:
+        return Verdict("dead_letter", "the arrival's header copy is not the file's: "
+                       + "; ".join(wrong[:5]), "invalid_message", fields)
+    if arrival["size"] != exposure.size:
+        return Verdict("dead_letter", f"the arrival says {arrival['size']} bytes, the file "
+                       f"has {exposure.size}", "invalid_message", fields)
+    replayed = from_replay_topic or arrival.get("priority") == "replay" \
+        or arrival.get("source") == "replay"
+    if replayed and not arrival.get("replay"):
+        return Verdict("dead_letter", "replayed work without its replay (namespace, context)",
+                       "invalid_message", fields)
+    return None
 
 
 def arrival_staleness(arrival: dict, digest: str) -> Verdict:
@@ -126,9 +164,48 @@ def work_order_problem(order: dict, stage: str, input_namespaces: list[str | Non
     if order["stage"] != stage:
         return Verdict("dead_letter", f"a {order['stage']} work order on the {stage} topic",
                        "invalid_message")
-    problem = namespace_problem(order, input_namespaces) or _inputs_problem(inputs, products)
+    problem = (association_problem(order, stage) or namespace_problem(order, input_namespaces)
+               or _inputs_problem(inputs, products))
     if problem:
         return bad_input(problem, exposure_id=order.get("exposure_id"))
+    return None
+
+
+# Names that become file names in the product store: no "/", no leading dot.
+_FILE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.+-]{0,199}$", re.IGNORECASE)
+
+
+def association_problem(order: dict, stage: str) -> str | None:
+    """The association is what the worker runs: every name in it that makes
+    a file name must be a plain name, its members must be the order's own
+    inputs (so the input checks cover them), and the pipeline one of jwst's."""
+    if order["pipeline"] not in PIPELINE_CLASSES:
+        return f"unknown pipeline {order['pipeline'][:80]!r}"
+    observation = order.get("observation")
+    if observation is not None and not re.fullmatch(r"[0-9]{3}", str(observation)):
+        return f"observation {str(observation)[:40]!r} is not 3 digits"
+    if order.get("association_path") is not None and not (
+            _FILE_NAME.match(order["association_path"])
+            and order["association_path"].endswith("_asn.json")):
+        return f"association_path {order['association_path'][:80]!r} is not a plain file name"
+    asn = order["association"]
+    products = asn.get("products")
+    if not isinstance(products, list) or not products:
+        return "the association has no products"
+    names = [asn.get(k) for k in ("asn_id", "program", "version_id", "asn_type")]
+    names += [p.get("name") if isinstance(p, dict) else None for p in products]
+    bad = [n for n in names if not (isinstance(n, str) and _FILE_NAME.match(n))]
+    if bad:
+        return f"association name(s) that cannot be file names: {', '.join(map(repr, bad))[:200]}"
+    inputs = {i.get("path") for i in order.get("inputs", [])}
+    for product in products:
+        members = product.get("members")
+        if not isinstance(members, list) or not members:
+            return f"association product {product['name']!r} has no members"
+        for m in members:
+            if not isinstance(m, dict) or m.get("expname") not in inputs:
+                name = m.get("expname") if isinstance(m, dict) else m
+                return f"association member {str(name)[:200]!r} is not one of the order's inputs"
     return None
 
 

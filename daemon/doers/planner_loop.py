@@ -23,6 +23,7 @@ import time
 import anyio
 
 from calstream.daemon import stages
+from calstream.daemon.deciders.event_checks import product_event_problems, same_content
 from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
 from calstream.daemon.doers import kafka
@@ -31,6 +32,15 @@ from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.plans import Plan
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
+
+
+class RecordProblem(ValueError):
+    """A record the planner cannot take; ``category`` names the dead letter's."""
+
+    def __init__(self, category: str, reason: str):
+        super().__init__(reason)
+        self.category = category
+
 
 log = logging.getLogger("calstream.planner")
 
@@ -81,8 +91,11 @@ class Planner:
                 continue
             try:
                 self.state.restore_hold(contract.decode(record.value, expected="hold"))
-            except contract.InvalidMessage:
-                continue
+            except contract.InvalidMessage as exc:
+                # The planner's own compacted topic, but a broker is shared:
+                # a hold it cannot read is reported (the same dead letter,
+                # same event id, at every start) and never trusted.
+                await self._reject(record, "invalid_message", f"hold record: {exc}")
         for record in await kafka.read_to_end(self.cfg, self.topics.name("plans")):
             try:
                 message = contract.decode(record.value, expected="plan")
@@ -127,60 +140,82 @@ class Planner:
         return min(time.time(), record.timestamp / 1000.0)
 
     async def _on_record(self, record) -> None:
-        if record.topic == self.topics.name("plans"):
-            await self._on_plan(record)
-            return
-        if record.topic == self.topics.name("pointing"):
+        """One record of products, pointing or plans. Whatever is wrong with
+        it becomes a dead letter; the planner goes on with the next record.
+        (Publishing is outside this: a broker fault is retried, not blamed
+        on the record.)"""
+        if record.topic == self.topics.name("pointing") and not self.caught_up:
             # An update may precede its exposure's product event in the rebuild.
-            if not self.caught_up:
-                self._deferred.append(record)
-                return
-            await self._on_pointing(record)
+            self._deferred.append(record)
             return
         try:
-            event = contract.decode(record.value, expected="product")
-        except contract.InvalidMessage:
-            return  # not the planner's to judge: product events are validated at the source
-        state = self.state_for(event.get("namespace") or "live")
-        emits = state.observe(event, self._now(record))
+            emits = self._decide(record)
+        except contract.InvalidMessage as exc:
+            await self._reject(record, "invalid_message", str(exc))
+            return
+        except RecordProblem as exc:
+            await self._reject(record, exc.category, str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001 - no record may end the planner
+            log.exception("planner: cannot handle %s[%d]@%d", record.topic, record.partition,
+                          record.offset)
+            await self._reject(record, "bad_input",
+                               f"the planner cannot handle this record: "
+                               f"{type(exc).__name__}: {exc}")
+            return
         for e in emits:
             if e.topic == "holds" and e.message["state"] == "released":
                 self.metrics.hold_releases.labels(path=e.message["release"]["path"]).inc()
         await self._publish(emits)
         self.last_progress = time.monotonic()
 
-    async def _on_pointing(self, record) -> None:
-        key = record.key.decode("utf-8", "replace") if record.key else ""
-        try:
-            update = contract.decode(record.value, expected="pointing_update")
-        except contract.InvalidMessage as exc:
-            await self.publisher.dead_letter(category="rejected_update", stage="planner", key=key,
-                                       record=record, reason=f"pointing update rejected: {exc}")
-            return
-        # Live first: it judges the update; a namespace holding the same
-        # content takes the release with it.
-        emits = observe_pointing_everywhere(
-            [self.state, *(s for s in self.states.values() if s is not self.state)],
-            update, time.time())
-        for e in emits:
-            if e.topic == "holds" and e.message["state"] == "released":
-                self.metrics.hold_releases.labels(path=e.message["release"]["path"]).inc()
-        await self._publish(emits)
+    def _decide(self, record) -> list[Emit]:
+        if record.topic == self.topics.name("plans"):
+            return self._plan_emits(record)
+        if record.topic == self.topics.name("pointing"):
+            try:
+                update = contract.decode(record.value, expected="pointing_update")
+            except contract.InvalidMessage as exc:
+                raise RecordProblem("rejected_update", f"pointing update rejected: {exc}") \
+                    from None
+            # Live first: it judges the update; a namespace holding the same
+            # content takes the release with it.
+            return observe_pointing_everywhere(
+                [self.state, *(s for s in self.states.values() if s is not self.state)],
+                update, time.time())
+        event = contract.decode(record.value, expected="product")
+        problems = product_event_problems(
+            event.body, products_root=str(self.cfg.products),
+            input_roots=[str(r) for r in self.cfg.allowed_roots])
+        state = self.state_for(event.get("namespace") or "live")
+        seen = state.exposures.get(event.get("exposure_id") or "")
+        if seen is not None and seen.event.event_id == event.event_id \
+                and not same_content(seen.event.body, event.body):
+            problems.append(f"event id {event.event_id[:12]} was already used for other content")
+        if problems:
+            raise RecordProblem("bad_input", "impossible product event: " + "; ".join(problems))
+        return state.observe(event, self._now(record))
 
-    async def _on_plan(self, record) -> None:
-        try:
-            message = contract.decode(record.value, expected="plan")
-        except contract.InvalidMessage:
-            return
+    async def _reject(self, record, category: str, reason: str) -> None:
+        key = record.key.decode("utf-8", "replace") if record.key else ""
+        await self.publisher.dead_letter(category=category, stage="planner", key=key,
+                                         record=record, reason=reason)
+
+    def _plan_emits(self, record) -> list[Emit]:
+        message = contract.decode(record.value, expected="plan")
         if message["plan_id"] in self.plans:
-            return
-        plan = Plan.from_json(message.body)
+            return []
+        try:
+            plan = Plan.from_json(message.body)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RecordProblem("bad_input", f"plan {message['plan_id'][:12]} cannot be used: "
+                                f"{exc}") from None
         self.plans[plan.plan_id] = plan
         self.metrics.plans_loaded.inc()
         log.info("plan %s loaded (%s: %d exposure(s) of program(s) %s)", plan.plan_id[:12],
                  plan.source, len(plan.exposures), ", ".join(plan.programs))
-        for state in list(self.states.values()):
-            await self._publish(state.load_plan(plan, self._now(record)))
+        return [e for state in list(self.states.values())
+                for e in state.load_plan(plan, self._now(record))]
 
     def _topic_for(self, e: Emit) -> str:
         """Replayed work goes to its stage's replay topic (read at low priority)."""

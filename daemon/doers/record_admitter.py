@@ -14,7 +14,7 @@ from pathlib import Path
 import anyio
 
 from calstream.daemon.deciders import admission
-from calstream.daemon.deciders.admission import FileFacts, Roots, Verdict
+from calstream.daemon.deciders.admission import ExposureFacts, FileFacts, Roots, Verdict
 from calstream.daemon.deciders.work_items import (
     WorkItem,
     detector1_item,
@@ -25,6 +25,7 @@ from calstream.daemon.doers.kafka import Record
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.operations.config import Config
 from calstream.daemon.stages import Stage
+from calstream.steps.exposure import BadExposure, describe_exposure
 from calstream.steps.fitsfile import file_digest
 from calstream.topics import contract
 
@@ -35,6 +36,15 @@ def _facts(path_text: str) -> FileFacts:
     path = Path(path_text)
     resolved = path.resolve()
     return FileFacts(path, resolved, resolved.is_file())
+
+
+def _exposure(path_text: str) -> ExposureFacts:
+    """The file's own header, read the way the watcher read it."""
+    path = Path(path_text)
+    try:
+        return ExposureFacts(describe_exposure(path).header, path.stat().st_size)
+    except (BadExposure, OSError) as exc:
+        return ExposureFacts({}, -1, str(exc))
 
 
 def _roots(roots: list[Path]) -> Roots:
@@ -64,7 +74,17 @@ class RecordAdmitter:
                                              stage=self.stage.name, key=key, record=record)
             self._count(None, "failed")
             return
-        verdict = await anyio.to_thread.run_sync(self._judge, message)
+        from_replay = record.topic.endswith(self.stage.replay_topic)
+        try:
+            verdict, message = await anyio.to_thread.run_sync(self._judge, message, from_replay)
+            item = self.work_item(message, key, record) if verdict.action == "run" else None
+        except Exception as exc:  # noqa: BLE001 - one record must never stop its partition
+            # Judging reads only this record's own files: whatever goes wrong
+            # here is this record's fault, and retrying it would block every
+            # record behind it. Publishing and running stay outside this.
+            log.exception("%s: cannot admit this record", key, extra={"stage": self.stage.name})
+            verdict, item = admission.bad_input(
+                f"cannot admit this record: {type(exc).__name__}: {exc}"), None
         if verdict.action == "dead_letter":
             await self.publisher.dead_letter(category=verdict.category, reason=verdict.reason,
                                              stage=self.stage.name, key=key, record=record,
@@ -77,22 +97,33 @@ class RecordAdmitter:
                      extra={"exposure_id": name, "stage": self.stage.name})
             self._count(message, "stale")
         else:
-            await self.runner.run(self.work_item(message, key, record))
+            await self.runner.run(item)
 
-    def _judge(self, message: contract.Message) -> Verdict:
-        """The admission verdict (in a thread: it reads the filesystem)."""
+    def _judge(self, message: contract.Message,
+               from_replay: bool) -> tuple[Verdict, contract.Message]:
+        """The admission verdict, and the message to run: an arrival carries
+        the file's own header from here on (in a thread: it reads files)."""
         if self.stage.message == "arrival":
             problem = admission.arrival_problem(message, _facts(message["path"]),
                                                 _roots(self.cfg.allowed_roots))
-            return problem or admission.arrival_staleness(
-                message, file_digest(Path(message["path"])))
+            if problem:
+                return problem, message
+            exposure = _exposure(message["path"])
+            problem = admission.arrival_claims_problem(message, exposure, from_replay)
+            if problem:
+                return problem, message
+            message = contract.Message(message.type, {**message.body, "header": exposure.header})
+            return admission.arrival_staleness(
+                message, file_digest(Path(message["path"]))), message
         inputs = message.get("inputs", [])
         problem = admission.work_order_problem(
             message, self.stage.name,
             [self.runner.store.namespace_of(Path(i["path"])) for i in inputs],
             [_facts(i["path"]) for i in inputs], _roots([self.cfg.products]))
-        return problem or admission.work_order_staleness(
-            message, [file_digest(Path(i["path"])) for i in inputs])
+        if problem:
+            return problem, message
+        return admission.work_order_staleness(
+            message, [file_digest(Path(i["path"])) for i in inputs]), message
 
     def work_item(self, message: contract.Message, key: str, record: Record) -> WorkItem:
         if self.stage.message == "arrival":

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pytest
+
 from calstream.daemon.deciders import admission
 from calstream.daemon.deciders.admission import FileFacts, Roots
 from calstream.daemon.deciders.retry_policy import HANDLER_BACKOFF, Backoff, after_run
@@ -57,8 +59,16 @@ def test_replay_requests_need_a_namespace_of_their_own_and_a_pmap():
     assert "pmap" in admission.replay_problem({"namespace": "n1", "crds_context": "jwst_1"})
 
 
+ASN = {"asn_id": "o001", "program": "01234", "version_id": "20260101t000000",
+       "asn_type": "image2", "products": [
+           {"name": EID, "members": [{"expname": "/p/01234/001/x_rate.fits",
+                                      "exptype": "science"}]}]}
+
+
 def order(**extra):
     return {"stage": "stage2", "pipeline": "calwebb_image2", "exposure_id": EID,
+            "observation": "001", "association": ASN,
+            "association_path": "jw01234-o001_20260101t000000_image2_00001_asn.json",
             "inputs": [{"path": "/p/01234/001/x_rate.fits", "digest": "d1"}], **extra}
 
 
@@ -115,3 +125,54 @@ def test_the_stage_table_wires_each_stage_once():
     s3 = stage_config(stage("stage3"), cfg)
     assert (s3.workers, s3.max_tasks_per_worker, s3.task_timeout, s3.worker_rss_limit_mb) == \
         (1, 10, 600.0, 6144)
+
+
+def _asn(**changes):
+    asn = {**ASN, "products": [dict(ASN["products"][0])]}
+    asn.update(changes)
+    return asn
+
+
+@pytest.mark.parametrize("changes,reason", [
+    ({"pipeline": "calwebb_evil"}, "unknown pipeline"),
+    ({"observation": "../x"}, "not 3 digits"),
+    ({"association_path": "../../etc/x_asn.json"}, "not a plain file name"),
+    ({"association": _asn(products=[])}, "has no products"),
+    ({"association": _asn(asn_id="../../x")}, "cannot be file names"),
+    ({"association": _asn(products=[{"name": "/tmp/x", "members": []}])}, "cannot be file names"),
+    ({"association": _asn(products=[{"name": EID, "members": []}])}, "has no members"),
+    ({"association": _asn(products=[{"name": EID, "members": [
+        {"expname": "/etc/passwd", "exptype": "science"}]}])}, "is not one of the order's inputs"),
+])
+def test_a_work_order_runs_only_what_it_names_as_inputs(changes, reason):
+    v = admission.work_order_problem(order(**changes), "stage2", ["live"],
+                                     [facts("/p/01234/001/x_rate.fits")], PRODUCTS)
+    assert v is not None and reason in v.reason
+
+
+HEADER = {"ENGQLPTG": "PLANNED", "NGROUPS": 5}
+
+
+@pytest.mark.parametrize("changes,reason", [
+    ({"header": {**HEADER, "ENGQLPTG": "CALCULATED"}}, "ENGQLPTG: message 'CALCULATED'"),
+    ({"header": {**HEADER, "EXTRA": 1}}, "EXTRA: message 1, file None"),
+    ({"size": -1}, "says -1 bytes"),
+    ({"priority": "replay"}, "without its replay"),
+    ({"source": "replay"}, "without its replay"),
+])
+def test_the_file_not_the_arrival_says_what_the_exposure_is(changes, reason):
+    exposure = admission.ExposureFacts(HEADER, 2880)
+    assert admission.arrival_claims_problem(arrival(header=HEADER, size=2880), exposure,
+                                            False) is None
+    v = admission.arrival_claims_problem(arrival(**{"header": HEADER, "size": 2880, **changes}),
+                                         exposure, False)
+    assert v is not None and reason in v.reason
+
+
+def test_replay_topic_records_and_unreadable_files_are_refused():
+    exposure = admission.ExposureFacts(HEADER, 2880)
+    a = arrival(header=HEADER, size=2880)
+    assert "without its replay" in admission.arrival_claims_problem(a, exposure, True).reason
+    broken = admission.ExposureFacts({}, -1, "NGROUPS = 0 is outside 1..65535")
+    v = admission.arrival_claims_problem(a, broken, False)
+    assert v.category == "bad_input" and "NGROUPS = 0" in v.reason
