@@ -184,7 +184,9 @@ class Daemon:
             low_priority=[self.topics.name(st.replay_topic)])
         self.consumers.append(loop)
         try:
-            await loop.run(task_status=task_status)
+            async with anyio.create_task_group() as background:
+                runner.background = background  # previews, after their products
+                await loop.run(task_status=task_status)
         finally:
             with anyio.CancelScope(shield=True):
                 await consumer.stop()

@@ -14,6 +14,9 @@ log = logging.getLogger("calstream.previews")
 
 PREVIEW_TASK = "calstream.steps.previews.make:make_previews"
 PREVIEW_TIMEOUT = 120.0
+# Behind every calibration, live (0) and replayed (1): a picture never delays
+# a product.
+PREVIEW_PRIORITY = 2
 
 __all__ = ["make_previews", "planned_previews"]
 
@@ -24,7 +27,7 @@ async def make_previews(pool: WorkerPool, previews: list[dict], log_context: dic
         return {"made": [], "failed": {}}
     try:
         outcome = await pool.run(PREVIEW_TASK, {"previews": previews}, timeout=PREVIEW_TIMEOUT,
-                                 env=logs.task_env(**log_context))
+                                 env=logs.task_env(**log_context), priority=PREVIEW_PRIORITY)
     except Exception as exc:  # noqa: BLE001 - a lost worker included: the product stands
         log.warning("previews not made: %s: %s", type(exc).__name__, exc, extra=log_context)
         return {"made": [], "failed": {"*": str(exc)}}

@@ -43,6 +43,10 @@ class WorkItemRunner:
     pool: WorkerPool
     metrics: Metrics
     crds_context: str  # the daemon's; a replayed item may carry its own
+    # Where previews are drawn once a product is out (the stage's task group):
+    # the record is finished then, so previews never hold its partition or
+    # its commit. None (tests): drawn before run() returns.
+    background: Any = None
 
     def count(self, item: WorkItem, outcome: str) -> None:
         self.metrics.stage_runs.labels(stage=item.stage, pipeline=item.pipeline,
@@ -195,7 +199,11 @@ class WorkItemRunner:
                  f", {latency:.1f}s after arrival" if latency is not None else "",
                  "; pointing PLANNED: provisional quick-look" if message["pointing_provisional"]
                  else "", extra=item.log_context)
-        await make_previews(self.pool, previews, {**item.log_context, "work_id": wid})
+        preview_context = {**item.log_context, "work_id": wid}
+        if self.background is not None:
+            self.background.start_soon(make_previews, self.pool, previews, preview_context)
+        else:
+            await make_previews(self.pool, previews, preview_context)
 
     async def _publish_skipped(self, item: WorkItem, wid: str, reason: str,
                                run_log: Path, store: ProductStore) -> None:
