@@ -18,13 +18,13 @@ from calstream.daemon.doers.kafka.bus import Bus
 from calstream.daemon.doers.kafka.consumer_loop import StageConsumer
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.promotion import ensure_current
 from calstream.daemon.doers.stage_runner import StageRunner
 from calstream.daemon.doers.work_order_stage import WorkOrderStage
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations.config import Config, host_port
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.operations.ops_http import OpsServer
-from calstream.daemon.operations.promote import ensure_current
 from calstream.steps.crds_env import resolve_context
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.provenance import jwst_version

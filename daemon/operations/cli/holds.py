@@ -10,9 +10,18 @@ import time
 import anyio
 
 from calstream.daemon.doers.kafka import clients as kafka
-from calstream.daemon.operations.config import ConfigError
+from calstream.daemon.doers.message_sender import send_messages
+from calstream.daemon.operations.cli.registry import (
+    DAEMON_FLAGS,
+    command,
+    deployment_config,
+    group,
+    require_broker,
+)
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
+
+group("holds", "exposures held for provisional pointing (ENGQLPTG=PLANNED)")
 
 
 async def current_holds(cfg, topics: Topics) -> dict[str, dict]:
@@ -36,7 +45,16 @@ def _age(since: str) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def cmd_list(cfg, args: argparse.Namespace) -> int:
+def _list_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--all", action="store_true", help="released holds too")
+    p.add_argument("--json", action="store_true")
+
+
+@command("holds list", "what is held, since when and why", flags=DAEMON_FLAGS,
+         arguments=_list_arguments)
+def cmd_list(args: argparse.Namespace) -> int:
+    cfg = deployment_config(args)
+    require_broker(cfg, "holds")
     holds = anyio.run(current_holds, cfg, Topics(cfg.topic_prefix))
     rows = [h for h in holds.values() if args.all or h["state"] == "held"]
     if args.json:
@@ -56,7 +74,17 @@ def cmd_list(cfg, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_release(cfg, args: argparse.Namespace) -> int:
+def _release_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("exposure", help="exposure id, e.g. jw01234001001_02101_00003_nrcb1")
+    p.add_argument("--reason", required=True, help="why (recorded with the products)")
+    p.add_argument("--by", help="who (default: the user name)")
+
+
+@command("holds release", "release a hold explicitly (products stay PLANNED)",
+         flags=DAEMON_FLAGS, arguments=_release_arguments)
+def cmd_release(args: argparse.Namespace) -> int:
+    cfg = deployment_config(args)
+    require_broker(cfg, "holds")
     topics = Topics(cfg.topic_prefix)
     holds = anyio.run(current_holds, cfg, topics)
     hold = holds.get(args.exposure)
@@ -70,39 +98,7 @@ def cmd_release(cfg, args: argparse.Namespace) -> int:
                                              hold["digest"], args.reason, by),
         exposure_id=args.exposure, action="release", reason=args.reason, by=by,
         digest=hold["digest"], source="calstream holds release")
-
-    async def send() -> None:
-        producer = kafka.producer(cfg)
-        await producer.start()
-        try:
-            await producer.send_and_wait(topics.name("pointing"), contract.encode(update),
-                                         key=args.exposure.encode())
-        finally:
-            await producer.stop()
-
-    anyio.run(send)
+    anyio.run(send_messages, cfg, topics.name("pointing"), [(args.exposure, update)])
     print(f"release of {args.exposure} requested (by {by}: {args.reason}); the planner "
           "records it on the holds topic. Its products keep ENGQLPTG=PLANNED.")
     return 0
-
-
-def add_parser(sub, daemon_flags, load_config) -> None:
-    p = sub.add_parser("holds", help="exposures held for provisional pointing (ENGQLPTG=PLANNED)")
-    actions = p.add_subparsers(dest="action", required=True)
-    lst = actions.add_parser("list", help="what is held, since when and why")
-    daemon_flags(lst)
-    lst.add_argument("--all", action="store_true", help="released holds too")
-    lst.add_argument("--json", action="store_true")
-    rel = actions.add_parser("release", help="release a hold explicitly (products stay PLANNED)")
-    daemon_flags(rel)
-    rel.add_argument("exposure", help="exposure id, e.g. jw01234001001_02101_00003_nrcb1")
-    rel.add_argument("--reason", required=True, help="why (recorded with the products)")
-    rel.add_argument("--by", help="who (default: the user name)")
-
-    def run(args: argparse.Namespace) -> int:
-        cfg = load_config(args)
-        if not cfg.kafka_bootstrap:
-            raise ConfigError("holds commands need the deployment's broker: --kafka-bootstrap")
-        return (cmd_list if args.action == "list" else cmd_release)(cfg, args)
-
-    p.set_defaults(func=run)

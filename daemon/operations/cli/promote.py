@@ -1,0 +1,45 @@
+"""``calstream promote NAMESPACE``: make a reprocessed namespace the products of
+record (the switch itself is ``doers/promotion.py``), then announce it."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+
+import anyio
+
+from calstream.daemon.doers.message_sender import send_messages
+from calstream.daemon.doers.product_store import ProductStore, check_namespace
+from calstream.daemon.doers.promotion import promote
+from calstream.daemon.operations.cli.registry import (
+    DAEMON_FLAGS,
+    command,
+    deployment_config,
+    require_broker,
+)
+from calstream.topics.catalog import Topics
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("namespace", help="the namespace to promote ('live' switches back)")
+    p.add_argument("--reason", help="why (recorded in the promotion event)")
+    p.add_argument("--by", help="who (default: the user name)")
+
+
+@command("promote", "make a reprocessed namespace the products of record", flags=DAEMON_FLAGS,
+         arguments=_arguments)
+def cmd_promote(args: argparse.Namespace) -> int:
+    cfg = deployment_config(args)
+    # Checked before the switch: a promotion nobody hears of is worse than none.
+    require_broker(cfg, "promote")
+    check_namespace(args.namespace)
+    store = ProductStore(cfg.products)
+    message = promote(store, args.namespace, reason=args.reason,
+                      by=args.by or getpass.getuser())
+    # After the switch, never before: a subscriber reacting to the event must
+    # find the link already switched.
+    anyio.run(send_messages, cfg, Topics(cfg.topic_prefix).name("promotions"),
+              [(message["namespace"], message)])
+    print(f"promoted {message['namespace']} (was {message['previous']}): "
+          f"{message['current_link']} -> {message['tree']}; {message['records']} work item(s)")
+    return 0

@@ -1,0 +1,263 @@
+"""``calstream status``: what a running deployment is doing, for a human.
+
+Two sources, because neither tells the whole story alone:
+
+* the broker says what *waits*: each stage's consumer group's committed
+  offsets against the topics' high watermarks (the lag), and the newest dead
+  letters and product events;
+* each daemon's metrics endpoint says what *runs*: in-flight work, outcomes,
+  worker memory and restarts, and whether the daemon is ready.
+
+Everything here is read-only: no group is joined, nothing is committed and
+nothing is written to any topic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import anyio
+from prometheus_client.parser import text_string_to_metric_families
+
+from calstream.daemon.operations.config import ROLES, Config
+from calstream.daemon.operations.status_summary import (
+    BrokerView,
+    Endpoint,
+    GroupLag,
+    PartitionLag,
+    Status,
+    summarise_metrics,
+    summarise_planner,
+)
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+log = logging.getLogger("calstream.status")
+
+# The topics each stage's consumer group "<group_prefix>.<stage>" reads, as
+# runtime.py subscribes them. The planner is not here: it reads every
+# partition of products without a group, so it has no lag to report.
+_STAGE_INPUTS: dict[str, tuple[str, ...]] = {"detector1": ("raw", "replay"),
+                                              "stage2": ("work.stage2", "work.stage2.replay"),
+                                              "stage3": ("work.stage3", "work.stage3.replay")}
+STAGE_INPUTS = {stage: t for stage, t in _STAGE_INPUTS.items() if stage in ROLES}
+
+
+# -- the metrics endpoints ------------------------------------------------
+
+def endpoint_base(url: str) -> str:
+    """'host:port', 'http://host:port' or '.../metrics' -> 'http://host:port'."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    for suffix in ("/metrics", "/readyz", "/healthz"):
+        url = url.removesuffix(suffix)
+    return url
+
+
+def _fetch(url: str, timeout: float) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
+    base = endpoint_base(url)
+    ep = Endpoint(base)
+    try:
+        text = _fetch(f"{base}/metrics", timeout).decode()
+    except (OSError, urllib.error.URLError) as exc:
+        ep.error = f"metrics unreachable: {exc}"
+        return ep
+    try:
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                ep.samples.append((s.name, dict(s.labels), s.value))
+    except ValueError as exc:
+        ep.error = f"/metrics is not Prometheus text: {exc}"
+        return ep
+    ep.reachable = True
+    try:
+        body = _fetch(f"{base}/readyz", timeout)
+    except urllib.error.HTTPError as exc:  # 503 carries the reasons in its body
+        body = exc.read()
+    except OSError as exc:
+        ep.error = f"/readyz unreachable: {exc}"
+        return ep
+    try:
+        doc = json.loads(body)
+        ep.ready, ep.problems = bool(doc["ready"]), list(doc.get("problems", []))
+    except (ValueError, KeyError, TypeError):
+        ep.error = f"/readyz answered something unexpected: {body[:200]!r}"
+    try:
+        ep.planner = json.loads(_fetch(f"{base}/planner", timeout))
+    except (OSError, ValueError):
+        ep.planner = None  # 404: this daemon runs no planner
+    return ep
+
+
+# -- the broker -----------------------------------------------------------
+
+async def _tails(cfg: Config, wanted: dict[str, int | None], view: BrokerView):
+    """High watermarks of every partition of ``wanted`` (topic -> n), and the
+    last n records of each partition (all of them for n = None).
+
+    The high watermark comes from fetch responses: end_offsets is wrong on
+    tansu (see docs/operations.md), so it only says where to start reading,
+    never where the end is. A start below the true end costs a few more
+    records; it never loses one.
+    """
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from calstream.daemon.doers.kafka import clients as kafka
+
+    reader = AIOKafkaConsumer(**kafka.client_options(cfg), group_id=None,
+                              enable_auto_commit=False, auto_offset_reset="earliest",
+                              fetch_max_wait_ms=100)
+    try:
+        await reader.start()
+        existing = await reader.topics()
+        tps: list[TopicPartition] = []
+        for topic in wanted:
+            if topic not in existing:
+                view.missing_topics.append(topic)
+                continue
+            tps += [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic))]
+        if not tps:
+            return {}, {}, {}
+        reader.assign(tps)
+        begin = await reader.beginning_offsets(tps)
+        end_hint = await reader.end_offsets(tps)
+        for tp in tps:
+            n = wanted[tp.topic]
+            reader.seek(tp, begin[tp] if n is None else max(begin[tp], end_hint[tp] - n))
+        records: dict[str, list] = {t: [] for t in wanted}
+        pending = set(tps)
+        while pending:
+            batch = await reader.getmany(timeout_ms=200)
+            for tp, recs in batch.items():
+                records[tp.topic].extend(recs)
+            for tp in list(pending):
+                high = reader.highwater(tp)
+                if high is not None and await reader.position(tp) >= high:
+                    pending.discard(tp)
+        highs = {tp: reader.highwater(tp) for tp in tps}
+        return highs, begin, records
+    finally:
+        await reader.stop()
+
+
+async def _group_offsets(cfg: Config, group: str, tps: list) -> tuple[dict, int | None, str | None]:
+    from calstream.daemon.doers.kafka import clients as kafka
+
+    admin = kafka.admin(cfg)
+    try:
+        await admin.start()
+        # Partitions are listed explicitly: tansu cannot answer "all partitions"
+        # (an OffsetFetch without them).
+        offsets = await admin.list_consumer_group_offsets(group, partitions=tps)
+        members = state = None
+        try:
+            for response in await admin.describe_consumer_groups([group]):
+                for g in response.groups:
+                    state, members = g[2], len(g[5])
+        except Exception as exc:  # informative only; lag does not depend on it
+            log.debug("describe %s failed: %s", group, exc)
+        return offsets, members, state
+    finally:
+        await admin.close()
+
+
+def _decoded(records, expected: str, view: BrokerView, n: int) -> list[dict[str, Any]]:
+    out = []
+    for r in records:
+        try:
+            msg = contract.decode(r.value, expected=expected)
+        except contract.InvalidMessage:
+            view.unreadable += 1
+            continue
+        out.append({**msg.body, "_topic": r.topic, "_partition": r.partition,
+                    "_offset": r.offset})
+    out.sort(key=lambda m: (m["emitted_at"], m["_offset"]))
+    return out[-n:] if n else []
+
+
+async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10) -> BrokerView:
+    from aiokafka import TopicPartition
+
+    topics = Topics(cfg.topic_prefix)
+    view = BrokerView(cfg.kafka_bootstrap)
+    inputs = {topics.name(t) for ins in STAGE_INPUTS.values() for t in ins}
+    wanted = {name: 0 for name in inputs}
+    wanted[topics.name("deadletter")] = dead_letters
+    wanted[topics.name("products")] = products
+    # Compacted (on Kafka; tansu never compacts): read it all, the last record
+    # per key is the exposure's current state.
+    wanted[topics.name("holds")] = None
+    highs, begin, records = await _tails(cfg, wanted, view)
+    for stage, logical in STAGE_INPUTS.items():
+        group = f"{cfg.group_prefix}.{stage}"
+        for name in (topics.name(t) for t in logical):
+            row = GroupLag(stage, group, name)
+            view.lag.append(row)
+            tps = sorted((tp for tp in highs if tp.topic == name), key=lambda tp: tp.partition)
+            if not tps:
+                row.error = "topic does not exist"
+                continue
+            try:
+                offsets, row.members, row.state = await _group_offsets(cfg, group, tps)
+            except Exception as exc:
+                row.error = f"cannot read the group's offsets: {exc}"
+                continue
+            for tp in tps:
+                om = offsets.get(TopicPartition(tp.topic, tp.partition))
+                committed = om.offset if om is not None and om.offset >= 0 else None
+                # A group without a commit starts at the earliest record
+                # (auto_offset_reset="earliest"), so all of it is waiting.
+                start = committed if committed is not None else begin[tp]
+                row.partitions.append(PartitionLag(tp.partition, committed, highs[tp],
+                                                   max(0, highs[tp] - start)))
+            row.lag = sum(p.lag for p in row.partitions)
+    view.dead_letters = _decoded(records.get(topics.name("deadletter"), []), "dead_letter",
+                                 view, dead_letters)
+    view.products = _decoded(records.get(topics.name("products"), []), "product", view,
+                             products)
+    if topics.name("holds") not in view.missing_topics:
+        last: dict[str, dict[str, Any]] = {}
+        for r in records.get(topics.name("holds"), []):
+            key = r.key.decode("utf-8", "replace") if r.key is not None else ""
+            if r.value is None:  # a tombstone forgets the exposure
+                last.pop(key, None)
+                continue
+            try:
+                last[key] = contract.decode(r.value, expected="hold").body
+            except contract.InvalidMessage:
+                view.unreadable += 1
+        view.holds = sorted((h for h in last.values() if h["state"] == "held"),
+                            key=lambda h: h["since"])
+    return view
+
+
+# -- putting it together --------------------------------------------------
+
+async def collect(cfg: Config, metrics_urls: list[str], *, dead_letters: int = 10,
+                  products: int = 10, timeout: float = 15.0) -> Status:
+    endpoints = [await anyio.to_thread.run_sync(read_endpoint, url, min(timeout, 5.0))
+                 for url in metrics_urls]
+    if cfg.kafka_bootstrap:
+        try:
+            with anyio.fail_after(timeout):
+                broker = await read_broker(cfg, dead_letters=dead_letters, products=products)
+        except TimeoutError:
+            broker = BrokerView(cfg.kafka_bootstrap, error=f"no answer within {timeout:.0f}s")
+        except Exception as exc:
+            broker = BrokerView(cfg.kafka_bootstrap, error=f"{type(exc).__name__}: {exc}")
+    else:
+        broker = BrokerView(None, error="no broker configured (--kafka-bootstrap, or "
+                                        "kafka_bootstrap in the config file)")
+    return Status(time.time(), cfg.topic_prefix, cfg.group_prefix, endpoints,
+                  summarise_metrics(endpoints), broker, summarise_planner(endpoints))
