@@ -1,4 +1,4 @@
-"""``calstream status``: what a running deployment is doing, for a human.
+"""Collecting what ``calstream status`` shows: what a running deployment is doing.
 
 Two sources, because neither tells the whole story alone:
 
