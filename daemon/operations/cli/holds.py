@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import time
 
@@ -13,10 +12,10 @@ from calstream.daemon.doers.kafka import clients as kafka
 from calstream.daemon.doers.message_sender import send_messages
 from calstream.daemon.operations.cli.registry import (
     DAEMON_FLAGS,
+    broker_config,
     command,
-    deployment_config,
     group,
-    require_broker,
+    operator,
 )
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
@@ -53,8 +52,7 @@ def _list_arguments(p: argparse.ArgumentParser) -> None:
 @command("holds list", "what is held, since when and why", flags=DAEMON_FLAGS,
          arguments=_list_arguments)
 def cmd_list(args: argparse.Namespace) -> int:
-    cfg = deployment_config(args)
-    require_broker(cfg, "holds")
+    cfg = broker_config(args, "holds")
     holds = anyio.run(current_holds, cfg, Topics(cfg.topic_prefix))
     rows = [h for h in holds.values() if args.all or h["state"] == "held"]
     if args.json:
@@ -77,14 +75,12 @@ def cmd_list(args: argparse.Namespace) -> int:
 def _release_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("exposure", help="exposure id, e.g. jw01234001001_02101_00003_nrcb1")
     p.add_argument("--reason", required=True, help="why (recorded with the products)")
-    p.add_argument("--by", help="who (default: the user name)")
 
 
 @command("holds release", "release a hold explicitly (products stay PLANNED)",
-         flags=DAEMON_FLAGS, arguments=_release_arguments)
+         flags=(*DAEMON_FLAGS, "--by"), arguments=_release_arguments)
 def cmd_release(args: argparse.Namespace) -> int:
-    cfg = deployment_config(args)
-    require_broker(cfg, "holds")
+    cfg = broker_config(args, "holds")
     topics = Topics(cfg.topic_prefix)
     holds = anyio.run(current_holds, cfg, topics)
     hold = holds.get(args.exposure)
@@ -92,7 +88,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         state = hold["state"] if hold else "not known to the holds topic"
         print(f"calstream: {args.exposure} is not held ({state}); nothing to release")
         return 1
-    by = args.by or getpass.getuser()
+    by = operator(args)
     update = contract.build(
         "pointing_update", contract.event_id("pointing_update", "release", args.exposure,
                                              hold["digest"], args.reason, by),

@@ -9,7 +9,6 @@ last planned member is calibrated, instead of waiting for a quiet period.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 from pathlib import Path
 
@@ -19,9 +18,11 @@ from calstream.daemon.doers.kafka import clients as kafka
 from calstream.daemon.doers.message_sender import send_messages
 from calstream.daemon.operations.cli.registry import (
     DAEMON_FLAGS,
+    broker_config,
     command,
     deployment_config,
     group,
+    operator,
     require_broker,
 )
 from calstream.steps.plans import PlanError, load_plan
@@ -58,18 +59,17 @@ async def loaded_plans(cfg) -> list[dict]:
 
 def _load_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("file", help="jwst association pool (pipe-delimited) or JSON manifest")
-    p.add_argument("--by", help="who (default: the user name)")
     p.add_argument("--dry-run", action="store_true", help="parse and summarise only")
 
 
-@command("plan load", "publish a pool file or manifest to the planner", flags=DAEMON_FLAGS,
+@command("plan load", "publish a pool file or manifest to the planner", flags=(*DAEMON_FLAGS, "--by"),
          arguments=_load_arguments)
 def cmd_load(args: argparse.Namespace) -> int:
     cfg = deployment_config(args)
     if not args.dry_run:
         require_broker(cfg, "plan")
     try:
-        message = plan_message(Path(args.file), args.by or getpass.getuser())
+        message = plan_message(Path(args.file), operator(args))
     except PlanError as exc:
         print(f"calstream: {exc}")
         return 1
@@ -91,8 +91,7 @@ def _list_arguments(p: argparse.ArgumentParser) -> None:
 
 @command("plan list", "plans on the plans topic", flags=DAEMON_FLAGS, arguments=_list_arguments)
 def cmd_list(args: argparse.Namespace) -> int:
-    cfg = deployment_config(args)
-    require_broker(cfg, "plan")
+    cfg = broker_config(args, "plan")
     plans = anyio.run(loaded_plans, cfg)
     if args.json:
         print(json.dumps(plans, indent=1))

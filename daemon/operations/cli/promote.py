@@ -4,7 +4,6 @@ record (the switch itself is ``doers/promotion.py``), then announce it."""
 from __future__ import annotations
 
 import argparse
-import getpass
 
 import anyio
 
@@ -13,9 +12,9 @@ from calstream.daemon.doers.product_store import ProductStore, check_namespace
 from calstream.daemon.doers.promotion import promote
 from calstream.daemon.operations.cli.registry import (
     DAEMON_FLAGS,
+    broker_config,
     command,
-    deployment_config,
-    require_broker,
+    operator,
 )
 from calstream.topics.catalog import Topics
 
@@ -23,19 +22,16 @@ from calstream.topics.catalog import Topics
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("namespace", help="the namespace to promote ('live' switches back)")
     p.add_argument("--reason", help="why (recorded in the promotion event)")
-    p.add_argument("--by", help="who (default: the user name)")
 
 
-@command("promote", "make a reprocessed namespace the products of record", flags=DAEMON_FLAGS,
-         arguments=_arguments)
+@command("promote", "make a reprocessed namespace the products of record", flags=(*DAEMON_FLAGS, "--by"), arguments=_arguments)
 def cmd_promote(args: argparse.Namespace) -> int:
-    cfg = deployment_config(args)
-    # Checked before the switch: a promotion nobody hears of is worse than none.
-    require_broker(cfg, "promote")
+    # The broker is checked before the switch: a promotion nobody hears of is worse than none.
+    cfg = broker_config(args, "promote")
     check_namespace(args.namespace)
     store = ProductStore(cfg.products)
     message = promote(store, args.namespace, reason=args.reason,
-                      by=args.by or getpass.getuser())
+                      by=operator(args))
     # After the switch, never before: a subscriber reacting to the event must
     # find the link already switched.
     anyio.run(send_messages, cfg, Topics(cfg.topic_prefix).name("promotions"),

@@ -11,6 +11,7 @@ status.
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ SHARED_FLAGS: dict[str, Flag] = {f.option: f for f in (
                            help="poll the inbox (network filesystems deliver no events)")),
     Flag("--json-logs", dict(action="store_const", const=True, help="JSON log lines")),
     Flag("--log-level", dict(help="DEBUG, INFO, WARNING, ...")),
+    # Recorded with what the command asks for (a release, a plan, a replay, a promotion).
+    Flag("--by", dict(help="who asks (recorded; default: the user name)"), config=False),
 )}
 
 # What a command that talks to a deployment's broker takes.
@@ -85,6 +88,18 @@ def deployment_config(args: argparse.Namespace, **extra: Any) -> Config:
         flags["roles"] = args.role
     flags.update(extra)
     return load(args.config, flags=flags)
+
+
+def operator(args: argparse.Namespace) -> str:
+    """Who asked: --by, or the user running the command."""
+    return args.by or getpass.getuser()
+
+
+def broker_config(args: argparse.Namespace, command: str) -> Config:
+    """The configuration of a command that cannot work without the broker."""
+    cfg = deployment_config(args)
+    require_broker(cfg, command)
+    return cfg
 
 
 def require_broker(cfg: Config, command: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from typing import Any
@@ -15,9 +14,9 @@ from calstream.daemon.doers.product_store import check_namespace
 from calstream.daemon.operations import replay
 from calstream.daemon.operations.cli.registry import (
     DAEMON_FLAGS,
+    broker_config,
     command,
-    deployment_config,
-    require_broker,
+    operator,
 )
 
 EXIT_GAP = 3
@@ -40,7 +39,6 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-gap", action="store_true",
                    help="replay what is retained even if the range reaches past retention")
     p.add_argument("--json", action="store_true", help="the report as JSON")
-    p.add_argument("--by", help="who asked (recorded; default: the user name)")
 
 
 def _print_report(report: dict[str, Any], out=sys.stdout) -> None:
@@ -67,11 +65,10 @@ def _print_report(report: dict[str, Any], out=sys.stdout) -> None:
 
 
 @command("replay", "reprocess a selection into a namespace, at low priority",
-         description=replay.__doc__, raw_description=True, flags=DAEMON_FLAGS,
+         description=replay.__doc__, raw_description=True, flags=(*DAEMON_FLAGS, "--by"),
          arguments=_arguments)
 def cmd_replay(args: argparse.Namespace) -> int:
-    cfg = deployment_config(args)
-    require_broker(cfg, "replay")
+    cfg = broker_config(args, "replay")
     namespace = check_namespace(args.namespace, allow_live=False)
     selection = Selection(
         since=parse_when(args.since), until=parse_when(args.until),
@@ -81,7 +78,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     report = anyio.run(lambda: replay.run_replay(
         cfg, source=args.source, selection=selection, namespace=namespace,
         crds_context=args.crds_context, dry_run=args.dry_run, allow_gap=args.allow_gap,
-        by=args.by or getpass.getuser()))
+        by=operator(args)))
     if args.json:
         print(json.dumps(report, indent=1))
     else:

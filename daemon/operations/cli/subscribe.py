@@ -10,9 +10,8 @@ import anyio
 
 from calstream.daemon.operations.cli.registry import (
     BROKER_FLAGS,
+    broker_config,
     command,
-    deployment_config,
-    require_broker,
 )
 from calstream.daemon.operations.config import ConfigError
 from calstream.daemon.operations.subscribe import Subscriber
@@ -52,8 +51,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                      "them to a directory. Invalid records are reported on stderr and skipped.",
          flags=BROKER_FLAGS, arguments=_arguments)
 def cmd_subscribe(args: argparse.Namespace) -> int:
-    cfg = deployment_config(args)
-    require_broker(cfg, "subscribe")
+    cfg = broker_config(args, "subscribe")
     if args.since:
         try:
             contract.parse_time(args.since)
