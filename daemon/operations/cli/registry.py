@@ -77,7 +77,7 @@ def add_shared_flags(parser: argparse.ArgumentParser, options: Sequence[str],
         parser.add_argument(option, **settings)
 
 
-def deployment_config(args: argparse.Namespace, **extra: Any) -> Config:
+def deployment_config(args: argparse.Namespace) -> Config:
     """The configuration: defaults < TOML file < environment < the flags given."""
     # Only the shared flags this command took: another command's own option may
     # have the same name (status's --products is a count, not a directory).
@@ -86,7 +86,6 @@ def deployment_config(args: argparse.Namespace, **extra: Any) -> Config:
              if f.config and getattr(args, dest(f.option)) is not None}
     if getattr(args, "role", None):
         flags["roles"] = args.role
-    flags.update(extra)
     return load(args.config, flags=flags)
 
 
