@@ -28,16 +28,18 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 # Debian packages the tests use: promtool and a Prometheus server (package
-# prometheus) for the operations tests, and kcat, a non-Python Kafka client, for
-# the subscriber contract test. Installed only as root (no sudo prompt in a test
-# run); otherwise those tests skip, and fail under CI=true.
+# prometheus) for the operations tests, kcat, a non-Python Kafka client, for
+# the subscriber contract test, and chromium (headless) for the console test.
+# Installed only as root (no sudo prompt in a test run); otherwise those tests
+# skip, and fail under CI=true.
 tools:
 	@missing=""; \
 	{ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || missing="prometheus"; \
 	command -v kcat >/dev/null 2>&1 || missing="$$missing kcat"; \
+	{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } || missing="$$missing chromium"; \
 	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing Debian package(s) $$missing for the ops and subscriber tests"; \
+	  echo "installing Debian package(s) $$missing for the ops, subscriber and console tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else \

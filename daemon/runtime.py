@@ -12,7 +12,7 @@ import anyio
 import calstream
 from calstream.daemon.doers.detector1_stage import Detector1Stage
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
-from calstream.daemon.doers.inbox_watcher import Arrival, Rejection, Watcher
+from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import clients as kafka
 from calstream.daemon.doers.kafka.bus import Bus
 from calstream.daemon.doers.kafka.consumer_loop import StageConsumer
@@ -22,7 +22,9 @@ from calstream.daemon.doers.promotion import ensure_current
 from calstream.daemon.doers.stage_runner import StageRunner
 from calstream.daemon.doers.work_order_stage import WorkOrderStage
 from calstream.daemon.doers.worker_pool import WorkerPool
+from calstream.daemon.operations import deployment, logs
 from calstream.daemon.operations.config import Config, host_port
+from calstream.daemon.operations.console import Console
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.operations.ops_http import OpsServer
 from calstream.steps.crds_env import resolve_context
@@ -89,8 +91,10 @@ class Daemon:
         self.metrics.stall_threshold.set(cfg.stall_seconds)
         self.ops = OpsServer(host, port, self.metrics, self.readiness,
                              planner=lambda: (self.planner.last_view or {"caught_up": False})
-                             if self.planner else None)
+                             if self.planner else None,
+                             pages=Console(cfg, lambda: [self.ops.address]).handle)
         self.ops.start()
+        deployment.record(cfg, self.ops.address, embedded=self.broker is not None)
         log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")
         log.info("metrics: http://%s/metrics (also /healthz, /readyz)", self.ops.address)
         try:
@@ -139,6 +143,7 @@ class Daemon:
                 with anyio.CancelScope(shield=True):
                     await producer.stop()
         finally:
+            deployment.remove(cfg, self.ops.address)
             self.ops.stop()
 
     async def _recover_product_events(self, bus: Bus) -> None:
@@ -174,9 +179,10 @@ class Daemon:
         """A pool of warm workers fed by a consumer group on ``topic``, and on
         ``replay_topic`` at low priority (live beats replay: see consumer.py)."""
         cfg = stage_cfg or self.cfg
-        env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
+        env = {**{k: os.environ[k] for k in _WORKER_ENV if k in os.environ},
+               **logs.worker_env(cfg.json_logs)}
         pool = WorkerPool(cfg.workers, stage=stage, metrics=self.metrics, env=env,
-                          initializer="calstream.steps.detector1:warm_up",
+                          initializer="calstream.steps.worker_warmup:warm_up",
                           classifier="calstream.steps.failures:classify_task_failure",
                           max_tasks_per_worker=cfg.max_tasks_per_worker,
                           rss_limit_bytes=cfg.worker_rss_limit_mb << 20)
@@ -231,10 +237,7 @@ class Daemon:
             cfg.inbox, cfg.quarantine, cfg.work_dir / "watcher-ledger.sqlite3",
             on_arrival=on_arrival, on_reject=on_reject, has_products=has_products,
             polling=cfg.polling, poll_interval=cfg.poll_interval,
-            settle_seconds=cfg.settle_seconds, incomplete_timeout=cfg.incomplete_timeout,
-            # stdatamodels writes the ASDF extension last: a file cut exactly at
-            # an HDU boundary is valid FITS, but it is not a whole exposure.
-            required_extensions=("SCI", "ASDF"))
+            settle_seconds=cfg.settle_seconds, incomplete_timeout=cfg.incomplete_timeout)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_pending)
             await tg.start(self.watcher.run)

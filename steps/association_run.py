@@ -1,8 +1,15 @@
 """Any stage-2 or stage-3 pipeline on an association, as a warm worker calls it.
 
-The association is written next to the products, under its jwst file name, and
-becomes one of the run's outputs: operations archive the association with the
-products it made.
+The one runner of stage 2 and stage 3: the daemon's work orders and the
+offline tests both call `run_association`. The association is written next
+to the products, under its jwst file name, and becomes one of the run's
+outputs: operations archive the association with the products it made.
+
+Members are absolute paths (the planner names the products in the store),
+so jwst 3.0 finds them whatever directory it resolves them from (it is not
+consistent: jwst issues 5950, 8738, 10815) and the run never changes the
+process's working directory. Step overrides jwst 3.0 needs for some inputs
+come from `pipeline_settings`; the caller's ``steps`` win over them.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from calstream.steps.crds_env import refresh_crds
-from calstream.steps.detector1 import warm_up
+from calstream.steps.pipeline_settings import settings_for
+from calstream.steps.worker_warmup import warm_up
 
 
 def resolve_pipeline(name: str):
@@ -48,19 +56,6 @@ def _with_corrections(association: dict[str, Any], corrections: dict[str, dict],
                 apply_pointing(member["expname"], fix["keywords"], copy, note=fix["note"])
                 member["expname"] = str(copy)
     return asn
-
-
-def _with_workarounds(pipeline: str, association: dict[str, Any], steps: dict) -> dict:
-    """Step overrides jwst 3.0 needs for some inputs (see stage2.spec2_workarounds,
-    stage3.stage3_settings); the caller's own settings win."""
-    from calstream.steps.stage2 import _merge_steps, spec2_workarounds
-    from calstream.steps.stage3 import stage3_settings
-
-    if pipeline != "calwebb_spec2":
-        return _merge_steps(stage3_settings(pipeline, association), steps)
-    science = [Path(m["expname"]) for p in association.get("products", [])
-               for m in p.get("members", []) if m.get("exptype") == "science"]
-    return _merge_steps(spec2_workarounds(science[0]), steps) if science else steps
 
 
 def run_association(pipeline: str, association: dict[str, Any], asn_filename: str,
@@ -100,7 +95,7 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
     kwargs: dict[str, Any] = {"output_dir": str(out), "save_results": True,
                               "configure_log": False}
     if issubclass(cls, Pipeline):
-        kwargs["steps"] = _with_workarounds(pipeline, association, steps or {})
+        kwargs["steps"] = settings_for(pipeline, association, steps)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # Members are absolute paths on purpose: the association runs from a

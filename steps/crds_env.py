@@ -19,6 +19,8 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
+from calstream.steps.environment import environ
+
 OBSERVATORY = "jwst"
 CRDS_VARS = ("CRDS_PATH", "CRDS_SERVER_URL", "CRDS_CONTEXT", "CRDS_MODE", "CRDS_OBSERVATORY")
 # crds makes no network call when the server URL contains "serverless".
@@ -109,20 +111,11 @@ def resolve_context(env: Mapping[str, str] | None = None) -> str:
     with _lock:
         if env is None:
             return _context_from_crds()
-        saved = _snapshot()
         try:
-            for key in CRDS_VARS:
-                if env.get(key):
-                    os.environ[key] = env[key]
-                else:
-                    os.environ.pop(key, None)
-            return _context_from_crds()
+            # An empty value means "not set", as crds reads it.
+            with environ({key: env.get(key) or None for key in CRDS_VARS}):
+                return _context_from_crds()
         finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
             refresh_crds()
 
 

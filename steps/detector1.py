@@ -1,42 +1,20 @@
 """calwebb_detector1 on one uncal file, as a warm worker process calls it.
 
 Importing this module is cheap and has no side effects; jwst is imported by
-`warm_up` (about 3 s), explicitly from a worker initializer or else on the
-first run, so a warm worker pays that once.
+`worker_warmup.warm_up` (about 3 s), explicitly from a worker initializer or
+else on the first run, so a warm worker pays that once.
 """
 
 from __future__ import annotations
 
-import gc
-import threading
 import time
 from pathlib import Path
 
 from calstream.steps.crds_env import refresh_crds
 from calstream.steps.naming import BadName, parse_exposure_name
+from calstream.steps.worker_warmup import warm_up
 
 PIPELINE = "calwebb_detector1"
-
-_warm = threading.Event()
-
-
-def warm_up() -> None:
-    """Import jwst and the pipeline, then exclude everything imported from GC scans.
-
-    stpipe runs a full ``gc.collect()`` after every step; with jwst loaded that
-    walks millions of objects, about 0.15 s a step, 2.5 s of a 3.5 s detector1
-    run on a SUB160 exposure. Freezing the objects alive after the import (the
-    modules, schemas and caches a worker keeps anyway) cuts the run to about
-    1 s. Idempotent; it changes this process's garbage collector, which is
-    why it belongs in a worker process.
-    """
-    if _warm.is_set():
-        return
-    import jwst.pipeline  # noqa: F401
-
-    gc.collect()
-    gc.freeze()
-    _warm.set()
 
 
 def _exposure_stem(input_path: Path) -> str:

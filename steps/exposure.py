@@ -17,6 +17,7 @@ from typing import Any
 from astropy.io import fits
 
 from .fitsfile import FitsError, FitsLayout, read_primary_header
+from .header_checks import count_problems, shape_problems
 from .naming import BadName, ExposureName, parse_exposure_name
 
 
@@ -86,12 +87,12 @@ EXPOSURE_KEYWORDS: tuple[Keyword, ...] = (
 REQUIRED_KEYWORDS: tuple[str, ...] = tuple(k.name for k in EXPOSURE_KEYWORDS if k.required)
 OPTIONAL_KEYWORDS: tuple[str, ...] = tuple(k.name for k in EXPOSURE_KEYWORDS if not k.required)
 
-# Extensions an uncal file must have before it counts as arrived. A FITS file
-# cut exactly at an HDU boundary is valid FITS, so structure alone cannot
-# tell "primary header written, pixels still to come" from "done".
-# stdatamodels writes the ASDF extension last; deployments fed only by the
-# JWST ground system can add "ASDF" here to close that gap completely.
-UNCAL_REQUIRED_EXTENSIONS: tuple[str, ...] = ("SCI",)
+# Extensions an uncal file must have before it counts as arrived: what makes
+# it a whole exposure. A FITS file cut exactly at an HDU boundary is valid
+# FITS, so structure alone cannot tell "primary header written, pixels still
+# to come" from "done". stdatamodels writes the ASDF extension last, so a
+# file that has it has everything before it too.
+UNCAL_REQUIRED_EXTENSIONS: tuple[str, ...] = ("SCI", "ASDF")
 
 UNCAL_SUFFIX = "uncal"
 
@@ -163,6 +164,17 @@ def describe_exposure(path: str | os.PathLike[str]) -> ExposureInfo:
     except FitsError as exc:
         raise BadExposure(str(exc)) from exc
 
+    # A card astropy cannot parse (NGROUPS = NaN, a broken string) raises on
+    # access: that is a fact about the file, not a reason to retry it.
+    unreadable = []
+    for key in (*(k.name for k in EXPOSURE_KEYWORDS), "SUBSIZE1", "SUBSIZE2"):
+        try:
+            hdr.get(key)
+        except (fits.VerifyError, ValueError) as exc:
+            unreadable.append(f"{key} ({str(exc).splitlines()[0][:120]})")
+    if unreadable:
+        raise BadExposure(f"{fname}: primary-header value(s) cannot be read: "
+                          + ", ".join(unreadable))
     missing = [
         k for k in REQUIRED_KEYWORDS if k not in hdr or isinstance(hdr[k], fits.card.Undefined)
     ]
@@ -203,5 +215,28 @@ def describe_exposure(path: str | os.PathLike[str]) -> ExposureInfo:
     if disagree:
         raise BadExposure(f"{fname}: name and primary header disagree: " + "; ".join(disagree))
 
+    counts = {k: _json_value(hdr[k]) for k in (*COUNT_KEYWORDS, "READPATT") if k in hdr}
+    problems = count_problems(counts)
+    if not problems:
+        problems = shape_problems(counts, _sci_header(path, fname))
+    if problems:
+        raise BadExposure(f"{fname}: impossible header value(s): " + "; ".join(problems))
+
     header = {k.name: _json_value(hdr[k.name]) for k in EXPOSURE_KEYWORDS if k.name in hdr}
     return ExposureInfo(name=name, exposure_id=name.exposure_id, path=path, header=header)
+
+
+COUNT_KEYWORDS = ("NGROUPS", "NINTS", "NEXPOSUR", "EXSEGTOT", "EXSEGNUM", "INTSTART", "INTEND",
+                  "SUBSIZE1", "SUBSIZE2")
+
+
+def _sci_header(path: Path, fname: str) -> dict[str, Any]:
+    """The SCI extension's axes (headers only: no pixel is read)."""
+    try:
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            sci = hdul["SCI"].header
+            return {k: sci.get(k) for k in ("NAXIS", "NAXIS1", "NAXIS2", "NAXIS3", "NAXIS4")}
+    except KeyError:
+        raise BadExposure(f"{fname}: no SCI extension") from None
+    except (fits.VerifyError, ValueError) as exc:
+        raise BadExposure(f"{fname}: the SCI header cannot be read: {exc}") from None

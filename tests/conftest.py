@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
-
-from .envutil import environ
+from calstream.steps.environment import environ
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,9 @@ from typing import Any
 import jsonschema
 
 SCHEMA_MAJOR = 1
-# 1.1: optional fields for stage 3 and replay (docs/contract.md, "Versions").
-SCHEMA_MINOR = 1
+# 1.1: optional fields for stage 3 and replay; 1.2: the product's previews,
+# name grammars and bounded dead-letter originals (docs/contract.md, "Versions").
+SCHEMA_MINOR = 2
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 MESSAGE_TYPES = ("arrival", "product", "work_order", "hold", "pointing_update", "dead_letter",
                  "plan", "promotion")
@@ -105,9 +106,11 @@ def validate(message_type: str, body: dict[str, Any]) -> None:
     errors = sorted(_validator(message_type).iter_errors(body), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
-        where = "/".join(str(p) for p in first.absolute_path) or "(top level)"
+        where = "/".join(str(p) for p in first.absolute_path)[:200] or "(top level)"
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-        raise InvalidMessage(f"{message_type} message invalid at {where}: {first.message}{more}")
+        # jsonschema quotes the offending value whole: bound it for the reason.
+        what = first.message if len(first.message) <= 300 else first.message[:300] + "..."
+        raise InvalidMessage(f"{message_type} message invalid at {where}: {what}{more}")
 
 
 def build(message_type: str, event_id: str, **fields: Any) -> Message:
@@ -128,26 +131,83 @@ def encode(message: Message) -> bytes:
     return json.dumps(message.body, separators=(",", ":"), sort_keys=True).encode()
 
 
-def decode(raw: bytes | None, expected: str | tuple[str, ...] | None = None) -> Message:
+# Limits on what a reader accepts before it even looks at the schema. Every
+# record on every topic is untrusted (a broker is shared, a producer can be
+# buggy or hostile): a huge integer makes json.loads raise ValueError, a deeply
+# nested array a RecursionError, NaN is not JSON, and duplicate keys mean two
+# parsers may read two different messages. All of these become InvalidMessage,
+# which callers turn into an ``invalid_message`` dead letter.
+MAX_MESSAGE_BYTES = 1_000_000  # the producer's default max.request.size
+MAX_INTEGER_DIGITS = 30        # no calstream field needs more (offsets, sizes, counts)
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidMessage(f"{name} is not a JSON number")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise InvalidMessage(f"an integer of {len(text)} digits (at most {MAX_INTEGER_DIGITS})")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise InvalidMessage(f"number {text[:40]!r} overflows to infinity")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise InvalidMessage(f"duplicate key {dup[:60]!r} in one object")
+    return obj
+
+
+def parse_json(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
+    """JSON text from an untrusted source, or InvalidMessage: never another
+    exception, whatever the bytes are."""
+    if len(raw) > max_bytes:
+        raise InvalidMessage(f"message of {len(raw)} bytes is over the {max_bytes}-byte limit")
+    try:
+        text = raw.decode("utf-8")
+        return json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int,
+                          parse_float=_finite_float, object_pairs_hook=_unique_keys)
+    except InvalidMessage as exc:
+        raise InvalidMessage(f"not acceptable JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidMessage(f"not JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidMessage(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidMessage("not acceptable JSON: nested too deeply") from None
+    except (ValueError, OverflowError, MemoryError) as exc:
+        raise InvalidMessage(f"not acceptable JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def decode(raw: bytes | None, expected: str | tuple[str, ...] | None = None, *,
+           max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     """Parse and validate a message read from a topic.
 
     ``expected`` restricts the accepted types (a topic carries one type).
-    Raises InvalidMessage with an operator-readable reason.
+    Raises InvalidMessage with an operator-readable reason, and nothing else.
     """
     if raw is None:
         raise InvalidMessage("empty message value (tombstone) where a message was expected")
-    try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidMessage(f"not JSON: {exc}") from None
+    if not isinstance(raw, bytes | bytearray | memoryview):
+        raise InvalidMessage(f"a message value must be bytes, got {type(raw).__name__}")
+    body = parse_json(bytes(raw), max_bytes=max_bytes)
     if not isinstance(body, dict):
         raise InvalidMessage(f"a message must be a JSON object, got {type(body).__name__}")
     name = body.get("schema")
     if not isinstance(name, str) or not name.startswith("calstream."):
-        raise InvalidMessage(f"missing or unknown 'schema' field: {name!r}")
+        raise InvalidMessage(f"missing or unknown 'schema' field: {_short(name)}")
     message_type = name.removeprefix("calstream.")
     if message_type not in MESSAGE_TYPES:
-        raise InvalidMessage(f"unknown message type {name!r}")
+        raise InvalidMessage(f"unknown message type {_short(name)}")
     if expected is not None:
         allowed = (expected,) if isinstance(expected, str) else expected
         if message_type not in allowed:
@@ -155,7 +215,17 @@ def decode(raw: bytes | None, expected: str | tuple[str, ...] | None = None) -> 
     version = body.get("schema_version")
     if not isinstance(version, str) or version.split(".")[0] != str(SCHEMA_MAJOR):
         raise InvalidMessage(
-            f"schema_version {version!r} is not readable by this reader (major {SCHEMA_MAJOR})"
+            f"schema_version {_short(version)} is not readable by this reader (major {SCHEMA_MAJOR})"
         )
-    validate(message_type, body)
+    try:
+        validate(message_type, body)
+    except RecursionError:
+        raise InvalidMessage(f"{message_type} message nested too deeply to validate") from None
     return Message(message_type, body)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A value quoted for a reason text: bounded, so a reason never carries a
+    megabyte of someone else's payload."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} chars)"

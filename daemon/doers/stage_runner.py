@@ -21,8 +21,10 @@ from aiokafka.structs import ConsumerRecord
 
 import calstream
 from calstream.daemon.doers.kafka.bus import Bus
+from calstream.daemon.doers.preview_runner import make_previews, planned_previews
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
+from calstream.daemon.operations import logs
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.fitsfile import file_digest
@@ -114,7 +116,8 @@ class StageRunner:
                 outcome = await self.pool.run(
                     item.task, {**item.task_kwargs, "output_dir": str(scratch)},
                     timeout=self.cfg.task_timeout, log_path=str(run_log),
-                    env={"CRDS_CONTEXT": self.context(item)},
+                    env={"CRDS_CONTEXT": self.context(item),
+                         **logs.task_env(**item.log_context, work_id=wid)},
                     priority=0 if item.priority == "live" else 1)
                 failure = outcome.failure
                 kind = failure.classification if failure else "success"
@@ -189,12 +192,15 @@ class StageRunner:
             return files
 
         outputs = await anyio.to_thread.run_sync(describe_outputs)
+        # Listed now, made after the event (optional outputs: may never appear).
+        previews = planned_previews([o["path"] for o in outputs])
         message = contract.build(
             "product", contract.event_id("product", wid, "success"),
             **self._fields(item, wid, run_log), outcome="success", reason=None, outputs=outputs,
             jwst_version=result["jwst_version"],
             crds_context=result["crds_context"] or context,
-            duration_seconds=result["duration_seconds"])
+            duration_seconds=result["duration_seconds"],
+            **({"previews": previews} if previews else {}))
         if result["crds_context"] and result["crds_context"] != context:
             log.warning("%s: pipeline used CRDS context %s, expected %s", item.name,
                         result["crds_context"], context, extra=item.log_context)
@@ -216,6 +222,7 @@ class StageRunner:
                  f", {latency:.1f}s after arrival" if latency is not None else "",
                  "; pointing PLANNED: provisional quick-look" if message["pointing_provisional"]
                  else "", extra=item.log_context)
+        await make_previews(self.pool, previews, {**item.log_context, "work_id": wid})
 
     async def _publish_skipped(self, item: WorkItem, wid: str, reason: str,
                                run_log: Path, store: ProductStore) -> None:

@@ -2,46 +2,37 @@
 
 Why not concurrent.futures.ProcessPoolExecutor: one dead worker breaks the
 whole executor, a hung task cannot be killed on its own, and it reports nothing
-about memory. Here each worker is a spawned process that imports the heavy
-modules (jwst) once, runs one task at a time, and reports its peak memory with
-every result; a worker that dies or overruns its timeout is replaced and the
-task fails as *transient*, so the caller retries it.
+about memory. Here each worker is a spawned process (worker_process.py) that
+imports the heavy modules (jwst) once, runs one task at a time, and reports its
+peak memory with every result; a worker that dies or overruns its timeout is
+replaced and the task fails as *transient*, so the caller retries it. Turns at
+the workers are handed out by priority (priority_slots.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
-import importlib
 import logging
 import multiprocessing as mp
 import os
-import signal
 import time
-import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import anyio
 
-from calstream.daemon.doers.child_processes import die_with_parent
+from calstream.daemon.doers.priority_slots import PrioritySlots
+from calstream.daemon.doers.worker_process import TaskFailure, worker_main
 from calstream.daemon.operations.metrics import Metrics
+
+__all__ = ["TaskFailure", "TaskOutcome", "WorkerLost", "WorkerPool"]
 
 log = logging.getLogger("calstream.pool")
 
 
 class WorkerLost(RuntimeError):
     """The worker process died or was killed; the task may be retried."""
-
-
-@dataclass
-class TaskFailure:
-    error_type: str
-    message: str
-    classification: str  # transient | permanent | skipped
-    traceback: str = ""
 
 
 @dataclass
@@ -52,111 +43,6 @@ class TaskOutcome:
     worker: str = ""
     wall_seconds: float = 0.0
     rss_bytes: int = 0  # resident after the task: what the worker keeps
-
-
-def _resolve(path: str):
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _peak_rss() -> int:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
-def _current_rss() -> int:
-    """Resident memory now (not the peak, which never comes down)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _worker_logging() -> None:
-    """Warnings and errors to stderr (the daemon's log); each task's full log
-    goes to its own file (see _task_log)."""
-    root = logging.getLogger()
-    handler = logging.StreamHandler()
-    handler.setLevel(os.environ.get("CALSTREAM_WORKER_LOG_LEVEL", "WARNING"))
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(levelname)-7s %(name)s [worker %(process)d] %(message)s", "%H:%M:%S"))
-    root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
-    # Python warnings from the pipelines belong in the run's log, not on stderr.
-    logging.captureWarnings(True)
-
-
-@contextlib.contextmanager
-def _task_log(path: str | None):
-    if not path:
-        yield
-        return
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    try:
-        yield
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
-
-
-@contextlib.contextmanager
-def _task_env(overrides: dict[str, str] | None):
-    """Per-task environment (a replay's CRDS_CONTEXT): the task functions
-    re-read CRDS configuration at each call (crds_env.refresh_crds), so setting
-    it here, and restoring the worker's own afterwards, is enough."""
-    if not overrides:
-        yield
-        return
-    saved = {k: os.environ.get(k) for k in overrides}
-    os.environ.update(overrides)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def _worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
-                 classifier: str | None, max_tasks: int, parent_pid: int) -> None:
-    # A SIGKILLed daemon must not leave workers calibrating for nobody.
-    die_with_parent(parent_pid, signal.SIGKILL)
-    # The environment (CRDS_PATH, CRDS_CONTEXT, ...) must be in place before any
-    # import: crds reads it when first imported.
-    os.environ.update(env)
-    _worker_logging()
-    if initializer:
-        _resolve(initializer)()
-    classify = _resolve(classifier) if classifier else (lambda exc, task: "permanent")
-    conn.send(("ready", os.getpid()))
-    for _ in range(max_tasks):
-        try:
-            request = conn.recv()
-        except (EOFError, KeyboardInterrupt):
-            return
-        if request is None:
-            return
-        fn_path, kwargs, log_path, task_env = request
-        try:
-            with _task_log(log_path), _task_env(task_env):
-                value = _resolve(fn_path)(**kwargs)
-            conn.send(("ok", value, _peak_rss(), _current_rss()))
-        except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
-            try:
-                kind = classify(exc, kwargs)
-            except Exception:  # a broken classifier must not hide the real error
-                kind = "permanent"
-            conn.send(("error", TaskFailure(type(exc).__name__, str(exc)[:4000], kind,
-                                            traceback.format_exc()[-8000:]), _peak_rss(),
-                       _current_rss()))
-    # Returning after max_tasks (recycling) bounds slow memory growth.
 
 
 @dataclass
@@ -189,48 +75,17 @@ class WorkerPool:
         self._ctx = mp.get_context("spawn")  # fork + jwst's threads is unsafe
         self._idle: list[_Worker] = []
         self._all: list[_Worker] = []
-        self._free = size
-        # Waiters for a worker, best priority first, FIFO within a priority.
-        # Entries are [priority, sequence, event, granted].
-        self._waiters: list[list] = []
-        self._sequence = 0
+        self._slots = PrioritySlots(size)
         self._counter = 0
         self._closed = False
 
     @property
     def busy(self) -> int:
-        return self.size - self._free
+        return self._slots.busy
 
     @property
     def waiting(self) -> int:
-        return len(self._waiters)
-
-    async def _acquire(self, priority: int) -> None:
-        """A worker slot. Lower ``priority`` goes first: a live item that
-        arrives while replayed items wait is served before all of them."""
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        self._sequence += 1
-        entry = [priority, self._sequence, anyio.Event(), False]
-        heapq.heappush(self._waiters, entry)
-        try:
-            await entry[2].wait()
-        except BaseException:
-            if entry[3]:
-                self._release()  # handed a slot while being cancelled: pass it on
-            else:
-                self._waiters.remove(entry)
-                heapq.heapify(self._waiters)
-            raise
-
-    def _release(self) -> None:
-        if self._waiters:
-            entry = heapq.heappop(self._waiters)
-            entry[3] = True
-            entry[2].set()
-        else:
-            self._free += 1
+        return self._slots.waiting
 
     def start(self) -> None:
         """Spawn the workers; they warm up (import jwst) in parallel, off the loop."""
@@ -242,7 +97,7 @@ class WorkerPool:
         name = f"{self.stage}-{self._counter}"
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
-            target=_worker_main, name=f"calstream-{name}", daemon=True,
+            target=worker_main, name=f"calstream-{name}", daemon=True,
             args=(child, self.env, self.initializer, self.classifier, self.max_tasks,
                   os.getpid()))
         proc.start()
@@ -278,7 +133,7 @@ class WorkerPool:
         behind every live task. Raises WorkerLost if the worker died or overran
         ``timeout`` (it is killed); returns the task's own failures in the
         TaskOutcome."""
-        await self._acquire(priority)
+        await self._slots.acquire(priority)
         try:
             w = self._idle.pop()
             try:
@@ -307,7 +162,7 @@ class WorkerPool:
                 self._idle.append(w)
             return outcome
         finally:
-            self._release()
+            self._slots.release()
 
     def _exchange(self, w: _Worker, request: tuple, timeout: float) -> TaskOutcome:
         """Blocking; runs in a thread."""

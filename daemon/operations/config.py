@@ -1,4 +1,9 @@
-"""Configuration: defaults < TOML file < CALSTREAM_* environment < command-line flags."""
+"""Configuration: defaults < TOML file < CALSTREAM_* environment < command-line flags.
+
+Every value, whatever its source, goes through its setting's parser
+(config_values); the source of each effective value is kept in
+``Config.sources`` for `calstream config show`.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calstream.daemon.operations import config_values as values
+from calstream.daemon.operations.config_values import ConfigError, did_you_mean, host_port
+
+__all__ = ["ROLES", "Config", "ConfigError", "KafkaSecurity", "host_port", "load"]
+
 ROLES = ("watcher", "detector1", "planner", "stage2", "stage3")
-
-
-class ConfigError(ValueError):
-    pass
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# CALSTREAM_* variables that are not settings: the config file's path, the
+# embedded broker's log and the workers' log level and format (operations/logs.py).
+NOT_SETTINGS = ("CALSTREAM_CONFIG", "CALSTREAM_BROKER_LOG", "CALSTREAM_WORKER_LOG_LEVEL",
+                "CALSTREAM_WORKER_JSON_LOGS", "CALSTREAM_TASK_LOG_CONTEXT")
 
 
 @dataclass
@@ -27,6 +40,11 @@ class KafkaSecurity:
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+
+    def __repr__(self) -> str:  # the password never reaches a log line or a traceback
+        shown = ", ".join(f"{f.name}={values.mask('security.' + f.name, getattr(self, f.name))!r}"
+                          for f in dataclasses.fields(self))
+        return f"KafkaSecurity({shown})"
 
 
 @dataclass
@@ -73,6 +91,9 @@ class Config:
     json_logs: bool = False
     log_level: str = "INFO"
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
+    # Where each setting given explicitly came from ("file PATH", "env NAME",
+    # "flag --name"); absent: the default.
+    sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def resolved(self) -> Config:
         """Fill in derived paths; validate."""
@@ -96,55 +117,139 @@ class Config:
         return c
 
 
-def host_port(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"address {address!r} is not HOST:PORT")
-    return host or "0.0.0.0", int(port)
+def _nonnegative(parse):
+    def check(value: Any):
+        number = parse(value)
+        if number < 0:
+            raise ValueError(f"must be >= 0, got {number}")
+        return number
+    return check
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-_SECURITY = {f.name: f for f in dataclasses.fields(KafkaSecurity)}
+def _positive(parse):
+    def check(value: Any):
+        number = parse(value)
+        if number <= 0:
+            raise ValueError(f"must be > 0, got {number}")
+        return number
+    return check
 
 
-def _coerce(name: str, value: Any, current: Any) -> Any:
-    """Strings from the environment become the field's type."""
-    if not isinstance(value, str):
-        return value
-    if isinstance(current, bool):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    if isinstance(current, int):
-        return int(value)
-    if isinstance(current, float):
-        return float(value)
-    if isinstance(current, list):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return value
+def _bootstrap(value: Any) -> str:
+    text = values.parse_str(value)
+    for address in text.split(","):
+        host_port(address.strip())
+    return text
 
 
-def _apply(cfg: Config, values: dict[str, Any], source: str) -> None:
-    for key, value in values.items():
+def _steps(value: Any) -> dict:
+    """Detector1Pipeline step overrides: a table of tables."""
+    table = values.parse_table(value)
+    for step, overrides in table.items():
+        if not isinstance(overrides, dict):
+            raise ValueError(f"step {step!r}: expected a table of parameters, got {overrides!r}")
+    return table
+
+
+def _address(value: Any) -> str:
+    text = values.parse_str(value)
+    try:
+        host_port(text)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+_int, _float, _path = values.parse_int, values.parse_float, values.parse_path
+# One parser per setting (dotted names inside the security table).
+PARSERS = {
+    "work_dir": _path, "inbox": values.optional(_path), "products": values.optional(_path),
+    "quarantine": values.optional(_path),
+    "allowed_roots": lambda v: values.parse_list(v, _path),
+    "kafka_bootstrap": values.optional(_bootstrap),
+    "broker_storage": values.parse_str, "topic_prefix": values.parse_str,
+    "group_prefix": values.parse_str,
+    "roles": lambda v: values.parse_list(v, values.parse_choice(ROLES)),
+    "workers": _positive(_int), "metrics_address": _address,
+    "polling": values.parse_bool, "poll_interval": _positive(_float),
+    "settle_seconds": _nonnegative(_float), "incomplete_timeout": _nonnegative(_float),
+    "max_attempts": _positive(_int), "retry_backoff": _nonnegative(_float),
+    "task_timeout": _positive(_float), "stall_seconds": _positive(_float),
+    "max_tasks_per_worker": _positive(_int), "worker_rss_limit_mb": _nonnegative(_int),
+    "detector1_steps": _steps, "companion_wait": _nonnegative(_float),
+    "stage3_settle": _nonnegative(_float), "stage3_quiet_period": _nonnegative(_float),
+    "stage3_workers": _positive(_int), "stage3_max_tasks_per_worker": _positive(_int),
+    "stage3_task_timeout": _positive(_float), "stage3_worker_rss_limit_mb": _nonnegative(_int),
+    "crds_context": values.optional(values.parse_str),
+    "fast_group_timing": values.parse_bool, "json_logs": values.parse_bool,
+    "log_level": values.parse_choice(LOG_LEVELS, upper=True),
+    "security.protocol": values.parse_choice(PROTOCOLS, upper=True),
+    "security.sasl_mechanism": values.optional(values.parse_choice(SASL_MECHANISMS, upper=True)),
+    "security.sasl_username": values.optional(values.parse_str),
+    "security.sasl_password": values.optional(values.parse_str),
+    "security.ssl_cafile": values.optional(values.parse_str),
+    "security.ssl_certfile": values.optional(values.parse_str),
+    "security.ssl_keyfile": values.optional(values.parse_str),
+}
+assert set(PARSERS) == ({f.name for f in dataclasses.fields(Config)} - {"security", "sources"}
+                        | {f"security.{f.name}" for f in dataclasses.fields(KafkaSecurity)})
+
+
+def _spell(name: str, source: str) -> str:
+    """How the user wrote a setting's name, for messages."""
+    if source == "environment":
+        return "CALSTREAM_" + name.replace(".", "_").upper()
+    if source == "command line":
+        return "--" + name.replace("_", "-")
+    return name
+
+
+def _named(name: str, source: str, quote: bool = False) -> str:
+    """The setting's name, and how it was spelled when that differs:
+    "workers (CALSTREAM_WORKERS)"."""
+    spelled = _spell(name, source)
+    shown = repr(name) if quote else name
+    return shown if spelled == name else f"{shown} ({spelled})"
+
+
+def _set(cfg: Config, name: str, value: Any, source: str) -> None:
+    try:
+        parsed = PARSERS[name](value)
+    except ValueError as exc:
+        # A secret's value stays out of the message too.
+        detail = "invalid (value not shown: a secret)" if name in values.SECRETS else str(exc)
+        raise ConfigError(f"{source}: bad value for {_named(name, source)}: {detail}") from None
+    target, attr = (cfg.security, name[9:]) if name.startswith("security.") else (cfg, name)
+    setattr(target, attr, parsed)
+    label = {"environment": "env", "command line": "flag"}.get(source)
+    cfg.sources[name] = f"{label} {_spell(name, source)}" if label else f"file {source}"
+
+
+def _apply(cfg: Config, given: dict[str, Any], source: str) -> None:
+    for key, value in given.items():
         name = key.replace("-", "_")
         if name == "security" and isinstance(value, dict):
             for skey, svalue in value.items():
-                if skey not in _SECURITY:
-                    raise ConfigError(f"{source}: unknown security setting {skey!r}")
-                setattr(cfg.security, skey, svalue)
+                _known(f"security.{skey}", source)
+                _set(cfg, f"security.{skey}", svalue, source)
             continue
-        if name.startswith("security_") and name[9:] in _SECURITY:
-            setattr(cfg.security, name[9:], value)
-            continue
-        if name not in _FIELDS:
-            raise ConfigError(f"{source}: unknown setting {key!r}")
-        try:
-            setattr(cfg, name, _coerce(name, value, getattr(cfg, name)))
-        except ValueError as exc:
-            raise ConfigError(f"{source}: bad value for {key!r}: {exc}") from None
+        if name.startswith("security_") and f"security.{name[9:]}" in PARSERS:
+            name = f"security.{name[9:]}"
+        _known(name, source)
+        _set(cfg, name, value, source)
+
+
+def _known(name: str, source: str) -> None:
+    if name in PARSERS:
+        return
+    hint = did_you_mean(_spell(name, source), [_spell(n, source) for n in PARSERS])
+    raise ConfigError(f"{source}: unknown setting {_named(name, source, quote=True)}{hint}")
 
 
 def load(config_file: Path | None = None, env: dict[str, str] | None = None,
          flags: dict[str, Any] | None = None) -> Config:
     cfg = Config()
+    cfg.sources = {}
     if config_file is not None:
         try:
             data = tomllib.loads(Path(config_file).read_text())
@@ -153,7 +258,7 @@ def load(config_file: Path | None = None, env: dict[str, str] | None = None,
         _apply(cfg, data.get("calstream", data), str(config_file))
     env = os.environ if env is None else env
     from_env = {k[len("CALSTREAM_"):].lower(): v for k, v in env.items()
-                if k.startswith("CALSTREAM_") and k not in ("CALSTREAM_CONFIG", "CALSTREAM_BROKER_LOG")}
+                if k.startswith("CALSTREAM_") and k not in NOT_SETTINGS}
     _apply(cfg, from_env, "environment")
     _apply(cfg, {k: v for k, v in (flags or {}).items() if v is not None}, "command line")
     return cfg.resolved()

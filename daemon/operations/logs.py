@@ -1,17 +1,29 @@
-"""Structured logs: every line about an exposure carries its id and the stage.
+"""Structured logs: every line about an exposure carries its id, the stage and
+the work item.
 
 Code logs with ``extra={"exposure_id": ..., "stage": ...}``; these formatters
-put both on the line (text) or in fields (JSON, with --json-logs).
+put them on the line (text) or in fields (JSON, with --json-logs). The
+calibration workers are separate processes: ``worker_env`` hands them the
+daemon's format, ``task_env`` the running task's exposure, stage and work id,
+and ``worker_setup`` puts both on every line a worker writes, the pipelines'
+own included.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 
-_FIELDS = ("exposure_id", "stage")
+_FIELDS = ("exposure_id", "stage", "work_id")
+# Set in a worker's environment by the daemon (worker_env) and per task (task_env).
+WORKER_JSON_ENV = "CALSTREAM_WORKER_JSON_LOGS"
+WORKER_LEVEL_ENV = "CALSTREAM_WORKER_LOG_LEVEL"
+TASK_CONTEXT_ENV = "CALSTREAM_TASK_LOG_CONTEXT"
+_TEXT = "%(asctime)s %(levelname)-7s %(name)s [%(stage)s %(exposure_id)s %(short_work_id)s] " \
+        "%(message)s"
 
 
 class _Defaults(logging.Filter):
@@ -19,13 +31,27 @@ class _Defaults(logging.Filter):
         for f in _FIELDS:
             if not hasattr(record, f) or getattr(record, f) is None:
                 setattr(record, f, "-")
+        record.short_work_id = record.work_id[:12]
+        return True
+
+
+class _TaskContext(logging.Filter):
+    """In a worker: the running task's fields on every record that lacks them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = os.environ.get(TASK_CONTEXT_ENV)
+        if context:
+            for key, value in json.loads(context).items():
+                if getattr(record, key, None) in (None, "-"):
+                    setattr(record, key, value)
         return True
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-               "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+               "level": record.levelname, "logger": record.name, "message": record.getMessage(),
+               "pid": record.process}
         for f in _FIELDS:
             value = getattr(record, f, "-")
             if value != "-":
@@ -35,18 +61,76 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc)
 
 
-def setup(level: str = "INFO", json_logs: bool = False) -> None:
+# Names in log lines come from outside (file names, message fields): a newline
+# or an escape sequence in one must not forge a line or repaint a terminal.
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_CONTROL[ord("\n")] = "\\n"
+_CONTROL[ord("\t")] = "\\t"
+
+
+def escape_controls(text: str) -> str:
+    return text.translate(_CONTROL)
+
+
+class TextFormatter(logging.Formatter):
+    """One record, one line: control characters escaped; a traceback's lines
+    are prefixed so that none of them can pass for a record of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(_TEXT, "%H:%M:%S")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        safe = logging.makeLogRecord(record.__dict__)
+        safe.message = escape_controls(record.message)
+        for f in (*_FIELDS, "short_work_id"):
+            setattr(safe, f, escape_controls(str(getattr(record, f, "-"))))
+        return super().formatMessage(safe)
+
+    def formatException(self, ei) -> str:  # noqa: N802
+        return "\n".join("  | " + escape_controls(line)
+                         for line in super().formatException(ei).splitlines())
+
+
+def _handler(json_logs: bool) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_Defaults())
     if json_logs:
-        fmt = JsonFormatter()
+        fmt: logging.Formatter = JsonFormatter()
         fmt.converter = time.gmtime
     else:
-        fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s [%(stage)s %(exposure_id)s] "
-                                "%(message)s", "%H:%M:%S")
+        fmt = TextFormatter()
     handler.setFormatter(fmt)
+    return handler
+
+
+def setup(level: str = "INFO", json_logs: bool = False) -> None:
+    handler = _handler(json_logs)
+    handler.addFilter(_Defaults())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # aiokafka logs every rebalance and connection at INFO: noise for operators.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+
+
+def worker_env(json_logs: bool) -> dict[str, str]:
+    """What a worker process needs to write the daemon's format."""
+    return {WORKER_JSON_ENV: "1" if json_logs else "0"}
+
+
+def task_env(*, exposure_id: str | None, stage: str | None, work_id: str | None) -> dict:
+    """A task's fields, for the worker's lines while it runs (see _TaskContext)."""
+    fields = {"exposure_id": exposure_id, "stage": stage, "work_id": work_id}
+    return {TASK_CONTEXT_ENV: json.dumps({k: v for k, v in fields.items() if v})}
+
+
+def worker_setup() -> logging.Handler:
+    """A worker's stderr (the daemon's log): warnings and up by default, in the
+    daemon's format, each line with the running task's exposure, stage and work id."""
+    handler = _handler(os.environ.get(WORKER_JSON_ENV) == "1")
+    handler.setLevel(os.environ.get(WORKER_LEVEL_ENV, "WARNING"))
+    handler.addFilter(_TaskContext())
+    handler.addFilter(_Defaults())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    return handler

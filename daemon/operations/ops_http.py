@@ -20,9 +20,12 @@ Readiness = Callable[[], tuple[bool, list[str]]]
 
 class OpsServer:
     def __init__(self, host: str, port: int, metrics: Metrics, readiness: Readiness,
-                 planner: Callable[[], dict | None] | None = None):
+                 planner: Callable[[], dict | None] | None = None,
+                 pages: Callable[[str], tuple[int, bytes, str] | None] | None = None):
         metrics_ref, ready_ref = metrics, readiness
         planner_ref = planner or (lambda: None)
+        # Other read-only pages (the console at /console): (code, body, type) or None.
+        pages_ref = pages or (lambda path: None)
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -44,9 +47,11 @@ class OpsServer:
                     else:
                         self._send(200, json.dumps(view, default=str).encode() + b"\n",
                                    "application/json")
+                elif (page := pages_ref(self.path)) is not None:
+                    self._send(*page)
                 else:
-                    self._send(404, b"not found: try /metrics, /healthz, /readyz, /planner\n",
-                               "text/plain")
+                    self._send(404, b"not found: try /metrics, /healthz, /readyz, /planner, "
+                               b"/console/\n", "text/plain")
 
             def _send(self, code: int, body: bytes, ctype: str) -> None:
                 self.send_response(code)

@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
-from calstream.daemon.operations.config import ROLES, Config
+from calstream.daemon.operations.config import ROLES, Config, host_port
 from calstream.daemon.operations.status_summary import (
     BrokerView,
     Endpoint,
@@ -49,6 +49,13 @@ STAGE_INPUTS = {stage: t for stage, t in _STAGE_INPUTS.items() if stage in ROLES
 
 
 # -- the metrics endpoints ------------------------------------------------
+
+def default_metrics_url(cfg: Config) -> str | None:
+    host, port = host_port(cfg.metrics_address)
+    if port == 0:
+        return None
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+
 
 def endpoint_base(url: str) -> str:
     """'host:port', 'http://host:port' or '.../metrics' -> 'http://host:port'."""

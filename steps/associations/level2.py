@@ -38,24 +38,6 @@ class MissingCompanions(AssociationError):
         )
 
 
-def missing_companions(
-    science_route: Route,
-    science: Exposure,
-    seen: Iterable[Exposure | Level3Product],
-    *,
-    visit_complete: bool = False,
-    expected: Iterable[str] = (),
-) -> list[str]:
-    """The companion kinds stage 2 must still wait for (empty: build now).
-
-    See matching.gather_companions for ``visit_complete`` and ``expected``.
-    """
-    found = gather_companions(
-        science_route, science, seen, visit_complete=visit_complete, expected=expected
-    )
-    return list(found.missing)
-
-
 def build_level2(
     science_route: Route,
     science: Exposure,

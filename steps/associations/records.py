@@ -16,8 +16,18 @@ from calstream.steps.naming import ExposureName, parse_exposure_name
 from calstream.steps.routing import HeaderView, Route, RoutingError, route
 
 
+class _Record:
+    """What every record has: a header (``header``), read through a HeaderView."""
+
+    header: Mapping[str, Any]
+
+    @cached_property
+    def keywords(self) -> HeaderView:
+        return HeaderView(self.header)
+
+
 @dataclass(frozen=True)
-class Exposure:
+class Exposure(_Record):
     """One exposure: its id, its arrival header, its stage-1 products by suffix
     ({"rate": path, "rateints": path}); a product absent here does not exist yet."""
 
@@ -30,10 +40,6 @@ class Exposure:
         return parse_exposure_name(self.exposure_id)
 
     @cached_property
-    def keywords(self) -> HeaderView:
-        return HeaderView(self.header)
-
-    @cached_property
     def route(self) -> Route | None:
         """Its own route; None when it has none (it can then be nobody's companion)."""
         try:
@@ -43,7 +49,7 @@ class Exposure:
 
 
 @dataclass(frozen=True)
-class Level3Product:
+class Level3Product(_Record):
     """A stage-3 product, such as a WFSS direct image's image3 output.
 
     ``header`` is a member exposure's header (program, observation, target,
@@ -54,10 +60,6 @@ class Level3Product:
     name: str
     header: Mapping[str, Any] = field(repr=False)
     products: Mapping[str, str] = field(default_factory=dict)
-
-    @cached_property
-    def keywords(self) -> HeaderView:
-        return HeaderView(self.header)
 
 
 def program_of(record: Exposure | Level3Product) -> str:

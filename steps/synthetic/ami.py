@@ -32,20 +32,13 @@ import numpy as np
 
 from calstream.steps.naming import ExposureName
 from calstream.steps.synthetic import metadata
-from calstream.steps.synthetic.metadata import isot
-from calstream.steps.synthetic.program import (
-    POINTING_CALCULATED,
-    Subarray,
-    VisitId,
-    _name_key,
-    _rng,
-    _uncal_model_class,
-    ideal_to_v2v3,
-    linear_wcs_keywords,
-    ramp_timing,
-    solve_attitude,
-    v1_pointing,
-)
+from calstream.steps.synthetic.attitude import solve_attitude, v1_pointing
+from calstream.steps.synthetic.detector_noise import name_key, read_ramps, rng
+from calstream.steps.synthetic.focal_plane import LinearAperture, Subarray
+from calstream.steps.synthetic.level1b_wcs import linear_wcs_keywords
+from calstream.steps.synthetic.timing import ramp_timing
+from calstream.steps.synthetic.uncal_files import UncalWriter
+from calstream.steps.synthetic.visit import POINTING_CALCULATED, FixedSetup, VisitId
 
 DETECTOR = "NIS"
 SCA_NUM = 496
@@ -60,6 +53,7 @@ XREF, YREF = 45.0, 41.0
 V2_REF, V3_REF = -290.1, -697.5
 V3_IDL_YANGLE = -0.57
 VIDL_PARITY = -1
+SUB80_FRAME = LinearAperture(PIXEL_SCALE, XREF, YREF, V2_REF, V3_REF, V3_IDL_YANGLE, VIDL_PARITY)
 FILTER = "F480M"
 PUPIL = "NRM"
 # F480M half-power points (m); the synthetic filter is flat between them.
@@ -84,13 +78,13 @@ TEMPLATE = "NIRISS Aperture Masking Interferometry"
 
 
 @dataclass(frozen=True)
-class AmiSpec(VisitId):
+class AmiSpec(FixedSetup, VisitId):
     """One AMI visit: the science target (exposure 1) and its calibrator (exposure 2)."""
 
-    observation: str = "006"
-    readpatt: str = "NISRAPID"
-    ngroups: int = 5
-    nints: int = 3
+    READOUT_PATTERNS = NIRISS_READOUT
+    DETECTOR, SUBARRAY, FILTER, PUPIL = DETECTOR, SUB80, FILTER, PUPIL
+
+    # The target (exposure 1) and its calibrator (exposure 2), one pointing each.
     target_ra: float = 53.1540  # deg
     target_dec: float = -27.8020
     target_name: str = "SYNTH-AMI-TARGET"
@@ -98,6 +92,10 @@ class AmiSpec(VisitId):
     psf_dec: float = -27.6890
     psf_name: str = "SYNTH-AMI-CALIBRATOR"
     pa_v3: float = 293.5
+    observation: str = "006"
+    readpatt: str = "NISRAPID"
+    ngroups: int = 5
+    nints: int = 3
     visit_start: str = "2024-01-15T14:00:00.000"
     slew_seconds: float = 300.0
     seed: int = 2024
@@ -114,30 +112,6 @@ class AmiSpec(VisitId):
     gain: float = 1.6
     readnoise: float = 12.0
     saturation: float = 60000.0
-
-    @property
-    def nframes(self) -> int:
-        return NIRISS_READOUT[self.readpatt][0]
-
-    @property
-    def groupgap(self) -> int:
-        return NIRISS_READOUT[self.readpatt][1]
-
-    @property
-    def detectors(self) -> tuple[str, ...]:
-        return (DETECTOR.lower(),)
-
-    @property
-    def subarray(self) -> str:
-        return SUB80.name
-
-    @property
-    def filter(self) -> str:
-        return FILTER
-
-    @property
-    def pupil(self) -> str:
-        return PUPIL
 
     @property
     def exposure_numbers(self) -> list[int]:
@@ -163,8 +137,7 @@ class AmiSpec(VisitId):
         return [self.exposure_name(exposure, detector)]
 
     def validate(self) -> None:
-        if self.readpatt not in NIRISS_READOUT:
-            raise ValueError(f"unknown NIRISS readout pattern {self.readpatt!r}")
+        self.check_readpatt("NIRISS")
         if self.ngroups < 3 or self.nints < 2:
             # jump needs 3 groups; ami_analyze's outlier search needs a stack.
             raise ValueError("AMI needs ngroups >= 3 and nints >= 2")
@@ -275,14 +248,14 @@ def reference_pixel_mask() -> np.ndarray:
 
 
 def detector_bias(spec: AmiSpec) -> np.ndarray:
-    rng = _rng(_name_key(DETECTOR), 1)
+    noise = rng(name_key(DETECTOR), 1)
     shape = (SUB80.ysize, SUB80.xsize)
-    return (spec.bias_level + rng.normal(0.0, 30.0, shape)).astype(np.float32)
+    return (spec.bias_level + noise.normal(0.0, 30.0, shape)).astype(np.float32)
 
 
 def detector_flat(spec: AmiSpec) -> np.ndarray:
-    rng = _rng(_name_key(DETECTOR), 2)
-    flat = 1.0 + rng.normal(0.0, 0.005, (SUB80.ysize, SUB80.xsize))
+    noise = rng(name_key(DETECTOR), 2)
+    flat = 1.0 + noise.normal(0.0, 0.005, (SUB80.ysize, SUB80.xsize))
     flat[reference_pixel_mask()] = 1.0
     return flat.astype(np.float32)
 
@@ -301,38 +274,12 @@ def _rate_image(spec: AmiSpec, exposure: int) -> np.ndarray:
     return rate
 
 
-def _ramps(spec: AmiSpec, rate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    tframe = SUB80.frame_time
-    refpix = reference_pixel_mask()
-    electrons = np.where(refpix, 0.0, (rate * detector_flat(spec) + spec.dark_rate)
-                         * spec.gain * tframe)
-    bias = detector_bias(spec).astype(float)
-    noise = spec.readnoise / math.sqrt(2.0)
-    nframes = spec.ngroups * (spec.nframes + spec.groupgap) - spec.groupgap
-    shape = (SUB80.ysize, SUB80.xsize)
-    out = np.empty((spec.nints, spec.ngroups, *shape), dtype=np.uint16)
-    for i in range(spec.nints):
-        collected = np.zeros(shape)
-        frames = []
-        for f in range(nframes):
-            collected += rng.poisson(electrons)
-            frames.append(collected / spec.gain + rng.normal(0.0, noise, shape))
-            if len(frames) == spec.nframes:
-                g = f // (spec.nframes + spec.groupgap)
-                out[i, g] = np.clip(np.rint(np.mean(frames, axis=0) + bias), 0, 65535)
-            if f % (spec.nframes + spec.groupgap) == spec.nframes + spec.groupgap - 1:
-                frames = []
-    return out
-
-
 # --- headers ------------------------------------------------------------------------
 
 
 def pixel_to_v2v3(x, y):
     """SUB80 pixel (1-based) to V2, V3 (arcsec): the linear DISTORTION reference."""
-    xi = PIXEL_SCALE * (np.asarray(x, dtype=float) - XREF)
-    yi = PIXEL_SCALE * (np.asarray(y, dtype=float) - YREF)
-    return ideal_to_v2v3(xi, yi, (V2_REF, V3_REF), V3_IDL_YANGLE, VIDL_PARITY)
+    return SUB80_FRAME.pixel_to_v2v3(x, y)
 
 
 def _wcs_keywords(att: np.ndarray) -> dict:
@@ -374,17 +321,13 @@ def simulate_ami(out_dir: str | Path, spec: AmiSpec = AmiSpec(), *,
     """Write the visit's uncal files (target, then calibrator) into `out_dir`."""
     spec.validate()
     seed = spec.seed if seed is None else seed
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    last = exposure_timing(spec, spec.exposure_numbers[-1])
-    model_class = _uncal_model_class(isot(last.end_mjd + 1 / 24))
+    writer = UncalWriter(out_dir, exposure_timing(spec, spec.exposure_numbers[-1]).end_mjd)
     paths: list[Path] = []
     for exposure in spec.exposure_numbers:
-        rng = _rng(seed, 6, exposure, _name_key(DETECTOR))
-        with model_class(data=_ramps(spec, _rate_image(spec, exposure), rng)) as model:
-            _populate(model, spec, exposure)
-            path = out / model.meta.filename
-            model.validate()
-            model.save(path)
-        paths.append(path)
+        # No per-integration bias drift: the AMI visit was simulated without one.
+        ramps = read_ramps(spec, [_rate_image(spec, exposure)] * spec.nints,
+                           flat=detector_flat(spec), refpix=reference_pixel_mask(),
+                           bias=detector_bias(spec), frame_time=SUB80.frame_time,
+                           noise=rng(seed, 6, exposure, name_key(DETECTOR)), drift=False)
+        paths.append(writer.write(ramps, lambda model, e=exposure: _populate(model, spec, e)))
     return paths

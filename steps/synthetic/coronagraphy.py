@@ -31,6 +31,7 @@ aperture reference point of the WCS.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,24 +40,13 @@ import numpy as np
 
 from calstream.steps.naming import ExposureName
 from calstream.steps.synthetic import metadata
-from calstream.steps.synthetic.metadata import isot
-from calstream.steps.synthetic.program import (
-    POINTING_CALCULATED,
-    ExposureTiming,
-    Subarray,
-    VisitId,
-    _name_key,
-    _rng,
-    _uncal_model_class,
-    ideal_to_v2v3,
-    linear_wcs_keywords,
-    ramp_timing,
-    sky_to_tel,
-    solve_attitude,
-    tel_to_sky,
-    v1_pointing,
-    v2v3_to_ideal,
-)
+from calstream.steps.synthetic.attitude import sky_to_tel, solve_attitude, tel_to_sky, v1_pointing
+from calstream.steps.synthetic.detector_noise import name_key, read_ramps, rng
+from calstream.steps.synthetic.focal_plane import LinearAperture, Subarray, border_reference_pixels
+from calstream.steps.synthetic.level1b_wcs import linear_wcs_keywords
+from calstream.steps.synthetic.timing import ExposureTiming, ramp_timing
+from calstream.steps.synthetic.uncal_files import UncalWriter
+from calstream.steps.synthetic.visit import POINTING_CALCULATED, FixedSetup, VisitId
 
 DETECTOR = "NRCALONG"
 SCA_NUM = 485
@@ -67,6 +57,8 @@ PIXEL_SCALE = 0.063  # arcsec/pixel, long-wave channel
 V2_REF, V3_REF = 86.10, -493.23
 V3_IDL_YANGLE = -0.12
 VIDL_PARITY = -1
+FULL_FRAME = LinearAperture(PIXEL_SCALE, (FULL_SIZE + 1) / 2, (FULL_SIZE + 1) / 2, V2_REF, V3_REF,
+                            V3_IDL_YANGLE, VIDL_PARITY)
 # Science frame = detector frame mirrored in x, as for the other odd A detectors.
 FASTAXIS, SLOWAXIS = -1, 2
 SUBARRAY = Subarray("SUB320A335R", 1, 1, 320, 320, FASTAXIS, SLOWAXIS, noutputs=1)
@@ -83,8 +75,11 @@ PHOTMJSR = 0.5  # MJy/sr per DN/s, the PHOTOM reference's F335M/MASKRND row
 
 
 @dataclass(frozen=True)
-class CoronSpec(VisitId):
+class CoronSpec(FixedSetup, VisitId):
     """A coronagraphic science observation and its PSF-reference observation."""
+
+    READOUT_PATTERNS = READOUT_PATTERNS
+    DETECTOR, SUBARRAY, FILTER, PUPIL = DETECTOR, SUBARRAY, FILTER, PUPIL
 
     observation: str = "008"
     psf_observation: str = "009"
@@ -126,30 +121,6 @@ class CoronSpec(VisitId):
     saturation: float = 58000.0
 
     @property
-    def nframes(self) -> int:
-        return READOUT_PATTERNS[self.readpatt][0]
-
-    @property
-    def groupgap(self) -> int:
-        return READOUT_PATTERNS[self.readpatt][1]
-
-    @property
-    def subarray(self) -> str:
-        return SUBARRAY.name
-
-    @property
-    def filter(self) -> str:
-        return FILTER
-
-    @property
-    def pupil(self) -> str:
-        return PUPIL
-
-    @property
-    def detectors(self) -> tuple[str, ...]:
-        return (DETECTOR.lower(),)
-
-    @property
     def exposure_numbers(self) -> list[int]:
         return [1]
 
@@ -173,10 +144,7 @@ class CoronSpec(VisitId):
         return _Observation(self, psf, self.psf_nints if psf else self.nints)
 
     def validate(self) -> None:
-        if self.readpatt not in READOUT_PATTERNS:
-            raise ValueError(f"unknown NIRCam readout pattern {self.readpatt!r}")
-        if self.ngroups < 3:
-            raise ValueError("need ngroups >= 3 for jump detection")
+        self.check_readpatt("NIRCam", 3, "need ngroups >= 3 for jump detection")
         if self.nints < 2 or self.psf_nints < 2:
             # coron3's outlier detection compares integrations.
             raise ValueError("need nints >= 2 and psf_nints >= 2")
@@ -189,16 +157,11 @@ class CoronSpec(VisitId):
 
 def pixel_to_v2v3(x_full, y_full):
     """Science-frame full-frame pixel (1-based) to V2, V3 (arcsec): the DISTORTION reference."""
-    c = (FULL_SIZE + 1) / 2
-    xi = PIXEL_SCALE * (np.asarray(x_full, dtype=float) - c)
-    yi = PIXEL_SCALE * (np.asarray(y_full, dtype=float) - c)
-    return ideal_to_v2v3(xi, yi, (V2_REF, V3_REF), V3_IDL_YANGLE, VIDL_PARITY)
+    return FULL_FRAME.pixel_to_v2v3(x_full, y_full)
 
 
 def v2v3_to_pixel(v2, v3):
-    xi, yi = v2v3_to_ideal(v2, v3, (V2_REF, V3_REF), V3_IDL_YANGLE, VIDL_PARITY)
-    c = (FULL_SIZE + 1) / 2
-    return xi / PIXEL_SCALE + c, yi / PIXEL_SCALE + c
+    return FULL_FRAME.v2v3_to_pixel(v2, v3)
 
 
 def occulter_transmission(spec: CoronSpec) -> np.ndarray:
@@ -288,58 +251,34 @@ def exposure_timing(spec: CoronSpec, psf: bool) -> ExposureTiming:
     # Both observations have one exposure; the PSF one follows the science's.
     # ramp_timing spaces exposures by the first one's duration plus the slew.
     first = (spec.nints * (spec.ngroups * per_group - spec.groupgap) + spec.nints) * tframe
-    timing = ramp_timing(_Readout(spec, nints), 2 if psf else 1, tframe, first)
+    timing = ramp_timing(spec.view(psf), 2 if psf else 1, tframe, first)
     if not psf:
         return timing
     end = timing.start_mjd + duration / 86400.0
-    return ExposureTiming(
-        frame_time=timing.frame_time,
-        group_time=timing.group_time,
-        integration_time=timing.integration_time,
-        exposure_time=timing.exposure_time,
-        measurement_time=timing.measurement_time,
-        duration=round(duration, 5),
-        start_mjd=timing.start_mjd,
-        mid_mjd=(timing.start_mjd + end) / 2,
-        end_mjd=end,
-    )
-
-
-@dataclass(frozen=True)
-class _Readout:
-    """What `ramp_timing` reads, for one of the two exposures."""
-
-    spec: CoronSpec
-    nints: int
-
-    def __getattr__(self, name):
-        return getattr(self.spec, name)
+    return dataclasses.replace(timing, duration=round(duration, 5),
+                               mid_mjd=(timing.start_mjd + end) / 2, end_mjd=end)
 
 
 # --- pixels --------------------------------------------------------------------
 
 
 def reference_pixel_mask() -> np.ndarray:
-    xs = np.arange(SUBARRAY.xstart, SUBARRAY.xstart + SUBARRAY.xsize)
-    ys = np.arange(SUBARRAY.ystart, SUBARRAY.ystart + SUBARRAY.ysize)
-    edge_x = (xs <= REFPIX_BORDER) | (xs > FULL_SIZE - REFPIX_BORDER)
-    edge_y = (ys <= REFPIX_BORDER) | (ys > FULL_SIZE - REFPIX_BORDER)
-    return edge_y[:, None] | edge_x[None, :]
+    return border_reference_pixels(SUBARRAY, FULL_SIZE, REFPIX_BORDER)
 
 
 def detector_bias(spec: CoronSpec) -> np.ndarray:
     # Fixed per detector, not per seed: the SUPERBIAS reference is this map.
-    rng = _rng(_name_key(DETECTOR), 1)
-    cols = rng.normal(0.0, 25.0, SUBARRAY.xsize)
-    pix = rng.normal(0.0, 40.0, (SUBARRAY.ysize, SUBARRAY.xsize))
+    noise = rng(name_key(DETECTOR), 1)
+    cols = noise.normal(0.0, 25.0, SUBARRAY.xsize)
+    pix = noise.normal(0.0, 40.0, (SUBARRAY.ysize, SUBARRAY.xsize))
     return (spec.bias_level + cols[None, :] + pix).astype(np.float32)
 
 
 def detector_flat(spec: CoronSpec) -> np.ndarray:
     """Pixel response (reference pixels: 1); the FLAT reference is this map."""
-    rng = _rng(_name_key(DETECTOR), 2)
+    noise = rng(name_key(DETECTOR), 2)
     yy, xx = np.mgrid[0 : SUBARRAY.ysize, 0 : SUBARRAY.xsize] / SUBARRAY.xsize
-    flat = 1.0 + 0.02 * (xx - 0.5) + rng.normal(0.0, 0.01, xx.shape)
+    flat = 1.0 + 0.02 * (xx - 0.5) + noise.normal(0.0, 0.01, xx.shape)
     flat[reference_pixel_mask()] = 1.0
     return flat.astype(np.float32)
 
@@ -361,30 +300,6 @@ def rate_image(spec: CoronSpec, psf: bool) -> np.ndarray:
     rate += spec.sky_rate
     rate[reference_pixel_mask()] = 0.0
     return rate
-
-
-def _ramps(spec: CoronSpec, rate: np.ndarray, nints: int, rng: np.random.Generator):
-    """uint16 ramps [nints, ngroups, ny, nx], read frame by frame and grouped."""
-    tframe = SUBARRAY.frame_time
-    per_group = spec.nframes + spec.groupgap
-    nframes_total = spec.ngroups * per_group - spec.groupgap
-    electrons = np.where(reference_pixel_mask(), 0.0,
-                         (rate * detector_flat(spec) + spec.dark_rate) * spec.gain * tframe)
-    bias = detector_bias(spec).astype(float)
-    frame_noise = spec.readnoise / math.sqrt(2.0)
-    shape = rate.shape
-    out = np.empty((nints, spec.ngroups, *shape), dtype=np.uint16)
-    for i in range(nints):
-        drift = rng.normal(0.0, 5.0)
-        collected = np.zeros(shape)
-        frames = np.empty((nframes_total, *shape))
-        for f in range(nframes_total):
-            collected += rng.poisson(electrons)
-            frames[f] = collected / spec.gain + rng.normal(0.0, frame_noise, shape)
-        for g in range(spec.ngroups):
-            group = frames[g * per_group : g * per_group + spec.nframes].mean(axis=0)
-            out[i, g] = np.clip(np.rint(group + bias + drift), 0, 65535).astype(np.uint16)
-    return out
 
 
 # --- headers ---------------------------------------------------------------------
@@ -428,6 +343,11 @@ def _populate(model, spec: CoronSpec, psf: bool) -> None:
                           v1=v1_pointing(att))
 
 
+# What the PSF-reference observation reads instead of the science one's field.
+_PSF_FIELDS = {"observation": "psf_observation", "target_ra": "psf_ra",
+               "target_dec": "psf_dec", "target_name": "psf_name"}
+
+
 @dataclass(frozen=True)
 class _Observation:
     """One of the two observations (`CoronSpec.view`)."""
@@ -437,23 +357,9 @@ class _Observation:
     nints: int
 
     def __getattr__(self, name):
+        if self.psf and name in _PSF_FIELDS:
+            name = _PSF_FIELDS[name]
         return getattr(self.spec, name)
-
-    @property
-    def observation(self) -> str:
-        return self.spec.psf_observation if self.psf else self.spec.observation
-
-    @property
-    def target_ra(self) -> float:
-        return self.spec.psf_ra if self.psf else self.spec.target_ra
-
-    @property
-    def target_dec(self) -> float:
-        return self.spec.psf_dec if self.psf else self.spec.target_dec
-
-    @property
-    def target_name(self) -> str:
-        return self.spec.psf_name if self.psf else self.spec.target_name
 
 
 def simulate_coronagraphy(out_dir: str | Path, spec: CoronSpec = CoronSpec(), *,
@@ -461,17 +367,12 @@ def simulate_coronagraphy(out_dir: str | Path, spec: CoronSpec = CoronSpec(), *,
     """Write the science and PSF-reference uncal files into `out_dir`, in observing order."""
     spec.validate()
     seed = spec.seed if seed is None else seed
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model_class = _uncal_model_class(isot(exposure_timing(spec, True).end_mjd + 1 / 24))
+    writer = UncalWriter(out_dir, exposure_timing(spec, True).end_mjd)
     paths: list[Path] = []
     for n, (_, psf) in enumerate(spec.observations(), start=1):
-        rng = _rng(seed, 4, n, _name_key(DETECTOR))
         nints = spec.psf_nints if psf else spec.nints
-        with model_class(data=_ramps(spec, rate_image(spec, psf), nints, rng)) as model:
-            _populate(model, spec, psf)
-            path = out / model.meta.filename
-            model.validate()
-            model.save(path)
-        paths.append(path)
+        ramps = read_ramps(spec, [rate_image(spec, psf)] * nints, flat=detector_flat(spec),
+                           refpix=reference_pixel_mask(), bias=detector_bias(spec),
+                           frame_time=SUBARRAY.frame_time, noise=rng(seed, 4, n, name_key(DETECTOR)))
+        paths.append(writer.write(ramps, lambda model, psf=psf: _populate(model, spec, psf)))
     return paths

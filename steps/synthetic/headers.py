@@ -313,7 +313,8 @@ SMALL_UNCAL_HEADER: dict[str, Any] = {
 
 def small_uncal(header: Mapping[str, Any], sci) -> bytes:
     """An uncal-like FITS file in memory: `header` as the primary keywords
-    (a value of None is left out) and the `sci` array as its SCI extension."""
+    (a value of None is left out), the `sci` array as its SCI extension, and
+    an empty ASDF extension last, as stdatamodels ends an uncal file."""
     import io
 
     from astropy.io import fits
@@ -323,5 +324,5 @@ def small_uncal(header: Mapping[str, Any], sci) -> bytes:
         if value is not None:
             primary.header[key] = value
     buf = io.BytesIO()
-    fits.HDUList([primary, fits.ImageHDU(sci, name="SCI")]).writeto(buf)
+    fits.HDUList([primary, fits.ImageHDU(sci, name="SCI"), fits.ImageHDU(name="ASDF")]).writeto(buf)
     return buf.getvalue()

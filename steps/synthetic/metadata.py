@@ -13,6 +13,12 @@ def isot(mjd: float) -> str:
     return Time(mjd, format="mjd", scale="utc", precision=3).isot
 
 
+def _assign(node, values: dict) -> None:
+    """Set `values` on a meta node in the dict's order (the tree's order)."""
+    for name, value in values.items():
+        setattr(node, name, value)
+
+
 def set_file(m, filename: str, title: str) -> None:
     m.filename = filename
     m.origin = "STScI"
@@ -26,110 +32,66 @@ def set_file(m, filename: str, title: str) -> None:
 
 def set_observation(m, spec, exposure: int, timing, template: str) -> None:
     start_iso = isot(timing.start_mjd)
-    o = m.observation
-    o.date, o.time = start_iso.split("T")
-    o.date_beg = start_iso
-    o.date_end = isot(timing.end_mjd)
-    o.program_number = spec.program
-    o.observation_number = spec.observation
-    o.visit_number = spec.visit
-    o.visit_group = spec.visit_group
-    o.sequence_id = spec.sequence
-    o.activity_id = spec.activity
-    o.exposure_number = str(exposure)
-    o.visit_id = f"{spec.program}{spec.observation}{spec.visit}"
-    o.obs_id = (
-        f"V{spec.program}{spec.observation}{spec.visit}"
-        f"P00000000{spec.visit_group}{spec.sequence}{spec.activity}"
-    )
-    o.template = template
-    o.observation_label = "calstream synthetic"
-    o.bkgdtarg = False
+    date, time = start_iso.split("T")
+    _assign(m.observation, {
+        "date": date, "time": time, "date_beg": start_iso, "date_end": isot(timing.end_mjd),
+        "program_number": spec.program, "observation_number": spec.observation,
+        "visit_number": spec.visit, "visit_group": spec.visit_group,
+        "sequence_id": spec.sequence, "activity_id": spec.activity,
+        "exposure_number": str(exposure),
+        "visit_id": f"{spec.program}{spec.observation}{spec.visit}",
+        "obs_id": (f"V{spec.program}{spec.observation}{spec.visit}"
+                   f"P00000000{spec.visit_group}{spec.sequence}{spec.activity}"),
+        "template": template, "observation_label": "calstream synthetic", "bkgdtarg": False,
+    })
 
 
 def set_visit(
     m, *, quality: str, start_mjd: float, total_exposures: int, tsovisit: bool
 ) -> None:
-    v = m.visit
-    v.engineering_quality = "OK"
-    v.engdb_pointing_quality = quality
-    v.type = "PRIME_TARGETED_FIXED"
-    v.start_time = isot(start_mjd).replace("T", " ")
-    v.status = "SUCCESSFUL"
-    v.total_exposures = total_exposures
-    v.internal_target = False
-    v.too_visit = False
-    v.tsovisit = tsovisit
-    v.crowded_field = False
+    _assign(m.visit, {
+        "engineering_quality": "OK", "engdb_pointing_quality": quality,
+        "type": "PRIME_TARGETED_FIXED", "start_time": isot(start_mjd).replace("T", " "),
+        "status": "SUCCESSFUL", "total_exposures": total_exposures, "internal_target": False,
+        "too_visit": False, "tsovisit": tsovisit, "crowded_field": False,
+    })
 
 
 def set_target(m, spec, source_type: str) -> None:
-    tg = m.target
-    tg.proposer_name = spec.target_name
-    tg.catalog_name = spec.target_name
-    tg.type = "FIXED"
-    tg.ra = spec.target_ra
-    tg.dec = spec.target_dec
-    tg.proposer_ra = spec.target_ra
-    tg.proposer_dec = spec.target_dec
-    tg.ra_uncertainty = 0.0
-    tg.dec_uncertainty = 0.0
-    tg.source_type_apt = source_type
+    _assign(m.target, {
+        "proposer_name": spec.target_name, "catalog_name": spec.target_name, "type": "FIXED",
+        "ra": spec.target_ra, "dec": spec.target_dec,
+        "proposer_ra": spec.target_ra, "proposer_dec": spec.target_dec,
+        "ra_uncertainty": 0.0, "dec_uncertainty": 0.0, "source_type_apt": source_type,
+    })
 
 
 def set_exposure(
     m, spec, exposure: int, timing, *, exp_type: str, noutputs: int, sca_num: int
 ) -> None:
     t = timing
-    e = m.exposure
-    e.type = exp_type
-    e.count = exposure
-    e.prime_parallel = "PRIME"
-    e.readpatt = spec.readpatt
-    e.noutputs = noutputs
-    e.nints = spec.nints
-    e.integration_start = 1
-    e.integration_end = spec.nints
-    e.ngroups = spec.ngroups
-    e.nframes = spec.nframes
-    e.groupgap = spec.groupgap
-    e.frame_divisor = spec.nframes
-    e.drop_frames1 = 0
-    e.drop_frames3 = 0
-    e.nsamples = 1
-    e.sample_time = 10.0
-    e.frame_time = t.frame_time
-    e.group_time = t.group_time
-    e.integration_time = t.integration_time
-    e.exposure_time = t.exposure_time
-    e.effective_exposure_time = t.exposure_time
-    e.measurement_time = t.measurement_time
-    e.duration = t.duration
-    e.elapsed_exposure_time = t.duration
-    e.nresets_at_start = 1
-    e.nresets_between_ints = 1
-    e.start_time = t.start_mjd
-    e.mid_time = t.mid_mjd
-    e.end_time = t.end_mjd
-    e.start_time_mjd = t.start_mjd
-    e.mid_time_mjd = t.mid_mjd
-    e.end_time_mjd = t.end_mjd
-    e.zero_frame = False
-    e.data_problem = False
-    e.sca_num = sca_num
-    e.gain_factor = 1.0
-    e.detmode = "EXPOSURE"
+    _assign(m.exposure, {
+        "type": exp_type, "count": exposure, "prime_parallel": "PRIME",
+        "readpatt": spec.readpatt, "noutputs": noutputs, "nints": spec.nints,
+        "integration_start": 1, "integration_end": spec.nints, "ngroups": spec.ngroups,
+        "nframes": spec.nframes, "groupgap": spec.groupgap, "frame_divisor": spec.nframes,
+        "drop_frames1": 0, "drop_frames3": 0, "nsamples": 1, "sample_time": 10.0,
+        "frame_time": t.frame_time, "group_time": t.group_time,
+        "integration_time": t.integration_time, "exposure_time": t.exposure_time,
+        "effective_exposure_time": t.exposure_time, "measurement_time": t.measurement_time,
+        "duration": t.duration, "elapsed_exposure_time": t.duration,
+        "nresets_at_start": 1, "nresets_between_ints": 1,
+        "start_time": t.start_mjd, "mid_time": t.mid_mjd, "end_time": t.end_mjd,
+        "start_time_mjd": t.start_mjd, "mid_time_mjd": t.mid_mjd, "end_time_mjd": t.end_mjd,
+        "zero_frame": False, "data_problem": False, "sca_num": sca_num, "gain_factor": 1.0,
+        "detmode": "EXPOSURE",
+    })
 
 
 def set_subarray(s, sub) -> None:
-    """`s`: a model's meta.subarray (exposure or reference); `sub`: a `program.Subarray`."""
-    s.name = sub.name
-    s.xstart = sub.xstart
-    s.ystart = sub.ystart
-    s.xsize = sub.xsize
-    s.ysize = sub.ysize
-    s.fastaxis = sub.fastaxis
-    s.slowaxis = sub.slowaxis
+    """`s`: a model's meta.subarray (exposure or reference); `sub`: a `focal_plane.Subarray`."""
+    _assign(s, {name: getattr(sub, name) for name in
+                ("name", "xstart", "ystart", "xsize", "ysize", "fastaxis", "slowaxis")})
 
 
 def set_dither(
@@ -141,18 +103,12 @@ def set_dither(
     position: int,
     offset: tuple[float, float],
 ) -> None:
-    d = m.dither
-    d.primary_type = pattern
-    d.primary_dither_type = "NONE"
-    d.primary_points = points
-    d.position_number = position
-    d.pattern_start = 1
-    d.total_points = total
-    d.subpixel_total_points = 1
-    d.subpixel_pattern = "NONE"
-    d.pattern_size = "DEFAULT"
-    d.x_offset = offset[0]
-    d.y_offset = offset[1]
+    _assign(m.dither, {
+        "primary_type": pattern, "primary_dither_type": "NONE", "primary_points": points,
+        "position_number": position, "pattern_start": 1, "total_points": total,
+        "subpixel_total_points": 1, "subpixel_pattern": "NONE", "pattern_size": "DEFAULT",
+        "x_offset": offset[0], "y_offset": offset[1],
+    })
 
 
 def footprint(ra, dec) -> str:

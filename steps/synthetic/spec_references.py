@@ -12,7 +12,7 @@ They describe the detector and optics `spectroscopy.simulate_lrs` simulates
   conversion the simulation inverted), AREA (no distortion: ones),
   EXTRACT1D (JSON: a box aperture that follows the source), APCORR (the
   Gaussian PSF's missing light outside that box) and PSF (the same Gaussian,
-  for optimal extraction).
+  for optimal extraction): the last five in `lrs_extraction_references`.
 
 Full-frame MIRI files: the dark and reset cubes are the big ones (the dark
 holds only as many groups as the spec reads).
@@ -20,30 +20,17 @@ holds only as many groups as the spec reads).
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
+from calstream.steps.synthetic import lrs_extraction_references as extraction
 from calstream.steps.synthetic import spectroscopy as lrs
-from calstream.steps.synthetic.references import (
-    AUTHOR,
-    PEDIGREE,
-    USEAFTER,
-    TreeReference,
-    _dq_def,
-    builder_for,
-    constant_gain,
-    constant_readnoise,
-    constant_saturation,
-    identity_ipc,
-    identity_linearity,
-    linear_distortion,
-    refpix_mask,
-    save_reference,
-    stamp_reference,
+from calstream.steps.synthetic.detector_references import DetectorReferences, write_mode_references
+from calstream.steps.synthetic.lrs_extraction_references import EXP_TYPE, stamp_lrs
+from calstream.steps.synthetic.reference_models import (
+    dq_def,
 )
 from calstream.steps.synthetic.spectroscopy import LrsSpec
 
@@ -72,21 +59,12 @@ SPEC2_TYPES = (
 )
 ALL_TYPES = DETECTOR1_TYPES + SPEC2_TYPES
 
-EXP_TYPE = "MIR_LRS-FIXEDSLIT"
-# Extraction box (pixels, cross-dispersion) and where its aperture correction is tabulated.
-EXTRACT_WIDTH = 11
-APCORR_SIZES = np.arange(3.0, 31.0, 2.0)
 
-
-def _stamp(model, reftype: str, description: str, *, subarray: bool = True) -> None:
-    stamp_reference(
-        model,
-        "MIRI",
-        reftype,
-        description,
-        detector=lrs.DETECTOR,
-        subarray=lrs.FULL_FRAME if subarray else None,
-    )
+def lrs_detector(spec: LrsSpec | None = None) -> DetectorReferences:
+    return DetectorReferences("MIRI", lrs.DETECTOR, lrs.FULL_FRAME, lrs.reference_pixel_mask(),
+                              label="MIRI ",
+                              mask_description="Synthetic MIRI bad pixel mask: reference columns only",
+                              linearity_coeffs=2)
 
 
 def _shape() -> tuple[int, int]:
@@ -95,24 +73,6 @@ def _shape() -> tuple[int, int]:
 
 def _zeros_dq():
     return np.zeros(_shape(), dtype=np.uint32)
-
-
-def _mask(spec):
-    model = refpix_mask(lrs.reference_pixel_mask())
-    _stamp(model, "mask", "Synthetic MIRI bad pixel mask: reference columns only")
-    return model
-
-
-def _saturation(spec):
-    model = constant_saturation(_shape(), spec.saturation)
-    _stamp(model, "saturation", "Synthetic MIRI saturation levels (raw DN)")
-    return model
-
-
-def _ipc(spec):
-    model = identity_ipc()
-    _stamp(model, "ipc", "Synthetic MIRI IPC kernel: identity (none simulated)", subarray=False)
-    return model
 
 
 def _rscd(spec):
@@ -125,13 +85,7 @@ def _rscd(spec):
         dtype=[("subarray", "S17"), ("readpatt", "S12"), ("group_skip1", "<i4"), ("group_skip", "<i4")],
     )
     model = RSCDModel(rscd_group_skip_table=table, strict_validation=True)
-    _stamp(model, "rscd", "Synthetic MIRI RSCD: initial groups to skip", subarray=False)
-    return model
-
-
-def _linearity(spec):
-    model = identity_linearity(_shape(), ncoeffs=2)
-    _stamp(model, "linearity", "Synthetic MIRI linearity: identity (data are linear)")
+    stamp_lrs(model, "rscd", "Synthetic MIRI RSCD: initial groups to skip", subarray=False)
     return model
 
 
@@ -151,8 +105,8 @@ def _dark(spec):
         dq=np.zeros(data.shape, dtype=np.uint32),
         strict_validation=True,
     )
-    model.dq_def = _dq_def(["DO_NOT_USE", "UNRELIABLE_DARK"])
-    _stamp(model, "dark", "Synthetic MIRI dark: constant dark rate")
+    model.dq_def = dq_def(["DO_NOT_USE", "UNRELIABLE_DARK"])
+    stamp_lrs(model, "dark", "Synthetic MIRI dark: constant dark rate")
     e = model.meta.exposure
     e.readpatt = spec.readpatt
     e.nframes = spec.nframes
@@ -173,47 +127,27 @@ def _reset(spec):
         dq=_zeros_dq(),
         strict_validation=True,
     )
-    model.dq_def = _dq_def(["DO_NOT_USE"])
-    _stamp(model, "reset", "Synthetic MIRI reset anomaly: none simulated")
+    model.dq_def = dq_def(["DO_NOT_USE"])
+    stamp_lrs(model, "reset", "Synthetic MIRI reset anomaly: none simulated")
     model.meta.exposure.ngroups = 2
     model.meta.exposure.nints = 1
     model.meta.exposure.readpatt = spec.readpatt
     return model
 
 
-def _gain(spec):
-    model = constant_gain(_shape(), spec.gain)
-    _stamp(model, "gain", f"Synthetic MIRI gain: {spec.gain} e-/DN")
-    return model
-
-
-def _readnoise(spec):
-    model = constant_readnoise(_shape(), spec.readnoise)
-    _stamp(model, "readnoise", f"Synthetic MIRI CDS read noise: {spec.readnoise} DN")
-    return model
-
-
 def _distortion(spec):
     # The same mapping as spectroscopy.pixel_to_v2v3.
-    model = linear_distortion(
-        (lrs.FULL_XREF - 1, lrs.FULL_YREF - 1),
-        lrs.PIXEL_SCALE,
-        (lrs.V2_REF, lrs.V3_REF),
-        lrs.V3_IDL_YANGLE,
-        lrs.VIDL_PARITY,
-    )
-    _stamp(model, "distortion", "Synthetic MIRI imager distortion: linear", subarray=False)
-    model.meta.exposure.p_exptype = "MIR_IMAGE|MIR_TACQ|MIR_TACONFIRM|MIR_LRS-FIXEDSLIT|MIR_LRS-SLITLESS|"
-    return model
+    return lrs_detector(spec).distortion(
+        (lrs.FULL_XREF - 1, lrs.FULL_YREF - 1), lrs.PIXEL_SCALE, lrs.IMAGER,
+        "Synthetic MIRI imager distortion: linear",
+        meta={"exposure.p_exptype":
+              "MIR_IMAGE|MIR_TACQ|MIR_TACONFIRM|MIR_LRS-FIXEDSLIT|MIR_LRS-SLITLESS|"})
 
 
 def _filteroffset(spec):
-    from stdatamodels.jwst.datamodels import FilteroffsetModel
-
-    filters = [{"filter": lrs.FILTER, "column_offset": 0.0, "row_offset": 0.0}]
-    model = FilteroffsetModel(filters=filters, instrument="MIRI", strict_validation=True)
-    _stamp(model, "filteroffset", "Synthetic MIRI filter offsets: none", subarray=False)
-    return model
+    return lrs_detector(spec).filteroffset(
+        [{"filter": lrs.FILTER, "column_offset": 0.0, "row_offset": 0.0}],
+        "Synthetic MIRI filter offsets: none")
 
 
 def wavetable() -> np.ndarray:
@@ -264,248 +198,23 @@ def _specwcs(spec):
         v3_vert4=float(v3[3]),
         strict_validation=True,
     )
-    _stamp(model, "specwcs", "Synthetic MIRI LRS dispersion and trace")
+    stamp_lrs(model, "specwcs", "Synthetic MIRI LRS dispersion and trace")
     model.meta.instrument.filter = lrs.FILTER
     model.meta.exposure.type = EXP_TYPE
     return model
 
 
 def _flat(spec):
-    from stdatamodels.jwst.datamodels import FlatModel
-
-    model = FlatModel(
-        data=lrs.detector_flat(spec),
-        err=np.full(_shape(), 0.001, dtype=np.float32),
-        dq=_zeros_dq(),
-        strict_validation=True,
-    )
-    model.dq_def = _dq_def(["DO_NOT_USE", "NO_FLAT_FIELD"])
-    _stamp(model, "flat", "Synthetic MIRI LRS flat: the simulated pixel response")
-    model.meta.instrument.filter = lrs.FILTER
-    model.meta.exposure.type = EXP_TYPE
-    return model
-
-
-# Wavelength grid of the tabulated corrections (um), covering the spectrum with a margin.
-_GRID = np.arange(4.5, 14.6, 0.1)
-
-
-def _pathloss(spec):
-    from stdatamodels.jwst.datamodels import MirLrsPathlossModel
-
-    # The correction (1 / throughput) on a grid of source positions relative to
-    # the slit reference: columns along the slit, rows across it, in pixels.
-    cols = np.arange(-24.0, 24.5, 1.0)
-    rows = np.arange(-3.0, 3.5, 0.5)
-    wave = _GRID[::-1]  # jwst reads MIRI LRS pathloss tables in decreasing wavelength
-    throughput = np.array(
-        [lrs.slit_throughput(wave, spec.psf_fwhm_10um, r * lrs.PIXEL_SCALE) for r in rows]
-    )  # [row, wave]
-    correction = np.where(throughput > 1e-3, 1.0 / np.maximum(throughput, 1e-3), 0.0)
-    cube = np.broadcast_to(correction.T[:, :, None], (len(wave), len(rows), len(cols)))
-    table = np.zeros(
-        len(wave),
-        dtype=[
-            ("wavelength", "<f4"),
-            ("pathloss", "<f4", (len(rows), len(cols))),
-            ("pathloss_err", "<f4", (len(rows), len(cols))),
-        ],
-    )
-    table["wavelength"] = wave
-    table["pathloss"] = cube
-    table["pathloss_err"] = 0.01 * cube
-    model = MirLrsPathlossModel(pathloss_table=table, strict_validation=True)
-    _stamp(model, "pathloss", "Synthetic MIRI LRS slit losses for a Gaussian PSF")
-    w = model.meta.wcsinfo
-    w.wcsaxes = 2
-    w.crpix1, w.crval1, w.cdelt1 = 1.0, float(cols[0]), 1.0
-    w.crpix2, w.crval2, w.cdelt2 = 1.0, float(rows[0]), 0.5
-    w.ctype1, w.ctype2 = "PIXEL", "PIXEL"
-    w.cunit1, w.cunit2 = "pixel", "pixel"
-    model.meta.instrument.filter = lrs.FILTER
-    model.meta.exposure.type = EXP_TYPE
-    return model
-
-
-def _photom(spec):
-    from stdatamodels.jwst.datamodels import MirLrsPhotomModel
-
-    n = len(_GRID)
-    table = np.zeros(
-        1,
-        dtype=[
-            ("filter", "S12"),
-            ("subarray", "S15"),
-            ("photmjsr", "<f4"),
-            ("uncertainty", "<f4"),
-            ("nelem", "<i2"),
-            ("wavelength", "<f4", (n,)),
-            ("relresponse", "<f4", (n,)),
-            ("reluncertainty", "<f4", (n,)),
-        ],
-    )
-    table[0] = (
-        lrs.FILTER,
-        "FULL",
-        lrs.PHOTMJSR,
-        0.01 * lrs.PHOTMJSR,
-        n,
-        _GRID,
-        lrs.relative_response(_GRID),
-        np.full(n, 0.01),
-    )
-    model = MirLrsPhotomModel(phot_table=table, strict_validation=True)
-    _stamp(model, "photom", "Synthetic MIRI LRS photometric calibration", subarray=False)
-    model.meta.photometry.pixelarea_steradians = lrs.pixel_area_sr()
-    model.meta.photometry.pixelarea_arcsecsq = lrs.PIXEL_SCALE**2
-    model.meta.exposure.type = EXP_TYPE
-    return model
+    return lrs_detector(spec).flat(
+        lrs.detector_flat(spec), "Synthetic MIRI LRS flat: the simulated pixel response",
+        flag_reference_pixels=False,
+        meta={"instrument.filter": lrs.FILTER, "exposure.type": EXP_TYPE})
 
 
 def _area(spec):
-    from stdatamodels.jwst.datamodels import PixelAreaModel
-
-    model = PixelAreaModel(data=np.ones(_shape(), dtype=np.float32), strict_validation=True)
-    _stamp(model, "area", "Synthetic MIRI pixel area map: no distortion, all ones", subarray=False)
-    model.meta.instrument.filter = lrs.FILTER
-    model.meta.photometry.pixelarea_steradians = lrs.pixel_area_sr()
-    model.meta.photometry.pixelarea_arcsecsq = lrs.PIXEL_SCALE**2
-    return model
-
-
-class _JsonReference(TreeReference):
-    """A JSON reference file (EXTRACT1D): CRDS metadata at the top, then the content."""
-
-    def validate(self) -> None:
-        for key in ("reftype", "instrument", "useafter", "pedigree", "author", "description"):
-            if not self.tree.get(key):
-                raise ValueError(f"a JSON reference needs {key!r}")
-
-    def save(self, path: Path) -> None:
-        Path(path).write_text(json.dumps(self.tree, indent=2) + "\n")
-
-
-def _extract1d(spec):
-    # A box EXTRACT_WIDTH pixels wide across the dispersion, in the columns of
-    # the s2d (the resampled slit, which extract_1d reads), nominally at the
-    # slit's centre and moved onto the source (use_source_posn: the nods move
-    # it along the slit). Two background boxes beside it take what the
-    # nod-pair subtraction left, or the sky itself when the association
-    # brought no background; they stay clear of the other nod's negative trace.
-    centre = round(lrs.SLIT_LENGTH / 2 / lrs.PIXEL_SCALE) + 1
-    half = (EXTRACT_WIDTH - 1) / 2
-    inner, outer = half + 1.5, half + 5.5
-    return _JsonReference(
-        {
-            "reftype": "EXTRACT1D",
-            "instrument": "MIRI",
-            "detector": lrs.DETECTOR,
-            "subarray": "FULL",
-            "exp_type": EXP_TYPE,
-            "telescope": "JWST",
-            "pedigree": PEDIGREE,
-            "useafter": USEAFTER,
-            "author": AUTHOR,
-            "description": "Synthetic MIRI LRS extraction aperture",
-            "apertures": [
-                {
-                    "id": EXP_TYPE,
-                    "region_type": "target",
-                    "disp_axis": 2,
-                    "xstart": centre - half,
-                    "xstop": centre + half,
-                    "use_source_posn": True,
-                    "bkg_coeff": [
-                        [centre - outer],
-                        [centre - inner],
-                        [centre + inner],
-                        [centre + outer],
-                    ],
-                    "bkg_fit": "poly",
-                    "bkg_order": 0,
-                }
-            ],
-        }
-    )
-
-
-def _apcorr(spec):
-    from scipy.special import erf
-    from stdatamodels.jwst.datamodels import MirLrsApcorrModel
-
-    # Fraction of a Gaussian's 1-D profile inside a box of `size` pixels.
-    sigma_px = lrs.psf_sigma(_GRID, spec.psf_fwhm_10um) / lrs.PIXEL_SCALE
-    # jwst reads the table as apcorr[wavelength, size].
-    inside = erf(APCORR_SIZES[None, :] / 2 / (sigma_px[:, None] * math.sqrt(2)))
-    nw, ns = len(_GRID), len(APCORR_SIZES)
-    table = np.zeros(
-        1,
-        dtype=[
-            ("subarray", "S15"),
-            ("wavelength", "<f4", (nw,)),
-            ("nelem_wl", "<i2"),
-            ("size", "<i4", (ns,)),
-            ("nelem_size", "<i2"),
-            ("apcorr", "<f4", (nw, ns)),
-            ("apcorr_err", "<f4", (nw, ns)),
-        ],
-    )
-    table[0] = ("FULL", _GRID, nw, APCORR_SIZES, ns, 1.0 / inside, 0.001 / inside)
-    model = MirLrsApcorrModel(apcorr_table=table, strict_validation=True)
-    _stamp(model, "apcorr", "Synthetic MIRI LRS aperture corrections for a Gaussian PSF", subarray=False)
-    model.meta.exposure.type = EXP_TYPE
-    model.sizeunit = "pixels"
-    return model
-
-
-def _psf(spec):
-    from stdatamodels.jwst.datamodels import SpecPsfModel
-
-    # The Gaussian cross-dispersion profile, oversampled 4x, by wavelength.
-    subpix = 4
-    offsets = (np.arange(-15 * subpix, 15 * subpix + 1) / subpix)[None, :]
-    sigma_px = lrs.psf_sigma(_GRID, spec.psf_fwhm_10um) / lrs.PIXEL_SCALE
-    profile = np.exp(-0.5 * (offsets / sigma_px[:, None]) ** 2)
-    profile /= profile.sum(axis=1, keepdims=True)
-    model = SpecPsfModel(strict_validation=True)
-    model.apertures.append(
-        {
-            # LRS slits carry no slit name: the one aperture serves any.
-            "name": "ANY",
-            "subpix": float(subpix),
-            "center_col": float(15 * subpix),
-            "center_row": 0.0,
-            "data": profile.astype(np.float64),
-            "wave": _GRID.astype(np.float64),
-        }
-    )
-    _stamp(model, "psf", "Synthetic MIRI LRS spectral PSF: Gaussian", subarray=False)
-    model.meta.instrument.filter = lrs.FILTER
-    model.meta.exposure.type = EXP_TYPE
-    return model
-
-
-_BUILDERS = {
-    "mask": (_mask, ".fits"),
-    "saturation": (_saturation, ".fits"),
-    "ipc": (_ipc, ".fits"),
-    "rscd": (_rscd, ".fits"),
-    "linearity": (_linearity, ".fits"),
-    "dark": (_dark, ".fits"),
-    "reset": (_reset, ".fits"),
-    "gain": (_gain, ".fits"),
-    "readnoise": (_readnoise, ".fits"),
-    "distortion": (_distortion, ".asdf"),
-    "filteroffset": (_filteroffset, ".asdf"),
-    "specwcs": (_specwcs, ".fits"),
-    "flat": (_flat, ".fits"),
-    "pathloss": (_pathloss, ".fits"),
-    "photom": (_photom, ".fits"),
-    "area": (_area, ".fits"),
-    "extract1d": (_extract1d, ".json"),
-    "apcorr": (_apcorr, ".fits"),
-    "psf": (_psf, ".fits"),
-}
+    return lrs_detector(spec).area(_shape(), "Synthetic MIRI pixel area map: no distortion, all ones",
+                                pixel_scale=lrs.PIXEL_SCALE,
+                                meta={"instrument.filter": lrs.FILTER})
 
 
 def write_lrs_reference_files(
@@ -513,12 +222,10 @@ def write_lrs_reference_files(
 ) -> dict[str, list[Path]]:
     """Write the MIRI LRS references; return {reftype: [paths]} for `build_crds_cache`."""
     spec = spec or LrsSpec()
-    spec.validate()
-    out = Path(ref_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written: dict[str, list[Path]] = {}
-    for reftype in reftypes:
-        build, ext = builder_for(_BUILDERS, reftype, "MIRI")
-        path = out / f"miri_{lrs.DETECTOR.lower()}_full_{reftype}{ext}"
-        written[reftype] = [save_reference(build(spec), path)]
-    return written
+    return write_mode_references(
+        ref_dir, spec, lrs_detector(spec),
+        {"rscd": _rscd, "dark": _dark, "reset": _reset, "distortion": _distortion,
+         "filteroffset": _filteroffset, "specwcs": _specwcs, "flat": _flat,
+         "pathloss": extraction.pathloss, "photom": extraction.photom, "area": _area,
+         "extract1d": extraction.extract1d, "apcorr": extraction.apcorr, "psf": extraction.psf},
+        reftypes, what="MIRI", stem=f"miri_{lrs.DETECTOR.lower()}_full")

@@ -44,23 +44,17 @@ import numpy as np
 
 from calstream.steps.naming import ExposureName
 from calstream.steps.synthetic import metadata
-from calstream.steps.synthetic.metadata import isot
-from calstream.steps.synthetic.program import (
+from calstream.steps.synthetic.attitude import sky_to_tel, solve_attitude, v1_pointing
+from calstream.steps.synthetic.detector_noise import name_key, read_ramps, rng
+from calstream.steps.synthetic.focal_plane import LinearAperture, Subarray
+from calstream.steps.synthetic.level1b_wcs import linear_wcs_keywords
+from calstream.steps.synthetic.timing import ExposureTiming, ramp_timing
+from calstream.steps.synthetic.uncal_files import UncalWriter
+from calstream.steps.synthetic.visit import (
     POINTING_CALCULATED,
     POINTING_PLANNED,
-    ExposureTiming,
-    Subarray,
+    FixedSetup,
     VisitId,
-    _name_key,
-    _rng,
-    _uncal_model_class,
-    ideal_to_v2v3,
-    linear_wcs_keywords,
-    ramp_timing,
-    sky_to_tel,
-    solve_attitude,
-    v1_pointing,
-    v2v3_to_ideal,
 )
 
 DETECTOR = "MIRIMAGE"
@@ -75,6 +69,8 @@ FULL_XREF, FULL_YREF = 516.5, 512.5
 V2_REF, V3_REF = -453.363, -374.069
 V3_IDL_YANGLE = 4.834  # deg
 VIDL_PARITY = -1
+IMAGER = LinearAperture(PIXEL_SCALE, FULL_XREF, FULL_YREF, V2_REF, V3_REF, V3_IDL_YANGLE,
+                        VIDL_PARITY)
 # MIRIM_SLIT reference point (1-based science pixel), as jwst's targ_centroid quotes it.
 SLIT_XREF, SLIT_YREF = 326.13, 300.7
 SLIT_WIDTH = 0.51  # arcsec, across the slit (along the dispersion, detector y)
@@ -94,21 +90,26 @@ RESPONSE_PEAK, RESPONSE_WIDTH = 7.5, 3.5  # um
 
 
 @dataclass(frozen=True)
-class LrsSpec(VisitId):
+class LrsSpec(FixedSetup, VisitId):
     """One MIRI LRS fixed-slit visit: a point source nodded along the slit."""
 
+    READOUT_PATTERNS = READOUT_PATTERNS
+    DETECTOR, SUBARRAY, FILTER = DETECTOR, FULL_FRAME, FILTER
+
     observation: str = "003"
+    # The source and how the visit points at it.
+    target_name: str = "SYNTH-STAR-LRS"
+    target_ra: float = 53.1711  # deg
+    target_dec: float = -27.7850
+    pa_v3: float = 293.5
     nods: int = 2
     nod_offset: float = 1.0  # arcsec along the slit from its centre, each way
+    planned: tuple[int, ...] = ()
+    planned_pointing_error: tuple[float, float] = (0.3, -0.2)  # ideal arcsec
+    # Readout and timing.
     readpatt: str = "FASTR1"
     ngroups: int = 6
     nints: int = 1
-    target_ra: float = 53.1711  # deg
-    target_dec: float = -27.7850
-    target_name: str = "SYNTH-STAR-LRS"
-    pa_v3: float = 293.5
-    planned: tuple[int, ...] = ()
-    planned_pointing_error: tuple[float, float] = (0.3, -0.2)  # ideal arcsec
     visit_start: str = "2024-01-15T10:00:00.000"
     slew_seconds: float = 30.0
     seed: int = 2024
@@ -124,26 +125,6 @@ class LrsSpec(VisitId):
     gain: float = 3.1  # e-/DN
     readnoise: float = 8.0  # DN, CDS
     saturation: float = 60000.0  # DN, raw
-
-    @property
-    def nframes(self) -> int:
-        return READOUT_PATTERNS[self.readpatt][0]
-
-    @property
-    def groupgap(self) -> int:
-        return READOUT_PATTERNS[self.readpatt][1]
-
-    @property
-    def subarray(self) -> str:
-        return "FULL"
-
-    @property
-    def filter(self) -> str:
-        return FILTER
-
-    @property
-    def detectors(self) -> tuple[str, ...]:
-        return (DETECTOR.lower(),)
 
     @property
     def exposure_numbers(self) -> list[int]:
@@ -163,11 +144,8 @@ class LrsSpec(VisitId):
         return self.nod_offset * (-1 if exposure % 2 else 1)
 
     def validate(self) -> None:
-        if self.readpatt not in READOUT_PATTERNS:
-            raise ValueError(f"unknown MIRI readout pattern {self.readpatt!r}")
-        if self.ngroups < 5:
-            # rscd flags the first group and lastframe the last: jump needs 3 more.
-            raise ValueError("MIRI needs ngroups >= 5")
+        # rscd flags the first group and lastframe the last: jump needs 3 more.
+        self.check_readpatt("MIRI", 5, "MIRI needs ngroups >= 5")
         if self.nints < 1 or self.nods < 1:
             raise ValueError("need nints >= 1, nods >= 1")
         if abs(self.nod_offset) > SLIT_LENGTH / 2 - 0.5:
@@ -182,14 +160,11 @@ class LrsSpec(VisitId):
 
 def pixel_to_v2v3(x, y):
     """Science-frame full-frame pixel (1-based) to V2, V3 (arcsec): the linear DISTORTION."""
-    xi = PIXEL_SCALE * (np.asarray(x, dtype=float) - FULL_XREF)
-    yi = PIXEL_SCALE * (np.asarray(y, dtype=float) - FULL_YREF)
-    return ideal_to_v2v3(xi, yi, (V2_REF, V3_REF), V3_IDL_YANGLE, VIDL_PARITY)
+    return IMAGER.pixel_to_v2v3(x, y)
 
 
 def v2v3_to_pixel(v2, v3):
-    xi, yi = v2v3_to_ideal(v2, v3, (V2_REF, V3_REF), V3_IDL_YANGLE, VIDL_PARITY)
-    return xi / PIXEL_SCALE + FULL_XREF, yi / PIXEL_SCALE + FULL_YREF
+    return IMAGER.v2v3_to_pixel(v2, v3)
 
 
 def wavelength_at_row(y):
@@ -290,16 +265,16 @@ def source_pixel_position(spec: LrsSpec, exposure: int) -> tuple[float, float]:
 
 
 def detector_bias(spec: LrsSpec) -> np.ndarray:
-    rng = _rng(_name_key(DETECTOR), 1)
-    cols = rng.normal(0.0, 30.0, NX)
-    return (spec.bias_level + cols[None, :] + rng.normal(0.0, 40.0, (NY, NX))).astype(np.float32)
+    noise = rng(name_key(DETECTOR), 1)
+    cols = noise.normal(0.0, 30.0, NX)
+    return (spec.bias_level + cols[None, :] + noise.normal(0.0, 40.0, (NY, NX))).astype(np.float32)
 
 
 def detector_flat(spec: LrsSpec) -> np.ndarray:
     """Pixel response (reference columns: 1); the FLAT reference is this same map."""
-    rng = _rng(_name_key(DETECTOR), 2)
+    noise = rng(name_key(DETECTOR), 2)
     yy, xx = np.mgrid[0:NY, 0:NX]
-    flat = 1.0 + 0.02 * (xx / NX - 0.5) + rng.normal(0.0, 0.01, (NY, NX))
+    flat = 1.0 + 0.02 * (xx / NX - 0.5) + noise.normal(0.0, 0.01, (NY, NX))
     flat[reference_pixel_mask()] = 1.0
     return flat.astype(np.float32)
 
@@ -340,29 +315,6 @@ def _rate_image(spec: LrsSpec, exposure: int) -> np.ndarray:
     rate[lit] += np.where(in_slit, bkg[:, None], 0.0)
     rate[reference_pixel_mask()] = 0.0
     return rate
-
-
-def _ramps(spec: LrsSpec, rate: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """uint16 ramps [nints, ngroups, ny, nx]: FASTR1 reads each frame once."""
-    tframe = FRAME_TIMES[spec.readpatt]
-    refpix = reference_pixel_mask()
-    photons = rate * detector_flat(spec) + spec.dark_rate
-    electrons_per_frame = np.where(refpix, 0.0, photons * spec.gain * tframe)
-    bias = detector_bias(spec).astype(float)
-    frame_noise = spec.readnoise / math.sqrt(2.0)
-    nframes_total = spec.ngroups * (spec.nframes + spec.groupgap) - spec.groupgap
-    out = np.empty((spec.nints, spec.ngroups, NY, NX), dtype=np.uint16)
-    for i in range(spec.nints):
-        drift = rng.normal(0.0, 5.0)
-        collected = np.zeros((NY, NX))
-        g = 0
-        for f in range(nframes_total):
-            collected += rng.poisson(electrons_per_frame)
-            if f % (spec.nframes + spec.groupgap) == 0:
-                read = collected / spec.gain + rng.normal(0.0, frame_noise, (NY, NX))
-                out[i, g] = np.clip(np.rint(read + bias + drift), 0, 65535).astype(np.uint16)
-                g += 1
-    return out
 
 
 # --- headers ------------------------------------------------------------------
@@ -425,16 +377,13 @@ def simulate_lrs(
     """Write the visit's uncal files (one per nod) into `out_dir`, in observing order."""
     spec.validate()
     seed = spec.seed if seed is None else seed
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model_class = _uncal_model_class(isot(exposure_timing(spec, spec.nods).end_mjd + 1 / 24))
+    writer = UncalWriter(out_dir, exposure_timing(spec, spec.nods).end_mjd)
     paths: list[Path] = []
     for exposure in spec.exposure_numbers:
-        rng = _rng(seed, 3, exposure, _name_key(DETECTOR))
-        with model_class(data=_ramps(spec, _rate_image(spec, exposure), rng)) as model:
-            _populate(model, spec, exposure)
-            path = out / model.meta.filename
-            model.validate()
-            model.save(path)
-        paths.append(path)
+        # Every MIRI pattern here reads each frame once (one frame per group, no gap).
+        ramps = read_ramps(spec, [_rate_image(spec, exposure)] * spec.nints,
+                           flat=detector_flat(spec), refpix=reference_pixel_mask(),
+                           bias=detector_bias(spec), frame_time=FRAME_TIMES[spec.readpatt],
+                           noise=rng(seed, 3, exposure, name_key(DETECTOR)))
+        paths.append(writer.write(ramps, lambda model, e=exposure: _populate(model, spec, e)))
     return paths

@@ -11,29 +11,15 @@ them back to 1. Closure phases of a point source are 0, raw and calibrated.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from calstream.steps.association_run import run_association
-from calstream.steps.associations import (
-    Exposure,
-    association_filename,
-    build_level3,
-    validate_level3,
-)
-from calstream.steps.crds_env import CRDS_VARS
-from calstream.steps.detector1 import run_detector1
-from calstream.steps.routing import route
-from calstream.steps.stage2 import run_image2
 from calstream.steps.synthetic import ami
-from calstream.steps.synthetic.kit import build_kit
-from calstream.steps.synthetic.level2_asn import write_level2_asn
 
-from ..envutil import environ
+from ..as_planned import level3_association, offline_kit, report_timings, run_stage3, through_stage2
 
 pytestmark = pytest.mark.integration
 
@@ -51,45 +37,25 @@ VIS2_RAW_VS_JITTER = (0.03, 0.08)  # median and largest difference from the pred
 VIS2_CALIBRATED = 0.05  # largest difference from 1
 
 
-def _suffix(path: str) -> str:
-    return Path(path).name.rsplit("_", 1)[1].split(".")[0]
-
-
 @pytest.fixture(scope="module")
 def visit(tmp_path_factory):
     """The AMI kit through stages 1 and 2, and calwebb_ami3 on the level-3
     association the planner builds of the calibrated records."""
-    from astropy.io import fits
-    from jwst.associations import load_asn
-
     root = tmp_path_factory.mktemp("ami3")
-    t0 = time.perf_counter()
-    kit = build_kit(root / "kit", seed=SEED, modes=("ami",))
-    TIMINGS["kit (simulation, references, CRDS cache)"] = time.perf_counter() - t0
-    # Only the kit's CRDS settings: none of the session's may leak in.
-    with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
-        records = []
-        for uncal in kit.by_mode["ami"]:
-            eid = uncal.name.rsplit("_", 1)[0]
-            t0 = time.perf_counter()
-            stage1 = {_suffix(p): p for p in run_detector1(str(uncal), str(root / "rate"))["outputs"]}
-            TIMINGS[f"detector1 {eid}"] = time.perf_counter() - t0
-            # jwst's Asn_Lv2Image takes an AMI exposure's rateints.
-            asn = write_level2_asn(root / "rate", Path(stage1["rateints"]), kind="image2")
-            t0 = time.perf_counter()
-            stage2 = run_image2(str(asn), str(root / "cal" / eid))
-            TIMINGS[f"image2 {eid}"] = time.perf_counter() - t0
-            products = {**stage1, **{_suffix(p): p for p in stage2["outputs"]}}
-            records.append(Exposure(eid, dict(fits.getheader(uncal, 0)), products))
+    with offline_kit(root, TIMINGS, seed=SEED, modes=("ami",)) as kit:
+        stage2 = through_stage2(kit.by_mode["ami"], root, TIMINGS)
+        # jwst's Asn_Lv2Image takes an AMI exposure's rateints, alone.
+        for record, level2 in stage2:
+            assert level2["products"][0]["members"] == [
+                {"expname": record.products["rateints"], "exptype": "science"}]
+        records = [record for record, _ in stage2]
 
-        asn = build_level3(route(records[0].header), records)
-        validate_level3(asn)
-        load_asn(json.dumps(asn))  # jwst's loader accepts it too
+        asn = level3_association(records)
         t0 = time.perf_counter()
-        result = run_association("calwebb_ami3", asn, association_filename(asn), str(root / "l3"))
+        result = run_stage3("calwebb_ami3", asn, root / "l3")
         TIMINGS["calwebb_ami3"] = time.perf_counter() - t0
     yield kit, records, asn, result
-    print("\n" + "\n".join(f"  {k}: {v:.2f} s" for k, v in TIMINGS.items()))
+    report_timings(TIMINGS)
 
 
 def _outputs(result: dict, suffix: str) -> list[Path]:

@@ -18,22 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calstream.steps.association_run import run_association
-from calstream.steps.associations import (
-    Exposure,
-    association_filename,
-    build_level3,
-    validate_level3,
-)
-from calstream.steps.crds_env import CRDS_VARS
-from calstream.steps.detector1 import run_detector1
-from calstream.steps.routing import route
-from calstream.steps.stage2 import run_image2
 from calstream.steps.synthetic import coronagraphy as coron
-from calstream.steps.synthetic.kit import build_kit
-from calstream.steps.synthetic.level2_asn import write_level2_asn
 
-from ..envutil import environ
+from ..as_planned import level3_association, offline_kit, report_timings, run_stage3, through_stage2
+from ..as_planned import suffix_of as _suffix
 
 pytestmark = pytest.mark.integration
 
@@ -41,50 +29,29 @@ SEED = 11
 TIMINGS: dict[str, float] = {}
 
 
-def _suffix(path: str) -> str:
-    return Path(path).name.rsplit("_", 1)[1].split(".")[0]
-
-
 @pytest.fixture(scope="module")
 def coron3(tmp_path_factory):
     """The kit, every exposure through stages 1 and 2, and coron3 on both:
     (kit, level-3 association, coron3 summary, {exposure id: Exposure})."""
-    from astropy.io import fits
-
     root = tmp_path_factory.mktemp("coron3")
-    t0 = time.perf_counter()
-    kit = build_kit(root / "kit", seed=SEED, modes=("coron",))
-    TIMINGS["kit"] = time.perf_counter() - t0
-    # Only the kit's CRDS settings: none of the session's may leak in.
-    with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
-        records = []
-        for uncal in kit.by_mode["coron"]:
-            header = dict(fits.getheader(uncal, 0))
-            eid = uncal.name.rsplit("_", 1)[0]
-            t0 = time.perf_counter()
-            stage1 = {_suffix(p): p for p in
-                      run_detector1(str(uncal), str(root / "rate"))["outputs"]}
-            TIMINGS[f"detector1 {eid}"] = time.perf_counter() - t0
-            # What jwst's level-2 rules make: the science alone (Asn_Lv2Image);
-            # the PSF reference alone too, as a special member.
-            kind = "psf-image2" if header["IS_PSF"] else "image2"
-            asn = write_level2_asn(root / "rate", Path(stage1["rateints"]), kind=kind)
-            t0 = time.perf_counter()
-            stage2 = run_image2(str(asn), str(root / "cal" / eid))
-            TIMINGS[f"image2 {eid}"] = time.perf_counter() - t0
-            records.append(Exposure(eid, header,
-                                    {**stage1, **{_suffix(p): p for p in stage2["outputs"]}}))
+    with offline_kit(root, TIMINGS, seed=SEED, modes=("coron",)) as kit:
+        stage2 = through_stage2(kit.by_mode["coron"], root, TIMINGS)
+        # What jwst's level-2 rules make: the science alone (Asn_Lv2Image);
+        # the PSF reference alone too, as a special member (Asn_Lv2ImageSpecial).
+        for record, level2 in stage2:
+            assert [m["exptype"] for m in level2["products"][0]["members"]] == ["science"]
+            assert level2["asn_rule"] == ("Asn_Lv2ImageSpecial" if record.header["IS_PSF"]
+                                          else "Asn_Lv2Image")
+        records = [record for record, _ in stage2]
         science = next(r for r in records if not r.header["IS_PSF"])
         # The PSF star is another observation: the plan's coronagraphy
         # candidate joins them, as APT's does.
-        asn = build_level3(route(science.header), records, acid=kit.specs["coron"].candidate)
-        validate_level3(asn)
+        asn = level3_association(records, science=science, acid=kit.specs["coron"].candidate)
         t0 = time.perf_counter()
-        result = run_association("calwebb_coron3", asn, association_filename(asn),
-                                 str(root / "coron3"))
+        result = run_stage3("calwebb_coron3", asn, root / "coron3")
         TIMINGS["calwebb_coron3"] = time.perf_counter() - t0
         yield kit, asn, result, {r.exposure_id: r for r in records}
-        print("\n" + "\n".join(f"  {k}: {v:.2f} s" for k, v in TIMINGS.items()))
+        report_timings(TIMINGS)
 
 
 def _outputs(result: dict, suffix: str) -> list[Path]:

@@ -123,9 +123,8 @@ async def test_a_restart_orders_nothing_twice_and_keeps_a_hold(tmp_path, broker,
 @pytest.fixture(scope="module")
 def visit_kit(tmp_path_factory):
     """Imaging, a time series and MIRI LRS nods, all in one offline CRDS context."""
+    from calstream.steps.environment import environ
     from calstream.steps.synthetic.kit import MODES, build_kit
-
-    from ..envutil import environ
 
     k = build_kit(tmp_path_factory.mktemp("visit"), ProgramSpec(dithers=2), modes=MODES, seed=3)
     with environ(k.crds_env):

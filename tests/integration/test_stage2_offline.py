@@ -2,26 +2,27 @@
 
 One kit (imaging, imaging time series, MIRI LRS fixed slit) in one synthetic
 CRDS context; each exposure goes through detector1 once (module fixture),
-then the tests run image2 / spec2 on associations written the way jwst's
-level-2 rules write them, and check the products against what was injected.
+then the tests run image2 / spec2 exactly as the daemon does: the level-2
+association the planner builds (`build_level2`, the way jwst's level-2 rules
+write them), run by the stage-2 worker's `run_association`; and they check
+the products against what was injected.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from calstream.steps.associations import Exposure, association_filename
 from calstream.steps.crds_env import CRDS_VARS
 from calstream.steps.detector1 import run_detector1
-from calstream.steps.stage2 import run_image2, run_spec2
+from calstream.steps.environment import environ
 from calstream.steps.synthetic import spectroscopy as lrs
 from calstream.steps.synthetic.kit import MODES, build_kit
-from calstream.steps.synthetic.level2_asn import write_level2_asn
 from calstream.steps.synthetic.program import (
     POINTING_CALCULATED,
     ProgramSpec,
@@ -30,6 +31,8 @@ from calstream.steps.synthetic.program import (
     target_pixel_position,
 )
 from calstream.steps.synthetic.references import PHOTMJSR
+
+from ..as_planned import exposure, level2_association, run_stage2
 
 pytestmark = pytest.mark.integration
 
@@ -54,22 +57,15 @@ def visit(tmp_path_factory):
     t0 = time.perf_counter()
     kit = build_kit(root / "kit", IMAGING, seed=SEED, modes=MODES)
     TIMINGS["kit (simulate + references + CRDS cache)"] = time.perf_counter() - t0
-    saved = {k: os.environ.get(k) for k in CRDS_VARS}
-    for k in CRDS_VARS:
-        os.environ.pop(k, None)
-    os.environ.update(kit.crds_env)
     try:
-        products: dict[str, list[dict]] = {}
-        for mode, files in kit.by_mode.items():
-            products[mode] = [run_detector1(str(f), str(root / "rate")) for f in files]
-            TIMINGS[f"detector1 {mode}"] = max(r["duration_seconds"] for r in products[mode])
-        yield kit, products, root
+        # Only the kit's CRDS settings: none of the session's may leak in.
+        with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
+            products: dict[str, list[dict]] = {}
+            for mode, files in kit.by_mode.items():
+                products[mode] = [run_detector1(str(f), str(root / "rate")) for f in files]
+                TIMINGS[f"detector1 {mode}"] = max(r["duration_seconds"] for r in products[mode])
+            yield kit, products, root
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         print("\n" + "\n".join(f"  {k}: {v:.2f} s" for k, v in TIMINGS.items()))
 
 
@@ -79,17 +75,28 @@ def _product(result: dict, suffix: str) -> Path:
     return matches[0]
 
 
-def _asn(science: Path, kind: str, companions=()) -> Path:
-    """An association beside its members, as the archive delivers them: member names are bare."""
+def _record(detector1: dict, **header) -> Exposure:
+    """The planner's record of an exposure from its detector1 summary."""
+    return exposure(detector1["outputs"][0], detector1["outputs"], **header)
+
+
+def _asn(science: Exposure, companions=()) -> dict:
+    """The association the planner builds: members named by their absolute product paths."""
     from jwst.associations import load_asn
 
-    asn = write_level2_asn(science.parent, science, kind=kind, companions=companions)
-    members = json.loads(asn.read_text())["products"][0]["members"]
-    assert all("/" not in m["expname"] for m in members)
-    with asn.open() as fh:
-        loaded = load_asn(fh)  # jwst's own loader validates against its level-2b schema
-    assert loaded["products"][0]["name"] == science.name.rsplit("_", 1)[0]
+    asn = level2_association(science, companions)
+    members = asn["products"][0]["members"]
+    assert all(Path(m["expname"]).is_absolute() for m in members)
+    # jwst's own loader validates against its level-2b schema.
+    loaded = load_asn(json.dumps(asn))
+    assert loaded["products"][0]["name"] == science.exposure_id
     return asn
+
+
+def _fits_products(result: dict, asn: dict, out: Path) -> list[str]:
+    """The run's FITS products; the association is archived with them, under its jwst name."""
+    assert str(out / association_filename(asn)) in result["outputs"]
+    return [p for p in result["outputs"] if p.endswith(".fits")]
 
 
 def _ref_types(model) -> set[str]:
@@ -102,29 +109,32 @@ def test_imaging_image2_gives_cal_and_i2d_with_a_wcs(visit, tmp_path, monkeypatc
 
     kit, products, _ = visit
     rate = _product(products["imaging"][0], "rate")
-    asn = _asn(rate, "image2")
+    science = _record(products["imaging"][0])
+    asn = _asn(science)
     # Run from an empty working directory: nothing may land there, nor beside
-    # the association (where jwst 3.0's image2 looks for the members).
+    # the members (where jwst 3.0's image2 may look for them).
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
-    beside = sorted(asn.parent.iterdir())
+    beside = sorted(rate.parent.iterdir())
     out = tmp_path / "image2"
 
-    result = run_image2(str(asn), str(out))
+    result = run_stage2(science, asn, out)
     TIMINGS["image2 imaging"] = result["duration_seconds"]
 
     assert json.loads(json.dumps(result)) == result
     stem = rate.name.removesuffix("_rate.fits")
-    assert result["outputs"] == [str(out / f"{stem}_cal.fits"), str(out / f"{stem}_i2d.fits")]
+    assert _fits_products(result, asn, out) == [str(out / f"{stem}_cal.fits"),
+                                                str(out / f"{stem}_i2d.fits")]
     assert list(cwd.iterdir()) == []
-    assert sorted(asn.parent.iterdir()) == beside
+    assert sorted(rate.parent.iterdir()) == beside
     assert Path.cwd() == cwd
     assert result["pipeline"] == "calwebb_image2"
     assert result["crds_context"] == kit.context
-    assert result["pointing_quality"] == POINTING_CALCULATED
 
     with ImageModel(str(_product(result, "cal"))) as cal:
+        # The pointing quality the daemon reports with the product (ENGQLPTG).
+        assert cal.meta.visit.engdb_pointing_quality == POINTING_CALCULATED
         assert cal.meta.ref_file.crds.context_used == kit.context
         assert _ref_types(cal) == NIRCAM_DETECTOR1 | NIRCAM_IMAGE2
         assert cal.meta.cal_step.photom == "COMPLETE"
@@ -155,16 +165,20 @@ def test_time_series_image2_gives_calints_that_show_the_transit(visit, tmp_path)
 
     kit, products, _ = visit
     spec = kit.specs["timeseries"]
-    rateints = _product(products["timeseries"][0], "rateints")
-    asn = _asn(rateints, "tso-image2")
+    science = _record(products["timeseries"][0])
+    asn = _asn(science)
+    assert asn["asn_type"] == "tso-image2"
+    assert asn["products"][0]["members"][0]["expname"] == str(
+        _product(products["timeseries"][0], "rateints"))
 
-    result = run_image2(str(asn), str(tmp_path / "image2"))
+    result = run_stage2(science, asn, tmp_path / "image2")
     TIMINGS["image2 timeseries"] = result["duration_seconds"]
 
     # TSO imaging: calints only, no resampled image.
-    assert [Path(p).name.rsplit("_", 1)[1] for p in result["outputs"]] == ["calints.fits"]
+    calints_only = _fits_products(result, asn, tmp_path / "image2")
+    assert [Path(p).name.rsplit("_", 1)[1] for p in calints_only] == ["calints.fits"]
     assert result["crds_context"] == kit.context
-    with CubeModel(result["outputs"][0]) as calints:
+    with CubeModel(calints_only[0]) as calints:
         assert calints.data.shape == (spec.nints, 64, 64)
         assert calints.meta.exposure.type == "NRC_TSIMAGE"
         assert calints.meta.visit.tsovisit is True
@@ -178,10 +192,7 @@ def test_time_series_image2_gives_calints_that_show_the_transit(visit, tmp_path)
         flux = np.array(
             [np.nansum(plane[r < 12] - np.nanmedian(plane[annulus])) for plane in calints.data]
         )
-    first, last = spec.transit_integrations
-    in_transit = np.zeros(spec.nints, bool)
-    in_transit[first - 1 : last] = True
-    depth = 1 - flux[in_transit].mean() / flux[~in_transit].mean()
+    depth = spec.measured_depth(flux)
     assert depth == pytest.approx(spec.transit_depth, abs=0.003)
 
 
@@ -189,11 +200,16 @@ def test_time_series_image2_gives_calints_that_show_the_transit(visit, tmp_path)
 def lrs_nod_pair(visit, tmp_path_factory):
     """spec2 on nod 1 with nod 2 as its background, as jwst's LRS nod rule associates them."""
     kit, products, _ = visit
-    nod1, nod2 = (_product(r, "rate") for r in products["lrs"])
+    nod1, nod2 = (_record(r) for r in products["lrs"])
     tmp = tmp_path_factory.mktemp("lrs")
-    asn = _asn(nod1, "lrs-nod-spec2", companions=[(nod2, "background")])
-    result = run_spec2(str(asn), str(tmp / "spec2"))
+    asn = _asn(nod1, companions=[nod2])
+    assert asn["asn_rule"] == "Asn_Lv2MIRLRSFixedSlitNod"
+    assert asn["products"][0]["members"][1] == {"expname": nod2.products["rate"],
+                                                "exptype": "background"}
+    result = run_stage2(nod1, asn, tmp / "spec2")
     TIMINGS["spec2 lrs (nod pair)"] = result["duration_seconds"]
+    assert str(tmp / "spec2" / association_filename(asn)) in result["outputs"]
+    result = {**result, "outputs": [p for p in result["outputs"] if p.endswith(".fits")]}
     return kit, result
 
 
@@ -250,12 +266,19 @@ def test_lrs_rateints_gives_calints_and_x1dints(visit, tmp_path):
     from stdatamodels.jwst.datamodels import TSOMultiSpecModel
 
     kit, products, _ = visit
-    rateints = _product(products["lrs"][1], "rateints")
-    asn = _asn(rateints, "spec2")
-    result = run_spec2(str(asn), str(tmp_path / "spec2"))
+    # The daemon calibrates an LRS exposure from rateints when it is a time
+    # series: the same exposure, routed as one (TSOVISIT, more than one
+    # integration), with no companion. The file keeps its one integration:
+    # a rateints cube is what takes spec2 down the time-series path.
+    science = _record(products["lrs"][1], TSOVISIT=True, NINTS=2)
+    asn = _asn(science)
+    assert asn["products"][0]["members"] == [
+        {"expname": str(_product(products["lrs"][1], "rateints")), "exptype": "science"}]
+    result = run_stage2(science, asn, tmp_path / "spec2")
     TIMINGS["spec2 lrs (rateints, science only)"] = result["duration_seconds"]
 
-    assert [Path(p).name.rsplit("_", 1)[1] for p in result["outputs"]] == [
+    assert [Path(p).name.rsplit("_", 1)[1]
+            for p in _fits_products(result, asn, tmp_path / "spec2")] == [
         "calints.fits",
         "x1dints.fits",
     ]

@@ -17,6 +17,7 @@ from astropy.io import fits
 from calstream.daemon.operations.cli.plans import plan_message, publish_plan
 from calstream.daemon.operations.status_collection import collect
 from calstream.daemon.operations.status_render import render
+from calstream.steps.environment import environ
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
@@ -24,7 +25,6 @@ from calstream.steps.synthetic.kit import build_kit
 from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.topics import contract
 
-from ..envutil import environ
 from .support import cli, daemon_config, in_namespace, products, read_all, running_daemon, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -1,5 +1,6 @@
-"""Stage 3 on the synthetic program, offline: simulate -> detector1 -> stage 2 ->
-level-3 association (`build_level3`, as the planner makes it) -> stage 3.
+"""Stage 3 on the synthetic program, offline: simulate -> detector1 -> stage 2
+(as the daemon runs it: `build_level2`, then `run_association`) -> level-3
+association (`build_level3`, as the planner makes it) -> stage 3.
 
 One kit in one synthetic CRDS context: observation 001's two dithered
 visits (image3 mosaics them), a time series cut into three segments (tso3
@@ -11,7 +12,6 @@ simulation injected.
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from pathlib import Path
@@ -19,23 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calstream.steps.association_run import run_association
-from calstream.steps.associations import (
-    Exposure,
-    association_filename,
-    build_level3,
-    validate_level3,
-)
-from calstream.steps.crds_env import CRDS_VARS
-from calstream.steps.detector1 import run_detector1
-from calstream.steps.routing import route
-from calstream.steps.stage2 import run_image2, run_spec2
+from calstream.steps.associations import Exposure
 from calstream.steps.synthetic import spectroscopy as lrs
-from calstream.steps.synthetic.kit import build_kit
-from calstream.steps.synthetic.level2_asn import write_level2_asn
 from calstream.steps.synthetic.program import ProgramSpec, integration_times, program_truth
 
-from ..envutil import environ
+from ..as_planned import level3_association, offline_kit, report_timings, run_stage3, through_stage2
+from ..as_planned import suffix_of as _suffix
 
 pytestmark = pytest.mark.integration
 
@@ -44,67 +33,31 @@ MODES = ("imaging", "mosaic", "segmented", "lrs")
 TIMINGS: dict[str, float] = {}
 
 
-def _suffix(path: str) -> str:
-    return Path(path).name.rsplit("_", 1)[1].split(".")[0]
-
-
-def _stage2(mode: str, uncal: Path, products: dict, rate_dir: Path, cal_dir: Path,
-            files: list[Path]) -> dict:
-    """Stage 2 on the level-2 association jwst would make; {suffix: path} of both stages."""
-    eid = uncal.name.rsplit("_", 1)[0]
-    if mode == "lrs":
-        # Each nod is the other's background (Asn_Lv2MIRLRSFixedSlitNod).
-        other = next(f for f in files if f != uncal).name.replace("_uncal", "_rate")
-        asn = write_level2_asn(rate_dir, Path(products["rate"]), kind="lrs-nod-spec2",
-                               companions=[(rate_dir / other, "background")],
-                               sequence=files.index(uncal) + 1)
-        stage2 = run_spec2(str(asn), str(cal_dir / eid))
-    else:
-        kind, science = ("tso-image2", "rateints") if mode == "segmented" else ("image2", "rate")
-        asn = write_level2_asn(rate_dir, Path(products[science]), kind=kind)
-        stage2 = run_image2(str(asn), str(cal_dir / eid))
-    return {**products, **{_suffix(p): p for p in stage2["outputs"]}}
-
-
 @pytest.fixture(scope="module")
 def program(tmp_path_factory):
     """The kit, with CRDS set for the module, and every exposure's stage-2
     products as the planner's records: {mode: [Exposure]}."""
-    from astropy.io import fits
-
     root = tmp_path_factory.mktemp("stage3")
-    t0 = time.perf_counter()
-    kit = build_kit(root / "kit", ProgramSpec(), seed=SEED, modes=MODES)
-    TIMINGS["kit"] = time.perf_counter() - t0
-    # Only the kit's CRDS settings: none of the session's may leak in.
-    with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
+    with offline_kit(root, TIMINGS, ProgramSpec(), seed=SEED, modes=MODES) as kit:
         t0 = time.perf_counter()
-        records: dict[str, list[Exposure]] = {}
-        for mode, files in kit.by_mode.items():
-            # All of a mode's detector1 first: a nod's background is the other nod.
-            stage1 = [{_suffix(p): p for p in run_detector1(str(f), str(root / "rate"))["outputs"]}
-                      for f in files]
-            records[mode] = [
-                Exposure(f.name.rsplit("_", 1)[0], dict(fits.getheader(f, 0)),
-                         _stage2(mode, f, products, root / "rate", root / "cal", files))
-                for f, products in zip(files, stage1, strict=True)
-            ]
+        # Each mode's exposures together: a nod's background is the other nod
+        # (Asn_Lv2MIRLRSFixedSlitNod).
+        records: dict[str, list[Exposure]] = {
+            mode: [record for record, _ in through_stage2(files, root, {})]
+            for mode, files in kit.by_mode.items()
+        }
         TIMINGS["stages 1-2, all exposures"] = time.perf_counter() - t0
         yield kit, records, root
         TIMINGS["peak RSS of the test process (MB)"] = (
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        print("\n" + "\n".join(f"  {k}: {v:.2f}" for k, v in TIMINGS.items()))
+        report_timings(TIMINGS)
 
 
 def _stage3(pipeline: str, members: list[Exposure], out: Path) -> tuple[dict, dict]:
     """The level-3 association of `members` as the planner builds it, run."""
-    from jwst.associations import load_asn
-
-    asn = build_level3(route(members[0].header), members)
-    validate_level3(asn)
-    load_asn(json.dumps(asn))  # jwst's loader accepts it too
+    asn = level3_association(members)
     t0 = time.perf_counter()
-    result = run_association(pipeline, asn, association_filename(asn), str(out))
+    result = run_stage3(pipeline, asn, out)
     TIMINGS[pipeline] = time.perf_counter() - t0
     return asn, result
 
@@ -196,10 +149,7 @@ def test_tso3_joins_the_segments(program, tmp_path):
     mid = integration_times(spec, 1)["int_mid_MJD_UTC"]
     np.testing.assert_allclose(np.asarray(table["MJD"]), mid, atol=1e-8)
     flux = np.asarray(table["net_aperture_sum"], dtype=float)
-    first, last = spec.transit_integrations
-    in_transit = np.zeros(spec.nints, bool)
-    in_transit[first - 1 : last] = True
-    depth = 1 - flux[in_transit].mean() / flux[~in_transit].mean()
+    depth = spec.measured_depth(flux)
     assert depth == pytest.approx(spec.transit_depth, abs=0.003)
 
 

@@ -10,7 +10,7 @@ import anyio
 import numpy as np
 import pytest
 
-from calstream.daemon.doers.inbox_watcher import Arrival, Rejection, Watcher
+from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.steps.synthetic.headers import SMALL_UNCAL_HEADER, small_uncal
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -257,6 +257,20 @@ async def test_startup_scan(dirs):
     assert ledger.exists()
 
 
+async def restart_without_hashing(dirs, monkeypatch) -> Recorder:
+    """A fresh watcher on the same inbox and ledger, under which hashing any
+    file fails the test; returns what it announced at start-up."""
+
+    def no_hashing(path, chunk=0):
+        raise AssertionError("an unchanged file was hashed again")
+
+    monkeypatch.setattr("calstream.daemon.doers.inbox.file_reads.file_digest", no_hashing)
+    rec = Recorder()
+    async with running(make(dirs, rec)):
+        pass
+    return rec
+
+
 async def test_startup_reuses_ledger_digests(dirs, monkeypatch):
     inbox = dirs[0]
     data = uncal_bytes()
@@ -265,13 +279,7 @@ async def test_startup_reuses_ledger_digests(dirs, monkeypatch):
         drop(inbox, NAME, data)
         await wait_until(lambda: first.arrivals)
 
-    def no_hashing(path, chunk=0):
-        raise AssertionError("an unchanged file was hashed again")
-
-    monkeypatch.setattr("calstream.daemon.doers.inbox_watcher.file_digest", no_hashing)
-    rec = Recorder()
-    async with running(make(dirs, rec)):
-        pass
+    rec = await restart_without_hashing(dirs, monkeypatch)
     assert [(a.source, a.digest) for a in rec.arrivals] == [("startup-scan", sha(data))]
 
 
@@ -293,13 +301,7 @@ async def test_stop_right_after_announcing_still_records_the_ledger(dirs, monkey
         drop(inbox, NAME, data)
     assert len(first.arrivals) == 1
 
-    def no_hashing(path, chunk=0):
-        raise AssertionError("an unchanged file was hashed again")
-
-    monkeypatch.setattr("calstream.daemon.doers.inbox_watcher.file_digest", no_hashing)
-    rec = Recorder()
-    async with running(make(dirs, rec)):
-        pass
+    rec = await restart_without_hashing(dirs, monkeypatch)
     assert [(a.source, a.digest) for a in rec.arrivals] == [("startup-scan", sha(data))]
 
 
@@ -317,7 +319,7 @@ async def test_missed_events_are_caught_by_the_rescan(dirs):
     inbox = dirs[0]
     rec = Recorder()
     w = make(dirs, rec, rescan_interval=0.3)
-    w._from_observer = lambda raw: None  # as if every event were lost
+    w.events.notify = lambda raw: None  # as if every event were lost
     async with running(w):
         drop(inbox, NAME, uncal_bytes())
         await wait_until(lambda: rec.arrivals)

@@ -9,26 +9,26 @@ import sys
 import pytest
 from jwst.associations import load_asn
 
-from calstream.steps.associations import (
+from calstream.steps.associations.filenames import association_filename, version_stamp
+from calstream.steps.associations.level2 import (
     DEGRADED_STATUS_OK,
     AssociationError,
-    AssociationInvalid,
-    Exposure,
-    Level3Product,
     MissingCompanions,
-    association_filename,
     build_level2,
-    companion_kind,
-    missing_companions,
-    validate_level2,
-    version_stamp,
 )
-from calstream.steps.associations.matching import nod_positions
+from calstream.steps.associations.matching import companion_kind, gather_companions, nod_positions
+from calstream.steps.associations.records import Exposure, Level3Product
+from calstream.steps.associations.validation import AssociationInvalid, validate_level2
 from calstream.steps.routing import route
 from calstream.steps.synthetic.headers import exposure_id, synthetic_header
 
 STORE = "/store/jw01234"
 NAME = re.compile(r"jw\d{5}-o\d{3}_\d{8}t\d{6}_[a-z0-9-]+_\d{5}_asn\.json")
+
+
+def missing_companions(science_route, science, seen, **kwargs) -> list[str]:
+    """The companion kinds stage 2 must still wait for (empty: build now)."""
+    return list(gather_companions(science_route, science, seen, **kwargs).missing)
 
 
 def exposure(instrument, exp_type, variant="default", suffixes=None, **keywords):

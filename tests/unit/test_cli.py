@@ -20,18 +20,20 @@ EXPECTED = {
                   "--no-references", "--modes", "--inbox", "--interval", "--pieces",
                   "--piece-delay", "--log-level"}, ("out_dir",)),
     "topics": (DAEMON, ("action",)),
-    "status": (BROKER | {"--group-prefix", "--metrics-url", "--dead-letters", "--products",
+    "status": (BROKER | {"--work-dir", "--group-prefix", "--metrics-url", "--dead-letters", "--products",
                          "--timeout", "--json", "--log-level"}, ()),
     "holds list": (DAEMON | {"--all", "--json"}, ()),
     "holds release": (DAEMON | {"--reason", "--by"}, ("exposure",)),
     "plan load": (DAEMON | {"--by", "--dry-run"}, ("file",)),
     "plan list": (DAEMON | {"--json"}, ()),
-    "subscribe": (BROKER | {"--group", "--program", "--observation", "--stage", "--pipeline",
+    "subscribe": (BROKER | {"--work-dir", "--group", "--program", "--observation", "--stage", "--pipeline",
                             "--namespace", "--suffix", "--exposure", "--since", "--format",
                             "--write-dir", "--max", "--until-idle"}, ()),
     "replay": (DAEMON | SELECTION | {"--from", "--namespace", "--crds-context", "--dry-run",
                                      "--allow-gap", "--json", "--by"}, ()),
     "promote": (DAEMON | {"--reason", "--by"}, ("namespace",)),
+    "config": (DAEMON | {"--json"}, ("action",)),
+    "console": (DAEMON | {"--address"}, ()),
 }
 
 

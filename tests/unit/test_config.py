@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,104 @@ def test_defaults_need_no_configuration():
     assert cfg.kafka_bootstrap is None  # the embedded broker
     assert set(cfg.roles) == {"watcher", "detector1", "planner", "stage2", "stage3"}
     assert cfg.products == Path("calstream-work/products").absolute()
+
+
+# -- nonsense is refused, the same way from every source ---------------------
+
+@pytest.mark.parametrize("env, message", [
+    ({"CALSTREAM_POLLING": "ture"}, "polling \\(CALSTREAM_POLLING\\): expected true or false, got 'ture'"),
+    ({"CALSTREAM_JSON_LOGS": "2"}, "expected true or false"),
+    ({"CALSTREAM_WORKERS": "4.5"}, "CALSTREAM_WORKERS\\): expected a whole number"),
+    ({"CALSTREAM_WORKERS": "0"}, "must be > 0"),
+    ({"CALSTREAM_TASK_TIMEOUT": "soon"}, "CALSTREAM_TASK_TIMEOUT"),
+    ({"CALSTREAM_POLL_INTERVAL": "nan"}, "POLL_INTERVAL"),
+    ({"CALSTREAM_LOG_LEVEL": "LOUD"}, "'LOUD' is not one of DEBUG"),
+    ({"CALSTREAM_ROLES": "watcher,detectr1"}, "did you mean 'detector1'"),
+    ({"CALSTREAM_SECURITY_PROTOCOL": "SASL_SSLL"}, "did you mean 'SASL_SSL'"),
+    ({"CALSTREAM_DETECTOR1_STEPS": "jump=5"}, "CALSTREAM_DETECTOR1_STEPS\\): not a TOML or JSON"),
+    ({"CALSTREAM_DETECTOR1_STEPS": "{jump = 5}"}, "step 'jump': expected a table"),
+    ({"CALSTREAM_KAFKA_BOOTSTRAP": "kafka"}, "not HOST:PORT"),
+    ({"CALSTREAM_WOKERS": "2"}, "unknown setting 'wokers' \\(CALSTREAM_WOKERS\\) "
+                                "\\(did you mean 'CALSTREAM_WORKERS'\\?\\)"),
+])
+def test_nonsense_in_the_environment_is_refused(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load(None, env=env)
+
+
+@pytest.mark.parametrize("toml, message", [
+    ("workers = 4.5", "bad value for workers: expected a whole number, got 4.5"),
+    ("workers = true", "expected a whole number"),
+    ('polling = "ture"', "expected true or false"),
+    ("topic_prefix = 5", "expected a non-empty string"),
+    ('work_dir = ""', "work_dir"),
+    ('roles = "planer"', "did you mean 'planner'"),
+    ("detector1_steps = 3", "expected a table"),
+    ("max_attempts = -1", "must be > 0"),
+    ("poling = true", "unknown setting 'poling' \\(did you mean 'polling'\\?\\)"),
+    ('[security]\nsasl_pasword = "x"', "did you mean 'security.sasl_password'"),
+])
+def test_nonsense_in_the_file_is_refused(tmp_path, toml, message):
+    f = tmp_path / "c.toml"
+    f.write_text(toml + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load(f, env={})
+
+
+def test_flags_go_through_the_same_parsers():
+    with pytest.raises(ConfigError, match="--workers\\): must be > 0"):
+        load(None, env={}, flags={"workers": 0})
+    with pytest.raises(ConfigError, match="--log-level"):
+        load(None, env={}, flags={"log_level": "chatty"})
+    assert load(None, env={}, flags={"log_level": "debug"}).log_level == "DEBUG"
+
+
+def test_environment_values_become_their_setting_type():
+    cfg = load(None, env={
+        "CALSTREAM_POLLING": "off", "CALSTREAM_WORKERS": " 3 ",
+        "CALSTREAM_DETECTOR1_STEPS": "{jump = {rejection_threshold = 5.0}, ipc = {skip = true}}",
+        "CALSTREAM_ROLES": '["planner", "stage3"]', "CALSTREAM_CRDS_CONTEXT": "",
+        "CALSTREAM_STAGE3_SETTLE": "10"})
+    assert cfg.polling is False and cfg.workers == 3
+    assert cfg.detector1_steps == {"jump": {"rejection_threshold": 5.0}, "ipc": {"skip": True}}
+    assert cfg.roles == ["planner", "stage3"] and cfg.crds_context is None
+    assert cfg.stage3_settle == 10.0
+    json_steps = load(None, env={"CALSTREAM_DETECTOR1_STEPS": '{"jump": {"skip": true}}'})
+    assert json_steps.detector1_steps == {"jump": {"skip": True}}
+
+
+def test_secrets_are_masked_in_repr_errors_and_config_show(tmp_path, capsys):
+    from calstream.daemon.operations.cli.main import main
+
+    env = {"CALSTREAM_SECURITY_SASL_PASSWORD": "hunter2", "CALSTREAM_SECURITY_SASL_USERNAME": "u"}
+    cfg = load(None, env=env)
+    assert cfg.security.sasl_password == "hunter2"
+    assert "hunter2" not in repr(cfg) and "hunter2" not in repr(cfg.security)
+    assert "sasl_password='********'" in repr(cfg.security)
+    f = tmp_path / "c.toml"
+    f.write_text("[calstream.security]\nsasl_password = 12345\n")
+    with pytest.raises(ConfigError) as err:
+        load(f, env={})
+    assert "12345" not in str(err.value) and "sasl_password" in str(err.value)
+
+    f.write_text("[calstream]\nworkers = 3\n")
+    import os
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        assert main(["config", "show", "--config", str(f), "--workers", "5",
+                     "--work-dir", str(tmp_path)]) == 0
+        out = capsys.readouterr().out
+        assert main(["config", "show", "--config", str(f), "--json"]) == 0
+        rows = {r["setting"]: r for r in json.loads(capsys.readouterr().out)}
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert "hunter2" not in out and "********" in out
+    lines = {line.split()[0]: line for line in out.splitlines()}
+    assert lines["workers"].split()[1] == "5" and lines["workers"].endswith("flag --workers")
+    assert lines["security.sasl_password"].endswith("env CALSTREAM_SECURITY_SASL_PASSWORD")
+    assert lines["topic_prefix"].endswith("default")
+    assert lines["inbox"].endswith("default (work_dir/inbox)")
+    assert rows["workers"] == {"setting": "workers", "value": 3, "source": f"file {f}"}
+    assert rows["security.sasl_password"]["value"] == "********"

@@ -27,7 +27,9 @@ def _watch(path, seen, stop):
         time.sleep(0.002)
 
 
-def test_pieces_are_visible_while_the_file_grows(tmp_path):
+def _sizes_seen_delivering(tmp_path, **options) -> tuple[set[int], object]:
+    """Deliver a 40 kB file with `options`, watching its size in the inbox:
+    (every size seen, the inbox)."""
     source = tmp_path / "big.fits"
     source.write_bytes(b"x" * 40_000)
     inbox = tmp_path / "inbox"
@@ -36,24 +38,19 @@ def test_pieces_are_visible_while_the_file_grows(tmp_path):
     stop = threading.Event()
     watcher = threading.Thread(target=_watch, args=(inbox / "big.fits", seen, stop))
     watcher.start()
-    deliver([source], inbox, pieces=4, piece_delay=0.05)
+    deliver([source], inbox, pieces=4, **options)
     stop.set()
     watcher.join()
+    return seen, inbox
+
+
+def test_pieces_are_visible_while_the_file_grows(tmp_path):
+    seen, inbox = _sizes_seen_delivering(tmp_path, piece_delay=0.05)
     assert {10_000, 20_000, 30_000} & seen  # partial sizes were observed
     assert (inbox / "big.fits").stat().st_size == 40_000
 
 
 def test_temp_then_rename_never_shows_a_partial_file(tmp_path):
-    source = tmp_path / "big.fits"
-    source.write_bytes(b"x" * 40_000)
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    seen: set[int] = set()
-    stop = threading.Event()
-    watcher = threading.Thread(target=_watch, args=(inbox / "big.fits", seen, stop))
-    watcher.start()
-    deliver([source], inbox, pieces=4, piece_delay=0.03, temp_then_rename=True)
-    stop.set()
-    watcher.join()
+    seen, inbox = _sizes_seen_delivering(tmp_path, piece_delay=0.03, temp_then_rename=True)
     assert seen <= {40_000}
     assert sorted(p.name for p in inbox.iterdir()) == ["big.fits"]

@@ -140,4 +140,10 @@ def test_missing_extensions(tmp_path):
     p.write_bytes(data[:primary_end])
     layout = fits_layout(p)
     assert layout.complete
-    assert missing_extensions(layout) == ["SCI"]
+    assert missing_extensions(layout) == ["SCI", "ASDF"]
+    # Cut after the pixels: still no ASDF extension, which stdatamodels writes last.
+    p.write_bytes(data)
+    sci_end = fits_layout(p).hdus[1].end
+    p.write_bytes(data[:sci_end])
+    assert missing_extensions(fits_layout(p)) == ["ASDF"]
+    assert missing_extensions(fits_layout(p), ("SCI",)) == []

@@ -26,130 +26,108 @@ STAGE3 = {
 }
 OTHER = {"D1": "detector1_only", "DARK": "calwebb_dark", "GUIDER": "calwebb_guider"}
 
+# One line an expectation: mode, stage 2, stage-2 input, stage 3 or other
+# path, "tso" when a time series, companions it needs ("-": none); then the
+# synthetic header cases that must route so.
+_EXPECTED_TABLE = """
+nircam_image                     I2  rate      I3      -    background                     : nrc_image-default
+nircam_image                     I2  rate      I3      -    -                              : nrc_image-background
+nircam_image_tso                 I2  rateints  T3      tso  -                              : nrc_image-tso
+nircam_image_tso                 I2  rate      -       -    -                              : nrc_image-tso_single_integration
+wfsc_image                       I2  rate      -       -    -                              : nrc_image-wfsc fgs_image-wfsc
+wfsc_image_pair                  I2  rate      W3      -    -                              : nrc_image-wfsc_pair nis_image-wfsc_pair
+nircam_tsimage                   I2  rateints  T3      tso  -                              : nrc_tsimage-default
+nircam_tsimage                   I2  rate      -       -    -                              : nrc_tsimage-single_integration
+nircam_coron                     I2  rateints  C3      -    background                     : nrc_coron-default nrc_coron-psf
+nircam_coron_fullframe           I2  rateints  C3      -    background                     : nrc_coron-fullframe
+nircam_coron_unocculted          I2  rate      I3      -    background                     : nrc_coron-fullframe_unocculted
+nircam_coron_fullframe_longwave  I2  rateints  C3      -    background                     : nrc_coron-fullframe_longwave
+nircam_wfss                      S2  rate      S3      -    direct_image                   : nrc_wfss-default
+nircam_tsgrism                   S2  rateints  T3      tso  -                              : nrc_tsgrism-default
+nircam_tsgrism                   S2  rate      -       -    -                              : nrc_tsgrism-single_integration
+nircam_tsgrism_clear             -   -         D1      tso  -                              : nrc_tsgrism-clear
+nircam_tsgrism_nrcblong          -   -         D1      tso  -                              : nrc_tsgrism-nrcblong
+nircam_dhs                       S2  rateints  -       tso  -                              : nrc_tsgrism-dhs nrc_tsgrism-dhs60
+nircam_dhs                       S2  rate      -       -    -                              : nrc_tsgrism-dhs_single_integration
+nircam_dhs_longwave              S2  rateints  -       tso  -                              : nrc_tsgrism-dhs_longwave
+nircam_nonscience_image          I2  rate      -       -    -                              : nrc_tacq-default nrc_tacq-tso_visit nrc_taconfirm-default nrc_focus-default
+nircam_dark                      -   -         DARK    -    -                              : nrc_dark-default
+nircam_detector1_only            -   -         D1      -    -                              : nrc_flat-default nrc_led-default nrc_grism-default nrc_wfsc-default
+niriss_image                     I2  rate      I3      -    background                     : nis_image-default
+niriss_image_tso                 I2  rateints  T3      tso  -                              : nis_image-tso
+niriss_ami                       I2  rateints  A3      -    background                     : nis_ami-default
+niriss_wfss                      S2  rate      S3      -    direct_image                   : nis_wfss-default
+niriss_soss_tso                  S2  rateints  T3      tso  -                              : nis_soss-default
+niriss_soss_tso                  S2  rate      -       -    -                              : nis_soss-single_integration
+niriss_soss_f277w_tso            -   -         D1      tso  -                              : nis_soss-f277w nis_soss-multistripe_f277w
+niriss_soss                      S2  rate      S3      -    background                     : nis_soss-not_tso
+niriss_soss_multistripe          S2  rateints  T3      tso  -                              : nis_soss-multistripe nis_soss-superstripe
+niriss_soss_multistripe          S2  rate      -       -    -                              : nis_soss-multistripe_single_integration
+niriss_nonscience_image          I2  rate      -       -    -                              : nis_tacq-default nis_taconfirm-default nis_focus-default
+niriss_dark                      -   -         DARK    -    -                              : nis_dark-default
+niriss_detector1_only            -   -         D1      -    -                              : nis_lamp-default nis_extcal-default
+nirspec_fs                       S2  rate      S3      -    background                     : nrs_fixedslit-default
+nirspec_fs_nod                   S2  rate      S3      -    nod,background                 : nrs_fixedslit-nod
+nirspec_fs                       S2  rate      S3      -    -                              : nrs_fixedslit-background
+nirspec_fs_dark_detector         -   -         D1      -    -                              : nrs_fixedslit-dark_detector
+nirspec_opaque                   -   -         D1      -    -                              : nrs_fixedslit-opaque
+nirspec_ifu                      S2  rate      S3      -    imprint,background             : nrs_ifu-default
+nirspec_ifu_nod                  S2  rate      S3      -    nod,imprint                    : nrs_ifu-nod
+nirspec_ifu                      S2  rate      S3      -    -                              : nrs_ifu-imprint
+nirspec_ifu                      S2  rate      S3      -    imprint                        : nrs_ifu-background
+nirspec_ifu_dark_detector        -   -         D1      -    -                              : nrs_ifu-dark_detector
+nirspec_mos                      S2  rate      S3      -    imprint                        : nrs_msaspec-default
+nirspec_mos_nod                  S2  rate      S3      -    nod,imprint                    : nrs_msaspec-nod
+nirspec_mos_no_metafile          -   -         D1      -    -                              : nrs_msaspec-no_metafile
+nirspec_msa_image                I2  rate      -       -    -                              : nrs_msaspec-msa_image
+nirspec_bots                     S2  rateints  T3      tso  -                              : nrs_brightobj-default
+nirspec_bots                     S2  rate      -       -    -                              : nrs_brightobj-single_integration
+nirspec_bots_dark_detector       -   -         D1      tso  -                              : nrs_brightobj-dark_detector
+nirspec_lamp                     S2  rate      -       -    -                              : nrs_autowave-default nrs_autoflat-default nrs_lamp-default
+nirspec_lamp_image               I2  rate      -       -    -                              : nrs_lamp-mirror
+nirspec_lamp_unusable            -   -         D1      -    -                              : nrs_lamp-nolamp
+nirspec_nonscience_image         I2  rate      -       -    -                              : nrs_image-default nrs_focus-default nrs_tacq-default nrs_taconfirm-default nrs_confirm-default nrs_wata-default nrs_msata-default nrs_taslit-default nrs_verify-default
+nirspec_mimf                     I2  rate      I3      -    background                     : nrs_mimf-default
+nirspec_dark                     -   -         DARK    -    -                              : nrs_dark-default
+miri_image                       I2  rate      I3      -    background                     : mir_image-default
+miri_image                       I2  rate      I3      -    -                              : mir_image-background
+miri_image_tso                   I2  rateints  T3      tso  -                              : mir_image-tso
+miri_image_tso                   I2  rate      -       -    -                              : mir_image-tso_single_integration
+miri_lrs_fixedslit_nod           S2  rate      S3      -    nod,target_acquisition         : mir_lrs-fixedslit-default
+miri_lrs_fixedslit               S2  rate      -       -    target_acquisition,background  : mir_lrs-fixedslit-no_nod
+miri_lrs_fixedslit_tso           S2  rateints  T3      tso  target_acquisition             : mir_lrs-fixedslit-tso
+miri_lrs_slitless_tso            S2  rateints  T3      tso  target_acquisition             : mir_lrs-slitless-default
+miri_lrs_slitless                S2  rate      -       -    target_acquisition,background  : mir_lrs-slitless-not_tso
+miri_lrs_slitless_tso            S2  rate      -       -    target_acquisition             : mir_lrs-slitless-single_integration
+miri_mrs                         S2  rate      S3      -    background                     : mir_mrs-default
+miri_mrs_tso                     S2  rateints  -       tso  -                              : mir_mrs-tso
+miri_mrs                         S2  rate      S3      -    -                              : mir_mrs-background
+miri_wfss                        S2  rate      S3      -    direct_image                   : mir_wfss-default
+miri_coron                       I2  rateints  C3      -    background                     : mir_lyot-default mir_4qpm-default
+miri_nonscience_image            I2  rate      -       -    -                              : mir_tacq-default mir_taconfirm-default mir_coroncal-default
+miri_dark                        -   -         DARK    -    -                              : mir_darkall-default mir_darkimg-default mir_darkmrs-default
+miri_detector1_only              -   -         D1      -    -                              : mir_flatimage-default mir_flatimage-ext-default mir_flatmrs-default mir_flatmrs-ext-default
+fgs_image                        I2  rate      I3      -    -                              : fgs_image-default
+fgs_focus                        I2  rate      -       -    -                              : fgs_focus-default
+fgs_dark                         -   -         DARK    -    -                              : fgs_dark-default
+fgs_detector1_only               -   -         D1      -    -                              : fgs_skyflat-default fgs_intflat-default
+fgs_guider                       -   -         GUIDER  -    -                              : fgs_id-image-default fgs_id-stack-default fgs_acq1-default fgs_acq2-default fgs_track-default fgs_fineguide-default
+"""
+
+
+def _expectations(line: str) -> dict[str, tuple]:
+    fields, _, case_ids = line.partition(":")
+    mode, stage2, stage2_input, after, tso, needs = fields.split()
+    expected = (mode, None if stage2 == "-" else stage2,
+                None if stage2_input == "-" else stage2_input,
+                None if after == "-" else after, tso == "tso",
+                () if needs == "-" else tuple(needs.split(",")))
+    return dict.fromkeys(case_ids.split(), expected)
+
+
 # case id -> (mode, stage 2, stage-2 input, stage 3 or other path, is_tso, needs)
-EXPECTED = {
-    "nrc_image-default": ("nircam_image", "I2", "rate", "I3", False, ("background",)),
-    "nrc_image-background": ("nircam_image", "I2", "rate", "I3", False, ()),
-    "nrc_image-tso": ("nircam_image_tso", "I2", "rateints", "T3", True, ()),
-    "nrc_image-tso_single_integration": ("nircam_image_tso", "I2", "rate", None, False, ()),
-    "nrc_image-wfsc": ("wfsc_image", "I2", "rate", None, False, ()),
-    "nrc_image-wfsc_pair": ("wfsc_image_pair", "I2", "rate", "W3", False, ()),
-    "nrc_tsimage-default": ("nircam_tsimage", "I2", "rateints", "T3", True, ()),
-    "nrc_tsimage-single_integration": ("nircam_tsimage", "I2", "rate", None, False, ()),
-    "nrc_coron-default": ("nircam_coron", "I2", "rateints", "C3", False, ("background",)),
-    "nrc_coron-psf": ("nircam_coron", "I2", "rateints", "C3", False, ("background",)),
-    "nrc_coron-fullframe": ("nircam_coron_fullframe", "I2", "rateints", "C3", False, ("background",)),
-    "nrc_coron-fullframe_unocculted": ("nircam_coron_unocculted", "I2", "rate", "I3", False, ("background",)),
-    "nrc_coron-fullframe_longwave": ("nircam_coron_fullframe_longwave", "I2", "rateints", "C3", False, ("background",)),
-    "nrc_wfss-default": ("nircam_wfss", "S2", "rate", "S3", False, ("direct_image",)),
-    "nrc_tsgrism-default": ("nircam_tsgrism", "S2", "rateints", "T3", True, ()),
-    "nrc_tsgrism-single_integration": ("nircam_tsgrism", "S2", "rate", None, False, ()),
-    "nrc_tsgrism-clear": ("nircam_tsgrism_clear", None, None, "D1", True, ()),
-    "nrc_tsgrism-nrcblong": ("nircam_tsgrism_nrcblong", None, None, "D1", True, ()),
-    "nrc_tsgrism-dhs": ("nircam_dhs", "S2", "rateints", None, True, ()),
-    "nrc_tsgrism-dhs60": ("nircam_dhs", "S2", "rateints", None, True, ()),
-    "nrc_tsgrism-dhs_single_integration": ("nircam_dhs", "S2", "rate", None, False, ()),
-    "nrc_tsgrism-dhs_longwave": ("nircam_dhs_longwave", "S2", "rateints", None, True, ()),
-    "nrc_tacq-default": ("nircam_nonscience_image", "I2", "rate", None, False, ()),
-    "nrc_tacq-tso_visit": ("nircam_nonscience_image", "I2", "rate", None, False, ()),
-    "nrc_taconfirm-default": ("nircam_nonscience_image", "I2", "rate", None, False, ()),
-    "nrc_focus-default": ("nircam_nonscience_image", "I2", "rate", None, False, ()),
-    "nrc_dark-default": ("nircam_dark", None, None, "DARK", False, ()),
-    "nrc_flat-default": ("nircam_detector1_only", None, None, "D1", False, ()),
-    "nrc_led-default": ("nircam_detector1_only", None, None, "D1", False, ()),
-    "nrc_grism-default": ("nircam_detector1_only", None, None, "D1", False, ()),
-    "nrc_wfsc-default": ("nircam_detector1_only", None, None, "D1", False, ()),
-    "nis_image-default": ("niriss_image", "I2", "rate", "I3", False, ("background",)),
-    "nis_image-tso": ("niriss_image_tso", "I2", "rateints", "T3", True, ()),
-    "nis_image-wfsc_pair": ("wfsc_image_pair", "I2", "rate", "W3", False, ()),
-    "nis_ami-default": ("niriss_ami", "I2", "rateints", "A3", False, ("background",)),
-    "nis_wfss-default": ("niriss_wfss", "S2", "rate", "S3", False, ("direct_image",)),
-    "nis_soss-default": ("niriss_soss_tso", "S2", "rateints", "T3", True, ()),
-    "nis_soss-single_integration": ("niriss_soss_tso", "S2", "rate", None, False, ()),
-    "nis_soss-f277w": ("niriss_soss_f277w_tso", None, None, "D1", True, ()),
-    "nis_soss-not_tso": ("niriss_soss", "S2", "rate", "S3", False, ("background",)),
-    "nis_soss-multistripe": ("niriss_soss_multistripe", "S2", "rateints", "T3", True, ()),
-    "nis_soss-superstripe": ("niriss_soss_multistripe", "S2", "rateints", "T3", True, ()),
-    "nis_soss-multistripe_f277w": ("niriss_soss_f277w_tso", None, None, "D1", True, ()),
-    "nis_soss-multistripe_single_integration": ("niriss_soss_multistripe", "S2", "rate", None, False, ()),
-    "nis_tacq-default": ("niriss_nonscience_image", "I2", "rate", None, False, ()),
-    "nis_taconfirm-default": ("niriss_nonscience_image", "I2", "rate", None, False, ()),
-    "nis_focus-default": ("niriss_nonscience_image", "I2", "rate", None, False, ()),
-    "nis_dark-default": ("niriss_dark", None, None, "DARK", False, ()),
-    "nis_lamp-default": ("niriss_detector1_only", None, None, "D1", False, ()),
-    "nis_extcal-default": ("niriss_detector1_only", None, None, "D1", False, ()),
-    "nrs_fixedslit-default": ("nirspec_fs", "S2", "rate", "S3", False, ("background",)),
-    "nrs_fixedslit-nod": ("nirspec_fs_nod", "S2", "rate", "S3", False, ("nod", "background")),
-    "nrs_fixedslit-background": ("nirspec_fs", "S2", "rate", "S3", False, ()),
-    "nrs_fixedslit-dark_detector": ("nirspec_fs_dark_detector", None, None, "D1", False, ()),
-    "nrs_fixedslit-opaque": ("nirspec_opaque", None, None, "D1", False, ()),
-    "nrs_ifu-default": ("nirspec_ifu", "S2", "rate", "S3", False, ("imprint", "background")),
-    "nrs_ifu-nod": ("nirspec_ifu_nod", "S2", "rate", "S3", False, ("nod", "imprint")),
-    "nrs_ifu-imprint": ("nirspec_ifu", "S2", "rate", "S3", False, ()),
-    "nrs_ifu-background": ("nirspec_ifu", "S2", "rate", "S3", False, ("imprint",)),
-    "nrs_ifu-dark_detector": ("nirspec_ifu_dark_detector", None, None, "D1", False, ()),
-    "nrs_msaspec-default": ("nirspec_mos", "S2", "rate", "S3", False, ("imprint",)),
-    "nrs_msaspec-nod": ("nirspec_mos_nod", "S2", "rate", "S3", False, ("nod", "imprint")),
-    "nrs_msaspec-no_metafile": ("nirspec_mos_no_metafile", None, None, "D1", False, ()),
-    "nrs_msaspec-msa_image": ("nirspec_msa_image", "I2", "rate", None, False, ()),
-    "nrs_brightobj-default": ("nirspec_bots", "S2", "rateints", "T3", True, ()),
-    "nrs_brightobj-single_integration": ("nirspec_bots", "S2", "rate", None, False, ()),
-    "nrs_brightobj-dark_detector": ("nirspec_bots_dark_detector", None, None, "D1", True, ()),
-    "nrs_autowave-default": ("nirspec_lamp", "S2", "rate", None, False, ()),
-    "nrs_autoflat-default": ("nirspec_lamp", "S2", "rate", None, False, ()),
-    "nrs_lamp-default": ("nirspec_lamp", "S2", "rate", None, False, ()),
-    "nrs_lamp-mirror": ("nirspec_lamp_image", "I2", "rate", None, False, ()),
-    "nrs_lamp-nolamp": ("nirspec_lamp_unusable", None, None, "D1", False, ()),
-    "nrs_image-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
-    "nrs_focus-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
-    "nrs_tacq-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
-    "nrs_taconfirm-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
-    "nrs_confirm-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
-    "nrs_wata-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
-    "nrs_msata-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
-    "nrs_taslit-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
-    "nrs_verify-default": ("nirspec_nonscience_image", "I2", "rate", None, False, ()),
-    "nrs_mimf-default": ("nirspec_mimf", "I2", "rate", "I3", False, ("background",)),
-    "nrs_dark-default": ("nirspec_dark", None, None, "DARK", False, ()),
-    "mir_image-default": ("miri_image", "I2", "rate", "I3", False, ("background",)),
-    "mir_image-background": ("miri_image", "I2", "rate", "I3", False, ()),
-    "mir_image-tso": ("miri_image_tso", "I2", "rateints", "T3", True, ()),
-    "mir_image-tso_single_integration": ("miri_image_tso", "I2", "rate", None, False, ()),
-    "mir_lrs-fixedslit-default": ("miri_lrs_fixedslit_nod", "S2", "rate", "S3", False, ("nod", "target_acquisition")),
-    "mir_lrs-fixedslit-no_nod": ("miri_lrs_fixedslit", "S2", "rate", None, False, ("target_acquisition", "background")),
-    "mir_lrs-fixedslit-tso": ("miri_lrs_fixedslit_tso", "S2", "rateints", "T3", True, ("target_acquisition",)),
-    "mir_lrs-slitless-default": ("miri_lrs_slitless_tso", "S2", "rateints", "T3", True, ("target_acquisition",)),
-    "mir_lrs-slitless-not_tso": ("miri_lrs_slitless", "S2", "rate", None, False, ("target_acquisition", "background")),
-    "mir_lrs-slitless-single_integration": ("miri_lrs_slitless_tso", "S2", "rate", None, False, ("target_acquisition",)),
-    "mir_mrs-default": ("miri_mrs", "S2", "rate", "S3", False, ("background",)),
-    "mir_mrs-tso": ("miri_mrs_tso", "S2", "rateints", None, True, ()),
-    "mir_mrs-background": ("miri_mrs", "S2", "rate", "S3", False, ()),
-    "mir_wfss-default": ("miri_wfss", "S2", "rate", "S3", False, ("direct_image",)),
-    "mir_lyot-default": ("miri_coron", "I2", "rateints", "C3", False, ("background",)),
-    "mir_4qpm-default": ("miri_coron", "I2", "rateints", "C3", False, ("background",)),
-    "mir_tacq-default": ("miri_nonscience_image", "I2", "rate", None, False, ()),
-    "mir_taconfirm-default": ("miri_nonscience_image", "I2", "rate", None, False, ()),
-    "mir_coroncal-default": ("miri_nonscience_image", "I2", "rate", None, False, ()),
-    "mir_darkall-default": ("miri_dark", None, None, "DARK", False, ()),
-    "mir_darkimg-default": ("miri_dark", None, None, "DARK", False, ()),
-    "mir_darkmrs-default": ("miri_dark", None, None, "DARK", False, ()),
-    "mir_flatimage-default": ("miri_detector1_only", None, None, "D1", False, ()),
-    "mir_flatimage-ext-default": ("miri_detector1_only", None, None, "D1", False, ()),
-    "mir_flatmrs-default": ("miri_detector1_only", None, None, "D1", False, ()),
-    "mir_flatmrs-ext-default": ("miri_detector1_only", None, None, "D1", False, ()),
-    "fgs_image-default": ("fgs_image", "I2", "rate", "I3", False, ()),
-    "fgs_image-wfsc": ("wfsc_image", "I2", "rate", None, False, ()),
-    "fgs_focus-default": ("fgs_focus", "I2", "rate", None, False, ()),
-    "fgs_dark-default": ("fgs_dark", None, None, "DARK", False, ()),
-    "fgs_skyflat-default": ("fgs_detector1_only", None, None, "D1", False, ()),
-    "fgs_intflat-default": ("fgs_detector1_only", None, None, "D1", False, ()),
-    "fgs_id-image-default": ("fgs_guider", None, None, "GUIDER", False, ()),
-    "fgs_id-stack-default": ("fgs_guider", None, None, "GUIDER", False, ()),
-    "fgs_acq1-default": ("fgs_guider", None, None, "GUIDER", False, ()),
-    "fgs_acq2-default": ("fgs_guider", None, None, "GUIDER", False, ()),
-    "fgs_track-default": ("fgs_guider", None, None, "GUIDER", False, ()),
-    "fgs_fineguide-default": ("fgs_guider", None, None, "GUIDER", False, ()),
-}
+EXPECTED = {k: v for line in _EXPECTED_TABLE.strip().splitlines()
+            for k, v in _expectations(line).items()}
 
 # Every EXP_TYPE the routing note's table names (shared/notes/jwst-routing-and-associations.md).
 NOTE_EXP_TYPES = """
@@ -364,3 +342,49 @@ def test_unknown_or_contradictory_exposures_are_refused(header, words):
         route(header)
     for word in words:
         assert word in str(info.value)
+
+
+# --- the table as data --------------------------------------------------------
+
+_GOOD_ROW = '''
+[[route]]
+mode = "nircam_image"
+exp_types = ["NRC_IMAGE"]
+stage2 = "calwebb_image2"
+'''
+
+
+def test_the_shipped_table_is_what_routes():
+    from importlib.resources import files
+
+    from calstream.steps.routing_table import TABLE, parse_routes
+
+    text = files("calstream.steps").joinpath(TABLE).read_text(encoding="utf-8")
+    assert parse_routes(text) == ROUTES
+
+
+@pytest.mark.parametrize("change, words", [
+    ('stage3 = "calwebb_image4"', "stage3 = 'calwebb_image4' is not one of"),
+    ('colour = "blue"', "unknown column(s) ['colour']"),
+    ('when = ["SOMETIMES"]', "condition 'SOMETIMES' is neither KEY=VALUE nor one of"),
+    ('needs = ["sky"]', "needs ['sky']"),
+    ('also = "nowhere"', "also = 'nowhere' is no [[second_pass]] row"),
+    ('other = "calwebb_dark"', "either a stage2 or another path"),
+])
+def test_a_bad_row_fails_the_load_and_says_where(change, words):
+    from calstream.steps.routing_table import RoutingTableError, parse_routes
+
+    with pytest.raises(RoutingTableError, match="nircam_image") as err:
+        parse_routes(_GOOD_ROW + change + "\n")
+    assert words in str(err.value)
+
+
+def test_a_table_that_leaves_an_exposure_type_unrouted_fails_the_load():
+    from calstream.steps.routing_table import RoutingTableError, parse_routes
+
+    with pytest.raises(RoutingTableError, match="the last row for it must have no condition"):
+        parse_routes(_GOOD_ROW)  # every other EXP_TYPE has no row
+    with pytest.raises(RoutingTableError, match="unknown table"):
+        parse_routes("[[routes]]\nmode = 'x'\n")
+    with pytest.raises(RoutingTableError, match="not TOML"):
+        parse_routes("[[route]\n")

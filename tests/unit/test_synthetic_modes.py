@@ -17,7 +17,6 @@ from astropy.io import fits
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic import spectroscopy as lrs
 from calstream.steps.synthetic.kit import build_kit
-from calstream.steps.synthetic.level2_asn import write_level2_asn
 from calstream.steps.synthetic.program import (
     POINTING_CALCULATED,
     POINTING_PLANNED,
@@ -90,11 +89,7 @@ def test_time_series_target_dims_during_the_transit(time_series):
     x0, y0 = target_pixel_position(TS, 1, "nrcb1")
     assert (x0, y0) == pytest.approx((31.5, 31.5), abs=0.01)
     signal = (data[:, -1].astype(float) - data[:, 0])[:, 20:44, 20:44].sum(axis=(1, 2))
-    first, last = TS.transit_integrations
-    inside = np.zeros(TS.nints, bool)
-    inside[first - 1 : last] = True
-    depth = 1 - signal[inside].mean() / signal[~inside].mean()
-    assert depth == pytest.approx(TS.transit_depth, abs=0.003)
+    assert TS.measured_depth(signal) == pytest.approx(TS.transit_depth, abs=0.003)
 
 
 def test_time_series_is_deterministic(tmp_path, time_series):
@@ -186,28 +181,34 @@ def test_lrs_validation():
 
 
 def test_level2_association_is_jwst_format(tmp_path, time_series):
+    """A synthetic time series gets the level-2 association the planner builds
+    (`build_level2`), in a form jwst's own loader accepts."""
     from jwst.associations import load_asn
+
+    from calstream.steps.associations import (
+        AssociationError,
+        Exposure,
+        association_filename,
+        build_level2,
+    )
+    from calstream.steps.routing import route
 
     rate = tmp_path / "jw01234002001_01101_00001_nrcb1_rateints.fits"
     rate.write_bytes(time_series[0].read_bytes())  # any exposure with the right header
-    bkg = tmp_path / "jw01234002001_01101_00002_nrcb1_rateints.fits"
-    path = write_level2_asn(tmp_path, rate, kind="tso-image2", companions=[(bkg, "background")])
-    assert path.name == "jw01234-a3001_20240115t090000_tso-image2_00001_asn.json"
-    asn = json.loads(path.read_text())
+    header = dict(fits.getheader(rate, 0))
+    science = Exposure("jw01234002001_01101_00001_nrcb1", header, {"rateints": str(rate)})
+    asn = build_level2(route(header), science)
+    assert association_filename(asn) == "jw01234-o002_20240115t090000_tso-image2_06000_asn.json"
     assert (asn["asn_type"], asn["asn_rule"]) == ("tso-image2", "Asn_Lv2ImageTSO")
     product = asn["products"][0]
     assert product["name"] == "jw01234002001_01101_00001_nrcb1"
-    assert product["members"] == [
-        {"expname": rate.name, "exptype": "science"},
-        {"expname": bkg.name, "exptype": "background"},
-    ]
-    with path.open() as fh:
-        assert load_asn(fh)["asn_rule"] == "Asn_Lv2ImageTSO"
+    assert product["members"] == [{"expname": str(rate), "exptype": "science"}]
+    assert load_asn(json.dumps(asn))["asn_rule"] == "Asn_Lv2ImageTSO"
     # Same exposure, same bytes.
-    again = write_level2_asn(tmp_path, rate, kind="tso-image2", companions=[(bkg, "background")])
-    assert again.read_bytes() == path.read_bytes()
-    with pytest.raises(ValueError, match="kind"):
-        write_level2_asn(tmp_path, rate, kind="image3")
+    again = build_level2(route(header), science)
+    assert json.dumps(again) == json.dumps(asn)
+    with pytest.raises(AssociationError, match="rateints"):
+        build_level2(route(header), Exposure(science.exposure_id, header, {}))
 
 
 def test_kit_modes_share_one_program_and_reject_unknown_ones(tmp_path):

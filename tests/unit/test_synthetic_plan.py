@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from calstream.steps.stage3 import stage3_settings
+from calstream.steps.pipeline_settings import stage3_settings
 from calstream.steps.synthetic.asn_pool import COLUMNS
 from calstream.steps.synthetic.kit import ALL_MODES, build_kit
 from calstream.steps.synthetic.program import ProgramSpec, program_truth
@@ -139,9 +139,9 @@ def test_image3_never_asks_for_gaia_unless_told():
     asn = {"asn_type": "image3", "products": []}
     assert stage3_settings("calwebb_image3", asn) == {"tweakreg": {"abs_refcat": ""}}
     assert stage3_settings("calwebb_tso3", asn) == {}
-    from calstream.steps.association_run import _with_workarounds
+    from calstream.steps.pipeline_settings import settings_for
 
-    mine = _with_workarounds("calwebb_image3", asn, {"tweakreg": {"abs_refcat": "GAIADR3"}})
+    mine = settings_for("calwebb_image3", asn, {"tweakreg": {"abs_refcat": "GAIADR3"}})
     assert mine == {"tweakreg": {"abs_refcat": "GAIADR3"}}
 
 

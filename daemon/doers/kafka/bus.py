@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import socket
 from typing import Any
@@ -12,7 +11,7 @@ from aiokafka.structs import ConsumerRecord
 
 import calstream
 from calstream.daemon.operations.metrics import Metrics
-from calstream.topics import contract
+from calstream.topics import contract, dead_letters
 from calstream.topics.catalog import Topics
 
 log = logging.getLogger("calstream.bus")
@@ -44,25 +43,18 @@ class Bus:
             or [key, extra.get("digest"), extra.get("path")]
         message = contract.build(
             "dead_letter", contract.event_id("dead_letter", stage, category, *identity),
-            category=category, reason=reason, stage=stage, attempts=attempts,
+            category=category, reason=dead_letters.bounded(reason, dead_letters.REASON_BUDGET),
+            stage=stage, attempts=attempts,
             original=original, **extra,
         )
-        await self.publish("deadletter", key, message)
+        await self.publish("deadletter", dead_letters.bounded(key, dead_letters.KEY_BUDGET), message)
         self.metrics.dead_letters.labels(stage=stage, category=category).inc()
         log.warning("dead letter [%s/%s] %s: %s", stage, category, key, reason,
                     extra={"exposure_id": extra.get("exposure_id"), "stage": stage})
 
 
 def _original(record: ConsumerRecord) -> dict[str, Any]:
-    value = record.value
-    encoding = "utf-8"
-    if value is not None:
-        try:
-            text = value.decode("utf-8")
-        except UnicodeDecodeError:
-            text, encoding = base64.b64encode(value).decode(), "base64"
-    else:
-        text = None
-    return {"topic": record.topic, "partition": record.partition, "offset": record.offset,
-            "key": record.key.decode("utf-8", "replace") if record.key is not None else None,
-            "value": text, "value_encoding": encoding, "timestamp_ms": record.timestamp}
+    # Bounded: a dead letter must always fit under the producer's size limit.
+    return dead_letters.original_record(
+        topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
+        value=record.value, timestamp_ms=record.timestamp)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calstream.daemon.operations import deployment
 from calstream.daemon.operations.config import Config, ConfigError, load
 
 Handler = Callable[[argparse.Namespace], int]
@@ -86,7 +87,9 @@ def deployment_config(args: argparse.Namespace) -> Config:
              if f.config and getattr(args, dest(f.option)) is not None}
     if getattr(args, "role", None):
         flags["roles"] = args.role
-    return load(args.config, flags=flags)
+    cfg = load(args.config, flags=flags)
+    # Every command but the daemon itself finds a running deployment by its work dir.
+    return cfg if args.command == "run" else deployment.discover(cfg)
 
 
 def operator(args: argparse.Namespace) -> str:

@@ -45,6 +45,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             tg.start_soon(_until_signal, tg.cancel_scope)
             await tg.start(daemon.run)
             print(f"calstream: metrics http://{daemon.ops.address}/metrics  "
+                  f"console http://{daemon.ops.address}/console/  "
                   f"roles {','.join(cfg.roles)}  CRDS context {daemon.crds_context}", flush=True)
 
     try:

@@ -12,16 +12,8 @@ import anyio
 
 from calstream.daemon.operations import logs
 from calstream.daemon.operations.cli.registry import BROKER_FLAGS, command, deployment_config
-from calstream.daemon.operations.config import Config, host_port
-from calstream.daemon.operations.status_collection import collect
+from calstream.daemon.operations.status_collection import collect, default_metrics_url
 from calstream.daemon.operations.status_render import render
-
-
-def default_metrics_url(cfg: Config) -> str | None:
-    host, port = host_port(cfg.metrics_address)
-    if port == 0:
-        return None
-    return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -41,8 +33,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                      "daemon, consumer lag per topic, recent dead letters and products. "
                      "Exit status 1 when a daemon is unreachable or not ready, or the "
                      "broker cannot be read.",
-         flags=(*BROKER_FLAGS, "--group-prefix", "--log-level"),
-         flag_overrides={"--log-level": dict(default="WARNING")}, arguments=_arguments)
+         flags=(*BROKER_FLAGS, "--work-dir", "--group-prefix", "--log-level"),
+         flag_overrides={"--log-level": dict(default="WARNING"), "--work-dir": dict(
+             help="a deployment's work dir: its broker and endpoint are read from "
+                  "WORK/deployment.json")},
+         arguments=_arguments)
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = deployment_config(args)
     logs.setup(args.log_level, False)

@@ -49,7 +49,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                      "run), validate each against the contract, keep those matching every "
                      "filter given, and print them as JSON lines (default), as text, or write "
                      "them to a directory. Invalid records are reported on stderr and skipped.",
-         flags=BROKER_FLAGS, arguments=_arguments)
+         flags=(*BROKER_FLAGS, "--work-dir"),
+         flag_overrides={"--work-dir": dict(help="a deployment's work dir: its broker is read "
+                                                 "from WORK/deployment.json")},
+         arguments=_arguments)
 def cmd_subscribe(args: argparse.Namespace) -> int:
     cfg = broker_config(args, "subscribe")
     if args.since:

@@ -1,0 +1,251 @@
+"""When a file in the inbox may be announced: the watcher's decisions, pure.
+
+The watcher (daemon/doers/inbox/watcher.py) looks at a tracked file in steps,
+each costlier than the one before, and after each asks here what to do next:
+
+1. ``after_stat``: size, mtime, inode and ctime must stay unchanged for
+   ``settle_seconds`` so a file is not read in the middle of a write; a file
+   found short before keeps waiting, and is truncated once it has stayed
+   short and unchanged for ``incomplete_timeout``;
+2. ``after_structure``: the FITS layout must declare every HDU it holds and
+   include the extensions an uncal file needs. This, not the settle time, is
+   what keeps a file copied in pieces with long pauses from going out early;
+3. ``after_identity``: the file must not have changed while it was read.
+
+Every input is a fact the watcher gathered (a stat signature, a layout, an
+error's text, the monotonic time); nothing here touches the filesystem.
+
+Retries and their bounds (each wait is at most ``retry_max``, doubling from
+``retry_initial``):
+
+- a file that cannot be read (NFS hiccups) is tried ``UNREADABLE_ATTEMPTS``
+  times, then rejected as unreadable;
+- an unexpected error while handling a file is retried
+  ``UNEXPECTED_ATTEMPTS`` times, then the file is left in the inbox and not
+  looked at again until it changes (or the daemon restarts);
+- a failed announcement is retried for as long as the file stays in the
+  inbox: an arrival must never be lost, and the ledger is written only after
+  the announcement succeeds. The bound is the inbox's own content;
+- a failed rejection report is retried likewise, for at most
+  ``MAX_PENDING_REPORTS`` rejections at once (the file and its
+  ``.reason.txt`` in the quarantine directory stay the record of the others).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from calstream.steps.exposure import (
+    UNCAL_REQUIRED_EXTENSIONS,
+    BadExposure,
+    missing_extensions,
+    uncal_name,
+)
+from calstream.steps.fitsfile import FitsLayout, FitsStatus
+
+Sig = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
+
+UNREADABLE_ATTEMPTS = 5
+UNEXPECTED_ATTEMPTS = 8
+MAX_PENDING_REPORTS = 1000
+
+
+@dataclass(frozen=True)
+class InboxRules:
+    settle_seconds: float = 0.5
+    incomplete_timeout: float = 120.0
+    retry_initial: float = 1.0
+    retry_max: float = 60.0
+    required_extensions: tuple[str, ...] = UNCAL_REQUIRED_EXTENSIONS
+    # How often a tracked file is looked at: the safety net when events are
+    # missed, and the clock for the settle and incomplete timeouts.
+    look_interval: float = 0.25
+
+    def backoff(self, failures: int) -> float:
+        return min(self.retry_max, self.retry_initial * 2 ** max(0, failures - 1))
+
+
+def look_interval(settle_seconds: float, poll_interval: float) -> float:
+    return max(0.02, min(settle_seconds / 2, poll_interval, 1.0))
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What the watcher knows of one tracked file between two looks."""
+
+    sig: Sig | None = None
+    changed_at: float = 0.0  # monotonic; when sig last changed
+    # Changed while tracked: still being written (or replaced), so a live
+    # arrival even if a start-up scan found it.
+    rewritten: bool = False
+    incomplete_sig: Sig | None = None  # sig at which the structure was found short
+    incomplete_reason: str = ""
+    identified: bool = False  # name, header and digest read: only the announcement is left
+    failures: int = 0  # unreadable attempts, or failed announcements once identified
+    unexpected: int = 0  # unexpected errors since the content last changed
+
+
+# ------------------------------------------------------------ decisions
+
+
+@dataclass(frozen=True)
+class Forget:
+    """Stop tracking. ``still_there``: remember the file as handled, so events
+    and rescans leave it alone until it changes."""
+
+    still_there: bool
+    why: str = ""  # worth a debug line
+    gave_up: bool = False  # worth an error line: it will not be looked at again as it is
+
+
+@dataclass(frozen=True)
+class Wait:
+    until: float  # monotonic; look again then
+    note: str = ""  # worth a log line (said once per reason)
+
+
+@dataclass(frozen=True)
+class CheckStructure:
+    """Settled: read the FITS layout next."""
+
+
+@dataclass(frozen=True)
+class ReadIdentity:
+    """Whole: read the header and the digest next."""
+
+
+@dataclass(frozen=True)
+class Announce:
+    pass
+
+
+@dataclass(frozen=True)
+class Reject:
+    reason: str
+    digest: str | None = None  # when known: lets an operator tell redeliveries apart
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    at: float  # monotonic
+    delay: float
+
+
+Decision = Forget | Wait | CheckStructure | ReadIdentity | Announce | Reject | RetryLater
+
+
+# ------------------------------------------------------------ the steps
+
+
+def after_stat(
+    state: FileState,
+    *,
+    name: str,
+    sig: Sig | None,
+    handled_sig: Sig | None,
+    now: float,
+    age: float,
+    rules: InboxRules,
+) -> tuple[FileState, Decision]:
+    """``sig``: the file's stat now (None: gone); ``handled_sig``: its stat
+    when it was last handled, if it is still in the inbox; ``age``: wall-clock
+    seconds since its mtime."""
+    if sig is None:
+        return state, Forget(still_there=False, why="gone from the inbox before it was handled")
+    if sig != state.sig:
+        first = state.sig is None
+        if first and handled_sig == sig:
+            return state, Forget(still_there=True)  # an event about a file already handled
+        # A file already older than the settle time (found at start-up or by
+        # a rescan) needs no further wait.
+        changed_at = now - max(0.0, min(age, rules.settle_seconds)) if first else now
+        state = FileState(sig=sig, changed_at=changed_at, rewritten=state.rewritten or not first)
+    settled_at = state.changed_at + rules.settle_seconds
+    if now < settled_at:
+        return state, Wait(min(settled_at, now + rules.look_interval))
+    if state.identified:
+        return state, Announce()
+    if state.incomplete_sig == sig:
+        unchanged_for = now - state.changed_at
+        if unchanged_for >= rules.incomplete_timeout:
+            return state, Reject(
+                f"{name}: truncated: {state.incomplete_reason}; unchanged for "
+                f"{unchanged_for:.0f} s (incomplete_timeout {rules.incomplete_timeout:g} s)"
+            )
+        return state, Wait(
+            min(state.changed_at + rules.incomplete_timeout, now + rules.look_interval)
+        )
+    try:
+        uncal_name(name)
+    except BadExposure as exc:
+        return state, Reject(str(exc))
+    return state, CheckStructure()
+
+
+def after_structure(
+    state: FileState, *, name: str, sig: Sig, layout: FitsLayout, now: float, rules: InboxRules
+) -> tuple[FileState, Decision]:
+    if layout.size != sig[0]:
+        return state, Wait(now)  # changed while we looked; start over
+    if layout.status in (FitsStatus.NOT_FITS, FitsStatus.CORRUPT):
+        return state, Reject(f"{name}: {layout.reason}")
+    reason = incomplete_reason(layout, rules.required_extensions)
+    if reason:
+        note = f"waiting: {reason}" if state.incomplete_sig is None else ""
+        state = replace(state, incomplete_sig=sig, incomplete_reason=reason)
+        return state, Wait(now + rules.look_interval, note)
+    return state, ReadIdentity()
+
+
+def incomplete_reason(layout: FitsLayout, required_extensions: tuple[str, ...]) -> str:
+    """Why a valid FITS layout is not yet a whole exposure ("" if it is)."""
+    if not layout.complete:
+        return layout.reason
+    missing = missing_extensions(layout, required_extensions)
+    if missing:
+        return f"valid FITS with {layout.n_hdus} HDU(s) but no {', '.join(missing)} extension yet"
+    return ""
+
+
+def after_identity(
+    state: FileState, *, sig: Sig, sig_after_read: Sig | None, now: float
+) -> tuple[FileState, Decision]:
+    if sig_after_read != sig:
+        return state, Wait(now)  # rewritten while we read it
+    return replace(state, identified=True, failures=0), Announce()
+
+
+def after_read_error(
+    state: FileState, *, name: str, error: str, now: float, rules: InboxRules
+) -> tuple[FileState, Decision]:
+    """NFS and friends have transient errors: a few tries before calling it bad."""
+    state = replace(state, failures=state.failures + 1)
+    if state.failures >= UNREADABLE_ATTEMPTS:
+        return state, Reject(f"{name}: unreadable: {error}")
+    return state, retry_after(state.failures, now=now, rules=rules)
+
+
+def after_announce_failed(
+    state: FileState, *, now: float, rules: InboxRules
+) -> tuple[FileState, RetryLater]:
+    state = replace(state, failures=state.failures + 1)
+    return state, retry_after(state.failures, now=now, rules=rules)
+
+
+def after_unexpected_error(
+    state: FileState, *, now: float, rules: InboxRules
+) -> tuple[FileState, Decision]:
+    state = replace(state, unexpected=state.unexpected + 1)
+    if state.unexpected >= UNEXPECTED_ATTEMPTS:
+        return state, Forget(
+            still_there=True,
+            gave_up=True,
+            why=f"giving up after {state.unexpected} unexpected errors; left in the inbox "
+            "until it changes",
+        )
+    return state, retry_after(state.unexpected, now=now, rules=rules)
+
+
+def retry_after(failures: int, *, now: float, rules: InboxRules) -> RetryLater:
+    delay = rules.backoff(failures)
+    return RetryLater(at=now + delay, delay=delay)

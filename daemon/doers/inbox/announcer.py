@@ -1,0 +1,92 @@
+"""Announcing an arrival: dedupe against the ledger, call the caller's
+``on_arrival``, and only after it returns record (exposure id, digest), so a
+failed announcement is retried and never lost."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.to_thread
+
+from calstream.daemon.deciders.inbox_file import Sig
+from calstream.daemon.doers.inbox.ledger import Ledger
+from calstream.daemon.doers.inbox.reports import Arrival, Counts, log_file
+
+
+class AnnouncementFailed(Exception):
+    """``on_arrival`` raised (``__cause__``); the watcher retries later."""
+
+
+@dataclass(eq=False)
+class Announcer:
+    ledger: Ledger
+    on_arrival: Callable[[Arrival], Awaitable[None]]
+    has_products: Callable[[str, str], bool]  # sync: run in a thread
+    counts: Counts
+    # (exposure id, digest) being announced now, under whichever path.
+    _in_flight: set[tuple[str, str]] = field(default_factory=set)
+
+    async def announce(self, a: Arrival, sig: Sig) -> bool:
+        """True once the arrival is dealt with (announced, a duplicate, or its
+        products exist); False if the same content is being announced under
+        another path right now (try again shortly). Raises AnnouncementFailed."""
+        key = (a.exposure_id, a.digest)
+        if key in self._in_flight:
+            return False
+        self._in_flight.add(key)
+        try:
+            await self._announce(a, sig)
+            return True
+        finally:
+            self._in_flight.discard(key)
+
+    async def _announce(self, a: Arrival, sig: Sig) -> None:
+        if a.source == "startup-scan":
+            if await self._products_exist(a):
+                await self.ledger.record(a, sig, announced=False)
+                self.counts.recorded += 1
+                log_file(logging.INFO, "products exist; recorded, not announced", a.path, a)
+                return
+            again = await self.ledger.has(a.exposure_id, a.digest)
+            what = "re-announcing (announced before, no products yet)" if again else "announcing"
+        elif await self.ledger.has(a.exposure_id, a.digest):
+            self.counts.duplicates += 1
+            log_file(logging.INFO, f"already announced ({a.digest}); skipped", a.path, a)
+            return
+        else:
+            what = "announcing"
+        log_file(logging.INFO, f"{what} ({a.digest}, {a.size} bytes)", a.path, a)
+        try:
+            await self.on_arrival(a)
+        except Exception as exc:
+            self.counts.errors += 1
+            raise AnnouncementFailed(repr(exc)) from exc
+        self.counts.announced += 1
+        try:
+            # Shielded: a shutdown landing between the announcement and this
+            # write would otherwise make the next start re-hash and
+            # re-announce the file.
+            with anyio.CancelScope(shield=True):
+                await self.ledger.record(a, sig, announced=True)
+        except Exception:
+            # Announced all the same; a later duplicate is harmless since
+            # event ids downstream are deterministic.
+            self.counts.errors += 1
+            log_file(
+                logging.ERROR, "announced, but the ledger write failed", a.path, a, exc_info=True
+            )
+
+    async def _products_exist(self, a: Arrival) -> bool:
+        try:
+            return bool(await anyio.to_thread.run_sync(self.has_products, a.exposure_id, a.digest))
+        except Exception:
+            # Announcing again is a redelivery with a deterministic event id:
+            # cheaper than risking a file that never gets processed.
+            self.counts.errors += 1
+            log_file(
+                logging.WARNING, "has_products failed; announcing anyway", a.path, a, exc_info=True
+            )
+            return False

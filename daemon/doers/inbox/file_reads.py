@@ -1,0 +1,55 @@
+"""The reads the inbox watcher makes of a tracked file, each in a worker
+thread: on a network filesystem a stat can block for seconds, and the watcher
+may share its event loop with the rest of the daemon."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from calstream.daemon.deciders.inbox_file import Sig
+from calstream.daemon.doers.inbox.observer_bridge import stat_sig
+from calstream.steps.exposure import ExposureInfo, describe_exposure
+from calstream.steps.fitsfile import FitsLayout, file_digest, fits_layout
+
+
+class FileReads:
+    def __init__(self, concurrency: int) -> None:
+        self._limiter = anyio.CapacityLimiter(concurrency)  # opens and reads at once
+
+    async def sig(self, path: Path) -> Sig | None:
+        """Size, mtime, inode and ctime; None if it is gone or not a regular file."""
+        try:
+            st = await anyio.to_thread.run_sync(os.stat, path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return stat_sig(st) if stat.S_ISREG(st.st_mode) else None
+
+    async def layout(self, path: Path) -> FitsLayout:
+        return await self._read(fits_layout, path)
+
+    async def identity(self, path: Path) -> ExposureInfo:
+        """Exposure id and header, checked against the name (BadExposure)."""
+        return await self._read(describe_exposure, path)
+
+    async def digest(self, path: Path) -> str:
+        return await self._read(file_digest, path)
+
+    async def digest_or_none(self, path: Path) -> str | None:
+        """For the quarantine record, so an operator can tell redeliveries apart."""
+        try:
+            return await self.digest(path)
+        except OSError:
+            return None
+
+    async def _read(self, fn: Callable[[Path], Any], path: Path) -> Any:
+        # Abandoned on cancel: hashing a large file must not delay shutdown.
+        return await anyio.to_thread.run_sync(
+            fn, path, limiter=self._limiter, abandon_on_cancel=True
+        )

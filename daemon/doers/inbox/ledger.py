@@ -1,0 +1,94 @@
+"""What the inbox watcher has announced, keyed by (exposure id, digest).
+
+Also a digest cache: a start-up scan of a large inbox would otherwise re-hash
+every file. A row is reused only when path, size, mtime, inode and ctime all
+match; a replaced or rewritten file changes at least the inode or the ctime,
+which no writer can set.
+
+Every call runs in a worker thread, one at a time: sqlite on a network
+filesystem can block, and the watcher shares its event loop with the daemon.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from calstream.daemon.deciders.inbox_file import Sig
+from calstream.daemon.doers.inbox.reports import Arrival
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS announced (
+    exposure_id TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER, mtime_ns INTEGER, inode INTEGER, ctime_ns INTEGER,
+    announced_at REAL,  -- NULL: products existed at start-up, not announced
+    recorded_at REAL NOT NULL,
+    source TEXT NOT NULL,
+    PRIMARY KEY (exposure_id, digest))"""
+
+_UPSERT = """INSERT INTO announced VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (exposure_id, digest) DO UPDATE SET
+      path = excluded.path, size = excluded.size, mtime_ns = excluded.mtime_ns,
+      inode = excluded.inode, ctime_ns = excluded.ctime_ns,
+      announced_at = COALESCE(excluded.announced_at, announced.announced_at),
+      recorded_at = excluded.recorded_at, source = excluded.source"""
+
+
+class Ledger:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._limiter = anyio.CapacityLimiter(1)  # the connection is used by one thread at a time
+
+    @classmethod
+    async def open(cls, path: Path) -> Ledger:
+        def connect() -> sqlite3.Connection:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            db.execute(_SCHEMA)
+            db.execute("CREATE INDEX IF NOT EXISTS announced_path ON announced(path)")
+            return db
+
+        return cls(await anyio.to_thread.run_sync(connect))
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def has(self, exposure_id: str, digest: str) -> bool:
+        query = "SELECT 1 FROM announced WHERE exposure_id = ? AND digest = ?"
+        row = await self._call(lambda: self._db.execute(query, (exposure_id, digest)).fetchone())
+        return row is not None
+
+    async def cached_digest(self, path: Path, exposure_id: str, sig: Sig) -> str | None:
+        query = (
+            "SELECT digest FROM announced WHERE path = ? AND exposure_id = ? AND size = ? "
+            "AND mtime_ns = ? AND inode = ? AND ctime_ns = ? ORDER BY recorded_at DESC LIMIT 1"
+        )
+        row = await self._call(
+            lambda: self._db.execute(query, (str(path), exposure_id, *sig)).fetchone()
+        )
+        return row[0] if row else None
+
+    async def record(self, a: Arrival, sig: Sig, *, announced: bool) -> None:
+        """``announced=False``: its products existed at start-up; remembered
+        so that it is not announced again, with no announcement time."""
+        now = time.time()
+        row = (
+            a.exposure_id,
+            a.digest,
+            str(a.path),
+            *sig,
+            now if announced else None,
+            now,
+            a.source if announced else "products-exist",
+        )
+        await self._call(self._db.execute, _UPSERT, row)
+
+    async def close(self) -> None:
+        await self._call(self._db.close)

@@ -1,0 +1,192 @@
+"""Which paths are the inbox watcher's, and how it hears of them.
+
+Filesystem events only say *that* something happened to a path, never that a
+file is finished (inotify reports the create long before the writer is done,
+and network filesystems report nothing at all). So events, a polling observer
+and the watcher's periodic rescan are all just hints that put a path on the
+list of tracked files.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.lowlevel
+import anyio.to_thread
+from watchdog.events import (
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.polling import PollingObserver
+
+from calstream.daemon.deciders.inbox_file import Sig
+from calstream.daemon.doers.inbox.reports import log, log_fields
+
+# Names writers use while a file is in flight; the final name arrives by
+# rename, which the observer reports as a create or move on that name.
+IGNORED_SUFFIXES = (".part", ".tmp", ".filepart", ".partial", "~")
+
+# Reading a file we watch makes inotify report open, close-no-write and
+# attrib events on it; listening to those would make every check trigger the
+# next one.
+_EVENTS = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent]
+
+
+def stat_sig(st: os.stat_result) -> Sig:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+class InboxScope:
+    """The files the watcher looks after: not hidden, not in flight, not its
+    own ledger or quarantine; in subdirectories only when ``recursive``."""
+
+    def __init__(self, inbox: Path, quarantine: Path, ledger_path: Path, recursive: bool) -> None:
+        self.inbox = inbox
+        self.quarantine = quarantine
+        self.ledger_path = ledger_path
+        self.recursive = recursive
+
+    def is_candidate(self, path: Path) -> bool:
+        name = path.name
+        if name.startswith(".") or name.endswith(IGNORED_SUFFIXES):
+            return False
+        if path == self.ledger_path or name.startswith(self.ledger_path.name + "-"):
+            return False  # sqlite's -journal/-wal beside a ledger kept in the inbox
+        if self.recursive:
+            try:
+                rel = path.relative_to(self.inbox)
+            except ValueError:
+                return False
+            if path.is_relative_to(self.quarantine):
+                return False
+            return not any(part.startswith(".") for part in rel.parts[:-1])
+        return path.parent == self.inbox
+
+    def list_files(self) -> dict[Path, Sig]:
+        """Runs in a thread: stat only, never opens a file."""
+        found: dict[Path, Sig] = {}
+        dirs = [self.inbox]
+        while dirs:
+            d = dirs.pop()
+            try:
+                entries = list(os.scandir(d))
+            except OSError as exc:
+                log.warning("cannot list %s: %s", d, exc, extra=log_fields(None, d))
+                continue
+            for e in entries:
+                p = Path(e.path)
+                try:
+                    st = e.stat()
+                except OSError:
+                    continue  # vanished between listing and stat
+                if stat.S_ISDIR(st.st_mode):
+                    if self._descend(e.name, p):
+                        dirs.append(p)
+                elif stat.S_ISREG(st.st_mode) and self.is_candidate(p):
+                    found[p] = stat_sig(st)
+        return found
+
+    def _descend(self, name: str, path: Path) -> bool:
+        return (
+            self.recursive and not name.startswith(".") and not path.is_relative_to(self.quarantine)
+        )
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, notify: Callable[[str | bytes], None]) -> None:
+        self._notify = notify
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory:
+            return
+        self._notify(event.dest_path if isinstance(event, FileMovedEvent) else event.src_path)
+
+
+class ObserverBridge:
+    """A watchdog observer (inotify, or polling) whose events land, as paths,
+    in a set the watcher's loop drains; a burst of events is one wake-up."""
+
+    def __init__(
+        self, scope: InboxScope, wake: Callable[[], None], *, polling: bool, poll_interval: float
+    ) -> None:
+        self.scope = scope
+        self.polling = polling
+        self.poll_interval = poll_interval
+        self._wake = wake
+        self._lock = threading.Lock()  # guards _incoming and _wake_scheduled
+        self._incoming: set[Path] = set()
+        self._wake_scheduled = False
+        self._token: anyio.lowlevel.EventLoopToken | None = None
+        self._observer: Any = None
+
+    @property
+    def kind(self) -> str:
+        return "polling" if isinstance(self._observer, PollingObserver) else "inotify"
+
+    async def start(self) -> None:
+        self._token = anyio.lowlevel.current_token()
+        self._observer = await anyio.to_thread.run_sync(self._start_observer)
+
+    async def stop(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            await anyio.to_thread.run_sync(self._observer.join)
+
+    def _start_observer(self) -> Any:
+        # Looked up at each event, so that a test can cut the events off.
+        handler = _Handler(lambda raw: self.notify(raw))
+        inbox = str(self.scope.inbox)
+        if not self.polling:
+            observer = Observer()
+            try:
+                observer.schedule(
+                    handler, inbox, recursive=self.scope.recursive, event_filter=_EVENTS
+                )
+                observer.start()
+                return observer
+            except OSError as exc:
+                # inotify instance/watch limits are per user and easily hit on
+                # shared hosts; polling is slower but loses nothing.
+                log.warning(
+                    "inotify unavailable for %s (%s); falling back to polling",
+                    inbox,
+                    exc,
+                    extra=log_fields(None, self.scope.inbox),
+                )
+        observer = PollingObserver(timeout=self.poll_interval)
+        observer.schedule(handler, inbox, recursive=self.scope.recursive, event_filter=_EVENTS)
+        observer.start()
+        return observer
+
+    def notify(self, raw: str | bytes) -> None:
+        """Runs in the observer thread."""
+        path = Path(os.fsdecode(raw))
+        if not self.scope.is_candidate(path):
+            return
+        with self._lock:
+            self._incoming.add(path)
+            if self._wake_scheduled:
+                return  # a write burst becomes one wake-up
+            self._wake_scheduled = True
+        try:
+            anyio.from_thread.run_sync(self._wake, token=self._token)
+        except Exception:
+            pass  # the event loop is gone: we are shutting down
+
+    def drain(self) -> set[Path]:
+        with self._lock:
+            paths, self._incoming = self._incoming, set()
+            self._wake_scheduled = False
+        return paths

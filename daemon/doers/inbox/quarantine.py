@@ -1,0 +1,159 @@
+"""Bad files: moved to the quarantine directory with a ``.reason.txt``, and
+reported through the caller's ``on_reject`` (retried until it succeeds, see
+``calstream.daemon.deciders.inbox_file`` for the bounds)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+
+from calstream.daemon.deciders.inbox_file import MAX_PENDING_REPORTS, InboxRules, retry_after
+from calstream.daemon.doers.inbox.reports import Counts, Rejection, exposure_id_of, log_file
+
+
+@dataclass(eq=False)
+class PendingReport:
+    rejection: Rejection
+    failures: int = 0
+    retry_at: float = 0.0  # monotonic
+    busy: bool = False
+
+
+@dataclass(eq=False)
+class Quarantine:
+    directory: Path
+    on_reject: Callable[[Rejection], Awaitable[None]]
+    rules: InboxRules
+    counts: Counts
+    pending: list[PendingReport] = field(default_factory=list)  # on_reject failed: to retry
+
+    async def move_aside(
+        self, path: Path, reason: str, digest: str | None, detected_at: float
+    ) -> Rejection:
+        """Move ``path`` to the quarantine directory (``quarantined_to`` is
+        None if it could not be moved: it is then left in the inbox)."""
+        eid = exposure_id_of(path)
+        self.counts.rejected += 1
+        try:
+            dest = await anyio.to_thread.run_sync(
+                self._move, path, reason, eid, digest, detected_at
+            )
+        except Exception as exc:
+            dest = None
+            log_file(logging.ERROR, f"could not quarantine ({exc!r})", path)
+        log_file(
+            logging.WARNING,
+            f"rejected: {reason}" + (f" -> {dest}" if dest else " (left in the inbox)"),
+            path,
+        )
+        return Rejection(path, dest, reason, eid, digest, detected_at)
+
+    async def report(self, rejection: Rejection) -> None:
+        """Through ``on_reject``; kept for a retry if that fails."""
+        await self._report(PendingReport(rejection))
+
+    def due(self, now: float) -> tuple[list[PendingReport], float | None]:
+        """The reports to retry now (marked busy), and when the next one is due."""
+        ready, next_at = [], None
+        for r in self.pending:
+            if r.busy:
+                continue
+            if r.retry_at <= now:
+                r.busy = True
+                ready.append(r)
+            else:
+                next_at = r.retry_at if next_at is None else min(next_at, r.retry_at)
+        return ready, next_at
+
+    async def retry(self, r: PendingReport) -> None:
+        try:
+            if await self._report(r):
+                self.pending.remove(r)
+        finally:
+            r.busy = False
+
+    async def _report(self, r: PendingReport) -> bool:
+        try:
+            await self.on_reject(r.rejection)
+            return True
+        except Exception as exc:
+            self.counts.errors += 1
+            r.failures += 1
+            retry = retry_after(r.failures, now=time.monotonic(), rules=self.rules)
+            r.retry_at = retry.at
+            if r not in self.pending:
+                self._keep(r)
+            log_file(
+                logging.WARNING,
+                f"on_reject failed (attempt {r.failures}): {exc!r}; retrying in {retry.delay:g} s",
+                r.rejection.path,
+            )
+            return False
+
+    def _keep(self, r: PendingReport) -> None:
+        if len(self.pending) >= MAX_PENDING_REPORTS:
+            dropped = next((p for p in self.pending if not p.busy), None)
+            if dropped is not None:
+                self.pending.remove(dropped)
+                log_file(
+                    logging.ERROR,
+                    f"{MAX_PENDING_REPORTS} rejection reports pending: this one is dropped "
+                    f"(its quarantine note stays): {dropped.rejection.reason}",
+                    dropped.rejection.path,
+                )
+        self.pending.append(r)
+
+    def _move(
+        self, path: Path, reason: str, eid: str | None, digest: str | None, detected_at: float
+    ) -> Path:
+        """Runs in a thread. Never overwrites: an earlier file of the same
+        name may be the evidence an operator needs."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        dest = self._claim_name(path.name)
+        try:
+            try:
+                os.replace(path, dest)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                shutil.move(path, dest)  # another filesystem: copy, then unlink
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        lines = [
+            f"reason: {reason}",
+            f"file: {path}",
+            f"exposure_id: {eid or '-'}",
+            f"digest: {digest or '-'}",
+            f"detected_at: {_iso(detected_at)}",
+            f"quarantined_at: {_iso(time.time())}",
+        ]
+        dest.with_name(dest.name + ".reason.txt").write_text("\n".join(lines) + "\n")
+        return dest
+
+    def _claim_name(self, name: str) -> Path:
+        """A free name in the quarantine directory, claimed atomically (the
+        move then lands on the claim): name, then name.1, name.2, ..."""
+        stem, ext = (name[:-5], ".fits") if name.endswith(".fits") else os.path.splitext(name)
+        n = 0
+        while True:
+            dest = self.directory / (name if n == 0 else f"{stem}.{n}{ext}")
+            try:
+                os.close(os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                return dest
+            except FileExistsError:
+                n += 1
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")

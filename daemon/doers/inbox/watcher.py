@@ -1,0 +1,380 @@
+"""The inbox watcher's loop: tracked files, each looked at until it is
+announced, rejected or gone.
+
+Events, the polling observer and a periodic rescan (observer_bridge.py) put
+paths on the list of tracked files. Each look at a file gathers one fact
+(stat, FITS layout, identity and digest), asks the pure decider
+``calstream.daemon.deciders.inbox_file`` what follows, and carries it out:
+wait, look deeper, announce (announcer.py), reject (quarantine.py), retry
+later or forget the file. That module also lists every retry and its bound.
+
+Everything that touches the filesystem, the ledger or a caller's sync
+callback runs in a worker thread: on a network filesystem a stat can block
+for seconds, and this loop may share its event loop with the rest of the
+daemon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskGroup, TaskStatus
+
+from calstream.daemon.deciders import inbox_file as decide
+from calstream.daemon.deciders.inbox_file import FileState, InboxRules, Sig
+from calstream.daemon.doers.inbox.announcer import AnnouncementFailed, Announcer
+from calstream.daemon.doers.inbox.file_reads import FileReads
+from calstream.daemon.doers.inbox.ledger import Ledger
+from calstream.daemon.doers.inbox.observer_bridge import InboxScope, ObserverBridge
+from calstream.daemon.doers.inbox.quarantine import Quarantine
+from calstream.daemon.doers.inbox.reports import (
+    Arrival,
+    Counts,
+    Rejection,
+    WatcherStats,
+    log,
+    log_fields,
+    log_file,
+)
+from calstream.steps.exposure import UNCAL_REQUIRED_EXTENSIONS, BadExposure
+
+
+@dataclass(eq=False)
+class _Track:
+    path: Path
+    source: str  # how it was found: "watch" | "startup-scan"
+    detected_at: float  # epoch seconds
+    state: FileState = FileState()
+    arrival: Arrival | None = None  # identified; waiting for (re)announcement
+    next_check: float = 0.0  # monotonic
+    retry_at: float = 0.0  # monotonic; backoff after a failure
+    busy: bool = False
+    touched: bool = False  # an event came in while a step was running
+
+
+class Watcher:
+    def __init__(
+        self,
+        inbox: Path,
+        quarantine: Path,
+        ledger_path: Path,
+        *,
+        on_arrival: Callable[[Arrival], Awaitable[None]],
+        on_reject: Callable[[Rejection], Awaitable[None]],
+        has_products: Callable[[str, str], bool],
+        polling: bool = False,
+        poll_interval: float = 1.0,
+        settle_seconds: float = 0.5,
+        incomplete_timeout: float = 120.0,
+        recursive: bool = False,
+        rescan_interval: float = 30.0,
+        retry_initial: float = 1.0,
+        retry_max: float = 60.0,
+        required_extensions: tuple[str, ...] = UNCAL_REQUIRED_EXTENSIONS,
+        io_concurrency: int = 4,
+    ) -> None:
+        inbox, quarantine = Path(inbox).absolute(), Path(quarantine).absolute()
+        if quarantine == inbox:
+            raise ValueError("the quarantine directory must not be the inbox")
+        self.rules = InboxRules(
+            settle_seconds=settle_seconds,
+            incomplete_timeout=incomplete_timeout,
+            retry_initial=retry_initial,
+            retry_max=retry_max,
+            required_extensions=tuple(required_extensions),
+            look_interval=decide.look_interval(settle_seconds, poll_interval),
+        )
+        self.scope = InboxScope(inbox, quarantine, Path(ledger_path).absolute(), recursive)
+        self.events = ObserverBridge(
+            self.scope, self._kick, polling=polling, poll_interval=poll_interval
+        )
+        self.rescan_interval = rescan_interval
+        self._counts = Counts()
+        self.quarantine = Quarantine(quarantine, on_reject, self.rules, self._counts)
+        self._on_arrival = on_arrival
+        self._has_products = has_products
+        self._announcer: Announcer | None = None  # needs the ledger: made in run()
+        self._wake = anyio.Event()
+        self._tracks: dict[Path, _Track] = {}
+        self._done: dict[Path, Sig] = {}  # handled files still in the inbox
+        self.reads = FileReads(io_concurrency)
+
+    @property
+    def inbox(self) -> Path:
+        return self.scope.inbox
+
+    def stats(self) -> WatcherStats:
+        return WatcherStats(
+            **dataclasses.asdict(self._counts),
+            pending=len(self._tracks),
+            retrying=sum(1 for t in self._tracks.values() if t.state.failures and t.arrival)
+            + len(self.quarantine.pending),
+        )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Watch until cancelled. ``task_status.started()`` is called once the
+        observer is live and the start-up scan has been processed (files not
+        yet settled or complete stay tracked)."""
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        self.quarantine.directory.mkdir(parents=True, exist_ok=True)
+        ledger = await Ledger.open(self.scope.ledger_path)
+        self._announcer = Announcer(ledger, self._on_arrival, self._has_products, self._counts)
+        try:
+            # The observer starts before the scan so that nothing written
+            # between the two is missed; a path seen by both is tracked once.
+            await self.events.start()
+            async with anyio.create_task_group() as tg:
+                await self._startup_scan()
+                log.info(
+                    "watching %s (%s); %d file(s) still tracked after the start-up scan",
+                    self.inbox,
+                    self.events.kind,
+                    len(self._tracks),
+                    extra=log_fields(None, self.inbox),
+                )
+                task_status.started()
+                await self._loop(tg)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.events.stop()
+                await ledger.close()
+
+    # ------------------------------------------------------------ the loop
+
+    async def _startup_scan(self) -> None:
+        listing = await anyio.to_thread.run_sync(self.scope.list_files)
+        log.info(
+            "start-up scan of %s: %d file(s)",
+            self.inbox,
+            len(listing),
+            extra=log_fields(None, self.inbox),
+        )
+        async with anyio.create_task_group() as tg:
+            for path in sorted(listing):
+                t = self._track(path, "startup-scan")
+                t.busy = True
+                tg.start_soon(self._step, t)
+
+    async def _loop(self, tg: TaskGroup) -> None:
+        next_rescan = time.monotonic() + self.rescan_interval
+        while True:
+            self._wake = anyio.Event()
+            now = time.monotonic()
+            for path in self.events.drain():
+                t = self._track(path, "watch")
+                t.next_check = min(t.next_check, now)
+                t.touched = t.busy
+            if now >= next_rescan:
+                next_rescan = now + self.rescan_interval
+                await self._rescan()
+            now = time.monotonic()
+            wake_at = next_rescan
+            for t in list(self._tracks.values()):
+                if t.busy:
+                    continue
+                due = max(t.next_check, t.retry_at)
+                if due <= now:
+                    t.busy = True
+                    tg.start_soon(self._step, t)
+                else:
+                    wake_at = min(wake_at, due)
+            reports, next_report = self.quarantine.due(now)
+            for r in reports:
+                tg.start_soon(self._then_kick, self.quarantine.retry(r))
+            if next_report is not None:
+                wake_at = min(wake_at, next_report)
+            # A step that finishes sets the event, so its new next_check is
+            # taken into account without polling here.
+            with anyio.move_on_after(max(0.0, wake_at - time.monotonic())):
+                await self._wake.wait()
+
+    async def _rescan(self) -> None:
+        try:
+            listing = await anyio.to_thread.run_sync(self.scope.list_files)
+        except Exception:
+            self._counts.errors += 1
+            log.exception("rescan of %s failed", self.inbox, extra=log_fields(None, self.inbox))
+            return
+        for path, sig in listing.items():
+            if path not in self._tracks and self._done.get(path) != sig:
+                log_file(logging.INFO, "found by rescan (an event was missed or coalesced)", path)
+                self._track(path, "watch")
+        for path in list(self._done):
+            if path not in listing:
+                del self._done[path]
+
+    def _track(self, path: Path, source: str) -> _Track:
+        t = self._tracks.get(path)
+        if t is None:
+            t = self._tracks[path] = _Track(path, source, detected_at=time.time())
+        return t
+
+    def _forget(self, t: _Track, *, still_there: bool) -> None:
+        self._tracks.pop(t.path, None)
+        if still_there and t.state.sig is not None:
+            self._done[t.path] = t.state.sig
+        if t.touched:
+            # The file may have been replaced while we were busy with it; a
+            # fresh look costs one stat if it was not.
+            self._track(t.path, "watch")
+
+    def _kick(self) -> None:
+        self._wake.set()
+
+    async def _then_kick(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        finally:
+            self._kick()
+
+    # ------------------------------------------------------------ one file
+
+    async def _step(self, t: _Track) -> None:
+        t.touched = False
+        try:
+            await self._advance(t)
+        except Exception:
+            # Never let one file stop the watcher; try it again later (bounded).
+            self._counts.errors += 1
+            t.state, decision = decide.after_unexpected_error(
+                t.state, now=time.monotonic(), rules=self.rules
+            )
+            retrying = isinstance(decision, decide.RetryLater)
+            then = f"; retrying in {decision.delay:g} s" if retrying else ""
+            log_file(logging.ERROR, f"unexpected error{then}", t.path, exc_info=True)
+            await self._carry_out(t, decision)
+        finally:
+            t.busy = False
+            self._kick()
+
+    async def _advance(self, t: _Track) -> None:
+        """Gather the facts the decider asks for, one look deeper each time,
+        until it decides something other than looking deeper."""
+        sig = await self.reads.sig(t.path)
+        seen_before = t.state.sig is not None
+        t.state, decision = decide.after_stat(
+            t.state,
+            name=t.path.name,
+            sig=sig,
+            handled_sig=self._done.get(t.path),
+            now=time.monotonic(),
+            age=time.time() - sig[1] / 1e9 if sig else 0.0,
+            rules=self.rules,
+        )
+        if not t.state.identified:
+            t.arrival = None  # new content: identified afresh
+        if not seen_before and t.state.sig is not None:
+            self._counts.seen += 1
+        if isinstance(decision, decide.CheckStructure):
+            decision = await self._check_structure(t, sig)
+        if isinstance(decision, decide.ReadIdentity):
+            decision = await self._read_identity(t, sig)
+        await self._carry_out(t, decision)
+
+    async def _check_structure(self, t: _Track, sig: Sig) -> decide.Decision:
+        try:
+            layout = await self.reads.layout(t.path)
+        except FileNotFoundError:
+            return decide.Forget(still_there=False)
+        except OSError as exc:
+            return self._unreadable(t, exc)
+        t.state, decision = decide.after_structure(
+            t.state,
+            name=t.path.name,
+            sig=sig,
+            layout=layout,
+            now=time.monotonic(),
+            rules=self.rules,
+        )
+        return decision
+
+    async def _read_identity(self, t: _Track, sig: Sig) -> decide.Decision:
+        try:
+            info = await self.reads.identity(t.path)
+            digest = await self._announcer.ledger.cached_digest(t.path, info.exposure_id, sig)
+            if digest is None:
+                digest = await self.reads.digest(t.path)
+        except BadExposure as exc:
+            return decide.Reject(str(exc), await self.reads.digest_or_none(t.path))
+        except FileNotFoundError:
+            return decide.Forget(still_there=False)
+        except OSError as exc:
+            return self._unreadable(t, exc)
+        t.state, decision = decide.after_identity(
+            t.state, sig=sig, sig_after_read=await self.reads.sig(t.path), now=time.monotonic()
+        )
+        if isinstance(decision, decide.Announce):
+            t.arrival = Arrival(
+                path=t.path,
+                exposure_id=info.exposure_id,
+                digest=digest,
+                size=sig[0],
+                header=info.header,
+                detected_at=t.detected_at,
+                source="watch" if t.state.rewritten else t.source,
+            )
+        return decision
+
+    def _unreadable(self, t: _Track, exc: OSError) -> decide.Decision:
+        t.state, decision = decide.after_read_error(
+            t.state, name=t.path.name, error=str(exc), now=time.monotonic(), rules=self.rules
+        )
+        if isinstance(decision, decide.RetryLater):
+            log_file(
+                logging.WARNING, f"cannot read ({exc}); retrying in {decision.delay:g} s", t.path
+            )
+        return decision
+
+    async def _carry_out(self, t: _Track, decision: decide.Decision) -> None:
+        match decision:
+            case decide.Wait(until=until, note=note):
+                if note:
+                    log_file(logging.INFO, note, t.path)
+                t.next_check = until
+            case decide.RetryLater(at=at):
+                t.retry_at = at
+            case decide.Forget(still_there=still_there, why=why, gave_up=gave_up):
+                if why:
+                    log_file(logging.ERROR if gave_up else logging.DEBUG, why, t.path)
+                self._forget(t, still_there=still_there)
+            case decide.Reject(reason=reason, digest=digest):
+                await self._reject(t, reason, digest)
+            case decide.Announce():
+                await self._announce(t)
+
+    async def _announce(self, t: _Track) -> None:
+        a, sig = t.arrival, t.state.sig
+        assert a is not None and sig is not None
+        try:
+            dealt_with = await self._announcer.announce(a, sig)
+        except AnnouncementFailed as exc:
+            t.state, retry = decide.after_announce_failed(
+                t.state, now=time.monotonic(), rules=self.rules
+            )
+            t.retry_at = retry.at
+            log_file(
+                logging.WARNING,
+                f"on_arrival failed (attempt {t.state.failures}): {exc}; "
+                f"retrying in {retry.delay:g} s",
+                t.path,
+                a,
+            )
+            return
+        if dealt_with:
+            self._forget(t, still_there=True)
+        else:  # the same content under another path is being announced
+            t.next_check = time.monotonic() + self.rules.look_interval
+
+    async def _reject(self, t: _Track, reason: str, digest: str | None) -> None:
+        rejection = await self.quarantine.move_aside(t.path, reason, digest, t.detected_at)
+        # Left in the inbox, it is remembered so the rescan does not reject it
+        # again until it changes.
+        self._forget(t, still_there=rejection.quarantined_to is None)
+        await self.quarantine.report(rejection)

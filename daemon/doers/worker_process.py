@@ -1,0 +1,110 @@
+"""What runs inside one warm worker process of the WorkerPool (worker_pool.py).
+
+A worker is spawned, imports the heavy modules once (the initializer warms
+jwst), then serves one task at a time over a pipe: each request is
+(function path, kwargs, log path, environment), each answer is ("ok", value,
+peak RSS, RSS now) or ("error", TaskFailure, peak RSS, RSS now). It returns
+after ``max_tasks`` tasks: recycling bounds slow memory growth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from calstream.daemon.doers.child_processes import die_with_parent
+from calstream.daemon.operations import logs
+from calstream.steps.environment import environ
+
+
+@dataclass
+class TaskFailure:
+    error_type: str
+    message: str
+    classification: str  # transient | permanent | skipped
+    traceback: str = ""
+
+
+def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
+                classifier: str | None, max_tasks: int, parent_pid: int) -> None:
+    # A SIGKILLed daemon must not leave workers calibrating for nobody.
+    die_with_parent(parent_pid, signal.SIGKILL)
+    # The environment (CRDS_PATH, CRDS_CONTEXT, ...) must be in place before any
+    # import: crds reads it when first imported.
+    os.environ.update(env)
+    _worker_logging()
+    if initializer:
+        _resolve(initializer)()
+    classify = _resolve(classifier) if classifier else (lambda exc, task: "permanent")
+    conn.send(("ready", os.getpid()))
+    for _ in range(max_tasks):
+        try:
+            request = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if request is None:
+            return
+        fn_path, kwargs, log_path, task_env = request
+        try:
+            with _task_log(log_path), environ(task_env or {}):
+                value = _resolve(fn_path)(**kwargs)
+            conn.send(("ok", value, _peak_rss(), _current_rss()))
+        except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
+            try:
+                kind = classify(exc, kwargs)
+            except Exception:  # a broken classifier must not hide the real error
+                kind = "permanent"
+            conn.send(("error", TaskFailure(type(exc).__name__, str(exc)[:4000], kind,
+                                            traceback.format_exc()[-8000:]), _peak_rss(),
+                       _current_rss()))
+
+
+def _resolve(path: str):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def _current_rss() -> int:
+    """Resident memory now (not the peak, which never comes down)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _worker_logging() -> None:
+    """Warnings and errors to stderr (the daemon's log, in its format: see
+    logs.worker_setup); each task's full log goes to its own file (see _task_log)."""
+    logs.worker_setup()
+    # Python warnings from the pipelines belong in the run's log, not on stderr.
+    logging.captureWarnings(True)
+
+
+@contextlib.contextmanager
+def _task_log(path: str | None):
+    if not path:
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()

@@ -1,0 +1,92 @@
+"""The read-only web console: under /console on the daemon's operations
+endpoint (same address, loopback by default), or on its own with
+``calstream console --work-dir W`` next to a running deployment.
+
+GET only; nothing is written. Previews are served from the product store's
+``previews/`` directories and from nowhere else.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from calstream.daemon.doers.product_store import LIVE, BadNamespace, check_namespace
+from calstream.daemon.operations import console_pages
+from calstream.daemon.operations.config import Config
+from calstream.daemon.operations.console_data import ConsoleData
+
+log = logging.getLogger("calstream.console")
+
+Response = tuple[int, bytes, str]
+HTML = "text/html; charset=utf-8"
+
+
+class Console:
+    def __init__(self, cfg: Config, metrics_urls: Callable[[], list[str]], *, ttl: float = 5.0):
+        self.data = ConsoleData(cfg, metrics_urls, ttl=ttl)
+        self.products = Path(cfg.products).resolve()
+
+    def handle(self, raw_path: str) -> Response | None:
+        """The response to a GET of ``raw_path``; None when it is not the console's."""
+        path, _, query_text = raw_path.partition("?")
+        if path != console_pages.ROOT and not path.startswith(console_pages.ROOT + "/"):
+            return None
+        query = urllib.parse.parse_qs(query_text)
+        rest = path[len(console_pages.ROOT):].strip("/")
+        if rest == "preview":
+            return self._preview(query.get("path", [""])[0])
+        try:
+            namespace = check_namespace(query.get("ns", [LIVE])[0])
+        except BadNamespace as exc:
+            return 400, f"{exc}\n".encode(), "text/plain"
+        snap = self.data.snapshot(namespace)
+        if rest == "":
+            return 200, console_pages.index(snap), HTML
+        parts = rest.split("/")
+        if len(parts) == 3 and parts[0] == "program":
+            obs = snap.observation(parts[1], parts[2])
+            if obs is None:
+                return 404, console_pages.page("not found", f"<p>no observation {parts[1]}/"
+                                               f"{parts[2]} in namespace {namespace}</p>",
+                                               snap), HTML
+            return 200, console_pages.observation_page(snap, obs, query), HTML
+        return 404, b"not found: try /console/\n", "text/plain"
+
+    def _preview(self, wanted: str) -> Response:
+        """A preview PNG, only from a previews/ directory inside the product store."""
+        try:
+            path = Path(wanted).resolve()
+        except (OSError, ValueError):
+            return 400, b"bad path\n", "text/plain"
+        if (path.suffix != ".png" or path.parent.name != "previews"
+                or not path.is_relative_to(self.products) or not path.is_file()):
+            return 404, b"no such preview\n", "text/plain"
+        return 200, path.read_bytes(), "image/png"
+
+
+def serve(console: Console, host: str, port: int) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            if self.path in ("/", ""):
+                answer: Response | None = (302, b"", "text/plain")
+            else:
+                answer = console.handle(self.path)
+            code, body, ctype = answer or (404, b"not found: try /console/\n", "text/plain")
+            self.send_response(code)
+            if code == 302:
+                self.send_header("Location", console_pages.ROOT + "/")
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server

@@ -1,0 +1,245 @@
+"""What the console shows, gathered once and shared by its pages.
+
+Nothing is collected here that `calstream status` does not already collect:
+the broker (holds, dead letters) and the daemons' endpoints (the planner's
+/planner view) come from ``status.collect``; the products, their durations
+and previews from the product store's provenance records. A snapshot is
+rebuilt at most every ``ttl`` seconds, so a page over 10,000 exposures costs
+one slice of an index, not a read of the store. Nothing is written.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from calstream.daemon.doers.product_store import LIVE, PROMOTIONS, ProductStore
+from calstream.daemon.doers.promotion import current_namespace
+from calstream.daemon.operations.config import Config
+from calstream.daemon.operations.status_collection import collect
+from calstream.daemon.operations.status_summary import Status
+from calstream.steps.naming import BadName, parse_exposure_name
+from calstream.topics import contract
+
+PER_STAGE = ("detector1", "stage2")  # one product per exposure; stage 3 combines them
+
+
+def _exposure_of(name: str | None) -> tuple[str, str, str] | None:
+    """(exposure id, program, observation) of a file name or exposure id."""
+    if not name:
+        return None
+    try:
+        parsed = parse_exposure_name(Path(name).name)
+    except BadName:
+        return None
+    return parsed.exposure_id, parsed.program, parsed.observation
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return max(0.0, contract.parse_time(end).timestamp() - contract.parse_time(start).timestamp())
+
+
+@dataclass
+class Exposure:
+    exposure_id: str
+    program: str
+    observation: str
+    arrived_at: str | None = None
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> product event
+    stage3: list[str] = field(default_factory=list)  # level-3 products it went into
+    hold: dict[str, Any] | None = None
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def latency(self) -> float | None:
+        """Arrival to its last per-exposure product."""
+        last = max((e["emitted_at"] for e in self.stages.values()), default=None)
+        return _seconds_between(self.arrived_at, last)
+
+
+@dataclass
+class Observation:
+    program: str
+    observation: str
+    exposures: dict[str, Exposure] = field(default_factory=dict)
+    stage3: list[dict[str, Any]] = field(default_factory=list)  # level-3 product events
+    missing: dict[str, dict[str, Any]] = field(default_factory=dict)  # exposure -> since, by
+    waiting: list[dict[str, Any]] = field(default_factory=list)  # open associations
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)  # not of one exposure
+
+    def exposure(self, exposure_id: str) -> Exposure:
+        if exposure_id not in self.exposures:
+            self.exposures[exposure_id] = Exposure(exposure_id, self.program, self.observation)
+        return self.exposures[exposure_id]
+
+    def ordered(self) -> list[Exposure]:
+        return sorted(self.exposures.values(), key=lambda e: (e.arrived_at or "~",
+                                                               e.exposure_id))
+
+    def counts(self) -> dict[str, int]:
+        rows = self.exposures.values()
+        return {"exposures": len(rows),
+                **{s: sum(1 for e in rows if s in e.stages) for s in PER_STAGE},
+                "stage3": len(self.stage3), "held": sum(1 for e in rows if e.hold),
+                "dead_letters": len(self.dead_letters) + sum(len(e.dead_letters) for e in rows),
+                "missing": len(self.missing), "waiting": len(self.waiting)}
+
+
+@dataclass
+class Snapshot:
+    at: float
+    namespace: str
+    observations: dict[tuple[str, str], Observation]
+    status: Status | None
+    namespaces: list[str]
+    current: str
+    promotions: list[dict[str, Any]]
+    dead_letters: list[dict[str, Any]]  # every recent one, newest last
+    error: str | None = None
+
+    def observation(self, program: str, observation: str) -> Observation | None:
+        return self.observations.get((program, observation))
+
+
+def _observation(index: dict, program: str, observation: str) -> Observation:
+    key = (program, observation)
+    if key not in index:
+        index[key] = Observation(program, observation)
+    return index[key]
+
+
+def index_records(records: list[dict[str, Any]], index: dict) -> None:
+    """Product events from the store into exposures' timelines."""
+    for record in records:
+        event = record.get("event") or {}
+        obs = _observation(index, event.get("program", "?"), event.get("observation", "?"))
+        stage = event.get("stage")
+        if stage in PER_STAGE:
+            found = _exposure_of(event.get("exposure_id") or event.get("product_name"))
+            exp = obs.exposure(found[0] if found else event.get("product_name", "?"))
+            exp.stages[stage] = event
+            exp.arrived_at = exp.arrived_at or event.get("arrived_at")
+        elif stage == "stage3":
+            obs.stage3.append(event)
+            members = (event.get("association") or {}).get("members", [])
+            for member in members:
+                found = _exposure_of(member.get("expname"))
+                if found:
+                    exp = obs.exposure(found[0])
+                    if event["product_name"] not in exp.stage3:
+                        exp.stage3.append(event["product_name"])
+
+
+def index_broker(status: Status, namespace: str, index: dict) -> None:
+    """Holds, dead letters and what the planner waits for."""
+    for hold in status.broker.holds:
+        found = _exposure_of(hold.get("exposure_id"))
+        if found:
+            _observation(index, found[1], found[2]).exposure(found[0]).hold = hold
+    for letter in status.broker.dead_letters:
+        found = _exposure_of(letter.get("exposure_id") or letter.get("path"))
+        if found:
+            _observation(index, found[1], found[2]).exposure(found[0]).dead_letters.append(letter)
+    view = (status.planner or {}).get("view") or {}
+    ns = (view.get("namespaces") or {}).get(namespace) or {}
+    stage3 = ns.get("stage3") or {}
+    for eid, missing in (stage3.get("missing") or {}).items():
+        found = _exposure_of(eid)
+        if found:
+            _observation(index, found[1], found[2]).missing[found[0]] = missing
+    for science, why in (ns.get("stage2_waiting") or {}).items():
+        found = _exposure_of(science)
+        if found:
+            _observation(index, found[1], found[2]).waiting.append(
+                {"association": f"stage 2 of {science}", "waiting_for": why})
+    for cand in stage3.get("candidates") or []:
+        members = [_exposure_of(m) for m in cand.get("missing", [])]
+        where = next((m for m in members if m), None) or _candidate_observation(cand["candidate"])
+        if where:
+            _observation(index, where[1], where[2]).waiting.append(
+                {"association": f"stage 3 {cand['candidate']} ({cand.get('asn_type', '')}, "
+                                f"{cand.get('members', '?')} member(s))",
+                 "waiting_for": cand.get("waiting_for") or
+                 {"settling": f"{cand.get('quiet_for', 0):.0f}s quiet"}})
+
+
+def _candidate_observation(candidate: str) -> tuple[str, str, str] | None:
+    """A level-3 candidate's name starts jw<program>-o<observation>."""
+    if candidate.startswith("jw") and candidate[7:9] == "-o" and candidate[2:7].isdigit():
+        return candidate, candidate[2:7], candidate[9:12]
+    return None
+
+
+def _promotions(store: ProductStore) -> list[dict[str, Any]]:
+    import json
+
+    out = []
+    for path in sorted((store.top / PROMOTIONS).glob("*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        out.append({k: doc.get(k) for k in ("namespace", "previous", "promoted_at", "reason",
+                                            "by", "records")})
+    return out
+
+
+class ConsoleData:
+    """Snapshots per namespace, rebuilt when older than ``ttl`` seconds."""
+
+    def __init__(self, cfg: Config, metrics_urls: Callable[[], list[str]], *,
+                 ttl: float = 5.0, dead_letters: int = 500):
+        self.cfg = cfg
+        self.store = ProductStore(cfg.products)
+        self.metrics_urls = metrics_urls
+        self.ttl = ttl
+        self.dead_letters = dead_letters
+        self._cache: dict[str, Snapshot] = {}
+        self._lock = threading.Lock()
+
+    def snapshot(self, namespace: str = LIVE) -> Snapshot:
+        with self._lock:  # one rebuild at a time; the other requests wait for it
+            snap = self._cache.get(namespace)
+            if snap is None or time.time() - snap.at > self.ttl:
+                snap = self._cache[namespace] = self._build(namespace)
+            return snap
+
+    def _build(self, namespace: str) -> Snapshot:
+        index: dict[tuple[str, str], Observation] = {}
+        tree = self.store.for_namespace(namespace)
+        index_records(tree.records() if tree.root.is_dir() else [], index)
+        status, error = None, None
+        try:
+            status = anyio.run(lambda: collect(self.cfg, self.metrics_urls(),
+                                               dead_letters=self.dead_letters, products=0,
+                                               timeout=10.0))
+            index_broker(status, namespace, index)
+            error = status.broker.error
+        except Exception as exc:  # noqa: BLE001 - the store alone is still worth showing
+            error = f"{type(exc).__name__}: {exc}"
+        letters = list(status.broker.dead_letters) if status else []
+        unplaced = [d for d in letters
+                    if not _exposure_of(d.get("exposure_id") or d.get("path"))]
+        for letter in unplaced:  # stage-3 letters name no exposure: their product's observation
+            where = _candidate_observation(str(letter.get("original", {}).get("product_name", "")))
+            if where:
+                _observation(index, where[1], where[2]).dead_letters.append(letter)
+        return Snapshot(time.time(), namespace, dict(sorted(index.items())), status,
+                        [LIVE, *self.store.namespaces()], current_namespace(self.store),
+                        _promotions(self.store), letters, error)
+
+
+def by_program(snap: Snapshot) -> dict[str, list[Observation]]:
+    out: dict[str, list[Observation]] = defaultdict(list)
+    for (program, _), obs in snap.observations.items():
+        out[program].append(obs)
+    return dict(out)

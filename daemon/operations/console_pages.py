@@ -1,0 +1,204 @@
+"""The console's pages: server-rendered HTML, no script, one stylesheet inline.
+
+Each page is a pure function of a snapshot (console_data) and the request's
+query: the index of programs and observations, and a page per observation
+with its exposures' timelines (paged), holds, open associations, missing
+exposures, dead letters and stage-3 products with their previews.
+"""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from calstream.daemon.operations.console_data import PER_STAGE, Observation, Snapshot, by_program
+from calstream.topics import contract
+
+PAGE_SIZE = 100
+ROOT = "/console"
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em} table.timeline{width:100%}
+th,td{border:1px solid #ccc;padding:.2em .5em;text-align:left;vertical-align:top;
+white-space:nowrap} td.why{white-space:normal;overflow-wrap:anywhere;min-width:12em}
+th{background:#eee} .num{text-align:right} .held{background:#fff3cd}
+.dead{background:#f8d7da} .missing{background:#e2e3e5} .ok{color:#155724}
+.muted{color:#777} img.thumb{height:48px;image-rendering:pixelated;margin-right:2px}
+nav a{margin-right:1em} .error{color:#a00}
+"""
+
+
+def _e(value: Any) -> str:
+    return escape("" if value is None else str(value))
+
+
+def _link(path: str, text: str, **query: Any) -> str:
+    q = urllib.parse.urlencode({k: v for k, v in query.items() if v not in (None, "live")})
+    return f'<a href="{_e(ROOT + path + ("?" + q if q else ""))}">{_e(text)}</a>'
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{seconds:.0f}s"
+    minutes = seconds / 60
+    return f"{minutes:.0f}m" if minutes < 120 else f"{minutes / 60:.1f}h"
+
+
+def _since(iso: str | None, now: float) -> str:
+    return "-" if not iso else _age(now - contract.parse_time(iso).timestamp())
+
+
+def _time(iso: str | None, *, date: bool = True) -> str:
+    """UTC, to the second; the full time on hover."""
+    if not iso:
+        return "-"
+    shown = iso.replace("T", " ").rstrip("Z")[:19]
+    return f'<span title="{_e(iso)}">{_e(shown if date else shown[11:])}</span>'
+
+
+def page(title: str, body: str, snap: Snapshot) -> bytes:
+    ns = "".join(f" {_link('/', n, ns=n)}" + (" (current)" if n == snap.current else "")
+                 for n in snap.namespaces)
+    error = f'<p class="error">broker: {_e(snap.error)}</p>' if snap.error else ""
+    html = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
+            f"<style>{_STYLE}</style></head><body><nav>{_link('/', 'calstream console')}"
+            f"<span class='muted'>namespace <b>{_e(snap.namespace)}</b> · namespaces:{ns} · "
+            f"as of {time.strftime('%H:%M:%S', time.gmtime(snap.at))} UTC</span></nav>"
+            f"<h1>{_e(title)}</h1>{error}{body}</body></html>")
+    return html.encode()
+
+
+def _table(headers: list[str], rows: list[str], cls: str = "") -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    return (f'<table class="{cls}"><tr>{head}</tr>{"".join(rows)}</table>' if rows
+            else '<p class="muted">none</p>')
+
+
+def index(snap: Snapshot) -> bytes:
+    rows = []
+    for program, observations in by_program(snap).items():
+        for obs in observations:
+            c = obs.counts()
+            rows.append(
+                f"<tr><td>{_e(program)}</td><td>"
+                f"{_link(f'/program/{program}/{obs.observation}', obs.observation, ns=snap.namespace)}"
+                f"</td>" + "".join(f'<td class="num">{c[k]}</td>' for k in (
+                    "exposures", "detector1", "stage2", "stage3", "held", "missing", "waiting",
+                    "dead_letters")) + "</tr>")
+    body = ("<h2>Programs and observations</h2>" + _table(
+        ["program", "observation", "exposures", "detector1", "stage 2", "stage-3 products",
+         "held", "missing", "open associations", "dead letters"], rows)
+        + "<h2>Recent dead letters</h2>" + _dead_letters(snap.dead_letters[-20:][::-1])
+        + "<h2>Replay namespaces and promotions</h2>" + _namespaces(snap))
+    return page("calstream console", body, snap)
+
+
+def _namespaces(snap: Snapshot) -> str:
+    rows = [f"<tr><td>{_link('/', n, ns=n)}</td><td>{'current' if n == snap.current else ''}"
+            f"</td></tr>" for n in snap.namespaces]
+    promotions = [f"<tr><td>{_time(p['promoted_at'])}</td><td>{_e(p['previous'])} → "
+                  f"{_e(p['namespace'])}</td><td>{_e(p['records'])}</td><td>{_e(p['by'])}</td>"
+                  f"<td>{_e(p['reason'])}</td></tr>" for p in snap.promotions[::-1]]
+    return (_table(["namespace", ""], rows) + "<h3>Promotions</h3>"
+            + _table(["promoted at", "from → to", "work items", "by", "reason"], promotions))
+
+
+def _dead_letters(letters: list[dict[str, Any]]) -> str:
+    rows = [f'<tr class="dead"><td>{_time(d.get("emitted_at"))}</td><td>{_e(d.get("stage"))}'
+            f'</td><td>{_e(d.get("exposure_id") or Path(d.get("path") or "-").name)}</td>'
+            f'<td>{_e(d.get("category"))}</td><td class="why">{_e(d.get("reason"))}</td>'
+            f'<td class="num">{_e(d.get("attempts"))}</td></tr>' for d in letters]
+    return _table(["at", "stage", "exposure / file", "category", "reason", "attempts"], rows)
+
+
+def _thumbnails(event: dict[str, Any] | None) -> str:
+    """Each thumbnail links to its full preview (served by /console/preview)."""
+    if not event:
+        return ""
+    previews = event.get("previews") or []
+    full = {p["of"]: p["path"] for p in previews if p.get("role") == "preview"}
+    out = []
+    for p in previews:
+        if p.get("role") == "thumbnail":
+            thumb = urllib.parse.quote(p["path"])
+            big = urllib.parse.quote(full.get(p["of"], p["path"]))
+            out.append(f'<a href="{ROOT}/preview?path={big}"><img class="thumb" '
+                       f'src="{ROOT}/preview?path={thumb}" alt="{_e(p["of"])}" '
+                       f'title="{_e(p["of"])}"></a>')
+    return "".join(out)
+
+
+def _stage_cell(event: dict[str, Any] | None) -> str:
+    if not event:
+        return '<td class="muted">-</td>'
+    took = event.get("duration_seconds")
+    state = "skipped" if event.get("outcome") == "skipped" else "done"
+    return (f'<td><span class="ok">{state}</span> {_time(event.get("emitted_at"), date=False)}'
+            f'{f" ({_age(took)})" if took is not None else ""}<br>{_thumbnails(event)}</td>')
+
+
+def observation_page(snap: Snapshot, obs: Observation, query: dict[str, list[str]]) -> bytes:
+    now = time.time()
+    exposures = obs.ordered()
+    pages = max(1, -(-len(exposures) // PAGE_SIZE))
+    try:
+        number = min(max(1, int(query.get("page", ["1"])[0])), pages)
+    except ValueError:
+        number = 1
+    shown = exposures[(number - 1) * PAGE_SIZE: number * PAGE_SIZE]
+    rows = []
+    for exp in shown:
+        cls = "held" if exp.hold else "dead" if exp.dead_letters else ""
+        hold = (f"held: {_e(exp.hold.get('reason'))} (for {_since(exp.hold.get('since'), now)})"
+                if exp.hold else "")
+        dead = "; ".join(f"dead letter ({_e(d.get('stage'))}): {_e(d.get('reason'))}"
+                         for d in exp.dead_letters)
+        rows.append(
+            f'<tr class="{cls}" id="{_e(exp.exposure_id)}"><td>{_e(exp.exposure_id)}</td>'
+            f"<td>{_time(exp.arrived_at)}</td>"
+            + "".join(_stage_cell(exp.stages.get(s)) for s in PER_STAGE)
+            + f"<td>{'<br>'.join(_e(n) for n in exp.stage3) or '-'}</td>"
+            f'<td class="num">{_age(exp.latency)}</td><td class="why">{hold}'
+            f'{"<br>" if hold and dead else ""}'
+            f"{dead}</td></tr>")
+    base = f"/program/{obs.program}/{obs.observation}"
+    nav = " ".join(_link(base, str(n), ns=snap.namespace, page=n) if n != number
+                   else f"<b>{n}</b>" for n in range(1, pages + 1)) if pages > 1 else ""
+    held = [e for e in exposures if e.hold]
+    body = (
+        f"<h2>Exposures ({len(exposures)}; page {number} of {pages})</h2><p>{nav}</p>"
+        + _table(["exposure", "arrived", "detector1", "stage 2", "stage 3", "latency",
+                  "hold / failure"], rows, "timeline")
+        + f"<h2>Held ({len(held)})</h2>"
+        + _table(["exposure", "reason", "since", "age"], [
+            f'<tr class="held"><td>{_e(e.exposure_id)}</td>'
+            f'<td class="why">{_e(e.hold.get("reason"))}</td>'
+            f"<td>{_time(e.hold.get('since'))}</td><td>{_since(e.hold.get('since'), now)}</td>"
+            "</tr>" for e in held])
+        + f"<h2>Missing exposures ({len(obs.missing)})</h2>"
+        + _table(["exposure", "expected since", "by"], [
+            f'<tr class="missing"><td>{_e(eid)}</td><td>{_age(now - m.get("since", now))} ago'
+            f"</td><td>{_e(', '.join(m.get('candidates', [])))}</td></tr>"
+            for eid, m in sorted(obs.missing.items())])
+        + f"<h2>Open associations ({len(obs.waiting)})</h2>"
+        + _table(["association", "waits for"], [
+            f"<tr><td>{_e(w['association'])}</td><td class='why'>"
+            + "<br>".join(f"{_e(k)}: {_e(v)}" for k, v in w["waiting_for"].items())
+            + "</td></tr>" for w in obs.waiting])
+        + "<h2>Stage-3 products</h2>"
+        + _table(["product", "version", "done", "members", "degraded", "previews"], [
+            f"<tr><td>{_e(p['product_name'])}</td><td>{_e(p.get('version', 1))}</td>"
+            f"{_stage_cell(p)}<td class='num'>"
+            f"{len((p.get('association') or {}).get('members', []))}</td>"
+            f"<td>{_e(p.get('degraded') or '')}</td><td>{_thumbnails(p)}</td></tr>"
+            for p in obs.stage3])
+        + "<h2>Dead letters</h2>"
+        + _dead_letters([d for e in exposures for d in e.dead_letters] + obs.dead_letters))
+    return page(f"Program {obs.program}, observation {obs.observation}", body, snap)

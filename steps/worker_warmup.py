@@ -1,0 +1,32 @@
+"""The initializer of every calibration worker process, whatever its stage.
+
+Importing this module is cheap; `warm_up` imports jwst (about 3 s) once per
+worker, from the pool's initializer or else on a worker's first run, so no
+run pays it twice.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+_warm = threading.Event()
+
+
+def warm_up() -> None:
+    """Import jwst and its pipelines, then exclude everything imported from GC scans.
+
+    stpipe runs a full ``gc.collect()`` after every step; with jwst loaded that
+    walks millions of objects, about 0.15 s a step, 2.5 s of a 3.5 s detector1
+    run on a SUB160 exposure. Freezing the objects alive after the import (the
+    modules, schemas and caches a worker keeps anyway) cuts the run to about
+    1 s. Idempotent; it changes this process's garbage collector, which is
+    why it belongs in a worker process.
+    """
+    if _warm.is_set():
+        return
+    import jwst.pipeline  # noqa: F401
+
+    gc.collect()
+    gc.freeze()
+    _warm.set()

@@ -1,0 +1,184 @@
+"""One live daemon against a corpus of bad files and messages.
+
+Every bad input must become a dead letter with a reason (matched to its
+record by topic, partition and offset, or to its file by name); the daemon
+never exits; nothing is written outside its roots; a good visit dropped
+afterwards still reaches its stage-3 product; and a daemon restarted on the
+same broker (which reads all of it again) starts and becomes ready.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import urllib.request
+from pathlib import Path
+
+import anyio
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from calstream.steps.environment import environ
+from calstream.steps.naming import parse_exposure_name
+from calstream.steps.synthetic.downlink import deliver
+from calstream.steps.synthetic.kit import build_kit
+from calstream.steps.synthetic.program import ProgramSpec, simulate_program
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+from . import hostile_corpus as corpus
+from .support import daemon_config, products, read_all, running_daemon, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+def eid(path: Path) -> str:
+    return parse_exposure_name(path.name).exposure_id
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every entry below ``root`` with the digest of its content."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink() or not p.is_file():
+            out[str(p)] = "link" if p.is_symlink() else "dir"
+        else:
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def ready(address: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{address}/readyz", timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+async def send_all(cfg, items: list[corpus.BadMessage]) -> dict[tuple[str, int, int], str]:
+    """Produce every item; return {(topic, partition, offset): item name}."""
+    topics = Topics(cfg.topic_prefix)
+    # Bigger than any producer of calstream would send: the oversize records.
+    producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all",
+                                max_request_size=4 << 20)
+    await producer.start()
+    sent = {}
+    try:
+        for item in items:
+            meta = await producer.send_and_wait(topics.name(item.topic), item.value, key=item.key)
+            sent[(meta.topic, meta.partition, meta.offset)] = item.name
+    finally:
+        await producer.stop()
+    return sent
+
+
+def dead_letters(messages) -> list[contract.Message]:
+    return [m for m in messages if isinstance(m, contract.Message) and m.type == "dead_letter"]
+
+
+def unmatched(sent: dict, files: list[corpus.BadFile], letters: list) -> list[str]:
+    """The bad inputs that have no dead letter yet."""
+    by_record = {(d["original"]["topic"], d["original"]["partition"], d["original"]["offset"])
+                 for d in letters if d.get("original")}
+    named = set()
+    for d in letters:
+        for field in ("path", "quarantined_to"):
+            if d.get(field):
+                named.add(Path(d[field]).name)
+    missing = [name for key, name in sent.items() if key not in by_record]
+    missing += [f"file: {f.name}" for f in files if not any(f.filename in n for n in named)]
+    return missing
+
+
+@pytest.fixture(scope="module")
+def visits(tmp_path_factory):
+    """A kit for SUB160P (one detector: headers say when a visit is complete),
+    visit A (observation 001), visit B (002) and a PLANNED exposure (003)."""
+    root = tmp_path_factory.mktemp("hostile-kit")
+    spec = ProgramSpec(subarray="SUB160P", dithers=2)
+    kit = build_kit(root, spec, seed=11)
+    b = simulate_program(root / "b", dataclasses.replace(spec, observation="002"), seed=12)
+    c = simulate_program(root / "c", dataclasses.replace(spec, observation="003", dithers=1,
+                                                          planned=(1,)), seed=13)
+    with environ(kit.crds_env):
+        yield kit.uncal_files, b, c
+
+
+async def test_a_daemon_survives_every_bad_input_and_still_calibrates(
+        tmp_path, broker, visits, unique_prefix):
+    visit_a, visit_b, [planned] = visits
+    sentinel = tmp_path / "sentinel"
+    sentinel.mkdir()
+    (sentinel / "note.txt").write_text("nothing may change below this folder\n")
+    before = tree_digest(sentinel)
+    cfg = daemon_config(tmp_path, broker, unique_prefix, stage3_settle=1.0,
+                        incomplete_timeout=3.0, max_attempts=2)
+    async with running_daemon(cfg) as daemon:
+        # Real messages first: the corpus is made of their forged variants.
+        await anyio.to_thread.run_sync(lambda: deliver([*visit_a, planned], cfg.inbox))
+        seen = await wait_for(cfg, ["raw", "products", "work.stage2", "work.stage3", "holds"],
+                              lambda ms: len(products(ms, "stage3")) >= 1 and any(
+                                  m.type == "hold" for m in ms
+                                  if isinstance(m, contract.Message)), timeout=400)
+        real = [m for m in seen if isinstance(m, contract.Message)]
+        templates = {
+            "arrival": next(m.body for m in real if m.type == "arrival"),
+            "order2": next(m.body for m in real if m.type == "work_order"
+                           and m["stage"] == "stage2"),
+            "order3": next(m.body for m in real if m.type == "work_order"
+                           and m["stage"] == "stage3"),
+            "product": products(real, "detector1")[0].body,
+            "product2": products(real, "stage2")[0].body,
+        }
+        planned_arrival = next(m.body for m in real if m.type == "arrival"
+                               and m["exposure_id"] == eid(planned))
+        hold = next(m.body for m in real if m.type == "hold")
+        items = [m for topic in corpus.CONSUMED
+                 for m in corpus.byte_level(topic, templates["order2"] if topic.startswith(
+                     "work") else templates["arrival"])]
+        items += corpus.semantic(templates, sentinel=sentinel, inbox=cfg.inbox,
+                                 planned_arrival=planned_arrival)
+        files = corpus.bad_files(visit_a[0], sentinel)
+        restart_items = corpus.hold_garbage(hold)
+        assert len(items) + len(files) + len(restart_items) >= 150
+        assert len({i.name for i in items} | {f.name for f in files}) == len(items) + len(files)
+
+        sent = await send_all(cfg, items)
+        for f in files:
+            f.write(cfg.inbox)
+
+        # Every bad input ends as a dead letter with a reason.
+        with anyio.fail_after(300):
+            while True:
+                letters = dead_letters(await read_all(cfg, ["deadletter"]))
+                missing = unmatched(sent, files, letters)
+                if not missing:
+                    break
+                await anyio.sleep(2)
+        assert all(d["reason"] for d in letters)
+        assert ready(daemon.ops.address)
+
+        # The forged CALCULATED arrival did not take the PLANNED file past its hold.
+        later = await read_all(cfg, ["products"])
+        assert eid(planned) not in {p["exposure_id"] for p in products(later, "stage2")}
+
+        # A good visit afterwards still reaches its mosaic.
+        await anyio.to_thread.run_sync(lambda: deliver(visit_b, cfg.inbox))
+        await wait_for(cfg, ["products"], lambda ms: any(
+            p["observation"] == "002" for p in products(ms, "stage3")), timeout=400)
+
+        sent_at_restart = await send_all(cfg, restart_items)
+
+    # Nothing outside the roots: the sentinel tree is as it was.
+    assert tree_digest(sentinel) == before
+    assert not (sentinel / "escaped").exists()
+
+    # A daemon restarted on the same broker reads all of it again, and is ready.
+    async with running_daemon(cfg) as again:
+        with anyio.fail_after(180):
+            while not ready(again.ops.address):
+                await anyio.sleep(1)
+        with anyio.fail_after(120):
+            while unmatched(sent_at_restart, [], dead_letters(
+                    await read_all(cfg, ["deadletter"]))):
+                await anyio.sleep(2)

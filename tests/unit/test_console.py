@@ -1,0 +1,99 @@
+"""The console's pages, from a product store and a status snapshot (no daemon)."""
+
+from __future__ import annotations
+
+import time
+
+from calstream.daemon.operations import console_pages
+from calstream.daemon.operations.config import load
+from calstream.daemon.operations.console import Console
+from calstream.daemon.operations.console_data import (
+    Observation,
+    Snapshot,
+    index_broker,
+    index_records,
+)
+from calstream.daemon.operations.status_summary import BrokerView, Status
+
+
+def _eid(n: int) -> str:
+    return f"jw01234001001_02101_{n:05d}_nrcb1"
+
+
+def _event(n: int, stage: str, previews=None) -> dict:
+    return {"event": {"stage": stage, "program": "01234", "observation": "001",
+                      "exposure_id": _eid(n), "product_name": _eid(n), "outcome": "success",
+                      "arrived_at": "2026-11-24T05:00:00.000Z",
+                      "emitted_at": f"2026-11-24T05:0{1 if stage == 'detector1' else 2}:00.000Z",
+                      "duration_seconds": 3.5, "previews": previews or []}}
+
+
+def _snapshot(index, status=None) -> Snapshot:
+    return Snapshot(time.time(), "live", index, status, ["live", "ctx2"], "live", [
+        {"namespace": "ctx2", "previous": "live", "promoted_at": "2026-11-24T06:00:00Z",
+         "reason": "new flats", "by": "ops", "records": 3}], [], None)
+
+
+def test_ten_thousand_exposures_are_paged():
+    records = [_event(n, s) for n in range(1, 10001) for s in ("detector1", "stage2")]
+    records.append({"event": {"stage": "stage3", "program": "01234", "observation": "001",
+                              "product_name": "jw01234-o001_t001_nircam_clear-f200w",
+                              "emitted_at": "2026-11-24T05:05:00Z", "association": {
+                                  "members": [{"expname": f"{_eid(1)}_cal.fits"}]}}})
+    index: dict = {}
+    index_records(records, index)
+    obs = index[("01234", "001")]
+    assert obs.counts()["exposures"] == 10000 and obs.counts()["stage2"] == 10000
+    assert obs.exposures[_eid(1)].stage3 == ["jw01234-o001_t001_nircam_clear-f200w"]
+    assert obs.exposures[_eid(1)].latency == 120.0
+    html = console_pages.observation_page(_snapshot(index), obs, {"page": ["3"]}).decode()
+    assert "page 3 of 100" in html
+    assert _eid(201) in html and _eid(300) in html
+    assert _eid(200) not in html and _eid(301) not in html
+    assert html.count('<tr class="') <= console_pages.PAGE_SIZE + 5
+
+
+def test_holds_dead_letters_missing_and_waiting_associations():
+    index: dict = {}
+    index_records([_event(1, "detector1")], index)
+    broker = BrokerView("h:1")
+    broker.holds = [{"exposure_id": _eid(1), "state": "held", "since": "2026-11-24T05:01:00Z",
+                     "reason": "ENGQLPTG=PLANNED: provisional pointing"}]
+    broker.dead_letters = [{"exposure_id": _eid(2), "stage": "detector1", "category":
+                            "permanent_failure", "reason": "calwebb_detector1 failed: boom",
+                            "emitted_at": "2026-11-24T05:03:00Z", "attempts": 1}]
+    view = {"namespaces": {"live": {
+        "stage2_waiting": {},
+        "stage3": {"missing": {_eid(3): {"since": time.time() - 60,
+                                         "candidates": ["jw01234-o001_image3"]}},
+                   "candidates": [{"candidate": "jw01234-o001_image3", "asn_type": "image3",
+                                   "members": 2, "missing": [_eid(3)],
+                                   "waiting_for": {"members": "1 missing"}}]}}}}
+    status = Status(time.time(), "p.", "p", [], {}, broker, {"view": view})
+    index_broker(status, "live", index)
+    obs: Observation = index[("01234", "001")]
+    html = console_pages.observation_page(_snapshot(index, status), obs, {}).decode()
+    assert "held: ENGQLPTG=PLANNED: provisional pointing" in html
+    assert "calwebb_detector1 failed: boom" in html
+    assert _eid(3) in html and "Missing exposures (1)" in html
+    assert "stage 3 jw01234-o001_image3 (image3, 2 member(s))" in html
+    front = console_pages.index(_snapshot(index, status)).decode()
+    assert "/console/program/01234/001" in front and "new flats" in front
+
+
+def test_the_console_serves_only_previews_from_the_store(tmp_path):
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    previews = cfg.products / "01234" / "001" / "previews"
+    previews.mkdir(parents=True)
+    (previews / "x_thumb.png").write_bytes(b"\x89PNG fake")
+    (tmp_path / "secret.png").write_bytes(b"no")
+    console = Console(cfg, lambda: [])
+    assert console.handle("/metrics") is None
+    code, body, ctype = console.handle(f"/console/preview?path={previews / 'x_thumb.png'}")
+    assert (code, ctype) == (200, "image/png") and body.startswith(b"\x89PNG")
+    assert console.handle(f"/console/preview?path={tmp_path / 'secret.png'}")[0] == 404
+    assert console.handle(f"/console/preview?path={previews}/../../../../secret.png")[0] == 404
+    code, body, _ = console.handle("/console/")
+    assert code == 200 and b"calstream console" in body
+    assert console.handle("/console/program/09999/001")[0] == 404
+    assert console.handle("/console/?ns=../etc")[0] == 400

@@ -1,0 +1,61 @@
+"""The deployment record: written atomically, found by commands, stale after a crash."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from calstream.daemon.operations import deployment
+from calstream.daemon.operations.config import ConfigError, load
+
+
+@pytest.fixture
+def endpoint():
+    class Healthy(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok\n")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Healthy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_commands_take_broker_and_endpoint_from_a_live_record(tmp_path, endpoint):
+    daemon_cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": "h:9092",
+                                           "topic_prefix": "p."})
+    path = deployment.record(daemon_cfg, endpoint, embedded=True)
+    assert json.loads(path.read_text())["embedded_broker"] is True
+    assert not list(tmp_path.glob(".*.tmp"))  # written through a renamed temporary file
+
+    cfg = deployment.discover(load(None, env={}, flags={"work_dir": tmp_path}))
+    assert (cfg.kafka_bootstrap, cfg.metrics_address, cfg.topic_prefix) == \
+        ("h:9092", endpoint, "p.")
+    assert cfg.sources["kafka_bootstrap"] == f"deployment {path}"
+    # What the command was given itself wins.
+    given = load(None, env={}, flags={"work_dir": tmp_path, "topic_prefix": "mine."})
+    assert deployment.discover(given).topic_prefix == "mine."
+    explicit = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": "k:1"})
+    assert deployment.discover(explicit) is explicit
+
+    deployment.remove(daemon_cfg, endpoint)
+    assert not path.exists()
+    nothing = load(None, env={}, flags={"work_dir": tmp_path})
+    assert deployment.discover(nothing).kafka_bootstrap is None
+
+
+def test_a_record_whose_endpoint_is_gone_is_stale(tmp_path, endpoint):
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": "h:9092"})
+    deployment.record(cfg, "127.0.0.1:1", embedded=False)
+    with pytest.raises(ConfigError, match="stale .*127.0.0.1:1 does not answer"):
+        deployment.discover(load(None, env={}, flags={"work_dir": tmp_path}))
+    # Another daemon's record is not removed by this one.
+    deployment.remove(cfg, endpoint)
+    assert deployment.record_path(tmp_path).exists()

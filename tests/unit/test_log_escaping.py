@@ -1,0 +1,34 @@
+"""Logs cannot be forged: a name from outside never starts a line of its own."""
+
+import logging
+import sys
+
+from calstream.daemon.operations.logs import TextFormatter, escape_controls
+
+
+def _record(msg, *args, exc_info=None, **extra):
+    record = logging.LogRecord("calstream.test", logging.WARNING, __file__, 1, msg, args, exc_info)
+    for key, value in {"stage": "-", "exposure_id": "-", **extra}.items():
+        setattr(record, key, value)
+    return record
+
+
+def test_a_newline_in_a_name_stays_on_one_line():
+    name = "jw01234_evil\n12:00:00 INFO    calstream.daemon [- -] all good\x1b[2J_uncal.fits"
+    line = TextFormatter().format(_record("quarantined %s", name, exposure_id=name))
+    assert "\n" not in line and "\x1b" not in line
+    assert "\\n12:00:00 INFO" in line and "\\x1b[2J" in line
+
+
+def test_a_traceback_cannot_pass_for_a_record():
+    try:
+        raise ValueError("bad\n12:00:00 INFO    forged line")
+    except ValueError:
+        text = TextFormatter().format(_record("failed", exc_info=sys.exc_info()))
+    first, *rest = text.split("\n")
+    assert first.endswith("failed") and rest and all(line.startswith("  | ") for line in rest)
+
+
+def test_printable_text_is_unchanged():
+    assert escape_controls("jw01234001001_02101_00001_nrcb1 ümlaut ok") == \
+        "jw01234001001_02101_00001_nrcb1 ümlaut ok"

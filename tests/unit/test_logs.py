@@ -1,0 +1,60 @@
+"""One log format: a worker's lines in the daemon's format (JSON under
+--json-logs), each with the running task's exposure id, stage and work id."""
+
+import json
+import logging
+
+import pytest
+
+from calstream.daemon.doers.worker_pool import WorkerPool
+from calstream.daemon.operations import logs
+from calstream.daemon.operations.metrics import Metrics
+
+EXPOSURE = "jw01234001001_02101_00001_nrcb1"
+WORK = "ab" * 32
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def _worker_lines(capfd, json_logs: bool) -> list[str]:
+    pool = WorkerPool(1, stage="t", metrics=Metrics(), classifier="tests.pool_tasks:classify",
+                      env={**logs.worker_env(json_logs), logs.WORKER_LEVEL_ENV: "INFO"})
+    pool.start()
+    try:
+        capfd.readouterr()
+        await pool.run("tests.pool_tasks:chatty", {"message": "step jump running"}, timeout=60,
+                       env=logs.task_env(exposure_id=EXPOSURE, stage="detector1", work_id=WORK))
+        await pool.run("tests.pool_tasks:chatty", {"message": "between tasks"}, timeout=60)
+    finally:
+        pool.close()
+    return [line for line in capfd.readouterr().err.splitlines()
+            if "step jump" in line or "between tasks" in line]
+
+
+@pytest.mark.anyio
+async def test_worker_lines_are_json_with_the_task_fields(capfd):
+    first, second = await _worker_lines(capfd, json_logs=True)
+    doc = json.loads(first)
+    assert doc["message"] == "step jump running" and doc["logger"] == "some.pipeline"
+    assert (doc["exposure_id"], doc["stage"], doc["work_id"]) == (EXPOSURE, "detector1", WORK)
+    assert "exposure_id" not in json.loads(second)  # the task's fields end with the task
+
+
+@pytest.mark.anyio
+async def test_worker_text_lines_match_the_daemon_format(capfd):
+    first, _ = await _worker_lines(capfd, json_logs=False)
+    assert f"some.pipeline [detector1 {EXPOSURE} {WORK[:12]}] step jump running" in first
+
+
+def test_daemon_lines_carry_the_same_fields(capsys):
+    logs.setup("INFO", json_logs=True)
+    try:
+        logging.getLogger("calstream.stage").info(
+            "done", extra={"exposure_id": EXPOSURE, "stage": "stage2", "work_id": WORK})
+        doc = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    finally:
+        logging.getLogger().handlers[:] = []
+    assert (doc["exposure_id"], doc["stage"], doc["work_id"]) == (EXPOSURE, "stage2", WORK)

@@ -1,0 +1,172 @@
+"""Previews of every product kind: the PNG is made with the expected size, a
+product that cannot be previewed is reported (never raised), and a preview
+failure never costs a product its event."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from calstream.steps.previews import images
+from calstream.steps.previews.make import make_previews
+from calstream.steps.previews.naming import kind_of, planned_previews
+from calstream.steps.previews.png import png_size
+
+ROOT = "jw01234001001_02101_00001_nrcb1"
+
+
+def _image(path: Path, shape, *, dq=True, weight=False, dtype=np.float32) -> str:
+    rng = np.random.default_rng(1)
+    sci = rng.normal(10.0, 1.0, shape).astype(dtype)
+    hdus = [fits.PrimaryHDU(), fits.ImageHDU(sci, name="SCI")]
+    if dq:
+        flags = np.zeros(shape, np.uint32)
+        flags[..., 0, :] = 1  # a row of DO_NOT_USE pixels
+        hdus.append(fits.ImageHDU(flags, name="DQ"))
+    if weight:
+        hdus.append(fits.ImageHDU(np.ones(shape, np.float32), name="WHT"))
+    fits.HDUList(hdus).writeto(path)
+    return str(path)
+
+
+def _x1d(path: Path, integrations: int | None) -> str:
+    wave = np.linspace(5.0, 12.0, 200)
+    if integrations:
+        wave = np.tile(wave, (integrations, 1))
+    table = fits.BinTableHDU(Table({"WAVELENGTH": wave, "FLUX": np.ones_like(wave) * 1e-3}),
+                             name="EXTRACT1D")
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
+    return str(path)
+
+
+def _phot(path: Path) -> str:
+    mjd = 60000 + np.arange(50) / 1440.0
+    Table({"MJD": mjd, "aperture_sum": np.ones(50), "net_aperture_sum": 1 - 0.01 * (
+        np.abs(np.arange(50) - 25) < 5)}).write(path, format="ascii.ecsv")
+    return str(path)
+
+
+def _oifits(path: Path) -> str:
+    t3 = fits.BinTableHDU(Table({"T3PHI": np.linspace(-2, 2, 35), "T3PHIERR": np.full(35, 0.3)}),
+                          name="OI_T3")
+    vis2 = fits.BinTableHDU(Table({"VIS2DATA": np.linspace(0.8, 1, 21),
+                                   "VIS2ERR": np.full(21, 0.02)}), name="OI_VIS2")
+    fits.HDUList([fits.PrimaryHDU(), t3, vis2]).writeto(path)
+    return str(path)
+
+
+PRODUCTS = {
+    # file name: (maker, preview size (width, height), thumbnail size)
+    f"{ROOT}_rate.fits": (lambda p: _image(p, (160, 160)), (160, 160), (128, 128)),
+    f"{ROOT}_cal.fits": (lambda p: _image(p, (100, 50)), (100, 200), (64, 128)),
+    f"{ROOT}_rateints.fits": (lambda p: _image(p, (3, 64, 64)), (256, 256), (128, 128)),
+    f"{ROOT}_calints.fits": (lambda p: _image(p, (2, 300, 400)), (400, 300), (128, 96)),
+    "jw01234-o001_t001_nircam_clear-f200w_i2d.fits":
+        (lambda p: _image(p, (1100, 500), dq=False, weight=True), (250, 550), (58, 128)),
+    "jw01234-o001_t001_nircam_clear-f200w_segm.fits":
+        (lambda p: _image(p, (300, 300), dq=False, dtype=np.int32), (300, 300), (128, 128)),
+    f"{ROOT}_s2d.fits": (lambda p: _image(p, (40, 400)), (400, 40), (128, 13)),
+    f"{ROOT}_x1d.fits": (lambda p: _x1d(p, None), (640, 360), (128, 72)),
+    f"{ROOT}_x1dints.fits": (lambda p: _x1d(p, 5), (640, 360), (128, 72)),
+    "jw01234-o001_t001_nircam_f210m-clear-sub64p_phot.ecsv": (_phot, (640, 360), (128, 72)),
+    "jw01234-o001_t001_niriss_f480m-nrm_ami-oi.fits": (_oifits, (640, 360), (128, 72)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRODUCTS))
+def test_each_product_kind_gets_a_preview_and_a_thumbnail(tmp_path, name):
+    maker, preview_size, thumb_size = PRODUCTS[name]
+    product = maker(tmp_path / name)
+    planned = planned_previews([product])
+    assert [p["role"] for p in planned] == ["preview", "thumbnail"]
+    result = make_previews(planned)
+    assert result["failed"] == {} and len(result["made"]) == 2
+    preview, thumbnail = (Path(p["path"]) for p in planned)
+    assert preview.parent == tmp_path / "previews"
+    assert png_size(preview.read_bytes()) == preview_size
+    assert png_size(thumbnail.read_bytes()) == thumb_size
+
+
+def test_files_without_a_preview_are_left_alone():
+    assert kind_of("x/jw01234001001_02101_00001_nrcb1_trapsfilled.fits") is None
+    assert kind_of("x/jw01234-o001_t001_nircam_clear-f200w_cat.ecsv") is None
+    assert kind_of("x/jw01234-o001_20261124t000000_image3_00001_asn.json") is None
+    assert planned_previews(["a/b_trapsfilled.fits"]) == []
+
+
+def test_masked_pixels_and_scaling():
+    data = np.random.default_rng(2).normal(100.0, 5.0, (50, 50))
+    data[10, 10] = 1e6  # a cosmic ray does not set the limits
+    mask = np.zeros(data.shape, bool)
+    mask[0] = True
+    low, high = images.limits(data, mask)
+    assert 70 < low < 100 < high < 150
+    rgb = images.to_rgb(data, mask)
+    assert (rgb[-1] == images.MASKED_RGB).all()  # row 0, drawn at the bottom
+    assert tuple(rgb[20, 20]) != images.MASKED_RGB
+
+
+def test_a_product_that_cannot_be_previewed_is_reported_not_raised(tmp_path):
+    bad = tmp_path / f"{ROOT}_rate.fits"
+    bad.write_bytes(b"SIMPLE  = not really a FITS file")
+    good = _image(tmp_path / f"{ROOT}_cal.fits", (64, 64))
+    result = make_previews(planned_previews([str(bad), good]))
+    assert set(result["failed"]) == {bad.name}
+    assert len(result["made"]) == 2 and all(Path(p).exists() for p in result["made"])
+    assert not (tmp_path / "previews" / f"{ROOT}_rate.png").exists()
+
+
+# -- the stage runner: the product event comes first, whatever the preview does --
+
+class _Bus:
+    def __init__(self):
+        self.sent = []
+
+    async def publish(self, topic, key, message):
+        self.sent.append((topic, message))
+
+
+class _Pool:
+    """The calibration writes a rate file; the preview task's worker is lost."""
+
+    def __init__(self):
+        self.tasks = []
+
+    async def run(self, task, kwargs, **_):
+        from calstream.daemon.doers.worker_pool import TaskOutcome, WorkerLost
+
+        self.tasks.append(task)
+        if "previews" in task:
+            raise WorkerLost("worker killed while drawing")
+        out = Path(kwargs["output_dir"]) / f"{ROOT}_rate.fits"
+        _image(out, (32, 32))
+        return TaskOutcome(value={"outputs": [str(out)], "jwst_version": "3.0.0",
+                                  "crds_context": "jwst_0001.pmap", "duration_seconds": 1.0})
+
+
+def test_a_failed_preview_still_gets_its_product_event(tmp_path):
+    from calstream.daemon.doers.product_store import ProductStore
+    from calstream.daemon.doers.stage_runner import StageRunner, WorkItem
+    from calstream.daemon.operations.config import load
+    from calstream.daemon.operations.metrics import Metrics
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    bus, pool = _Bus(), _Pool()
+    runner = StageRunner(cfg, bus=bus, store=ProductStore(cfg.products), pool=pool,
+                         metrics=Metrics(), crds_context="jwst_0001.pmap")
+    item = WorkItem(stage="detector1", pipeline="calwebb_detector1", task="x:y", task_kwargs={},
+                    program="01234", observation="001", name=ROOT,
+                    inputs=[{"path": "/in/u.fits", "digest": "sha256:" + "0" * 64}],
+                    event_fields={"exposure_id": ROOT})
+    anyio.run(runner.run, item)
+    assert pool.tasks == ["x:y", "calstream.steps.previews.make:make_previews"]
+    [(topic, event)] = bus.sent
+    assert topic == "products" and event["outcome"] == "success"
+    assert [p["role"] for p in event["previews"]] == ["preview", "thumbnail"]
+    assert event["previews"][0]["of"] == f"{ROOT}_rate.fits"
+    assert Path(event["outputs"][0]["path"]).exists()
