@@ -16,6 +16,7 @@ from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.promotion import ensure_current
 from calstream.daemon.doers.record_admitter import RecordAdmitter
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.doers.worker_pool import WorkerPool
@@ -24,7 +25,6 @@ from calstream.daemon.operations.config import Config, host_port
 from calstream.daemon.operations.console import Console
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.operations.ops_http import OpsServer
-from calstream.daemon.operations.promote import ensure_current
 from calstream.daemon.stages import STAGES, Stage, stage_config
 from calstream.steps.crds_env import resolve_context
 from calstream.steps.naming import parse_exposure_name

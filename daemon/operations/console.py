@@ -8,7 +8,6 @@ GET only; nothing is written. Previews are served from the product store's
 
 from __future__ import annotations
 
-import argparse
 import logging
 import urllib.parse
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from calstream.daemon.doers.product_store import LIVE, BadNamespace, check_namespace
 from calstream.daemon.operations import console_pages
-from calstream.daemon.operations.config import Config, host_port
+from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.console_data import ConsoleData
 
 log = logging.getLogger("calstream.console")
@@ -91,31 +90,3 @@ def serve(console: Console, host: str, port: int) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     return server
-
-
-def add_parser(sub, daemon_flags, load_config) -> None:
-    p = sub.add_parser("console", help="the read-only web console of a deployment "
-                       "(also served by the daemon at /console)")
-    daemon_flags(p)
-    p.add_argument("--address", default="127.0.0.1:9320",
-                   help="HOST:PORT to serve on (default loopback 127.0.0.1:9320)")
-
-    def run(args: argparse.Namespace) -> int:
-        cfg = load_config(args)
-        from calstream.daemon.operations.status import default_metrics_url
-
-        url = default_metrics_url(cfg)
-        console = Console(cfg, lambda: [url] if url else [])
-        server = serve(console, *host_port(args.address))
-        host, port = server.server_address[:2]
-        print(f"calstream: console http://{host}:{port}/console/ (products {cfg.products}, "
-              f"broker {cfg.kafka_bootstrap or 'none'})", flush=True)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            server.server_close()
-        return 0
-
-    p.set_defaults(func=run)

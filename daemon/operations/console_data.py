@@ -21,9 +21,10 @@ from typing import Any
 import anyio
 
 from calstream.daemon.doers.product_store import LIVE, PROMOTIONS, ProductStore
+from calstream.daemon.doers.promotion import current_namespace
 from calstream.daemon.operations.config import Config
-from calstream.daemon.operations.promote import current_namespace
-from calstream.daemon.operations.status import Status, collect
+from calstream.daemon.operations.status_collection import collect
+from calstream.daemon.operations.status_summary import Status
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.topics import contract
 

@@ -35,8 +35,7 @@ from typing import Any
 import anyio
 
 from calstream.daemon.doers import kafka
-from calstream.daemon.operations import deployment
-from calstream.daemon.operations.config import Config, ConfigError, load
+from calstream.daemon.operations.config import Config
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
@@ -177,63 +176,3 @@ class Subscriber:
             tg.cancel_scope.cancel()
 
 
-def cmd_subscribe(args: argparse.Namespace) -> int:
-    flags = {"kafka_bootstrap": args.kafka_bootstrap, "topic_prefix": args.topic_prefix,
-             "work_dir": args.work_dir}
-    cfg = deployment.discover(load(args.config, flags={k: v for k, v in flags.items()
-                                                       if v is not None}))
-    if not cfg.kafka_bootstrap:
-        raise ConfigError("subscribe needs the deployment's broker: --kafka-bootstrap HOST:PORT")
-    if args.since:
-        try:
-            contract.parse_time(args.since)
-        except ValueError:
-            raise ConfigError(f"--since {args.since!r} is not an ISO 8601 time") from None
-    if args.write_dir:
-        args.write_dir.mkdir(parents=True, exist_ok=True)
-    sub = Subscriber(cfg, args)
-    anyio.run(sub.run_until_signal)
-    c = sub.counts
-    print(f"subscribe: {c['delivered']} event(s) delivered; {c['duplicate']} duplicate(s), "
-          f"{c['filtered']} filtered out, {c['invalid']} invalid", file=sys.stderr)
-    return 0
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "subscribe", help="example subscriber: print or write product events, with filters",
-        description="Read product events (at-least-once, deduplicated on event_id within this "
-                    "run), validate each against the contract, keep those matching every "
-                    "filter given, and print them as JSON lines (default), as text, or write "
-                    "them to a directory. Invalid records are reported on stderr and skipped.")
-    p.add_argument("--config", type=Path, default=os.environ.get("CALSTREAM_CONFIG"),
-                   help="the deployment's TOML file (broker, prefix, TLS/SASL)")
-    p.add_argument("--kafka-bootstrap", help="HOST:PORT[,...] of the broker")
-    p.add_argument("--work-dir", type=Path, help="a deployment's work dir: its broker is read "
-                   "from WORK/deployment.json")
-    p.add_argument("--topic-prefix", help="prefix of every topic name (default 'calstream.')")
-    p.add_argument("--group", help="consumer group: commit after handling, resume there on "
-                                   "restart (default: no group, read from the beginning)")
-    f = p.add_argument_group("filters (repeatable; an event must match every option given)")
-    f.add_argument("--program", action="append", help="e.g. 01234")
-    f.add_argument("--observation", action="append", help="e.g. 001")
-    f.add_argument("--stage", action="append", help="detector1, stage2, stage3, ...")
-    f.add_argument("--pipeline", action="append", help="e.g. calwebb_image2")
-    f.add_argument("--namespace", action="append",
-                   help="'live', or a reprocessing's namespace (default: every namespace)")
-    f.add_argument("--suffix", action="append", help="has an output with this suffix, e.g. cal")
-    f.add_argument("--exposure", action="append", help="exposure id, e.g. "
-                                                       "jw01234001001_02101_00001_nrcb1")
-    f.add_argument("--since", metavar="TIME",
-                   help="emitted at or after TIME (ISO 8601; UTC when no zone is given)")
-    o = p.add_argument_group("output")
-    o.add_argument("--format", choices=("json", "text"), default="json",
-                   help="one JSON object per line (default) or a short line for humans")
-    o.add_argument("--write-dir", type=Path, metavar="DIR",
-                   help="write each event to DIR/<event_id>.json (atomically) instead")
-    s = p.add_argument_group("stopping (default: run until interrupted)")
-    s.add_argument("--max", type=int, metavar="N", help="stop after N events delivered")
-    s.add_argument("--until-idle", type=float, metavar="SECONDS",
-                   help="stop when no record has come for SECONDS")
-    p.set_defaults(func=cmd_subscribe)
-    return p

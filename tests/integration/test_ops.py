@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from calstream.daemon.doers.embedded_broker import free_port
-from calstream.daemon.operations.status import collect
+from calstream.daemon.operations.status_collection import collect
 from calstream.steps.synthetic.downlink import deliver
 from calstream.topics import contract
 

@@ -13,7 +13,8 @@ import anyio
 import pytest
 from astropy.io import fits
 
-from calstream.daemon.operations.replay import Selection, run_replay
+from calstream.daemon.deciders.replay_selection import Selection
+from calstream.daemon.operations.replay import run_replay
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.crds_cache import build_crds_cache

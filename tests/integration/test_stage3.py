@@ -14,8 +14,9 @@ import anyio
 import pytest
 from astropy.io import fits
 
-from calstream.daemon.operations.plan_cli import plan_message, publish_plan
-from calstream.daemon.operations.status import collect, render
+from calstream.daemon.operations.cli.plans import plan_message, publish_plan
+from calstream.daemon.operations.status_collection import collect
+from calstream.daemon.operations.status_render import render
 from calstream.steps.environment import environ
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.naming import parse_exposure_name

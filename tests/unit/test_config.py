@@ -106,7 +106,7 @@ def test_environment_values_become_their_setting_type():
 
 
 def test_secrets_are_masked_in_repr_errors_and_config_show(tmp_path, capsys):
-    from calstream.daemon.operations.cli import main
+    from calstream.daemon.operations.cli.main import main
 
     env = {"CALSTREAM_SECURITY_SASL_PASSWORD": "hunter2", "CALSTREAM_SECURITY_SASL_USERNAME": "u"}
     cfg = load(None, env=env)

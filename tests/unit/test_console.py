@@ -13,7 +13,7 @@ from calstream.daemon.operations.console_data import (
     index_broker,
     index_records,
 )
-from calstream.daemon.operations.status import BrokerView, Status
+from calstream.daemon.operations.status_summary import BrokerView, Status
 
 
 def _eid(n: int) -> str:

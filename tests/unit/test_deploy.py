@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from calstream.daemon.operations import status
-from calstream.daemon.operations.cli import build_parser, cmd_run
+from calstream.daemon.operations import status_collection as status
+from calstream.daemon.operations.cli.main import build_parser
+from calstream.daemon.operations.cli.run import cmd_run
 from calstream.daemon.operations.config import ROLES, Config, ConfigError, host_port, load
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics.catalog import Topics

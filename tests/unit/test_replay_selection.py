@@ -5,10 +5,8 @@ import os
 
 import pytest
 
-from calstream.daemon.doers.product_store import BadNamespace, ProductStore, check_namespace
-from calstream.daemon.operations.config import ConfigError
-from calstream.daemon.operations.promote import current_namespace, ensure_current, promote
-from calstream.daemon.operations.replay import (
+from calstream.daemon.deciders.replay_selection import (
+    BadSelection,
     Candidate,
     PartitionScan,
     Selection,
@@ -18,6 +16,9 @@ from calstream.daemon.operations.replay import (
     retention_gaps,
     select,
 )
+from calstream.daemon.doers.product_store import BadNamespace, ProductStore, check_namespace
+from calstream.daemon.doers.promotion import current_namespace, ensure_current, promote
+from calstream.daemon.operations.config import ConfigError
 from calstream.topics import contract
 
 DIGEST = "sha256:" + "0" * 64
@@ -143,9 +144,9 @@ def test_replay_requests_are_validated_by_the_schema():
 def test_times_and_namespaces_are_checked():
     assert parse_when("2026-11-24") == dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
     assert parse_when("2026-11-24T06:00:00Z").hour == 6
-    with pytest.raises(ConfigError):
+    with pytest.raises(BadSelection):
         parse_when("yesterday")
-    with pytest.raises(ConfigError):
+    with pytest.raises(BadSelection):
         Selection(since=T0, until=T0)
     assert check_namespace("ctx1535-2026.11") == "ctx1535-2026.11"
     for bad in ("current", "../x", "A", ""):
@@ -185,7 +186,7 @@ def test_namespace_trees_and_an_atomic_promotion(tmp_path):
 
 
 def test_subscribe_filters_on_namespace():
-    from calstream.daemon.operations.cli import build_parser
+    from calstream.daemon.operations.cli.main import build_parser
     from calstream.daemon.operations.subscribe import Filters
 
     def keep(*flags, namespace=None):
@@ -198,3 +199,13 @@ def test_subscribe_filters_on_namespace():
     assert keep() and keep(namespace="n1")
     assert keep("--namespace", "live") and not keep("--namespace", "live", namespace="n1")
     assert keep("--namespace", "n1", "--namespace", "n2", namespace="n2")
+
+
+def test_a_bad_selection_is_a_configuration_error_of_the_command(capsys):
+    from calstream.daemon.operations.cli.main import main
+
+    # Refused before any broker is contacted (the address is never dialled).
+    for bad in (["--since", "yesterday"], ["--since", "2026-11-24", "--until", "2026-11-24"]):
+        assert main(["replay", "--namespace", "n1", "--kafka-bootstrap", "127.0.0.1:9",
+                     *bad]) == 2
+        assert "configuration error" in capsys.readouterr().err

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import time
 
 import anyio
 
 from calstream.daemon.doers import kafka
-from calstream.daemon.operations.config import ConfigError
+from calstream.daemon.doers.message_sender import send_messages
+from calstream.daemon.operations.cli.registry import (
+    DAEMON_FLAGS,
+    broker_config,
+    command,
+    group,
+    operator,
+)
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
+
+group("holds", "exposures held for provisional pointing (ENGQLPTG=PLANNED)")
 
 
 async def current_holds(cfg, topics: Topics) -> dict[str, dict]:
@@ -36,7 +44,15 @@ def _age(since: str) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-def cmd_list(cfg, args: argparse.Namespace) -> int:
+def _list_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--all", action="store_true", help="released holds too")
+    p.add_argument("--json", action="store_true")
+
+
+@command("holds list", "what is held, since when and why", flags=DAEMON_FLAGS,
+         arguments=_list_arguments)
+def cmd_list(args: argparse.Namespace) -> int:
+    cfg = broker_config(args, "holds")
     holds = anyio.run(current_holds, cfg, Topics(cfg.topic_prefix))
     rows = [h for h in holds.values() if args.all or h["state"] == "held"]
     if args.json:
@@ -56,7 +72,15 @@ def cmd_list(cfg, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_release(cfg, args: argparse.Namespace) -> int:
+def _release_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("exposure", help="exposure id, e.g. jw01234001001_02101_00003_nrcb1")
+    p.add_argument("--reason", required=True, help="why (recorded with the products)")
+
+
+@command("holds release", "release a hold explicitly (products stay PLANNED)",
+         flags=(*DAEMON_FLAGS, "--by"), arguments=_release_arguments)
+def cmd_release(args: argparse.Namespace) -> int:
+    cfg = broker_config(args, "holds")
     topics = Topics(cfg.topic_prefix)
     holds = anyio.run(current_holds, cfg, topics)
     hold = holds.get(args.exposure)
@@ -64,45 +88,13 @@ def cmd_release(cfg, args: argparse.Namespace) -> int:
         state = hold["state"] if hold else "not known to the holds topic"
         print(f"calstream: {args.exposure} is not held ({state}); nothing to release")
         return 1
-    by = args.by or getpass.getuser()
+    by = operator(args)
     update = contract.build(
         "pointing_update", contract.event_id("pointing_update", "release", args.exposure,
                                              hold["digest"], args.reason, by),
         exposure_id=args.exposure, action="release", reason=args.reason, by=by,
         digest=hold["digest"], source="calstream holds release")
-
-    async def send() -> None:
-        producer = kafka.producer(cfg)
-        await producer.start()
-        try:
-            await producer.send_and_wait(topics.name("pointing"), contract.encode(update),
-                                         key=args.exposure.encode())
-        finally:
-            await producer.stop()
-
-    anyio.run(send)
+    anyio.run(send_messages, cfg, topics.name("pointing"), [(args.exposure, update)])
     print(f"release of {args.exposure} requested (by {by}: {args.reason}); the planner "
           "records it on the holds topic. Its products keep ENGQLPTG=PLANNED.")
     return 0
-
-
-def add_parser(sub, daemon_flags, load_config) -> None:
-    p = sub.add_parser("holds", help="exposures held for provisional pointing (ENGQLPTG=PLANNED)")
-    actions = p.add_subparsers(dest="action", required=True)
-    lst = actions.add_parser("list", help="what is held, since when and why")
-    daemon_flags(lst)
-    lst.add_argument("--all", action="store_true", help="released holds too")
-    lst.add_argument("--json", action="store_true")
-    rel = actions.add_parser("release", help="release a hold explicitly (products stay PLANNED)")
-    daemon_flags(rel)
-    rel.add_argument("exposure", help="exposure id, e.g. jw01234001001_02101_00003_nrcb1")
-    rel.add_argument("--reason", required=True, help="why (recorded with the products)")
-    rel.add_argument("--by", help="who (default: the user name)")
-
-    def run(args: argparse.Namespace) -> int:
-        cfg = load_config(args)
-        if not cfg.kafka_bootstrap:
-            raise ConfigError("holds commands need the deployment's broker: --kafka-bootstrap")
-        return (cmd_list if args.action == "list" else cmd_release)(cfg, args)
-
-    p.set_defaults(func=run)

@@ -1,4 +1,4 @@
-"""`calstream promote NAMESPACE`: make a reprocessed namespace the products of record.
+"""Switching the products of record to a namespace, atomically (`calstream promote`).
 
 Readers find the products of record through one symlink, ``<products>/current``
 (``.`` for the live tree, ``namespaces/N`` for namespace N). Promotion makes a
@@ -15,30 +15,23 @@ and a ``promotion`` event is published on the ``promotions`` topic.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import getpass
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-import anyio
-
-from calstream.daemon.doers import kafka
 from calstream.daemon.doers.product_store import (
     CURRENT,
     LIVE,
     NAMESPACES,
     PROMOTIONS,
-    BadNamespace,
     ProductStore,
     check_namespace,
     fsync_dir,
 )
-from calstream.daemon.operations.config import Config, ConfigError
+from calstream.daemon.operations.config import ConfigError
 from calstream.topics import contract
-from calstream.topics.catalog import Topics
 
 
 def _target(namespace: str) -> str:
@@ -115,39 +108,3 @@ def promote(store: ProductStore, namespace: str, *, reason: str | None = None,
     tmp.write_text(json.dumps(message.body, indent=1, sort_keys=True))
     os.replace(tmp, record_dir / f"{stamp}-{namespace}.json")
     return message
-
-
-async def publish(cfg: Config, message: contract.Message) -> None:
-    producer = kafka.producer(cfg)
-    await producer.start()
-    try:
-        await producer.send_and_wait(Topics(cfg.topic_prefix).name("promotions"),
-                                     contract.encode(message), key=message["namespace"].encode())
-    finally:
-        await producer.stop()
-
-
-def cmd_promote(cfg: Config, args: argparse.Namespace) -> int:
-    if not cfg.kafka_bootstrap:
-        raise ConfigError("promote needs the deployment's broker (--kafka-bootstrap) to "
-                          "announce the promotion")
-    try:
-        check_namespace(args.namespace)
-    except BadNamespace as exc:
-        raise ConfigError(str(exc)) from None
-    store = ProductStore(cfg.products)
-    message = promote(store, args.namespace, reason=args.reason,
-                      by=args.by or getpass.getuser())
-    anyio.run(publish, cfg, message)
-    print(f"promoted {message['namespace']} (was {message['previous']}): "
-          f"{message['current_link']} -> {message['tree']}; {message['records']} work item(s)")
-    return 0
-
-
-def add_parser(sub, daemon_flags, load_config) -> None:
-    p = sub.add_parser("promote", help="make a reprocessed namespace the products of record")
-    daemon_flags(p)
-    p.add_argument("namespace", help="the namespace to promote ('live' switches back)")
-    p.add_argument("--reason", help="why (recorded in the promotion event)")
-    p.add_argument("--by", help="who (default: the user name)")
-    p.set_defaults(func=lambda args: cmd_promote(load_config(args), args))

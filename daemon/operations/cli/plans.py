@@ -9,17 +9,27 @@ last planned member is calibrated, instead of waiting for a quiet period.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 from pathlib import Path
 
 import anyio
 
 from calstream.daemon.doers import kafka
-from calstream.daemon.operations.config import ConfigError
+from calstream.daemon.doers.message_sender import send_messages
+from calstream.daemon.operations.cli.registry import (
+    DAEMON_FLAGS,
+    broker_config,
+    command,
+    deployment_config,
+    group,
+    operator,
+    require_broker,
+)
 from calstream.steps.plans import PlanError, load_plan
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
+
+group("plan", "expected exposures (a jwst pool or a manifest) for stage 3")
 
 
 def plan_message(path: Path, by: str | None) -> contract.Message:
@@ -33,13 +43,7 @@ def plan_message(path: Path, by: str | None) -> contract.Message:
 async def publish_plan(cfg, message: contract.Message) -> None:
     topics = Topics(cfg.topic_prefix)
     await kafka.create_topics(cfg, topics)
-    producer = kafka.producer(cfg)
-    await producer.start()
-    try:
-        await producer.send_and_wait(topics.name("plans"), contract.encode(message),
-                                     key=message["programs"][0].encode())
-    finally:
-        await producer.stop()
+    await send_messages(cfg, topics.name("plans"), [(message["programs"][0], message)])
 
 
 async def loaded_plans(cfg) -> list[dict]:
@@ -53,9 +57,19 @@ async def loaded_plans(cfg) -> list[dict]:
     return list(plans.values())
 
 
-def cmd_load(cfg, args: argparse.Namespace) -> int:
+def _load_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", help="jwst association pool (pipe-delimited) or JSON manifest")
+    p.add_argument("--dry-run", action="store_true", help="parse and summarise only")
+
+
+@command("plan load", "publish a pool file or manifest to the planner", flags=(*DAEMON_FLAGS, "--by"),
+         arguments=_load_arguments)
+def cmd_load(args: argparse.Namespace) -> int:
+    cfg = deployment_config(args)
+    if not args.dry_run:
+        require_broker(cfg, "plan")
     try:
-        message = plan_message(Path(args.file), args.by or getpass.getuser())
+        message = plan_message(Path(args.file), operator(args))
     except PlanError as exc:
         print(f"calstream: {exc}")
         return 1
@@ -71,7 +85,13 @@ def cmd_load(cfg, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_list(cfg, args: argparse.Namespace) -> int:
+def _list_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true")
+
+
+@command("plan list", "plans on the plans topic", flags=DAEMON_FLAGS, arguments=_list_arguments)
+def cmd_list(args: argparse.Namespace) -> int:
+    cfg = broker_config(args, "plan")
     plans = anyio.run(loaded_plans, cfg)
     if args.json:
         print(json.dumps(plans, indent=1))
@@ -83,24 +103,3 @@ def cmd_list(cfg, args: argparse.Namespace) -> int:
         print(f"{p['plan_id'][:12]}  {p['emitted_at']}  {p.get('source')}  by {p.get('by')}: "
               f"{len(p['exposures'])} exposure(s), program(s) {', '.join(p['programs'])}")
     return 0
-
-
-def add_parser(sub, daemon_flags, load_config) -> None:
-    p = sub.add_parser("plan", help="expected exposures (a jwst pool or a manifest) for stage 3")
-    actions = p.add_subparsers(dest="action", required=True)
-    load = actions.add_parser("load", help="publish a pool file or manifest to the planner")
-    daemon_flags(load)
-    load.add_argument("file", help="jwst association pool (pipe-delimited) or JSON manifest")
-    load.add_argument("--by", help="who (default: the user name)")
-    load.add_argument("--dry-run", action="store_true", help="parse and summarise only")
-    lst = actions.add_parser("list", help="plans on the plans topic")
-    daemon_flags(lst)
-    lst.add_argument("--json", action="store_true")
-
-    def run(args: argparse.Namespace) -> int:
-        cfg = load_config(args)
-        if not cfg.kafka_bootstrap and not getattr(args, "dry_run", False):
-            raise ConfigError("plan commands need the deployment's broker: --kafka-bootstrap")
-        return (cmd_load if args.action == "load" else cmd_list)(cfg, args)
-
-    p.set_defaults(func=run)

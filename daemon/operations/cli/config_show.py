@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from calstream.daemon.operations.cli.registry import DAEMON_FLAGS, command, deployment_config
 from calstream.daemon.operations.config import PARSERS, Config
 from calstream.daemon.operations.config_values import mask
 
@@ -49,7 +50,16 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def cmd_show(cfg: Config, args: argparse.Namespace) -> int:
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=("show",),
+                   help="show: every setting, its value (secrets masked) and its source")
+    p.add_argument("--json", action="store_true")
+
+
+@command("config", "the effective configuration and where each value came from",
+         flags=DAEMON_FLAGS, arguments=_arguments)
+def cmd_show(args: argparse.Namespace) -> int:
+    cfg = deployment_config(args)
     rows = effective_settings(cfg)
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -58,15 +68,6 @@ def cmd_show(cfg: Config, args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r['setting']:{width}}  {_shown(r['value']):40}  {r['source']}")
     return 0
-
-
-def add_parser(sub, daemon_flags, load_config) -> None:
-    p = sub.add_parser("config", help="the effective configuration and where each value came from")
-    p.add_argument("action", choices=("show",),
-                   help="show: every setting, its value (secrets masked) and its source")
-    daemon_flags(p)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=lambda args: cmd_show(load_config(args), args))
 
 
 assert not set(_DERIVED) - {f.name for f in dataclasses.fields(Config)}

@@ -1,0 +1,249 @@
+"""Which records a replay republishes, and what it can say about coverage: pure.
+
+A replay reads its source topic up to "now" (``doers/replay_source.py``); this
+module decides, with no broker and no clock, which of those records to
+republish (matching the selection, live, the latest per item), which
+partitions have lost part of the requested range to retention, what each
+partition contributes, and the message each chosen record becomes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from calstream.daemon.stages import STAGES
+from calstream.steps.naming import BadName, parse_exposure_name
+from calstream.steps.provenance import work_id
+from calstream.topics import contract
+
+# `calstream replay --from X`: (source topic, target topic, message type),
+# logical names: a stage's live topic into its replay topic (daemon/stages.py).
+SOURCES = {st.replay_from: (st.live_topic, st.replay_topic, st.message) for st in STAGES}
+
+
+class BadSelection(ValueError):
+    """A selection that cannot be right (a time that is not one, an empty range)."""
+
+
+def parse_when(text: str | None) -> dt.datetime | None:
+    """RFC 3339, or a date (midnight UTC); a time without a zone is UTC."""
+    if text is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadSelection(f"{text!r} is not a time (use e.g. 2026-11-24T06:00:00Z)") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+@dataclass
+class Selection:
+    since: dt.datetime | None = None  # arrival time, inclusive
+    until: dt.datetime | None = None  # exclusive
+    programs: set[str] = field(default_factory=set)
+    observations: set[str] = field(default_factory=set)
+    visits: set[str] = field(default_factory=set)
+    exposures: set[str] = field(default_factory=set)
+    instruments: set[str] = field(default_factory=set)
+    exp_types: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.instruments = {i.upper() for i in self.instruments}
+        self.exp_types = {e.upper() for e in self.exp_types}
+        if self.since and self.until and self.until <= self.since:
+            raise BadSelection("--until must be later than --since")
+
+    def matches(self, facts: dict[str, Any], when: dt.datetime | None) -> bool:
+        if self.since and (when is None or when < self.since):
+            return False
+        if self.until and (when is None or when >= self.until):
+            return False
+        checks = ((self.programs, "program"), (self.observations, "observation"),
+                  (self.visits, "visit"), (self.exposures, "exposure_id"),
+                  (self.instruments, "instrument"), (self.exp_types, "exp_type"))
+        for wanted, key in checks:
+            value = facts.get(key)
+            if wanted and (value is None or str(value).upper() not in
+                           {w.upper() for w in wanted}):
+                return False
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.since:
+            out["since"] = contract.iso(self.since)
+        if self.until:
+            out["until"] = contract.iso(self.until)
+        for key in ("programs", "observations", "visits", "exposures", "instruments",
+                    "exp_types"):
+            if getattr(self, key):
+                out[key] = sorted(getattr(self, key))
+        return out
+
+
+def facts_of(message: dict[str, Any]) -> tuple[str, dict[str, Any], dt.datetime | None]:
+    """(item name, facts to select on, arrival time) of an arrival or a work order."""
+    if message.get("schema") == "calstream.arrival":
+        name = message["exposure_id"]
+        header = message.get("header", {})
+        facts = {"exposure_id": name, "instrument": header.get("INSTRUME"),
+                 "exp_type": header.get("EXP_TYPE")}
+        when = message.get("detected_at")
+    else:
+        name = message["product_name"]
+        header = message.get("header") or {}
+        facts = {"exposure_id": message.get("exposure_id") or name,
+                 "program": message.get("program"), "observation": message.get("observation"),
+                 "visit": message.get("visit"),
+                 "instrument": message.get("instrument") or header.get("INSTRUME"),
+                 "exp_type": message.get("exp_type") or header.get("EXP_TYPE")}
+        when = message.get("arrived_at")
+    try:
+        parsed = parse_exposure_name(facts["exposure_id"])
+        facts.setdefault("program", parsed.program)
+        facts["program"] = facts["program"] or parsed.program
+        facts["observation"] = facts.get("observation") or parsed.observation
+        facts["visit"] = facts.get("visit") or parsed.visit
+    except BadName:
+        pass
+    return name, facts, contract.parse_time(when) if when else None
+
+
+@dataclass
+class PartitionScan:
+    """What one partition of the source holds now."""
+
+    partition: int
+    high_watermark: int
+    first_offset: int | None = None  # first retained record
+    first_time: dt.datetime | None = None  # its broker timestamp
+
+    @property
+    def log_start(self) -> int:
+        return self.first_offset if self.first_offset is not None else self.high_watermark
+
+
+@dataclass
+class Candidate:
+    partition: int
+    offset: int
+    timestamp_ms: int
+    message: dict[str, Any]
+
+
+@dataclass
+class PartitionCoverage:
+    partition: int
+    log_start_offset: int
+    high_watermark: int
+    first_retained_time: str | None
+    count: int = 0
+    first_offset: int | None = None
+    last_offset: int | None = None
+    first_time: str | None = None
+    last_time: str | None = None
+
+
+def retention_gaps(scans: list[PartitionScan], since: dt.datetime | None) -> list[str]:
+    """Partitions where the requested range reaches back past what is retained.
+
+    A partition whose first retained offset is 0 has lost nothing, whatever
+    its first timestamp. One that starts later has lost records to retention;
+    if the request starts before its first retained record (or has no start),
+    some of what was asked for may be gone.
+    """
+    gaps = []
+    for s in sorted(scans, key=lambda s: s.partition):
+        if s.log_start == 0:
+            continue
+        if s.first_time is None:
+            gaps.append(f"partition {s.partition}: every record is gone (offsets 0..{s.log_start - 1}"
+                        " fell out of retention)")
+        elif since is None or since < s.first_time:
+            gaps.append(f"partition {s.partition}: offsets 0..{s.log_start - 1} fell out of "
+                        f"retention; the oldest retained record is offset {s.log_start} at "
+                        f"{contract.iso(s.first_time)}, after the requested start "
+                        f"{contract.iso(since) if since else '(everything)'}")
+    return gaps
+
+
+def select(candidates: list[Candidate], selection: Selection,
+           live_input: Callable[[str], bool] | None = None,
+           ) -> tuple[list[Candidate], int, int]:
+    """The candidates to replay: matching, live, and the latest per item.
+
+    Returns (selected, matched, superseded). A later message for the same item
+    (a corrected redelivery, a complete association after a degraded one)
+    replaces an earlier one; replayed messages (namespace not live), and work
+    orders with an input that ``live_input`` says is not a live product, are
+    never sources.
+    """
+    latest: dict[str, Candidate] = {}
+    seen_events: set[str] = set()
+    matched = 0
+    for c in sorted(candidates, key=lambda c: (c.partition, c.offset)):
+        m = c.message
+        if m.get("replay") or (m.get("namespace") or "live") != "live" \
+                or m.get("priority") == "replay":
+            continue
+        if live_input and not all(live_input(i["path"]) for i in m.get("inputs") or []):
+            continue
+        name, facts, when = facts_of(m)
+        if not selection.matches(facts, when):
+            continue
+        if m["event_id"] in seen_events:
+            continue  # the same event again (a redelivery): not another item
+        seen_events.add(m["event_id"])
+        matched += 1
+        previous = latest.get(name)
+        if previous is None or (c.timestamp_ms, c.partition, c.offset) >= \
+                (previous.timestamp_ms, previous.partition, previous.offset):
+            latest[name] = c
+    chosen = sorted(latest.values(), key=lambda c: (c.partition, c.offset))
+    return chosen, matched, matched - len(chosen)
+
+
+def coverage(scans: list[PartitionScan], chosen: list[Candidate]) -> list[PartitionCoverage]:
+    rows = {s.partition: PartitionCoverage(
+        s.partition, s.log_start, s.high_watermark,
+        contract.iso(s.first_time) if s.first_time else None) for s in scans}
+    for c in sorted(chosen, key=lambda c: (c.partition, c.offset)):
+        row = rows.setdefault(c.partition, PartitionCoverage(c.partition, 0, 0, None))
+        t = contract.iso(c.timestamp_ms / 1000)
+        row.count += 1
+        if row.first_offset is None:
+            row.first_offset, row.first_time = c.offset, t
+        row.last_offset, row.last_time = c.offset, t
+    return [rows[p] for p in sorted(rows)]
+
+
+def replay_id(source: str, selection: Selection, namespace: str, crds_context: str | None,
+              requested_at: str) -> str:
+    canonical = json.dumps([source, selection.describe(), namespace, crds_context, requested_at],
+                           sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def replayed_message(c: Candidate, *, source: str, topic: str, request: dict[str, Any]
+                     ) -> tuple[str, contract.Message]:
+    """The message to republish for candidate ``c``: (key, message)."""
+    m = {k: v for k, v in c.message.items() if k not in ("event_id", "emitted_at", "producer")}
+    replay = {**request, "source": {"topic": topic, "partition": c.partition, "offset": c.offset}}
+    namespace, context = request["namespace"], request.get("crds_context")
+    if source == "raw":
+        body = {**m, "source": "replay", "priority": "replay", "replay": replay}
+        eid = contract.event_id("arrival", m["exposure_id"], m["digest"], "replay",
+                                request["replay_id"], namespace, context)
+        return m["exposure_id"], contract.build("arrival", eid, **body)
+    wid = work_id(pipeline=m["pipeline"], input_digests=[i["digest"] for i in m.get("inputs", [])],
+                  crds_context=context or "", parameters=m.get("parameters") or {},
+                  namespace=namespace)
+    body = {**m, "work_id": wid, "priority": "replay", "namespace": namespace,
+            "crds_context": context, "replay": replay}
+    eid = contract.event_id("work_order", wid, request["replay_id"])
+    return m["product_name"], contract.build("work_order", eid, **body)

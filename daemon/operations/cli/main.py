@@ -1,0 +1,62 @@
+"""``calstream``: the parser built from the one registry, and the entry point."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from calstream.daemon.deciders.replay_selection import BadSelection
+from calstream.daemon.doers.product_store import BadNamespace
+from calstream.daemon.operations.cli.registry import COMMANDS, GROUPS, add_shared_flags
+from calstream.daemon.operations.config import ConfigError
+
+# Importing a command module registers its commands; this order is --help's.
+COMMAND_MODULES = ("run", "demo", "simulate", "topics", "status", "holds", "plans", "subscribe",
+                   "replay", "promote", "config_show", "console")
+for _module in COMMAND_MODULES:
+    importlib.import_module(f"calstream.daemon.operations.cli.{_module}")
+
+# Mistakes in what the operator asked for: reported in one line, exit status 2.
+USER_ERRORS = (ConfigError, BadSelection, BadNamespace)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="calstream", description="The ``calstream`` command.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    actions: dict[str, argparse._SubParsersAction] = {}
+    for name, cmd in COMMANDS.items():
+        group, _, action = name.partition(" ")
+        if action:
+            if group not in actions:
+                parent = commands.add_parser(group, help=GROUPS[group])
+                actions[group] = parent.add_subparsers(dest="action", required=True)
+            sub, sub_name = actions[group], action
+        else:
+            sub, sub_name = commands, name
+        options: dict = {"help": cmd.help}
+        if cmd.description:
+            options["description"] = cmd.description
+        if cmd.raw_description:
+            options["formatter_class"] = argparse.RawDescriptionHelpFormatter
+        p = sub.add_parser(sub_name, **options)
+        add_shared_flags(p, cmd.flags, cmd.flag_overrides)
+        if cmd.arguments:
+            cmd.arguments(p)
+        p.set_defaults(func=cmd.handler, shared_flags=cmd.flags)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        print(f"calstream: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""``calstream promote NAMESPACE``: make a reprocessed namespace the products of
+record (the switch itself is ``doers/promotion.py``), then announce it."""
+
+from __future__ import annotations
+
+import argparse
+
+import anyio
+
+from calstream.daemon.doers.message_sender import send_messages
+from calstream.daemon.doers.product_store import ProductStore, check_namespace
+from calstream.daemon.doers.promotion import promote
+from calstream.daemon.operations.cli.registry import (
+    DAEMON_FLAGS,
+    broker_config,
+    command,
+    operator,
+)
+from calstream.topics.catalog import Topics
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("namespace", help="the namespace to promote ('live' switches back)")
+    p.add_argument("--reason", help="why (recorded in the promotion event)")
+
+
+@command("promote", "make a reprocessed namespace the products of record", flags=(*DAEMON_FLAGS, "--by"), arguments=_arguments)
+def cmd_promote(args: argparse.Namespace) -> int:
+    # The broker is checked before the switch: a promotion nobody hears of is worse than none.
+    cfg = broker_config(args, "promote")
+    check_namespace(args.namespace)
+    store = ProductStore(cfg.products)
+    message = promote(store, args.namespace, reason=args.reason,
+                      by=operator(args))
+    # After the switch, never before: a subscriber reacting to the event must
+    # find the link already switched.
+    anyio.run(send_messages, cfg, Topics(cfg.topic_prefix).name("promotions"),
+              [(message["namespace"], message)])
+    print(f"promoted {message['namespace']} (was {message['previous']}): "
+          f"{message['current_link']} -> {message['tree']}; {message['records']} work item(s)")
+    return 0

@@ -1,0 +1,148 @@
+"""The one registry of ``calstream`` commands, and the flags they share.
+
+A command module registers each handler with ``@command(name, ...)``: its
+name (``"holds list"`` is the ``list`` action of the ``holds`` group), its
+help, the shared flags it takes (by name, from ``SHARED_FLAGS``) and a function
+adding its own arguments. ``main.build_parser`` turns the registry into the
+argparse tree; every handler takes the parsed arguments and returns the exit
+status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calstream.daemon.operations import deployment
+from calstream.daemon.operations.config import Config, ConfigError, load
+
+Handler = Callable[[argparse.Namespace], int]
+Arguments = Callable[[argparse.ArgumentParser], None]
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One option shared by several commands, written once."""
+
+    option: str
+    settings: dict[str, Any]
+    config: bool = True  # a setting of config.Config: deployment_config() passes it on
+
+
+# The deployment's settings (config.Config fields) that commands take as flags.
+SHARED_FLAGS: dict[str, Flag] = {f.option: f for f in (
+    Flag("--config", dict(type=Path, default=os.environ.get("CALSTREAM_CONFIG"),
+                          help="the deployment's TOML file (a [calstream] table or top-level "
+                               "keys: broker, prefixes, TLS/SASL)"), config=False),
+    Flag("--work-dir", dict(type=Path, help="state, scratch and the embedded broker")),
+    Flag("--inbox", dict(type=Path, help="where uncal files land (default WORK/inbox)")),
+    Flag("--products", dict(type=Path, help="product store (default WORK/products)")),
+    Flag("--quarantine", dict(type=Path, help="bad files go here (default WORK/quarantine)")),
+    Flag("--kafka-bootstrap", dict(help="HOST:PORT[,...] of the broker (`run` without it "
+                                        "starts the embedded one)")),
+    Flag("--topic-prefix", dict(help="prefix of every topic name (default 'calstream.')")),
+    Flag("--group-prefix", dict(help="prefix of the consumer groups (default 'calstream')")),
+    Flag("--workers", dict(type=int, help="calibration worker processes")),
+    Flag("--metrics-address", dict(help="HOST:PORT of /metrics, /healthz, /readyz")),
+    Flag("--polling", dict(action="store_const", const=True,
+                           help="poll the inbox (network filesystems deliver no events)")),
+    Flag("--json-logs", dict(action="store_const", const=True, help="JSON log lines")),
+    Flag("--log-level", dict(help="DEBUG, INFO, WARNING, ...")),
+    # Recorded with what the command asks for (a release, a plan, a replay, a promotion).
+    Flag("--by", dict(help="who asks (recorded; default: the user name)"), config=False),
+)}
+
+# What a command that talks to a deployment's broker takes.
+BROKER_FLAGS = ("--config", "--kafka-bootstrap", "--topic-prefix")
+# What the daemon and the commands acting on its state take: every setting.
+DAEMON_FLAGS = ("--config", "--work-dir", "--inbox", "--products", "--quarantine",
+                "--kafka-bootstrap", "--topic-prefix", "--workers", "--metrics-address",
+                "--polling", "--json-logs", "--log-level")
+
+
+def dest(option: str) -> str:
+    return option.removeprefix("--").replace("-", "_")
+
+
+def add_shared_flags(parser: argparse.ArgumentParser, options: Sequence[str],
+                     overrides: dict[str, dict[str, Any]] | None = None) -> None:
+    """Add the named shared flags; ``overrides`` changes a flag's settings for
+    one command (the demo's own work directory, say)."""
+    for option in options:
+        settings = {**SHARED_FLAGS[option].settings, **(overrides or {}).get(option, {})}
+        parser.add_argument(option, **settings)
+
+
+def deployment_config(args: argparse.Namespace) -> Config:
+    """The configuration: defaults < TOML file < environment < the flags given."""
+    # Only the shared flags this command took: another command's own option may
+    # have the same name (status's --products is a count, not a directory).
+    given = [SHARED_FLAGS[o] for o in args.shared_flags]
+    flags = {dest(f.option): getattr(args, dest(f.option)) for f in given
+             if f.config and getattr(args, dest(f.option)) is not None}
+    if getattr(args, "role", None):
+        flags["roles"] = args.role
+    cfg = load(args.config, flags=flags)
+    # Every command but the daemon itself finds a running deployment by its work dir.
+    return cfg if args.command == "run" else deployment.discover(cfg)
+
+
+def operator(args: argparse.Namespace) -> str:
+    """Who asked: --by, or the user running the command."""
+    return args.by or getpass.getuser()
+
+
+def broker_config(args: argparse.Namespace, command: str) -> Config:
+    """The configuration of a command that cannot work without the broker."""
+    cfg = deployment_config(args)
+    require_broker(cfg, command)
+    return cfg
+
+
+def require_broker(cfg: Config, command: str) -> None:
+    if not cfg.kafka_bootstrap:
+        raise ConfigError(f"{command} commands need a broker: --kafka-bootstrap HOST:PORT "
+                          "(or CALSTREAM_KAFKA_BOOTSTRAP, or kafka_bootstrap in the config "
+                          "file)")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str  # "status", or "holds list" for an action of a group
+    help: str
+    handler: Handler
+    flags: tuple[str, ...] = ()  # shared flags, by option
+    flag_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    arguments: Arguments | None = None  # the command's own arguments
+    description: str | None = None
+    raw_description: bool = False  # keep the description's line breaks
+
+
+COMMANDS: dict[str, Command] = {}  # in registration order: the order of --help
+GROUPS: dict[str, str] = {}  # group name -> its help ("holds": ...)
+
+
+def command(name: str, help: str, *, flags: Sequence[str] = (),
+            flag_overrides: dict[str, dict[str, Any]] | None = None,
+            arguments: Arguments | None = None, description: str | None = None,
+            raw_description: bool = False) -> Callable[[Handler], Handler]:
+    """Register the decorated handler as ``calstream NAME``."""
+    def register(handler: Handler) -> Handler:
+        if name in COMMANDS:
+            raise ValueError(f"calstream {name} is registered twice")
+        COMMANDS[name] = Command(name, help, handler, tuple(flags), dict(flag_overrides or {}),
+                                 arguments, description, raw_description)
+        return handler
+    return register
+
+
+def group(name: str, help: str) -> None:
+    """Declare a command group (``calstream holds ...``); its actions are
+    registered as ``"holds list"`` and so on."""
+    GROUPS[name] = help
+

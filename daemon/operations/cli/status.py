@@ -1,0 +1,55 @@
+"""``calstream status``: a running deployment at a glance (collected by
+``status_collection.py``, written by ``status_render.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import anyio
+
+from calstream.daemon.operations import logs
+from calstream.daemon.operations.cli.registry import BROKER_FLAGS, command, deployment_config
+from calstream.daemon.operations.status_collection import collect, default_metrics_url
+from calstream.daemon.operations.status_render import render
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics-url", action="append",
+                   help="a daemon's metrics endpoint, HOST:PORT or URL; repeat for each daemon "
+                        "(default: metrics_address of the config)")
+    p.add_argument("--dead-letters", type=int, default=10, metavar="N",
+                   help="show the last N dead letters (default 10)")
+    p.add_argument("--products", type=int, default=10, metavar="N",
+                   help="show the last N product events (default 10)")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the broker")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+@command("status", "summary of a running deployment, from the broker and the metrics",
+         description="What a running deployment is doing: readiness and in-flight work per "
+                     "daemon, consumer lag per topic, recent dead letters and products. "
+                     "Exit status 1 when a daemon is unreachable or not ready, or the "
+                     "broker cannot be read.",
+         flags=(*BROKER_FLAGS, "--work-dir", "--group-prefix", "--log-level"),
+         flag_overrides={"--log-level": dict(default="WARNING"), "--work-dir": dict(
+             help="a deployment's work dir: its broker and endpoint are read from "
+                  "WORK/deployment.json")},
+         arguments=_arguments)
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = deployment_config(args)
+    logs.setup(args.log_level, False)
+    if logging.getLogger().level > logging.DEBUG:
+        # A broker that cannot be reached is reported in the summary itself.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    urls = args.metrics_url or [u for u in [default_metrics_url(cfg)] if u]
+    st = anyio.run(lambda: collect(cfg, urls, dead_letters=args.dead_letters,
+                                   products=args.products, timeout=args.timeout))
+    if args.json:
+        json.dump(st.as_dict(), sys.stdout, indent=2, default=str)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(render(st))
+    return 0 if st.healthy else 1

@@ -1,0 +1,225 @@
+"""Collecting what ``calstream status`` shows: what a running deployment is doing.
+
+Two sources, because neither tells the whole story alone:
+
+* the broker says what *waits*: each stage's consumer group's committed
+  offsets against the topics' high watermarks (the lag), and the newest dead
+  letters and product events;
+* each daemon's metrics endpoint says what *runs*: in-flight work, outcomes,
+  worker memory and restarts, and whether the daemon is ready.
+
+Everything here is read-only: no group is joined, nothing is committed and
+nothing is written to any topic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import anyio
+from prometheus_client.parser import text_string_to_metric_families
+
+from calstream.daemon.operations.config import ROLES, Config, host_port
+from calstream.daemon.operations.status_summary import (
+    BrokerView,
+    Endpoint,
+    GroupLag,
+    PartitionLag,
+    Status,
+    summarise_metrics,
+    summarise_planner,
+)
+from calstream.daemon.stages import STAGES, stage
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+log = logging.getLogger("calstream.status")
+
+# The topics each stage's consumer group "<group_prefix>.<stage>" reads
+# (daemon/stages.py). The planner is not here: it reads every partition of
+# products without a group, so it has no lag to report.
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {st.name: (st.live_topic, st.replay_topic)
+                                             for st in STAGES if st.name in ROLES}
+
+
+# -- the metrics endpoints ------------------------------------------------
+
+def default_metrics_url(cfg: Config) -> str | None:
+    host, port = host_port(cfg.metrics_address)
+    if port == 0:
+        return None
+    return f"{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+
+
+def endpoint_base(url: str) -> str:
+    """'host:port', 'http://host:port' or '.../metrics' -> 'http://host:port'."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    for suffix in ("/metrics", "/readyz", "/healthz"):
+        url = url.removesuffix(suffix)
+    return url
+
+
+def _fetch(url: str, timeout: float) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()
+
+
+def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
+    base = endpoint_base(url)
+    ep = Endpoint(base)
+    try:
+        text = _fetch(f"{base}/metrics", timeout).decode()
+    except (OSError, urllib.error.URLError) as exc:
+        ep.error = f"metrics unreachable: {exc}"
+        return ep
+    try:
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                ep.samples.append((s.name, dict(s.labels), s.value))
+    except ValueError as exc:
+        ep.error = f"/metrics is not Prometheus text: {exc}"
+        return ep
+    ep.reachable = True
+    try:
+        body = _fetch(f"{base}/readyz", timeout)
+    except urllib.error.HTTPError as exc:  # 503 carries the reasons in its body
+        body = exc.read()
+    except OSError as exc:
+        ep.error = f"/readyz unreachable: {exc}"
+        return ep
+    try:
+        doc = json.loads(body)
+        ep.ready, ep.problems = bool(doc["ready"]), list(doc.get("problems", []))
+    except (ValueError, KeyError, TypeError):
+        ep.error = f"/readyz answered something unexpected: {body[:200]!r}"
+    try:
+        ep.planner = json.loads(_fetch(f"{base}/planner", timeout))
+    except (OSError, ValueError):
+        ep.planner = None  # 404: this daemon runs no planner
+    return ep
+
+
+# -- the broker -----------------------------------------------------------
+
+async def _tails(cfg: Config, wanted: dict[str, int | None], view: BrokerView):
+    """High watermarks of every partition of ``wanted`` (topic -> n), and the
+    last n records of each partition (all of them for n = None).
+
+    The high watermark comes from fetch responses: end_offsets is wrong on
+    tansu (see docs/operations.md), so it only says where to start reading,
+    never where the end is. A start below the true end costs a few more
+    records; it never loses one.
+    """
+    from calstream.daemon.doers import kafka
+
+    async with kafka.open_reader(cfg, list(wanted), fetch_max_wait_ms=100) as reader:
+        view.missing_topics.extend(reader.missing)
+        if not reader.partitions:
+            return {}, {}, {}
+        begin = await reader.start_at_tail(wanted)
+        records: dict[str, list] = {t: [] for t in wanted}
+        async for batch in reader.batches_to_end():
+            for r in batch:
+                records[r.topic].append(r)
+        return reader.high_watermarks(), begin, records
+
+
+async def _group_offsets(cfg: Config, group: str, tps: list) -> tuple[dict, int | None, str | None]:
+    from calstream.daemon.doers import kafka
+
+    return await kafka.group_offsets(cfg, group, tps)
+
+
+def _decoded(records, expected: str, view: BrokerView, n: int) -> list[dict[str, Any]]:
+    out = []
+    for r in records:
+        try:
+            msg = contract.decode(r.value, expected=expected)
+        except contract.InvalidMessage:
+            view.unreadable += 1
+            continue
+        out.append({**msg.body, "_topic": r.topic, "_partition": r.partition,
+                    "_offset": r.offset})
+    out.sort(key=lambda m: (m["emitted_at"], m["_offset"]))
+    return out[-n:] if n else []
+
+
+async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10) -> BrokerView:
+    topics = Topics(cfg.topic_prefix)
+    view = BrokerView(cfg.kafka_bootstrap)
+    inputs = {topics.name(t) for ins in STAGE_INPUTS.values() for t in ins}
+    wanted = {name: 0 for name in inputs}
+    wanted[topics.name("deadletter")] = dead_letters
+    wanted[topics.name("products")] = products
+    # Compacted (on Kafka; tansu never compacts): read it all, the last record
+    # per key is the exposure's current state.
+    wanted[topics.name("holds")] = None
+    highs, begin, records = await _tails(cfg, wanted, view)
+    for stage_name, logical in STAGE_INPUTS.items():
+        group = stage(stage_name).group(cfg.group_prefix)
+        for name in (topics.name(t) for t in logical):
+            row = GroupLag(stage_name, group, name)
+            view.lag.append(row)
+            tps = sorted((tp for tp in highs if tp.topic == name), key=lambda tp: tp.partition)
+            if not tps:
+                row.error = "topic does not exist"
+                continue
+            try:
+                offsets, row.members, row.state = await _group_offsets(cfg, group, tps)
+            except Exception as exc:
+                row.error = f"cannot read the group's offsets: {exc}"
+                continue
+            for tp in tps:
+                committed = offsets.get(tp)
+                # A group without a commit starts at the earliest record
+                # (auto_offset_reset="earliest"), so all of it is waiting.
+                start = committed if committed is not None else begin[tp]
+                row.partitions.append(PartitionLag(tp.partition, committed, highs[tp],
+                                                   max(0, highs[tp] - start)))
+            row.lag = sum(p.lag for p in row.partitions)
+    view.dead_letters = _decoded(records.get(topics.name("deadletter"), []), "dead_letter",
+                                 view, dead_letters)
+    view.products = _decoded(records.get(topics.name("products"), []), "product", view,
+                             products)
+    if topics.name("holds") not in view.missing_topics:
+        last: dict[str, dict[str, Any]] = {}
+        for r in records.get(topics.name("holds"), []):
+            key = r.key.decode("utf-8", "replace") if r.key is not None else ""
+            if r.value is None:  # a tombstone forgets the exposure
+                last.pop(key, None)
+                continue
+            try:
+                last[key] = contract.decode(r.value, expected="hold").body
+            except contract.InvalidMessage:
+                view.unreadable += 1
+        view.holds = sorted((h for h in last.values() if h["state"] == "held"),
+                            key=lambda h: h["since"])
+    return view
+
+
+# -- putting it together --------------------------------------------------
+
+async def collect(cfg: Config, metrics_urls: list[str], *, dead_letters: int = 10,
+                  products: int = 10, timeout: float = 15.0) -> Status:
+    endpoints = [await anyio.to_thread.run_sync(read_endpoint, url, min(timeout, 5.0))
+                 for url in metrics_urls]
+    if cfg.kafka_bootstrap:
+        try:
+            with anyio.fail_after(timeout):
+                broker = await read_broker(cfg, dead_letters=dead_letters, products=products)
+        except TimeoutError:
+            broker = BrokerView(cfg.kafka_bootstrap, error=f"no answer within {timeout:.0f}s")
+        except Exception as exc:
+            broker = BrokerView(cfg.kafka_bootstrap, error=f"{type(exc).__name__}: {exc}")
+    else:
+        broker = BrokerView(None, error="no broker configured (--kafka-bootstrap, or "
+                                        "kafka_bootstrap in the config file)")
+    return Status(time.time(), cfg.topic_prefix, cfg.group_prefix, endpoints,
+                  summarise_metrics(endpoints), broker, summarise_planner(endpoints))

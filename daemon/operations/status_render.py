@@ -1,0 +1,234 @@
+"""``calstream status`` as text for a human: one small function per section."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from calstream.daemon.operations.status_summary import BrokerView, Endpoint, GroupLag, Status
+from calstream.topics import contract
+
+LISTED = 20  # at most this many lines per list; the rest is counted
+
+
+def _ago(t: float | None, now: float) -> str:
+    if not t:
+        return "never"
+    s = max(0.0, now - t)
+    if s < 120:
+        return f"{s:.0f}s ago"
+    if s < 7200:
+        return f"{s / 60:.0f}m ago"
+    return f"{s / 3600:.1f}h ago"
+
+
+def _when(iso: str, now: float) -> str:
+    try:
+        t = contract.parse_time(iso)
+    except ValueError:
+        return iso
+    return f"{t.strftime('%Y-%m-%d %H:%M:%S')}Z ({_ago(t.timestamp(), now)})"
+
+
+def _mib(b: int) -> str:
+    return f"{b / 2**20:.0f} MiB"
+
+
+def _counts(d: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
+
+
+def _oneline(text: Any, width: int) -> str:
+    return " ".join(str(text).split())[:width]
+
+
+def _more(items: list, indent: str = "    ") -> list[str]:
+    return [f"{indent}... and {len(items) - LISTED} more"] if len(items) > LISTED else []
+
+
+def render(st: Status) -> str:
+    sections = [_header(st), _daemons(st.endpoints), _stages(st.stages, st.at),
+                _lag(st.broker)]
+    if not st.broker.error:
+        sections.append(_recent(st.broker, st.at))
+    sections.append(_waiting(st))
+    return "\n".join(line for section in sections for line in section) + "\n"
+
+
+def _header(st: Status) -> list[str]:
+    stamp = dt.datetime.fromtimestamp(st.at, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return [f"calstream status at {stamp}",
+            f"broker {st.broker.bootstrap or '(none)'}; topics {st.topic_prefix}*; "
+            f"consumer groups {st.group_prefix}.*", ""]
+
+
+def _daemons(endpoints: list[Endpoint]) -> list[str]:
+    out = ["Daemons (metrics endpoints)"]
+    if not endpoints:
+        out.append("  none given (--metrics-url HOST:PORT, repeatable)")
+    for ep in endpoints:
+        if not ep.reachable:
+            out.append(f"  {ep.url}  UNREACHABLE  {ep.error}")
+            continue
+        info = next((labels for n, labels, _ in ep.samples if n == "calstream_build_info"), {})
+        versions = (f"calstream {info.get('calstream_version', '?')}, jwst "
+                    f"{info.get('jwst_version', '?')}, CRDS {info.get('crds_context', '?')}")
+        out.append(f"  {ep.url}  {'ready' if ep.ready else 'NOT READY'}  {versions}")
+        out += [f"      problem: {p}" for p in ep.problems]
+        if ep.error:
+            out.append(f"      {ep.error}")
+    return [*out, ""]
+
+
+# What a stage's summary may hold, in the order shown: key -> its words.
+_STAGE_FACTS: tuple[tuple[str, Callable[[Any, float], str]], ...] = (
+    ("in_flight", lambda v, now: f"in flight {v}"),
+    ("last_progress", lambda v, now: f"last finished or started {_ago(v, now)}"),
+    ("arrivals", lambda v, now: f"announced {sum(v.values())} ({_counts(v)})"),
+    ("pending_files", lambda v, now: f"incomplete files in the inbox {v}"),
+    ("runs", lambda v, now: f"runs: {_counts(v)}"),
+    ("retries", lambda v, now: f"retries {v}"),
+    ("worker_peak_rss_bytes", lambda v, now: f"worker peak RSS {_mib(v)}"),
+    ("worker_restarts", lambda v, now: f"worker restarts: {_counts(v)}"),
+    ("dead_letters", lambda v, now: f"dead letters: {_counts(v)}"),
+)
+
+
+def _stages(stages: dict[str, dict[str, Any]], now: float) -> list[str]:
+    out = ["Work per stage (summed over the daemons above)"]
+    if not stages:
+        out.append("  no stage reported by the metrics endpoints")
+    for name, s in sorted(stages.items()):
+        facts = [words(s[key], now) for key, words in _STAGE_FACTS if key in s]
+        out.append(f"  {name}: " + "; ".join(facts))
+    return [*out, ""]
+
+
+def _lag_row(row: GroupLag) -> list[str]:
+    head = f"  {row.stage}: group {row.group} on {row.topic}"
+    if row.error:
+        return [f"{head}: {row.error}"]
+    members = "" if row.members is None else f"; {row.members} member(s), {row.state}"
+    parts = " ".join(f"{p.partition}:{'-' if p.committed is None else p.committed}/{p.high}"
+                     for p in row.partitions)
+    return [f"{head}: lag {row.lag}{members}", f"      partition:committed/high  {parts}"]
+
+
+def _lag(b: BrokerView) -> list[str]:
+    out = ["Consumer lag (from the broker: committed offsets vs high watermarks)"]
+    if b.error:
+        out.append(f"  broker unavailable: {b.error}")
+    for row in b.lag:
+        out += _lag_row(row)
+    return [*out, ""]
+
+
+def _dead_letter(m: dict[str, Any], now: float) -> str:
+    subject = m.get("exposure_id") or (Path(m["path"]).name if m.get("path") else None) \
+        or (m.get("original") or {}).get("key") or "-"
+    return (f"  {_when(m['emitted_at'], now)}  {m['stage']}/{m['category']}  "
+            f"{subject}: {_oneline(m['reason'], 160)}")
+
+
+def _product(m: dict[str, Any], now: float) -> str:
+    suffixes = ",".join(o.get("suffix", "?") for o in m.get("outputs", [])) or "-"
+    took = f"{m['duration_seconds']:.1f}s" if m.get("duration_seconds") else "-"
+    flag = "  pointing PROVISIONAL" if m.get("pointing_provisional") else ""
+    return (f"  {_when(m['emitted_at'], now)}  {m['stage']}  {m['outcome']}  "
+            f"{m['product_name']}  [{suffixes}]  {took}{flag}")
+
+
+def _recent(b: BrokerView, now: float) -> list[str]:
+    out = []
+    for title, events, line in (("dead letters", b.dead_letters, _dead_letter),
+                                ("products", b.products, _product)):
+        if out:
+            out.append("")
+        out.append(f"Recent {title} (newest last, up to {len(events)} shown)")
+        out += [line(m, now) for m in events] or ["  none"]
+    if b.unreadable:
+        out.append(f"  ({b.unreadable} record(s) on these topics are not calstream "
+                   "messages; skipped)")
+    if b.missing_topics:
+        out.append(f"  missing topics: {', '.join(b.missing_topics)}")
+    return [*out, ""]
+
+
+def _holds(holds: list[dict[str, Any]] | None, now: float) -> list[str]:
+    if holds is None:
+        return ["  held exposures (holds topic): unavailable"]
+    return [f"  held exposures (holds topic): {len(holds)}",
+            *(f"    {h['exposure_id']}  held since {_when(h['since'], now)}: "
+              f"{_oneline(h['reason'], 120)}" for h in holds[:LISTED]),
+            *_more(holds)]
+
+
+def _planner_metrics(pl: dict[str, Any]) -> list[str]:
+    # The hold gauges have no labels, so every daemon exports them (as 0);
+    # open_associations is set by a running planner only.
+    if "open_associations" not in pl:
+        return ["  open associations: not reported (no daemon given runs the planner role)"]
+    return [f"  held exposures (planner metrics): {pl.get('held', 0)}, oldest "
+            f"{pl.get('oldest_hold_age_seconds', 0) / 3600:.1f} h",
+            f"  open associations (planner metrics): {_counts(pl['open_associations'])}"]
+
+
+def _waiting(st: Status) -> list[str]:
+    return ["Held exposures, associations, missing exposures", *_holds(st.broker.holds, st.at),
+            *_planner_metrics(st.planner), *_planner_view(st.planner.get("view"), st.at)]
+
+
+def _missing(stage3: dict[str, Any], tag: str, now: float) -> list[str]:
+    missing = stage3.get("missing", {})
+    oldest = (f", the oldest for {stage3.get('oldest_missing_age', 0) / 3600:.1f} h"
+              if missing else "")
+    ordered = sorted(missing.items(), key=lambda kv: kv[1]["since"])
+    return [f"  missing exposures{tag}: {len(missing)}{oldest}",
+            *(f"    {eid}  expected since {_ago(m['since'], now)} by "
+              f"{', '.join(m['candidates'])}" for eid, m in ordered[:LISTED]),
+            *_more(ordered)]
+
+
+def _reasons(why: dict[str, Any]) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in why.items())
+
+
+def _stage2_waiting(waiting: dict[str, dict[str, Any]], tag: str) -> list[str]:
+    if not waiting:
+        return []
+    return [f"  stage-2 associations waiting{tag}: {len(waiting)}",
+            *(f"    {science}: {_reasons(why) or 'being evaluated'}"
+              for science, why in sorted(waiting.items())[:LISTED])]
+
+
+def _candidate(c: dict[str, Any]) -> str:
+    why = _reasons(c["waiting_for"]) or f"settling ({c['quiet_for']:.0f}s quiet)"
+    sent = f", {c['versions']} version(s) sent" if c["versions"] else ""
+    return (f"    {c['candidate']} ({c['asn_type']}, {c['members']} member(s), "
+            f"expected by {c['expected_by']}{sent}): {why}")
+
+
+def _stage3_open(candidates: list[dict[str, Any]], tag: str) -> list[str]:
+    if not candidates:
+        return []
+    return [f"  stage-3 candidates open{tag}: {len(candidates)}",
+            *(_candidate(c) for c in candidates[:LISTED])]
+
+
+def _planner_view(view: dict[str, Any] | None, now: float) -> list[str]:
+    if not view:
+        return ["  missing exposures: not reported (no daemon given serves /planner)"]
+    out = []
+    if view.get("plans"):
+        out.append("  plans loaded: " + "; ".join(
+            f"{p['source']} ({p['exposures']} exposures, program {', '.join(p['programs'])})"
+            for p in view["plans"]))
+    for namespace, ns in sorted(view.get("namespaces", {}).items()):
+        tag = "" if namespace == "live" else f" [namespace {namespace}]"
+        stage3 = ns.get("stage3", {})
+        out += _missing(stage3, tag, now)
+        out += _stage2_waiting(ns.get("stage2_waiting", {}), tag)
+        out += _stage3_open(stage3.get("candidates", []), tag)
+    return out

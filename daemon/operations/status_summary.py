@@ -1,0 +1,133 @@
+"""What ``calstream status`` reports, as data, and the sums over the daemons'
+metrics: pure (the collection is ``status_collection.py``, the text
+``status_render.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Endpoint:
+    url: str
+    reachable: bool = False
+    error: str | None = None
+    ready: bool | None = None
+    problems: list[str] = field(default_factory=list)
+    samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+    planner: dict[str, Any] | None = None  # /planner, from a daemon with the planner role
+
+
+@dataclass
+class PartitionLag:
+    partition: int
+    committed: int | None  # None: the group has committed nothing here
+    high: int
+    lag: int
+
+
+@dataclass
+class GroupLag:
+    stage: str
+    group: str
+    topic: str
+    lag: int | None = None
+    partitions: list[PartitionLag] = field(default_factory=list)
+    members: int | None = None
+    state: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class BrokerView:
+    bootstrap: str | None
+    error: str | None = None
+    lag: list[GroupLag] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    products: list[dict[str, Any]] = field(default_factory=list)
+    holds: list[dict[str, Any]] | None = None  # current holds; None: topic unreadable
+    unreadable: int = 0  # records on those topics that are not calstream messages
+    missing_topics: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Status:
+    at: float
+    topic_prefix: str
+    group_prefix: str
+    endpoints: list[Endpoint]
+    stages: dict[str, dict[str, Any]]
+    broker: BrokerView
+    # What the planner's metrics say: held exposures, the oldest hold's age,
+    # open associations per stage (absent when no daemon given runs a planner).
+    planner: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        return (self.broker.error is None and all(e.reachable and e.ready for e in self.endpoints)
+                and not any(row.error for row in self.broker.lag))
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for ep in d["endpoints"]:
+            del ep["samples"]  # the raw scrape is what /metrics is for
+        d["healthy"] = self.healthy
+        return d
+
+
+def _values(endpoints: list[Endpoint], name: str) -> list[tuple[dict[str, str], float]]:
+    return [(labels, v) for ep in endpoints for n, labels, v in ep.samples if n == name]
+
+
+def summarise_metrics(endpoints: list[Endpoint]) -> dict[str, dict[str, Any]]:
+    """Per stage, summed over every daemon (max for memory, newest for progress).
+
+    A stage has only the keys its daemons reported: the watcher has no
+    in-flight work, a consumer stage has no inbox."""
+    stages: dict[str, dict[str, Any]] = {}
+
+    def add(stage: str, key: str, value: float, sub: str | None = None) -> None:
+        s = stages.setdefault(stage, {})
+        if sub is None:
+            s[key] = s.get(key, 0) + int(value)
+        else:
+            d = s.setdefault(key, {})
+            d[sub] = d.get(sub, 0) + int(value)
+
+    for labels, v in _values(endpoints, "calstream_in_flight"):
+        add(labels["stage"], "in_flight", v)
+    for labels, v in _values(endpoints, "calstream_stage_runs_total"):
+        add(labels["stage"], "runs", v, labels["outcome"])
+    for labels, v in _values(endpoints, "calstream_stage_retries_total"):
+        add(labels["stage"], "retries", v)
+    for labels, v in _values(endpoints, "calstream_dead_letters_total"):
+        add(labels["stage"], "dead_letters", v, labels["category"])
+    for labels, v in _values(endpoints, "calstream_worker_restarts_total"):
+        add(labels["stage"], "worker_restarts", v, labels["cause"])
+    for labels, v in _values(endpoints, "calstream_arrivals_total"):
+        add("watcher", "arrivals", v, labels["source"])
+    for _labels, v in _values(endpoints, "calstream_watcher_pending_files"):
+        add("watcher", "pending_files", v)
+    for labels, v in _values(endpoints, "calstream_worker_peak_rss_bytes"):
+        s = stages.setdefault(labels["stage"], {})
+        s["worker_peak_rss_bytes"] = max(s.get("worker_peak_rss_bytes", 0), int(v))
+    for labels, v in _values(endpoints, "calstream_last_progress_timestamp_seconds"):
+        s = stages.setdefault(labels["stage"], {})
+        s["last_progress"] = max(s.get("last_progress", 0.0), v)
+    return stages
+
+
+def summarise_planner(endpoints: list[Endpoint]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for _labels, v in _values(endpoints, "calstream_held_exposures"):
+        out["held"] = out.get("held", 0) + int(v)
+    for _labels, v in _values(endpoints, "calstream_oldest_hold_age_seconds"):
+        out["oldest_hold_age_seconds"] = max(out.get("oldest_hold_age_seconds", 0.0), v)
+    for labels, v in _values(endpoints, "calstream_open_associations"):
+        d = out.setdefault("open_associations", {})
+        d[labels["stage"]] = d.get(labels["stage"], 0) + int(v)
+    views = [ep.planner for ep in endpoints if ep.planner]
+    if views:
+        out["view"] = views[0]  # one planner per deployment
+    return out
