@@ -80,3 +80,26 @@ def test_jwst_is_imported_only_by_the_steps():
                   for room in ("daemon", "topics", "bench") for f in _files(room)
                   for name in imports(f) if _is(name, JWST)]
     assert not violations, "\n".join(violations)
+
+
+MAX_MODULE_LINES = 400  # the project's rule: a module does one job, small enough to read
+
+
+@pytest.mark.parametrize("room", sorted(RULES))
+def test_modules_stay_small(room):
+    big = {str(f.relative_to(ROOT)): n for f in (ROOT / room).rglob("*.py")
+           if (n := len(f.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not big, f"modules over {MAX_MODULE_LINES} lines: {big}"
+
+
+def test_every_package_is_installed():
+    """A package missing from pyproject.toml imports from a source tree (an
+    editable install finds it) but is absent from a built wheel."""
+    import tomllib
+
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = {Path(d) for d in setup["package-dir"].values()}
+    assert set(setup["packages"]) == set(setup["package-dir"])
+    on_disk = {init.parent.relative_to(ROOT) for room in RULES
+               for init in (ROOT / room).rglob("__init__.py")}
+    assert on_disk == listed, f"not in pyproject.toml: {on_disk - listed}"
