@@ -156,6 +156,12 @@ async def test_a_daemon_survives_every_bad_input_and_still_calibrates(
                     break
                 await anyio.sleep(2)
         assert all(d["reason"] for d in letters)
+        by_topic: dict[str, int] = {}
+        for item in items:
+            by_topic[item.topic] = by_topic.get(item.topic, 0) + 1
+        print(f"\nhostile inputs: {len(items)} messages on {len(by_topic)} topics "
+              f"({by_topic}), {len(files)} files, {len(restart_items)} hold records at restart; "
+              f"{len(letters)} dead letters, 0 without")
         assert ready(daemon.ops.address)
 
         # The forged CALCULATED arrival did not take the PLANNED file past its hold.
