@@ -78,8 +78,8 @@ def dead_letters(messages) -> list[contract.Message]:
 
 def unmatched(sent: dict, files: list[corpus.BadFile], letters: list) -> list[str]:
     """The bad inputs that have no dead letter yet."""
-    by_record = {(d["original"]["topic"], d["original"]["partition"], d["original"]["offset"])
-                 for d in letters if d.get("original")}
+    by_record = {(d["original"].get("topic"), d["original"].get("partition"),
+                  d["original"].get("offset")) for d in letters if d.get("original")}
     named = set()
     for d in letters:
         for field in ("path", "quarantined_to"):
@@ -88,6 +88,16 @@ def unmatched(sent: dict, files: list[corpus.BadFile], letters: list) -> list[st
     missing = [name for key, name in sent.items() if key not in by_record]
     missing += [f"file: {f.name}" for f in files if not any(f.filename in n for n in named)]
     return missing
+
+
+async def until_dead_lettered(cfg, sent: dict, files: list, seconds: float) -> list[str]:
+    """Wait until every input has its dead letter; return those that have none."""
+    deadline = anyio.current_time() + seconds
+    while True:
+        missing = unmatched(sent, files, dead_letters(await read_all(cfg, ["deadletter"])))
+        if not missing or anyio.current_time() > deadline:
+            return missing
+        await anyio.sleep(2)
 
 
 @pytest.fixture(scope="module")
@@ -148,13 +158,9 @@ async def test_a_daemon_survives_every_bad_input_and_still_calibrates(
             f.write(cfg.inbox)
 
         # Every bad input ends as a dead letter with a reason.
-        with anyio.fail_after(300):
-            while True:
-                letters = dead_letters(await read_all(cfg, ["deadletter"]))
-                missing = unmatched(sent, files, letters)
-                if not missing:
-                    break
-                await anyio.sleep(2)
+        missing = await until_dead_lettered(cfg, sent, files, seconds=300)
+        assert not missing, f"{len(missing)} bad inputs without a dead letter: {missing}"
+        letters = dead_letters(await read_all(cfg, ["deadletter"]))
         assert all(d["reason"] for d in letters)
         by_topic: dict[str, int] = {}
         for item in items:
@@ -184,7 +190,5 @@ async def test_a_daemon_survives_every_bad_input_and_still_calibrates(
         with anyio.fail_after(180):
             while not ready(again.ops.address):
                 await anyio.sleep(1)
-        with anyio.fail_after(120):
-            while unmatched(sent_at_restart, [], dead_letters(
-                    await read_all(cfg, ["deadletter"]))):
-                await anyio.sleep(2)
+        missing = await until_dead_lettered(cfg, sent_at_restart, [], seconds=120)
+        assert not missing, f"garbage on holds without a dead letter: {missing}"
