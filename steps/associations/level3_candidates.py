@@ -192,6 +192,10 @@ def candidate_key(route: Route, exposure: Exposure, *, acid: str | None = None) 
     if planned or route.stage3 in (CORON3, AMI3):
         target, target_name = None, ""
     extra: tuple[tuple[str, str], ...] = ()
+    if rule == "Asn_Lv3WFSCMB" and h.text("DMS_NOTE").lower().startswith("wfsc_los_jitter"):
+        # Asn_Lv3WFSCMB's not_los_jitter: line-of-sight jitter data is processed apart.
+        raise Level3Error(f"{exposure.exposure_id}: DMS_NOTE=wfsc_los_jitter enters no "
+                          "wfs-image3 association")
     if rule == "Asn_Lv3WFSCMB":
         n = exposure.name
         extra = (("detector", n.detector.upper()), ("obs_id", n.visit_id),
@@ -225,7 +229,7 @@ def pool_target_ids(exposures: Iterable[Exposure]) -> dict[str, str]:
     found: dict[str, str] = {}
     names: set[str] = set()
     for e in sorted(exposures, key=lambda e: e.exposure_id):
-        names.add(e.keywords.text("TARGNAME"))
+        names.add(str(e.header.get("TARGNAME", "")).strip())  # as written: jwst compares text
         found[e.exposure_id] = str(len(names))
     return found
 
