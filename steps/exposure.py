@@ -78,6 +78,8 @@ EXPOSURE_KEYWORDS: tuple[Keyword, ...] = (
     Keyword("DITHPTIN", False, "dither point index: matches imprints"),
     Keyword("TARGETID", False, "target: level-3 product names"),
     Keyword("TARGPROP", False, "proposer's target name"),
+    Keyword("TARGNAME", False, "target name: without TARGETID, level-3 candidates and names "
+            "number targets by it, as asn_make_pool does"),
     Keyword("EXPCOUNT", False, "exposure count in the visit"),
     Keyword("VISITSTA", False, "visit status"),
     Keyword("APERNAME", False, "science aperture: number of detectors expected"),

@@ -218,3 +218,7 @@ def test_the_arrival_schema_admits_guider_exposure_ids():
         assert re.search(pattern, eid), eid
     for eid in ("jw01019001001_gs-acq3_2022117003102", "jw01234001001_gs-acq1_1_nrcb1"):
         assert not re.search(pattern, eid), eid
+
+
+def test_the_target_name_travels_for_level3_target_numbers(tmp_path):
+    assert describe_exposure(write(tmp_path, TARGNAME="NGC 6543")).header["TARGNAME"] == "NGC 6543"
