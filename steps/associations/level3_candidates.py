@@ -188,7 +188,7 @@ def candidate_key(route: Route, exposure: Exposure, *, acid: str | None = None) 
     aux = background and not (planned and probe in _SPECTRAL_BACKGROUND_RULES)
     rule = _asn_rule(route, aux=aux)
     target: str | None = _value(h, "TARGETID")
-    target_name = "" if target else h.text("TARGNAME")
+    target_name = "" if target else _target_name(exposure)
     if planned or route.stage3 in (CORON3, AMI3):
         target, target_name = None, ""
     extra: tuple[tuple[str, str], ...] = ()
@@ -218,6 +218,11 @@ def candidate_key(route: Route, exposure: Exposure, *, acid: str | None = None) 
     )
 
 
+def _target_name(exposure: Exposure) -> str:
+    # As written: asn_make_pool compares the names' text, case included.
+    return str(exposure.header.get("TARGNAME", "")).strip()
+
+
 def pool_target_ids(exposures: Iterable[Exposure]) -> dict[str, str]:
     """The TARGETID jwst's ``asn_make_pool`` gives each exposure (by id).
 
@@ -229,7 +234,7 @@ def pool_target_ids(exposures: Iterable[Exposure]) -> dict[str, str]:
     found: dict[str, str] = {}
     names: set[str] = set()
     for e in sorted(exposures, key=lambda e: e.exposure_id):
-        names.add(str(e.header.get("TARGNAME", "")).strip())  # as written: jwst compares text
+        names.add(_target_name(e))
         found[e.exposure_id] = str(len(names))
     return found
 
