@@ -78,6 +78,8 @@ EXPOSURE_KEYWORDS: tuple[Keyword, ...] = (
     Keyword("DITHPTIN", False, "dither point index: matches imprints"),
     Keyword("TARGETID", False, "target: level-3 product names"),
     Keyword("TARGPROP", False, "proposer's target name"),
+    Keyword("TARGNAME", False, "target name: without TARGETID, level-3 candidates and names "
+            "number targets by it, as asn_make_pool does"),
     Keyword("EXPCOUNT", False, "exposure count in the visit"),
     Keyword("VISITSTA", False, "visit status"),
     Keyword("APERNAME", False, "science aperture: number of detectors expected"),
@@ -85,6 +87,13 @@ EXPOSURE_KEYWORDS: tuple[Keyword, ...] = (
     Keyword("READPATT", False, "readout pattern"),
 )
 REQUIRED_KEYWORDS: tuple[str, ...] = tuple(k.name for k in EXPOSURE_KEYWORDS if k.required)
+# FGS guide-star data (calwebb_guider) comes from the guiding activity, not
+# from a planned exposure: its headers carry no visit group, sequence,
+# activity, exposure number or pointing quality, and its names none of them.
+GUIDER_EXP_TYPES = frozenset({
+    "FGS_ACQ1", "FGS_ACQ2", "FGS_FINEGUIDE", "FGS_ID-IMAGE", "FGS_ID-STACK", "FGS_TRACK",
+})
+NOT_IN_GUIDER_HEADERS: tuple[str, ...] = ("VISITGRP", "SEQ_ID", "ACT_ID", "EXPOSURE", "ENGQLPTG")
 OPTIONAL_KEYWORDS: tuple[str, ...] = tuple(k.name for k in EXPOSURE_KEYWORDS if not k.required)
 
 # Extensions an uncal file must have before it counts as arrived: what makes
@@ -175,15 +184,19 @@ def describe_exposure(path: str | os.PathLike[str]) -> ExposureInfo:
     if unreadable:
         raise BadExposure(f"{fname}: primary-header value(s) cannot be read: "
                           + ", ".join(unreadable))
-    missing = [
-        k for k in REQUIRED_KEYWORDS if k not in hdr or isinstance(hdr[k], fits.card.Undefined)
-    ]
+    guider = str(hdr.get("EXP_TYPE", "")).strip().upper() in GUIDER_EXP_TYPES
+    required = [k for k in REQUIRED_KEYWORDS if not (guider and k in NOT_IN_GUIDER_HEADERS)]
+    missing = [k for k in required if k not in hdr or isinstance(hdr[k], fits.card.Undefined)]
     if missing:
         raise BadExposure(
             f"{fname}: required primary-header keyword(s) missing or without a value: "
             + ", ".join(missing)
         )
 
+    if name.is_guider and not guider:
+        raise BadExposure(f"{fname}: a guider file name, but EXP_TYPE = "
+                          f"{hdr.get('EXP_TYPE')!r} is no FGS guider mode "
+                          f"({', '.join(sorted(GUIDER_EXP_TYPES))})")
     expected = (
         ("PROGRAM", name.program, 5),
         ("OBSERVTN", name.observation, 3),
@@ -197,7 +210,9 @@ def describe_exposure(path: str | os.PathLike[str]) -> ExposureInfo:
     disagree = [
         f"{key} = {hdr[key]!r} but the name says {want!r}"
         for key, want, width in expected
-        if _norm(hdr[key], width) != want
+        # A guider name has no visit group ... detector, a guider header
+        # no visit group ... exposure: nothing to compare there.
+        if not (guider and (not want or key not in hdr)) and _norm(hdr[key], width) != want
     ]
     segnum = hdr.get("EXSEGNUM")
     segtot = hdr.get("EXSEGTOT")

@@ -4,6 +4,14 @@
 
 The exposure id used as a Kafka key is the name without ``_<suffix>.fits``:
 ``jw01234001001_02101_00001_nrcb1``.
+
+Guide-star (FGS guider) files are named by their guiding activity instead
+of visit group, sequence, activity, exposure and detector, as jwst names them:
+``jw<ppppp><ooo><vvv>_gs-<acq1|acq2|track|fg>_<yyyydddhhmmss>_<suffix>.fits``
+and, for identification, ``jw<ppppp><ooo><vvv>_gs-id_<attempt>_<image|stacked>
+_<suffix>.fits``. Their exposure id is the name without the suffix
+(``jw01019001001_gs-acq1_2022117003102``); the parts they do not have are
+empty strings.
 """
 
 from __future__ import annotations
@@ -16,6 +24,12 @@ _NAME = re.compile(
     r"_(?P<visit_group>\d{2})(?P<sequence>\d)(?P<activity>[0-9a-z]{2})"
     r"_(?P<exposure>\d{5})(?:-seg(?P<segment>\d{3}))?"
     r"_(?P<detector>[a-z0-9]+)"
+    r"(?:_(?P<suffix>[a-z0-9]+))?"
+    r"(?P<extension>\.fits)?$"
+)
+_GUIDER_NAME = re.compile(
+    r"^jw(?P<program>\d{5})(?P<observation>\d{3})(?P<visit>\d{3})"
+    r"_(?P<guider>gs-(?:acq1|acq2|track|fg)_\d{13}|gs-id_\d{1,3}_(?:image|stacked))"
     r"(?:_(?P<suffix>[a-z0-9]+))?"
     r"(?P<extension>\.fits)?$"
 )
@@ -37,9 +51,16 @@ class ExposureName:
     detector: str  # lower case, e.g. "nrcb1"
     segment: str | None = None  # 3 digits, or None
     suffix: str | None = None  # e.g. "uncal", "rate"
+    guider: str | None = None  # a guider file's "gs-<mode>_<time>" (or "gs-id_<n>_<kind>")
+
+    @property
+    def is_guider(self) -> bool:
+        return self.guider is not None
 
     @property
     def exposure_id(self) -> str:
+        if self.guider is not None:
+            return f"jw{self.program}{self.observation}{self.visit}_{self.guider}"
         seg = f"-seg{self.segment}" if self.segment else ""
         return (
             f"jw{self.program}{self.observation}{self.visit}"
@@ -70,11 +91,18 @@ def parse_exposure_name(name: str) -> ExposureName:
     """
     base = name.rsplit("/", 1)[-1]
     m = _NAME.match(base)
-    if not m:
-        raise BadName(
-            f"{base!r} is not a JWST exposure name "
-            "(jw<ppppp><ooo><vvv>_<gg><s><aa>_<eeeee>[-seg<NNN>]_<detector>_<suffix>.fits)"
-        )
-    parts = m.groupdict()
-    parts.pop("extension")
-    return ExposureName(**parts)
+    if m:
+        parts = m.groupdict()
+        parts.pop("extension")
+        return ExposureName(**parts)
+    m = _GUIDER_NAME.match(base)
+    if m:
+        parts = m.groupdict()
+        parts.pop("extension")
+        return ExposureName(visit_group="", sequence="", activity="", exposure="",
+                            detector="", **parts)
+    raise BadName(
+        f"{base!r} is not a JWST exposure name "
+        "(jw<ppppp><ooo><vvv>_<gg><s><aa>_<eeeee>[-seg<NNN>]_<detector>_<suffix>.fits, "
+        "or a guider's jw<ppppp><ooo><vvv>_gs-<mode>_<yyyydddhhmmss>_<suffix>.fits)"
+    )

@@ -141,8 +141,9 @@ def _candidates(text: Any, where: str) -> tuple[str, ...]:
 
 def _with_name_keywords(name: ExposureName, header: dict[str, Any]) -> dict[str, Any]:
     """Keywords the file name fixes, as headers write them (pools drop leading zeros)."""
-    header.update(PROGRAM=name.program, OBSERVTN=name.observation, VISIT=name.visit,
-                  EXPOSURE=name.exposure, DETECTOR=name.detector.upper())
+    header.update(PROGRAM=name.program, OBSERVTN=name.observation, VISIT=name.visit)
+    if not name.is_guider:  # a guider's name has no exposure number or detector
+        header.update(EXPOSURE=name.exposure, DETECTOR=name.detector.upper())
     if name.segment:
         header["EXSEGNUM"] = str(int(name.segment))
     return header
@@ -150,7 +151,8 @@ def _with_name_keywords(name: ExposureName, header: dict[str, Any]) -> dict[str,
 
 def parse_pool(text: str, *, source: str = "pool") -> Plan:
     reader = csv.reader(io.StringIO(text), delimiter="|")
-    rows = [r for r in reader if r and any(c.strip() for c in r)]
+    # Lines starting with "#" are comments, as jwst's pool reader (astropy) skips them.
+    rows = [r for r in reader if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
     if not rows:
         raise PlanError(f"{source}: empty pool")
     columns = [c.strip().upper() for c in rows[0]]

@@ -87,6 +87,7 @@ def build_level3(
     asn_dir: str | Path | None = None,
     asn_pool: str | None = None,
     version_id: str | None = None,
+    pool: list[Exposure] | None = None,
 ) -> dict[str, Any]:
     """The level-3 association of ``members``, one candidate, along ``route``.
 
@@ -97,6 +98,9 @@ def build_level3(
     ``degraded_status``. ``acid``: a plan's candidate. ``version_id``
     defaults to the earliest member's start, so a rebuild names the same
     file; the planner passes another stamp for a superseding version.
+    ``pool``: the program's exposures, which number targets by TARGNAME
+    where no header or plan gives TARGETID (as asn_make_pool on those
+    files); default the members.
     """
     if not members:
         raise Level3Error("a level-3 association needs members")
@@ -147,7 +151,7 @@ def build_level3(
     status = DEGRADED_STATUS_OK
     if degraded:
         status = degraded if degraded.startswith("Degraded") else f"Degraded: {degraded}"
-    target = target_id(key, members)
+    target = target_id(key, members, pool or ())
     return {
         "asn_type": key.asn_type,
         "asn_rule": key.asn_rule,
@@ -159,7 +163,7 @@ def build_level3(
         "code_version": jwst_version(),
         "degraded_status": status,
         "constraints": _constraints(key),
-        "products": [{"name": product_name(key, members), "members": entries}],
+        "products": [{"name": product_name(key, members, pool or ()), "members": entries}],
     }
 
 
@@ -199,7 +203,8 @@ def _merge(keys: set[Level3Key]) -> Level3Key:
 def _describe(key: Level3Key) -> str:
     optics = " ".join(f"{k}={v}" for k, v in key.optics if v)
     return (f"{key.asn_type} {key.asn_rule} program={key.program} acid={key.acid} "
-            f"exp_type={key.exp_type} target={key.target} tso={key.tso} {optics}").rstrip()
+            f"exp_type={key.exp_type} target={key.target or key.target_name} tso={key.tso} "
+            f"{optics}").rstrip()
 
 
 def _constraints(key: Level3Key) -> str:

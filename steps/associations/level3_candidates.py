@@ -61,6 +61,9 @@ class Level3Key:
     ``target`` is None where a plan defines membership or jwst does not
     constrain it (PSF references); names then take the science's TARGETID.
     ``extra`` holds rule-specific constraints (WFS&C: detector, activity).
+    ``target_name``: the TARGNAME where the header has no TARGETID (uncal
+    files never do): asn_make_pool numbers targets by name, so the name
+    separates candidates and `target_id` turns it into jwst's number.
     """
 
     program: str
@@ -74,6 +77,7 @@ class Level3Key:
     target: str | None
     aux: bool = False  # a dedicated background's own association
     extra: tuple[tuple[str, str], ...] = ()
+    target_name: str = ""
 
     def optic(self, name: str) -> str:
         return dict(self.optics).get(name, "")
@@ -184,9 +188,14 @@ def candidate_key(route: Route, exposure: Exposure, *, acid: str | None = None) 
     aux = background and not (planned and probe in _SPECTRAL_BACKGROUND_RULES)
     rule = _asn_rule(route, aux=aux)
     target: str | None = _value(h, "TARGETID")
+    target_name = "" if target else _target_name(exposure)
     if planned or route.stage3 in (CORON3, AMI3):
-        target = None
+        target, target_name = None, ""
     extra: tuple[tuple[str, str], ...] = ()
+    if rule == "Asn_Lv3WFSCMB" and h.text("DMS_NOTE").lower().startswith("wfsc_los_jitter"):
+        # Asn_Lv3WFSCMB's not_los_jitter: line-of-sight jitter data is processed apart.
+        raise Level3Error(f"{exposure.exposure_id}: DMS_NOTE=wfsc_los_jitter enters no "
+                          "wfs-image3 association")
     if rule == "Asn_Lv3WFSCMB":
         n = exposure.name
         extra = (("detector", n.detector.upper()), ("obs_id", n.visit_id),
@@ -205,31 +214,63 @@ def candidate_key(route: Route, exposure: Exposure, *, acid: str | None = None) 
         target=target,
         aux=aux,
         extra=extra,
+        target_name=target_name,
     )
 
 
-def target_id(key: Level3Key, members: Iterable[Exposure]) -> str:
-    if key.target is not None:
+def _target_name(exposure: Exposure) -> str:
+    # As written: asn_make_pool compares the names' text, case included.
+    return str(exposure.header.get("TARGNAME", "")).strip()
+
+
+def pool_target_ids(exposures: Iterable[Exposure]) -> dict[str, str]:
+    """The TARGETID jwst's ``asn_make_pool`` gives each exposure (by id).
+
+    asn_make_pool ignores the headers' TARGETID and numbers the files it is
+    given, in their order (a shell glob: file-name order), by how many
+    distinct TARGNAMEs it has met so far. A name met again after a newer one
+    therefore takes the newer count, as jwst does.
+    """
+    found: dict[str, str] = {}
+    names: set[str] = set()
+    for e in sorted(exposures, key=lambda e: e.exposure_id):
+        names.add(_target_name(e))
+        found[e.exposure_id] = str(len(names))
+    return found
+
+
+def target_id(key: Level3Key, members: Iterable[Exposure],
+              pool: Iterable[Exposure] = ()) -> str:
+    """The candidate's TARGETID: the key's, else the science members'
+    (get_target: found values joined by "-"), else what asn_make_pool
+    numbers them on ``pool`` (the program's exposures; default the members)."""
+    if key.target:
         return key.target
-    science = [m for m in members if m.route is not None and m.route.role == "science"]
+    members = list(members)
+    science = [m for m in members
+               if key.aux or (m.route is not None and m.route.role == "science")]
     targets = sorted({_value(m.keywords, "TARGETID") for m in science} - {""})
-    # get_target: found values joined by "-"; none gives "t000".
-    return "-".join(targets)
+    if targets or not science:
+        return "-".join(targets)
+    numbered = pool_target_ids(list(pool) or members)
+    return "-".join(sorted({numbered.get(m.exposure_id, "") for m in science} - {""}, key=int))
 
 
-def _target(key: Level3Key, members: Iterable[Exposure]) -> str:
-    text = target_id(key, members)
+def _target(key: Level3Key, members: Iterable[Exposure], pool: Iterable[Exposure]) -> str:
+    text = target_id(key, members, pool)
     if text.isdigit():
         text = str(int(text))  # TARGETID 1 and "001" are the same target
     return f"t{text:0>3s}"
 
 
-def product_name(key: Level3Key, members: Iterable[Exposure] = ()) -> str:
+def product_name(key: Level3Key, members: Iterable[Exposure] = (),
+                 pool: Iterable[Exposure] = ()) -> str:
     """jwst's level-3 product name for the candidate, lower case, no suffix.
 
     ``jw<ppppp>-<acid>_<target>_<instrument>_<optical elements>[-<slit>][-<subarray>]``:
     target ``t`` + TARGETID to 3 digits (from the science ``members`` when the
-    key has none); optical elements are FILTER and PUPIL/GRATING (the values
+    key has none; without any TARGETID, asn_make_pool's number for their
+    TARGNAME among ``pool``, see `pool_target_ids`); optical elements are FILTER and PUPIL/GRATING (the values
     present, CLEAR included, sorted, joined by "-"), ``clear`` when there are
     none; the fixed slit, then the subarray unless FULL. Per rule, as jwst:
     MIRI MRS has no optical elements (dms_product_name_noopt); NIRSpec FS
@@ -239,7 +280,7 @@ def product_name(key: Level3Key, members: Iterable[Exposure] = ()) -> str:
     """
     members = list(members)
     program, acid, instrument = key.program, key.acid, key.instrument.lower()
-    target = _target(key, members)
+    target = _target(key, members, pool)
     if key.asn_rule in ("Asn_Lv3MIRMRS", "Asn_Lv3MIRMRSBackground"):
         return f"jw{program}-{acid}_{target}_{instrument}".lower()
     optics = dict(key.optics)

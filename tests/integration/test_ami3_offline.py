@@ -100,7 +100,7 @@ def test_ami3_association_has_the_target_and_its_calibrator(visit):
         (f"{records[0].exposure_id}_calints.fits", "science"),
         (f"{records[1].exposure_id}_calints.fits", "psf"),
     ]
-    assert asn["products"][0]["name"] == "jw01234-o006_t000_niriss_f480m-nrm-sub80"
+    assert asn["products"][0]["name"] == "jw01234-o006_t001_niriss_f480m-nrm-sub80"
     assert result["crds_context"] == kit.context
 
 

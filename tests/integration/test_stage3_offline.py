@@ -76,7 +76,7 @@ def test_image3_mosaics_both_visits_of_observation_1(program, tmp_path):
     asn, result = _stage3("calwebb_image3", members, tmp_path)
 
     name = asn["products"][0]["name"]
-    assert name == "jw01234-o001_t000_nircam_clear-f150w-sub160"
+    assert name == "jw01234-o001_t001_nircam_clear-f150w-sub160"
     assert {m["exptype"] for m in asn["products"][0]["members"]} == {"science"}
     assert result["crds_context"] == kit.context
     crfs = _outputs(result, "crf")

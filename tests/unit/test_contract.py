@@ -138,3 +138,16 @@ def test_events_written_at_1_0_are_still_read(kind):
     body = contract.build(kind, "a" * 64, **EXAMPLES[kind]).body
     assert body["schema_version"] == contract.SCHEMA_VERSION != "1.0"
     assert contract.decode(json.dumps({**body, "schema_version": "1.0"}).encode()).event_id
+
+
+def test_a_guider_arrival_needs_no_visit_group_sequence_activity_exposure_or_pointing():
+    guider = {k: v for k, v in HEADER.items()
+              if k not in ("VISITGRP", "SEQ_ID", "ACT_ID", "EXPOSURE", "ENGQLPTG")}
+    guider.update(INSTRUME="FGS", DETECTOR="GUIDER1", EXP_TYPE="FGS_ACQ1")
+    body = contract.build("arrival", "a" * 64, **{
+        **EXAMPLES["arrival"], "exposure_id": "jw01019001001_gs-acq1_2022117003102",
+        "header": guider}).body
+    assert contract.decode(json.dumps(body).encode()).body["header"]["EXP_TYPE"] == "FGS_ACQ1"
+    # A science exposure still must carry them.
+    with pytest.raises(InvalidMessage, match="VISITGRP"):
+        contract.decode(json.dumps({**body, "header": {**guider, "EXP_TYPE": "FGS_IMAGE"}}).encode())

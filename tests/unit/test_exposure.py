@@ -147,3 +147,78 @@ def test_missing_extensions(tmp_path):
     p.write_bytes(data[:sci_end])
     assert missing_extensions(fits_layout(p)) == ["ASDF"]
     assert missing_extensions(fits_layout(p), ("SCI",)) == []
+
+
+GUIDER_NAME = "jw01019001001_gs-acq1_2022117003102_uncal.fits"
+# What a guider header lacks (jwst's guider files carry none of these).
+NOT_IN_GUIDER = {k: None for k in ("VISITGRP", "SEQ_ID", "ACT_ID", "EXPOSURE", "ENGQLPTG")}
+
+
+def _guider(tmp_path, name=GUIDER_NAME, exp_type="FGS_ACQ1", **changes):
+    return write(tmp_path, name, **{
+        "PROGRAM": "01019", "INSTRUME": "FGS", "DETECTOR": "GUIDER1", "EXP_TYPE": exp_type,
+        **NOT_IN_GUIDER, **changes})
+
+
+@pytest.mark.parametrize("exp_type", ["FGS_ACQ1", "FGS_ACQ2", "FGS_FINEGUIDE", "FGS_ID-IMAGE",
+                                      "FGS_ID-STACK", "FGS_TRACK"])
+def test_guider_files_as_jwst_names_them(tmp_path, exp_type):
+    info = describe_exposure(_guider(tmp_path, exp_type=exp_type))
+    assert info.exposure_id == "jw01019001001_gs-acq1_2022117003102"
+    assert info.name.is_guider and info.name.suffix == "uncal"
+    assert info.name.program == "01019" and info.name.visit_id == "jw01019001001"
+    assert info.header["EXP_TYPE"] == exp_type and "VISITGRP" not in info.header
+
+
+def test_guider_exposure_style_name_and_guider_checks(tmp_path):
+    # Under an exposure-style name the five keywords are not demanded either.
+    name = "jw01019001001_02101_00001_guider1_uncal.fits"
+    assert describe_exposure(_guider(tmp_path, name)).exposure_id == (
+        "jw01019001001_02101_00001_guider1")
+    # What a guider header does carry is still checked against the name.
+    with pytest.raises(BadExposure, match="PROGRAM"):
+        describe_exposure(_guider(tmp_path, PROGRAM="01020"))
+    with pytest.raises(BadExposure, match="NGROUPS"):
+        describe_exposure(_guider(tmp_path, NGROUPS=None))
+    # A science exposure type still needs them, and cannot take a guider name.
+    with pytest.raises(BadExposure, match="VISITGRP"):
+        describe_exposure(_guider(tmp_path, name, exp_type="FGS_IMAGE"))
+    with pytest.raises(BadExposure, match="no FGS guider mode"):
+        describe_exposure(write(tmp_path, GUIDER_NAME, PROGRAM="01019"))
+
+
+def test_guider_names_parse_and_others_do_not():
+    from calstream.steps.naming import BadName, parse_exposure_name
+
+    for name, eid in [
+        ("jw01029001001_gs-fg_2022142181502_uncal.fits", "jw01029001001_gs-fg_2022142181502"),
+        ("jw01029001001_gs-id_1_image_uncal.fits", "jw01029001001_gs-id_1_image"),
+        ("jw01029001001_gs-id_1_stacked_cal.fits", "jw01029001001_gs-id_1_stacked"),
+    ]:
+        parsed = parse_exposure_name(name)
+        assert parsed.exposure_id == eid and parsed.is_guider
+        assert parsed.filename() == name
+    assert not parse_exposure_name(NAME).is_guider
+    for bad in ("jw01029001001_gs-xyz_2022142181502_uncal.fits",
+                "jw01029001001_gs-acq1_20221_uncal.fits"):
+        with pytest.raises(BadName):
+            parse_exposure_name(bad)
+
+
+def test_the_arrival_schema_admits_guider_exposure_ids():
+    import re
+    from pathlib import Path
+
+    import calstream.topics as topics
+
+    schema = json.loads((Path(topics.__file__).parent / "schemas/arrival.schema.json").read_text())
+    pattern = schema["properties"]["exposure_id"]["pattern"]
+    for eid in ("jw01019001001_gs-acq1_2022117003102", "jw01029001001_gs-id_1_stacked",
+                "jw01234001001_02101_00001-seg001_nrcb1"):
+        assert re.search(pattern, eid), eid
+    for eid in ("jw01019001001_gs-acq3_2022117003102", "jw01234001001_gs-acq1_1_nrcb1"):
+        assert not re.search(pattern, eid), eid
+
+
+def test_the_target_name_travels_for_level3_target_numbers(tmp_path):
+    assert describe_exposure(write(tmp_path, TARGNAME="NGC 6543")).header["TARGNAME"] == "NGC 6543"

@@ -288,3 +288,10 @@ def test_validation_reports_clear_errors():
 
 def test_asn_types_agree_with_filenames():
     assert frozenset(ASN_TYPES.values()) == LEVEL3_ASN_TYPES
+
+
+def test_wfsc_line_of_sight_jitter_enters_no_wfs_image3():
+    # Asn_Lv3WFSCMB's not_los_jitter: a pool's DMS_NOTE keeps them out.
+    jitter = exposure("NIRCAM", "NRC_IMAGE", "wfsc_pair", DMS_NOTE="wfsc_los_jitter")
+    with pytest.raises(Level3Error, match="wfsc_los_jitter"):
+        candidate_key(route(jitter.header), jitter)

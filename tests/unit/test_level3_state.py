@@ -251,3 +251,13 @@ def test_orders_validate_against_the_published_schema():
     [order] = orders
     raw = contract.encode(order)
     assert contract.decode(raw, expected="work_order").body == order.body
+
+
+def test_without_targetid_or_plan_the_mosaic_is_named_t001_as_asn_make_pool_numbers_it():
+    state = new_state()
+    arrivals = [dither(n, TARGETID=None, TARGNAME="NGC 6543") for n in range(1, 5)]
+    for n, header in enumerate(arrivals, start=1):
+        feed(state, header, T0 + 10 * n)
+    [order] = stage3(state.tick(T0 + 41 + SETTLE))
+    assert order["product_name"] == "jw01234-o001_t001_nircam_clear-f150w-sub160p"
+    assert order["association"]["target"] == "1"

@@ -62,3 +62,11 @@ def test_a_manifest_needs_names_and_defaults_to_the_observation_candidate():
         parse_manifest(json.dumps({"exposures": []}))
     with pytest.raises(PlanError, match="not JSON"):
         parse_manifest("{nope")
+
+
+def test_pool_comment_lines_are_skipped_as_jwst_reads_them():
+    from calstream.steps.plans import parse_pool
+
+    text = "# Pool.Image.MIRI\n#\n" + COLUMNS + "\n" + row("jw01234001001_02101_00001_nrcb1_uncal.fits")
+    plan = parse_pool(text)
+    assert [e.exposure_id for e in plan.exposures] == ["jw01234001001_02101_00001_nrcb1"]
