@@ -44,6 +44,7 @@ from calstream.steps.exposure import (
 from calstream.steps.fitsfile import FitsLayout, FitsStatus
 
 Sig = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
+NOT_A_FILE = -1  # a Sig's size for a FIFO, socket, device or directory named like a file
 
 UNREADABLE_ATTEMPTS = 5
 UNEXPECTED_ATTEMPTS = 8
@@ -152,6 +153,9 @@ def after_stat(
     seconds since its mtime."""
     if sig is None:
         return state, Forget(still_there=False, why="gone from the inbox before it was handled")
+    if sig[0] == NOT_A_FILE:
+        return state, Reject(f"{name}: not a regular file (a FIFO, socket, device or directory "
+                             "named like an exposure): nothing to calibrate")
     if sig != state.sig:
         first = state.sig is None
         if first and handled_sig == sig:

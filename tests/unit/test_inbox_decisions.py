@@ -73,6 +73,12 @@ def test_a_file_gone_before_it_was_handled_is_forgotten():
     assert decision == Forget(still_there=False, why="gone from the inbox before it was handled")
 
 
+def test_a_fifo_or_directory_named_like_an_exposure_is_rejected_at_once():
+    # Reading a FIFO would block the watcher; none of these is a delivery.
+    _, decision = stat(sig=(decide.NOT_A_FILE, 1, 2, 3))
+    assert isinstance(decision, decide.Reject) and "not a regular file" in decision.reason
+
+
 def test_an_event_about_a_file_already_handled_is_forgotten_again():
     _, decision = stat(handled=SIG)
     assert decision == Forget(still_there=True)

@@ -5,7 +5,6 @@ may share its event loop with the rest of the daemon."""
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,13 @@ class FileReads:
         self._limiter = anyio.CapacityLimiter(concurrency)  # opens and reads at once
 
     async def sig(self, path: Path) -> Sig | None:
-        """Size, mtime, inode and ctime; None if it is gone or not a regular file."""
+        """Size, mtime, inode and ctime (size NOT_A_FILE if it is not a regular
+        file); None if it is gone."""
         try:
             st = await anyio.to_thread.run_sync(os.stat, path)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return stat_sig(st) if stat.S_ISREG(st.st_mode) else None
+        return stat_sig(st)
 
     async def layout(self, path: Path) -> FitsLayout:
         return await self._read(fits_layout, path)

@@ -31,7 +31,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from calstream.daemon.deciders.inbox_file import Sig
+from calstream.daemon.deciders.inbox_file import NOT_A_FILE, Sig
 from calstream.daemon.doers.inbox.reports import log, log_fields
 
 # Names writers use while a file is in flight; the final name arrives by
@@ -45,7 +45,11 @@ _EVENTS = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent]
 
 
 def stat_sig(st: os.stat_result) -> Sig:
-    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    """A regular file's stat; anything else (a FIFO, a socket, a device, a
+    directory named like an exposure) gets size -1, which the decider
+    rejects: reading a FIFO would block, and none of them is a delivery."""
+    size = st.st_size if stat.S_ISREG(st.st_mode) else NOT_A_FILE
+    return (size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 class InboxScope:
@@ -91,10 +95,10 @@ class InboxScope:
                     st = e.stat()
                 except OSError:
                     continue  # vanished between listing and stat
-                if stat.S_ISDIR(st.st_mode):
+                if stat.S_ISDIR(st.st_mode) and not e.name.endswith(".fits"):
                     if self._descend(e.name, p):
                         dirs.append(p)
-                elif stat.S_ISREG(st.st_mode) and self.is_candidate(p):
+                elif self.is_candidate(p):
                     found[p] = stat_sig(st)
         return found
 
