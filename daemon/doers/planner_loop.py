@@ -151,7 +151,7 @@ class Planner:
         def stage3_products() -> list[dict]:
             store = ProductStore(self.cfg.products)
             return [r["event"] for n in [None, *store.namespaces()]
-                    for r in (store if n is None else store.for_namespace(n)).records()
+                    for r in (store if n is None else store.for_namespace(n)).records("stage3")
                     if r.get("event", {}).get("stage") == "stage3"]
 
         for event in await anyio.to_thread.run_sync(stage3_products):

@@ -194,10 +194,12 @@ class ProductStore:
                     return out if same else None
         return None
 
-    def records(self) -> list[dict[str, Any]]:
-        """Every provenance record in the store, oldest event first."""
+    def records(self, stage: str = "*") -> list[dict[str, Any]]:
+        """Every provenance record in the store (of ``stage``), oldest event first."""
         found = []
-        paths = [*self.root.glob(f"*/*/{_PROV}/*.json"), *self.root.glob(f"*/*/v*/{_PROV}/*.json")]
+        pattern = f"*.{stage}.json"
+        paths = [*self.root.glob(f"*/*/{_PROV}/{pattern}"),
+                 *self.root.glob(f"*/*/v*/{_PROV}/{pattern}")]
         for path in paths:
             try:
                 found.append(json.loads(path.read_text()))

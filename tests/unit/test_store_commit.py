@@ -91,3 +91,11 @@ def test_a_file_that_no_longer_matches_its_record_is_not_announced(tmp_path):
     rate.write_bytes(b"Z" * 10)
     assert store.announced(rate) is None
     assert store.announced(rate.with_name("unrelated.fits")) is None
+
+
+def test_records_can_be_read_for_one_stage(tmp_path):
+    store = ProductStore(tmp_path)
+    scratch, record = run(store, {"rate": b"A" * 10}, "w1")
+    store.publish(scratch, "01234", "001", record=record, **KW)
+    assert len(store.records()) == len(store.records("detector1")) == 1
+    assert store.records("stage3") == []
