@@ -99,6 +99,11 @@ async def test_stage3_versions_continue_after_a_restart_on_a_broker_that_lost_ev
             assert not [m for m in await read_all(cfg2, ["work.stage3"])
                         if isinstance(m, contract.Message)]  # nothing ordered again
             await anyio.to_thread.run_sync(lambda: deliver([late], cfg2.inbox))
+            # The order after the last dither continues the versions.
+            first = [m for m in await wait_for(cfg2, ["work.stage3"], lambda ms: [
+                m for m in ms if isinstance(m, contract.Message)], timeout=300)
+                if isinstance(m, contract.Message)]
+            assert [(o["version"], len(o["members"])) for o in first] == [(2, 4)]
             done = await wait_for(cfg2, ["products"], lambda ms: [
                 p for p in stage3_done(ms) if p["version"] == 2], timeout=300)
             orders = [m for m in await read_all(cfg2, ["work.stage3"])
