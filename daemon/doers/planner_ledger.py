@@ -48,7 +48,10 @@ class PlannerLedger:
         out = []
         for path in sorted((self.root / topic).glob("*.json")):
             try:
-                out.append(json.loads(path.read_text()))
+                body = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError) as exc:
                 log.warning("unreadable planner record %s (%s): ignored", path, exc)
+                continue
+            if isinstance(body, dict) and body.get(_KINDS[topic]):
+                out.append(body)
         return out

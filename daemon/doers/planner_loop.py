@@ -109,7 +109,10 @@ class Planner:
             except contract.InvalidMessage:
                 continue  # `calstream plan load` validates before it sends
             self.plans.setdefault(message["plan_id"], Plan.from_json(message.body))
-            await anyio.to_thread.run_sync(self.ledger.keep, "plans", message.body)
+            try:
+                await anyio.to_thread.run_sync(self.ledger.keep, "plans", message.body)
+            except ValueError as exc:
+                log.warning("planner: plan %s not kept: %s", message["plan_id"][:12], exc)
         await self._restore_from_disk()
         for plan in self.plans.values():
             for state in self.states.values():

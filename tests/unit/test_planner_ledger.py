@@ -23,3 +23,11 @@ def test_a_torn_file_is_ignored_and_a_key_cannot_leave_the_ledger(tmp_path):
     assert ledger.kept("plans") == []
     with pytest.raises(ValueError):
         ledger.keep("holds", {"exposure_id": "../../etc/x", "state": "held"})
+
+
+def test_a_file_without_its_key_is_ignored(tmp_path):
+    ledger = PlannerLedger(tmp_path)
+    (tmp_path / "planner" / "holds").mkdir(parents=True)
+    (tmp_path / "planner" / "holds" / "odd.json").write_text('{"state": "held"}')
+    (tmp_path / "planner" / "holds" / "list.json").write_text('[1, 2]')
+    assert ledger.kept("holds") == []
