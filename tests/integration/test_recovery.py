@@ -21,10 +21,12 @@ from calstream.steps.fitsfile import file_digest
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 from calstream.steps.synthetic.kit import build_kit
-from calstream.steps.synthetic.program import ProgramSpec
+from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.topics import contract
 
 from .support import daemon_config, products, read_all, running_daemon, wait_for
+from .test_holds import cli as holds_cli
+from .test_holds import run_until_held
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -149,3 +151,28 @@ async def test_a_plan_survives_a_restart_on_a_broker_that_lost_it_and_still_clos
     [order] = observation_orders(found)
     assert order["expected_by"] == "plan" and order["degraded"] is None
     assert len(order["members"]) == 2
+
+
+async def test_an_operator_release_survives_a_restart_on_a_broker_that_lost_it(
+        tmp_path, broker, kit, unique_prefix):
+    spec = dataclasses.replace(ProgramSpec(), planned=(2,), dithers=2)
+    files = simulate_program(tmp_path / "uncal", spec, seed=9)
+    held = parse_exposure_name(files[1].name).exposure_id
+    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1)
+    async with running_daemon(cfg):
+        await run_until_held(cfg, files)
+        done = await anyio.to_thread.run_sync(
+            lambda: holds_cli(cfg, "release", held, "--reason", "WCS checked by hand"))
+        assert done.returncode == 0, done.stderr
+        await wait_for(cfg, ["holds"], lambda ms: [
+            m for m in ms if isinstance(m, contract.Message) and m["state"] == "released"],
+            timeout=120)
+    with EmbeddedBroker(tmp_path / "broker2") as fresh:
+        cfg2 = dataclasses.replace(cfg, kafka_bootstrap=fresh.bootstrap)
+        async with running_daemon(cfg2) as daemon:
+            await caught_up(daemon)
+            # Released, not held again from its PLANNED detector1 product.
+            assert daemon.planner.state.summary(0)["held"] == 0
+            assert daemon.planner.holds[held]["release"]["path"] == "operator"
+            listed = await anyio.to_thread.run_sync(lambda: holds_cli(cfg2, "list", "--all"))
+    assert "WCS checked by hand" in listed.stdout, listed.stdout + listed.stderr
