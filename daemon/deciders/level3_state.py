@@ -54,6 +54,13 @@ from calstream.topics import contract
 log = logging.getLogger("calstream.planner")
 
 
+def order_work_id(pipeline: str, namespace: str, inputs: list[dict[str, Any]]) -> str:
+    """A stage-3 order's identity: its pipeline, namespace and inputs (role,
+    digest). A product event carries the same inputs, so it names its order."""
+    return contract.event_id("work_order", "stage3", pipeline, namespace,
+                             sorted((i.get("role"), i["digest"]) for i in inputs))
+
+
 class Level3State:
     def __init__(self, *, settle: float, quiet_period: float, namespace: str = "live"):
         self.settle = settle
@@ -71,10 +78,27 @@ class Level3State:
 
     # -- inputs ----------------------------------------------------------------
     def restore_order(self, order: contract.Message) -> None:
-        self._restored.setdefault(order["product_name"], []).append(order.body)
+        self._remember(order["product_name"], order.body)
+
+    def restore_product(self, event: dict[str, Any]) -> None:
+        """A stage-3 product (from the product store or the products topic):
+        its order was sent, whether or not the broker still holds the order.
+        The order's identity is rebuilt from the product's inputs, so a
+        broker that lost ``work.stage3`` (the embedded one keeps it in
+        memory) still continues the versions: v2 after v1, never v1 again."""
+        if event.get("stage") != "stage3" or not event.get("product_name"):
+            return
+        self._remember(event["product_name"], {
+            "work_id": order_work_id(event["pipeline"], self.namespace, event.get("inputs") or []),
+            "version": event.get("version") or 1, "degraded": event.get("degraded")})
+
+    def _remember(self, name: str, order: dict[str, Any]) -> None:
+        orders = self._restored.setdefault(name, [])
+        if all(o["work_id"] != order["work_id"] for o in orders):
+            orders.append(order)
 
     def restored_order_count(self) -> int:
-        """How many stage-3 orders were restored from the work topics."""
+        """How many stage-3 orders were restored (work topics, product store)."""
         return sum(len(orders) for orders in self._restored.values())
 
     def load_plan(self, plan: Plan, now: float) -> list[contract.Message]:
@@ -276,8 +300,7 @@ class Level3State:
         inputs = [{"path": path, "digest": by_path[path]["digest"],
                    "size": by_path[path].get("size", 0), "role": role}
                   for path, role in sorted(paths.items()) if path in by_path]
-        wid = contract.event_id("work_order", "stage3", cand.route.stage3, self.namespace,
-                                sorted((i["role"], i["digest"]) for i in inputs))
+        wid = order_work_id(cand.route.stage3, self.namespace, inputs)
         cand.waiting_for = {}
         for order in self._restored.get(name, []):
             if order["work_id"] == wid:

@@ -80,6 +80,11 @@ class PlannerState:
             return
         self.ordered[order["work_id"]] = order["product_name"]
 
+    def restore_product(self, event: dict[str, Any]) -> None:
+        """A product found in the product store at start: what the broker's
+        work topics may have lost (stage-3 versions) comes back from it."""
+        self.stage3.restore_product(event)
+
     def load_plan(self, plan, now: float) -> list[Emit]:
         return self._stage3(self.stage3.load_plan(plan, now))
 
@@ -104,6 +109,7 @@ class PlannerState:
         if event.get("replay") and self.replay is None:
             self.replay = dict(event["replay"])
         if event["stage"] == "stage3":
+            self.stage3.restore_product(event.body)  # its version is taken
             return self._observe_level3(event, now)
         if event["stage"] == "stage2":
             return self._stage3(self.stage3.observe_stage2(event.body, now))

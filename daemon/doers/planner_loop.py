@@ -1,7 +1,11 @@
 """The planner (a decider): product events in; work orders, holds and dead letters out.
 
 On start it rebuilds its state from the topics (the work orders already sent,
-the holds, the plans, then every product event from the beginning). While it
+the holds, the plans, then every product event from the beginning), and from
+what outlives a broker that lost them (the embedded one keeps topics in
+memory): the stage-3 products in the product store, which fix the versions
+already made, and the plans and holds it keeps in its ledger
+(doers/planner_ledger.py), re-published when the broker no longer has them. While it
 catches up, "now" is the time of the event being read, so every time-based
 decision (a companion wait, a stage-3 quiet period) replays as it was first
 made; only once caught up do ticks with the wall clock fire: a companion that
@@ -27,6 +31,8 @@ from calstream.daemon.deciders.event_checks import product_event_problems, same_
 from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
 from calstream.daemon.doers import kafka
+from calstream.daemon.doers.planner_ledger import PlannerLedger
+from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.plans import Plan
@@ -52,6 +58,7 @@ class Planner:
         self.publisher = publisher
         self.metrics = metrics
         self.topics = topics
+        self.ledger = PlannerLedger(cfg.work_dir)
         self.holds: dict = {}
         self.plans: dict[str, Plan] = {}
         self.states: dict[str, PlannerState] = {}
@@ -102,6 +109,11 @@ class Planner:
             except contract.InvalidMessage:
                 continue  # `calstream plan load` validates before it sends
             self.plans.setdefault(message["plan_id"], Plan.from_json(message.body))
+            try:
+                await anyio.to_thread.run_sync(self.ledger.keep, "plans", message.body)
+            except ValueError as exc:
+                log.warning("planner: plan %s not kept: %s", message["plan_id"][:12], exc)
+        await self._restore_from_disk()
         for plan in self.plans.values():
             for state in self.states.values():
                 state.load_plan(plan, time.time())
@@ -109,6 +121,44 @@ class Planner:
                  sum(len(s.ordered) + s.stage3.restored_order_count()
                      for s in self.states.values()),
                  len(self.holds), len(self.plans))
+
+    async def _restore_from_disk(self) -> None:
+        """What the broker lost: plans and holds from the ledger (re-published,
+        so every reader of those topics sees them again), stage-3 versions
+        from the product store."""
+        lost = {"plans": 0, "holds": 0}
+        for body in await anyio.to_thread.run_sync(self.ledger.kept, "plans"):
+            if body.get("plan_id") in self.plans:
+                continue
+            try:
+                message = contract.Message("plan", body)
+                self.plans[body["plan_id"]] = Plan.from_json(body)
+                await self.publisher.publish("plans", (body.get("programs") or [""])[0], message)
+                lost["plans"] += 1
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("planner: kept plan %s cannot be used: %s", body.get("plan_id"), exc)
+        for body in await anyio.to_thread.run_sync(self.ledger.kept, "holds"):
+            if body.get("exposure_id") in self.holds:
+                continue
+            message = contract.Message("hold", body)
+            self.state.restore_hold(message)
+            await self.publisher.publish("holds", body["exposure_id"], message)
+            lost["holds"] += 1
+        # Holds the topic had (e.g. written before the ledger existed): kept now.
+        for body in list(self.holds.values()):
+            await anyio.to_thread.run_sync(self.ledger.keep, "holds", body)
+        if any(lost.values()):
+            log.warning("the broker had lost %d plan(s) and %d hold record(s): re-published "
+                        "from %s", lost["plans"], lost["holds"], self.ledger.root)
+
+        def stage3_products() -> list[dict]:
+            store = ProductStore(self.cfg.products)
+            return [r["event"] for n in [None, *store.namespaces()]
+                    for r in (store if n is None else store.for_namespace(n)).records("stage3")
+                    if r.get("event", {}).get("stage") == "stage3"]
+
+        for event in await anyio.to_thread.run_sync(stage3_products):
+            self.state_for(event.get("namespace") or "live").restore_product(event)
 
     async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
         await self.restore()
@@ -211,6 +261,7 @@ class Planner:
             raise RecordProblem("bad_input", f"plan {message['plan_id'][:12]} cannot be used: "
                                 f"{exc}") from None
         self.plans[plan.plan_id] = plan
+        self.ledger.keep("plans", message.body)  # outlives a broker that loses the topic
         self.metrics.plans_loaded.inc()
         log.info("plan %s loaded (%s: %d exposure(s) of program(s) %s)", plan.plan_id[:12],
                  plan.source, len(plan.exposures), ", ".join(plan.programs))
@@ -247,6 +298,7 @@ class Planner:
                          f", degraded: {e.message['degraded']}" if e.message["degraded"] else "",
                          extra={"exposure_id": e.key, "stage": "planner"})
             elif e.topic == "holds":
+                await anyio.to_thread.run_sync(self.ledger.keep, "holds", e.message.body)
                 release = e.message.get("release")
                 log.warning("%s: %s (%s)", e.key, e.message["state"],
                             f"by {release['path']}: {release['reason']}" if release

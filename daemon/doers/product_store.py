@@ -6,9 +6,12 @@ per work item in ``.provenance/``. A superseding stage-3 product (version N >
 stay as they are, since a subscriber may be reading them. A pipeline writes into a private temporary
 directory on the same filesystem; outputs are then renamed into place one by
 one (atomic per file) and the provenance record is written last. The record is
-the commit marker: a work item counts as done only when its record exists and
-every output it lists is present with the recorded digest. A crash anywhere
-before that leaves, at worst, complete files that a re-run replaces.
+the commit marker, for the daemon and for every reader (docs/contract.md,
+"Reading the product tree"): a file is a product only while a record lists it
+with its digest (``announced``). A crash anywhere before that leaves, at worst,
+complete files no record lists, which a re-run replaces. A run that replaces
+the outputs of an earlier one first withdraws the earlier record, so no record
+ever lists a file whose bytes are being replaced.
 
 Namespaces: the live products are the tree above; a reprocessing into
 namespace N has a tree of its own, ``<products>/namespaces/N/<program>/...``,
@@ -118,6 +121,12 @@ class ProductStore:
         outputs (paths, digests, sizes) is filled in here.
         """
         final_dir = self.directory(program, observation, version)
+        path = self._record_path(program, observation, name, stage, version)
+        if path.exists():
+            # Files it lists are about to be replaced: withdraw the announcement
+            # first (its product event stays history).
+            path.unlink(missing_ok=True)
+            fsync_dir(path.parent)
         moved = []
         for src in sorted(scratch.iterdir()):
             if not src.is_file() or src.name.startswith("."):
@@ -127,7 +136,7 @@ class ProductStore:
             os.replace(src, dst)
             moved.append(dst)
         fsync_dir(final_dir)
-        self._write_record(self._record_path(program, observation, name, stage, version), record)
+        self._write_record(path, record)
         shutil.rmtree(scratch, ignore_errors=True)
         return moved
 
@@ -137,14 +146,7 @@ class ProductStore:
         self._write_record(self._record_path(program, observation, name, stage, version), record)
 
     def _write_record(self, path: Path, record: dict[str, Any]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        write_json_atomically(path, record)
 
     def lookup(self, program: str, observation: str, *, name: str, stage: str,
                work_id: str | None = None, verify: bool = True, version: int = 1) -> Done | None:
@@ -176,10 +178,28 @@ class ProductStore:
                     return None
         return Done(record)
 
-    def records(self) -> list[dict[str, Any]]:
-        """Every provenance record in the store, oldest event first."""
+    def announced(self, path: Path) -> dict[str, Any] | None:
+        """The reader's rule: the output entry of the record that announces
+        ``path`` with the file's current digest, or None (not a product: being
+        written, replaced, or left by a crash)."""
+        path = Path(path)
+        for record_path in sorted((path.parent / _PROV).glob("*.json")):
+            for out in _read_json(record_path).get("event", {}).get("outputs", []):
+                if out.get("path") == str(path):
+                    try:
+                        same = path.stat().st_size == out.get("size") and \
+                            file_digest(path) == out.get("digest")
+                    except FileNotFoundError:
+                        return None
+                    return out if same else None
+        return None
+
+    def records(self, stage: str = "*") -> list[dict[str, Any]]:
+        """Every provenance record in the store (of ``stage``), oldest event first."""
         found = []
-        paths = [*self.root.glob(f"*/*/{_PROV}/*.json"), *self.root.glob(f"*/*/v*/{_PROV}/*.json")]
+        pattern = f"*.{stage}.json"
+        paths = [*self.root.glob(f"*/*/{_PROV}/{pattern}"),
+                 *self.root.glob(f"*/*/v*/{_PROV}/{pattern}")]
         for path in paths:
             try:
                 found.append(json.loads(path.read_text()))
@@ -214,6 +234,27 @@ class ProductStore:
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed += 1
         return removed
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def write_json_atomically(path: Path, value: Any) -> None:
+    """``path`` holds ``value`` or what it held before, never a part (a
+    durable rename of a synced temporary file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def _pid_alive(pid: int) -> bool:

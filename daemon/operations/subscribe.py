@@ -10,6 +10,10 @@ the contract (docs/contract.md, "Semantics for subscribers"):
   can come again after a redelivery, a restart or a reprocessing;
 * **commit only after handling** (with ``--group``): a crash then means
   "seen again" (harmless, see above), never "lost";
+* **read only announced files**: an event is sent after the provenance
+  record that commits its outputs, so the paths it lists are products; a
+  file found in the tree by other means is one only if a record lists it
+  with its digest (docs/contract.md, "Reading the product tree");
 * **filter on the payload**, never on broker offsets by time:
   ``offsets_for_times`` is wrong on some brokers (tansu returns 0), so
   ``--since`` reads and drops older events.

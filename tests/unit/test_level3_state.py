@@ -261,3 +261,33 @@ def test_without_targetid_or_plan_the_mosaic_is_named_t001_as_asn_make_pool_numb
     [order] = stage3(state.tick(T0 + 41 + SETTLE))
     assert order["product_name"] == "jw01234-o001_t001_nircam_clear-f150w-sub160p"
     assert order["association"]["target"] == "1"
+
+
+def test_versions_continue_from_the_product_store_when_the_work_topic_is_lost():
+    # The first close: version 1 of the first visit (two dithers).
+    state = new_state()
+    first = []
+    for n in (1, 2):
+        first += feed(state, dither(n, nexp=2, VISIT="001"), T0 + n)
+    first += stage3(state.tick(T0 + 3 + SETTLE))
+    [v1] = first
+    assert v1["version"] == 1
+    made = dict(v1.body, stage="stage3", outcome="success", version=1)  # its product event
+    # A restart on a broker that lost work.stage3: only the product store knows v1.
+    again = new_state()
+    again.restore_product(made)
+    events = []
+    for n in (1, 2):
+        events += [rate(dither(n, nexp=2, VISIT="001"), T0 + n),
+                   cal(dither(n, nexp=2, VISIT="001"), T0 + n + 1)]
+    resent = []
+    for e in events:
+        resent += stage3(again.observe(e, T0 + 10 * SETTLE))
+    resent += stage3(again.tick(T0 + 20 * SETTLE))
+    assert resent == []  # v1 is made: not ordered again
+    later = []
+    for n in (1, 2):
+        later += feed(again, dither(n, nexp=2, VISIT="002"), T0 + 30 * SETTLE + n)
+    later += stage3(again.tick(T0 + 40 * SETTLE))
+    [v2] = later
+    assert v2["version"] == 2 and len(v2["members"]) == 4

@@ -1,0 +1,33 @@
+"""The planner's ledger: plans and holds outlive a broker that keeps topics in memory."""
+
+import pytest
+
+from calstream.daemon.doers.planner_ledger import PlannerLedger
+
+
+def test_a_plan_is_kept_once_and_a_hold_keeps_its_latest_state(tmp_path):
+    ledger = PlannerLedger(tmp_path)
+    ledger.keep("plans", {"plan_id": "p1", "source": "a.json", "exposures": []})
+    ledger.keep("plans", {"plan_id": "p1", "source": "again.json", "exposures": []})
+    ledger.keep("holds", {"exposure_id": "jw01234001001_02101_00001_nrcb1", "state": "held"})
+    ledger.keep("holds", {"exposure_id": "jw01234001001_02101_00001_nrcb1", "state": "released"})
+    assert [p["source"] for p in PlannerLedger(tmp_path).kept("plans")] == ["a.json"]
+    assert [h["state"] for h in PlannerLedger(tmp_path).kept("holds")] == ["released"]
+    assert not [p for p in (tmp_path / "planner").rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_a_torn_file_is_ignored_and_a_key_cannot_leave_the_ledger(tmp_path):
+    ledger = PlannerLedger(tmp_path)
+    (tmp_path / "planner" / "plans").mkdir(parents=True)
+    (tmp_path / "planner" / "plans" / "torn.json").write_text('{"plan_id": "to')
+    assert ledger.kept("plans") == []
+    with pytest.raises(ValueError):
+        ledger.keep("holds", {"exposure_id": "../../etc/x", "state": "held"})
+
+
+def test_a_file_without_its_key_is_ignored(tmp_path):
+    ledger = PlannerLedger(tmp_path)
+    (tmp_path / "planner" / "holds").mkdir(parents=True)
+    (tmp_path / "planner" / "holds" / "odd.json").write_text('{"state": "held"}')
+    (tmp_path / "planner" / "holds" / "list.json").write_text('[1, 2]')
+    assert ledger.kept("holds") == []
