@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -24,8 +25,16 @@ from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 from calstream.topics import contract
 
-from .support import cli, daemon_config, metric, products, read_all, running_daemon, scrape, \
-    wait_for
+from .support import (
+    cli,
+    daemon_config,
+    metric,
+    products,
+    read_all,
+    running_daemon,
+    scrape,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -203,7 +212,6 @@ async def test_dead_letter_redriven_after_the_cause_is_fixed(tmp_path, broker, k
           f"{products(msgs)[0]['duration_seconds']:.1f} s of it the run")
     assert products(msgs)[0]["exposure_id"] == exposure_id(uncal)
     assert "redriven 0 dead letter" in again.stdout  # already redriven: not sent twice
-    import json
     rows = json.loads(listed.stdout)
     assert len(rows) == 1 and rows[0]["redrives"][0]["by"] == "tester"
     assert rows[0]["redrives"][0]["reason"] == "file restored to the inbox"
