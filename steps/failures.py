@@ -37,6 +37,11 @@ _PERMANENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.EISDIR
 # is freed or the file system remounted, never by changing the input.
 _STORE_ERRNOS = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: DISK_FULL, errno.EROFS: READ_ONLY}
 
+# The same faults reported without an errno: asdf (writing jwst's products)
+# raises a bare OSError("Not enough space on disk: requested ..., available 0").
+_STORE_TEXTS = {"no space left on device": DISK_FULL, "not enough space on disk": DISK_FULL,
+                "disk quota exceeded": DISK_FULL, "read-only file system": READ_ONLY}
+
 # crds errors that are about reaching the server or the cache, not about the rules.
 _UNREACHABLE_CRDS = {"CrdsNetworkError", "CrdsDownloadError", "ServiceError"}
 
@@ -63,7 +68,9 @@ def infrastructure_cause(exc: BaseException) -> str | None:
     included: with a pinned context and an operated cache, "no reference"
     means the cache or context is incomplete, which an operator fixes by
     syncing CRDS, not by changing the exposure. A FileNotFoundError for a file
-    under CRDS_PATH is a reference missing from the cache.
+    under CRDS_PATH is a reference missing from the cache. A full store is
+    also recognised by its message (asdf reports it without an errno) and
+    behind a wrapping exception.
     """
     names = _class_names(exc)
     if names & _UNREACHABLE_CRDS:
@@ -74,9 +81,21 @@ def infrastructure_cause(exc: BaseException) -> str | None:
         crds_path = os.path.abspath(os.environ["CRDS_PATH"])
         if os.path.abspath(os.fspath(exc.filename)).startswith(crds_path + os.sep):
             return CRDS_REFERENCE_MISSING
-    if isinstance(exc, OSError) and exc.errno in _STORE_ERRNOS:
-        return _STORE_ERRNOS[exc.errno]
-    return None
+    return _store_cause(exc)
+
+
+def _store_cause(exc: BaseException | None, depth: int = 0) -> str | None:
+    """A full or read-only store behind ``exc`` or the exceptions it was raised from."""
+    if exc is None or depth > 5:
+        return None
+    if isinstance(exc, OSError):
+        if exc.errno in _STORE_ERRNOS:
+            return _STORE_ERRNOS[exc.errno]
+        text = str(exc).lower()
+        for words, cause in _STORE_TEXTS.items():
+            if words in text:
+                return cause
+    return _store_cause(exc.__cause__ or exc.__context__, depth + 1)
 
 
 def classify_failure(exc: BaseException, input_path: str | os.PathLike | None = None) -> str:

@@ -105,3 +105,18 @@ def test_file_missing_from_crds_cache_is_infrastructure(tmp_path, monkeypatch):
     elsewhere = FileNotFoundError(errno.ENOENT, "No such file", "/elsewhere/x.fits")
     assert classify_failure(elsewhere) == TRANSIENT
     assert infrastructure_cause(ValueError("bad")) is None
+
+
+def test_full_store_without_errno_or_wrapped_is_infrastructure():
+    # What asdf raises when jwst writes a product on a full file system.
+    asdf = OSError("Not enough space on disk: requested 538337, available 0. 25600 requested "
+                   "and 48 written")
+    assert classify_failure(asdf) == "infrastructure:disk_full"
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("could not save the model") from inner
+    except RuntimeError as wrapped:
+        assert classify_failure(wrapped) == "infrastructure:disk_full"
+    assert classify_failure(OSError("Read-only file system")) == "infrastructure:read_only"
