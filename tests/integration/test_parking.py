@@ -103,15 +103,19 @@ def fill(directory: Path, leave: int = 0) -> Path:
     return filler
 
 
-async def test_full_product_store_parks_and_resumes_when_freed(tmp_path, broker, kit,
-                                                               unique_prefix):
+# 0 bytes left: the store refuses the run's scratch directory (the runner's own
+# write). 256 KiB: room for the scratch directory and the log, not for the
+# products: the pipeline itself fails writing them, inside the worker (asdf's
+# "Not enough space on disk", which has no errno).
+# (Short ids: the topic prefix is the first 40 characters of the test's name.)
+@pytest.mark.parametrize("leave", [0, 256 * 1024], ids=["scratch", "pipeline"])
+async def test_full_store_resumes(tmp_path, broker, kit, unique_prefix, leave):
+    """A full product store parks the item; freeing space resumes it by itself."""
     with small_tmpfs(tmp_path / "store") as store:
         cfg = daemon_config(tmp_path, broker, unique_prefix, products=store, **FAST_PARKING)
         uncal = kit.uncal_files[0]
         async with running_daemon(cfg) as daemon:
-            # Room for the run's scratch directory and log, not for its products:
-            # the pipeline itself fails writing them (ENOSPC inside the worker).
-            await anyio.to_thread.run_sync(fill, store, 256 * 1024)
+            await anyio.to_thread.run_sync(fill, store, leave)
             await anyio.to_thread.run_sync(lambda: deliver([uncal], cfg.inbox))
             await wait_parked(daemon, "disk_full")
             assert not dead_letters(await read_all(cfg, ["deadletter"]))
@@ -124,7 +128,7 @@ async def test_full_product_store_parks_and_resumes_when_freed(tmp_path, broker,
             recovery = time.monotonic() - freed
             samples = scrape(daemon.ops.address)
         event = products(msgs)[0]
-        print(f"\nfull product store: product {recovery:.1f} s after space was freed, "
+        print(f"\nfull product store ({leave} bytes left): product {recovery:.1f} s after space was freed, "
               f"{event['duration_seconds']:.1f} s of it the run "
               f"(park_recheck_seconds={cfg.park_recheck_seconds})")
         assert event["outcome"] == "success" and event["exposure_id"] == exposure_id(uncal)
