@@ -177,11 +177,12 @@ async def test_missing_crds_reference_parks_and_resumes_when_added(tmp_path, bro
 
 
 async def test_dead_letter_redriven_after_the_cause_is_fixed(tmp_path, broker, kit,
-                                                             unique_prefix):
+                                                             unique_prefix, caplog):
     # The watcher announces a file; it is then taken out of the inbox, so the
     # stage dead-letters the arrival (its input is gone). Once the file is
     # back, a redrive re-sends that arrival and it is calibrated: with no
     # watcher running, nothing else could announce it again.
+    caplog.set_level("INFO", logger="calstream.admission")
     uncal = kit.uncal_files[1]
     watcher = daemon_config(tmp_path, broker, unique_prefix, roles=["watcher"])
     async with running_daemon(watcher):
@@ -224,3 +225,6 @@ async def test_dead_letter_redriven_after_the_cause_is_fixed(tmp_path, broker, k
     rows = json.loads(listed.stdout)
     assert len(rows) == 1 and rows[0]["redrives"][0]["by"] == "tester"
     assert rows[0]["redrives"][0]["reason"] == "file restored to the inbox"
+    # The stage that takes the redriven record says so, with who and why.
+    assert any("redriven dead letter" in r.getMessage() and '"by": "tester"' in r.getMessage()
+               for r in caplog.records)
