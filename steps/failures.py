@@ -12,6 +12,17 @@ import os
 SKIPPED = "skipped"
 TRANSIENT = "transient"
 PERMANENT = "permanent"
+# The environment the daemon depends on is broken (a full or read-only product
+# store, CRDS out of reach or its cache incomplete): every item would fail the
+# same way until an operator or time fixes it, and then every item succeeds.
+# Reported as "infrastructure:<cause>"; the runner parks such items instead of
+# dead-lettering them (deciders/retry_policy.py).
+INFRASTRUCTURE = "infrastructure"
+DISK_FULL = "disk_full"
+READ_ONLY = "read_only"
+CRDS_UNREACHABLE = "crds_unreachable"
+CRDS_REFERENCE_MISSING = "crds_reference_missing"
+CRDS_LOOKUP = "crds_lookup"
 
 # stpipe's exit status for "no science data" (e.g. NoDataOnDetectorError):
 # `strun` exits with it, and it is an expected result, not an error.
@@ -20,10 +31,19 @@ NO_SCIENCE_DATA = 64
 # OSErrors that retrying cannot fix: the path or the permissions are wrong,
 # and stay wrong until someone changes the configuration.
 _PERMANENT_OS_ERRORS = (PermissionError, IsADirectoryError, NotADirectoryError)
-_PERMANENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENAMETOOLONG, errno.EISDIR}
+_PERMANENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.EISDIR}
+
+# A store that cannot take a byte more, or none at all: it clears when space
+# is freed or the file system remounted, never by changing the input.
+_STORE_ERRNOS = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: DISK_FULL, errno.EROFS: READ_ONLY}
+
+# The same faults reported without an errno: asdf (writing jwst's products)
+# raises a bare OSError("Not enough space on disk: requested ..., available 0").
+_STORE_TEXTS = {"no space left on device": DISK_FULL, "not enough space on disk": DISK_FULL,
+                "disk quota exceeded": DISK_FULL, "read-only file system": READ_ONLY}
 
 # crds errors that are about reaching the server or the cache, not about the rules.
-_TRANSIENT_CRDS = {"CrdsNetworkError", "CrdsDownloadError", "ServiceError"}
+_UNREACHABLE_CRDS = {"CrdsNetworkError", "CrdsDownloadError", "ServiceError"}
 
 # Process-level interruptions: the job did not fail on its merits.
 _INTERRUPTIONS = {"KeyboardInterrupt", "SystemExit", "CancelledError", "BrokenProcessPool"}
@@ -39,22 +59,64 @@ def _same_file(a: str | os.PathLike | None, b: str | os.PathLike | None) -> bool
     return os.path.abspath(os.fspath(a)) == os.path.abspath(os.fspath(b))
 
 
+def infrastructure_cause(exc: BaseException) -> str | None:
+    """The broken piece of infrastructure behind ``exc``, or None.
+
+    A full (ENOSPC, EDQUOT) or read-only (EROFS) file system; crds failing to
+    reach its server or download a file (serverless mode reports a reference
+    missing from the cache this way); any other crds error, a lookup error
+    included: with a pinned context and an operated cache, "no reference"
+    means the cache or context is incomplete, which an operator fixes by
+    syncing CRDS, not by changing the exposure. A FileNotFoundError for a file
+    under CRDS_PATH is a reference missing from the cache. A full store is
+    also recognised by its message (asdf reports it without an errno) and
+    behind a wrapping exception.
+    """
+    names = _class_names(exc)
+    if names & _UNREACHABLE_CRDS:
+        return CRDS_UNREACHABLE
+    if "CrdsError" in names:
+        return CRDS_LOOKUP
+    if isinstance(exc, FileNotFoundError) and exc.filename and os.environ.get("CRDS_PATH"):
+        crds_path = os.path.abspath(os.environ["CRDS_PATH"])
+        if os.path.abspath(os.fspath(exc.filename)).startswith(crds_path + os.sep):
+            return CRDS_REFERENCE_MISSING
+    return _store_cause(exc)
+
+
+def _store_cause(exc: BaseException | None, depth: int = 0) -> str | None:
+    """A full or read-only store behind ``exc`` or the exceptions it was raised from."""
+    if exc is None or depth > 5:
+        return None
+    if isinstance(exc, OSError):
+        if exc.errno in _STORE_ERRNOS:
+            return _STORE_ERRNOS[exc.errno]
+        text = str(exc).lower()
+        for words, cause in _STORE_TEXTS.items():
+            if words in text:
+                return cause
+    return _store_cause(exc.__cause__ or exc.__context__, depth + 1)
+
+
 def classify_failure(exc: BaseException, input_path: str | os.PathLike | None = None) -> str:
-    """Return "skipped", "transient" or "permanent" for an exception from a pipeline run.
+    """Return "skipped", "transient", "permanent" or "infrastructure:<cause>"
+    for an exception from a pipeline run.
 
     * skipped: stpipe's StpipeExitException with exit status 64, which jwst
       raises when there is no science data to calibrate (NoDataOnDetectorError:
       e.g. an MSA configuration that puts no spectra on NRS2). The exposure is
       done; there is no product.
+    * infrastructure:<cause>: see infrastructure_cause (disk full, read-only
+      store, CRDS unreachable, a reference missing, a CRDS lookup error).
     * transient: the environment, not the exposure, failed, and the same job
-      may succeed later or elsewhere: OSError in general (disk full, I/O
+      may succeed later or elsewhere: OSError in general (I/O
       error, stale NFS handle, too many open files, a connection reset;
       TimeoutError and ConnectionError are OSErrors), MemoryError (another
       job held the memory), a worker process that died (BrokenProcessPool),
-      crds failing to reach its server or download a file, and interruptions
+      and interruptions
       (shutdown, cancellation).
     * permanent: everything else. ValueError, KeyError, validation errors,
-      "no reference matches" from crds: the same input and the same
+      the same input and the same
       configuration fail the same way. Also OSErrors about permissions or
       wrong kinds of paths, which wait for an operator, and a missing input
       file (`input_path`, when given): the watcher only hands over complete
@@ -71,8 +133,9 @@ def classify_failure(exc: BaseException, input_path: str | os.PathLike | None = 
         return TRANSIENT
     if isinstance(exc, MemoryError):
         return TRANSIENT
-    if names & _TRANSIENT_CRDS:
-        return TRANSIENT
+    cause = infrastructure_cause(exc)
+    if cause is not None:
+        return f"{INFRASTRUCTURE}:{cause}"
     if isinstance(exc, FileNotFoundError):
         return PERMANENT if _same_file(exc.filename, input_path) else TRANSIENT
     if isinstance(exc, OSError):

@@ -1,9 +1,18 @@
 """What to do after a run: publish, retry later, or give up (pure).
 
 The worker pool classifies a failed run (steps/failures.py): ``transient``
-(a lost worker, a time-out, a full disk: worth another attempt), ``permanent``
-(bad data: the same input fails the same way) or ``skipped`` (no science
-data). This module turns that and the attempt count into the next step.
+(a lost worker, a time-out: worth another attempt), ``permanent`` (bad data:
+the same input fails the same way), ``skipped`` (no science data) or
+``infrastructure:<cause>`` (a full or read-only product store, CRDS out of
+reach or its cache incomplete). This module turns that and the attempt count
+into the next step.
+
+Infrastructure faults are never dead-lettered: the exposure is fine, and a
+dead letter would need a person to redrive it once the disk or CRDS is back.
+After ``max_attempts`` quick retries the item is *parked*: it stays in flight
+(its record uncommitted), and is tried again every ``park_recheck`` seconds
+until the cause clears, then it goes on by itself. Delays are jittered so
+that many parked items do not all hit a recovering service at once.
 """
 
 from __future__ import annotations
@@ -30,20 +39,43 @@ class Backoff:
 HANDLER_BACKOFF = Backoff(first=1.0, cap=60.0)
 
 
+INFRASTRUCTURE = "infrastructure"
+JITTER = 0.25  # a delay is spread over +-25 %
+
+
 @dataclass(frozen=True)
 class NextStep:
-    action: str  # "publish" | "publish_skipped" | "retry" | "dead_letter"
-    delay: float = 0.0  # retry: seconds to wait first
+    action: str  # "publish" | "publish_skipped" | "retry" | "park" | "dead_letter"
+    delay: float = 0.0  # retry, park: seconds to wait before the next attempt
     category: str = ""  # dead_letter: "retries_exhausted" | "permanent_failure"
+    cause: str = ""  # park (and its retries): what is broken, e.g. "disk_full"
 
 
-def after_run(kind: str, attempts: int, *, max_attempts: int, backoff: Backoff) -> NextStep:
+def split_kind(kind: str) -> tuple[str, str]:
+    """("infrastructure", "disk_full") for "infrastructure:disk_full"; (kind, "") otherwise."""
+    base, _, cause = kind.partition(":")
+    return base, cause
+
+
+def jittered(delay: float, jitter: float) -> float:
+    """``delay`` spread by ``jitter`` (a random number in [0, 1) the caller draws)."""
+    return delay * (1 - JITTER + 2 * JITTER * jitter)
+
+
+def after_run(kind: str, attempts: int, *, max_attempts: int, backoff: Backoff,
+              park_recheck: float = 30.0, jitter: float = 0.5) -> NextStep:
     """The next step after attempt number ``attempts`` ended as ``kind``
-    ("success", "skipped", "transient" or "permanent")."""
+    ("success", "skipped", "transient", "permanent" or "infrastructure:<cause>");
+    ``jitter`` is a random number in [0, 1) drawn by the caller (0.5: none)."""
     if kind == "success":
         return NextStep("publish")
     if kind == "skipped":
         return NextStep("publish_skipped")
+    base, cause = split_kind(kind)
+    if base == INFRASTRUCTURE:
+        if attempts < max_attempts:
+            return NextStep("retry", delay=jittered(backoff.delay(attempts), jitter), cause=cause)
+        return NextStep("park", delay=jittered(park_recheck, jitter), cause=cause or "unknown")
     if kind == "transient" and attempts < max_attempts:
         return NextStep("retry", delay=backoff.delay(attempts))
     return NextStep("dead_letter",

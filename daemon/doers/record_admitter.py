@@ -67,6 +67,10 @@ class RecordAdmitter:
 
     async def handle(self, record: Record) -> None:
         key = record.key.decode("utf-8", "replace") if record.key else ""
+        for name, value in record.headers or ():
+            if name == "calstream-redrive":  # `calstream deadletters redrive`: who and why
+                log.info("%s: redriven dead letter: %s", key, value.decode("utf-8", "replace"),
+                         extra={"stage": self.stage.name})
         try:
             message = contract.decode(record.value, expected=self.stage.message)
         except contract.InvalidMessage as exc:

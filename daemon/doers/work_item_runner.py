@@ -4,12 +4,15 @@ The admission rules (deciders/admission.py, deciders/work_items.py) decide
 *what* to run and with which inputs; this module does the rest, identically
 for every stage: the idempotency check against the product store, the
 warm-worker run with retries of transient failures (deciders/retry_policy.py),
-the atomic publication of the outputs, and the product event or dead letter.
+parking on infrastructure faults (a full store, CRDS: retried until they clear,
+never dead-lettered), the atomic publication of the outputs, and the product
+event or dead letter.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -28,6 +31,7 @@ from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
 from calstream.daemon.operations import logs
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
+from calstream.steps.failures import INFRASTRUCTURE, infrastructure_cause
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.provenance import jwst_version, work_id
 from calstream.topics import contract
@@ -81,57 +85,109 @@ class WorkItemRunner:
         run_log = store.log_path(item.program, item.observation, item.name, item.stage,
                                  item.version)
         attempts = 0
-        while True:
-            attempts += 1
+        parked: _Parked | None = None
+        try:
+            while True:
+                attempts += 1
+                step, kind, detail, outcome = await self._attempt(item, wid, store, run_log,
+                                                                  attempts)
+                if step.action == "park":
+                    if parked is None:
+                        parked = _Parked(self.metrics, item.stage, step.cause)
+                        log.warning("%s: %s parked on an infrastructure fault (%s): %s; "
+                                    "re-checked every %.0fs, not dead-lettered", item.name,
+                                    item.pipeline, step.cause, detail,
+                                    self.cfg.park_recheck_seconds, extra=item.log_context)
+                    await anyio.sleep(step.delay)
+                    continue
+                if step.action == "retry":
+                    self.metrics.retries.labels(stage=item.stage, pipeline=item.pipeline).inc()
+                    log.warning("%s: %s failure (%s); retry %d/%d in %.1fs", item.name,
+                                kind, detail, attempts + 1, self.cfg.max_attempts, step.delay,
+                                extra=item.log_context)
+                    await anyio.sleep(step.delay)
+                    continue
+                if parked is not None:
+                    log.warning("%s: resumed after %.1fs parked (%s): %s", item.name,
+                                parked.elapsed(), parked.cause, step.action,
+                                extra=item.log_context)
+                if step.action == "dead_letter":
+                    await self._dead_letter(item, step, detail, outcome, attempts, run_log)
+                return
+        finally:
+            if parked is not None:
+                parked.release()
+
+    async def _attempt(self, item: WorkItem, wid: str, store: ProductStore, run_log: Path,
+                       attempts: int):
+        """One run, and what comes next: (step, kind, detail, outcome)."""
+        outcome = None
+        log.info("%s: %s starting (attempt %d)", item.name, item.pipeline, attempts,
+                 extra=item.log_context)
+        try:
             scratch = await anyio.to_thread.run_sync(
                 store.scratch, item.program, item.observation, wid, item.version)
-            log.info("%s: %s starting (attempt %d)", item.name, item.pipeline, attempts,
-                     extra=item.log_context)
-            outcome = None
+        except OSError as exc:
+            # The store itself refuses a directory (full, read-only): no run can work.
+            kind, detail = self._store_fault(exc), f"{type(exc).__name__}: {exc}"
+            return self._next(kind, attempts), kind, detail, outcome
+        try:
+            outcome = await self.pool.run(
+                item.task, {**item.task_kwargs, "output_dir": str(scratch)},
+                timeout=self.cfg.task_timeout, log_path=str(run_log),
+                env={"CRDS_CONTEXT": self.context(item),
+                     **logs.task_env(**item.log_context, work_id=wid)},
+                priority=0 if item.priority == "live" else 1)
+            failure = outcome.failure
+            kind = failure.classification if failure else "success"
+            detail = f"{failure.error_type}: {failure.message}" if failure else ""
+        except WorkerLost as exc:
+            kind, detail = "transient", str(exc)
+        except BaseException:
+            # Shutdown mid-run: leave no scratch behind (the record stays
+            # uncommitted and is redone by whoever gets it next).
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+            raise
+        step = self._next(kind, attempts)
+        if step.action == "publish":
             try:
-                outcome = await self.pool.run(
-                    item.task, {**item.task_kwargs, "output_dir": str(scratch)},
-                    timeout=self.cfg.task_timeout, log_path=str(run_log),
-                    env={"CRDS_CONTEXT": self.context(item),
-                         **logs.task_env(**item.log_context, work_id=wid)},
-                    priority=0 if item.priority == "live" else 1)
-                failure = outcome.failure
-                kind = failure.classification if failure else "success"
-                detail = f"{failure.error_type}: {failure.message}" if failure else ""
-            except WorkerLost as exc:
-                kind, detail = "transient", str(exc)
-            except BaseException:
-                # Shutdown mid-run: leave no scratch behind (the record stays
-                # uncommitted and is redone by whoever gets it next).
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
-                raise
-            step = after_run(kind, attempts, max_attempts=self.cfg.max_attempts,
-                             backoff=Backoff(self.cfg.retry_backoff))
-            if step.action == "publish":
                 await self._publish(item, wid, scratch, outcome.value, run_log, store)
-                return
-            await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
-            if step.action == "publish_skipped":
-                await self._publish_skipped(item, wid, detail, run_log, store)
-                return
-            if step.action == "retry":
-                self.metrics.retries.labels(stage=item.stage, pipeline=item.pipeline).inc()
-                log.warning("%s: transient failure (%s); retry %d/%d in %.1fs", item.name, detail,
-                            attempts + 1, self.cfg.max_attempts, step.delay,
-                            extra=item.log_context)
-                await anyio.sleep(step.delay)
-                continue
-            error_type = outcome.failure.error_type if outcome and outcome.failure else "WorkerLost"
-            await self.publisher.dead_letter(
-                category=step.category, reason=f"{item.pipeline} failed: {detail}", stage=item.stage,
-                key=item.key or item.name, attempts=attempts, record=item.record,
-                exposure_id=item.event_fields.get("exposure_id"),
-                path=item.inputs[0]["path"] if item.inputs else None,
-                digest=item.inputs[0]["digest"] if item.inputs else None,
-                log_path=str(run_log), error_type=error_type)
-            self.count(item, "failed")
-            return
+                return step, kind, detail, outcome
+            except OSError as exc:
+                # Moving outputs in or writing the record hit a full store: run again later.
+                kind, detail = self._store_fault(exc), f"{type(exc).__name__}: {exc}"
+                step = self._next(kind, attempts)
+        await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+        if step.action == "publish_skipped":
+            await self._publish_skipped(item, wid, detail, run_log, store)
+        return step, kind, detail, outcome
+
+    def _next(self, kind: str, attempts: int):
+        return after_run(kind, attempts, max_attempts=self.cfg.max_attempts,
+                         backoff=Backoff(self.cfg.retry_backoff),
+                         park_recheck=self.cfg.park_recheck_seconds, jitter=random.random())
+
+    @staticmethod
+    def _store_fault(exc: OSError) -> str:
+        """The kind of an OSError from the store: an infrastructure fault, or raised on
+        (the handler's own backoff retries the record; deciders/retry_policy.py)."""
+        cause = infrastructure_cause(exc)
+        if cause is None:
+            raise exc
+        return f"{INFRASTRUCTURE}:{cause}"
+
+    async def _dead_letter(self, item: WorkItem, step, detail: str, outcome, attempts: int,
+                           run_log: Path) -> None:
+        error_type = outcome.failure.error_type if outcome and outcome.failure else "WorkerLost"
+        await self.publisher.dead_letter(
+            category=step.category, reason=f"{item.pipeline} failed: {detail}", stage=item.stage,
+            key=item.key or item.name, attempts=attempts, record=item.record,
+            exposure_id=item.event_fields.get("exposure_id"),
+            path=item.inputs[0]["path"] if item.inputs else None,
+            digest=item.inputs[0]["digest"] if item.inputs else None,
+            log_path=str(run_log), error_type=error_type)
+        self.count(item, "failed")
 
     def _fields(self, item: WorkItem, wid: str, run_log: Path) -> dict[str, Any]:
         fields = dict(
@@ -219,3 +275,20 @@ class WorkItemRunner:
         self.count(item, "skipped")
         log.info("%s: no science data (%s): skipped product event", item.name, reason,
                  extra=item.log_context)
+
+
+class _Parked:
+    """One item's stay in the parked state, shown by calstream_parked_items."""
+
+    def __init__(self, metrics: Metrics, stage: str, cause: str) -> None:
+        self.gauge = metrics.parked.labels(stage=stage, cause=cause)
+        self.cause = cause
+        self.since = time.monotonic()
+        self.gauge.inc()
+        metrics.parked_total.labels(stage=stage, cause=cause).inc()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.since
+
+    def release(self) -> None:
+        self.gauge.dec()

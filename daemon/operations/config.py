@@ -67,6 +67,9 @@ class Config:
     incomplete_timeout: float = 300.0
     max_attempts: int = 3
     retry_backoff: float = 2.0
+    # An item parked on an infrastructure fault (disk full, CRDS) is tried
+    # again this often until the cause clears (deciders/retry_policy.py).
+    park_recheck_seconds: float = 30.0
     task_timeout: float = 3600.0  # a run that takes longer is killed and retried
     stall_seconds: float = 900.0  # /readyz: work waiting, nothing finished for this long
     max_tasks_per_worker: int = 200  # recycle workers to bound memory growth
@@ -174,6 +177,7 @@ PARSERS = {
     "polling": values.parse_bool, "poll_interval": _positive(_float),
     "settle_seconds": _nonnegative(_float), "incomplete_timeout": _nonnegative(_float),
     "max_attempts": _positive(_int), "retry_backoff": _nonnegative(_float),
+    "park_recheck_seconds": _positive(_float),
     "task_timeout": _positive(_float), "stall_seconds": _positive(_float),
     "max_tasks_per_worker": _positive(_int), "worker_rss_limit_mb": _nonnegative(_int),
     "detector1_steps": _steps, "companion_wait": _nonnegative(_float),

@@ -28,6 +28,16 @@ class Metrics:
         self.retries = Counter(
             "calstream_stage_retries_total", "Transient failures retried",
             ["stage", "pipeline"], registry=r)
+        # Items parked on an infrastructure fault: in flight, not dead-lettered,
+        # tried again every park_recheck_seconds until the cause clears.
+        self.parked = Gauge(
+            "calstream_parked_items",
+            "Work items parked on an infrastructure fault (disk_full, read_only, "
+            "crds_unreachable, crds_reference_missing, crds_lookup), waiting for it to clear",
+            ["stage", "cause"], registry=r)
+        self.parked_total = Counter(
+            "calstream_parked_total", "Work items parked, by cause (resumed or not)",
+            ["stage", "cause"], registry=r)
         self.stage_duration = Histogram(
             "calstream_stage_duration_seconds", "Time inside the pipeline, per run",
             ["stage", "pipeline"], buckets=DURATION_BUCKETS, registry=r)

@@ -10,6 +10,7 @@ DAEMON = set(DAEMON_FLAGS)
 BROKER = {"--config", "--kafka-bootstrap", "--topic-prefix"}
 SELECTION = {"--since", "--until", "--program", "--observation", "--visit", "--exposure",
              "--instrument", "--exp-type"}
+DL_SELECTION = {"--category", "--reason-contains", "--stage", "--exposure", "--since", "--until"}
 
 # command -> (options, positional arguments)
 EXPECTED = {
@@ -24,6 +25,10 @@ EXPECTED = {
                          "--timeout", "--json", "--log-level"}, ()),
     "holds list": (DAEMON | {"--all", "--json"}, ()),
     "holds release": (DAEMON | {"--reason", "--by"}, ("exposure",)),
+    "deadletters list": (DAEMON | DL_SELECTION | {"--pending", "--json"}, ("refs",)),
+    "deadletters show": (DAEMON, ("ref",)),
+    "deadletters redrive": (DAEMON | DL_SELECTION | {"--reason", "--by", "--all", "--again",
+                                                      "--dry-run"}, ("refs",)),
     "plan load": (DAEMON | {"--by", "--dry-run"}, ("file",)),
     "plan list": (DAEMON | {"--json"}, ()),
     "subscribe": (BROKER | {"--work-dir", "--group", "--program", "--observation", "--stage", "--pipeline",

@@ -8,7 +8,13 @@ from concurrent.futures.process import BrokenProcessPool
 import pytest
 from stpipe.exceptions import StpipeExitException
 
-from calstream.steps.failures import PERMANENT, SKIPPED, TRANSIENT, classify_failure
+from calstream.steps.failures import (
+    PERMANENT,
+    SKIPPED,
+    TRANSIENT,
+    classify_failure,
+    infrastructure_cause,
+)
 
 
 def test_no_science_data_is_skipped():
@@ -26,7 +32,6 @@ def test_other_exit_status_is_permanent():
     "exc",
     [
         OSError(errno.EIO, "I/O error"),
-        OSError(errno.ENOSPC, "No space left on device"),
         TimeoutError("timed out"),
         ConnectionResetError(),
         MemoryError(),
@@ -67,3 +72,51 @@ def test_validation_error_is_permanent(tmp_path):
     with pytest.raises(Exception) as info:
         model.meta.exposure.type = "NOT_AN_EXP_TYPE"
     assert classify_failure(info.value) == PERMANENT
+
+
+# Issue 13: a full or read-only store and CRDS faults are infrastructure, not the
+# exposure's fault (ENOSPC was "transient" before: retried 3 times, then dead-lettered).
+@pytest.mark.parametrize(
+    ("exc", "cause"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "disk_full"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), "disk_full"),
+        (OSError(errno.EROFS, "Read-only file system"), "read_only"),
+    ],
+)
+def test_store_faults_are_infrastructure(exc, cause):
+    assert classify_failure(exc) == f"infrastructure:{cause}"
+    assert infrastructure_cause(exc) == cause
+
+
+def test_crds_faults_are_infrastructure():
+    from crds.core.exceptions import CrdsDownloadError, CrdsLookupError, CrdsNetworkError
+
+    assert classify_failure(CrdsNetworkError("serverless")) == "infrastructure:crds_unreachable"
+    assert classify_failure(CrdsDownloadError("gone")) == "infrastructure:crds_unreachable"
+    assert classify_failure(CrdsLookupError("no match")) == "infrastructure:crds_lookup"
+
+
+def test_file_missing_from_crds_cache_is_infrastructure(tmp_path, monkeypatch):
+    monkeypatch.setenv("CRDS_PATH", str(tmp_path))
+    ref = tmp_path / "references" / "jwst" / "jwst_nircam_gain_0001.fits"
+    missing = FileNotFoundError(errno.ENOENT, "No such file", str(ref))
+    assert classify_failure(missing) == "infrastructure:crds_reference_missing"
+    elsewhere = FileNotFoundError(errno.ENOENT, "No such file", "/elsewhere/x.fits")
+    assert classify_failure(elsewhere) == TRANSIENT
+    assert infrastructure_cause(ValueError("bad")) is None
+
+
+def test_full_store_without_errno_or_wrapped_is_infrastructure():
+    # What asdf raises when jwst writes a product on a full file system.
+    asdf = OSError("Not enough space on disk: requested 538337, available 0. 25600 requested "
+                   "and 48 written")
+    assert classify_failure(asdf) == "infrastructure:disk_full"
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError as inner:
+            raise RuntimeError("could not save the model") from inner
+    except RuntimeError as wrapped:
+        assert classify_failure(wrapped) == "infrastructure:disk_full"
+    assert classify_failure(OSError("Read-only file system")) == "infrastructure:read_only"

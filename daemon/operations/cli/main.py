@@ -12,8 +12,8 @@ from calstream.daemon.operations.cli.registry import COMMANDS, GROUPS, add_share
 from calstream.daemon.operations.config import ConfigError
 
 # Importing a command module registers its commands; this order is --help's.
-COMMAND_MODULES = ("run", "demo", "simulate", "topics", "status", "holds", "plans", "subscribe",
-                   "replay", "promote", "config_show", "console")
+COMMAND_MODULES = ("run", "demo", "simulate", "topics", "status", "holds", "deadletters",
+                   "plans", "subscribe", "replay", "promote", "config_show", "console")
 for _module in COMMAND_MODULES:
     importlib.import_module(f"calstream.daemon.operations.cli.{_module}")
 

@@ -1,0 +1,248 @@
+"""``calstream deadletters list|show|redrive``: dead letters for operators.
+
+A dead letter carries the record that failed (``original``: topic, partition,
+offset, key, value). Redriving re-publishes that record, unchanged, to its
+topic once the cause is fixed, so it runs again exactly as the first time: an
+arrival goes back to ``raw`` (the watcher's ledger of announced files plays no
+part, the arrival itself is re-sent), a work order back to its work topic.
+Nothing else has to be reset: the runners' "already done" check is the
+product store's record, which a failed run never wrote. Who asked and why go
+with the record, in its ``calstream-redrive`` header (JSON: by, reason, the
+dead letter's event id and place), so the topic itself keeps the audit trail,
+and ``list`` shows which dead letters were redriven.
+
+A dead letter is named on the command line by its place on the deadletter
+topic, ``PARTITION:OFFSET`` (what ``list`` prints), or a prefix of its event id.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+
+import anyio
+
+from calstream.daemon.doers import kafka
+from calstream.daemon.operations.cli.registry import (
+    DAEMON_FLAGS,
+    broker_config,
+    command,
+    group,
+    operator,
+)
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+group("deadletters", "what could not be processed; redrive it once the cause is fixed")
+
+REDRIVE_HEADER = "calstream-redrive"
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    ref: str  # "PARTITION:OFFSET" on the deadletter topic
+    body: dict
+    redrives: tuple[dict, ...] = ()  # the redrive headers found on the original's topic
+
+
+def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
+    """An ISO time, or an age such as 30m, 2h, 1d (that long ago)."""
+    match = _AGE.match(text.strip())
+    if match:
+        now = now or dt.datetime.now(dt.UTC)
+        return now - dt.timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+    when = contract.parse_time(text)
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def selected(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLetter]:
+    """The dead letters the filters and references of ``args`` pick."""
+    since = parse_when(args.since) if args.since else None
+    until = parse_when(args.until) if args.until else None
+    out = []
+    for letter in letters:
+        b = letter.body
+        when = contract.parse_time(b["emitted_at"])
+        if args.refs and not any(letter.ref == r or b["event_id"].startswith(r)
+                                 for r in args.refs):
+            continue
+        if args.category and b["category"] not in args.category:
+            continue
+        if args.reason_contains and args.reason_contains.lower() not in b["reason"].lower():
+            continue
+        if args.stage and b["stage"] not in args.stage:
+            continue
+        if args.exposure and args.exposure not in (b.get("exposure_id") or ""):
+            continue
+        if (since and when < since) or (until and when > until):
+            continue
+        if getattr(args, "pending", False) and letter.redrives:
+            continue
+        out.append(letter)
+    return out
+
+
+def original_bytes(original: dict | None) -> tuple[bytes | None, str | None]:
+    """(the original value, None), or (None, why it cannot be redriven)."""
+    if not original or not original.get("topic"):
+        return None, "the dead letter carries no original record (a file, not a message)"
+    if original.get("value_truncated"):
+        return None, (f"the original record was truncated ({original.get('value_size')} bytes "
+                      "kept in part): re-send it from its source")
+    value = original.get("value")
+    if value is None:
+        return None, "the original record had no value"
+    if original.get("value_encoding") == "base64":
+        return base64.b64decode(value), None
+    return value.encode("utf-8"), None
+
+
+async def load(cfg, topics: Topics) -> list[DeadLetter]:
+    """Every dead letter on the topic, with the redrives already made of it."""
+    bodies = []
+    for record in await kafka.read_to_end(cfg, topics.name("deadletter")):
+        try:
+            message = contract.decode(record.value, expected="dead_letter")
+        except contract.InvalidMessage:
+            continue
+        bodies.append((f"{record.partition}:{record.offset}", message.body))
+    redrives: dict[str, list[dict]] = {}
+    for name in sorted({(b.get("original") or {}).get("topic") for _, b in bodies} - {None}):
+        for record in await kafka.read_to_end(cfg, name):
+            for key, value in record.headers or ():
+                if key == REDRIVE_HEADER:
+                    note = json.loads(value)
+                    redrives.setdefault(note.get("dead_letter", ""), []).append(note)
+    return [DeadLetter(ref, b, tuple(redrives.get(b["event_id"], ()))) for ref, b in bodies]
+
+
+async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[str]:
+    """Re-publish each original; returns the refs sent."""
+    sent = []
+    producer = kafka.producer(cfg)
+    await producer.start()
+    try:
+        for letter in letters:
+            original = letter.body["original"]
+            value, _ = original_bytes(original)
+            note = {"by": by, "reason": reason, "dead_letter": letter.body["event_id"],
+                    "dead_letter_ref": letter.ref, "at": contract.utc_now()}
+            key = original.get("key")
+            await producer.send_and_wait(
+                original["topic"], value, key=key.encode() if key is not None else None,
+                headers=[(REDRIVE_HEADER, json.dumps(note).encode())])
+            sent.append(letter.ref)
+    finally:
+        await producer.stop()
+    return sent
+
+
+def _selection_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("refs", nargs="*", metavar="REF",
+                   help="PARTITION:OFFSET on the deadletter topic, or an event id prefix")
+    p.add_argument("--category", action="append",
+                   help="bad_file, invalid_message, bad_input, permanent_failure, "
+                        "retries_exhausted, ... (repeatable)")
+    p.add_argument("--reason-contains", dest="reason_contains",
+                   help="the dead letter's reason contains this text (case-insensitive)")
+    p.add_argument("--stage", action="append", help="watcher, detector1, stage2, ... (repeatable)")
+    p.add_argument("--exposure", help="exposure id contains this text")
+    p.add_argument("--since", help="dead-lettered at or after: ISO time or an age (30m, 2h, 1d)")
+    p.add_argument("--until", help="dead-lettered at or before: ISO time or an age")
+
+
+def _list_arguments(p: argparse.ArgumentParser) -> None:
+    _selection_arguments(p)
+    p.add_argument("--pending", action="store_true", help="only those not redriven yet")
+    p.add_argument("--json", action="store_true")
+
+
+def _loaded(args: argparse.Namespace):
+    cfg = broker_config(args, "deadletters")
+    return cfg, anyio.run(load, cfg, Topics(cfg.topic_prefix))
+
+
+@command("deadletters list", "dead letters, filtered by category, reason, stage, exposure, time",
+         flags=DAEMON_FLAGS, arguments=_list_arguments)
+def cmd_list(args: argparse.Namespace) -> int:
+    _, letters = _loaded(args)
+    rows = selected(letters, args)
+    if args.json:
+        print(json.dumps([{"ref": r.ref, **r.body, "redrives": list(r.redrives)} for r in rows],
+                         indent=1))
+        return 0
+    if not rows:
+        print("no dead letters" + (" match" if len(letters) else ""))
+        return 0
+    print(f"{'ref':9} {'when':20} {'stage':10} {'category':18} {'exposure / key':34} "
+          f"{'redriven':8} reason")
+    for r in rows:
+        b = r.body
+        who = b.get("exposure_id") or (b.get("original") or {}).get("key") or ""
+        print(f"{r.ref:9} {b['emitted_at'][:19]:20} {b['stage']:10} {b['category']:18} "
+              f"{who[:34]:34} {len(r.redrives) or '':8} {b['reason'][:100]}")
+    return 0
+
+
+def _show_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("ref", help="PARTITION:OFFSET (from list) or an event id prefix")
+
+
+@command("deadletters show", "one dead letter whole, with its original record and redrives",
+         flags=DAEMON_FLAGS, arguments=_show_arguments)
+def cmd_show(args: argparse.Namespace) -> int:
+    _, letters = _loaded(args)
+    found = [r for r in letters if r.ref == args.ref or r.body["event_id"].startswith(args.ref)]
+    if len(found) != 1:
+        print(f"calstream: {args.ref} names {len(found)} dead letters; give one "
+              "PARTITION:OFFSET or a longer event id")
+        return 1
+    letter = found[0]
+    print(json.dumps({"ref": letter.ref, **letter.body, "redrives": list(letter.redrives)},
+                     indent=1))
+    _, problem = original_bytes(letter.body.get("original"))
+    print(f"redrive: {'not possible: ' + problem if problem else 'possible'}")
+    return 0
+
+
+def _redrive_arguments(p: argparse.ArgumentParser) -> None:
+    _selection_arguments(p)
+    p.add_argument("--reason", dest="why", required=True,
+                   help="why (recorded in the redriven record's calstream-redrive header)")
+    p.add_argument("--all", action="store_true", help="every dead letter (no selection given)")
+    p.add_argument("--again", action="store_true", help="also those already redriven")
+    p.add_argument("--dry-run", action="store_true", help="say what would be sent, send nothing")
+
+
+@command("deadletters redrive",
+         "re-publish the original records of a selection, after their cause is fixed",
+         flags=(*DAEMON_FLAGS, "--by"), arguments=_redrive_arguments)
+def cmd_redrive(args: argparse.Namespace) -> int:
+    if not (args.refs or args.category or args.reason_contains or args.stage or args.exposure
+            or args.since or args.until or args.all):
+        print("calstream: say which dead letters to redrive (REF, --category, --reason-contains, "
+              "--stage, --exposure, --since, --until), or --all")
+        return 2
+    cfg, letters = _loaded(args)
+    args.pending = not args.again
+    chosen, refused = [], []
+    for letter in selected(letters, args):
+        _, problem = original_bytes(letter.body.get("original"))
+        (refused if problem else chosen).append((letter, problem))
+    for letter, problem in refused:
+        print(f"{letter.ref}: cannot be redriven: {problem}")
+    if args.dry_run:
+        for letter, _ in chosen:
+            print(f"{letter.ref}: would re-publish to {letter.body['original']['topic']}")
+        return 0
+    by = operator(args)
+    sent = anyio.run(redrive, cfg, [letter for letter, _ in chosen], by, args.why)
+    print(f"redriven {len(sent)} dead letter(s) (by {by}: {args.why})"
+          + (f"; {len(refused)} could not be" if refused else ""))
+    return 1 if refused and not sent else 0

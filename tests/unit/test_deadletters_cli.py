@@ -1,0 +1,74 @@
+"""calstream deadletters: selection and what can be redriven (no broker)."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+
+from calstream.daemon.operations.cli.deadletters import (
+    DeadLetter,
+    original_bytes,
+    parse_when,
+    selected,
+)
+from calstream.topics import dead_letters
+
+NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def letter(ref, *, category="permanent_failure", stage="detector1", exposure="jw1_nrcb1",
+           reason="calwebb_detector1 failed: CrdsLookupError", at="2026-12-01T11:00:00Z",
+           redrives=()):
+    body = {"event_id": ref.replace(":", "") * 32, "category": category, "stage": stage,
+            "exposure_id": exposure, "reason": reason, "emitted_at": at,
+            "original": {"topic": "calstream.raw", "key": exposure, "value": "{}"}}
+    return DeadLetter(ref, body, tuple(redrives))
+
+
+def args(**kw):
+    base = dict(refs=[], category=None, reason_contains=None, stage=None, exposure=None,
+                since=None, until=None, pending=False)
+    return argparse.Namespace(**{**base, **kw})
+
+
+LETTERS = [letter("0:1"), letter("0:2", category="bad_input", stage="stage2", exposure="jw2"),
+           letter("1:1", reason="disk", at="2026-11-30T00:00:00Z", redrives=({"by": "x"},))]
+
+
+def refs(**kw):
+    return [x.ref for x in selected(LETTERS, args(**kw))]
+
+
+def test_selection_by_each_filter():
+    assert refs() == ["0:1", "0:2", "1:1"]
+    assert refs(category=["bad_input"]) == ["0:2"]
+    assert refs(stage=["detector1"]) == ["0:1", "1:1"]
+    assert refs(exposure="jw2") == ["0:2"]
+    assert refs(reason_contains="crdslookup") == ["0:1", "0:2"]
+    assert refs(since="2026-12-01T00:00:00Z") == ["0:1", "0:2"]
+    assert refs(until="2026-12-01T00:00:00+00:00") == ["1:1"]
+    assert refs(refs=["0:2"]) == ["0:2"]
+    assert refs(refs=["11"]) == ["1:1"]  # an event id prefix
+    assert refs(pending=True) == ["0:1", "0:2"]
+
+
+def test_ages_and_times():
+    assert parse_when("2h", NOW) == NOW - dt.timedelta(hours=2)
+    assert parse_when("30m", NOW) == NOW - dt.timedelta(minutes=30)
+    assert parse_when("2026-12-01T10:00:00") == dt.datetime(2026, 12, 1, 10, tzinfo=dt.UTC)
+
+
+def test_what_can_be_redriven():
+    whole = dead_letters.original_record(topic="t", partition=0, offset=3, key=b"k",
+                                         value=b'{"a": 1}', timestamp_ms=None)
+    assert original_bytes(whole) == (b'{"a": 1}', None)
+    binary = dead_letters.original_record(topic="t", partition=0, offset=3, key=b"k",
+                                          value=b"\xff\x00", timestamp_ms=None)
+    assert original_bytes(binary) == (b"\xff\x00", None)
+    assert base64.b64decode(binary["value"]) == b"\xff\x00"
+    cut = dead_letters.original_record(topic="t", partition=0, offset=3, key=b"k",
+                                       value=b"x" * 100, timestamp_ms=None, budget=10)
+    value, problem = original_bytes(cut)
+    assert value is None and "truncated" in problem
+    assert original_bytes(None)[1].startswith("the dead letter carries no original")
