@@ -159,10 +159,14 @@ def _arrival_problem(arrival: dict, file: FileFacts, roots: Roots) -> str | None
 # write, if every input is a product of the store with the content planned.
 
 def work_order_problem(order: dict, stage: str, input_namespaces: list[str | None],
-                       inputs: list[FileFacts], products: Roots) -> Verdict | None:
+                       inputs: list[FileFacts], products: Roots,
+                       from_replay_topic: bool = False) -> Verdict | None:
     """``input_namespaces`` and ``inputs`` follow ``order["inputs"]``."""
     if order["stage"] != stage:
         return Verdict("dead_letter", f"a {order['stage']} work order on the {stage} topic",
+                       "invalid_message")
+    if from_replay_topic and not order.get("replay"):
+        return Verdict("dead_letter", "replayed work without its replay (namespace, context)",
                        "invalid_message")
     problem = (association_problem(order, stage) or namespace_problem(order, input_namespaces)
                or _inputs_problem(inputs, products))
@@ -232,11 +236,10 @@ def namespace_problem(order: dict, input_namespaces: list[str | None]) -> str | 
         if order["replay"]["namespace"] != namespace:
             return (f"work order for namespace {namespace!r} carries a replay into "
                     f"{order['replay']['namespace']!r}")
-    elif namespace != LIVE:
-        try:
-            check_namespace(namespace)
-        except BadNamespace as exc:
-            return str(exc)
+    elif namespace != LIVE or order.get("priority") == "replay":
+        # Every namespace is made by a replay (it names the context and the
+        # replay that asked): without one, the order was not the planner's.
+        return f"namespace {namespace!r} without a replay into it"
     for item, source in zip(order.get("inputs", []), input_namespaces, strict=True):
         if source not in (None, LIVE, namespace):
             return (f"input {Path(item['path']).name} is from namespace {source!r}, "

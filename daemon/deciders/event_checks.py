@@ -13,6 +13,9 @@ Pure: paths are judged as text (``PurePosixPath``), never looked up.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
@@ -82,9 +85,31 @@ def product_event_problems(event: Mapping[str, Any], *, products_root: str,
     return problems
 
 
-def same_content(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Two events with one event id must say the same thing: only when they
-    were sent, and by whom, may differ (a re-emitted product event)."""
-    volatile = {"emitted_at", "producer", "previews"}
-    return {k: v for k, v in a.items() if k not in volatile} == \
-        {k: v for k, v in b.items() if k not in volatile}
+class EventIds:
+    """The content each recent event id stood for: one id, one content.
+
+    A subscriber deduplicates on event ids, so an id reused for other
+    content would make it drop a real event (or keep a forged one). The
+    memory is bounded (the most recent ``capacity`` ids, 16 bytes of digest
+    each): a forger reusing an id older than that is caught by nothing here,
+    but by then every subscriber has long processed the original.
+    """
+
+    def __init__(self, capacity: int = 200_000):
+        self.capacity = capacity
+        self._digests: OrderedDict[str, bytes] = OrderedDict()
+
+    def consistent(self, event_id: str, body: Mapping[str, Any]) -> bool:
+        """Remember ``body`` under ``event_id``; False if the id meant other content."""
+        volatile = {"emitted_at", "producer", "previews"}
+        canonical = json.dumps({k: v for k, v in body.items() if k not in volatile},
+                               sort_keys=True, separators=(",", ":"), default=str)
+        digest = hashlib.blake2b(canonical.encode(), digest_size=16).digest()
+        known = self._digests.get(event_id)
+        if known is not None:
+            self._digests.move_to_end(event_id)
+            return known == digest
+        self._digests[event_id] = digest
+        if len(self._digests) > self.capacity:
+            self._digests.popitem(last=False)
+        return True

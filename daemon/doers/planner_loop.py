@@ -27,7 +27,7 @@ import time
 import anyio
 
 from calstream.daemon import stages
-from calstream.daemon.deciders.event_checks import product_event_problems, same_content
+from calstream.daemon.deciders.event_checks import EventIds, product_event_problems
 from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
 from calstream.daemon.doers import kafka
@@ -38,6 +38,12 @@ from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.plans import Plan
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
+from calstream.topics.dead_letters import original_record
+
+
+def original_of(record) -> dict:
+    return original_record(topic=record.topic, partition=record.partition, offset=record.offset,
+                           key=record.key, value=record.value, timestamp_ms=record.timestamp)
 
 
 class RecordProblem(ValueError):
@@ -59,6 +65,7 @@ class Planner:
         self.metrics = metrics
         self.topics = topics
         self.ledger = PlannerLedger(cfg.work_dir)
+        self.event_ids = EventIds()
         self.holds: dict = {}
         self.plans: dict[str, Plan] = {}
         self.states: dict[str, PlannerState] = {}
@@ -216,6 +223,10 @@ class Planner:
         for e in emits:
             if e.topic == "holds" and e.message["state"] == "released":
                 self.metrics.hold_releases.labels(path=e.message["release"]["path"]).inc()
+            elif e.topic == "deadletter" and e.message.get("original") is None:
+                # The deciders judge values; the record they came from is
+                # known here, and an operator needs it to find or redrive it.
+                e.message.body["original"] = original_of(record)
         await self._publish(emits)
         self.last_progress = time.monotonic()
 
@@ -237,13 +248,11 @@ class Planner:
         problems = product_event_problems(
             event.body, products_root=str(self.cfg.products),
             input_roots=[str(r) for r in self.cfg.allowed_roots])
-        state = self.state_for(event.get("namespace") or "live")
-        seen = state.exposures.get(event.get("exposure_id") or "")
-        if seen is not None and seen.event.event_id == event.event_id \
-                and not same_content(seen.event.body, event.body):
+        if not self.event_ids.consistent(event.event_id, event.body):
             problems.append(f"event id {event.event_id[:12]} was already used for other content")
         if problems:
             raise RecordProblem("bad_input", "impossible product event: " + "; ".join(problems))
+        state = self.state_for(event.get("namespace") or "live")
         return state.observe(event, self._now(record))
 
     async def _reject(self, record, category: str, reason: str) -> None:

@@ -123,7 +123,7 @@ class RecordAdmitter:
         problem = admission.work_order_problem(
             message, self.stage.name,
             [self.runner.store.namespace_of(Path(i["path"])) for i in inputs],
-            [_facts(i["path"]) for i in inputs], _roots([self.cfg.products]))
+            [_facts(i["path"]) for i in inputs], _roots([self.cfg.products]), from_replay)
         if problem:
             return problem, message
         return admission.work_order_staleness(

@@ -40,6 +40,10 @@ class BadMessage:
     topic: str
     value: bytes | None
     key: bytes | None = b"hostile"
+    # "dead_letter", or "stale": a work order whose inputs changed since it was
+    # planned is skipped as stale (docs/design.md: a newer order covers the
+    # new content), counted in calstream_stage_runs_total{outcome="stale"}.
+    expect: str = "dead_letter"
 
 
 @dataclass(frozen=True)
@@ -129,8 +133,7 @@ def semantic(templates: dict[str, dict[str, Any]], *, sentinel: Path, inbox: Pat
         ("work.stage2", "stage-3 order on the stage-2 topic", _with(order2, stage="stage3")),
         ("work.stage2", "order for a pipeline that does not exist",
          _with(order2, pipeline="calwebb_evil")),
-        ("work.stage2", "order whose input digest is not its file's",
-         _with(order2, inputs=[dict(i, digest="sha256:" + "0" * 64) for i in order2["inputs"]])),
+
         ("work.stage2.replay", "replay order with live inputs and no replay",
          _with(order2, priority="replay", namespace="evil2")),
         ("work.stage3", "stage-3 order with members outside the roots",
@@ -170,7 +173,11 @@ def semantic(templates: dict[str, dict[str, Any]], *, sentinel: Path, inbox: Pat
           "emitted_at": arrival["emitted_at"], "plan_id": "e" * 64, "programs": [],
           "exposures": []}),
     ]
-    return [BadMessage(f"{topic}: {name}", topic, _json(body)) for topic, name, body in items]
+    out = [BadMessage(f"{topic}: {name}", topic, _json(body)) for topic, name, body in items]
+    stale = _with(order2, inputs=[dict(i, digest="sha256:" + "0" * 64) for i in order2["inputs"]])
+    out.append(BadMessage("work.stage2: order whose input digest is not its file's",
+                          "work.stage2", _json(stale), expect="stale"))
+    return out
 
 
 def hold_garbage(template: dict[str, Any]) -> list[BadMessage]:

@@ -27,7 +27,7 @@ from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
 from . import hostile_corpus as corpus
-from .support import daemon_config, products, read_all, running_daemon, wait_for
+from .support import daemon_config, metric, products, read_all, running_daemon, scrape, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -153,7 +153,10 @@ async def test_a_daemon_survives_every_bad_input_and_still_calibrates(
         assert len(items) + len(files) + len(restart_items) >= 150
         assert len({i.name for i in items} | {f.name for f in files}) == len(items) + len(files)
 
-        sent = await send_all(cfg, items)
+        stale_before = metric(scrape(daemon.ops.address), "calstream_stage_runs_total",
+                              stage="stage2", outcome="stale")
+        sent = await send_all(cfg, [i for i in items if i.expect == "dead_letter"])
+        await send_all(cfg, [i for i in items if i.expect == "stale"])
         for f in files:
             f.write(cfg.inbox)
 
@@ -162,6 +165,12 @@ async def test_a_daemon_survives_every_bad_input_and_still_calibrates(
         assert not missing, f"{len(missing)} bad inputs without a dead letter: {missing}"
         letters = dead_letters(await read_all(cfg, ["deadletter"]))
         assert all(d["reason"] for d in letters)
+        # The explicit ignore: counted, not dead-lettered.
+        stale = [i for i in items if i.expect == "stale"]
+        with anyio.fail_after(60):
+            while metric(scrape(daemon.ops.address), "calstream_stage_runs_total",
+                         stage="stage2", outcome="stale") < stale_before + len(stale):
+                await anyio.sleep(1)
         by_topic: dict[str, int] = {}
         for item in items:
             by_topic[item.topic] = by_topic.get(item.topic, 0) + 1

@@ -2,7 +2,7 @@
 
 import pytest
 
-from calstream.daemon.deciders.event_checks import inside, product_event_problems, same_content
+from calstream.daemon.deciders.event_checks import EventIds, inside, product_event_problems
 
 STORE = "/data/products"
 INBOX = "/data/inbox"
@@ -64,7 +64,12 @@ def test_inside_judges_text_only():
     assert not inside("/ab/c", ["/a"]) and not inside("a/b", ["/a"])
 
 
-def test_same_content_ignores_only_when_and_by_whom():
+def test_an_event_id_stands_for_one_content_only_when_and_by_whom_may_change():
+    ids = EventIds(capacity=2)
     a = event(emitted_at="t1", producer={"host": "x"})
-    assert same_content(a, event(emitted_at="t2", producer={"host": "y"}))
-    assert not same_content(a, event(outputs=[]))
+    assert ids.consistent("e1", a)
+    assert ids.consistent("e1", event(emitted_at="t2", producer={"host": "y"}))  # re-emitted
+    assert not ids.consistent("e1", event(outputs=[]))
+    ids.consistent("e2", a)
+    ids.consistent("e3", a)  # e1 forgotten: bounded memory
+    assert ids.consistent("e1", event(outputs=[]))
