@@ -94,7 +94,14 @@ class ProductStore:
 
     def directory(self, program: str, observation: str, version: int = 1) -> Path:
         base = self.root / program / observation
-        return base if version <= 1 else base / f"v{version}"
+        return self.inside(base if version <= 1 else base / f"v{version}")
+
+    def inside(self, path: Path) -> Path:
+        """``path`` if it lies inside this store's root once resolved; names
+        come from messages, and a write must never land outside the store."""
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise OutsideRoot(f"{path} is outside the product store {self.root}")
+        return path
 
     def scratch(self, program: str, observation: str, work_id: str, version: int = 1) -> Path:
         """A private directory for a pipeline to write into, on the store's filesystem."""
@@ -107,11 +114,13 @@ class ProductStore:
     def log_path(self, program: str, observation: str, name: str, stage: str,
                  version: int = 1) -> Path:
         """Where a run's pipeline log goes: kept for failed runs too."""
-        return self.directory(program, observation, version) / _LOGS / f"{name}.{stage}.log"
+        return self.inside(self.directory(program, observation, version) / _LOGS
+                           / f"{name}.{stage}.log")
 
     def _record_path(self, program: str, observation: str, name: str, stage: str,
                      version: int = 1) -> Path:
-        return self.directory(program, observation, version) / _PROV / f"{name}.{stage}.json"
+        return self.inside(self.directory(program, observation, version) / _PROV
+                           / f"{name}.{stage}.json")
 
     def publish(self, scratch: Path, program: str, observation: str, *, name: str, stage: str,
                 record: dict[str, Any], version: int = 1) -> list[Path]:
@@ -234,6 +243,10 @@ class ProductStore:
                 shutil.rmtree(tmp, ignore_errors=True)
                 removed += 1
         return removed
+
+
+class OutsideRoot(ValueError):
+    """A path built from a message's names that would leave the store."""
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -82,6 +82,10 @@ class RecordAdmitter:
         try:
             verdict, message = await anyio.to_thread.run_sync(self._judge, message, from_replay)
             item = self.work_item(message, key, record) if verdict.action == "run" else None
+            if item is not None:
+                # Every path the run will write, checked before it starts.
+                self.runner.store.for_namespace(item.namespace).log_path(
+                    item.program, item.observation, item.name, item.stage, item.version)
         except Exception as exc:  # noqa: BLE001 - one record must never stop its partition
             # Judging reads only this record's own files: whatever goes wrong
             # here is this record's fault, and retrying it would block every

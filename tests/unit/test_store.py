@@ -5,7 +5,9 @@ import os
 import subprocess
 import sys
 
-from calstream.daemon.doers.product_store import ProductStore
+import pytest
+
+from calstream.daemon.doers.product_store import OutsideRoot, ProductStore
 from calstream.steps.fitsfile import file_digest
 
 
@@ -65,3 +67,12 @@ def test_scratch_of_a_dead_process_is_cleaned_but_a_live_ones_is_kept(tmp_path):
     assert store.clean_scratch() == 1
     assert live.exists() and not dead.exists()
     assert json.loads((live / ".owner").read_text())["pid"] == os.getpid()
+
+
+def test_a_name_that_would_leave_the_store_is_refused(tmp_path):
+    store = ProductStore(tmp_path / "products")
+    assert store.log_path("01234", "001", "jw01234001001_02101_00001_nrcb1", "detector1")
+    with pytest.raises(OutsideRoot):
+        store.log_path("01234", "001", "../../../../etc/x", "stage2")
+    with pytest.raises(OutsideRoot):
+        store.directory("..", "..")
