@@ -154,7 +154,8 @@ def after_stat(
     if sig is None:
         return state, Forget(still_there=False, why="gone from the inbox before it was handled")
     if sig[0] == NOT_A_FILE:
-        return state, Reject(f"{name}: not a regular file (a FIFO, socket, device or directory "
+        # The state keeps its stat, so the watcher remembers it was handled.
+        return replace(state, sig=sig, changed_at=now), Reject(f"{name}: not a regular file (a FIFO, socket, device or directory "
                              "named like an exposure): nothing to calibrate")
     if sig != state.sig:
         first = state.sig is None

@@ -223,9 +223,10 @@ class Planner:
         for e in emits:
             if e.topic == "holds" and e.message["state"] == "released":
                 self.metrics.hold_releases.labels(path=e.message["release"]["path"]).inc()
-            elif e.topic == "deadletter" and e.message.get("original") is None:
-                # The deciders judge values; the record they came from is
-                # known here, and an operator needs it to find or redrive it.
+            elif e.topic == "deadletter":
+                # The deciders judge values; the record they came from (its
+                # topic, partition and offset) is known here, and an operator
+                # needs it to find or redrive it.
                 e.message.body["original"] = original_of(record)
         await self._publish(emits)
         self.last_progress = time.monotonic()

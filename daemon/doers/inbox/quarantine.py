@@ -119,7 +119,7 @@ class Quarantine:
         """Runs in a thread. Never overwrites: an earlier file of the same
         name may be the evidence an operator needs."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        dest = self._claim_name(path.name)
+        dest = self._claim_name(path.name, directory=path.is_dir() and not path.is_symlink())
         try:
             try:
                 os.replace(path, dest)
@@ -128,7 +128,10 @@ class Quarantine:
                     raise
                 shutil.move(path, dest)  # another filesystem: copy, then unlink
         except BaseException:
-            dest.unlink(missing_ok=True)
+            if dest.is_dir():
+                dest.rmdir()
+            else:
+                dest.unlink(missing_ok=True)
             raise
         lines = [
             f"reason: {reason}",
@@ -141,15 +144,19 @@ class Quarantine:
         dest.with_name(dest.name + ".reason.txt").write_text("\n".join(lines) + "\n")
         return dest
 
-    def _claim_name(self, name: str) -> Path:
+    def _claim_name(self, name: str, *, directory: bool = False) -> Path:
         """A free name in the quarantine directory, claimed atomically (the
-        move then lands on the claim): name, then name.1, name.2, ..."""
+        move then lands on the claim): name, then name.1, name.2, ... A
+        directory (named like an exposure) can only replace an empty one."""
         stem, ext = (name[:-5], ".fits") if name.endswith(".fits") else os.path.splitext(name)
         n = 0
         while True:
             dest = self.directory / (name if n == 0 else f"{stem}.{n}{ext}")
             try:
-                os.close(os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                if directory:
+                    os.mkdir(dest)
+                else:
+                    os.close(os.open(dest, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
                 return dest
             except FileExistsError:
                 n += 1
