@@ -12,6 +12,7 @@ the broker is known to be lost. The clients reconnect by themselves.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Awaitable, Callable
 
@@ -42,18 +43,27 @@ def quiet_client_logs(quiet: bool) -> None:
         (logger.addFilter if quiet else logger.removeFilter)(_QUIET)
 
 
-async def reachable(bootstrap: str, timeout: float = 2.0) -> bool:
-    """Whether any bootstrap address accepts a TCP connection."""
+def _connects(bootstrap: str, timeout: float) -> bool:
     for address in bootstrap.split(","):
         host, _, port = address.strip().rpartition(":")
-        with anyio.move_on_after(timeout):
-            try:
-                stream = await anyio.connect_tcp(host.strip("[]"), int(port))
-            except OSError:
-                continue
-            await stream.aclose()
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout).close()
             return True
+        except (OSError, ValueError):
+            continue
     return False
+
+
+# Its own thread token: a probe must not queue behind the daemon's other threads.
+_PROBE_LIMITER: anyio.CapacityLimiter | None = None
+
+
+async def reachable(bootstrap: str, timeout: float = 2.0) -> bool:
+    """Whether any bootstrap address accepts a TCP connection."""
+    global _PROBE_LIMITER
+    _PROBE_LIMITER = _PROBE_LIMITER or anyio.CapacityLimiter(1)
+    return await anyio.to_thread.run_sync(_connects, bootstrap, timeout,
+                                          limiter=_PROBE_LIMITER, abandon_on_cancel=True)
 
 
 class BrokerSupervisor:
@@ -80,8 +90,10 @@ class BrokerSupervisor:
         self.metrics.broker_up.set(1)
         while True:
             await anyio.sleep(self.health.next_probe())
-            if self.embedded is not None and not self.embedded.alive():
-                await self._restart_embedded()
+            if self.embedded is not None:
+                # Its process is the broker: no network probe needed.
+                if not self.embedded.alive():
+                    await self._restart_embedded()
                 continue
             ok = await reachable(self.bootstrap)
             self._note(self.health.observe(ok, time.monotonic()))
@@ -109,7 +121,10 @@ class BrokerSupervisor:
                   "lost: topics, product events and announcements are rebuilt)", code,
                   self.embedded.bootstrap)
         try:
-            await anyio.to_thread.run_sync(self.embedded.restart)
+            # On the event loop's thread, blocking it for the broker's start-up
+            # (tens of ms): the kernel kills tansu when the thread that started
+            # it exits (PDEATHSIG), and anyio's worker threads do exit.
+            self.embedded.restart()
         except BrokerError as exc:
             log.error("embedded broker did not start again: %s; retrying", exc)
             return
