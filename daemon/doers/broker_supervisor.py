@@ -29,18 +29,19 @@ log = logging.getLogger("calstream.broker")
 _NOISY = ("aiokafka", "kafka")
 
 
-class _Quiet(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.CRITICAL
-
-
-_QUIET = _Quiet()
+_saved_levels: dict[str, int] = {}
 
 
 def quiet_client_logs(quiet: bool) -> None:
+    """Raise the client library's loggers (and, through their effective level,
+    all its child loggers) to CRITICAL while the broker is known to be lost."""
     for name in _NOISY:
         logger = logging.getLogger(name)
-        (logger.addFilter if quiet else logger.removeFilter)(_QUIET)
+        if quiet and name not in _saved_levels:
+            _saved_levels[name] = logger.level
+            logger.setLevel(logging.CRITICAL)
+        elif not quiet and name in _saved_levels:
+            logger.setLevel(_saved_levels.pop(name))
 
 
 def _connects(bootstrap: str, timeout: float) -> bool:
@@ -89,7 +90,9 @@ class BrokerSupervisor:
     async def run(self) -> None:
         self.metrics.broker_up.set(1)
         while True:
-            await anyio.sleep(self.health.next_probe())
+            # The embedded broker's liveness is a poll() of its process: cheap, so
+            # often (a quick restart also keeps the clients' error stream short).
+            await anyio.sleep(self.health.next_probe(0.25 if self.embedded else 1.0))
             if self.embedded is not None:
                 # Its process is the broker: no network probe needed.
                 if not self.embedded.alive():
@@ -102,7 +105,7 @@ class BrokerSupervisor:
         lost = self.health.lost_for(time.monotonic())
         if change == "lost":
             log.error("broker %s lost: not answering; retrying with backoff (not ready; "
-                      "not healthy after %.0fs)", self.bootstrap, self.health.loss_bound)
+                      "not healthy after %gs)", self.bootstrap, self.health.loss_bound)
             quiet_client_logs(True)
             self.metrics.broker_up.set(0)
         elif change == "still_lost":

@@ -110,3 +110,42 @@ def test_probes_back_off_with_jitter_while_the_broker_is_lost():
     assert len(set(waits)) == len(waits)  # jittered: many daemons do not retry in step
     h.observe(True, 20.0)
     assert h.next_probe() == 1.0
+
+
+@pytest.mark.anyio
+async def test_an_external_broker_lost_and_back_is_three_lines_and_quiet_clients(caplog):
+    import logging
+    import socket
+
+    from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
+
+    def listen(port: int = 0) -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        return s
+
+    server = listen()  # stands in for the broker: the probe only connects
+    port = server.getsockname()[1]
+    sup = BrokerSupervisor(f"127.0.0.1:{port}", Metrics(), loss_bound=0.5)
+    caplog.set_level(logging.INFO, logger="calstream.broker")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sup.run)
+        server.close()
+        with anyio.fail_after(30):
+            while sup.problem(for_health=True) is None or not sup.health.said_still_lost:
+                await anyio.sleep(0.05)
+        assert sup.problem() and logging.getLogger("aiokafka").getEffectiveLevel() == \
+            logging.CRITICAL
+        server = listen(port)
+        with anyio.fail_after(60):
+            while sup.problem() is not None:
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    server.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "calstream.broker"]
+    assert len(said) == 3, said  # one line per change, however long the outage
+    assert "lost" in said[0] and "still lost" in said[1] and said[2].endswith("is back")
+    assert logging.getLogger("aiokafka").getEffectiveLevel() < logging.CRITICAL
+    assert sup.metrics.broker_up._value.get() == 1
