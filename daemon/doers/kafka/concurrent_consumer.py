@@ -120,8 +120,8 @@ class ConcurrentConsumer:
             return f"{self.stage}: poll loop has not run for {now - self.last_poll:.0f}s"
         oldest = self.oldest_in_flight()
         if oldest is not None and now - oldest > limit:
-            return (f"{self.stage}: {self.in_flight} item(s) in flight, the oldest for "
-                    f"{now - oldest:.0f}s (limit {limit:.0f}s)")
+            return (f"{self.stage}: {self.in_flight} item(s) in flight and none finished "
+                    f"in time: the oldest for {now - oldest:.0f}s (limit {limit:.0f}s)")
         return None
 
     def _export_oldest(self) -> None:
