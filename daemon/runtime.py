@@ -59,7 +59,9 @@ class Daemon:
         self.crds_context: str | None = None
         self.bootstrap: str | None = cfg.kafka_bootstrap
         self.supervisor: BrokerSupervisor | None = None
-        self.heartbeat = time.monotonic()  # written by the event loop, read by /healthz
+        # Written by the event loop, read by /healthz; None until the beat starts
+        # (start-up may legitimately spend long in threads, e.g. resolving CRDS).
+        self.heartbeat: float | None = None
 
     # -- start-up pieces that must run on the main thread ----------------
     def start_broker(self) -> str:
@@ -90,7 +92,7 @@ class Daemon:
         """Alive: the event loop beats, and the broker is not lost beyond
         broker_loss_seconds (then an orchestrator's restart may help)."""
         problems = []
-        stale = time.monotonic() - self.heartbeat
+        stale = time.monotonic() - (self.heartbeat or time.monotonic())
         if stale > self.cfg.heartbeat_seconds:
             problems.append(f"event loop has not run for {stale:.0f}s")
         if self.supervisor is not None and (lost := self.supervisor.problem(for_health=True)):
