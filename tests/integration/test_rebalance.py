@@ -77,7 +77,9 @@ async def test_a_rebalance_mid_run_does_not_start_a_second_run(tmp_path, broker,
                 await anyio.sleep(0.1)
         samples = scrape(daemon.ops.address)
     assert metric(samples, "calstream_stage_runs_total", stage="detector1", outcome="success") == 1
+    # Found done once per time it came back (the join and the leave may each
+    # revoke and return its partition).
     assert metric(samples, "calstream_stage_runs_total", stage="detector1",
-                  outcome="duplicate") == 1
+                  outcome="duplicate") >= 1
     # The same event both times (re-emitted with its event id).
     assert len({p["event_id"] for p in products(msgs)}) == 1
