@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from typing import Any
 
 import anyio
 
 import calstream
 from calstream.daemon.doers import kafka
+from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
@@ -56,6 +58,10 @@ class Daemon:
         self.planner: Planner | None = None
         self.crds_context: str | None = None
         self.bootstrap: str | None = cfg.kafka_bootstrap
+        self.supervisor: BrokerSupervisor | None = None
+        # Written by the event loop, read by /healthz; None until the beat starts
+        # (start-up may legitimately spend long in threads, e.g. resolving CRDS).
+        self.heartbeat: float | None = None
 
     # -- start-up pieces that must run on the main thread ----------------
     def start_broker(self) -> str:
@@ -72,6 +78,8 @@ class Daemon:
         problems = []
         if self.broker is not None and not self.broker.alive():
             problems.append("embedded broker is not running")
+        elif self.supervisor is not None and (lost := self.supervisor.problem()):
+            problems.append(lost)
         for c in self.consumers:
             why = c.stalled(self.cfg.stall_seconds)
             if why:
@@ -79,6 +87,23 @@ class Daemon:
         if self.crds_context is None:
             problems.append("starting")
         return not problems, problems
+
+    def health(self) -> tuple[bool, list[str]]:
+        """Alive: the event loop beats, and the broker is not lost beyond
+        broker_loss_seconds (then an orchestrator's restart may help)."""
+        problems = []
+        stale = time.monotonic() - (self.heartbeat or time.monotonic())
+        if stale > self.cfg.heartbeat_seconds:
+            problems.append(f"event loop has not run for {stale:.0f}s")
+        if self.supervisor is not None and (lost := self.supervisor.problem(for_health=True)):
+            problems.append(lost)
+        return not problems, problems
+
+    async def beat(self) -> None:
+        while True:
+            self.heartbeat = time.monotonic()
+            self.metrics.loop_heartbeat.set(time.time())
+            await anyio.sleep(1.0)
 
     async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
         cfg = self.cfg
@@ -91,7 +116,8 @@ class Daemon:
         self.ops = OpsServer(host, port, self.metrics, self.readiness,
                              planner=lambda: (self.planner.last_view or {"caught_up": False})
                              if self.planner else None,
-                             pages=Console(cfg, lambda: [self.ops.address]).handle)
+                             pages=Console(cfg, lambda: [self.ops.address]).handle,
+                             health=self.health)
         self.ops.start()
         deployment.record(cfg, self.ops.address, embedded=self.broker is not None)
         log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")
@@ -115,6 +141,11 @@ class Daemon:
                                       role="+".join(cfg.roles))
                 await self._recover_product_events(publisher)
                 async with anyio.create_task_group() as tg:
+                    tg.start_soon(self.beat)
+                    self.supervisor = BrokerSupervisor(
+                        cfg.kafka_bootstrap, self.metrics, loss_bound=cfg.broker_loss_seconds,
+                        embedded=self.broker, on_restart=lambda: self._rebuild_broker(publisher))
+                    tg.start_soon(self.supervisor.run)
                     for st in STAGES:
                         if st.name in cfg.roles:
                             await tg.start(self._run_stage, publisher, st)
@@ -131,6 +162,14 @@ class Daemon:
         finally:
             deployment.remove(cfg, self.ops.address)
             self.ops.stop()
+
+    async def _rebuild_broker(self, publisher: Publisher) -> None:
+        """After the embedded broker restarted empty: its topics, the product
+        events, and the announcements of files still without products."""
+        await kafka.create_topics(self.cfg, self.topics)
+        await self._recover_product_events(publisher)
+        if self.watcher is not None:
+            await self.watcher.reannounce()
 
     async def _recover_product_events(self, publisher: Publisher) -> None:
         """The broker is the transport, the product store the ledger: a broker
@@ -181,7 +220,7 @@ class Daemon:
         loop = kafka.ConcurrentConsumer(
             consumer, stage=st.name, handler=RecordAdmitter(cfg, runner, st).handle,
             capacity=cfg.workers, metrics=self.metrics, topics=[self.topics.name(st.live_topic)],
-            low_priority=[self.topics.name(st.replay_topic)])
+            low_priority=[self.topics.name(st.replay_topic)], stall_seconds=cfg.stall_seconds)
         self.consumers.append(loop)
         try:
             async with anyio.create_task_group() as background:

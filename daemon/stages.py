@@ -47,6 +47,7 @@ STAGES: tuple[Stage, ...] = (
           settings={"workers": "stage3_workers",
                     "max_tasks_per_worker": "stage3_max_tasks_per_worker",
                     "task_timeout": "stage3_task_timeout",
+                    "stall_seconds": "stage3_stall_seconds",
                     "worker_rss_limit_mb": "stage3_worker_rss_limit_mb"}),
 )
 

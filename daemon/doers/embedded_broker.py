@@ -120,6 +120,13 @@ class EmbeddedBroker:
             return " | ".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         return "(no log)"
 
+    def restart(self) -> str:
+        """Start it again after it died, on the same port: every client keeps
+        its bootstrap address and reconnects by itself. (The memory engine
+        starts empty: the caller rebuilds topics and state.)"""
+        self.stop()
+        return self.start()
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 

@@ -15,7 +15,7 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,10 @@ class WorkItemRunner:
     # the record is finished then, so previews never hold its partition or
     # its commit. None (tests): drawn before run() returns.
     background: Any = None
+    # Runs going on, by (work id, version): the same work handed over again
+    # while it runs (a record refetched after a rebalance, a file re-announced
+    # after a broker restart) waits for that run and is then found done.
+    running: dict[tuple[str, Any], anyio.Event] = field(default_factory=dict)
 
     def count(self, item: WorkItem, outcome: str) -> None:
         self.metrics.stage_runs.labels(stage=item.stage, pipeline=item.pipeline,
@@ -65,6 +69,19 @@ class WorkItemRunner:
                        namespace=item.namespace)
 
     async def run(self, item: WorkItem) -> None:
+        key = (self.work_id(item), item.version)
+        while (other := self.running.get(key)) is not None:
+            log.info("%s: %s already running (work %s); waiting for that run", item.name,
+                     item.pipeline, key[0][:12], extra=item.log_context)
+            await other.wait()
+        mine = self.running[key] = anyio.Event()
+        try:
+            await self._run_once(item)
+        finally:
+            del self.running[key]
+            mine.set()
+
+    async def _run_once(self, item: WorkItem) -> None:
         wid = self.work_id(item)
         store = self.store.for_namespace(item.namespace)
         done = await anyio.to_thread.run_sync(

@@ -71,7 +71,10 @@ class Config:
     # again this often until the cause clears (deciders/retry_policy.py).
     park_recheck_seconds: float = 30.0
     task_timeout: float = 3600.0  # a run that takes longer is killed and retried
-    stall_seconds: float = 900.0  # /readyz: work waiting, nothing finished for this long
+    stall_seconds: float = 900.0  # /readyz: an item in flight for this long (from its start)
+    stage3_stall_seconds: float = 4 * 3600.0 + 900.0  # stage 3's: its runs take hours
+    heartbeat_seconds: float = 10.0  # /healthz: the event loop has not beaten for this long
+    broker_loss_seconds: float = 120.0  # /healthz fails after the broker is lost this long
     max_tasks_per_worker: int = 200  # recycle workers to bound memory growth
     # A worker holding more than this resident after a run is replaced (0: never).
     worker_rss_limit_mb: int = 3072
@@ -179,6 +182,8 @@ PARSERS = {
     "max_attempts": _positive(_int), "retry_backoff": _nonnegative(_float),
     "park_recheck_seconds": _positive(_float),
     "task_timeout": _positive(_float), "stall_seconds": _positive(_float),
+    "stage3_stall_seconds": _positive(_float), "heartbeat_seconds": _positive(_float),
+    "broker_loss_seconds": _positive(_float),
     "max_tasks_per_worker": _positive(_int), "worker_rss_limit_mb": _nonnegative(_int),
     "detector1_steps": _steps, "companion_wait": _nonnegative(_float),
     "stage3_settle": _nonnegative(_float), "stage3_quiet_period": _nonnegative(_float),

@@ -110,3 +110,23 @@ class Metrics:
         self.build_info = Gauge(
             "calstream_build_info", "Versions and CRDS context in use (value is 1)",
             ["calstream_version", "jwst_version", "crds_context"], registry=r)
+        # Stalls, liveness and the broker (issue 13): judged exactly as /readyz
+        # and /healthz judge them, so the alerts and the probes agree.
+        self.oldest_in_flight_start = Gauge(
+            "calstream_oldest_in_flight_start_timestamp_seconds",
+            "When the oldest work item a stage has in flight was taken (Unix time; now when "
+            "nothing is in flight)", ["stage"], registry=r)
+        self.stage_stall_threshold = Gauge(
+            "calstream_stage_stall_threshold_seconds",
+            "A stage's stall limit: an item in flight for this long makes /readyz fail",
+            ["stage"], registry=r)
+        self.loop_heartbeat = Gauge(
+            "calstream_event_loop_heartbeat_timestamp_seconds",
+            "When the daemon's event loop last beat (Unix time); /healthz fails when stale",
+            registry=r)
+        self.broker_up = Gauge(
+            "calstream_broker_up", "Whether the Kafka broker answers (1) or is lost (0)",
+            registry=r)
+        self.broker_restarts = Counter(
+            "calstream_embedded_broker_restarts_total",
+            "Times the embedded broker died and was started again", registry=r)

@@ -1,5 +1,9 @@
 """The operations endpoint: /metrics, /healthz (alive), /readyz (making progress),
-/planner (open associations and missing exposures, as JSON)."""
+/planner (open associations and missing exposures, as JSON).
+
+Requests are answered from a thread, so /healthz asks ``health``, which judges
+a heartbeat the event loop writes: a wedged loop makes it fail although this
+thread still answers."""
 
 from __future__ import annotations
 
@@ -21,8 +25,10 @@ Readiness = Callable[[], tuple[bool, list[str]]]
 class OpsServer:
     def __init__(self, host: str, port: int, metrics: Metrics, readiness: Readiness,
                  planner: Callable[[], dict | None] | None = None,
-                 pages: Callable[[str], tuple[int, bytes, str] | None] | None = None):
+                 pages: Callable[[str], tuple[int, bytes, str] | None] | None = None,
+                 health: Readiness | None = None):
         metrics_ref, ready_ref = metrics, readiness
+        health_ref = health or (lambda: (True, []))
         planner_ref = planner or (lambda: None)
         # Other read-only pages (the console at /console): (code, body, type) or None.
         pages_ref = pages or (lambda path: None)
@@ -33,7 +39,9 @@ class OpsServer:
                 if path == "/metrics":
                     self._send(200, generate_latest(metrics_ref.registry), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
-                    self._send(200, b"ok\n", "text/plain")
+                    ok, problems = health_ref()
+                    body = b"ok\n" if ok else ("\n".join(problems) + "\n").encode()
+                    self._send(200 if ok else 503, body, "text/plain")
                 elif path == "/readyz":
                     ok, problems = ready_ref()
                     body = json.dumps({"ready": ok, "problems": problems}).encode() + b"\n"

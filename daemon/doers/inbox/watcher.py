@@ -210,6 +210,17 @@ class Watcher:
             if path not in listing:
                 del self._done[path]
 
+    async def reannounce(self) -> None:
+        """Look at every file in the inbox again as at start: the broker lost
+        its memory (the embedded one restarted), so what was announced and has
+        no products yet is announced again (the ledger alone would skip it)."""
+        listing = await anyio.to_thread.run_sync(self.scope.list_files)
+        self._done.clear()
+        for path in listing:
+            if path not in self._tracks:
+                self._track(path, "startup-scan")
+        self._kick()
+
     def _track(self, path: Path, source: str) -> _Track:
         t = self._tracks.get(path)
         if t is None:

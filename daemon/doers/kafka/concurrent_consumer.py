@@ -15,6 +15,12 @@ one per free slot. The live topics are never paused for replayed work, so a
 live record is taken as soon as it arrives and, in the worker pool, goes ahead
 of every replayed item still waiting (see WorkerPool.run's priority): it waits
 at most for the runs already in progress.
+
+A record refetched after a rebalance while its first run is still going is
+handed to the handler again; the runner tracks runs by work id, so it waits
+for that run and finds it done (doers/work_item_runner.py). Stalls are judged
+from the start of the oldest item in flight, so a long first run after an
+idle period is not taken for a stall.
 """
 
 from __future__ import annotations
@@ -73,7 +79,8 @@ class _Rebalance(ConsumerRebalanceListener):
 class ConcurrentConsumer:
     def __init__(self, consumer: AIOKafkaConsumer, *, stage: str, handler: Handler,
                  capacity: int, metrics: Metrics, topics: list[str],
-                 low_priority: list[str] | None = None, commit_interval: float = 0.5):
+                 low_priority: list[str] | None = None, commit_interval: float = 0.5,
+                 stall_seconds: float | None = None):
         self.consumer = consumer
         self.stage = stage
         self.handler = handler
@@ -88,19 +95,40 @@ class ConcurrentConsumer:
         self.finished = 0
         self.last_finished = time.monotonic()
         self.last_poll = time.monotonic()
+        # This stage's own stall limit (stage 3 runs for hours); None: the caller's.
+        self.stall_seconds = stall_seconds
+        # When each item in flight was taken, by a serial number (a record refetched
+        # after a rebalance may be in flight twice under the same offset).
+        self.started_at: dict[int, float] = {}
+        self._serial = 0
         self._dirty = False
         self._paused = False
 
     # -- readiness -------------------------------------------------------
+    def oldest_in_flight(self) -> float | None:
+        """When the oldest item still in flight was taken (monotonic), or None."""
+        return min(self.started_at.values(), default=None)
+
     def stalled(self, stall_seconds: float) -> str | None:
-        """Why this consumer is not making progress, or None."""
+        """Why this consumer is not making progress, or None. An item is
+        stalled when it has been in flight for longer than the limit, measured
+        from its own start, not from the last item finished (which may be an
+        idle period ago)."""
+        limit = self.stall_seconds or stall_seconds
         now = time.monotonic()
         if now - self.last_poll > max(30.0, stall_seconds / 4):
             return f"{self.stage}: poll loop has not run for {now - self.last_poll:.0f}s"
-        if self.in_flight and now - self.last_finished > stall_seconds:
+        oldest = self.oldest_in_flight()
+        if oldest is not None and now - oldest > limit:
             return (f"{self.stage}: {self.in_flight} item(s) in flight and none finished "
-                    f"for {now - self.last_finished:.0f}s")
+                    f"in time: the oldest for {now - oldest:.0f}s (limit {limit:.0f}s)")
         return None
+
+    def _export_oldest(self) -> None:
+        # Idle: "now", so the age the alert computes is 0 (it also requires in_flight > 0).
+        oldest = self.oldest_in_flight()
+        age = 0.0 if oldest is None else time.monotonic() - oldest
+        self.metrics.oldest_in_flight_start.labels(stage=self.stage).set(time.time() - age)
 
     # -- the loop --------------------------------------------------------
     async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
@@ -108,6 +136,8 @@ class ConcurrentConsumer:
         # Without a start value, an item that hangs before the first one
         # finishes would leave no timestamp for the stall alert to judge.
         self.metrics.last_progress.labels(stage=self.stage).set(time.time())
+        if self.stall_seconds:
+            self.metrics.stage_stall_threshold.labels(stage=self.stage).set(self.stall_seconds)
         last_commit = time.monotonic()
         started = False
         async with anyio.create_task_group() as tg:
@@ -115,6 +145,7 @@ class ConcurrentConsumer:
                 while True:
                     self.last_poll = time.monotonic()
                     self.metrics.last_poll.labels(stage=self.stage).set(time.time())
+                    self._export_oldest()
                     live, low = self._split(self.consumer.assignment())
                     if live:
                         batch = await self.consumer.getmany(*live, timeout_ms=200)
@@ -168,11 +199,13 @@ class ConcurrentConsumer:
             part = self.partitions.setdefault(tp, PartitionOffsets())
             for record in records:
                 part.take(record.offset)
+                self._serial += 1
+                self.started_at[self._serial] = time.monotonic()
                 self.in_flight += 1
                 if tp.topic not in self.low_priority:
                     self.live_in_flight += 1
                 self.metrics.in_flight.labels(stage=self.stage).inc()
-                tg.start_soon(self._run_one, tp, record)
+                tg.start_soon(self._run_one, tp, record, self._serial)
 
     async def _live_caught_up(self, live: list[TopicPartition]) -> bool:
         """Whether every live partition has been read up to its high watermark
@@ -189,25 +222,11 @@ class ConcurrentConsumer:
                 return False
         return True
 
-    async def _run_one(self, tp: TopicPartition, record: ConsumerRecord) -> None:
-        failures = 0
+    async def _run_one(self, tp: TopicPartition, record: ConsumerRecord, serial: int) -> None:
         try:
-            while True:
-                try:
-                    await self.handler(record)
-                    break
-                except anyio.get_cancelled_exc_class():
-                    raise
-                except Exception:
-                    # Handlers dead-letter bad input themselves; an exception here
-                    # means the broker or the disk is unavailable. Keep the record
-                    # uncommitted and try again: nothing is lost or skipped.
-                    failures += 1
-                    delay = HANDLER_BACKOFF.delay(failures)
-                    log.exception("%s: handling %s[%d]@%d failed; retrying in %.0fs",
-                                  self.stage, tp.topic, tp.partition, record.offset, delay)
-                    await anyio.sleep(delay)
+            await self._handle(tp, record)
         finally:
+            del self.started_at[serial]
             self.in_flight -= 1
             if tp.topic not in self.low_priority:
                 self.live_in_flight -= 1
@@ -219,7 +238,26 @@ class ConcurrentConsumer:
         self.finished += 1
         self.last_finished = time.monotonic()
         self.metrics.last_progress.labels(stage=self.stage).set(time.time())
+        self._export_oldest()
         self._apply_backpressure()
+
+    async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
+        failures = 0
+        while True:
+            try:
+                await self.handler(record)
+                return
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception:
+                # Handlers dead-letter bad input themselves; an exception here
+                # means the broker or the disk is unavailable. Keep the record
+                # uncommitted and try again: nothing is lost or skipped.
+                failures += 1
+                delay = HANDLER_BACKOFF.delay(failures)
+                log.exception("%s: handling %s[%d]@%d failed; retrying in %.0fs",
+                              self.stage, tp.topic, tp.partition, record.offset, delay)
+                await anyio.sleep(delay)
 
     def _apply_backpressure(self) -> None:
         # Only live work pauses the live partitions: replayed work in flight

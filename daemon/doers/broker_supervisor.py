@@ -1,0 +1,147 @@
+"""Keeps the broker in sight: restarts the embedded one, watches an external one.
+
+The embedded tansu belongs to the daemon: if it dies (SIGKILL, OOM) it is
+started again on the same port, and ``on_restart`` rebuilds what its memory
+held (topics, product events, announcements of files without products). An
+external broker is only probed (a TCP connection to each bootstrap address),
+with jittered backoff while it is lost; the state changes are logged once each
+(deciders/broker_health.py) and aiokafka's own error stream is silenced while
+the broker is known to be lost. The clients reconnect by themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from calstream.daemon.deciders.broker_health import BrokerHealth
+from calstream.daemon.doers.embedded_broker import BrokerError, EmbeddedBroker
+from calstream.daemon.operations.metrics import Metrics
+
+log = logging.getLogger("calstream.broker")
+
+# aiokafka logs every failed connection attempt of every client, several hundred
+# lines a second while the broker is down; one line per state change says it all.
+_NOISY = ("aiokafka", "kafka")
+
+
+_saved_levels: dict[str, int] = {}
+
+
+def quiet_client_logs(quiet: bool) -> None:
+    """Raise the client library's loggers (and, through their effective level,
+    all its child loggers) to CRITICAL while the broker is known to be lost."""
+    for name in _NOISY:
+        logger = logging.getLogger(name)
+        if quiet and name not in _saved_levels:
+            _saved_levels[name] = logger.level
+            logger.setLevel(logging.CRITICAL)
+        elif not quiet and name in _saved_levels:
+            logger.setLevel(_saved_levels.pop(name))
+
+
+def _connects(bootstrap: str, timeout: float) -> bool:
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout).close()
+            return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+# Its own thread token: a probe must not queue behind the daemon's other threads.
+_PROBE_LIMITER: anyio.CapacityLimiter | None = None
+
+
+async def reachable(bootstrap: str, timeout: float = 2.0) -> bool:
+    """Whether any bootstrap address accepts a TCP connection."""
+    global _PROBE_LIMITER
+    _PROBE_LIMITER = _PROBE_LIMITER or anyio.CapacityLimiter(1)
+    return await anyio.to_thread.run_sync(_connects, bootstrap, timeout,
+                                          limiter=_PROBE_LIMITER, abandon_on_cancel=True)
+
+
+class BrokerSupervisor:
+    def __init__(self, bootstrap: str, metrics: Metrics, *, loss_bound: float,
+                 embedded: EmbeddedBroker | None = None,
+                 on_restart: Callable[[], Awaitable[None]] | None = None):
+        self.bootstrap = bootstrap
+        self.metrics = metrics
+        self.embedded = embedded
+        self.on_restart = on_restart
+        self.health = BrokerHealth(loss_bound)
+        self.restarts = 0
+        self.last_recovery: float | None = None  # seconds from loss noticed to usable again
+
+    def problem(self, *, for_health: bool = False) -> str | None:
+        """Why the daemon is not ready (lost at all) or not healthy (lost beyond the bound)."""
+        now = time.monotonic()
+        lost = self.health.lost_for(now)
+        if lost is None or (for_health and not self.health.unhealthy(now)):
+            return None
+        return f"broker {self.bootstrap} lost for {lost:.0f}s"
+
+    async def run(self) -> None:
+        self.metrics.broker_up.set(1)
+        while True:
+            # The embedded broker's liveness is a poll() of its process: cheap, so
+            # often (a quick restart also keeps the clients' error stream short).
+            await anyio.sleep(self.health.next_probe(0.25 if self.embedded else 1.0))
+            if self.embedded is not None:
+                # Its process is the broker: no network probe needed.
+                if not self.embedded.alive():
+                    await self._restart_embedded()
+                continue
+            ok = await reachable(self.bootstrap)
+            self._note(self.health.observe(ok, time.monotonic()))
+
+    def _note(self, change: str | None) -> None:
+        lost = self.health.lost_for(time.monotonic())
+        if change == "lost":
+            log.error("broker %s lost: not answering; retrying with backoff (not ready; "
+                      "not healthy after %gs)", self.bootstrap, self.health.loss_bound)
+            quiet_client_logs(True)
+            self.metrics.broker_up.set(0)
+        elif change == "still_lost":
+            log.error("broker %s still lost after %.0fs: /healthz now fails", self.bootstrap, lost)
+        elif change == "back":
+            quiet_client_logs(False)
+            self.metrics.broker_up.set(1)
+            log.warning("broker %s is back", self.bootstrap)
+
+    async def _restart_embedded(self) -> None:
+        assert self.embedded is not None
+        noticed = time.monotonic()
+        code = self.embedded.process.returncode if self.embedded.process else None
+        self._note(self.health.observe(False, noticed))
+        log.error("embedded broker died (exit code %s); starting it again on %s (its memory is "
+                  "lost: topics, product events and announcements are rebuilt)", code,
+                  self.embedded.bootstrap)
+        try:
+            # On the event loop's thread, blocking it for the broker's start-up
+            # (tens of ms): the kernel kills tansu when the thread that started
+            # it exits (PDEATHSIG), and anyio's worker threads do exit.
+            self.embedded.restart()
+        except BrokerError as exc:
+            log.error("embedded broker did not start again: %s; retrying", exc)
+            return
+        self.restarts += 1
+        self.metrics.broker_restarts.inc()
+        if self.on_restart is not None:
+            # Nothing may run on the new broker before its topics exist; a failure
+            # here (the broker died again) is retried on the next turn.
+            try:
+                await self.on_restart()
+            except Exception:  # noqa: BLE001 - keep supervising whatever went wrong
+                log.exception("rebuilding the embedded broker's state failed; retrying")
+                self.embedded.stop()
+                return
+        self.last_recovery = time.monotonic() - noticed
+        self._note(self.health.observe(True, time.monotonic()))
+        log.warning("embedded broker restarted and rebuilt in %.1fs", self.last_recovery)

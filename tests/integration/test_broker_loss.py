@@ -1,0 +1,73 @@
+"""The embedded broker SIGKILLed mid-run (issue 13): the daemon starts it
+again on the same port, rebuilds what its memory held, and the file in flight
+and one dropped afterwards both become products, without a restart by hand."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from calstream.daemon.runtime import Daemon
+from calstream.steps.naming import parse_exposure_name
+from calstream.steps.synthetic.downlink import deliver
+
+from .support import daemon_config, metric, products, scrape, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+def exposure_id(path: Path) -> str:
+    return parse_exposure_name(path.name).exposure_id
+
+
+async def test_tansu_killed_mid_run_is_restarted_and_nothing_is_lost(tmp_path, kit,
+                                                                     unique_prefix):
+    cfg = daemon_config(tmp_path, None, unique_prefix, workers=1,
+                        roles=["watcher", "detector1", "planner"])
+    daemon = Daemon(cfg)
+    daemon.start_broker()  # the daemon owns this tansu
+    port = daemon.broker.port
+    first, second = kit.uncal_files[0], kit.uncal_files[1]
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            cfg = daemon.cfg
+            await anyio.to_thread.run_sync(lambda: deliver([first], cfg.inbox))
+            (consumer,) = daemon.consumers
+            with anyio.fail_after(60):
+                while not consumer.in_flight:
+                    await anyio.sleep(0.05)
+            killed_at = time.monotonic()
+            os.kill(daemon.broker.process.pid, signal.SIGKILL)
+            await anyio.to_thread.run_sync(lambda: deliver([second], cfg.inbox))
+            with anyio.fail_after(60):  # the test's own reader needs a broker too
+                while not daemon.supervisor.restarts:
+                    await anyio.sleep(0.1)
+            wanted = {exposure_id(first), exposure_id(second)}
+            msgs = await wait_for(
+                cfg, ["products"],
+                lambda ms: {p["exposure_id"] for p in products(ms)} >= wanted, timeout=180)
+            recovered_after = time.monotonic() - killed_at
+            samples = scrape(daemon.ops.address)
+            ready, problems = daemon.readiness()
+            tg.cancel_scope.cancel()
+    finally:
+        daemon.stop_broker()
+    supervisor = daemon.supervisor
+    print(f"broker restarted and rebuilt in {supervisor.last_recovery:.1f}s; both products "
+          f"announced {recovered_after:.1f}s after the SIGKILL")
+    assert supervisor.restarts == 1 and daemon.broker.port == port
+    assert metric(samples, "calstream_embedded_broker_restarts_total") == 1
+    assert metric(samples, "calstream_broker_up") == 1
+    assert ready, problems
+    # Each exposure calibrated once: the in-flight one, re-announced after the
+    # restart, waited for its run and was found done.
+    assert metric(samples, "calstream_stage_runs_total", stage="detector1",
+                  outcome="success") == 2
+    for eid in wanted:
+        assert {p["event_id"] for p in products(msgs) if p["exposure_id"] == eid}.__len__() == 1

@@ -1,0 +1,151 @@
+"""Honest stalls, a /healthz that sees the event loop, and the broker-loss
+decisions (issue 13)."""
+
+from __future__ import annotations
+
+import random
+import time
+import urllib.error
+import urllib.request
+
+import anyio
+import pytest
+
+from calstream.daemon.deciders.broker_health import BrokerHealth
+from calstream.daemon.doers.kafka import ConcurrentConsumer
+from calstream.daemon.operations.config import load
+from calstream.daemon.operations.metrics import Metrics
+from calstream.daemon.operations.ops_http import OpsServer
+from calstream.daemon.runtime import Daemon
+
+
+def idle_consumer(stall_seconds: float) -> ConcurrentConsumer:
+    # Only the bookkeeping is exercised: no broker is needed to judge a stall.
+    c = ConcurrentConsumer(None, stage="detector1", handler=None, capacity=1, metrics=Metrics(),
+                           topics=["raw"], stall_seconds=stall_seconds)
+    c.last_finished = time.monotonic() - 10 * stall_seconds  # a long quiet period
+    return c
+
+
+def test_the_first_item_after_an_idle_period_is_not_a_stall(tmp_path):
+    c = idle_consumer(60.0)
+    c.started_at[1] = time.monotonic()  # taken just now
+    c.in_flight = 1
+    assert c.stalled(60.0) is None
+    daemon = Daemon(load(None, env={}, flags={"work_dir": tmp_path}))
+    daemon.crds_context = "jwst_0001.pmap"
+    daemon.consumers.append(c)
+    assert daemon.readiness() == (True, [])
+
+
+def test_an_item_in_flight_beyond_its_stage_limit_is_a_stall():
+    c = idle_consumer(60.0)
+    c.started_at[1] = time.monotonic() - 61
+    c.started_at[2] = time.monotonic()  # a younger one does not hide the oldest
+    c.in_flight = 2
+    why = c.stalled(900.0)  # the stage's own limit wins over the shared one
+    assert why is not None and "the oldest for 61s (limit 60s)" in why
+
+
+def test_stage3_has_its_own_stall_limit():
+    from calstream.daemon.stages import stage, stage_config
+    cfg = load(None, env={}, flags={"stall_seconds": 100, "stage3_stall_seconds": 5000})
+    assert stage_config(stage("stage3"), cfg).stall_seconds == 5000
+    assert stage_config(stage("detector1"), cfg).stall_seconds == 100
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.mark.anyio
+async def test_healthz_fails_while_the_event_loop_is_blocked(tmp_path):
+    daemon = Daemon(load(None, env={}, flags={"work_dir": tmp_path, "heartbeat_seconds": 1}))
+    ops = OpsServer("127.0.0.1", 0, daemon.metrics, daemon.readiness, health=daemon.health)
+    ops.start()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.beat)
+            await anyio.sleep(0.1)
+            assert get(f"http://{ops.address}/healthz") == (200, "ok\n")
+            time.sleep(1.5)  # wedge the loop: the beat task cannot run
+            # Answered by the server's thread while the loop is still blocked.
+            code, body = get(f"http://{ops.address}/healthz")
+            assert code == 503 and "event loop has not run" in body
+            while daemon.health()[0] is False:  # the loop runs again: it beats
+                await anyio.sleep(0.1)
+            assert get(f"http://{ops.address}/healthz") == (200, "ok\n")
+            tg.cancel_scope.cancel()
+    finally:
+        ops.stop()
+
+
+def test_broker_loss_is_said_once_per_change_and_unhealthy_after_the_bound():
+    h = BrokerHealth(loss_bound=30.0)
+    assert h.observe(True, 0.0) is None
+    assert h.observe(False, 1.0) == "lost"
+    assert [h.observe(False, t) for t in (2.0, 5.0, 20.0)] == [None, None, None]
+    assert not h.unhealthy(20.0)
+    assert h.observe(False, 31.0) == "still_lost"
+    assert h.unhealthy(31.0)
+    assert [h.observe(False, t) for t in (40.0, 100.0)] == [None, None]
+    assert h.observe(True, 101.0) == "back"
+    assert h.lost_for(101.0) is None and not h.unhealthy(101.0)
+    assert h.observe(True, 102.0) is None
+
+
+def test_probes_back_off_with_jitter_while_the_broker_is_lost():
+    h = BrokerHealth(loss_bound=30.0)
+    assert h.next_probe() == 1.0
+    rng = random.Random(3)
+    waits = []
+    for t in range(12):
+        h.observe(False, float(t))
+        waits.append(h.next_probe(rng=rng))
+    assert all(1.0 <= w <= 15.0 for w in waits)
+    assert len(set(waits)) == len(waits)  # jittered: many daemons do not retry in step
+    h.observe(True, 20.0)
+    assert h.next_probe() == 1.0
+
+
+@pytest.mark.anyio
+async def test_an_external_broker_lost_and_back_is_three_lines_and_quiet_clients(caplog):
+    import logging
+    import socket
+
+    from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
+
+    def listen(port: int = 0) -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        return s
+
+    server = listen()  # stands in for the broker: the probe only connects
+    port = server.getsockname()[1]
+    sup = BrokerSupervisor(f"127.0.0.1:{port}", Metrics(), loss_bound=0.5)
+    caplog.set_level(logging.INFO, logger="calstream.broker")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sup.run)
+        server.close()
+        with anyio.fail_after(30):
+            while sup.problem(for_health=True) is None or not sup.health.said_still_lost:
+                await anyio.sleep(0.05)
+        assert sup.problem() and logging.getLogger("aiokafka").getEffectiveLevel() == \
+            logging.CRITICAL
+        server = listen(port)
+        with anyio.fail_after(60):
+            while sup.problem() is not None:
+                await anyio.sleep(0.05)
+        tg.cancel_scope.cancel()
+    server.close()
+    said = [r.getMessage() for r in caplog.records if r.name == "calstream.broker"]
+    assert len(said) == 3, said  # one line per change, however long the outage
+    assert "lost" in said[0] and "still lost" in said[1] and said[2].endswith("is back")
+    assert logging.getLogger("aiokafka").getEffectiveLevel() < logging.CRITICAL
+    assert sup.metrics.broker_up._value.get() == 1
