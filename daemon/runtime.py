@@ -258,9 +258,11 @@ class Daemon:
                 digest=r.digest)
 
         def has_products(exposure_id: str, digest: str) -> bool:
+            """Dealt with: calibrated, or dead-lettered (not announced again at
+            every start; a redrive re-sends the arrival itself)."""
             name = parse_exposure_name(exposure_id)
-            return self.store.has_input(name.program, name.observation, exposure_id,
-                                        "detector1", digest)
+            return any(check(name.program, name.observation, exposure_id, "detector1", digest)
+                       for check in (self.store.has_input, self.store.has_failed))
 
         self.watcher = Watcher(
             cfg.inbox, cfg.quarantine, cfg.work_dir / "watcher-ledger.sqlite3",

@@ -51,6 +51,7 @@ _TMP = ".tmp"
 _PROV = ".provenance"
 _OWNER = ".owner"
 _LOGS = ".logs"
+_FAILED = ".failed"  # inputs whose run was dead-lettered: not announced again at a start
 
 @dataclass(frozen=True)
 class Done:
@@ -221,6 +222,25 @@ class ProductStore:
         """Whether (name, stage) has a record for an input with this digest."""
         done = self.lookup(program, observation, name=name, stage=stage, verify=False)
         return bool(done and any(i.get("digest") == digest for i in done.event.get("inputs", [])))
+
+    def record_failure(self, program: str, observation: str, *, name: str, stage: str,
+                       digest: str, reason: str) -> None:
+        """Remember that ``name``'s input with ``digest`` was dead-lettered, so
+        a start-up scan does not announce the same file again (and dead-letter
+        it again) at every restart. New content has another digest;
+        `calstream deadletters redrive` re-sends the record itself."""
+        path = self.inside(self.directory(program, observation) / _FAILED / f"{name}.{stage}.json")
+        failed = _read_json(path) if path.exists() else {}
+        failed[digest] = reason[:500]
+        write_json_atomically(path, failed)
+
+    def has_failed(self, program: str, observation: str, name: str, stage: str,
+                   digest: str) -> bool:
+        path = self.directory(program, observation) / _FAILED / f"{name}.{stage}.json"
+        try:
+            return digest in _read_json(path)
+        except (OSError, ValueError):
+            return False
 
     def clean_scratch(self, older_than: float = 6 * 3600) -> int:
         """Remove temporary directories left by crashed runs.

@@ -205,6 +205,11 @@ class WorkItemRunner:
             digest=item.inputs[0]["digest"] if item.inputs else None,
             log_path=str(run_log), error_type=error_type)
         self.count(item, "failed")
+        if item.stage == "detector1" and item.inputs:
+            await anyio.to_thread.run_sync(lambda: self.store.for_namespace(
+                item.namespace).record_failure(item.program, item.observation, name=item.name,
+                                               stage=item.stage, digest=item.inputs[0]["digest"],
+                                               reason=detail))
 
     def _fields(self, item: WorkItem, wid: str, run_log: Path) -> dict[str, Any]:
         fields = dict(

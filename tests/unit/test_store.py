@@ -76,3 +76,18 @@ def test_a_name_that_would_leave_the_store_is_refused(tmp_path):
         store.log_path("01234", "001", "../../../../etc/x", "stage2")
     with pytest.raises(OutsideRoot):
         store.directory("..", "..")
+
+
+def test_a_dead_lettered_input_is_remembered_by_its_digest(tmp_path):
+    store = ProductStore(tmp_path / "products")
+    eid = "jw01234001001_02101_00001_nrcb1"
+    assert not store.has_failed("01234", "001", eid, "detector1", "sha256:a")
+    store.record_failure("01234", "001", name=eid, stage="detector1", digest="sha256:a",
+                         reason="calwebb_detector1 failed: bad ramp")
+    store.record_failure("01234", "001", name=eid, stage="detector1", digest="sha256:b",
+                         reason="x" * 10_000)
+    assert store.has_failed("01234", "001", eid, "detector1", "sha256:a")
+    assert store.has_failed("01234", "001", eid, "detector1", "sha256:b")
+    # New content (a corrected redelivery) is another digest: announced again.
+    assert not store.has_failed("01234", "001", eid, "detector1", "sha256:c")
+    assert not store.has_failed("01234", "001", eid, "stage2", "sha256:a")
