@@ -95,6 +95,7 @@ def index(snap: Snapshot) -> bytes:
     body = ("<h2>Programs and observations</h2>" + _table(
         ["program", "observation", "exposures", "detector1", "stage 2", "stage-3 products",
          "held", "missing", "open associations", "dead letters"], rows)
+        + "<h2>Parked on an infrastructure fault (resumed by themselves)</h2>" + _parked(snap)
         + "<h2>Recent dead letters</h2>" + _dead_letters(snap.dead_letters[-20:][::-1])
         + "<h2>Replay namespaces and promotions</h2>" + _namespaces(snap))
     return page("calstream console", body, snap)
@@ -108,6 +109,13 @@ def _namespaces(snap: Snapshot) -> str:
                   f"<td>{_e(p['reason'])}</td></tr>" for p in snap.promotions[::-1]]
     return (_table(["namespace", ""], rows) + "<h3>Promotions</h3>"
             + _table(["promoted at", "from → to", "work items", "by", "reason"], promotions))
+
+
+def _parked(snap: Snapshot) -> str:
+    parked = snap.status.parked if snap.status else []
+    rows = [f'<tr class="held"><td>{_e(p["stage"])}</td><td>{_e(p["cause"])}</td>'
+            f'<td class="num">{_e(p["items"])}</td></tr>' for p in parked]
+    return _table(["stage", "cause", "items"], rows)
 
 
 def _dead_letters(letters: list[dict[str, Any]]) -> str:

@@ -32,6 +32,7 @@ from calstream.daemon.operations.status_summary import (
     PartitionLag,
     Status,
     summarise_metrics,
+    summarise_parked,
     summarise_planner,
 )
 from calstream.daemon.stages import STAGES, stage
@@ -222,4 +223,5 @@ async def collect(cfg: Config, metrics_urls: list[str], *, dead_letters: int = 1
         broker = BrokerView(None, error="no broker configured (--kafka-bootstrap, or "
                                         "kafka_bootstrap in the config file)")
     return Status(time.time(), cfg.topic_prefix, cfg.group_prefix, endpoints,
-                  summarise_metrics(endpoints), broker, summarise_planner(endpoints))
+                  summarise_metrics(endpoints), broker, summarise_planner(endpoints),
+                  summarise_parked(endpoints))

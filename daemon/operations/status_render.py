@@ -53,8 +53,17 @@ def render(st: Status) -> str:
                 _lag(st.broker)]
     if not st.broker.error:
         sections.append(_recent(st.broker, st.at))
+    sections.append(_parked(st.parked))
     sections.append(_waiting(st))
     return "\n".join(line for section in sections for line in section) + "\n"
+
+
+def _parked(parked: list[dict[str, Any]]) -> list[str]:
+    """Items waiting on the disk or CRDS: they resume by themselves."""
+    if not parked:
+        return []
+    return ["", "parked on an infrastructure fault (resumed by themselves when it clears):"] + [
+        f"  {p['stage']}: {p['items']} item(s), {p['cause']}" for p in parked]
 
 
 def _header(st: Status) -> list[str]:

@@ -62,6 +62,8 @@ class Status:
     # What the planner's metrics say: held exposures, the oldest hold's age,
     # open associations per stage (absent when no daemon given runs a planner).
     planner: dict[str, Any] = field(default_factory=dict)
+    # Items waiting on an infrastructure fault (disk, CRDS): {stage, cause, items}.
+    parked: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -131,3 +133,16 @@ def summarise_planner(endpoints: list[Endpoint]) -> dict[str, Any]:
     if views:
         out["view"] = views[0]  # one planner per deployment
     return out
+
+
+def summarise_parked(endpoints: list[Endpoint]) -> list[dict[str, Any]]:
+    """Items parked on an infrastructure fault, by stage and cause, from
+    ``calstream_parked_items`` (they resume by themselves when it clears)."""
+    totals: dict[tuple[str, str], float] = {}
+    for ep in endpoints:
+        for name, labels, value in ep.samples:
+            if name == "calstream_parked_items" and value > 0:
+                key = (labels.get("stage", "?"), labels.get("cause", "?"))
+                totals[key] = totals.get(key, 0) + value
+    return [{"stage": st, "cause": cause, "items": int(n)}
+            for (st, cause), n in sorted(totals.items())]

@@ -97,3 +97,18 @@ def test_the_console_serves_only_previews_from_the_store(tmp_path):
     assert code == 200 and b"calstream console" in body
     assert console.handle("/console/program/09999/001")[0] == 404
     assert console.handle("/console/?ns=../etc")[0] == 400
+
+
+def test_parked_items_are_summed_by_stage_and_cause_for_status_and_console():
+    from calstream.daemon.operations.status_render import _parked
+    from calstream.daemon.operations.status_summary import Endpoint, summarise_parked
+
+    endpoints = [Endpoint("a", samples=[("calstream_parked_items",
+                                         {"stage": "stage2", "cause": "disk_full"}, 2.0),
+                                        ("calstream_parked_items",
+                                         {"stage": "detector1", "cause": "crds_lookup"}, 0.0)]),
+                 Endpoint("b", samples=[("calstream_parked_items",
+                                         {"stage": "stage2", "cause": "disk_full"}, 1.0)])]
+    parked = summarise_parked(endpoints)
+    assert parked == [{"stage": "stage2", "cause": "disk_full", "items": 3}]
+    assert "stage2: 3 item(s), disk_full" in "\n".join(_parked(parked))
