@@ -288,6 +288,12 @@ class Planner:
 
     async def _publish(self, emits: list[Emit]) -> None:
         for e in emits:
+            if e.topic == "holds":
+                # Kept before it is sent: whoever sees the record on the topic
+                # (and then stops the daemon, or loses the broker) must find
+                # it kept. A kept record the broker never got is re-published
+                # at the next start.
+                await anyio.to_thread.run_sync(self.ledger.keep, "holds", e.message.body)
             await self.publisher.publish(self._topic_for(e), e.key, e.message)
             if e.topic == "work.stage3":
                 version = e.message.get("version") or 1
@@ -308,7 +314,6 @@ class Planner:
                          f", degraded: {e.message['degraded']}" if e.message["degraded"] else "",
                          extra={"exposure_id": e.key, "stage": "planner"})
             elif e.topic == "holds":
-                await anyio.to_thread.run_sync(self.ledger.keep, "holds", e.message.body)
                 release = e.message.get("release")
                 log.warning("%s: %s (%s)", e.key, e.message["state"],
                             f"by {release['path']}: {release['reason']}" if release
