@@ -154,8 +154,10 @@ async def test_a_plan_survives_a_restart_on_a_broker_that_lost_it_and_still_clos
 
 
 async def test_an_operator_release_survives_a_restart_on_a_broker_that_lost_it(
-        tmp_path, broker, kit, unique_prefix):
-    spec = dataclasses.replace(ProgramSpec(), planned=(2,), dithers=2)
+        tmp_path, broker, kit2, unique_prefix):
+    # The module's kit: its CRDS settings are the ones in force here (the
+    # session kit's SUB160 references are not in this module's cache).
+    spec = dataclasses.replace(ProgramSpec(subarray="SUB160P"), planned=(2,), dithers=2)
     files = simulate_program(tmp_path / "uncal", spec, seed=9)
     held = parse_exposure_name(files[1].name).exposure_id
     cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1)

@@ -17,6 +17,16 @@ COMMAND_MODULES = ("run", "demo", "simulate", "topics", "status", "holds", "dead
 for _module in COMMAND_MODULES:
     importlib.import_module(f"calstream.daemon.operations.cli.{_module}")
 
+
+
+def in_help_order() -> list:
+    """The registry's commands in COMMAND_MODULES' order: a module imported
+    earlier elsewhere (a test, the console) must not reorder --help."""
+    def place(cmd) -> int:
+        return COMMAND_MODULES.index(cmd.handler.__module__.rsplit(".", 1)[-1])
+    return sorted(COMMANDS.values(), key=place)  # stable: a module's own order kept
+
+
 # Mistakes in what the operator asked for: reported in one line, exit status 2.
 USER_ERRORS = (ConfigError, BadSelection, BadNamespace)
 
@@ -25,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="calstream", description="The ``calstream`` command.")
     commands = parser.add_subparsers(dest="command", required=True)
     actions: dict[str, argparse._SubParsersAction] = {}
-    for name, cmd in COMMANDS.items():
+    for cmd in in_help_order():
+        name = cmd.name
         group, _, action = name.partition(" ")
         if action:
             if group not in actions:
