@@ -107,7 +107,7 @@ ALL_POOLS = sorted(p.name for p in POOLS.glob("*.csv"))
 
 
 def test_every_shipped_pool_is_compared_or_says_why_not():
-    comparable = [p for p in ALL_POOLS if _not_comparable(POOLS / p) is None]
+    comparable = COMPARABLE
     assert {"jw00632_dups.csv", "jw09505_20251216t202003_pool.csv",
             "jw87800_20180412T163456_pool.csv", "pool_033_wfs_jitter.csv",
             "pool_duplicate.csv"} <= set(comparable)
@@ -118,11 +118,13 @@ def test_every_shipped_pool_is_compared_or_says_why_not():
 FIGURES: dict[str, tuple[int, int, int]] = {}
 
 
-@pytest.mark.parametrize("pool", ALL_POOLS)
+# Only the pools that can be compared are test cases (the test above says
+# why each other one cannot): a case that can only skip proves nothing.
+COMPARABLE = [p for p in ALL_POOLS if _not_comparable(POOLS / p) is None]
+
+
+@pytest.mark.parametrize("pool", COMPARABLE)
 def test_level3_candidates_equal_asn_generate(pool):
-    reason = _not_comparable(POOLS / pool)
-    if reason:
-        pytest.skip(reason)
     theirs = {c: r for c, r in jwst_candidates(POOLS / pool).items() if r in SUPPORTED_RULES}
     ours = calstream_candidates(POOLS / pool)
     only_theirs, only_ours = set(theirs) - set(ours), set(ours) - set(theirs)
