@@ -137,15 +137,24 @@ class Planner:
         for body in await anyio.to_thread.run_sync(self.ledger.kept, "plans"):
             if body.get("plan_id") in self.plans:
                 continue
-            try:
-                message = contract.Message("plan", body)
-                self.plans[body["plan_id"]] = Plan.from_json(body)
-                await self.publisher.publish("plans", (body.get("programs") or [""])[0], message)
-                lost["plans"] += 1
+            try:  # a file on disk is untrusted too: checked as a message would be
+                contract.validate("plan", body)
+                plan = Plan.from_json(body)
             except (ValueError, KeyError, TypeError) as exc:
                 log.warning("planner: kept plan %s cannot be used: %s", body.get("plan_id"), exc)
+                continue
+            self.plans[plan.plan_id] = plan
+            await self.publisher.publish("plans", (body.get("programs") or [""])[0],
+                                         contract.Message("plan", body))
+            lost["plans"] += 1
         for body in await anyio.to_thread.run_sync(self.ledger.kept, "holds"):
             if body.get("exposure_id") in self.holds:
+                continue
+            try:
+                contract.validate("hold", body)
+            except contract.InvalidMessage as exc:
+                log.warning("planner: kept hold %s cannot be used: %s", body.get("exposure_id"),
+                            exc)
                 continue
             message = contract.Message("hold", body)
             self.state.restore_hold(message)

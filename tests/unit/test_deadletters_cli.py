@@ -72,3 +72,19 @@ def test_what_can_be_redriven():
     value, problem = original_bytes(cut)
     assert value is None and "truncated" in problem
     assert original_bytes(None)[1].startswith("the dead letter carries no original")
+
+
+def test_a_forged_dead_letter_cannot_steer_a_redrive():
+    from calstream.daemon.operations.cli.deadletters import redrivable_topics
+    from calstream.topics.catalog import Topics
+
+    allowed = redrivable_topics(Topics("p."))
+    assert {"p.raw", "p.work.stage2", "p.products", "p.pointing"} <= allowed
+    good = {"topic": "p.raw", "value": "{}", "value_encoding": "utf-8"}
+    assert original_bytes(good, allowed) == (b"{}", None)
+    for forged, why in [({**good, "topic": "other.raw"}, "not one calstream consumes"),
+                        ({**good, "topic": "p.deadletter"}, "not one calstream consumes"),
+                        ({**good, "value_encoding": "base64", "value": "!!"}, "not valid base64"),
+                        ({**good, "value": 5}, "not text")]:
+        value, problem = original_bytes(forged, allowed)
+        assert value is None and why in problem

@@ -31,3 +31,15 @@ def test_a_file_without_its_key_is_ignored(tmp_path):
     (tmp_path / "planner" / "holds" / "odd.json").write_text('{"state": "held"}')
     (tmp_path / "planner" / "holds" / "list.json").write_text('[1, 2]')
     assert ledger.kept("holds") == []
+
+
+def test_a_kept_record_that_is_not_a_valid_message_is_refused_by_the_contract(tmp_path):
+    # What the planner checks before restoring a kept record: a file on disk
+    # may be corrupt or forged like any input.
+    from calstream.topics import contract
+
+    ledger = PlannerLedger(tmp_path)
+    ledger.keep("holds", {"exposure_id": "jw01234001001_02101_00001_nrcb1", "state": "held"})
+    [body] = ledger.kept("holds")
+    with pytest.raises(contract.InvalidMessage):
+        contract.validate("hold", body)

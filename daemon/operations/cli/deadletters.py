@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import binascii
 import datetime as dt
 import json
 import re
@@ -34,6 +35,7 @@ from calstream.daemon.operations.cli.registry import (
     group,
     operator,
 )
+from calstream.daemon.stages import STAGES
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
@@ -88,18 +90,34 @@ def selected(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLe
     return out
 
 
-def original_bytes(original: dict | None) -> tuple[bytes | None, str | None]:
-    """(the original value, None), or (None, why it cannot be redriven)."""
+def redrivable_topics(topics: Topics) -> set[str]:
+    """The topics a redrive may write: those calstream consumes. A dead letter
+    is a record like any other (a forged one could name any topic)."""
+    logical = {t for st in STAGES for t in (st.live_topic, st.replay_topic)}
+    return {topics.name(t) for t in logical | {"products", "pointing", "plans"}}
+
+
+def original_bytes(original: dict | None, allowed: set[str] | None = None
+                   ) -> tuple[bytes | None, str | None]:
+    """(the original value, None), or (None, why it cannot be redriven).
+    ``allowed``: the topics it may go back to (None: any, for tests)."""
     if not original or not original.get("topic"):
         return None, "the dead letter carries no original record (a file, not a message)"
+    if allowed is not None and original["topic"] not in allowed:
+        return None, f"its topic {str(original['topic'])[:80]!r} is not one calstream consumes"
     if original.get("value_truncated"):
         return None, (f"the original record was truncated ({original.get('value_size')} bytes "
                       "kept in part): re-send it from its source")
     value = original.get("value")
     if value is None:
         return None, "the original record had no value"
+    if not isinstance(value, str):
+        return None, "the original value is not text"
     if original.get("value_encoding") == "base64":
-        return base64.b64decode(value), None
+        try:
+            return base64.b64decode(value, validate=True), None
+        except binascii.Error:
+            return None, "the original value is not valid base64"
     return value.encode("utf-8"), None
 
 
@@ -113,12 +131,18 @@ async def load(cfg, topics: Topics) -> list[DeadLetter]:
             continue
         bodies.append((f"{record.partition}:{record.offset}", message.body))
     redrives: dict[str, list[dict]] = {}
-    for name in sorted({(b.get("original") or {}).get("topic") for _, b in bodies} - {None}):
+    named = {(b.get("original") or {}).get("topic") for _, b in bodies}
+    for name in sorted(named & redrivable_topics(topics)):
         for record in await kafka.read_to_end(cfg, name):
             for key, value in record.headers or ():
-                if key == REDRIVE_HEADER:
+                if key != REDRIVE_HEADER:
+                    continue
+                try:
                     note = json.loads(value)
-                    redrives.setdefault(note.get("dead_letter", ""), []).append(note)
+                except (ValueError, TypeError):
+                    continue  # not one of ours: a header is as untrusted as a value
+                if isinstance(note, dict):
+                    redrives.setdefault(str(note.get("dead_letter", "")), []).append(note)
     return [DeadLetter(ref, b, tuple(redrives.get(b["event_id"], ()))) for ref, b in bodies]
 
 
@@ -197,7 +221,7 @@ def _show_arguments(p: argparse.ArgumentParser) -> None:
 @command("deadletters show", "one dead letter whole, with its original record and redrives",
          flags=DAEMON_FLAGS, arguments=_show_arguments)
 def cmd_show(args: argparse.Namespace) -> int:
-    _, letters = _loaded(args)
+    cfg, letters = _loaded(args)
     found = [r for r in letters if r.ref == args.ref or r.body["event_id"].startswith(args.ref)]
     if len(found) != 1:
         print(f"calstream: {args.ref} names {len(found)} dead letters; give one "
@@ -206,7 +230,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     letter = found[0]
     print(json.dumps({"ref": letter.ref, **letter.body, "redrives": list(letter.redrives)},
                      indent=1))
-    _, problem = original_bytes(letter.body.get("original"))
+    _, problem = original_bytes(letter.body.get("original"),
+                                 redrivable_topics(Topics(cfg.topic_prefix)))
     print(f"redrive: {'not possible: ' + problem if problem else 'possible'}")
     return 0
 
@@ -233,7 +258,8 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     args.pending = not args.again
     chosen, refused = [], []
     for letter in selected(letters, args):
-        _, problem = original_bytes(letter.body.get("original"))
+        _, problem = original_bytes(letter.body.get("original"),
+                                    redrivable_topics(Topics(cfg.topic_prefix)))
         (refused if problem else chosen).append((letter, problem))
     for letter, problem in refused:
         print(f"{letter.ref}: cannot be redriven: {problem}")
