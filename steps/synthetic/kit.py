@@ -26,6 +26,13 @@ and modes of other instruments, each with its own stage 3 (`OTHER_MODES`):
   (`coronagraphy.CoronSpec`, observations 008 and 009) -> image2 (calints)
   -> coron3.
 
+and the data jwst calibrates with another pipeline instead of detector1
+(`CALIBRATION_MODES`):
+
+* "dark": a NIRCam dark (`dark.dark_visit`, observation 010) -> calwebb_dark.
+* "guider": the FGS ACQ1 guide-star acquisition before observation 001's
+  visit (`guider.GuiderSpec`), named as jwst names it -> calwebb_guider.
+
 Every kit also writes the program's plan: a jwst association pool of every
 planned exposure file, the missing one included (`Kit.pool_path`), and the
 same as JSON (`Kit.manifest_path`); see `asn_pool`.
@@ -47,6 +54,8 @@ from .asn_pool import write_manifest, write_pool
 from .coron_references import write_coron_reference_files
 from .coronagraphy import CoronSpec, simulate_coronagraphy
 from .crds_cache import build_crds_cache
+from .dark import dark_visit, write_dark_parameters
+from .guider import GuiderSpec, simulate_guider, write_guider_reference_files
 from .program import ProgramSpec, simulate_program
 from .references import write_visit_reference_files
 from .spec_references import write_lrs_reference_files
@@ -59,7 +68,8 @@ PROGRAM_MODES = ("mosaic", "segmented", "missing")
 # in MODES, whose every mode the stage-2 tests run), and last here: a mode's
 # noise seed is its place in ALL_MODES, and the others' must not move.
 OTHER_MODES = ("ami", "coron")
-ALL_MODES = MODES + PROGRAM_MODES + OTHER_MODES
+CALIBRATION_MODES = ("dark", "guider")
+ALL_MODES = MODES + PROGRAM_MODES + OTHER_MODES + CALIBRATION_MODES
 # Ideal-frame arcsec between the two visits of observation 001: a sixth of
 # the SUB160 field, so the tiles overlap enough for tweakreg to tie them.
 MOSAIC_OFFSET = (0.8, 0.5)
@@ -101,6 +111,8 @@ class Kit:
         simulated: dict[str, set[str]] = {}
         for path in self.uncal_files:
             name = parse_exposure_name(path.name)
+            if name.is_guider:  # guide-star data is no exposure of the visit
+                continue
             expected.setdefault(name.visit_id, set()).update(
                 expected_detectors(fits.getheader(path, 0)))
             simulated.setdefault(name.visit_id, set()).add(name.detector.lower())
@@ -137,6 +149,11 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
     specs.update(program_specs(spec, seed, [m for m in modes if m in PROGRAM_MODES]))
     if "ami" in modes:
         specs["ami"] = ami or AmiSpec(program=spec.program)
+    if "dark" in modes:
+        specs["dark"] = dark_visit(spec)
+    if "guider" in modes:
+        specs["guider"] = GuiderSpec(program=spec.program, observation=spec.observation,
+                                     visit=spec.visit, visit_start=spec.visit_start)
 
     by_mode: dict[str, list[Path]] = {}
     for mode, mode_spec in specs.items():
@@ -147,6 +164,8 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
             by_mode[mode] = simulate_coronagraphy(root / "uncal", mode_spec, seed=mode_seed)
         elif mode == "ami":
             by_mode[mode] = simulate_ami(root / "uncal", mode_spec, seed=mode_seed)
+        elif mode == "guider":
+            by_mode[mode] = simulate_guider(root / "uncal", mode_spec, seed=mode_seed)
         else:
             by_mode[mode] = simulate_program(root / "uncal", mode_spec, seed=mode_seed)
     kit = Kit(root, sorted(p for files in by_mode.values() for p in files),
@@ -176,6 +195,12 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
                 refs.setdefault(reftype, []).extend(paths)
         if "ami" in specs:
             for reftype, paths in write_ami_reference_files(root / "references", specs["ami"]).items():
+                refs.setdefault(reftype, []).extend(paths)
+        if "dark" in specs:
+            refs.update(write_dark_parameters(root / "references"))
+        if "guider" in specs:
+            for reftype, paths in write_guider_reference_files(root / "references",
+                                                               specs["guider"]).items():
                 refs.setdefault(reftype, []).extend(paths)
         kit.context = build_crds_cache(root / "crds", refs)
         kit.crds_env = offline_crds_env(root / "crds", kit.context)
