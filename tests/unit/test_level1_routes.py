@@ -104,3 +104,26 @@ def test_dark_and_guider_products_are_made_from_inbox_files():
                                       f"{name}_{suffix}.fits", "suffix": suffix}]}
         assert product_event_problems(event, products_root="/data/products",
                                       input_roots=["/data/inbox"]) == []
+
+
+def test_the_console_shows_dark_and_guider_products_in_detector1s_column():
+    import time
+
+    from calstream.daemon.operations import console_pages
+    from calstream.daemon.operations.console_data import Snapshot, index_records
+
+    records = [{"event": {"stage": stage, "pipeline": pipeline, "program": "01019",
+                          "observation": "001", "exposure_id": name, "product_name": name,
+                          "outcome": "success", "emitted_at": "2026-11-24T05:01:00.000Z",
+                          "duration_seconds": 2.0}}
+               for stage, pipeline, name in (("guider", "calwebb_guider", GUIDER_ID),
+                                             ("dark", "calwebb_dark<b>", "jw01019001001_"
+                                                                         "02101_00001_nrcb1"))]
+    index: dict = {}
+    index_records(records, index)
+    obs = index[("01019", "001")]
+    assert obs.counts()["exposures"] == 2 and obs.counts()["detector1"] == 2
+    snapshot = Snapshot(time.time(), "live", index, None, ["live"], "live", [], [], None)
+    html = console_pages.observation_page(snapshot, obs, {}).decode()
+    assert GUIDER_ID in html and "done (calwebb_guider)" in html
+    assert "calwebb_dark&lt;b&gt;" in html  # escaped, like every value a page shows
