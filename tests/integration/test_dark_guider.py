@@ -13,6 +13,7 @@ dead letter.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import anyio
@@ -57,11 +58,17 @@ def run(tmp_path_factory, broker):
                            timeout=300)
         # Everything the daemon said, the planner's reaction included (read once
         # it stopped: read_all's markers would be records for its consumers).
-        return await read_all(cfg, ["products", "work.stage2", "holds", "deadletter"])
+        said = await read_all(cfg, ["products", "work.stage2", "holds", "deadletter"])
+        # A restart's start-up scan re-announces inbox files without products:
+        # these two have theirs (stage dark and guider), so not them. The
+        # watcher is started once its scan is done.
+        async with running_daemon(dataclasses.replace(cfg, roles=["watcher"])):
+            pass
+        return said, await read_all(cfg, ["raw"])
 
     with environ(kit.crds_env):
-        messages = anyio.run(daemon_run)
-        yield messages, cfg, kit, files
+        messages, arrivals = anyio.run(daemon_run)
+        yield messages, cfg, kit, files, arrivals
 
 
 def _event(messages, stage: str) -> contract.Message:
@@ -92,7 +99,7 @@ def _assert_data_identical(ours: Path, theirs: Path) -> None:
 
 
 def test_a_dark_gets_calwebb_dark_instead_of_detector1(run, tmp_path):
-    messages, cfg, kit, files = run
+    messages, cfg, kit, files, arrivals = run
     event = _event(messages, "dark")
     assert not products(messages, "detector1")
     assert (event["pipeline"], event["outcome"], event["exposure_id"]) == (
@@ -117,7 +124,7 @@ def test_a_dark_gets_calwebb_dark_instead_of_detector1(run, tmp_path):
 
 
 def test_a_guider_file_named_as_jwst_names_it_gets_calwebb_guider(run, tmp_path):
-    messages, cfg, kit, files = run
+    messages, cfg, kit, files, arrivals = run
     event = _event(messages, "guider")
     assert (event["pipeline"], event["outcome"], event["exposure_id"], event["program"],
             event["observation"], event["visit"]) == (
@@ -139,7 +146,7 @@ def test_a_guider_file_named_as_jwst_names_it_gets_calwebb_guider(run, tmp_path)
 
 
 def test_both_are_in_the_store_and_go_no_further(run):
-    messages, cfg, kit, files = run
+    messages, cfg, kit, files, arrivals = run
     store = ProductStore(cfg.products)
     for stage, name in (("dark", DARK_ID), ("guider", GUIDER_ID)):
         event = _event(messages, stage)
@@ -153,3 +160,5 @@ def test_both_are_in_the_store_and_go_no_further(run):
     assert "work_order" not in kinds and "hold" not in kinds
     assert "dead_letter" not in kinds, [m.body for m in messages if m.type == "dead_letter"]
     assert not list(cfg.quarantine.iterdir())
+    # Each file announced once: the restart found their products.
+    assert sorted(a["exposure_id"] for a in arrivals) == sorted(files)
