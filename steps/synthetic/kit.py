@@ -66,10 +66,15 @@ MODES = ("imaging", "timeseries", "lrs")
 PROGRAM_MODES = ("mosaic", "segmented", "missing")
 # Modes in modules of their own, with stage-2 handling of their own (so not
 # in MODES, whose every mode the stage-2 tests run), and last here: a mode's
-# noise seed is its place in ALL_MODES, and the others' must not move.
+# noise seed is its place in KIT_MODES, and the others' must not move.
 OTHER_MODES = ("ami", "coron")
 CALIBRATION_MODES = ("dark", "guider")
-ALL_MODES = MODES + PROGRAM_MODES + OTHER_MODES + CALIBRATION_MODES
+# Every mode whose files the program's plan lists (the pool, the manifest).
+ALL_MODES = MODES + PROGRAM_MODES + OTHER_MODES + ("dark",)
+# Files no plan lists: guide-star data is no planned exposure (jwst's pools
+# have no row for it). Seeded after ALL_MODES.
+UNPLANNED_MODES = ("guider",)
+KIT_MODES = ALL_MODES + UNPLANNED_MODES
 # Ideal-frame arcsec between the two visits of observation 001: a sixth of
 # the SUB160 field, so the tiles overlap enough for tweakreg to tie them.
 MOSAIC_OFFSET = (0.8, 0.5)
@@ -106,15 +111,16 @@ class Kit:
 
         from calstream.steps.completeness import expected_detectors
         from calstream.steps.naming import parse_exposure_name
+        from calstream.steps.routing import level1_pipeline
 
         expected: dict[str, set[str]] = {}
         simulated: dict[str, set[str]] = {}
         for path in self.uncal_files:
             name = parse_exposure_name(path.name)
-            if name.is_guider:  # guide-star data is no exposure of the visit
-                continue
-            expected.setdefault(name.visit_id, set()).update(
-                expected_detectors(fits.getheader(path, 0)))
+            header = fits.getheader(path, 0)
+            if level1_pipeline(header) != "calwebb_detector1":
+                continue  # darks, guide-star data: no stage 3 waits for their visit
+            expected.setdefault(name.visit_id, set()).update(expected_detectors(header))
             simulated.setdefault(name.visit_id, set()).add(name.detector.lower())
         return {v: sorted(expected[v] - simulated[v]) for v in sorted(expected)
                 if expected[v] - simulated[v]}
@@ -128,14 +134,14 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
 
     `spec` is the imaging visit; `timeseries`, `lrs` and `ami` default to the
     same program's observations 2, 3 and 6. Each mode draws its noise from its own
-    stream (`seed` plus the mode's place in ALL_MODES), so a mode's data do not
+    stream (`seed` plus the mode's place in KIT_MODES), so a mode's data do not
     depend on which others are built.
     """
     root = Path(root).absolute()
     modes = list(dict.fromkeys(modes))
-    unknown = set(modes) - set(ALL_MODES)
+    unknown = set(modes) - set(KIT_MODES)
     if unknown:
-        raise ValueError(f"unknown modes {sorted(unknown)}; choose from {ALL_MODES}")
+        raise ValueError(f"unknown modes {sorted(unknown)}; choose from {KIT_MODES}")
     spec = spec or ProgramSpec()
     specs: dict[str, object] = {}
     if "imaging" in modes:
@@ -157,7 +163,7 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
 
     by_mode: dict[str, list[Path]] = {}
     for mode, mode_spec in specs.items():
-        mode_seed = seed + ALL_MODES.index(mode)
+        mode_seed = seed + KIT_MODES.index(mode)
         if mode == "lrs":
             by_mode[mode] = simulate_lrs(root / "uncal", mode_spec, seed=mode_seed)
         elif mode == "coron":

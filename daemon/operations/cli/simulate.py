@@ -21,7 +21,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detectors", nargs="+")
     p.add_argument("--planned", type=int, nargs="+", help="exposure numbers with ENGQLPTG=PLANNED")
     p.add_argument("--no-references", action="store_true", help="only the uncal files")
-    # steps.synthetic.kit.ALL_MODES, spelled out: the parser must not import numpy.
+    # steps.synthetic.kit.KIT_MODES, spelled out: the parser must not import numpy.
     p.add_argument("--modes", nargs="+", default=["imaging"],
                    choices=("imaging", "timeseries", "lrs", "mosaic", "segmented", "missing",
                             "coron", "ami", "dark", "guider"),
