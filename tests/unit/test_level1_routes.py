@@ -127,3 +127,15 @@ def test_the_console_shows_dark_and_guider_products_in_detector1s_column():
     html = console_pages.observation_page(snapshot, obs, {}).decode()
     assert GUIDER_ID in html and "done (calwebb_guider)" in html
     assert "calwebb_dark&lt;b&gt;" in html  # escaped, like every value a page shows
+
+
+def test_simulate_offers_every_kit_mode():
+    import argparse
+
+    from calstream.daemon.operations.cli import simulate
+    from calstream.steps.synthetic.kit import KIT_MODES
+
+    parser = argparse.ArgumentParser()
+    simulate._arguments(parser)
+    [modes] = [a for a in parser._actions if a.dest == "modes"]
+    assert set(modes.choices) == set(KIT_MODES)
