@@ -27,7 +27,7 @@ from calstream.daemon.operations.config import Config, host_port
 from calstream.daemon.operations.console import Console
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.operations.ops_http import OpsServer
-from calstream.daemon.stages import STAGES, Stage, stage_config
+from calstream.daemon.stages import STAGES, Stage, arrival_product_stages, stage_config
 from calstream.steps.crds_env import resolve_context
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.provenance import jwst_version
@@ -261,7 +261,8 @@ class Daemon:
             """Dealt with: calibrated, or dead-lettered (not announced again at
             every start; a redrive re-sends the arrival itself)."""
             name = parse_exposure_name(exposure_id)
-            return any(check(name.program, name.observation, exposure_id, "detector1", digest)
+            return any(check(name.program, name.observation, exposure_id, stage, digest)
+                       for stage in arrival_product_stages()  # detector1, dark, guider
                        for check in (self.store.has_input, self.store.has_failed))
 
         self.watcher = Watcher(

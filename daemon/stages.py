@@ -27,6 +27,9 @@ class Stage:
     # Run once in each worker before its first task: warm_up imports
     # jwst's pipelines and freezes them out of GC scans, which helps every stage.
     initializer: str = "calstream.steps.worker_warmup:warm_up"
+    # An arrival stage may run, per exposure, one of several pipelines (the
+    # one routing picks): {pipeline alias: the product events' "stage"}.
+    pipelines: dict[str, str] = field(default_factory=dict)
 
     def group(self, group_prefix: str) -> str:
         """The consumer group every daemon running this stage joins."""
@@ -36,8 +39,14 @@ class Stage:
 ASSOCIATION_TASK = "calstream.steps.association_run:run_association"
 
 STAGES: tuple[Stage, ...] = (
+    # jwst runs calwebb_dark on dark exposures and calwebb_guider on guide-star
+    # data *instead of* detector1 (steps/routing.py level1_pipeline): the same
+    # consumer, warm workers and product store run them, and their products
+    # carry a stage of their own, which the planner does not take to stage 2.
     Stage("detector1", "raw", "replay", "arrival", "calstream.steps.detector1:run_detector1",
-          replay_from="raw"),
+          replay_from="raw",
+          pipelines={"calwebb_detector1": "detector1", "calwebb_dark": "dark",
+                     "calwebb_guider": "guider"}),
     Stage("stage2", "work.stage2", "work.stage2.replay", "work_order", ASSOCIATION_TASK,
           replay_from="stage2"),
     # Longer, bigger runs combining many exposures: own pool size, recycling,
@@ -59,6 +68,12 @@ def stage(name: str) -> Stage:
         return BY_NAME[name]
     except KeyError:
         raise KeyError(f"unknown stage {name!r}; known: {sorted(BY_NAME)}") from None
+
+
+def arrival_product_stages() -> tuple[str, ...]:
+    """The product stages made straight from an arrival (an uncal file)."""
+    return tuple(name for s in STAGES if s.message == "arrival"
+                 for name in (s.pipelines.values() or (s.name,)))
 
 
 def by_live_topic(logical: str) -> Stage | None:

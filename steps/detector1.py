@@ -1,4 +1,6 @@
-"""calwebb_detector1 on one uncal file, as a warm worker process calls it.
+"""calwebb_detector1 on one uncal file, as a warm worker process calls it,
+or the pipeline jwst runs in its place on darks (calwebb_dark) and guide-star
+data (calwebb_guider): `pipeline` names it.
 
 Importing this module is cheap and has no side effects; jwst is imported by
 `worker_warmup.warm_up` (about 3 s), explicitly from a worker initializer or
@@ -15,6 +17,9 @@ from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.steps.worker_warmup import warm_up
 
 PIPELINE = "calwebb_detector1"
+# The uncal-file pipelines, by alias (jwst/stpipe/integration.py).
+PIPELINES = {PIPELINE: "Detector1Pipeline", "calwebb_dark": "DarkPipeline",
+             "calwebb_guider": "GuiderPipeline"}
 
 
 def _exposure_stem(input_path: Path) -> str:
@@ -40,11 +45,13 @@ def _products(directory: Path, stem: str) -> dict[Path, tuple[int, int]]:
     }
 
 
-def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None) -> dict:
-    """Run Detector1Pipeline on `input_path`, writing products into `output_dir`.
+def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None,
+                  pipeline: str = PIPELINE) -> dict:
+    """Run Detector1Pipeline (or `pipeline`: calwebb_dark, calwebb_guider) on
+    `input_path`, writing products into `output_dir`.
 
-    Uses ``Detector1Pipeline.call`` so CRDS parameter references apply, then
-    `steps` overrides. CRDS is configured by the environment (see crds_env);
+    Uses the pipeline's ``.call`` so CRDS parameter references apply, then
+    `steps` overrides: the products are those a direct ``.call`` makes. CRDS is configured by the environment (see crds_env);
     a changed environment since the previous run is picked up. The first call
     runs `warm_up`.
 
@@ -55,7 +62,11 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
     """
     warm_up()
     import jwst
-    from jwst.pipeline import Detector1Pipeline
+    import jwst.pipeline
+
+    if pipeline not in PIPELINES:
+        raise ValueError(f"{pipeline!r} is not an uncal-file pipeline ({', '.join(PIPELINES)})")
+    pipeline_class = getattr(jwst.pipeline, PIPELINES[pipeline])
 
     source = Path(input_path).resolve()
     out = Path(output_dir).resolve()
@@ -70,7 +81,7 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
     t0 = time.perf_counter()
     # configure_log=False: stpipe would add its own stderr handler; the
     # caller decides where a run's log goes (the worker pool: one file a run).
-    result = Detector1Pipeline.call(
+    result = pipeline_class.call(
         str(source), output_dir=str(out), save_results=True, steps=steps or {},
         configure_log=False,
     )
@@ -83,12 +94,12 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
         for p, stamp in _products(out, stem).items()
         if before.get(p) != stamp and p != source
     )
-    # rate, or ramp when ramp fitting was skipped
+    # rate, or ramp when ramp fitting was skipped; dark and guider make one product
     primary = [p for p in outputs if p.endswith(("_rate.fits", "_ramp.fits"))] or outputs
     context = _header_value(Path(primary[0]), "CRDS_CTX") if primary else None
     return {
         "outputs": outputs,
-        "pipeline": PIPELINE,
+        "pipeline": pipeline,
         "jwst_version": jwst.__version__,
         "crds_context": context,
         "duration_seconds": round(duration, 3),

@@ -70,7 +70,8 @@ __all__ = [
     "DETECTOR1_ONLY", "DETECTORS", "DIRECT_IMAGE", "EXP_TYPES", "GUIDER", "IMAGE2", "IMAGE3",
     "IMPRINT", "INSTRUMENT_OF", "NOD", "PIPELINE_CLASSES", "ROUTES", "SPEC2", "SPEC3",
     "TARGET_ACQUISITION", "TSO3", "WFS_IMAGE3", "HeaderView", "Route", "RouteRule",
-    "RoutingError", "RoutingTableError", "When", "exposure_role", "markdown_table",
+    "RoutingError", "RoutingTableError", "When", "exposure_role", "level1_pipeline",
+    "markdown_table",
     "nirspec_lit_detectors", "route",
 ]  # fmt: skip
 
@@ -203,6 +204,27 @@ def route(header: Mapping[str, Any]) -> Route:
         if rule.when.test(h):
             return _make_route(rule, h, instrument, exp_type)
     raise RoutingError(f"{instrument} {exp_type}: no routing rule matches")  # table bug
+
+
+DETECTOR1 = "calwebb_detector1"
+# The routes jwst calibrates with another pipeline *instead of* detector1:
+# darks stop before dark_current (calwebb_dark) and guide-star data has a
+# pipeline of its own (calwebb_guider). Their products feed no stage 2.
+LEVEL1_INSTEAD_OF_DETECTOR1 = (DARK, GUIDER)
+
+
+def level1_pipeline(header: Mapping[str, Any]) -> str:
+    """The pipeline an arrival runs first: calwebb_detector1, or the
+    calwebb_dark / calwebb_guider its route names in detector1's place.
+
+    An exposure that cannot be routed runs detector1, as before: its quick
+    look is still useful, and the planner dead-letters the routing error.
+    """
+    try:
+        other = route(header).other
+    except RoutingError:
+        return DETECTOR1
+    return other if other in LEVEL1_INSTEAD_OF_DETECTOR1 else DETECTOR1
 
 
 # PSF references and background targets calibrated alone: jwst names their

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
+from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.naming import BadName, parse_exposure_name
 
 PER_EXPOSURE_STAGES = ("detector1", "stage2", "dark", "guider")
@@ -56,7 +57,8 @@ def product_event_problems(event: Mapping[str, Any], *, products_root: str,
     for o in outputs:
         if not inside(str(o.get("path", "")), [out_root]):
             problems.append(f"output {str(o.get('path'))[:200]!r} is outside {out_root}")
-    in_roots = [*input_roots, store] if stage == "detector1" else [store]
+    # detector1, dark and guider are made from an uncal file in the inbox.
+    in_roots = [*input_roots, store] if stage in arrival_product_stages() else [store]
     for i in inputs:
         if not inside(str(i.get("path", "")), in_roots):
             problems.append(f"input {str(i.get('path'))[:200]!r} is outside the roots")

@@ -12,13 +12,14 @@ from typing import Any
 
 from calstream.daemon.deciders.namespaces import LIVE
 from calstream.steps.naming import parse_exposure_name
+from calstream.steps.routing import level1_pipeline
 
 DETECTOR1_PIPELINE = "calwebb_detector1"
 
 
 @dataclass
 class WorkItem:
-    stage: str  # "detector1" | "stage2" | "stage3"
+    stage: str  # "detector1" | "dark" | "guider" | "stage2" | "stage3"
     pipeline: str  # e.g. "calwebb_detector1"
     task: str  # "module:function" run in a worker, called with output_dir=...
     task_kwargs: dict[str, Any]
@@ -47,28 +48,41 @@ class WorkItem:
 def pipeline_of(stage: str, message: dict | None) -> str:
     """The pipeline a stage's message asks for ("unknown" for an undecodable one)."""
     if stage == "detector1":
-        return DETECTOR1_PIPELINE
+        return level1_pipeline(message["header"]) if message else DETECTOR1_PIPELINE
     return message["pipeline"] if message else "unknown"
 
 
 def detector1_item(arrival: dict, *, task: str, steps: dict[str, Any], key: str,
-                   record: Any) -> WorkItem:
+                   record: Any, pipelines: dict[str, str] | None = None) -> WorkItem:
+    """The run of an arrival: calwebb_detector1, or the pipeline its route
+    runs instead (calwebb_dark, calwebb_guider) when ``pipelines`` (the
+    stage's {pipeline: product stage}) has it. ``steps`` are detector1's."""
     name = parse_exposure_name(arrival["exposure_id"])
     header = arrival["header"]
     quality = str(header.get("ENGQLPTG", "UNKNOWN"))
     replay = arrival.get("replay") or None
+    pipeline = level1_pipeline(header)
+    if pipeline not in (pipelines or {}):
+        pipeline = DETECTOR1_PIPELINE
+    stage = (pipelines or {}).get(pipeline, "detector1")
+    detector1 = pipeline == DETECTOR1_PIPELINE
+    run_steps = steps if detector1 else {}
+    kwargs = {"input_path": arrival["path"], "steps": run_steps}
+    if not detector1:
+        kwargs["pipeline"] = pipeline
     return WorkItem(
-        stage="detector1", pipeline=DETECTOR1_PIPELINE, task=task,
-        task_kwargs={"input_path": arrival["path"], "steps": steps},
+        stage=stage, pipeline=pipeline, task=task, task_kwargs=kwargs,
         program=name.program, observation=name.observation, name=arrival["exposure_id"],
         inputs=[{"path": arrival["path"], "digest": arrival["digest"],
                  "size": arrival["size"], "role": "uncal"}],
-        parameters={"steps": steps},
+        parameters={"steps": run_steps},
         event_fields=dict(
             exposure_id=arrival["exposure_id"], visit=name.visit,
             instrument=header.get("INSTRUME"), exp_type=header.get("EXP_TYPE"),
             header=header, pointing_quality=quality,
-            pointing_provisional=quality == "PLANNED"),
+            # Only detector1 products wait for a pointing correction: calwebb_dark
+            # and calwebb_guider use no pointing and feed no stage 2.
+            pointing_provisional=detector1 and quality == "PLANNED"),
         arrived_at=arrival["detected_at"], key=key, record=record,
         crds_context=(replay or {}).get("crds_context"),
         namespace=(replay or {}).get("namespace") or LIVE,

@@ -136,6 +136,6 @@ class RecordAdmitter:
     def work_item(self, message: contract.Message, key: str, record: Record) -> WorkItem:
         if self.stage.message == "arrival":
             return detector1_item(message, task=self.stage.task, steps=self.cfg.detector1_steps,
-                                  key=key, record=record)
+                                  key=key, record=record, pipelines=self.stage.pipelines)
         return work_order_item(message, stage=self.stage.name, task=self.stage.task, key=key,
                                record=record)

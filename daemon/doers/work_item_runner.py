@@ -31,6 +31,7 @@ from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
 from calstream.daemon.operations import logs
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
+from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.failures import INFRASTRUCTURE, infrastructure_cause
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.provenance import jwst_version, work_id
@@ -205,7 +206,7 @@ class WorkItemRunner:
             digest=item.inputs[0]["digest"] if item.inputs else None,
             log_path=str(run_log), error_type=error_type)
         self.count(item, "failed")
-        if item.stage == "detector1" and item.inputs:
+        if item.stage in arrival_product_stages() and item.inputs:
             await anyio.to_thread.run_sync(lambda: self.store.for_namespace(
                 item.namespace).record_failure(item.program, item.observation, name=item.name,
                                                stage=item.stage, digest=item.inputs[0]["digest"],

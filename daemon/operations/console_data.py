@@ -123,6 +123,8 @@ def index_records(records: list[dict[str, Any]], index: dict) -> None:
         event = record.get("event") or {}
         obs = _observation(index, event.get("program", "?"), event.get("observation", "?"))
         stage = event.get("stage")
+        if stage in ("dark", "guider"):  # made in detector1's place: its column
+            stage = "detector1"
         if stage in PER_STAGE:
             found = _exposure_of(event.get("exposure_id") or event.get("product_name"))
             exp = obs.exposure(found[0] if found else event.get("product_name", "?"))

@@ -148,6 +148,8 @@ def _stage_cell(event: dict[str, Any] | None) -> str:
         return '<td class="muted">-</td>'
     took = event.get("duration_seconds")
     state = "skipped" if event.get("outcome") == "skipped" else "done"
+    if event.get("stage") in ("dark", "guider"):  # in detector1's column: say which ran
+        state += f" ({_e(event.get('pipeline'))})"
     return (f'<td><span class="ok">{state}</span> {_time(event.get("emitted_at"), date=False)}'
             f'{f" ({_age(took)})" if took is not None else ""}<br>{_thumbnails(event)}</td>')
 

@@ -19,7 +19,8 @@ from calstream.steps.synthetic.visit import (
 )
 
 # What each supported exposure type is, as APT and the headers say it.
-TEMPLATES = {"NRC_IMAGE": "NIRCam Imaging", "NRC_TSIMAGE": "NIRCam Time Series Imaging"}
+TEMPLATES = {"NRC_IMAGE": "NIRCam Imaging", "NRC_TSIMAGE": "NIRCam Time Series Imaging",
+             "NRC_DARK": "NIRCam Dark"}
 
 
 @dataclass(frozen=True)

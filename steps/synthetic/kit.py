@@ -26,6 +26,13 @@ and modes of other instruments, each with its own stage 3 (`OTHER_MODES`):
   (`coronagraphy.CoronSpec`, observations 008 and 009) -> image2 (calints)
   -> coron3.
 
+and the data jwst calibrates with another pipeline instead of detector1
+(`CALIBRATION_MODES`):
+
+* "dark": a NIRCam dark (`dark.dark_visit`, observation 010) -> calwebb_dark.
+* "guider": the FGS ACQ1 guide-star acquisition before observation 001's
+  visit (`guider.GuiderSpec`), named as jwst names it -> calwebb_guider.
+
 Every kit also writes the program's plan: a jwst association pool of every
 planned exposure file, the missing one included (`Kit.pool_path`), and the
 same as JSON (`Kit.manifest_path`); see `asn_pool`.
@@ -47,6 +54,8 @@ from .asn_pool import write_manifest, write_pool
 from .coron_references import write_coron_reference_files
 from .coronagraphy import CoronSpec, simulate_coronagraphy
 from .crds_cache import build_crds_cache
+from .dark import dark_visit, write_dark_parameters
+from .guider import GuiderSpec, simulate_guider, write_guider_reference_files
 from .program import ProgramSpec, simulate_program
 from .references import write_visit_reference_files
 from .spec_references import write_lrs_reference_files
@@ -57,9 +66,15 @@ MODES = ("imaging", "timeseries", "lrs")
 PROGRAM_MODES = ("mosaic", "segmented", "missing")
 # Modes in modules of their own, with stage-2 handling of their own (so not
 # in MODES, whose every mode the stage-2 tests run), and last here: a mode's
-# noise seed is its place in ALL_MODES, and the others' must not move.
+# noise seed is its place in KIT_MODES, and the others' must not move.
 OTHER_MODES = ("ami", "coron")
-ALL_MODES = MODES + PROGRAM_MODES + OTHER_MODES
+CALIBRATION_MODES = ("dark", "guider")
+# Every mode whose files the program's plan lists (the pool, the manifest).
+ALL_MODES = MODES + PROGRAM_MODES + OTHER_MODES + ("dark",)
+# Files no plan lists: guide-star data is no planned exposure (jwst's pools
+# have no row for it). Seeded after ALL_MODES.
+UNPLANNED_MODES = ("guider",)
+KIT_MODES = ALL_MODES + UNPLANNED_MODES
 # Ideal-frame arcsec between the two visits of observation 001: a sixth of
 # the SUB160 field, so the tiles overlap enough for tweakreg to tie them.
 MOSAIC_OFFSET = (0.8, 0.5)
@@ -96,13 +111,16 @@ class Kit:
 
         from calstream.steps.completeness import expected_detectors
         from calstream.steps.naming import parse_exposure_name
+        from calstream.steps.routing import level1_pipeline
 
         expected: dict[str, set[str]] = {}
         simulated: dict[str, set[str]] = {}
         for path in self.uncal_files:
             name = parse_exposure_name(path.name)
-            expected.setdefault(name.visit_id, set()).update(
-                expected_detectors(fits.getheader(path, 0)))
+            header = fits.getheader(path, 0)
+            if level1_pipeline(header) != "calwebb_detector1":
+                continue  # darks, guide-star data: no stage 3 waits for their visit
+            expected.setdefault(name.visit_id, set()).update(expected_detectors(header))
             simulated.setdefault(name.visit_id, set()).add(name.detector.lower())
         return {v: sorted(expected[v] - simulated[v]) for v in sorted(expected)
                 if expected[v] - simulated[v]}
@@ -116,14 +134,14 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
 
     `spec` is the imaging visit; `timeseries`, `lrs` and `ami` default to the
     same program's observations 2, 3 and 6. Each mode draws its noise from its own
-    stream (`seed` plus the mode's place in ALL_MODES), so a mode's data do not
+    stream (`seed` plus the mode's place in KIT_MODES), so a mode's data do not
     depend on which others are built.
     """
     root = Path(root).absolute()
     modes = list(dict.fromkeys(modes))
-    unknown = set(modes) - set(ALL_MODES)
+    unknown = set(modes) - set(KIT_MODES)
     if unknown:
-        raise ValueError(f"unknown modes {sorted(unknown)}; choose from {ALL_MODES}")
+        raise ValueError(f"unknown modes {sorted(unknown)}; choose from {KIT_MODES}")
     spec = spec or ProgramSpec()
     specs: dict[str, object] = {}
     if "imaging" in modes:
@@ -137,16 +155,23 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
     specs.update(program_specs(spec, seed, [m for m in modes if m in PROGRAM_MODES]))
     if "ami" in modes:
         specs["ami"] = ami or AmiSpec(program=spec.program)
+    if "dark" in modes:
+        specs["dark"] = dark_visit(spec)
+    if "guider" in modes:
+        specs["guider"] = GuiderSpec(program=spec.program, observation=spec.observation,
+                                     visit=spec.visit, visit_start=spec.visit_start)
 
     by_mode: dict[str, list[Path]] = {}
     for mode, mode_spec in specs.items():
-        mode_seed = seed + ALL_MODES.index(mode)
+        mode_seed = seed + KIT_MODES.index(mode)
         if mode == "lrs":
             by_mode[mode] = simulate_lrs(root / "uncal", mode_spec, seed=mode_seed)
         elif mode == "coron":
             by_mode[mode] = simulate_coronagraphy(root / "uncal", mode_spec, seed=mode_seed)
         elif mode == "ami":
             by_mode[mode] = simulate_ami(root / "uncal", mode_spec, seed=mode_seed)
+        elif mode == "guider":
+            by_mode[mode] = simulate_guider(root / "uncal", mode_spec, seed=mode_seed)
         else:
             by_mode[mode] = simulate_program(root / "uncal", mode_spec, seed=mode_seed)
     kit = Kit(root, sorted(p for files in by_mode.values() for p in files),
@@ -176,6 +201,12 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
                 refs.setdefault(reftype, []).extend(paths)
         if "ami" in specs:
             for reftype, paths in write_ami_reference_files(root / "references", specs["ami"]).items():
+                refs.setdefault(reftype, []).extend(paths)
+        if "dark" in specs:
+            refs.update(write_dark_parameters(root / "references"))
+        if "guider" in specs:
+            for reftype, paths in write_guider_reference_files(root / "references",
+                                                               specs["guider"]).items():
                 refs.setdefault(reftype, []).extend(paths)
         kit.context = build_crds_cache(root / "crds", refs)
         kit.crds_env = offline_crds_env(root / "crds", kit.context)

@@ -21,15 +21,17 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detectors", nargs="+")
     p.add_argument("--planned", type=int, nargs="+", help="exposure numbers with ENGQLPTG=PLANNED")
     p.add_argument("--no-references", action="store_true", help="only the uncal files")
-    # steps.synthetic.kit.ALL_MODES, spelled out: the parser must not import numpy.
+    # steps.synthetic.kit.KIT_MODES, spelled out: the parser must not import numpy.
     p.add_argument("--modes", nargs="+", default=["imaging"],
                    choices=("imaging", "timeseries", "lrs", "mosaic", "segmented", "missing",
-                            "coron", "ami"),
+                            "coron", "ami", "dark", "guider"),
                    help="what the program observes (default: imaging). mosaic: observation "
                         "001's second visit, one exposure delivered late; segmented: a time "
                         "series in 3 segments; missing: a 4-dither visit whose exposure 3 "
                         "is never written; coron: NIRCam coronagraphy, science and PSF "
-                        "reference; ami: a NIRISS AMI target and its calibrator")
+                        "reference; ami: a NIRISS AMI target and its calibrator; dark: a "
+                        "NIRCam dark (calwebb_dark); guider: the FGS ACQ1 guide-star "
+                        "acquisition of observation 001 (calwebb_guider)")
     p.add_argument("--inbox", type=Path, help="then deliver the files here, as a downlink would")
     p.add_argument("--interval", type=float, default=0.0, help="seconds between files")
     p.add_argument("--pieces", type=int, default=1, help="write each file in N pieces")
