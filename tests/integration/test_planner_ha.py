@@ -199,7 +199,7 @@ async def test_the_watcher_announces_while_the_planner_works_through_a_backlog(
     cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["watcher", "planner"])
     await kafka.create_topics(cfg, Topics(cfg.topic_prefix))
     backlog = [product_event(cfg.products, cfg.inbox, p, n, 10)
-               for p in range(1, 121) for n in range(1, 11)]
+               for p in range(1, 81) for n in range(1, 11)]
     await publish(cfg, backlog)
     name = "jw01234001001_02101_00001_nrcb1"
     data = small_uncal({**SMALL_UNCAL_HEADER, "EXPOSURE": "00001", "DETECTOR": "NRCB1"},
@@ -218,6 +218,3 @@ async def test_the_watcher_announces_while_the_planner_works_through_a_backlog(
         assert ordered_by_then < len(backlog), \
             "the planner had finished its backlog before the watcher announced the file"
         print(f"the arrival was announced after {ordered_by_then:.0f} of {len(backlog)} orders")
-        with anyio.fail_after(120):
-            while orders._value.get() < len(backlog):
-                await anyio.sleep(0.2)
