@@ -206,12 +206,15 @@ class Planner:
                     await self.standby.take_over_when_due(self, reader)
                 if self.caught_up and time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
-                    # Timed decisions are the active planner's: a standby
-                    # learns them from the work topics.
+                    # Timed decisions, and the planner's gauges (summed over
+                    # daemons), are the active planner's: a standby learns
+                    # them from the work topics and shows only /planner.
                     if self.standby is None or self.standby.gate.acting:
                         for state in list(self.states.values()):
                             await self._publish(state.tick(time.time()))
-                    self._update_metrics()
+                        self._update_metrics()
+                    else:
+                        self.last_view = self.view()
 
     def _now(self, record) -> float:
         # While rebuilding, time is the event's own: decisions replay as made.
