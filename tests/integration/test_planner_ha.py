@@ -66,20 +66,19 @@ def product_event(products: Path, inbox: Path, program: int, n: int,
 
 
 async def publish(cfg, events, pause: float = 0.0) -> None:
+    """Product events as a worker announces them; all at once unless ``pause``."""
     producer = kafka.producer(cfg)
     await producer.start()
     try:
-        publisher = kafka.Publisher(producer, Topics(cfg.topic_prefix), _NoMetrics(), "test")
+        topic = Topics(cfg.topic_prefix).name("products")
         for e in events:
-            await publisher.publish("products", e["program"], e)
+            sent = await producer.send(topic, contract.encode(e), key=e["program"].encode())
             if pause:
+                await sent
                 await anyio.sleep(pause)
+        await producer.flush()
     finally:
         await producer.stop()
-
-
-class _NoMetrics:
-    pass
 
 
 def stage2_orders(messages) -> list[contract.Message]:
@@ -145,14 +144,17 @@ async def test_the_standby_takes_over_a_killed_planner_and_sends_every_order_onc
     events = [product_event(cfg.products, cfg.inbox, p, n, 20)
               for p in (1, 2, 3) for n in range(1, 21)]
     first, rest = events[:20], events[20:]
-    a = PlannerProcess(cfg, tmp_path / "planner-a")
-    b = None
+    planners = [PlannerProcess(cfg, tmp_path / f"planner-{x}") for x in "ab"]
     try:
-        with anyio.fail_after(60):
-            await a.until("active")
-        b = PlannerProcess(cfg, tmp_path / "planner-b")
-        with anyio.fail_after(60):
-            assert (await b.until("standby"))["leadership"]["withheld"] == 0
+        with anyio.fail_after(90):  # both started at once: one leads, one stands by
+            while True:
+                views = [await p.view() for p in planners]
+                roles = sorted(v["leadership"]["role"] for v in views if v.get("caught_up"))
+                if roles == ["active", "standby"]:
+                    break
+                await anyio.sleep(0.2)
+        a, b = sorted(planners, key=lambda p: views[planners.index(p)]["leadership"]["role"])
+        assert (await b.view())["leadership"]["withheld"] == 0
         await publish(cfg, first)
         await wait_for(cfg, ["work.stage2"], lambda m: len(stage2_orders(m)) >= len(first), 60)
 
@@ -187,9 +189,8 @@ async def test_the_standby_takes_over_a_killed_planner_and_sends_every_order_onc
         assert metric(samples, "calstream_planner_leadership_changes_total") >= 1
         assert "leadership gained" in b.output()
     finally:
-        for p in (a, b):
-            if p is not None:
-                p.stop()
+        for p in planners:
+            p.stop()
 
 
 # -- a busy planner does not hold up the watcher ------------------------------

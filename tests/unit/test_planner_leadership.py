@@ -100,3 +100,21 @@ def test_lease_timing_follows_the_setting():
     assert cfg.planner_lease and LeaseTiming.of(cfg).session_timeout_ms == 30000
     with pytest.raises(ConfigError):
         load(None, env={"CALSTREAM_PLANNER_LEASE_TIMEOUT": "0"})
+
+
+def test_the_lease_stays_with_its_holder_when_a_planner_joins():
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata as Meta
+
+    from calstream.daemon.doers.kafka.lease import CLAIM, StickyLeaseAssignor
+
+    assignor = StickyLeaseAssignor(SimpleNamespace(claims=False))
+    members = {"a-new": Meta(0, ["t.planner.lease"], b""),
+               "z-holder": Meta(0, ["t.planner.lease"], CLAIM)}
+    got = assignor.assign(None, members)
+    assert [tuple(x) for x in got["z-holder"].assignment] == \
+        [("t.planner.lease", [0])]
+    assert got["a-new"].assignment == []
+    # Nobody held it (the holder died): the smallest member id gets it.
+    members["z-holder"] = Meta(0, ["t.planner.lease"], b"")
+    assert assignor.assign(None, members)["a-new"].assignment
+    assert assignor.metadata(["t.planner.lease"]).user_data == b""

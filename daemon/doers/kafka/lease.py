@@ -19,6 +19,11 @@ from dataclasses import dataclass
 
 import anyio
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
 
 from calstream.daemon.doers.kafka import clients
 from calstream.daemon.operations.config import Config
@@ -43,6 +48,39 @@ class LeaseTiming:
         return cls(session, max(100, session // 7), max(500, session // 2))
 
 
+CLAIM = b"calstream-lease-holder"
+
+
+class StickyLeaseAssignor(AbstractPartitionAssignor):
+    """Partition 0 stays with the member that held it: a member joining (a
+    standby starting, a rolling update) does not move the lease; the lease
+    moves only when its holder leaves or is expelled. Each member says in its
+    join request whether it held the lease; without a claimant the member
+    with the smallest id gets it, and of two claimants (after a partition of
+    the network) the same."""
+
+    name = "calstream-sticky-lease"
+    version = 0
+
+    def __init__(self, lease: Lease):
+        self.lease = lease
+
+    def metadata(self, topics) -> ConsumerProtocolMemberMetadata:
+        return ConsumerProtocolMemberMetadata(self.version, sorted(topics),
+                                              CLAIM if self.lease.claims else b"")
+
+    def assign(self, cluster, members) -> dict[str, ConsumerProtocolMemberAssignment]:
+        claimants = sorted(m for m, meta in members.items() if meta.user_data == CLAIM)
+        holder = (claimants or sorted(members))[0]
+        topics = sorted({t for meta in members.values() for t in meta.subscription})
+        return {m: ConsumerProtocolMemberAssignment(
+                    self.version, [(t, [0]) for t in topics] if m == holder else [], b"")
+                for m in members}
+
+    def on_assignment(self, assignment) -> None:
+        pass
+
+
 class _Listener(ConsumerRebalanceListener):
     def __init__(self, lease: Lease):
         self.lease = lease
@@ -55,7 +93,8 @@ class _Listener(ConsumerRebalanceListener):
             await self.lease.on_lost()
 
     async def on_partitions_assigned(self, assigned) -> None:
-        if any(tp.partition == 0 for tp in assigned) and not self.lease.held:
+        self.lease.claims = any(tp.partition == 0 for tp in assigned)
+        if self.lease.claims and not self.lease.held:
             self.lease.held = True
             await self.lease.on_granted()
 
@@ -69,6 +108,9 @@ class Lease:
         self.on_granted = on_granted
         self.on_lost = on_lost
         self.held = False
+        # Whether this member held the lease at the last assignment: claimed at
+        # the next join, after the revocation every rebalance begins with.
+        self.claims = False
         self.timing = LeaseTiming.of(cfg)
 
     async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
@@ -78,6 +120,7 @@ class Lease:
             auto_offset_reset="latest", session_timeout_ms=t.session_timeout_ms,
             heartbeat_interval_ms=t.heartbeat_interval_ms,
             rebalance_timeout_ms=t.rebalance_timeout_ms,
+            partition_assignment_strategy=(StickyLeaseAssignor(self),),
             # Polled every second below: a member whose loop stops polling
             # gives the lease up within this much.
             max_poll_interval_ms=max(t.session_timeout_ms, 10000))
