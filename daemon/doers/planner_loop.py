@@ -196,6 +196,7 @@ class Planner:
                             self.standby.observe_output(self, record)
                         continue
                     await self._on_record(record)
+                    await anyio.sleep(0)  # the loop's beat and clients run between events
                 if not self.caught_up and await reader.caught_up():
                     self.caught_up = True
                     log.info("planner caught up with the product events")
