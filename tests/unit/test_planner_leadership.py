@@ -118,3 +118,17 @@ def test_the_lease_stays_with_its_holder_when_a_planner_joins():
     members["z-holder"] = Meta(0, ["t.planner.lease"], b"")
     assert assignor.assign(None, members)["a-new"].assignment
     assert assignor.metadata(["t.planner.lease"]).user_data == b""
+
+
+def test_status_shows_the_active_planners_view_and_names_the_standby():
+    from calstream.daemon.operations.status_render import _planner_roles
+    from calstream.daemon.operations.status_summary import Endpoint, summarise_planner
+
+    standby = Endpoint("b", planner={"caught_up": True, "leadership": {"role": "standby"}})
+    active = Endpoint("a", planner={"caught_up": True, "leadership": {"role": "active"},
+                                    "plans": []})
+    out = summarise_planner([standby, active])
+    assert out["view"] is active.planner and out["roles"] == ["active", "standby"]
+    assert _planner_roles(out["roles"]) == ["  planners: active, standby"]
+    assert "expected exactly one" in _planner_roles(["standby", "standby"])[0]
+    assert _planner_roles(["active"]) == []  # one planner, nothing to say
