@@ -127,14 +127,16 @@ class Leadership:
         self.metrics = metrics
         self.gate = gate
         self.lease: Lease | None = None
+        # Labelled by group: only a daemon with the planner role has the series.
+        self.leader = metrics.planner_leader.labels(group=f"{cfg.group_prefix}.planner")
 
     async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
         if not self.cfg.planner_lease:
             self.gate.act(self.gate.grant())  # the only planner: it simply leads
-            self.metrics.planner_leader.set(1)
+            self.leader.set(1)
             task_status.started()
             await anyio.sleep_forever()
-        self.metrics.planner_leader.set(0)
+        self.leader.set(0)
         self.lease = Lease(self.cfg, self.topics.name("planner.lease"),
                            f"{self.cfg.group_prefix}.planner", on_granted=self._granted,
                            on_lost=self._lost)
@@ -145,7 +147,7 @@ class Leadership:
 
     async def _granted(self) -> None:
         generation = self.gate.grant()
-        self.metrics.planner_leader.set(1)
+        self.leader.set(1)
         self.metrics.planner_leadership_changes.inc()
         log.warning("planner: leadership gained (generation %d): reading what the previous "
                     "leader published, then publishing", generation)
@@ -153,7 +155,7 @@ class Leadership:
     async def _lost(self) -> None:
         wait = self.lease.timing.rebalance_timeout_ms / 1000 if self.lease else 5.0
         drained = await anyio.to_thread.run_sync(self.gate.revoke, wait)
-        self.metrics.planner_leader.set(0)
+        self.leader.set(0)
         self.metrics.planner_leadership_changes.inc()
         log.warning("planner: leadership lost: publishing stopped%s; standing by",
                     "" if drained else " (a publication was still unacknowledged after "

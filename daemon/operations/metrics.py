@@ -106,8 +106,8 @@ class Metrics:
             registry=r)
         self.planner_leader = Gauge(
             "calstream_planner_leader",
-            "Whether this planner holds the planner lease and publishes (1) or stands by (0)",
-            registry=r)
+            "Whether this planner holds the planner lease of its group and publishes (1) or "
+            "stands by (0); only daemons with the planner role have it", ["group"], registry=r)
         self.planner_leadership_changes = Counter(
             "calstream_planner_leadership_changes",
             "Times this planner gained or lost the planner lease", registry=r)
