@@ -16,7 +16,10 @@ from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
+from calstream.daemon.doers.planner_leadership import GatedPublisher, Leadership, PublishGate
 from calstream.daemon.doers.planner_loop import Planner
+from calstream.daemon.doers.planner_standby import Standby
+from calstream.daemon.doers.planner_thread import OwnLoop, stale_for
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.promotion import ensure_current
 from calstream.daemon.doers.record_admitter import RecordAdmitter
@@ -56,6 +59,8 @@ class Daemon:
         self.consumers: list[kafka.ConcurrentConsumer] = []
         self.watcher: Watcher | None = None
         self.planner: Planner | None = None
+        self.leadership: Leadership | None = None
+        self.planner_loop: OwnLoop | None = None
         self.crds_context: str | None = None
         self.bootstrap: str | None = cfg.kafka_bootstrap
         self.supervisor: BrokerSupervisor | None = None
@@ -95,6 +100,8 @@ class Daemon:
         stale = time.monotonic() - (self.heartbeat or time.monotonic())
         if stale > self.cfg.heartbeat_seconds:
             problems.append(f"event loop has not run for {stale:.0f}s")
+        if (stale := stale_for(self.planner_loop)) > self.cfg.heartbeat_seconds:
+            problems.append(f"the planner's event loop has not run for {stale:.0f}s")
         if self.supervisor is not None and (lost := self.supervisor.problem(for_health=True)):
             problems.append(lost)
         return not problems, problems
@@ -114,8 +121,7 @@ class Daemon:
         host, port = host_port(cfg.metrics_address)
         self.metrics.stall_threshold.set(cfg.stall_seconds)
         self.ops = OpsServer(host, port, self.metrics, self.readiness,
-                             planner=lambda: (self.planner.last_view or {"caught_up": False})
-                             if self.planner else None,
+                             planner=self._planner_view,
                              pages=Console(cfg, lambda: [self.ops.address]).handle,
                              health=self.health)
         self.ops.start()
@@ -149,10 +155,10 @@ class Daemon:
                     for st in STAGES:
                         if st.name in cfg.roles:
                             await tg.start(self._run_stage, publisher, st)
-                    if "planner" in cfg.roles:
-                        await tg.start(self._run_planner, publisher)
                     if "watcher" in cfg.roles:
                         await tg.start(self._run_watcher, publisher)
+                    if "planner" in cfg.roles:
+                        await tg.start(self._run_planner, publisher)
                     log.info("calstream %s running roles %s; inbox %s; products %s",
                              calstream.__version__, ", ".join(cfg.roles), cfg.inbox, cfg.products)
                     task_status.started(self)
@@ -233,9 +239,42 @@ class Daemon:
 
     async def _run_planner(self, publisher: Publisher, *,
                            task_status=anyio.TASK_STATUS_IGNORED) -> None:
-        self.planner = Planner(self.cfg, publisher=publisher, metrics=self.metrics,
-                               topics=self.topics)
-        await self.planner.run(task_status=task_status)
+        """The lease on this loop, the planner on its own (doers/planner_thread.py):
+        its decisions never hold up the watcher or the stage consumers."""
+        gate = PublishGate()
+        self.leadership = Leadership(self.cfg, self.topics, self.metrics, gate)
+        standby = Standby(gate, self.topics, follow=self.cfg.planner_lease)
+
+        async def planner_main(*, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+            producer = kafka.producer(self.cfg)  # aiokafka clients belong to one loop
+            await producer.start()
+            try:
+                own = Publisher(producer, self.topics, self.metrics, role=publisher.role)
+                self.planner = Planner(self.cfg, publisher=GatedPublisher(own, gate,
+                                                                          standby.withhold),
+                                       metrics=self.metrics, topics=self.topics)
+                self.planner.standby = standby
+                await self.planner.run(task_status=task_status)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await producer.stop()
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.leadership.run)
+            self.planner_loop = OwnLoop("planner")
+            await tg.start(self.planner_loop.run, planner_main)
+            task_status.started()
+
+    def _planner_view(self) -> dict | None:
+        """/planner: built by the planner's loop, served from the HTTP thread."""
+        if "planner" not in self.cfg.roles:
+            return None
+        view = dict((self.planner and self.planner.last_view) or {"caught_up": False})
+        if self.leadership is not None:
+            view["leadership"] = self.leadership.describe()
+            if self.planner is not None and self.planner.standby is not None:
+                view["leadership"].update(self.planner.standby.describe())
+        return view
 
     async def _run_watcher(self, publisher: Publisher, *,
                            task_status=anyio.TASK_STATUS_IGNORED) -> None:

@@ -66,6 +66,10 @@ CATALOG: tuple[TopicSpec, ...] = (
               writers="operators, pointing tools", readers="planner"),
     TopicSpec("plans", "program", "plan", 1, retention_ms=180 * DAY_MS,
               writers="calstream plan load", readers="planner"),
+    # Nothing is written here: planners join a consumer group on it, and the
+    # member assigned its one partition is the active planner (planner_lease).
+    TopicSpec("planner.lease", "none (never written)", None, 1, retention_ms=DAY_MS,
+              writers="nobody", readers="planners (their consumer group holds the lease)"),
     TopicSpec("deadletter", "original key", "dead_letter", 1, retention_ms=90 * DAY_MS,
               writers="anyone", readers="operators"),
 )

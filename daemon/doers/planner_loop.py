@@ -58,6 +58,8 @@ log = logging.getLogger("calstream.planner")
 
 
 class Planner:
+    standby = None  # a Standby (doers/planner_standby.py) when run under the planner lease
+
     def __init__(self, cfg: Config, *, publisher: kafka.Publisher, metrics: Metrics,
                  topics: Topics):
         self.cfg = cfg
@@ -179,25 +181,43 @@ class Planner:
     async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
         await self.restore()
         # One planner sees every partition of products (keyed by program):
-        # no group, no commits; the topics are its memory.
+        # no group, no commits; the topics are its memory. A standby also
+        # follows what the active planner publishes (doers/planner_standby.py).
         names = [self.topics.name(t) for t in ("products", "pointing", "plans")]
-        async with kafka.open_reader(self.cfg, names) as reader:
+        outputs = set(self.standby.output_names(self)) if self.standby else set()
+        async with kafka.open_reader(self.cfg, names + sorted(outputs)) as reader:
             task_status.started()
-            last_tick = 0.0
+            last_tick = last_yield = 0.0
             while True:
+                acting = self.standby is None or self.standby.gate.acting
                 for record in await reader.fetch():
+                    if record.topic in outputs:
+                        if not acting:  # the active planner knows what it sent
+                            self.standby.observe_output(self, record)
+                        continue
                     await self._on_record(record)
+                    if time.monotonic() - last_yield > 0.05:  # its beat and clients run too
+                        await anyio.sleep(0)
+                        last_yield = time.monotonic()
                 if not self.caught_up and await reader.caught_up():
                     self.caught_up = True
                     log.info("planner caught up with the product events")
                     for record in self._deferred:
                         await self._on_record(record)
                     self._deferred.clear()
+                if self.standby is not None:
+                    await self.standby.take_over_when_due(self, reader)
                 if self.caught_up and time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
-                    for state in list(self.states.values()):
-                        await self._publish(state.tick(time.time()))
-                    self._update_metrics()
+                    # Timed decisions, and the planner's gauges (summed over
+                    # daemons), are the active planner's: a standby learns
+                    # them from the work topics and shows only /planner.
+                    if self.standby is None or self.standby.gate.acting:
+                        for state in list(self.states.values()):
+                            await self._publish(state.tick(time.time()))
+                        self._update_metrics()
+                    else:
+                        self.last_view = self.view()
 
     def _now(self, record) -> float:
         # While rebuilding, time is the event's own: decisions replay as made.
@@ -303,7 +323,8 @@ class Planner:
                 # it kept. A kept record the broker never got is re-published
                 # at the next start.
                 await anyio.to_thread.run_sync(self.ledger.keep, "holds", e.message.body)
-            await self.publisher.publish(self._topic_for(e), e.key, e.message)
+            if await self.publisher.publish(self._topic_for(e), e.key, e.message) is False:
+                continue  # withheld: a standby publishes nothing (doers/planner_standby.py)
             if e.topic == "work.stage3":
                 version = e.message.get("version") or 1
                 self.metrics.work_orders.labels(stage="stage3",

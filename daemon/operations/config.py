@@ -94,12 +94,23 @@ class Config:
     stage3_worker_rss_limit_mb: int = 6144
     crds_context: str | None = None  # pin a context; default: CRDS_CONTEXT or the cache's
     fast_group_timing: bool = False  # short session timeouts for tests and the demo
+    # Planners compete for a lease (a consumer group): the holder publishes,
+    # the others stand by warm and take over when it dies (docs/operations.md).
+    planner_lease: bool = False
+    # Seconds a silent lease holder keeps it (the group's session timeout);
+    # None: 2 with fast_group_timing, else Kafka's default 10.
+    planner_lease_timeout: float | None = None
     json_logs: bool = False
     log_level: str = "INFO"
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
     # Where each setting given explicitly came from ("file PATH", "env NAME",
     # "flag --name"); absent: the default.
     sources: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def lease_timeout(self) -> float:
+        if self.planner_lease_timeout is not None:
+            return self.planner_lease_timeout
+        return 2.0 if self.fast_group_timing else 10.0
 
     def resolved(self) -> Config:
         """Fill in derived paths; validate."""
@@ -191,6 +202,8 @@ PARSERS = {
     "stage3_task_timeout": _positive(_float), "stage3_worker_rss_limit_mb": _nonnegative(_int),
     "crds_context": values.optional(values.parse_str),
     "fast_group_timing": values.parse_bool, "json_logs": values.parse_bool,
+    "planner_lease": values.parse_bool,
+    "planner_lease_timeout": values.optional(_positive(_float)),
     "log_level": values.parse_choice(LOG_LEVELS, upper=True),
     "security.protocol": values.parse_choice(PROTOCOLS, upper=True),
     "security.sasl_mechanism": values.optional(values.parse_choice(SASL_MECHANISMS, upper=True)),

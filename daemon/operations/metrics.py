@@ -104,6 +104,13 @@ class Metrics:
             "calstream_superseding_orders_total",
             "Stage-3 work orders that re-open a closed candidate (version 2 and later)",
             registry=r)
+        self.planner_leader = Gauge(
+            "calstream_planner_leader",
+            "Whether this planner holds the planner lease of its group and publishes (1) or "
+            "stands by (0); only daemons with the planner role have it", ["group"], registry=r)
+        self.planner_leadership_changes = Counter(
+            "calstream_planner_leadership_changes",
+            "Times this planner gained or lost the planner lease", registry=r)
         self.plans_loaded = Counter(
             "calstream_plans_loaded_total", "Plans (pools or manifests) the planner applied",
             registry=r)

@@ -186,7 +186,8 @@ def _planner_metrics(pl: dict[str, Any]) -> list[str]:
 
 def _waiting(st: Status) -> list[str]:
     return ["Held exposures, associations, missing exposures", *_holds(st.broker.holds, st.at),
-            *_planner_metrics(st.planner), *_planner_view(st.planner.get("view"), st.at)]
+            *_planner_metrics(st.planner), *_planner_roles(st.planner.get("roles")),
+            *_planner_view(st.planner.get("view"), st.at)]
 
 
 def _missing(stage3: dict[str, Any], tag: str, now: float) -> list[str]:
@@ -224,6 +225,14 @@ def _stage3_open(candidates: list[dict[str, Any]], tag: str) -> list[str]:
         return []
     return [f"  stage-3 candidates open{tag}: {len(candidates)}",
             *(_candidate(c) for c in candidates[:LISTED])]
+
+
+def _planner_roles(roles: list[str] | None) -> list[str]:
+    """Under the planner lease: which planner publishes (docs/operations.md)."""
+    if not roles or roles == ["active"]:
+        return []
+    return [f"  planners: {', '.join(roles)}"
+            + ("" if roles.count("active") == 1 else "  <- expected exactly one active")]
 
 
 def _planner_view(view: dict[str, Any] | None, now: float) -> list[str]:

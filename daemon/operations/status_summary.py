@@ -130,8 +130,12 @@ def summarise_planner(endpoints: list[Endpoint]) -> dict[str, Any]:
         d = out.setdefault("open_associations", {})
         d[labels["stage"]] = d.get(labels["stage"], 0) + int(v)
     views = [ep.planner for ep in endpoints if ep.planner]
+    # Under the planner lease the active planner's view comes first; a
+    # standby's is the same decisions, not yet (or never) published.
+    views.sort(key=lambda v: (v.get("leadership") or {}).get("role", "active") != "active")
     if views:
-        out["view"] = views[0]  # one planner per deployment
+        out["view"] = views[0]
+        out["roles"] = [(v.get("leadership") or {}).get("role", "active") for v in views]
     return out
 
 

@@ -7,7 +7,8 @@ def test_every_topic_of_the_architecture_is_declared_once():
     logical = [s.logical for s in CATALOG]
     assert sorted(logical) == sorted(["raw", "replay", "products", "work.stage2", "work.stage3",
                                       "holds", "pointing", "plans", "deadletter",
-                                      "work.stage2.replay", "work.stage3.replay", "promotions"])
+                                      "work.stage2.replay", "work.stage3.replay", "promotions",
+                                      "planner.lease"])
     assert len(set(logical)) == len(logical)
 
 

@@ -219,10 +219,28 @@ def test_kubernetes_has_a_deployment_per_role_running_a_real_command():
             for path in (cfg.inbox, cfg.products, cfg.quarantine):
                 assert any(path.is_relative_to(m) for m in mounts), (role, path)
     assert set(roles) == set(ROLES)
-    # One watcher per inbox and one planner per deployment, never two at once.
-    for single in ("watcher", "planner"):
+    # One watcher per inbox, never two at once.
+    for single in ("watcher",):
         spec = roles[single]["spec"]
         assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    # Two planners under the planner lease: one publishes, one stands by.
+    planner = roles["planner"]["spec"]
+    assert planner["replicas"] == 2 and cfg.planner_lease
+    assert planner["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    (budget,) = [b for b in of_kind("PodDisruptionBudget")
+                 if b["spec"]["selector"]["matchLabels"].items()
+                 <= planner["template"]["metadata"]["labels"].items()]
+    assert budget["spec"]["minAvailable"] == 1
+
+
+def test_the_planner_is_never_autoscaled():
+    """Only the lease holder publishes: more planners are more standbys, not speed."""
+    targets = {so["spec"]["scaleTargetRef"]["name"] for so in of_kind("ScaledObject")}
+    for dep in of_kind("Deployment"):
+        role, _ = run_command(dep["spec"]["template"]["spec"]["containers"][0]["args"])
+        if role == "planner":
+            assert dep["metadata"]["name"] not in targets
+    assert "planner is NOT autoscaled" in (K8S / "keda.yaml").read_text()
 
 
 def test_kubernetes_ports_and_probes_match_the_daemon():

@@ -62,6 +62,17 @@ class TopicReader:
                 self._reached.add(tp)
         return len(self._reached) == len(self.partitions)
 
+    async def at_end(self, topics: set[str]) -> bool:
+        """Whether the partitions of ``topics`` are read up to the high
+        watermark of their last fetch response, now (unlike ``caught_up``,
+        which remembers having been there once)."""
+        for tp in self.partitions:
+            if tp.topic in topics:
+                high = self._client.highwater(tp)
+                if high is None or await self._client.position(tp) < high:
+                    return False
+        return True
+
     async def batches_to_end(self) -> AsyncIterator[list[ConsumerRecord]]:
         """The records up to "now", a fetch at a time."""
         while True:

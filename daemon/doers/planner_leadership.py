@@ -1,0 +1,166 @@
+"""Which planner publishes: the one holding the planner lease (a consumer
+group on the one-partition ``planner.lease`` topic, doers/kafka/lease.py).
+
+Two or more planners may run (``planner_lease = true``); each reads every
+topic and decides everything, but only the lease holder publishes: the
+others withhold what they decide (doers/planner_standby.py) and are ready to
+take over. With ``planner_lease = false`` (the default, one planner) the
+planner holds the lease from the start and no group is joined.
+
+The lease lives on the daemon's event loop and the publishing on the
+planner's own (doers/planner_thread.py), so the gate between them is
+thread-safe. Fencing: losing the lease closes the gate first (nothing new is
+published from that moment) and then waits for the publication in flight to
+be acknowledged, all before the member rejoins the group, so before the
+coordinator can give the lease to another planner.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import anyio
+
+from calstream.daemon.doers import kafka
+from calstream.daemon.doers.kafka.lease import Lease
+from calstream.daemon.operations.config import Config
+from calstream.daemon.operations.metrics import Metrics
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+log = logging.getLogger("calstream.planner")
+
+
+class PublishGate:
+    """The lease as the planner's publishing sees it.
+
+    ``generation`` counts grants: each grant needs its own takeover (reading
+    what whoever held the lease meanwhile published) before ``act``."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.held = False
+        self.generation = 0
+        self._acting: int | None = None
+        self._in_flight = 0
+        self.since = time.time()  # of the last change, for the status
+
+    def grant(self) -> int:
+        with self._cond:
+            self.held, self.generation, self.since = True, self.generation + 1, time.time()
+            return self.generation
+
+    def revoke(self, wait: float) -> bool:
+        """Close the gate, then wait (at most ``wait`` s) for publications in
+        flight; False if one was still unacknowledged."""
+        with self._cond:
+            self.held, self._acting, self.since = False, None, time.time()
+            return self._cond.wait_for(lambda: self._in_flight == 0, timeout=wait)
+
+    def takeover_due(self) -> int | None:
+        """The generation to take over, while the lease is held and not yet acted on."""
+        with self._cond:
+            return self.generation if self.held and self._acting != self.generation else None
+
+    def act(self, generation: int) -> bool:
+        """Start publishing for ``generation``, unless the lease moved meanwhile."""
+        with self._cond:
+            if self.held and self.generation == generation:
+                self._acting = generation
+                return True
+            return False
+
+    @property
+    def acting(self) -> bool:
+        with self._cond:
+            return self.held and self._acting == self.generation
+
+    def enter(self) -> bool:
+        """Begin one publication; False (nothing begun) when not acting."""
+        with self._cond:
+            if not (self.held and self._acting == self.generation):
+                return False
+            self._in_flight += 1
+            return True
+
+    def leave(self) -> None:
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    def role(self) -> str:
+        with self._cond:
+            if self.held:
+                return "active" if self._acting == self.generation else "taking over"
+            return "standby"
+
+
+class GatedPublisher(kafka.Publisher):
+    """The planner's publisher: sends while the gate is open, else hands the
+    message to ``withhold`` (the standby's memory) and answers False."""
+
+    def __init__(self, publisher: kafka.Publisher, gate: PublishGate, withhold):
+        super().__init__(publisher.producer, publisher.topics, publisher.metrics,
+                         role=publisher.role)
+        self.gate = gate
+        self.withhold = withhold
+
+    async def publish(self, logical_topic: str, key: str, message: contract.Message) -> bool:
+        if not self.gate.enter():
+            self.withhold(logical_topic, key, message)
+            return False
+        try:
+            await super().publish(logical_topic, key, message)
+        finally:
+            self.gate.leave()
+        return True
+
+
+class Leadership:
+    """Holds (or competes for) the planner lease on the daemon's loop."""
+
+    def __init__(self, cfg: Config, topics: Topics, metrics: Metrics, gate: PublishGate):
+        self.cfg = cfg
+        self.topics = topics
+        self.metrics = metrics
+        self.gate = gate
+        self.lease: Lease | None = None
+        # Labelled by group: only a daemon with the planner role has the series.
+        self.leader = metrics.planner_leader.labels(group=f"{cfg.group_prefix}.planner")
+
+    async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        if not self.cfg.planner_lease:
+            self.gate.act(self.gate.grant())  # the only planner: it simply leads
+            self.leader.set(1)
+            task_status.started()
+            await anyio.sleep_forever()
+        self.leader.set(0)
+        self.lease = Lease(self.cfg, self.topics.name("planner.lease"),
+                           f"{self.cfg.group_prefix}.planner", on_granted=self._granted,
+                           on_lost=self._lost)
+        log.info("planner: standby until it holds the planner lease (group %s.planner, "
+                 "session timeout %d ms)", self.cfg.group_prefix,
+                 self.lease.timing.session_timeout_ms)
+        await self.lease.run(task_status=task_status)
+
+    async def _granted(self) -> None:
+        generation = self.gate.grant()
+        self.leader.set(1)
+        self.metrics.planner_leadership_changes.inc()
+        log.warning("planner: leadership gained (generation %d): reading what the previous "
+                    "leader published, then publishing", generation)
+
+    async def _lost(self) -> None:
+        wait = self.lease.timing.rebalance_timeout_ms / 1000 if self.lease else 5.0
+        drained = await anyio.to_thread.run_sync(self.gate.revoke, wait)
+        self.leader.set(0)
+        self.metrics.planner_leadership_changes.inc()
+        log.warning("planner: leadership lost: publishing stopped%s; standing by",
+                    "" if drained else " (a publication was still unacknowledged after "
+                    f"{wait:.1f}s)")
+
+    def describe(self) -> dict:
+        return {"role": self.gate.role(), "lease": bool(self.cfg.planner_lease),
+                "generation": self.gate.generation, "since": self.gate.since}

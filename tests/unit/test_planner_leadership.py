@@ -1,0 +1,134 @@
+"""The planner lease's gate and a standby's memory, without a broker."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from calstream.daemon.doers.kafka.lease import LeaseTiming
+from calstream.daemon.doers.planner_leadership import PublishGate
+from calstream.daemon.doers.planner_standby import Standby
+from calstream.daemon.operations.config import ConfigError, load
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+
+def order(work_id: str) -> contract.Message:
+    return contract.Message("work_order", {"event_id": contract.event_id("work_order", work_id),
+                                           "work_id": work_id, "stage": "stage2",
+                                           "product_name": "jw01234001001_02101_00001_nrcb1"})
+
+
+def test_a_planner_publishes_only_after_taking_over_its_grant():
+    gate = PublishGate()
+    assert not gate.enter() and gate.role() == "standby"
+    generation = gate.grant()
+    assert gate.takeover_due() == generation and not gate.enter()
+    assert gate.role() == "taking over"
+    assert gate.act(generation) and gate.enter() and gate.role() == "active"
+    gate.leave()
+    assert gate.takeover_due() is None
+
+
+def test_losing_the_lease_closes_the_gate_at_once_and_waits_for_the_send_in_flight():
+    gate = PublishGate()
+    gate.act(gate.grant())
+    assert gate.enter()  # a publication in flight
+    finished = []
+
+    def revoke():
+        finished.append(gate.revoke(wait=30))
+
+    t = threading.Thread(target=revoke)
+    t.start()
+    while gate.held:
+        time.sleep(0.01)
+    assert not gate.enter(), "nothing new begins once the lease is lost"
+    assert not finished, "revoke returns only when the publication is acknowledged"
+    gate.leave()
+    t.join()
+    assert finished == [True]
+
+
+def test_a_grant_that_moved_on_cannot_be_acted_on():
+    gate = PublishGate()
+    first = gate.grant()
+    gate.revoke(wait=0)
+    second = gate.grant()
+    assert not gate.act(first)
+    assert gate.act(second) and gate.acting
+
+
+def _dead_letter(topics: Topics, event_id: str):
+    """A record of the deadletter topic as the active planner published it."""
+    body = f'{{"event_id": "{event_id}", "schema": "calstream.dead_letter"}}'.encode()
+    return SimpleNamespace(topic=topics.name("deadletter"), value=body)
+
+
+def test_a_standby_forgets_what_the_active_planner_published_and_keeps_the_rest():
+    topics = Topics("t.")
+    standby = Standby(PublishGate(), topics, follow=True)
+    planner = SimpleNamespace()  # dead letters teach the state nothing
+    mine, theirs, later = order("a" * 64), order("b" * 64), order("c" * 64)
+    for m in (mine, theirs):
+        standby.withhold("deadletter", "k", m)
+    standby.observe_output(planner, SimpleNamespace(topic=topics.name("deadletter"),
+                                                    value=b"not json"))
+    assert list(standby.withheld) == [mine.event_id, theirs.event_id]
+    standby.observe_output(planner, _dead_letter(topics, theirs.event_id))
+    assert list(standby.withheld) == [mine.event_id]
+    # Published before this standby decided it: never withheld at all.
+    standby.observe_output(planner, _dead_letter(topics, later.event_id))
+    standby.withhold("deadletter", "k", later)
+    assert list(standby.withheld) == [mine.event_id]
+    assert standby.describe() == {"withheld": 1}
+
+
+def test_one_planner_follows_nothing():
+    assert Standby(PublishGate(), Topics("t."), follow=False).output_names(None) == []
+
+
+def test_lease_timing_follows_the_setting():
+    assert LeaseTiming.of(load(None, env={}, flags={"fast_group_timing": True})) == \
+        LeaseTiming(2000, 285, 1000)
+    assert LeaseTiming.of(load(None, env={})).session_timeout_ms == 10000
+    cfg = load(None, env={"CALSTREAM_PLANNER_LEASE": "true",
+                          "CALSTREAM_PLANNER_LEASE_TIMEOUT": "30"})
+    assert cfg.planner_lease and LeaseTiming.of(cfg).session_timeout_ms == 30000
+    with pytest.raises(ConfigError):
+        load(None, env={"CALSTREAM_PLANNER_LEASE_TIMEOUT": "0"})
+
+
+def test_the_lease_stays_with_its_holder_when_a_planner_joins():
+    from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata as Meta
+
+    from calstream.daemon.doers.kafka.lease import CLAIM, StickyLeaseAssignor
+
+    assignor = StickyLeaseAssignor(SimpleNamespace(claims=False))
+    members = {"a-new": Meta(0, ["t.planner.lease"], b""),
+               "z-holder": Meta(0, ["t.planner.lease"], CLAIM)}
+    got = assignor.assign(None, members)
+    assert [tuple(x) for x in got["z-holder"].assignment] == \
+        [("t.planner.lease", [0])]
+    assert got["a-new"].assignment == []
+    # Nobody held it (the holder died): the smallest member id gets it.
+    members["z-holder"] = Meta(0, ["t.planner.lease"], b"")
+    assert assignor.assign(None, members)["a-new"].assignment
+    assert assignor.metadata(["t.planner.lease"]).user_data == b""
+
+
+def test_status_shows_the_active_planners_view_and_names_the_standby():
+    from calstream.daemon.operations.status_render import _planner_roles
+    from calstream.daemon.operations.status_summary import Endpoint, summarise_planner
+
+    standby = Endpoint("b", planner={"caught_up": True, "leadership": {"role": "standby"}})
+    active = Endpoint("a", planner={"caught_up": True, "leadership": {"role": "active"},
+                                    "plans": []})
+    out = summarise_planner([standby, active])
+    assert out["view"] is active.planner and out["roles"] == ["active", "standby"]
+    assert _planner_roles(out["roles"]) == ["  planners: active, standby"]
+    assert "expected exactly one" in _planner_roles(["standby", "standby"])[0]
+    assert _planner_roles(["active"]) == []  # one planner, nothing to say
