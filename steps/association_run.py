@@ -7,15 +7,20 @@ outputs: operations archive the association with the products it made.
 
 Members are absolute paths (the planner names the products in the store),
 so jwst 3.0 finds them whatever directory it resolves them from (it is not
-consistent: jwst issues 5950, 8738, 10815) and the run never changes the
-process's working directory. Step overrides jwst 3.0 needs for some inputs
+consistent: jwst issues 5950, 8738, 10815) and the run changes the process's
+working directory in one case only: WFSS spec2 keeps just the file name of its
+`sourcecat` (and `segmap`, `direct_image`) members and opens them from the
+working directory, as if strun ran where they are; so a WFSS run happens
+there (a warm worker runs one item at a time, and the directory is restored). Step overrides jwst 3.0 needs for some inputs
 come from `pipeline_settings`; the caller's ``steps`` win over them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -101,7 +106,8 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
         # Members are absolute paths on purpose: the association runs from a
         # scratch directory and is then moved beside the products.
         warnings.filterwarnings("ignore", "Input association file contains path information")
-        result = cls.call(str(run_path), **kwargs)
+        with _working_directory(_catalog_directory(association)):
+            result = cls.call(str(run_path), **kwargs)
     duration = time.perf_counter() - t0
     if hasattr(result, "close"):
         result.close()
@@ -113,6 +119,28 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
         annotate(outputs, annotation)
     return {"outputs": outputs, "pipeline": pipeline, "jwst_version": jwst.__version__,
             "crds_context": _context(outputs), "duration_seconds": round(duration, 3)}
+
+
+def _catalog_directory(association: dict[str, Any]) -> Path | None:
+    """Where a WFSS association's source catalog is (jwst opens it by name), or None."""
+    for product in association.get("products", []):
+        for member in product.get("members", []):
+            if member.get("exptype") == "sourcecat" and Path(member["expname"]).is_absolute():
+                return Path(member["expname"]).parent
+    return None
+
+
+@contextlib.contextmanager
+def _working_directory(directory: Path | None):
+    if directory is None:
+        yield
+        return
+    before = Path.cwd()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def _context(outputs: list[str]) -> str | None:

@@ -24,12 +24,13 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     # steps.synthetic.kit.ALL_MODES, spelled out: the parser must not import numpy.
     p.add_argument("--modes", nargs="+", default=["imaging"],
                    choices=("imaging", "timeseries", "lrs", "mosaic", "segmented", "missing",
-                            "coron", "ami"),
+                            "coron", "ami", "wfss"),
                    help="what the program observes (default: imaging). mosaic: observation "
                         "001's second visit, one exposure delivered late; segmented: a time "
                         "series in 3 segments; missing: a 4-dither visit whose exposure 3 "
                         "is never written; coron: NIRCam coronagraphy, science and PSF "
-                        "reference; ami: a NIRISS AMI target and its calibrator")
+                        "reference; ami: a NIRISS AMI target and its calibrator; wfss: a "
+                        "NIRISS direct image and grism image (image3 feeds spec2)")
     p.add_argument("--inbox", type=Path, help="then deliver the files here, as a downlink would")
     p.add_argument("--interval", type=float, default=0.0, help="seconds between files")
     p.add_argument("--pieces", type=int, default=1, help="write each file in N pieces")
