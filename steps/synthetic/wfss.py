@@ -25,22 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
-from calstream.steps.naming import ExposureName
-from calstream.steps.synthetic import metadata
+from calstream.steps.synthetic import ami, metadata
 from calstream.steps.synthetic.attitude import solve_attitude, v1_pointing
 from calstream.steps.synthetic.detector_noise import name_key, read_ramps, rng
 from calstream.steps.synthetic.focal_plane import LinearAperture, Subarray
 from calstream.steps.synthetic.level1b_wcs import linear_wcs_keywords
-from calstream.steps.synthetic.timing import ramp_timing
 from calstream.steps.synthetic.uncal_files import UncalWriter
-from calstream.steps.synthetic.visit import POINTING_CALCULATED, FixedSetup, VisitId
+from calstream.steps.synthetic.visit import POINTING_CALCULATED, FixedSetup
 
-DETECTOR = "NIS"
-SCA_NUM = 496
-# SUB128 (science frame, 1-based) in the detector corner; its first 4 rows are
+DETECTOR, SCA_NUM = ami.DETECTOR, ami.SCA_NUM
+# SUB128 (science frame, 1-based) in the detector corner; its first rows are
 # reference pixels, as in the AMI subarray.
 SUB128 = Subarray("SUB128", 1921, 1, 128, 128, fastaxis=-2, slowaxis=-1, noutputs=1)
-REF_ROWS = 4
+REF_ROWS = ami.REF_ROWS
 APERTURE = "NIS_SUB128"
 PIXEL_SCALE = 0.0656  # arcsec/pixel
 XREF, YREF = 64.5, 64.5  # the aperture reference pixel (1-based, subarray frame)
@@ -57,14 +54,13 @@ TRACE_START, TRACE_LENGTH = 8.0, 60.0
 BAND = (1.33, 1.67)  # the blocking filter: flat between, dark outside
 STAR_SIGMA = 1.1  # pixels, Gaussian PSF and cross-dispersion profile
 TEMPLATE = "NIRISS Wide Field Slitless Spectroscopy"
-NIRISS_READOUT = {"NISRAPID": (1, 0), "NIS": (4, 0)}
 
 
 @dataclass(frozen=True)
-class WfssSpec(FixedSetup, VisitId):
+class WfssSpec(FixedSetup, ami.NisVisit):
     """One NIRISS WFSS visit: the direct image (exposure 1) and the grism image (exposure 2)."""
 
-    READOUT_PATTERNS = NIRISS_READOUT
+    READOUT_PATTERNS = ami.NIRISS_READOUT
     DETECTOR, SUBARRAY, FILTER, PUPIL = DETECTOR, SUB128, GRISM, PUPIL
 
     target_ra: float = 53.1210  # deg: the field centre (aperture reference)
@@ -84,11 +80,6 @@ class WfssSpec(FixedSetup, VisitId):
     stars: tuple[tuple[float, float, float], ...] = (
         (22.3, 30.6, 60000.0), (38.7, 63.2, 45000.0), (51.4, 97.8, 52000.0))
     sky_rate: float = 1.0  # DN/s per pixel
-    dark_rate: float = 0.02
-    bias_level: float = 12000.0
-    gain: float = 1.6
-    readnoise: float = 12.0
-    saturation: float = 60000.0
 
     @property
     def exposure_numbers(self) -> list[int]:
@@ -103,15 +94,6 @@ class WfssSpec(FixedSetup, VisitId):
     def optics(self, exposure: int) -> tuple[str, str]:
         """(FILTER, PUPIL) of an exposure."""
         return (GRISM if self.is_grism(exposure) else DIRECT_FILTER), PUPIL
-
-    def exposure_name(self, exposure: int, detector: str = DETECTOR) -> ExposureName:
-        return super().exposure_name(exposure, detector)
-
-    def exposure_names(self) -> list[ExposureName]:
-        return [self.exposure_name(e) for e in self.exposure_numbers]
-
-    def segment_names(self, exposure: int, detector: str = DETECTOR) -> list[ExposureName]:
-        return [self.exposure_name(exposure, detector)]
 
     def validate(self) -> None:
         self.check_readpatt("NIRISS", 3, "jump needs at least 3 groups")
@@ -167,22 +149,15 @@ def band_throughput(wavelength) -> np.ndarray:
 
 
 def reference_pixel_mask() -> np.ndarray:
-    mask = np.zeros((SUB128.ysize, SUB128.xsize), dtype=bool)
-    mask[:REF_ROWS] = True
-    return mask
+    return ami.reference_pixel_mask(SUB128)
 
 
 def detector_bias(spec: WfssSpec) -> np.ndarray:
-    noise = rng(name_key(DETECTOR), 11)
-    shape = (SUB128.ysize, SUB128.xsize)
-    return (spec.bias_level + noise.normal(0.0, 30.0, shape)).astype(np.float32)
+    return ami.detector_bias(spec, SUB128)
 
 
 def detector_flat(spec: WfssSpec) -> np.ndarray:
-    noise = rng(name_key(DETECTOR), 12)
-    flat = 1.0 + noise.normal(0.0, 0.005, (SUB128.ysize, SUB128.xsize))
-    flat[reference_pixel_mask()] = 1.0
-    return flat.astype(np.float32)
+    return ami.detector_flat(spec, SUB128)
 
 
 def _gaussian(centre: float, n: int) -> np.ndarray:
@@ -219,10 +194,7 @@ def grism_rate(spec: WfssSpec) -> np.ndarray:
 
 
 def exposure_timing(spec: WfssSpec, exposure: int):
-    tframe = SUB128.frame_time
-    per_group = spec.nframes + spec.groupgap
-    duration = spec.nints * ((spec.ngroups * per_group - spec.groupgap) + 1) * tframe
-    return ramp_timing(spec, exposure, tframe, duration)
+    return ami.exposure_timing(spec, exposure, SUB128)
 
 
 # --- headers ------------------------------------------------------------------------
