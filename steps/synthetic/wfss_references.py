@@ -15,9 +15,10 @@ What each stage asked CRDS for (jwst 3.0), and what is written:
   (NisWfssPhotom, per wavelength, flat response).
 
 The direct image and the grism image share the detector and subarray but not
-their FLAT and PHOTOM, so those carry EXP_TYPE (`crds_cache` then matches on
-it). Every file is stamped SUB128, so none collides with the AMI visit's
-references of the same detector.
+their FLAT, PHOTOM and APCORR, so those carry EXP_TYPE (`crds_cache` then
+matches on it). Every file is stamped SUB128 where its type has the keywords,
+so none collides with the AMI visit's references of the same detector; the
+AREA map, which has none, comes as a pair by EXP_TYPE too.
 """
 
 from __future__ import annotations
@@ -62,14 +63,12 @@ def _detector(spec: WfssSpec) -> DetectorReferences:
 
 def _in_sub128(model):
     """Select the file for this visit's exposures only, never the AMI visit's
-    (same detector): by subarray where the type has the keywords, else by
-    exposure type, else (the IPC kernel, which has neither) by a later
-    USEAFTER -- the same identity kernel, whichever CRDS picks."""
+    (same detector): by subarray where the type has the keywords, else (the
+    IPC kernel, ABVEGAOFFSET) by a later USEAFTER -- the same content,
+    whichever CRDS picks. (AREA has neither: it comes in a pair, by EXP_TYPE.)"""
     if "subarray" in model.schema["properties"]["meta"]["properties"]:
         set_subarray(model.meta.subarray, wfss.SUB128)
-    elif "exposure" in model.schema["properties"]["meta"]["properties"]:
-        model.meta.exposure.p_exptype = "NIS_IMAGE|NIS_WFSS|"
-    else:
+    elif "type" not in model.meta.instance.get("exposure", {}):
         model.meta.useafter = "2022-01-02T00:00:00"
     return model
 
@@ -134,9 +133,10 @@ def _photoms(spec):
     return [_in_sub128(image), grism]
 
 
-def _area(spec):
-    return _in_sub128(_detector(spec).area_to_subarray(
-        "Synthetic NIRISS pixel area map: all ones", pixel_scale=wfss.PIXEL_SCALE, meta={}))
+def _areas(spec):
+    return [_detector(spec).area_to_subarray(
+        "Synthetic NIRISS pixel area map: all ones", pixel_scale=wfss.PIXEL_SCALE, meta=kind)
+        for kind in (_DIRECT, _GRISM)]
 
 
 def _apcorr(spec):
@@ -230,10 +230,10 @@ def _bkg(spec):
 
 
 _BUILDERS = {"ipc": _ipc, "distortion": _distortion, "filteroffset": _filteroffset,
-             "area": _area, "abvegaoffset": _abvegaoffset,
+             "abvegaoffset": _abvegaoffset,
              "specwcs": _specwcs, "wavelengthrange": _wavelengthrange, "bkg": _bkg,
-             # these three: the direct image's, the grism's
-             "flat": _flats, "photom": _photoms, "apcorr": _apcorr}
+             # these four: the direct image's, the grism's
+             "flat": _flats, "photom": _photoms, "apcorr": _apcorr, "area": _areas}
 _ASDF = ("specwcs", "wavelengthrange")  # NIRISS WFSS keeps them as ASDF (MIRI LRS's SPECWCS is FITS)
 
 

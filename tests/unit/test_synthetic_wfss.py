@@ -72,9 +72,9 @@ def test_crds_gives_the_direct_and_the_grism_image_their_own_references(kit, mon
                   "META.SUBARRAY.NAME": "SUB128", "META.EXPOSURE.TYPE": h["EXP_TYPE"],
                   "META.OBSERVATION.DATE": h["DATE-OBS"], "META.OBSERVATION.TIME": h["TIME-OBS"]}
         chosen[h["EXP_TYPE"]] = {t: Path(p).name for t, p in crds.getreferences(
-            params, reftypes=["flat", "photom", "apcorr", "distortion", "specwcs"],
+            params, reftypes=["flat", "photom", "apcorr", "area", "distortion", "specwcs"],
             observatory="jwst", context=context).items()}
-    for reftype in ("flat", "photom", "apcorr"):
+    for reftype in ("flat", "photom", "apcorr", "area"):
         assert chosen["NIS_IMAGE"][reftype] != chosen["NIS_WFSS"][reftype]
     assert chosen["NIS_IMAGE"]["distortion"] == chosen["NIS_WFSS"]["distortion"]
     with fits.open(root / "crds" / "references" / "jwst" / chosen["NIS_WFSS"]["photom"]) as h:
