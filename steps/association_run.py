@@ -8,10 +8,12 @@ outputs: operations archive the association with the products it made.
 Members are absolute paths (the planner names the products in the store),
 so jwst 3.0 finds them whatever directory it resolves them from (it is not
 consistent: jwst issues 5950, 8738, 10815) and the run changes the process's
-working directory in one case only: WFSS spec2 keeps just the file name of its
-`sourcecat` (and `segmap`, `direct_image`) members and opens them from the
-working directory, as if strun ran where they are; so a WFSS run happens
-there (a warm worker runs one item at a time, and the directory is restored). Step overrides jwst 3.0 needs for some inputs
+working directory for WFSS only, where jwst 3.0 assumes strun runs beside the
+files: spec2 keeps just the file name of its `sourcecat` (and `segmap`,
+`direct_image`) members and opens them from the working directory, so it runs
+where they are; spec3 writes its x1d and c1d into the working directory
+whatever `output_dir` says, so it runs in the output directory. (A warm worker
+runs one item at a time, and the directory is restored.) Step overrides jwst 3.0 needs for some inputs
 come from `pipeline_settings`; the caller's ``steps`` win over them.
 """
 
@@ -106,7 +108,7 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
         # Members are absolute paths on purpose: the association runs from a
         # scratch directory and is then moved beside the products.
         warnings.filterwarnings("ignore", "Input association file contains path information")
-        with _working_directory(_catalog_directory(association)):
+        with _working_directory(_wfss_directory(association, out)):
             result = cls.call(str(run_path), **kwargs)
     duration = time.perf_counter() - t0
     if hasattr(result, "close"):
@@ -121,12 +123,14 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
             "crds_context": _context(outputs), "duration_seconds": round(duration, 3)}
 
 
-def _catalog_directory(association: dict[str, Any]) -> Path | None:
-    """Where a WFSS association's source catalog is (jwst opens it by name), or None."""
+def _wfss_directory(association: dict[str, Any], out: Path) -> Path | None:
+    """Where a WFSS association must run (see the module docstring), or None."""
     for product in association.get("products", []):
         for member in product.get("members", []):
             if member.get("exptype") == "sourcecat" and Path(member["expname"]).is_absolute():
                 return Path(member["expname"]).parent
+    if str(association.get("asn_rule", "")).startswith("Asn_Lv3WFSS"):
+        return out
     return None
 
 
