@@ -7,15 +7,22 @@ outputs: operations archive the association with the products it made.
 
 Members are absolute paths (the planner names the products in the store),
 so jwst 3.0 finds them whatever directory it resolves them from (it is not
-consistent: jwst issues 5950, 8738, 10815) and the run never changes the
-process's working directory. Step overrides jwst 3.0 needs for some inputs
+consistent: jwst issues 5950, 8738, 10815) and the run changes the process's
+working directory for WFSS only, where jwst 3.0 assumes strun runs beside the
+files: spec2 keeps just the file name of its `sourcecat` (and `segmap`,
+`direct_image`) members and opens them from the working directory, so it runs
+where they are; spec3 writes its x1d and c1d into the working directory
+whatever `output_dir` says, so it runs in the output directory. (A warm worker
+runs one item at a time, and the directory is restored.) Step overrides jwst 3.0 needs for some inputs
 come from `pipeline_settings`; the caller's ``steps`` win over them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -101,7 +108,8 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
         # Members are absolute paths on purpose: the association runs from a
         # scratch directory and is then moved beside the products.
         warnings.filterwarnings("ignore", "Input association file contains path information")
-        result = cls.call(str(run_path), **kwargs)
+        with _working_directory(_wfss_directory(association, out)):
+            result = cls.call(str(run_path), **kwargs)
     duration = time.perf_counter() - t0
     if hasattr(result, "close"):
         result.close()
@@ -113,6 +121,30 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
         annotate(outputs, annotation)
     return {"outputs": outputs, "pipeline": pipeline, "jwst_version": jwst.__version__,
             "crds_context": _context(outputs), "duration_seconds": round(duration, 3)}
+
+
+def _wfss_directory(association: dict[str, Any], out: Path) -> Path | None:
+    """Where a WFSS association must run (see the module docstring), or None."""
+    for product in association.get("products", []):
+        for member in product.get("members", []):
+            if member.get("exptype") == "sourcecat" and Path(member["expname"]).is_absolute():
+                return Path(member["expname"]).parent
+    if str(association.get("asn_rule", "")).startswith("Asn_Lv3WFSS"):
+        return out
+    return None
+
+
+@contextlib.contextmanager
+def _working_directory(directory: Path | None):
+    if directory is None:
+        yield
+        return
+    before = Path.cwd()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(before)
 
 
 def _context(outputs: list[str]) -> str | None:

@@ -78,7 +78,28 @@ TEMPLATE = "NIRISS Aperture Masking Interferometry"
 
 
 @dataclass(frozen=True)
-class AmiSpec(FixedSetup, VisitId):
+class NisVisit(VisitId):
+    """What every synthetic NIRISS visit shares: the NIS detector as simulated
+    (one file per exposure, no segments)."""
+
+    dark_rate: float = 0.02
+    bias_level: float = 12000.0
+    gain: float = 1.6
+    readnoise: float = 12.0
+    saturation: float = 60000.0
+
+    def exposure_name(self, exposure: int, detector: str = DETECTOR) -> ExposureName:
+        return super().exposure_name(exposure, detector)
+
+    def exposure_names(self) -> list[ExposureName]:
+        return [self.exposure_name(e) for e in self.exposure_numbers]
+
+    def segment_names(self, exposure: int, detector: str = DETECTOR) -> list[ExposureName]:
+        return [self.exposure_name(exposure, detector)]
+
+
+@dataclass(frozen=True)
+class AmiSpec(FixedSetup, NisVisit):
     """One AMI visit: the science target (exposure 1) and its calibrator (exposure 2)."""
 
     READOUT_PATTERNS = NIRISS_READOUT
@@ -107,11 +128,6 @@ class AmiSpec(FixedSetup, VisitId):
     psf_offset: tuple[float, float] = (-0.17, 0.24)
     jitter_mas: float = 9.0  # Gaussian sigma of the pointing jitter, each axis
     sky_rate: float = 2.0  # DN/s per pixel
-    dark_rate: float = 0.02
-    bias_level: float = 12000.0
-    gain: float = 1.6
-    readnoise: float = 12.0
-    saturation: float = 60000.0
 
     @property
     def exposure_numbers(self) -> list[int]:
@@ -126,15 +142,6 @@ class AmiSpec(FixedSetup, VisitId):
             return self.psf_name, self.psf_ra, self.psf_dec, self.psf_flux, self.psf_offset
         return (self.target_name, self.target_ra, self.target_dec, self.target_flux,
                 self.target_offset)
-
-    def exposure_name(self, exposure: int, detector: str = DETECTOR) -> ExposureName:
-        return super().exposure_name(exposure, detector)
-
-    def exposure_names(self) -> list[ExposureName]:
-        return [self.exposure_name(e) for e in self.exposure_numbers]
-
-    def segment_names(self, exposure: int, detector: str = DETECTOR) -> list[ExposureName]:
-        return [self.exposure_name(exposure, detector)]
 
     def validate(self) -> None:
         self.check_readpatt("NIRISS")
@@ -241,27 +248,31 @@ def interferogram(spec: AmiSpec, offset: tuple[float, float], *, oversample: int
 # --- detector ---------------------------------------------------------------------
 
 
-def reference_pixel_mask() -> np.ndarray:
-    mask = np.zeros((SUB80.ysize, SUB80.xsize), dtype=bool)
+# The NIS detector in a corner subarray (SUB80 here, SUB128 for `wfss`): its
+# first rows are reference pixels, its bias and response fixed per detector.
+
+
+def reference_pixel_mask(sub: Subarray = SUB80) -> np.ndarray:
+    mask = np.zeros((sub.ysize, sub.xsize), dtype=bool)
     mask[:REF_ROWS] = True
     return mask
 
 
-def detector_bias(spec: AmiSpec) -> np.ndarray:
+def detector_bias(spec, sub: Subarray = SUB80) -> np.ndarray:
     noise = rng(name_key(DETECTOR), 1)
-    shape = (SUB80.ysize, SUB80.xsize)
+    shape = (sub.ysize, sub.xsize)
     return (spec.bias_level + noise.normal(0.0, 30.0, shape)).astype(np.float32)
 
 
-def detector_flat(spec: AmiSpec) -> np.ndarray:
+def detector_flat(spec, sub: Subarray = SUB80) -> np.ndarray:
     noise = rng(name_key(DETECTOR), 2)
-    flat = 1.0 + noise.normal(0.0, 0.005, (SUB80.ysize, SUB80.xsize))
-    flat[reference_pixel_mask()] = 1.0
+    flat = 1.0 + noise.normal(0.0, 0.005, (sub.ysize, sub.xsize))
+    flat[reference_pixel_mask(sub)] = 1.0
     return flat.astype(np.float32)
 
 
-def exposure_timing(spec: AmiSpec, exposure: int):
-    tframe = SUB80.frame_time
+def exposure_timing(spec, exposure: int, sub: Subarray = SUB80):
+    tframe = sub.frame_time
     per_group = spec.nframes + spec.groupgap
     duration = spec.nints * ((spec.ngroups * per_group - spec.groupgap) + 1) * tframe
     return ramp_timing(spec, exposure, tframe, duration)

@@ -29,6 +29,10 @@ from pathlib import Path
 OBSERVATORY = "jwst"
 # What the rmaps select on: detector and subarray, then the observation date.
 MATCH_KEYS = ("META.INSTRUMENT.DETECTOR", "META.SUBARRAY.NAME")
+# ... and the exposure type, in the rmaps of a type whose references for one
+# detector and subarray differ by it (a WFSS direct image and its grism image
+# share a subarray but not their FLAT, PHOTOM or APCORR).
+EXP_TYPE_KEY = "META.EXPOSURE.TYPE"
 USEAFTER_KEYS = ("META.OBSERVATION.DATE", "META.OBSERVATION.TIME")
 ANY = "N/A"  # as a Match value: any value
 NOT_APPLICABLE = "N/A"  # as an imap value: the type does not apply
@@ -46,6 +50,7 @@ class _Selection:
     subarray: str
     useafter: str  # "YYYY-MM-DD HH:MM:SS"
     source: Path
+    exp_type: str = ANY  # EXP_TYPE the reference declares (a|b: any of them)
 
 
 def context_name(context_number: int) -> str:
@@ -72,6 +77,7 @@ def _read_selection(reftype: str, path: Path) -> _Selection:
         # JSON references (EXTRACT1D, ...) carry their CRDS keywords at the top level.
         tree = json.loads(path.read_text())
         values = tuple(tree.get(k) for k in ("instrument", "detector", "subarray", "useafter"))
+        exp_type = tree.get("exp_type")
     elif path.suffix == ".asdf":
         import asdf
 
@@ -84,11 +90,14 @@ def _read_selection(reftype: str, path: Path) -> _Selection:
                 meta.get("subarray", {}).get("name"),
                 meta.get("useafter"),
             )
+            exposure = meta.get("exposure", {})
+            exp_type = exposure.get("type") or exposure.get("p_exptype")
     else:
         from astropy.io import fits
 
         header = fits.getheader(path, 0)
         values = tuple(header.get(k) for k in ("INSTRUME", "DETECTOR", "SUBARRAY", "USEAFTER"))
+        exp_type = header.get("EXP_TYPE") or header.get("P_EXPTYP")
     instrument, detector, subarray, useafter = values
     if not instrument or not useafter:
         raise ValueError(f"{path}: a reference needs instrument name and useafter")
@@ -103,6 +112,7 @@ def _read_selection(reftype: str, path: Path) -> _Selection:
         subarray=str(subarray).upper() if subarray != ANY else ANY,
         useafter=_crds_date(str(useafter)),
         source=path,
+        exp_type=str(exp_type).strip("|").upper() if exp_type else ANY,
     )
 
 
@@ -176,6 +186,9 @@ def _rmap_text(name: str, instrument: str, reftype: str, rows: dict, derived_fro
         "suffix": item("suffix", reftype),
         "text_descr": item("text_descr", reftype),
     }
+    rows = _match_rows(rows)
+    if len(next(iter(rows))) == 3:
+        header["parkey"] = ((*MATCH_KEYS, EXP_TYPE_KEY), USEAFTER_KEYS)
     body = ["selector = Match({\n"]
     for match in sorted(rows):
         body.append(f"    {match!r} : UseAfter({{\n")
@@ -184,6 +197,17 @@ def _rmap_text(name: str, instrument: str, reftype: str, rows: dict, derived_fro
         body.append("    }),\n")
     body.append("})\n")
     return _format(header, "".join(body))
+
+
+def _match_rows(rows: dict) -> dict:
+    """(detector, subarray, exp_type) rows as the rmap's Match keys: the exposure
+    type only where one detector and subarray has references differing by it."""
+    by_place: dict[tuple[str, str], set[str]] = {}
+    for detector, subarray, exp_type in rows:
+        by_place.setdefault((detector, subarray), set()).add(exp_type)
+    if any(len(types) > 1 for types in by_place.values()):
+        return rows
+    return {(detector, subarray): dates for (detector, subarray, _), dates in rows.items()}
 
 
 def _dict_text(header: dict, selector: dict) -> str:
@@ -241,16 +265,16 @@ def build_crds_cache(
         d.mkdir(parents=True, exist_ok=True)
     (config_dir / "ref_cache_subdir_mode").write_text("flat\n")
 
-    # instrument -> reftype -> (detector, subarray) -> useafter -> cached name
+    # instrument -> reftype -> (detector, subarray, exp_type) -> useafter -> cached name
     table: dict[str, dict[str, dict[tuple[str, str], dict[str, str]]]] = {}
     for reftype, paths in references.items():
         for path in paths:
             sel = _read_selection(reftype, Path(path))
             rows = table.setdefault(sel.instrument, {}).setdefault(sel.reftype, {})
-            dates = rows.setdefault((sel.detector, sel.subarray), {})
+            dates = rows.setdefault((sel.detector, sel.subarray, sel.exp_type), {})
             if sel.useafter in dates:
                 raise ValueError(
-                    f"two {reftype} references for {sel.detector}/{sel.subarray} "
+                    f"two {reftype} references for {sel.detector}/{sel.subarray}/{sel.exp_type} "
                     f"use after {sel.useafter}: {dates[sel.useafter]} and {sel.source.name}"
                 )
             dates[sel.useafter] = _file_reference(sel, ref_dir)

@@ -25,6 +25,9 @@ and modes of other instruments, each with its own stage 3 (`OTHER_MODES`):
 * "coron": NIRCam coronagraphy, a science and a PSF-reference observation
   (`coronagraphy.CoronSpec`, observations 008 and 009) -> image2 (calints)
   -> coron3.
+* "wfss": NIRISS wide field slitless spectroscopy (`wfss.WfssSpec`,
+  observation 011): a direct image -> image2 -> image3 (i2d, cat, segm),
+  whose products the grism image's spec2 takes -> spec3.
 
 and the data jwst calibrates with another pipeline instead of detector1
 (`CALIBRATION_MODES`):
@@ -61,13 +64,15 @@ from .references import write_visit_reference_files
 from .spec_references import write_lrs_reference_files
 from .spectroscopy import LrsSpec, simulate_lrs
 from .timeseries import TimeSeriesSpec
+from .wfss import WfssSpec, simulate_wfss
+from .wfss_references import write_wfss_reference_files
 
 MODES = ("imaging", "timeseries", "lrs")
 PROGRAM_MODES = ("mosaic", "segmented", "missing")
 # Modes in modules of their own, with stage-2 handling of their own (so not
 # in MODES, whose every mode the stage-2 tests run), and last here: a mode's
 # noise seed is its place in KIT_MODES, and the others' must not move.
-OTHER_MODES = ("ami", "coron")
+OTHER_MODES = ("ami", "coron", "wfss")
 CALIBRATION_MODES = ("dark", "guider")
 # Every mode whose files the program's plan lists (the pool, the manifest).
 ALL_MODES = MODES + PROGRAM_MODES + OTHER_MODES + ("dark",)
@@ -129,7 +134,8 @@ class Kit:
 def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
               references: bool = True, modes: Iterable[str] = ("imaging",),
               timeseries: TimeSeriesSpec | None = None, lrs: LrsSpec | None = None,
-              coron: CoronSpec | None = None, ami: AmiSpec | None = None) -> Kit:
+              coron: CoronSpec | None = None, ami: AmiSpec | None = None,
+              wfss: WfssSpec | None = None) -> Kit:
     """Simulate the `modes` of one program, with references in one CRDS context.
 
     `spec` is the imaging visit; `timeseries`, `lrs` and `ami` default to the
@@ -155,6 +161,8 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
     specs.update(program_specs(spec, seed, [m for m in modes if m in PROGRAM_MODES]))
     if "ami" in modes:
         specs["ami"] = ami or AmiSpec(program=spec.program)
+    if "wfss" in modes:
+        specs["wfss"] = wfss or WfssSpec(program=spec.program)
     if "dark" in modes:
         specs["dark"] = dark_visit(spec)
     if "guider" in modes:
@@ -170,6 +178,8 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
             by_mode[mode] = simulate_coronagraphy(root / "uncal", mode_spec, seed=mode_seed)
         elif mode == "ami":
             by_mode[mode] = simulate_ami(root / "uncal", mode_spec, seed=mode_seed)
+        elif mode == "wfss":
+            by_mode[mode] = simulate_wfss(root / "uncal", mode_spec, seed=mode_seed)
         elif mode == "guider":
             by_mode[mode] = simulate_guider(root / "uncal", mode_spec, seed=mode_seed)
         else:
@@ -192,15 +202,10 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
         nircam = [s for s in specs.values() if isinstance(s, ProgramSpec)]
         if nircam:
             refs = write_visit_reference_files(root / "references", nircam)
-        if "lrs" in specs:
-            for reftype, paths in write_lrs_reference_files(root / "references", specs["lrs"]).items():
-                refs.setdefault(reftype, []).extend(paths)
-        if "coron" in specs:
-            for reftype, paths in write_coron_reference_files(root / "references",
-                                                              specs["coron"]).items():
-                refs.setdefault(reftype, []).extend(paths)
-        if "ami" in specs:
-            for reftype, paths in write_ami_reference_files(root / "references", specs["ami"]).items():
+        writers = {"lrs": write_lrs_reference_files, "coron": write_coron_reference_files,
+                   "ami": write_ami_reference_files, "wfss": write_wfss_reference_files}
+        for mode in (m for m in writers if m in specs):
+            for reftype, paths in writers[mode](root / "references", specs[mode]).items():
                 refs.setdefault(reftype, []).extend(paths)
         if "dark" in specs:
             refs.update(write_dark_parameters(root / "references"))

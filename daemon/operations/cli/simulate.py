@@ -24,12 +24,13 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     # steps.synthetic.kit.KIT_MODES, spelled out: the parser must not import numpy.
     p.add_argument("--modes", nargs="+", default=["imaging"],
                    choices=("imaging", "timeseries", "lrs", "mosaic", "segmented", "missing",
-                            "coron", "ami", "dark", "guider"),
+                            "coron", "ami", "wfss", "dark", "guider"),
                    help="what the program observes (default: imaging). mosaic: observation "
                         "001's second visit, one exposure delivered late; segmented: a time "
                         "series in 3 segments; missing: a 4-dither visit whose exposure 3 "
                         "is never written; coron: NIRCam coronagraphy, science and PSF "
-                        "reference; ami: a NIRISS AMI target and its calibrator; dark: a "
+                        "reference; ami: a NIRISS AMI target and its calibrator; wfss: a "
+                        "NIRISS direct image and grism image (image3 feeds spec2); dark: a "
                         "NIRCam dark (calwebb_dark); guider: the FGS ACQ1 guide-star "
                         "acquisition of observation 001 (calwebb_guider)")
     p.add_argument("--inbox", type=Path, help="then deliver the files here, as a downlink would")
