@@ -116,3 +116,15 @@ def metric(samples: dict, name: str, **labels) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     return sum(v for (n, ls), v in samples.items()
                if n == name and all((k, str(x)) in ls for k, x in labels.items()))
+
+
+def worker_processes() -> list[int]:
+    """This process's children other than the session's tansu: the warm workers."""
+    pids = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines()
+                          if ":\t" in line)
+            if int(fields["PPid"]) == os.getpid() and "tansu" not in fields["Name"]:
+                pids.append(int(status.parent.name))
+    return pids
