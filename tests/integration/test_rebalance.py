@@ -101,8 +101,9 @@ async def test_a_rebalance_mid_run_does_not_start_a_second_run(tmp_path, broker,
                     await anyio.sleep(0.1)
             # The worker is truly stuck: past the stage's limit, not ready.
             doc = await until_ready(address, 503)
-            assert any("detector1: 2 item(s) in flight and none finished" in p
-                       for p in doc["problems"]), doc
+            # (Two or three items: the join and the leave may each hand it back.)
+            assert any(p.startswith("detector1: ") and "item(s) in flight and none finished"
+                       in p for p in doc["problems"]), doc
         finally:
             for pid in workers:
                 os.kill(pid, signal.SIGCONT)
