@@ -35,6 +35,7 @@ import anyio
 
 from calstream.daemon.deciders.work_claims import FREE, LIVE, MINE, Owner, claim_name, judge
 from calstream.daemon.doers.product_store import OutsideRoot, fsync_dir
+from calstream.steps.failures import infrastructure_cause
 
 log = logging.getLogger("calstream.claims")
 
@@ -86,10 +87,16 @@ class WorkClaims:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump({**self.me.as_record(), "since": time.time(), **about}, f, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({**self.me.as_record(), "since": time.time(), **about}, f,
+                          sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            # A full store: leave no nameless claim that would look live to us too.
+            path.unlink(missing_ok=True)
+            raise
         fsync_dir(self.directory)
         return True
 
@@ -162,7 +169,18 @@ class WorkClaims:
         extra = {"extra": log_context or {}}
         waited = False
         while True:
-            outcome, owner = await anyio.to_thread.run_sync(self.try_claim, path, about)
+            try:
+                outcome, owner = await anyio.to_thread.run_sync(self.try_claim, path, about)
+            except OSError as exc:
+                if infrastructure_cause(exc) is None:
+                    raise
+                # A full or read-only store: the run itself parks on the same
+                # fault (and is then seen in calstream_parked_items), so it goes
+                # on unclaimed rather than being retried from here.
+                log.warning("%s: cannot write the claim %s (%s); running without it", name,
+                            path, exc, **extra)
+                yield
+                return
             if outcome != "live":
                 break
             if not waited:

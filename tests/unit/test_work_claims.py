@@ -3,6 +3,7 @@ judgement and the file mechanics (doers/work_claims.py)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
@@ -19,6 +20,7 @@ from calstream.daemon.deciders.work_claims import (
     claim_name,
     judge,
 )
+from calstream.daemon.doers import work_claims
 from calstream.daemon.doers.work_claims import WorkClaims
 from calstream.daemon.operations.metrics import Metrics
 
@@ -132,3 +134,17 @@ async def test_a_run_waits_for_a_live_claim_then_goes_on(tmp_path):
             tg.start_soon(watch)
     assert order == ["a starts", "a ends", "b starts"]
     assert not a.path(WID, 1).exists()
+
+
+@pytest.mark.anyio
+async def test_a_full_store_leaves_no_claim_and_lets_the_run_go_on_to_park(tmp_path,
+                                                                          monkeypatch):
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(work_claims.json, "dump", full)
+    a = claims(tmp_path, A)
+    ran = []
+    async with a.held(WID, 1, stage="detector1", name="x"):
+        ran.append(True)  # the run itself meets the fault and parks
+    assert ran == [True]
+    assert list((tmp_path / ".claims").iterdir()) == []  # no nameless claim left
