@@ -40,6 +40,10 @@ from calstream.steps.failures import infrastructure_cause
 log = logging.getLogger("calstream.claims")
 
 CLAIMS = ".claims"
+# The claims this process holds now, as (path, token): a claim naming this
+# process but not held by it was left by a run that was cut short (or by an
+# earlier daemon in this process, as in the tests), and nobody runs it.
+_HELD: set[tuple[str, str]] = set()
 
 
 def new_owner() -> Owner:
@@ -82,11 +86,20 @@ class WorkClaims:
     # --- file work (in a thread) ---------------------------------------------
 
     def _create(self, path: Path, about: dict[str, Any]) -> bool:
-        self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            return self._create_or_raise(path, about)
         except FileExistsError:
             return False
+
+    def _create_or_raise(self, path: Path, about: dict[str, Any]) -> bool:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        held = (str(path), self.me.token)
+        _HELD.add(held)  # before the file exists: never seen as ours yet unheld
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except BaseException:
+            _HELD.discard(held)
+            raise
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump({**self.me.as_record(), "since": time.time(), **about}, f,
@@ -96,6 +109,7 @@ class WorkClaims:
         except OSError:
             # A full store: leave no nameless claim that would look live to us too.
             path.unlink(missing_ok=True)
+            _HELD.discard(held)
             raise
         fsync_dir(self.directory)
         return True
@@ -113,7 +127,12 @@ class WorkClaims:
         except FileNotFoundError:
             return FREE, None, None
         owner = self._owner(path)
-        alive = owner is None or owner.host != self.me.host or _pid_alive(owner.pid)
+        if owner is None or owner.host != self.me.host:
+            alive = True  # another host's pid cannot be judged here
+        elif owner.pid == os.getpid():
+            alive = (str(path), owner.token) in _HELD
+        else:
+            alive = _pid_alive(owner.pid)
         verdict = judge(exists=True, heartbeat_age=time.time() - seen.st_mtime, owner=owner,
                         me=self.me, stale_seconds=self.stale_seconds, owner_alive=alive)
         return verdict, seen, owner
@@ -154,6 +173,7 @@ class WorkClaims:
 
     def release(self, path: Path) -> None:
         """Remove our claim (never another's that took it over)."""
+        _HELD.discard((str(path), self.me.token))
         if self._owner(path) == self.me:
             path.unlink(missing_ok=True)
 
@@ -170,7 +190,12 @@ class WorkClaims:
         waited = False
         while True:
             try:
-                outcome, owner = await anyio.to_thread.run_sync(self.try_claim, path, about)
+                # Shielded: a claim made in the thread must reach the release below,
+                # even when the run is cancelled meanwhile (a cancel is taken at the
+                # first checkpoint inside the try).
+                with anyio.CancelScope(shield=True):
+                    outcome, owner = await anyio.to_thread.run_sync(self.try_claim, path,
+                                                                    about)
             except OSError as exc:
                 if infrastructure_cause(exc) is None:
                     raise

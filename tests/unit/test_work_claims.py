@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import time
 
 import anyio
@@ -148,3 +149,17 @@ async def test_a_full_store_leaves_no_claim_and_lets_the_run_go_on_to_park(tmp_p
         ran.append(True)  # the run itself meets the fault and parks
     assert ran == [True]
     assert list((tmp_path / ".claims").iterdir()) == []  # no nameless claim left
+
+
+def test_a_claim_of_this_process_that_no_run_holds_is_stale_at_once(tmp_path):
+    # An earlier daemon in this process (a restart in the tests), or a run cut
+    # short: its claim names this pid, but no run of this process holds it.
+    me_then = Owner(socket.gethostname(), os.getpid(), "earlier")
+    me_now = Owner(socket.gethostname(), os.getpid(), "now")
+    then, now = claims(tmp_path, me_then), claims(tmp_path, me_now)
+    path = then.path(WID, 1)
+    assert then.try_claim(path, {})[0] == "claimed"
+    assert now.try_claim(path, {}) == ("live", me_then)  # held: live
+    work_claims._HELD.discard((str(path), "earlier"))  # ... until no run holds it
+    assert now.try_claim(path, {}) == ("taken_over", me_then)
+    now.release(path)
