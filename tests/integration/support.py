@@ -20,6 +20,11 @@ from calstream.daemon.runtime import Daemon
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
+# The roles of a test that needs no stage 3. A daemon runs only the roles its
+# test needs: every stage's pool warms its workers at start (a jwst import,
+# about 6 s of CPU each), which on a small machine is much of a test.
+UP_TO_STAGE2 = ["watcher", "detector1", "planner", "stage2"]
+
 
 def daemon_config(tmp_path: Path, broker: str, prefix: str, **overrides) -> Config:
     flags = {"work_dir": tmp_path / "work", "kafka_bootstrap": broker, "topic_prefix": prefix,
