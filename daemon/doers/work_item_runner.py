@@ -27,6 +27,7 @@ from calstream.daemon.deciders.work_items import WorkItem
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.preview_runner import make_previews, planned_previews
 from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.work_claims import WorkClaims
 from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
 from calstream.daemon.operations import logs
 from calstream.daemon.operations.config import Config
@@ -56,6 +57,12 @@ class WorkItemRunner:
     # while it runs (a record refetched after a rebalance, a file re-announced
     # after a broker restart) waits for that run and is then found done.
     running: dict[tuple[str, Any], anyio.Event] = field(default_factory=dict)
+    # Runs of other daemons sharing the store (doers/work_claims.py).
+    claims: WorkClaims = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.claims = WorkClaims(self.store.top, heartbeat_seconds=self.cfg.claim_heartbeat_seconds,
+                                 stale_seconds=self.cfg.claim_stale_seconds, metrics=self.metrics)
 
     def count(self, item: WorkItem, outcome: str) -> None:
         self.metrics.stage_runs.labels(stage=item.stage, pipeline=item.pipeline,
@@ -77,7 +84,9 @@ class WorkItemRunner:
             await other.wait()
         mine = self.running[key] = anyio.Event()
         try:
-            await self._run_once(item)
+            async with self.claims.held(key[0], item.version, stage=item.stage, name=item.name,
+                                        log_context=item.log_context):
+                await self._run_once(item)
         finally:
             del self.running[key]
             mine.set()

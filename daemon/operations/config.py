@@ -74,6 +74,10 @@ class Config:
     stall_seconds: float = 900.0  # /readyz: an item in flight for this long (from its start)
     stage3_stall_seconds: float = 4 * 3600.0 + 900.0  # stage 3's: its runs take hours
     heartbeat_seconds: float = 10.0  # /healthz: the event loop has not beaten for this long
+    # A run's claim in the product store (doers/work_claims.py) is touched this
+    # often; another daemon takes it over after this long without a touch.
+    claim_heartbeat_seconds: float = 30.0
+    claim_stale_seconds: float = 300.0
     broker_loss_seconds: float = 120.0  # /healthz fails after the broker is lost this long
     max_tasks_per_worker: int = 200  # recycle workers to bound memory growth
     # A worker holding more than this resident after a run is replaced (0: never).
@@ -130,6 +134,9 @@ class Config:
                               "(0: no limit)")
         if c.stage3_settle < 0 or c.stage3_quiet_period < c.stage3_settle:
             raise ConfigError("need 0 <= stage3_settle <= stage3_quiet_period")
+        if c.claim_stale_seconds < 2 * c.claim_heartbeat_seconds:
+            raise ConfigError("claim_stale_seconds must be at least twice "
+                              "claim_heartbeat_seconds (a live claim must not look stale)")
         host_port(c.metrics_address)
         return c
 
@@ -195,6 +202,7 @@ PARSERS = {
     "task_timeout": _positive(_float), "stall_seconds": _positive(_float),
     "stage3_stall_seconds": _positive(_float), "heartbeat_seconds": _positive(_float),
     "broker_loss_seconds": _positive(_float),
+    "claim_heartbeat_seconds": _positive(_float), "claim_stale_seconds": _positive(_float),
     "max_tasks_per_worker": _positive(_int), "worker_rss_limit_mb": _nonnegative(_int),
     "detector1_steps": _steps, "companion_wait": _nonnegative(_float),
     "stage3_settle": _nonnegative(_float), "stage3_quiet_period": _nonnegative(_float),

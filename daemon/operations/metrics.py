@@ -38,6 +38,14 @@ class Metrics:
         self.parked_total = Counter(
             "calstream_parked_total", "Work items parked, by cause (resumed or not)",
             ["stage", "cause"], registry=r)
+        # Claims between daemons sharing a store (doers/work_claims.py).
+        self.claims_waited = Counter(
+            "calstream_claims_waited_total",
+            "Runs that found another daemon's live claim on their work and waited for it",
+            ["stage"], registry=r)
+        self.claims_taken_over = Counter(
+            "calstream_claims_taken_over_total",
+            "Stale claims (no heartbeat for claim_stale_seconds) taken over", ["stage"], registry=r)
         self.stage_duration = Histogram(
             "calstream_stage_duration_seconds", "Time inside the pipeline, per run",
             ["stage", "pipeline"], buckets=DURATION_BUCKETS, registry=r)

@@ -20,6 +20,11 @@ from calstream.daemon.runtime import Daemon
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
+# The roles of a test that needs no stage 3. A daemon runs only the roles its
+# test needs: every stage's pool warms its workers at start (a jwst import,
+# about 6 s of CPU each), which on a small machine is much of a test.
+UP_TO_STAGE2 = ["watcher", "detector1", "planner", "stage2"]
+
 
 def daemon_config(tmp_path: Path, broker: str, prefix: str, **overrides) -> Config:
     flags = {"work_dir": tmp_path / "work", "kafka_bootstrap": broker, "topic_prefix": prefix,
@@ -116,3 +121,15 @@ def metric(samples: dict, name: str, **labels) -> float:
     """Sum of the samples of ``name`` whose labels include ``labels``."""
     return sum(v for (n, ls), v in samples.items()
                if n == name and all((k, str(x)) in ls for k, x in labels.items()))
+
+
+def worker_processes() -> list[int]:
+    """This process's children other than the session's tansu: the warm workers."""
+    pids = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines()
+                          if ":\t" in line)
+            if int(fields["PPid"]) == os.getpid() and "tansu" not in fields["Name"]:
+                pids.append(int(status.parent.name))
+    return pids

@@ -27,6 +27,9 @@ from .support import daemon_config, metric, products, read_all, running_daemon, 
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
+# Detector1 is all the first two tests look at: no pools warmed for later stages.
+DETECTOR1 = ["watcher", "detector1"]
+
 
 def exposure_id(path: Path) -> str:
     return parse_exposure_name(path.name).exposure_id
@@ -53,7 +56,7 @@ def check_rate_product(event: contract.Message, kit) -> None:
 
 async def test_dropped_files_become_rate_products_and_events(tmp_path, broker, kit,
                                                              unique_prefix):
-    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=DETECTOR1)
     whole, pieces = kit.uncal_files[0], kit.uncal_files[1]
     async with running_daemon(cfg) as daemon:
         await anyio.to_thread.run_sync(lambda: deliver([whole], cfg.inbox))
@@ -87,7 +90,7 @@ async def test_dropped_files_become_rate_products_and_events(tmp_path, broker, k
 
 
 async def test_a_redelivered_arrival_is_not_recalibrated(tmp_path, broker, kit, unique_prefix):
-    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=DETECTOR1)
     topics = Topics(cfg.topic_prefix)
     async with running_daemon(cfg) as daemon:
         await anyio.to_thread.run_sync(lambda: deliver(kit.uncal_files[:1], cfg.inbox))

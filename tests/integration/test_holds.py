@@ -21,7 +21,7 @@ from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
-from .support import daemon_config, products, running_daemon, wait_for
+from .support import UP_TO_STAGE2, daemon_config, products, running_daemon, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,7 +94,7 @@ async def test_a_pointing_update_releases_a_hold_with_corrected_pointing(
         tmp_path, broker, kit, unique_prefix, visit):
     files, measured = visit
     held = eid(files[1])
-    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1)
+    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1, roles=UP_TO_STAGE2)
     keywords = true_pointing(measured)
     async with running_daemon(cfg):
         await run_until_held(cfg, files)
@@ -139,7 +139,7 @@ async def test_an_operator_release_keeps_planned_and_records_why(
         tmp_path, broker, kit, unique_prefix, visit):
     files, _ = visit
     held = eid(files[1])
-    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1)
+    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1, roles=UP_TO_STAGE2)
     async with running_daemon(cfg):
         await run_until_held(cfg, files)
         done = await anyio.to_thread.run_sync(
@@ -175,7 +175,9 @@ async def test_a_hold_survives_a_restart_of_the_embedded_broker(tmp_path, kit, v
     flags = {"work_dir": tmp_path / "work", "workers": 1, "metrics_address": "127.0.0.1:0",
              "fast_group_timing": True, "settle_seconds": 0.2}
     for attempt in (1, 2):
-        daemon = Daemon(load(None, env={}, flags=flags))
+        # After the restart only the planner is needed: it keeps the holds.
+        roles = UP_TO_STAGE2 if attempt == 1 else ["planner"]
+        daemon = Daemon(load(None, env={}, flags={**flags, "roles": roles}))
         daemon.start_broker()  # a new, empty embedded broker each time
         try:
             async with anyio.create_task_group() as tg:

@@ -24,7 +24,7 @@ from calstream.steps.synthetic.kit import build_kit
 from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.topics import contract
 
-from .support import daemon_config, products, read_all, running_daemon, wait_for
+from .support import UP_TO_STAGE2, daemon_config, products, read_all, running_daemon, wait_for
 from .test_holds import cli as holds_cli
 from .test_holds import run_until_held
 
@@ -132,14 +132,15 @@ async def test_a_plan_survives_a_restart_on_a_broker_that_lost_it_and_still_clos
     message = plan_message(pool, "test")
     # Headers alone would wait an hour: only the plan can close the candidate.
     cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1, stage3_settle=3600.0,
-                        stage3_quiet_period=7200.0)
+                        stage3_quiet_period=7200.0, roles=["planner"])
     async with running_daemon(cfg) as daemon:
         await publish_plan(cfg, message)
         with anyio.fail_after(60):
             while message["plan_id"] not in daemon.planner.plans:
                 await anyio.sleep(0.2)
     with EmbeddedBroker(tmp_path / "broker2") as fresh:
-        cfg2 = dataclasses.replace(cfg, kafka_bootstrap=fresh.bootstrap)
+        # The order is the planner's, from stage-2 products: no stage 3 here.
+        cfg2 = dataclasses.replace(cfg, kafka_bootstrap=fresh.bootstrap, roles=UP_TO_STAGE2)
         async with running_daemon(cfg2) as daemon:
             await caught_up(daemon)
             assert message["plan_id"] in daemon.planner.plans
@@ -160,7 +161,7 @@ async def test_an_operator_release_survives_a_restart_on_a_broker_that_lost_it(
     spec = dataclasses.replace(ProgramSpec(subarray="SUB160P"), planned=(2,), dithers=2)
     files = simulate_program(tmp_path / "uncal", spec, seed=9)
     held = parse_exposure_name(files[1].name).exposure_id
-    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1)
+    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1, roles=UP_TO_STAGE2)
     async with running_daemon(cfg):
         await run_until_held(cfg, files)
         done = await anyio.to_thread.run_sync(
@@ -170,7 +171,8 @@ async def test_an_operator_release_survives_a_restart_on_a_broker_that_lost_it(
             m for m in ms if isinstance(m, contract.Message) and m["state"] == "released"],
             timeout=120)
     with EmbeddedBroker(tmp_path / "broker2") as fresh:
-        cfg2 = dataclasses.replace(cfg, kafka_bootstrap=fresh.bootstrap)
+        # Only the planner keeps holds: no stage runs after this restart.
+        cfg2 = dataclasses.replace(cfg, kafka_bootstrap=fresh.bootstrap, roles=["planner"])
         async with running_daemon(cfg2) as daemon:
             await caught_up(daemon)
             # Released, not held again from its PLANNED detector1 product.

@@ -15,7 +15,7 @@ from calstream.steps.synthetic.downlink import deliver
 from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.topics import contract
 
-from .support import daemon_config, products, read_all, running_daemon, wait_for
+from .support import UP_TO_STAGE2, daemon_config, products, read_all, running_daemon, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -43,7 +43,7 @@ async def test_a_dithered_visit_reaches_image2_and_a_planned_exposure_waits(
                      if eid(f) == eid(files[2]))
     planned_id = eid(files[2])
     others = {eid(f) for f in files} - {planned_id}
-    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1)
+    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1, roles=UP_TO_STAGE2)
 
     def stage2_done(ids):
         return lambda ms: {p["exposure_id"] for p in products(ms, "stage2")} >= ids
@@ -94,7 +94,7 @@ async def test_a_restart_orders_nothing_twice_and_keeps_a_hold(tmp_path, broker,
                                                  dataclasses.replace(spec, planned=()), seed=5)
                      if eid(f) == eid(files[1]))
     good, held = eid(files[0]), eid(files[1])
-    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1)
+    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1, roles=UP_TO_STAGE2)
 
     def orders(ms):
         return [m for m in ms if isinstance(m, contract.Message) and m.type == "work_order"]
@@ -133,7 +133,7 @@ def visit_kit(tmp_path_factory):
 
 async def test_imaging_time_series_and_lrs_nods_reach_their_stage2_products(
         tmp_path, broker, visit_kit, unique_prefix):
-    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=UP_TO_STAGE2)
     files = [f for fs in visit_kit.by_mode.values() for f in fs]
     ids = {eid(f) for f in files}
     async with running_daemon(cfg):

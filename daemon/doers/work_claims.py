@@ -1,0 +1,247 @@
+"""Claims on work items in the shared product store: no run starts twice
+between daemons (the judgement is deciders/work_claims.py).
+
+Within one daemon, runs are tracked by work id (work_item_runner.py). Between
+two daemons of one consumer group the only thing they surely share is the
+product store they both write, so a run holds a claim file there:
+``<products>/.claims/<work id>.v<version>``, created with O_EXCL (one creator
+wins), naming its owner (host, pid, a per-process token) and the item, and
+touched (its mtime is the heartbeat) every ``claim_heartbeat_seconds`` while
+the run lasts. It is removed after the run, once the provenance record (the
+commit marker) is down or the run has given up. A daemon that finds a live
+claim waits, polling, before it asks for a worker; when the claim goes away
+it claims the work itself and finds it "already done" in the store; when the
+claim goes stale (no heartbeat for ``claim_stale_seconds``) it takes it over.
+
+A takeover renames the stale file aside (one renamer wins) and checks that the
+file it moved is the one it judged stale; if the claim was taken or touched
+meanwhile it is linked back. docs/operations.md says how to clear one by hand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from calstream.daemon.deciders.work_claims import FREE, LIVE, MINE, Owner, claim_name, judge
+from calstream.daemon.doers.product_store import OutsideRoot, fsync_dir
+from calstream.steps.failures import infrastructure_cause
+
+log = logging.getLogger("calstream.claims")
+
+CLAIMS = ".claims"
+# The claims this process holds now, as (path, token): a claim naming this
+# process but not held by it was left by a run that was cut short (or by an
+# earlier daemon in this process, as in the tests), and nobody runs it.
+_HELD: set[tuple[str, str]] = set()
+
+
+def new_owner() -> Owner:
+    """This process, with a token of its own: a restarted daemon (same host,
+    maybe the same pid in a container) or a second daemon in one process is
+    another owner."""
+    return Owner(socket.gethostname(), os.getpid(), secrets.token_hex(8))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # not ours to signal, or not a pid we can judge: assume it runs
+    return True
+
+
+class WorkClaims:
+    """The claims of one product store (its top: the live tree; work ids
+    already differ by namespace)."""
+
+    def __init__(self, store_top: Path, *, heartbeat_seconds: float, stale_seconds: float,
+                 metrics: Any = None, me: Owner | None = None):
+        self.directory = Path(store_top) / CLAIMS
+        self.top = Path(store_top)
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stale_seconds = stale_seconds
+        self.metrics = metrics
+        self.me = me or new_owner()
+
+    def path(self, work_id: str, version: int) -> Path:
+        """The claim file of a work item: its name checked, its place inside the store."""
+        path = self.directory / claim_name(work_id, version)
+        if not path.resolve().is_relative_to(self.top.resolve()):
+            raise OutsideRoot(f"{path} is outside the product store {self.top}")
+        return path
+
+    # --- file work (in a thread) ---------------------------------------------
+
+    def _create(self, path: Path, about: dict[str, Any]) -> bool:
+        try:
+            return self._create_or_raise(path, about)
+        except FileExistsError:
+            return False
+
+    def _create_or_raise(self, path: Path, about: dict[str, Any]) -> bool:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        held = (str(path), self.me.token)
+        _HELD.add(held)  # before the file exists: never seen as ours yet unheld
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except BaseException:
+            _HELD.discard(held)
+            raise
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({**self.me.as_record(), "since": time.time(), **about}, f,
+                          sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            # A full store: leave no nameless claim that would look live to us too.
+            path.unlink(missing_ok=True)
+            _HELD.discard(held)
+            raise
+        fsync_dir(self.directory)
+        return True
+
+    def _owner(self, path: Path) -> Owner | None:
+        try:
+            return Owner.from_record(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return None
+
+    def look(self, path: Path) -> tuple[str, os.stat_result | None, Owner | None]:
+        """The claim on ``path`` as judged now: (verdict, its stat, its owner)."""
+        try:
+            seen = path.stat()
+        except FileNotFoundError:
+            return FREE, None, None
+        owner = self._owner(path)
+        if owner is None or owner.host != self.me.host:
+            alive = True  # another host's pid cannot be judged here
+        elif owner.pid == os.getpid():
+            alive = (str(path), owner.token) in _HELD
+        else:
+            alive = _pid_alive(owner.pid)
+        verdict = judge(exists=True, heartbeat_age=time.time() - seen.st_mtime, owner=owner,
+                        me=self.me, stale_seconds=self.stale_seconds, owner_alive=alive)
+        return verdict, seen, owner
+
+    def try_claim(self, path: Path, about: dict[str, Any]) -> tuple[str, Owner | None]:
+        """One attempt: ("claimed" | "taken_over" | "live", the owner in the way)."""
+        if self._create(path, about):
+            return "claimed", None
+        verdict, seen, owner = self.look(path)
+        if verdict == LIVE:
+            return "live", owner
+        if verdict == FREE:  # removed since: try again at once
+            return ("claimed", None) if self._create(path, about) else ("live", owner)
+        aside = path.with_name(f"{path.name}.aside-{self.me.token}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return "live", owner  # someone else moved it first: look again later
+        moved = aside.stat()
+        if (moved.st_ino, moved.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns):
+            # It changed hands or beat between the look and the rename: put it back.
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, path)
+            aside.unlink(missing_ok=True)
+            return "live", owner
+        aside.unlink(missing_ok=True)
+        if not self._create(path, about):
+            return "live", owner
+        return ("claimed" if verdict == MINE else "taken_over"), owner
+
+    def beat(self, path: Path) -> bool:
+        """Touch our claim; False when it is no longer ours (taken over while we ran)."""
+        if self._owner(path) != self.me:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            os.utime(path)
+        return True
+
+    def release(self, path: Path) -> None:
+        """Remove our claim (never another's that took it over)."""
+        _HELD.discard((str(path), self.me.token))
+        if self._owner(path) == self.me:
+            path.unlink(missing_ok=True)
+
+    # --- the context manager around a run ------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def held(self, work_id: str, version: int, *, stage: str, name: str,
+                   log_context: dict[str, Any] | None = None) -> AsyncIterator[None]:
+        """Hold the claim on a work item for the duration of the block, waiting
+        (no worker held) while another daemon's live claim is in the way."""
+        path = self.path(work_id, version)
+        about = {"work_id": work_id, "version": version, "stage": stage, "name": name}
+        extra = {"extra": log_context or {}}
+        waited = False
+        while True:
+            try:
+                # Shielded: a claim made in the thread must reach the release below,
+                # even when the run is cancelled meanwhile (a cancel is taken at the
+                # first checkpoint inside the try).
+                with anyio.CancelScope(shield=True):
+                    outcome, owner = await anyio.to_thread.run_sync(self.try_claim, path,
+                                                                    about)
+            except OSError as exc:
+                if infrastructure_cause(exc) is None:
+                    raise
+                # A full or read-only store: the run itself parks on the same
+                # fault (and is then seen in calstream_parked_items), so it goes
+                # on unclaimed rather than being retried from here.
+                log.warning("%s: cannot write the claim %s (%s); running without it", name,
+                            path, exc, **extra)
+                yield
+                return
+            if outcome != "live":
+                break
+            if not waited:
+                waited = True
+                self._count("claims_waited", stage)
+                log.info("%s: work %s is being run by %s (claim %s); waiting for it", name,
+                         work_id[:12], _who(owner), path, **extra)
+            await anyio.sleep(self.heartbeat_seconds)
+        if outcome == "taken_over":
+            self._count("claims_taken_over", stage)
+            log.warning("%s: took over the stale claim of %s on work %s (no heartbeat for "
+                        "%.0fs)", name, _who(owner), work_id[:12], self.stale_seconds, **extra)
+        try:
+            async with anyio.create_task_group() as beats:
+                beats.start_soon(self._beating, path, name, extra)
+                try:
+                    yield
+                finally:
+                    beats.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.release, path)
+
+    async def _beating(self, path: Path, name: str, extra: dict) -> None:
+        while True:
+            await anyio.sleep(self.heartbeat_seconds)
+            if not await anyio.to_thread.run_sync(self.beat, path):
+                log.warning("%s: our claim %s was taken over (no heartbeat seen for %.0fs); "
+                            "this run goes on (the store's commit marker keeps readers safe)", name, path,
+                            self.stale_seconds, **extra)
+                return
+
+    def _count(self, metric: str, stage: str) -> None:
+        if self.metrics is not None:
+            getattr(self.metrics, metric).labels(stage=stage).inc()
+
+
+def _who(owner: Owner | None) -> str:
+    return f"{owner.host} pid {owner.pid}" if owner else "another daemon"

@@ -1,0 +1,165 @@
+"""Claims on work items between daemons sharing a store (issue 13): the pure
+judgement and the file mechanics (doers/work_claims.py)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import time
+
+import anyio
+import pytest
+
+from calstream.daemon.deciders.work_claims import (
+    FREE,
+    LIVE,
+    MINE,
+    STALE,
+    BadClaimName,
+    Owner,
+    claim_name,
+    judge,
+)
+from calstream.daemon.doers import work_claims
+from calstream.daemon.doers.work_claims import WorkClaims
+from calstream.daemon.operations.metrics import Metrics
+
+WID = "ab" * 32
+A = Owner("host-a", 111, "token-a")
+B = Owner("host-b", 222, "token-b")
+
+
+@pytest.mark.parametrize("work_id", ["../../etc/passwd", "AB" * 32, "ab" * 31, "ab" * 32 + "/x",
+                                     "", None, 7])
+def test_a_work_id_that_is_not_a_hex_digest_names_no_claim(work_id):
+    with pytest.raises(BadClaimName):
+        claim_name(work_id, 1)
+
+
+@pytest.mark.parametrize("version", [0, -1, True, "1", 1.5])
+def test_a_version_that_is_not_a_positive_integer_names_no_claim(version):
+    with pytest.raises(BadClaimName):
+        claim_name(WID, version)
+
+
+def test_claim_names():
+    assert claim_name(WID, 2) == f"{WID}.v2"
+
+
+def test_judge():
+    def j(**kw):
+        args = dict(exists=True, heartbeat_age=1.0, owner=B, me=A, stale_seconds=10.0)
+        return judge(**{**args, **kw})
+    assert j(exists=False) == FREE
+    assert j() == LIVE
+    assert j(heartbeat_age=11.0) == STALE
+    assert j(owner=None) == LIVE  # being written: judged by its age
+    assert j(owner=None, heartbeat_age=11.0) == STALE
+    assert j(owner=A) == MINE
+    # Another process of this host that is gone: stale at once.
+    assert j(owner=Owner("host-a", 999, "old"), owner_alive=False) == STALE
+    # Another host's pid cannot be judged here: only its heartbeat counts.
+    assert j(owner_alive=False) == LIVE
+    assert Owner.from_record({"host": "h", "pid": True, "token": "t"}) is None
+    assert Owner.from_record(["h"]) is None
+    assert Owner.from_record(A.as_record()) == A
+
+
+def claims(tmp_path, me, metrics=None):
+    return WorkClaims(tmp_path, heartbeat_seconds=0.05, stale_seconds=5.0, metrics=metrics, me=me)
+
+
+def test_one_claim_per_work_and_only_its_owner_removes_it(tmp_path):
+    a, b = claims(tmp_path, A), claims(tmp_path, B)
+    path = a.path(WID, 1)
+    assert path.parent == tmp_path / ".claims"
+    assert a.try_claim(path, {}) == ("claimed", None)
+    assert b.try_claim(path, {}) == ("live", A)
+    b.release(path)  # not b's: stays
+    assert path.exists()
+    assert b.beat(path) is False and a.beat(path) is True
+    a.release(path)
+    assert not path.exists()
+    assert b.try_claim(path, {})[0] == "claimed"
+
+
+def test_a_stale_claim_is_taken_over_once(tmp_path):
+    a, b = claims(tmp_path, A), claims(tmp_path, B)
+    path = a.path(WID, 1)
+    a.try_claim(path, {})
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    assert b.try_claim(path, {}) == ("taken_over", A)
+    assert a.beat(path) is False  # the old owner learns it lost the claim
+    a.release(path)  # and does not remove the new owner's
+    assert b.try_claim(path, {})[0] == "claimed"  # b's own again (MINE)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_a_claim_of_a_dead_process_of_this_host_is_stale_at_once(tmp_path):
+    gone = Owner(A.host, 2**22 + 12345, "gone")  # above pid_max's default
+    claims(tmp_path, gone).try_claim(claims(tmp_path, gone).path(WID, 1), {})
+    a = claims(tmp_path, A)
+    assert a.try_claim(a.path(WID, 1), {}) == ("taken_over", gone)
+
+
+@pytest.mark.anyio
+async def test_a_run_waits_for_a_live_claim_then_goes_on(tmp_path):
+    metrics = Metrics()
+    a, b = claims(tmp_path, A), claims(tmp_path, B, metrics)
+    order = []
+    a_holds, b_waits = anyio.Event(), anyio.Event()
+
+    async def first():
+        async with a.held(WID, 1, stage="detector1", name="x"):
+            order.append("a starts")
+            a_holds.set()
+            await b_waits.wait()
+            order.append("a ends")
+
+    async def second():
+        await a_holds.wait()
+        async with b.held(WID, 1, stage="detector1", name="x"):
+            order.append("b starts")
+
+    async def watch():
+        while metrics.claims_waited.labels(stage="detector1")._value.get() < 1:
+            await anyio.sleep(0.01)
+        b_waits.set()
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            tg.start_soon(second)
+            tg.start_soon(watch)
+    assert order == ["a starts", "a ends", "b starts"]
+    assert not a.path(WID, 1).exists()
+
+
+@pytest.mark.anyio
+async def test_a_full_store_leaves_no_claim_and_lets_the_run_go_on_to_park(tmp_path,
+                                                                          monkeypatch):
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(work_claims.json, "dump", full)
+    a = claims(tmp_path, A)
+    ran = []
+    async with a.held(WID, 1, stage="detector1", name="x"):
+        ran.append(True)  # the run itself meets the fault and parks
+    assert ran == [True]
+    assert list((tmp_path / ".claims").iterdir()) == []  # no nameless claim left
+
+
+def test_a_claim_of_this_process_that_no_run_holds_is_stale_at_once(tmp_path):
+    # An earlier daemon in this process (a restart in the tests), or a run cut
+    # short: its claim names this pid, but no run of this process holds it.
+    me_then = Owner(socket.gethostname(), os.getpid(), "earlier")
+    me_now = Owner(socket.gethostname(), os.getpid(), "now")
+    then, now = claims(tmp_path, me_then), claims(tmp_path, me_now)
+    path = then.path(WID, 1)
+    assert then.try_claim(path, {})[0] == "claimed"
+    assert now.try_claim(path, {}) == ("live", me_then)  # held: live
+    work_claims._HELD.discard((str(path), "earlier"))  # ... until no run holds it
+    assert now.try_claim(path, {}) == ("taken_over", me_then)
+    now.release(path)
