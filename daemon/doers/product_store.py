@@ -256,8 +256,13 @@ class ProductStore:
                     for t in [*tree.glob(f"*/*/{_TMP}/*"), *tree.glob(f"*/*/v*/{_TMP}/*")]):
             try:
                 owner = json.loads((tmp / _OWNER).read_text())
-                dead_here = owner["host"] == host and not _pid_alive(int(owner["pid"]))
-            except (OSError, ValueError, KeyError):
+                pid = int(owner["pid"])
+                if pid <= 0:  # 0 and negatives name process groups, not a run
+                    raise ValueError(pid)
+                dead_here = owner["host"] == host and not _pid_alive(pid)
+            # An owner file is untrusted like any file: whatever it says that
+            # is not a pid on this host leaves the directory to the age rule.
+            except (OSError, ValueError, KeyError, TypeError, OverflowError):
                 dead_here = False
             if dead_here or time.time() - tmp.stat().st_mtime > older_than:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -67,6 +68,19 @@ def test_scratch_of_a_dead_process_is_cleaned_but_a_live_ones_is_kept(tmp_path):
     assert store.clean_scratch() == 1
     assert live.exists() and not dead.exists()
     assert json.loads((live / ".owner").read_text())["pid"] == os.getpid()
+
+
+@pytest.mark.parametrize("owner", ['{"host": "h", "pid": 99999999999999999999999}',
+                                   '{"host": "h", "pid": -1}', '{"host": "h", "pid": 0}',
+                                   '["not", "a", "table"]', '{"pid": "x"}', "\x00garbage"])
+def test_a_forged_owner_file_neither_stops_the_clean_up_nor_removes_a_fresh_directory(
+        tmp_path, owner):
+    store = ProductStore(tmp_path)
+    scratch = store.scratch("01234", "001", "c" * 64)
+    (scratch / ".owner").write_text(owner.replace('"h"', json.dumps(socket.gethostname())))
+    assert store.clean_scratch() == 0  # young: left to the age rule
+    assert scratch.exists()
+    assert store.clean_scratch(older_than=-1) == 1
 
 
 def test_a_name_that_would_leave_the_store_is_refused(tmp_path):
