@@ -219,7 +219,7 @@ class Daemon:
         await consumer.start()
         loop = kafka.ConcurrentConsumer(
             consumer, stage=st.name, handler=RecordAdmitter(cfg, runner, st).handle,
-            capacity=cfg.workers, metrics=self.metrics, topics=[self.topics.name(st.live_topic)],
+            capacity=pool.capacity, metrics=self.metrics, topics=[self.topics.name(st.live_topic)],
             low_priority=[self.topics.name(st.replay_topic)], stall_seconds=cfg.stall_seconds)
         self.consumers.append(loop)
         try:
