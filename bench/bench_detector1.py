@@ -107,12 +107,16 @@ def run_limit(files: list[Path], warmup: Path, out: Path, cores: int) -> dict:
             "peak_rss": figures["peak_rss"]}
 
 
-def run_daemon(files: list[Path], single: list[Path], work: Path, workers: int) -> dict:
+def run_daemon(files: list[Path], single: list[Path], work: Path, workers: int,
+               code: Path | None = None) -> dict:
+    """``code``: run the daemon of another checkout (a PYTHONPATH holding its
+    ``calstream`` package), e.g. the code before a change, side by side."""
     shutil.rmtree(work, ignore_errors=True)
+    env = {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
     done = subprocess.run([sys.executable, str(HERE), "--daemon-round", str(work),
                            "--workers", str(workers), "--singles", *map(str, single),
                            "--files", *map(str, files)],
-                          check=True, capture_output=True, text=True)
+                          check=True, capture_output=True, text=True, env=env)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -218,6 +222,9 @@ def main() -> int:
     ap.add_argument("--full", action="store_true", help="2048x2048 (FULL), 10 groups")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--before", type=Path, metavar="PYTHONPATH",
+                    help="also run, in every round, the daemon of the calstream package "
+                         "found on this path (the code before a change)")
     ap.add_argument("--daemon-round", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--singles", nargs="*", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--files", nargs="*", type=Path, help=argparse.SUPPRESS)
@@ -236,6 +243,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="calstream-bench-"))
     cores = os.cpu_count() or 1
     log: dict[str, list] = {"strun": [], "limit": [], "daemon": []}
+    if args.before:
+        log["before"] = []
     loads = [os.getloadavg()[0]]
     try:
         kit = build_kit(tmp / "kit", ProgramSpec(dithers=n, **size), seed=11)
@@ -246,11 +255,14 @@ def main() -> int:
         setups = {"strun": lambda r: run_strun(files, tmp / f"strun{r}"),
                   "limit": lambda r: run_limit(files, single[0], tmp / f"limit{r}", cores),
                   "daemon": lambda r: run_daemon(files, single, tmp / f"daemon{r}", args.workers)}
+        if args.before:
+            setups["before"] = lambda r: run_daemon(files, single, tmp / f"before{r}",
+                                                    args.workers, args.before)
         order = list(setups)
         print(f"{n} exposures ({ProgramSpec(**size).subarray}, "
               f"{ProgramSpec(**size).ngroups} groups), {rounds} rounds, {cores} cores", flush=True)
         for r in range(rounds):
-            for name in order[r % 3:] + order[:r % 3]:  # ABC, BCA, CAB, ...
+            for name in order[r % len(order):] + order[:r % len(order)]:  # ABC, BCA, CAB, ...
                 figures = setups[name](r)
                 log[name].append(figures)
                 loads.append(os.getloadavg()[0])
@@ -273,6 +285,12 @@ def main() -> int:
         "daemon_fraction_of_limit": spread([a["wall"] / b["wall"] for a, b in zip(lim, d, strict=True)], 3),
         "daemon_vs_strun": spread([a["wall"] / b["wall"] for a, b in zip(s, d, strict=True)]),
         "daemon_cpu_vs_limit_cpu": spread([b["cpu"] / a["cpu"] for a, b in zip(lim, d, strict=True)], 3),
+        **({"before_fraction_of_limit": spread([a["wall"] / b["wall"] for a, b in
+                                                zip(lim, log["before"], strict=True)], 3),
+            "daemon_vs_before": spread([b["wall"] / a["wall"] for a, b in
+                                        zip(d, log["before"], strict=True)], 3),
+            "before_fixed_cost_seconds": spread([x for r in log["before"] for x in r["fixed"]], 3),
+            } if args.before else {}),
         "limit_run_seconds": spread([x for r in lim for x in r["run_seconds"]]),
         "daemon_pipeline_seconds": spread([x for r in d for x in r["pipeline"]]),
         "fixed_cost_seconds": spread(fixed, 3),

@@ -210,7 +210,7 @@ class Daemon:
                           initializer=st.initializer,
                           classifier="calstream.steps.failures:classify_task_failure",
                           max_tasks_per_worker=cfg.max_tasks_per_worker,
-                          rss_limit_bytes=cfg.worker_rss_limit_mb << 20)
+                          rss_limit_bytes=cfg.worker_rss_limit_mb << 20, prefetch=st.prefetch)
         pool.start()
         runner = WorkItemRunner(cfg, publisher, self.store, pool, self.metrics, self.crds_context)
         # Subscribed by the loop itself, with its rebalance listener: subscribing

@@ -9,7 +9,7 @@ replaced and the task fails as *transient*, so the caller retries it. Turns at
 the workers are handed out by priority (priority_slots.py).
 
 The stage's consumer keeps ``capacity`` items in flight, more than there are
-workers (``PREFETCH_PER_WORKER``): the next items are admitted (headers read,
+workers (``prefetch`` per worker): the next items are admitted (headers read,
 digests checked) while the workers calibrate, and wait here for a turn, so a
 worker that finishes gets its next task at once instead of after a fetch.
 """
@@ -68,7 +68,8 @@ class _Worker:
 class WorkerPool:
     def __init__(self, size: int, *, stage: str, metrics: Metrics, env: dict[str, str] | None = None,
                  initializer: str | None = None, classifier: str | None = None,
-                 max_tasks_per_worker: int = 200, rss_limit_bytes: int = 0):
+                 max_tasks_per_worker: int = 200, rss_limit_bytes: int = 0,
+                 prefetch: int = PREFETCH_PER_WORKER):
         """``initializer`` ("module:function") runs once per worker, to warm it;
         ``classifier`` ("module:function", called as f(exc, task_kwargs)) says
         whether a failure is transient, permanent or skipped. A worker still
@@ -82,6 +83,7 @@ class WorkerPool:
         self.classifier = classifier
         self.max_tasks = max_tasks_per_worker
         self.rss_limit = rss_limit_bytes
+        self.prefetch = prefetch
         self._ctx = mp.get_context("spawn")  # fork + jwst's threads is unsafe
         self._idle: list[_Worker] = []
         self._all: list[_Worker] = []
@@ -100,7 +102,7 @@ class WorkerPool:
     @property
     def capacity(self) -> int:
         """How many items the stage's consumer keeps in flight."""
-        return self.size * (1 + PREFETCH_PER_WORKER)
+        return self.size * (1 + self.prefetch)
 
     def start(self) -> None:
         """Spawn the workers; they warm up (import jwst) in parallel, off the loop."""
