@@ -183,6 +183,7 @@ def daemon_round(work: Path, files: list[Path], single: list[Path], workers: int
         anyio.run(main)
     finally:
         daemon.stop_broker()
+    (work / "round.json").write_text(json.dumps(result))  # readable while the bench goes on
     return result
 
 
