@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.calstream-installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast lint bench clean tools
+.PHONY: install demo test test-fast lint bench bench-full clean tools
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "calstream needs Python 3.11+; set PYTHON=python3.11 (or newer)")'
@@ -53,6 +53,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_detector1.py
 	$(BIN)/python bench/bench_planner.py
+
+# Full frame (2048x2048, 10 groups, 4 exposures, 2 interleaved rounds): long
+# (tens of minutes on 2 cores); not part of CI. EXPOSURES=6 for more.
+bench-full: $(STAMP)
+	$(BIN)/python bench/bench_detector1.py --full $(if $(EXPOSURES),--exposures $(EXPOSURES))
 
 clean:
 	rm -rf $(VENV) demo-work .pytest_cache build *.egg-info

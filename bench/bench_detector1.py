@@ -1,18 +1,28 @@
-"""Daemon vs. the sequential baseline on the same N synthetic exposures.
+"""The daemon's detector1 throughput against the machine's limit and against strun.
 
-Baseline: ``strun calwebb_detector1 FILE`` one file after another, as a person
-or a cron job would. Daemon: ``calstream`` on the embedded broker with warm
-workers, all N files dropped into its inbox at once. Both run on this machine,
-one after the other, on the same files and the same CRDS cache.
+Three setups on the same N synthetic exposures, run INTERLEAVED and repeated
+(round 1: strun, limit, daemon; round 2: limit, daemon, strun; ...), so that a
+change of load on a shared machine hits every setup alike and the ratios
+within a round stay meaningful:
 
-A second baseline, one warm Python process calling Detector1Pipeline in a
-loop, shows what the daemon gains beyond not re-importing jwst per file.
+* **strun**: ``strun calwebb_detector1 FILE`` one file after another (a
+  person or a cron job);
+* **limit**: one warm process (jwst imported, ``gc.freeze()`` as a worker
+  does) runs each file ALONE; the machine's limit is ``cores`` such runs at
+  once with nothing lost: N x (median run) / cores;
+* **daemon**: ``calstream`` on the embedded broker (watcher + detector1, warm
+  workers), a fresh work directory per round; all N files dropped into its
+  inbox at once, timed from the drop to the last product event.
 
-Reported: throughput ratios (daemon / each baseline), the daemon's overhead per
-exposure (arrival-to-product latency minus the time inside the pipeline, on
-an idle daemon, one file at a time), and peak memory per worker.
+Reported, as medians with the spread over rounds: wall and CPU time of each
+setup, the ratios daemon/limit and daemon/strun of each round, the fixed cost
+per exposure (one file at a time on an idle daemon: the product event's
+``emitted_at - arrived_at - duration_seconds``), the workers' peak memory
+against the direct run's, and whether the daemon's products are bit-identical
+(every data extension) to the direct ``Detector1Pipeline.call``'s.
 
-    python bench/bench_detector1.py [--exposures 8] [--workers 2] [--json out.json]
+    python bench/bench_detector1.py [--exposures 6] [--rounds 3] [--json out.json]
+    python bench/bench_detector1.py --full     # 2048x2048, 10 groups (make bench-full)
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -28,160 +39,278 @@ import tempfile
 import time
 from pathlib import Path
 
-import anyio
+HERE = Path(__file__).resolve()
 
-from calstream.daemon.doers import kafka
-from calstream.daemon.operations.config import load
-from calstream.daemon.runtime import Daemon
-from calstream.steps.naming import parse_exposure_name
-from calstream.steps.synthetic.downlink import deliver
-from calstream.steps.synthetic.kit import build_kit
-from calstream.steps.synthetic.program import ProgramSpec
-from calstream.topics import contract
-
-
-def baseline(files: list[Path], out: Path) -> float:
-    strun = Path(sys.executable).with_name("strun")
-    out.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    for f in files:
-        subprocess.run([str(strun), "calwebb_detector1", str(f), "--output_dir", str(out)],
-                       check=True, cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.monotonic() - start
-
-
-_WARM_LOOP = """
-import sys, time
+_LIMIT = """
+import json, resource, sys, time
+from calstream.steps.worker_warmup import warm_up
+warm_up()  # jwst imported, gc.freeze(): what a warm worker does
 from jwst.pipeline import Detector1Pipeline
-out = sys.argv[1]
-Detector1Pipeline.call(sys.argv[2], output_dir=out, save_results=True)  # warm-up, not timed
-start = time.monotonic()
-for f in sys.argv[3:]:
+out, warmup, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+Detector1Pipeline.call(warmup, output_dir=out, save_results=True)  # not timed
+runs = []
+for f in files:
+    w, c = time.perf_counter(), time.process_time()
     Detector1Pipeline.call(f, output_dir=out, save_results=True)
-print(time.monotonic() - start)
+    runs.append((time.perf_counter() - w, time.process_time() - c))
+print(json.dumps({"runs": runs, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 """
 
 
-def warm_loop(files: list[Path], warmup: Path, out: Path) -> float:
-    """A harder baseline: one warm process, Detector1Pipeline.call in a loop.
+def tree_cpu(root: int) -> float:
+    """CPU seconds (user + system) of ``root`` and every live descendant."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents, cpu = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        total += cpu.get(pid, 0.0)
+        todo.extend(p for p, parent in parents.items() if parent == pid)
+    return total
 
-    Separates what the daemon gains by design (parallel warm workers, no
-    per-file import) from what any long-lived process would gain.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run([sys.executable, "-c", _WARM_LOOP, str(out), str(warmup),
-                           *map(str, files)], check=True, cwd=out, capture_output=True, text=True)
-    return float(done.stdout.strip().splitlines()[-1])
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
-async def _products(daemon: Daemon, want: set[str], seen: dict) -> None:
-    async for _rec, msg in kafka.read_topics(daemon.cfg, [daemon.topics.name("products")]):
-        if isinstance(msg, contract.Message) and msg.get("exposure_id") in want:
-            seen[msg["exposure_id"]] = msg.body
-            if want <= set(seen):
-                return
+def run_strun(files: list[Path], out: Path) -> dict:
+    strun = Path(sys.executable).with_name("strun")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    cpu, start = children_cpu(), time.monotonic()
+    for f in files:
+        subprocess.run([str(strun), "calwebb_detector1", str(f), "--output_dir", str(out)],
+                       check=True, cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return {"wall": time.monotonic() - start, "cpu": children_cpu() - cpu}
 
 
-def run_daemon(files: list[Path], single: list[Path], work: Path, workers: int) -> dict:
-    # Only the roles the baseline does: stage 2 would compete for the cores.
+def run_limit(files: list[Path], warmup: Path, out: Path, cores: int) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    done = subprocess.run([sys.executable, "-c", _LIMIT, str(out), str(warmup), *map(str, files)],
+                          check=True, cwd=out, capture_output=True, text=True)
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    walls = [w for w, _ in figures["runs"]]
+    return {"wall": statistics.median(walls) * len(files) / cores,
+            "cpu": sum(c for _, c in figures["runs"]), "run_seconds": walls,
+            "peak_rss": figures["peak_rss"]}
+
+
+def run_daemon(files: list[Path], single: list[Path], work: Path, workers: int,
+               code: Path | None = None) -> dict:
+    """``code``: run the daemon of another checkout (a PYTHONPATH holding its
+    ``calstream`` package), e.g. the code before a change, side by side."""
+    shutil.rmtree(work, ignore_errors=True)
+    env = {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
+    done = subprocess.run([sys.executable, str(HERE), "--daemon-round", str(work),
+                           "--workers", str(workers), "--singles", *map(str, single),
+                           "--files", *map(str, files)],
+                          check=True, capture_output=True, text=True, env=env)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def daemon_round(work: Path, files: list[Path], single: list[Path], workers: int) -> dict:
+    """One daemon, started afresh in this process (``--daemon-round``)."""
+    import anyio
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from calstream.daemon.doers import kafka
+    from calstream.daemon.operations.config import load
+    from calstream.daemon.runtime import Daemon
+    from calstream.steps.naming import parse_exposure_name
+    from calstream.steps.synthetic.downlink import deliver
+    from calstream.topics import contract
+
+    # Only the roles the baselines do: stage 2 would compete for the cores.
     cfg = load(None, env={}, flags={"work_dir": work, "workers": workers,
                                     "roles": ["watcher", "detector1"],
                                     "metrics_address": "127.0.0.1:0", "fast_group_timing": True})
     daemon = Daemon(cfg)
     daemon.start_broker()
     result: dict = {}
+    seen: dict = {}
+
+    async def products(want: set[str]) -> None:
+        async for _rec, msg in kafka.read_topics(daemon.cfg, [daemon.topics.name("products")]):
+            if isinstance(msg, contract.Message) and msg.get("exposure_id") in want:
+                seen.setdefault(msg["exposure_id"], msg.body)
+                if want <= set(seen):
+                    return
+
+    def exposure(f: Path) -> str:
+        return parse_exposure_name(f.name).exposure_id
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             await tg.start(daemon.run)
-            # Warm-up: one exposure through the whole chain (workers import jwst).
-            seen: dict = {}
-            deliver(single[:1], cfg.inbox)
-            await _products(daemon, {parse_exposure_name(single[0].name).exposure_id}, seen)
-            # Idle overhead: one file at a time, each waited for.
-            overheads = []
-            for f in single[1:]:
-                eid = parse_exposure_name(f.name).exposure_id
+            deliver(single[:1], cfg.inbox)  # warm-up: every worker imports jwst
+            await products({exposure(single[0])})
+            fixed = []
+            for f in single[1:]:  # the fixed cost: one file at a time, idle daemon
                 deliver([f], cfg.inbox)
-                await _products(daemon, {eid}, seen)
-                p = seen[eid]
+                await products({exposure(f)})
+                p = seen[exposure(f)]
                 latency = (contract.parse_time(p["emitted_at"]).timestamp()
                            - contract.parse_time(p["arrived_at"]).timestamp())
-                overheads.append(latency - p["duration_seconds"])
-            # Throughput: all files at once.
-            want = {parse_exposure_name(f.name).exposure_id for f in files}
-            start = time.monotonic()
+                fixed.append(latency - p["duration_seconds"])
+            cpu, start = tree_cpu(os.getpid()), time.monotonic()
             await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))
-            await _products(daemon, want, seen)
-            result["wall"] = time.monotonic() - start
-            result["overheads"] = overheads
-            result["pipeline"] = [seen[e]["duration_seconds"] for e in want]
-            from prometheus_client import generate_latest
-            from prometheus_client.parser import text_string_to_metric_families
-
+            await products({exposure(f) for f in files})
+            result.update(wall=time.monotonic() - start, cpu=tree_cpu(os.getpid()) - cpu,
+                          fixed=fixed, pipeline=[seen[exposure(f)]["duration_seconds"]
+                                                 for f in files],
+                          outputs={exposure(f): [o["path"] for o in seen[exposure(f)]["outputs"]]
+                                   for f in files})
             text = generate_latest(daemon.metrics.registry).decode()
-            result["worker_rss"] = {s.labels["worker"]: s.value
-                                    for fam in text_string_to_metric_families(text)
-                                    for s in fam.samples
-                                    if s.name == "calstream_worker_peak_rss_bytes"}
+            result["worker_peak_rss"] = [s.value for fam in text_string_to_metric_families(text)
+                                         for s in fam.samples
+                                         if s.name == "calstream_worker_peak_rss_bytes"]
             tg.cancel_scope.cancel()
 
     try:
         anyio.run(main)
     finally:
         daemon.stop_broker()
+    (work / "round.json").write_text(json.dumps(result))  # readable while the bench goes on
     return result
+
+
+def identical(daemon_outputs: dict[str, list[str]], direct_dir: Path) -> tuple[int, list[str]]:
+    """Products compared (every data extension, byte for byte) and the differing ones."""
+    import numpy as np
+    from astropy.io import fits
+
+    compared, differing = 0, []
+    for paths in daemon_outputs.values():
+        for p in map(Path, paths):
+            direct = direct_dir / p.name
+            if not p.name.endswith(".fits") or not direct.exists():
+                continue
+            compared += 1
+            with fits.open(p) as a, fits.open(direct) as b:
+                for ha, hb in zip(a, b, strict=False):
+                    if ha.name == "ASDF" or not hasattr(ha, "data") or ha.data is None:
+                        continue
+                    da, db = np.asarray(ha.data), np.asarray(hb.data)
+                    if da.shape != db.shape or da.tobytes() != db.tobytes():
+                        differing.append(f"{p.name}[{ha.name}]")
+    return compared, differing
+
+
+def spread(values: list[float], digits: int = 2) -> dict:
+    return {"median": round(statistics.median(values), digits),
+            "min": round(min(values), digits), "max": round(max(values), digits)}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--exposures", type=int, default=8)
-    ap.add_argument("--overhead-samples", type=int, default=4)
+    ap.add_argument("--exposures", type=int)
+    ap.add_argument("--rounds", type=int)
+    ap.add_argument("--overhead-samples", type=int)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--full", action="store_true", help="2048x2048 (FULL), 10 groups")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--before", type=Path, metavar="PYTHONPATH",
+                    help="also run, in every round, the daemon of the calstream package "
+                         "found on this path (the code before a change)")
+    ap.add_argument("--daemon-round", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--singles", nargs="*", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--files", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.daemon_round:
+        print(json.dumps(daemon_round(args.daemon_round, args.files, args.singles, args.workers)))
+        return 0
+    n = args.exposures or (4 if args.full else 6)
+    rounds = args.rounds or (2 if args.full else 3)
+    samples = args.overhead_samples or (2 if args.full else 4)
+    size = {"subarray": "FULL", "ngroups": 10} if args.full else {}
+
+    from calstream.steps.synthetic.kit import build_kit
+    from calstream.steps.synthetic.program import ProgramSpec
+
     tmp = Path(tempfile.mkdtemp(prefix="calstream-bench-"))
+    cores = os.cpu_count() or 1
+    log: dict[str, list] = {"strun": [], "limit": [], "daemon": []}
+    if args.before:
+        log["before"] = []
+    loads = [os.getloadavg()[0]]
     try:
-        # Two programs: one for the throughput run, one for the overhead run,
-        # so nothing is "already calibrated" in the daemon's product store.
-        kit = build_kit(tmp / "kit", ProgramSpec(dithers=args.exposures), seed=11)
-        single = build_kit(tmp / "kit2", ProgramSpec(program="04321",
-                                                     dithers=args.overhead_samples + 1),
+        kit = build_kit(tmp / "kit", ProgramSpec(dithers=n, **size), seed=11)
+        single = build_kit(tmp / "kit2", ProgramSpec(program="04321", dithers=samples + 1, **size),
                            seed=12, references=False).uncal_files
         os.environ.update(kit.crds_env)
         files = kit.uncal_files
-        n = len(files)
-        print(f"{n} exposures, {ProgramSpec().subarray}; baseline: strun one after another ...",
-              flush=True)
-        base = baseline(files, tmp / "baseline")
-        print("baseline 2: one warm process, Detector1Pipeline.call in a loop ...", flush=True)
-        warm = warm_loop(files, single[0], tmp / "warm")
-        print(f"daemon: {args.workers} warm workers, embedded broker ...", flush=True)
-        d = run_daemon(files, single, tmp / "daemon", args.workers)
+        setups = {"strun": lambda r: run_strun(files, tmp / f"strun{r}"),
+                  "limit": lambda r: run_limit(files, single[0], tmp / f"limit{r}", cores),
+                  "daemon": lambda r: run_daemon(files, single, tmp / f"daemon{r}", args.workers)}
+        if args.before:
+            setups["before"] = lambda r: run_daemon(files, single, tmp / f"before{r}",
+                                                    args.workers, args.before)
+        order = list(setups)
+        print(f"{n} exposures ({ProgramSpec(**size).subarray}, "
+              f"{ProgramSpec(**size).ngroups} groups), {rounds} rounds, {cores} cores", flush=True)
+        for r in range(rounds):
+            for name in order[r % len(order):] + order[:r % len(order)]:  # ABC, BCA, CAB, ...
+                figures = setups[name](r)
+                log[name].append(figures)
+                loads.append(os.getloadavg()[0])
+                print(f"round {r + 1}: {name:6s} wall {figures['wall']:7.2f} s  "
+                      f"cpu {figures['cpu']:7.2f} s  (load {loads[-1]:.1f})", flush=True)
+        compared, differing = identical(log["daemon"][0]["outputs"], tmp / "limit0")
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+    d, lim, s = log["daemon"], log["limit"], log["strun"]
+    fixed = [x for r in d for x in r["fixed"]]
+    worker_peak = max(x for r in d for x in r["worker_peak_rss"])
+    direct_peak = max(r["peak_rss"] for r in lim)
     figures = {
-        "exposures": n, "workers": args.workers, "cores": os.cpu_count(),
-        "baseline_seconds": round(base, 2), "daemon_seconds": round(d["wall"], 2),
-        "baseline_throughput_per_min": round(60 * n / base, 2),
-        "daemon_throughput_per_min": round(60 * n / d["wall"], 2),
-        "throughput_ratio": round(base / d["wall"], 2),
-        "warm_loop_seconds": round(warm, 2),
-        "throughput_ratio_vs_warm_loop": round(warm / d["wall"], 2),
-        "median_pipeline_seconds": round(statistics.median(d["pipeline"]), 2),
-        "overhead_seconds_median": round(statistics.median(d["overheads"]), 3),
-        "overhead_seconds_max": round(max(d["overheads"]), 3),
-        "worker_peak_rss_mib": {k: round(v / 2**20) for k, v in sorted(d["worker_rss"].items())},
+        "exposures": n, "rounds": rounds, "workers": args.workers, "cores": cores,
+        "size": ProgramSpec(**size).subarray, "ngroups": ProgramSpec(**size).ngroups,
+        "load_average": spread(loads, 1),
+        "wall_seconds": {k: spread([r["wall"] for r in v]) for k, v in log.items()},
+        "cpu_seconds": {k: spread([r["cpu"] for r in v]) for k, v in log.items()},
+        "daemon_fraction_of_limit": spread([a["wall"] / b["wall"] for a, b in zip(lim, d, strict=True)], 3),
+        "daemon_vs_strun": spread([a["wall"] / b["wall"] for a, b in zip(s, d, strict=True)]),
+        "daemon_cpu_vs_limit_cpu": spread([b["cpu"] / a["cpu"] for a, b in zip(lim, d, strict=True)], 3),
+        **({"before_fraction_of_limit": spread([a["wall"] / b["wall"] for a, b in
+                                                zip(lim, log["before"], strict=True)], 3),
+            "daemon_vs_before": spread([b["wall"] / a["wall"] for a, b in
+                                        zip(d, log["before"], strict=True)], 3),
+            "before_fixed_cost_seconds": spread([x for r in log["before"] for x in r["fixed"]], 3),
+            } if args.before else {}),
+        "limit_run_seconds": spread([x for r in lim for x in r["run_seconds"]]),
+        "daemon_pipeline_seconds": spread([x for r in d for x in r["pipeline"]]),
+        "fixed_cost_seconds": spread(fixed, 3),
+        "worker_peak_rss_mib": round(worker_peak / 2**20),
+        "direct_peak_rss_mib": round(direct_peak / 2**20),
+        "worker_vs_direct_peak_rss": round(worker_peak / direct_peak, 3),
+        "products_compared": compared, "products_differing": differing,
     }
     print(json.dumps(figures, indent=1))
-    print(f"\nthroughput ratio {figures['throughput_ratio']}x vs strun one after another "
-          f"(target >= 2x), {figures['throughput_ratio_vs_warm_loop']}x vs one warm process; "
-          f"overhead per exposure {figures['overhead_seconds_median']} s median (target < 0.5 s)")
+    f = figures
+    print(f"\ndaemon at {f['daemon_fraction_of_limit']['median']:.0%} of the limit "
+          f"({f['daemon_fraction_of_limit']['min']:.0%}-{f['daemon_fraction_of_limit']['max']:.0%};"
+          f" target >= 95%), {f['daemon_vs_strun']['median']}x strun; fixed cost "
+          f"{f['fixed_cost_seconds']['median']} s median (target <= 0.2 s); worker peak memory "
+          f"{f['worker_vs_direct_peak_rss']}x the direct run (target <= 1.1x); "
+          f"{compared - len(differing)}/{compared} products bit-identical")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
-    return 0
+    return 0 if not differing else 1
 
 
 if __name__ == "__main__":

@@ -216,7 +216,7 @@ class Daemon:
                           initializer=st.initializer,
                           classifier="calstream.steps.failures:classify_task_failure",
                           max_tasks_per_worker=cfg.max_tasks_per_worker,
-                          rss_limit_bytes=cfg.worker_rss_limit_mb << 20)
+                          rss_limit_bytes=cfg.worker_rss_limit_mb << 20, prefetch=st.prefetch)
         pool.start()
         runner = WorkItemRunner(cfg, publisher, self.store, pool, self.metrics, self.crds_context)
         # Subscribed by the loop itself, with its rebalance listener: subscribing
@@ -225,7 +225,7 @@ class Daemon:
         await consumer.start()
         loop = kafka.ConcurrentConsumer(
             consumer, stage=st.name, handler=RecordAdmitter(cfg, runner, st).handle,
-            capacity=cfg.workers, metrics=self.metrics, topics=[self.topics.name(st.live_topic)],
+            capacity=pool.capacity, metrics=self.metrics, topics=[self.topics.name(st.live_topic)],
             low_priority=[self.topics.name(st.replay_topic)], stall_seconds=cfg.stall_seconds)
         self.consumers.append(loop)
         try:

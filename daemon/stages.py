@@ -30,6 +30,9 @@ class Stage:
     # An arrival stage may run, per exposure, one of several pipelines (the
     # one routing picks): {pipeline alias: the product events' "stage"}.
     pipelines: dict[str, str] = field(default_factory=dict)
+    # Items admitted ahead for each worker (worker_pool.py): none for runs of
+    # hours, where it gains seconds and a queued item would look stalled.
+    prefetch: int = 1
 
     def group(self, group_prefix: str) -> str:
         """The consumer group every daemon running this stage joins."""
@@ -57,7 +60,8 @@ STAGES: tuple[Stage, ...] = (
                     "max_tasks_per_worker": "stage3_max_tasks_per_worker",
                     "task_timeout": "stage3_task_timeout",
                     "stall_seconds": "stage3_stall_seconds",
-                    "worker_rss_limit_mb": "stage3_worker_rss_limit_mb"}),
+                    "worker_rss_limit_mb": "stage3_worker_rss_limit_mb"},
+          prefetch=0),
 )
 
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}

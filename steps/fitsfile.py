@@ -271,12 +271,16 @@ def read_primary_header(path: str | os.PathLike[str]) -> fits.Header:
             raise _ERRORS[stop.status](f"{path.name}: {stop.reason}") from None
 
 
-def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    """Streaming sha256 of the whole file, as ``sha256:<hex>``."""
+def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20, *,
+                sync: bool = False) -> str:
+    """Streaming sha256 of the whole file, as ``sha256:<hex>``; with ``sync``,
+    the file is also made durable (fsync) on the way."""
     h = hashlib.sha256()
     buf = bytearray(chunk)
     view = memoryview(buf)
     with open(path, "rb", buffering=0) as f:
         while n := f.readinto(buf):
             h.update(view[:n])
+        if sync:
+            os.fsync(f.fileno())
     return f"sha256:{h.hexdigest()}"

@@ -51,3 +51,20 @@ def hoard(mb):
     """Keep `mb` MiB resident after the task, as a leaky run would."""
     _KEPT.append(b"\x01" * (mb << 20))
     return {"pid": os.getpid()}
+
+
+def wait_for_file(path, timeout=60):
+    """Hold the worker until `path` exists (a test opens the gate)."""
+    deadline = time.time() + timeout
+    while not os.path.exists(path) and time.time() < deadline:
+        time.sleep(0.02)
+    return {"pid": os.getpid()}
+
+
+def write_rate(output_dir, name):
+    """A stand-in calibration: one product file in `output_dir`."""
+    out = os.path.join(output_dir, f"{name}_rate.fits")
+    with open(out, "wb") as f:
+        f.write(b"SIMPLE" + os.urandom(16))
+    return {"outputs": [out], "jwst_version": "3.0.0", "crds_context": "jwst_0001.pmap",
+            "duration_seconds": 0.1}

@@ -3,10 +3,13 @@
 The watcher (daemon/doers/inbox/watcher.py) looks at a tracked file in steps,
 each costlier than the one before, and after each asks here what to do next:
 
-1. ``after_stat``: size, mtime, inode and ctime must stay unchanged for
-   ``settle_seconds`` so a file is not read in the middle of a write; a file
-   found short before keeps waiting, and is truncated once it has stayed
-   short and unchanged for ``incomplete_timeout``;
+1. ``after_stat``: a file its writer has closed (inotify close-write) or
+   moved into the inbox, or one unchanged since it was announced whole, is
+   looked at at once; any other (seen by a poll, a
+   rescan or a modify event without a close) must keep its size, mtime,
+   inode and ctime for ``settle_seconds`` so it is not read in the middle of
+   a write. A file found short before keeps waiting, and is truncated once
+   it has stayed short and unchanged for ``incomplete_timeout``;
 2. ``after_structure``: the FITS layout must declare every HDU it holds and
    include the extensions an uncal file needs. This, not the settle time, is
    what keeps a file copied in pieces with long pauses from going out early;
@@ -147,10 +150,15 @@ def after_stat(
     now: float,
     age: float,
     rules: InboxRules,
+    writer_done: bool = False,
 ) -> tuple[FileState, Decision]:
     """``sig``: the file's stat now (None: gone); ``handled_sig``: its stat
     when it was last handled, if it is still in the inbox; ``age``: wall-clock
-    seconds since its mtime."""
+    seconds since its mtime; ``writer_done``: there is no write to wait out
+    (the last event about it said its writer closed it or moved it in, or
+    it is as it was when last announced whole). The structure check still
+    decides whether it is whole, and the identity read whether it changed
+    meanwhile."""
     if sig is None:
         return state, Forget(still_there=False, why="gone from the inbox before it was handled")
     if sig[0] == NOT_A_FILE:
@@ -165,7 +173,7 @@ def after_stat(
         # a rescan) needs no further wait.
         changed_at = now - max(0.0, min(age, rules.settle_seconds)) if first else now
         state = FileState(sig=sig, changed_at=changed_at, rewritten=state.rewritten or not first)
-    settled_at = state.changed_at + rules.settle_seconds
+    settled_at = state.changed_at + (0.0 if writer_done else rules.settle_seconds)
     if now < settled_at:
         return state, Wait(min(settled_at, now + rules.look_interval))
     if state.identified:

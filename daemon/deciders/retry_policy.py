@@ -45,7 +45,9 @@ JITTER = 0.25  # a delay is spread over +-25 %
 
 @dataclass(frozen=True)
 class NextStep:
-    action: str  # "publish" | "publish_skipped" | "retry" | "park" | "dead_letter"
+    # "publish" | "publish_skipped" | "retry" | "park" | "dead_letter" | "done"
+    # (done: found done elsewhere when a worker was free; nothing left to do)
+    action: str
     delay: float = 0.0  # retry, park: seconds to wait before the next attempt
     category: str = ""  # dead_letter: "retries_exhausted" | "permanent_failure"
     cause: str = ""  # park (and its retries): what is broken, e.g. "disk_full"

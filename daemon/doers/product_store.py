@@ -124,11 +124,15 @@ class ProductStore:
                            / f"{name}.{stage}.json")
 
     def publish(self, scratch: Path, program: str, observation: str, *, name: str, stage: str,
-                record: dict[str, Any], version: int = 1) -> list[Path]:
+                record: dict[str, Any], version: int = 1, synced: bool = False) -> list[Path]:
         """Move every file from ``scratch`` into place, then write the record.
 
-        ``record`` must hold the "event" to re-emit on redelivery; the list of
-        outputs (paths, digests, sizes) is filled in here.
+        ``record`` must hold the "event" to re-emit on redelivery, with the
+        outputs (paths, digests, sizes). ``synced``: the files are already on
+        disk (the worker synced them, worker_process._seal); otherwise they
+        are synced here, all before the first rename. The renames are made
+        durable by one sync of the directory, before the record; ``scratch``
+        then holds only its owner mark and goes at once.
         """
         final_dir = self.directory(program, observation, version)
         path = self._record_path(program, observation, name, stage, version)
@@ -137,14 +141,15 @@ class ProductStore:
             # first (its product event stays history).
             path.unlink(missing_ok=True)
             fsync_dir(path.parent)
+        files = [src for src in sorted(scratch.iterdir())
+                 if src.is_file() and not src.name.startswith(".")]
+        if not synced:
+            for src in files:
+                _fsync(src)
         moved = []
-        for src in sorted(scratch.iterdir()):
-            if not src.is_file() or src.name.startswith("."):
-                continue
-            dst = final_dir / src.name
-            _fsync(src)
-            os.replace(src, dst)
-            moved.append(dst)
+        for src in files:
+            os.replace(src, final_dir / src.name)
+            moved.append(final_dir / src.name)
         fsync_dir(final_dir)
         self._write_record(path, record)
         shutil.rmtree(scratch, ignore_errors=True)

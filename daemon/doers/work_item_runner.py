@@ -22,11 +22,11 @@ from typing import Any
 import anyio
 
 import calstream
-from calstream.daemon.deciders.retry_policy import Backoff, after_run
+from calstream.daemon.deciders.retry_policy import Backoff, NextStep, after_run
 from calstream.daemon.deciders.work_items import WorkItem
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.preview_runner import make_previews, planned_previews
-from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.product_store import Done, ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims
 from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
 from calstream.daemon.operations import logs
@@ -94,19 +94,25 @@ class WorkItemRunner:
     async def _run_once(self, item: WorkItem) -> None:
         wid = self.work_id(item)
         store = self.store.for_namespace(item.namespace)
-        done = await anyio.to_thread.run_sync(
-            lambda: store.lookup(item.program, item.observation, name=item.name,
-                                 stage=item.stage, work_id=wid, version=item.version))
+        done = await anyio.to_thread.run_sync(self._done, item, wid, store)
         if done is not None:
-            # Already done: re-emit the same event (same event_id) so a subscriber
-            # that missed it gets it and one that did not drops it.
-            event = contract.Message("product", {**done.event, "emitted_at": contract.utc_now()})
-            await self.publisher.publish("products", item.program, event)
-            self.count(item, "duplicate")
-            log.info("%s: %s already done (work %s); product event re-emitted", item.name,
-                     item.pipeline, wid[:12], extra=item.log_context)
+            await self._re_emit(item, wid, done)
             return
         await self._attempts(item, wid, store)
+
+    @staticmethod
+    def _done(item: WorkItem, wid: str, store: ProductStore) -> Done | None:
+        return store.lookup(item.program, item.observation, name=item.name, stage=item.stage,
+                            work_id=wid, version=item.version)
+
+    async def _re_emit(self, item: WorkItem, wid: str, done: Done) -> None:
+        """Already done: re-emit the same event (same event_id) so a subscriber
+        that missed it gets it and one that did not drops it."""
+        event = contract.Message("product", {**done.event, "emitted_at": contract.utc_now()})
+        await self.publisher.publish("products", item.program, event)
+        self.count(item, "duplicate")
+        log.info("%s: %s already done (work %s); product event re-emitted", item.name,
+                 item.pipeline, wid[:12], extra=item.log_context)
 
     async def _attempts(self, item: WorkItem, wid: str, store: ProductStore) -> None:
         run_log = store.log_path(item.program, item.observation, item.name, item.stage,
@@ -158,13 +164,25 @@ class WorkItemRunner:
             # The store itself refuses a directory (full, read-only): no run can work.
             kind, detail = self._store_fault(exc), f"{type(exc).__name__}: {exc}"
             return self._next(kind, attempts), kind, detail, outcome
+        # Done meanwhile (another member ran it after a rebalance while this
+        # waited for a worker): checked again the moment a worker is ours.
+        done: list[Done] = []
+
+        def still_needed() -> bool:
+            done.extend(filter(None, [self._done(item, wid, store)]))
+            return not done
+
         try:
             outcome = await self.pool.run(
                 item.task, {**item.task_kwargs, "output_dir": str(scratch)},
                 timeout=self.cfg.task_timeout, log_path=str(run_log),
                 env={"CRDS_CONTEXT": self.context(item),
                      **logs.task_env(**item.log_context, work_id=wid)},
-                priority=0 if item.priority == "live" else 1)
+                priority=0 if item.priority == "live" else 1, still_needed=still_needed)
+            if outcome is None:
+                await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
+                await self._re_emit(item, wid, done[0])
+                return NextStep("done"), "duplicate", "", None
             failure = outcome.failure
             kind = failure.classification if failure else "success"
             detail = f"{failure.error_type}: {failure.message}" if failure else ""
@@ -248,12 +266,17 @@ class WorkItemRunner:
         final_dir = store.directory(item.program, item.observation, item.version)
         context = self.context(item)
 
+        # Digests and sizes come from the worker, which also synced the files
+        # (worker_process._seal); a task run another way is described here.
+        sealed = result.get("sealed")
+
         def describe_outputs() -> list[dict[str, Any]]:
             files = []
             for produced in sorted(Path(p) for p in result["outputs"]):
-                files.append({"path": str(final_dir / produced.name),
-                              "digest": file_digest(produced), "size": produced.stat().st_size,
-                              "suffix": produced.stem.rsplit("_", 1)[-1]})
+                digest, size = sealed[str(produced)] if sealed is not None else (
+                    file_digest(produced), produced.stat().st_size)
+                files.append({"path": str(final_dir / produced.name), "digest": digest,
+                              "size": size, "suffix": produced.stem.rsplit("_", 1)[-1]})
             return files
 
         outputs = await anyio.to_thread.run_sync(describe_outputs)
@@ -271,8 +294,9 @@ class WorkItemRunner:
                         result["crds_context"], context, extra=item.log_context)
         await anyio.to_thread.run_sync(
             lambda: store.publish(scratch, item.program, item.observation, name=item.name,
-                                  stage=item.stage, version=item.version,
-                                       record={"work_id": wid, "event": message.body}))
+                                  stage=item.stage, version=item.version, synced=sealed is not None,
+                                  record={"work_id": wid, "event": message.body}))
+        # The record (the commit marker) is down: announce at once.
         await self.publisher.publish("products", item.program, message)
         self.count(item, "success")
         self.metrics.stage_duration.labels(stage=item.stage, pipeline=item.pipeline).observe(

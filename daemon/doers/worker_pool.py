@@ -7,6 +7,11 @@ imports the heavy modules (jwst) once, runs one task at a time, and reports its
 peak memory with every result; a worker that dies or overruns its timeout is
 replaced and the task fails as *transient*, so the caller retries it. Turns at
 the workers are handed out by priority (priority_slots.py).
+
+The stage's consumer keeps ``capacity`` items in flight, more than there are
+workers (``prefetch`` per worker): the next items are admitted (headers read,
+digests checked) while the workers calibrate, and wait here for a turn, so a
+worker that finishes gets its next task at once instead of after a fetch.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -29,6 +35,10 @@ from calstream.daemon.operations.metrics import Metrics
 __all__ = ["TaskFailure", "TaskOutcome", "WorkerLost", "WorkerPool"]
 
 log = logging.getLogger("calstream.pool")
+
+# Items waiting for each worker besides the one it runs: one is enough to
+# leave no gap, and more would only lengthen what a revoked partition hands back.
+PREFETCH_PER_WORKER = 1
 
 
 class WorkerLost(RuntimeError):
@@ -58,7 +68,8 @@ class _Worker:
 class WorkerPool:
     def __init__(self, size: int, *, stage: str, metrics: Metrics, env: dict[str, str] | None = None,
                  initializer: str | None = None, classifier: str | None = None,
-                 max_tasks_per_worker: int = 200, rss_limit_bytes: int = 0):
+                 max_tasks_per_worker: int = 200, rss_limit_bytes: int = 0,
+                 prefetch: int = PREFETCH_PER_WORKER):
         """``initializer`` ("module:function") runs once per worker, to warm it;
         ``classifier`` ("module:function", called as f(exc, task_kwargs)) says
         whether a failure is transient, permanent or skipped. A worker still
@@ -72,6 +83,7 @@ class WorkerPool:
         self.classifier = classifier
         self.max_tasks = max_tasks_per_worker
         self.rss_limit = rss_limit_bytes
+        self.prefetch = prefetch
         self._ctx = mp.get_context("spawn")  # fork + jwst's threads is unsafe
         self._idle: list[_Worker] = []
         self._all: list[_Worker] = []
@@ -86,6 +98,11 @@ class WorkerPool:
     @property
     def waiting(self) -> int:
         return self._slots.waiting
+
+    @property
+    def capacity(self) -> int:
+        """How many items the stage's consumer keeps in flight."""
+        return self.size * (1 + self.prefetch)
 
     def start(self) -> None:
         """Spawn the workers; they warm up (import jwst) in parallel, off the loop."""
@@ -125,16 +142,21 @@ class WorkerPool:
 
     async def run(self, fn_path: str, kwargs: dict[str, Any], *, timeout: float,
                   log_path: str | None = None, env: dict[str, str] | None = None,
-                  priority: int = 0) -> TaskOutcome:
+                  priority: int = 0,
+                  still_needed: Callable[[], bool] | None = None) -> TaskOutcome | None:
         """Run fn(**kwargs) in a warm worker, its log (INFO and up) in ``log_path``,
         with ``env`` set for this task only.
 
         ``priority``: 0 for live work, higher for replayed work, which waits
-        behind every live task. Raises WorkerLost if the worker died or overran
-        ``timeout`` (it is killed); returns the task's own failures in the
-        TaskOutcome."""
+        behind every live task. ``still_needed`` is asked (in a thread) once a
+        worker is ours, the moment before the task would start: False (the
+        work was done meanwhile, elsewhere) gives the turn back and returns
+        None. Raises WorkerLost if the worker died or overran ``timeout`` (it
+        is killed); returns the task's own failures in the TaskOutcome."""
         await self._slots.acquire(priority)
         try:
+            if still_needed is not None and not await anyio.to_thread.run_sync(still_needed):
+                return None
             w = self._idle.pop()
             try:
                 outcome = await anyio.to_thread.run_sync(

@@ -5,6 +5,12 @@ jwst), then serves one task at a time over a pipe: each request is
 (function path, kwargs, log path, environment), each answer is ("ok", value,
 peak RSS, RSS now) or ("error", TaskFailure, peak RSS, RSS now). It returns
 after ``max_tasks`` tasks: recycling bounds slow memory growth.
+
+A task that writes into an ``output_dir`` and returns its ``outputs`` has
+them sealed here, before the answer: every file it wrote is made durable
+(fsync) and each output's digest and size go back with the value
+(``sealed``). The files are still in the page cache, the worker's own core
+does it, and the daemon's main process then only renames them into place.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from pathlib import Path
 from calstream.daemon.doers.child_processes import die_with_parent
 from calstream.daemon.operations import logs
 from calstream.steps.environment import environ
+from calstream.steps.fitsfile import file_digest
 
 
 @dataclass
@@ -54,7 +61,7 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
         fn_path, kwargs, log_path, task_env = request
         try:
             with _task_log(log_path), environ(task_env or {}):
-                value = _resolve(fn_path)(**kwargs)
+                value = _seal(_resolve(fn_path)(**kwargs), kwargs.get("output_dir"))
             conn.send(("ok", value, _peak_rss(), _current_rss()))
         except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
             try:
@@ -64,6 +71,20 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
             conn.send(("error", TaskFailure(type(exc).__name__, str(exc)[:4000], kind,
                                             traceback.format_exc()[-8000:]), _peak_rss(),
                        _current_rss()))
+
+
+def _seal(value, output_dir: str | None):
+    """``value`` with ``sealed``: {path: [digest, size]} of its outputs, every
+    file in ``output_dir`` synced to disk (see the module's docstring)."""
+    if not output_dir or not isinstance(value, dict) or "outputs" not in value:
+        return value
+    sealed = {str(p): [file_digest(p, sync=True), Path(p).stat().st_size]
+              for p in value["outputs"]}
+    done = {Path(p).resolve() for p in sealed}
+    for path in sorted(Path(output_dir).resolve().iterdir()):  # the rest the store moves
+        if path.is_file() and not path.name.startswith(".") and path not in done:
+            file_digest(path, sync=True)
+    return {**value, "sealed": sealed}
 
 
 def _resolve(path: str):

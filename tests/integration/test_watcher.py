@@ -145,6 +145,38 @@ async def test_file_copied_in_pieces_is_announced_only_when_whole(dirs):
     assert rec.rejections == []
 
 
+async def test_a_file_its_writer_closed_or_moved_in_is_not_settled(dirs, tmp_path):
+    """Close-write and moved-to say the writer is done: no settle wait (a
+    settle time of an hour shows it), while pieces each closed on their own
+    still wait for the structure to be whole."""
+    inbox = dirs[0]
+    rec = Recorder()
+    names = [NAME, "jw01234001001_02101_00002_nrcb1_uncal.fits",
+             "jw01234001001_02101_00003_nrcb1_uncal.fits"]
+    closed, moved, pieces = (uncal_bytes(n) for n in names)
+    outside = tmp_path / "staging"
+    outside.mkdir()
+    async with running(make(dirs, rec, settle_seconds=3600.0)):
+        (inbox / names[0]).write_bytes(closed)  # written in place, closed
+        await wait_until(lambda: len(rec.arrivals) == 1, timeout=30)
+        (outside / names[1]).write_bytes(moved)
+        os.replace(outside / names[1], inbox / names[1])  # moved in from elsewhere
+        await wait_until(lambda: len(rec.arrivals) == 2, timeout=30)
+        cuts = [2880, 2 * 2880 + 5000, len(pieces) - 100, len(pieces)]
+        previous = 0
+        for cut in cuts:
+            with open(inbox / names[2], "ab") as f:  # one open and close per piece
+                f.write(pieces[previous:cut])
+            previous = cut
+            if cut < len(pieces):
+                await anyio.sleep(3 * SETTLE)
+                assert len(rec.arrivals) == 2 and rec.rejections == [], cut
+        await wait_until(lambda: len(rec.arrivals) == 3, timeout=30)
+    assert [(a.path.name, a.digest) for a in rec.arrivals] == [
+        (names[0], sha(closed)), (names[1], sha(moved)), (names[2], sha(pieces))]
+    assert rec.rejections == []
+
+
 async def test_temp_name_then_rename_is_announced_once(dirs):
     inbox = dirs[0]
     rec = Recorder()

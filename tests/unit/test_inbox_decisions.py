@@ -40,9 +40,10 @@ NOW = 1000.0  # monotonic
 NEW = FileState()  # a file not looked at yet
 
 
-def stat(state=NEW, *, sig=SIG, handled=None, now=NOW, age=0.0, name=NAME):
+def stat(state=NEW, *, sig=SIG, handled=None, now=NOW, age=0.0, name=NAME, writer_done=False):
     return decide.after_stat(
-        state, name=name, sig=sig, handled_sig=handled, now=now, age=age, rules=RULES
+        state, name=name, sig=sig, handled_sig=handled, now=now, age=age, rules=RULES,
+        writer_done=writer_done,
     )
 
 
@@ -102,6 +103,30 @@ def test_a_file_older_than_the_settle_time_needs_no_wait():
     assert state.changed_at == NOW - RULES.settle_seconds and decision == CheckStructure()
     state, decision = stat(age=0.5)  # found half a second after its last write
     assert state.changed_at == NOW - 0.5 and decision == Wait(NOW + RULES.look_interval)
+
+
+def test_a_file_its_writer_is_done_with_needs_no_settle_wait():
+    # Closed after writing, or moved in: its structure is checked at once ...
+    state, decision = stat(age=0.0, writer_done=True)
+    assert state == FileState(sig=SIG, changed_at=NOW) and decision == CheckStructure()
+    # ... and so is a later content (a corrected redelivery moved over it).
+    grown = (SIG[0] + 2880, *SIG[1:])
+    _, decision = stat(state, sig=grown, now=NOW + 0.01, writer_done=True)
+    assert decision == CheckStructure()
+    # Without that word from the writer, a change is waited out as before.
+    _, decision = stat(state, sig=grown, now=NOW + 0.01)
+    assert decision == Wait(NOW + 0.01 + RULES.look_interval)
+
+
+def test_a_closed_file_found_short_still_waits_for_the_rest():
+    # A writer that closes after each piece: the close says nothing about
+    # completeness, the structure does.
+    state, decision = stat(age=0.0, writer_done=True)
+    assert decision == CheckStructure()
+    state, decision = structure(state, layout("SCI"))
+    assert isinstance(decision, Wait)
+    _, decision = stat(state, now=NOW + 1, writer_done=True)
+    assert isinstance(decision, Wait)  # unchanged and short: keep waiting
 
 
 def test_a_file_rewritten_while_tracked_starts_over_as_a_live_arrival():

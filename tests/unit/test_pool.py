@@ -170,3 +170,14 @@ async def test_a_worker_left_holding_too_much_memory_is_replaced():
         assert restarts == {"memory": 1.0}
     finally:
         pool.close()
+
+
+def test_the_consumer_keeps_one_item_ahead_per_worker_except_for_hours_long_runs():
+    from calstream.daemon.stages import stage
+
+    # Admitted ahead, an item waits for a worker instead of a fetch after each run.
+    assert WorkerPool(2, stage="t", metrics=Metrics()).capacity == 4
+    assert stage("detector1").prefetch == 1 and stage("stage2").prefetch == 1
+    # A queued stage-3 order would wait hours behind a run and look stalled.
+    assert stage("stage3").prefetch == 0
+    assert WorkerPool(1, stage="t", metrics=Metrics(), prefetch=0).capacity == 1

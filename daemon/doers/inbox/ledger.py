@@ -75,6 +75,16 @@ class Ledger:
         )
         return row[0] if row else None
 
+    async def knows(self, path: Path, sig: Sig) -> bool:
+        """Whether ``path`` was recorded with exactly this stat: it was whole
+        then and has not been written since."""
+        query = (
+            "SELECT 1 FROM announced WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ? "
+            "AND ctime_ns = ? LIMIT 1"
+        )
+        row = await self._call(lambda: self._db.execute(query, (str(path), *sig)).fetchone())
+        return row is not None
+
     async def record(self, a: Arrival, sig: Sig, *, announced: bool) -> None:
         """``announced=False``: its products existed at start-up; remembered
         so that it is not announced again, with no announcement time."""

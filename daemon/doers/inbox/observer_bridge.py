@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -108,14 +109,32 @@ class InboxScope:
         )
 
 
+# The events after which a writer is done with the file: IN_CLOSE_WRITE, and
+# IN_MOVED_TO (a rename into place, the usual way to deliver whole files).
+_WRITER_DONE = (FileClosedEvent, FileMovedEvent)
+
+
+def _native_observer() -> Any:
+    """inotify on Linux with "full" move events: a file moved in from
+    another directory is then a move (IN_MOVED_TO), not a create, so it
+    needs no settle wait either."""
+    if sys.platform.startswith("linux"):
+        from watchdog.observers.inotify import InotifyObserver
+
+        return InotifyObserver(generate_full_events=True)
+    return Observer()
+
+
 class _Handler(FileSystemEventHandler):
-    def __init__(self, notify: Callable[[str | bytes], None]) -> None:
+    def __init__(self, notify: Callable[[str | bytes, bool], None]) -> None:
         self._notify = notify
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.is_directory:
             return
-        self._notify(event.dest_path if isinstance(event, FileMovedEvent) else event.src_path)
+        path = event.dest_path if isinstance(event, FileMovedEvent) else event.src_path
+        if path:  # a move out of the inbox has no destination here
+            self._notify(path, isinstance(event, _WRITER_DONE))
 
 
 class ObserverBridge:
@@ -130,7 +149,8 @@ class ObserverBridge:
         self.poll_interval = poll_interval
         self._wake = wake
         self._lock = threading.Lock()  # guards _incoming and _wake_scheduled
-        self._incoming: set[Path] = set()
+        # path -> whether its latest event said the writer was done with it
+        self._incoming: dict[Path, bool] = {}
         self._wake_scheduled = False
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._observer: Any = None
@@ -150,10 +170,10 @@ class ObserverBridge:
 
     def _start_observer(self) -> Any:
         # Looked up at each event, so that a test can cut the events off.
-        handler = _Handler(lambda raw: self.notify(raw))
+        handler = _Handler(lambda raw, writer_done: self.notify(raw, writer_done))
         inbox = str(self.scope.inbox)
         if not self.polling:
-            observer = Observer()
+            observer = _native_observer()
             try:
                 observer.schedule(
                     handler, inbox, recursive=self.scope.recursive, event_filter=_EVENTS
@@ -174,13 +194,14 @@ class ObserverBridge:
         observer.start()
         return observer
 
-    def notify(self, raw: str | bytes) -> None:
-        """Runs in the observer thread."""
+    def notify(self, raw: str | bytes, writer_done: bool = False) -> None:
+        """Runs in the observer thread. ``writer_done``: a close-write or a move
+        into the inbox; a later event about the same path (a new write) undoes it."""
         path = Path(os.fsdecode(raw))
         if not self.scope.is_candidate(path):
             return
         with self._lock:
-            self._incoming.add(path)
+            self._incoming[path] = writer_done
             if self._wake_scheduled:
                 return  # a write burst becomes one wake-up
             self._wake_scheduled = True
@@ -189,8 +210,10 @@ class ObserverBridge:
         except Exception:
             pass  # the event loop is gone: we are shutting down
 
-    def drain(self) -> set[Path]:
+    def drain(self) -> dict[Path, bool]:
+        """The paths events named since the last drain, each with whether its
+        latest event said the writer was done with it."""
         with self._lock:
-            paths, self._incoming = self._incoming, set()
+            paths, self._incoming = self._incoming, {}
             self._wake_scheduled = False
         return paths

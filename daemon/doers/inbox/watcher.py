@@ -57,6 +57,8 @@ class _Track:
     retry_at: float = 0.0  # monotonic; backoff after a failure
     busy: bool = False
     touched: bool = False  # an event came in while a step was running
+    # The latest event said its writer closed it or moved it in: no settle wait.
+    writer_done: bool = False
 
 
 class Watcher:
@@ -167,10 +169,11 @@ class Watcher:
         while True:
             self._wake = anyio.Event()
             now = time.monotonic()
-            for path in self.events.drain():
+            for path, writer_done in self.events.drain().items():
                 t = self._track(path, "watch")
                 t.next_check = min(t.next_check, now)
                 t.touched = t.busy
+                t.writer_done = writer_done
             if now >= next_rescan:
                 next_rescan = now + self.rescan_interval
                 await self._rescan()
@@ -270,6 +273,11 @@ class Watcher:
         until it decides something other than looking deeper."""
         sig = await self.reads.sig(t.path)
         seen_before = t.state.sig is not None
+        # No write to wait out: the writer said it was done, or the file is as
+        # it was when it was last announced whole (a restart's scan).
+        writer_done = t.writer_done or (
+            not seen_before and sig is not None and await self._announcer.ledger.knows(t.path, sig)
+        )
         t.state, decision = decide.after_stat(
             t.state,
             name=t.path.name,
@@ -278,6 +286,7 @@ class Watcher:
             now=time.monotonic(),
             age=time.time() - sig[1] / 1e9 if sig else 0.0,
             rules=self.rules,
+            writer_done=writer_done,
         )
         if not t.state.identified:
             t.arrival = None  # new content: identified afresh

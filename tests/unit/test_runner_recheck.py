@@ -1,0 +1,81 @@
+""""Already done" is asked again the moment a worker is free for an item
+(issue 13): a record handed over twice around a rebalance, whose first run
+another member finished while this one waited for a worker, must not start
+a second run. Real worker processes (tiny tasks, no jwst)."""
+
+import anyio
+import pytest
+
+from calstream.daemon.deciders.work_items import WorkItem
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.work_item_runner import WorkItemRunner
+from calstream.daemon.doers.worker_pool import WorkerPool
+from calstream.daemon.operations.config import load
+from calstream.daemon.operations.metrics import Metrics
+from calstream.steps.fitsfile import file_digest
+
+NAME = "jw01234001001_02101_00001_nrcb1"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+class _Bus:
+    def __init__(self):
+        self.sent = []
+
+    async def publish(self, topic, key, message):
+        self.sent.append((topic, message))
+
+
+def _runs(metrics: Metrics) -> dict[str, float]:
+    return {s.labels["outcome"]: s.value for m in metrics.stage_runs.collect()
+            for s in m.samples if s.name.endswith("_total")}
+
+
+@pytest.mark.anyio
+async def test_an_item_done_elsewhere_while_it_waited_for_a_worker_is_not_run(tmp_path):
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    metrics, bus, store = Metrics(), _Bus(), ProductStore(cfg.products)
+    pool = WorkerPool(1, stage="detector1", metrics=metrics)
+    pool.start()
+    runner = WorkItemRunner(cfg, publisher=bus, store=store, pool=pool, metrics=metrics,
+                            crds_context="jwst_0001.pmap")
+    item = WorkItem(stage="detector1", pipeline="calwebb_detector1",
+                    task="tests.pool_tasks:write_rate", task_kwargs={"name": NAME},
+                    program="01234", observation="001", name=NAME,
+                    inputs=[{"path": "/in/u.fits", "digest": "sha256:" + "0" * 64}],
+                    event_fields={"exposure_id": NAME})
+    gate = tmp_path / "gate"
+    try:
+        async with anyio.create_task_group() as tg:
+            # The only worker is busy with something else ...
+            tg.start_soon(lambda: pool.run("tests.pool_tasks:wait_for_file",
+                                           {"path": str(gate)}, timeout=60))
+            with anyio.fail_after(30):
+                while pool.busy < 1:
+                    await anyio.sleep(0.01)
+            # ... so the item, not done yet, waits for it,
+            tg.start_soon(runner.run, item)
+            with anyio.fail_after(30):
+                while pool.waiting < 1:
+                    await anyio.sleep(0.01)
+            # and meanwhile the member that got the partition finishes the same work.
+            scratch = store.scratch("01234", "001", "elsewhere")
+            product = scratch / f"{NAME}_rate.fits"
+            product.write_bytes(b"SIMPLE made elsewhere")
+            final = store.directory("01234", "001") / product.name
+            event = {"event_id": "made-elsewhere", "outputs": [
+                {"path": str(final), "digest": file_digest(product), "size": product.stat().st_size}]}
+            store.publish(scratch, "01234", "001", name=NAME, stage="detector1",
+                          record={"work_id": runner.work_id(item), "event": event})
+            gate.touch()
+    finally:
+        pool.close()
+    # Not run again: the other member's product stays, its event is re-emitted.
+    assert final.read_bytes() == b"SIMPLE made elsewhere"
+    assert [(topic, m["event_id"]) for topic, m in bus.sent] == [("products", "made-elsewhere")]
+    assert _runs(metrics) == {"duplicate": 1.0}
+    assert not list((store.directory("01234", "001") / ".tmp").iterdir())
