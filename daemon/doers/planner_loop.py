@@ -263,7 +263,10 @@ class Planner:
         if problems:
             raise RecordProblem("bad_input", "impossible product event: " + "; ".join(problems))
         state = self.state_for(event.get("namespace") or "live")
-        return state.observe(event, self._now(record))
+        emits = state.observe(event, self._now(record))
+        for e in emits:  # built unchecked by the decider: checked before anything is sent
+            contract.validate(e.message.type, e.message.body)
+        return emits
 
     async def _reject(self, record, category: str, reason: str) -> None:
         key = record.key.decode("utf-8", "replace") if record.key else ""
