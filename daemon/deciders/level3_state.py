@@ -46,7 +46,7 @@ from calstream.steps.associations import (
     product_name,
     validate_level3,
 )
-from calstream.steps.completeness import visit_status
+from calstream.steps.completeness import VisitTally, visit_status
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.plans import Plan
 from calstream.topics import contract
@@ -74,7 +74,12 @@ class Level3State:
         self._plan_headers: dict[str, dict[str, Any]] = {}  # exposure id -> plan keywords
         self._planned_keys: dict[Level3Key, set[str]] = {}  # candidate -> planned exposure ids
         self._restored: dict[str, list[dict[str, Any]]] = {}  # product name -> orders
-        self._by_visit: dict[str, set[str]] = {}  # visit id -> arrived exposure ids
+        # Kept as exposures arrive, so no decision reads a whole visit or program:
+        self._visits: dict[str, VisitTally] = {}  # visit id -> its completeness
+        self._keys_by_visit: dict[str, set[Level3Key]] = {}  # visit -> candidates in it
+        self._keys_of_member: dict[str, set[Level3Key]] = {}  # exposure -> its candidates
+        self._keys_cache: dict[str, tuple] = {}  # exposure id -> (header, acids, keys)
+        self._signatures: dict[Level3Key, tuple[int, tuple]] = {}  # key -> (version, digests)
 
     # -- inputs ----------------------------------------------------------------
     def restore_order(self, order: contract.Message) -> None:
@@ -116,7 +121,7 @@ class Level3State:
                 self._planned_keys.setdefault(key, set()).add(p.exposure_id)
                 touched.add(key)
                 if key not in self.candidates and r.role == "science":
-                    self.candidates[key] = Candidate(key, r, now, now)
+                    self._new_candidate(key, r, now)
         # Exposures already seen may belong to the plan's c-candidates.
         for a in list(self.arrived.values()):
             if a.exposure.exposure_id in self._planned:
@@ -132,9 +137,12 @@ class Level3State:
         """A detector1 product (or a change of its hold): one more exposure seen."""
         eid = exposure.exposure_id
         previous = self.arrived.get(eid)
-        self.arrived[eid] = Arrived(exposure, since, provisional)
-        self._by_visit.setdefault(exposure.name.visit_id, set()).add(eid)
+        self._arrive(Arrived(exposure, since, provisional))
         touched = self._index(exposure, since if previous is None else now)
+        if previous is not None and previous.provisional != provisional:
+            for key in self._keys_of_member.get(eid, ()):
+                held = self.candidates[key].held
+                held.add(eid) if provisional else held.discard(eid)
         if previous is not None:
             if previous.provisional == provisional and previous.since == since:
                 touched = set()  # the same event again
@@ -144,8 +152,7 @@ class Level3State:
                 self.candidates[key].changed = max(self.candidates[key].changed, now)
         # Completeness is per visit: an exposure of another candidate may
         # complete this one's visit.
-        touched |= {k for k, c in self.candidates.items()
-                    if any(self._visit_of(m) == exposure.name.visit_id for m in c.members)}
+        touched |= self._keys_by_visit.get(exposure.name.visit_id, set())
         return self._evaluate_all(touched, now)
 
     def observe_stage2(self, event: dict[str, Any], now: float) -> list[contract.Message]:
@@ -161,9 +168,13 @@ class Level3State:
         if eid not in self.arrived:
             # Stage 2 replayed into a namespace without its detector1 events:
             # the stage-2 event's header stands for the arrival.
-            self.arrived[eid] = Arrived(Exposure(eid, event["header"]), since, False)
-            self._by_visit.setdefault(exposure.name.visit_id, set()).add(eid)
+            self._arrive(Arrived(Exposure(eid, event["header"]), since, False))
         touched = self._index(exposure, now)
+        new_outputs = previous is None or previous.outputs != self.calibrated[eid].outputs
+        for key in self._keys_of_member.get(eid, ()):
+            cand = self.candidates[key]
+            cand.uncalibrated.discard(eid)
+            cand.inputs_version += new_outputs
         changed = previous is None or previous.event["work_id"] != event["work_id"]
         for key in touched:
             if changed:
@@ -173,11 +184,45 @@ class Level3State:
     def tick(self, now: float) -> list[contract.Message]:
         return self._evaluate_all({k for k, c in self.candidates.items() if c.is_open}, now)
 
-    # -- decisions ---------------------------------------------------------------
-    def _visit_of(self, eid: str) -> str:
-        a = self.arrived.get(eid)
-        return a.exposure.name.visit_id if a else ""
+    # -- what is kept as exposures arrive ---------------------------------------
+    def _arrive(self, arrived: Arrived) -> None:
+        self.arrived[arrived.exposure.exposure_id] = arrived
+        visit = arrived.exposure.name.visit_id
+        tally = self._visits.get(visit)
+        if tally is None:
+            tally = self._visits[visit] = VisitTally()
+        tally.add(arrived.exposure)
 
+    def _new_candidate(self, key: Level3Key, r, now: float) -> Candidate:
+        cand = self.candidates[key] = Candidate(key, r, now, now, describe=self._describe)
+        return cand
+
+    def _add_member(self, cand: Candidate, eid: str) -> None:
+        cand.members.add(eid)
+        cand.inputs_version += 1
+        a = self.arrived.get(eid)
+        if a is not None and a.provisional:
+            cand.held.add(eid)
+        if eid not in self.calibrated:
+            cand.uncalibrated.add(eid)
+        self._keys_of_member.setdefault(eid, set()).add(cand.key)
+        if a is not None:
+            visit = a.exposure.name.visit_id
+            cand.visits.add(visit)
+            self._keys_by_visit.setdefault(visit, set()).add(cand.key)
+
+    def _keys(self, exposure: Exposure):
+        """keys_of, once per exposure and header (a redelivery asks again)."""
+        acids = self._planned.get(exposure.exposure_id, ())
+        cached = self._keys_cache.get(exposure.exposure_id)
+        if cached is not None and cached[1] == acids and (
+                cached[0] is exposure.header or cached[0] == exposure.header):
+            return cached[2]
+        found = keys_of(exposure, acids)
+        self._keys_cache[exposure.exposure_id] = (exposure.header, acids, found)
+        return found
+
+    # -- decisions ---------------------------------------------------------------
     def _with_plan(self, exposure: Exposure) -> Exposure:
         """The exposure with the keywords only its plan knows (TARGETID, ...):
         its own header wins, the plan fills the gaps, as a pool does for jwst."""
@@ -189,12 +234,12 @@ class Level3State:
     def _index(self, exposure: Exposure, now: float) -> set[Level3Key]:
         touched = set()
         exposure = self._with_plan(exposure)
-        for key, r in keys_of(exposure, self._planned.get(exposure.exposure_id, ())):
+        for key, r in self._keys(exposure):
             cand = self.candidates.get(key)
             if cand is None:
-                cand = self.candidates[key] = Candidate(key, r, now, now)
+                cand = self._new_candidate(key, r, now)
             if exposure.exposure_id not in cand.members:
-                cand.members.add(exposure.exposure_id)
+                self._add_member(cand, exposure.exposure_id)
                 cand.changed = max(cand.changed, now)
             if r.role == "science":
                 cand.route = r
@@ -211,10 +256,9 @@ class Level3State:
         planned = self._planned_keys.get(cand.key)
         if planned:
             cand.expected_by = "plan"
-            return sorted(planned - set(self.arrived))
+            return sorted(e for e in planned if e not in self.arrived)
         cand.expected_by = "headers"
-        visits = {self._visit_of(m) for m in cand.members} - {""}
-        exposures = [self.arrived[e].exposure for v in visits for e in self._by_visit.get(v, ())]
+        exposures = [e for v in cand.visits for e in self._visits[v].exposures.values()]
         status = visit_status(exposures, arrivals={e.exposure_id: self.arrived[e.exposure_id].since
                                                    for e in exposures})
         missing = []
@@ -228,58 +272,86 @@ class Level3State:
                                   else "NEXPOSUR unknown"))
         return missing
 
-    def _evaluate(self, cand: Candidate, now: float) -> list[contract.Message]:
+    def _incomplete(self, cand: Candidate) -> bool:
+        """Whether ``_missing`` would name anything, from the kept counts."""
+        planned = self._planned_keys.get(cand.key)
+        if planned:
+            cand.expected_by = "plan"
+            return any(e not in self.arrived for e in planned)
+        cand.expected_by = "headers"
+        return not all(self._visits[v].complete for v in cand.visits)
+
+    def _describe(self, cand: Candidate) -> tuple[dict[str, str], list[str]]:
+        """What ``cand`` waits for, in words (for status and metrics)."""
         members = sorted(cand.members)
-        if cand.product_name is None and members:
-            # The name operations know it by, before the first order names it.
-            cand.product_name = product_name(
-                cand.key, [self._with_plan(self.arrived[m].exposure) for m in members
-                           if m in self.arrived])
-        held = [m for m in members if self.arrived.get(m) and self.arrived[m].provisional]
-        pending = [m for m in members if m not in self.calibrated and m not in held]
-        cand.missing = self._missing(cand)
+        held = [m for m in members if m in cand.held]
+        pending = [m for m in members if m in cand.uncalibrated and m not in cand.held]
+        missing = self._missing(cand)
         waiting: dict[str, str] = {}
         if held:
             waiting["pointing"] = ", ".join(f"{m} has ENGQLPTG=PLANNED" for m in held)
         if pending:
             waiting["stage2"] = ", ".join(pending)
-        if cand.missing:
-            waiting["exposures"] = f"{len(cand.missing)} expected by {cand.expected_by}: " + \
-                ", ".join(cand.missing[:10]) + (" ..." if len(cand.missing) > 10 else "")
-        ready = [self._with_plan(self.calibrated[m].exposure) for m in members
-                 if m in self.calibrated]
-        signature = cand.signature = self._signature(ready)
-        if cand.sent and cand.sent[-1].signature == signature and not waiting:
-            cand.waiting_for = {}
-            return []
-        cand.waiting_for = waiting
+        if missing:
+            waiting["exposures"] = f"{len(missing)} expected by {cand.expected_by}: " + \
+                ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
+        return waiting, missing
+
+    def _evaluate(self, cand: Candidate, now: float) -> list[contract.Message]:
+        if cand.product_name is None and cand.members:
+            # The name operations know it by, before the first order names it.
+            cand.product_name = product_name(
+                cand.key, [self._with_plan(self.arrived[m].exposure)
+                           for m in sorted(cand.members) if m in self.arrived])
+        # Decided from the kept sets and counts; the words come when read.
+        held = bool(cand.held)
+        pending = any(m not in cand.held for m in cand.uncalibrated)
+        incomplete = self._incomplete(cand)
+        waiting = held or pending or incomplete
+        cand.described_later(waiting)
+        if not waiting:
+            signature = cand.signature = self._signature(cand)
+            if cand.sent and cand.sent[-1].signature == signature:
+                return []
         if held:
             return []  # never close around a held exposure
         quiet = now - cand.changed
-        complete = not pending and not cand.missing
-        if complete:
+        if not waiting:
             if cand.expected_by != "plan" and quiet < self.settle:
                 return []
             degraded = None
         else:
             if quiet < self.quiet_period:
                 return []
+            missing = cand.missing
+            pending_ids = [m for m in sorted(cand.uncalibrated) if m not in cand.held]
             degraded = "; ".join(filter(None, [
-                f"expected but never arrived: {', '.join(cand.missing)}" if cand.missing else "",
-                f"no stage-2 product: {', '.join(pending)}" if pending else ""]))
+                f"expected but never arrived: {', '.join(missing)}" if missing else "",
+                f"no stage-2 product: {', '.join(pending_ids)}" if pending_ids else ""]))
+        signature = cand.signature = self._signature(cand)
+        ready = [self._with_plan(self.calibrated[m].exposure) for m in sorted(cand.members)
+                 if m in self.calibrated]
         if not ready:
             return []
         if cand.sent and cand.sent[-1].signature == signature:
             return []  # same inputs as the last order: nothing new to combine
         return self._close(cand, ready, signature, degraded)
 
-    def _signature(self, ready: list[Exposure]) -> tuple:
+    def _signature(self, cand: Candidate) -> tuple:
+        """The digests of the members' stage-2 products: what an order combines.
+        Kept until a member or a member's product changes."""
+        cached = self._signatures.get(cand.key)
+        if cached is not None and cached[0] == cand.inputs_version:
+            return cached[1]
         digests = []
-        for e in ready:
-            c = self.calibrated[e.exposure_id]
-            digests += sorted(o["digest"] for o in c.outputs.values()
-                              if o["suffix"] in ("cal", "calints", "x1d", "x1dints"))
-        return tuple(sorted(digests))
+        for m in cand.members:
+            c = self.calibrated.get(m)
+            if c is not None:
+                digests += [o["digest"] for o in c.outputs.values()
+                            if o["suffix"] in ("cal", "calints", "x1d", "x1dints")]
+        signature = tuple(sorted(digests))
+        self._signatures[cand.key] = (cand.inputs_version, signature)
+        return signature
 
     def _close(self, cand: Candidate, ready: list[Exposure], signature: tuple,
                degraded: str | None) -> list[contract.Message]:
@@ -296,7 +368,8 @@ class Level3State:
         cand.problem = None
         name = cand.product_name = asn["products"][0]["name"]
         paths = {m["expname"]: m["exptype"] for p in asn["products"] for m in p["members"]}
-        by_path = {path: out for c in self.calibrated.values() for path, out in c.outputs.items()}
+        by_path = {path: out for e in ready
+                   for path, out in self.calibrated[e.exposure_id].outputs.items()}
         inputs = [{"path": path, "digest": by_path[path]["digest"],
                    "size": by_path[path].get("size", 0), "role": role}
                   for path, role in sorted(paths.items()) if path in by_path]
