@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterator
 
 from calstream.daemon.deciders.event_checks import EventIds, product_event_problems
+from calstream.daemon.deciders.planner_records import check_emitted
 from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.steps.synthetic.headers import exposure_id, synthetic_header
 from calstream.topics import contract
@@ -109,7 +110,9 @@ class RecordPath:
         if problems or not self.event_ids.consistent(event.event_id, event.body):
             raise AssertionError(f"the bench's own event is refused: {problems}")
         now = contract.parse_time(event["emitted_at"]).timestamp()
-        return len(self.state.observe(event, now))
+        emits = self.state.observe(event, now)
+        check_emitted(emits)
+        return len(emits)
 
 
 def _timed(fn, records: list[bytes], budget: float) -> tuple[float, float, int]:

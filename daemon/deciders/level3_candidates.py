@@ -60,7 +60,7 @@ class Candidate:
     held: set[str] = field(default_factory=set)  # members with ENGQLPTG=PLANNED, not released
     uncalibrated: set[str] = field(default_factory=set)  # members without a stage-2 product
     visits: set[str] = field(default_factory=set)  # the members' visits
-    inputs_version: int = 0  # bumped when a member or a member's stage-2 product changes
+    digests: list[str] = field(default_factory=list)  # its members' stage-2 digests, sorted
     # What it waits for, in words: written out only when someone reads it
     # (status, metrics), from ``describe``; None = to be written out.
     _waiting: dict[str, str] | None = field(default_factory=dict, repr=False)

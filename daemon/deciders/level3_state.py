@@ -28,6 +28,7 @@ were first made.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left, insort
 from typing import Any
 
 from calstream.daemon.deciders.level3_candidates import (
@@ -79,7 +80,7 @@ class Level3State:
         self._keys_by_visit: dict[str, set[Level3Key]] = {}  # visit -> candidates in it
         self._keys_of_member: dict[str, set[Level3Key]] = {}  # exposure -> its candidates
         self._keys_cache: dict[str, tuple] = {}  # exposure id -> (header, acids, keys)
-        self._signatures: dict[Level3Key, tuple[int, tuple]] = {}  # key -> (version, digests)
+        self._incomplete_visits: set[str] = set()  # visits whose headers say more will come
 
     # -- inputs ----------------------------------------------------------------
     def restore_order(self, order: contract.Message) -> None:
@@ -171,10 +172,15 @@ class Level3State:
             self._arrive(Arrived(Exposure(eid, event["header"]), since, False))
         touched = self._index(exposure, now)
         new_outputs = previous is None or previous.outputs != self.calibrated[eid].outputs
+        old = self._stage2_digests(eid, previous) if previous is not None else []
         for key in self._keys_of_member.get(eid, ()):
             cand = self.candidates[key]
             cand.uncalibrated.discard(eid)
-            cand.inputs_version += new_outputs
+            if new_outputs:
+                for digest in old:
+                    del cand.digests[bisect_left(cand.digests, digest)]
+                for digest in self._stage2_digests(eid):
+                    insort(cand.digests, digest)
         changed = previous is None or previous.event["work_id"] != event["work_id"]
         for key in touched:
             if changed:
@@ -192,6 +198,10 @@ class Level3State:
         if tally is None:
             tally = self._visits[visit] = VisitTally()
         tally.add(arrived.exposure)
+        if tally.complete:
+            self._incomplete_visits.discard(visit)
+        else:
+            self._incomplete_visits.add(visit)
 
     def _new_candidate(self, key: Level3Key, r, now: float) -> Candidate:
         cand = self.candidates[key] = Candidate(key, r, now, now, describe=self._describe)
@@ -199,12 +209,13 @@ class Level3State:
 
     def _add_member(self, cand: Candidate, eid: str) -> None:
         cand.members.add(eid)
-        cand.inputs_version += 1
         a = self.arrived.get(eid)
         if a is not None and a.provisional:
             cand.held.add(eid)
         if eid not in self.calibrated:
             cand.uncalibrated.add(eid)
+        for digest in self._stage2_digests(eid):
+            insort(cand.digests, digest)
         self._keys_of_member.setdefault(eid, set()).add(cand.key)
         if a is not None:
             visit = a.exposure.name.visit_id
@@ -279,7 +290,7 @@ class Level3State:
             cand.expected_by = "plan"
             return any(e not in self.arrived for e in planned)
         cand.expected_by = "headers"
-        return not all(self._visits[v].complete for v in cand.visits)
+        return not cand.visits.isdisjoint(self._incomplete_visits)
 
     def _describe(self, cand: Candidate) -> tuple[dict[str, str], list[str]]:
         """What ``cand`` waits for, in words (for status and metrics)."""
@@ -338,20 +349,16 @@ class Level3State:
         return self._close(cand, ready, signature, degraded)
 
     def _signature(self, cand: Candidate) -> tuple:
-        """The digests of the members' stage-2 products: what an order combines.
-        Kept until a member or a member's product changes."""
-        cached = self._signatures.get(cand.key)
-        if cached is not None and cached[0] == cand.inputs_version:
-            return cached[1]
-        digests = []
-        for m in cand.members:
-            c = self.calibrated.get(m)
-            if c is not None:
-                digests += [o["digest"] for o in c.outputs.values()
-                            if o["suffix"] in ("cal", "calints", "x1d", "x1dints")]
-        signature = tuple(sorted(digests))
-        self._signatures[cand.key] = (cand.inputs_version, signature)
-        return signature
+        """The digests of the members' stage-2 products: what an order combines
+        (kept sorted as products come, so this is a copy)."""
+        return tuple(cand.digests)
+
+    def _stage2_digests(self, eid: str, calibrated: Calibrated | None = None) -> list[str]:
+        c = calibrated or self.calibrated.get(eid)
+        if c is None:
+            return []
+        return [o["digest"] for o in c.outputs.values()
+                if o["suffix"] in ("cal", "calints", "x1d", "x1dints")]
 
     def _close(self, cand: Candidate, ready: list[Exposure], signature: tuple,
                degraded: str | None) -> list[contract.Message]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from calstream.steps.associations import Exposure
+from calstream.steps.associations import Exposure, validate_level2
 from calstream.steps.routing import Route
 from calstream.topics import contract
 
@@ -72,3 +72,13 @@ def redelivered(previous: dict[str, Any], event: dict[str, Any]) -> bool:
             and previous["inputs"] == event["inputs"]
             and previous.get("pointing_quality") == event.get("pointing_quality")
             and previous["header"] == event["header"])
+
+
+def check_emitted(emits: list[Emit]) -> None:
+    """Raise (InvalidMessage, AssociationInvalid) if a message the planner is
+    about to send breaks the contract: the deciders build orders unchecked,
+    so each is checked once, when it is new, never when it is recognised."""
+    for e in emits:
+        contract.validate(e.message.type, e.message.body)
+        if e.topic == "work.stage2":
+            validate_level2(e.message["association"])

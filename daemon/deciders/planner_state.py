@@ -38,7 +38,6 @@ from calstream.steps.associations import (
     association_filename,
     build_level2,
     companion_kind,
-    validate_level2,
 )
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.routing import RoutingError, route
@@ -275,10 +274,10 @@ class PlannerState:
             return []
         if cand.sent is not None and not is_complete:
             return []  # never replace an order with a less complete one
-        # Checked once, for an order about to be sent (an order already sent
-        # is recognised by its id above, before any of this is built); the
-        # message's schema is checked where it is published.
-        validate_level2(asn)
+        # Neither the association nor the message is checked here: an order
+        # already sent is recognised by its id above, and one about to be sent
+        # is checked by the planner loop before it leaves (check_emitted);
+        # tests/unit/test_planner_outputs.py checks every kind the planner makes.
         cand.sent, cand.sent_complete = wid, is_complete
         self.ordered[wid] = cand.science
         return [self._work_order(cand, sci, asn, members, wid, inputs, paths,

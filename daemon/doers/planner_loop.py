@@ -28,7 +28,7 @@ import anyio
 
 from calstream.daemon import stages
 from calstream.daemon.deciders.event_checks import EventIds, product_event_problems
-from calstream.daemon.deciders.planner_records import Emit
+from calstream.daemon.deciders.planner_records import Emit, check_emitted
 from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
 from calstream.daemon.doers import kafka
 from calstream.daemon.doers.planner_ledger import PlannerLedger
@@ -264,8 +264,7 @@ class Planner:
             raise RecordProblem("bad_input", "impossible product event: " + "; ".join(problems))
         state = self.state_for(event.get("namespace") or "live")
         emits = state.observe(event, self._now(record))
-        for e in emits:  # built unchecked by the decider: checked before anything is sent
-            contract.validate(e.message.type, e.message.body)
+        check_emitted(emits)  # built unchecked by the decider: checked before anything is sent
         return emits
 
     async def _reject(self, record, category: str, reason: str) -> None:
