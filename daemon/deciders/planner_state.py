@@ -32,7 +32,6 @@ from calstream.daemon.deciders.planner_records import (
 )
 from calstream.steps.associations import (
     AssociationError,
-    Exposure,
     Level3Product,
     MissingCompanions,
     association_filename,
