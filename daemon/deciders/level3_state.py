@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left, insort
+from functools import partial
 from typing import Any
 
 from calstream.daemon.deciders.level3_candidates import (
@@ -38,6 +39,7 @@ from calstream.daemon.deciders.level3_candidates import (
     Sent,
     keys_of,
 )
+from calstream.daemon.deciders.level3_status import describe, summary
 from calstream.steps.associations import (
     AssociationError,
     Exposure,
@@ -47,7 +49,7 @@ from calstream.steps.associations import (
     product_name,
     validate_level3,
 )
-from calstream.steps.completeness import VisitTally, visit_status
+from calstream.steps.completeness import VisitTally
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.plans import Plan
 from calstream.topics import contract
@@ -76,7 +78,8 @@ class Level3State:
         self._planned_keys: dict[Level3Key, set[str]] = {}  # candidate -> planned exposure ids
         self._restored: dict[str, list[dict[str, Any]]] = {}  # product name -> orders
         # Kept as exposures arrive, so no decision reads a whole visit or program:
-        self._visits: dict[str, VisitTally] = {}  # visit id -> its completeness
+        self._visit_members: dict[str, set[str]] = {}  # visit id -> arrived exposure ids
+        self._visits: dict[str, VisitTally] = {}  # visit id -> its completeness, when asked
         self._keys_by_visit: dict[str, set[Level3Key]] = {}  # visit -> candidates in it
         self._keys_of_member: dict[str, set[Level3Key]] = {}  # exposure -> its candidates
         self._keys_cache: dict[str, tuple] = {}  # exposure id -> (header, acids, keys)
@@ -140,10 +143,8 @@ class Level3State:
         previous = self.arrived.get(eid)
         self._arrive(Arrived(exposure, since, provisional))
         touched = self._index(exposure, since if previous is None else now)
-        if previous is not None and previous.provisional != provisional:
-            for key in self._keys_of_member.get(eid, ()):
-                held = self.candidates[key].held
-                held.add(eid) if provisional else held.discard(eid)
+        for key in self._keys_of_member.get(eid, ()) if previous else ():
+            (set.add if provisional else set.discard)(self.candidates[key].held, eid)
         if previous is not None:
             if previous.provisional == provisional and previous.since == since:
                 touched = set()  # the same event again
@@ -191,21 +192,32 @@ class Level3State:
         return self._evaluate_all({k for k, c in self.candidates.items() if c.is_open}, now)
 
     # -- what is kept as exposures arrive ---------------------------------------
-    def _arrive(self, arrived: Arrived) -> None:
-        self.arrived[arrived.exposure.exposure_id] = arrived
-        visit = arrived.exposure.name.visit_id
+    def _tally(self, visit: str) -> VisitTally:
+        """A visit's tally, counted when first needed (a snapshot keeps only
+        which visits are incomplete)."""
         tally = self._visits.get(visit)
         if tally is None:
             tally = self._visits[visit] = VisitTally()
+            for eid in self._visit_members.get(visit, ()):
+                tally.add(self.arrived[eid].exposure)
+        return tally
+
+    def _arrive(self, arrived: Arrived) -> None:
+        eid = arrived.exposure.exposure_id
+        self.arrived[eid] = arrived
+        visit = arrived.exposure.name.visit_id
+        tally = self._tally(visit)
+        self._visit_members.setdefault(visit, set()).add(eid)
         tally.add(arrived.exposure)
         if tally.complete:
             self._incomplete_visits.discard(visit)
         else:
             self._incomplete_visits.add(visit)
 
-    def _new_candidate(self, key: Level3Key, r, now: float) -> Candidate:
-        cand = self.candidates[key] = Candidate(key, r, now, now, describe=self._describe)
-        return cand
+    def _new_candidate(self, key: Level3Key, r, now: float, changed: float | None = None):
+        self.candidates[key] = Candidate(key, r, now, now if changed is None else changed,
+                                         describe=partial(describe, self))
+        return self.candidates[key]
 
     def _add_member(self, cand: Candidate, eid: str) -> None:
         cand.members.add(eid)
@@ -263,50 +275,14 @@ class Level3State:
             out += self._evaluate(self.candidates[key], now)
         return out
 
-    def _missing(self, cand: Candidate) -> list[str]:
-        planned = self._planned_keys.get(cand.key)
-        if planned:
-            cand.expected_by = "plan"
-            return sorted(e for e in planned if e not in self.arrived)
-        cand.expected_by = "headers"
-        exposures = [e for v in cand.visits for e in self._visits[v].exposures.values()]
-        status = visit_status(exposures, arrivals={e.exposure_id: self.arrived[e.exposure_id].since
-                                                   for e in exposures})
-        missing = []
-        for s in status.incomplete:
-            named = [f"{s.visit}_{m}_{s.detector}" for m in s.missing]
-            missing += named
-            unnamed = s.missing_count - len(named)
-            if unnamed > 0 or (s.expected is None and not named):
-                missing.append(f"{s.visit} {s.detector}: "
-                               + (f"{unnamed} more exposure(s)" if unnamed > 0
-                                  else "NEXPOSUR unknown"))
-        return missing
-
     def _incomplete(self, cand: Candidate) -> bool:
-        """Whether ``_missing`` would name anything, from the kept counts."""
+        """Whether level3_status.missing would name anything, from the kept counts."""
         planned = self._planned_keys.get(cand.key)
         if planned:
             cand.expected_by = "plan"
             return any(e not in self.arrived for e in planned)
         cand.expected_by = "headers"
         return not cand.visits.isdisjoint(self._incomplete_visits)
-
-    def _describe(self, cand: Candidate) -> tuple[dict[str, str], list[str]]:
-        """What ``cand`` waits for, in words (for status and metrics)."""
-        members = sorted(cand.members)
-        held = [m for m in members if m in cand.held]
-        pending = [m for m in members if m in cand.uncalibrated and m not in cand.held]
-        missing = self._missing(cand)
-        waiting: dict[str, str] = {}
-        if held:
-            waiting["pointing"] = ", ".join(f"{m} has ENGQLPTG=PLANNED" for m in held)
-        if pending:
-            waiting["stage2"] = ", ".join(pending)
-        if missing:
-            waiting["exposures"] = f"{len(missing)} expected by {cand.expected_by}: " + \
-                ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else "")
-        return waiting, missing
 
     def _evaluate(self, cand: Candidate, now: float) -> list[contract.Message]:
         if cand.product_name is None and cand.members:
@@ -349,9 +325,7 @@ class Level3State:
         return self._close(cand, ready, signature, degraded)
 
     def _signature(self, cand: Candidate) -> tuple:
-        """The digests of the members' stage-2 products: what an order combines
-        (kept sorted as products come, so this is a copy)."""
-        return tuple(cand.digests)
+        return tuple(cand.digests)  # what an order combines: kept sorted as products come
 
     def _stage2_digests(self, eid: str, calibrated: Calibrated | None = None) -> list[str]:
         c = calibrated or self.calibrated.get(eid)
@@ -423,26 +397,4 @@ class Level3State:
 
     # -- for metrics and status ----------------------------------------------
     def summary(self, now: float) -> dict[str, Any]:
-        open_ = [c for c in self.candidates.values() if c.is_open and c.members]
-        missing: dict[str, dict[str, Any]] = {}
-        for c in open_:
-            for m in c.missing:
-                entry = missing.setdefault(m, {"program": c.key.program, "since": c.opened,
-                                               "candidates": []})
-                entry["since"] = min(entry["since"], c.opened)
-                entry["candidates"].append(c.label)
-        oldest = min((e["since"] for e in missing.values()), default=None)
-        return {
-            "open": len(open_),
-            "candidates": [{
-                "candidate": c.label, "acid": c.key.acid, "asn_type": c.key.asn_type,
-                "members": len(c.members), "expected_by": c.expected_by,
-                "waiting_for": dict(c.waiting_for), "missing": list(c.missing),
-                "versions": len(c.sent), "since": c.opened, "quiet_for": now - c.changed,
-            } for c in sorted(open_, key=lambda c: c.opened)],
-            "missing": missing,
-            "missing_by_program": {p: sum(1 for e in missing.values() if e["program"] == p)
-                                   for p in {e["program"] for e in missing.values()}},
-            "oldest_missing_age": (now - oldest) if oldest is not None else 0.0,
-            "closed": sum(1 for c in self.candidates.values() if c.sent and not c.is_open),
-        }
+        return summary(self, now)
