@@ -195,18 +195,25 @@ def restart(histories: list[int], tail: int, budget: float, work: str) -> dict:
             f"~{wall * total / done:.0f} (extrapolated from {done} events)"
         del rebuild
         if planner_snapshot is not None:
-            body = planner_snapshot.take({"live": path.state})
+            body = planner_snapshot.take({"live": path.state}, holds=path.state.holds, plans={},
+                                         event_ids=path.event_ids)
+            started = time.perf_counter()
+            row["snapshot_write_s"] = None
             planner_snapshots.write(work, body, offsets={}, calstream_version="bench")
-            del path
+            row["snapshot_write_s"] = round(time.perf_counter() - started, 1)
+            del path, body
             gc.collect()
             wall0 = time.perf_counter()
-            loaded = planner_snapshots.read(work, max_age=None)
-            states = planner_snapshot.restore(loaded.body, **RecordPath.settings())
-            fresh = RecordPath(holds=states["live"].holds)
-            fresh.state = states["live"]
+            loaded = planner_snapshots.read(work, max_age=None, calstream_version="bench")
+            states, holds, _, event_ids = planner_snapshot.restore(loaded.body,
+                                                                  **RecordPath.settings())
+            fresh = RecordPath()
+            fresh.state, fresh.event_ids = states["live"], event_ids
+            row["snapshot_load_s"] = round(time.perf_counter() - wall0, 2)
             for raw in tail_records:
                 fresh(raw)
-            row["snapshot_s"] = round(time.perf_counter() - wall0, 2)
+            row["snapshot_restart_s"] = round(time.perf_counter() - wall0, 2)
+            row["tail_events"] = len(tail_records)
             row["snapshot_bytes"] = loaded.size
         out[f"{total} events"] = row
     return out
@@ -222,7 +229,7 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=60.0,
                     help="seconds per run at most (the rest is not fed)")
     ap.add_argument("--histories", default="10000,100000,1000000")
-    ap.add_argument("--tail", type=int, default=2000, help="events after the snapshot")
+    ap.add_argument("--tail", type=int, default=1000, help="events after the snapshot")
     ap.add_argument("--rebuild-budget", type=float, default=120.0)
     ap.add_argument("--work-dir", default="/tmp/bench-planner")
     ap.add_argument("--no-throughput", action="store_true")

@@ -81,7 +81,7 @@ def take(states: dict[str, PlannerState], *, holds: dict, plans: dict[str, Plan]
         "format": FORMAT,
         "namespaces": {ns: _take_state(s, routes) for ns, s in states.items()},
         "routes": routes.table,
-        "holds": holds,
+        "holds": dict(holds),  # new containers: the planner goes on while this is written
         # The planner's plans, and any a namespace loaded on its own.
         "plans": [p.to_json() for p in {**{i: p for s in states.values()
                                             for i, p in s.stage3.plans.items()},
@@ -110,7 +110,7 @@ def _take_state(s: PlannerState, routes: _Routes) -> dict[str, Any]:
                       for eid, seen in s.exposures.items()},
         "candidates": [[c.science, routes.number(c.route), c.since, c.sent, c.sent_complete,
                         c.waiting_for] for c in s.candidates.values()],
-        "ordered": s.ordered, "rejected": sorted(s.rejected),
+        "ordered": dict(s.ordered), "rejected": sorted(s.rejected),
         "level3": {name: [p.header, outputs] for name, (p, outputs) in s.level3.items()},
         "index": [[list(b), sorted(ids)] for b, ids in s.index._records.items() if ids],
         "sciences": [[list(b), sorted(ids)] for b, ids in s.index._sciences.items()],
@@ -119,9 +119,9 @@ def _take_state(s: PlannerState, routes: _Routes) -> dict[str, Any]:
         "calibrated": {eid: [event(eid, c.event), c.since] for eid, c in l3.calibrated.items()},
         "l3_candidates": [_take_candidate(c, routes) for c in l3.candidates.values()],
         "plans": sorted(l3.plans),
-        "planned": l3._planned, "plan_headers": l3._plan_headers,
+        "planned": dict(l3._planned), "plan_headers": dict(l3._plan_headers),
         "planned_keys": [[_key(k), sorted(v)] for k, v in l3._planned_keys.items()],
-        "restored": l3._restored,
+        "restored": {name: list(orders) for name, orders in l3._restored.items()},
         "visits": {v: sorted(ids) for v, ids in l3._visit_members.items()},
         "incomplete_visits": sorted(l3._incomplete_visits),
     }

@@ -30,7 +30,7 @@ from calstream.daemon import stages
 from calstream.daemon.deciders.event_checks import EventIds, product_event_problems
 from calstream.daemon.deciders.planner_records import Emit, check_emitted
 from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
-from calstream.daemon.doers import kafka
+from calstream.daemon.doers import kafka, planner_restore
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.operations.config import Config
@@ -75,6 +75,11 @@ class Planner:
         self._programs_missing: set[str] = set()
         self.last_view: dict | None = None
         self.last_progress = time.monotonic()
+        # (topic, partition) -> next offset to read: what the state covers
+        self.positions: dict[tuple[str, int], int] = {}
+        self.records_seen = 0
+        self.last_snapshot = (time.monotonic(), 0)  # (when, records_seen then)
+        self.restored_from: dict | None = None  # the snapshot the state came from, if any
 
     def state_for(self, namespace: str) -> PlannerState:
         state = self.states.get(namespace)
@@ -93,41 +98,14 @@ class Planner:
                 if t in known]
 
     async def restore(self) -> None:
-        for topic in self._work_topics():
-            for record in await kafka.read_to_end(self.cfg, self.topics.name(topic)):
-                try:
-                    order = contract.decode(record.value, expected="work_order")
-                except contract.InvalidMessage:
-                    continue  # the stage consumers dead-letter these
-                self.state_for(order.get("namespace") or "live").restore_order(order)
-        for record in await kafka.read_to_end(self.cfg, self.topics.name("holds")):
-            if record.value is None:
-                continue
-            try:
-                self.state.restore_hold(contract.decode(record.value, expected="hold"))
-            except contract.InvalidMessage as exc:
-                # The planner's own compacted topic, but a broker is shared:
-                # a hold it cannot read is reported (the same dead letter,
-                # same event id, at every start) and never trusted.
-                await self._reject(record, "invalid_message", f"hold record: {exc}")
-        for record in await kafka.read_to_end(self.cfg, self.topics.name("plans")):
-            try:
-                message = contract.decode(record.value, expected="plan")
-            except contract.InvalidMessage:
-                continue  # `calstream plan load` validates before it sends
-            self.plans.setdefault(message["plan_id"], Plan.from_json(message.body))
-            try:
-                await anyio.to_thread.run_sync(self.ledger.keep, "plans", message.body)
-            except ValueError as exc:
-                log.warning("planner: plan %s not kept: %s", message["plan_id"][:12], exc)
-        await self._restore_from_disk()
-        for plan in self.plans.values():
-            for state in self.states.values():
-                state.load_plan(plan, time.time())
-        log.info("planner restored %d work order(s), %d hold record(s) and %d plan(s)",
-                 sum(len(s.ordered) + s.stage3.restored_order_count()
-                     for s in self.states.values()),
-                 len(self.holds), len(self.plans))
+        """The state back: a snapshot and its tail, or every record (doers/planner_restore.py)."""
+        self.metrics.planner_catching_up.set(1)
+        await planner_restore.restore(self)
+
+    async def take_snapshot(self) -> int:
+        """Snapshot the state and the offsets it covers (the loop calls this
+        every SNAPSHOT_EVERY_RECORDS records or SNAPSHOT_EVERY_SECONDS)."""
+        return await planner_restore.take_snapshot(self)
 
     async def _restore_from_disk(self) -> None:
         """What the broker lost: plans and holds from the ledger (re-published,
@@ -181,18 +159,22 @@ class Planner:
         # One planner sees every partition of products (keyed by program):
         # no group, no commits; the topics are its memory.
         names = [self.topics.name(t) for t in ("products", "pointing", "plans")]
-        async with kafka.open_reader(self.cfg, names) as reader:
+        async with kafka.open_reader(self.cfg, names, start=self.positions) as reader:
             task_status.started()
             last_tick = 0.0
             while True:
                 for record in await reader.fetch():
                     await self._on_record(record)
                 if not self.caught_up and await reader.caught_up():
+                    planner_restore.warn_lost(reader.lost)
                     self.caught_up = True
                     log.info("planner caught up with the product events")
                     for record in self._deferred:
                         await self._on_record(record)
                     self._deferred.clear()
+                    self.metrics.planner_catching_up.set(0)
+                if self.caught_up and planner_restore.snapshot_due(self):
+                    await self.take_snapshot()
                 if self.caught_up and time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
                     for state in list(self.states.values()):
@@ -214,6 +196,12 @@ class Planner:
             # An update may precede its exposure's product event in the rebuild.
             self._deferred.append(record)
             return
+        await self._handle(record)
+        # Decided (or dead-lettered) and published: the state covers it.
+        self.positions[(record.topic, record.partition)] = record.offset + 1
+        self.records_seen += 1
+
+    async def _handle(self, record) -> None:
         try:
             emits = self._decide(record)
         except contract.InvalidMessage as exc:

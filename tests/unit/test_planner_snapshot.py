@@ -61,3 +61,51 @@ def test_every_cut_of_the_stream_restores_to_the_same_decisions():
 def test_a_snapshot_that_cannot_be_read_is_refused_whole(body):
     with pytest.raises(planner_snapshot.SnapshotInvalid):
         planner_snapshot.restore(body, **SETTINGS)
+
+
+def _planner(tmp_path):
+    from calstream.daemon.doers.planner_loop import Planner
+    from calstream.daemon.operations.config import Config
+    from calstream.daemon.operations.metrics import Metrics
+    from calstream.topics.catalog import Topics
+
+    cfg = Config(work_dir=tmp_path, companion_wait=SETTINGS["companion_wait"],
+                 stage3_settle=SETTINGS["level3_settle"],
+                 stage3_quiet_period=SETTINGS["level3_quiet_period"])
+    return Planner(cfg, publisher=None, metrics=Metrics(), topics=Topics())
+
+
+@pytest.mark.parametrize("spoil", [None, "corrupt", "missing", "other version"])
+def test_the_planner_restores_its_snapshot_or_falls_back_to_the_same_decisions(tmp_path, spoil):
+    import anyio
+
+    from calstream.daemon.doers import planner_restore, planner_snapshots
+
+    stream = steps()
+    whole = new_state()
+    per_step = [play(whole, [step]) for step in stream]
+    cut = len(stream) // 2
+    first = _planner(tmp_path)
+    play(first.state, stream[:cut])
+    first.positions = {("calstream.products", 0): cut}
+    anyio.run(planner_restore.take_snapshot, first)
+    path = planner_snapshots.snapshot_path(tmp_path)
+    if spoil == "corrupt":
+        path.write_bytes(path.read_bytes()[:-3] + b"}}}")
+    elif spoil == "missing":
+        path.unlink()
+    elif spoil == "other version":
+        head, body = path.read_bytes().split(b"\n", 1)
+        path.write_bytes(head.replace(b'"calstream_version": "', b'"calstream_version": "0.') +
+                         b"\n" + body)
+    second = _planner(tmp_path)
+    used = planner_restore.load_snapshot(second)
+    assert used == (spoil is None)
+    if used:
+        assert second.positions == {("calstream.products", 0): cut}
+        rest, expected = play(second.state, stream[cut:]), per_step[cut:]
+    else:  # the fallback: every record again, from the beginning
+        assert second.positions == {} and second.state.exposures == {}
+        rest, expected = play(second.state, stream), per_step
+    assert comparable(rest) == comparable([e for emits in expected for e in emits])
+    assert _final(second.state) == _final(whole)
