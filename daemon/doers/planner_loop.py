@@ -341,7 +341,7 @@ class Planner:
     def view(self) -> dict:
         """What the planner waits for, for `calstream status` (/planner)."""
         now = time.time()
-        out = {"caught_up": self.caught_up, "plans": [
+        out = {"caught_up": self.caught_up, "restored_from": self.restored_from, "plans": [
             {"plan_id": p.plan_id, "source": p.source, "exposures": len(p.exposures),
              "programs": list(p.programs)} for p in self.plans.values()], "namespaces": {}}
         for namespace, state in self.states.items():

@@ -144,7 +144,10 @@ async def take_snapshot(planner: Planner) -> int:
 
 
 def snapshot_due(planner: Planner) -> bool:
+    """Every so many records or seconds, and at once after a start that read
+    records (a rebuild that took long is not done again)."""
     at, records = planner.last_snapshot
     new = planner.records_seen - records
-    return new > 0 and (new >= SNAPSHOT_EVERY_RECORDS
+    first = records == 0 and planner.caught_up
+    return new > 0 and (first or new >= SNAPSHOT_EVERY_RECORDS
                         or time.monotonic() - at >= SNAPSHOT_EVERY_SECONDS)

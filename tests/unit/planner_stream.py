@@ -9,7 +9,6 @@ full rebuild does (test_planner_snapshot.py).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -19,34 +18,17 @@ from calstream.steps.plans import parse_manifest
 from calstream.steps.synthetic.headers import exposure_id, synthetic_header
 from calstream.topics import contract
 
+from .test_level3_state import _event
+
 T0 = 1_800_000_000.0
 SETTINGS = {"companion_wait": 60.0, "level3_settle": 30.0, "level3_quiet_period": 600.0}
 CORRECT = {"ENGQLPTG": "CALCULATED_TRACK_TR_202111", "RA_V1": 80.4, "DEC_V1": -69.4,
            "PA_V3": 110.0, "RA_REF": 80.5, "DEC_REF": -69.5, "ROLL_REF": 109.5}
 
 
-def _digest(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
 def product(stage: str, header: dict, at: float, variant: str = "") -> contract.Message:
-    eid = exposure_id(header)
-    quality = header["ENGQLPTG"]
     suffixes = ("rate", "rateints") if stage == "detector1" else ("cal", "i2d")
-    outputs = [{"path": f"/products/{header['PROGRAM']}/{eid}_{s}.fits",
-                "digest": _digest(f"{eid}{s}{stage}{variant}"), "size": 10, "suffix": s}
-               for s in suffixes]
-    raw = _digest(f"{eid}-{stage}-{quality}{variant}")
-    wid = hashlib.sha256(raw.encode()).hexdigest()
-    return contract.build(
-        "product", contract.event_id("product", wid, "success"), work_id=wid, stage=stage,
-        pipeline="calwebb_detector1" if stage == "detector1" else "calwebb_image2",
-        outcome="success", program=header["PROGRAM"], observation=header["OBSERVTN"],
-        exposure_id=eid, product_name=eid, header=header,
-        inputs=[{"path": f"/inbox/{eid}_uncal.fits", "digest": raw}], outputs=outputs,
-        jwst_version="3.0.0", crds_context="jwst_0001.pmap", pointing_quality=quality,
-        pointing_provisional=quality == "PLANNED", arrived_at=contract.iso(at - 5),
-        emitted_at=contract.iso(at))
+    return _event(stage, header, suffixes, at=at, variant=variant)
 
 
 def image(program: str, n: int, nexp: int = 4, **kw) -> dict:
