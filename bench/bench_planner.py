@@ -1,69 +1,249 @@
-"""Planner throughput as its history grows.
+"""The planner at mission scale: events per second, and restart-to-ready time.
 
-The planner (a decider) must keep up with thousands of product events a
-second for months. This feeds detector1 product events for P programs of 40
-exposures each and reports events per second at a small history (the
-baseline) and at a large one, side by side; the ratio should stay near 1.
+Throughput. A synthetic program of S exposures (NIRCam imaging, visits of
+20 exposures, observations of up to 50 visits: one level-3 candidate per
+observation) arrives as product events: a visit's detector1 events, then
+its stage-2 events. Each event goes the planner's whole record path
+(``record_path``: decode and validate the bytes, the trust checks, the event
+id check, the decision), as ``doers/planner_loop.py`` does. "fresh" is the
+first pass over the stream; "redelivered" the same records again (a broker
+redelivery, a restart's re-read). Sizes run interleaved (10, 100, 1000,
+10000, 10, ...) and repeated; each figure is the median of the repeats with
+their spread, wall time and CPU time side by side. Every run of size S feeds
+at least ``--events`` events (several programs for small S), so a small
+program is not timed over a handful of events.
 
-    python bench/bench_planner.py [--small 5] [--large 200]
+Restart. H events of history (10k, 100k, 1M; fed to the decider directly,
+not timed) then a restart: the full rebuild (every record decided again)
+against the snapshot path (load ``deciders/planner_snapshot.py``'s snapshot
+from its file, then decide the tail: ``--tail`` events). A rebuild longer
+than ``--rebuild-budget`` seconds is stopped and extrapolated (marked ~).
+
+    .venv/bin/python bench/bench_planner.py                    # everything
+    .venv/bin/python bench/bench_planner.py --sizes 10,100 --repeats 3 --no-restart
+    .venv/bin/python bench/bench_planner.py --histories 10000,100000,1000000 --no-throughput
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
+import statistics
 import sys
 import time
+from collections.abc import Iterator
 
+from calstream.daemon.deciders.event_checks import EventIds, product_event_problems
+from calstream.daemon.deciders.planner_records import check_emitted
 from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.steps.synthetic.headers import exposure_id, synthetic_header
 from calstream.topics import contract
 
 T0 = 1_800_000_000.0
+VISIT = 20  # exposures per visit (NEXPOSUR)
+OBSERVATION = 50  # visits per observation
+PRODUCTS = "/products"
+ROOTS = ["/inbox"]
 
 
-def event(program: int, n: int) -> contract.Message:
-    header = synthetic_header("NIRCAM", "NRC_IMAGE", PROGRAM=f"{program:05d}",
-                              EXPOSURE=f"{n:05d}", NEXPOSUR=40)
+def _digest(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _product(stage: str, header: dict, at: float) -> bytes:
     eid = exposure_id(header)
-    digest = "sha256:" + hashlib.sha256(eid.encode()).hexdigest()
-    wid = hashlib.sha256(digest.encode()).hexdigest()
-    return contract.build(
-        "product", contract.event_id("product", wid), work_id=wid, stage="detector1",
-        pipeline="calwebb_detector1", outcome="success", program=header["PROGRAM"],
-        observation=header["OBSERVTN"], exposure_id=eid, product_name=eid, header=header,
-        inputs=[{"path": f"/in/{eid}_uncal.fits", "digest": digest}],
-        outputs=[{"path": f"/p/{eid}_rate.fits", "digest": digest, "suffix": "rate"}],
-        jwst_version="3.0.0", crds_context="jwst_0001.pmap",
-        pointing_quality="CALCULATED_TRACK_TR_202111", pointing_provisional=False,
-        emitted_at=contract.iso(T0))
+    suffixes = ("rate", "rateints") if stage == "detector1" else ("cal", "i2d")
+    where = f"{PRODUCTS}/{header['PROGRAM']}/{header['OBSERVTN']}"
+    outputs = [{"path": f"{where}/{eid}_{s}.fits", "digest": _digest(f"{eid}{s}{stage}"),
+                "size": 10, "suffix": s} for s in suffixes]
+    raw = _digest(f"{eid}-{stage}")
+    wid = hashlib.sha256(raw.encode()).hexdigest()
+    body = {"schema": "calstream.product", "schema_version": contract.SCHEMA_VERSION,
+            "event_id": contract.event_id("product", wid, "success"),
+            "emitted_at": contract.iso(at), "work_id": wid, "stage": stage,
+            "pipeline": "calwebb_detector1" if stage == "detector1" else "calwebb_image2",
+            "outcome": "success", "program": header["PROGRAM"],
+            "observation": header["OBSERVTN"], "exposure_id": eid, "product_name": eid,
+            "header": header,
+            "inputs": [{"path": f"/inbox/{eid}_uncal.fits" if stage == "detector1"
+                        else f"{where}/{eid}_rate.fits", "digest": raw}],
+            "outputs": outputs, "jwst_version": "3.0.0", "crds_context": "jwst_0001.pmap",
+            "pointing_quality": header["ENGQLPTG"], "pointing_provisional": False,
+            "arrived_at": contract.iso(at - 5)}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
-def rate(programs: int) -> float:
-    """Events per second over the last program, after ``programs - 1`` of history."""
-    state = PlannerState(companion_wait=600)
-    for p in range(1, programs):
-        for n in range(1, 41):
-            state.observe(event(p, n), T0)
-    last = [event(programs, n) for n in range(1, 41)]
-    start = time.perf_counter()
-    for e in last * 10:  # the same 40 again count as redeliveries: still decided
-        state.observe(e, T0)
-    return len(last) * 10 / (time.perf_counter() - start)
+def program_records(program: int, size: int, start: float = T0) -> Iterator[bytes]:
+    """The product events of one program of ``size`` exposures, in arrival order."""
+    at = start
+    for first in range(0, size, VISIT):
+        in_visit = min(VISIT, size - first)
+        visit = first // VISIT
+        headers = [synthetic_header(
+            "NIRCAM", "NRC_IMAGE", PROGRAM=f"{program:05d}",
+            OBSERVTN=f"{visit // OBSERVATION + 1:03d}", VISIT=f"{visit % OBSERVATION + 1:03d}",
+            EXPOSURE=f"{n:05d}", NEXPOSUR=in_visit, SUBARRAY="SUB160P")
+            for n in range(1, in_visit + 1)]
+        for stage in ("detector1", "stage2"):
+            for h in headers:
+                at += 0.01
+                yield _product(stage, h, at)
+
+
+class RecordPath:
+    """What the planner loop does with one products record, without Kafka."""
+
+    @staticmethod
+    def settings() -> dict:
+        return {"companion_wait": 3600.0, "level3_settle": 600.0, "level3_quiet_period": 3600.0}
+
+    def __init__(self, **kw):
+        self.state = PlannerState(**self.settings(), **kw)
+        self.event_ids = EventIds()
+
+    def __call__(self, raw: bytes) -> int:
+        event = contract.decode(raw, expected="product")
+        problems = product_event_problems(event.body, products_root=PRODUCTS,
+                                          input_roots=ROOTS)
+        if problems or not self.event_ids.consistent(event.event_id, event.body):
+            raise AssertionError(f"the bench's own event is refused: {problems}")
+        now = contract.parse_time(event["emitted_at"]).timestamp()
+        emits = self.state.observe(event, now)
+        check_emitted(emits)
+        return len(emits)
+
+
+def _timed(fn, records: list[bytes], budget: float) -> tuple[float, float, int]:
+    """(wall s, cpu s, events) over ``records``, stopped after ``budget`` seconds."""
+    gc.collect()
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    done = 0
+    for raw in records:
+        fn(raw)
+        done += 1
+        if done % 256 == 0 and time.perf_counter() - wall0 > budget:
+            break
+    return time.perf_counter() - wall0, time.process_time() - cpu0, done
+
+
+def throughput(sizes: list[int], repeats: int, events: int, budget: float) -> dict:
+    streams = {}
+    for size in sizes:
+        programs = max(1, -(-events // (2 * size)))
+        streams[size] = [r for p in range(programs) for r in program_records(p + 1, size)]
+    runs: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
+    for _ in range(repeats):
+        for size in sizes:  # interleaved: a drift of the machine hits every size alike
+            path = RecordPath()
+            runs.setdefault(("fresh", size), []).append(_timed(path, streams[size], budget))
+            runs.setdefault(("redelivered", size), []).append(
+                _timed(path, streams[size], budget))
+    table = {}
+    for (kind, size), rs in runs.items():
+        rates = [n / w for w, _, n in rs]
+        cpu_rates = [n / c for _, c, n in rs if c > 0]
+        table[f"{kind} {size}"] = {
+            "events_per_s": round(statistics.median(rates)),
+            "spread": [round(min(rates)), round(max(rates))],
+            "cpu_events_per_s": round(statistics.median(cpu_rates)) if cpu_rates else None,
+            "events": rs[0][2], "of": len(streams[size])}
+    for kind in ("fresh", "redelivered"):
+        small, large = table[f"{kind} {sizes[0]}"], table[f"{kind} {sizes[-1]}"]
+        table[f"{kind} ratio {sizes[-1]}/{sizes[0]}"] = round(
+            large["events_per_s"] / small["events_per_s"], 2)
+    return table
+
+
+def history(total: int) -> Iterator[bytes]:
+    """``total`` product events: programs of 1,000 exposures, one after another."""
+    program = 1
+    while True:
+        for raw in program_records(program, 1000, T0 + program * 1000):
+            yield raw
+            total -= 1
+            if total <= 0:
+                return
+        program += 1
+
+
+def restart(histories: list[int], tail: int, budget: float, work: str) -> dict:
+    try:
+        from calstream.daemon.deciders import planner_snapshot
+        from calstream.daemon.doers import planner_snapshots
+    except ImportError:
+        planner_snapshot = planner_snapshots = None  # the baseline: full rebuild only
+    out = {}
+    for total in histories:
+        path = RecordPath()
+        for raw in history(total):
+            path(raw)
+        tail_records = list(program_records(10**5 - 1, tail // 2, T0 + 10**9))
+        row: dict = {}
+        # The full rebuild: every record again (as at a start without a snapshot).
+        rebuild = RecordPath()
+        wall0 = time.perf_counter()
+        done = 0
+        for raw in history(total):
+            rebuild(raw)
+            done += 1
+            if done % 1024 == 0 and time.perf_counter() - wall0 > budget:
+                break
+        wall = time.perf_counter() - wall0
+        row["full_rebuild_s"] = round(wall, 1) if done == total else \
+            f"~{wall * total / done:.0f} (extrapolated from {done} events)"
+        del rebuild
+        if planner_snapshot is not None:
+            body = planner_snapshot.take({"live": path.state}, holds=path.state.holds, plans={},
+                                         event_ids=path.event_ids)
+            started = time.perf_counter()
+            row["snapshot_write_s"] = None
+            planner_snapshots.write(work, body, offsets={}, calstream_version="bench")
+            row["snapshot_write_s"] = round(time.perf_counter() - started, 1)
+            del path, body
+            gc.collect()
+            wall0 = time.perf_counter()
+            loaded = planner_snapshots.read(work, max_age=None, calstream_version="bench")
+            states, holds, _, event_ids = planner_snapshot.restore(loaded.body,
+                                                                  **RecordPath.settings())
+            fresh = RecordPath()
+            fresh.state, fresh.event_ids = states["live"], event_ids
+            row["snapshot_load_s"] = round(time.perf_counter() - wall0, 2)
+            for raw in tail_records:
+                fresh(raw)
+            row["snapshot_restart_s"] = round(time.perf_counter() - wall0, 2)
+            row["tail_events"] = len(tail_records)
+            row["snapshot_bytes"] = loaded.size
+        out[f"{total} events"] = row
+    return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--small", type=int, default=5, help="programs of history, baseline")
-    ap.add_argument("--large", type=int, default=200, help="programs of history")
+    ap.add_argument("--sizes", default="10,100,1000,10000", help="exposures per program")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--events", type=int, default=20_000,
+                    help="events fed per run at least (several programs when small)")
+    ap.add_argument("--budget", type=float, default=60.0,
+                    help="seconds per run at most (the rest is not fed)")
+    ap.add_argument("--histories", default="10000,100000,1000000")
+    ap.add_argument("--tail", type=int, default=1000, help="events after the snapshot")
+    ap.add_argument("--rebuild-budget", type=float, default=120.0)
+    ap.add_argument("--work-dir", default="/tmp/bench-planner")
+    ap.add_argument("--no-throughput", action="store_true")
+    ap.add_argument("--no-restart", action="store_true")
     args = ap.parse_args()
-    small, large = rate(args.small), rate(args.large)
-    figures = {"small_history_exposures": args.small * 40, "large_history_exposures":
-               args.large * 40, "small_events_per_s": round(small), "large_events_per_s":
-               round(large), "ratio_large_to_small": round(large / small, 2)}
-    print(json.dumps(figures, indent=1))
+    figures: dict = {}
+    if not args.no_throughput:
+        figures["throughput"] = throughput([int(s) for s in args.sizes.split(",")],
+                                           args.repeats, args.events, args.budget)
+        print(json.dumps(figures["throughput"], indent=1), flush=True)
+    if not args.no_restart:
+        figures["restart"] = restart([int(h) for h in args.histories.split(",")], args.tail,
+                                     args.rebuild_budget, args.work_dir)
+        print(json.dumps(figures["restart"], indent=1), flush=True)
     return 0
 
 

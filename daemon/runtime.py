@@ -91,6 +91,8 @@ class Daemon:
                 problems.append(why)
         if self.crds_context is None:
             problems.append("starting")
+        if self.planner is not None and not self.planner.caught_up:
+            problems.append("planner catching up with its history (snapshot tail or rebuild)")
         return not problems, problems
 
     def health(self) -> tuple[bool, list[str]]:

@@ -9,11 +9,12 @@ closes.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from calstream.steps.associations import AssociationError, Exposure, Level3Key, candidate_key
-from calstream.steps.routing import Route, RoutingError, route
+from calstream.steps.routing import Route
 
 
 @dataclass
@@ -51,12 +52,48 @@ class Candidate:
     changed: float  # last time a member arrived or was recalibrated
     members: set[str] = field(default_factory=set)
     sent: list[Sent] = field(default_factory=list)
-    waiting_for: dict[str, str] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)  # expected, never arrived
     expected_by: str = "headers"  # "plan" | "headers"
     product_name: str | None = None
     problem: str | None = None  # why it cannot be built, if it cannot
     signature: tuple = ()  # the inputs it would combine now
+    # Kept as members change, so a decision costs the same whatever the size:
+    held: set[str] = field(default_factory=set)  # members with ENGQLPTG=PLANNED, not released
+    uncalibrated: set[str] = field(default_factory=set)  # members without a stage-2 product
+    visits: set[str] = field(default_factory=set)  # the members' visits
+    digests: list[str] = field(default_factory=list)  # its members' stage-2 digests, sorted
+    # What it waits for, in words: written out only when someone reads it
+    # (status, metrics), from ``describe``; None = to be written out.
+    _waiting: dict[str, str] | None = field(default_factory=dict, repr=False)
+    _missing: list[str] | None = field(default_factory=list, repr=False)
+    waiting: bool = False  # whether ``waiting_for`` is non-empty, known without writing it
+    describe: Callable[[Candidate], tuple[dict[str, str], list[str]]] | None = field(
+        default=None, repr=False, compare=False)
+
+    def described_later(self, waiting: bool) -> None:
+        self.waiting = waiting
+        self._waiting = self._missing = None
+
+    def _describe(self) -> None:
+        self._waiting, self._missing = self.describe(self)
+
+    @property
+    def waiting_for(self) -> dict[str, str]:
+        if self._waiting is None:
+            self._describe()
+        return self._waiting
+
+    @waiting_for.setter
+    def waiting_for(self, value: dict[str, str]) -> None:
+        if self._missing is None:
+            self._describe()
+        self._waiting, self.waiting = value, bool(value)
+
+    @property
+    def missing(self) -> list[str]:
+        """Expected exposures that never arrived."""
+        if self._missing is None:
+            self._describe()
+        return self._missing
 
     @property
     def label(self) -> str:
@@ -65,7 +102,8 @@ class Candidate:
     @property
     def is_open(self) -> bool:
         """Waiting for something, or settling: the last order is not what it would send now."""
-        return bool(self.waiting_for) or not self.sent or self.sent[-1].signature != self.signature
+        waiting = self.waiting if self._waiting is None else bool(self._waiting)
+        return waiting or not self.sent or self.sent[-1].signature != self.signature
 
 
 def _norm_target(key: Level3Key) -> Level3Key:
@@ -77,9 +115,8 @@ def _norm_target(key: Level3Key) -> Level3Key:
 
 def keys_of(exposure: Exposure, acids: tuple[str, ...] = ()) -> list[tuple[Level3Key, Route]]:
     """Every level-3 candidate the exposure belongs to, with its pass into it."""
-    try:
-        r = route(exposure.header)
-    except RoutingError:
+    r = exposure.route  # routed once per record (cached on it)
+    if r is None:
         return []
     observation = f"o{exposure.name.observation}"
     found: list[tuple[Level3Key, Route]] = []

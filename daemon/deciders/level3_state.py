@@ -28,6 +28,8 @@ were first made.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left, insort
+from functools import partial
 from typing import Any
 
 from calstream.daemon.deciders.level3_candidates import (
@@ -37,6 +39,7 @@ from calstream.daemon.deciders.level3_candidates import (
     Sent,
     keys_of,
 )
+from calstream.daemon.deciders.level3_status import describe, summary
 from calstream.steps.associations import (
     AssociationError,
     Exposure,
@@ -46,7 +49,7 @@ from calstream.steps.associations import (
     product_name,
     validate_level3,
 )
-from calstream.steps.completeness import visit_status
+from calstream.steps.completeness import VisitTally
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.plans import Plan
 from calstream.topics import contract
@@ -74,7 +77,13 @@ class Level3State:
         self._plan_headers: dict[str, dict[str, Any]] = {}  # exposure id -> plan keywords
         self._planned_keys: dict[Level3Key, set[str]] = {}  # candidate -> planned exposure ids
         self._restored: dict[str, list[dict[str, Any]]] = {}  # product name -> orders
-        self._by_visit: dict[str, set[str]] = {}  # visit id -> arrived exposure ids
+        # Kept as exposures arrive, so no decision reads a whole visit or program:
+        self._visit_members: dict[str, set[str]] = {}  # visit id -> arrived exposure ids
+        self._visits: dict[str, VisitTally] = {}  # visit id -> its completeness, when asked
+        self._keys_by_visit: dict[str, set[Level3Key]] = {}  # visit -> candidates in it
+        self._keys_of_member: dict[str, set[Level3Key]] = {}  # exposure -> its candidates
+        self._keys_cache: dict[str, tuple] = {}  # exposure id -> (header, acids, keys)
+        self._incomplete_visits: set[str] = set()  # visits whose headers say more will come
 
     # -- inputs ----------------------------------------------------------------
     def restore_order(self, order: contract.Message) -> None:
@@ -116,7 +125,7 @@ class Level3State:
                 self._planned_keys.setdefault(key, set()).add(p.exposure_id)
                 touched.add(key)
                 if key not in self.candidates and r.role == "science":
-                    self.candidates[key] = Candidate(key, r, now, now)
+                    self._new_candidate(key, r, now)
         # Exposures already seen may belong to the plan's c-candidates.
         for a in list(self.arrived.values()):
             if a.exposure.exposure_id in self._planned:
@@ -132,9 +141,10 @@ class Level3State:
         """A detector1 product (or a change of its hold): one more exposure seen."""
         eid = exposure.exposure_id
         previous = self.arrived.get(eid)
-        self.arrived[eid] = Arrived(exposure, since, provisional)
-        self._by_visit.setdefault(exposure.name.visit_id, set()).add(eid)
+        self._arrive(Arrived(exposure, since, provisional))
         touched = self._index(exposure, since if previous is None else now)
+        for key in self._keys_of_member.get(eid, ()) if previous else ():
+            (set.add if provisional else set.discard)(self.candidates[key].held, eid)
         if previous is not None:
             if previous.provisional == provisional and previous.since == since:
                 touched = set()  # the same event again
@@ -144,8 +154,7 @@ class Level3State:
                 self.candidates[key].changed = max(self.candidates[key].changed, now)
         # Completeness is per visit: an exposure of another candidate may
         # complete this one's visit.
-        touched |= {k for k, c in self.candidates.items()
-                    if any(self._visit_of(m) == exposure.name.visit_id for m in c.members)}
+        touched |= self._keys_by_visit.get(exposure.name.visit_id, set())
         return self._evaluate_all(touched, now)
 
     def observe_stage2(self, event: dict[str, Any], now: float) -> list[contract.Message]:
@@ -161,9 +170,18 @@ class Level3State:
         if eid not in self.arrived:
             # Stage 2 replayed into a namespace without its detector1 events:
             # the stage-2 event's header stands for the arrival.
-            self.arrived[eid] = Arrived(Exposure(eid, event["header"]), since, False)
-            self._by_visit.setdefault(exposure.name.visit_id, set()).add(eid)
+            self._arrive(Arrived(Exposure(eid, event["header"]), since, False))
         touched = self._index(exposure, now)
+        new_outputs = previous is None or previous.outputs != self.calibrated[eid].outputs
+        old = self._stage2_digests(eid, previous) if previous is not None else []
+        for key in self._keys_of_member.get(eid, ()):
+            cand = self.candidates[key]
+            cand.uncalibrated.discard(eid)
+            if new_outputs:
+                for digest in old:
+                    del cand.digests[bisect_left(cand.digests, digest)]
+                for digest in self._stage2_digests(eid):
+                    insort(cand.digests, digest)
         changed = previous is None or previous.event["work_id"] != event["work_id"]
         for key in touched:
             if changed:
@@ -173,11 +191,61 @@ class Level3State:
     def tick(self, now: float) -> list[contract.Message]:
         return self._evaluate_all({k for k, c in self.candidates.items() if c.is_open}, now)
 
-    # -- decisions ---------------------------------------------------------------
-    def _visit_of(self, eid: str) -> str:
-        a = self.arrived.get(eid)
-        return a.exposure.name.visit_id if a else ""
+    # -- what is kept as exposures arrive ---------------------------------------
+    def _tally(self, visit: str) -> VisitTally:
+        """A visit's tally, counted when first needed (a snapshot keeps only
+        which visits are incomplete)."""
+        tally = self._visits.get(visit)
+        if tally is None:
+            tally = self._visits[visit] = VisitTally()
+            for eid in self._visit_members.get(visit, ()):
+                tally.add(self.arrived[eid].exposure)
+        return tally
 
+    def _arrive(self, arrived: Arrived) -> None:
+        eid = arrived.exposure.exposure_id
+        self.arrived[eid] = arrived
+        visit = arrived.exposure.name.visit_id
+        tally = self._tally(visit)
+        self._visit_members.setdefault(visit, set()).add(eid)
+        tally.add(arrived.exposure)
+        if tally.complete:
+            self._incomplete_visits.discard(visit)
+        else:
+            self._incomplete_visits.add(visit)
+
+    def _new_candidate(self, key: Level3Key, r, now: float, changed: float | None = None):
+        self.candidates[key] = Candidate(key, r, now, now if changed is None else changed,
+                                         describe=partial(describe, self))
+        return self.candidates[key]
+
+    def _add_member(self, cand: Candidate, eid: str) -> None:
+        cand.members.add(eid)
+        a = self.arrived.get(eid)
+        if a is not None and a.provisional:
+            cand.held.add(eid)
+        if eid not in self.calibrated:
+            cand.uncalibrated.add(eid)
+        for digest in self._stage2_digests(eid):
+            insort(cand.digests, digest)
+        self._keys_of_member.setdefault(eid, set()).add(cand.key)
+        if a is not None:
+            visit = a.exposure.name.visit_id
+            cand.visits.add(visit)
+            self._keys_by_visit.setdefault(visit, set()).add(cand.key)
+
+    def _keys(self, exposure: Exposure):
+        """keys_of, once per exposure and header (a redelivery asks again)."""
+        acids = self._planned.get(exposure.exposure_id, ())
+        cached = self._keys_cache.get(exposure.exposure_id)
+        if cached is not None and cached[1] == acids and (
+                cached[0] is exposure.header or cached[0] == exposure.header):
+            return cached[2]
+        found = keys_of(exposure, acids)
+        self._keys_cache[exposure.exposure_id] = (exposure.header, acids, found)
+        return found
+
+    # -- decisions ---------------------------------------------------------------
     def _with_plan(self, exposure: Exposure) -> Exposure:
         """The exposure with the keywords only its plan knows (TARGETID, ...):
         its own header wins, the plan fills the gaps, as a pool does for jwst."""
@@ -189,12 +257,12 @@ class Level3State:
     def _index(self, exposure: Exposure, now: float) -> set[Level3Key]:
         touched = set()
         exposure = self._with_plan(exposure)
-        for key, r in keys_of(exposure, self._planned.get(exposure.exposure_id, ())):
+        for key, r in self._keys(exposure):
             cand = self.candidates.get(key)
             if cand is None:
-                cand = self.candidates[key] = Candidate(key, r, now, now)
+                cand = self._new_candidate(key, r, now)
             if exposure.exposure_id not in cand.members:
-                cand.members.add(exposure.exposure_id)
+                self._add_member(cand, exposure.exposure_id)
                 cand.changed = max(cand.changed, now)
             if r.role == "science":
                 cand.route = r
@@ -207,79 +275,64 @@ class Level3State:
             out += self._evaluate(self.candidates[key], now)
         return out
 
-    def _missing(self, cand: Candidate) -> list[str]:
+    def _incomplete(self, cand: Candidate) -> bool:
+        """Whether level3_status.missing would name anything, from the kept counts."""
         planned = self._planned_keys.get(cand.key)
         if planned:
             cand.expected_by = "plan"
-            return sorted(planned - set(self.arrived))
+            return any(e not in self.arrived for e in planned)
         cand.expected_by = "headers"
-        visits = {self._visit_of(m) for m in cand.members} - {""}
-        exposures = [self.arrived[e].exposure for v in visits for e in self._by_visit.get(v, ())]
-        status = visit_status(exposures, arrivals={e.exposure_id: self.arrived[e.exposure_id].since
-                                                   for e in exposures})
-        missing = []
-        for s in status.incomplete:
-            named = [f"{s.visit}_{m}_{s.detector}" for m in s.missing]
-            missing += named
-            unnamed = s.missing_count - len(named)
-            if unnamed > 0 or (s.expected is None and not named):
-                missing.append(f"{s.visit} {s.detector}: "
-                               + (f"{unnamed} more exposure(s)" if unnamed > 0
-                                  else "NEXPOSUR unknown"))
-        return missing
+        return not cand.visits.isdisjoint(self._incomplete_visits)
 
     def _evaluate(self, cand: Candidate, now: float) -> list[contract.Message]:
-        members = sorted(cand.members)
-        if cand.product_name is None and members:
+        if cand.product_name is None and cand.members:
             # The name operations know it by, before the first order names it.
             cand.product_name = product_name(
-                cand.key, [self._with_plan(self.arrived[m].exposure) for m in members
-                           if m in self.arrived])
-        held = [m for m in members if self.arrived.get(m) and self.arrived[m].provisional]
-        pending = [m for m in members if m not in self.calibrated and m not in held]
-        cand.missing = self._missing(cand)
-        waiting: dict[str, str] = {}
-        if held:
-            waiting["pointing"] = ", ".join(f"{m} has ENGQLPTG=PLANNED" for m in held)
-        if pending:
-            waiting["stage2"] = ", ".join(pending)
-        if cand.missing:
-            waiting["exposures"] = f"{len(cand.missing)} expected by {cand.expected_by}: " + \
-                ", ".join(cand.missing[:10]) + (" ..." if len(cand.missing) > 10 else "")
-        ready = [self._with_plan(self.calibrated[m].exposure) for m in members
-                 if m in self.calibrated]
-        signature = cand.signature = self._signature(ready)
-        if cand.sent and cand.sent[-1].signature == signature and not waiting:
-            cand.waiting_for = {}
-            return []
-        cand.waiting_for = waiting
+                cand.key, [self._with_plan(self.arrived[m].exposure)
+                           for m in sorted(cand.members) if m in self.arrived])
+        # Decided from the kept sets and counts; the words come when read.
+        held = bool(cand.held)
+        pending = any(m not in cand.held for m in cand.uncalibrated)
+        incomplete = self._incomplete(cand)
+        waiting = held or pending or incomplete
+        cand.described_later(waiting)
+        if not waiting:
+            signature = cand.signature = self._signature(cand)
+            if cand.sent and cand.sent[-1].signature == signature:
+                return []
         if held:
             return []  # never close around a held exposure
         quiet = now - cand.changed
-        complete = not pending and not cand.missing
-        if complete:
+        if not waiting:
             if cand.expected_by != "plan" and quiet < self.settle:
                 return []
             degraded = None
         else:
             if quiet < self.quiet_period:
                 return []
+            missing = cand.missing
+            pending_ids = [m for m in sorted(cand.uncalibrated) if m not in cand.held]
             degraded = "; ".join(filter(None, [
-                f"expected but never arrived: {', '.join(cand.missing)}" if cand.missing else "",
-                f"no stage-2 product: {', '.join(pending)}" if pending else ""]))
+                f"expected but never arrived: {', '.join(missing)}" if missing else "",
+                f"no stage-2 product: {', '.join(pending_ids)}" if pending_ids else ""]))
+        signature = cand.signature = self._signature(cand)
+        ready = [self._with_plan(self.calibrated[m].exposure) for m in sorted(cand.members)
+                 if m in self.calibrated]
         if not ready:
             return []
         if cand.sent and cand.sent[-1].signature == signature:
             return []  # same inputs as the last order: nothing new to combine
         return self._close(cand, ready, signature, degraded)
 
-    def _signature(self, ready: list[Exposure]) -> tuple:
-        digests = []
-        for e in ready:
-            c = self.calibrated[e.exposure_id]
-            digests += sorted(o["digest"] for o in c.outputs.values()
-                              if o["suffix"] in ("cal", "calints", "x1d", "x1dints"))
-        return tuple(sorted(digests))
+    def _signature(self, cand: Candidate) -> tuple:
+        return tuple(cand.digests)  # what an order combines: kept sorted as products come
+
+    def _stage2_digests(self, eid: str, calibrated: Calibrated | None = None) -> list[str]:
+        c = calibrated or self.calibrated.get(eid)
+        if c is None:
+            return []
+        return [o["digest"] for o in c.outputs.values()
+                if o["suffix"] in ("cal", "calints", "x1d", "x1dints")]
 
     def _close(self, cand: Candidate, ready: list[Exposure], signature: tuple,
                degraded: str | None) -> list[contract.Message]:
@@ -296,7 +349,8 @@ class Level3State:
         cand.problem = None
         name = cand.product_name = asn["products"][0]["name"]
         paths = {m["expname"]: m["exptype"] for p in asn["products"] for m in p["members"]}
-        by_path = {path: out for c in self.calibrated.values() for path, out in c.outputs.items()}
+        by_path = {path: out for e in ready
+                   for path, out in self.calibrated[e.exposure_id].outputs.items()}
         inputs = [{"path": path, "digest": by_path[path]["digest"],
                    "size": by_path[path].get("size", 0), "role": role}
                   for path, role in sorted(paths.items()) if path in by_path]
@@ -343,26 +397,4 @@ class Level3State:
 
     # -- for metrics and status ----------------------------------------------
     def summary(self, now: float) -> dict[str, Any]:
-        open_ = [c for c in self.candidates.values() if c.is_open and c.members]
-        missing: dict[str, dict[str, Any]] = {}
-        for c in open_:
-            for m in c.missing:
-                entry = missing.setdefault(m, {"program": c.key.program, "since": c.opened,
-                                               "candidates": []})
-                entry["since"] = min(entry["since"], c.opened)
-                entry["candidates"].append(c.label)
-        oldest = min((e["since"] for e in missing.values()), default=None)
-        return {
-            "open": len(open_),
-            "candidates": [{
-                "candidate": c.label, "acid": c.key.acid, "asn_type": c.key.asn_type,
-                "members": len(c.members), "expected_by": c.expected_by,
-                "waiting_for": dict(c.waiting_for), "missing": list(c.missing),
-                "versions": len(c.sent), "since": c.opened, "quiet_for": now - c.changed,
-            } for c in sorted(open_, key=lambda c: c.opened)],
-            "missing": missing,
-            "missing_by_program": {p: sum(1 for e in missing.values() if e["program"] == p)
-                                   for p in {e["program"] for e in missing.values()}},
-            "oldest_missing_age": (now - oldest) if oldest is not None else 0.0,
-            "closed": sum(1 for c in self.candidates.values() if c.sent and not c.is_open),
-        }
+        return summary(self, now)

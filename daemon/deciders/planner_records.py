@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from calstream.steps.associations import Exposure
+from calstream.steps.associations import Exposure, validate_level2
 from calstream.steps.routing import Route
 from calstream.topics import contract
 
@@ -52,3 +52,33 @@ class Candidate:
     sent: str | None = None  # work id of the last order sent
     sent_complete: bool = False  # whether that order had every companion
     waiting_for: dict[str, str] = field(default_factory=dict)
+
+
+def routed_exposure(exposure_id: str, header: dict[str, Any], products: dict[str, str],
+                    route: Route) -> Exposure:
+    """An Exposure whose route is the one the planner just computed: routing
+    is the costliest header reading, so an exposure is routed once per event."""
+    exposure = Exposure(exposure_id, header, products)
+    exposure.__dict__["route"] = route  # what the cached_property would store
+    return exposure
+
+
+def redelivered(previous: dict[str, Any], event: dict[str, Any]) -> bool:
+    """The same product event again: same id, work, outputs and header (only
+    its emission time may differ)."""
+    return (previous["event_id"] == event["event_id"]
+            and previous["work_id"] == event["work_id"]
+            and previous["outputs"] == event["outputs"]
+            and previous["inputs"] == event["inputs"]
+            and previous.get("pointing_quality") == event.get("pointing_quality")
+            and previous["header"] == event["header"])
+
+
+def check_emitted(emits: list[Emit]) -> None:
+    """Raise (InvalidMessage, AssociationInvalid) if a message the planner is
+    about to send breaks the contract: the deciders build orders unchecked,
+    so each is checked once, when it is new, never when it is recognised."""
+    for e in emits:
+        contract.validate(e.message.type, e.message.body)
+        if e.topic == "work.stage2":
+            validate_level2(e.message["association"])

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from calstream.daemon.deciders.companion_index import CompanionIndex
 from calstream.daemon.deciders.holds import (
     already_applied,
     hold_or_release,
@@ -22,16 +23,20 @@ from calstream.daemon.deciders.holds import (
     update_problem,
 )
 from calstream.daemon.deciders.level3_state import Level3State
-from calstream.daemon.deciders.planner_records import Candidate, Emit, Seen
+from calstream.daemon.deciders.planner_records import (
+    Candidate,
+    Emit,
+    Seen,
+    redelivered,
+    routed_exposure,
+)
 from calstream.steps.associations import (
     AssociationError,
-    Exposure,
     Level3Product,
     MissingCompanions,
     association_filename,
     build_level2,
     companion_kind,
-    validate_level2,
 )
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.routing import RoutingError, route
@@ -58,20 +63,21 @@ class PlannerState:
         self.holds: dict[str, dict[str, Any]] = {} if holds is None else holds
         self.rejected: set[tuple[str, str]] = set()  # (exposure id, digest) dead-lettered
         self.level3: dict[str, tuple[Level3Product, dict[str, dict]]] = {}  # name -> (record, outputs)
-        self._by_program: dict[str, set[str]] = {}  # program -> exposure ids
-        self._level3_by_program: dict[str, set[str]] = {}
+        # Companions by the keys they share with their science: every decision
+        # looks at a bucket, never at a whole program (deciders/companion_index.py).
+        self.index = CompanionIndex()
+        # (visit id, detector) -> exposure ids: NEXPOSUR's count, kept as it grows.
+        self._visit_detector: dict[tuple[str, str], set[str]] = {}
 
-    # -- per-program views: companions never cross programs, so every decision
-    # looks at one program's records, however long the planner has run.
-    def _program_exposures(self, program: str) -> list[Seen]:
-        return [self.exposures[e] for e in self._by_program.get(program, ())]
-
-    def _program_level3(self, program: str):
-        return [self.level3[n] for n in self._level3_by_program.get(program, ())]
-
-    def _program_candidates(self, program: str) -> list[Candidate]:
-        return [self.candidates[e] for e in self._by_program.get(program, ())
-                if e in self.candidates]
+    def _companions(self, cand: Candidate, sci: Seen) -> list[Seen | tuple]:
+        """The records that may be ``cand``'s companions (exposures and level-3
+        products), sorted: what a scan of the program would find."""
+        found = []
+        for key in sorted(self.index.companions_of(sci.exposure, cand.route.needs)):
+            record = self.exposures.get(key) or self.level3.get(key)
+            if record is not None:
+                found.append(record)
+        return found
 
     # -- restoring ---------------------------------------------------------
     def restore_order(self, order: contract.Message) -> None:
@@ -116,6 +122,11 @@ class PlannerState:
         if event["stage"] != "detector1":
             return []
         exposure_id = event["exposure_id"]
+        previous = self.exposures.get(exposure_id)
+        if previous is not None and redelivered(previous.event, event.body):
+            # The same product again (a redelivery, a re-read): nothing about
+            # the exposure changed, only time, so only what time can decide.
+            return self._reconsider(previous, now, settled_too=False)
         digest = event["inputs"][0]["digest"] if event["inputs"] else ""
         try:
             r = route(event["header"])
@@ -125,10 +136,9 @@ class PlannerState:
             self.rejected.add((exposure_id, digest))
             return [self._dead_letter(event, f"cannot route {exposure_id}: {exc}")]
         products = {o["suffix"]: o["path"] for o in event["outputs"]}
-        seen = Seen(Exposure(exposure_id, event["header"], products),
-                    {o["path"]: o for o in event["outputs"]}, event,
+        seen = Seen(routed_exposure(exposure_id, event["header"], products, r),
+                    {o["path"]: o for o in event["outputs"]}, event.body,
                     contract.parse_time(event["emitted_at"]).timestamp())
-        previous = self.exposures.get(exposure_id)
         if previous is not None and previous.event["work_id"] == event["work_id"]:
             seen.since = previous.since  # a re-emitted event: the wait started at the first
         hold = self.holds.get(exposure_id)
@@ -136,7 +146,9 @@ class PlannerState:
                 and hold["digest"] == seen.digest and hold["release"]["path"] != "redelivery":
             seen.release = hold["release"]  # a release made before a restart still holds
         self.exposures[exposure_id] = seen
-        self._by_program.setdefault(seen.exposure.name.program, set()).add(exposure_id)
+        self.index.add_exposure(seen.exposure)
+        name = seen.exposure.name
+        self._visit_detector.setdefault((name.visit_id, name.detector), set()).add(exposure_id)
         out: list[Emit] = []
         out += hold_or_release(seen, self.holds)
         if r.stage2 is not None:
@@ -145,6 +157,7 @@ class PlannerState:
                 self.candidates[exposure_id] = Candidate(exposure_id, r, seen.since)
             else:
                 cand.route = r
+            self.index.add_science(seen.exposure, r.needs)
         # The new exposure may complete any candidate of its visit.
         return out + self._reconsider(seen, now)
 
@@ -169,12 +182,14 @@ class PlannerState:
         seen.release = release
         return self._reconsider(seen, now)
 
-    def _reconsider(self, seen: Seen, now: float) -> list[Emit]:
+    def _reconsider(self, seen: Seen, now: float, *, settled_too: bool = True) -> list[Emit]:
         """An exposure arrived or was released: the level-2 and level-3
-        associations it may complete."""
+        associations it may complete. ``settled_too=False``: its content did
+        not change, so an association already ordered complete stays as it is."""
         out: list[Emit] = []
         for cand in self._affected(seen):
-            out += self._evaluate(cand, now)
+            if settled_too or cand.sent is None or not cand.sent_complete:
+                out += self._evaluate(cand, now)
         return out + self._stage3(self.stage3.observe_arrival(
             seen.exposure, since=seen.since, provisional=seen.provisional, now=now))
 
@@ -187,11 +202,12 @@ class PlannerState:
         product = Level3Product(event["product_name"], header,
                                 {o["suffix"]: o["path"] for o in event["outputs"]})
         self.level3[event["product_name"]] = (product, {o["path"]: o for o in event["outputs"]})
-        self._level3_by_program.setdefault(event["program"], set()).add(event["product_name"])
+        self.index.add_product(product)
         out: list[Emit] = []
-        for cand in self._program_candidates(event["program"]):
-            sci = self.exposures.get(cand.science)
-            if sci and companion_kind(cand.route, sci.exposure, product):
+        for science in sorted(self.index.sciences_for_product(product)):
+            cand = self.candidates.get(science)
+            sci = self.exposures.get(science)
+            if cand and sci and companion_kind(cand.route, sci.exposure, product):
                 out += self._evaluate(cand, now)
         return out
 
@@ -206,17 +222,14 @@ class PlannerState:
 
     # -- decisions ------------------------------------------------------------
     def _affected(self, seen: Seen) -> list[Candidate]:
-        name = seen.exposure.name
-        result = []
-        for cand in self._program_candidates(name.program):
-            sci = self.exposures.get(cand.science)
-            if sci is None:
+        """The exposure's own association, then those it may be a companion of."""
+        own = self.candidates.get(seen.exposure.exposure_id)
+        result = [own] if own is not None else []
+        for science in sorted(self.index.sciences_for_exposure(seen.exposure)):
+            cand, sci = self.candidates.get(science), self.exposures.get(science)
+            if cand is None or cand is own or sci is None:
                 continue
-            if cand.science == seen.exposure.exposure_id:
-                result.append(cand)
-                continue
-            same_program = sci.exposure.name.program == name.program
-            if same_program and companion_kind(cand.route, sci.exposure, seen.exposure):
+            if companion_kind(cand.route, sci.exposure, seen.exposure):
                 result.append(cand)
         return result
 
@@ -224,22 +237,19 @@ class PlannerState:
         """Every exposure NEXPOSUR promises for this visit and detector has arrived."""
         name = sci.exposure.name
         expected = int(sci.exposure.header.get("NEXPOSUR") or 0)
-        have = {s.exposure.exposure_id for s in self._program_exposures(name.program)
-                if s.exposure.name.visit_id == name.visit_id
-                and s.exposure.name.detector == name.detector}
+        have = self._visit_detector.get((name.visit_id, name.detector), ())
         return expected > 0 and len(have) >= expected
 
     def _evaluate(self, cand: Candidate, now: float) -> list[Emit]:
         sci = self.exposures[cand.science]
-        held = [m for m in self._members_of(cand, sci) if m.provisional]
+        pool = self._companions(cand, sci)
+        held = [m for m in self._members_of(cand, sci, pool) if m.provisional]
         if held:
             cand.waiting_for = {"pointing": ", ".join(
                 f"{m.exposure.exposure_id} has ENGQLPTG=PLANNED" for m in held)}
             return []
-        program = sci.exposure.name.program
-        others = [s.exposure for s in self._program_exposures(program)
-                  if s.exposure.exposure_id != cand.science and not s.provisional]
-        others += [product for product, _ in self._program_level3(program)]
+        others = [s.exposure for s in pool if isinstance(s, Seen) and not s.provisional]
+        others += [r[0] for r in pool if not isinstance(r, Seen)]
         complete = self._visit_complete(sci)
         waited = now - cand.since
         try:
@@ -256,32 +266,32 @@ class PlannerState:
             cand.waiting_for = {"association": str(exc)}
             return []
         cand.waiting_for = {}
-        validate_level2(asn)
-        order = self._work_order(cand, sci, asn, degraded=not is_complete)
-        wid = order.message["work_id"]
+        members = self._members_of(cand, sci, pool)
+        wid, inputs, paths = self._order_identity(cand, asn, members, pool)
         if wid == cand.sent or wid in self.ordered:
             cand.sent, cand.sent_complete = wid, is_complete
             return []
         if cand.sent is not None and not is_complete:
             return []  # never replace an order with a less complete one
+        # Neither the association nor the message is checked here: an order
+        # already sent is recognised by its id above, and one about to be sent
+        # is checked by the planner loop before it leaves (check_emitted);
+        # tests/unit/test_planner_outputs.py checks every kind the planner makes.
         cand.sent, cand.sent_complete = wid, is_complete
         self.ordered[wid] = cand.science
-        return [order]
+        return [self._work_order(cand, sci, asn, members, wid, inputs, paths,
+                                 degraded=not is_complete)]
 
-    def _members_of(self, cand: Candidate, sci: Seen) -> list[Seen]:
-        members = [sci]
-        for s in self._program_exposures(sci.exposure.name.program):
-            if s is not sci and companion_kind(cand.route, sci.exposure, s.exposure):
-                members.append(s)
-        return members
+    def _members_of(self, cand: Candidate, sci: Seen, pool: list) -> list[Seen]:
+        return [sci] + [s for s in pool if isinstance(s, Seen)
+                        and companion_kind(cand.route, sci.exposure, s.exposure)]
 
-    def _work_order(self, cand: Candidate, sci: Seen, asn: dict, *, degraded: bool) -> Emit:
+    def _order_identity(self, cand: Candidate, asn: dict, members: list[Seen], pool: list):
+        """(work id, inputs, member paths): what says whether this order was sent."""
         paths = {m["expname"]: m["exptype"] for p in asn["products"] for m in p["members"]}
-        program = sci.exposure.name.program
-        by_path = {path: out for s in self._program_exposures(program)
-                   for path, out in s.outputs.items()}
-        by_path.update({path: out for _, outs in self._program_level3(program)
-                        for path, out in outs.items()})
+        by_path = dict(members[0].outputs)
+        for r in pool:
+            by_path.update(r.outputs if isinstance(r, Seen) else r[1])
         inputs = [{"path": path, "digest": by_path[path]["digest"],
                    "size": by_path[path].get("size", 0), "role": role}
                   for path, role in sorted(paths.items()) if path in by_path]
@@ -289,22 +299,24 @@ class PlannerState:
                                 sorted((i["role"], i["digest"]) for i in inputs))
         if self.namespace != "live":
             wid = contract.event_id("work_order", wid, self.namespace)
-        name = parse_exposure_name(cand.science)
-        ev = sci.event
-        members = [m for m in self._members_of(cand, sci) if m.release]
-        corrections = {Path(p).name: {
-            "keywords": m.release["keywords"],
-            "note": f"calstream: pointing corrected by update {m.release['update_event_id']}"}
-            for m in members if m.release["path"] == "pointing"
-            for p in m.outputs if p in paths}
-        operator = [m for m in members if m.release["path"] == "operator"]
-        annotation = ("calstream: ENGQLPTG=PLANNED hold released by operator: " + "; ".join(
-            f"{m.exposure.exposure_id}: {m.release['reason']} ({m.release.get('by') or '?'})"
-            for m in operator)) if operator else None
-        releases = {m.exposure.exposure_id: m.release for m in members}
+        released = [m for m in members if m.release]
+        return self._with_releases(wid, released, paths), inputs, paths
+
+    @staticmethod
+    def _with_releases(wid: str, members: list[Seen], paths: dict) -> str:
+        corrections, annotation = _release_notes(members, paths)
         if corrections or annotation:
             wid = contract.event_id("work_order", wid, sorted(corrections), annotation)
-        message = contract.build(
+        return wid
+
+    def _work_order(self, cand: Candidate, sci: Seen, asn: dict, members: list[Seen],
+                    wid: str, inputs: list, paths: dict, *, degraded: bool) -> Emit:
+        name = parse_exposure_name(cand.science)
+        ev = sci.event
+        members = [m for m in members if m.release]
+        corrections, annotation = _release_notes(members, paths)
+        releases = {m.exposure.exposure_id: m.release for m in members}
+        message = contract.assemble(
             "work_order", contract.event_id("work_order", wid),
             work_id=wid, stage="stage2", pipeline=cand.route.stage2,
             product_name=cand.science, program=name.program, observation=name.observation,
@@ -343,6 +355,21 @@ class PlannerState:
                 "oldest_hold_age": (now - oldest) if oldest is not None else 0.0,
                 "degraded": sum(1 for c in self.candidates.values()
                                 if c.sent is not None and not c.sent_complete)}
+
+
+def _release_notes(members: list[Seen], paths: dict) -> tuple[dict, str | None]:
+    """What the released members' holds add to an order: the pointing
+    corrections of its files, and the operators' reasons."""
+    corrections = {Path(p).name: {
+        "keywords": m.release["keywords"],
+        "note": f"calstream: pointing corrected by update {m.release['update_event_id']}"}
+        for m in members if m.release["path"] == "pointing"
+        for p in m.outputs if p in paths}
+    operator = [m for m in members if m.release["path"] == "operator"]
+    annotation = ("calstream: ENGQLPTG=PLANNED hold released by operator: " + "; ".join(
+        f"{m.exposure.exposure_id}: {m.release['reason']} ({m.release.get('by') or '?'})"
+        for m in operator)) if operator else None
+    return corrections, annotation
 
 
 def observe_pointing_everywhere(states: Iterable[PlannerState], update: contract.Message,

@@ -28,9 +28,9 @@ import anyio
 
 from calstream.daemon import stages
 from calstream.daemon.deciders.event_checks import EventIds, product_event_problems
-from calstream.daemon.deciders.planner_records import Emit
+from calstream.daemon.deciders.planner_records import Emit, check_emitted
 from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
-from calstream.daemon.doers import kafka
+from calstream.daemon.doers import kafka, planner_restore
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.operations.config import Config
@@ -77,6 +77,11 @@ class Planner:
         self._programs_missing: set[str] = set()
         self.last_view: dict | None = None
         self.last_progress = time.monotonic()
+        # (topic, partition) -> next offset to read: what the state covers
+        self.positions: dict[tuple[str, int], int] = {}
+        self.records_seen = 0
+        self.last_snapshot = (time.monotonic(), 0)  # (when, records_seen then)
+        self.restored_from: dict | None = None  # the snapshot the state came from, if any
 
     def state_for(self, namespace: str) -> PlannerState:
         state = self.states.get(namespace)
@@ -95,41 +100,14 @@ class Planner:
                 if t in known]
 
     async def restore(self) -> None:
-        for topic in self._work_topics():
-            for record in await kafka.read_to_end(self.cfg, self.topics.name(topic)):
-                try:
-                    order = contract.decode(record.value, expected="work_order")
-                except contract.InvalidMessage:
-                    continue  # the stage consumers dead-letter these
-                self.state_for(order.get("namespace") or "live").restore_order(order)
-        for record in await kafka.read_to_end(self.cfg, self.topics.name("holds")):
-            if record.value is None:
-                continue
-            try:
-                self.state.restore_hold(contract.decode(record.value, expected="hold"))
-            except contract.InvalidMessage as exc:
-                # The planner's own compacted topic, but a broker is shared:
-                # a hold it cannot read is reported (the same dead letter,
-                # same event id, at every start) and never trusted.
-                await self._reject(record, "invalid_message", f"hold record: {exc}")
-        for record in await kafka.read_to_end(self.cfg, self.topics.name("plans")):
-            try:
-                message = contract.decode(record.value, expected="plan")
-            except contract.InvalidMessage:
-                continue  # `calstream plan load` validates before it sends
-            self.plans.setdefault(message["plan_id"], Plan.from_json(message.body))
-            try:
-                await anyio.to_thread.run_sync(self.ledger.keep, "plans", message.body)
-            except ValueError as exc:
-                log.warning("planner: plan %s not kept: %s", message["plan_id"][:12], exc)
-        await self._restore_from_disk()
-        for plan in self.plans.values():
-            for state in self.states.values():
-                state.load_plan(plan, time.time())
-        log.info("planner restored %d work order(s), %d hold record(s) and %d plan(s)",
-                 sum(len(s.ordered) + s.stage3.restored_order_count()
-                     for s in self.states.values()),
-                 len(self.holds), len(self.plans))
+        """The state back: a snapshot and its tail, or every record (doers/planner_restore.py)."""
+        self.metrics.planner_catching_up.set(1)
+        await planner_restore.restore(self)
+
+    async def take_snapshot(self) -> int:
+        """Snapshot the state and the offsets it covers (the loop calls this
+        every SNAPSHOT_EVERY_RECORDS records or SNAPSHOT_EVERY_SECONDS)."""
+        return await planner_restore.take_snapshot(self)
 
     async def _restore_from_disk(self) -> None:
         """What the broker lost: plans and holds from the ledger (re-published,
@@ -185,7 +163,10 @@ class Planner:
         # follows what the active planner publishes (doers/planner_standby.py).
         names = [self.topics.name(t) for t in ("products", "pointing", "plans")]
         outputs = set(self.standby.output_names(self)) if self.standby else set()
-        async with kafka.open_reader(self.cfg, names + sorted(outputs)) as reader:
+        # From where the restore stopped (the snapshot and its tail); a
+        # standby's outputs not read there (dead letters) from the beginning.
+        async with kafka.open_reader(self.cfg, names + sorted(outputs),
+                                     start=self.positions) as reader:
             task_status.started()
             last_tick = last_yield = 0.0
             while True:
@@ -200,13 +181,20 @@ class Planner:
                         await anyio.sleep(0)
                         last_yield = time.monotonic()
                 if not self.caught_up and await reader.caught_up():
+                    planner_restore.warn_lost(reader.lost)
                     self.caught_up = True
                     log.info("planner caught up with the product events")
                     for record in self._deferred:
                         await self._on_record(record)
                     self._deferred.clear()
+                    self.metrics.planner_catching_up.set(0)
                 if self.standby is not None:
                     await self.standby.take_over_when_due(self, reader)
+                # Only the acting planner's state is a record of what was sent:
+                # a standby's counts orders it only withheld.
+                if (self.caught_up and (self.standby is None or self.standby.gate.acting)
+                        and planner_restore.snapshot_due(self)):
+                    await self.take_snapshot()
                 if self.caught_up and time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
                     # Timed decisions, and the planner's gauges (summed over
@@ -234,6 +222,12 @@ class Planner:
             # An update may precede its exposure's product event in the rebuild.
             self._deferred.append(record)
             return
+        await self._handle(record)
+        # Decided (or dead-lettered) and published: the state covers it.
+        self.positions[(record.topic, record.partition)] = record.offset + 1
+        self.records_seen += 1
+
+    async def _handle(self, record) -> None:
         try:
             emits = self._decide(record)
         except contract.InvalidMessage as exc:
@@ -283,7 +277,9 @@ class Planner:
         if problems:
             raise RecordProblem("bad_input", "impossible product event: " + "; ".join(problems))
         state = self.state_for(event.get("namespace") or "live")
-        return state.observe(event, self._now(record))
+        emits = state.observe(event, self._now(record))
+        check_emitted(emits)  # built unchecked by the decider: checked before anything is sent
+        return emits
 
     async def _reject(self, record, category: str, reason: str) -> None:
         key = record.key.decode("utf-8", "replace") if record.key else ""
@@ -372,7 +368,7 @@ class Planner:
     def view(self) -> dict:
         """What the planner waits for, for `calstream status` (/planner)."""
         now = time.time()
-        out = {"caught_up": self.caught_up, "plans": [
+        out = {"caught_up": self.caught_up, "restored_from": self.restored_from, "plans": [
             {"plan_id": p.plan_id, "source": p.source, "exposures": len(p.exposures),
              "programs": list(p.programs)} for p in self.plans.values()], "namespaces": {}}
         for namespace, state in self.states.items():

@@ -122,6 +122,11 @@ class Metrics:
         self.plans_loaded = Counter(
             "calstream_plans_loaded_total", "Plans (pools or manifests) the planner applied",
             registry=r)
+        self.planner_catching_up = Gauge(
+            "calstream_planner_catching_up",
+            "1 while the planner reads its history (snapshot tail or full rebuild): no "
+            "stage-2 or stage-3 order is late because of it, but /readyz says not ready",
+            registry=r)
         self.build_info = Gauge(
             "calstream_build_info", "Versions and CRDS context in use (value is 1)",
             ["calstream_version", "jwst_version", "crds_context"], registry=r)

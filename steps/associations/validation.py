@@ -21,6 +21,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 
 from calstream.steps.associations.level2 import product_name
 from calstream.steps.associations.level3_candidates import ACID, LEVEL3_ASN_TYPES
@@ -54,8 +55,17 @@ def jwst_schema(filename: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+@lru_cache(maxsize=4)
+def _fast_validator(filename: str):
+    # jsonschema-rs: a valid association passes in microseconds; an invalid
+    # one is judged again below, for the reason an operator reads.
+    return jsonschema_rs.validator_for(jwst_schema(filename))
+
+
 def check_jwst_schema(asn: Mapping[str, Any], filename: str, label: str) -> None:
     """Raise AssociationInvalid with the best-matching schema error, if any."""
+    if _fast_validator(filename).is_valid(asn):
+        return
     schema = jwst_schema(filename)
     validator = jsonschema.validators.validator_for(schema)(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(asn))

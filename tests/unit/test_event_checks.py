@@ -73,3 +73,20 @@ def test_an_event_id_stands_for_one_content_only_when_and_by_whom_may_change():
     ids.consistent("e2", a)
     ids.consistent("e3", a)  # e1 forgotten: bounded memory
     assert ids.consistent("e1", event(outputs=[]))
+
+
+def test_inside_as_text_agrees_with_the_path_parts():
+    from pathlib import PurePosixPath
+
+    from calstream.daemon.deciders.event_checks import inside
+
+    roots = ["/products", "/inbox/", "/", "/a/b", "//products", "/products/./x", "relative"]
+    paths = ["/products", "/products/x", "/productsx/y", "/products/../etc", "/inbox/a.fits",
+             "//products/x", "/products//x", "/products/./x", "/products/.hidden", "x/y",
+             "/a/b/c", "/a/bc", "/a/b/", "/a/b/.", "", "/"]
+    for root in roots:
+        for path in paths:
+            p = PurePosixPath(path)
+            expected = p.is_absolute() and ".." not in p.parts and \
+                p.is_relative_to(PurePosixPath(root))
+            assert inside(path, [root]) == expected, (path, root)

@@ -33,6 +33,33 @@ class TopicReader:
         self.partitions = partitions
         self.missing = missing  # asked-for topics the broker does not have
         self._reached: set[TopicPartition] = set()
+        self._starts: dict[TopicPartition, int] = {}  # started past the beginning, unchecked
+        self.lost: list[TopicPartition] = []  # started beyond their end: read from the start
+
+    def start_from(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Start the partitions named in ``offsets`` ((topic, partition) -> the
+        next offset to read) there; the others stay at their beginning.
+
+        A start beyond a partition's high watermark means the broker lost
+        its records (the embedded broker keeps topics in memory and starts
+        empty): such a partition is read again from its beginning, and named
+        in ``lost``, once its first fetch response tells its watermark."""
+        for tp in self.partitions:
+            offset = offsets.get((tp.topic, tp.partition))
+            if offset:
+                self._client.seek(tp, offset)
+                self._starts[tp] = offset
+
+    async def _restart_lost(self) -> None:
+        for tp, start in list(self._starts.items()):
+            high = self._client.highwater(tp)
+            if high is None:
+                continue
+            del self._starts[tp]
+            if high < start:
+                self.lost.append(tp)
+                self._reached.discard(tp)
+                await self._client.seek_to_beginning(tp)
 
     async def fetch(self, *, timeout_ms: int = 200, max_records: int | None = None
                     ) -> list[ConsumerRecord]:
@@ -54,7 +81,10 @@ class TopicReader:
         A partition counts once it has been there: a busy topic keeps moving
         its watermark, and "now" is when the reader got there, not later.
         Unknown (no fetch response yet) is not caught up."""
+        await self._restart_lost()
         for tp in self.partitions:
+            if tp in self._starts:
+                continue  # its start is not checked against its watermark yet
             if tp in self._reached:
                 continue
             high = self._client.highwater(tp)
@@ -100,9 +130,11 @@ class TopicReader:
 
 
 @asynccontextmanager
-async def open_reader(cfg: Config, names: list[str], **options: Any
+async def open_reader(cfg: Config, names: list[str], *,
+                      start: dict[tuple[str, int], int] | None = None, **options: Any
                       ) -> AsyncIterator[TopicReader]:
-    """A TopicReader on every partition of ``names`` (those that exist)."""
+    """A TopicReader on every partition of ``names`` (those that exist), from
+    their beginning or, for those in ``start``, from there (``start_from``)."""
     client = clients.reader(cfg, **options)
     try:
         await client.start()  # inside: a client that failed to connect is stopped too
@@ -112,15 +144,18 @@ async def open_reader(cfg: Config, names: list[str], **options: Any
         if partitions:
             client.assign(partitions)
             await client.seek_to_beginning(*partitions)
-        yield TopicReader(client, partitions, [n for n in names if n not in existing])
+        reader = TopicReader(client, partitions, [n for n in names if n not in existing])
+        reader.start_from(start or {})
+        yield reader
     finally:
         with anyio.CancelScope(shield=True):  # also when the reader's task is cancelled
             await client.stop()
 
 
-async def read_to_end(cfg: Config, name: str) -> list[ConsumerRecord]:
-    """Every record of a topic, from the beginning up to "now"."""
-    async with open_reader(cfg, [name]) as reader:
+async def read_to_end(cfg: Config, name: str, *,
+                      start: dict[tuple[str, int], int] | None = None) -> list[ConsumerRecord]:
+    """Every record of a topic, from the beginning (or ``start``) up to "now"."""
+    async with open_reader(cfg, [name], start=start) as reader:
         return await reader.read_to_end()
 
 

@@ -1,0 +1,153 @@
+"""How the planner gets its state back at start: a snapshot and the tail, or
+every record from the beginning.
+
+With a usable snapshot (doers/planner_snapshots.py) the decision state is
+the snapshot's, and only what came after the offsets it covers is read:
+work orders, holds and plans here, product events, pointing updates and
+plans in the planner's loop. Without one (missing, old, corrupt, another
+version) everything is read from the beginning, as before snapshots
+existed. Either way the planner is not ready (``caught_up`` False, /readyz,
+``calstream_planner_catching_up``) until it has read up to "now".
+
+A partition whose high watermark is below the snapshot's offset was lost by
+the broker (the embedded broker keeps topics in memory): it is read from
+its beginning, the snapshot's decisions kept (docs/design.md says why that
+is safe: an order, hold or version the snapshot knows is recognised when
+its record comes again, and nothing it does not know is skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+
+from calstream.daemon.deciders import planner_snapshot
+from calstream.daemon.doers import kafka, planner_snapshots
+from calstream.steps.plans import Plan
+from calstream.topics import contract
+
+if TYPE_CHECKING:
+    from calstream.daemon.doers.planner_loop import Planner
+
+log = logging.getLogger("calstream.planner")
+
+SNAPSHOT_EVERY_RECORDS = 50_000  # product/pointing/plan records between snapshots
+SNAPSHOT_EVERY_SECONDS = 300.0  # ... or this long, whichever comes first, once caught up
+
+
+def load_snapshot(planner: Planner) -> bool:
+    """The state from the snapshot, if one can be trusted; True if it was used."""
+    snap = planner_snapshots.read(planner.cfg.work_dir)
+    if snap is None:
+        return False
+    try:
+        states, holds, plans, event_ids = planner_snapshot.restore(
+            snap.body, companion_wait=planner.cfg.companion_wait,
+            level3_settle=planner.cfg.stage3_settle,
+            level3_quiet_period=planner.cfg.stage3_quiet_period)
+    except planner_snapshot.SnapshotInvalid as exc:
+        log.warning("planner: snapshot ignored, %s: rebuilding from the topics", exc)
+        return False
+    planner.holds.clear()
+    planner.holds.update(holds)
+    for state in states.values():
+        state.holds = planner.holds  # one map of holds, shared by every namespace
+    planner.states = states
+    planner.state = planner.state_for("live")
+    planner.plans = plans
+    planner.event_ids = event_ids
+    planner.positions = dict(snap.offsets)
+    planner.restored_from = {"snapshot": str(planner_snapshots.snapshot_path(
+        planner.cfg.work_dir)), "taken_at": snap.taken_at, "bytes": snap.size}
+    log.info("planner: state restored from the snapshot of %s (%d namespace(s), %.0f MB); "
+             "reading the records after it", time.strftime(
+                 "%Y-%m-%d %H:%M:%S", time.gmtime(snap.taken_at)), len(states), snap.size / 1e6)
+    return True
+
+
+async def read_topic(planner: Planner, logical: str):
+    """The records of a topic after what the state covers, remembering how far."""
+    name = planner.topics.name(logical)
+    async with kafka.open_reader(planner.cfg, [name], start=planner.positions) as reader:
+        records = await reader.read_to_end()
+        warn_lost(reader.lost)
+    for record in records:
+        planner.positions[(record.topic, record.partition)] = record.offset + 1
+    return records
+
+
+def warn_lost(lost) -> None:
+    for tp in lost:
+        log.warning("planner: %s[%d] is shorter than the snapshot says: the broker lost its "
+                    "records; read again from its beginning (decisions kept: what was "
+                    "decided is recognised when it comes again)", tp.topic, tp.partition)
+
+
+async def restore(planner: Planner) -> None:
+    used = await anyio.to_thread.run_sync(load_snapshot, planner)
+    for topic in planner._work_topics():
+        for record in await read_topic(planner, topic):
+            try:
+                order = contract.decode(record.value, expected="work_order")
+            except contract.InvalidMessage:
+                continue  # the stage consumers dead-letter these
+            planner.state_for(order.get("namespace") or "live").restore_order(order)
+    for record in await read_topic(planner, "holds"):
+        if record.value is None:
+            continue
+        try:
+            planner.state.restore_hold(contract.decode(record.value, expected="hold"))
+        except contract.InvalidMessage as exc:
+            # The planner's own compacted topic, but a broker is shared: a
+            # hold it cannot read is reported (the same dead letter, same
+            # event id, at every start) and never trusted.
+            await planner._reject(record, "invalid_message", f"hold record: {exc}")
+    for record in await read_topic(planner, "plans"):
+        try:
+            message = contract.decode(record.value, expected="plan")
+        except contract.InvalidMessage:
+            continue  # `calstream plan load` validates before it sends
+        planner.plans.setdefault(message["plan_id"], Plan.from_json(message.body))
+        try:
+            await anyio.to_thread.run_sync(planner.ledger.keep, "plans", message.body)
+        except ValueError as exc:
+            log.warning("planner: plan %s not kept: %s", message["plan_id"][:12], exc)
+    await planner._restore_from_disk()
+    for plan in planner.plans.values():
+        for state in planner.states.values():
+            state.load_plan(plan, time.time())
+    log.info("planner restored %d work order(s), %d hold record(s) and %d plan(s)%s",
+             sum(len(s.ordered) + s.stage3.restored_order_count()
+                 for s in planner.states.values()),
+             len(planner.holds), len(planner.plans), " (snapshot + tail)" if used else "")
+
+
+async def take_snapshot(planner: Planner) -> int:
+    """Write the snapshot of the state and the offsets it covers; its size.
+
+    The body is gathered between two records (new containers: the loop may
+    change the state while it is written); encoding and writing run in a
+    thread."""
+    body = planner_snapshot.take(planner.states, holds=planner.holds, plans=planner.plans,
+                                 event_ids=planner.event_ids)
+    offsets = dict(planner.positions)
+    planner.last_snapshot = (time.monotonic(), planner.records_seen)
+    started = time.monotonic()
+    size = await anyio.to_thread.run_sync(lambda: planner_snapshots.write(
+        planner.cfg.work_dir, body, offsets=offsets))
+    log.info("planner: snapshot written (%.0f MB, %.1f s)", size / 1e6,
+             time.monotonic() - started)
+    return size
+
+
+def snapshot_due(planner: Planner) -> bool:
+    """Every so many records or seconds, and at once after a start that read
+    records (a rebuild that took long is not done again)."""
+    at, records = planner.last_snapshot
+    new = planner.records_seen - records
+    first = records == 0 and planner.caught_up
+    return new > 0 and (first or new >= SNAPSHOT_EVERY_RECORDS
+                        or time.monotonic() - at >= SNAPSHOT_EVERY_SECONDS)

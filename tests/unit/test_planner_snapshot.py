@@ -1,0 +1,111 @@
+"""A restored snapshot decides exactly as the full rebuild does.
+
+The recorded stream (tests/unit/planner_stream.py: several programs, holds,
+a correction and an operator's release, a late exposure superseding a
+mosaic, a redelivery, new content, a plan, ticks) is played whole; then
+again cut at every step: the state so far goes through a snapshot (as
+JSON text, as on disk) and the rest of the stream is played on the
+restored state. Every cut must emit what the whole run emitted after that
+point, and end with the same orders, holds and versions.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from calstream.daemon.deciders import planner_snapshot
+from calstream.daemon.deciders.event_checks import EventIds
+
+from .planner_stream import SETTINGS, comparable, new_state, play, steps
+
+
+def _through_snapshot(state):
+    ids = EventIds()
+    ids.consistent("e" * 64, {"a": 1})
+    body = planner_snapshot.take({"live": state}, holds=state.holds, plans={}, event_ids=ids)
+    text = json.dumps(body)
+    states, holds, plans, event_ids = planner_snapshot.restore(json.loads(text), **SETTINGS)
+    assert event_ids.consistent("e" * 64, {"a": 1}) and not event_ids.consistent("e" * 64, {})
+    assert holds == state.holds
+    return states["live"]
+
+
+def _final(state):
+    holds = {k: {f: v for f, v in h.items() if f != "emitted_at"} for k, h in state.holds.items()}
+    return (sorted(state.ordered), json.dumps(holds, sort_keys=True),
+            sorted((c.label, [(s.version, s.work_id) for s in c.sent])
+                   for c in state.stage3.candidates.values()),
+            json.dumps(state.summary(1e10), sort_keys=True, default=str))
+
+
+def test_every_cut_of_the_stream_restores_to_the_same_decisions():
+    stream = steps()
+    whole = new_state()
+    per_step = [play(whole, [step]) for step in stream]
+    assert sum(len(e) for e in per_step) > 10
+    for cut in range(len(stream) + 1):
+        first = new_state()
+        play(first, stream[:cut])
+        restored = _through_snapshot(first)
+        rest = play(restored, stream[cut:])
+        expected = [e for emits in per_step[cut:] for e in emits]
+        assert comparable(rest) == comparable(expected), f"cut at step {cut}"
+        assert _final(restored) == _final(whole), f"cut at step {cut}"
+
+
+@pytest.mark.parametrize("body", [None, [], {}, {"format": 99}, {"format": 1},
+                                  {"format": 1, "routes": [], "holds": {}, "plans": [],
+                                   "event_ids": [], "namespaces": {"live": {"headers": 5}}}])
+def test_a_snapshot_that_cannot_be_read_is_refused_whole(body):
+    with pytest.raises(planner_snapshot.SnapshotInvalid):
+        planner_snapshot.restore(body, **SETTINGS)
+
+
+def _planner(tmp_path):
+    from calstream.daemon.doers.planner_loop import Planner
+    from calstream.daemon.operations.config import Config
+    from calstream.daemon.operations.metrics import Metrics
+    from calstream.topics.catalog import Topics
+
+    cfg = Config(work_dir=tmp_path, companion_wait=SETTINGS["companion_wait"],
+                 stage3_settle=SETTINGS["level3_settle"],
+                 stage3_quiet_period=SETTINGS["level3_quiet_period"])
+    return Planner(cfg, publisher=None, metrics=Metrics(), topics=Topics())
+
+
+@pytest.mark.parametrize("spoil", [None, "corrupt", "missing", "other version"])
+def test_the_planner_restores_its_snapshot_or_falls_back_to_the_same_decisions(tmp_path, spoil):
+    import anyio
+
+    from calstream.daemon.doers import planner_restore, planner_snapshots
+
+    stream = steps()
+    whole = new_state()
+    per_step = [play(whole, [step]) for step in stream]
+    cut = len(stream) // 2
+    first = _planner(tmp_path)
+    play(first.state, stream[:cut])
+    first.positions = {("calstream.products", 0): cut}
+    anyio.run(planner_restore.take_snapshot, first)
+    path = planner_snapshots.snapshot_path(tmp_path)
+    if spoil == "corrupt":
+        path.write_bytes(path.read_bytes()[:-3] + b"}}}")
+    elif spoil == "missing":
+        path.unlink()
+    elif spoil == "other version":
+        head, body = path.read_bytes().split(b"\n", 1)
+        path.write_bytes(head.replace(b'"calstream_version": "', b'"calstream_version": "0.') +
+                         b"\n" + body)
+    second = _planner(tmp_path)
+    used = planner_restore.load_snapshot(second)
+    assert used == (spoil is None)
+    if used:
+        assert second.positions == {("calstream.products", 0): cut}
+        rest, expected = play(second.state, stream[cut:]), per_step[cut:]
+    else:  # the fallback: every record again, from the beginning
+        assert second.positions == {} and second.state.exposures == {}
+        rest, expected = play(second.state, stream), per_step
+    assert comparable(rest) == comparable([e for emits in expected for e in emits])
+    assert _final(second.state) == _final(whole)

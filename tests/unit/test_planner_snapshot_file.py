@@ -1,0 +1,66 @@
+"""The snapshot file: atomic, and ignored (with one warning) whenever it
+cannot be trusted -- missing, another format or version, too old, corrupt."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import pytest
+
+from calstream.daemon.doers import planner_snapshots
+
+BODY = {"format": 1, "namespaces": {}, "x": list(range(100))}
+OFFSETS = {("products", 0): 12, ("products", 1): 7, ("holds", 0): 3}
+
+
+def test_written_then_read_back_with_its_offsets(tmp_path):
+    size = planner_snapshots.write(tmp_path, BODY, offsets=OFFSETS, calstream_version="v1")
+    snap = planner_snapshots.read(tmp_path, calstream_version="v1")
+    assert snap.body == BODY and snap.offsets == OFFSETS and snap.size == size
+    assert time.time() - snap.taken_at < 60
+    assert [p.name for p in (tmp_path / "planner").iterdir()] == ["snapshot.json"]  # no temp left
+
+
+def _corrupt(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:-5] + b"00000")
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-20])
+
+
+def _bad_envelope(path):
+    path.write_bytes(b"{not json\n" + path.read_bytes().split(b"\n", 1)[1])
+
+
+def _other_format(path):
+    head, body = path.read_bytes().split(b"\n", 1)
+    envelope = json.loads(head)
+    envelope["format"] = 99
+    path.write_bytes(json.dumps(envelope).encode() + b"\n" + body)
+
+
+@pytest.mark.parametrize("spoil,why", [
+    (None, "no snapshot"), (_corrupt, "corrupt"), (_truncate, "corrupt"),
+    (_bad_envelope, "envelope"), (_other_format, "format")])
+def test_an_untrustworthy_snapshot_is_ignored_with_one_warning(tmp_path, caplog, spoil, why):
+    if spoil is not None:
+        planner_snapshots.write(tmp_path, BODY, offsets=OFFSETS, calstream_version="v1")
+        spoil(planner_snapshots.snapshot_path(tmp_path))
+    with caplog.at_level(logging.INFO, logger="calstream.planner"):
+        assert planner_snapshots.read(tmp_path, calstream_version="v1") is None
+    said = [r for r in caplog.records if why in r.getMessage()]
+    assert len(said) == 1
+
+
+def test_another_calstream_version_or_an_old_snapshot_is_ignored(tmp_path, caplog):
+    planner_snapshots.write(tmp_path, BODY, offsets=OFFSETS, calstream_version="v1")
+    with caplog.at_level(logging.WARNING, logger="calstream.planner"):
+        assert planner_snapshots.read(tmp_path, calstream_version="v2") is None
+        time.sleep(0.05)
+        assert planner_snapshots.read(tmp_path, calstream_version="v1", max_age=0.01) is None
+    assert "calstream v1" in caplog.text and "ago" in caplog.text
+    assert planner_snapshots.read(tmp_path, calstream_version="v1") is not None
