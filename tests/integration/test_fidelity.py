@@ -1,0 +1,239 @@
+"""Fidelity: every simulated mode through the daemon equals jwst run by hand.
+
+One daemon run (module fixture) calibrates a mixed synthetic program --
+NIRCam imaging, a NIRCam imaging time series, MIRI LRS nods, NIRCam
+coronagraphy with its PSF reference, NIRISS AMI with its calibrator -- from
+uncal to stage 3, with the program's plan loaded. Then, per mode, the same
+uncal files go through the pipelines directly, the way a jwst user runs
+them: `Detector1Pipeline.call` on each uncal file, the stage-2 and stage-3
+pipelines on the associations jwst's generator (`asn_generate`) makes of the
+same pool, in the same CRDS context (the kit's offline cache) and with the
+step parameters the daemon's provenance records say it used.
+
+Every product of the daemon must have its direct twin, and every data
+extension (image and table HDUs byte for byte as written, the arrays stored
+in the ASDF tree, table columns) must be bit-identical. Metadata may differ
+only where `ALLOWED` says, each entry with why. docs/fidelity.md has the
+table of modes and results.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.operations.cli.plans import plan_message, publish_plan
+from calstream.steps.crds_env import CRDS_VARS, refresh_crds
+from calstream.steps.environment import environ
+from calstream.steps.naming import parse_exposure_name
+from calstream.steps.synthetic.downlink import deliver
+from calstream.steps.synthetic.kit import build_kit
+from calstream.steps.synthetic.program import ProgramSpec
+
+from ..direct_jwst import (
+    generated_associations,
+    is_level3,
+    members,
+    run_pipeline,
+    write_association,
+)
+from ..fidelity_compare import compare_products, describe, unexplained
+from .support import daemon_config, products, running_daemon, wait_for
+
+# The module fixture (the daemon run) counts against its first test's timeout.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+
+SEED = 13
+# Mode -> the pipelines jwst's documentation runs on it, stage by stage.
+MODES = {
+    "imaging": ("calwebb_detector1", "calwebb_image2", "calwebb_image3"),
+    "timeseries": ("calwebb_detector1", "calwebb_image2", "calwebb_tso3"),
+    "lrs": ("calwebb_detector1", "calwebb_spec2", "calwebb_spec3"),
+    "coron": ("calwebb_detector1", "calwebb_image2", "calwebb_coron3"),
+    "ami": ("calwebb_detector1", "calwebb_image2", "calwebb_ami3"),
+}
+STAGES = ("detector1", "stage2", "stage3")
+
+# Metadata that may differ between a daemon product and its direct twin
+# (fnmatch patterns on `Difference.where`), each with why it must.
+ALLOWED = {
+    "PRIMARY header DATE": "when the file was written",
+    "ASDF meta.date": "when the file was written (DATE, in the tree)",
+    "ASDF spec.*.meta.date": "the same date, kept by each spectrum of an x1d",
+    "ASDF cal_logs*": "the run's log lines: wall-clock times, and a direct run logs "
+                      "its configuration (the daemon's workers configure logging themselves)",
+    "ASDF _fits_hash": "stdatamodels' hash of the other HDUs, headers included: follows DATE",
+    "ASDF header NAXIS1": "the ASDF extension's length: follows the tree's dates and logs",
+    "ASDF header TFORM1": "the same length, as the column format",
+    "ASDF history.extensions (order)": "the same asdf extensions, listed in the order the "
+                                       "writing process first used them (warm workers)",
+    # Associations: the planner writes each one when its members are
+    # calibrated, named as DMS names them (jwPPPPP-<acid>_<time>_<type>_<seq>);
+    # asn_generate's command line names them after its pool and a counter.
+    "PRIMARY header ASNPOOL": "the association's pool name (see above)",
+    "ASDF meta.asn.pool_name": "the association's pool name (see above)",
+    "PRIMARY header ASNTABLE": "the association's file name (see above)",
+    "ASDF meta.asn.table_name": "the association's file name (see above)",
+    # A level-3 product's HDRTAB is its members' primary headers, one row each.
+    "HDRTAB column DATE": "the members' DATE (see DATE)",
+    "HDRTAB column ASNPOOL": "the members' ASNPOOL (see ASNPOOL)",
+    "HDRTAB column ASNTABLE": "the members' ASNTABLE (see ASNTABLE)",
+    "ASDF hdrtab.datatype.*.datatype.1": "a HDRTAB string column's width: follows its "
+                                         "longest value (the association's file name)",
+    "HDRTAB header TFORM*": "the same widths, as the column formats",
+    "HDRTAB header NAXIS1": "HDRTAB's row length: the sum of those widths",
+    "meta.date": "when a catalog was written (the ECSV header's date)",
+}
+
+
+def _cpu_seconds() -> float:
+    own, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
+                                                      resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def steps_in_effect(record: dict) -> dict:
+    """The step parameters a provenance record says the run used ({} if none)."""
+    for holder in (record, record.get("event", {})):
+        parameters = holder.get("parameters")
+        if isinstance(parameters, dict):
+            return dict(parameters.get("steps") or {})
+    return {}
+
+
+@pytest.fixture(scope="module")
+def daemon_run(tmp_path_factory, broker):
+    """The kit, and the daemon's provenance records of every mode, stage by stage:
+    (kit, {mode: {stage: [record]}}, jwst's associations of the pool, timings)."""
+    root = tmp_path_factory.mktemp("fidelity")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    kit = build_kit(root / "kit", ProgramSpec(dithers=2), seed=SEED, modes=tuple(MODES))
+    timings["kit"] = time.perf_counter() - t0
+    associations = generated_associations(kit.pool_path)
+    level3 = [a for a in associations if is_level3(a)]
+    cfg = daemon_config(root, broker, f"fidelity{SEED}.", stage3_settle=0.5,
+                        stage3_quiet_period=600.0)
+
+    async def calibrate():
+        async with running_daemon(cfg):
+            await publish_plan(cfg, plan_message(kit.pool_path, "fidelity test"))
+            await anyio.to_thread.run_sync(lambda: deliver(kit.delivery_order(), cfg.inbox))
+            await wait_for(cfg, ["products"], lambda ms: len(
+                [p for p in products(ms, "stage3")]) >= len(level3), timeout=1200)
+
+    # Only the kit's CRDS settings: none of the session's may leak in.
+    with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
+        refresh_crds()
+        t0, cpu0 = time.perf_counter(), _cpu_seconds()
+        anyio.run(calibrate)
+        timings["daemon, every mode"] = time.perf_counter() - t0
+        # Wall time depends on the machine's load; CPU time (the test process
+        # and the daemon's worker processes, reaped by now) much less.
+        timings["daemon, every mode (CPU)"] = _cpu_seconds() - cpu0
+        mode_of = {parse_exposure_name(f.name).exposure_id: mode
+                   for mode, files in kit.by_mode.items() for f in files}
+        records: dict[str, dict[str, list[dict]]] = {m: {s: [] for s in STAGES} for m in MODES}
+        for record in ProductStore(cfg.products).records():
+            event = record["event"]
+            ids = {parse_exposure_name(Path(i["path"]).name).exposure_id
+                   for i in event["inputs"]}
+            [mode] = {mode_of[i] for i in ids}
+            records[mode][event["stage"]].append(record)
+        yield kit, records, associations, timings
+    print("\n" + "\n".join(f"  {k}: {v:.1f} s" for k, v in timings.items()))
+
+
+def _record_for(records: list[dict], name: str) -> dict:
+    """The record of product ``name`` (an exposure id, or a level-3 product name)."""
+    [record] = [r for r in records if r["event"]["product_name"] == name]
+    return record
+
+
+def direct_runs(kit, mode: str, records: dict[str, list[dict]], associations,
+                out: Path) -> dict[str, float]:
+    """Mode ``mode`` run directly into ``out``, each stage with the pipeline and
+    steps of the daemon's record of the same product. Returns {stage: CPU s}."""
+    cpu = dict.fromkeys(STAGES, 0.0)
+    detector1, stage2, stage3 = MODES[mode]
+    uncals = sorted(kit.by_mode[mode])
+    for uncal in uncals:
+        record = _record_for(records["detector1"], uncal.name.rsplit("_", 1)[0])
+        cpu["detector1"] += run_pipeline(detector1, uncal, out, steps_in_effect(record))
+    ids = {u.name.rsplit("_", 1)[0] for u in uncals}
+    mine = [a for a in associations if {m.rsplit("_", 1)[0] for m, _ in members(a)} <= ids]
+    for level3, stage, pipeline in ((False, "stage2", stage2), (True, "stage3", stage3)):
+        for asn in (a for a in mine if is_level3(a) == level3):
+            record = _record_for(records[stage], asn["products"][0]["name"])
+            assert record["event"]["pipeline"] == pipeline, (mode, stage)
+            cpu[stage] += run_pipeline(pipeline, write_association(asn, out), out,
+                                       steps_in_effect(record))
+    return cpu
+
+
+def compare_mode(records: dict[str, list[dict]], direct: Path):
+    """Every product of the daemon's records against its twin in ``direct``:
+    ([(stage, file name, differences)], [failure], [direct products the daemon lacks])."""
+    compared, failures = [], []
+    for stage in STAGES:
+        for record in records[stage]:
+            for output in record["event"]["outputs"]:
+                ours = Path(output["path"])
+                if output["suffix"] == "asn":
+                    continue  # associations: see the level-3 association test
+                theirs = direct / ours.name
+                if not theirs.exists():
+                    failures.append(f"{stage} {ours.name}: no direct twin")
+                    continue
+                differences = compare_products(ours, theirs)
+                compared.append((stage, ours.name, differences))
+                left = unexplained(differences, ALLOWED)
+                if left:
+                    failures.append(f"{stage} {ours.name}:\n{describe(left)}")
+    made = {Path(o["path"]).name for s in STAGES for r in records[s]
+            for o in r["event"]["outputs"]}
+    extra = sorted(p.name for p in direct.iterdir()
+                   if p.suffix in (".fits", ".ecsv") and p.name not in made)
+    return compared, failures, extra
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_product_is_bit_identical_to_the_direct_jwst_run(daemon_run, mode, tmp_path):
+    kit, records, associations, timings = daemon_run
+    mode_records = records[mode]
+    for stage in STAGES:
+        assert mode_records[stage], f"{mode}: the daemon made no {stage} product"
+    for record in (r for stage in STAGES for r in mode_records[stage]):
+        assert record["event"]["crds_context"] == kit.context
+    direct = tmp_path / "direct"
+    direct.mkdir()
+    cpu = direct_runs(kit, mode, mode_records, associations, direct)
+    timings[f"direct {mode} (CPU)"] = sum(cpu.values())
+    compared, failures, extra = compare_mode(mode_records, direct)
+    print(f"\n{mode}: {len(compared)} products compared: "
+          + ", ".join(sorted({n.rsplit('_', 1)[1] for _, n, _ in compared})))
+    for stage, name, differences in compared:
+        for d in differences:
+            print(f"    {stage} {name}: {d}")
+    assert not extra, f"{mode}: direct products the daemon did not make: {extra}"
+    assert not failures, f"{mode}:\n" + "\n".join(failures)
+
+
+def test_level3_associations_have_jwst_members_and_names(daemon_run):
+    """The daemon's level-3 associations hold what asn_generate puts in them."""
+    _, records, associations, _ = daemon_run
+    theirs = {a["products"][0]["name"]: sorted(members(a))
+              for a in associations if is_level3(a)}
+    ours = {}
+    for mode in MODES:
+        for record in records[mode]["stage3"]:
+            [asn_output] = [o for o in record["event"]["outputs"] if o["suffix"] == "asn"]
+            asn = json.loads(Path(asn_output["path"]).read_text())
+            ours[asn["products"][0]["name"]] = sorted(members(asn))
+    assert ours == theirs
