@@ -34,10 +34,17 @@ def chatty(message):
     return message
 
 
-def interval(seconds):
-    start = time.time()
-    time.sleep(seconds)
-    return {"pid": os.getpid(), "start": start, "end": time.time()}
+def rendezvous(directory, me, other, timeout=120):
+    """Arrive, then wait until ``other`` has arrived too: both return only if
+    they were running at the same time (a pool running them one after the
+    other makes the first time out), whatever the machine's load."""
+    open(os.path.join(directory, me), "w").close()
+    deadline = time.time() + timeout
+    while not os.path.exists(os.path.join(directory, other)):
+        if time.time() > deadline:
+            return {"pid": os.getpid(), "met": False}
+        time.sleep(0.02)
+    return {"pid": os.getpid(), "met": True}
 
 
 def env(name):
