@@ -8,8 +8,10 @@ outputs: operations archive the association with the products it made.
 Members are absolute paths (the planner names the products in the store),
 so jwst 3.0 finds them whatever directory it resolves them from (it is not
 consistent: jwst issues 5950, 8738, 10815) and the run never changes the
-process's working directory. Step overrides jwst 3.0 needs for some inputs
-come from `pipeline_settings`; the caller's ``steps`` win over them.
+process's working directory. ``steps`` are the configured step parameters
+(`step_parameters`), passed as strun's ``--steps.<step>.<arg>``: the CRDS
+parameter reference files apply to everything they do not set. Overrides
+jwst 3.0 needs for some inputs come from `pipeline_settings`; ``steps`` win.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from calstream.steps.crds_env import refresh_crds
+from calstream.steps.pipeline_catalog import catalog
 from calstream.steps.pipeline_settings import settings_for
 from calstream.steps.worker_warmup import warm_up
 
@@ -94,8 +97,12 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
     before = _files(out)
     kwargs: dict[str, Any] = {"output_dir": str(out), "save_results": True,
                               "configure_log": False}
+    passed = settings_for(pipeline, association, steps)
     if issubclass(cls, Pipeline):
-        kwargs["steps"] = settings_for(pipeline, association, steps)
+        kwargs["steps"] = passed
+    else:  # a single step (calwebb_wfs-image3): its own parameters, as strun --<arg>
+        kwargs.update(passed.get(catalog()[pipeline]["single_step"], {})
+                      if pipeline in catalog() else {})
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # Members are absolute paths on purpose: the association runs from a
@@ -112,6 +119,7 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
 
         annotate(outputs, annotation)
     return {"outputs": outputs, "pipeline": pipeline, "jwst_version": jwst.__version__,
+            "steps": passed,
             "crds_context": _context(outputs), "duration_seconds": round(duration, 3)}
 
 

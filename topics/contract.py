@@ -20,8 +20,9 @@ import jsonschema
 
 SCHEMA_MAJOR = 1
 # 1.1: optional fields for stage 3 and replay; 1.2: the product's previews,
-# name grammars and bounded dead-letter originals (docs/contract.md, "Versions").
-SCHEMA_MINOR = 2
+# name grammars and bounded dead-letter originals; 1.3: the step parameters in
+# effect, in the product and the work order (docs/contract.md, "Versions").
+SCHEMA_MINOR = 3
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 MESSAGE_TYPES = ("arrival", "product", "work_order", "hold", "pointing_update", "dead_letter",
                  "plan", "promotion")

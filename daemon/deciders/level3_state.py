@@ -37,6 +37,7 @@ from calstream.daemon.deciders.level3_candidates import (
     Sent,
     keys_of,
 )
+from calstream.daemon.deciders.order_parameters import order_parameters
 from calstream.steps.associations import (
     AssociationError,
     Exposure,
@@ -49,6 +50,7 @@ from calstream.steps.associations import (
 from calstream.steps.completeness import visit_status
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.plans import Plan
+from calstream.steps.step_parameters import StepParameters
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
@@ -62,7 +64,9 @@ def order_work_id(pipeline: str, namespace: str, inputs: list[dict[str, Any]]) -
 
 
 class Level3State:
-    def __init__(self, *, settle: float, quiet_period: float, namespace: str = "live"):
+    def __init__(self, *, settle: float, quiet_period: float, namespace: str = "live",
+                 step_parameters: StepParameters | None = None):
+        self.step_parameters = step_parameters  # configured; orders carry them
         self.settle = settle
         self.quiet_period = quiet_period
         self.namespace = namespace
@@ -323,7 +327,10 @@ class Level3State:
                 science["exposure_id"]).observation,
             association=asn, association_path=association_filename(asn), inputs=inputs,
             crds_context=None, priority="live", namespace=self.namespace,
-            parameters={}, releases=releases or None, degraded=degraded,
+            parameters=order_parameters(self.step_parameters, cand.route.stage3,
+                                        exp_type=science.get("exp_type"),
+                                        program=cand.key.program),
+            releases=releases or None, degraded=degraded,
             version=version, candidate=cand.key.acid, expected_by=cand.expected_by,
             members=sorted(e.exposure_id for e in ready),
             instrument=science.get("instrument"), exp_type=science.get("exp_type"),
