@@ -182,6 +182,12 @@ class Level3State:
         a = self.arrived.get(eid)
         return a.exposure.name.visit_id if a else ""
 
+    def _program_pool(self, program: str) -> list[Exposure]:
+        """The program's exposures seen so far: without a TARGETID, targets are
+        numbered over them as asn_make_pool numbers them over the program's files."""
+        return [self._with_plan(self.arrived[e].exposure) for visit, ids in self._by_visit.items()
+                if visit[2:7] == program for e in ids]
+
     def _with_plan(self, exposure: Exposure) -> Exposure:
         """The exposure with the keywords only its plan knows (TARGETID, ...):
         its own header wins, the plan fills the gaps, as a pool does for jwst."""
@@ -238,7 +244,7 @@ class Level3State:
             # The name operations know it by, before the first order names it.
             cand.product_name = product_name(
                 cand.key, [self._with_plan(self.arrived[m].exposure) for m in members
-                           if m in self.arrived])
+                           if m in self.arrived], self._program_pool(cand.key.program))
         held = [m for m in members if self.arrived.get(m) and self.arrived[m].provisional]
         pending = [m for m in members if m not in self.calibrated and m not in held]
         cand.missing = self._missing(cand)
@@ -289,7 +295,8 @@ class Level3State:
                degraded: str | None) -> list[contract.Message]:
         acid = cand.key.acid if not cand.key.acid.startswith("o") else None
         try:
-            asn = build_level3(cand.route, ready, degraded=degraded, acid=acid)
+            asn = build_level3(cand.route, ready, degraded=degraded, acid=acid,
+                               pool=self._program_pool(cand.key.program))
             validate_level3(asn)
         except AssociationError as exc:
             if cand.problem != str(exc):
@@ -328,8 +335,7 @@ class Level3State:
             association=asn, association_path=association_filename(asn), inputs=inputs,
             crds_context=None, priority="live", namespace=self.namespace,
             parameters=order_parameters(self.step_parameters, cand.route.stage3,
-                                        exp_type=science.get("exp_type"),
-                                        program=cand.key.program),
+                                        science=science, program=cand.key.program),
             releases=releases or None, degraded=degraded,
             version=version, candidate=cand.key.acid, expected_by=cand.expected_by,
             members=sorted(e.exposure_id for e in ready),

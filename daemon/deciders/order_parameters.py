@@ -11,17 +11,20 @@ run's work id (steps/provenance.py) and go into its product event.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from calstream.steps.step_parameters import StepParameters
 
 
 def order_parameters(configured: StepParameters | None, pipeline: str, *,
-                     exp_type: str | None, program: str, **planner: Any) -> dict[str, Any]:
-    """``{"steps": ..., **planner}``, leaving out what is empty (pointing
+                     science: Mapping[str, Any], program: str, **planner: Any) -> dict[str, Any]:
+    """``{"steps": ..., **planner}`` for an order whose science exposure's
+    product event is ``science``, leaving out what is empty (pointing
     corrections, an operator's annotation, ...), so an order with nothing
     configured carries what it always did."""
     out = {k: v for k, v in planner.items() if v}
+    exp_type = science.get("exp_type") or (science.get("header") or {}).get("EXP_TYPE")
     steps = (configured or StepParameters()).for_run(pipeline, exp_type=exp_type,
                                                       program=program)
     if steps:

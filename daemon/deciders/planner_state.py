@@ -315,7 +315,7 @@ class PlannerState:
             association=asn, association_path=association_filename(asn), inputs=inputs,
             crds_context=None, priority="live", namespace=self.namespace,
             parameters=order_parameters(self.step_parameters, cand.route.stage2,
-                                        exp_type=ev.get("exp_type"), program=name.program,
+                                        science=ev, program=name.program,
                                         pointing_corrections=corrections, annotation=annotation),
             releases=releases or None,
             degraded=asn["degraded_status"] if degraded else None,

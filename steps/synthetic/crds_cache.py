@@ -296,3 +296,25 @@ def build_crds_cache(
     rmap.Mapping.from_file(pmap_name, path=str(map_dir))
     _write_server_config(config_dir, pmap_name, operational)
     return pmap_name
+
+
+def derive_context(crds_path: str | Path, replace: Mapping[str, Iterable[str | Path]], *,
+                   operational: bool = False) -> str:
+    """A new context of the cache at ``crds_path``: the newest context's references
+    with each reference type of ``replace`` ("pars-tweakregstep": [file]) swapped
+    for the given files. The earlier contexts stay as they are (a test pins the
+    new one with CRDS_CONTEXT); its name is returned."""
+    from crds.core import rmap
+
+    root = Path(crds_path)
+    map_dir = root / "mappings" / OBSERVATORY
+    newest = max(int(p.stem.rsplit("_", 1)[1]) for p in map_dir.glob(f"{OBSERVATORY}_*.pmap"))
+    context = rmap.Mapping.from_file(context_name(newest), path=str(map_dir))
+    by_type: dict[str, list[Path]] = {}
+    for name in sorted(context.reference_names()):
+        # jwst_<instrument>_<reftype>_<serial>.<ext>
+        reftype = Path(name).stem.split("_", 2)[2].rsplit("_", 1)[0]
+        by_type.setdefault(reftype, []).append(root / "references" / OBSERVATORY / name)
+    references = {**by_type, **{t: [Path(p) for p in files] for t, files in replace.items()}}
+    return build_crds_cache(root, references, context_number=newest + 1,
+                            operational=operational)
