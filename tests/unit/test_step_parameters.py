@@ -137,3 +137,12 @@ def test_the_catalogue_knows_every_pipeline_calstream_routes_to():
 
     assert set(PIPELINE_CLASSES) <= set(catalog())
     assert catalog()["calwebb_wfs-image3"]["single_step"] == "wfs_combine"
+
+
+def test_the_catalogue_is_the_installed_jwsts():
+    """A new jwst: `python -m calstream.steps.pipeline_catalog --write`."""
+    import json
+
+    from calstream.steps.pipeline_catalog import CATALOG_FILE, from_installed_jwst
+
+    assert json.loads(CATALOG_FILE.read_text()) == from_installed_jwst()
