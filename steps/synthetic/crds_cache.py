@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import pprint
+import re
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -304,17 +305,18 @@ def derive_context(crds_path: str | Path, replace: Mapping[str, Iterable[str | P
     with each reference type of ``replace`` ("pars-tweakregstep": [file]) swapped
     for the given files. The earlier contexts stay as they are (a test pins the
     new one with CRDS_CONTEXT); its name is returned."""
-    from crds.core import rmap
-
     root = Path(crds_path)
     map_dir = root / "mappings" / OBSERVATORY
+    ref_dir = root / "references" / OBSERVATORY
     newest = max(int(p.stem.rsplit("_", 1)[1]) for p in map_dir.glob(f"{OBSERVATORY}_*.pmap"))
-    context = rmap.Mapping.from_file(context_name(newest), path=str(map_dir))
     by_type: dict[str, list[Path]] = {}
-    for name in sorted(context.reference_names()):
-        # jwst_<instrument>_<reftype>_<serial>.<ext>
-        reftype = Path(name).stem.split("_", 2)[2].rsplit("_", 1)[0]
-        by_type.setdefault(reftype, []).append(root / "references" / OBSERVATORY / name)
+    # This module wrote every rmap of a context with the context's serial:
+    # jwst_<instrument>_<reftype>_<serial>.rmap, naming its files in quotes.
+    for rmap_path in sorted(map_dir.glob(f"{OBSERVATORY}_*_{newest:04d}.rmap")):
+        reftype = rmap_path.stem.split("_", 2)[2].rsplit("_", 1)[0]
+        for name in sorted(set(re.findall(r"'([^'/]+)'", rmap_path.read_text()))):
+            if (ref_dir / name).is_file():
+                by_type.setdefault(reftype, []).append(ref_dir / name)
     references = {**by_type, **{t: [Path(p) for p in files] for t, files in replace.items()}}
     return build_crds_cache(root, references, context_number=newest + 1,
                             operational=operational)
