@@ -314,7 +314,7 @@ def derive_context(crds_path: str | Path, replace: Mapping[str, Iterable[str | P
     # jwst_<instrument>_<reftype>_<serial>.rmap, naming its files in quotes.
     for rmap_path in sorted(map_dir.glob(f"{OBSERVATORY}_*_{newest:04d}.rmap")):
         reftype = rmap_path.stem.split("_", 2)[2].rsplit("_", 1)[0]
-        for name in sorted(set(re.findall(r"'([^'/]+)'", rmap_path.read_text()))):
+        for name in sorted(set(re.findall(rf"'({OBSERVATORY}_[\w.+-]+)'", rmap_path.read_text()))):
             if (ref_dir / name).is_file():
                 by_type.setdefault(reftype, []).append(ref_dir / name)
     references = {**by_type, **{t: [Path(p) for p in files] for t, files in replace.items()}}
