@@ -13,8 +13,11 @@ files: spec2 keeps just the file name of its `sourcecat` (and `segmap`,
 `direct_image`) members and opens them from the working directory, so it runs
 where they are; spec3 writes its x1d and c1d into the working directory
 whatever `output_dir` says, so it runs in the output directory. (A warm worker
-runs one item at a time, and the directory is restored.) Step overrides jwst 3.0 needs for some inputs
-come from `pipeline_settings`; the caller's ``steps`` win over them.
+runs one item at a time, and the directory is restored.) ``steps`` are the
+configured step parameters (`step_parameters`), passed as strun's
+``--steps.<step>.<arg>``: the CRDS parameter reference files apply to
+everything they do not set. Overrides jwst 3.0 needs for some inputs come from
+`pipeline_settings`; ``steps`` win.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from calstream.steps.crds_env import refresh_crds
+from calstream.steps.pipeline_catalog import catalog
 from calstream.steps.pipeline_settings import settings_for
 from calstream.steps.worker_warmup import warm_up
 
@@ -101,8 +105,12 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
     before = _files(out)
     kwargs: dict[str, Any] = {"output_dir": str(out), "save_results": True,
                               "configure_log": False}
+    passed = settings_for(pipeline, association, steps)
     if issubclass(cls, Pipeline):
-        kwargs["steps"] = settings_for(pipeline, association, steps)
+        kwargs["steps"] = passed
+    else:  # a single step (calwebb_wfs-image3): its own parameters, as strun --<arg>
+        kwargs.update(passed.get(catalog()[pipeline]["single_step"], {})
+                      if pipeline in catalog() else {})
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # Members are absolute paths on purpose: the association runs from a
@@ -120,6 +128,7 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
 
         annotate(outputs, annotation)
     return {"outputs": outputs, "pipeline": pipeline, "jwst_version": jwst.__version__,
+            "steps": passed,
             "crds_context": _context(outputs), "duration_seconds": round(duration, 3)}
 
 

@@ -104,4 +104,5 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
         "crds_context": context,
         "duration_seconds": round(duration, 3),
         "pointing_quality": pointing_quality,
+        "steps": steps or {},
     }

@@ -1,8 +1,13 @@
-"""Step settings the stage-2 and stage-3 pipelines need to run here: offline, on jwst 3.0.
+"""Step settings jwst 3.0 needs to calibrate some inputs at all.
 
-The one place for them; `association_run.run_association` applies them under
-the caller's own ``steps`` (`settings_for`), so a deployment with network
-access (or other needs) overrides any of them.
+Only workarounds of jwst bugs live here, decided by the input's own content;
+`association_run.run_association` applies them under the caller's ``steps``
+(`settings_for`), which win. Everything else -- what a deployment wants, and
+what the offline embedded default must switch off (absolute alignment to
+Gaia, which needs the internet) -- is configuration
+(`steps.step_parameters`; the embedded default's in
+`daemon/operations/embedded_default.py`), so the CRDS parameter reference
+files apply wherever nobody configured otherwise.
 
 What needs no setting was checked on the synthetic program: image3's
 source_catalog finds its APCORR and ABVEGAOFFSET references in CRDS like any
@@ -20,20 +25,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from calstream.steps.step_parameters import merge_steps
+
 SPEC2 = "calwebb_spec2"
-IMAGE3 = "calwebb_image3"
-TSO3 = "calwebb_tso3"
-SPEC3 = "calwebb_spec3"
 
-__all__ = ["merge_steps", "settings_for", "spec2_workarounds", "stage3_settings"]
-
-
-def merge_steps(defaults: Mapping[str, dict], steps: Mapping[str, dict] | None) -> dict:
-    """``defaults`` overridden step by step, parameter by parameter, by ``steps``."""
-    merged = {name: dict(pars) for name, pars in defaults.items()}
-    for name, pars in (steps or {}).items():
-        merged[name] = {**merged.get(name, {}), **pars}
-    return merged
+__all__ = ["settings_for", "spec2_workarounds"]
 
 
 def spec2_workarounds(science: Path) -> dict:
@@ -55,34 +51,12 @@ def spec2_workarounds(science: Path) -> dict:
     return {}
 
 
-def _image3(association: Mapping[str, Any]) -> dict:
-    return {
-        # Absolute alignment downloads the Gaia catalog from MAST at run time:
-        # there is no network here. jwst 3.0's default is already "", but a CRDS
-        # pars-tweakregstep may ask for GAIADR3; relative alignment of the
-        # members to one another still runs.
-        "tweakreg": {"abs_refcat": ""},
-    }
-
-
-_STAGE3_SETTINGS = {IMAGE3: _image3}
-
-
-def stage3_settings(pipeline: str, association: Mapping[str, Any]) -> dict:
-    """The ``steps`` overrides `pipeline` needs to calibrate `association` offline.
-
-    `pipeline` is the alias (calwebb_image3, ...); other names get none.
-    """
-    settings = _STAGE3_SETTINGS.get(pipeline)
-    return settings(association) if settings else {}
-
-
 def settings_for(pipeline: str, association: Mapping[str, Any],
                  steps: Mapping[str, dict] | None) -> dict:
     """The ``steps`` to run ``pipeline`` with on ``association``: the overrides
     jwst 3.0 needs for its inputs, under the caller's ``steps`` (which win)."""
     if pipeline != SPEC2:
-        return merge_steps(stage3_settings(pipeline, association), steps)
+        return merge_steps(None, steps)
     science = [Path(m["expname"]) for p in association.get("products", [])
                for m in p.get("members", []) if m.get("exptype") == "science"]
     return merge_steps(spec2_workarounds(science[0]) if science else {}, steps)

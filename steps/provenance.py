@@ -16,7 +16,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 # Bump when calstream changes how it calls a pipeline in a way that changes products.
-RECIPE_VERSION = 1
+# 2: image3 no longer forces tweakreg.abs_refcat = "" (CRDS pars files decide).
+RECIPE_VERSION = 2
 
 
 @cache

@@ -22,7 +22,8 @@ import jsonschema_rs
 SCHEMA_MAJOR = 1
 # 1.1: optional fields for stage 3 and replay; 1.2: the product's previews,
 # name grammars and bounded dead-letter originals; 1.3: dark and guider
-# products (docs/contract.md, "Versions").
+# products, and the step parameters in effect in the product and the work
+# order (docs/contract.md, "Versions").
 SCHEMA_MINOR = 3
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 MESSAGE_TYPES = ("arrival", "product", "work_order", "hold", "pointing_update", "dead_letter",

@@ -40,6 +40,7 @@ from calstream.daemon.deciders.level3_candidates import (
     keys_of,
 )
 from calstream.daemon.deciders.level3_status import describe, summary
+from calstream.daemon.deciders.order_parameters import order_parameters
 from calstream.steps.associations import (
     AssociationError,
     Exposure,
@@ -52,6 +53,7 @@ from calstream.steps.associations import (
 from calstream.steps.completeness import VisitTally
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.plans import Plan
+from calstream.steps.step_parameters import StepParameters
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
@@ -65,7 +67,9 @@ def order_work_id(pipeline: str, namespace: str, inputs: list[dict[str, Any]]) -
 
 
 class Level3State:
-    def __init__(self, *, settle: float, quiet_period: float, namespace: str = "live"):
+    def __init__(self, *, settle: float, quiet_period: float, namespace: str = "live",
+                 step_parameters: StepParameters | None = None):
+        self.step_parameters = step_parameters  # configured; orders carry them
         self.settle = settle
         self.quiet_period = quiet_period
         self.namespace = namespace
@@ -245,6 +249,14 @@ class Level3State:
         self._keys_cache[exposure.exposure_id] = (exposure.header, acids, found)
         return found
 
+    def _program_pool(self, program: str) -> list[Exposure]:
+        """The program's exposures seen so far: without a TARGETID, targets are
+        numbered over them as asn_make_pool numbers them over the program's files.
+        Asked when a candidate is first named and when it is ordered, not per event."""
+        return [self._with_plan(self.arrived[e].exposure)
+                for visit, ids in self._visit_members.items() if visit[2:7] == program
+                for e in sorted(ids)]
+
     # -- decisions ---------------------------------------------------------------
     def _with_plan(self, exposure: Exposure) -> Exposure:
         """The exposure with the keywords only its plan knows (TARGETID, ...):
@@ -289,7 +301,8 @@ class Level3State:
             # The name operations know it by, before the first order names it.
             cand.product_name = product_name(
                 cand.key, [self._with_plan(self.arrived[m].exposure)
-                           for m in sorted(cand.members) if m in self.arrived])
+                           for m in sorted(cand.members) if m in self.arrived],
+                self._program_pool(cand.key.program))
         # Decided from the kept sets and counts; the words come when read.
         held = bool(cand.held)
         pending = any(m not in cand.held for m in cand.uncalibrated)
@@ -338,7 +351,8 @@ class Level3State:
                degraded: str | None) -> list[contract.Message]:
         acid = cand.key.acid if not cand.key.acid.startswith("o") else None
         try:
-            asn = build_level3(cand.route, ready, degraded=degraded, acid=acid)
+            asn = build_level3(cand.route, ready, degraded=degraded, acid=acid,
+                               pool=self._program_pool(cand.key.program))
             validate_level3(asn)
         except AssociationError as exc:
             if cand.problem != str(exc):
@@ -377,7 +391,9 @@ class Level3State:
                 science["exposure_id"]).observation,
             association=asn, association_path=association_filename(asn), inputs=inputs,
             crds_context=None, priority="live", namespace=self.namespace,
-            parameters={}, releases=releases or None, degraded=degraded,
+            parameters=order_parameters(self.step_parameters, cand.route.stage3,
+                                        science=science, program=cand.key.program),
+            releases=releases or None, degraded=degraded,
             version=version, candidate=cand.key.acid, expected_by=cand.expected_by,
             members=sorted(e.exposure_id for e in ready),
             instrument=science.get("instrument"), exp_type=science.get("exp_type"),

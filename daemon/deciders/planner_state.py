@@ -23,6 +23,7 @@ from calstream.daemon.deciders.holds import (
     update_problem,
 )
 from calstream.daemon.deciders.level3_state import Level3State
+from calstream.daemon.deciders.order_parameters import order_parameters
 from calstream.daemon.deciders.planner_records import (
     Candidate,
     Emit,
@@ -40,6 +41,7 @@ from calstream.steps.associations import (
 )
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.routing import RoutingError, route
+from calstream.steps.step_parameters import StepParameters
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
@@ -48,13 +50,15 @@ log = logging.getLogger("calstream.planner")
 class PlannerState:
     def __init__(self, *, companion_wait: float, level3_settle: float = 0.0,
                  level3_quiet_period: float = 3600.0, namespace: str = "live",
-                 holds: dict[str, dict[str, Any]] | None = None):
+                 holds: dict[str, dict[str, Any]] | None = None,
+                 step_parameters: StepParameters | None = None):
         self.companion_wait = companion_wait
+        self.step_parameters = step_parameters  # configured; orders carry them
         self.namespace = namespace
         # A reprocessing namespace's orders carry its replay (context, priority).
         self.replay: dict[str, Any] | None = None
         self.stage3 = Level3State(settle=level3_settle, quiet_period=level3_quiet_period,
-                                  namespace=namespace)
+                                  namespace=namespace, step_parameters=step_parameters)
         self.exposures: dict[str, Seen] = {}
         self.candidates: dict[str, Candidate] = {}
         self.ordered: dict[str, str] = {}  # work id -> product name, from the work-order topic
@@ -322,8 +326,9 @@ class PlannerState:
             product_name=cand.science, program=name.program, observation=name.observation,
             association=asn, association_path=association_filename(asn), inputs=inputs,
             crds_context=None, priority="live", namespace=self.namespace,
-            parameters={k: v for k, v in (("pointing_corrections", corrections),
-                                          ("annotation", annotation)) if v},
+            parameters=order_parameters(self.step_parameters, cand.route.stage2,
+                                        science=ev, program=name.program,
+                                        pointing_corrections=corrections, annotation=annotation),
             releases=releases or None,
             degraded=asn["degraded_status"] if degraded else None,
             exposure_id=cand.science, visit=name.visit, instrument=ev.get("instrument"),

@@ -13,6 +13,7 @@ from typing import Any
 from calstream.daemon.deciders.namespaces import LIVE
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.routing import level1_pipeline
+from calstream.steps.step_parameters import StepParameters
 
 DETECTOR1_PIPELINE = "calwebb_detector1"
 
@@ -50,6 +51,13 @@ def pipeline_of(stage: str, message: dict | None) -> str:
     if stage == "detector1":
         return level1_pipeline(message["header"]) if message else DETECTOR1_PIPELINE
     return message["pipeline"] if message else "unknown"
+
+
+def detector1_steps(configured: StepParameters, arrival: dict) -> dict[str, Any]:
+    """The step parameters configured for the arrival's detector1 run
+    (``{}``: jwst's defaults and the CRDS parameter reference files)."""
+    return configured.for_run(DETECTOR1_PIPELINE, exp_type=arrival["header"].get("EXP_TYPE"),
+                              program=parse_exposure_name(arrival["exposure_id"]).program)
 
 
 def detector1_item(arrival: dict, *, task: str, steps: dict[str, Any], key: str,

@@ -89,7 +89,7 @@ class Planner:
             state = self.states[namespace] = PlannerState(
                 companion_wait=self.cfg.companion_wait, level3_settle=self.cfg.stage3_settle,
                 level3_quiet_period=self.cfg.stage3_quiet_period, namespace=namespace,
-                holds=self.holds)
+                holds=self.holds, step_parameters=self.cfg.step_parameters())
             for plan in self.plans.values():
                 state.load_plan(plan, time.time())  # nothing to close: no members yet
         return state

@@ -18,6 +18,7 @@ from calstream.daemon.deciders.admission import ExposureFacts, FileFacts, Roots,
 from calstream.daemon.deciders.work_items import (
     WorkItem,
     detector1_item,
+    detector1_steps,
     pipeline_of,
     work_order_item,
 )
@@ -135,7 +136,8 @@ class RecordAdmitter:
 
     def work_item(self, message: contract.Message, key: str, record: Record) -> WorkItem:
         if self.stage.message == "arrival":
-            return detector1_item(message, task=self.stage.task, steps=self.cfg.detector1_steps,
+            return detector1_item(message, task=self.stage.task,
+                                  steps=detector1_steps(self.cfg.step_parameters(), message),
                                   key=key, record=record, pipelines=self.stage.pipelines)
         return work_order_item(message, stage=self.stage.name, task=self.stage.task, key=key,
                                record=record)

@@ -247,6 +247,9 @@ class WorkItemRunner:
             namespace=item.namespace, replay=item.replay, version=item.version,
             supersedes=self._supersedes(item), log_path=str(run_log),
             pointing_quality="UNKNOWN", pointing_provisional=False,
+            # The step parameters calstream asked for (contract 1.3): the CRDS
+            # parameter files, named by crds_context, decide everything else.
+            parameters={"steps": item.task_kwargs.get("steps") or {}},
         )
         fields.update(item.event_fields)
         return fields
@@ -282,9 +285,12 @@ class WorkItemRunner:
         outputs = await anyio.to_thread.run_sync(describe_outputs)
         # Listed now, made after the event (optional outputs: may never appear).
         previews = planned_previews([o["path"] for o in outputs])
+        fields = self._fields(item, wid, run_log)
+        if result.get("steps") is not None:  # as passed, jwst 3.0 workarounds included
+            fields["parameters"] = {"steps": result["steps"]}
         message = contract.build(
             "product", contract.event_id("product", wid, "success"),
-            **self._fields(item, wid, run_log), outcome="success", reason=None, outputs=outputs,
+            **fields, outcome="success", reason=None, outputs=outputs,
             jwst_version=result["jwst_version"],
             crds_context=result["crds_context"] or context,
             duration_seconds=result["duration_seconds"],

@@ -8,6 +8,7 @@ Every value, whatever its source, goes through its setting's parser
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -16,8 +17,12 @@ from typing import Any
 
 from calstream.daemon.operations import config_values as values
 from calstream.daemon.operations.config_values import ConfigError, did_you_mean, host_port
+from calstream.steps import step_parameters
+from calstream.steps.step_parameters import StepParameters, merge_steps
 
 __all__ = ["ROLES", "Config", "ConfigError", "KafkaSecurity", "host_port", "load"]
+
+log = logging.getLogger("calstream.config")
 
 ROLES = ("watcher", "detector1", "planner", "stage2", "stage3")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -82,6 +87,14 @@ class Config:
     max_tasks_per_worker: int = 200  # recycle workers to bound memory growth
     # A worker holding more than this resident after a run is replaced (0: never).
     worker_rss_limit_mb: int = 3072
+    # Step parameters passed to the pipelines, as strun's --steps.<step>.<arg>
+    # (steps/step_parameters.py): {pipeline: {step: {parameter: value}}}, and
+    # the same per EXP_TYPE and per program. Unset: jwst's defaults and the
+    # CRDS parameter reference files decide.
+    steps: dict[str, Any] = field(default_factory=dict)
+    steps_by_exp_type: dict[str, Any] = field(default_factory=dict)
+    steps_by_program: dict[str, Any] = field(default_factory=dict)
+    # Deprecated alias of [steps.calwebb_detector1] (which wins where both set a parameter).
     detector1_steps: dict[str, Any] = field(default_factory=dict)
     companion_wait: float = 3600.0  # a stage-2 companion that never comes stops blocking
     # Stage 3. A candidate a plan covers closes when its last member is
@@ -138,7 +151,18 @@ class Config:
             raise ConfigError("claim_stale_seconds must be at least twice "
                               "claim_heartbeat_seconds (a live claim must not look stale)")
         host_port(c.metrics_address)
+        if c.detector1_steps:
+            log.warning("detector1_steps is deprecated: write [steps.calwebb_detector1.<step>] "
+                        "(CALSTREAM_STEPS) instead; it is read as that table for now")
         return c
+
+    def step_parameters(self) -> StepParameters:
+        """The configured step parameters, the deprecated detector1_steps folded in."""
+        steps = dict(self.steps)
+        if self.detector1_steps:
+            steps["calwebb_detector1"] = merge_steps(self.detector1_steps,
+                                                     steps.get("calwebb_detector1"))
+        return StepParameters(steps, self.steps_by_exp_type, self.steps_by_program)
 
 
 def _nonnegative(parse):
@@ -166,13 +190,16 @@ def _bootstrap(value: Any) -> str:
     return text
 
 
-def _steps(value: Any) -> dict:
-    """Detector1Pipeline step overrides: a table of tables."""
+def _detector1_steps(value: Any) -> dict:
+    """The deprecated Detector1Pipeline step table: {step: {parameter: value}}."""
     table = values.parse_table(value)
-    for step, overrides in table.items():
-        if not isinstance(overrides, dict):
-            raise ValueError(f"step {step!r}: expected a table of parameters, got {overrides!r}")
-    return table
+    return step_parameters.parse_pipeline_steps(
+        {"calwebb_detector1": table}, "detector1_steps").get("calwebb_detector1", {})
+
+
+def _tables(parse):
+    """A table setting (TOML table, or inline TOML/JSON in the environment), checked."""
+    return lambda value: parse(values.parse_table(value))
 
 
 def _address(value: Any) -> str:
@@ -204,7 +231,10 @@ PARSERS = {
     "broker_loss_seconds": _positive(_float),
     "claim_heartbeat_seconds": _positive(_float), "claim_stale_seconds": _positive(_float),
     "max_tasks_per_worker": _positive(_int), "worker_rss_limit_mb": _nonnegative(_int),
-    "detector1_steps": _steps, "companion_wait": _nonnegative(_float),
+    "steps": _tables(step_parameters.parse_pipeline_steps),
+    "steps_by_exp_type": _tables(step_parameters.parse_by_exp_type),
+    "steps_by_program": _tables(step_parameters.parse_by_program),
+    "detector1_steps": _detector1_steps, "companion_wait": _nonnegative(_float),
     "stage3_settle": _nonnegative(_float), "stage3_quiet_period": _nonnegative(_float),
     "stage3_workers": _positive(_int), "stage3_max_tasks_per_worker": _positive(_int),
     "stage3_task_timeout": _positive(_float), "stage3_worker_rss_limit_mb": _nonnegative(_int),

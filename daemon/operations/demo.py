@@ -23,6 +23,7 @@ from pathlib import Path
 import anyio
 
 from calstream.daemon.doers import kafka
+from calstream.daemon.operations import embedded_default
 from calstream.daemon.operations.config import load
 from calstream.daemon.runtime import Daemon
 from calstream.steps.naming import parse_exposure_name
@@ -108,7 +109,10 @@ def run_demo(*, work_dir: Path, workers: int = 2, timeout: float = 600.0,
         log.warning("the demo uses its own synthetic CRDS cache, not CRDS_PATH=%s",
                     os.environ["CRDS_PATH"])
     os.environ.update(kit.crds_env)
-    cfg = load(None, env={}, flags={"work_dir": work_dir, "workers": workers,
+    # The embedded default's settings (offline: no Gaia) in a file of their own,
+    # so `calstream config show --config <work_dir>/calstream.toml` shows them.
+    config_file = embedded_default.write(work_dir)
+    cfg = load(config_file, env={}, flags={"work_dir": work_dir, "workers": workers,
                                     "metrics_address": metrics_address,
                                     "fast_group_timing": True, "settle_seconds": 0.3,
                                     "stage3_settle": 1.0, "stage3_quiet_period": 120.0})
@@ -242,6 +246,8 @@ def _summary(cfg, kit, ids, planned_id, seen: Observed, outcome, setup_seconds,
             problems.append(f"{name}: made from products that are not final: {', '.join(stray)}")
     print(f"set-up (synthetic data, references, CRDS cache): {setup_seconds:.1f} s; "
           f"whole demo {total_seconds:.1f} s")
+    print(f"config:     {Path(cfg.work_dir) / embedded_default.FILE_NAME} "
+          "(calstream config show --config ...)")
     print(f"inbox:      {cfg.inbox}")
     print(f"products:   {cfg.products}")
     print(f"quarantine: {cfg.quarantine}")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import pprint
+import re
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -320,3 +321,26 @@ def build_crds_cache(
     rmap.Mapping.from_file(pmap_name, path=str(map_dir))
     _write_server_config(config_dir, pmap_name, operational)
     return pmap_name
+
+
+def derive_context(crds_path: str | Path, replace: Mapping[str, Iterable[str | Path]], *,
+                   operational: bool = False) -> str:
+    """A new context of the cache at ``crds_path``: the newest context's references
+    with each reference type of ``replace`` ("pars-tweakregstep": [file]) swapped
+    for the given files. The earlier contexts stay as they are (a test pins the
+    new one with CRDS_CONTEXT); its name is returned."""
+    root = Path(crds_path)
+    map_dir = root / "mappings" / OBSERVATORY
+    ref_dir = root / "references" / OBSERVATORY
+    newest = max(int(p.stem.rsplit("_", 1)[1]) for p in map_dir.glob(f"{OBSERVATORY}_*.pmap"))
+    by_type: dict[str, list[Path]] = {}
+    # This module wrote every rmap of a context with the context's serial:
+    # jwst_<instrument>_<reftype>_<serial>.rmap, naming its files in quotes.
+    for rmap_path in sorted(map_dir.glob(f"{OBSERVATORY}_*_{newest:04d}.rmap")):
+        reftype = rmap_path.stem.split("_", 2)[2].rsplit("_", 1)[0]
+        for name in sorted(set(re.findall(rf"'({OBSERVATORY}_[\w.+-]+)'", rmap_path.read_text()))):
+            if (ref_dir / name).is_file():
+                by_type.setdefault(reftype, []).append(ref_dir / name)
+    references = {**by_type, **{t: [Path(p) for p in files] for t, files in replace.items()}}
+    return build_crds_cache(root, references, context_number=newest + 1,
+                            operational=operational)

@@ -14,6 +14,7 @@ import anyio
 import pytest
 from astropy.io import fits
 
+from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.operations.cli.plans import plan_message, publish_plan
 from calstream.daemon.operations.status_collection import collect
 from calstream.daemon.operations.status_render import render
@@ -58,6 +59,8 @@ def stage3_events(messages, name: str | None = None):
     return [p for p in products(messages, "stage3") if p["outcome"] == "success"
             and (name is None or p["product_name"] == name)]
 
+OFFLINE_STEPS = {"calwebb_image3": {"tweakreg": {"abs_refcat": ""}}}
+
 
 def missing_now(daemon) -> dict:
     """The live namespace's missing exposures, as `calstream status` reads them."""
@@ -73,8 +76,9 @@ async def test_a_two_visit_observation_becomes_one_mosaic_after_its_late_dither_
     [late] = kit3.late
     early = [f for f in files if f != late]
     ids = {eid(f) for f in files}
+    # The embedded default's step parameters, configured as an operator would.
     cfg = daemon_config(tmp_path, broker, unique_prefix, stage3_settle=SETTLE,
-                        stage3_quiet_period=3600.0)
+                        stage3_quiet_period=3600.0, steps=OFFLINE_STEPS)
     async with running_daemon(cfg) as daemon:
         await anyio.to_thread.run_sync(lambda: deliver(early, cfg.inbox))
         await wait_for(cfg, ["products"], lambda ms: {p["exposure_id"] for p in
@@ -115,6 +119,14 @@ async def test_a_two_visit_observation_becomes_one_mosaic_after_its_late_dither_
     assert len(orders) == 1 and len(stage3_events(final)) == 1
     late_stage2 = next(p for p in products(final, "stage2") if p["exposure_id"] == eid(late))
     assert orders[0]["emitted_at"] >= late_stage2["emitted_at"]
+    # The configured step parameters: in the order, the run, its product
+    # event and its provenance record (whose work id they are part of).
+    assert orders[0]["parameters"]["steps"] == OFFLINE_STEPS["calwebb_image3"]
+    assert mosaic["parameters"] == {"steps": OFFLINE_STEPS["calwebb_image3"]}
+    assert all(p["parameters"] == {"steps": {}} for p in products(final, "stage2"))
+    record = ProductStore(cfg.products).lookup("01234", "001", name=mosaic["product_name"],
+                                               stage="stage3", version=1)
+    assert record.event["parameters"] == mosaic["parameters"]
 
 
 async def test_a_missing_dither_closes_degraded_then_a_late_arrival_supersedes_and_tso3_runs(

@@ -12,6 +12,7 @@ simulation injected.
 
 from __future__ import annotations
 
+import json
 import resource
 import time
 from pathlib import Path
@@ -176,3 +177,98 @@ def test_spec3_combines_the_lrs_nods(program, tmp_path):
     ratio = flux[band] / lrs.source_flux_jy(kit.specs["lrs"], wave[band])
     # Both nods combined give back the injected source.
     assert np.median(ratio) == pytest.approx(1.0, abs=0.05)
+
+
+# Issue 16: a CRDS parameter file asking for absolute alignment is obeyed as
+# jwst obeys it. The catalogue is the injected stars moved by this much in
+# declination, so an aligned mosaic finds its stars there, not where injected.
+REFCAT_SHIFT_ARCSEC = 0.1
+
+
+def _absolute_alignment_context(kit, directory: Path) -> str:
+    """A new context of the kit's cache whose pars-tweakregstep also asks for
+    absolute alignment to a local ECSV catalogue of the (shifted) stars."""
+    import asdf
+    from astropy.table import Table
+
+    from calstream.steps.synthetic.crds_cache import derive_context
+
+    truth = program_truth(kit.specs["imaging"], seed=SEED)
+    refcat = directory / "local_refcat.ecsv"
+    Table({"RA": [s.ra for s in truth.stars],
+           "DEC": [s.dec + REFCAT_SHIFT_ARCSEC / 3600 for s in truth.stars]}).write(refcat)
+    crds = Path(kit.crds_env["CRDS_PATH"])
+    made = []  # one per subarray, as the kit's
+    for cached in sorted((crds / "references" / "jwst").glob("jwst_nircam_pars-tweakregstep_*")):
+        with asdf.open(cached) as af:
+            tree = {k: v for k, v in af.tree.items()
+                    if not k.startswith(("asdf_library", "history"))}
+        tree["parameters"] = {**tree["parameters"], "abs_refcat": str(refcat), "abs_minobj": 5,
+                              "abs_separation": 0.3, "abs_tolerance": 0.2}
+        made.append(directory / f"pars-tweakregstep-{len(made)}.asdf")
+        asdf.AsdfFile(tree).write_to(made[-1])
+    return derive_context(crds, {"pars-tweakregstep": made})
+
+
+def test_a_crds_pars_file_asking_for_absolute_alignment_is_obeyed(program, tmp_path):
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+    from astropy.table import Table
+    from jwst.pipeline import Image3Pipeline
+    from stdatamodels.jwst.datamodels import ImageModel
+
+    from calstream.daemon.deciders.order_parameters import order_parameters
+    from calstream.daemon.deciders.work_items import work_order_item
+    from calstream.daemon.operations import embedded_default
+    from calstream.daemon.operations.config import load
+    from calstream.steps.association_run import run_association
+    from calstream.steps.associations import association_filename
+    from calstream.steps.environment import environ
+
+    kit, records, _ = program
+    context = _absolute_alignment_context(kit, tmp_path)
+    asn = level3_association(records["imaging"])
+    name = asn["products"][0]["name"]
+    # calstream's path, as the daemon takes it: configuration -> the planner's
+    # order parameters -> the work item -> the stage-3 worker's task. A
+    # deployment that configures nothing passes nothing: CRDS decides.
+    parameters = order_parameters(load(None, env={}).step_parameters(), "calwebb_image3",
+                                  science={"exp_type": "NRC_IMAGE"}, program="01234")
+    assert parameters == {}
+    order = {"association": asn, "pipeline": "calwebb_image3", "product_name": name,
+             "program": "01234", "parameters": parameters, "inputs": [],
+             "association_path": association_filename(asn)}
+    item = work_order_item(order, stage="stage3", task="", key="", record=None)
+    # The embedded default (offline) would switch the alignment off, visibly.
+    embedded = load(embedded_default.write(tmp_path), env={}).step_parameters()
+    assert order_parameters(embedded, "calwebb_image3", science={"exp_type": "NRC_IMAGE"},
+                            program="01234") == {"steps": {"tweakreg": {"abs_refcat": ""}}}
+
+    direct_dir = tmp_path / "direct"
+    direct_dir.mkdir()
+    asn_path = direct_dir / association_filename(asn)
+    asn_path.write_text(json.dumps(asn))
+    t0 = time.perf_counter()
+    with environ({"CRDS_CONTEXT": context}):
+        mine = run_association(**item.task_kwargs, output_dir=str(tmp_path / "calstream"))
+        TIMINGS["image3, calstream, absolute alignment"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        Image3Pipeline.call(str(asn_path), output_dir=str(direct_dir), save_results=True,
+                            configure_log=False)
+        TIMINGS["image3, direct Pipeline.call"] = time.perf_counter() - t0
+    # (The products' CRDS_CTX is the members': image3 keeps the first input's
+    # metadata; the log and the alignment below show context 2's pars file.)
+    assert mine["steps"] == {}
+
+    [i2d] = _outputs(mine, "i2d")
+    with ImageModel(str(i2d)) as ours, ImageModel(str(direct_dir / i2d.name)) as theirs:
+        assert ours.meta.cal_step.tweakreg == "COMPLETE"
+        assert ours.data.tobytes() == theirs.data.tobytes()  # bit-identical SCI
+    # Aligned to the catalogue: its stars are where the catalogue has them.
+    truth = program_truth(kit.specs["imaging"], seed=SEED)
+    injected = SkyCoord([s.ra for s in truth.stars], [s.dec for s in truth.stars], unit="deg")
+    shifted = SkyCoord(injected.ra, injected.dec + REFCAT_SHIFT_ARCSEC * u.arcsec)
+    [cat] = _outputs(mine, "cat")
+    found = Table.read(cat)["sky_centroid"]
+    assert np.median(found.match_to_catalog_sky(shifted)[1].arcsec) < 0.03
+    assert np.median(found.match_to_catalog_sky(injected)[1].arcsec) > 0.07

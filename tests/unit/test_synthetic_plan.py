@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from calstream.steps.pipeline_settings import stage3_settings
 from calstream.steps.synthetic.asn_pool import COLUMNS
 from calstream.steps.synthetic.kit import ALL_MODES, build_kit
 from calstream.steps.synthetic.program import ProgramSpec, program_truth
@@ -135,11 +134,19 @@ def test_manifest_says_which_exposures_are_missing_or_late(kit):
     assert len(entries) == len(kit.uncal_files) + len(kit.missing)
 
 
-def test_image3_never_asks_for_gaia_unless_told():
+def test_image3_never_asks_for_gaia_unless_told(tmp_path):
+    # What the hard-coded stage-3 setting did, the embedded default's
+    # configuration does now, visibly; nothing in steps/ forces it.
+    from calstream.daemon.operations import embedded_default
+    from calstream.daemon.operations.config import load
+    from calstream.steps.pipeline_settings import settings_for
+
     asn = {"asn_type": "image3", "products": []}
+    embedded = load(embedded_default.write(tmp_path), env={}).step_parameters()
+    stage3_settings = lambda pipeline, _asn: embedded.for_run(pipeline)  # noqa: E731
     assert stage3_settings("calwebb_image3", asn) == {"tweakreg": {"abs_refcat": ""}}
     assert stage3_settings("calwebb_tso3", asn) == {}
-    from calstream.steps.pipeline_settings import settings_for
+    assert settings_for("calwebb_image3", asn, None) == {}  # CRDS decides
 
     mine = settings_for("calwebb_image3", asn, {"tweakreg": {"abs_refcat": "GAIADR3"}})
     assert mine == {"tweakreg": {"abs_refcat": "GAIADR3"}}

@@ -106,3 +106,26 @@ def test_a_header_or_plan_targetid_still_wins(targetid):
     planned = candidate_key(route(exposures[0].header), exposures[0], acid="c1000")
     assert planned.target is None
     assert product_name(planned, exposures) == "jw01234-c1000_t007_nircam_clear-f150w"
+
+
+def test_the_planner_names_a_two_target_program_as_asn_generate(tmp_path):
+    """The daemon's level-3 names, without a plan: the planner numbers targets
+    over the program's exposures it has seen, as asn_make_pool over its files,
+    whatever order they arrive in (observation 002's, M 31, first)."""
+    from .test_level3_state import SETTLE, T0, feed, new_state, stage3
+
+    headers = [synthetic_header("NIRCAM", "NRC_IMAGE", OBSERVTN=obs, EXPOSURE=f"{n:05d}",
+                                PATT_NUM=n, NEXPOSUR=2, SUBARRAY="SUB160P", TARGETID=None,
+                                TARGNAME=target)
+               for obs, target in (("002", "M 31"), ("001", "NGC 6543")) for n in (1, 2)]
+    state = new_state()
+    orders = []
+    for i, header in enumerate(headers):
+        orders += feed(state, header, T0 + 10 * i)
+    orders += stage3(state.tick(T0 + 100 + SETTLE))
+    ours = {o["product_name"]: sorted(o["members"]) for o in orders}
+    exposures = [Exposure(exposure_id(h), h, {"cal": f"{exposure_id(h)}_cal.fits"})
+                 for h in headers]
+    assert ours == _jwst_names(exposures, tmp_path)
+    assert set(ours) == {"jw01234-o001_t001_nircam_clear-f150w-sub160p",
+                         "jw01234-o002_t002_nircam_clear-f150w-sub160p"}

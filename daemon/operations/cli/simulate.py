@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from calstream.daemon.operations import logs
+from calstream.daemon.operations import embedded_default, logs
 from calstream.daemon.operations.cli.registry import command
 
 
@@ -58,6 +58,9 @@ def _report(kit, out_dir: Path) -> None:
               "one detector)", file=sys.stderr)
     if kit.crds_env:
         (out_dir / "crds.env").write_text(env_lines(kit.crds_env))
+        config = embedded_default.write(out_dir)
+        print(f"\n# configuration of the embedded default (offline: no Gaia): {config}; "
+              "calstream run --config it", file=sys.stderr)
         print(f"\n# CRDS: an offline cache with context {kit.context}; for calstream run:",
               file=sys.stderr)
         print(env_lines(kit.crds_env), file=sys.stderr, end="")
