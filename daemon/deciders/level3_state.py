@@ -39,31 +39,22 @@ from calstream.daemon.deciders.level3_candidates import (
     Sent,
     keys_of,
 )
+from calstream.daemon.deciders.level3_orders import order_work_id, stage3_order
 from calstream.daemon.deciders.level3_status import describe, summary
-from calstream.daemon.deciders.order_parameters import order_parameters
 from calstream.steps.associations import (
     AssociationError,
     Exposure,
     Level3Key,
-    association_filename,
     build_level3,
     product_name,
     validate_level3,
 )
 from calstream.steps.completeness import VisitTally
-from calstream.steps.naming import parse_exposure_name
 from calstream.steps.plans import Plan
 from calstream.steps.step_parameters import StepParameters
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
-
-
-def order_work_id(pipeline: str, namespace: str, inputs: list[dict[str, Any]]) -> str:
-    """A stage-3 order's identity: its pipeline, namespace and inputs (role,
-    digest). A product event carries the same inputs, so it names its order."""
-    return contract.event_id("work_order", "stage3", pipeline, namespace,
-                             sorted((i.get("role"), i["digest"]) for i in inputs))
 
 
 class Level3State:
@@ -379,28 +370,9 @@ class Level3State:
         version = max((s.version for s in previous), default=0) + 1
         cand.sent.append(Sent(version, wid, signature, degraded))
         events = [self.calibrated[e.exposure_id].event for e in ready]
-        science = next((ev for e, ev in zip(ready, events, strict=True)
-                        if e.route is not None and e.route.role == "science"), events[0])
-        releases = {k: v for ev in events for k, v in (ev.get("releases") or {}).items()
-                    if v}
-        arrivals = [ev.get("arrived_at") for ev in events if ev.get("arrived_at")]
-        return [contract.build(
-            "work_order", contract.event_id("work_order", wid),
-            work_id=wid, stage="stage3", pipeline=cand.route.stage3, product_name=name,
-            program=cand.key.program, observation=parse_exposure_name(
-                science["exposure_id"]).observation,
-            association=asn, association_path=association_filename(asn), inputs=inputs,
-            crds_context=None, priority="live", namespace=self.namespace,
-            parameters=order_parameters(self.step_parameters, cand.route.stage3,
-                                        science=science, program=cand.key.program),
-            releases=releases or None, degraded=degraded,
-            version=version, candidate=cand.key.acid, expected_by=cand.expected_by,
-            members=sorted(e.exposure_id for e in ready),
-            instrument=science.get("instrument"), exp_type=science.get("exp_type"),
-            header=science.get("header"), pointing_quality=science.get("pointing_quality"),
-            pointing_provisional=False,
-            # Latency of a combined product runs from its last member's arrival.
-            arrived_at=max(arrivals) if arrivals else None)]
+        return [stage3_order(cand, asn, ready, events, inputs=inputs, work_id=wid, version=version,
+                             degraded=degraded, namespace=self.namespace,
+                             step_parameters=self.step_parameters)]
 
     def _previous_versions(self, cand: Candidate) -> list[Sent]:
         sent = list(cand.sent)
