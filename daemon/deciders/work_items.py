@@ -6,6 +6,7 @@ checks the product store, runs ``task`` in a warm worker, and publishes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,18 +54,22 @@ def pipeline_of(stage: str, message: dict | None) -> str:
     return message["pipeline"] if message else "unknown"
 
 
-def detector1_steps(configured: StepParameters, arrival: dict) -> dict[str, Any]:
-    """The step parameters configured for the arrival's detector1 run
-    (``{}``: jwst's defaults and the CRDS parameter reference files)."""
-    return configured.for_run(DETECTOR1_PIPELINE, exp_type=arrival["header"].get("EXP_TYPE"),
+def detector1_steps(configured: StepParameters, arrival: dict,
+                    pipeline: str = DETECTOR1_PIPELINE) -> dict[str, Any]:
+    """The step parameters configured for the arrival's run of ``pipeline``
+    (detector1, or calwebb_dark / calwebb_guider where its route says;
+    ``{}``: jwst's defaults and the CRDS parameter reference files)."""
+    return configured.for_run(pipeline, exp_type=arrival["header"].get("EXP_TYPE"),
                               program=parse_exposure_name(arrival["exposure_id"]).program)
 
 
 def detector1_item(arrival: dict, *, task: str, steps: dict[str, Any], key: str,
-                   record: Any, pipelines: dict[str, str] | None = None) -> WorkItem:
+                   record: Any, pipelines: dict[str, str] | None = None,
+                   other_steps: Callable[[str], dict[str, Any]] | None = None) -> WorkItem:
     """The run of an arrival: calwebb_detector1, or the pipeline its route
     runs instead (calwebb_dark, calwebb_guider) when ``pipelines`` (the
-    stage's {pipeline: product stage}) has it. ``steps`` are detector1's."""
+    stage's {pipeline: product stage}) has it. ``steps`` are detector1's;
+    ``other_steps(pipeline)`` gives the configured ones of the others."""
     name = parse_exposure_name(arrival["exposure_id"])
     header = arrival["header"]
     quality = str(header.get("ENGQLPTG", "UNKNOWN"))
@@ -74,7 +79,8 @@ def detector1_item(arrival: dict, *, task: str, steps: dict[str, Any], key: str,
         pipeline = DETECTOR1_PIPELINE
     stage = (pipelines or {}).get(pipeline, "detector1")
     detector1 = pipeline == DETECTOR1_PIPELINE
-    run_steps = steps if detector1 else {}
+    # detector1's settings are detector1's: another pipeline gets its own.
+    run_steps = steps if detector1 else (other_steps(pipeline) if other_steps else {})
     kwargs = {"input_path": arrival["path"], "steps": run_steps}
     if not detector1:
         kwargs["pipeline"] = pipeline

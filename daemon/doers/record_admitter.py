@@ -136,8 +136,10 @@ class RecordAdmitter:
 
     def work_item(self, message: contract.Message, key: str, record: Record) -> WorkItem:
         if self.stage.message == "arrival":
+            configured = self.cfg.step_parameters()
             return detector1_item(message, task=self.stage.task,
-                                  steps=detector1_steps(self.cfg.step_parameters(), message),
-                                  key=key, record=record, pipelines=self.stage.pipelines)
+                                  steps=detector1_steps(configured, message),
+                                  key=key, record=record, pipelines=self.stage.pipelines,
+                                  other_steps=lambda p: detector1_steps(configured, message, p))
         return work_order_item(message, stage=self.stage.name, task=self.stage.task, key=key,
                                record=record)

@@ -81,6 +81,18 @@ def test_the_arrival_stage_runs_the_routed_pipeline_with_its_own_product_stage()
     assert image.event_fields["pointing_provisional"] is True
 
 
+def test_a_dark_takes_the_steps_configured_for_calwebb_dark_not_detector1s():
+    arrival_stage = stage("detector1")
+    configured = {"calwebb_dark": {"ipc": {"skip": True}}}
+    item = detector1_item(_arrival(DARK_ID, synthetic_header("NIRCAM", "NRC_DARK")),
+                          task=arrival_stage.task, steps={"jump": {"skip": True}}, key="k",
+                          record=None, pipelines=arrival_stage.pipelines,
+                          other_steps=lambda p: configured.get(p, {}))
+    assert item.pipeline == "calwebb_dark"
+    assert item.task_kwargs["steps"] == {"ipc": {"skip": True}}
+    assert item.parameters == {"steps": {"ipc": {"skip": True}}}
+
+
 def test_a_stage_without_those_pipelines_runs_detector1():
     item = detector1_item(_arrival(DARK_ID, synthetic_header("NIRCAM", "NRC_DARK")),
                           task="t", steps={}, key="k", record=None)
