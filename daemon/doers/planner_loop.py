@@ -77,6 +77,11 @@ class Planner:
         self._programs_missing: set[str] = set()
         self.last_view: dict | None = None
         self.last_progress = time.monotonic()
+        # Filled by the restore (doers/planner_restore.py): the plan ids and
+        # held exposures the broker's topics have, and which topics were read
+        # only after a snapshot's offsets.
+        self.on_broker: dict[str, set[str]] = {"plans": set(), "holds": set()}
+        self.tail_only: dict[str, bool] = {}
         # (topic, partition) -> next offset to read: what the state covers
         self.positions: dict[tuple[str, int], int] = {}
         self.records_seen = 0
@@ -115,7 +120,7 @@ class Planner:
         from the product store."""
         lost = {"plans": 0, "holds": 0}
         for body in await anyio.to_thread.run_sync(self.ledger.kept, "plans"):
-            if body.get("plan_id") in self.plans:
+            if body.get("plan_id") in self.on_broker["plans"]:
                 continue
             try:  # a file on disk is untrusted too: checked as a message would be
                 contract.validate("plan", body)
@@ -128,7 +133,7 @@ class Planner:
                                          contract.Message("plan", body))
             lost["plans"] += 1
         for body in await anyio.to_thread.run_sync(self.ledger.kept, "holds"):
-            if body.get("exposure_id") in self.holds:
+            if body.get("exposure_id") in self.on_broker["holds"]:
                 continue
             try:
                 contract.validate("hold", body)

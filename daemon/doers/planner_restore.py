@@ -74,6 +74,10 @@ async def read_topic(planner: Planner, logical: str):
     async with kafka.open_reader(planner.cfg, [name], start=planner.positions) as reader:
         records = await reader.read_to_end()
         warn_lost(reader.lost)
+        # Read from a snapshot's offsets and nothing lost: the broker still
+        # has every record before them too.
+        planner.tail_only[logical] = bool(reader.partitions) and not reader.lost and any(
+            planner.positions.get((tp.topic, tp.partition)) for tp in reader.partitions)
     for record in records:
         planner.positions[(record.topic, record.partition)] = record.offset + 1
     return records
@@ -88,6 +92,10 @@ def warn_lost(lost) -> None:
 
 async def restore(planner: Planner) -> None:
     used = await anyio.to_thread.run_sync(load_snapshot, planner)
+    # What the topics hold decides what the ledger must re-publish, not what
+    # the state knows: a snapshot knows plans and holds the broker may have lost.
+    from_snapshot = {"plans": set(planner.plans), "holds": set(planner.holds)}
+    seen: dict[str, set[str]] = {"plans": set(), "holds": set()}
     for topic in planner._work_topics():
         for record in await read_topic(planner, topic):
             try:
@@ -99,7 +107,9 @@ async def restore(planner: Planner) -> None:
         if record.value is None:
             continue
         try:
-            planner.state.restore_hold(contract.decode(record.value, expected="hold"))
+            hold = contract.decode(record.value, expected="hold")
+            planner.state.restore_hold(hold)
+            seen["holds"].add(hold["exposure_id"])
         except contract.InvalidMessage as exc:
             # The planner's own compacted topic, but a broker is shared: a
             # hold it cannot read is reported (the same dead letter, same
@@ -111,10 +121,13 @@ async def restore(planner: Planner) -> None:
         except contract.InvalidMessage:
             continue  # `calstream plan load` validates before it sends
         planner.plans.setdefault(message["plan_id"], Plan.from_json(message.body))
+        seen["plans"].add(message["plan_id"])
         try:
             await anyio.to_thread.run_sync(planner.ledger.keep, "plans", message.body)
         except ValueError as exc:
             log.warning("planner: plan %s not kept: %s", message["plan_id"][:12], exc)
+    planner.on_broker = {kind: seen[kind] | (from_snapshot[kind] if planner.tail_only.get(kind)
+                                             else set()) for kind in seen}
     await planner._restore_from_disk()
     for plan in planner.plans.values():
         for state in planner.states.values():
