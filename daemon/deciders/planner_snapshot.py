@@ -29,6 +29,7 @@ from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.steps.associations import Exposure, Level3Key, Level3Product
 from calstream.steps.plans import Plan
 from calstream.steps.routing import NOD, Route
+from calstream.steps.step_parameters import StepParameters
 
 FORMAT = 1
 SHARED = "="  # in place of a header: the exposure's header, kept once in "headers"
@@ -140,9 +141,11 @@ def _take_candidate(c: Level3Candidate, routes: _Routes) -> list:
 
 
 def restore(body: Any, *, companion_wait: float, level3_settle: float,
-            level3_quiet_period: float) -> tuple[dict[str, PlannerState], dict, dict[str, Plan],
-                                                 EventIds]:
-    """(states by namespace, holds, plans, event ids) as they were taken."""
+            level3_quiet_period: float, step_parameters: StepParameters | None = None
+            ) -> tuple[dict[str, PlannerState], dict, dict[str, Plan], EventIds]:
+    """(states by namespace, holds, plans, event ids) as they were taken.
+    Settings (waits, step parameters) are today's configuration, not the
+    snapshot's: a restart with a new configuration orders with it."""
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         found = body.get("format") if isinstance(body, dict) else None
         raise SnapshotInvalid(f"snapshot format {str(found)[:20]} is not {FORMAT}")
@@ -157,7 +160,7 @@ def restore(body: Any, *, companion_wait: float, level3_settle: float,
         for ns, s in body["namespaces"].items():
             state = PlannerState(companion_wait=companion_wait, level3_settle=level3_settle,
                                  level3_quiet_period=level3_quiet_period, namespace=ns,
-                                 holds=holds)
+                                 holds=holds, step_parameters=step_parameters)
             _restore_state(state, s, routes, plans)
             states[ns] = state
     except SnapshotInvalid:

@@ -47,7 +47,8 @@ def load_snapshot(planner: Planner) -> bool:
         states, holds, plans, event_ids = planner_snapshot.restore(
             snap.body, companion_wait=planner.cfg.companion_wait,
             level3_settle=planner.cfg.stage3_settle,
-            level3_quiet_period=planner.cfg.stage3_quiet_period)
+            level3_quiet_period=planner.cfg.stage3_quiet_period,
+            step_parameters=planner.cfg.step_parameters())
     except planner_snapshot.SnapshotInvalid as exc:
         log.warning("planner: snapshot ignored, %s: rebuilding from the topics", exc)
         return False

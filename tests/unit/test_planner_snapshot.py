@@ -109,3 +109,18 @@ def test_the_planner_restores_its_snapshot_or_falls_back_to_the_same_decisions(t
         rest, expected = play(second.state, stream), per_step
     assert comparable(rest) == comparable([e for emits in expected for e in emits])
     assert _final(second.state) == _final(whole)
+
+
+def test_a_restored_state_orders_with_todays_step_parameters():
+    """Parameters are configuration, not state: a restart after the operator
+    changed them orders stage 2 and 3 with the new ones."""
+    from calstream.steps.step_parameters import StepParameters
+
+    first = new_state()
+    play(first, steps())
+    body = json.loads(json.dumps(planner_snapshot.take(
+        {"live": first}, holds=first.holds, plans={}, event_ids=EventIds())))
+    configured = StepParameters(steps={"calwebb_image3": {"tweakreg": {"abs_refcat": ""}}})
+    states, *_ = planner_snapshot.restore(body, **SETTINGS, step_parameters=configured)
+    assert states["live"].step_parameters is configured
+    assert states["live"].stage3.step_parameters is configured
