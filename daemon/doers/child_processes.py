@@ -20,3 +20,20 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
     libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host runs under ``pid``. A pid read from a
+    file is untrusted: one that cannot name a process (0 and negatives name
+    process groups; a huge one overflows) cannot be judged, and what cannot
+    be judged is taken as running, so nothing is removed or taken over on
+    its word."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # not ours to signal, or not a pid we can judge
+    return True

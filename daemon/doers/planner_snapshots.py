@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -84,7 +85,10 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
             raise ValueError("the envelope is not an object")
         offsets = {(str(t), int(p)): int(o) for t, p, o in envelope["offsets"]}
         taken_at = float(envelope["taken_at"])
-    except (ValueError, KeyError, TypeError) as exc:
+        # A reader seeks to these: a negative one would stop the planner.
+        if any(p < 0 or o < 0 for (_, p), o in offsets.items()) or not math.isfinite(taken_at):
+            raise ValueError("an offset, partition or time that cannot be")
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         return _ignored(path, f"its envelope cannot be read ({exc})")
     expected_version = calstream_version or calstream.__version__
     if envelope.get("format") != FORMAT:

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# The namespace rules are a decider's; re-exported for the store's callers.
 from calstream.daemon.deciders.namespaces import (  # noqa: F401
     CURRENT,
     LIVE,
@@ -43,6 +42,9 @@ from calstream.daemon.deciders.namespaces import (  # noqa: F401
     BadNamespace,
     check_namespace,
 )
+
+# The namespace rules are a decider's; re-exported for the store's callers.
+from calstream.daemon.doers.child_processes import pid_alive
 from calstream.steps.fitsfile import file_digest
 
 log = logging.getLogger("calstream.store")
@@ -261,10 +263,7 @@ class ProductStore:
                     for t in [*tree.glob(f"*/*/{_TMP}/*"), *tree.glob(f"*/*/v*/{_TMP}/*")]):
             try:
                 owner = json.loads((tmp / _OWNER).read_text())
-                pid = int(owner["pid"])
-                if pid <= 0:  # 0 and negatives name process groups, not a run
-                    raise ValueError(pid)
-                dead_here = owner["host"] == host and not _pid_alive(pid)
+                dead_here = owner["host"] == host and not pid_alive(int(owner["pid"]))
             # An owner file is untrusted like any file: whatever it says that
             # is not a pid on this host leaves the directory to the age rule.
             except (OSError, ValueError, KeyError, TypeError, OverflowError):
@@ -298,16 +297,6 @@ def write_json_atomically(path: Path, value: Any) -> None:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     fsync_dir(path.parent)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fsync(path: Path) -> None:

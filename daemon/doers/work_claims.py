@@ -34,6 +34,7 @@ from typing import Any
 import anyio
 
 from calstream.daemon.deciders.work_claims import FREE, LIVE, MINE, Owner, claim_name, judge
+from calstream.daemon.doers.child_processes import pid_alive
 from calstream.daemon.doers.product_store import OutsideRoot, fsync_dir
 from calstream.steps.failures import infrastructure_cause
 
@@ -51,16 +52,6 @@ def new_owner() -> Owner:
     maybe the same pid in a container) or a second daemon in one process is
     another owner."""
     return Owner(socket.gethostname(), os.getpid(), secrets.token_hex(8))
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True  # not ours to signal, or not a pid we can judge: assume it runs
-    return True
 
 
 class WorkClaims:
@@ -117,7 +108,7 @@ class WorkClaims:
     def _owner(self, path: Path) -> Owner | None:
         try:
             return Owner.from_record(json.loads(path.read_text()))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # garbage names no owner
             return None
 
     def look(self, path: Path) -> tuple[str, os.stat_result | None, Owner | None]:
@@ -132,7 +123,7 @@ class WorkClaims:
         elif owner.pid == os.getpid():
             alive = (str(path), owner.token) in _HELD
         else:
-            alive = _pid_alive(owner.pid)
+            alive = pid_alive(owner.pid)
         verdict = judge(exists=True, heartbeat_age=time.time() - seen.st_mtime, owner=owner,
                         me=self.me, stale_seconds=self.stale_seconds, owner_alive=alive)
         return verdict, seen, owner

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from calstream.daemon.doers.product_store import _pid_alive
+from calstream.daemon.doers.child_processes import pid_alive
 from calstream.daemon.operations.config import Config, ConfigError
 
 log = logging.getLogger("calstream.deployment")
@@ -83,7 +83,7 @@ def _answers(address: str, timeout: float) -> bool:
 
 def stale_reason(doc: dict, timeout: float = 3.0) -> str | None:
     """Why the recorded daemon is gone, or None while it runs."""
-    if doc.get("host") == socket.gethostname() and not _pid_alive(int(doc["pid"])):
+    if doc.get("host") == socket.gethostname() and not pid_alive(int(doc["pid"])):
         return f"process {doc['pid']} is not running"
     if not _answers(doc["metrics_address"], timeout):
         return f"its operations endpoint {doc['metrics_address']} does not answer"

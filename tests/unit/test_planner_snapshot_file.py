@@ -43,9 +43,21 @@ def _other_format(path):
     path.write_bytes(json.dumps(envelope).encode() + b"\n" + body)
 
 
+def _forged_envelope(**changes):
+    """An envelope edited by hand (its body and sha256 untouched)."""
+    def spoil(path):
+        head, body = path.read_bytes().split(b"\n", 1)
+        envelope = {**json.loads(head), **changes}
+        path.write_bytes(json.dumps(envelope).encode() + b"\n" + body)
+    return spoil
+
+
 @pytest.mark.parametrize("spoil,why", [
     (None, "no snapshot"), (_corrupt, "corrupt"), (_truncate, "corrupt"),
-    (_bad_envelope, "envelope"), (_other_format, "format")])
+    (_bad_envelope, "envelope"), (_other_format, "format"),
+    (_forged_envelope(offsets=[["products", 0, -5]]), "envelope"),
+    (_forged_envelope(offsets=[["products", -1, 5]]), "envelope"),
+    (_forged_envelope(taken_at=float("inf")), "envelope")])
 def test_an_untrustworthy_snapshot_is_ignored_with_one_warning(tmp_path, caplog, spoil, why):
     if spoil is not None:
         planner_snapshots.write(tmp_path, BODY, offsets=OFFSETS, calstream_version="v1")

@@ -163,3 +163,12 @@ def test_a_claim_of_this_process_that_no_run_holds_is_stale_at_once(tmp_path):
     work_claims._HELD.discard((str(path), "earlier"))  # ... until no run holds it
     assert now.try_claim(path, {}) == ("taken_over", me_then)
     now.release(path)
+
+
+@pytest.mark.parametrize("pid", [0, -1, 10**30, True, "7"])
+def test_a_pid_that_names_no_process_is_taken_as_running(pid):
+    """Read from an untrusted file: never 'dead' on its word (no take-over, no
+    removal), and never an exception."""
+    from calstream.daemon.doers.child_processes import pid_alive
+
+    assert pid_alive(pid) is True
