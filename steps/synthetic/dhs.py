@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from calstream.steps.synthetic import metadata
-from calstream.steps.synthetic.attitude import solve_attitude, v1_pointing
+from calstream.steps.synthetic.attitude import solve_attitude
 from calstream.steps.synthetic.detector_noise import name_key, read_ramps, rng
 from calstream.steps.synthetic.focal_plane import LinearAperture, Subarray
 from calstream.steps.synthetic.imaging_spec import integration_times
-from calstream.steps.synthetic.level1b_wcs import linear_wcs_keywords
+from calstream.steps.synthetic.level1b_wcs import set_fixed_pointing
 from calstream.steps.synthetic.nircam_detectors import (
     FULL_SIZE,
     PIXEL_SCALE,
@@ -43,7 +43,12 @@ from calstream.steps.synthetic.nircam_detectors import (
 )
 from calstream.steps.synthetic.timing import ramp_timing
 from calstream.steps.synthetic.uncal_files import UncalWriter
-from calstream.steps.synthetic.visit import POINTING_CALCULATED, FixedSetup, VisitId
+from calstream.steps.synthetic.visit import (
+    POINTING_CALCULATED,
+    DetectorLevels,
+    FixedSetup,
+    VisitId,
+)
 
 DETECTOR, SCA_NUM = "NRCA1", 481
 FILTER, PUPIL = "F150W2", "GDHS0"
@@ -82,31 +87,30 @@ def stripe_first_row() -> int:
 
 
 @dataclass(frozen=True)
-class DhsSpec(FixedSetup, VisitId):
+class DhsSpec(FixedSetup, DetectorLevels, VisitId):
     """One DHS time-series exposure: a bright target, a few integrations."""
 
     READOUT_PATTERNS = READOUT_PATTERNS
     DETECTOR, SUBARRAY, FILTER, PUPIL = DETECTOR, SUB41, FILTER, PUPIL
 
+    # Observation 012 of the program, its own visit (after the dark's and WFSS's).
+    observation: str = "012"
+    visit_group: str = "01"
+    visit_start: str = "2024-01-15T17:00:00.000"
+    slew_seconds: float = 300.0
+    # The target sits at the aperture reference point, as in every grism time series.
     target_ra: float = 53.1000
     target_dec: float = -27.7500
     target_name: str = "SYNTH-DHS-1"
     pa_v3: float = 120.0
-    observation: str = "012"
-    visit_group: str = "01"
+    # The fewest groups jump takes and integrations jwst calls a time series.
     readpatt: str = "RAPID"
     ngroups: int = 3
     nints: int = 2
-    visit_start: str = "2024-01-15T17:00:00.000"
-    slew_seconds: float = 300.0
+    # DN/s of the trace (summed across it, per column) and of the sky; the noise's seed.
+    flux: float = 400.0
+    sky_rate: float = 0.5
     seed: int = 2024
-    flux: float = 400.0  # DN/s per column of the trace, summed across it
-    sky_rate: float = 0.5  # DN/s per pixel
-    dark_rate: float = 0.01
-    bias_level: float = 12000.0
-    gain: float = 2.0
-    readnoise: float = 10.0
-    saturation: float = 60000.0
 
     @property
     def exposure_numbers(self) -> list[int]:
@@ -203,12 +207,7 @@ def _populate(model, spec: DhsSpec) -> None:
     metadata.set_subarray(m.subarray, SUB41)
     for name, value in MULTISTRIPE.items():
         setattr(m.subarray, name, value)
-    metadata.set_dither(m, pattern="NONE", points=1, total=1, position=1, offset=(0.0, 0.0))
-    wcs = linear_wcs_keywords(att, pixel_to_v2v3, crpix=(XREF, YREF),
-                              size=(SUB41.xsize, SUB41.ysize), pixel_scale=PIXEL_SCALE,
-                              vparity=VIDL_PARITY, v3yangle=V3_IDL_YANGLE)
-    metadata.set_pointing(m, aperture=APERTURE, pps_aperture=PPS_APERTURE, wcs=wcs,
-                          v1=v1_pointing(att))
+    set_fixed_pointing(m, att, FRAME, SUB41, aperture=APERTURE, pps_aperture=PPS_APERTURE)
     model.int_times = integration_times(spec, 1, t)
 
 

@@ -35,10 +35,11 @@ from calstream.steps.synthetic.detector_references import (
     DETECTOR1_TYPES,
     DetectorReferences,
     set_meta,
+    write_mode_references,
 )
 from calstream.steps.synthetic.dhs import DhsSpec
 from calstream.steps.synthetic.nircam_detectors import FULL_SIZE
-from calstream.steps.synthetic.reference_models import builder_for, save_reference, stamp_reference
+from calstream.steps.synthetic.reference_models import stamp_reference
 
 SPEC2_TYPES = ("distortion", "filteroffset", "regions", "specwcs", "wavelengthrange")
 ALL_TYPES = DETECTOR1_TYPES + SPEC2_TYPES
@@ -112,10 +113,11 @@ def _specwcs(spec):
         dispy=[[[Polynomial1D(1, c0=y, c1=0.0)]]],
         invdispl=[[[]]], invdispx=[[[]]], invdispy=[[[]]],
         orders=[1], stripes=[dhs.STRIPE_ID])
-    return _stamp(model, "specwcs", "Synthetic NIRCam DHS first-order trace, one stripe",
-                  meta={**_TSGRISM, "input_units": "micron", "output_units": "micron",
-                        "instrument.filter": dhs.FILTER, "instrument.pupil": dhs.PUPIL,
-                        "reftype": "specwcs"})
+    return _WithFieldpoints(_stamp(
+        model, "specwcs", "Synthetic NIRCam DHS first-order trace, one stripe",
+        meta={**_TSGRISM, "input_units": "micron", "output_units": "micron",
+              "instrument.filter": dhs.FILTER, "instrument.pupil": dhs.PUPIL,
+              "reftype": "specwcs"}))
 
 
 def _wavelengthrange(spec):
@@ -139,34 +141,35 @@ def write_dhs_reference_files(ref_dir: str | Path, spec: DhsSpec | None = None, 
                               reftypes: Iterable[str] = ALL_TYPES) -> dict[str, list[Path]]:
     """Write the NIRCam DHS references; return {reftype: [paths]} for `build_crds_cache`."""
     spec = spec or DhsSpec()
-    spec.validate()
-    out = Path(ref_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    detector = _detector(spec)
-    every = {t: (lambda s, t=t: detector.build(t, s)) for t in DETECTOR1_TYPES}
-    every.update(_BUILDERS)
-    written: dict[str, list[Path]] = {}
-    for reftype in reftypes:
-        build, ext = builder_for(every, reftype, "NIRCam DHS")
-        ext = ".asdf" if reftype in _ASDF else ext
-        path = out / f"nircam_{dhs.DETECTOR.lower()}_dhs_{reftype}{ext}"
-        written[reftype] = [save_reference(build(spec), path)]
-        if reftype == "specwcs":
-            _add_fieldpoints(path)
-    return written
+    return write_mode_references(ref_dir, spec, _detector(spec), _BUILDERS, reftypes,
+                                 what="NIRCam DHS", stem=f"nircam_{dhs.DETECTOR.lower()}_dhs",
+                                 extensions=dict.fromkeys(_ASDF, ".asdf"))
 
 
-def _add_fieldpoints(path: Path) -> None:
-    """Write FIELDPOINTS into the saved SPECWCS tree, past stdatamodels.
+class _WithFieldpoints:
+    """The SPECWCS model, saved with FIELDPOINTS written into its ASDF tree
+    past stdatamodels.
 
     jwst 3.0 (`assign_wcs.nircam.dhs`) keeps the dispersions whose field point
     (a long-wave filter name) is in the exposure's PPS aperture name, as its
     own DHS test reference (jwst/assign_wcs/tests/data/nircam_nrca1_specwcs.asdf)
     holds them: strings. stdatamodels' schema (specwcs_nircam_grism) types
-    them as numbers, so the model refuses to set them; reading warns only.
+    them as numbers, so the model refuses to set them; reading only warns.
     """
-    import asdf
 
-    with asdf.open(path, mode="rw", lazy_load=False, memmap=False) as af:
-        af.tree["fieldpoints"] = [dhs.FIELDPOINT]
-        af.update()
+    def __init__(self, model):
+        self.model = model
+
+    def validate(self) -> None:
+        self.model.validate()
+
+    def save(self, path: Path) -> None:
+        import asdf
+
+        self.model.save(path)
+        with asdf.open(path, mode="rw", lazy_load=False, memmap=False) as af:
+            af.tree["fieldpoints"] = [dhs.FIELDPOINT]
+            af.update()
+
+    def close(self) -> None:
+        self.model.close()

@@ -90,6 +90,9 @@ UNPLANNED_MODES = ("guider",)
 # Build 12.3's new modes, seeded after the others.
 NEW_MODES = ("dhs",)
 KIT_MODES = ALL_MODES + UNPLANNED_MODES + NEW_MODES
+# The modes with a simulation of their own; the others are `simulate_program`'s.
+SIMULATORS = {"lrs": simulate_lrs, "coron": simulate_coronagraphy, "ami": simulate_ami,
+              "wfss": simulate_wfss, "guider": simulate_guider, "dhs": simulate_dhs}
 # Ideal-frame arcsec between the two visits of observation 001: a sixth of
 # the SUB160 field, so the tiles overlap enough for tweakreg to tie them.
 MOSAIC_OFFSET = (0.8, 0.5)
@@ -184,20 +187,8 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
     by_mode: dict[str, list[Path]] = {}
     for mode, mode_spec in specs.items():
         mode_seed = seed + KIT_MODES.index(mode)
-        if mode == "lrs":
-            by_mode[mode] = simulate_lrs(root / "uncal", mode_spec, seed=mode_seed)
-        elif mode == "coron":
-            by_mode[mode] = simulate_coronagraphy(root / "uncal", mode_spec, seed=mode_seed)
-        elif mode == "ami":
-            by_mode[mode] = simulate_ami(root / "uncal", mode_spec, seed=mode_seed)
-        elif mode == "wfss":
-            by_mode[mode] = simulate_wfss(root / "uncal", mode_spec, seed=mode_seed)
-        elif mode == "guider":
-            by_mode[mode] = simulate_guider(root / "uncal", mode_spec, seed=mode_seed)
-        elif mode == "dhs":
-            by_mode[mode] = simulate_dhs(root / "uncal", mode_spec, seed=mode_seed)
-        else:
-            by_mode[mode] = simulate_program(root / "uncal", mode_spec, seed=mode_seed)
+        simulate = SIMULATORS.get(mode, simulate_program)
+        by_mode[mode] = simulate(root / "uncal", mode_spec, seed=mode_seed)
     kit = Kit(root, sorted(p for files in by_mode.values() for p in files),
               by_mode=by_mode, specs=specs)
     for mode_spec in specs.values():
