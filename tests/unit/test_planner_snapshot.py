@@ -68,9 +68,42 @@ def test_every_cut_of_the_stream_restores_to_the_same_decisions():
         assert _final(restored) == _final(whole), f"cut at step {cut}"
 
 
-@pytest.mark.parametrize("body", [None, [], {}, {"format": 99}, {"format": 1},
-                                  {"format": 1, "routes": [], "holds": {}, "plans": [],
-                                   "event_ids": [], "namespaces": {"live": {"headers": 5}}}])
+def _taken():
+    state = new_state()
+    play(state, steps())
+    ids = EventIds()
+    ids.consistent("e" * 64, {"a": 1})
+    return json.loads(json.dumps(planner_snapshot.take({"live": state}, holds=state.holds,
+                                                       plans={}, event_ids=ids)))
+
+
+def _spoiled(path, value):
+    """A whole snapshot with one part replaced (as if edited by hand)."""
+    body = _taken()
+    *parents, last = path
+    where = body
+    for key in parents:
+        where = where[key]
+    where[last] = value(where[last]) if callable(value) else value
+    return body
+
+
+@pytest.mark.parametrize("body", [
+    None, [], {}, {"format": 99}, {"format": 1}, {"format": 2},
+    {"format": 2, "routes": [], "holds": {}, "plans": [], "event_ids": {
+        "id": [], "digest": "", "digest_size": 0}, "namespaces": {"live": {"headers": 5}}},
+    _spoiled(("format",), 1),
+    _spoiled(("event_ids", "digest"), lambda d: d[:-2]),
+    _spoiled(("event_ids", "digest_size"), "16"),
+    _spoiled(("namespaces", "live", "names"), lambda n: n[:-1]),
+    _spoiled(("namespaces", "live", "names"), lambda n: [*n[:-1], 5]),
+    _spoiled(("namespaces", "live", "exposures", "since"), lambda n: n[:-1]),
+    _spoiled(("namespaces", "live", "exposures", "event"), lambda e: [*e[:-1], ["~", "x", 1]]),
+    _spoiled(("namespaces", "live", "headers", "value"), lambda h: [*h[:-1], ["!"]]),
+    _spoiled(("namespaces", "live", "candidates", "route"), lambda r: [*r[:-1], 10**6]),
+    _spoiled(("routes",), lambda r: [{**r[0], "also": 0}, *r[1:]]),
+    _spoiled(("namespaces", "live", "l3_candidates"), lambda c: [c[0][:-1], *c[1:]]),
+])
 def test_a_snapshot_that_cannot_be_read_is_refused_whole(body):
     with pytest.raises(planner_snapshot.SnapshotInvalid):
         planner_snapshot.restore(body, **SETTINGS)
