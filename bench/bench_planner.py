@@ -281,6 +281,7 @@ def restart(histories: list[int], tail: int, budget: float, work: str) -> dict:
         states, holds, _, event_ids = planner_snapshot.restore(loaded.body,
                                                               **RecordPath.settings())
         del loaded
+        gc.freeze()  # as doers/planner_restore.load_snapshot does
         fresh = RecordPath()
         fresh.state, fresh.event_ids = states["live"], event_ids
         row["snapshot_load"] = _since(started)
@@ -290,6 +291,7 @@ def restart(histories: list[int], tail: int, budget: float, work: str) -> dict:
         row["tail_events"] = len(tail_records)
         row["exposures_restored"] = len(fresh.state.exposures)
         del fresh, states
+        gc.unfreeze()
         gc.collect()
         out[f"{total} events"] = row
         print(json.dumps({f"{total} events": row}), flush=True)

@@ -115,19 +115,21 @@ def capture(states: dict[str, PlannerState], *, holds: dict, plans: dict[str, Pl
 
 
 def _capture_state(s: PlannerState) -> dict[str, Any]:
+    """An exposure's record (Seen), arrival and calibration are replaced when
+    they change, never changed in place -- except a Seen's release, copied
+    here; the candidates and sets are copied. tests/unit/test_planner_snapshot.py
+    encodes a capture after the state went on and compares."""
     l3 = s.stage3
     return {
         "namespace": s.namespace, "replay": s.replay,
-        "exposures": [(eid, x.event, x.since, x.release, x.exposure.route)
-                      for eid, x in s.exposures.items()],
+        "exposures": list(s.exposures.items()),
+        "releases": {eid: x.release for eid, x in s.exposures.items() if x.release is not None},
         "candidates": [(c.science, c.route, c.since, c.sent, c.sent_complete, c.waiting_for)
                        for c in s.candidates.values()],
         "ordered": dict(s.ordered), "rejected": set(s.rejected), "level3": dict(s.level3),
         "index": [(b, set(ids)) for b, ids in s.index._records.items() if ids],
         "sciences": [(b, set(ids)) for b, ids in s.index._sciences.items()],
-        "arrived": [(eid, a.exposure.header, a.exposure.products, a.since, a.provisional)
-                    for eid, a in l3.arrived.items()],
-        "calibrated": [(eid, c.event, c.since) for eid, c in l3.calibrated.items()],
+        "arrived": list(l3.arrived.items()), "calibrated": list(l3.calibrated.items()),
         "l3_candidates": [(c.key, c.route, c.opened, c.changed, set(c.members), list(c.sent),
                            c.expected_by, c.product_name, c.problem, c.signature, c.waiting,
                            c._waiting, c._missing) for c in l3.candidates.values()],
@@ -182,11 +184,12 @@ def _encode_state(s: dict[str, Any], routes: _Numbers) -> dict[str, Any]:
     def event(eid: str, body: dict) -> dict:
         return {**body, "header": shared(eid, body["header"])} if "header" in body else body
 
-    exposures = [(names(eid), event(eid, ev), since, release, routes(r))
-                 for eid, ev, since, release, r in s["exposures"]]
-    arrived = [(names(eid), shared(eid, h), products, since, provisional)
-               for eid, h, products, since, provisional in s["arrived"]]
-    calibrated = [(names(eid), event(eid, ev), since) for eid, ev, since in s["calibrated"]]
+    releases = s["releases"]
+    exposures = [(names(eid), event(eid, x.event), x.since, releases.get(eid),
+                  routes(x.exposure.route)) for eid, x in s["exposures"]]
+    arrived = [(names(eid), shared(eid, a.exposure.header), a.exposure.products, a.since,
+                a.provisional) for eid, a in s["arrived"]]
+    calibrated = [(names(eid), event(eid, c.event), c.since) for eid, c in s["calibrated"]]
     return {
         "namespace": s["namespace"], "replay": s["replay"],
         "headers": {"id": [names(e) for e in headers], "value": encode_column(headers.values())},

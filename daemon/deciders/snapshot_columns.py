@@ -14,7 +14,10 @@ An encoded value is a scalar (itself), or a list tagged by its first item:
 ``["=", value]`` the value whole; ``["~", key, change, ...]`` a dict with the
 previous one's keys in the previous one's order, these changed;
 ``["#", index, change, ...]`` the same for a list of the previous one's
-length. A value of another type than its predecessor's (True after 1) is
+length. A nested container of which half or more changed is written
+whole: the JSON reader builds it faster than a copy and its changes would
+(a row itself is always a change: what it shares with the previous row is
+kept once in memory). A value of another type than its predecessor's (True after 1) is
 a change, so nothing comes back as an equal value of another type.
 
 Reading raises ValueError (or KeyError, IndexError, TypeError) for
@@ -36,35 +39,37 @@ def encode_column(values: Iterable[Any]) -> list[Any]:
     out: list[Any] = []
     previous: Any = None
     for value in values:
-        out.append(_encode(value, previous))
+        out.append(_encode(value, previous, nested=False))
         previous = value
     return out
 
 
-def _same(a: Any, b: Any) -> bool:
-    return a is b or (type(a) is type(b) and type(a) not in (dict, list) and a == b)
-
-
-def _encode(value: Any, previous: Any) -> Any:
-    if type(value) is dict:
+def _encode(value: Any, previous: Any, nested: bool = True) -> Any:
+    kind = type(value)
+    if kind is dict:
         if type(previous) is not dict or len(previous) != len(value) or \
-                any(a != b for a, b in zip(value, previous, strict=True)):
+                list(value) != list(previous):
             return [WHOLE, value]
         delta: list[Any] = [DICT]
-        for key, item in value.items():
-            before = previous[key]
-            if not _same(item, before):
+        for (key, item), before in zip(value.items(), previous.values(), strict=True):
+            if item is not before and not _same_scalar(item, before):
                 delta += (key, _encode(item, before))
-        return delta
-    if type(value) is list:
+        return delta if not nested or len(delta) <= len(value) else [WHOLE, value]
+    if kind is list:
         if type(previous) is not list or len(previous) != len(value):
             return [WHOLE, value]
         delta = [LIST]
         for i, (item, before) in enumerate(zip(value, previous, strict=True)):
-            if not _same(item, before):
+            if item is not before and not _same_scalar(item, before):
                 delta += (i, _encode(item, before))
-        return delta
+        return delta if not nested or len(delta) <= len(value) else [WHOLE, value]
     return value
+
+
+def _same_scalar(a: Any, b: Any) -> bool:
+    """Equal and of one type (True is not 1); containers are compared item by item."""
+    kind = type(a)
+    return kind is type(b) and kind is not dict and kind is not list and a == b
 
 
 def decode_column(encoded: list[Any]) -> list[Any]:

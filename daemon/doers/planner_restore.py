@@ -18,6 +18,7 @@ its record comes again, and nothing it does not know is skipped).
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -53,6 +54,9 @@ def load_snapshot(planner: Planner) -> bool:
     except planner_snapshot.SnapshotInvalid as exc:
         log.warning("planner: snapshot ignored, %s: rebuilding from the topics", exc)
         return False
+    # Millions of long-lived objects: out of the collector's sight, or each
+    # of its next full collections would walk every one of them again.
+    gc.freeze()
     planner.holds.clear()
     planner.holds.update(holds)
     for state in states.values():

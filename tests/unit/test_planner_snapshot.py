@@ -88,6 +88,19 @@ def _spoiled(path, value):
     return body
 
 
+def test_a_capture_encoded_later_is_the_state_when_it_was_captured():
+    """The planner captures between two records and goes on while a thread
+    encodes: what it changes after the capture is not in the snapshot."""
+    stream = steps()
+    for cut in range(0, len(stream), 3):
+        state = new_state()
+        play(state, stream[:cut])
+        captured = planner_snapshot.capture({"live": state}, holds=state.holds, plans={})
+        now = json.dumps(planner_snapshot.take({"live": state}, holds=state.holds, plans={}))
+        play(state, stream[cut:])
+        assert json.dumps(planner_snapshot.encode(captured)) == now, f"cut at step {cut}"
+
+
 @pytest.mark.parametrize("body", [
     None, [], {}, {"format": 99}, {"format": 1}, {"format": 2},
     {"format": 2, "routes": [], "holds": {}, "plans": [], "event_ids": {
