@@ -55,7 +55,9 @@ def load_snapshot(planner: Planner) -> bool:
         log.warning("planner: snapshot ignored, %s: rebuilding from the topics", exc)
         return False
     # Millions of long-lived objects: out of the collector's sight, or each
-    # of its next full collections would walk every one of them again.
+    # of its next full collections would walk every one of them again. A
+    # frozen object is still freed by reference counting when the planner
+    # drops it; only reference cycles (a few per level-3 candidate) would stay.
     gc.freeze()
     planner.holds.clear()
     planner.holds.update(holds)
