@@ -14,10 +14,15 @@ at least ``--events`` events (several programs for small S), so a small
 program is not timed over a handful of events.
 
 Restart. H events of history (10k, 100k, 1M; fed to the decider directly,
-not timed) then a restart: the full rebuild (every record decided again)
-against the snapshot path (load ``deciders/planner_snapshot.py``'s snapshot
-from its file, then decide the tail: ``--tail`` events). A rebuild longer
-than ``--rebuild-budget`` seconds is stopped and extrapolated (marked ~).
+not timed, and kept in ``--work-dir`` for the next run: see
+``built_history``) then a restart: the full rebuild (every record decided
+again) against the snapshot path. Saving is timed in its two parts, the
+capture on the planner's loop and the encoding and writing in a thread;
+the restart is reading ``deciders/planner_snapshot.py``'s snapshot from its
+file, restoring it and deciding the tail (``--tail`` events): ready. Wall
+and CPU seconds side by side (on a shared machine wall time alone means
+little). A rebuild longer than ``--rebuild-budget`` seconds is stopped and
+extrapolated (marked ~).
 
     .venv/bin/python bench/bench_planner.py                    # everything
     .venv/bin/python bench/bench_planner.py --sizes 10,100 --repeats 3 --no-restart
@@ -168,54 +173,128 @@ def history(total: int) -> Iterator[bytes]:
         program += 1
 
 
+def _decisions_fingerprint() -> str:
+    """The planner's decision code: a cached history is built again when it changes."""
+    from pathlib import Path
+
+    deciders = Path(__file__).resolve().parent.parent / "daemon" / "deciders"
+    digest = hashlib.sha256()
+    for source in sorted(deciders.glob("*.py")):
+        if source.name not in ("planner_snapshot.py", "snapshot_columns.py"):
+            digest.update(source.name.encode() + source.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _history_cache(total: int, work: str):
+    from pathlib import Path
+
+    return Path(work) / f"history-{total}", f"bench-history-{_decisions_fingerprint()}"
+
+
+def cache_history(path: RecordPath, total: int, work: str) -> None:
+    """Keep the state ``total`` events built, as a snapshot, for the next run."""
+    from calstream.daemon.deciders import planner_snapshot
+    from calstream.daemon.doers import planner_snapshots
+
+    where, version = _history_cache(total, work)
+    planner_snapshots.write(where, planner_snapshot.take(
+        {"live": path.state}, holds=path.state.holds, plans={}, event_ids=path.event_ids),
+        offsets={}, calstream_version=version)
+
+
+def built_history(total: int, work: str) -> RecordPath:
+    """The planner after ``total`` events of history, each decided as it came.
+    Deciding a million events takes long, so the state is kept between runs
+    (``<work-dir>/history-N``, rebuilt when the decision code changes); the
+    restart measured below reads another snapshot, written from this state."""
+    from calstream.daemon.deciders import planner_snapshot
+    from calstream.daemon.doers import planner_snapshots
+
+    where, version = _history_cache(total, work)
+    cached = planner_snapshots.read(where, max_age=None, calstream_version=version)
+    path = RecordPath()
+    if cached is not None:
+        states, _, _, path.event_ids = planner_snapshot.restore(cached.body,
+                                                                **RecordPath.settings())
+        path.state = states["live"]
+        return path
+    for raw in history(total):
+        body = json.loads(raw)  # the bench's own events: decided without the record checks
+        path.event_ids.consistent(body["event_id"], body)
+        path.state.observe(contract.Message("product", body),
+                           contract.parse_time(body["emitted_at"]).timestamp())
+    cache_history(path, total, work)
+    return path
+
+
+def _clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(started: tuple[float, float]) -> str:
+    wall, cpu = _clocks()
+    return f"{wall - started[0]:.2f} s wall, {cpu - started[1]:.2f} s cpu"
+
+
 def restart(histories: list[int], tail: int, budget: float, work: str) -> dict:
-    try:
-        from calstream.daemon.deciders import planner_snapshot
-        from calstream.daemon.doers import planner_snapshots
-    except ImportError:
-        planner_snapshot = planner_snapshots = None  # the baseline: full rebuild only
+    from calstream.daemon.deciders import planner_snapshot
+    from calstream.daemon.deciders.snapshot_columns import collector_paused
+    from calstream.daemon.doers import planner_snapshots
+
     out = {}
     for total in histories:
-        path = RecordPath()
-        for raw in history(total):
-            path(raw)
         tail_records = list(program_records(10**5 - 1, tail // 2, T0 + 10**9))
         row: dict = {}
         # The full rebuild: every record again (as at a start without a snapshot).
         rebuild = RecordPath()
-        wall0 = time.perf_counter()
+        started = _clocks()
         done = 0
         for raw in history(total):
             rebuild(raw)
             done += 1
-            if done % 1024 == 0 and time.perf_counter() - wall0 > budget:
+            if done % 1024 == 0 and time.perf_counter() - started[0] > budget:
                 break
-        wall = time.perf_counter() - wall0
-        row["full_rebuild_s"] = round(wall, 1) if done == total else \
-            f"~{wall * total / done:.0f} (extrapolated from {done} events)"
+        (wall, cpu), scale = _clocks(), total / done
+        row["full_rebuild"] = f"{(wall - started[0]) * scale:.0f} s wall, " \
+            f"{(cpu - started[1]) * scale:.0f} s cpu" + (
+                f" (~: extrapolated from {done} events)" if done < total else "")
         del rebuild
-        if planner_snapshot is not None:
-            body = planner_snapshot.take({"live": path.state}, holds=path.state.holds, plans={},
-                                         event_ids=path.event_ids)
-            started = time.perf_counter()
-            row["snapshot_write_s"] = None
-            planner_snapshots.write(work, body, offsets={}, calstream_version="bench")
-            row["snapshot_write_s"] = round(time.perf_counter() - started, 1)
-            del path, body
-            gc.collect()
-            wall0 = time.perf_counter()
-            loaded = planner_snapshots.read(work, max_age=None, calstream_version="bench")
-            states, holds, _, event_ids = planner_snapshot.restore(loaded.body,
-                                                                  **RecordPath.settings())
-            fresh = RecordPath()
-            fresh.state, fresh.event_ids = states["live"], event_ids
-            row["snapshot_load_s"] = round(time.perf_counter() - wall0, 2)
-            for raw in tail_records:
-                fresh(raw)
-            row["snapshot_restart_s"] = round(time.perf_counter() - wall0, 2)
-            row["tail_events"] = len(tail_records)
-            row["snapshot_bytes"] = loaded.size
+        gc.collect()
+        path = built_history(total, work)
+        gc.collect()
+        # Saving: what the planner's loop does (capture), then its thread.
+        started = _clocks()
+        with collector_paused():
+            captured = planner_snapshot.capture({"live": path.state}, holds=path.state.holds,
+                                                plans={}, event_ids=path.event_ids)
+        row["snapshot_capture (on the loop)"] = _since(started)
+        started = _clocks()
+        size = planner_snapshots.write(work, planner_snapshot.encode(captured), offsets={},
+                                       calstream_version="bench")
+        row["snapshot_save (thread)"] = _since(started)
+        row["snapshot_bytes"] = size
+        del path, captured
+        gc.collect()
+        # The restart: read and restore the snapshot, decide the tail, ready.
+        started = _clocks()
+        loaded = planner_snapshots.read(work, max_age=None, calstream_version="bench")
+        states, holds, _, event_ids = planner_snapshot.restore(loaded.body,
+                                                              **RecordPath.settings())
+        del loaded
+        gc.freeze()  # as doers/planner_restore.load_snapshot does
+        fresh = RecordPath()
+        fresh.state, fresh.event_ids = states["live"], event_ids
+        row["snapshot_load"] = _since(started)
+        for raw in tail_records:
+            fresh(raw)
+        row["restart_to_ready"] = _since(started)
+        row["tail_events"] = len(tail_records)
+        row["exposures_restored"] = len(fresh.state.exposures)
+        del fresh, states
+        gc.unfreeze()
+        gc.collect()
         out[f"{total} events"] = row
+        print(json.dumps({f"{total} events": row}), flush=True)
     return out
 
 

@@ -7,9 +7,20 @@ doers/planner_loop.py decides which to use). What is kept is what the
 decisions read: every namespace's exposures, level-2 candidates, orders
 sent, level-3 arrivals, calibrations, candidates and their versions, plans,
 holds and the recent event ids. What can be derived cheaply (held and
-uncalibrated members, visit tallies, candidates by visit) is derived again;
-what would cost a routing of every exposure (routes, companion buckets) is
-kept. A header is kept once per exposure however many records repeat it.
+uncalibrated members, visit tallies, candidates by visit, the companion
+index's reverse map) is derived again; what would cost a routing of every
+exposure (routes, companion buckets) is kept.
+
+Taking is two steps so the planner never waits for the encoding:
+``capture`` copies what the planner may still change (sets, mutable
+fields) between two records, in a fraction of a second even for a
+million events (events and headers are never changed in place, only
+replaced, so they are shared, not copied); ``encode`` turns the capture
+into the body in another thread. The body is columnar
+(deciders/snapshot_columns.py): exposure ids numbered once and referred to
+by number, a header kept once per exposure however many records repeat it,
+events and headers as what changed since the previous one, routes by
+number.
 
 ``restore`` raises SnapshotInvalid for anything it cannot read: the caller
 then rebuilds from the topics, never from a half-read snapshot.
@@ -18,20 +29,25 @@ then rebuilds from the topics, never from a half-read snapshot.
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from typing import Any
 
 from calstream.daemon.deciders.companion_index import CompanionIndex
 from calstream.daemon.deciders.event_checks import EventIds
 from calstream.daemon.deciders.level3_candidates import Arrived, Calibrated, Sent
-from calstream.daemon.deciders.level3_candidates import Candidate as Level3Candidate
 from calstream.daemon.deciders.planner_records import Candidate, Seen, routed_exposure
 from calstream.daemon.deciders.planner_state import PlannerState
+from calstream.daemon.deciders.snapshot_columns import (
+    collector_paused,
+    decode_column,
+    encode_column,
+)
 from calstream.steps.associations import Exposure, Level3Key, Level3Product
 from calstream.steps.plans import Plan
 from calstream.steps.routing import NOD, Route
 from calstream.steps.step_parameters import StepParameters
 
-FORMAT = 1
+FORMAT = 2
 SHARED = "="  # in place of a header: the exposure's header, kept once in "headers"
 
 
@@ -43,98 +59,178 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
-class _Routes:
-    """Routes kept once each, referred to by number (most exposures share a few)."""
+class _Numbers:
+    """Things kept once each, referred to by number (exposure ids, routes)."""
 
-    def __init__(self) -> None:
-        self.table: list[dict] = []
-        self._numbers: dict[Route, int] = {}
+    def __init__(self, body=lambda thing, numbers: thing) -> None:
+        self.table: list = []
+        self._numbers: dict = {}
+        self._body = body  # (thing, these numbers) -> what the table keeps
 
-    def number(self, r: Route) -> int:
-        n = self._numbers.get(r)
+    def __call__(self, thing) -> int:
+        n = self._numbers.get(thing)
         if n is None:
-            n = self._numbers[r] = len(self.table)
-            body = dataclasses.asdict(r)
-            body["also"] = self.number(r.also) if r.also else None
-            self.table.append(body)
+            n = self._numbers[thing] = len(self.table)
+            self.table.append(None)  # taken before the body: a route's "also" comes after
+            self.table[n] = self._body(thing, self)
         return n
 
 
 def _route_table(table: list[dict]) -> list[Route]:
-    routes: list[Route] = []
-    for body in table:
-        also = routes[body["also"]] if body["also"] is not None else None
-        routes.append(Route(**{**body, "needs": tuple(body["needs"]), "also": also}))
-    return routes
+    """Routes by number; a route's "also" is numbered after it (taken first)."""
+    bodies = list(table)
+    routes: dict[int, Route] = {}
+
+    def build(n: int) -> Route:
+        if n not in routes:
+            body = bodies[n]
+            if body["also"] is not None and body["also"] <= n:
+                raise SnapshotInvalid("a route refers to itself or an earlier one")
+            also = build(body["also"]) if body["also"] is not None else None
+            routes[n] = Route(**{**body, "needs": tuple(body["needs"]), "also": also})
+        return routes[n]
+
+    return [build(n) for n in range(len(bodies))]
 
 
 def _key(key: Level3Key) -> list:
     return [getattr(key, f.name) for f in dataclasses.fields(key)]
 
 
-# -- taking ---------------------------------------------------------------------
+# -- capturing (the planner's thread, between two records) -----------------------
+
+
+def capture(states: dict[str, PlannerState], *, holds: dict, plans: dict[str, Plan],
+            event_ids: EventIds | None = None) -> dict[str, Any]:
+    """What the state is now, without the parts the planner may change later
+    (new containers; the events and headers it shares are only ever replaced)."""
+    return {
+        "namespaces": {ns: _capture_state(s) for ns, s in states.items()},
+        "holds": dict(holds),
+        # The planner's plans, and any a namespace loaded on its own.
+        "plans": list({**{i: p for s in states.values() for i, p in s.stage3.plans.items()},
+                       **plans}.values()),
+        "event_ids": list(event_ids._digests.items()) if event_ids is not None else [],
+    }
+
+
+def _capture_state(s: PlannerState) -> dict[str, Any]:
+    """An exposure's record (Seen), arrival and calibration are replaced when
+    they change, never changed in place -- except a Seen's release, copied
+    here; the candidates and sets are copied. tests/unit/test_planner_snapshot.py
+    encodes a capture after the state went on and compares."""
+    l3 = s.stage3
+    return {
+        "namespace": s.namespace, "replay": s.replay,
+        "exposures": list(s.exposures.items()),
+        "releases": {eid: x.release for eid, x in s.exposures.items() if x.release is not None},
+        "candidates": [(c.science, c.route, c.since, c.sent, c.sent_complete, c.waiting_for)
+                       for c in s.candidates.values()],
+        "ordered": dict(s.ordered), "rejected": set(s.rejected), "level3": dict(s.level3),
+        "index": [(b, set(ids)) for b, ids in s.index._records.items() if ids],
+        "sciences": [(b, set(ids)) for b, ids in s.index._sciences.items()],
+        "arrived": list(l3.arrived.items()), "calibrated": list(l3.calibrated.items()),
+        "l3_candidates": [(c.key, c.route, c.opened, c.changed, set(c.members), list(c.sent),
+                           c.expected_by, c.product_name, c.problem, c.signature, c.waiting,
+                           c._waiting, c._missing) for c in l3.candidates.values()],
+        "plans": list(l3.plans), "planned": dict(l3._planned),
+        "plan_headers": dict(l3._plan_headers),
+        "planned_keys": [(k, set(v)) for k, v in l3._planned_keys.items()],
+        "restored": {name: list(orders) for name, orders in l3._restored.items()},
+        "visits": [(v, set(ids)) for v, ids in l3._visit_members.items()],
+        "incomplete_visits": set(l3._incomplete_visits),
+    }
+
+
+# -- encoding (any thread) -----------------------------------------------------------
 
 
 def take(states: dict[str, PlannerState], *, holds: dict, plans: dict[str, Plan],
          event_ids: EventIds | None = None) -> dict[str, Any]:
-    routes = _Routes()
+    return encode(capture(states, holds=holds, plans=plans, event_ids=event_ids))
+
+
+def encode(captured: dict[str, Any]) -> dict[str, Any]:
+    """The snapshot's body (JSON-able) from a capture."""
+    routes = _Numbers(_route_body)
+    digests = captured["event_ids"]
     return {
         "format": FORMAT,
-        "namespaces": {ns: _take_state(s, routes) for ns, s in states.items()},
+        "namespaces": {ns: _encode_state(s, routes) for ns, s in captured["namespaces"].items()},
         "routes": routes.table,
-        "holds": dict(holds),  # new containers: the planner goes on while this is written
-        # The planner's plans, and any a namespace loaded on its own.
-        "plans": [p.to_json() for p in {**{i: p for s in states.values()
-                                            for i, p in s.stage3.plans.items()},
-                                         **plans}.values()],
-        "event_ids": [[k, v.hex()] for k, v in event_ids._digests.items()]
-        if event_ids is not None else [],
+        "holds": captured["holds"],
+        "plans": [p.to_json() for p in captured["plans"]],
+        # One id after another, and their digests (all of one size) as one text.
+        "event_ids": {"id": [k for k, _ in digests],
+                      "digest": b"".join(v for _, v in digests).hex(),
+                      "digest_size": len(digests[0][1]) if digests else 0},
     }
 
 
-def _take_state(s: PlannerState, routes: _Routes) -> dict[str, Any]:
+def _route_body(r: Route, routes: _Numbers) -> dict:
+    body = dataclasses.asdict(r)
+    body["also"] = routes(r.also) if r.also else None
+    return body
+
+
+def _encode_state(s: dict[str, Any], routes: _Numbers) -> dict[str, Any]:
+    names = _Numbers()
     headers: dict[str, Any] = {}
 
-    def header_of(eid: str, header: Any) -> Any:
+    def shared(eid: str, header: Any) -> Any:
         known = headers.setdefault(eid, header)
         return SHARED if known is header or known == header else header
 
     def event(eid: str, body: dict) -> dict:
-        return {**body, "header": header_of(eid, body.get("header"))} if "header" in body \
-            else dict(body)
+        return {**body, "header": shared(eid, body["header"])} if "header" in body else body
 
-    l3 = s.stage3
-    out: dict[str, Any] = {
-        "namespace": s.namespace, "replay": s.replay,
-        "exposures": {eid: [event(eid, seen.event), seen.since, seen.release,
-                            routes.number(seen.exposure.route)]
-                      for eid, seen in s.exposures.items()},
-        "candidates": [[c.science, routes.number(c.route), c.since, c.sent, c.sent_complete,
-                        c.waiting_for] for c in s.candidates.values()],
-        "ordered": dict(s.ordered), "rejected": sorted(s.rejected),
-        "level3": {name: [p.header, outputs] for name, (p, outputs) in s.level3.items()},
-        "index": [[list(b), sorted(ids)] for b, ids in s.index._records.items() if ids],
-        "sciences": [[list(b), sorted(ids)] for b, ids in s.index._sciences.items()],
-        "arrived": {eid: [header_of(eid, a.exposure.header), dict(a.exposure.products),
-                          a.since, a.provisional] for eid, a in l3.arrived.items()},
-        "calibrated": {eid: [event(eid, c.event), c.since] for eid, c in l3.calibrated.items()},
-        "l3_candidates": [_take_candidate(c, routes) for c in l3.candidates.values()],
-        "plans": sorted(l3.plans),
-        "planned": dict(l3._planned), "plan_headers": dict(l3._plan_headers),
-        "planned_keys": [[_key(k), sorted(v)] for k, v in l3._planned_keys.items()],
-        "restored": {name: list(orders) for name, orders in l3._restored.items()},
-        "visits": {v: sorted(ids) for v, ids in l3._visit_members.items()},
-        "incomplete_visits": sorted(l3._incomplete_visits),
+    releases = s["releases"]
+    exposures = [(names(eid), event(eid, x.event), x.since, releases.get(eid),
+                  routes(x.exposure.route)) for eid, x in s["exposures"]]
+    arrived = [(names(eid), shared(eid, a.exposure.header), a.exposure.products, a.since,
+                a.provisional) for eid, a in s["arrived"]]
+    calibrated = [(names(eid), event(eid, c.event), c.since) for eid, c in s["calibrated"]]
+    return {
+        "namespace": s["namespace"], "replay": s["replay"],
+        "headers": {"id": [names(e) for e in headers], "value": encode_column(headers.values())},
+        "exposures": {"id": [x[0] for x in exposures], "event": encode_column(
+            x[1] for x in exposures), "since": [x[2] for x in exposures],
+            "release": [[row, x[3]] for row, x in enumerate(exposures) if x[3] is not None],
+            "route": [x[4] for x in exposures]},
+        "candidates": {"id": [names(c[0]) for c in s["candidates"]],
+                       "route": [routes(c[1]) for c in s["candidates"]],
+                       "since": [c[2] for c in s["candidates"]],
+                       "sent": [c[3] for c in s["candidates"]],
+                       "complete": [c[4] for c in s["candidates"]],
+                       "waiting_for": encode_column(c[5] for c in s["candidates"])},
+        "ordered": {"work_id": list(s["ordered"]),
+                    "name": [names(n) for n in s["ordered"].values()]},
+        "rejected": sorted(s["rejected"]),
+        "level3": {name: [p.header, outputs] for name, (p, outputs) in s["level3"].items()},
+        "index": [[list(b), sorted(map(names, ids))] for b, ids in s["index"]],
+        "sciences": [[list(b), sorted(map(names, ids))] for b, ids in s["sciences"]],
+        "arrived": {"id": [a[0] for a in arrived], "header": [a[1] for a in arrived],
+                    "products": encode_column(a[2] for a in arrived),
+                    "since": [a[3] for a in arrived], "provisional": [a[4] for a in arrived]},
+        "calibrated": {"id": [c[0] for c in calibrated],
+                       "event": encode_column(c[1] for c in calibrated),
+                       "since": [c[2] for c in calibrated]},
+        "l3_candidates": [_encode_candidate(c, routes, names) for c in s["l3_candidates"]],
+        "plans": sorted(s["plans"]), "planned": s["planned"], "plan_headers": s["plan_headers"],
+        "planned_keys": [[_key(k), sorted(v)] for k, v in s["planned_keys"]],
+        "restored": s["restored"],
+        "visits": [[v, sorted(map(names, ids))] for v, ids in s["visits"]],
+        "incomplete_visits": sorted(s["incomplete_visits"]),
+        "names": names.table,  # last: every number above is in it
     }
-    out["headers"] = headers
-    return out
 
 
-def _take_candidate(c: Level3Candidate, routes: _Routes) -> list:
-    return [_key(c.key), routes.number(c.route), c.opened, c.changed, sorted(c.members),
-            [[x.version, x.work_id, list(x.signature), x.degraded] for x in c.sent],
-            c.expected_by, c.product_name, c.problem, list(c.signature), c.waiting,
-            c._waiting, c._missing]
+def _encode_candidate(c: tuple, routes: _Numbers, names: _Numbers) -> list:
+    (key, r, opened, changed, members, sent, expected_by, product_name, problem, signature,
+     waiting, waiting_for, missing) = c
+    return [_key(key), routes(r), opened, changed, sorted(map(names, members)),
+            [[x.version, x.work_id, list(x.signature), x.degraded] for x in sent],
+            expected_by, product_name, problem, list(signature), waiting, waiting_for, missing]
 
 
 # -- restoring ------------------------------------------------------------------
@@ -150,68 +246,98 @@ def restore(body: Any, *, companion_wait: float, level3_settle: float,
         found = body.get("format") if isinstance(body, dict) else None
         raise SnapshotInvalid(f"snapshot format {str(found)[:20]} is not {FORMAT}")
     try:
-        routes = _route_table(body["routes"])
-        holds = dict(body["holds"])
-        plans = {p["plan_id"]: Plan.from_json(p) for p in body["plans"]}
-        event_ids = EventIds()
-        for k, v in body["event_ids"]:
-            event_ids._digests[k] = bytes.fromhex(v)
-        states = {}
-        for ns, s in body["namespaces"].items():
-            state = PlannerState(companion_wait=companion_wait, level3_settle=level3_settle,
-                                 level3_quiet_period=level3_quiet_period, namespace=ns,
-                                 holds=holds, step_parameters=step_parameters)
-            _restore_state(state, s, routes, plans)
-            states[ns] = state
+        with collector_paused():
+            routes = _route_table(body["routes"])
+            holds = dict(body["holds"])
+            plans = {p["plan_id"]: Plan.from_json(p) for p in body["plans"]}
+            event_ids = _event_ids(body["event_ids"])
+            states = {}
+            for ns, s in body["namespaces"].items():
+                state = PlannerState(companion_wait=companion_wait, level3_settle=level3_settle,
+                                     level3_quiet_period=level3_quiet_period, namespace=ns,
+                                     holds=holds, step_parameters=step_parameters)
+                _restore_state(state, s, routes, plans)
+                states[ns] = state
     except SnapshotInvalid:
         raise
-    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as exc:
         raise SnapshotInvalid(f"snapshot unreadable: {type(exc).__name__}: {exc}") from None
     return states, holds, plans, event_ids
 
 
+def _event_ids(body: dict) -> EventIds:
+    event_ids = EventIds()
+    raw, ids, size = bytes.fromhex(body["digest"]), body["id"], body["digest_size"]
+    if type(size) is not int or size <= 0 and ids or len(raw) != size * len(ids) or \
+            not all(type(i) is str for i in ids):
+        raise SnapshotInvalid("event ids and their digests do not match")
+    event_ids._digests = OrderedDict(zip(ids, [raw[n:n + size] for n in range(0, len(raw), size)]
+                                         if ids else [], strict=True))
+    return event_ids
+
+
 def _restore_state(state: PlannerState, s: dict, routes: list[Route],
                    plans: dict[str, Plan]) -> None:
-    headers = s["headers"]
+    names = s["names"]
+    if not all(type(n) is str for n in names):
+        raise SnapshotInvalid("an exposure id that is not text")
+    headers = dict(zip([names[i] for i in s["headers"]["id"]],
+                       decode_column(s["headers"]["value"]), strict=True))
 
     def header(eid: str, value: Any) -> Any:
         return headers[eid] if value == SHARED else value
 
-    def event(eid: str, body: dict) -> dict:
-        if "header" in body:
-            body["header"] = header(eid, body["header"])
-        return body
+    def events(column: dict) -> list[tuple[str, dict]]:
+        """(exposure id, event) by row, each event with its header."""
+        rows = list(zip([names[i] for i in column["id"]], decode_column(column["event"]),
+                        strict=True))
+        for eid, ev in rows:
+            if "header" in ev and ev["header"] == SHARED:
+                ev["header"] = headers[eid]  # a new dict per row: changing it is safe
+        return rows
 
     state.replay = s["replay"]
-    for eid, (ev, since, release, r) in s["exposures"].items():
-        ev = event(eid, ev)
-        exposure = routed_exposure(eid, ev["header"], {o["suffix"]: o["path"]
-                                                       for o in ev["outputs"]}, routes[r])
-        state.exposures[eid] = Seen(exposure, {o["path"]: o for o in ev["outputs"]}, ev, since,
-                                    release)
-    for science, r, since, sent, complete, waiting in s["candidates"]:
-        state.candidates[science] = Candidate(science, routes[r], since, sent, complete, waiting)
-    state.ordered = dict(s["ordered"])
+    ex = s["exposures"]
+    releases = {row: release for row, release in ex["release"]}
+    for row, ((eid, ev), since, r) in enumerate(zip(events(ex), ex["since"], ex["route"],
+                                                    strict=True)):
+        outputs = ev["outputs"]
+        exposure = routed_exposure(eid, ev["header"], {o["suffix"]: o["path"] for o in outputs},
+                                   routes[r])
+        state.exposures[eid] = Seen(exposure, {o["path"]: o for o in outputs}, ev, since,
+                                    releases.get(row))
+    c = s["candidates"]
+    for i, r, since, sent, complete, waiting in zip(
+            c["id"], c["route"], c["since"], c["sent"], c["complete"],
+            decode_column(c["waiting_for"]), strict=True):
+        state.candidates[names[i]] = Candidate(names[i], routes[r], since, sent, complete,
+                                               waiting)
+    state.ordered = dict(zip(s["ordered"]["work_id"], [names[i] for i in s["ordered"]["name"]],
+                             strict=True))
     state.rejected = {tuple(x) for x in s["rejected"]}
     for name, (h, outputs) in s["level3"].items():
         state.level3[name] = (Level3Product(name, h, {o["suffix"]: o["path"]
                                                       for o in outputs.values()}), outputs)
     index = state.index = CompanionIndex()
-    for bucket, ids in s["index"]:
+    for bucket, numbers in s["index"]:
         b = tuple(bucket)
-        index._records[b] = set(ids)
+        ids = index._records[b] = {names[i] for i in numbers}
         for i in ids:
             index._filed.setdefault(i, []).append(b)
         if b[0] == NOD:
             state._visit_detector[(b[1], b[2])] = set(ids)
-    index._sciences = {tuple(b): set(ids) for b, ids in s["sciences"]}
-    _restore_level3(state, s, routes, plans, header, event)
+    index._sciences = {tuple(b): {names[i] for i in numbers} for b, numbers in s["sciences"]}
+    _restore_level3(state, s, routes, plans, header, events)
 
 
 def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: dict[str, Plan],
-                    header, event) -> None:
-    l3 = state.stage3
-    for eid, (h, products, since, provisional) in s["arrived"].items():
+                    header, events) -> None:
+    l3, names = state.stage3, s["names"]
+    a = s["arrived"]
+    for i, h, products, since, provisional in zip(
+            a["id"], a["header"], decode_column(a["products"]), a["since"], a["provisional"],
+            strict=True):
+        eid = names[i]
         seen = state.exposures.get(eid)
         h = header(eid, h)
         if seen is not None and seen.exposure.header is h and seen.exposure.products == products:
@@ -219,8 +345,8 @@ def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: di
         else:
             exposure = Exposure(eid, h, products)
         l3.arrived[eid] = Arrived(exposure, since, provisional)
-    for eid, (ev, since) in s["calibrated"].items():
-        ev = event(eid, ev)
+    c = s["calibrated"]
+    for (eid, ev), since in zip(events(c), c["since"], strict=True):
         l3.calibrated[eid] = Calibrated(
             Exposure(eid, ev["header"], {o["suffix"]: o["path"] for o in ev["outputs"]}),
             {o["path"]: o for o in ev["outputs"]}, ev, since)
@@ -229,14 +355,32 @@ def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: di
     l3._plan_headers = s["plan_headers"]
     l3._planned_keys = {Level3Key(*_tuples(k)): set(v) for k, v in s["planned_keys"]}
     l3._restored = s["restored"]
-    l3._visit_members = {v: set(ids) for v, ids in s["visits"].items()}
+    l3._visit_members = {v: {names[i] for i in numbers} for v, numbers in s["visits"]}
     l3._incomplete_visits = set(s["incomplete_visits"])
+    visit_of = {e: v for v, ids in l3._visit_members.items() for e in ids}
     for (key, r, opened, changed, members, sent, expected_by, name, problem, signature,
          waiting, waiting_for, missing) in s["l3_candidates"]:
         cand = l3._new_candidate(Level3Key(*_tuples(key)), routes[r], opened, changed)
-        for m in members:
-            l3._add_member(cand, m)
+        _add_members(l3, cand, [names[m] for m in members], visit_of)
         cand.sent = [Sent(v, w, tuple(sig), d) for v, w, sig, d in sent]
         cand.expected_by, cand.product_name, cand.problem = expected_by, name, problem
         cand.signature = tuple(signature)
         cand.waiting, cand._waiting, cand._missing = waiting, waiting_for, missing
+
+
+def _add_members(l3, cand, members: list[str], visit_of: dict[str, str]) -> None:
+    """Level3State._add_member for every member at once: what it keeps per
+    member (held, uncalibrated, visits, sorted digests, the candidates of a
+    member and of a visit), without parsing each exposure's name again for
+    its visit (the visits' members say it) or sorting the digests once per
+    member. tests/unit/test_planner_snapshot.py compares the two."""
+    arrived, calibrated = l3.arrived, l3.calibrated
+    cand.members.update(members)
+    cand.held.update(m for m in members if m in arrived and arrived[m].provisional)
+    cand.uncalibrated.update(m for m in members if m not in calibrated)
+    cand.digests = sorted(d for m in members for d in l3._stage2_digests(m))
+    for m in members:
+        l3._keys_of_member.setdefault(m, set()).add(cand.key)
+    cand.visits.update(visit_of[m] for m in members if m in arrived)
+    for visit in cand.visits:
+        l3._keys_by_visit.setdefault(visit, set()).add(cand.key)

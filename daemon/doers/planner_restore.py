@@ -18,6 +18,7 @@ its record comes again, and nothing it does not know is skipped).
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from calstream.daemon.deciders import planner_snapshot
+from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.doers import kafka, planner_snapshots
 from calstream.steps.plans import Plan
 from calstream.topics import contract
@@ -52,6 +54,11 @@ def load_snapshot(planner: Planner) -> bool:
     except planner_snapshot.SnapshotInvalid as exc:
         log.warning("planner: snapshot ignored, %s: rebuilding from the topics", exc)
         return False
+    # Millions of long-lived objects: out of the collector's sight, or each
+    # of its next full collections would walk every one of them again. A
+    # frozen object is still freed by reference counting when the planner
+    # drops it; only reference cycles (a few per level-3 candidate) would stay.
+    gc.freeze()
     planner.holds.clear()
     planner.holds.update(holds)
     for state in states.values():
@@ -142,16 +149,17 @@ async def restore(planner: Planner) -> None:
 async def take_snapshot(planner: Planner) -> int:
     """Write the snapshot of the state and the offsets it covers; its size.
 
-    The body is gathered between two records (new containers: the loop may
-    change the state while it is written); encoding and writing run in a
-    thread."""
-    body = planner_snapshot.take(planner.states, holds=planner.holds, plans=planner.plans,
-                                 event_ids=planner.event_ids)
+    What the loop may change is copied between two records (a fraction of
+    a second for a million events); encoding, compressing and writing run
+    in a thread, so the planner goes on deciding meanwhile."""
+    with collector_paused():  # many new containers, none of them garbage
+        captured = planner_snapshot.capture(planner.states, holds=planner.holds,
+                                            plans=planner.plans, event_ids=planner.event_ids)
     offsets = dict(planner.positions)
     planner.last_snapshot = (time.monotonic(), planner.records_seen)
     started = time.monotonic()
     size = await anyio.to_thread.run_sync(lambda: planner_snapshots.write(
-        planner.cfg.work_dir, body, offsets=offsets))
+        planner.cfg.work_dir, planner_snapshot.encode(captured), offsets=offsets))
     log.info("planner: snapshot written (%.0f MB, %.1f s)", size / 1e6,
              time.monotonic() - started)
     return size

@@ -40,6 +40,18 @@ def _final(state):
             json.dumps(state.summary(1e10), sort_keys=True, default=str))
 
 
+def _kept(state):
+    """What the level-3 state keeps as members arrive (rebuilt in bulk on restore)."""
+    l3 = state.stage3
+    return ({k: (sorted(c.members), sorted(c.held), sorted(c.uncalibrated), sorted(c.visits),
+                 c.digests) for k, c in l3.candidates.items()},
+            {k: v for k, v in l3._keys_of_member.items() if v},
+            {k: v for k, v in l3._keys_by_visit.items() if v},
+            state.index._records.keys() - {b for b, ids in state.index._records.items()
+                                           if not ids},
+            {k: sorted(v) for k, v in state.index._filed.items() if v})
+
+
 def test_every_cut_of_the_stream_restores_to_the_same_decisions():
     stream = steps()
     whole = new_state()
@@ -49,15 +61,62 @@ def test_every_cut_of_the_stream_restores_to_the_same_decisions():
         first = new_state()
         play(first, stream[:cut])
         restored = _through_snapshot(first)
+        assert _kept(restored) == _kept(first), f"cut at step {cut}"
         rest = play(restored, stream[cut:])
         expected = [e for emits in per_step[cut:] for e in emits]
         assert comparable(rest) == comparable(expected), f"cut at step {cut}"
         assert _final(restored) == _final(whole), f"cut at step {cut}"
 
 
-@pytest.mark.parametrize("body", [None, [], {}, {"format": 99}, {"format": 1},
-                                  {"format": 1, "routes": [], "holds": {}, "plans": [],
-                                   "event_ids": [], "namespaces": {"live": {"headers": 5}}}])
+def _taken():
+    state = new_state()
+    play(state, steps())
+    ids = EventIds()
+    ids.consistent("e" * 64, {"a": 1})
+    return json.loads(json.dumps(planner_snapshot.take({"live": state}, holds=state.holds,
+                                                       plans={}, event_ids=ids)))
+
+
+def _spoiled(path, value):
+    """A whole snapshot with one part replaced (as if edited by hand)."""
+    body = _taken()
+    *parents, last = path
+    where = body
+    for key in parents:
+        where = where[key]
+    where[last] = value(where[last]) if callable(value) else value
+    return body
+
+
+def test_a_capture_encoded_later_is_the_state_when_it_was_captured():
+    """The planner captures between two records and goes on while a thread
+    encodes: what it changes after the capture is not in the snapshot."""
+    stream = steps()
+    for cut in range(0, len(stream), 3):
+        state = new_state()
+        play(state, stream[:cut])
+        captured = planner_snapshot.capture({"live": state}, holds=state.holds, plans={})
+        now = json.dumps(planner_snapshot.take({"live": state}, holds=state.holds, plans={}))
+        play(state, stream[cut:])
+        assert json.dumps(planner_snapshot.encode(captured)) == now, f"cut at step {cut}"
+
+
+@pytest.mark.parametrize("body", [
+    None, [], {}, {"format": 99}, {"format": 1}, {"format": 2},
+    {"format": 2, "routes": [], "holds": {}, "plans": [], "event_ids": {
+        "id": [], "digest": "", "digest_size": 0}, "namespaces": {"live": {"headers": 5}}},
+    _spoiled(("format",), 1),
+    _spoiled(("event_ids", "digest"), lambda d: d[:-2]),
+    _spoiled(("event_ids", "digest_size"), "16"),
+    _spoiled(("namespaces", "live", "names"), lambda n: n[:-1]),
+    _spoiled(("namespaces", "live", "names"), lambda n: [*n[:-1], 5]),
+    _spoiled(("namespaces", "live", "exposures", "since"), lambda n: n[:-1]),
+    _spoiled(("namespaces", "live", "exposures", "event"), lambda e: [*e[:-1], ["~", "x", 1]]),
+    _spoiled(("namespaces", "live", "headers", "value"), lambda h: [*h[:-1], ["!"]]),
+    _spoiled(("namespaces", "live", "candidates", "route"), lambda r: [*r[:-1], 10**6]),
+    _spoiled(("routes",), lambda r: [{**r[0], "also": 0}, *r[1:]]),
+    _spoiled(("namespaces", "live", "l3_candidates"), lambda c: [c[0][:-1], *c[1:]]),
+])
 def test_a_snapshot_that_cannot_be_read_is_refused_whole(body):
     with pytest.raises(planner_snapshot.SnapshotInvalid):
         planner_snapshot.restore(body, **SETTINGS)

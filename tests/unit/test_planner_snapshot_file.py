@@ -52,12 +52,28 @@ def _forged_envelope(**changes):
     return spoil
 
 
+def _not_compressed(path):
+    """A body that is whole (its size and sha256 right) but not what the
+    envelope says: plain JSON, as format 1 wrote it."""
+    import hashlib
+
+    head, _ = path.read_bytes().split(b"\n", 1)
+    data = json.dumps(BODY).encode()
+    envelope = {**json.loads(head), "size": len(data), "raw_size": len(data),
+                "sha256": hashlib.sha256(data).hexdigest()}
+    path.write_bytes(json.dumps(envelope).encode() + b"\n" + data)
+
+
 @pytest.mark.parametrize("spoil,why", [
     (None, "no snapshot"), (_corrupt, "corrupt"), (_truncate, "corrupt"),
     (_bad_envelope, "envelope"), (_other_format, "format"),
     (_forged_envelope(offsets=[["products", 0, -5]]), "envelope"),
     (_forged_envelope(offsets=[["products", -1, 5]]), "envelope"),
-    (_forged_envelope(taken_at=float("inf")), "envelope")])
+    (_forged_envelope(taken_at=float("inf")), "envelope"),
+    (_forged_envelope(raw_size=10), "cannot be read"),
+    (_forged_envelope(raw_size=10**12), "cannot be read"),
+    (_forged_envelope(raw_size=None), "cannot be read"),
+    (_not_compressed, "cannot be read")])
 def test_an_untrustworthy_snapshot_is_ignored_with_one_warning(tmp_path, caplog, spoil, why):
     if spoil is not None:
         planner_snapshots.write(tmp_path, BODY, offsets=OFFSETS, calstream_version="v1")
