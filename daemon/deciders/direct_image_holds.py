@@ -11,7 +11,10 @@ like a pointing hold. When the direct image's i2d, cat and segm exist the hold
 is released and the grism is ordered, once.
 
 The record is the pointing hold's (topics/schemas/hold.schema.json), with one
-optional field, ``waiting_for``, telling the two apart. Its release has no
+optional field, ``waiting_for``, telling the two apart; a grism whose
+pointing hold was released keeps that release in ``pointing_release`` (the
+record replaces the pointing one on the compacted topic, and a restarted
+planner must still know the grism's pointing was corrected). Its release has no
 ``release`` object (``release: null``): that object's ``path`` names the three
 ways a *pointing* hold ends, and a 1.x reader that knows only those must go
 on reading the topic; ``reason`` says what released it.
@@ -57,6 +60,8 @@ def hold_for_direct_image(seen: Seen, missing: dict[str, str], companion_wait: f
                 reason=f"WFSS: {missing[DIRECT_IMAGE]} not there after {companion_wait:.0f} s; "
                        "calwebb_spec2 cannot run without the direct image's source catalog "
                        "and segmentation map, so the grism is held until they exist")
+    if seen.release:  # this record replaces the pointing one: keep its release
+        body["pointing_release"] = seen.release
     return [hold_record(exposure_id, body, seen.digest, holds)]
 
 
@@ -76,6 +81,16 @@ def release_direct_image_hold(seen: Seen, association: dict[str, Any], holds: Ho
                 reason=f"{current['reason']}. Released: the direct image {direct} and its "
                        "catalog and segmentation map exist; the grism is ordered")
     return [hold_record(exposure_id, body, seen.digest, holds)]
+
+
+def pointing_release_of(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The pointing release a hold record keeps: a released pointing hold's
+    ``release``, or the ``pointing_release`` a direct-image hold carries."""
+    if not record:
+        return None
+    if is_direct_image_hold(record):
+        return record.get("pointing_release")
+    return record.get("release") if record["state"] == "released" else None
 
 
 def held_by_kind(holds: Holds) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -73,7 +73,9 @@ def hold_record(exposure_id: str, body: dict[str, Any], digest: str, holds: Hold
 
 def already_applied(update: contract.Message, holds: Holds) -> bool:
     """Whether this pointing update was applied before (read again after a restart)."""
-    applied = (holds.get(update["exposure_id"]) or {}).get("release") or {}
+    record = holds.get(update["exposure_id"]) or {}
+    # A WFSS grism held for its direct image keeps its pointing release aside.
+    applied = record.get("release") or record.get("pointing_release") or {}
     return applied.get("update_event_id") == update.event_id
 
 

@@ -146,10 +146,10 @@ class PlannerState:
                     contract.parse_time(event["emitted_at"]).timestamp())
         if previous is not None and previous.event["work_id"] == event["work_id"]:
             seen.since = previous.since  # a re-emitted event: the wait started at the first
-        hold = self.holds.get(exposure_id)
-        if hold and hold["state"] == "released" and hold.get("release") \
-                and hold["digest"] == seen.digest and hold["release"]["path"] != "redelivery":
-            seen.release = hold["release"]  # a release made before a restart still holds
+        kept = wfss_holds.pointing_release_of(self.holds.get(exposure_id))
+        if kept and self.holds[exposure_id]["digest"] == seen.digest \
+                and kept["path"] != "redelivery":
+            seen.release = kept  # a release made before a restart still holds
         self.exposures[exposure_id] = seen
         self.index.add_exposure(seen.exposure)
         name = seen.exposure.name

@@ -8,7 +8,7 @@ from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.steps.synthetic.headers import synthetic_header
 from calstream.topics import contract
 
-from .test_planner_state import T0, WAIT, kinds, product, stage3_product
+from .test_planner_state import T0, WAIT, kinds, product, stage3_product, update
 
 DIRECT = synthetic_header("NIRCAM", "NRC_IMAGE", FILTER="F444W", PUPIL="CLEAR",
                           DETECTOR="NRCALONG", MODULE="A", EXPOSURE="00001")
@@ -88,3 +88,26 @@ def test_a_provisional_redelivery_gets_its_pointing_hold_over_the_direct_image_h
     assert pointing.message["state"] == "held" and "ENGQLPTG" in pointing.message["reason"]
     s = state.summary(T0 + 2 * WAIT)
     assert (s["held"], s["held_for_direct_image"]) == (1, 0)
+
+
+def test_a_corrected_grism_keeps_its_pointing_release_through_the_hold_and_a_restart():
+    state = PlannerState(companion_wait=WAIT)
+    planned = grism(ENGQLPTG="PLANNED")
+    [pointing_hold] = state.observe(planned, T0)
+    assert pointing_hold.message["state"] == "held"
+    [released] = state.observe_pointing(update(planned["exposure_id"]), T0 + 5)
+    assert released.message["release"]["path"] == "pointing"
+    [hold] = state.tick(T0 + WAIT + 1)  # still no direct image: held for it instead
+    assert hold.message["waiting_for"] == "direct_image"
+    assert hold.message["pointing_release"] == released.message["release"]
+    # A restarted planner reads that record back: the correction still holds,
+    # nothing is held for pointing again, and the update is not judged twice.
+    restarted = PlannerState(companion_wait=WAIT)
+    restarted.restore_hold(hold.message)
+    assert restarted.observe(planned, T0) == []
+    assert restarted.observe_pointing(update(planned["exposure_id"]), T0 + 6) == []
+    emits = restarted.observe(stage3_product(DIRECT, DIRECT_NAME), T0 + 2 * WAIT)
+    assert [e.message.type for e in emits] == ["hold", "work_order"]
+    order = emits[1].message
+    assert order["releases"][planned["exposure_id"]]["path"] == "pointing"
+    assert emits[0].message["pointing_release"] == released.message["release"]
