@@ -189,10 +189,12 @@ def imaging_photom(model_class, optics: Iterable[tuple[str, str]], photmjsr: flo
 
 def write_mode_references(ref_dir: str | Path, spec, detector: DetectorReferences,
                           builders: Mapping[str, Callable], reftypes: Iterable[str], *,
-                          what: str, stem: str) -> dict[str, list[Path]]:
+                          what: str, stem: str,
+                          extensions: Mapping[str, str] | None = None) -> dict[str, list[Path]]:
     """Write a one-detector mode's references as `{stem}_{reftype}.ext`; return
     {reftype: [paths]} for `build_crds_cache`. `builders` (reftype -> build(spec))
-    adds to, or replaces, the detector's own `DETECTOR1_TYPES`."""
+    adds to, or replaces, the detector's own `DETECTOR1_TYPES`; `extensions`
+    (reftype -> ".asdf") overrides a type's usual file format."""
     spec.validate()
     out = Path(ref_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,5 +203,6 @@ def write_mode_references(ref_dir: str | Path, spec, detector: DetectorReference
     written: dict[str, list[Path]] = {}
     for reftype in reftypes:
         build, ext = builder_for(every, reftype, what)
+        ext = (extensions or {}).get(reftype, ext)
         written[reftype] = [save_reference(build(spec), out / f"{stem}_{reftype}{ext}")]
     return written

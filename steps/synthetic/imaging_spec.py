@@ -141,8 +141,10 @@ def exposure_timing(spec: ProgramSpec, exposure: int) -> ExposureTiming:
     return ramp_timing(spec, exposure, tframe, duration)
 
 
-def integration_times(spec: ProgramSpec, exposure: int) -> np.ndarray:
+def integration_times(spec: ProgramSpec, exposure: int,
+                      timing: ExposureTiming | None = None) -> np.ndarray:
     """The INT_TIMES table: start, mid, end of each integration, in MJD UTC and BJD TDB.
+    `timing`: the exposure's, for a spec whose subarray imaging does not know.
 
     BJD from the geocentre (astropy's built-in ephemeris, no download): JWST
     is about 5 light-seconds from Earth, which a synthetic table can ignore.
@@ -151,7 +153,7 @@ def integration_times(spec: ProgramSpec, exposure: int) -> np.ndarray:
     from astropy.coordinates import EarthLocation, SkyCoord
     from astropy.time import Time
 
-    t = exposure_timing(spec, exposure)
+    t = timing or exposure_timing(spec, exposure)
     tint = (spec.ngroups * (spec.nframes + spec.groupgap) - spec.groupgap) * t.frame_time
     # Each integration starts after one reset frame.
     starts = t.start_mjd + (np.arange(spec.nints) * (tint + t.frame_time) + t.frame_time) / 86400

@@ -29,6 +29,12 @@ and modes of other instruments, each with its own stage 3 (`OTHER_MODES`):
   observation 011): a direct image -> image2 -> image3 (i2d, cat, segm),
   whose products the grism image's spec2 takes -> spec3.
 
+and build 12.3's new modes (`NEW_MODES`):
+
+* "dhs": a NIRCam DHS time series (`dhs.DhsSpec`, observation 012): NRCA1
+  read in the SUB41STRIPE1_DHS stripe subarray -> spec2 (calints, x1dints);
+  no stage 3 (jwst keeps DHS out of tso3).
+
 and the data jwst calibrates with another pipeline instead of detector1
 (`CALIBRATION_MODES`):
 
@@ -59,6 +65,8 @@ from .coron_references import write_coron_reference_files
 from .coronagraphy import CoronSpec, simulate_coronagraphy
 from .crds_cache import build_crds_cache
 from .dark import dark_visit, write_dark_parameters
+from .dhs import DhsSpec, simulate_dhs
+from .dhs_references import write_dhs_reference_files
 from .guider import GuiderSpec, simulate_guider, write_guider_reference_files
 from .program import ProgramSpec, simulate_program
 from .references import write_visit_reference_files
@@ -80,7 +88,12 @@ ALL_MODES = MODES + PROGRAM_MODES + OTHER_MODES + ("dark",)
 # Files no plan lists: guide-star data is no planned exposure (jwst's pools
 # have no row for it). Seeded after ALL_MODES.
 UNPLANNED_MODES = ("guider",)
-KIT_MODES = ALL_MODES + UNPLANNED_MODES
+# Build 12.3's new modes, seeded after the others.
+NEW_MODES = ("dhs",)
+KIT_MODES = ALL_MODES + UNPLANNED_MODES + NEW_MODES
+# The modes with a simulation of their own; the others are `simulate_program`'s.
+SIMULATORS = {"lrs": simulate_lrs, "coron": simulate_coronagraphy, "ami": simulate_ami,
+              "wfss": simulate_wfss, "guider": simulate_guider, "dhs": simulate_dhs}
 # Ideal-frame arcsec between the two visits of observation 001: a sixth of
 # the SUB160 field, so the tiles overlap enough for tweakreg to tie them.
 MOSAIC_OFFSET = (0.8, 0.5)
@@ -166,6 +179,8 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
         specs["wfss"] = wfss or WfssSpec(program=spec.program)
     if "dark" in modes:
         specs["dark"] = dark_visit(spec)
+    if "dhs" in modes:
+        specs["dhs"] = DhsSpec(program=spec.program)
     if "guider" in modes:
         specs["guider"] = GuiderSpec(program=spec.program, observation=spec.observation,
                                      visit=spec.visit, visit_start=spec.visit_start)
@@ -173,18 +188,8 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
     by_mode: dict[str, list[Path]] = {}
     for mode, mode_spec in specs.items():
         mode_seed = seed + KIT_MODES.index(mode)
-        if mode == "lrs":
-            by_mode[mode] = simulate_lrs(root / "uncal", mode_spec, seed=mode_seed)
-        elif mode == "coron":
-            by_mode[mode] = simulate_coronagraphy(root / "uncal", mode_spec, seed=mode_seed)
-        elif mode == "ami":
-            by_mode[mode] = simulate_ami(root / "uncal", mode_spec, seed=mode_seed)
-        elif mode == "wfss":
-            by_mode[mode] = simulate_wfss(root / "uncal", mode_spec, seed=mode_seed)
-        elif mode == "guider":
-            by_mode[mode] = simulate_guider(root / "uncal", mode_spec, seed=mode_seed)
-        else:
-            by_mode[mode] = simulate_program(root / "uncal", mode_spec, seed=mode_seed)
+        simulate = SIMULATORS.get(mode, simulate_program)
+        by_mode[mode] = simulate(root / "uncal", mode_spec, seed=mode_seed)
     kit = Kit(root, sorted(p for files in by_mode.values() for p in files),
               by_mode=by_mode, specs=specs)
     for mode_spec in specs.values():
@@ -204,7 +209,8 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
         if nircam:
             refs = write_visit_reference_files(root / "references", nircam)
         writers = {"lrs": write_lrs_reference_files, "coron": write_coron_reference_files,
-                   "ami": write_ami_reference_files, "wfss": write_wfss_reference_files}
+                   "ami": write_ami_reference_files, "wfss": write_wfss_reference_files,
+                   "dhs": write_dhs_reference_files}
         for mode in (m for m in writers if m in specs):
             for reftype, paths in writers[mode](root / "references", specs[mode]).items():
                 refs.setdefault(reftype, []).extend(paths)

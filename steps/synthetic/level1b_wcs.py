@@ -39,6 +39,21 @@ def linear_wcs_keywords(att: np.ndarray, to_v2v3, *, crpix: tuple[float, float],
     )
 
 
+def set_fixed_pointing(m, att: np.ndarray, frame, sub, *, aperture: str,
+                       pps_aperture: str) -> None:
+    """One undithered pointing of `frame` (a `focal_plane.LinearAperture`,
+    mapped linearly as the DISTORTION reference maps it) read in `sub` (a
+    `focal_plane.Subarray`): the dither, WCS and pointing keywords."""
+    from calstream.steps.synthetic.attitude import v1_pointing
+
+    metadata.set_dither(m, pattern="NONE", points=1, total=1, position=1, offset=(0.0, 0.0))
+    wcs = linear_wcs_keywords(att, frame.pixel_to_v2v3, crpix=(frame.xref, frame.yref),
+                              size=(sub.xsize, sub.ysize), pixel_scale=frame.pixel_scale,
+                              vparity=frame.vparity, v3yangle=frame.v3_idl_yangle)
+    metadata.set_pointing(m, aperture=aperture, pps_aperture=pps_aperture, wcs=wcs,
+                          v1=v1_pointing(att))
+
+
 def tangent_wcs_keywords(att: np.ndarray, to_v2v3, *, xstart: int, ystart: int,
                          size: tuple[int, int], crpix: tuple[float, float],
                          pixel_scale: float, vparity: int, v3yangle: float) -> dict:

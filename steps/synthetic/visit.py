@@ -38,6 +38,18 @@ class VisitId:
         )
 
 
+@dataclass(frozen=True)
+class DetectorLevels:
+    """How a simulated detector responds, as its references describe it: dark
+    current (DN/s), bias (DN), gain (e-/DN), CDS read noise (DN), saturation (DN)."""
+
+    dark_rate: float = 0.01
+    bias_level: float = 12000.0
+    gain: float = 2.0
+    readnoise: float = 10.0
+    saturation: float = 60000.0
+
+
 class PatternReadout:
     """nframes and groupgap of the spec's `readpatt`, from the mode's table
     READOUT_PATTERNS: pattern -> (frames averaged per group, frames skipped)."""

@@ -24,7 +24,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     # steps.synthetic.kit.KIT_MODES, spelled out: the parser must not import numpy.
     p.add_argument("--modes", nargs="+", default=["imaging"],
                    choices=("imaging", "timeseries", "lrs", "mosaic", "segmented", "missing",
-                            "coron", "ami", "wfss", "dark", "guider"),
+                            "coron", "ami", "wfss", "dark", "guider", "dhs"),
                    help="what the program observes (default: imaging). mosaic: observation "
                         "001's second visit, one exposure delivered late; segmented: a time "
                         "series in 3 segments; missing: a 4-dither visit whose exposure 3 "
@@ -32,7 +32,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                         "reference; ami: a NIRISS AMI target and its calibrator; wfss: a "
                         "NIRISS direct image and grism image (image3 feeds spec2); dark: a "
                         "NIRCam dark (calwebb_dark); guider: the FGS ACQ1, ACQ2, TRACK and "
-                        "FINEGUIDE files of observation 001's guiding (calwebb_guider)")
+                        "FINEGUIDE files of observation 001's guiding (calwebb_guider); dhs: "
+                        "a NIRCam DHS time series in a stripe subarray (build 12.3; spec2)")
     p.add_argument("--inbox", type=Path, help="then deliver the files here, as a downlink would")
     p.add_argument("--interval", type=float, default=0.0, help="seconds between files")
     p.add_argument("--pieces", type=int, default=1, help="write each file in N pieces")
