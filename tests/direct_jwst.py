@@ -43,6 +43,15 @@ def write_association(asn: Any, directory: Path) -> Path:
     return path
 
 
+def steps_in_effect(record: dict) -> dict:
+    """The step parameters a provenance record says the run used ({} if none)."""
+    for holder in (record, record.get("event", {})):
+        parameters = holder.get("parameters")
+        if isinstance(parameters, dict):
+            return dict(parameters.get("steps") or {})
+    return {}
+
+
 def run_pipeline(alias: str, source: Path, output_dir: Path, steps: dict | None) -> float:
     """``alias`` (calwebb_image2, ...) on ``source`` (an uncal file or an
     association), its products saved in ``output_dir``; the CPU time it took."""

@@ -33,6 +33,48 @@ DATA, METADATA = "data", "metadata"
 _BLOCK_MAGIC = b"\xd3BLK"
 
 
+# Metadata that may differ between a daemon product and its direct twin
+# (fnmatch patterns on `Difference.where`), each with why it must; every
+# fidelity test (test_fidelity, test_wfss, test_dark_guider, test_new_modes)
+# uses this one list.
+ALLOWED = {
+    "PRIMARY header DATE": "when the file was written",
+    "ASDF meta.date": "when the file was written (DATE, in the tree)",
+    "ASDF spec.*.meta.date": "the same date, kept by each spectrum of an x1d",
+    "ASDF slits.*.meta.date": "the same date, kept by each slit of a WFSS cal (one per "
+                              "source) or a DHS calints (one per stripe)",
+    # A WFSS spec2 x1d names the cal file it extracted from by its full path,
+    # as written: the daemon's is in the run's scratch directory
+    # (<products>/<program>/<obs>/.tmp/<run>/, moved into place after), the
+    # direct run's in its own directory. test_wfss checks the file names agree.
+    "EXTRACT1D* header FILENAME": "the full path of the cal file extracted (see above)",
+    "ASDF spec.*.filename": "the same path, in the tree (see above)",
+    "ASDF cal_logs*": "the run's log lines: wall-clock times, and a direct run logs "
+                      "its configuration (the daemon's workers configure logging themselves)",
+    "ASDF _fits_hash": "stdatamodels' hash of the other HDUs, headers included: follows DATE",
+    "ASDF header NAXIS1": "the ASDF extension's length: follows the tree's dates and logs",
+    "ASDF header TFORM1": "the same length, as the column format",
+    "ASDF history.extensions (order)": "the same asdf extensions, listed in the order the "
+                                       "writing process first used them (warm workers)",
+    # Associations: the planner writes each one when its members are
+    # calibrated, named as DMS names them (jwPPPPP-<acid>_<time>_<type>_<seq>);
+    # asn_generate's command line names them after its pool and a counter.
+    "PRIMARY header ASNPOOL": "the association's pool name (see above)",
+    "ASDF meta.asn.pool_name": "the association's pool name (see above)",
+    "PRIMARY header ASNTABLE": "the association's file name (see above)",
+    "ASDF meta.asn.table_name": "the association's file name (see above)",
+    # A level-3 product's HDRTAB is its members' primary headers, one row each.
+    "HDRTAB column DATE": "the members' DATE (see DATE)",
+    "HDRTAB column ASNPOOL": "the members' ASNPOOL (see ASNPOOL)",
+    "HDRTAB column ASNTABLE": "the members' ASNTABLE (see ASNTABLE)",
+    "ASDF hdrtab.datatype.*.datatype.1": "a HDRTAB string column's width: follows its "
+                                         "longest value (the association's file name)",
+    "HDRTAB header TFORM*": "the same widths, as the column formats",
+    "HDRTAB header NAXIS1": "HDRTAB's row length: the sum of those widths",
+    "meta.date": "when a catalog was written (the ECSV header's date)",
+}
+
+
 @dataclass(frozen=True)
 class Difference:
     where: str  # "SCI data", "PRIMARY header DATE", "ASDF meta.date", "column FLUX"
@@ -330,3 +372,37 @@ def describe(differences: Iterable[Difference]) -> str:
     for d in differences:
         out.write(f"  {d}\n")
     return out.getvalue()
+
+
+# --- a daemon run's products against a directory of direct runs -----------------------------
+
+
+def compare_records(records: Mapping[str, list[dict]], direct: Path,
+                    stages: Iterable[str] = ("detector1", "stage2", "stage3"),
+                    allowed: Mapping[str, str] = ALLOWED):
+    """Every output of the daemon's provenance records (by stage) against its
+    twin of the same name in ``direct``: ([(stage, file name, differences)],
+    [failure], [direct products the daemon lacks]). Associations are left out:
+    asn_generate names them otherwise (each test compares their members)."""
+    stages = list(stages)
+    compared, failures = [], []
+    for stage in stages:
+        for record in records[stage]:
+            for output in record["event"]["outputs"]:
+                ours = Path(output["path"])
+                if output["suffix"] == "asn":
+                    continue
+                theirs = direct / ours.name
+                if not theirs.exists():
+                    failures.append(f"{stage} {ours.name}: no direct twin")
+                    continue
+                differences = compare_products(ours, theirs)
+                compared.append((stage, ours.name, differences))
+                left = unexplained(differences, allowed)
+                if left:
+                    failures.append(f"{stage} {ours.name}:\n{describe(left)}")
+    made = {Path(o["path"]).name for s in stages for r in records[s]
+            for o in r["event"]["outputs"]}
+    extra = sorted(p.name for p in direct.iterdir()
+                   if p.suffix in (".fits", ".ecsv") and p.name not in made)
+    return compared, failures, extra

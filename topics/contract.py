@@ -23,8 +23,9 @@ SCHEMA_MAJOR = 1
 # 1.1: optional fields for stage 3 and replay; 1.2: the product's previews,
 # name grammars and bounded dead-letter originals; 1.3: dark and guider
 # products, and the step parameters in effect in the product and the work
-# order (docs/contract.md, "Versions").
-SCHEMA_MINOR = 3
+# order (docs/contract.md, "Versions"); 1.4: holds of WFSS grisms waiting
+# for their direct image (the hold's `waiting_for`).
+SCHEMA_MINOR = 4
 SCHEMA_VERSION = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
 MESSAGE_TYPES = ("arrival", "product", "work_order", "hold", "pointing_update", "dead_letter",
                  "plan", "promotion")

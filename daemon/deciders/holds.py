@@ -11,6 +11,7 @@ exposure's content, wherever it is reprocessed.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from calstream.daemon.deciders.planner_records import Emit, Seen
@@ -24,6 +25,8 @@ def hold_or_release(seen: Seen, holds: Holds) -> list[Emit]:
     hold of an earlier copy (redelivered with better pointing)."""
     exposure_id = seen.exposure.exposure_id
     current = holds.get(exposure_id)
+    if current and current.get("waiting_for"):
+        current = None  # a WFSS grism's wait for its direct image is no pointing hold
     digest = seen.event["inputs"][0]["digest"]
     if seen.provisional:
         if current and current["state"] == "held" and current["digest"] == digest:
@@ -57,9 +60,12 @@ def release_record(seen: Seen, release: dict[str, Any], holds: Holds) -> Emit:
 
 def hold_record(exposure_id: str, body: dict[str, Any], digest: str, holds: Holds) -> Emit:
     """The hold message for ``body``; ``holds`` remembers it as the current record."""
+    # What is waited for (a direct image) is part of the identity; a pointing
+    # hold's id stays what it always was.
+    waiting = [body["waiting_for"]] if body.get("waiting_for") else []
     message = contract.build(
         "hold", contract.event_id("hold", exposure_id, body["digest"], body["state"], digest,
-                                  (body.get("release") or {}).get("path")),
+                                  (body.get("release") or {}).get("path"), *waiting),
         **body)
     holds[exposure_id] = message.body
     return Emit("holds", exposure_id, message)
@@ -67,7 +73,9 @@ def hold_record(exposure_id: str, body: dict[str, Any], digest: str, holds: Hold
 
 def already_applied(update: contract.Message, holds: Holds) -> bool:
     """Whether this pointing update was applied before (read again after a restart)."""
-    applied = (holds.get(update["exposure_id"]) or {}).get("release") or {}
+    record = holds.get(update["exposure_id"]) or {}
+    # A WFSS grism held for its direct image keeps its pointing release aside.
+    applied = record.get("release") or record.get("pointing_release") or {}
     return applied.get("update_event_id") == update.event_id
 
 
@@ -107,3 +115,18 @@ def reject_update(update: contract.Message, reason: str) -> Emit:
         original={"topic": "pointing", "key": update["exposure_id"],
                   "value": json.dumps(update.body), "value_encoding": "utf-8"})
     return Emit("deadletter", update["exposure_id"], message)
+
+
+def release_notes(members: list[Seen], paths: dict) -> tuple[dict, str | None]:
+    """What the released members' holds add to an order: the pointing
+    corrections of its files, and the operators' reasons."""
+    corrections = {Path(p).name: {
+        "keywords": m.release["keywords"],
+        "note": f"calstream: pointing corrected by update {m.release['update_event_id']}"}
+        for m in members if m.release["path"] == "pointing"
+        for p in m.outputs if p in paths}
+    operator = [m for m in members if m.release["path"] == "operator"]
+    annotation = ("calstream: ENGQLPTG=PLANNED hold released by operator: " + "; ".join(
+        f"{m.exposure.exposure_id}: {m.release['reason']} ({m.release.get('by') or '?'})"
+        for m in operator)) if operator else None
+    return corrections, annotation

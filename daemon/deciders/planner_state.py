@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
+from calstream.daemon.deciders import direct_image_holds as wfss_holds
 from calstream.daemon.deciders.companion_index import CompanionIndex
 from calstream.daemon.deciders.holds import (
     already_applied,
     hold_or_release,
     reject_update,
     release_by_update,
+    release_notes,
     release_record,
     update_problem,
 )
@@ -145,10 +146,10 @@ class PlannerState:
                     contract.parse_time(event["emitted_at"]).timestamp())
         if previous is not None and previous.event["work_id"] == event["work_id"]:
             seen.since = previous.since  # a re-emitted event: the wait started at the first
-        hold = self.holds.get(exposure_id)
-        if hold and hold["state"] == "released" and hold.get("release") \
-                and hold["digest"] == seen.digest and hold["release"]["path"] != "redelivery":
-            seen.release = hold["release"]  # a release made before a restart still holds
+        kept = wfss_holds.pointing_release_of(self.holds.get(exposure_id))
+        if kept and self.holds[exposure_id]["digest"] == seen.digest \
+                and kept["path"] != "redelivery":
+            seen.release = kept  # a release made before a restart still holds
         self.exposures[exposure_id] = seen
         self.index.add_exposure(seen.exposure)
         name = seen.exposure.name
@@ -263,6 +264,10 @@ class PlannerState:
             cand.waiting_for = dict(missing.missing)
             if waited < self.companion_wait or cand.sent is not None:
                 return []
+            hold = wfss_holds.hold_for_direct_image(sci, cand.waiting_for, self.companion_wait,
+                                                    self.holds, now, live=self.namespace == "live")
+            if hold is not None:
+                return hold  # jwst refuses a WFSS spec2 without it: held, not degraded
             asn = build_level2(cand.route, sci.exposure, others, visit_complete=complete,
                                allow_degraded=True)
             is_complete = False
@@ -272,9 +277,11 @@ class PlannerState:
         cand.waiting_for = {}
         members = self._members_of(cand, sci, pool)
         wid, inputs, paths = self._order_identity(cand, asn, members, pool)
+        released = wfss_holds.release_direct_image_hold(sci, asn, self.holds,
+                                                        live=self.namespace == "live")
         if wid == cand.sent or wid in self.ordered:
             cand.sent, cand.sent_complete = wid, is_complete
-            return []
+            return released
         if cand.sent is not None and not is_complete:
             return []  # never replace an order with a less complete one
         # Neither the association nor the message is checked here: an order
@@ -283,8 +290,8 @@ class PlannerState:
         # tests/unit/test_planner_outputs.py checks every kind the planner makes.
         cand.sent, cand.sent_complete = wid, is_complete
         self.ordered[wid] = cand.science
-        return [self._work_order(cand, sci, asn, members, wid, inputs, paths,
-                                 degraded=not is_complete)]
+        return released + [self._work_order(cand, sci, asn, members, wid, inputs, paths,
+                                            degraded=not is_complete)]
 
     def _members_of(self, cand: Candidate, sci: Seen, pool: list) -> list[Seen]:
         return [sci] + [s for s in pool if isinstance(s, Seen)
@@ -308,7 +315,7 @@ class PlannerState:
 
     @staticmethod
     def _with_releases(wid: str, members: list[Seen], paths: dict) -> str:
-        corrections, annotation = _release_notes(members, paths)
+        corrections, annotation = release_notes(members, paths)
         if corrections or annotation:
             wid = contract.event_id("work_order", wid, sorted(corrections), annotation)
         return wid
@@ -318,7 +325,7 @@ class PlannerState:
         name = parse_exposure_name(cand.science)
         ev = sci.event
         members = [m for m in members if m.release]
-        corrections, annotation = _release_notes(members, paths)
+        corrections, annotation = release_notes(members, paths)
         releases = {m.exposure.exposure_id: m.release for m in members}
         message = contract.assemble(
             "work_order", contract.event_id("work_order", wid),
@@ -352,29 +359,15 @@ class PlannerState:
     # -- for metrics and status ---------------------------------------------
     def summary(self, now: float) -> dict[str, Any]:
         waiting = [c for c in self.candidates.values() if c.sent is None]
-        held = [h for h in self.holds.values() if h["state"] == "held"]
+        held, for_direct_image = wfss_holds.held_by_kind(self.holds)
         oldest = min((contract.parse_time(h["since"]).timestamp() for h in held), default=None)
         return {"waiting": len(waiting), "level3": self.stage3.summary(now),
                 "waiting_for": {c.science: dict(c.waiting_for) for c in waiting},
                 "held": len(held),
+                "held_for_direct_image": len(for_direct_image),
                 "oldest_hold_age": (now - oldest) if oldest is not None else 0.0,
                 "degraded": sum(1 for c in self.candidates.values()
                                 if c.sent is not None and not c.sent_complete)}
-
-
-def _release_notes(members: list[Seen], paths: dict) -> tuple[dict, str | None]:
-    """What the released members' holds add to an order: the pointing
-    corrections of its files, and the operators' reasons."""
-    corrections = {Path(p).name: {
-        "keywords": m.release["keywords"],
-        "note": f"calstream: pointing corrected by update {m.release['update_event_id']}"}
-        for m in members if m.release["path"] == "pointing"
-        for p in m.outputs if p in paths}
-    operator = [m for m in members if m.release["path"] == "operator"]
-    annotation = ("calstream: ENGQLPTG=PLANNED hold released by operator: " + "; ".join(
-        f"{m.exposure.exposure_id}: {m.release['reason']} ({m.release.get('by') or '?'})"
-        for m in operator)) if operator else None
-    return corrections, annotation
 
 
 def observe_pointing_everywhere(states: Iterable[PlannerState], update: contract.Message,

@@ -250,7 +250,8 @@ class Planner:
             return
         for e in emits:
             if e.topic == "holds" and e.message["state"] == "released":
-                self.metrics.hold_releases.labels(path=e.message["release"]["path"]).inc()
+                path = (e.message.get("release") or {}).get("path") or e.message["waiting_for"]
+                self.metrics.hold_releases.labels(path=path).inc()
             elif e.topic == "deadletter":
                 # The deciders judge values; the record they came from (its
                 # topic, partition and offset) is known here, and an operator
@@ -359,6 +360,7 @@ class Planner:
         self.metrics.associations_open.labels(stage="stage2").set(s["waiting"])
         self.metrics.associations_open.labels(stage="stage3").set(s["level3"]["open"])
         self.metrics.held_exposures.set(s["held"])
+        self.metrics.held_for_direct_image.set(s["held_for_direct_image"])
         self.metrics.oldest_hold_age.set(s["oldest_hold_age"])
         by_program = s["level3"]["missing_by_program"]
         for program in set(self._programs_missing) - set(by_program):

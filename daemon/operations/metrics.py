@@ -95,8 +95,14 @@ class Metrics:
         self.held_exposures = Gauge(
             "calstream_held_exposures", "Exposures held before stage 2 (ENGQLPTG=PLANNED)",
             registry=r)
+        self.held_for_direct_image = Gauge(
+            "calstream_held_for_direct_image",
+            "WFSS grism exposures held because their direct image's stage-3 i2d, cat and "
+            "segm had not come within companion_wait (not counted as pointing holds)",
+            registry=r)
         self.hold_releases = Counter(
-            "calstream_hold_releases_total", "Pointing holds released, by release path",
+            "calstream_hold_releases_total",
+            "Holds released, by release path (direct_image: a WFSS grism's direct image came)",
             ["path"], registry=r)
         self.oldest_hold_age = Gauge(
             "calstream_oldest_hold_age_seconds", "Age of the oldest pointing hold", registry=r)

@@ -179,8 +179,9 @@ def _planner_metrics(pl: dict[str, Any]) -> list[str]:
     # open_associations is set by a running planner only.
     if "open_associations" not in pl:
         return ["  open associations: not reported (no daemon given runs the planner role)"]
-    return [f"  held exposures (planner metrics): {pl.get('held', 0)}, oldest "
-            f"{pl.get('oldest_hold_age_seconds', 0) / 3600:.1f} h",
+    return [f"  held exposures (planner metrics): {pl.get('held', 0)} for pointing (oldest "
+            f"{pl.get('oldest_hold_age_seconds', 0) / 3600:.1f} h), "
+            f"{pl.get('held_for_direct_image', 0)} WFSS grism(s) for their direct image",
             f"  open associations (planner metrics): {_counts(pl['open_associations'])}"]
 
 

@@ -124,6 +124,8 @@ def summarise_planner(endpoints: list[Endpoint]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for _labels, v in _values(endpoints, "calstream_held_exposures"):
         out["held"] = out.get("held", 0) + int(v)
+    for _labels, v in _values(endpoints, "calstream_held_for_direct_image"):
+        out["held_for_direct_image"] = out.get("held_for_direct_image", 0) + int(v)
     for _labels, v in _values(endpoints, "calstream_oldest_hold_age_seconds"):
         out["oldest_hold_age_seconds"] = max(out.get("oldest_hold_age_seconds", 0.0), v)
     for labels, v in _values(endpoints, "calstream_open_associations"):

@@ -39,8 +39,9 @@ and the data jwst calibrates with another pipeline instead of detector1
 (`CALIBRATION_MODES`):
 
 * "dark": a NIRCam dark (`dark.dark_visit`, observation 010) -> calwebb_dark.
-* "guider": the FGS ACQ1 guide-star acquisition before observation 001's
-  visit (`guider.GuiderSpec`), named as jwst names it -> calwebb_guider.
+* "guider": the FGS guide-star files of observation 001's visit (ACQ1, ACQ2,
+  TRACK, FINEGUIDE: `guider.GuiderSpec`), named as jwst names them ->
+  calwebb_guider.
 
 Every kit also writes the program's plan: a jwst association pool of every
 planned exposure file, the missing one included (`Kit.pool_path`), and the

@@ -13,8 +13,8 @@ step parameters the daemon's provenance records say it used.
 Every product of the daemon must have its direct twin, and every data
 extension (image and table HDUs byte for byte as written, the arrays stored
 in the ASDF tree, table columns) must be bit-identical. Metadata may differ
-only where `ALLOWED` says, each entry with why. docs/fidelity.md has the
-table of modes and results.
+only where `ALLOWED` (tests/fidelity_compare.py) says, each entry with why.
+docs/fidelity.md has the table of modes and results.
 """
 
 from __future__ import annotations
@@ -41,9 +41,10 @@ from ..direct_jwst import (
     is_level3,
     members,
     run_pipeline,
+    steps_in_effect,
     write_association,
 )
-from ..fidelity_compare import compare_products, describe, unexplained
+from ..fidelity_compare import compare_records as compare_mode
 from .support import daemon_config, products, running_daemon, wait_for
 
 # The module fixture (the daemon run) counts against its first test's timeout.
@@ -60,51 +61,10 @@ MODES = {
 }
 STAGES = ("detector1", "stage2", "stage3")
 
-# Metadata that may differ between a daemon product and its direct twin
-# (fnmatch patterns on `Difference.where`), each with why it must.
-ALLOWED = {
-    "PRIMARY header DATE": "when the file was written",
-    "ASDF meta.date": "when the file was written (DATE, in the tree)",
-    "ASDF spec.*.meta.date": "the same date, kept by each spectrum of an x1d",
-    "ASDF cal_logs*": "the run's log lines: wall-clock times, and a direct run logs "
-                      "its configuration (the daemon's workers configure logging themselves)",
-    "ASDF _fits_hash": "stdatamodels' hash of the other HDUs, headers included: follows DATE",
-    "ASDF header NAXIS1": "the ASDF extension's length: follows the tree's dates and logs",
-    "ASDF header TFORM1": "the same length, as the column format",
-    "ASDF history.extensions (order)": "the same asdf extensions, listed in the order the "
-                                       "writing process first used them (warm workers)",
-    # Associations: the planner writes each one when its members are
-    # calibrated, named as DMS names them (jwPPPPP-<acid>_<time>_<type>_<seq>);
-    # asn_generate's command line names them after its pool and a counter.
-    "PRIMARY header ASNPOOL": "the association's pool name (see above)",
-    "ASDF meta.asn.pool_name": "the association's pool name (see above)",
-    "PRIMARY header ASNTABLE": "the association's file name (see above)",
-    "ASDF meta.asn.table_name": "the association's file name (see above)",
-    # A level-3 product's HDRTAB is its members' primary headers, one row each.
-    "HDRTAB column DATE": "the members' DATE (see DATE)",
-    "HDRTAB column ASNPOOL": "the members' ASNPOOL (see ASNPOOL)",
-    "HDRTAB column ASNTABLE": "the members' ASNTABLE (see ASNTABLE)",
-    "ASDF hdrtab.datatype.*.datatype.1": "a HDRTAB string column's width: follows its "
-                                         "longest value (the association's file name)",
-    "HDRTAB header TFORM*": "the same widths, as the column formats",
-    "HDRTAB header NAXIS1": "HDRTAB's row length: the sum of those widths",
-    "meta.date": "when a catalog was written (the ECSV header's date)",
-}
-
-
 def _cpu_seconds() -> float:
     own, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF,
                                                       resource.RUSAGE_CHILDREN))
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
-def steps_in_effect(record: dict) -> dict:
-    """The step parameters a provenance record says the run used ({} if none)."""
-    for holder in (record, record.get("event", {})):
-        parameters = holder.get("parameters")
-        if isinstance(parameters, dict):
-            return dict(parameters.get("steps") or {})
-    return {}
 
 
 @pytest.fixture(scope="module")
@@ -175,32 +135,6 @@ def direct_runs(kit, mode: str, records: dict[str, list[dict]], associations,
             cpu[stage] += run_pipeline(pipeline, write_association(asn, out), out,
                                        steps_in_effect(record))
     return cpu
-
-
-def compare_mode(records: dict[str, list[dict]], direct: Path):
-    """Every product of the daemon's records against its twin in ``direct``:
-    ([(stage, file name, differences)], [failure], [direct products the daemon lacks])."""
-    compared, failures = [], []
-    for stage in STAGES:
-        for record in records[stage]:
-            for output in record["event"]["outputs"]:
-                ours = Path(output["path"])
-                if output["suffix"] == "asn":
-                    continue  # associations: see the level-3 association test
-                theirs = direct / ours.name
-                if not theirs.exists():
-                    failures.append(f"{stage} {ours.name}: no direct twin")
-                    continue
-                differences = compare_products(ours, theirs)
-                compared.append((stage, ours.name, differences))
-                left = unexplained(differences, ALLOWED)
-                if left:
-                    failures.append(f"{stage} {ours.name}:\n{describe(left)}")
-    made = {Path(o["path"]).name for s in STAGES for r in records[s]
-            for o in r["event"]["outputs"]}
-    extra = sorted(p.name for p in direct.iterdir()
-                   if p.suffix in (".fits", ".ecsv") and p.name not in made)
-    return compared, failures, extra
 
 
 @pytest.mark.parametrize("mode", list(MODES))

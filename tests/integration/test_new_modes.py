@@ -33,7 +33,7 @@ from calstream.steps.synthetic.kit import build_kit
 from calstream.topics import contract
 
 from ..direct_jwst import generated_associations, is_level3, run_pipeline, write_association
-from ..fidelity_compare import DATA, compare_products, describe, unexplained
+from ..fidelity_compare import ALLOWED, DATA, compare_products, describe, unexplained
 from .support import daemon_config, products, read_all, running_daemon, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -44,24 +44,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 DIRECT_STEPS: dict[str, dict] = {"detector1": {}, "stage2": {}}
 
 DHS_ID = "jw01234012001_01101_00001_nrca1"
-# Metadata a daemon product may differ in from its direct twin (fnmatch on
-# `Difference.where`): test_fidelity.py's level-2 entries, and why.
-ALLOWED = {
-    "PRIMARY header DATE": "when the file was written",
-    "ASDF meta.date": "when the file was written (DATE, in the tree)",
-    "ASDF spec.*.meta.date": "the same date, kept by each spectrum of an x1d",
-    "ASDF slits.*.meta.date": "the same date, kept by each slit of a calints (one per stripe)",
-    "ASDF cal_logs*": "the run's log lines: wall-clock times",
-    "ASDF _fits_hash": "stdatamodels' hash of the other HDUs, headers included: follows DATE",
-    "ASDF header NAXIS1": "the ASDF extension's length: follows the tree's dates and logs",
-    "ASDF header TFORM1": "the same length, as the column format",
-    "ASDF history.extensions (order)": "asdf extensions in the order a warm worker first used them",
-    "PRIMARY header ASNPOOL": "the planner names associations as DMS does, asn_generate after "
-                              "its pool",
-    "ASDF meta.asn.pool_name": "the same",
-    "PRIMARY header ASNTABLE": "the association's file name (the same reason)",
-    "ASDF meta.asn.table_name": "the same",
-}
 
 
 def _direct_chain(kit, out: Path) -> None:

@@ -88,6 +88,10 @@ def cmd_release(args: argparse.Namespace) -> int:
         state = hold["state"] if hold else "not known to the holds topic"
         print(f"calstream: {args.exposure} is not held ({state}); nothing to release")
         return 1
+    if hold.get("waiting_for"):
+        print(f"calstream: {args.exposure} waits for its {hold['waiting_for']} ({hold['reason']}); "
+              "the planner releases it when that comes, not an operator")
+        return 1
     by = operator(args)
     update = contract.build(
         "pointing_update", contract.event_id("pointing_update", "release", args.exposure,

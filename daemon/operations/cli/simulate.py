@@ -31,9 +31,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                         "is never written; coron: NIRCam coronagraphy, science and PSF "
                         "reference; ami: a NIRISS AMI target and its calibrator; wfss: a "
                         "NIRISS direct image and grism image (image3 feeds spec2); dark: a "
-                        "NIRCam dark (calwebb_dark); guider: the FGS ACQ1 guide-star "
-                        "acquisition of observation 001 (calwebb_guider); dhs: a NIRCam DHS "
-                        "time series in a stripe subarray (build 12.3; spec2)")
+                        "NIRCam dark (calwebb_dark); guider: the FGS ACQ1, ACQ2, TRACK and "
+                        "FINEGUIDE files of observation 001's guiding (calwebb_guider); dhs: "
+                        "a NIRCam DHS time series in a stripe subarray (build 12.3; spec2)")
     p.add_argument("--inbox", type=Path, help="then deliver the files here, as a downlink would")
     p.add_argument("--interval", type=float, default=0.0, help="seconds between files")
     p.add_argument("--pieces", type=int, default=1, help="write each file in N pieces")
