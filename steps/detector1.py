@@ -45,15 +45,30 @@ def _products(directory: Path, stem: str) -> dict[Path, tuple[int, int]]:
     }
 
 
+# The steps that can split an exposure's rows over several processes (stcal).
+MULTICORE_STEPS = ("jump", "ramp_fit")
+
+
+def with_cores(steps: dict, cores: int) -> dict:
+    """``steps`` with ``maximum_cores`` for the steps that can use several
+    cores, where the operator did not set it. Changes no product byte (see
+    deciders/core_sharing.py), so it is not a parameter of the work."""
+    if cores <= 1:
+        return steps
+    return {**steps, **{name: {"maximum_cores": str(cores), **steps.get(name, {})}
+                        for name in MULTICORE_STEPS}}
+
+
 def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None,
-                  pipeline: str = PIPELINE) -> dict:
+                  pipeline: str = PIPELINE, cores: int = 1) -> dict:
     """Run Detector1Pipeline (or `pipeline`: calwebb_dark, calwebb_guider) on
     `input_path`, writing products into `output_dir`.
 
     Uses the pipeline's ``.call`` so CRDS parameter references apply, then
     `steps` overrides: the products are those a direct ``.call`` makes. CRDS is configured by the environment (see crds_env);
     a changed environment since the previous run is picked up. The first call
-    runs `warm_up`.
+    runs `warm_up`. ``cores`` > 1 lets jump detection and ramp fitting of
+    calwebb_detector1 use that many processes (jwst's ``maximum_cores``).
 
     Returns a JSON-serialisable summary: outputs (absolute paths written),
     pipeline, jwst_version, crds_context (as recorded in the rate file),
@@ -81,8 +96,9 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
     t0 = time.perf_counter()
     # configure_log=False: stpipe would add its own stderr handler; the
     # caller decides where a run's log goes (the worker pool: one file a run).
+    run_steps = with_cores(steps or {}, cores if pipeline == PIPELINE else 1)
     result = pipeline_class.call(
-        str(source), output_dir=str(out), save_results=True, steps=steps or {},
+        str(source), output_dir=str(out), save_results=True, steps=run_steps,
         configure_log=False,
     )
     duration = time.perf_counter() - t0
