@@ -102,7 +102,12 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
         configure_log=False,
     )
     duration = time.perf_counter() - t0
+    # The context the products record (CRDS_CTX), from the model in memory
+    # rather than by opening the product again: one read less per exposure.
+    context = None
     if result is not None:
+        context = getattr(getattr(getattr(result.meta, "ref_file", None), "crds", None),
+                          "context_used", None)
         result.close()
 
     outputs = sorted(
@@ -112,7 +117,8 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
     )
     # rate, or ramp when ramp fitting was skipped; dark and guider make one product
     primary = [p for p in outputs if p.endswith(("_rate.fits", "_ramp.fits"))] or outputs
-    context = _header_value(Path(primary[0]), "CRDS_CTX") if primary else None
+    if context is None and primary:
+        context = _header_value(Path(primary[0]), "CRDS_CTX")
     return {
         "outputs": outputs,
         "pipeline": pipeline,

@@ -300,26 +300,33 @@ class WorkItemRunner:
                               "size": size, "suffix": produced.stem.rsplit("_", 1)[-1]})
             return files
 
-        outputs = await anyio.to_thread.run_sync(describe_outputs)
-        # Listed now, made after the event (optional outputs: may never appear).
-        previews = planned_previews([o["path"] for o in outputs])
-        fields = self._fields(item, wid, run_log)
-        if result.get("steps") is not None:  # as passed, jwst 3.0 workarounds included
-            fields["parameters"] = {"steps": result["steps"]}
-        message = contract.build(
-            "product", contract.event_id("product", wid, "success"),
-            **fields, outcome="success", reason=None, outputs=outputs,
-            jwst_version=result["jwst_version"],
-            crds_context=result["crds_context"] or context,
-            duration_seconds=result["duration_seconds"],
-            **({"previews": previews} if previews else {}))
+        def commit() -> tuple[contract.Message, list[str]]:
+            # One trip off the event loop: the digests, the message and its
+            # schema check, the renames and the record (the fixed cost per
+            # exposure is made of such trips; issue 15).
+            outputs = describe_outputs()
+            # Listed now, made after the event (optional outputs: may never appear).
+            previews = planned_previews([o["path"] for o in outputs])
+            fields = self._fields(item, wid, run_log)
+            if result.get("steps") is not None:  # as passed, jwst 3.0 workarounds included
+                fields["parameters"] = {"steps": result["steps"]}
+            message = contract.build(
+                "product", contract.event_id("product", wid, "success"),
+                **fields, outcome="success", reason=None, outputs=outputs,
+                jwst_version=result["jwst_version"],
+                crds_context=result["crds_context"] or context,
+                duration_seconds=result["duration_seconds"],
+                **({"previews": previews} if previews else {}))
+            store.publish(scratch, item.program, item.observation, name=item.name,
+                          stage=item.stage, version=item.version, synced=sealed is not None,
+                          record={"work_id": wid, "event": message.body})
+            return message, previews
+
         if result["crds_context"] and result["crds_context"] != context:
             log.warning("%s: pipeline used CRDS context %s, expected %s", item.name,
                         result["crds_context"], context, extra=item.log_context)
-        await anyio.to_thread.run_sync(
-            lambda: store.publish(scratch, item.program, item.observation, name=item.name,
-                                  stage=item.stage, version=item.version, synced=sealed is not None,
-                                  record={"work_id": wid, "event": message.body}))
+        message, previews = await anyio.to_thread.run_sync(commit)
+        outputs = message["outputs"]
         # The record (the commit marker) is down: announce at once.
         await self.publisher.publish("products", item.program, message)
         self.count(item, "success")
