@@ -169,7 +169,7 @@ class WorkerPool:
 
         ``priority``: 0 for live work, higher for replayed work, which waits
         behind every live task. ``still_needed`` is asked (in a thread) once a
-        worker is ours, the moment before the task would start: False (the
+        worker is ours, if the task had to wait for it, the moment before the task would start: False (the
         work was done meanwhile, elsewhere) gives the turn back and returns
         None. Raises WorkerLost if the worker died or overran ``timeout`` (it
         is killed); returns the task's own failures in the TaskOutcome.
@@ -177,9 +177,14 @@ class WorkerPool:
         ``share_cores(free cores, items waiting)``, asked once a worker is
         ours, gives the cores this run may use, passed to the task as
         ``cores`` (deciders/core_sharing.py); the outcome says how many."""
+        # Asked only of an item that had to wait: one that gets a worker at
+        # once was found not done a moment ago (a thread trip and a store
+        # lookup less on an idle daemon's path; issue 15).
+        queued = self._slots.busy >= self.size or self._slots.waiting > 0
         await self._slots.acquire(priority)
         try:
-            if still_needed is not None and not await anyio.to_thread.run_sync(still_needed):
+            if queued and still_needed is not None and not await anyio.to_thread.run_sync(
+                    still_needed):
                 return None
             w = self._idle.pop()
             w.cores = 1
