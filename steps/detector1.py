@@ -37,6 +37,13 @@ def _header_value(path: Path, keyword: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _meta(model, *names: str):
+    node = getattr(model, "meta", None)
+    for name in names:
+        node = getattr(node, name, None)
+    return None if node is None else str(node)
+
+
 def _products(directory: Path, stem: str) -> dict[Path, tuple[int, int]]:
     return {
         p: (st.st_mtime_ns, st.st_size)
@@ -45,15 +52,30 @@ def _products(directory: Path, stem: str) -> dict[Path, tuple[int, int]]:
     }
 
 
+# The steps that can split an exposure's rows over several processes (stcal).
+MULTICORE_STEPS = ("jump", "ramp_fit")
+
+
+def with_cores(steps: dict, cores: int) -> dict:
+    """``steps`` with ``maximum_cores`` for the steps that can use several
+    cores, where the operator did not set it. Changes no product byte (see
+    deciders/core_sharing.py), so it is not a parameter of the work."""
+    if cores <= 1:
+        return steps
+    return {**steps, **{name: {"maximum_cores": str(cores), **steps.get(name, {})}
+                        for name in MULTICORE_STEPS}}
+
+
 def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None,
-                  pipeline: str = PIPELINE) -> dict:
+                  pipeline: str = PIPELINE, cores: int = 1) -> dict:
     """Run Detector1Pipeline (or `pipeline`: calwebb_dark, calwebb_guider) on
     `input_path`, writing products into `output_dir`.
 
     Uses the pipeline's ``.call`` so CRDS parameter references apply, then
     `steps` overrides: the products are those a direct ``.call`` makes. CRDS is configured by the environment (see crds_env);
     a changed environment since the previous run is picked up. The first call
-    runs `warm_up`.
+    runs `warm_up`. ``cores`` > 1 lets jump detection and ramp fitting of
+    calwebb_detector1 use that many processes (jwst's ``maximum_cores``).
 
     Returns a JSON-serialisable summary: outputs (absolute paths written),
     pipeline, jwst_version, crds_context (as recorded in the rate file),
@@ -71,7 +93,6 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
     source = Path(input_path).resolve()
     out = Path(output_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    pointing_quality = _header_value(source, "ENGQLPTG")
     stem = _exposure_stem(source)
     refresh_crds()
 
@@ -81,13 +102,22 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
     t0 = time.perf_counter()
     # configure_log=False: stpipe would add its own stderr handler; the
     # caller decides where a run's log goes (the worker pool: one file a run).
+    run_steps = with_cores(steps or {}, cores if pipeline == PIPELINE else 1)
     result = pipeline_class.call(
-        str(source), output_dir=str(out), save_results=True, steps=steps or {},
+        str(source), output_dir=str(out), save_results=True, steps=run_steps,
         configure_log=False,
     )
     duration = time.perf_counter() - t0
+    # The context the products record (CRDS_CTX) and the input's pointing
+    # quality, from the model in memory rather than by opening files again:
+    # two FITS reads less per exposure (its fixed cost; issue 15).
+    context = pointing_quality = None
     if result is not None:
+        context = _meta(result, "ref_file", "crds", "context_used")
+        pointing_quality = _meta(result, "visit", "engdb_pointing_quality")  # ENGQLPTG
         result.close()
+    if pointing_quality is None:
+        pointing_quality = _header_value(source, "ENGQLPTG")
 
     outputs = sorted(
         str(p)
@@ -96,7 +126,8 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
     )
     # rate, or ramp when ramp fitting was skipped; dark and guider make one product
     primary = [p for p in outputs if p.endswith(("_rate.fits", "_ramp.fits"))] or outputs
-    context = _header_value(Path(primary[0]), "CRDS_CTX") if primary else None
+    if context is None and primary:
+        context = _header_value(Path(primary[0]), "CRDS_CTX")
     return {
         "outputs": outputs,
         "pipeline": pipeline,

@@ -75,3 +75,19 @@ def write_rate(output_dir, name):
         f.write(b"SIMPLE" + os.urandom(16))
     return {"outputs": [out], "jwst_version": "3.0.0", "crds_context": "jwst_0001.pmap",
             "duration_seconds": 0.1}
+
+
+def start_child_and_hang(pid_file, cores=1):
+    """Start a multiprocessing child the way stcal does (spawn context), note
+    its pid, then hang: a daemonic worker could not start it at all."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(600,))
+    child.start()
+    with open(pid_file, "w") as f:
+        f.write(str(child.pid))
+    time.sleep(600)
+
+
+def cores_given(cores=1):
+    return {"cores": cores, "pid": os.getpid()}

@@ -37,3 +37,50 @@ def pid_alive(pid: int) -> bool:
     except (PermissionError, OverflowError, ValueError):
         return True  # not ours to signal, or not a pid we can judge
     return True
+
+
+# multiprocessing starts a child by executing this file (set_executable), which
+# arms PDEATHSIG in the child and then becomes Python: PDEATHSIG survives
+# execve, and Python offers no hook between fork and exec for children
+# started by multiprocessing. -IS: nothing of site-packages or PYTHON* needed.
+_GUARD = """#!{python} -IS
+import ctypes, os, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+if str(os.getppid()) != os.environ.get("CALSTREAM_GUARD_PARENT"):
+    os._exit(1)  # the parent died before prctl took effect
+os.execv({python!r}, [{python!r}, *sys.argv[1:]])
+"""
+
+
+def children_die_with_me() -> bool:
+    """Call in a process that may start multiprocessing children (a worker
+    whose run uses several cores: stcal's pools): each child is killed when
+    this process dies, even by SIGKILL, so a killed daemon leaves no
+    grandchildren. False (nothing changed) where it cannot be arranged."""
+    import hashlib
+    import multiprocessing
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    python = sys.executable
+    if not python or len(python) > 120 or any(c.isspace() for c in python):
+        return False  # a shebang line cannot carry it
+    try:
+        home = Path(tempfile.gettempdir()) / f"calstream-{os.getuid()}"
+        home.mkdir(mode=0o700, exist_ok=True)
+        st = home.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            return False  # not ours alone: never execute what another user could write
+        guard = home / f"child-guard-{hashlib.sha256(python.encode()).hexdigest()[:12]}"
+        text = _GUARD.format(python=python)
+        if not guard.exists() or guard.read_text() != text:
+            partial = guard.with_name(f"{guard.name}.{os.getpid()}")
+            partial.write_text(text)
+            partial.chmod(0o700)
+            partial.replace(guard)
+    except OSError:
+        return False
+    os.environ["CALSTREAM_GUARD_PARENT"] = str(os.getpid())
+    multiprocessing.set_executable(str(guard))
+    return True

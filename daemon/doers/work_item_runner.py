@@ -22,8 +22,9 @@ from typing import Any
 import anyio
 
 import calstream
+from calstream.daemon.deciders.core_sharing import cores_for_run
 from calstream.daemon.deciders.retry_policy import Backoff, NextStep, after_run
-from calstream.daemon.deciders.work_items import WorkItem
+from calstream.daemon.deciders.work_items import DETECTOR1_PIPELINE, WorkItem
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.preview_runner import make_previews, planned_previews
 from calstream.daemon.doers.product_store import Done, ProductStore
@@ -178,12 +179,16 @@ class WorkItemRunner:
                 timeout=self.cfg.task_timeout, log_path=str(run_log),
                 env={"CRDS_CONTEXT": self.context(item),
                      **logs.task_env(**item.log_context, work_id=wid)},
-                priority=0 if item.priority == "live" else 1, still_needed=still_needed)
+                priority=0 if item.priority == "live" else 1, still_needed=still_needed,
+                share_cores=self._core_sharing(item))
             if outcome is None:
                 await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
                 await self._re_emit(item, wid, done[0])
                 return NextStep("done"), "duplicate", "", None
             failure = outcome.failure
+            if outcome.cores > 1:
+                log.info("%s: %s ran with maximum_cores=%d (no other item waited)", item.name,
+                         item.pipeline, outcome.cores, extra=item.log_context)
             kind = failure.classification if failure else "success"
             detail = f"{failure.error_type}: {failure.message}" if failure else ""
         except WorkerLost as exc:
@@ -207,6 +212,19 @@ class WorkItemRunner:
         if step.action == "publish_skipped":
             await self._publish_skipped(item, wid, detail, run_log, store)
         return step, kind, detail, outcome
+
+    def _core_sharing(self, item: WorkItem):
+        """How the pool picks a detector1 run's cores (None: always one). Not
+        part of the work id: the products are the same bytes either way."""
+        if self.cfg.max_cores_per_exposure <= 1 or item.pipeline != DETECTOR1_PIPELINE:
+            return None
+        size = sum(int(i.get("size") or 0) for i in item.inputs)
+
+        def share(free_cores: int, waiting: int) -> int:
+            return cores_for_run(free_cores=free_cores, waiting=waiting,
+                                 cap=self.cfg.max_cores_per_exposure, input_bytes=size,
+                                 min_bytes=int(self.cfg.multicore_min_mb * 2**20))
+        return share
 
     def _next(self, kind: str, attempts: int):
         return after_run(kind, attempts, max_attempts=self.cfg.max_attempts,
@@ -282,26 +300,33 @@ class WorkItemRunner:
                               "size": size, "suffix": produced.stem.rsplit("_", 1)[-1]})
             return files
 
-        outputs = await anyio.to_thread.run_sync(describe_outputs)
-        # Listed now, made after the event (optional outputs: may never appear).
-        previews = planned_previews([o["path"] for o in outputs])
-        fields = self._fields(item, wid, run_log)
-        if result.get("steps") is not None:  # as passed, jwst 3.0 workarounds included
-            fields["parameters"] = {"steps": result["steps"]}
-        message = contract.build(
-            "product", contract.event_id("product", wid, "success"),
-            **fields, outcome="success", reason=None, outputs=outputs,
-            jwst_version=result["jwst_version"],
-            crds_context=result["crds_context"] or context,
-            duration_seconds=result["duration_seconds"],
-            **({"previews": previews} if previews else {}))
+        def commit() -> tuple[contract.Message, list[str]]:
+            # One trip off the event loop: the digests, the message and its
+            # schema check, the renames and the record (the fixed cost per
+            # exposure is made of such trips; issue 15).
+            outputs = describe_outputs()
+            # Listed now, made after the event (optional outputs: may never appear).
+            previews = planned_previews([o["path"] for o in outputs])
+            fields = self._fields(item, wid, run_log)
+            if result.get("steps") is not None:  # as passed, jwst 3.0 workarounds included
+                fields["parameters"] = {"steps": result["steps"]}
+            message = contract.build(
+                "product", contract.event_id("product", wid, "success"),
+                **fields, outcome="success", reason=None, outputs=outputs,
+                jwst_version=result["jwst_version"],
+                crds_context=result["crds_context"] or context,
+                duration_seconds=result["duration_seconds"],
+                **({"previews": previews} if previews else {}))
+            store.publish(scratch, item.program, item.observation, name=item.name,
+                          stage=item.stage, version=item.version, synced=sealed is not None,
+                          record={"work_id": wid, "event": message.body})
+            return message, previews
+
         if result["crds_context"] and result["crds_context"] != context:
             log.warning("%s: pipeline used CRDS context %s, expected %s", item.name,
                         result["crds_context"], context, extra=item.log_context)
-        await anyio.to_thread.run_sync(
-            lambda: store.publish(scratch, item.program, item.observation, name=item.name,
-                                  stage=item.stage, version=item.version, synced=sealed is not None,
-                                  record={"work_id": wid, "event": message.body}))
+        message, previews = await anyio.to_thread.run_sync(commit)
+        outputs = message["outputs"]
         # The record (the commit marker) is down: announce at once.
         await self.publisher.publish("products", item.program, message)
         self.count(item, "success")

@@ -12,15 +12,24 @@ The stage's consumer keeps ``capacity`` items in flight, more than there are
 workers (``prefetch`` per worker): the next items are admitted (headers read,
 digests checked) while the workers calibrate, and wait here for a turn, so a
 worker that finishes gets its next task at once instead of after a fetch.
+
+Workers are not daemonic processes: multiprocessing forbids those children,
+and a run given several cores (``share_cores``: jwst's maximum_cores) starts
+stcal's process pools. Their lifetime is the pool's instead: close() ends
+them, an exit hook kills what is left (the interpreter would otherwise wait
+for them), and each worker dies with the daemon (PDEATHSIG, also armed in its
+own children: child_processes.children_die_with_me).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import multiprocessing as mp
 import os
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -53,6 +62,7 @@ class TaskOutcome:
     worker: str = ""
     wall_seconds: float = 0.0
     rss_bytes: int = 0  # resident after the task: what the worker keeps
+    cores: int = 1  # the run was allowed this many (share_cores)
 
 
 @dataclass
@@ -62,6 +72,7 @@ class _Worker:
     conn: Connection
     tasks_left: int
     ready: bool = False
+    cores: int = 0  # of the run it does now (0: idle)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -90,6 +101,9 @@ class WorkerPool:
         self._slots = PrioritySlots(size)
         self._counter = 0
         self._closed = False
+        # Not daemonic: without this, an exit that skipped close() would hang
+        # in multiprocessing's own exit hook, joining workers that wait for work.
+        atexit.register(_kill_left_over, weakref.ref(self))
 
     @property
     def busy(self) -> int:
@@ -98,6 +112,11 @@ class WorkerPool:
     @property
     def waiting(self) -> int:
         return self._slots.waiting
+
+    @property
+    def free_cores(self) -> int:
+        """Cores (one per worker) that no run is using now."""
+        return self.size - sum(w.cores for w in self._all)
 
     @property
     def capacity(self) -> int:
@@ -114,7 +133,7 @@ class WorkerPool:
         name = f"{self.stage}-{self._counter}"
         parent, child = self._ctx.Pipe()
         proc = self._ctx.Process(
-            target=worker_main, name=f"calstream-{name}", daemon=True,
+            target=worker_main, name=f"calstream-{name}", daemon=False,
             args=(child, self.env, self.initializer, self.classifier, self.max_tasks,
                   os.getpid()))
         proc.start()
@@ -143,25 +162,40 @@ class WorkerPool:
     async def run(self, fn_path: str, kwargs: dict[str, Any], *, timeout: float,
                   log_path: str | None = None, env: dict[str, str] | None = None,
                   priority: int = 0,
-                  still_needed: Callable[[], bool] | None = None) -> TaskOutcome | None:
+                  still_needed: Callable[[], bool] | None = None,
+                  share_cores: Callable[[int, int], int] | None = None) -> TaskOutcome | None:
         """Run fn(**kwargs) in a warm worker, its log (INFO and up) in ``log_path``,
         with ``env`` set for this task only.
 
         ``priority``: 0 for live work, higher for replayed work, which waits
         behind every live task. ``still_needed`` is asked (in a thread) once a
-        worker is ours, the moment before the task would start: False (the
+        worker is ours, if the task had to wait for it, the moment before the task would start: False (the
         work was done meanwhile, elsewhere) gives the turn back and returns
         None. Raises WorkerLost if the worker died or overran ``timeout`` (it
-        is killed); returns the task's own failures in the TaskOutcome."""
+        is killed); returns the task's own failures in the TaskOutcome.
+
+        ``share_cores(free cores, items waiting)``, asked once a worker is
+        ours, gives the cores this run may use, passed to the task as
+        ``cores`` (deciders/core_sharing.py); the outcome says how many."""
+        # Asked only of an item that had to wait: one that gets a worker at
+        # once was found not done a moment ago (a thread trip and a store
+        # lookup less on an idle daemon's path; issue 15).
+        queued = self._slots.busy >= self.size or self._slots.waiting > 0
         await self._slots.acquire(priority)
         try:
-            if still_needed is not None and not await anyio.to_thread.run_sync(still_needed):
+            if queued and still_needed is not None and not await anyio.to_thread.run_sync(
+                    still_needed):
                 return None
             w = self._idle.pop()
+            w.cores = 1
+            if share_cores is not None:
+                w.cores = max(1, share_cores(self.free_cores + 1, self.waiting))
+                kwargs = {**kwargs, "cores": w.cores}
             try:
                 outcome = await anyio.to_thread.run_sync(
                     self._exchange, w, (fn_path, kwargs, log_path, env or {}), timeout,
                     abandon_on_cancel=True)
+                outcome.cores = w.cores
             except WorkerLost as exc:
                 self._replace(w, "timeout" if "timeout" in str(exc) else "died")
                 raise
@@ -169,6 +203,8 @@ class WorkerPool:
                 # Cancelled mid-task (shutdown): the worker's state is unknown.
                 self._replace(w, "cancelled")
                 raise
+            finally:
+                w.cores = 0
             self.metrics.worker_rss.labels(stage=self.stage, worker=w.name).set(
                 outcome.peak_rss_bytes)
             w.tasks_left -= 1
@@ -232,3 +268,11 @@ class WorkerPool:
             w.process.join(timeout=max(0.0, deadline - time.monotonic()))
             self._discard(w)
         self._idle.clear()
+
+
+def _kill_left_over(pool_ref: weakref.ref) -> None:
+    pool = pool_ref()
+    if pool is not None and not pool._closed:
+        for w in list(pool._all):
+            w.process.kill()
+            w.process.join(timeout=5)

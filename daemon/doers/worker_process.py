@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from calstream.daemon.doers.child_processes import die_with_parent
+from calstream.daemon.doers.child_processes import children_die_with_me, die_with_parent
 from calstream.daemon.operations import logs
 from calstream.steps.environment import environ
 from calstream.steps.fitsfile import file_digest
@@ -43,6 +43,9 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
                 classifier: str | None, max_tasks: int, parent_pid: int) -> None:
     # A SIGKILLed daemon must not leave workers calibrating for nobody.
     die_with_parent(parent_pid, signal.SIGKILL)
+    # A run given several cores (jwst's maximum_cores) starts stcal's process
+    # pools from here: they must die with this worker as it dies with the daemon.
+    children_die_with_me()
     # The environment (CRDS_PATH, CRDS_CONTEXT, ...) must be in place before any
     # import: crds reads it when first imported.
     os.environ.update(env)

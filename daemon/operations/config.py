@@ -87,6 +87,11 @@ class Config:
     max_tasks_per_worker: int = 200  # recycle workers to bound memory growth
     # A worker holding more than this resident after a run is replaced (0: never).
     worker_rss_limit_mb: int = 3072
+    # jwst's maximum_cores for one detector1 run when nothing else waits for a
+    # worker (deciders/core_sharing.py): at most this many cores, for inputs of
+    # at least multicore_min_mb. 1: one core a run. Products are unchanged.
+    max_cores_per_exposure: int = 1
+    multicore_min_mb: float = 32.0
     # Step parameters passed to the pipelines, as strun's --steps.<step>.<arg>
     # (steps/step_parameters.py): {pipeline: {step: {parameter: value}}}, and
     # the same per EXP_TYPE and per program. Unset: jwst's defaults and the
@@ -231,6 +236,7 @@ PARSERS = {
     "broker_loss_seconds": _positive(_float),
     "claim_heartbeat_seconds": _positive(_float), "claim_stale_seconds": _positive(_float),
     "max_tasks_per_worker": _positive(_int), "worker_rss_limit_mb": _nonnegative(_int),
+    "max_cores_per_exposure": _positive(_int), "multicore_min_mb": _nonnegative(_float),
     "steps": _tables(step_parameters.parse_pipeline_steps),
     "steps_by_exp_type": _tables(step_parameters.parse_by_exp_type),
     "steps_by_program": _tables(step_parameters.parse_by_program),
