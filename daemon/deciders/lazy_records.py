@@ -95,8 +95,3 @@ class LazyRecords(MutableMapping):
 def raw_items(records: MutableMapping) -> Any:
     """(key, record or Parts) of a dict or a LazyRecords, building nothing."""
     return records.raw_items() if type(records) is LazyRecords else records.items()
-
-
-def peek(records: MutableMapping, key: str, default: Any = None) -> Any:
-    return records.peek(key, default) if type(records) is LazyRecords else \
-        records.get(key, default)

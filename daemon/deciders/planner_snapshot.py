@@ -373,13 +373,14 @@ def _add_members(l3, cand, members: list[str], visit_of: dict[str, str]) -> None
     member and of a visit), without parsing each exposure's name again for
     its visit (the visits' members say it) or sorting the digests once per
     member. tests/unit/test_planner_snapshot.py compares the two."""
-    arrived, calibrated = l3.arrived, l3.calibrated  # read without building a record
+    arrived, calibrated = l3.arrived, l3.calibrated
+    arrival, calibration = arrived.peek, calibrated.peek  # a record or its parts: none built
     cand.members.update(members)
-    cand.held.update(m for m in members if m in arrived and
-                     restored_records.provisional(arrived, m))
+    cand.held.update(m for m in members if (a := arrival(m)) is not None and
+                     restored_records.provisional(a))
     cand.uncalibrated.update(m for m in members if m not in calibrated)
-    cand.digests = sorted(d for m in members for d in restored_records.stage2_digests(
-        calibrated, m))
+    cand.digests = sorted(d for m in members if (c := calibration(m)) is not None
+                          for d in restored_records.stage2_digests(c))
     for m in members:
         l3._keys_of_member.setdefault(m, set()).add(cand.key)
     cand.visits.update(visit_of[m] for m in members if m in arrived)

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from calstream.daemon.deciders.lazy_records import Parts, peek
+from calstream.daemon.deciders.lazy_records import Parts
 from calstream.daemon.deciders.level3_candidates import Arrived, Calibrated
 from calstream.daemon.deciders.planner_records import Seen, routed_exposure
 from calstream.steps.associations import Exposure
@@ -67,15 +67,11 @@ def arrived(exposures: MutableMapping) -> Callable[[str, Parts], Arrived]:
     return build
 
 
-def provisional(arrivals: MutableMapping, eid: str) -> bool:
-    row = peek(arrivals, eid)
+def provisional(row: Arrived | Parts) -> bool:
     return row[3] if type(row) is Parts else row.provisional
 
 
-def stage2_digests(calibrations: MutableMapping, eid: str) -> list[str]:
+def stage2_digests(row: Calibrated | Parts) -> list[str]:
     """Level3State._stage2_digests, from the record or its parts."""
-    row = peek(calibrations, eid)
-    if row is None:
-        return []
     outputs = {o["path"]: o for o in row[0]["outputs"]} if type(row) is Parts else row.outputs
     return [o["digest"] for o in outputs.values() if o["suffix"] in STAGE2_SUFFIXES]
