@@ -180,7 +180,8 @@ def _decisions_fingerprint() -> str:
     deciders = Path(__file__).resolve().parent.parent / "daemon" / "deciders"
     digest = hashlib.sha256()
     for source in sorted(deciders.glob("*.py")):
-        if source.name not in ("planner_snapshot.py", "snapshot_columns.py"):
+        if source.name not in ("planner_snapshot.py", "snapshot_columns.py", "lazy_records.py",
+                               "restored_records.py"):
             digest.update(source.name.encode() + source.read_bytes())
     return digest.hexdigest()[:16]
 

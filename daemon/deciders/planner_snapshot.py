@@ -32,17 +32,20 @@ import dataclasses
 from collections import OrderedDict
 from typing import Any
 
+from calstream.daemon.deciders import restored_records
 from calstream.daemon.deciders.companion_index import CompanionIndex
 from calstream.daemon.deciders.event_checks import EventIds
-from calstream.daemon.deciders.level3_candidates import Arrived, Calibrated, Sent
-from calstream.daemon.deciders.planner_records import Candidate, Seen, routed_exposure
+from calstream.daemon.deciders.lazy_records import LazyRecords, Parts, raw_items
+from calstream.daemon.deciders.level3_candidates import Sent
+from calstream.daemon.deciders.planner_records import Candidate
 from calstream.daemon.deciders.planner_state import PlannerState
+from calstream.daemon.deciders.restored_records import checked_event
 from calstream.daemon.deciders.snapshot_columns import (
     collector_paused,
     decode_column,
     encode_column,
 )
-from calstream.steps.associations import Exposure, Level3Key, Level3Product
+from calstream.steps.associations import Level3Key, Level3Product
 from calstream.steps.plans import Plan
 from calstream.steps.routing import NOD, Route
 from calstream.steps.step_parameters import StepParameters
@@ -122,14 +125,21 @@ def _capture_state(s: PlannerState) -> dict[str, Any]:
     l3 = s.stage3
     return {
         "namespace": s.namespace, "replay": s.replay,
-        "exposures": list(s.exposures.items()),
-        "releases": {eid: x.release for eid, x in s.exposures.items() if x.release is not None},
+        # (id, event, since, release, route): a record a restore has not built yet
+        # (lazy_records.Parts) is taken as it is, not built.
+        "exposures": [(eid, *x) if type(x) is Parts else
+                      (eid, x.event, x.since, x.release, x.exposure.route)
+                      for eid, x in raw_items(s.exposures)],
         "candidates": [(c.science, c.route, c.since, c.sent, c.sent_complete, c.waiting_for)
                        for c in s.candidates.values()],
         "ordered": dict(s.ordered), "rejected": set(s.rejected), "level3": dict(s.level3),
         "index": [(b, set(ids)) for b, ids in s.index._records.items() if ids],
         "sciences": [(b, set(ids)) for b, ids in s.index._sciences.items()],
-        "arrived": list(l3.arrived.items()), "calibrated": list(l3.calibrated.items()),
+        "arrived": [(eid, *a) if type(a) is Parts else (eid, a.exposure.header, a.exposure.products,
+                                                         a.since, a.provisional)
+                    for eid, a in raw_items(l3.arrived)],
+        "calibrated": [(eid, *c) if type(c) is Parts else (eid, c.event, c.since)
+                       for eid, c in raw_items(l3.calibrated)],
         "l3_candidates": [(c.key, c.route, c.opened, c.changed, set(c.members), list(c.sent),
                            c.expected_by, c.product_name, c.problem, c.signature, c.waiting,
                            c._waiting, c._missing) for c in l3.candidates.values()],
@@ -184,12 +194,11 @@ def _encode_state(s: dict[str, Any], routes: _Numbers) -> dict[str, Any]:
     def event(eid: str, body: dict) -> dict:
         return {**body, "header": shared(eid, body["header"])} if "header" in body else body
 
-    releases = s["releases"]
-    exposures = [(names(eid), event(eid, x.event), x.since, releases.get(eid),
-                  routes(x.exposure.route)) for eid, x in s["exposures"]]
-    arrived = [(names(eid), shared(eid, a.exposure.header), a.exposure.products, a.since,
-                a.provisional) for eid, a in s["arrived"]]
-    calibrated = [(names(eid), event(eid, c.event), c.since) for eid, c in s["calibrated"]]
+    exposures = [(names(eid), event(eid, ev), since, release, routes(r))
+                 for eid, ev, since, release, r in s["exposures"]]
+    arrived = [(names(eid), shared(eid, h), products, since, provisional)
+               for eid, h, products, since, provisional in s["arrived"]]
+    calibrated = [(names(eid), event(eid, ev), since) for eid, ev, since in s["calibrated"]]
     return {
         "namespace": s["namespace"], "replay": s["replay"],
         "headers": {"id": [names(e) for e in headers], "value": encode_column(headers.values())},
@@ -294,18 +303,17 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
         for eid, ev in rows:
             if "header" in ev and ev["header"] == SHARED:
                 ev["header"] = headers[eid]  # a new dict per row: changing it is safe
+            checked_event(ev)
         return rows
 
     state.replay = s["replay"]
     ex = s["exposures"]
     releases = {row: release for row, release in ex["release"]}
-    for row, ((eid, ev), since, r) in enumerate(zip(events(ex), ex["since"], ex["route"],
-                                                    strict=True)):
-        outputs = ev["outputs"]
-        exposure = routed_exposure(eid, ev["header"], {o["suffix"]: o["path"] for o in outputs},
-                                   routes[r])
-        state.exposures[eid] = Seen(exposure, {o["path"]: o for o in outputs}, ev, since,
-                                    releases.get(row))
+    # Built when a decision first reads them (deciders/lazy_records.py).
+    state.exposures = LazyRecords({eid: Parts((ev, since, releases.get(row), routes[r]))
+                                   for row, ((eid, ev), since, r) in enumerate(zip(
+                                       events(ex), ex["since"], ex["route"], strict=True))},
+                                  restored_records.seen)
     c = s["candidates"]
     for i, r, since, sent, complete, waiting in zip(
             c["id"], c["route"], c["since"], c["sent"], c["complete"],
@@ -333,23 +341,14 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
 def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: dict[str, Plan],
                     header, events) -> None:
     l3, names = state.stage3, s["names"]
-    a = s["arrived"]
-    for i, h, products, since, provisional in zip(
-            a["id"], a["header"], decode_column(a["products"]), a["since"], a["provisional"],
-            strict=True):
-        eid = names[i]
-        seen = state.exposures.get(eid)
-        h = header(eid, h)
-        if seen is not None and seen.exposure.header is h and seen.exposure.products == products:
-            exposure = seen.exposure  # one object, as when it arrived
-        else:
-            exposure = Exposure(eid, h, products)
-        l3.arrived[eid] = Arrived(exposure, since, provisional)
-    c = s["calibrated"]
-    for (eid, ev), since in zip(events(c), c["since"], strict=True):
-        l3.calibrated[eid] = Calibrated(
-            Exposure(eid, ev["header"], {o["suffix"]: o["path"] for o in ev["outputs"]}),
-            {o["path"]: o for o in ev["outputs"]}, ev, since)
+    a, c = s["arrived"], s["calibrated"]
+    l3.arrived = LazyRecords({names[i]: Parts((header(names[i], h), products, since, provisional))
+                              for i, h, products, since, provisional in zip(
+                                  a["id"], a["header"], decode_column(a["products"]),
+                                  a["since"], a["provisional"], strict=True)},
+                             restored_records.arrived(state.exposures))
+    l3.calibrated = LazyRecords({eid: Parts((ev, since)) for (eid, ev), since in zip(
+        events(c), c["since"], strict=True)}, restored_records.calibrated)
     l3.plans = {p: plans[p] for p in s["plans"]}
     l3._planned = {k: tuple(v) for k, v in s["planned"].items()}
     l3._plan_headers = s["plan_headers"]
@@ -375,10 +374,13 @@ def _add_members(l3, cand, members: list[str], visit_of: dict[str, str]) -> None
     its visit (the visits' members say it) or sorting the digests once per
     member. tests/unit/test_planner_snapshot.py compares the two."""
     arrived, calibrated = l3.arrived, l3.calibrated
+    arrival, calibration = arrived.peek, calibrated.peek  # a record or its parts: none built
     cand.members.update(members)
-    cand.held.update(m for m in members if m in arrived and arrived[m].provisional)
+    cand.held.update(m for m in members if (a := arrival(m)) is not None and
+                     restored_records.provisional(a))
     cand.uncalibrated.update(m for m in members if m not in calibrated)
-    cand.digests = sorted(d for m in members for d in l3._stage2_digests(m))
+    cand.digests = sorted(d for m in members if (c := calibration(m)) is not None
+                          for d in restored_records.stage2_digests(c))
     for m in members:
         l3._keys_of_member.setdefault(m, set()).add(cand.key)
     cand.visits.update(visit_of[m] for m in members if m in arrived)

@@ -17,6 +17,7 @@ import pytest
 
 from calstream.daemon.deciders import planner_snapshot
 from calstream.daemon.deciders.event_checks import EventIds
+from calstream.daemon.deciders.lazy_records import LazyRecords, Parts, raw_items
 
 from .planner_stream import SETTINGS, comparable, new_state, play, steps
 
@@ -52,20 +53,67 @@ def _kept(state):
             {k: sorted(v) for k, v in state.index._filed.items() if v})
 
 
+def _records(state):
+    """Every per-exposure record (built now if a restore left it as parts)."""
+    l3 = state.stage3
+    return dict(state.exposures.items()), dict(l3.arrived.items()), dict(l3.calibrated.items())
+
+
+def _built(state) -> int:
+    l3 = state.stage3
+    return sum(type(v) is not Parts for records in (state.exposures, l3.arrived, l3.calibrated)
+               for _, v in raw_items(records))
+
+
 def test_every_cut_of_the_stream_restores_to_the_same_decisions():
     stream = steps()
     whole = new_state()
     per_step = [play(whole, [step]) for step in stream]
     assert sum(len(e) for e in per_step) > 10
+    built_later = []
     for cut in range(len(stream) + 1):
         first = new_state()
         play(first, stream[:cut])
         restored = _through_snapshot(first)
         assert _kept(restored) == _kept(first), f"cut at step {cut}"
+        # Restored records are built when a decision first reads them, not before,
+        # and a snapshot of the unbuilt state is the snapshot of the built one.
+        assert _built(restored) == 0, f"cut at step {cut}"
+        assert json.dumps(planner_snapshot.take({"live": restored}, holds=restored.holds,
+                                                plans={})) == json.dumps(
+            planner_snapshot.take({"live": first}, holds=first.holds, plans={}))
         rest = play(restored, stream[cut:])
+        built_later.append(_built(restored))
         expected = [e for emits in per_step[cut:] for e in emits]
         assert comparable(rest) == comparable(expected), f"cut at step {cut}"
         assert _final(restored) == _final(whole), f"cut at step {cut}"
+        assert _records(restored) == _records(whole), f"cut at step {cut}"
+    # The lazy path was taken: decisions after a restore read (and built) some
+    # restored records, the rest was never built.
+    assert any(0 < n for n in built_later[1:-1])
+    assert isinstance(restored.exposures, LazyRecords)
+
+
+def test_lazy_records_behave_as_the_dict_they_replace():
+    built = []
+
+    def build(key, parts):
+        built.append(key)
+        return {"key": key, "parts": list(parts)}
+
+    lazy = LazyRecords({"a": Parts((1,)), "b": Parts((2,)), "c": {"key": "c"}}, build)
+    plain = {"a": build("a", (1,)), "b": build("b", (2,)), "c": {"key": "c"}}
+    built.clear()
+    assert len(lazy) == 3 and list(lazy) == ["a", "b", "c"] and "a" in lazy and "z" not in lazy
+    assert built == []  # neither len, iteration nor "in" builds
+    assert lazy.get("z") is None and lazy.get("z", 5) == 5
+    assert lazy["b"] == plain["b"] and lazy.get("b") is lazy["b"] and built == ["b"]
+    lazy["a"] = plain["a"] = "new"  # a key written keeps its place
+    assert list(lazy.items()) == list(plain.items()) and lazy == plain and built == ["b"]
+    assert lazy.pop("b") == plain.pop("b") and list(lazy) == list(plain)
+    with pytest.raises(KeyError):
+        lazy["b"]
+    assert lazy.copy() == plain and lazy != {**plain, "d": 1}
 
 
 def _taken():
