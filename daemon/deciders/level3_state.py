@@ -274,7 +274,7 @@ class Level3State:
 
     def _evaluate_all(self, keys: set[Level3Key], now: float) -> list[contract.Message]:
         out: list[contract.Message] = []
-        for key in sorted(keys, key=repr):
+        for key in sorted(keys, key=repr) if len(keys) > 1 else keys:
             out += self._evaluate(self.candidates[key], now)
         return out
 

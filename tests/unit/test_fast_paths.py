@@ -15,6 +15,7 @@ import pytest
 from calstream.daemon.deciders import event_checks
 from calstream.daemon.deciders.event_checks import EventIds, content_digest
 from calstream.daemon.deciders.product_intake import ProductIntake
+from calstream.steps.routing import RoutingError, _route, route
 from calstream.topics import contract
 from calstream.topics.contract import InvalidMessage
 from tests.unit.test_untrusted_messages import HOSTILE
@@ -127,3 +128,25 @@ def test_an_impossible_event_is_judged_again_every_time():
     assert intake._accepted == {}
     with pytest.raises(InvalidMessage):
         intake.take(b'{"schema":"calstream.product","schema":"calstream.product"}', ids)
+
+
+def _route_or_error(fn, header):
+    try:
+        return fn(header)
+    except RoutingError as exc:
+        return str(exc)
+
+
+def test_a_route_remembered_by_the_keywords_it_read_is_the_route_computed():
+    from calstream.steps.synthetic.headers import CASES
+    variations = [{}, {"TSOVISIT": True}, {"TSOVISIT": 1}, {"TSOVISIT": 1.0}, {"TSOVISIT": "T"},
+                  {"TSOVISIT": "maybe"}, {"NINTS": 1}, {"NINTS": 1.0}, {"NINTS": True},
+                  {"NINTS": 1.5}, {"NINTS": "2"}, {"BKGDTARG": True}, {"IS_IMPRT": "T"},
+                  {"IS_PSF": 0.0}, {"IS_PSF": -0.0}, {"DETECTOR": None}, {"PUPIL": "GDHS0"},
+                  {"SUBARRAY": ["a list"]}, {"FILTER": "N/A"}, {"EXP_TYPE": None}]
+    for case in CASES.values():
+        for change in variations:
+            for _ in range(2):  # computed, then remembered
+                header = case.header(**change)
+                assert _route_or_error(route, header) == _route_or_error(_route, header), \
+                    (case.id, change)
