@@ -58,8 +58,48 @@ def event_id(kind: str, *identity: Any) -> str:
     The identity is what makes two events "the same" for a subscriber, e.g. an
     arrival's (exposure id, digest); never a timestamp.
     """
-    canonical = json.dumps([kind, *identity], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical_json([kind, *identity])).hexdigest()
+
+
+def canonical_json(value: Any) -> bytes:
+    """``json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)``.
+
+    Ids and digests made from it outlive the process (topics, snapshots), so
+    its text is fixed. orjson writes the same bytes several times faster for
+    plain JSON values in ASCII, except a DEL character and floats below 1e-4
+    (which it writes without an exponent); anything of that kind goes to
+    ``json``. (tests/unit/test_fast_paths.py compares both.)
+    """
+    if _plain_json(value, 0):
+        try:
+            fast = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            fast = b""  # an integer beyond 64 bits
+        if fast and fast.isascii() and b"\x7f" not in fast:
+            return fast
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def _plain_json(value: Any, depth: int) -> bool:
+    """Only JSON's own types (tuples as lists), floats both write alike,
+    shallow nesting (a key that is no str makes orjson refuse: not looked at)."""
+    if depth > 32:
+        return False
+    kind = type(value)
+    if kind is not dict and kind is not list and kind is not tuple:
+        return _plain_json([value], depth)
+    for item in value.values() if kind is dict else value:
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float:
+            if item == 0.0 or 1e-4 <= abs(item) < 1e16:
+                continue
+            return False
+        if (kind is dict or kind is list or kind is tuple) and _plain_json(item, depth + 1):
+            continue
+        return False
+    return True
 
 
 def utc_now() -> str:

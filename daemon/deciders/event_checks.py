@@ -14,17 +14,15 @@ Pure: paths are judged as text (``PurePosixPath``), never looked up.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import PurePosixPath
 from typing import Any
 
-import orjson
-
 from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.naming import BadName, parse_exposure_name
+from calstream.topics.contract import canonical_json
 
 PER_EXPOSURE_STAGES = ("detector1", "stage2", "dark", "guider")
 
@@ -151,42 +149,4 @@ _VOLATILE = frozenset({"emitted_at", "producer", "previews"})  # may differ in a
 def content_digest(body: Mapping[str, Any]) -> bytes:
     """What an event says, apart from when and by whom it was emitted: 16 bytes."""
     content = {k: v for k, v in body.items() if k not in _VOLATILE}
-    return hashlib.blake2b(_canonical(content), digest_size=16).digest()
-
-
-def _canonical(content: dict[str, Any]) -> bytes:
-    """``json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)``.
-
-    The digests outlive the process (planner snapshots keep them), so their
-    text is fixed. orjson writes the same bytes ten times faster for plain
-    JSON values in ASCII, except a DEL character and floats below 1e-4 (which
-    it writes without an exponent); anything of that kind goes to ``json``.
-    (tests/unit/test_event_checks.py compares both.)
-    """
-    if _plain_json(content, 0):
-        try:
-            fast = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError:
-            fast = b""  # an integer beyond 64 bits
-        if fast and fast.isascii() and b"\x7f" not in fast:
-            return fast
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), default=str).encode()
-
-
-def _plain_json(value: Any, depth: int) -> bool:
-    """Only JSON's own types, floats both write alike, shallow nesting (a
-    key that is no str makes orjson refuse, so it is not looked at here)."""
-    if depth > 32:
-        return False
-    for item in value.values() if type(value) is dict else value:
-        kind = type(item)
-        if kind is str or kind is int or kind is bool or item is None:
-            continue
-        if kind is float:
-            if item == 0.0 or 1e-4 <= abs(item) < 1e16:
-                continue
-            return False
-        if (kind is dict or kind is list) and _plain_json(item, depth + 1):
-            continue
-        return False
-    return True
+    return hashlib.blake2b(canonical_json(content), digest_size=16).digest()

@@ -12,7 +12,6 @@ import random
 
 import pytest
 
-from calstream.daemon.deciders import event_checks
 from calstream.daemon.deciders.event_checks import EventIds, content_digest
 from calstream.daemon.deciders.product_intake import ProductIntake
 from calstream.steps.routing import RoutingError, _route, route
@@ -79,9 +78,11 @@ def test_the_event_id_digest_text_is_the_reference_text():
                    for _ in range(4)}
         content["nested"] = [rng.choice(floats + strings + ints + [None, True, False])
                              for _ in range(3)]
-        assert event_checks._canonical(content) == _reference_canonical(content), content
+        assert contract.canonical_json(content) == _reference_canonical(content), content
+    for value in [["kind", ("a", 1), [("x", "y")]], "text", 1.5e-5, ("t",), {"k": (1,)}]:
+        assert contract.canonical_json(value) == _reference_canonical(value)
     odd = {"t": (1, 2), "when": datetime.datetime(2027, 1, 1, tzinfo=datetime.UTC)}
-    assert event_checks._canonical(odd) == _reference_canonical(odd)
+    assert contract.canonical_json(odd) == _reference_canonical(odd)
 
 
 def _product(**over) -> bytes:
