@@ -40,9 +40,10 @@ import sys
 import time
 from collections.abc import Iterator
 
-from calstream.daemon.deciders.event_checks import EventIds, product_event_problems
+from calstream.daemon.deciders.event_checks import EventIds
 from calstream.daemon.deciders.planner_records import check_emitted
 from calstream.daemon.deciders.planner_state import PlannerState
+from calstream.daemon.deciders.product_intake import ProductIntake
 from calstream.steps.synthetic.headers import exposure_id, synthetic_header
 from calstream.topics import contract
 
@@ -107,12 +108,11 @@ class RecordPath:
     def __init__(self, **kw):
         self.state = PlannerState(**self.settings(), **kw)
         self.event_ids = EventIds()
+        self.intake = ProductIntake(products_root=PRODUCTS, input_roots=ROOTS)
 
     def __call__(self, raw: bytes) -> int:
-        event = contract.decode(raw, expected="product")
-        problems = product_event_problems(event.body, products_root=PRODUCTS,
-                                          input_roots=ROOTS)
-        if problems or not self.event_ids.consistent(event.event_id, event.body):
+        event, problems = self.intake.take(raw, self.event_ids)
+        if problems:
             raise AssertionError(f"the bench's own event is refused: {problems}")
         now = contract.parse_time(event["emitted_at"]).timestamp()
         emits = self.state.observe(event, now)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 _NAME = re.compile(
     r"^jw(?P<program>\d{5})(?P<observation>\d{3})(?P<visit>\d{3})"
@@ -83,6 +84,7 @@ class ExposureName:
         return ExposureName(**{**self.__dict__, "suffix": suffix})
 
 
+@lru_cache(maxsize=1 << 16)  # the planner asks for the same ids again and again
 def parse_exposure_name(name: str) -> ExposureName:
     """Parse a file name (or an exposure id) into its parts.
 

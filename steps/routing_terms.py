@@ -155,7 +155,12 @@ class HeaderView:
         return value is not None and str(value).strip() not in ("", "N/A", "NULL")
 
     def text(self, key: str) -> str:
-        return str(self._header[key]).strip().upper() if self.has(key) else ""
+        # ``has`` and the value read once: the costliest line of routing.
+        value = self._header.get(key)
+        if value is None:
+            return ""
+        text = str(value).strip()
+        return "" if text in ("", "N/A", "NULL") else text.upper()
 
     def flag(self, key: str) -> bool:
         value = self._header.get(key)

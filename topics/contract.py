@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -18,6 +19,7 @@ from typing import Any
 
 import jsonschema
 import jsonschema_rs
+import orjson
 
 SCHEMA_MAJOR = 1
 # 1.1: optional fields for stage 3 and replay; 1.2: the product's previews,
@@ -57,8 +59,48 @@ def event_id(kind: str, *identity: Any) -> str:
     The identity is what makes two events "the same" for a subscriber, e.g. an
     arrival's (exposure id, digest); never a timestamp.
     """
-    canonical = json.dumps([kind, *identity], sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical_json([kind, *identity])).hexdigest()
+
+
+def canonical_json(value: Any) -> bytes:
+    """``json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)``.
+
+    Ids and digests made from it outlive the process (topics, snapshots), so
+    its text is fixed. orjson writes the same bytes several times faster for
+    plain JSON values in ASCII, except a DEL character and floats below 1e-4
+    (which it writes without an exponent); anything of that kind goes to
+    ``json``. (tests/unit/test_fast_paths.py compares both.)
+    """
+    if _plain_json(value, 0):
+        try:
+            fast = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            fast = b""  # an integer beyond 64 bits
+        if fast and fast.isascii() and b"\x7f" not in fast:
+            return fast
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def _plain_json(value: Any, depth: int) -> bool:
+    """Only JSON's own types (tuples as lists), floats both write alike,
+    shallow nesting (a key that is no str makes orjson refuse: not looked at)."""
+    if depth > 32:
+        return False
+    kind = type(value)
+    if kind is not dict and kind is not list and kind is not tuple:
+        return _plain_json([value], depth)
+    for item in value.values() if kind is dict else value:
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float:
+            if item == 0.0 or 1e-4 <= abs(item) < 1e16:
+                continue
+            return False
+        if (kind is dict or kind is list or kind is tuple) and _plain_json(item, depth + 1):
+            continue
+        return False
+    return True
 
 
 def utc_now() -> str:
@@ -209,6 +251,9 @@ def parse_json(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     exception, whatever the bytes are."""
     if len(raw) > max_bytes:
         raise InvalidMessage(f"message of {len(raw)} bytes is over the {max_bytes}-byte limit")
+    fast = _fast_parse(raw)
+    if fast is not _UNSURE:
+        return fast
     try:
         text = raw.decode("utf-8")
         return json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int,
@@ -223,6 +268,59 @@ def parse_json(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
         raise InvalidMessage("not acceptable JSON: nested too deeply") from None
     except (ValueError, OverflowError, MemoryError) as exc:
         raise InvalidMessage(f"not acceptable JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+# orjson parses a message in a fraction of the reference parse's time, but
+# it keeps the last of duplicate keys, reads an integer beyond 64 bits as a
+# float and nests deeper than the reference may. So its result is taken only
+# where it provably is the reference's: every key token of the text (a string
+# followed by ":"; the count can only overcount, never miss one) is a key of
+# the result (no duplicate collapsed), no float could have been a huge
+# integer, the nesting is shallow. Anything else -- and everything orjson
+# refuses -- goes to the reference parse, which accepts or says why as before
+# (tests/unit/test_contract.py compares both on the hostile corpus).
+_UNSURE = object()
+_KEY_TOKEN = re.compile(rb'"[ \t\n\r]*:')
+_MAX_FAST_DEPTH = 32  # calstream messages nest a few levels; deeper ones take the reference
+_INT64 = 2.0**63
+
+
+def _fast_parse(raw: bytes) -> Any:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _UNSURE
+    keys = _keys_in(value, 0)
+    if keys < 0:
+        return _UNSURE
+    # '":' counts the key tokens written without a space before the colon
+    # (every calstream writer's); the regex counts them all when there may be one.
+    spaced = b'" ' in raw or b'"\n' in raw or b'"\t' in raw or b'"\r' in raw
+    tokens = len(_KEY_TOKEN.findall(raw)) if spaced else raw.count(b'":')
+    return value if keys == tokens else _UNSURE
+
+
+def _keys_in(value: Any, depth: int) -> int:
+    """The number of keys of every object in ``value``; -1 where unsure."""
+    if depth > _MAX_FAST_DEPTH:
+        return -1
+    kind = type(value)
+    if kind is dict:
+        count, items = len(value), value.values()
+    elif kind is list:
+        count, items = 0, value
+    elif kind is float:
+        return -1 if abs(value) >= _INT64 else 0
+    else:
+        return 0
+    for item in items:
+        kind = type(item)
+        if kind is dict or kind is list or kind is float:
+            more = _keys_in(item, depth + 1)
+            if more < 0:
+                return -1
+            count += more
+    return count
 
 
 def decode(raw: bytes | None, expected: str | tuple[str, ...] | None = None, *,

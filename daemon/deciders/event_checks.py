@@ -14,14 +14,15 @@ Pure: paths are judged as text (``PurePosixPath``), never looked up.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from pathlib import PurePosixPath
 from typing import Any
 
 from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.naming import BadName, parse_exposure_name
+from calstream.topics.contract import canonical_json
 
 PER_EXPOSURE_STAGES = ("detector1", "stage2", "dark", "guider")
 
@@ -45,6 +46,18 @@ def inside(path: str, roots: Iterable[str | PurePosixPath]) -> bool:
     return any(p.is_relative_to(PurePosixPath(root)) for root in roots)
 
 
+@lru_cache(maxsize=64)
+def _roots(products_root: str, namespace: str, stage: str | None,
+           input_roots: tuple[str, ...]) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(where outputs must lie, as text; roots of outputs; roots of inputs): the
+    same few per planner, so worked out once rather than per event."""
+    store = PurePosixPath(products_root)
+    out_root = store if namespace == "live" else store / "namespaces" / namespace
+    # detector1, dark and guider are made from an uncal file in the inbox.
+    in_roots = [*input_roots, store] if stage in arrival_product_stages() else [store]
+    return str(out_root), (str(out_root),), tuple(str(r) for r in in_roots)
+
+
 def product_event_problems(event: Mapping[str, Any], *, products_root: str,
                            input_roots: Iterable[str]) -> list[str]:
     """Why a product event (valid by its schema) cannot be true; empty if none.
@@ -63,13 +76,15 @@ def product_event_problems(event: Mapping[str, Any], *, products_root: str,
     if event.get("outcome") == "success" and not outputs:
         problems.append("a successful run with no outputs")
 
-    store = PurePosixPath(products_root)
-    out_root = store if namespace == "live" else store / "namespaces" / namespace
+    try:
+        out_root, out_roots, in_roots = _roots(
+            str(products_root), namespace, stage, tuple(str(r) for r in input_roots))
+    except TypeError:  # a namespace or stage its schema let through that is no text
+        out_root, out_roots, in_roots = _roots.__wrapped__(
+            str(products_root), namespace, stage, tuple(str(r) for r in input_roots))
     for o in outputs:
-        if not inside(str(o.get("path", "")), [out_root]):
+        if not inside(str(o.get("path", "")), out_roots):
             problems.append(f"output {str(o.get('path'))[:200]!r} is outside {out_root}")
-    # detector1, dark and guider are made from an uncal file in the inbox.
-    in_roots = [*input_roots, store] if stage in arrival_product_stages() else [store]
     for i in inputs:
         if not inside(str(i.get("path", "")), in_roots):
             problems.append(f"input {str(i.get('path'))[:200]!r} is outside the roots")
@@ -114,10 +129,10 @@ class EventIds:
 
     def consistent(self, event_id: str, body: Mapping[str, Any]) -> bool:
         """Remember ``body`` under ``event_id``; False if the id meant other content."""
-        volatile = {"emitted_at", "producer", "previews"}
-        canonical = json.dumps({k: v for k, v in body.items() if k not in volatile},
-                               sort_keys=True, separators=(",", ":"), default=str)
-        digest = hashlib.blake2b(canonical.encode(), digest_size=16).digest()
+        return self.consistent_digest(event_id, content_digest(body))
+
+    def consistent_digest(self, event_id: str, digest: bytes) -> bool:
+        """``consistent`` for a content digest already taken (``content_digest``)."""
         known = self._digests.get(event_id)
         if known is not None:
             self._digests.move_to_end(event_id)
@@ -126,3 +141,12 @@ class EventIds:
         if len(self._digests) > self.capacity:
             self._digests.popitem(last=False)
         return True
+
+
+_VOLATILE = frozenset({"emitted_at", "producer", "previews"})  # may differ in a re-emission
+
+
+def content_digest(body: Mapping[str, Any]) -> bytes:
+    """What an event says, apart from when and by whom it was emitted: 16 bytes."""
+    content = {k: v for k, v in body.items() if k not in _VOLATILE}
+    return hashlib.blake2b(canonical_json(content), digest_size=16).digest()

@@ -79,6 +79,9 @@ class Level3State:
         self._keys_of_member: dict[str, set[Level3Key]] = {}  # exposure -> its candidates
         self._keys_cache: dict[str, tuple] = {}  # exposure id -> (header, acids, keys)
         self._incomplete_visits: set[str] = set()  # visits whose headers say more will come
+        # candidate -> tuple(cand.digests), dropped when they change: a
+        # candidate of a thousand members is not copied at every event.
+        self._signatures: dict[Level3Key, tuple] = {}
 
     # -- inputs ----------------------------------------------------------------
     def restore_order(self, order: contract.Message) -> None:
@@ -173,6 +176,7 @@ class Level3State:
             cand = self.candidates[key]
             cand.uncalibrated.discard(eid)
             if new_outputs:
+                self._signatures.pop(key, None)
                 for digest in old:
                     del cand.digests[bisect_left(cand.digests, digest)]
                 for digest in self._stage2_digests(eid):
@@ -223,6 +227,7 @@ class Level3State:
             cand.uncalibrated.add(eid)
         for digest in self._stage2_digests(eid):
             insort(cand.digests, digest)
+        self._signatures.pop(cand.key, None)
         self._keys_of_member.setdefault(eid, set()).add(cand.key)
         if a is not None:
             visit = a.exposure.name.visit_id
@@ -274,7 +279,7 @@ class Level3State:
 
     def _evaluate_all(self, keys: set[Level3Key], now: float) -> list[contract.Message]:
         out: list[contract.Message] = []
-        for key in sorted(keys, key=repr):
+        for key in sorted(keys, key=repr) if len(keys) > 1 else keys:
             out += self._evaluate(self.candidates[key], now)
         return out
 
@@ -329,7 +334,11 @@ class Level3State:
         return self._close(cand, ready, signature, degraded)
 
     def _signature(self, cand: Candidate) -> tuple:
-        return tuple(cand.digests)  # what an order combines: kept sorted as products come
+        # What an order combines: kept sorted as products come.
+        signature = self._signatures.get(cand.key)
+        if signature is None or len(signature) != len(cand.digests):
+            signature = self._signatures[cand.key] = tuple(cand.digests)
+        return signature
 
     def _stage2_digests(self, eid: str, calibrated: Calibrated | None = None) -> list[str]:
         c = calibrated or self.calibrated.get(eid)

@@ -27,9 +27,10 @@ import time
 import anyio
 
 from calstream.daemon import stages
-from calstream.daemon.deciders.event_checks import EventIds, product_event_problems
+from calstream.daemon.deciders.event_checks import EventIds
 from calstream.daemon.deciders.planner_records import Emit, check_emitted
 from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
+from calstream.daemon.deciders.product_intake import ProductIntake
 from calstream.daemon.doers import kafka, planner_restore
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.product_store import ProductStore
@@ -68,6 +69,8 @@ class Planner:
         self.topics = topics
         self.ledger = PlannerLedger(cfg.work_dir)
         self.event_ids = EventIds()
+        self.intake = ProductIntake(products_root=str(cfg.products),
+                                    input_roots=[str(r) for r in cfg.allowed_roots])
         self.holds: dict = {}
         self.plans: dict[str, Plan] = {}
         self.states: dict[str, PlannerState] = {}
@@ -274,12 +277,7 @@ class Planner:
             return observe_pointing_everywhere(
                 [self.state, *(s for s in self.states.values() if s is not self.state)],
                 update, time.time())
-        event = contract.decode(record.value, expected="product")
-        problems = product_event_problems(
-            event.body, products_root=str(self.cfg.products),
-            input_roots=[str(r) for r in self.cfg.allowed_roots])
-        if not self.event_ids.consistent(event.event_id, event.body):
-            problems.append(f"event id {event.event_id[:12]} was already used for other content")
+        event, problems = self.intake.take(record.value, self.event_ids)
         if problems:
             raise RecordProblem("bad_input", "impossible product event: " + "; ".join(problems))
         state = self.state_for(event.get("namespace") or "live")

@@ -1,0 +1,71 @@
+"""A products record's way in: bytes to an event the planner may decide on.
+
+Every record is untrusted: it is decoded and validated against its schema
+(``contract.decode``), judged possible (``event_checks.product_event_problems``)
+and its event id checked against the content the id stood for before
+(``event_checks.EventIds``). The planner loop and bench/bench_planner.py
+both go this way.
+
+A redelivery (the broker's, a restart's re-read) is the same bytes again,
+and those three judgements depend on nothing but the bytes and the
+planner's configured roots: bytes accepted once are accepted again, as the
+same event. So accepted records are remembered by a digest of their bytes
+(a bounded memory, the most recent ``capacity``) and a redelivery skips the
+decoding and the checks; only the event-id check runs again, from the kept
+content digest, as it depends on what came since. Anything else -- a
+re-emission with a new ``emitted_at``, one changed byte -- is judged whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterable
+
+from calstream.daemon.deciders.event_checks import (
+    EventIds,
+    content_digest,
+    product_event_problems,
+)
+from calstream.topics import contract
+
+
+class ProductIntake:
+    def __init__(self, *, products_root: str, input_roots: Iterable[str],
+                 capacity: int = 100_000):
+        self.products_root = str(products_root)
+        self.input_roots = tuple(str(r) for r in input_roots)
+        self.capacity = capacity
+        # digest of the bytes -> (the event they decoded to, its content digest)
+        self._accepted: OrderedDict[bytes, tuple[contract.Message, bytes]] = OrderedDict()
+
+    def take(self, raw: bytes, event_ids: EventIds) -> tuple[contract.Message, list[str]]:
+        """(event, problems): the problems that make it impossible, empty if none.
+
+        Raises contract.InvalidMessage for bytes that are no product event.
+        """
+        key = hashlib.blake2b(bytes(raw), digest_size=32).digest() \
+            if isinstance(raw, bytes | bytearray | memoryview) else None
+        known = self._accepted.get(key) if key is not None else None
+        if known is not None:
+            self._accepted.move_to_end(key)
+            event, digest = known
+            return event, self._id_problems(event, digest, [], event_ids)
+        event = contract.decode(raw, expected="product")
+        problems = product_event_problems(event.body, products_root=self.products_root,
+                                          input_roots=self.input_roots)
+        digest = content_digest(event.body)
+        problems = self._id_problems(event, digest, problems, event_ids)
+        if not problems and key is not None:
+            self._accepted[key] = (event, digest)
+            if len(self._accepted) > self.capacity:
+                self._accepted.popitem(last=False)
+        return event, problems
+
+    @staticmethod
+    def _id_problems(event: contract.Message, digest: bytes, problems: list[str],
+                     event_ids: EventIds) -> list[str]:
+        if not event_ids.consistent_digest(event.event_id, digest):
+            problems = [*problems,
+                        f"event id {event.event_id[:12]} was already used for other content"]
+        return problems
