@@ -209,7 +209,9 @@ async def test_a_live_exposure_goes_ahead_of_a_replay_in_progress(
     files = simulate_program(tmp_path / "uncal", dataclasses.replace(ProgramSpec(), dithers=13),
                              seed=11)
     bulk, late = files[:12], files[12]
-    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["watcher", "detector1"])
+    # Two workers: the live run goes ahead of a queue that both are busy with.
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["watcher", "detector1"],
+                        workers=2)
     async with running_daemon(cfg):
         await anyio.to_thread.run_sync(lambda: deliver(bulk, cfg.inbox))
         await wait_for(cfg, ["products"],
