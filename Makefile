@@ -5,6 +5,11 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.calstream-installed
 PYTEST_ARGS ?=
+# `make test` runs two test files at a time (pytest-xdist, whole files per
+# worker so a module's daemon run is not split; the longest files first, see
+# tests/conftest.py): most integration tests wait on the broker or a timer
+# for part of their time. TEST_WORKERS=0 runs them one after another.
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test test-fast lint bench bench-full clean tools
 
@@ -21,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/calstream demo
 
 test: $(STAMP) tools
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The inner loop: the unit tests alone (pure logic, no broker, no jwst run).
 test-fast: $(STAMP)

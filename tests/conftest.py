@@ -43,3 +43,24 @@ def unique_prefix(request):
 
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The longest integration files (CPU seconds on an idle machine), longest
+# first. `make test` runs whole files on two pytest-xdist workers in
+# collection order (--dist loadfile --no-loadscope-reorder): starting the long
+# ones first lets the short ones fill in at the end, so both workers finish
+# together. A file not listed runs after these, in its usual place; the unit
+# tests come last.
+LONGEST_FIRST = (
+    "test_stage3.py", "test_fidelity.py", "test_stage3_offline.py", "test_replay.py",
+    "test_hostile_inputs.py",
+)
+
+
+def _run_order(item) -> tuple[int, int]:
+    name = item.path.name
+    rank = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    return rank, "unit" in item.path.parts
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=_run_order)  # stable: a file's tests keep their order

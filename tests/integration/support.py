@@ -27,8 +27,11 @@ UP_TO_STAGE2 = ["watcher", "detector1", "planner", "stage2"]
 
 
 def daemon_config(tmp_path: Path, broker: str, prefix: str, **overrides) -> Config:
+    # One warm worker per stage unless a test is about concurrency: each more
+    # worker is another jwst import at start, and `make test` runs two test
+    # files at once (pytest-xdist), which keeps both cores busy already.
     flags = {"work_dir": tmp_path / "work", "kafka_bootstrap": broker, "topic_prefix": prefix,
-             "group_prefix": prefix.rstrip("."), "workers": 2,
+             "group_prefix": prefix.rstrip("."), "workers": 1,
              "metrics_address": "127.0.0.1:0", "fast_group_timing": True,
              "settle_seconds": 0.2, "poll_interval": 0.2, "retry_backoff": 0.2}
     flags.update(overrides)

@@ -24,6 +24,7 @@ from calstream.steps.synthetic.references import write_visit_reference_files
 from calstream.topics import contract
 
 from .support import (
+    UP_TO_STAGE2,
     cli,
     daemon_config,
     in_namespace,
@@ -71,8 +72,9 @@ async def test_replay_into_a_namespace_with_another_context_then_again_then_prom
     assert second_context != kit.context
     # The session kit's SUB160 visit never looks complete from its headers, so
     # no mosaic closes within the test (an hour's quiet period). Stage 3 in a
-    # namespace, from raw and from stage 2, is tested in test_stage3.py.
-    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    # namespace, from raw and from stage 2, is tested in test_stage3.py. So no
+    # stage-3 pool (each pool warms a jwst import at start).
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=UP_TO_STAGE2)
     ids = {eid(f) for f in kit.uncal_files}
 
     async with running_daemon(cfg) as daemon:
@@ -209,7 +211,9 @@ async def test_a_live_exposure_goes_ahead_of_a_replay_in_progress(
     files = simulate_program(tmp_path / "uncal", dataclasses.replace(ProgramSpec(), dithers=13),
                              seed=11)
     bulk, late = files[:12], files[12]
-    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["watcher", "detector1"])
+    # Two workers: the live run goes ahead of a queue that both are busy with.
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["watcher", "detector1"],
+                        workers=2)
     async with running_daemon(cfg):
         await anyio.to_thread.run_sync(lambda: deliver(bulk, cfg.inbox))
         await wait_for(cfg, ["products"],

@@ -26,7 +26,16 @@ from calstream.steps.synthetic.kit import build_kit
 from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.topics import contract
 
-from .support import cli, daemon_config, in_namespace, products, read_all, running_daemon, wait_for
+from .support import (
+    UP_TO_STAGE2,
+    cli,
+    daemon_config,
+    in_namespace,
+    products,
+    read_all,
+    running_daemon,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -79,7 +88,9 @@ async def test_a_two_visit_observation_becomes_one_mosaic_after_its_late_dither_
     # The embedded default's step parameters, configured as an operator would.
     cfg = daemon_config(tmp_path, broker, unique_prefix, stage3_settle=SETTLE,
                         stage3_quiet_period=3600.0, steps=OFFLINE_STEPS)
-    async with running_daemon(cfg) as daemon:
+    # Until the late dither the planner (which writes the orders) has nothing
+    # to order: no stage-3 pool yet (it would be a jwst import for nothing).
+    async with running_daemon(dataclasses.replace(cfg, roles=UP_TO_STAGE2)) as daemon:
         await anyio.to_thread.run_sync(lambda: deliver(early, cfg.inbox))
         await wait_for(cfg, ["products"], lambda ms: {p["exposure_id"] for p in
                        products(ms, "stage2")} >= ids - {eid(late)}, timeout=300)
@@ -183,8 +194,9 @@ async def test_a_plan_closes_the_observation_the_moment_its_last_member_is_calib
         tmp_path, broker, kit3, unique_prefix):
     files = by_observation(kit3, "001")
     # Headers alone would hold the candidate an hour: only the plan can close it.
+    # The planner writes the order; no stage-3 pool is needed to see it.
     cfg = daemon_config(tmp_path, broker, unique_prefix, stage3_settle=3600.0,
-                        stage3_quiet_period=7200.0)
+                        stage3_quiet_period=7200.0, roles=UP_TO_STAGE2)
     async with running_daemon(cfg):
         await publish_plan(cfg, plan_message(kit3.pool_path, "test"))
         await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))

@@ -27,7 +27,9 @@ from calstream.steps.synthetic.program import ProgramSpec, integration_times, pr
 from ..as_planned import level3_association, offline_kit, report_timings, run_stage3, through_stage2
 from ..as_planned import suffix_of as _suffix
 
-pytestmark = pytest.mark.integration
+# The module fixture (stages 1-2 of every exposure, about 2 minutes of CPU)
+# counts against its first test's timeout, beside another file under `make test`.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 
 SEED = 9
 MODES = ("imaging", "mosaic", "segmented", "lrs")

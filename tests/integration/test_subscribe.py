@@ -86,7 +86,9 @@ def subscribe(stream, *args: str) -> subprocess.Popen:
 
 
 def finish(proc: subprocess.Popen) -> tuple[list[str], str]:
-    out, err = proc.communicate(timeout=30)
+    # Generous: eight readers start at once (each a Python start-up), beside
+    # another test file when `make test` runs two at a time.
+    out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     return out.splitlines(), err
 
