@@ -150,6 +150,11 @@ class WorkClaims:
             aside.unlink(missing_ok=True)
             return "live", owner
         aside.unlink(missing_ok=True)
+        if verdict != MINE:
+            # Counted by whoever removed the stale claim, at the removal: between
+            # the removal and our create another daemon's plain create may win
+            # (it then runs as "claimed"), and the takeover must still count once.
+            self._count("claims_taken_over", about.get("stage", ""))
         if not self._create(path, about):
             return "live", owner
         return ("claimed" if verdict == MINE else "taken_over"), owner
@@ -205,8 +210,7 @@ class WorkClaims:
                 log.info("%s: work %s is being run by %s (claim %s); waiting for it", name,
                          work_id[:12], _who(owner), path, **extra)
             await anyio.sleep(self.heartbeat_seconds)
-        if outcome == "taken_over":
-            self._count("claims_taken_over", stage)
+        if outcome == "taken_over":  # counted in try_claim, where it was removed
             log.warning("%s: took over the stale claim of %s on work %s (no heartbeat for "
                         "%.0fs)", name, _who(owner), work_id[:12], self.stale_seconds, **extra)
         try:

@@ -1,6 +1,5 @@
 import hashlib
 import io
-import time
 
 import numpy as np
 import pytest
@@ -213,13 +212,10 @@ def test_huge_declared_data_is_not_read(tmp_path, monkeypatch):
     monkeypatch.setattr(
         fitsfile, "open", lambda *a, **k: Counting(real_open(*a, **k)), raising=False
     )
-    t0 = time.perf_counter()
     layout = fits_layout(p)
-    elapsed = time.perf_counter() - t0
     assert layout.status is FitsStatus.INCOMPLETE
     assert layout.expected_size == BLOCK + (-(-2 * 10**13 // BLOCK)) * BLOCK
-    assert sum(read) <= 2 * BLOCK
-    assert elapsed < 0.5
+    assert sum(read) <= 2 * BLOCK  # the claimed 20 TB are never read, whatever the clock says
 
 
 def test_read_primary_header_only(tmp_path, whole):

@@ -97,6 +97,29 @@ def test_a_stale_claim_is_taken_over_once(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
+def test_a_takeover_counts_once_when_another_daemon_wins_the_create(tmp_path):
+    """The window between moving a stale claim aside and creating our own: a
+    third daemon's plain create may win it (it runs as "claimed"); the takeover
+    still counts once, by the daemon that removed the stale claim."""
+    metrics = Metrics()
+    b, c = claims(tmp_path, B, metrics), claims(tmp_path, Owner("host-c", 333, "token-c"))
+    path = b.path(WID, 1)
+    claims(tmp_path, A).try_claim(path, {})
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    create, calls = b._create, []
+
+    def c_wins_first(where, about):  # b's second create: after the stale one is gone
+        calls.append(where)
+        if len(calls) == 2:
+            assert c.try_claim(where, about) == ("claimed", None)
+        return create(where, about)
+    b._create = c_wins_first
+    assert b.try_claim(path, {"stage": "detector1"}) == ("live", A)
+    assert metrics.claims_taken_over.labels(stage="detector1")._value.get() == 1
+    assert c.beat(path) is True  # the one claim there is c's
+
+
 def test_a_claim_of_a_dead_process_of_this_host_is_stale_at_once(tmp_path):
     gone = Owner(A.host, 2**22 + 12345, "gone")  # above pid_max's default
     claims(tmp_path, gone).try_claim(claims(tmp_path, gone).path(WID, 1), {})
