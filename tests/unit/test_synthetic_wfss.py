@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from calstream.steps.crds_env import refresh_crds
 from calstream.steps.routing import route
 from calstream.steps.synthetic import wfss
 from calstream.steps.synthetic.crds_cache import build_crds_cache
@@ -65,6 +66,9 @@ def test_crds_gives_the_direct_and_the_grism_image_their_own_references(kit, mon
     for key, value in {"CRDS_PATH": str(root / "crds"), "CRDS_CONTEXT": context,
                        "CRDS_MODE": "local", "CRDS_SERVER_URL": "https://serverless"}.items():
         monkeypatch.setenv(key, value)
+    # crds keeps mappings by name per process: another test's jwst_0001.pmap
+    # (another cache, other instruments) must be forgotten first.
+    refresh_crds(force=True)
     chosen = {}
     for path in files:
         h = fits.getheader(path, 0)
