@@ -98,6 +98,28 @@ class NisVisit(VisitId):
     def segment_names(self, exposure: int, detector: str = DETECTOR) -> list[ExposureName]:
         return [self.exposure_name(exposure, detector)]
 
+    def pool_rows(self, targets: dict[str, int]) -> list[dict[str, str]]:
+        """The pool rows of the visit (`asn_pool`); `targets`: name -> TARGETID, updated.
+        A mode says what differs per exposure: `target_of`, `exp_type`, `optics`, `is_psf`."""
+        from calstream.steps.synthetic.asn_pool import _common, _flag
+
+        rows = []
+        for exposure in self.exposure_numbers:
+            name = self.target_of(exposure)
+            target_id = targets.setdefault(name, len(targets) + 1)
+            filt, pupil = self.optics(exposure)
+            row = _common(self, self.exposure_name(exposure), exposure, target_id)
+            row.update({
+                "TARGPROP": name, "TARGNAME": name, "EXP_TYPE": self.exp_type(exposure),
+                "NEXPOSUR": str(len(self.exposure_numbers)), "INSTRUME": "NIRISS",
+                "DETECTOR": DETECTOR, "TEMPLATE": self.TEMPLATE, "FILTER": filt, "PUPIL": pupil,
+                "PATTTYPE": "NONE", "NUMDTHPT": "1", "APERNAME": self.APERTURE,
+                "SUBARRAY": self.SUBARRAY.name, "IS_PSF": _flag(self.is_psf(exposure)),
+                "TSOVISIT": "F", "EXSEGTOT": "1", "EXSEGNUM": "1",
+            })
+            rows.append(row)
+        return rows
+
 
 @dataclass(frozen=True)
 class AmiSpec(FixedSetup, NisVisit):
@@ -105,6 +127,7 @@ class AmiSpec(FixedSetup, NisVisit):
 
     READOUT_PATTERNS = NIRISS_READOUT
     DETECTOR, SUBARRAY, FILTER, PUPIL = DETECTOR, SUB80, FILTER, PUPIL
+    APERTURE, TEMPLATE = APERTURE, TEMPLATE
 
     # The target (exposure 1) and its calibrator (exposure 2), one pointing each.
     target_ra: float = 53.1540  # deg
@@ -150,28 +173,17 @@ class AmiSpec(FixedSetup, NisVisit):
             # jump needs 3 groups; ami_analyze's outlier search needs a stack.
             raise ValueError("AMI needs ngroups >= 3 and nints >= 2")
 
+    def target_of(self, exposure: int) -> str:
+        return self.star(exposure)[0]
+
+    def exp_type(self, exposure: int) -> str:
+        return "NIS_AMI"
+
+    def optics(self, exposure: int) -> tuple[str, str]:
+        return FILTER, PUPIL
+
     def start_mjd(self) -> float:
         return exposure_timing(self, 1).start_mjd
-
-    def pool_rows(self, targets: dict[str, int]) -> list[dict[str, str]]:
-        """The pool rows of the visit (`asn_pool`); `targets`: name -> TARGETID, updated."""
-        from calstream.steps.synthetic.asn_pool import _common, _flag
-
-        rows = []
-        for exposure in self.exposure_numbers:
-            name = self.star(exposure)[0]
-            target_id = targets.setdefault(name, len(targets) + 1)
-            row = _common(self, self.exposure_name(exposure), exposure, target_id)
-            row.update({
-                "TARGPROP": name, "TARGNAME": name, "EXP_TYPE": "NIS_AMI",
-                "NEXPOSUR": str(len(self.exposure_numbers)), "INSTRUME": "NIRISS",
-                "DETECTOR": DETECTOR, "TEMPLATE": TEMPLATE, "FILTER": FILTER, "PUPIL": PUPIL,
-                "PATTTYPE": "NONE", "NUMDTHPT": "1", "APERNAME": APERTURE,
-                "SUBARRAY": SUB80.name, "IS_PSF": _flag(self.is_psf(exposure)),
-                "TSOVISIT": "F", "EXSEGTOT": "1", "EXSEGNUM": "1",
-            })
-            rows.append(row)
-        return rows
 
 
 # --- optics shared with the reference files ------------------------------------

@@ -58,6 +58,7 @@ class WfssSpec(FixedSetup, ami.NisVisit):
 
     READOUT_PATTERNS = ami.NIRISS_READOUT
     DETECTOR, SUBARRAY, FILTER, PUPIL = DETECTOR, SUB128, GRISM, PUPIL
+    APERTURE, TEMPLATE = APERTURE, TEMPLATE
 
     target_ra: float = 53.1210  # deg: the field centre (aperture reference)
     target_dec: float = -27.8110
@@ -84,6 +85,12 @@ class WfssSpec(FixedSetup, ami.NisVisit):
     def is_grism(self, exposure: int) -> bool:
         return exposure == 2
 
+    def is_psf(self, exposure: int) -> bool:
+        return False
+
+    def target_of(self, exposure: int) -> str:
+        return self.target_name
+
     def exp_type(self, exposure: int) -> str:
         return "NIS_WFSS" if self.is_grism(exposure) else "NIS_IMAGE"
 
@@ -100,26 +107,6 @@ class WfssSpec(FixedSetup, ami.NisVisit):
 
     def start_mjd(self) -> float:
         return exposure_timing(self, 1).start_mjd
-
-    def pool_rows(self, targets: dict[str, int]) -> list[dict[str, str]]:
-        """The pool rows of the visit (`asn_pool`); `targets`: name -> TARGETID, updated."""
-        from calstream.steps.synthetic.asn_pool import _common
-
-        target_id = targets.setdefault(self.target_name, len(targets) + 1)
-        rows = []
-        for exposure in self.exposure_numbers:
-            filt, pupil = self.optics(exposure)
-            row = _common(self, self.exposure_name(exposure), exposure, target_id)
-            row.update({
-                "TARGPROP": self.target_name, "TARGNAME": self.target_name,
-                "EXP_TYPE": self.exp_type(exposure), "NEXPOSUR": str(len(self.exposure_numbers)),
-                "INSTRUME": "NIRISS", "DETECTOR": DETECTOR, "TEMPLATE": TEMPLATE,
-                "FILTER": filt, "PUPIL": pupil, "PATTTYPE": "NONE", "NUMDTHPT": "1",
-                "APERNAME": APERTURE, "SUBARRAY": SUB128.name, "IS_PSF": "F",
-                "TSOVISIT": "F", "EXSEGTOT": "1", "EXSEGNUM": "1",
-            })
-            rows.append(row)
-        return rows
 
 
 # --- the dispersion, shared with the references -----------------------------------
