@@ -1,4 +1,4 @@
-"""Stages 2 and 3 in the offline tests, exactly as the daemon runs them.
+"""Stages 2 and 3 in the tests, exactly as the daemon plans and runs them.
 
 The planner turns a detector1 product event (and the arrival's header) into
 an `Exposure` record, builds the level-2 association with `build_level2`
@@ -9,9 +9,7 @@ same, minus Kafka: no test builds or runs associations its own way.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,33 +22,12 @@ from calstream.steps.associations import (
     build_level3,
     validate_level3,
 )
-from calstream.steps.crds_env import CRDS_VARS
-from calstream.steps.detector1 import run_detector1
-from calstream.steps.environment import environ
 from calstream.steps.routing import route
-from calstream.steps.synthetic.kit import build_kit
-
-
-@contextlib.contextmanager
-def offline_kit(root: Path, timings: dict[str, float], *args: Any, **kwargs: Any):
-    """A synthetic kit built in ``root/kit`` (`build_kit`'s arguments), with
-    only its CRDS settings in the environment for the block: none of the
-    session's may leak in."""
-    t0 = time.perf_counter()
-    kit = build_kit(root / "kit", *args, **kwargs)
-    timings["kit"] = time.perf_counter() - t0
-    with environ({**dict.fromkeys(CRDS_VARS), **kit.crds_env}):
-        yield kit
 
 
 def suffix_of(path: str | Path) -> str:
     """The product suffix of a file name: ..._cal.fits -> "cal"."""
     return Path(path).name.rsplit("_", 1)[1].split(".")[0]
-
-
-def products_of(result: Mapping[str, Any]) -> dict[str, str]:
-    """A run's FITS products by suffix (the association it archives left out)."""
-    return {suffix_of(p): p for p in result["outputs"] if p.endswith(".fits")}
 
 
 def exposure(header_source: str | Path, products: Iterable[str | Path],
@@ -92,39 +69,3 @@ def level3_association(members: Iterable[Exposure], *, science: Exposure | None 
     validate_level3(asn)
     load_asn(json.dumps(asn))
     return asn
-
-
-def run_stage3(pipeline: str, association: Mapping[str, Any],
-               output_dir: str | Path) -> dict[str, Any]:
-    """The stage-3 worker's run of ``association`` under its jwst file name."""
-    return run_association(pipeline, dict(association), association_filename(association),
-                           str(output_dir))
-
-
-def through_stage2(uncal_files: Iterable[Path], root: Path,
-                   timings: dict[str, float]) -> list[tuple[Exposure, dict[str, Any]]]:
-    """Every exposure through detector1 (products in ``root/rate``), then
-    stage 2 on the association the planner builds with the others as
-    possible companions (products in ``root/cal/<exposure id>``): the records
-    with the products of both stages, each with its level-2 association.
-    ``timings`` gets each run's wall time."""
-    stage1 = []
-    for uncal in uncal_files:
-        t0 = time.perf_counter()
-        stage1.append(exposure(uncal, run_detector1(str(uncal), str(root / "rate"))["outputs"]))
-        timings[f"detector1 {stage1[-1].exposure_id}"] = time.perf_counter() - t0
-    done = []
-    for science in stage1:
-        asn = level2_association(science, [e for e in stage1 if e is not science])
-        t0 = time.perf_counter()
-        result = run_stage2(science, asn, root / "cal" / science.exposure_id)
-        timings[f"stage 2 {science.exposure_id}"] = time.perf_counter() - t0
-        record = Exposure(science.exposure_id, science.header,
-                          {**science.products, **products_of(result)})
-        done.append((record, asn))
-    return done
-
-
-def report_timings(timings: Mapping[str, float]) -> None:
-    """The offline tests' timings, shown with `pytest -s`."""
-    print("\n" + "\n".join(f"  {k}: {v:.2f} s" for k, v in timings.items()))

@@ -51,9 +51,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # together. A file not listed runs after these, in its usual place; the unit
 # tests come last.
 LONGEST_FIRST = (
-    "test_stage3.py", "test_fidelity.py", "test_stage2.py", "test_recovery.py",
-    "test_stage3_offline.py", "test_replay.py", "test_hostile_inputs.py", "test_holds.py",
-    "test_wfss.py", "test_new_modes.py",
+    "test_fidelity.py", "test_stage3.py", "test_recovery.py", "test_replay.py",
+    "test_hostile_inputs.py", "test_holds.py", "test_wfss.py", "test_new_modes.py",
+    "test_stage2.py",
 )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,10 +33,10 @@ import numpy as np
 
 from calstream.steps.naming import ExposureName
 from calstream.steps.synthetic import metadata
-from calstream.steps.synthetic.attitude import solve_attitude, v1_pointing
+from calstream.steps.synthetic.attitude import solve_attitude
 from calstream.steps.synthetic.detector_noise import name_key, read_ramps, rng
 from calstream.steps.synthetic.focal_plane import LinearAperture, Subarray
-from calstream.steps.synthetic.level1b_wcs import linear_wcs_keywords
+from calstream.steps.synthetic.level1b_wcs import set_fixed_pointing
 from calstream.steps.synthetic.timing import ramp_timing
 from calstream.steps.synthetic.uncal_files import UncalWriter
 from calstream.steps.synthetic.visit import POINTING_CALCULATED, FixedSetup, VisitId
@@ -97,6 +98,28 @@ class NisVisit(VisitId):
     def segment_names(self, exposure: int, detector: str = DETECTOR) -> list[ExposureName]:
         return [self.exposure_name(exposure, detector)]
 
+    def pool_rows(self, targets: dict[str, int]) -> list[dict[str, str]]:
+        """The pool rows of the visit (`asn_pool`); `targets`: name -> TARGETID, updated.
+        A mode says what differs per exposure: `target_of`, `exp_type`, `optics`, `is_psf`."""
+        from calstream.steps.synthetic.asn_pool import _common, _flag
+
+        rows = []
+        for exposure in self.exposure_numbers:
+            name = self.target_of(exposure)
+            target_id = targets.setdefault(name, len(targets) + 1)
+            filt, pupil = self.optics(exposure)
+            row = _common(self, self.exposure_name(exposure), exposure, target_id)
+            row.update({
+                "TARGPROP": name, "TARGNAME": name, "EXP_TYPE": self.exp_type(exposure),
+                "NEXPOSUR": str(len(self.exposure_numbers)), "INSTRUME": "NIRISS",
+                "DETECTOR": DETECTOR, "TEMPLATE": self.TEMPLATE, "FILTER": filt, "PUPIL": pupil,
+                "PATTTYPE": "NONE", "NUMDTHPT": "1", "APERNAME": self.APERTURE,
+                "SUBARRAY": self.SUBARRAY.name, "IS_PSF": _flag(self.is_psf(exposure)),
+                "TSOVISIT": "F", "EXSEGTOT": "1", "EXSEGNUM": "1",
+            })
+            rows.append(row)
+        return rows
+
 
 @dataclass(frozen=True)
 class AmiSpec(FixedSetup, NisVisit):
@@ -104,6 +127,7 @@ class AmiSpec(FixedSetup, NisVisit):
 
     READOUT_PATTERNS = NIRISS_READOUT
     DETECTOR, SUBARRAY, FILTER, PUPIL = DETECTOR, SUB80, FILTER, PUPIL
+    APERTURE, TEMPLATE = APERTURE, TEMPLATE
 
     # The target (exposure 1) and its calibrator (exposure 2), one pointing each.
     target_ra: float = 53.1540  # deg
@@ -149,28 +173,17 @@ class AmiSpec(FixedSetup, NisVisit):
             # jump needs 3 groups; ami_analyze's outlier search needs a stack.
             raise ValueError("AMI needs ngroups >= 3 and nints >= 2")
 
+    def target_of(self, exposure: int) -> str:
+        return self.star(exposure)[0]
+
+    def exp_type(self, exposure: int) -> str:
+        return "NIS_AMI"
+
+    def optics(self, exposure: int) -> tuple[str, str]:
+        return FILTER, PUPIL
+
     def start_mjd(self) -> float:
         return exposure_timing(self, 1).start_mjd
-
-    def pool_rows(self, targets: dict[str, int]) -> list[dict[str, str]]:
-        """The pool rows of the visit (`asn_pool`); `targets`: name -> TARGETID, updated."""
-        from calstream.steps.synthetic.asn_pool import _common, _flag
-
-        rows = []
-        for exposure in self.exposure_numbers:
-            name = self.star(exposure)[0]
-            target_id = targets.setdefault(name, len(targets) + 1)
-            row = _common(self, self.exposure_name(exposure), exposure, target_id)
-            row.update({
-                "TARGPROP": name, "TARGNAME": name, "EXP_TYPE": "NIS_AMI",
-                "NEXPOSUR": str(len(self.exposure_numbers)), "INSTRUME": "NIRISS",
-                "DETECTOR": DETECTOR, "TEMPLATE": TEMPLATE, "FILTER": FILTER, "PUPIL": PUPIL,
-                "PATTTYPE": "NONE", "NUMDTHPT": "1", "APERNAME": APERTURE,
-                "SUBARRAY": SUB80.name, "IS_PSF": _flag(self.is_psf(exposure)),
-                "TSOVISIT": "F", "EXSEGTOT": "1", "EXSEGNUM": "1",
-            })
-            rows.append(row)
-        return rows
 
 
 # --- optics shared with the reference files ------------------------------------
@@ -278,6 +291,47 @@ def exposure_timing(spec, exposure: int, sub: Subarray = SUB80):
     return ramp_timing(spec, exposure, tframe, duration)
 
 
+def write_nis_visit(out_dir: str | Path, spec, seed: int | None, *, sub: Subarray, stream: int,
+                    rate: Callable[[int], np.ndarray],
+                    populate: Callable[..., None]) -> list[Path]:
+    """Write a NIS visit's uncal files, one per exposure: ``rate(exposure)``
+    read up the ramp in ``sub`` (no per-integration bias drift: the NIS
+    visits are simulated without one), noise from the mode's own ``stream``;
+    ``populate(model, spec, exposure)`` writes the headers."""
+    spec.validate()
+    seed = spec.seed if seed is None else seed
+    writer = UncalWriter(out_dir, exposure_timing(spec, spec.exposure_numbers[-1], sub).end_mjd)
+    paths: list[Path] = []
+    for exposure in spec.exposure_numbers:
+        ramps = read_ramps(spec, [rate(exposure)] * spec.nints, flat=detector_flat(spec, sub),
+                           refpix=reference_pixel_mask(sub), bias=detector_bias(spec, sub),
+                           frame_time=sub.frame_time,
+                           noise=rng(seed, stream, exposure, name_key(DETECTOR)), drift=False)
+        paths.append(writer.write(ramps, lambda model, e=exposure: populate(model, spec, e)))
+    return paths
+
+
+def set_nis_metadata(m, spec, exposure: int, *, target, sub: Subarray, frame: LinearAperture,
+                     aperture: str, title: str, template: str, exp_type: str) -> None:
+    """The headers every NIS exposure shares, pointed at ``target`` (a spec
+    whose target_ra/dec the attitude centres on ``frame``'s reference pixel);
+    the caller sets the optics."""
+    t = exposure_timing(spec, exposure, sub)
+    att = solve_attitude(target, frame.v2_ref, frame.v3_ref)
+    metadata.set_file(m, spec.exposure_name(exposure).filename(), title)
+    metadata.set_observation(m, spec, exposure, t, template)
+    metadata.set_visit(m, quality=POINTING_CALCULATED,
+                       start_mjd=exposure_timing(spec, 1, sub).start_mjd,
+                       total_exposures=len(spec.exposure_numbers), tsovisit=False)
+    metadata.set_target(m, target, "POINT")
+    m.instrument.name = "NIRISS"
+    m.instrument.detector = DETECTOR
+    metadata.set_exposure(m, spec, exposure, t, exp_type=exp_type, noutputs=sub.noutputs,
+                          sca_num=SCA_NUM)
+    metadata.set_subarray(m.subarray, sub)
+    set_fixed_pointing(m, att, frame, sub, aperture=aperture, pps_aperture=aperture)
+
+
 def _rate_image(spec: AmiSpec, exposure: int) -> np.ndarray:
     flux, offset = spec.star(exposure)[3:]
     rate = spec.sky_rate + flux * interferogram(spec, offset)
@@ -293,52 +347,19 @@ def pixel_to_v2v3(x, y):
     return SUB80_FRAME.pixel_to_v2v3(x, y)
 
 
-def _wcs_keywords(att: np.ndarray) -> dict:
-    return linear_wcs_keywords(att, pixel_to_v2v3, crpix=(XREF, YREF),
-                               size=(SUB80.xsize, SUB80.ysize), pixel_scale=PIXEL_SCALE,
-                               vparity=VIDL_PARITY, v3yangle=V3_IDL_YANGLE)
-
-
 def _populate(model, spec: AmiSpec, exposure: int) -> None:
-    m = model.meta
-    t = exposure_timing(spec, exposure)
     name, ra, dec, _, _ = spec.star(exposure)
     star = dataclasses.replace(spec, target_ra=ra, target_dec=dec, target_name=name)
-    att = solve_attitude(star, V2_REF, V3_REF)
-
-    metadata.set_file(m, spec.exposure_name(exposure).filename(), "calstream synthetic NIRISS AMI")
-    metadata.set_observation(m, spec, exposure, t, TEMPLATE)
-    metadata.set_visit(m, quality=POINTING_CALCULATED, start_mjd=exposure_timing(spec, 1).start_mjd,
-                       total_exposures=len(spec.exposure_numbers), tsovisit=False)
-    metadata.set_target(m, star, "POINT")
-
-    i = m.instrument
-    i.name = "NIRISS"
-    i.detector = DETECTOR
-    i.filter = FILTER
-    i.pupil = PUPIL
-
-    metadata.set_exposure(m, spec, exposure, t, exp_type="NIS_AMI", noutputs=SUB80.noutputs,
-                          sca_num=SCA_NUM)
-    m.exposure.psf_reference = spec.is_psf(exposure)
-    metadata.set_subarray(m.subarray, SUB80)
-    metadata.set_dither(m, pattern="NONE", points=1, total=1, position=1, offset=(0.0, 0.0))
-    metadata.set_pointing(m, aperture=APERTURE, pps_aperture=APERTURE, wcs=_wcs_keywords(att),
-                          v1=v1_pointing(att))
+    set_nis_metadata(model.meta, spec, exposure, target=star, sub=SUB80, frame=SUB80_FRAME,
+                     aperture=APERTURE, title="calstream synthetic NIRISS AMI",
+                     template=TEMPLATE, exp_type="NIS_AMI")
+    model.meta.instrument.filter = FILTER
+    model.meta.instrument.pupil = PUPIL
+    model.meta.exposure.psf_reference = spec.is_psf(exposure)
 
 
 def simulate_ami(out_dir: str | Path, spec: AmiSpec = AmiSpec(), *,
                  seed: int | None = None) -> list[Path]:
     """Write the visit's uncal files (target, then calibrator) into `out_dir`."""
-    spec.validate()
-    seed = spec.seed if seed is None else seed
-    writer = UncalWriter(out_dir, exposure_timing(spec, spec.exposure_numbers[-1]).end_mjd)
-    paths: list[Path] = []
-    for exposure in spec.exposure_numbers:
-        # No per-integration bias drift: the AMI visit was simulated without one.
-        ramps = read_ramps(spec, [_rate_image(spec, exposure)] * spec.nints,
-                           flat=detector_flat(spec), refpix=reference_pixel_mask(),
-                           bias=detector_bias(spec), frame_time=SUB80.frame_time,
-                           noise=rng(seed, 6, exposure, name_key(DETECTOR)), drift=False)
-        paths.append(writer.write(ramps, lambda model, e=exposure: _populate(model, spec, e)))
-    return paths
+    return write_nis_visit(out_dir, spec, seed, sub=SUB80, stream=6,
+                           rate=lambda exposure: _rate_image(spec, exposure), populate=_populate)

@@ -30,6 +30,7 @@ from calstream.steps.synthetic.detector_references import (
     DetectorReferences,
     write_mode_references,
 )
+from calstream.steps.synthetic.focal_plane import Subarray
 
 IMAGE2_TYPES = ("distortion", "filteroffset", "flat", "photom", "area")
 AMI3_TYPES = ("throughput", "nrm")
@@ -38,12 +39,18 @@ PHOTMJSR = 1.0
 _OPTICS = {"instrument.filter": ami.FILTER, "instrument.pupil": ami.PUPIL}
 
 
-def _detector(spec: AmiSpec) -> DetectorReferences:
+def nis_detector(spec, sub: Subarray) -> DetectorReferences:
+    """The NIS detector's references, read in the corner subarray ``sub``
+    (SUB80 here, SUB128 for `wfss_references`)."""
     return DetectorReferences(
-        "NIRISS", ami.DETECTOR, ami.SUB80, ami.reference_pixel_mask(),
-        lambda: ami.detector_bias(spec), label="NIRISS ",
-        mask_description="Synthetic NIRISS mask: flags the SUB80 reference rows only",
+        "NIRISS", ami.DETECTOR, sub, ami.reference_pixel_mask(sub),
+        lambda: ami.detector_bias(spec, sub), label="NIRISS ",
+        mask_description=f"Synthetic NIRISS mask: flags the {sub.name} reference rows only",
         linearity_coeffs=2, dark_readpatt="NISRAPID")
+
+
+def _detector(spec: AmiSpec) -> DetectorReferences:
+    return nis_detector(spec, ami.SUB80)
 
 
 def _distortion(spec):

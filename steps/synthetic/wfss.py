@@ -25,13 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from calstream.steps.synthetic import ami, metadata
-from calstream.steps.synthetic.attitude import solve_attitude, v1_pointing
-from calstream.steps.synthetic.detector_noise import name_key, read_ramps, rng
+from calstream.steps.synthetic import ami
 from calstream.steps.synthetic.focal_plane import LinearAperture, Subarray
-from calstream.steps.synthetic.level1b_wcs import linear_wcs_keywords
-from calstream.steps.synthetic.uncal_files import UncalWriter
-from calstream.steps.synthetic.visit import POINTING_CALCULATED, FixedSetup
+from calstream.steps.synthetic.visit import FixedSetup
 
 DETECTOR, SCA_NUM = ami.DETECTOR, ami.SCA_NUM
 # SUB128 (science frame, 1-based) in the detector corner; its first rows are
@@ -62,6 +58,7 @@ class WfssSpec(FixedSetup, ami.NisVisit):
 
     READOUT_PATTERNS = ami.NIRISS_READOUT
     DETECTOR, SUBARRAY, FILTER, PUPIL = DETECTOR, SUB128, GRISM, PUPIL
+    APERTURE, TEMPLATE = APERTURE, TEMPLATE
 
     target_ra: float = 53.1210  # deg: the field centre (aperture reference)
     target_dec: float = -27.8110
@@ -88,6 +85,12 @@ class WfssSpec(FixedSetup, ami.NisVisit):
     def is_grism(self, exposure: int) -> bool:
         return exposure == 2
 
+    def is_psf(self, exposure: int) -> bool:
+        return False
+
+    def target_of(self, exposure: int) -> str:
+        return self.target_name
+
     def exp_type(self, exposure: int) -> str:
         return "NIS_WFSS" if self.is_grism(exposure) else "NIS_IMAGE"
 
@@ -104,26 +107,6 @@ class WfssSpec(FixedSetup, ami.NisVisit):
 
     def start_mjd(self) -> float:
         return exposure_timing(self, 1).start_mjd
-
-    def pool_rows(self, targets: dict[str, int]) -> list[dict[str, str]]:
-        """The pool rows of the visit (`asn_pool`); `targets`: name -> TARGETID, updated."""
-        from calstream.steps.synthetic.asn_pool import _common
-
-        target_id = targets.setdefault(self.target_name, len(targets) + 1)
-        rows = []
-        for exposure in self.exposure_numbers:
-            filt, pupil = self.optics(exposure)
-            row = _common(self, self.exposure_name(exposure), exposure, target_id)
-            row.update({
-                "TARGPROP": self.target_name, "TARGNAME": self.target_name,
-                "EXP_TYPE": self.exp_type(exposure), "NEXPOSUR": str(len(self.exposure_numbers)),
-                "INSTRUME": "NIRISS", "DETECTOR": DETECTOR, "TEMPLATE": TEMPLATE,
-                "FILTER": filt, "PUPIL": pupil, "PATTTYPE": "NONE", "NUMDTHPT": "1",
-                "APERNAME": APERTURE, "SUBARRAY": SUB128.name, "IS_PSF": "F",
-                "TSOVISIT": "F", "EXSEGTOT": "1", "EXSEGNUM": "1",
-            })
-            rows.append(row)
-        return rows
 
 
 # --- the dispersion, shared with the references -----------------------------------
@@ -206,43 +189,17 @@ def pixel_to_v2v3(x, y):
 
 
 def _populate(model, spec: WfssSpec, exposure: int) -> None:
-    m = model.meta
-    t = exposure_timing(spec, exposure)
-    att = solve_attitude(spec, V2_REF, V3_REF)
-    metadata.set_file(m, spec.exposure_name(exposure).filename(), "calstream synthetic NIRISS WFSS")
-    metadata.set_observation(m, spec, exposure, t, TEMPLATE)
-    metadata.set_visit(m, quality=POINTING_CALCULATED, start_mjd=exposure_timing(spec, 1).start_mjd,
-                       total_exposures=len(spec.exposure_numbers), tsovisit=False)
-    metadata.set_target(m, spec, "POINT")
-    i = m.instrument
-    i.name = "NIRISS"
-    i.detector = DETECTOR
+    ami.set_nis_metadata(model.meta, spec, exposure, target=spec, sub=SUB128, frame=FRAME,
+                         aperture=APERTURE, title="calstream synthetic NIRISS WFSS",
+                         template=TEMPLATE, exp_type=spec.exp_type(exposure))
+    i = model.meta.instrument
     i.filter, i.pupil = spec.optics(exposure)
     i.filter_position = FWCPOS
-    metadata.set_exposure(m, spec, exposure, t, exp_type=spec.exp_type(exposure),
-                          noutputs=SUB128.noutputs, sca_num=SCA_NUM)
-    metadata.set_subarray(m.subarray, SUB128)
-    metadata.set_dither(m, pattern="NONE", points=1, total=1, position=1, offset=(0.0, 0.0))
-    wcs = linear_wcs_keywords(att, pixel_to_v2v3, crpix=(XREF, YREF),
-                              size=(SUB128.xsize, SUB128.ysize), pixel_scale=PIXEL_SCALE,
-                              vparity=VIDL_PARITY, v3yangle=V3_IDL_YANGLE)
-    metadata.set_pointing(m, aperture=APERTURE, pps_aperture=APERTURE, wcs=wcs,
-                          v1=v1_pointing(att))
 
 
 def simulate_wfss(out_dir: str | Path, spec: WfssSpec = WfssSpec(), *,
                   seed: int | None = None) -> list[Path]:
     """Write the visit's uncal files (direct image, then grism) into `out_dir`."""
-    spec.validate()
-    seed = spec.seed if seed is None else seed
-    writer = UncalWriter(out_dir, exposure_timing(spec, spec.exposure_numbers[-1]).end_mjd)
-    paths: list[Path] = []
-    for exposure in spec.exposure_numbers:
-        rate = grism_rate(spec) if spec.is_grism(exposure) else direct_rate(spec)
-        ramps = read_ramps(spec, [rate] * spec.nints, flat=detector_flat(spec),
-                           refpix=reference_pixel_mask(), bias=detector_bias(spec),
-                           frame_time=SUB128.frame_time,
-                           noise=rng(seed, 7, exposure, name_key(DETECTOR)), drift=False)
-        paths.append(writer.write(ramps, lambda model, e=exposure: _populate(model, spec, e)))
-    return paths
-
+    return ami.write_nis_visit(
+        out_dir, spec, seed, sub=SUB128, stream=7, populate=_populate,
+        rate=lambda exposure: grism_rate(spec) if spec.is_grism(exposure) else direct_rate(spec))

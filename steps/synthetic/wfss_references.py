@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from calstream.steps.synthetic import wfss
+from calstream.steps.synthetic.ami_references import nis_detector
 from calstream.steps.synthetic.detector_references import (
     DETECTOR1_TYPES,
     DetectorReferences,
@@ -54,11 +55,7 @@ _GRISM = {"exposure.type": "NIS_WFSS"}
 
 
 def _detector(spec: WfssSpec) -> DetectorReferences:
-    return DetectorReferences(
-        "NIRISS", wfss.DETECTOR, wfss.SUB128, wfss.reference_pixel_mask(),
-        lambda: wfss.detector_bias(spec), label="NIRISS ",
-        mask_description="Synthetic NIRISS mask: flags the SUB128 reference rows only",
-        linearity_coeffs=2, dark_readpatt="NISRAPID")
+    return nis_detector(spec, wfss.SUB128)
 
 
 def _in_sub128(model):

@@ -36,6 +36,7 @@ from calstream.steps.synthetic.downlink import deliver
 from calstream.steps.synthetic.kit import build_kit
 from calstream.steps.synthetic.program import ProgramSpec
 
+from ..as_planned import exposure
 from ..direct_jwst import (
     generated_associations,
     is_level3,
@@ -45,6 +46,7 @@ from ..direct_jwst import (
     write_association,
 )
 from ..fidelity_compare import compare_records as compare_mode
+from . import ami3_science, coron3_science
 from .support import daemon_config, products, running_daemon, wait_for
 
 # The module fixture (the daemon run) counts against its first test's timeout.
@@ -171,3 +173,107 @@ def test_level3_associations_have_jwst_members_and_names(daemon_run):
             asn = json.loads(Path(asn_output["path"]).read_text())
             ours[asn["products"][0]["name"]] = sorted(members(asn))
     assert ours == theirs
+
+
+def test_imaging_time_series_and_lrs_nods_reach_their_stage2_products(daemon_run):
+    """Stage 2 of each visit, as the daemon published it: the pipeline, the
+    products, the level-2 association's members and the CRDS context."""
+    from astropy.io import fits
+    from jwst.associations import load_asn
+
+    kit, records, _, _ = daemon_run
+    expected = {"imaging": ({"cal", "i2d"}, "calwebb_image2", ["science"]),
+                "timeseries": ({"calints"}, "calwebb_image2", ["science"]),
+                "lrs": ({"cal", "s2d", "x1d"}, "calwebb_spec2", ["background", "science"])}
+    stage2 = {r["event"]["product_name"]: r["event"] for mode in expected
+              for r in records[mode]["stage2"]}
+    for mode, (suffixes, pipeline, roles) in expected.items():
+        for f in kit.by_mode[mode]:
+            event = stage2[parse_exposure_name(f.name).exposure_id]
+            assert event["pipeline"] == pipeline and event["outcome"] == "success", mode
+            outputs = {o["suffix"]: o["path"] for o in event["outputs"]}
+            assert suffixes <= set(outputs), (mode, sorted(outputs))
+            with open(outputs["asn"]) as asn_file:
+                asn = load_asn(asn_file)
+            assert sorted(m["exptype"] for m in asn["products"][0]["members"]) == roles
+            assert event["crds_context"] == kit.context
+    # the time series keeps its integrations; the spectra have flux
+    ts = stage2[parse_exposure_name(kit.by_mode["timeseries"][0].name).exposure_id]
+    with fits.open(next(o["path"] for o in ts["outputs"] if o["suffix"] == "calints")) as hdul:
+        assert hdul["SCI"].data.ndim == 3 and hdul["SCI"].data.shape[0] > 1
+    for f in kit.by_mode["lrs"]:
+        event = stage2[parse_exposure_name(f.name).exposure_id]
+        x1d = next(o["path"] for o in event["outputs"] if o["suffix"] == "x1d")
+        with fits.open(x1d) as hdul:
+            flux = hdul["EXTRACT1D"].data["FLUX"]
+            assert (flux[flux == flux] > 0).mean() > 0.8
+
+
+# --- what coron3 and ami3 made, against what the simulation injected ----------------
+
+
+def _calibrated(daemon_run, mode: str):
+    """The daemon's run of ``mode`` as the science checks take it: (kit, [(the
+    planner's Exposure record with its detector1 and stage-2 products, its
+    level-2 association)] in observing order, the level-3 association, the
+    stage-3 run as {"outputs": [path], "crds_context"})."""
+    kit, records, _, _ = daemon_run
+    events = {stage: {r["event"]["product_name"]: r["event"] for r in records[mode][stage]}
+              for stage in STAGES}
+
+    def asn_of(event) -> dict:
+        [path] = [o["path"] for o in event["outputs"] if o["suffix"] == "asn"]
+        return json.loads(Path(path).read_text())
+
+    stage2 = []
+    for uncal in kit.by_mode[mode]:
+        name = uncal.name.rsplit("_", 1)[0]
+        made = [o["path"] for stage in ("detector1", "stage2")
+                for o in events[stage][name]["outputs"] if o["path"].endswith(".fits")]
+        stage2.append((exposure(uncal, made), asn_of(events["stage2"][name])))
+    [level3] = events["stage3"].values()
+    result = {"outputs": [o["path"] for o in level3["outputs"]],
+              "crds_context": level3["crds_context"]}
+    return kit, stage2, asn_of(level3), result
+
+
+@pytest.fixture(scope="module")
+def coron3(daemon_run):
+    kit, stage2, asn, result = _calibrated(daemon_run, "coron")
+    coron3_science.check_level2_associations(stage2)
+    return kit, asn, result, {record.exposure_id: record for record, _ in stage2}
+
+
+def test_coron3_association_joins_science_and_psf(coron3):
+    coron3_science.check_coron3_association_joins_science_and_psf(coron3)
+
+
+def test_psf_reference_removes_the_star(coron3):
+    coron3_science.check_psf_reference_removes_the_star(coron3)
+
+
+def test_companion_recovered_with_its_flux_and_position(coron3):
+    coron3_science.check_companion_recovered_with_its_flux_and_position(coron3)
+
+
+@pytest.fixture(scope="module")
+def ami3(daemon_run):
+    kit, stage2, asn, result = _calibrated(daemon_run, "ami")
+    ami3_science.check_level2_associations(stage2)
+    return kit, [record for record, _ in stage2], asn, result
+
+
+def test_stages_1_and_2_make_calints_of_both_stars(ami3):
+    ami3_science.check_stages_1_and_2_make_calints_of_both_stars(ami3)
+
+
+def test_ami3_association_has_the_target_and_its_calibrator(ami3):
+    ami3_science.check_ami3_association_has_the_target_and_its_calibrator(ami3)
+
+
+def test_ami_analyze_fits_each_star_and_sees_the_jitter(ami3):
+    ami3_science.check_ami_analyze_fits_each_star_and_sees_the_jitter(ami3)
+
+
+def test_ami_normalize_calibrates_the_target_by_its_psf_star(ami3):
+    ami3_science.check_ami_normalize_calibrates_the_target_by_its_psf_star(ami3)

@@ -1,4 +1,8 @@
-"""Detector1 -> planner -> stage 2 on the real embedded broker with the real pipelines."""
+"""Detector1 -> planner -> stage 2 on the real embedded broker with the real pipelines.
+
+(Imaging, a time series and MIRI LRS nods to their stage-2 products: in
+test_fidelity, whose daemon run calibrates them all; the LRS nods without a
+plan, in test_stage3.)"""
 
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ def load_association(path: str):
         return load_asn(f)
 
 
-async def test_a_dithered_visit_reaches_image2_and_a_planned_exposure_waits(
+async def test_a_dithered_visit_reaches_image2_and_a_planned_exposure_waits_across_a_restart(
         tmp_path, broker, kit, unique_prefix):
     spec = dataclasses.replace(ProgramSpec(), planned=(3,))
     files = simulate_program(tmp_path / "uncal", spec, seed=7)
@@ -48,6 +52,9 @@ async def test_a_dithered_visit_reaches_image2_and_a_planned_exposure_waits(
     def stage2_done(ids):
         return lambda ms: {p["exposure_id"] for p in products(ms, "stage2")} >= ids
 
+    def orders(ms):
+        return [m for m in ms if isinstance(m, contract.Message) and m.type == "work_order"]
+
     async with running_daemon(cfg):
         await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))
         first = await wait_for(cfg, ["products", "holds"], lambda ms: stage2_done(others)(ms)
@@ -59,9 +66,20 @@ async def test_a_dithered_visit_reaches_image2_and_a_planned_exposure_waits(
         assert hold["exposure_id"] == planned_id and hold["state"] == "held"
         quicklook = next(p for p in products(first) if p["exposure_id"] == planned_id)
         assert quicklook["pointing_provisional"] is True
+    before = await read_all(cfg, ["work.stage2", "holds"])
+    assert sorted(o["product_name"] for o in orders(before)) == sorted(others)
+    # The whole daemon again: the planner rebuilds from the topics, the hold kept.
+    async with running_daemon(cfg) as daemon:
+        with anyio.fail_after(60):
+            while not (daemon.planner and daemon.planner.caught_up):
+                await anyio.sleep(0.2)
+        assert daemon.planner.state.summary(0)["held"] == 1
         await anyio.to_thread.run_sync(lambda: deliver([corrected], cfg.inbox))
-        final = await wait_for(cfg, ["products", "holds"],
+        final = await wait_for(cfg, ["products", "holds", "work.stage2"],
                                stage2_done(others | {planned_id}), timeout=300)
+    # Nothing ordered twice.
+    assert sorted(o["product_name"] for o in orders(final)) == sorted(others | {planned_id})
+    assert [h["state"] for h in holds(final)] == ["held", "released"]
     released = holds(final)[-1]
     assert released["state"] == "released" and released["release"]["path"] == "redelivery"
     planned_rates = {o["digest"] for p in products(final) if p["pointing_provisional"]
@@ -84,84 +102,3 @@ async def test_a_dithered_visit_reaches_image2_and_a_planned_exposure_waits(
             assert hdul[0].header["ENGQLPTG"].startswith("CALCULATED")
             assert hdul["SCI"].header["CTYPE1"].startswith("RA")  # a WCS was assigned
         assert event["arrived_at"] is not None
-
-
-async def test_a_restart_orders_nothing_twice_and_keeps_a_hold(tmp_path, broker, kit,
-                                                               unique_prefix):
-    spec = dataclasses.replace(ProgramSpec(), planned=(2,), dithers=2)
-    files = simulate_program(tmp_path / "uncal", spec, seed=5)
-    corrected = next(f for f in simulate_program(tmp_path / "corrected",
-                                                 dataclasses.replace(spec, planned=()), seed=5)
-                     if eid(f) == eid(files[1]))
-    good, held = eid(files[0]), eid(files[1])
-    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1, roles=UP_TO_STAGE2)
-
-    def orders(ms):
-        return [m for m in ms if isinstance(m, contract.Message) and m.type == "work_order"]
-
-    async with running_daemon(cfg):
-        await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))
-        await wait_for(cfg, ["products", "holds"],
-                       lambda ms: good in {p["exposure_id"] for p in products(ms, "stage2")}
-                       and holds(ms), timeout=300)
-    before = await read_all(cfg, ["work.stage2", "holds"])
-    assert [o["product_name"] for o in orders(before)] == [good]
-    # The whole daemon again: the planner rebuilds from the topics.
-    async with running_daemon(cfg) as daemon:
-        with anyio.fail_after(60):
-            while not (daemon.planner and daemon.planner.caught_up):
-                await anyio.sleep(0.2)
-        assert daemon.planner.state.summary(0)["held"] == 1
-        await anyio.to_thread.run_sync(lambda: deliver([corrected], cfg.inbox))
-        final = await wait_for(cfg, ["products", "holds", "work.stage2"],
-                               lambda ms: held in {p["exposure_id"] for p in products(ms, "stage2")},
-                               timeout=300)
-    assert sorted(o["product_name"] for o in orders(final)) == sorted([good, held])
-    assert [h["state"] for h in holds(final)] == ["held", "released"]
-
-
-@pytest.fixture(scope="module")
-def visit_kit(tmp_path_factory):
-    """Imaging, a time series and MIRI LRS nods, all in one offline CRDS context."""
-    from calstream.steps.environment import environ
-    from calstream.steps.synthetic.kit import MODES, build_kit
-
-    k = build_kit(tmp_path_factory.mktemp("visit"), ProgramSpec(dithers=2), modes=MODES, seed=3)
-    with environ(k.crds_env):
-        yield k
-
-
-async def test_imaging_time_series_and_lrs_nods_reach_their_stage2_products(
-        tmp_path, broker, visit_kit, unique_prefix):
-    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=UP_TO_STAGE2)
-    files = [f for fs in visit_kit.by_mode.values() for f in fs]
-    ids = {eid(f) for f in files}
-    async with running_daemon(cfg):
-        await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))
-        msgs = await wait_for(cfg, ["products"],
-                              lambda ms: {p["exposure_id"] for p in products(ms, "stage2")} >= ids,
-                              timeout=400)
-    stage2 = {p["exposure_id"]: p for p in products(msgs, "stage2")}
-    expected = {"imaging": ({"cal", "i2d"}, "calwebb_image2", ["science"]),
-                "timeseries": ({"calints"}, "calwebb_image2", ["science"]),
-                "lrs": ({"cal", "s2d", "x1d"}, "calwebb_spec2", ["background", "science"])}
-    for mode, fs in visit_kit.by_mode.items():
-        suffixes, pipeline, roles = expected[mode]
-        for f in fs:
-            event = stage2[eid(f)]
-            assert event["pipeline"] == pipeline and event["outcome"] == "success", mode
-            outputs = {o["suffix"]: o["path"] for o in event["outputs"]}
-            assert suffixes <= set(outputs), (mode, sorted(outputs))
-            asn = load_association(outputs["asn"])
-            assert sorted(m["exptype"] for m in asn["products"][0]["members"]) == roles
-            assert event["crds_context"] == visit_kit.context
-    # the time series keeps its integrations; the spectra have flux
-    ts = next(p for m, fs in visit_kit.by_mode.items() if m == "timeseries" for p in
-              [stage2[eid(fs[0])]])
-    with fits.open(next(o["path"] for o in ts["outputs"] if o["suffix"] == "calints")) as hdul:
-        assert hdul["SCI"].data.ndim == 3 and hdul["SCI"].data.shape[0] > 1
-    for f in visit_kit.by_mode["lrs"]:
-        x1d = next(o["path"] for o in stage2[eid(f)]["outputs"] if o["suffix"] == "x1d")
-        with fits.open(x1d) as hdul:
-            flux = hdul["EXTRACT1D"].data["FLUX"]
-            assert (flux[flux == flux] > 0).mean() > 0.8

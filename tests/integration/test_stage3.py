@@ -26,6 +26,8 @@ from calstream.steps.synthetic.kit import build_kit
 from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.topics import contract
 
+from ..as_planned import exposure
+from .stage3_science import check_absolute_alignment, check_image3_mosaic, check_spec3, check_tso3
 from .support import (
     UP_TO_STAGE2,
     cli,
@@ -40,6 +42,7 @@ from .support import (
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 SETTLE = 2.0
+SEED = 7  # kit3's
 
 
 def eid(path: Path) -> str:
@@ -53,7 +56,7 @@ def kit3(tmp_path_factory):
     missing dither, and MIRI LRS nods; one CRDS context. SUB160P is read on one
     detector, so NEXPOSUR alone says when a visit is complete."""
     root = tmp_path_factory.mktemp("kit3")
-    k = build_kit(root, ProgramSpec(subarray="SUB160P"), seed=7,
+    k = build_kit(root, ProgramSpec(subarray="SUB160P"), seed=SEED,
                   modes=("imaging", "mosaic", "segmented", "missing", "lrs"))
     with environ(k.crds_env):
         yield k
@@ -138,12 +141,24 @@ async def test_a_two_visit_observation_becomes_one_mosaic_after_its_late_dither_
     record = ProductStore(cfg.products).lookup("01234", "001", name=mosaic["product_name"],
                                                stage="stage3", version=1)
     assert record.event["parameters"] == mosaic["parameters"]
+    # What image3 made of the two visits, against what was injected.
+    check_image3_mosaic(kit3, SEED, mosaic)
+    # Issue 16, on the first visit's calibrated exposures as the planner records them.
+    visit1 = [exposure(f, [o["path"] for stage in ("detector1", "stage2")
+                           for p in products(final, stage) if p["exposure_id"] == eid(f)
+                           for o in p["outputs"]]) for f in kit3.by_mode["imaging"]]
+    check_absolute_alignment(kit3, SEED, visit1, tmp_path / "absolute")
 
 
-async def test_a_missing_dither_closes_degraded_then_a_late_arrival_supersedes_and_tso3_runs(
+# Three observations' stage 3 and two replays in one daemon run: more than
+# the default per-test limit on a loaded machine.
+@pytest.mark.timeout(1500)
+async def test_missing_dither_degraded_then_superseded_tso3_and_lrs_spec3_live_and_replayed(
         tmp_path, broker, kit3, unique_prefix):
+    # One daemon for three observations: each stage-3 candidate closes on its own.
     missing_files = by_observation(kit3, "005")
     segments = by_observation(kit3, "004")
+    lrs_files = kit3.by_mode["lrs"]
     [missing_id] = kit3.missing
     cfg = daemon_config(tmp_path, broker, unique_prefix, stage3_settle=SETTLE,
                         stage3_quiet_period=20.0)
@@ -151,8 +166,10 @@ async def test_a_missing_dither_closes_degraded_then_a_late_arrival_supersedes_a
     [recovered] = [f for f in simulate_program(tmp_path / "recovered",
                                                dataclasses.replace(spec, missing=()), seed=7)
                    if eid(f) == missing_id]
+    started = time.monotonic()
     async with running_daemon(cfg) as daemon:
-        await anyio.to_thread.run_sync(lambda: deliver(missing_files + segments, cfg.inbox))
+        await anyio.to_thread.run_sync(lambda: deliver(missing_files + segments + lrs_files,
+                                                       cfg.inbox))
         # The missing dither is reported while the candidate waits ...
         with anyio.fail_after(120):
             while missing_id not in missing_now(daemon):
@@ -164,18 +181,47 @@ async def test_a_missing_dither_closes_degraded_then_a_late_arrival_supersedes_a
         assert re.search(r"jw01234-o005_t\d{3}_nircam_clear-f150w-sub160p \(image3, \d "
                          r"member\(s\), expected by headers\): .*exposures: \d expected by "
                          r"headers: .*" + missing_id, shown)
-        first = await wait_for(
-            cfg, ["products"], lambda ms: len({p["product_name"] for p in stage3_events(ms)}) >= 2,
-            timeout=400)
+        first = await wait_for(cfg, ["products"], lambda ms: {"calwebb_image3", "calwebb_tso3"}
+                               <= {p["pipeline"] for p in stage3_events(ms)}, timeout=400)
         [v1] = [p for p in stage3_events(first) if "-o005_" in p["product_name"]]
         assert v1["version"] == 1 and missing_id in v1["degraded"]
         assert v1["supersedes"] is None
         assert len(v1["association"]["members"]) == 3
         assert v1["association"]["degraded_status"].startswith("Degraded")
-        # ... and then it arrives after all.
+        # The MIRI LRS nods, meanwhile: spec3 live (waited for first, so that
+        # the one stage-3 worker is free for what follows).
+        done = await wait_for(cfg, ["products"], lambda ms: [
+            p for p in stage3_events(ms) if p["pipeline"] == "calwebb_spec3"], timeout=500)
+        print(f"MIRI LRS to spec3: {time.monotonic() - started:.0f} s")
+        [spec3] = [p for p in stage3_events(done) if p["pipeline"] == "calwebb_spec3"]
+        assert "x1d" in {o["suffix"] for o in spec3["outputs"]}
+        exptypes = sorted(m["exptype"] for m in spec3["association"]["members"])
+        assert exptypes.count("science") == 2
+        check_spec3(kit3, spec3)
+
+        # ... and then the missing dither arrives after all.
         await anyio.to_thread.run_sync(lambda: deliver([recovered], cfg.inbox))
         final = await wait_for(cfg, ["products"], lambda ms: len(
             stage3_events(ms, v1["product_name"])) >= 2, timeout=400)
+
+        # Everything again from the raw arrivals, into a namespace: the
+        # namespace's own planner state closes its own spec3 candidate.
+        lrs_observation = kit3.specs["lrs"].observation
+        raw = await anyio.to_thread.run_sync(lambda: cli(
+            cfg, "replay", "--namespace", "lrs-raw", "--program", "01234",
+            "--observation", lrs_observation, "--json"))
+        assert raw.returncode == 0, raw.stderr
+        # Stage 3 only, from the live stage-2 products.
+        only3 = await anyio.to_thread.run_sync(lambda: cli(
+            cfg, "replay", "--from", "stage3", "--namespace", "lrs-s3",
+            "--exposure", spec3["product_name"], "--json"))
+        assert only3.returncode == 0, only3.stderr
+        assert json.loads(only3.stdout)["target_topic"].endswith("work.stage3.replay")
+        assert [i["name"] for i in json.loads(only3.stdout)["items"]] == [spec3["product_name"]]
+        replayed = await wait_for(cfg, ["products"], lambda ms: all(
+            [p for p in in_namespace(ms, "stage3", ns) if p["outcome"] == "success"]
+            for ns in ("lrs-raw", "lrs-s3")), timeout=500)
+
     [tso] = [p for p in stage3_events(final) if p["pipeline"] == "calwebb_tso3"]
     tso_members = sorted(Path(m["expname"]).name for m in tso["association"]["members"])
     assert tso_members == sorted(f"{eid(f)}_calints.fits" for f in segments)
@@ -188,6 +234,40 @@ async def test_a_missing_dither_closes_degraded_then_a_late_arrival_supersedes_a
     for o in v1["outputs"]:
         assert file_digest(o["path"]) == o["digest"]
     assert {Path(o["path"]).parent.name for o in v2["outputs"]} == {"v2"}
+    check_tso3(kit3, tso, segments)
+
+    live_cals = {o["digest"] for p in in_namespace(replayed, "stage2", "live")
+                 for o in p["outputs"]}
+    replay_cals = {o["digest"] for p in in_namespace(replayed, "stage2", "lrs-raw")
+                   for o in p["outputs"]}
+    assert len(in_namespace(replayed, "stage2", "lrs-raw")) == len(lrs_files)
+    for namespace, inputs in (("lrs-raw", replay_cals), ("lrs-s3", live_cals)):
+        [event] = in_namespace(replayed, "stage3", namespace)
+        assert event["outcome"] == "success" and event["pipeline"] == "calwebb_spec3"
+        assert event["product_name"] == spec3["product_name"]
+        assert event["replay"]["namespace"] == namespace
+        assert {i["digest"] for i in event["inputs"]} <= inputs, namespace
+        assert "x1d" in {o["suffix"] for o in event["outputs"]}
+        for o in event["outputs"]:
+            assert Path(o["path"]).is_relative_to(cfg.products / "namespaces" / namespace)
+            assert file_digest(o["path"]) == o["digest"]
+    # The live product is the only live one of its name, and its files are untouched.
+    assert len(stage3_events(replayed, spec3["product_name"])) == 3
+    assert [p["event_id"] for p in in_namespace(replayed, "stage3", "live")
+            if p["product_name"] == spec3["product_name"]] == [spec3.event_id]
+    for o in spec3["outputs"]:
+        assert file_digest(o["path"]) == o["digest"]
+    # Without a plan too, each nod's level-2 association takes the other as its background.
+    lrs_ids = {eid(f) for f in lrs_files}
+    nods = [p for p in in_namespace(replayed, "stage2", "live") if p["exposure_id"] in lrs_ids]
+    assert len(nods) == len(lrs_files)
+    for event in nods:
+        assert event["pipeline"] == "calwebb_spec2" and event["outcome"] == "success"
+        outputs = {o["suffix"]: o["path"] for o in event["outputs"]}
+        assert {"cal", "s2d", "x1d"} <= set(outputs)
+        roles = [m["exptype"] for m in json.loads(Path(outputs["asn"]).read_text())[
+            "products"][0]["members"]]
+        assert sorted(roles) == ["background", "science"]
 
 
 async def test_a_plan_closes_the_observation_the_moment_its_last_member_is_calibrated(
@@ -212,53 +292,3 @@ async def test_a_plan_closes_the_observation_the_moment_its_last_member_is_calib
     print(f"plan-loaded close latency: {latency:.3f} s from the last member's stage-2 "
           "product event to the stage-3 work order")
     assert latency < 3600.0  # closed by the plan, not by any timer
-
-
-async def test_miri_lrs_nods_reach_spec3_live_and_in_replay_namespaces(
-        tmp_path, broker, kit3, unique_prefix):
-    files = kit3.by_mode["lrs"]
-    cfg = daemon_config(tmp_path, broker, unique_prefix, stage3_settle=SETTLE)
-    started = time.monotonic()
-    async with running_daemon(cfg):
-        await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))
-        done = await wait_for(cfg, ["products"], lambda ms: stage3_events(ms), timeout=500)
-        print(f"MIRI LRS to spec3: {time.monotonic() - started:.0f} s")
-        [spec3] = stage3_events(done)
-        assert spec3["pipeline"] == "calwebb_spec3"
-        assert "x1d" in {o["suffix"] for o in spec3["outputs"]}
-        exptypes = sorted(m["exptype"] for m in spec3["association"]["members"])
-        assert exptypes.count("science") == 2
-
-        # Everything again from the raw arrivals, into a namespace: the
-        # namespace's own planner state closes its own spec3 candidate.
-        raw = await anyio.to_thread.run_sync(lambda: cli(
-            cfg, "replay", "--namespace", "lrs-raw", "--program", "01234", "--json"))
-        assert raw.returncode == 0, raw.stderr
-        # Stage 3 only, from the live stage-2 products.
-        only3 = await anyio.to_thread.run_sync(lambda: cli(
-            cfg, "replay", "--from", "stage3", "--namespace", "lrs-s3", "--json"))
-        assert only3.returncode == 0, only3.stderr
-        assert json.loads(only3.stdout)["target_topic"].endswith("work.stage3.replay")
-        assert [i["name"] for i in json.loads(only3.stdout)["items"]] == [spec3["product_name"]]
-        final = await wait_for(cfg, ["products"], lambda ms: all(
-            [p for p in in_namespace(ms, "stage3", ns) if p["outcome"] == "success"]
-            for ns in ("lrs-raw", "lrs-s3")), timeout=500)
-    live_cals = {o["digest"] for p in in_namespace(final, "stage2", "live") for o in p["outputs"]}
-    replay_cals = {o["digest"] for p in in_namespace(final, "stage2", "lrs-raw")
-                   for o in p["outputs"]}
-    assert len(in_namespace(final, "stage2", "lrs-raw")) == len(files)
-    for namespace, inputs in (("lrs-raw", replay_cals), ("lrs-s3", live_cals)):
-        [event] = in_namespace(final, "stage3", namespace)
-        assert event["outcome"] == "success" and event["pipeline"] == "calwebb_spec3"
-        assert event["product_name"] == spec3["product_name"]
-        assert event["replay"]["namespace"] == namespace
-        assert {i["digest"] for i in event["inputs"]} <= inputs, namespace
-        assert "x1d" in {o["suffix"] for o in event["outputs"]}
-        for o in event["outputs"]:
-            assert Path(o["path"]).is_relative_to(cfg.products / "namespaces" / namespace)
-            assert file_digest(o["path"]) == o["digest"]
-    # The live product is the only live one, and its files are untouched.
-    assert len(stage3_events(final)) == 3
-    assert [p["event_id"] for p in in_namespace(final, "stage3", "live")] == [spec3.event_id]
-    for o in spec3["outputs"]:
-        assert file_digest(o["path"]) == o["digest"]

@@ -1,18 +1,18 @@
-"""NIRCam coronagraphy offline, end to end: simulate -> detector1 -> image2
-(rateints -> calints) -> level-3 association (`build_level3`, with the plan's
+"""NIRCam coronagraphy, end to end: simulate -> detector1 -> image2
+(rateints -> calints) -> level-3 association (the planner's, with the plan's
 coronagraphy candidate) -> calwebb_coron3.
 
-One kit (the "coron" mode: a science target with a faint companion behind
-MASKA335R, and a PSF reference star in another observation) in its own
-synthetic CRDS context. The checks are on what coron3 is for: the PSF
-reference removes most of the star, and the companion the simulation put
-next to it comes out of the PSF-subtracted frames and the resampled image
-with its injected flux, where it was injected on the sky.
+The kit's "coron" mode: a science target with a faint companion behind
+MASKA335R, and a PSF reference star in another observation. The checks are
+on what coron3 is for: the PSF reference removes most of the star, and the
+companion the simulation put next to it comes out of the PSF-subtracted
+frames and the resampled image with its injected flux, where it was injected
+on the sky. test_fidelity runs them on its daemon run's products, as
+(kit, level-3 association, {"outputs", "crds_context"}, {exposure id: Exposure}).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,38 +20,16 @@ import pytest
 
 from calstream.steps.synthetic import coronagraphy as coron
 
-from ..as_planned import level3_association, offline_kit, report_timings, run_stage3, through_stage2
 from ..as_planned import suffix_of as _suffix
 
-pytestmark = pytest.mark.integration
 
-SEED = 11
-TIMINGS: dict[str, float] = {}
-
-
-@pytest.fixture(scope="module")
-def coron3(tmp_path_factory):
-    """The kit, every exposure through stages 1 and 2, and coron3 on both:
-    (kit, level-3 association, coron3 summary, {exposure id: Exposure})."""
-    root = tmp_path_factory.mktemp("coron3")
-    with offline_kit(root, TIMINGS, seed=SEED, modes=("coron",)) as kit:
-        stage2 = through_stage2(kit.by_mode["coron"], root, TIMINGS)
-        # What jwst's level-2 rules make: the science alone (Asn_Lv2Image);
-        # the PSF reference alone too, as a special member (Asn_Lv2ImageSpecial).
-        for record, level2 in stage2:
-            assert [m["exptype"] for m in level2["products"][0]["members"]] == ["science"]
-            assert level2["asn_rule"] == ("Asn_Lv2ImageSpecial" if record.header["IS_PSF"]
-                                          else "Asn_Lv2Image")
-        records = [record for record, _ in stage2]
-        science = next(r for r in records if not r.header["IS_PSF"])
-        # The PSF star is another observation: the plan's coronagraphy
-        # candidate joins them, as APT's does.
-        asn = level3_association(records, science=science, acid=kit.specs["coron"].candidate)
-        t0 = time.perf_counter()
-        result = run_stage3("calwebb_coron3", asn, root / "coron3")
-        TIMINGS["calwebb_coron3"] = time.perf_counter() - t0
-        yield kit, asn, result, {r.exposure_id: r for r in records}
-        report_timings(TIMINGS)
+def check_level2_associations(stage2) -> None:
+    """What jwst's level-2 rules make: the science alone (Asn_Lv2Image);
+    the PSF reference alone too, as a special member (Asn_Lv2ImageSpecial)."""
+    for record, level2 in stage2:
+        assert [m["exptype"] for m in level2["products"][0]["members"]] == ["science"]
+        assert level2["asn_rule"] == ("Asn_Lv2ImageSpecial" if record.header["IS_PSF"]
+                                      else "Asn_Lv2Image")
 
 
 def _outputs(result: dict, suffix: str) -> list[Path]:
@@ -71,7 +49,7 @@ def _photometry(image: np.ndarray, x: float, y: float) -> float:
     return float(np.nansum(image[ap]) - sky * ap.sum())
 
 
-def test_coron3_association_joins_science_and_psf(coron3):
+def check_coron3_association_joins_science_and_psf(coron3):
     kit, asn, result, records = coron3
     spec = kit.specs["coron"]
     assert (asn["asn_type"], asn["asn_rule"], asn["asn_id"]) == (
@@ -94,7 +72,7 @@ def test_coron3_association_joins_science_and_psf(coron3):
     assert [p.name for p in _outputs(result, "i2d")] == [f"{name}_i2d.fits"]
 
 
-def test_psf_reference_removes_the_star(coron3):
+def check_psf_reference_removes_the_star(coron3):
     from stdatamodels.jwst.datamodels import CubeModel
 
     kit, _, result, records = coron3
@@ -124,7 +102,7 @@ def test_psf_reference_removes_the_star(coron3):
             assert np.hypot(peak[1] - truth.companion_xy[0], peak[0] - truth.companion_xy[1]) < 1.5
 
 
-def test_companion_recovered_with_its_flux_and_position(coron3):
+def check_companion_recovered_with_its_flux_and_position(coron3):
     from stdatamodels.jwst.datamodels import CubeModel, ImageModel
 
     kit, _, result, _ = coron3
