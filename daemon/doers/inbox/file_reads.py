@@ -13,9 +13,10 @@ import anyio
 import anyio.to_thread
 
 from calstream.daemon.deciders.inbox_file import Sig
+from calstream.daemon.doers.digest_memo import digest_of
 from calstream.daemon.doers.inbox.observer_bridge import stat_sig
 from calstream.steps.exposure import ExposureInfo, describe_exposure
-from calstream.steps.fitsfile import FitsLayout, file_digest, fits_layout
+from calstream.steps.fitsfile import FitsLayout, fits_layout
 
 
 class FileReads:
@@ -39,7 +40,9 @@ class FileReads:
         return await self._read(describe_exposure, path)
 
     async def digest(self, path: Path) -> str:
-        return await self._read(file_digest, path)
+        # Remembered by signature: the admission of the announcement, in this
+        # same daemon, then does not read the whole file again.
+        return await self._read(digest_of, path)
 
     async def digest_or_none(self, path: Path) -> str | None:
         """For the quarantine record, so an operator can tell redeliveries apart."""
