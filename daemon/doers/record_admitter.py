@@ -22,12 +22,12 @@ from calstream.daemon.deciders.work_items import (
     pipeline_of,
     work_order_item,
 )
-from calstream.daemon.doers.digest_memo import digest_of
+from calstream.daemon.doers.digest_memo import digest_of, exposure_of
 from calstream.daemon.doers.kafka import Record
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.operations.config import Config
 from calstream.daemon.stages import Stage
-from calstream.steps.exposure import BadExposure, describe_exposure
+from calstream.steps.exposure import BadExposure
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.admission")
@@ -43,7 +43,7 @@ def _exposure(path_text: str) -> ExposureFacts:
     """The file's own header, read the way the watcher read it."""
     path = Path(path_text)
     try:
-        return ExposureFacts(describe_exposure(path).header, path.stat().st_size)
+        return ExposureFacts(exposure_of(path).header, path.stat().st_size)
     except (BadExposure, OSError) as exc:
         return ExposureFacts({}, -1, str(exc))
 

@@ -13,9 +13,9 @@ import anyio
 import anyio.to_thread
 
 from calstream.daemon.deciders.inbox_file import Sig
-from calstream.daemon.doers.digest_memo import digest_of
+from calstream.daemon.doers.digest_memo import digest_of, exposure_of
 from calstream.daemon.doers.inbox.observer_bridge import stat_sig
-from calstream.steps.exposure import ExposureInfo, describe_exposure
+from calstream.steps.exposure import ExposureInfo
 from calstream.steps.fitsfile import FitsLayout, fits_layout
 
 
@@ -37,7 +37,7 @@ class FileReads:
 
     async def identity(self, path: Path) -> ExposureInfo:
         """Exposure id and header, checked against the name (BadExposure)."""
-        return await self._read(describe_exposure, path)
+        return await self._read(exposure_of, path)
 
     async def digest(self, path: Path) -> str:
         # Remembered by signature: the admission of the announcement, in this
