@@ -103,3 +103,8 @@ def hold_a_named_lock():
 
     _LOCKS.append(multiprocessing.Lock())
     assert _LOCKS[0]._semlock.name  # named: what a killed worker would leak
+
+
+def hold_a_named_lock_then_warm_up_slowly():
+    hold_a_named_lock()
+    time.sleep(30)  # as importing jwst takes a while: closed before it is done

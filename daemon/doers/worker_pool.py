@@ -287,10 +287,12 @@ class WorkerPool:
                                  "and was killed")
 
     def close(self) -> None:
-        """End every worker (each asked to return first) and wait for them."""
+        """End every worker and wait for them. SIGTERM rather than a request
+        to return: a worker still warming up (importing jwst) reads no request
+        before it is done, and would be killed at STOP_GRACE."""
         self._closed = True
         for w in list(self._all):
-            self._end(w, mid_task=False)
+            self._end(w, mid_task=True)
         self._idle.clear()
         for ender in self._ending:
             ender.join()

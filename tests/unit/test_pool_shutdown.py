@@ -36,6 +36,12 @@ async def main():
 
 anyio.run(main)
 pool.close()
+warming = WorkerPool(1, stage="t", metrics=Metrics(),
+                     initializer="tests.pool_tasks:hold_a_named_lock_then_warm_up_slowly")
+warming.start()
+import time
+time.sleep(1)  # the lock is taken, the warm-up goes on
+warming.close()
 print("closed")
 """
 
