@@ -204,18 +204,22 @@ def daemon_round(work: Path, files: list[Path], single: list[Path], workers: int
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             await tg.start(daemon.run)
-            deliver(single[:1], cfg.inbox)  # warm-up: every worker imports jwst
+            # Each file is written beside the inbox and moved in, as a downlink
+            # tool does: the arrival is then its first sight whole, and the
+            # fixed cost holds no time of the bench's own copy (84 MB at full
+            # frame: 0.2-0.5 s of write and fsync, counted until session 7).
+            deliver(single[:1], cfg.inbox, temp_then_rename=True)  # warm-up: workers import jwst
             await products({exposure(single[0])})
             fixed = []
             for f in single[1:]:  # the fixed cost: one file at a time, idle daemon
-                deliver([f], cfg.inbox)
+                deliver([f], cfg.inbox, temp_then_rename=True)
                 await products({exposure(f)})
                 p = seen[exposure(f)]
                 latency = (contract.parse_time(p["emitted_at"]).timestamp()
                            - contract.parse_time(p["arrived_at"]).timestamp())
                 fixed.append(latency - p["duration_seconds"])
             cpu, start = tree_cpu(os.getpid()), time.monotonic()
-            await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))
+            await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox, temp_then_rename=True))
             await products({exposure(f) for f in files})
             result.update(wall=time.monotonic() - start, cpu=tree_cpu(os.getpid()) - cpu,
                           fixed=fixed, pipeline=[seen[exposure(f)]["duration_seconds"]

@@ -3,17 +3,24 @@
 daemon) with timing probes wrapped around the daemon's own steps, printed as
 the median milliseconds of each segment of an exposure's path:
 
-detected (watcher's first sight) -> announce (whole and identified) ->
+detected (watcher's first sight) -> seen (its first look: a stat, the
+ledger) -> layout (structure read) -> identity (header read) -> digest
+(whole-file hash) -> digested -> announce (whole and identified) ->
 raw_acked (arrival on the broker, ledger written) -> consumed (the stage's
 consumer has it) -> judged (admitted) -> run -> dispatch (a worker is the
 item's) -> result (minus the pipeline's own time: the worker's overhead,
 sealing included) -> publish -> store -> stored (renames, record) ->
 product_acked.
 
-    python bench/fixed_cost_profile.py REPO_DIR N_FILES SCRATCH_DIR
+    python bench/fixed_cost_profile.py REPO_DIR N_FILES SCRATCH_DIR [--full]
 
 REPO_DIR holds bench/ (run it with the venv of the code to profile: two
-checkouts run at the same time give a side-by-side before/after).
+checkouts run at the same time give a side-by-side before/after). ``--full``:
+2048x2048 with 10 groups (the default is the bench's SUB160, 5 groups).
+
+Also printed: the daemon's main process's CPU seconds per exposure (all its
+threads, from the watcher's first sight to the product event's ack; one file
+at a time, so nothing else runs in it meanwhile).
 """
 import asyncio
 import functools
@@ -27,16 +34,18 @@ sys.path.insert(0, str(Path(sys.argv[1]) / "bench"))
 import bench_detector1 as bench  # noqa: E402
 
 from calstream.daemon.doers import product_store, record_admitter, work_item_runner, worker_pool  # noqa: E402
-from calstream.daemon.doers.inbox import announcer  # noqa: E402
+from calstream.daemon.doers.inbox import announcer, file_reads  # noqa: E402
 from calstream.daemon.doers.kafka import publisher  # noqa: E402
 
 MARKS: dict[str, dict[str, float]] = {}
-KEYS = ["detected", "announce", "raw_acked", "consumed", "judged", "run", "dispatch", "result",
+KEYS = ["detected", "seen", "layout", "identity", "digest", "digested", "announce", "raw_acked", "consumed", "judged", "run", "dispatch", "result",
         "publish", "store", "stored", "product_acked"]
 
 
 def mark(eid, what):
     MARKS.setdefault(eid, {})[what] = time.time()
+    if what == "product_acked":
+        MARKS[eid]["cpu_end"] = time.process_time()
 
 
 def probe(cls, name, key, before, after=None):
@@ -69,6 +78,7 @@ def probe(cls, name, key, before, after=None):
 
 def detected(self, a, sig):
     MARKS.setdefault(a.exposure_id, {})["detected"] = a.detected_at
+    MARKS[a.exposure_id].setdefault("cpu_start", time.process_time())
     return a.exposure_id
 
 
@@ -81,6 +91,9 @@ def stem(path):
     return Path(path).name.split("_uncal")[0]
 
 
+probe(file_reads.FileReads, "layout", lambda self, path: stem(path), "seen", "layout")
+probe(file_reads.FileReads, "identity", lambda self, path: stem(path), None, "identity")
+probe(file_reads.FileReads, "digest", lambda self, path: stem(path), "digest", "digested")
 probe(announcer.Announcer, "announce", detected, "announce", "raw_acked")
 probe(record_admitter.RecordAdmitter, "_judge", lambda self, m, r: m.get("exposure_id"),
       "consumed", "judged")
@@ -100,13 +113,17 @@ def main():
     from calstream.steps.synthetic.program import ProgramSpec
 
     n, tmp = int(sys.argv[2]), Path(sys.argv[3])
-    kit = build_kit(tmp / "kit", ProgramSpec(dithers=n + 1), seed=11)
+    size = {"subarray": "FULL", "ngroups": 10} if "--full" in sys.argv[4:] else {}
+    kit = build_kit(tmp / "kit", ProgramSpec(dithers=n + 1, **size), seed=11)
     os.environ.update(kit.crds_env)
     files = kit.uncal_files
     result = bench.daemon_round(tmp / "daemon", files[:1], files, 2)
     print("fixed cost (s):", [round(x, 3) for x in result["fixed"]],
           "median", round(statistics.median(result["fixed"]), 3))
     segments: dict[str, list[float]] = {}
+    cpu = [t["cpu_end"] - t["cpu_start"] for t in MARKS.values() if "cpu_end" in t and "cpu_start" in t]
+    if cpu:
+        print("main process CPU ms per exposure:", [round(c * 1000) for c in cpu])
     for t in MARKS.values():
         if "product_acked" not in t or "pipeline" not in t or "detected" not in t:
             continue

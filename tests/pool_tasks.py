@@ -91,3 +91,20 @@ def start_child_and_hang(pid_file, cores=1):
 
 def cores_given(cores=1):
     return {"cores": cores, "pid": os.getpid()}
+
+
+_LOCKS = []
+
+
+def hold_a_named_lock():
+    """What crds's import does in a worker: a multiprocessing lock, named
+    under the spawn start method, registered with the resource tracker."""
+    import multiprocessing
+
+    _LOCKS.append(multiprocessing.Lock())
+    assert _LOCKS[0]._semlock.name  # named: what a killed worker would leak
+
+
+def hold_a_named_lock_then_warm_up_slowly():
+    hold_a_named_lock()
+    time.sleep(30)  # as importing jwst takes a while: closed before it is done

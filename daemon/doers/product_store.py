@@ -30,6 +30,7 @@ import shutil
 import socket
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,8 +147,8 @@ class ProductStore:
         files = [src for src in sorted(scratch.iterdir())
                  if src.is_file() and not src.name.startswith(".")]
         if not synced:
-            for src in files:
-                _fsync(src)
+            with syncing(files):
+                pass
         moved = []
         for src in files:
             os.replace(src, final_dir / src.name)
@@ -305,6 +306,25 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def syncing(paths: list[Path]):
+    """Every file of ``paths`` made durable by the end of the block, their
+    fsyncs started at once in threads: the block (hashing them, say) runs
+    while the disk writes them back, and the disk gets them together rather
+    than one after another. Two 96 MB full-frame products: 0.38 s instead of
+    0.66 s to hash and sync (issue 15). An fsync's OSError is raised at the
+    end of the block."""
+    if not paths:
+        yield
+        return
+    with ThreadPoolExecutor(max_workers=min(8, len(paths)),
+                            thread_name_prefix="fsync") as threads:
+        pending = [threads.submit(_fsync, p) for p in paths]
+        yield
+        for done in pending:
+            done.result()
 
 
 def fsync_dir(path: Path) -> None:

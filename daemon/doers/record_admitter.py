@@ -22,12 +22,12 @@ from calstream.daemon.deciders.work_items import (
     pipeline_of,
     work_order_item,
 )
+from calstream.daemon.doers.digest_memo import digest_of, exposure_of
 from calstream.daemon.doers.kafka import Record
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.operations.config import Config
 from calstream.daemon.stages import Stage
-from calstream.steps.exposure import BadExposure, describe_exposure
-from calstream.steps.fitsfile import file_digest
+from calstream.steps.exposure import BadExposure
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.admission")
@@ -43,7 +43,7 @@ def _exposure(path_text: str) -> ExposureFacts:
     """The file's own header, read the way the watcher read it."""
     path = Path(path_text)
     try:
-        return ExposureFacts(describe_exposure(path).header, path.stat().st_size)
+        return ExposureFacts(exposure_of(path).header, path.stat().st_size)
     except (BadExposure, OSError) as exc:
         return ExposureFacts({}, -1, str(exc))
 
@@ -122,8 +122,9 @@ class RecordAdmitter:
             if problem:
                 return problem, message
             message = contract.Message(message.type, {**message.body, "header": exposure.header})
+            # The watcher of this daemon has usually just hashed it (digest_memo.py).
             return admission.arrival_staleness(
-                message, file_digest(Path(message["path"]))), message
+                message, digest_of(Path(message["path"]))), message
         inputs = message.get("inputs", [])
         problem = admission.work_order_problem(
             message, self.stage.name,
@@ -132,7 +133,7 @@ class RecordAdmitter:
         if problem:
             return problem, message
         return admission.work_order_staleness(
-            message, [file_digest(Path(i["path"])) for i in inputs]), message
+            message, [digest_of(Path(i["path"])) for i in inputs]), message
 
     def work_item(self, message: contract.Message, key: str, record: Record) -> WorkItem:
         if self.stage.message == "arrival":

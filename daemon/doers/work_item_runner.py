@@ -25,6 +25,7 @@ import calstream
 from calstream.daemon.deciders.core_sharing import cores_for_run
 from calstream.daemon.deciders.retry_policy import Backoff, NextStep, after_run
 from calstream.daemon.deciders.work_items import DETECTOR1_PIPELINE, WorkItem
+from calstream.daemon.doers.digest_memo import remember_written
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.preview_runner import make_previews, planned_previews
 from calstream.daemon.doers.product_store import Done, ProductStore
@@ -320,6 +321,8 @@ class WorkItemRunner:
             store.publish(scratch, item.program, item.observation, name=item.name,
                           stage=item.stage, version=item.version, synced=sealed is not None,
                           record={"work_id": wid, "event": message.body})
+            for out in outputs:  # the next stage's admission checks these digests
+                remember_written(Path(out["path"]), out["digest"])
             return message, previews
 
         if result["crds_context"] and result["crds_context"] != context:

@@ -18,7 +18,9 @@ and a run given several cores (``share_cores``: jwst's maximum_cores) starts
 stcal's process pools. Their lifetime is the pool's instead: close() ends
 them, an exit hook kills what is left (the interpreter would otherwise wait
 for them), and each worker dies with the daemon (PDEATHSIG, also armed in its
-own children: child_processes.children_die_with_me).
+own children: child_processes.children_die_with_me). A worker is asked to end
+before it is killed (see _end), so the daemon's shutdown leaves nothing to
+multiprocessing's resource tracker (tests/unit/test_pool_shutdown.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -48,6 +51,10 @@ log = logging.getLogger("calstream.pool")
 # Items waiting for each worker besides the one it runs: one is enough to
 # leave no gap, and more would only lengthen what a revoked partition hands back.
 PREFETCH_PER_WORKER = 1
+
+# Seconds a worker asked to end (idle: return; mid-task: SIGTERM) has before
+# SIGKILL. An idle worker exits in well under a second.
+STOP_GRACE = 3.0
 
 
 class WorkerLost(RuntimeError):
@@ -101,6 +108,8 @@ class WorkerPool:
         self._slots = PrioritySlots(size)
         self._counter = 0
         self._closed = False
+        self._owed = 0  # workers to start before the next run (see _replace)
+        self._ending: list[threading.Thread] = []  # see _end
         # Not daemonic: without this, an exit that skipped close() would hang
         # in multiprocessing's own exit hook, joining workers that wait for work.
         atexit.register(_kill_left_over, weakref.ref(self))
@@ -143,21 +152,40 @@ class WorkerPool:
         return w
 
     def _replace(self, w: _Worker, cause: str) -> None:
-        self._discard(w)
+        self._end(w, mid_task=cause in ("cancelled", "timeout", "died"))
         if cause != "retired":
             self.metrics.worker_restarts.labels(stage=self.stage, cause=cause).inc()
-        if not self._closed:
+        if cause == "cancelled":
+            # Most often the daemon stopping: a worker started now would be
+            # killed mid-warm-up by close(). The next run starts it instead.
+            self._owed += 1
+        elif not self._closed:
             self._idle.append(self._spawn())
 
-    def _discard(self, w: _Worker) -> None:
-        if w.process.is_alive():
-            w.process.kill()
-        w.process.join(timeout=5)
-        w.conn.close()
+    def _end(self, w: _Worker, *, mid_task: bool) -> None:
+        """End a worker without waiting for it: an idle one is asked to return,
+        one mid-task gets SIGTERM (worker_process: its handler runs
+        multiprocessing's exit hooks), and either is killed if still there
+        after STOP_GRACE seconds. SIGKILL alone would leave the named
+        semaphores a worker holds (crds makes one at import) to the resource
+        tracker, which warns of "leaked semaphore objects" at the daemon's exit."""
         if w in self._all:
             self._all.remove(w)
         with contextlib.suppress(KeyError):  # a worker that never finished a task
             self.metrics.worker_rss.remove(self.stage, w.name)
+        with contextlib.suppress(OSError, ValueError):
+            w.process.terminate() if mid_task else w.conn.send(None)
+
+        def reap() -> None:
+            w.process.join(STOP_GRACE)
+            if w.process.exitcode is None:
+                w.process.kill()
+                w.process.join(5)
+            w.conn.close()
+        # A thread: joining here would hold the event loop (run() calls this).
+        ender = threading.Thread(target=reap, name=f"end-{w.name}", daemon=True)
+        ender.start()
+        self._ending = [*(t for t in self._ending if t.is_alive()), ender]
 
     async def run(self, fn_path: str, kwargs: dict[str, Any], *, timeout: float,
                   log_path: str | None = None, env: dict[str, str] | None = None,
@@ -186,6 +214,9 @@ class WorkerPool:
             if queued and still_needed is not None and not await anyio.to_thread.run_sync(
                     still_needed):
                 return None
+            while self._owed and not self._closed:
+                self._owed -= 1
+                self._idle.append(self._spawn())
             w = self._idle.pop()
             w.cores = 1
             if share_cores is not None:
@@ -251,23 +282,21 @@ class WorkerPool:
             if not w.process.is_alive() and not w.conn.poll(0):
                 raise WorkerLost(f"worker {w.name} died (exit code {w.process.exitcode}) "
                                  "during the task")
-            if time.monotonic() > deadline:
-                w.process.kill()
+            if time.monotonic() > deadline:  # _replace ends it (SIGTERM, then SIGKILL)
                 raise WorkerLost(f"worker {w.name} exceeded the task timeout of {timeout:.0f}s "
                                  "and was killed")
 
     def close(self) -> None:
+        """End every worker and wait for them. SIGTERM rather than a request
+        to return: a worker still warming up (importing jwst) reads no request
+        before it is done, and would be killed at STOP_GRACE."""
         self._closed = True
         for w in list(self._all):
-            try:
-                w.conn.send(None)
-            except OSError:
-                pass
-        deadline = time.monotonic() + 3
-        for w in list(self._all):
-            w.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            self._discard(w)
+            self._end(w, mid_task=True)
         self._idle.clear()
+        for ender in self._ending:
+            ender.join()
+        self._ending.clear()
 
 
 def _kill_left_over(pool_ref: weakref.ref) -> None:

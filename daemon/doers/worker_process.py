@@ -26,6 +26,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from calstream.daemon.doers.child_processes import children_die_with_me, die_with_parent
+from calstream.daemon.doers.product_store import syncing
 from calstream.daemon.operations import logs
 from calstream.steps.environment import environ
 from calstream.steps.fitsfile import file_digest
@@ -46,6 +47,7 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
     # A run given several cores (jwst's maximum_cores) starts stcal's process
     # pools from here: they must die with this worker as it dies with the daemon.
     children_die_with_me()
+    signal.signal(signal.SIGTERM, _stop_now)
     # The environment (CRDS_PATH, CRDS_CONTEXT, ...) must be in place before any
     # import: crds reads it when first imported.
     os.environ.update(env)
@@ -76,17 +78,30 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
                        _current_rss()))
 
 
+def _stop_now(signum, frame) -> None:
+    """SIGTERM: the pool ends this worker mid-task (a cancelled or timed-out
+    run). multiprocessing's exit hooks run first, as on a normal return: they
+    unlink the named semaphores this process made (crds makes one at import)
+    and end stcal's pool processes; os._exit then skips everything else (the
+    run's state is of no use)."""
+    from multiprocessing import util
+
+    util._exit_function()
+    os._exit(128 + signum)
+
+
 def _seal(value, output_dir: str | None):
     """``value`` with ``sealed``: {path: [digest, size]} of its outputs, every
     file in ``output_dir`` synced to disk (see the module's docstring)."""
     if not output_dir or not isinstance(value, dict) or "outputs" not in value:
         return value
-    sealed = {str(p): [file_digest(p, sync=True), Path(p).stat().st_size]
-              for p in value["outputs"]}
-    done = {Path(p).resolve() for p in sealed}
-    for path in sorted(Path(output_dir).resolve().iterdir()):  # the rest the store moves
-        if path.is_file() and not path.name.startswith(".") and path not in done:
-            file_digest(path, sync=True)
+    outputs = [Path(p) for p in value["outputs"]]
+    done = {p.resolve() for p in outputs}
+    rest = [path for path in sorted(Path(output_dir).resolve().iterdir())  # the store moves them
+            if path.is_file() and not path.name.startswith(".") and path not in done]
+    # The fsyncs run in threads while this one hashes the outputs from the page cache.
+    with syncing([*outputs, *rest]):
+        sealed = {str(p): [file_digest(p), p.stat().st_size] for p in outputs}
     return {**value, "sealed": sealed}
 
 

@@ -296,7 +296,11 @@ async def restart_without_hashing(dirs, monkeypatch) -> Recorder:
     def no_hashing(path, chunk=0):
         raise AssertionError("an unchanged file was hashed again")
 
-    monkeypatch.setattr("calstream.daemon.doers.inbox.file_reads.file_digest", no_hashing)
+    from calstream.daemon.doers import digest_memo
+
+    # A restart: the process remembers nothing (digest_memo), the ledger does.
+    monkeypatch.setattr(digest_memo, "_memo", type(digest_memo._memo)())
+    monkeypatch.setattr(digest_memo, "file_digest", no_hashing)
     rec = Recorder()
     async with running(make(dirs, rec)):
         pass

@@ -13,9 +13,10 @@ import anyio
 import anyio.to_thread
 
 from calstream.daemon.deciders.inbox_file import Sig
+from calstream.daemon.doers.digest_memo import digest_of, exposure_of
 from calstream.daemon.doers.inbox.observer_bridge import stat_sig
-from calstream.steps.exposure import ExposureInfo, describe_exposure
-from calstream.steps.fitsfile import FitsLayout, file_digest, fits_layout
+from calstream.steps.exposure import ExposureInfo
+from calstream.steps.fitsfile import FitsLayout, fits_layout
 
 
 class FileReads:
@@ -36,10 +37,12 @@ class FileReads:
 
     async def identity(self, path: Path) -> ExposureInfo:
         """Exposure id and header, checked against the name (BadExposure)."""
-        return await self._read(describe_exposure, path)
+        return await self._read(exposure_of, path)
 
     async def digest(self, path: Path) -> str:
-        return await self._read(file_digest, path)
+        # Remembered by signature: the admission of the announcement, in this
+        # same daemon, then does not read the whole file again.
+        return await self._read(digest_of, path)
 
     async def digest_or_none(self, path: Path) -> str | None:
         """For the quarantine record, so an operator can tell redeliveries apart."""

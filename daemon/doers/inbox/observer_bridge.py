@@ -32,7 +32,8 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from calstream.daemon.deciders.inbox_file import NOT_A_FILE, Sig
+from calstream.daemon.deciders.inbox_file import Sig
+from calstream.daemon.doers.digest_memo import stat_sig  # noqa: F401 - the inbox's
 from calstream.daemon.doers.inbox.reports import log, log_fields
 
 # Names writers use while a file is in flight; the final name arrives by
@@ -43,14 +44,6 @@ IGNORED_SUFFIXES = (".part", ".tmp", ".filepart", ".partial", "~")
 # attrib events on it; listening to those would make every check trigger the
 # next one.
 _EVENTS = [FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent]
-
-
-def stat_sig(st: os.stat_result) -> Sig:
-    """A regular file's stat; anything else (a FIFO, a socket, a device, a
-    directory named like an exposure) gets size -1, which the decider
-    rejects: reading a FIFO would block, and none of them is a delivery."""
-    size = st.st_size if stat.S_ISREG(st.st_mode) else NOT_A_FILE
-    return (size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
 
 
 class InboxScope:

@@ -1,0 +1,91 @@
+"""Digests this process has read, remembered by each file's stat signature.
+
+An arrival is hashed whole by the watcher before it is announced, and
+moments later the same daemon's detector1 admission must know the file
+still has that digest (a file replaced meanwhile is stale). At full frame a
+second read is 84 MB and 70-150 ms of the fixed cost per exposure (issue 15),
+and the header read again costs the main process ~10 ms of CPU at any size;
+so are the products a stage-2 admission checks right after this daemon wrote
+them. Here the first read answers the second while the file's signature
+(size, mtime, inode, ctime: every write or replacement changes one of them)
+is the one taken on both sides of that read. It is the trust the watcher's
+ledger already gives a signature across restarts; a digest is remembered
+only when the signature did not change while the file was being read.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from calstream.daemon.deciders.inbox_file import NOT_A_FILE, Sig
+from calstream.steps.exposure import ExposureInfo, describe_exposure
+from calstream.steps.fitsfile import file_digest
+
+# Arrivals and products in flight at once are a few dozen; old entries only
+# ever miss (a new signature), so the bound is about memory, not correctness.
+_MOST = 1024
+_memo: OrderedDict[tuple[str, str], tuple[tuple, Any]] = OrderedDict()
+_lock = threading.Lock()  # called from worker threads
+
+
+def stat_sig(st: os.stat_result) -> Sig:
+    """A regular file's stat; anything else (a FIFO, a socket, a device, a
+    directory named like an exposure) gets size -1, which the decider
+    rejects: reading a FIFO would block, and none of them is a delivery."""
+    size = st.st_size if stat.S_ISREG(st.st_mode) else NOT_A_FILE
+    return (size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def digest_of(path: str | os.PathLike[str]) -> str:
+    """``file_digest(path)``, read again only if the file changed (or was
+    never read here) since this process last hashed it."""
+    return _read(path, "digest", file_digest)
+
+
+def exposure_of(path: str | os.PathLike[str]) -> ExposureInfo:
+    """``describe_exposure(path)`` (raises BadExposure), the same way: the
+    admission checks an arrival's claims against the header the watcher
+    read (astropy's header parsing: ~10 ms of the main process's CPU)."""
+    return _read(path, "exposure", describe_exposure)
+
+
+def _read(path: str | os.PathLike[str], what: str, read: Callable[[Any], Any]) -> Any:
+    before = stat_sig(os.stat(path))
+    with _lock:
+        known = _memo.get((str(path), what))
+    if known is not None and known[0] == before:
+        return known[1]
+    value = read(path)
+    _remember(path, what, before, value)
+    return value
+
+
+def _remember(path: str | os.PathLike[str], what: str, sig: tuple, value: Any) -> None:
+    """``path`` gave ``value`` while its signature was ``sig``: kept only if
+    the file still has that signature now (it was not written meanwhile)."""
+    try:
+        if stat_sig(os.stat(path)) != sig:
+            return
+    except OSError:
+        return
+    key = (str(path), what)
+    with _lock:
+        _memo[key] = (sig, value)
+        _memo.move_to_end(key)
+        while len(_memo) > _MOST:
+            _memo.popitem(last=False)
+
+
+def remember_written(path: Path, digest: str) -> None:
+    """A file this daemon has just moved into place, its digest computed by
+    the worker that wrote it (worker_process._seal)."""
+    try:
+        _remember(path, "digest", stat_sig(os.stat(path)), digest)
+    except OSError:
+        pass
