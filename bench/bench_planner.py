@@ -59,6 +59,10 @@ def _digest(text: str) -> str:
 
 
 def _product(stage: str, header: dict, at: float) -> bytes:
+    return json.dumps(_product_body(stage, header, at), separators=(",", ":")).encode()
+
+
+def _product_body(stage: str, header: dict, at: float) -> dict:
     eid = exposure_id(header)
     suffixes = ("rate", "rateints") if stage == "detector1" else ("cal", "i2d")
     where = f"{PRODUCTS}/{header['PROGRAM']}/{header['OBSERVTN']}"
@@ -78,11 +82,18 @@ def _product(stage: str, header: dict, at: float) -> bytes:
             "outputs": outputs, "jwst_version": "3.0.0", "crds_context": "jwst_0001.pmap",
             "pointing_quality": header["ENGQLPTG"], "pointing_provisional": False,
             "arrived_at": contract.iso(at - 5)}
-    return json.dumps(body, separators=(",", ":")).encode()
+    return body
 
 
 def program_records(program: int, size: int, start: float = T0) -> Iterator[bytes]:
     """The product events of one program of ``size`` exposures, in arrival order."""
+    for stage, header, at in _program(program, size, start):
+        yield _product(stage, header, at)
+
+
+def _program(program: int, size: int, start: float) -> Iterator[tuple[str, dict, float]]:
+    """(stage, header, time) of each product event of a program, in arrival
+    order; an exposure's two events share one header."""
     at = start
     for first in range(0, size, VISIT):
         in_visit = min(VISIT, size - first)
@@ -95,7 +106,7 @@ def program_records(program: int, size: int, start: float = T0) -> Iterator[byte
         for stage in ("detector1", "stage2"):
             for h in headers:
                 at += 0.01
-                yield _product(stage, h, at)
+                yield stage, h, at
 
 
 class RecordPath:
@@ -163,10 +174,15 @@ def throughput(sizes: list[int], repeats: int, events: int, budget: float) -> di
 
 def history(total: int) -> Iterator[bytes]:
     """``total`` product events: programs of 1,000 exposures, one after another."""
+    for stage, header, at in _history(total):
+        yield _product(stage, header, at)
+
+
+def _history(total: int) -> Iterator[tuple[str, dict, float]]:
     program = 1
     while True:
-        for raw in program_records(program, 1000, T0 + program * 1000):
-            yield raw
+        for event in _program(program, 1000, T0 + program * 1000):
+            yield event
             total -= 1
             if total <= 0:
                 return
@@ -181,7 +197,7 @@ def _decisions_fingerprint() -> str:
     digest = hashlib.sha256()
     for source in sorted(deciders.glob("*.py")):
         if source.name not in ("planner_snapshot.py", "snapshot_columns.py", "lazy_records.py",
-                               "restored_records.py"):
+                               "restored_records.py", "snapshot_blocks.py"):
             digest.update(source.name.encode() + source.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -209,6 +225,7 @@ def built_history(total: int, work: str) -> RecordPath:
     (``<work-dir>/history-N``, rebuilt when the decision code changes); the
     restart measured below reads another snapshot, written from this state."""
     from calstream.daemon.deciders import planner_snapshot
+    from calstream.daemon.deciders.snapshot_columns import collector_paused
     from calstream.daemon.doers import planner_snapshots
 
     where, version = _history_cache(total, work)
@@ -219,12 +236,17 @@ def built_history(total: int, work: str) -> RecordPath:
                                                                 **RecordPath.settings())
         path.state = states["live"]
         return path
-    for raw in history(total):
-        body = json.loads(raw)  # the bench's own events: decided without the record checks
-        path.event_ids.consistent(body["event_id"], body)
-        path.state.observe(contract.Message("product", body),
-                           contract.parse_time(body["emitted_at"]).timestamp())
+    # The bench's own events, made as dicts (no JSON text: a million events
+    # are built in minutes, and an exposure's two events share one header)
+    # and decided without the record checks.
+    with collector_paused():  # a million events' objects, none of them garbage
+        for stage, header, at in _history(total):
+            body = _product_body(stage, header, at)
+            path.event_ids.consistent(body["event_id"], body)
+            path.state.observe(contract.Message("product", body), at)
+        gc.freeze()
     cache_history(path, total, work)
+    gc.unfreeze()
     return path
 
 
@@ -278,11 +300,12 @@ def restart(histories: list[int], tail: int, budget: float, work: str) -> dict:
         gc.collect()
         # The restart: read and restore the snapshot, decide the tail, ready.
         started = _clocks()
-        loaded = planner_snapshots.read(work, max_age=None, calstream_version="bench")
-        states, holds, _, event_ids = planner_snapshot.restore(loaded.body,
-                                                              **RecordPath.settings())
-        del loaded
-        gc.freeze()  # as doers/planner_restore.load_snapshot does
+        with collector_paused():  # as doers/planner_restore.load_snapshot does
+            loaded = planner_snapshots.read(work, max_age=None, calstream_version="bench")
+            states, holds, _, event_ids = planner_snapshot.restore(loaded.body,
+                                                                  **RecordPath.settings())
+            del loaded
+            gc.freeze()
         fresh = RecordPath()
         fresh.state, fresh.event_ids = states["live"], event_ids
         row["snapshot_load"] = _since(started)

@@ -164,6 +164,10 @@ def test_a_capture_encoded_later_is_the_state_when_it_was_captured():
     _spoiled(("namespaces", "live", "candidates", "route"), lambda r: [*r[:-1], 10**6]),
     _spoiled(("routes",), lambda r: [{**r[0], "also": 0}, *r[1:]]),
     _spoiled(("namespaces", "live", "l3_candidates"), lambda c: [c[0][:-1], *c[1:]]),
+    _spoiled(("blocks", 0), lambda b: [*b[:-1], ["~", "x", 1]]),
+    _spoiled(("blocks", 1), lambda b: [["=", {"header": "="}]] * len(b)),
+    _spoiled(("blocks",), lambda b: b[:-1]),
+    _spoiled(("block_rows",), 7),
 ])
 def test_a_snapshot_that_cannot_be_read_is_refused_whole(body):
     with pytest.raises(planner_snapshot.SnapshotInvalid):
