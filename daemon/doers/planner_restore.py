@@ -170,10 +170,12 @@ async def take_snapshot(planner: Planner) -> int:
 
 
 def snapshot_due(planner: Planner) -> bool:
-    """Every so many records or seconds, and at once after a start that read
-    records (a rebuild that took long is not done again)."""
+    """Every so many records or seconds, and at once after a rebuild (one
+    that took long is not done again). Not at once after a snapshot's
+    restore: its tail was short, and encoding reads every block the
+    restore left unread (deciders/snapshot_blocks.py)."""
     at, records = planner.last_snapshot
     new = planner.records_seen - records
-    first = records == 0 and planner.caught_up
+    first = records == 0 and planner.caught_up and planner.restored_from is None
     return new > 0 and (first or new >= SNAPSHOT_EVERY_RECORDS
                         or time.monotonic() - at >= SNAPSHOT_EVERY_SECONDS)

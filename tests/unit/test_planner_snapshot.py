@@ -235,3 +235,16 @@ def test_a_restored_state_orders_with_todays_step_parameters():
     states, *_ = planner_snapshot.restore(body, **SETTINGS, step_parameters=configured)
     assert states["live"].step_parameters is configured
     assert states["live"].stage3.step_parameters is configured
+
+
+def test_a_snapshot_is_taken_at_once_after_a_rebuild_not_after_a_restore(tmp_path):
+    """After a rebuild the next start must not rebuild again; after a
+    snapshot's restore the tail was short, and encoding at once would read
+    every block the restore left unread."""
+    from calstream.daemon.doers import planner_restore
+
+    planner = _planner(tmp_path)
+    planner.caught_up, planner.records_seen = True, 5
+    assert planner_restore.snapshot_due(planner)
+    planner.restored_from = {"snapshot": "snapshot.json", "taken_at": 0.0, "bytes": 1}
+    assert not planner_restore.snapshot_due(planner)
