@@ -111,3 +111,10 @@ class LazyRecords(MutableMapping):
 def raw_items(records: MutableMapping) -> Any:
     """(key, record or Parts) of a dict or a LazyRecords, building nothing."""
     return records.raw_items() if type(records) is LazyRecords else records.items()
+
+
+def key_dict(records: MutableMapping) -> dict:
+    """A dict with the keys of a dict or a LazyRecords (its values are not
+    the records): for ``in`` and set operations at C speed (a set's
+    ``difference`` with a dict looks each of its own items up in it)."""
+    return records._rows if type(records) is LazyRecords else records
