@@ -33,7 +33,6 @@ then rebuilds from the topics, never from a half-read snapshot.
 from __future__ import annotations
 
 import dataclasses
-from collections import OrderedDict
 from typing import Any
 
 from calstream.daemon.deciders import restored_records
@@ -109,6 +108,12 @@ def _route_table(table: list[dict]) -> list[Route]:
         return routes[n]
 
     return [build(n) for n in range(len(bodies))]
+
+
+def _row(n: int) -> int:
+    if n < 0:
+        raise SnapshotInvalid("a row number below 0")
+    return n
 
 
 def _key(key: Level3Key) -> list:
@@ -219,6 +224,7 @@ def _encode_state(s: dict[str, Any], routes: _Numbers, blocks: list) -> dict[str
     arrived = [(names(eid), shared(eid, h), products, since, provisional)
                for eid, h, products, since, provisional in s["arrived"]]
     calibrated = [(names(eid), event(eid, ev), since) for eid, ev, since in s["calibrated"]]
+    ordered_row = {work_id: row for row, work_id in enumerate(s["ordered"])}
     return {
         "namespace": s["namespace"], "replay": s["replay"],
         "headers": {"id": [names(e) for e in headers],
@@ -230,7 +236,8 @@ def _encode_state(s: dict[str, Any], routes: _Numbers, blocks: list) -> dict[str
         "candidates": {"id": [names(c[0]) for c in s["candidates"]],
                        "route": [routes(c[1]) for c in s["candidates"]],
                        "since": [c[2] for c in s["candidates"]],
-                       "sent": [c[3] for c in s["candidates"]],
+                       # an order's row in "ordered" (its work id kept once there)
+                       "sent": [ordered_row.get(c[3], c[3]) for c in s["candidates"]],
                        "complete": [c[4] for c in s["candidates"]],
                        "waiting_for": encode_column(c[5] for c in s["candidates"])},
         "ordered": {"work_id": list(s["ordered"]),
@@ -260,7 +267,9 @@ def _encode_candidate(c: tuple, routes: _Numbers, names: _Numbers) -> list:
      waiting, waiting_for, missing, digests) = c
     return [_key(key), routes(r), opened, changed, sorted(map(names, members)),
             [[x.version, x.work_id, list(x.signature), x.degraded] for x in sent],
-            expected_by, product_name, problem, list(signature), waiting, waiting_for, missing,
+            expected_by, product_name, problem,
+            SHARED if tuple(signature) == tuple(digests) else list(signature),  # as usual
+            waiting, waiting_for, missing,
             digests]
 
 
@@ -288,7 +297,7 @@ def restore(body: Any, *, companion_wait: float, level3_settle: float,
             routes = _route_table(body["routes"])
             holds = dict(body["holds"])
             plans = {p["plan_id"]: Plan.from_json(p) for p in body["plans"]}
-            event_ids = _event_ids(body["event_ids"])
+            event_ids = restored_records.event_ids(body["event_ids"])
             states, columns = {}, []
             for ns, s in body["namespaces"].items():
                 state = PlannerState(companion_wait=companion_wait, level3_settle=level3_settle,
@@ -304,17 +313,6 @@ def restore(body: Any, *, companion_wait: float, level3_settle: float,
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as exc:
         raise SnapshotInvalid(f"snapshot unreadable: {type(exc).__name__}: {exc}") from None
     return states, holds, plans, event_ids
-
-
-def _event_ids(body: dict) -> EventIds:
-    event_ids = EventIds()
-    raw, ids, size = bytes.fromhex(body["digest"]), body["id"], body["digest_size"]
-    if type(size) is not int or size <= 0 and ids or len(raw) != size * len(ids) or \
-            not all(type(i) is str for i in ids):
-        raise SnapshotInvalid("event ids and their digests do not match")
-    event_ids._digests = OrderedDict(zip(ids, [raw[n:n + size] for n in range(0, len(raw), size)]
-                                         if ids else [], strict=True))
-    return event_ids
 
 
 def _restore_state(state: PlannerState, s: dict, routes: list[Route],
@@ -338,6 +336,8 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
     for i, r, since, sent, complete, waiting in zip(
             c["id"], c["route"], c["since"], c["sent"], c["complete"],
             decode_column(c["waiting_for"]), strict=True):
+        if type(sent) is int:  # its row in "ordered"
+            sent = s["ordered"]["work_id"][_row(sent)]
         state.candidates[names[i]] = Candidate(names[i], routes[r], since, sent, complete,
                                                waiting)
     state.ordered = dict(zip(s["ordered"]["work_id"], [names[i] for i in s["ordered"]["name"]],
@@ -389,6 +389,6 @@ def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: di
         cand.digests = digests
         cand.sent = [Sent(v, w, tuple(sig), d) for v, w, sig, d in sent]
         cand.expected_by, cand.product_name, cand.problem = expected_by, name, problem
-        cand.signature = tuple(signature)
+        cand.signature = tuple(digests if signature == SHARED else signature)
         cand.waiting, cand._waiting, cand._missing = waiting, waiting_for, missing
     return [arrived_headers, products, events]

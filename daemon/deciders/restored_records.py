@@ -21,9 +21,11 @@ given whole in memory is checked whole at restore.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
+from calstream.daemon.deciders.event_checks import EventIds
 from calstream.daemon.deciders.lazy_records import Parts, key_dict
 from calstream.daemon.deciders.level3_candidates import Arrived, Calibrated
 from calstream.daemon.deciders.planner_records import Seen, routed_exposure
@@ -170,3 +172,15 @@ def add_members(l3, cand, members: list[str], visit_of: dict[str, str],
     cand.visits.update(visit_of[m] for m in members if m in arrived)
     for visit in cand.visits:
         l3._keys_by_visit.setdefault(visit, set()).add(cand.key)
+
+
+def event_ids(body: dict) -> EventIds:
+    """The event-id memory: its ids as one list, their digests as one hex text."""
+    event_ids = EventIds()
+    raw, ids, size = bytes.fromhex(body["digest"]), body["id"], body["digest_size"]
+    if type(size) is not int or size <= 0 and ids or len(raw) != size * len(ids) or \
+            not all(type(i) is str for i in ids):
+        raise SnapshotInvalid("event ids and their digests do not match")
+    event_ids._digests = OrderedDict(zip(ids, [raw[n:n + size] for n in range(0, len(raw), size)]
+                                         if ids else [], strict=True))
+    return event_ids
