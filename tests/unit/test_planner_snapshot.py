@@ -248,3 +248,30 @@ def test_a_snapshot_is_taken_at_once_after_a_rebuild_not_after_a_restore(tmp_pat
     assert planner_restore.snapshot_due(planner)
     planner.restored_from = {"snapshot": "snapshot.json", "taken_at": 0.0, "bytes": 1}
     assert not planner_restore.snapshot_due(planner)
+
+
+def test_a_snapshot_of_a_restored_state_is_read_from_the_blocks_it_left_unread(tmp_path):
+    """Restored from the file (blocks read when first needed), snapshotted
+    again before any decision read a record, restored again: the same
+    decisions as the whole run."""
+    import anyio
+
+    from calstream.daemon.doers import planner_restore
+
+    stream = steps()
+    whole = new_state()
+    per_step = [play(whole, [step]) for step in stream]
+    cut = len(stream) // 2
+    first = _planner(tmp_path)
+    play(first.state, stream[:cut])
+    anyio.run(planner_restore.take_snapshot, first)
+    second = _planner(tmp_path)
+    assert planner_restore.load_snapshot(second) and _built(second.state) == 0
+    anyio.run(planner_restore.take_snapshot, second)
+    assert _built(second.state) == 0  # the encoder read the blocks, nothing was built
+    third = _planner(tmp_path)
+    assert planner_restore.load_snapshot(third)
+    rest = play(third.state, stream[cut:])
+    assert comparable(rest) == comparable([e for emits in per_step[cut:] for e in emits])
+    assert _final(third.state) == _final(whole)
+    assert _records(third.state) == _records(whole)
