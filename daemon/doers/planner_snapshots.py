@@ -152,8 +152,10 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
             hashlib.sha256(data).hexdigest() != envelope.get("sha256"):
         return _ignored(path, "its size or sha256 is not what its envelope says (corrupt)")
     try:
-        blocks = _blocks(data, envelope.get("blocks"))
-        body = _body(data[:len(data) - sum(b.stored for b in blocks)], envelope.get("raw_size"))
+        # Views, not copies: the file's bytes stay in memory as one object.
+        blocks = _blocks(memoryview(data), envelope.get("blocks"))
+        body = _body(memoryview(data)[:len(data) - sum(b.stored for b in blocks)],
+                     envelope.get("raw_size"))
         if blocks or envelope.get("blocks") is not None:
             if type(body) is not dict:
                 raise ValueError("a body with blocks that is not an object")
@@ -163,7 +165,7 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
     return Snapshot(body, offsets, taken_at, len(data))
 
 
-def _inflated(data: bytes, raw_size: Any) -> bytes:
+def _inflated(data: bytes | memoryview, raw_size: Any) -> bytes:
     if type(raw_size) is not int or raw_size < 0:
         raise ValueError("no decompressed size in the envelope")
     inflate = zlib.decompressobj()
@@ -173,7 +175,7 @@ def _inflated(data: bytes, raw_size: Any) -> bytes:
     return raw
 
 
-def _body(data: bytes, raw_size: Any) -> Any:
+def _body(data: bytes | memoryview, raw_size: Any) -> Any:
     raw = _inflated(data, raw_size)
     del data
     with collector_paused():
@@ -182,12 +184,12 @@ def _body(data: bytes, raw_size: Any) -> Any:
 
 @dataclass(frozen=True)
 class _Block:
-    data: bytes  # as stored (compressed)
+    data: memoryview  # as stored (compressed)
     stored: int
     raw_size: int
 
 
-def _blocks(data: bytes, sizes: Any) -> list[_Block]:
+def _blocks(data: memoryview, sizes: Any) -> list[_Block]:
     """The stored blocks at the end of ``data``, as the envelope lists them."""
     if sizes is None:
         return []
