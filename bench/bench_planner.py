@@ -19,7 +19,10 @@ not timed, and kept in ``--work-dir`` for the next run: see
 again) against the snapshot path. Saving is timed in its two parts, the
 capture on the planner's loop and the encoding and writing in a thread;
 the restart is reading ``deciders/planner_snapshot.py``'s snapshot from its
-file, restoring it and deciding the tail (``--tail`` events): ready. Wall
+file, restoring it and deciding the tail (``--tail`` events): ready. Then
+the history's first ``--tail`` events again, as a redelivery of old
+history after ready: the records they read are built (their blocks
+decoded) only now, and this says what that costs. Wall
 and CPU seconds side by side (on a shared machine wall time alone means
 little). A rebuild longer than ``--rebuild-budget`` seconds is stopped and
 extrapolated (marked ~).
@@ -59,6 +62,10 @@ def _digest(text: str) -> str:
 
 
 def _product(stage: str, header: dict, at: float) -> bytes:
+    return json.dumps(_product_body(stage, header, at), separators=(",", ":")).encode()
+
+
+def _product_body(stage: str, header: dict, at: float) -> dict:
     eid = exposure_id(header)
     suffixes = ("rate", "rateints") if stage == "detector1" else ("cal", "i2d")
     where = f"{PRODUCTS}/{header['PROGRAM']}/{header['OBSERVTN']}"
@@ -78,11 +85,18 @@ def _product(stage: str, header: dict, at: float) -> bytes:
             "outputs": outputs, "jwst_version": "3.0.0", "crds_context": "jwst_0001.pmap",
             "pointing_quality": header["ENGQLPTG"], "pointing_provisional": False,
             "arrived_at": contract.iso(at - 5)}
-    return json.dumps(body, separators=(",", ":")).encode()
+    return body
 
 
 def program_records(program: int, size: int, start: float = T0) -> Iterator[bytes]:
     """The product events of one program of ``size`` exposures, in arrival order."""
+    for stage, header, at in _program(program, size, start):
+        yield _product(stage, header, at)
+
+
+def _program(program: int, size: int, start: float) -> Iterator[tuple[str, dict, float]]:
+    """(stage, header, time) of each product event of a program, in arrival
+    order; an exposure's two events share one header."""
     at = start
     for first in range(0, size, VISIT):
         in_visit = min(VISIT, size - first)
@@ -95,7 +109,7 @@ def program_records(program: int, size: int, start: float = T0) -> Iterator[byte
         for stage in ("detector1", "stage2"):
             for h in headers:
                 at += 0.01
-                yield _product(stage, h, at)
+                yield stage, h, at
 
 
 class RecordPath:
@@ -163,10 +177,15 @@ def throughput(sizes: list[int], repeats: int, events: int, budget: float) -> di
 
 def history(total: int) -> Iterator[bytes]:
     """``total`` product events: programs of 1,000 exposures, one after another."""
+    for stage, header, at in _history(total):
+        yield _product(stage, header, at)
+
+
+def _history(total: int) -> Iterator[tuple[str, dict, float]]:
     program = 1
     while True:
-        for raw in program_records(program, 1000, T0 + program * 1000):
-            yield raw
+        for event in _program(program, 1000, T0 + program * 1000):
+            yield event
             total -= 1
             if total <= 0:
                 return
@@ -181,7 +200,7 @@ def _decisions_fingerprint() -> str:
     digest = hashlib.sha256()
     for source in sorted(deciders.glob("*.py")):
         if source.name not in ("planner_snapshot.py", "snapshot_columns.py", "lazy_records.py",
-                               "restored_records.py"):
+                               "restored_records.py", "snapshot_blocks.py"):
             digest.update(source.name.encode() + source.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -209,6 +228,7 @@ def built_history(total: int, work: str) -> RecordPath:
     (``<work-dir>/history-N``, rebuilt when the decision code changes); the
     restart measured below reads another snapshot, written from this state."""
     from calstream.daemon.deciders import planner_snapshot
+    from calstream.daemon.deciders.snapshot_columns import collector_paused
     from calstream.daemon.doers import planner_snapshots
 
     where, version = _history_cache(total, work)
@@ -219,12 +239,17 @@ def built_history(total: int, work: str) -> RecordPath:
                                                                 **RecordPath.settings())
         path.state = states["live"]
         return path
-    for raw in history(total):
-        body = json.loads(raw)  # the bench's own events: decided without the record checks
-        path.event_ids.consistent(body["event_id"], body)
-        path.state.observe(contract.Message("product", body),
-                           contract.parse_time(body["emitted_at"]).timestamp())
+    # The bench's own events, made as dicts (no JSON text: a million events
+    # are built in minutes, and an exposure's two events share one header)
+    # and decided without the record checks.
+    with collector_paused():  # a million events' objects, none of them garbage
+        for stage, header, at in _history(total):
+            body = _product_body(stage, header, at)
+            path.event_ids.consistent(body["event_id"], body)
+            path.state.observe(contract.Message("product", body), at)
+        gc.freeze()
     cache_history(path, total, work)
+    gc.unfreeze()
     return path
 
 
@@ -245,6 +270,7 @@ def restart(histories: list[int], tail: int, budget: float, work: str) -> dict:
     out = {}
     for total in histories:
         tail_records = list(program_records(10**5 - 1, tail // 2, T0 + 10**9))
+        old_records = list(history(min(tail, total)))
         row: dict = {}
         # The full rebuild: every record again (as at a start without a snapshot).
         rebuild = RecordPath()
@@ -278,11 +304,12 @@ def restart(histories: list[int], tail: int, budget: float, work: str) -> dict:
         gc.collect()
         # The restart: read and restore the snapshot, decide the tail, ready.
         started = _clocks()
-        loaded = planner_snapshots.read(work, max_age=None, calstream_version="bench")
-        states, holds, _, event_ids = planner_snapshot.restore(loaded.body,
-                                                              **RecordPath.settings())
-        del loaded
-        gc.freeze()  # as doers/planner_restore.load_snapshot does
+        with collector_paused():  # as doers/planner_restore.load_snapshot does
+            loaded = planner_snapshots.read(work, max_age=None, calstream_version="bench")
+            states, holds, _, event_ids = planner_snapshot.restore(loaded.body,
+                                                                  **RecordPath.settings())
+            del loaded
+            gc.freeze()
         fresh = RecordPath()
         fresh.state, fresh.event_ids = states["live"], event_ids
         row["snapshot_load"] = _since(started)
@@ -290,6 +317,12 @@ def restart(histories: list[int], tail: int, budget: float, work: str) -> dict:
             fresh(raw)
         row["restart_to_ready"] = _since(started)
         row["tail_events"] = len(tail_records)
+        # After ready: the first program's events again (a redelivery of old
+        # history), whose records are read, and their blocks decoded, now.
+        started = _clocks()
+        for raw in old_records:
+            fresh(raw)
+        row[f"then {len(old_records)} old events redelivered"] = _since(started)
         row["exposures_restored"] = len(fresh.state.exposures)
         del fresh, states
         gc.unfreeze()

@@ -9,6 +9,13 @@ keeps each restored record as its parts and builds it when a decision first
 reads it, then keeps the built record in the same place (same key order,
 as a dict that was given every record at once).
 
+An unbuilt record is its ``Parts``, or -- in what a restore makes -- its
+row number in the restored columns: then ``build`` is a
+restored_records.Rows, which reads the row's parts from the columns when
+the record is built, and hands them (``parts``) to a snapshot without
+building it. A row number costs no object per record (a million records
+restore in a fraction of a second).
+
 It behaves as the dict it replaces: reading a value (``[]``, ``get``,
 ``values``, ``items``, ``pop``) builds it; ``in``, ``len`` and iterating
 over keys build nothing; writing a key replaces its parts with the record.
@@ -31,8 +38,15 @@ class Parts(tuple):
     __slots__ = ()
 
 
+def unbuilt(value: Any) -> bool:
+    """Whether a stored value is a record not built yet (records are never ints)."""
+    kind = type(value)
+    return kind is Parts or kind is int
+
+
 class LazyRecords(MutableMapping):
-    """Key -> record; a value that is ``Parts`` is built by ``build(key, parts)`` when read."""
+    """Key -> record; a value that is ``Parts`` (or a row number) is built
+    by ``build(key, value)`` when read."""
 
     __slots__ = ("_rows", "_build")
 
@@ -42,7 +56,7 @@ class LazyRecords(MutableMapping):
 
     def __getitem__(self, key: str) -> Any:
         value = self._rows[key]
-        if type(value) is Parts:
+        if type(value) is int or type(value) is Parts:
             value = self._rows[key] = self._build(key, value)
         return value
 
@@ -50,7 +64,7 @@ class LazyRecords(MutableMapping):
         value = self._rows.get(key, _MISSING)
         if value is _MISSING:
             return default
-        if type(value) is Parts:
+        if type(value) is int or type(value) is Parts:
             value = self._rows[key] = self._build(key, value)
         return value
 
@@ -78,7 +92,7 @@ class LazyRecords(MutableMapping):
     __hash__ = None  # type: ignore[assignment]  # as a dict: mutable, unhashable
 
     def __repr__(self) -> str:
-        built = sum(1 for v in self._rows.values() if type(v) is not Parts)
+        built = sum(1 for v in self._rows.values() if not unbuilt(v))
         return f"LazyRecords({len(self._rows)} records, {built} built)"
 
     def copy(self) -> dict[str, Any]:
@@ -86,12 +100,21 @@ class LazyRecords(MutableMapping):
 
     def peek(self, key: str, default: Any = None) -> Any:
         """The record or its parts, building nothing."""
-        return self._rows.get(key, default)
+        value = self._rows.get(key, default)
+        return self._build.parts(value) if type(value) is int else value
 
     def raw_items(self):
-        return self._rows.items()
+        parts = getattr(self._build, "parts", None)
+        return ((k, parts(v) if type(v) is int else v) for k, v in self._rows.items())
 
 
 def raw_items(records: MutableMapping) -> Any:
     """(key, record or Parts) of a dict or a LazyRecords, building nothing."""
     return records.raw_items() if type(records) is LazyRecords else records.items()
+
+
+def key_dict(records: MutableMapping) -> dict:
+    """A dict with the keys of a dict or a LazyRecords (its values are not
+    the records): for ``in`` and set operations at C speed (a set's
+    ``difference`` with a dict looks each of its own items up in it)."""
+    return records._rows if type(records) is LazyRecords else records

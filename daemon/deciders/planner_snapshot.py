@@ -20,7 +20,11 @@ into the body in another thread. The body is columnar
 (deciders/snapshot_columns.py): exposure ids numbered once and referred to
 by number, a header kept once per exposure however many records repeat it,
 events and headers as what changed since the previous one, routes by
-number.
+number. Format 3: the per-exposure events, headers and products are in
+blocks (deciders/snapshot_blocks.py) read when a decision first needs one
+of their rows, and each restored map keeps row numbers, not an object per
+record, until then: a restore costs a few dict entries per exposure.
+Format 2 (everything in one JSON body) is refused: the planner rebuilds.
 
 ``restore`` raises SnapshotInvalid for anything it cannot read: the caller
 then rebuilds from the topics, never from a half-read snapshot.
@@ -29,17 +33,31 @@ then rebuilds from the topics, never from a half-read snapshot.
 from __future__ import annotations
 
 import dataclasses
-from collections import OrderedDict
 from typing import Any
 
 from calstream.daemon.deciders import restored_records
 from calstream.daemon.deciders.companion_index import CompanionIndex
 from calstream.daemon.deciders.event_checks import EventIds
-from calstream.daemon.deciders.lazy_records import LazyRecords, Parts, raw_items
+from calstream.daemon.deciders.lazy_records import LazyRecords, raw_items, unbuilt
 from calstream.daemon.deciders.level3_candidates import Sent
 from calstream.daemon.deciders.planner_records import Candidate
 from calstream.daemon.deciders.planner_state import PlannerState
-from calstream.daemon.deciders.restored_records import checked_event
+from calstream.daemon.deciders.restored_records import (
+    SHARED,
+    Headers,
+    ResolvedHeaders,
+    Rows,
+    add_members,
+    table_ids,
+    table_rows,
+)
+from calstream.daemon.deciders.snapshot_blocks import (
+    BLOCK_ROWS,
+    BlockedColumn,
+    SnapshotInvalid,
+    value,
+    write_blocks,
+)
 from calstream.daemon.deciders.snapshot_columns import (
     collector_paused,
     decode_column,
@@ -50,12 +68,8 @@ from calstream.steps.plans import Plan
 from calstream.steps.routing import NOD, Route
 from calstream.steps.step_parameters import StepParameters
 
-FORMAT = 2
-SHARED = "="  # in place of a header: the exposure's header, kept once in "headers"
-
-
-class SnapshotInvalid(ValueError):
-    """A snapshot that cannot be restored; the reason says why."""
+FORMAT = 3  # 2: events and headers in the body itself, all read at restore
+__all__ = ["FORMAT", "SnapshotInvalid", "capture", "encode", "restore", "take"]
 
 
 def _tuples(value: Any) -> Any:
@@ -96,6 +110,12 @@ def _route_table(table: list[dict]) -> list[Route]:
     return [build(n) for n in range(len(bodies))]
 
 
+def _row(n: int) -> int:
+    if n < 0:
+        raise SnapshotInvalid("a row number below 0")
+    return n
+
+
 def _key(key: Level3Key) -> list:
     return [getattr(key, f.name) for f in dataclasses.fields(key)]
 
@@ -127,7 +147,7 @@ def _capture_state(s: PlannerState) -> dict[str, Any]:
         "namespace": s.namespace, "replay": s.replay,
         # (id, event, since, release, route): a record a restore has not built yet
         # (lazy_records.Parts) is taken as it is, not built.
-        "exposures": [(eid, *x) if type(x) is Parts else
+        "exposures": [(eid, *x) if unbuilt(x) else
                       (eid, x.event, x.since, x.release, x.exposure.route)
                       for eid, x in raw_items(s.exposures)],
         "candidates": [(c.science, c.route, c.since, c.sent, c.sent_complete, c.waiting_for)
@@ -135,14 +155,15 @@ def _capture_state(s: PlannerState) -> dict[str, Any]:
         "ordered": dict(s.ordered), "rejected": set(s.rejected), "level3": dict(s.level3),
         "index": [(b, set(ids)) for b, ids in s.index._records.items() if ids],
         "sciences": [(b, set(ids)) for b, ids in s.index._sciences.items()],
-        "arrived": [(eid, *a) if type(a) is Parts else (eid, a.exposure.header, a.exposure.products,
+        "arrived": [(eid, *a) if unbuilt(a) else (eid, a.exposure.header, a.exposure.products,
                                                          a.since, a.provisional)
                     for eid, a in raw_items(l3.arrived)],
-        "calibrated": [(eid, *c) if type(c) is Parts else (eid, c.event, c.since)
+        "calibrated": [(eid, *c) if unbuilt(c) else (eid, c.event, c.since)
                        for eid, c in raw_items(l3.calibrated)],
         "l3_candidates": [(c.key, c.route, c.opened, c.changed, set(c.members), list(c.sent),
                            c.expected_by, c.product_name, c.problem, c.signature, c.waiting,
-                           c._waiting, c._missing) for c in l3.candidates.values()],
+                           c._waiting, c._missing, list(c.digests))
+                          for c in l3.candidates.values()],
         "plans": list(l3.plans), "planned": dict(l3._planned),
         "plan_headers": dict(l3._plan_headers),
         "planned_keys": [(k, set(v)) for k, v in l3._planned_keys.items()],
@@ -162,11 +183,12 @@ def take(states: dict[str, PlannerState], *, holds: dict, plans: dict[str, Plan]
 
 def encode(captured: dict[str, Any]) -> dict[str, Any]:
     """The snapshot's body (JSON-able) from a capture."""
-    routes = _Numbers(_route_body)
+    routes, blocks = _Numbers(_route_body), []
     digests = captured["event_ids"]
     return {
-        "format": FORMAT,
-        "namespaces": {ns: _encode_state(s, routes) for ns, s in captured["namespaces"].items()},
+        "format": FORMAT, "block_rows": BLOCK_ROWS,
+        "namespaces": {ns: _encode_state(s, routes, blocks)
+                       for ns, s in captured["namespaces"].items()},
         "routes": routes.table,
         "holds": captured["holds"],
         "plans": [p.to_json() for p in captured["plans"]],
@@ -174,6 +196,7 @@ def encode(captured: dict[str, Any]) -> dict[str, Any]:
         "event_ids": {"id": [k for k, _ in digests],
                       "digest": b"".join(v for _, v in digests).hex(),
                       "digest_size": len(digests[0][1]) if digests else 0},
+        "blocks": blocks,  # last: doers/planner_snapshots.py stores each on its own
     }
 
 
@@ -183,15 +206,17 @@ def _route_body(r: Route, routes: _Numbers) -> dict:
     return body
 
 
-def _encode_state(s: dict[str, Any], routes: _Numbers) -> dict[str, Any]:
+def _encode_state(s: dict[str, Any], routes: _Numbers, blocks: list) -> dict[str, Any]:
     names = _Numbers()
     headers: dict[str, Any] = {}
 
     def shared(eid: str, header: Any) -> Any:
+        header = value(header)  # a restored row nobody read: read here, in this thread
         known = headers.setdefault(eid, header)
         return SHARED if known is header or known == header else header
 
-    def event(eid: str, body: dict) -> dict:
+    def event(eid: str, body: Any) -> dict:
+        body = value(body)
         return {**body, "header": shared(eid, body["header"])} if "header" in body else body
 
     exposures = [(names(eid), event(eid, ev), since, release, routes(r))
@@ -199,17 +224,20 @@ def _encode_state(s: dict[str, Any], routes: _Numbers) -> dict[str, Any]:
     arrived = [(names(eid), shared(eid, h), products, since, provisional)
                for eid, h, products, since, provisional in s["arrived"]]
     calibrated = [(names(eid), event(eid, ev), since) for eid, ev, since in s["calibrated"]]
+    ordered_row = {work_id: row for row, work_id in enumerate(s["ordered"])}
     return {
         "namespace": s["namespace"], "replay": s["replay"],
-        "headers": {"id": [names(e) for e in headers], "value": encode_column(headers.values())},
-        "exposures": {"id": [x[0] for x in exposures], "event": encode_column(
-            x[1] for x in exposures), "since": [x[2] for x in exposures],
+        "headers": {"id": [names(e) for e in headers],
+                    "value": write_blocks(headers.values(), blocks)},
+        "exposures": {"id": [x[0] for x in exposures], "event": write_blocks(
+            (x[1] for x in exposures), blocks), "since": [x[2] for x in exposures],
             "release": [[row, x[3]] for row, x in enumerate(exposures) if x[3] is not None],
             "route": [x[4] for x in exposures]},
         "candidates": {"id": [names(c[0]) for c in s["candidates"]],
                        "route": [routes(c[1]) for c in s["candidates"]],
                        "since": [c[2] for c in s["candidates"]],
-                       "sent": [c[3] for c in s["candidates"]],
+                       # an order's row in "ordered" (its work id kept once there)
+                       "sent": [ordered_row.get(c[3], c[3]) for c in s["candidates"]],
                        "complete": [c[4] for c in s["candidates"]],
                        "waiting_for": encode_column(c[5] for c in s["candidates"])},
         "ordered": {"work_id": list(s["ordered"]),
@@ -219,10 +247,10 @@ def _encode_state(s: dict[str, Any], routes: _Numbers) -> dict[str, Any]:
         "index": [[list(b), sorted(map(names, ids))] for b, ids in s["index"]],
         "sciences": [[list(b), sorted(map(names, ids))] for b, ids in s["sciences"]],
         "arrived": {"id": [a[0] for a in arrived], "header": [a[1] for a in arrived],
-                    "products": encode_column(a[2] for a in arrived),
+                    "products": write_blocks((value(a[2]) for a in arrived), blocks),
                     "since": [a[3] for a in arrived], "provisional": [a[4] for a in arrived]},
         "calibrated": {"id": [c[0] for c in calibrated],
-                       "event": encode_column(c[1] for c in calibrated),
+                       "event": write_blocks((c[1] for c in calibrated), blocks),
                        "since": [c[2] for c in calibrated]},
         "l3_candidates": [_encode_candidate(c, routes, names) for c in s["l3_candidates"]],
         "plans": sorted(s["plans"]), "planned": s["planned"], "plan_headers": s["plan_headers"],
@@ -236,10 +264,13 @@ def _encode_state(s: dict[str, Any], routes: _Numbers) -> dict[str, Any]:
 
 def _encode_candidate(c: tuple, routes: _Numbers, names: _Numbers) -> list:
     (key, r, opened, changed, members, sent, expected_by, product_name, problem, signature,
-     waiting, waiting_for, missing) = c
+     waiting, waiting_for, missing, digests) = c
     return [_key(key), routes(r), opened, changed, sorted(map(names, members)),
             [[x.version, x.work_id, list(x.signature), x.degraded] for x in sent],
-            expected_by, product_name, problem, list(signature), waiting, waiting_for, missing]
+            expected_by, product_name, problem,
+            SHARED if tuple(signature) == tuple(digests) else list(signature),  # as usual
+            waiting, waiting_for, missing,
+            digests]
 
 
 # -- restoring ------------------------------------------------------------------
@@ -250,23 +281,33 @@ def restore(body: Any, *, companion_wait: float, level3_settle: float,
             ) -> tuple[dict[str, PlannerState], dict, dict[str, Plan], EventIds]:
     """(states by namespace, holds, plans, event ids) as they were taken.
     Settings (waits, step parameters) are today's configuration, not the
-    snapshot's: a restart with a new configuration orders with it."""
+    snapshot's: a restart with a new configuration orders with it.
+
+    ``body["blocks"]`` is a list (the body whole in memory: every block is
+    read and checked now) or a reader of stored blocks (each read when a
+    decision first needs one of its rows: deciders/snapshot_blocks.py)."""
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         found = body.get("format") if isinstance(body, dict) else None
         raise SnapshotInvalid(f"snapshot format {str(found)[:20]} is not {FORMAT}")
     try:
+        if body["block_rows"] != BLOCK_ROWS:
+            raise SnapshotInvalid(f"blocks of {str(body['block_rows'])[:20]} rows, "
+                                  f"not {BLOCK_ROWS}")
         with collector_paused():
             routes = _route_table(body["routes"])
             holds = dict(body["holds"])
             plans = {p["plan_id"]: Plan.from_json(p) for p in body["plans"]}
-            event_ids = _event_ids(body["event_ids"])
-            states = {}
+            event_ids = restored_records.event_ids(body["event_ids"])
+            states, columns = {}, []
             for ns, s in body["namespaces"].items():
                 state = PlannerState(companion_wait=companion_wait, level3_settle=level3_settle,
                                      level3_quiet_period=level3_quiet_period, namespace=ns,
                                      holds=holds, step_parameters=step_parameters)
-                _restore_state(state, s, routes, plans)
+                columns += _restore_state(state, s, routes, plans, body["blocks"])
                 states[ns] = state
+            if type(body["blocks"]) is list:
+                for column in columns:
+                    column.check_all()
     except SnapshotInvalid:
         raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as exc:
@@ -274,50 +315,29 @@ def restore(body: Any, *, companion_wait: float, level3_settle: float,
     return states, holds, plans, event_ids
 
 
-def _event_ids(body: dict) -> EventIds:
-    event_ids = EventIds()
-    raw, ids, size = bytes.fromhex(body["digest"]), body["id"], body["digest_size"]
-    if type(size) is not int or size <= 0 and ids or len(raw) != size * len(ids) or \
-            not all(type(i) is str for i in ids):
-        raise SnapshotInvalid("event ids and their digests do not match")
-    event_ids._digests = OrderedDict(zip(ids, [raw[n:n + size] for n in range(0, len(raw), size)]
-                                         if ids else [], strict=True))
-    return event_ids
-
-
 def _restore_state(state: PlannerState, s: dict, routes: list[Route],
-                   plans: dict[str, Plan]) -> None:
+                   plans: dict[str, Plan], blocks) -> list:
+    """Restore one namespace; the lazily read columns (to check now, or not)."""
     names = s["names"]
     if not all(type(n) is str for n in names):
         raise SnapshotInvalid("an exposure id that is not text")
-    headers = dict(zip([names[i] for i in s["headers"]["id"]],
-                       decode_column(s["headers"]["value"]), strict=True))
-
-    def header(eid: str, value: Any) -> Any:
-        return headers[eid] if value == SHARED else value
-
-    def events(column: dict) -> list[tuple[str, dict]]:
-        """(exposure id, event) by row, each event with its header."""
-        rows = list(zip([names[i] for i in column["id"]], decode_column(column["event"]),
-                        strict=True))
-        for eid, ev in rows:
-            if "header" in ev and ev["header"] == SHARED:
-                ev["header"] = headers[eid]  # a new dict per row: changing it is safe
-            checked_event(ev)
-        return rows
-
+    headers = Headers(names, s["headers"], blocks)
     state.replay = s["replay"]
     ex = s["exposures"]
-    releases = {row: release for row, release in ex["release"]}
+    ids = table_ids(names, ex, "since", "route")
+    release: list[Any] = [None] * len(ids)
+    for row, value_ in ex["release"]:
+        release[row] = value_
+    events = headers.events(blocks, ids, ex["event"])
     # Built when a decision first reads them (deciders/lazy_records.py).
-    state.exposures = LazyRecords({eid: Parts((ev, since, releases.get(row), routes[r]))
-                                   for row, ((eid, ev), since, r) in enumerate(zip(
-                                       events(ex), ex["since"], ex["route"], strict=True))},
-                                  restored_records.seen)
+    state.exposures = LazyRecords(table_rows(ids), Rows(restored_records.seen, [
+        events, ex["since"], release, [routes[r] for r in ex["route"]]]))
     c = s["candidates"]
     for i, r, since, sent, complete, waiting in zip(
             c["id"], c["route"], c["since"], c["sent"], c["complete"],
             decode_column(c["waiting_for"]), strict=True):
+        if type(sent) is int:  # its row in "ordered"
+            sent = s["ordered"]["work_id"][_row(sent)]
         state.candidates[names[i]] = Candidate(names[i], routes[r], since, sent, complete,
                                                waiting)
     state.ordered = dict(zip(s["ordered"]["work_id"], [names[i] for i in s["ordered"]["name"]],
@@ -329,26 +349,28 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
     index = state.index = CompanionIndex()
     for bucket, numbers in s["index"]:
         b = tuple(bucket)
-        ids = index._records[b] = {names[i] for i in numbers}
-        for i in ids:
+        ids_ = index._records[b] = {names[i] for i in numbers}
+        for i in ids_:
             index._filed.setdefault(i, []).append(b)
         if b[0] == NOD:
-            state._visit_detector[(b[1], b[2])] = set(ids)
+            state._visit_detector[(b[1], b[2])] = set(ids_)
     index._sciences = {tuple(b): {names[i] for i in numbers} for b, numbers in s["sciences"]}
-    _restore_level3(state, s, routes, plans, header, events)
+    return [headers._values, events, *_restore_level3(state, s, routes, plans, headers, blocks)]
 
 
 def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: dict[str, Plan],
-                    header, events) -> None:
+                    headers: Headers, blocks) -> list:
     l3, names = state.stage3, s["names"]
     a, c = s["arrived"], s["calibrated"]
-    l3.arrived = LazyRecords({names[i]: Parts((header(names[i], h), products, since, provisional))
-                              for i, h, products, since, provisional in zip(
-                                  a["id"], a["header"], decode_column(a["products"]),
-                                  a["since"], a["provisional"], strict=True)},
-                             restored_records.arrived(state.exposures))
-    l3.calibrated = LazyRecords({eid: Parts((ev, since)) for (eid, ev), since in zip(
-        events(c), c["since"], strict=True)}, restored_records.calibrated)
+    arrived_ids = table_ids(names, a, "header", "since", "provisional")
+    arrived_headers = ResolvedHeaders(headers, arrived_ids, a["header"])
+    products = BlockedColumn(blocks, a["products"], len(arrived_ids))
+    l3.arrived = LazyRecords(table_rows(arrived_ids), Rows(restored_records.arrived(
+        state.exposures), [arrived_headers, products, a["since"], a["provisional"]]))
+    calibrated_ids = table_ids(names, c, "since")
+    events = headers.events(blocks, calibrated_ids, c["event"])
+    l3.calibrated = LazyRecords(table_rows(calibrated_ids),
+                                Rows(restored_records.calibrated, [events, c["since"]]))
     l3.plans = {p: plans[p] for p in s["plans"]}
     l3._planned = {k: tuple(v) for k, v in s["planned"].items()}
     l3._plan_headers = s["plan_headers"]
@@ -357,32 +379,16 @@ def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: di
     l3._visit_members = {v: {names[i] for i in numbers} for v, numbers in s["visits"]}
     l3._incomplete_visits = set(s["incomplete_visits"])
     visit_of = {e: v for v, ids in l3._visit_members.items() for e in ids}
+    provisional = {eid for eid, p in zip(arrived_ids, a["provisional"], strict=True) if p}
     for (key, r, opened, changed, members, sent, expected_by, name, problem, signature,
-         waiting, waiting_for, missing) in s["l3_candidates"]:
+         waiting, waiting_for, missing, digests) in s["l3_candidates"]:
         cand = l3._new_candidate(Level3Key(*_tuples(key)), routes[r], opened, changed)
-        _add_members(l3, cand, [names[m] for m in members], visit_of)
+        add_members(l3, cand, [names[m] for m in members], visit_of, provisional)
+        if type(digests) is not list or not all(type(d) is str for d in digests):
+            raise SnapshotInvalid("a level-3 candidate's digests are not text")
+        cand.digests = digests
         cand.sent = [Sent(v, w, tuple(sig), d) for v, w, sig, d in sent]
         cand.expected_by, cand.product_name, cand.problem = expected_by, name, problem
-        cand.signature = tuple(signature)
+        cand.signature = tuple(digests if signature == SHARED else signature)
         cand.waiting, cand._waiting, cand._missing = waiting, waiting_for, missing
-
-
-def _add_members(l3, cand, members: list[str], visit_of: dict[str, str]) -> None:
-    """Level3State._add_member for every member at once: what it keeps per
-    member (held, uncalibrated, visits, sorted digests, the candidates of a
-    member and of a visit), without parsing each exposure's name again for
-    its visit (the visits' members say it) or sorting the digests once per
-    member. tests/unit/test_planner_snapshot.py compares the two."""
-    arrived, calibrated = l3.arrived, l3.calibrated
-    arrival, calibration = arrived.peek, calibrated.peek  # a record or its parts: none built
-    cand.members.update(members)
-    cand.held.update(m for m in members if (a := arrival(m)) is not None and
-                     restored_records.provisional(a))
-    cand.uncalibrated.update(m for m in members if m not in calibrated)
-    cand.digests = sorted(d for m in members if (c := calibration(m)) is not None
-                          for d in restored_records.stage2_digests(c))
-    for m in members:
-        l3._keys_of_member.setdefault(m, set()).add(cand.key)
-    cand.visits.update(visit_of[m] for m in members if m in arrived)
-    for visit in cand.visits:
-        l3._keys_by_visit.setdefault(visit, set()).add(cand.key)
+    return [arrived_headers, products, events]

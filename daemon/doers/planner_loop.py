@@ -31,6 +31,7 @@ from calstream.daemon.deciders.event_checks import EventIds
 from calstream.daemon.deciders.planner_records import Emit, check_emitted
 from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
 from calstream.daemon.deciders.product_intake import ProductIntake
+from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
 from calstream.daemon.doers import kafka, planner_restore
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.product_store import ProductStore
@@ -244,6 +245,8 @@ class Planner:
         except RecordProblem as exc:
             await self._reject(record, exc.category, str(exc))
             return
+        except SnapshotInvalid:  # its restored state cannot be read: stop, the restart rebuilds
+            raise
         except Exception as exc:  # noqa: BLE001 - no record may end the planner
             log.exception("planner: cannot handle %s[%d]@%d", record.topic, record.partition,
                           record.offset)

@@ -42,23 +42,27 @@ SNAPSHOT_EVERY_SECONDS = 300.0  # ... or this long, whichever comes first, once 
 
 def load_snapshot(planner: Planner) -> bool:
     """The state from the snapshot, if one can be trusted; True if it was used."""
-    snap = planner_snapshots.read(planner.cfg.work_dir)
-    if snap is None:
-        return False
-    try:
-        states, holds, plans, event_ids = planner_snapshot.restore(
-            snap.body, companion_wait=planner.cfg.companion_wait,
-            level3_settle=planner.cfg.stage3_settle,
-            level3_quiet_period=planner.cfg.stage3_quiet_period,
-            step_parameters=planner.cfg.step_parameters())
-    except planner_snapshot.SnapshotInvalid as exc:
-        log.warning("planner: snapshot ignored, %s: rebuilding from the topics", exc)
-        return False
-    # Millions of long-lived objects: out of the collector's sight, or each
-    # of its next full collections would walk every one of them again. A
-    # frozen object is still freed by reference counting when the planner
-    # drops it; only reference cycles (a few per level-3 candidate) would stay.
-    gc.freeze()
+    # The collector stays off from reading to freezing: turned on in between,
+    # its first collections would walk every object just read (a second and
+    # more for a million events), though none of them is garbage.
+    with collector_paused():
+        snap = planner_snapshots.read(planner.cfg.work_dir)
+        if snap is None:
+            return False
+        try:
+            states, holds, plans, event_ids = planner_snapshot.restore(
+                snap.body, companion_wait=planner.cfg.companion_wait,
+                level3_settle=planner.cfg.stage3_settle,
+                level3_quiet_period=planner.cfg.stage3_quiet_period,
+                step_parameters=planner.cfg.step_parameters())
+        except planner_snapshot.SnapshotInvalid as exc:
+            log.warning("planner: snapshot ignored, %s: rebuilding from the topics", exc)
+            return False
+        # Millions of long-lived objects: out of the collector's sight, or each
+        # of its next full collections would walk every one of them again. A
+        # frozen object is still freed by reference counting when the planner
+        # drops it; only reference cycles (a few per level-3 candidate) would stay.
+        gc.freeze()
     planner.holds.clear()
     planner.holds.update(holds)
     for state in states.values():
@@ -166,10 +170,12 @@ async def take_snapshot(planner: Planner) -> int:
 
 
 def snapshot_due(planner: Planner) -> bool:
-    """Every so many records or seconds, and at once after a start that read
-    records (a rebuild that took long is not done again)."""
+    """Every so many records or seconds, and at once after a rebuild (one
+    that took long is not done again). Not at once after a snapshot's
+    restore: its tail was short, and encoding reads every block the
+    restore left unread (deciders/snapshot_blocks.py)."""
     at, records = planner.last_snapshot
     new = planner.records_seen - records
-    first = records == 0 and planner.caught_up
+    first = records == 0 and planner.caught_up and planner.restored_from is None
     return new > 0 and (first or new >= SNAPSHOT_EVERY_RECORDS
                         or time.monotonic() - at >= SNAPSHOT_EVERY_SECONDS)

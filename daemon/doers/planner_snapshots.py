@@ -2,12 +2,16 @@
 
 ``<work_dir>/planner/snapshot.json`` is one line of envelope (JSON: format,
 calstream version, when it was taken, the topic offsets it covers, the
-size and sha256 of the body as stored, its size once decompressed), a
-newline, then the body (deciders/planner_snapshot.py): JSON, compressed
-with zlib (level 1: a million events' body compresses 3-4 times in a few
-seconds; a higher level gains a few percent for twice the time). Only
-JSON is ever read from it, never code (no pickle), and decompression stops
-at the size the envelope states. It is written to a temporary file, synced
+size and sha256 of what follows, the sizes of its parts stored and
+decompressed), a newline, then the body (deciders/planner_snapshot.py)
+without its ``blocks``, then each block on its own: JSON, compressed with
+zlib (level 1: a million events' body compresses 3-4 times in a few
+seconds; a higher level gains a few percent for twice the time). The body
+is read at start; a block is decompressed and parsed when the restored
+state first reads one of its rows (deciders/snapshot_blocks.py), so a
+restart reads a million events' snapshot in seconds; the blocks stay in
+memory compressed until then. Only JSON is ever read from it, never code
+(no pickle), and decompression stops at the size the envelope states. It is written to a temporary file, synced
 and renamed, so a crash leaves the previous snapshot or the new one, never
 a part. ``read`` returns None -- with one warning saying why -- for a
 snapshot that is missing, of another format or calstream version, older
@@ -25,7 +29,7 @@ import math
 import os
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,7 @@ from calstream.daemon.doers.product_store import fsync_dir
 
 log = logging.getLogger("calstream.planner")
 
-FORMAT = 2  # 1: the body as plain JSON
+FORMAT = 3  # 1: the body as plain JSON; 2: the body with its blocks, one stream
 MAX_AGE = 7 * 24 * 3600.0  # older than this, the tail to read is as long as a rebuild
 
 
@@ -55,15 +59,24 @@ class Snapshot:
 def write(work_dir: str | Path, body: dict[str, Any], *,
           offsets: dict[tuple[str, int], int], calstream_version: str | None = None) -> int:
     """Write the snapshot; returns its size in bytes."""
+    blocks = body.get("blocks") if isinstance(body, dict) else None
+    if type(blocks) is list:
+        body = {k: v for k, v in body.items() if k != "blocks"}
     deflate, parts, raw_size = zlib.compressobj(1), [], 0
     for piece in _json_pieces(body):  # never the whole text at once: it can be gigabytes
         raw_size += len(piece)
         parts.append(deflate.compress(piece))
     parts.append(deflate.flush())
+    sizes = []  # of each block: (stored, decompressed)
+    for block in blocks if type(blocks) is list else ():
+        text = json.dumps(block, separators=(",", ":")).encode()
+        parts.append(zlib.compress(text, 1))
+        sizes.append([len(parts[-1]), len(text)])
     data = b"".join(parts)
     del parts
     envelope = {"format": FORMAT, "calstream_version": calstream_version or calstream.__version__,
                 "taken_at": time.time(), "size": len(data), "raw_size": raw_size,
+                "blocks": sizes if type(blocks) is list else None,
                 "sha256": hashlib.sha256(data).hexdigest(),
                 "offsets": [[t, p, o] for (t, p), o in sorted(offsets.items())]}
     path = snapshot_path(work_dir)
@@ -139,22 +152,82 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
             hashlib.sha256(data).hexdigest() != envelope.get("sha256"):
         return _ignored(path, "its size or sha256 is not what its envelope says (corrupt)")
     try:
-        body = _body(data, envelope.get("raw_size"))
+        # Views, not copies: the file's bytes stay in memory as one object.
+        blocks = _blocks(memoryview(data), envelope.get("blocks"))
+        body = _body(memoryview(data)[:len(data) - sum(b.stored for b in blocks)],
+                     envelope.get("raw_size"))
+        if blocks or envelope.get("blocks") is not None:
+            if type(body) is not dict:
+                raise ValueError("a body with blocks that is not an object")
+            body["blocks"] = StoredBlocks(blocks, path)
     except (ValueError, zlib.error, RecursionError, MemoryError) as exc:
         return _ignored(path, f"its body cannot be read ({str(exc)[:200]})")
     return Snapshot(body, offsets, taken_at, len(data))
 
 
-def _body(data: bytes, raw_size: Any) -> Any:
+def _inflated(data: bytes | memoryview, raw_size: Any) -> bytes:
     if type(raw_size) is not int or raw_size < 0:
         raise ValueError("no decompressed size in the envelope")
     inflate = zlib.decompressobj()
     raw = inflate.decompress(data, raw_size + 1)  # never more than the envelope says
     if len(raw) != raw_size or not inflate.eof or inflate.unconsumed_tail:
         raise ValueError(f"it decompresses to another size than the {raw_size} bytes stated")
+    return raw
+
+
+def _body(data: bytes | memoryview, raw_size: Any) -> Any:
+    raw = _inflated(data, raw_size)
     del data
     with collector_paused():
         return json.loads(raw)
+
+
+@dataclass(frozen=True)
+class _Block:
+    data: memoryview  # as stored (compressed)
+    stored: int
+    raw_size: int
+
+
+def _blocks(data: memoryview, sizes: Any) -> list[_Block]:
+    """The stored blocks at the end of ``data``, as the envelope lists them."""
+    if sizes is None:
+        return []
+    if type(sizes) is not list or not all(
+            type(s) is list and len(s) == 2 and all(type(n) is int and n >= 0 for n in s)
+            for s in sizes) or sum(s[0] for s in sizes) > len(data):
+        raise ValueError("the envelope's block sizes do not fit the snapshot")
+    at, blocks = len(data) - sum(s[0] for s in sizes), []
+    for stored, raw_size in sizes:
+        blocks.append(_Block(data[at:at + stored], stored, raw_size))
+        at += stored
+    return blocks
+
+
+class StoredBlocks(Sequence):
+    """The snapshot's blocks, each decompressed and parsed when asked for
+    (deciders/snapshot_blocks.py asks once per block). The file's sha256
+    was checked whole at ``read``, so a block that still cannot be read is
+    a writer's bug: the snapshot file is deleted (the next start rebuilds)
+    and it is a ValueError -- SnapshotInvalid to the planner, which stops
+    rather than decide on a state it cannot read (doers/planner_loop.py)."""
+
+    def __init__(self, blocks: list[_Block], path: Path) -> None:
+        self._blocks, self._path = blocks, path
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def __getitem__(self, n):  # type: ignore[override]
+        block = self._blocks[n]
+        try:
+            with collector_paused():
+                return json.loads(_inflated(block.data, block.raw_size))
+        except (ValueError, zlib.error, RecursionError) as exc:
+            log.error("planner: snapshot %s: block %d cannot be read (%s): the snapshot is "
+                      "deleted, restart the planner to rebuild", self._path, n, str(exc)[:200])
+            self._path.unlink(missing_ok=True)
+            raise ValueError(f"block {n} cannot be read: {str(exc)[:200]}") from None
 
 
 def _ignored(path: Path, why: str) -> None:

@@ -164,6 +164,10 @@ def test_a_capture_encoded_later_is_the_state_when_it_was_captured():
     _spoiled(("namespaces", "live", "candidates", "route"), lambda r: [*r[:-1], 10**6]),
     _spoiled(("routes",), lambda r: [{**r[0], "also": 0}, *r[1:]]),
     _spoiled(("namespaces", "live", "l3_candidates"), lambda c: [c[0][:-1], *c[1:]]),
+    _spoiled(("blocks", 0), lambda b: [*b[:-1], ["~", "x", 1]]),
+    _spoiled(("blocks", 1), lambda b: [["=", {"header": "="}]] * len(b)),
+    _spoiled(("blocks",), lambda b: b[:-1]),
+    _spoiled(("block_rows",), 7),
 ])
 def test_a_snapshot_that_cannot_be_read_is_refused_whole(body):
     with pytest.raises(planner_snapshot.SnapshotInvalid):
@@ -231,3 +235,43 @@ def test_a_restored_state_orders_with_todays_step_parameters():
     states, *_ = planner_snapshot.restore(body, **SETTINGS, step_parameters=configured)
     assert states["live"].step_parameters is configured
     assert states["live"].stage3.step_parameters is configured
+
+
+def test_a_snapshot_is_taken_at_once_after_a_rebuild_not_after_a_restore(tmp_path):
+    """After a rebuild the next start must not rebuild again; after a
+    snapshot's restore the tail was short, and encoding at once would read
+    every block the restore left unread."""
+    from calstream.daemon.doers import planner_restore
+
+    planner = _planner(tmp_path)
+    planner.caught_up, planner.records_seen = True, 5
+    assert planner_restore.snapshot_due(planner)
+    planner.restored_from = {"snapshot": "snapshot.json", "taken_at": 0.0, "bytes": 1}
+    assert not planner_restore.snapshot_due(planner)
+
+
+def test_a_snapshot_of_a_restored_state_is_read_from_the_blocks_it_left_unread(tmp_path):
+    """Restored from the file (blocks read when first needed), snapshotted
+    again before any decision read a record, restored again: the same
+    decisions as the whole run."""
+    import anyio
+
+    from calstream.daemon.doers import planner_restore
+
+    stream = steps()
+    whole = new_state()
+    per_step = [play(whole, [step]) for step in stream]
+    cut = len(stream) // 2
+    first = _planner(tmp_path)
+    play(first.state, stream[:cut])
+    anyio.run(planner_restore.take_snapshot, first)
+    second = _planner(tmp_path)
+    assert planner_restore.load_snapshot(second) and _built(second.state) == 0
+    anyio.run(planner_restore.take_snapshot, second)
+    assert _built(second.state) == 0  # the encoder read the blocks, nothing was built
+    third = _planner(tmp_path)
+    assert planner_restore.load_snapshot(third)
+    rest = play(third.state, stream[cut:])
+    assert comparable(rest) == comparable([e for emits in per_step[cut:] for e in emits])
+    assert _final(third.state) == _final(whole)
+    assert _records(third.state) == _records(whole)

@@ -92,3 +92,25 @@ def test_another_calstream_version_or_an_old_snapshot_is_ignored(tmp_path, caplo
         assert planner_snapshots.read(tmp_path, calstream_version="v1", max_age=0.01) is None
     assert "calstream v1" in caplog.text and "ago" in caplog.text
     assert planner_snapshots.read(tmp_path, calstream_version="v1") is not None
+
+
+def test_blocks_are_stored_apart_and_read_when_asked_for(tmp_path):
+    """A body's ``blocks`` are stored each on its own and parsed only when
+    read; a block that cannot be read then is a ValueError."""
+    import hashlib
+
+    body = {**BODY, "blocks": [[{"row": n}] * 3 for n in range(4)]}
+    planner_snapshots.write(tmp_path, body, offsets=OFFSETS, calstream_version="v1")
+    snap = planner_snapshots.read(tmp_path, calstream_version="v1")
+    blocks = snap.body.pop("blocks")
+    assert snap.body == BODY and len(blocks) == 4 and blocks[2] == [{"row": 2}] * 3
+    path = planner_snapshots.snapshot_path(tmp_path)
+    head, data = path.read_bytes().split(b"\n", 1)
+    data = data[:-4] + b"oops"  # the last block spoiled, its digest made right again
+    envelope = {**json.loads(head), "sha256": hashlib.sha256(data).hexdigest()}
+    path.write_bytes(json.dumps(envelope).encode() + b"\n" + data)
+    blocks = planner_snapshots.read(tmp_path, calstream_version="v1").body["blocks"]
+    assert blocks[0] == [{"row": 0}] * 3
+    with pytest.raises(ValueError):
+        blocks[3]
+    assert not path.exists()  # the next start rebuilds
