@@ -35,7 +35,9 @@ def stage3_order(cand: Candidate, asn: dict[str, Any], ready: list[Exposure],
                     if e.route is not None and e.route.role == "science"), events[0])
     releases = {k: v for ev in events for k, v in (ev.get("releases") or {}).items() if v}
     arrivals = [ev.get("arrived_at") for ev in events if ev.get("arrived_at")]
-    return contract.build(
+    # Not validated here (tests/unit/test_planner_outputs.py validates what
+    # the deciders make; the publisher's encoding checks the schema).
+    return contract.assemble(
         "work_order", contract.event_id("work_order", work_id),
         work_id=work_id, stage="stage3", pipeline=cand.route.stage3,
         product_name=asn["products"][0]["name"], program=cand.key.program,
