@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from calstream.daemon.deciders.level3_candidates import Candidate
+from calstream.daemon.deciders.level3_candidates import Candidate, Sent
 from calstream.daemon.deciders.order_parameters import order_parameters
 from calstream.steps.associations import Exposure, association_filename
 from calstream.steps.naming import parse_exposure_name
@@ -21,6 +21,15 @@ def order_work_id(pipeline: str, namespace: str, inputs: list[dict[str, Any]]) -
     digest). A product event carries the same inputs, so it names its order."""
     return contract.event_id("work_order", "stage3", pipeline, namespace,
                              sorted((i.get("role"), i["digest"]) for i in inputs))
+
+
+def previous_versions(sent: list[Sent], restored: list[dict[str, Any]]) -> list[Sent]:
+    """The versions a candidate's orders had: sent here, and restored (work
+    topics, product store) from before a restart, by version."""
+    known = {s.work_id for s in sent}
+    return sorted([*sent, *(Sent(o.get("version") or 1, o["work_id"], (), o.get("degraded"))
+                            for o in restored if o["work_id"] not in known)],
+                  key=lambda s: s.version)
 
 
 def stage3_order(cand: Candidate, asn: dict[str, Any], ready: list[Exposure],
