@@ -301,7 +301,7 @@ def _fast_parse(raw: bytes) -> Any:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return _UNSURE
-    if raw.count(b"{") + raw.count(b"[") <= _MAX_FAST_DEPTH and orjson.dumps(value) == raw:
+    if raw.count(b"{") + raw.count(b"[") <= _MAX_FAST_DEPTH and _written_again(value) == raw:
         # Written as orjson writes it (compact, as every calstream writer's
         # text is, ASCII aside): a duplicate key would be missing from the
         # text written again, an integer read as a float would be written as
@@ -315,6 +315,13 @@ def _fast_parse(raw: bytes) -> Any:
     spaced = b'" ' in raw or b'"\n' in raw or b'"\t' in raw or b'"\r' in raw
     tokens = len(_KEY_TOKEN.findall(raw)) if spaced else raw.count(b'":')
     return value if keys == tokens else _UNSURE
+
+
+def _written_again(value: Any) -> bytes | None:
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return None
 
 
 def _keys_in(value: Any, depth: int) -> int:

@@ -260,7 +260,11 @@ class Planner:
                 # topic, partition and offset) is known here, and an operator
                 # needs it to find or redrive it.
                 e.message.body["original"] = original_of(record)
-        await self._publish(emits)
+        try:
+            await self._publish(emits)
+        except contract.InvalidMessage as exc:  # its orders are checked when encoded, not before
+            await self._reject(record, "invalid_message", str(exc))
+            return
         self.last_progress = time.monotonic()
 
     def _decide(self, record) -> list[Emit]:
