@@ -44,12 +44,16 @@ def _exposure_buckets(e: Exposure) -> list[Bucket]:
 def _science_buckets(science: Exposure, needs: tuple[str, ...]) -> list[Bucket]:
     """The buckets that hold every companion ``science`` may take."""
     n = science.name
-    keys = {NOD: (NOD, n.visit_id, n.detector),
-            IMPRINT: (IMPRINT, n.program, n.observation, n.detector),
-            BACKGROUND: (BACKGROUND, n.program, n.detector),
-            TARGET_ACQUISITION: (TARGET_ACQUISITION, n.program, n.observation, n.visit),
-            DIRECT_IMAGE: (DIRECT_IMAGE, n.program, n.observation)}
-    return [keys[k] for k in needs if k in keys]
+    return [_BUCKET_OF[k](n) for k in needs if k in _BUCKET_OF]
+
+
+# Each kind of companion's bucket, from the science's name (only the ones it needs are made).
+_BUCKET_OF = {
+    NOD: lambda n: (NOD, n.visit_id, n.detector),
+    IMPRINT: lambda n: (IMPRINT, n.program, n.observation, n.detector),
+    BACKGROUND: lambda n: (BACKGROUND, n.program, n.detector),
+    TARGET_ACQUISITION: lambda n: (TARGET_ACQUISITION, n.program, n.observation, n.visit),
+    DIRECT_IMAGE: lambda n: (DIRECT_IMAGE, n.program, n.observation)}
 
 
 def _product_bucket(p: Level3Product) -> Bucket:

@@ -40,6 +40,10 @@ def inside(path: str, roots: Iterable[str | PurePosixPath]) -> bool:
         # The common case as text (PurePosixPath costs more than the planner's
         # decision): the same answer, as tests/unit/test_event_checks.py checks.
         return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+    return _inside_by_parts(path, roots)
+
+
+def _inside_by_parts(path: str, roots: list[str]) -> bool:
     p = PurePosixPath(path)
     if not p.is_absolute() or ".." in p.parts:
         return False
@@ -56,6 +60,26 @@ def _roots(products_root: str, namespace: str, stage: str | None,
     # detector1, dark and guider are made from an uncal file in the inbox.
     in_roots = [*input_roots, store] if stage in arrival_product_stages() else [store]
     return str(out_root), (str(out_root),), tuple(str(r) for r in in_roots)
+
+
+class _Below:
+    """``inside(path, roots)`` for fixed roots, their text worked out once."""
+
+    def __init__(self, roots: tuple[str, ...]):
+        self.roots = list(roots)
+        self.plain = all(_plain(r) or r == "/" for r in roots)
+        self.exact = frozenset(roots)
+        self.prefixes = tuple(r.rstrip("/") + "/" for r in roots)
+
+    def __call__(self, path: str) -> bool:
+        if self.plain and _plain(path):
+            return path in self.exact or path.startswith(self.prefixes)
+        return _inside_by_parts(path, self.roots)
+
+
+@lru_cache(maxsize=64)
+def _below(roots: tuple[str, ...]) -> _Below:
+    return _Below(roots)
 
 
 def product_event_problems(event: Mapping[str, Any], *, products_root: str,
@@ -76,17 +100,20 @@ def product_event_problems(event: Mapping[str, Any], *, products_root: str,
     if event.get("outcome") == "success" and not outputs:
         problems.append("a successful run with no outputs")
 
+    if type(input_roots) is not tuple:
+        input_roots = tuple(str(r) for r in input_roots)
     try:
-        out_root, out_roots, in_roots = _roots(
-            str(products_root), namespace, stage, tuple(str(r) for r in input_roots))
+        out_root, out_roots, in_roots = _roots(str(products_root), namespace, stage, input_roots)
+        out_below, in_below = _below(out_roots), _below(in_roots)
     except TypeError:  # a namespace or stage its schema let through that is no text
         out_root, out_roots, in_roots = _roots.__wrapped__(
             str(products_root), namespace, stage, tuple(str(r) for r in input_roots))
+        out_below, in_below = _Below(out_roots), _Below(in_roots)
     for o in outputs:
-        if not inside(str(o.get("path", "")), out_roots):
+        if not out_below(str(o.get("path", ""))):
             problems.append(f"output {str(o.get('path'))[:200]!r} is outside {out_root}")
     for i in inputs:
-        if not inside(str(i.get("path", "")), in_roots):
+        if not in_below(str(i.get("path", ""))):
             problems.append(f"input {str(i.get('path'))[:200]!r} is outside the roots")
 
     if namespace != "live":

@@ -106,10 +106,18 @@ class Candidate:
         return waiting or not self.sent or self.sent[-1].signature != self.signature
 
 
+_NORMED: dict[Level3Key, Level3Key] = {}  # key -> its normal form: a few per program
+
+
 def _norm_target(key: Level3Key) -> Level3Key:
     # Pools write TARGETID 1, headers may carry "001": the same target.
     if key.target and key.target.isdigit():
-        return dataclasses.replace(key, target=str(int(key.target)))
+        normed = _NORMED.get(key)
+        if normed is None:
+            if len(_NORMED) > 10_000:
+                _NORMED.clear()
+            normed = _NORMED[key] = dataclasses.replace(key, target=str(int(key.target)))
+        return normed
     return key
 
 

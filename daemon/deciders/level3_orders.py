@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from calstream.daemon.deciders.level3_candidates import Candidate
+from calstream.daemon.deciders.level3_candidates import Candidate, Sent
 from calstream.daemon.deciders.order_parameters import order_parameters
 from calstream.steps.associations import Exposure, association_filename
 from calstream.steps.naming import parse_exposure_name
@@ -23,6 +23,15 @@ def order_work_id(pipeline: str, namespace: str, inputs: list[dict[str, Any]]) -
                              sorted((i.get("role"), i["digest"]) for i in inputs))
 
 
+def previous_versions(sent: list[Sent], restored: list[dict[str, Any]]) -> list[Sent]:
+    """The versions a candidate's orders had: sent here, and restored (work
+    topics, product store) from before a restart, by version."""
+    known = {s.work_id for s in sent}
+    return sorted([*sent, *(Sent(o.get("version") or 1, o["work_id"], (), o.get("degraded"))
+                            for o in restored if o["work_id"] not in known)],
+                  key=lambda s: s.version)
+
+
 def stage3_order(cand: Candidate, asn: dict[str, Any], ready: list[Exposure],
                  events: list[dict[str, Any]], *, inputs: list[dict[str, Any]],
                  work_id: str, version: int,
@@ -35,7 +44,9 @@ def stage3_order(cand: Candidate, asn: dict[str, Any], ready: list[Exposure],
                     if e.route is not None and e.route.role == "science"), events[0])
     releases = {k: v for ev in events for k, v in (ev.get("releases") or {}).items() if v}
     arrivals = [ev.get("arrived_at") for ev in events if ev.get("arrived_at")]
-    return contract.build(
+    # Not validated here (tests/unit/test_planner_outputs.py validates what
+    # the deciders make; the publisher's encoding checks the schema).
+    return contract.assemble(
         "work_order", contract.event_id("work_order", work_id),
         work_id=work_id, stage="stage3", pipeline=cand.route.stage3,
         product_name=asn["products"][0]["name"], program=cand.key.program,

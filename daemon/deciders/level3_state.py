@@ -39,7 +39,7 @@ from calstream.daemon.deciders.level3_candidates import (
     Sent,
     keys_of,
 )
-from calstream.daemon.deciders.level3_orders import order_work_id, stage3_order
+from calstream.daemon.deciders.level3_orders import order_work_id, previous_versions, stage3_order
 from calstream.daemon.deciders.level3_status import describe, summary
 from calstream.steps.associations import (
     AssociationError,
@@ -78,7 +78,8 @@ class Level3State:
         self._keys_by_visit: dict[str, set[Level3Key]] = {}  # visit -> candidates in it
         self._keys_of_member: dict[str, set[Level3Key]] = {}  # exposure -> its candidates
         self._keys_cache: dict[str, tuple] = {}  # exposure id -> (header, acids, keys)
-        self._incomplete_visits: set[str] = set()  # visits whose headers say more will come
+        self._incomplete_set: set[str] = set()  # visits whose headers say more will come
+        self._unsettled_visits: set[str] = set()  # visits with arrivals not counted yet
         # candidate -> tuple(cand.digests), dropped when they change: a
         # candidate of a thousand members is not copied at every event.
         self._signatures: dict[Level3Key, tuple] = {}
@@ -208,10 +209,24 @@ class Level3State:
         tally = self._tally(visit)
         self._visit_members.setdefault(visit, set()).add(eid)
         tally.add(arrived.exposure)
-        if tally.complete:
-            self._incomplete_visits.discard(visit)
-        else:
-            self._incomplete_visits.add(visit)
+        # Counted again when a decision asks (the visit's twenty arrivals in
+        # a row are one count, not twenty).
+        self._unsettled_visits.add(visit)
+
+    @property
+    def _incomplete_visits(self) -> set[str]:
+        """Visits whose headers say more will come (as of every arrival so far)."""
+        for visit in self._unsettled_visits:
+            if self._tally(visit).complete:
+                self._incomplete_set.discard(visit)
+            else:
+                self._incomplete_set.add(visit)
+        self._unsettled_visits.clear()
+        return self._incomplete_set
+
+    @_incomplete_visits.setter
+    def _incomplete_visits(self, visits: set[str]) -> None:
+        self._incomplete_set, self._unsettled_visits = visits, set()
 
     def _new_candidate(self, key: Level3Key, r, now: float, changed: float | None = None):
         self.candidates[key] = Candidate(key, r, now, now if changed is None else changed,
@@ -283,15 +298,6 @@ class Level3State:
             out += self._evaluate(self.candidates[key], now)
         return out
 
-    def _incomplete(self, cand: Candidate) -> bool:
-        """Whether level3_status.missing would name anything, from the kept counts."""
-        planned = self._planned_keys.get(cand.key)
-        if planned:
-            cand.expected_by = "plan"
-            return any(e not in self.arrived for e in planned)
-        cand.expected_by = "headers"
-        return not cand.visits.isdisjoint(self._incomplete_visits)
-
     def _evaluate(self, cand: Candidate, now: float) -> list[contract.Message]:
         if cand.product_name is None and cand.members:
             # The name operations know it by, before the first order names it.
@@ -302,8 +308,12 @@ class Level3State:
         # Decided from the kept sets and counts; the words come when read.
         held = bool(cand.held)
         pending = any(m not in cand.held for m in cand.uncalibrated)
-        incomplete = self._incomplete(cand)
-        waiting = held or pending or incomplete
+        planned = self._planned_keys.get(cand.key)
+        cand.expected_by = "plan" if planned else "headers"
+        # Would level3_status.missing name anything? Asked only when nothing
+        # else keeps it waiting, from the kept counts.
+        waiting = held or pending or (any(e not in self.arrived for e in planned) if planned
+                                      else not cand.visits.isdisjoint(self._incomplete_visits))
         cand.described_later(waiting)
         if not waiting:
             signature = cand.signature = self._signature(cand)
@@ -375,22 +385,13 @@ class Level3State:
                 cand.sent.append(Sent(order.get("version") or 1, wid, signature,
                                       order.get("degraded")))
                 return []  # sent before a restart
-        previous = self._previous_versions(cand)
+        previous = previous_versions(cand.sent, self._restored.get(cand.product_name or "", []))
         version = max((s.version for s in previous), default=0) + 1
         cand.sent.append(Sent(version, wid, signature, degraded))
         events = [self.calibrated[e.exposure_id].event for e in ready]
         return [stage3_order(cand, asn, ready, events, inputs=inputs, work_id=wid, version=version,
                              degraded=degraded, namespace=self.namespace,
                              step_parameters=self.step_parameters)]
-
-    def _previous_versions(self, cand: Candidate) -> list[Sent]:
-        sent = list(cand.sent)
-        known = {s.work_id for s in sent}
-        for order in self._restored.get(cand.product_name or "", []):
-            if order["work_id"] not in known:
-                sent.append(Sent(order.get("version") or 1, order["work_id"], (),
-                                 order.get("degraded")))
-        return sorted(sent, key=lambda s: s.version)
 
     # -- for metrics and status ----------------------------------------------
     def summary(self, now: float) -> dict[str, Any]:

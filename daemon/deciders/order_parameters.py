@@ -24,8 +24,11 @@ def order_parameters(configured: StepParameters | None, pipeline: str, *,
     corrections, an operator's annotation, ...), so an order with nothing
     configured carries what it always did."""
     out = {k: v for k, v in planner.items() if v}
+    if configured is None or not (configured.steps or configured.by_exp_type
+                                  or configured.by_program):
+        return out  # nothing configured: no "steps" (for_run would give {})
     exp_type = science.get("exp_type") or (science.get("header") or {}).get("EXP_TYPE")
-    steps = (configured or StepParameters()).for_run(pipeline, exp_type=exp_type,
+    steps = configured.for_run(pipeline, exp_type=exp_type,
                                                       program=program)
     if steps:
         out["steps"] = steps

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from calstream.steps.associations import Exposure, validate_level2
-from calstream.steps.routing import Route
+from calstream.steps.naming import parse_exposure_name
+from calstream.steps.routing import HeaderView, Route
 from calstream.topics import contract
 
 PLANNED = "PLANNED"
@@ -59,7 +60,10 @@ def routed_exposure(exposure_id: str, header: dict[str, Any], products: dict[str
     """An Exposure whose route is the one the planner just computed: routing
     is the costliest header reading, so an exposure is routed once per event."""
     exposure = Exposure(exposure_id, header, products)
-    exposure.__dict__["route"] = route  # what the cached_property would store
+    # What the cached_properties would store, stored at once: a first read
+    # of a functools.cached_property takes a lock, and every decision reads them.
+    exposure.__dict__.update(route=route, name=parse_exposure_name(exposure_id),
+                             keywords=HeaderView(header))
     return exposure
 
 

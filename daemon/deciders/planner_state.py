@@ -248,7 +248,8 @@ class PlannerState:
     def _evaluate(self, cand: Candidate, now: float) -> list[Emit]:
         sci = self.exposures[cand.science]
         pool = self._companions(cand, sci)
-        held = [m for m in self._members_of(cand, sci, pool) if m.provisional]
+        members = self._members_of(cand, sci, pool)
+        held = [m for m in members if m.provisional]
         if held:
             cand.waiting_for = {"pointing": ", ".join(
                 f"{m.exposure.exposure_id} has ENGQLPTG=PLANNED" for m in held)}
@@ -275,7 +276,6 @@ class PlannerState:
             cand.waiting_for = {"association": str(exc)}
             return []
         cand.waiting_for = {}
-        members = self._members_of(cand, sci, pool)
         wid, inputs, paths = self._order_identity(cand, asn, members, pool)
         released = wfss_holds.release_direct_image_hold(sci, asn, self.holds,
                                                         live=self.namespace == "live")
@@ -285,9 +285,10 @@ class PlannerState:
         if cand.sent is not None and not is_complete:
             return []  # never replace an order with a less complete one
         # Neither the association nor the message is checked here: an order
-        # already sent is recognised by its id above, and one about to be sent
-        # is checked by the planner loop before it leaves (check_emitted);
-        # tests/unit/test_planner_outputs.py checks every kind the planner makes.
+        # already sent is recognised by its id above, and the publisher's
+        # encoding checks the schema of one about to be sent;
+        # tests/unit/test_planner_outputs.py and test_planner_decisions.py
+        # check every kind the planner makes (schemas, jwst's rules).
         cand.sent, cand.sent_complete = wid, is_complete
         self.ordered[wid] = cand.science
         return released + [self._work_order(cand, sci, asn, members, wid, inputs, paths,
@@ -315,6 +316,8 @@ class PlannerState:
 
     @staticmethod
     def _with_releases(wid: str, members: list[Seen], paths: dict) -> str:
+        if not members:
+            return wid
         corrections, annotation = release_notes(members, paths)
         if corrections or annotation:
             wid = contract.event_id("work_order", wid, sorted(corrections), annotation)

@@ -28,7 +28,7 @@ import anyio
 
 from calstream.daemon import stages
 from calstream.daemon.deciders.event_checks import EventIds
-from calstream.daemon.deciders.planner_records import Emit, check_emitted
+from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
 from calstream.daemon.deciders.product_intake import ProductIntake
 from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
@@ -263,7 +263,11 @@ class Planner:
                 # topic, partition and offset) is known here, and an operator
                 # needs it to find or redrive it.
                 e.message.body["original"] = original_of(record)
-        await self._publish(emits)
+        try:
+            await self._publish(emits)
+        except contract.InvalidMessage as exc:  # its orders are checked when encoded, not before
+            await self._reject(record, "invalid_message", str(exc))
+            return
         self.last_progress = time.monotonic()
 
     def _decide(self, record) -> list[Emit]:
@@ -284,9 +288,10 @@ class Planner:
         if problems:
             raise RecordProblem("bad_input", "impossible product event: " + "; ".join(problems))
         state = self.state_for(event.get("namespace") or "live")
-        emits = state.observe(event, self._now(record))
-        check_emitted(emits)  # built unchecked by the decider: checked before anything is sent
-        return emits
+        # The orders are built unchecked: tests/unit/test_planner_outputs.py
+        # validates what the deciders make (schemas and jwst's association
+        # rules), and the publisher's encoding checks every message's schema.
+        return state.observe(event, self._now(record))
 
     async def _reject(self, record, category: str, reason: str) -> None:
         key = record.key.decode("utf-8", "replace") if record.key else ""

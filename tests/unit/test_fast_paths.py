@@ -151,3 +151,45 @@ def test_a_route_remembered_by_the_keywords_it_read_is_the_route_computed():
                 header = case.header(**change)
                 assert _route_or_error(route, header) == _route_or_error(_route, header), \
                     (case.id, change)
+
+
+def _formats(schema, path=()):
+    """(path, format) of every "format" in a schema, following properties and $refs."""
+    if isinstance(schema, dict):
+        if "format" in schema:
+            yield path, schema["format"]
+        for key, sub in schema.items():
+            step = () if key in ("properties", "$defs", "items") else (key,)
+            yield from _formats(sub, path + step)
+    elif isinstance(schema, list):
+        for sub in schema:
+            yield from _formats(sub, path)
+
+
+def test_the_product_schema_has_no_date_time_the_fast_intake_does_not_check():
+    from calstream.daemon.deciders.product_intake import DATE_TIMES
+
+    found = set(_formats(contract.schema("product")))
+    assert found == {(p, "date-time") for p in DATE_TIMES}
+
+
+@pytest.mark.parametrize("raw", [_product(), _product(emitted_at="2027-01-01 00:00:00"),
+                                 _product(emitted_at="2027-01-01T00:00:00.000"),
+                                 _product(arrived_at="yesterday"), _product(arrived_at=None),
+                                 _product(replay={"replay_id": "0" * 16, "namespace": "r1",
+                                                  "requested_at": "soon"}),
+                                 _product(replay={"replay_id": "0" * 16, "namespace": "r1",
+                                                  "requested_at": "2027-01-01T00:00:00Z"}),
+                                 _product(schema_version="2.0"), _product(schema="calstream.hold"),
+                                 _product(inputs="none"), b"[1]", b'"x"', b"{}"]
+                         + [v for v in HOSTILE.values() if len(v) <= contract.MAX_MESSAGE_BYTES])
+def test_the_fast_product_decode_is_the_contracts(raw):
+    from calstream.daemon.deciders.product_intake import decode_product
+
+    def outcome(fn):
+        try:
+            return ("ok", fn(raw).body)
+        except InvalidMessage as exc:
+            return ("refused", str(exc))
+
+    assert outcome(decode_product) == outcome(lambda r: contract.decode(r, expected="product"))
