@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 
 import calstream
-from calstream.daemon.doers import kafka
+from calstream.daemon.doers import kafka, planner_restore
 from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
@@ -38,6 +38,7 @@ from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
 log = logging.getLogger("calstream.daemon")
+
 
 # Environment the calibration workers need; crds reads it at import.
 _WORKER_ENV = ("CRDS_PATH", "CRDS_CONTEXT", "CRDS_SERVER_URL", "CRDS_MODE",
@@ -247,7 +248,7 @@ class Daemon:
         self.leadership = Leadership(self.cfg, self.topics, self.metrics, gate)
         standby = Standby(gate, self.topics, follow=self.cfg.planner_lease)
 
-        async def planner_main(*, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        async def planner_once(task_status) -> None:
             producer = kafka.producer(self.cfg)  # aiokafka clients belong to one loop
             await producer.start()
             try:
@@ -260,6 +261,15 @@ class Daemon:
             finally:
                 with anyio.CancelScope(shield=True):
                     await producer.stop()
+
+        def unreadable() -> None:  # /readyz: not ready until the new planner caught up
+            self.metrics.planner_rebuilds.inc()
+            if self.planner is not None:
+                self.planner.caught_up = False
+
+        async def planner_main(*, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+            await planner_restore.rebuilding_when_unreadable(
+                planner_once, self.cfg.work_dir, unreadable, task_status=task_status)
 
         async with anyio.create_task_group() as tg:
             await tg.start(self.leadership.run)

@@ -245,7 +245,7 @@ class Planner:
         except RecordProblem as exc:
             await self._reject(record, exc.category, str(exc))
             return
-        except SnapshotInvalid:  # its restored state cannot be read: stop, the restart rebuilds
+        except SnapshotInvalid:  # its restored state cannot be read: a new planner rebuilds
             raise
         except Exception as exc:  # noqa: BLE001 - no record may end the planner
             log.exception("planner: cannot handle %s[%d]@%d", record.topic, record.partition,

@@ -21,7 +21,8 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -179,3 +180,33 @@ def snapshot_due(planner: Planner) -> bool:
     first = records == 0 and planner.caught_up and planner.restored_from is None
     return new > 0 and (first or new >= SNAPSHOT_EVERY_RECORDS
                         or time.monotonic() - at >= SNAPSHOT_EVERY_SECONDS)
+
+
+class _StartedOnce:
+    """A task status that a planner started again may report to again: only
+    the first report reaches the waiting caller (anyio allows one)."""
+
+    def __init__(self, status: Any) -> None:
+        self._status, self._done = status, False
+
+    def started(self, value: Any = None) -> None:
+        if not self._done:
+            self._done = True
+            self._status.started(value)
+
+
+async def rebuilding_when_unreadable(run_once: Callable[[Any], Awaitable[None]],
+                                     work_dir: str, unreadable: Callable[[], None], *,
+                                     task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+    """Run the planner (``run_once(task_status)``); when its restored state
+    turns out unreadable (a snapshot block read late), delete that snapshot and
+    run a new planner, which rebuilds from the topics. No operator restarts
+    anything, and the watcher and stage consumers of the process never stop."""
+    status = _StartedOnce(task_status)
+    while True:
+        try:
+            return await run_once(status)
+        except planner_snapshot.SnapshotInvalid as exc:
+            log.error("planner: restored state unreadable (%s); rebuilding from the topics", exc)
+            planner_snapshots.snapshot_path(work_dir).unlink(missing_ok=True)
+            unreadable()

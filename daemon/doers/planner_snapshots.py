@@ -209,8 +209,9 @@ class StoredBlocks(Sequence):
     (deciders/snapshot_blocks.py asks once per block). The file's sha256
     was checked whole at ``read``, so a block that still cannot be read is
     a writer's bug: the snapshot file is deleted (the next start rebuilds)
-    and it is a ValueError -- SnapshotInvalid to the planner, which stops
-    rather than decide on a state it cannot read (doers/planner_loop.py)."""
+    and it is a ValueError -- SnapshotInvalid to the planner, which is run
+    again and rebuilds rather than decide on a state it cannot read
+    (planner_restore.rebuilding_when_unreadable)."""
 
     def __init__(self, blocks: list[_Block], path: Path) -> None:
         self._blocks, self._path = blocks, path
@@ -225,7 +226,7 @@ class StoredBlocks(Sequence):
                 return json.loads(_inflated(block.data, block.raw_size))
         except (ValueError, zlib.error, RecursionError) as exc:
             log.error("planner: snapshot %s: block %d cannot be read (%s): the snapshot is "
-                      "deleted, restart the planner to rebuild", self._path, n, str(exc)[:200])
+                      "deleted", self._path, n, str(exc)[:200])
             self._path.unlink(missing_ok=True)
             raise ValueError(f"block {n} cannot be read: {str(exc)[:200]}") from None
 

@@ -62,6 +62,10 @@ class Metrics:
         self.worker_restarts = Counter(
             "calstream_worker_restarts_total", "Worker processes replaced",
             ["stage", "cause"], registry=r)
+        self.planner_rebuilds = Counter(
+            "calstream_planner_rebuilds_total",
+            "Planners started again from the topics after their restored state could not be read",
+            registry=r)
         self.worker_rss = Gauge(
             "calstream_worker_peak_rss_bytes", "Peak resident memory of each worker process",
             ["stage", "worker"], registry=r)

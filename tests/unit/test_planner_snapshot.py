@@ -275,3 +275,47 @@ def test_a_snapshot_of_a_restored_state_is_read_from_the_blocks_it_left_unread(t
     assert comparable(rest) == comparable([e for emits in per_step[cut:] for e in emits])
     assert _final(third.state) == _final(whole)
     assert _records(third.state) == _records(whole)
+
+
+def test_a_snapshot_found_unreadable_late_is_deleted_and_the_planner_rebuilds(tmp_path):
+    """A block spoiled on disk with the file's digest made right again passes
+    the check at start and fails when a decision first reads it: the planner
+    is run again (no operator), rebuilds from the records and decides as the
+    whole run did; its start is reported once."""
+    import hashlib
+
+    import anyio
+
+    from calstream.daemon.doers import planner_restore, planner_snapshots
+
+    stream = steps()
+    whole = new_state()
+    play(whole, stream)
+    first = _planner(tmp_path)
+    play(first.state, stream[: len(stream) // 2])
+    anyio.run(planner_restore.take_snapshot, first)
+    path = planner_snapshots.snapshot_path(tmp_path)
+    head, data = path.read_bytes().split(b"\n", 1)
+    data = data[:-4] + b"oops"
+    envelope = {**json.loads(head), "sha256": hashlib.sha256(data).hexdigest()}
+    path.write_bytes(json.dumps(envelope).encode() + b"\n" + data)
+    runs, started, unreadable = [], [], []
+
+    class Status:
+        def started(self, value=None):
+            started.append(value)
+
+    async def run_once(status):
+        planner = _planner(tmp_path)
+        runs.append(planner_restore.load_snapshot(planner))
+        status.started()
+        if runs[-1]:
+            _records(planner.state)  # a decision reads every record: the spoiled block too
+            raise AssertionError("the spoiled block was read without complaint")
+        play(planner.state, stream)
+        assert _final(planner.state) == _final(whole)
+
+    anyio.run(lambda: planner_restore.rebuilding_when_unreadable(
+        run_once, str(tmp_path), lambda: unreadable.append(1), task_status=Status()))
+    assert runs == [True, False] and started == [None] and unreadable == [1]
+    assert not path.exists()
