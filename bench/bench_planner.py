@@ -48,6 +48,7 @@ from collections.abc import Iterator
 from calstream.daemon.deciders.event_checks import EventIds
 from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.daemon.deciders.product_intake import ProductIntake
+from calstream.daemon.doers.planner_restore import tune_collector
 from calstream.steps.synthetic.headers import exposure_id, synthetic_header
 from calstream.topics import contract
 
@@ -121,6 +122,7 @@ class RecordPath:
         return {"companion_wait": 3600.0, "level3_settle": 600.0, "level3_quiet_period": 3600.0}
 
     def __init__(self, **kw):
+        tune_collector()  # as the planner's process does (doers/planner_restore.py)
         self.state = PlannerState(**self.settings(), **kw)
         self.event_ids = EventIds()
         self.intake = ProductIntake(products_root=PRODUCTS, input_roots=ROOTS)

@@ -8,8 +8,8 @@ What headers can tell
   so a detector's visit is complete when every one of its NEXPOSUR exposures
   has all its segments: expected = NEXPOSUR × EXSEGTOT when the exposures
   are segmented alike.
-* No keyword gives the number of detectors read: ``expected_detectors``
-  derives it from INSTRUME, EXP_TYPE, MODULE, SUBARRAY and APERNAME.
+* No keyword gives the number of detectors read: ``expected_detectors`` derives it
+  from INSTRUME, EXP_TYPE, MODULE, SUBARRAY and APERNAME (remembered by them).
 * Which exposures are missing can be named from the EXPOSURE numbering
   (1..NEXPOSUR) when the visit's exposures on a detector come from one
   activity; across several activities numbering restarts, so only gaps
@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from calstream.steps.associations.records import Exposure
+from calstream.steps.keyword_memo import ByKeywordsRead
 from calstream.steps.routing import HeaderView, RoutingError, nirspec_lit_detectors
 
 # Subarrays NIRCam reads on every detector of the module(s), both channels.
@@ -68,7 +69,7 @@ def _nircam_modules(h: HeaderView) -> tuple[str, ...]:
     return (detector[3],) if detector.startswith("NRC") and len(detector) > 3 else ()
 
 
-def expected_detectors(header: Mapping[str, Any]) -> frozenset[str]:
+def _expected_detectors(header: Mapping[str, Any]) -> frozenset[str]:
     """The detectors (lower case) an exposure with this header is read on.
 
     NIRCam: full frame and the full-module subarrays (SUB160/320/640) of
@@ -101,6 +102,9 @@ def expected_detectors(header: Mapping[str, Any]) -> frozenset[str]:
     elif instrument == "FGS" and not found:
         found.add("GUIDER1")
     return frozenset(d.lower() for d in found)
+
+
+expected_detectors = ByKeywordsRead(_expected_detectors, first="INSTRUME")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from calstream.steps.keyword_memo import ByKeywordsRead
 from calstream.steps.routing_table import (
     ROUTES,
     RULES_BY_EXP_TYPE,
@@ -194,77 +195,7 @@ def route(header: Mapping[str, Any]) -> Route:
     Raises RoutingError, with a reason for the dead-letter topic, for an
     unknown or contradictory exposure.
     """
-    known = _ROUTES_SEEN.find(header)
-    if known is not None:
-        return known
-    reads = _Reads(header)
-    try:
-        found = _route(reads)  # type: ignore[arg-type]
-    except RoutingError:
-        raise
-    except Exception:  # noqa: BLE001 - the recording went wrong: route unrecorded
-        return _route(header)
-    _ROUTES_SEEN.keep(reads.read, found)
-    return found
-
-
-class _Reads:
-    """A header that notes every keyword read and the value it had."""
-
-    def __init__(self, header: Mapping[str, Any]):
-        self._header, self.read = header, {}
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self._header.get(key, default)
-        self.read.setdefault(key, _same_as(self._header.get(key)))
-        return value
-
-    def __getitem__(self, key: str) -> Any:
-        value = self._header[key]
-        self.read.setdefault(key, _same_as(value))
-        return value
-
-
-def _same_as(value: Any) -> tuple:
-    # 1, 1.0 and True are equal keys but read differently; -0.0 and 0.0 too.
-    return (type(value), repr(value) if type(value) is float else value)
-
-
-class _RoutesSeen:
-    """Routes by the keywords their computation read (routing is pure: a
-    header with the same values for those keywords takes the same path to the
-    same Route). A few paths per EXP_TYPE, so a lookup is a dict or two."""
-
-    LIMIT = 20_000
-
-    def __init__(self) -> None:
-        self._paths: dict[tuple, dict[tuple[str, ...], dict[tuple, Route]]] = {}
-        self._size = 0
-
-    def find(self, header: Mapping[str, Any]) -> Route | None:
-        try:
-            paths = self._paths.get(_same_as(header.get("EXP_TYPE")))
-            # A copy, taken at once: a thread may route (and keep) meanwhile.
-            for keys, routes in tuple((paths or {}).items()):
-                found = routes.get(tuple(_same_as(header.get(k)) for k in keys))
-                if found is not None:
-                    return found
-        except (TypeError, AttributeError):  # an unhashable value, a header that is no dict
-            pass
-        return None
-
-    def keep(self, read: dict[str, tuple], found: Route) -> None:
-        if self._size >= self.LIMIT:
-            self._paths, self._size = {}, 0
-        try:
-            by_keys = self._paths.setdefault(read.get("EXP_TYPE", _same_as(None)), {})
-            by_keys.setdefault(tuple(read), {})[tuple(read.values())] = found
-            self._size += 1
-        except TypeError:
-            pass
-
-
-_ROUTES_SEEN = _RoutesSeen()
+    return _ROUTES(header)
 
 
 def _route(header: Mapping[str, Any]) -> Route:
@@ -278,6 +209,11 @@ def _route(header: Mapping[str, Any]) -> Route:
         if rule.when.test(h):
             return _make_route(rule, h, instrument, exp_type)
     raise RoutingError(f"{instrument} {exp_type}: no routing rule matches")  # table bug
+
+
+# Routing is pure: a header with the same values for the keywords its routing
+# read takes the same path to the same Route (a few paths per EXP_TYPE).
+_ROUTES: ByKeywordsRead[Route] = ByKeywordsRead(_route, first="EXP_TYPE", passes=(RoutingError,))
 
 
 DETECTOR1 = "calwebb_detector1"

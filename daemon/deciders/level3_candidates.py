@@ -11,10 +11,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from calstream.steps.associations import AssociationError, Exposure, Level3Key, candidate_key
-from calstream.steps.routing import Route
+from calstream.steps.keyword_memo import ByKeywordsRead
+from calstream.steps.routing import HeaderView, Route
 
 
 @dataclass
@@ -121,9 +122,46 @@ def _norm_target(key: Level3Key) -> Level3Key:
     return key
 
 
+class _NameFacts(NamedTuple):
+    """What ``candidate_key`` reads of an exposure's name (not its exposure
+    number: a visit's exposures share these)."""
+
+    program: str
+    observation: str
+    visit_id: str
+    detector: str
+    activity: str
+
+
 def keys_of(exposure: Exposure, acids: tuple[str, ...] = ()) -> list[tuple[Level3Key, Route]]:
-    """Every level-3 candidate the exposure belongs to, with its pass into it."""
+    """Every level-3 candidate the exposure belongs to, with its pass into it.
+
+    Remembered by the route, the acids, the name's facts and the header
+    keywords ``candidate_key`` read: a visit's exposures differ in none of them.
+    """
     r = exposure.route  # routed once per record (cached on it)
+    if r is None:
+        return []
+    n = exposure.name
+    facts = _NameFacts(n.program, n.observation, n.visit_id, n.detector, n.activity)
+    try:
+        return list(_KEYS(exposure.header, r, acids, facts))
+    except AttributeError:  # a fact of the name not in _NameFacts: asked of the exposure
+        return _keys_of(exposure, acids)
+
+
+def _keys_read(header: Any, r: Route, acids: tuple[str, ...], facts: _NameFacts) -> tuple:
+    # The exposure id only words errors, which _keys_of drops.
+    exposure = Exposure(f"jw{facts.program}{facts.observation}", header)
+    exposure.__dict__.update(route=r, name=facts, keywords=HeaderView(header))
+    return tuple(_keys_of(exposure, acids))
+
+
+_KEYS: ByKeywordsRead[tuple] = ByKeywordsRead(_keys_read, first="EXP_TYPE")
+
+
+def _keys_of(exposure: Exposure, acids: tuple[str, ...]) -> list[tuple[Level3Key, Route]]:
+    r = exposure.route
     if r is None:
         return []
     observation = f"o{exposure.name.observation}"

@@ -1,0 +1,103 @@
+"""Pure functions of a header, remembered by the keywords they read.
+
+Routing an exposure, or naming the detectors it is read on, reads a few of
+its header's keywords; which ones depends on the values read first (a MIRI
+header is asked other things than a NIRCam one). So a first computation
+runs on a header that notes every keyword read and its value, and its
+result is kept under those (keyword, value) pairs: a later header with the
+same values for the same keywords takes the same path to the same result,
+whatever its other keywords say. The planner asks these of every exposure,
+and the exposures of a visit differ only in keywords these never read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class _Reads:
+    """A header that notes every keyword read and the value it had."""
+
+    def __init__(self, header: Mapping[str, Any]):
+        self._header, self.read = header, {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self._header.get(key, default)
+        self.read.setdefault(key, _same_as(self._header.get(key)))
+        return value
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._header[key]
+        self.read.setdefault(key, _same_as(value))
+        return value
+
+
+def _same_as(value: Any) -> tuple:
+    # 1, 1.0 and True are equal keys but read differently; -0.0 and 0.0 too.
+    return (type(value), repr(value) if type(value) is float else value)
+
+
+class ByKeywordsRead(Generic[T]):
+    """``compute(header, *context)``, remembered by the keywords its computation read.
+
+    ``compute`` must be pure, read the header only with ``get`` or ``[]``
+    and depend on nothing else than the header and ``context`` (hashable
+    values, part of every key). Results are grouped by the context and the
+    header's value of ``first`` (a keyword that separates the paths, such as
+    EXP_TYPE), so a lookup tries the few paths of its group.
+    ``passes``: exceptions that are the answer (raised again, not kept);
+    any other exception is the recording's fault: computed again on the
+    header itself, not kept.
+    """
+
+    LIMIT = 20_000
+
+    def __init__(self, compute: Callable[..., T], *, first: str,
+                 passes: tuple[type[BaseException], ...] = ()):
+        self._compute, self._first, self._passes = compute, first, passes
+        self._paths: dict[tuple, dict[tuple[str, ...], dict[tuple, T]]] = {}
+        self._size = 0
+
+    def __call__(self, header: Mapping[str, Any], *context: Any) -> T:
+        try:
+            group = (context, _same_as(header.get(self._first)))
+        except AttributeError:  # a header that is no dict: computed, not kept
+            return self._compute(header, *context)
+        known = self.find(header, group)
+        if known is not None:
+            return known
+        reads = _Reads(header)
+        try:
+            found = self._compute(reads, *context)
+        except self._passes:
+            raise
+        except Exception:  # noqa: BLE001 - the recording went wrong: computed unrecorded
+            return self._compute(header, *context)
+        self.keep(reads.read, found, group)
+        return found
+
+    def find(self, header: Mapping[str, Any], group: tuple) -> T | None:
+        try:
+            # A copy, taken at once: a thread may compute (and keep) meanwhile.
+            for keys, results in tuple(self._paths.get(group, {}).items()):
+                found = results.get(tuple(_same_as(header.get(k)) for k in keys))
+                if found is not None:
+                    return found
+        except TypeError:  # an unhashable value
+            pass
+        return None
+
+    def keep(self, read: dict[str, tuple], found: T, group: tuple) -> None:
+        if found is None:
+            return
+        if self._size >= self.LIMIT:
+            self._paths, self._size = {}, 0
+        try:
+            by_keys = self._paths.setdefault(group, {})
+            by_keys.setdefault(tuple(read), {})[tuple(read.values())] = found
+            self._size += 1
+        except TypeError:
+            pass
