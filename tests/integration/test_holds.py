@@ -70,26 +70,27 @@ def scan_stage2_products(products_dir: Path) -> list[str]:
     return leaks
 
 
-@pytest.fixture
-def visit(tmp_path):
-    spec = dataclasses.replace(ProgramSpec(), planned=(2,), dithers=2)
+def held_visit(tmp_path: Path, planned: tuple[int, ...]) -> tuple[list[Path], Path]:
+    """The visit's files (the ``planned`` exposures on planned pointing), and
+    the second exposure as measured: what its pointing update corrects it to."""
+    spec = dataclasses.replace(ProgramSpec(), planned=planned, dithers=1 + len(planned))
     files = simulate_program(tmp_path / "uncal", spec, seed=9)
     measured = next(f for f in simulate_program(tmp_path / "measured",
                                                 dataclasses.replace(spec, planned=()), seed=9)
                     if eid(f) == eid(files[1]))
     return files, measured
+
+
+@pytest.fixture
+def visit(tmp_path):
+    return held_visit(tmp_path, planned=(2,))
 
 
 @pytest.fixture
 def two_held(tmp_path):
     """One good exposure and two on planned pointing: the first is released by
     a pointing update (its measured twin given), the second by an operator."""
-    spec = dataclasses.replace(ProgramSpec(), planned=(2, 3), dithers=3)
-    files = simulate_program(tmp_path / "uncal", spec, seed=9)
-    measured = next(f for f in simulate_program(tmp_path / "measured",
-                                                dataclasses.replace(spec, planned=()), seed=9)
-                    if eid(f) == eid(files[1]))
-    return files, measured
+    return held_visit(tmp_path, planned=(2, 3))
 
 
 async def run_until_held(cfg, files, held_files=1):
