@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 
 import calstream
+from calstream.daemon.deciders.pool_warming import warms_at_start
 from calstream.daemon.doers import kafka, planner_restore
 from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
@@ -58,6 +59,7 @@ class Daemon:
         self.broker: EmbeddedBroker | None = None
         self.ops: OpsServer | None = None
         self.consumers: list[kafka.ConcurrentConsumer] = []
+        self.pools: dict[str, WorkerPool] = {}
         self.watcher: Watcher | None = None
         self.planner: Planner | None = None
         self.leadership: Leadership | None = None
@@ -220,7 +222,11 @@ class Daemon:
                           classifier="calstream.steps.failures:classify_task_failure",
                           max_tasks_per_worker=cfg.max_tasks_per_worker,
                           rss_limit_bytes=cfg.worker_rss_limit_mb << 20, prefetch=st.prefetch)
-        pool.start()
+        lazily = not warms_at_start(cfg.warm_workers, st.name)
+        pool.start(on_first_work=lazily)
+        if lazily:
+            log.info("%s: workers start with the first item (warm_workers)", st.name)
+        self.pools[st.name] = pool
         runner = WorkItemRunner(cfg, publisher, self.store, pool, self.metrics, self.crds_context)
         # Subscribed by the loop itself, with its rebalance listener: subscribing
         # twice changes the assignment under aiokafka's running fetcher.

@@ -132,8 +132,18 @@ class WorkerPool:
         """How many items the stage's consumer keeps in flight."""
         return self.size * (1 + self.prefetch)
 
-    def start(self) -> None:
-        """Spawn the workers; they warm up (import jwst) in parallel, off the loop."""
+    @property
+    def workers_started(self) -> int:
+        """Worker processes now running (0 before a lazy pool's first run)."""
+        return len(self._all)
+
+    def start(self, *, on_first_work: bool = False) -> None:
+        """Spawn the workers; they warm up (import jwst) in parallel, off the loop.
+        ``on_first_work``: spawn none now; the first run starts them all (owed),
+        and waits for a warm-up, which its task timeout does not count."""
+        if on_first_work:
+            self._owed += self.size
+            return
         for _ in range(self.size):
             self._idle.append(self._spawn())
 

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from calstream.daemon.deciders import pool_warming as warming
 from calstream.daemon.operations import config_values as values
 from calstream.daemon.operations.config_values import ConfigError, did_you_mean, host_port
+from calstream.daemon.stages import STAGES
 from calstream.steps import step_parameters
 from calstream.steps.step_parameters import StepParameters, merge_steps
 
@@ -114,6 +116,11 @@ class Config:
     stage3_max_tasks_per_worker: int = 10
     stage3_task_timeout: float = 4 * 3600.0
     stage3_worker_rss_limit_mb: int = 6144
+    # When each stage's pool starts its workers (each a jwst import): with the
+    # daemon ("at_start", hiding the import from the first exposure), on its
+    # first item ("on_first_work"), or a list of the stages to warm at start
+    # (deciders/pool_warming.py).
+    warm_workers: list[str] = field(default_factory=lambda: [warming.AT_START])
     crds_context: str | None = None  # pin a context; default: CRDS_CONTEXT or the cache's
     fast_group_timing: bool = False  # short session timeouts for tests and the demo
     # Planners compete for a lease (a consumer group): the holder publishes,
@@ -202,6 +209,11 @@ def _detector1_steps(value: Any) -> dict:
         {"calwebb_detector1": table}, "detector1_steps").get("calwebb_detector1", {})
 
 
+def _warm_workers(value: Any) -> list[str]:
+    return warming.check_warm_workers(values.parse_list(value, values.parse_str),
+                                      (s.name for s in STAGES))
+
+
 def _tables(parse):
     """A table setting (TOML table, or inline TOML/JSON in the environment), checked."""
     return lambda value: parse(values.parse_table(value))
@@ -244,6 +256,7 @@ PARSERS = {
     "stage3_settle": _nonnegative(_float), "stage3_quiet_period": _nonnegative(_float),
     "stage3_workers": _positive(_int), "stage3_max_tasks_per_worker": _positive(_int),
     "stage3_task_timeout": _positive(_float), "stage3_worker_rss_limit_mb": _nonnegative(_int),
+    "warm_workers": _warm_workers,
     "crds_context": values.optional(values.parse_str),
     "fast_group_timing": values.parse_bool, "json_logs": values.parse_bool,
     "planner_lease": values.parse_bool,

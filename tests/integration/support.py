@@ -21,17 +21,24 @@ from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
 # The roles of a test that needs no stage 3. A daemon runs only the roles its
-# test needs: every stage's pool warms its workers at start (a jwst import,
-# about 6 s of CPU each), which on a small machine is much of a test.
+# test needs: a worker's warm-up is a jwst import, about 6 s of CPU, which on
+# a small machine is much of a test.
 UP_TO_STAGE2 = ["watcher", "detector1", "planner", "stage2"]
+
+# For a test whose workers must be there before its first item (production's default).
+WARM_AT_START = {"warm_workers": "at_start"}
 
 
 def daemon_config(tmp_path: Path, broker: str, prefix: str, **overrides) -> Config:
     # One warm worker per stage unless a test is about concurrency: each more
     # worker is another jwst import at start, and `make test` runs two test
     # files at once (pytest-xdist), which keeps both cores busy already.
+    # Pools warm on their first item, not at start: most tests feed only some
+    # of their daemon's stages, and a pool that gets no work then costs no
+    # jwst import. A test about warm workers (one it freezes before sending
+    # work) gives WARM_AT_START.
     flags = {"work_dir": tmp_path / "work", "kafka_bootstrap": broker, "topic_prefix": prefix,
-             "group_prefix": prefix.rstrip("."), "workers": 1,
+             "group_prefix": prefix.rstrip("."), "workers": 1, "warm_workers": "on_first_work",
              "metrics_address": "127.0.0.1:0", "fast_group_timing": True,
              "settle_seconds": 0.2, "poll_interval": 0.2, "retry_backoff": 0.2}
     flags.update(overrides)

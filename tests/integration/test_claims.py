@@ -26,7 +26,7 @@ from calstream.daemon.doers import kafka
 from calstream.steps.synthetic.downlink import deliver
 from calstream.topics.catalog import Topics
 
-from .support import daemon_config, metric, running_daemon, scrape, worker_processes
+from .support import WARM_AT_START, daemon_config, metric, running_daemon, scrape, worker_processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -78,7 +78,7 @@ async def test_two_daemons_run_a_work_item_once_and_take_over_a_stale_claim(
     # Stale bound well above the heartbeat: a loaded machine must not make a
     # live claim look stale.
     common = {"workers": 1, "products": store, "inbox": tmp_path / "inbox",
-              "claim_heartbeat_seconds": 0.2, "claim_stale_seconds": 3.0}
+              "claim_heartbeat_seconds": 0.2, "claim_stale_seconds": 3.0, **WARM_AT_START}
     a_cfg = daemon_config(tmp_path / "a", broker, unique_prefix,
                           roles=["watcher", "detector1"], **common)
     b_cfg = daemon_config(tmp_path / "b", broker, unique_prefix, roles=["detector1"],

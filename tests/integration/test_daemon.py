@@ -58,7 +58,13 @@ async def test_dropped_files_become_rate_products_and_events(tmp_path, broker, k
                                                              unique_prefix):
     cfg = daemon_config(tmp_path, broker, unique_prefix, roles=DETECTOR1)
     whole, pieces = kit.uncal_files[0], kit.uncal_files[1]
+    assert cfg.warm_workers == ["on_first_work"]  # the tests' default (support.py)
     async with running_daemon(cfg) as daemon:
+        # Warmed on first work: no worker yet, and ready all the same (readiness
+        # is the consumers' and the planner's, never the workers').
+        (pool,) = daemon.pools.values()
+        assert pool.workers_started == 0
+        assert daemon.readiness() == (True, [])
         await anyio.to_thread.run_sync(lambda: deliver([whole], cfg.inbox))
         # Written in pieces with pauses longer than the settle time: must not
         # be announced before the last piece.
@@ -69,6 +75,7 @@ async def test_dropped_files_become_rate_products_and_events(tmp_path, broker, k
         samples = scrape(daemon.ops.address)
         ready = urllib.request.urlopen(f"http://{daemon.ops.address}/readyz", timeout=5)
         assert json.load(ready) == {"ready": True, "problems": []}
+        assert pool.workers_started == 1  # the first item started it; it calibrated both
     arrivals = [m for m in msgs if m.type == "arrival"]
     assert sorted(a["exposure_id"] for a in arrivals) == sorted(map(exposure_id, [whole, pieces]))
     for a in arrivals:
@@ -227,6 +234,7 @@ async def test_sigkill_mid_run_then_restart_loses_nothing(tmp_path, broker, kit,
            "--topic-prefix", unique_prefix, "--work-dir", str(work), "--workers", "1",
            "--metrics-address", "127.0.0.1:0"]
     env = {**os.environ, "CALSTREAM_FAST_GROUP_TIMING": "true",
+           "CALSTREAM_WARM_WORKERS": "on_first_work",
            "CALSTREAM_SETTLE_SECONDS": "0.2", "CALSTREAM_GROUP_PREFIX": unique_prefix.rstrip(".")}
     cfg = daemon_config(tmp_path, broker, unique_prefix)
     files = kit.uncal_files[:4]

@@ -70,9 +70,10 @@ def scan_stage2_products(products_dir: Path) -> list[str]:
     return leaks
 
 
-@pytest.fixture
-def visit(tmp_path):
-    spec = dataclasses.replace(ProgramSpec(), planned=(2,), dithers=2)
+def held_visit(tmp_path: Path, planned: tuple[int, ...]) -> tuple[list[Path], Path]:
+    """The visit's files (the ``planned`` exposures on planned pointing), and
+    the second exposure as measured: what its pointing update corrects it to."""
+    spec = dataclasses.replace(ProgramSpec(), planned=planned, dithers=1 + len(planned))
     files = simulate_program(tmp_path / "uncal", spec, seed=9)
     measured = next(f for f in simulate_program(tmp_path / "measured",
                                                 dataclasses.replace(spec, planned=()), seed=9)
@@ -80,24 +81,41 @@ def visit(tmp_path):
     return files, measured
 
 
-async def run_until_held(cfg, files):
-    good, held = eid(files[0]), eid(files[1])
+@pytest.fixture
+def visit(tmp_path):
+    return held_visit(tmp_path, planned=(2,))
+
+
+@pytest.fixture
+def two_held(tmp_path):
+    """One good exposure and two on planned pointing: the first is released by
+    a pointing update (its measured twin given), the second by an operator."""
+    return held_visit(tmp_path, planned=(2, 3))
+
+
+async def run_until_held(cfg, files, held_files=1):
+    good = eid(files[0])
+    held = {eid(f) for f in files[1:1 + held_files]}
     await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))
     return await wait_for(
         cfg, ["products", "holds"],
         lambda ms: good in {p["exposure_id"] for p in products(ms, "stage2")}
-        and any(m.type == "hold" and m["exposure_id"] == held
-                for m in ms if isinstance(m, contract.Message)), timeout=300)
+        and held <= {m["exposure_id"] for m in ms
+                     if isinstance(m, contract.Message) and m.type == "hold"}, timeout=300)
 
 
-async def test_a_pointing_update_releases_a_hold_with_corrected_pointing(
-        tmp_path, broker, kit, unique_prefix, visit):
-    files, measured = visit
-    held = eid(files[1])
+async def test_holds_released_by_a_pointing_update_and_by_an_operator(
+        tmp_path, broker, kit, unique_prefix, two_held):
+    """One daemon run, two held exposures: the first released by a pointing
+    update (after bad updates that release nothing) with corrected pointing,
+    the second by an operator, keeping PLANNED and recording why."""
+    files, measured = two_held
+    held, by_operator = eid(files[1]), eid(files[2])
     cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1, roles=UP_TO_STAGE2)
     keywords = true_pointing(measured)
     async with running_daemon(cfg):
-        await run_until_held(cfg, files)
+        await run_until_held(cfg, files, held_files=2)
+        # -- released by a pointing update ---------------------------------
         listed = await anyio.to_thread.run_sync(lambda: cli(cfg, "list"))
         assert listed.returncode == 0 and held in listed.stdout and "PLANNED" in listed.stdout
         # Bad updates first: each is dead-lettered and releases nothing.
@@ -119,10 +137,22 @@ async def test_a_pointing_update_releases_a_hold_with_corrected_pointing(
                                 exposure_id=held, action="correct", keywords=keywords,
                                 source="test: set_telescope_pointing")
         await send(cfg, "pointing", held, contract.encode(update))
-        final = await wait_for(cfg, ["products"],
-                               lambda ms: held in {p["exposure_id"] for p in products(ms, "stage2")},
-                               timeout=300)
-    event = next(p for p in products(final, "stage2") if p["exposure_id"] == held)
+        corrected = await wait_for(
+            cfg, ["products"], lambda ms: held in {p["exposure_id"] for p in products(ms, "stage2")},
+            timeout=300)
+        assert scan_stage2_products(cfg.products) == []
+        # -- released by an operator ---------------------------------------
+        done = await anyio.to_thread.run_sync(
+            lambda: cli(cfg, "release", by_operator, "--reason",
+                        "telemetry lost; WCS checked by hand", "--by", "night-ops"))
+        assert done.returncode == 0, done.stderr
+        final = await wait_for(
+            cfg, ["products", "holds"],
+            lambda ms: by_operator in {p["exposure_id"] for p in products(ms, "stage2")},
+            timeout=300)
+        listed = await anyio.to_thread.run_sync(lambda: cli(cfg, "list", "--all"))
+
+    event = next(p for p in products(corrected, "stage2") if p["exposure_id"] == held)
     assert event["pointing_quality"].startswith("CALCULATED")
     assert not event["pointing_provisional"]
     assert event["releases"][held]["path"] == "pointing"
@@ -132,31 +162,14 @@ async def test_a_pointing_update_releases_a_hold_with_corrected_pointing(
         assert m.meta.visit.engdb_pointing_quality.startswith("CALCULATED")
         assert m.meta.wcsinfo.ra_ref == pytest.approx(keywords["RA_REF"])
         assert m.meta.wcsinfo.roll_ref == pytest.approx(keywords["ROLL_REF"])
-    assert scan_stage2_products(cfg.products) == []
 
-
-async def test_an_operator_release_keeps_planned_and_records_why(
-        tmp_path, broker, kit, unique_prefix, visit):
-    files, _ = visit
-    held = eid(files[1])
-    cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1, roles=UP_TO_STAGE2)
-    async with running_daemon(cfg):
-        await run_until_held(cfg, files)
-        done = await anyio.to_thread.run_sync(
-            lambda: cli(cfg, "release", held, "--reason", "telemetry lost; WCS checked by hand",
-                        "--by", "night-ops"))
-        assert done.returncode == 0, done.stderr
-        final = await wait_for(cfg, ["products", "holds"],
-                               lambda ms: held in {p["exposure_id"] for p in products(ms, "stage2")},
-                               timeout=300)
-        listed = await anyio.to_thread.run_sync(lambda: cli(cfg, "list", "--all"))
     assert "operator: telemetry lost" in listed.stdout and "night-ops" in listed.stdout
-    hold = [m for m in final if m.type == "hold"][-1]
+    hold = [m for m in final if m.type == "hold" and m["exposure_id"] == by_operator][-1]
     assert hold["state"] == "released" and hold["release"]["path"] == "operator"
     assert hold["release"]["by"] == "night-ops"
-    event = next(p for p in products(final, "stage2") if p["exposure_id"] == held)
+    event = next(p for p in products(final, "stage2") if p["exposure_id"] == by_operator)
     assert event["pointing_quality"] == "PLANNED" and event["pointing_provisional"] is True
-    assert event["releases"][held]["reason"] == "telemetry lost; WCS checked by hand"
+    assert event["releases"][by_operator]["reason"] == "telemetry lost; WCS checked by hand"
     cal = next(o["path"] for o in event["outputs"] if o["suffix"] == "cal")
     header = fits.getheader(cal, 0)
     assert header["ENGQLPTG"] == "PLANNED"

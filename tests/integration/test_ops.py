@@ -31,7 +31,7 @@ from calstream.daemon.operations.status_collection import collect
 from calstream.steps.synthetic.downlink import deliver
 from calstream.topics import contract
 
-from .support import daemon_config, products, running_daemon, wait_for
+from .support import WARM_AT_START, daemon_config, products, running_daemon, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -229,7 +229,7 @@ async def test_a_hung_worker_makes_the_daemon_unready_and_fires_the_stall_alert(
         tmp_path, broker, kit, unique_prefix):
     need("prometheus")
     cfg = daemon_config(tmp_path, broker, unique_prefix, roles=ROLES, workers=1,
-                        stall_seconds=2.0)
+                        stall_seconds=2.0, **WARM_AT_START)  # frozen before its first item
     stall = alert_rule("CalstreamConsumerStalled")
     before = {p.pid for p in multiprocessing.active_children()}
     async with running_daemon(cfg) as daemon:
@@ -265,7 +265,8 @@ async def test_a_hung_worker_makes_the_daemon_unready_and_fires_the_stall_alert(
 
 
 async def test_status_summarises_a_running_deployment(tmp_path, broker, kit, unique_prefix):
-    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=ROLES, workers=1)
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=ROLES, workers=1,
+                        **WARM_AT_START)  # the worker is found before the first item
     first, second, third = kit.uncal_files[:3]
     cli = [sys.executable, "-m", "calstream.daemon.operations.cli", "status", "--kafka-bootstrap", broker,
            "--topic-prefix", cfg.topic_prefix, "--group-prefix", cfg.group_prefix]

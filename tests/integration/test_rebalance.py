@@ -26,6 +26,7 @@ from calstream.steps.synthetic.downlink import deliver
 from calstream.topics.catalog import Topics
 
 from .support import (
+    WARM_AT_START,
     daemon_config,
     metric,
     products,
@@ -60,7 +61,8 @@ async def until_ready(address: str, code: int) -> dict:
 async def test_a_rebalance_mid_run_does_not_start_a_second_run(tmp_path, broker, kit,
                                                                unique_prefix):
     cfg = daemon_config(tmp_path, broker, unique_prefix, workers=1,
-                        roles=["watcher", "detector1"], stall_seconds=STALL_SECONDS)
+                        roles=["watcher", "detector1"], stall_seconds=STALL_SECONDS,
+                        **WARM_AT_START)  # the worker is frozen before the first item
     raw = Topics(cfg.topic_prefix).name("raw")
     started = time.monotonic()
     async with running_daemon(cfg) as daemon:
