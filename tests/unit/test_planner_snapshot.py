@@ -186,11 +186,12 @@ def _planner(tmp_path):
     return Planner(cfg, publisher=None, metrics=Metrics(), topics=Topics())
 
 
-@pytest.mark.parametrize("spoil", [None, "corrupt", "missing", "other version"])
-def test_the_planner_restores_its_snapshot_or_falls_back_to_the_same_decisions(tmp_path, spoil):
+def _snapshot_at_half(tmp_path):
+    """The whole stream played (decisions per step), and a planner's snapshot
+    taken on disk after its first half: (stream, whole, per_step, cut)."""
     import anyio
 
-    from calstream.daemon.doers import planner_restore, planner_snapshots
+    from calstream.daemon.doers import planner_restore
 
     stream = steps()
     whole = new_state()
@@ -200,6 +201,15 @@ def test_the_planner_restores_its_snapshot_or_falls_back_to_the_same_decisions(t
     play(first.state, stream[:cut])
     first.positions = {("calstream.products", 0): cut}
     anyio.run(planner_restore.take_snapshot, first)
+    return stream, whole, per_step, cut
+
+
+@pytest.mark.parametrize("spoil", [None, "corrupt", "missing", "other version"])
+def test_the_planner_restores_its_snapshot_or_falls_back_to_the_same_decisions(tmp_path, spoil):
+
+    from calstream.daemon.doers import planner_restore, planner_snapshots
+
+    stream, whole, per_step, cut = _snapshot_at_half(tmp_path)
     path = planner_snapshots.snapshot_path(tmp_path)
     if spoil == "corrupt":
         path.write_bytes(path.read_bytes()[:-3] + b"}}}")
@@ -258,13 +268,7 @@ def test_a_snapshot_of_a_restored_state_is_read_from_the_blocks_it_left_unread(t
 
     from calstream.daemon.doers import planner_restore
 
-    stream = steps()
-    whole = new_state()
-    per_step = [play(whole, [step]) for step in stream]
-    cut = len(stream) // 2
-    first = _planner(tmp_path)
-    play(first.state, stream[:cut])
-    anyio.run(planner_restore.take_snapshot, first)
+    stream, whole, per_step, cut = _snapshot_at_half(tmp_path)
     second = _planner(tmp_path)
     assert planner_restore.load_snapshot(second) and _built(second.state) == 0
     anyio.run(planner_restore.take_snapshot, second)
@@ -288,12 +292,7 @@ def test_a_snapshot_found_unreadable_late_is_deleted_and_the_planner_rebuilds(tm
 
     from calstream.daemon.doers import planner_restore, planner_snapshots
 
-    stream = steps()
-    whole = new_state()
-    play(whole, stream)
-    first = _planner(tmp_path)
-    play(first.state, stream[: len(stream) // 2])
-    anyio.run(planner_restore.take_snapshot, first)
+    stream, whole, _, _ = _snapshot_at_half(tmp_path)
     path = planner_snapshots.snapshot_path(tmp_path)
     head, data = path.read_bytes().split(b"\n", 1)
     data = data[:-4] + b"oops"
