@@ -120,9 +120,20 @@ class Headers:
     def __call__(self, eid: str, header: Any) -> Any:
         if type(header) is not str or header != SHARED:
             return header
+        return self._values[self.row_of(eid)]
+
+    def row_of(self, eid: str) -> int:
+        """The row of ``eid``'s header (SnapshotInvalid if it has none)."""
         if self._row is None:
             self._row = table_rows(self._ids)
-        return self._values[self._row[eid]]
+        row = self._row.get(eid)
+        if row is None:
+            raise SnapshotInvalid(f"no header for {eid[:60]} in the snapshot")
+        return row
+
+    def pending(self, eid: str) -> Pending:
+        """``eid``'s header, unread: what a SHARED of the snapshot stands for."""
+        return Pending(self._values, self.row_of(eid))
 
     def events(self, blocks, ids: list[str], numbers: Any) -> BlockedColumn:
         """A column of product events, each with its header, checked as read."""
@@ -130,7 +141,9 @@ class Headers:
             if type(ev) is dict and "header" in ev:
                 ev["header"] = self(ids[row], ev["header"])  # a new dict per row: safe
             return checked_event(ev)
-        return BlockedColumn(blocks, numbers, len(ids), finish)
+        column = BlockedColumn(blocks, numbers, len(ids), finish)
+        column.source = (self, ids)  # a SHARED in row r: self.pending(ids[r])
+        return column
 
 
 class ResolvedHeaders:
