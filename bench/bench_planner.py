@@ -201,7 +201,8 @@ def _decisions_fingerprint() -> str:
     digest = hashlib.sha256()
     for source in sorted(deciders.glob("*.py")):
         if source.name not in ("planner_snapshot.py", "snapshot_columns.py", "lazy_records.py",
-                               "restored_records.py", "snapshot_blocks.py"):
+                               "restored_records.py", "snapshot_blocks.py",
+                               "snapshot_records.py", "snapshot_reuse.py"):
             digest.update(source.name.encode() + source.read_bytes())
     return digest.hexdigest()[:16]
 

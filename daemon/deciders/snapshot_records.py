@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from calstream.daemon.deciders.lazy_records import key_dict, unbuilt
+from calstream.daemon.deciders.lazy_records import key_dict
 from calstream.daemon.deciders.restored_records import SHARED, Headers, ResolvedHeaders
 from calstream.daemon.deciders.snapshot_blocks import Pending, value
 from calstream.daemon.deciders.snapshot_reuse import BlockWriter, row_key
@@ -33,10 +33,14 @@ def captured_table(records: Any) -> tuple[dict, Any]:
     return dict(key_dict(records)), getattr(getattr(records, "_build", None), "parts", None)
 
 
-def _rows(table: tuple[dict, Any]):
+def _rows(table: tuple[dict, Any]) -> list[tuple[str, Any]]:
+    """(id, record or its parts as a tuple) of every row."""
     rows, parts = table
-    for eid, x in rows.items():
-        yield eid, parts(x) if type(x) is int else x
+    every_row = getattr(getattr(parts, "__self__", None), "every_row", None)
+    if every_row is None:
+        return [(eid, parts(x) if type(x) is int else x) for eid, x in rows.items()]
+    restored = every_row()
+    return [(eid, restored[x] if type(x) is int else x) for eid, x in rows.items()]
 
 
 def _event_header(eid: str, ev: Any) -> tuple[Any, Any] | None:
@@ -64,18 +68,19 @@ def _header(eid: str, header: Any) -> tuple[Any, Any]:
     return row_key(header), header
 
 
-def encode_records(s: dict[str, Any], ns: str, names: Callable[[str], int],
+def encode_records(s: dict[str, Any], ns: str, names: Any,
                    routes: Callable[[Any], int], writer: BlockWriter) -> dict[str, Any]:
-    """The body's ``headers``, ``exposures``, ``arrived`` and ``calibrated``."""
+    """The body's ``headers``, ``exposures``, ``arrived`` and ``calibrated``
+    (``names`` numbers exposure ids: ``names.many(ids)``)."""
     releases = s["releases"]
     exposures = []
     for eid, x in _rows(s["exposures"]):
-        exposures.append((eid, *x) if unbuilt(x) else (
+        exposures.append((eid, *x) if isinstance(x, tuple) else (
             eid, x.event, x.since, releases.get(eid), x.exposure.route))
-    arrived = [(eid, *a) if unbuilt(a) else (eid, a.exposure.header, a.exposure.products,
+    arrived = [(eid, *a) if isinstance(a, tuple) else (eid, a.exposure.header, a.exposure.products,
                                              a.since, a.provisional)
                for eid, a in _rows(s["arrived"])]
-    calibrated = [(eid, *c) if unbuilt(c) else (eid, c.event, c.since)
+    calibrated = [(eid, *c) if isinstance(c, tuple) else (eid, c.event, c.since)
                   for eid, c in _rows(s["calibrated"])]
     # Each exposure's header: the first seen, in this order.
     headers: dict[str, tuple[Any, Any]] = {}
@@ -112,22 +117,22 @@ def encode_records(s: dict[str, Any], ns: str, names: Callable[[str], int],
     writer.keep(exposures, arrived, calibrated, headers)
     ids = list(headers)
     return {
-        "headers": {"id": [names(e) for e in ids], "value": writer.column(
+        "headers": {"id": names.many(ids), "value": writer.column(
             f"{ns}/headers", [headers[e][0] for e in ids],
             lambda a, b: [value(headers[e][1]) for e in ids[a:b]])},
-        "exposures": {"id": [names(x[0]) for x in exposures], "event": writer.column(
+        "exposures": {"id": names.many([x[0] for x in exposures]), "event": writer.column(
             f"{ns}/exposures/event", _event_keys(exposures, headers), events(exposures)),
             "since": [x[2] for x in exposures],
             "release": [[row, x[3]] for row, x in enumerate(exposures) if x[3] is not None],
             "route": [routes(x[4]) for x in exposures]},
-        "arrived": {"id": [names(a[0]) for a in arrived],
+        "arrived": {"id": names.many([a[0] for a in arrived]),
                     "header": [arrival_header(a[0], h)
                                for a, h in zip(arrived, arrived_headers, strict=True)],
                     "products": writer.column(
                         f"{ns}/arrived/products", [row_key(a[2]) for a in arrived],
                         lambda a, b: [value(x[2]) for x in arrived[a:b]]),
                     "since": [a[3] for a in arrived], "provisional": [a[4] for a in arrived]},
-        "calibrated": {"id": [names(c[0]) for c in calibrated], "event": writer.column(
+        "calibrated": {"id": names.many([c[0] for c in calibrated]), "event": writer.column(
             f"{ns}/calibrated/event", _event_keys(calibrated, headers), events(calibrated)),
             "since": [c[2] for c in calibrated]},
     }
