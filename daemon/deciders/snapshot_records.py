@@ -24,7 +24,7 @@ from typing import Any
 from calstream.daemon.deciders.lazy_records import key_dict
 from calstream.daemon.deciders.restored_records import SHARED, Headers, ResolvedHeaders
 from calstream.daemon.deciders.snapshot_blocks import Pending, value
-from calstream.daemon.deciders.snapshot_reuse import BlockWriter, row_key
+from calstream.daemon.deciders.snapshot_reuse import BlockWriter
 
 
 def captured_table(records: Any) -> tuple[dict, Any]:
@@ -43,29 +43,29 @@ def _rows(table: tuple[dict, Any]) -> list[tuple[str, Any]]:
     return [(eid, restored[x] if type(x) is int else x) for eid, x in rows.items()]
 
 
-def _event_header(eid: str, ev: Any) -> tuple[Any, Any] | None:
+def _event_header(eid: str, ev: Any, key: Callable[[Any], tuple]) -> tuple[Any, Any] | None:
     """(key, header) of an event's header; an unread restored event's is the
     header its snapshot kept for the exposure (what its SHARED stands for)."""
     if type(ev) is Pending:
         source = ev.column.source
         if type(source) is tuple and type(source[0]) is Headers:
             header = source[0].pending(eid)
-            return row_key(header), header
+            return key(header), header
         ev = value(ev)
     header = ev.get("header", Pending) if type(ev) is dict else Pending
-    return None if header is Pending else (id(header), header)
+    return None if header is Pending else (key(header), header)
 
 
-def _header(eid: str, header: Any) -> tuple[Any, Any]:
+def _header(eid: str, header: Any, key: Callable[[Any], tuple]) -> tuple[Any, Any]:
     """(key, header) of an arrival's header."""
     if type(header) is Pending and type(header.column) is ResolvedHeaders:
         column = header.column
         raw = column._raw[header.row]
         if type(raw) is str and raw == SHARED:
             header = column._headers.pending(eid)
-            return row_key(header), header
-        return id(raw), raw
-    return row_key(header), header
+            return key(header), header
+        return key(raw), raw
+    return key(header), header
 
 
 def encode_records(s: dict[str, Any], ns: str, names: Any,
@@ -83,15 +83,16 @@ def encode_records(s: dict[str, Any], ns: str, names: Any,
     calibrated = [(eid, *c) if isinstance(c, tuple) else (eid, c.event, c.since)
                   for eid, c in _rows(s["calibrated"])]
     # Each exposure's header: the first seen, in this order.
+    key = writer.key
     headers: dict[str, tuple[Any, Any]] = {}
     for eid, ev, *_ in exposures:
-        if eid not in headers and (h := _event_header(eid, ev)) is not None:
+        if eid not in headers and (h := _event_header(eid, ev, key)) is not None:
             headers[eid] = h
-    arrived_headers = [_header(eid, h) for eid, h, *_ in arrived]
+    arrived_headers = [_header(eid, h, key) for eid, h, *_ in arrived]
     for (eid, *_), h in zip(arrived, arrived_headers, strict=True):
         headers.setdefault(eid, h)
     for eid, ev, *_ in calibrated:
-        if eid not in headers and (h := _event_header(eid, ev)) is not None:
+        if eid not in headers and (h := _event_header(eid, ev, key)) is not None:
             headers[eid] = h
     no_header = (None, None)
 
@@ -114,14 +115,13 @@ def encode_records(s: dict[str, Any], ns: str, names: Any,
             return SHARED
         return shared(eid, value(key_header[1]))
 
-    writer.keep(exposures, arrived, calibrated, headers)
     ids = list(headers)
     return {
         "headers": {"id": names.many(ids), "value": writer.column(
             f"{ns}/headers", [headers[e][0] for e in ids],
             lambda a, b: [value(headers[e][1]) for e in ids[a:b]])},
         "exposures": {"id": names.many([x[0] for x in exposures]), "event": writer.column(
-            f"{ns}/exposures/event", _event_keys(exposures, headers), events(exposures)),
+            f"{ns}/exposures/event", _event_keys(exposures, headers, key), events(exposures)),
             "since": [x[2] for x in exposures],
             "release": [[row, x[3]] for row, x in enumerate(exposures) if x[3] is not None],
             "route": [routes(x[4]) for x in exposures]},
@@ -129,19 +129,20 @@ def encode_records(s: dict[str, Any], ns: str, names: Any,
                     "header": [arrival_header(a[0], h)
                                for a, h in zip(arrived, arrived_headers, strict=True)],
                     "products": writer.column(
-                        f"{ns}/arrived/products", [row_key(a[2]) for a in arrived],
+                        f"{ns}/arrived/products", [key(a[2]) for a in arrived],
                         lambda a, b: [value(x[2]) for x in arrived[a:b]]),
                     "since": [a[3] for a in arrived], "provisional": [a[4] for a in arrived]},
         "calibrated": {"id": names.many([c[0] for c in calibrated]), "event": writer.column(
-            f"{ns}/calibrated/event", _event_keys(calibrated, headers), events(calibrated)),
+            f"{ns}/calibrated/event", _event_keys(calibrated, headers, key), events(calibrated)),
             "since": [c[2] for c in calibrated]},
     }
 
 
-def _event_keys(table: list, headers: dict[str, tuple[Any, Any]]) -> list:
+def _event_keys(table: list, headers: dict[str, tuple[Any, Any]],
+                key: Callable[[Any], tuple]) -> list[tuple]:
     """An event row's key: the event's, and that of the header its SHARED would stand for."""
-    return [(row_key(ev), headers[eid][0] if eid in headers else None)
-            for eid, ev, *_ in table]
+    none = (-1, -1)
+    return [key(ev) + (headers[eid][0] if eid in headers else none) for eid, ev, *_ in table]
 
 
 def seed(reuse: Any, ns: str, headers: Headers, exposure_events: Any, products: Any,
@@ -152,7 +153,7 @@ def seed(reuse: Any, ns: str, headers: Headers, exposure_events: Any, products: 
 
     def event_key(column: Any) -> Callable[[int], Any]:
         ids = column.source[1]
-        return lambda r: ((id(column), r), (hcol, headers.row_of(ids[r])))
+        return lambda r: (id(column), r, hcol, headers.row_of(ids[r]))
 
     reuse.seed(f"{ns}/headers", headers._values, lambda r: (hcol, r))
     reuse.seed(f"{ns}/exposures/event", exposure_events, event_key(exposure_events))

@@ -12,9 +12,9 @@ bytes, compressed as stored then, are written as they are.
 A row's *key* says what was encoded: ``id`` of the record's part, or for a
 part a restore left unread (snapshot_blocks.Pending) its column and row,
 and for events the key of the header their ``SHARED`` stands for. A
-``BlockCache`` holds, per column, the keys of each block stored and its
-bytes, and keeps every object whose id is a key alive (so no new object can
-have an old id). A restore from the file seeds it with the file's own
+``BlockCache`` holds, per column, the keys of each block stored (packed in
+an array of ints: 16 or 32 bytes a row) and its bytes, and keeps every
+object whose id is a key alive (so no new object can have an old id). A restore from the file seeds it with the file's own
 blocks (``seed``), keyed as a capture of the unread state keys them: a
 snapshot written after a restart reuses every block nobody read.
 
@@ -25,7 +25,9 @@ reads it: doers/planner_restore.rebuilding_when_unreadable).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from array import array
+from collections.abc import Callable, Iterable
+from itertools import chain
 from typing import Any
 
 from calstream.daemon.deciders.snapshot_blocks import BLOCK_ROWS, Pending
@@ -61,19 +63,19 @@ class BlockCache:
             entries = self._columns[name] = entries()
         return entries
 
-    def seed(self, name: str, column: Any, key: Callable[[int], Any]) -> None:
+    def seed(self, name: str, column: Any, key: Callable[[int], tuple]) -> None:
         """A restored BlockedColumn's stored blocks, row ``r`` keyed ``key(r)``."""
         def entries() -> list[_Entry]:
-            return [_Entry([key(r) for r in range(n * BLOCK_ROWS, min(
-                (n + 1) * BLOCK_ROWS, column.length))], column.stored(n))
+            return [_Entry(_packed(map(key, range(n * BLOCK_ROWS, min(
+                (n + 1) * BLOCK_ROWS, column.length)))), column.stored(n))
                 for n in range(-(-column.length // BLOCK_ROWS))]
         self.alive.append(column)
         self._columns[name] = entries
 
 
-def row_key(part: Any) -> Any:
-    """What a row's part is: the object, or the restored row it stands for."""
-    return (id(part.column), part.row) if type(part) is Pending else id(part)
+def _packed(keys: Iterable[tuple]) -> array:
+    """A block's keys as one array of ints: compared at C speed, 8 bytes an int."""
+    return array("q", chain.from_iterable(keys))
 
 
 class BlockWriter:
@@ -86,15 +88,27 @@ class BlockWriter:
         self.reused = 0
         self._reuse = reuse
         self._next = BlockCache()
+        self._columns: dict[int, Any] = {}  # restored columns keyed by id
 
-    def column(self, name: str, keys: list, rows: Callable[[int, int], list]) -> list[int]:
-        """The blocks of a column of ``len(keys)`` rows; ``rows(start, end)``
-        gives the values of those rows, asked only for a block to encode."""
+    def key(self, part: Any) -> tuple[int, int]:
+        """A row's part as two ints: the object's id, or the restored column
+        and row it stands for; what they are ids of is kept alive."""
+        if type(part) is Pending:
+            self._columns[id(part.column)] = part.column
+            return id(part.column), part.row
+        self._next.alive.append(part)
+        return id(part), -1
+
+    def column(self, name: str, keys: list[tuple], rows: Callable[[int, int], list]
+               ) -> list[int]:
+        """The blocks of a column of ``len(keys)`` rows (a key: a tuple of
+        ints, made of ``key``s); ``rows(start, end)`` gives the values of
+        those rows, asked only for a block to encode."""
         old = self._reuse.entries(name) if self._reuse is not None else []
         numbers, entries = [], []
         for n, start in enumerate(range(0, len(keys), BLOCK_ROWS)):
             end = min(start + BLOCK_ROWS, len(keys))
-            block_keys = keys[start:end]
+            block_keys = _packed(keys[start:end])
             numbers.append(len(self.blocks))
             if n < len(old) and old[n].keys == block_keys and type(old[n].stored) is Stored:
                 self.blocks.append(old[n].stored)
@@ -105,10 +119,6 @@ class BlockWriter:
         self._next._columns[name] = entries
         return numbers
 
-    def keep(self, *things: Any) -> None:
-        """Objects whose ids are keys of this snapshot's blocks."""
-        self._next.alive.extend(things)
-
     def written(self, stored: list[Stored]) -> BlockCache:
         """The cache for the next snapshot, once ``blocks`` are stored as ``stored``."""
         if len(stored) != len(self.blocks):
@@ -116,4 +126,5 @@ class BlockWriter:
         for entries in self._next._columns.values():
             for entry in entries:  # type: ignore[union-attr]
                 entry.stored = stored[entry.stored]  # type: ignore[index]
+        self._next.alive += self._columns.values()
         return self._next
