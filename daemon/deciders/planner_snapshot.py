@@ -13,10 +13,12 @@ exposure (routes, companion buckets) is kept.
 
 Taking is two steps so the planner never waits for the encoding:
 ``capture`` copies what the planner may still change (sets, mutable
-fields) between two records, in a fraction of a second even for a
-million events (events and headers are never changed in place, only
-replaced, so they are shared, not copied); ``encode`` turns the capture
-into the body in another thread. The body is columnar
+fields, the maps of per-exposure records but not the records) between
+two records, in half a second for a million events (records, events and
+headers are never changed in place, only replaced, so they are shared,
+not copied); ``encode`` turns the capture into the body in another
+thread, encoding only the blocks whose rows changed since the last
+snapshot (deciders/snapshot_records.py, snapshot_reuse.py). The body is columnar
 (deciders/snapshot_columns.py): exposure ids numbered once and referred to
 by number, a header kept once per exposure however many records repeat it,
 events and headers as what changed since the previous one, routes by

@@ -7,8 +7,9 @@ tail's visits, an order's members, a status query). So these columns are
 written as blocks of ``BLOCK_ROWS`` rows (each encoded on its own by
 deciders/snapshot_columns.py: a block needs no other to be read, and a
 block whose rows did not change is written again as it was stored:
-deciders/snapshot_reuse.py), kept in the snapshot's ``blocks`` list, and a ``BlockedColumn`` decodes a block the
-first time one of its rows is read. Rows are in the order the planner saw
+deciders/snapshot_reuse.py), kept in the snapshot's ``blocks`` list, and
+a ``BlockedColumn`` decodes a block the first time one of its rows is
+read. Rows are in the order the planner saw
 its exposures, so the rows of a visit or an observation are neighbours.
 
 ``blocks`` is any sequence: the list itself when the body is JSON in
