@@ -184,3 +184,40 @@ def test_a_spoiled_block_is_refused_when_its_rows_are_encoded_again(tmp_path):
         _snapshot(second, cut)
     assert _built(second.state) == 1
     assert not path.exists() or path.read_bytes() == before
+
+
+def test_each_namespace_reuses_its_own_blocks(tmp_path):
+    """Two namespaces (live and a replay) in one snapshot: after a restore,
+    a namespace changed by a tail has its blocks encoded again, the other's
+    are all reused, and both restore to their own records."""
+    stream = steps()
+    cut = len(stream) // 2
+    live, replay = new_state(), new_state()
+    play(live, stream)
+    play(replay, stream[:cut])
+    states = {"live": live, "replay": replay}
+
+    def through_file(states, reuse=None):
+        writer, stored = snapshot_reuse.BlockWriter(reuse), []
+        body = planner_snapshot.encode(planner_snapshot.capture(states, holds={}, plans={}),
+                                       writer)
+        planner_snapshots.write(tmp_path, body, offsets={}, stored=stored)
+        cache = snapshot_reuse.BlockCache()
+        restored, *_ = planner_snapshot.restore(planner_snapshots.read(tmp_path).body,
+                                                **SETTINGS, reuse=cache)
+        return restored, cache, body
+
+    def reused(body, ns):
+        s = body["namespaces"][ns]
+        numbers = [*s["headers"]["value"], *s["exposures"]["event"],
+                   *s["arrived"]["products"], *s["calibrated"]["event"]]
+        return [type(body["blocks"][n]) is snapshot_reuse.Stored for n in numbers]
+
+    first, cache, body = through_file(states)
+    assert not any(reused(body, "live") + reused(body, "replay"))
+    play(first["replay"], stream[cut:])
+    second, _, body = through_file(first, cache)
+    assert all(reused(body, "live")) and not all(reused(body, "replay"))
+    for ns in ("live", "replay"):
+        assert _records(second[ns]) == _records(live), ns
+        assert _kept(second[ns]) == _kept(live), ns
