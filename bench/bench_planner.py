@@ -19,7 +19,10 @@ Restart. H events of history (10k, 100k, 1M; fed to the decider directly,
 not timed, and kept in ``--work-dir`` for the next run: see
 ``built_history``) then a restart: the full rebuild (every record decided
 again) against the snapshot path. Saving is timed in its two parts, the
-capture on the planner's loop and the encoding and writing in a thread;
+capture on the planner's loop and the encoding and writing in a thread,
+three times: the first snapshot (every block encoded), the next one of the
+same planner ``--tail`` events later and one after the restart below (both
+reusing the blocks that did not change: deciders/snapshot_reuse.py);
 the restart is reading ``deciders/planner_snapshot.py``'s snapshot from its
 file, restoring it and deciding the tail (``--tail`` events): ready. Then
 the history's first ``--tail`` events again, as a redelivery of old
