@@ -19,7 +19,10 @@ Restart. H events of history (10k, 100k, 1M; fed to the decider directly,
 not timed, and kept in ``--work-dir`` for the next run: see
 ``built_history``) then a restart: the full rebuild (every record decided
 again) against the snapshot path. Saving is timed in its two parts, the
-capture on the planner's loop and the encoding and writing in a thread;
+capture on the planner's loop and the encoding and writing in a thread,
+three times: the first snapshot (every block encoded), the next one of the
+same planner ``--tail`` events later and one after the restart below (both
+reusing the blocks that did not change: deciders/snapshot_reuse.py);
 the restart is reading ``deciders/planner_snapshot.py``'s snapshot from its
 file, restoring it and deciding the tail (``--tail`` events): ready. Then
 the history's first ``--tail`` events again, as a redelivery of old
@@ -201,7 +204,8 @@ def _decisions_fingerprint() -> str:
     digest = hashlib.sha256()
     for source in sorted(deciders.glob("*.py")):
         if source.name not in ("planner_snapshot.py", "snapshot_columns.py", "lazy_records.py",
-                               "restored_records.py", "snapshot_blocks.py"):
+                               "restored_records.py", "snapshot_blocks.py",
+                               "snapshot_records.py", "snapshot_reuse.py"):
             digest.update(source.name.encode() + source.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -263,9 +267,34 @@ def _since(started: tuple[float, float]) -> str:
     return f"{wall - started[0]:.2f} s wall, {cpu - started[1]:.2f} s cpu"
 
 
+def _snapshot(row: dict, label: str, state: PlannerState, event_ids: EventIds, reuse,
+              where: str) -> tuple:
+    """A snapshot as doers/planner_restore.take_snapshot takes it, timed in
+    its two parts; (the cache for the next one, its size)."""
+    from calstream.daemon.deciders import planner_snapshot
+    from calstream.daemon.deciders.snapshot_columns import collector_paused
+    from calstream.daemon.deciders.snapshot_reuse import BlockWriter
+    from calstream.daemon.doers import planner_snapshots
+
+    started = _clocks()
+    with collector_paused():
+        captured = planner_snapshot.capture({"live": state}, holds=state.holds, plans={},
+                                            event_ids=event_ids)
+    row[f"{label}: capture (on the loop)"] = _since(started)
+    started = _clocks()
+    writer, stored = BlockWriter(reuse), []
+    with collector_paused():  # as take_snapshot's thread does
+        size = planner_snapshots.write(where, planner_snapshot.encode(captured, writer),
+                                       offsets={}, calstream_version="bench", stored=stored)
+    row[f"{label}: encode + write (thread)"] = _since(started)
+    row[f"{label}: blocks reused"] = f"{writer.reused} of {len(writer.blocks)}"
+    return writer.written(stored), size
+
+
 def restart(histories: list[int], tail: int, budget: float, work: str) -> dict:
     from calstream.daemon.deciders import planner_snapshot
     from calstream.daemon.deciders.snapshot_columns import collector_paused
+    from calstream.daemon.deciders.snapshot_reuse import BlockCache
     from calstream.daemon.doers import planner_snapshots
 
     out = {}
@@ -290,25 +319,25 @@ def restart(histories: list[int], tail: int, budget: float, work: str) -> dict:
         gc.collect()
         path = built_history(total, work)
         gc.collect()
-        # Saving: what the planner's loop does (capture), then its thread.
-        started = _clocks()
-        with collector_paused():
-            captured = planner_snapshot.capture({"live": path.state}, holds=path.state.holds,
-                                                plans={}, event_ids=path.event_ids)
-        row["snapshot_capture (on the loop)"] = _since(started)
-        started = _clocks()
-        size = planner_snapshots.write(work, planner_snapshot.encode(captured), offsets={},
-                                       calstream_version="bench")
-        row["snapshot_save (thread)"] = _since(started)
+        # Saving: what the planner's loop does (capture), then its thread. The
+        # first snapshot encodes every block; a later one, after new events,
+        # reuses the blocks they did not change (deciders/snapshot_reuse.py).
+        reuse, size = _snapshot(row, "first snapshot (every block encoded)", path.state,
+                                path.event_ids, None, work)
         row["snapshot_bytes"] = size
-        del path, captured
+        for raw in tail_records:
+            path(raw)
+        _snapshot(row, f"next snapshot, {len(tail_records)} events later", path.state,
+                  path.event_ids, reuse, f"{work}/running")
+        del path, reuse
         gc.collect()
         # The restart: read and restore the snapshot, decide the tail, ready.
         started = _clocks()
+        reuse = BlockCache()
         with collector_paused():  # as doers/planner_restore.load_snapshot does
             loaded = planner_snapshots.read(work, max_age=None, calstream_version="bench")
-            states, holds, _, event_ids = planner_snapshot.restore(loaded.body,
-                                                                  **RecordPath.settings())
+            states, holds, _, event_ids = planner_snapshot.restore(
+                loaded.body, **RecordPath.settings(), reuse=reuse)
             del loaded
             gc.freeze()
         fresh = RecordPath()
@@ -318,6 +347,8 @@ def restart(histories: list[int], tail: int, budget: float, work: str) -> dict:
             fresh(raw)
         row["restart_to_ready"] = _since(started)
         row["tail_events"] = len(tail_records)
+        _snapshot(row, "snapshot after the restart and tail", fresh.state, fresh.event_ids,
+                  reuse, f"{work}/restarted")
         # After ready: the first program's events again (a redelivery of old
         # history), whose records are read, and their blocks decoded, now.
         started = _clocks()

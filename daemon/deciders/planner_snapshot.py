@@ -13,10 +13,12 @@ exposure (routes, companion buckets) is kept.
 
 Taking is two steps so the planner never waits for the encoding:
 ``capture`` copies what the planner may still change (sets, mutable
-fields) between two records, in a fraction of a second even for a
-million events (events and headers are never changed in place, only
-replaced, so they are shared, not copied); ``encode`` turns the capture
-into the body in another thread. The body is columnar
+fields, the maps of per-exposure records but not the records) between
+two records, in half a second for a million events (records, events and
+headers are never changed in place, only replaced, so they are shared,
+not copied); ``encode`` turns the capture into the body in another
+thread, encoding only the blocks whose rows changed since the last
+snapshot (deciders/snapshot_records.py, snapshot_reuse.py). The body is columnar
 (deciders/snapshot_columns.py): exposure ids numbered once and referred to
 by number, a header kept once per exposure however many records repeat it,
 events and headers as what changed since the previous one, routes by
@@ -38,9 +40,9 @@ from typing import Any
 from calstream.daemon.deciders import restored_records
 from calstream.daemon.deciders.companion_index import CompanionIndex
 from calstream.daemon.deciders.event_checks import EventIds
-from calstream.daemon.deciders.lazy_records import LazyRecords, raw_items, unbuilt
+from calstream.daemon.deciders.lazy_records import LazyRecords, key_dict
 from calstream.daemon.deciders.level3_candidates import Sent
-from calstream.daemon.deciders.planner_records import Candidate
+from calstream.daemon.deciders.planner_records import Candidate, Seen
 from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.daemon.deciders.restored_records import (
     SHARED,
@@ -51,18 +53,14 @@ from calstream.daemon.deciders.restored_records import (
     table_ids,
     table_rows,
 )
-from calstream.daemon.deciders.snapshot_blocks import (
-    BLOCK_ROWS,
-    BlockedColumn,
-    SnapshotInvalid,
-    value,
-    write_blocks,
-)
+from calstream.daemon.deciders.snapshot_blocks import BLOCK_ROWS, BlockedColumn, SnapshotInvalid
 from calstream.daemon.deciders.snapshot_columns import (
     collector_paused,
     decode_column,
     encode_column,
 )
+from calstream.daemon.deciders.snapshot_records import captured_table, encode_records, seed
+from calstream.daemon.deciders.snapshot_reuse import BlockCache, BlockWriter
 from calstream.steps.associations import Level3Key, Level3Product
 from calstream.steps.plans import Plan
 from calstream.steps.routing import NOD, Route
@@ -79,10 +77,10 @@ def _tuples(value: Any) -> Any:
 class _Numbers:
     """Things kept once each, referred to by number (exposure ids, routes)."""
 
-    def __init__(self, body=lambda thing, numbers: thing) -> None:
+    def __init__(self, body: Any = None) -> None:
         self.table: list = []
         self._numbers: dict = {}
-        self._body = body  # (thing, these numbers) -> what the table keeps
+        self._body = body or _itself  # (thing, these numbers) -> what the table keeps
 
     def __call__(self, thing) -> int:
         n = self._numbers.get(thing)
@@ -91,6 +89,25 @@ class _Numbers:
             self.table.append(None)  # taken before the body: a route's "also" comes after
             self.table[n] = self._body(thing, self)
         return n
+
+    def many(self, things: Any) -> list[int]:
+        """``[self(t) for t in things]`` at C speed, but for a body's call per
+        new thing (millions of exposure ids per snapshot)."""
+        things = things if type(things) is list else list(things)
+        numbers = list(map(self._numbers.get, things))
+        if None in numbers:
+            if self._body is not _itself:
+                return [self(t) for t in things]
+            known = self._numbers
+            new = [t for t in dict.fromkeys(things) if t not in known]
+            known.update(zip(new, range(len(self.table), len(self.table) + len(new)), strict=True))
+            self.table += new
+            numbers = list(map(known.__getitem__, things))
+        return numbers
+
+
+def _itself(thing: Any, numbers: _Numbers) -> Any:
+    return thing
 
 
 def _route_table(table: list[dict]) -> list[Route]:
@@ -145,21 +162,17 @@ def _capture_state(s: PlannerState) -> dict[str, Any]:
     l3 = s.stage3
     return {
         "namespace": s.namespace, "replay": s.replay,
-        # (id, event, since, release, route): a record a restore has not built yet
-        # (lazy_records.Parts) is taken as it is, not built.
-        "exposures": [(eid, *x) if unbuilt(x) else
-                      (eid, x.event, x.since, x.release, x.exposure.route)
-                      for eid, x in raw_items(s.exposures)],
+        # Copies of the maps, not of their records (replaced, never changed in
+        # place -- but a Seen's release): deciders/snapshot_records.py reads them.
+        "exposures": captured_table(s.exposures),
+        "releases": {eid: r for eid, x in key_dict(s.exposures).items()
+                     if type(x) is Seen and (r := x.release) is not None},
         "candidates": [(c.science, c.route, c.since, c.sent, c.sent_complete, c.waiting_for)
                        for c in s.candidates.values()],
         "ordered": dict(s.ordered), "rejected": set(s.rejected), "level3": dict(s.level3),
         "index": [(b, set(ids)) for b, ids in s.index._records.items() if ids],
         "sciences": [(b, set(ids)) for b, ids in s.index._sciences.items()],
-        "arrived": [(eid, *a) if unbuilt(a) else (eid, a.exposure.header, a.exposure.products,
-                                                         a.since, a.provisional)
-                    for eid, a in raw_items(l3.arrived)],
-        "calibrated": [(eid, *c) if unbuilt(c) else (eid, c.event, c.since)
-                       for eid, c in raw_items(l3.calibrated)],
+        "arrived": captured_table(l3.arrived), "calibrated": captured_table(l3.calibrated),
         "l3_candidates": [(c.key, c.route, c.opened, c.changed, set(c.members), list(c.sent),
                            c.expected_by, c.product_name, c.problem, c.signature, c.waiting,
                            c._waiting, c._missing, list(c.digests))
@@ -181,13 +194,16 @@ def take(states: dict[str, PlannerState], *, holds: dict, plans: dict[str, Plan]
     return encode(capture(states, holds=holds, plans=plans, event_ids=event_ids))
 
 
-def encode(captured: dict[str, Any]) -> dict[str, Any]:
-    """The snapshot's body (JSON-able) from a capture."""
-    routes, blocks = _Numbers(_route_body), []
+def encode(captured: dict[str, Any], writer: BlockWriter | None = None) -> dict[str, Any]:
+    """The snapshot's body (JSON-able, but for blocks reused as stored) from a
+    capture; ``writer`` reuses the last snapshot's unchanged blocks
+    (deciders/snapshot_reuse.py), none by default."""
+    routes = _Numbers(_route_body)
+    writer = writer if writer is not None else BlockWriter(None)
     digests = captured["event_ids"]
     return {
         "format": FORMAT, "block_rows": BLOCK_ROWS,
-        "namespaces": {ns: _encode_state(s, routes, blocks)
+        "namespaces": {ns: _encode_state(s, ns, routes, writer)
                        for ns, s in captured["namespaces"].items()},
         "routes": routes.table,
         "holds": captured["holds"],
@@ -196,7 +212,7 @@ def encode(captured: dict[str, Any]) -> dict[str, Any]:
         "event_ids": {"id": [k for k, _ in digests],
                       "digest": b"".join(v for _, v in digests).hex(),
                       "digest_size": len(digests[0][1]) if digests else 0},
-        "blocks": blocks,  # last: doers/planner_snapshots.py stores each on its own
+        "blocks": writer.blocks,  # last: doers/planner_snapshots.py stores each on its own
     }
 
 
@@ -206,34 +222,15 @@ def _route_body(r: Route, routes: _Numbers) -> dict:
     return body
 
 
-def _encode_state(s: dict[str, Any], routes: _Numbers, blocks: list) -> dict[str, Any]:
+def _encode_state(s: dict[str, Any], ns: str, routes: _Numbers,
+                  writer: BlockWriter) -> dict[str, Any]:
     names = _Numbers()
-    headers: dict[str, Any] = {}
-
-    def shared(eid: str, header: Any) -> Any:
-        header = value(header)  # a restored row nobody read: read here, in this thread
-        known = headers.setdefault(eid, header)
-        return SHARED if known is header or known == header else header
-
-    def event(eid: str, body: Any) -> dict:
-        body = value(body)
-        return {**body, "header": shared(eid, body["header"])} if "header" in body else body
-
-    exposures = [(names(eid), event(eid, ev), since, release, routes(r))
-                 for eid, ev, since, release, r in s["exposures"]]
-    arrived = [(names(eid), shared(eid, h), products, since, provisional)
-               for eid, h, products, since, provisional in s["arrived"]]
-    calibrated = [(names(eid), event(eid, ev), since) for eid, ev, since in s["calibrated"]]
+    records = encode_records(s, ns, names, routes, writer)
     ordered_row = {work_id: row for row, work_id in enumerate(s["ordered"])}
     return {
         "namespace": s["namespace"], "replay": s["replay"],
-        "headers": {"id": [names(e) for e in headers],
-                    "value": write_blocks(headers.values(), blocks)},
-        "exposures": {"id": [x[0] for x in exposures], "event": write_blocks(
-            (x[1] for x in exposures), blocks), "since": [x[2] for x in exposures],
-            "release": [[row, x[3]] for row, x in enumerate(exposures) if x[3] is not None],
-            "route": [x[4] for x in exposures]},
-        "candidates": {"id": [names(c[0]) for c in s["candidates"]],
+        **records,
+        "candidates": {"id": names.many([c[0] for c in s["candidates"]]),
                        "route": [routes(c[1]) for c in s["candidates"]],
                        "since": [c[2] for c in s["candidates"]],
                        # an order's row in "ordered" (its work id kept once there)
@@ -241,22 +238,16 @@ def _encode_state(s: dict[str, Any], routes: _Numbers, blocks: list) -> dict[str
                        "complete": [c[4] for c in s["candidates"]],
                        "waiting_for": encode_column(c[5] for c in s["candidates"])},
         "ordered": {"work_id": list(s["ordered"]),
-                    "name": [names(n) for n in s["ordered"].values()]},
+                    "name": names.many(s["ordered"].values())},
         "rejected": sorted(s["rejected"]),
         "level3": {name: [p.header, outputs] for name, (p, outputs) in s["level3"].items()},
-        "index": [[list(b), sorted(map(names, ids))] for b, ids in s["index"]],
-        "sciences": [[list(b), sorted(map(names, ids))] for b, ids in s["sciences"]],
-        "arrived": {"id": [a[0] for a in arrived], "header": [a[1] for a in arrived],
-                    "products": write_blocks((value(a[2]) for a in arrived), blocks),
-                    "since": [a[3] for a in arrived], "provisional": [a[4] for a in arrived]},
-        "calibrated": {"id": [c[0] for c in calibrated],
-                       "event": write_blocks((c[1] for c in calibrated), blocks),
-                       "since": [c[2] for c in calibrated]},
+        "index": [[list(b), sorted(names.many(ids))] for b, ids in s["index"]],
+        "sciences": [[list(b), sorted(names.many(ids))] for b, ids in s["sciences"]],
         "l3_candidates": [_encode_candidate(c, routes, names) for c in s["l3_candidates"]],
         "plans": sorted(s["plans"]), "planned": s["planned"], "plan_headers": s["plan_headers"],
         "planned_keys": [[_key(k), sorted(v)] for k, v in s["planned_keys"]],
         "restored": s["restored"],
-        "visits": [[v, sorted(map(names, ids))] for v, ids in s["visits"]],
+        "visits": [[v, sorted(names.many(ids))] for v, ids in s["visits"]],
         "incomplete_visits": sorted(s["incomplete_visits"]),
         "names": names.table,  # last: every number above is in it
     }
@@ -265,7 +256,7 @@ def _encode_state(s: dict[str, Any], routes: _Numbers, blocks: list) -> dict[str
 def _encode_candidate(c: tuple, routes: _Numbers, names: _Numbers) -> list:
     (key, r, opened, changed, members, sent, expected_by, product_name, problem, signature,
      waiting, waiting_for, missing, digests) = c
-    return [_key(key), routes(r), opened, changed, sorted(map(names, members)),
+    return [_key(key), routes(r), opened, changed, sorted(names.many(members)),
             [[x.version, x.work_id, list(x.signature), x.degraded] for x in sent],
             expected_by, product_name, problem,
             SHARED if tuple(signature) == tuple(digests) else list(signature),  # as usual
@@ -277,7 +268,8 @@ def _encode_candidate(c: tuple, routes: _Numbers, names: _Numbers) -> list:
 
 
 def restore(body: Any, *, companion_wait: float, level3_settle: float,
-            level3_quiet_period: float, step_parameters: StepParameters | None = None
+            level3_quiet_period: float, step_parameters: StepParameters | None = None,
+            reuse: BlockCache | None = None
             ) -> tuple[dict[str, PlannerState], dict, dict[str, Plan], EventIds]:
     """(states by namespace, holds, plans, event ids) as they were taken.
     Settings (waits, step parameters) are today's configuration, not the
@@ -285,7 +277,9 @@ def restore(body: Any, *, companion_wait: float, level3_settle: float,
 
     ``body["blocks"]`` is a list (the body whole in memory: every block is
     read and checked now) or a reader of stored blocks (each read when a
-    decision first needs one of its rows: deciders/snapshot_blocks.py)."""
+    decision first needs one of its rows: deciders/snapshot_blocks.py);
+    stored blocks are also given to ``reuse``, for the next snapshot to
+    write as they are while nothing changes their rows."""
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         found = body.get("format") if isinstance(body, dict) else None
         raise SnapshotInvalid(f"snapshot format {str(found)[:20]} is not {FORMAT}")
@@ -303,7 +297,10 @@ def restore(body: Any, *, companion_wait: float, level3_settle: float,
                 state = PlannerState(companion_wait=companion_wait, level3_settle=level3_settle,
                                      level3_quiet_period=level3_quiet_period, namespace=ns,
                                      holds=holds, step_parameters=step_parameters)
-                columns += _restore_state(state, s, routes, plans, body["blocks"])
+                headers, *blocked = _restore_state(state, s, routes, plans, body["blocks"])
+                columns += [headers._values, *blocked]
+                if reuse is not None and hasattr(body["blocks"], "stored"):
+                    seed(reuse, ns, headers, *blocked[:3])
                 states[ns] = state
             if type(body["blocks"]) is list:
                 for column in columns:
@@ -317,7 +314,8 @@ def restore(body: Any, *, companion_wait: float, level3_settle: float,
 
 def _restore_state(state: PlannerState, s: dict, routes: list[Route],
                    plans: dict[str, Plan], blocks) -> list:
-    """Restore one namespace; the lazily read columns (to check now, or not)."""
+    """Restore one namespace; its headers and its lazily read columns (to
+    check now, or not): exposure events, products, stage-2 events, arrivals' headers."""
     names = s["names"]
     if not all(type(n) is str for n in names):
         raise SnapshotInvalid("an exposure id that is not text")
@@ -355,7 +353,9 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
         if b[0] == NOD:
             state._visit_detector[(b[1], b[2])] = set(ids_)
     index._sciences = {tuple(b): {names[i] for i in numbers} for b, numbers in s["sciences"]}
-    return [headers._values, events, *_restore_level3(state, s, routes, plans, headers, blocks)]
+    arrived_headers, products, calibrated = _restore_level3(state, s, routes, plans, headers,
+                                                            blocks)
+    return [headers, events, products, calibrated, arrived_headers]
 
 
 def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: dict[str, Plan],

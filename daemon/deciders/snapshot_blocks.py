@@ -5,9 +5,11 @@ stage-2 events and their headers: a gigabyte of JSON, twenty seconds and
 more to parse, though after a restart the planner reads few of them (the
 tail's visits, an order's members, a status query). So these columns are
 written as blocks of ``BLOCK_ROWS`` rows (each encoded on its own by
-deciders/snapshot_columns.py: a block needs no other to be read), kept in
-the snapshot's ``blocks`` list, and a ``BlockedColumn`` decodes a block the
-first time one of its rows is read. Rows are in the order the planner saw
+deciders/snapshot_columns.py: a block needs no other to be read, and a
+block whose rows did not change is written again as it was stored:
+deciders/snapshot_reuse.py), kept in the snapshot's ``blocks`` list, and
+a ``BlockedColumn`` decodes a block the first time one of its rows is
+read. Rows are in the order the planner saw
 its exposures, so the rows of a visit or an observation are neighbours.
 
 ``blocks`` is any sequence: the list itself when the body is JSON in
@@ -19,10 +21,10 @@ reads every block at once (a restore from a body in memory does).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from calstream.daemon.deciders.snapshot_columns import decode_column, encode_column
+from calstream.daemon.deciders.snapshot_columns import decode_column
 
 BLOCK_ROWS = 1000
 
@@ -31,27 +33,14 @@ class SnapshotInvalid(ValueError):
     """A snapshot that cannot be restored; the reason says why."""
 
 
-def write_blocks(values: Iterable[Any], blocks: list) -> list[int]:
-    """Append ``values`` to ``blocks`` a block at a time; the blocks' numbers."""
-    numbers, chunk = [], []
-    for value in values:
-        chunk.append(value)
-        if len(chunk) == BLOCK_ROWS:
-            numbers.append(len(blocks))
-            blocks.append(encode_column(chunk))
-            chunk = []
-    if chunk:
-        numbers.append(len(blocks))
-        blocks.append(encode_column(chunk))
-    return numbers
-
-
 class BlockedColumn:
     """Rows ``0 .. length-1`` of a column stored as blocks; ``column[row]``
     decodes the row's block once (then keeps it) and returns the row.
-    ``finish(row, value)`` checks or completes a row as its block is read."""
+    ``finish(row, value)`` checks or completes a row as its block is read;
+    ``source`` is what a restore says of the column's rows (their headers,
+    for deciders/snapshot_reuse.py)."""
 
-    __slots__ = ("_blocks", "_numbers", "_decoded", "_finish", "length")
+    __slots__ = ("_blocks", "_numbers", "_decoded", "_finish", "length", "source")
 
     def __init__(self, blocks: Sequence, numbers: Any, length: int,
                  finish: Callable[[int, Any], Any] | None = None) -> None:
@@ -61,6 +50,7 @@ class BlockedColumn:
         self._blocks, self._numbers, self.length = blocks, numbers, length
         self._decoded: dict[int, list] = {}
         self._finish = finish
+        self.source: Any = None
 
     def __len__(self) -> int:
         return self.length
@@ -99,6 +89,12 @@ class BlockedColumn:
         for n in range(len(self._numbers)):
             if n not in self._decoded:
                 self._decode(n)
+
+    def stored(self, n: int) -> Any:
+        """Block ``n`` as the file stores it (a snapshot_reuse.Stored), for a
+        new snapshot to write as it is; None for blocks given in memory."""
+        stored = getattr(self._blocks, "stored", None)
+        return stored(self._numbers[n]) if stored is not None else None
 
 
 class Pending:

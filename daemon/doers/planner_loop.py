@@ -91,6 +91,7 @@ class Planner:
         self.records_seen = 0
         self.last_snapshot = (time.monotonic(), 0)  # (when, records_seen then)
         self.restored_from: dict | None = None  # the snapshot the state came from, if any
+        self.snapshot_reuse = None  # the last snapshot's blocks (deciders/snapshot_reuse.py)
 
     def state_for(self, namespace: str) -> PlannerState:
         state = self.states.get(namespace)

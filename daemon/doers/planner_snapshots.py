@@ -6,7 +6,9 @@ size and sha256 of what follows, the sizes of its parts stored and
 decompressed), a newline, then the body (deciders/planner_snapshot.py)
 without its ``blocks``, then each block on its own: JSON, compressed with
 zlib (level 1: a million events' body compresses 3-4 times in a few
-seconds; a higher level gains a few percent for twice the time). The body
+seconds; a higher level gains a few percent for twice the time). A block
+whose rows did not change since the last snapshot is written as that
+one stored it (deciders/snapshot_reuse.py), bytes for bytes. The body
 is read at start; a block is decompressed and parsed when the restored
 state first reads one of its rows (deciders/snapshot_blocks.py), so a
 restart reads a million events' snapshot in seconds; the blocks stay in
@@ -36,6 +38,7 @@ from typing import Any
 
 import calstream
 from calstream.daemon.deciders.snapshot_columns import collector_paused
+from calstream.daemon.deciders.snapshot_reuse import Stored
 from calstream.daemon.doers.product_store import fsync_dir
 
 log = logging.getLogger("calstream.planner")
@@ -57,8 +60,11 @@ class Snapshot:
 
 
 def write(work_dir: str | Path, body: dict[str, Any], *,
-          offsets: dict[tuple[str, int], int], calstream_version: str | None = None) -> int:
-    """Write the snapshot; returns its size in bytes."""
+          offsets: dict[tuple[str, int], int], calstream_version: str | None = None,
+          stored: list[Stored] | None = None) -> int:
+    """Write the snapshot; returns its size in bytes. A block that is a
+    ``Stored`` (reused from the last snapshot: deciders/snapshot_reuse.py)
+    is written as it is; every block as written is appended to ``stored``."""
     blocks = body.get("blocks") if isinstance(body, dict) else None
     if type(blocks) is list:
         body = {k: v for k, v in body.items() if k != "blocks"}
@@ -69,9 +75,13 @@ def write(work_dir: str | Path, body: dict[str, Any], *,
     parts.append(deflate.flush())
     sizes = []  # of each block: (stored, decompressed)
     for block in blocks if type(blocks) is list else ():
-        text = json.dumps(block, separators=(",", ":")).encode()
-        parts.append(zlib.compress(text, 1))
-        sizes.append([len(parts[-1]), len(text)])
+        if type(block) is not Stored:
+            text = json.dumps(block, separators=(",", ":")).encode()
+            block = Stored(zlib.compress(text, 1), len(text))
+        parts.append(block.data)
+        sizes.append([len(block.data), block.raw_size])
+        if stored is not None:
+            stored.append(block)
     data = b"".join(parts)
     del parts
     envelope = {"format": FORMAT, "calstream_version": calstream_version or calstream.__version__,
@@ -218,6 +228,11 @@ class StoredBlocks(Sequence):
 
     def __len__(self) -> int:
         return len(self._blocks)
+
+    def stored(self, n: int) -> Stored:
+        """Block ``n`` as stored, for a new snapshot that reuses it."""
+        block = self._blocks[n]
+        return Stored(block.data, block.raw_size)
 
     def __getitem__(self, n):  # type: ignore[override]
         block = self._blocks[n]
