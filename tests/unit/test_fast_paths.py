@@ -193,3 +193,45 @@ def test_the_fast_product_decode_is_the_contracts(raw):
             return ("refused", str(exc))
 
     assert outcome(decode_product) == outcome(lambda r: contract.decode(r, expected="product"))
+
+
+def test_orjson_writes_a_float_as_json_does_except_below_1e_4_where_the_text_says_so():
+    # What canonical_json_of_parsed rests on, over every binary exponent and
+    # random bit patterns: equal text, or a small float the text shows.
+    import math
+    import struct
+
+    import orjson
+
+    rng = random.Random(11)
+    values = [struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0]
+              for _ in range(200_000)]
+    values += [m * 2.0 ** e for e in range(-1074, 1024) for m in (1.0, 1.3, 1.999)]
+    values += [float(f"{m}e{e}") for e in range(-330, 310) for m in ("1", "4.94", "9.999999")]
+    for x in (v for v in values if math.isfinite(v)):
+        for value in (x, -x):
+            text = orjson.dumps([value])
+            if value != 0.0 and abs(value) < 1e-4:
+                assert contract._SMALL_FLOAT.search(text), value
+            elif not contract._SMALL_FLOAT.search(text):
+                assert text == json.dumps([value]).encode(), value
+
+
+def test_the_digest_text_of_a_parsed_body_is_the_reference_text():
+    rng = random.Random(5)
+    floats = [0.0, -0.0, 1e-5, -3.2e-7, 1e-4, 9.99e-5, 0.1, 1.5, 1e15, 1e16, 1e22, 2.0 ** 70,
+              5e-324, 1e-300]
+    strings = ["", "a", "\x7f", "\x1f\b\f\n\t\"\\/", "é", "\u2028", "0.00001", "1e-05", ":0.0000",
+               "x1e-7", "[-0.00001"]
+    ints = [0, -1, 2 ** 63, -(2 ** 63), 2 ** 64 - 1, 2 ** 64, 10 ** 29]
+    scalars = floats + strings + ints + [None, True, False]
+    raws = [raw for raw in TRICKY if _reference(raw)[0] == "ok"]
+    for _ in range(3000):
+        body = {rng.choice(strings + ["k", "z", "A"]): rng.choice(scalars) for _ in range(4)}
+        body["nested"] = [rng.choice(scalars), {"x": rng.choice(scalars)}, [rng.choice(scalars)]]
+        raws.append(json.dumps(body).encode())
+    for raw in raws:
+        value = contract.parse_json(raw)
+        assert contract.canonical_json_of_parsed(value) == _reference_canonical(value), raw
+        if isinstance(value, dict):
+            assert content_digest(value, parsed=True) == content_digest(value)
