@@ -21,7 +21,7 @@ from typing import Any
 
 from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.naming import BadName, parse_exposure_name
-from calstream.topics.contract import canonical_json, canonical_json_of_parsed
+from calstream.topics.canonical_json import canonical_json, canonical_json_of_parsed
 
 PER_EXPOSURE_STAGES = ("detector1", "stage2", "dark", "guider")
 

@@ -15,7 +15,7 @@ import pytest
 from calstream.daemon.deciders.event_checks import EventIds, content_digest
 from calstream.daemon.deciders.product_intake import ProductIntake
 from calstream.steps.routing import RoutingError, _route, route
-from calstream.topics import contract
+from calstream.topics import canonical_json, contract
 from calstream.topics.contract import InvalidMessage
 from tests.unit.test_untrusted_messages import HOSTILE
 
@@ -212,8 +212,8 @@ def test_orjson_writes_a_float_as_json_does_except_below_1e_4_where_the_text_say
         for value in (x, -x):
             text = orjson.dumps([value])
             if value != 0.0 and abs(value) < 1e-4:
-                assert contract._SMALL_FLOAT.search(text), value
-            elif not contract._SMALL_FLOAT.search(text):
+                assert canonical_json._SMALL_FLOAT.search(text), value
+            elif not canonical_json._SMALL_FLOAT.search(text):
                 assert text == json.dumps([value]).encode(), value
 
 
@@ -232,6 +232,6 @@ def test_the_digest_text_of_a_parsed_body_is_the_reference_text():
         raws.append(json.dumps(body).encode())
     for raw in raws:
         value = contract.parse_json(raw)
-        assert contract.canonical_json_of_parsed(value) == _reference_canonical(value), raw
+        assert canonical_json.canonical_json_of_parsed(value) == _reference_canonical(value), raw
         if isinstance(value, dict):
             assert content_digest(value, parsed=True) == content_digest(value)
