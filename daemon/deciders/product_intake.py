@@ -58,8 +58,11 @@ class ProductIntake:
         """
         # sha256: collision-resistant (a forged record must not pass for an
         # accepted one) and, with the CPU's SHA instructions, twice blake2b's speed.
-        key = hashlib.sha256(raw).digest() \
-            if type(raw) is bytes or isinstance(raw, bytearray | memoryview) else None
+        if type(raw) is bytes:
+            key = hashlib.sha256(raw).digest()
+        else:
+            key = hashlib.sha256(bytes(raw)).digest() \
+                if isinstance(raw, bytearray | memoryview) else None
         known = self._accepted.get(key) if key is not None else None
         if known is not None:
             self._accepted.move_to_end(key)
