@@ -91,7 +91,9 @@ def _path_judges(products_root: str, namespace: Any, stage: Any,
     if judges is None:
         out_root, out_roots, in_roots = _roots(products_root, namespace, stage, input_roots)
         judges = (out_root, _Below(out_roots), _Below(in_roots))
-        if key is not None and len(_JUDGES) < 256:
+        if key is not None:
+            if len(_JUDGES) >= 256:  # bounded: forged namespaces must not grow it
+                _JUDGES.clear()
             _JUDGES[key] = judges
     return judges
 
