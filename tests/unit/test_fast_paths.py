@@ -235,3 +235,28 @@ def test_the_digest_text_of_a_parsed_body_is_the_reference_text():
         assert canonical_json.canonical_json_of_parsed(value) == _reference_canonical(value), raw
         if isinstance(value, dict):
             assert content_digest(value, parsed=True) == content_digest(value)
+
+
+def test_a_parsed_exposure_name_is_the_one_its_dataclass_makes():
+    import dataclasses
+
+    from calstream.steps import naming
+
+    for name in ["jw00001001001_02101_00001_nrcb1", "/in/jw01234001001_02101_00001_mirimage.fits",
+                 "jw01234001001_02101_00001-seg002_nrcalong_rate.fits",
+                 "jw01019001001_gs-acq1_2022117003102_cal.fits",
+                 "jw01019001001_gs-id_1_image_uncal.fits"]:
+        base = name.rsplit("/", 1)[-1]
+        match = naming._NAME.match(base) or naming._GUIDER_NAME.match(base)
+        parts = {k: v for k, v in match.groupdict().items() if k != "extension"}
+        if "guider" in parts:
+            parts |= {"visit_group": "", "sequence": "", "activity": "", "exposure": "",
+                      "detector": ""}
+        expected = naming.ExposureName(**parts)
+        got = naming.parse_exposure_name.__wrapped__(name)
+        assert type(got) is naming.ExposureName
+        assert got == expected and hash(got) == hash(expected) and repr(got) == repr(expected)
+        assert list(vars(got).items()) == list(vars(expected).items())
+        assert dataclasses.replace(got, suffix="cal") == dataclasses.replace(expected, suffix="cal")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            got.program = "99999"
