@@ -22,6 +22,8 @@ import jsonschema
 import jsonschema_rs
 import orjson
 
+from calstream.topics.canonical_json import canonical_json
+
 SCHEMA_MAJOR = 1
 # 1.1: optional fields for stage 3 and replay; 1.2: the product's previews,
 # name grammars and bounded dead-letter originals; 1.3: dark and guider
@@ -38,7 +40,7 @@ class InvalidMessage(ValueError):
     """A message that does not follow the contract; the reason says why."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per record read, and read often
 class Message:
     type: str
     body: dict[str, Any]
@@ -63,45 +65,6 @@ def event_id(kind: str, *identity: Any) -> str:
     return hashlib.sha256(canonical_json([kind, *identity])).hexdigest()
 
 
-def canonical_json(value: Any) -> bytes:
-    """``json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)``.
-
-    Ids and digests made from it outlive the process (topics, snapshots), so
-    its text is fixed. orjson writes the same bytes several times faster for
-    plain JSON values in ASCII, except a DEL character and floats below 1e-4
-    (which it writes without an exponent); anything of that kind goes to
-    ``json``. (tests/unit/test_fast_paths.py compares both.)
-    """
-    if _plain_json(value, 0):
-        try:
-            fast = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError:
-            fast = b""  # an integer beyond 64 bits
-        if fast and fast.isascii() and b"\x7f" not in fast:
-            return fast
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
-
-
-def _plain_json(value: Any, depth: int) -> bool:
-    """Only JSON's own types (tuples as lists), floats both write alike,
-    shallow nesting (a key that is no str makes orjson refuse: not looked at)."""
-    if depth > 32:
-        return False
-    kind = type(value)
-    if kind is not dict and kind is not list and kind is not tuple:
-        return _plain_json([value], depth)
-    for item in value.values() if kind is dict else value:
-        kind = type(item)
-        if kind is str or kind is int or kind is bool or item is None:
-            continue
-        if kind is float:
-            if item == 0.0 or 1e-4 <= abs(item) < 1e16:
-                continue
-            return False
-        if (kind is dict or kind is list or kind is tuple) and _plain_json(item, depth + 1):
-            continue
-        return False
-    return True
 
 
 _second: tuple[int, str] = (-1, "")  # a whole second and its text: written once a second
@@ -123,8 +86,21 @@ def iso(t: dt.datetime | float) -> str:
     return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_times: dict[str, dt.datetime] = {}  # recent texts and their times (datetimes never change)
+
+
 def parse_time(s: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    """The time an RFC 3339 text says. A product event's ``emitted_at`` is
+    read three times (its check, the planner's decision, the bench), so the
+    last few texts are remembered."""
+    known = _times.get(s) if type(s) is str else None
+    if known is None:
+        known = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+        if type(s) is str:
+            if len(_times) >= 64:
+                _times.clear()
+            _times[s] = known
+    return known
 
 
 @cache

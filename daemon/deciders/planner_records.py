@@ -22,7 +22,7 @@ class Emit:
     message: contract.Message
 
 
-@dataclass
+@dataclass(slots=True)  # slots: one per exposure, kept for the planner's life
 class Seen:
     """One exposure's latest successful detector1 product."""
 
@@ -43,7 +43,7 @@ class Seen:
         return self.event.get("pointing_quality") == PLANNED and self.release is None
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """A science exposure's level-2 association, waiting or ordered."""
 

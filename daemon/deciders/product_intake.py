@@ -56,8 +56,13 @@ class ProductIntake:
 
         Raises contract.InvalidMessage for bytes that are no product event.
         """
-        key = hashlib.blake2b(bytes(raw), digest_size=32).digest() \
-            if isinstance(raw, bytes | bytearray | memoryview) else None
+        # sha256: collision-resistant (a forged record must not pass for an
+        # accepted one) and, with the CPU's SHA instructions, twice blake2b's speed.
+        if type(raw) is bytes:
+            key = hashlib.sha256(raw).digest()
+        else:
+            key = hashlib.sha256(bytes(raw)).digest() \
+                if isinstance(raw, bytearray | memoryview) else None
         known = self._accepted.get(key) if key is not None else None
         if known is not None:
             self._accepted.move_to_end(key)
@@ -66,7 +71,7 @@ class ProductIntake:
         event = decode_product(raw)
         problems = product_event_problems(event.body, products_root=self.products_root,
                                           input_roots=self.input_roots)
-        digest = content_digest(event.body)
+        digest = content_digest(event.body, parsed=True)  # decoded from bytes just now
         problems = self._id_problems(event, digest, problems, event_ids)
         if not problems and key is not None:
             self._accepted[key] = (event, digest)

@@ -15,7 +15,7 @@ import pytest
 from calstream.daemon.deciders.event_checks import EventIds, content_digest
 from calstream.daemon.deciders.product_intake import ProductIntake
 from calstream.steps.routing import RoutingError, _route, route
-from calstream.topics import contract
+from calstream.topics import canonical_json, contract
 from calstream.topics.contract import InvalidMessage
 from tests.unit.test_untrusted_messages import HOSTILE
 
@@ -193,3 +193,70 @@ def test_the_fast_product_decode_is_the_contracts(raw):
             return ("refused", str(exc))
 
     assert outcome(decode_product) == outcome(lambda r: contract.decode(r, expected="product"))
+
+
+def test_orjson_writes_a_float_as_json_does_except_below_1e_4_where_the_text_says_so():
+    # What canonical_json_of_parsed rests on, over every binary exponent and
+    # random bit patterns: equal text, or a small float the text shows.
+    import math
+    import struct
+
+    import orjson
+
+    rng = random.Random(11)
+    values = [struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0]
+              for _ in range(200_000)]
+    values += [m * 2.0 ** e for e in range(-1074, 1024) for m in (1.0, 1.3, 1.999)]
+    values += [float(f"{m}e{e}") for e in range(-330, 310) for m in ("1", "4.94", "9.999999")]
+    for x in (v for v in values if math.isfinite(v)):
+        for value in (x, -x):
+            text = orjson.dumps([value])
+            if value != 0.0 and abs(value) < 1e-4:
+                assert canonical_json._SMALL_FLOAT.search(text), value
+            elif not canonical_json._SMALL_FLOAT.search(text):
+                assert text == json.dumps([value]).encode(), value
+
+
+def test_the_digest_text_of_a_parsed_body_is_the_reference_text():
+    rng = random.Random(5)
+    floats = [0.0, -0.0, 1e-5, -3.2e-7, 1e-4, 9.99e-5, 0.1, 1.5, 1e15, 1e16, 1e22, 2.0 ** 70,
+              5e-324, 1e-300]
+    strings = ["", "a", "\x7f", "\x1f\b\f\n\t\"\\/", "é", "\u2028", "0.00001", "1e-05", ":0.0000",
+               "x1e-7", "[-0.00001"]
+    ints = [0, -1, 2 ** 63, -(2 ** 63), 2 ** 64 - 1, 2 ** 64, 10 ** 29]
+    scalars = floats + strings + ints + [None, True, False]
+    raws = [raw for raw in TRICKY if _reference(raw)[0] == "ok"]
+    for _ in range(3000):
+        body = {rng.choice(strings + ["k", "z", "A"]): rng.choice(scalars) for _ in range(4)}
+        body["nested"] = [rng.choice(scalars), {"x": rng.choice(scalars)}, [rng.choice(scalars)]]
+        raws.append(json.dumps(body).encode())
+    for raw in raws:
+        value = contract.parse_json(raw)
+        assert canonical_json.canonical_json_of_parsed(value) == _reference_canonical(value), raw
+        if isinstance(value, dict):
+            assert content_digest(value, parsed=True) == content_digest(value)
+
+
+def test_a_parsed_exposure_name_is_the_one_its_dataclass_makes():
+    import dataclasses
+
+    from calstream.steps import naming
+
+    for name in ["jw00001001001_02101_00001_nrcb1", "/in/jw01234001001_02101_00001_mirimage.fits",
+                 "jw01234001001_02101_00001-seg002_nrcalong_rate.fits",
+                 "jw01019001001_gs-acq1_2022117003102_cal.fits",
+                 "jw01019001001_gs-id_1_image_uncal.fits"]:
+        base = name.rsplit("/", 1)[-1]
+        match = naming._NAME.match(base) or naming._GUIDER_NAME.match(base)
+        parts = {k: v for k, v in match.groupdict().items() if k != "extension"}
+        if "guider" in parts:
+            parts |= {"visit_group": "", "sequence": "", "activity": "", "exposure": "",
+                      "detector": ""}
+        expected = naming.ExposureName(**parts)
+        got = naming.parse_exposure_name.__wrapped__(name)
+        assert type(got) is naming.ExposureName
+        assert got == expected and hash(got) == hash(expected) and repr(got) == repr(expected)
+        assert list(vars(got).items()) == list(vars(expected).items())
+        assert dataclasses.replace(got, suffix="cal") == dataclasses.replace(expected, suffix="cal")
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            got.program = "99999"
