@@ -383,11 +383,14 @@ class VisitTally:
         activity = _activity(e)
         self._activities.add(activity)
         n = _int(e.keywords, "NEXPOSUR")
-        for d in expected_detectors(e.header) | {e.name.detector}:
-            tally = self._detectors.setdefault(d, _DetectorTally())
+        detectors = self._detectors
+        for d in (*expected_detectors(e.header), e.name.detector):
+            tally = detectors.get(d)
+            if tally is None:  # made only when new: a visit's arrivals find theirs
+                tally = detectors[d] = _DetectorTally()
             if n is not None:
                 tally.nexposur = max(tally.nexposur or 0, n)
-        self._detectors[e.name.detector].add(
+        detectors[e.name.detector].add(
             activity, int(e.name.exposure), _int(e.keywords, "EXSEGTOT") or 1,
             int(e.name.segment) if e.name.segment else 1)
 
