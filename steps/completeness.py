@@ -309,7 +309,13 @@ class _DetectorTally:
 
     @staticmethod
     def _gaps(unit: _Unit) -> int:
-        return sum(1 for s in range(1, unit.segtot + 1) if s not in unit.segments)
+        """How many of segments 1..segtot are not seen: counted over the few
+        segments seen (one, mostly), not over the range."""
+        seen, top = unit.segments, unit.segtot
+        inside = len(seen)
+        if inside and (min(seen) < 1 or max(seen) > top):
+            inside = sum(1 for s in seen if 1 <= s <= top)
+        return max(0, top - inside)
 
     def add(self, activity: str, number: int, segtot: int, segment: int) -> None:
         unit = self.units.get((activity, number))
