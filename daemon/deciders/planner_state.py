@@ -164,7 +164,8 @@ class PlannerState:
                 self.candidates[exposure_id] = Candidate(exposure_id, r, seen.since)
             else:
                 cand.route = r
-            self.index.add_science(seen.exposure, r.needs)
+            if r.needs:  # a science that takes no companions is in no bucket
+                self.index.add_science(seen.exposure, r.needs)
         # The new exposure may complete any candidate of its visit.
         return out + self._reconsider(seen, now)
 

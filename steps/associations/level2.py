@@ -113,9 +113,10 @@ def _members(
         return {"expname": name(e.products[member_suffix(e)]), "exptype": exptype}
 
     members = [{"expname": name(science.products[suffix]), "exptype": "science"}]
-    members += [member(e, "background") for e in found.nods]
-    members += [member(e, "background") for e in found.backgrounds]
-    members += [member(e, "imprint") for e in found.imprints]
+    if found.nods or found.backgrounds or found.imprints:  # most associations have none
+        members += [member(e, "background") for e in found.nods]
+        members += [member(e, "background") for e in found.backgrounds]
+        members += [member(e, "imprint") for e in found.imprints]
     if found.target_acquisition is not None:
         members.append(member(found.target_acquisition, "target_acquisition"))
     if found.direct_image is not None:

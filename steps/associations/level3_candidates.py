@@ -8,9 +8,9 @@ of one exposure (``candidate_key``) and jwst's product name of a candidate
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
-import dataclasses
 from dataclasses import dataclass
 
 from calstream.steps.associations.level2 import AssociationError
