@@ -10,11 +10,10 @@ What headers can tell
   are segmented alike.
 * No keyword gives the number of detectors read: ``expected_detectors`` derives it
   from INSTRUME, EXP_TYPE, MODULE, SUBARRAY and APERNAME (remembered by them).
-* Which exposures are missing can be named from the EXPOSURE numbering
-  (1..NEXPOSUR) when the visit's exposures on a detector come from one
-  activity; across several activities numbering restarts, so only gaps
-  below the highest number seen in an activity are named and the rest is a
-  count. A missing segment of a seen exposure is always named.
+* Which exposures are missing can be named from the EXPOSURE numbering (1..NEXPOSUR)
+  when the visit's exposures on a detector come from one activity; across several
+  activities numbering restarts, so only gaps below the highest number seen in an
+  activity are named and the rest is a count. A seen exposure's missing segment is always named.
 
 What headers cannot tell
 ------------------------
@@ -304,18 +303,14 @@ class _DetectorTally:
         self.top: dict[str, int] = {}  # activity -> highest number seen
         self.positive: dict[str, int] = {}  # activity -> how many numbers are >= 1
         self.segtots: dict[int, int] = {}  # a unit's EXSEGTOT -> how many units have it
-        self.missing_segments = 0
-        self.seen = 0
+        self.missing_segments = self.seen = 0
 
     @staticmethod
-    def _gaps(unit: _Unit) -> int:
-        """How many of segments 1..segtot are not seen: counted over the few
-        segments seen (one, mostly), not over the range."""
+    def _gaps(unit: _Unit) -> int:  # segments 1..segtot unseen, counted over the few seen
         seen, top = unit.segments, unit.segtot
-        inside = len(seen)
-        if inside and (min(seen) < 1 or max(seen) > top):
-            inside = sum(1 for s in seen if 1 <= s <= top)
-        return max(0, top - inside)
+        if seen and (min(seen) < 1 or max(seen) > top):
+            return max(0, top - sum(1 for s in seen if 1 <= s <= top))
+        return max(0, top - len(seen))
 
     def add(self, activity: str, number: int, segtot: int, segment: int) -> None:
         unit = self.units.get((activity, number))
@@ -359,11 +354,10 @@ class _DetectorTally:
 class VisitTally:
     """One visit's completeness kept as counts, updated as exposures arrive.
 
-    ``complete`` is what ``visit_status(exposures).visit_complete(visit)``
-    says of the same exposures, at the cost of the visit's detectors instead
-    of its exposures: the planner asks it at every decision. ``exposures``
-    keeps the latest record of each, for ``visit_status`` to name what is
-    missing when someone asks.
+    ``complete`` is what ``visit_status(exposures).visit_complete(visit)`` says of the
+    same exposures, at the cost of the visit's detectors instead of its exposures: the
+    planner asks it at every decision. ``exposures`` keeps the latest record of each,
+    for ``visit_status`` to name what is missing when someone asks.
     """
 
     def __init__(self) -> None:
@@ -389,14 +383,11 @@ class VisitTally:
         activity = _activity(e)
         self._activities.add(activity)
         n = _int(e.keywords, "NEXPOSUR")
-        detectors = self._detectors
-        for d in (*expected_detectors(e.header), e.name.detector):
-            tally = detectors.get(d)
-            if tally is None:  # made only when new: a visit's arrivals find theirs
-                tally = detectors[d] = _DetectorTally()
+        for d in (*expected_detectors(e.header), e.name.detector):  # a new tally only when new
+            tally = self._detectors.get(d) or self._detectors.setdefault(d, _DetectorTally())
             if n is not None:
                 tally.nexposur = max(tally.nexposur or 0, n)
-        detectors[e.name.detector].add(
+        self._detectors[e.name.detector].add(
             activity, int(e.name.exposure), _int(e.keywords, "EXSEGTOT") or 1,
             int(e.name.segment) if e.name.segment else 1)
 

@@ -259,8 +259,7 @@ class PlannerState:
                 f"{m.exposure.exposure_id} has ENGQLPTG=PLANNED" for m in held)}
             return []
         others = [s.exposure for s in pool if isinstance(s, Seen) and not s.provisional]
-        if pool:
-            others += [r[0] for r in pool if not isinstance(r, Seen)]
+        others += [r[0] for r in pool if not isinstance(r, Seen)]
         complete = self._visit_complete(sci)
         waited = now - cand.since
         try:
@@ -306,11 +305,9 @@ class PlannerState:
     def _order_identity(self, cand: Candidate, asn: dict, members: list[Seen], pool: list):
         """(work id, inputs, member paths): what says whether this order was sent."""
         paths = {m["expname"]: m["exptype"] for p in asn["products"] for m in p["members"]}
-        by_path = members[0].outputs  # only read: copied when companions add theirs
-        if pool:
-            by_path = dict(by_path)
-            for r in pool:
-                by_path.update(r.outputs if isinstance(r, Seen) else r[1])
+        by_path = dict(members[0].outputs) if pool else members[0].outputs  # read only
+        for r in pool:
+            by_path.update(r.outputs if isinstance(r, Seen) else r[1])
         inputs = [{"path": path, "digest": by_path[path]["digest"],
                    "size": by_path[path].get("size", 0), "role": role}
                   for path, role in sorted(paths.items()) if path in by_path]
@@ -335,10 +332,8 @@ class PlannerState:
         name = sci.exposure.name  # cand.science's
         ev = sci.event
         members = [m for m in members if m.release]
-        corrections, annotation, releases = {}, None, None
-        if members:
-            corrections, annotation = release_notes(members, paths)
-            releases = {m.exposure.exposure_id: m.release for m in members}
+        corrections, annotation = release_notes(members, paths)
+        releases = {m.exposure.exposure_id: m.release for m in members}
         message = contract.assemble(
             "work_order", contract.event_id("work_order", wid),
             work_id=wid, stage="stage2", pipeline=cand.route.stage2,
@@ -348,7 +343,7 @@ class PlannerState:
             parameters=order_parameters(self.step_parameters, cand.route.stage2,
                                         science=ev, program=name.program,
                                         pointing_corrections=corrections, annotation=annotation),
-            releases=releases,
+            releases=releases or None,
             degraded=asn["degraded_status"] if degraded else None,
             exposure_id=cand.science, visit=name.visit, instrument=ev.get("instrument"),
             exp_type=ev.get("exp_type"), header=ev.get("header"),
