@@ -332,7 +332,7 @@ class PlannerState:
         name = sci.exposure.name  # cand.science's
         ev = sci.event
         members = [m for m in members if m.release]
-        corrections, annotation = release_notes(members, paths)
+        corrections, annotation = release_notes(members, paths) if members else ({}, None)
         releases = {m.exposure.exposure_id: m.release for m in members}
         message = contract.assemble(
             "work_order", contract.event_id("work_order", wid),
