@@ -49,9 +49,9 @@ from calstream.steps.associations import (
     product_name,
     validate_level3,
 )
-from calstream.steps.completeness import VisitTally
 from calstream.steps.plans import Plan
 from calstream.steps.step_parameters import StepParameters
+from calstream.steps.visit_tally import VisitTally
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")

@@ -14,10 +14,11 @@ import pytest
 from calstream.steps.associations.level2 import build_level2
 from calstream.steps.associations.matching import Companions, gather_companions
 from calstream.steps.associations.records import Exposure
-from calstream.steps.completeness import _DetectorTally, _Unit
+from calstream.steps.completeness import _Unit
 from calstream.steps.routing import RoutingError, route
 from calstream.steps.routing_terms import HeaderView
 from calstream.steps.synthetic.headers import exposure_id, synthetic_header
+from calstream.steps.visit_tally import _DetectorTally
 
 
 def _gaps_reference(unit: _Unit) -> int:
@@ -88,3 +89,26 @@ def test_the_shared_parts_of_level2_associations_follow_each_exposures_keywords(
     assert (a["target"], t["target"]) == ("1", "2")
     assert (a["asn_id"], o["asn_id"]) == ("o001", "o002")
     assert "observation=002" in o["constraints"]
+
+
+def test_visit_tally_says_what_visit_status_says_arrival_after_arrival():
+    from calstream.steps.completeness import visit_status
+    from calstream.steps.visit_tally import VisitTally
+
+    rng = random.Random(14)
+    for _ in range(150):
+        nexposur = rng.randint(1, 4)
+        tally, arrived = VisitTally(), {}
+        for _ in range(rng.randint(1, 10)):
+            keywords = {"EXPOSURE": f"{rng.randint(1, 5):05d}", "NEXPOSUR": nexposur,
+                        "ACT_ID": rng.choice(["01", "01", "02"]),
+                        "DETECTOR": rng.choice(["NRCB1", "NRCB1", "NRCA1"])}
+            segments = rng.choice([None, None, 1, 2, 3])
+            if segments is not None:
+                keywords.update(EXSEGTOT=segments, EXSEGNUM=rng.randint(1, segments))
+            e = _exposure(**keywords)
+            arrived[e.exposure_id] = e
+            tally.add(e)
+            visit = e.name.visit_id
+            assert tally.complete == visit_status(arrived.values()).visit_complete(visit), \
+                sorted(arrived)
