@@ -62,18 +62,30 @@ class ByKeywordsRead(Generic[T]):
     def __init__(self, compute: Callable[..., T], *, first: str,
                  passes: tuple[type[BaseException], ...] = ()):
         self._compute, self._first, self._passes = compute, first, passes
-        # group -> keywords read -> their values -> (types, floats' texts, result)
-        self._paths: dict[tuple, dict[tuple[str, ...], dict[tuple, tuple]]] = {}
+        # group -> ((keywords read, their values -> (types, floats' texts, result)), ...):
+        # a group's paths are a tuple, replaced whole when one is added, so a
+        # lookup reads them without a copy while a thread may add one.
+        self._paths: dict[tuple, tuple[tuple[tuple[str, ...], dict[tuple, tuple]], ...]] = {}
         self._size = 0
 
     def __call__(self, header: Mapping[str, Any], *context: Any) -> T:
         try:
-            group = (context, _same_as(header.get(self._first)))
+            first = header.get(self._first)
         except AttributeError:  # a header that is no dict: computed, not kept
             return self._compute(header, *context)
-        known = self.find(header, group)
-        if known is not None:
-            return known
+        group = (context, type(first), repr(first) if type(first) is float else first)
+        # Results are kept under the plain values read (C-speed to gather and
+        # hash), with their types and their floats' texts beside them: a
+        # value equal but read differently (1, 1.0, True; 0.0, -0.0) is a miss.
+        try:
+            for keys, results in self._paths.get(group, ()):
+                values = tuple(map(header.get, keys))
+                kept = results.get(values)
+                if kept is not None and kept[0] == tuple(map(type, values)) and (
+                        kept[1] is None or kept[1] == _float_texts(values)):
+                    return kept[2]
+        except TypeError:  # an unhashable value: computed, not kept
+            pass
         reads = _Reads(header)
         try:
             found = self._compute(reads, *context)
@@ -84,22 +96,6 @@ class ByKeywordsRead(Generic[T]):
         self.keep(reads.read, found, group)
         return found
 
-    def find(self, header: Mapping[str, Any], group: tuple) -> T | None:
-        # Results are kept under the plain values read (C-speed to gather and
-        # hash), with their types and their floats' texts beside them: a
-        # value equal but read differently (1, 1.0, True; 0.0, -0.0) is a miss.
-        try:
-            # A copy, taken at once: a thread may compute (and keep) meanwhile.
-            for keys, results in tuple(self._paths.get(group, {}).items()):
-                values = tuple(map(header.get, keys))
-                kept = results.get(values)
-                if kept is not None and kept[0] == tuple(map(type, values)) and (
-                        kept[1] is None or kept[1] == _float_texts(values)):
-                    return kept[2]
-        except TypeError:  # an unhashable value
-            pass
-        return None
-
     def keep(self, read: dict[str, Any], found: T, group: tuple) -> None:
         if found is None:
             return
@@ -108,9 +104,12 @@ class ByKeywordsRead(Generic[T]):
         values = tuple(read.values())
         types = tuple(map(type, values))
         try:
-            by_keys = self._paths.setdefault(group, {})
-            by_keys.setdefault(tuple(read), {})[values] = (
-                types, _float_texts(values) if float in types else None, found)
+            paths = self._paths.get(group, ())
+            results = next((r for k, r in paths if k == tuple(read)), None)
+            if results is None:
+                results = {}
+                self._paths[group] = (*paths, (tuple(read), results))
+            results[values] = (types, _float_texts(values) if float in types else None, found)
             self._size += 1
         except TypeError:
             pass
