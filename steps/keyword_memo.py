@@ -104,6 +104,7 @@ class ByKeywordsRead(Generic[T]):
         values = tuple(read.values())
         types = tuple(map(type, values))
         try:
+            hash((group, values))  # an unhashable value: nothing kept, not even its path
             paths = self._paths.get(group, ())
             results = next((r for k, r in paths if k == tuple(read)), None)
             if results is None:

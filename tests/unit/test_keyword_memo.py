@@ -54,3 +54,9 @@ def test_absent_keyword_differs_from_none_free_values_and_unhashables_compute():
     assert memo({"KIND": "B", "Y": "z"}, 1) == ("other", "z", 1)
     assert memo({"KIND": "B", "Y": ["a"]}, 1) == ("other", ["a"], 1)
     assert memo({"KIND": "B", "Y": ["b"]}, 1) == ("other", ["b"], 1)
+
+
+def test_an_unhashable_value_leaves_no_path_behind():
+    memo, calls = _memo()
+    memo({"KIND": "B", "Y": ["a"]}, 1)
+    assert memo._paths.get(((1,), str, "B"), ()) == ()
