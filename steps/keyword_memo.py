@@ -26,18 +26,22 @@ class _Reads:
 
     def get(self, key: str, default: Any = None) -> Any:
         value = self._header.get(key, default)
-        self.read.setdefault(key, _same_as(self._header.get(key)))
+        self.read.setdefault(key, self._header.get(key))
         return value
 
     def __getitem__(self, key: str) -> Any:
         value = self._header[key]
-        self.read.setdefault(key, _same_as(value))
+        self.read.setdefault(key, value)
         return value
 
 
 def _same_as(value: Any) -> tuple:
     # 1, 1.0 and True are equal keys but read differently; -0.0 and 0.0 too.
     return (type(value), repr(value) if type(value) is float else value)
+
+
+def _float_texts(values: tuple) -> tuple:
+    return tuple(repr(v) for v in values if type(v) is float)
 
 
 class ByKeywordsRead(Generic[T]):
@@ -58,17 +62,30 @@ class ByKeywordsRead(Generic[T]):
     def __init__(self, compute: Callable[..., T], *, first: str,
                  passes: tuple[type[BaseException], ...] = ()):
         self._compute, self._first, self._passes = compute, first, passes
-        self._paths: dict[tuple, dict[tuple[str, ...], dict[tuple, T]]] = {}
+        # group -> ((keywords read, their values -> (types, floats' texts, result)), ...):
+        # a group's paths are a tuple, replaced whole when one is added, so a
+        # lookup reads them without a copy while a thread may add one.
+        self._paths: dict[tuple, tuple[tuple[tuple[str, ...], dict[tuple, tuple]], ...]] = {}
         self._size = 0
 
     def __call__(self, header: Mapping[str, Any], *context: Any) -> T:
         try:
-            group = (context, _same_as(header.get(self._first)))
+            first = header.get(self._first)
         except AttributeError:  # a header that is no dict: computed, not kept
             return self._compute(header, *context)
-        known = self.find(header, group)
-        if known is not None:
-            return known
+        group = (context, type(first), repr(first) if type(first) is float else first)
+        # Results are kept under the plain values read (C-speed to gather and
+        # hash), with their types and their floats' texts beside them: a
+        # value equal but read differently (1, 1.0, True; 0.0, -0.0) is a miss.
+        try:
+            for keys, results in self._paths.get(group, ()):
+                values = tuple(map(header.get, keys))
+                kept = results.get(values)
+                if kept is not None and kept[0] == tuple(map(type, values)) and (
+                        kept[1] is None or kept[1] == _float_texts(values)):
+                    return kept[2]
+        except TypeError:  # an unhashable value: computed, not kept
+            pass
         reads = _Reads(header)
         try:
             found = self._compute(reads, *context)
@@ -79,25 +96,21 @@ class ByKeywordsRead(Generic[T]):
         self.keep(reads.read, found, group)
         return found
 
-    def find(self, header: Mapping[str, Any], group: tuple) -> T | None:
-        try:
-            # A copy, taken at once: a thread may compute (and keep) meanwhile.
-            for keys, results in tuple(self._paths.get(group, {}).items()):
-                found = results.get(tuple(_same_as(header.get(k)) for k in keys))
-                if found is not None:
-                    return found
-        except TypeError:  # an unhashable value
-            pass
-        return None
-
-    def keep(self, read: dict[str, tuple], found: T, group: tuple) -> None:
+    def keep(self, read: dict[str, Any], found: T, group: tuple) -> None:
         if found is None:
             return
         if self._size >= self.LIMIT:
             self._paths, self._size = {}, 0
+        values = tuple(read.values())
+        types = tuple(map(type, values))
         try:
-            by_keys = self._paths.setdefault(group, {})
-            by_keys.setdefault(tuple(read), {})[tuple(read.values())] = found
+            hash((group, values))  # an unhashable value: nothing kept, not even its path
+            paths = self._paths.get(group, ())
+            results = next((r for k, r in paths if k == tuple(read)), None)
+            if results is None:
+                results = {}
+                self._paths[group] = (*paths, (tuple(read), results))
+            results[values] = (types, _float_texts(values) if float in types else None, found)
             self._size += 1
         except TypeError:
             pass

@@ -17,7 +17,7 @@ empty strings.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from operator import itemgetter
 
@@ -54,6 +54,12 @@ class ExposureName:
     segment: str | None = None  # 3 digits, or None
     suffix: str | None = None  # e.g. "uncal", "rate"
     guider: str | None = None  # a guider file's "gs-<mode>_<time>" (or "gs-id_<n>_<kind>")
+    # Program + observation + visit, the unit NEXPOSUR counts in: written once
+    # (the planner files and looks up every exposure by it several times).
+    visit_id: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "visit_id", f"jw{self.program}{self.observation}{self.visit}")
 
     @property
     def is_guider(self) -> bool:
@@ -70,10 +76,6 @@ class ExposureName:
             f"_{self.exposure}{seg}_{self.detector}"
         )
 
-    @property
-    def visit_id(self) -> str:
-        """Program + observation + visit, the unit NEXPOSUR counts in."""
-        return f"jw{self.program}{self.observation}{self.visit}"
 
     def filename(self, suffix: str | None = None, extension: str = ".fits") -> str:
         suffix = suffix or self.suffix
@@ -82,7 +84,7 @@ class ExposureName:
         return f"{self.exposure_id}_{suffix}{extension}"
 
     def with_suffix(self, suffix: str) -> ExposureName:
-        return ExposureName(**{**self.__dict__, "suffix": suffix})
+        return replace(self, suffix=suffix)
 
 
 @lru_cache(maxsize=1 << 16)  # the planner asks for the same ids again and again

@@ -29,7 +29,7 @@ import io
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +119,7 @@ def _expand_segments(name: ExposureName, header: Mapping[str, Any]) -> list[str]
         total = 1
     if total <= 1:
         return [name.exposure_id]
-    return [ExposureName(**{**name.__dict__, "segment": f"{s:03d}", "suffix": None}).exposure_id
+    return [replace(name, segment=f"{s:03d}", suffix=None).exposure_id
             for s in range(1, total + 1)]
 
 

@@ -130,6 +130,7 @@ DHS_PUPILS = frozenset({"GDHS0", "GDHS60"})
 DHS_SUBARRAY = re.compile(r"SUB\d+STRIPE\d_DHS")
 SOSS_STRIPE_SUBARRAY = re.compile(r"SUB\d+STRIPE_SOSS")
 
+_EXACT = 2 ** 53  # an int a float holds exactly
 _TRUE = frozenset({"T", "TRUE", "Y", "YES", "1"})
 _FALSE = frozenset({"F", "FALSE", "N", "NO", "0", ""})
 
@@ -176,6 +177,9 @@ class HeaderView:
         raise RoutingError(f"{key} = {value!r} is neither true nor false")
 
     def integer(self, key: str) -> int | None:
+        value = self._header.get(key)
+        if type(value) is int and -_EXACT <= value <= _EXACT:
+            return value  # what the float round trip below gives back (JSON's usual case)
         if not self.has(key):
             return None
         value = self._header[key]

@@ -71,10 +71,12 @@ def release_direct_image_hold(seen: Seen, association: dict[str, Any], holds: Ho
     (complete) names the direct image; [] if it is not so held."""
     exposure_id = seen.exposure.exposure_id
     current = holds.get(exposure_id)
+    # The members are looked at only for a held grism (every order asks).
+    if not live or not is_direct_image_hold(current) or current["state"] != "held":
+        return []
     direct = next((m["expname"] for p in association["products"] for m in p["members"]
                    if m["exptype"] == DIRECT_IMAGE), None)
-    if not live or direct is None or not is_direct_image_hold(current) \
-            or current["state"] != "held":
+    if direct is None:
         return []
     body = {k: v for k, v in current.items() if k not in _ENVELOPE}
     body.update(state="released", release=None, direct_image=direct,

@@ -49,9 +49,9 @@ from calstream.steps.associations import (
     product_name,
     validate_level3,
 )
-from calstream.steps.completeness import VisitTally
 from calstream.steps.plans import Plan
 from calstream.steps.step_parameters import StepParameters
+from calstream.steps.visit_tally import VisitTally
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
@@ -307,7 +307,8 @@ class Level3State:
                 self._program_pool(cand.key.program))
         # Decided from the kept sets and counts; the words come when read.
         held = bool(cand.held)
-        pending = any(m not in cand.held for m in cand.uncalibrated)
+        pending = any(m not in cand.held for m in cand.uncalibrated) if held \
+            else bool(cand.uncalibrated)
         planned = self._planned_keys.get(cand.key)
         cand.expected_by = "plan" if planned else "headers"
         # Would level3_status.missing name anything? Asked only when nothing

@@ -40,7 +40,6 @@ from calstream.steps.associations import (
     build_level2,
     companion_kind,
 )
-from calstream.steps.naming import parse_exposure_name
 from calstream.steps.routing import RoutingError, route
 from calstream.steps.step_parameters import StepParameters
 from calstream.topics import contract
@@ -115,36 +114,39 @@ class PlannerState:
     # -- events --------------------------------------------------------------
     def observe(self, event: contract.Message, now: float) -> list[Emit]:
         """A product event; returns what to publish."""
-        if event["outcome"] != "success":
+        body = event.body  # read directly: a fresh event reads a dozen fields
+        if body["outcome"] != "success":
             return []
-        if event.get("replay") and self.replay is None:
-            self.replay = dict(event["replay"])
-        if event["stage"] == "stage3":
-            self.stage3.restore_product(event.body)  # its version is taken
+        if body.get("replay") and self.replay is None:
+            self.replay = dict(body["replay"])
+        stage = body["stage"]
+        if stage == "stage3":
+            self.stage3.restore_product(body)  # its version is taken
             return self._observe_level3(event, now)
-        if event["stage"] == "stage2":
-            return self._stage3(self.stage3.observe_stage2(event.body, now))
-        if event["stage"] != "detector1":
+        if stage == "stage2":
+            return self._stage3(self.stage3.observe_stage2(body, now))
+        if stage != "detector1":
             return []
-        exposure_id = event["exposure_id"]
+        exposure_id = body["exposure_id"]
         previous = self.exposures.get(exposure_id)
-        if previous is not None and redelivered(previous.event, event.body):
+        if previous is not None and redelivered(previous.event, body):
             # The same product again (a redelivery, a re-read): nothing about
             # the exposure changed, only time, so only what time can decide.
             return self._reconsider(previous, now, settled_too=False)
-        digest = event["inputs"][0]["digest"] if event["inputs"] else ""
+        digest = body["inputs"][0]["digest"] if body["inputs"] else ""
+        header = body["header"]
         try:
-            r = route(event["header"])
+            r = route(header)
         except RoutingError as exc:
             if (exposure_id, digest) in self.rejected:
                 return []
             self.rejected.add((exposure_id, digest))
             return [self._dead_letter(event, f"cannot route {exposure_id}: {exc}")]
-        products = {o["suffix"]: o["path"] for o in event["outputs"]}
-        seen = Seen(routed_exposure(exposure_id, event["header"], products, r),
-                    {o["path"]: o for o in event["outputs"]}, event.body,
-                    contract.parse_time(event["emitted_at"]).timestamp())
-        if previous is not None and previous.event["work_id"] == event["work_id"]:
+        outputs = body["outputs"]
+        seen = Seen(routed_exposure(exposure_id, header, {o["suffix"]: o["path"] for o in outputs}, r),
+                    {o["path"]: o for o in outputs}, body,
+                    contract.parse_time(body["emitted_at"]).timestamp())
+        if previous is not None and previous.event["work_id"] == body["work_id"]:
             seen.since = previous.since  # a re-emitted event: the wait started at the first
         kept = wfss_holds.pointing_release_of(self.holds.get(exposure_id))
         if kept and self.holds[exposure_id]["digest"] == seen.digest \
@@ -162,7 +164,8 @@ class PlannerState:
                 self.candidates[exposure_id] = Candidate(exposure_id, r, seen.since)
             else:
                 cand.route = r
-            self.index.add_science(seen.exposure, r.needs)
+            if r.needs:  # a science that takes no companions is in no bucket
+                self.index.add_science(seen.exposure, r.needs)
         # The new exposure may complete any candidate of its visit.
         return out + self._reconsider(seen, now)
 
@@ -247,8 +250,9 @@ class PlannerState:
 
     def _evaluate(self, cand: Candidate, now: float) -> list[Emit]:
         sci = self.exposures[cand.science]
-        pool = self._companions(cand, sci)
-        members = self._members_of(cand, sci, pool)
+        # A route that takes no companions (imaging, most spectra) has none to look for.
+        pool = self._companions(cand, sci) if cand.route.needs else []
+        members = self._members_of(cand, sci, pool) if pool else [sci]
         held = [m for m in members if m.provisional]
         if held:
             cand.waiting_for = {"pointing": ", ".join(
@@ -301,7 +305,7 @@ class PlannerState:
     def _order_identity(self, cand: Candidate, asn: dict, members: list[Seen], pool: list):
         """(work id, inputs, member paths): what says whether this order was sent."""
         paths = {m["expname"]: m["exptype"] for p in asn["products"] for m in p["members"]}
-        by_path = dict(members[0].outputs)
+        by_path = dict(members[0].outputs) if pool else members[0].outputs  # read only
         for r in pool:
             by_path.update(r.outputs if isinstance(r, Seen) else r[1])
         inputs = [{"path": path, "digest": by_path[path]["digest"],
@@ -325,10 +329,10 @@ class PlannerState:
 
     def _work_order(self, cand: Candidate, sci: Seen, asn: dict, members: list[Seen],
                     wid: str, inputs: list, paths: dict, *, degraded: bool) -> Emit:
-        name = parse_exposure_name(cand.science)
+        name = sci.exposure.name  # cand.science's
         ev = sci.event
         members = [m for m in members if m.release]
-        corrections, annotation = release_notes(members, paths)
+        corrections, annotation = release_notes(members, paths) if members else ({}, None)
         releases = {m.exposure.exposure_id: m.release for m in members}
         message = contract.assemble(
             "work_order", contract.event_id("work_order", wid),

@@ -48,18 +48,16 @@ class NamingError(ValueError):
 
 def version_stamp(header: Mapping[str, Any]) -> str:
     """``yyyymmddthhmmss`` of the exposure start, from DATE-OBS and TIME-OBS."""
-    h = HeaderView(header)
-    date = _DATE.fullmatch(str(h.raw("DATE-OBS") or "").strip().split(".")[0])
+    date = _DATE.fullmatch(str(header.get("DATE-OBS") or "").strip().split(".")[0])
     if not date:
-        raise NamingError(f"DATE-OBS = {h.raw('DATE-OBS')!r} is not an ISO date")
-    clock = date.groups()[3:]
-    if clock[0] is None:
-        time = _TIME.match(str(h.raw("TIME-OBS") or "").strip())
+        raise NamingError(f"DATE-OBS = {header.get('DATE-OBS')!r} is not an ISO date")
+    y, m, d, hh, mm, ss = date.groups()
+    if hh is None:
+        time = _TIME.match(str(header.get("TIME-OBS") or "").strip())
         if not time:
-            raise NamingError(f"TIME-OBS = {h.raw('TIME-OBS')!r} is not hh:mm:ss")
-        clock = time.groups()
-    y, m, d = date.groups()[:3]
-    return f"{y}{m}{d}t{''.join(clock)}"
+            raise NamingError(f"TIME-OBS = {header.get('TIME-OBS')!r} is not hh:mm:ss")
+        hh, mm, ss = time.groups()
+    return f"{y}{m}{d}t{hh}{mm}{ss}"
 
 
 def acid_for(header: Mapping[str, Any]) -> str:

@@ -9,15 +9,16 @@ it (jwst resolves relative names from there and warns about paths).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePath
 from typing import Any
 
-from calstream.steps.associations.filenames import acid_for, version_stamp
+from calstream.steps.associations.filenames import NamingError, acid_for, version_stamp
 from calstream.steps.associations.matching import Companions, gather_companions, member_suffix
 from calstream.steps.associations.records import Exposure, Level3Product
+from calstream.steps.keyword_memo import ByKeywordsRead
 from calstream.steps.provenance import jwst_version
-from calstream.steps.routing import Route
+from calstream.steps.routing import HeaderView, Route
 
 # jwst dms_base._DEGRADED_STATUS_OK: the value every complete association carries.
 DEGRADED_STATUS_OK = "No known degraded exposures in association."
@@ -77,20 +78,21 @@ def build_level2(
     degraded = DEGRADED_STATUS_OK
     if found.missing:
         degraded = DEGRADED_PREFIX + "; ".join(f"{k} ({v})" for k, v in found.missing.items())
-    header = science.keywords
-    target = header.text("TARGETID")
     stamp = version_stamp(science.header)
+    program = science.name.program
+    acid, target, constraints = _HEADS(science.header, science_route, program,
+                                       science.name.observation)
     return {
         "asn_type": science_route.asn_type,
         "asn_rule": science_route.asn_rule,
-        "asn_id": acid_for(science.header),
-        "asn_pool": f"jw{science.name.program}_{stamp}_pool.csv",
-        "program": science.name.program,
-        "target": target or "none",
+        "asn_id": acid,
+        "asn_pool": f"jw{program}_{stamp}_pool.csv",
+        "program": program,
+        "target": target,
         "version_id": stamp,
         "code_version": jwst_version(),
         "degraded_status": degraded,
-        "constraints": _constraints(science_route, science),
+        "constraints": constraints,
         "products": [
             {"name": science.exposure_id, "members": _members(science, suffix, found, asn_dir)}
         ],
@@ -111,9 +113,10 @@ def _members(
         return {"expname": name(e.products[member_suffix(e)]), "exptype": exptype}
 
     members = [{"expname": name(science.products[suffix]), "exptype": "science"}]
-    members += [member(e, "background") for e in found.nods]
-    members += [member(e, "background") for e in found.backgrounds]
-    members += [member(e, "imprint") for e in found.imprints]
+    if found.nods or found.backgrounds or found.imprints:  # most associations have none
+        members += [member(e, "background") for e in found.nods]
+        members += [member(e, "background") for e in found.backgrounds]
+        members += [member(e, "imprint") for e in found.imprints]
     if found.target_acquisition is not None:
         members.append(member(found.target_acquisition, "target_acquisition"))
     if found.direct_image is not None:
@@ -126,18 +129,28 @@ def _members(
     return members
 
 
-def _constraints(science_route: Route, science: Exposure) -> str:
-    h = science.keywords
+def _head(header: Mapping[str, Any], science_route: Route, program: str,
+          observation: str) -> tuple[str, str, str]:
+    """(asn_id, target, constraints): what a visit's associations share."""
+    h = HeaderView(header)
     optics = " ".join(
         f"{k}={h.text(k)}" for k in ("FILTER", "PUPIL", "GRATING", "FXD_SLIT", "SUBARRAY")
         if h.has(k)
     )
-    return (
+    constraints = (
         f"calstream {science_route.asn_rule} ({science_route.mode}): program="
-        f"{science.name.program} observation={science.name.observation} "
+        f"{program} observation={observation} "
         f"instrument={science_route.instrument} detector={h.text('DETECTOR')} "
         f"exp_type={science_route.exp_type} {optics}".rstrip()
     )
+    return acid_for(header), h.text("TARGETID") or "none", constraints
+
+
+# The exposures of a visit (a detector's) share these: remembered by the
+# keywords read, as routing is (steps/keyword_memo.py); the version stamp and
+# the members are each exposure's own.
+_HEADS: ByKeywordsRead[tuple[str, str, str]] = ByKeywordsRead(
+    _head, first="EXP_TYPE", passes=(NamingError,))
 
 
 def product_name(member_path: str) -> str:

@@ -8,6 +8,7 @@ of one exposure (``candidate_key``) and jwst's product name of a candidate
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -81,6 +82,20 @@ class Level3Key:
 
     def optic(self, name: str) -> str:
         return dict(self.optics).get(name, "")
+
+    def __hash__(self) -> int:
+        # The field tuple's hash, as dataclass makes it, worked out once: the
+        # planner looks candidates up by key several times per event.
+        try:
+            return self._hash
+        except AttributeError:
+            known = hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+            object.__setattr__(self, "_hash", known)
+            return known
+
+    def __getstate__(self) -> dict:
+        # A str's hash differs from one process to the next: never carried over.
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
 
 
 def _value(h: HeaderView, key: str) -> str:

@@ -271,6 +271,8 @@ def gather_companions(
     they are awaited until one arrives.
     """
     needs = science_route.needs
+    if not needs:
+        return Companions()  # nothing to choose, nothing to await (imaging, most spectra)
     expected = frozenset(expected)
     exposures = [s for s in seen if isinstance(s, Exposure) and s.exposure_id != science.exposure_id]
     products = [s for s in seen if isinstance(s, Level3Product)]
