@@ -8,6 +8,12 @@ peak memory with every result; a worker that dies or overruns its timeout is
 replaced and the task fails as *transient*, so the caller retries it. Turns at
 the workers are handed out by priority (priority_slots.py).
 
+A worker's next task starts from the thread that receives its result, before
+that result reaches the event loop (``_hand_over``): the best waiting task's
+"still needed?" check runs there and its request goes down the pipe at once,
+so a busy event loop (another item's commit, the consumer) leaves no worker
+idle between two runs. The loop learns of both afterwards.
+
 The stage's consumer keeps ``capacity`` items in flight, more than there are
 workers (``prefetch`` per worker): the next items are admitted (headers read,
 digests checked) while the workers calibrate, and wait here for a turn, so a
@@ -40,7 +46,7 @@ from typing import Any
 
 import anyio
 
-from calstream.daemon.doers.priority_slots import PrioritySlots
+from calstream.daemon.doers.priority_slots import DECLINED, PrioritySlots
 from calstream.daemon.doers.worker_process import TaskFailure, worker_main
 from calstream.daemon.operations.metrics import Metrics
 
@@ -81,6 +87,20 @@ class _Worker:
     ready: bool = False
     cores: int = 0  # of the run it does now (0: idle)
     started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Request:
+    """A task on its way to a worker: what a worker's thread needs to start it
+    (``_hand_over``), and what became of it."""
+    message: tuple  # (fn path, kwargs, log path, environment), as the worker reads it
+    still_needed: Callable[[], bool] | None = None
+    share_cores: Callable[[int, int], int] | None = None
+    worker: _Worker | None = None  # set once it is sent
+    sent_at: float = 0.0
+    send_error: BaseException | None = None
+    handed_on: bool = False  # its worker and slot went to the next task (_hand_over)
+    abandoned: bool = False  # its caller was cancelled: hand nothing on
 
 
 class WorkerPool:
@@ -219,37 +239,52 @@ class WorkerPool:
         # once was found not done a moment ago (a thread trip and a store
         # lookup less on an idle daemon's path; issue 15).
         queued = self._slots.busy >= self.size or self._slots.waiting > 0
-        await self._slots.acquire(priority)
+        request = _Request((fn_path, kwargs, log_path, env or {}), still_needed, share_cores)
         try:
-            if queued and still_needed is not None and not await anyio.to_thread.run_sync(
-                    still_needed):
-                return None
-            while self._owed and not self._closed:
-                self._owed -= 1
-                self._idle.append(self._spawn())
-            w = self._idle.pop()
-            w.cores = 1
-            if share_cores is not None:
-                w.cores = max(1, share_cores(self.free_cores + 1, self.waiting))
-                kwargs = {**kwargs, "cores": w.cores}
+            waiter = await self._slots.acquire(priority, request)
+        except BaseException:
+            if request.worker is not None:  # started by a hand-over, then cancelled
+                self._replace(request.worker, "cancelled")
+                self._slots.release()
+            raise
+        if waiter is not None and waiter.state == DECLINED:
+            return None  # the hand-over found it done meanwhile
+        handed_on = False
+        try:
+            if request.worker is None:  # not started by a hand-over: start it here
+                if queued and still_needed is not None and not await anyio.to_thread.run_sync(
+                        still_needed):
+                    return None
+                while self._owed and not self._closed:
+                    self._owed -= 1
+                    self._idle.append(self._spawn())
+                self._assign(self._idle.pop(), request)
+            w = request.worker
             try:
                 outcome = await anyio.to_thread.run_sync(
-                    self._exchange, w, (fn_path, kwargs, log_path, env or {}), timeout,
-                    abandon_on_cancel=True)
+                    self._exchange, request, timeout, abandon_on_cancel=True)
                 outcome.cores = w.cores
+                handed_on = request.handed_on
             except WorkerLost as exc:
                 self._replace(w, "timeout" if "timeout" in str(exc) else "died")
                 raise
             except BaseException:
-                # Cancelled mid-task (shutdown): the worker's state is unknown.
-                self._replace(w, "cancelled")
+                # Cancelled mid-task (shutdown): the worker's state is unknown,
+                # unless it already runs the next task (then that task's caller has it).
+                with self._slots.lock:
+                    request.abandoned = True
+                    handed_on = request.handed_on
+                if not handed_on:
+                    self._replace(w, "cancelled")
                 raise
             finally:
-                w.cores = 0
+                if not handed_on:
+                    w.cores = 0
             self.metrics.worker_rss.labels(stage=self.stage, worker=w.name).set(
                 outcome.peak_rss_bytes)
-            w.tasks_left -= 1
-            if self.rss_limit and outcome.rss_bytes > self.rss_limit:
+            if handed_on:
+                pass  # the worker runs the next task, whose caller has it now
+            elif self._over_memory(outcome):
                 # What a run leaves behind (caches, fragmentation) must not
                 # pile up until the kernel's OOM killer takes a worker mid-run.
                 log.warning("worker %s keeps %d MiB resident after its task (limit %d MiB): "
@@ -261,15 +296,55 @@ class WorkerPool:
                 self._idle.append(w)
             return outcome
         finally:
-            self._slots.release()
+            if not handed_on:
+                self._slots.release()
 
-    def _exchange(self, w: _Worker, request: tuple, timeout: float) -> TaskOutcome:
-        """Blocking; runs in a thread."""
+    def _over_memory(self, outcome: TaskOutcome) -> bool:
+        return bool(self.rss_limit) and outcome.rss_bytes > self.rss_limit
+
+    def _assign(self, w: _Worker, request: _Request) -> None:
+        """Make ``request`` the worker's next task: its cores (share_cores), asked
+        once the worker is its own."""
+        request.worker = w
+        w.cores = 1
+        if request.share_cores is not None:
+            fn_path, kwargs, log_path, env = request.message
+            w.cores = max(1, request.share_cores(self.free_cores + 1, self.waiting))
+            request.message = (fn_path, {**kwargs, "cores": w.cores}, log_path, env)
+
+    def _send(self, request: _Request) -> None:
+        request.sent_at = time.monotonic()
         try:
-            w.conn.send(request)
+            request.worker.conn.send(request.message)
         except (BrokenPipeError, OSError) as exc:
-            raise WorkerLost(f"worker {w.name} died before the task: {exc}") from None
-        start = time.monotonic()
+            request.send_error = exc
+
+    def _hand_over(self, done: _Request, outcome: TaskOutcome) -> None:
+        """In the thread that just got ``done``'s result: start the best waiting
+        task on the same worker (priority_slots.hand_over), if the worker is
+        to be kept (the checks run() makes on the loop are made here first)."""
+        w = done.worker
+        if w.tasks_left <= 0 or self._over_memory(outcome):
+            return
+
+        def check(request: _Request) -> bool:
+            return request.still_needed is None or request.still_needed()
+
+        def start(request: _Request) -> None:  # under the slots' lock
+            self._assign(w, request)
+            self._send(request)
+            done.handed_on = True
+
+        self._slots.hand_over(check, start, go_on=lambda: not (self._closed or done.abandoned))
+
+    def _exchange(self, request: _Request, timeout: float) -> TaskOutcome:
+        """Blocking; runs in a thread. Sends the request unless a hand-over did."""
+        w = request.worker
+        if not request.sent_at:
+            self._send(request)
+        if request.send_error is not None:
+            raise WorkerLost(f"worker {w.name} died before the task: {request.send_error}")
+        start = request.sent_at
         deadline = start + timeout
         while True:
             if w.conn.poll(0.2):
@@ -284,11 +359,15 @@ class WorkerPool:
                     deadline = start + timeout
                     continue
                 wall = time.monotonic() - start
+                w.tasks_left -= 1  # here: the next task may start before the loop sees this
+                outcome = TaskOutcome(peak_rss_bytes=rest[1], worker=w.name,
+                                      wall_seconds=wall, rss_bytes=rest[2])
                 if kind == "ok":
-                    return TaskOutcome(value=rest[0], peak_rss_bytes=rest[1], worker=w.name,
-                                       wall_seconds=wall, rss_bytes=rest[2])
-                return TaskOutcome(failure=rest[0], peak_rss_bytes=rest[1], worker=w.name,
-                                   wall_seconds=wall, rss_bytes=rest[2])
+                    outcome.value = rest[0]
+                else:
+                    outcome.failure = rest[0]
+                self._hand_over(request, outcome)
+                return outcome
             if not w.process.is_alive() and not w.conn.poll(0):
                 raise WorkerLost(f"worker {w.name} died (exit code {w.process.exitcode}) "
                                  "during the task")
