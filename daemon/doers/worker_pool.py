@@ -97,6 +97,7 @@ class _Request:
     still_needed: Callable[[], bool] | None = None
     share_cores: Callable[[int, int], int] | None = None
     worker: _Worker | None = None  # set once it is sent
+    cores: int = 1  # the run was allowed (share_cores)
     sent_at: float = 0.0
     send_error: BaseException | None = None
     handed_on: bool = False  # its worker and slot went to the next task (_hand_over)
@@ -263,7 +264,7 @@ class WorkerPool:
             try:
                 outcome = await anyio.to_thread.run_sync(
                     self._exchange, request, timeout, abandon_on_cancel=True)
-                outcome.cores = w.cores
+                outcome.cores = request.cores  # w.cores may be the next task's already
                 handed_on = request.handed_on
             except WorkerLost as exc:
                 self._replace(w, "timeout" if "timeout" in str(exc) else "died")
@@ -311,6 +312,7 @@ class WorkerPool:
             fn_path, kwargs, log_path, env = request.message
             w.cores = max(1, request.share_cores(self.free_cores + 1, self.waiting))
             request.message = (fn_path, {**kwargs, "cores": w.cores}, log_path, env)
+        request.cores = w.cores
 
     def _send(self, request: _Request) -> None:
         request.sent_at = time.monotonic()

@@ -129,3 +129,28 @@ async def test_a_still_needed_check_that_fails_in_the_hand_over_fails_its_own_ta
         assert ok.value["sum"] == 4
     finally:
         pool.close()
+
+
+@pytest.mark.anyio
+async def test_each_task_started_by_a_hand_over_gets_and_reports_its_own_cores(tmp_path):
+    pool = WorkerPool(1, stage="t", metrics=Metrics())
+    pool.start()
+    gate = tmp_path / "gate"
+    results = {}
+
+    async def run(name, fn, kwargs, cores):
+        results[name] = await pool.run(fn, kwargs, timeout=60,
+                                       share_cores=lambda free, waiting: cores)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "a", "tests.pool_tasks:wait_for_file", {"path": str(gate)}, 2)
+            await _until(lambda: pool.busy == 1)
+            tg.start_soon(run, "b", "tests.pool_tasks:cores_given", {}, 3)
+            await _until(lambda: pool.waiting == 1)
+            gate.touch()
+        assert results["a"].cores == 2  # not the next task's, though it started first
+        assert results["b"].cores == 3 and results["b"].value["cores"] == 3
+        assert pool.free_cores == 1
+    finally:
+        pool.close()
