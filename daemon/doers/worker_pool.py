@@ -8,11 +8,8 @@ peak memory with every result; a worker that dies or overruns its timeout is
 replaced and the task fails as *transient*, so the caller retries it. Turns at
 the workers are handed out by priority (priority_slots.py).
 
-A worker's next task starts from the thread that receives its result, before
-that result reaches the event loop (``_hand_over``): the best waiting task's
-"still needed?" check runs there and its request goes down the pipe at once,
-so a busy event loop (another item's commit, the consumer) leaves no worker
-idle between two runs. The loop learns of both afterwards.
+A worker's next task starts from the thread that gets its result (``_hand_over``),
+so a busy event loop leaves no worker idle between two runs (docs/design.md).
 
 The stage's consumer keeps ``capacity`` items in flight, more than there are
 workers (``prefetch`` per worker): the next items are admitted (headers read,
@@ -91,8 +88,7 @@ class _Worker:
 
 @dataclass
 class _Request:
-    """A task on its way to a worker: what a worker's thread needs to start it
-    (``_hand_over``), and what became of it."""
+    """A task on its way to a worker, and what became of it (see _hand_over)."""
     message: tuple  # (fn path, kwargs, log path, environment), as the worker reads it
     still_needed: Callable[[], bool] | None = None
     share_cores: Callable[[int, int], int] | None = None
@@ -227,10 +223,9 @@ class WorkerPool:
         with ``env`` set for this task only.
 
         ``priority``: 0 for live work, higher for replayed work, which waits
-        behind every live task. ``still_needed`` is asked (in a thread) once a
-        worker is ours, if the task had to wait for it, the moment before the task would start: False (the
-        work was done meanwhile, elsewhere) gives the turn back and returns
-        None. Raises WorkerLost if the worker died or overran ``timeout`` (it
+        behind every live task. ``still_needed`` is asked (in a thread) the
+        moment a worker is ours, if the task had to wait for one: False (done
+        meanwhile, elsewhere) gives the turn back and returns None. Raises WorkerLost if the worker died or overran ``timeout`` (it
         is killed); returns the task's own failures in the TaskOutcome.
 
         ``share_cores(free cores, items waiting)``, asked once a worker is
@@ -259,7 +254,9 @@ class WorkerPool:
                 while self._owed and not self._closed:
                     self._owed -= 1
                     self._idle.append(self._spawn())
-                self._assign(self._idle.pop(), request)
+                w = self._idle.pop()
+                self._plan(request, w)
+                self._bind(request, w)
             w = request.worker
             try:
                 outcome = await anyio.to_thread.run_sync(
@@ -283,9 +280,9 @@ class WorkerPool:
                     w.cores = 0
             self.metrics.worker_rss.labels(stage=self.stage, worker=w.name).set(
                 outcome.peak_rss_bytes)
-            if handed_on:
-                pass  # the worker runs the next task, whose caller has it now
-            elif self._over_memory(outcome):
+            if handed_on:  # the worker runs the next task, whose caller has it now
+                return outcome
+            if self._over_memory(outcome):
                 # What a run leaves behind (caches, fragmentation) must not
                 # pile up until the kernel's OOM killer takes a worker mid-run.
                 log.warning("worker %s keeps %d MiB resident after its task (limit %d MiB): "
@@ -301,24 +298,28 @@ class WorkerPool:
                 self._slots.release()
 
     def _over_memory(self, outcome: TaskOutcome) -> bool:
-        return bool(self.rss_limit) and outcome.rss_bytes > self.rss_limit
+        return 0 < self.rss_limit < outcome.rss_bytes
 
-    def _assign(self, w: _Worker, request: _Request) -> None:
-        """Make ``request`` the worker's next task: its cores (share_cores), asked
-        once the worker is its own."""
-        request.worker = w
-        w.cores = 1
+    def _plan(self, request: _Request, w: _Worker) -> None:
+        """The cores of ``request``'s run on ``w`` (share_cores, asked the
+        moment ``w`` is the run's, counting ``w``'s cores as free)."""
+        request.cores = 1
         if request.share_cores is not None:
+            free = self.size - sum(other.cores for other in self._all if other is not w)
+            request.cores = max(1, request.share_cores(free, self.waiting))
             fn_path, kwargs, log_path, env = request.message
-            w.cores = max(1, request.share_cores(self.free_cores + 1, self.waiting))
-            request.message = (fn_path, {**kwargs, "cores": w.cores}, log_path, env)
-        request.cores = w.cores
+            request.message = (fn_path, {**kwargs, "cores": request.cores}, log_path, env)
+
+    @staticmethod
+    def _bind(request: _Request, w: _Worker) -> None:
+        request.worker, w.cores = w, request.cores
 
     def _send(self, request: _Request) -> None:
+        """Never raises (it may run under the slots' lock): _exchange raises the error."""
         request.sent_at = time.monotonic()
         try:
             request.worker.conn.send(request.message)
-        except (BrokenPipeError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a dead worker's pipe, or kwargs that do not pickle
             request.send_error = exc
 
     def _hand_over(self, done: _Request, outcome: TaskOutcome) -> None:
@@ -330,10 +331,13 @@ class WorkerPool:
             return
 
         def check(request: _Request) -> bool:
-            return request.still_needed is None or request.still_needed()
+            if request.still_needed is not None and not request.still_needed():
+                return False
+            self._plan(request, w)  # outside the lock too: an error puts it back in line
+            return True
 
-        def start(request: _Request) -> None:  # under the slots' lock
-            self._assign(w, request)
+        def start(request: _Request) -> None:  # under the slots' lock: raises nothing
+            self._bind(request, w)
             self._send(request)
             done.handed_on = True
 
@@ -344,8 +348,10 @@ class WorkerPool:
         w = request.worker
         if not request.sent_at:
             self._send(request)
-        if request.send_error is not None:
+        if isinstance(request.send_error, OSError):
             raise WorkerLost(f"worker {w.name} died before the task: {request.send_error}")
+        if request.send_error is not None:
+            raise request.send_error
         start = request.sent_at
         deadline = start + timeout
         while True:
