@@ -256,7 +256,7 @@ class WorkerPool:
                     self._idle.append(self._spawn())
                 w = self._idle.pop()
                 self._plan(request, w)
-                self._bind(request, w)
+                request.worker, w.cores = w, request.cores
             w = request.worker
             try:
                 outcome = await anyio.to_thread.run_sync(
@@ -310,10 +310,6 @@ class WorkerPool:
             fn_path, kwargs, log_path, env = request.message
             request.message = (fn_path, {**kwargs, "cores": request.cores}, log_path, env)
 
-    @staticmethod
-    def _bind(request: _Request, w: _Worker) -> None:
-        request.worker, w.cores = w, request.cores
-
     def _send(self, request: _Request) -> None:
         """Never raises (it may run under the slots' lock): _exchange raises the error."""
         request.sent_at = time.monotonic()
@@ -337,7 +333,7 @@ class WorkerPool:
             return True
 
         def start(request: _Request) -> None:  # under the slots' lock: raises nothing
-            self._bind(request, w)
+            request.worker, w.cores = w, request.cores
             self._send(request)
             done.handed_on = True
 
@@ -370,10 +366,7 @@ class WorkerPool:
                 w.tasks_left -= 1  # here: the next task may start before the loop sees this
                 outcome = TaskOutcome(peak_rss_bytes=rest[1], worker=w.name,
                                       wall_seconds=wall, rss_bytes=rest[2])
-                if kind == "ok":
-                    outcome.value = rest[0]
-                else:
-                    outcome.failure = rest[0]
+                outcome.value, outcome.failure = (rest[0], None) if kind == "ok" else (None, rest[0])
                 self._hand_over(request, outcome)
                 return outcome
             if not w.process.is_alive() and not w.conn.poll(0):
