@@ -99,7 +99,8 @@ probe(record_admitter.RecordAdmitter, "_judge", lambda self, m, r: m.get("exposu
       "consumed", "judged")
 probe(work_item_runner.WorkItemRunner, "run", lambda self, item: item.name, "run")
 probe(worker_pool.WorkerPool, "_exchange",
-      lambda self, w, req, t: stem(req[1].get("input_path", "x")), "dispatch", "result")
+      lambda self, request, t: stem(request.message[1].get("input_path", "x")), "dispatch",
+      "result")
 probe(work_item_runner.WorkItemRunner, "_publish", pipeline_time, "publish")
 probe(product_store.ProductStore, "publish", lambda self, scratch, *a, name=None, **k: name,
       "store", "stored")

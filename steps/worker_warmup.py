@@ -22,11 +22,19 @@ def warm_up() -> None:
     modules, schemas and caches a worker keeps anyway) cuts the run to about
     1 s. Idempotent; it changes this process's garbage collector, which is
     why it belongs in a worker process.
+
+    Also loaded here, not in the first run: asdf's extensions (asdf-astropy's
+    and the datamodels' manifests, parsed from YAML), which importing jwst
+    leaves to the first datamodel opened. They cost a worker's first
+    exposure about 0.45 s of CPU at SUB160 (1.2 s against 0.77 s for the
+    next ones), and in a batch that worker finished last (issue 15).
     """
     if _warm.is_set():
         return
+    import asdf
     import jwst.pipeline  # noqa: F401
 
+    asdf.get_config().extensions  # noqa: B018 - loads them: the property is the loader
     gc.collect()
     gc.freeze()
     _warm.set()

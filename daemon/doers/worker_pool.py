@@ -8,6 +8,9 @@ peak memory with every result; a worker that dies or overruns its timeout is
 replaced and the task fails as *transient*, so the caller retries it. Turns at
 the workers are handed out by priority (priority_slots.py).
 
+A worker's next task starts from the thread that gets its result (``_hand_over``),
+so a busy event loop leaves no worker idle between two runs (docs/design.md).
+
 The stage's consumer keeps ``capacity`` items in flight, more than there are
 workers (``prefetch`` per worker): the next items are admitted (headers read,
 digests checked) while the workers calibrate, and wait here for a turn, so a
@@ -40,7 +43,7 @@ from typing import Any
 
 import anyio
 
-from calstream.daemon.doers.priority_slots import PrioritySlots
+from calstream.daemon.doers.priority_slots import DECLINED, PrioritySlots
 from calstream.daemon.doers.worker_process import TaskFailure, worker_main
 from calstream.daemon.operations.metrics import Metrics
 
@@ -81,6 +84,20 @@ class _Worker:
     ready: bool = False
     cores: int = 0  # of the run it does now (0: idle)
     started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _Request:
+    """A task on its way to a worker, and what became of it (see _hand_over)."""
+    message: tuple  # (fn path, kwargs, log path, environment), as the worker reads it
+    still_needed: Callable[[], bool] | None = None
+    share_cores: Callable[[int, int], int] | None = None
+    worker: _Worker | None = None  # set once it is sent
+    cores: int = 1  # the run was allowed (share_cores)
+    sent_at: float = 0.0
+    send_error: BaseException | None = None
+    handed_on: bool = False  # its worker and slot went to the next task (_hand_over)
+    abandoned: bool = False  # its caller was cancelled: hand nothing on
 
 
 class WorkerPool:
@@ -206,10 +223,9 @@ class WorkerPool:
         with ``env`` set for this task only.
 
         ``priority``: 0 for live work, higher for replayed work, which waits
-        behind every live task. ``still_needed`` is asked (in a thread) once a
-        worker is ours, if the task had to wait for it, the moment before the task would start: False (the
-        work was done meanwhile, elsewhere) gives the turn back and returns
-        None. Raises WorkerLost if the worker died or overran ``timeout`` (it
+        behind every live task. ``still_needed`` is asked (in a thread) the
+        moment a worker is ours, if the task had to wait for one: False (done
+        meanwhile, elsewhere) gives the turn back and returns None. Raises WorkerLost if the worker died or overran ``timeout`` (it
         is killed); returns the task's own failures in the TaskOutcome.
 
         ``share_cores(free cores, items waiting)``, asked once a worker is
@@ -219,37 +235,54 @@ class WorkerPool:
         # once was found not done a moment ago (a thread trip and a store
         # lookup less on an idle daemon's path; issue 15).
         queued = self._slots.busy >= self.size or self._slots.waiting > 0
-        await self._slots.acquire(priority)
+        request = _Request((fn_path, kwargs, log_path, env or {}), still_needed, share_cores)
         try:
-            if queued and still_needed is not None and not await anyio.to_thread.run_sync(
-                    still_needed):
-                return None
-            while self._owed and not self._closed:
-                self._owed -= 1
-                self._idle.append(self._spawn())
-            w = self._idle.pop()
-            w.cores = 1
-            if share_cores is not None:
-                w.cores = max(1, share_cores(self.free_cores + 1, self.waiting))
-                kwargs = {**kwargs, "cores": w.cores}
+            waiter = await self._slots.acquire(priority, request)
+        except BaseException:
+            if request.worker is not None:  # started by a hand-over, then cancelled
+                self._replace(request.worker, "cancelled")
+                self._slots.release()
+            raise
+        if waiter is not None and waiter.state == DECLINED:
+            return None  # the hand-over found it done meanwhile
+        handed_on = False
+        try:
+            if request.worker is None:  # not started by a hand-over: start it here
+                if queued and still_needed is not None and not await anyio.to_thread.run_sync(
+                        still_needed):
+                    return None
+                while self._owed and not self._closed:
+                    self._owed -= 1
+                    self._idle.append(self._spawn())
+                w = self._idle.pop()
+                self._plan(request, w)
+                request.worker, w.cores = w, request.cores
+            w = request.worker
             try:
                 outcome = await anyio.to_thread.run_sync(
-                    self._exchange, w, (fn_path, kwargs, log_path, env or {}), timeout,
-                    abandon_on_cancel=True)
-                outcome.cores = w.cores
+                    self._exchange, request, timeout, abandon_on_cancel=True)
+                outcome.cores = request.cores  # w.cores may be the next task's already
+                handed_on = request.handed_on
             except WorkerLost as exc:
                 self._replace(w, "timeout" if "timeout" in str(exc) else "died")
                 raise
             except BaseException:
-                # Cancelled mid-task (shutdown): the worker's state is unknown.
-                self._replace(w, "cancelled")
+                # Cancelled mid-task (shutdown): the worker's state is unknown,
+                # unless it already runs the next task (then that task's caller has it).
+                with self._slots.lock:
+                    request.abandoned = True
+                    handed_on = request.handed_on
+                if not handed_on:
+                    self._replace(w, "cancelled")
                 raise
             finally:
-                w.cores = 0
+                if not handed_on:
+                    w.cores = 0
             self.metrics.worker_rss.labels(stage=self.stage, worker=w.name).set(
                 outcome.peak_rss_bytes)
-            w.tasks_left -= 1
-            if self.rss_limit and outcome.rss_bytes > self.rss_limit:
+            if handed_on:  # the worker runs the next task, whose caller has it now
+                return outcome
+            if self._over_memory(outcome):
                 # What a run leaves behind (caches, fragmentation) must not
                 # pile up until the kernel's OOM killer takes a worker mid-run.
                 log.warning("worker %s keeps %d MiB resident after its task (limit %d MiB): "
@@ -261,15 +294,61 @@ class WorkerPool:
                 self._idle.append(w)
             return outcome
         finally:
-            self._slots.release()
+            if not handed_on:
+                self._slots.release()
 
-    def _exchange(self, w: _Worker, request: tuple, timeout: float) -> TaskOutcome:
-        """Blocking; runs in a thread."""
+    def _over_memory(self, outcome: TaskOutcome) -> bool:
+        return 0 < self.rss_limit < outcome.rss_bytes
+
+    def _plan(self, request: _Request, w: _Worker) -> None:
+        """The cores of ``request``'s run on ``w`` (share_cores, asked the
+        moment ``w`` is the run's, counting ``w``'s cores as free)."""
+        request.cores = 1
+        if request.share_cores is not None:
+            free = self.size - sum(other.cores for other in self._all if other is not w)
+            request.cores = max(1, request.share_cores(free, self.waiting))
+            fn_path, kwargs, log_path, env = request.message
+            request.message = (fn_path, {**kwargs, "cores": request.cores}, log_path, env)
+
+    def _send(self, request: _Request) -> None:
+        """Never raises (it may run under the slots' lock): _exchange raises the error."""
+        request.sent_at = time.monotonic()
         try:
-            w.conn.send(request)
-        except (BrokenPipeError, OSError) as exc:
-            raise WorkerLost(f"worker {w.name} died before the task: {exc}") from None
-        start = time.monotonic()
+            request.worker.conn.send(request.message)
+        except Exception as exc:  # noqa: BLE001 - a dead worker's pipe, or kwargs that do not pickle
+            request.send_error = exc
+
+    def _hand_over(self, done: _Request, outcome: TaskOutcome) -> None:
+        """In the thread that just got ``done``'s result: start the best waiting
+        task on the same worker (priority_slots.hand_over), if the worker is
+        to be kept (the checks run() makes on the loop are made here first)."""
+        w = done.worker
+        if w.tasks_left <= 0 or self._over_memory(outcome):
+            return
+
+        def check(request: _Request) -> bool:
+            if request.still_needed is not None and not request.still_needed():
+                return False
+            self._plan(request, w)  # outside the lock too: an error puts it back in line
+            return True
+
+        def start(request: _Request) -> None:  # under the slots' lock: raises nothing
+            request.worker, w.cores = w, request.cores
+            self._send(request)
+            done.handed_on = True
+
+        self._slots.hand_over(check, start, go_on=lambda: not (self._closed or done.abandoned))
+
+    def _exchange(self, request: _Request, timeout: float) -> TaskOutcome:
+        """Blocking; runs in a thread. Sends the request unless a hand-over did."""
+        w = request.worker
+        if not request.sent_at:
+            self._send(request)
+        if isinstance(request.send_error, OSError):
+            raise WorkerLost(f"worker {w.name} died before the task: {request.send_error}")
+        if request.send_error is not None:
+            raise request.send_error
+        start = request.sent_at
         deadline = start + timeout
         while True:
             if w.conn.poll(0.2):
@@ -284,11 +363,12 @@ class WorkerPool:
                     deadline = start + timeout
                     continue
                 wall = time.monotonic() - start
-                if kind == "ok":
-                    return TaskOutcome(value=rest[0], peak_rss_bytes=rest[1], worker=w.name,
-                                       wall_seconds=wall, rss_bytes=rest[2])
-                return TaskOutcome(failure=rest[0], peak_rss_bytes=rest[1], worker=w.name,
-                                   wall_seconds=wall, rss_bytes=rest[2])
+                w.tasks_left -= 1  # here: the next task may start before the loop sees this
+                outcome = TaskOutcome(peak_rss_bytes=rest[1], worker=w.name,
+                                      wall_seconds=wall, rss_bytes=rest[2])
+                outcome.value, outcome.failure = (rest[0], None) if kind == "ok" else (None, rest[0])
+                self._hand_over(request, outcome)
+                return outcome
             if not w.process.is_alive() and not w.conn.poll(0):
                 raise WorkerLost(f"worker {w.name} died (exit code {w.process.exitcode}) "
                                  "during the task")

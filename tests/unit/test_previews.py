@@ -171,3 +171,29 @@ def test_a_failed_preview_still_gets_its_product_event(tmp_path):
     assert [p["role"] for p in event["previews"]] == ["preview", "thumbnail"]
     assert event["previews"][0]["of"] == f"{ROOT}_rate.fits"
     assert Path(event["outputs"][0]["path"]).exists()
+
+
+def test_a_png_holds_exactly_the_pixels_it_was_given():
+    """Read back with a decoder of its own (the chunks, their CRCs, the
+    scanlines), whatever zlib level the writer uses."""
+    import struct
+    import zlib
+
+    from calstream.steps.previews.png import encode_png
+
+    rgb = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    data = encode_png(rgb)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    chunks, at = {}, 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at:at + 4])
+        kind, body = data[at + 4:at + 8], data[at + 8:at + 8 + length]
+        (crc,) = struct.unpack(">I", data[at + 8 + length:at + 12 + length])
+        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
+        chunks[kind] = body
+        at += 12 + length
+    assert struct.unpack(">IIBBBBB", chunks[b"IHDR"]) == (53, 37, 8, 2, 0, 0, 0)
+    rows = np.frombuffer(zlib.decompress(chunks[b"IDAT"]), np.uint8).reshape(37, 1 + 53 * 3)
+    assert not rows[:, 0].any()  # filter type 0 on every scanline
+    assert np.array_equal(rows[:, 1:].reshape(37, 53, 3), rgb)
+    assert chunks[b"IEND"] == b""
