@@ -105,7 +105,9 @@ class EarlySeals:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.events = _Inotify(directory)
-        self.early: dict[str, Future] = {}  # by file name; touched by the watch thread only
+        # By file name. Only the watch thread touches it until stop() has
+        # joined that thread; then only the caller.
+        self.early: dict[str, Future] = {}
         self.threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="early-seal")
         self._wake_r, self._wake_w = os.pipe()
         self._watch = threading.Thread(target=self._watch_loop, name="early-seal-watch",
@@ -113,8 +115,11 @@ class EarlySeals:
         self._watch.start()
 
     def _watch_loop(self) -> None:
+        poller = select.poll()  # not select(): a worker may hold fds past 1024
+        poller.register(self.events.fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
         while True:
-            ready, _, _ = select.select([self.events.fd, self._wake_r], [], [])
+            ready = {fd for fd, _ in poller.poll()}
             if self._wake_r in ready:
                 return  # stop(): the caller takes what is still queued
             self._handle(self.events.read())
@@ -145,7 +150,7 @@ class EarlySeals:
         os.close(self._wake_w)
 
     def take(self, path: Path) -> Future | None:
-        """The early seal of ``path``, if one stands."""
+        """The early seal of ``path`` (resolved), if one stands; after stop()."""
         if path.parent != self.directory:
             return None
         return self.early.get(path.name)
