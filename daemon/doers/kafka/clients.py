@@ -61,8 +61,8 @@ def group_consumer(cfg: Config, group: str) -> AIOKafkaConsumer:
         max_poll_interval_ms=600000, **_group_timing(cfg),
         # How long the broker may hold a fetch with nothing to return. Apache
         # Kafka answers as soon as a record comes, whatever this says; tansu
-        # often answers only at the deadline, so with the default 500 a new
-        # record waited ~40 ms median, up to ~250 (a work item's hop from its
+        # often answers later, so with the default 500 a new record waited
+        # ~40 ms median, up to ~250 (a work item's hop from its
         # announcement to its stage; issue 15). 100: ~9 ms median, 36 at
         # most, for ~8 ms of CPU a second per idle consumer on each side
         # (notes in bench/README.md, session 8).
