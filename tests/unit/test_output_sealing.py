@@ -139,11 +139,18 @@ def test_without_inotify_everything_is_sealed_at_the_end(tmp_path, monkeypatch):
 
 
 def test_a_failing_task_leaves_no_watcher_behind(tmp_path):
-    before = {t.name for t in threading.enumerate()}
+    def ours():
+        return {t for t in threading.enumerate() if t.name.startswith(("early-seal", "inotify"))}
+
+    fds_before = len(os.listdir("/proc/self/fd"))
     with pytest.raises(RuntimeError), sealing(str(tmp_path)):
         (tmp_path / "x_rate.fits").write_bytes(b"partial")
+        assert ours()
         raise RuntimeError("the pipeline failed")
-    assert not {t.name for t in threading.enumerate()} - before
+    for thread in ours():  # the inotify descriptor is closed in the background
+        thread.join(10)
+    assert not ours()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
 
 
 def test_a_value_without_outputs_is_returned_as_it_is(tmp_path):
