@@ -42,7 +42,7 @@ from calstream.steps.fitsfile import file_digest
 log = logging.getLogger("calstream.worker")
 
 # <sys/inotify.h>
-_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+_IN_MODIFY, _IN_CLOSE_WRITE = 0x2, 0x8
 _IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
 _IN_Q_OVERFLOW, _IN_IGNORED = 0x4000, 0x8000
 # A change to a file's bytes or to which file a name is. (IN_ATTRIB is left
