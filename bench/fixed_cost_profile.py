@@ -20,7 +20,10 @@ checkouts run at the same time give a side-by-side before/after). ``--full``:
 
 Also printed: the daemon's main process's CPU seconds per exposure (all its
 threads, from the watcher's first sight to the product event's ack; one file
-at a time, so nothing else runs in it meanwhile).
+at a time, so nothing else runs in it meanwhile), and the machine's floor
+under the I/O the fixed cost holds: a full-frame run's two 96 MB outputs
+written and synced alone (the disk's fsync bandwidth), and sha256 of 96 MB
+(an output) and of 84 MB (an input) from the page cache.
 """
 import asyncio
 import functools
@@ -109,6 +112,41 @@ probe(publisher.Publisher, "publish",
       "product_acked")
 
 
+def disk_floor(tmp: Path) -> None:
+    """What the disk and the hash allow, measured beside the daemon's round."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    from calstream.steps.fitsfile import file_digest
+
+    block, paths = os.urandom(1 << 20), [tmp / "floor-a.bin", tmp / "floor-b.bin"]
+    input_bytes = block * 84
+    times: dict[str, list[float]] = {}
+    for _ in range(3):
+        start = time.perf_counter()
+        for p in paths:
+            with open(p, "wb") as f:
+                for _ in range(96):
+                    f.write(block)
+        written = time.perf_counter()
+        with ThreadPoolExecutor(2) as threads:
+            list(threads.map(lambda p: os.fsync(fd := os.open(p, os.O_RDONLY)) or os.close(fd),
+                             paths))
+        synced = time.perf_counter()
+        file_digest(paths[0])
+        hashed = time.perf_counter()
+        hashlib.sha256(input_bytes).digest()
+        times.setdefault("write 2 x 96 MB (page cache)", []).append(written - start)
+        times.setdefault("fsync 2 x 96 MB at once", []).append(synced - written)
+        times.setdefault("sha256 of a 96 MB file (cached)", []).append(hashed - synced)
+        times.setdefault("sha256 of 84 MB in memory", []).append(time.perf_counter() - hashed)
+        for p in paths:
+            p.unlink()
+    print("floor (median of 3, ms):")
+    for name, values in times.items():
+        print(f"  {name:34s} {statistics.median(values) * 1000:7.1f}")
+
+
 def main():
     from calstream.steps.synthetic.kit import build_kit
     from calstream.steps.synthetic.program import ProgramSpec
@@ -136,6 +174,7 @@ def main():
     print(f"median ms by segment, first (warm-up) file included; load {os.getloadavg()[0]:.1f}")
     for name, values in segments.items():
         print(f"  {name:26s} {statistics.median(values):7.1f}  ({min(values):.0f}-{max(values):.0f})")
+    disk_floor(tmp)
 
 
 if __name__ == "__main__":  # spawned workers import this module again

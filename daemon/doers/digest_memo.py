@@ -84,7 +84,7 @@ def _remember(path: str | os.PathLike[str], what: str, sig: tuple, value: Any) -
 
 def remember_written(path: Path, digest: str) -> None:
     """A file this daemon has just moved into place, its digest computed by
-    the worker that wrote it (worker_process._seal)."""
+    the worker that wrote it (output_sealing.py)."""
     try:
         _remember(path, "digest", stat_sig(os.stat(path)), digest)
     except OSError:

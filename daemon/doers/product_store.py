@@ -132,7 +132,7 @@ class ProductStore:
 
         ``record`` must hold the "event" to re-emit on redelivery, with the
         outputs (paths, digests, sizes). ``synced``: the files are already on
-        disk (the worker synced them, worker_process._seal); otherwise they
+        disk (the worker synced them, output_sealing.py); otherwise they
         are synced here, all before the first rename. The renames are made
         durable by one sync of the directory, before the record; ``scratch``
         then holds only its owner mark and goes at once.

@@ -289,7 +289,7 @@ class WorkItemRunner:
         context = self.context(item)
 
         # Digests and sizes come from the worker, which also synced the files
-        # (worker_process._seal); a task run another way is described here.
+        # (output_sealing.py); a task run another way is described here.
         sealed = result.get("sealed")
 
         def describe_outputs() -> list[dict[str, Any]]:

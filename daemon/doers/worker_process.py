@@ -7,10 +7,11 @@ peak RSS, RSS now) or ("error", TaskFailure, peak RSS, RSS now). It returns
 after ``max_tasks`` tasks: recycling bounds slow memory growth.
 
 A task that writes into an ``output_dir`` and returns its ``outputs`` has
-them sealed here, before the answer: every file it wrote is made durable
-(fsync) and each output's digest and size go back with the value
-(``sealed``). The files are still in the page cache, the worker's own core
-does it, and the daemon's main process then only renames them into place.
+them sealed here (output_sealing.py), each file from the moment the task
+closes it: every file it wrote is made durable (fsync) and each output's
+digest and size go back with the value (``sealed``). The files are still in
+the page cache, the worker's own process does it, and the daemon's main
+process then only renames them into place.
 """
 
 from __future__ import annotations
@@ -26,10 +27,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 from calstream.daemon.doers.child_processes import children_die_with_me, die_with_parent
-from calstream.daemon.doers.product_store import syncing
+from calstream.daemon.doers.output_sealing import sealing
 from calstream.daemon.operations import logs
 from calstream.steps.environment import environ
-from calstream.steps.fitsfile import file_digest
 
 
 @dataclass
@@ -65,8 +65,9 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
             return
         fn_path, kwargs, log_path, task_env = request
         try:
-            with _task_log(log_path), environ(task_env or {}):
-                value = _seal(_resolve(fn_path)(**kwargs), kwargs.get("output_dir"))
+            with _task_log(log_path), environ(task_env or {}), \
+                    sealing(kwargs.get("output_dir")) as seal:
+                value = seal(_resolve(fn_path)(**kwargs))
             conn.send(("ok", value, _peak_rss(), _current_rss()))
         except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
             try:
@@ -88,21 +89,6 @@ def _stop_now(signum, frame) -> None:
 
     util._exit_function()
     os._exit(128 + signum)
-
-
-def _seal(value, output_dir: str | None):
-    """``value`` with ``sealed``: {path: [digest, size]} of its outputs, every
-    file in ``output_dir`` synced to disk (see the module's docstring)."""
-    if not output_dir or not isinstance(value, dict) or "outputs" not in value:
-        return value
-    outputs = [Path(p) for p in value["outputs"]]
-    done = {p.resolve() for p in outputs}
-    rest = [path for path in sorted(Path(output_dir).resolve().iterdir())  # the store moves them
-            if path.is_file() and not path.name.startswith(".") and path not in done]
-    # The fsyncs run in threads while this one hashes the outputs from the page cache.
-    with syncing([*outputs, *rest]):
-        sealed = {str(p): [file_digest(p), p.stat().st_size] for p in outputs}
-    return {**value, "sealed": sealed}
 
 
 def _resolve(path: str):

@@ -15,6 +15,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from calstream.daemon.operations.config import Config
 
+FETCH_MAX_WAIT_MS = 100
+
 
 def client_options(cfg: Config) -> dict[str, Any]:
     sec = cfg.security
@@ -33,7 +35,11 @@ def client_options(cfg: Config) -> dict[str, Any]:
 
 
 def producer(cfg: Config) -> AIOKafkaProducer:
-    return AIOKafkaProducer(**client_options(cfg), acks="all", linger_ms=5,
+    # linger_ms=0: every publish waits for its acknowledgement (send_and_wait),
+    # so a linger batches nothing and only delays each one: 5 ms cost ~5 ms
+    # on each of an exposure's arrival and product events (issue 15).
+    # Records sent while a request is in flight still go out together.
+    return AIOKafkaProducer(**client_options(cfg), acks="all", linger_ms=0,
                             request_timeout_ms=30000)
 
 
@@ -53,6 +59,14 @@ def group_consumer(cfg: Config, group: str) -> AIOKafkaConsumer:
         # Calibration never runs on the poll loop, so the default poll interval
         # holds; this is a backstop, not what keeps the member alive.
         max_poll_interval_ms=600000, **_group_timing(cfg),
+        # How long the broker may hold a fetch with nothing to return. Apache
+        # Kafka answers as soon as a record comes, whatever this says; tansu
+        # often answers later, so with the default 500 a new record waited
+        # ~40 ms median, up to ~250 (a work item's hop from its
+        # announcement to its stage; issue 15). 100: ~9 ms median, 36 at
+        # most, for ~8 ms of CPU a second per idle consumer on each side
+        # (notes in bench/README.md, session 8).
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
     )
 
 
