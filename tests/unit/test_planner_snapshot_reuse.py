@@ -131,11 +131,9 @@ def _spoil_last_block(path) -> None:
     path.write_bytes(json.dumps(envelope).encode() + b"\n" + data)
 
 
-def test_a_spoiled_block_reused_as_stored_is_still_found_and_the_planner_rebuilds(tmp_path):
-    """A spoiled block nobody read is written into the next snapshot as it
-    was stored (it is not read to be reused): the start after that one
-    finds it when a decision reads it, deletes the snapshot and rebuilds
-    from the records, to the whole run's decisions."""
+def _restored_with_a_spoiled_block(tmp_path):
+    """Half the stream snapshotted, the file's last block spoiled, and a
+    planner restored from it (the spoiled block not read yet)."""
     stream, whole, _ = _whole()
     cut = len(stream) // 2
     first = _planner(tmp_path)
@@ -143,7 +141,15 @@ def test_a_spoiled_block_reused_as_stored_is_still_found_and_the_planner_rebuild
     _snapshot(first, cut)
     path = planner_snapshots.snapshot_path(tmp_path)
     _spoil_last_block(path)
-    second = _restored(tmp_path, cut)
+    return stream, whole, cut, path, _restored(tmp_path, cut)
+
+
+def test_a_spoiled_block_reused_as_stored_is_still_found_and_the_planner_rebuilds(tmp_path):
+    """A spoiled block nobody read is written into the next snapshot as it
+    was stored (it is not read to be reused): the start after that one
+    finds it when a decision reads it, deletes the snapshot and rebuilds
+    from the records, to the whole run's decisions."""
+    stream, whole, cut, path, second = _restored_with_a_spoiled_block(tmp_path)
     reused, blocks = _snapshot(second, cut)
     assert reused == blocks
     assert path.read_bytes().split(b"\n", 1)[1].endswith(b"oops")
@@ -167,14 +173,7 @@ def test_a_spoiled_block_is_refused_when_its_rows_are_encoded_again(tmp_path):
     """A tail that replaces a row of the spoiled block: encoding the block
     again reads its other row, which fails as a decision's read does
     (SnapshotInvalid: the planner rebuilds), and no snapshot is written."""
-    stream, whole, _ = _whole()
-    cut = len(stream) // 2
-    first = _planner(tmp_path)
-    play(first.state, stream[:cut])
-    _snapshot(first, cut)
-    path = planner_snapshots.snapshot_path(tmp_path)
-    _spoil_last_block(path)
-    second = _restored(tmp_path, cut)
+    stream, whole, cut, path, second = _restored_with_a_spoiled_block(tmp_path)
     before = path.read_bytes()
     calibrated = second.state.stage3.calibrated
     assert len(calibrated) % 2 == 0  # the last block (the spoiled one) has two rows
