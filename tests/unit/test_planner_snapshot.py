@@ -281,23 +281,15 @@ def test_a_snapshot_of_a_restored_state_is_read_from_the_blocks_it_left_unread(t
     assert _records(third.state) == _records(whole)
 
 
-def test_a_snapshot_found_unreadable_late_is_deleted_and_the_planner_rebuilds(tmp_path):
-    """A block spoiled on disk with the file's digest made right again passes
-    the check at start and fails when a decision first reads it: the planner
-    is run again (no operator), rebuilds from the records and decides as the
-    whole run did; its start is reported once."""
-    import hashlib
-
+def run_until_rebuilt(tmp_path, stream, whole):
+    """The planner run under ``rebuilding_when_unreadable`` with a snapshot
+    in ``tmp_path`` whose spoiled block a decision reads: each run's
+    load_snapshot result, the starts reported and the unreadable counts. A
+    run from the snapshot must fail; the rebuild must decide as ``whole``."""
     import anyio
 
-    from calstream.daemon.doers import planner_restore, planner_snapshots
+    from calstream.daemon.doers import planner_restore
 
-    stream, whole, _, _ = _snapshot_at_half(tmp_path)
-    path = planner_snapshots.snapshot_path(tmp_path)
-    head, data = path.read_bytes().split(b"\n", 1)
-    data = data[:-4] + b"oops"
-    envelope = {**json.loads(head), "sha256": hashlib.sha256(data).hexdigest()}
-    path.write_bytes(json.dumps(envelope).encode() + b"\n" + data)
     runs, started, unreadable = [], [], []
 
     class Status:
@@ -316,5 +308,24 @@ def test_a_snapshot_found_unreadable_late_is_deleted_and_the_planner_rebuilds(tm
 
     anyio.run(lambda: planner_restore.rebuilding_when_unreadable(
         run_once, str(tmp_path), lambda: unreadable.append(1), task_status=Status()))
+    return runs, started, unreadable
+
+
+def test_a_snapshot_found_unreadable_late_is_deleted_and_the_planner_rebuilds(tmp_path):
+    """A block spoiled on disk with the file's digest made right again passes
+    the check at start and fails when a decision first reads it: the planner
+    is run again (no operator), rebuilds from the records and decides as the
+    whole run did; its start is reported once."""
+    import hashlib
+
+    from calstream.daemon.doers import planner_snapshots
+
+    stream, whole, _, _ = _snapshot_at_half(tmp_path)
+    path = planner_snapshots.snapshot_path(tmp_path)
+    head, data = path.read_bytes().split(b"\n", 1)
+    data = data[:-4] + b"oops"
+    envelope = {**json.loads(head), "sha256": hashlib.sha256(data).hexdigest()}
+    path.write_bytes(json.dumps(envelope).encode() + b"\n" + data)
+    runs, started, unreadable = run_until_rebuilt(tmp_path, stream, whole)
     assert runs == [True, False] and started == [None] and unreadable == [1]
     assert not path.exists()

@@ -18,7 +18,7 @@ from calstream.daemon.deciders import planner_snapshot, snapshot_blocks, snapsho
 from calstream.daemon.doers import planner_restore, planner_snapshots
 
 from .planner_stream import SETTINGS, comparable, new_state, play, steps
-from .test_planner_snapshot import _built, _final, _kept, _planner, _records
+from .test_planner_snapshot import _built, _final, _kept, _planner, _records, run_until_rebuilt
 
 
 @pytest.fixture(autouse=True)
@@ -153,19 +153,7 @@ def test_a_spoiled_block_reused_as_stored_is_still_found_and_the_planner_rebuild
     reused, blocks = _snapshot(second, cut)
     assert reused == blocks
     assert path.read_bytes().split(b"\n", 1)[1].endswith(b"oops")
-    runs, unreadable = [], []
-
-    async def run_once(status):
-        planner = _planner(tmp_path)
-        runs.append(planner_restore.load_snapshot(planner))
-        if runs[-1]:
-            _records(planner.state)  # a decision reads every record: the spoiled block too
-            raise AssertionError("the spoiled block was read without complaint")
-        play(planner.state, stream)
-        assert _final(planner.state) == _final(whole)
-
-    anyio.run(lambda: planner_restore.rebuilding_when_unreadable(
-        run_once, str(tmp_path), lambda: unreadable.append(1)))
+    runs, _, unreadable = run_until_rebuilt(tmp_path, stream, whole)
     assert runs == [True, False] and unreadable == [1] and not path.exists()
 
 
