@@ -221,7 +221,8 @@ class Daemon:
                           initializer=st.initializer,
                           classifier="calstream.steps.failures:classify_task_failure",
                           max_tasks_per_worker=cfg.max_tasks_per_worker,
-                          rss_limit_bytes=cfg.worker_rss_limit_mb << 20, prefetch=st.prefetch)
+                          rss_limit_bytes=cfg.worker_rss_limit_mb << 20, prefetch=st.prefetch,
+                          idle_return_seconds=cfg.worker_idle_return_seconds)
         lazily = not warms_at_start(cfg.warm_workers, st.name)
         pool.start(on_first_work=lazily)
         if lazily:

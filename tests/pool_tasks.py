@@ -60,6 +60,21 @@ def hoard(mb):
     return {"pid": os.getpid()}
 
 
+def churn(mb):
+    """Allocate `mb` MiB, touch it and free it, as a calibration step does with
+    its arrays; report what the worker holds now."""
+    from calstream.steps.worker_memory import kept_free_bytes
+
+    block = bytearray(mb << 20)  # zero-filled: every page touched
+    del block
+    return {"pid": os.getpid(), "resident": _resident(), "kept_free": kept_free_bytes()}
+
+
+def _resident():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def wait_for_file(path, timeout=60):
     """Hold the worker until `path` exists (a test opens the gate)."""
     deadline = time.time() + timeout

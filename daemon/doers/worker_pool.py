@@ -104,12 +104,14 @@ class WorkerPool:
     def __init__(self, size: int, *, stage: str, metrics: Metrics, env: dict[str, str] | None = None,
                  initializer: str | None = None, classifier: str | None = None,
                  max_tasks_per_worker: int = 200, rss_limit_bytes: int = 0,
-                 prefetch: int = PREFETCH_PER_WORKER):
+                 prefetch: int = PREFETCH_PER_WORKER, idle_return_seconds: float = 30.0):
         """``initializer`` ("module:function") runs once per worker, to warm it;
         ``classifier`` ("module:function", called as f(exc, task_kwargs)) says
         whether a failure is transient, permanent or skipped. A worker still
         holding more than ``rss_limit_bytes`` (0: no limit) resident after a
-        task is replaced before the next."""
+        task is replaced before the next. A worker without work for
+        ``idle_return_seconds`` returns the memory its runs freed to the
+        system (worker_process.py)."""
         self.size = size
         self.stage = stage
         self.metrics = metrics
@@ -119,6 +121,7 @@ class WorkerPool:
         self.max_tasks = max_tasks_per_worker
         self.rss_limit = rss_limit_bytes
         self.prefetch = prefetch
+        self.idle_return_seconds = idle_return_seconds
         self._ctx = mp.get_context("spawn")  # fork + jwst's threads is unsafe
         self._idle: list[_Worker] = []
         self._all: list[_Worker] = []
@@ -171,7 +174,7 @@ class WorkerPool:
         proc = self._ctx.Process(
             target=worker_main, name=f"calstream-{name}", daemon=False,
             args=(child, self.env, self.initializer, self.classifier, self.max_tasks,
-                  os.getpid()))
+                  os.getpid(), self.idle_return_seconds))
         proc.start()
         child.close()
         w = _Worker(name, proc, parent, self.max_tasks)

@@ -4,7 +4,9 @@ A worker is spawned, imports the heavy modules once (the initializer warms
 jwst), then serves one task at a time over a pipe: each request is
 (function path, kwargs, log path, environment), each answer is ("ok", value,
 peak RSS, RSS now) or ("error", TaskFailure, peak RSS, RSS now). It returns
-after ``max_tasks`` tasks: recycling bounds slow memory growth.
+after ``max_tasks`` tasks: recycling bounds slow memory growth. A worker
+idle for ``idle_return_seconds`` gives the heap its runs kept back to the
+system (steps/worker_memory.py).
 
 A task that writes into an ``output_dir`` and returns its ``outputs`` has
 them sealed here (output_sealing.py), each file from the moment the task
@@ -30,6 +32,11 @@ from calstream.daemon.doers.child_processes import children_die_with_me, die_wit
 from calstream.daemon.doers.output_sealing import sealing
 from calstream.daemon.operations import logs
 from calstream.steps.environment import environ
+from calstream.steps.worker_memory import (
+    IDLE_RETURN_SECONDS,
+    kept_free_bytes,
+    return_freed_memory,
+)
 
 
 @dataclass
@@ -41,7 +48,8 @@ class TaskFailure:
 
 
 def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
-                classifier: str | None, max_tasks: int, parent_pid: int) -> None:
+                classifier: str | None, max_tasks: int, parent_pid: int,
+                idle_return_seconds: float = IDLE_RETURN_SECONDS) -> None:
     # A SIGKILLed daemon must not leave workers calibrating for nobody.
     die_with_parent(parent_pid, signal.SIGKILL)
     # A run given several cores (jwst's maximum_cores) starts stcal's process
@@ -56,14 +64,19 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
         _resolve(initializer)()
     classify = _resolve(classifier) if classifier else (lambda exc, task: "permanent")
     conn.send(("ready", os.getpid()))
+    kept = False  # memory a run freed is held in the heap (steps/worker_memory.py)
     for _ in range(max_tasks):
         try:
+            if kept and not conn.poll(idle_return_seconds):
+                return_freed_memory()  # idle: the next run may be hours away
+                kept = False
             request = conn.recv()
         except (EOFError, KeyboardInterrupt):
             return
         if request is None:
             return
         fn_path, kwargs, log_path, task_env = request
+        kept = True
         try:
             with _task_log(log_path), environ(task_env or {}), \
                     sealing(kwargs.get("output_dir")) as seal:
@@ -103,12 +116,14 @@ def _peak_rss() -> int:
 
 
 def _current_rss() -> int:
-    """Resident memory now (not the peak, which never comes down)."""
+    """Resident memory in use now (not the peak, which never comes down): the
+    heap's free memory, kept on purpose for the next run, is not counted."""
     try:
         with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+    return max(0, resident - kept_free_bytes())
 
 
 def _worker_logging() -> None:

@@ -89,6 +89,10 @@ class Config:
     max_tasks_per_worker: int = 200  # recycle workers to bound memory growth
     # A worker holding more than this resident after a run is replaced (0: never).
     worker_rss_limit_mb: int = 3072
+    # A worker keeps the heap its runs freed for its next run (a full-frame
+    # run otherwise spends a third of its time faulting fresh pages in:
+    # steps/worker_memory.py) and gives it back after this long without work.
+    worker_idle_return_seconds: float = 30.0
     # jwst's maximum_cores for one detector1 run when nothing else waits for a
     # worker (deciders/core_sharing.py): at most this many cores, for inputs of
     # at least multicore_min_mb. 1: one core a run. Products are unchanged.
@@ -248,6 +252,7 @@ PARSERS = {
     "broker_loss_seconds": _positive(_float),
     "claim_heartbeat_seconds": _positive(_float), "claim_stale_seconds": _positive(_float),
     "max_tasks_per_worker": _positive(_int), "worker_rss_limit_mb": _nonnegative(_int),
+    "worker_idle_return_seconds": _nonnegative(_float),
     "max_cores_per_exposure": _positive(_int), "multicore_min_mb": _nonnegative(_float),
     "steps": _tables(step_parameters.parse_pipeline_steps),
     "steps_by_exp_type": _tables(step_parameters.parse_by_exp_type),
