@@ -11,10 +11,12 @@ within a round stay meaningful:
   does) runs each file ALONE; the machine's limit is ``cores`` such runs at
   once with nothing lost: N x (median run) / cores;
 * **daemon**: ``calstream`` on the embedded broker (watcher + detector1, warm
-  workers), a fresh work directory per round; all N files dropped into its
-  inbox at once, timed from the drop to the last product event.
+  workers: each has run one file untimed, as the limit's process has), a
+  fresh work directory per round; all N files dropped into its inbox at
+  once, timed from the drop to the last product event.
 
-Reported, as medians with the spread over rounds: wall and CPU time of each
+Before each setup the disk is synced (untimed), so that no setup pays for
+the write-back of another's outputs. Reported, as medians with the spread over rounds: wall and CPU time of each
 setup, the ratios daemon/limit and daemon/strun of each round, the fixed cost
 per exposure (one file at a time on an idle daemon: the product event's
 ``emitted_at - arrived_at - duration_seconds``), the workers' peak memory
@@ -165,7 +167,10 @@ def run_daemon(files: list[Path], single: list[Path], work: Path, workers: int,
     done = subprocess.run([sys.executable, str(HERE), "--daemon-round", str(work),
                            "--workers", str(workers), "--singles", *map(str, single),
                            "--files", *map(str, files)],
-                          check=True, capture_output=True, text=True, env=env)
+                          capture_output=True, text=True, env=env)
+    if done.returncode:
+        sys.stderr.write(done.stderr[-6000:])
+        done.check_returncode()
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -208,21 +213,27 @@ def daemon_round(work: Path, files: list[Path], single: list[Path], workers: int
             # tool does: the arrival is then its first sight whole, and the
             # fixed cost holds no time of the bench's own copy (84 MB at full
             # frame: 0.2-0.5 s of write and fsync, counted until session 7).
-            deliver(single[:1], cfg.inbox, temp_then_rename=True)  # warm-up: workers import jwst
-            await products({exposure(single[0])})
-            fixed = []
-            for f in single[1:]:  # the fixed cost: one file at a time, idle daemon
+            # Warm-up, one file for each worker at once: as the limit's process
+            # runs one file untimed, every worker has run one (imported jwst,
+            # grown its heap: steps/worker_memory.py) before the timed batch.
+            warm = single[:workers]
+            deliver(warm, cfg.inbox, temp_then_rename=True)
+            await products({exposure(f) for f in warm})
+            fixed, alone = [], []
+            for f in single[workers:]:  # the fixed cost: one file at a time, idle daemon
                 deliver([f], cfg.inbox, temp_then_rename=True)
                 await products({exposure(f)})
                 p = seen[exposure(f)]
                 latency = (contract.parse_time(p["emitted_at"]).timestamp()
                            - contract.parse_time(p["arrived_at"]).timestamp())
                 fixed.append(latency - p["duration_seconds"])
+                alone.append(p["duration_seconds"])
             cpu, start = tree_cpu(os.getpid()), time.monotonic()
             await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox, temp_then_rename=True))
             await products({exposure(f) for f in files})
             result.update(wall=time.monotonic() - start, cpu=tree_cpu(os.getpid()) - cpu,
-                          fixed=fixed, pipeline=[seen[exposure(f)]["duration_seconds"]
+                          fixed=fixed, alone=alone,
+                          pipeline=[seen[exposure(f)]["duration_seconds"]
                                                  for f in files],
                           outputs={exposure(f): [o["path"] for o in seen[exposure(f)]["outputs"]]
                                    for f in files})
@@ -260,6 +271,17 @@ def identical(daemon_outputs: dict[str, list[str]], direct_dir: Path) -> tuple[i
                     if da.shape != db.shape or da.tobytes() != db.tobytes():
                         differing.append(f"{p.name}[{ha.name}]")
     return compared, differing
+
+
+def settle() -> None:
+    """Before each setup (untimed): the previous one's writes go to disk now.
+
+    strun and the limit leave their outputs in the page cache (the daemon
+    syncs its own), and the kernel writes them back some 30 s later, in the
+    middle of whichever setup runs then: at full frame 0.8 GB of it.
+    """
+    os.sync()
+    time.sleep(1.0)
 
 
 def spread(values: list[float], digits: int = 2) -> dict:
@@ -305,7 +327,8 @@ def main() -> int:
     loads = [os.getloadavg()[0]]
     try:
         kit = build_kit(tmp / "kit", ProgramSpec(dithers=n, **size), seed=11)
-        single = build_kit(tmp / "kit2", ProgramSpec(program="04321", dithers=samples + 1, **size),
+        single = build_kit(tmp / "kit2", ProgramSpec(program="04321",
+                                                     dithers=samples + args.workers, **size),
                            seed=12, references=False).uncal_files
         os.environ.update(kit.crds_env)
         files = kit.uncal_files
@@ -320,6 +343,7 @@ def main() -> int:
               f"{ProgramSpec(**size).ngroups} groups), {rounds} rounds, {cores} cores", flush=True)
         for r in range(rounds):
             for name in order[r % len(order):] + order[:r % len(order)]:  # ABC, BCA, CAB, ...
+                settle()
                 figures = setups[name](r)
                 log[name].append(figures)
                 loads.append(os.getloadavg()[0])
@@ -355,6 +379,10 @@ def main() -> int:
             } if args.before else {}),
         "limit_run_seconds": spread([x for r in lim for x in r["run_seconds"]]),
         "daemon_pipeline_seconds": spread([x for r in d for x in r["pipeline"]]),
+        # The same runs one at a time on the idle daemon (the fixed-cost files):
+        # against limit_run_seconds, what the daemon's surroundings cost a run;
+        # against daemon_pipeline_seconds, what two runs at once cost each other.
+        "daemon_alone_pipeline_seconds": spread([x for r in d for x in r.get("alone", [])]),
         "fixed_cost_seconds": spread(fixed, 3),
         "worker_peak_rss_mib": round(worker_peak / 2**20),
         "direct_peak_rss_mib": round(direct_peak / 2**20),

@@ -33,7 +33,7 @@ _M_MMAP_MAX = -4
 # Long enough that the exposures of one downlink reuse it (a refault of a
 # full-frame run's 2.8 GB costs seconds of system time), short enough that an
 # idle deployment does not sit on every worker's peak.
-IDLE_RETURN_SECONDS = 30.0
+IDLE_RETURN_SECONDS = 300.0
 
 
 @cache

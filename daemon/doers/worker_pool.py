@@ -46,6 +46,7 @@ import anyio
 from calstream.daemon.doers.priority_slots import DECLINED, PrioritySlots
 from calstream.daemon.doers.worker_process import TaskFailure, worker_main
 from calstream.daemon.operations.metrics import Metrics
+from calstream.steps.worker_memory import IDLE_RETURN_SECONDS
 
 __all__ = ["TaskFailure", "TaskOutcome", "WorkerLost", "WorkerPool"]
 
@@ -104,14 +105,13 @@ class WorkerPool:
     def __init__(self, size: int, *, stage: str, metrics: Metrics, env: dict[str, str] | None = None,
                  initializer: str | None = None, classifier: str | None = None,
                  max_tasks_per_worker: int = 200, rss_limit_bytes: int = 0,
-                 prefetch: int = PREFETCH_PER_WORKER, idle_return_seconds: float = 30.0):
+                 prefetch: int = PREFETCH_PER_WORKER, idle_return_seconds: float = IDLE_RETURN_SECONDS):
         """``initializer`` ("module:function") runs once per worker, to warm it;
         ``classifier`` ("module:function", called as f(exc, task_kwargs)) says
         whether a failure is transient, permanent or skipped. A worker still
         holding more than ``rss_limit_bytes`` (0: no limit) resident after a
-        task is replaced before the next. A worker without work for
-        ``idle_return_seconds`` returns the memory its runs freed to the
-        system (worker_process.py)."""
+        task is replaced before the next; one idle ``idle_return_seconds``
+        returns the memory its runs freed (worker_process.py)."""
         self.size = size
         self.stage = stage
         self.metrics = metrics

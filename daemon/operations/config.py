@@ -92,7 +92,7 @@ class Config:
     # A worker keeps the heap its runs freed for its next run (a full-frame
     # run otherwise spends a third of its time faulting fresh pages in:
     # steps/worker_memory.py) and gives it back after this long without work.
-    worker_idle_return_seconds: float = 30.0
+    worker_idle_return_seconds: float = 300.0
     # jwst's maximum_cores for one detector1 run when nothing else waits for a
     # worker (deciders/core_sharing.py): at most this many cores, for inputs of
     # at least multicore_min_mb. 1: one core a run. Products are unchanged.
