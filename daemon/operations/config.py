@@ -87,7 +87,7 @@ class Config:
     claim_stale_seconds: float = 300.0
     broker_loss_seconds: float = 120.0  # /healthz fails after the broker is lost this long
     max_tasks_per_worker: int = 200  # recycle workers to bound memory growth
-    # A worker holding more than this resident after a run is replaced (0: never).
+    # A worker holding more than this resident and in use after a run is replaced (0: never).
     worker_rss_limit_mb: int = 3072
     # A worker keeps the heap its runs freed for its next run (a full-frame
     # run otherwise spends a third of its time faulting fresh pages in:
