@@ -92,7 +92,7 @@ class Config:
     # A worker keeps the heap its runs freed for its next run (a full-frame
     # run otherwise spends a third of its time faulting fresh pages in:
     # steps/worker_memory.py) and gives it back after this long without work.
-    worker_idle_return_seconds: float = 300.0
+    worker_idle_return_seconds: float = 300.0  # at most a week
     # jwst's maximum_cores for one detector1 run when nothing else waits for a
     # worker (deciders/core_sharing.py): at most this many cores, for inputs of
     # at least multicore_min_mb. 1: one core a run. Products are unchanged.
@@ -181,11 +181,24 @@ class Config:
         return StepParameters(steps, self.steps_by_exp_type, self.steps_by_program)
 
 
+WEEK = 7 * 86400.0
+
+
 def _nonnegative(parse):
     def check(value: Any):
         number = parse(value)
         if number < 0:
             raise ValueError(f"must be >= 0, got {number}")
+        return number
+    return check
+
+
+def _at_most(limit: float, parse):
+    """``parse``, refusing a number above ``limit`` (a wait the OS cannot time)."""
+    def check(value: Any):
+        number = parse(value)
+        if number > limit:
+            raise ValueError(f"must be <= {limit:g}, got {number}")
         return number
     return check
 
@@ -252,7 +265,8 @@ PARSERS = {
     "broker_loss_seconds": _positive(_float),
     "claim_heartbeat_seconds": _positive(_float), "claim_stale_seconds": _positive(_float),
     "max_tasks_per_worker": _positive(_int), "worker_rss_limit_mb": _nonnegative(_int),
-    "worker_idle_return_seconds": _nonnegative(_float),
+    # A worker waits this long in poll(), which refuses a timeout beyond ~1e9 s.
+    "worker_idle_return_seconds": _at_most(WEEK, _nonnegative(_float)),
     "max_cores_per_exposure": _positive(_int), "multicore_min_mb": _nonnegative(_float),
     "steps": _tables(step_parameters.parse_pipeline_steps),
     "steps_by_exp_type": _tables(step_parameters.parse_by_exp_type),

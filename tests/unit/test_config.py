@@ -73,6 +73,10 @@ def test_nonsense_in_the_environment_is_refused(env, message):
     ('roles = "planer"', "did you mean 'planner'"),
     ("detector1_steps = 3", "expected a table"),
     ("max_attempts = -1", "must be > 0"),
+    # A worker polls this long: poll() itself refuses ~1e9 s, which would end
+    # every worker at its first idle moment.
+    ("worker_idle_return_seconds = 1e9", "must be <= 604800"),
+    ("worker_idle_return_seconds = -1", "must be >= 0"),
     ("poling = true", "unknown setting 'poling' \\(did you mean 'polling'\\?\\)"),
     ('[security]\nsasl_pasword = "x"', "did you mean 'security.sasl_password'"),
 ])
