@@ -37,6 +37,7 @@ from calstream.steps.worker_memory import (
     kept_free_bytes,
     return_freed_memory,
 )
+from calstream.steps.worker_warmup import freeze_survivors
 
 
 @dataclass
@@ -90,6 +91,10 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
             conn.send(("error", TaskFailure(type(exc).__name__, str(exc)[:4000], kind,
                                             traceback.format_exc()[-8000:]), _peak_rss(),
                        _current_rss()))
+        # After the answer, so no product waits for it: what a worker's first
+        # runs leave alive for good is frozen, not walked by every later run's
+        # collections (steps/worker_warmup.py).
+        freeze_survivors()
 
 
 def _stop_now(signum, frame) -> None:

@@ -75,8 +75,11 @@ def subscriber(cfg: Config, topic: str, group: str | None) -> AIOKafkaConsumer:
     after handling) or, without one, every partition from the beginning."""
     # Without a committed offset (a new group, or no group at all) start at
     # the oldest retained record.
+    # A product reaches a subscriber as soon as it reaches a stage (see
+    # group_consumer's fetch wait), not up to ~250 ms later.
     return AIOKafkaConsumer(topic, **client_options(cfg), group_id=group,
                             auto_offset_reset="earliest", enable_auto_commit=False,
+                            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
                             **(_group_timing(cfg) if group else {}))
 
 
