@@ -261,6 +261,9 @@ def main() -> int:
     ap.add_argument("--multicore", type=int, metavar="REPEATS",
                     help="also time one exposure with maximum_cores 1 and 2 in turn, REPEATS "
                          "times each (default: 2 with --full, else off)")
+    ap.add_argument("--no-strun", action="store_true",
+                    help="leave strun out (at full frame 2-2.5 min a round): the "
+                         "daemon against the limit and --before only")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--before", type=Path, metavar="PYTHONPATH",
                     help="also run, in every round, the daemon of the calstream package "
@@ -282,7 +285,8 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="calstream-bench-"))
     cores = os.cpu_count() or 1
-    log: dict[str, list] = {"strun": [], "limit": [], "daemon": []}
+    log: dict[str, list] = {"limit": [], "daemon": []} if args.no_strun else \
+        {"strun": [], "limit": [], "daemon": []}
     if args.before:
         log["before"] = []
     loads = [os.getloadavg()[0]]
@@ -296,6 +300,8 @@ def main() -> int:
         setups = {"strun": lambda r: run_strun(files, tmp / f"strun{r}"),
                   "limit": lambda r: run_limit(files, single[0], tmp / f"limit{r}", cores),
                   "daemon": lambda r: run_daemon(files, single, tmp / f"daemon{r}", args.workers)}
+        if args.no_strun:
+            del setups["strun"]
         if args.before:
             setups["before"] = lambda r: run_daemon(files, single, tmp / f"before{r}",
                                                     args.workers, args.before)
@@ -319,7 +325,7 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    d, lim, s = log["daemon"], log["limit"], log["strun"]
+    d, lim, s = log["daemon"], log["limit"], log.get("strun")
     fixed = [x for r in d for x in r["fixed"]]
     worker_peak = max(x for r in d for x in r["worker_peak_rss"])
     direct_peak = max(r["peak_rss"] for r in lim)
@@ -330,7 +336,8 @@ def main() -> int:
         "wall_seconds": {k: spread([r["wall"] for r in v]) for k, v in log.items()},
         "cpu_seconds": {k: spread([r["cpu"] for r in v]) for k, v in log.items()},
         "daemon_fraction_of_limit": spread([a["wall"] / b["wall"] for a, b in zip(lim, d, strict=True)], 3),
-        "daemon_vs_strun": spread([a["wall"] / b["wall"] for a, b in zip(s, d, strict=True)]),
+        **({"daemon_vs_strun": spread([a["wall"] / b["wall"] for a, b in zip(s, d, strict=True)])}
+           if s else {}),
         "daemon_cpu_vs_limit_cpu": spread([b["cpu"] / a["cpu"] for a, b in zip(lim, d, strict=True)], 3),
         **({"before_fraction_of_limit": spread([a["wall"] / b["wall"] for a, b in
                                                 zip(lim, log["before"], strict=True)], 3),
@@ -355,7 +362,7 @@ def main() -> int:
     f = figures
     print(f"\ndaemon at {f['daemon_fraction_of_limit']['median']:.0%} of the limit "
           f"({f['daemon_fraction_of_limit']['min']:.0%}-{f['daemon_fraction_of_limit']['max']:.0%};"
-          f" target >= 95%), {f['daemon_vs_strun']['median']}x strun; fixed cost "
+          f" target >= 95%), {f.get('daemon_vs_strun', {}).get('median', '-')}x strun; fixed cost "
           f"{f['fixed_cost_seconds']['median']} s median (target <= 0.2 s); worker peak memory "
           f"{f['worker_vs_direct_peak_rss']}x the direct run (target <= 1.1x); "
           f"{compared - len(differing)}/{compared} products bit-identical")
