@@ -100,8 +100,10 @@ _FREEZE = textwrap.dedent("""
 def test_what_runs_leave_alive_is_frozen_and_garbage_is_collected_first():
     out = _run(_FREEZE)
     assert out["idle"] is False
-    # Dropped cycles are collected, not frozen.
-    assert out["garbage"] is False and out["frozen_after_garbage"] == 0
+    # Past the threshold it collects and freezes: dropped cycles are
+    # collected, not frozen (3,000 lists of garbage, almost none frozen).
+    assert out["garbage"] is True and out["frozen_after_garbage"] < 300
     # Live objects past the threshold are frozen, once.
-    assert out["survivors"] is True and out["frozen_after_survivors"] >= 3000
+    assert out["survivors"] is True
+    assert out["frozen_after_survivors"] - out["frozen_after_garbage"] >= 3000
     assert out["again"] is False
