@@ -41,7 +41,11 @@ def children_cpu() -> float:
 
 def stage(files: list[Path], inbox: Path) -> list[tuple[Path, Path]]:
     """Each file copied and synced under a hidden name in ``inbox`` (which the
-    watcher ignores); the (hidden, final) pairs, to be moved in at once."""
+    watcher ignores); the (hidden, final) pairs, to be moved in at once.
+
+    The bench's own, not steps/synthetic/downlink's: with ``--before`` it
+    runs against another checkout's package, which may not have a helper
+    that stops short of the rename."""
     inbox.mkdir(parents=True, exist_ok=True)
     pairs = []
     for f in files:

@@ -92,9 +92,6 @@ class _Memo:
 
         return load_schema
 
-    def __len__(self) -> int:
-        return len(self._parsed)
-
     def entries(self) -> dict:
         with self._lock:
             return dict(self._parsed)
