@@ -67,7 +67,10 @@ def _digest(text: str) -> str:
 
 
 def _product(stage: str, header: dict, at: float) -> bytes:
-    return json.dumps(_product_body(stage, header, at), separators=(",", ":")).encode()
+    # The bytes the daemon's publisher writes (contract.encode: compact, sorted
+    # keys), without its schema check, which would make a 1M history slow to build.
+    return json.dumps(_product_body(stage, header, at), separators=(",", ":"),
+                      sort_keys=True).encode()
 
 
 def _product_body(stage: str, header: dict, at: float) -> dict:
@@ -201,7 +204,7 @@ def _decisions_fingerprint() -> str:
     from pathlib import Path
 
     deciders = Path(__file__).resolve().parent.parent / "daemon" / "deciders"
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(Path(__file__).read_bytes())  # the records it writes too
     for source in sorted(deciders.glob("*.py")):
         if source.name not in ("planner_snapshot.py", "snapshot_columns.py", "lazy_records.py",
                                "restored_records.py", "snapshot_blocks.py",
