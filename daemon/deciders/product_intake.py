@@ -95,19 +95,42 @@ _MAJOR = f"{contract.SCHEMA_MAJOR}."
 
 @cache
 def _structure() -> Any:
-    return jsonschema_rs.validator_for(contract.schema("product"), validate_formats=False)
+    # The regex crate for the patterns, not fancy-regex (jsonschema-rs's
+    # default): the product schema's patterns are plain regular expressions,
+    # which both match alike (fancy-regex hands them to the regex crate),
+    # and the check takes a fifth less without fancy-regex's wrapping
+    # (tests/unit/test_intake_shortcuts.py compares both).
+    return jsonschema_rs.validator_for(contract.schema("product"), validate_formats=False,
+                                       pattern_options=jsonschema_rs.RegexOptions())
 
 
 def _valid_product(body: dict[str, Any]) -> bool:
     if not _structure().is_valid(body):
         return False
-    for path in DATE_TIMES:
-        value: Any = body
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        if isinstance(value, str) and not contract.is_date_time(value):
+    for value in _date_times(body):
+        if type(value) is str and not _date_time(value):
             return False
     return True
+
+
+def _date_times(body: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """The values at DATE_TIMES' paths (None where a path leads nowhere),
+    written out: the walk along the paths costs as much as one check."""
+    replay = body.get("replay")
+    return (body.get("emitted_at"), body.get("arrived_at"),
+            replay.get("requested_at") if type(replay) is dict else None)
+
+
+def _date_time(value: str) -> bool:
+    """``contract.is_date_time(value)``: for a time in UTC, as calstream
+    writes them, its "T" and time zone are seen here and only the parse is left."""
+    if value.endswith("Z") and "T" in value:
+        try:
+            contract.parse_time(value)
+        except ValueError:
+            return False
+        return True
+    return contract.is_date_time(value)
 
 
 def decode_product(raw: Any) -> contract.Message:

@@ -1,0 +1,101 @@
+"""The third pass on a fresh product record's way in (deciders/product_intake.py,
+deciders/event_checks.py): each shortcut against the computation it replaces,
+over values a forger could write."""
+
+import json
+
+from calstream.daemon.deciders import event_checks
+from calstream.daemon.deciders.event_checks import inside
+from calstream.topics import contract
+from tests.unit.test_fast_paths import _product
+
+
+def test_the_path_judge_of_fixed_roots_is_inside():
+    roots = ["/products", "/inbox/", "/", "/a/b", "//products", "/products/./x", "relative"]
+    paths = ["/products", "/products/x", "/productsx/y", "/products/../etc", "/inbox/a.fits",
+             "//products/x", "/products//x", "/products/./x", "/products/.hidden", "x/y",
+             "/a/b/c", "/a/bc", "/a/b/", "/a/b/.", "", "/", "/inbox", "/inbox/x/../y"]
+    for n in (1, 2):
+        for i in range(len(roots)):
+            chosen = tuple(roots[i:i + n])
+            judge = event_checks._below(chosen)
+            for path in paths:
+                assert judge(path) == inside(path, chosen), (path, chosen)
+
+
+def _outcome(fn, *args):
+    try:
+        return ("ok", fn(*args))
+    except Exception as exc:  # noqa: BLE001 -- the very exception is compared
+        return (type(exc).__name__, str(exc))
+
+
+def test_the_date_time_check_of_the_intake_is_the_contracts():
+    from calstream.daemon.deciders.product_intake import _date_time
+
+    texts = ["2027-01-01T00:00:00.000Z", "2027-01-01T00:00:00Z", "2027-02-30T00:00:00Z",
+             "2027-01-01T24:00:00Z", "2027-01-01 00:00:00Z", "2027-01-01T00:00:00",
+             "2027-01-01T00:00:00+01:00", "2027-01-01T00:00:00-0100", "TZ", "T", "Z", "",
+             "2027-01-01TZ", "2027-01-01T00:00:00.000ZZ", "ZZZ2027-01-01T00:00:00Z",
+             "2027-01-01T00:00:00.1234567Z", "２０２７-01-01T00:00:00Z", "2027-01-01t00:00:00Z",
+             "T2027-01-01T00:00:00Z", "2027-W01-1T00:00:00Z", "20270101T000000Z", "12345T"]
+    for text in texts:
+        assert _outcome(_date_time, text) == _outcome(contract.is_date_time, text), text
+
+
+def test_the_date_times_written_out_are_the_ones_at_the_paths():
+    from calstream.daemon.deciders.product_intake import DATE_TIMES, _date_times
+
+    def walked(body):
+        found = []
+        for path in DATE_TIMES:
+            value = body
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            found.append(value)
+        return tuple(found)
+
+    for body in [{}, {"emitted_at": "a", "arrived_at": "b", "replay": {"requested_at": "c"}},
+                 {"replay": None}, {"replay": "x"}, {"replay": ["requested_at"]},
+                 {"arrived_at": None, "replay": {}}, {"emitted_at": 1}]:
+        assert _date_times(body) == walked(body)
+
+
+def _patterned(schema, path=()):
+    """(path, pattern) of every "pattern" of the product schema."""
+    if isinstance(schema, dict):
+        if "pattern" in schema:
+            yield path, schema["pattern"]
+        for key, sub in schema.items():
+            yield from _patterned(sub, (*path, key))
+
+
+def test_the_intakes_patterns_match_as_jsonschema_rs_default_matches_them():
+    import jsonschema_rs
+
+    from calstream.daemon.deciders.product_intake import _structure
+
+    schema = contract.schema("product")
+    default = jsonschema_rs.validator_for(schema, validate_formats=False)
+    fancy_features = ("(?", "\\1", "\\b", "\\k")  # what only fancy-regex could match
+    assert all(not any(f in p for f in fancy_features) for _, p in _patterned(schema))
+    base = json.loads(_product())
+    texts = ["", "\n", "0" * 64, "0" * 64 + "\n", "0" * 63, "0" * 65, "a" * 64, "A" * 64,
+             "sha256:" + "0" * 64, "sha256:" + "0" * 64 + "\n", "\n" + "0" * 64, "١" * 64,
+             "01234", "0123", "012345", "01234\n", "٠١٢٣٤", "001", "1.4", "1.", "1.4\n",
+             "2.0", "jw0", "jw", "jwA", "jw0/x", "jw0" + "a" * 199, "jw0" + "a" * 200,
+             "jw01234001001_02101_00001_nrcb1", "jw01234001001_02101_00001_nrcb1\n",
+             "jwst_0001.pmap", "jwst_0001.pmap\n", "x.pmap", "JWST.pmap", "a" * 41 + ".pmap",
+             "live", "r1", "-r1", "r1\n", "r" * 63, "r" * 64, "é", "jw0é"]
+    bodies = []
+    for key in ["schema_version", "event_id", "work_id", "program", "observation",
+                "exposure_id", "product_name", "crds_context", "namespace"]:
+        bodies += [{**base, key: t} for t in texts]
+    for t in texts:
+        bodies.append({**base, "inputs": [{"path": "/inbox/x", "digest": t}]})
+        bodies.append({**base, "replay": {"replay_id": t, "namespace": t, "crds_context": t}})
+    accepted = 0
+    for body in bodies:
+        assert _structure().is_valid(body) == default.is_valid(body), body
+        accepted += default.is_valid(body)
+    assert 20 < accepted < len(bodies) - 50
