@@ -9,6 +9,7 @@ of one exposure (``candidate_key``) and jwst's product name of a candidate
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -86,16 +87,20 @@ class Level3Key:
     def __hash__(self) -> int:
         # The field tuple's hash, as dataclass makes it, worked out once: the
         # planner looks candidates up by key several times per event.
-        try:
-            return self._hash
-        except AttributeError:
-            known = hash(tuple(getattr(self, f.name) for f in dataclasses.fields(self)))
+        # No try/except: a key's first hash would raise and catch an
+        # AttributeError, and the fields are read by one attrgetter.
+        known = self.__dict__.get("_hash")
+        if known is None:
+            known = hash(_KEY_FIELDS(self))
             object.__setattr__(self, "_hash", known)
-            return known
+        return known
 
     def __getstate__(self) -> dict:
         # A str's hash differs from one process to the next: never carried over.
         return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
+
+_KEY_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(Level3Key)))
 
 
 def _value(h: HeaderView, key: str) -> str:

@@ -112,3 +112,28 @@ def test_visit_tally_says_what_visit_status_says_arrival_after_arrival():
             visit = e.name.visit_id
             assert tally.complete == visit_status(arrived.values()).visit_complete(visit), \
                 sorted(arrived)
+
+
+def test_routes_and_level3_keys_hash_as_their_fields_and_leave_the_hash_behind():
+    """Both keep their hash once worked out (the planner's memo and index keys):
+    it is the fields' hash, as dataclass makes it, and a pickle never carries
+    it (a str's hash differs between processes)."""
+    import dataclasses
+    import pickle
+
+    from calstream.daemon.deciders.level3_candidates import keys_of
+
+    headers = [synthetic_header("NIRCAM", "NRC_IMAGE", FILTER=f) for f in ("F150W", "F200W")]
+    headers.append(synthetic_header("NIRSPEC", "NRS_FIXEDSLIT"))
+    for header in headers:
+        r = route(header)
+        found = keys_of(Exposure(exposure_id(header), header))
+        for obj in [r, *(k for k, _ in found)]:
+            fields = tuple(getattr(obj, f.name) for f in dataclasses.fields(obj))
+            assert hash(obj) == hash(fields)  # worked out, then kept
+            assert hash(obj) == hash(fields)
+            again = pickle.loads(pickle.dumps(obj))
+            assert "_hash" not in again.__dict__
+            assert again == obj and hash(again) == hash(obj)
+            twin = dataclasses.replace(obj)
+            assert twin == obj and hash(twin) == hash(obj)
