@@ -22,12 +22,11 @@ Two rules apply to every row rather than living in it:
 
 from __future__ import annotations
 
-import dataclasses
-import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from calstream.steps.kept_hash import kept_hash, state_without_hash
 from calstream.steps.keyword_memo import ByKeywordsRead
 from calstream.steps.routing_table import (
     ROUTES,
@@ -106,27 +105,14 @@ class Route:
     def stage3_class(self) -> str | None:
         return PIPELINE_CLASSES.get(self.stage3) if self.stage3 else None
 
-    def __hash__(self) -> int:
-        # The fields' hash, as dataclass makes it, worked out once: routes are
-        # part of the planner's memo and index keys, hashed several times per
-        # event (fourteen fields, a nested route).
-        known = self.__dict__.get("_hash")
-        if known is None:
-            known = hash(_ROUTE_FIELDS(self))
-            object.__setattr__(self, "_hash", known)
-        return known
-
-    def __getstate__(self) -> dict:
-        # A str's hash differs from one process to the next: never carried over.
-        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+    # Routes are the planner's memo and index keys: hashed once (steps/kept_hash.py).
+    __hash__ = kept_hash
+    __getstate__ = state_without_hash
 
     @property
     def passes(self) -> tuple[Route, ...]:
         """Every stage-2 run of this exposure: itself, then its second pass."""
         return (self,) + ((self.also,) if self.also else ())
-
-
-_ROUTE_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(Route)))
 
 
 # --- deciding ---------------------------------------------------------------

@@ -8,14 +8,13 @@ of one exposure (``candidate_key``) and jwst's product name of a candidate
 
 from __future__ import annotations
 
-import dataclasses
-import operator
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from calstream.steps.associations.level2 import AssociationError
 from calstream.steps.associations.records import Exposure, program_of
+from calstream.steps.kept_hash import kept_hash, state_without_hash
 from calstream.steps.routing import (
     AMI3,
     BACKGROUND,
@@ -84,23 +83,10 @@ class Level3Key:
     def optic(self, name: str) -> str:
         return dict(self.optics).get(name, "")
 
-    def __hash__(self) -> int:
-        # The field tuple's hash, as dataclass makes it, worked out once: the
-        # planner looks candidates up by key several times per event.
-        # No try/except: a key's first hash would raise and catch an
-        # AttributeError, and the fields are read by one attrgetter.
-        known = self.__dict__.get("_hash")
-        if known is None:
-            known = hash(_KEY_FIELDS(self))
-            object.__setattr__(self, "_hash", known)
-        return known
-
-    def __getstate__(self) -> dict:
-        # A str's hash differs from one process to the next: never carried over.
-        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
-
-
-_KEY_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(Level3Key)))
+    # The planner looks candidates up by key several times per event:
+    # hashed once (steps/kept_hash.py).
+    __hash__ = kept_hash
+    __getstate__ = state_without_hash
 
 
 def _value(h: HeaderView, key: str) -> str:

@@ -137,3 +137,24 @@ def test_routes_and_level3_keys_hash_as_their_fields_and_leave_the_hash_behind()
             assert again == obj and hash(again) == hash(obj)
             twin = dataclasses.replace(obj)
             assert twin == obj and hash(twin) == hash(obj)
+
+
+def test_a_kept_hash_is_the_fields_hash_for_one_field_too():
+    import dataclasses
+
+    from calstream.steps.kept_hash import kept_hash
+
+    @dataclasses.dataclass(frozen=True)
+    class One:
+        a: str
+        __hash__ = kept_hash
+
+    @dataclasses.dataclass(frozen=True)
+    class Two:
+        a: str
+        b: tuple
+        __hash__ = kept_hash
+
+    assert hash(One("x")) == hash(("x",)) and hash(One("x")) == hash(One("x"))
+    assert hash(Two("x", (1,))) == hash(("x", (1,)))
+    assert {One("x"): 1}[One("x")] == 1
