@@ -12,7 +12,9 @@ What a count does not say: time. Cache misses, which the planner's fresh
 objects cause, are not in it; and under valgrind OpenSSL has no SHA
 instructions, so sha256 and blake2b count several times what they cost
 natively. Compare two checkouts' counts of the same part, not a count
-against a time.
+against a time. Counts of the same code agree within 0.1-0.7 %; trust only
+differences well above that (in session 11 the parts showed a 4 % gain that
+the whole path did not: bench/README.md).
 
     .venv/bin/python bench/count_planner.py                          # the whole record path
     .venv/bin/python bench/count_planner.py --part decide --before /tmp/base-pkg
