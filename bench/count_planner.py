@@ -12,9 +12,14 @@ What a count does not say: time. Cache misses, which the planner's fresh
 objects cause, are not in it; and under valgrind OpenSSL has no SHA
 instructions, so sha256 and blake2b count several times what they cost
 natively. Compare two checkouts' counts of the same part, not a count
-against a time. Counts of the same code agree within 0.1-0.7 %; trust only
-differences well above that (in session 11 the parts showed a 4 % gain that
-the whole path did not: bench/README.md).
+against a time.
+
+How far to trust a ratio: two processes of the same code differed by 0.05 %
+in their totals, but a count per event is the difference of two totals, and
+repeated comparisons of the same two checkouts gave ratios up to 5 % apart
+(session 11, bench/README.md). Repeat a comparison, and take a difference
+under about 5 % for noise. That is still far finer than CPU time here, which
+moved by 20-30 % between runs minutes apart.
 
     .venv/bin/python bench/count_planner.py                          # the whole record path
     .venv/bin/python bench/count_planner.py --part decide --before /tmp/base-pkg
@@ -86,8 +91,7 @@ def counted(part: str, events: int, pythonpath: str | None) -> tuple[int, int]:
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     # Address randomisation off where setarch can do it: objects hashed by
-    # their address otherwise collide differently in every run (counts moved
-    # by 1-3 % between runs of the same code; 0.1-0.7 % without it).
+    # their address would collide differently in every run.
     fixed = ["setarch", platform.machine(), "-R"] if shutil.which("setarch") else []
     done = subprocess.run(
         [*fixed, "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",

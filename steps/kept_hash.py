@@ -26,9 +26,9 @@ def _fields_of(cls: type) -> Callable[[Any], tuple]:
 def kept_hash(self: Any) -> int:
     """The hash of the fields' tuple, as dataclass makes it, kept after the first call."""
     try:
-        # An attribute read is the cheapest way to the kept value (valgrind:
-        # ``self.__dict__.get`` made the planner's decisions 2 % dearer); only
-        # an object's first call raises.
+        # An attribute read is the cheapest way to the kept value (cheaper
+        # than ``self.__dict__.get``, a method call per look-up); only an
+        # object's first call raises.
         return self._hash
     except AttributeError:
         fields = _FIELDS.get(type(self))
