@@ -120,7 +120,9 @@ _FORMATS = jsonschema.FormatChecker()
 def _is_datetime(value: object) -> bool:
     if not isinstance(value, str):
         return True  # type errors are the "type" keyword's business
-    if "T" not in value or not (value.endswith("Z") or value[-6] in "+-"):
+    # The offset's sign sliced, not indexed: a forged "T" has no sixth-last
+    # character, and an IndexError would escape every decoder.
+    if "T" not in value or not (value.endswith("Z") or value[-6:-5] in ("+", "-")):
         raise ValueError(f"{value!r} is not an RFC 3339 date-time with a time zone")
     parse_time(value)
     return True

@@ -108,7 +108,7 @@ def _valid_product(body: dict[str, Any]) -> bool:
     if not _structure().is_valid(body):
         return False
     for value in _date_times(body):
-        if type(value) is str and not _date_time(value):
+        if type(value) is str and not contract.is_date_time(value):
             return False
     return True
 
@@ -119,18 +119,6 @@ def _date_times(body: dict[str, Any]) -> tuple[Any, Any, Any]:
     replay = body.get("replay")
     return (body.get("emitted_at"), body.get("arrived_at"),
             replay.get("requested_at") if type(replay) is dict else None)
-
-
-def _date_time(value: str) -> bool:
-    """``contract.is_date_time(value)``: for a time in UTC, as calstream
-    writes them, its "T" and time zone are seen here and only the parse is left."""
-    if value.endswith("Z") and "T" in value:
-        try:
-            contract.parse_time(value)
-        except ValueError:
-            return False
-        return True
-    return contract.is_date_time(value)
 
 
 def decode_product(raw: Any) -> contract.Message:

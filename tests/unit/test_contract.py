@@ -111,6 +111,24 @@ def test_build_refuses_to_create_an_invalid_message():
         contract.build("hold", "a" * 64, **{**EXAMPLES["hold"], "since": "yesterday"})
 
 
+def test_a_forged_date_time_too_short_for_an_offset_is_refused_not_raised():
+    from calstream.daemon.deciders.event_checks import EventIds
+    from calstream.daemon.deciders.product_intake import ProductIntake
+    from tests.unit.test_fast_paths import _product
+
+    body = json.loads(_product())
+    for text in ["T", "xT", "aT+", "1T-", "T+0000"]:
+        assert not contract.is_date_time(text)
+        raw = json.dumps({**body, "emitted_at": text}).encode()
+        with pytest.raises(InvalidMessage, match="date-time"):
+            contract.decode(raw, expected="product")
+        intake = ProductIntake(products_root="/products", input_roots=["/inbox"])
+        with pytest.raises(InvalidMessage, match="date-time"):
+            intake.take(raw, EventIds())
+    assert contract.is_date_time("2027-01-01T00:00:00+01:00")
+    assert contract.is_date_time("2027-01-01T00:00:00.000Z")
+
+
 # What 1.0 required, as published. A minor version only adds optional
 # fields, so within major 1 these stay exactly the required fields.
 REQUIRED_1_0 = {
