@@ -133,7 +133,7 @@ def main() -> int:
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
-    events = min(args.events, 2000)
+    events = max(1, min(args.events, 2000))  # one program's events, at least one
     figures = {"part": args.part, "events": events, "per_event": per_event(args.part, events, None)}
     if args.before:
         before = figures["before"] = per_event(args.part, events, args.before)
