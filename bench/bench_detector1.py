@@ -1,7 +1,7 @@
 """The daemon's detector1 throughput against the machine's limit and against strun.
 
-Three setups on the same N synthetic exposures, run INTERLEAVED and repeated
-(round 1: strun, limit, daemon; round 2: limit, daemon, strun; ...), so that a
+Four setups on the same N synthetic exposures, run INTERLEAVED and repeated
+(round 1: strun, limit, pair, daemon; round 2: limit, pair, daemon, strun; ...), so that a
 change of load on a shared machine hits every setup alike and the ratios
 within a round stay meaningful:
 
@@ -10,6 +10,13 @@ within a round stay meaningful:
 * **limit**: one warm process (jwst imported, ``gc.freeze()`` as a worker
   does) runs each file ALONE; the machine's limit is ``cores`` such runs at
   once with nothing lost: N x (median run) / cores;
+* **pair**: one such warm process per core (baselines.py); the files are
+  run alone, one process after another, then one in every process at once,
+  step by step, so that alone and together are measured side by side. The
+  factor (run alone / runs together) is the share of the limit that bare
+  runs at once reach on this machine: what they cost each other through the
+  cores' shared cache and memory. ``daemon / limit / factor`` is then the
+  share of what is left that the daemon reaches;
 * **daemon**: ``calstream`` on the embedded broker (watcher + detector1, warm
   workers: each has run one file untimed, as the limit's process has), a
   fresh work directory per round; all N files copied beside its inbox
@@ -40,100 +47,16 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from measuring import children_cpu, identical, settle, spread, stage, tree_cpu
+from baselines import run_limit, run_multicore, run_pair, run_strun
+from measuring import identical, settle, spread, stage, tree_cpu
 
 HERE = Path(__file__).resolve()
-
-_LIMIT = """
-import json, resource, sys, time
-from calstream.steps.worker_warmup import freeze_survivors, warm_up
-warm_up()  # jwst imported, gc.freeze(), schemas memoised: what a warm worker does
-from jwst.pipeline import Detector1Pipeline
-out, warmup, files = sys.argv[1], sys.argv[2], sys.argv[3:]
-Detector1Pipeline.call(warmup, output_dir=out, save_results=True)  # not timed
-freeze_survivors()  # as a worker does after each run
-runs = []
-for f in files:
-    w, c = time.perf_counter(), time.process_time()
-    Detector1Pipeline.call(f, output_dir=out, save_results=True)
-    runs.append((time.perf_counter() - w, time.process_time() - c))
-    freeze_survivors()  # not timed: a worker does it after sending its answer
-print(json.dumps({"runs": runs, "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
-"""
-
-# One exposure, one warm process, jwst's maximum_cores 1 and 2 in turn (ABAB):
-# what lending an idle core to a lone exposure gains (deciders/core_sharing.py).
-# CPU includes stcal's pool processes (joined children).
-_MULTICORE = """
-import json, resource, sys, time
-from calstream.steps.worker_warmup import warm_up
-def cpu():
-    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                                 resource.getrusage(resource.RUSAGE_CHILDREN)))
-if __name__ == "__main__":
-    warm_up()
-    from jwst.pipeline import Detector1Pipeline
-    out, f, repeats = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    Detector1Pipeline.call(f, output_dir=out, save_results=True)  # not timed
-    runs = {"1": [], "2": []}
-    for _ in range(repeats):
-        for cores in ("1", "2"):
-            steps = {s: {"maximum_cores": cores} for s in ("jump", "ramp_fit")}
-            w, c = time.perf_counter(), cpu()
-            Detector1Pipeline.call(f, output_dir=f"{out}/{cores}", save_results=True, steps=steps)
-            runs[cores].append((time.perf_counter() - w, cpu() - c))
-    print(json.dumps(runs))
-"""
-
-
-def run_multicore(file: Path, out: Path, repeats: int) -> dict:
-    shutil.rmtree(out, ignore_errors=True)
-    for d in ("1", "2"):
-        (out / d).mkdir(parents=True)
-    script = out / "multicore.py"  # a file: spawned children re-import __main__
-    script.write_text(_MULTICORE)
-    done = subprocess.run([sys.executable, str(script), str(out), str(file), str(repeats)],
-                          check=True, cwd=out, capture_output=True, text=True)
-    runs = json.loads(done.stdout.strip().splitlines()[-1])
-    one = {p.name: [str(p)] for p in (out / "1").glob("*.fits")}
-    compared, differing = identical(one, out / "2")
-    return {"wall_1core": spread([w for w, _ in runs["1"]]),
-            "wall_2cores": spread([w for w, _ in runs["2"]]),
-            "cpu_1core": spread([c for _, c in runs["1"]]),
-            "cpu_2cores": spread([c for _, c in runs["2"]]),
-            "speedup": spread([a[0] / b[0] for a, b in zip(runs["1"], runs["2"], strict=True)]),
-            "products_compared": compared, "products_differing": differing}
-
-
-def run_strun(files: list[Path], out: Path) -> dict:
-    strun = Path(sys.executable).with_name("strun")
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    cpu, start = children_cpu(), time.monotonic()
-    for f in files:
-        subprocess.run([str(strun), "calwebb_detector1", str(f), "--output_dir", str(out)],
-                       check=True, cwd=out, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return {"wall": time.monotonic() - start, "cpu": children_cpu() - cpu}
-
-
-def run_limit(files: list[Path], warmup: Path, out: Path, cores: int) -> dict:
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    done = subprocess.run([sys.executable, "-c", _LIMIT, str(out), str(warmup), *map(str, files)],
-                          check=True, cwd=out, capture_output=True, text=True)
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    walls = [w for w, _ in figures["runs"]]
-    return {"wall": statistics.median(walls) * len(files) / cores,
-            "cpu": sum(c for _, c in figures["runs"]), "run_seconds": walls,
-            "peak_rss": figures["peak_rss"]}
-
 
 def run_daemon(files: list[Path], single: list[Path], work: Path, workers: int,
                code: Path | None = None) -> dict:
@@ -285,8 +208,8 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="calstream-bench-"))
     cores = os.cpu_count() or 1
-    log: dict[str, list] = {"limit": [], "daemon": []} if args.no_strun else \
-        {"strun": [], "limit": [], "daemon": []}
+    log: dict[str, list] = {"limit": [], "pair": [], "daemon": []} if args.no_strun else \
+        {"strun": [], "limit": [], "pair": [], "daemon": []}
     if args.before:
         log["before"] = []
     loads = [os.getloadavg()[0]]
@@ -299,6 +222,7 @@ def main() -> int:
         files = kit.uncal_files
         setups = {"strun": lambda r: run_strun(files, tmp / f"strun{r}"),
                   "limit": lambda r: run_limit(files, single[0], tmp / f"limit{r}", cores),
+                  "pair": lambda r: run_pair(files, single[0], tmp / f"pair{r}", cores),
                   "daemon": lambda r: run_daemon(files, single, tmp / f"daemon{r}", args.workers)}
         if args.no_strun:
             del setups["strun"]
@@ -325,7 +249,7 @@ def main() -> int:
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    d, lim, s = log["daemon"], log["limit"], log.get("strun")
+    d, lim, pair, s = log["daemon"], log["limit"], log["pair"], log.get("strun")
     fixed = [x for r in d for x in r["fixed"]]
     worker_peak = max(x for r in d for x in r["worker_peak_rss"])
     direct_peak = max(r["peak_rss"] for r in lim)
@@ -336,6 +260,12 @@ def main() -> int:
         "wall_seconds": {k: spread([r["wall"] for r in v]) for k, v in log.items()},
         "cpu_seconds": {k: spread([r["cpu"] for r in v]) for k, v in log.items()},
         "daemon_fraction_of_limit": spread([a["wall"] / b["wall"] for a, b in zip(lim, d, strict=True)], 3),
+        # The limit split in two: what two runs at once cost each other on
+        # this machine (the pair's factor, run alone against run together,
+        # side by side), and what is left to the daemon (its fraction / factor).
+        "pair_fraction_of_limit": spread([x for r in pair for x in r["factors"]], 3),
+        "daemon_fraction_of_pair": spread([a["wall"] / b["wall"] / c["factor"]
+                                           for a, b, c in zip(lim, d, pair, strict=True)], 3),
         **({"daemon_vs_strun": spread([a["wall"] / b["wall"] for a, b in zip(s, d, strict=True)])}
            if s else {}),
         "daemon_cpu_vs_limit_cpu": spread([b["cpu"] / a["cpu"] for a, b in zip(lim, d, strict=True)], 3),
@@ -346,6 +276,9 @@ def main() -> int:
             "before_fixed_cost_seconds": spread([x for r in log["before"] for x in r["fixed"]], 3),
             } if args.before else {}),
         "limit_run_seconds": spread([x for r in lim for x in r["run_seconds"]]),
+        "pair_alone_seconds": spread([x for r in pair for x in r["alone_seconds"]]),
+        "pair_together_seconds": spread([x for r in pair for x in r["together_seconds"]]),
+        "pair_together_cpu_vs_alone": spread([r["together_cpu_vs_alone"] for r in pair], 3),
         "daemon_pipeline_seconds": spread([x for r in d for x in r["pipeline"]]),
         # The same runs one at a time on the idle daemon (the fixed-cost files):
         # against limit_run_seconds, what the daemon's surroundings cost a run;
@@ -362,7 +295,8 @@ def main() -> int:
     f = figures
     print(f"\ndaemon at {f['daemon_fraction_of_limit']['median']:.0%} of the limit "
           f"({f['daemon_fraction_of_limit']['min']:.0%}-{f['daemon_fraction_of_limit']['max']:.0%};"
-          f" target >= 95%), {f.get('daemon_vs_strun', {}).get('median', '-')}x strun; fixed cost "
+          f" target >= 95%; two bare runs at once {f['pair_fraction_of_limit']['median']:.0%}, the daemon "
+          f"{f['daemon_fraction_of_pair']['median']:.0%} of them), {f.get('daemon_vs_strun', {}).get('median', '-')}x strun; fixed cost "
           f"{f['fixed_cost_seconds']['median']} s median (target <= 0.2 s); worker peak memory "
           f"{f['worker_vs_direct_peak_rss']}x the direct run (target <= 1.1x); "
           f"{compared - len(differing)}/{compared} products bit-identical")
