@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from astropy.io import fits
 
+from .associations.filenames import NamingError, version_stamp
 from .fitsfile import FitsError, FitsLayout, read_primary_header
 from .header_checks import count_problems, shape_problems
 from .naming import BadName, ExposureName, parse_exposure_name
@@ -197,6 +199,25 @@ def describe_exposure(path: str | os.PathLike[str]) -> ExposureInfo:
         raise BadExposure(f"{fname}: a guider file name, but EXP_TYPE = "
                           f"{hdr.get('EXP_TYPE')!r} is no FGS guider mode "
                           f"({', '.join(sorted(GUIDER_EXP_TYPES))})")
+    disagree = name_header_disagreements(name, hdr, guider)
+    if disagree:
+        raise BadExposure(f"{fname}: name and primary header disagree: " + "; ".join(disagree))
+
+    counts = {k: _json_value(hdr[k]) for k in (*COUNT_KEYWORDS, "READPATT") if k in hdr}
+    problems = count_problems(counts) + date_time_problems(hdr)
+    if not problems:
+        problems = shape_problems(counts, _sci_header(path, fname))
+    if problems:
+        raise BadExposure(f"{fname}: impossible header value(s): " + "; ".join(problems))
+
+    header = {k.name: _json_value(hdr[k.name]) for k in EXPOSURE_KEYWORDS if k.name in hdr}
+    return ExposureInfo(name=name, exposure_id=name.exposure_id, path=path, header=header)
+
+
+def name_header_disagreements(name: ExposureName, hdr: Mapping[str, Any],
+                              guider: bool) -> list[str]:
+    """Where the primary header (a file's, or its copy in a message) tells
+    another story than the exposure's name."""
     expected = (
         ("PROGRAM", name.program, 5),
         ("OBSERVTN", name.observation, 3),
@@ -227,18 +248,47 @@ def describe_exposure(path: str | os.PathLike[str]) -> ExposureInfo:
         disagree.append(
             f"EXSEGTOT = {segtot} (segment {segnum!r}) but the name has no -segNNN part"
         )
-    if disagree:
-        raise BadExposure(f"{fname}: name and primary header disagree: " + "; ".join(disagree))
+    return disagree
 
-    counts = {k: _json_value(hdr[k]) for k in (*COUNT_KEYWORDS, "READPATT") if k in hdr}
-    problems = count_problems(counts)
-    if not problems:
-        problems = shape_problems(counts, _sci_header(path, fname))
-    if problems:
-        raise BadExposure(f"{fname}: impossible header value(s): " + "; ".join(problems))
 
-    header = {k.name: _json_value(hdr[k.name]) for k in EXPOSURE_KEYWORDS if k.name in hdr}
-    return ExposureInfo(name=name, exposure_id=name.exposure_id, path=path, header=header)
+def date_time_problems(hdr: Mapping[str, Any]) -> list[str]:
+    """DATE-OBS and TIME-OBS as association names read them (the exposure
+    start; CRDS selects by it too): a value they cannot read is refused at
+    the door, not found by the planner when it names an association."""
+    try:
+        version_stamp(hdr)
+    except NamingError as exc:
+        return [str(exc)]
+    return []
+
+
+# What a FITS card's value can be, once read into JSON (see _json_value).
+_FITS_VALUE_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def header_copy_problems(name: ExposureName, header: Mapping[str, Any]) -> list[str]:
+    """Why a header carried in a message (a product event's) cannot be what
+    describe_exposure let through from this exposure's file; empty if it can.
+
+    The planner decides on that copy: routing, completeness and association
+    names read it. A forged one would reach them with values no file passes
+    the door with -- NEXPOSUR = 10**18 (a list of that many missing
+    exposures), a TIME-OBS that names nothing, an object where a filter name
+    goes -- and fail there, for every later decision about its visit. The
+    same rules as for a file, written once: the required keywords, the
+    name's agreement, the counts' bounds, the start's date and time.
+    """
+    odd = sorted(str(k)[:40] for k, v in header.items() if type(v) not in _FITS_VALUE_TYPES)
+    if odd:
+        return [f"header value(s) of {', '.join(odd[:10])} are not FITS values"]
+    guider = str(header.get("EXP_TYPE", "")).strip().upper() in GUIDER_EXP_TYPES
+    missing = [k for k in REQUIRED_KEYWORDS
+               if header.get(k) is None and not (guider and k in NOT_IN_GUIDER_HEADERS)]
+    if missing:
+        return [f"header without required keyword(s) {', '.join(missing)}"]
+    return (name_header_disagreements(name, header, guider)
+            + count_problems({k: header[k] for k in COUNT_KEYWORDS if k in header})
+            + date_time_problems(header))
 
 
 COUNT_KEYWORDS = ("NGROUPS", "NINTS", "NEXPOSUR", "EXSEGTOT", "EXSEGNUM", "INTSTART", "INTEND",

@@ -20,6 +20,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from calstream.daemon.stages import arrival_product_stages
+from calstream.steps.exposure import header_copy_problems
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.topics.canonical_json import canonical_json, canonical_json_of_parsed
 
@@ -150,8 +151,25 @@ def product_event_problems(event: Mapping[str, Any], *, products_root: str,
             if event.get("observation") != parsed.observation:
                 problems.append(f"observation {event.get('observation')!r} but the name says "
                                 f"{parsed.observation!r}")
+            if event.get("outcome") == "success":
+                problems += _decided_on_problems(parsed, event.get("header"), outputs)
     elif stage == "stage3" and not name.startswith(f"jw{event.get('program')}-"):
         problems.append(f"level-3 product {name!r} is not program {event.get('program')!r}'s")
+    return problems
+
+
+def _decided_on_problems(name, header: Any, outputs: list) -> list[str]:
+    """What the planner reads of a successful exposure's event: its header
+    (routing, completeness, association names) and its outputs' suffixes.
+    Judged here by the rules a file meets at the door, so that a forged
+    event is refused with a reason rather than failing the decisions of its
+    whole visit later (steps/exposure.py, header_copy_problems)."""
+    if type(header) is not dict:
+        return ["a successful exposure's event without the exposure's header"]
+    problems = header_copy_problems(name, header)
+    unnamed = [str(o.get("path"))[:200] for o in outputs if type(o.get("suffix")) is not str]
+    if unnamed:
+        problems.append(f"output(s) without a suffix: {', '.join(unnamed[:3])}")
     return problems
 
 

@@ -70,6 +70,11 @@ class Candidate:
     describe: Callable[[Candidate], tuple[dict[str, str], list[str]]] | None = field(
         default=None, repr=False, compare=False)
 
+    def failed(self, reason: str) -> bool:
+        """Its decision raised (deciders/bulkhead.py); True if the reason is new."""
+        new, self.problem = self.problem != reason, reason
+        return new
+
     def described_later(self, waiting: bool) -> None:
         self.waiting = waiting
         self._waiting = self._missing = None

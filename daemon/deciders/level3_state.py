@@ -32,6 +32,7 @@ from bisect import bisect_left, insort
 from functools import partial
 from typing import Any
 
+from calstream.daemon.deciders.bulkhead import decide_each
 from calstream.daemon.deciders.level3_candidates import (
     Arrived,
     Calibrated,
@@ -43,8 +44,10 @@ from calstream.daemon.deciders.level3_orders import order_work_id, previous_vers
 from calstream.daemon.deciders.level3_status import describe, summary
 from calstream.steps.associations import (
     AssociationError,
+    AssociationInvalid,
     Exposure,
     Level3Key,
+    NamingError,
     build_level3,
     product_name,
     validate_level3,
@@ -293,10 +296,8 @@ class Level3State:
         return touched
 
     def _evaluate_all(self, keys: set[Level3Key], now: float) -> list[contract.Message]:
-        out: list[contract.Message] = []
-        for key in sorted(keys, key=repr) if len(keys) > 1 else keys:
-            out += self._evaluate(self.candidates[key], now)
-        return out
+        ordered = sorted(keys, key=repr) if len(keys) > 1 else keys
+        return decide_each([self.candidates[k] for k in ordered], lambda c: self._evaluate(c, now))
 
     def _evaluate(self, cand: Candidate, now: float) -> list[contract.Message]:
         if cand.product_name is None and cand.members:
@@ -365,7 +366,7 @@ class Level3State:
             asn = build_level3(cand.route, ready, degraded=degraded, acid=acid,
                                pool=self._program_pool(cand.key.program))
             validate_level3(asn)
-        except AssociationError as exc:
+        except (AssociationError, AssociationInvalid, NamingError) as exc:
             if cand.problem != str(exc):
                 log.warning("%s: no stage-3 association yet: %s", cand.label, exc)
             cand.problem = str(exc)

@@ -54,6 +54,13 @@ class Candidate:
     sent_complete: bool = False  # whether that order had every companion
     waiting_for: dict[str, str] = field(default_factory=dict)
 
+    def failed(self, reason: str) -> bool:
+        """Its decision raised (deciders/bulkhead.py): shown as what it waits
+        for; True if the reason is new."""
+        new = self.waiting_for.get("error") != reason
+        self.waiting_for = {"error": reason}
+        return new
+
 
 def routed_exposure(exposure_id: str, header: dict[str, Any], products: dict[str, str],
                     route: Route) -> Exposure:

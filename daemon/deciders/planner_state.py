@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from calstream.daemon.deciders import direct_image_holds as wfss_holds
+from calstream.daemon.deciders.bulkhead import decide_each
 from calstream.daemon.deciders.companion_index import CompanionIndex
 from calstream.daemon.deciders.holds import (
     already_applied,
@@ -36,6 +37,7 @@ from calstream.steps.associations import (
     AssociationError,
     Level3Product,
     MissingCompanions,
+    NamingError,
     association_filename,
     build_level2,
     companion_kind,
@@ -194,10 +196,9 @@ class PlannerState:
         """An exposure arrived or was released: the level-2 and level-3
         associations it may complete. ``settled_too=False``: its content did
         not change, so an association already ordered complete stays as it is."""
-        out: list[Emit] = []
-        for cand in self._affected(seen):
-            if settled_too or cand.sent is None or not cand.sent_complete:
-                out += self._evaluate(cand, now)
+        out = decide_each([c for c in self._affected(seen)
+                           if settled_too or c.sent is None or not c.sent_complete],
+                          lambda c: self._evaluate(c, now))
         return out + self._stage3(self.stage3.observe_arrival(
             seen.exposure, since=seen.since, provisional=seen.provisional, now=now))
 
@@ -211,22 +212,22 @@ class PlannerState:
                                 {o["suffix"]: o["path"] for o in event["outputs"]})
         self.level3[event["product_name"]] = (product, {o["path"]: o for o in event["outputs"]})
         self.index.add_product(product)
-        out: list[Emit] = []
-        for science in sorted(self.index.sciences_for_product(product)):
-            cand = self.candidates.get(science)
-            sci = self.exposures.get(science)
+        def waiting_for_it(science: str) -> Candidate | None:
+            cand, sci = self.candidates.get(science), self.exposures.get(science)
             if cand and sci and companion_kind(cand.route, sci.exposure, product):
-                out += self._evaluate(cand, now)
-        return out
+                return cand
+            return None
+
+        return decide_each(filter(None, map(waiting_for_it,
+                                            sorted(self.index.sciences_for_product(product)))),
+                           lambda c: self._evaluate(c, now))
 
     def tick(self, now: float) -> list[Emit]:
         """Time passes: companions that never came stop blocking."""
-        out: list[Emit] = []
-        for cand in list(self.candidates.values()):
-            if cand.sent is None or not cand.sent_complete:
-                out += self._evaluate(cand, now)
-        out += self._stage3(self.stage3.tick(now))
-        return out
+        out = decide_each([c for c in self.candidates.values()
+                           if c.sent is None or not c.sent_complete],
+                          lambda c: self._evaluate(c, now))
+        return out + self._stage3(self.stage3.tick(now))
 
     # -- decisions ------------------------------------------------------------
     def _affected(self, seen: Seen) -> list[Candidate]:
@@ -276,7 +277,7 @@ class PlannerState:
             asn = build_level2(cand.route, sci.exposure, others, visit_complete=complete,
                                allow_degraded=True)
             is_complete = False
-        except AssociationError as exc:
+        except (AssociationError, NamingError) as exc:
             cand.waiting_for = {"association": str(exc)}
             return []
         cand.waiting_for = {}

@@ -7,6 +7,7 @@ levels reuse ``records`` and ``filenames`` and are checked by ``validation``.
 """
 
 from calstream.steps.associations.filenames import (
+    NamingError,
     acid_for,
     association_filename,
     version_stamp,
@@ -42,6 +43,7 @@ __all__ = [
     "Level3Key",
     "Level3Product",
     "MissingCompanions",
+    "NamingError",
     "acid_for",
     "association_filename",
     "build_level2",

@@ -3,15 +3,19 @@
 import pytest
 
 from calstream.daemon.deciders.event_checks import EventIds, inside, product_event_problems
+from calstream.steps.synthetic.headers import synthetic_header
 
 STORE = "/data/products"
 INBOX = "/data/inbox"
 EID = "jw01234001001_02101_00001_nrcb1"
+HEADER = synthetic_header("NIRCAM", "NRC_IMAGE", PROGRAM="01234", OBSERVTN="001", VISIT="001",
+                          EXPOSURE="00001")
 
 
 def event(**changes):
     body = {"stage": "detector1", "outcome": "success", "program": "01234", "observation": "001",
             "product_name": EID, "exposure_id": EID, "namespace": "live", "replay": None,
+            "header": dict(HEADER),
             "inputs": [{"path": f"{INBOX}/{EID}_uncal.fits", "digest": "sha256:" + "0" * 64}],
             "outputs": [{"path": f"{STORE}/01234/001/{EID}_rate.fits", "suffix": "rate"}]}
     body.update(changes)
@@ -28,7 +32,7 @@ def test_a_true_event_has_no_problems():
     assert problems(stage="stage2", inputs=level2_inputs) == []
     ns = {"replay_id": "0" * 16, "namespace": "ctx2"}
     assert problems(namespace="ctx2", replay=ns, outputs=[
-        {"path": f"{STORE}/namespaces/ctx2/01234/001/{EID}_rate.fits"}]) == []
+        {"path": f"{STORE}/namespaces/ctx2/01234/001/{EID}_rate.fits", "suffix": "rate"}]) == []
     assert problems(stage="stage3", product_name="jw01234-o001_t001_nircam_clear-f150w",
                     exposure_id=None, inputs=level2_inputs) == []
 
@@ -51,6 +55,34 @@ def test_a_true_event_has_no_problems():
 ])
 def test_impossible_events_are_named(changes, reason):
     assert reason in "; ".join(problems(**changes))
+
+
+@pytest.mark.parametrize("changes,reason", [
+    # What no file passes the door with: each failed the planner's later
+    # decisions for the whole visit (a mutation fuzz found them), and
+    # NEXPOSUR = 10**18 made its completeness list that many exposures.
+    ({"NEXPOSUR": 10**18}, "NEXPOSUR = 1000000000000000000 is outside 1..100000"),
+    ({"NEXPOSUR": "PLANNED"}, "NEXPOSUR = 'PLANNED' is not an integer"),
+    ({"EXSEGTOT": 10**9}, "EXSEGTOT = 1000000000 is outside"),
+    ({"TIME-OBS": "N/A"}, "TIME-OBS = 'N/A' is not hh:mm:ss"),
+    ({"DATE-OBS": "PLANNED"}, "DATE-OBS = 'PLANNED' is not an ISO date"),
+    ({"FILTER": {"a": 1}}, "header value(s) of FILTER are not FITS values"),
+    ({"PUPIL": ["CLEAR"]}, "header value(s) of PUPIL are not FITS values"),
+    ({"EXP_TYPE": None}, "without required keyword(s) EXP_TYPE"),
+    ({"OBSERVTN": "/PRODUCTS/../ETC"}, "OBSERVTN = '/PRODUCTS/../ETC' but the name says '001'"),
+    ({"DETECTOR": "NRCA1"}, "DETECTOR = 'NRCA1' but the name says 'nrcb1'"),
+])
+def test_a_header_no_file_could_have_is_named(changes, reason):
+    assert reason in "; ".join(problems(header={**HEADER, **changes}))
+
+
+def test_what_the_planner_reads_of_a_success_must_be_there():
+    assert "without the exposure's header" in "; ".join(problems(header=None))
+    assert "without the exposure's header" in "; ".join(problems(header="x"))
+    unnamed = [{"path": f"{STORE}/01234/001/{EID}_rate.fits"}]
+    assert "output(s) without a suffix" in "; ".join(problems(outputs=unnamed))
+    # A skipped run carries no products to decide on: its header is not read.
+    assert problems(outcome="skipped", header=None, outputs=[]) == []
 
 
 def test_outputs_of_a_namespace_stay_in_its_tree():

@@ -15,6 +15,7 @@ import pytest
 from calstream.daemon.deciders.event_checks import EventIds, content_digest
 from calstream.daemon.deciders.product_intake import ProductIntake
 from calstream.steps.routing import RoutingError, _route, route
+from calstream.steps.synthetic.headers import synthetic_header
 from calstream.topics import canonical_json, contract
 from calstream.topics.contract import InvalidMessage
 from tests.unit.test_untrusted_messages import HOSTILE
@@ -97,7 +98,9 @@ def _product(**over) -> bytes:
             "stage": "detector1", "pipeline": "calwebb_detector1", "outcome": "success",
             "program": "01234", "observation": "001",
             "exposure_id": "jw01234001001_02101_00001_nrcb1",
-            "product_name": "jw01234001001_02101_00001_nrcb1", "header": {},
+            "product_name": "jw01234001001_02101_00001_nrcb1",
+            "header": synthetic_header("NIRCAM", "NRC_IMAGE", PROGRAM="01234", OBSERVTN="001",
+                                       VISIT="001", EXPOSURE="00001"),
             "inputs": [{"path": "/inbox/jw01234001001_02101_00001_nrcb1_uncal.fits",
                         "digest": "sha256:" + "0" * 64}],
             "outputs": [{"path": "/products/01234/001/jw01234001001_02101_00001_nrcb1_rate.fits",

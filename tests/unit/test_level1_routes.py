@@ -107,10 +107,13 @@ def test_metrics_name_the_routed_pipeline():
 
 def test_dark_and_guider_products_are_made_from_inbox_files():
     assert arrival_product_stages() == ("detector1", "dark", "guider")
+    headers = {"dark": synthetic_header("NIRCAM", "NRC_DARK", PROGRAM="01234", OBSERVTN="001",
+                                        VISIT="001", EXPOSURE="00001"),
+               "guider": {**guider_header("FGS_ACQ1"), "PROGRAM": "01019"}}
     for product_stage, name, suffix in (("dark", DARK_ID, "dark"), ("guider", GUIDER_ID, "cal")):
         event = {"stage": product_stage, "outcome": "success", "program": name[2:7],
                  "observation": name[7:10], "product_name": name, "exposure_id": name,
-                 "namespace": "live", "replay": None,
+                 "namespace": "live", "replay": None, "header": headers[product_stage],
                  "inputs": [{"path": f"/data/inbox/{name}_uncal.fits", "digest": "x"}],
                  "outputs": [{"path": f"/data/products/{name[2:7]}/{name[7:10]}/"
                                       f"{name}_{suffix}.fits", "suffix": suffix}]}

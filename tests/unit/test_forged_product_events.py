@@ -1,0 +1,134 @@
+"""Forged product events reach no decision they can break.
+
+A products record the intake accepts is decided on for the rest of its
+visit's life: routed, counted for completeness, named into associations on
+every event and every tick. A mutation fuzz (this file's) found headers
+that passed the intake and then raised out of every later tick -- a
+TIME-OBS that names nothing, a NEXPOSUR that is a word, an object where a
+filter name goes -- and a NEXPOSUR of 10**18 that made completeness list
+that many missing exposures until the process was killed for memory. Now
+the intake refuses a header no file could have (steps/exposure.py,
+header_copy_problems), and a decision that still raises stops only its own
+candidate (deciders/bulkhead.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from calstream.daemon.deciders.event_checks import EventIds
+from calstream.daemon.deciders.planner_state import PlannerState
+from calstream.daemon.deciders.product_intake import ProductIntake
+from calstream.topics import contract
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import bench_planner as bench  # noqa: E402
+
+# Values a forger (or a broken producer) may put anywhere a message has one.
+WEIRD = [None, "", "T", " ", "0", "-1", "PLANNED", "CALCULATED", "N/A", "nan", "1e400",
+         0, -1, 1, 2, 1.5, -0.0, 1e308, True, False, [], {}, ["a"], {"a": 1},
+         "../x", "/products/../etc", "a" * 300, "\u00e9\u4e2d", "NRC_IMAGE", "NRC_TSIMAGE",
+         "NIS_SOSS", "NRC_WFSS", "MIRIMAGE", "NRCA1", "NRCBLONG", "FULL", "SUB160P", "F200W",
+         "CLEAR", "GRISMR", "00001", "99999", "001", "jw", "sha256:" + "0" * 64]
+HUGE = [10**18, 10**30]  # only where the intake judges them: unjudged, they exhaust memory
+
+
+def _paths(obj, prefix=()):
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) \
+        else ()
+    for k, v in items:
+        yield prefix + (k,)
+        yield from _paths(v, prefix + (k,))
+
+
+def _mutated(body: dict, rng: random.Random, values: list) -> dict:
+    body = copy.deepcopy(body)
+    for _ in range(rng.choice([1, 1, 2, 3])):
+        path = rng.choice([p for p in _paths(body) if p[0] not in ("schema", "schema_version")])
+        parent = body
+        for k in path[:-1]:
+            parent = parent[k]
+        if rng.random() < 0.15 and isinstance(parent, dict):
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = rng.choice(values)
+    if rng.random() < 0.4 and isinstance(body.get("header"), dict) and body["header"]:
+        body["header"][rng.choice(sorted(body["header"]))] = rng.choice(values)
+    return body
+
+
+def _program() -> list[dict]:
+    return [json.loads(r) for r in bench.program_records(1, 6)]  # one visit of six
+
+
+def _run(bodies: list[dict], *, judged: bool) -> PlannerState:
+    """The planner loop's path for each record: the intake, then (when
+    ``judged``, only if it found no problem) the decision; then time passes."""
+    intake = ProductIntake(products_root=bench.PRODUCTS, input_roots=bench.ROOTS)
+    ids, state = EventIds(), PlannerState(**bench.RecordPath.settings())
+    t = bench.T0
+    for body in bodies:
+        t += 1
+        try:
+            event, problems = intake.take(json.dumps(body).encode(), ids)
+        except contract.InvalidMessage:
+            continue  # dead-lettered by the loop
+        if problems and judged:
+            continue  # dead-lettered by the loop
+        try:
+            state.observe(event, t)
+        except Exception:  # noqa: BLE001 - the loop's catch-all dead-letters it
+            if judged:
+                raise  # an event the intake let through must be decidable
+    for later in (t + 700, t + 4000, t + 10**6):
+        state.tick(later)  # never raises: no record may stop the planner's clock
+    return state
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_what_the_intake_accepts_the_planner_can_decide(seed):
+    rng = random.Random(seed)
+    program = _program()
+    for _ in range(150):
+        target = rng.randrange(len(program))
+        bodies = [_mutated(b, rng, WEIRD + HUGE) if i == target else b
+                  for i, b in enumerate(program)]
+        _run(bodies, judged=True).summary(bench.T0 + 10**6)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_a_decision_that_raises_stops_only_its_candidate(seed):
+    """The intake bypassed: whatever observe makes of a forged event, the
+    ticks after it still decide (the huge counts left out: unjudged, they
+    would exhaust the test machine's memory in the status summary)."""
+    rng = random.Random(100 + seed)
+    program = _program()
+    for _ in range(150):
+        target = rng.randrange(len(program))
+        _run([_mutated(b, rng, WEIRD) if i == target else b for i, b in enumerate(program)],
+             judged=False)
+
+
+def test_one_poisoned_candidate_leaves_the_others_ordered_and_says_why(caplog):
+    program = _program()
+    detector1 = [b for b in program if b["stage"] == "detector1"]
+    poisoned = detector1[2]["exposure_id"]
+    detector1[2]["header"] = {**detector1[2]["header"], "NEXPOSUR": "x"}  # int() raises
+    state = PlannerState(**bench.RecordPath.settings())
+    orders = []
+    with caplog.at_level(logging.ERROR, logger="calstream.planner"):
+        for n, body in enumerate(detector1):
+            orders += state.observe(contract.Message("product", body), bench.T0 + n)
+        for n in range(3):
+            orders += state.tick(bench.T0 + 100 + n)
+    ordered = {e.message["exposure_id"] for e in orders if e.topic == "work.stage2"}
+    assert ordered == {b["exposure_id"] for b in detector1} - {poisoned}
+    assert "ValueError" in state.candidates[poisoned].waiting_for["error"]
+    assert sum(poisoned in r.getMessage() for r in caplog.records) == 1  # logged once
