@@ -89,6 +89,10 @@ EXPOSURE_KEYWORDS: tuple[Keyword, ...] = (
     Keyword("READPATT", False, "readout pattern"),
 )
 REQUIRED_KEYWORDS: tuple[str, ...] = tuple(k.name for k in EXPOSURE_KEYWORDS if k.required)
+# header_copy_problems compares the first seven with the name's parts, and
+# the ninth with its detector, in one step.
+assert REQUIRED_KEYWORDS[:7] == ("PROGRAM", "OBSERVTN", "VISIT", "VISITGRP", "SEQ_ID", "ACT_ID",
+                                 "EXPOSURE") and REQUIRED_KEYWORDS[8] == "DETECTOR"
 # FGS guide-star data (calwebb_guider) comes from the guiding activity, not
 # from a planned exposure: its headers carry no visit group, sequence,
 # activity, exposure number or pointing quality, and its names none of them.
@@ -277,18 +281,34 @@ def header_copy_problems(name: ExposureName, header: Mapping[str, Any]) -> list[
     goes -- and fail there, for every later decision about its visit. The
     same rules as for a file, written once: the required keywords, the
     name's agreement, the counts' bounds, the start's date and time.
+
+    On the planner's way in for every new product event, so what a true
+    header passes is asked first, in C where it can be (the type of every
+    value, the required keywords in one ``map``, the name's parts as one
+    tuple); the reasons are worked out only for a header that fails.
     """
-    odd = sorted(str(k)[:40] for k, v in header.items() if type(v) not in _FITS_VALUE_TYPES)
-    if odd:
+    if not _FITS_VALUE_TYPES.issuperset(map(type, header.values())):
+        odd = sorted(str(k)[:40] for k, v in header.items() if type(v) not in _FITS_VALUE_TYPES)
         return [f"header value(s) of {', '.join(odd[:10])} are not FITS values"]
-    guider = str(header.get("EXP_TYPE", "")).strip().upper() in GUIDER_EXP_TYPES
-    missing = [k for k in REQUIRED_KEYWORDS
-               if header.get(k) is None and not (guider and k in NOT_IN_GUIDER_HEADERS)]
-    if missing:
-        return [f"header without required keyword(s) {', '.join(missing)}"]
-    return (name_header_disagreements(name, header, guider)
-            + count_problems({k: header[k] for k in COUNT_KEYWORDS if k in header})
-            + date_time_problems(header))
+    required = tuple(map(header.get, REQUIRED_KEYWORDS))
+    if None in required or required[:7] != _name_parts(name) \
+            or str(required[8]).lower() != name.detector or name.segment is not None \
+            or header.get("EXSEGTOT", 1) != 1:
+        guider = str(header.get("EXP_TYPE", "")).strip().upper() in GUIDER_EXP_TYPES
+        missing = [k for k, v in zip(REQUIRED_KEYWORDS, required, strict=True)
+                   if v is None and not (guider and k in NOT_IN_GUIDER_HEADERS)]
+        if missing:
+            return [f"header without required keyword(s) {', '.join(missing)}"]
+        problems = name_header_disagreements(name, header, guider)
+    else:
+        problems = []
+    return problems + count_problems(header) + date_time_problems(header)
+
+
+def _name_parts(name: ExposureName) -> tuple[str, ...]:
+    """The name's parts in the order REQUIRED_KEYWORDS starts with."""
+    return (name.program, name.observation, name.visit, name.visit_group, name.sequence,
+            name.activity, name.exposure)
 
 
 COUNT_KEYWORDS = ("NGROUPS", "NINTS", "NEXPOSUR", "EXSEGTOT", "EXSEGNUM", "INTSTART", "INTEND",

@@ -132,3 +132,60 @@ def test_one_poisoned_candidate_leaves_the_others_ordered_and_says_why(caplog):
     assert ordered == {b["exposure_id"] for b in detector1} - {poisoned}
     assert "ValueError" in state.candidates[poisoned].waiting_for["error"]
     assert sum(poisoned in r.getMessage() for r in caplog.records) == 1  # logged once
+
+
+def _reference_rule(name, header):
+    """header_copy_problems as first written, every rule in turn: its fast
+    path must refuse exactly what this refuses, with the same reasons."""
+    from calstream.steps.exposure import (
+        _FITS_VALUE_TYPES,
+        COUNT_KEYWORDS,
+        GUIDER_EXP_TYPES,
+        NOT_IN_GUIDER_HEADERS,
+        REQUIRED_KEYWORDS,
+        count_problems,
+        date_time_problems,
+        name_header_disagreements,
+    )
+    odd = sorted(str(k)[:40] for k, v in header.items() if type(v) not in _FITS_VALUE_TYPES)
+    if odd:
+        return [f"header value(s) of {', '.join(odd[:10])} are not FITS values"]
+    guider = str(header.get("EXP_TYPE", "")).strip().upper() in GUIDER_EXP_TYPES
+    missing = [k for k in REQUIRED_KEYWORDS
+               if header.get(k) is None and not (guider and k in NOT_IN_GUIDER_HEADERS)]
+    if missing:
+        return [f"header without required keyword(s) {', '.join(missing)}"]
+    return (name_header_disagreements(name, header, guider)
+            + count_problems({k: header[k] for k in COUNT_KEYWORDS if k in header})
+            + date_time_problems(header))
+
+
+def test_the_header_rules_fast_path_refuses_what_the_rules_refuse():
+    from calstream.steps.exposure import header_copy_problems
+    from calstream.steps.naming import parse_exposure_name
+    from calstream.steps.synthetic.headers import synthetic_header
+
+    rng = random.Random(5)
+    names = ["jw01234001001_02101_00001_nrcb1", "jw01234001001_02101_00001-seg002_nrcb1",
+             "jw01019001001_gs-acq1_2022117003102"]
+    cases = [synthetic_header("NIRCAM", "NRC_IMAGE", PROGRAM="01234", OBSERVTN="001",
+                              VISIT="001", EXPOSURE="00001"),
+             synthetic_header("NIRCAM", "NRC_TSIMAGE", PROGRAM="01234", OBSERVTN="001",
+                              VISIT="001", EXPOSURE="00001", EXSEGNUM=2, EXSEGTOT=3),
+             synthetic_header("FGS", "FGS_ACQ1", PROGRAM="01019", OBSERVTN="001", VISIT="001")]
+    keys = sorted({k for h in cases for k in h} | {"EXSEGTOT", "EXSEGNUM"})
+    refused = 0
+    for _ in range(3000):
+        header = dict(rng.choice(cases))
+        for _ in range(rng.choice([0, 1, 1, 2])):
+            key = rng.choice(keys)
+            if rng.random() < 0.2:
+                header.pop(key, None)
+            else:
+                header[key] = rng.choice(WEIRD + HUGE + ["NRCB1", "nrcb1 ", "01234", 1234, "1",
+                                                         "02", "01", 1, 3, "2026-05-26"])
+        name = parse_exposure_name(rng.choice(names))
+        problems = header_copy_problems(name, header)
+        assert problems == _reference_rule(name, header), (name, header)
+        refused += bool(problems)
+    assert 300 < refused < 2900  # both ways were taken
