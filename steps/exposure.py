@@ -267,7 +267,7 @@ def date_time_problems(hdr: Mapping[str, Any]) -> list[str]:
 
 
 # What a FITS card's value can be, once read into JSON (see _json_value).
-_FITS_VALUE_TYPES = frozenset({str, int, float, bool, type(None)})
+FITS_VALUE_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
 def header_copy_problems(name: ExposureName, header: Mapping[str, Any]) -> list[str]:
@@ -287,8 +287,8 @@ def header_copy_problems(name: ExposureName, header: Mapping[str, Any]) -> list[
     value, the required keywords in one ``map``, the name's parts as one
     tuple); the reasons are worked out only for a header that fails.
     """
-    if not _FITS_VALUE_TYPES.issuperset(map(type, header.values())):
-        odd = sorted(str(k)[:40] for k, v in header.items() if type(v) not in _FITS_VALUE_TYPES)
+    if not FITS_VALUE_TYPES.issuperset(map(type, header.values())):
+        odd = sorted(str(k)[:40] for k, v in header.items() if type(v) not in FITS_VALUE_TYPES)
         return [f"header value(s) of {', '.join(odd[:10])} are not FITS values"]
     required = tuple(map(header.get, REQUIRED_KEYWORDS))
     if None in required or required[:7] != _name_parts(name) \

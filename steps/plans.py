@@ -33,6 +33,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from calstream.steps.exposure import FITS_VALUE_TYPES
+from calstream.steps.header_checks import COUNT_BOUNDS, REQUIRED_COUNTS, count_problems
 from calstream.steps.naming import BadName, ExposureName, parse_exposure_name
 
 # Pool values that mean "no value" (jwst's dms_base._EMPTY and pool writers).
@@ -78,10 +80,26 @@ class Plan:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        """A plan from its message (the plans topic, the ledger): untrusted,
+        so each header is held to what a header can hold (_plain_header)."""
         return cls(data["plan_id"], data.get("source", ""), tuple(
             PlannedExposure(e["exposure_id"], tuple(e.get("candidates", ())),
-                            dict(e.get("header") or {}))
+                            _plain_header(dict(e.get("header") or {}), e["exposure_id"]))
             for e in data["exposures"]))
+
+
+def _plain_header(header: dict[str, Any], where: str) -> dict[str, Any]:
+    """``header`` if its values are FITS values and its counts within a
+    file's bounds: routing and level-3 names read a plan's keywords as they
+    read an arrival's (steps/exposure.header_copy_problems judges those)."""
+    odd = sorted(str(k)[:40] for k, v in header.items() if type(v) not in FITS_VALUE_TYPES)
+    if odd:
+        raise PlanError(f"{where}: header value(s) of {', '.join(odd[:10])} are not FITS values")
+    counts = {k: v for k, v in header.items() if k in COUNT_BOUNDS and type(v) is int}
+    problems = count_problems({**{k: 1 for k in REQUIRED_COUNTS}, **counts})
+    if problems:
+        raise PlanError(f"{where}: " + "; ".join(problems))
+    return header
 
 
 def load_plan(path: str | Path) -> Plan:
@@ -109,14 +127,19 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _expand_segments(name: ExposureName, header: Mapping[str, Any]) -> list[str]:
-    """A row for a whole segmented exposure stands for its EXSEGTOT files."""
+def _expand_segments(name: ExposureName, header: Mapping[str, Any], where: str) -> list[str]:
+    """A row for a whole segmented exposure stands for its EXSEGTOT files
+    (within the bounds a file's EXSEGTOT meets: 10**12 would be a list
+    that size)."""
     if name.segment:
         return [name.exposure_id]
     try:
         total = int(str(header.get("EXSEGTOT") or 1))
     except ValueError:
         total = 1
+    low, high = COUNT_BOUNDS["EXSEGTOT"]
+    if total > high:
+        raise PlanError(f"{where}: EXSEGTOT = {total} is outside {low}..{high}")
     if total <= 1:
         return [name.exposure_id]
     return [replace(name, segment=f"{s:03d}", suffix=None).exposure_id
@@ -173,7 +196,7 @@ def parse_pool(text: str, *, source: str = "pool") -> Plan:
                   if v is not None and c not in ("FILENAME", "ASN_CANDIDATE")}
         header = _with_name_keywords(name, header)
         acids = _candidates(values.get("ASN_CANDIDATE"), where)
-        for exposure_id in _expand_segments(name, header):
+        for exposure_id in _expand_segments(name, header, where):
             seg_header = _with_name_keywords(parse_exposure_name(exposure_id), dict(header))
             exposures.append(PlannedExposure(exposure_id, acids, seg_header))
     return _plan(exposures, source)
@@ -197,12 +220,12 @@ def parse_manifest(text: str, *, source: str = "manifest") -> Plan:
             name = parse_exposure_name(str(ident or ""))
         except BadName as exc:
             raise PlanError(f"{where}: {exc}") from None
-        header = {str(k).upper(): v for k, v in (entry.get("header") or {}).items()
-                  if _clean(v) is not None}
+        header = _plain_header({str(k).upper(): v for k, v in (entry.get("header") or {}).items()
+                                if _clean(v) is not None}, where)
         header = _with_name_keywords(name, header)
         raw = entry.get("candidates") or [f"o{name.observation}"]
         acids = _candidates(repr([str(a) for a in raw]), where)
-        for exposure_id in _expand_segments(name, header):
+        for exposure_id in _expand_segments(name, header, where):
             seg_header = _with_name_keywords(parse_exposure_name(exposure_id), dict(header))
             exposures.append(PlannedExposure(exposure_id, acids, seg_header))
     return _plan(exposures, source)

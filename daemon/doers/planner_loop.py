@@ -308,13 +308,16 @@ class Planner:
         except (ValueError, KeyError, TypeError) as exc:
             raise RecordProblem("bad_input", f"plan {message['plan_id'][:12]} cannot be used: "
                                 f"{exc}") from None
+        # Decided first: a plan a decision cannot take is dead-lettered, not
+        # kept in the ledger to be loaded (and refused) again at every start.
+        emits = [e for state in list(self.states.values())
+                 for e in state.load_plan(plan, self._now(record))]
         self.plans[plan.plan_id] = plan
         self.ledger.keep("plans", message.body)  # outlives a broker that loses the topic
         self.metrics.plans_loaded.inc()
         log.info("plan %s loaded (%s: %d exposure(s) of program(s) %s)", plan.plan_id[:12],
                  plan.source, len(plan.exposures), ", ".join(plan.programs))
-        return [e for state in list(self.states.values())
-                for e in state.load_plan(plan, self._now(record))]
+        return emits
 
     def _topic_for(self, e: Emit) -> str:
         """Replayed work goes to its stage's replay topic (read at low priority)."""

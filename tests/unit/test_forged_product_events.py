@@ -138,8 +138,8 @@ def _reference_rule(name, header):
     """header_copy_problems as first written, every rule in turn: its fast
     path must refuse exactly what this refuses, with the same reasons."""
     from calstream.steps.exposure import (
-        _FITS_VALUE_TYPES,
         COUNT_KEYWORDS,
+        FITS_VALUE_TYPES,
         GUIDER_EXP_TYPES,
         NOT_IN_GUIDER_HEADERS,
         REQUIRED_KEYWORDS,
@@ -147,7 +147,7 @@ def _reference_rule(name, header):
         date_time_problems,
         name_header_disagreements,
     )
-    odd = sorted(str(k)[:40] for k, v in header.items() if type(v) not in _FITS_VALUE_TYPES)
+    odd = sorted(str(k)[:40] for k, v in header.items() if type(v) not in FITS_VALUE_TYPES)
     if odd:
         return [f"header value(s) of {', '.join(odd[:10])} are not FITS values"]
     guider = str(header.get("EXP_TYPE", "")).strip().upper() in GUIDER_EXP_TYPES

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from calstream.steps.plans import PlanError, load_plan, parse_manifest, parse_pool
+from calstream.steps.plans import Plan, PlanError, load_plan, parse_manifest, parse_pool
 
 COLUMNS = "FILENAME|PROGRAM|OBS_NUM|VISIT|EXPOSURE|EXP_TYPE|NEXPOSUR|INSTRUME|DETECTOR|" \
           "TARGETID|FILTER|PUPIL|SUBARRAY|ASN_CANDIDATE|EXSEGTOT|IS_PSF|BKGDTARG|TSOVISIT"
@@ -48,6 +48,9 @@ def test_a_pool_lists_each_file_with_its_candidates_and_keywords(tmp_path):
     (COLUMNS + "\n" + row("jw01234001001_02101_00001_nrcb1_uncal.fits")[:-2], "values for"),
     (COLUMNS + "\n" + row("jw01234001001_02101_00001_nrcb1_uncal.fits",
                           candidates="[('x9', 'observation')]"), "is not oNNN"),
+    # A list of 10**12 segments would be built (and never finish) otherwise.
+    (COLUMNS + "\n" + row("jw01234001001_02101_00001_nrcb1_uncal.fits", segtot="1000000000000"),
+     r"p.csv row 2: EXSEGTOT = 1000000000000 is outside 1\.\.10000"),
 ])
 def test_a_bad_pool_is_an_error_naming_the_row(text, reason):
     with pytest.raises(PlanError, match=reason):
@@ -70,3 +73,21 @@ def test_pool_comment_lines_are_skipped_as_jwst_reads_them():
     text = "# Pool.Image.MIRI\n#\n" + COLUMNS + "\n" + row("jw01234001001_02101_00001_nrcb1_uncal.fits")
     plan = parse_pool(text)
     assert [e.exposure_id for e in plan.exposures] == ["jw01234001001_02101_00001_nrcb1"]
+
+
+@pytest.mark.parametrize("header, reason", [
+    ({"EXSEGTOT": 10**12}, r"EXSEGTOT = 1000000000000 is outside 1\.\.10000"),
+    ({"NEXPOSUR": 10**18}, "NEXPOSUR = 1000000000000000000 is outside"),
+    ({"FILTER": {"a": 1}}, "header value.s. of FILTER are not FITS values"),
+    ({"TARGETID": [1]}, "header value.s. of TARGETID are not FITS values"),
+])
+def test_a_plan_header_no_file_could_have_is_refused(header, reason):
+    """Routing and level-3 names read a plan's keywords as an arrival's: a
+    manifest, and a plan read back from its topic, are held to the bounds
+    and value types a file's header is (steps/exposure.py)."""
+    entry = {"exposure_id": "jw01234001001_02101_00001_nrcb1", "header": header}
+    with pytest.raises(PlanError, match=reason):
+        parse_manifest(json.dumps({"exposures": [entry]}), source="m.json")
+    message = {"plan_id": "0" * 64, "exposures": [{**entry, "candidates": ["o001"]}]}
+    with pytest.raises(PlanError, match=reason):
+        Plan.from_json(message)
