@@ -72,7 +72,15 @@ async def test_dropped_files_become_rate_products_and_events(tmp_path, broker, k
             lambda: deliver([pieces], cfg.inbox, pieces=4, piece_delay=0.6))
         msgs = await wait_for(cfg, ["raw", "products"], lambda ms: len(products(ms)) >= 2,
                               timeout=240)
+        # A product event is on the topic before its item is finished (its
+        # offset recorded, the gauge lowered): the gauges are read once the
+        # last item is, not at the moment a reader sees its event.
         samples = scrape(daemon.ops.address)
+        for _ in range(300):
+            if metric(samples, "calstream_in_flight", stage="detector1") == 0:
+                break
+            await anyio.sleep(0.1)
+            samples = scrape(daemon.ops.address)
         ready = urllib.request.urlopen(f"http://{daemon.ops.address}/readyz", timeout=5)
         assert json.load(ready) == {"ready": True, "problems": []}
         assert pool.workers_started == 1  # the first item started it; it calibrated both
