@@ -41,7 +41,7 @@ from calstream.daemon.deciders.level3_candidates import (
     keys_of,
 )
 from calstream.daemon.deciders.level3_orders import order_work_id, previous_versions, stage3_order
-from calstream.daemon.deciders.level3_status import describe, summary
+from calstream.daemon.deciders.level3_status import describe, named_briefly, summary
 from calstream.steps.associations import (
     AssociationError,
     AssociationInvalid,
@@ -334,8 +334,8 @@ class Level3State:
             missing = cand.missing
             pending_ids = [m for m in sorted(cand.uncalibrated) if m not in cand.held]
             degraded = "; ".join(filter(None, [
-                f"expected but never arrived: {', '.join(missing)}" if missing else "",
-                f"no stage-2 product: {', '.join(pending_ids)}" if pending_ids else ""]))
+                f"expected but never arrived: {named_briefly(missing)}" if missing else "",
+                f"no stage-2 product: {named_briefly(pending_ids)}" if pending_ids else ""]))
         signature = cand.signature = self._signature(cand)
         ready = [self._with_plan(self.calibrated[m].exposure) for m in sorted(cand.members)
                  if m in self.calibrated]

@@ -38,6 +38,15 @@ def missing(state: Level3State, cand: Candidate) -> list[str]:
     return missing
 
 
+def named_briefly(names: list[str], most: int = 100) -> str:
+    """The first ``most`` names, then how many more. A visit may announce up
+    to 100,000 exposures (NEXPOSUR's bound): a degraded order naming every
+    one that never came would be megabytes, over the broker's 1 MB message
+    limit, and no reader could use the list anyway."""
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def describe(state: Level3State, cand: Candidate) -> tuple[dict[str, str], list[str]]:
     """What ``cand`` waits for, in words (for status and metrics)."""
     members = sorted(cand.members)

@@ -189,3 +189,24 @@ def test_the_header_rules_fast_path_refuses_what_the_rules_refuse():
         assert problems == _reference_rule(name, header), (name, header)
         refused += bool(problems)
     assert 300 < refused < 2900  # both ways were taken
+
+
+def test_a_visit_announcing_the_most_exposures_still_gets_a_sendable_order():
+    """NEXPOSUR = 100,000 is within a file's bounds. When the quiet period
+    ends with one exposure calibrated, the degraded stage-3 order names the
+    first hundred that never came and counts the rest: naming all of them
+    made an order of megabytes, over the broker's 1 MB limit."""
+    from calstream.steps.synthetic.headers import synthetic_header
+
+    header = synthetic_header("NIRCAM", "NRC_IMAGE", PROGRAM="01234", OBSERVTN="001",
+                              VISIT="001", EXPOSURE="00001", NEXPOSUR=100_000)
+    state = PlannerState(companion_wait=60.0, level3_settle=0.0, level3_quiet_period=10.0)
+    for n, stage in enumerate(("detector1", "stage2")):
+        body = bench._product_body(stage, header, bench.T0 + n)
+        state.observe(contract.Message("product", body), bench.T0 + n)
+    orders = [e.message for e in state.tick(bench.T0 + 100) if e.topic == "work.stage3"]
+    assert len(orders) == 1 and orders[0]["degraded"]
+    assert "expected but never arrived: " in orders[0]["degraded"]
+    # 100,000 exposures on each of module B's five detectors, one arrived.
+    assert orders[0]["degraded"].endswith(" and 499899 more")
+    assert len(contract.encode(orders[0])) < 100_000
