@@ -270,6 +270,15 @@ def date_time_problems(hdr: Mapping[str, Any]) -> list[str]:
 FITS_VALUE_TYPES = frozenset({str, int, float, bool, type(None)})
 
 
+def non_fits_values(header: Mapping[str, Any]) -> list[str]:
+    """The reason a header copy holds values no FITS card can (an object, a
+    list), or none: the first check of every header a message carries."""
+    if FITS_VALUE_TYPES.issuperset(map(type, header.values())):
+        return []
+    odd = sorted(str(k)[:40] for k, v in header.items() if type(v) not in FITS_VALUE_TYPES)
+    return [f"header value(s) of {', '.join(odd[:10])} are not FITS values"]
+
+
 def header_copy_problems(name: ExposureName, header: Mapping[str, Any]) -> list[str]:
     """Why a header carried in a message (a product event's) cannot be what
     describe_exposure let through from this exposure's file; empty if it can.
@@ -287,9 +296,9 @@ def header_copy_problems(name: ExposureName, header: Mapping[str, Any]) -> list[
     value, the required keywords in one ``map``, the name's parts as one
     tuple); the reasons are worked out only for a header that fails.
     """
-    if not FITS_VALUE_TYPES.issuperset(map(type, header.values())):
-        odd = sorted(str(k)[:40] for k, v in header.items() if type(v) not in FITS_VALUE_TYPES)
-        return [f"header value(s) of {', '.join(odd[:10])} are not FITS values"]
+    odd = non_fits_values(header)
+    if odd:
+        return odd
     required = tuple(map(header.get, REQUIRED_KEYWORDS))
     if None in required or required[:7] != _name_parts(name) \
             or str(required[8]).lower() != name.detector or name.segment is not None \

@@ -31,15 +31,17 @@ COUNT_BOUNDS: dict[str, tuple[int, int]] = {
 REQUIRED_COUNTS = ("NGROUPS", "NINTS", "NEXPOSUR")
 
 
-def count_problems(header: Mapping[str, Any]) -> list[str]:
+def count_problems(header: Mapping[str, Any],
+                   required: tuple[str, ...] = REQUIRED_COUNTS) -> list[str]:
     """Reasons the counts in a primary header are impossible (empty: fine).
 
-    Required counts must be present; optional ones are judged when present.
+    ``required`` counts must be present (a file's header: all three; a
+    plan's keywords: none); the others are judged when present.
     """
     problems = []
     for key, (low, high) in COUNT_BOUNDS.items():
         if key not in header:
-            if key in REQUIRED_COUNTS:
+            if key in required:
                 problems.append(f"{key} is missing")
             continue
         value = header[key]
@@ -57,7 +59,7 @@ def count_problems(header: Mapping[str, Any]) -> list[str]:
     if start is not None and end is not None:
         if start > end:
             problems.append(f"INTSTART = {start} is after INTEND = {end}")
-        elif end > header["NINTS"]:
+        elif "NINTS" in header and end > header["NINTS"]:
             problems.append(f"INTEND = {end} is beyond NINTS = {header['NINTS']}")
     return problems
 

@@ -91,3 +91,15 @@ def test_a_plan_header_no_file_could_have_is_refused(header, reason):
     message = {"plan_id": "0" * 64, "exposures": [{**entry, "candidates": ["o001"]}]}
     with pytest.raises(PlanError, match=reason):
         Plan.from_json(message)
+
+
+def test_a_plan_may_give_a_segments_integrations_without_their_total():
+    """A plan's keywords are partial: INTSTART..INTEND is judged against
+    NINTS only when the plan gives NINTS too."""
+    entry = {"exposure_id": "jw01234001001_02101_00001-seg002_nrcb1",
+             "header": {"INTSTART": 51, "INTEND": 100}}
+    plan = parse_manifest(json.dumps({"exposures": [entry]}))
+    assert plan.exposures[0].header["INTEND"] == 100
+    with pytest.raises(PlanError, match="INTEND = 100 is beyond NINTS = 60"):
+        parse_manifest(json.dumps({"exposures": [
+            {**entry, "header": {**entry["header"], "NINTS": 60}}]}))
