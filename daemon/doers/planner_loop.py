@@ -34,6 +34,7 @@ from calstream.daemon.deciders.product_intake import ProductIntake
 from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
 from calstream.daemon.doers import kafka, planner_restore
 from calstream.daemon.doers.planner_ledger import PlannerLedger
+from calstream.daemon.doers.planner_publishing import Faults, Refused, publish_emits
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
@@ -92,6 +93,7 @@ class Planner:
         self.last_snapshot = (time.monotonic(), 0)  # (when, records_seen then)
         self.restored_from: dict | None = None  # the snapshot the state came from, if any
         self.snapshot_reuse = None  # the last snapshot's blocks (deciders/snapshot_reuse.py)
+        self.faults = Faults(metrics)  # what it survives outside any record
 
     def state_for(self, namespace: str) -> PlannerState:
         state = self.states.get(namespace)
@@ -212,10 +214,10 @@ class Planner:
                     # them from the work topics and shows only /planner.
                     if self.standby is None or self.standby.gate.acting:
                         for state in list(self.states.values()):
-                            await self._publish(state.tick(time.time()))
+                            await self._tick(state)
                         self._update_metrics()
                     else:
-                        self.last_view = self.view()
+                        self.last_view = self._view_or_last()
 
     def _now(self, record) -> float:
         # While rebuilding, time is the event's own: decisions replay as made.
@@ -264,12 +266,26 @@ class Planner:
                 # topic, partition and offset) is known here, and an operator
                 # needs it to find or redrive it.
                 e.message.body["original"] = original_of(record)
-        try:
-            await self._publish(emits)
-        except contract.InvalidMessage as exc:  # its orders are checked when encoded, not before
-            await self._reject(record, "invalid_message", str(exc))
+        refused = await self._publish(emits)
+        if refused:  # its orders are checked when encoded, not before; the others went
+            await self._reject(record, "invalid_message", "; ".join(r.reason for r in refused))
             return
         self.last_progress = time.monotonic()
+
+    async def _tick(self, state: PlannerState) -> None:
+        """Time passes for one namespace. Neither a decision that raises nor
+        an order the encoding refuses may end the planner's task (the daemon
+        would restart into the same tick): the fault is logged and counted,
+        a refused order dead-lettered, and the next tick comes."""
+        try:
+            emits = state.tick(time.time())
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            self.faults.survived("tick", exc)
+            return
+        for r in await self._publish(emits):
+            await self.publisher.dead_letter(
+                category="invalid_message", stage="planner", key=r.emit.key, reason=r.reason,
+                exposure_id=r.emit.message.get("exposure_id"), about=r.emit.message.event_id)
 
     def _decide(self, record) -> list[Emit]:
         if record.topic == self.topics.name("plans"):
@@ -319,53 +335,27 @@ class Planner:
                  plan.source, len(plan.exposures), ", ".join(plan.programs))
         return emits
 
-    def _topic_for(self, e: Emit) -> str:
-        """Replayed work goes to its stage's replay topic (read at low priority)."""
-        st = stages.by_live_topic(e.topic)
-        if st is not None and e.message.get("priority") == "replay":
-            if any(s.logical == st.replay_topic for s in self.topics.specs):
-                return st.replay_topic
-        return e.topic
-
-    async def _publish(self, emits: list[Emit]) -> None:
-        for e in emits:
-            if e.topic == "holds":
-                # Kept before it is sent: whoever sees the record on the topic
-                # (and then stops the daemon, or loses the broker) must find
-                # it kept. A kept record the broker never got is re-published
-                # at the next start.
-                await anyio.to_thread.run_sync(self.ledger.keep, "holds", e.message.body)
-            if await self.publisher.publish(self._topic_for(e), e.key, e.message) is False:
-                continue  # withheld: a standby publishes nothing (doers/planner_standby.py)
-            if e.topic == "work.stage3":
-                version = e.message.get("version") or 1
-                self.metrics.work_orders.labels(stage="stage3",
-                                                degraded=str(bool(e.message["degraded"])).lower()
-                                                ).inc()
-                if version > 1:
-                    self.metrics.superseded.inc()
-                log.info("%s: stage-3 work order (%s, version %d, %d member(s)%s)", e.key,
-                         e.message["pipeline"], version, len(e.message.get("members") or []),
-                         f", degraded: {e.message['degraded']}" if e.message["degraded"] else "",
-                         extra={"exposure_id": e.key, "stage": "planner"})
-            elif e.topic == "work.stage2":
-                self.metrics.work_orders.labels(stage="stage2",
-                                                degraded=str(bool(e.message["degraded"])).lower()
-                                                ).inc()
-                log.info("%s: stage-2 work order (%s%s)", e.key, e.message["pipeline"],
-                         f", degraded: {e.message['degraded']}" if e.message["degraded"] else "",
-                         extra={"exposure_id": e.key, "stage": "planner"})
-            elif e.topic == "holds":
-                release = e.message.get("release")
-                log.warning("%s: %s (%s)", e.key, e.message["state"],
-                            f"by {release['path']}: {release['reason']}" if release
-                            else e.message["reason"],
-                            extra={"exposure_id": e.key, "stage": "planner"})
-            elif e.topic == "deadletter":
-                self.metrics.dead_letters.labels(stage="planner",
-                                                 category=e.message["category"]).inc()
+    async def _publish(self, emits: list[Emit]) -> list[Refused]:
+        return await publish_emits(emits, publisher=self.publisher, topics=self.topics,
+                                   ledger=self.ledger, metrics=self.metrics)
 
     def _update_metrics(self) -> None:
+        try:
+            self._set_gauges()
+        except Exception as exc:  # noqa: BLE001 - a status is never worth the planner
+            self.faults.survived("status", exc)
+        self.last_view = self._view_or_last()
+
+    def _view_or_last(self) -> dict | None:
+        """Built here, in the planner's own task, for the HTTP thread to serve;
+        the last one that could be built if this one cannot."""
+        try:
+            return self.view()
+        except Exception as exc:  # noqa: BLE001 - as above
+            self.faults.survived("status", exc)
+            return self.last_view
+
+    def _set_gauges(self) -> None:
         s = self.state.summary(time.time())
         self.metrics.associations_open.labels(stage="stage2").set(s["waiting"])
         self.metrics.associations_open.labels(stage="stage3").set(s["level3"]["open"])
@@ -379,8 +369,6 @@ class Planner:
             self.metrics.missing_exposures.labels(program=program).set(count)
         self._programs_missing |= set(by_program)
         self.metrics.oldest_missing_age.set(s["level3"]["oldest_missing_age"])
-        # Built here, in the planner's own task, for the HTTP thread to serve.
-        self.last_view = self.view()
 
     def view(self) -> dict:
         """What the planner waits for, for `calstream status` (/planner)."""

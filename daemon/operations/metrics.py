@@ -66,6 +66,10 @@ class Metrics:
             "calstream_planner_rebuilds_total",
             "Planners started again from the topics after their restored state could not be read",
             registry=r)
+        self.planner_faults = Counter(
+            "calstream_planner_faults_total",
+            "Faults the planner survived outside any record: a tick's decisions, its status",
+            ["part"], registry=r)
         self.worker_rss = Gauge(
             "calstream_worker_peak_rss_bytes", "Peak resident memory of each worker process",
             ["stage", "worker"], registry=r)

@@ -37,11 +37,15 @@ class Publisher:
 
     async def dead_letter(self, *, category: str, reason: str, stage: str, key: str,
                           attempts: int = 0, record: ConsumerRecord | None = None,
-                          **extra: Any) -> None:
-        """Nothing is dropped silently: everything that cannot go on goes here."""
+                          about: str | None = None, **extra: Any) -> None:
+        """Nothing is dropped silently: everything that cannot go on goes here.
+        ``about``: what, besides the record (or key, digest and path), tells
+        this dead letter from another (a refused message's event id)."""
         original = _original(record) if record is not None else None
         identity = (original and [original["topic"], original["partition"], original["offset"]]) \
             or [key, extra.get("digest"), extra.get("path")]
+        if about is not None:
+            identity = [*identity, about]
         message = contract.build(
             "dead_letter", contract.event_id("dead_letter", stage, category, *identity),
             category=category, reason=dead_letters.bounded(reason, dead_letters.REASON_BUDGET),

@@ -1,0 +1,113 @@
+"""What the planner sends: each message kept (holds), published, counted, logged.
+
+The deciders build their orders unchecked (tests/unit/test_planner_outputs.py
+checks every kind they make) and the publisher's encoding checks each
+message's schema and size as it goes. A message the encoding refuses is one
+message: it is returned with its reason for a dead letter, and the messages
+after it are still sent. Before, the first refusal ended the batch: the
+orders after it were never published while the state took them as sent, and
+a refusal on a tick (which has no record to blame) ended the planner's task.
+Broker faults are not caught here: the publisher retries them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import anyio
+
+from calstream.daemon import stages
+from calstream.daemon.deciders.planner_records import Emit
+from calstream.daemon.doers.planner_ledger import PlannerLedger
+from calstream.daemon.operations.metrics import Metrics
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+log = logging.getLogger("calstream.planner")
+
+
+@dataclass(frozen=True)
+class Refused:
+    emit: Emit
+    reason: str
+
+
+def topic_for(topics: Topics, e: Emit) -> str:
+    """Replayed work goes to its stage's replay topic (read at low priority)."""
+    st = stages.by_live_topic(e.topic)
+    if st is not None and e.message.get("priority") == "replay":
+        if any(s.logical == st.replay_topic for s in topics.specs):
+            return st.replay_topic
+    return e.topic
+
+
+async def publish_emits(emits: list[Emit], *, publisher, topics: Topics, ledger: PlannerLedger,
+                        metrics: Metrics) -> list[Refused]:
+    """Send ``emits`` in order; the ones the encoding refused, with why."""
+    refused = []
+    for e in emits:
+        if e.topic == "holds":
+            # Kept before it is sent: whoever sees the record on the topic
+            # (and then stops the daemon, or loses the broker) must find
+            # it kept. A kept record the broker never got is re-published
+            # at the next start (and checked again there).
+            await anyio.to_thread.run_sync(ledger.keep, "holds", e.message.body)
+        try:
+            sent = await publisher.publish(topic_for(topics, e), e.key, e.message)
+        except contract.InvalidMessage as exc:
+            refused.append(Refused(e, f"the planner's {e.message.type} for {e.key[:200]!r} "
+                                      f"cannot be sent: {exc}"))
+            continue
+        if sent is False:
+            continue  # withheld: a standby publishes nothing (doers/planner_standby.py)
+        _count_and_log(e, metrics)
+    return refused
+
+
+def _count_and_log(e: Emit, metrics: Metrics) -> None:
+    if e.topic in ("work.stage2", "work.stage3"):
+        stage = e.topic.removeprefix("work.")
+        metrics.work_orders.labels(stage=stage,
+                                   degraded=str(bool(e.message["degraded"])).lower()).inc()
+        degraded = f", degraded: {e.message['degraded']}" if e.message["degraded"] else ""
+        if stage == "stage3":
+            version = e.message.get("version") or 1
+            if version > 1:
+                metrics.superseded.inc()
+            log.info("%s: stage-3 work order (%s, version %d, %d member(s)%s)", e.key,
+                     e.message["pipeline"], version, len(e.message.get("members") or []),
+                     degraded, extra={"exposure_id": e.key, "stage": "planner"})
+        else:
+            log.info("%s: stage-2 work order (%s%s)", e.key, e.message["pipeline"], degraded,
+                     extra={"exposure_id": e.key, "stage": "planner"})
+    elif e.topic == "holds":
+        release = e.message.get("release")
+        log.warning("%s: %s (%s)", e.key, e.message["state"],
+                    f"by {release['path']}: {release['reason']}" if release
+                    else e.message["reason"],
+                    extra={"exposure_id": e.key, "stage": "planner"})
+    elif e.topic == "deadletter":
+        metrics.dead_letters.labels(stage="planner", category=e.message["category"]).inc()
+
+
+class Faults:
+    """Faults the planner survives outside any record (a tick's decisions, its
+    status): each distinct one is logged once with its traceback and counted
+    every time, so a fault repeated every second neither floods the log nor
+    hides (``calstream_planner_faults_total``)."""
+
+    LOGGED = 1000  # distinct reasons remembered; more are logged again (bounded memory)
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+        self._seen: set[str] = set()
+
+    def survived(self, part: str, exc: BaseException) -> None:
+        self.metrics.planner_faults.labels(part=part).inc()
+        reason = f"{part}: {type(exc).__name__}: {exc}"[:500]
+        if reason in self._seen:
+            return
+        if len(self._seen) < self.LOGGED:
+            self._seen.add(reason)
+        log.error("planner: %s (the planner goes on)", reason, exc_info=exc)

@@ -1,0 +1,87 @@
+"""The planner survives what raises outside any record: a tick's decision, an
+order the encoding refuses, its status.
+
+Faults are injected into a real planner (a daemon with the planner role on
+the session's embedded tansu): its deciders are pure and their inputs
+checked, so no valid input makes these happen today, which is why they are
+injected. Before, each ended the planner's task: the daemon would restart,
+rebuild and meet the same tick again.
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from calstream.daemon.deciders import planner_state
+from calstream.daemon.deciders.planner_records import Emit
+from calstream.daemon.doers import planner_loop
+from calstream.topics import contract
+from tests.integration.support import daemon_config, metric, running_daemon, scrape, wait_for
+from tests.integration.test_planner_ha import product_event, publish
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.timeout(120)]
+
+
+def refused_order(key: str) -> Emit:
+    """A stage-2 order its schema refuses (no association, no inputs)."""
+    return Emit("work.stage2", key, contract.Message("work_order", {
+        "schema": "calstream.work_order", "schema_version": contract.SCHEMA_VERSION,
+        "event_id": "0" * 64, "emitted_at": contract.utc_now(), "stage": "stage2",
+        "product_name": key, "exposure_id": key}))
+
+
+async def test_a_failing_tick_a_refused_order_and_a_failing_status_do_not_stop_the_planner(
+        tmp_path, broker, unique_prefix, monkeypatch):
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["planner"])
+    products, inbox = cfg.products, cfg.inbox
+    ticks = {"n": 0}
+    real_tick = planner_state.PlannerState.tick
+
+    def tick(self, now):
+        ticks["n"] += 1
+        if ticks["n"] <= 3:
+            raise RuntimeError("injected: a decision of the tick raised")
+        out = real_tick(self, now)
+        if ticks["n"] == 4:  # a good order beside a refused one: the good one still goes
+            return [refused_order("jw-refused"), *out,
+                    Emit("work.stage2", "jwgood", product_order(cfg))]
+        return out
+
+    def broken_view(self):
+        raise KeyError("injected: the status cannot be built")
+
+    monkeypatch.setattr(planner_state.PlannerState, "tick", tick)
+    monkeypatch.setattr(planner_loop.Planner, "view", broken_view)
+    async with running_daemon(cfg) as daemon:
+        await publish(cfg, [product_event(products, inbox, 1, 1, 2)])
+        # The planner still takes records after the faults and the refusal.
+        with anyio.fail_after(60):
+            while ticks["n"] < 6:
+                await anyio.sleep(0.2)
+        await publish(cfg, [product_event(products, inbox, 1, 2, 2)])
+        seen = await wait_for(cfg, ["work.stage2", "deadletter"], lambda ms: len(
+            [m for m in ms if isinstance(m, contract.Message) and m.type == "work_order"]) >= 3
+            and any(isinstance(m, contract.Message) and m.type == "dead_letter" for m in ms),
+            timeout=60)
+        orders = [m for m in seen if isinstance(m, contract.Message) and m.type == "work_order"]
+        letters = [m for m in seen if isinstance(m, contract.Message) and m.type == "dead_letter"]
+        # The good order beside the refused one went, and both exposures' own.
+        assert sorted(o["product_name"] for o in orders) == sorted(
+            ["jwgood", product_event(products, inbox, 1, 1, 2)["exposure_id"],
+             product_event(products, inbox, 1, 2, 2)["exposure_id"]])
+        assert [(d["stage"], d["category"]) for d in letters] == [("planner", "invalid_message")]
+        assert "'jw-refused'" in letters[0]["reason"] and "cannot be sent" in letters[0]["reason"]
+        samples = scrape(daemon.ops.address)
+        assert metric(samples, "calstream_planner_faults_total", part="tick") == 3
+        assert metric(samples, "calstream_planner_faults_total", part="status") >= 3
+        assert daemon.planner.caught_up
+
+
+def product_order(cfg) -> contract.Message:
+    """A valid stage-2 order, as the planner makes one (taken from a real decision)."""
+    state = planner_state.PlannerState(companion_wait=0.0)
+    event = product_event(cfg.products, cfg.inbox, 2, 1, 1)
+    [emit] = [e for e in state.observe(event, 0.0) if e.topic == "work.stage2"]
+    emit.message.body["product_name"] = "jwgood"
+    return emit.message
