@@ -27,7 +27,8 @@ C = TypeVar("C")
 def decide_each(candidates: Iterable[C], decide: Callable[[C], list]) -> list:
     """``decide(c)`` of every candidate, concatenated; a candidate whose
     decision raises adds nothing, and ``c.failed(reason)`` keeps the reason
-    on it and says whether it is a new one (logged only then)."""
+    on it and says whether it is a new one (logged only then);
+    ``c.decided()`` after a decision that went through."""
     out: list = []
     for cand in candidates:
         try:
@@ -37,4 +38,6 @@ def decide_each(candidates: Iterable[C], decide: Callable[[C], list]) -> list:
             if cand.failed(reason):
                 log.error("planner: %r %s", getattr(cand, "science", None)
                           or getattr(cand, "key", cand), reason, exc_info=exc)
+        else:
+            cand.decided()  # a reason kept from before no longer holds
     return out

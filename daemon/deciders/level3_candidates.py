@@ -56,6 +56,9 @@ class Candidate:
     expected_by: str = "headers"  # "plan" | "headers"
     product_name: str | None = None
     problem: str | None = None  # why it cannot be built, if it cannot
+    # Why its last decision raised (deciders/bulkhead.py). Not in snapshots:
+    # a restored planner finds it again at its next decision.
+    fault: str | None = None
     signature: tuple = ()  # the inputs it would combine now
     # Kept as members change, so a decision costs the same whatever the size:
     held: set[str] = field(default_factory=set)  # members with ENGQLPTG=PLANNED, not released
@@ -71,9 +74,13 @@ class Candidate:
         default=None, repr=False, compare=False)
 
     def failed(self, reason: str) -> bool:
-        """Its decision raised (deciders/bulkhead.py); True if the reason is new."""
-        new, self.problem = self.problem != reason, reason
+        """Its decision raised (deciders/bulkhead.py): shown by status as an
+        error until a decision of it goes through; True if the reason is new."""
+        new, self.fault = self.fault != reason, reason
         return new
+
+    def decided(self) -> None:
+        self.fault = None
 
     def described_later(self, waiting: bool) -> None:
         self.waiting = waiting

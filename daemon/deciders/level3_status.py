@@ -79,7 +79,8 @@ def summary(state: Level3State, now: float) -> dict[str, Any]:
         "candidates": [{
             "candidate": c.label, "acid": c.key.acid, "asn_type": c.key.asn_type,
             "members": len(c.members), "expected_by": c.expected_by,
-            "waiting_for": dict(c.waiting_for), "missing": list(c.missing),
+            "waiting_for": {**c.waiting_for, **({"error": c.fault} if c.fault else {})},
+            "missing": list(c.missing),
             "versions": len(c.sent), "since": c.opened, "quiet_for": now - c.changed,
         } for c in sorted(open_, key=lambda c: c.opened)],
         "missing": missing,

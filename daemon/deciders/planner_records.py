@@ -61,6 +61,9 @@ class Candidate:
         self.waiting_for = {"error": reason}
         return new
 
+    def decided(self) -> None:
+        """Nothing to clear: every decision writes ``waiting_for`` anew."""
+
 
 def routed_exposure(exposure_id: str, header: dict[str, Any], products: dict[str, str],
                     route: Route) -> Exposure:

@@ -210,3 +210,30 @@ def test_a_visit_announcing_the_most_exposures_still_gets_a_sendable_order():
     # 100,000 exposures on each of module B's five detectors, one arrived.
     assert orders[0]["degraded"].endswith(" and 499899 more")
     assert len(contract.encode(orders[0])) < 100_000
+
+
+def test_a_level3_candidate_whose_decision_raises_says_so_until_it_is_decided(monkeypatch):
+    """The bulkhead's reason on a level-3 candidate is shown as its error in
+    status (calstream status, the console) and goes once a decision of it
+    goes through, when its order is sent."""
+    from calstream.daemon.deciders.level3_state import Level3State
+
+    state = PlannerState(companion_wait=60.0, level3_settle=0.0, level3_quiet_period=600.0)
+    real = Level3State._evaluate
+    broken = {"on": True}
+
+    def evaluate(self, cand, now):
+        if broken["on"]:
+            raise LookupError("injected")
+        return real(self, cand, now)
+
+    monkeypatch.setattr(Level3State, "_evaluate", evaluate)
+    for n, body in enumerate(_program()):
+        state.observe(contract.Message("product", body), bench.T0 + n)
+    assert not [e for e in state.tick(bench.T0 + 100) if e.topic == "work.stage3"]
+    [cand] = state.summary(bench.T0 + 100)["level3"]["candidates"]
+    assert cand["waiting_for"] == {"error": "cannot be decided: LookupError: injected"}
+    broken["on"] = False
+    assert [e for e in state.tick(bench.T0 + 101) if e.topic == "work.stage3"]
+    assert not state.summary(bench.T0 + 101)["level3"]["candidates"]  # closed
+    assert all(c.fault is None for c in state.stage3.candidates.values())
