@@ -159,14 +159,20 @@ class Planner:
             log.warning("the broker had lost %d plan(s) and %d hold record(s): re-published "
                         "from %s", lost["plans"], lost["holds"], self.ledger.root)
 
-        def stage3_products() -> list[dict]:
+        def stage3_products() -> list[tuple[str, dict]]:
+            # (the tree it lies in, not what its event claims; its event)
             store = ProductStore(self.cfg.products)
-            return [r["event"] for n in [None, *store.namespaces()]
-                    for r in (store if n is None else store.for_namespace(n)).records("stage3")
-                    if r.get("event", {}).get("stage") == "stage3"]
+            return [(n, r["event"]) for n in ["live", *store.namespaces()]
+                    for r in store.for_namespace(n).records("stage3")
+                    if r["event"].get("stage") == "stage3"]
 
-        for event in await anyio.to_thread.run_sync(stage3_products):
-            self.state_for(event.get("namespace") or "live").restore_product(event)
+        for namespace, event in await anyio.to_thread.run_sync(stage3_products):
+            try:  # a file is untrusted: one the decisions cannot take is left out, not fatal
+                contract.validate("product", event)
+                self.state_for(namespace).restore_product(event)
+            except Exception as exc:  # noqa: BLE001 - see above
+                log.warning("planner: stage-3 record of %s left out: %s: %s",
+                            str(event.get("product_name"))[:200], type(exc).__name__, exc)
 
     async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
         await self.restore()

@@ -28,6 +28,7 @@ import logging
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +46,7 @@ from calstream.daemon.deciders.namespaces import (  # noqa: F401
 )
 
 # The namespace rules are a decider's; re-exported for the store's callers.
+from calstream.daemon.deciders.provenance_records import record_problem
 from calstream.daemon.doers.child_processes import pid_alive
 from calstream.steps.fitsfile import file_digest
 
@@ -174,21 +176,20 @@ class ProductStore:
         inputs, pipeline, context, parameters and versions).
         """
         path = self._record_path(program, observation, name, stage, version)
-        try:
-            record = json.loads(path.read_text())
-        except FileNotFoundError:
-            return None
-        except (OSError, json.JSONDecodeError) as exc:
-            log.warning("unreadable provenance record %s (%s): treating as not done", path, exc)
+        record = self._provenance(path, "treating as not done")
+        if record is None:
             return None
         if work_id is not None and record.get("work_id") != work_id:
             return None
         if verify:
-            for out in record.get("event", {}).get("outputs", []):
+            for out in record["event"].get("outputs", []):
                 p = Path(out["path"])
                 try:
-                    if p.stat().st_size != out.get("size", p.stat().st_size) or \
-                            file_digest(p) != out["digest"]:
+                    # lstat: a product is a regular file; a link or a FIFO
+                    # in its place is not hashed (it may lead anywhere).
+                    st = p.lstat()
+                    if not stat.S_ISREG(st.st_mode) or st.st_size != out.get("size", st.st_size) \
+                            or file_digest(p) != out["digest"]:
                         log.warning("product %s does not match its provenance: redoing", p)
                         return None
                 except FileNotFoundError:
@@ -196,13 +197,34 @@ class ProductStore:
                     return None
         return Done(record)
 
+    def _provenance(self, path: Path, then: str) -> dict[str, Any] | None:
+        """The record at ``path`` if it is one calstream could have written
+        (deciders/provenance_records.py); else None, with a warning saying why
+        and what follows (``then``)."""
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:  # not JSON, not UTF-8, nested too deep
+            log.warning("unreadable provenance record %s (%s): %s", path, exc, then)
+            return None
+        except RecursionError:
+            log.warning("unreadable provenance record %s (nested too deeply): %s", path, then)
+            return None
+        problem = record_problem(record, str(self.root.absolute()))
+        if problem:
+            log.warning("provenance record %s cannot be used (%s): %s", path, problem, then)
+            return None
+        return record
+
     def announced(self, path: Path) -> dict[str, Any] | None:
         """The reader's rule: the output entry of the record that announces
         ``path`` with the file's current digest, or None (not a product: being
         written, replaced, or left by a crash)."""
         path = Path(path)
         for record_path in sorted((path.parent / _PROV).glob("*.json")):
-            for out in _read_json(record_path).get("event", {}).get("outputs", []):
+            record = self._provenance(record_path, "its files are not products")
+            for out in record["event"].get("outputs", []) if record else ():
                 if out.get("path") == str(path):
                     try:
                         same = path.stat().st_size == out.get("size") and \
@@ -219,11 +241,10 @@ class ProductStore:
         paths = [*self.root.glob(f"*/*/{_PROV}/{pattern}"),
                  *self.root.glob(f"*/*/v*/{_PROV}/{pattern}")]
         for path in paths:
-            try:
-                found.append(json.loads(path.read_text()))
-            except (OSError, json.JSONDecodeError) as exc:
-                log.warning("unreadable provenance record %s: %s", path, exc)
-        return sorted(found, key=lambda r: r.get("event", {}).get("emitted_at", ""))
+            record = self._provenance(path, "left out")
+            if record is not None:
+                found.append(record)
+        return sorted(found, key=lambda r: r["event"].get("emitted_at", ""))
 
     def has_input(self, program: str, observation: str, name: str, stage: str,
                   digest: str) -> bool:

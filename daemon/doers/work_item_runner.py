@@ -23,6 +23,7 @@ import anyio
 
 import calstream
 from calstream.daemon.deciders.core_sharing import cores_for_run
+from calstream.daemon.deciders.provenance_records import done_problem
 from calstream.daemon.deciders.retry_policy import Backoff, NextStep, after_run
 from calstream.daemon.deciders.work_items import DETECTOR1_PIPELINE, WorkItem
 from calstream.daemon.doers.digest_memo import remember_written
@@ -104,8 +105,15 @@ class WorkItemRunner:
 
     @staticmethod
     def _done(item: WorkItem, wid: str, store: ProductStore) -> Done | None:
-        return store.lookup(item.program, item.observation, name=item.name, stage=item.stage,
+        done = store.lookup(item.program, item.observation, name=item.name, stage=item.stage,
                             work_id=wid, version=item.version)
+        problem = done and done_problem(done.event, work_id=wid, name=item.name,
+                                        stage=item.stage)
+        if problem:
+            log.warning("%s: its provenance record cannot stand for this work (%s): "
+                        "running it again", item.name, problem, extra=item.log_context)
+            return None
+        return done
 
     async def _re_emit(self, item: WorkItem, wid: str, done: Done) -> None:
         """Already done: re-emit the same event (same event_id) so a subscriber

@@ -13,8 +13,10 @@ from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations.config import load
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.fitsfile import file_digest
+from calstream.topics import contract
 
 NAME = "jw01234001001_02101_00001_nrcb1"
+ELSEWHERE = "e" * 64  # the event id of the product the other member made
 
 
 @pytest.fixture
@@ -67,8 +69,16 @@ async def test_an_item_done_elsewhere_while_it_waited_for_a_worker_is_not_run(tm
             product = scratch / f"{NAME}_rate.fits"
             product.write_bytes(b"SIMPLE made elsewhere")
             final = store.directory("01234", "001") / product.name
-            event = {"event_id": "made-elsewhere", "outputs": [
-                {"path": str(final), "digest": file_digest(product), "size": product.stat().st_size}]}
+            # A record as the other member's runner commits it (its event must
+            # stand for this work: deciders/provenance_records.py).
+            event = contract.build(
+                "product", ELSEWHERE, work_id=runner.work_id(item), stage="detector1",
+                pipeline="calwebb_detector1", outcome="success", program="01234",
+                observation="001", product_name=NAME, jwst_version="3.0.0",
+                crds_context="jwst_0001.pmap", pointing_quality="CALCULATED",
+                pointing_provisional=False, inputs=item.inputs, outputs=[
+                    {"path": str(final), "digest": file_digest(product),
+                     "size": product.stat().st_size, "suffix": "rate"}]).body
             store.publish(scratch, "01234", "001", name=NAME, stage="detector1",
                           record={"work_id": runner.work_id(item), "event": event})
             gate.touch()
@@ -76,6 +86,6 @@ async def test_an_item_done_elsewhere_while_it_waited_for_a_worker_is_not_run(tm
         pool.close()
     # Not run again: the other member's product stays, its event is re-emitted.
     assert final.read_bytes() == b"SIMPLE made elsewhere"
-    assert [(topic, m["event_id"]) for topic, m in bus.sent] == [("products", "made-elsewhere")]
+    assert [(topic, m["event_id"]) for topic, m in bus.sent] == [("products", ELSEWHERE)]
     assert _runs(metrics) == {"duplicate": 1.0}
     assert not list((store.directory("01234", "001") / ".tmp").iterdir())
