@@ -392,3 +392,29 @@ async def test_broker_down_then_up_loses_nothing(dirs):
         drop(inbox, NAME, uncal_bytes())  # recorded only after success: dedupes
         await wait_until(lambda: w.stats().duplicates == 1)
     assert len(rec.arrivals) == 1
+
+
+@pytest.mark.parametrize("damage", ["garbage", "torn"])
+async def test_a_damaged_ledger_is_moved_aside_and_the_watcher_starts(dirs, damage, caplog):
+    """No one has to delete a damaged ledger before the watcher can start:
+    it is moved aside, a new one starts, and the start-up scan does what a
+    first start does (a file whose products exist is recorded, not announced)."""
+    inbox, _, ledger = dirs
+    done_name, new_name = NAME, "jw01234001001_02101_00002_nrcb1_uncal.fits"
+    first = Recorder()
+    async with running(make(dirs, first)):
+        drop(inbox, done_name, uncal_bytes(done_name))
+        await wait_until(lambda: first.arrivals)
+    if damage == "garbage":
+        ledger.write_bytes(os.urandom(8192))
+    else:  # a real database cut short: opens, then fails its check
+        ledger.write_bytes(ledger.read_bytes()[: ledger.stat().st_size // 2])
+    (inbox / new_name).write_bytes(uncal_bytes(new_name))
+    rec = Recorder(products={"jw01234001001_02101_00001_nrcb1"})
+    async with running(make(dirs, rec)) as w:
+        await wait_until(lambda: rec.arrivals)
+        assert [a.exposure_id for a in rec.arrivals] == ["jw01234001001_02101_00002_nrcb1"]
+        assert w.stats().recorded == 1  # the one whose products exist
+    assert [p.name.split(".unreadable-")[0] for p in ledger.parent.glob("*.unreadable-*")] \
+        == ["ledger.sqlite"]
+    assert "cannot be read" in caplog.text

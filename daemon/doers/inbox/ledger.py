@@ -11,6 +11,9 @@ filesystem can block, and the watcher shares its event loop with the daemon.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -22,6 +25,8 @@ import anyio.to_thread
 
 from calstream.daemon.deciders.inbox_file import Sig
 from calstream.daemon.doers.inbox.reports import Arrival
+
+log = logging.getLogger("calstream.watcher")
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS announced (
     exposure_id TEXT NOT NULL,
@@ -41,6 +46,22 @@ _UPSERT = """INSERT INTO announced VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
       recorded_at = excluded.recorded_at, source = excluded.source"""
 
 
+def _connected(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    try:
+        db.execute(_SCHEMA)
+        db.execute("CREATE INDEX IF NOT EXISTS announced_path ON announced(path)")
+        # A damaged file may still open: quick_check reads every page once
+        # (about a second for 100 MB) rather than failing a query later.
+        verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+        if verdict != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {str(verdict)[:200]}")
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class Ledger:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -48,12 +69,26 @@ class Ledger:
 
     @classmethod
     async def open(cls, path: Path) -> Ledger:
+        """The ledger at ``path``; a file there that is no database, or a
+        damaged one, is moved aside and a new ledger started, so that no
+        one has to delete it before the watcher can start. What is lost is
+        a cache: the start-up scan hashes the inbox again, and a file whose
+        products exist is recorded, not announced (Announcer), as on a
+        first start. Errors of the disk or of locking are raised as they are."""
         def connect() -> sqlite3.Connection:
             path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            db.execute(_SCHEMA)
-            db.execute("CREATE INDEX IF NOT EXISTS announced_path ON announced(path)")
-            return db
+            try:
+                return _connected(path)
+            except sqlite3.OperationalError:
+                raise  # the disk, a lock, permissions: not the file's content
+            except sqlite3.DatabaseError as exc:
+                aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+                log.error("inbox ledger %s cannot be read (%s): moved to %s, a new one started; "
+                          "the start-up scan hashes the inbox again", path, exc, aside)
+                return _connected(path)
 
         return cls(await anyio.to_thread.run_sync(connect))
 
