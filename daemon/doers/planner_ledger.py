@@ -49,8 +49,9 @@ class PlannerLedger:
         for path in sorted((self.root / topic).glob("*.json")):
             try:
                 body = json.loads(path.read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                log.warning("unreadable planner record %s (%s): ignored", path, exc)
+            except (OSError, ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep
+                log.warning("unreadable planner record %s (%s): ignored", path,
+                            type(exc).__name__ if isinstance(exc, RecursionError) else exc)
                 continue
             if isinstance(body, dict) and body.get(_KINDS[topic]):
                 out.append(body)

@@ -188,7 +188,9 @@ def _promotions(store: ProductStore) -> list[dict[str, Any]]:
     for path in sorted((store.top / PROMOTIONS).glob("*.json")):
         try:
             doc = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
+            continue
+        if not isinstance(doc, dict):  # a file is untrusted: one not written by promote
             continue
         out.append({k: doc.get(k) for k in ("namespace", "previous", "promoted_at", "reason",
                                             "by", "records")})

@@ -66,7 +66,7 @@ def remove(cfg: Config, ops_address: str) -> None:
 def read(work_dir: Path) -> dict | None:
     try:
         doc = json.loads(record_path(work_dir).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # a file is untrusted: none readable, none
         return None
     return doc if isinstance(doc, dict) and "pid" in doc else None
 

@@ -20,6 +20,10 @@ def test_a_torn_file_is_ignored_and_a_key_cannot_leave_the_ledger(tmp_path):
     ledger = PlannerLedger(tmp_path)
     (tmp_path / "planner" / "plans").mkdir(parents=True)
     (tmp_path / "planner" / "plans" / "torn.json").write_text('{"plan_id": "to')
+    # Not UTF-8, and nested past the parser's recursion limit: ignored too,
+    # where they raised out of the planner's start.
+    (tmp_path / "planner" / "plans" / "latin.json").write_bytes(b'{"plan_id": "\xe9"}')
+    (tmp_path / "planner" / "plans" / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     assert ledger.kept("plans") == []
     with pytest.raises(ValueError):
         ledger.keep("holds", {"exposure_id": "../../etc/x", "state": "held"})
