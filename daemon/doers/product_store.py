@@ -303,7 +303,7 @@ class OutsideRoot(ValueError):
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep
         return {}
     return value if isinstance(value, dict) else {}
 

@@ -145,3 +145,16 @@ def test_the_planner_starts_past_stage3_records_it_cannot_take(tmp_path, caplog)
     anyio.run(planner._restore_from_disk)
     assert planner.state.stage3.restored_order_count() == 1
     assert f"stage-3 record of {bad} left out" in caplog.text
+
+
+@pytest.mark.parametrize("content", [b'{"sha256:1": "\xe9"}', b"[" * 100_000 + b"]" * 100_000,
+                                     b"[1, 2]"])
+def test_a_damaged_failure_record_is_read_as_none_and_written_anew(tmp_path, content):
+    store = ProductStore(tmp_path / "store")
+    failed = store.directory("01234", "001") / ".failed" / f"{NAME}.detector1.json"
+    failed.parent.mkdir(parents=True)
+    failed.write_bytes(content)
+    assert not store.has_failed("01234", "001", NAME, "detector1", "sha256:1")
+    store.record_failure("01234", "001", name=NAME, stage="detector1", digest="sha256:1",
+                         reason="bad")
+    assert store.has_failed("01234", "001", NAME, "detector1", "sha256:1")
