@@ -93,6 +93,12 @@ REQUIRED_KEYWORDS: tuple[str, ...] = tuple(k.name for k in EXPOSURE_KEYWORDS if 
 # the ninth with its detector, in one step.
 assert REQUIRED_KEYWORDS[:7] == ("PROGRAM", "OBSERVTN", "VISIT", "VISITGRP", "SEQ_ID", "ACT_ID",
                                  "EXPOSURE") and REQUIRED_KEYWORDS[8] == "DETECTOR"
+# Read as text by routing, level-3 names and the pointing hold: a number or a
+# truth value there is no JWST exposure's (ENGQLPTG = 3.5 would otherwise pass
+# the hold as "not PLANNED"). header_copy_problems checks them by position.
+TEXT_KEYWORDS = ("INSTRUME", "EXP_TYPE", "SUBARRAY", "ENGQLPTG")
+_TEXT_AT = tuple(REQUIRED_KEYWORDS.index(k) for k in TEXT_KEYWORDS)
+assert _TEXT_AT == (7, 9, 13, 14)
 # FGS guide-star data (calwebb_guider) comes from the guiding activity, not
 # from a planned exposure: its headers carry no visit group, sequence,
 # activity, exposure number or pointing quality, and its names none of them.
@@ -208,7 +214,7 @@ def describe_exposure(path: str | os.PathLike[str]) -> ExposureInfo:
         raise BadExposure(f"{fname}: name and primary header disagree: " + "; ".join(disagree))
 
     counts = {k: _json_value(hdr[k]) for k in (*COUNT_KEYWORDS, "READPATT") if k in hdr}
-    problems = count_problems(counts) + date_time_problems(hdr)
+    problems = text_keyword_problems(hdr) + count_problems(counts) + date_time_problems(hdr)
     if not problems:
         problems = shape_problems(counts, _sci_header(path, fname))
     if problems:
@@ -255,6 +261,12 @@ def name_header_disagreements(name: ExposureName, hdr: Mapping[str, Any],
     return disagree
 
 
+def text_keyword_problems(hdr: Mapping[str, Any]) -> list[str]:
+    """TEXT_KEYWORDS present with a value that is not text."""
+    return [f"{k} = {hdr[k]!r} is not text" for k in TEXT_KEYWORDS
+            if k in hdr and not isinstance(hdr[k], str)]
+
+
 def date_time_problems(hdr: Mapping[str, Any]) -> list[str]:
     """DATE-OBS and TIME-OBS as association names read them (the exposure
     start; CRDS selects by it too): a value they cannot read is refused at
@@ -289,7 +301,8 @@ def header_copy_problems(name: ExposureName, header: Mapping[str, Any]) -> list[
     exposures), a TIME-OBS that names nothing, an object where a filter name
     goes -- and fail there, for every later decision about its visit. The
     same rules as for a file, written once: the required keywords, the
-    name's agreement, the counts' bounds, the start's date and time.
+    name's agreement, the text keywords' type, the counts' bounds, the
+    start's date and time.
 
     On the planner's way in for every new product event, so what a true
     header passes is asked first, in C where it can be (the type of every
@@ -302,13 +315,16 @@ def header_copy_problems(name: ExposureName, header: Mapping[str, Any]) -> list[
     required = tuple(map(header.get, REQUIRED_KEYWORDS))
     if None in required or required[:7] != _name_parts(name) \
             or str(required[8]).lower() != name.detector or name.segment is not None \
-            or header.get("EXSEGTOT", 1) != 1:
+            or header.get("EXSEGTOT", 1) != 1 or type(required[7]) is not str \
+            or type(required[9]) is not str or type(required[13]) is not str \
+            or type(required[14]) is not str:
         guider = str(header.get("EXP_TYPE", "")).strip().upper() in GUIDER_EXP_TYPES
         missing = [k for k, v in zip(REQUIRED_KEYWORDS, required, strict=True)
                    if v is None and not (guider and k in NOT_IN_GUIDER_HEADERS)]
         if missing:
             return [f"header without required keyword(s) {', '.join(missing)}"]
-        problems = name_header_disagreements(name, header, guider)
+        problems = name_header_disagreements(name, header, guider) \
+            + text_keyword_problems(header)
     else:
         problems = []
     return problems + count_problems(header) + date_time_problems(header)

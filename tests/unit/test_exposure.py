@@ -108,6 +108,27 @@ def test_segments(tmp_path):
         describe_exposure(write(tmp_path, name))
 
 
+@pytest.mark.parametrize("changes, words", [
+    ({"ENGQLPTG": 3.5}, "ENGQLPTG = 3.5 is not text"),  # would pass the hold as not PLANNED
+    ({"INSTRUME": 5}, "INSTRUME = 5 is not text"),
+    ({"EXP_TYPE": True}, "EXP_TYPE = True is not text"),
+    ({"SUBARRAY": 160}, "SUBARRAY = 160 is not text"),
+])
+def test_keywords_read_as_text_must_be_text(tmp_path, changes, words):
+    """The same rule for a file at the door and for its header carried in a
+    product event (header_copy_problems)."""
+    from calstream.steps.exposure import header_copy_problems
+    from calstream.steps.naming import parse_exposure_name
+
+    with pytest.raises(BadExposure, match="impossible header value") as err:
+        describe_exposure(write(tmp_path, **changes))
+    assert words in str(err.value)
+    header = describe_exposure(write(tmp_path)).header
+    name = parse_exposure_name(NAME)
+    assert header_copy_problems(name, header) == []
+    assert header_copy_problems(name, {**header, **changes}) == [words]
+
+
 @pytest.mark.parametrize(
     "name, words",
     [

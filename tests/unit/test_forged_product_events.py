@@ -146,6 +146,7 @@ def _reference_rule(name, header):
         count_problems,
         date_time_problems,
         name_header_disagreements,
+        text_keyword_problems,
     )
     odd = sorted(str(k)[:40] for k, v in header.items() if type(v) not in FITS_VALUE_TYPES)
     if odd:
@@ -155,7 +156,7 @@ def _reference_rule(name, header):
                if header.get(k) is None and not (guider and k in NOT_IN_GUIDER_HEADERS)]
     if missing:
         return [f"header without required keyword(s) {', '.join(missing)}"]
-    return (name_header_disagreements(name, header, guider)
+    return (name_header_disagreements(name, header, guider) + text_keyword_problems(header)
             + count_problems({k: header[k] for k in COUNT_KEYWORDS if k in header})
             + date_time_problems(header))
 
