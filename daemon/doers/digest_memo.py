@@ -25,7 +25,7 @@ from typing import Any
 
 from calstream.daemon.deciders.inbox_file import NOT_A_FILE, Sig
 from calstream.steps.exposure import ExposureInfo, describe_exposure
-from calstream.steps.fitsfile import file_digest
+from calstream.steps.fitsfile import file_digest, read_primary_header
 
 # Arrivals and products in flight at once are a few dozen; old entries only
 # ever miss (a new signature), so the bound is about memory, not correctness.
@@ -53,6 +53,19 @@ def exposure_of(path: str | os.PathLike[str]) -> ExposureInfo:
     admission checks an arrival's claims against the header the watcher
     read (astropy's header parsing: ~10 ms of the main process's CPU)."""
     return _read(path, "exposure", describe_exposure)
+
+
+def pointing_of(path: str | os.PathLike[str]) -> str | None:
+    """The ENGQLPTG of a FITS product's own primary header (None: none, or
+    not readable as FITS): what the stage consumers' pointing gate reads."""
+    def read(p: Any) -> str | None:
+        try:
+            value = read_primary_header(p).get("ENGQLPTG")
+        except ValueError:  # not FITS, incomplete, corrupt: the run judges the file
+            return None
+        return value if isinstance(value, str) else None
+
+    return _read(path, "pointing", read)
 
 
 def _read(path: str | os.PathLike[str], what: str, read: Callable[[Any], Any]) -> Any:

@@ -15,6 +15,7 @@ import anyio
 
 from calstream.daemon.deciders import admission
 from calstream.daemon.deciders.admission import ExposureFacts, FileFacts, Roots, Verdict
+from calstream.daemon.deciders.pointing_gate import exposure_of_input, planned_inputs_problem
 from calstream.daemon.deciders.work_items import (
     WorkItem,
     detector1_item,
@@ -22,7 +23,7 @@ from calstream.daemon.deciders.work_items import (
     pipeline_of,
     work_order_item,
 )
-from calstream.daemon.doers.digest_memo import digest_of, exposure_of
+from calstream.daemon.doers.digest_memo import digest_of, exposure_of, pointing_of
 from calstream.daemon.doers.kafka import Record
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.operations.config import Config
@@ -130,6 +131,13 @@ class RecordAdmitter:
             message, self.stage.name,
             [self.runner.store.namespace_of(Path(i["path"])) for i in inputs],
             [_facts(i["path"]) for i in inputs], _roots([self.cfg.products]), from_replay)
+        if problem:
+            return problem, message
+        # The files' own headers, not the planner's reading of an event, say
+        # whether an input's pointing is still provisional (pointing_gate.py).
+        problem = planned_inputs_problem(message.body, {
+            i["path"]: pointing_of(i["path"]) for i in inputs
+            if exposure_of_input(i["path"]) is not None})
         if problem:
             return problem, message
         return admission.work_order_staleness(
