@@ -25,6 +25,9 @@ from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.topics.canonical_json import canonical_json, canonical_json_of_parsed
 
 PER_EXPOSURE_STAGES = ("detector1", "stage2", "dark", "guider")
+# Made from an uncal file: their pointing_quality is that file's ENGQLPTG (a
+# stage-2 product's may be a correction's).
+_FROM_A_FILE = frozenset(arrival_product_stages())
 
 
 def _plain(path: str) -> bool:
@@ -153,6 +156,14 @@ def product_event_problems(event: Mapping[str, Any], *, products_root: str,
                                 f"{parsed.observation!r}")
             if event.get("outcome") == "success":
                 problems += _decided_on_problems(parsed, event.get("header"), outputs)
+                if stage in _FROM_A_FILE and type(event.get("header")) is dict \
+                        and event.get("pointing_quality") != str(
+                            event["header"].get("ENGQLPTG", "UNKNOWN")):
+                    # The hold reads pointing_quality; the file's header
+                    # (copied here as read at the door) is what it stands for.
+                    problems.append(
+                        f"pointing_quality {str(event.get('pointing_quality'))[:40]!r} but the "
+                        f"header says ENGQLPTG = {str(event['header'].get('ENGQLPTG'))[:40]!r}")
     elif stage == "stage3" and not name.startswith(f"jw{event.get('program')}-"):
         problems.append(f"level-3 product {name!r} is not program {event.get('program')!r}'s")
     return problems

@@ -15,7 +15,7 @@ HEADER = synthetic_header("NIRCAM", "NRC_IMAGE", PROGRAM="01234", OBSERVTN="001"
 def event(**changes):
     body = {"stage": "detector1", "outcome": "success", "program": "01234", "observation": "001",
             "product_name": EID, "exposure_id": EID, "namespace": "live", "replay": None,
-            "header": dict(HEADER),
+            "header": dict(HEADER), "pointing_quality": HEADER["ENGQLPTG"],
             "inputs": [{"path": f"{INBOX}/{EID}_uncal.fits", "digest": "sha256:" + "0" * 64}],
             "outputs": [{"path": f"{STORE}/01234/001/{EID}_rate.fits", "suffix": "rate"}]}
     body.update(changes)
@@ -122,3 +122,17 @@ def test_inside_as_text_agrees_with_the_path_parts():
             expected = p.is_absolute() and ".." not in p.parts and \
                 p.is_relative_to(PurePosixPath(root))
             assert inside(path, [root]) == expected, (path, root)
+
+
+def test_a_file_products_pointing_quality_is_its_headers():
+    """The hold reads pointing_quality; for a product made from an uncal file
+    it is that file's ENGQLPTG, which the event's header copies. A stage-2
+    product's may be a correction's, so it is not compared."""
+    planned = {**HEADER, "ENGQLPTG": "PLANNED"}
+    assert problems(header=planned, pointing_quality="PLANNED") == []
+    [reason] = problems(header=planned, pointing_quality="CALCULATED_TRACK_TR_202111")
+    assert reason == ("pointing_quality 'CALCULATED_TRACK_TR_202111' but the header says "
+                      "ENGQLPTG = 'PLANNED'")
+    level2_inputs = [{"path": f"{STORE}/01234/001/{EID}_rate.fits", "digest": "x"}]
+    assert problems(stage="stage2", inputs=level2_inputs, header=planned,
+                    pointing_quality="CALCULATED_TRACK_TR_202111") == []

@@ -106,7 +106,7 @@ def _product(**over) -> bytes:
             "outputs": [{"path": "/products/01234/001/jw01234001001_02101_00001_nrcb1_rate.fits",
                          "digest": "sha256:" + "1" * 64, "size": 1, "suffix": "rate"}],
             "jwst_version": "3.0.0", "crds_context": "jwst_0001.pmap",
-            "pointing_quality": "CALCULATED", "pointing_provisional": False}
+            "pointing_quality": "CALCULATED_TRACK_TR_202111", "pointing_provisional": False}
     body.update(over)
     return json.dumps(body).encode()
 

@@ -114,6 +114,7 @@ def test_dark_and_guider_products_are_made_from_inbox_files():
         event = {"stage": product_stage, "outcome": "success", "program": name[2:7],
                  "observation": name[7:10], "product_name": name, "exposure_id": name,
                  "namespace": "live", "replay": None, "header": headers[product_stage],
+                 "pointing_quality": headers[product_stage].get("ENGQLPTG", "UNKNOWN"),
                  "inputs": [{"path": f"/data/inbox/{name}_uncal.fits", "digest": "x"}],
                  "outputs": [{"path": f"/data/products/{name[2:7]}/{name[7:10]}/"
                                       f"{name}_{suffix}.fits", "suffix": suffix}]}
