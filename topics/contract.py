@@ -164,12 +164,18 @@ def validate(message_type: str, body: dict[str, Any]) -> None:
         return
     errors = sorted(_validator(message_type).iter_errors(body), key=lambda e: list(e.absolute_path))
     if errors:
-        first = errors[0]
-        where = "/".join(str(p) for p in first.absolute_path)[:200] or "(top level)"
-        more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-        # jsonschema quotes the offending value whole: bound it for the reason.
-        what = first.message if len(first.message) <= 300 else first.message[:300] + "..."
-        raise InvalidMessage(f"{message_type} message invalid at {where}: {what}{more}")
+        first, at = errors[0], errors[0].absolute_path
+    else:
+        # The reference's patterns are Python's, where "$" also matches before
+        # a final newline; JSON Schema's (ECMA 262), as jsonschema-rs reads
+        # them, do not: "jw01234001001_02101_00001_nrcb1\n" is no exposure id.
+        errors = list(_fast_validator(message_type).iter_errors(body))
+        first, at = errors[0], errors[0].instance_path
+    where = "/".join(str(p) for p in at)[:200] or "(top level)"
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    # jsonschema quotes the offending value whole: bound it for the reason.
+    what = first.message if len(first.message) <= 300 else first.message[:300] + "..."
+    raise InvalidMessage(f"{message_type} message invalid at {where}: {what}{more}")
 
 
 def build(message_type: str, event_id: str, **fields: Any) -> Message:

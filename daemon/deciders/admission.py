@@ -72,9 +72,15 @@ def replay_problem(replay: dict) -> str | None:
     except BadNamespace as exc:
         return f"replay request: {exc}"
     context = replay.get("crds_context")
-    if context is not None and not (isinstance(context, str) and context.endswith(".pmap")):
-        return f"replay request: CRDS context {context!r} is not a .pmap name"
+    if context is not None and not (isinstance(context, str) and _CONTEXT.fullmatch(context)):
+        return f"replay request: CRDS context {str(context)[:80]!r} is not a .pmap name"
     return None
+
+
+# The contract's grammar of a context (a work order's and a product event's
+# crds_context): a replay's becomes the run's CRDS_CONTEXT and its product's
+# crds_context, so "../../x.pmap" is no name of one.
+_CONTEXT = re.compile(r"[a-z0-9_]{1,40}\.pmap")  # matched whole: no final newline either
 
 
 def within_roots(resolved: Path, resolved_roots: list[Path]) -> bool:
@@ -175,7 +181,8 @@ def work_order_problem(order: dict, stage: str, input_namespaces: list[str | Non
     return None
 
 
-# Names that become file names in the product store: no "/", no leading dot.
+# Names that become file names in the product store: no "/", no leading dot
+# (fullmatch: "$" alone lets a final newline through).
 _FILE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.+-]{0,199}$", re.IGNORECASE)
 
 
@@ -189,7 +196,7 @@ def association_problem(order: dict, stage: str) -> str | None:
     if observation is not None and not re.fullmatch(r"[0-9]{3}", str(observation)):
         return f"observation {str(observation)[:40]!r} is not 3 digits"
     if order.get("association_path") is not None and not (
-            _FILE_NAME.match(order["association_path"])
+            _FILE_NAME.fullmatch(order["association_path"])
             and order["association_path"].endswith("_asn.json")):
         return f"association_path {order['association_path'][:80]!r} is not a plain file name"
     asn = order["association"]
@@ -198,7 +205,7 @@ def association_problem(order: dict, stage: str) -> str | None:
         return "the association has no products"
     names = [asn.get(k) for k in ("asn_id", "program", "version_id", "asn_type")]
     names += [p.get("name") if isinstance(p, dict) else None for p in products]
-    bad = [n for n in names if not (isinstance(n, str) and _FILE_NAME.match(n))]
+    bad = [n for n in names if not (isinstance(n, str) and _FILE_NAME.fullmatch(n))]
     if bad:
         return f"association name(s) that cannot be file names: {', '.join(map(repr, bad))[:200]}"
     inputs = {i.get("path") for i in order.get("inputs", [])}
@@ -207,9 +214,11 @@ def association_problem(order: dict, stage: str) -> str | None:
         if not isinstance(members, list) or not members:
             return f"association product {product['name']!r} has no members"
         for m in members:
-            if not isinstance(m, dict) or m.get("expname") not in inputs:
-                name = m.get("expname") if isinstance(m, dict) else m
+            name = m.get("expname") if isinstance(m, dict) else m
+            if not isinstance(m, dict) or not isinstance(name, str) or name not in inputs:
                 return f"association member {str(name)[:200]!r} is not one of the order's inputs"
+            if not isinstance(m.get("exptype"), str):  # the product event lists members by it
+                return f"association member {name[:200]!r} has no exptype"
     return None
 
 

@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import stat
@@ -57,6 +58,7 @@ _PROV = ".provenance"
 _OWNER = ".owner"
 _LOGS = ".logs"
 _FAILED = ".failed"  # inputs whose run was dead-lettered: not announced again at a start
+_VERSION_DIR = re.compile(r"v([1-9][0-9]*)")  # directory(): version N > 1 is in v<N>
 
 @dataclass(frozen=True)
 class Done:
@@ -101,6 +103,17 @@ class ProductStore:
     def directory(self, program: str, observation: str, version: int = 1) -> Path:
         base = self.root / program / observation
         return self.inside(base if version <= 1 else base / f"v{version}")
+
+    def earlier_versions(self, program: str, observation: str, version: int) -> list[int]:
+        """The versions before ``version`` that have a directory here, newest
+        first. Listed, not counted down from ``version``: that is any integer
+        a work order says (10**18 was a loop of 10**18 lookups)."""
+        if version <= 1:
+            return []
+        base = self.directory(program, observation)
+        found = [int(m[1]) for p in (base.iterdir() if base.is_dir() else ())
+                 if (m := _VERSION_DIR.fullmatch(p.name))]
+        return sorted({v for v in found if v < version} | {1}, reverse=True)
 
     def inside(self, path: Path) -> Path:
         """``path`` if it lies inside this store's root once resolved; names

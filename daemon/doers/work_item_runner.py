@@ -284,7 +284,7 @@ class WorkItemRunner:
     def _supersedes(self, item: WorkItem) -> str | None:
         """The product event of the newest earlier version still in the item's namespace."""
         store = self.store.for_namespace(item.namespace)
-        for version in range(item.version - 1, 0, -1):
+        for version in store.earlier_versions(item.program, item.observation, item.version):
             done = store.lookup(item.program, item.observation, name=item.name,
                                 stage=item.stage, version=version, verify=False)
             if done is not None:
