@@ -27,13 +27,15 @@ _NAME = re.compile(
     r"_(?P<exposure>\d{5})(?:-seg(?P<segment>\d{3}))?"
     r"_(?P<detector>[a-z0-9]+)"
     r"(?:_(?P<suffix>[a-z0-9]+))?"
-    r"(?P<extension>\.fits)?$"
+    r"(?P<extension>\.fits)?$",
+    re.ASCII,  # \d is 0-9 only: a Unicode digit is no part of a JWST name
 )
 _GUIDER_NAME = re.compile(
     r"^jw(?P<program>\d{5})(?P<observation>\d{3})(?P<visit>\d{3})"
     r"_(?P<guider>gs-(?:acq1|acq2|track|fg)_\d{13}|gs-id_\d{1,3}_(?:image|stacked))"
     r"(?:_(?P<suffix>[a-z0-9]+))?"
-    r"(?P<extension>\.fits)?$"
+    r"(?P<extension>\.fits)?$",
+    re.ASCII,
 )
 
 
@@ -95,12 +97,12 @@ def parse_exposure_name(name: str) -> ExposureName:
     convention.
     """
     base = name.rsplit("/", 1)[-1]
-    m = _NAME.match(base)
+    m = _NAME.fullmatch(base)  # whole: "$" alone lets a final newline through
     if m:
         parts = m.groupdict()
         parts.pop("extension")
         return _named(parts, guider=None)
-    m = _GUIDER_NAME.match(base)
+    m = _GUIDER_NAME.fullmatch(base)
     if m:
         parts = m.groupdict()
         parts.pop("extension")

@@ -221,7 +221,10 @@ def test_guider_names_parse_and_others_do_not():
         assert parsed.filename() == name
     assert not parse_exposure_name(NAME).is_guider
     for bad in ("jw01029001001_gs-xyz_2022142181502_uncal.fits",
-                "jw01029001001_gs-acq1_20221_uncal.fits"):
+                "jw01029001001_gs-acq1_20221_uncal.fits",
+                # a final newline, Unicode digits: no JWST name has them
+                "jw01029001001_gs-fg_2022142181502_uncal.fits\n", f"{NAME}\n",
+                "jw\u0660\u0661\u0662\u0663\u0664001001_02101_00001_nrcb1_uncal.fits"):
         with pytest.raises(BadName):
             parse_exposure_name(bad)
 
