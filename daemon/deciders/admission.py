@@ -72,9 +72,15 @@ def replay_problem(replay: dict) -> str | None:
     except BadNamespace as exc:
         return f"replay request: {exc}"
     context = replay.get("crds_context")
-    if context is not None and not (isinstance(context, str) and _CONTEXT.fullmatch(context)):
+    if context is not None and not is_context_name(context):
         return f"replay request: CRDS context {str(context)[:80]!r} is not a .pmap name"
     return None
+
+
+def is_context_name(context: object) -> bool:
+    """A CRDS context's name (jwst_1535.pmap), as a work order's is: what
+    `calstream replay` accepts and a stage admits."""
+    return isinstance(context, str) and _CONTEXT.fullmatch(context) is not None
 
 
 # The contract's grammar of a context (a work order's and a product event's

@@ -31,6 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from calstream.daemon.deciders.admission import is_context_name
 from calstream.daemon.deciders.replay_selection import (
     SOURCES,
     Selection,
@@ -55,7 +56,7 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
     """Select, check retention, and (unless dry-run or a refused gap) publish.
     Returns the report."""
     check_namespace(namespace, allow_live=False)
-    if crds_context is not None and not crds_context.endswith(".pmap"):
+    if crds_context is not None and not is_context_name(crds_context):
         raise ConfigError(f"--crds-context {crds_context!r} is not a context name "
                           "(e.g. jwst_1535.pmap)")
     topics = Topics(cfg.topic_prefix)

@@ -209,3 +209,20 @@ def test_a_bad_selection_is_a_configuration_error_of_the_command(capsys):
         assert main(["replay", "--namespace", "n1", "--kafka-bootstrap", "127.0.0.1:9",
                      *bad]) == 2
         assert "configuration error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("context", ["../../x.pmap", "jwst_1535.pmap\n", "latest", "JWST.pmap"])
+def test_replay_refuses_a_context_that_is_no_context_name(tmp_path, context):
+    """The stages admit only a context named as a work order's is (a replay's
+    becomes the run's CRDS_CONTEXT): `calstream replay` refuses the others
+    before it reads a topic."""
+    import anyio
+
+    from calstream.daemon.deciders.replay_selection import Selection
+    from calstream.daemon.operations.config import load
+    from calstream.daemon.operations.replay import run_replay
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    with pytest.raises(ConfigError, match="is not a context name"):
+        anyio.run(lambda: run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
+                                     crds_context=context))
