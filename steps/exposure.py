@@ -93,12 +93,14 @@ REQUIRED_KEYWORDS: tuple[str, ...] = tuple(k.name for k in EXPOSURE_KEYWORDS if 
 # the ninth with its detector, in one step.
 assert REQUIRED_KEYWORDS[:7] == ("PROGRAM", "OBSERVTN", "VISIT", "VISITGRP", "SEQ_ID", "ACT_ID",
                                  "EXPOSURE") and REQUIRED_KEYWORDS[8] == "DETECTOR"
-# Read as text by routing, level-3 names and the pointing hold: a number or a
-# truth value there is no JWST exposure's (ENGQLPTG = 3.5 would otherwise pass
-# the hold as "not PLANNED"). header_copy_problems checks them by position.
-TEXT_KEYWORDS = ("INSTRUME", "EXP_TYPE", "SUBARRAY", "ENGQLPTG")
-_TEXT_AT = tuple(REQUIRED_KEYWORDS.index(k) for k in TEXT_KEYWORDS)
-assert _TEXT_AT == (7, 9, 13, 14)
+# Read as text by routing, level-3 names, the pointing hold and the arrival's
+# schema: a number or a truth value there is no JWST exposure's (ENGQLPTG =
+# 3.5 would pass the hold as "not PLANNED"; a PROGRAM the door did not give
+# as the name's text could not be in an arrival). header_copy_problems
+# finds PROGRAM and DETECTOR by comparing them with the name's text, and the
+# others by their positions in REQUIRED_KEYWORDS.
+TEXT_KEYWORDS = ("PROGRAM", "INSTRUME", "DETECTOR", "EXP_TYPE", "SUBARRAY", "ENGQLPTG")
+assert tuple(REQUIRED_KEYWORDS.index(k) for k in TEXT_KEYWORDS) == (0, 7, 8, 9, 13, 14)
 # FGS guide-star data (calwebb_guider) comes from the guiding activity, not
 # from a planned exposure: its headers carry no visit group, sequence,
 # activity, exposure number or pointing quality, and its names none of them.
@@ -213,14 +215,20 @@ def describe_exposure(path: str | os.PathLike[str]) -> ExposureInfo:
     if disagree:
         raise BadExposure(f"{fname}: name and primary header disagree: " + "; ".join(disagree))
 
+    header = {k.name: _json_value(hdr[k.name]) for k in EXPOSURE_KEYWORDS if k.name in hdr}
+    # Some writers store the ids as integers. They agree with the name (just
+    # checked) and travel as the name's text, which the arrival's schema and
+    # every reader of the copy expect (PROGRAM = 1234 made an arrival that
+    # could not be built).
+    for key, part in zip(REQUIRED_KEYWORDS[:7], _name_parts(name), strict=True):
+        if part and type(header.get(key)) is int:
+            header[key] = part
     counts = {k: _json_value(hdr[k]) for k in (*COUNT_KEYWORDS, "READPATT") if k in hdr}
-    problems = text_keyword_problems(hdr) + count_problems(counts) + date_time_problems(hdr)
+    problems = text_keyword_problems(header) + count_problems(counts) + date_time_problems(hdr)
     if not problems:
         problems = shape_problems(counts, _sci_header(path, fname))
     if problems:
         raise BadExposure(f"{fname}: impossible header value(s): " + "; ".join(problems))
-
-    header = {k.name: _json_value(hdr[k.name]) for k in EXPOSURE_KEYWORDS if k.name in hdr}
     return ExposureInfo(name=name, exposure_id=name.exposure_id, path=path, header=header)
 
 

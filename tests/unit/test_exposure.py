@@ -69,6 +69,8 @@ def test_integer_ids_and_long_detector_names(tmp_path):
         write(tmp_path, name, PROGRAM=1234, EXPOSURE=1, DETECTOR="NRCALONG", MODULE="A")
     )
     assert info.exposure_id == "jw01234001001_02101_00001_nrcalong"
+    # ... and travel as the name's text (the arrival's schema wants PROGRAM as text)
+    assert (info.header["PROGRAM"], info.header["EXPOSURE"]) == ("01234", "00001")
 
 
 def test_missing_required_keywords(tmp_path):
