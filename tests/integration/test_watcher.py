@@ -418,3 +418,25 @@ async def test_a_damaged_ledger_is_moved_aside_and_the_watcher_starts(dirs, dama
     assert [p.name.split(".unreadable-")[0] for p in ledger.parent.glob("*.unreadable-*")] \
         == ["ledger.sqlite"]
     assert "cannot be read" in caplog.text
+
+
+async def test_a_file_whose_arrival_message_is_refused_is_rejected_not_retried(dirs):
+    """A refused message is a fact about the file (whatever the door missed),
+    not a broker fault: the file is quarantined with the reason once."""
+    from calstream.topics import contract
+
+    inbox, quarantine, _ = dirs
+
+    class Refusing(Recorder):
+        async def on_arrival(self, a: Arrival) -> None:
+            self.calls += 1
+            raise contract.InvalidMessage("arrival message invalid at header/PROGRAM")
+
+    rec = Refusing()
+    async with running(make(dirs, rec)):
+        drop(inbox, NAME, uncal_bytes())
+        await wait_until(lambda: rec.rejections)
+        await anyio.sleep(0.5)  # a retry would come within retry_initial (0.1 s)
+    assert rec.calls == 1
+    assert "its arrival message is refused: arrival message invalid" in rec.rejections[0].reason
+    assert not (inbox / NAME).exists() and list(quarantine.glob(f"*{NAME}*"))

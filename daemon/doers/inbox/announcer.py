@@ -14,10 +14,18 @@ import anyio.to_thread
 from calstream.daemon.deciders.inbox_file import Sig
 from calstream.daemon.doers.inbox.ledger import Ledger
 from calstream.daemon.doers.inbox.reports import Arrival, Counts, log_file
+from calstream.topics import contract
 
 
 class AnnouncementFailed(Exception):
-    """``on_arrival`` raised (``__cause__``); the watcher retries later."""
+    """``on_arrival`` raised (``__cause__``); the watcher retries later,
+    unless ``refused``: the file's arrival message is refused by its own
+    schema, a fact about the file (a header the door should have refused),
+    so the watcher rejects the file instead of retrying it for good."""
+
+    def __init__(self, reason: str, *, refused: bool = False):
+        super().__init__(reason)
+        self.refused = refused
 
 
 @dataclass(eq=False)
@@ -61,6 +69,10 @@ class Announcer:
         log_file(logging.INFO, f"{what} ({a.digest}, {a.size} bytes)", a.path, a)
         try:
             await self.on_arrival(a)
+        except contract.InvalidMessage as exc:  # the message, not the broker
+            self.counts.errors += 1
+            raise AnnouncementFailed(f"its arrival message is refused: {exc}",
+                                     refused=True) from exc
         except Exception as exc:
             self.counts.errors += 1
             raise AnnouncementFailed(repr(exc)) from exc

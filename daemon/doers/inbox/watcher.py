@@ -375,6 +375,9 @@ class Watcher:
         try:
             dealt_with = await self._announcer.announce(a, sig)
         except AnnouncementFailed as exc:
+            if exc.refused:
+                await self._reject(t, str(exc), a.digest)
+                return
             t.state, retry = decide.after_announce_failed(
                 t.state, now=time.monotonic(), rules=self.rules
             )
