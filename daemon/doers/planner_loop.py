@@ -289,9 +289,11 @@ class Planner:
             self.faults.survived("tick", exc)
             return
         for r in await self._publish(emits):
+            eid = r.emit.message.get("exposure_id")  # the refused message's: any type
             await self.publisher.dead_letter(
                 category="invalid_message", stage="planner", key=r.emit.key, reason=r.reason,
-                exposure_id=r.emit.message.get("exposure_id"), about=r.emit.message.event_id)
+                exposure_id=eid if isinstance(eid, str) else None,
+                about=str(r.emit.message.get("event_id")))
 
     def _decide(self, record) -> list[Emit]:
         if record.topic == self.topics.name("plans"):

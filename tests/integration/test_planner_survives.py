@@ -24,11 +24,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.timeout(12
 
 
 def refused_order(key: str) -> Emit:
-    """A stage-2 order its schema refuses (no association, no inputs)."""
+    """A stage-2 order its schema refuses (no event id, association or inputs,
+    an exposure id that is a number): its dead letter is still written."""
     return Emit("work.stage2", key, contract.Message("work_order", {
         "schema": "calstream.work_order", "schema_version": contract.SCHEMA_VERSION,
-        "event_id": "0" * 64, "emitted_at": contract.utc_now(), "stage": "stage2",
-        "product_name": key, "exposure_id": key}))
+        "emitted_at": contract.utc_now(), "stage": "stage2", "product_name": key,
+        "exposure_id": 7}))
 
 
 async def test_a_failing_tick_a_refused_order_and_a_failing_status_do_not_stop_the_planner(
