@@ -378,17 +378,11 @@ class Watcher:
             if exc.refused:
                 await self._reject(t, str(exc), a.digest)
                 return
-            t.state, retry = decide.after_announce_failed(
-                t.state, now=time.monotonic(), rules=self.rules
-            )
+            t.state, retry = decide.after_announce_failed(t.state, now=time.monotonic(),
+                                                          rules=self.rules)
             t.retry_at = retry.at
-            log_file(
-                logging.WARNING,
-                f"on_arrival failed (attempt {t.state.failures}): {exc}; "
-                f"retrying in {retry.delay:g} s",
-                t.path,
-                a,
-            )
+            log_file(logging.WARNING, f"on_arrival failed (attempt {t.state.failures}): {exc}; "
+                     f"retrying in {retry.delay:g} s", t.path, a)
             return
         if dealt_with:
             self._forget(t, still_there=True)
