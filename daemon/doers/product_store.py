@@ -87,8 +87,19 @@ class ProductStore:
         return ProductStore(self.top / NAMESPACES / namespace, namespace, top=self.top)
 
     def namespaces(self) -> list[str]:
+        """The reprocessing namespaces with a tree here. A directory is untrusted
+        like any file: one whose name is no namespace's ("Bad Name", "live")
+        is left out with a warning; it made the planner's start raise."""
         base = self.top / NAMESPACES
-        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        found = []
+        for p in sorted(base.iterdir()) if base.is_dir() else ():
+            if not p.is_dir():
+                continue
+            try:
+                found.append(check_namespace(p.name, allow_live=False))
+            except BadNamespace as exc:
+                log.warning("product store: %s left out: %s", p, exc)
+        return found
 
     def namespace_of(self, path: Path) -> str | None:
         """Which namespace's tree ``path`` lies in (None: outside the store)."""

@@ -158,3 +158,14 @@ def test_a_damaged_failure_record_is_read_as_none_and_written_anew(tmp_path, con
     store.record_failure("01234", "001", name=NAME, stage="detector1", digest="sha256:1",
                          reason="bad")
     assert store.has_failed("01234", "001", NAME, "detector1", "sha256:1")
+
+
+def test_a_directory_that_is_no_namespace_is_left_out(tmp_path, caplog):
+    """A stray directory under namespaces/ made ``for_namespace`` raise out of
+    the planner's start (and "live" there stood for the live tree)."""
+    store = ProductStore(tmp_path / "store")
+    for name in ("Bad Name", "live", "ctx2"):
+        (tmp_path / "store" / "namespaces" / name).mkdir(parents=True)
+    assert store.namespaces() == ["ctx2"]
+    assert "Bad Name" in caplog.text
+    assert [store.for_namespace(n).namespace for n in store.namespaces()] == ["ctx2"]
