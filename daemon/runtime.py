@@ -255,15 +255,23 @@ class Daemon:
         self.leadership = Leadership(self.cfg, self.topics, self.metrics, gate)
         standby = Standby(gate, self.topics, follow=self.cfg.planner_lease)
 
+        compacted_at = {"in_use": 0, "pending": False}  # the last compaction
+
         async def planner_once(task_status) -> None:
             producer = kafka.producer(self.cfg)  # aiokafka clients belong to one loop
+            # The new planner replaces the old one at once (never None: /readyz
+            # says "catching up" throughout), which frees the old state.
+            own = Publisher(producer, self.topics, self.metrics, role=publisher.role)
+            self.planner = Planner(self.cfg, publisher=GatedPublisher(own, gate,
+                                                                      standby.withhold),
+                                   metrics=self.metrics, topics=self.topics)
+            self.planner.standby = standby
+            self.planner.in_use_at_last_compaction = compacted_at["in_use"]
+            if compacted_at["pending"]:
+                compacted_at["pending"] = False
+                planner_restore.drop_frozen_state()
             await producer.start()
             try:
-                own = Publisher(producer, self.topics, self.metrics, role=publisher.role)
-                self.planner = Planner(self.cfg, publisher=GatedPublisher(own, gate,
-                                                                          standby.withhold),
-                                       metrics=self.metrics, topics=self.topics)
-                self.planner.standby = standby
                 await self.planner.run(task_status=task_status)
             finally:
                 with anyio.CancelScope(shield=True):
@@ -274,9 +282,15 @@ class Daemon:
             if self.planner is not None:
                 self.planner.caught_up = False
 
+        def compacted(c: planner_restore.Compaction) -> None:
+            self.metrics.planner_compactions.inc()
+            compacted_at.update(in_use=c.in_use, pending=True)
+            if self.planner is not None:
+                self.planner.caught_up = False
+
         async def planner_main(*, task_status=anyio.TASK_STATUS_IGNORED) -> None:
             await planner_restore.rebuilding_when_unreadable(
-                planner_once, self.cfg.work_dir, unreadable, task_status=task_status)
+                planner_once, self.cfg.work_dir, unreadable, compacted, task_status=task_status)
 
         async with anyio.create_task_group() as tg:
             await tg.start(self.leadership.run)

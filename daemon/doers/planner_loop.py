@@ -94,6 +94,8 @@ class Planner:
         self.restored_from: dict | None = None  # the snapshot the state came from, if any
         self.snapshot_reuse = None  # the last snapshot's blocks (deciders/snapshot_reuse.py)
         self.faults = Faults(metrics)  # what it survives outside any record
+        self.memory_budget = planner_restore.memory_budget(self)
+        self.in_use_at_last_compaction = 0  # set by the runtime for a planner started again
 
     def state_for(self, namespace: str) -> PlannerState:
         state = self.states.get(namespace)
@@ -213,6 +215,7 @@ class Planner:
                 if (self.caught_up and (self.standby is None or self.standby.gate.acting)
                         and planner_restore.snapshot_due(self)):
                     await self.take_snapshot()
+                    planner_restore.compact_when_due(self)  # over its budget: Compaction
                 if self.caught_up and time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
                     # Timed decisions, and the planner's gauges (summed over

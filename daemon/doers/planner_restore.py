@@ -26,10 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from calstream.daemon.deciders import planner_snapshot
+from calstream.daemon.deciders import planner_memory, planner_snapshot
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import BlockCache, BlockWriter
 from calstream.daemon.doers import kafka, planner_snapshots
+from calstream.daemon.doers.process_memory import container_limit_bytes, resident_in_use_bytes
 from calstream.steps.plans import Plan
 from calstream.topics import contract
 
@@ -233,13 +234,51 @@ class _StartedOnce:
             self._status.started(value)
 
 
+class Compaction(Exception):  # noqa: N818 - not an error: the planner starts again
+    """The planner is over its memory budget just after writing a snapshot:
+    it starts again from that snapshot (deciders/planner_memory.py says why)."""
+
+    def __init__(self, in_use: int, budget: int):
+        super().__init__(f"{in_use / 2**20:.0f} MiB in use, budget {budget / 2**20:.0f} MiB")
+        self.in_use, self.budget = in_use, budget
+
+
+def memory_budget(planner: Planner) -> int | None:
+    return planner_memory.budget_bytes(planner.cfg.planner_memory_mb, container_limit_bytes())
+
+
+def compact_when_due(planner: Planner) -> None:
+    """Raise Compaction if the planner, its snapshot just written, is over
+    its memory budget (and grew since its last compaction)."""
+    if planner.memory_budget is None:
+        return
+    in_use = resident_in_use_bytes()
+    if planner_memory.compaction_due(in_use, planner.memory_budget,
+                                     planner.in_use_at_last_compaction, planner.records_seen,
+                                     planner_memory.MIN_RECORDS):
+        raise Compaction(in_use, planner.memory_budget)
+
+
+def drop_frozen_state() -> None:
+    """After a compaction, before the new planner reads its snapshot: the old
+    state's objects were frozen out of the collector's sight at its restore
+    (load_snapshot); unfrozen and collected now, or its reference cycles
+    would stay for good (one collection of the whole heap: a second or two
+    per million objects, once per compaction)."""
+    gc.unfreeze()
+    gc.collect()
+
+
 async def rebuilding_when_unreadable(run_once: Callable[[Any], Awaitable[None]],
-                                     work_dir: str, unreadable: Callable[[], None], *,
+                                     work_dir: str, unreadable: Callable[[], None],
+                                     compacted: Callable[[Compaction], None], *,
                                      task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
     """Run the planner (``run_once(task_status)``); when its restored state
     turns out unreadable (a snapshot block read late), delete that snapshot and
     run a new planner, which rebuilds from the topics. No operator restarts
-    anything, and the watcher and stage consumers of the process never stop."""
+    anything, and the watcher and stage consumers of the process never stop.
+    A planner over its memory budget (Compaction) is run again the same way,
+    from the snapshot it has just written."""
     status = _StartedOnce(task_status)
     while True:
         try:
@@ -248,3 +287,8 @@ async def rebuilding_when_unreadable(run_once: Callable[[Any], Awaitable[None]],
             log.error("planner: restored state unreadable (%s); rebuilding from the topics", exc)
             planner_snapshots.snapshot_path(work_dir).unlink(missing_ok=True)
             unreadable()
+        except Compaction as exc:
+            log.warning("planner: %s after its snapshot: starting again from that snapshot, "
+                        "which keeps the records it decided compactly (docs/operations.md, "
+                        "\"Planner memory\")", exc)
+            compacted(exc)

@@ -30,13 +30,10 @@ from pathlib import Path
 
 from calstream.daemon.doers.child_processes import children_die_with_me, die_with_parent
 from calstream.daemon.doers.output_sealing import sealing
+from calstream.daemon.doers.process_memory import resident_in_use_bytes
 from calstream.daemon.operations import logs
 from calstream.steps.environment import environ
-from calstream.steps.worker_memory import (
-    IDLE_RETURN_SECONDS,
-    kept_free_bytes,
-    return_freed_memory,
-)
+from calstream.steps.worker_memory import IDLE_RETURN_SECONDS, return_freed_memory
 from calstream.steps.worker_warmup import freeze_survivors
 
 
@@ -82,7 +79,7 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
             with _task_log(log_path), environ(task_env or {}), \
                     sealing(kwargs.get("output_dir")) as seal:
                 value = seal(_resolve(fn_path)(**kwargs))
-            conn.send(("ok", value, _peak_rss(), _current_rss()))
+            conn.send(("ok", value, _peak_rss(), resident_in_use_bytes()))
         except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
             try:
                 kind = classify(exc, kwargs)
@@ -90,7 +87,7 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
                 kind = "permanent"
             conn.send(("error", TaskFailure(type(exc).__name__, str(exc)[:4000], kind,
                                             traceback.format_exc()[-8000:]), _peak_rss(),
-                       _current_rss()))
+                       resident_in_use_bytes()))
         # After the answer, so no product waits for it: what a worker's first
         # runs leave alive for good is frozen, not walked by every later run's
         # collections (steps/worker_warmup.py).
@@ -118,17 +115,6 @@ def _peak_rss() -> int:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
-def _current_rss() -> int:
-    """Resident memory in use now (not the peak, which never comes down): the
-    heap's free memory, kept on purpose for the next run, is not counted."""
-    try:
-        with open("/proc/self/statm") as f:
-            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-    return max(0, resident - kept_free_bytes())
 
 
 def _worker_logging() -> None:

@@ -133,6 +133,11 @@ class Config:
     # Seconds a silent lease holder keeps it (the group's session timeout);
     # None: 2 with fast_group_timing, else Kafka's default 10.
     planner_lease_timeout: float | None = None
+    # The planner's memory budget in MiB: over it after a snapshot, the planner
+    # starts again from that snapshot, which keeps decided records compactly
+    # (deciders/planner_memory.py). None: 3/4 of the container's memory limit,
+    # if it has one; 0: no budget.
+    planner_memory_mb: int | None = None
     json_logs: bool = False
     log_level: str = "INFO"
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
@@ -280,6 +285,7 @@ PARSERS = {
     "fast_group_timing": values.parse_bool, "json_logs": values.parse_bool,
     "planner_lease": values.parse_bool,
     "planner_lease_timeout": values.optional(_positive(_float)),
+    "planner_memory_mb": values.optional(_nonnegative(_int)),
     "log_level": values.parse_choice(LOG_LEVELS, upper=True),
     "security.protocol": values.parse_choice(PROTOCOLS, upper=True),
     "security.sasl_mechanism": values.optional(values.parse_choice(SASL_MECHANISMS, upper=True)),

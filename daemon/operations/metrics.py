@@ -66,6 +66,10 @@ class Metrics:
             "calstream_planner_rebuilds_total",
             "Planners started again from the topics after their restored state could not be read",
             registry=r)
+        self.planner_compactions = Counter(
+            "calstream_planner_compactions_total",
+            "Planners started again from their own snapshot because they were over their "
+            "memory budget (planner_memory_mb)", registry=r)
         self.planner_faults = Counter(
             "calstream_planner_faults_total",
             "Faults the planner survived outside any record: a tick's decisions, its status",

@@ -307,7 +307,8 @@ def run_until_rebuilt(tmp_path, stream, whole):
         assert _final(planner.state) == _final(whole)
 
     anyio.run(lambda: planner_restore.rebuilding_when_unreadable(
-        run_once, str(tmp_path), lambda: unreadable.append(1), task_status=Status()))
+        run_once, str(tmp_path), lambda: unreadable.append(1), lambda c: None,
+        task_status=Status()))
     return runs, started, unreadable
 
 
