@@ -6,9 +6,10 @@ read. With a budget (``planner_memory_mb``), a planner over it just after a
 snapshot starts again from that snapshot (deciders/planner_memory.py). This
 bench feeds N fresh events (bench_planner's synthetic programs, the whole
 record path) to one planner per setup, a snapshot every ``--every`` events
-as the daemon takes them, and reports the memory in use
-(doers/process_memory.py) after each snapshot, the compactions and the CPU
-seconds. Each setup runs in a process of its own (memory is per process),
+as the daemon takes them (and at once when over the budget: its memory is
+looked at every 1,000 events here, every second in the daemon), and reports
+the memory in use (doers/process_memory.py) at each snapshot ("before->after" where it
+compacted), the peak, the compactions and the CPU seconds. Each setup runs in a process of its own (memory is per process),
 interleaved (A B A B) over ``--rounds``:
 
     .venv/bin/python bench/planner_memory.py --events 300000 --budget-mb 1024 --rounds 2
@@ -57,7 +58,11 @@ def one_run(events: int, every: int, budget_mb: int, where: str) -> dict:
     for n, raw in enumerate(_records(events), 1):
         path(raw)
         since_start += 1
-        if n % every:
+        # The planner looks at its memory every second (~10,000 events at
+        # most) and snapshots at once when over its budget.
+        over = budget is not None and n % 1000 == 0 and planner_memory.compaction_due(
+            resident_in_use_bytes(), budget, last, since_start, planner_memory.MIN_RECORDS)
+        if n % every and not over:
             continue
         reuse, _ = b._snapshot({}, "s", path.state, path.event_ids, reuse, where)
         in_use = resident_in_use_bytes()
@@ -78,9 +83,12 @@ def one_run(events: int, every: int, budget_mb: int, where: str) -> dict:
             path = b.RecordPath()
             path.state, path.event_ids = states["live"], event_ids
             del states
-        samples.append(round(resident_in_use_bytes() / MiB))
-    return {"budget_mb": budget_mb, "in_use_mib_after_each_snapshot": samples,
-            "peak_mib": max(samples), "compactions": compactions,
+            samples.append(f"{round(in_use / MiB)}->{round(resident_in_use_bytes() / MiB)}")
+        else:
+            samples.append(round(in_use / MiB))
+    peak = max(int(str(v).split("->")[0]) for v in samples)
+    return {"budget_mb": budget_mb, "in_use_mib_at_each_snapshot": samples,
+            "peak_mib": peak, "compactions": compactions,
             "cpu_s": round(time.process_time() - cpu0, 1)}
 
 

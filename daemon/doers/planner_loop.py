@@ -96,6 +96,7 @@ class Planner:
         self.faults = Faults(metrics)  # what it survives outside any record
         self.memory_budget = planner_restore.memory_budget(self)
         self.in_use_at_last_compaction = 0  # set by the runtime for a planner started again
+        self.memory_checked_at, self.memory_over = 0.0, False
 
     def state_for(self, namespace: str) -> PlannerState:
         state = self.states.get(namespace)

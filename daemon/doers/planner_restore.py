@@ -213,12 +213,35 @@ def snapshot_due(planner: Planner) -> bool:
     restore: its tail was short (a long one, SNAPSHOT_EVERY_RECORDS or
     more, is written at once). Writing one costs little then -- the blocks
     nobody read are written as the file stores them -- but it would only
-    save the next start a tail it reads in a fraction of a second."""
+    save the next start a tail it reads in a fraction of a second. And at
+    once when the planner is over its memory budget: the compaction that
+    follows (compact_when_due) should not wait for the next one, while the
+    planner grows by up to ~9 kB a record."""
     at, records = planner.last_snapshot
     new = planner.records_seen - records
     first = records == 0 and planner.caught_up and planner.restored_from is None
     return new > 0 and (first or new >= SNAPSHOT_EVERY_RECORDS
-                        or time.monotonic() - at >= SNAPSHOT_EVERY_SECONDS)
+                        or time.monotonic() - at >= SNAPSHOT_EVERY_SECONDS
+                        or _over_budget(planner))
+
+
+MEMORY_CHECK_SECONDS = 1.0  # reading the memory in use costs two reads: not per record
+
+
+def _over_budget(planner: Planner) -> bool:
+    if planner.memory_budget is None:
+        return False
+    now = time.monotonic()
+    if now - planner.memory_checked_at >= MEMORY_CHECK_SECONDS:
+        planner.memory_checked_at = now
+        planner.memory_over = _compaction_due(planner, resident_in_use_bytes())
+    return planner.memory_over
+
+
+def _compaction_due(planner: Planner, in_use: int) -> bool:
+    return planner_memory.compaction_due(in_use, planner.memory_budget,
+                                         planner.in_use_at_last_compaction,
+                                         planner.records_seen, planner_memory.MIN_RECORDS)
 
 
 class _StartedOnce:
@@ -253,10 +276,9 @@ def compact_when_due(planner: Planner) -> None:
     if planner.memory_budget is None:
         return
     in_use = resident_in_use_bytes()
-    if planner_memory.compaction_due(in_use, planner.memory_budget,
-                                     planner.in_use_at_last_compaction, planner.records_seen,
-                                     planner_memory.MIN_RECORDS):
+    if _compaction_due(planner, in_use):
         raise Compaction(in_use, planner.memory_budget)
+    planner.memory_over = False
 
 
 def drop_frozen_state() -> None:

@@ -67,3 +67,24 @@ def test_a_planner_over_its_budget_is_told_to_start_again(monkeypatch):
     planner_restore.compact_when_due(_Planner(MiB, 99))  # too few records: goes on
     planner_restore.compact_when_due(_Planner(None, 10**6))  # no budget: goes on
     planner_restore.compact_when_due(_Planner(2**50, 10**6))  # under the budget
+
+
+class _Looping(_Planner):
+    """What snapshot_due reads of a planner."""
+
+    def __init__(self, budget, records):
+        super().__init__(budget, records)
+        self.last_snapshot = (__import__("time").monotonic(), records - 1)  # one new record
+        self.caught_up, self.restored_from = True, {"snapshot": "x"}
+        self.memory_checked_at, self.memory_over = 0.0, False
+
+
+def test_a_planner_over_its_budget_takes_its_snapshot_at_once(monkeypatch):
+    """Not at the next periodic snapshot: the planner would grow meanwhile."""
+    monkeypatch.setattr(planner_restore.planner_memory, "MIN_RECORDS", 100)
+    assert planner_restore.snapshot_due(_Looping(MiB, 100))
+    assert not planner_restore.snapshot_due(_Looping(None, 100))  # no budget
+    assert not planner_restore.snapshot_due(_Looping(2**50, 100))  # under it
+    over = _Looping(MiB, 100)
+    with pytest.raises(planner_restore.Compaction):
+        planner_restore.compact_when_due(over)
