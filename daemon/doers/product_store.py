@@ -105,7 +105,9 @@ class ProductStore:
         """Which namespace's tree ``path`` lies in (None: outside the store)."""
         try:
             parts = Path(path).resolve().relative_to(self.top.resolve()).parts
-        except ValueError:
+        # ValueError also for a NUL; RuntimeError: a loop of links. A path no
+        # file can have is in no tree (a forged record's, read by `replay`).
+        except (ValueError, OSError, RuntimeError):
             return None
         if len(parts) >= 2 and parts[0] == NAMESPACES:
             return parts[1]

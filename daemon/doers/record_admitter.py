@@ -36,8 +36,17 @@ log = logging.getLogger("calstream.admission")
 
 def _facts(path_text: str) -> FileFacts:
     path = Path(path_text)
-    resolved = path.resolve()
-    return FileFacts(path, resolved, resolved.is_file())
+    problem = admission.path_text_problem(path_text)
+    if problem:
+        return FileFacts(path, path, False, problem)
+    try:
+        resolved = path.resolve()
+        return FileFacts(path, resolved, resolved.is_file())
+    except RuntimeError:  # resolve()'s way of saying ELOOP
+        problem = "its symbolic links loop"
+    except OSError as exc:  # whatever else the file system refuses to look up
+        problem = f"it cannot be looked up: {exc.strerror or exc}"
+    return FileFacts(path, path, False, f"path {admission.shown_path(path_text)}: {problem}")
 
 
 def _exposure(path_text: str) -> ExposureFacts:
@@ -127,10 +136,11 @@ class RecordAdmitter:
             return admission.arrival_staleness(
                 message, digest_of(Path(message["path"]))), message
         inputs = message.get("inputs", [])
+        facts = [_facts(i["path"]) for i in inputs]
         problem = admission.work_order_problem(
             message, self.stage.name,
-            [self.runner.store.namespace_of(Path(i["path"])) for i in inputs],
-            [_facts(i["path"]) for i in inputs], _roots([self.cfg.products]), from_replay)
+            [None if f.problem else self.runner.store.namespace_of(f.resolved) for f in facts],
+            facts, _roots([self.cfg.products]), from_replay)
         if problem:
             return problem, message
         # The files' own headers, not the planner's reading of an event, say

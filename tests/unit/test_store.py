@@ -105,3 +105,15 @@ def test_a_dead_lettered_input_is_remembered_by_its_digest(tmp_path):
     # New content (a corrected redelivery) is another digest: announced again.
     assert not store.has_failed("01234", "001", eid, "detector1", "sha256:c")
     assert not store.has_failed("01234", "001", eid, "stage2", "sha256:a")
+
+
+def test_a_path_no_file_can_have_is_in_no_namespace(tmp_path):
+    """`calstream replay` asks which namespace each input of a work order read
+    from the topics is in: a forged order's NUL, lone surrogate or loop of
+    links raised out of it."""
+    store = ProductStore(tmp_path)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop")
+    for bad in ("a\x00b", "loop/x", "\ud800"):
+        assert store.namespace_of(tmp_path / bad / "x_rate.fits") is None
+    assert store.namespace_of(tmp_path / "namespaces" / "ctx1" / "x") == "ctx1"
