@@ -25,6 +25,7 @@ from calstream.daemon.deciders.work_items import (
 )
 from calstream.daemon.doers.digest_memo import digest_of, exposure_of, pointing_of
 from calstream.daemon.doers.kafka import Record
+from calstream.daemon.doers.product_store import OutsideRoot
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.operations.config import Config
 from calstream.daemon.stages import Stage
@@ -97,6 +98,8 @@ class RecordAdmitter:
                 # Every path the run will write, checked before it starts.
                 self.runner.store.for_namespace(item.namespace).log_path(
                     item.program, item.observation, item.name, item.stage, item.version)
+        except OutsideRoot as exc:  # its names, or a link in the store, lead out of it
+            verdict, item = admission.bad_input(f"cannot write its products: {exc}"), None
         except Exception as exc:  # noqa: BLE001 - one record must never stop its partition
             # Judging reads only this record's own files: whatever goes wrong
             # here is this record's fault, and retrying it would block every

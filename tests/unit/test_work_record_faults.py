@@ -133,3 +133,26 @@ async def test_a_path_no_file_can_have_is_refused_by_a_rule(tmp_path, part, reas
         assert await _handle(world, stage_name, body, False, n) == "refused"
         assert reason in world.producer.sent[-1][1]["reason"]
     assert world.runner.items == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("link", ["namespaces/ctx1", "02002/001/.logs"])
+async def test_an_order_whose_store_directory_is_a_link_is_refused(tmp_path, link):
+    """A namespace's tree made a link out of the store took a replay's writes
+    along; a directory of a live observation made one reached the
+    admitter's catch-all (an OutsideRoot traceback). Both are refused,
+    saying so, and nothing is run."""
+    world = _world(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    where = world.cfg.products / link
+    where.parent.mkdir(parents=True, exist_ok=True)
+    where.symlink_to(out, target_is_directory=True)
+    replays = link.startswith("namespaces")
+    orders = [o for o in world.orders if bool(o.get("replay")) == replays
+              and (replays or o["program"] == "02002")]
+    assert len(orders) >= 3
+    for n, order in enumerate(orders):
+        assert await _handle(world, order["stage"], order, replays, n) == "refused"
+        assert "symbolic link" in world.producer.sent[-1][1]["reason"]
+    assert world.runner.items == [] and list(out.iterdir()) == []
