@@ -42,6 +42,7 @@ class FileFacts:
     path: Path  # as the message has it
     resolved: Path  # symlinks followed
     is_file: bool
+    problem: str | None = None  # why the path cannot be looked up at all
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,39 @@ def is_context_name(context: object) -> bool:
 # crds_context): a replay's becomes the run's CRDS_CONTEXT and its product's
 # crds_context, so "../../x.pmap" is no name of one.
 _CONTEXT = re.compile(r"[a-z0-9_]{1,40}\.pmap")  # matched whole: no final newline either
+
+
+# Linux's limits (NAME_MAX, PATH_MAX with its final NUL): a longer name is no
+# file, and looking it up raises instead of saying "does not exist".
+NAME_MAX, PATH_MAX = 255, 4095
+
+
+def path_text_problem(text: str) -> str | None:
+    """Why a message's path cannot name a file at all, or None: judged as
+    text before any lookup (a NUL, a surrogate or a name too long made the
+    lookup raise, and the record reach the admitter's catch-all)."""
+    if "\x00" in text:
+        return f"path {shown_path(text)} has a NUL byte"
+    if len(text) <= NAME_MAX and text.isascii():  # the common case, at once: no name too long
+        return None
+    try:
+        raw = text.encode("utf-8", "surrogateescape")  # the bytes os.fsencode makes
+    except UnicodeEncodeError:
+        return f"path {shown_path(text)} is not valid UTF-8 (a lone surrogate)"
+    if len(raw) > PATH_MAX:
+        return f"path of {len(raw)} bytes is longer than the file system allows ({PATH_MAX})"
+    longest = max(raw.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        return (f"path {shown_path(text)} has a name of {len(longest)} bytes, longer than "
+                f"the file system allows ({NAME_MAX})")
+    return None
+
+
+def shown_path(path: object) -> str:
+    """A message's path in a reason: quoted and escaped (a repr), so that a
+    newline, an escape sequence or a surrogate in it reaches no log line, no
+    terminal and no dead letter reader raw."""
+    return repr(str(path)[:200])
 
 
 def within_roots(resolved: Path, resolved_roots: list[Path]) -> bool:
@@ -148,6 +182,8 @@ def _arrival_problem(arrival: dict, file: FileFacts, roots: Roots) -> str | None
         file_name = parse_exposure_name(file.path.name)
     except BadName as exc:
         return str(exc)
+    if file.problem:
+        return file.problem
     replay = arrival.get("replay")
     if replay:
         problem = replay_problem(replay)
@@ -155,12 +191,12 @@ def _arrival_problem(arrival: dict, file: FileFacts, roots: Roots) -> str | None
             return problem
     path = file.path
     if not path.is_absolute():
-        return f"path {path} is not absolute"
+        return f"path {shown_path(path)} is not absolute"
     if not within_roots(file.resolved, roots.resolved):
-        return (f"path {path} is outside the allowed roots "
+        return (f"path {shown_path(path)} is outside the allowed roots "
                 f"({', '.join(str(r) for r in roots.given)})")
     if not file.is_file:
-        return f"input file {path} does not exist (removed from the inbox?)"
+        return f"input file {shown_path(path)} does not exist (removed from the inbox?)"
     if file_name.exposure_id != name.exposure_id:
         return f"file name {path.name} does not match exposure id {name.exposure_id}"
     return None
@@ -257,7 +293,7 @@ def namespace_problem(order: dict, input_namespaces: list[str | None]) -> str | 
         return f"namespace {namespace!r} without a replay into it"
     for item, source in zip(order.get("inputs", []), input_namespaces, strict=True):
         if source not in (None, LIVE, namespace):
-            return (f"input {Path(item['path']).name} is from namespace {source!r}, "
+            return (f"input {shown_path(Path(item['path']).name)} is from namespace {source!r}, "
                     f"but the order is for namespace {namespace!r}: a reprocessed "
                     "namespace never feeds another (or the live products)")
     return None
@@ -265,8 +301,10 @@ def namespace_problem(order: dict, input_namespaces: list[str | None]) -> str | 
 
 def _inputs_problem(inputs: list[FileFacts], products: Roots) -> str | None:
     for file in inputs:
+        if file.problem:
+            return f"input: {file.problem}"
         if not file.path.is_absolute() or not within_roots(file.resolved, products.resolved):
-            return f"input {file.path} is outside the product store {products.given[0]}"
+            return f"input {shown_path(file.path)} is outside the product store {products.given[0]}"
         if not file.is_file:
-            return f"input {file.path} does not exist"
+            return f"input {shown_path(file.path)} does not exist"
     return None

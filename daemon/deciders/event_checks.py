@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
+from calstream.daemon.deciders.admission import path_text_problem
 from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.exposure import header_copy_problems
 from calstream.steps.naming import BadName, parse_exposure_name
@@ -128,9 +129,13 @@ def product_event_problems(event: Mapping[str, Any], *, products_root: str,
     for o in outputs:
         if not out_below(str(o.get("path", ""))):
             problems.append(f"output {str(o.get('path'))[:200]!r} is outside {out_root}")
+        elif unusable := path_text_problem(str(o.get("path"))):
+            problems.append(f"output: {unusable}")  # the next stage could not look it up
     for i in inputs:
         if not in_below(str(i.get("path", ""))):
             problems.append(f"input {str(i.get('path'))[:200]!r} is outside the roots")
+        elif unusable := path_text_problem(str(i.get("path"))):
+            problems.append(f"input: {unusable}")
 
     if namespace != "live":
         if not isinstance(replay, Mapping) or replay.get("namespace") != namespace:

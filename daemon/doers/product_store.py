@@ -105,7 +105,9 @@ class ProductStore:
         """Which namespace's tree ``path`` lies in (None: outside the store)."""
         try:
             parts = Path(path).resolve().relative_to(self.top.resolve()).parts
-        except ValueError:
+        # ValueError also for a NUL; RuntimeError: a loop of links. A path no
+        # file can have is in no tree (a forged record's, read by `replay`).
+        except (ValueError, OSError, RuntimeError):
             return None
         if len(parts) >= 2 and parts[0] == NAMESPACES:
             return parts[1]
@@ -127,15 +129,32 @@ class ProductStore:
         return sorted({v for v in found if v < version} | {1}, reverse=True)
 
     def inside(self, path: Path) -> Path:
-        """``path`` if it lies inside this store's root once resolved; names
-        come from messages, and a write must never land outside the store."""
-        if not path.resolve().is_relative_to(self.root.resolve()):
+        """``path`` if it lies inside this store's root, with no symbolic link
+        between the store's top and it. Names come from messages, and a write
+        must never land outside the store; nor, through a link someone made
+        in it (``namespaces/<ns>``, a program's directory), outside it or in
+        another tree: judging against the resolved root let a namespace's
+        tree linked elsewhere take its writes along."""
+        given, top = Path(os.path.abspath(path)), Path(os.path.abspath(self.top))
+        if not given.is_relative_to(os.path.abspath(self.root)):
             raise OutsideRoot(f"{path} is outside the product store {self.root}")
+        if path.resolve() != top.resolve() / given.relative_to(top):
+            raise OutsideRoot(f"{path} passes through a symbolic link inside the product "
+                              f"store {self.top}: its writes would follow it")
         return path
+
+    def holds(self, path: Path) -> bool:
+        """``inside`` as a question, for an optional write: a warning if not."""
+        try:
+            self.inside(path)
+        except OutsideRoot as exc:
+            log.warning("not written: %s", exc)
+            return False
+        return True
 
     def scratch(self, program: str, observation: str, work_id: str, version: int = 1) -> Path:
         """A private directory for a pipeline to write into, on the store's filesystem."""
-        base = self.directory(program, observation, version) / _TMP
+        base = self.inside(self.directory(program, observation, version) / _TMP)
         base.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"{work_id[:16]}-", dir=base))
         (scratch / _OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))

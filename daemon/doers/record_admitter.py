@@ -25,6 +25,7 @@ from calstream.daemon.deciders.work_items import (
 )
 from calstream.daemon.doers.digest_memo import digest_of, exposure_of, pointing_of
 from calstream.daemon.doers.kafka import Record
+from calstream.daemon.doers.product_store import OutsideRoot
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.operations.config import Config
 from calstream.daemon.stages import Stage
@@ -36,8 +37,17 @@ log = logging.getLogger("calstream.admission")
 
 def _facts(path_text: str) -> FileFacts:
     path = Path(path_text)
-    resolved = path.resolve()
-    return FileFacts(path, resolved, resolved.is_file())
+    problem = admission.path_text_problem(path_text)
+    if problem:
+        return FileFacts(path, path, False, problem)
+    try:
+        resolved = path.resolve()
+        return FileFacts(path, resolved, resolved.is_file())
+    except RuntimeError:  # resolve()'s way of saying ELOOP
+        problem = "its symbolic links loop"
+    except OSError as exc:  # whatever else the file system refuses to look up
+        problem = f"it cannot be looked up: {exc.strerror or exc}"
+    return FileFacts(path, path, False, f"path {admission.shown_path(path_text)}: {problem}")
 
 
 def _exposure(path_text: str) -> ExposureFacts:
@@ -88,6 +98,8 @@ class RecordAdmitter:
                 # Every path the run will write, checked before it starts.
                 self.runner.store.for_namespace(item.namespace).log_path(
                     item.program, item.observation, item.name, item.stage, item.version)
+        except OutsideRoot as exc:  # its names, or a link in the store, lead out of it
+            verdict, item = admission.bad_input(f"cannot write its products: {exc}"), None
         except Exception as exc:  # noqa: BLE001 - one record must never stop its partition
             # Judging reads only this record's own files: whatever goes wrong
             # here is this record's fault, and retrying it would block every
@@ -127,10 +139,11 @@ class RecordAdmitter:
             return admission.arrival_staleness(
                 message, digest_of(Path(message["path"]))), message
         inputs = message.get("inputs", [])
+        facts = [_facts(i["path"]) for i in inputs]
         problem = admission.work_order_problem(
             message, self.stage.name,
-            [self.runner.store.namespace_of(Path(i["path"])) for i in inputs],
-            [_facts(i["path"]) for i in inputs], _roots([self.cfg.products]), from_replay)
+            [None if f.problem else self.runner.store.namespace_of(f.resolved) for f in facts],
+            facts, _roots([self.cfg.products]), from_replay)
         if problem:
             return problem, message
         # The files' own headers, not the planner's reading of an event, say

@@ -315,7 +315,8 @@ class WorkItemRunner:
             # exposure is made of such trips; issue 15).
             outputs = describe_outputs()
             # Listed now, made after the event (optional outputs: may never appear).
-            previews = planned_previews([o["path"] for o in outputs])
+            previews = [p for p in planned_previews([o["path"] for o in outputs])
+                        if store.holds(Path(p["path"]))]
             fields = self._fields(item, wid, run_log)
             if result.get("steps") is not None:  # as passed, jwst 3.0 workarounds included
                 fields["parameters"] = {"steps": result["steps"]}

@@ -66,6 +66,10 @@ class JsonFormatter(logging.Formatter):
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 _CONTROL[ord("\n")] = "\\n"
 _CONTROL[ord("\t")] = "\\t"
+# A file name that is not UTF-8 comes as surrogates (U+DC80..U+DCFF, one per
+# byte): shown as the byte, so the line can be written, as UTF-8, anywhere.
+_CONTROL.update({c: f"\\x{c - 0xDC00:02x}" for c in range(0xDC80, 0xDD00)})
+_CONTROL.update({c: f"\\u{c:04x}" for c in (*range(0xD800, 0xDC80), *range(0xDD00, 0xE000))})
 
 
 def escape_controls(text: str) -> str:

@@ -40,6 +40,7 @@ import anyio
 
 from calstream.daemon.doers import kafka
 from calstream.daemon.operations.config import Config
+from calstream.daemon.operations.logs import escape_controls
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
@@ -73,9 +74,13 @@ def _utc(t: dt.datetime) -> dt.datetime:
 
 
 def text_line(event: dict[str, Any]) -> str:
+    """One event, one line. A suffix is any text its schema allows: escaped,
+    so a forged one (a newline, an escape sequence) cannot forge a line or
+    repaint the terminal."""
     suffixes = ",".join(o.get("suffix", "?") for o in event["outputs"]) or "-"
-    return (f"{event['emitted_at']}  {event['stage']:9} {event['outcome']:7} "
-            f"{event['program']}/{event['observation']}  {event['product_name']}  [{suffixes}]")
+    return escape_controls(
+        f"{event['emitted_at']}  {event['stage']:9} {event['outcome']:7} "
+        f"{event['program']}/{event['observation']}  {event['product_name']}  [{suffixes}]")
 
 
 def write_event(directory: Path, event: dict[str, Any]) -> bool:

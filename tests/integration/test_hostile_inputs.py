@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
+import os
 import urllib.request
 from pathlib import Path
 
 import anyio
+import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from calstream.daemon.operations.logs import TextFormatter
 from calstream.steps.environment import environ
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
+from calstream.steps.synthetic.headers import SMALL_UNCAL_HEADER, small_uncal
 from calstream.steps.synthetic.kit import build_kit
 from calstream.steps.synthetic.program import ProgramSpec, simulate_program
 from calstream.topics import contract
@@ -201,3 +206,62 @@ async def test_a_daemon_survives_every_bad_input_and_still_calibrates(
                 await anyio.sleep(1)
         missing = await until_dead_lettered(cfg, sent_at_restart, [], seconds=120)
         assert not missing, f"garbage on holds without a dead letter: {missing}"
+
+
+# Names of inbox files the watcher must quarantine although it cannot write
+# them as they are: not UTF-8 (Python's str has surrogates: no JSON, no
+# sqlite text, no Kafka key), control characters other than a newline (a log
+# line or a terminal would obey them), and 255 bytes (a file, whose note
+# "<name>.reason.txt" could be none).
+_STEM = "jw01234001001_02101_00001_nrcb1"
+ODD_NAMES = {
+    "a byte that is not UTF-8": (_STEM + "\xff_uncal.fits").encode("latin-1"),
+    "no UTF-8 at all": b"\xc3(\xfe_uncal.fits",
+    "a carriage return": (_STEM + "\r_uncal.fits").encode(),
+    "a tab": (_STEM + "\t_uncal.fits").encode(),
+    "an ANSI escape": (_STEM + "\x1b[2J\x1b[31mRED_uncal.fits").encode(),
+    "255 bytes": (_STEM + "x" * (255 - len(_STEM) - 11) + "_uncal.fits").encode(),
+}
+
+
+async def test_names_the_watcher_cannot_write_as_they_are_are_quarantined_with_a_reason(
+        tmp_path, broker, unique_prefix, caplog):
+    """Before: a name not UTF-8 was moved aside but its note raised (reported
+    as "left in the inbox"), and its dead letter never went out (the Kafka
+    key could not be encoded: retried forever); the ledger's query raised
+    first ("unexpected error"); a name of 255 bytes had no note either."""
+    assert len(ODD_NAMES["255 bytes"]) == 255
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["watcher"])
+    good = f"jw{SMALL_UNCAL_HEADER['PROGRAM']}{SMALL_UNCAL_HEADER['OBSERVTN']}" \
+        f"{SMALL_UNCAL_HEADER['VISIT']}_{SMALL_UNCAL_HEADER['VISITGRP']}" \
+        f"{SMALL_UNCAL_HEADER['SEQ_ID']}{SMALL_UNCAL_HEADER['ACT_ID']}_" \
+        f"{SMALL_UNCAL_HEADER['EXPOSURE']}_nrcb1_uncal.fits"
+    caplog.set_level(logging.INFO)
+    async with running_daemon(cfg):
+        for raw in ODD_NAMES.values():
+            with open(os.path.join(os.fsencode(cfg.inbox), raw), "wb") as f:
+                f.write(b"not a FITS file\n" * 200)
+        letters = await wait_for(cfg, ["deadletter"], lambda ms: len(ms) >= len(ODD_NAMES),
+                                 timeout=60)
+        # The watcher goes on: a good file after them is announced.
+        (cfg.inbox / good).write_bytes(small_uncal(
+            SMALL_UNCAL_HEADER, np.zeros((1, 2, 4, 4), dtype=np.uint16)))
+        await wait_for(cfg, ["raw"], lambda ms: any(
+            isinstance(m, contract.Message) and m["path"].endswith(good) for m in ms))
+    assert all(isinstance(m, contract.Message) for m in letters), letters
+    assert sorted(m["category"] for m in letters) == ["bad_file"] * len(ODD_NAMES)
+    assert all(m["reason"] and m["quarantined_to"] for m in letters), letters
+    assert os.listdir(os.fsencode(cfg.inbox)) == [good.encode()]
+    notes = sorted(os.fsencode(cfg.quarantine / "x")[:-1] + n
+                   for n in os.listdir(os.fsencode(cfg.quarantine)) if n.endswith(b".reason.txt"))
+    assert len(notes) == len(ODD_NAMES) == len(os.listdir(os.fsencode(cfg.quarantine))) / 2
+    for note in notes:
+        text = open(note, encoding="utf-8").read()  # UTF-8, whatever the name
+        assert "reason: " in text and not {"\r", "\x1b", "\t"} & set(text), text
+    # Nothing went wrong on the way, and no log line carries a name's control
+    # characters or surrogates raw (the logs' rule: docs/operations.md).
+    said = [TextFormatter().format(r) for r in caplog.records]
+    assert not [s for s in said if "unexpected error" in s or "on_reject failed" in s
+                or "could not quarantine" in s or "not written" in s]
+    for line in said:
+        assert not {"\r", "\x1b", "\t"} & set(line) and line.encode("utf-8"), line

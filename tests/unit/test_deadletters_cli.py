@@ -8,6 +8,7 @@ import datetime as dt
 
 from calstream.daemon.operations.cli.deadletters import (
     DeadLetter,
+    list_row,
     original_bytes,
     parse_when,
     selected,
@@ -88,3 +89,13 @@ def test_a_forged_dead_letter_cannot_steer_a_redrive():
                         ({**good, "value": 5}, "not text")]:
         value, problem = original_bytes(forged, allowed)
         assert value is None and why in problem
+
+
+def test_a_listed_row_carries_no_control_character_of_a_file_name():
+    """A dead letter is read from a topic anyone may write, and its reason
+    quotes text from outside: "\\x1b[2J" in a key cleared the terminal of
+    whoever listed the dead letters."""
+    forged = DeadLetter("0:9", {**letter("0:9").body, "exposure_id": None, "original": {
+        "key": "x\x1b[2J\r_uncal.fits"}}, ())
+    assert "\x1b" not in list_row(forged) and "\r" not in list_row(forged)
+    assert "x\\x1b[2J\\x0d_uncal" in list_row(forged)

@@ -44,6 +44,11 @@ def test_a_true_event_has_no_problems():
     ({"outputs": [{"path": f"{STORE}/01234/../../../etc/passwd"}]}, "outside"),
     ({"outputs": [{"path": "products/01234/x.fits"}]}, "outside"),
     ({"inputs": [{"path": "/etc/shadow"}]}, "input '/etc/shadow' is outside"),
+    # Paths no file can have: the stage the planner sends them to could not look them up.
+    ({"outputs": [{"path": f"{STORE}/01234/001/a\x00b_rate.fits"}]}, "output: path"),
+    ({"outputs": [{"path": f"{STORE}/01234/001/{'a' * 256}_rate.fits"}]}, "name of 266 bytes"),
+    ({"inputs": [{"path": f"{INBOX}/\ud800/{EID}_uncal.fits"}]}, "lone surrogate"),
+    ({"inputs": [{"path": INBOX + "/x" * 2100}]}, "longer than the file system allows"),
     ({"namespace": "evil"}, "without a replay"),
     ({"namespace": "evil", "replay": {"namespace": "other"}}, "without a replay"),
     ({"replay": {"namespace": "x"}}, "in the live namespace"),

@@ -214,6 +214,9 @@ def _world(tmp: Path) -> World:
     (cfg.products / "linked").symlink_to(elsewhere, target_is_directory=True)
     (cfg.inbox / "jw01234001001_02101_00008_nrcb1_uncal.fits").mkdir()
     os.mkfifo(cfg.products / "01001" / "001" / "jw01001001001_02101_00008_nrcb1_rate.fits")
+    for root in (cfg.inbox, cfg.products):  # a loop of links: resolve() raises, not ELOOP
+        (root / "loop").symlink_to(root / "loop2")
+        (root / "loop2").symlink_to(root / "loop")
     hostile = [str(outside_uncal), str(outside_rate),
                f"{cfg.inbox}/../elsewhere/{uncal[0].name}",
                f"{cfg.products}/../elsewhere/{outside_rate.name}",
@@ -227,6 +230,11 @@ def _world(tmp: Path) -> World:
                uncal[0].name, outside_rate.name, str(cfg.inbox), str(cfg.products), "/etc/passwd",
                str(cfg.products / "namespaces" / "ctx1" / "01001" / "001" / outside_rate.name),
                str(uncal[1]), orders[-1]["inputs"][0]["path"]]
+    # Paths no file can have: a lookup raises instead of finding nothing.
+    hostile += [f"{root}/{sub}{name}" for root, name in ((cfg.inbox, uncal[0].name),
+                                                        (cfg.products, outside_rate.name))
+                for sub in ("a\x00b/", "a" * 256 + "/", ("a" * 200 + "/") * 21, "loop/",
+                            "\udc80/", "\ud800/")]
     world = World(tmp, cfg, runner, producer, pool, hostile)
     world.arrivals = [_arrival(p) for p in uncal]
     world.arrivals += [_replayed(a, "raw", n) for n, a in enumerate(world.arrivals)]
@@ -330,6 +338,8 @@ async def _handle(world: World, stage_name: str, body: dict, replay: bool, offse
         if not new:
             return "stale"
         assert len(dead) == 1 and dead[0]["reason"] and len(new) == 1, new
+        # A refusal says why: the admitter's catch-all is for what no rule foresaw.
+        assert not dead[0]["reason"].startswith("cannot admit this record"), dead[0]["reason"]
         assert dead[0]["category"] in ("invalid_message", "bad_input")
         return "invalid" if dead[0]["category"] == "invalid_message" else "refused"
     (item,) = runner.items[items:]

@@ -32,3 +32,12 @@ def test_a_traceback_cannot_pass_for_a_record():
 def test_printable_text_is_unchanged():
     assert escape_controls("jw01234001001_02101_00001_nrcb1 ümlaut ok") == \
         "jw01234001001_02101_00001_nrcb1 ümlaut ok"
+
+
+def test_a_name_that_is_not_utf8_is_shown_by_its_bytes():
+    """A file name that is not UTF-8 reaches Python as surrogates: raw, the
+    line could not be written as UTF-8 (a quarantine note raised)."""
+    name = (b"jw01234_\xff\xc3(_uncal.fits").decode("utf-8", "surrogateescape")
+    shown = escape_controls(name + " \ud800")
+    assert shown == "jw01234_\\xff\\xc3(_uncal.fits \\ud800"
+    assert shown.encode("utf-8")

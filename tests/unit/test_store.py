@@ -105,3 +105,71 @@ def test_a_dead_lettered_input_is_remembered_by_its_digest(tmp_path):
     # New content (a corrected redelivery) is another digest: announced again.
     assert not store.has_failed("01234", "001", eid, "detector1", "sha256:c")
     assert not store.has_failed("01234", "001", eid, "stage2", "sha256:a")
+
+
+@pytest.mark.parametrize("link,target", [
+    ("namespaces/ctx1", "elsewhere"), ("namespaces", "elsewhere"),
+    ("namespaces/ctx1", "products"), ("namespaces/ctx1", "products/namespaces/ctx2"),
+    ("namespaces/ctx1/01234", "elsewhere"), ("namespaces/ctx1/01234", "products/01234"),
+    ("namespaces/ctx1/01234/001/.tmp", "elsewhere"),
+    ("namespaces/ctx1/01234/001/.logs", "elsewhere")])
+def test_a_link_inside_the_store_takes_no_write_along(tmp_path, link, target):
+    """A directory of the store made a symbolic link (by someone, not by
+    calstream): judged against the namespace's resolved root, a namespace
+    tree linked out of the store, or onto the live tree, took every write of
+    its runs along. Nothing is written through a link now, whatever its target."""
+    products = tmp_path / "products"
+    for d in ("elsewhere", "products/01234/001", "other/ctx2"):
+        (tmp_path / d).mkdir(parents=True, exist_ok=True)
+    where = products / link
+    where.parent.mkdir(parents=True, exist_ok=True)
+    if link != "namespaces":
+        (products / "namespaces" / "ctx2").symlink_to(tmp_path / "other" / "ctx2")
+    where.symlink_to(tmp_path / target, target_is_directory=True)
+    before = set(tmp_path.rglob("*"))  # links not followed
+    store = ProductStore(products).for_namespace("ctx1")
+    eid = "jw01234001001_02101_00001_nrcb1"
+
+    def log():
+        path = store.log_path("01234", "001", eid, "stage2")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("log")
+
+    refused = []
+    for write in (log, lambda: store.scratch("01234", "001", "d" * 64),
+                  lambda: store.write_record("01234", "001", name=eid, stage="stage2",
+                                             record={}),
+                  lambda: store.record_failure("01234", "001", name=eid, stage="stage2",
+                                               digest="sha256:a", reason="x")):
+        try:
+            write()
+        except OutsideRoot as exc:
+            assert "symbolic link" in str(exc)
+            refused.append(write)
+    written = set(tmp_path.rglob("*")) - before
+    assert refused and not [p for p in written if p.is_relative_to(where.resolve())]
+    assert store.holds(where / "previews" / "x.png") is False
+
+
+def test_a_store_reached_through_a_link_is_still_written(tmp_path):
+    """The store's own place may be a link (a products directory on another
+    disk): only links below it are refused."""
+    (tmp_path / "disk").mkdir()
+    (tmp_path / "products").symlink_to(tmp_path / "disk", target_is_directory=True)
+    for store in (ProductStore(tmp_path / "products"),
+                  ProductStore(tmp_path / "products").for_namespace("ctx1")):
+        moved, _ = publish_one(store)
+        assert moved[0].resolve().is_relative_to(tmp_path / "disk")
+        assert store.holds(moved[0].parent / "previews" / "x.png")
+
+
+def test_a_path_no_file_can_have_is_in_no_namespace(tmp_path):
+    """`calstream replay` asks which namespace each input of a work order read
+    from the topics is in: a forged order's NUL, lone surrogate or loop of
+    links raised out of it."""
+    store = ProductStore(tmp_path)
+    (tmp_path / "loop").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop")
+    for bad in ("a\x00b", "loop/x", "\ud800"):
+        assert store.namespace_of(tmp_path / bad / "x_rate.fits") is None
+    assert store.namespace_of(tmp_path / "namespaces" / "ctx1" / "x") == "ctx1"

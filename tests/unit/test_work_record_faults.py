@@ -7,6 +7,8 @@ newline."""
 from __future__ import annotations
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +110,49 @@ async def test_names_with_a_final_newline_are_refused(tmp_path):
     assert world.runner.items == []
     with pytest.raises(BadNamespace):
         check_namespace("ctx1\n")
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("part,reason", [
+    ("a\x00b/", "NUL byte"), ("a" * 256 + "/", "name of 256 bytes"),
+    (("a" * 200 + "/") * 21, "longer than the file system allows (4095)"),
+    ("loop/", "symbolic links loop"), ("\ud800/", "lone surrogate")])
+async def test_a_path_no_file_can_have_is_refused_by_a_rule(tmp_path, part, reason):
+    """A NUL, a name over NAME_MAX, a path over PATH_MAX, a loop of links:
+    looking the path up raised, and the record reached the admitter's
+    catch-all ("cannot admit this record", a traceback in the log)."""
+    world = _world(tmp_path)  # its roots hold a loop of links, "loop" and "loop2"
+    arrival = copy.deepcopy(world.arrivals[0])
+    arrival["path"] = f"{world.cfg.inbox}/{part}{Path(arrival['path']).name}"
+    order = _order(world)
+    old = order["inputs"][0]["path"]
+    new = f"{world.cfg.products}/{part}{Path(old).name}"
+    order = json.loads(json.dumps(order).replace(json.dumps(old)[1:-1], json.dumps(new)[1:-1]))
+    assert order["inputs"][0]["path"] == new
+    for n, (stage_name, body) in enumerate([("detector1", arrival), ("stage2", order)]):
+        assert await _handle(world, stage_name, body, False, n) == "refused"
+        assert reason in world.producer.sent[-1][1]["reason"]
+    assert world.runner.items == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("link", ["namespaces/ctx1", "02002/001/.logs"])
+async def test_an_order_whose_store_directory_is_a_link_is_refused(tmp_path, link):
+    """A namespace's tree made a link out of the store took a replay's writes
+    along; a directory of a live observation made one reached the
+    admitter's catch-all (an OutsideRoot traceback). Both are refused,
+    saying so, and nothing is run."""
+    world = _world(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    where = world.cfg.products / link
+    where.parent.mkdir(parents=True, exist_ok=True)
+    where.symlink_to(out, target_is_directory=True)
+    replays = link.startswith("namespaces")
+    orders = [o for o in world.orders if bool(o.get("replay")) == replays
+              and (replays or o["program"] == "02002")]
+    assert len(orders) >= 3
+    for n, order in enumerate(orders):
+        assert await _handle(world, order["stage"], order, replays, n) == "refused"
+        assert "symbolic link" in world.producer.sent[-1][1]["reason"]
+    assert world.runner.items == [] and list(out.iterdir()) == []

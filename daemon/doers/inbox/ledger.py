@@ -62,6 +62,13 @@ def _connected(path: Path) -> sqlite3.Connection:
     return db
 
 
+def _text(path: Path) -> str:
+    """A path as sqlite can store it: a name that is not UTF-8 (surrogates in
+    Python) made every query raise; its bytes are written as \\xNN instead
+    (a UTF-8 name is unchanged, so are the rows of an existing ledger)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 class Ledger:
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -106,7 +113,7 @@ class Ledger:
             "AND mtime_ns = ? AND inode = ? AND ctime_ns = ? ORDER BY recorded_at DESC LIMIT 1"
         )
         row = await self._call(
-            lambda: self._db.execute(query, (str(path), exposure_id, *sig)).fetchone()
+            lambda: self._db.execute(query, (_text(path), exposure_id, *sig)).fetchone()
         )
         return row[0] if row else None
 
@@ -117,7 +124,7 @@ class Ledger:
             "SELECT 1 FROM announced WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ? "
             "AND ctime_ns = ? LIMIT 1"
         )
-        row = await self._call(lambda: self._db.execute(query, (str(path), *sig)).fetchone())
+        row = await self._call(lambda: self._db.execute(query, (_text(path), *sig)).fetchone())
         return row is not None
 
     async def record(self, a: Arrival, sig: Sig, *, announced: bool) -> None:
@@ -127,7 +134,7 @@ class Ledger:
         row = (
             a.exposure_id,
             a.digest,
-            str(a.path),
+            _text(a.path),
             *sig,
             now if announced else None,
             now,

@@ -19,6 +19,7 @@ import anyio.to_thread
 
 from calstream.daemon.deciders.inbox_file import MAX_PENDING_REPORTS, InboxRules, retry_after
 from calstream.daemon.doers.inbox.reports import Counts, Rejection, exposure_id_of, log_file
+from calstream.daemon.operations.logs import escape_controls
 
 
 @dataclass(eq=False)
@@ -141,7 +142,13 @@ class Quarantine:
             f"detected_at: {_iso(detected_at)}",
             f"quarantined_at: {_iso(time.time())}",
         ]
-        dest.with_name(dest.name + ".reason.txt").write_text("\n".join(lines) + "\n")
+        # Escaped: a name's control characters or non-UTF-8 bytes could not
+        # be written (or would repaint the terminal of whoever reads it).
+        note = "\n".join(escape_controls(line) for line in lines) + "\n"
+        try:
+            dest.with_name(dest.name + _NOTE).write_text(note, encoding="utf-8")
+        except OSError as exc:  # the file is quarantined all the same: say where
+            log_file(logging.ERROR, f"quarantine note not written ({exc!r})", path)
         return dest
 
     def _claim_name(self, name: str, *, directory: bool = False) -> Path:
@@ -149,6 +156,13 @@ class Quarantine:
         move then lands on the claim): name, then name.1, name.2, ... A
         directory (named like an exposure) can only replace an empty one."""
         stem, ext = (name[:-5], ".fits") if name.endswith(".fits") else os.path.splitext(name)
+        # Room for ".<n>" and the note's suffix: a name of 255 bytes is a
+        # file, but its note's name would be none. Shortened, the original
+        # name is still in the note ("file:").
+        room = _NAME_MAX - len(_NOTE) - len(".999") - len(os.fsencode(ext))
+        if len(os.fsencode(name)) > room + len(os.fsencode(ext)):
+            stem = os.fsdecode(os.fsencode(stem)[:room - 1]) + "~"
+            name = stem + ext
         n = 0
         while True:
             dest = self.directory / (name if n == 0 else f"{stem}.{n}{ext}")
@@ -160,6 +174,10 @@ class Quarantine:
                 return dest
             except FileExistsError:
                 n += 1
+
+
+_NOTE = ".reason.txt"
+_NAME_MAX = 255
 
 
 def _iso(t: float) -> str:

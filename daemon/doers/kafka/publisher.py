@@ -33,7 +33,8 @@ class Publisher:
         message.body.setdefault("producer", {**PRODUCER_INFO, "role": self.role})
         value = contract.encode(message)  # validates: a bad message never leaves
         await self.producer.send_and_wait(self.topics.name(logical_topic), value=value,
-                                          key=key.encode())
+                                          # a file name that is not UTF-8 (a bad_file's key)
+                                          key=key.encode("utf-8", "backslashreplace"))
 
     async def dead_letter(self, *, category: str, reason: str, stage: str, key: str,
                           attempts: int = 0, record: ConsumerRecord | None = None,

@@ -35,6 +35,7 @@ from calstream.daemon.operations.cli.registry import (
     group,
     operator,
 )
+from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.stages import STAGES
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
@@ -207,11 +208,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     print(f"{'ref':9} {'when':20} {'stage':10} {'category':18} {'exposure / key':34} "
           f"{'redriven':8} reason")
     for r in rows:
-        b = r.body
-        who = b.get("exposure_id") or (b.get("original") or {}).get("key") or ""
-        print(f"{r.ref:9} {b['emitted_at'][:19]:20} {b['stage']:10} {b['category']:18} "
-              f"{who[:34]:34} {len(r.redrives) or '':8} {b['reason'][:100]}")
+        print(list_row(r))
     return 0
+
+
+def list_row(r: DeadLetter) -> str:
+    """One dead letter, one line, escaped: a dead letter is read from a topic
+    anyone may write, and a reason quotes text from outside (a pipeline's
+    error, a name); no control sequence reaches the terminal."""
+    b = r.body
+    who = b.get("exposure_id") or (b.get("original") or {}).get("key") or ""
+    return escape_controls(f"{r.ref:9} {b['emitted_at'][:19]:20} {b['stage']:10} "
+                           f"{b['category']:18} {who[:34]:34} {len(r.redrives) or '':8} "
+                           f"{b['reason'][:100]}")
 
 
 def _show_arguments(p: argparse.ArgumentParser) -> None:
