@@ -88,3 +88,25 @@ def test_a_forged_dead_letter_cannot_steer_a_redrive():
                         ({**good, "value": 5}, "not text")]:
         value, problem = original_bytes(forged, allowed)
         assert value is None and why in problem
+
+
+def test_a_time_or_category_that_means_nothing_is_a_usage_error(capsys):
+    """``--since yesterday`` ended in a ValueError traceback (after reading the
+    whole dead-letter topic); a misspelt category matched nothing, silently."""
+    import pytest
+
+    from calstream.daemon.operations.cli.main import build_parser
+
+    parser = build_parser()
+    for argv, expected in (
+            (["--since", "yesterday"], "'yesterday' is neither an ISO time"),
+            (["--until", "2h ago"], "'2h ago' is neither an ISO time"),
+            (["--category", "permanent-failure"], "invalid choice: 'permanent-failure'")):
+        for command in (["list"], ["redrive", "--reason", "x"]):
+            with pytest.raises(SystemExit) as stop:
+                parser.parse_args(["deadletters", *command, *argv])
+            assert stop.value.code == 2
+            assert expected in capsys.readouterr().err
+    ok = parser.parse_args(["deadletters", "list", "--since", "2h", "--until",
+                            "2026-12-01T10:00:00Z", "--category", "bad_file"])
+    assert (ok.since, ok.until, ok.category) == ("2h", "2026-12-01T10:00:00Z", ["bad_file"])

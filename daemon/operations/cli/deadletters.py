@@ -63,6 +63,18 @@ def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
+def _when_argument(text: str) -> str:
+    """--since/--until checked when the command line is read, before the
+    broker is: a value that is no time is a usage error, not a traceback."""
+    try:
+        parse_when(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO time (2026-12-01T10:00:00Z) nor an age "
+            "(30m, 2h, 1d)") from None
+    return text
+
+
 def selected(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLetter]:
     """The dead letters the filters and references of ``args`` pick."""
     since = parse_when(args.since) if args.since else None
@@ -170,15 +182,18 @@ async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[
 def _selection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("refs", nargs="*", metavar="REF",
                    help="PARTITION:OFFSET on the deadletter topic, or an event id prefix")
-    p.add_argument("--category", action="append",
-                   help="bad_file, invalid_message, bad_input, permanent_failure, "
-                        "retries_exhausted, ... (repeatable)")
+    # The schema's categories: a misspelt one would match nothing, silently.
+    categories = contract.schema("dead_letter")["properties"]["category"]["enum"]
+    p.add_argument("--category", action="append", choices=categories, metavar="CATEGORY",
+                   help=f"{', '.join(categories)} (repeatable)")
     p.add_argument("--reason-contains", dest="reason_contains",
                    help="the dead letter's reason contains this text (case-insensitive)")
     p.add_argument("--stage", action="append", help="watcher, detector1, stage2, ... (repeatable)")
     p.add_argument("--exposure", help="exposure id contains this text")
-    p.add_argument("--since", help="dead-lettered at or after: ISO time or an age (30m, 2h, 1d)")
-    p.add_argument("--until", help="dead-lettered at or before: ISO time or an age")
+    p.add_argument("--since", type=_when_argument,
+                   help="dead-lettered at or after: ISO time or an age (30m, 2h, 1d)")
+    p.add_argument("--until", type=_when_argument,
+                   help="dead-lettered at or before: ISO time or an age")
 
 
 def _list_arguments(p: argparse.ArgumentParser) -> None:
@@ -223,7 +238,11 @@ def _show_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     cfg, letters = _loaded(args)
     found = [r for r in letters if r.ref == args.ref or r.body["event_id"].startswith(args.ref)]
-    if len(found) != 1:
+    if not found:
+        print(f"calstream: no dead letter is {args.ref} (`calstream deadletters list` shows "
+              "each one's PARTITION:OFFSET)")
+        return 1
+    if len(found) > 1:
         print(f"calstream: {args.ref} names {len(found)} dead letters; give one "
               "PARTITION:OFFSET or a longer event id")
         return 1
@@ -255,9 +274,13 @@ def cmd_redrive(args: argparse.Namespace) -> int:
               "--stage, --exposure, --since, --until), or --all")
         return 2
     cfg, letters = _loaded(args)
-    args.pending = not args.again
+    args.pending = False
     chosen, refused = [], []
     for letter in selected(letters, args):
+        if letter.redrives and not args.again:
+            print(f"{letter.ref}: already redriven ({len(letter.redrives)} time(s)); "
+                  "--again sends it again")
+            continue
         _, problem = original_bytes(letter.body.get("original"),
                                     redrivable_topics(Topics(cfg.topic_prefix)))
         (refused if problem else chosen).append((letter, problem))
