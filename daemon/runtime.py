@@ -27,7 +27,7 @@ from calstream.daemon.doers.record_admitter import RecordAdmitter
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations import deployment, logs
-from calstream.daemon.operations.config import Config, host_port
+from calstream.daemon.operations.config import Config, ConfigError, host_port
 from calstream.daemon.operations.console import Console
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.operations.ops_http import OpsServer
@@ -125,10 +125,16 @@ class Daemon:
             d.mkdir(parents=True, exist_ok=True)
         host, port = host_port(cfg.metrics_address)
         self.metrics.stall_threshold.set(cfg.stall_seconds)
-        self.ops = OpsServer(host, port, self.metrics, self.readiness,
-                             planner=self._planner_view,
-                             pages=Console(cfg, lambda: [self.ops.address]).handle,
-                             health=self.health)
+        try:
+            self.ops = OpsServer(host, port, self.metrics, self.readiness,
+                                 planner=self._planner_view,
+                                 pages=Console(cfg, lambda: [self.ops.address]).handle,
+                                 health=self.health)
+        except OSError as exc:  # most often another daemon on the same host and port
+            raise ConfigError(
+                f"metrics_address {cfg.metrics_address}: the operations endpoint cannot listen "
+                f"there ({exc.strerror or exc}); give each daemon on a host its own "
+                "(--metrics-address, CALSTREAM_METRICS_ADDRESS)") from None
         self.ops.start()
         deployment.record(cfg, self.ops.address, embedded=self.broker is not None)
         log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")
