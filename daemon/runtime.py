@@ -18,6 +18,7 @@ from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.planner_leadership import GatedPublisher, Leadership, PublishGate
+from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.doers.planner_standby import Standby
 from calstream.daemon.doers.planner_thread import OwnLoop, stale_for
@@ -185,8 +186,29 @@ class Daemon:
         events, and the announcements of files still without products."""
         await kafka.create_topics(self.cfg, self.topics)
         await self._recover_product_events(publisher)
+        await self._recover_planner_records(publisher)
         if self.watcher is not None:
             await self.watcher.reannounce()
+
+    async def _recover_planner_records(self, publisher: Publisher) -> None:
+        """The plans and holds the planner keeps in its ledger, on the topics
+        again: the planner itself still knows them, but `holds list` and
+        `holds release`, `plan list`, status and the console read the topics
+        (an exposure still held was "not held" to a release). A start does the
+        same in the planner (planner_loop._restore_from_disk); a standby sends nothing."""
+        if "planner" not in self.cfg.roles or (
+                self.leadership is not None and self.leadership.describe()["role"] != "active"):
+            return
+        ledger, sent = PlannerLedger(self.cfg.work_dir), 0
+        for topic, kind in (("plans", "plan"), ("holds", "hold")):
+            for body in await anyio.to_thread.run_sync(ledger.kept, topic):
+                if not contract.is_valid(kind, body):  # a file is untrusted: left out
+                    continue
+                key = body["exposure_id"] if kind == "hold" else (body["programs"] or [""])[0]
+                await publisher.publish(topic, key, contract.Message(kind, body))
+                sent += 1
+        if sent:
+            log.warning("re-published %d plan and hold record(s) from %s", sent, ledger.root)
 
     async def _recover_product_events(self, publisher: Publisher) -> None:
         """The broker is the transport, the product store the ledger: a broker
