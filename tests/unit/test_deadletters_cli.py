@@ -110,3 +110,16 @@ def test_a_time_or_category_that_means_nothing_is_a_usage_error(capsys):
     ok = parser.parse_args(["deadletters", "list", "--since", "2h", "--until",
                             "2026-12-01T10:00:00Z", "--category", "bad_file"])
     assert (ok.since, ok.until, ok.category) == ("2h", "2026-12-01T10:00:00Z", ["bad_file"])
+
+
+def test_each_row_says_what_it_is_about():
+    """A bad_file whose name is no exposure name has no exposure id and no
+    original record: its row named nothing; the console showed the file."""
+    from calstream.daemon.operations.cli.deadletters import subject
+
+    assert subject(LETTERS[0].body) == "jw1_nrcb1"
+    assert subject({"exposure_id": None, "original": {"key": "jw01234-o001_t001"}}) \
+        == "jw01234-o001_t001"
+    assert subject({"exposure_id": None, "original": None,
+                    "path": "/inbox/notajwstname_uncal.fits"}) == "notajwstname_uncal.fits"
+    assert subject({"exposure_id": None, "original": "forged", "path": None}) == ""

@@ -102,6 +102,16 @@ def selected(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLe
     return out
 
 
+def subject(body: dict) -> str:
+    """What a dead letter is about, for its row: the exposure, else the
+    original record's key, else the file's name (a watcher's bad_file whose
+    name is no exposure name has neither)."""
+    original = body.get("original")
+    key = original.get("key") if isinstance(original, dict) else None
+    path = body.get("path")
+    return str(body.get("exposure_id") or key or (path.rsplit("/", 1)[-1] if path else ""))
+
+
 def redrivable_topics(topics: Topics) -> set[str]:
     """The topics a redrive may write: those calstream consumes. A dead letter
     is a record like any other (a forged one could name any topic)."""
@@ -219,11 +229,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no dead letters" + (" match" if len(letters) else ""))
         return 0
-    print(f"{'ref':9} {'when':20} {'stage':10} {'category':18} {'exposure / key':34} "
+    print(f"{'ref':9} {'when':20} {'stage':10} {'category':18} {'exposure / key / file':34} "
           f"{'redriven':8} reason")
     for r in rows:
         b = r.body
-        who = b.get("exposure_id") or (b.get("original") or {}).get("key") or ""
+        who = subject(b)
         print(f"{r.ref:9} {b['emitted_at'][:19]:20} {b['stage']:10} {b['category']:18} "
               f"{who[:34]:34} {len(r.redrives) or '':8} {b['reason'][:100]}")
     return 0
