@@ -18,6 +18,7 @@ from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.planner_leadership import GatedPublisher, Leadership, PublishGate
+from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.doers.planner_standby import Standby
 from calstream.daemon.doers.planner_thread import OwnLoop, stale_for
@@ -27,7 +28,7 @@ from calstream.daemon.doers.record_admitter import RecordAdmitter
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations import deployment, logs
-from calstream.daemon.operations.config import Config, host_port
+from calstream.daemon.operations.config import Config, ConfigError, host_port
 from calstream.daemon.operations.console import Console
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.operations.ops_http import OpsServer
@@ -125,10 +126,16 @@ class Daemon:
             d.mkdir(parents=True, exist_ok=True)
         host, port = host_port(cfg.metrics_address)
         self.metrics.stall_threshold.set(cfg.stall_seconds)
-        self.ops = OpsServer(host, port, self.metrics, self.readiness,
-                             planner=self._planner_view,
-                             pages=Console(cfg, lambda: [self.ops.address]).handle,
-                             health=self.health)
+        try:
+            self.ops = OpsServer(host, port, self.metrics, self.readiness,
+                                 planner=self._planner_view,
+                                 pages=Console(cfg, lambda: [self.ops.address]).handle,
+                                 health=self.health)
+        except OSError as exc:  # most often another daemon on the same host and port
+            raise ConfigError(
+                f"metrics_address {cfg.metrics_address}: the operations endpoint cannot listen "
+                f"there ({exc.strerror or exc}); give each daemon on a host its own "
+                "(--metrics-address, CALSTREAM_METRICS_ADDRESS)") from None
         self.ops.start()
         deployment.record(cfg, self.ops.address, embedded=self.broker is not None)
         log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")
@@ -179,8 +186,29 @@ class Daemon:
         events, and the announcements of files still without products."""
         await kafka.create_topics(self.cfg, self.topics)
         await self._recover_product_events(publisher)
+        await self._recover_planner_records(publisher)
         if self.watcher is not None:
             await self.watcher.reannounce()
+
+    async def _recover_planner_records(self, publisher: Publisher) -> None:
+        """The plans and holds the planner keeps in its ledger, on the topics
+        again: the planner itself still knows them, but `holds list` and
+        `holds release`, `plan list`, status and the console read the topics
+        (an exposure still held was "not held" to a release). A start does the
+        same in the planner (planner_loop._restore_from_disk); a standby sends nothing."""
+        if "planner" not in self.cfg.roles or (
+                self.leadership is not None and self.leadership.describe()["role"] != "active"):
+            return
+        ledger, sent = PlannerLedger(self.cfg.work_dir), 0
+        for topic, kind in (("plans", "plan"), ("holds", "hold")):
+            for body in await anyio.to_thread.run_sync(ledger.kept, topic):
+                if not contract.is_valid(kind, body):  # a file is untrusted: left out
+                    continue
+                key = body["exposure_id"] if kind == "hold" else (body["programs"] or [""])[0]
+                await publisher.publish(topic, key, contract.Message(kind, body))
+                sent += 1
+        if sent:
+            log.warning("re-published %d plan and hold record(s) from %s", sent, ledger.root)
 
     async def _recover_product_events(self, publisher: Publisher) -> None:
         """The broker is the transport, the product store the ledger: a broker

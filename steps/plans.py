@@ -107,7 +107,7 @@ def load_plan(path: str | Path) -> Plan:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"cannot read plan {path}: {exc}") from None
-    if text.lstrip().startswith("{"):
+    if text.lstrip().startswith(("{", "[")):  # JSON: said so when it is no manifest
         return parse_manifest(text, source=path.name)
     return parse_pool(text, source=path.name)
 
@@ -144,7 +144,9 @@ def _expand_segments(name: ExposureName, header: Mapping[str, Any], where: str) 
             for s in range(1, total + 1)]
 
 
-def _candidates(text: Any, where: str) -> tuple[str, ...]:
+def pool_candidates(text: Any, where: str) -> tuple[str, ...]:
+    """The candidate ids (acids) of a pool's ASN_CANDIDATE text, e.g.
+    ``[('c1000', 'coronagraphy'), ('o001', 'observation')]`` -> (c1000, o001)."""
     if text is None:
         return ()
     try:
@@ -170,6 +172,14 @@ def _with_name_keywords(name: ExposureName, header: dict[str, Any]) -> dict[str,
     return header
 
 
+def pool_row_header(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The keywords a pool row gives (its columns, upper-case), as a plan's
+    header holds them: the empty ones, the file name and the candidates left out."""
+    cleaned = {c: _clean(v) for c, v in values.items()}
+    return {_POOL_TO_KEYWORD.get(c, c): v for c, v in cleaned.items()
+            if v is not None and c not in ("FILENAME", "ASN_CANDIDATE")}
+
+
 def parse_pool(text: str, *, source: str = "pool") -> Plan:
     reader = csv.reader(io.StringIO(text), delimiter="|")
     # Lines starting with "#" are comments, as jwst's pool reader (astropy) skips them.
@@ -190,10 +200,8 @@ def parse_pool(text: str, *, source: str = "pool") -> Plan:
             name = parse_exposure_name(values["FILENAME"] or "")
         except BadName as exc:
             raise PlanError(f"{where}: {exc}") from None
-        header = {_POOL_TO_KEYWORD.get(c, c): v for c, v in values.items()
-                  if v is not None and c not in ("FILENAME", "ASN_CANDIDATE")}
-        header = _with_name_keywords(name, header)
-        acids = _candidates(values.get("ASN_CANDIDATE"), where)
+        header = _with_name_keywords(name, pool_row_header(values))
+        acids = pool_candidates(values.get("ASN_CANDIDATE"), where)
         for exposure_id in _expand_segments(name, header, where):
             seg_header = _with_name_keywords(parse_exposure_name(exposure_id), dict(header))
             exposures.append(PlannedExposure(exposure_id, acids, seg_header))
@@ -222,7 +230,7 @@ def parse_manifest(text: str, *, source: str = "manifest") -> Plan:
                                 if _clean(v) is not None}, where)
         header = _with_name_keywords(name, header)
         raw = entry.get("candidates") or [f"o{name.observation}"]
-        acids = _candidates(repr([str(a) for a in raw]), where)
+        acids = pool_candidates(repr([str(a) for a in raw]), where)
         for exposure_id in _expand_segments(name, header, where):
             seg_header = _with_name_keywords(parse_exposure_name(exposure_id), dict(header))
             exposures.append(PlannedExposure(exposure_id, acids, seg_header))

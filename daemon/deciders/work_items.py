@@ -40,11 +40,14 @@ class WorkItem:
     priority: str = "live"  # "replay" waits behind every live item for a worker
     replay: dict[str, Any] | None = None  # the replay that asked for it, carried to the product
     version: int = 1  # >1: a stage-3 product superseding the previous version
+    # Set by the runner once it knows it (it depends on the daemon's CRDS
+    # context): every log line about the run then names the work.
+    work_id: str | None = None
 
     @property
-    def log_context(self) -> dict[str, str]:
+    def log_context(self) -> dict[str, str | None]:
         return {"exposure_id": self.event_fields.get("exposure_id") or self.name,
-                "stage": self.stage}
+                "stage": self.stage, "work_id": self.work_id}
 
 
 def pipeline_of(stage: str, message: dict | None) -> str:

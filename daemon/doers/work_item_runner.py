@@ -81,6 +81,7 @@ class WorkItemRunner:
 
     async def run(self, item: WorkItem) -> None:
         key = (self.work_id(item), item.version)
+        item.work_id = key[0]
         while (other := self.running.get(key)) is not None:
             log.info("%s: %s already running (work %s); waiting for that run", item.name,
                      item.pipeline, key[0][:12], extra=item.log_context)
@@ -187,7 +188,7 @@ class WorkItemRunner:
                 item.task, {**item.task_kwargs, "output_dir": str(scratch)},
                 timeout=self.cfg.task_timeout, log_path=str(run_log),
                 env={"CRDS_CONTEXT": self.context(item),
-                     **logs.task_env(**item.log_context, work_id=wid)},
+                     **logs.task_env(**item.log_context)},
                 priority=0 if item.priority == "live" else 1, still_needed=still_needed,
                 share_cores=self._core_sharing(item))
             if outcome is None:
@@ -354,11 +355,10 @@ class WorkItemRunner:
                  f", {latency:.1f}s after arrival" if latency is not None else "",
                  "; pointing PLANNED: provisional quick-look" if message["pointing_provisional"]
                  else "", extra=item.log_context)
-        preview_context = {**item.log_context, "work_id": wid}
         if self.background is not None:
-            self.background.start_soon(make_previews, self.pool, previews, preview_context)
+            self.background.start_soon(make_previews, self.pool, previews, item.log_context)
         else:
-            await make_previews(self.pool, previews, preview_context)
+            await make_previews(self.pool, previews, item.log_context)
 
     async def _publish_skipped(self, item: WorkItem, wid: str, reason: str,
                                run_log: Path, store: ProductStore) -> None:

@@ -181,6 +181,25 @@ def _candidate_observation(candidate: str) -> tuple[str, str, str] | None:
     return None
 
 
+def index_product_dead_letters(letters: list[dict[str, Any]],
+                               index: dict[tuple[str, str], Observation]) -> None:
+    """Dead letters that name no exposure, on their product's observation.
+
+    A stage-3 work order's dead letter has no exposure id; its original
+    record's key is the order's product name (``jw<program>-o<observation>...``).
+    A watcher's ``bad_file`` has no original record at all (``original`` is
+    null), and a dead letter is untrusted: any shape is skipped, never raised on.
+    """
+    for letter in letters:
+        if _exposure_of(letter.get("exposure_id") or letter.get("path")):
+            continue  # placed with its exposure (index_broker)
+        original = letter.get("original")
+        key = original.get("key") if isinstance(original, dict) else None
+        where = _candidate_observation(key) if isinstance(key, str) else None
+        if where:
+            _observation(index, where[1], where[2]).dead_letters.append(letter)
+
+
 def _promotions(store: ProductStore) -> list[dict[str, Any]]:
     import json
 
@@ -231,12 +250,7 @@ class ConsoleData:
         except Exception as exc:  # noqa: BLE001 - the store alone is still worth showing
             error = f"{type(exc).__name__}: {exc}"
         letters = list(status.broker.dead_letters) if status else []
-        unplaced = [d for d in letters
-                    if not _exposure_of(d.get("exposure_id") or d.get("path"))]
-        for letter in unplaced:  # stage-3 letters name no exposure: their product's observation
-            where = _candidate_observation(str(letter.get("original", {}).get("product_name", "")))
-            if where:
-                _observation(index, where[1], where[2]).dead_letters.append(letter)
+        index_product_dead_letters(letters, index)
         return Snapshot(time.time(), namespace, dict(sorted(index.items())), status,
                         [LIVE, *self.store.namespaces()], current_namespace(self.store),
                         _promotions(self.store), letters, error)

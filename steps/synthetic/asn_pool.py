@@ -235,12 +235,15 @@ def write_pool(out_dir: str | Path, specs: Sequence) -> Path:
 
 def manifest_entries(rows: Iterable[dict[str, str]], missing: Iterable[str] = (),
                      late: Iterable[str] = ()) -> list[dict]:
-    """Plain-JSON planned exposures: one entry per pool row.
+    """Plain-JSON planned exposures: one entry per pool row, with the row's
+    keywords as its ``header`` (so `calstream plan load` reads the same plan
+    from the manifest as from the pool, steps/plans.py).
 
     ``missing`` / ``late``: exposure ids (file stem without suffix) never
     written / delivered last.
     """
     from calstream.steps.naming import parse_exposure_name
+    from calstream.steps.plans import pool_candidates, pool_row_header
 
     missing, late = set(missing), set(late)
     entries = []
@@ -259,8 +262,9 @@ def manifest_entries(rows: Iterable[dict[str, str]], missing: Iterable[str] = ()
             "detector": r["DETECTOR"].lower(),
             "exp_type": r["EXP_TYPE"],
             "total_exposures": int(r["NEXPOSUR"]),
-            "candidates": [f"o{int(r['OBS_NUM']):03d}"],
+            "candidates": list(pool_candidates(r["ASN_CANDIDATE"], r["FILENAME"])),
             "delivery": "missing" if eid in missing else "late" if eid in late else "normal",
+            "header": pool_row_header(r),
         })
     return entries
 
@@ -269,5 +273,8 @@ def write_manifest(path: str | Path, specs: Sequence, missing: Iterable[str] = (
                    late: Iterable[str] = ()) -> Path:
     path = Path(path)
     entries = manifest_entries(pool_rows(specs), missing, late)
-    path.write_text(json.dumps(entries, indent=1) + "\n")
+    programs = sorted({e["program"] for e in entries})
+    # The shape `calstream plan load` reads (steps/plans.py, parse_manifest).
+    path.write_text(json.dumps({"program": ",".join(programs), "exposures": entries},
+                               indent=1) + "\n")
     return path

@@ -16,7 +16,7 @@ from calstream.daemon.runtime import Daemon
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 
-from .support import daemon_config, metric, products, scrape, wait_for
+from .support import cli, daemon_config, metric, products, scrape, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -37,6 +37,14 @@ async def test_tansu_killed_mid_run_is_restarted_and_nothing_is_lost(tmp_path, k
         async with anyio.create_task_group() as tg:
             await tg.start(daemon.run)
             cfg = daemon.cfg
+            # A plan the planner keeps: the restarted broker must have it again,
+            # as it must have the holds (`holds release` reads them there).
+            loaded = await anyio.to_thread.run_sync(cli, cfg, "plan", "load",
+                                                    str(kit.pool_path))
+            assert loaded.returncode == 0, loaded.stderr
+            with anyio.fail_after(60):
+                while not list((cfg.work_dir / "planner" / "plans").glob("*.json")):
+                    await anyio.sleep(0.1)
             await anyio.to_thread.run_sync(lambda: deliver([first], cfg.inbox))
             (consumer,) = daemon.consumers
             with anyio.fail_after(60):
@@ -53,6 +61,8 @@ async def test_tansu_killed_mid_run_is_restarted_and_nothing_is_lost(tmp_path, k
                 cfg, ["products"],
                 lambda ms: {p["exposure_id"] for p in products(ms)} >= wanted, timeout=180)
             recovered_after = time.monotonic() - killed_at
+            await wait_for(cfg, ["plans"], lambda ms: len(ms) >= 1, timeout=60)
+            listed = await anyio.to_thread.run_sync(cli, cfg, "plan", "list")
             samples = scrape(daemon.ops.address)
             ready, problems = daemon.readiness()
             tg.cancel_scope.cancel()
@@ -65,6 +75,7 @@ async def test_tansu_killed_mid_run_is_restarted_and_nothing_is_lost(tmp_path, k
     assert metric(samples, "calstream_embedded_broker_restarts_total") == 1
     assert metric(samples, "calstream_broker_up") == 1
     assert ready, problems
+    assert kit.pool_path.name in listed.stdout, listed
     # Each exposure calibrated once: the in-flight one, re-announced after the
     # restart, waited for its run and was found done.
     assert metric(samples, "calstream_stage_runs_total", stage="detector1",

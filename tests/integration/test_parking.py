@@ -203,6 +203,8 @@ async def test_dead_letter_redriven_after_the_cause_is_fixed(tmp_path, broker, k
         ref = listed.stdout.splitlines()[1].split()[0]
         shown = await anyio.to_thread.run_sync(cli, cfg, "deadletters", "show", ref)
         assert shown.returncode == 0 and "redrive: possible" in shown.stdout, shown
+        unknown = await anyio.to_thread.run_sync(cli, cfg, "deadletters", "show", "3:999")
+        assert unknown.returncode == 1 and "no dead letter is 3:999" in unknown.stdout, unknown
         refused = await anyio.to_thread.run_sync(cli, cfg, "deadletters", "redrive", "--reason",
                                                  "no selection")
         assert refused.returncode == 2
@@ -222,6 +224,7 @@ async def test_dead_letter_redriven_after_the_cause_is_fixed(tmp_path, broker, k
           f"{products(msgs)[0]['duration_seconds']:.1f} s of it the run")
     assert products(msgs)[0]["exposure_id"] == exposure_id(uncal)
     assert "redriven 0 dead letter" in again.stdout  # already redriven: not sent twice
+    assert "already redriven (1 time(s)); --again sends it again" in again.stdout, again
     rows = json.loads(listed.stdout)
     assert len(rows) == 1 and rows[0]["redrives"][0]["by"] == "tester"
     assert rows[0]["redrives"][0]["reason"] == "file restored to the inbox"

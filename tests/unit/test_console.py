@@ -112,3 +112,32 @@ def test_parked_items_are_summed_by_stage_and_cause_for_status_and_console():
     parked = summarise_parked(endpoints)
     assert parked == [{"stage": "stage2", "cause": "disk_full", "items": 3}]
     assert "stage2: 3 item(s), disk_full" in "\n".join(_parked(parked))
+
+
+def test_dead_letters_without_an_exposure_neither_break_the_console_nor_get_lost():
+    """A watcher's bad_file dead letter has no original record (``original``
+    null): the console raised on it, so one bad file in the inbox made every
+    console page fail. A stage-3 dead letter names no exposure: it belongs on
+    the observation its order's key (the product name) names."""
+    from calstream.daemon.operations.console_data import index_product_dead_letters
+
+    bad_file = {"stage": "watcher", "category": "bad_file", "exposure_id": None,
+                "path": "/inbox/notajwstname_uncal.fits", "original": None,
+                "reason": "not a JWST exposure name", "emitted_at": "2026-11-24T05:03:00Z"}
+    stage3 = {"stage": "stage3", "category": "permanent_failure", "exposure_id": None,
+              "reason": "calwebb_image3 failed: boom", "emitted_at": "2026-11-24T05:04:00Z",
+              "original": {"topic": "calstream.work.stage3", "partition": 0, "offset": 3,
+                           "key": "jw01234-o001_t001_nircam_clear-f150w", "value": "{}"}}
+    forged = {**stage3, "original": "not an object"}
+    index: dict = {}
+    index_product_dead_letters([bad_file, stage3, forged], index)
+    assert list(index) == [("01234", "001")]
+    obs = index[("01234", "001")]
+    assert obs.dead_letters == [stage3]
+    broker = BrokerView("h:1")
+    broker.dead_letters = [bad_file, stage3]
+    status = Status(time.time(), "p.", "p", [], {}, broker, None)
+    snap = Snapshot(time.time(), "live", index, status, ["live"], "live", [],
+                    broker.dead_letters, None)
+    assert "calwebb_image3 failed: boom" in console_pages.observation_page(snap, obs, {}).decode()
+    assert "not a JWST exposure name" in console_pages.index(snap).decode()

@@ -99,3 +99,38 @@ def test_a_listed_row_carries_no_control_character_of_a_file_name():
         "key": "x\x1b[2J\r_uncal.fits"}}, ())
     assert "\x1b" not in list_row(forged) and "\r" not in list_row(forged)
     assert "x\\x1b[2J\\x0d_uncal" in list_row(forged)
+
+
+def test_a_time_or_category_that_means_nothing_is_a_usage_error(capsys):
+    """``--since yesterday`` ended in a ValueError traceback (after reading the
+    whole dead-letter topic); a misspelt category matched nothing, silently."""
+    import pytest
+
+    from calstream.daemon.operations.cli.main import build_parser
+
+    parser = build_parser()
+    for argv, expected in (
+            (["--since", "yesterday"], "'yesterday' is neither an ISO time"),
+            (["--until", "2h ago"], "'2h ago' is neither an ISO time"),
+            (["--category", "permanent-failure"], "invalid choice: 'permanent-failure'")):
+        for command in (["list"], ["redrive", "--reason", "x"]):
+            with pytest.raises(SystemExit) as stop:
+                parser.parse_args(["deadletters", *command, *argv])
+            assert stop.value.code == 2
+            assert expected in capsys.readouterr().err
+    ok = parser.parse_args(["deadletters", "list", "--since", "2h", "--until",
+                            "2026-12-01T10:00:00Z", "--category", "bad_file"])
+    assert (ok.since, ok.until, ok.category) == ("2h", "2026-12-01T10:00:00Z", ["bad_file"])
+
+
+def test_each_row_says_what_it_is_about():
+    """A bad_file whose name is no exposure name has no exposure id and no
+    original record: its row named nothing; the console showed the file."""
+    from calstream.daemon.operations.cli.deadletters import subject
+
+    assert subject(LETTERS[0].body) == "jw1_nrcb1"
+    assert subject({"exposure_id": None, "original": {"key": "jw01234-o001_t001"}}) \
+        == "jw01234-o001_t001"
+    assert subject({"exposure_id": None, "original": None,
+                    "path": "/inbox/notajwstname_uncal.fits"}) == "notajwstname_uncal.fits"
+    assert subject({"exposure_id": None, "original": "forged", "path": None}) == ""

@@ -383,3 +383,17 @@ def test_the_container_image_runs_the_cli_and_exposes_the_metrics_port():
     # It installs what pyproject.toml packages.
     for room in ("daemon", "steps", "topics"):
         assert re.search(rf"^COPY {room} {room}$", text, re.M)
+
+
+def test_the_alerts_table_lists_every_alert_rule():
+    """docs/operations.md, "Alerts": the on-call reads the table; an alert in
+    alerts.yml that the table leaves out (CalstreamExposuresMissing,
+    CalstreamPlannerLeaders were) pages someone with nothing to look up."""
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"][0]
+    text = OPERATIONS.read_text().split("## Alerts", 1)[1].split("\n## ", 1)[0]
+    table = {m.group(1): m.group(2) for m in re.finditer(
+        r"^\| `(Calstream[A-Za-z]+)` \|.*\| (\S+) \| (?:warning|critical) \|$", text, re.M)}
+    for rule in rules["rules"]:
+        assert rule["alert"] in table, f"{rule['alert']} is not in the alerts table"
+        assert table[rule["alert"]] == rule.get("for", "—"), rule["alert"]
+    assert set(table) == {r["alert"] for r in rules["rules"]}

@@ -103,3 +103,12 @@ def test_a_plan_may_give_a_segments_integrations_without_their_total():
     with pytest.raises(PlanError, match="INTEND = 100 is beyond NINTS = 60"):
         parse_manifest(json.dumps({"exposures": [
             {**entry, "header": {**entry["header"], "NINTS": 60}}]}))
+
+
+def test_json_that_is_no_manifest_is_told_as_such(tmp_path):
+    """A JSON array was read as a pool: "no FILENAME column in [..." said
+    nothing useful about a JSON file."""
+    path = tmp_path / "m.json"
+    path.write_text('[{"exposure_id": "jw01234001001_02101_00001_nrcb1"}]')
+    with pytest.raises(PlanError, match=r'm.json: a manifest is \{"exposures": \[...\]\}'):
+        load_plan(path)

@@ -89,3 +89,31 @@ async def test_an_item_done_elsewhere_while_it_waited_for_a_worker_is_not_run(tm
     assert [(topic, m["event_id"]) for topic, m in bus.sent] == [("products", ELSEWHERE)]
     assert _runs(metrics) == {"duplicate": 1.0}
     assert not list((store.directory("01234", "001") / ".tmp").iterdir())
+
+
+@pytest.mark.anyio
+async def test_every_line_about_a_run_names_its_work(tmp_path, caplog):
+    """docs/operations.md, "Logs": the exposure id, the stage and the work id
+    on every line about an exposure. The runner's own lines ("starting",
+    "done") carried "-" for the work id."""
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    metrics, bus, store = Metrics(), _Bus(), ProductStore(cfg.products)
+    pool = WorkerPool(1, stage="detector1", metrics=metrics)
+    pool.start()
+    runner = WorkItemRunner(cfg, publisher=bus, store=store, pool=pool, metrics=metrics,
+                            crds_context="jwst_0001.pmap")
+    item = WorkItem(stage="detector1", pipeline="calwebb_detector1",
+                    task="tests.pool_tasks:write_rate", task_kwargs={"name": NAME},
+                    program="01234", observation="001", name=NAME,
+                    inputs=[{"path": "/in/u.fits", "digest": "sha256:" + "0" * 64}],
+                    event_fields={"exposure_id": NAME})
+    caplog.set_level("INFO", logger="calstream.stage")
+    try:
+        with anyio.fail_after(60):
+            await runner.run(item)
+    finally:
+        pool.close()
+    lines = [r for r in caplog.records if r.name == "calstream.stage"]
+    assert any("starting" in r.getMessage() for r in lines), [r.getMessage() for r in lines]
+    assert {(r.exposure_id, r.stage, r.work_id) for r in lines} == {
+        (NAME, "detector1", runner.work_id(item))}

@@ -28,7 +28,7 @@ def test_default_kit_is_unchanged_but_carries_its_plan(tmp_path):
         "jw01234001001_02101_00001_nrcb1_uncal.fits", "jw01234001001_02101_00002_nrcb1_uncal.fits"]
     assert k.missing == [] and k.late == [] and k.delivery_order() == k.uncal_files
     assert k.pool_path.name == "jw01234_20240115t090000_pool.csv"
-    assert len(json.loads(k.manifest_path.read_text())) == 2
+    assert len(json.loads(k.manifest_path.read_text())["exposures"]) == 2
 
 
 def test_second_visit_of_observation_1_sees_the_same_stars_elsewhere(kit):
@@ -123,7 +123,7 @@ def test_jwst_generator_makes_the_expected_level3_candidates(kit):
 
 
 def test_manifest_says_which_exposures_are_missing_or_late(kit):
-    entries = json.loads(kit.manifest_path.read_text())
+    entries = json.loads(kit.manifest_path.read_text())["exposures"]
     by_id = {e["exposure_id"]: e for e in entries}
     assert by_id[kit.missing[0]]["delivery"] == "missing"
     late = kit.late[0].name.rsplit("_", 1)[0]
@@ -161,3 +161,15 @@ def test_a_module_subarray_on_one_detector_is_flagged_as_never_complete(kit, tmp
     point_source = build_kit(tmp_path, ProgramSpec(subarray="SUB160P", dithers=2),
                              modes=("imaging", "segmented", "lrs"), references=False)
     assert point_source.unsimulated_detectors() == {}
+
+
+def test_the_manifest_is_a_plan_calstream_loads_the_same_as_the_pool(kit):
+    """`calstream simulate` prints the manifest beside the pool as the
+    program's plan; `calstream plan load manifest.json` refused it ("not a
+    jwst association pool (no FILENAME column in [...)")."""
+    from calstream.steps.plans import load_plan
+
+    from_pool, from_manifest = load_plan(kit.pool_path), load_plan(kit.manifest_path)
+    assert from_manifest.plan_id == from_pool.plan_id
+    assert from_manifest.exposures == from_pool.exposures  # candidates and headers too
+    assert any(len(e.candidates) == 2 for e in from_manifest.exposures)  # coronagraphy's c-acid

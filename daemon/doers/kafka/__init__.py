@@ -20,6 +20,7 @@ from calstream.daemon.doers.kafka.clients import (
     producer,
     reader,
     subscriber,
+    unreachable,
 )
 from calstream.daemon.doers.kafka.concurrent_consumer import ConcurrentConsumer
 from calstream.daemon.doers.kafka.publisher import Publisher
@@ -34,4 +35,5 @@ from calstream.daemon.doers.kafka.topic_reader import (
 
 __all__ = ["ConcurrentConsumer", "Publisher", "Record", "TopicReader", "admin", "client_options",
            "create_topics", "describe_catalog", "group_consumer", "group_offsets", "is_empty",
-           "open_reader", "producer", "read_to_end", "read_topics", "reader", "subscriber"]
+           "open_reader", "producer", "read_to_end", "read_topics", "reader", "subscriber",
+           "unreachable"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaConnectionError
 
 from calstream.daemon.operations.config import Config
 
@@ -91,3 +92,15 @@ def reader(cfg: Config, **options: Any) -> AIOKafkaConsumer:
 
 def admin(cfg: Config) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**client_options(cfg), request_timeout_ms=30000)
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """Why the broker could not be reached, if that is what ``exc`` (or an
+    exception inside its group) says; None for anything else. A command that
+    cannot reach its broker says so in one line, not with aiokafka's traceback."""
+    if isinstance(exc, KafkaConnectionError):
+        return str(exc).removeprefix("KafkaConnectionError: ")
+    for inner in getattr(exc, "exceptions", ()):  # an anyio task group's ExceptionGroup
+        if (reason := unreachable(inner)) is not None:
+            return reason
+    return None

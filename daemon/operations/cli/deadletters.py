@@ -64,6 +64,18 @@ def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
+def _when_argument(text: str) -> str:
+    """--since/--until checked when the command line is read, before the
+    broker is: a value that is no time is a usage error, not a traceback."""
+    try:
+        parse_when(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO time (2026-12-01T10:00:00Z) nor an age "
+            "(30m, 2h, 1d)") from None
+    return text
+
+
 def selected(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLetter]:
     """The dead letters the filters and references of ``args`` pick."""
     since = parse_when(args.since) if args.since else None
@@ -89,6 +101,16 @@ def selected(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLe
             continue
         out.append(letter)
     return out
+
+
+def subject(body: dict) -> str:
+    """What a dead letter is about, for its row: the exposure, else the
+    original record's key, else the file's name (a watcher's bad_file whose
+    name is no exposure name has neither)."""
+    original = body.get("original")
+    key = original.get("key") if isinstance(original, dict) else None
+    path = body.get("path")
+    return str(body.get("exposure_id") or key or (str(path).rsplit("/", 1)[-1] if path else ""))
 
 
 def redrivable_topics(topics: Topics) -> set[str]:
@@ -171,15 +193,18 @@ async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[
 def _selection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("refs", nargs="*", metavar="REF",
                    help="PARTITION:OFFSET on the deadletter topic, or an event id prefix")
-    p.add_argument("--category", action="append",
-                   help="bad_file, invalid_message, bad_input, permanent_failure, "
-                        "retries_exhausted, ... (repeatable)")
+    # The schema's categories: a misspelt one would match nothing, silently.
+    categories = contract.schema("dead_letter")["properties"]["category"]["enum"]
+    p.add_argument("--category", action="append", choices=categories, metavar="CATEGORY",
+                   help=f"{', '.join(categories)} (repeatable)")
     p.add_argument("--reason-contains", dest="reason_contains",
                    help="the dead letter's reason contains this text (case-insensitive)")
     p.add_argument("--stage", action="append", help="watcher, detector1, stage2, ... (repeatable)")
     p.add_argument("--exposure", help="exposure id contains this text")
-    p.add_argument("--since", help="dead-lettered at or after: ISO time or an age (30m, 2h, 1d)")
-    p.add_argument("--until", help="dead-lettered at or before: ISO time or an age")
+    p.add_argument("--since", type=_when_argument,
+                   help="dead-lettered at or after: ISO time or an age (30m, 2h, 1d)")
+    p.add_argument("--until", type=_when_argument,
+                   help="dead-lettered at or before: ISO time or an age")
 
 
 def _list_arguments(p: argparse.ArgumentParser) -> None:
@@ -205,7 +230,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no dead letters" + (" match" if len(letters) else ""))
         return 0
-    print(f"{'ref':9} {'when':20} {'stage':10} {'category':18} {'exposure / key':34} "
+    print(f"{'ref':9} {'when':20} {'stage':10} {'category':18} {'exposure / key / file':34} "
           f"{'redriven':8} reason")
     for r in rows:
         print(list_row(r))
@@ -217,7 +242,7 @@ def list_row(r: DeadLetter) -> str:
     anyone may write, and a reason quotes text from outside (a pipeline's
     error, a name); no control sequence reaches the terminal."""
     b = r.body
-    who = b.get("exposure_id") or (b.get("original") or {}).get("key") or ""
+    who = subject(b)
     return escape_controls(f"{r.ref:9} {b['emitted_at'][:19]:20} {b['stage']:10} "
                            f"{b['category']:18} {who[:34]:34} {len(r.redrives) or '':8} "
                            f"{b['reason'][:100]}")
@@ -232,7 +257,11 @@ def _show_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     cfg, letters = _loaded(args)
     found = [r for r in letters if r.ref == args.ref or r.body["event_id"].startswith(args.ref)]
-    if len(found) != 1:
+    if not found:
+        print(f"calstream: no dead letter is {args.ref} (`calstream deadletters list` shows "
+              "each one's PARTITION:OFFSET)")
+        return 1
+    if len(found) > 1:
         print(f"calstream: {args.ref} names {len(found)} dead letters; give one "
               "PARTITION:OFFSET or a longer event id")
         return 1
@@ -264,9 +293,13 @@ def cmd_redrive(args: argparse.Namespace) -> int:
               "--stage, --exposure, --since, --until), or --all")
         return 2
     cfg, letters = _loaded(args)
-    args.pending = not args.again
+    args.pending = False
     chosen, refused = [], []
     for letter in selected(letters, args):
+        if letter.redrives and not args.again:
+            print(f"{letter.ref}: already redriven ({len(letter.redrives)} time(s)); "
+                  "--again sends it again")
+            continue
         _, problem = original_bytes(letter.body.get("original"),
                                     redrivable_topics(Topics(cfg.topic_prefix)))
         (refused if problem else chosen).append((letter, problem))

@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from calstream.daemon.deciders.replay_selection import BadSelection
+from calstream.daemon.doers import kafka
 from calstream.daemon.doers.product_store import BadNamespace
 from calstream.daemon.operations.cli.registry import COMMANDS, GROUPS, add_shared_flags
 from calstream.daemon.operations.config import ConfigError
@@ -67,6 +68,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # The same faults raised inside a task group (the daemon's start, a
+        # subscriber) arrive wrapped in an ExceptionGroup: still one line.
+        if (reason := kafka.unreachable(exc)) is not None:
+            print(f"calstream: the Kafka broker does not answer ({reason}): is it running, and "
+                  "is its address right (--kafka-bootstrap, kafka_bootstrap in the "
+                  "configuration, or the work dir's deployment.json)?", file=sys.stderr)
+            return 1
+        if (mistake := _user_error(exc)) is not None:
+            print(f"calstream: configuration error: {mistake}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _user_error(exc: BaseException) -> BaseException | None:
+    """The operator's mistake inside an exception group, if that is what it holds."""
+    if isinstance(exc, USER_ERRORS):
+        return exc
+    inner = getattr(exc, "exceptions", ())
+    return _user_error(inner[0]) if len(inner) == 1 else None
 
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ record (the switch itself is ``doers/promotion.py``), then announce it."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 import anyio
 
+from calstream.daemon.doers import kafka
 from calstream.daemon.doers.message_sender import send_messages
 from calstream.daemon.doers.product_store import ProductStore, check_namespace
 from calstream.daemon.doers.promotion import promote
@@ -29,13 +31,21 @@ def cmd_promote(args: argparse.Namespace) -> int:
     # The broker is checked before the switch: a promotion nobody hears of is worse than none.
     cfg = broker_config(args, "promote")
     check_namespace(args.namespace)
+    topics = Topics(cfg.topic_prefix)
+    anyio.run(kafka.create_topics, cfg, topics)  # it answers, and the topic is there
     store = ProductStore(cfg.products)
     message = promote(store, args.namespace, reason=args.reason,
                       by=operator(args))
     # After the switch, never before: a subscriber reacting to the event must
     # find the link already switched.
-    anyio.run(send_messages, cfg, Topics(cfg.topic_prefix).name("promotions"),
-              [(message["namespace"], message)])
+    try:
+        anyio.run(send_messages, cfg, topics.name("promotions"),
+                  [(message["namespace"], message)])
+    except Exception:
+        print(f"calstream: {message['current_link']} now serves {args.namespace}, but its "
+              f"promotion event was not published: `calstream promote {args.namespace}` "
+              "again publishes it", file=sys.stderr)
+        raise
     print(f"promoted {message['namespace']} (was {message['previous']}): "
           f"{message['current_link']} -> {message['tree']}; {message['records']} work item(s)")
     return 0

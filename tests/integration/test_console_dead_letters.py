@@ -1,0 +1,48 @@
+"""The console over a real broker's dead letters (no daemon): a watcher's
+``bad_file`` dead letter carries no original record (``original`` is null),
+and once one was on the topic every console page failed (the connection was
+dropped, a traceback went to the daemon's stderr)."""
+
+import anyio
+import pytest
+
+from calstream.daemon.doers import kafka
+from calstream.daemon.doers.message_sender import send_messages
+from calstream.daemon.operations.config import load
+from calstream.daemon.operations.console import Console
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def _letter(n: int, **fields) -> contract.Message:
+    return contract.build("dead_letter", f"{n:064x}", attempts=0, **fields)
+
+
+@pytest.mark.anyio
+async def test_a_bad_file_and_a_stage3_dead_letter_show_in_the_console(broker, unique_prefix,
+                                                                        tmp_path):
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    topics = Topics(cfg.topic_prefix)
+    await kafka.create_topics(cfg, topics)
+    bad_file = _letter(1, category="bad_file", stage="watcher", exposure_id=None,
+                       path=str(cfg.inbox / "notajwstname_uncal.fits"), original=None,
+                       reason="'notajwstname_uncal.fits' is not a JWST exposure name")
+    product = "jw01234-o001_t001_nircam_clear-f150w"
+    stage3 = _letter(2, category="permanent_failure", stage="stage3", exposure_id=None,
+                     reason="calwebb_image3 failed: boom",
+                     original={"topic": topics.name("work.stage3"), "partition": 0,
+                               "offset": 0, "key": product, "value": "{}"})
+    await send_messages(cfg, topics.name("deadletter"), [("notajwstname", bad_file),
+                                                         (product, stage3)])
+    console = Console(cfg, lambda: [])
+    code, body, _ = await anyio.to_thread.run_sync(console.handle, "/console/")
+    assert code == 200
+    assert "not a JWST exposure name" in body.decode()
+    code, body, _ = await anyio.to_thread.run_sync(console.handle, "/console/program/01234/001")
+    assert code == 200 and "calwebb_image3 failed: boom" in body.decode()

@@ -1,0 +1,74 @@
+"""What a command says when its broker is not there, or its port is taken:
+one line naming the cause and what to check, never aiokafka's traceback; and
+a promotion that cannot be announced switches nothing. (Real sockets: a port
+nobody listens on, a port a test holds.)"""
+
+import logging
+import socket
+
+import pytest
+
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.promotion import current_namespace, ensure_current
+from calstream.daemon.operations.cli.main import main
+
+
+@pytest.fixture(autouse=True)
+def _logs_restored():
+    """Commands set up the daemon's logs on the stderr of their moment (here
+    a test's capture, closed after it): put the root logger back after each."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
+
+
+@pytest.fixture
+def nobody():
+    """HOST:PORT where nothing listens (bound once, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+def _one_line(err: str, *, cause: str) -> None:
+    ours = [line for line in err.splitlines() if line.startswith("calstream:")]
+    assert len(ours) == 1 and cause in ours[0], err
+    assert "Traceback" not in err and "Exception Group" not in err, err
+
+
+@pytest.mark.parametrize("command", [["deadletters", "list"], ["holds", "list"],
+                                     ["plan", "list"], ["topics", "list"]])
+def test_an_unreachable_broker_is_one_line(command, nobody, tmp_path, capsys):
+    assert main([*command, "--work-dir", str(tmp_path), "--kafka-bootstrap", nobody]) == 1
+    _one_line(capsys.readouterr().err, cause="the Kafka broker does not answer")
+
+
+def test_a_promotion_nobody_could_hear_of_switches_nothing(nobody, tmp_path, capsys):
+    store = ProductStore(tmp_path / "products")
+    ensure_current(store)
+    ns = store.for_namespace("n1")
+    scratch = ns.scratch("01234", "001", "w" * 64)
+    (scratch / "jw_rate.fits").write_bytes(b"x")
+    ns.publish(scratch, "01234", "001", name="jw", stage="detector1",
+               record={"work_id": "w" * 64, "event": {"crds_context": "jwst_0002.pmap",
+                                                      "outputs": []}})
+    assert main(["promote", "n1", "--work-dir", str(tmp_path), "--kafka-bootstrap",
+                 nobody]) == 1
+    _one_line(capsys.readouterr().err, cause="the Kafka broker does not answer")
+    assert current_namespace(store) == "live"
+    assert not (store.top / "promotions").exists()
+
+
+def test_a_taken_metrics_port_is_one_line(nobody, tmp_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = "{}:{}".format(*taken.getsockname())
+        code = main(["run", "--work-dir", str(tmp_path), "--kafka-bootstrap", nobody,
+                     "--metrics-address", address])
+    assert code == 2
+    _one_line(capsys.readouterr().err, cause=f"metrics_address {address}: the operations "
+                                             "endpoint cannot listen there")
+    assert not (tmp_path / "deployment.json").exists()
