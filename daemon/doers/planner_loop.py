@@ -33,8 +33,9 @@ from calstream.daemon.deciders.planner_state import PlannerState, observe_pointi
 from calstream.daemon.deciders.product_intake import ProductIntake
 from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
 from calstream.daemon.doers import kafka, planner_restore
+from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.planner_ledger import PlannerLedger
-from calstream.daemon.doers.planner_publishing import Faults, Refused, publish_emits
+from calstream.daemon.doers.planner_publishing import Faults, Refused, keep, publish_emits
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
@@ -94,6 +95,8 @@ class Planner:
         self.restored_from: dict | None = None  # the snapshot the state came from, if any
         self.snapshot_reuse = None  # the last snapshot's blocks (deciders/snapshot_reuse.py)
         self.faults = Faults(metrics)  # what it survives outside any record
+        self._unkept: list[dict] = []  # plans decided, to keep in the ledger
+        self.snapshot_parking = Parking(cfg, metrics, stage="planner", what="planner: snapshot")
 
     def state_for(self, namespace: str) -> PlannerState:
         state = self.states.get(namespace)
@@ -154,7 +157,7 @@ class Planner:
             lost["holds"] += 1
         # Holds the topic had (e.g. written before the ledger existed): kept now.
         for body in list(self.holds.values()):
-            await anyio.to_thread.run_sync(self.ledger.keep, "holds", body)
+            await self.keep("holds", body)
         if any(lost.values()):
             log.warning("the broker had lost %d plan(s) and %d hold record(s): re-published "
                         "from %s", lost["plans"], lost["holds"], self.ledger.root)
@@ -263,6 +266,8 @@ class Planner:
                                f"the planner cannot handle this record: "
                                f"{type(exc).__name__}: {exc}")
             return
+        while self._unkept:  # out of _decide: a disk fault parks, it is not the record's
+            await self.keep("plans", self._unkept.pop(0))
         for e in emits:
             if e.topic == "holds" and e.message["state"] == "released":
                 path = (e.message.get("release") or {}).get("path") or e.message["waiting_for"]
@@ -337,7 +342,7 @@ class Planner:
         emits = [e for state in list(self.states.values())
                  for e in state.load_plan(plan, self._now(record))]
         self.plans[plan.plan_id] = plan
-        self.ledger.keep("plans", message.body)  # outlives a broker that loses the topic
+        self._unkept.append(message.body)  # kept in _handle (outlives a broker losing the topic)
         self.metrics.plans_loaded.inc()
         log.info("plan %s loaded (%s: %d exposure(s) of program(s) %s)", plan.plan_id[:12],
                  plan.source, len(plan.exposures), ", ".join(plan.programs))
@@ -345,7 +350,10 @@ class Planner:
 
     async def _publish(self, emits: list[Emit]) -> list[Refused]:
         return await publish_emits(emits, publisher=self.publisher, topics=self.topics,
-                                   ledger=self.ledger, metrics=self.metrics)
+                                   ledger=self.ledger, metrics=self.metrics, cfg=self.cfg)
+
+    async def keep(self, topic: str, body: dict) -> None:
+        await keep(self.ledger, topic, body, cfg=self.cfg, metrics=self.metrics)
 
     def _update_metrics(self) -> None:
         try:

@@ -28,6 +28,7 @@ from calstream.daemon.deciders.retry_policy import Backoff, NextStep, after_run
 from calstream.daemon.deciders.work_items import DETECTOR1_PIPELINE, WorkItem
 from calstream.daemon.doers.digest_memo import remember_written
 from calstream.daemon.doers.kafka import Publisher
+from calstream.daemon.doers.parking import Parked
 from calstream.daemon.doers.preview_runner import make_previews, planned_previews
 from calstream.daemon.doers.product_store import Done, ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims
@@ -128,7 +129,7 @@ class WorkItemRunner:
         run_log = store.log_path(item.program, item.observation, item.name, item.stage,
                                  item.version)
         attempts = 0
-        parked: _Parked | None = None
+        parked: Parked | None = None
         try:
             while True:
                 attempts += 1
@@ -136,7 +137,7 @@ class WorkItemRunner:
                                                                   attempts)
                 if step.action == "park":
                     if parked is None:
-                        parked = _Parked(self.metrics, item.stage, step.cause)
+                        parked = Parked(self.metrics, item.stage, step.cause)
                         log.warning("%s: %s parked on an infrastructure fault (%s): %s; "
                                     "re-checked every %.0fs, not dead-lettered", item.name,
                                     item.pipeline, step.cause, detail,
@@ -374,19 +375,3 @@ class WorkItemRunner:
         log.info("%s: no science data (%s): skipped product event", item.name, reason,
                  extra=item.log_context)
 
-
-class _Parked:
-    """One item's stay in the parked state, shown by calstream_parked_items."""
-
-    def __init__(self, metrics: Metrics, stage: str, cause: str) -> None:
-        self.gauge = metrics.parked.labels(stage=stage, cause=cause)
-        self.cause = cause
-        self.since = time.monotonic()
-        self.gauge.inc()
-        metrics.parked_total.labels(stage=stage, cause=cause).inc()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.since
-
-    def release(self) -> None:
-        self.gauge.dec()

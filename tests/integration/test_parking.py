@@ -86,7 +86,9 @@ def fill(directory: Path, leave: int = 0) -> Path:
     returns the filler."""
     filler = directory / "filler.bin"
     block = b"\0" * (1 << 20)
-    with open(filler, "wb") as f:
+    # Unbuffered: a buffered file's close would raise ENOSPC again, flushing
+    # what the last write left in its buffer.
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(block)
@@ -94,10 +96,9 @@ def fill(directory: Path, leave: int = 0) -> Path:
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     # A write of a few bytes fails too (tmpfs rounds up to pages: take the rest).
-    with contextlib.suppress(OSError), open(directory / "filler2.bin", "wb") as f:
+    with contextlib.suppress(OSError), open(directory / "filler2.bin", "wb", buffering=0) as f:
         while True:
             f.write(b"\0" * 512)
-            f.flush()
     if leave:
         os.truncate(filler, filler.stat().st_size - leave)
     return filler
