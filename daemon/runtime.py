@@ -261,7 +261,8 @@ class Daemon:
             try:
                 own = Publisher(producer, self.topics, self.metrics, role=publisher.role)
                 self.planner = Planner(self.cfg, publisher=GatedPublisher(own, gate,
-                                                                          standby.withhold),
+                                                                          standby.withhold,
+                                                                          self.cfg),
                                        metrics=self.metrics, topics=self.topics)
                 self.planner.standby = standby
                 await self.planner.run(task_status=task_status)

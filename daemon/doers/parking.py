@@ -4,9 +4,9 @@ A full or read-only disk, CRDS out of reach: retried ``max_attempts`` times
 with jittered backoff, then *parked*, shown in ``calstream_parked_items``
 and re-checked every ``park_recheck_seconds`` until it clears
 (deciders/retry_policy.py decides the delays). The work item runner parks
-whole runs; the planner parks the records it keeps (a plan, a hold) and its
-snapshot; the runner parks its failure and skip records. Any other error
-is raised as it is: it is not an infrastructure fault.
+whole runs; the planner parks the records it keeps (a plan, a hold), its snapshot,
+and a send the broker does not acknowledge (cause ``broker_unreachable``).
+Any other error is raised as it is: it is not an infrastructure fault.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -50,8 +51,11 @@ class Parking:
     its next try, and its park, counted once, until ``resumed``."""
 
     def __init__(self, cfg: Any, metrics: Metrics, *, stage: str, what: str,
-                 log_context: dict[str, Any] | None = None) -> None:
+                 log_context: dict[str, Any] | None = None,
+                 max_attempts: int | None = None) -> None:
         self.cfg, self.metrics, self.stage, self.what = cfg, metrics, stage, what
+        # Fewer quick retries where one try is itself a long wait (a broker's time-out).
+        self.max_attempts = max_attempts or cfg.max_attempts
         self.extra = {"extra": log_context or {"stage": stage}}
         self.failures = 0
         self.parked: Parked | None = None
@@ -61,7 +65,7 @@ class Parking:
         """One more failure on ``cause``; the seconds to wait before the next try."""
         self.failures += 1
         step = after_run(f"{INFRASTRUCTURE}:{cause}", self.failures,
-                         max_attempts=self.cfg.max_attempts,
+                         max_attempts=self.max_attempts,
                          backoff=Backoff(self.cfg.retry_backoff),
                          park_recheck=self.cfg.park_recheck_seconds, jitter=random.random())
         if step.action == "park" and self.parked is None:
@@ -71,7 +75,7 @@ class Parking:
                         self.cfg.park_recheck_seconds, **self.extra)
         elif step.action == "retry":
             log.warning("%s failed (%s: %s); retry %d/%d in %.1fs", self.what,
-                        type(exc).__name__, exc, self.failures + 1, self.cfg.max_attempts,
+                        type(exc).__name__, exc, self.failures + 1, self.max_attempts,
                         step.delay, **self.extra)
         self.retry_at = time.monotonic() + step.delay
         return step.delay
@@ -84,14 +88,16 @@ class Parking:
         self.parked, self.failures = None, 0
 
 
-async def until_done(work: Callable[[], T], parking: Parking) -> T:
-    """``work()`` in a thread, tried again until no infrastructure fault stops it."""
+async def until_done(attempt: Callable[[], Awaitable[T]], parking: Parking,
+                     cause_of: Callable[[BaseException], str | None] = infrastructure_cause) -> T:
+    """``attempt()`` awaited again until no fault ``cause_of`` names stops it
+    (by default a disk or CRDS fault; any other error is raised)."""
     try:
         while True:
             try:
-                done = await anyio.to_thread.run_sync(work)
-            except OSError as exc:
-                cause = infrastructure_cause(exc)
+                done = await attempt()
+            except Exception as exc:  # noqa: BLE001 - cause_of decides; the rest is raised
+                cause = cause_of(exc)
                 if cause is None:
                     raise
                 await anyio.sleep(parking.failed(cause, exc))
@@ -102,3 +108,8 @@ async def until_done(work: Callable[[], T], parking: Parking) -> T:
         if parking.parked is not None:  # cancelled while parked
             parking.parked.release()
             parking.parked = None
+
+
+def in_thread(work: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    """``work`` as an attempt for ``until_done``, run in a worker thread."""
+    return partial(anyio.to_thread.run_sync, work)

@@ -19,7 +19,7 @@ from typing import Any
 
 from calstream.daemon import stages
 from calstream.daemon.deciders.planner_records import Emit
-from calstream.daemon.doers.parking import Parking, until_done
+from calstream.daemon.doers.parking import Parking, in_thread, until_done
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract
@@ -51,7 +51,7 @@ async def keep(ledger: PlannerLedger, topic: str, body: dict[str, Any], *, cfg: 
     goes on once the disk takes it."""
     what = f"planner: keeping {topic} record {str(body.get('plan_id') or body.get('exposure_id'))}"
     try:
-        await until_done(partial(ledger.keep, topic, body),
+        await until_done(in_thread(partial(ledger.keep, topic, body)),
                          Parking(cfg, metrics, stage="planner", what=what))
     except ValueError as exc:  # a key no file may be named after: the record stands, unkept
         log.warning("planner: %s record not kept: %s", topic, exc)

@@ -10,14 +10,19 @@ freed. Synthetic product events (no jwst run), the session's real broker.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
 
 import anyio
 import pytest
 
 from calstream.daemon.doers import planner_snapshots
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.operations.cli.plans import plan_message, publish_plan
 from calstream.steps.synthetic.headers import exposure_id
+from calstream.topics import contract
 
 from .support import daemon_config, metric, read_all, running_daemon, scrape, wait_for
 from .test_parking import dead_letters, fill, small_tmpfs
@@ -90,3 +95,47 @@ async def test_a_full_planner_disk_parks_the_planner_and_it_resumes(tmp_path, br
         assert metric(samples, "calstream_dead_letters_total") == 0
         assert not dead_letters(await read_all(cfg, ["deadletter"]))
         assert not list(kept.glob(".*.tmp")), "a failed write left its temporary file"
+
+
+def stage2_event(rate: contract.Message) -> contract.Message:
+    """The stage-2 product event of ``rate``'s exposure (a cal file)."""
+    wid = hashlib.sha256(f"{rate['work_id']}-stage2".encode()).hexdigest()
+    cal = str(rate["outputs"][0]["path"]).replace("_rate.fits", "_cal.fits")
+    fields = {k: v for k, v in rate.body.items() if k not in ("event_id", "producer")}
+    fields.update(work_id=wid, stage="stage2", pipeline="calwebb_image2",
+                  inputs=[{"path": rate["outputs"][0]["path"],
+                           "digest": rate["outputs"][0]["digest"]}],
+                  outputs=[{"path": cal, "digest": "sha256:" + "c" * 64, "suffix": "cal"}],
+                  emitted_at=contract.utc_now())
+    return contract.build("product", contract.event_id("product", wid), **fields)
+
+
+async def test_the_planner_waits_out_a_broker_that_stops_answering_while_it_sends(
+        tmp_path, unique_prefix):
+    """The broker stops answering (SIGSTOP: connections hang, as on a lost
+    host) just before the planner sends a stage-3 order from a tick. Its send
+    times out after request_timeout_ms; the planner must keep the order and
+    send it once the broker answers again, neither stopping nor losing it."""
+    with EmbeddedBroker(tmp_path / "own-broker") as own:
+        cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
+                            stage3_settle=6.0, stage3_quiet_period=6.0, max_attempts=2,
+                            retry_backoff=0.1, park_recheck_seconds=1.0)
+        rate = product_event(cfg.products, cfg.inbox, 4343, 1, 1)
+        async with running_daemon(cfg) as daemon:
+            await until(lambda: daemon.planner and daemon.planner.caught_up)
+            await publish(cfg, [rate, stage2_event(rate)])
+            await wait_for(cfg, ["work.stage2"], lambda ms: any(
+                getattr(m, "type", "") == "work_order" for m in ms), timeout=60)
+            # The visit is complete: its stage-3 order is sent after the settle time.
+            os.kill(own.process.pid, signal.SIGSTOP)
+            try:
+                await until(lambda: metric(scrape(daemon.ops.address), "calstream_parked_items",
+                                           stage="planner", cause="broker_unreachable") >= 1,
+                            timeout=90)
+            finally:
+                os.kill(own.process.pid, signal.SIGCONT)
+            msgs = await wait_for(cfg, ["work.stage3"], lambda ms: any(
+                getattr(m, "type", "") == "work_order" for m in ms), timeout=90)
+            await until(lambda: metric(scrape(daemon.ops.address), "calstream_parked_items") == 0)
+        orders = [m for m in msgs if getattr(m, "type", "") == "work_order"]
+        assert len({o["event_id"] for o in orders}) == 1
