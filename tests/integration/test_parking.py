@@ -21,6 +21,7 @@ import anyio
 import pytest
 
 from calstream.steps.environment import environ
+from calstream.steps.fitsfile import file_digest
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 from calstream.topics import contract
@@ -229,3 +230,47 @@ async def test_dead_letter_redriven_after_the_cause_is_fixed(tmp_path, broker, k
     # The stage that takes the redriven record says so, with who and why.
     assert any("redriven dead letter" in r.getMessage() and '"by": "tester"' in r.getMessage()
                for r in caplog.records)
+
+
+@contextlib.contextmanager
+def read_only(directory: Path):
+    """``directory`` remounted read-only (a bind mount onto itself) for the block."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True)
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+async def test_a_dead_letter_whose_failure_record_is_refused_parks_and_is_not_rerun(
+        tmp_path, broker, kit, unique_prefix):
+    """The run fails for good (a worker over its time-out, no retry left): the
+    dead letter goes out, then the store refuses the failure record that
+    keeps a restart from announcing the file again (its directory read-only).
+    That write parks; the run is neither run again nor dead-lettered twice."""
+    uncal = kit.uncal_files[0]
+    name = parse_exposure_name(uncal.name)
+    cfg = daemon_config(tmp_path, broker, unique_prefix, **{
+        **FAST_PARKING, "max_attempts": 1, "task_timeout": 0.2})
+    failed = cfg.products / name.program / name.observation / ".failed"
+    with read_only(failed):
+        async with running_daemon(cfg) as daemon:
+            await anyio.to_thread.run_sync(lambda: deliver([uncal], cfg.inbox))
+            await wait_parked(daemon, "read_only")
+            samples = scrape(daemon.ops.address)
+            assert metric(samples, "calstream_dead_letters_total") == 1
+            assert metric(samples, "calstream_stage_runs_total", outcome="failed") == 1
+            subprocess.run(["umount", "-l", str(failed)], check=True)  # writable again
+            with anyio.fail_after(60):
+                while metric(scrape(daemon.ops.address), "calstream_parked_items") > 0:
+                    await anyio.sleep(0.2)
+            assert daemon.store.has_failed(name.program, name.observation, name.exposure_id,
+                                           "detector1", file_digest(uncal))
+            samples = scrape(daemon.ops.address)
+    assert metric(samples, "calstream_dead_letters_total") == 1
+    assert metric(samples, "calstream_stage_runs_total", outcome="failed") == 1
+    assert len(dead_letters(await read_all(cfg, ["deadletter"]))) == 1
