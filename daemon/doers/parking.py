@@ -5,7 +5,8 @@ with jittered backoff, then *parked*, shown in ``calstream_parked_items``
 and re-checked every ``park_recheck_seconds`` until it clears
 (deciders/retry_policy.py decides the delays). The work item runner parks
 whole runs; the planner parks the records it keeps (a plan, a hold), its snapshot,
-and a send the broker does not acknowledge (cause ``broker_unreachable``).
+and a send the broker does not acknowledge (cause ``broker_unreachable``);
+a stage's consumer shows a record its handler must retry as parked.
 Any other error is raised as it is: it is not an infrastructure fault.
 """
 
