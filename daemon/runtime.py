@@ -17,6 +17,7 @@ from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
+from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.planner_leadership import GatedPublisher, Leadership, PublishGate
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.doers.planner_standby import Standby
@@ -328,7 +329,8 @@ class Daemon:
             cfg.inbox, cfg.quarantine, cfg.work_dir / "watcher-ledger.sqlite3",
             on_arrival=on_arrival, on_reject=on_reject, has_products=has_products,
             polling=cfg.polling, poll_interval=cfg.poll_interval,
-            settle_seconds=cfg.settle_seconds, incomplete_timeout=cfg.incomplete_timeout)
+            settle_seconds=cfg.settle_seconds, incomplete_timeout=cfg.incomplete_timeout,
+            parking=lambda what: Parking(cfg, self.metrics, stage="watcher", what=what))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_pending)
             await tg.start(self.watcher.run)

@@ -274,3 +274,48 @@ async def test_a_dead_letter_whose_failure_record_is_refused_parks_and_is_not_re
     assert metric(samples, "calstream_dead_letters_total") == 1
     assert metric(samples, "calstream_stage_runs_total", outcome="failed") == 1
     assert len(dead_letters(await read_all(cfg, ["deadletter"]))) == 1
+
+
+@contextlib.contextmanager
+def full_tmpfs(where: Path):
+    """A full tmpfs at ``where``; ``clear`` (the yielded callable) frees it."""
+    with small_tmpfs(where, "1m"):
+        fill(where)
+        yield lambda: [f.unlink() for f in where.glob("filler*.bin")]
+
+
+@contextlib.contextmanager
+def read_only_dir(where: Path):
+    with read_only(where):
+        yield lambda: subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+# A short name: the topic prefix is the first 40 characters of the test's id.
+@pytest.mark.parametrize("fault", ["read_only", "disk_full"])
+async def test_quarantine_refused_parks(
+        tmp_path, broker, unique_prefix, fault):
+    """A bad file cannot be moved to a read-only quarantine directory, or its
+    reason note cannot be written in a full one: it stays in the inbox, parked,
+    and once the directory takes it, it is moved there with its reason by
+    itself, and reported once, where it lies."""
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["watcher"], max_attempts=2,
+                        retry_backoff=0.1, park_recheck_seconds=1.0)
+    bad = cfg.inbox / "jw01234001001_02101_00009_nrcb1_uncal.fits"
+    refusing = read_only_dir if fault == "read_only" else full_tmpfs
+    with refusing(cfg.quarantine) as clear:
+        async with running_daemon(cfg) as daemon:
+            bad.write_text("a telemetry log\n" * 100)
+            with anyio.fail_after(60):
+                while metric(scrape(daemon.ops.address), "calstream_parked_items",
+                             stage="watcher", cause=fault) < 1:
+                    await anyio.sleep(0.2)
+            assert bad.is_file()
+            clear()
+            await wait_for(cfg, ["deadletter"], lambda ms: len(dead_letters(ms)) >= 1, timeout=60)
+            with anyio.fail_after(60):
+                while metric(scrape(daemon.ops.address), "calstream_parked_items") > 0:
+                    await anyio.sleep(0.2)
+            letters = dead_letters(await read_all(cfg, ["deadletter"]))
+            assert not bad.exists()
+            assert "not a FITS file" in (cfg.quarantine / f"{bad.name}.reason.txt").read_text()
+    assert len(letters) == 1 and letters[0]["quarantined_to"] == str(cfg.quarantine / bad.name)
