@@ -17,6 +17,7 @@ from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
+from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.planner_leadership import GatedPublisher, Leadership, PublishGate
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.planner_loop import Planner
@@ -291,7 +292,7 @@ class Daemon:
             # says "catching up" throughout), which frees the old state.
             own = Publisher(producer, self.topics, self.metrics, role=publisher.role)
             self.planner = Planner(self.cfg, publisher=GatedPublisher(own, gate,
-                                                                      standby.withhold),
+                                                                      standby.withhold, self.cfg),
                                    metrics=self.metrics, topics=self.topics)
             self.planner.standby = standby
             self.planner.in_use_at_last_compaction = compacted_at["in_use"]
@@ -369,7 +370,8 @@ class Daemon:
             cfg.inbox, cfg.quarantine, cfg.work_dir / "watcher-ledger.sqlite3",
             on_arrival=on_arrival, on_reject=on_reject, has_products=has_products,
             polling=cfg.polling, poll_interval=cfg.poll_interval,
-            settle_seconds=cfg.settle_seconds, incomplete_timeout=cfg.incomplete_timeout)
+            settle_seconds=cfg.settle_seconds, incomplete_timeout=cfg.incomplete_timeout,
+            parking=lambda what: Parking(cfg, self.metrics, stage="watcher", what=what))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_pending)
             await tg.start(self.watcher.run)

@@ -20,11 +20,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import partial
 
 import anyio
 
 from calstream.daemon.doers import kafka
 from calstream.daemon.doers.kafka.lease import Lease
+from calstream.daemon.doers.kafka.publisher import broker_fault
+from calstream.daemon.doers.parking import Parking, until_done
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract
@@ -101,13 +104,25 @@ class GatedPublisher(kafka.Publisher):
     """The planner's publisher: sends while the gate is open, else hands the
     message to ``withhold`` (the standby's memory) and answers False."""
 
-    def __init__(self, publisher: kafka.Publisher, gate: PublishGate, withhold):
+    def __init__(self, publisher: kafka.Publisher, gate: PublishGate, withhold, cfg: Config):
         super().__init__(publisher.producer, publisher.topics, publisher.metrics,
                          role=publisher.role)
         self.gate = gate
         self.withhold = withhold
+        self.cfg = cfg
 
     async def publish(self, logical_topic: str, key: str, message: contract.Message) -> bool:
+        """A send the broker does not acknowledge (lost, not answering) is sent
+        again until it is, parked (doers/parking.py): raised, it would end the
+        planner's task and the daemon with it, the order never sent."""
+        # Parked at the first failure: it already waited request_timeout_ms.
+        parking = Parking(self.cfg, self.metrics, stage="planner", max_attempts=1,
+                          what=f"planner: sending {message.type} {key[:200]!r}")
+        return await until_done(partial(self._publish_once, logical_topic, key, message),
+                                parking, cause_of=broker_fault)
+
+    async def _publish_once(self, logical_topic: str, key: str,
+                            message: contract.Message) -> bool:
         if not self.gate.enter():
             self.withhold(logical_topic, key, message)
             return False

@@ -1,11 +1,9 @@
 """The planner (a decider): product events in; work orders, holds and dead letters out.
 
-On start it rebuilds its state from the topics (the work orders already sent,
-the holds, the plans, then every product event from the beginning), and from
-what outlives a broker that lost them (the embedded one keeps topics in
-memory): the stage-3 products in the product store, which fix the versions
-already made, and the plans and holds it keeps in its ledger
-(doers/planner_ledger.py), re-published when the broker no longer has them. While it
+On start it restores its state (doers/planner_restore.py: a snapshot and the
+records after it, or every record), and what outlives a broker that lost them:
+the stage-3 products in the product store (the versions already made), the
+plans and holds of its ledger (doers/planner_ledger.py), re-published. While it
 catches up, "now" is the time of the event being read, so every time-based
 decision (a companion wait, a stage-3 quiet period) replays as it was first
 made; only once caught up do ticks with the wall clock fire: a companion that
@@ -33,8 +31,9 @@ from calstream.daemon.deciders.planner_state import PlannerState, observe_pointi
 from calstream.daemon.deciders.product_intake import ProductIntake
 from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
 from calstream.daemon.doers import kafka, planner_restore
+from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.planner_ledger import PlannerLedger
-from calstream.daemon.doers.planner_publishing import Faults, Refused, publish_emits
+from calstream.daemon.doers.planner_publishing import Faults, Refused, keep, publish_emits
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
@@ -94,9 +93,10 @@ class Planner:
         self.restored_from: dict | None = None  # the snapshot the state came from, if any
         self.snapshot_reuse = None  # the last snapshot's blocks (deciders/snapshot_reuse.py)
         self.faults = Faults(metrics)  # what it survives outside any record
-        self.memory_budget = planner_restore.memory_budget(self)
-        self.in_use_at_last_compaction = 0  # set by the runtime for a planner started again
-        self.memory_checked_at, self.memory_over = 0.0, False
+        self.memory_budget = planner_restore.memory_budget(self)  # and at the last compaction:
+        self.in_use_at_last_compaction, self.memory_checked_at, self.memory_over = 0, 0.0, False
+        self._unkept: list[dict] = []  # plans decided, to keep in the ledger
+        self.snapshot_parking = Parking(cfg, metrics, stage="planner", what="planner: snapshot")
 
     def state_for(self, namespace: str) -> PlannerState:
         state = self.states.get(namespace)
@@ -120,8 +120,7 @@ class Planner:
         await planner_restore.restore(self)
 
     async def take_snapshot(self) -> int:
-        """Snapshot the state and the offsets it covers (the loop calls this
-        every SNAPSHOT_EVERY_RECORDS records or SNAPSHOT_EVERY_SECONDS)."""
+        """The state and the offsets it covers, written; its size (0: parked)."""
         return await planner_restore.take_snapshot(self)
 
     async def _restore_from_disk(self) -> None:
@@ -157,7 +156,7 @@ class Planner:
             lost["holds"] += 1
         # Holds the topic had (e.g. written before the ledger existed): kept now.
         for body in list(self.holds.values()):
-            await anyio.to_thread.run_sync(self.ledger.keep, "holds", body)
+            await self.keep("holds", body)
         if any(lost.values()):
             log.warning("the broker had lost %d plan(s) and %d hold record(s): re-published "
                         "from %s", lost["plans"], lost["holds"], self.ledger.root)
@@ -215,8 +214,8 @@ class Planner:
                 # a standby's counts orders it only withheld.
                 if (self.caught_up and (self.standby is None or self.standby.gate.acting)
                         and planner_restore.snapshot_due(self)):
-                    await self.take_snapshot()
-                    planner_restore.compact_when_due(self)  # over its budget: Compaction
+                    if await self.take_snapshot():  # not parked on a disk fault: over its
+                        planner_restore.compact_when_due(self)  # budget, Compaction
                 if self.caught_up and time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
                     # Timed decisions, and the planner's gauges (summed over
@@ -267,6 +266,8 @@ class Planner:
                                f"the planner cannot handle this record: "
                                f"{type(exc).__name__}: {exc}")
             return
+        while self._unkept:  # out of _decide: a disk fault parks, it is not the record's
+            await self.keep("plans", self._unkept.pop(0))
         for e in emits:
             if e.topic == "holds" and e.message["state"] == "released":
                 path = (e.message.get("release") or {}).get("path") or e.message["waiting_for"]
@@ -341,7 +342,7 @@ class Planner:
         emits = [e for state in list(self.states.values())
                  for e in state.load_plan(plan, self._now(record))]
         self.plans[plan.plan_id] = plan
-        self.ledger.keep("plans", message.body)  # outlives a broker that loses the topic
+        self._unkept.append(message.body)  # kept in _handle (outlives a broker losing the topic)
         self.metrics.plans_loaded.inc()
         log.info("plan %s loaded (%s: %d exposure(s) of program(s) %s)", plan.plan_id[:12],
                  plan.source, len(plan.exposures), ", ".join(plan.programs))
@@ -349,7 +350,10 @@ class Planner:
 
     async def _publish(self, emits: list[Emit]) -> list[Refused]:
         return await publish_emits(emits, publisher=self.publisher, topics=self.topics,
-                                   ledger=self.ledger, metrics=self.metrics)
+                                   ledger=self.ledger, metrics=self.metrics, cfg=self.cfg)
+
+    async def keep(self, topic: str, body: dict) -> None:
+        await keep(self.ledger, topic, body, cfg=self.cfg, metrics=self.metrics)
 
     def _update_metrics(self) -> None:
         try:

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-
-import anyio
+from functools import partial
+from typing import Any
 
 from calstream.daemon import stages
 from calstream.daemon.deciders.planner_records import Emit
+from calstream.daemon.doers.parking import Parking, in_thread, until_done
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract
@@ -42,8 +43,22 @@ def topic_for(topics: Topics, e: Emit) -> str:
     return e.topic
 
 
+async def keep(ledger: PlannerLedger, topic: str, body: dict[str, Any], *, cfg: Any,
+               metrics: Metrics) -> None:
+    """``body`` kept in the ledger; while the planner's disk refuses it (full,
+    read-only) the planner waits here, parked (doers/parking.py): the record
+    that made it is neither dead-lettered nor skipped, and the planner's task
+    goes on once the disk takes it."""
+    what = f"planner: keeping {topic} record {str(body.get('plan_id') or body.get('exposure_id'))}"
+    try:
+        await until_done(in_thread(partial(ledger.keep, topic, body)),
+                         Parking(cfg, metrics, stage="planner", what=what))
+    except ValueError as exc:  # a key no file may be named after: the record stands, unkept
+        log.warning("planner: %s record not kept: %s", topic, exc)
+
+
 async def publish_emits(emits: list[Emit], *, publisher, topics: Topics, ledger: PlannerLedger,
-                        metrics: Metrics) -> list[Refused]:
+                        metrics: Metrics, cfg: Any) -> list[Refused]:
     """Send ``emits`` in order; the ones the encoding refused, with why."""
     refused = []
     for e in emits:
@@ -52,7 +67,7 @@ async def publish_emits(emits: list[Emit], *, publisher, topics: Topics, ledger:
             # (and then stops the daemon, or loses the broker) must find
             # it kept. A kept record the broker never got is re-published
             # at the next start (and checked again there).
-            await anyio.to_thread.run_sync(ledger.keep, "holds", e.message.body)
+            await keep(ledger, "holds", e.message.body, cfg=cfg, metrics=metrics)
         try:
             sent = await publisher.publish(topic_for(topics, e), e.key, e.message)
         except contract.InvalidMessage as exc:

@@ -31,6 +31,7 @@ from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import BlockCache, BlockWriter
 from calstream.daemon.doers import kafka, planner_snapshots
 from calstream.daemon.doers.process_memory import container_limit_bytes, resident_in_use_bytes
+from calstream.steps.failures import infrastructure_cause
 from calstream.steps.plans import Plan
 from calstream.topics import contract
 
@@ -156,10 +157,7 @@ async def restore(planner: Planner) -> None:
             continue  # `calstream plan load` validates before it sends
         planner.plans.setdefault(message["plan_id"], Plan.from_json(message.body))
         seen["plans"].add(message["plan_id"])
-        try:
-            await anyio.to_thread.run_sync(planner.ledger.keep, "plans", message.body)
-        except ValueError as exc:
-            log.warning("planner: plan %s not kept: %s", message["plan_id"][:12], exc)
+        await planner.keep("plans", message.body)
     planner.on_broker = {kind: seen[kind] | (from_snapshot[kind] if planner.tail_only.get(kind)
                                              else set()) for kind in seen}
     await planner._restore_from_disk()
@@ -185,7 +183,7 @@ async def take_snapshot(planner: Planner) -> int:
         captured = planner_snapshot.capture(planner.states, holds=planner.holds,
                                             plans=planner.plans, event_ids=planner.event_ids)
     offsets = dict(planner.positions)
-    planner.last_snapshot = (time.monotonic(), planner.records_seen)
+    before, planner.last_snapshot = planner.last_snapshot, (time.monotonic(), planner.records_seen)
     on_loop = time.perf_counter() - started[0]
     writer = BlockWriter(planner.snapshot_reuse)
 
@@ -200,7 +198,17 @@ async def take_snapshot(planner: Planner) -> int:
         planner.snapshot_reuse = writer.written(stored)
         return size, time.thread_time() - cpu
 
-    size, cpu = await anyio.to_thread.run_sync(encode_and_write)
+    try:
+        size, cpu = await anyio.to_thread.run_sync(encode_and_write)
+    except OSError as exc:
+        # A full or read-only disk: the planner goes on without a new
+        # snapshot (a start reads a longer tail), parked until one is written.
+        if (cause := infrastructure_cause(exc)) is None:
+            raise
+        planner.snapshot_parking.failed(cause, exc)
+        planner.last_snapshot = before  # not taken: still due
+        return 0
+    planner.snapshot_parking.resumed()
     log.info("planner: snapshot written (%.0f MB, %d of %d blocks reused; %.2f s on the loop, "
              "%.1f s in all, %.1f CPU s in the writer)", size / 1e6, writer.reused,
              len(writer.blocks), on_loop, time.perf_counter() - started[0], cpu)
@@ -219,6 +227,8 @@ def snapshot_due(planner: Planner) -> bool:
     planner grows by up to ~9 kB a record."""
     at, records = planner.last_snapshot
     new = planner.records_seen - records
+    if planner.snapshot_parking.failures:  # the last one failed: again when its delay is up
+        return new > 0 and time.monotonic() >= planner.snapshot_parking.retry_at
     first = records == 0 and planner.caught_up and planner.restored_from is None
     return new > 0 and (first or new >= SNAPSHOT_EVERY_RECORDS
                         or time.monotonic() - at >= SNAPSHOT_EVERY_SECONDS

@@ -92,12 +92,16 @@ def write(work_dir: str | Path, body: dict[str, Any], *,
     path = snapshot_path(work_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(json.dumps(envelope).encode() + b"\n")
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(json.dumps(envelope).encode() + b"\n")
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a part of a snapshot on a full disk keeps it full
+        raise
     fsync_dir(path.parent)
     return len(data)
 

@@ -352,15 +352,18 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def write_json_atomically(path: Path, value: Any) -> None:
-    """``path`` holds ``value`` or what it held before, never a part (a
-    durable rename of a synced temporary file)."""
+    """``path`` holds ``value`` or what it held before, never a part (durably)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(value, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a part left on a full disk would keep it full
+        raise
     fsync_dir(path.parent)
 
 

@@ -28,6 +28,7 @@ from calstream.daemon.deciders.retry_policy import Backoff, NextStep, after_run
 from calstream.daemon.deciders.work_items import DETECTOR1_PIPELINE, WorkItem
 from calstream.daemon.doers.digest_memo import remember_written
 from calstream.daemon.doers.kafka import Publisher
+from calstream.daemon.doers.parking import Parked, Parking, in_thread, until_done
 from calstream.daemon.doers.preview_runner import make_previews, planned_previews
 from calstream.daemon.doers.product_store import Done, ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims
@@ -129,7 +130,7 @@ class WorkItemRunner:
         run_log = store.log_path(item.program, item.observation, item.name, item.stage,
                                  item.version)
         attempts = 0
-        parked: _Parked | None = None
+        parked: Parked | None = None
         try:
             while True:
                 attempts += 1
@@ -137,7 +138,7 @@ class WorkItemRunner:
                                                                   attempts)
                 if step.action == "park":
                     if parked is None:
-                        parked = _Parked(self.metrics, item.stage, step.cause)
+                        parked = Parked(self.metrics, item.stage, step.cause)
                         log.warning("%s: %s parked on an infrastructure fault (%s): %s; "
                                     "re-checked every %.0fs, not dead-lettered", item.name,
                                     item.pipeline, step.cause, detail,
@@ -262,10 +263,18 @@ class WorkItemRunner:
             log_path=str(run_log), error_type=error_type)
         self.count(item, "failed")
         if item.stage in arrival_product_stages() and item.inputs:
-            await anyio.to_thread.run_sync(lambda: self.store.for_namespace(
+            await self._write_parked(item, "its failure record", lambda: self.store.for_namespace(
                 item.namespace).record_failure(item.program, item.observation, name=item.name,
                                                stage=item.stage, digest=item.inputs[0]["digest"],
                                                reason=detail))
+
+    async def _write_parked(self, item: WorkItem, what: str, write) -> None:
+        """A record written after the run's outcome is out: a store that refuses
+        it (full, read-only) parks the item here. Raised, the handler would run
+        the item again and send its dead letter or event once more each time."""
+        await until_done(in_thread(write), Parking(self.cfg, self.metrics, stage=item.stage,
+                                                   what=f"{item.name}: {what}",
+                                                   log_context=item.log_context))
 
     def _fields(self, item: WorkItem, wid: str, run_log: Path) -> dict[str, Any]:
         fields = dict(
@@ -366,28 +375,11 @@ class WorkItemRunner:
             "product", contract.event_id("product", wid, "skipped"),
             **self._fields(item, wid, run_log), outcome="skipped", reason=reason, outputs=[],
             jwst_version=jwst_version(), crds_context=self.context(item), duration_seconds=None)
-        await anyio.to_thread.run_sync(
-            lambda: store.write_record(item.program, item.observation, name=item.name,
-                                       stage=item.stage, version=item.version,
-                                            record={"work_id": wid, "event": message.body}))
+        await self._write_parked(item, "its skipped record", lambda: store.write_record(
+            item.program, item.observation, name=item.name, stage=item.stage,
+            version=item.version, record={"work_id": wid, "event": message.body}))
         await self.publisher.publish("products", item.program, message)
         self.count(item, "skipped")
         log.info("%s: no science data (%s): skipped product event", item.name, reason,
                  extra=item.log_context)
 
-
-class _Parked:
-    """One item's stay in the parked state, shown by calstream_parked_items."""
-
-    def __init__(self, metrics: Metrics, stage: str, cause: str) -> None:
-        self.gauge = metrics.parked.labels(stage=stage, cause=cause)
-        self.cause = cause
-        self.since = time.monotonic()
-        self.gauge.inc()
-        metrics.parked_total.labels(stage=stage, cause=cause).inc()
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.since
-
-    def release(self) -> None:
-        self.gauge.dec()

@@ -32,7 +32,7 @@ class Metrics:
         # tried again every park_recheck_seconds until the cause clears.
         self.parked = Gauge(
             "calstream_parked_items",
-            "Work items parked on an infrastructure fault (disk_full, read_only, "
+            "Work items parked on an infrastructure fault (disk_full, read_only, broker_unreachable, "
             "crds_unreachable, crds_reference_missing, crds_lookup), waiting for it to clear",
             ["stage", "cause"], registry=r)
         self.parked_total = Counter(

@@ -12,11 +12,12 @@ from pathlib import Path
 import anyio
 import pytest
 
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.runtime import Daemon
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 
-from .support import cli, daemon_config, metric, products, scrape, wait_for
+from .support import cli, daemon_config, metric, products, running_daemon, scrape, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -82,3 +83,43 @@ async def test_tansu_killed_mid_run_is_restarted_and_nothing_is_lost(tmp_path, k
                   outcome="success") == 2
     for eid in wanted:
         assert {p["event_id"] for p in products(msgs) if p["exposure_id"] == eid}.__len__() == 1
+
+
+async def test_a_product_event_the_broker_does_not_acknowledge_is_parked_and_sent_later(
+        tmp_path, kit, unique_prefix):
+    """The broker stops answering (SIGSTOP, as a lost host) while a run goes
+    on: its product event times out after request_timeout_ms. The record is
+    retried (found done, the same event re-emitted) and, meanwhile, shown
+    parked with its cause; the run is not done twice."""
+    uncal = kit.uncal_files[0]
+    with EmbeddedBroker(tmp_path / "own-broker") as own:
+        cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, workers=1,
+                            roles=["watcher", "detector1"], park_recheck_seconds=1.0)
+        async with running_daemon(cfg) as daemon:
+            await anyio.to_thread.run_sync(lambda: deliver([uncal], cfg.inbox))
+            (consumer,) = daemon.consumers
+            with anyio.fail_after(120):
+                while not consumer.in_flight:
+                    await anyio.sleep(0.05)
+            os.kill(own.process.pid, signal.SIGSTOP)
+            try:
+                with anyio.fail_after(120):
+                    while metric(scrape(daemon.ops.address), "calstream_parked_items",
+                                 stage="detector1", cause="broker_unreachable") < 1:
+                        await anyio.sleep(0.2)
+            finally:
+                os.kill(own.process.pid, signal.SIGCONT)
+            msgs = await wait_for(cfg, ["products"], lambda ms: len(products(ms)) >= 1,
+                                  timeout=120)
+            with anyio.fail_after(60):
+                while metric(scrape(daemon.ops.address), "calstream_parked_items") > 0:
+                    await anyio.sleep(0.2)
+            samples = scrape(daemon.ops.address)
+    assert {p["event_id"] for p in products(msgs)}.__len__() == 1
+    assert products(msgs)[0]["exposure_id"] == exposure_id(uncal)
+    # One run: its own send failed, and the retry found its product in the
+    # store and re-emitted that event (counted as a duplicate, not a run).
+    runs = {o: metric(samples, "calstream_stage_runs_total", stage="detector1", outcome=o)
+            for o in ("success", "duplicate", "failed")}
+    assert runs == {"success": 0, "duplicate": 1, "failed": 0}, runs
+    assert metric(samples, "calstream_parked_total", cause="broker_unreachable") == 1

@@ -21,6 +21,7 @@ import anyio
 import pytest
 
 from calstream.steps.environment import environ
+from calstream.steps.fitsfile import file_digest
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 from calstream.topics import contract
@@ -86,7 +87,9 @@ def fill(directory: Path, leave: int = 0) -> Path:
     returns the filler."""
     filler = directory / "filler.bin"
     block = b"\0" * (1 << 20)
-    with open(filler, "wb") as f:
+    # Unbuffered: a buffered file's close would raise ENOSPC again, flushing
+    # what the last write left in its buffer.
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(block)
@@ -94,10 +97,9 @@ def fill(directory: Path, leave: int = 0) -> Path:
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     # A write of a few bytes fails too (tmpfs rounds up to pages: take the rest).
-    with contextlib.suppress(OSError), open(directory / "filler2.bin", "wb") as f:
+    with contextlib.suppress(OSError), open(directory / "filler2.bin", "wb", buffering=0) as f:
         while True:
             f.write(b"\0" * 512)
-            f.flush()
     if leave:
         os.truncate(filler, filler.stat().st_size - leave)
     return filler
@@ -231,3 +233,92 @@ async def test_dead_letter_redriven_after_the_cause_is_fixed(tmp_path, broker, k
     # The stage that takes the redriven record says so, with who and why.
     assert any("redriven dead letter" in r.getMessage() and '"by": "tester"' in r.getMessage()
                for r in caplog.records)
+
+
+@contextlib.contextmanager
+def read_only(directory: Path):
+    """``directory`` remounted read-only (a bind mount onto itself) for the block."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    subprocess.run(["mount", "--bind", str(directory), str(directory)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(directory)], check=True)
+        yield directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], check=False)
+
+
+async def test_a_dead_letter_whose_failure_record_is_refused_parks_and_is_not_rerun(
+        tmp_path, broker, kit, unique_prefix):
+    """The run fails for good (a worker over its time-out, no retry left): the
+    dead letter goes out, then the store refuses the failure record that
+    keeps a restart from announcing the file again (its directory read-only).
+    That write parks; the run is neither run again nor dead-lettered twice."""
+    uncal = kit.uncal_files[0]
+    name = parse_exposure_name(uncal.name)
+    cfg = daemon_config(tmp_path, broker, unique_prefix, **{
+        **FAST_PARKING, "max_attempts": 1, "task_timeout": 0.2})
+    failed = cfg.products / name.program / name.observation / ".failed"
+    with read_only(failed):
+        async with running_daemon(cfg) as daemon:
+            await anyio.to_thread.run_sync(lambda: deliver([uncal], cfg.inbox))
+            await wait_parked(daemon, "read_only")
+            samples = scrape(daemon.ops.address)
+            assert metric(samples, "calstream_dead_letters_total") == 1
+            assert metric(samples, "calstream_stage_runs_total", outcome="failed") == 1
+            subprocess.run(["umount", "-l", str(failed)], check=True)  # writable again
+            with anyio.fail_after(60):
+                while metric(scrape(daemon.ops.address), "calstream_parked_items") > 0:
+                    await anyio.sleep(0.2)
+            assert daemon.store.has_failed(name.program, name.observation, name.exposure_id,
+                                           "detector1", file_digest(uncal))
+            samples = scrape(daemon.ops.address)
+    assert metric(samples, "calstream_dead_letters_total") == 1
+    assert metric(samples, "calstream_stage_runs_total", outcome="failed") == 1
+    assert len(dead_letters(await read_all(cfg, ["deadletter"]))) == 1
+
+
+@contextlib.contextmanager
+def full_tmpfs(where: Path):
+    """A full tmpfs at ``where``; ``clear`` (the yielded callable) frees it."""
+    with small_tmpfs(where, "1m"):
+        fill(where)
+        yield lambda: [f.unlink() for f in where.glob("filler*.bin")]
+
+
+@contextlib.contextmanager
+def read_only_dir(where: Path):
+    with read_only(where):
+        yield lambda: subprocess.run(["umount", "-l", str(where)], check=True)
+
+
+# A short name: the topic prefix is the first 40 characters of the test's id.
+@pytest.mark.parametrize("fault", ["read_only", "disk_full"])
+async def test_quarantine_refused_parks(
+        tmp_path, broker, unique_prefix, fault):
+    """A bad file cannot be moved to a read-only quarantine directory, or its
+    reason note cannot be written in a full one: it stays in the inbox, parked,
+    and once the directory takes it, it is moved there with its reason by
+    itself, and reported once, where it lies."""
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["watcher"], max_attempts=2,
+                        retry_backoff=0.1, park_recheck_seconds=1.0)
+    bad = cfg.inbox / "jw01234001001_02101_00009_nrcb1_uncal.fits"
+    refusing = read_only_dir if fault == "read_only" else full_tmpfs
+    with refusing(cfg.quarantine) as clear:
+        async with running_daemon(cfg) as daemon:
+            bad.write_text("a telemetry log\n" * 100)
+            with anyio.fail_after(60):
+                while metric(scrape(daemon.ops.address), "calstream_parked_items",
+                             stage="watcher", cause=fault) < 1:
+                    await anyio.sleep(0.2)
+            assert bad.is_file()
+            clear()
+            await wait_for(cfg, ["deadletter"], lambda ms: len(dead_letters(ms)) >= 1, timeout=60)
+            with anyio.fail_after(60):
+                while metric(scrape(daemon.ops.address), "calstream_parked_items") > 0:
+                    await anyio.sleep(0.2)
+            letters = dead_letters(await read_all(cfg, ["deadletter"]))
+            assert not bad.exists()
+            assert "not a FITS file" in (cfg.quarantine / f"{bad.name}.reason.txt").read_text()
+    assert len(letters) == 1 and letters[0]["quarantined_to"] == str(cfg.quarantine / bad.name)

@@ -77,6 +77,7 @@ class _Looping(_Planner):
         self.last_snapshot = (__import__("time").monotonic(), records - 1)  # one new record
         self.caught_up, self.restored_from = True, {"snapshot": "x"}
         self.memory_checked_at, self.memory_over = 0.0, False
+        self.snapshot_parking = type("NotParked", (), {"failures": 0})()
 
 
 def test_a_planner_over_its_budget_takes_its_snapshot_at_once(monkeypatch):

@@ -19,7 +19,17 @@ import anyio.to_thread
 
 from calstream.daemon.deciders.inbox_file import MAX_PENDING_REPORTS, InboxRules, retry_after
 from calstream.daemon.doers.inbox.reports import Counts, Rejection, exposure_id_of, log_file
+from calstream.daemon.doers.parking import Parking
 from calstream.daemon.operations.logs import escape_controls
+from calstream.steps.failures import infrastructure_cause
+
+
+class QuarantineBlocked(Exception):
+    """The quarantine directory refuses a file for now; try again in ``delay`` seconds."""
+
+    def __init__(self, delay: float):
+        super().__init__(f"quarantine unavailable; again in {delay:g} s")
+        self.delay = delay
 
 
 @dataclass(eq=False)
@@ -37,27 +47,43 @@ class Quarantine:
     rules: InboxRules
     counts: Counts
     pending: list[PendingReport] = field(default_factory=list)  # on_reject failed: to retry
+    # Parking for a file the directory refuses (full, read-only): doers/parking.py.
+    parking: Callable[[str], Parking] | None = None
+    _parked: dict[Path, Parking] = field(default_factory=dict)
 
     async def move_aside(
         self, path: Path, reason: str, digest: str | None, detected_at: float
     ) -> Rejection:
         """Move ``path`` to the quarantine directory (``quarantined_to`` is
-        None if it could not be moved: it is then left in the inbox)."""
+        None if it could not be moved: it is then left in the inbox). Raises
+        QuarantineBlocked when the directory refuses it for now (full,
+        read-only): the file stays in the inbox, parked, to be moved later."""
         eid = exposure_id_of(path)
-        self.counts.rejected += 1
         try:
             dest = await anyio.to_thread.run_sync(
                 self._move, path, reason, eid, digest, detected_at
             )
         except Exception as exc:
+            cause = infrastructure_cause(exc)
+            if cause is not None and self.parking is not None:
+                parking = self._parked.setdefault(path, self.parking(f"{path.name}: quarantine"))
+                raise QuarantineBlocked(parking.failed(cause, exc)) from exc
             dest = None
             log_file(logging.ERROR, f"could not quarantine ({exc!r})", path)
+        self.resumed(path)
+        self.counts.rejected += 1
         log_file(
             logging.WARNING,
             f"rejected: {reason}" + (f" -> {dest}" if dest else " (left in the inbox)"),
             path,
         )
         return Rejection(path, dest, reason, eid, digest, detected_at)
+
+    def resumed(self, path: Path) -> None:
+        """``path`` is no longer waiting for the directory (moved, or gone)."""
+        parking = self._parked.pop(path, None)
+        if parking is not None:
+            parking.resumed()
 
     async def report(self, rejection: Rejection) -> None:
         """Through ``on_reject``; kept for a retry if that fails."""
@@ -121,19 +147,7 @@ class Quarantine:
         name may be the evidence an operator needs."""
         self.directory.mkdir(parents=True, exist_ok=True)
         dest = self._claim_name(path.name, directory=path.is_dir() and not path.is_symlink())
-        try:
-            try:
-                os.replace(path, dest)
-            except OSError as exc:
-                if exc.errno != errno.EXDEV:
-                    raise
-                shutil.move(path, dest)  # another filesystem: copy, then unlink
-        except BaseException:
-            if dest.is_dir():
-                dest.rmdir()
-            else:
-                dest.unlink(missing_ok=True)
-            raise
+        note = dest.with_name(dest.name + _NOTE)
         lines = [
             f"reason: {reason}",
             f"file: {path}",
@@ -144,11 +158,24 @@ class Quarantine:
         ]
         # Escaped: a name's control characters or non-UTF-8 bytes could not
         # be written (or would repaint the terminal of whoever reads it).
-        note = "\n".join(escape_controls(line) for line in lines) + "\n"
+        text = "\n".join(escape_controls(line) for line in lines) + "\n"
         try:
-            dest.with_name(dest.name + _NOTE).write_text(note, encoding="utf-8")
-        except OSError as exc:  # the file is quarantined all the same: say where
-            log_file(logging.ERROR, f"quarantine note not written ({exc!r})", path)
+            # The note first: a file is never in quarantine without its reason
+            # (a full directory refuses the note, and the file stays put).
+            note.write_text(text, encoding="utf-8")
+            try:
+                os.replace(path, dest)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                shutil.move(path, dest)  # another filesystem: copy, then unlink
+        except BaseException:
+            note.unlink(missing_ok=True)
+            if dest.is_dir():
+                dest.rmdir()
+            else:
+                dest.unlink(missing_ok=True)
+            raise
         return dest
 
     def _claim_name(self, name: str, *, directory: bool = False) -> Path:

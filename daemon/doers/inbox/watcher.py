@@ -33,7 +33,7 @@ from calstream.daemon.doers.inbox.announcer import AnnouncementFailed, Announcer
 from calstream.daemon.doers.inbox.file_reads import FileReads
 from calstream.daemon.doers.inbox.ledger import Ledger
 from calstream.daemon.doers.inbox.observer_bridge import InboxScope, ObserverBridge
-from calstream.daemon.doers.inbox.quarantine import Quarantine
+from calstream.daemon.doers.inbox.quarantine import Quarantine, QuarantineBlocked
 from calstream.daemon.doers.inbox.reports import (
     Arrival,
     Counts,
@@ -43,6 +43,7 @@ from calstream.daemon.doers.inbox.reports import (
     log_fields,
     log_file,
 )
+from calstream.daemon.doers.parking import Parking
 from calstream.steps.exposure import UNCAL_REQUIRED_EXTENSIONS, BadExposure
 
 
@@ -81,6 +82,7 @@ class Watcher:
         retry_max: float = 60.0,
         required_extensions: tuple[str, ...] = UNCAL_REQUIRED_EXTENSIONS,
         io_concurrency: int = 4,
+        parking: Callable[[str], Parking] | None = None,  # a file the quarantine refuses
     ) -> None:
         inbox, quarantine = Path(inbox).absolute(), Path(quarantine).absolute()
         if quarantine == inbox:
@@ -99,7 +101,7 @@ class Watcher:
         )
         self.rescan_interval = rescan_interval
         self._counts = Counts()
-        self.quarantine = Quarantine(quarantine, on_reject, self.rules, self._counts)
+        self.quarantine = Quarantine(quarantine, on_reject, self.rules, self._counts, parking=parking)
         self._on_arrival = on_arrival
         self._has_products = has_products
         self._announcer: Announcer | None = None  # needs the ledger: made in run()
@@ -134,13 +136,9 @@ class Watcher:
             await self.events.start()
             async with anyio.create_task_group() as tg:
                 await self._startup_scan()
-                log.info(
-                    "watching %s (%s); %d file(s) still tracked after the start-up scan",
-                    self.inbox,
-                    self.events.kind,
-                    len(self._tracks),
-                    extra=log_fields(None, self.inbox),
-                )
+                log.info("watching %s (%s); %d file(s) still tracked after the start-up scan",
+                         self.inbox, self.events.kind, len(self._tracks),
+                         extra=log_fields(None, self.inbox))
                 task_status.started()
                 await self._loop(tg)
         finally:
@@ -232,6 +230,7 @@ class Watcher:
 
     def _forget(self, t: _Track, *, still_there: bool) -> None:
         self._tracks.pop(t.path, None)
+        self.quarantine.resumed(t.path)  # gone while parked: no longer shown parked
         if still_there and t.state.sig is not None:
             self._done[t.path] = t.state.sig
         if t.touched:
@@ -390,7 +389,11 @@ class Watcher:
             t.next_check = time.monotonic() + self.rules.look_interval
 
     async def _reject(self, t: _Track, reason: str, digest: str | None) -> None:
-        rejection = await self.quarantine.move_aside(t.path, reason, digest, t.detected_at)
+        try:
+            rejection = await self.quarantine.move_aside(t.path, reason, digest, t.detected_at)
+        except QuarantineBlocked as blocked:  # left in the inbox, parked: looked at again then
+            t.retry_at = time.monotonic() + blocked.delay
+            return
         # Left in the inbox, it is remembered so the rescan does not reject it
         # again until it changes.
         self._forget(t, still_there=rejection.quarantined_to is None)

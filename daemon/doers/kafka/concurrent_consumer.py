@@ -26,6 +26,7 @@ idle period is not taken for a stall.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -34,8 +35,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from calstream.daemon.deciders.retry_policy import HANDLER_BACKOFF
+from calstream.daemon.deciders.retry_policy import HANDLER_BACKOFF, jittered
+from calstream.daemon.doers.kafka.publisher import broker_fault
+from calstream.daemon.doers.parking import Parked
 from calstream.daemon.operations.metrics import Metrics
+from calstream.steps.failures import infrastructure_cause
 
 log = logging.getLogger("calstream.consumer")
 
@@ -242,22 +246,31 @@ class ConcurrentConsumer:
         self._apply_backpressure()
 
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
-        failures = 0
-        while True:
-            try:
-                await self.handler(record)
-                return
-            except anyio.get_cancelled_exc_class():
-                raise
-            except Exception:
-                # Handlers dead-letter bad input themselves; an exception here
-                # means the broker or the disk is unavailable. Keep the record
-                # uncommitted and try again: nothing is lost or skipped.
-                failures += 1
-                delay = HANDLER_BACKOFF.delay(failures)
-                log.exception("%s: handling %s[%d]@%d failed; retrying in %.0fs",
-                              self.stage, tp.topic, tp.partition, record.offset, delay)
-                await anyio.sleep(delay)
+        failures, parked = 0, None
+        try:
+            while True:
+                try:
+                    await self.handler(record)
+                    return
+                except anyio.get_cancelled_exc_class():
+                    raise
+                except Exception as exc:
+                    # Handlers dead-letter bad input themselves; an exception here
+                    # means the broker or the disk is unavailable. Keep the record
+                    # uncommitted and try again: nothing is lost or skipped. It is
+                    # parked meanwhile (calstream_parked_items), the delays jittered
+                    # so that many such records do not all hit a recovering broker.
+                    failures += 1
+                    if parked is None:
+                        parked = Parked(self.metrics, self.stage, fault_cause(exc) or "unknown")
+                    delay = jittered(HANDLER_BACKOFF.delay(failures), random.random())
+                    log.exception("%s: handling %s[%d]@%d failed (%s); retrying in %.0fs",
+                                  self.stage, tp.topic, tp.partition, record.offset,
+                                  parked.cause, delay)
+                    await anyio.sleep(delay)
+        finally:
+            if parked is not None:
+                parked.release()
 
     def _apply_backpressure(self) -> None:
         # Only live work pauses the live partitions: replayed work in flight
@@ -308,3 +321,11 @@ class ConcurrentConsumer:
             if tp in self.partitions:
                 self.partitions[tp].committed = om.offset
         self._dirty = False
+
+
+def fault_cause(exc: BaseException) -> str | None:
+    """The infrastructure behind ``exc``: a disk or CRDS fault, or the broker; None if
+    neither. Inside an exception group (a task group's) too: the first one named."""
+    if isinstance(exc, BaseExceptionGroup):
+        return next(filter(None, map(fault_cause, exc.exceptions)), None)
+    return infrastructure_cause(exc) or broker_fault(exc)

@@ -8,6 +8,7 @@ import socket
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
 
 import calstream
@@ -57,6 +58,15 @@ class Publisher:
         self.metrics.dead_letters.labels(stage=stage, category=category).inc()
         log.warning("dead letter [%s/%s] %s: %s", stage, category, key, reason,
                     extra={"exposure_id": extra.get("exposure_id"), "stage": stage})
+
+
+def broker_fault(exc: BaseException) -> str | None:
+    """"broker_unreachable" when ``exc`` says the broker did not answer (a time-out,
+    no connection, no leader yet): sending again later can succeed. None for the
+    rest (a message refused for what it is)."""
+    if isinstance(exc, KafkaError) and (exc.retriable or isinstance(exc, KafkaTimeoutError)):
+        return "broker_unreachable"
+    return None
 
 
 def _original(record: ConsumerRecord) -> dict[str, Any]:

@@ -1,0 +1,116 @@
+"""Parking on an infrastructure fault, for whatever work meets one.
+
+A full or read-only disk, CRDS out of reach: retried ``max_attempts`` times
+with jittered backoff, then *parked*, shown in ``calstream_parked_items``
+and re-checked every ``park_recheck_seconds`` until it clears
+(deciders/retry_policy.py decides the delays). The work item runner parks
+whole runs; the planner parks the records it keeps (a plan, a hold), its snapshot,
+and a send the broker does not acknowledge (cause ``broker_unreachable``);
+a stage's consumer shows a record its handler must retry as parked.
+Any other error is raised as it is: it is not an infrastructure fault.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
+
+import anyio
+
+from calstream.daemon.deciders.retry_policy import INFRASTRUCTURE, Backoff, after_run
+from calstream.daemon.operations.metrics import Metrics
+from calstream.steps.failures import infrastructure_cause
+
+log = logging.getLogger("calstream.parking")
+
+T = TypeVar("T")
+
+
+class Parked:
+    """One item's stay in the parked state, shown by calstream_parked_items."""
+
+    def __init__(self, metrics: Metrics, stage: str, cause: str) -> None:
+        self.gauge = metrics.parked.labels(stage=stage, cause=cause)
+        self.cause = cause
+        self.since = time.monotonic()
+        self.gauge.inc()
+        metrics.parked_total.labels(stage=stage, cause=cause).inc()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.since
+
+    def release(self) -> None:
+        self.gauge.dec()
+
+
+class Parking:
+    """The faults in a row of one piece of work (``what``): the delay before
+    its next try, and its park, counted once, until ``resumed``."""
+
+    def __init__(self, cfg: Any, metrics: Metrics, *, stage: str, what: str,
+                 log_context: dict[str, Any] | None = None,
+                 max_attempts: int | None = None) -> None:
+        self.cfg, self.metrics, self.stage, self.what = cfg, metrics, stage, what
+        # Fewer quick retries where one try is itself a long wait (a broker's time-out).
+        self.max_attempts = max_attempts or cfg.max_attempts
+        self.extra = {"extra": log_context or {"stage": stage}}
+        self.failures = 0
+        self.parked: Parked | None = None
+        self.retry_at = 0.0  # monotonic: when the next try is due
+
+    def failed(self, cause: str, exc: BaseException) -> float:
+        """One more failure on ``cause``; the seconds to wait before the next try."""
+        self.failures += 1
+        step = after_run(f"{INFRASTRUCTURE}:{cause}", self.failures,
+                         max_attempts=self.max_attempts,
+                         backoff=Backoff(self.cfg.retry_backoff),
+                         park_recheck=self.cfg.park_recheck_seconds, jitter=random.random())
+        if step.action == "park" and self.parked is None:
+            self.parked = Parked(self.metrics, self.stage, step.cause)
+            log.warning("%s parked on an infrastructure fault (%s): %s: %s; re-checked every "
+                        "%.0fs, nothing dropped", self.what, step.cause, type(exc).__name__, exc,
+                        self.cfg.park_recheck_seconds, **self.extra)
+        elif step.action == "retry":
+            log.warning("%s failed (%s: %s); retry %d/%d in %.1fs", self.what,
+                        type(exc).__name__, exc, self.failures + 1, self.max_attempts,
+                        step.delay, **self.extra)
+        self.retry_at = time.monotonic() + step.delay
+        return step.delay
+
+    def resumed(self) -> None:
+        if self.parked is not None:
+            log.warning("%s resumed after %.1fs parked (%s)", self.what, self.parked.elapsed(),
+                        self.parked.cause, **self.extra)
+            self.parked.release()
+        self.parked, self.failures = None, 0
+
+
+async def until_done(attempt: Callable[[], Awaitable[T]], parking: Parking,
+                     cause_of: Callable[[BaseException], str | None] = infrastructure_cause) -> T:
+    """``attempt()`` awaited again until no fault ``cause_of`` names stops it
+    (by default a disk or CRDS fault; any other error is raised)."""
+    try:
+        while True:
+            try:
+                done = await attempt()
+            except Exception as exc:  # noqa: BLE001 - cause_of decides; the rest is raised
+                cause = cause_of(exc)
+                if cause is None:
+                    raise
+                await anyio.sleep(parking.failed(cause, exc))
+                continue
+            parking.resumed()
+            return done
+    finally:
+        if parking.parked is not None:  # cancelled while parked
+            parking.parked.release()
+            parking.parked = None
+
+
+def in_thread(work: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+    """``work`` as an attempt for ``until_done``, run in a worker thread."""
+    return partial(anyio.to_thread.run_sync, work)

@@ -1,0 +1,141 @@
+"""The planner's own disk full: it parks and resumes by itself.
+
+The planner writes three things under its work directory: the plans and the
+holds it keeps (doers/planner_ledger.py) and its snapshot. With that
+directory on a small full tmpfs, a plan, a held exposure and the first
+snapshot all meet ENOSPC; the planner must neither stop (taking the daemon
+with it) nor dead-letter anything, and must keep all three once space is
+freed. Synthetic product events (no jwst run), the session's real broker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+
+import anyio
+import pytest
+
+from calstream.daemon.doers import planner_snapshots
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.operations.cli.plans import plan_message, publish_plan
+from calstream.steps.synthetic.headers import exposure_id
+from calstream.topics import contract
+
+from .support import daemon_config, metric, read_all, running_daemon, scrape, wait_for
+from .test_parking import dead_letters, fill, small_tmpfs
+from .test_planner_ha import product_event, publish
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.timeout(180)]
+
+
+def planned_pointing(event):
+    """The same product event, its exposure's pointing PLANNED: the planner holds it."""
+    header = {**event["header"], "ENGQLPTG": "PLANNED"}
+    return type(event)(event.type, {**event.body, "header": header, "pointing_quality": "PLANNED",
+                                    "pointing_provisional": True})
+
+
+def parked_total(daemon) -> float:
+    return metric(scrape(daemon.ops.address), "calstream_parked_total", stage="planner",
+                  cause="disk_full")
+
+
+async def until(condition, timeout: float = 60.0) -> None:
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.2)
+
+
+def free(work) -> None:
+    for filler in work.glob("filler*.bin"):
+        filler.unlink()
+
+
+async def test_a_full_planner_disk_parks_the_planner_and_it_resumes(tmp_path, broker,
+                                                                    unique_prefix):
+    with small_tmpfs(tmp_path / "work", "16m") as work:
+        cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["planner"], work_dir=work,
+                            max_attempts=2, retry_backoff=0.1, park_recheck_seconds=1.0)
+        held, plain = (product_event(cfg.products, cfg.inbox, 4242, n, 2) for n in (1, 2))
+        held = planned_pointing(held)
+        manifest = tmp_path / "plan.json"
+        manifest.write_text(json.dumps({"exposures": [
+            {"exposure_id": exposure_id(e["header"]), "candidates": ["o001"]}
+            for e in (held, plain)]}))
+        plan = plan_message(manifest, "test")
+        kept = work / "planner"
+        async with running_daemon(cfg) as daemon:
+            await until(lambda: daemon.planner and daemon.planner.caught_up)
+            await anyio.to_thread.run_sync(fill, work)
+            # The first product event makes the first snapshot due: it cannot
+            # be written, and the planner sends its order all the same.
+            await publish(cfg, [plain])
+            await wait_for(cfg, ["work.stage2"], lambda ms: any(
+                getattr(m, "type", "") == "work_order" for m in ms), timeout=60)
+            await until(lambda: parked_total(daemon) >= 1)
+            # A PLANNED exposure: its hold must be kept before it is sent.
+            await publish(cfg, [held])
+            await until(lambda: parked_total(daemon) >= 2)
+            free(work)
+            await until(lambda: (kept / "holds" / f"{held['exposure_id']}.json").is_file()
+                        and planner_snapshots.snapshot_path(work).is_file())
+            # Full again: a plan must be kept too.
+            await anyio.to_thread.run_sync(fill, work)
+            await publish_plan(cfg, plan)
+            await until(lambda: parked_total(daemon) >= 3)
+            free(work)
+            await until(lambda: (kept / "plans" / f"{plan['plan_id']}.json").is_file())
+            await until(lambda: metric(scrape(daemon.ops.address), "calstream_parked_items") == 0)
+            assert plan["plan_id"] in daemon.planner.plans
+            assert held["exposure_id"] in daemon.planner.holds
+            samples = scrape(daemon.ops.address)
+        assert metric(samples, "calstream_dead_letters_total") == 0
+        assert not dead_letters(await read_all(cfg, ["deadletter"]))
+        assert not list(kept.glob(".*.tmp")), "a failed write left its temporary file"
+
+
+def stage2_event(rate: contract.Message) -> contract.Message:
+    """The stage-2 product event of ``rate``'s exposure (a cal file)."""
+    wid = hashlib.sha256(f"{rate['work_id']}-stage2".encode()).hexdigest()
+    cal = str(rate["outputs"][0]["path"]).replace("_rate.fits", "_cal.fits")
+    fields = {k: v for k, v in rate.body.items() if k not in ("event_id", "producer")}
+    fields.update(work_id=wid, stage="stage2", pipeline="calwebb_image2",
+                  inputs=[{"path": rate["outputs"][0]["path"],
+                           "digest": rate["outputs"][0]["digest"]}],
+                  outputs=[{"path": cal, "digest": "sha256:" + "c" * 64, "suffix": "cal"}],
+                  emitted_at=contract.utc_now())
+    return contract.build("product", contract.event_id("product", wid), **fields)
+
+
+async def test_the_planner_waits_out_a_broker_that_stops_answering_while_it_sends(
+        tmp_path, unique_prefix):
+    """The broker stops answering (SIGSTOP: connections hang, as on a lost
+    host) just before the planner sends a stage-3 order from a tick. Its send
+    times out after request_timeout_ms; the planner must keep the order and
+    send it once the broker answers again, neither stopping nor losing it."""
+    with EmbeddedBroker(tmp_path / "own-broker") as own:
+        cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
+                            stage3_settle=6.0, stage3_quiet_period=6.0, max_attempts=2,
+                            retry_backoff=0.1, park_recheck_seconds=1.0)
+        rate = product_event(cfg.products, cfg.inbox, 4343, 1, 1)
+        async with running_daemon(cfg) as daemon:
+            await until(lambda: daemon.planner and daemon.planner.caught_up)
+            await publish(cfg, [rate, stage2_event(rate)])
+            await wait_for(cfg, ["work.stage2"], lambda ms: any(
+                getattr(m, "type", "") == "work_order" for m in ms), timeout=60)
+            # The visit is complete: its stage-3 order is sent after the settle time.
+            os.kill(own.process.pid, signal.SIGSTOP)
+            try:
+                await until(lambda: metric(scrape(daemon.ops.address), "calstream_parked_items",
+                                           stage="planner", cause="broker_unreachable") >= 1,
+                            timeout=90)
+            finally:
+                os.kill(own.process.pid, signal.SIGCONT)
+            msgs = await wait_for(cfg, ["work.stage3"], lambda ms: any(
+                getattr(m, "type", "") == "work_order" for m in ms), timeout=90)
+            await until(lambda: metric(scrape(daemon.ops.address), "calstream_parked_items") == 0)
+        orders = [m for m in msgs if getattr(m, "type", "") == "work_order"]
+        assert len({o["event_id"] for o in orders}) == 1
