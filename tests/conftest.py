@@ -65,3 +65,21 @@ def _run_order(item) -> tuple[int, int]:
 
 def pytest_collection_modifyitems(items):
     items.sort(key=_run_order)  # stable: a file's tests keep their order
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A test's captured output in UTF-8 whatever it held. Tests of file names
+    that are not UTF-8 log them (Python's surrogate escapes: calstream's own
+    formatters escape them, pytest's capture does not), and pytest-xdist
+    cannot send a report holding a surrogate from its worker: the whole run
+    stopped with an INTERNALERROR."""
+    outcome = yield
+    report = outcome.get_result()
+    report.sections = [(title, _utf8(text)) for title, text in report.sections]
+    if isinstance(report.longrepr, str):
+        report.longrepr = _utf8(report.longrepr)
+
+
+def _utf8(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
