@@ -37,8 +37,8 @@ def _runs(metrics: Metrics) -> dict[str, float]:
             for s in m.samples if s.name.endswith("_total")}
 
 
-@pytest.mark.anyio
-async def test_an_item_done_elsewhere_while_it_waited_for_a_worker_is_not_run(tmp_path):
+def _runner_and_item(tmp_path):
+    """A runner with one started worker, and a detector1 item for it."""
     cfg = load(None, env={}, flags={"work_dir": tmp_path})
     metrics, bus, store = Metrics(), _Bus(), ProductStore(cfg.products)
     pool = WorkerPool(1, stage="detector1", metrics=metrics)
@@ -50,6 +50,12 @@ async def test_an_item_done_elsewhere_while_it_waited_for_a_worker_is_not_run(tm
                     program="01234", observation="001", name=NAME,
                     inputs=[{"path": "/in/u.fits", "digest": "sha256:" + "0" * 64}],
                     event_fields={"exposure_id": NAME})
+    return metrics, bus, store, pool, runner, item
+
+
+@pytest.mark.anyio
+async def test_an_item_done_elsewhere_while_it_waited_for_a_worker_is_not_run(tmp_path):
+    metrics, bus, store, pool, runner, item = _runner_and_item(tmp_path)
     gate = tmp_path / "gate"
     try:
         async with anyio.create_task_group() as tg:
@@ -96,17 +102,7 @@ async def test_every_line_about_a_run_names_its_work(tmp_path, caplog):
     """docs/operations.md, "Logs": the exposure id, the stage and the work id
     on every line about an exposure. The runner's own lines ("starting",
     "done") carried "-" for the work id."""
-    cfg = load(None, env={}, flags={"work_dir": tmp_path})
-    metrics, bus, store = Metrics(), _Bus(), ProductStore(cfg.products)
-    pool = WorkerPool(1, stage="detector1", metrics=metrics)
-    pool.start()
-    runner = WorkItemRunner(cfg, publisher=bus, store=store, pool=pool, metrics=metrics,
-                            crds_context="jwst_0001.pmap")
-    item = WorkItem(stage="detector1", pipeline="calwebb_detector1",
-                    task="tests.pool_tasks:write_rate", task_kwargs={"name": NAME},
-                    program="01234", observation="001", name=NAME,
-                    inputs=[{"path": "/in/u.fits", "digest": "sha256:" + "0" * 64}],
-                    event_fields={"exposure_id": NAME})
+    metrics, bus, store, pool, runner, item = _runner_and_item(tmp_path)
     caplog.set_level("INFO", logger="calstream.stage")
     try:
         with anyio.fail_after(60):
