@@ -312,7 +312,7 @@ class Daemon:
                 self.planner.caught_up = False
 
         def compacted(c: planner_restore.Compaction) -> None:
-            self.metrics.planner_compactions.inc()
+            self.metrics.planner_compactions.labels(leadership=c.role).inc()
             compacted_at.update(in_use=c.in_use, pending=True)
             if self.planner is not None:
                 self.planner.caught_up = False

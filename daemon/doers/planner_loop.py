@@ -210,12 +210,8 @@ class Planner:
                     self.metrics.planner_catching_up.set(0)
                 if self.standby is not None:
                     await self.standby.take_over_when_due(self, reader)
-                # Only the acting planner's state is a record of what was sent:
-                # a standby's counts orders it only withheld.
-                if (self.caught_up and (self.standby is None or self.standby.gate.acting)
-                        and planner_restore.snapshot_due(self)):
-                    if await self.take_snapshot():  # not parked on a disk fault: over its
-                        planner_restore.compact_when_due(self)  # budget, Compaction
+                # A standby's too: its snapshot carries what it withheld.
+                await planner_restore.snapshot_when_due(self)  # over budget: Compaction
                 if self.caught_up and time.monotonic() - last_tick >= 1.0:
                     last_tick = time.monotonic()
                     # Timed decisions, and the planner's gauges (summed over

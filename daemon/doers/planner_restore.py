@@ -29,6 +29,7 @@ import anyio
 from calstream.daemon.deciders import planner_memory, planner_snapshot
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import BlockCache, BlockWriter
+from calstream.daemon.deciders.standby_withheld import WithheldDecisions, usable_without_following
 from calstream.daemon.doers import kafka, planner_snapshots
 from calstream.daemon.doers.process_memory import container_limit_bytes, resident_in_use_bytes
 from calstream.steps.failures import infrastructure_cause
@@ -52,6 +53,8 @@ def load_snapshot(planner: Planner) -> bool:
     with collector_paused():
         snap = planner_snapshots.read(planner.cfg.work_dir)
         if snap is None:
+            return False
+        if (withheld := _withheld_of(planner, snap.body)) is None:
             return False
         reuse = BlockCache()  # the file's blocks, for the next snapshot to write as they are
         try:
@@ -78,12 +81,44 @@ def load_snapshot(planner: Planner) -> bool:
     planner.event_ids = event_ids
     planner.positions = dict(snap.offsets)
     planner.snapshot_reuse = reuse
+    if _following(planner):  # what it withheld goes with the state that counts it ordered
+        planner.standby.memory = withheld
     planner.restored_from = {"snapshot": str(planner_snapshots.snapshot_path(
         planner.cfg.work_dir)), "taken_at": snap.taken_at, "bytes": snap.size}
     log.info("planner: state restored from the snapshot of %s (%d namespace(s), %.0f MB); "
              "reading the records after it", time.strftime(
                  "%Y-%m-%d %H:%M:%S", time.gmtime(snap.taken_at)), len(states), snap.size / 1e6)
     return True
+
+
+def _following(planner: Planner) -> bool:
+    return planner.standby is not None and planner.standby.follow
+
+
+def _withheld_of(planner: Planner, body: Any) -> WithheldDecisions | None:
+    """What a standby that wrote the snapshot withheld (empty for an active
+    planner's), or None (and one warning) if this planner cannot use it."""
+    part = body.get("standby") if isinstance(body, dict) else None
+    if not _following(planner):
+        if usable_without_following(part):
+            return WithheldDecisions()
+        log.warning("planner: snapshot ignored, written by a standby with decisions withheld, "
+                    "and this planner follows no other (planner_lease = false): it could not "
+                    "tell which of them were sent; rebuilding from the topics")
+        return None
+    try:
+        return WithheldDecisions.from_body(part, planner.standby.memory.capacity)
+    except ValueError as exc:
+        log.warning("planner: snapshot ignored, %s: rebuilding from the topics", exc)
+        return None
+
+
+def _seen_published(planner: Planner, message: contract.Message) -> None:
+    """An order or hold after a snapshot's offsets: what following it would
+    have done (withheld no more, known as published). Not in a rebuild:
+    nothing is withheld yet, and the state knows every order and hold read."""
+    if _following(planner) and planner.restored_from is not None:
+        planner.standby.memory.seen_published(message.event_id)
 
 
 async def read_topic(planner: Planner, logical: str):
@@ -127,6 +162,8 @@ def tune_collector() -> None:
 async def restore(planner: Planner) -> None:
     tune_collector()
     used = await anyio.to_thread.run_sync(load_snapshot, planner)
+    if not used and _following(planner):  # a rebuild withholds again what nobody sent
+        planner.standby.memory = WithheldDecisions(planner.standby.memory.capacity)
     # What the topics hold decides what the ledger must re-publish, not what
     # the state knows: a snapshot knows plans and holds the broker may have lost.
     from_snapshot = {"plans": set(planner.plans), "holds": set(planner.holds)}
@@ -138,12 +175,14 @@ async def restore(planner: Planner) -> None:
             except contract.InvalidMessage:
                 continue  # the stage consumers dead-letter these
             planner.state_for(order.get("namespace") or "live").restore_order(order)
+            _seen_published(planner, order)
     for record in await read_topic(planner, "holds"):
         if record.value is None:
             continue
         try:
             hold = contract.decode(record.value, expected="hold")
             planner.state.restore_hold(hold)
+            _seen_published(planner, hold)
             seen["holds"].add(hold["exposure_id"])
         except contract.InvalidMessage as exc:
             # The planner's own compacted topic, but a broker is shared: a
@@ -182,6 +221,9 @@ async def take_snapshot(planner: Planner) -> int:
     with collector_paused():  # many new containers, none of them garbage
         captured = planner_snapshot.capture(planner.states, holds=planner.holds,
                                             plans=planner.plans, event_ids=planner.event_ids)
+    # A standby's withheld decisions, with the state that counts them ordered
+    # (deciders/standby_withheld.py); taken at the same moment as the state.
+    withheld = planner.standby.memory.to_body() if _following(planner) else None
     offsets = dict(planner.positions)
     before, planner.last_snapshot = planner.last_snapshot, (time.monotonic(), planner.records_seen)
     on_loop = time.perf_counter() - started[0]
@@ -193,8 +235,11 @@ async def take_snapshot(planner: Planner) -> int:
         # on, its full collections walk the whole state (two thirds of the
         # time at 100k events). The loop's garbage waits these few seconds.
         with collector_paused():
-            size = planner_snapshots.write(planner.cfg.work_dir, planner_snapshot.encode(
-                captured, writer), offsets=offsets, stored=stored)
+            body = planner_snapshot.encode(captured, writer)
+            if withheld is not None:
+                body["standby"] = withheld
+            size = planner_snapshots.write(planner.cfg.work_dir, body, offsets=offsets,
+                                           stored=stored)
         planner.snapshot_reuse = writer.written(stored)
         return size, time.thread_time() - cpu
 
@@ -227,6 +272,8 @@ def snapshot_due(planner: Planner) -> bool:
     planner grows by up to ~9 kB a record."""
     at, records = planner.last_snapshot
     new = planner.records_seen - records
+    if planner.standby is not None and not planner.standby.may_snapshot():
+        return False  # taking over: no compaction may delay it
     if planner.snapshot_parking.failures:  # the last one failed: again when its delay is up
         return new > 0 and time.monotonic() >= planner.snapshot_parking.retry_at
     first = records == 0 and planner.caught_up and planner.restored_from is None
@@ -269,11 +316,20 @@ class _StartedOnce:
 
 class Compaction(Exception):  # noqa: N818 - not an error: the planner starts again
     """The planner is over its memory budget just after writing a snapshot:
-    it starts again from that snapshot (deciders/planner_memory.py says why)."""
+    it starts again from that snapshot (deciders/planner_memory.py says why).
+    ``role``: active or standby, for the metric."""
 
-    def __init__(self, in_use: int, budget: int):
+    def __init__(self, in_use: int, budget: int, role: str = "active"):
         super().__init__(f"{in_use / 2**20:.0f} MiB in use, budget {budget / 2**20:.0f} MiB")
-        self.in_use, self.budget = in_use, budget
+        self.in_use, self.budget, self.role = in_use, budget, role
+
+
+async def snapshot_when_due(planner: Planner) -> None:
+    """Once caught up, the periodic snapshot (or the one a memory over budget
+    asks for), then Compaction if still over budget. The active planner and
+    a standby alike: a standby's snapshot carries what it withheld."""
+    if planner.caught_up and snapshot_due(planner) and await take_snapshot(planner):
+        compact_when_due(planner)  # not after a snapshot parked on a disk fault
 
 
 def memory_budget(planner: Planner) -> int | None:
@@ -287,7 +343,8 @@ def compact_when_due(planner: Planner) -> None:
         return
     in_use = resident_in_use_bytes()
     if _compaction_due(planner, in_use):
-        raise Compaction(in_use, planner.memory_budget)
+        acting = planner.standby is None or planner.standby.gate.acting
+        raise Compaction(in_use, planner.memory_budget, "active" if acting else "standby")
     planner.memory_over = False
 
 

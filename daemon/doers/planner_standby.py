@@ -15,6 +15,10 @@ with what it decided and nobody published: the orders a leader killed
 mid-program never sent. Nothing is sent twice (an order seen on the topics is
 known) and nothing is lost (an order not seen is withheld here).
 
+Its state and what it withheld are kept together (deciders/standby_withheld.py),
+so a standby snapshots and compacts as the active planner does, and starts
+again from its own snapshot after a kill -9.
+
 With one planner (``planner_lease = false``) none of this runs: it acts at once.
 """
 
@@ -22,9 +26,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 
 from calstream.daemon.deciders.planner_records import Emit
+from calstream.daemon.deciders.standby_withheld import (
+    PUBLISHED_CAPACITY,
+    WithheldDecisions,
+    may_snapshot,
+)
 from calstream.daemon.doers.planner_leadership import PublishGate
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
@@ -39,14 +47,20 @@ FRESH_FETCH_SECONDS = 1.5
 
 class Standby:
     def __init__(self, gate: PublishGate, topics: Topics, *, follow: bool,
-                 capacity: int = 200_000):
+                 capacity: int = PUBLISHED_CAPACITY):
         self.gate = gate
         self.topics = topics
         self.follow = follow  # False: one planner, nothing to follow or withhold
-        self.capacity = capacity
-        self.withheld: OrderedDict[str, Emit] = OrderedDict()
-        self._published: OrderedDict[str, None] = OrderedDict()  # event ids seen, bounded
+        # Replaced whole by a restore (doers/planner_restore.py): the snapshot's.
+        self.memory = WithheldDecisions(capacity)
         self._takeover: tuple[int, float] | None = None  # (generation, granted at)
+
+    @property
+    def withheld(self) -> dict[str, Emit]:
+        return self.memory.pending
+
+    def may_snapshot(self) -> bool:
+        return may_snapshot(self.gate.role())
 
     def output_names(self, planner) -> list[str]:
         """What the active planner publishes (the topics a standby follows)."""
@@ -56,12 +70,13 @@ class Standby:
 
     # -- while standing by ---------------------------------------------------
     def withhold(self, logical_topic: str, key: str, message: contract.Message) -> None:
-        if message.event_id in self._published:
-            return  # the active planner sent it already
-        self.withheld[message.event_id] = Emit(logical_topic, key, message)
+        self.memory.withhold(Emit(logical_topic, key, message))
 
     def observe_output(self, planner, record) -> None:
         """A record the active planner (or anyone) published on a followed topic."""
+        # Read: a snapshot's offsets of the followed topics say up to where
+        # its ``published`` is complete (a restart reads on from there).
+        planner.positions[(record.topic, record.partition)] = record.offset + 1
         if record.value is None:
             return
         logical = self.topics.logical(record.topic)
@@ -79,10 +94,7 @@ class Standby:
                 planner.state_for(message.get("namespace") or "live").restore_order(message)
         except (contract.InvalidMessage, ValueError):
             return  # the stage consumers (or the operators) deal with these
-        self.withheld.pop(message.event_id, None)
-        self._published[message.event_id] = None
-        if len(self._published) > self.capacity:
-            self._published.popitem(last=False)
+        self.memory.seen_published(message.event_id)
 
     # -- taking over ---------------------------------------------------------
     async def take_over_when_due(self, planner, reader) -> None:
@@ -104,8 +116,7 @@ class Standby:
             return
         if not self.gate.act(generation):
             return  # the lease moved again meanwhile
-        pending = list(self.withheld.values())
-        self.withheld.clear()
+        pending = self.memory.take_all()
         # What this planner decided and nobody published: the leader died first.
         await planner._publish(pending)
         log.warning("planner: now the active planner (generation %d); %d decision(s) the "

@@ -69,7 +69,8 @@ class Metrics:
         self.planner_compactions = Counter(
             "calstream_planner_compactions_total",
             "Planners started again from their own snapshot because they were over their "
-            "memory budget (planner_memory_mb)", registry=r)
+            "memory budget (planner_memory_mb), by leadership (active, standby)", ["leadership"],
+            registry=r)
         self.planner_faults = Counter(
             "calstream_planner_faults_total",
             "Faults the planner survived outside any record: a tick's decisions, its status",

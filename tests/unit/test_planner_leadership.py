@@ -65,18 +65,18 @@ def test_a_grant_that_moved_on_cannot_be_acted_on():
 def _dead_letter(topics: Topics, event_id: str):
     """A record of the deadletter topic as the active planner published it."""
     body = f'{{"event_id": "{event_id}", "schema": "calstream.dead_letter"}}'.encode()
-    return SimpleNamespace(topic=topics.name("deadletter"), value=body)
+    return SimpleNamespace(topic=topics.name("deadletter"), partition=0, offset=7, value=body)
 
 
 def test_a_standby_forgets_what_the_active_planner_published_and_keeps_the_rest():
     topics = Topics("t.")
     standby = Standby(PublishGate(), topics, follow=True)
-    planner = SimpleNamespace()  # dead letters teach the state nothing
+    planner = SimpleNamespace(positions={})  # dead letters teach the state nothing
     mine, theirs, later = order("a" * 64), order("b" * 64), order("c" * 64)
     for m in (mine, theirs):
         standby.withhold("deadletter", "k", m)
     standby.observe_output(planner, SimpleNamespace(topic=topics.name("deadletter"),
-                                                    value=b"not json"))
+                                                    partition=0, offset=3, value=b"not json"))
     assert list(standby.withheld) == [mine.event_id, theirs.event_id]
     standby.observe_output(planner, _dead_letter(topics, theirs.event_id))
     assert list(standby.withheld) == [mine.event_id]
@@ -85,6 +85,8 @@ def test_a_standby_forgets_what_the_active_planner_published_and_keeps_the_rest(
     standby.withhold("deadletter", "k", later)
     assert list(standby.withheld) == [mine.event_id]
     assert standby.describe() == {"withheld": 1}
+    # Read up to there: a snapshot's offsets say so (its restart reads on from them).
+    assert planner.positions == {(topics.name("deadletter"), 0): 8}
 
 
 def test_one_planner_follows_nothing():

@@ -53,6 +53,8 @@ def test_this_process_uses_memory():
 
 
 class _Planner:
+    standby = None  # one planner (no lease)
+
     def __init__(self, budget, records, last=0):
         self.memory_budget, self.records_seen, self.in_use_at_last_compaction = \
             budget, records, last
