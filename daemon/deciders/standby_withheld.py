@@ -45,9 +45,13 @@ class WithheldDecisions:
             self.published.popitem(last=False)
 
     def take_all(self) -> list[Emit]:
-        """What nobody published, to send at a takeover; forgotten here."""
+        """What nobody published, to send at a takeover; forgotten here, with
+        what was seen published: an acting planner withholds nothing, and up
+        to ``capacity`` event ids would ride along in each of its snapshots
+        (~13 MB at 200,000). Standing by again, it learns them anew."""
         pending = list(self.pending.values())
         self.pending.clear()
+        self.published.clear()
         return pending
 
     # -- in a snapshot -----------------------------------------------------------

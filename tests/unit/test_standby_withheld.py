@@ -45,6 +45,8 @@ def test_withheld_decisions_and_published_ids_come_back_from_a_snapshot_as_they_
     back.withhold(_emit(9))
     assert len(back.pending) == 2
     assert [e.key for e in back.take_all()] == ["key-1", "key-3"] and not back.pending
+    # Acting now: nothing more is withheld, so its snapshots carry no ids.
+    assert back.to_body() == {"withheld": [], "published": []}
     # The most recent ids are kept when a snapshot holds more than the capacity.
     assert list(WithheldDecisions.from_body(memory.to_body(), capacity=1).published) == \
         [_emit(9).message.event_id]
