@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import time
+from functools import partial
 from typing import Any
 
 import anyio
@@ -17,7 +18,7 @@ from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
-from calstream.daemon.doers.parking import Parking
+from calstream.daemon.doers.parking import Parking, in_thread
 from calstream.daemon.doers.planner_leadership import GatedPublisher, Leadership, PublishGate
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.planner_loop import Planner
@@ -26,6 +27,14 @@ from calstream.daemon.doers.planner_thread import OwnLoop, stale_for
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.promotion import ensure_current
 from calstream.daemon.doers.record_admitter import RecordAdmitter
+from calstream.daemon.doers.start_waits import (
+    StartWaits,
+    broker_cause,
+    crds_cause,
+    crds_context_for,
+    prepare_roots,
+    started,
+)
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations import deployment, logs
@@ -34,7 +43,7 @@ from calstream.daemon.operations.console import Console
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.operations.ops_http import OpsServer
 from calstream.daemon.stages import STAGES, Stage, arrival_product_stages, stage_config
-from calstream.steps.crds_env import resolve_context
+from calstream.steps.failures import infrastructure_cause
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.provenance import jwst_version
 from calstream.topics import contract
@@ -46,10 +55,6 @@ log = logging.getLogger("calstream.daemon")
 # Environment the calibration workers need; crds reads it at import.
 _WORKER_ENV = ("CRDS_PATH", "CRDS_CONTEXT", "CRDS_SERVER_URL", "CRDS_MODE",
                "STPIPE_DISABLE_CRDS_STEPPARS", "OMP_NUM_THREADS", "CALSTREAM_WORKER_LOG_LEVEL")
-
-
-class CrdsNotConfigured(RuntimeError):
-    pass
 
 
 class Daemon:
@@ -69,6 +74,7 @@ class Daemon:
         self.crds_context: str | None = None
         self.bootstrap: str | None = cfg.kafka_bootstrap
         self.supervisor: BrokerSupervisor | None = None
+        self.start_waits = StartWaits(cfg, self.metrics)
         # Written by the event loop, read by /healthz; None until the beat starts
         # (start-up may legitimately spend long in threads, e.g. resolving CRDS).
         self.heartbeat: float | None = None
@@ -94,8 +100,8 @@ class Daemon:
             why = c.stalled(self.cfg.stall_seconds)
             if why:
                 problems.append(why)
-        if self.crds_context is None:
-            problems.append("starting")
+        if starting := self.start_waits.problem():  # what it waits for, if anything
+            problems.append(starting)
         if self.planner is not None and not self.planner.caught_up:
             problems.append("planner catching up with its history (snapshot tail or rebuild)")
         return not problems, problems
@@ -123,8 +129,6 @@ class Daemon:
         cfg = self.cfg
         if not cfg.kafka_bootstrap:
             raise RuntimeError("start_broker() must run before run() (on the main thread)")
-        for d in (cfg.work_dir, cfg.products, cfg.inbox, cfg.quarantine):
-            d.mkdir(parents=True, exist_ok=True)
         host, port = host_port(cfg.metrics_address)
         self.metrics.stall_threshold.set(cfg.stall_seconds)
         try:
@@ -138,27 +142,33 @@ class Daemon:
                 f"there ({exc.strerror or exc}); give each daemon on a host its own "
                 "(--metrics-address, CALSTREAM_METRICS_ADDRESS)") from None
         self.ops.start()
-        deployment.record(cfg, self.ops.address, embedded=self.broker is not None)
         log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")
         log.info("metrics: http://%s/metrics (also /healthz, /readyz)", self.ops.address)
-        try:
-            await kafka.create_topics(cfg, self.topics)
+        # Each start step waits out the broker, disk or CRDS it needs (start_waits.py).
+        step, broker, disks = self.start_waits.step, f"the broker {cfg.kafka_bootstrap}", \
+            f"the work directory {cfg.work_dir} and product store {cfg.products}"
+        try:  # CRDS first: its configuration errors stop the start before any wait
             if {st.name for st in STAGES} & set(cfg.roles):
-                self.crds_context = await anyio.to_thread.run_sync(self._resolve_crds)
+                self.crds_context = await step("CRDS", partial(  # abandoned by a SIGTERM
+                    anyio.to_thread.run_sync, crds_context_for, cfg, abandon_on_cancel=True),
+                    crds_cause)
             else:
                 self.crds_context = os.environ.get("CRDS_CONTEXT", "n/a")
+            await step(disks, in_thread(lambda: (prepare_roots(cfg), deployment.record(
+                cfg, self.ops.address, embedded=self.broker is not None))), infrastructure_cause)
+            await step(broker, partial(kafka.create_topics, cfg, self.topics), broker_cause)
             self.metrics.build_info.labels(calstream.__version__, jwst_version(),
                                            self.crds_context).set(1)
-            await anyio.to_thread.run_sync(ensure_current, self.store)
-            removed = await anyio.to_thread.run_sync(self.store.clean_scratch)
+            await step(disks, in_thread(partial(ensure_current, self.store)), infrastructure_cause)
+            removed = await step(disks, in_thread(self.store.clean_scratch), infrastructure_cause)
             if removed:
                 log.info("removed %d scratch directories left by an earlier crash", removed)
-            producer = kafka.producer(cfg)
-            await producer.start()
+            producer = await step(broker, partial(started, partial(kafka.producer, cfg)),
+                                  broker_cause)
             try:
                 publisher = Publisher(producer, self.topics, self.metrics,
                                       role="+".join(cfg.roles))
-                await self._recover_product_events(publisher)
+                await step(broker, partial(self._recover_product_events, publisher), broker_cause)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self.beat)
                     self.supervisor = BrokerSupervisor(
@@ -174,6 +184,7 @@ class Daemon:
                         await tg.start(self._run_planner, publisher)
                     log.info("calstream %s running roles %s; inbox %s; products %s",
                              calstream.__version__, ", ".join(cfg.roles), cfg.inbox, cfg.products)
+                    self.start_waits.done = True
                     task_status.started(self)
             finally:
                 with anyio.CancelScope(shield=True):
@@ -228,22 +239,19 @@ class Daemon:
             log.warning("the broker had no product events: re-published %d from the product "
                         "store %s", len(records), self.cfg.products)
 
-    def _resolve_crds(self) -> str:
-        context = self.cfg.crds_context or resolve_context()
-        if not context:
-            raise CrdsNotConfigured(
-                "no CRDS context could be determined: set CRDS_PATH (and CRDS_SERVER_URL, "
-                "or CRDS_CONTEXT for an offline cache). `calstream simulate DIR` builds a local "
-                "offline cache and prints the settings for it.")
-        os.environ["CRDS_CONTEXT"] = context  # pin it for the workers: one context per run
-        return context
-
     async def _run_stage(self, publisher: Publisher, st: Stage, *,
                          task_status=anyio.TASK_STATUS_IGNORED) -> None:
         """A pool of warm workers fed by the stage's consumer group on its live
         topic, and on its replay topic at low priority (live beats replay: see
         kafka/concurrent_consumer.py)."""
         cfg = stage_config(st, self.cfg)
+        # Started before the pool: a start that waits for its broker has no workers to
+        # stop. Subscribed by the loop itself, with its rebalance listener: subscribing
+        # twice changes the assignment under aiokafka's running fetcher.
+        consumer = await self.start_waits.step(
+            f"the broker {cfg.kafka_bootstrap}",
+            partial(started, partial(kafka.group_consumer, cfg, st.group(cfg.group_prefix))),
+            broker_cause)
         env = {**{k: os.environ[k] for k in _WORKER_ENV if k in os.environ},
                **logs.worker_env(cfg.json_logs)}
         pool = WorkerPool(cfg.workers, stage=st.name, metrics=self.metrics, env=env,
@@ -258,10 +266,6 @@ class Daemon:
             log.info("%s: workers start with the first item (warm_workers)", st.name)
         self.pools[st.name] = pool
         runner = WorkItemRunner(cfg, publisher, self.store, pool, self.metrics, self.crds_context)
-        # Subscribed by the loop itself, with its rebalance listener: subscribing
-        # twice changes the assignment under aiokafka's running fetcher.
-        consumer = kafka.group_consumer(cfg, st.group(cfg.group_prefix))
-        await consumer.start()
         loop = kafka.ConcurrentConsumer(
             consumer, stage=st.name, handler=RecordAdmitter(cfg, runner, st).handle,
             capacity=pool.capacity, metrics=self.metrics, topics=[self.topics.name(st.live_topic)],

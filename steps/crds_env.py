@@ -14,6 +14,7 @@ context crds will actually use, by asking crds itself.
 from __future__ import annotations
 
 import ast
+import logging
 import os
 import threading
 from collections.abc import Mapping
@@ -55,6 +56,16 @@ def offline_crds_env(crds_path: str | Path, context: str | None = None) -> dict[
     }
 
 
+class CrdsCacheUnreachable(RuntimeError):
+    """crds could load its rules neither from its server nor from its cache."""
+
+
+def crds_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The CRDS variables that are set (non-empty): none means CRDS is not configured."""
+    environ = os.environ if environ is None else environ
+    return {k: environ[k] for k in CRDS_VARS if environ.get(k)}
+
+
 def merge_crds_env(
     defaults: Mapping[str, str], environ: Mapping[str, str] | None = None
 ) -> dict[str, str]:
@@ -64,8 +75,7 @@ def merge_crds_env(
     mode and context (which describe another cache) are not mixed in; only a
     user with no CRDS_PATH gets the defaults filled in around their settings.
     """
-    environ = os.environ if environ is None else environ
-    user = {k: environ[k] for k in CRDS_VARS if environ.get(k)}
+    user = crds_settings(environ)
     if "CRDS_PATH" in user:
         return user
     return {**{k: v for k, v in defaults.items() if k in CRDS_VARS}, **user}
@@ -96,7 +106,7 @@ def refresh_crds(*, force: bool = False) -> bool:
         return True
 
 
-def resolve_context(env: Mapping[str, str] | None = None) -> str:
+def resolve_context(env: Mapping[str, str] | None = None, *, quiet: bool = False) -> str:
     """The .pmap crds will use under `env` (default: this process's environment).
 
     CRDS_CONTEXT when set (symbolic names such as "jwst-latest" translated by
@@ -106,21 +116,41 @@ def resolve_context(env: Mapping[str, str] | None = None) -> str:
 
     With an explicit `env` the CRDS variables are swapped in for the duration
     of the call; do not run pipelines in other threads of this process
-    meanwhile.
+    meanwhile. ``quiet``: crds's own log lines are left out (its FATAL about
+    a default cache nobody configured says less than the caller will).
     """
     with _lock:
         if env is None:
-            return _context_from_crds()
+            return _context_from_crds(quiet)
         try:
             # An empty value means "not set", as crds reads it.
             with environ({key: env.get(key) or None for key in CRDS_VARS}):
-                return _context_from_crds()
+                return _context_from_crds(quiet)
         finally:
             refresh_crds()
 
 
-def _context_from_crds() -> str:
+def _context_from_crds(quiet: bool) -> str:
+    global _applied
     refresh_crds()
     import crds
 
-    return str(crds.get_context_name(OBSERVATORY))
+    # crds's logger, once crds is imported (its import sets the level).
+    crds_log = logging.getLogger("CRDS")
+    level = crds_log.level
+    if quiet:
+        crds_log.setLevel(logging.CRITICAL)
+    try:
+        return str(crds.get_context_name(OBSERVATORY))
+    except SystemExit:
+        # crds's "(FATAL)" ends the whole process (exit status 255) when its
+        # server does not answer and the cache has no configuration: a cache not
+        # mounted yet, or none configured at all. Whether to wait or to stop is
+        # the caller's decision, not crds's.
+        _applied = None  # the next call makes crds forget what it cached meanwhile
+        raise CrdsCacheUnreachable(
+            f"CRDS could load its configuration neither from its server "
+            f"({os.environ.get('CRDS_SERVER_URL') or _CRDS_DEFAULT_URL}) nor from the cache "
+            f"CRDS_PATH={os.environ.get('CRDS_PATH') or '(unset)'}") from None
+    finally:
+        crds_log.setLevel(level)

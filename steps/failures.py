@@ -42,8 +42,10 @@ _STORE_ERRNOS = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: DISK_FULL, errno.EROFS: 
 _STORE_TEXTS = {"no space left on device": DISK_FULL, "not enough space on disk": DISK_FULL,
                 "disk quota exceeded": DISK_FULL, "read-only file system": READ_ONLY}
 
-# crds errors that are about reaching the server or the cache, not about the rules.
-_UNREACHABLE_CRDS = {"CrdsNetworkError", "CrdsDownloadError", "ServiceError"}
+# crds errors that are about reaching the server or the cache, not about the rules
+# (CrdsCacheUnreachable: crds_env's name for crds's own exit when it reaches neither).
+_UNREACHABLE_CRDS = {"CrdsNetworkError", "CrdsDownloadError", "ServiceError",
+                     "CrdsCacheUnreachable"}
 
 # Process-level interruptions: the job did not fail on its merits.
 _INTERRUPTIONS = {"KeyboardInterrupt", "SystemExit", "CancelledError", "BrokenProcessPool"}

@@ -26,16 +26,17 @@ log = logging.getLogger("calstream.broker")
 
 # aiokafka logs every failed connection attempt of every client, several hundred
 # lines a second while the broker is down; one line per state change says it all.
-_NOISY = ("aiokafka", "kafka")
+CLIENT_LOGGERS = ("aiokafka", "kafka")
 
 
 _saved_levels: dict[str, int] = {}
 
 
-def quiet_client_logs(quiet: bool) -> None:
+def quiet_client_logs(quiet: bool, names: tuple[str, ...] = CLIENT_LOGGERS) -> None:
     """Raise the client library's loggers (and, through their effective level,
-    all its child loggers) to CRITICAL while the broker is known to be lost."""
-    for name in _NOISY:
+    all its child loggers) to CRITICAL while the broker is known to be lost
+    (or ``names``' while what they would repeat is known)."""
+    for name in names:
         logger = logging.getLogger(name)
         if quiet and name not in _saved_levels:
             _saved_levels[name] = logger.level

@@ -280,9 +280,9 @@ async def test_a_dead_letter_whose_failure_record_is_refused_parks_and_is_not_re
 
 
 @contextlib.contextmanager
-def full_tmpfs(where: Path):
+def full_tmpfs(where: Path, size: str = "1m"):
     """A full tmpfs at ``where``; ``clear`` (the yielded callable) frees it."""
-    with small_tmpfs(where, "1m"):
+    with small_tmpfs(where, size):
         fill(where)
         yield lambda: [f.unlink() for f in where.glob("filler*.bin")]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from calstream.steps.crds_env import SERVERLESS_URL, merge_crds_env, offline_crds_env
 
 
@@ -31,3 +33,17 @@ def test_a_users_context_wins_over_the_default(tmp_path):
     defaults = offline_crds_env(tmp_path, "jwst_0001.pmap")
     merged = merge_crds_env(defaults, {"CRDS_CONTEXT": "jwst_0002.pmap"})
     assert merged == {**defaults, "CRDS_CONTEXT": "jwst_0002.pmap"}
+
+
+def test_a_cache_crds_cannot_read_is_an_error_not_an_exit(tmp_path):
+    """crds ends the process (sys.exit(-1), status 255) when it reaches neither
+    its server nor its cache; calstream gets an exception it can decide on
+    (wait for the cache, or stop with its own message), crds_unreachable."""
+    from calstream.steps.crds_env import CrdsCacheUnreachable, resolve_context
+    from calstream.steps.failures import infrastructure_cause
+
+    env = offline_crds_env(tmp_path / "not-mounted", "jwst_0001.pmap")
+    with pytest.raises(CrdsCacheUnreachable) as caught:
+        resolve_context(env)
+    assert "not-mounted" in str(caught.value)
+    assert infrastructure_cause(caught.value) == "crds_unreachable"

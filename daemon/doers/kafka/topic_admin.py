@@ -19,8 +19,8 @@ log = logging.getLogger("calstream.kafka")
 async def create_topics(cfg: Config, topics: Topics, *, replication: int = 1) -> list[str]:
     """Create every catalog topic that does not exist yet; returns those created."""
     client = admin(cfg)
-    await client.start()
     try:
+        await client.start()  # inside: a start that waits for its broker retries this
         existing = set(await client.list_topics())
         missing = [(name, spec) for name, spec in topics.all() if name not in existing]
         created = []

@@ -1,0 +1,210 @@
+"""Starting in a world that is not there yet: a start step waits for its broker,
+disk or CRDS cache, then the start goes on by itself.
+
+After a power cut brokers, file servers and daemons come up in any order. A
+daemon that exits because its broker does not answer yet leaves the healing
+to a service manager (a crash loop, and none at all outside one). So each
+start step that meets an infrastructure fault is tried again with the parking
+every running item gets (doers/parking.py: quick jittered retries, then a
+re-check every ``park_recheck_seconds``, ``calstream_parked_items{stage="start"}``),
+while the operations endpoint already answers: ``/readyz`` says what the
+start waits for and since when, ``/healthz`` stays alive (a restart would
+not help). The log says it at first, once when it parks, then at a falling
+rate (REMINDERS), and once when it resumes.
+
+What only a person can fix is not waited for: no CRDS settings at all, a
+CRDS error about the rules rather than reaching them, a directory the
+daemon has no permission for. Those raise ConfigError at once: one line,
+exit status 2 (cli/main.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+
+from calstream.daemon.deciders.retry_policy import Backoff
+from calstream.daemon.doers.broker_supervisor import CLIENT_LOGGERS, quiet_client_logs
+from calstream.daemon.doers.kafka import unreachable
+from calstream.daemon.doers.kafka.publisher import broker_fault
+from calstream.daemon.doers.parking import Parking, until_done
+from calstream.daemon.operations.config import Config, ConfigError
+from calstream.daemon.operations.metrics import Metrics
+from calstream.steps.crds_env import CrdsCacheUnreachable, crds_settings, resolve_context
+from calstream.steps.failures import (
+    CRDS_LOOKUP,
+    CRDS_REFERENCE_MISSING,
+    CRDS_UNREACHABLE,
+    infrastructure_cause,
+)
+
+log = logging.getLogger("calstream.start")
+
+T = TypeVar("T")
+
+START = "start"  # the stage label of the start's parked steps
+BROKER_UNREACHABLE = "broker_unreachable"
+# "still waiting" lines 1 minute after the first failure, then 2, 4, 8 minutes
+# apart, then every 15: the log shows it still waits, without a line per re-check.
+REMINDERS = Backoff(first=60.0, cap=900.0)
+
+
+class CrdsNotConfigured(ConfigError):
+    pass
+
+
+NOT_CONFIGURED = (
+    "no CRDS context could be determined: set CRDS_PATH (and CRDS_SERVER_URL, or "
+    "CRDS_CONTEXT for an offline cache), or crds_context. `calstream simulate DIR` builds a "
+    "local offline cache and writes the settings for it in DIR/crds.env.")
+
+
+def broker_cause(exc: BaseException) -> str | None:
+    """The broker did not answer (no connection, a time-out): worth waiting for."""
+    return BROKER_UNREACHABLE if unreachable(exc) is not None or broker_fault(exc) else None
+
+
+def crds_cause(exc: BaseException) -> str | None:
+    """Only CRDS out of reach (its server, its cache, a file of it) is waited
+    for; CrdsNotConfigured and the rest stop the start."""
+    cause = infrastructure_cause(exc)
+    return cause if cause in (CRDS_UNREACHABLE, CRDS_REFERENCE_MISSING) else None
+
+
+# Loggers that would repeat at every try what the first one said.
+_REPEATING = {BROKER_UNREACHABLE: CLIENT_LOGGERS, CRDS_UNREACHABLE: ("CRDS",)}
+
+
+class _Wait:
+    """What one start step waits for, for /readyz and the reminders."""
+
+    def __init__(self, what: str, cause: str) -> None:
+        self.what, self.cause = what, cause
+        self.since_wall, self.since = time.time(), time.monotonic()
+        self.reminders = 0
+        self.next_reminder = self.since + REMINDERS.delay(1)
+
+    def describe(self) -> str:
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since_wall))
+        return (f"starting: waiting for {self.what} ({self.cause}) since {since}, "
+                f"{time.monotonic() - self.since:.0f}s")
+
+    def remind(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now < self.next_reminder:
+            return
+        self.reminders += 1
+        self.next_reminder = now + REMINDERS.delay(self.reminders + 1)
+        log.warning("start: still waiting for %s (%s) after %.0fs: %s: %s", self.what,
+                    self.cause, now - self.since, type(exc).__name__, exc,
+                    extra={"stage": START})
+
+
+class StartWaits:
+    """The daemon's start steps, each waiting out its infrastructure faults."""
+
+    def __init__(self, cfg: Config, metrics: Metrics) -> None:
+        self.cfg, self.metrics = cfg, metrics
+        self.waiting: _Wait | None = None
+        self.done = False  # set by the daemon once every role runs
+
+    def problem(self) -> str | None:
+        """Why /readyz says not ready while the daemon starts (what it waits
+        for, if anything); None once started."""
+        if self.waiting is not None:
+            return self.waiting.describe()
+        return None if self.done else "starting"
+
+    async def step(self, what: str, attempt: Callable[[], Awaitable[T]],
+                   cause_of: Callable[[BaseException], str | None]) -> T:
+        """``attempt()`` until no fault ``cause_of`` names stops it; any other error is raised."""
+        parking = Parking(self.cfg, self.metrics, stage=START, what=f"start: {what}")
+        wait: _Wait | None = None
+        quieted: tuple[str, ...] = ()
+
+        def cause(exc: BaseException) -> str | None:
+            nonlocal wait, quieted
+            named = cause_of(exc)
+            if named is None:
+                return None
+            if wait is None:
+                wait = self.waiting = _Wait(what, named)
+                # aiokafka logs every failed connection, crds its "FATAL": said once.
+                quieted = _REPEATING.get(named, ())
+                quiet_client_logs(True, quieted)
+            else:
+                wait.cause = named
+                wait.remind(exc)
+            return named
+
+        try:
+            return await until_done(attempt, parking, cause)
+        finally:
+            if wait is not None:
+                self.waiting = None
+                quiet_client_logs(False, quieted)
+
+
+async def started(make: Callable[[], Any]) -> Any:
+    """A Kafka client from ``make()``, started; one that failed to start is
+    stopped (its connections closed) and the next attempt makes a new one."""
+    client = make()
+    try:
+        await client.start()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await client.stop()
+        raise
+    return client
+
+
+def prepare_roots(cfg: Config) -> None:
+    """The daemon's directories made, and those it writes written once: a
+    read-only or full file system is found here, where the start waits for
+    it, rather than by the first exposure. A permission denied is the
+    configuration's (a person must change the owner or the path)."""
+    roots = [cfg.work_dir]  # deployment.json, the watcher's and the planner's ledgers
+    if set(cfg.roles) - {"watcher", "planner"}:
+        roots.append(cfg.products)  # the stages' products and records
+    try:
+        for d in (cfg.work_dir, cfg.products, cfg.inbox, cfg.quarantine):
+            d.mkdir(parents=True, exist_ok=True)
+        for root in roots:
+            probe = Path(root) / f".calstream-start-probe-{os.getpid()}"
+            try:
+                with open(probe, "wb", buffering=0) as f:  # unbuffered: ENOSPC shows here
+                    f.write(b"calstream")
+            finally:
+                probe.unlink(missing_ok=True)
+    except PermissionError as exc:
+        raise ConfigError(f"{exc.filename}: {exc.strerror}: the daemon cannot write there; "
+                          "give it a directory it owns (work_dir, products, inbox)") from None
+
+
+def crds_context_for(cfg: Config) -> str:
+    """The CRDS context of this daemon's runs, pinned in the environment for
+    its workers (one context per run); raises CrdsCacheUnreachable while the
+    cache cannot be read, CrdsNotConfigured for what a person must set."""
+    unset = not crds_settings()  # then crds's FATAL is about a default cache nobody chose
+    try:
+        context = cfg.crds_context or resolve_context(quiet=unset)
+    except CrdsCacheUnreachable:
+        if unset:  # crds looked at its default cache: nobody configured one
+            raise CrdsNotConfigured(NOT_CONFIGURED) from None
+        raise
+    except Exception as exc:
+        if infrastructure_cause(exc) != CRDS_LOOKUP:
+            raise
+        # A crds error about the rules (a context it does not know, a server of
+        # another observatory): waiting would not change it.
+        raise CrdsNotConfigured(f"CRDS refuses its configuration: {exc}") from None
+    if not context:
+        raise CrdsNotConfigured(NOT_CONFIGURED)
+    os.environ["CRDS_CONTEXT"] = context
+    return context

@@ -1,0 +1,79 @@
+"""A start step waits out an infrastructure fault and says so; anything else
+stops the start at once. (A real read-only error from the kernel's errno, a
+real metrics registry; the daemon-level tests are in
+tests/integration/test_start_heal.py.)"""
+
+from __future__ import annotations
+
+import errno
+
+import anyio
+import pytest
+
+from calstream.daemon.doers.start_waits import StartWaits
+from calstream.daemon.operations.config import load
+from calstream.daemon.operations.metrics import Metrics
+from calstream.steps.failures import infrastructure_cause
+
+pytestmark = pytest.mark.anyio
+
+
+def waits(tmp_path) -> StartWaits:
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "max_attempts": 2,
+                                    "retry_backoff": 0.01, "park_recheck_seconds": 0.01})
+    return StartWaits(cfg, Metrics())
+
+
+def parked(w: StartWaits, cause: str) -> float:
+    return w.metrics.parked.labels(stage="start", cause=cause)._value.get()
+
+
+async def test_a_read_only_disk_is_waited_for_and_shown(tmp_path):
+    w = waits(tmp_path)
+    seen: list[tuple[str | None, float]] = []
+
+    async def attempt() -> str:
+        seen.append((w.problem(), parked(w, "read_only")))
+        if len(seen) < 4:
+            raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "products"))
+        return "written"
+
+    assert w.problem() == "starting"
+    assert await w.step("the product store", attempt, infrastructure_cause) == "written"
+    assert seen[0] == ("starting", 0)
+    waiting = [problem for problem, _ in seen[1:]]
+    assert all(p.startswith("starting: waiting for the product store (read_only) since 20")
+               for p in waiting), waiting
+    assert seen[-1][1] == 1  # parked after max_attempts quick retries
+    assert parked(w, "read_only") == 0 and w.problem() == "starting"
+    assert w.metrics.parked_total.labels(stage="start", cause="read_only")._value.get() == 1
+    w.done = True
+    assert w.problem() is None
+
+
+async def test_what_no_wait_can_fix_stops_the_start_at_once(tmp_path):
+    w = waits(tmp_path)
+    tries = []
+
+    async def attempt() -> None:
+        tries.append(1)
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path))
+
+    with pytest.raises(PermissionError):
+        await w.step("the work directory", attempt, infrastructure_cause)
+    assert len(tries) == 1 and w.problem() == "starting"
+
+
+async def test_cancelled_while_waiting_leaves_nothing_parked(tmp_path):
+    w = waits(tmp_path)
+
+    async def attempt() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(w.step, "the work directory", attempt, infrastructure_cause)
+            while parked(w, "disk_full") < 1:
+                await anyio.sleep(0.01)
+            scope.cancel()
+    assert parked(w, "disk_full") == 0 and w.waiting is None
