@@ -30,9 +30,10 @@ from calstream.daemon.deciders.replay_selection import (
     select,
 )
 from calstream.daemon.doers.product_store import ProductStore
-from calstream.daemon.operations import console_pages, subscribe
+from calstream.daemon.operations import console_pages, status_render, subscribe
 from calstream.daemon.operations.cli import deadletters, holds
 from calstream.daemon.operations.console_data import Snapshot, index_product_dead_letters
+from calstream.daemon.operations.status_summary import BrokerView, Status
 from calstream.topics import contract, dead_letters
 
 from ..door_fuzz import budget, first_seed, fuzz
@@ -50,6 +51,16 @@ def _printable(line: str) -> None:
     line.encode("utf-8")
     odd = [c for c in line if unicodedata.category(c) in ("Cc", "Cs")]
     assert not odd, f"control characters reach the terminal: {odd[:5]!r}"
+
+
+def _status(**broker: list) -> None:
+    """`calstream status` on what the broker view holds: every line printable."""
+    view = BrokerView("127.0.0.1:1")
+    for name, records in broker.items():
+        setattr(view, name, records)
+    for line in status_render.printable(Status(0.0, "calstream.", "calstream", [], {}, view)
+                                        ).split("\n"):
+        _printable(line)
 
 
 def _dead_letter() -> dict:
@@ -90,6 +101,7 @@ def test_dead_letters_mutated_are_left_out_or_shown():
             if problem is None:
                 topic, key, value, headers = deadletters.redrive_record(letter, "ops", "fixed")
                 assert topic in allowed and isinstance(value, bytes)
+        _status(dead_letters=[body])
         index_product_dead_letters([body], {})
         console_pages.index(_snapshot([body]))  # the page, as bytes
         return "accepted"
@@ -118,6 +130,7 @@ def test_holds_mutated_are_left_out_or_listed():
         latest = holds.last_holds([_record(raw), *tombstones, _record(raw)])
         for h in latest.values():
             _printable(holds.hold_row(h))
+        _status(holds=[h for h in latest.values() if h["state"] == "held"])
         return "accepted" if latest else "refused"
 
     counts = fuzz("hold (holds list)", valid, take, seed=first_seed(), cases=budget(200))
@@ -176,6 +189,7 @@ def test_a_product_event_mutated_is_left_out_or_written_by_subscribe(tmp_path):
             event = contract.decode(raw, expected="product").body
         except contract.InvalidMessage:
             return "refused"
+        _status(products=[event])
         if filters.match(event):
             _printable(subscribe.text_line(event))
             subscribe.write_event(tmp_path, event)
