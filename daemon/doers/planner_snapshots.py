@@ -150,7 +150,10 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
         offsets = {(str(t), int(p)): int(o) for t, p, o in envelope["offsets"]}
         taken_at = float(envelope["taken_at"])
         # A reader seeks to these: a negative one would stop the planner.
-        if any(p < 0 or o < 0 for (_, p), o in offsets.items()) or not math.isfinite(taken_at):
+        # A time past tomorrow cannot be (and one past time_t's range raised
+        # OverflowError when the restore logged it).
+        if any(p < 0 or o < 0 for (_, p), o in offsets.items()) or not math.isfinite(taken_at) \
+                or taken_at > time.time() + 86400:
             raise ValueError("an offset, partition or time that cannot be")
     except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:
         # OverflowError: json.loads reads Infinity, which int() cannot take.

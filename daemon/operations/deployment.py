@@ -87,7 +87,7 @@ def _answers(address: str, timeout: float) -> bool:
             return r.status == 200
     # An address no URL can have (InvalidURL, ValueError: a record is a file),
     # or something there that does not speak HTTP (BadStatusLine): no answer.
-    except (OSError, ValueError, http.client.HTTPException):
+    except (OSError, ValueError, OverflowError, http.client.HTTPException):  # a port of 30 digits
         return False
 
 

@@ -65,6 +65,7 @@ def test_a_record_whose_endpoint_is_gone_is_stale(tmp_path, endpoint):
     {"pid": 1}, {"pid": "x", "metrics_address": "127.0.0.1:1"},
     {"pid": 1, "metrics_address": ["127.0.0.1:1"]},
     {"pid": 1, "metrics_address": "127.0.0.1:$HOME"},
+    {"pid": 1, "metrics_address": "127.0.0.1:" + "9" * 30},
     {"pid": 1, "metrics_address": "127.0.0.1:1", "products": 7},
 ])
 def test_a_record_no_daemon_wrote_is_no_record(tmp_path, doc):

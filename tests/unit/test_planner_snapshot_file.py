@@ -70,6 +70,7 @@ def _not_compressed(path):
     (_forged_envelope(offsets=[["products", 0, -5]]), "envelope"),
     (_forged_envelope(offsets=[["products", -1, 5]]), "envelope"),
     (_forged_envelope(taken_at=float("inf")), "envelope"),
+    (_forged_envelope(taken_at=1e300), "envelope"),  # door fuzz: gmtime raised OverflowError
     (_forged_envelope(raw_size=10**30), "cannot be read"),  # door fuzz: OverflowError
     (_forged_envelope(raw_size=10), "cannot be read"),
     (_forged_envelope(raw_size=10**12), "cannot be read"),
@@ -134,3 +135,18 @@ def test_a_block_size_beyond_any_is_a_block_that_cannot_be_read():
     (door fuzz)."""
     with pytest.raises(ValueError, match="decompressed size"):
         planner_snapshots._inflated(b"x", 10**30)
+
+
+def test_a_restored_record_its_snapshot_cannot_have_made_is_an_unreadable_state():
+    """A sealed snapshot whose body names an exposure no name can be (a
+    forger who made its sha256 match): building the record when a decision
+    first read it raised BadName, and the valid record being decided was
+    dead-lettered for it; now the state is unreadable and the planner
+    rebuilds, as for a block (door fuzz)."""
+    from calstream.daemon.deciders.restored_records import Rows, seen
+    from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
+
+    event = {"header": {}, "outputs": [{"suffix": "rate", "path": "/products/x_rate.fits"}]}
+    rows = Rows(seen, [[event], [0.0], [None], [None]])
+    with pytest.raises(SnapshotInvalid, match="cannot be built"):
+        rows("jw01001001001_02101_000\ud80001_nrcb1", 0)
