@@ -271,17 +271,39 @@ def _resealed(path: Path, envelope: dict, body: bytes, blocks: bytes) -> None:
     path.write_bytes(json.dumps(envelope).encode() + b"\n" + data)
 
 
-@pytest.mark.parametrize("part", ["envelope", "body"])
-def test_a_snapshot_mutated_is_used_or_ignored(tmp_path, part):
+def _sealed_body(tmp_path: Path):
+    """A real snapshot's parts: (its stream and cut, envelope, body, blocks)."""
     from .test_planner_snapshot import _snapshot_at_half
 
     recorded, _, _, cut = _snapshot_at_half(tmp_path)
-    path = planner_snapshots.snapshot_path(tmp_path)
-    head, data = path.read_bytes().split(b"\n", 1)
+    head, data = planner_snapshots.snapshot_path(tmp_path).read_bytes().split(b"\n", 1)
     envelope = json.loads(head)
     block_bytes = sum(s[0] for s in envelope.get("blocks") or [])
     blocks = data[len(data) - block_bytes:] if block_bytes else b""
     body = zlib.decompressobj().decompress(data[:len(data) - block_bytes])
+    return recorded, cut, envelope, body, blocks
+
+
+def test_a_sealed_snapshot_whose_plan_headers_are_text_is_ignored(tmp_path):
+    """Restored as they were, they raised AttributeError out of the next
+    stage-2 decision, on a valid event (door fuzz, seed 2)."""
+    recorded, cut, envelope, body, blocks = _sealed_body(tmp_path)
+    forged = json.loads(body)
+    for state in forged["namespaces"].values():
+        state["plan_headers"] = "x"
+    _resealed(planner_snapshots.snapshot_path(tmp_path), envelope, json.dumps(forged).encode(),
+              blocks)
+    planner = _planner(tmp_path / "p")
+    planner.cfg.work_dir = tmp_path
+    assert planner_restore.load_snapshot(planner) is False
+    stream.play(planner.state, recorded)
+
+
+@pytest.mark.parametrize("part", ["envelope", "body"])
+def test_a_snapshot_mutated_is_used_or_ignored(tmp_path, part):
+    recorded, cut, envelope, body, blocks = _sealed_body(tmp_path)
+    path = planner_snapshots.snapshot_path(tmp_path)
+    data = path.read_bytes().split(b"\n", 1)[1]
     valid = envelope if part == "envelope" else json.loads(body)
 
     def take(raw: bytes) -> str:
