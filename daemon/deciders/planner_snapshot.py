@@ -320,6 +320,8 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
     if not all(type(n) is str for n in names):
         raise SnapshotInvalid("an exposure id that is not text")
     headers = Headers(names, s["headers"], blocks)
+    if s["replay"] is not None and type(s["replay"]) is not dict:  # every order reads it
+        raise SnapshotInvalid("a namespace's replay that is not an object")
     state.replay = s["replay"]
     ex = s["exposures"]
     ids = table_ids(names, ex, "since", "route")

@@ -284,13 +284,15 @@ def _sealed_body(tmp_path: Path):
     return recorded, cut, envelope, body, blocks
 
 
-def test_a_sealed_snapshot_whose_plan_headers_are_text_is_ignored(tmp_path):
-    """Restored as they were, they raised AttributeError out of the next
-    stage-2 decision, on a valid event (door fuzz, seed 2)."""
+@pytest.mark.parametrize("field", ["plan_headers", "replay"])
+def test_a_sealed_snapshot_with_a_field_of_another_type_is_ignored(tmp_path, field):
+    """Restored as they were, plan headers or a replay that are text raised
+    AttributeError out of the next decision, on a valid event, or out of
+    every tick (door fuzz, seeds 2 and 3)."""
     recorded, cut, envelope, body, blocks = _sealed_body(tmp_path)
     forged = json.loads(body)
     for state in forged["namespaces"].values():
-        state["plan_headers"] = "x"
+        state[field] = "x"
     _resealed(planner_snapshots.snapshot_path(tmp_path), envelope, json.dumps(forged).encode(),
               blocks)
     planner = _planner(tmp_path / "p")
