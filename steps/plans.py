@@ -81,11 +81,18 @@ class Plan:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Plan:
         """A plan from its message (the plans topic, the ledger): untrusted,
-        so each header is held to what a header can hold (_plain_header)."""
-        return cls(data["plan_id"], data.get("source", ""), tuple(
-            PlannedExposure(e["exposure_id"], tuple(e.get("candidates", ())),
-                            _plain_header(dict(e.get("header") or {}), e["exposure_id"]))
-            for e in data["exposures"]))
+        so each header is held to what a header can hold (_plain_header).
+        PlanError says why one cannot be used, whatever its shape: each
+        reader (the planner's loop, its restore, its ledger) refuses it alike."""
+        try:
+            return cls(data["plan_id"], data.get("source", ""), tuple(
+                PlannedExposure(e["exposure_id"], tuple(e.get("candidates", ())),
+                                _plain_header(dict(e.get("header") or {}), e["exposure_id"]))
+                for e in data["exposures"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            why = str(exc) if isinstance(exc, PlanError) else f"{type(exc).__name__}: {exc}"
+            raise PlanError(f"plan {str(data.get('plan_id'))[:12]} cannot be used: "
+                            f"{why[:300]}") from None
 
 
 def _plain_header(header: dict[str, Any], where: str) -> dict[str, Any]:
@@ -183,7 +190,11 @@ def pool_row_header(values: Mapping[str, Any]) -> dict[str, Any]:
 def parse_pool(text: str, *, source: str = "pool") -> Plan:
     reader = csv.reader(io.StringIO(text), delimiter="|")
     # Lines starting with "#" are comments, as jwst's pool reader (astropy) skips them.
-    rows = [r for r in reader if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
+    try:
+        rows = [r for r in reader
+                if r and any(c.strip() for c in r) and not r[0].lstrip().startswith("#")]
+    except csv.Error as exc:  # a field over csv's limit, a NUL: no pool
+        raise PlanError(f"{source}: not a pool: {exc}") from None
     if not rows:
         raise PlanError(f"{source}: empty pool")
     columns = [c.strip().upper() for c in rows[0]]
@@ -211,8 +222,8 @@ def parse_pool(text: str, *, source: str = "pool") -> Plan:
 def parse_manifest(text: str, *, source: str = "manifest") -> Plan:
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"{source}: not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # not JSON, or nested past the parser's limit
+        raise PlanError(f"{source}: not JSON: {str(exc)[:200]}") from None
     entries = data.get("exposures") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not entries:
         raise PlanError(f"{source}: a manifest is {{\"exposures\": [...]}} with at least one entry")
@@ -226,10 +237,15 @@ def parse_manifest(text: str, *, source: str = "manifest") -> Plan:
             name = parse_exposure_name(str(ident or ""))
         except BadName as exc:
             raise PlanError(f"{where}: {exc}") from None
-        header = _plain_header({str(k).upper(): v for k, v in (entry.get("header") or {}).items()
+        given = entry.get("header") or {}
+        if not isinstance(given, dict):
+            raise PlanError(f"{where}: its header is not an object of keywords")
+        header = _plain_header({str(k).upper(): v for k, v in given.items()
                                 if _clean(v) is not None}, where)
         header = _with_name_keywords(name, header)
         raw = entry.get("candidates") or [f"o{name.observation}"]
+        if not isinstance(raw, list):
+            raise PlanError(f"{where}: its candidates are not a list")
         acids = pool_candidates(repr([str(a) for a in raw]), where)
         for exposure_id in _expand_segments(name, header, where):
             seg_header = _with_name_keywords(parse_exposure_name(exposure_id), dict(header))

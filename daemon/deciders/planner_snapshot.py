@@ -320,6 +320,8 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
     if not all(type(n) is str for n in names):
         raise SnapshotInvalid("an exposure id that is not text")
     headers = Headers(names, s["headers"], blocks)
+    if s["replay"] is not None and type(s["replay"]) is not dict:  # every order reads it
+        raise SnapshotInvalid("a namespace's replay that is not an object")
     state.replay = s["replay"]
     ex = s["exposures"]
     ids = table_ids(names, ex, "since", "route")
@@ -373,7 +375,9 @@ def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: di
                                 Rows(restored_records.calibrated, [events, c["since"]]))
     l3.plans = {p: plans[p] for p in s["plans"]}
     l3._planned = {k: tuple(v) for k, v in s["planned"].items()}
-    l3._plan_headers = s["plan_headers"]
+    # Copied, not taken as they are: a value that is no map of maps is a
+    # snapshot that cannot be read here, not a fault of the next decision.
+    l3._plan_headers = {str(k): dict(v) for k, v in s["plan_headers"].items()}
     l3._planned_keys = {Level3Key(*_tuples(k)): set(v) for k, v in s["planned_keys"]}
     l3._restored = s["restored"]
     l3._visit_members = {v: {names[i] for i in numbers} for v, numbers in s["visits"]}

@@ -105,7 +105,10 @@ def _structure() -> Any:
 
 
 def _valid_product(body: dict[str, Any]) -> bool:
-    if not _structure().is_valid(body):
+    try:
+        if not _structure().is_valid(body):
+            return False
+    except UnicodeEncodeError:  # a lone surrogate: contract.decode judges it (is_valid)
         return False
     for value in _date_times(body):
         if type(value) is str and not contract.is_date_time(value):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from calstream.daemon.deciders.admission import path_text_problem
 from calstream.daemon.deciders.event_checks import inside
 from calstream.topics import contract
 
@@ -47,6 +48,10 @@ def record_problem(value: Any, store_root: str) -> str | None:
                 return f"its event gives {f['path'][:200]!r} a size of {str(size)[:40]!r}"
             if needs_digest and not inside(f["path"], [store_root]):
                 return f"its event lists output {f['path'][:200]!r} outside the store"
+            # An output is looked up (lstat, hashed): a lone surrogate or a NUL
+            # in its path raised out of ``lookup`` instead of saying "not done".
+            if needs_digest and (unusable := path_text_problem(f["path"])):
+                return f"its event lists an output no file can have: {unusable}"
     return None
 
 

@@ -49,7 +49,18 @@ class Rows:
         self._eager = [type(c) is list for c in columns]
 
     def __call__(self, key: str, row: int) -> Any:
-        return self._build(key, Parts(c[row] for c in self._columns))
+        try:
+            return self._build(key, Parts(c[row] for c in self._columns))
+        except SnapshotInvalid:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError,
+                RecursionError) as exc:
+            # A record its own snapshot could not have made (a forged body
+            # whose sha256 was made to match): the state is unreadable, as
+            # for a block (snapshot_blocks), and the planner rebuilds; raised
+            # as it was, it failed the valid record whose decision read it.
+            raise SnapshotInvalid(f"a restored record of {str(key)[:60]!r} cannot be built: "
+                                  f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
     def parts(self, row: int) -> Parts:
         return Parts(c[row] if eager else Pending(c, row)

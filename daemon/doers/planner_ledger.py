@@ -14,12 +14,12 @@ the exposure, as compaction keeps it).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from calstream.daemon.doers.product_store import write_json_atomically
+from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
 
@@ -48,11 +48,14 @@ class PlannerLedger:
         out = []
         for path in sorted((self.root / topic).glob("*.json")):
             try:
-                body = json.loads(path.read_text())
-            except (OSError, ValueError, RecursionError) as exc:  # not UTF-8, not JSON, too deep
-                log.warning("unreadable planner record %s (%s): ignored", path,
-                            type(exc).__name__ if isinstance(exc, RecursionError) else exc)
+                # Read as the message it was: no NaN or Infinity (re-published,
+                # no reader would take it), no duplicate key, no nesting too deep.
+                body = contract.parse_json(path.read_bytes())
+            except (OSError, contract.InvalidMessage) as exc:
+                log.warning("unreadable planner record %s (%s): ignored", path, exc)
                 continue
-            if isinstance(body, dict) and body.get(_KINDS[topic]):
+            # Its key is text (a list raised out of the start: ids are kept in sets).
+            if isinstance(body, dict) and isinstance(body.get(_KINDS[topic]), str) \
+                    and body[_KINDS[topic]]:
                 out.append(body)
         return out

@@ -37,7 +37,7 @@ from calstream.daemon.doers.planner_publishing import Faults, Refused, keep, pub
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
-from calstream.steps.plans import Plan
+from calstream.steps.plans import Plan, PlanError
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 from calstream.topics.dead_letters import original_record
@@ -330,9 +330,8 @@ class Planner:
             return []
         try:
             plan = Plan.from_json(message.body)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RecordProblem("bad_input", f"plan {message['plan_id'][:12]} cannot be used: "
-                                f"{exc}") from None
+        except PlanError as exc:  # it says which plan, and why
+            raise RecordProblem("bad_input", str(exc)) from None
         # Decided first: a plan a decision cannot take is dead-lettered, not
         # kept in the ledger to be loaded (and refused) again at every start.
         emits = [e for state in list(self.states.values())

@@ -33,7 +33,7 @@ from calstream.daemon.deciders.standby_withheld import WithheldDecisions, usable
 from calstream.daemon.doers import kafka, planner_snapshots
 from calstream.daemon.doers.process_memory import container_limit_bytes, resident_in_use_bytes
 from calstream.steps.failures import infrastructure_cause
-from calstream.steps.plans import Plan
+from calstream.steps.plans import Plan, PlanError
 from calstream.topics import contract
 
 if TYPE_CHECKING:
@@ -192,9 +192,16 @@ async def restore(planner: Planner) -> None:
     for record in await read_topic(planner, "plans"):
         try:
             message = contract.decode(record.value, expected="plan")
+            plan = Plan.from_json(message.body)
         except contract.InvalidMessage:
             continue  # `calstream plan load` validates before it sends
-        planner.plans.setdefault(message["plan_id"], Plan.from_json(message.body))
+        except PlanError as exc:
+            # Refused when it came (planner_loop._plan_emits), and still on the
+            # topic: reported again (the same dead letter) and never used, not
+            # raised out of every start.
+            await planner._reject(record, "bad_input", str(exc))
+            continue
+        planner.plans.setdefault(message["plan_id"], plan)
         seen["plans"].add(message["plan_id"])
         await planner.keep("plans", message.body)
     planner.on_broker = {kind: seen[kind] | (from_snapshot[kind] if planner.tail_only.get(kind)

@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -149,9 +150,13 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
         offsets = {(str(t), int(p)): int(o) for t, p, o in envelope["offsets"]}
         taken_at = float(envelope["taken_at"])
         # A reader seeks to these: a negative one would stop the planner.
-        if any(p < 0 or o < 0 for (_, p), o in offsets.items()) or not math.isfinite(taken_at):
+        # A time past tomorrow cannot be (and one past time_t's range raised
+        # OverflowError when the restore logged it).
+        if any(p < 0 or o < 0 for (_, p), o in offsets.items()) or not math.isfinite(taken_at) \
+                or taken_at > time.time() + 86400:
             raise ValueError("an offset, partition or time that cannot be")
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError, OverflowError) as exc:
+        # OverflowError: json.loads reads Infinity, which int() cannot take.
         return _ignored(path, f"its envelope cannot be read ({exc})")
     expected_version = calstream_version or calstream.__version__
     if envelope.get("format") != FORMAT:
@@ -180,7 +185,9 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
 
 
 def _inflated(data: bytes | memoryview, raw_size: Any) -> bytes:
-    if type(raw_size) is not int or raw_size < 0:
+    # Beyond sys.maxsize, zlib's length raised OverflowError (a forged
+    # envelope's block size), not the ValueError every reader expects.
+    if type(raw_size) is not int or not 0 <= raw_size < sys.maxsize:
         raise ValueError("no decompressed size in the envelope")
     inflate = zlib.decompressobj()
     raw = inflate.decompress(data, raw_size + 1)  # never more than the envelope says

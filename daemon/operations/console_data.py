@@ -209,7 +209,9 @@ def _promotions(store: ProductStore) -> list[dict[str, Any]]:
             doc = json.loads(path.read_text())
         except (OSError, ValueError, RecursionError):
             continue
-        if not isinstance(doc, dict):  # a file is untrusted: one not written by promote
+        # A file is untrusted: only a promotion message's body, as promote
+        # writes it (a promoted_at that is no text broke the front page).
+        if not isinstance(doc, dict) or not contract.is_valid("promotion", doc):
             continue
         out.append({k: doc.get(k) for k in ("namespace", "previous", "promoted_at", "reason",
                                             "by", "records")})

@@ -72,7 +72,9 @@ def page(title: str, body: str, snap: Snapshot) -> bytes:
             f"<span class='muted'>namespace <b>{_e(snap.namespace)}</b> · namespaces:{ns} · "
             f"as of {time.strftime('%H:%M:%S', time.gmtime(snap.at))} UTC</span></nav>"
             f"<h1>{_e(title)}</h1>{error}{body}</body></html>")
-    return html.encode()
+    # A record's free text may hold a lone surrogate (a "\ud800" escape, or a
+    # file name that is not UTF-8): shown escaped, where it failed the page.
+    return html.encode("utf-8", "backslashreplace")
 
 
 def _table(headers: list[str], rows: list[str], cls: str = "") -> str:

@@ -12,6 +12,7 @@ does not answer) and never used.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import logging
 import os
@@ -68,7 +69,14 @@ def read(work_dir: Path) -> dict | None:
         doc = json.loads(record_path(work_dir).read_text())
     except (OSError, ValueError, RecursionError):  # a file is untrusted: none readable, none
         return None
-    return doc if isinstance(doc, dict) and "pid" in doc else None
+    # What record() writes: a pid, an address, the shared settings as text;
+    # anything else is no record (a missing address or a pid that is no
+    # number raised out of every command).
+    if not (isinstance(doc, dict) and type(doc.get("pid")) is int
+            and isinstance(doc.get("metrics_address"), str)
+            and all(isinstance(doc.get(k), str | None) for k in _SHARED)):
+        return None
+    return doc
 
 
 def _answers(address: str, timeout: float) -> bool:
@@ -77,7 +85,9 @@ def _answers(address: str, timeout: float) -> bool:
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=timeout) as r:
             return r.status == 200
-    except OSError:
+    # An address no URL can have (InvalidURL, ValueError: a record is a file),
+    # or something there that does not speak HTTP (BadStatusLine): no answer.
+    except (OSError, ValueError, OverflowError, http.client.HTTPException):  # a port of 30 digits
         return False
 
 

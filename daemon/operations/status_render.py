@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.operations.status_summary import BrokerView, Endpoint, GroupLag, Status
 from calstream.topics import contract
 
@@ -46,6 +47,13 @@ def _oneline(text: Any, width: int) -> str:
 
 def _more(items: list, indent: str = "    ") -> list[str]:
     return [f"{indent}... and {len(items) - LISTED} more"] if len(items) > LISTED else []
+
+
+def printable(st: Status) -> str:
+    """``render``, each line escaped for a terminal: dead letters, holds and
+    products are records anyone may write, and their text reached it raw (a
+    lone surrogate failed the write; an escape sequence would repaint it)."""
+    return "\n".join(escape_controls(line) for line in render(st).split("\n"))
 
 
 def render(st: Status) -> str:

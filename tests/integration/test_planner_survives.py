@@ -86,3 +86,34 @@ def product_order(cfg) -> contract.Message:
     [emit] = [e for e in state.observe(event, 0.0) if e.topic == "work.stage2"]
     emit.message.body["product_name"] = "jwgood"
     return emit.message
+
+
+async def test_a_kept_plan_it_cannot_use_is_dead_lettered_at_start(tmp_path, broker, unique_prefix):
+    """A plan on the plans topic that its schema accepts but the planner
+    cannot use (a header value that is a list: no FITS value) was refused
+    when it came, but the restore of the next start read it again unguarded:
+    Plan.from_json raised out of the start, at every start. Found by the
+    door fuzz (tests/unit/test_door_fuzz_planner.py)."""
+    from calstream.daemon.doers import kafka
+    from calstream.daemon.doers.message_sender import send_messages
+    from calstream.topics.catalog import Topics
+
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["planner"])
+    exposure = "jw01234001001_02101_00001_nrcb1"
+    forged = contract.build(
+        "plan", contract.event_id("plan", "forged"), plan_id="f" * 64, source="forged",
+        programs=["01234"], exposures=[{"exposure_id": exposure, "candidates": ["o001"],
+                                        "header": {"FILTER": ["F150W"]}}])
+    topics = Topics(cfg.topic_prefix)
+    await kafka.create_topics(cfg, topics)
+    await send_messages(cfg, topics.name("plans"), [("01234", forged)])
+    async with running_daemon(cfg) as daemon:
+        with anyio.fail_after(60):
+            while not (daemon.planner and daemon.planner.caught_up):
+                await anyio.sleep(0.2)
+        seen = await wait_for(cfg, ["deadletter"], lambda ms: any(
+            isinstance(m, contract.Message) and "cannot be used" in m["reason"] for m in ms),
+            timeout=60)
+        [letter] = [m for m in seen if isinstance(m, contract.Message)]
+        assert (letter["stage"], letter["category"]) == ("planner", "bad_input")
+        assert "ffffffffffff" in letter["reason"] and "FILTER" in letter["reason"]

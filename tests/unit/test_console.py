@@ -141,3 +141,31 @@ def test_dead_letters_without_an_exposure_neither_break_the_console_nor_get_lost
                     broker.dead_letters, None)
     assert "calwebb_image3 failed: boom" in console_pages.observation_page(snap, obs, {}).decode()
     assert "not a JWST exposure name" in console_pages.index(snap).decode()
+
+
+def test_a_promotion_record_promote_did_not_write_is_left_out(tmp_path):
+    """A file in <products>/promotions/ is anyone's: a promoted_at that is no
+    text raised out of the front page, every time (door fuzz). Only a
+    promotion message's body, as `calstream promote` writes it, is shown."""
+    import json
+
+    from calstream.daemon.doers.product_store import ProductStore
+    from calstream.daemon.operations.console_data import _promotions
+
+    store = ProductStore(tmp_path / "products")
+    (store.top / "promotions").mkdir(parents=True)
+    (store.top / "promotions" / "x.json").write_text(json.dumps(
+        {"namespace": "ctx2", "previous": "live", "promoted_at": ["2026"], "records": 3}))
+    assert _promotions(store) == []
+    assert console_pages.index(Snapshot(time.time(), "live", {}, None, ["live"], "live",
+                                        _promotions(store), [], None))
+
+
+def test_a_dead_letter_whose_reason_holds_a_lone_surrogate_still_shows_the_page():
+    """A "\\ud800" escape in a dead letter's reason failed the front page's
+    encoding as long as it was among the recent ones (door fuzz)."""
+    letter = {"emitted_at": "2026-11-24T06:00:00Z", "stage": "detector1", "category": "bad_input",
+              "reason": "x\ud800", "attempts": 0, "exposure_id": None, "path": None}
+    page = console_pages.index(Snapshot(time.time(), "live", {}, None, ["live"], "live", [],
+                                        [letter], None))
+    assert b"x\\ud800" in page

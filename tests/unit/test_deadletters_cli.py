@@ -134,3 +134,44 @@ def test_each_row_says_what_it_is_about():
     assert subject({"exposure_id": None, "original": None,
                     "path": "/inbox/notajwstname_uncal.fits"}) == "notajwstname_uncal.fits"
     assert subject({"exposure_id": None, "original": "forged", "path": None}) == ""
+
+
+def test_a_redrive_header_nested_too_deeply_is_not_a_note():
+    """A record header is as untrusted as its value: nesting too deep for
+    json.loads raised RecursionError out of `deadletters list` (door fuzz)."""
+    from calstream.daemon.operations.cli.deadletters import redrive_note
+
+    assert redrive_note(b"[" * 100_000 + b"]" * 100_000) is None
+    assert redrive_note(b'{"dead_letter": "a"}') == {"dead_letter": "a"}
+
+
+def test_holds_list_takes_tombstones_of_any_key_and_escapes_its_rows():
+    """A tombstone whose key is not UTF-8 (or absent) raised out of `holds
+    list`, and a hold's reason reached the terminal raw (door fuzz)."""
+    import json
+
+    from aiokafka.structs import ConsumerRecord
+
+    from calstream.daemon.operations.cli.holds import hold_row, last_holds
+
+    hold = {"schema": "calstream.hold", "schema_version": "1.4", "event_id": "a" * 64,
+            "emitted_at": "2026-01-01T00:00:00Z", "exposure_id": "jw01234001001_02101_00001_nrcb1",
+            "state": "held", "reason": "PLANNED\x1b[2J\ud800", "since": "2026-01-01T00:00:00Z",
+            "digest": "sha256:" + "0" * 64}
+    records = [ConsumerRecord("t", 0, n, 0, 0, key, value, None, 1, 1, [])
+               for n, (key, value) in enumerate([(b"k", json.dumps(hold).encode()),
+                                                 (b"\xff", None), (None, None)])]
+    [kept] = last_holds(records).values()
+    row = hold_row(kept)
+    row.encode("utf-8")
+    assert "\x1b" not in row and "\\x1b[2J" in row
+
+
+def test_a_dead_letter_with_a_lone_surrogate_is_listed_and_not_redriven():
+    """Its key or value held a "\\ud800" escape: redrive raised
+    UnicodeEncodeError encoding them (door fuzz)."""
+    for key, value in (("k\udc80", "{}"), ("k", "{\ud800}")):
+        original = dead_letters.original_record(topic="t", partition=0, offset=3, key=b"k",
+                                                value=b"{}", timestamp_ms=None)
+        value_, problem = original_bytes({**original, "key": key, "value": value})
+        assert value_ is None and "lone surrogate" in problem

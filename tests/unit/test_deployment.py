@@ -59,3 +59,23 @@ def test_a_record_whose_endpoint_is_gone_is_stale(tmp_path, endpoint):
     # Another daemon's record is not removed by this one.
     deployment.remove(cfg, endpoint)
     assert deployment.record_path(tmp_path).exists()
+
+
+@pytest.mark.parametrize("doc", [
+    {"pid": 1}, {"pid": "x", "metrics_address": "127.0.0.1:1"},
+    {"pid": 1, "metrics_address": ["127.0.0.1:1"]},
+    {"pid": 1, "metrics_address": "127.0.0.1:$HOME"},
+    {"pid": 1, "metrics_address": "127.0.0.1:" + "9" * 30},
+    {"pid": 1, "metrics_address": "127.0.0.1:1", "products": 7},
+])
+def test_a_record_no_daemon_wrote_is_no_record(tmp_path, doc):
+    """A record is a file anyone may edit: one without an address, a pid that
+    is no number, an address no URL can have, or a setting that is not text
+    raised KeyError, ValueError or TypeError out of every command (door fuzz)."""
+    deployment.record_path(tmp_path).write_text(json.dumps({"host": "elsewhere", **doc}))
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    try:
+        found = deployment.discover(cfg)
+    except ConfigError:  # stale: it names an endpoint that does not answer
+        return
+    assert found is cfg

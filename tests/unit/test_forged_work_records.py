@@ -313,9 +313,11 @@ def _get(body, spot):
     return body
 
 
-def _record(stage_name: str, body: dict, replay: bool, offset: int) -> ConsumerRecord:
+def _record(stage_name: str, body: dict, replay: bool, offset: int,
+            raw: bytes | None = None) -> ConsumerRecord:
+    """``raw``: the value's bytes as sent (a door fuzz's mutant), else ``body`` written."""
     st = stage(stage_name)
-    value = json.dumps(body).encode()
+    value = json.dumps(body).encode() if raw is None else raw
     key = str(body.get("exposure_id") or body.get("product_name"))[:100].encode()
     return ConsumerRecord(f"calstream.{st.replay_topic if replay else st.live_topic}", 0, offset,
                           0, 0, key, value, None, len(key), len(value), [])
@@ -325,13 +327,14 @@ def _inside(path, root) -> bool:
     return Path(path).resolve().is_relative_to(Path(root).resolve())
 
 
-async def _handle(world: World, stage_name: str, body: dict, replay: bool, offset: int) -> str:
+async def _handle(world: World, stage_name: str, body: dict, replay: bool, offset: int,
+                  raw: bytes | None = None) -> str:
     """One record through the admitter: "invalid", "refused", "stale" or "run"."""
     runner, producer, pool = world.runner, world.producer, world.pool
     sent, items = len(producer.sent), len(runner.items)
     dirs, written, cwds = len(pool.output_dirs), len(pool.written), len(pool.cwds)
     with anyio.fail_after(10):
-        await world.admitter(stage_name).handle(_record(stage_name, body, replay, offset))
+        await world.admitter(stage_name).handle(_record(stage_name, body, replay, offset, raw))
     new = producer.sent[sent:]
     dead = [m for topic, m in new if topic.endswith("deadletter")]
     if len(runner.items) == items:

@@ -41,3 +41,17 @@ def test_a_name_that_is_not_utf8_is_shown_by_its_bytes():
     shown = escape_controls(name + " \ud800")
     assert shown == "jw01234_\\xff\\xc3(_uncal.fits \\ud800"
     assert shown.encode("utf-8")
+
+
+def test_calstream_status_prints_a_forged_dead_letter_escaped():
+    """A dead letter's reason reached the terminal raw in `calstream status`:
+    an escape sequence, or a lone surrogate that failed the write (door fuzz)."""
+    from calstream.daemon.operations.status_render import printable
+    from calstream.daemon.operations.status_summary import BrokerView, Status
+
+    letter = {"emitted_at": "2026-01-01T00:00:00Z", "stage": "detector1",
+              "category": "bad_input", "reason": "x\x1b[2J\ud800", "exposure_id": "jw\x07"}
+    shown = printable(Status(0.0, "calstream.", "calstream", [], {},
+                             BrokerView("b", dead_letters=[letter])))
+    shown.encode("utf-8")
+    assert "\x1b" not in shown and "\x07" not in shown and "\\x1b[2J\\ud800" in shown

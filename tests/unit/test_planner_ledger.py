@@ -47,3 +47,17 @@ def test_a_kept_record_that_is_not_a_valid_message_is_refused_by_the_contract(tm
     [body] = ledger.kept("holds")
     with pytest.raises(contract.InvalidMessage):
         contract.validate("hold", body)
+
+
+def test_a_kept_file_is_read_as_a_message_is(tmp_path):
+    """A key that is not text raised out of the planner's start (``in`` a set
+    of ids: a list is unhashable), and Infinity, which json.loads takes, was
+    re-published as no JSON any reader accepts (door fuzz)."""
+    ledger = PlannerLedger(tmp_path)
+    (tmp_path / "planner" / "holds").mkdir(parents=True)
+    (tmp_path / "planner" / "holds" / "list.json").write_text('{"exposure_id": ["jw0"]}')
+    (tmp_path / "planner" / "holds" / "inf.json").write_text(
+        '{"exposure_id": "jw01234001001_02101_00001_nrcb1", "n": Infinity}')
+    (tmp_path / "planner" / "holds" / "twice.json").write_text(
+        '{"exposure_id": "jw1", "exposure_id": "jw2"}')
+    assert ledger.kept("holds") == []

@@ -70,6 +70,8 @@ def _not_compressed(path):
     (_forged_envelope(offsets=[["products", 0, -5]]), "envelope"),
     (_forged_envelope(offsets=[["products", -1, 5]]), "envelope"),
     (_forged_envelope(taken_at=float("inf")), "envelope"),
+    (_forged_envelope(taken_at=1e300), "envelope"),  # door fuzz: gmtime raised OverflowError
+    (_forged_envelope(raw_size=10**30), "cannot be read"),  # door fuzz: OverflowError
     (_forged_envelope(raw_size=10), "cannot be read"),
     (_forged_envelope(raw_size=10**12), "cannot be read"),
     (_forged_envelope(raw_size=None), "cannot be read"),
@@ -114,3 +116,37 @@ def test_blocks_are_stored_apart_and_read_when_asked_for(tmp_path):
     with pytest.raises(ValueError):
         blocks[3]
     assert not path.exists()  # the next start rebuilds
+
+
+def test_an_offset_of_infinity_is_an_envelope_that_cannot_be_read(tmp_path, caplog):
+    """json.loads reads Infinity; int() of it raised OverflowError out of the
+    planner's start (door fuzz)."""
+    planner_snapshots.write(tmp_path, BODY, offsets=OFFSETS, calstream_version="v1")
+    _forged_envelope(offsets=[["products", float("inf"), 0]])(
+        planner_snapshots.snapshot_path(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        assert planner_snapshots.read(tmp_path, calstream_version="v1") is None
+    assert "envelope" in caplog.text
+
+
+def test_a_block_size_beyond_any_is_a_block_that_cannot_be_read():
+    """A block's stated size past sys.maxsize raised OverflowError out of the
+    decision that first read it, where the planner rebuilds on ValueError
+    (door fuzz)."""
+    with pytest.raises(ValueError, match="decompressed size"):
+        planner_snapshots._inflated(b"x", 10**30)
+
+
+def test_a_restored_record_its_snapshot_cannot_have_made_is_an_unreadable_state():
+    """A sealed snapshot whose body names an exposure no name can be (a
+    forger who made its sha256 match): building the record when a decision
+    first read it raised BadName, and the valid record being decided was
+    dead-lettered for it; now the state is unreadable and the planner
+    rebuilds, as for a block (door fuzz)."""
+    from calstream.daemon.deciders.restored_records import Rows, seen
+    from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
+
+    event = {"header": {}, "outputs": [{"suffix": "rate", "path": "/products/x_rate.fits"}]}
+    rows = Rows(seen, [[event], [0.0], [None], [None]])
+    with pytest.raises(SnapshotInvalid, match="cannot be built"):
+        rows("jw01001001001_02101_000\ud80001_nrcb1", 0)

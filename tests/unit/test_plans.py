@@ -112,3 +112,22 @@ def test_json_that_is_no_manifest_is_told_as_such(tmp_path):
     path.write_text('[{"exposure_id": "jw01234001001_02101_00001_nrcb1"}]')
     with pytest.raises(PlanError, match=r'm.json: a manifest is \{"exposures": \[...\]\}'):
         load_plan(path)
+
+
+@pytest.mark.parametrize("text", [
+    '{"exposures": [{"exposure_id": "jw01234001001_02101_00001_nrcb1", "header": ["x"]}]}',
+    '{"exposures": [{"exposure_id": "jw01234001001_02101_00001_nrcb1", "header": "x"}]}',
+    '{"exposures": ' + "[" * 5000 + "]" * 5000 + "}",
+])
+def test_a_manifest_of_the_wrong_shape_is_a_plan_error(text):
+    """Not a traceback out of `calstream plan load` (door fuzz)."""
+    with pytest.raises(PlanError):
+        parse_manifest(text)
+
+
+def test_a_pool_csv_cannot_read_is_a_plan_error():
+    with pytest.raises(PlanError, match="not a pool"):
+        parse_pool("FILENAME|EXP_TYPE\n" + '"' + "x" * 200_000 + "|NRC_IMAGE\n")
+    with pytest.raises(PlanError, match="candidates are not a list"):
+        parse_manifest('{"exposures": [{"exposure_id": "jw01234001001_02101_00001_nrcb1", '
+                       '"candidates": 1.5}]}')

@@ -169,3 +169,15 @@ def test_a_directory_that_is_no_namespace_is_left_out(tmp_path, caplog):
     assert store.namespaces() == ["ctx2"]
     assert "Bad Name" in caplog.text
     assert [store.for_namespace(n).namespace for n in store.namespaces()] == ["ctx2"]
+
+
+def test_a_record_naming_an_output_no_file_can_have_counts_as_absent(tmp_path, caplog):
+    """A lone surrogate in an output's path raised UnicodeEncodeError out of
+    ``lookup`` (its lstat) instead of "not done" (door fuzz)."""
+    store = ProductStore(tmp_path / "store")
+    record_path, record = publish(store)
+    out = record["event"]["outputs"][0]
+    record["event"]["outputs"] = [{**out, "path": out["path"] + "\ud800"}]
+    record_path.write_text(json.dumps(record))
+    assert store.lookup("01234", "001", **KW) is None
+    assert "no file can have" in caplog.text

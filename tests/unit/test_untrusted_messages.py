@@ -48,6 +48,11 @@ HOSTILE = {
     "slash in exposure id": json.dumps(_product_like(exposure_id="jw0/../../x")).encode(),
     "newline in exposure id": json.dumps(_product_like(exposure_id="jw01\nFAKE LOG LINE")).encode(),
     "huge value in a typed field": json.dumps(_product_like(state="x" * 500_000)).encode(),
+    # A lone surrogate (a \ud800 escape) in a field with an enum or a pattern:
+    # the Rust validator cannot take it, and raised UnicodeEncodeError out of
+    # decode (found by the door fuzz, tests/unit/test_door_fuzz_*.py).
+    "lone surrogate in an enum": json.dumps(_product_like(state="held\ud800")).encode(),
+    "lone surrogate in a pattern": json.dumps(_product_like(exposure_id="jw\udc80")).encode(),
 }
 
 
@@ -57,6 +62,24 @@ def test_hostile_bytes_raise_only_invalid_message(name):
         contract.decode(HOSTILE[name], expected="hold")
     # The reason is for an operator and goes into a dead letter: bounded.
     assert 0 < len(str(info.value)) < 1000
+
+
+def test_a_lone_surrogate_in_a_free_text_still_decodes():
+    """The watcher's own bad_file dead letters carry a name that is not UTF-8
+    as surrogate escapes: readable, like any free text."""
+    body = {"schema": "calstream.dead_letter", "schema_version": "1.4", "event_id": "a" * 64,
+            "emitted_at": "2026-01-01T00:00:00Z", "category": "bad_file", "reason": "r",
+            "stage": "watcher", "attempts": 0, "path": "/inbox/jw\udcff_uncal.fits"}
+    assert contract.decode(json.dumps(body).encode())["path"].endswith("\udcff_uncal.fits")
+
+
+def test_a_product_event_with_a_lone_surrogate_is_refused_by_the_planners_intake():
+    from calstream.daemon.deciders.product_intake import decode_product
+
+    from .planner_stream import steps
+    body = next(p for k, p, _ in steps() if k == "product").body
+    with pytest.raises(InvalidMessage, match="stage"):
+        decode_product(json.dumps({**body, "stage": "stage2\ud800"}).encode())
 
 
 def test_tombstone_and_non_bytes():

@@ -128,6 +128,9 @@ def original_bytes(original: dict | None, allowed: set[str] | None = None
         return None, "the dead letter carries no original record (a file, not a message)"
     if allowed is not None and original["topic"] not in allowed:
         return None, f"its topic {str(original['topic'])[:80]!r} is not one calstream consumes"
+    key = original.get("key")
+    if isinstance(key, str) and not _utf8(key):
+        return None, "its key is not UTF-8 text (a lone surrogate): no record had it"
     if original.get("value_truncated"):
         return None, (f"the original record was truncated ({original.get('value_size')} bytes "
                       "kept in part): re-send it from its source")
@@ -141,7 +144,19 @@ def original_bytes(original: dict | None, allowed: set[str] | None = None
             return base64.b64decode(value, validate=True), None
         except binascii.Error:
             return None, "the original value is not valid base64"
+    if not _utf8(value):
+        return None, "the original value is not UTF-8 text (a lone surrogate)"
     return value.encode("utf-8"), None
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` is text a record can carry: a forged dead letter's
+    may hold a lone surrogate (a "\ud800" escape), which no bytes encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def load(cfg, topics: Topics) -> list[DeadLetter]:
@@ -158,15 +173,32 @@ async def load(cfg, topics: Topics) -> list[DeadLetter]:
     for name in sorted(named & redrivable_topics(topics)):
         for record in await kafka.read_to_end(cfg, name):
             for key, value in record.headers or ():
-                if key != REDRIVE_HEADER:
-                    continue
-                try:
-                    note = json.loads(value)
-                except (ValueError, TypeError):
-                    continue  # not one of ours: a header is as untrusted as a value
-                if isinstance(note, dict):
+                note = redrive_note(value) if key == REDRIVE_HEADER else None
+                if note is not None:
                     redrives.setdefault(str(note.get("dead_letter", "")), []).append(note)
     return [DeadLetter(ref, b, tuple(redrives.get(b["event_id"], ()))) for ref, b in bodies]
+
+
+def redrive_note(value: bytes | None) -> dict | None:
+    """A ``calstream-redrive`` header's note, or None: a header is as
+    untrusted as a value: read as one is (nesting too deep raised here)."""
+    try:
+        note = contract.parse_json(value) if isinstance(value, bytes) else None
+    except contract.InvalidMessage:
+        return None
+    return note if isinstance(note, dict) else None
+
+
+def redrive_record(letter: DeadLetter, by: str, reason: str
+                   ) -> tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """What redriving ``letter`` sends: (topic, key, value, headers)."""
+    original = letter.body["original"]
+    value, _ = original_bytes(original)
+    note = {"by": by, "reason": reason, "dead_letter": letter.body["event_id"],
+            "dead_letter_ref": letter.ref, "at": contract.utc_now()}
+    key = original.get("key")
+    return (original["topic"], key.encode() if key is not None else None, value,
+            [(REDRIVE_HEADER, json.dumps(note).encode())])
 
 
 async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[str]:
@@ -176,14 +208,8 @@ async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[
     await producer.start()
     try:
         for letter in letters:
-            original = letter.body["original"]
-            value, _ = original_bytes(original)
-            note = {"by": by, "reason": reason, "dead_letter": letter.body["event_id"],
-                    "dead_letter_ref": letter.ref, "at": contract.utc_now()}
-            key = original.get("key")
-            await producer.send_and_wait(
-                original["topic"], value, key=key.encode() if key is not None else None,
-                headers=[(REDRIVE_HEADER, json.dumps(note).encode())])
+            topic, key, value, headers = redrive_record(letter, by, reason)
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
             sent.append(letter.ref)
     finally:
         await producer.stop()

@@ -17,6 +17,7 @@ from calstream.daemon.operations.cli.registry import (
     group,
     operator,
 )
+from calstream.daemon.operations.logs import escape_controls
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
@@ -25,10 +26,15 @@ group("holds", "exposures held for provisional pointing (ENGQLPTG=PLANNED)")
 
 async def current_holds(cfg, topics: Topics) -> dict[str, dict]:
     """The last hold record per exposure (the compacted topic's meaning)."""
+    return last_holds(await kafka.read_to_end(cfg, topics.name("holds")))
+
+
+def last_holds(records) -> dict[str, dict]:
+    """The last hold record per exposure of the holds topic's ``records``."""
     latest: dict[str, dict] = {}
-    for record in await kafka.read_to_end(cfg, topics.name("holds")):
-        if record.value is None:
-            latest.pop(record.key.decode(), None)
+    for record in records:
+        if record.value is None:  # a tombstone: its key is anyone's bytes, or none
+            latest.pop(record.key.decode("utf-8", "replace") if record.key else "", None)
             continue
         try:
             hold = contract.decode(record.value, expected="hold")
@@ -63,13 +69,19 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'exposure':34} {'state':9} {'since':25} {'age':>7}  reason / release")
     for h in sorted(rows, key=lambda h: h["since"]):
-        release = h.get("release") or {}
-        detail = (f"{release['path']}: {release.get('reason') or ''}"
-                  f"{' by ' + release['by'] if release.get('by') else ''}"
-                  if release else h["reason"])
-        print(f"{h['exposure_id']:34} {h['state']:9} {h['since']:25} {_age(h['since']):>7}  "
-              f"{detail}")
+        print(hold_row(h))
     return 0
+
+
+def hold_row(h: dict) -> str:
+    """One hold, one line, escaped: the holds topic is anyone's to write, and
+    no control sequence (or lone surrogate) reaches the terminal."""
+    release = h.get("release") or {}
+    detail = (f"{release['path']}: {release.get('reason') or ''}"
+              f"{' by ' + release['by'] if release.get('by') else ''}"
+              if release else h["reason"])
+    return escape_controls(f"{h['exposure_id']:34} {h['state']:9} {h['since']:25} "
+                           f"{_age(h['since']):>7}  {detail}")
 
 
 def _release_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import anyio
 from calstream.daemon.operations import logs
 from calstream.daemon.operations.cli.registry import BROKER_FLAGS, command, deployment_config
 from calstream.daemon.operations.status_collection import collect, default_metrics_url
-from calstream.daemon.operations.status_render import render
+from calstream.daemon.operations.status_render import printable
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -51,5 +51,5 @@ def cmd_status(args: argparse.Namespace) -> int:
         json.dump(st.as_dict(), sys.stdout, indent=2, default=str)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(render(st))
+        sys.stdout.write(printable(st))
     return 0 if st.healthy else 1

@@ -1,0 +1,328 @@
+"""The door fuzz (tests/door_fuzz.py) on the files calstream reads that
+another party can write.
+
+An uncal file in the inbox (its header cards), a plan file (`calstream plan
+load`: a manifest or a pool), the planner's ledger, its snapshot, the
+product store's provenance and failure records, the console's promotion
+records, the work claims of other daemons, the deployment record. Each file
+is written mutated into real tmp directories and read by the code that reads
+it; it must be taken, or refused with a reason (None, a warning, the
+door's own error), never raise anything else or hang; and a valid file
+read right after must still be read as valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import zlib
+from pathlib import Path
+
+import anyio
+import pytest
+
+from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
+from calstream.daemon.deciders.work_claims import Owner
+from calstream.daemon.doers import planner_restore, planner_snapshots
+from calstream.daemon.doers.kafka import Publisher
+from calstream.daemon.doers.planner_ledger import PlannerLedger
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.work_claims import WorkClaims
+from calstream.daemon.operations import console_pages, deployment
+from calstream.daemon.operations.config import ConfigError, load
+from calstream.daemon.operations.console_data import Snapshot, _promotions
+from calstream.daemon.operations.metrics import Metrics
+from calstream.steps.exposure import BadExposure, describe_exposure, header_copy_problems
+from calstream.steps.fitsfile import fits_layout
+from calstream.steps.plans import PlanError
+from calstream.topics.catalog import Topics
+
+from ..door_fuzz import budget, first_seed, fuzz, mutated_bytes
+from . import planner_stream as stream
+from .test_door_fuzz_planner import _orders_and_holds
+from .test_door_rules_agree import _arrival
+from .test_exposure import write
+from .test_forged_updates_and_plans import _plan_message
+from .test_forged_work_records import _Producer
+from .test_provenance_records import KW, NAME, publish
+
+
+def _put(path: Path, raw: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or path.exists():
+        path.unlink()
+    path.write_bytes(raw)
+
+
+def test_uncal_header_cards_mutated_are_quarantined_or_announced(tmp_path):
+    """The watcher's reads (doers/inbox/watcher.py): the layout, then the
+    identity; what it announces, its arrival must carry and the planner's
+    intake must accept (tests/unit/test_door_rules_agree.py's rule)."""
+    (tmp_path / "good").mkdir()
+    good = write(tmp_path / "good")
+    valid = good.read_bytes()
+    header_end = valid.index(b"END" + b" " * 77) + 80
+    rng = random.Random(f"uncal:{first_seed()}")
+    cards = [valid[i:i + 80] for i in range(0, header_end, 80)]
+    values = [b"= 'unterminated", b"= NaN", b"= 1e999", b"= -1", b"= 99999999999999999999",
+              b"= T", b"= (1, 2)", b"= '\xe9\xff'", b"= '\x00'", b"= ''", b"= 'a' / x",
+              b"=", b"= 2026-05-26", b"= '../../x'", b"= 1.5", b"= 0"]
+    counts = {"refused": 0, "accepted": 0}
+    path = tmp_path / good.name
+    for case in range(budget(300)):
+        raw = bytearray(valid)
+        how = rng.random()
+        if how < 0.5:  # a card's value replaced
+            at = rng.randrange(1, len(cards) - 1) * 80
+            new = (raw[at:at + 8] + rng.choice(values)).ljust(80, b" ")[:80]
+            raw[at:at + 80] = new
+        elif how < 0.6:  # a card twice, or END gone
+            at = rng.randrange(1, len(cards) - 1) * 80
+            raw[at:at + 80] = cards[rng.randrange(1, len(cards) - 1)] if rng.random() < 0.7 \
+                else b" " * 80
+        else:
+            raw = bytearray(mutated_bytes(bytes(raw[:header_end]), rng)) + raw[header_end:] \
+                if how < 0.85 else raw[:rng.randrange(len(raw))]
+        _put(path, bytes(raw))
+        try:
+            layout = fits_layout(path)
+            if layout.status.name.lower() != "complete":
+                counts["refused"] += 1
+                continue
+            info = describe_exposure(path)
+        except (BadExposure, OSError):  # OSError: quarantined after a few tries (after_read_error)
+            counts["refused"] += 1
+            continue
+        except Exception as exc:
+            raise AssertionError(f"uncal case {case}: {type(exc).__name__}: {exc}") from exc
+        _arrival(info)
+        assert header_copy_problems(info.name, info.header) == [], case
+        counts["accepted"] += 1
+    assert counts["refused"] and counts["accepted"], counts
+
+
+@pytest.mark.parametrize("kind", ["manifest", "pool"])
+def test_a_plan_file_mutated_is_loaded_or_refused(tmp_path, kind):
+    """`calstream plan load FILE`: PlanError says why, or the plan's message builds."""
+    from calstream.daemon.operations.cli.plans import plan_message
+
+    exposures = [{"exposure_id": f"jw01234001001_02101_0000{n}_nrcb1",
+                  "candidates": ["o001", "c1000"],
+                  "header": {"EXP_TYPE": "NRC_IMAGE", "FILTER": "F150W", "NEXPOSUR": 4}}
+                 for n in range(1, 5)]
+    if kind == "manifest":
+        valid = {"exposures": exposures}
+        encode = json.dumps
+    else:
+        valid = [["FILENAME", "EXP_TYPE", "FILTER", "ASN_CANDIDATE"]] + [
+            [e["exposure_id"] + "_uncal.fits", "NRC_IMAGE", "F150W", "[('o001', 'observation')]"]
+            for e in exposures]
+        encode = lambda rows: "\n".join("|".join(map(str, r)) for r in rows)  # noqa: E731
+    path = tmp_path / f"plan.{'json' if kind == 'manifest' else 'csv'}"
+    path.write_text(encode(valid))
+    plan_message(path, "ops")
+
+    def take(raw: bytes) -> str:
+        if kind == "pool":  # a pool is text: the mutant's JSON read back as its rows
+            try:
+                rows = json.loads(raw)
+                raw = encode(rows).encode("utf-8", "surrogatepass") if isinstance(
+                    rows, list) and all(isinstance(r, list) for r in rows) else raw
+            except (ValueError, RecursionError, TypeError):
+                pass
+        _put(path, raw)
+        try:
+            plan_message(path, "ops")
+        except PlanError:
+            return "refused"
+        return "accepted"
+
+    counts = fuzz(f"plan file ({kind})", valid, take, seed=first_seed(), cases=budget(200))
+    assert counts.get("refused") and counts.get("accepted"), counts
+
+
+def _planner(tmp_path: Path):
+    from .test_planner_snapshot import _planner as planner
+
+    made = planner(tmp_path)
+    made.publisher = Publisher(_Producer(), Topics(), Metrics())  # decodes what it is given
+    made.cfg.products = tmp_path / "products"
+    return made
+
+
+@pytest.mark.parametrize("topic", ["plans", "holds"])
+def test_the_planner_ledger_mutated_is_taken_or_left_out(tmp_path, topic):
+    """What a start takes from <work>/planner/ (planner_loop._restore_from_disk):
+    every message it re-publishes must be one its readers accept."""
+    if topic == "plans":
+        recorded = [p for k, p, _ in stream.steps() if k == "plan"]
+        valid = _plan_message(recorded[0]).body
+    else:
+        valid = _orders_and_holds()["hold"][0].body
+    ledger = PlannerLedger(tmp_path)
+
+    def take(raw: bytes) -> str:
+        _put(ledger.root / topic / "forged.json", raw)
+        _put(ledger.root / topic / "valid.json", json.dumps(valid).encode())
+        planner = _planner(tmp_path)
+        anyio.run(planner._restore_from_disk)
+        sent = planner.publisher.producer.sent
+        assert any(m.event_id == valid["event_id"] for _, m in sent), "the valid one was not restored"
+        return "accepted" if len(sent) > 1 else "refused"
+
+    counts = fuzz(f"ledger {topic}", valid, take, seed=first_seed(), cases=budget(150))
+    assert counts.get("refused"), counts
+
+
+def test_the_deployment_record_mutated_is_used_or_ignored(tmp_path):
+    valid = {"pid": os.getpid(), "host": "elsewhere", "started_at": "2026-01-01T00:00:00Z",
+             "kafka_bootstrap": "127.0.0.1:1", "embedded_broker": True,
+             "metrics_address": "127.0.0.1:1", "topic_prefix": "calstream.",
+             "group_prefix": "calstream", "products": str(tmp_path / "products"),
+             "roles": ["planner"]}
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+
+    def take(raw: bytes) -> str:
+        _put(deployment.record_path(tmp_path), raw)
+        doc = deployment.read(tmp_path)
+        if doc is None:
+            return "refused"
+        try:
+            deployment.discover(cfg)
+        except ConfigError:
+            return "stale"
+        return "accepted"
+
+    counts = fuzz("deployment record", valid, take, seed=first_seed(), cases=budget(150))
+    assert counts.get("refused") and counts.get("stale"), counts
+
+
+def test_a_provenance_record_mutated_is_used_or_counts_as_absent(tmp_path):
+    store = ProductStore(tmp_path / "store")
+    record_path, valid = publish(store)
+    rate = Path(valid["event"]["outputs"][0]["path"])
+    failed = store.directory("01234", "001") / ".failed" / f"{NAME}.detector1.json"
+
+    def take(raw: bytes) -> str:
+        _put(record_path, raw)
+        _put(failed, raw)
+        found = store.lookup("01234", "001", **KW)
+        store.records()
+        store.announced(rate)
+        store.has_input("01234", "001", NAME, "detector1", "sha256:" + "1" * 64)
+        store.has_failed("01234", "001", NAME, "detector1", "sha256:1")
+        store.record_failure("01234", "001", name=NAME, stage="detector1", digest="sha256:1",
+                             reason="bad")
+        assert store.has_failed("01234", "001", NAME, "detector1", "sha256:1")
+        return "accepted" if found is not None else "refused"
+
+    def again() -> None:
+        _put(record_path, json.dumps(valid).encode())
+        assert store.lookup("01234", "001", **KW) is not None
+
+    counts = fuzz("provenance record", valid, take, after=again, seed=first_seed(),
+                  cases=budget(200), paths=[str(tmp_path / "elsewhere"), "/etc/hostname"])
+    assert counts.get("refused") and counts.get("accepted"), counts
+
+
+def test_a_promotion_record_mutated_is_shown_or_left_out(tmp_path):
+    store = ProductStore(tmp_path / "products")
+    valid = {"schema": "calstream.promotion", "schema_version": "1.4", "event_id": "a" * 64,
+             "emitted_at": "2026-01-01T00:00:00.000Z", "namespace": "ctx1", "previous": "live",
+             "current_link": str(store.top / "current"), "promoted_at": "2026-01-01T00:00:00.000Z",
+             "reason": "better flats", "by": "ops", "tree": str(store.top), "records": 3,
+             "replays": [], "crds_contexts": ["jwst_0001.pmap"]}
+    where = store.top / "promotions" / "20260101T000000.000Z-ctx1.json"
+
+    def take(raw: bytes) -> str:
+        _put(where, raw)
+        promotions = _promotions(store)
+        console_pages.index(Snapshot(0.0, "live", {}, None, ["live"], "live", promotions, []))
+        return "accepted" if promotions else "refused"
+
+    counts = fuzz("promotion record", valid, take, seed=first_seed(), cases=budget(150))
+    assert counts.get("refused") and counts.get("accepted"), counts
+
+
+def test_a_claim_mutated_is_judged_without_raising(tmp_path):
+    claims = WorkClaims(tmp_path / "products", heartbeat_seconds=5, stale_seconds=60)
+    path = claims.path("a" * 64, 1)
+    other = Owner("elsewhere", 12345, "t" * 16).as_record()
+    valid = {**other, "since": 1_800_000_000.0, "stage": "stage2", "name": NAME}
+
+    def take(raw: bytes) -> str:
+        _put(path, raw)
+        verdict, _, owner = claims.look(path)
+        return "owned" if owner is not None else "garbage"
+
+    counts = fuzz("work claim", valid, take, seed=first_seed(), cases=budget(150))
+    assert counts.get("owned") and counts.get("garbage"), counts
+
+
+def _resealed(path: Path, envelope: dict, body: bytes, blocks: bytes) -> None:
+    """A snapshot whose envelope says what its bytes are: a forger who knows
+    the format (its sha256 is of the bytes, not a signature)."""
+    stored = zlib.compress(body)
+    data = stored + blocks
+    import hashlib
+    envelope = {**envelope, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                "raw_size": len(body)}
+    path.write_bytes(json.dumps(envelope).encode() + b"\n" + data)
+
+
+def _sealed_body(tmp_path: Path):
+    """A real snapshot's parts: (its stream and cut, envelope, body, blocks)."""
+    from .test_planner_snapshot import _snapshot_at_half
+
+    recorded, _, _, cut = _snapshot_at_half(tmp_path)
+    head, data = planner_snapshots.snapshot_path(tmp_path).read_bytes().split(b"\n", 1)
+    envelope = json.loads(head)
+    block_bytes = sum(s[0] for s in envelope.get("blocks") or [])
+    blocks = data[len(data) - block_bytes:] if block_bytes else b""
+    body = zlib.decompressobj().decompress(data[:len(data) - block_bytes])
+    return recorded, cut, envelope, body, blocks
+
+
+@pytest.mark.parametrize("field", ["plan_headers", "replay"])
+def test_a_sealed_snapshot_with_a_field_of_another_type_is_ignored(tmp_path, field):
+    """Restored as they were, plan headers or a replay that are text raised
+    AttributeError out of the next decision, on a valid event, or out of
+    every tick (door fuzz, seeds 2 and 3)."""
+    recorded, cut, envelope, body, blocks = _sealed_body(tmp_path)
+    forged = json.loads(body)
+    for state in forged["namespaces"].values():
+        state[field] = "x"
+    _resealed(planner_snapshots.snapshot_path(tmp_path), envelope, json.dumps(forged).encode(),
+              blocks)
+    planner = _planner(tmp_path / "p")
+    planner.cfg.work_dir = tmp_path
+    assert planner_restore.load_snapshot(planner) is False
+    stream.play(planner.state, recorded)
+
+
+@pytest.mark.parametrize("part", ["envelope", "body"])
+def test_a_snapshot_mutated_is_used_or_ignored(tmp_path, part):
+    recorded, cut, envelope, body, blocks = _sealed_body(tmp_path)
+    path = planner_snapshots.snapshot_path(tmp_path)
+    data = path.read_bytes().split(b"\n", 1)[1]
+    valid = envelope if part == "envelope" else json.loads(body)
+
+    def take(raw: bytes) -> str:
+        if part == "envelope":
+            path.write_bytes(raw.replace(b"\n", b" ") + b"\n" + data)
+        else:
+            _resealed(path, envelope, raw, blocks)
+        planner = _planner(tmp_path / "p")
+        planner.cfg.work_dir = tmp_path
+        try:
+            used = planner_restore.load_snapshot(planner)
+            rest = recorded[cut:] if used else recorded
+            stream.play(planner.state, rest)
+        except SnapshotInvalid:  # read late (a block, a record): the planner rebuilds
+            return "rebuilt"
+        return "used" if used else "ignored"
+
+    counts = fuzz(f"snapshot {part}", valid, take, seed=first_seed(),
+                  cases=budget(60 if part == "body" else 120))
+    assert counts.get("ignored"), counts
