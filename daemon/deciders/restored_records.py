@@ -30,7 +30,12 @@ from calstream.daemon.deciders.event_checks import EventIds
 from calstream.daemon.deciders.lazy_records import Parts, key_dict
 from calstream.daemon.deciders.level3_candidates import Arrived, Calibrated
 from calstream.daemon.deciders.planner_records import Seen, routed_exposure
-from calstream.daemon.deciders.snapshot_blocks import BlockedColumn, Pending, SnapshotInvalid
+from calstream.daemon.deciders.snapshot_blocks import (
+    UNREADABLE,
+    BlockedColumn,
+    Pending,
+    SnapshotInvalid,
+)
 from calstream.steps.associations import Exposure
 
 SHARED = "="  # in place of a header: the exposure's header, kept once in "headers"
@@ -53,12 +58,10 @@ class Rows:
             return self._build(key, Parts(c[row] for c in self._columns))
         except SnapshotInvalid:
             raise
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError,
-                RecursionError) as exc:
-            # A record its own snapshot could not have made (a forged body
-            # whose sha256 was made to match): the state is unreadable, as
-            # for a block (snapshot_blocks), and the planner rebuilds; raised
-            # as it was, it failed the valid record whose decision read it.
+        except UNREADABLE as exc:
+            # The state is unreadable, as for a block (snapshot_blocks), and
+            # the planner rebuilds; raised as it was, it failed the valid
+            # record whose decision read it.
             raise SnapshotInvalid(f"a restored record of {str(key)[:60]!r} cannot be built: "
                                   f"{type(exc).__name__}: {str(exc)[:200]}") from None
 

@@ -33,6 +33,12 @@ class SnapshotInvalid(ValueError):
     """A snapshot that cannot be restored; the reason says why."""
 
 
+# What reading a record its own snapshot could not have made raises (a
+# forged body whose sha256 was made to match): every reader of a snapshot's
+# contents turns these into SnapshotInvalid, and the planner rebuilds.
+UNREADABLE = (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError)
+
+
 class BlockedColumn:
     """Rows ``0 .. length-1`` of a column stored as blocks; ``column[row]``
     decodes the row's block once (then keeps it) and returns the row.
@@ -76,8 +82,7 @@ class BlockedColumn:
                 rows = [self._finish(first + i, v) for i, v in enumerate(rows)]
         except SnapshotInvalid:
             raise
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError,
-                RecursionError) as exc:
+        except UNREADABLE as exc:
             raise SnapshotInvalid(f"snapshot block {self._numbers[n]} unreadable: "
                                   f"{type(exc).__name__}: {exc}") from None
         # Two threads may both decode a block (the planner, a snapshot's

@@ -143,3 +143,25 @@ def worker_processes() -> list[int]:
             if int(fields["PPid"]) == os.getpid() and "tansu" not in fields["Name"]:
                 pids.append(int(status.parent.name))
     return pids
+
+
+async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Wait for ``condition()`` to hold, looking every 0.2 s."""
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.2)
+
+
+def compact_at_every_snapshot(monkeypatch) -> None:
+    """A planner that snapshots every two records and is over its memory
+    budget at every look, so that every snapshot is followed by a compaction.
+    A reading that grows each time: a planner started again from its
+    snapshot uses less than before, by how much depends on the allocator,
+    and the rule (tests/unit/test_planner_memory.py) waits for growth."""
+    from calstream.daemon.deciders import planner_memory
+    from calstream.daemon.doers import planner_restore
+
+    monkeypatch.setattr(planner_restore, "SNAPSHOT_EVERY_RECORDS", 2)
+    monkeypatch.setattr(planner_memory, "MIN_RECORDS", 1)
+    readings = iter(range(2**30, 2**40, 2**20))
+    monkeypatch.setattr(planner_restore, "resident_in_use_bytes", lambda: next(readings))

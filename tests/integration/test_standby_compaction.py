@@ -19,15 +19,16 @@ import signal
 import anyio
 import pytest
 
-from calstream.daemon.deciders import planner_memory
 from calstream.daemon.doers import kafka, planner_restore
 from calstream.topics.catalog import Topics
 from tests.integration.support import (
+    compact_at_every_snapshot,
     daemon_config,
     metric,
     read_all,
     running_daemon,
     scrape,
+    until,
     wait_for,
 )
 from tests.integration.test_planner_ha import PlannerProcess, product_event, publish, stage2_orders
@@ -39,18 +40,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.timeout(24
 LEASE_TIMEOUT = 8
 
 
-async def _until(condition, timeout: float = 60.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.2)
-
-
 async def test_a_standby_compacts_with_decisions_withheld_and_takes_over_sending_each_once(
         tmp_path, broker, unique_prefix, monkeypatch, caplog):
-    monkeypatch.setattr(planner_restore, "SNAPSHOT_EVERY_RECORDS", 2)
-    monkeypatch.setattr(planner_memory, "MIN_RECORDS", 1)
-    readings = iter(range(2**30, 2**40, 2**20))  # grows at every look: see test_planner_compaction
-    monkeypatch.setattr(planner_restore, "resident_in_use_bytes", lambda: next(readings))
+    compact_at_every_snapshot(monkeypatch)
     compacted_with = []  # (role, decisions withheld) at each compaction of the standby daemon
     compact = planner_restore.compact_when_due
 
@@ -81,7 +73,7 @@ async def test_a_standby_compacts_with_decisions_withheld_and_takes_over_sending
                 return metric(scrape(standby.ops.address), "calstream_planner_compactions_total",
                               leadership="standby")
 
-            await _until(lambda: standby.planner is not None and standby.planner.caught_up
+            await until(lambda: standby.planner is not None and standby.planner.caught_up
                          and role() == "standby")
             with anyio.fail_after(60):  # the rebalance the standby's joining made is over
                 await active.until("active")
@@ -90,14 +82,14 @@ async def test_a_standby_compacts_with_decisions_withheld_and_takes_over_sending
             # it reads published (while following, or at its restore).
             await publish(cfg, first, pause=0.5)
             await wait_for(cfg, ["work.stage2"], lambda m: len(stage2_orders(m)) >= 6, 60)
-            await _until(lambda: compactions() >= 1)
+            await until(lambda: compactions() >= 1)
             # The active planner stops deciding: the standby withholds all it decides now.
             active.proc.send_signal(signal.SIGSTOP)
             await publish(cfg, second, pause=0.2)
-            await _until(lambda: any(r == "standby" and n for r, n in compacted_with))
+            await until(lambda: any(r == "standby" and n for r, n in compacted_with))
             active.proc.send_signal(signal.SIGKILL)
             active.proc.wait()
-            await _until(lambda: role() == "active" and not standby.planner.standby.withheld
+            await until(lambda: role() == "active" and not standby.planner.standby.withheld
                          and len(standby.planner.state.exposures) == 12, 90)
             orders = stage2_orders(await read_all(cfg, ["work.stage2"]))
             said = [r.getMessage() for r in caplog.records]
