@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from calstream.daemon.doers.product_store import write_json_atomically
+from calstream.steps.regular_files import read_regular_file
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
@@ -50,7 +51,7 @@ class PlannerLedger:
             try:
                 # Read as the message it was: no NaN or Infinity (re-published,
                 # no reader would take it), no duplicate key, no nesting too deep.
-                body = contract.parse_json(path.read_bytes())
+                body = contract.parse_json(read_regular_file(path))
             except (OSError, contract.InvalidMessage) as exc:
                 log.warning("unreadable planner record %s (%s): ignored", path, exc)
                 continue

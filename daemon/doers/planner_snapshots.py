@@ -41,6 +41,7 @@ import calstream
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import Stored
 from calstream.daemon.doers.product_store import fsync_dir
+from calstream.steps.regular_files import open_regular_file
 
 log = logging.getLogger("calstream.planner")
 
@@ -135,7 +136,7 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
     """The snapshot, or None (and one warning) when it cannot be trusted."""
     path = snapshot_path(work_dir)
     try:
-        with open(path, "rb") as f:
+        with open_regular_file(path) as f:  # a FIFO in its place must not hold the start
             head = f.readline(64 * 1024)
             data = f.read()
     except FileNotFoundError:

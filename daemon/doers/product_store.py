@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calstream.daemon.deciders.namespaces import (  # noqa: F401
+from calstream.daemon.deciders.namespaces import (  # noqa: F401 - re-exported for callers
     CURRENT,
     LIVE,
     NAMESPACES,
@@ -45,11 +45,10 @@ from calstream.daemon.deciders.namespaces import (  # noqa: F401
     BadNamespace,
     check_namespace,
 )
-
-# The namespace rules are a decider's; re-exported for the store's callers.
 from calstream.daemon.deciders.provenance_records import record_problem
 from calstream.daemon.doers.child_processes import pid_alive
 from calstream.steps.fitsfile import file_digest
+from calstream.steps.regular_files import read_regular_text
 
 log = logging.getLogger("calstream.store")
 
@@ -245,7 +244,7 @@ class ProductStore:
         (deciders/provenance_records.py); else None, with a warning saying why
         and what follows (``then``)."""
         try:
-            record = json.loads(path.read_text())
+            record = json.loads(read_regular_text(path))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:  # not JSON, not UTF-8, nested too deep
@@ -327,7 +326,7 @@ class ProductStore:
         for tmp in (t for tree in trees
                     for t in [*tree.glob(f"*/*/{_TMP}/*"), *tree.glob(f"*/*/v*/{_TMP}/*")]):
             try:
-                owner = json.loads((tmp / _OWNER).read_text())
+                owner = json.loads(read_regular_text(tmp / _OWNER))
                 dead_here = owner["host"] == host and not pid_alive(int(owner["pid"]))
             # An owner file is untrusted like any file: whatever it says that
             # is not a pid on this host leaves the directory to the age rule.
@@ -344,9 +343,9 @@ class OutsideRoot(ValueError):
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep
+    try:  # not a regular file, not UTF-8, not JSON, nested too deep: none
+        value = json.loads(read_regular_text(path))
+    except (OSError, ValueError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 

@@ -37,6 +37,7 @@ from calstream.daemon.deciders.work_claims import FREE, LIVE, MINE, Owner, claim
 from calstream.daemon.doers.child_processes import pid_alive
 from calstream.daemon.doers.product_store import OutsideRoot, fsync_dir
 from calstream.steps.failures import infrastructure_cause
+from calstream.steps.regular_files import read_regular_text
 
 log = logging.getLogger("calstream.claims")
 
@@ -107,7 +108,7 @@ class WorkClaims:
 
     def _owner(self, path: Path) -> Owner | None:
         try:
-            return Owner.from_record(json.loads(path.read_text()))
+            return Owner.from_record(json.loads(read_regular_text(path)))
         except (OSError, ValueError, RecursionError):  # garbage names no owner
             return None
 

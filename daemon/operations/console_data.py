@@ -26,6 +26,7 @@ from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.status_collection import collect
 from calstream.daemon.operations.status_summary import Status
 from calstream.steps.naming import BadName, parse_exposure_name
+from calstream.steps.regular_files import read_regular_text
 from calstream.topics import contract
 
 PER_STAGE = ("detector1", "stage2")  # one product per exposure; stage 3 combines them
@@ -206,7 +207,7 @@ def _promotions(store: ProductStore) -> list[dict[str, Any]]:
     out = []
     for path in sorted((store.top / PROMOTIONS).glob("*.json")):
         try:
-            doc = json.loads(path.read_text())
+            doc = json.loads(read_regular_text(path))
         except (OSError, ValueError, RecursionError):
             continue
         # A file is untrusted: only a promotion message's body, as promote

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from calstream.daemon.doers.child_processes import pid_alive
 from calstream.daemon.operations.config import Config, ConfigError
+from calstream.steps.regular_files import read_regular_text
 
 log = logging.getLogger("calstream.deployment")
 
@@ -66,7 +67,7 @@ def remove(cfg: Config, ops_address: str) -> None:
 
 def read(work_dir: Path) -> dict | None:
     try:
-        doc = json.loads(record_path(work_dir).read_text())
+        doc = json.loads(read_regular_text(record_path(work_dir)))
     except (OSError, ValueError, RecursionError):  # a file is untrusted: none readable, none
         return None
     # What record() writes: a pid, an address, the shared settings as text;
