@@ -14,13 +14,16 @@ import anyio
 import calstream
 from calstream.daemon.deciders.pool_warming import warms_at_start
 from calstream.daemon.doers import kafka, planner_restore
+from calstream.daemon.doers.broker_recovery import (
+    recover_planner_records,
+    recover_product_events,
+)
 from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.parking import Parking, in_thread
 from calstream.daemon.doers.planner_leadership import GatedPublisher, Leadership, PublishGate
-from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.doers.planner_standby import Standby
 from calstream.daemon.doers.planner_thread import OwnLoop, stale_for
@@ -30,6 +33,7 @@ from calstream.daemon.doers.record_admitter import RecordAdmitter
 from calstream.daemon.doers.start_waits import (
     StartWaits,
     broker_cause,
+    broker_or_disk_cause,
     crds_cause,
     crds_context_for,
     prepare_roots,
@@ -168,7 +172,9 @@ class Daemon:
             try:
                 publisher = Publisher(producer, self.topics, self.metrics,
                                       role="+".join(cfg.roles))
-                await step(broker, partial(self._recover_product_events, publisher), broker_cause)
+                await step(f"{broker} to take the product store's events again", partial(
+                    recover_product_events, cfg, self.topics, self.store, publisher),
+                    broker_or_disk_cause)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self.beat)
                     self.supervisor = BrokerSupervisor(
@@ -197,47 +203,11 @@ class Daemon:
         """After the embedded broker restarted empty: its topics, the product
         events, and the announcements of files still without products."""
         await kafka.create_topics(self.cfg, self.topics)
-        await self._recover_product_events(publisher)
-        await self._recover_planner_records(publisher)
+        await recover_product_events(self.cfg, self.topics, self.store, publisher)
+        await recover_planner_records(self.cfg, publisher, active=self.leadership is None
+                                      or self.leadership.describe()["role"] == "active")
         if self.watcher is not None:
             await self.watcher.reannounce()
-
-    async def _recover_planner_records(self, publisher: Publisher) -> None:
-        """The plans and holds the planner keeps in its ledger, on the topics
-        again: the planner itself still knows them, but `holds list` and
-        `holds release`, `plan list`, status and the console read the topics
-        (an exposure still held was "not held" to a release). A start does the
-        same in the planner (planner_loop._restore_from_disk); a standby sends nothing."""
-        if "planner" not in self.cfg.roles or (
-                self.leadership is not None and self.leadership.describe()["role"] != "active"):
-            return
-        ledger, sent = PlannerLedger(self.cfg.work_dir), 0
-        for topic, kind in (("plans", "plan"), ("holds", "hold")):
-            for body in await anyio.to_thread.run_sync(ledger.kept, topic):
-                if not contract.is_valid(kind, body):  # a file is untrusted: left out
-                    continue
-                key = body["exposure_id"] if kind == "hold" else (body["programs"] or [""])[0]
-                await publisher.publish(topic, key, contract.Message(kind, body))
-                sent += 1
-        if sent:
-            log.warning("re-published %d plan and hold record(s) from %s", sent, ledger.root)
-
-    async def _recover_product_events(self, publisher: Publisher) -> None:
-        """The broker is the transport, the product store the ledger: a broker
-        that lost its product events (the embedded one keeps them in memory) gets
-        them again, with the same event ids, so the planner can rebuild."""
-        if "planner" not in self.cfg.roles:
-            return
-        if not await kafka.is_empty(self.cfg, self.topics.name("products")):
-            return
-        records = await anyio.to_thread.run_sync(self.store.records)
-        for record in records:
-            # The original emitted_at: holds and companion waits date from it.
-            event = contract.Message("product", dict(record["event"]))
-            await publisher.publish("products", event["program"], event)
-        if records:
-            log.warning("the broker had no product events: re-published %d from the product "
-                        "store %s", len(records), self.cfg.products)
 
     async def _run_stage(self, publisher: Publisher, st: Stage, *,
                          task_status=anyio.TASK_STATUS_IGNORED) -> None:

@@ -70,6 +70,11 @@ def broker_cause(exc: BaseException) -> str | None:
     return BROKER_UNREACHABLE if unreachable(exc) is not None or broker_fault(exc) else None
 
 
+def broker_or_disk_cause(exc: BaseException) -> str | None:
+    """A step that reads and writes both the broker and the work directory."""
+    return broker_cause(exc) or infrastructure_cause(exc)
+
+
 def crds_cause(exc: BaseException) -> str | None:
     """Only CRDS out of reach (its server, its cache, a file of it) is waited
     for; CrdsNotConfigured and the rest stop the start."""
