@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -19,7 +20,7 @@ from calstream.daemon.doers.broker_recovery import (
     recover_product_events,
 )
 from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
-from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker, free_port
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.parking import Parking, in_thread
@@ -85,18 +86,28 @@ class Daemon:
 
     # -- start-up pieces that must run on the main thread ----------------
     def start_broker(self) -> str:
-        """Start the embedded broker unless one is configured (main thread only:
-        the broker is tied to the starting thread's life)."""
+        """The embedded broker's address, unless one is configured. Only its
+        port is chosen here, so that it is known (and recorded) at once; run()
+        starts it as a start step, which waits out a work directory it cannot
+        write, on the event loop's thread: the broker dies with the thread
+        that started it (PDEATHSIG)."""
         if self.cfg.kafka_bootstrap:
             return self.cfg.kafka_bootstrap
-        self.broker = EmbeddedBroker(self.cfg.work_dir, storage=self.cfg.broker_storage)
-        self.bootstrap = self.broker.start()
+        self.broker = EmbeddedBroker(self.cfg.work_dir, storage=self.cfg.broker_storage,
+                                     port=free_port())
+        self.bootstrap = self.broker.bootstrap
         self.cfg = dataclasses.replace(self.cfg, kafka_bootstrap=self.bootstrap)
         return self.bootstrap
 
+    async def _launch_broker(self) -> None:
+        assert self.broker is not None
+        if not self.broker.alive():
+            self.broker.start()  # blocks this loop for tansu's start (tens of ms)
+
     def readiness(self) -> tuple[bool, list[str]]:
         problems = []
-        if self.broker is not None and not self.broker.alive():
+        # While it starts, the start's own line says what the broker waits for.
+        if self.broker is not None and self.start_waits.done and not self.broker.alive():
             problems.append("embedded broker is not running")
         elif self.supervisor is not None and (lost := self.supervisor.problem()):
             problems.append(lost)
@@ -148,6 +159,11 @@ class Daemon:
         self.ops.start()
         log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")
         log.info("metrics: http://%s/metrics (also /healthz, /readyz)", self.ops.address)
+        # Recorded before anything is waited for: `calstream status --work-dir`
+        # then finds a daemon that waits for CRDS or its broker. A work directory
+        # that refuses the record now is waited for below, where it is written again.
+        with contextlib.suppress(OSError):
+            deployment.record(cfg, self.ops.address, embedded=self.broker is not None)
         # Each start step waits out the broker, disk or CRDS it needs (start_waits.py).
         step, broker, disks = self.start_waits.step, f"the broker {cfg.kafka_bootstrap}", \
             f"the work directory {cfg.work_dir} and product store {cfg.products}"
@@ -158,11 +174,14 @@ class Daemon:
                     crds_cause)
             else:
                 self.crds_context = os.environ.get("CRDS_CONTEXT", "n/a")
-            await step(disks, in_thread(lambda: (prepare_roots(cfg), deployment.record(
-                cfg, self.ops.address, embedded=self.broker is not None))), infrastructure_cause)
-            await step(broker, partial(kafka.create_topics, cfg, self.topics), broker_cause)
             self.metrics.build_info.labels(calstream.__version__, jwst_version(),
                                            self.crds_context).set(1)
+            await step(disks, in_thread(lambda: (prepare_roots(cfg), deployment.record(
+                cfg, self.ops.address, embedded=self.broker is not None))), infrastructure_cause)
+            if self.broker is not None:
+                await step(f"the embedded broker (its directory {self.broker.work_dir})",
+                           self._launch_broker, infrastructure_cause)
+            await step(broker, partial(kafka.create_topics, cfg, self.topics), broker_cause)
             await step(disks, in_thread(partial(ensure_current, self.store)), infrastructure_cause)
             removed = await step(disks, in_thread(self.store.clean_scratch), infrastructure_cause)
             if removed:
