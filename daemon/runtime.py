@@ -38,6 +38,7 @@ from calstream.daemon.doers.start_waits import (
     crds_cause,
     crds_context_for,
     prepare_roots,
+    probe_writable,
     started,
 )
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
@@ -102,6 +103,9 @@ class Daemon:
     async def _launch_broker(self) -> None:
         assert self.broker is not None
         if not self.broker.alive():
+            self.broker.work_dir.mkdir(parents=True, exist_ok=True)
+            # tansu panics (exit 101) on a full disk: found here, where it is waited for.
+            probe_writable(self.broker.work_dir)
             self.broker.start()  # blocks this loop for tansu's start (tens of ms)
 
     def readiness(self) -> tuple[bool, list[str]]:

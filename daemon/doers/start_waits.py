@@ -181,15 +181,21 @@ def prepare_roots(cfg: Config) -> None:
         for d in (cfg.work_dir, cfg.products, cfg.inbox, cfg.quarantine):
             d.mkdir(parents=True, exist_ok=True)
         for root in roots:
-            probe = Path(root) / f".calstream-start-probe-{os.getpid()}"
-            try:
-                with open(probe, "wb", buffering=0) as f:  # unbuffered: ENOSPC shows here
-                    f.write(b"calstream")
-            finally:
-                probe.unlink(missing_ok=True)
+            probe_writable(root)
     except PermissionError as exc:
         raise ConfigError(f"{exc.filename}: {exc.strerror}: the daemon cannot write there; "
                           "give it a directory it owns (work_dir, products, inbox)") from None
+
+
+def probe_writable(root: Path) -> None:
+    """A file written to ``root`` and removed: raises on a read-only or full
+    file system (EROFS, ENOSPC), which creating a directory may not."""
+    probe = Path(root) / f".calstream-start-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb", buffering=0) as f:  # unbuffered: ENOSPC shows here
+            f.write(b"calstream")
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def crds_context_for(cfg: Config) -> str:

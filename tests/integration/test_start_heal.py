@@ -159,23 +159,26 @@ def status_of(work_dir: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("read_only", ["work", "broker"])
-async def test_the_embedded_broker_waits_for_its_directory(tmp_path, unique_prefix, read_only):
+@pytest.mark.parametrize("fault", ["work_read_only", "work_full", "broker_read_only",
+                                   "broker_full"])
+async def test_the_embedded_broker_waits_for_its_directory(tmp_path, unique_prefix, fault):
     """The embedded broker (tansu, its log and home in <work>/broker) with the
-    work directory, or its own, read-only: the daemon waits, says so, and
-    starts the broker itself once the directory is writable."""
+    work directory, or its own, read-only or full: the daemon waits, says so,
+    and starts the broker itself once the directory takes it."""
     cfg = daemon_config(tmp_path, None, unique_prefix, **{**FAST, "roles": ["watcher"]})
-    where = cfg.work_dir if read_only == "work" else cfg.work_dir / "broker"
-    waiting_for = "the work directory" if read_only == "work" else "the embedded broker"
+    where = cfg.work_dir if fault.startswith("work") else cfg.work_dir / "broker"
+    waiting_for = "the work directory" if fault.startswith("work") else "the embedded broker"
+    cause = "disk_full" if fault.endswith("full") else "read_only"
+    refusing = full_tmpfs if cause == "disk_full" else read_only_dir
     daemon = Daemon(cfg)
-    with read_only_dir(where) as clear:
-        daemon.start_broker()  # on main: OSError (EROFS) here, and `calstream run` exits
+    with refusing(where) as clear:
+        daemon.start_broker()  # on main: OSError (EROFS, ENOSPC) here: `calstream run` exits
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(daemon.run)
-                await wait_until_waiting(daemon, waiting_for, "read_only")
+                await wait_until_waiting(daemon, waiting_for, cause)
                 assert not daemon.broker.alive()
-                if read_only == "broker":  # the record is there: status names the wait
+                if fault == "broker_read_only":  # the record is there: status names the wait
                     status = await anyio.to_thread.run_sync(status_of, cfg.work_dir)
                     assert "problem: starting: waiting for the embedded broker" in \
                         status.stdout, status
@@ -190,7 +193,7 @@ async def test_the_embedded_broker_waits_for_its_directory(tmp_path, unique_pref
         finally:
             daemon.stop_broker()
     assert metric(samples, "calstream_parked_items") == 0
-    assert metric(samples, "calstream_parked_total", stage="start", cause="read_only") == 1
+    assert metric(samples, "calstream_parked_total", stage="start", cause=cause) == 1
 
 
 def calstream(*args: str, env: dict[str, str]) -> subprocess.Popen:
