@@ -7,8 +7,9 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -38,7 +39,8 @@ from calstream.daemon.doers.start_waits import (
     crds_cause,
     crds_context_for,
     prepare_roots,
-    probe_writable,
+    restarting_embedded,
+    start_embedded,
     started,
 )
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
@@ -56,6 +58,7 @@ from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
 log = logging.getLogger("calstream.daemon")
+T = TypeVar("T")
 
 
 # Environment the calibration workers need; crds reads it at import.
@@ -100,13 +103,10 @@ class Daemon:
         self.cfg = dataclasses.replace(self.cfg, kafka_bootstrap=self.bootstrap)
         return self.bootstrap
 
-    async def _launch_broker(self) -> None:
-        assert self.broker is not None
-        if not self.broker.alive():
-            self.broker.work_dir.mkdir(parents=True, exist_ok=True)
-            # tansu panics (exit 101) on a full disk: found here, where it is waited for.
-            probe_writable(self.broker.work_dir)
-            self.broker.start()  # blocks this loop for tansu's start (tens of ms)
+    def _restarting(self, attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+        """A start step's ``attempt``, the embedded broker started again first if it died."""
+        return restarting_embedded(self.broker, partial(kafka.create_topics, self.cfg,
+                                                        self.topics), attempt)
 
     def readiness(self) -> tuple[bool, list[str]]:
         problems = []
@@ -184,20 +184,22 @@ class Daemon:
                 cfg, self.ops.address, embedded=self.broker is not None))), infrastructure_cause)
             if self.broker is not None:
                 await step(f"the embedded broker (its directory {self.broker.work_dir})",
-                           self._launch_broker, infrastructure_cause)
-            await step(broker, partial(kafka.create_topics, cfg, self.topics), broker_cause)
+                           partial(start_embedded, self.broker), infrastructure_cause)
+            await step(broker, self._restarting(partial(kafka.create_topics, cfg, self.topics)),
+                       broker_or_disk_cause)
             await step(disks, in_thread(partial(ensure_current, self.store)), infrastructure_cause)
             removed = await step(disks, in_thread(self.store.clean_scratch), infrastructure_cause)
             if removed:
                 log.info("removed %d scratch directories left by an earlier crash", removed)
-            producer = await step(broker, partial(started, partial(kafka.producer, cfg)),
-                                  broker_cause)
+            producer = await step(broker, self._restarting(partial(started, partial(
+                kafka.producer, cfg))), broker_or_disk_cause)
             try:
                 publisher = Publisher(producer, self.topics, self.metrics,
                                       role="+".join(cfg.roles))
-                await step(f"{broker} to take the product store's events again", partial(
-                    recover_product_events, cfg, self.topics, self.store, publisher),
-                    broker_or_disk_cause)
+                await step(f"{broker} to take the product store's events again",
+                           self._restarting(partial(recover_product_events, cfg, self.topics,
+                                                   self.store, publisher)),
+                           broker_or_disk_cause)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self.beat)
                     self.supervisor = BrokerSupervisor(

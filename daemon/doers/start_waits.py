@@ -31,6 +31,7 @@ import anyio
 
 from calstream.daemon.deciders.retry_policy import Backoff
 from calstream.daemon.doers.broker_supervisor import CLIENT_LOGGERS, quiet_client_logs
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.kafka import unreachable
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
@@ -167,6 +168,34 @@ async def started(make: Callable[[], Any]) -> Any:
             await client.stop()
         raise
     return client
+
+
+async def start_embedded(broker: EmbeddedBroker) -> None:
+    """The embedded broker started unless it runs. On the event loop's thread
+    (tansu dies with the thread that started it), blocking it for tansu's
+    start (tens of ms). A probe file first: tansu panics (exit 101) on a full
+    disk, where its start step is to wait."""
+    if not broker.alive():
+        broker.work_dir.mkdir(parents=True, exist_ok=True)
+        probe_writable(broker.work_dir)
+        broker.start()
+
+
+def restarting_embedded(broker: EmbeddedBroker | None, remake: Callable[[], Awaitable[None]],
+                        attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+    """``attempt``, after starting the embedded broker again (and ``remake``
+    of its topics: its memory is lost) if it died since the start launched
+    it. Its supervisor runs only once the daemon has started; until then a
+    step would wait for the dead broker for ever."""
+    async def again() -> T:
+        if broker is not None and broker.process is not None and not broker.alive():
+            log.error("embedded broker died during the start (exit code %s); starting it "
+                      "again on %s", broker.process.returncode, broker.bootstrap,
+                      extra={"stage": START})
+            await start_embedded(broker)
+            await remake()
+        return await attempt()
+    return again
 
 
 def prepare_roots(cfg: Config) -> None:

@@ -7,7 +7,8 @@ stops answering (SIGSTOP) after the second of six events: the start waits
 for it, and once it answers again, every event is on the topic, whether the
 same start goes on or the daemon was stopped and a new one starts. (Before
 the fix, the topic was no longer empty, so the rest was skipped: four
-events were lost to the planner for good.)
+events were lost to the planner for good.) The daemon's own embedded broker
+killed during that start is started again by the start itself.
 """
 
 from __future__ import annotations
@@ -105,3 +106,38 @@ async def test_republishing_cut_off_part_way_is_done_whole(tmp_path, unique_pref
     assert len(set(sent[:CUT_AFTER])) == CUT_AFTER  # it was cut off after two
     assert on_topic == wanted, f"{len(on_topic)} of {len(wanted)} events on the topic"
     assert not marker_path(cfg.work_dir).exists()
+
+
+async def test_the_embedded_broker_killed_during_the_start_is_started_again(
+        tmp_path, unique_prefix, monkeypatch):
+    """The daemon's own tansu dies (SIGKILL, an OOM) while the start
+    re-publishes: its supervisor runs only once the daemon has started, so
+    the start itself starts it again, makes its topics, and re-publishes the
+    whole store. (Before: the start waited for the dead broker for ever.)"""
+    cfg = daemon_config(tmp_path, None, unique_prefix, roles=["planner"], max_attempts=2,
+                        retry_backoff=0.1, park_recheck_seconds=1.0)
+    wanted = stored_events(cfg)
+    daemon = Daemon(cfg)
+    daemon.start_broker()
+    killed: list[int] = []
+    publish = Publisher.publish
+
+    async def publish_then_kill_the_broker(self, logical_topic, key, message):
+        await publish(self, logical_topic, key, message)
+        if logical_topic == "products" and not killed:
+            killed.append(daemon.broker.process.pid)
+            os.kill(daemon.broker.process.pid, signal.SIGKILL)
+
+    monkeypatch.setattr(Publisher, "publish", publish_then_kill_the_broker)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            await started(daemon)
+            assert daemon.broker.alive() and daemon.broker.process.pid != killed[0]
+            ready, problems = daemon.readiness()
+            tg.cancel_scope.cancel()
+        on_topic = {p["event_id"] for p in products(await read_all(daemon.cfg, ["products"]))}
+    finally:
+        daemon.stop_broker()
+    assert ready, problems
+    assert on_topic == wanted, f"{len(on_topic)} of {len(wanted)} events on the topic"
