@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
 import calstream
 from calstream.daemon.deciders.pool_warming import warms_at_start
 from calstream.daemon.doers import kafka, planner_restore
+from calstream.daemon.doers.broker_recovery import (
+    recover_planner_records,
+    recover_product_events,
+)
 from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
-from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker, free_port
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.parking import Parking, in_thread
 from calstream.daemon.doers.planner_leadership import GatedPublisher, Leadership, PublishGate
-from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.doers.planner_standby import Standby
 from calstream.daemon.doers.planner_thread import OwnLoop, stale_for
@@ -30,9 +35,12 @@ from calstream.daemon.doers.record_admitter import RecordAdmitter
 from calstream.daemon.doers.start_waits import (
     StartWaits,
     broker_cause,
+    broker_or_disk_cause,
     crds_cause,
     crds_context_for,
     prepare_roots,
+    restarting_embedded,
+    start_embedded,
     started,
 )
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
@@ -50,6 +58,7 @@ from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
 log = logging.getLogger("calstream.daemon")
+T = TypeVar("T")
 
 
 # Environment the calibration workers need; crds reads it at import.
@@ -81,18 +90,28 @@ class Daemon:
 
     # -- start-up pieces that must run on the main thread ----------------
     def start_broker(self) -> str:
-        """Start the embedded broker unless one is configured (main thread only:
-        the broker is tied to the starting thread's life)."""
+        """The embedded broker's address, unless one is configured. Only its
+        port is chosen here, so that it is known (and recorded) at once; run()
+        starts it as a start step, which waits out a work directory it cannot
+        write, on the event loop's thread: the broker dies with the thread
+        that started it (PDEATHSIG)."""
         if self.cfg.kafka_bootstrap:
             return self.cfg.kafka_bootstrap
-        self.broker = EmbeddedBroker(self.cfg.work_dir, storage=self.cfg.broker_storage)
-        self.bootstrap = self.broker.start()
+        self.broker = EmbeddedBroker(self.cfg.work_dir, storage=self.cfg.broker_storage,
+                                     port=free_port())
+        self.bootstrap = self.broker.bootstrap
         self.cfg = dataclasses.replace(self.cfg, kafka_bootstrap=self.bootstrap)
         return self.bootstrap
 
+    def _restarting(self, attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+        """A start step's ``attempt``, the embedded broker started again first if it died."""
+        return restarting_embedded(self.broker, partial(kafka.create_topics, self.cfg,
+                                                        self.topics), attempt)
+
     def readiness(self) -> tuple[bool, list[str]]:
         problems = []
-        if self.broker is not None and not self.broker.alive():
+        # While it starts, the start's own line says what the broker waits for.
+        if self.broker is not None and self.start_waits.done and not self.broker.alive():
             problems.append("embedded broker is not running")
         elif self.supervisor is not None and (lost := self.supervisor.problem()):
             problems.append(lost)
@@ -144,6 +163,11 @@ class Daemon:
         self.ops.start()
         log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")
         log.info("metrics: http://%s/metrics (also /healthz, /readyz)", self.ops.address)
+        # Recorded before anything is waited for: `calstream status --work-dir`
+        # then finds a daemon that waits for CRDS or its broker. A work directory
+        # that refuses the record now is waited for below, where it is written again.
+        with contextlib.suppress(OSError):
+            deployment.record(cfg, self.ops.address, embedded=self.broker is not None)
         # Each start step waits out the broker, disk or CRDS it needs (start_waits.py).
         step, broker, disks = self.start_waits.step, f"the broker {cfg.kafka_bootstrap}", \
             f"the work directory {cfg.work_dir} and product store {cfg.products}"
@@ -154,21 +178,28 @@ class Daemon:
                     crds_cause)
             else:
                 self.crds_context = os.environ.get("CRDS_CONTEXT", "n/a")
-            await step(disks, in_thread(lambda: (prepare_roots(cfg), deployment.record(
-                cfg, self.ops.address, embedded=self.broker is not None))), infrastructure_cause)
-            await step(broker, partial(kafka.create_topics, cfg, self.topics), broker_cause)
             self.metrics.build_info.labels(calstream.__version__, jwst_version(),
                                            self.crds_context).set(1)
+            await step(disks, in_thread(lambda: (prepare_roots(cfg), deployment.record(
+                cfg, self.ops.address, embedded=self.broker is not None))), infrastructure_cause)
+            if self.broker is not None:
+                await step(f"the embedded broker (its directory {self.broker.work_dir})",
+                           partial(start_embedded, self.broker), infrastructure_cause)
+            await step(broker, self._restarting(partial(kafka.create_topics, cfg, self.topics)),
+                       broker_or_disk_cause)
             await step(disks, in_thread(partial(ensure_current, self.store)), infrastructure_cause)
             removed = await step(disks, in_thread(self.store.clean_scratch), infrastructure_cause)
             if removed:
                 log.info("removed %d scratch directories left by an earlier crash", removed)
-            producer = await step(broker, partial(started, partial(kafka.producer, cfg)),
-                                  broker_cause)
+            producer = await step(broker, self._restarting(partial(started, partial(
+                kafka.producer, cfg))), broker_or_disk_cause)
             try:
                 publisher = Publisher(producer, self.topics, self.metrics,
                                       role="+".join(cfg.roles))
-                await step(broker, partial(self._recover_product_events, publisher), broker_cause)
+                await step(f"{broker} to take the product store's events again",
+                           self._restarting(partial(recover_product_events, cfg, self.topics,
+                                                   self.store, publisher)),
+                           broker_or_disk_cause)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self.beat)
                     self.supervisor = BrokerSupervisor(
@@ -197,47 +228,11 @@ class Daemon:
         """After the embedded broker restarted empty: its topics, the product
         events, and the announcements of files still without products."""
         await kafka.create_topics(self.cfg, self.topics)
-        await self._recover_product_events(publisher)
-        await self._recover_planner_records(publisher)
+        await recover_product_events(self.cfg, self.topics, self.store, publisher)
+        await recover_planner_records(self.cfg, publisher, active=self.leadership is None
+                                      or self.leadership.describe()["role"] == "active")
         if self.watcher is not None:
             await self.watcher.reannounce()
-
-    async def _recover_planner_records(self, publisher: Publisher) -> None:
-        """The plans and holds the planner keeps in its ledger, on the topics
-        again: the planner itself still knows them, but `holds list` and
-        `holds release`, `plan list`, status and the console read the topics
-        (an exposure still held was "not held" to a release). A start does the
-        same in the planner (planner_loop._restore_from_disk); a standby sends nothing."""
-        if "planner" not in self.cfg.roles or (
-                self.leadership is not None and self.leadership.describe()["role"] != "active"):
-            return
-        ledger, sent = PlannerLedger(self.cfg.work_dir), 0
-        for topic, kind in (("plans", "plan"), ("holds", "hold")):
-            for body in await anyio.to_thread.run_sync(ledger.kept, topic):
-                if not contract.is_valid(kind, body):  # a file is untrusted: left out
-                    continue
-                key = body["exposure_id"] if kind == "hold" else (body["programs"] or [""])[0]
-                await publisher.publish(topic, key, contract.Message(kind, body))
-                sent += 1
-        if sent:
-            log.warning("re-published %d plan and hold record(s) from %s", sent, ledger.root)
-
-    async def _recover_product_events(self, publisher: Publisher) -> None:
-        """The broker is the transport, the product store the ledger: a broker
-        that lost its product events (the embedded one keeps them in memory) gets
-        them again, with the same event ids, so the planner can rebuild."""
-        if "planner" not in self.cfg.roles:
-            return
-        if not await kafka.is_empty(self.cfg, self.topics.name("products")):
-            return
-        records = await anyio.to_thread.run_sync(self.store.records)
-        for record in records:
-            # The original emitted_at: holds and companion waits date from it.
-            event = contract.Message("product", dict(record["event"]))
-            await publisher.publish("products", event["program"], event)
-        if records:
-            log.warning("the broker had no product events: re-published %d from the product "
-                        "store %s", len(records), self.cfg.products)
 
     async def _run_stage(self, publisher: Publisher, st: Stage, *,
                          task_status=anyio.TASK_STATUS_IGNORED) -> None:

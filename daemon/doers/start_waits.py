@@ -31,6 +31,7 @@ import anyio
 
 from calstream.daemon.deciders.retry_policy import Backoff
 from calstream.daemon.doers.broker_supervisor import CLIENT_LOGGERS, quiet_client_logs
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.kafka import unreachable
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
@@ -68,6 +69,11 @@ NOT_CONFIGURED = (
 def broker_cause(exc: BaseException) -> str | None:
     """The broker did not answer (no connection, a time-out): worth waiting for."""
     return BROKER_UNREACHABLE if unreachable(exc) is not None or broker_fault(exc) else None
+
+
+def broker_or_disk_cause(exc: BaseException) -> str | None:
+    """A step that reads and writes both the broker and the work directory."""
+    return broker_cause(exc) or infrastructure_cause(exc)
 
 
 def crds_cause(exc: BaseException) -> str | None:
@@ -164,6 +170,34 @@ async def started(make: Callable[[], Any]) -> Any:
     return client
 
 
+async def start_embedded(broker: EmbeddedBroker) -> None:
+    """The embedded broker started unless it runs. On the event loop's thread
+    (tansu dies with the thread that started it), blocking it for tansu's
+    start (tens of ms). A probe file first: tansu panics (exit 101) on a full
+    disk, where its start step is to wait."""
+    if not broker.alive():
+        broker.work_dir.mkdir(parents=True, exist_ok=True)
+        probe_writable(broker.work_dir)
+        broker.start()
+
+
+def restarting_embedded(broker: EmbeddedBroker | None, remake: Callable[[], Awaitable[None]],
+                        attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+    """``attempt``, after starting the embedded broker again (and ``remake``
+    of its topics: its memory is lost) if it died since the start launched
+    it. Its supervisor runs only once the daemon has started; until then a
+    step would wait for the dead broker for ever."""
+    async def again() -> T:
+        if broker is not None and broker.process is not None and not broker.alive():
+            log.error("embedded broker died during the start (exit code %s); starting it "
+                      "again on %s", broker.process.returncode, broker.bootstrap,
+                      extra={"stage": START})
+            await start_embedded(broker)
+            await remake()
+        return await attempt()
+    return again
+
+
 def prepare_roots(cfg: Config) -> None:
     """The daemon's directories made, and those it writes written once: a
     read-only or full file system is found here, where the start waits for
@@ -176,15 +210,21 @@ def prepare_roots(cfg: Config) -> None:
         for d in (cfg.work_dir, cfg.products, cfg.inbox, cfg.quarantine):
             d.mkdir(parents=True, exist_ok=True)
         for root in roots:
-            probe = Path(root) / f".calstream-start-probe-{os.getpid()}"
-            try:
-                with open(probe, "wb", buffering=0) as f:  # unbuffered: ENOSPC shows here
-                    f.write(b"calstream")
-            finally:
-                probe.unlink(missing_ok=True)
+            probe_writable(root)
     except PermissionError as exc:
         raise ConfigError(f"{exc.filename}: {exc.strerror}: the daemon cannot write there; "
                           "give it a directory it owns (work_dir, products, inbox)") from None
+
+
+def probe_writable(root: Path) -> None:
+    """A file written to ``root`` and removed: raises on a read-only or full
+    file system (EROFS, ENOSPC), which creating a directory may not."""
+    probe = Path(root) / f".calstream-start-probe-{os.getpid()}"
+    try:
+        with open(probe, "wb", buffering=0) as f:  # unbuffered: ENOSPC shows here
+            f.write(b"calstream")
+    finally:
+        probe.unlink(missing_ok=True)
 
 
 def crds_context_for(cfg: Config) -> str:

@@ -57,8 +57,9 @@ def printable(st: Status) -> str:
 
 
 def render(st: Status) -> str:
+    starting = any(p.startswith("starting") for ep in st.endpoints for p in ep.problems)
     sections = [_header(st), _daemons(st.endpoints), _stages(st.stages, st.at),
-                _lag(st.broker)]
+                _lag(st.broker, starting)]
     if not st.broker.error:
         sections.append(_recent(st.broker, st.at))
     sections.append(_parked(st.parked))
@@ -91,7 +92,9 @@ def _daemons(endpoints: list[Endpoint]) -> list[str]:
             continue
         info = next((labels for n, labels, _ in ep.samples if n == "calstream_build_info"), {})
         versions = (f"calstream {info.get('calstream_version', '?')}, jwst "
-                    f"{info.get('jwst_version', '?')}, CRDS {info.get('crds_context', '?')}")
+                    f"{info.get('jwst_version', '?')}, CRDS {info.get('crds_context', '?')}"
+                    # Reported once its CRDS context is known (it may wait for CRDS).
+                    if info else "starting (CRDS context not resolved yet)")
         out.append(f"  {ep.url}  {'ready' if ep.ready else 'NOT READY'}  {versions}")
         out += [f"      problem: {p}" for p in ep.problems]
         if ep.error:
@@ -133,10 +136,14 @@ def _lag_row(row: GroupLag) -> list[str]:
     return [f"{head}: lag {row.lag}{members}", f"      partition:committed/high  {parts}"]
 
 
-def _lag(b: BrokerView) -> list[str]:
+def _lag(b: BrokerView, starting: bool = False) -> list[str]:
     out = ["Consumer lag (from the broker: committed offsets vs high watermarks)"]
     if b.error:
         out.append(f"  broker unavailable: {b.error}")
+        if starting:  # an embedded broker starts after CRDS and the work directory
+            out.append("  (a daemon above is still starting: its problem says what it waits "
+                       "for; its embedded broker starts once CRDS and its work directory are "
+                       "there)")
     for row in b.lag:
         out += _lag_row(row)
     return [*out, ""]
@@ -182,10 +189,15 @@ def _holds(holds: list[dict[str, Any]] | None, now: float) -> list[str]:
             *_more(holds)]
 
 
+_NOT_YET = "not reported yet (the planner starts, or catches up with its history)"
+
+
 def _planner_metrics(pl: dict[str, Any]) -> list[str]:
     # The hold gauges have no labels, so every daemon exports them (as 0);
     # open_associations is set by a running planner only.
     if "open_associations" not in pl:
+        if pl.get("view") is not None:  # /planner answers: the role runs, not decided yet
+            return [f"  open associations: {_NOT_YET}"]
         return ["  open associations: not reported (no daemon given runs the planner role)"]
     return [f"  held exposures (planner metrics): {pl.get('held', 0)} for pointing (oldest "
             f"{pl.get('oldest_hold_age_seconds', 0) / 3600:.1f} h), "
@@ -247,6 +259,8 @@ def _planner_roles(roles: list[str] | None) -> list[str]:
 def _planner_view(view: dict[str, Any] | None, now: float) -> list[str]:
     if not view:
         return ["  missing exposures: not reported (no daemon given serves /planner)"]
+    if "namespaces" not in view:  # its daemon starts, or its planner reads its history
+        return [f"  missing exposures: {_NOT_YET}"]
     out = []
     if view.get("plans"):
         out.append("  plans loaded: " + "; ".join(

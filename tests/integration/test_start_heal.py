@@ -136,6 +136,13 @@ async def test_crds_cache_that_appears_after_the_start(tmp_path, broker, kit, un
         async with anyio.create_task_group() as tg:
             tg.start_soon(daemon.run)  # on main: crds's sys.exit(-1) ends the process
             await wait_until_waiting(daemon, "CRDS", "crds_unreachable")
+            # The operator finds it by its work directory alone, and sees what it waits for.
+            # (On main deployment.json came only after CRDS: status found no daemon.)
+            status = await anyio.to_thread.run_sync(status_of, cfg.work_dir)
+            assert status.returncode == 1, status  # not ready: a check in scripts says so
+            assert f"http://{daemon.ops.address}  NOT READY  starting" in status.stdout, status
+            assert "problem: starting: waiting for CRDS (crds_unreachable)" in status.stdout
+            assert "start: 1 item(s), crds_unreachable" in status.stdout
             await anyio.to_thread.run_sync(partial(
                 shutil.copytree, kit.crds_env["CRDS_PATH"], cache, dirs_exist_ok=True))
             with anyio.fail_after(120):
@@ -143,6 +150,50 @@ async def test_crds_cache_that_appears_after_the_start(tmp_path, broker, kit, un
                     await anyio.sleep(0.2)
             assert daemon.crds_context == kit.crds_env["CRDS_CONTEXT"]
             tg.cancel_scope.cancel()
+
+
+def status_of(work_dir: Path) -> subprocess.CompletedProcess:
+    """`calstream status --work-dir W`: no address given, the record says it."""
+    return subprocess.run([sys.executable, "-m", "calstream.daemon.operations.cli", "status",
+                           "--work-dir", str(work_dir)], cwd=ROOT, env=dict(os.environ),
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("fault", ["work_read_only", "work_full", "broker_read_only",
+                                   "broker_full"])
+async def test_the_embedded_broker_waits_for_its_directory(tmp_path, unique_prefix, fault):
+    """The embedded broker (tansu, its log and home in <work>/broker) with the
+    work directory, or its own, read-only or full: the daemon waits, says so,
+    and starts the broker itself once the directory takes it."""
+    cfg = daemon_config(tmp_path, None, unique_prefix, **{**FAST, "roles": ["watcher"]})
+    where = cfg.work_dir if fault.startswith("work") else cfg.work_dir / "broker"
+    waiting_for = "the work directory" if fault.startswith("work") else "the embedded broker"
+    cause = "disk_full" if fault.endswith("full") else "read_only"
+    refusing = full_tmpfs if cause == "disk_full" else read_only_dir
+    daemon = Daemon(cfg)
+    with refusing(where) as clear:
+        daemon.start_broker()  # on main: OSError (EROFS, ENOSPC) here: `calstream run` exits
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(daemon.run)
+                await wait_until_waiting(daemon, waiting_for, cause)
+                assert not daemon.broker.alive()
+                if fault == "broker_read_only":  # the record is there: status names the wait
+                    status = await anyio.to_thread.run_sync(status_of, cfg.work_dir)
+                    assert "problem: starting: waiting for the embedded broker" in \
+                        status.stdout, status
+                clear()
+                with anyio.fail_after(120):
+                    while not daemon.start_waits.done:
+                        await anyio.sleep(0.2)
+                ready, problems = daemon.readiness()
+                assert ready and daemon.broker.alive(), problems
+                samples = scrape(daemon.ops.address)
+                tg.cancel_scope.cancel()
+        finally:
+            daemon.stop_broker()
+    assert metric(samples, "calstream_parked_items") == 0
+    assert metric(samples, "calstream_parked_total", stage="start", cause=cause) == 1
 
 
 def calstream(*args: str, env: dict[str, str]) -> subprocess.Popen:

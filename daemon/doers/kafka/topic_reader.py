@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
 
 from calstream.daemon.doers.kafka import clients
@@ -171,7 +172,9 @@ async def is_empty(cfg: Config, name: str, timeout: float = 10.0) -> bool:
             highs = list(reader.high_watermarks().values())
             if all(h is not None for h in highs):
                 return all(h == 0 for h in highs)
-        raise TimeoutError(f"no fetch response for {name} within {timeout}s")
+        # A broker fault (broker_fault: retriable), not a bare TimeoutError: a
+        # broker lost while the daemon starts is waited for, not an exit.
+        raise KafkaTimeoutError(f"no fetch response for {name} within {timeout}s")
 
 
 async def read_topics(cfg: Config, names: list[str]):

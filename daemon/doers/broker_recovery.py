@@ -1,0 +1,94 @@
+"""What a broker that lost its records gets again: the product events from the
+product store, the plans and holds from the planner's ledger.
+
+The broker is the transport, the product store the ledger: the embedded
+broker keeps its topics in memory, and a Kafka topic can be lost or
+recreated. A daemon with the planner role puts back what the planner and the
+operators' commands read, at start and after the embedded broker restarted.
+
+Re-publishing the product events is resumable. Whether it is needed is
+decided by the topic being empty, and a run cut off part-way (the broker
+lost again, the daemon killed) leaves it not empty: the next try would skip
+the rest, and those events would be lost to the planner for good. So a
+marker (``<work_dir>/planner/republishing-product-events.json``) is written
+before the first event and removed after the last; while it is there, every
+start (and every retry of the start step) re-publishes the whole store
+again. The events keep their ids, and the planner recognises an event id it
+has already taken, so the second copies change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import anyio
+
+from calstream.daemon.doers import kafka
+from calstream.daemon.doers.kafka import Publisher
+from calstream.daemon.doers.planner_ledger import PlannerLedger
+from calstream.daemon.doers.product_store import ProductStore, write_json_atomically
+from calstream.daemon.operations.config import Config
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+log = logging.getLogger("calstream.daemon")
+
+MARKER = "republishing-product-events.json"
+
+
+def marker_path(work_dir: Path) -> Path:
+    return PlannerLedger(work_dir).root / MARKER
+
+
+async def recover_product_events(cfg: Config, topics: Topics, store: ProductStore,
+                                 publisher: Publisher) -> None:
+    """A broker that lost its product events (or a re-publishing cut off
+    part-way) gets every one again, with the same event ids, so the planner
+    can rebuild. Broker and disk faults are raised for the caller to retry."""
+    if "planner" not in cfg.roles:
+        return
+    marker = marker_path(cfg.work_dir)
+    # lexists: whatever lies there, a re-publishing was under way (an unusable
+    # marker is replaced below; doing it all again is always safe).
+    unfinished = await anyio.to_thread.run_sync(os.path.lexists, marker)
+    if not unfinished and not await kafka.is_empty(cfg, topics.name("products")):
+        return
+    records = await anyio.to_thread.run_sync(store.records)
+    if not records:
+        await anyio.to_thread.run_sync(lambda: marker.unlink(missing_ok=True))
+        return
+    await anyio.to_thread.run_sync(write_json_atomically, marker, {
+        "started_at": contract.utc_now(), "records": len(records), "products": str(cfg.products)})
+    if unfinished:
+        log.warning("an earlier re-publishing of the product events did not finish (%s is "
+                    "there): re-publishing all %d again", marker, len(records))
+    for record in records:
+        # The original emitted_at: holds and companion waits date from it.
+        event = contract.Message("product", dict(record["event"]))
+        await publisher.publish("products", event["program"], event)
+    await anyio.to_thread.run_sync(lambda: marker.unlink(missing_ok=True))
+    log.warning("the broker had no product events: re-published %d from the product "
+                "store %s", len(records), cfg.products)
+
+
+async def recover_planner_records(cfg: Config, publisher: Publisher, *, active: bool) -> None:
+    """The plans and holds the planner keeps in its ledger, on the topics
+    again: the planner itself still knows them, but `holds list` and
+    `holds release`, `plan list`, status and the console read the topics
+    (an exposure still held was "not held" to a release). A start does the
+    same in the planner (planner_loop._restore_from_disk); a standby
+    (``active`` False) sends nothing."""
+    if "planner" not in cfg.roles or not active:
+        return
+    ledger, sent = PlannerLedger(cfg.work_dir), 0
+    for topic, kind in (("plans", "plan"), ("holds", "hold")):
+        for body in await anyio.to_thread.run_sync(ledger.kept, topic):
+            if not contract.is_valid(kind, body):  # a file is untrusted: left out
+                continue
+            key = body["exposure_id"] if kind == "hold" else (body["programs"] or [""])[0]
+            await publisher.publish(topic, key, contract.Message(kind, body))
+            sent += 1
+    if sent:
+        log.warning("re-published %d plan and hold record(s) from %s", sent, ledger.root)

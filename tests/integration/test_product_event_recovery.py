@@ -1,0 +1,143 @@
+"""A broker that lost its product events gets them all again from the product
+store, even when the re-publishing is cut off part-way.
+
+The daemon with the planner role re-publishes the store's events when the
+products topic is empty. Here the broker (a real tansu of the test's own)
+stops answering (SIGSTOP) after the second of six events: the start waits
+for it, and once it answers again, every event is on the topic, whether the
+same start goes on or the daemon was stopped and a new one starts. (Before
+the fix, the topic was no longer empty, so the rest was skipped: four
+events were lost to the planner for good.) The daemon's own embedded broker
+killed during that start is started again by the start itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import anyio
+import pytest
+
+from calstream.daemon.doers.broker_recovery import marker_path
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.doers.kafka.publisher import Publisher
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.runtime import Daemon
+
+from .support import daemon_config, products, read_all
+from .test_planner_ha import product_event
+from .test_start_heal import get
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+EVENTS, CUT_AFTER = 6, 2
+
+
+def stored_events(cfg) -> set[str]:
+    """Six detector1 products in the store, as their runs left them."""
+    store = ProductStore(cfg.products)
+    ids = set()
+    for n in range(1, EVENTS + 1):
+        e = product_event(cfg.products, cfg.inbox, 1234, n, EVENTS)
+        store.write_record(e["program"], e["observation"], name=e["product_name"],
+                           stage="detector1", record={"work_id": e["work_id"], "event": e.body})
+        ids.add(e["event_id"])
+    return ids
+
+
+async def waiting_for_the_broker(daemon: Daemon) -> None:
+    """Until /readyz says the start waits for the broker to take the events."""
+    with anyio.fail_after(120):
+        while True:
+            if daemon.ops is not None:
+                code, body = await anyio.to_thread.run_sync(get, daemon.ops.address, "/readyz")
+                if code == 503 and any("waiting for the broker" in p and "broker_unreachable"
+                                       in p for p in json.loads(body)["problems"]):
+                    return
+            await anyio.sleep(0.2)
+
+
+async def started(daemon: Daemon) -> None:
+    with anyio.fail_after(120):
+        while not daemon.start_waits.done:
+            await anyio.sleep(0.2)
+
+
+@pytest.mark.parametrize("then", ["same_start", "next_start"])
+async def test_republishing_cut_off_part_way_is_done_whole(tmp_path, unique_prefix, monkeypatch,
+                                                           then):
+    with EmbeddedBroker(tmp_path / "own-broker") as own:
+        cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
+                            max_attempts=2, retry_backoff=0.1, park_recheck_seconds=1.0)
+        wanted = stored_events(cfg)
+        sent: list[str] = []
+        publish = Publisher.publish
+
+        async def publish_then_lose_the_broker(self, logical_topic, key, message):
+            await publish(self, logical_topic, key, message)
+            if logical_topic == "products":
+                sent.append(message["event_id"])
+                if len(sent) == CUT_AFTER:  # the broker stops answering here
+                    os.kill(own.process.pid, signal.SIGSTOP)
+
+        monkeypatch.setattr(Publisher, "publish", publish_then_lose_the_broker)
+        try:
+            daemon = Daemon(cfg)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(daemon.run)
+                await waiting_for_the_broker(daemon)
+                if then == "next_start":
+                    tg.cancel_scope.cancel()  # stopped part-way (SIGTERM, a node lost)
+                os.kill(own.process.pid, signal.SIGCONT)
+                if then == "same_start":
+                    await started(daemon)
+                    tg.cancel_scope.cancel()
+            if then == "next_start":
+                daemon = Daemon(cfg)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(daemon.run)
+                    await started(daemon)
+                    tg.cancel_scope.cancel()
+        finally:
+            os.kill(own.process.pid, signal.SIGCONT)
+        on_topic = {p["event_id"] for p in products(await read_all(cfg, ["products"]))}
+    assert len(set(sent[:CUT_AFTER])) == CUT_AFTER  # it was cut off after two
+    assert on_topic == wanted, f"{len(on_topic)} of {len(wanted)} events on the topic"
+    assert not marker_path(cfg.work_dir).exists()
+
+
+async def test_the_embedded_broker_killed_during_the_start_is_started_again(
+        tmp_path, unique_prefix, monkeypatch):
+    """The daemon's own tansu dies (SIGKILL, an OOM) while the start
+    re-publishes: its supervisor runs only once the daemon has started, so
+    the start itself starts it again, makes its topics, and re-publishes the
+    whole store. (Before: the start waited for the dead broker for ever.)"""
+    cfg = daemon_config(tmp_path, None, unique_prefix, roles=["planner"], max_attempts=2,
+                        retry_backoff=0.1, park_recheck_seconds=1.0)
+    wanted = stored_events(cfg)
+    daemon = Daemon(cfg)
+    daemon.start_broker()
+    killed: list[int] = []
+    publish = Publisher.publish
+
+    async def publish_then_kill_the_broker(self, logical_topic, key, message):
+        await publish(self, logical_topic, key, message)
+        if logical_topic == "products" and not killed:
+            killed.append(daemon.broker.process.pid)
+            os.kill(daemon.broker.process.pid, signal.SIGKILL)
+
+    monkeypatch.setattr(Publisher, "publish", publish_then_kill_the_broker)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            await started(daemon)
+            assert daemon.broker.alive() and daemon.broker.process.pid != killed[0]
+            ready, problems = daemon.readiness()
+            tg.cancel_scope.cancel()
+        on_topic = {p["event_id"] for p in products(await read_all(daemon.cfg, ["products"]))}
+    finally:
+        daemon.stop_broker()
+    assert ready, problems
+    assert on_topic == wanted, f"{len(on_topic)} of {len(wanted)} events on the topic"

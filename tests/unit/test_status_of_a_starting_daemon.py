@@ -1,0 +1,38 @@
+"""What `calstream status` says of a daemon that is still starting (waiting
+for CRDS, its disk or its broker): what it waits for, and no claim that the
+planner role is absent or that versions are unknown for another reason."""
+
+from calstream.daemon.operations.status_render import render
+from calstream.daemon.operations.status_summary import (
+    BrokerView,
+    Endpoint,
+    Status,
+    summarise_parked,
+    summarise_planner,
+)
+
+WAITING = "starting: waiting for CRDS (crds_unreachable) since 2026-12-04T03:00:00Z, 9s"
+
+
+def test_a_daemon_waiting_for_crds_is_shown_starting_with_what_it_waits_for():
+    # What such a daemon serves: no build info yet (its CRDS context is not
+    # known), one start step parked, /planner without a planner yet.
+    daemon = Endpoint("http://127.0.0.1:9310", reachable=True, ready=False, problems=[WAITING],
+                      samples=[("calstream_parked_items", {"stage": "start",
+                                                           "cause": "crds_unreachable"}, 1.0),
+                               ("calstream_held_exposures", {}, 0.0)],
+                      planner={"caught_up": False})
+    broker = BrokerView("127.0.0.1:9092", error="KafkaConnectionError: Unable to bootstrap")
+    shown = render(Status(0.0, "calstream.", "calstream", [daemon], {}, broker,
+                          summarise_planner([daemon]), summarise_parked([daemon])))
+    lines = shown.splitlines()
+    assert "  http://127.0.0.1:9310  NOT READY  starting (CRDS context not resolved yet)" in lines
+    assert f"      problem: {WAITING}" in lines
+    assert "  start: 1 item(s), crds_unreachable" in lines
+    assert any(line.startswith("  (a daemon above is still starting") for line in lines)
+    # It runs the planner role: not "no daemon given runs the planner role".
+    assert "  open associations: not reported yet (the planner starts, or catches up with " \
+           "its history)" in lines
+    assert "  missing exposures: not reported yet (the planner starts, or catches up with " \
+           "its history)" in lines
+    assert "calstream ?" not in shown and "no daemon given runs the planner" not in shown
