@@ -245,7 +245,8 @@ class Daemon:
         # twice changes the assignment under aiokafka's running fetcher.
         consumer = await self.start_waits.step(
             f"the broker {cfg.kafka_bootstrap}",
-            partial(started, partial(kafka.group_consumer, cfg, st.group(cfg.group_prefix))),
+            partial(started, partial(kafka.group_consumer, cfg, st.group(cfg.group_prefix),
+                                     st.fetch_wait_ms)),
             broker_cause)
         env = {**{k: os.environ[k] for k in _WORKER_ENV if k in os.environ},
                **logs.worker_env(cfg.json_logs)}

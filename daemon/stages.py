@@ -33,6 +33,13 @@ class Stage:
     # Items admitted ahead for each worker (worker_pool.py): none for runs of
     # hours, where it gains seconds and a queued item would look stalled.
     prefetch: int = 1
+    # How long the broker may hold this stage's fetch when there is nothing to
+    # read. tansu answers a held fetch only when the wait ends or at its next
+    # look (~wait/2 late on average), yet each idle fetch costs it ~2 ms of CPU
+    # (bench/README.md, session 16): 100 ms for the arrival hop, which is in
+    # every exposure's fixed cost; Kafka's own 500 ms elsewhere, where a run
+    # takes seconds to hours and ~60 ms more of a hop is nothing.
+    fetch_wait_ms: int = 500
 
     def group(self, group_prefix: str) -> str:
         """The consumer group every daemon running this stage joins."""
@@ -47,7 +54,7 @@ STAGES: tuple[Stage, ...] = (
     # consumer, warm workers and product store run them, and their products
     # carry a stage of their own, which the planner does not take to stage 2.
     Stage("detector1", "raw", "replay", "arrival", "calstream.steps.detector1:run_detector1",
-          replay_from="raw",
+          replay_from="raw", fetch_wait_ms=100,
           pipelines={"calwebb_detector1": "detector1", "calwebb_dark": "dark",
                      "calwebb_guider": "guider"}),
     Stage("stage2", "work.stage2", "work.stage2.replay", "work_order", ASSOCIATION_TASK,

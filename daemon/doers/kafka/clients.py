@@ -52,8 +52,10 @@ def _group_timing(cfg: Config) -> dict[str, int]:
     return dict(session_timeout_ms=2000, heartbeat_interval_ms=300, rebalance_timeout_ms=1000)
 
 
-def group_consumer(cfg: Config, group: str) -> AIOKafkaConsumer:
-    """A stage's group member with manual commits; the caller subscribes it."""
+def group_consumer(cfg: Config, group: str,
+                   fetch_wait_ms: int = FETCH_MAX_WAIT_MS) -> AIOKafkaConsumer:
+    """A stage's group member with manual commits; the caller subscribes it.
+    ``fetch_wait_ms``: the stage's own (stages.py), where it is not latency's."""
     return AIOKafkaConsumer(
         **client_options(cfg), group_id=group, enable_auto_commit=False,
         auto_offset_reset="earliest", max_poll_records=50,
@@ -67,7 +69,7 @@ def group_consumer(cfg: Config, group: str) -> AIOKafkaConsumer:
         # announcement to its stage; issue 15). 100: ~9 ms median, 36 at
         # most, for ~8 ms of CPU a second per idle consumer on each side
         # (notes in bench/README.md, session 8).
-        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        fetch_max_wait_ms=fetch_wait_ms,
     )
 
 
