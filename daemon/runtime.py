@@ -33,6 +33,7 @@ from calstream.daemon.doers.start_waits import (
     crds_cause,
     crds_context_for,
     prepare_roots,
+    settings_checked,
     started,
 )
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
@@ -156,7 +157,9 @@ class Daemon:
                 self.crds_context = os.environ.get("CRDS_CONTEXT", "n/a")
             await step(disks, in_thread(lambda: (prepare_roots(cfg), deployment.record(
                 cfg, self.ops.address, embedded=self.broker is not None))), infrastructure_cause)
-            await step(broker, partial(kafka.create_topics, cfg, self.topics), broker_cause)
+            # The first step to meet the broker: TLS and SASL mistakes stop the start here.
+            await step(broker, partial(settings_checked, cfg, partial(
+                kafka.create_topics, cfg, self.topics)), broker_cause)
             self.metrics.build_info.labels(calstream.__version__, jwst_version(),
                                            self.crds_context).set(1)
             await step(disks, in_thread(partial(ensure_current, self.store)), infrastructure_cause)
