@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from calstream.daemon.deciders.admission import is_version
 from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
 from calstream.steps.exposure import FITS_VALUE_TYPES
 from calstream.steps.routing import Route
@@ -182,7 +183,7 @@ def _namespace(ns: str, s: dict, routes: int) -> None:
     for orders in _dict(s["restored"], f"{at}.restored").values():
         for order in _list(orders, f"{at}.restored"):
             if type(order) is not dict or type(order.get("work_id")) is not str or \
-                    type(order.get("version")) is not int or order["version"] < 1 or \
+                    not is_version(order.get("version")) or \
                     type(order.get("degraded")) not in (str, _NONE):
                 raise _refuse(f"{at}.restored", "not an order's work id, version and degraded")
     _all(s["incomplete_visits"], f"{at}.incomplete_visits", str)
@@ -238,7 +239,7 @@ def _level3_candidate(c: Any, where: str, names: int, routes: int) -> None:
     _rows(members, f"{where}.members", names)
     for one in _list(sent, f"{where}.sent"):
         version, work_id, sig, degraded = _list(one, f"{where}.sent", 4)
-        if type(version) is not int or version < 1 or type(work_id) is not str or \
+        if not is_version(version) or type(work_id) is not str or \
                 type(degraded) not in (str, _NONE):
             raise _refuse(f"{where}.sent", "not a version, work id and degraded")
         _all(sig, f"{where}.sent", str)
