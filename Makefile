@@ -41,10 +41,11 @@ tools:
 	@missing=""; \
 	{ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || missing="prometheus"; \
 	command -v kcat >/dev/null 2>&1 || missing="$$missing kcat"; \
+	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } || missing="$$missing chromium"; \
 	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	  echo "installing Debian package(s) $$missing for the ops, subscriber and console tests"; \
+	  echo "installing Debian package(s) $$missing for the ops, subscriber, console and TLS tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	else \

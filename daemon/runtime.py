@@ -41,6 +41,7 @@ from calstream.daemon.doers.start_waits import (
     prepare_roots,
     restarting_embedded,
     start_embedded,
+    settings_checked,
     started,
 )
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
@@ -185,8 +186,9 @@ class Daemon:
             if self.broker is not None:
                 await step(f"the embedded broker (its directory {self.broker.work_dir})",
                            partial(start_embedded, self.broker), infrastructure_cause)
-            await step(broker, self._restarting(partial(kafka.create_topics, cfg, self.topics)),
-                       broker_or_disk_cause)
+            # The first step to meet the broker: TLS and SASL mistakes stop the start here.
+            await step(broker, self._restarting(partial(settings_checked, cfg, partial(
+                kafka.create_topics, cfg, self.topics))), broker_or_disk_cause)
             await step(disks, in_thread(partial(ensure_current, self.store)), infrastructure_cause)
             removed = await step(disks, in_thread(self.store.clean_scratch), infrastructure_cause)
             if removed:

@@ -18,6 +18,7 @@ from typing import Any
 from calstream.daemon.deciders.namespaces import LIVE, BadNamespace, check_namespace
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.steps.routing_terms import PIPELINE_CLASSES
+from calstream.topics.contract import MAX_INTEGER_DIGITS
 
 
 @dataclass(frozen=True)
@@ -216,11 +217,28 @@ def work_order_problem(order: dict, stage: str, input_namespaces: list[str | Non
     if from_replay_topic and not order.get("replay"):
         return Verdict("dead_letter", "replayed work without its replay (namespace, context)",
                        "invalid_message")
+    if not is_version(order.get("version", 1)):
+        # Its schema's "integer" takes 1e300, a name of 300 digits for its claim file.
+        return bad_input(f"version {str(order.get('version'))[:40]} is not a whole number "
+                         f"of 1 to {MAX_INTEGER_DIGITS} digits",
+                         exposure_id=order.get("exposure_id"))
     problem = (association_problem(order, stage) or namespace_problem(order, input_namespaces)
                or _inputs_problem(inputs, products))
     if problem:
         return bad_input(problem, exposure_id=order.get("exposure_id"))
     return None
+
+
+# The largest whole number a message may carry (its integers are read up to
+# these digits); a float's int() is bounded by nothing.
+MAX_VERSION = 10**MAX_INTEGER_DIGITS - 1
+
+
+def is_version(version: Any) -> bool:
+    """A product's version: a whole number (2.0 is one, as its schema says)
+    in 1..MAX_VERSION; it names claim files and directories."""
+    return type(version) in (int, float) and 1 <= version <= MAX_VERSION \
+        and version == int(version)
 
 
 # Names that become file names in the product store: no "/", no leading dot

@@ -19,11 +19,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
-from calstream.daemon.deciders.admission import path_text_problem
+from calstream.daemon.deciders.admission import is_version, path_text_problem
 from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.exposure import header_copy_problems
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.topics.canonical_json import canonical_json, canonical_json_of_parsed
+from calstream.topics.contract import MAX_INTEGER_DIGITS
 
 PER_EXPOSURE_STAGES = ("detector1", "stage2", "dark", "guider")
 # Made from an uncal file: their pointing_quality is that file's ENGQLPTG (a
@@ -121,6 +122,9 @@ def product_event_problems(event: Mapping[str, Any], *, products_root: str,
         problems.append("no inputs: every product is made from something")
     if event.get("outcome") == "success" and not outputs:
         problems.append("a successful run with no outputs")
+    if not is_version(event.get("version", 1)):  # the next order's version is one more
+        problems.append(f"version {str(event.get('version'))[:40]} is not a whole number of "
+                        f"1 to {MAX_INTEGER_DIGITS} digits")
 
     if type(input_roots) is not tuple:
         input_roots = tuple(str(r) for r in input_roots)

@@ -28,8 +28,10 @@ of their rows, and each restored map keeps row numbers, not an object per
 record, until then: a restore costs a few dict entries per exposure.
 Format 2 (everything in one JSON body) is refused: the planner rebuilds.
 
-``restore`` raises SnapshotInvalid for anything it cannot read: the caller
-then rebuilds from the topics, never from a half-read snapshot.
+``restore`` raises SnapshotInvalid for anything it cannot read, and for a
+body no snapshot writes (deciders/snapshot_body_types.py, checked before
+anything is taken from it): the caller then rebuilds from the topics,
+never from a half-read or forged snapshot.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from calstream.daemon.deciders import restored_records
+from calstream.daemon.deciders import restored_records, snapshot_body_types
 from calstream.daemon.deciders.companion_index import CompanionIndex
 from calstream.daemon.deciders.event_checks import EventIds
 from calstream.daemon.deciders.lazy_records import LazyRecords, key_dict
@@ -288,6 +290,7 @@ def restore(body: Any, *, companion_wait: float, level3_settle: float,
             raise SnapshotInvalid(f"blocks of {str(body['block_rows'])[:20]} rows, "
                                   f"not {BLOCK_ROWS}")
         with collector_paused():
+            snapshot_body_types.check(body)  # whole, before anything is taken from it
             routes = _route_table(body["routes"])
             holds = dict(body["holds"])
             plans = {p["plan_id"]: Plan.from_json(p) for p in body["plans"]}
@@ -317,11 +320,7 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
     """Restore one namespace; its headers and its lazily read columns (to
     check now, or not): exposure events, products, stage-2 events, arrivals' headers."""
     names = s["names"]
-    if not all(type(n) is str for n in names):
-        raise SnapshotInvalid("an exposure id that is not text")
     headers = Headers(names, s["headers"], blocks)
-    if s["replay"] is not None and type(s["replay"]) is not dict:  # every order reads it
-        raise SnapshotInvalid("a namespace's replay that is not an object")
     state.replay = s["replay"]
     ex = s["exposures"]
     ids = table_ids(names, ex, "since", "route")
@@ -335,7 +334,8 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
     c = s["candidates"]
     for i, r, since, sent, complete, waiting in zip(
             c["id"], c["route"], c["since"], c["sent"], c["complete"],
-            decode_column(c["waiting_for"]), strict=True):
+            snapshot_body_types.waiting_maps(decode_column(c["waiting_for"]),
+                                             "candidates.waiting_for"), strict=True):
         if type(sent) is int:  # its row in "ordered"
             sent = s["ordered"]["work_id"][_row(sent)]
         state.candidates[names[i]] = Candidate(names[i], routes[r], since, sent, complete,
@@ -375,9 +375,7 @@ def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: di
                                 Rows(restored_records.calibrated, [events, c["since"]]))
     l3.plans = {p: plans[p] for p in s["plans"]}
     l3._planned = {k: tuple(v) for k, v in s["planned"].items()}
-    # Copied, not taken as they are: a value that is no map of maps is a
-    # snapshot that cannot be read here, not a fault of the next decision.
-    l3._plan_headers = {str(k): dict(v) for k, v in s["plan_headers"].items()}
+    l3._plan_headers = s["plan_headers"]
     l3._planned_keys = {Level3Key(*_tuples(k)): set(v) for k, v in s["planned_keys"]}
     l3._restored = s["restored"]
     l3._visit_members = {v: {names[i] for i in numbers} for v, numbers in s["visits"]}
@@ -388,8 +386,6 @@ def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: di
          waiting, waiting_for, missing, digests) in s["l3_candidates"]:
         cand = l3._new_candidate(Level3Key(*_tuples(key)), routes[r], opened, changed)
         add_members(l3, cand, [names[m] for m in members], visit_of, provisional)
-        if type(digests) is not list or not all(type(d) is str for d in digests):
-            raise SnapshotInvalid("a level-3 candidate's digests are not text")
         cand.digests = digests
         cand.sent = [Sent(v, w, tuple(sig), d) for v, w, sig, d in sent]
         cand.expected_by, cand.product_name, cand.problem = expected_by, name, problem

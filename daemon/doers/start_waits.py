@@ -32,7 +32,7 @@ import anyio
 from calstream.daemon.deciders.retry_policy import Backoff
 from calstream.daemon.doers.broker_supervisor import CLIENT_LOGGERS, quiet_client_logs
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
-from calstream.daemon.doers.kafka import unreachable
+from calstream.daemon.doers.kafka import refused_settings, unreachable
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
 from calstream.daemon.operations.config import Config, ConfigError
@@ -155,6 +155,19 @@ class StartWaits:
             if wait is not None:
                 self.waiting = None
                 quiet_client_logs(False, quieted)
+
+
+async def settings_checked(cfg: Config, attempt: Callable[[], Awaitable[T]]) -> T:
+    """``attempt()``; when it fails with TLS or SASL configured, ConfigError
+    if the broker refuses those settings (a certificate that does not
+    verify, credentials it rejects): aiokafka reports them as a broker that
+    does not answer, which the start would wait for for ever."""
+    try:
+        return await attempt()
+    except Exception:
+        if cfg.security.protocol != "PLAINTEXT" and (problem := await refused_settings(cfg)):
+            raise ConfigError(problem) from None
+        raise
 
 
 async def started(make: Callable[[], Any]) -> Any:

@@ -143,11 +143,22 @@ def _asn(**changes):
     ({"association": _asn(products=[{"name": EID, "members": []}])}, "has no members"),
     ({"association": _asn(products=[{"name": EID, "members": [
         {"expname": "/etc/passwd", "exptype": "science"}]}])}, "is not one of the order's inputs"),
+    # door fuzz seed 5: its schema's "integer" takes 1e300, whose int() named a claim file
+    # of 300 digits (OSError: File name too long, out of the stage's handler)
+    ({"version": 1e300}, "is not a whole number of 1 to 30 digits"),
+    ({"version": 10**30}, "is not a whole number of 1 to 30 digits"),
+    ({"version": 1.5}, "is not a whole number of 1 to 30 digits"),
+    ({"version": 0}, "is not a whole number of 1 to 30 digits"),
 ])
 def test_a_work_order_runs_only_what_it_names_as_inputs(changes, reason):
     v = admission.work_order_problem(order(**changes), "stage2", ["live"],
                                      [facts("/p/01234/001/x_rate.fits")], PRODUCTS)
     assert v is not None and reason in v.reason
+
+
+def test_a_version_written_as_a_whole_float_is_a_version():
+    assert admission.work_order_problem(order(version=2.0), "stage2", ["live"],
+                                        [facts("/p/01234/001/x_rate.fits")], PRODUCTS) is None
 
 
 HEADER = {"ENGQLPTG": "PLANNED", "NGROUPS": 5}

@@ -57,6 +57,10 @@ def test_a_true_event_has_no_problems():
     ({"observation": "002"}, "observation"),
     ({"product_name": "jw0", "exposure_id": "jw0"}, "not a JWST exposure name"),
     ({"stage": "stage3", "product_name": "jw09999-o001_t001_x"}, "is not program"),
+    # Its schema's "integer" takes 1e300: the planner's next order would carry a
+    # version no stage takes, and its snapshot one its own check refuses.
+    ({"stage": "stage3", "product_name": "jw01234-o001_t001_nircam_clear-f150w",
+      "exposure_id": None, "version": 1e300}, "version 1e+300 is not a whole number"),
 ])
 def test_impossible_events_are_named(changes, reason):
     assert reason in "; ".join(problems(**changes))

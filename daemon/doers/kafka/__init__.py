@@ -19,6 +19,7 @@ from calstream.daemon.doers.kafka.clients import (
     group_consumer,
     producer,
     reader,
+    refused_settings,
     subscriber,
     unreachable,
 )
@@ -35,5 +36,5 @@ from calstream.daemon.doers.kafka.topic_reader import (
 
 __all__ = ["ConcurrentConsumer", "Publisher", "Record", "TopicReader", "admin", "client_options",
            "create_topics", "describe_catalog", "group_consumer", "group_offsets", "is_empty",
-           "open_reader", "producer", "read_to_end", "read_topics", "reader", "subscriber",
-           "unreachable"]
+           "open_reader", "producer", "read_to_end", "read_topics", "reader", "refused_settings",
+           "subscriber", "unreachable"]

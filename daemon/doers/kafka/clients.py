@@ -12,9 +12,16 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.conn import collect_hosts, create_conn
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
 
-from calstream.daemon.operations.config import Config
+from calstream.daemon.operations.config import Config, ConfigError
 
 FETCH_MAX_WAIT_MS = 100
 
@@ -24,10 +31,7 @@ def client_options(cfg: Config) -> dict[str, Any]:
     opts: dict[str, Any] = {"bootstrap_servers": cfg.kafka_bootstrap,
                             "security_protocol": sec.protocol}
     if sec.protocol in ("SSL", "SASL_SSL"):
-        ctx = ssl.create_default_context(cafile=sec.ssl_cafile)
-        if sec.ssl_certfile:
-            ctx.load_cert_chain(sec.ssl_certfile, sec.ssl_keyfile)
-        opts["ssl_context"] = ctx
+        opts["ssl_context"] = _ssl_context(sec)
     if sec.protocol.startswith("SASL_"):
         opts.update(sasl_mechanism=sec.sasl_mechanism or "PLAIN",
                     sasl_plain_username=sec.sasl_username,
@@ -106,3 +110,76 @@ def unreachable(exc: BaseException) -> str | None:
         if (reason := unreachable(inner)) is not None:
             return reason
     return None
+
+
+def _ssl_context(sec: Any) -> ssl.SSLContext:
+    """The TLS context of every client; a CA or client certificate file that
+    cannot be read as one is the configuration's mistake, named (ConfigError):
+    no wait makes it readable."""
+    setting = "security.ssl_cafile"
+    try:
+        ctx = ssl.create_default_context(cafile=sec.ssl_cafile)
+        if sec.ssl_certfile:
+            setting = "security.ssl_certfile / security.ssl_keyfile"
+            ctx.load_cert_chain(sec.ssl_certfile, sec.ssl_keyfile)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        path = getattr(exc, "filename", None) or (
+            sec.ssl_cafile if setting == "security.ssl_cafile" else sec.ssl_certfile)
+        why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"{setting} {path}: cannot be used as a certificate: {why}") from None
+    return ctx
+
+
+# A handshake the broker refused for the certificate it was shown (OpenSSL's
+# names of the TLS alerts), or one spoken to a port that is no TLS listener.
+_REFUSED_HANDSHAKE = ("ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED", "ALERT_UNKNOWN_CA",
+                      "ALERT_CERTIFICATE_UNKNOWN", "ALERT_ACCESS_DENIED", "WRONG_VERSION_NUMBER")
+_SASL_REFUSED = (AuthenticationFailedError, SaslAuthenticationFailed,
+                 UnsupportedSaslMechanismError)
+
+
+async def refused_settings(cfg: Config) -> str | None:
+    """Why the broker refuses this client's TLS or SASL settings, if it does;
+    None if it does not or cannot be reached at all (worth waiting for).
+
+    aiokafka's clients log a failed handshake or authentication and raise
+    only "Unable to bootstrap", as for a broker that is not there; so this
+    connects once itself, with the clients' own settings, and reads what
+    the connection raised."""
+    sec = cfg.security
+    if sec.protocol == "PLAINTEXT":
+        return None
+    opts = client_options(cfg)
+    for host, port, _ in collect_hosts(cfg.kafka_bootstrap):
+        where = f"the broker {host}:{port}"
+        try:
+            conn = await create_conn(
+                host, port, request_timeout_ms=10000, ssl_context=opts.get("ssl_context"),
+                security_protocol=sec.protocol, sasl_mechanism=opts.get("sasl_mechanism"),
+                sasl_plain_username=sec.sasl_username, sasl_plain_password=sec.sasl_password)
+        except ssl.SSLCertVerificationError as exc:
+            return (f"security.ssl_cafile ({sec.ssl_cafile or 'the system CAs'}): {where}'s "
+                    f"certificate does not verify: {exc.verify_message}")
+        except ssl.SSLError as exc:
+            if any(r in str(exc.reason) for r in _REFUSED_HANDSHAKE):
+                return (f"security.protocol {sec.protocol} / security.ssl_certfile: {where} "
+                        f"refuses the TLS handshake: {exc.reason}")
+        except _SASL_REFUSED as exc:
+            return _sasl_refused(sec, where, exc)
+        except (TimeoutError, OSError, KafkaError):
+            continue  # not there (yet): a fault of the world, not of the settings
+        except Exception as exc:
+            # aiokafka's SASL exchange reading an answer that is no success
+            # (tansu's SCRAM refusal: KeyError 'v'): the broker said no.
+            if sec.protocol.startswith("SASL_"):
+                return _sasl_refused(sec, where, exc)
+            raise
+        else:
+            conn.close()
+    return None
+
+
+def _sasl_refused(sec: Any, where: str, exc: BaseException) -> str:
+    return (f"security.sasl_mechanism / sasl_username / sasl_password "
+            f"({sec.sasl_mechanism or 'PLAIN'}, user {sec.sasl_username!r}): {where} refuses "
+            f"the SASL authentication: {type(exc).__name__}: {str(exc)[:200]}")

@@ -1,0 +1,190 @@
+"""TLS and SASL mistakes stop the start at once; a broker not there is waited for.
+
+aiokafka reports a certificate that does not verify, or credentials the
+broker refuses, as it reports a broker that does not answer ("Unable to
+bootstrap"), so the daemon waited for them for ever (docs/operations.md,
+"Starting into a broken world"). Each mistake here is met on a real
+socket: a TLS server (Python's ssl) presenting a certificate the configured
+CA did not sign, CA and client certificate files that are no certificates,
+and tansu requiring SASL authentication from a user it does not know. Each
+must end `calstream run` with exit status 2 and one line naming the
+setting; with the same TLS settings and nobody listening, it still waits.
+Certificates are made at run time with the openssl command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from calstream.daemon.doers.embedded_broker import free_port, tansu_binary
+from calstream.daemon.operations.deployment import record_path
+
+from .test_start_heal import calstream, get
+
+pytestmark = [pytest.mark.integration]
+
+OPENSSL = shutil.which("openssl")
+needs_openssl = pytest.mark.skipif(OPENSSL is None and os.environ.get("CI") != "true",
+                                   reason="the openssl command makes the test certificates")
+
+
+def _certificate(where: Path, name: str) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key."""
+    cert, key = where / f"{name}.crt", where / f"{name}.key"
+    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert), "-subj", f"/CN={name}",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+class TlsServer:
+    """A TLS listener presenting ``cert``: each client's handshake, then close."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.handshakes = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.handshakes += 1
+            try:
+                with self.ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.recv(1)
+            except OSError:
+                pass  # the client refused our certificate: what the test wants
+            finally:
+                conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _run(tmp_path: Path, bootstrap: str, **security: str) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.update({f"CALSTREAM_SECURITY_{k.upper()}": v for k, v in security.items()})
+    return calstream("run", "--work-dir", str(tmp_path / "work"), "--kafka-bootstrap",
+                     bootstrap, "--metrics-address", "127.0.0.1:0", "--role", "watcher",
+                     env=env)
+
+
+def _configuration_error(daemon: subprocess.Popen, *named: str) -> str:
+    """The daemon's one line, once it ended with status 2. The bound is for a
+    daemon that waits for ever (the defect), not a measure."""
+    try:
+        _, err = daemon.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        _, err = daemon.communicate()
+        pytest.fail(f"still running after 120 s: it waits for a mistake\n{err[-3000:]}")
+    assert daemon.returncode == 2, (daemon.returncode, err[-3000:])
+    ours = [line for line in err.splitlines() if line.startswith("calstream: configuration")]
+    assert len(ours) == 1, err[-3000:]
+    assert all(n in ours[0] for n in named), ours[0]
+    assert "Traceback" not in err, err[-3000:]
+    return ours[0]
+
+
+@needs_openssl
+def test_a_broker_certificate_the_ca_did_not_sign(tmp_path):
+    server = TlsServer(*_certificate(tmp_path, "broker"))
+    ca, _ = _certificate(tmp_path, "another-ca")
+    try:
+        line = _configuration_error(_run(tmp_path, server.address, protocol="SSL",
+                                         ssl_cafile=str(ca)), "security.ssl_cafile",
+                                    "does not verify")
+    finally:
+        server.close()
+    assert server.handshakes >= 1 and str(ca) in line
+
+
+@needs_openssl
+@pytest.mark.parametrize("ca_file", ["garbage", "missing", "a directory"])
+def test_a_ca_file_that_is_no_certificate(tmp_path, ca_file):
+    server = TlsServer(*_certificate(tmp_path, "broker"))
+    ca = tmp_path / "ca.pem"
+    if ca_file == "garbage":
+        ca.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n")
+    elif ca_file == "a directory":
+        ca.mkdir()
+    try:
+        line = _configuration_error(_run(tmp_path, server.address, protocol="SSL",
+                                         ssl_cafile=str(ca)), "security.ssl_cafile")
+    finally:
+        server.close()
+    assert str(ca) in line
+
+
+@needs_openssl
+def test_a_client_certificate_and_a_key_that_do_not_match(tmp_path):
+    server = TlsServer(*_certificate(tmp_path, "broker"))
+    cert, _ = _certificate(tmp_path, "client")
+    _, other_key = _certificate(tmp_path, "other")
+    try:
+        _configuration_error(_run(tmp_path, server.address, protocol="SSL",
+                                  ssl_cafile=str(tmp_path / "broker.crt"), ssl_certfile=str(cert),
+                                  ssl_keyfile=str(other_key)), "security.ssl_certfile")
+    finally:
+        server.close()
+
+
+def test_sasl_credentials_the_broker_refuses(tmp_path):
+    """tansu requiring authentication (SCRAM), and a user it does not know."""
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    broker = subprocess.Popen([str(tansu_binary()), "broker", "--listener-url", url,
+                               "--advertised-listener-url", url, "--storage-engine",
+                               "memory://tansu/", "--authentication"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _configuration_error(
+            _run(tmp_path, f"127.0.0.1:{port}", protocol="SASL_PLAINTEXT",
+                 sasl_mechanism="SCRAM-SHA-256", sasl_username="nobody",
+                 sasl_password="wrong"), "security.sasl_", "refuses the SASL authentication")
+    finally:
+        broker.terminate()
+        broker.wait(timeout=30)
+
+
+@needs_openssl
+def test_with_tls_settings_a_broker_not_listening_is_waited_for(tmp_path):
+    ca, _ = _certificate(tmp_path, "ca")
+    work = tmp_path / "work"
+    daemon = _run(tmp_path, f"127.0.0.1:{free_port()}", protocol="SSL", ssl_cafile=str(ca))
+    try:
+        for _ in range(600):  # a bound for a broken daemon, not a measure
+            assert daemon.poll() is None, daemon.communicate()
+            doc = json.loads(record_path(work).read_text()) if record_path(work).exists() else {}
+            if doc.get("metrics_address"):
+                code, body = get(doc["metrics_address"], "/readyz")
+                if code == 503 and any("waiting for the broker" in p
+                                       for p in json.loads(body)["problems"]):
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the daemon never said it waits for its broker")
+        daemon.send_signal(signal.SIGTERM)
+        _, err = daemon.communicate(timeout=60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    assert daemon.returncode == 0, err[-3000:]
