@@ -40,8 +40,8 @@ from calstream.daemon.doers.start_waits import (
     crds_context_for,
     prepare_roots,
     restarting_embedded,
-    start_embedded,
     settings_checked,
+    start_embedded,
     started,
 )
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
