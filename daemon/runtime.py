@@ -21,7 +21,7 @@ from calstream.daemon.doers.broker_recovery import (
     recover_product_events,
 )
 from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
-from calstream.daemon.doers.embedded_broker import EmbeddedBroker, free_port
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.parking import Parking, in_thread
@@ -92,14 +92,15 @@ class Daemon:
     # -- start-up pieces that must run on the main thread ----------------
     def start_broker(self) -> str:
         """The embedded broker's address, unless one is configured. Only its
-        port is chosen here, so that it is known (and recorded) at once; run()
+        port is chosen (and held: EmbeddedBroker.reserve_port) here, so that
+        it is known (and recorded) at once; run()
         starts it as a start step, which waits out a work directory it cannot
         write, on the event loop's thread: the broker dies with the thread
         that started it (PDEATHSIG)."""
         if self.cfg.kafka_bootstrap:
             return self.cfg.kafka_bootstrap
-        self.broker = EmbeddedBroker(self.cfg.work_dir, storage=self.cfg.broker_storage,
-                                     port=free_port())
+        self.broker = EmbeddedBroker(self.cfg.work_dir, storage=self.cfg.broker_storage)
+        self.broker.reserve_port()
         self.bootstrap = self.broker.bootstrap
         self.cfg = dataclasses.replace(self.cfg, kafka_bootstrap=self.bootstrap)
         return self.bootstrap

@@ -57,6 +57,25 @@ class EmbeddedBroker:
         self.storage = storage
         self.start_timeout = start_timeout
         self.process: subprocess.Popen | None = None
+        self._reservation: socket.socket | None = None
+
+    def reserve_port(self) -> int:
+        """Choose the port now and hold it until ``start``: the daemon records
+        its address at once, but starts tansu only after CRDS and its work
+        directory are there, which may be hours. A socket bound to it, not
+        listening and without SO_REUSEADDR, keeps any other bind (and the
+        kernel's choice of a port for an outgoing connection) off it until
+        tansu is launched."""
+        if self._reservation is None:
+            reservation = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            reservation.bind((self.host, self.port or 0))
+            self._reservation, self.port = reservation, reservation.getsockname()[1]
+        return self.port
+
+    def _release_reservation(self) -> None:
+        reservation, self._reservation = self._reservation, None
+        if reservation is not None:
+            reservation.close()
 
     @property
     def bootstrap(self) -> str:
@@ -83,6 +102,7 @@ class EmbeddedBroker:
         return self.work_dir / "tansu.log"
 
     def _launch(self, port: int) -> None:
+        self._release_reservation()  # tansu binds it next (milliseconds)
         url = f"tcp://{self.host}:{port}"
         # A clean environment: tansu reads LISTENER_URL, STORAGE_ENGINE, ... from
         # the environment, and HOME points into the work directory so nothing
@@ -131,6 +151,7 @@ class EmbeddedBroker:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 5.0) -> None:
+        self._release_reservation()  # a daemon stopped before its broker started
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
             return
