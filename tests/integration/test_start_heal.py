@@ -202,6 +202,21 @@ def calstream(*args: str, env: dict[str, str]) -> subprocess.Popen:
                             cwd=ROOT, env=env)
 
 
+def until_it_waits_for_its_broker(daemon: subprocess.Popen, work: Path) -> None:
+    """Until a `calstream run` process's /readyz (found through its deployment
+    record) says it waits for its broker; it must not exit meanwhile."""
+    for _ in range(600):  # a bound for a broken daemon, not a measure
+        assert daemon.poll() is None, daemon.communicate()
+        doc = json.loads(record_path(work).read_text()) if record_path(work).exists() else {}
+        if doc.get("metrics_address"):
+            code, body = get(doc["metrics_address"], "/readyz")
+            if code == 503 and any("waiting for the broker" in p
+                                   for p in json.loads(body)["problems"]):
+                return
+        time.sleep(0.2)
+    pytest.fail("the daemon never said it waits for its broker")
+
+
 def test_sigterm_while_waiting_for_the_broker_stops_cleanly(tmp_path):
     nobody = f"127.0.0.1:{free_port()}"
     work = tmp_path / "work"
@@ -210,17 +225,7 @@ def test_sigterm_while_waiting_for_the_broker_stops_cleanly(tmp_path):
                        env=dict(os.environ))
     try:
         # On main the daemon exits 1 at once: it never waits, and this fails.
-        for _ in range(600):  # a bound for a broken daemon, not a measure
-            assert daemon.poll() is None, daemon.communicate()
-            doc = json.loads(record_path(work).read_text()) if record_path(work).exists() else {}
-            if doc.get("metrics_address"):
-                code, body = get(doc["metrics_address"], "/readyz")
-                if code == 503 and any("waiting for the broker" in p
-                                       for p in json.loads(body)["problems"]):
-                    break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the daemon never said it waits for its broker")
+        until_it_waits_for_its_broker(daemon, work)
         # An operator's command against the same broker answers at once, in one line.
         holds = subprocess.run([sys.executable, "-m", "calstream.daemon.operations.cli",
                                 "holds", "list", "--kafka-bootstrap", nobody, "--work-dir",

@@ -14,7 +14,6 @@ Certificates are made at run time with the openssl command.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -22,15 +21,13 @@ import socket
 import ssl
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from calstream.daemon.doers.embedded_broker import free_port, tansu_binary
-from calstream.daemon.operations.deployment import record_path
 
-from .test_start_heal import calstream, get
+from .test_start_heal import calstream, until_it_waits_for_its_broker
 
 pytestmark = [pytest.mark.integration]
 
@@ -171,17 +168,7 @@ def test_with_tls_settings_a_broker_not_listening_is_waited_for(tmp_path):
     work = tmp_path / "work"
     daemon = _run(tmp_path, f"127.0.0.1:{free_port()}", protocol="SSL", ssl_cafile=str(ca))
     try:
-        for _ in range(600):  # a bound for a broken daemon, not a measure
-            assert daemon.poll() is None, daemon.communicate()
-            doc = json.loads(record_path(work).read_text()) if record_path(work).exists() else {}
-            if doc.get("metrics_address"):
-                code, body = get(doc["metrics_address"], "/readyz")
-                if code == 503 and any("waiting for the broker" in p
-                                       for p in json.loads(body)["problems"]):
-                    break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the daemon never said it waits for its broker")
+        until_it_waits_for_its_broker(daemon, work)
         daemon.send_signal(signal.SIGTERM)
         _, err = daemon.communicate(timeout=60)
     finally:
