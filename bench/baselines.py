@@ -29,7 +29,7 @@ from measuring import children_cpu, identical, spread
 # a line of stdin and answers with its wall and CPU time, so that the parent
 # can run files alone or several processes' files at once.
 _WARM_RUNS = """
-import json, resource, sys, time
+import json, os, resource, sys, time
 from calstream.steps.worker_warmup import freeze_survivors, warm_up
 warm_up()
 from jwst.pipeline import Detector1Pipeline
@@ -38,9 +38,9 @@ out, warmup, files = sys.argv[1 + serve], sys.argv[2 + serve], sys.argv[3 + serv
 Detector1Pipeline.call(warmup, output_dir=out, save_results=True)  # not timed
 freeze_survivors()
 def run(f):
-    w, c = time.perf_counter(), time.process_time()
+    w, c, k = time.perf_counter(), time.process_time(), os.times().system
     Detector1Pipeline.call(f, output_dir=out, save_results=True)
-    figures = (time.perf_counter() - w, time.process_time() - c)
+    figures = (time.perf_counter() - w, time.process_time() - c, os.times().system - k)
     freeze_survivors()  # not timed: a worker does it after sending its answer
     return figures
 if serve:
@@ -102,9 +102,10 @@ def run_limit(files: list[Path], warmup: Path, out: Path, cores: int) -> dict:
     done = subprocess.run([sys.executable, "-c", _WARM_RUNS, str(out), str(warmup), *map(str, files)],
                           check=True, cwd=out, capture_output=True, text=True)
     figures = json.loads(done.stdout.strip().splitlines()[-1])
-    walls = [w for w, _ in figures["runs"]]
+    walls = [w for w, *_ in figures["runs"]]
     return {"wall": statistics.median(walls) * len(files) / cores,
-            "cpu": sum(c for _, c in figures["runs"]), "run_seconds": walls,
+            "cpu": sum(c for _, c, _ in figures["runs"]), "run_seconds": walls,
+            "system": sum(k for *_, k in figures["runs"]),
             "peak_rss": figures["peak_rss"]}
 
 
@@ -147,7 +148,7 @@ def run_pair(files: list[Path], warmup: Path, out: Path, cores: int) -> dict:
             both = run(batch)
             alone += one
             together += both
-            factors.append(statistics.mean(w for w, _ in one) / max(w for w, _ in both))
+            factors.append(statistics.mean(w for w, *_ in one) / max(w for w, *_ in both))
         for p in procs:
             p.stdin.close()
             p.wait(timeout=120)
@@ -156,11 +157,11 @@ def run_pair(files: list[Path], warmup: Path, out: Path, cores: int) -> dict:
             if p.poll() is None:
                 p.kill()
     factor = statistics.median(factors)
-    return {"wall": statistics.median([w for w, _ in alone]) * len(files) / cores / factor,
-            "cpu": sum(c for _, c in together) * len(files) / len(together),
+    return {"wall": statistics.median([w for w, *_ in alone]) * len(files) / cores / factor,
+            "cpu": sum(c for _, c, _ in together) * len(files) / len(together),
             "factor": factor, "factors": factors,
-            "alone_seconds": [w for w, _ in alone], "together_seconds": [w for w, _ in together],
-            "together_cpu_vs_alone": sum(c for _, c in together) / sum(c for _, c in alone)}
+            "alone_seconds": [w for w, *_ in alone], "together_seconds": [w for w, *_ in together],
+            "together_cpu_vs_alone": sum(c for _, c, _ in together) / sum(c for _, c, _ in alone)}
 
 
 def run_multicore(file: Path, out: Path, repeats: int) -> dict:

@@ -124,6 +124,13 @@ def daemon_round(work: Path, files: list[Path], single: list[Path], workers: int
     def exposure(f: Path) -> str:
         return parse_exposure_name(f.name).exposure_id
 
+    def worker_cpu() -> list[float]:
+        # user, system: the workers' own account of their tasks (None where
+        # a --before checkout has no calstream_worker_cpu_seconds_total)
+        return [daemon.metrics.registry.get_sample_value(
+            "calstream_worker_cpu_seconds_total", {"stage": "detector1", "mode": m}) or 0.0
+            for m in ("user", "system")]
+
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             await tg.start(daemon.run)
@@ -152,13 +159,15 @@ def daemon_round(work: Path, files: list[Path], single: list[Path], workers: int
             # file's copy and sync (0.2-0.5 s at full frame) and calibrate
             # beside the others' copies, which the limit's runs never paid.
             staged = await anyio.to_thread.run_sync(lambda: stage(files, cfg.inbox))
-            cpu, start = tree_cpu(os.getpid()), time.time()
+            cpu, workers_cpu, start = tree_cpu(os.getpid()), worker_cpu(), time.time()
             for temp, final in staged:
                 os.replace(temp, final)
             await products({exposure(f) for f in files})
             end = max(contract.parse_time(seen[exposure(f)]["emitted_at"]).timestamp()
                       for f in files)
             result.update(wall=end - start, cpu=tree_cpu(os.getpid()) - cpu,
+                          worker_cpu=[b - a for a, b in zip(workers_cpu, worker_cpu(),
+                                                            strict=True)],
                           fixed=fixed, alone=alone,
                           pipeline=[seen[exposure(f)]["duration_seconds"]
                                                  for f in files],
@@ -284,6 +293,14 @@ def main() -> int:
         "pair_alone_seconds": spread([x for r in pair for x in r["alone_seconds"]]),
         "pair_together_seconds": spread([x for r in pair for x in r["together_seconds"]]),
         "pair_together_cpu_vs_alone": spread([r["together_cpu_vs_alone"] for r in pair], 3),
+        # The workers' own account of the batch's tasks (sealing included)
+        # against the limit's runs of the same files: what a run costs in a
+        # worker beside the other, and how much of it is the kernel's.
+        "daemon_worker_cpu_vs_limit_cpu": spread([sum(b["worker_cpu"]) / a["cpu"] for a, b in
+                                                  zip(lim, d, strict=True)], 3),
+        "daemon_worker_system_share": spread([r["worker_cpu"][1] / sum(r["worker_cpu"])
+                                              for r in d], 3),
+        "limit_system_share": spread([r["system"] / r["cpu"] for r in lim], 3),
         "daemon_pipeline_seconds": spread([x for r in d for x in r["pipeline"]]),
         # The same runs one at a time on the idle daemon (the fixed-cost files):
         # against limit_run_seconds, what the daemon's surroundings cost a run;

@@ -123,3 +123,13 @@ def hold_a_named_lock():
 def hold_a_named_lock_then_warm_up_slowly():
     hold_a_named_lock()
     time.sleep(30)  # as importing jwst takes a while: closed before it is done
+
+
+def burn(seconds: float, then_fail: bool = False) -> dict:
+    """Work the CPU until this process has used ``seconds`` more of it."""
+    until = time.process_time() + seconds
+    while time.process_time() < until:
+        pass
+    if then_fail:
+        raise ValueError("bad input after burning")
+    return {"burned": seconds}

@@ -4,25 +4,23 @@ Why not concurrent.futures.ProcessPoolExecutor: one dead worker breaks the
 whole executor, a hung task cannot be killed on its own, and it reports nothing
 about memory. Here each worker is a spawned process (worker_process.py) that
 imports the heavy modules (jwst) once, runs one task at a time, and reports its
-peak memory with every result; a worker that dies or overruns its timeout is
+peak memory and CPU with every result; a worker that dies or overruns its timeout is
 replaced and the task fails as *transient*, so the caller retries it. Turns at
 the workers are handed out by priority (priority_slots.py).
 
 A worker's next task starts from the thread that gets its result (``_hand_over``),
 so a busy event loop leaves no worker idle between two runs (docs/design.md).
 
-The stage's consumer keeps ``capacity`` items in flight, more than there are
-workers (``prefetch`` per worker): the next items are admitted (headers read,
-digests checked) while the workers calibrate, and wait here for a turn, so a
-worker that finishes gets its next task at once instead of after a fetch.
+The stage's consumer keeps ``capacity`` items in flight (``prefetch`` more
+than workers): the next items are admitted (headers read, digests checked)
+while the workers calibrate and wait here, so a finished worker starts at once.
 
 Workers are not daemonic processes: multiprocessing forbids those children,
 and a run given several cores (``share_cores``: jwst's maximum_cores) starts
-stcal's process pools. Their lifetime is the pool's instead: close() ends
-them, an exit hook kills what is left (the interpreter would otherwise wait
-for them), and each worker dies with the daemon (PDEATHSIG, also armed in its
-own children: child_processes.children_die_with_me). A worker is asked to end
-before it is killed (see _end), so the daemon's shutdown leaves nothing to
+stcal's process pools. Their lifetime is the pool's: close() ends them, an
+exit hook kills what is left, and each worker dies with the daemon (PDEATHSIG,
+also in its children: child_processes.children_die_with_me). A worker is asked
+to end before it is killed (see _end), so shutdown leaves nothing to
 multiprocessing's resource tracker (tests/unit/test_pool_shutdown.py).
 """
 
@@ -56,8 +54,7 @@ log = logging.getLogger("calstream.pool")
 # leave no gap, and more would only lengthen what a revoked partition hands back.
 PREFETCH_PER_WORKER = 1
 
-# Seconds a worker asked to end (idle: return; mid-task: SIGTERM) has before
-# SIGKILL. An idle worker exits in well under a second.
+# Seconds a worker asked to end (idle: return; mid-task: SIGTERM) has before SIGKILL.
 STOP_GRACE = 3.0
 
 
@@ -74,6 +71,7 @@ class TaskOutcome:
     wall_seconds: float = 0.0
     rss_bytes: int = 0  # resident after the task: what the worker keeps
     cores: int = 1  # the run was allowed this many (share_cores)
+    cpu_seconds: tuple[float, float] = (0.0, 0.0)  # user, system: the task's, sealing included
 
 
 @dataclass
@@ -283,6 +281,8 @@ class WorkerPool:
                     w.cores = 0
             self.metrics.worker_rss.labels(stage=self.stage, worker=w.name).set(
                 outcome.peak_rss_bytes)
+            for mode, seconds in zip(("user", "system"), outcome.cpu_seconds, strict=True):
+                self.metrics.worker_cpu.labels(stage=self.stage, mode=mode).inc(seconds)
             if handed_on:  # the worker runs the next task, whose caller has it now
                 return outcome
             if self._over_memory(outcome):
@@ -368,7 +368,7 @@ class WorkerPool:
                 wall = time.monotonic() - start
                 w.tasks_left -= 1  # here: the next task may start before the loop sees this
                 outcome = TaskOutcome(peak_rss_bytes=rest[1], worker=w.name,
-                                      wall_seconds=wall, rss_bytes=rest[2])
+                                      wall_seconds=wall, rss_bytes=rest[2], cpu_seconds=rest[3])
                 outcome.value, outcome.failure = (rest[0], None) if kind == "ok" else (None, rest[0])
                 self._hand_over(request, outcome)
                 return outcome

@@ -3,7 +3,8 @@
 A worker is spawned, imports the heavy modules once (the initializer warms
 jwst), then serves one task at a time over a pipe: each request is
 (function path, kwargs, log path, environment), each answer is ("ok", value,
-peak RSS, RSS now) or ("error", TaskFailure, peak RSS, RSS now). It returns
+peak RSS, RSS now, task CPU) or ("error", TaskFailure, peak RSS, RSS now,
+task CPU). It returns
 after ``max_tasks`` tasks: recycling bounds slow memory growth. A worker
 idle for ``idle_return_seconds`` gives the heap its runs kept back to the
 system (steps/worker_memory.py).
@@ -22,6 +23,7 @@ import contextlib
 import importlib
 import logging
 import os
+import resource
 import signal
 import traceback
 from dataclasses import dataclass
@@ -75,11 +77,12 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
             return
         fn_path, kwargs, log_path, task_env = request
         kept = True
+        started = _cpu_seconds()
         try:
             with _task_log(log_path), environ(task_env or {}), \
                     sealing(kwargs.get("output_dir")) as seal:
                 value = seal(_resolve(fn_path)(**kwargs))
-            conn.send(("ok", value, _peak_rss(), resident_in_use_bytes()))
+            conn.send(("ok", value, _peak_rss(), resident_in_use_bytes(), _cpu_since(started)))
         except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
             try:
                 kind = classify(exc, kwargs)
@@ -87,7 +90,7 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
                 kind = "permanent"
             conn.send(("error", TaskFailure(type(exc).__name__, str(exc)[:4000], kind,
                                             traceback.format_exc()[-8000:]), _peak_rss(),
-                       resident_in_use_bytes()))
+                       resident_in_use_bytes(), _cpu_since(started)))
         # After the answer, so no product waits for it: what a worker's first
         # runs leave alive for good is frozen, not walked by every later run's
         # collections (steps/worker_warmup.py).
@@ -111,9 +114,22 @@ def _resolve(path: str):
     return getattr(importlib.import_module(module), name)
 
 
-def _peak_rss() -> int:
-    import resource
+def _cpu_seconds() -> tuple[float, float]:
+    """User and system CPU of this worker and of the children it has waited
+    for (stcal's pool processes when a run is given several cores)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + kids.ru_utime, own.ru_stime + kids.ru_stime
 
+
+def _cpu_since(started: tuple[float, float]) -> tuple[float, float]:
+    """What a task cost in CPU (its sealing included): beside its wall time,
+    it says whether a run waited (I/O, a busy machine) or worked."""
+    user, system = _cpu_seconds()
+    return max(0.0, user - started[0]), max(0.0, system - started[1])
+
+
+def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 

@@ -78,6 +78,10 @@ class Metrics:
         self.worker_rss = Gauge(
             "calstream_worker_peak_rss_bytes", "Peak resident memory of each worker process",
             ["stage", "worker"], registry=r)
+        self.worker_cpu = Counter(
+            "calstream_worker_cpu_seconds_total",
+            "CPU the workers spent on their tasks (sealing and stcal's pool processes "
+            "included), by stage and mode (user, system)", ["stage", "mode"], registry=r)
         self.consumer_lag = Gauge(
             "calstream_consumer_lag_messages",
             "Messages on a topic not yet consumed by this daemon's group",

@@ -198,3 +198,28 @@ def test_the_consumer_keeps_one_item_ahead_per_worker_except_for_hours_long_runs
     # A queued stage-3 order would wait hours behind a run and look stalled.
     assert stage("stage3").prefetch == 0
     assert WorkerPool(1, stage="t", metrics=Metrics(), prefetch=0).capacity == 1
+
+
+def _counted(metrics: Metrics, stage: str) -> float:
+    return sum(metrics.registry.get_sample_value(
+        "calstream_worker_cpu_seconds_total", {"stage": stage, "mode": mode}) or 0.0
+        for mode in ("user", "system"))
+
+
+@pytest.mark.anyio
+async def test_each_task_reports_the_cpu_it_used_and_the_stage_counts_it():
+    """Wall time alone cannot say whether a run worked or waited (for the
+    disk, for a busy machine); its CPU beside it can (calstream_worker_cpu_seconds_total)."""
+    pool = make_pool()
+    try:
+        idle = await pool.run("tests.pool_tasks:sleep", {"seconds": 0.5}, timeout=30)
+        worked = await pool.run("tests.pool_tasks:burn", {"seconds": 0.4}, timeout=30)
+        failed = await pool.run("tests.pool_tasks:burn", {"seconds": 0.3, "then_fail": True},
+                                timeout=30)
+        assert sum(worked.cpu_seconds) >= 0.4 and all(s >= 0 for s in worked.cpu_seconds)
+        assert failed.failure is not None and sum(failed.cpu_seconds) >= 0.3
+        assert sum(idle.cpu_seconds) < sum(worked.cpu_seconds)
+        total = sum(sum(o.cpu_seconds) for o in (idle, worked, failed))
+        assert _counted(pool.metrics, "t") == pytest.approx(total)
+    finally:
+        pool.close()
