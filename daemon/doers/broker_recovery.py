@@ -26,9 +26,10 @@ from pathlib import Path
 import anyio
 
 from calstream.daemon.doers import kafka
+from calstream.daemon.doers.durable_files import write_json_atomically
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.planner_ledger import PlannerLedger
-from calstream.daemon.doers.product_store import ProductStore, write_json_atomically
+from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.operations.config import Config
 from calstream.topics import contract
 from calstream.topics.catalog import Topics

@@ -18,7 +18,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from calstream.daemon.doers.product_store import write_json_atomically
+from calstream.daemon.doers.durable_files import write_json_atomically
 from calstream.steps.regular_files import read_regular_file
 from calstream.topics import contract
 

@@ -40,7 +40,7 @@ from typing import Any
 import calstream
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import Stored
-from calstream.daemon.doers.product_store import fsync_dir
+from calstream.daemon.doers.durable_files import fsync_dir
 from calstream.steps.regular_files import open_regular_file
 
 log = logging.getLogger("calstream.planner")

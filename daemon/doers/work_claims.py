@@ -35,7 +35,8 @@ import anyio
 
 from calstream.daemon.deciders.work_claims import FREE, LIVE, MINE, Owner, claim_name, judge
 from calstream.daemon.doers.child_processes import pid_alive
-from calstream.daemon.doers.product_store import OutsideRoot, fsync_dir
+from calstream.daemon.doers.durable_files import fsync_dir
+from calstream.daemon.doers.product_store import OutsideRoot
 from calstream.steps.failures import infrastructure_cause
 from calstream.steps.regular_files import read_regular_text
 

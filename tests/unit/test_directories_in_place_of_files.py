@@ -1,0 +1,134 @@
+"""A directory (or a FIFO, a link, a file where a directory goes) found where
+calstream writes or reads one of its files: moved aside to
+``<name>.unreadable-<UTC time>`` with a warning naming it, and the daemon goes
+on (steps/regular_files.py). Before, every write over it raised, and a start
+step retried it for ever."""
+
+from __future__ import annotations
+
+import calendar
+import json
+import logging
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from calstream.daemon.doers.durable_files import write_json_atomically
+from calstream.steps.regular_files import (
+    aside_name,
+    directory_in_place,
+    kind_of,
+    move_aside,
+    set_aside_unless_regular,
+)
+
+ASIDE = re.compile(r"\.unreadable-[0-9]{8}T[0-9]{6}Z(\.[0-9]+)?$")
+
+
+def asides(directory: Path, name: str) -> list[Path]:
+    """What was moved aside from ``directory/name``."""
+    return sorted(p for p in directory.iterdir()
+                  if p.name.startswith(f"{name}.unreadable-") and ASIDE.search(p.name))
+
+
+def a_directory_at(path: Path) -> Path:
+    (path / "inside").mkdir(parents=True)
+    (path / "inside" / "kept.txt").write_text("a person's")
+    return path
+
+
+# -- the pure parts -------------------------------------------------------------
+
+def test_the_aside_name_says_when_in_utc():
+    when = calendar.timegm((2026, 3, 29, 1, 30, 5, 0, 0, 0))
+    assert aside_name("x.json", when) == "x.json.unreadable-20260329T013005Z"
+
+
+def test_each_kind_is_named():
+    assert kind_of(stat.S_IFDIR) == "a directory"
+    assert kind_of(stat.S_IFIFO) == "a FIFO"
+    assert kind_of(stat.S_IFLNK) == "a symbolic link"
+    assert kind_of(stat.S_IFSOCK) == "a socket"
+    assert kind_of(stat.S_IFCHR) == "a device"
+    assert kind_of(stat.S_IFREG) == "a regular file"
+
+
+# -- the helper, on real files --------------------------------------------------
+
+def test_a_regular_file_or_nothing_stays(tmp_path):
+    (tmp_path / "f.json").write_text("{}")
+    assert set_aside_unless_regular(tmp_path / "f.json", what="record") is None
+    assert set_aside_unless_regular(tmp_path / "none.json", what="record") is None
+    assert set_aside_unless_regular(tmp_path / "f.json" / "below", what="record") is None
+    assert (tmp_path / "f.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("make", ["directory", "fifo", "link"])
+def test_what_is_no_regular_file_is_moved_aside_with_a_warning(tmp_path, caplog, make):
+    path = tmp_path / "odd\nname.json"
+    if make == "directory":
+        a_directory_at(path)
+    elif make == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(tmp_path / "elsewhere.json")
+    with caplog.at_level(logging.WARNING):
+        aside = set_aside_unless_regular(path, what="a record")
+    assert not os.path.lexists(path)
+    assert asides(tmp_path, path.name) == [aside]
+    if make == "directory":
+        assert (aside / "inside" / "kept.txt").read_text() == "a person's"  # nothing lost
+    # The names in repr: a newline in a name cannot forge a log line.
+    assert repr(str(path)) in caplog.text and repr(str(aside)) in caplog.text
+
+
+def test_found_twice_in_one_second_never_replaces_the_first(tmp_path):
+    path = tmp_path / "x.json"
+    os.mkdir(path)
+    first = move_aside(path, what="record", why="test")
+    os.mkdir(path)
+    second = move_aside(path, what="record", why="test")
+    assert first != second and first.is_dir() and second.is_dir()
+
+
+def test_companions_go_along(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    for suffix in ("", "-wal"):
+        Path(f"{path}{suffix}").write_text(suffix)
+    aside = move_aside(path, what="ledger", why="test", companions=("-wal", "-shm"))
+    assert Path(f"{aside}-wal").read_text() == "-wal" and not os.path.lexists(f"{path}-wal")
+
+
+def test_a_file_where_a_directory_goes_is_moved_aside(tmp_path, caplog):
+    (tmp_path / "planner").write_text("not a directory")
+    with caplog.at_level(logging.WARNING):
+        made = directory_in_place(tmp_path / "planner" / "plans", root=tmp_path,
+                                  what="the planner's directory")
+    assert made.is_dir()
+    [aside] = asides(tmp_path, "planner")
+    assert aside.read_text() == "not a directory"
+    assert repr(str(tmp_path / "planner")) in caplog.text
+
+
+def test_a_link_to_a_directory_is_taken_as_one(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "planner").symlink_to(tmp_path / "elsewhere")
+    directory_in_place(tmp_path / "planner" / "plans", root=tmp_path, what="x")
+    assert (tmp_path / "elsewhere" / "plans").is_dir() and not asides(tmp_path, "planner")
+
+
+def test_a_record_is_written_over_a_directory_in_its_place(tmp_path):
+    path = a_directory_at(tmp_path / "r.json")
+    write_json_atomically(path, {"a": 1}, what="record")
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert len(asides(tmp_path, "r.json")) == 1
+
+
+def test_a_record_is_written_below_a_file_where_its_directory_goes(tmp_path):
+    (tmp_path / "planner").write_text("x")
+    path = tmp_path / "planner" / "plans" / "p.json"
+    write_json_atomically(path, {"a": 1}, what="record", root=tmp_path)
+    assert json.loads(path.read_text()) == {"a": 1}
