@@ -14,9 +14,15 @@ import re
 import stat
 from pathlib import Path
 
+import anyio
 import pytest
 
+from calstream.daemon.doers import broker_recovery, planner_snapshots
 from calstream.daemon.doers.durable_files import write_json_atomically
+from calstream.daemon.doers.kafka import Publisher
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.operations.config import Config
+from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.regular_files import (
     aside_name,
     directory_in_place,
@@ -24,6 +30,10 @@ from calstream.steps.regular_files import (
     move_aside,
     set_aside_unless_regular,
 )
+from calstream.topics.catalog import Topics
+
+from .test_forged_work_records import _Producer
+from .test_provenance_records import publish
 
 ASIDE = re.compile(r"\.unreadable-[0-9]{8}T[0-9]{6}Z(\.[0-9]+)?$")
 
@@ -132,3 +142,52 @@ def test_a_record_is_written_below_a_file_where_its_directory_goes(tmp_path):
     path = tmp_path / "planner" / "plans" / "p.json"
     write_json_atomically(path, {"a": 1}, what="record", root=tmp_path)
     assert json.loads(path.read_text()) == {"a": 1}
+
+
+# -- the planner's snapshot -----------------------------------------------------
+
+def test_a_snapshot_is_written_over_a_directory_in_its_place(tmp_path):
+    path = a_directory_at(planner_snapshots.snapshot_path(tmp_path))
+    assert planner_snapshots.write(tmp_path, {"a": 1}, offsets={("t", 0): 5}) > 0
+    assert planner_snapshots.read(tmp_path).offsets == {("t", 0): 5}
+    assert len(asides(path.parent, path.name)) == 1
+
+
+def test_a_snapshot_that_is_a_directory_is_no_snapshot_and_moved_aside(tmp_path):
+    path = a_directory_at(planner_snapshots.snapshot_path(tmp_path))
+    assert planner_snapshots.read(tmp_path) is None
+    assert not path.exists() and len(asides(path.parent, path.name)) == 1
+
+
+def test_a_file_at_the_planner_s_directory_does_not_stop_a_snapshot(tmp_path):
+    """``<work>/planner`` a regular file: mkdir raised FileExistsError at
+    every snapshot."""
+    (tmp_path / "planner").write_text("x")
+    assert planner_snapshots.read(tmp_path) is None
+    planner_snapshots.write(tmp_path, {"a": 1}, offsets={})
+    assert planner_snapshots.read(tmp_path) is not None
+    assert [p.read_text() for p in asides(tmp_path, "planner")] == ["x"]
+
+
+# -- the re-publishing marker ---------------------------------------------------
+
+def _recover(tmp_path: Path, store: ProductStore) -> list:
+    cfg = Config(work_dir=tmp_path / "work", products=store.root, roles=("planner",))
+    publisher = Publisher(_Producer(), Topics(), Metrics())
+    anyio.run(broker_recovery.recover_product_events, cfg, Topics(), store, publisher)
+    return publisher.producer.sent
+
+
+@pytest.mark.parametrize("records", [1, 0])
+def test_a_directory_at_the_marker_means_a_re_publishing_of_the_whole_store(tmp_path, records):
+    """The safe direction: whatever lies there, a re-publishing was under
+    way. Removing the directory raised out of every start (no broker is
+    asked here: an unfinished one does not ask whether the topic is empty)."""
+    store = ProductStore(tmp_path / "products")
+    if records:
+        publish(store)
+    marker = a_directory_at(broker_recovery.marker_path(tmp_path / "work"))
+    sent = _recover(tmp_path, store)
+    assert [t for t, _ in sent] == [Topics().name("products")] * records
+    assert not os.path.lexists(marker)  # written, then removed at the end
+    assert len(asides(marker.parent, marker.name)) == 1
