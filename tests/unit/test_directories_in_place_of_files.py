@@ -21,7 +21,9 @@ from calstream.daemon.doers import broker_recovery, planner_snapshots
 from calstream.daemon.doers.durable_files import write_json_atomically
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.product_store import ProductStore
-from calstream.daemon.operations.config import Config
+from calstream.daemon.doers.work_claims import WorkClaims
+from calstream.daemon.operations import deployment
+from calstream.daemon.operations.config import Config, load
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.regular_files import (
     aside_name,
@@ -191,3 +193,39 @@ def test_a_directory_at_the_marker_means_a_re_publishing_of_the_whole_store(tmp_
     assert [t for t, _ in sent] == [Topics().name("products")] * records
     assert not os.path.lexists(marker)  # written, then removed at the end
     assert len(asides(marker.parent, marker.name)) == 1
+
+
+# -- the work claims ------------------------------------------------------------
+
+@pytest.mark.parametrize("make", ["directory", "fifo"])
+def test_a_directory_at_a_claim_s_name_is_moved_aside_and_the_claim_made(tmp_path, make):
+    """No daemon writes one there: it was "live" for ever, and the run waited."""
+    claims = WorkClaims(tmp_path / "products", heartbeat_seconds=1, stale_seconds=60)
+    path = claims.path("ab" * 32, 1)
+    if make == "directory":
+        a_directory_at(path)
+    else:
+        path.parent.mkdir(parents=True)
+        os.mkfifo(path)
+    assert claims.try_claim(path, {"stage": "stage2"}) == ("claimed", None)
+    assert claims.look(path)[2] == claims.me
+    assert len(asides(path.parent, path.name)) == 1
+
+
+def test_a_file_at_the_claims_directory_is_moved_aside(tmp_path):
+    claims = WorkClaims(tmp_path / "products", heartbeat_seconds=1, stale_seconds=60)
+    claims.directory.parent.mkdir(parents=True)
+    claims.directory.write_text("x")
+    path = claims.path("ab" * 32, 1)
+    assert claims.try_claim(path, {"stage": "stage2"}) == ("claimed", None)
+    assert len(asides(claims.top, claims.directory.name)) == 1
+
+
+# -- the deployment record ------------------------------------------------------
+
+def test_the_deployment_record_is_written_over_a_directory_in_its_place(tmp_path):
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    path = a_directory_at(deployment.record_path(tmp_path))
+    deployment.record(cfg, "127.0.0.1:1", embedded=False)
+    assert deployment.read(tmp_path)["pid"] == os.getpid()
+    assert len(asides(tmp_path, path.name)) == 1
