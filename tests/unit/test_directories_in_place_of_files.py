@@ -19,6 +19,7 @@ import pytest
 
 from calstream.daemon.doers import broker_recovery, planner_snapshots
 from calstream.daemon.doers.durable_files import write_json_atomically
+from calstream.daemon.doers.inbox.ledger import Ledger
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims
@@ -229,3 +230,35 @@ def test_the_deployment_record_is_written_over_a_directory_in_its_place(tmp_path
     deployment.record(cfg, "127.0.0.1:1", embedded=False)
     assert deployment.read(tmp_path)["pid"] == os.getpid()
     assert len(asides(tmp_path, path.name)) == 1
+
+
+# -- the watcher's sqlite ledger ------------------------------------------------
+
+@pytest.mark.parametrize("at", ["", "-journal", "-wal"])
+def test_a_directory_at_the_inbox_ledger_is_moved_aside_at_open(tmp_path, at):
+    """sqlite cannot open it (an OperationalError, taken for the disk's: the
+    watcher's start waited for ever)."""
+    path = tmp_path / "ledger.sqlite"
+    a_directory_at(Path(f"{path}{at}"))
+
+    async def opened() -> bool:
+        ledger = await Ledger.open(path)
+        try:
+            return await ledger.has("jw1", "sha256:1")
+        finally:
+            await ledger.close()
+
+    assert anyio.run(opened) is False
+    assert len(asides(tmp_path, f"ledger.sqlite{at}")) == 1
+
+
+def test_a_damaged_inbox_ledger_goes_aside_under_the_shared_name(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    path.write_bytes(b"not a database" * 1000)
+    anyio.run(lambda: _open_and_close(path))
+    [aside] = asides(tmp_path, "ledger.sqlite")
+    assert aside.read_bytes().startswith(b"not a database")
+
+
+async def _open_and_close(path: Path) -> None:
+    await (await Ledger.open(path)).close()
