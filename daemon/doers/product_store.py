@@ -47,7 +47,7 @@ from calstream.daemon.deciders.provenance_records import record_problem
 from calstream.daemon.doers.child_processes import pid_alive
 from calstream.daemon.doers.durable_files import fsync_dir, syncing, write_json_atomically
 from calstream.steps.fitsfile import file_digest
-from calstream.steps.regular_files import read_regular_text
+from calstream.steps.regular_files import read_regular_text, set_aside_unless_regular
 
 log = logging.getLogger("calstream.store")
 
@@ -182,7 +182,8 @@ class ProductStore:
         """
         final_dir = self.directory(program, observation, version)
         path = self._record_path(program, observation, name, stage, version)
-        if path.exists():
+        # A directory in the record's place made the unlink raise: moved aside.
+        if set_aside_unless_regular(path, what="provenance record") is None and path.exists():
             # Files it lists are about to be replaced: withdraw the announcement
             # first (its product event stays history).
             path.unlink(missing_ok=True)
@@ -207,7 +208,7 @@ class ProductStore:
         self._write_record(self._record_path(program, observation, name, stage, version), record)
 
     def _write_record(self, path: Path, record: dict[str, Any]) -> None:
-        write_json_atomically(path, record)
+        write_json_atomically(path, record, what="provenance record")
 
     def lookup(self, program: str, observation: str, *, name: str, stage: str,
                work_id: str | None = None, verify: bool = True, version: int = 1) -> Done | None:

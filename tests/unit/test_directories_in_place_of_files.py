@@ -36,7 +36,7 @@ from calstream.steps.regular_files import (
 from calstream.topics.catalog import Topics
 
 from .test_forged_work_records import _Producer
-from .test_provenance_records import publish
+from .test_provenance_records import NAME, publish
 
 ASIDE = re.compile(r"\.unreadable-[0-9]{8}T[0-9]{6}Z(\.[0-9]+)?$")
 
@@ -262,3 +262,14 @@ def test_a_damaged_inbox_ledger_goes_aside_under_the_shared_name(tmp_path):
 
 async def _open_and_close(path: Path) -> None:
     await (await Ledger.open(path)).close()
+
+
+# -- a provenance record of the product store -----------------------------------
+
+def test_a_directory_at_a_provenance_record_is_moved_aside_at_publishing(tmp_path):
+    store = ProductStore(tmp_path / "products")
+    record = store.directory("01234", "001") / ".provenance" / f"{NAME}.detector1.json"
+    a_directory_at(record)
+    publish(store)
+    assert store.lookup("01234", "001", name=NAME, stage="detector1") is not None
+    assert len(asides(record.parent, record.name)) == 1
