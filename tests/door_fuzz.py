@@ -5,7 +5,8 @@ topic, a file. The fuzz starts from a valid one, mutates it (types swapped,
 numbers huge, negative or not numbers at all, NaN and Infinity, very long
 texts, NUL, control characters, lone surrogates and bytes that are not UTF-8,
 paths that leave their root, keys duplicated, missing or added, the bytes cut
-every few bytes, nesting deep), and hands each mutant to the code the door
+every few bytes, nesting deep; for a door that is a directory, the file's
+name too: ``mutated_name``), and hands each mutant to the code the door
 runs. The property: the mutant is taken as a valid thing or refused with a
 reason -- never another exception, never a hang, never a path outside its
 root -- and the valid input given right after it is still decided as
@@ -236,6 +237,25 @@ def mutated_bytes(raw: bytes, rng: random.Random) -> bytes:
             if raw.startswith(b"{") else b"[" * depth + raw + b"]" * depth
     return rng.choice([raw + raw, raw + b"x", b" \n" + raw, raw.replace(b":", b": ", 3),
                        raw.decode("latin-1").encode("utf-16"), b"", raw * 2000])
+
+
+# -- names a person or a broken disk leaves in a directory -------------------
+
+def mutated_name(name: str, rng: random.Random) -> str:
+    """``name`` (``<stem>.<ext>``) as it is, or as a copy, a backup, an
+    editor's swap file, a torn or forged name makes it: a name a file can
+    have (no "/", no NUL, at most 255 bytes)."""
+    if rng.random() < 0.35:
+        return name
+    stem, _, ext = name.rpartition(".")
+    return rng.choice([
+        f"{stem}.{ext.upper()}", stem, f"{name}.bak", f"{name}~", f".{name}", f".{name}.swp",
+        f".{name}.123.tmp", f"{name}.unreadable-20260101T000000Z", f"{stem} (1).{ext}",
+        f"{stem[:len(stem) // 2]}.{ext}", f"{stem.upper()}.{ext}", f"-{name}", f"_{name}",
+        f"{stem}\n.{ext}", f"{stem}\x1b[2J.{ext}", f"{stem}\udcff.{ext}", f"{stem}\u00e9.{ext}",
+        f"{stem} .{ext}", f" {name}", f".{ext}", f"..{ext}", f"{name}.{ext}", f"{stem}\t.{ext}",
+        f"{'a' * 240}.{ext}", f"{stem}.{ext}\n", f"{stem}.{ext}.", f"{stem}..{ext}",
+        "...", f"{stem[1:]}.{ext}", f"{stem}x.{ext}"])
 
 
 def mutants(valid: Any, rng: random.Random, *, paths: list[str] = (),

@@ -26,16 +26,19 @@ from pathlib import Path
 import anyio
 
 from calstream.daemon.doers import kafka
+from calstream.daemon.doers.durable_files import write_json_atomically
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.planner_ledger import PlannerLedger
-from calstream.daemon.doers.product_store import ProductStore, write_json_atomically
+from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.operations.config import Config
+from calstream.steps.regular_files import set_aside_unless_regular
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
 log = logging.getLogger("calstream.daemon")
 
 MARKER = "republishing-product-events.json"
+MARKER_IS = "re-publishing marker"
 
 
 def marker_path(work_dir: Path) -> Path:
@@ -50,17 +53,16 @@ async def recover_product_events(cfg: Config, topics: Topics, store: ProductStor
     if "planner" not in cfg.roles:
         return
     marker = marker_path(cfg.work_dir)
-    # lexists: whatever lies there, a re-publishing was under way (an unusable
-    # marker is replaced below; doing it all again is always safe).
-    unfinished = await anyio.to_thread.run_sync(os.path.lexists, marker)
+    unfinished = await anyio.to_thread.run_sync(_unfinished, marker)
     if not unfinished and not await kafka.is_empty(cfg, topics.name("products")):
         return
     records = await anyio.to_thread.run_sync(store.records)
     if not records:
         await anyio.to_thread.run_sync(lambda: marker.unlink(missing_ok=True))
         return
-    await anyio.to_thread.run_sync(write_json_atomically, marker, {
-        "started_at": contract.utc_now(), "records": len(records), "products": str(cfg.products)})
+    await anyio.to_thread.run_sync(lambda: write_json_atomically(marker, {
+        "started_at": contract.utc_now(), "records": len(records), "products": str(cfg.products)},
+        what=MARKER_IS, root=cfg.work_dir))
     if unfinished:
         log.warning("an earlier re-publishing of the product events did not finish (%s is "
                     "there): re-publishing all %d again", marker, len(records))
@@ -71,6 +73,17 @@ async def recover_product_events(cfg: Config, topics: Topics, store: ProductStor
     await anyio.to_thread.run_sync(lambda: marker.unlink(missing_ok=True))
     log.warning("the broker had no product events: re-published %d from the product "
                 "store %s", len(records), cfg.products)
+
+
+def _unfinished(marker: Path) -> bool:
+    """Whether a re-publishing was under way: whatever lies at the marker's
+    name says so (doing it all again is always safe). What is no regular
+    file there (a directory) is moved aside, where removing it raised out
+    of every start."""
+    if not os.path.lexists(marker):
+        return False
+    set_aside_unless_regular(marker, what=MARKER_IS)
+    return True
 
 
 async def recover_planner_records(cfg: Config, publisher: Publisher, *, active: bool) -> None:

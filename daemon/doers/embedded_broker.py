@@ -18,6 +18,7 @@ from importlib import resources
 from pathlib import Path
 
 from calstream.daemon.doers.child_processes import die_with_parent
+from calstream.steps.regular_files import directory_in_place, set_aside_unless_regular
 
 log = logging.getLogger("calstream.broker")
 
@@ -81,8 +82,14 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    def make_work_dir(self) -> None:
+        """Its directory made; a file in its place moved aside (a start
+        raised FileExistsError at every try)."""
+        directory_in_place(self.work_dir, root=self.work_dir.parent,
+                           what="the embedded broker's directory")
+
     def start(self) -> str:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.make_work_dir()
         for attempt in range(3):
             port = self.port or free_port(self.host)
             try:
@@ -115,6 +122,9 @@ class EmbeddedBroker:
                 env[name] = os.environ[name]
         cmd = [str(tansu_binary()), "broker", "--listener-url", url,
                "--advertised-listener-url", url, "--storage-engine", self.storage]
+        # A directory there made the open raise at every start; a FIFO, wait
+        # for a reader for ever.
+        set_aside_unless_regular(self.log_path, what="embedded broker log")
         logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child from here on
         try:
             self.process = subprocess.Popen(

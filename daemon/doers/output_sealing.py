@@ -36,7 +36,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from calstream.daemon.doers.product_store import syncing
+from calstream.daemon.doers.durable_files import syncing
 from calstream.steps.fitsfile import file_digest
 
 log = logging.getLogger("calstream.worker")

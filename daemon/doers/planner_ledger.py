@@ -10,53 +10,102 @@ sends it, and at start re-publishes what the broker no longer has.
 Layout: ``<work_dir>/planner/plans/<plan_id>.json`` (the plan message's body)
 and ``<work_dir>/planner/holds/<exposure_id>.json`` (the last hold record of
 the exposure, as compaction keeps it).
+
+Every name there is untrusted: only ``<key>.json`` with a key the ledger
+writes (deciders/ledger_names.py) is read, and a record whose key is not
+its file's is refused; anything else gets a warning. A directory, FIFO or
+link at a record's name, or a file where ``planner`` or its topic's
+directory goes, is moved aside (steps/regular_files.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
-from calstream.daemon.doers.product_store import write_json_atomically
-from calstream.steps.regular_files import read_regular_file
+from calstream.daemon.deciders.ledger_names import file_name, key_of, key_problem
+from calstream.daemon.doers.durable_files import write_json_atomically
+from calstream.steps.regular_files import (
+    directory_in_place,
+    read_regular_file,
+    set_aside_unless_regular,
+)
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
 
 _KINDS = {"plans": "plan_id", "holds": "exposure_id"}  # topic -> the key of its records
+RECORD = "planner ledger record"
 
 
 class PlannerLedger:
     def __init__(self, work_dir: Path):
-        self.root = Path(work_dir) / "planner"
+        self.work_dir = Path(work_dir)
+        self.root = self.work_dir / "planner"
 
     def _path(self, topic: str, body: dict[str, Any]) -> Path:
-        key = str(body[_KINDS[topic]])
-        if not key or "/" in key or key.startswith("."):
-            raise ValueError(f"cannot keep a {topic} record keyed {key!r}")
-        return self.root / topic / f"{key}.json"
+        key = body[_KINDS[topic]]
+        problem = key_problem(key)
+        if problem:
+            raise ValueError(f"cannot keep a {topic} record: {problem}")
+        return self.root / topic / file_name(key)
 
     def keep(self, topic: str, body: dict[str, Any]) -> None:
         """Record ``body`` (a plan: once; a hold: its latest state)."""
         path = self._path(topic, body)
-        if topic == "plans" and path.exists():
-            return  # a plan's content never changes: its id is its digest
-        write_json_atomically(path, body)
+        if topic == "plans" and self._record_at(path, topic) is not None:
+            # A plan's content never changes: its id is its digest. One that
+            # cannot be read there (torn, garbage) is written again, not kept.
+            return
+        write_json_atomically(path, body, what=RECORD, root=self.work_dir)
 
     def kept(self, topic: str) -> list[dict[str, Any]]:
         """Every record kept for ``topic``, in a stable order."""
-        out = []
-        for path in sorted((self.root / topic).glob("*.json")):
+        directory = self.root / topic
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return []
+        except NotADirectoryError:  # ``planner`` or ``planner/<topic>`` is a file
             try:
-                # Read as the message it was: no NaN or Infinity (re-published,
-                # no reader would take it), no duplicate key, no nesting too deep.
-                body = contract.parse_json(read_regular_file(path))
-            except (OSError, contract.InvalidMessage) as exc:
-                log.warning("unreadable planner record %s (%s): ignored", path, exc)
+                directory_in_place(directory, root=self.work_dir,
+                                   what="the planner ledger's directory")
+            except OSError as exc:
+                log.warning("planner ledger %r unusable (%s): nothing read", str(directory), exc)
+            return []
+        out = []
+        for name in names:
+            path = directory / name
+            if key_of(name) is None:
+                log.warning("planner ledger: %r is not named <key>.json for a valid key: "
+                            "skipped, not read", str(path))
                 continue
-            # Its key is text (a list raised out of the start: ids are kept in sets).
-            if isinstance(body, dict) and isinstance(body.get(_KINDS[topic]), str) \
-                    and body[_KINDS[topic]]:
+            body = self._record_at(path, topic)
+            if body is not None:
                 out.append(body)
         return out
+
+    def _record_at(self, path: Path, topic: str) -> dict[str, Any] | None:
+        """The record at ``path`` (named for its key), or None with a warning
+        (none for a missing file); what is no regular file is moved aside."""
+        try:
+            if set_aside_unless_regular(path, what=RECORD) is not None:
+                return None
+            # Read as the message it was: no NaN or Infinity (re-published,
+            # no reader would take it), no duplicate key, no nesting too deep.
+            body = contract.parse_json(read_regular_file(path))
+        except FileNotFoundError:
+            return None
+        except (OSError, contract.InvalidMessage) as exc:
+            log.warning("unreadable planner record %r (%s): ignored", str(path), exc)
+            return None
+        # Its key is text (a list raised out of the start: ids are kept in
+        # sets), and its file's: a record under another's name is no record.
+        key = body.get(_KINDS[topic]) if isinstance(body, dict) else None
+        if key != key_of(path.name):
+            log.warning("planner record %r names %s %r, not its file's: ignored", str(path),
+                        _KINDS[topic], key if isinstance(key, str) else type(key).__name__)
+            return None
+        return body

@@ -40,13 +40,18 @@ from typing import Any
 import calstream
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import Stored
-from calstream.daemon.doers.product_store import fsync_dir
-from calstream.steps.regular_files import open_regular_file
+from calstream.daemon.doers.durable_files import fsync_dir
+from calstream.steps.regular_files import (
+    directory_in_place,
+    open_regular_file,
+    set_aside_unless_regular,
+)
 
 log = logging.getLogger("calstream.planner")
 
 FORMAT = 3  # 1: the body as plain JSON; 2: the body with its blocks, one stream
 MAX_AGE = 7 * 24 * 3600.0  # older than this, the tail to read is as long as a rebuild
+SNAPSHOT = "planner snapshot"
 
 
 def snapshot_path(work_dir: str | Path) -> Path:
@@ -92,7 +97,10 @@ def write(work_dir: str | Path, body: dict[str, Any], *,
                 "sha256": hashlib.sha256(data).hexdigest(),
                 "offsets": [[t, p, o] for (t, p), o in sorted(offsets.items())]}
     path = snapshot_path(work_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # A file at <work>/planner, a directory at the snapshot's name: moved
+    # aside, where every snapshot raised (FileExistsError, IsADirectoryError).
+    directory_in_place(path.parent, root=Path(work_dir), what="the planner's directory")
+    set_aside_unless_regular(path, what=SNAPSHOT)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
@@ -136,6 +144,7 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
     """The snapshot, or None (and one warning) when it cannot be trusted."""
     path = snapshot_path(work_dir)
     try:
+        set_aside_unless_regular(path, what=SNAPSHOT)  # then: no snapshot, a rebuild
         with open_regular_file(path) as f:  # a FIFO in its place must not hold the start
             head = f.readline(64 * 1024)
             data = f.read()

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from calstream.daemon.doers.durable_files import fsync_dir
 from calstream.daemon.doers.product_store import (
     CURRENT,
     LIVE,
@@ -28,7 +29,6 @@ from calstream.daemon.doers.product_store import (
     PROMOTIONS,
     ProductStore,
     check_namespace,
-    fsync_dir,
 )
 from calstream.daemon.operations.config import ConfigError
 from calstream.topics import contract

@@ -189,7 +189,7 @@ async def start_embedded(broker: EmbeddedBroker) -> None:
     start (tens of ms). A probe file first: tansu panics (exit 101) on a full
     disk, where its start step is to wait."""
     if not broker.alive():
-        broker.work_dir.mkdir(parents=True, exist_ok=True)
+        broker.make_work_dir()
         probe_writable(broker.work_dir)
         broker.start()
 

@@ -35,9 +35,14 @@ import anyio
 
 from calstream.daemon.deciders.work_claims import FREE, LIVE, MINE, Owner, claim_name, judge
 from calstream.daemon.doers.child_processes import pid_alive
-from calstream.daemon.doers.product_store import OutsideRoot, fsync_dir
+from calstream.daemon.doers.durable_files import fsync_dir
+from calstream.daemon.doers.product_store import OutsideRoot
 from calstream.steps.failures import infrastructure_cause
-from calstream.steps.regular_files import read_regular_text
+from calstream.steps.regular_files import (
+    directory_in_place,
+    read_regular_text,
+    set_aside_unless_regular,
+)
 
 log = logging.getLogger("calstream.claims")
 
@@ -81,10 +86,18 @@ class WorkClaims:
         try:
             return self._create_or_raise(path, about)
         except FileExistsError:
+            # A directory, FIFO or link at the claim's name is no daemon's claim
+            # (they write regular files), and would be "live" for ever: moved
+            # aside, and the claim made.
+            if set_aside_unless_regular(path, what="work claim") is None:
+                return False
+        try:
+            return self._create_or_raise(path, about)
+        except FileExistsError:
             return False
 
     def _create_or_raise(self, path: Path, about: dict[str, Any]) -> bool:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        directory_in_place(self.directory, root=self.top, what="the work claims' directory")
         held = (str(path), self.me.token)
         _HELD.add(held)  # before the file exists: never seen as ours yet unheld
         try:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from calstream.daemon.doers.child_processes import pid_alive
 from calstream.daemon.operations.config import Config, ConfigError
-from calstream.steps.regular_files import read_regular_text
+from calstream.steps.regular_files import read_regular_text, set_aside_unless_regular
 
 log = logging.getLogger("calstream.deployment")
 
@@ -52,6 +52,8 @@ def record(cfg: Config, ops_address: str, *, embedded: bool) -> Path:
            "group_prefix": cfg.group_prefix, "products": str(cfg.products),
            "roles": list(cfg.roles)}
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A directory there made the rename raise and the daemon stop at start.
+    set_aside_unless_regular(path, what="deployment record")
     tmp = path.with_name(f".{RECORD}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(doc, indent=1) + "\n")
     os.replace(tmp, path)

@@ -23,6 +23,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from calstream.daemon.deciders import ledger_names
 from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
 from calstream.daemon.deciders.work_claims import Owner
 from calstream.daemon.doers import planner_restore, planner_snapshots
@@ -37,9 +38,10 @@ from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.exposure import BadExposure, describe_exposure, header_copy_problems
 from calstream.steps.fitsfile import fits_layout
 from calstream.steps.plans import PlanError
+from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
-from ..door_fuzz import budget, first_seed, fuzz, mutated_bytes
+from ..door_fuzz import budget, first_seed, fuzz, mutated_bytes, mutated_name
 from . import planner_stream as stream
 from .test_door_fuzz_planner import _orders_and_holds
 from .test_door_rules_agree import _arrival
@@ -155,30 +157,43 @@ def _planner(tmp_path: Path):
 @pytest.mark.parametrize("topic", ["plans", "holds"])
 def test_the_planner_ledger_mutated_is_taken_or_left_out(tmp_path, topic):
     """What a start takes from <work>/planner/ (planner_loop._restore_from_disk):
-    every message it re-publishes must be one its readers accept."""
+    every message it re-publishes must be one its readers accept. The file's
+    name is mutated too: one that is not ``<key>.json`` for a valid key is
+    never read ("misnamed"), and a record is taken only under its own key."""
     if topic == "plans":
-        recorded = [p for k, p, _ in stream.steps() if k == "plan"]
-        valid = _plan_message(recorded[0]).body
+        [plan] = [p for k, p, _ in stream.steps() if k == "plan"]
+        forged_from = _plan_message(plan).body
+        other = "b" * 64  # the valid one read after it: another plan, its own file
+        valid = contract.build("plan", contract.event_id("plan", other), **{
+            **{k: forged_from[k] for k in ("source", "by", "programs", "exposures")},
+            "plan_id": other}).body
     else:
-        valid = _orders_and_holds()["hold"][0].body
+        forged_from, valid = (h.body for h in _orders_and_holds()["hold"][:2])
+    key = "plan_id" if topic == "plans" else "exposure_id"
+    assert forged_from[key] != valid[key]
     ledger = PlannerLedger(tmp_path)
+    names = random.Random(f"ledger names {topic}:{first_seed()}")  # one draw a case, in order
 
     def take(raw: bytes) -> str:
         # An empty ledger each case: a restore keeps each hold it took under
         # its own name, and those would be re-published in every later case
         # and counted as the mutant taken (seed 10: no mutant ever refused).
         shutil.rmtree(ledger.root, ignore_errors=True)
-        _put(ledger.root / topic / "forged.json", raw)
-        _put(ledger.root / topic / "valid.json", json.dumps(valid).encode())
+        name = mutated_name(f"{forged_from[key]}.json", names)
+        _put(ledger.root / topic / name, raw)
+        _put(ledger.root / topic / f"{valid[key]}.json", json.dumps(valid).encode())
         planner = _planner(tmp_path)
         anyio.run(planner._restore_from_disk)
         sent = planner.publisher.producer.sent
         assert any(m.event_id == valid["event_id"] for _, m in sent), "the valid one was not restored"
         assert len(sent) <= 2, f"{len(sent)} records re-published from two files"
+        if ledger_names.key_of(name) is None:
+            assert len(sent) == 1, f"a file named {name!r} was read"
+            return "misnamed"
         return "accepted" if len(sent) == 2 else "refused"
 
-    counts = fuzz(f"ledger {topic}", valid, take, seed=first_seed(), cases=budget(150))
-    assert counts.get("refused") and counts.get("accepted"), counts
+    counts = fuzz(f"ledger {topic}", forged_from, take, seed=first_seed(), cases=budget(150))
+    assert counts.get("refused") and counts.get("accepted") and counts.get("misnamed"), counts
 
 
 def test_the_deployment_record_mutated_is_used_or_ignored(tmp_path):

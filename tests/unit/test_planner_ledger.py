@@ -1,8 +1,18 @@
 """The planner's ledger: plans and holds outlive a broker that keeps topics in memory."""
 
+import json
+import logging
+import os
+from pathlib import Path
+
 import pytest
 
+from calstream.daemon.deciders import ledger_names
 from calstream.daemon.doers.planner_ledger import PlannerLedger
+
+from .test_directories_in_place_of_files import asides
+
+NAME = "jw01234001001_02101_00001_nrcb1"
 
 
 def test_a_plan_is_kept_once_and_a_hold_keeps_its_latest_state(tmp_path):
@@ -22,7 +32,7 @@ def test_a_torn_file_is_ignored_and_a_key_cannot_leave_the_ledger(tmp_path):
     (tmp_path / "planner" / "plans" / "torn.json").write_text('{"plan_id": "to')
     # Not UTF-8, and nested past the parser's recursion limit: ignored too,
     # where they raised out of the planner's start.
-    (tmp_path / "planner" / "plans" / "latin.json").write_bytes(b'{"plan_id": "\xe9"}')
+    (tmp_path / "planner" / "plans" / "latin.json").write_bytes(b'{"plan_id": "latin\xe9"}')
     (tmp_path / "planner" / "plans" / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     assert ledger.kept("plans") == []
     with pytest.raises(ValueError):
@@ -34,6 +44,7 @@ def test_a_file_without_its_key_is_ignored(tmp_path):
     (tmp_path / "planner" / "holds").mkdir(parents=True)
     (tmp_path / "planner" / "holds" / "odd.json").write_text('{"state": "held"}')
     (tmp_path / "planner" / "holds" / "list.json").write_text('[1, 2]')
+    (tmp_path / "planner" / "holds" / "other.json").write_text('{"exposure_id": "jw2"}')
     assert ledger.kept("holds") == []
 
 
@@ -56,8 +67,97 @@ def test_a_kept_file_is_read_as_a_message_is(tmp_path):
     ledger = PlannerLedger(tmp_path)
     (tmp_path / "planner" / "holds").mkdir(parents=True)
     (tmp_path / "planner" / "holds" / "list.json").write_text('{"exposure_id": ["jw0"]}')
-    (tmp_path / "planner" / "holds" / "inf.json").write_text(
-        '{"exposure_id": "jw01234001001_02101_00001_nrcb1", "n": Infinity}')
-    (tmp_path / "planner" / "holds" / "twice.json").write_text(
-        '{"exposure_id": "jw1", "exposure_id": "jw2"}')
+    (tmp_path / "planner" / "holds" / f"{NAME}.json").write_text(
+        f'{{"exposure_id": "{NAME}", "n": Infinity}}')
+    (tmp_path / "planner" / "holds" / "jw1.json").write_text(
+        '{"exposure_id": "jw1", "exposure_id": "jw1"}')
     assert ledger.kept("holds") == []
+
+
+def _hold(key: str = NAME) -> dict:
+    return {"exposure_id": key, "state": "held"}
+
+
+def test_only_files_named_for_a_valid_key_are_read(tmp_path, caplog):
+    """A person's backup, an editor's swap file, a name with a newline: each
+    skipped with a warning naming it, and never opened (a FIFO among them
+    would otherwise be)."""
+    ledger = PlannerLedger(tmp_path)
+    ledger.keep("holds", _hold())
+    holds = tmp_path / "planner" / "holds"
+    for name in (f"{NAME}.json.bak", f".{NAME}.json.swp", "-x.json", "a b.json", "x\n.json",
+                 ".json", f"{NAME}.JSON"):
+        (holds / name).write_text(json.dumps(_hold("jw9")))
+    os.mkfifo(holds / "fifo.json.old")  # opened, it would hold the reader
+    with caplog.at_level(logging.WARNING):
+        assert PlannerLedger(tmp_path).kept("holds") == [_hold()]
+    assert repr(str(holds / "x\n.json")) in caplog.text
+    assert caplog.text.count("not named <key>.json") == 8
+    assert (holds / "fifo.json.old").exists()  # skipped, not moved: no record's name
+
+
+def test_a_record_under_another_key_s_name_is_ignored(tmp_path):
+    ledger = PlannerLedger(tmp_path)
+    (tmp_path / "planner" / "holds").mkdir(parents=True)
+    (tmp_path / "planner" / "holds" / f"{NAME}.json").write_text(json.dumps(_hold("jw2")))
+    assert ledger.kept("holds") == []
+
+
+def test_a_key_no_file_is_named_after_is_not_kept(tmp_path):
+    ledger = PlannerLedger(tmp_path)
+    for key in ("", ".hidden", "a/b", "x\ny", "a" * 231, 7):
+        with pytest.raises(ValueError):
+            ledger.keep("holds", _hold(key))
+    assert not (tmp_path / "planner").exists()
+
+
+def test_a_directory_at_a_record_s_name_is_moved_aside(tmp_path, caplog):
+    ledger = PlannerLedger(tmp_path)
+    ledger.keep("holds", _hold("jw1"))
+    holds = tmp_path / "planner" / "holds"
+    (holds / f"{NAME}.json" / "x").mkdir(parents=True)
+    with caplog.at_level(logging.WARNING):
+        assert ledger.kept("holds") == [_hold("jw1")]  # read, and healed
+    assert not (holds / f"{NAME}.json").exists()
+    assert len(asides(holds, f"{NAME}.json")) == 1 and "moved aside" in caplog.text
+    # Written over, too: a keep after a directory appeared again.
+    (holds / f"{NAME}.json").mkdir()
+    ledger.keep("holds", _hold())
+    assert ledger.kept("holds") == [_hold(), _hold("jw1")]
+    assert len(asides(holds, f"{NAME}.json")) == 2
+
+
+def test_a_garbage_plan_file_is_written_again(tmp_path):
+    """A plan is written once (its id is its digest); one that cannot be
+    read is not "already kept"."""
+    ledger = PlannerLedger(tmp_path)
+    plan = {"plan_id": "a" * 64, "source": "a.json", "exposures": []}
+    path = tmp_path / "planner" / "plans" / f"{'a' * 64}.json"
+    path.parent.mkdir(parents=True)
+    for garbage in (b'{"plan_id": "aa', b"\xff\xfe", b"[]", json.dumps({"plan_id": "b"}).encode()):
+        path.write_bytes(garbage)
+        ledger.keep("plans", plan)
+        assert ledger.kept("plans") == [plan], garbage
+
+
+@pytest.mark.parametrize("where", ["planner", "planner/holds"])
+def test_a_file_where_the_ledger_s_directory_goes_is_moved_aside(tmp_path, where):
+    (tmp_path / where).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / where).write_text("a person's notes")
+    ledger = PlannerLedger(tmp_path)
+    assert ledger.kept("holds") == []  # no NotADirectoryError out of the start
+    ledger.keep("holds", _hold())
+    assert ledger.kept("holds") == [_hold()]
+    [aside] = asides((tmp_path / where).parent, Path(where).name)
+    assert aside.read_text() == "a person's notes"
+
+
+@pytest.mark.parametrize("name, key", [
+    (f"{NAME}.json", NAME), ("a" * 64 + ".json", "a" * 64), ("p1.json", "p1"),
+    ("jw1-seg001+x.y.json", "jw1-seg001+x.y"), ("x.json.bak", None), (".x.json", None),
+    (".json", None), ("x.JSON", None), ("x\n.json", None), ("x.json\n", None), ("é.json", None),
+    ("a b.json", None), ("-a.json", None), ("a" * 231 + ".json", None)])
+def test_the_key_a_file_name_gives(name, key):
+    assert ledger_names.key_of(name) == key
+    if key is not None:
+        assert ledger_names.file_name(key) == name and ledger_names.key_problem(key) is None

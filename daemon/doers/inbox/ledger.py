@@ -11,7 +11,6 @@ filesystem can block, and the watcher shares its event loop with the daemon.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sqlite3
@@ -25,6 +24,7 @@ import anyio.to_thread
 
 from calstream.daemon.deciders.inbox_file import Sig
 from calstream.daemon.doers.inbox.reports import Arrival
+from calstream.steps.regular_files import move_aside, set_aside_unless_regular
 
 log = logging.getLogger("calstream.watcher")
 
@@ -37,6 +37,8 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS announced (
     recorded_at REAL NOT NULL,
     source TEXT NOT NULL,
     PRIMARY KEY (exposure_id, digest))"""
+
+_COMPANIONS = ("-wal", "-shm", "-journal")  # sqlite's files beside the database
 
 _UPSERT = """INSERT INTO announced VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (exposure_id, digest) DO UPDATE SET
@@ -84,17 +86,19 @@ class Ledger:
         first start. Errors of the disk or of locking are raised as they are."""
         def connect() -> sqlite3.Connection:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # A directory (a FIFO, a link) at its name or its journal's: sqlite
+            # cannot open it, an OperationalError taken for the disk's, and the
+            # start waited for ever.
+            for suffix in ("", *_COMPANIONS):
+                set_aside_unless_regular(Path(f"{path}{suffix}"), what="inbox ledger")
             try:
                 return _connected(path)
             except sqlite3.OperationalError:
                 raise  # the disk, a lock, permissions: not the file's content
             except sqlite3.DatabaseError as exc:
-                aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%S')}")
-                for suffix in ("", "-wal", "-shm", "-journal"):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.replace(f"{path}{suffix}", f"{aside}{suffix}")
-                log.error("inbox ledger %s cannot be read (%s): moved to %s, a new one started; "
-                          "the start-up scan hashes the inbox again", path, exc, aside)
+                move_aside(path, what="inbox ledger", companions=_COMPANIONS,
+                           why=f"cannot be read ({exc}); a new one started, the start-up scan "
+                               "hashes the inbox again")
                 return _connected(path)
 
         return cls(await anyio.to_thread.run_sync(connect))

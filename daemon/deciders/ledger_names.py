@@ -1,0 +1,43 @@
+"""The names of the planner's ledger files: ``<key>.json``, where the key is
+a plan id or an exposure id (doers/planner_ledger.py).
+
+The ledger's directory is untrusted like its files: a person's copy
+(``x.json.bak``, ``x (1).json``), an editor's swap file or a name made to
+mislead (a newline in it) is no record the planner wrote. Only a name the
+ledger could have written is read; a key it could not write under is
+refused before it becomes a file name (a "/" would leave the directory).
+"""
+
+from __future__ import annotations
+
+import re
+
+SUFFIX = ".json"
+# Plan ids are sha256 digests, exposure ids "jw..." (topics/schemas); a
+# few more characters for what older versions kept. Bounded so that the
+# temporary name of a write (".<key>.json.<pid>.tmp") fits in 255 bytes.
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,229}")
+
+
+def key_problem(key: object) -> str | None:
+    """Why ``key`` cannot name a ledger file, or None."""
+    if not isinstance(key, str):
+        return f"a key of type {type(key).__name__}, not text"
+    if not _KEY.fullmatch(key):
+        return (f"the key {key[:300]!r} is not a ledger key (a letter or digit, then letters, "
+                "digits, '_', '.', '+' or '-', at most 230)")
+    return None
+
+
+def file_name(key: str) -> str:
+    """The file name a record keyed ``key`` is kept under (``key_problem`` None)."""
+    return f"{key}{SUFFIX}"
+
+
+def key_of(name: str) -> str | None:
+    """The key of a ledger file named ``name``, or None when no record the
+    ledger writes has that name."""
+    if not name.endswith(SUFFIX):
+        return None
+    key = name[:-len(SUFFIX)]
+    return key if key_problem(key) is None else None
