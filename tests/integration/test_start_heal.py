@@ -28,7 +28,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from calstream.daemon.doers.embedded_broker import EmbeddedBroker, free_port
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.operations.deployment import record_path
 from calstream.daemon.runtime import Daemon
@@ -37,7 +37,7 @@ from calstream.steps.environment import environ
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 
-from .support import daemon_config, metric, products, scrape, wait_for
+from .support import daemon_config, metric, products, refused_address, scrape, wait_for
 from .test_parking import full_tmpfs, read_only_dir
 from .test_planner_ha import product_event, publish
 
@@ -90,10 +90,12 @@ async def detector1_product_after_healing(daemon: Daemon, cfg, uncal: Path) -> N
 
 
 async def test_a_broker_that_comes_up_after_the_daemon(tmp_path, kit, unique_prefix):
-    port = free_port()
+    # Held (bound, not listening) until the broker starts: refused meanwhile,
+    # and no other process can take the port in between.
+    late = EmbeddedBroker(tmp_path / "late-broker")
+    port = late.reserve_port()
     cfg = daemon_config(tmp_path, f"127.0.0.1:{port}", unique_prefix, **FAST)
     daemon = Daemon(cfg)
-    late = EmbeddedBroker(tmp_path / "late-broker", port=port)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(daemon.run)  # on main: KafkaConnectionError, and the daemon is gone
@@ -286,7 +288,11 @@ def until_it_waits_for_its_broker(daemon: subprocess.Popen, work: Path) -> None:
 
 
 def test_sigterm_while_waiting_for_the_broker_stops_cleanly(tmp_path):
-    nobody = f"127.0.0.1:{free_port()}"
+    with refused_address(tmp_path) as nobody:
+        sigterm_while_waiting_for(nobody, tmp_path)
+
+
+def sigterm_while_waiting_for(nobody: str, tmp_path: Path) -> None:
     work = tmp_path / "work"
     daemon = calstream("run", "--work-dir", str(work), "--kafka-bootstrap", nobody,
                        "--metrics-address", "127.0.0.1:0", "--role", "watcher",
