@@ -15,7 +15,7 @@ import anyio
 
 import calstream
 from calstream.daemon.deciders.pool_warming import warms_at_start
-from calstream.daemon.doers import kafka, planner_restore
+from calstream.daemon.doers import kafka, planner_clients, planner_restore
 from calstream.daemon.doers.broker_recovery import (
     recover_planner_records,
     recover_product_events,
@@ -290,21 +290,21 @@ class Daemon:
         compacted_at = {"in_use": 0, "pending": False}  # the last compaction
 
         async def planner_once(task_status) -> None:
-            producer = kafka.producer(self.cfg)  # aiokafka clients belong to one loop
             # The new planner replaces the old one at once (never None: /readyz
             # says "catching up" throughout), which frees the old state.
-            own = Publisher(producer, self.topics, self.metrics, role=publisher.role)
-            self.planner = Planner(self.cfg, publisher=GatedPublisher(own, gate,
-                                                                      standby.withhold, self.cfg),
-                                   metrics=self.metrics, topics=self.topics)
-            self.planner.standby = standby
-            self.planner.in_use_at_last_compaction = compacted_at["in_use"]
+            self.planner = planner = Planner(self.cfg, publisher=None, metrics=self.metrics,
+                                             topics=self.topics)
+            planner.standby, planner.start_waits = standby, self.start_waits
+            planner.in_use_at_last_compaction = compacted_at["in_use"]
             if compacted_at["pending"]:
                 compacted_at["pending"] = False
                 planner_restore.drop_frozen_state()
-            await producer.start()
+            # Its own (aiokafka clients belong to one loop), once the broker answers.
+            producer = await planner_clients.started_producer(self.cfg, self.start_waits)
             try:
-                await self.planner.run(task_status=task_status)
+                own = Publisher(producer, self.topics, self.metrics, role=publisher.role)
+                planner.publisher = GatedPublisher(own, gate, standby.withhold, self.cfg)
+                await planner.run(task_status=task_status)
             finally:
                 with anyio.CancelScope(shield=True):
                     await producer.stop()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -30,19 +31,23 @@ CLIENT_LOGGERS = ("aiokafka", "kafka")
 
 
 _saved_levels: dict[str, int] = {}
+# The daemon's loop and the planner's (a start step of its clients) both quiet
+# them: a level saved while the other had set CRITICAL would be restored for good.
+_saved_levels_lock = threading.Lock()
 
 
 def quiet_client_logs(quiet: bool, names: tuple[str, ...] = CLIENT_LOGGERS) -> None:
     """Raise the client library's loggers (and, through their effective level,
     all its child loggers) to CRITICAL while the broker is known to be lost
     (or ``names``' while what they would repeat is known)."""
-    for name in names:
-        logger = logging.getLogger(name)
-        if quiet and name not in _saved_levels:
-            _saved_levels[name] = logger.level
-            logger.setLevel(logging.CRITICAL)
-        elif not quiet and name in _saved_levels:
-            logger.setLevel(_saved_levels.pop(name))
+    with _saved_levels_lock:
+        for name in names:
+            logger = logging.getLogger(name)
+            if quiet and name not in _saved_levels:
+                _saved_levels[name] = logger.level
+                logger.setLevel(logging.CRITICAL)
+            elif not quiet and name in _saved_levels:
+                logger.setLevel(_saved_levels.pop(name))
 
 
 def _connects(bootstrap: str, timeout: float) -> bool:

@@ -30,7 +30,7 @@ from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
 from calstream.daemon.deciders.product_intake import ProductIntake
 from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
-from calstream.daemon.doers import kafka, planner_restore
+from calstream.daemon.doers import kafka, planner_clients, planner_restore
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.planner_publishing import Faults, Refused, keep, publish_emits
@@ -61,6 +61,7 @@ log = logging.getLogger("calstream.planner")
 
 class Planner:
     standby = None  # a Standby (doers/planner_standby.py) when run under the planner lease
+    start_waits = None  # the daemon's StartWaits: its clients' starts shown in its /readyz
 
     def __init__(self, cfg: Config, *, publisher: kafka.Publisher, metrics: Metrics,
                  topics: Topics):
@@ -185,8 +186,7 @@ class Planner:
         outputs = set(self.standby.output_names(self)) if self.standby else set()
         # From where the restore stopped (the snapshot and its tail); a
         # standby's outputs not read there (dead letters) from the beginning.
-        async with kafka.open_reader(self.cfg, names + sorted(outputs),
-                                     start=self.positions) as reader:
+        async with planner_clients.open_reader(self, names + sorted(outputs)) as reader:
             task_status.started()
             last_tick = last_yield = 0.0
             while True:

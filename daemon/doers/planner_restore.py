@@ -30,7 +30,7 @@ from calstream.daemon.deciders import planner_memory, planner_snapshot
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import BlockCache, BlockWriter
 from calstream.daemon.deciders.standby_withheld import WithheldDecisions, usable_without_following
-from calstream.daemon.doers import kafka, planner_snapshots
+from calstream.daemon.doers import planner_clients, planner_snapshots
 from calstream.daemon.doers.process_memory import container_limit_bytes, resident_in_use_bytes
 from calstream.steps.failures import infrastructure_cause
 from calstream.steps.plans import Plan, PlanError
@@ -124,7 +124,7 @@ def _seen_published(planner: Planner, message: contract.Message) -> None:
 async def read_topic(planner: Planner, logical: str):
     """The records of a topic after what the state covers, remembering how far."""
     name = planner.topics.name(logical)
-    async with kafka.open_reader(planner.cfg, [name], start=planner.positions) as reader:
+    async with planner_clients.open_reader(planner, [name]) as reader:
         records = await reader.read_to_end()
         warn_lost(reader.lost)
         # Read from a snapshot's offsets and nothing lost: the broker still

@@ -153,7 +153,8 @@ class StartWaits:
             return await until_done(attempt, parking, cause)
         finally:
             if wait is not None:
-                self.waiting = None
+                if self.waiting is wait:  # not another step's (the planner's, on its loop)
+                    self.waiting = None
                 quiet_client_logs(False, quieted)
 
 

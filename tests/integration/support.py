@@ -15,6 +15,7 @@ import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
 from calstream.daemon.doers import kafka
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.operations.config import Config, load
 from calstream.daemon.runtime import Daemon
 from calstream.topics import contract
@@ -43,6 +44,18 @@ def daemon_config(tmp_path: Path, broker: str, prefix: str, **overrides) -> Conf
              "settle_seconds": 0.2, "poll_interval": 0.2, "retry_backoff": 0.2}
     flags.update(overrides)
     return load(None, env={}, flags=flags)
+
+
+@contextlib.contextmanager
+def refused_address(tmp_path: Path):
+    """A loopback address where nothing answers during the block. Its port is
+    held (bound, never listening: EmbeddedBroker.reserve_port), so no other
+    process can take it meanwhile, as one free_port() chose could be."""
+    held = EmbeddedBroker(tmp_path / "refused-address")
+    try:
+        yield f"127.0.0.1:{held.reserve_port()}"
+    finally:
+        held.stop()
 
 
 @contextlib.asynccontextmanager

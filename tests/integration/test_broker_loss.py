@@ -48,7 +48,7 @@ async def test_tansu_killed_mid_run_is_restarted_and_nothing_is_lost(tmp_path, k
                     await anyio.sleep(0.1)
             await anyio.to_thread.run_sync(lambda: deliver([first], cfg.inbox))
             (consumer,) = daemon.consumers
-            with anyio.fail_after(60):
+            with anyio.fail_after(180):  # the group's first assignment comes first
                 while not consumer.in_flight:
                     await anyio.sleep(0.05)
             killed_at = time.monotonic()
@@ -64,8 +64,13 @@ async def test_tansu_killed_mid_run_is_restarted_and_nothing_is_lost(tmp_path, k
             recovered_after = time.monotonic() - killed_at
             await wait_for(cfg, ["plans"], lambda ms: len(ms) >= 1, timeout=60)
             listed = await anyio.to_thread.run_sync(cli, cfg, "plan", "list")
+            # Ready again once the rebuilt broker is known back and the planner has caught
+            # up again: waited for, not read at one instant.
+            with anyio.fail_after(120):
+                while not (ready_now := daemon.readiness())[0]:
+                    await anyio.sleep(0.2)
+            ready, problems = ready_now
             samples = scrape(daemon.ops.address)
-            ready, problems = daemon.readiness()
             tg.cancel_scope.cancel()
     finally:
         daemon.stop_broker()

@@ -31,7 +31,14 @@ from calstream.daemon.operations.status_collection import collect
 from calstream.steps.synthetic.downlink import deliver
 from calstream.topics import contract
 
-from .support import WARM_AT_START, daemon_config, products, running_daemon, wait_for
+from .support import (
+    WARM_AT_START,
+    daemon_config,
+    products,
+    refused_address,
+    running_daemon,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -305,9 +312,9 @@ async def test_status_summarises_a_running_deployment(tmp_path, broker, kit, uni
             return st if row.lag == 0 and st.stages["detector1"]["in_flight"] == 0 else None
 
         after = await eventually(drained, "the backlog to drain")
-        closed = f"127.0.0.1:{free_port()}"
-        unreachable = await anyio.to_thread.run_sync(
-            lambda: run([*cli, "--metrics-url", address, "--metrics-url", closed, "--json"]))
+        with refused_address(tmp_path) as closed:
+            unreachable = await anyio.to_thread.run_sync(
+                lambda: run([*cli, "--metrics-url", address, "--metrics-url", closed, "--json"]))
 
     text = shown.stdout
     assert shown.returncode == 0, shown.stdout + shown.stderr

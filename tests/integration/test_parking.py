@@ -53,7 +53,15 @@ def dead_letters(messages) -> list[contract.Message]:
     return [m for m in messages if isinstance(m, contract.Message) and m.type == "dead_letter"]
 
 
-async def wait_parked(daemon, cause: str, timeout: float = 90.0) -> None:
+async def until_unparked(daemon, timeout: float = 60.0) -> None:
+    """Until nothing is parked: what a test reads after its item is done."""
+    with anyio.fail_after(timeout):
+        while metric(scrape(daemon.ops.address), "calstream_parked_items") > 0:
+            await anyio.sleep(0.2)
+
+
+async def wait_parked(daemon, cause: str, timeout: float = 180.0) -> None:
+    # Generous: the item parks in or after its first run, a jwst warm-up away.
     with anyio.fail_after(timeout):
         while metric(scrape(daemon.ops.address), "calstream_parked_items", stage="detector1",
                      cause=cause) < 1:
@@ -128,6 +136,7 @@ async def test_full_store_resumes(tmp_path, broker, kit, unique_prefix, leave):
             msgs = await wait_for(cfg, ["products"], lambda ms: len(products(ms)) >= 1,
                                   timeout=120)
             recovery = time.monotonic() - freed
+            await until_unparked(daemon)  # released as its run ends, after its event
             samples = scrape(daemon.ops.address)
         event = products(msgs)[0]
         print(f"\nfull product store ({leave} bytes left): product {recovery:.1f} s after space was freed, "
@@ -154,7 +163,7 @@ async def test_missing_crds_reference_parks_and_resumes_when_added(tmp_path, bro
         async with running_daemon(cfg) as daemon:
             await anyio.to_thread.run_sync(lambda: deliver([uncal], cfg.inbox))
             samples = None
-            with anyio.fail_after(90):
+            with anyio.fail_after(180):  # a jwst warm-up, then the run that parks
                 while not any(n == "calstream_parked_items" and v >= 1 and
                               ("cause", "disk_full") not in ls
                               for (n, ls), v in (samples or {}).items()):
@@ -166,6 +175,7 @@ async def test_missing_crds_reference_parks_and_resumes_when_added(tmp_path, bro
             msgs = await wait_for(cfg, ["products"], lambda ms: len(products(ms)) >= 1,
                                   timeout=120)
             recovery = time.monotonic() - added
+            await until_unparked(daemon)
             after = scrape(daemon.ops.address)
     causes = {dict(ls)["cause"] for (n, ls), v in samples.items()
               if n == "calstream_parked_items" and v >= 1}
@@ -195,8 +205,9 @@ async def test_dead_letter_redriven_after_the_cause_is_fixed(tmp_path, broker, k
     inbox_file.rename(aside)
     cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["detector1"], workers=1)
     async with running_daemon(cfg):
+        # The detector1 group's first join, then the run's dead letter.
         msgs = await wait_for(cfg, ["deadletter"], lambda ms: len(dead_letters(ms)) >= 1,
-                              timeout=60)
+                              timeout=180)
         letter = dead_letters(msgs)[0]
         assert letter["category"] == "bad_input" and letter["original"]["topic"].endswith("raw")
         listed = await anyio.to_thread.run_sync(
@@ -268,9 +279,7 @@ async def test_a_dead_letter_whose_failure_record_is_refused_parks_and_is_not_re
             assert metric(samples, "calstream_dead_letters_total") == 1
             assert metric(samples, "calstream_stage_runs_total", outcome="failed") == 1
             subprocess.run(["umount", "-l", str(failed)], check=True)  # writable again
-            with anyio.fail_after(60):
-                while metric(scrape(daemon.ops.address), "calstream_parked_items") > 0:
-                    await anyio.sleep(0.2)
+            await until_unparked(daemon)
             assert daemon.store.has_failed(name.program, name.observation, name.exposure_id,
                                            "detector1", file_digest(uncal))
             samples = scrape(daemon.ops.address)
@@ -315,9 +324,7 @@ async def test_quarantine_refused_parks(
             assert bad.is_file()
             clear()
             await wait_for(cfg, ["deadletter"], lambda ms: len(dead_letters(ms)) >= 1, timeout=60)
-            with anyio.fail_after(60):
-                while metric(scrape(daemon.ops.address), "calstream_parked_items") > 0:
-                    await anyio.sleep(0.2)
+            await until_unparked(daemon)
             letters = dead_letters(await read_all(cfg, ["deadletter"]))
             assert not bad.exists()
             assert "not a FITS file" in (cfg.quarantine / f"{bad.name}.reason.txt").read_text()

@@ -21,6 +21,7 @@ from tests.integration.support import (
     running_daemon,
     scrape,
     until,
+    wait_for,
 )
 from tests.integration.test_planner_ha import product_event, publish, stage2_orders
 
@@ -44,7 +45,11 @@ async def test_a_planner_over_its_memory_budget_starts_again_and_sends_every_ord
         await until(lambda: compactions() >= 2)
         await until(lambda: daemon.planner is not None and daemon.planner.caught_up
                      and len(daemon.planner.state.exposures) == 8)
-        orders = stage2_orders(await read_all(cfg, ["work.stage2"], timeout=10))
+        # An exposure is in the state before its order is acknowledged: the
+        # orders are read once the last one is out, not at this instant.
+        await wait_for(cfg, ["work.stage2"],
+                       lambda ms: len(stage2_orders(ms)) >= len(first + second), timeout=120)
+        orders = stage2_orders(await read_all(cfg, ["work.stage2"]))
         assert daemon.planner.memory_budget == 2**20
     # Every exposure's order once: none lost and none sent again by a planner
     # that started from a snapshot (it knows what was sent before it).

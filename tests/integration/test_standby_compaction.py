@@ -91,6 +91,10 @@ async def test_a_standby_compacts_with_decisions_withheld_and_takes_over_sending
             active.proc.wait()
             await until(lambda: role() == "active" and not standby.planner.standby.withheld
                          and len(standby.planner.state.exposures) == 12, 90)
+            # Read once every exposure's order is out, not at the instant the
+            # state holds them all (an exposure is there before its order is sent).
+            await wait_for(cfg, ["work.stage2"], lambda ms: len(
+                {o["work_id"] for o in stage2_orders(ms)}) >= len(first + second), timeout=120)
             orders = stage2_orders(await read_all(cfg, ["work.stage2"]))
             said = [r.getMessage() for r in caplog.records]
     finally:

@@ -28,7 +28,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from calstream.daemon.doers.embedded_broker import EmbeddedBroker, free_port
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.operations.deployment import record_path
 from calstream.daemon.runtime import Daemon
 from calstream.steps.crds_env import CRDS_VARS
@@ -36,8 +37,9 @@ from calstream.steps.environment import environ
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 
-from .support import daemon_config, metric, products, scrape, wait_for
+from .support import daemon_config, metric, products, refused_address, scrape, wait_for
 from .test_parking import full_tmpfs, read_only_dir
+from .test_planner_ha import product_event, publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -59,14 +61,20 @@ async def wait_until_waiting(daemon: Daemon, what: str, cause: str) -> list[str]
     """/readyz's problems once it says the start waits for ``what`` (parked on ``cause``)."""
     with anyio.fail_after(60):
         while True:
-            if daemon.ops is not None:
-                code, body = await anyio.to_thread.run_sync(get, daemon.ops.address, "/readyz")
-                problems = json.loads(body)["problems"] if code == 503 else []
-                waiting = [p for p in problems if f"waiting for {what}" in p and cause in p]
-                if waiting and metric(scrape(daemon.ops.address), "calstream_parked_items",
-                                      stage="start", cause=cause) == 1:
-                    return problems
+            problems = await readyz_problems(daemon)
+            waiting = [p for p in problems if f"waiting for {what}" in p and cause in p]
+            if waiting and metric(scrape(daemon.ops.address), "calstream_parked_items",
+                                  stage="start", cause=cause) == 1:
+                return problems
             await anyio.sleep(0.2)
+
+
+async def readyz_problems(daemon: Daemon) -> list[str]:
+    """What /readyz says is wrong (nothing while the endpoint is not up yet)."""
+    if daemon.ops is None:
+        return []
+    code, body = await anyio.to_thread.run_sync(get, daemon.ops.address, "/readyz")
+    return json.loads(body)["problems"] if code == 503 else []
 
 
 async def detector1_product_after_healing(daemon: Daemon, cfg, uncal: Path) -> None:
@@ -82,10 +90,12 @@ async def detector1_product_after_healing(daemon: Daemon, cfg, uncal: Path) -> N
 
 
 async def test_a_broker_that_comes_up_after_the_daemon(tmp_path, kit, unique_prefix):
-    port = free_port()
+    # Held (bound, not listening) until the broker starts: refused meanwhile,
+    # and no other process can take the port in between.
+    late = EmbeddedBroker(tmp_path / "late-broker")
+    port = late.reserve_port()
     cfg = daemon_config(tmp_path, f"127.0.0.1:{port}", unique_prefix, **FAST)
     daemon = Daemon(cfg)
-    late = EmbeddedBroker(tmp_path / "late-broker", port=port)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(daemon.run)  # on main: KafkaConnectionError, and the daemon is gone
@@ -196,6 +206,66 @@ async def test_the_embedded_broker_waits_for_its_directory(tmp_path, unique_pref
     assert metric(samples, "calstream_parked_total", stage="start", cause=cause) == 1
 
 
+@pytest.mark.parametrize("moment", ["producer", "topic reader"])
+async def test_a_planner_whose_broker_does_not_answer_at_its_start(tmp_path, unique_prefix,
+                                                                   monkeypatch, moment):
+    """The broker stops answering (SIGSTOP: connections hang, as on a lost
+    host) just as the planner, on its own loop, starts its producer or its
+    first topic reader. The planner waits as every start step does (/readyz
+    names the wait, /healthz stays alive) and, once the broker answers,
+    catches up and orders work. (On main the client's time-out ended the
+    planner's loop, and with it the daemon.)"""
+    with EmbeddedBroker(tmp_path / "own-broker") as own:
+        cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix,
+                            **{**FAST, "roles": ["planner"]})
+        stopped = []
+
+        def stop_answering() -> None:
+            os.kill(own.process.pid, signal.SIGSTOP)
+            stopped.append(moment)
+
+        # Hooks at the moment, on main as here: before the planner's producer
+        # starts (the planner role's start), or before its restore's first reader.
+        hooked, name = (Daemon, "_run_planner") if moment == "producer" else \
+            (Planner, "restore")
+        original = getattr(hooked, name)
+
+        async def broker_stops_first(self, *args, **kwargs):
+            if not stopped:
+                stop_answering()
+            return await original(self, *args, **kwargs)
+
+        monkeypatch.setattr(hooked, name, broker_stops_first)
+        daemon = Daemon(cfg)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(daemon.run)
+                # The first try ends with the client's request time-out (30-40 s).
+                with anyio.fail_after(300):  # a bound for a broken daemon, not a measure
+                    while not any(f"waiting for the broker {own.bootstrap}" in p
+                                  and "broker_unreachable" in p
+                                  for p in await readyz_problems(daemon)):
+                        await anyio.sleep(0.2)
+                assert stopped == [moment]
+                health = await anyio.to_thread.run_sync(get, daemon.ops.address, "/healthz")
+                assert health == (200, "ok\n")
+                assert not daemon.start_waits.done
+                os.kill(own.process.pid, signal.SIGCONT)
+                with anyio.fail_after(180):
+                    while not (daemon.start_waits.done and daemon.readiness()[0]):
+                        await anyio.sleep(0.2)
+                await publish(cfg, [product_event(cfg.products, cfg.inbox, 4545, 1, 2)])
+                orders = await wait_for(cfg, ["work.stage2"], lambda ms: any(
+                    getattr(m, "type", "") == "work_order" for m in ms), timeout=180)
+                with anyio.fail_after(60):
+                    while metric(scrape(daemon.ops.address), "calstream_parked_items") != 0:
+                        await anyio.sleep(0.2)
+                tg.cancel_scope.cancel()
+        finally:
+            os.kill(own.process.pid, signal.SIGCONT)  # stopped, it would not stop
+    assert [o["exposure_id"] for o in orders if o.type == "work_order"]
+
+
 def calstream(*args: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "calstream.daemon.operations.cli", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -218,7 +288,11 @@ def until_it_waits_for_its_broker(daemon: subprocess.Popen, work: Path) -> None:
 
 
 def test_sigterm_while_waiting_for_the_broker_stops_cleanly(tmp_path):
-    nobody = f"127.0.0.1:{free_port()}"
+    with refused_address(tmp_path) as nobody:
+        sigterm_while_waiting_for(nobody, tmp_path)
+
+
+def sigterm_while_waiting_for(nobody: str, tmp_path: Path) -> None:
     work = tmp_path / "work"
     daemon = calstream("run", "--work-dir", str(work), "--kafka-bootstrap", nobody,
                        "--metrics-address", "127.0.0.1:0", "--role", "watcher",

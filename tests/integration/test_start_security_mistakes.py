@@ -27,6 +27,7 @@ import pytest
 
 from calstream.daemon.doers.embedded_broker import free_port, tansu_binary
 
+from .support import refused_address
 from .test_start_heal import calstream, until_it_waits_for_its_broker
 
 pytestmark = [pytest.mark.integration]
@@ -166,12 +167,13 @@ def test_sasl_credentials_the_broker_refuses(tmp_path):
 def test_with_tls_settings_a_broker_not_listening_is_waited_for(tmp_path):
     ca, _ = _certificate(tmp_path, "ca")
     work = tmp_path / "work"
-    daemon = _run(tmp_path, f"127.0.0.1:{free_port()}", protocol="SSL", ssl_cafile=str(ca))
-    try:
-        until_it_waits_for_its_broker(daemon, work)
-        daemon.send_signal(signal.SIGTERM)
-        _, err = daemon.communicate(timeout=60)
-    finally:
-        if daemon.poll() is None:
-            daemon.kill()
+    with refused_address(tmp_path) as nobody:
+        daemon = _run(tmp_path, nobody, protocol="SSL", ssl_cafile=str(ca))
+        try:
+            until_it_waits_for_its_broker(daemon, work)
+            daemon.send_signal(signal.SIGTERM)
+            _, err = daemon.communicate(timeout=60)
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
     assert daemon.returncode == 0, err[-3000:]

@@ -1,5 +1,7 @@
 """The worker pool with real spawned processes (no jwst: tiny tasks)."""
 
+from functools import partial
+
 import anyio
 import pytest
 
@@ -110,27 +112,39 @@ async def test_each_task_logs_to_its_own_file(tmp_path):
     assert "some.pipeline: second" in second
 
 
+async def until(condition, timeout: float = 60.0) -> None:
+    """Until ``condition()`` holds: the pool's state, not a sleep, orders a test's steps."""
+    with anyio.fail_after(timeout):
+        while not condition():
+            await anyio.sleep(0.01)
+
+
+def held_at(gate) -> tuple[str, dict]:
+    """A task that holds its worker until ``gate`` exists (the test opens it)."""
+    return "tests.pool_tasks:wait_for_file", {"path": str(gate)}
+
+
 @pytest.mark.anyio
-async def test_live_tasks_go_ahead_of_waiting_replayed_ones():
+async def test_live_tasks_go_ahead_of_waiting_replayed_ones(tmp_path):
     pool = make_pool(1)
     order = []
 
-    async def task(name, priority, seconds):
-        await pool.run("tests.pool_tasks:sleep", {"seconds": seconds}, timeout=30,
-                       priority=priority)
+    async def task(name, priority, function="tests.pool_tasks:sleep", args=None):
+        await pool.run(function, args or {"seconds": 0.05}, timeout=120, priority=priority)
         order.append(name)
 
     try:
         await pool.run("tests.pool_tasks:add", {"a": 0, "b": 0}, timeout=60)  # warm
         async with anyio.create_task_group() as tg:
-            tg.start_soon(task, "replay-running", 1, 0.5)
-            await anyio.sleep(0.1)
-            for i in range(3):
-                tg.start_soon(task, f"replay-{i}", 1, 0.05)
-                await anyio.sleep(0.01)
-            tg.start_soon(task, "live", 0, 0.05)
-            await anyio.sleep(0.01)
-            tg.start_soon(task, "live-2", 0, 0.05)
+            # The worker held until every other task waits in line, each in
+            # line before the next comes: their order is the pool's, not a clock's.
+            tg.start_soon(task, "replay-running", 1, *held_at(tmp_path / "gate"))
+            await until(lambda: pool.busy == 1)
+            for i, (name, priority) in enumerate([("replay-0", 1), ("replay-1", 1),
+                                                   ("replay-2", 1), ("live", 0), ("live-2", 0)]):
+                tg.start_soon(task, name, priority)
+                await until(lambda i=i: pool.waiting == i + 1)
+            (tmp_path / "gate").touch()
         assert order == ["replay-running", "live", "live-2", "replay-0", "replay-1", "replay-2"]
         assert pool.busy == 0 and pool.waiting == 0
     finally:
@@ -138,19 +152,27 @@ async def test_live_tasks_go_ahead_of_waiting_replayed_ones():
 
 
 @pytest.mark.anyio
-async def test_a_cancelled_waiter_gives_its_turn_away():
+async def test_a_cancelled_waiter_gives_its_turn_away(tmp_path):
     pool = make_pool(1)
     try:
         await pool.run("tests.pool_tasks:add", {"a": 0, "b": 0}, timeout=60)
         async with anyio.create_task_group() as tg:
-            async def busy():
-                await pool.run("tests.pool_tasks:sleep", {"seconds": 0.3}, timeout=30)
+            tg.start_soon(partial(pool.run, *held_at(tmp_path / "gate"), timeout=120))
+            await until(lambda: pool.busy == 1)
+            in_line = anyio.CancelScope()
 
-            tg.start_soon(busy)
-            await anyio.sleep(0.05)
-            with anyio.move_on_after(0.05):
-                await pool.run("tests.pool_tasks:add", {"a": 1, "b": 1}, timeout=30, priority=1)
-        ok = await pool.run("tests.pool_tasks:add", {"a": 1, "b": 2}, timeout=30)
+            async def wait_in_line():
+                with in_line:
+                    await pool.run("tests.pool_tasks:add", {"a": 1, "b": 1}, timeout=30,
+                                   priority=1)
+
+            tg.start_soon(wait_in_line)
+            await until(lambda: pool.waiting == 1)
+            in_line.cancel()  # while it waits for the worker
+            await until(lambda: pool.waiting == 0)
+            (tmp_path / "gate").touch()
+        with anyio.fail_after(60):  # no ghost of the cancelled waiter holds the worker
+            ok = await pool.run("tests.pool_tasks:add", {"a": 1, "b": 2}, timeout=30)
         assert ok.value["sum"] == 3 and pool.busy == 0 and pool.waiting == 0
     finally:
         pool.close()
