@@ -28,6 +28,7 @@ from calstream.daemon.doers import kafka
 from calstream.daemon.doers.kafka.lease import Lease
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
+from calstream.daemon.doers.start_waits import StartWaits, broker_cause, started
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract
@@ -136,11 +137,13 @@ class GatedPublisher(kafka.Publisher):
 class Leadership:
     """Holds (or competes for) the planner lease on the daemon's loop."""
 
-    def __init__(self, cfg: Config, topics: Topics, metrics: Metrics, gate: PublishGate):
+    def __init__(self, cfg: Config, topics: Topics, metrics: Metrics, gate: PublishGate,
+                 waits: StartWaits | None = None):
         self.cfg = cfg
         self.topics = topics
         self.metrics = metrics
         self.gate = gate
+        self.waits = waits or StartWaits(cfg, metrics)  # the daemon's: shown in its /readyz
         self.lease: Lease | None = None
         # Labelled by group: only a daemon with the planner role has the series.
         self.leader = metrics.planner_leader.labels(group=f"{cfg.group_prefix}.planner")
@@ -158,7 +161,15 @@ class Leadership:
         log.info("planner: standby until it holds the planner lease (group %s.planner, "
                  "session timeout %d ms)", self.cfg.group_prefix,
                  self.lease.timing.session_timeout_ms)
-        await self.lease.run(task_status=task_status)
+        # Its member started as a start step: a broker that does not answer
+        # (consumer.start's bootstrap times out or is refused) is waited for,
+        # parked and named in /readyz, not an error that ends the daemon.
+        # Joining the group comes after, from run's polls: aiokafka's
+        # coordinator retries a broker it cannot reach there by itself.
+        consumer = await self.waits.step(
+            f"the broker {self.cfg.kafka_bootstrap} (the planner lease's group "
+            f"{self.lease.group})", partial(started, self.lease.consumer), broker_cause)
+        await self.lease.run(consumer, task_status=task_status)
 
     async def _granted(self) -> None:
         generation = self.gate.grant()
