@@ -115,7 +115,19 @@ class GatedPublisher(kafka.Publisher):
     async def publish(self, logical_topic: str, key: str, message: contract.Message) -> bool:
         """A send the broker does not acknowledge (lost, not answering) is sent
         again until it is, parked (doers/parking.py): raised, it would end the
-        planner's task and the daemon with it, the order never sent."""
+        planner's task and the daemon with it, the order never sent. Every send
+        of the planner's goes through here, dead letters (Publisher.dead_letter)
+        and the restore's re-publishing of its ledger included.
+
+        The producer is not idempotent: a send that timed out may still have
+        reached the broker, and the topic then holds the message twice, with
+        one event id (the same body: ``producer`` is set once). Readers take
+        it once: the planner a plan by its plan id, a hold by its exposure id
+        (the last record wins, and compaction keeps one), a stage its work
+        order by its work id (doers/work_item_runner.py: already running or
+        done); a dead letter's event id
+        is that of its record (topic, partition, offset), as the restore sends
+        again at every start for a record it cannot read."""
         # Parked at the first failure: it already waited request_timeout_ms.
         parking = Parking(self.cfg, self.metrics, stage="planner", max_attempts=1,
                           what=f"planner: sending {message.type} {key[:200]!r}")
