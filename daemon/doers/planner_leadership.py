@@ -125,9 +125,9 @@ class GatedPublisher(kafka.Publisher):
         it once: the planner a plan by its plan id, a hold by its exposure id
         (the last record wins, and compaction keeps one), a stage its work
         order by its work id (doers/work_item_runner.py: already running or
-        done); a dead letter's event id
-        is that of its record (topic, partition, offset), as the restore sends
-        again at every start for a record it cannot read."""
+        done); a dead letter's event id is that of its record (topic,
+        partition, offset), as the restore sends again at every start for a
+        record it cannot read."""
         # Parked at the first failure: it already waited request_timeout_ms.
         parking = Parking(self.cfg, self.metrics, stage="planner", max_attempts=1,
                           what=f"planner: sending {message.type} {key[:200]!r}")
