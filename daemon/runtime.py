@@ -284,7 +284,7 @@ class Daemon:
         """The lease on this loop, the planner on its own (doers/planner_thread.py):
         its decisions never hold up the watcher or the stage consumers."""
         gate = PublishGate()
-        self.leadership = Leadership(self.cfg, self.topics, self.metrics, gate)
+        self.leadership = Leadership(self.cfg, self.topics, self.metrics, gate, self.start_waits)
         standby = Standby(gate, self.topics, follow=self.cfg.planner_lease)
 
         compacted_at = {"in_use": 0, "pending": False}  # the last compaction

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ def write_json_atomically(path: Path, value: Any, *, what: str = "record",
     else:
         directory_in_place(path.parent, root=root, what=f"the directory of a {what}")
     set_aside_unless_regular(path, what=what)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)
     try:
         with open(tmp, "w") as f:
             json.dump(value, f, indent=1, sort_keys=True)
@@ -39,6 +40,24 @@ def write_json_atomically(path: Path, value: Any, *, what: str = "record",
         tmp.unlink(missing_ok=True)  # a part left on a full disk would keep it full
         raise
     fsync_dir(path.parent)
+
+
+# ".<name>.<pid>.tmp": the writer's pid in the name, so that two processes
+# never write one temporary, and one left by a killed writer can be told.
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>[1-9][0-9]{0,9})\.tmp")
+
+
+def temporary_path(path: Path) -> Path:
+    """Where this process writes ``path``'s next content before renaming it there."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def temporary_of(name: str) -> tuple[str, int] | None:
+    """(the name it was to replace, the writer's pid) of a temporary named as
+    ``temporary_path`` names them, or None. A writer killed between writing
+    and renaming (kill -9, a power cut) leaves it behind."""
+    m = _TEMPORARY.fullmatch(name)
+    return (m["name"], int(m["pid"])) if m else None
 
 
 def _fsync(path: Path) -> None:

@@ -28,6 +28,7 @@ from calstream.daemon.doers import kafka
 from calstream.daemon.doers.kafka.lease import Lease
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
+from calstream.daemon.doers.start_waits import StartWaits, broker_cause, started
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract
@@ -114,7 +115,19 @@ class GatedPublisher(kafka.Publisher):
     async def publish(self, logical_topic: str, key: str, message: contract.Message) -> bool:
         """A send the broker does not acknowledge (lost, not answering) is sent
         again until it is, parked (doers/parking.py): raised, it would end the
-        planner's task and the daemon with it, the order never sent."""
+        planner's task and the daemon with it, the order never sent. Every send
+        of the planner's goes through here, dead letters (Publisher.dead_letter)
+        and the restore's re-publishing of its ledger included.
+
+        The producer is not idempotent: a send that timed out may still have
+        reached the broker, and the topic then holds the message twice, with
+        one event id (the same body: ``producer`` is set once). Readers take
+        it once: the planner a plan by its plan id, a hold by its exposure id
+        (the last record wins, and compaction keeps one), a stage its work
+        order by its work id (doers/work_item_runner.py: already running or
+        done); a dead letter's event id is that of its record (topic,
+        partition, offset), as the restore sends again at every start for a
+        record it cannot read."""
         # Parked at the first failure: it already waited request_timeout_ms.
         parking = Parking(self.cfg, self.metrics, stage="planner", max_attempts=1,
                           what=f"planner: sending {message.type} {key[:200]!r}")
@@ -136,11 +149,13 @@ class GatedPublisher(kafka.Publisher):
 class Leadership:
     """Holds (or competes for) the planner lease on the daemon's loop."""
 
-    def __init__(self, cfg: Config, topics: Topics, metrics: Metrics, gate: PublishGate):
+    def __init__(self, cfg: Config, topics: Topics, metrics: Metrics, gate: PublishGate,
+                 waits: StartWaits | None = None):
         self.cfg = cfg
         self.topics = topics
         self.metrics = metrics
         self.gate = gate
+        self.waits = waits or StartWaits(cfg, metrics)  # the daemon's: shown in its /readyz
         self.lease: Lease | None = None
         # Labelled by group: only a daemon with the planner role has the series.
         self.leader = metrics.planner_leader.labels(group=f"{cfg.group_prefix}.planner")
@@ -158,7 +173,15 @@ class Leadership:
         log.info("planner: standby until it holds the planner lease (group %s.planner, "
                  "session timeout %d ms)", self.cfg.group_prefix,
                  self.lease.timing.session_timeout_ms)
-        await self.lease.run(task_status=task_status)
+        # Its member started as a start step: a broker that does not answer
+        # (consumer.start's bootstrap times out or is refused) is waited for,
+        # parked and named in /readyz, not an error that ends the daemon.
+        # Joining the group comes after, from run's polls: aiokafka's
+        # coordinator retries a broker it cannot reach there by itself.
+        consumer = await self.waits.step(
+            f"the broker {self.cfg.kafka_bootstrap} (the planner lease's group "
+            f"{self.lease.group})", partial(started, self.lease.consumer), broker_cause)
+        await self.lease.run(consumer, task_status=task_status)
 
     async def _granted(self) -> None:
         generation = self.gate.grant()

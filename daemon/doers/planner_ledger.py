@@ -13,7 +13,9 @@ the exposure, as compaction keeps it).
 
 Every name there is untrusted: only ``<key>.json`` with a key the ledger
 writes (deciders/ledger_names.py) is read, and a record whose key is not
-its file's is refused; anything else gets a warning. A directory, FIFO or
+its file's is refused; the temporary of a write whose writer was killed
+(``.<key>.json.<pid>.tmp``, its pid running no more) is removed; anything
+else gets a warning. A directory, FIFO or
 link at a record's name, or a file where ``planner`` or its topic's
 directory goes, is moved aside (steps/regular_files.py).
 """
@@ -26,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from calstream.daemon.deciders.ledger_names import file_name, key_of, key_problem
-from calstream.daemon.doers.durable_files import write_json_atomically
+from calstream.daemon.doers.child_processes import pid_alive
+from calstream.daemon.doers.durable_files import temporary_of, write_json_atomically
 from calstream.steps.regular_files import (
     directory_in_place,
     read_regular_file,
@@ -79,6 +82,8 @@ class PlannerLedger:
         for name in names:
             path = directory / name
             if key_of(name) is None:
+                if _removed_leftover(path):
+                    continue
                 log.warning("planner ledger: %r is not named <key>.json for a valid key: "
                             "skipped, not read", str(path))
                 continue
@@ -109,3 +114,26 @@ class PlannerLedger:
                         _KINDS[topic], key if isinstance(key, str) else type(key).__name__)
             return None
         return body
+
+
+def _removed_leftover(path: Path) -> bool:
+    """Whether ``path`` was the temporary of a ledger write whose writer is
+    gone (write_json_atomically, killed between writing and renaming): then
+    it is removed, with one line. Its record is the file it was to replace,
+    or was never kept (its plan or hold is kept again when it comes again).
+    A live writer's temporary (a write in flight, or a pid reused since) is
+    left, and warned about as any other name."""
+    leftover = temporary_of(path.name)
+    if leftover is None or key_of(leftover[0]) is None or pid_alive(leftover[1]):
+        return False
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return True  # another reader of the ledger removed it first
+    except OSError as exc:  # a directory of that name, a read-only disk: warned below
+        log.warning("planner ledger: %r, left by a writer that is gone (pid %d), cannot be "
+                    "removed: %s", str(path), leftover[1], exc)
+        return True
+    log.info("planner ledger: removed %r, the temporary of a write interrupted in process %d "
+             "(no longer running)", str(path), leftover[1])
+    return True

@@ -206,6 +206,9 @@ async def restore(planner: Planner) -> None:
         await planner.keep("plans", message.body)
     planner.on_broker = {kind: seen[kind] | (from_snapshot[kind] if planner.tail_only.get(kind)
                                              else set()) for kind in seen}
+    # Its sends (re-published plans and holds, the dead letters above) wait out
+    # a broker that does not answer, parked: GatedPublisher.publish says how,
+    # and why one sent twice is taken once.
     await planner._restore_from_disk()
     for plan in planner.plans.values():
         for state in planner.states.values():

@@ -40,7 +40,7 @@ from typing import Any
 import calstream
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import Stored
-from calstream.daemon.doers.durable_files import fsync_dir
+from calstream.daemon.doers.durable_files import fsync_dir, temporary_path
 from calstream.steps.regular_files import (
     directory_in_place,
     open_regular_file,
@@ -101,7 +101,7 @@ def write(work_dir: str | Path, body: dict[str, Any], *,
     # aside, where every snapshot raised (FileExistsError, IsADirectoryError).
     directory_in_place(path.parent, root=Path(work_dir), what="the planner's directory")
     set_aside_unless_regular(path, what=SNAPSHOT)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)
     try:
         with open(tmp, "wb") as f:
             f.write(json.dumps(envelope).encode() + b"\n")

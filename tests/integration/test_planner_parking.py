@@ -18,13 +18,18 @@ import signal
 import anyio
 import pytest
 
-from calstream.daemon.doers import planner_snapshots
+from calstream.daemon.doers import kafka, planner_snapshots
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.doers.planner_ledger import PlannerLedger
+from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.operations.cli.plans import plan_message, publish_plan
+from calstream.daemon.runtime import Daemon
 from calstream.steps.synthetic.headers import exposure_id
 from calstream.topics import contract
+from calstream.topics.catalog import Topics
 
 from .support import daemon_config, metric, read_all, running_daemon, scrape, wait_for
+from .test_holds import send
 from .test_parking import dead_letters, fill, small_tmpfs
 from .test_planner_ha import product_event, publish
 
@@ -139,3 +144,68 @@ async def test_the_planner_waits_out_a_broker_that_stops_answering_while_it_send
             await until(lambda: metric(scrape(daemon.ops.address), "calstream_parked_items") == 0)
         orders = [m for m in msgs if getattr(m, "type", "") == "work_order"]
         assert len({o["event_id"] for o in orders}) == 1
+
+
+@pytest.mark.parametrize("moment", ["re-publish", "dead letter"])
+async def test_the_planner_s_restore_waits_out_a_broker_that_stops_answering(
+        tmp_path, unique_prefix, monkeypatch, moment):
+    """The broker stops answering (SIGSTOP) as the planner's restore sends:
+    re-publishing a plan its ledger keeps and the broker lost, or
+    dead-lettering a hold record it cannot read. The send is parked
+    (``calstream_parked_items{stage="planner"}``) and made once the broker
+    answers: the planner neither stops (taking the daemon with it) nor loses
+    the record, and what reaches the topic is one event (a send that timed
+    out but reached the broker comes again with the same event id)."""
+    with EmbeddedBroker(tmp_path / "own-broker") as own:
+        cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
+                            max_attempts=2, retry_backoff=0.1, park_recheck_seconds=1.0)
+        event = product_event(cfg.products, cfg.inbox, 4747, 1, 2)
+        manifest = tmp_path / "plan.json"
+        manifest.write_text(json.dumps({"exposures": [
+            {"exposure_id": exposure_id(event["header"]), "candidates": ["o001"]}]}))
+        plan = plan_message(manifest, "test")
+        if moment == "re-publish":  # kept by an earlier run; this broker never had it
+            PlannerLedger(cfg.work_dir).keep("plans", plan.body)
+            hooked, topic = "_restore_from_disk", "plans"
+        else:
+            await kafka.create_topics(cfg, Topics(cfg.topic_prefix))
+            await send(cfg, "holds", "jw-unreadable", b"not a hold")  # on the topic before
+            hooked, topic = "_reject", "deadletter"
+        stopped = []
+        original = getattr(Planner, hooked)
+
+        async def broker_stops_first(self, *args, **kwargs):
+            if not stopped:
+                os.kill(own.process.pid, signal.SIGSTOP)
+                stopped.append(hooked)
+            return await original(self, *args, **kwargs)
+
+        monkeypatch.setattr(Planner, hooked, broker_stops_first)
+        daemon = Daemon(cfg)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(daemon.run)
+                # Parked after the send's time-out (request_timeout_ms, 30 s).
+                with anyio.fail_after(300):  # a bound for a broken daemon, not a measure
+                    while not (daemon.ops is not None and metric(
+                            scrape(daemon.ops.address), "calstream_parked_items",
+                            stage="planner", cause="broker_unreachable") >= 1):
+                        await anyio.sleep(0.2)
+                assert stopped == [hooked]
+                assert not daemon.planner.caught_up
+                os.kill(own.process.pid, signal.SIGCONT)
+                with anyio.fail_after(180):
+                    while not (daemon.start_waits.done and daemon.readiness()[0]):
+                        await anyio.sleep(0.2)
+                await until(lambda: metric(scrape(daemon.ops.address),
+                                           "calstream_parked_items") == 0)
+                sent = [m for m in await read_all(cfg, [topic])
+                        if isinstance(m, contract.Message)]
+                tg.cancel_scope.cancel()
+        finally:
+            os.kill(own.process.pid, signal.SIGCONT)  # stopped, it would not stop
+    if moment == "re-publish":
+        assert {m["event_id"] for m in sent if m.type == "plan"} == {plan["event_id"]}
+    else:
+        letters = [m for m in dead_letters(sent) if m["original"]["topic"].endswith("holds")]
+        assert len({m["event_id"] for m in letters}) == 1, letters

@@ -29,6 +29,7 @@ import anyio
 import pytest
 
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.doers.planner_leadership import Leadership
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.operations.deployment import record_path
 from calstream.daemon.runtime import Daemon
@@ -206,18 +207,20 @@ async def test_the_embedded_broker_waits_for_its_directory(tmp_path, unique_pref
     assert metric(samples, "calstream_parked_total", stage="start", cause=cause) == 1
 
 
-@pytest.mark.parametrize("moment", ["producer", "topic reader"])
+@pytest.mark.parametrize("moment", ["producer", "topic reader", "lease"])
 async def test_a_planner_whose_broker_does_not_answer_at_its_start(tmp_path, unique_prefix,
                                                                    monkeypatch, moment):
     """The broker stops answering (SIGSTOP: connections hang, as on a lost
     host) just as the planner, on its own loop, starts its producer or its
-    first topic reader. The planner waits as every start step does (/readyz
-    names the wait, /healthz stays alive) and, once the broker answers,
-    catches up and orders work. (On main the client's time-out ended the
-    planner's loop, and with it the daemon.)"""
+    first topic reader, or (planner_lease on) as the daemon's loop starts
+    the lease's group member. The planner waits as every start step does
+    (/readyz names the wait, /healthz stays alive) and, once the broker
+    answers, catches up, leads and orders work. (On main the client's
+    time-out ended the planner's loop, or the lease's task, and with it the
+    daemon.)"""
     with EmbeddedBroker(tmp_path / "own-broker") as own:
         cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix,
-                            **{**FAST, "roles": ["planner"]})
+                            **{**FAST, "roles": ["planner"], "planner_lease": moment == "lease"})
         stopped = []
 
         def stop_answering() -> None:
@@ -225,10 +228,13 @@ async def test_a_planner_whose_broker_does_not_answer_at_its_start(tmp_path, uni
             stopped.append(moment)
 
         # Hooks at the moment, on main as here: before the planner's producer
-        # starts (the planner role's start), or before its restore's first reader.
-        hooked, name = (Daemon, "_run_planner") if moment == "producer" else \
-            (Planner, "restore")
+        # starts (the planner role's start), before its restore's first
+        # reader, or before the lease's member starts (before the planner's loop).
+        hooked, name = {"producer": (Daemon, "_run_planner"), "topic reader": (Planner, "restore"),
+                        "lease": (Leadership, "run")}[moment]
         original = getattr(hooked, name)
+        whose = {"producer": "the planner's producer", "topic reader": "the planner's topic reader",
+                 "lease": "the planner lease's group"}
 
         async def broker_stops_first(self, *args, **kwargs):
             if not stopped:
@@ -242,8 +248,8 @@ async def test_a_planner_whose_broker_does_not_answer_at_its_start(tmp_path, uni
                 tg.start_soon(daemon.run)
                 # The first try ends with the client's request time-out (30-40 s).
                 with anyio.fail_after(300):  # a bound for a broken daemon, not a measure
-                    while not any(f"waiting for the broker {own.bootstrap}" in p
-                                  and "broker_unreachable" in p
+                    while not any(f"waiting for the broker {own.bootstrap} ({whose[moment]}"
+                                  in p and "broker_unreachable" in p
                                   for p in await readyz_problems(daemon)):
                         await anyio.sleep(0.2)
                 assert stopped == [moment]
@@ -329,3 +335,4 @@ def test_run_without_crds_settings_is_a_configuration_error(tmp_path):
     ours = [line for line in err.splitlines() if line.startswith("calstream: configuration")]
     assert len(ours) == 1 and "no CRDS context could be determined" in ours[0], err
     assert "FATAL" not in err and "Traceback" not in err, err
+

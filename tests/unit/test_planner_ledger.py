@@ -161,3 +161,52 @@ def test_the_key_a_file_name_gives(name, key):
     assert ledger_names.key_of(name) == key
     if key is not None:
         assert ledger_names.file_name(key) == name and ledger_names.key_problem(key) is None
+
+
+def _gone_pid() -> int:
+    """The pid of a process that ran and has ended (reaped: no process has it now)."""
+    import subprocess
+    import sys
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    return int(child.stdout)
+
+
+def test_a_killed_writer_s_temporary_is_removed_once_and_others_are_warned_about(
+        tmp_path, caplog):
+    """A write killed between writing and renaming (kill -9) leaves
+    ``.<key>.json.<pid>.tmp``: removed with one info line when its pid runs
+    no more, where every start warned about it. A live writer's, and other
+    stray names, are left and warned about."""
+    ledger = PlannerLedger(tmp_path)
+    ledger.keep("holds", _hold())
+    holds = tmp_path / "planner" / "holds"
+    gone = _gone_pid()
+    leftover = holds / f".{NAME}.json.{gone}.tmp"
+    in_flight = holds / f".{NAME}.json.{os.getpid()}.tmp"  # this process: alive
+    not_ours = holds / f".{NAME}.json.swp.{gone}.tmp"  # names no ledger key
+    for path in (leftover, in_flight, not_ours):
+        path.write_text('{"exposure_id": "jw')  # torn, as a kill leaves it
+    with caplog.at_level(logging.INFO, logger="calstream.planner"):
+        assert PlannerLedger(tmp_path).kept("holds") == [_hold()]
+    assert not leftover.exists()
+    assert in_flight.exists() and not_ours.exists()
+    removed = [r for r in caplog.records if "removed" in r.getMessage()]
+    assert len(removed) == 1 and removed[0].levelno == logging.INFO
+    assert str(gone) in removed[0].getMessage()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 2 and all(str(leftover) not in w for w in warned), warned
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="calstream.planner"):
+        PlannerLedger(tmp_path).kept("holds")
+    assert not [r for r in caplog.records if "removed" in r.getMessage()]
+
+
+def test_a_temporary_names_what_it_replaces_and_its_writer(tmp_path):
+    from calstream.daemon.doers.durable_files import temporary_of, temporary_path
+
+    assert temporary_of(temporary_path(tmp_path / f"{NAME}.json").name) == (
+        f"{NAME}.json", os.getpid())
+    for name in (f"{NAME}.json", f".{NAME}.json.tmp", f".{NAME}.json.0.tmp",
+                 f".{NAME}.json.12a.tmp", f"{NAME}.json.12.tmp", f".{NAME}.json.12.tmp.bak"):
+        assert temporary_of(name) is None, name

@@ -113,18 +113,23 @@ class Lease:
         self.claims = False
         self.timing = LeaseTiming.of(cfg)
 
-    async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
+    def consumer(self) -> AIOKafkaConsumer:
+        """The group member, not started: the caller starts it (once its broker
+        answers: doers/planner_leadership.py) and hands it to ``run``."""
         t = self.timing
-        consumer = AIOKafkaConsumer(
+        return AIOKafkaConsumer(
             **clients.client_options(self.cfg), group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="latest", session_timeout_ms=t.session_timeout_ms,
             heartbeat_interval_ms=t.heartbeat_interval_ms,
             rebalance_timeout_ms=t.rebalance_timeout_ms,
             partition_assignment_strategy=(StickyLeaseAssignor(self),),
-            # Polled every second below: a member whose loop stops polling
+            # Polled every second in run: a member whose loop stops polling
             # gives the lease up within this much.
             max_poll_interval_ms=max(t.session_timeout_ms, 10000))
-        await consumer.start()
+
+    async def run(self, consumer: AIOKafkaConsumer, *,
+                  task_status=anyio.TASK_STATUS_IGNORED) -> None:
+        """Hold or compete for the lease with ``consumer`` (started), until cancelled."""
         try:
             consumer.subscribe([self.topic], listener=_Listener(self))
             task_status.started()
