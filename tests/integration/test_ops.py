@@ -115,15 +115,29 @@ async def prometheus_server(workdir: Path, targets: list[str]):
                             "static_configs": [{"targets": targets}]}],
     }
     (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    log = open(workdir / "prometheus.log", "w")
-    proc = subprocess.Popen(
-        [binary, f"--config.file={workdir / 'prometheus.yml'}",
-         f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-         "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    # The port is chosen free, then bound by Prometheus itself: another process
+    # may take it in between. Prometheus then exits saying so, and the start is
+    # tried again on another port (a reservation cannot be handed to a child).
+    for attempt in range(3):
+        port = free_port()
+        log = open(workdir / "prometheus.log", "w")
+        proc = subprocess.Popen(
+            [binary, f"--config.file={workdir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={workdir / f'data{attempt}'}",
+             f"--web.listen-address=127.0.0.1:{port}",
+             "--log.level=warn"], stdout=log, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            # A loaded machine: its TSDB start and the first rule load take time.
+            await eventually(lambda base=base, proc=proc: _ready(base, proc, workdir),
+                             "prometheus to start", 120.0)
+            break
+        except PortTaken:
+            proc.wait()
+            log.close()
+            if attempt == 2:
+                raise
     try:
-        await eventually(lambda: _ready(base, proc, workdir), "prometheus to start", 30.0)
         yield base
     finally:
         proc.terminate()
@@ -135,9 +149,15 @@ async def prometheus_server(workdir: Path, targets: list[str]):
         log.close()
 
 
+class PortTaken(AssertionError):
+    """Prometheus exited because its port was taken meanwhile."""
+
+
 def _ready(base: str, proc: subprocess.Popen, workdir: Path) -> bool:
     if proc.poll() is not None:
-        raise AssertionError("prometheus exited: " + (workdir / "prometheus.log").read_text())
+        said = (workdir / "prometheus.log").read_text()
+        raise (PortTaken if "address already in use" in said else AssertionError)(
+            "prometheus exited: " + said)
     try:
         return get(f"{base}/-/ready")[0] == 200
     except OSError:
