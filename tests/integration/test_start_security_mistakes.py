@@ -21,6 +21,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -145,14 +146,34 @@ def test_a_client_certificate_and_a_key_that_do_not_match(tmp_path):
         server.close()
 
 
+def _sasl_broker() -> tuple[subprocess.Popen, int]:
+    """tansu requiring SCRAM authentication, listening. Its port is chosen
+    free and bound by tansu itself, so another process may take it between:
+    tansu then exits, and is started again on another port. Without this
+    the daemon below would meet nobody, wait for its broker, and the test
+    would end at its bound instead of naming the collision."""
+    for _ in range(3):
+        port = free_port()
+        url = f"tcp://127.0.0.1:{port}"
+        broker = subprocess.Popen([str(tansu_binary()), "broker", "--listener-url", url,
+                                   "--advertised-listener-url", url, "--storage-engine",
+                                   "memory://tansu/", "--authentication"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60  # a loaded machine; tansu starts in milliseconds
+        while broker.poll() is None and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return broker, port
+            except OSError:
+                time.sleep(0.1)
+        broker.kill()
+        broker.wait()
+    pytest.fail("tansu with --authentication did not listen in three tries")
+
+
 def test_sasl_credentials_the_broker_refuses(tmp_path):
     """tansu requiring authentication (SCRAM), and a user it does not know."""
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    broker = subprocess.Popen([str(tansu_binary()), "broker", "--listener-url", url,
-                               "--advertised-listener-url", url, "--storage-engine",
-                               "memory://tansu/", "--authentication"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker, port = _sasl_broker()
     try:
         _configuration_error(
             _run(tmp_path, f"127.0.0.1:{port}", protocol="SASL_PLAINTEXT",
