@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -178,3 +179,21 @@ def compact_at_every_snapshot(monkeypatch) -> None:
     monkeypatch.setattr(planner_memory, "MIN_RECORDS", 1)
     readings = iter(range(2**30, 2**40, 2**20))
     monkeypatch.setattr(planner_restore, "resident_in_use_bytes", lambda: next(readings))
+
+
+def broker_paused_before_first(monkeypatch, owner: type, name: str, broker: EmbeddedBroker,
+                               label: str) -> list[str]:
+    """``owner.name`` patched so that ``broker`` stops answering (SIGSTOP) just
+    before its first call: a fault at that exact moment of the daemon. The
+    list returned gets ``label`` when it happened; the test sends SIGCONT."""
+    paused: list[str] = []
+    original = getattr(owner, name)
+
+    async def pausing_first(self, *args, **kwargs):
+        if not paused:
+            os.kill(broker.process.pid, signal.SIGSTOP)
+            paused.append(label)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, pausing_first)
+    return paused

@@ -28,7 +28,15 @@ from calstream.steps.synthetic.headers import exposure_id
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
-from .support import daemon_config, metric, read_all, running_daemon, scrape, wait_for
+from .support import (
+    broker_paused_before_first,
+    daemon_config,
+    metric,
+    read_all,
+    running_daemon,
+    scrape,
+    wait_for,
+)
 from .test_holds import send
 from .test_parking import dead_letters, fill, small_tmpfs
 from .test_planner_ha import product_event, publish
@@ -171,16 +179,7 @@ async def test_the_planner_s_restore_waits_out_a_broker_that_stops_answering(
             await kafka.create_topics(cfg, Topics(cfg.topic_prefix))
             await send(cfg, "holds", "jw-unreadable", b"not a hold")  # on the topic before
             hooked, topic = "_reject", "deadletter"
-        stopped = []
-        original = getattr(Planner, hooked)
-
-        async def broker_stops_first(self, *args, **kwargs):
-            if not stopped:
-                os.kill(own.process.pid, signal.SIGSTOP)
-                stopped.append(hooked)
-            return await original(self, *args, **kwargs)
-
-        monkeypatch.setattr(Planner, hooked, broker_stops_first)
+        stopped = broker_paused_before_first(monkeypatch, Planner, hooked, own, hooked)
         daemon = Daemon(cfg)
         try:
             async with anyio.create_task_group() as tg:

@@ -38,7 +38,15 @@ from calstream.steps.environment import environ
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 
-from .support import daemon_config, metric, products, refused_address, scrape, wait_for
+from .support import (
+    broker_paused_before_first,
+    daemon_config,
+    metric,
+    products,
+    refused_address,
+    scrape,
+    wait_for,
+)
 from .test_parking import full_tmpfs, read_only_dir
 from .test_planner_ha import product_event, publish
 
@@ -221,27 +229,15 @@ async def test_a_planner_whose_broker_does_not_answer_at_its_start(tmp_path, uni
     with EmbeddedBroker(tmp_path / "own-broker") as own:
         cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix,
                             **{**FAST, "roles": ["planner"], "planner_lease": moment == "lease"})
-        stopped = []
-
-        def stop_answering() -> None:
-            os.kill(own.process.pid, signal.SIGSTOP)
-            stopped.append(moment)
-
         # Hooks at the moment, on main as here: before the planner's producer
         # starts (the planner role's start), before its restore's first
         # reader, or before the lease's member starts (before the planner's loop).
         hooked, name = {"producer": (Daemon, "_run_planner"), "topic reader": (Planner, "restore"),
                         "lease": (Leadership, "run")}[moment]
-        original = getattr(hooked, name)
         whose = {"producer": "the planner's producer", "topic reader": "the planner's topic reader",
                  "lease": "the planner lease's group"}
 
-        async def broker_stops_first(self, *args, **kwargs):
-            if not stopped:
-                stop_answering()
-            return await original(self, *args, **kwargs)
-
-        monkeypatch.setattr(hooked, name, broker_stops_first)
+        stopped = broker_paused_before_first(monkeypatch, hooked, name, own, moment)
         daemon = Daemon(cfg)
         try:
             async with anyio.create_task_group() as tg:
