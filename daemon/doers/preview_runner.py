@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 
+from calstream.daemon.doers.preview_gate import PreviewGate
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations import logs
 from calstream.steps.previews.naming import planned_previews
@@ -15,16 +16,20 @@ log = logging.getLogger("calstream.previews")
 PREVIEW_TASK = "calstream.steps.previews.make:make_previews"
 PREVIEW_TIMEOUT = 120.0
 # Behind every calibration, live (0) and replayed (1): a picture never delays
-# a product.
+# a product. And, given a gate, only once its pool has no calibration in
+# flight (preview_gate.py): a picture never takes a core from a product.
 PREVIEW_PRIORITY = 2
 
 __all__ = ["make_previews", "planned_previews"]
 
 
-async def make_previews(pool: WorkerPool, previews: list[dict], log_context: dict) -> dict:
+async def make_previews(pool: WorkerPool, previews: list[dict], log_context: dict,
+                        gate: PreviewGate | None = None) -> dict:
     """Make the previews a product event listed; {"made": [...], "failed": {...}}."""
     if not previews:
         return {"made": [], "failed": {}}
+    if gate is not None:
+        await gate.until_no_calibration()
     try:
         outcome = await pool.run(PREVIEW_TASK, {"previews": previews}, timeout=PREVIEW_TIMEOUT,
                                  env=logs.task_env(**log_context), priority=PREVIEW_PRIORITY)

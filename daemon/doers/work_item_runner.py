@@ -29,6 +29,7 @@ from calstream.daemon.deciders.work_items import DETECTOR1_PIPELINE, WorkItem
 from calstream.daemon.doers.digest_memo import remember_written
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.parking import Parked, Parking, in_thread, until_done
+from calstream.daemon.doers.preview_gate import PreviewGate
 from calstream.daemon.doers.preview_runner import make_previews, planned_previews
 from calstream.daemon.doers.product_store import Done, ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims
@@ -63,10 +64,14 @@ class WorkItemRunner:
     running: dict[tuple[str, Any], anyio.Event] = field(default_factory=dict)
     # Runs of other daemons sharing the store (doers/work_claims.py).
     claims: WorkClaims = field(init=False)
+    # Holds previews back while this runner's calibrations are in flight in its pool.
+    preview_gate: PreviewGate = field(init=False)
 
     def __post_init__(self) -> None:
         self.claims = WorkClaims(self.store.top, heartbeat_seconds=self.cfg.claim_heartbeat_seconds,
                                  stale_seconds=self.cfg.claim_stale_seconds, metrics=self.metrics)
+        self.preview_gate = PreviewGate(max_wait=self.cfg.preview_max_wait, metrics=self.metrics,
+                                        stage=self.pool.stage)
 
     def count(self, item: WorkItem, outcome: str) -> None:
         self.metrics.stage_runs.labels(stage=item.stage, pipeline=item.pipeline,
@@ -185,13 +190,14 @@ class WorkItemRunner:
             return not done
 
         try:
-            outcome = await self.pool.run(
-                item.task, {**item.task_kwargs, "output_dir": str(scratch)},
-                timeout=self.cfg.task_timeout, log_path=str(run_log),
-                env={"CRDS_CONTEXT": self.context(item),
-                     **logs.task_env(**item.log_context)},
-                priority=0 if item.priority == "live" else 1, still_needed=still_needed,
-                share_cores=self._core_sharing(item))
+            with self.preview_gate.calibrating():
+                outcome = await self.pool.run(
+                    item.task, {**item.task_kwargs, "output_dir": str(scratch)},
+                    timeout=self.cfg.task_timeout, log_path=str(run_log),
+                    env={"CRDS_CONTEXT": self.context(item),
+                         **logs.task_env(**item.log_context)},
+                    priority=0 if item.priority == "live" else 1, still_needed=still_needed,
+                    share_cores=self._core_sharing(item))
             if outcome is None:
                 await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
                 await self._re_emit(item, wid, done[0])
@@ -368,9 +374,10 @@ class WorkItemRunner:
                  "; pointing PLANNED: provisional quick-look" if message["pointing_provisional"]
                  else "", extra=item.log_context)
         if self.background is not None:
-            self.background.start_soon(make_previews, self.pool, previews, item.log_context)
+            self.background.start_soon(make_previews, self.pool, previews, item.log_context,
+                                       self.preview_gate)
         else:
-            await make_previews(self.pool, previews, item.log_context)
+            await make_previews(self.pool, previews, item.log_context, self.preview_gate)
 
     async def _publish_skipped(self, item: WorkItem, wid: str, reason: str,
                                run_log: Path, store: ProductStore) -> None:

@@ -98,6 +98,10 @@ class Config:
     # at least multicore_min_mb. 1: one core a run. Products are unchanged.
     max_cores_per_exposure: int = 1
     multicore_min_mb: float = 32.0
+    # A preview waits until its pool has no calibration in flight, or this
+    # long at most, so that a picture never takes a core from a product
+    # (doers/preview_gate.py). 0: no wait (behind queued calibrations only).
+    preview_max_wait: float = 300.0
     # Step parameters passed to the pipelines, as strun's --steps.<step>.<arg>
     # (steps/step_parameters.py): {pipeline: {step: {parameter: value}}}, and
     # the same per EXP_TYPE and per program. Unset: jwst's defaults and the
@@ -273,6 +277,7 @@ PARSERS = {
     # A worker waits this long in poll(), which refuses a timeout beyond ~1e9 s.
     "worker_idle_return_seconds": _at_most(WEEK, _nonnegative(_float)),
     "max_cores_per_exposure": _positive(_int), "multicore_min_mb": _nonnegative(_float),
+    "preview_max_wait": _nonnegative(_float),
     "steps": _tables(step_parameters.parse_pipeline_steps),
     "steps_by_exp_type": _tables(step_parameters.parse_by_exp_type),
     "steps_by_program": _tables(step_parameters.parse_by_program),

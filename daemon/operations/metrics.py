@@ -82,6 +82,12 @@ class Metrics:
             "calstream_worker_cpu_seconds_total",
             "CPU the workers spent on their tasks (sealing and stcal's pool processes "
             "included), by stage and mode (user, system)", ["stage", "mode"], registry=r)
+        # Previews held back while calibrations are in flight in their pool
+        # (doers/preview_gate.py), for at most preview_max_wait seconds.
+        self.previews_waiting = Gauge(
+            "calstream_previews_waiting",
+            "Previews waiting for their pool to have no calibration in flight (at most "
+            "preview_max_wait seconds) before they ask for a worker", ["stage"], registry=r)
         self.consumer_lag = Gauge(
             "calstream_consumer_lag_messages",
             "Messages on a topic not yet consumed by this daemon's group",

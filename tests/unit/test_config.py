@@ -39,6 +39,7 @@ def test_defaults_need_no_configuration():
     assert cfg.kafka_bootstrap is None  # the embedded broker
     assert set(cfg.roles) == {"watcher", "detector1", "planner", "stage2", "stage3"}
     assert cfg.products == Path("calstream-work/products").absolute()
+    assert cfg.preview_max_wait == 300.0  # previews wait for calibrations, bounded
 
 
 # -- nonsense is refused, the same way from every source ---------------------
@@ -56,6 +57,7 @@ def test_defaults_need_no_configuration():
     ({"CALSTREAM_DETECTOR1_STEPS": "jump=5"}, "CALSTREAM_DETECTOR1_STEPS\\): not a TOML or JSON"),
     ({"CALSTREAM_DETECTOR1_STEPS": "{jump = 5}"}, "step 'jump': expected a table"),
     ({"CALSTREAM_KAFKA_BOOTSTRAP": "kafka"}, "not HOST:PORT"),
+    ({"CALSTREAM_PREVIEW_MAX_WAIT": "-5"}, "PREVIEW_MAX_WAIT\\): must be >= 0"),
     ({"CALSTREAM_WOKERS": "2"}, "unknown setting 'wokers' \\(CALSTREAM_WOKERS\\) "
                                 "\\(did you mean 'CALSTREAM_WORKERS'\\?\\)"),
 ])
@@ -77,6 +79,10 @@ def test_nonsense_in_the_environment_is_refused(env, message):
     # every worker at its first idle moment.
     ("worker_idle_return_seconds = 1e9", "must be <= 604800"),
     ("worker_idle_return_seconds = -1", "must be >= 0"),
+    # A preview's wait for no calibration in flight, bounded (0: no wait).
+    ("preview_max_wait = -1", "bad value for preview_max_wait: must be >= 0"),
+    ("preview_max_wait = nan", "preview_max_wait: expected a number of seconds"),
+    ('preview_max_wait = "soon"', "preview_max_wait: expected a number of seconds"),
     ("poling = true", "unknown setting 'poling' \\(did you mean 'polling'\\?\\)"),
     ('[security]\nsasl_pasword = "x"', "did you mean 'security.sasl_password'"),
 ])

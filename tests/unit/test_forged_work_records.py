@@ -87,6 +87,8 @@ class _Pool:
     starts (steps/association_run.py: the association file in the scratch
     directory, the working directory of a WFSS run) and writing one product."""
 
+    stage = "any"  # one pool for every stage's items here
+
     def __init__(self):
         self.written: list[Path] = []
         self.output_dirs: list[Path] = []

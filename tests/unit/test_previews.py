@@ -134,6 +134,8 @@ class _Bus:
 class _Pool:
     """The calibration writes a rate file; the preview task's worker is lost."""
 
+    stage = "detector1"
+
     def __init__(self):
         self.tasks = []
 
