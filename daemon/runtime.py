@@ -123,8 +123,8 @@ class Daemon:
                 problems.append(why)
         if starting := self.start_waits.problem():  # what it waits for, if anything
             problems.append(starting)
-        if self.planner is not None and not self.planner.caught_up:
-            problems.append("planner catching up with its history (snapshot tail or rebuild)")
+        if behind := planner_clients.catching_up(self.planner, self.start_waits):
+            problems.append(behind)
         return not problems, problems
 
     def health(self) -> tuple[bool, list[str]]:

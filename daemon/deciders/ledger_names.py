@@ -41,3 +41,16 @@ def key_of(name: str) -> str | None:
         return None
     key = name[:-len(SUFFIX)]
     return key if key_problem(key) is None else None
+
+
+STRAYS_NAMED = 5  # names a stray warning shows; the rest are counted
+
+
+def strays_summary(directory: str, strays: list[str]) -> str:
+    """One warning's text for the stray names of a ledger directory: a few
+    of them and how many, where a line each flooded the log at every start
+    of a directory holding thousands."""
+    shown = ", ".join(repr(name) for name in strays[:STRAYS_NAMED])
+    more = f" and {len(strays) - STRAYS_NAMED} more" if len(strays) > STRAYS_NAMED else ""
+    return (f"planner ledger: {len(strays)} name(s) in {directory!r} not named <key>.json for a "
+            f"valid key: skipped, not read: {shown}{more}")

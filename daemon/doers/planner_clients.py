@@ -11,12 +11,16 @@ itself); it is not an error that ends the planner's loop, and with it the
 daemon. StartWaits.step is safe on that loop's thread: what it shares with
 the daemon's loop is the wait /readyz shows (one reference, replaced whole),
 thread-safe metrics, and the client loggers it quiets (under a lock).
+
+The restore's reads and sends wait the same way (``read_to_end``,
+``restore_sends_waited``): /readyz then names the broker the restore waits
+for rather than "catching up", which it says while the planner reads.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -28,25 +32,76 @@ if TYPE_CHECKING:
     from calstream.daemon.doers.planner_loop import Planner
 
 
-def _what(cfg: Config, client: str) -> str:
+PLANNER = "planner"  # the owner of the planner's waits (StartWaits.waiting_of)
+# A restore's read with neither a record nor its end this long: the broker
+# stopped answering or went away (its client's requests time out in 30-40 s).
+READ_STALL_SECONDS = 30.0
+
+
+def waited_broker(cfg: Config, client: str) -> str:
     return f"the broker {cfg.kafka_bootstrap} (the planner's {client})"
+
+
+def waits_of(planner: Planner) -> StartWaits:
+    """The daemon's StartWaits; a planner outside a daemon (a tool, a test)
+    waits with its own, shown in its metrics only."""
+    return planner.start_waits or StartWaits(planner.cfg, planner.metrics)
+
+
+def catching_up(planner: Planner | None, waits: StartWaits) -> str | None:
+    """/readyz's line for a planner (if any) not caught up, unless the wait
+    it shows already is the planner's: it does not read then, it waits."""
+    if planner is None or planner.caught_up or waits.waiting_of(PLANNER):
+        return None
+    return "planner catching up with its history (snapshot tail or rebuild)"
 
 
 async def started_producer(cfg: Config, waits: StartWaits) -> Any:
     """The planner's own producer, started once the broker answers."""
-    return await waits.step(_what(cfg, "producer"), partial(started, partial(kafka.producer, cfg)),
-                            broker_cause)
+    return await waits.step(waited_broker(cfg, "producer"),
+                            partial(started, partial(kafka.producer, cfg)), broker_cause,
+                            owner=PLANNER)
 
 
 @contextlib.asynccontextmanager
 async def open_reader(planner: Planner, names: list[str]) -> AsyncIterator[kafka.TopicReader]:
     """kafka.open_reader on ``names`` from the planner's positions, opened
     (connected, the topics' partitions found and assigned) once the broker
-    answers. A planner outside a daemon (a tool, a test) waits with its own
-    StartWaits, shown in its metrics only."""
-    waits = planner.start_waits or StartWaits(planner.cfg, planner.metrics)
+    answers."""
     async with contextlib.AsyncExitStack() as stack:
         def attempt():  # a new reader each time: one that failed to open closed itself
             return stack.enter_async_context(
                 kafka.open_reader(planner.cfg, names, start=planner.positions))
-        yield await waits.step(_what(planner.cfg, "topic reader"), attempt, broker_cause)
+        yield await waits_of(planner).step(waited_broker(planner.cfg, "topic reader"), attempt,
+                                           broker_cause, owner=PLANNER)
+
+
+async def read_to_end(planner: Planner, names: list[str]
+                      ) -> tuple[list[kafka.Record], kafka.TopicReader]:
+    """The records of ``names`` from the planner's positions up to "now", and
+    the reader that read them (closed). A broker that stops answering or goes
+    away during the read (no record nor the end for READ_STALL_SECONDS) is
+    waited for as at the reader's open, and the read made again whole, from
+    the same positions, by a new reader: never a part of the records (a new
+    reader also finds what a broker started again empty lost: TopicReader.lost)."""
+    async def attempt() -> tuple[list[kafka.Record], kafka.TopicReader]:
+        async with kafka.open_reader(planner.cfg, names, start=planner.positions) as reader:
+            return await reader.read_to_end(stall_seconds=READ_STALL_SECONDS), reader
+    return await waits_of(planner).step(waited_broker(planner.cfg, "topic reader"), attempt,
+                                        broker_cause, owner=PLANNER)
+
+
+@contextlib.contextmanager
+def restore_sends_waited(planner: Planner) -> Iterator[None]:
+    """While the restore runs, a send of the planner's publisher that the
+    broker does not acknowledge is shown in /readyz as what it waits for
+    (GatedPublisher.restore_waits); later sends are parked unnamed there."""
+    publisher = planner.publisher
+    if not hasattr(publisher, "restore_waits"):  # a plain Publisher (a tool, a test)
+        yield
+        return
+    publisher.restore_waits = waits_of(planner)
+    try:
+        yield
+    finally:
+        publisher.restore_waits = None

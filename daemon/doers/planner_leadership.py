@@ -24,7 +24,7 @@ from functools import partial
 
 import anyio
 
-from calstream.daemon.doers import kafka
+from calstream.daemon.doers import kafka, planner_clients
 from calstream.daemon.doers.kafka.lease import Lease
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
@@ -111,6 +111,9 @@ class GatedPublisher(kafka.Publisher):
         self.gate = gate
         self.withhold = withhold
         self.cfg = cfg
+        # While the planner restores (planner_clients.restore_sends_waited):
+        # the daemon's StartWaits, so that /readyz names the broker it waits for.
+        self.restore_waits: StartWaits | None = None
 
     async def publish(self, logical_topic: str, key: str, message: contract.Message) -> bool:
         """A send the broker does not acknowledge (lost, not answering) is sent
@@ -129,10 +132,15 @@ class GatedPublisher(kafka.Publisher):
         partition, offset), as the restore sends again at every start for a
         record it cannot read."""
         # Parked at the first failure: it already waited request_timeout_ms.
+        what, attempt = (f"sending {message.type} {key[:200]!r}",
+                         partial(self._publish_once, logical_topic, key, message))
+        if (waits := self.restore_waits) is not None:
+            return await waits.step(
+                f"{planner_clients.waited_broker(self.cfg, 'producer')}, {what}", attempt,
+                broker_fault, stage="planner", max_attempts=1, owner=planner_clients.PLANNER)
         parking = Parking(self.cfg, self.metrics, stage="planner", max_attempts=1,
-                          what=f"planner: sending {message.type} {key[:200]!r}")
-        return await until_done(partial(self._publish_once, logical_topic, key, message),
-                                parking, cause_of=broker_fault)
+                          what=f"planner: {what}")
+        return await until_done(attempt, parking, cause_of=broker_fault)
 
     async def _publish_once(self, logical_topic: str, key: str,
                             message: contract.Message) -> bool:

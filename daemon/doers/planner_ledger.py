@@ -15,7 +15,8 @@ Every name there is untrusted: only ``<key>.json`` with a key the ledger
 writes (deciders/ledger_names.py) is read, and a record whose key is not
 its file's is refused; the temporary of a write whose writer was killed
 (``.<key>.json.<pid>.tmp``, its pid running no more) is removed; anything
-else gets a warning. A directory, FIFO or
+else is skipped, with one warning per directory read (how many, a few
+names: thousands of them would flood the log at every start). A directory, FIFO or
 link at a record's name, or a file where ``planner`` or its topic's
 directory goes, is moved aside (steps/regular_files.py).
 """
@@ -27,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from calstream.daemon.deciders.ledger_names import file_name, key_of, key_problem
+from calstream.daemon.deciders.ledger_names import file_name, key_of, key_problem, strays_summary
 from calstream.daemon.doers.child_processes import pid_alive
 from calstream.daemon.doers.durable_files import temporary_of, write_json_atomically
 from calstream.steps.regular_files import (
@@ -78,18 +79,18 @@ class PlannerLedger:
             except OSError as exc:
                 log.warning("planner ledger %r unusable (%s): nothing read", str(directory), exc)
             return []
-        out = []
+        out, strays = [], []
         for name in names:
             path = directory / name
             if key_of(name) is None:
-                if _removed_leftover(path):
-                    continue
-                log.warning("planner ledger: %r is not named <key>.json for a valid key: "
-                            "skipped, not read", str(path))
+                if not _removed_leftover(path):
+                    strays.append(name)
                 continue
             body = self._record_at(path, topic)
             if body is not None:
                 out.append(body)
+        if strays:
+            log.warning(strays_summary(str(directory), strays))
         return out
 
     def _record_at(self, path: Path, topic: str) -> dict[str, Any] | None:

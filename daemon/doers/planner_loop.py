@@ -30,7 +30,7 @@ from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
 from calstream.daemon.deciders.product_intake import ProductIntake
 from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
-from calstream.daemon.doers import kafka, planner_clients, planner_restore
+from calstream.daemon.doers import kafka, planner_clients, planner_restore, planner_tail
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.planner_publishing import Faults, Refused, keep, publish_emits
@@ -201,7 +201,7 @@ class Planner:
                         await anyio.sleep(0)
                         last_yield = time.monotonic()
                 if not self.caught_up and await reader.caught_up():
-                    planner_restore.warn_lost(reader.lost)
+                    planner_tail.warn_lost(reader.lost)
                     self.caught_up = True
                     log.info("planner caught up with the product events")
                     for record in self._deferred:

@@ -30,7 +30,7 @@ from calstream.daemon.deciders import planner_memory, planner_snapshot
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import BlockCache, BlockWriter
 from calstream.daemon.deciders.standby_withheld import WithheldDecisions, usable_without_following
-from calstream.daemon.doers import planner_clients, planner_snapshots
+from calstream.daemon.doers import planner_clients, planner_snapshots, planner_tail
 from calstream.daemon.doers.process_memory import container_limit_bytes, resident_in_use_bytes
 from calstream.steps.failures import infrastructure_cause
 from calstream.steps.plans import Plan, PlanError
@@ -121,28 +121,6 @@ def _seen_published(planner: Planner, message: contract.Message) -> None:
         planner.standby.memory.seen_published(message.event_id)
 
 
-async def read_topic(planner: Planner, logical: str):
-    """The records of a topic after what the state covers, remembering how far."""
-    name = planner.topics.name(logical)
-    async with planner_clients.open_reader(planner, [name]) as reader:
-        records = await reader.read_to_end()
-        warn_lost(reader.lost)
-        # Read from a snapshot's offsets and nothing lost: the broker still
-        # has every record before them too.
-        planner.tail_only[logical] = bool(reader.partitions) and not reader.lost and any(
-            planner.positions.get((tp.topic, tp.partition)) for tp in reader.partitions)
-    for record in records:
-        planner.positions[(record.topic, record.partition)] = record.offset + 1
-    return records
-
-
-def warn_lost(lost) -> None:
-    for tp in lost:
-        log.warning("planner: %s[%d] is shorter than the snapshot says: the broker lost its "
-                    "records; read again from its beginning (decisions kept: what was "
-                    "decided is recognised when it comes again)", tp.topic, tp.partition)
-
-
 # Python's collector looks at its young objects every 700 new containers. The
 # planner keeps about twenty new containers per product event (its parsed
 # body, the records made of it) for as long as the exposure matters, so at
@@ -160,6 +138,12 @@ def tune_collector() -> None:
 
 
 async def restore(planner: Planner) -> None:
+    # A send the broker does not acknowledge is named in /readyz meanwhile.
+    with planner_clients.restore_sends_waited(planner):
+        await _restore(planner)
+
+
+async def _restore(planner: Planner) -> None:
     tune_collector()
     used = await anyio.to_thread.run_sync(load_snapshot, planner)
     if not used and _following(planner):  # a rebuild withholds again what nobody sent
@@ -169,14 +153,14 @@ async def restore(planner: Planner) -> None:
     from_snapshot = {"plans": set(planner.plans), "holds": set(planner.holds)}
     seen: dict[str, set[str]] = {"plans": set(), "holds": set()}
     for topic in planner._work_topics():
-        for record in await read_topic(planner, topic):
+        for record in await planner_tail.read_topic(planner, topic):
             try:
                 order = contract.decode(record.value, expected="work_order")
             except contract.InvalidMessage:
                 continue  # the stage consumers dead-letter these
             planner.state_for(order.get("namespace") or "live").restore_order(order)
             _seen_published(planner, order)
-    for record in await read_topic(planner, "holds"):
+    for record in await planner_tail.read_topic(planner, "holds"):
         if record.value is None:
             continue
         try:
@@ -189,7 +173,7 @@ async def restore(planner: Planner) -> None:
             # hold it cannot read is reported (the same dead letter, same
             # event id, at every start) and never trusted.
             await planner._reject(record, "invalid_message", f"hold record: {exc}")
-    for record in await read_topic(planner, "plans"):
+    for record in await planner_tail.read_topic(planner, "plans"):
         try:
             message = contract.decode(record.value, expected="plan")
             plan = Plan.from_json(message.body)

@@ -27,12 +27,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
-
 from calstream.daemon.deciders.retry_policy import Backoff
 from calstream.daemon.doers.broker_supervisor import CLIENT_LOGGERS, quiet_client_logs
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.kafka import refused_settings, unreachable
+from calstream.daemon.doers.kafka.clients import stopped
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
 from calstream.daemon.operations.config import Config, ConfigError
@@ -90,8 +89,8 @@ _REPEATING = {BROKER_UNREACHABLE: CLIENT_LOGGERS, CRDS_UNREACHABLE: ("CRDS",)}
 class _Wait:
     """What one start step waits for, for /readyz and the reminders."""
 
-    def __init__(self, what: str, cause: str) -> None:
-        self.what, self.cause = what, cause
+    def __init__(self, what: str, cause: str, owner: str | None) -> None:
+        self.what, self.cause, self.owner = what, cause, owner
         self.since_wall, self.since = time.time(), time.monotonic()
         self.reminders = 0
         self.next_reminder = self.since + REMINDERS.delay(1)
@@ -127,10 +126,21 @@ class StartWaits:
             return self.waiting.describe()
         return None if self.done else "starting"
 
+    def waiting_of(self, owner: str) -> bool:
+        """Whether the wait /readyz shows now is one of ``owner``'s steps."""
+        wait = self.waiting
+        return wait is not None and wait.owner == owner
+
     async def step(self, what: str, attempt: Callable[[], Awaitable[T]],
-                   cause_of: Callable[[BaseException], str | None]) -> T:
-        """``attempt()`` until no fault ``cause_of`` names stops it; any other error is raised."""
-        parking = Parking(self.cfg, self.metrics, stage=START, what=f"start: {what}")
+                   cause_of: Callable[[BaseException], str | None], *, stage: str = START,
+                   max_attempts: int | None = None, owner: str | None = None) -> T:
+        """``attempt()`` until no fault ``cause_of`` names stops it; any other error is raised.
+
+        ``stage`` labels its park in the metrics (a step of the planner's
+        restore keeps the planner's), ``max_attempts`` as Parking's, and
+        ``owner`` lets /readyz tell whose wait it shows (waiting_of)."""
+        parking = Parking(self.cfg, self.metrics, stage=stage, what=f"{stage}: {what}",
+                          max_attempts=max_attempts)
         wait: _Wait | None = None
         quieted: tuple[str, ...] = ()
 
@@ -140,7 +150,7 @@ class StartWaits:
             if named is None:
                 return None
             if wait is None:
-                wait = self.waiting = _Wait(what, named)
+                wait = self.waiting = _Wait(what, named, owner)
                 # aiokafka logs every failed connection, crds its "FATAL": said once.
                 quieted = _REPEATING.get(named, ())
                 quiet_client_logs(True, quieted)
@@ -178,8 +188,7 @@ async def started(make: Callable[[], Any]) -> Any:
     try:
         await client.start()
     except BaseException:
-        with anyio.CancelScope(shield=True):
-            await client.stop()
+        await stopped(client)
         raise
     return client
 

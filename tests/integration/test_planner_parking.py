@@ -163,7 +163,9 @@ async def test_the_planner_s_restore_waits_out_a_broker_that_stops_answering(
     (``calstream_parked_items{stage="planner"}``) and made once the broker
     answers: the planner neither stops (taking the daemon with it) nor loses
     the record, and what reaches the topic is one event (a send that timed
-    out but reached the broker comes again with the same event id)."""
+    out but reached the broker comes again with the same event id).
+    Meanwhile /readyz names the broker the restore waits for, and does not
+    say it catches up: it is not reading."""
     with EmbeddedBroker(tmp_path / "own-broker") as own:
         cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
                             max_attempts=2, retry_backoff=0.1, park_recheck_seconds=1.0)
@@ -192,6 +194,12 @@ async def test_the_planner_s_restore_waits_out_a_broker_that_stops_answering(
                         await anyio.sleep(0.2)
                 assert stopped == [hooked]
                 assert not daemon.planner.caught_up
+                waited = f"waiting for the broker {own.bootstrap} (the planner's producer), sending"
+                with anyio.fail_after(60):  # named from the first failure on: now
+                    while not any(waited in p for p in daemon.readiness()[1]):
+                        await anyio.sleep(0.2)
+                problems = daemon.readiness()[1]
+                assert not any("catching up" in p for p in problems), problems
                 os.kill(own.process.pid, signal.SIGCONT)
                 with anyio.fail_after(180):
                     while not (daemon.start_waits.done and daemon.readiness()[0]):

@@ -80,8 +80,8 @@ def _hold(key: str = NAME) -> dict:
 
 def test_only_files_named_for_a_valid_key_are_read(tmp_path, caplog):
     """A person's backup, an editor's swap file, a name with a newline: each
-    skipped with a warning naming it, and never opened (a FIFO among them
-    would otherwise be)."""
+    skipped, and never opened (a FIFO among them would otherwise be); one
+    warning counts them and names the first few."""
     ledger = PlannerLedger(tmp_path)
     ledger.keep("holds", _hold())
     holds = tmp_path / "planner" / "holds"
@@ -91,9 +91,27 @@ def test_only_files_named_for_a_valid_key_are_read(tmp_path, caplog):
     os.mkfifo(holds / "fifo.json.old")  # opened, it would hold the reader
     with caplog.at_level(logging.WARNING):
         assert PlannerLedger(tmp_path).kept("holds") == [_hold()]
-    assert repr(str(holds / "x\n.json")) in caplog.text
-    assert caplog.text.count("not named <key>.json") == 8
+    assert caplog.text.count("not named <key>.json") == 1
+    assert f"8 name(s) in {str(holds)!r}" in caplog.text
+    assert repr("-x.json") in caplog.text and "and 3 more" in caplog.text
     assert (holds / "fifo.json.old").exists()  # skipped, not moved: no record's name
+
+
+def test_thousands_of_stray_names_make_one_warning_per_directory(tmp_path, caplog):
+    """A directory of strays (a copy made by hand, a backup tool's) warned
+    about in one line at each start, not a line each."""
+    ledger = PlannerLedger(tmp_path)
+    ledger.keep("holds", _hold())
+    holds = tmp_path / "planner" / "holds"
+    for n in range(2000):
+        (holds / f"{NAME}-{n:04d}.json.bak").write_text("{}")
+    with caplog.at_level(logging.WARNING):
+        assert PlannerLedger(tmp_path).kept("holds") == [_hold()]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1, len(warned)
+    assert "2000 name(s)" in warned[0] and "and 1995 more" in warned[0]
+    assert repr(f"{NAME}-0000.json.bak") in warned[0]
+    assert len(warned[0]) < 2000  # a few names, not all of them
 
 
 def test_a_record_under_another_key_s_name_is_ignored(tmp_path):
@@ -195,7 +213,8 @@ def test_a_killed_writer_s_temporary_is_removed_once_and_others_are_warned_about
     assert len(removed) == 1 and removed[0].levelno == logging.INFO
     assert str(gone) in removed[0].getMessage()
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warned) == 2 and all(str(leftover) not in w for w in warned), warned
+    assert len(warned) == 1 and leftover.name not in warned[0], warned
+    assert repr(in_flight.name) in warned[0] and repr(not_ours.name) in warned[0]
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="calstream.planner"):
         PlannerLedger(tmp_path).kept("holds")

@@ -77,3 +77,27 @@ async def test_cancelled_while_waiting_leaves_nothing_parked(tmp_path):
                 await anyio.sleep(0.01)
             scope.cancel()
     assert parked(w, "disk_full") == 0 and w.waiting is None
+
+
+async def test_a_step_of_the_planner_s_restore_parks_in_its_stage_and_is_known_as_its_own(
+        tmp_path):
+    """A restore's step (a send, a read) keeps the planner's stage in the
+    metrics, and /readyz can tell the wait it shows is the planner's (then
+    it does not also say the planner is catching up: it is not reading)."""
+    w = waits(tmp_path)
+    seen: list[tuple[bool, bool, float]] = []
+
+    async def attempt() -> str:
+        seen.append((w.waiting_of("planner"), w.waiting_of("daemon"),
+                     w.metrics.parked.labels(stage="planner", cause="disk_full")._value.get()))
+        if len(seen) < 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path))
+        return "sent"
+
+    assert await w.step("the planner's disk", attempt, infrastructure_cause, stage="planner",
+                        max_attempts=1, owner="planner") == "sent"
+    # Parked at the first failure (max_attempts=1), in the planner's stage.
+    assert seen == [(False, False, 0), (True, False, 1)]
+    assert not w.waiting_of("planner")
+    assert w.metrics.parked_total.labels(stage="planner", cause="disk_full")._value.get() == 1
+    assert w.metrics.parked_total.labels(stage="start", cause="disk_full")._value.get() == 0

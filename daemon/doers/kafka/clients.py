@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 from typing import Any
 
+import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import collect_hosts, create_conn
@@ -94,6 +95,19 @@ def reader(cfg: Config, **options: Any) -> AIOKafkaConsumer:
     """A consumer outside any group: it commits nothing and is assigned partitions."""
     return AIOKafkaConsumer(**client_options(cfg), group_id=None, enable_auto_commit=False,
                             auto_offset_reset="earliest", **options)
+
+
+async def stopped(client: Any) -> None:
+    """``client.stop()``, shielded. With its broker gone, aiokafka's stop
+    re-raises the CancelledError of its own fetch task (cancelled while it
+    waited to retry the broker): no cancellation of the caller's (shielded
+    here); raised, it would end the task that closes the client (a planner
+    restore's reader after a stall, and with it the daemon)."""
+    with anyio.CancelScope(shield=True):
+        try:
+            await client.stop()
+        except anyio.get_cancelled_exc_class():
+            pass
 
 
 def admin(cfg: Config) -> AIOKafkaAdminClient:

@@ -104,17 +104,33 @@ class TopicReader:
                     return False
         return True
 
-    async def batches_to_end(self) -> AsyncIterator[list[ConsumerRecord]]:
-        """The records up to "now", a fetch at a time."""
+    async def batches_to_end(self, *, stall_seconds: float | None = None
+                             ) -> AsyncIterator[list[ConsumerRecord]]:
+        """The records up to "now", a fetch at a time. With ``stall_seconds``:
+        KafkaTimeoutError (a broker fault, retriable) once that long passes
+        with neither a record nor the end. aiokafka's fetches never raise when
+        the broker stops answering or goes away: they come back empty, and
+        the read would wait for ever, unseen. (Measured between fetches, not
+        by cancelling one: a cancellation inside aiokafka's fetch, once its
+        connection is gone, escaped the cancel scope and ended the task.)"""
+        since = time.monotonic()
         while True:
             records = await self.fetch()
             if records:
                 yield records
+                since = time.monotonic()
             if await self.caught_up():
                 return
+            if stall_seconds is not None and time.monotonic() - since > stall_seconds:
+                raise KafkaTimeoutError(f"no record nor the end of {self._names()} within "
+                                        f"{stall_seconds:.0f}s")
 
-    async def read_to_end(self) -> list[ConsumerRecord]:
-        return [r async for batch in self.batches_to_end() for r in batch]
+    async def read_to_end(self, *, stall_seconds: float | None = None) -> list[ConsumerRecord]:
+        return [r async for batch in self.batches_to_end(stall_seconds=stall_seconds)
+                for r in batch]
+
+    def _names(self) -> str:
+        return ", ".join(sorted({tp.topic for tp in self.partitions}))
 
     async def start_at_tail(self, last: dict[str, int | None]) -> dict[TopicPartition, int]:
         """Start each partition of topic t at its last ``last[t]`` records (None:
@@ -149,8 +165,7 @@ async def open_reader(cfg: Config, names: list[str], *,
         reader.start_from(start or {})
         yield reader
     finally:
-        with anyio.CancelScope(shield=True):  # also when the reader's task is cancelled
-            await client.stop()
+        await clients.stopped(client)  # also when the reader's task is cancelled
 
 
 async def read_to_end(cfg: Config, name: str, *,
