@@ -187,6 +187,22 @@ def daemon_round(work: Path, files: list[Path], single: list[Path], workers: int
     return result
 
 
+def _round_order(order: list[str], r: int) -> list[str]:
+    """Round ``r``'s setups: ABC, BCA, CAB, ...; and with --before, the daemon
+    first of the two daemons in even rounds, the other first in odd ones.
+    The rotation alone ran the daemon just before the --before daemon in three
+    rounds of four, and what runs second may find the machine otherwise
+    (caches, the previous daemon's last work): in session 19's first SUB160
+    comparison the --before daemon was faster in the three rounds where it
+    ran second, slower in the one where it ran first."""
+    turn = order[r % len(order):] + order[:r % len(order)]
+    if "before" in turn:
+        a, b = turn.index("daemon"), turn.index("before")
+        if (a > b) == (r % 2 == 0):
+            turn[a], turn[b] = turn[b], turn[a]
+    return turn
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--exposures", type=int)
@@ -247,7 +263,7 @@ def main() -> int:
         print(f"{n} exposures ({ProgramSpec(**size).subarray}, "
               f"{ProgramSpec(**size).ngroups} groups), {rounds} rounds, {cores} cores", flush=True)
         for r in range(rounds):
-            for name in order[r % len(order):] + order[:r % len(order)]:  # ABC, BCA, CAB, ...
+            for name in _round_order(order, r):
                 settle()
                 figures = setups[name](r)
                 log[name].append(figures)

@@ -10,11 +10,14 @@ its pool (running in a worker or waiting for one), or at most ``max_wait``
 seconds, so that a continuous stream never starves the pictures; then it asks
 the pool for a worker as before.
 
-The count is kept on the event loop only, around the runner's awaited
-``WorkerPool.run`` of a calibration (the runner is its pool's one caller for
-calibrations): the pool's threads (its exchanges and hand-overs) never touch
-it, and a task a hand-over starts is already counted by its own caller,
-which is still inside ``run``.
+The count is kept on the event loop only, around each of the runner's work
+items, from the moment the runner takes it until its product event is out
+(the runner is its pool's one caller for calibrations): the pool's threads
+(its exchanges and hand-overs) never touch it, and a task a hand-over starts
+is already counted by its own item. Counted around the pool's run alone, the
+previews a batch held back were let go at its last run's end, beside that
+run's sealing and commit, and at each moment between one run's end and the
+next one's start (bench/README.md, session 19).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class PreviewGate:
 
     @contextlib.contextmanager
     def calibrating(self) -> Iterator[None]:
-        """Around a calibration's ``await pool.run(...)``, on the event loop."""
+        """Around a work item's whole way through its runner, on the event loop."""
         if self.calibrations == 0:
             self._none_in_flight = anyio.Event()
         self.calibrations += 1

@@ -94,9 +94,15 @@ class WorkItemRunner:
             await other.wait()
         mine = self.running[key] = anyio.Event()
         try:
-            async with self.claims.held(key[0], item.version, stage=item.stage, name=item.name,
-                                        log_context=item.log_context):
-                await self._run_once(item)
+            # In the preview gate's count from here to its product event: a
+            # picture waits while the runner has any work in hand, also between
+            # a run's end and its commit (counted around the pool's run alone,
+            # the previews a batch held back started at its last run's end,
+            # beside that run's sealing and commit: bench/README.md, session 19).
+            with self.preview_gate.calibrating():
+                async with self.claims.held(key[0], item.version, stage=item.stage,
+                                            name=item.name, log_context=item.log_context):
+                    await self._run_once(item)
         finally:
             del self.running[key]
             mine.set()
@@ -190,14 +196,12 @@ class WorkItemRunner:
             return not done
 
         try:
-            with self.preview_gate.calibrating():
-                outcome = await self.pool.run(
-                    item.task, {**item.task_kwargs, "output_dir": str(scratch)},
-                    timeout=self.cfg.task_timeout, log_path=str(run_log),
-                    env={"CRDS_CONTEXT": self.context(item),
-                         **logs.task_env(**item.log_context)},
-                    priority=0 if item.priority == "live" else 1, still_needed=still_needed,
-                    share_cores=self._core_sharing(item))
+            outcome = await self.pool.run(
+                item.task, {**item.task_kwargs, "output_dir": str(scratch)},
+                timeout=self.cfg.task_timeout, log_path=str(run_log),
+                env={"CRDS_CONTEXT": self.context(item), **logs.task_env(**item.log_context)},
+                priority=0 if item.priority == "live" else 1, still_needed=still_needed,
+                share_cores=self._core_sharing(item))
             if outcome is None:
                 await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
                 await self._re_emit(item, wid, done[0])
@@ -376,8 +380,8 @@ class WorkItemRunner:
         if self.background is not None:
             self.background.start_soon(make_previews, self.pool, previews, item.log_context,
                                        self.preview_gate)
-        else:
-            await make_previews(self.pool, previews, item.log_context, self.preview_gate)
+        else:  # drawn now, ungated: this item is in the gate's count until it returns
+            await make_previews(self.pool, previews, item.log_context)
 
     async def _publish_skipped(self, item: WorkItem, wid: str, reason: str,
                                run_log: Path, store: ProductStore) -> None:

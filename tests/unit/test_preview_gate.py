@@ -197,3 +197,39 @@ async def test_the_runner_counts_its_calibration_while_it_waits_for_a_worker(tmp
         pool.close()
     assert runner.preview_gate.calibrations == 0
     assert [m["outcome"] for topic, m in bus.sent if topic == "products"] == ["success"]
+
+
+class _HeldBus:
+    """A publisher whose product event waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict]] = []
+        self.publishing = anyio.Event()
+        self.go = anyio.Event()
+
+    async def publish(self, topic, key, message):
+        if topic == "products":
+            self.publishing.set()
+            await self.go.wait()
+        self.sent.append((topic, message))
+
+
+@pytest.mark.anyio
+async def test_an_item_stays_in_flight_until_its_product_event_is_out(tmp_path):
+    """Between a run's end and its product event (sealing, commit, publish)
+    the item is still in flight: previews held back by a batch are not let go
+    beside its last run's commit."""
+    metrics, _, store, pool, runner, item = _runner_and_item(tmp_path)
+    runner.publisher = bus = _HeldBus()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run, item)
+            with anyio.fail_after(120):
+                await bus.publishing.wait()
+            assert pool.busy == 0  # the run is over, its event not out yet
+            assert runner.preview_gate.calibrations == 1
+            bus.go.set()
+    finally:
+        pool.close()
+    assert runner.preview_gate.calibrations == 0
+    assert [m["outcome"] for topic, m in bus.sent if topic == "products"] == ["success"]
