@@ -103,6 +103,25 @@ def _planned(tmp_path):
     return planned
 
 
+def _two_workers_and_a_calibration(tmp_path, max_wait: float):
+    """(metrics, a started 2-worker pool, its gate, a product's planned
+    previews, the file that ends the calibration, the results, and the
+    calibration: a stand-in that holds a worker until that file exists)."""
+    metrics = Metrics()
+    pool = WorkerPool(2, stage="detector1", metrics=metrics)
+    pool.start()
+    gate = PreviewGate(max_wait=max_wait, metrics=metrics, stage="detector1")
+    planned, opened = _planned(tmp_path), tmp_path / "calibration-done"
+    results: dict = {}
+
+    async def calibration():
+        with gate.calibrating():
+            results["calibration"] = await pool.run(
+                "tests.pool_tasks:wait_for_file", {"path": str(opened), "timeout": 300},
+                timeout=600)
+    return metrics, pool, gate, planned, opened, results, calibration
+
+
 def _drawn(planned) -> bool:
     return any(Path(p["path"]).exists() for p in planned)
 
@@ -111,18 +130,8 @@ def _drawn(planned) -> bool:
 async def test_a_preview_does_not_take_a_free_worker_beside_a_calibration(tmp_path):
     """Two workers, one calibrating: the other stays free while the preview
     waits, and the preview is drawn once the calibration is done."""
-    metrics = Metrics()
-    pool = WorkerPool(2, stage="detector1", metrics=metrics)
-    pool.start()
-    gate = PreviewGate(max_wait=600, metrics=metrics, stage="detector1")
-    planned, opened = _planned(tmp_path), tmp_path / "calibration-done"
-    results = {}
-
-    async def calibration():
-        with gate.calibrating():
-            results["calibration"] = await pool.run(
-                "tests.pool_tasks:wait_for_file", {"path": str(opened), "timeout": 300},
-                timeout=600)
+    metrics, pool, gate, planned, opened, results, calibration = \
+        _two_workers_and_a_calibration(tmp_path, max_wait=600)
 
     async def preview():
         results["preview"] = await make_previews(pool, planned, CONTEXT, gate)
@@ -149,18 +158,8 @@ async def test_a_preview_does_not_take_a_free_worker_beside_a_calibration(tmp_pa
 async def test_a_preview_is_drawn_after_max_wait_beside_a_calibration_that_never_ends(tmp_path):
     """A continuous stream never starves the pictures: past preview_max_wait
     the preview asks for a worker, and gets the free one."""
-    metrics = Metrics()
-    pool = WorkerPool(2, stage="detector1", metrics=metrics)
-    pool.start()
-    gate = PreviewGate(max_wait=1.0, metrics=metrics, stage="detector1")
-    planned, opened = _planned(tmp_path), tmp_path / "calibration-done"
-    results = {}
-
-    async def calibration():
-        with gate.calibrating():
-            results["calibration"] = await pool.run(
-                "tests.pool_tasks:wait_for_file", {"path": str(opened), "timeout": 300},
-                timeout=600)
+    metrics, pool, gate, planned, opened, results, calibration = \
+        _two_workers_and_a_calibration(tmp_path, max_wait=1.0)
 
     try:
         async with anyio.create_task_group() as tg:
