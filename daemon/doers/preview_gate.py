@@ -6,7 +6,7 @@ worker freed between two calibrations (before the consumer delivers the next
 item) draw, beside a calibration on the other core: the benchmarks (bench/
 README.md, sessions 15 and 18) saw previews take 2-3 % of the cores a batch
 needed. So a preview first waits here until no calibration is in flight in
-its pool (running in a worker or waiting for one), or at most ``max_wait``
+its pool (no work item its runner has taken and not yet announced), or at most ``max_wait``
 seconds, so that a continuous stream never starves the pictures; then it asks
 the pool for a worker as before.
 
