@@ -83,6 +83,7 @@ def test_nonsense_in_the_environment_is_refused(env, message):
     ("preview_max_wait = -1", "bad value for preview_max_wait: must be >= 0"),
     ("preview_max_wait = nan", "preview_max_wait: expected a number of seconds"),
     ('preview_max_wait = "soon"', "preview_max_wait: expected a number of seconds"),
+    ("preview_max_wait = 1e300", "preview_max_wait: must be <= 604800"),
     ("poling = true", "unknown setting 'poling' \\(did you mean 'polling'\\?\\)"),
     ('[security]\nsasl_pasword = "x"', "did you mean 'security.sasl_password'"),
 ])
