@@ -33,7 +33,12 @@ import stat
 import time
 from pathlib import Path
 
-from calstream.daemon.deciders.pending_preview_entries import entry_name, event_id_of, read_entry
+from calstream.daemon.deciders.pending_preview_entries import (
+    LOG_KEYS,
+    entry_name,
+    event_id_of,
+    read_entry,
+)
 from calstream.daemon.deciders.work_claims import FREE, LIVE, MINE
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims, mark_held
@@ -70,11 +75,10 @@ class PendingPreviews:
             path = self.mine / entry_name(event_id)
             self._own_directory()
             _write(path, {"outputs": list(outputs),
-                          "log_context": {k: log_context.get(k) for k in ("exposure_id", "stage",
-                                                                           "work_id")}})
+                          "log_context": {k: log_context.get(k) for k in LOG_KEYS}})
             return True
         except (OSError, ValueError) as exc:
-            log.warning("previews of %s not kept across a stop: %s", event_id[:12], exc,
+            log.warning("previews of %s not kept across a stop: %s", str(event_id)[:12], exc,
                         extra={"extra": log_context})
             return False
 
