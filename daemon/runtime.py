@@ -273,6 +273,7 @@ class Daemon:
         try:
             async with anyio.create_task_group() as background:
                 runner.background = background  # previews, after their products
+                background.start_soon(runner.previews.keep_up, background)  # and a stop's
                 await loop.run(task_status=task_status)
         finally:
             with anyio.CancelScope(shield=True):

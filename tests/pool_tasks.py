@@ -92,6 +92,19 @@ def write_rate(output_dir, name):
             "duration_seconds": 0.1}
 
 
+def write_rate_image(output_dir, name):
+    """A stand-in calibration whose product is a real (small) image: its
+    previews can be drawn."""
+    import numpy as np
+    from astropy.io import fits
+
+    out = os.path.join(output_dir, f"{name}_rate.fits")
+    sci = np.random.default_rng(3).normal(10.0, 1.0, (32, 32)).astype(np.float32)
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(sci, name="SCI")]).writeto(out)
+    return {"outputs": [out], "jwst_version": "3.0.0", "crds_context": "jwst_0001.pmap",
+            "duration_seconds": 0.1}
+
+
 def start_child_and_hang(pid_file, cores=1):
     """Start a multiprocessing child the way stcal does (spawn context), note
     its pid, then hang: a daemonic worker could not start it at all."""

@@ -1,11 +1,17 @@
 """Previews after a product is committed: run in a calibration worker (they read
 FITS files and draw), after the product event is out, and never an error of
-the run: a preview that cannot be made is a warning, the product stands."""
+the run: a preview that cannot be made is a warning, the product stands.
+Kept pending in the store until drawn, so that a stop before then does not
+lose them (pending_previews.py)."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import anyio
+
+from calstream.daemon.doers.pending_previews import PendingPreviews
 from calstream.daemon.doers.preview_gate import PreviewGate
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations import logs
@@ -20,7 +26,7 @@ PREVIEW_TIMEOUT = 120.0
 # flight (preview_gate.py): a picture never takes a core from a product.
 PREVIEW_PRIORITY = 2
 
-__all__ = ["make_previews", "planned_previews"]
+__all__ = ["Previews", "make_previews", "planned_previews"]
 
 
 async def make_previews(pool: WorkerPool, previews: list[dict], log_context: dict,
@@ -44,3 +50,53 @@ async def make_previews(pool: WorkerPool, previews: list[dict], log_context: dic
     for name, why in result["failed"].items():
         log.warning("no preview of %s: %s", name, why, extra=log_context)
     return result
+
+
+class Previews:
+    """One stage's previews: kept pending at the commit, drawn after the
+    product event (behind the gate), and taken up from daemons that stopped
+    before drawing theirs."""
+
+    def __init__(self, pool: WorkerPool, pending: PendingPreviews, metrics: Any, *,
+                 max_wait: float, heartbeat_seconds: float):
+        self.pool, self.pending, self.metrics = pool, pending, metrics
+        self.gate = PreviewGate(max_wait=max_wait, metrics=metrics, stage=pool.stage)
+        self.heartbeat_seconds = heartbeat_seconds
+
+    def keep(self, event_id: str, outputs: list[str], log_context: dict) -> None:
+        """In the commit's thread, before the product's record: its entry."""
+        self.pending.add(event_id, outputs, log_context)
+
+    async def draw(self, event_id: str, previews: list[dict], log_context: dict, *,
+                   gated: bool = True) -> dict:
+        """Draw, then drop the entry; a stop (cancellation) leaves it for the
+        next daemon of the stage."""
+        result = await make_previews(self.pool, previews, log_context,
+                                     self.gate if gated else None)
+        await anyio.to_thread.run_sync(self.pending.done, event_id)
+        return result
+
+    async def keep_up(self, background: Any) -> None:
+        """For the stage's life: beat this daemon's entries' heartbeat, and
+        start drawing those of gone daemons (at once, then at each beat)."""
+        try:
+            while True:
+                await anyio.to_thread.run_sync(self.pending.beat)
+                try:
+                    adopted, refused = await anyio.to_thread.run_sync(self.pending.adopt)
+                except Exception as exc:  # noqa: BLE001 - never the stage's end: a beat later
+                    log.warning("pending previews not looked at: %s: %s", type(exc).__name__, exc)
+                    adopted, refused = [], 0
+                stage = self.pool.stage
+                if refused:
+                    self.metrics.previews_adopted.labels(stage=stage, outcome="refused").inc(refused)
+                for event_id, previews, context in adopted:
+                    self.metrics.previews_adopted.labels(stage=stage, outcome="resumed").inc()
+                    log.info("previews of %s taken up from a daemon that stopped before "
+                             "drawing them", context.get("exposure_id") or event_id[:12],
+                             extra=context)
+                    background.start_soon(self.draw, event_id, previews, context)
+                await anyio.sleep(self.heartbeat_seconds)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.pending.close)

@@ -53,6 +53,13 @@ CLAIMS = ".claims"
 _HELD: set[tuple[str, str]] = set()
 
 
+def mark_held(path: Path, token: str, held: bool = True) -> None:
+    """Say that this process holds (or no longer holds) the file ``path``
+    naming it with ``token``: another file of this process's pid is judged
+    left behind (pending_previews.py's owner files are judged as claims)."""
+    (_HELD.add if held else _HELD.discard)((str(path), token))
+
+
 def new_owner() -> Owner:
     """This process, with a token of its own: a restarted daemon (same host,
     maybe the same pid in a container) or a second daemon in one process is

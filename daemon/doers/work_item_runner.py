@@ -29,8 +29,8 @@ from calstream.daemon.deciders.work_items import DETECTOR1_PIPELINE, WorkItem
 from calstream.daemon.doers.digest_memo import remember_written
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.parking import Parked, Parking, in_thread, until_done
-from calstream.daemon.doers.preview_gate import PreviewGate
-from calstream.daemon.doers.preview_runner import make_previews, planned_previews
+from calstream.daemon.doers.pending_previews import PendingPreviews
+from calstream.daemon.doers.preview_runner import Previews, planned_previews
 from calstream.daemon.doers.product_store import Done, ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims
 from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
@@ -64,14 +64,16 @@ class WorkItemRunner:
     running: dict[tuple[str, Any], anyio.Event] = field(default_factory=dict)
     # Runs of other daemons sharing the store (doers/work_claims.py).
     claims: WorkClaims = field(init=False)
-    # Holds previews back while this runner's calibrations are in flight in its pool.
-    preview_gate: PreviewGate = field(init=False)
+    # Previews: held back while this runner's calibrations are in flight in
+    # its pool (.gate), kept pending in the store until drawn.
+    previews: Previews = field(init=False)
 
     def __post_init__(self) -> None:
         self.claims = WorkClaims(self.store.top, heartbeat_seconds=self.cfg.claim_heartbeat_seconds,
                                  stale_seconds=self.cfg.claim_stale_seconds, metrics=self.metrics)
-        self.preview_gate = PreviewGate(max_wait=self.cfg.preview_max_wait, metrics=self.metrics,
-                                        stage=self.pool.stage)
+        self.previews = Previews(self.pool, PendingPreviews(self.store, self.pool.stage, self.claims),
+                                 self.metrics, max_wait=self.cfg.preview_max_wait,
+                                 heartbeat_seconds=self.cfg.claim_heartbeat_seconds)
 
     def count(self, item: WorkItem, outcome: str) -> None:
         self.metrics.stage_runs.labels(stage=item.stage, pipeline=item.pipeline,
@@ -94,12 +96,9 @@ class WorkItemRunner:
             await other.wait()
         mine = self.running[key] = anyio.Event()
         try:
-            # In the preview gate's count from here to its product event: a
-            # picture waits while the runner has any work in hand, also between
-            # a run's end and its commit (counted around the pool's run alone,
-            # the previews a batch held back started at its last run's end,
-            # beside that run's sealing and commit: bench/README.md, session 19).
-            with self.preview_gate.calibrating():
+            # In the preview gate's count from here to its product event, also
+            # between a run's end and its commit (bench/README.md, session 19).
+            with self.previews.gate.calibrating():
                 async with self.claims.held(key[0], item.version, stage=item.stage,
                                             name=item.name, log_context=item.log_context):
                     await self._run_once(item)
@@ -347,6 +346,8 @@ class WorkItemRunner:
                 crds_context=result["crds_context"] or context,
                 duration_seconds=result["duration_seconds"],
                 **({"previews": previews} if previews else {}))
+            if previews:  # kept before the record: a stop from here on does not lose them
+                self.previews.keep(message.event_id, [o["path"] for o in outputs], item.log_context)
             store.publish(scratch, item.program, item.observation, name=item.name,
                           stage=item.stage, version=item.version, synced=sealed is not None,
                           record={"work_id": wid, "event": message.body})
@@ -378,10 +379,10 @@ class WorkItemRunner:
                  "; pointing PLANNED: provisional quick-look" if message["pointing_provisional"]
                  else "", extra=item.log_context)
         if self.background is not None:
-            self.background.start_soon(make_previews, self.pool, previews, item.log_context,
-                                       self.preview_gate)
+            self.background.start_soon(self.previews.draw, message.event_id, previews,
+                                       item.log_context)
         else:  # drawn now, ungated: this item is in the gate's count until it returns
-            await make_previews(self.pool, previews, item.log_context)
+            await self.previews.draw(message.event_id, previews, item.log_context, gated=False)
 
     async def _publish_skipped(self, item: WorkItem, wid: str, reason: str,
                                run_log: Path, store: ProductStore) -> None:

@@ -88,6 +88,12 @@ class Metrics:
             "calstream_previews_waiting",
             "Previews waiting for their pool to have no calibration in flight (at most "
             "preview_max_wait seconds) before they ask for a worker", ["stage"], registry=r)
+        # Entries of a stopped daemon's undrawn previews taken up by this one
+        # (doers/pending_previews.py): "resumed" to be drawn, "refused" dropped.
+        self.previews_adopted = Counter(
+            "calstream_previews_adopted_total",
+            "Products whose previews another (stopped) daemon of the stage listed and did not "
+            "draw, taken up here, by outcome", ["stage", "outcome"], registry=r)
         self.consumer_lag = Gauge(
             "calstream_consumer_lag_messages",
             "Messages on a topic not yet consumed by this daemon's group",

@@ -166,6 +166,13 @@ async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
             await anyio.sleep(0.2)
 
 
+def parked(daemon, stage: str, cause: str = "broker_unreachable") -> bool:
+    """Whether the daemon's operations endpoint counts an item of ``stage``
+    parked on ``cause`` (False until the endpoint is up)."""
+    return daemon.ops is not None and metric(scrape(daemon.ops.address), "calstream_parked_items",
+                                             stage=stage, cause=cause) >= 1
+
+
 def compact_at_every_snapshot(monkeypatch) -> None:
     """A planner that snapshots every two records and is over its memory
     budget at every look, so that every snapshot is followed by a compaction.

@@ -32,9 +32,11 @@ from .support import (
     broker_paused_before_first,
     daemon_config,
     metric,
+    parked,
     read_all,
     running_daemon,
     scrape,
+    until,
     wait_for,
 )
 from .test_holds import send
@@ -54,12 +56,6 @@ def planned_pointing(event):
 def parked_total(daemon) -> float:
     return metric(scrape(daemon.ops.address), "calstream_parked_total", stage="planner",
                   cause="disk_full")
-
-
-async def until(condition, timeout: float = 60.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.2)
 
 
 def free(work) -> None:
@@ -187,11 +183,8 @@ async def test_the_planner_s_restore_waits_out_a_broker_that_stops_answering(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(daemon.run)
                 # Parked after the send's time-out (request_timeout_ms, 30 s).
-                with anyio.fail_after(300):  # a bound for a broken daemon, not a measure
-                    while not (daemon.ops is not None and metric(
-                            scrape(daemon.ops.address), "calstream_parked_items",
-                            stage="planner", cause="broker_unreachable") >= 1):
-                        await anyio.sleep(0.2)
+                # (300 s: a bound for a broken daemon, not a measure)
+                await until(lambda: parked(daemon, "planner"), timeout=300)
                 assert stopped == [hooked]
                 assert not daemon.planner.caught_up
                 waited = f"waiting for the broker {own.bootstrap} (the planner's producer), sending"

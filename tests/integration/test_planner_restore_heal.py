@@ -28,7 +28,7 @@ from calstream.daemon.runtime import Daemon
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
-from .support import daemon_config, metric, scrape
+from .support import daemon_config, metric, parked, scrape, until
 from .test_holds import send
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.timeout(600)]
@@ -117,12 +117,9 @@ async def test_the_restore_s_read_waits_out_a_broker_that_stops_answering_and_re
             async with anyio.create_task_group() as tg:
                 tg.start_soon(daemon.run)
                 # Named once the read stalls (30 s), parked after a second try.
-                with anyio.fail_after(300):  # a bound for a broken daemon, not a measure
-                    while not (daemon.ops is not None and metric(
-                            scrape(daemon.ops.address), "calstream_parked_items",
-                            stage="start", cause="broker_unreachable") >= 1
-                            and any(waited in p for p in daemon.readiness()[1])):
-                        await anyio.sleep(0.2)
+                # (300 s: a bound for a broken daemon, not a measure)
+                await until(lambda: parked(daemon, "start")
+                            and any(waited in p for p in daemon.readiness()[1]), timeout=300)
                 assert stopped == ["holds"]
                 problems = daemon.readiness()[1]
                 # It waits; it is not reading: "catching up" is not said meanwhile.

@@ -189,12 +189,12 @@ async def test_the_runner_counts_its_calibration_while_it_waits_for_a_worker(tmp
             await _until(lambda: pool.busy == 1)
             tg.start_soon(runner.run, item)
             await _until(lambda: pool.waiting == 1)
-            assert runner.preview_gate.calibrations == 1
+            assert runner.previews.gate.calibrations == 1
             opened.touch()
     finally:
         opened.touch()
         pool.close()
-    assert runner.preview_gate.calibrations == 0
+    assert runner.previews.gate.calibrations == 0
     assert [m["outcome"] for topic, m in bus.sent if topic == "products"] == ["success"]
 
 
@@ -226,9 +226,9 @@ async def test_an_item_stays_in_flight_until_its_product_event_is_out(tmp_path):
             with anyio.fail_after(120):
                 await bus.publishing.wait()
             assert pool.busy == 0  # the run is over, its event not out yet
-            assert runner.preview_gate.calibrations == 1
+            assert runner.previews.gate.calibrations == 1
             bus.go.set()
     finally:
         pool.close()
-    assert runner.preview_gate.calibrations == 0
+    assert runner.previews.gate.calibrations == 0
     assert [m["outcome"] for topic, m in bus.sent if topic == "products"] == ["success"]

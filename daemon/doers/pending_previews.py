@@ -1,0 +1,193 @@
+"""Previews a product event listed and nobody has drawn yet, kept in the
+product store so that a daemon that stops first does not lose them.
+
+A product's previews are drawn after its event is out, and with the preview
+gate up to ``preview_max_wait`` later (preview_gate.py). A stop in between (a
+deploy, a crash, kill -9) left the event naming pictures that never came.
+Now the commit first writes an entry beside the product's record:
+``<products>/.previews-pending/<stage>/<owner token>/<event id>.json``,
+naming the product's outputs. The entry goes once its previews are drawn, or
+could not be (a preview is optional: never retried for ever).
+
+Each daemon keeps a stage's entries in a directory of its own, with an
+``owner.json`` naming it (host, pid, token: the work claims' owner) whose
+mtime is its heartbeat. At each heartbeat a daemon also looks at the other
+directories of the stage and adopts those whose owner is gone, judged as a
+work claim is (deciders/work_claims.py): a process of this host that is no
+more at once, another host's when its heartbeat is older than
+``claim_stale_seconds``. Adopting moves each entry into its own directory
+(a rename: of two adopters one wins each entry), reads it as untrusted
+(deciders/pending_preview_entries.py, and each output inside the store),
+and hands it back to be drawn. An owner that was only paused past the bound
+and draws its entry after all makes the same PNGs again, written
+atomically: no harm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import stat
+import time
+from pathlib import Path
+
+from calstream.daemon.deciders.pending_preview_entries import (
+    LOG_KEYS,
+    entry_name,
+    event_id_of,
+    read_entry,
+)
+from calstream.daemon.deciders.work_claims import FREE, LIVE, MINE
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.work_claims import WorkClaims, mark_held
+from calstream.steps.previews.naming import planned_previews
+from calstream.steps.regular_files import directory_in_place, read_regular_text
+
+log = logging.getLogger("calstream.previews")
+
+PENDING = ".previews-pending"
+OWNER = "owner.json"
+ENTRY_LIMIT = 1 << 20  # bytes: a true entry is a few hundred
+
+# (event id, the previews to draw, the log context of the product's item)
+Adopted = tuple[str, list[dict[str, str]], dict[str, str | None]]
+
+
+class PendingPreviews:
+    """One stage's pending previews in the store of ``store`` (its top: every
+    namespace's tree lies inside it)."""
+
+    def __init__(self, store: ProductStore, stage: str, claims: WorkClaims):
+        self.store = store
+        self.claims = claims
+        self.root = Path(store.top) / PENDING / stage
+        self.mine = self.root / claims.me.token
+
+    # --- one product's entry: in the commit's thread, and when drawn ---------
+
+    def add(self, event_id: str, outputs: list[str], log_context: dict) -> bool:
+        """Write the entry of a product whose previews are listed; False (and a
+        warning) when it cannot be: the previews are then drawn as before,
+        just not kept across a stop. Never an error of the commit."""
+        try:
+            path = self.mine / entry_name(event_id)
+            self._own_directory()
+            _write(path, {"outputs": list(outputs),
+                          "log_context": {k: log_context.get(k) for k in LOG_KEYS}})
+            return True
+        except (OSError, ValueError) as exc:
+            log.warning("previews of %s not kept across a stop: %s", str(event_id)[:12], exc,
+                        extra={"extra": log_context})
+            return False
+
+    def done(self, event_id: str) -> None:
+        """Drawn (or given up): the entry goes."""
+        with contextlib.suppress(OSError, ValueError):
+            (self.mine / entry_name(event_id)).unlink(missing_ok=True)
+
+    def _own_directory(self) -> None:
+        if (self.mine / OWNER).is_file():
+            return
+        directory_in_place(self.mine, root=self.store.top, what="the pending previews' directory")
+        mark_held(self.mine / OWNER, self.claims.me.token)  # alive to this process's others
+        _write(self.mine / OWNER, {**self.claims.me.as_record(), "since": time.time()})
+
+    # --- the heartbeat, adoption, and the end --------------------------------
+
+    def beat(self) -> None:
+        with contextlib.suppress(OSError):
+            os.utime(self.mine / OWNER)
+
+    def adopt(self) -> tuple[list[Adopted], int]:
+        """Every entry of the stage's gone owners, moved into this daemon's
+        directory and read, and how many were refused (dropped with a warning)."""
+        try:
+            others = [d for d in os.scandir(self.root)
+                      if d.name != self.mine.name and d.is_dir(follow_symlinks=False)]
+        except OSError:  # none yet (FileNotFoundError), or unreadable: nothing to adopt
+            return [], 0
+        adopted: list[Adopted] = []
+        refused = 0
+        for other in others:
+            directory = Path(other.path)
+            if not self._gone(directory):
+                continue
+            for name in _names(directory):
+                if event_id_of(name) is None:
+                    continue  # a temporary file of its owner, or something else: left
+                try:
+                    self._own_directory()
+                    os.rename(directory / name, self.mine / name)
+                except FileNotFoundError:
+                    continue  # another daemon adopted it first
+                except OSError as exc:
+                    log.warning("pending previews %s not adopted: %s", directory / name, exc)
+                    continue
+                taken = self._read(name)
+                if isinstance(taken, str):
+                    refused += 1
+                elif taken is not None:
+                    adopted.append(taken)
+            with contextlib.suppress(OSError):  # emptied: no owner to judge any more
+                (directory / OWNER).unlink(missing_ok=True)
+                directory.rmdir()
+        return adopted, refused
+
+    def _gone(self, directory: Path) -> bool:
+        verdict, _, _ = self.claims.look(directory / OWNER)
+        if verdict in (LIVE, MINE):
+            return False
+        if verdict == FREE:  # no owner file: judged by the directory's own age
+            with contextlib.suppress(OSError):
+                return time.time() - directory.stat().st_mtime > self.claims.stale_seconds
+            return False
+        return True
+
+    def _read(self, name: str) -> Adopted | str | None:
+        """The entry to draw; why it was refused; None: nothing left to draw."""
+        path = self.mine / name
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):  # a link would be read where it points
+                raise ValueError("not a regular file")
+            entry = read_entry(json.loads(read_regular_text(path, limit=ENTRY_LIMIT)))
+        except (OSError, ValueError, RecursionError) as exc:
+            entry = f"unreadable: {type(exc).__name__}: {str(exc)[:200]}"
+        if isinstance(entry, str) or not all(self.store.holds(Path(p)) for p in entry[0]):
+            why = entry if isinstance(entry, str) else "an output outside the product store"
+            log.warning("pending previews %s refused (%s): dropped", name, why)
+            path.unlink(missing_ok=True)
+            return why
+        outputs, context = entry
+        previews = [p for p in planned_previews(outputs) if self.store.holds(Path(p["path"]))]
+        if not previews:
+            path.unlink(missing_ok=True)
+            return None
+        return event_id_of(name), previews, context
+
+    def close(self) -> None:
+        """At a stop: this daemon's directory goes if no entry is left in it
+        (those left are adopted by the next daemon of the stage)."""
+        mark_held(self.mine / OWNER, self.claims.me.token, held=False)
+        if any(event_id_of(n) for n in _names(self.mine)):
+            return
+        with contextlib.suppress(OSError):
+            for name in _names(self.mine):
+                (self.mine / name).unlink()
+            self.mine.rmdir()
+
+
+def _names(directory: Path) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except OSError:
+        return []
+
+
+def _write(path: Path, value: dict) -> None:
+    # No fsync: an entry lost with the machine loses what it lost before
+    # (previews); its half-written form is never read (a rename).
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, sort_keys=True))
+    os.replace(tmp, path)

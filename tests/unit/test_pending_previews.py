@@ -1,0 +1,238 @@
+"""Previews a product event listed survive their daemon's stop: kept pending
+in the product store until drawn, and taken up by the next daemon of the
+stage (doers/pending_previews.py). A real runner and real worker processes
+draw a real image's previews; forged entries are refused, never followed
+out of the store; of two daemons taking up the same entries, each is taken
+once."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from calstream.daemon.deciders.pending_preview_entries import (
+    MAX_OUTPUTS,
+    event_id_of,
+    read_entry,
+)
+from calstream.daemon.doers.pending_previews import OWNER, PENDING, PendingPreviews
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.work_claims import WorkClaims
+from calstream.daemon.doers.work_item_runner import WorkItemRunner
+from calstream.daemon.doers.worker_pool import WorkerPool
+from calstream.daemon.operations.metrics import Metrics
+from tests.unit.test_preview_gate import _until
+from tests.unit.test_runner_recheck import NAME, _runner_and_item
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def _adopted(metrics: Metrics, outcome: str) -> float | None:
+    return metrics.registry.get_sample_value("calstream_previews_adopted_total",
+                                             {"stage": "detector1", "outcome": outcome})
+
+
+def _entries(store: ProductStore) -> list[Path]:
+    return sorted(p for p in (store.top / PENDING / "detector1").glob("*/*.json")
+                  if event_id_of(p.name))
+
+
+def _pending(store: ProductStore, *, stale_seconds: float = 300.0) -> PendingPreviews:
+    claims = WorkClaims(store.top, heartbeat_seconds=stale_seconds / 10,
+                        stale_seconds=stale_seconds)
+    return PendingPreviews(store, "detector1", claims)
+
+
+@pytest.mark.anyio
+async def test_previews_left_undrawn_at_a_stop_are_drawn_by_the_next_daemon(tmp_path):
+    metrics, bus, store, pool, runner, item = _runner_and_item(tmp_path)
+    item.task = "tests.pool_tasks:write_rate_image"
+    try:
+        async with anyio.create_task_group() as tg:
+            runner.background = tg
+            tg.start_soon(runner.previews.keep_up, tg)  # as the daemon's stage does
+            # Another calibration in flight: the preview waits behind the gate.
+            with runner.previews.gate.calibrating():
+                await runner.run(item)
+                [entry] = _entries(store)
+                await anyio.wait_all_tasks_blocked()
+                tg.cancel_scope.cancel()  # the daemon stops: the preview was not drawn
+    finally:
+        pool.close()
+    [(_, event)] = [(t, m) for t, m in bus.sent if t == "products"]
+    pictures = [Path(p["path"]) for p in event["previews"]]
+    assert len(pictures) == 2 and not any(p.exists() for p in pictures)
+    assert _entries(store) == [entry] and entry.stem == event["event_id"]
+
+    # The next daemon of the stage (another owner, in this very process: the
+    # first one's owner is gone) takes the entry up and draws it.
+    pool = WorkerPool(1, stage="detector1", metrics=metrics)
+    pool.start()
+    nxt = WorkItemRunner(runner.cfg, publisher=bus, store=store, pool=pool, metrics=metrics,
+                         crds_context="jwst_0001.pmap")
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(nxt.previews.keep_up, tg)
+            await _until(lambda: all(p.exists() for p in pictures) and not _entries(store))
+            tg.cancel_scope.cancel()
+    finally:
+        pool.close()
+    assert _adopted(metrics, "resumed") == 1 and _adopted(metrics, "refused") is None
+    # Both owners' directories are gone: the first's emptied, the second's at its stop.
+    assert list((store.top / PENDING / "detector1").iterdir()) == []
+
+
+@pytest.mark.anyio
+async def test_previews_drawn_leave_no_entry_behind(tmp_path):
+    metrics, bus, store, pool, runner, item = _runner_and_item(tmp_path)
+    item.task = "tests.pool_tasks:write_rate_image"
+    try:
+        await runner.run(item)  # no background: drawn before run() returns
+    finally:
+        pool.close()
+    [(_, event)] = [(t, m) for t, m in bus.sent if t == "products"]
+    assert all(Path(p["path"]).exists() for p in event["previews"])
+    assert _entries(store) == []
+    runner.previews.pending.close()
+    assert list((store.top / PENDING / "detector1").iterdir()) == []
+
+
+def _owner_directory(store: ProductStore, token: str, *, host: str, pid: int,
+                     age: float) -> Path:
+    directory = store.top / PENDING / "detector1" / token
+    directory.mkdir(parents=True)
+    owner = directory / OWNER
+    owner.write_text(json.dumps({"host": host, "pid": pid, "token": token}))
+    os.utime(owner, (time.time() - age, time.time() - age))
+    return directory
+
+
+def _product(store: ProductStore) -> str:
+    directory = store.directory("01234", "001")
+    directory.mkdir(parents=True, exist_ok=True)
+    product = directory / f"{NAME}_rate.fits"
+    product.write_bytes(b"SIMPLE")
+    return str(product)
+
+
+def test_only_gone_owners_entries_are_taken_up(tmp_path):
+    store = ProductStore(tmp_path / "products")
+    good = json.dumps({"outputs": [_product(store)], "log_context": {"exposure_id": NAME}})
+    cases = {  # token: (host, pid, heartbeat age), and whether it is taken up
+        "a" * 16: (("elsewhere.example", 1, 10.0), False),  # another host, beating
+        "b" * 16: (("elsewhere.example", 1, 1000.0), True),  # another host, silent
+        "c" * 16: ((socket.gethostname(), 2 ** 22 + 7, 1.0), True),  # this host, pid gone
+    }
+    for n, (token, (owner, _)) in enumerate(cases.items()):
+        directory = _owner_directory(store, token, host=owner[0], pid=owner[1], age=owner[2])
+        (directory / f"{n:064x}.json").write_text(good)
+    fresh = store.top / PENDING / "detector1" / ("d" * 16)  # being made: no owner file yet
+    fresh.mkdir()
+    (fresh / f"{9:064x}.json").write_text(good)
+    adopted, refused = _pending(store).adopt()
+    assert refused == 0
+    assert sorted(int(e, 16) for e, _, _ in adopted) == [1, 2]
+    assert [p["role"] for p in adopted[0][1]] == ["preview", "thumbnail"]
+    assert adopted[0][2]["exposure_id"] == NAME
+    assert (store.top / PENDING / "detector1" / ("a" * 16) / f"{0:064x}.json").exists()
+    assert not (store.top / PENDING / "detector1" / ("b" * 16)).exists()
+    assert (fresh / f"{9:064x}.json").exists()
+    os.utime(fresh, (time.time() - 1000, time.time() - 1000))  # and now long silent
+    adopted, _ = _pending(store).adopt()
+    assert [int(e, 16) for e, _, _ in adopted] == [9]
+
+
+def test_forged_entries_are_refused_and_nothing_outside_the_store_is_touched(tmp_path):
+    store = ProductStore(tmp_path / "products")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = outside / f"{NAME}_rate.fits"
+    secret.write_bytes(b"SIMPLE not the store's")
+    linked = store.top / "01234" / "linked"
+    linked.parent.mkdir(parents=True)
+    linked.symlink_to(outside)
+    elsewhere = outside / "entry.json"
+    elsewhere.write_text(json.dumps({"outputs": [_product(store)]}))
+    directory = _owner_directory(store, "f" * 16, host="elsewhere.example", pid=1, age=1000)
+    forged = {
+        1: b"\x00\xff not JSON",
+        2: json.dumps({"outputs": [str(secret)]}).encode(),  # outside the store
+        3: json.dumps({"outputs": [str(linked / secret.name)]}).encode(),  # through a link
+        4: json.dumps({"outputs": [str(store.top / "01234" / ".." / ".." / "x_rate.fits")]}
+                      ).encode(),
+        5: json.dumps({"outputs": ["relative/x_rate.fits"]}).encode(),
+        6: json.dumps({"outputs": [_product(store)] * (MAX_OUTPUTS + 1)}).encode(),
+        7: json.dumps([1, 2]).encode(),
+        8: b"[" * 100_000,  # deeper than any parser goes
+    }
+    for n, body in forged.items():
+        (directory / f"{n:064x}.json").write_bytes(body)
+    (directory / f"{10:064x}.json").symlink_to(elsewhere)  # an entry read where it points
+    (directory / "not-an-entry.json").write_text("{}")  # not an event id: left alone
+    adopted, refused = _pending(store).adopt()
+    assert adopted == [] and refused == len(forged) + 1
+    assert secret.read_bytes() == b"SIMPLE not the store's"
+    assert not (outside / "previews").exists()
+    assert sorted(p.name for p in outside.iterdir()) == sorted([secret.name, "entry.json"])
+    assert (directory / "not-an-entry.json").exists()
+
+
+def test_of_two_daemons_taking_up_the_same_entries_each_takes_each_once(tmp_path):
+    store = ProductStore(tmp_path / "products")
+    good = json.dumps({"outputs": [_product(store)]})
+    for token in ("1" * 16, "2" * 16):
+        directory = _owner_directory(store, token, host="elsewhere.example", pid=1, age=1000)
+        for n in range(150):
+            (directory / f"{int(token[0]) * 1000 + n:064x}.json").write_text(good)
+    results: list[list] = [[], []]
+    start = threading.Barrier(2)
+
+    def adopt(i: int) -> None:
+        start.wait()
+        results[i] = _pending(store).adopt()[0]
+
+    threads = [threading.Thread(target=adopt, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    taken = [e for r in results for e, _, _ in r]
+    assert len(taken) == len(set(taken)) == 300
+
+
+def test_an_entry_that_cannot_be_written_is_a_warning_not_a_failed_commit(tmp_path):
+    top = tmp_path / "products"
+    top.write_text("a file where the store's directory goes")
+    pending = _pending(ProductStore(top))
+    assert pending.add("0" * 64, [str(top / "x_rate.fits")], {}) is False
+    assert pending.add("../../etc", [], {}) is False
+
+
+@pytest.mark.parametrize(("value", "why"), [
+    ({"outputs": []}, "no list of outputs"),
+    ({"outputs": "/p/x_rate.fits"}, "no list of outputs"),
+    ({"outputs": [7]}, "is not a path"),
+    ({"outputs": ["/p/x\x00_rate.fits"]}, "is not a path"),
+    ({"outputs": ["/p/./x_rate.fits"]}, "normalised"),
+    ({"outputs": ["/p/x_rate.fits"], "log_context": []}, "log context"),
+    ({"outputs": ["/p/x_rate.fits"], "log_context": {"stage": "s" * 500}}, "short text"),
+    ("text", "not a JSON object"),
+])
+def test_an_entry_is_read_as_untrusted(value, why):
+    assert why in read_entry(value)
+
+
+def test_a_true_entry_reads_back_with_only_its_log_keys():
+    assert read_entry({"outputs": ["/p/x_rate.fits"], "log_context": {"stage": "detector1",
+                                                                      "other": {"x": 1}}}) == (
+        ["/p/x_rate.fits"], {"exposure_id": None, "stage": "detector1", "work_id": None})
