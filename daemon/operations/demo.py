@@ -23,6 +23,7 @@ from pathlib import Path
 import anyio
 
 from calstream.daemon.doers import kafka
+from calstream.daemon.doers.pending_previews import pending
 from calstream.daemon.operations import embedded_default
 from calstream.daemon.operations.config import load
 from calstream.daemon.runtime import Daemon
@@ -159,6 +160,10 @@ async def _main(daemon: Daemon, files: list[Path], corrected: Path, ids: list[st
             print("calstream demo: every dither calibrated; waiting for the visit's image3 "
                   "mosaic ...", flush=True)
             await _until(seen, lambda: bool(seen.stage3))
+            # Drawn once no calibration is in flight (docs/operations.md,
+            # "Previews"): the console shows them, and the summary checks them.
+            while await anyio.to_thread.run_sync(pending, daemon.cfg.products):
+                await anyio.sleep(0.2)
         outcome["timed_out"] = scope.cancelled_caught
         tg.cancel_scope.cancel()
 
@@ -254,6 +259,11 @@ def _summary(cfg, kit, ids, planned_id, seen: Observed, outcome, setup_seconds,
     print(f"CRDS cache: {kit.crds_env['CRDS_PATH']} (context {kit.context})")
     if seen.dead:
         problems += [f"dead letter ({d['stage']}): {d['reason']}" for d in seen.dead]
+    events = [*(r for runs in seen.detector1.values() for r in runs), *seen.stage2.values(),
+              *(v for versions in seen.stage3.values() for v in versions)]
+    absent = [p["path"] for e in events for p in e.get("previews", []) if not Path(p["path"]).exists()]
+    if absent:
+        problems.append(f"{len(absent)} listed preview(s) not drawn, e.g. {absent[0]}")
     if outcome["timed_out"]:
         problems.append("timed out waiting for products")
     if problems:
@@ -261,5 +271,6 @@ def _summary(cfg, kit, ids, planned_id, seen: Observed, outcome, setup_seconds,
         return 1
     print(f"calstream demo: OK: {len(ids)} exposures through detector1 and image2, and "
           f"image3 made their mosaic once; {planned_id} was held (and the mosaic with it) "
-          "until its corrected redelivery")
+          f"until its corrected redelivery; {sum(len(e.get('previews', [])) for e in events)} "
+          "listed previews drawn")
     return 0

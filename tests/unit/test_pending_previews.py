@@ -22,7 +22,7 @@ from calstream.daemon.deciders.pending_preview_entries import (
     event_id_of,
     read_entry,
 )
-from calstream.daemon.doers.pending_previews import OWNER, PENDING, PendingPreviews
+from calstream.daemon.doers.pending_previews import OWNER, PENDING, PendingPreviews, pending
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
@@ -73,6 +73,7 @@ async def test_previews_left_undrawn_at_a_stop_are_drawn_by_the_next_daemon(tmp_
     pictures = [Path(p["path"]) for p in event["previews"]]
     assert len(pictures) == 2 and not any(p.exists() for p in pictures)
     assert _entries(store) == [entry] and entry.stem == event["event_id"]
+    assert pending(store.top) == 1  # what the demo waits on before it stops
 
     # The next daemon of the stage (another owner, in this very process: the
     # first one's owner is gone) takes the entry up and draws it.
@@ -88,6 +89,7 @@ async def test_previews_left_undrawn_at_a_stop_are_drawn_by_the_next_daemon(tmp_
     finally:
         pool.close()
     assert _adopted(metrics, "resumed") == 1 and _adopted(metrics, "refused") is None
+    assert pending(store.top) == 0
     # Both owners' directories are gone: the first's emptied, the second's at its stop.
     assert list((store.top / PENDING / "detector1").iterdir()) == []
 
