@@ -6,7 +6,9 @@ lose them (pending_previews.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -63,9 +65,21 @@ class Previews:
         self.gate = PreviewGate(max_wait=max_wait, metrics=metrics, stage=pool.stage)
         self.heartbeat_seconds = heartbeat_seconds
 
-    def keep(self, event_id: str, outputs: list[str], log_context: dict) -> None:
-        """In the commit's thread, before the product's record: its entry."""
-        self.pending.add(event_id, outputs, log_context)
+    @contextlib.contextmanager
+    def kept(self, event_id: str, outputs: list[dict], log_context: dict,
+             listed: bool) -> Iterator[None]:
+        """Around the product's record, in the commit's thread: the entry of
+        the previews it ``listed`` written before the record (a stop from
+        then on does not lose them), and removed if the record could not be
+        written (the commit is tried again, or given up: nothing to draw)."""
+        if listed:
+            self.pending.add(event_id, [o["path"] for o in outputs], log_context)
+        try:
+            yield
+        except BaseException:
+            if listed:
+                self.pending.done(event_id)
+            raise
 
     async def draw(self, event_id: str, previews: list[dict], log_context: dict, *,
                    gated: bool = True) -> dict:

@@ -346,11 +346,10 @@ class WorkItemRunner:
                 crds_context=result["crds_context"] or context,
                 duration_seconds=result["duration_seconds"],
                 **({"previews": previews} if previews else {}))
-            if previews:  # kept before the record: a stop from here on does not lose them
-                self.previews.keep(message.event_id, [o["path"] for o in outputs], item.log_context)
-            store.publish(scratch, item.program, item.observation, name=item.name,
-                          stage=item.stage, version=item.version, synced=sealed is not None,
-                          record={"work_id": wid, "event": message.body})
+            with self.previews.kept(message.event_id, outputs, item.log_context, bool(previews)):
+                store.publish(scratch, item.program, item.observation, name=item.name,
+                              stage=item.stage, version=item.version, synced=sealed is not None,
+                              record={"work_id": wid, "event": message.body})
             for out in outputs:  # the next stage's admission checks these digests
                 remember_written(Path(out["path"]), out["digest"])
             return message, previews

@@ -238,3 +238,27 @@ def test_a_true_entry_reads_back_with_only_its_log_keys():
     assert read_entry({"outputs": ["/p/x_rate.fits"], "log_context": {"stage": "detector1",
                                                                       "other": {"x": 1}}}) == (
         ["/p/x_rate.fits"], {"exposure_id": None, "stage": "detector1", "work_id": None})
+
+
+def test_a_record_that_cannot_be_written_takes_its_entry_away(tmp_path):
+    """The entry is written before the product's record; a record that fails
+    (the commit is tried again or given up) leaves nothing to draw."""
+    from calstream.daemon.doers.preview_runner import Previews
+
+    store = ProductStore(tmp_path / "products")
+
+    class _Pool:
+        stage = "detector1"
+
+    previews = Previews(_Pool(), _pending(store), Metrics(), max_wait=0, heartbeat_seconds=1)
+    outputs = [{"path": _product(store)}]
+    with pytest.raises(OSError), previews.kept("1" * 64, outputs, {}, True):
+        assert len(_entries(store)) == 1
+        raise OSError(28, "No space left on device")
+    assert _entries(store) == []
+    with previews.kept("2" * 64, outputs, {}, True):
+        pass
+    assert [p.stem for p in _entries(store)] == ["2" * 64]
+    with previews.kept("3" * 64, outputs, {}, False):  # nothing listed: no entry
+        pass
+    assert [p.stem for p in _entries(store)] == ["2" * 64]
