@@ -88,9 +88,13 @@ class PendingPreviews:
             (self.mine / entry_name(event_id)).unlink(missing_ok=True)
 
     def _own_directory(self) -> None:
+        # No link on the way, each time (one may be made later): the writes
+        # stay in the store (OutsideRoot, a ValueError, otherwise).
+        self.store.inside(self.mine)
         if (self.mine / OWNER).is_file():
             return
         directory_in_place(self.mine, root=self.store.top, what="the pending previews' directory")
+        self.store.inside(self.mine)
         mark_held(self.mine / OWNER, self.claims.me.token)  # alive to this process's others
         _write(self.mine / OWNER, {**self.claims.me.as_record(), "since": time.time()})
 
@@ -104,9 +108,13 @@ class PendingPreviews:
         """Every entry of the stage's gone owners, moved into this daemon's
         directory and read, and how many were refused (dropped with a warning)."""
         try:
+            self.store.inside(self.root)  # a link there would move others' files
             others = [d for d in os.scandir(self.root)
                       if d.name != self.mine.name and d.is_dir(follow_symlinks=False)]
         except OSError:  # none yet (FileNotFoundError), or unreadable: nothing to adopt
+            return [], 0
+        except ValueError as exc:  # OutsideRoot
+            log.warning("pending previews not looked at: %s", exc)
             return [], 0
         adopted: list[Adopted] = []
         refused = 0
@@ -122,7 +130,7 @@ class PendingPreviews:
                     os.rename(directory / name, self.mine / name)
                 except FileNotFoundError:
                     continue  # another daemon adopted it first
-                except OSError as exc:
+                except (OSError, ValueError) as exc:
                     log.warning("pending previews %s not adopted: %s", directory / name, exc)
                     continue
                 taken = self._read(name)

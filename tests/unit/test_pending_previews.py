@@ -262,3 +262,21 @@ def test_a_record_that_cannot_be_written_takes_its_entry_away(tmp_path):
     with previews.kept("3" * 64, outputs, {}, False):  # nothing listed: no entry
         pass
     assert [p.stem for p in _entries(store)] == ["2" * 64]
+
+
+def test_a_link_where_the_entries_go_takes_no_write_and_no_file_along(tmp_path):
+    store = ProductStore(tmp_path / "products")
+    store.top.mkdir(parents=True)
+    outside = tmp_path / "outside"
+    (outside / "detector1" / ("e" * 16)).mkdir(parents=True)
+    theirs = outside / "detector1" / ("e" * 16) / f"{1:064x}.json"
+    theirs.write_text(json.dumps({"outputs": [_product(store)]}))
+    owner = theirs.with_name(OWNER)  # a gone owner's, long silent: taken up if followed
+    owner.write_text(json.dumps({"host": "elsewhere.example", "pid": 1, "token": "e" * 16}))
+    os.utime(owner, (time.time() - 1000, time.time() - 1000))
+    (store.top / PENDING).symlink_to(outside)
+    pending = _pending(store)
+    assert pending.add("0" * 64, [_product(store)], {}) is False
+    assert pending.adopt() == ([], 0)
+    assert theirs.exists() and owner.exists()
+    assert sorted(p.name for p in (outside / "detector1").iterdir()) == ["e" * 16]
