@@ -28,6 +28,7 @@ look at it later.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -81,6 +82,22 @@ def read_regular_text(path: str | Path, *, limit: int | None = RECORD_LIMIT) -> 
     """``read_regular_file`` decoded as UTF-8 (a UnicodeDecodeError, a
     ValueError, for bytes that are not)."""
     return read_regular_file(path, limit=limit).decode("utf-8")
+
+
+# -- a file written afresh ----------------------------------------------------
+
+def open_new(path: str | Path, *, binary: bool = False):
+    """``path`` created anew for writing, in the directory named, as a file
+    of its own: whatever is at the name is removed first and the file is
+    opened with ``O_EXCL | O_NOFOLLOW``. calstream's temporaries have
+    names anyone can work out (``.<name>.<pid>.tmp``), and a link someone
+    put at one took the write wherever it pointed, out of the store or the
+    work directory. A directory there raises, as ``open`` did."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o644)
+    return os.fdopen(fd, "wb" if binary else "w")
 
 
 # -- something else where a file or a directory of calstream's goes ------------

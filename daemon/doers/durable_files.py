@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from calstream.steps.regular_files import directory_in_place, set_aside_unless_regular
+from calstream.steps.regular_files import directory_in_place, open_new, set_aside_unless_regular
 
 
 def write_json_atomically(path: Path, value: Any, *, what: str = "record",
@@ -31,7 +31,7 @@ def write_json_atomically(path: Path, value: Any, *, what: str = "record",
     set_aside_unless_regular(path, what=what)
     tmp = temporary_path(path)
     try:
-        with open(tmp, "w") as f:
+        with open_new(tmp) as f:
             json.dump(value, f, indent=1, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())

@@ -43,7 +43,7 @@ from calstream.daemon.deciders.work_claims import FREE, LIVE, MINE
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims, mark_held
 from calstream.steps.previews.naming import planned_previews
-from calstream.steps.regular_files import directory_in_place, read_regular_text
+from calstream.steps.regular_files import directory_in_place, open_new, read_regular_text
 
 log = logging.getLogger("calstream.previews")
 
@@ -102,7 +102,7 @@ class PendingPreviews:
 
     def beat(self) -> None:
         with contextlib.suppress(OSError):
-            os.utime(self.mine / OWNER)
+            os.utime(self.mine / OWNER, follow_symlinks=False)
 
     def adopt(self) -> tuple[list[Adopted], int]:
         """Every entry of the stage's gone owners, moved into this daemon's
@@ -203,5 +203,6 @@ def _write(path: Path, value: dict) -> None:
     # No fsync: an entry lost with the machine loses what it lost before
     # (previews); its half-written form is never read (a rename).
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, sort_keys=True))
+    with open_new(tmp) as f:
+        f.write(json.dumps(value, sort_keys=True))
     os.replace(tmp, path)

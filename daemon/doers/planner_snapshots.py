@@ -43,6 +43,7 @@ from calstream.daemon.deciders.snapshot_reuse import Stored
 from calstream.daemon.doers.durable_files import fsync_dir, temporary_path
 from calstream.steps.regular_files import (
     directory_in_place,
+    open_new,
     open_regular_file,
     set_aside_unless_regular,
 )
@@ -103,7 +104,7 @@ def write(work_dir: str | Path, body: dict[str, Any], *,
     set_aside_unless_regular(path, what=SNAPSHOT)
     tmp = temporary_path(path)
     try:
-        with open(tmp, "wb") as f:
+        with open_new(tmp, binary=True) as f:
             f.write(json.dumps(envelope).encode() + b"\n")
             f.write(data)
             f.flush()

@@ -31,6 +31,7 @@ from calstream.daemon.doers.product_store import (
     check_namespace,
 )
 from calstream.daemon.operations.config import ConfigError
+from calstream.steps.regular_files import open_new
 from calstream.topics import contract
 
 
@@ -105,6 +106,7 @@ def promote(store: ProductStore, namespace: str, *, reason: str | None = None,
     record_dir.mkdir(parents=True, exist_ok=True)
     stamp = promoted_at.replace(":", "").replace("-", "")
     tmp = record_dir / f".{stamp}-{namespace}.json.tmp"
-    tmp.write_text(json.dumps(message.body, indent=1, sort_keys=True))
+    with open_new(tmp) as f:
+        f.write(json.dumps(message.body, indent=1, sort_keys=True))
     os.replace(tmp, record_dir / f"{stamp}-{namespace}.json")
     return message

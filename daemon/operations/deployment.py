@@ -23,7 +23,7 @@ from pathlib import Path
 
 from calstream.daemon.doers.child_processes import pid_alive
 from calstream.daemon.operations.config import Config, ConfigError
-from calstream.steps.regular_files import read_regular_text, set_aside_unless_regular
+from calstream.steps.regular_files import open_new, read_regular_text, set_aside_unless_regular
 
 log = logging.getLogger("calstream.deployment")
 
@@ -55,7 +55,8 @@ def record(cfg: Config, ops_address: str, *, embedded: bool) -> Path:
     # A directory there made the rename raise and the daemon stop at start.
     set_aside_unless_regular(path, what="deployment record")
     tmp = path.with_name(f".{RECORD}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    with open_new(tmp) as f:
+        f.write(json.dumps(doc, indent=1) + "\n")
     os.replace(tmp, path)
     return path
 
