@@ -12,6 +12,7 @@ import pytest
 
 from calstream.daemon.doers import pending_previews
 from calstream.daemon.doers.durable_files import temporary_path, write_json_atomically
+from calstream.daemon.doers.inbox.quarantine import Quarantine
 from calstream.steps.previews.png import write_atomically
 from calstream.steps.regular_files import open_new
 
@@ -48,3 +49,23 @@ def test_open_new_writes_a_file_of_its_own_and_refuses_a_directory(tmp_path):
     with pytest.raises(OSError):
         open_new(tmp_path / "d", binary=True)
     assert Path(tmp_path / "d").is_dir()
+
+
+def test_a_link_at_a_quarantine_note_s_name_takes_no_write_along(tmp_path):
+    """A note's name follows from the rejected file's (``<name>.reason.txt``):
+    a link put there before the file was dropped in the inbox."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not calstream's")
+    quarantine = tmp_path / "quarantine"
+    quarantine.mkdir()
+    (quarantine / "evil.fits.reason.txt").symlink_to(outside)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    bad = inbox / "evil.fits"
+    bad.write_bytes(b"not a FITS file")
+    q = Quarantine(directory=quarantine, on_reject=None, rules=None, counts=None)
+    dest = q._move(bad, "not a FITS file", None, None, 0.0)
+    assert outside.read_text() == "not calstream's"
+    note = quarantine / "evil.fits.reason.txt"
+    assert not note.is_symlink() and "reason: not a FITS file" in note.read_text()
+    assert dest == quarantine / "evil.fits" and dest.read_bytes() == b"not a FITS file"

@@ -22,6 +22,7 @@ from calstream.daemon.doers.inbox.reports import Counts, Rejection, exposure_id_
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.operations.logs import escape_controls
 from calstream.steps.failures import infrastructure_cause
+from calstream.steps.regular_files import open_new
 
 
 class QuarantineBlocked(Exception):
@@ -162,7 +163,10 @@ class Quarantine:
         try:
             # The note first: a file is never in quarantine without its reason
             # (a full directory refuses the note, and the file stays put).
-            note.write_text(text, encoding="utf-8")
+            # Created anew: a link someone put at the name it will have (it
+            # follows from the file's) would take the write out of quarantine.
+            with open_new(note, binary=True) as f:
+                f.write(text.encode("utf-8"))
             try:
                 os.replace(path, dest)
             except OSError as exc:
