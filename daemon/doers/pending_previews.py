@@ -40,6 +40,7 @@ from calstream.daemon.deciders.pending_preview_entries import (
     read_entry,
 )
 from calstream.daemon.deciders.work_claims import FREE, LIVE, MINE
+from calstream.daemon.doers.durable_files import temporary_of
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims, mark_held
 from calstream.steps.previews.naming import planned_previews
@@ -124,7 +125,10 @@ class PendingPreviews:
                 continue
             for name in _names(directory):
                 if event_id_of(name) is None:
-                    continue  # a temporary file of its owner, or something else: left
+                    if temporary_of(name) is not None:  # a gone writer's half: garbage
+                        with contextlib.suppress(OSError):
+                            (directory / name).unlink()
+                    continue  # anything else someone put there: left
                 try:
                     self._own_directory()
                     os.rename(directory / name, self.mine / name)

@@ -138,6 +138,7 @@ def test_only_gone_owners_entries_are_taken_up(tmp_path):
     for n, (token, (owner, _)) in enumerate(cases.items()):
         directory = _owner_directory(store, token, host=owner[0], pid=owner[1], age=owner[2])
         (directory / f"{n:064x}.json").write_text(good)
+        (directory / f".{n + 100:064x}.json.{owner[1]}.tmp").write_text("{")  # a half write
     fresh = store.top / PENDING / "detector1" / ("d" * 16)  # being made: no owner file yet
     fresh.mkdir()
     (fresh / f"{9:064x}.json").write_text(good)
@@ -147,7 +148,10 @@ def test_only_gone_owners_entries_are_taken_up(tmp_path):
     assert [p["role"] for p in adopted[0][1]] == ["preview", "thumbnail"]
     assert adopted[0][2]["exposure_id"] == NAME
     assert (store.top / PENDING / "detector1" / ("a" * 16) / f"{0:064x}.json").exists()
+    assert (store.top / PENDING / "detector1" / ("a" * 16) / f".{100:064x}.json.1.tmp").exists()
+    # A gone owner's directory goes whole, its half-written entries with it.
     assert not (store.top / PENDING / "detector1" / ("b" * 16)).exists()
+    assert not (store.top / PENDING / "detector1" / ("c" * 16)).exists()
     assert (fresh / f"{9:064x}.json").exists()
     os.utime(fresh, (time.time() - 1000, time.time() - 1000))  # and now long silent
     adopted, _ = _pending(store).adopt()
