@@ -17,6 +17,8 @@ import os
 import re
 from typing import Any
 
+from calstream.daemon.deciders.admission import path_text_problem
+
 # A product of stage 3 may have a few dozen outputs; no true entry comes near this.
 MAX_OUTPUTS = 256
 MAX_TEXT = 400
@@ -50,8 +52,10 @@ def read_entry(value: Any) -> tuple[list[str], dict[str, str | None]] | str:
     if len(outputs) > MAX_OUTPUTS:
         return f"{len(outputs)} outputs, more than {MAX_OUTPUTS}"
     for path in outputs:
-        if type(path) is not str or not path or len(path) > 4096 or "\x00" in path:
+        if type(path) is not str or not path:
             return f"output {str(path)[:80]!r} is not a path"
+        if unusable := path_text_problem(path):  # a NUL, a surrogate, too long
+            return f"output is not a path: {unusable}"
         if not os.path.isabs(path) or os.path.normpath(path) != path:
             return f"output {path[:200]!r} is not an absolute, normalised path"
     if type(context) is not dict:

@@ -20,10 +20,11 @@ from calstream.steps.regular_files import directory_in_place, open_new, set_asid
 
 
 def write_json_atomically(path: Path, value: Any, *, what: str = "record",
-                          root: Path | None = None) -> None:
-    """``path`` holds ``value`` or what it held before, never a part (durably).
-    ``what`` names the record in a warning; ``root``: the directories from
-    it down to ``path`` are made, each that is a file moved aside."""
+                          root: Path | None = None, sync: bool = True) -> None:
+    """``path`` holds ``value`` or what it held before, never a part (durably,
+    unless ``sync`` is False: what a lost machine may lose). ``what`` names
+    the record in a warning; ``root``: the directories from it down to
+    ``path`` are made, each that is a file moved aside."""
     if root is None:
         path.parent.mkdir(parents=True, exist_ok=True)
     else:
@@ -33,13 +34,15 @@ def write_json_atomically(path: Path, value: Any, *, what: str = "record",
     try:
         with open_new(tmp) as f:
             json.dump(value, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a part left on a full disk would keep it full
         raise
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
 
 
 # ".<name>.<pid>.tmp": the writer's pid in the name, so that two processes

@@ -40,11 +40,11 @@ from calstream.daemon.deciders.pending_preview_entries import (
     read_entry,
 )
 from calstream.daemon.deciders.work_claims import FREE, LIVE, MINE
-from calstream.daemon.doers.durable_files import temporary_of
+from calstream.daemon.doers.durable_files import temporary_of, write_json_atomically
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims, mark_held
 from calstream.steps.previews.naming import planned_previews
-from calstream.steps.regular_files import directory_in_place, open_new, read_regular_text
+from calstream.steps.regular_files import directory_in_place, read_regular_text
 
 log = logging.getLogger("calstream.previews")
 
@@ -97,7 +97,7 @@ class PendingPreviews:
         directory_in_place(self.mine, root=self.store.top, what="the pending previews' directory")
         self.store.inside(self.mine)
         mark_held(self.mine / OWNER, self.claims.me.token)  # alive to this process's others
-        _write(self.mine / OWNER, {**self.claims.me.as_record(), "since": time.time()})
+        _write(self.mine / OWNER, {**self.claims.me.as_record(), "since": time.time()}, "owner")
 
     # --- the heartbeat, adoption, and the end --------------------------------
 
@@ -164,15 +164,19 @@ class PendingPreviews:
             if not stat.S_ISREG(os.lstat(path).st_mode):  # a link would be read where it points
                 raise ValueError("not a regular file")
             entry = read_entry(json.loads(read_regular_text(path, limit=ENTRY_LIMIT)))
-        except (OSError, ValueError, RecursionError) as exc:
+            if not isinstance(entry, str):
+                outputs, context = entry
+                if not all(self.store.holds(Path(p)) for p in outputs):
+                    entry = "an output outside the product store"
+                previews = [p for p in planned_previews(outputs)
+                            if self.store.holds(Path(p["path"]))]
+        # RuntimeError: a loop of links on the way, as resolve() in 3.11 says it
+        except (OSError, ValueError, RecursionError, RuntimeError) as exc:
             entry = f"unreadable: {type(exc).__name__}: {str(exc)[:200]}"
-        if isinstance(entry, str) or not all(self.store.holds(Path(p)) for p in entry[0]):
-            why = entry if isinstance(entry, str) else "an output outside the product store"
-            log.warning("pending previews %s refused (%s): dropped", name, why)
+        if isinstance(entry, str):
+            log.warning("pending previews %s refused (%s): dropped", name, entry)
             path.unlink(missing_ok=True)
-            return why
-        outputs, context = entry
-        previews = [p for p in planned_previews(outputs) if self.store.holds(Path(p["path"]))]
+            return entry
         if not previews:
             path.unlink(missing_ok=True)
             return None
@@ -203,10 +207,7 @@ def _names(directory: Path) -> list[str]:
         return []
 
 
-def _write(path: Path, value: dict) -> None:
+def _write(path: Path, value: dict, what: str = "entry") -> None:
     # No fsync: an entry lost with the machine loses what it lost before
     # (previews); its half-written form is never read (a rename).
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open_new(tmp) as f:
-        f.write(json.dumps(value, sort_keys=True))
-    os.replace(tmp, path)
+    write_json_atomically(path, value, what=f"pending previews' {what}", sync=False)

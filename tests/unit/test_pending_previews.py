@@ -170,6 +170,8 @@ def test_forged_entries_are_refused_and_nothing_outside_the_store_is_touched(tmp
     elsewhere = outside / "entry.json"
     elsewhere.write_text(json.dumps({"outputs": [_product(store)]}))
     directory = _owner_directory(store, "f" * 16, host="elsewhere.example", pid=1, age=1000)
+    loop = store.top / "01234" / "loop"
+    loop.symlink_to(loop)
     forged = {
         1: b"\x00\xff not JSON",
         2: json.dumps({"outputs": [str(secret)]}).encode(),  # outside the store
@@ -180,6 +182,8 @@ def test_forged_entries_are_refused_and_nothing_outside_the_store_is_touched(tmp
         6: json.dumps({"outputs": [_product(store)] * (MAX_OUTPUTS + 1)}).encode(),
         7: json.dumps([1, 2]).encode(),
         8: b"[" * 100_000,  # deeper than any parser goes
+        9: json.dumps({"outputs": [str(store.top / "01234" / "\ud800_rate.fits")]}).encode(),
+        11: json.dumps({"outputs": [str(loop / "x_rate.fits")]}).encode(),  # resolve() raises
     }
     for n, body in forged.items():
         (directory / f"{n:064x}.json").write_bytes(body)
