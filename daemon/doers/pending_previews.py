@@ -41,7 +41,7 @@ from calstream.daemon.deciders.pending_preview_entries import (
 )
 from calstream.daemon.deciders.work_claims import FREE, LIVE, MINE
 from calstream.daemon.doers.durable_files import temporary_of, write_json_atomically
-from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.product_store import OutsideRoot, ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims, mark_held
 from calstream.steps.previews.naming import planned_previews
 from calstream.steps.regular_files import directory_in_place, read_regular_text
@@ -166,10 +166,12 @@ class PendingPreviews:
             entry = read_entry(json.loads(read_regular_text(path, limit=ENTRY_LIMIT)))
             if not isinstance(entry, str):
                 outputs, context = entry
-                if not all(self.store.holds(Path(p)) for p in outputs):
-                    entry = "an output outside the product store"
+                for p in outputs:  # inside: one warning (below), not one more per path
+                    self.store.inside(Path(p))
                 previews = [p for p in planned_previews(outputs)
                             if self.store.holds(Path(p["path"]))]
+        except OutsideRoot as exc:
+            entry = f"an output outside the product store: {str(exc)[:200]}"
         # RuntimeError: a loop of links on the way, as resolve() in 3.11 says it
         except (OSError, ValueError, RecursionError, RuntimeError) as exc:
             entry = f"unreadable: {type(exc).__name__}: {str(exc)[:200]}"

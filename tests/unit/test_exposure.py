@@ -152,6 +152,45 @@ def test_not_fits_content(tmp_path):
         describe_exposure(p)
 
 
+def _with_extensions(tmp_path, *extensions) -> object:
+    """An uncal file whose extensions after the primary are ``extensions``."""
+    from astropy.io import fits
+
+    primary = fits.PrimaryHDU()
+    for key, value in {**GOOD, "SUBSIZE1": 16, "SUBSIZE2": 16}.items():
+        primary.header[key] = value
+    p = tmp_path / NAME
+    fits.HDUList([primary, *extensions]).writeto(p)
+    return p
+
+
+def test_the_sci_axes_are_those_astropy_finds(tmp_path):
+    # The header walk, not astropy, reads the SCI axes: it must pick the HDU
+    # hdul["SCI"] picks (the first, EXTNAME without case or spaces) and read
+    # its axes as astropy does.
+    from astropy.io import fits
+
+    def cube(rows, groups=2, dtype=np.uint16):
+        return np.zeros((1, groups, rows, 16), dtype=dtype)
+
+    ok = [fits.ImageHDU(name="DQ", data=cube(8)), fits.ImageHDU(cube(16), name="sci"),
+          fits.ImageHDU(cube(8), name="SCI")]
+    info = describe_exposure(_with_extensions(tmp_path, *ok))
+    assert info.exposure_id == "jw01234001001_02101_00001_nrcb1"
+    with fits.open(tmp_path / NAME) as hdul:
+        assert hdul["SCI"].header["NAXIS2"] == 16  # the first: what the check read
+
+    for extensions, words in (
+            ([fits.ImageHDU(cube(8), name="SCI")], "NAXIS2 = 8 but SUBSIZE2 = 16"),
+            ([fits.ImageHDU(cube(16, groups=3), name="SCI")], "SCI holds 3 group(s)"),
+            ([fits.ImageHDU(np.zeros((16, 16), np.uint16), name="SCI")], "SCI has NAXIS = 2"),
+            ([fits.ImageHDU(cube(16), name="SCIX")], "no SCI extension"),
+            ([], "no SCI extension")):
+        (tmp_path / NAME).unlink()
+        with pytest.raises(BadExposure, match=words.replace("(", r"\(").replace(")", r"\)")):
+            describe_exposure(_with_extensions(tmp_path, *extensions))
+
+
 def test_missing_extensions(tmp_path):
     data = uncal_bytes()
     p = tmp_path / NAME

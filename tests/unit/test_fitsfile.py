@@ -67,8 +67,13 @@ def test_complete_file(whole):
     assert [h.extname for h in layout.hdus] == [None, "SCI", "HEAPY"]
     assert layout.hdus[1].data_size == 2 * 3 * 40 * 40 * 2
     assert layout.hdus[2].data_size > 0
-    assert layout.primary_header["PROGRAM"] == "01234"
     assert layout.raise_for_status() is layout
+    # Each HDU's axes as astropy reads them
+    with fits.open(path) as hdul:
+        assert [h.axes for h in layout.hdus] == [
+            tuple(hdu.header[f"NAXIS{i}"] for i in range(1, hdu.header["NAXIS"] + 1))
+            for hdu in hdul]
+    assert layout.hdus[1].axes == (40, 40, 3, 2)
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ once."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -158,7 +159,7 @@ def test_only_gone_owners_entries_are_taken_up(tmp_path):
     assert [int(e, 16) for e, _, _ in adopted] == [9]
 
 
-def test_forged_entries_are_refused_and_nothing_outside_the_store_is_touched(tmp_path):
+def test_forged_entries_are_refused_and_nothing_outside_the_store_is_touched(tmp_path, caplog):
     store = ProductStore(tmp_path / "products")
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -189,8 +190,13 @@ def test_forged_entries_are_refused_and_nothing_outside_the_store_is_touched(tmp
         (directory / f"{n:064x}.json").write_bytes(body)
     (directory / f"{10:064x}.json").symlink_to(elsewhere)  # an entry read where it points
     (directory / "not-an-entry.json").write_text("{}")  # not an event id: left alone
-    adopted, refused = _pending(store).adopt()
+    with caplog.at_level(logging.WARNING):
+        adopted, refused = _pending(store).adopt()
     assert adopted == [] and refused == len(forged) + 1
+    # One warning an entry, naming why (an outside path is not warned of twice)
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == refused and all(" refused (" in w for w in warned), warned
+    assert sum("outside the product store" in w for w in warned) == 2, warned
     assert secret.read_bytes() == b"SIMPLE not the store's"
     assert not (outside / "previews").exists()
     assert sorted(p.name for p in outside.iterdir()) == sorted([secret.name, "entry.json"])
