@@ -354,15 +354,30 @@ def _sci_header(path: Path, fname: str) -> dict[str, Any]:
     header a second time and every header up to SCI: describe_exposure took
     2.7 ms of CPU at SUB160 with it, 1.7 ms now (bench/README.md, session 21).
     The SCI extension is the one astropy's ``hdul["SCI"]`` gives: the
-    first HDU whose EXTNAME, stripped and upper-cased, is SCI."""
+    first HDU whose EXTNAME, stripped and upper-cased, is SCI. One that is
+    no image HDU (a tile-compressed image is a binary table whose ZNAXISn
+    astropy presents as the image's axes) is read by astropy, as before."""
     layout = fits_layout(path)
     for hdu in layout.hdus:
         if (hdu.extname or "").strip().upper() == "SCI":
+            if hdu.index and str(hdu.xtension).strip().upper() != "IMAGE":
+                return _sci_header_by_astropy(path, fname)
             axes = dict(zip(_AXES, hdu.axes, strict=False))
             return {"NAXIS": len(hdu.axes), **{k: axes.get(k) for k in _AXES}}
     if not layout.complete:
         raise BadExposure(f"{fname}: the SCI header cannot be read: {layout.reason}")
     raise BadExposure(f"{fname}: no SCI extension")
+
+
+def _sci_header_by_astropy(path: Path, fname: str) -> dict[str, Any]:
+    try:
+        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+            sci = hdul["SCI"].header
+            return {k: sci.get(k) for k in ("NAXIS", *_AXES)}
+    except KeyError:
+        raise BadExposure(f"{fname}: no SCI extension") from None
+    except (fits.VerifyError, ValueError) as exc:
+        raise BadExposure(f"{fname}: the SCI header cannot be read: {exc}") from None
 
 
 _AXES = ("NAXIS1", "NAXIS2", "NAXIS3", "NAXIS4")

@@ -180,11 +180,17 @@ def test_the_sci_axes_are_those_astropy_finds(tmp_path):
     with fits.open(tmp_path / NAME) as hdul:
         assert hdul["SCI"].header["NAXIS2"] == 16  # the first: what the check read
 
+    # A tile-compressed SCI (a binary table) has the axes astropy presents
+    (tmp_path / NAME).unlink()
+    info = describe_exposure(_with_extensions(tmp_path, fits.CompImageHDU(cube(16), name="SCI")))
+    assert info.exposure_id == "jw01234001001_02101_00001_nrcb1"
+
     for extensions, words in (
             ([fits.ImageHDU(cube(8), name="SCI")], "NAXIS2 = 8 but SUBSIZE2 = 16"),
             ([fits.ImageHDU(cube(16, groups=3), name="SCI")], "SCI holds 3 group(s)"),
             ([fits.ImageHDU(np.zeros((16, 16), np.uint16), name="SCI")], "SCI has NAXIS = 2"),
             ([fits.ImageHDU(cube(16), name="SCIX")], "no SCI extension"),
+            ([fits.CompImageHDU(cube(8), name="SCI")], "NAXIS2 = 8 but SUBSIZE2 = 16"),
             ([], "no SCI extension")):
         (tmp_path / NAME).unlink()
         with pytest.raises(BadExposure, match=words.replace("(", r"\(").replace(")", r"\)")):
