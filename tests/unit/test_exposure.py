@@ -152,7 +152,7 @@ def test_not_fits_content(tmp_path):
         describe_exposure(p)
 
 
-def _with_extensions(tmp_path, *extensions) -> object:
+def _with_extensions(tmp_path, *extensions):
     """An uncal file whose extensions after the primary are ``extensions``."""
     from astropy.io import fits
 
