@@ -376,8 +376,13 @@ def _sci_header_by_astropy(path: Path, fname: str) -> dict[str, Any]:
             return {k: sci.get(k) for k in ("NAXIS", *_AXES)}
     except KeyError:
         raise BadExposure(f"{fname}: no SCI extension") from None
-    except (fits.VerifyError, ValueError) as exc:
-        raise BadExposure(f"{fname}: the SCI header cannot be read: {exc}") from None
+    except OSError:
+        raise  # unreadable: the disk's fault, tried again
+    except Exception as exc:  # noqa: BLE001 - a forged compressed header: ZNAXIS = 'x'
+        # raised TypeError; astropy raises many kinds for a malformed header,
+        # and each is a fact about the file, never a reason to stop or retry.
+        raise BadExposure(f"{fname}: the SCI header cannot be read: "
+                          f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 _AXES = ("NAXIS1", "NAXIS2", "NAXIS3", "NAXIS4")

@@ -185,6 +185,15 @@ def test_the_sci_axes_are_those_astropy_finds(tmp_path):
     info = describe_exposure(_with_extensions(tmp_path, fits.CompImageHDU(cube(16), name="SCI")))
     assert info.exposure_id == "jw01234001001_02101_00001_nrcb1"
 
+    # A forged compressed header astropy cannot read (ZNAXIS = 'x' raised
+    # TypeError out of the check) is a reason, like any unreadable header
+    (tmp_path / NAME).unlink()
+    data = _with_extensions(tmp_path, fits.CompImageHDU(cube(16), name="SCI")).read_bytes()
+    at = data.index(b"ZNAXIS  =", 2880)
+    (tmp_path / NAME).write_bytes(data[:at] + b"ZNAXIS  = 'x'".ljust(80) + data[at + 80:])
+    with pytest.raises(BadExposure, match="SCI header cannot be read"):
+        describe_exposure(tmp_path / NAME)
+
     for extensions, words in (
             ([fits.ImageHDU(cube(8), name="SCI")], "NAXIS2 = 8 but SUBSIZE2 = 16"),
             ([fits.ImageHDU(cube(16, groups=3), name="SCI")], "SCI holds 3 group(s)"),
