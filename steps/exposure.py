@@ -360,8 +360,12 @@ def _sci_header(path: Path, fname: str) -> dict[str, Any]:
     layout = fits_layout(path)
     for hdu in layout.hdus:
         if (hdu.extname or "").strip().upper() == "SCI":
-            if hdu.index and str(hdu.xtension).strip().upper() != "IMAGE":
+            kind = str(hdu.xtension).strip().upper() if hdu.index else "IMAGE"
+            if kind == "BINTABLE":
                 return _sci_header_by_astropy(path, fname)
+            if kind != "IMAGE":  # jwst would read no image there, or another array
+                raise BadExposure(f"{fname}: the SCI extension is no image "
+                                  f"(XTENSION = {str(hdu.xtension)[:20]!r})")
             axes = dict(zip(_AXES, hdu.axes, strict=False))
             return {"NAXIS": len(hdu.axes), **{k: axes.get(k) for k in _AXES}}
     if not layout.complete:
@@ -372,8 +376,9 @@ def _sci_header(path: Path, fname: str) -> dict[str, Any]:
 def _sci_header_by_astropy(path: Path, fname: str) -> dict[str, Any]:
     try:
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            sci = hdul["SCI"].header
-            return {k: sci.get(k) for k in ("NAXIS", *_AXES)}
+            hdu = hdul["SCI"]
+            if isinstance(hdu, fits.CompImageHDU):  # its scaling is the table's: walked
+                return {k: hdu.header.get(k) for k in ("NAXIS", *_AXES)}
     except KeyError:
         raise BadExposure(f"{fname}: no SCI extension") from None
     except OSError:
@@ -383,6 +388,7 @@ def _sci_header_by_astropy(path: Path, fname: str) -> dict[str, Any]:
         # and each is a fact about the file, never a reason to stop or retry.
         raise BadExposure(f"{fname}: the SCI header cannot be read: "
                           f"{type(exc).__name__}: {str(exc)[:200]}") from None
+    raise BadExposure(f"{fname}: the SCI extension is a table, not a tile-compressed image")
 
 
 _AXES = ("NAXIS1", "NAXIS2", "NAXIS3", "NAXIS4")

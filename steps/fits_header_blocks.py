@@ -1,15 +1,17 @@
 """Reading FITS headers block by block, without astropy and without the data.
 
 What `fitsfile` needs to walk a file that may still be arriving: read one
-header's 2880-byte blocks up to its END card, keep the structural keywords
-(BITPIX, NAXISn, PCOUNT, GCOUNT, XTENSION, EXTNAME), and compute how many
-data bytes the header declares. Anything that stops the walk raises
+header's 2880-byte blocks up to its END card, keep the keywords astropy
+makes an HDU from (BITPIX, NAXISn, PCOUNT, GCOUNT, XTENSION, EXTNAME, the
+pixels' scaling, ...), each written once and well formed, as jwst's reader
+needs them, and compute how many data bytes the header declares. Anything that stops the walk raises
 `WalkStopped`, with the status the file has and the size it must reach.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import re
 from pathlib import Path
 
@@ -28,6 +30,17 @@ _NOT_TEXT = re.compile(rb"[^\x20-\x7e]")
 _MAX_HEADER_BLOCKS = 10_000
 
 
+# The keywords the walk keeps: those astropy reads to make an HDU as it
+# opens a file (the structure, the name, the pixels' scaling and blank, the
+# version, whether extensions follow). Each must be well formed here, or
+# the file is corrupt: the walk would accept a file jwst cannot open.
+_STRUCTURAL = frozenset({"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "GROUPS",
+                         "EXTNAME", "BZERO", "BSCALE", "EXTEND", "BLANK", "EXTVER"})
+# Values kept as text; the others as written, so that a number in quotes
+# ('16'), which a reader takes for text, is no number here either.
+_TEXTS = frozenset({"XTENSION", "EXTNAME"})
+
+
 class FitsStatus(enum.Enum):
     COMPLETE = "complete"
     INCOMPLETE = "incomplete"  # shorter than declared: still being written, or truncated
@@ -44,24 +57,23 @@ class WalkStopped(Exception):
         self.status, self.reason, self.expected = status, reason, expected
 
 
-def card_value(card: bytes) -> str:
-    """The value field of a fixed- or free-format card, comment removed."""
-    text = card[10:].decode("ascii")
-    if text.lstrip().startswith("'"):
-        # Strings may contain '/', and '' is an escaped quote.
-        body = text.lstrip()[1:]
-        out, i = [], 0
-        while i < len(body):
-            if body[i] == "'":
-                if body[i + 1 : i + 2] == "'":
-                    out.append("'")
-                    i += 2
-                    continue
-                break
-            out.append(body[i])
-            i += 1
-        return "".join(out).rstrip()
-    return text.split("/", 1)[0].strip()
+# A string value (FITS 4.2.1): in quotes, '' for a quote inside, then only
+# spaces or a comment. Anything else after the closing quote makes the card
+# one astropy cannot parse (it reads the HDU as corrupted, or refuses it).
+_STRING = re.compile(r" *'((?:[^']|'')*)' *(/.*)?")
+
+
+def card_text(card: bytes) -> str | None:
+    """The string value of a card, trailing spaces dropped (they are not
+    significant); None if the card holds no well-formed string."""
+    found = _STRING.fullmatch(card[10:].decode("ascii"))
+    return None if found is None else found.group(1).replace("''", "'").rstrip()
+
+
+def raw_value(card: bytes) -> str:
+    """The value field of a card as written, comment removed: a number's
+    text, or a quoted string with its quotes (which is no number)."""
+    return card[10:].decode("ascii").split("/", 1)[0].strip()
 
 
 def read_header(f, offset: int, size: int, index: int) -> tuple[bytes, dict[str, str]]:
@@ -90,6 +102,14 @@ def read_header(f, offset: int, size: int, index: int) -> tuple[bytes, dict[str,
                     start + BLOCK,
                 )
             keyword = card[:8].rstrip().decode("ascii")
+            if keyword == "END" and card[3:].strip():
+                # FITS 4.4.1: END and spaces. astropy reads on past a card
+                # like "END     = 'sci '", into the next HDU's cards.
+                raise WalkStopped(
+                    FitsStatus.CORRUPT,
+                    f"{what} has an END card with more on it at offset {start + i}",
+                    start + BLOCK,
+                )
             if keyword == "END":
                 if len(block) < BLOCK:
                     raise WalkStopped(
@@ -101,11 +121,27 @@ def read_header(f, offset: int, size: int, index: int) -> tuple[bytes, dict[str,
                 raw += block
                 return bytes(raw), keys
             if card[8:10] == b"= " and (
-                keyword in ("SIMPLE", "XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT")
-                or keyword in ("GROUPS", "EXTNAME")
+                keyword in _STRUCTURAL
                 or (keyword.startswith("NAXIS") and keyword[5:].isdigit())
             ):
-                keys.setdefault(keyword, card_value(card))
+                if keyword in keys:
+                    # Which card counts is then the reader's choice: astropy's
+                    # header gives the first NAXISn, its data the shape of the
+                    # last, so the walk would size one array and jwst read another.
+                    raise WalkStopped(
+                        FitsStatus.CORRUPT,
+                        f"{what} declares {keyword} twice (FITS: a keyword appears once)",
+                        start + BLOCK,
+                    )
+                value = card_text(card) if keyword in _TEXTS else raw_value(card)
+                if value is None:
+                    raise WalkStopped(
+                        FitsStatus.CORRUPT,
+                        f"{what} has a {keyword} card that holds no string in quotes: "
+                        f"{card[10:50].decode('ascii').rstrip()!r}",
+                        start + BLOCK,
+                    )
+                keys[keyword] = value
         if len(block) < BLOCK:
             got = max(0, len(block))
             raise WalkStopped(
@@ -122,15 +158,55 @@ def read_header(f, offset: int, size: int, index: int) -> tuple[bytes, dict[str,
     )
 
 
+# A FITS integer (4.2.3): Python's int() also takes "1_6", which no FITS
+# reader does.
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+# A FITS real (4.2.4) as a card writes it: D is an exponent too.
+_REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([EeDd][+-]?[0-9]+)?")
+
+
+def _scaling_problem(bzero: str | None, bscale: str | None) -> str | None:
+    """Why BZERO or BSCALE (their values as the cards write them, None where
+    absent) cannot scale an array's pixels; None if they can.
+
+    A reader computes ``BSCALE * stored + BZERO``: text (a quoted number, T)
+    fails the read in jwst's first step, NaN or infinity makes every pixel
+    one, and BSCALE = 0 makes them all BZERO."""
+    for key, text in (("BZERO", bzero), ("BSCALE", bscale)):
+        if text is None:
+            continue
+        if not _REAL.fullmatch(text):
+            return f"{key} = {text[:40]} is not a number"
+        value = float(text.replace("D", "E").replace("d", "e"))
+        if not math.isfinite(value) or (key == "BSCALE" and value == 0):
+            return f"{key} = {text[:40]} cannot scale pixels"
+    return None
+
+
+def check_values(keys: dict[str, str], index: int, end: int) -> None:
+    """Raise WalkStopped (corrupt) for a kept card astropy could not read,
+    beyond the sizes declared_data_size reads: a scaling, a blank or a
+    version that is no number, a logical that is neither T nor F."""
+    what = "primary header" if index == 0 else f"header of HDU {index}"
+    problem = _scaling_problem(keys.get("BZERO"), keys.get("BSCALE"))
+    for key in ("BLANK", "EXTVER", "PCOUNT", "GCOUNT"):  # the last two: a primary's too
+        if problem is None and key in keys and not _INTEGER.fullmatch(keys[key]):
+            problem = f"{key} = {keys[key][:40]} is not an integer"
+    for key in ("EXTEND", "GROUPS"):
+        if problem is None and keys.get(key, "T") not in ("T", "F"):
+            problem = f"{key} = {keys[key][:40]} is neither T nor F"
+    if problem:
+        raise WalkStopped(FitsStatus.CORRUPT, f"{what}: {problem}", end)
+
+
 def _int_key(keys: dict[str, str], name: str, what: str, end: int, minimum: int = 0) -> int:
-    try:
-        value = int(keys[name])
-    except KeyError:
-        raise WalkStopped(FitsStatus.CORRUPT, f"{what} lacks mandatory keyword {name}", end) from None
-    except ValueError:
+    if name not in keys:
+        raise WalkStopped(FitsStatus.CORRUPT, f"{what} lacks mandatory keyword {name}", end)
+    if not _INTEGER.fullmatch(keys[name]):
         raise WalkStopped(
-            FitsStatus.CORRUPT, f"{what} has a non-integer {name} = {keys[name]!r}", end
-        ) from None
+            FitsStatus.CORRUPT, f"{what} has a non-integer {name} = {keys[name][:40]!r}", end
+        )
+    value = int(keys[name])
     if value < minimum:
         raise WalkStopped(FitsStatus.CORRUPT, f"{what} has {name} = {value} (< {minimum})", end)
     return value

@@ -39,6 +39,7 @@ from calstream.steps.fits_header_blocks import (
     XTENSION,
     FitsStatus,
     WalkStopped,
+    check_values,
     declared_data_size,
     parse_primary_header,
     read_header,
@@ -179,6 +180,7 @@ def fits_layout(path: str | os.PathLike[str], *, allow_unpadded_end: bool = Fals
                         offset + len(raw),
                     )
                 data_size = declared_data_size(keys, index, offset + len(raw))
+                check_values(keys, index, offset + len(raw))
                 hdu = HduLayout(
                     index=index,
                     header_offset=offset,

@@ -105,6 +105,72 @@ def test_uncal_header_cards_mutated_are_quarantined_or_announced(tmp_path):
     assert counts["refused"] and counts["accepted"], counts
 
 
+def _changed(valid: bytes, raw: bytes | bytearray) -> list[bytes]:
+    """The cards a mutant changed, for a failure's message."""
+    return [bytes(raw[i:i + 80]).rstrip() for i in range(0, len(valid), 80)
+            if raw[i:i + 80] != valid[i:i + 80]][:6]
+
+
+@pytest.mark.filterwarnings("ignore")  # astropy warns of the mutants' cards as it reads them
+def test_uncal_structural_cards_mutated_are_refused_or_read_as_jwst_reads_them(tmp_path):
+    """The walk reads the cards astropy makes each HDU from (not astropy),
+    and the SCI axes with them; so a mutant of any header must be refused,
+    or open with astropy (jwst's reader) and give the SCI array the door
+    checked: the same axes, pixels that can be read."""
+    from astropy.io import fits
+
+    (tmp_path / "good").mkdir()
+    good = write(tmp_path / "good")
+    valid = good.read_bytes()
+    headers = [(h.header_offset, h.data_offset) for h in fits_layout(good).hdus]
+    rng = random.Random(f"uncal structure:{first_seed()}")
+    keys = [b"NAXIS   ", b"NAXIS1  ", b"NAXIS2  ", b"NAXIS4  ", b"BITPIX  ", b"EXTNAME ",
+            b"XTENSION", b"PCOUNT  ", b"GCOUNT  ", b"BZERO   ", b"BSCALE  ", b"EXTEND  ",
+            b"BLANK   ", b"EXTVER  ", b"GROUPS  ", b"        "]
+    values = [b"= 'unterminated", b"= NaN", b"= 1e999", b"= -1", b"= 0", b"= 1.5", b"= 2",
+              b"= 16", b"= -32", b"= 7", b"= T", b"= (1, 2)", b"= ''", b"=", b"= 'SCI'",
+              b"= 'sci '", b"= 'IMAGE'", b"= 'BINTABLE'", b"= 'TABLE'", b"= '16'", b"= 1_6",
+              b"= 1.6E2", b"= 3.2768D4"]
+    counts = {"refused": 0, "accepted": 0}
+    path = tmp_path / good.name
+    for case in range(budget(300)):
+        raw = bytearray(valid)
+        start, end = rng.choice(headers)
+        for _ in range(rng.choice((1, 1, 2, 3))):
+            at, how = rng.randrange(start, end, 80), rng.random()
+            if how < 0.45:  # a card's value
+                raw[at:at + 80] = (raw[at:at + 8] + rng.choice(values)).ljust(80)[:80]
+            elif how < 0.8:  # a structural keyword written where another card was
+                raw[at:at + 80] = (rng.choice(keys) + rng.choice(values)).ljust(80)[:80]
+            else:  # the header's bytes mutated, its length kept
+                raw[start:end] = mutated_bytes(bytes(raw[start:end]), rng).ljust(
+                    end - start)[:end - start]
+        _put(path, bytes(raw))
+        try:
+            if not fits_layout(path).complete:
+                counts["refused"] += 1
+                continue
+            info = describe_exposure(path)
+        except (BadExposure, OSError):
+            counts["refused"] += 1
+            continue
+        except Exception as exc:
+            raise AssertionError(f"uncal structure case {case}: {type(exc).__name__}: "
+                                 f"{exc}") from exc
+        counts["accepted"] += 1
+        try:
+            with fits.open(path, memmap=False) as hdul:
+                shape = hdul["SCI"].data.shape
+        except Exception as exc:
+            raise AssertionError(f"uncal structure case {case}: accepted, but astropy "
+                                 f"reads no SCI array: {type(exc).__name__}: {exc}; "
+                                 f"cards {_changed(valid, raw)}") from exc
+        sci = next(h for h in fits_layout(path).hdus if (h.extname or "").strip().upper() == "SCI")
+        assert shape == tuple(reversed(sci.axes)), (case, _changed(valid, raw))  # the door's
+        assert shape[:2] == (info.header["NINTS"], info.header["NGROUPS"]), case
+    assert counts["refused"] and counts["accepted"], counts
+
+
 @pytest.mark.parametrize("kind", ["manifest", "pool"])
 def test_a_plan_file_mutated_is_loaded_or_refused(tmp_path, kind):
     """`calstream plan load FILE`: PlanError says why, or the plan's message builds."""

@@ -206,6 +206,49 @@ def test_the_sci_axes_are_those_astropy_finds(tmp_path):
             describe_exposure(_with_extensions(tmp_path, *extensions))
 
 
+def test_a_sci_extension_jwst_would_read_otherwise_is_refused(tmp_path):
+    # The door reads the SCI cards itself; what it accepts, astropy (jwst's
+    # reader) must read as the same array. These were accepted and failed in
+    # detector1, or were read with another shape (door fuzz of the extension
+    # headers, session 22).
+    from astropy.io import fits
+
+    def sci_card(key: bytes, card: bytes, *, replace: bool = True):
+        data = _with_extensions(tmp_path, fits.ImageHDU(
+            np.zeros((1, 2, 16, 16), np.uint16), name="SCI")).read_bytes()
+        at = data.index(key, 2880)
+        new = card.ljust(80)
+        data = data[:at] + new + data[at + 80:] if replace else \
+            data[:at] + data[at:at + 80] + new + data[at + 160:]  # over the next card
+        (tmp_path / NAME).write_bytes(data)
+        return tmp_path / NAME
+
+    for key, card, words in (
+            (b"BZERO   =", b"BZERO   = NaN", "HDU 1: BZERO = NaN is not a number"),
+            (b"BZERO   =", b"BZERO   = '32768'", "HDU 1: BZERO = '32768' is not a number"),
+            (b"BZERO   =", b"BZERO   = 1E999", "HDU 1: BZERO = 1E999 cannot scale pixels"),
+            (b"BSCALE  =", b"BSCALE  = 0", "HDU 1: BSCALE = 0 cannot scale pixels"),
+            (b"BSCALE  =", b"BSCALE  = T", "HDU 1: BSCALE = T is not a number"),
+            (b"XTENSION=", b"XTENSION= 'TABLE   '", "SCI extension is no image"),
+            (b"XTENSION=", b"XTENSION= 'SCI'", "SCI extension is no image")):
+        (tmp_path / NAME).unlink(missing_ok=True)
+        with pytest.raises(BadExposure, match=words):
+            describe_exposure(sci_card(key, card))
+    # A scaling written with a D exponent is a number (FITS 4.2.4)
+    (tmp_path / NAME).unlink()
+    assert describe_exposure(sci_card(b"BZERO   =", b"BZERO   = 3.2768D4")).header
+    # An axis declared twice: astropy's header gives the first, its data the
+    # shape of the last; the walk refuses the file (a corrupt header)
+    (tmp_path / NAME).unlink()
+    with pytest.raises(BadExposure, match="declares NAXIS2 twice"):
+        describe_exposure(sci_card(b"NAXIS2  =", b"NAXIS2  = 7", replace=False))
+    # A binary table named SCI that is no compressed image
+    (tmp_path / NAME).unlink()
+    table = fits.BinTableHDU.from_columns([fits.Column("v", "J", array=np.arange(3))], name="SCI")
+    with pytest.raises(BadExposure, match="SCI extension is a table"):
+        describe_exposure(_with_extensions(tmp_path, table))
+
+
 def test_missing_extensions(tmp_path):
     data = uncal_bytes()
     p = tmp_path / NAME

@@ -179,6 +179,34 @@ def test_corrupt_headers(tmp_path):
     assert layout.status is FitsStatus.CORRUPT and "NAXIS2" in layout.reason
 
 
+@pytest.mark.parametrize("cards, words", [
+    # a number in quotes is text to every reader; Python's int() took it, and "1_6"
+    (("NAXIS1  = '10'",), "non-integer NAXIS1 = \"'10'\""),
+    (("NAXIS1  =                  1_0",), "non-integer NAXIS1 = '1_0'"),
+    # a structural keyword twice: which one counts would be the reader's choice
+    (("NAXIS1  =                   10", "NAXIS1  =                   20"), "declares NAXIS1 twice"),
+    (("NAXIS1  =                   10", "EXTNAME = 'A'", "EXTNAME = 'SCI'"), "declares EXTNAME twice"),
+    (("NAXIS1  =                   10", "BZERO   =                    0", "BZERO   =    1"),
+     "declares BZERO twice"),
+    # what astropy reads to make the HDU, beyond its size: unreadable, jwst opens nothing
+    (("NAXIS1  =                   10", "BZERO   =                  NaN"), "BZERO = NaN is not a"),
+    (("NAXIS1  =                   10", "BSCALE  =                  0.0"), "BSCALE = 0.0 cannot"),
+    (("NAXIS1  =                   10", "EXTEND  =                  1_6"), "EXTEND = 1_6 is neither"),
+    (("NAXIS1  =                   10", "PCOUNT  = '0'"), "PCOUNT = '0' is not an integer"),
+    (("NAXIS1  =                   10", "BLANK   =                  1.5"), "BLANK = 1.5 is not an"),
+    (("NAXIS1  =                   10", "EXTNAME = 'SCI'    ! x"), "EXTNAME card that holds no"),
+    (("NAXIS1  =                   10", "EXTNAME = SCI"), "EXTNAME card that holds no"),
+    # astropy reads on past such an END, into the next header's cards
+    (("NAXIS1  =                   10", "END     = 'sci '"), "END card with more on it"),
+])
+def test_structural_cards_are_read_as_a_reader_reads_them(tmp_path, cards, words):
+    raw = header("SIMPLE  =                    T", "BITPIX  =                   16",
+                 "NAXIS   =                    1", *cards)
+    layout = fits_layout(write(tmp_path, raw + b"\0" * BLOCK))
+    assert layout.status is FitsStatus.CORRUPT
+    assert words in layout.reason
+
+
 def test_huge_declared_data_is_not_read(tmp_path, monkeypatch):
     hdr = header(
         "SIMPLE  =                    T",
