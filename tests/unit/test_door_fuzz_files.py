@@ -58,10 +58,12 @@ def _put(path: Path, raw: bytes) -> None:
     path.write_bytes(raw)
 
 
+@pytest.mark.filterwarnings("ignore")  # astropy warns of the mutants' cards as it reads them
 def test_uncal_header_cards_mutated_are_quarantined_or_announced(tmp_path):
     """The watcher's reads (doers/inbox/watcher.py): the layout, then the
     identity; what it announces, its arrival must carry and the planner's
-    intake must accept (tests/unit/test_door_rules_agree.py's rule)."""
+    intake must accept (tests/unit/test_door_rules_agree.py's rule), and
+    astropy must read as the door checked it."""
     (tmp_path / "good").mkdir()
     good = write(tmp_path / "good")
     valid = good.read_bytes()
@@ -101,6 +103,7 @@ def test_uncal_header_cards_mutated_are_quarantined_or_announced(tmp_path):
             raise AssertionError(f"uncal case {case}: {type(exc).__name__}: {exc}") from exc
         _arrival(info)
         assert header_copy_problems(info.name, info.header) == [], case
+        _read_as_checked(path, info, f"uncal case {case}", _changed(valid, raw))
         counts["accepted"] += 1
     assert counts["refused"] and counts["accepted"], counts
 
@@ -111,14 +114,28 @@ def _changed(valid: bytes, raw: bytes | bytearray) -> list[bytes]:
             if raw[i:i + 80] != valid[i:i + 80]][:6]
 
 
+def _read_as_checked(path: Path, info, case: str, cards: list[bytes]) -> None:
+    """An accepted uncal file opens in astropy (jwst's reader), which reads
+    its SCI pixels in the shape the door checked."""
+    from astropy.io import fits
+
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            shape = hdul["SCI"].data.shape
+    except Exception as exc:
+        raise AssertionError(f"{case}: accepted, but astropy reads no SCI array: "
+                             f"{type(exc).__name__}: {exc}; cards {cards}") from exc
+    sci = next(h for h in fits_layout(path).hdus if (h.extname or "").strip().upper() == "SCI")
+    assert shape == tuple(reversed(sci.axes)), (case, cards)  # what the door checked
+    assert shape[:2] == (info.header["NINTS"], info.header["NGROUPS"]), (case, cards)
+
+
 @pytest.mark.filterwarnings("ignore")  # astropy warns of the mutants' cards as it reads them
 def test_uncal_structural_cards_mutated_are_refused_or_read_as_jwst_reads_them(tmp_path):
     """The walk reads the cards astropy makes each HDU from (not astropy),
     and the SCI axes with them; so a mutant of any header must be refused,
     or open with astropy (jwst's reader) and give the SCI array the door
     checked: the same axes, pixels that can be read."""
-    from astropy.io import fits
-
     (tmp_path / "good").mkdir()
     good = write(tmp_path / "good")
     valid = good.read_bytes()
@@ -158,16 +175,7 @@ def test_uncal_structural_cards_mutated_are_refused_or_read_as_jwst_reads_them(t
             raise AssertionError(f"uncal structure case {case}: {type(exc).__name__}: "
                                  f"{exc}") from exc
         counts["accepted"] += 1
-        try:
-            with fits.open(path, memmap=False) as hdul:
-                shape = hdul["SCI"].data.shape
-        except Exception as exc:
-            raise AssertionError(f"uncal structure case {case}: accepted, but astropy "
-                                 f"reads no SCI array: {type(exc).__name__}: {exc}; "
-                                 f"cards {_changed(valid, raw)}") from exc
-        sci = next(h for h in fits_layout(path).hdus if (h.extname or "").strip().upper() == "SCI")
-        assert shape == tuple(reversed(sci.axes)), (case, _changed(valid, raw))  # the door's
-        assert shape[:2] == (info.header["NINTS"], info.header["NGROUPS"]), case
+        _read_as_checked(path, info, f"uncal structure case {case}", _changed(valid, raw))
     assert counts["refused"] and counts["accepted"], counts
 
 
