@@ -18,6 +18,7 @@ from typing import Any
 from astropy.io import fits
 
 from .associations.filenames import NamingError, version_stamp
+from .compressed_sci import ImpossibleImage, compressed_sci_axes
 from .fitsfile import FitsError, FitsLayout, fits_layout, read_primary_header
 from .header_checks import count_problems, shape_problems
 from .naming import BadName, ExposureName, parse_exposure_name
@@ -374,21 +375,26 @@ def _sci_header(path: Path, fname: str) -> dict[str, Any]:
 
 
 def _sci_header_by_astropy(path: Path, fname: str) -> dict[str, Any]:
+    """A SCI binary table: a tile-compressed image (compressed_sci.py), or none."""
     try:
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            hdu = hdul["SCI"]
-            if isinstance(hdu, fits.CompImageHDU):  # its scaling is the table's: walked
-                return {k: hdu.header.get(k) for k in ("NAXIS", *_AXES)}
-    except KeyError:
-        raise BadExposure(f"{fname}: no SCI extension") from None
+            try:
+                hdu = hdul["SCI"]
+            except KeyError:
+                raise ImpossibleImage(f"{fname}: no SCI extension") from None
+            if not isinstance(hdu, fits.CompImageHDU):
+                raise ImpossibleImage(f"{fname}: the SCI extension is a table, not a "
+                                      "tile-compressed image")
+            return compressed_sci_axes(hdu, fname, path.stat().st_size)
     except OSError:
         raise  # unreadable: the disk's fault, tried again
+    except ImpossibleImage as exc:
+        raise BadExposure(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a forged compressed header: ZNAXIS = 'x'
-        # raised TypeError; astropy raises many kinds for a malformed header,
-        # and each is a fact about the file, never a reason to stop or retry.
-        raise BadExposure(f"{fname}: the SCI header cannot be read: "
+        # raised TypeError; astropy raises many kinds for a malformed header
+        # or tile, and each is a fact about the file, never a reason to retry.
+        raise BadExposure(f"{fname}: the SCI header or pixels cannot be read: "
                           f"{type(exc).__name__}: {str(exc)[:200]}") from None
-    raise BadExposure(f"{fname}: the SCI extension is a table, not a tile-compressed image")
 
 
 _AXES = ("NAXIS1", "NAXIS2", "NAXIS3", "NAXIS4")

@@ -35,7 +35,8 @@ _MAX_HEADER_BLOCKS = 10_000
 # version, whether extensions follow). Each must be well formed here, or
 # the file is corrupt: the walk would accept a file jwst cannot open.
 _STRUCTURAL = frozenset({"SIMPLE", "XTENSION", "BITPIX", "NAXIS", "PCOUNT", "GCOUNT", "GROUPS",
-                         "EXTNAME", "BZERO", "BSCALE", "EXTEND", "BLANK", "EXTVER"})
+                         "EXTNAME", "BZERO", "BSCALE", "EXTEND", "BLANK", "EXTVER", "TFIELDS",
+                         "ZNAXIS"})
 # Values kept as text; the others as written, so that a number in quotes
 # ('16'), which a reader takes for text, is no number here either.
 _TEXTS = frozenset({"XTENSION", "EXTNAME"})
@@ -195,6 +196,12 @@ def check_values(keys: dict[str, str], index: int, end: int) -> None:
     for key in ("EXTEND", "GROUPS"):
         if problem is None and keys.get(key, "T") not in ("T", "F"):
             problem = f"{key} = {keys[key][:40]} is neither T nor F"
+    for key in ("TFIELDS", "ZNAXIS"):  # a table's columns, a compressed image's axes
+        # FITS allows 999 of each; astropy loops over as many as declared
+        # as it opens the table (TFIELDS = 99999999 held it for minutes).
+        if problem is None and key in keys and not (
+                _INTEGER.fullmatch(keys[key]) and 0 <= int(keys[key]) <= 999):
+            problem = f"{key} = {keys[key][:40]} is not an integer of 0 to 999"
     if problem:
         raise WalkStopped(FitsStatus.CORRUPT, f"{what}: {problem}", end)
 

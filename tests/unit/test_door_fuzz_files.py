@@ -21,6 +21,7 @@ import zlib
 from pathlib import Path
 
 import anyio
+import numpy as np
 import pytest
 
 from calstream.daemon.deciders import ledger_names
@@ -41,7 +42,7 @@ from calstream.steps.plans import PlanError
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
-from ..door_fuzz import budget, first_seed, fuzz, mutated_bytes, mutated_name
+from ..door_fuzz import bounded, budget, first_seed, fuzz, mutated_bytes, mutated_name
 from . import planner_stream as stream
 from .test_door_fuzz_planner import _orders_and_holds
 from .test_door_rules_agree import _arrival
@@ -114,20 +115,25 @@ def _changed(valid: bytes, raw: bytes | bytearray) -> list[bytes]:
             if raw[i:i + 80] != valid[i:i + 80]][:6]
 
 
-def _read_as_checked(path: Path, info, case: str, cards: list[bytes]) -> None:
+def _read_as_checked(path: Path, info, case: str, cards: list[bytes],
+                     shape: tuple[int, ...] | None = None) -> None:
     """An accepted uncal file opens in astropy (jwst's reader), which reads
-    its SCI pixels in the shape the door checked."""
+    its SCI pixels in the shape the door checked (``shape``; by default the
+    axes the walk read from the SCI image's cards)."""
     from astropy.io import fits
 
     try:
         with fits.open(path, memmap=False) as hdul:
-            shape = hdul["SCI"].data.shape
+            read = hdul["SCI"].data.shape
     except Exception as exc:
         raise AssertionError(f"{case}: accepted, but astropy reads no SCI array: "
                              f"{type(exc).__name__}: {exc}; cards {cards}") from exc
-    sci = next(h for h in fits_layout(path).hdus if (h.extname or "").strip().upper() == "SCI")
-    assert shape == tuple(reversed(sci.axes)), (case, cards)  # what the door checked
-    assert shape[:2] == (info.header["NINTS"], info.header["NGROUPS"]), (case, cards)
+    if shape is None:
+        sci = next(h for h in fits_layout(path).hdus
+                   if (h.extname or "").strip().upper() == "SCI")
+        shape = tuple(reversed(sci.axes))
+    assert read == shape, (case, cards)
+    assert read[:2] == (info.header["NINTS"], info.header["NGROUPS"]), (case, cards)
 
 
 @pytest.mark.filterwarnings("ignore")  # astropy warns of the mutants' cards as it reads them
@@ -176,6 +182,59 @@ def test_uncal_structural_cards_mutated_are_refused_or_read_as_jwst_reads_them(t
                                  f"{exc}") from exc
         counts["accepted"] += 1
         _read_as_checked(path, info, f"uncal structure case {case}", _changed(valid, raw))
+    assert counts["refused"] and counts["accepted"], counts
+
+
+@pytest.mark.filterwarnings("ignore")  # astropy warns of the mutants' cards as it reads them
+def test_a_compressed_sci_mutated_is_refused_or_read_as_jwst_reads_it(tmp_path):
+    """A tile-compressed SCI: its table's keywords (ZCMPTYPE, ZTILEn, the
+    heap's PCOUNT, ...) are read only with the pixels, so the door reads
+    them (steps/compressed_sci.py); a mutant is refused, or astropy reads
+    the SCI array the door checked, and never holds the door for long."""
+    from astropy.io import fits
+
+    from .test_exposure import _with_extensions
+
+    cube = np.random.default_rng(0).integers(0, 60000, (1, 2, 16, 16)).astype(np.uint16)
+    (tmp_path / "good").mkdir()
+    good = _with_extensions(tmp_path / "good", fits.CompImageHDU(cube, name="SCI"),
+                            fits.ImageHDU(np.zeros(10, np.uint8), name="ASDF"))
+    valid = good.read_bytes()
+    table = fits_layout(good).hdus[1]
+    start, end = table.header_offset, table.data_offset
+    keys = [valid[i:i + 8] for i in range(start, end, 80) if valid[i + 8:i + 10] == b"= "]
+    values = [b"= 0", b"= -1", b"= 1", b"= 2", b"= 7", b"= 16", b"= -32", b"= 99999999",
+              b"= 'BOGUS'", b"= 'RICE_1'", b"= 'GZIP_1'", b"= 'HCOMPRESS_1'", b"= 'PLIO_1'",
+              b"= 'NOCOMPRESS'", b"= T", b"= NaN", b"= 1.5", b"= '1QB(10)'", b"= 'x'", b"= 2880"]
+    rng = random.Random(f"compressed sci:{first_seed()}")
+    counts = {"refused": 0, "accepted": 0}
+    path = tmp_path / good.name
+    for case in range(budget(200)):
+        raw = bytearray(valid)
+        for _ in range(rng.choice((1, 1, 2))):
+            at = rng.randrange(start, end, 80)
+            if rng.random() < 0.8:  # a keyword of the table's given another value
+                raw[at:at + 80] = (rng.choice(keys) + rng.choice(values)).ljust(80)[:80]
+            else:
+                raw[start:end] = mutated_bytes(bytes(raw[start:end]), rng).ljust(
+                    end - start)[:end - start]
+        _put(path, bytes(raw))
+        try:
+            with bounded(60):  # TFIELDS = 99999999 held astropy's open for minutes
+                if not fits_layout(path).complete:
+                    counts["refused"] += 1
+                    continue
+                info = describe_exposure(path)
+        except (BadExposure, OSError):
+            counts["refused"] += 1
+            continue
+        except Exception as exc:
+            raise AssertionError(f"compressed case {case}: {type(exc).__name__}: {exc}; "
+                                 f"cards {_changed(valid, raw)}") from exc
+        counts["accepted"] += 1
+        # the primary header's counts and SUBSIZEn, which the door held the axes to
+        _read_as_checked(path, info, f"compressed case {case}", _changed(valid, raw),
+                         shape=(1, 2, 16, 16))
     assert counts["refused"] and counts["accepted"], counts
 
 

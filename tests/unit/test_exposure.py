@@ -191,7 +191,7 @@ def test_the_sci_axes_are_those_astropy_finds(tmp_path):
     data = _with_extensions(tmp_path, fits.CompImageHDU(cube(16), name="SCI")).read_bytes()
     at = data.index(b"ZNAXIS  =", 2880)
     (tmp_path / NAME).write_bytes(data[:at] + b"ZNAXIS  = 'x'".ljust(80) + data[at + 80:])
-    with pytest.raises(BadExposure, match="SCI header cannot be read"):
+    with pytest.raises(BadExposure, match="ZNAXIS = 'x' is not an integer"):
         describe_exposure(tmp_path / NAME)
 
     for extensions, words in (
@@ -247,6 +247,35 @@ def test_a_sci_extension_jwst_would_read_otherwise_is_refused(tmp_path):
     table = fits.BinTableHDU.from_columns([fits.Column("v", "J", array=np.arange(3))], name="SCI")
     with pytest.raises(BadExposure, match="SCI extension is a table"):
         describe_exposure(_with_extensions(tmp_path, table))
+
+
+def test_a_tile_compressed_sci_is_read_whole_at_the_door(tmp_path):
+    # A compressed SCI's header says how large the image is, not the file,
+    # and its table's keywords are read only with the pixels: the door
+    # bounds the pixels by the file's size and reads them as jwst will.
+    from astropy.io import fits
+
+    def forged(key: bytes, card: bytes):
+        (tmp_path / NAME).unlink(missing_ok=True)
+        cube = np.random.default_rng(1).integers(0, 60000, (1, 2, 16, 16)).astype(np.uint16)
+        data = _with_extensions(tmp_path, fits.CompImageHDU(cube, name="SCI")).read_bytes()
+        at = data.index(key, 2880)
+        (tmp_path / NAME).write_bytes(data[:at] + card.ljust(80) + data[at + 80:])
+        return tmp_path / NAME
+
+    for key, card, words in (
+            # 10**12 bytes of pixels declared by a file of kilobytes: the worker
+            # would be killed for it on every attempt
+            (b"ZNAXIS1 =", b"ZNAXIS1 =               500000", "more than 16 times its size"),
+            (b"ZCMPTYPE=", b"ZCMPTYPE= 'BOGUS'", "SCI header or pixels cannot be read"),
+            (b"ZBITPIX =", b"ZBITPIX =                    7", "compressed SCI has BITPIX = 7"),
+            (b"ZTILE1  =", b"ZTILE1  =                    0", "SCI header or pixels cannot be"),
+            # the heap cut short: astropy's plane reads took tiles past it
+            (b"PCOUNT  =", b"PCOUNT  =                    7", "SCI header or pixels cannot be"),
+            # astropy loops over as many columns as declared as it opens the table
+            (b"TFIELDS =", b"TFIELDS =             99999999", "TFIELDS = 99999999 is not an")):
+        with pytest.raises(BadExposure, match=words):
+            describe_exposure(forged(key, card))
 
 
 def test_missing_extensions(tmp_path):
