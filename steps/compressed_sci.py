@@ -5,8 +5,9 @@ binary table of compressed tiles, which astropy, and so jwst, presents as
 the image). Two things then escape a walk of the headers:
 
 * its header says how large the image is, not the file: a few kilobytes of
-  tiles can declare gigabytes of pixels, which the detector1 worker would
-  allocate, and be killed for on every attempt (and its neighbours with it);
+  tiles can declare any size the primary header's counts allow (up to
+  10^21 bytes), which the detector1 worker would allocate, and be killed
+  for on every attempt (and its neighbours with it);
 * the table's own keywords (ZCMPTYPE, ZBITPIX, ZTILEn, ZNAXISn, ...) are read
   only when the pixels are: a forged one passed the door and failed in
   detector1, as a permanent failure instead of a ``bad_file``.
@@ -47,16 +48,17 @@ def compressed_sci_axes(hdu: fits.CompImageHDU, fname: str, file_size: int) -> d
     axes = [header.get(f"NAXIS{i}") for i in range(1, naxis + 1)] if type(naxis) is int else []
     if not axes or not all(type(a) is int and a > 0 for a in axes):
         raise ImpossibleImage(f"{fname}: the tile-compressed SCI declares no image "
-                         f"(NAXIS = {naxis!r}, axes {axes[:4]!r})")
+                              f"(NAXIS = {naxis!r}, axes {axes[:4]!r})")
     bitpix = header.get("BITPIX")
-    if bitpix not in _BITPIX or type(bitpix) is not int:
+    if type(bitpix) is not int or bitpix not in _BITPIX:
         raise ImpossibleImage(f"{fname}: the tile-compressed SCI has BITPIX = {bitpix!r}")
     pixels = math.prod(axes) * abs(bitpix) // 8
     if pixels > MAX_EXPANSION * file_size:
-        raise ImpossibleImage(f"{fname}: the tile-compressed SCI declares {pixels} bytes of pixels "
-                         f"in a file of {file_size}: more than {MAX_EXPANSION} times its size, "
-                         "which no raw exposure compresses to")
-    if hdu.data.shape != tuple(reversed(axes)):  # astropy's own reading disagrees
-        raise ImpossibleImage(f"{fname}: the tile-compressed SCI holds {hdu.data.shape[::-1]}, "
-                         f"not the axes {axes} its header declares")
+        raise ImpossibleImage(f"{fname}: the tile-compressed SCI declares {pixels} bytes of "
+                              f"pixels in a file of {file_size}: more than {MAX_EXPANSION} "
+                              "times its size, which no raw exposure compresses to")
+    shape = hdu.data.shape  # every tile decompressed, as jwst will
+    if shape != tuple(reversed(axes)):  # astropy's own reading disagrees
+        raise ImpossibleImage(f"{fname}: the tile-compressed SCI holds {shape[::-1]}, not "
+                              f"the axes {axes} its header declares")
     return {"NAXIS": len(axes), **{f"NAXIS{i}": header.get(f"NAXIS{i}") for i in range(1, 5)}}

@@ -4,8 +4,9 @@ What `fitsfile` needs to walk a file that may still be arriving: read one
 header's 2880-byte blocks up to its END card, keep the keywords astropy
 makes an HDU from (BITPIX, NAXISn, PCOUNT, GCOUNT, XTENSION, EXTNAME, the
 pixels' scaling, ...), each written once and well formed, as jwst's reader
-needs them, and compute how many data bytes the header declares. Anything that stops the walk raises
-`WalkStopped`, with the status the file has and the size it must reach.
+needs them, and compute how many data bytes the header declares. Anything
+that stops the walk raises `WalkStopped`, with the status the file has and
+the size it must reach.
 """
 
 from __future__ import annotations

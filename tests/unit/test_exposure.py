@@ -265,8 +265,9 @@ def test_a_tile_compressed_sci_is_read_whole_at_the_door(tmp_path):
         return tmp_path / NAME
 
     for key, card, words in (
-            # 10**12 bytes of pixels declared by a file of kilobytes: the worker
-            # would be killed for it on every attempt
+            # 32 MB of pixels declared by a file of 8.6 kB; only the primary's
+            # counts bound the axes (to 10**21 bytes): a worker would be
+            # killed for such a file on every attempt
             (b"ZNAXIS1 =", b"ZNAXIS1 =               500000", "more than 16 times its size"),
             (b"ZCMPTYPE=", b"ZCMPTYPE= 'BOGUS'", "SCI header or pixels cannot be read"),
             (b"ZBITPIX =", b"ZBITPIX =                    7", "compressed SCI has BITPIX = 7"),
