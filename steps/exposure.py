@@ -136,8 +136,8 @@ class ExposureInfo:
 def missing_extensions(
     layout: FitsLayout, required: tuple[str, ...] = UNCAL_REQUIRED_EXTENSIONS
 ) -> list[str]:
-    present = {(h.extname or "").upper() for h in layout.hdus[1:]}
-    return [name for name in required if name.upper() not in present]
+    present = {h.key for h in layout.hdus[1:]}
+    return [name for name in required if (name.upper(), 1) not in present]
 
 
 def _json_value(value: Any) -> Any:
@@ -354,13 +354,13 @@ def _sci_header(path: Path, fname: str) -> dict[str, Any]:
     pixel read). Opening the file with astropy for them parsed the primary
     header a second time and every header up to SCI: describe_exposure took
     2.7 ms of CPU at SUB160 with it, 1.7 ms now (bench/README.md, session 21).
-    The SCI extension is the one astropy's ``hdul["SCI"]`` gives: the
-    first HDU whose EXTNAME, stripped and upper-cased, is SCI. One that is
-    no image HDU (a tile-compressed image is a binary table whose ZNAXISn
-    astropy presents as the image's axes) is read by astropy, as before."""
+    The SCI extension is the one stdatamodels reads, ``hdul["SCI", 1]``:
+    the first HDU whose EXTNAME, stripped and upper-cased, is SCI and whose
+    EXTVER is 1 (a SCI of EXTVER 2 passed, and jwst found none). A binary
+    table is read by astropy (a tile-compressed image: compressed_sci.py)."""
     layout = fits_layout(path)
     for hdu in layout.hdus:
-        if (hdu.extname or "").strip().upper() == "SCI":
+        if hdu.key == ("SCI", 1):
             kind = str(hdu.xtension).strip().upper() if hdu.index else "IMAGE"
             if kind == "BINTABLE":
                 return _sci_header_by_astropy(path, fname)
@@ -379,7 +379,7 @@ def _sci_header_by_astropy(path: Path, fname: str) -> dict[str, Any]:
     try:
         with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
             try:
-                hdu = hdul["SCI"]
+                hdu = hdul["SCI", 1]
             except KeyError:
                 raise ImpossibleImage(f"{fname}: no SCI extension") from None
             if not isinstance(hdu, fits.CompImageHDU):

@@ -88,6 +88,13 @@ class HduLayout:
     # NAXIS1..NAXISn as declared (the walk's own reading of the cards, as
     # astropy's: integers, the first card of each keyword)
     axes: tuple[int, ...] = ()
+    extver: int = 1  # EXTVER, 1 where absent (as astropy reads it)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """What stdatamodels finds an extension by, ``hdul[(name, ver)]``:
+        EXTNAME stripped and upper-cased (as astropy compares it), EXTVER."""
+        return (self.extname or "").strip().upper(), self.extver
 
     @property
     def data_offset(self) -> int:
@@ -190,6 +197,7 @@ def fits_layout(path: str | os.PathLike[str], *, allow_unpadded_end: bool = Fals
                     extname=keys.get("EXTNAME"),
                     # declared_data_size has checked each of them an integer
                     axes=tuple(int(keys[f"NAXIS{i}"]) for i in range(1, int(keys["NAXIS"]) + 1)),
+                    extver=int(keys.get("EXTVER", 1)),  # check_values: an integer
                 )
                 hdus.append(hdu)
                 if size < hdu.end:

@@ -118,19 +118,19 @@ def _changed(valid: bytes, raw: bytes | bytearray) -> list[bytes]:
 def _read_as_checked(path: Path, info, case: str, cards: list[bytes],
                      shape: tuple[int, ...] | None = None) -> None:
     """An accepted uncal file opens in astropy (jwst's reader), which reads
-    its SCI pixels in the shape the door checked (``shape``; by default the
-    axes the walk read from the SCI image's cards)."""
+    its SCI pixels (stdatamodels asks for ``("SCI", 1)``) in the shape the
+    door checked (``shape``; by default the axes the walk read from the SCI
+    image's cards)."""
     from astropy.io import fits
 
     try:
         with fits.open(path, memmap=False) as hdul:
-            read = hdul["SCI"].data.shape
+            read = hdul["SCI", 1].data.shape
     except Exception as exc:
         raise AssertionError(f"{case}: accepted, but astropy reads no SCI array: "
                              f"{type(exc).__name__}: {exc}; cards {cards}") from exc
     if shape is None:
-        sci = next(h for h in fits_layout(path).hdus
-                   if (h.extname or "").strip().upper() == "SCI")
+        sci = next(h for h in fits_layout(path).hdus if h.key == ("SCI", 1))
         shape = tuple(reversed(sci.axes))
     assert read == shape, (case, cards)
     assert read[:2] == (info.header["NINTS"], info.header["NGROUPS"]), (case, cards)

@@ -230,7 +230,9 @@ def test_a_sci_extension_jwst_would_read_otherwise_is_refused(tmp_path):
             (b"BSCALE  =", b"BSCALE  = 0", "HDU 1: BSCALE = 0 cannot scale pixels"),
             (b"BSCALE  =", b"BSCALE  = T", "HDU 1: BSCALE = T is not a number"),
             (b"XTENSION=", b"XTENSION= 'TABLE   '", "SCI extension is no image"),
-            (b"XTENSION=", b"XTENSION= 'SCI'", "SCI extension is no image")):
+            (b"XTENSION=", b"XTENSION= 'SCI'", "SCI extension is no image"),
+            # stdatamodels reads ("SCI", 1): a SCI of another version is none
+            (b"BSCALE  =", b"EXTVER  =                    2", "no SCI extension")):
         (tmp_path / NAME).unlink(missing_ok=True)
         with pytest.raises(BadExposure, match=words):
             describe_exposure(sci_card(key, card))
