@@ -17,9 +17,12 @@ digests (once before, once after the padding lands), so missing padding is
 reported as incomplete, with its own reason, unless the caller opts in with
 ``allow_unpadded_end=True``.
 
-Bytes after the last HDU are allowed by the standard ("special records") and
-ignored, with two exceptions that mean "still being written": the start of
-an ``XTENSION`` card, or NUL bytes (space preallocated by the writer).
+Bytes after the last HDU mean "still being written" when they are the start
+of an ``XTENSION`` card or NUL bytes (space preallocated by the writer).
+Anything else makes the file corrupt: the standard allows such "special
+records", but astropy, and so jwst, refuses a file with them ("Header
+missing END card", even for spaces), so a door that ignored them announced
+files detector1 could not open.
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ class FitsLayout:
     # smallest size consistent with what has been read so far.
     expected_size: int
     hdus: tuple[HduLayout, ...] = ()
-    trailing_bytes: int = 0  # ignored bytes after the last HDU
+    trailing_bytes: int = 0  # bytes after the last HDU that start no HDU (corrupt)
 
     @property
     def complete(self) -> bool:
@@ -242,8 +245,9 @@ def fits_layout(path: str | os.PathLike[str], *, allow_unpadded_end: bool = Fals
                     continue
                 return FitsLayout(
                     path,
-                    FitsStatus.COMPLETE,
-                    f"complete ({len(hdus)} HDUs; {size - offset} trailing bytes ignored)",
+                    FitsStatus.CORRUPT,
+                    f"{size - offset} bytes after HDU {index} that start no HDU (astropy, "
+                    f"and so jwst, cannot read past them)",
                     size,
                     offset,
                     tuple(hdus),

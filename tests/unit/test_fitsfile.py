@@ -149,10 +149,16 @@ def test_preallocated_space_is_incomplete(tmp_path, whole):
     assert layout.status is FitsStatus.INCOMPLETE
 
 
-def test_trailing_special_records_are_ignored(tmp_path, whole):
+@pytest.mark.parametrize("tail", [b"Z" * BLOCK, b" " * BLOCK, b"SPECIAL".ljust(BLOCK)])
+def test_trailing_bytes_that_start_no_hdu_are_corrupt(tmp_path, whole, tail):
+    # FITS allows "special records" after the last HDU, but astropy (jwst's
+    # reader) refuses such a file as it reads on: the door refuses it too.
     _, data = whole
-    layout = fits_layout(write(tmp_path, data + b"Z" * BLOCK))
-    assert layout.complete and layout.trailing_bytes == BLOCK
+    layout = fits_layout(write(tmp_path, data + tail))
+    assert layout.status is FitsStatus.CORRUPT and layout.trailing_bytes == BLOCK
+    assert "start no HDU" in layout.reason
+    with pytest.raises(OSError, match="END card"), fits.open(tmp_path / "f.fits") as hdul:
+        len(hdul)  # every HDU read, as stdatamodels reads them
 
 
 def test_partial_next_extension_header_is_incomplete(tmp_path, whole):
