@@ -206,6 +206,17 @@ def test_the_sci_axes_are_those_astropy_finds(tmp_path):
             describe_exposure(_with_extensions(tmp_path, *extensions))
 
 
+def _with_card(tmp_path, sci, key: bytes, card: bytes, *, replace: bool = True):
+    """An uncal file whose SCI extension is ``sci``, with ``card`` written
+    over the first card of its headers that starts with ``key`` (or, not
+    ``replace``, over the card after it)."""
+    (tmp_path / NAME).unlink(missing_ok=True)
+    data = _with_extensions(tmp_path, sci).read_bytes()
+    at = data.index(key, 2880) + (0 if replace else 80)
+    (tmp_path / NAME).write_bytes(data[:at] + card.ljust(80) + data[at + 80:])
+    return tmp_path / NAME
+
+
 def test_a_sci_extension_jwst_would_read_otherwise_is_refused(tmp_path):
     # The door reads the SCI cards itself; what it accepts, astropy (jwst's
     # reader) must read as the same array. These were accepted and failed in
@@ -214,14 +225,8 @@ def test_a_sci_extension_jwst_would_read_otherwise_is_refused(tmp_path):
     from astropy.io import fits
 
     def sci_card(key: bytes, card: bytes, *, replace: bool = True):
-        data = _with_extensions(tmp_path, fits.ImageHDU(
-            np.zeros((1, 2, 16, 16), np.uint16), name="SCI")).read_bytes()
-        at = data.index(key, 2880)
-        new = card.ljust(80)
-        data = data[:at] + new + data[at + 80:] if replace else \
-            data[:at] + data[at:at + 80] + new + data[at + 160:]  # over the next card
-        (tmp_path / NAME).write_bytes(data)
-        return tmp_path / NAME
+        image = fits.ImageHDU(np.zeros((1, 2, 16, 16), np.uint16), name="SCI")
+        return _with_card(tmp_path, image, key, card, replace=replace)
 
     for key, card, words in (
             (b"BZERO   =", b"BZERO   = NaN", "HDU 1: BZERO = NaN is not a number"),
@@ -233,15 +238,12 @@ def test_a_sci_extension_jwst_would_read_otherwise_is_refused(tmp_path):
             (b"XTENSION=", b"XTENSION= 'SCI'", "SCI extension is no image"),
             # stdatamodels reads ("SCI", 1): a SCI of another version is none
             (b"BSCALE  =", b"EXTVER  =                    2", "no SCI extension")):
-        (tmp_path / NAME).unlink(missing_ok=True)
         with pytest.raises(BadExposure, match=words):
             describe_exposure(sci_card(key, card))
     # A scaling written with a D exponent is a number (FITS 4.2.4)
-    (tmp_path / NAME).unlink()
     assert describe_exposure(sci_card(b"BZERO   =", b"BZERO   = 3.2768D4")).header
     # An axis declared twice: astropy's header gives the first, its data the
     # shape of the last; the walk refuses the file (a corrupt header)
-    (tmp_path / NAME).unlink()
     with pytest.raises(BadExposure, match="declares NAXIS2 twice"):
         describe_exposure(sci_card(b"NAXIS2  =", b"NAXIS2  = 7", replace=False))
     # A binary table named SCI that is no compressed image
@@ -258,13 +260,10 @@ def test_a_tile_compressed_sci_is_read_whole_at_the_door(tmp_path):
     # bounds the pixels by the file's size and reads them as jwst will.
     from astropy.io import fits
 
+    cube = np.random.default_rng(1).integers(0, 60000, (1, 2, 16, 16)).astype(np.uint16)
+
     def forged(key: bytes, card: bytes):
-        (tmp_path / NAME).unlink(missing_ok=True)
-        cube = np.random.default_rng(1).integers(0, 60000, (1, 2, 16, 16)).astype(np.uint16)
-        data = _with_extensions(tmp_path, fits.CompImageHDU(cube, name="SCI")).read_bytes()
-        at = data.index(key, 2880)
-        (tmp_path / NAME).write_bytes(data[:at] + card.ljust(80) + data[at + 80:])
-        return tmp_path / NAME
+        return _with_card(tmp_path, fits.CompImageHDU(cube, name="SCI"), key, card)
 
     for key, card, words in (
             # 32 MB of pixels declared by a file of 8.6 kB; only the primary's
