@@ -12,20 +12,28 @@ the image). Two things then escape a walk of the headers:
   only when the pixels are: a forged one passed the door and failed in
   detector1, as a permanent failure instead of a ``bad_file``.
 
-So the door bounds the pixels by the file's size, then reads them whole, as
-jwst does (``data``; reading plane by plane with ``section`` took tiles
-from beyond the heap that PCOUNT declares, which ``data`` then refused). A
-raw exposure is not a file anyone compresses by hand often; when one comes,
-its door costs one decompression in the watcher's thread, and memory of at
-most MAX_EXPANSION times the file's size while it lasts.
+So the door bounds the pixels by the file's size, holds the tile table to
+its heap (tile_table.py), and then reads the pixels as jwst will, but a few
+planes at a time (``section``), at most MAX_READ_BYTES a read: a whole
+image at once is what a forged file of any size asks the daemon's main
+process to hold. A tile is bounded alike, so the door holds a few times
+MAX_READ_BYTES (and the compressed bytes) for any file. A raw exposure is
+not a file anyone compresses by hand often; when one comes, its door costs
+one decompression in the watcher's thread.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from astropy.io import fits
+
+from calstream.steps.fitsfile import HduLayout
+from calstream.steps.tile_table import MAX_READ_BYTES, TileTableError, check_tile_table
 
 # Rice compression, the FITS default for integers, takes raw ramps (16-bit
 # counts with a few bits of noise) to a half or a third of their size: 16
@@ -39,11 +47,48 @@ class ImpossibleImage(ValueError):
     """What a tile-compressed SCI declares cannot be an exposure's pixels."""
 
 
-def compressed_sci_axes(hdu: fits.CompImageHDU, fname: str, file_size: int) -> dict[str, Any]:
-    """NAXIS and NAXIS1..4 of a tile-compressed SCI, read whole; ImpossibleImage
-    with the reason when it cannot be. astropy's own exceptions from reading
-    the tiles propagate, for the caller to name."""
-    header = hdu.header
+def compressed_sci_axes(path: Path, table: HduLayout, fname: str) -> dict[str, Any]:
+    """NAXIS and NAXIS1..4 of the tile-compressed SCI whose table the walk
+    found at ``table``, every tile read; ImpossibleImage with the reason when
+    it cannot be. astropy's own exceptions from reading the tiles propagate,
+    for the caller to name."""
+    file_size = path.stat().st_size
+    with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+        try:
+            hdu = hdul["SCI", 1]
+        except KeyError:
+            raise ImpossibleImage(f"{fname}: no SCI extension") from None
+        if not isinstance(hdu, fits.CompImageHDU):
+            raise ImpossibleImage(f"{fname}: the SCI extension is a table, not a "
+                                  "tile-compressed image")
+        axes = _bounded_axes(hdu.header, fname, file_size)
+        _check_table(path, table, fname)
+        shape = tuple(reversed(axes))
+        for at, read in _slabs(shape, abs(hdu.header["BITPIX"]) // 8):
+            got = hdu.section[at].shape  # every tile decompressed, as jwst will
+            if got != read:  # astropy's own reading disagrees
+                raise ImpossibleImage(f"{fname}: the tile-compressed SCI holds {got[::-1]} "
+                                      f"where its header declares {read[::-1]}")
+    return {"NAXIS": len(axes), **{f"NAXIS{i}": hdu.header.get(f"NAXIS{i}") for i in range(1, 5)}}
+
+
+def _slabs(shape: tuple[int, ...], item: int) -> Iterator[tuple[tuple, tuple[int, ...]]]:
+    """(index, shape it reads) of reads that cover the image: as many whole
+    planes at a time as MAX_READ_BYTES holds (tile_table bounds a plane by
+    it). Each read goes through the whole tile table, so reading one plane at
+    a time would cost planes x tiles: minutes for a long compressed TSO."""
+    if len(shape) < 3:
+        yield (Ellipsis, shape)
+        return
+    plane = math.prod(shape[-2:]) * item
+    step = max(1, MAX_READ_BYTES // plane)
+    for outer in np.ndindex(shape[:-3]):
+        for first in range(0, shape[-3], step):
+            last = min(first + step, shape[-3])
+            yield (*outer, slice(first, last)), (last - first, *shape[-2:])
+
+
+def _bounded_axes(header: fits.Header, fname: str, file_size: int) -> list[int]:
     naxis = header.get("NAXIS")
     axes = [header.get(f"NAXIS{i}") for i in range(1, naxis + 1)] if type(naxis) is int else []
     if not axes or not all(type(a) is int and a > 0 for a in axes):
@@ -57,8 +102,19 @@ def compressed_sci_axes(hdu: fits.CompImageHDU, fname: str, file_size: int) -> d
         raise ImpossibleImage(f"{fname}: the tile-compressed SCI declares {pixels} bytes of "
                               f"pixels in a file of {file_size}: more than {MAX_EXPANSION} "
                               "times its size, which no raw exposure compresses to")
-    shape = hdu.data.shape  # every tile decompressed, as jwst will
-    if shape != tuple(reversed(axes)):  # astropy's own reading disagrees
-        raise ImpossibleImage(f"{fname}: the tile-compressed SCI holds {shape[::-1]}, not "
-                              f"the axes {axes} its header declares")
-    return {"NAXIS": len(axes), **{f"NAXIS{i}": header.get(f"NAXIS{i}") for i in range(1, 5)}}
+    return axes
+
+
+def _check_table(path: Path, table: HduLayout, fname: str) -> None:
+    """The tile table's header as astropy reads it and its rows, to tile_table."""
+    with open(path, "rb") as f:
+        f.seek(table.header_offset)
+        header = fits.Header.fromstring(f.read(table.header_size))
+        rows = header.get("NAXIS1", 0) * header.get("NAXIS2", 0)
+        f.seek(table.data_offset)
+        # The walk found the table's data inside the file, so this is at most its size.
+        data = f.read(min(rows, table.data_size)) if type(rows) is int and rows > 0 else b""
+    try:
+        check_tile_table(header, data)
+    except TileTableError as exc:
+        raise ImpossibleImage(f"{fname}: the tile-compressed SCI's table: {exc}") from None

@@ -19,7 +19,7 @@ from astropy.io import fits
 
 from .associations.filenames import NamingError, version_stamp
 from .compressed_sci import ImpossibleImage, compressed_sci_axes
-from .fitsfile import FitsError, FitsLayout, fits_layout, read_primary_header
+from .fitsfile import FitsError, FitsLayout, HduLayout, fits_layout, read_primary_header
 from .header_checks import count_problems, shape_problems
 from .naming import BadName, ExposureName, parse_exposure_name
 
@@ -363,7 +363,7 @@ def _sci_header(path: Path, fname: str) -> dict[str, Any]:
         if hdu.key == ("SCI", 1):
             kind = str(hdu.xtension).strip().upper() if hdu.index else "IMAGE"
             if kind == "BINTABLE":
-                return _sci_header_by_astropy(path, fname)
+                return _sci_header_by_astropy(path, hdu, fname)
             if kind != "IMAGE":  # jwst would read no image there, or another array
                 raise BadExposure(f"{fname}: the SCI extension is no image "
                                   f"(XTENSION = {str(hdu.xtension)[:20]!r})")
@@ -374,18 +374,10 @@ def _sci_header(path: Path, fname: str) -> dict[str, Any]:
     raise BadExposure(f"{fname}: no SCI extension")
 
 
-def _sci_header_by_astropy(path: Path, fname: str) -> dict[str, Any]:
+def _sci_header_by_astropy(path: Path, table: HduLayout, fname: str) -> dict[str, Any]:
     """A SCI binary table: a tile-compressed image (compressed_sci.py), or none."""
     try:
-        with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
-            try:
-                hdu = hdul["SCI", 1]
-            except KeyError:
-                raise ImpossibleImage(f"{fname}: no SCI extension") from None
-            if not isinstance(hdu, fits.CompImageHDU):
-                raise ImpossibleImage(f"{fname}: the SCI extension is a table, not a "
-                                      "tile-compressed image")
-            return compressed_sci_axes(hdu, fname, path.stat().st_size)
+        return compressed_sci_axes(path, table, fname)
     except OSError:
         raise  # unreadable: the disk's fault, tried again
     except ImpossibleImage as exc:

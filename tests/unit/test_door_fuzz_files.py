@@ -17,6 +17,7 @@ import json
 import os
 import random
 import shutil
+import struct
 import zlib
 from pathlib import Path
 
@@ -185,15 +186,21 @@ def test_uncal_structural_cards_mutated_are_refused_or_read_as_jwst_reads_them(t
 
 
 @pytest.mark.filterwarnings("ignore")  # astropy warns of the mutants' cards as it reads them
-def test_a_compressed_sci_mutated_is_refused_or_read_as_jwst_reads_it(tmp_path):
+def test_a_compressed_sci_mutated_is_refused_or_read_as_jwst_reads_it(tmp_path, monkeypatch):
     """A tile-compressed SCI: its table's keywords (ZCMPTYPE, ZTILEn, the
-    heap's PCOUNT, ...) are read only with the pixels, so the door reads
-    them (steps/compressed_sci.py); a mutant is refused, or astropy reads
+    heap's PCOUNT, ...) and its tiles' descriptors are read only with the
+    pixels, so the door reads them (steps/compressed_sci.py,
+    steps/tile_table.py); a mutant is refused, or astropy reads
     the SCI array the door checked, and never holds the door for long."""
     from astropy.io import fits
 
+    from calstream.steps import compressed_sci
+
     from .test_exposure import _with_extensions
 
+    # The door's reads a plane each, as a full frame's are: a read of the
+    # whole image, astropy cuts to the heap; a read of part of it, not.
+    monkeypatch.setattr(compressed_sci, "MAX_READ_BYTES", 16 * 16 * 2)
     cube = np.random.default_rng(0).integers(0, 60000, (1, 2, 16, 16)).astype(np.uint16)
     (tmp_path / "good").mkdir()
     good = _with_extensions(tmp_path / "good", fits.CompImageHDU(cube, name="SCI"),
@@ -202,6 +209,8 @@ def test_a_compressed_sci_mutated_is_refused_or_read_as_jwst_reads_it(tmp_path):
     table = fits_layout(good).hdus[1]
     start, end = table.header_offset, table.data_offset
     keys = [valid[i:i + 8] for i in range(start, end, 80) if valid[i + 8:i + 10] == b"= "]
+    rows = 2 * 16  # tiles: rows of 16 pixels, two planes (one descriptor of 8 bytes each)
+    heap = table.data_size - 8 * rows  # past it, astropy's plane reads go on into the ASDF HDU
     values = [b"= 0", b"= -1", b"= 1", b"= 2", b"= 7", b"= 16", b"= -32", b"= 99999999",
               b"= 'BOGUS'", b"= 'RICE_1'", b"= 'GZIP_1'", b"= 'HCOMPRESS_1'", b"= 'PLIO_1'",
               b"= 'NOCOMPRESS'", b"= T", b"= NaN", b"= 1.5", b"= '1QB(10)'", b"= 'x'", b"= 2880"]
@@ -212,7 +221,19 @@ def test_a_compressed_sci_mutated_is_refused_or_read_as_jwst_reads_it(tmp_path):
         raw = bytearray(valid)
         for _ in range(rng.choice((1, 1, 2))):
             at = rng.randrange(start, end, 80)
-            if rng.random() < 0.8:  # a keyword of the table's given another value
+            if rng.random() < 0.1:  # a tile moved past the heap, into the padding:
+                # whole reads cut the heap at PCOUNT, plane reads took it
+                row = end + 8 * rng.randrange(rows)
+                count, offset = struct.unpack(">ii", valid[row:row + 8])
+                to = heap + rng.randrange(0, 64)
+                raw[end + 8 * rows + to:end + 8 * rows + to + count] = valid[
+                    end + 8 * rows + offset:end + 8 * rows + offset + count]
+                raw[row:row + 8] = struct.pack(">ii", count, to)
+            elif rng.random() < 0.2:  # a tile's descriptor (count, heap offset) forged
+                row = end + 8 * rng.randrange(rows) + rng.choice((0, 4))
+                raw[row:row + 4] = rng.choice((-1, 0, 1, 7, 300, heap - 8, heap + 8, heap + 2880,
+                                               2**20, 2**31 - 1)).to_bytes(4, "big", signed=True)
+            elif rng.random() < 0.75:  # a keyword of the table's given another value
                 raw[at:at + 80] = (rng.choice(keys) + rng.choice(values)).ljust(80)[:80]
             else:
                 raw[start:end] = mutated_bytes(bytes(raw[start:end]), rng).ljust(
