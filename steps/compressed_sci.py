@@ -75,8 +75,10 @@ def compressed_sci_axes(path: Path, table: HduLayout, fname: str) -> dict[str, A
 def _slabs(shape: tuple[int, ...], item: int) -> Iterator[tuple[tuple, tuple[int, ...]]]:
     """(index, shape it reads) of reads that cover the image: as many whole
     planes at a time as MAX_READ_BYTES holds (tile_table bounds a plane by
-    it). Each read goes through the whole tile table, so reading one plane at
-    a time would cost planes x tiles: minutes for a long compressed TSO."""
+    it). Each read goes through the whole tile table (astropy converts its
+    descriptor column on every read), so reading one plane at a time would
+    cost planes x tiles: a TSO of thousands of planes, each through every
+    one of its hundreds of thousands of row tiles."""
     if len(shape) < 3:
         yield (Ellipsis, shape)
         return
