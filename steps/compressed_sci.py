@@ -33,7 +33,8 @@ import numpy as np
 from astropy.io import fits
 
 from calstream.steps.fitsfile import HduLayout
-from calstream.steps.tile_table import MAX_READ_BYTES, TileTableError, check_tile_table
+from calstream.steps.table_columns import TableError
+from calstream.steps.tile_table import MAX_READ_BYTES, check_tile_table
 
 # Rice compression, the FITS default for integers, takes raw ramps (16-bit
 # counts with a few bits of noise) to a half or a third of their size: 16
@@ -118,5 +119,5 @@ def _check_table(path: Path, table: HduLayout, fname: str) -> None:
         data = f.read(min(rows, table.data_size)) if type(rows) is int and rows > 0 else b""
     try:
         check_tile_table(header, data)
-    except TileTableError as exc:
+    except TableError as exc:
         raise ImpossibleImage(f"{fname}: the tile-compressed SCI's table: {exc}") from None

@@ -19,9 +19,11 @@ from astropy.io import fits
 
 from .associations.filenames import NamingError, version_stamp
 from .compressed_sci import ImpossibleImage, compressed_sci_axes
+from .fits_cards import file_card_problem
 from .fitsfile import FitsError, FitsLayout, HduLayout, fits_layout, read_primary_header
 from .header_checks import count_problems, shape_problems
 from .naming import BadName, ExposureName, parse_exposure_name
+from .uncal_tables import uncal_table_problem
 
 
 @dataclass(frozen=True)
@@ -357,8 +359,13 @@ def _sci_header(path: Path, fname: str) -> dict[str, Any]:
     The SCI extension is the one stdatamodels reads, ``hdul["SCI", 1]``:
     the first HDU whose EXTNAME, stripped and upper-cased, is SCI and whose
     EXTVER is 1 (a SCI of EXTVER 2 passed, and jwst found none). A binary
-    table is read by astropy (a tile-compressed image: compressed_sci.py)."""
+    table is read by astropy (a tile-compressed image: compressed_sci.py).
+    First, what stdatamodels reads of any file: fits_cards, uncal_tables."""
     layout = fits_layout(path)
+    unreadable = (file_card_problem(path, layout.hdus)
+                  or uncal_table_problem(path, layout.hdus)) if layout.complete else None
+    if unreadable is not None:
+        raise BadExposure(f"{fname}: {unreadable}")
     for hdu in layout.hdus:
         if hdu.key == ("SCI", 1):
             kind = str(hdu.xtension).strip().upper() if hdu.index else "IMAGE"

@@ -314,7 +314,7 @@ SMALL_UNCAL_HEADER: dict[str, Any] = {
 def small_uncal(header: Mapping[str, Any], sci) -> bytes:
     """An uncal-like FITS file in memory: `header` as the primary keywords
     (a value of None is left out), the `sci` array as its SCI extension, and
-    an empty ASDF extension last, as stdatamodels ends an uncal file."""
+    an ASDF extension of an empty tree last, as stdatamodels ends an uncal file."""
     import io
 
     from astropy.io import fits
@@ -324,5 +324,21 @@ def small_uncal(header: Mapping[str, Any], sci) -> bytes:
         if value is not None:
             primary.header[key] = value
     buf = io.BytesIO()
-    fits.HDUList([primary, fits.ImageHDU(sci, name="SCI"), fits.ImageHDU(name="ASDF")]).writeto(buf)
+    fits.HDUList([primary, fits.ImageHDU(sci, name="SCI"), asdf_extension()]).writeto(buf)
     return buf.getvalue()
+
+
+# An ASDF file of an empty tree, as the asdf library writes one.
+EMPTY_ASDF = (b"#ASDF 1.0.0\n#ASDF_STANDARD 1.5.0\n%YAML 1.1\n%TAG ! tag:stsci.edu:asdf/\n"
+              b"--- !core/asdf-1.1.0\n{}\n...\n")
+
+
+def asdf_extension(tree: bytes = EMPTY_ASDF):
+    """The ASDF extension stdatamodels writes: a table of one row, the ASDF
+    file's bytes in its one column."""
+    import numpy as np
+    from astropy.io import fits
+
+    column = fits.Column(name="ASDF_METADATA", format=f"{len(tree)}B",
+                         array=np.frombuffer(tree, np.uint8)[None, :])
+    return fits.BinTableHDU.from_columns([column], name="ASDF")

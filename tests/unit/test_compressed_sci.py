@@ -14,7 +14,8 @@ from astropy.io import fits
 from calstream.steps import compressed_sci
 from calstream.steps.compressed_sci import ImpossibleImage, compressed_sci_axes
 from calstream.steps.fitsfile import fits_layout
-from calstream.steps.tile_table import MAX_READ_BYTES, TileTableError, check_tile_table
+from calstream.steps.table_columns import TableError
+from calstream.steps.tile_table import MAX_READ_BYTES, check_tile_table
 
 
 def _compressed(path, cube, **kw):
@@ -73,7 +74,7 @@ def test_a_table_no_reader_should_trust_is_refused(small, changes, words):
     forged = header.copy()
     for key, value in changes.items():
         forged[key] = value
-    with pytest.raises(TileTableError, match=words):
+    with pytest.raises(TableError, match=words):
         check_tile_table(forged, rows)
 
 
@@ -87,7 +88,7 @@ def test_a_descriptor_outside_the_heap_is_refused(small, row, count, offset):
     header, rows, _ = small
     forged = bytearray(rows)
     forged[8 * row:8 * row + 8] = np.array([count, offset], ">i4").tobytes()
-    with pytest.raises(TileTableError, match="a tile of COMPRESSED_DATA lies outside"):
+    with pytest.raises(TableError, match="a tile of COMPRESSED_DATA lies outside"):
         check_tile_table(header, bytes(forged))
 
 

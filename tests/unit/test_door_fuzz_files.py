@@ -195,6 +195,7 @@ def test_a_compressed_sci_mutated_is_refused_or_read_as_jwst_reads_it(tmp_path, 
     from astropy.io import fits
 
     from calstream.steps import compressed_sci
+    from calstream.steps.synthetic.headers import asdf_extension
 
     from .test_exposure import _with_extensions
 
@@ -204,7 +205,7 @@ def test_a_compressed_sci_mutated_is_refused_or_read_as_jwst_reads_it(tmp_path, 
     cube = np.random.default_rng(0).integers(0, 60000, (1, 2, 16, 16)).astype(np.uint16)
     (tmp_path / "good").mkdir()
     good = _with_extensions(tmp_path / "good", fits.CompImageHDU(cube, name="SCI"),
-                            fits.ImageHDU(np.zeros(10, np.uint8), name="ASDF"))
+                            asdf_extension())
     valid = good.read_bytes()
     table = fits_layout(good).hdus[1]
     start, end = table.header_offset, table.data_offset
@@ -489,3 +490,45 @@ def test_a_snapshot_mutated_is_used_or_ignored(tmp_path, part):
     counts = fuzz(f"snapshot {part}", valid, take, seed=first_seed(),
                   cases=budget(60 if part == "body" else 120))
     assert counts.get("ignored"), counts
+
+
+@pytest.mark.filterwarnings("ignore")  # astropy and stdatamodels warn of the mutants' cards
+def test_a_real_uncal_mutated_is_refused_or_opens_in_stdatamodels(tmp_path):
+    """Mutants of an uncal file stdatamodels wrote (its cards of every
+    header: values, forms, CONTINUE, END): what the door accepts, jwst's
+    reader opens, ASDF tree and all; before the card and table checks
+    (steps/fits_cards.py, steps/uncal_tables.py) 1 in 30 did not."""
+    from stdatamodels.jwst import datamodels
+
+    from calstream.steps.synthetic.program import simulate_program
+
+    source = sorted(simulate_program(tmp_path / "source", seed=1))[0]
+    valid = source.read_bytes()
+    headers = [(h.header_offset, h.data_offset) for h in fits_layout(source).hdus]
+    values = [b"= 0", b"= -1", b"= 'x'", b"= T", b"= NaN", b"= 1.5", b"= ''", b"= 7"]
+    rng = random.Random(f"stdatamodels:{first_seed()}")
+    path = tmp_path / source.name
+    counts = {"refused": 0, "accepted": 0}
+    for case in range(budget(40)):
+        raw = bytearray(valid)
+        start, end = rng.choice(headers)
+        at = rng.randrange(start, end, 80)
+        how = rng.random()
+        if how < 0.5:
+            raw[at:at + 80] = (bytes(raw[at:at + 8]) + rng.choice(values)).ljust(80)
+        elif how < 0.8:
+            raw[at:at + 80] = mutated_bytes(bytes(raw[at:at + 80]), rng).ljust(80)[:80]
+        else:
+            raw[at:at + 80] = rng.choice([b"CONTINUE  junk", b"COMMENT", b"END"]).ljust(80)
+        _put(path, bytes(raw))
+        what, cards = f"stdatamodels case {case}", _changed(valid, raw)
+        info = _door(path, what, cards)
+        counts["refused" if info is None else "accepted"] += 1
+        if info is not None:
+            try:
+                with datamodels.open(str(path)) as model:
+                    assert model.data.ndim == 4
+            except Exception as exc:  # noqa: BLE001 - any failure is the case's
+                raise AssertionError(f"{what}: accepted, but stdatamodels cannot open it: "
+                                     f"{type(exc).__name__}: {exc}; cards {cards}") from exc
+    assert counts["refused"] and counts["accepted"], counts
