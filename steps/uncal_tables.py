@@ -41,15 +41,15 @@ def uncal_table_problem(path: Path, hdus: Iterable[HduLayout]) -> str | None:
         for hdu in hdus:
             is_asdf = bool(hdu.index) and hdu.key[0] == "ASDF" and not asdf_seen
             asdf_seen = asdf_seen or is_asdf
-            kind = str(hdu.xtension).strip().upper() if hdu.index else "PRIMARY"
-            # A tile-compressed SCI is a table astropy reads as an image (tile_table.py).
-            if (kind != "BINTABLE" or hdu.key == ("SCI", 1)) and not is_asdf:
-                continue
-            f.seek(hdu.header_offset)
-            header = fits.Header.fromstring(f.read(hdu.header_size))
+            # A table's columns are made from its cards; any other kind of
+            # extension astropy hands over as its bytes. A tile-compressed
+            # SCI is a table astropy reads as an image (tile_table.py).
+            table = (bool(hdu.index) and str(hdu.xtension).strip().upper() == "BINTABLE"
+                     and hdu.key != ("SCI", 1))
             name = f"HDU {hdu.index} ({hdu.extname})"
-            if kind == "BINTABLE":
-                problem = _columns_problem(header)
+            if table:
+                f.seek(hdu.header_offset)
+                problem = _columns_problem(f.read(hdu.header_size))
                 if problem is not None:
                     return f"{name}: {problem}"
             if is_asdf:
@@ -60,11 +60,11 @@ def uncal_table_problem(path: Path, hdus: Iterable[HduLayout]) -> str | None:
     return None
 
 
-def _columns_problem(header: fits.Header) -> str | None:
-    # Any other kind of extension astropy hands over as its bytes.
+def _columns_problem(raw_header: bytes) -> str | None:
     try:
+        header = fits.Header.fromstring(raw_header)
         unnamed = [n for n, c in enumerate(row_columns(header), 1) if not (c.name or "").strip()]
-    except (TableError, fits.VerifyError) as exc:  # VerifyError: a card it cannot parse
+    except (TableError, fits.VerifyError, ValueError) as exc:  # a card astropy cannot parse
         return f"the table cannot be read: {str(exc).splitlines()[0]}"
     if unnamed:  # astropy's records of the row then fail: "field names must be strings"
         return f"the table has no TTYPE{unnamed[0]}"
