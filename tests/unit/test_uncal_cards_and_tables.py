@@ -98,10 +98,10 @@ def test_a_table_astropy_could_not_read_is_refused(tmp_path, forge, words):
     fits.HDUList([primary, sci, asdf_extension()]).writeto(path)
     describe_exposure(path)  # the file as written passes
     raw = path.read_bytes()
-    at = raw.index(forge[0], 2880)
-    path.write_bytes(raw[:at] + forge[1].ljust(len(forge[1]) if forge[0].startswith(b"#")
-                                                 else CARD) + raw[at + (len(forge[1]) if
-                                                 forge[0].startswith(b"#") else CARD):])
+    old, new = forge
+    at = raw.index(old, 2880)
+    width = len(old) if old.startswith(b"#") else CARD  # the ASDF bytes, or a card
+    path.write_bytes(raw[:at] + new.ljust(width) + raw[at + width:])
     with pytest.raises(BadExposure, match=words):
         describe_exposure(path)
 
