@@ -365,6 +365,20 @@ async def test_missed_events_are_caught_by_the_rescan(dirs):
     assert len(rec.arrivals) == 1
 
 
+def _sci_data_end(data: bytes) -> int:
+    """Where the SCI extension's data of the uncal file ``data`` ends."""
+    import tempfile
+
+    from calstream.steps.fitsfile import fits_layout
+
+    with tempfile.NamedTemporaryFile(suffix=".fits") as f:
+        f.write(data)
+        f.flush()
+        sci = fits_layout(f.name).hdus[1]
+    assert sci.extname.strip() == "SCI" and sci.data_size > 3000
+    return sci.data_offset + sci.data_size
+
+
 async def test_truncated_file_is_rejected_after_the_timeout(dirs):
     inbox, quarantine, _ = dirs
     rec = Recorder()
@@ -372,9 +386,8 @@ async def test_truncated_file_is_rejected_after_the_timeout(dirs):
     # The time-out well past the look below: a loaded machine may wake the
     # test late, and a rejection it then found would not be the watcher's fault.
     async with running(make(dirs, rec, incomplete_timeout=5.0)):
-        # Cut inside the SCI data (the empty ASDF extension's header is the
-        # last 2880 bytes): its header declares more than the file holds.
-        (inbox / NAME).write_bytes(data[: len(data) - 2880 - 3000])
+        # Cut inside the SCI data: its header declares more than the file holds.
+        (inbox / NAME).write_bytes(data[: _sci_data_end(data) - 3000])
         await anyio.sleep(0.6)
         assert rec.rejections == []
         await wait_until(lambda: rec.rejections)
