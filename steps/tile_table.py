@@ -41,13 +41,13 @@ def check_tile_table(header: Mapping[str, Any], rows: bytes) -> None:
     plane = math.prod(axes[:2]) * item
     if plane > MAX_READ_BYTES:
         raise TableError(f"one plane of the image is {plane} bytes, more than a "
-                             f"read at the door may hold ({MAX_READ_BYTES})")
+                         f"read at the door may hold ({MAX_READ_BYTES})")
     # astropy cuts a tile at the image's edge, so a tile larger than the
     # image is the image.
     tile_bytes = math.prod(min(t, a) for t, a in zip(tile, axes, strict=True)) * item
     if tile_bytes > MAX_READ_BYTES:
         raise TableError(f"a tile ({tile}) is {tile_bytes} bytes, more than a read at "
-                             f"the door may hold ({MAX_READ_BYTES})")
+                         f"the door may hold ({MAX_READ_BYTES})")
     width, height = count(header, "NAXIS1"), count(header, "NAXIS2")
     pcount, theap = count(header, "PCOUNT", 0), count(header, "THEAP", width * height)
     if len(rows) != width * height:
@@ -68,7 +68,7 @@ def check_tile_table(header: Mapping[str, Any], rows: bytes) -> None:
                        or counts.max() > heap or offsets.max() > heap
                        or (offsets + counts * column.element).max() > heap):
             raise TableError(f"a tile of {column.name} lies outside the heap of "
-                                 f"{heap} bytes")
+                             f"{heap} bytes")
 
 
 def _image_geometry(header: Mapping[str, Any]) -> tuple[list[int], list[int], int]:
