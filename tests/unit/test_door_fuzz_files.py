@@ -199,7 +199,7 @@ def test_a_compressed_sci_mutated_is_refused_or_read_as_jwst_reads_it(tmp_path, 
 
     from .test_exposure import _with_extensions
 
-    # The door's reads a plane each, as a full frame's are: a read of the
+    # One plane a read, as a full frame's reads go: a read of the
     # whole image, astropy cuts to the heap; a read of part of it, not.
     monkeypatch.setattr(compressed_sci, "MAX_READ_BYTES", 16 * 16 * 2)
     cube = np.random.default_rng(0).integers(0, 60000, (1, 2, 16, 16)).astype(np.uint16)
