@@ -74,21 +74,40 @@ def compressed_sci_axes(path: Path, table: HduLayout, fname: str) -> dict[str, A
 
 
 def _slabs(shape: tuple[int, ...], item: int) -> Iterator[tuple[tuple, tuple[int, ...]]]:
-    """(index, shape it reads) of reads that cover the image: as many whole
-    planes at a time as MAX_READ_BYTES holds (tile_table bounds a plane by
-    it). Each read goes through the whole tile table (astropy converts its
-    descriptor column on every read), so reading one plane at a time would
-    cost planes x tiles: a TSO of thousands of planes, each through every
-    one of its hundreds of thousands of row tiles."""
+    """(index, shape it reads) of reads that cover the image in whole planes,
+    as many at a time as MAX_READ_BYTES holds (tile_table bounds a plane by
+    it), in the fewest reads. Each read goes through the whole tile table
+    (astropy converts its descriptor column on every read), so reading one
+    plane at a time would cost planes x tiles: a TSO of thousands of planes,
+    each through every one of its hundreds of thousands of row tiles.
+
+    The reads slice one axis, holding every axis after it whole: the planes'
+    (NAXIS3) as a rule, an outer one when the blocks after it are small (a
+    forged image of a million 1 x 1 planes, one group each, would otherwise
+    take a million reads, each through a million tiles)."""
     if len(shape) < 3:
         yield (Ellipsis, shape)
         return
-    plane = math.prod(shape[-2:]) * item
-    step = max(1, MAX_READ_BYTES // plane)
-    for outer in np.ndindex(shape[:-3]):
-        for first in range(0, shape[-3], step):
-            last = min(first + step, shape[-3])
-            yield (*outer, slice(first, last)), (last - first, *shape[-2:])
+    axis, step = _slab_axis(shape, item)
+    for outer in np.ndindex(shape[:axis]):
+        for first in range(0, shape[axis], step):
+            last = min(first + step, shape[axis])
+            yield (*outer, slice(first, last)), (last - first, *shape[axis + 1:])
+
+
+def _slab_axis(shape: tuple[int, ...], item: int) -> tuple[int, int]:
+    """(axis to slice, its step) of the fewest reads; a tie goes to the
+    planes' axis, the innermost."""
+    best = None
+    for axis in range(len(shape) - 3, -1, -1):
+        block = math.prod(shape[axis + 1:]) * item
+        if axis < len(shape) - 3 and block > MAX_READ_BYTES:
+            break  # an outer axis holds more than a read after it
+        step = max(1, MAX_READ_BYTES // block)
+        reads = math.prod(shape[:axis]) * -(-shape[axis] // step)
+        if best is None or reads < best[0]:
+            best = (reads, axis, step)
+    return best[1], best[2]
 
 
 def _bounded_axes(header: fits.Header, fname: str, file_size: int) -> list[int]:

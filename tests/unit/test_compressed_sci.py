@@ -147,3 +147,12 @@ def test_the_bound_on_a_read_holds_a_full_frame_in_doubles():
 def test_the_reads_cover_the_image_once_in_bounded_slabs(monkeypatch, shape, item, bound, reads):
     monkeypatch.setattr(compressed_sci, "MAX_READ_BYTES", bound)
     assert list(compressed_sci._slabs(shape, item)) == reads
+
+
+def test_a_million_tiny_planes_take_few_reads(monkeypatch):
+    # (N, 1, 1, 1): one read a plane would be N reads, each through N tiles.
+    monkeypatch.setattr(compressed_sci, "MAX_READ_BYTES", 64)
+    reads = list(compressed_sci._slabs((10**6, 1, 1, 1), 1))
+    assert len(reads) == -(-10**6 // 64)  # against a million, one read a plane
+    assert reads[0] == ((slice(0, 64),), (64, 1, 1, 1))
+    assert sum(r[1][0] for r in reads) == 10**6  # every plane once
