@@ -91,10 +91,8 @@ def test_uncal_header_cards_mutated_are_quarantined_or_announced(tmp_path):
         else:
             raw = bytearray(mutated_bytes(bytes(raw[:header_end]), rng)) + raw[header_end:] \
                 if how < 0.85 else raw[:rng.randrange(len(raw))]
-        _put(path, bytes(raw))
-        what, changed = f"uncal case {case}", _changed(valid, raw)
-        info = _door(path, what, changed)
-        counts["refused" if info is None else "accepted"] += 1
+        what = f"uncal case {case}"
+        info, changed = _mutant_at_door(path, valid, raw, what, counts)
         if info is not None:
             _arrival(info)
             assert header_copy_problems(info.name, info.header) == [], case
@@ -106,6 +104,17 @@ def _changed(valid: bytes, raw: bytes | bytearray) -> list[bytes]:
     """The cards a mutant changed, for a failure's message."""
     return [bytes(raw[i:i + 80]).rstrip() for i in range(0, len(valid), 80)
             if raw[i:i + 80] != valid[i:i + 80]][:6]
+
+
+def _mutant_at_door(path: Path, valid: bytes, raw: bytes | bytearray, case: str,
+                    counts: dict[str, int]):
+    """``raw`` written at ``path`` and through the door: (its ExposureInfo
+    or None, the cards changed from ``valid``), counted refused or accepted."""
+    _put(path, bytes(raw))
+    cards = _changed(valid, raw)
+    info = _door(path, case, cards)
+    counts["refused" if info is None else "accepted"] += 1
+    return info, cards
 
 
 def _door(path: Path, case: str, cards: list[bytes]):
@@ -176,10 +185,8 @@ def test_uncal_structural_cards_mutated_are_refused_or_read_as_jwst_reads_them(t
             else:  # the header's bytes mutated, its length kept
                 raw[start:end] = mutated_bytes(bytes(raw[start:end]), rng).ljust(
                     end - start)[:end - start]
-        _put(path, bytes(raw))
-        what, cards = f"uncal structure case {case}", _changed(valid, raw)
-        info = _door(path, what, cards)
-        counts["refused" if info is None else "accepted"] += 1
+        what = f"uncal structure case {case}"
+        info, cards = _mutant_at_door(path, valid, raw, what, counts)
         if info is not None:
             _read_as_checked(path, info, what, cards)
     assert counts["refused"] and counts["accepted"], counts
@@ -239,10 +246,8 @@ def test_a_compressed_sci_mutated_is_refused_or_read_as_jwst_reads_it(tmp_path, 
             else:
                 raw[start:end] = mutated_bytes(bytes(raw[start:end]), rng).ljust(
                     end - start)[:end - start]
-        _put(path, bytes(raw))
-        what, cards = f"compressed case {case}", _changed(valid, raw)
-        info = _door(path, what, cards)
-        counts["refused" if info is None else "accepted"] += 1
+        what = f"compressed case {case}"
+        info, cards = _mutant_at_door(path, valid, raw, what, counts)
         if info is not None:  # held to the primary's counts and SUBSIZEn by the door
             _read_as_checked(path, info, what, cards, shape=(1, 2, 16, 16))
     assert counts["refused"] and counts["accepted"], counts
@@ -520,10 +525,8 @@ def test_a_real_uncal_mutated_is_refused_or_opens_in_stdatamodels(tmp_path):
             raw[at:at + 80] = mutated_bytes(bytes(raw[at:at + 80]), rng).ljust(80)[:80]
         else:
             raw[at:at + 80] = rng.choice([b"CONTINUE  junk", b"COMMENT", b"END"]).ljust(80)
-        _put(path, bytes(raw))
-        what, cards = f"stdatamodels case {case}", _changed(valid, raw)
-        info = _door(path, what, cards)
-        counts["refused" if info is None else "accepted"] += 1
+        what = f"stdatamodels case {case}"
+        info, cards = _mutant_at_door(path, valid, raw, what, counts)
         if info is not None:
             try:
                 with datamodels.open(str(path)) as model:
