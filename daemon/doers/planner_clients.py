@@ -33,9 +33,6 @@ if TYPE_CHECKING:
 
 
 PLANNER = "planner"  # the owner of the planner's waits (StartWaits.waiting_of)
-# A restore's read with neither a record nor its end this long: the broker
-# stopped answering or went away (its client's requests time out in 30-40 s).
-READ_STALL_SECONDS = 30.0
 
 
 def waited_broker(cfg: Config, client: str) -> str:
@@ -80,13 +77,15 @@ async def read_to_end(planner: Planner, names: list[str]
                       ) -> tuple[list[kafka.Record], kafka.TopicReader]:
     """The records of ``names`` from the planner's positions up to "now", and
     the reader that read them (closed). A broker that stops answering or goes
-    away during the read (no record nor the end for READ_STALL_SECONDS) is
-    waited for as at the reader's open, and the read made again whole, from
-    the same positions, by a new reader: never a part of the records (a new
-    reader also finds what a broker started again empty lost: TopicReader.lost)."""
+    away during the read (no record nor the end for ``broker_timeout_seconds``,
+    the clients' own request time-out) is waited for as at the reader's open,
+    and the read made again whole, from the same positions, by a new reader:
+    never a part of the records (a new reader also finds what a broker started
+    again empty lost: TopicReader.lost)."""
     async def attempt() -> tuple[list[kafka.Record], kafka.TopicReader]:
         async with kafka.open_reader(planner.cfg, names, start=planner.positions) as reader:
-            return await reader.read_to_end(stall_seconds=READ_STALL_SECONDS), reader
+            return await reader.read_to_end(
+                stall_seconds=planner.cfg.broker_timeout_seconds), reader
     return await waits_of(planner).step(waited_broker(planner.cfg, "topic reader"), attempt,
                                         broker_cause, owner=PLANNER)
 

@@ -86,6 +86,10 @@ class Config:
     claim_heartbeat_seconds: float = 30.0
     claim_stale_seconds: float = 300.0
     broker_loss_seconds: float = 120.0  # /healthz fails after the broker is lost this long
+    # A request to the broker unanswered this long (and a topic read with
+    # neither a record nor its end) takes the broker for gone: a broker fault,
+    # waited out and retried (each client's request_timeout_ms, doers/kafka/clients.py).
+    broker_timeout_seconds: float = 30.0
     max_tasks_per_worker: int = 200  # recycle workers to bound memory growth
     # A worker holding more than this resident and in use after a run is replaced (0: never).
     worker_rss_limit_mb: int = 3072
@@ -175,6 +179,9 @@ class Config:
         if c.claim_stale_seconds < 2 * c.claim_heartbeat_seconds:
             raise ConfigError("claim_stale_seconds must be at least twice "
                               "claim_heartbeat_seconds (a live claim must not look stale)")
+        if c.broker_timeout_seconds < 1:
+            raise ConfigError("broker_timeout_seconds must be at least 1 (a busy broker "
+                              "would be taken for a lost one)")
         host_port(c.metrics_address)
         if c.detector1_steps:
             log.warning("detector1_steps is deprecated: write [steps.calwebb_detector1.<step>] "
@@ -272,6 +279,7 @@ PARSERS = {
     "task_timeout": _positive(_float), "stall_seconds": _positive(_float),
     "stage3_stall_seconds": _positive(_float), "heartbeat_seconds": _positive(_float),
     "broker_loss_seconds": _positive(_float),
+    "broker_timeout_seconds": _positive(_float),
     "claim_heartbeat_seconds": _positive(_float), "claim_stale_seconds": _positive(_float),
     "max_tasks_per_worker": _positive(_int), "worker_rss_limit_mb": _nonnegative(_int),
     # A worker waits this long in poll(), which refuses a timeout beyond ~1e9 s.

@@ -17,7 +17,16 @@ from calstream.daemon.runtime import Daemon
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 
-from .support import cli, daemon_config, metric, products, running_daemon, scrape, wait_for
+from .support import (
+    BROKER_TIMEOUT,
+    cli,
+    daemon_config,
+    metric,
+    products,
+    running_daemon,
+    scrape,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -93,13 +102,14 @@ async def test_tansu_killed_mid_run_is_restarted_and_nothing_is_lost(tmp_path, k
 async def test_a_product_event_the_broker_does_not_acknowledge_is_parked_and_sent_later(
         tmp_path, kit, unique_prefix):
     """The broker stops answering (SIGSTOP, as a lost host) while a run goes
-    on: its product event times out after request_timeout_ms. The record is
+    on: its product event times out after broker_timeout_seconds. The record is
     retried (found done, the same event re-emitted) and, meanwhile, shown
     parked with its cause; the run is not done twice."""
     uncal = kit.uncal_files[0]
     with EmbeddedBroker(tmp_path / "own-broker") as own:
         cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, workers=1,
-                            roles=["watcher", "detector1"], park_recheck_seconds=1.0)
+                            roles=["watcher", "detector1"], park_recheck_seconds=1.0,
+                            **BROKER_TIMEOUT)
         async with running_daemon(cfg) as daemon:
             await anyio.to_thread.run_sync(lambda: deliver([uncal], cfg.inbox))
             (consumer,) = daemon.consumers

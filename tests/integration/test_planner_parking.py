@@ -29,6 +29,7 @@ from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
 from .support import (
+    BROKER_TIMEOUT,
     broker_paused_before_first,
     daemon_config,
     metric,
@@ -123,12 +124,12 @@ async def test_the_planner_waits_out_a_broker_that_stops_answering_while_it_send
         tmp_path, unique_prefix):
     """The broker stops answering (SIGSTOP: connections hang, as on a lost
     host) just before the planner sends a stage-3 order from a tick. Its send
-    times out after request_timeout_ms; the planner must keep the order and
+    times out after broker_timeout_seconds; the planner must keep the order and
     send it once the broker answers again, neither stopping nor losing it."""
     with EmbeddedBroker(tmp_path / "own-broker") as own:
         cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
                             stage3_settle=6.0, stage3_quiet_period=6.0, max_attempts=2,
-                            retry_backoff=0.1, park_recheck_seconds=1.0)
+                            retry_backoff=0.1, park_recheck_seconds=1.0, **BROKER_TIMEOUT)
         rate = product_event(cfg.products, cfg.inbox, 4343, 1, 1)
         async with running_daemon(cfg) as daemon:
             await until(lambda: daemon.planner and daemon.planner.caught_up)
@@ -164,7 +165,8 @@ async def test_the_planner_s_restore_waits_out_a_broker_that_stops_answering(
     say it catches up: it is not reading."""
     with EmbeddedBroker(tmp_path / "own-broker") as own:
         cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
-                            max_attempts=2, retry_backoff=0.1, park_recheck_seconds=1.0)
+                            max_attempts=2, retry_backoff=0.1, park_recheck_seconds=1.0,
+                            **BROKER_TIMEOUT)
         event = product_event(cfg.products, cfg.inbox, 4747, 1, 2)
         manifest = tmp_path / "plan.json"
         manifest.write_text(json.dumps({"exposures": [
@@ -182,7 +184,7 @@ async def test_the_planner_s_restore_waits_out_a_broker_that_stops_answering(
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(daemon.run)
-                # Parked after the send's time-out (request_timeout_ms, 30 s).
+                # Parked after the send's time-out (broker_timeout_seconds).
                 # (300 s: a bound for a broken daemon, not a measure)
                 await until(lambda: parked(daemon, "planner"), timeout=300)
                 assert stopped == [hooked]

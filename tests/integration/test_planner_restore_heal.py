@@ -28,7 +28,7 @@ from calstream.daemon.runtime import Daemon
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
-from .support import daemon_config, metric, parked, scrape, until
+from .support import BROKER_TIMEOUT, daemon_config, metric, parked, scrape, until
 from .test_holds import send
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.timeout(600)]
@@ -107,7 +107,8 @@ async def test_the_restore_s_read_waits_out_a_broker_that_stops_answering_and_re
         tmp_path, unique_prefix, monkeypatch, how):
     with EmbeddedBroker(tmp_path / "own-broker") as own:
         cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
-                            max_attempts=2, retry_backoff=0.1, park_recheck_seconds=1.0)
+                            max_attempts=2, retry_backoff=0.1, park_recheck_seconds=1.0,
+                            **BROKER_TIMEOUT)
         await send_holds(cfg)
         reads = ReadsHeld(monkeypatch)
         stopped = stopped_in_read_of(monkeypatch, "holds", cfg.topic_prefix, own, how)
@@ -116,7 +117,7 @@ async def test_the_restore_s_read_waits_out_a_broker_that_stops_answering_and_re
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(daemon.run)
-                # Named once the read stalls (30 s), parked after a second try.
+                # Named once the read stalls (broker_timeout_seconds), parked after a second try.
                 # (300 s: a bound for a broken daemon, not a measure)
                 await until(lambda: parked(daemon, "start")
                             and any(waited in p for p in daemon.readiness()[1]), timeout=300)

@@ -27,7 +27,7 @@ from calstream.daemon.doers.kafka.publisher import Publisher
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.runtime import Daemon
 
-from .support import daemon_config, products, read_all, until
+from .support import BROKER_TIMEOUT, daemon_config, products, read_all, until
 from .test_planner_ha import product_event
 from .test_start_heal import get
 
@@ -71,7 +71,8 @@ async def test_republishing_cut_off_part_way_is_done_whole(tmp_path, unique_pref
                                                            then):
     with EmbeddedBroker(tmp_path / "own-broker") as own:
         cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
-                            max_attempts=2, retry_backoff=0.1, park_recheck_seconds=1.0)
+                            max_attempts=2, retry_backoff=0.1, park_recheck_seconds=1.0,
+                            **BROKER_TIMEOUT)
         wanted = stored_events(cfg)
         sent: list[str] = []
         publish = Publisher.publish
@@ -116,7 +117,7 @@ async def test_the_embedded_broker_killed_during_the_start_is_started_again(
     the start itself starts it again, makes its topics, and re-publishes the
     whole store. (Before: the start waited for the dead broker for ever.)"""
     cfg = daemon_config(tmp_path, None, unique_prefix, roles=["planner"], max_attempts=2,
-                        retry_backoff=0.1, park_recheck_seconds=1.0)
+                        retry_backoff=0.1, park_recheck_seconds=1.0, **BROKER_TIMEOUT)
     wanted = stored_events(cfg)
     daemon = Daemon(cfg)
     daemon.start_broker()

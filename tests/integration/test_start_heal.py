@@ -39,6 +39,7 @@ from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 
 from .support import (
+    BROKER_TIMEOUT,
     broker_paused_before_first,
     daemon_config,
     metric,
@@ -228,7 +229,8 @@ async def test_a_planner_whose_broker_does_not_answer_at_its_start(tmp_path, uni
     daemon.)"""
     with EmbeddedBroker(tmp_path / "own-broker") as own:
         cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix,
-                            **{**FAST, "roles": ["planner"], "planner_lease": moment == "lease"})
+                            **{**FAST, **BROKER_TIMEOUT, "roles": ["planner"],
+                               "planner_lease": moment == "lease"})
         # Hooks at the moment, on main as here: before the planner's producer
         # starts (the planner role's start), before its restore's first
         # reader, or before the lease's member starts (before the planner's loop).
@@ -242,7 +244,7 @@ async def test_a_planner_whose_broker_does_not_answer_at_its_start(tmp_path, uni
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(daemon.run)
-                # The first try ends with the client's request time-out (30-40 s).
+                # The first try ends with the client's request time-out (broker_timeout_seconds).
                 with anyio.fail_after(300):  # a bound for a broken daemon, not a measure
                     while not any(f"waiting for the broker {own.bootstrap} ({whose[moment]}"
                                   in p and "broker_unreachable" in p

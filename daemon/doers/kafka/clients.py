@@ -27,10 +27,23 @@ from calstream.daemon.operations.config import Config, ConfigError
 FETCH_MAX_WAIT_MS = 100
 
 
-def client_options(cfg: Config) -> dict[str, Any]:
+# aiokafka's defaults: the group session time-out, which its rebalance
+# time-out takes, and how long the broker may hold a fetch.
+DEFAULT_REBALANCE_MS = 10000
+DEFAULT_FETCH_WAIT_MS = 500
+
+
+def client_options(cfg: Config, *, held_ms: int = 0) -> dict[str, Any]:
+    """What every client is given: the broker, the security settings, and
+    how long a request may go unanswered before it fails as a broker fault
+    (``broker_timeout_seconds``). ``held_ms``: how long the broker may hold
+    one of this client's requests on purpose (a group member's join waits
+    for the group's rebalance), added so that a wait the broker is allowed
+    is not taken for a broker gone."""
     sec = cfg.security
     opts: dict[str, Any] = {"bootstrap_servers": cfg.kafka_bootstrap,
-                            "security_protocol": sec.protocol}
+                            "security_protocol": sec.protocol,
+                            "request_timeout_ms": int(cfg.broker_timeout_seconds * 1000) + held_ms}
     if sec.protocol in ("SSL", "SASL_SSL"):
         opts["ssl_context"] = _ssl_context(sec)
     if sec.protocol.startswith("SASL_"):
@@ -45,8 +58,7 @@ def producer(cfg: Config) -> AIOKafkaProducer:
     # so a linger batches nothing and only delays each one: 5 ms cost ~5 ms
     # on each of an exposure's arrival and product events (issue 15).
     # Records sent while a request is in flight still go out together.
-    return AIOKafkaProducer(**client_options(cfg), acks="all", linger_ms=0,
-                            request_timeout_ms=30000)
+    return AIOKafkaProducer(**client_options(cfg), acks="all", linger_ms=0)
 
 
 def _group_timing(cfg: Config) -> dict[str, int]:
@@ -57,16 +69,21 @@ def _group_timing(cfg: Config) -> dict[str, int]:
     return dict(session_timeout_ms=2000, heartbeat_interval_ms=300, rebalance_timeout_ms=1000)
 
 
+def _rebalance_ms(timing: dict[str, int]) -> int:
+    return timing.get("rebalance_timeout_ms", DEFAULT_REBALANCE_MS)
+
+
 def group_consumer(cfg: Config, group: str,
                    fetch_wait_ms: int = FETCH_MAX_WAIT_MS) -> AIOKafkaConsumer:
     """A stage's group member with manual commits; the caller subscribes it.
     ``fetch_wait_ms``: the stage's own (stages.py), where it is not latency's."""
+    timing = _group_timing(cfg)
     return AIOKafkaConsumer(
-        **client_options(cfg), group_id=group, enable_auto_commit=False,
-        auto_offset_reset="earliest", max_poll_records=50,
+        **client_options(cfg, held_ms=max(_rebalance_ms(timing), fetch_wait_ms)), group_id=group,
+        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=50,
         # Calibration never runs on the poll loop, so the default poll interval
         # holds; this is a backstop, not what keeps the member alive.
-        max_poll_interval_ms=600000, **_group_timing(cfg),
+        max_poll_interval_ms=600000, **timing,
         # How long the broker may hold a fetch with nothing to return. Apache
         # Kafka answers as soon as a record comes, whatever this says; tansu
         # often answers later, so with the default 500 a new record waited
@@ -85,16 +102,18 @@ def subscriber(cfg: Config, topic: str, group: str | None) -> AIOKafkaConsumer:
     # the oldest retained record.
     # A product reaches a subscriber as soon as it reaches a stage (see
     # group_consumer's fetch wait), not up to ~250 ms later.
-    return AIOKafkaConsumer(topic, **client_options(cfg), group_id=group,
+    timing = _group_timing(cfg) if group else {}
+    held = max(_rebalance_ms(timing) if group else 0, FETCH_MAX_WAIT_MS)
+    return AIOKafkaConsumer(topic, **client_options(cfg, held_ms=held), group_id=group,
                             auto_offset_reset="earliest", enable_auto_commit=False,
-                            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-                            **(_group_timing(cfg) if group else {}))
+                            fetch_max_wait_ms=FETCH_MAX_WAIT_MS, **timing)
 
 
 def reader(cfg: Config, **options: Any) -> AIOKafkaConsumer:
     """A consumer outside any group: it commits nothing and is assigned partitions."""
-    return AIOKafkaConsumer(**client_options(cfg), group_id=None, enable_auto_commit=False,
-                            auto_offset_reset="earliest", **options)
+    held = options.get("fetch_max_wait_ms", DEFAULT_FETCH_WAIT_MS)
+    return AIOKafkaConsumer(**client_options(cfg, held_ms=held), group_id=None,
+                            enable_auto_commit=False, auto_offset_reset="earliest", **options)
 
 
 async def stopped(client: Any) -> None:
@@ -111,7 +130,7 @@ async def stopped(client: Any) -> None:
 
 
 def admin(cfg: Config) -> AIOKafkaAdminClient:
-    return AIOKafkaAdminClient(**client_options(cfg), request_timeout_ms=30000)
+    return AIOKafkaAdminClient(**client_options(cfg))
 
 
 def unreachable(exc: BaseException) -> str | None:

@@ -118,7 +118,9 @@ class Lease:
         answers: doers/planner_leadership.py) and hands it to ``run``."""
         t = self.timing
         return AIOKafkaConsumer(
-            **clients.client_options(self.cfg), group_id=self.group, enable_auto_commit=False,
+            **clients.client_options(self.cfg, held_ms=max(t.rebalance_timeout_ms,
+                                                           clients.DEFAULT_FETCH_WAIT_MS)),
+            group_id=self.group, enable_auto_commit=False,
             auto_offset_reset="latest", session_timeout_ms=t.session_timeout_ms,
             heartbeat_interval_ms=t.heartbeat_interval_ms,
             rebalance_timeout_ms=t.rebalance_timeout_ms,

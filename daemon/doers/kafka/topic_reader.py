@@ -202,7 +202,8 @@ async def read_topics(cfg: Config, names: list[str]):
     """
     # The stages' fetch wait: with Kafka's default (500 ms) tansu held a new
     # record up to ~250 ms before an observer saw it (clients.group_consumer).
-    client = AIOKafkaConsumer(*names, **clients.client_options(cfg), group_id=None,
+    client = AIOKafkaConsumer(*names, **clients.client_options(
+                                  cfg, held_ms=clients.FETCH_MAX_WAIT_MS), group_id=None,
                               enable_auto_commit=False, auto_offset_reset="earliest",
                               fetch_max_wait_ms=clients.FETCH_MAX_WAIT_MS)
     await client.start()
