@@ -105,7 +105,8 @@ def daemon_round(work: Path, files: list[Path], single: list[Path], workers: int
         # costs tansu ~2 ms of CPU beside the runs it measures (~20 ms a
         # second at 100 ms; bench/README.md, session 16).
         reader = AIOKafkaConsumer(daemon.topics.name("products"), group_id=None,
-                                  **client_options(daemon.cfg), enable_auto_commit=False,
+                                  **client_options(daemon.cfg, held_ms=500),
+                                  enable_auto_commit=False,
                                   auto_offset_reset="earliest", fetch_max_wait_ms=500)
         await reader.start()
         try:
