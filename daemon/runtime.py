@@ -207,6 +207,8 @@ class Daemon:
                     tg.start_soon(self.beat)
                     self.supervisor = BrokerSupervisor(
                         cfg.kafka_bootstrap, self.metrics, loss_bound=cfg.broker_loss_seconds,
+                        answer_timeout=cfg.broker_timeout_seconds,
+                        ssl_context=kafka.client_options(cfg).get("ssl_context"),
                         embedded=self.broker, on_restart=lambda: self._rebuild_broker(publisher))
                     tg.start_soon(self.supervisor.run)
                     for st in STAGES:

@@ -2,17 +2,20 @@
 
 The embedded tansu belongs to the daemon: if it dies (SIGKILL, OOM) it is
 started again on the same port, and ``on_restart`` rebuilds what its memory
-held (topics, product events, announcements of files without products). An
-external broker is only probed (a TCP connection to each bootstrap address),
-with jittered backoff while it is lost; the state changes are logged once each
-(deciders/broker_health.py) and aiokafka's own error stream is silenced while
-the broker is known to be lost. The clients reconnect by themselves.
+held (topics, product events, announcements of files without products). If
+it is alive but no longer answers (stopped, deadlocked: broker_probe.py), it
+is killed, and so started again the same way: waiting would be for ever. An
+external broker is only probed (a request of the probe's own to each
+bootstrap address), with jittered backoff while it is lost; the state
+changes are logged once each (deciders/broker_health.py) and aiokafka's own
+error stream is silenced while the broker is known to be lost. The clients
+reconnect by themselves.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +23,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from calstream.daemon.deciders.broker_health import BrokerHealth
+from calstream.daemon.doers.broker_probe import answering
 from calstream.daemon.doers.embedded_broker import BrokerError, EmbeddedBroker
 from calstream.daemon.operations.metrics import Metrics
 
@@ -50,39 +54,29 @@ def quiet_client_logs(quiet: bool, names: tuple[str, ...] = CLIENT_LOGGERS) -> N
                 logger.setLevel(_saved_levels.pop(name))
 
 
-def _connects(bootstrap: str, timeout: float) -> bool:
-    for address in bootstrap.split(","):
-        host, _, port = address.strip().rpartition(":")
-        try:
-            socket.create_connection((host.strip("[]"), int(port)), timeout).close()
-            return True
-        except (OSError, ValueError):
-            continue
-    return False
-
-
-# Its own thread token: a probe must not queue behind the daemon's other threads.
-_PROBE_LIMITER: anyio.CapacityLimiter | None = None
-
-
-async def reachable(bootstrap: str, timeout: float = 2.0) -> bool:
-    """Whether any bootstrap address accepts a TCP connection."""
-    global _PROBE_LIMITER
-    _PROBE_LIMITER = _PROBE_LIMITER or anyio.CapacityLimiter(1)
-    return await anyio.to_thread.run_sync(_connects, bootstrap, timeout,
-                                          limiter=_PROBE_LIMITER, abandon_on_cancel=True)
+# How often the embedded broker is asked a request (its process is polled four
+# times a second, which costs nothing): a wedged one is started again within
+# this and the answer's time-out.
+EMBEDDED_ANSWER_EVERY = 5.0
 
 
 class BrokerSupervisor:
+    """``answer_timeout``: how long a probe waits for the broker's answer (the
+    clients' own request time-out, ``broker_timeout_seconds``)."""
+
     def __init__(self, bootstrap: str, metrics: Metrics, *, loss_bound: float,
+                 answer_timeout: float, ssl_context: ssl.SSLContext | None = None,
                  embedded: EmbeddedBroker | None = None,
                  on_restart: Callable[[], Awaitable[None]] | None = None):
         self.bootstrap = bootstrap
         self.metrics = metrics
+        self.answer_timeout = answer_timeout
+        self.ssl_context = ssl_context
         self.embedded = embedded
         self.on_restart = on_restart
         self.health = BrokerHealth(loss_bound)
         self.restarts = 0
+        self.wedged = 0  # embedded brokers killed for not answering
         self.last_recovery: float | None = None  # seconds from loss noticed to usable again
 
     def problem(self, *, for_health: bool = False) -> str | None:
@@ -95,17 +89,37 @@ class BrokerSupervisor:
 
     async def run(self) -> None:
         self.metrics.broker_up.set(1)
-        while True:
-            # The embedded broker's liveness is a poll() of its process: cheap, so
-            # often (a quick restart also keeps the clients' error stream short).
-            await anyio.sleep(self.health.next_probe(0.25 if self.embedded else 1.0))
+        async with anyio.create_task_group() as tg:
             if self.embedded is not None:
-                # Its process is the broker: no network probe needed.
-                if not self.embedded.alive():
-                    await self._restart_embedded()
+                tg.start_soon(self._kill_when_wedged, self.embedded)
+            while True:
+                # The embedded broker's liveness is a poll() of its process: cheap, so
+                # often (a quick restart also keeps the clients' error stream short).
+                await anyio.sleep(self.health.next_probe(0.25 if self.embedded else 1.0))
+                if self.embedded is not None:
+                    if not self.embedded.alive():
+                        await self._restart_embedded()
+                    continue
+                ok = await answering(self.bootstrap, answer_timeout=self.answer_timeout,
+                                     ssl_context=self.ssl_context)
+                self._note(self.health.observe(ok, time.monotonic()))
+
+    async def _kill_when_wedged(self, embedded: EmbeddedBroker) -> None:
+        """The embedded broker alive but not answering is killed, so that
+        ``run`` starts it again as after a crash (its clients would otherwise
+        time out and park their work for as long as it stays wedged)."""
+        while True:
+            await anyio.sleep(EMBEDDED_ANSWER_EVERY)
+            proc = embedded.process
+            if proc is None or proc.poll() is not None:
+                continue  # stopped, or dead: run's poll restarts it
+            if await answering(embedded.bootstrap, answer_timeout=self.answer_timeout):
                 continue
-            ok = await reachable(self.bootstrap)
-            self._note(self.health.observe(ok, time.monotonic()))
+            if embedded.process is proc and proc.poll() is None:  # not restarted meanwhile
+                log.error("embedded broker (pid %s) is alive but has not answered for %gs; "
+                          "killing it to start it again", proc.pid, self.answer_timeout)
+                self.wedged += 1
+                proc.kill()
 
     def _note(self, change: str | None) -> None:
         lost = self.health.lost_for(time.monotonic())

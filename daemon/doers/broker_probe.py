@@ -1,0 +1,88 @@
+"""Does the broker answer? One Kafka request of the probe's own.
+
+A TCP connection is not an answer: a broker that is wedged (a process
+stopped or deadlocked, a disk it blocks on, a long pause) still has its
+kernel accept connections, and then never answers a request. Every client
+of the daemon then times out and parks its work, while a probe that only
+connects saw a broker that was up: /readyz said ready, ``calstream_broker_up``
+1, and a wedged embedded broker was never started again. So the probe
+sends ApiVersions (the first request every Kafka client sends, answered
+before any authentication) and waits for the answer that names its
+request, up to the time a client would wait (``broker_timeout_seconds``).
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import ssl
+import struct
+import time
+
+import anyio
+
+API_VERSIONS = 18  # its version 0 has an empty body, which every broker answers
+CLIENT_ID = b"calstream-probe"
+MAX_ANSWER = 1 << 20  # bytes: an ApiVersions answer is a few hundred
+
+
+def _request(correlation: int) -> bytes:
+    header = struct.pack(">hhih", API_VERSIONS, 0, correlation, len(CLIENT_ID)) + CLIENT_ID
+    return struct.pack(">i", len(header)) + header
+
+
+def _read(conn: socket.socket, n: int, deadline: float) -> bytes:
+    data = b""
+    while len(data) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no answer")
+        conn.settimeout(left)
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed before it answered")
+        data += chunk
+    return data
+
+
+def _answers_at(host: str, port: int, connect_timeout: float, answer_timeout: float,
+                ssl_context: ssl.SSLContext | None) -> bool:
+    with socket.create_connection((host, port), connect_timeout) as raw:
+        deadline = time.monotonic() + answer_timeout  # a TLS handshake is an answer too
+        raw.settimeout(answer_timeout)
+        conn = ssl_context.wrap_socket(raw, server_hostname=host) if ssl_context else raw
+        correlation = random.randrange(1, 2**31)
+        conn.sendall(_request(correlation))
+        size, answered = struct.unpack(">ii", _read(conn, 8, deadline))
+        return answered == correlation and 4 <= size <= MAX_ANSWER
+
+
+def answers(bootstrap: str, *, connect_timeout: float, answer_timeout: float,
+            ssl_context: ssl.SSLContext | None = None) -> bool:
+    """Whether any bootstrap address answers a Kafka request in time."""
+    for address in bootstrap.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            if _answers_at(host.strip("[]"), int(port), connect_timeout, answer_timeout,
+                           ssl_context):
+                return True
+        except (OSError, ValueError, struct.error):  # ssl.SSLError and timeouts are OSErrors
+            continue
+    return False
+
+
+# Its own thread token: a probe must not queue behind the daemon's other threads.
+_PROBE_LIMITER: anyio.CapacityLimiter | None = None
+
+
+async def answering(bootstrap: str, *, answer_timeout: float, connect_timeout: float = 2.0,
+                    ssl_context: ssl.SSLContext | None = None) -> bool:
+    """``answers`` in a thread of the probe's own, abandoned if cancelled."""
+    global _PROBE_LIMITER
+    _PROBE_LIMITER = _PROBE_LIMITER or anyio.CapacityLimiter(1)
+
+    def probe() -> bool:
+        return answers(bootstrap, connect_timeout=connect_timeout,
+                       answer_timeout=answer_timeout, ssl_context=ssl_context)
+    return await anyio.to_thread.run_sync(probe, limiter=_PROBE_LIMITER,
+                                          abandon_on_cancel=True)

@@ -1,0 +1,112 @@
+"""A broker that is alive but does not answer is a lost broker.
+
+A stopped or deadlocked broker process (here SIGSTOP) still has its kernel
+accept TCP connections, so a probe that only connected saw it up: /readyz
+ready, ``calstream_broker_up`` 1, no "lost" line, and the daemon's own
+embedded broker was never started again -- every client timed out and parked
+its work for as long as the broker stayed wedged. The probe now asks a
+request and waits for its answer (doers/broker_probe.py):
+
+* an external broker, wedged or gone, is lost and back in three lines (the
+  client library quiet meanwhile), and /healthz fails past the bound;
+* the embedded broker, wedged, is killed and started again, and the daemon
+  goes on ordering work, with nobody's help.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import anyio
+import pytest
+
+from calstream.daemon.doers.broker_probe import answers
+from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.operations.metrics import Metrics
+from calstream.daemon.runtime import Daemon
+
+from .support import daemon_config, metric, scrape, wait_for
+from .test_planner_ha import product_event, publish
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+@pytest.mark.parametrize("how", ["wedged", "gone"])
+async def test_an_external_broker_lost_and_back_is_three_lines_and_quiet_clients(
+        tmp_path, caplog, how):
+    with EmbeddedBroker(tmp_path / "broker") as own:
+        assert answers(own.bootstrap, connect_timeout=2, answer_timeout=5)
+        sup = BrokerSupervisor(own.bootstrap, Metrics(), loss_bound=0.5, answer_timeout=1.0)
+        caplog.set_level(logging.INFO, logger="calstream.broker")
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(sup.run)
+                if how == "wedged":  # connections still accepted, never answered
+                    os.kill(own.process.pid, signal.SIGSTOP)
+                else:  # nothing listens: connections refused
+                    own.stop()
+                with anyio.fail_after(60):
+                    while sup.problem(for_health=True) is None or not sup.health.said_still_lost:
+                        await anyio.sleep(0.05)
+                assert sup.problem() and sup.metrics.broker_up._value.get() == 0
+                assert logging.getLogger("aiokafka").getEffectiveLevel() == logging.CRITICAL
+                if how == "wedged":
+                    os.kill(own.process.pid, signal.SIGCONT)
+                else:
+                    own.start()  # on the same port
+                with anyio.fail_after(60):
+                    while sup.problem() is not None:
+                        await anyio.sleep(0.05)
+                tg.cancel_scope.cancel()
+        finally:
+            if own.alive():
+                os.kill(own.process.pid, signal.SIGCONT)  # stopped, it would not stop
+    said = [r.getMessage() for r in caplog.records  # the supervisor's, not the broker's own
+            if r.name == "calstream.broker" and r.module == "broker_supervisor"]
+    assert len(said) == 3, said  # one line per change, however long the outage
+    assert "lost" in said[0] and "still lost" in said[1] and said[2].endswith("is back")
+    assert logging.getLogger("aiokafka").getEffectiveLevel() < logging.CRITICAL
+    assert sup.metrics.broker_up._value.get() == 1
+
+
+async def test_a_wedged_embedded_broker_is_started_again_and_work_goes_on(
+        tmp_path, unique_prefix, caplog):
+    cfg = daemon_config(tmp_path, None, unique_prefix, roles=["planner"],
+                        broker_timeout_seconds=3.0, max_attempts=2, retry_backoff=0.1,
+                        park_recheck_seconds=1.0)
+    daemon = Daemon(cfg)
+    daemon.start_broker()  # the daemon owns this tansu
+    caplog.set_level(logging.INFO, logger="calstream.broker")
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            cfg = daemon.cfg
+            with anyio.fail_after(120):
+                while not daemon.readiness()[0]:
+                    await anyio.sleep(0.2)
+            wedged = daemon.broker.process.pid
+            os.kill(wedged, signal.SIGSTOP)
+            with anyio.fail_after(120):  # within EMBEDDED_ANSWER_EVERY and the time-out
+                while not daemon.supervisor.restarts:
+                    await anyio.sleep(0.2)
+            assert daemon.broker.alive() and daemon.broker.process.pid != wedged
+            await publish(cfg, [product_event(cfg.products, cfg.inbox, 4949, 1, 2)])
+            orders = await wait_for(cfg, ["work.stage2"], lambda ms: any(
+                getattr(m, "type", "") == "work_order" for m in ms), timeout=120)
+            with anyio.fail_after(120):
+                while not (ready_now := daemon.readiness())[0]:
+                    await anyio.sleep(0.2)
+            samples = scrape(daemon.ops.address)
+            tg.cancel_scope.cancel()
+    finally:
+        daemon.stop_broker()
+    assert daemon.supervisor.wedged == 1 and daemon.supervisor.restarts == 1
+    assert metric(samples, "calstream_embedded_broker_restarts_total") == 1
+    assert metric(samples, "calstream_broker_up") == 1
+    assert ready_now[0], ready_now[1]
+    assert [o["exposure_id"] for o in orders if o.type == "work_order"]
+    said = [r.getMessage() for r in caplog.records if r.name == "calstream.broker"]
+    assert any(f"pid {wedged}) is alive but has not answered" in line for line in said), said
