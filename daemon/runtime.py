@@ -108,7 +108,8 @@ class Daemon:
     def _restarting(self, attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
         """A start step's ``attempt``, the embedded broker started again first if it died."""
         return restarting_embedded(self.broker, partial(kafka.create_topics, self.cfg,
-                                                        self.topics), attempt)
+                                                        self.topics), attempt,
+                                   answer_timeout=self.cfg.broker_timeout_seconds)
 
     def readiness(self) -> tuple[bool, list[str]]:
         problems = []

@@ -27,7 +27,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import anyio
+
 from calstream.daemon.deciders.retry_policy import Backoff
+from calstream.daemon.doers.broker_probe import answering
 from calstream.daemon.doers.broker_supervisor import CLIENT_LOGGERS, quiet_client_logs
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.kafka import refused_settings, unreachable
@@ -205,16 +208,26 @@ async def start_embedded(broker: EmbeddedBroker) -> None:
 
 
 def restarting_embedded(broker: EmbeddedBroker | None, remake: Callable[[], Awaitable[None]],
-                        attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
+                        attempt: Callable[[], Awaitable[T]], *, answer_timeout: float
+                        ) -> Callable[[], Awaitable[T]]:
     """``attempt``, after starting the embedded broker again (and ``remake``
     of its topics: its memory is lost) if it died since the start launched
-    it. Its supervisor runs only once the daemon has started; until then a
-    step would wait for the dead broker for ever."""
+    it, or is alive but does not answer within ``answer_timeout`` (killed
+    first: doers/broker_probe.py). Its supervisor runs only once the daemon
+    has started; until then a step would wait for such a broker for ever."""
     async def again() -> T:
-        if broker is not None and broker.process is not None and not broker.alive():
-            log.error("embedded broker died during the start (exit code %s); starting it "
-                      "again on %s", broker.process.returncode, broker.bootstrap,
+        proc = broker.process if broker is not None else None
+        if proc is not None and proc.poll() is None and not await answering(
+                broker.bootstrap, answer_timeout=answer_timeout):
+            log.error("embedded broker (pid %s) is alive but has not answered for %gs during "
+                      "the start; killing it to start it again", proc.pid, answer_timeout,
                       extra={"stage": START})
+            proc.kill()
+            await anyio.to_thread.run_sync(proc.wait)
+        elif proc is not None and proc.poll() is not None:
+            log.error("embedded broker died during the start (exit code %s); starting it "
+                      "again on %s", proc.returncode, broker.bootstrap, extra={"stage": START})
+        if proc is not None and not broker.alive():
             await start_embedded(broker)
             await remake()
         return await attempt()

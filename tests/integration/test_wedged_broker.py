@@ -15,6 +15,7 @@ request and waits for its answer (doers/broker_probe.py):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -110,3 +111,49 @@ async def test_a_wedged_embedded_broker_is_started_again_and_work_goes_on(
     assert [o["exposure_id"] for o in orders if o.type == "work_order"]
     said = [r.getMessage() for r in caplog.records if r.name == "calstream.broker"]
     assert any(f"pid {wedged}) is alive but has not answered" in line for line in said), said
+
+
+async def test_an_embedded_broker_wedged_during_the_start_is_started_again(
+        tmp_path, unique_prefix, monkeypatch, caplog):
+    """The supervisor runs only once the daemon has started: before that, a
+    start step that meets the wedged broker kills it and starts it again
+    (start_waits.restarting_embedded), as it does for a dead one."""
+    from calstream.daemon import runtime
+
+    cfg = daemon_config(tmp_path, None, unique_prefix, roles=["planner"],
+                        broker_timeout_seconds=3.0, max_attempts=2, retry_backoff=0.1,
+                        park_recheck_seconds=1.0)
+    daemon = Daemon(cfg)
+    daemon.start_broker()
+    wedged: list[int] = []
+    recover = runtime.recover_product_events
+
+    async def wedging_first(*args, **kwargs):  # the start's last step that needs the broker
+        if not wedged:
+            wedged.append(daemon.broker.process.pid)
+            os.kill(wedged[0], signal.SIGSTOP)
+        return await recover(*args, **kwargs)
+
+    monkeypatch.setattr(runtime, "recover_product_events", wedging_first)
+    caplog.set_level(logging.INFO, logger="calstream.start")
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            with anyio.fail_after(120):  # a bound for a broken daemon, not a measure
+                while not (daemon.start_waits.done and daemon.readiness()[0]):
+                    await anyio.sleep(0.2)
+            assert wedged and daemon.broker.alive() and daemon.broker.process.pid != wedged[0]
+            cfg = daemon.cfg
+            await publish(cfg, [product_event(cfg.products, cfg.inbox, 5050, 1, 2)])
+            orders = await wait_for(cfg, ["work.stage2"], lambda ms: any(
+                getattr(m, "type", "") == "work_order" for m in ms), timeout=120)
+            tg.cancel_scope.cancel()
+    finally:
+        daemon.stop_broker()
+        for pid in wedged:  # a broker still stopped would not stop
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert [o["exposure_id"] for o in orders if o.type == "work_order"]
+    said = [r.getMessage() for r in caplog.records]
+    assert any(f"pid {wedged[0]}) is alive but has not answered for 3s during the start"
+               in line for line in said), said
