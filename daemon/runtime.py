@@ -106,7 +106,7 @@ class Daemon:
         return self.bootstrap
 
     def _restarting(self, attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
-        """A start step's ``attempt``, the embedded broker started again first if it died."""
+        """A start step's ``attempt``, the embedded broker restarted first if dead or wedged."""
         return restarting_embedded(self.broker, partial(kafka.create_topics, self.cfg,
                                                         self.topics), attempt,
                                    answer_timeout=self.cfg.broker_timeout_seconds)

@@ -21,6 +21,8 @@ import time
 
 import anyio
 
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+
 API_VERSIONS = 18  # its version 0 has an empty body, which every broker answers
 CLIENT_ID = b"calstream-probe"
 MAX_ANSWER = 1 << 20  # bytes: an ApiVersions answer is a few hundred
@@ -86,3 +88,20 @@ async def answering(bootstrap: str, *, answer_timeout: float, connect_timeout: f
                        answer_timeout=answer_timeout, ssl_context=ssl_context)
     return await anyio.to_thread.run_sync(probe, limiter=_PROBE_LIMITER,
                                           abandon_on_cancel=True)
+
+
+async def kill_if_wedged(broker: EmbeddedBroker, answer_timeout: float) -> int | None:
+    """The pid of ``broker``'s process if it was running, did not answer
+    within ``answer_timeout`` and is now killed, so that whoever keeps it
+    starts it again as after a crash; None if it answered, is not running, or
+    was started again while it was asked."""
+    proc = broker.process
+    if proc is None or proc.poll() is not None:
+        return None
+    if await answering(broker.bootstrap, answer_timeout=answer_timeout):
+        return None
+    if broker.process is not proc or proc.poll() is not None:
+        return None
+    proc.kill()
+    await anyio.to_thread.run_sync(proc.wait)
+    return proc.pid

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from calstream.daemon.deciders.broker_health import BrokerHealth
-from calstream.daemon.doers.broker_probe import answering
+from calstream.daemon.doers.broker_probe import answering, kill_if_wedged
 from calstream.daemon.doers.embedded_broker import BrokerError, EmbeddedBroker
 from calstream.daemon.operations.metrics import Metrics
 
@@ -110,16 +110,10 @@ class BrokerSupervisor:
         time out and park their work for as long as it stays wedged)."""
         while True:
             await anyio.sleep(EMBEDDED_ANSWER_EVERY)
-            proc = embedded.process
-            if proc is None or proc.poll() is not None:
-                continue  # stopped, or dead: run's poll restarts it
-            if await answering(embedded.bootstrap, answer_timeout=self.answer_timeout):
-                continue
-            if embedded.process is proc and proc.poll() is None:  # not restarted meanwhile
-                log.error("embedded broker (pid %s) is alive but has not answered for %gs; "
-                          "killing it to start it again", proc.pid, self.answer_timeout)
+            if (pid := await kill_if_wedged(embedded, self.answer_timeout)) is not None:
+                log.error("embedded broker (pid %s) was alive but had not answered for %gs; "
+                          "killed it to start it again", pid, self.answer_timeout)
                 self.wedged += 1
-                proc.kill()
 
     def _note(self, change: str | None) -> None:
         lost = self.health.lost_for(time.monotonic())

@@ -27,10 +27,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
-
 from calstream.daemon.deciders.retry_policy import Backoff
-from calstream.daemon.doers.broker_probe import answering
+from calstream.daemon.doers.broker_probe import kill_if_wedged
 from calstream.daemon.doers.broker_supervisor import CLIENT_LOGGERS, quiet_client_logs
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.kafka import refused_settings, unreachable
@@ -216,20 +214,18 @@ def restarting_embedded(broker: EmbeddedBroker | None, remake: Callable[[], Awai
     first: doers/broker_probe.py). Its supervisor runs only once the daemon
     has started; until then a step would wait for such a broker for ever."""
     async def again() -> T:
-        proc = broker.process if broker is not None else None
-        if proc is not None and proc.poll() is None and not await answering(
-                broker.bootstrap, answer_timeout=answer_timeout):
-            log.error("embedded broker (pid %s) is alive but has not answered for %gs during "
-                      "the start; killing it to start it again", proc.pid, answer_timeout,
-                      extra={"stage": START})
-            proc.kill()
-            await anyio.to_thread.run_sync(proc.wait)
-        elif proc is not None and proc.poll() is not None:
-            log.error("embedded broker died during the start (exit code %s); starting it "
-                      "again on %s", proc.returncode, broker.bootstrap, extra={"stage": START})
-        if proc is not None and not broker.alive():
-            await start_embedded(broker)
-            await remake()
+        if broker is not None and broker.process is not None:
+            if (pid := await kill_if_wedged(broker, answer_timeout)) is not None:
+                log.error("embedded broker (pid %s) was alive but had not answered for %gs "
+                          "during the start; killed it to start it again", pid,
+                          answer_timeout, extra={"stage": START})
+            elif not broker.alive():
+                log.error("embedded broker died during the start (exit code %s); starting it "
+                          "again on %s", broker.process.returncode, broker.bootstrap,
+                          extra={"stage": START})
+            if not broker.alive():
+                await start_embedded(broker)
+                await remake()
         return await attempt()
     return again
 
