@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 
-import anyio
-
 from calstream.daemon.deciders.replay_selection import Candidate, PartitionScan
 from calstream.daemon.doers import kafka
 from calstream.daemon.operations.config import Config, ConfigError
@@ -23,19 +21,20 @@ async def scan(cfg: Config, name: str) -> tuple[list[Candidate], list[PartitionS
         found: list[Candidate] = []
         scans = {tp.partition: PartitionScan(tp.partition, 0) for tp in reader.partitions}
         invalid = 0
-        with anyio.fail_after(120):
-            async for batch in reader.batches_to_end():
-                for r in batch:
-                    s = scans[r.partition]
-                    if s.first_offset is None:
-                        s.first_offset = r.offset
-                        s.first_time = dt.datetime.fromtimestamp(r.timestamp / 1000, dt.UTC)
-                    try:
-                        message = contract.decode(r.value)
-                    except contract.InvalidMessage:
-                        invalid += 1  # the stage consumers dead-letter these
-                        continue
-                    found.append(Candidate(r.partition, r.offset, r.timestamp, message.body))
+        # Bounded by the broker's silence, not by the topic's length: months of
+        # records may take minutes to read, a broker gone quiet must not take for ever.
+        async for batch in reader.batches_to_end(stall_seconds=cfg.broker_timeout_seconds):
+            for r in batch:
+                s = scans[r.partition]
+                if s.first_offset is None:
+                    s.first_offset = r.offset
+                    s.first_time = dt.datetime.fromtimestamp(r.timestamp / 1000, dt.UTC)
+                try:
+                    message = contract.decode(r.value)
+                except contract.InvalidMessage:
+                    invalid += 1  # the stage consumers dead-letter these
+                    continue
+                found.append(Candidate(r.partition, r.offset, r.timestamp, message.body))
         for tp, high in reader.high_watermarks().items():
             scans[tp.partition].high_watermark = high
         return found, list(scans.values()), invalid

@@ -22,14 +22,21 @@ import signal
 
 import anyio
 import pytest
+from aiokafka.errors import KafkaTimeoutError
 
+from calstream.daemon.doers import kafka
 from calstream.daemon.doers.broker_probe import answers
 from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.doers.kafka.clients import unreachable
+from calstream.daemon.doers.kafka.topic_reader import TopicReader
+from calstream.daemon.doers.replay_source import scan
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.runtime import Daemon
+from calstream.topics.catalog import Topics
 
 from .support import daemon_config, metric, scrape, wait_for
+from .test_holds import send
 from .test_planner_ha import product_event, publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -157,3 +164,40 @@ async def test_an_embedded_broker_wedged_during_the_start_is_started_again(
     said = [r.getMessage() for r in caplog.records]
     assert any(f"pid {wedged[0]}) was alive but had not answered for 3s during the start"
                in line for line in said), said
+
+
+@pytest.mark.parametrize("read", ["a command's read", "a replay's scan"])
+async def test_a_read_ends_with_a_broker_fault_when_the_broker_stops_answering(
+        tmp_path, unique_prefix, monkeypatch, read):
+    """aiokafka's fetches come back empty, never raising, from a broker that
+    stopped answering: `calstream holds list`, `plan list` and `deadletters
+    list` waited for ever, and a replay's scan ended after 120 s however
+    long its topic (months of records may take longer to read). Each now
+    ends after ``broker_timeout_seconds`` without a record nor the end, and
+    the command says in one line that the broker does not answer."""
+    with EmbeddedBroker(tmp_path / "broker") as own:
+        cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, broker_timeout_seconds=2.0)
+        await kafka.create_topics(cfg, Topics(cfg.topic_prefix))
+        await send(cfg, "holds", "a-hold", b"a record: the read has something to fetch")
+        stopped: list[int] = []
+        fetch = TopicReader.fetch
+
+        async def stopping_first(self, **kwargs):  # the reader is open: stopped mid-read
+            if not stopped:
+                stopped.append(own.process.pid)
+                os.kill(own.process.pid, signal.SIGSTOP)
+            return await fetch(self, **kwargs)
+
+        monkeypatch.setattr(TopicReader, "fetch", stopping_first)
+        name = Topics(cfg.topic_prefix).name("holds")
+        try:
+            with anyio.fail_after(90):  # a bound for a read that waits for ever, not a measure
+                with pytest.raises(KafkaTimeoutError) as raised:
+                    if read == "a command's read":
+                        await kafka.read_to_end(cfg, name)
+                    else:
+                        await scan(cfg, name)
+        finally:
+            os.kill(own.process.pid, signal.SIGCONT)  # stopped, it would not stop
+    assert stopped
+    assert unreachable(raised.value) == f"no record nor the end of {name} within 2s"

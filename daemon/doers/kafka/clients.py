@@ -18,6 +18,7 @@ from aiokafka.errors import (
     AuthenticationFailedError,
     KafkaConnectionError,
     KafkaError,
+    KafkaTimeoutError,
     SaslAuthenticationFailed,
     UnsupportedSaslMechanismError,
 )
@@ -134,11 +135,12 @@ def admin(cfg: Config) -> AIOKafkaAdminClient:
 
 
 def unreachable(exc: BaseException) -> str | None:
-    """Why the broker could not be reached, if that is what ``exc`` (or an
-    exception inside its group) says; None for anything else. A command that
-    cannot reach its broker says so in one line, not with aiokafka's traceback."""
-    if isinstance(exc, KafkaConnectionError):
-        return str(exc).removeprefix("KafkaConnectionError: ")
+    """Why the broker could not be reached, or stopped answering, if that is
+    what ``exc`` (or an exception inside its group) says; None for anything
+    else. A command that cannot reach its broker says so in one line, not
+    with aiokafka's traceback."""
+    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError):
+        return str(exc).removeprefix(f"{type(exc).__name__}: ")
     for inner in getattr(exc, "exceptions", ()):  # an anyio task group's ExceptionGroup
         if (reason := unreachable(inner)) is not None:
             return reason

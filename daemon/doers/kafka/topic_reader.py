@@ -170,9 +170,11 @@ async def open_reader(cfg: Config, names: list[str], *,
 
 async def read_to_end(cfg: Config, name: str, *,
                       start: dict[tuple[str, int], int] | None = None) -> list[ConsumerRecord]:
-    """Every record of a topic, from the beginning (or ``start``) up to "now"."""
+    """Every record of a topic, from the beginning (or ``start``) up to "now";
+    KafkaTimeoutError if the broker stops answering part-way (for
+    ``broker_timeout_seconds``): a command's read would otherwise wait for ever."""
     async with open_reader(cfg, [name], start=start) as reader:
-        return await reader.read_to_end()
+        return await reader.read_to_end(stall_seconds=cfg.broker_timeout_seconds)
 
 
 async def is_empty(cfg: Config, name: str, timeout: float = 10.0) -> bool:
