@@ -19,9 +19,12 @@ import contextlib
 import logging
 import os
 import signal
+import time
+from pathlib import Path
 
 import anyio
 import pytest
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaTimeoutError
 
 from calstream.daemon.doers import kafka
@@ -29,7 +32,6 @@ from calstream.daemon.doers.broker_probe import answers
 from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.kafka.clients import unreachable
-from calstream.daemon.doers.kafka.topic_reader import TopicReader
 from calstream.daemon.doers.replay_source import scan
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.runtime import Daemon
@@ -40,6 +42,24 @@ from .test_holds import send
 from .test_planner_ha import product_event, publish
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+def stop_fully(pid: int) -> None:
+    """SIGSTOP, and back once every thread of ``pid`` is stopped: the signal
+    reaches a busy process's threads a moment later, in which tansu could
+    still answer a request the test means it never to answer."""
+    os.kill(pid, signal.SIGSTOP)
+    tasks = Path(f"/proc/{pid}/task")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        states = []
+        for task in tasks.iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        if states and all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"process {pid} not stopped 30 s after SIGSTOP")
 
 
 @pytest.mark.parametrize("how", ["wedged", "gone"])
@@ -96,7 +116,7 @@ async def test_a_wedged_embedded_broker_is_started_again_and_work_goes_on(
                 while not daemon.readiness()[0]:
                     await anyio.sleep(0.2)
             wedged = daemon.broker.process.pid
-            os.kill(wedged, signal.SIGSTOP)
+            stop_fully(wedged)
             with anyio.fail_after(120):  # within EMBEDDED_ANSWER_EVERY and the time-out
                 while not daemon.supervisor.restarts:
                     await anyio.sleep(0.2)
@@ -138,7 +158,7 @@ async def test_an_embedded_broker_wedged_during_the_start_is_started_again(
     async def wedging_first(*args, **kwargs):  # the start's last step that needs the broker
         if not wedged:
             wedged.append(daemon.broker.process.pid)
-            os.kill(wedged[0], signal.SIGSTOP)
+            stop_fully(wedged[0])
         return await recover(*args, **kwargs)
 
     monkeypatch.setattr(runtime, "recover_product_events", wedging_first)
@@ -180,15 +200,18 @@ async def test_a_read_ends_with_a_broker_fault_when_the_broker_stops_answering(
         await kafka.create_topics(cfg, Topics(cfg.topic_prefix))
         await send(cfg, "holds", "a-hold", b"a record: the read has something to fetch")
         stopped: list[int] = []
-        fetch = TopicReader.fetch
+        seek = AIOKafkaConsumer.seek_to_beginning
 
-        async def stopping_first(self, **kwargs):  # the reader is open: stopped mid-read
+        async def stopping_first(self, *partitions):
+            # Connected, the topic's partitions found and assigned, no record
+            # fetched yet (aiokafka fetches ahead as soon as it may: stopped
+            # at the first fetch, the record could already be in).
             if not stopped:
                 stopped.append(own.process.pid)
-                os.kill(own.process.pid, signal.SIGSTOP)
-            return await fetch(self, **kwargs)
+                stop_fully(own.process.pid)
+            return await seek(self, *partitions)
 
-        monkeypatch.setattr(TopicReader, "fetch", stopping_first)
+        monkeypatch.setattr(AIOKafkaConsumer, "seek_to_beginning", stopping_first)
         name = Topics(cfg.topic_prefix).name("holds")
         try:
             with anyio.fail_after(90):  # a bound for a read that waits for ever, not a measure
