@@ -279,7 +279,8 @@ PARSERS = {
     "task_timeout": _positive(_float), "stall_seconds": _positive(_float),
     "stage3_stall_seconds": _positive(_float), "heartbeat_seconds": _positive(_float),
     "broker_loss_seconds": _positive(_float),
-    "broker_timeout_seconds": _positive(_float),
+    # Every client's request time-out and a socket's: beyond a week, a wait the OS cannot time.
+    "broker_timeout_seconds": _at_most(WEEK, _positive(_float)),
     "claim_heartbeat_seconds": _positive(_float), "claim_stale_seconds": _positive(_float),
     "max_tasks_per_worker": _positive(_int), "worker_rss_limit_mb": _nonnegative(_int),
     # A worker waits this long in poll(), which refuses a timeout beyond ~1e9 s.

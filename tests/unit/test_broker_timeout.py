@@ -72,3 +72,6 @@ def test_the_setting_is_read_from_every_source_and_a_busy_broker_is_not_a_lost_o
         load(None, env={}, flags={"broker_timeout_seconds": 0.5})
     with pytest.raises(ConfigError, match="broker_timeout_seconds"):
         load(None, env={"CALSTREAM_BROKER_TIMEOUT_SECONDS": "-3"}, flags={})
+    # A socket cannot wait 1e300 s (OverflowError in the probe): refused at the start.
+    with pytest.raises(ConfigError, match="broker_timeout_seconds"):
+        load(None, env={"CALSTREAM_BROKER_TIMEOUT_SECONDS": "1e300"}, flags={})
