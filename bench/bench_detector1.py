@@ -306,6 +306,15 @@ def main() -> int:
         **({"daemon_vs_strun": spread([a["wall"] / b["wall"] for a, b in zip(s, d, strict=True)])}
            if s else {}),
         "daemon_cpu_vs_limit_cpu": spread([b["cpu"] / a["cpu"] for a, b in zip(lim, d, strict=True)], 3),
+        # The most the daemon's CPU lets it reach: with every core busy it
+        # takes at least its CPU / cores of wall time, however well it
+        # schedules. Below the target, the daemon's own work (the door's
+        # checks, the broker, sealing, the commit: its CPU beyond the bare
+        # runs') is what is left to cut; near the ceiling, no scheduling wins it.
+        "daemon_cpu_ceiling": spread([cores * a["wall"] / b["cpu"]
+                                      for a, b in zip(lim, d, strict=True)], 3),
+        "daemon_cores_busy": spread([b["cpu"] / (cores * b["wall"])
+                                                  for b in d], 3),
         **({"before_fraction_of_limit": spread([a["wall"] / b["wall"] for a, b in
                                                 zip(lim, log["before"], strict=True)], 3),
             "daemon_vs_before": spread([b["wall"] / a["wall"] for a, b in
@@ -342,7 +351,8 @@ def main() -> int:
           f"({f['daemon_fraction_of_limit']['min']:.0%}-{f['daemon_fraction_of_limit']['max']:.0%};"
           f" target >= 95%; two bare runs at once {f['pair_fraction_of_limit']['median']:.0%}, the daemon "
           f"{f['daemon_fraction_of_pair']['median']:.0%} of them; the pair reached 95% in "
-          f"{sum(r['pair'] >= 0.95 for r in f['rounds_of_limit'])} of {len(f['rounds_of_limit'])} rounds), "
+          f"{sum(r['pair'] >= 0.95 for r in f['rounds_of_limit'])} of {len(f['rounds_of_limit'])} rounds; "
+          f"its own CPU allows at most {f['daemon_cpu_ceiling']['median']:.0%}), "
           f"{f.get('daemon_vs_strun', {}).get('median', '-')}x strun; fixed cost "
           f"{f['fixed_cost_seconds']['median']} s median (target <= 0.2 s); worker peak memory "
           f"{f['worker_vs_direct_peak_rss']}x the direct run (target <= 1.1x); "
