@@ -28,6 +28,8 @@ from calstream.steps.regular_files import open_new, read_regular_text, set_aside
 log = logging.getLogger("calstream.deployment")
 
 RECORD = "deployment.json"
+# The records this process wrote (see _own).
+_WRITTEN: set[Path] = set()
 # Settings a command takes from the record unless it was given them itself.
 _SHARED = ("kafka_bootstrap", "metrics_address", "topic_prefix", "group_prefix", "products")
 
@@ -40,11 +42,20 @@ def record(cfg: Config, ops_address: str, *, embedded: bool) -> Path:
     """Write the record (a temporary file renamed over it: never half written)."""
     path = record_path(cfg.work_dir)
     previous = read(cfg.work_dir)
-    if previous is not None and stale_reason(previous) is None and previous["pid"] != os.getpid():
-        log.warning("%s names another running daemon (pid %s): this one replaces the record",
-                    path, previous["pid"])
-    elif previous is not None:
-        log.info("replacing %s left by an earlier daemon (%s)", path, stale_reason(previous))
+    # The start writes the record twice (before its waits, and once the work
+    # directory is usable): its own first record is neither another daemon's
+    # nor an earlier one's, and is not asked whether it runs (an HTTP request).
+    if previous is not None and not _own(path, previous):
+        # Once: a silent endpoint costs its time-out. A record of this
+        # process's pid it did not write is an earlier daemon's (a container
+        # starts its daemon with the same pid each time), however alive it looks.
+        why = f"process {previous['pid']} started again" if _this_pid(previous) \
+            else stale_reason(previous)
+        if why is None:
+            log.warning("%s names another running daemon (pid %s): this one replaces the "
+                        "record", path, previous["pid"])
+        else:
+            log.info("replacing %s left by an earlier daemon (%s)", path, why)
     doc = {"pid": os.getpid(), "host": socket.gethostname(),
            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "kafka_bootstrap": cfg.kafka_bootstrap, "embedded_broker": embedded,
@@ -58,7 +69,17 @@ def record(cfg: Config, ops_address: str, *, embedded: bool) -> Path:
     with open_new(tmp) as f:
         f.write(json.dumps(doc, indent=1) + "\n")
     os.replace(tmp, path)
+    _WRITTEN.add(path)
     return path
+
+
+def _this_pid(doc: dict) -> bool:
+    return doc.get("pid") == os.getpid() and doc.get("host") == socket.gethostname()
+
+
+def _own(path: Path, doc: dict) -> bool:
+    """This process wrote it (its pid alone does not say so: see record)."""
+    return path in _WRITTEN and _this_pid(doc)
 
 
 def remove(cfg: Config, ops_address: str) -> None:

@@ -1,6 +1,7 @@
 """The deployment record: written atomically, found by commands, stale after a crash."""
 
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -79,3 +80,47 @@ def test_a_record_no_daemon_wrote_is_no_record(tmp_path, doc):
     except ConfigError:  # stale: it names an endpoint that does not answer
         return
     assert found is cfg
+
+
+def _lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "calstream.deployment"]
+
+
+def test_the_start_s_second_record_says_nothing_and_an_earlier_daemon_s_is_named(
+        tmp_path, endpoint, caplog, monkeypatch):
+    """A start writes the record twice. The second write logged "replacing
+    ... left by an earlier daemon (None)" at every start, and asked the
+    daemon's own endpoint over HTTP whether it was alive."""
+    caplog.set_level("INFO", logger="calstream.deployment")
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": "h:9092"})
+    monkeypatch.setattr(deployment, "_WRITTEN", set())  # a process that wrote nothing yet
+    deployment.record(cfg, endpoint, embedded=False)
+    asked = []
+    monkeypatch.setattr(deployment, "stale_reason", lambda doc: asked.append(doc) or None)
+    deployment.record(cfg, endpoint, embedded=False)
+    assert _lines(caplog) == [] and asked == []
+
+    # The same pid in a process that did not write it: a container's daemon
+    # started again (its pid is the same each time), not another one running.
+    monkeypatch.setattr(deployment, "_WRITTEN", set())
+    deployment.record(cfg, endpoint, embedded=False)
+    assert asked == []
+    assert _lines(caplog) == [f"replacing {deployment.record_path(tmp_path)} left by an "
+                              f"earlier daemon (process {os.getpid()} started again)"]
+
+
+def test_another_running_daemon_s_record_is_warned_of_and_a_gone_one_s_named(
+        tmp_path, endpoint, caplog):
+    caplog.set_level("INFO", logger="calstream.deployment")
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": "h:9092"})
+    path = deployment.record_path(tmp_path)
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere", "metrics_address": endpoint}))
+    deployment.record(cfg, endpoint, embedded=False)
+    assert _lines(caplog) == [f"{path} names another running daemon (pid 1): this one "
+                              "replaces the record"]
+    caplog.clear()
+    path.write_text(json.dumps({"pid": 1, "host": "elsewhere",
+                                "metrics_address": "127.0.0.1:1"}))
+    deployment.record(cfg, endpoint, embedded=False)
+    assert _lines(caplog) == [f"replacing {path} left by an earlier daemon (its operations "
+                              "endpoint 127.0.0.1:1 does not answer)"]
