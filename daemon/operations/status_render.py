@@ -52,11 +52,18 @@ def _more(items: list, indent: str = "    ") -> list[str]:
 def printable(st: Status) -> str:
     """``render``, each line escaped for a terminal: dead letters, holds and
     products are records anyone may write, and their text reached it raw (a
-    lone surrogate failed the write; an escape sequence would repaint it)."""
-    return "\n".join(escape_controls(line) for line in render(st).split("\n"))
+    lone surrogate failed the write; an escape sequence would repaint it).
+    Escaped line by line as built, not once joined: a line break in a record
+    (a file named ``jw\n...``) then shows as ``\n`` instead of starting a
+    line of its own, which could pass for another dead letter or product."""
+    return "".join(escape_controls(line) + "\n" for line in _lines(st))
 
 
 def render(st: Status) -> str:
+    return "".join(line + "\n" for line in _lines(st))
+
+
+def _lines(st: Status) -> list[str]:
     starting = any(p.startswith("starting") for ep in st.endpoints for p in ep.problems)
     sections = [_header(st), _daemons(st.endpoints), _stages(st.stages, st.at),
                 _lag(st.broker, starting)]
@@ -64,7 +71,7 @@ def render(st: Status) -> str:
         sections.append(_recent(st.broker, st.at))
     sections.append(_parked(st.parked))
     sections.append(_waiting(st))
-    return "\n".join(line for section in sections for line in section) + "\n"
+    return [line for section in sections for line in section]
 
 
 def _parked(parked: list[dict[str, Any]]) -> list[str]:

@@ -55,3 +55,22 @@ def test_calstream_status_prints_a_forged_dead_letter_escaped():
                              BrokerView("b", dead_letters=[letter])))
     shown.encode("utf-8")
     assert "\x1b" not in shown and "\x07" not in shown and "\\x1b[2J\\ud800" in shown
+
+
+def test_a_line_break_in_a_record_does_not_make_a_status_line_of_its_own():
+    """A file named "jw\n  <a product's line>" was rejected at the door, and
+    `calstream status` printed its name's line break as one: escaping each line
+    after the join never saw it, so the second half passed for a product."""
+    from calstream.daemon.operations.status_render import printable
+    from calstream.daemon.operations.status_summary import BrokerView, Status
+
+    forged = "jw\n  2026-01-01 00:00:00Z (1s ago)  stage2  success  jw01234001001_02101_00001_nrcb1"
+    letter = {"emitted_at": "2026-01-01T00:00:00Z", "stage": "watcher",
+              "category": "bad_file", "reason": "not a JWST exposure name",
+              "path": f"/inbox/{forged}"}
+    shown = printable(Status(0.0, "calstream.", "calstream", [], {},
+                             BrokerView("b", dead_letters=[letter])))
+    lines = shown.split("\n")
+    mine = [line for line in lines if "watcher/bad_file" in line]
+    assert len(mine) == 1 and "watcher/bad_file  jw\\n  2026-01-01" in mine[0]
+    assert not any(line.startswith("  2026-01-01 00:00:00Z (1s ago)  stage2") for line in lines)
