@@ -1,4 +1,4 @@
-"""Products that are tables, as plots: a spectrum (x1d, x1dints), a light curve
+"""Products that are tables, as plots: a spectrum (x1d, x1dints, c1d), a light curve
 (tso3's photometry), AMI closure phases and squared visibilities."""
 
 from __future__ import annotations
@@ -34,19 +34,37 @@ def render(fig) -> tuple[bytes, bytes]:
 
 
 def _rows(column) -> np.ndarray:
-    """A table column as (spectra, points): x1dints keeps one row per integration."""
+    """A table column as (spectra, points): x1dints keeps one row per
+    integration, WFSS products one row per source."""
     return np.atleast_2d(np.asarray(column, dtype=np.float64))
+
+
+# x1d and x1dints (extract_1d); c1d (combine_1d). A c1d had no preview: its
+# table is COMBINE1D, and the event listed a picture that never came.
+SPECTRUM_TABLES = ("EXTRACT1D", "COMBINE1D")
+SOURCES_SHOWN = 8  # a WFSS product holds a spectrum per source, hundreds of them
 
 
 def spectrum(path: str):
     with fits.open(path, memmap=False) as hdus:
-        tables = [Table(h.data) for h in hdus if h.name == "EXTRACT1D" and h.data is not None]
+        tables = [Table(h.data) for h in hdus if h.name in SPECTRUM_TABLES and h.data is not None]
     if not tables:
-        raise ValueError(f"{path}: no EXTRACT1D table")
+        raise ValueError(f"{path}: no {' or '.join(SPECTRUM_TABLES)} table")
     fig = _figure()
     ax = fig.add_subplot()
+    title, labelled = path.rsplit("/", 1)[-1], len(tables) > 1
     for n, table in enumerate(tables):
         wave, flux = _rows(table["WAVELENGTH"]), _rows(table["FLUX"])
+        if "SOURCE_ID" in table.colnames and wave.shape[0] > 1:
+            # A row per source (WFSS, jwst 2.0's flat tables): each its own
+            # line. The median of several sources' spectra is nobody's.
+            ids = np.asarray(table["SOURCE_ID"]).ravel()
+            for w, f, source in list(zip(wave, flux, ids, strict=False))[:SOURCES_SHOWN]:
+                ax.plot(w, f, lw=0.8, label=f"source {source}")
+            if len(ids) > SOURCES_SHOWN:
+                title += f" (the first {SOURCES_SHOWN} of {len(ids)} sources)"
+            labelled = True
+            continue
         if wave.shape[0] > 1:  # several integrations: the median, the others faint
             for w, f in zip(wave, flux, strict=False):
                 ax.plot(w, f, color="0.8", lw=0.4)
@@ -54,8 +72,8 @@ def spectrum(path: str):
         ax.plot(wave[0], flux[0], lw=0.9, label=f"spectrum {n + 1}" if len(tables) > 1 else None)
     ax.set_xlabel("wavelength (µm)")
     ax.set_ylabel(f"flux ({tables[0]['FLUX'].unit or 'Jy'})")
-    ax.set_title(path.rsplit("/", 1)[-1], fontsize=8)
-    if len(tables) > 1:
+    ax.set_title(title, fontsize=8)
+    if labelled:
         ax.legend(fontsize=6)
     fig.tight_layout()
     return fig

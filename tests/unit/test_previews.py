@@ -44,6 +44,26 @@ def _x1d(path: Path, integrations: int | None) -> str:
     return str(path)
 
 
+def _c1d(path: Path) -> str:
+    """combine_1d's table: COMBINE1D, a row per wavelength (a c1d had no preview)."""
+    wave = np.linspace(5.0, 12.0, 200)
+    table = fits.BinTableHDU(Table({"WAVELENGTH": wave, "FLUX": np.ones_like(wave),
+                                    "N_INPUT": np.full(wave.size, 2.0)}), name="COMBINE1D")
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
+    return str(path)
+
+
+def _wfss(path: Path, sources: int, extension: str) -> str:
+    """A WFSS x1d or c1d as jwst 2.0 writes it: a row per source, arrays padded with NaN."""
+    wave = np.full((sources, 60), np.nan)
+    wave[:, :50] = np.linspace(1.3, 1.7, 50)
+    table = Table({"SOURCE_ID": np.arange(1, sources + 1, dtype=np.int32), "WAVELENGTH": wave,
+                   "FLUX": np.arange(1.0, sources + 1.0)[:, None] * np.where(np.isnan(wave),
+                                                                            np.nan, 1.0)})
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU(table, name=extension)]).writeto(path)
+    return str(path)
+
+
 def _phot(path: Path) -> str:
     mjd = 60000 + np.arange(50) / 1440.0
     Table({"MJD": mjd, "aperture_sum": np.ones(50), "net_aperture_sum": 1 - 0.01 * (
@@ -73,6 +93,9 @@ PRODUCTS = {
     f"{ROOT}_s2d.fits": (lambda p: _image(p, (40, 400)), (400, 40), (128, 13)),
     f"{ROOT}_x1d.fits": (lambda p: _x1d(p, None), (640, 360), (128, 72)),
     f"{ROOT}_x1dints.fits": (lambda p: _x1d(p, 5), (640, 360), (128, 72)),
+    "jw01234-o003_t003_miri_p750l_c1d.fits": (_c1d, (640, 360), (128, 72)),
+    "jw01234-o011_t004_niriss_f150w-gr150c_c1d.fits":
+        (lambda p: _wfss(p, 3, "COMBINE1D"), (640, 360), (128, 72)),
     "jw01234-o001_t001_nircam_f210m-clear-sub64p_phot.ecsv": (_phot, (640, 360), (128, 72)),
     "jw01234-o001_t001_niriss_f480m-nrm_ami-oi.fits": (_oifits, (640, 360), (128, 72)),
 }
@@ -90,6 +113,22 @@ def test_each_product_kind_gets_a_preview_and_a_thumbnail(tmp_path, name):
     assert preview.parent == tmp_path / "previews"
     assert png_size(preview.read_bytes()) == preview_size
     assert png_size(thumbnail.read_bytes()) == thumb_size
+
+
+@pytest.mark.parametrize("extension", ["EXTRACT1D", "COMBINE1D"])
+def test_a_wfss_spectrum_is_drawn_a_line_per_source_not_their_median(tmp_path, extension):
+    """jwst 2.0's WFSS x1d and c1d hold a row per source: they were drawn as
+    the integrations of one spectrum (their median, the rows faint), and the
+    c1d not at all."""
+    from calstream.steps.previews import plots
+
+    few = plots.spectrum(_wfss(tmp_path / "few_x1d.fits", 3, extension))
+    lines = few.axes[0].lines
+    assert [line.get_label() for line in lines] == ["source 1", "source 2", "source 3"]
+    assert [np.nanmax(line.get_ydata()) for line in lines] == [1.0, 2.0, 3.0]
+    many = plots.spectrum(_wfss(tmp_path / "many_x1d.fits", 20, extension))
+    assert len(many.axes[0].lines) == plots.SOURCES_SHOWN
+    assert many.axes[0].get_title().endswith(f"(the first {plots.SOURCES_SHOWN} of 20 sources)")
 
 
 def test_files_without_a_preview_are_left_alone():
