@@ -5,6 +5,7 @@ reported and skipped, never raised (a preview must not fail a calibration)."""
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,6 +18,15 @@ log = logging.getLogger("calstream.previews")
 
 def preview_bytes(product: str, kind: str) -> tuple[bytes, bytes]:
     """(preview, thumbnail) PNG bytes of one product file."""
+    with warnings.catch_warnings():
+        # numpy's "All-NaN slice" and "Mean of empty slice": a pixel no
+        # integration measured, a spectrum padded with NaN. Drawn as masked
+        # or left out; each was a WARNING line in the daemon's log.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _preview_bytes(product, kind)
+
+
+def _preview_bytes(product: str, kind: str) -> tuple[bytes, bytes]:
     if kind == "image":
         preview, thumbnail = preview_rgb(*read_image(product))
         return encode_png(preview), encode_png(thumbnail)

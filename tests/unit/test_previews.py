@@ -238,3 +238,17 @@ def test_a_png_holds_exactly_the_pixels_it_was_given():
     assert not rows[:, 0].any()  # filter type 0 on every scanline
     assert np.array_equal(rows[:, 1:].reshape(37, 53, 3), rgb)
     assert chunks[b"IEND"] == b""
+
+
+def test_pixels_no_integration_measured_make_no_warning(tmp_path, recwarn):
+    """A calints whose pixels are NaN in every integration drew numpy's
+    "All-NaN slice encountered", logged as a WARNING by the daemon."""
+    from calstream.steps.previews.make import preview_bytes
+
+    path = tmp_path / f"{ROOT}_calints.fits"
+    sci = np.ones((3, 32, 32), np.float32)
+    sci[:, :4] = np.nan
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(sci, name="SCI")]).writeto(path)
+    preview, thumbnail = preview_bytes(str(path), "image")
+    assert png_size(preview) == (256, 256) and not [w for w in recwarn
+                                                    if issubclass(w.category, RuntimeWarning)]
