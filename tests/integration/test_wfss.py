@@ -175,6 +175,35 @@ def test_the_direct_images_catalog_feeds_the_grism_spec2_then_spec3(run):
     assert spec3_members == [Path(outputs["cal"]["path"]).name]
 
 
+def test_the_wfss_spectra_get_their_previews_a_line_per_source(run, tmp_path):
+    """jwst's own x1d and c1d of a WFSS run, previewed as the daemon does (in
+    a copy: the daemon draws its own): a c1d's table is COMBINE1D, and each
+    row of either is a source (every c1d preview failed; the x1d's sources
+    were drawn as their median)."""
+    import shutil
+
+    from calstream.steps.previews import plots
+    from calstream.steps.previews.make import make_previews
+    from calstream.steps.previews.naming import planned_previews
+
+    wfss_kit, final, _, _, _ = run
+    _, grism = wfss_kit.by_mode["wfss"]
+    grism_id = grism.name.rsplit("_", 1)[0]
+    [spec2] = [p for p in products(final, "stage2") if p["exposure_id"] == grism_id]
+    [spec3] = stage3(final, "calwebb_spec3")
+    spectra = [shutil.copy(o["path"], tmp_path) for o in spec2["outputs"] + spec3["outputs"]
+               if o["suffix"] in ("x1d", "c1d")]
+    assert sorted(Path(s).name.rsplit("_", 1)[1] for s in spectra) == \
+        ["c1d.fits", "x1d.fits", "x1d.fits"]
+    result = make_previews(planned_previews(spectra))
+    assert result["failed"] == {} and len(result["made"]) == 2 * len(spectra)
+    stars = len(wfss_kit.specs["wfss"].stars)
+    for spectrum in spectra:
+        lines = plots.spectrum(spectrum).axes[0].lines
+        assert [line.get_label() for line in lines][:1] == ["source 1"]
+        assert len(lines) == min(stars, plots.SOURCES_SHOWN)
+
+
 def test_a_grism_whose_direct_image_is_late_is_held_then_released_not_dead_lettered(run):
     wfss_kit, final, _, _, _ = run
     _, grism = wfss_kit.by_mode["wfss"]
