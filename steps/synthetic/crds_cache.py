@@ -6,7 +6,7 @@ Layout (what crds reads with CRDS_PATH set and a "serverless" server URL)::
     config/jwst/ref_cache_subdir_mode      "flat"
     mappings/jwst/jwst_NNNN.pmap           instrument -> imap
     mappings/jwst/jwst_<instr>_NNNN.imap   every JWST reference type -> rmap, or 'N/A'
-    mappings/jwst/jwst_<instr>_<type>_NNNN.rmap   Match(detector, subarray) -> UseAfter
+    mappings/jwst/jwst_<instr>_<type>_NNNN.rmap   Match(detector, subarray[, exp type]) -> UseAfter
     references/jwst/jwst_<instr>_<type>_NNNN.<ext>
 
 Each call adds one context (NNNN = `context_number`) to the same cache, so a
@@ -98,7 +98,7 @@ def _read_selection(reftype: str, path: Path) -> _Selection:
 
         header = fits.getheader(path, 0)
         values = tuple(header.get(k) for k in ("INSTRUME", "DETECTOR", "SUBARRAY", "USEAFTER"))
-        exp_type = header.get("EXP_TYPE") or header.get("P_EXPTYP")
+        exp_type = header.get("EXP_TYPE") or header.get("P_EXP_TY")  # p_exptype's keyword
     instrument, detector, subarray, useafter = values
     if not instrument or not useafter:
         raise ValueError(f"{path}: a reference needs instrument name and useafter")
@@ -115,6 +115,21 @@ def _read_selection(reftype: str, path: Path) -> _Selection:
         source=path,
         exp_type=str(exp_type).strip("|").upper() if exp_type else ANY,
     )
+
+
+def _served(path: Path, exposures: Iterable[tuple[str, str, str, str]]
+            ) -> dict[str, list[tuple[str, str, str]]]:
+    """instrument -> (detector, subarray, exp type) of every exposure this
+    cache serves: ``exposures`` and those its earlier contexts were given."""
+    import json
+
+    known = {tuple(e) for e in json.loads(path.read_text())} if path.exists() else set()
+    known |= {tuple(str(v).upper() for v in e) for e in exposures}
+    path.write_text(json.dumps(sorted(known)) + "\n")
+    served: dict[str, list[tuple[str, str, str]]] = {}
+    for instrument, detector, subarray, exp_type in sorted(known):
+        served.setdefault(instrument, []).append((detector, subarray, exp_type))
+    return served
 
 
 def _crds_date(useafter: str) -> str:
@@ -164,7 +179,34 @@ def _format(header: dict, selector_text: str) -> str:
     return text.replace("'SHA1SUM'", repr(utils.str_checksum(body)))
 
 
-def _rmap_text(name: str, instrument: str, reftype: str, rows: dict, derived_from: str) -> str:
+# Where the cache keeps the exposures it serves (see build_crds_cache).
+EXPOSURES_FILE = "calstream_exposures.json"
+
+
+def _matches(row: tuple[str, ...], exposure: tuple[str, str, str]) -> bool:
+    """Whether an rmap row (detector, subarray[, exp type]) matches an
+    exposure's (detector, subarray, exp type), as crds matches: 'N/A' is any
+    value, 'A|B' either. A row without an exposure type matches any."""
+    return all(key == ANY or value in key.split("|")
+               for key, value in zip(row, exposure, strict=False))
+
+
+def _unserved(rows: dict, exposures: Iterable[tuple[str, str, str]]) -> list[tuple[str, ...]]:
+    """The exposures no row of a type matches, as rows of their own.
+
+    A synthetic mode writes the references its exposures use; every other
+    type is 'N/A' to them. Where no exposure of the instrument has the type,
+    the imap says so; where another mode of it has one, crds found no match
+    instead and the exposure's pipeline failed: `calstream simulate --modes
+    dhs mosaic` parked every NIRCam image's image2 on the DHS's
+    WAVELENGTHRANGE, and the DHS's spec2 on the images' FLAT. So these get
+    'N/A' rows, as CRDS's own rmaps have. Only the exposures the cache serves:
+    any other still finds no match, as with a reference missing."""
+    return sorted({e for e in exposures if not any(_matches(r, e) for r in rows)})
+
+
+def _rmap_text(name: str, instrument: str, reftype: str, rows: dict, derived_from: str,
+               exposures: Iterable[tuple[str, str, str]] = ()) -> str:
     from crds.jwst import TYPES
 
     def item(field: str, default: str) -> str:
@@ -187,7 +229,8 @@ def _rmap_text(name: str, instrument: str, reftype: str, rows: dict, derived_fro
         "suffix": item("suffix", reftype),
         "text_descr": item("text_descr", reftype),
     }
-    rows = _match_rows(rows)
+    unserved = _unserved(rows, exposures)
+    rows = rows if unserved else _match_rows(rows)  # their exposure type tells them apart
     if len(next(iter(rows))) == 3:
         header["parkey"] = ((*MATCH_KEYS, EXP_TYPE_KEY), USEAFTER_KEYS)
     body = ["selector = Match({\n"]
@@ -196,6 +239,8 @@ def _rmap_text(name: str, instrument: str, reftype: str, rows: dict, derived_fro
         for date in sorted(rows[match]):
             body.append(f"        {date!r} : {rows[match][date]!r},\n")
         body.append("    }),\n")
+    for exposure in unserved:
+        body.append(f"    {exposure!r} : {NOT_APPLICABLE!r},\n")
     body.append("})\n")
     return _format(header, "".join(body))
 
@@ -245,12 +290,16 @@ def build_crds_cache(
     *,
     context_number: int = 1,
     operational: bool = True,
+    exposures: Iterable[tuple[str, str, str, str]] = (),
 ) -> str:
     """Write context ``jwst_<context_number>.pmap`` selecting `references`; return its name.
 
     `references` maps a reference type ("gain", ...) to files; each file's
     header (INSTRUME, DETECTOR, SUBARRAY, USEAFTER) says what it applies to.
-    Every other JWST reference type is 'N/A'. With `operational`, the new
+    Every other JWST reference type is 'N/A'. ``exposures``: (instrument,
+    detector, subarray, exp type) of the files the cache serves, kept in the
+    cache for its later contexts: a type of their instrument that selects
+    none of them is 'N/A' to it (`_unserved`). With `operational`, the new
     context also becomes the cache's default (what crds uses when CRDS_CONTEXT
     is not set); otherwise the previous default stays.
     """
@@ -265,6 +314,7 @@ def build_crds_cache(
     for d in (config_dir, map_dir, ref_dir):
         d.mkdir(parents=True, exist_ok=True)
     (config_dir / "ref_cache_subdir_mode").write_text("flat\n")
+    served = _served(config_dir / EXPOSURES_FILE, exposures)
 
     # instrument -> reftype -> (detector, subarray, exp_type) -> useafter -> cached name
     table: dict[str, dict[str, dict[tuple[str, str], dict[str, str]]]] = {}
@@ -293,7 +343,8 @@ def build_crds_cache(
             derived = (
                 f"{OBSERVATORY}_{instr}_{reftype}_{previous}.rmap" if previous else "calstream"
             )
-            (map_dir / name).write_text(_rmap_text(name, instrument, reftype, rows, derived))
+            (map_dir / name).write_text(_rmap_text(name, instrument, reftype, rows, derived,
+                                                   served.get(instrument, ())))
             selector[reftype] = name
         imap_name = f"{OBSERVATORY}_{instr}_{serial}.imap"
         imap_header = {

@@ -220,9 +220,20 @@ def build_kit(root: Path, spec: ProgramSpec | None = None, *, seed: int = 1,
             for reftype, paths in write_guider_reference_files(root / "references",
                                                                specs["guider"]).items():
                 refs.setdefault(reftype, []).extend(paths)
-        kit.context = build_crds_cache(root / "crds", refs)
+        kit.context = build_crds_cache(root / "crds", refs,
+                                       exposures=map(_selected_by, kit.uncal_files))
         kit.crds_env = offline_crds_env(root / "crds", kit.context)
     return kit
+
+
+def _selected_by(uncal: Path) -> tuple[str, str, str, str]:
+    """What CRDS selects an exposure's references by: instrument, detector,
+    subarray, exposure type (its primary header's)."""
+    from astropy.io import fits
+
+    header = fits.getheader(uncal, 0)
+    return tuple(str(header.get(k) or "N/A").strip()  # type: ignore[return-value]
+                 for k in ("INSTRUME", "DETECTOR", "SUBARRAY", "EXP_TYPE"))
 
 
 def program_specs(spec: ProgramSpec, seed: int, modes: Iterable[str]) -> dict[str, ProgramSpec]:

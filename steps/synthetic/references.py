@@ -76,9 +76,20 @@ def _detector(spec: ProgramSpec, detector: str) -> DetectorReferences:
                               lambda: detector_bias(spec, detector))
 
 
+# The exposure types NIRCam's imaging references serve, as CRDS's own rmaps
+# select them: a shared table valid for any detector must not be picked for
+# another mode's exposure (a DHS grism's photom found the imaging table and
+# failed on its missing 'order' column).
+IMAGING_EXP_TYPES = "NRC_IMAGE|NRC_TSIMAGE|NRC_FLAT|NRC_LED|NRC_WFSC|"
+
+
 def _stamp_shared(model, reftype: str, description: str) -> None:
-    """Stamp a reference valid for any detector and subarray."""
+    """Stamp a reference valid for any detector and subarray (of the imaging
+    modes, where its schema has the keyword: ABVEGAOFFSET's has none, and
+    only image3 asks for it)."""
     stamp_reference(model, "NIRCAM", reftype, description)
+    if "exposure" in model.meta._schema.get("properties", {}):
+        model.meta.exposure.p_exptype = IMAGING_EXP_TYPES
 
 
 def _optics(spec: ProgramSpec) -> dict:
@@ -130,7 +141,7 @@ def _distortion(spec, detector):
         (centre, centre), PIXEL_SCALE, g.aperture, "Synthetic distortion: SIAF linear model",
         meta={"instrument.module": g.module, "instrument.channel": "SHORT",
               "instrument.p_pupil": "ANY|",
-              "exposure.p_exptype": "NRC_IMAGE|NRC_TSIMAGE|NRC_FLAT|NRC_LED|NRC_WFSC|"})
+              "exposure.p_exptype": IMAGING_EXP_TYPES})
 
 
 def _filteroffset(spec, detector, specs=()):
