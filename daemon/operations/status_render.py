@@ -15,14 +15,16 @@ LISTED = 20  # at most this many lines per list; the rest is counted
 
 
 def _ago(t: float | None, now: float) -> str:
-    if not t:
-        return "never"
-    s = max(0.0, now - t)
+    return f"{_duration(now - t)} ago" if t else "never"
+
+
+def _duration(seconds: float) -> str:
+    s = max(0.0, seconds)
     if s < 120:
-        return f"{s:.0f}s ago"
+        return f"{s:.0f}s"
     if s < 7200:
-        return f"{s / 60:.0f}m ago"
-    return f"{s / 3600:.1f}h ago"
+        return f"{s / 60:.0f}m"
+    return f"{s / 3600:.1f}h"
 
 
 def _when(iso: str, now: float) -> str:
@@ -206,8 +208,11 @@ def _planner_metrics(pl: dict[str, Any]) -> list[str]:
         if pl.get("view") is not None:  # /planner answers: the role runs, not decided yet
             return [f"  open associations: {_NOT_YET}"]
         return ["  open associations: not reported (no daemon given runs the planner role)"]
-    return [f"  held exposures (planner metrics): {pl.get('held', 0)} for pointing (oldest "
-            f"{pl.get('oldest_hold_age_seconds', 0) / 3600:.1f} h), "
+    # The age as the other ages here: a hold of a minute read "oldest 0.0 h".
+    held = pl.get("held", 0)
+    oldest = f" (the oldest for {_duration(pl.get('oldest_hold_age_seconds', 0))})" \
+        if held else ""
+    return [f"  held exposures (planner metrics): {held} for pointing{oldest}, "
             f"{pl.get('held_for_direct_image', 0)} WFSS grism(s) for their direct image",
             f"  open associations (planner metrics): {_counts(pl['open_associations'])}"]
 
@@ -220,7 +225,7 @@ def _waiting(st: Status) -> list[str]:
 
 def _missing(stage3: dict[str, Any], tag: str, now: float) -> list[str]:
     missing = stage3.get("missing", {})
-    oldest = (f", the oldest for {stage3.get('oldest_missing_age', 0) / 3600:.1f} h"
+    oldest = (f", the oldest for {_duration(stage3.get('oldest_missing_age', 0))}"
               if missing else "")
     ordered = sorted(missing.items(), key=lambda kv: kv[1]["since"])
     return [f"  missing exposures{tag}: {len(missing)}{oldest}",

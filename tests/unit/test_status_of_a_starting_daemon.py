@@ -36,3 +36,19 @@ def test_a_daemon_waiting_for_crds_is_shown_starting_with_what_it_waits_for():
     assert "  missing exposures: not reported yet (the planner starts, or catches up with " \
            "its history)" in lines
     assert "calstream ?" not in shown and "no daemon given runs the planner" not in shown
+
+
+def test_hold_and_missing_ages_read_as_the_other_ages():
+    """A hold of a minute read "oldest 0.0 h", and a missing exposure's age too."""
+    from calstream.daemon.operations import status_render
+
+    lines = status_render._planner_metrics({"held": 1, "oldest_hold_age_seconds": 63.0,
+                                            "open_associations": {"stage2": 1}})
+    assert lines[0] == ("  held exposures (planner metrics): 1 for pointing (the oldest for "
+                        "63s), 0 WFSS grism(s) for their direct image")
+    assert "oldest" not in status_render._planner_metrics(
+        {"held": 0, "open_associations": {}})[0]
+    missing = status_render._missing({"missing": {"jw1": {"since": 1.0, "candidates": ["c"]}},
+                                      "oldest_missing_age": 3 * 3600.0}, "", 1 + 3 * 3600.0)
+    assert missing[0] == "  missing exposures: 1, the oldest for 3.0h"
+    assert missing[1] == "    jw1  expected since 3.0h ago by c"
