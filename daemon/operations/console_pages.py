@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from calstream.daemon.operations.console_data import PER_STAGE, Observation, Snapshot, by_program
+from calstream.daemon.operations.logs import escape_controls
 from calstream.topics import contract
 
 PAGE_SIZE = 100
@@ -33,7 +34,9 @@ nav a{margin-right:1em} .error{color:#a00}
 
 
 def _e(value: Any) -> str:
-    return escape("" if value is None else str(value))
+    # Control characters as the CLI shows them (a file named with an escape
+    # sequence reached the page raw, invisible): records anyone may write.
+    return escape(escape_controls("" if value is None else str(value), keep_breaks=True))
 
 
 def _link(path: str, text: str, **query: Any) -> str:

@@ -72,8 +72,14 @@ _CONTROL.update({c: f"\\x{c - 0xDC00:02x}" for c in range(0xDC80, 0xDD00)})
 _CONTROL.update({c: f"\\u{c:04x}" for c in (*range(0xD800, 0xDC80), *range(0xDD00, 0xE000))})
 
 
-def escape_controls(text: str) -> str:
-    return text.translate(_CONTROL)
+# For HTML, where a line break or tab is white space like any other.
+_CONTROL_BUT_SPACE = {c: e for c, e in _CONTROL.items() if c not in (ord("\n"), ord("\t"))}
+
+
+def escape_controls(text: str, *, keep_breaks: bool = False) -> str:
+    """``text`` with its control characters and lone surrogates shown as
+    escapes; ``keep_breaks``: line breaks and tabs kept as they are."""
+    return text.translate(_CONTROL_BUT_SPACE if keep_breaks else _CONTROL)
 
 
 class TextFormatter(logging.Formatter):

@@ -169,3 +169,16 @@ def test_a_dead_letter_whose_reason_holds_a_lone_surrogate_still_shows_the_page(
     page = console_pages.index(Snapshot(time.time(), "live", {}, None, ["live"], "live", [],
                                         [letter], None))
     assert b"x\\ud800" in page
+
+
+def test_a_file_named_with_an_escape_sequence_shows_it_escaped_as_the_cli_does():
+    """A dead letter for a file named "jw\\x1b[31m..." put the ESC on the page
+    raw (invisible, and no character HTML allows); its reason, already
+    escaped by the watcher, read "\\x1b". A traceback's line breaks stay."""
+    letter = {"emitted_at": "2026-11-24T06:00:00Z", "stage": "watcher", "category": "bad_file",
+              "reason": "a\nb\x07", "attempts": 0, "exposure_id": None,
+              "path": "/inbox/jw\x1b[31mred_uncal.fits"}
+    page = console_pages.index(Snapshot(time.time(), "live", {}, None, ["live"], "live", [],
+                                        [letter], None)).decode()
+    assert "jw\\x1b[31mred_uncal.fits" in page and "a\nb\\x07" in page
+    assert not [c for c in page if ord(c) < 0x20 and c not in "\n\t"]
