@@ -72,3 +72,10 @@ def test_a_taken_metrics_port_is_one_line(nobody, tmp_path, capsys):
     _one_line(capsys.readouterr().err, cause=f"metrics_address {address}: the operations "
                                              "endpoint cannot listen there")
     assert not (tmp_path / "deployment.json").exists()
+
+
+def test_status_of_a_work_dir_no_daemon_runs_with_says_so(tmp_path, capsys):
+    """`calstream status --work-dir TYPO` read the default endpoint, the
+    summary of whatever daemon held it, and exited 0 with "broker (none)"."""
+    assert main(["status", "--work-dir", str(tmp_path / "typo"), "--timeout", "1"]) == 1
+    _one_line(capsys.readouterr().err, cause="no daemon is recorded in")

@@ -10,7 +10,7 @@ import sys
 
 import anyio
 
-from calstream.daemon.operations import logs
+from calstream.daemon.operations import deployment, logs
 from calstream.daemon.operations.cli.registry import BROKER_FLAGS, command, deployment_config
 from calstream.daemon.operations.status_collection import collect, default_metrics_url
 from calstream.daemon.operations.status_render import printable
@@ -41,6 +41,16 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     cfg = deployment_config(args)
     logs.setup(args.log_level, False)
+    if args.work_dir is not None and not cfg.kafka_bootstrap and not args.metrics_url \
+            and deployment.read(cfg.work_dir) is None:
+        # A work dir no daemon runs with (a typo, a stopped one): the default
+        # endpoint answered for whatever daemon held it, and the summary
+        # said nothing of the mix-up (exit 0, "broker (none)").
+        print(f"calstream: no daemon is recorded in {deployment.record_path(cfg.work_dir)}: "
+              "none runs with this work dir (a clean stop removes the record); give "
+              "--kafka-bootstrap and --metrics-url to read a deployment another way",
+              file=sys.stderr)
+        return 1
     if logging.getLogger().level > logging.DEBUG:
         # A broker that cannot be reached is reported in the summary itself.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
