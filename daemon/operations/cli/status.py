@@ -47,9 +47,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         # endpoint answered for whatever daemon held it, and the summary
         # said nothing of the mix-up (exit 0, "broker (none)").
         print(f"calstream: no daemon is recorded in {deployment.record_path(cfg.work_dir)}: "
-              "none runs with this work dir (a clean stop removes the record); give "
-              "--kafka-bootstrap and --metrics-url to read a deployment another way",
-              file=sys.stderr)
+              "none runs with this work dir (a clean stop removes the record), or it cannot "
+              "write there (a read-only or full work dir); give --kafka-bootstrap and "
+              "--metrics-url to read a deployment another way", file=sys.stderr)
         return 1
     if logging.getLogger().level > logging.DEBUG:
         # A broker that cannot be reached is reported in the summary itself.
