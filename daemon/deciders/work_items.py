@@ -14,6 +14,7 @@ from typing import Any
 from calstream.daemon.deciders.namespaces import LIVE
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.routing import level1_pipeline
+from calstream.steps.routing_terms import PIPELINE_CLASSES
 from calstream.steps.step_parameters import StepParameters
 
 DETECTOR1_PIPELINE = "calwebb_detector1"
@@ -51,10 +52,14 @@ class WorkItem:
 
 
 def pipeline_of(stage: str, message: dict | None) -> str:
-    """The pipeline a stage's message asks for ("unknown" for an undecodable one)."""
+    """The pipeline a stage's message asks for ("unknown" for an undecodable
+    one, or one that names no pipeline of jwst's). A metric's label: a
+    forged work order's own text there was a new series per record, of up to
+    a megabyte each, kept for the daemon's life."""
     if stage == "detector1":
         return level1_pipeline(message["header"]) if message else DETECTOR1_PIPELINE
-    return message["pipeline"] if message else "unknown"
+    asked = message.get("pipeline") if message else None
+    return asked if type(asked) is str and asked in PIPELINE_CLASSES else "unknown"
 
 
 def detector1_steps(configured: StepParameters, arrival: dict,

@@ -105,6 +105,17 @@ def test_metrics_name_the_routed_pipeline():
     assert pipeline_of("detector1", None) == "calwebb_detector1"
 
 
+def test_a_forged_work_order_s_pipeline_is_no_metric_label():
+    """A work order naming no pipeline of jwst's is dead-lettered, and was
+    counted under its own text: a new label series per forged record, of up
+    to a megabyte, kept for the daemon's life."""
+    assert pipeline_of("stage2", {"pipeline": "calwebb_image2"}) == "calwebb_image2"
+    assert pipeline_of("stage3", {"pipeline": "calwebb_coron3"}) == "calwebb_coron3"
+    for forged in ("x" * 100_000, "calwebb_image2 ", "", None, ["calwebb_image2"]):
+        assert pipeline_of("stage2", {"pipeline": forged}) == "unknown"
+    assert pipeline_of("stage2", None) == "unknown"
+
+
 def test_dark_and_guider_products_are_made_from_inbox_files():
     assert arrival_product_stages() == ("detector1", "dark", "guider")
     headers = {"dark": synthetic_header("NIRCAM", "NRC_DARK", PROGRAM="01234", OBSERVTN="001",
