@@ -83,12 +83,12 @@ def _detector(spec: ProgramSpec, detector: str) -> DetectorReferences:
 IMAGING_EXP_TYPES = "NRC_IMAGE|NRC_TSIMAGE|NRC_FLAT|NRC_LED|NRC_WFSC|"
 
 
-def _stamp_shared(model, reftype: str, description: str) -> None:
-    """Stamp a reference valid for any detector and subarray (of the imaging
-    modes, where its schema has the keyword: ABVEGAOFFSET's has none, and
-    only image3 asks for it)."""
+def _stamp_shared(model, reftype: str, description: str, *, by_exp_type: bool = True) -> None:
+    """Stamp a reference valid for any detector and subarray of the imaging
+    modes (``by_exp_type=False``: of any mode, for a schema without the
+    keyword: ABVEGAOFFSET's, which only image3 asks for)."""
     stamp_reference(model, "NIRCAM", reftype, description)
-    if "exposure" in model.meta._schema.get("properties", {}):
+    if by_exp_type:
         model.meta.exposure.p_exptype = IMAGING_EXP_TYPES
 
 
@@ -199,7 +199,8 @@ def _abvegaoffset(spec, detector, specs=()):
             "abvega_offset": np.full(len(elements), ABVEGA, dtype=np.float32),
         }
     )
-    _stamp_shared(model, "abvegaoffset", "Synthetic AB minus Vega magnitude offsets")
+    _stamp_shared(model, "abvegaoffset", "Synthetic AB minus Vega magnitude offsets",
+                  by_exp_type=False)
     return model
 
 
