@@ -17,6 +17,14 @@ Each table is checked when the configuration loads, against the pipelines'
 own step and parameter specs (`pipeline_catalog`): an unknown pipeline,
 step, parameter, EXP_TYPE or program, a value of the wrong type, is a
 configuration error naming it, never a dead letter per exposure later.
+
+A few parameters every step has are calstream's, not the configuration's
+(`OWNED_BY_CALSTREAM`): where a run reads and writes and what its files are
+called (a product written elsewhere, or named with a "/", would never reach
+the product store, which seals and publishes the run's own directory), and
+stpipe's hooks, which run any command or function after a step. The same
+check refuses them in a work order (deciders/order_parameters.py), where a
+forged one made a worker run a shell command.
 """
 
 from __future__ import annotations
@@ -31,11 +39,14 @@ from typing import Any
 from calstream.steps.pipeline_catalog import catalog, common_parameters, parameter_spec
 from calstream.steps.routing_terms import INSTRUMENT_OF
 
-__all__ = ["StepParameters", "merge_steps", "parse_by_exp_type", "parse_by_program",
-           "parse_pipeline_steps"]
+__all__ = ["OWNED_BY_CALSTREAM", "StepParameters", "merge_steps", "parse_by_exp_type",
+           "parse_by_program", "parse_pipeline_steps"]
 
 Steps = dict[str, dict[str, Any]]
 _PROGRAM = re.compile(r"^[0-9]{5}$")
+
+OWNED_BY_CALSTREAM = frozenset({"input_dir", "output_dir", "output_file", "output_ext", "suffix",
+                                "pre_hooks", "post_hooks"})
 
 
 def merge_steps(base: Mapping[str, Mapping[str, Any]] | None,
@@ -108,6 +119,13 @@ def parse_pipeline_steps(value: Any, where: str = "steps") -> Steps:
                 raise ValueError(f"{where}.{pipeline}: step {step!r}: expected a table of "
                                  f"parameters, got {pars!r}")
             for name, par in pars.items():
+                if name in ("pre_hooks", "post_hooks"):
+                    raise ValueError(f"{at}.{name}: calstream runs no hooks (stpipe runs "
+                                     "the command or function a hook names)")
+                if name in OWNED_BY_CALSTREAM:
+                    raise ValueError(f"{at}.{name}: calstream sets where a run reads and "
+                                     "writes and what its files are called (a product "
+                                     "made elsewhere would bypass the product store)")
                 spec = parameter_spec(pipeline, step, name)
                 if spec is None:
                     names = {**common_parameters(), **specs[step]}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from calstream.daemon.deciders.namespaces import LIVE, BadNamespace, check_namespace
+from calstream.daemon.deciders.order_parameters import steps_problem
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.steps.routing_terms import PIPELINE_CLASSES
 from calstream.topics.contract import MAX_INTEGER_DIGITS
@@ -222,8 +223,8 @@ def work_order_problem(order: dict, stage: str, input_namespaces: list[str | Non
         return bad_input(f"version {str(order.get('version'))[:40]} is not a whole number "
                          f"of 1 to {MAX_INTEGER_DIGITS} digits",
                          exposure_id=order.get("exposure_id"))
-    problem = (association_problem(order, stage) or namespace_problem(order, input_namespaces)
-               or _inputs_problem(inputs, products))
+    problem = (association_problem(order, stage) or steps_problem(order)
+               or namespace_problem(order, input_namespaces) or _inputs_problem(inputs, products))
     if problem:
         return bad_input(problem, exposure_id=order.get("exposure_id"))
     return None

@@ -112,7 +112,10 @@ def detector1_item(arrival: dict, *, task: str, steps: dict[str, Any], key: str,
         replay=replay)
 
 
-def work_order_item(order: dict, *, stage: str, task: str, key: str, record: Any) -> WorkItem:
+def work_order_item(order: dict, *, stage: str, task: str, key: str, record: Any,
+                    steps: dict[str, Any]) -> WorkItem:
+    """``steps``: the step parameters this daemon's configuration gives the
+    order (order_parameters.run_steps), which the run takes, not the order's copy."""
     asn = order["association"]
     members = sorted((m["exptype"], Path(m["expname"]).name)
                      for p in asn.get("products", []) for m in p.get("members", []))
@@ -120,7 +123,9 @@ def work_order_item(order: dict, *, stage: str, task: str, key: str, record: Any
                                     "header", "pointing_quality", "pointing_provisional",
                                     "releases", "degraded")
               if order.get(k) is not None}
-    parameters = order.get("parameters", {})
+    parameters = {k: v for k, v in (order.get("parameters") or {}).items() if k != "steps"}
+    if steps:  # absent when nothing is configured, as the planner writes it
+        parameters["steps"] = steps
     fields["association"] = {"asn_id": asn.get("asn_id"), "asn_rule": asn.get("asn_rule"),
                              "degraded_status": asn.get("degraded_status"),
                              "members": [{"exptype": e, "expname": n} for e, n in members]}
@@ -129,12 +134,12 @@ def work_order_item(order: dict, *, stage: str, task: str, key: str, record: Any
         task_kwargs={"pipeline": order["pipeline"], "association": asn,
                      "asn_filename": order.get("association_path") or
                      f"{order['product_name']}_{stage}_asn.json",
-                     "steps": parameters.get("steps", {}),
+                     "steps": steps,
                      "corrections": parameters.get("pointing_corrections"),
                      "annotation": parameters.get("annotation")},
         program=order["program"], observation=order.get("observation") or "000",
         name=order["product_name"], inputs=order.get("inputs", []),
-        parameters={**order.get("parameters", {}), "members": members},
+        parameters={**parameters, "members": members},
         event_fields=fields, arrived_at=order.get("arrived_at"), key=key, record=record,
         crds_context=order.get("crds_context") or (order.get("replay") or {}).get("crds_context"),
         namespace=order.get("namespace") or LIVE,

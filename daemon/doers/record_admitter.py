@@ -15,6 +15,7 @@ import anyio
 
 from calstream.daemon.deciders import admission
 from calstream.daemon.deciders.admission import ExposureFacts, FileFacts, Roots, Verdict
+from calstream.daemon.deciders.order_parameters import differing_steps, run_steps
 from calstream.daemon.deciders.pointing_gate import exposure_of_input, planned_inputs_problem
 from calstream.daemon.deciders.work_items import (
     WorkItem,
@@ -163,5 +164,14 @@ class RecordAdmitter:
                                   steps=detector1_steps(configured, message),
                                   key=key, record=record, pipelines=self.stage.pipelines,
                                   other_steps=lambda p: detector1_steps(configured, message, p))
+        steps = run_steps(self.cfg.step_parameters(), message)
+        differing = differing_steps((message.get("parameters") or {}).get("steps"), steps)
+        if differing:
+            shown = ", ".join(differing[:10]) + (f" and {len(differing) - 10} more"
+                                                 if len(differing) > 10 else "")
+            log.warning("%s: the work order asks for other step parameters than this daemon's "
+                        "configuration gives it (%s): running it with the configured ones",
+                        message["product_name"], shown[:600],
+                        extra={"stage": self.stage.name})
         return work_order_item(message, stage=self.stage.name, task=self.stage.task, key=key,
-                               record=record)
+                               record=record, steps=steps)

@@ -106,6 +106,11 @@ def semantic(templates: dict[str, dict[str, Any]], *, sentinel: Path, inbox: Pat
     asn3_escape = copy.deepcopy(order3["association"])
     for member in asn3_escape["products"][0]["members"]:
         member["expname"] = escape + "/" + Path(member["expname"]).name
+    # stpipe honours hooks (a shell command run after the step) and output_dir
+    # in the step parameters an order carries (deciders/order_parameters.py).
+    hooked = {"assign_wcs": {"post_hooks": [f"touch {escape}"]}}
+    hooked3 = {"tweakreg": {"pre_hooks": [f"touch {escape}"]}}
+    written_elsewhere = {"flat_field": {"output_dir": str(sentinel), "save_results": True}}
     out_escape = [dict(o, path="/etc/passwd") for o in product["outputs"]]
     out_traversal = [dict(o, path=o["path"] + "/../" * 12 + escape[1:]) for o in product["outputs"]]
     items = [
@@ -133,6 +138,10 @@ def semantic(templates: dict[str, dict[str, Any]], *, sentinel: Path, inbox: Pat
         ("work.stage2", "stage-3 order on the stage-2 topic", _with(order2, stage="stage3")),
         ("work.stage2", "order for a pipeline that does not exist",
          _with(order2, pipeline="calwebb_evil")),
+        ("work.stage2", "order whose step parameters run a shell command",
+         _with(order2, parameters={**order2.get("parameters", {}), "steps": hooked})),
+        ("work.stage2", "order whose step parameters write outside the store",
+         _with(order2, parameters={**order2.get("parameters", {}), "steps": written_elsewhere})),
 
         ("work.stage2.replay", "replay order with live inputs and no replay",
          _with(order2, priority="replay", namespace="evil2")),
@@ -141,6 +150,8 @@ def semantic(templates: dict[str, dict[str, Any]], *, sentinel: Path, inbox: Pat
         ("work.stage3", "stage-3 order without members",
          _with(order3, association=_with(order3["association"], products=[]))),
         ("work.stage3", "stage-2 order on the stage-3 topic", _with(order3, stage="stage2")),
+        ("work.stage3", "stage-3 order whose step parameters run a shell command",
+         _with(order3, parameters={**order3.get("parameters", {}), "steps": hooked3})),
         ("work.stage3.replay", "stage-3 replay order without a replay",
          _with(order3, priority="replay", namespace="evil3")),
         ("products", "product with no inputs", _with(product2, inputs=[], event_id="3" * 64)),

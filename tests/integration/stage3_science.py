@@ -179,7 +179,7 @@ def check_absolute_alignment(kit, seed: int, members, directory: Path) -> None:
     from jwst.pipeline import Image3Pipeline
     from stdatamodels.jwst.datamodels import ImageModel
 
-    from calstream.daemon.deciders.order_parameters import order_parameters
+    from calstream.daemon.deciders.order_parameters import order_parameters, run_steps
     from calstream.daemon.deciders.work_items import work_order_item
     from calstream.daemon.operations import embedded_default
     from calstream.daemon.operations.config import load
@@ -203,7 +203,8 @@ def check_absolute_alignment(kit, seed: int, members, directory: Path) -> None:
     order = {"association": asn, "pipeline": "calwebb_image3", "product_name": name,
              "program": "01234", "parameters": parameters, "inputs": [],
              "association_path": association_filename(asn)}
-    item = work_order_item(order, stage="stage3", task="", key="", record=None)
+    item = work_order_item(order, stage="stage3", task="", key="", record=None,
+                           steps=run_steps(load(None, env={}).step_parameters(), order))
     # The embedded default (offline) would switch the alignment off, visibly.
     embedded = load(embedded_default.write(directory), env={}).step_parameters()
     assert order_parameters(embedded, "calwebb_image3", science={"exp_type": "NRC_IMAGE"},

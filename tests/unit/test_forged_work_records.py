@@ -330,8 +330,9 @@ def _inside(path, root) -> bool:
 
 
 async def _handle(world: World, stage_name: str, body: dict, replay: bool, offset: int,
-                  raw: bytes | None = None) -> str:
-    """One record through the admitter: "invalid", "refused", "stale" or "run"."""
+                  raw: bytes | None = None, configured: bool = False) -> str:
+    """One record through the admitter: "invalid", "refused", "stale" or "run".
+    ``configured``: the world's configuration sets step parameters."""
     runner, producer, pool = world.runner, world.producer, world.pool
     sent, items = len(producer.sent), len(runner.items)
     dirs, written, cwds = len(pool.output_dirs), len(pool.written), len(pool.cwds)
@@ -348,6 +349,10 @@ async def _handle(world: World, stage_name: str, body: dict, replay: bool, offse
         assert dead[0]["category"] in ("invalid_message", "bad_input")
         return "invalid" if dead[0]["category"] == "invalid_message" else "refused"
     (item,) = runner.items[items:]
+    if item.stage in ("stage2", "stage3") and not configured:
+        # Nothing is configured here: whatever steps a message asks for, the
+        # run is given none (deciders/order_parameters.py).
+        assert item.task_kwargs["steps"] == {} and "steps" not in item.parameters, body
     products = world.cfg.products
     roots = world.cfg.allowed_roots if item.stage in ("detector1", "dark", "guider") \
         else [products]
@@ -423,3 +428,71 @@ async def test_the_messages_as_made_are_run(tmp_path):
     for n, body in enumerate(world.orders):
         assert await _handle(world, body["stage"], body, bool(body.get("replay")), n) == "run"
 
+
+
+def _first_step(pipeline: str) -> str:
+    from calstream.steps.pipeline_catalog import catalog
+
+    return next(iter(catalog()[pipeline]["steps"]))
+
+
+# Step parameters stpipe would honour that no configuration gives: a hook runs
+# a command or a function after the step (a forged order made a worker run a
+# shell command); output_dir, suffix and the like put products outside the store.
+NEVER_CONFIGURED = {
+    "a hook running a shell command": lambda s, out: {s: {"post_hooks": [f"touch {out}/hooked"]}},
+    "a hook naming a function": lambda s, out: {s: {"pre_hooks": ["os.system"]}},
+    "products written elsewhere": lambda s, out: {s: {"output_dir": str(out),
+                                                      "save_results": True}},
+    "a suffix climbing out": lambda s, out: {s: {"suffix": "../../../x", "save_results": True}},
+    "a step the pipeline does not have": lambda s, out: {"no_such_step": {"skip": True}},
+    "a parameter the step does not have": lambda s, out: {s: {"no_such_parameter": 1}},
+    "a value of the wrong type": lambda s, out: {s: {"skip": "yes"}},
+}  # (steps or a step that is no table: the contract's schema refuses them)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("how", NEVER_CONFIGURED)
+async def test_a_work_order_asking_for_step_parameters_no_configuration_gives_is_refused(
+        tmp_path, how):
+    world = _world(tmp_path)
+    elsewhere = world.tmp / "elsewhere"
+    for n, order in enumerate(world.orders):
+        steps = NEVER_CONFIGURED[how](_first_step(order["pipeline"]), elsewhere)
+        forged = copy.deepcopy(order)
+        forged["parameters"] = {**forged.get("parameters", {}), "steps": steps}
+        sent = len(world.producer.sent)
+        outcome = await _handle(world, order["stage"], forged, bool(order.get("replay")), n)
+        assert outcome == "refused", (how, order["stage"])
+        [(_, letter)] = world.producer.sent[sent:]
+        assert "step parameters no configuration gives" in letter["reason"], letter["reason"]
+    assert not (elsewhere / "hooked").exists()
+
+
+@pytest.mark.anyio
+async def test_a_work_order_runs_with_its_stage_s_configured_step_parameters(tmp_path, caplog):
+    world = _world(tmp_path)
+    # Well-formed parameters other than the configuration's: an order planned
+    # under an earlier configuration, replayed, or by a planner whose
+    # configuration was rolled out first. The run takes this daemon's.
+    for n, order in enumerate(world.orders):
+        asked = {_first_step(order["pipeline"]): {"skip": True}}
+        forged = dict(order, parameters={**order.get("parameters", {}), "steps": asked})
+        assert await _handle(world, order["stage"], forged, bool(order.get("replay")), n) == "run"
+        assert world.runner.items[-1].task_kwargs["steps"] == {}
+    assert caplog.text.count("running it with the configured ones") == len(world.orders)
+    assert f"({_first_step(world.orders[0]['pipeline'])}.skip)" in caplog.text
+
+    # A stage configured otherwise than the planner that made the orders.
+    world.cfg = load(None, env={"CALSTREAM_STEPS": "{calwebb_image2 = {resample = {skip = true}}}"},
+                     flags={"work_dir": world.tmp / "work"})
+    image2 = [o for o in world.orders if o["pipeline"] == "calwebb_image2"]
+    assert image2
+    for n, order in enumerate(image2):
+        offset = 1000 + n
+        assert await _handle(world, order["stage"], order, bool(order.get("replay")), offset,
+                             configured=True) == "run"
+        item = world.runner.items[-1]
+        assert item.task_kwargs["steps"] == {"resample": {"skip": True}}
+        # What the run is given is what its work id and product event say.
+        assert item.parameters["steps"] == item.task_kwargs["steps"]

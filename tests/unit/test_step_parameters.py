@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from calstream.daemon.deciders.order_parameters import order_parameters
+from calstream.daemon.deciders.order_parameters import order_parameters, run_steps
 from calstream.daemon.deciders.work_items import detector1_steps, work_order_item
 from calstream.daemon.operations import embedded_default
 from calstream.daemon.operations.config import ConfigError, load
@@ -79,6 +79,19 @@ def test_a_bad_table_is_a_configuration_error_naming_it(tmp_path, text, message)
         _load(tmp_path, text)
 
 
+@pytest.mark.parametrize("setting", [
+    "output_dir = '/elsewhere'", "output_file = 'x'", "input_dir = '/elsewhere'",
+    "suffix = '../../x'", "output_ext = '/../x'", "pre_hooks = ['touch /tmp/x']",
+    "post_hooks = ['os.system']"])
+def test_where_a_run_writes_and_hooks_are_calstream_s_not_the_configuration_s(tmp_path, setting):
+    # A product written elsewhere (or named with a "/") never reaches the
+    # store, which seals and publishes the run's own directory; a hook runs
+    # whatever it names after the step.
+    with pytest.raises(ConfigError, match=r"steps.calwebb_image2.flat_field.\w+: calstream "
+                                          r"(sets where a run reads and writes|runs no hooks)"):
+        _load(tmp_path, f"[steps.calwebb_image2.flat_field]\n{setting}\n")
+
+
 def test_every_step_takes_the_common_parameters(tmp_path):
     cfg = _load(tmp_path, "[steps.calwebb_spec2.resample_spec]\nskip = true\n"
                           "[steps.calwebb_detector1.ipc]\nskip = true\n")
@@ -126,7 +139,9 @@ def test_orders_carry_the_configured_steps_and_the_run_passes_them(tmp_path):
                           for o in stage2)
     [order] = orders
     assert order["parameters"] == {"steps": {"tweakreg": {"abs_refcat": "", "searchrad": 1.5}}}
-    item = work_order_item(order.body, stage="stage3", task="t", key="", record=None)
+    # The stage runs it with its own configuration's parameters, which are the order's.
+    item = work_order_item(order.body, stage="stage3", task="t", key="", record=None,
+                           steps=run_steps(configured, order.body))
     assert item.task_kwargs["steps"] == {"tweakreg": {"abs_refcat": "", "searchrad": 1.5}}
     # The parameters are part of the run's identity (steps/provenance.py).
     assert item.parameters["steps"] == item.task_kwargs["steps"]
