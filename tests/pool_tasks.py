@@ -34,6 +34,20 @@ def chatty(message):
     return message
 
 
+def prints_a_traceback(message):
+    """As crds does for a reference its cache lacks: traceback.print_exc()."""
+    import sys
+    import traceback
+
+    try:
+        raise FileNotFoundError(message)
+    except FileNotFoundError:
+        traceback.print_exc()
+    print(f"stdout: {message}")
+    print(f"stderr: {message}", file=sys.stderr)
+    return message
+
+
 def rendezvous(directory, me, other, timeout=120):
     """Arrive, then wait until ``other`` has arrived too: both return only if
     they were running at the same time (a pool running them one after the

@@ -143,15 +143,25 @@ def _worker_logging() -> None:
 
 @contextlib.contextmanager
 def _task_log(path: str | None):
+    """The task's log records, and what its libraries print, go to ``path``.
+
+    Printed output too: crds prints a whole traceback to stderr for every
+    reference lookup that misses its cache (``traceback.print_exc``), some
+    1,500 lines a run, and a run parked on such a fault is tried again every
+    half minute: on the daemon's stderr that was ~3,000 lines a minute, all
+    night. The daemon's log keeps its own line about the failure; this
+    worker's warnings and errors still reach it (their handler holds the
+    real stderr)."""
     if not path:
         yield
         return
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    try:
-        yield
-    finally:
-        logging.getLogger().removeHandler(handler)
-        handler.close()
+    with open(path, "w", encoding="utf-8", errors="backslashreplace", buffering=1) as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        try:
+            with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
+                yield
+        finally:
+            logging.getLogger().removeHandler(handler)

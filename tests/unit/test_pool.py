@@ -112,6 +112,26 @@ async def test_each_task_logs_to_its_own_file(tmp_path):
     assert "some.pipeline: second" in second
 
 
+@pytest.mark.anyio
+async def test_what_a_task_prints_goes_to_its_log_not_the_daemon_s(tmp_path, capfd):
+    pool = make_pool()
+    log = tmp_path / "logs" / "run.log"
+    try:
+        await pool.run("tests.pool_tasks:prints_a_traceback", {"message": "no mapping"},
+                       timeout=30, log_path=str(log))
+        # Without a log of its own, a task's output stays on the worker's stderr.
+        await pool.run("tests.pool_tasks:prints_a_traceback", {"message": "unlogged"},
+                       timeout=30)
+    finally:
+        pool.close()
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "FileNotFoundError: no mapping" in text
+    assert "stdout: no mapping" in text and "stderr: no mapping" in text
+    out, err = capfd.readouterr()
+    assert "no mapping" not in out + err
+    assert "stderr: unlogged" in err
+
+
 async def until(condition, timeout: float = 60.0) -> None:
     """Until ``condition()`` holds: the pool's state, not a sleep, orders a test's steps."""
     with anyio.fail_after(timeout):
