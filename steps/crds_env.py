@@ -154,3 +154,28 @@ def _context_from_crds(quiet: bool) -> str:
             f"CRDS_PATH={os.environ.get('CRDS_PATH') or '(unset)'}") from None
     finally:
         crds_log.setLevel(level)
+
+
+def serverless(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether crds works from its cache alone here: nothing it lacks can be fetched."""
+    environ = os.environ if environ is None else environ
+    url = environ.get("CRDS_SERVER_URL") or _CRDS_DEFAULT_URL
+    return environ.get("CRDS_MODE") == "local" or "serverless" in url
+
+
+def unavailable_context(context: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """Why the pipeline mapping ``context`` (``jwst_0002.pmap``) cannot be used
+    here, or None. Only a server-less crds knows before a run: its cache
+    either has the mapping or never will by itself (with a server, crds
+    downloads what the cache lacks, and a server down is for a run to wait
+    out). ``context`` must already be a context's name (a plain file name)."""
+    environ = os.environ if environ is None else environ
+    if not serverless(environ) or not environ.get("CRDS_PATH"):
+        return None
+    mappings = Path(environ.get("CRDS_MAPPATH") or Path(environ["CRDS_PATH"]) / "mappings")
+    if (mappings / OBSERVATORY / context).is_file():
+        return None
+    have = sorted(p.name for p in (mappings / OBSERVATORY).glob(f"{OBSERVATORY}_*.pmap"))
+    return (f"CRDS context {context} is not in the CRDS cache {environ['CRDS_PATH']}, and CRDS "
+            f"is server-less here (sync it: crds sync --contexts {context}); the cache has "
+            f"{', '.join(have[-5:]) or 'no context'}")

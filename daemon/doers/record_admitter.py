@@ -30,6 +30,7 @@ from calstream.daemon.doers.product_store import OutsideRoot
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.operations.config import Config
 from calstream.daemon.stages import Stage
+from calstream.steps.crds_env import unavailable_context
 from calstream.steps.exposure import BadExposure
 from calstream.topics import contract
 
@@ -58,6 +59,18 @@ def _exposure(path_text: str) -> ExposureFacts:
         return ExposureFacts(exposure_of(path).header, path.stat().st_size)
     except (BadExposure, OSError) as exc:
         return ExposureFacts({}, -1, str(exc))
+
+
+def _context_problem(message: contract.Message, context: str | None) -> Verdict | None:
+    """A replay's CRDS context that this daemon's cache lacks for good (a
+    server-less crds), which no retry fixes: refused before any run. (It was
+    taken for CRDS being down: parked, tried every half minute, forever.)
+    ``context`` has passed the admission's name checks."""
+    missing = unavailable_context(context) if context is not None else None
+    if missing is None:
+        return None
+    return admission.bad_input(f"{missing}; redrive it once the cache has it",
+                               exposure_id=message.get("exposure_id"))
 
 
 def _roots(roots: list[Path]) -> Roots:
@@ -136,6 +149,9 @@ class RecordAdmitter:
             if problem:
                 return problem, message
             message = contract.Message(message.type, {**message.body, "header": exposure.header})
+            problem = _context_problem(message, (message.get("replay") or {}).get("crds_context"))
+            if problem:
+                return problem, message
             # The watcher of this daemon has usually just hashed it (digest_memo.py).
             return admission.arrival_staleness(
                 message, digest_of(Path(message["path"]))), message
@@ -152,6 +168,10 @@ class RecordAdmitter:
         problem = planned_inputs_problem(message.body, {
             i["path"]: pointing_of(i["path"]) for i in inputs
             if exposure_of_input(i["path"]) is not None})
+        if problem:
+            return problem, message
+        problem = _context_problem(message, message.get("crds_context") or (
+            message.get("replay") or {}).get("crds_context"))
         if problem:
             return problem, message
         return admission.work_order_staleness(

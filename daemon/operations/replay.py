@@ -46,6 +46,7 @@ from calstream.daemon.doers.message_sender import send_messages
 from calstream.daemon.doers.product_store import ProductStore, check_namespace
 from calstream.daemon.doers.replay_source import scan
 from calstream.daemon.operations.config import Config, ConfigError
+from calstream.steps.crds_env import unavailable_context
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
@@ -59,6 +60,11 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
     if crds_context is not None and not is_context_name(crds_context):
         raise ConfigError(f"--crds-context {crds_context!r} is not a context name "
                           "(e.g. jwst_1535.pmap)")
+    # Asked of this command's CRDS settings, which are the deployment's when
+    # run beside it (crds.env); the daemons check again as they admit each item.
+    missing = unavailable_context(crds_context) if crds_context is not None else None
+    if missing:
+        raise ConfigError(f"--crds-context: {missing}")
     topics = Topics(cfg.topic_prefix)
     src_logical, dst_logical, kind = SOURCES[source]
     src, dst = topics.name(src_logical), topics.name(dst_logical)

@@ -93,6 +93,17 @@ async def test_replay_into_a_namespace_with_another_context_then_again_then_prom
         assert all(i in dry.stdout for i in ids)
         assert not [m for m in await read_all(cfg, ["replay"])]
 
+        # A context the server-less cache lacks is refused before anything is
+        # published (each item would fail its run for good).
+        missing = await anyio.to_thread.run_sync(lambda: cli(
+            cfg, "replay", "--namespace", NAMESPACE, "--crds-context", "jwst_9999.pmap",
+            "--program", "01234"))
+        assert missing.returncode == 2, missing.stderr
+        assert "jwst_9999.pmap is not in the CRDS cache" in missing.stderr
+        # (read_all's own markers of the check above are all it finds)
+        assert not [m for m in await read_all(cfg, ["replay"])
+                    if isinstance(m, contract.Message)]
+
         # 1. The replay: its report says what it covered.
         done = await anyio.to_thread.run_sync(lambda: cli(
             cfg, "replay", "--namespace", NAMESPACE, "--crds-context", second_context,

@@ -496,3 +496,37 @@ async def test_a_work_order_runs_with_its_stage_s_configured_step_parameters(tmp
         assert item.task_kwargs["steps"] == {"resample": {"skip": True}}
         # What the run is given is what its work id and product event say.
         assert item.parameters["steps"] == item.task_kwargs["steps"]
+
+
+@pytest.mark.anyio
+async def test_a_replay_naming_a_context_the_server_less_cache_lacks_is_refused(
+        tmp_path, monkeypatch):
+    # Taken for CRDS being down, such an item was parked and run again every
+    # half minute, forever: a cache without a server never gets a mapping by itself.
+    world = _world(tmp_path)
+    cache = tmp_path / "crds"
+    (cache / "mappings" / "jwst").mkdir(parents=True)
+    (cache / "mappings" / "jwst" / "jwst_0001.pmap").write_text("header = {}\n")
+    monkeypatch.setenv("CRDS_PATH", str(cache))
+    monkeypatch.setenv("CRDS_MODE", "local")
+    replayed = [("detector1", a) for a in world.arrivals if a.get("replay")] + \
+        [(o["stage"], o) for o in world.orders if o.get("replay")]
+    assert {m["replay"]["crds_context"] for _, m in replayed} == {"jwst_0002.pmap"}
+    for n, (stage_name, body) in enumerate(replayed):
+        sent = len(world.producer.sent)
+        assert await _handle(world, stage_name, body, True, n) == "refused"
+        [(_, letter)] = world.producer.sent[sent:]
+        assert letter["reason"].startswith(
+            f"CRDS context jwst_0002.pmap is not in the CRDS cache {cache}, and CRDS is "
+            "server-less here"), letter["reason"]
+        assert "the cache has jwst_0001.pmap" in letter["reason"]
+    # Once the cache has it (an operator synced it), the same records run.
+    (cache / "mappings" / "jwst" / "jwst_0002.pmap").write_text("header = {}\n")
+    for n, (stage_name, body) in enumerate(replayed):
+        assert await _handle(world, stage_name, body, True, 100 + n) == "run"
+    # With a server, crds fetches what its cache lacks: nothing to judge before a run.
+    (cache / "mappings" / "jwst" / "jwst_0002.pmap").unlink()
+    monkeypatch.setenv("CRDS_MODE", "auto")
+    monkeypatch.setenv("CRDS_SERVER_URL", "https://jwst-crds.stsci.edu")
+    for n, (stage_name, body) in enumerate(replayed):
+        assert await _handle(world, stage_name, body, True, 200 + n) == "run"
