@@ -77,13 +77,42 @@ def infrastructure_cause(exc: BaseException) -> str | None:
     names = _class_names(exc)
     if names & _UNREACHABLE_CRDS:
         return CRDS_UNREACHABLE
-    if "CrdsError" in names:
+    if "CrdsError" in names and not selects_no_reference(exc):
         return CRDS_LOOKUP
     if isinstance(exc, FileNotFoundError) and exc.filename and os.environ.get("CRDS_PATH"):
         crds_path = os.path.abspath(os.environ["CRDS_PATH"])
         if os.path.abspath(os.fspath(exc.filename)).startswith(crds_path + os.sep):
             return CRDS_REFERENCE_MISSING
     return _store_cause(exc)
+
+
+# What crds says when its rules, applied to the file's header, name no
+# reference of a type the step needs (crds.client.api.get_files):
+# "Error determining best reference for 'superbias'  =   No match found."
+_NO_REFERENCE = "Error determining best reference for"
+
+
+def selects_no_reference(exc: BaseException) -> bool:
+    """crds computed the best references from the file's header and its
+    context's rules, and they name none of a type the run needs: a DATE-OBS
+    before every reference, a FILTER or SUBARRAY no rule knows. A context's
+    rules never change and the header is the file's, so the same run fails
+    the same way until a new context is pinned or the file replaced: a fault
+    of the data, dead-lettered (to redrive then), not CRDS down. (Parked,
+    such files were run every half minute for ever, and as many of them as
+    the stage's consumer takes at once stopped it for every other exposure.)
+    A lookup that failed before any rule was applied (a server's answer, a
+    date-based context offline) stays CRDS's."""
+    return type(exc).__name__ == "CrdsLookupError" and str(exc).startswith(_NO_REFERENCE) \
+        and not any(_class_names(e) & _UNREACHABLE_CRDS for e in _chain(exc))
+
+
+def _chain(exc: BaseException, depth: int = 0):
+    """The exceptions ``exc`` was raised from (the CRDS client wraps them)."""
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and depth < 5:
+        yield cause
+        yield from _chain(cause, depth + 1)
 
 
 def _store_cause(exc: BaseException | None, depth: int = 0) -> str | None:

@@ -226,6 +226,19 @@ def _set_card(blob: bytes, key: str, raw_value: str) -> bytes:
     return blob[:start] + card + blob[start + 80:]
 
 
+def _with_cards(blob: bytes, **cards: Any) -> bytes:
+    """``blob`` (a FITS file) with these primary header cards changed."""
+    import io
+
+    from astropy.io import fits
+
+    with fits.open(io.BytesIO(blob)) as hdul:
+        hdul[0].header.update(cards)
+        out = io.BytesIO()
+        hdul.writeto(out)
+    return out.getvalue()
+
+
 def bad_files(good_uncal: Path, sentinel: Path) -> list[BadFile]:
     """Files that are not whole, possible exposures (each with its own name)."""
     good = good_uncal.read_bytes()
@@ -260,6 +273,12 @@ def bad_files(good_uncal: Path, sentinel: Path) -> list[BadFile]:
     blob("a newline in the name", _name(123).replace("_uncal", "\nFAKE log line_uncal"),
          _uncal(123))
     blob("dots in the name", "jw..050001_02101_00124_nrcb1_uncal.fits", _uncal(124))
+
+    # Whole and possible, but observed before every reference of the context:
+    # CRDS's rules name no superbias for it (steps/failures.py).
+    early = good_uncal.name.replace(good_uncal.name[:13], f"jw{_PROGRAM}060001")
+    blob("observed before every reference (DATE-OBS 2021)", early,
+         _with_cards(good, OBSERVTN="060", **{"DATE-OBS": "2021-06-01"}))
 
     def sparse(inbox: Path) -> None:
         with open(inbox / _name(125), "wb") as fh:

@@ -97,6 +97,25 @@ def test_crds_faults_are_infrastructure():
     assert classify_failure(CrdsLookupError("no match")) == "infrastructure:crds_lookup"
 
 
+def test_rules_that_name_no_reference_for_the_file_are_the_file_s_fault():
+    from crds.core.exceptions import CrdsLookupError, ServiceError
+
+    # As crds's client raises it when the context's rules, applied to the
+    # header, name no reference of a needed type (a DATE-OBS before all of them).
+    none = CrdsLookupError("Error determining best reference for", "'superbias'", " = ",
+                           " No match found.")
+    assert classify_failure(none) == PERMANENT
+    assert infrastructure_cause(none) is None
+    # The same words over a failure to reach the server are the server's.
+    try:
+        try:
+            raise ServiceError("CRDS jsonrpc failure")
+        except ServiceError as down:
+            raise CrdsLookupError("Error determining best reference for", "'dark'") from down
+    except CrdsLookupError as wrapped:
+        assert classify_failure(wrapped) == "infrastructure:crds_lookup"
+
+
 def test_file_missing_from_crds_cache_is_infrastructure(tmp_path, monkeypatch):
     monkeypatch.setenv("CRDS_PATH", str(tmp_path))
     ref = tmp_path / "references" / "jwst" / "jwst_nircam_gain_0001.fits"
