@@ -409,6 +409,14 @@ def anyio_backend():
     return "asyncio"
 
 
+@pytest.fixture(autouse=True)
+def _no_crds_cache(monkeypatch):
+    """The admission asks a server-less CRDS cache whether it has a replay's
+    context (record_admitter.py): these worlds have none, whatever cache a
+    session fixture of the same process has put in the environment."""
+    monkeypatch.delenv("CRDS_PATH", raising=False)
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("seed", range(4))
 async def test_a_forged_record_is_refused_or_runs_inside_its_roots(tmp_path, seed):
