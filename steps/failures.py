@@ -89,7 +89,9 @@ def infrastructure_cause(exc: BaseException) -> str | None:
 # What crds says when its rules, applied to the file's header, name no
 # reference of a type the step needs (crds.client.api.get_files):
 # "Error determining best reference for 'superbias'  =   No match found."
-_NO_REFERENCE = "Error determining best reference for"
+# The same first words carry any other error of that reference type's
+# lookup (an rmap the cache lacks: "[Errno 2] ..."), which stays CRDS's.
+_NO_REFERENCE = ("Error determining best reference for", "No match found")
 
 
 def selects_no_reference(exc: BaseException) -> bool:
@@ -103,7 +105,9 @@ def selects_no_reference(exc: BaseException) -> bool:
     the stage's consumer takes at once stopped it for every other exposure.)
     A lookup that failed before any rule was applied (a server's answer, a
     date-based context offline) stays CRDS's."""
-    return type(exc).__name__ == "CrdsLookupError" and str(exc).startswith(_NO_REFERENCE) \
+    text = str(exc)
+    return type(exc).__name__ == "CrdsLookupError" and text.startswith(_NO_REFERENCE[0]) \
+        and _NO_REFERENCE[1] in text \
         and not any(_class_names(e) & _UNREACHABLE_CRDS for e in _chain(exc))
 
 

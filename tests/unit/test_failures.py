@@ -106,12 +106,17 @@ def test_rules_that_name_no_reference_for_the_file_are_the_file_s_fault():
                            " No match found.")
     assert classify_failure(none) == PERMANENT
     assert infrastructure_cause(none) is None
+    # Another error of that type's lookup (an rmap the cache lacks) is the cache's.
+    hole = CrdsLookupError("Error determining best reference for", "'dark'", " = ",
+                           " [Errno 2] No such file or directory: 'jwst_nircam_dark_0002.rmap'")
+    assert classify_failure(hole) == "infrastructure:crds_lookup"
     # The same words over a failure to reach the server are the server's.
     try:
         try:
             raise ServiceError("CRDS jsonrpc failure")
         except ServiceError as down:
-            raise CrdsLookupError("Error determining best reference for", "'dark'") from down
+            raise CrdsLookupError("Error determining best reference for", "'dark'", " = ",
+                                  " No match found.") from down
     except CrdsLookupError as wrapped:
         assert classify_failure(wrapped) == "infrastructure:crds_lookup"
 
