@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from ..door_fuzz import budget, first_seed, fuzz
-from .test_forged_work_records import _files, _handle, _world
+from .test_forged_work_records import _files, _handle, _no_crds_cache, _world  # noqa: F401 (autouse)
 
 
 @pytest.fixture

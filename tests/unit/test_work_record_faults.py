@@ -14,7 +14,7 @@ import pytest
 
 from calstream.daemon.doers.product_store import ProductStore
 
-from .test_forged_work_records import World, _handle, _set, _world
+from .test_forged_work_records import World, _handle, _no_crds_cache, _set, _world  # noqa: F401 (autouse)
 
 
 @pytest.fixture
