@@ -192,6 +192,7 @@ class RecordAdmitter:
             log.warning("%s: the work order asks for other step parameters than this daemon's "
                         "configuration gives it (%s): running it with the configured ones",
                         message["product_name"], shown[:600],
-                        extra={"stage": self.stage.name})
+                        extra={"stage": self.stage.name,
+                               "exposure_id": message.get("exposure_id") or key})
         return work_order_item(message, stage=self.stage.name, task=self.stage.task, key=key,
                                record=record, steps=steps)

@@ -489,6 +489,10 @@ async def test_a_work_order_runs_with_its_stage_s_configured_step_parameters(tmp
         assert await _handle(world, order["stage"], forged, bool(order.get("replay")), n) == "run"
         assert world.runner.items[-1].task_kwargs["steps"] == {}
     assert caplog.text.count("running it with the configured ones") == len(world.orders)
+    # A line about an exposure names it, as every such line does (docs/operations.md, "Logs").
+    warned = [r for r in caplog.records if "running it with the configured ones" in r.getMessage()]
+    assert sorted(r.exposure_id for r in warned) == sorted(
+        o.get("exposure_id") or o["product_name"] for o in world.orders)
     assert f"({_first_step(world.orders[0]['pipeline'])}.skip)" in caplog.text
 
     # A stage configured otherwise than the planner that made the orders.
