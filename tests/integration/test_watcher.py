@@ -456,3 +456,41 @@ async def test_a_file_whose_arrival_message_is_refused_is_rejected_not_retried(d
     assert rec.calls == 1
     assert "its arrival message is refused: arrival message invalid" in rec.rejections[0].reason
     assert not (inbox / NAME).exists() and list(quarantine.glob(f"*{NAME}*"))
+
+
+async def test_a_burst_is_announced_first_come_first_served(dirs, monkeypatch):
+    # A downlink pass drops many files at once. Each file's door checks are
+    # several reads (layout, header, digest); served in turn by file, not by
+    # read, the first file is announced as soon as its own reads are done,
+    # not after every file's layout has been read (issue 15: a 96-file burst
+    # waited 250 ms for its first announcement and so for its first run).
+    from calstream.daemon.doers.inbox import file_reads
+
+    inbox = dirs[0]
+    names = [f"jw01234001001_02101_{n:05d}_nrcb1_uncal.fits" for n in range(1, 21)]
+    old = time.time() - 60  # written whole before the start: nothing to settle
+    for name in names:
+        (inbox / name).write_bytes(uncal_bytes(name))
+        os.utime(inbox / name, (old, old))
+    happened: list[tuple[str, str]] = []
+    layout = file_reads.fits_layout
+
+    def recorded_layout(path):
+        happened.append(("layout", path.name))
+        return layout(path)
+
+    monkeypatch.setattr(file_reads, "fits_layout", recorded_layout)
+    rec = Recorder()
+    announce = rec.on_arrival
+
+    async def recorded_arrival(a: Arrival) -> None:
+        happened.append(("announce", a.exposure_id))
+        await announce(a)
+
+    rec.on_arrival = recorded_arrival
+    async with running(make(dirs, rec, io_concurrency=2)):
+        pass  # the start-up scan is acted on before run() reports started
+    assert len(rec.arrivals) == len(names)
+    first_announcement = next(i for i, (what, _) in enumerate(happened) if what == "announce")
+    last_layout = happened.index(("layout", names[-1]))
+    assert first_announcement < last_layout, happened

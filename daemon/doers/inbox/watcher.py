@@ -17,6 +17,7 @@ daemon.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -52,6 +53,7 @@ class _Track:
     path: Path
     source: str  # how it was found: "watch" | "startup-scan"
     detected_at: float  # epoch seconds
+    first_seen: int  # its place in the order files were found: its turn (file_reads.py)
     state: FileState = FileState()
     arrival: Arrival | None = None  # identified; waiting for (re)announcement
     next_check: float = 0.0  # monotonic
@@ -96,9 +98,8 @@ class Watcher:
             look_interval=decide.look_interval(settle_seconds, poll_interval),
         )
         self.scope = InboxScope(inbox, quarantine, Path(ledger_path).absolute(), recursive)
-        self.events = ObserverBridge(
-            self.scope, self._kick, polling=polling, poll_interval=poll_interval
-        )
+        self.events = ObserverBridge(self.scope, self._kick, polling=polling,
+                                     poll_interval=poll_interval)
         self.rescan_interval = rescan_interval
         self._counts = Counts()
         self.quarantine = Quarantine(quarantine, on_reject, self.rules, self._counts, parking=parking)
@@ -109,6 +110,7 @@ class Watcher:
         self._tracks: dict[Path, _Track] = {}
         self._done: dict[Path, Sig] = {}  # handled files still in the inbox
         self.reads = FileReads(io_concurrency)
+        self._found = itertools.count()
 
     @property
     def inbox(self) -> Path:
@@ -150,12 +152,8 @@ class Watcher:
 
     async def _startup_scan(self) -> None:
         listing = await anyio.to_thread.run_sync(self.scope.list_files)
-        log.info(
-            "start-up scan of %s: %d file(s)",
-            self.inbox,
-            len(listing),
-            extra=log_fields(None, self.inbox),
-        )
+        log.info("start-up scan of %s: %d file(s)", self.inbox, len(listing),
+                 extra=log_fields(None, self.inbox))
         async with anyio.create_task_group() as tg:
             for path in sorted(listing):
                 t = self._track(path, "startup-scan")
@@ -225,7 +223,8 @@ class Watcher:
     def _track(self, path: Path, source: str) -> _Track:
         t = self._tracks.get(path)
         if t is None:
-            t = self._tracks[path] = _Track(path, source, detected_at=time.time())
+            t = self._tracks[path] = _Track(path, source, detected_at=time.time(),
+                                            first_seen=next(self._found))
         return t
 
     def _forget(self, t: _Track, *, still_there: bool) -> None:
@@ -291,10 +290,12 @@ class Watcher:
             t.arrival = None  # new content: identified afresh
         if not seen_before and t.state.sig is not None:
             self._counts.seen += 1
-        if isinstance(decision, decide.CheckStructure):
-            decision = await self._check_structure(t, sig)
-        if isinstance(decision, decide.ReadIdentity):
-            decision = await self._read_identity(t, sig)
+        if isinstance(decision, decide.CheckStructure | decide.ReadIdentity):
+            async with self.reads.turn(t.first_seen):
+                if isinstance(decision, decide.CheckStructure):
+                    decision = await self._check_structure(t, sig)
+                if isinstance(decision, decide.ReadIdentity):
+                    decision = await self._read_identity(t, sig)
         await self._carry_out(t, decision)
 
     async def _check_structure(self, t: _Track, sig: Sig) -> decide.Decision:
@@ -346,9 +347,8 @@ class Watcher:
             t.state, name=t.path.name, error=str(exc), now=time.monotonic(), rules=self.rules
         )
         if isinstance(decision, decide.RetryLater):
-            log_file(
-                logging.WARNING, f"cannot read ({exc}); retrying in {decision.delay:g} s", t.path
-            )
+            log_file(logging.WARNING, f"cannot read ({exc}); retrying in {decision.delay:g} s",
+                     t.path)
         return decision
 
     async def _carry_out(self, t: _Track, decision: decide.Decision) -> None:
