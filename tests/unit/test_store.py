@@ -151,6 +151,26 @@ def test_a_link_inside_the_store_takes_no_write_along(tmp_path, link, target):
     assert store.holds(where / "previews" / "x.png") is False
 
 
+def test_the_link_check_looks_only_below_the_store_s_top(tmp_path, monkeypatch):
+    """Resolving the path and the top asked a stat of every name from "/"
+    (64 us a check, ~19 checks an exposure); only the names below the top
+    can hold a link that would take a write elsewhere (14 us now)."""
+    store = ProductStore(tmp_path / "products").for_namespace("ctx1")
+    target = store.directory("01234", "001") / ".provenance" / "x.json"
+    target.parent.mkdir(parents=True)
+    looked: list[str] = []
+    lstat = os.lstat
+
+    def recorded(path, *args, **kwargs):
+        looked.append(os.fspath(path))
+        return lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", recorded)
+    assert store.inside(target) == target
+    top = os.fspath(store.top)
+    assert looked and all(p.startswith(top + os.sep) for p in looked), looked
+
+
 def test_a_store_reached_through_a_link_is_still_written(tmp_path):
     """The store's own place may be a link (a products directory on another
     disk): only links below it are refused."""
