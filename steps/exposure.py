@@ -20,7 +20,7 @@ from astropy.io import fits
 from .associations.filenames import NamingError, version_stamp
 from .compressed_sci import ImpossibleImage, compressed_sci_axes
 from .fits_cards import file_card_problem
-from .fitsfile import FitsError, FitsLayout, HduLayout, fits_layout, read_primary_header
+from .fitsfile import FitsError, FitsLayout, HduLayout, fits_layout, read_primary_values
 from .header_checks import count_problems, shape_problems
 from .naming import BadName, ExposureName, parse_exposure_name
 from .uncal_tables import uncal_table_problem
@@ -186,7 +186,7 @@ def describe_exposure(path: str | os.PathLike[str]) -> ExposureInfo:
     fname = path.name
     name = uncal_name(fname)
     try:
-        hdr = read_primary_header(path)
+        hdr = read_primary_values(path)
     except FitsError as exc:
         raise BadExposure(str(exc)) from exc
 

@@ -14,6 +14,7 @@ from calstream.steps.fitsfile import (
     file_digest,
     fits_layout,
     read_primary_header,
+    read_primary_values,
 )
 
 
@@ -266,6 +267,34 @@ def test_read_primary_header_only(tmp_path, whole):
     for cut in (100, 1000):  # before END; after END, inside the first block
         with pytest.raises(IncompleteFits):
             read_primary_header(write(tmp_path, data[:cut]))
+
+
+def test_primary_values_are_the_header_s_each_looked_up_once(tmp_path, whole, monkeypatch):
+    _, data = whole
+    cards = data[:BLOCK].replace(card("END"), card("NGROUPS = NaN") + card("END"), 1)
+    p = write(tmp_path, cards + data[BLOCK:])
+    asked: dict[str, int] = {}
+    look_up = fits.Header.__getitem__
+
+    def counted(self, key):
+        asked[key] = asked.get(key, 0) + 1
+        return look_up(self, key)
+
+    values = read_primary_values(p)
+    monkeypatch.setattr(fits.Header, "__getitem__", counted)
+    for _ in range(3):
+        assert values["PROGRAM"] == "01234" and values.get("PROGRAM") == "01234"
+        assert "PROGRAM" in values and "NEXPOSUR" not in values
+        assert values.get("NEXPOSUR", "none") == "none"
+        with pytest.raises(KeyError):
+            values["NEXPOSUR"]
+        # A card astropy cannot read raises at every access, as the header's does.
+        with pytest.raises((fits.VerifyError, ValueError)):
+            values["NGROUPS"]
+    assert asked["PROGRAM"] == 1 and asked["NEXPOSUR"] == 1 and asked["NGROUPS"] == 3
+    monkeypatch.undo()
+    header = read_primary_header(p)
+    assert list(values) == list(header) and len(values) == len(header)
 
 
 def test_digest(tmp_path, whole):
