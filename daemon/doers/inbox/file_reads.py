@@ -31,8 +31,9 @@ from calstream.steps.fitsfile import FitsLayout, fits_layout
 
 class FileReads:
     def __init__(self, concurrency: int) -> None:
-        self._limiter = anyio.CapacityLimiter(concurrency)  # opens and reads at once
-        self._turns = PrioritySlots(concurrency)  # files being read at once
+        # Files being read at once; every opening read below is made during a
+        # file's turn, so this also bounds the reads.
+        self._turns = PrioritySlots(concurrency)
 
     @asynccontextmanager
     async def turn(self, first_seen: int) -> AsyncIterator[None]:
@@ -73,6 +74,4 @@ class FileReads:
 
     async def _read(self, fn: Callable[[Path], Any], path: Path) -> Any:
         # Abandoned on cancel: hashing a large file must not delay shutdown.
-        return await anyio.to_thread.run_sync(
-            fn, path, limiter=self._limiter, abandon_on_cancel=True
-        )
+        return await anyio.to_thread.run_sync(fn, path, abandon_on_cancel=True)
