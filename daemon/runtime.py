@@ -118,10 +118,7 @@ class Daemon:
             problems.append("embedded broker is not running")
         elif self.supervisor is not None and (lost := self.supervisor.problem()):
             problems.append(lost)
-        for c in self.consumers:
-            why = c.stalled(self.cfg.stall_seconds)
-            if why:
-                problems.append(why)
+        problems += filter(None, (c.stalled(self.cfg.stall_seconds) for c in self.consumers))
         if starting := self.start_waits.problem():  # what it waits for, if anything
             problems.append(starting)
         if behind := planner_clients.catching_up(self.planner, self.start_waits):
@@ -247,7 +244,7 @@ class Daemon:
         kafka/concurrent_consumer.py)."""
         cfg = stage_config(st, self.cfg)
         # Started before the pool: a start that waits for its broker has no workers to
-        # stop. Subscribed by the loop itself, with its rebalance listener: subscribing
+        # stop. Subscribed by the loop itself (with its rebalance listener): subscribing
         # twice changes the assignment under aiokafka's running fetcher.
         consumer = await self.start_waits.step(
             f"the broker {cfg.kafka_bootstrap}",
@@ -271,7 +268,8 @@ class Daemon:
         loop = kafka.ConcurrentConsumer(
             consumer, stage=st.name, handler=RecordAdmitter(cfg, runner, st).handle,
             capacity=pool.capacity, metrics=self.metrics, topics=[self.topics.name(st.live_topic)],
-            low_priority=[self.topics.name(st.replay_topic)], stall_seconds=cfg.stall_seconds)
+            low_priority=[self.topics.name(st.replay_topic)],
+            stall_seconds=cfg.stall_seconds, max_aside=cfg.max_parked_aside)
         self.consumers.append(loop)
         try:
             async with anyio.create_task_group() as background:

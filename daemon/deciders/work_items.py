@@ -46,9 +46,23 @@ class WorkItem:
     work_id: str | None = None
 
     @property
+    def fault_family(self) -> tuple[str | None, ...]:
+        """The work an infrastructure fault met by this item would meet alike
+        (a reference missing for a mode, from one CRDS context; a full disk
+        meets every family): parked items of one family take turns at trying
+        again (doers/park_gates.py)."""
+        fields = self.event_fields
+        return (self.stage, self.pipeline, _text(fields.get("instrument")),
+                _text(fields.get("exp_type")), self.crds_context, self.namespace)
+
+    @property
     def log_context(self) -> dict[str, str | None]:
         return {"exposure_id": self.event_fields.get("exposure_id") or self.name,
                 "stage": self.stage, "work_id": self.work_id}
+
+
+def _text(value: Any) -> str | None:
+    return value if value is None or type(value) is str else repr(value)
 
 
 def pipeline_of(stage: str, message: dict | None) -> str:

@@ -28,7 +28,8 @@ from calstream.daemon.deciders.retry_policy import Backoff, NextStep, after_run
 from calstream.daemon.deciders.work_items import DETECTOR1_PIPELINE, WorkItem
 from calstream.daemon.doers.digest_memo import remember_written
 from calstream.daemon.doers.kafka import Publisher
-from calstream.daemon.doers.parking import Parked, Parking, in_thread, until_done
+from calstream.daemon.doers.park_gates import ParkedItem, ParkGates
+from calstream.daemon.doers.parking import Parking, in_thread, until_done
 from calstream.daemon.doers.pending_previews import PendingPreviews
 from calstream.daemon.doers.preview_runner import Previews, planned_previews
 from calstream.daemon.doers.product_store import Done, ProductStore
@@ -62,6 +63,8 @@ class WorkItemRunner:
     # while it runs (a record refetched after a rebalance, a file re-announced
     # after a broker restart) waits for that run and is then found done.
     running: dict[tuple[str, Any], anyio.Event] = field(default_factory=dict)
+    # Items parked on one fault take turns at trying again (doers/park_gates.py).
+    gates: ParkGates = field(default_factory=ParkGates)
     # Runs of other daemons sharing the store (doers/work_claims.py).
     claims: WorkClaims = field(init=False)
     # Previews: held back while this runner's calibrations are in flight in
@@ -140,20 +143,15 @@ class WorkItemRunner:
         run_log = store.log_path(item.program, item.observation, item.name, item.stage,
                                  item.version)
         attempts = 0
-        parked: Parked | None = None
+        parked = ParkedItem(self.gates, self.metrics, item, self.cfg.park_recheck_seconds)
         try:
             while True:
                 attempts += 1
                 step, kind, detail, outcome = await self._attempt(item, wid, store, run_log,
                                                                   attempts)
+                parked.tried(step.action)
                 if step.action == "park":
-                    if parked is None:
-                        parked = Parked(self.metrics, item.stage, step.cause)
-                        log.warning("%s: %s parked on an infrastructure fault (%s): %s; "
-                                    "re-checked every %.0fs, not dead-lettered", item.name,
-                                    item.pipeline, step.cause, detail,
-                                    self.cfg.park_recheck_seconds, extra=item.log_context)
-                    await anyio.sleep(step.delay)
+                    await parked.park(step.cause, step.delay, detail)
                     continue
                 if step.action == "retry":
                     self.metrics.retries.labels(stage=item.stage, pipeline=item.pipeline).inc()
@@ -162,16 +160,12 @@ class WorkItemRunner:
                                 extra=item.log_context)
                     await anyio.sleep(step.delay)
                     continue
-                if parked is not None:
-                    log.warning("%s: resumed after %.1fs parked (%s): %s", item.name,
-                                parked.elapsed(), parked.cause, step.action,
-                                extra=item.log_context)
+                parked.end(step.action)
                 if step.action == "dead_letter":
                     await self._dead_letter(item, step, detail, outcome, attempts, run_log)
                 return
         finally:
-            if parked is not None:
-                parked.release()
+            parked.end(None)
 
     async def _attempt(self, item: WorkItem, wid: str, store: ProductStore, run_log: Path,
                        attempts: int):

@@ -77,6 +77,10 @@ class Config:
     # An item parked on an infrastructure fault (disk full, CRDS) is tried
     # again this often until the cause clears (deciders/retry_policy.py).
     park_recheck_seconds: float = 30.0
+    # Parked items a stage's consumer lets go of its in-flight count, so that
+    # others are fetched in their place (doers/consumer_slots.py); past this
+    # many, a parked item keeps its place (their records stay in memory).
+    max_parked_aside: int = 256
     task_timeout: float = 3600.0  # a run that takes longer is killed and retried
     stall_seconds: float = 900.0  # /readyz: an item in flight for this long (from its start)
     stage3_stall_seconds: float = 4 * 3600.0 + 900.0  # stage 3's: its runs take hours
@@ -275,7 +279,7 @@ PARSERS = {
     "polling": values.parse_bool, "poll_interval": _positive(_float),
     "settle_seconds": _nonnegative(_float), "incomplete_timeout": _nonnegative(_float),
     "max_attempts": _positive(_int), "retry_backoff": _nonnegative(_float),
-    "park_recheck_seconds": _positive(_float),
+    "park_recheck_seconds": _positive(_float), "max_parked_aside": _nonnegative(_int),
     "task_timeout": _positive(_float), "stall_seconds": _positive(_float),
     "stage3_stall_seconds": _positive(_float), "heartbeat_seconds": _positive(_float),
     "broker_loss_seconds": _positive(_float),

@@ -6,7 +6,10 @@ keeps polling (so the group never evicts it during a long run), partitions are
 paused while ``capacity`` items are in flight, and a partition's offset is
 committed only up to its lowest record not yet finished. A handler finishes a
 record by publishing its product event or its dead letter; only then may the
-offset move past it.
+offset move past it. A record parked on an infrastructure fault may step
+aside (doers/consumer_slots.py): it leaves the count and the stall check, so
+the next records are taken in its place, while its offset still holds the
+commit back (up to ``max_aside`` of them).
 
 Live beats replay: records of the ``low_priority`` topics (``replay``,
 ``work.stage2.replay``, ...) are pulled explicitly, only while the live topics
@@ -36,6 +39,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from calstream.daemon.deciders.retry_policy import HANDLER_BACKOFF, jittered
+from calstream.daemon.doers import consumer_slots
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parked
 from calstream.daemon.operations.metrics import Metrics
@@ -84,7 +88,7 @@ class ConcurrentConsumer:
     def __init__(self, consumer: AIOKafkaConsumer, *, stage: str, handler: Handler,
                  capacity: int, metrics: Metrics, topics: list[str],
                  low_priority: list[str] | None = None, commit_interval: float = 0.5,
-                 stall_seconds: float | None = None):
+                 stall_seconds: float | None = None, max_aside: int = 0):
         self.consumer = consumer
         self.stage = stage
         self.handler = handler
@@ -96,6 +100,10 @@ class ConcurrentConsumer:
         self.partitions: dict[TopicPartition, PartitionOffsets] = {}
         self.in_flight = 0
         self.live_in_flight = 0
+        # Parked records stepped aside (doers/consumer_slots.py): out of the
+        # count and the stall check, their offsets still pending; at most max_aside.
+        self.aside = 0
+        self.max_aside = max_aside
         self.finished = 0
         self.last_finished = time.monotonic()
         self.last_poll = time.monotonic()
@@ -223,14 +231,15 @@ class ConcurrentConsumer:
         return True
 
     async def _run_one(self, tp: TopicPartition, record: ConsumerRecord, serial: int) -> None:
+        slot = consumer_slots.Slot(lambda: self._step_aside(tp, serial))
+        consumer_slots.hold(slot)  # this task's own context: the handler finds it there
         try:
             await self._handle(tp, record)
         finally:
-            del self.started_at[serial]
-            self.in_flight -= 1
-            if tp.topic not in self.low_priority:
-                self.live_in_flight -= 1
-            self.metrics.in_flight.labels(stage=self.stage).dec()
+            if slot.aside:
+                self.aside -= 1
+            else:
+                self._leave(tp, serial)
         part = self.partitions.get(tp)
         if part is not None:  # None: revoked meanwhile; the new owner redoes it idempotently
             part.pending.discard(record.offset)
@@ -240,6 +249,23 @@ class ConcurrentConsumer:
         self.metrics.last_progress.labels(stage=self.stage).set(time.time())
         self._export_oldest()
         self._apply_backpressure()
+
+    def _leave(self, tp: TopicPartition, serial: int) -> None:
+        del self.started_at[serial]
+        self.in_flight -= 1
+        if tp.topic not in self.low_priority:
+            self.live_in_flight -= 1
+        self.metrics.in_flight.labels(stage=self.stage).dec()
+
+    def _step_aside(self, tp: TopicPartition, serial: int) -> bool:
+        """A parked record leaves the count, so the next one can be fetched."""
+        if self.aside >= self.max_aside:
+            return False
+        self._leave(tp, serial)
+        self.aside += 1
+        self._export_oldest()
+        self._apply_backpressure()
+        return True
 
     async def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> None:
         failures, parked = 0, None

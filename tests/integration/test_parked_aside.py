@@ -1,0 +1,82 @@
+"""Exposures of one mode parked on a missing reference do not stop the others.
+
+Real broker, real jwst, real crds against a private copy of a kit's cache
+with the gain reference taken out: NIRCam imaging (detector1's jump and
+ramp fitting need the gain) parks, a NIRCam dark (calwebb_dark does not)
+can be calibrated. One worker: the detector1 consumer takes two records at
+a time, so the two parked images would hold every place it has if a parked
+item kept its own (as it did until session 28): the dark was then never
+fetched. Now each steps aside when it parks (doers/consumer_slots.py), the
+two take turns at probing the fault (doers/park_gates.py), and both go on by
+themselves once the gain is back.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from calstream.steps.environment import environ
+from calstream.steps.synthetic.downlink import deliver
+from calstream.steps.synthetic.kit import build_kit
+from calstream.steps.synthetic.program import ProgramSpec
+
+from .support import daemon_config, metric, products, read_all, running_daemon, scrape, wait_for
+from .test_parking import FAST_PARKING, dead_letters, exposure_id, until_unparked
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+async def _parked(daemon, count: int, timeout: float = 240.0) -> None:
+    # Generous: a jwst warm-up, then each image's quick retries before it parks.
+    with anyio.fail_after(timeout):
+        while metric(scrape(daemon.ops.address), "calstream_parked_items",
+                     stage="detector1") < count:
+            await anyio.sleep(0.2)
+
+
+async def test_parked_exposures_of_one_mode_do_not_stop_the_others(tmp_path, broker,
+                                                                   unique_prefix, caplog):
+    caplog.set_level("INFO", logger="calstream.stage")
+    kit = build_kit(tmp_path / "kit", ProgramSpec(dithers=2), modes=("imaging", "dark"))
+    darks = [f for f in kit.uncal_files if exposure_id(f).startswith("jw01234010")]
+    images = [f for f in kit.uncal_files if f not in darks]
+    assert len(images) == 2 and len(darks) == 1
+    gain = next(Path(kit.crds_env["CRDS_PATH"]).rglob("*_gain_*.fits"))
+    aside = tmp_path / gain.name
+    gain.rename(aside)
+    cfg = daemon_config(tmp_path, broker, unique_prefix, **FAST_PARKING)
+    with environ(kit.crds_env):
+        async with running_daemon(cfg) as daemon:
+            assert daemon.consumers[0].capacity == 2  # one worker, one record ahead of it
+            await anyio.to_thread.run_sync(lambda: deliver(images, cfg.inbox))
+            await _parked(daemon, 2)
+            await anyio.to_thread.run_sync(lambda: deliver(darks, cfg.inbox))
+            msgs = await wait_for(cfg, ["products"],
+                                  lambda ms: len(products(ms, "dark")) >= 1, timeout=180)
+            assert not products(msgs, "detector1")
+            assert metric(scrape(daemon.ops.address), "calstream_parked_items",
+                          stage="detector1") == 2
+            shutil.copy2(aside, gain)
+            restored = time.monotonic()
+            msgs = await wait_for(cfg, ["products"],
+                                  lambda ms: len(products(ms, "detector1")) >= 2, timeout=180)
+            recovery = time.monotonic() - restored
+            await until_unparked(daemon)
+            after = scrape(daemon.ops.address)
+        letters = dead_letters(await read_all(cfg, ["deadletter"]))
+    print(f"\ntwo parked images: the dark calibrated meanwhile; both images out {recovery:.1f} s "
+          "after the gain was put back")
+    [dark] = products(msgs, "dark")
+    assert (dark["exposure_id"], dark["outcome"]) == (exposure_id(darks[0]), "success")
+    assert sorted(p["exposure_id"] for p in products(msgs, "detector1")) == sorted(
+        map(exposure_id, images))
+    assert all(p["outcome"] == "success" for p in products(msgs, "detector1"))
+    assert not letters and metric(after, "calstream_parked_items") == 0
+    said = [r.getMessage() for r in caplog.records]
+    assert sum("the next record taken in its place" in m for m in said) == 2, said
+    assert sum("resumed after" in m for m in said) == 2

@@ -1,0 +1,137 @@
+"""Items parked on one fault take turns at probing it (doers/park_gates.py).
+
+Each test drives real tasks on the event loop with short delays; what it
+asserts is who tried, in which order and how many at once, never how long
+anything took (the fail_after bounds only turn a hang into a failure).
+"""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from calstream.daemon.doers.park_gates import ParkGates
+
+pytestmark = pytest.mark.anyio
+
+FAMILY = ("detector1", "calwebb_detector1", "MIRI", "MIR_IMAGE", None, "live", "crds_lookup")
+OTHER = ("detector1", "calwebb_detector1", "NIRCAM", "NRC_IMAGE", None, "live", "crds_lookup")
+
+
+class Fault:
+    """A fault that lasts until ``clears_at`` attempts were made; records who tried."""
+
+    def __init__(self, clears_at: int | None = None) -> None:
+        self.tries: list[str] = []
+        self.now_trying = 0
+        self.most_at_once = 0
+        self.clears_at = clears_at
+
+    async def attempt(self, who: str) -> bool:
+        self.tries.append(who)
+        self.now_trying += 1
+        self.most_at_once = max(self.most_at_once, self.now_trying)
+        await anyio.sleep(0.005)  # a run takes time: overlapping tries would show
+        self.now_trying -= 1
+        return self.clears_at is not None and len(self.tries) >= self.clears_at
+
+
+async def parked_item(gates: ParkGates, fault: Fault, who: str, family=FAMILY,
+                      delay: float = 0.01, done: list | None = None) -> None:
+    """A runner's loop for an item that has just parked: wait, try, until through."""
+    while True:
+        turn = await gates.wait(family, delay)
+        through = await fault.attempt(who)
+        gates.tried(family, turn, got_through=through)
+        if through:
+            if done is not None:
+                done.append(who)
+            return
+
+
+async def test_one_probe_at_a_time_and_each_parked_item_gets_its_turn():
+    gates, fault = ParkGates(), Fault(clears_at=None)
+    with anyio.move_on_after(0.6):  # the fault never clears: the items just take turns
+        async with anyio.create_task_group() as tg:
+            for who in "abcd":
+                tg.start_soon(parked_item, gates, fault, who)
+                await anyio.sleep(0)  # parked in this order
+    assert fault.most_at_once == 1
+    assert len(fault.tries) >= 8, fault.tries  # two rounds at least
+    # First parked, first to probe; then the line turns: each in its turn.
+    assert fault.tries[:8] == list("abcdabcd")
+
+
+async def test_a_probe_that_gets_through_lets_all_the_others_try_at_once():
+    gates, fault = ParkGates(), Fault(clears_at=3)  # the third attempt finds it cleared
+    done: list[str] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for who in "abcde":
+                tg.start_soon(parked_item, gates, fault, who, FAMILY, 0.01, done)
+                await anyio.sleep(0)
+    # One at a time until 'c' got through; then the four others at once, none
+    # of them waiting for its turn.
+    assert fault.tries[:3] == ["a", "b", "c"]
+    assert sorted(fault.tries[3:]) == ["a", "b", "d", "e"]
+    assert fault.most_at_once == 4
+    assert sorted(done) == list("abcde") and done[0] == "c"
+    assert gates.waiting(FAMILY) == 0
+
+
+async def test_families_do_not_wait_for_each_other():
+    gates = ParkGates()
+    stuck, fine = Fault(), Fault(clears_at=1)
+    done: list[str] = []
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(parked_item, gates, stuck, "miri", FAMILY, 60.0)  # a long turn
+            await anyio.sleep(0)
+            await parked_item(gates, fine, "nircam", OTHER, 0.01, done)
+            tg.cancel_scope.cancel()
+    assert done == ["nircam"] and stuck.tries == []
+
+
+async def test_work_that_never_parked_does_not_open_the_gate():
+    gates, fault = ParkGates(), Fault()
+    turns: list = []
+
+    async def waiter() -> None:
+        turns.append(await gates.wait(FAMILY, 60.0))
+
+    with anyio.move_on_after(0.2):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.sleep(0.02)
+            # Another exposure of the family, never parked, got through.
+            gates.tried(FAMILY, None, got_through=True)
+            await anyio.sleep(0.05)
+    assert turns == [] and fault.tries == []  # still waiting its turn when cancelled
+
+
+async def test_a_cancelled_probe_hands_the_turn_on():
+    gates = ParkGates()
+    order: list[str] = []
+
+    async def holder(scope_box: list) -> None:
+        with anyio.CancelScope() as scope:
+            scope_box.append(scope)
+            turn = await gates.wait(FAMILY, 0.0)
+            try:
+                order.append("holder has the turn")
+                await anyio.sleep_forever()  # its attempt, cancelled (a shutdown)
+            finally:
+                turn.give_back()  # as ParkedItem.end does, whatever ends the item
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            box: list = []
+            tg.start_soon(holder, box)
+            await anyio.sleep(0.02)
+            assert order == ["holder has the turn"]
+            box[0].cancel()
+            turn = await gates.wait(FAMILY, 0.0)
+            order.append("next has the turn")
+            gates.tried(FAMILY, turn, got_through=False)
+    assert order == ["holder has the turn", "next has the turn"]
+    assert gates.waiting(FAMILY) == 0
