@@ -9,10 +9,12 @@ into the next step.
 
 Infrastructure faults are never dead-lettered: the exposure is fine, and a
 dead letter would need a person to redrive it once the disk or CRDS is back.
-After ``max_attempts`` quick retries the item is *parked*: it stays in flight
-(its record uncommitted), and is tried again every ``park_recheck`` seconds
-until the cause clears, then it goes on by itself. Delays are jittered so
-that many parked items do not all hit a recovering service at once.
+After ``max_attempts`` quick retries the item is *parked* (its record
+uncommitted) and tried again every ``park_recheck`` seconds, one of its kind
+at a time (doers/park_gates.py), until the cause clears; then it goes on by
+itself. An item meeting the fault others of its kind are parked on parks at
+once. Delays are jittered so that many parked items do not all hit a
+recovering service at once.
 """
 
 from __future__ import annotations
@@ -65,17 +67,20 @@ def jittered(delay: float, jitter: float) -> float:
 
 
 def after_run(kind: str, attempts: int, *, max_attempts: int, backoff: Backoff,
-              park_recheck: float = 30.0, jitter: float = 0.5) -> NextStep:
+              park_recheck: float = 30.0, jitter: float = 0.5,
+              parked_alike: bool = False) -> NextStep:
     """The next step after attempt number ``attempts`` ended as ``kind``
     ("success", "skipped", "transient", "permanent" or "infrastructure:<cause>");
-    ``jitter`` is a random number in [0, 1) drawn by the caller (0.5: none)."""
+    ``jitter`` is a random number in [0, 1) drawn by the caller (0.5: none).
+    ``parked_alike``: work of the same kind is parked on this very cause, so
+    the quick retries would only meet it again: parked at once."""
     if kind == "success":
         return NextStep("publish")
     if kind == "skipped":
         return NextStep("publish_skipped")
     base, cause = split_kind(kind)
     if base == INFRASTRUCTURE:
-        if attempts < max_attempts:
+        if attempts < max_attempts and not parked_alike:
             return NextStep("retry", delay=jittered(backoff.delay(attempts), jitter), cause=cause)
         return NextStep("park", delay=jittered(park_recheck, jitter), cause=cause or "unknown")
     if kind == "transient" and attempts < max_attempts:

@@ -64,6 +64,11 @@ class ParkGates:
         gate = self._gates.get(family)
         return gate.waiting if gate else 0
 
+    def has_parked(self, family: Hashable) -> bool:
+        """Whether items of ``family`` are parked: waiting, or one probing."""
+        gate = self._gates.get(family)
+        return gate is not None and (gate.waiting > 0 or gate.line.locked())
+
     async def wait(self, family: Hashable, delay: float) -> ProbeTurn | None:
         """A parked item's wait before its next try: its turn to probe, after
         ``delay`` (a ProbeTurn, to give back through ``tried``), or None when a

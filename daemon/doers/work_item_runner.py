@@ -24,7 +24,7 @@ import anyio
 import calstream
 from calstream.daemon.deciders.core_sharing import cores_for_run
 from calstream.daemon.deciders.provenance_records import done_problem
-from calstream.daemon.deciders.retry_policy import Backoff, NextStep, after_run
+from calstream.daemon.deciders.retry_policy import Backoff, NextStep, after_run, split_kind
 from calstream.daemon.deciders.work_items import DETECTOR1_PIPELINE, WorkItem
 from calstream.daemon.doers.digest_memo import remember_written
 from calstream.daemon.doers.kafka import Publisher
@@ -179,7 +179,7 @@ class WorkItemRunner:
         except OSError as exc:
             # The store itself refuses a directory (full, read-only): no run can work.
             kind, detail = self._store_fault(exc), f"{type(exc).__name__}: {exc}"
-            return self._next(kind, attempts), kind, detail, outcome
+            return self._next(kind, attempts, item), kind, detail, outcome
         # Done meanwhile (another member ran it after a rebalance while this
         # waited for a worker): checked again the moment a worker is ours.
         done: list[Done] = []
@@ -213,7 +213,7 @@ class WorkItemRunner:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
             raise
-        step = self._next(kind, attempts)
+        step = self._next(kind, attempts, item)
         if step.action == "publish":
             try:
                 await self._publish(item, wid, scratch, outcome.value, run_log, store)
@@ -221,7 +221,7 @@ class WorkItemRunner:
             except OSError as exc:
                 # Moving outputs in or writing the record hit a full store: run again later.
                 kind, detail = self._store_fault(exc), f"{type(exc).__name__}: {exc}"
-                step = self._next(kind, attempts)
+                step = self._next(kind, attempts, item)
         await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
         if step.action == "publish_skipped":
             await self._publish_skipped(item, wid, detail, run_log, store)
@@ -240,9 +240,11 @@ class WorkItemRunner:
                                  min_bytes=int(self.cfg.multicore_min_mb * 2**20))
         return share
 
-    def _next(self, kind: str, attempts: int):
+    def _next(self, kind: str, attempts: int, item: WorkItem):
+        base, cause = split_kind(kind)
+        alike = base == INFRASTRUCTURE and self.gates.has_parked((*item.fault_family, cause))
         return after_run(kind, attempts, max_attempts=self.cfg.max_attempts,
-                         backoff=Backoff(self.cfg.retry_backoff),
+                         backoff=Backoff(self.cfg.retry_backoff), parked_alike=alike,
                          park_recheck=self.cfg.park_recheck_seconds, jitter=random.random())
 
     @staticmethod

@@ -135,3 +135,12 @@ async def test_a_cancelled_probe_hands_the_turn_on():
             gates.tried(FAMILY, turn, got_through=False)
     assert order == ["holder has the turn", "next has the turn"]
     assert gates.waiting(FAMILY) == 0
+
+
+async def test_a_family_is_known_as_parked_while_one_waits_or_probes():
+    gates = ParkGates()
+    assert not gates.has_parked(FAMILY)
+    turn = await gates.wait(FAMILY, 0.0)  # alone: its turn at once, probing
+    assert gates.has_parked(FAMILY) and not gates.has_parked(OTHER)
+    gates.tried(FAMILY, turn, got_through=True)
+    assert not gates.has_parked(FAMILY)

@@ -40,6 +40,18 @@ def test_infrastructure_retries_then_parks_never_dead_letters():
     assert step("infrastructure", 5).cause == "unknown"
 
 
+def test_a_fault_others_of_its_kind_are_parked_on_parks_at_once():
+    def alike(kind, attempts):
+        return after_run(kind, attempts, max_attempts=3, backoff=BACKOFF, park_recheck=30.0,
+                         parked_alike=True)
+    first = alike("infrastructure:crds_reference_missing", 1)
+    assert (first.action, first.cause, first.delay) == ("park", "crds_reference_missing", 30.0)
+    # Only infrastructure faults: the others' steps do not depend on what is parked.
+    assert alike("transient", 1).action == "retry"
+    assert alike("permanent", 1).action == "dead_letter"
+    assert alike("success", 1).action == "publish"
+
+
 @pytest.mark.parametrize("jitter", [0.0, 0.25, 0.999])
 def test_infrastructure_delays_are_jittered_within_a_quarter(jitter):
     retry = step("infrastructure:crds_lookup", 1, jitter)
