@@ -32,6 +32,7 @@ import anyio
 from calstream.daemon.deciders.work_items import WorkItem
 from calstream.daemon.doers import consumer_slots
 from calstream.daemon.doers.parking import Parked
+from calstream.daemon.doers.preview_gate import PreviewGate
 from calstream.daemon.operations.metrics import Metrics
 
 log = logging.getLogger("calstream.stage")
@@ -129,8 +130,8 @@ class ParkedItem:
     metric, the log lines, its consumer place given up, its turns at the gate."""
 
     def __init__(self, gates: ParkGates, metrics: Metrics, item: WorkItem,
-                 recheck_seconds: float) -> None:
-        self.gates, self.metrics, self.item = gates, metrics, item
+                 recheck_seconds: float, previews: PreviewGate) -> None:
+        self.gates, self.metrics, self.item, self.previews = gates, metrics, item, previews
         self.recheck_seconds = recheck_seconds
         self.parked: Parked | None = None
         self.family: Hashable = None
@@ -148,7 +149,8 @@ class ParkedItem:
                         "; the next record taken in its place" if aside else "",
                         extra=item.log_context)
         self.family = (*item.fault_family, cause)
-        self.turn = await self.gates.wait(self.family, delay)
+        with self.previews.idle():  # waiting, it calibrates nothing
+            self.turn = await self.gates.wait(self.family, delay)
 
     def tried(self, action: str) -> None:
         """After each attempt: what it says of the fault, for the others of its kind."""

@@ -57,6 +57,20 @@ class PreviewGate:
             if self.calibrations == 0:
                 self._none_in_flight.set()
 
+    @contextlib.contextmanager
+    def idle(self) -> Iterator[None]:
+        """Inside ``calibrating``: a stretch in which the item runs nothing (parked,
+        waiting for its turn): previews need not wait for it."""
+        self.calibrations -= 1
+        if self.calibrations == 0:
+            self._none_in_flight.set()
+        try:
+            yield
+        finally:
+            if self.calibrations == 0:
+                self._none_in_flight = anyio.Event()
+            self.calibrations += 1
+
     async def until_no_calibration(self) -> bool:
         """Return once no calibration is in flight (True), or once the preview
         has waited ``max_wait`` seconds (False: it goes beside them). Nothing

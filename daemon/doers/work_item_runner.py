@@ -143,7 +143,8 @@ class WorkItemRunner:
         run_log = store.log_path(item.program, item.observation, item.name, item.stage,
                                  item.version)
         attempts = 0
-        parked = ParkedItem(self.gates, self.metrics, item, self.cfg.park_recheck_seconds)
+        parked = ParkedItem(self.gates, self.metrics, item, self.cfg.park_recheck_seconds,
+                            self.previews.gate)
         try:
             while True:
                 attempts += 1

@@ -66,6 +66,28 @@ async def test_a_preview_waits_until_no_calibration_is_in_flight():
 
 
 @pytest.mark.anyio
+async def test_a_parked_item_waiting_for_its_turn_does_not_hold_previews_back():
+    metrics = Metrics()
+    gate = PreviewGate(max_wait=600, metrics=metrics, stage="detector1")
+    answers = []
+
+    async def preview():
+        answers.append(await gate.until_no_calibration())
+
+    async with anyio.create_task_group() as tg:
+        with gate.calibrating():  # the item's whole way through its runner
+            tg.start_soon(preview)
+            await anyio.wait_all_tasks_blocked()
+            assert answers == []  # its first attempt: previews wait
+            with gate.idle():  # parked, waiting for its turn at the gate
+                await anyio.wait_all_tasks_blocked()
+                assert answers == [True]
+                assert await gate.until_no_calibration()  # a later one does not wait either
+            assert gate.calibrations == 1  # its probe: counted again
+    assert gate.calibrations == 0
+
+
+@pytest.mark.anyio
 async def test_a_preview_waits_at_most_max_wait_and_not_at_all_with_0():
     metrics = Metrics()
     bounded = PreviewGate(max_wait=0.2, metrics=metrics, stage="detector1")
