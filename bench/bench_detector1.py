@@ -132,6 +132,18 @@ def daemon_round(work: Path, files: list[Path], single: list[Path], workers: int
             "calstream_worker_cpu_seconds_total", {"stage": "detector1", "mode": m}) or 0.0
             for m in ("user", "system")]
 
+    async def previews_drawn(top) -> int:
+        """Wait until no preview is pending; how many were when called."""
+        try:
+            from calstream.daemon.doers.pending_previews import pending
+        except ImportError:  # a --before checkout older than pending previews
+            return -1
+        at_start = pending(top)
+        with anyio.fail_after(600):
+            while pending(top):
+                await anyio.sleep(0.1)
+        return at_start
+
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             await tg.start(daemon.run)
@@ -154,6 +166,11 @@ def daemon_round(work: Path, files: list[Path], single: list[Path], workers: int
                            - contract.parse_time(p["arrived_at"]).timestamp())
                 fixed.append(latency - p["duration_seconds"])
                 alone.append(p["duration_seconds"])
+            # The batch starts on an idle daemon, as the limit's runs do: the
+            # singles' previews (drawn once no calibration is in flight,
+            # doers/preview_gate.py) were drawn in the batch's window until
+            # session 28, counted in the workers' CPU and holding a worker.
+            result["previews_pending"] = await previews_drawn(daemon.store.top)
             # The batch lands at once: copied in beside the inbox untimed, then
             # moved in (a downlink tool's last step). Copying inside the timed
             # window (until session 10) made the daemon wait for the first
@@ -339,6 +356,9 @@ def main() -> int:
         # against daemon_pipeline_seconds, what two runs at once cost each other.
         "daemon_alone_pipeline_seconds": spread([x for r in d for x in r.get("alone", [])]),
         "fixed_cost_seconds": spread(fixed, 3),
+        # Previews of the fixed-cost files still to draw when a batch was due:
+        # drawn before its window (session 28), each round.
+        "daemon_previews_pending_at_batch": [r.get("previews_pending") for r in d],
         "worker_peak_rss_mib": round(worker_peak / 2**20),
         "direct_peak_rss_mib": round(direct_peak / 2**20),
         "worker_vs_direct_peak_rss": round(worker_peak / direct_peak, 3),
