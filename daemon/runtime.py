@@ -244,7 +244,7 @@ class Daemon:
         kafka/concurrent_consumer.py)."""
         cfg = stage_config(st, self.cfg)
         # Started before the pool: a start that waits for its broker has no workers to
-        # stop. Subscribed by the loop itself (with its rebalance listener): subscribing
+        # stop. Subscribed by the loop itself, with its rebalance listener: subscribing
         # twice changes the assignment under aiokafka's running fetcher.
         consumer = await self.start_waits.step(
             f"the broker {cfg.kafka_bootstrap}",

@@ -79,7 +79,7 @@ class Config:
     park_recheck_seconds: float = 30.0
     # Parked items a stage's consumer lets go of its in-flight count, so that
     # others are fetched in their place (doers/consumer_slots.py); past this
-    # many, a parked item keeps its place (their records stay in memory).
+    # many, a parked item keeps its place (their records stay in memory; 0: all keep it).
     max_parked_aside: int = 256
     task_timeout: float = 3600.0  # a run that takes longer is killed and retried
     stall_seconds: float = 900.0  # /readyz: an item in flight for this long (from its start)
