@@ -56,6 +56,9 @@ class Metrics:
         self.in_flight = Gauge(
             "calstream_in_flight", "Work items taken from a topic and not yet finished",
             ["stage"], registry=r)
+        self.parked_aside = Gauge(
+            "calstream_parked_aside", "Parked work items a stage's consumer no longer counts "
+            "in flight (at most max_parked_aside)", ["stage"], registry=r)
         self.dead_letters = Counter(
             "calstream_dead_letters_total", "Items sent to the dead-letter topic",
             ["stage", "category"], registry=r)

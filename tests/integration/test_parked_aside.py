@@ -70,8 +70,10 @@ async def test_parked_exposures_of_one_mode_do_not_stop_the_others(tmp_path, bro
             with anyio.fail_after(120):
                 while not all(Path(p).is_file() for p in drawn):
                     await anyio.sleep(0.2)
-            assert metric(scrape(daemon.ops.address), "calstream_parked_items",
-                          stage="detector1") == 3
+            now = scrape(daemon.ops.address)
+            assert metric(now, "calstream_parked_items", stage="detector1") == 3
+            assert metric(now, "calstream_parked_aside", stage="detector1") == 3
+            assert metric(now, "calstream_in_flight", stage="detector1") == 0
             shutil.copy2(aside, gain)
             restored = time.monotonic()
             msgs = await wait_for(cfg, ["products"],
@@ -87,6 +89,7 @@ async def test_parked_exposures_of_one_mode_do_not_stop_the_others(tmp_path, bro
         map(exposure_id, [*images, *miri]))
     assert all(p["outcome"] == "success" for p in products(msgs, "detector1"))
     assert not letters and metric(after, "calstream_parked_items") == 0
+    assert metric(after, "calstream_parked_aside", stage="detector1") == 0
     said = [r.getMessage() for r in caplog.records]
     assert sum("the next record taken in its place" in m for m in said) == 3, said
     assert sum("resumed after" in m for m in said) == 3

@@ -238,6 +238,7 @@ class ConcurrentConsumer:
         finally:
             if slot.aside:
                 self.aside -= 1
+                self.metrics.parked_aside.labels(stage=self.stage).dec()
             else:
                 self._leave(tp, serial)
         part = self.partitions.get(tp)
@@ -263,6 +264,7 @@ class ConcurrentConsumer:
             return False
         self._leave(tp, serial)
         self.aside += 1
+        self.metrics.parked_aside.labels(stage=self.stage).inc()
         self._export_oldest()
         self._apply_backpressure()
         return True
