@@ -140,9 +140,11 @@ class ParkedItem:
     async def park(self, cause: str, delay: float, detail: str) -> None:
         """The attempt parked on ``cause``: wait for this item's next try."""
         item = self.item
+        # At every park, not only the first: one its consumer kept (max_parked_aside
+        # reached) steps aside once others have gone on.
+        aside = consumer_slots.step_aside()
         if self.parked is None:
             self.parked = Parked(self.metrics, item.stage, cause)
-            aside = consumer_slots.step_aside()
             log.warning("%s: %s parked on an infrastructure fault (%s): %s; re-checked every "
                         "%.0fs (one item of its kind at a time), not dead-lettered%s", item.name,
                         item.pipeline, cause, detail, self.recheck_seconds,

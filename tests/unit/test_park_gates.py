@@ -10,7 +10,11 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from calstream.daemon.doers.park_gates import ParkGates
+from calstream.daemon.deciders.work_items import WorkItem
+from calstream.daemon.doers import consumer_slots
+from calstream.daemon.doers.park_gates import ParkedItem, ParkGates
+from calstream.daemon.doers.preview_gate import PreviewGate
+from calstream.daemon.operations.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
 
@@ -144,3 +148,31 @@ async def test_a_family_is_known_as_parked_while_one_waits_or_probes():
     assert gates.has_parked(FAMILY) and not gates.has_parked(OTHER)
     gates.tried(FAMILY, turn, got_through=True)
     assert not gates.has_parked(FAMILY)
+
+
+async def test_a_parked_item_its_consumer_kept_steps_aside_at_a_later_park():
+    answers = iter([False, True])  # the consumer at max_parked_aside, then with room
+    asked: list[bool] = []
+
+    def free() -> bool:
+        asked.append(next(answers))
+        return asked[-1]
+
+    slot = consumer_slots.Slot(free)
+    consumer_slots.hold(slot)
+    metrics = Metrics()
+    previews = PreviewGate(max_wait=0, metrics=metrics, stage="detector1")
+    item = WorkItem(stage="detector1", pipeline="calwebb_detector1", task="t:t", task_kwargs={},
+                    program="01234", observation="001", name="jw01234001001_02101_00001_nrcb1",
+                    inputs=[])
+    parked = ParkedItem(ParkGates(), metrics, item, 0.0, previews)
+    with anyio.fail_after(10), previews.calibrating():
+        await parked.park("crds_lookup", 0.0, "a reference missing")
+        assert not slot.aside
+        parked.tried("park")
+        await parked.park("crds_lookup", 0.0, "a reference missing")
+        assert slot.aside
+        parked.tried("park")
+        await parked.park("crds_lookup", 0.0, "a reference missing")
+        parked.end("publish")
+    assert asked == [False, True]  # once aside, the consumer is not asked again
