@@ -5,7 +5,9 @@ Throughput. A synthetic program of S exposures (NIRCam imaging, visits of
 observation) arrives as product events: a visit's detector1 events, then
 its stage-2 events. Each event goes the planner's whole record path
 (``RecordPath``: decode and validate the bytes, the trust checks, the event
-id check, the decision), as ``doers/planner_loop.py`` does. The planner's own
+id check, the decision), as ``doers/planner_loop.py`` does: a fetch's records
+(``--batch``, by default the loop's ``TAKEN_AHEAD``) take their way in
+together, then each is decided. The planner's own
 orders are not validated on this path (tests/unit/test_planner_outputs.py
 validates them; the publisher's encoding checks each message's schema). "fresh" is the
 first pass over the stream; "redelivered" the same records again (a broker
@@ -51,6 +53,7 @@ from collections.abc import Iterator
 from calstream.daemon.deciders.event_checks import EventIds
 from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.daemon.deciders.product_intake import ProductIntake
+from calstream.daemon.doers.planner_loop import TAKEN_AHEAD
 from calstream.daemon.doers.planner_restore import tune_collector
 from calstream.steps.synthetic.headers import exposure_id, synthetic_header
 from calstream.topics import contract
@@ -134,27 +137,39 @@ class RecordPath:
         self.intake = ProductIntake(products_root=PRODUCTS, input_roots=ROOTS)
 
     def __call__(self, raw: bytes) -> int:
-        event, problems = self.intake.take(raw, self.event_ids)
-        if problems:
-            raise AssertionError(f"the bench's own event is refused: {problems}")
-        now = contract.parse_time(event["emitted_at"]).timestamp()
-        return len(self.state.observe(event, now))
+        return self.batch([raw])
+
+    def batch(self, raws: list[bytes]) -> int:
+        """Records as the loop has them from a fetch: their way in together
+        (``ProductIntake.take_each``), then each one's decision in order."""
+        made = 0
+        for taken in self.intake.take_each(raws, self.event_ids):
+            if isinstance(taken, Exception) or taken[1]:
+                raise AssertionError(f"the bench's own event is refused: {taken}")
+            event = taken[0]
+            now = contract.parse_time(event["emitted_at"]).timestamp()
+            made += len(self.state.observe(event, now))
+        return made
 
 
-def _timed(fn, records: list[bytes], budget: float) -> tuple[float, float, int]:
-    """(wall s, cpu s, events) over ``records``, stopped after ``budget`` seconds."""
+def _timed(path: RecordPath, records: list[bytes], budget: float,
+           batch: int = TAKEN_AHEAD) -> tuple[float, float, int]:
+    """(wall s, cpu s, events) over ``records`` fed ``batch`` at a time, stopped
+    after ``budget`` seconds."""
     gc.collect()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     done = 0
-    for raw in records:
-        fn(raw)
-        done += 1
-        if done % 256 == 0 and time.perf_counter() - wall0 > budget:
+    for first in range(0, len(records), batch):
+        chunk = records[first:first + batch]
+        path.batch(chunk)
+        done += len(chunk)
+        if time.perf_counter() - wall0 > budget:
             break
     return time.perf_counter() - wall0, time.process_time() - cpu0, done
 
 
-def throughput(sizes: list[int], repeats: int, events: int, budget: float) -> dict:
+def throughput(sizes: list[int], repeats: int, events: int, budget: float,
+               batch: int = TAKEN_AHEAD) -> dict:
     streams = {}
     for size in sizes:
         programs = max(1, -(-events // (2 * size)))
@@ -163,9 +178,10 @@ def throughput(sizes: list[int], repeats: int, events: int, budget: float) -> di
     for _ in range(repeats):
         for size in sizes:  # interleaved: a drift of the machine hits every size alike
             path = RecordPath()
-            runs.setdefault(("fresh", size), []).append(_timed(path, streams[size], budget))
+            runs.setdefault(("fresh", size), []).append(
+                _timed(path, streams[size], budget, batch))
             runs.setdefault(("redelivered", size), []).append(
-                _timed(path, streams[size], budget))
+                _timed(path, streams[size], budget, batch))
     table = {}
     for (kind, size), rs in runs.items():
         rates = [n / w for w, _, n in rs]
@@ -382,11 +398,15 @@ def main() -> int:
     ap.add_argument("--work-dir", default="/tmp/bench-planner")
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--no-restart", action="store_true")
+    ap.add_argument("--batch", type=int, default=TAKEN_AHEAD,
+                    help="records taken in together, as the planner loop takes a fetch's "
+                         "(1: one record after another, as until session 29)")
     args = ap.parse_args()
     figures: dict = {}
     if not args.no_throughput:
         figures["throughput"] = throughput([int(s) for s in args.sizes.split(",")],
-                                           args.repeats, args.events, args.budget)
+                                           args.repeats, args.events, args.budget,
+                                           args.batch)
         print(json.dumps(figures["throughput"], indent=1), flush=True)
     if not args.no_restart:
         figures["restart"] = restart([int(h) for h in args.histories.split(",")], args.tail,

@@ -41,6 +41,9 @@ from calstream.daemon.deciders.event_checks import (
 )
 from calstream.topics import contract
 
+# What ``take`` gives for one record: (event, problems), or what it raised.
+Taken = tuple[contract.Message, list[str]] | Exception
+
 
 class ProductIntake:
     def __init__(self, *, products_root: str, input_roots: Iterable[str],
@@ -56,28 +59,62 @@ class ProductIntake:
 
         Raises contract.InvalidMessage for bytes that are no product event.
         """
-        # sha256: collision-resistant (a forged record must not pass for an
-        # accepted one) and, with the CPU's SHA instructions, twice blake2b's speed.
-        if type(raw) is bytes:
-            key = hashlib.sha256(raw).digest()
-        else:
-            key = hashlib.sha256(bytes(raw)).digest() \
-                if isinstance(raw, bytearray | memoryview) else None
-        known = self._accepted.get(key) if key is not None else None
-        if known is not None:
-            self._accepted.move_to_end(key)
-            event, digest = known
-            return event, self._id_problems(event, digest, [], event_ids)
-        event = decode_product(raw)
-        problems = product_event_problems(event.body, products_root=self.products_root,
-                                          input_roots=self.input_roots)
-        digest = content_digest(event.body, parsed=True)  # decoded from bytes just now
-        problems = self._id_problems(event, digest, problems, event_ids)
-        if not problems and key is not None:
-            self._accepted[key] = (event, digest)
-            if len(self._accepted) > self.capacity:
-                self._accepted.popitem(last=False)
-        return event, problems
+        taken = self.take_each([raw], event_ids)[0]
+        if isinstance(taken, Exception):
+            raise taken
+        return taken
+
+    def take_each(self, raws: Iterable[Any], event_ids: EventIds) -> list[Taken]:
+        """``take`` of each of ``raws`` in their order: a list of (event,
+        problems), or the exception ``take`` raised for that record (the
+        loop raises it at the record's decision, which dead-letters it).
+
+        The planner loop takes a fetch's records this way before it decides
+        on them one by one, and the work goes in passes over the records
+        (look-ups, decoding, judging, event ids): the same results as taking
+        each record just before its decision (``take`` depends on nothing the
+        decisions change, and the event ids and the memory of accepted bytes
+        see the records in order), for a tenth less of a fresh event (bench/
+        README.md, session 29): each pass's code and tables stay in the CPU's
+        caches instead of being pushed out by a decision between two records.
+        """
+        raws = list(raws)
+        accepted = self._accepted
+        keys = [_key(raw) for raw in raws]
+        known = [accepted.get(k) if k is not None else None for k in keys]
+        decoded = [None if kept is not None else _or_raised(decode_product, raw)
+                   for raw, kept in zip(raws, known, strict=True)]
+        judged = [_or_raised(self._judge, e) if type(e) is contract.Message else None
+                  for e in decoded]
+        taken: list[Taken] = []
+        for key, kept, event, judgement in zip(keys, known, decoded, judged, strict=True):
+            if key is not None and key in accepted:
+                # Accepted bytes again (at the look-up, or earlier in this batch).
+                kept_event, digest = accepted[key]
+                accepted.move_to_end(key)
+                taken.append((kept_event, self._id_problems(kept_event, digest, [],
+                                                            event_ids)))
+                continue
+            if kept is not None:  # forgotten since the look-up: decoded, it is the same
+                event, judgement = kept[0], ([], kept[1])
+            if isinstance(judgement, tuple):
+                problems, digest = judgement
+            else:  # what decoding or judging raised
+                taken.append(event if judgement is None else judgement)
+                continue
+            problems = self._id_problems(event, digest, problems, event_ids)
+            if not problems and key is not None:
+                accepted[key] = (event, digest)
+                if len(accepted) > self.capacity:
+                    accepted.popitem(last=False)
+            taken.append((event, problems))
+        return taken
+
+    def _judge(self, event: contract.Message) -> tuple[list[str], bytes]:
+        """(why it is impossible, its content digest)."""
+        return (product_event_problems(event.body, products_root=self.products_root,
+                                       input_roots=self.input_roots),
+                content_digest(event.body, parsed=True))  # decoded from bytes just now
 
     @staticmethod
     def _id_problems(event: contract.Message, digest: bytes, problems: list[str],
@@ -86,6 +123,25 @@ class ProductIntake:
             problems = [*problems,
                         f"event id {event.event_id[:12]} was already used for other content"]
         return problems
+
+
+def _key(raw: Any) -> bytes | None:
+    """What accepted bytes are remembered by. sha256: collision-resistant (a
+    forged record must not pass for an accepted one) and, with the CPU's SHA
+    instructions, twice blake2b's speed."""
+    if type(raw) is bytes:
+        return hashlib.sha256(raw).digest()
+    return hashlib.sha256(bytes(raw)).digest() \
+        if isinstance(raw, bytearray | memoryview) else None
+
+
+def _or_raised(work, value):
+    """``work(value)``, or the exception it raised: one record's fault stays
+    that record's (in a batch, the others are still taken)."""
+    try:
+        return work(value)
+    except Exception as exc:  # noqa: BLE001 - raised again at the record's decision
+        return exc
 
 
 # Where the product schema asks for "format": "date-time" (the only format it uses).

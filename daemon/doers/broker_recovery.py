@@ -91,7 +91,7 @@ async def recover_planner_records(cfg: Config, publisher: Publisher, *, active: 
     again: the planner itself still knows them, but `holds list` and
     `holds release`, `plan list`, status and the console read the topics
     (an exposure still held was "not held" to a release). A start does the
-    same in the planner (planner_loop._restore_from_disk); a standby
+    same in the planner (planner_disk_records.restore_from_disk); a standby
     (``active`` False) sends nothing."""
     if "planner" not in cfg.roles or not active:
         return

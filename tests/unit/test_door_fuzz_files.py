@@ -304,7 +304,7 @@ def _planner(tmp_path: Path):
 
 @pytest.mark.parametrize("topic", ["plans", "holds"])
 def test_the_planner_ledger_mutated_is_taken_or_left_out(tmp_path, topic):
-    """What a start takes from <work>/planner/ (planner_loop._restore_from_disk):
+    """What a start takes from <work>/planner/ (planner_disk_records.restore_from_disk):
     every message it re-publishes must be one its readers accept. The file's
     name is mutated too: one that is not ``<key>.json`` for a valid key is
     never read ("misnamed"), and a record is taken only under its own key."""

@@ -79,3 +79,93 @@ def test_the_intakes_patterns_match_as_jsonschema_rs_default_matches_them():
         assert _structure().is_valid(body) == default.is_valid(body), body
         accepted += default.is_valid(body)
     assert 20 < accepted < len(bodies) - 50
+
+
+def _outcome(taken) -> tuple:
+    """What a take gave, comparable: the event and its problems, or the refusal."""
+    if isinstance(taken, Exception):
+        return ("refused", type(taken).__name__, str(taken))
+    event, problems = taken
+    return ("taken", event.type, json.dumps(event.body, sort_keys=True), tuple(problems))
+
+
+def test_a_batch_taken_ahead_is_taken_as_one_record_after_another():
+    """The planner loop takes a fetch's records together before deciding
+    (doers/planner_loop.py, ProductIntake.take_each): each record must come
+    out as ``take`` makes it just before its decision, through every way a
+    record can go (accepted, redelivered, refused, impossible, an event id
+    used again for other content, the memory of accepted bytes overflowing)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import bench_planner as bench
+
+    from calstream.daemon.deciders.event_checks import EventIds
+    from calstream.daemon.deciders.product_intake import ProductIntake
+
+    records = list(bench.program_records(1, 6))
+    first = json.loads(records[0])
+    reused_id = dict(first, work_id="f" * 64)  # the same event id for other content
+    outside = dict(first, outputs=[dict(first["outputs"][0], path="/etc/passwd")])
+    stream = [*records, records[0], b"{not json", b'{"schema": "calstream.product"}',
+              json.dumps(reused_id).encode(), json.dumps(outside).encode(), records[3],
+              bytearray(records[4]), memoryview(records[5]), *records[:4]]
+
+    def fresh() -> tuple[ProductIntake, EventIds]:
+        return (ProductIntake(products_root=bench.PRODUCTS, input_roots=bench.ROOTS,
+                              capacity=5), EventIds(capacity=8))
+
+    intake, ids = fresh()
+    one_by_one = []
+    for raw in stream:
+        try:
+            one_by_one.append(_outcome(intake.take(raw, ids)))
+        except contract.InvalidMessage as exc:
+            one_by_one.append(_outcome(exc))
+    for size in (1, 3, len(stream)):
+        intake, ids = fresh()
+        together = [_outcome(t) for i in range(0, len(stream), size)
+                    for t in intake.take_each(stream[i:i + size], ids)]
+        assert together == one_by_one, size
+    kinds = {o[0] for o in one_by_one}
+    assert kinds == {"taken", "refused"}
+    assert any(o[0] == "taken" and any("already used" in p for p in o[3]) for o in one_by_one)
+    assert any(o[0] == "taken" and any("outside" in p for p in o[3]) for o in one_by_one)
+
+
+def test_a_record_whose_judging_raises_is_that_records_fault_alone(monkeypatch):
+    """Taken together, a record the checks cannot judge (a bug's exception)
+    must not take its batch with it: its place holds the exception, which
+    the loop raises at its decision (and dead-letters), the others are taken."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import bench_planner as bench
+
+    from calstream.daemon.deciders import product_intake
+    from calstream.daemon.deciders.event_checks import EventIds
+    from calstream.daemon.deciders.product_intake import ProductIntake
+
+    records = list(bench.program_records(1, 4))
+    poisoned = json.loads(records[1])["event_id"]
+    judge = product_intake.product_event_problems
+
+    def raising(event, **kw):
+        if event["event_id"] == poisoned:
+            raise ZeroDivisionError("a bug")
+        return judge(event, **kw)
+
+    monkeypatch.setattr(product_intake, "product_event_problems", raising)
+    intake = ProductIntake(products_root=bench.PRODUCTS, input_roots=bench.ROOTS)
+    taken = intake.take_each([*records, None], EventIds())
+    assert isinstance(taken[1], ZeroDivisionError)
+    assert isinstance(taken[-1], contract.InvalidMessage)  # a tombstone: no value
+    assert [t[1] for i, t in enumerate(taken[:-1]) if i != 1] == [[]] * (len(records) - 1)
+    try:
+        intake.take(records[1], EventIds())
+    except ZeroDivisionError:
+        pass
+    else:
+        raise AssertionError("take raises what the record's judging raised")

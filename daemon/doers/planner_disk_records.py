@@ -1,0 +1,76 @@
+"""What a starting planner takes back from disk when the broker lost it.
+
+The plans and holds the planner decided are kept in its ledger
+(doers/planner_ledger.py) besides their topics; the stage-3 products'
+versions lie in the product store. A broker that lost its topics (the
+embedded broker keeps them in memory) would otherwise make the planner
+forget plans and holds and number stage-3 products again from 1. Each file
+is untrusted: checked as a message would be, left out with a warning if it
+cannot be used.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.steps.plans import Plan
+from calstream.topics import contract
+
+log = logging.getLogger("calstream.planner")
+
+
+async def restore_from_disk(planner) -> None:
+    """What the broker lost: plans and holds from the ledger (re-published,
+    so every reader of those topics sees them again), stage-3 versions
+    from the product store."""
+    lost = {"plans": 0, "holds": 0}
+    for body in await anyio.to_thread.run_sync(planner.ledger.kept, "plans"):
+        if body.get("plan_id") in planner.on_broker["plans"]:
+            continue
+        try:  # a file on disk is untrusted too: checked as a message would be
+            contract.validate("plan", body)
+            plan = Plan.from_json(body)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("planner: kept plan %s cannot be used: %s", body.get("plan_id"), exc)
+            continue
+        planner.plans[plan.plan_id] = plan
+        await planner.publisher.publish("plans", (body.get("programs") or [""])[0],
+                                        contract.Message("plan", body))
+        lost["plans"] += 1
+    for body in await anyio.to_thread.run_sync(planner.ledger.kept, "holds"):
+        if body.get("exposure_id") in planner.on_broker["holds"]:
+            continue
+        try:
+            contract.validate("hold", body)
+        except contract.InvalidMessage as exc:
+            log.warning("planner: kept hold %s cannot be used: %s", body.get("exposure_id"),
+                        exc)
+            continue
+        message = contract.Message("hold", body)
+        planner.state.restore_hold(message)
+        await planner.publisher.publish("holds", body["exposure_id"], message)
+        lost["holds"] += 1
+    # Holds the topic had (e.g. written before the ledger existed): kept now.
+    for body in list(planner.holds.values()):
+        await planner.keep("holds", body)
+    if any(lost.values()):
+        log.warning("the broker had lost %d plan(s) and %d hold record(s): re-published "
+                    "from %s", lost["plans"], lost["holds"], planner.ledger.root)
+
+    def stage3_products() -> list[tuple[str, dict]]:
+        # (the tree it lies in, not what its event claims; its event)
+        store = ProductStore(planner.cfg.products)
+        return [(n, r["event"]) for n in ["live", *store.namespaces()]
+                for r in store.for_namespace(n).records("stage3")
+                if r["event"].get("stage") == "stage3"]
+
+    for namespace, event in await anyio.to_thread.run_sync(stage3_products):
+        try:  # a file is untrusted: one the decisions cannot take is left out, not fatal
+            contract.validate("product", event)
+            planner.state_for(namespace).restore_product(event)
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.warning("planner: stage-3 record of %s left out: %s: %s",
+                        str(event.get("product_name"))[:200], type(exc).__name__, exc)
