@@ -17,6 +17,7 @@ coordinator can give the lease to another planner.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -141,6 +142,23 @@ class GatedPublisher(kafka.Publisher):
         parking = Parking(self.cfg, self.metrics, stage="planner", max_attempts=1,
                           what=f"planner: {what}")
         return await until_done(attempt, parking, cause_of=broker_fault)
+
+    async def send(self, logical_topic: str, key: str,
+                   message: contract.Message) -> asyncio.Future | None:
+        """The send of ``publish`` without its wait (the planner's work orders,
+        doers/planner_publishing.py): the future of the acknowledgement, None
+        when withheld. It counts as in flight for the gate until the broker
+        answered, so a revoke waits for it as for a publication awaited."""
+        if not self.gate.enter():
+            self.withhold(logical_topic, key, message)
+            return None
+        try:
+            sent = await self._hand_over(logical_topic, key, message)
+        except BaseException:
+            self.gate.leave()
+            raise
+        sent.add_done_callback(lambda _answered: self.gate.leave())
+        return sent
 
     async def _publish_once(self, logical_topic: str, key: str,
                             message: contract.Message) -> bool:

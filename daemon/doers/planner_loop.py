@@ -39,7 +39,14 @@ from calstream.daemon.doers import (
 )
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.planner_ledger import PlannerLedger
-from calstream.daemon.doers.planner_publishing import Faults, Refused, keep, publish_emits
+from calstream.daemon.doers.planner_publishing import (
+    Faults,
+    Refused,
+    Unacknowledged,
+    keep,
+    publish_emits,
+    settle,
+)
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.plans import Plan, PlanError
@@ -107,6 +114,7 @@ class Planner:
         self.memory_budget = planner_restore.memory_budget(self)  # and at the last compaction:
         self.in_use_at_last_compaction, self.memory_checked_at, self.memory_over = 0, 0.0, False
         self._unkept: list[dict] = []  # plans decided, to keep in the ledger
+        self.unacked = Unacknowledged()  # work orders sent, not yet acknowledged
         self.snapshot_parking = Parking(cfg, metrics, stage="planner", what="planner: snapshot")
 
     def state_for(self, namespace: str) -> PlannerState:
@@ -165,6 +173,7 @@ class Planner:
                     if time.monotonic() - last_yield > 0.05:  # its beat and clients run too
                         await anyio.sleep(0)
                         last_yield = time.monotonic()
+                await self._settle()  # the fetch's orders acknowledged: its positions move
                 if not self.caught_up and await reader.caught_up():
                     planner_tail.warn_lost(reader.lost)
                     self.caught_up = True
@@ -172,6 +181,7 @@ class Planner:
                     for record in self._deferred:
                         await self._on_record(record)
                     self._deferred.clear()
+                    await self._settle()
                     self.metrics.planner_catching_up.set(0)
                 if self.standby is not None:
                     await self.standby.take_over_when_due(self, reader)
@@ -214,9 +224,17 @@ class Planner:
             self._deferred.append(record)
             return
         await self._handle(record, taken)
-        # Decided (or dead-lettered) and published: the state covers it.
-        self.positions[(record.topic, record.partition)] = record.offset + 1
+        # Decided (or dead-lettered) and published: the state covers it once
+        # the broker acknowledged the orders sent before (_settle).
+        waiting = self.unacked.positions if self.unacked else self.positions
+        waiting[(record.topic, record.partition)] = record.offset + 1
         self.records_seen += 1
+
+    async def _settle(self) -> None:
+        """Every work order sent unacknowledged is acknowledged (or sent again,
+        parked until it is); then the positions behind them move."""
+        self.positions.update(await settle(self.unacked, publisher=self.publisher,
+                                           metrics=self.metrics))
 
     async def _handle(self, record, taken: Taken | None) -> None:
         try:
@@ -247,7 +265,7 @@ class Planner:
                 # topic, partition and offset) is known here, and an operator
                 # needs it to find or redrive it.
                 e.message.body["original"] = original_of(record)
-        refused = await self._publish(emits)
+        refused = await self._publish(emits, self.unacked)
         if refused:  # its orders are checked when encoded, not before; the others went
             await self._reject(record, "invalid_message", "; ".join(r.reason for r in refused))
             return
@@ -321,9 +339,11 @@ class Planner:
                  plan.source, len(plan.exposures), ", ".join(plan.programs))
         return emits
 
-    async def _publish(self, emits: list[Emit]) -> list[Refused]:
+    async def _publish(self, emits: list[Emit],
+                       unacked: Unacknowledged | None = None) -> list[Refused]:
         return await publish_emits(emits, publisher=self.publisher, topics=self.topics,
-                                   ledger=self.ledger, metrics=self.metrics, cfg=self.cfg)
+                                   ledger=self.ledger, metrics=self.metrics, cfg=self.cfg,
+                                   unacked=unacked)
 
     async def keep(self, topic: str, body: dict) -> None:
         await keep(self.ledger, topic, body, cfg=self.cfg, metrics=self.metrics)

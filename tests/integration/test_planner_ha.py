@@ -199,8 +199,11 @@ async def test_the_watcher_announces_while_the_planner_works_through_a_backlog(
         broker, tmp_path, unique_prefix):
     cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["watcher", "planner"])
     await kafka.create_topics(cfg, Topics(cfg.topic_prefix))
+    # Large enough to keep the planner busy while the watcher works: 800
+    # events were decided before the announcement once the planner stopped
+    # waiting for each order's acknowledgement (doers/planner_publishing.py).
     backlog = [product_event(cfg.products, cfg.inbox, p, n, 10)
-               for p in range(1, 81) for n in range(1, 11)]
+               for p in range(1, 1001) for n in range(1, 11)]
     await publish(cfg, backlog)
     name = "jw01234001001_02101_00001_nrcb1"
     data = small_uncal({**SMALL_UNCAL_HEADER, "EXPOSURE": "00001", "DETECTOR": "NRCB1"},

@@ -3,6 +3,7 @@ and dead letters in one place."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from typing import Any
@@ -31,11 +32,22 @@ class Publisher:
 
     async def publish(self, logical_topic: str, key: str, message: contract.Message) -> None:
         """Send and wait for the broker's acknowledgement (acks=all)."""
+        await (await self._hand_over(logical_topic, key, message))
+
+    async def send(self, logical_topic: str, key: str,
+                   message: contract.Message) -> asyncio.Future | None:
+        """``publish`` without the wait: the future of the broker's
+        acknowledgement, for the caller to await (None: nothing was sent).
+        Raises what ``publish`` raises before sending (a refused message)."""
+        return await self._hand_over(logical_topic, key, message)
+
+    async def _hand_over(self, logical_topic: str, key: str,
+                         message: contract.Message) -> asyncio.Future:
         message.body.setdefault("producer", {**PRODUCER_INFO, "role": self.role})
         value = contract.encode(message)  # validates: a bad message never leaves
-        await self.producer.send_and_wait(self.topics.name(logical_topic), value=value,
-                                          # a file name that is not UTF-8 (a bad_file's key)
-                                          key=key.encode("utf-8", "backslashreplace"))
+        return await self.producer.send(self.topics.name(logical_topic), value=value,
+                                        # a file name that is not UTF-8 (a bad_file's key)
+                                        key=key.encode("utf-8", "backslashreplace"))
 
     async def dead_letter(self, *, category: str, reason: str, stage: str, key: str,
                           attempts: int = 0, record: ConsumerRecord | None = None,
