@@ -53,10 +53,14 @@ from collections.abc import Iterator
 from calstream.daemon.deciders.event_checks import EventIds
 from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.daemon.deciders.product_intake import ProductIntake
-from calstream.daemon.doers.planner_loop import TAKEN_AHEAD
 from calstream.daemon.doers.planner_restore import tune_collector
 from calstream.steps.synthetic.headers import exposure_id, synthetic_header
 from calstream.topics import contract
+
+try:
+    from calstream.daemon.doers.planner_loop import TAKEN_AHEAD
+except ImportError:  # the code before session 29 (planner_on_broker.py --before)
+    TAKEN_AHEAD = 1
 
 T0 = 1_800_000_000.0
 VISIT = 20  # exposures per visit (NEXPOSUR)
