@@ -65,7 +65,7 @@ class Unacknowledged:
 
     Awaiting each order's acknowledgement before the next record cost a
     round trip to the broker per order (0.36-0.44 ms on the embedded broker,
-    twice the intake's and decision's CPU of an event, bench/README.md,
+    five times the CPU of an event's intake and decision, bench/README.md,
     session 29), and aiokafka's CPU for a message sent alone is four times
     that of one sent among others. So the planner loop sends a fetch's work
     orders as it decides them and waits for all of them at the end of the
