@@ -151,6 +151,50 @@ async def test_the_planner_waits_out_a_broker_that_stops_answering_while_it_send
         assert len({o["event_id"] for o in orders}) == 1
 
 
+async def test_orders_sent_unacknowledged_survive_a_broker_that_stops_answering(
+        tmp_path, unique_prefix, monkeypatch):
+    """The planner sends a fetch's stage-2 orders without waiting for each
+    acknowledgement (doers/planner_publishing.py, Unacknowledged) and waits
+    for them at the fetch's end. The broker stops answering (SIGSTOP) just
+    as it starts to wait: the orders' sends time out, are sent again the
+    waited way (parked until the broker answers) and arrive; the records'
+    positions move only then."""
+    with EmbeddedBroker(tmp_path / "own-broker") as own:
+        cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
+                            retry_backoff=0.1, park_recheck_seconds=1.0, **BROKER_TIMEOUT)
+        events = [product_event(cfg.products, cfg.inbox, 4545, n, 3) for n in (1, 2, 3)]
+        settle, paused = Planner._settle, []
+
+        async def pausing_with_orders_in_flight(self):
+            if self.unacked and not paused:
+                paused.append([dict(self.positions), dict(self.unacked.positions)])
+                os.kill(own.process.pid, signal.SIGSTOP)
+            return await settle(self)
+
+        monkeypatch.setattr(Planner, "_settle", pausing_with_orders_in_flight)
+        async with running_daemon(cfg) as daemon:
+            await until(lambda: daemon.planner and daemon.planner.caught_up)
+            await publish(cfg, events)
+            try:
+                await until(lambda: metric(scrape(daemon.ops.address), "calstream_parked_items",
+                                           stage="planner", cause="broker_unreachable") >= 1,
+                            timeout=90)
+            finally:
+                os.kill(own.process.pid, signal.SIGCONT)
+            msgs = await wait_for(cfg, ["work.stage2"], lambda ms: len(
+                {m["product_name"] for m in ms if getattr(m, "type", "") == "work_order"}) == 3,
+                timeout=90)
+            await until(lambda: metric(scrape(daemon.ops.address), "calstream_parked_items") == 0)
+            products = Topics(cfg.topic_prefix).name("products")
+            # Before the wait, the records' positions had not moved; after it, they have.
+            before, waiting = paused[0]
+            assert not any(t == products for t, _ in before) and waiting
+            await until(lambda: sum(o for (t, _), o in daemon.planner.positions.items()
+                                    if t == products) == 3)
+        orders = [m for m in msgs if getattr(m, "type", "") == "work_order"]
+        assert {o["product_name"] for o in orders} == {e["exposure_id"] for e in events}
+
+
 @pytest.mark.parametrize("moment", ["re-publish", "dead letter"])
 async def test_the_planner_s_restore_waits_out_a_broker_that_stops_answering(
         tmp_path, unique_prefix, monkeypatch, moment):
