@@ -29,6 +29,20 @@ def canonical_json(value: Any) -> bytes:
     return _reference_json(value)
 
 
+def compact_json(value: Any) -> bytes:
+    """``json.dumps(value, sort_keys=True, separators=(",", ":"))``: what a
+    message is sent as (``contract.encode``). ``canonical_json`` without its
+    ``default=str``: a value JSON has no text for raises TypeError, as
+    ``json.dumps`` does, rather than being sent as its ``str``. orjson writes
+    it where its bytes are the same (a stage-2 order: 6 us against 18 us).
+    """
+    if _plain_json(value, 0):
+        fast = _sorted_orjson(value)
+        if fast is not None:
+            return fast
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
 def canonical_json_of_parsed(value: Any) -> bytes:
     """``canonical_json`` of a value ``parse_json`` returned (or a dict of
     its parts): only JSON's own types, so the walk over every item that

@@ -22,7 +22,7 @@ import jsonschema
 import jsonschema_rs
 import orjson
 
-from calstream.topics.canonical_json import canonical_json
+from calstream.topics.canonical_json import canonical_json, compact_json
 
 SCHEMA_MAJOR = 1
 # 1.1: optional fields for stage 3 and replay; 1.2: the product's previews,
@@ -210,7 +210,7 @@ def assemble(message_type: str, event_id: str, **fields: Any) -> Message:
 
 def encode(message: Message) -> bytes:
     validate(message.type, message.body)
-    return json.dumps(message.body, separators=(",", ":"), sort_keys=True).encode()
+    return compact_json(message.body)
 
 
 # Limits on what a reader accepts before it even looks at the schema. Every

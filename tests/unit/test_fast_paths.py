@@ -92,6 +92,32 @@ def test_the_event_id_digest_text_is_the_reference_text():
     assert contract.canonical_json(odd) == _reference_canonical(odd)
 
 
+def test_a_message_is_sent_as_the_reference_text():
+    """contract.encode writes orjson's text where it is json.dumps's, and
+    refuses what json.dumps refuses (no ``default=str`` for messages)."""
+    from calstream.topics.canonical_json import compact_json
+
+    rng = random.Random(11)
+    floats = [0.0, -0.0, 1e-5, 3.2e-7, 1e-4, 0.1, 1.5, 1e15, 1e16, 1e22, 2.0 ** 70, 5e-324]
+    strings = ["", "a", "\x7f", "\x1f\b\f\n\t\"\\/", "é", "\u2028", "ünï", "<&>"]
+    ints = [0, -1, 2 ** 63, -(2 ** 63), 2 ** 64 - 1, 2 ** 64, 10 ** 29]
+    for _ in range(3000):
+        content = {rng.choice(strings + ["k", "z", "A"]): rng.choice(floats + strings + ints)
+                   for _ in range(4)}
+        content["nested"] = [rng.choice(floats + strings + ints + [None, True, False])
+                             for _ in range(3)]
+        assert compact_json(content) == json.dumps(
+            content, sort_keys=True, separators=(",", ":")).encode(), content
+    for value in [["kind", ("a", 1), [("x", "y")]], "text", 1.5e-5, ("t",), {"k": (1,)}]:
+        assert compact_json(value) == json.dumps(
+            value, sort_keys=True, separators=(",", ":")).encode()
+    with pytest.raises(TypeError):
+        compact_json({"when": datetime.datetime(2027, 1, 1, tzinfo=datetime.UTC)})
+    order = json.loads(_product())
+    assert contract.encode(contract.Message("product", order)) == json.dumps(
+        order, sort_keys=True, separators=(",", ":")).encode()
+
+
 def _product(**over) -> bytes:
     body = {"schema": "calstream.product", "schema_version": contract.SCHEMA_VERSION,
             "event_id": "e" * 64, "emitted_at": "2027-01-01T00:00:00.000Z", "work_id": "f" * 64,
