@@ -8,6 +8,7 @@ production sets them per topic through configuration.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -87,10 +88,20 @@ class Topics:
         return f"{self.prefix}{logical}"
 
     def spec(self, logical: str) -> TopicSpec:
+        found = self._by_logical.get(logical)
+        if found is None:
+            raise KeyError(f"unknown topic {logical!r}; known: {[s.logical for s in self.specs]}")
+        return found
+
+    @cached_property
+    def _by_logical(self) -> dict[str, TopicSpec]:
+        # Asked for several times per planner record (a scan of the catalog
+        # each time was 2-3 % of a planner's event in a daemon); the first of
+        # a name wins, as the scan found it.
+        by_logical: dict[str, TopicSpec] = {}
         for s in self.specs:
-            if s.logical == logical:
-                return s
-        raise KeyError(f"unknown topic {logical!r}; known: {[s.logical for s in self.specs]}")
+            by_logical.setdefault(s.logical, s)
+        return by_logical
 
     def logical(self, name: str) -> str:
         """Inverse of name(): broker name -> logical name."""
