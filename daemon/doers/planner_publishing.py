@@ -122,10 +122,10 @@ async def publish_emits(emits: list[Emit], *, publisher, topics: Topics, ledger:
             except Exception as exc:  # noqa: BLE001 - the broker's fault: the waited way
                 if broker_fault(exc) is None:
                     raise
-                answered = None
                 if await publisher.publish(topic, e.key, e.message) is not False:
                     _count_and_log(e, metrics)
-            if answered is not None:
+                continue
+            if answered is not None:  # None: withheld (a standby)
                 unacked.sent.append((e, topic, answered))
             continue
         if e.topic == "holds":

@@ -120,6 +120,17 @@ def stage2_event(rate: contract.Message) -> contract.Message:
     return contract.build("product", contract.event_id("product", wid), **fields)
 
 
+async def parked_until_continued(daemon, own: EmbeddedBroker) -> None:
+    """Once the planner has parked on the stopped broker, the broker goes on
+    (SIGCONT, also if the wait fails)."""
+    try:
+        await until(lambda: metric(scrape(daemon.ops.address), "calstream_parked_items",
+                                   stage="planner", cause="broker_unreachable") >= 1,
+                    timeout=90)
+    finally:
+        os.kill(own.process.pid, signal.SIGCONT)
+
+
 async def test_the_planner_waits_out_a_broker_that_stops_answering_while_it_sends(
         tmp_path, unique_prefix):
     """The broker stops answering (SIGSTOP: connections hang, as on a lost
@@ -138,12 +149,7 @@ async def test_the_planner_waits_out_a_broker_that_stops_answering_while_it_send
                 getattr(m, "type", "") == "work_order" for m in ms), timeout=60)
             # The visit is complete: its stage-3 order is sent after the settle time.
             os.kill(own.process.pid, signal.SIGSTOP)
-            try:
-                await until(lambda: metric(scrape(daemon.ops.address), "calstream_parked_items",
-                                           stage="planner", cause="broker_unreachable") >= 1,
-                            timeout=90)
-            finally:
-                os.kill(own.process.pid, signal.SIGCONT)
+            await parked_until_continued(daemon, own)
             msgs = await wait_for(cfg, ["work.stage3"], lambda ms: any(
                 getattr(m, "type", "") == "work_order" for m in ms), timeout=90)
             await until(lambda: metric(scrape(daemon.ops.address), "calstream_parked_items") == 0)
@@ -175,12 +181,7 @@ async def test_orders_sent_unacknowledged_survive_a_broker_that_stops_answering(
         async with running_daemon(cfg) as daemon:
             await until(lambda: daemon.planner and daemon.planner.caught_up)
             await publish(cfg, events)
-            try:
-                await until(lambda: metric(scrape(daemon.ops.address), "calstream_parked_items",
-                                           stage="planner", cause="broker_unreachable") >= 1,
-                            timeout=90)
-            finally:
-                os.kill(own.process.pid, signal.SIGCONT)
+            await parked_until_continued(daemon, own)
             msgs = await wait_for(cfg, ["work.stage2"], lambda ms: len(
                 {m["product_name"] for m in ms if getattr(m, "type", "") == "work_order"}) == 3,
                 timeout=90)
