@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -82,8 +83,11 @@ def one_round(programs: int, size: int) -> dict:
                 "cpu_rate": events / cpu}
 
     tmp = Path(tempfile.mkdtemp(prefix="calstream-planner-on-broker-"))
-    with EmbeddedBroker(tmp / "broker") as broker:
-        return anyio.run(main, broker.bootstrap, tmp)
+    try:  # a round's broker log and stores are hundreds of MB: not left in /tmp
+        with EmbeddedBroker(tmp / "broker") as broker:
+            return anyio.run(main, broker.bootstrap, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _run(programs: int, size: int, code: Path | None) -> dict:
