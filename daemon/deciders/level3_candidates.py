@@ -116,7 +116,18 @@ class Candidate:
     def is_open(self) -> bool:
         """Waiting for something, or settling: the last order is not what it would send now."""
         waiting = self.waiting if self._waiting is None else bool(self._waiting)
-        return waiting or not self.sent or self.sent[-1].signature != self.signature
+        if waiting or not self.sent:
+            return True
+        # Read for every candidate once a second (tick, status): the same
+        # object is the usual answer; two equal tuples of a member's digests
+        # each cost a look at every member, and are made one object here.
+        last = self.sent[-1].signature
+        if last is self.signature:
+            return False
+        if last != self.signature:
+            return True
+        self.signature = last
+        return False
 
 
 _NORMED: dict[Level3Key, Level3Key] = {}  # key -> its normal form: a few per program

@@ -44,7 +44,7 @@ from calstream.daemon.deciders.companion_index import CompanionIndex
 from calstream.daemon.deciders.event_checks import EventIds
 from calstream.daemon.deciders.lazy_records import LazyRecords, key_dict
 from calstream.daemon.deciders.level3_candidates import Sent
-from calstream.daemon.deciders.planner_records import Candidate, Seen
+from calstream.daemon.deciders.planner_records import Candidate, OpenCandidates, Seen
 from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.daemon.deciders.restored_records import (
     SHARED,
@@ -339,7 +339,8 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
         if type(sent) is int:  # its row in "ordered"
             sent = s["ordered"]["work_id"][_row(sent)]
         state.candidates[names[i]] = Candidate(names[i], routes[r], since, sent, complete,
-                                               waiting)
+                                               waiting, len(state.candidates))
+    state.open_candidates = OpenCandidates(state.candidates.values())
     state.ordered = dict(zip(s["ordered"]["work_id"], [names[i] for i in s["ordered"]["name"]],
                              strict=True))
     state.rejected = {tuple(x) for x in s["rejected"]}

@@ -29,6 +29,7 @@ from calstream.daemon.deciders.order_parameters import order_parameters
 from calstream.daemon.deciders.planner_records import (
     Candidate,
     Emit,
+    OpenCandidates,
     Seen,
     redelivered,
     routed_exposure,
@@ -63,6 +64,7 @@ class PlannerState:
                                   namespace=namespace, step_parameters=step_parameters)
         self.exposures: dict[str, Seen] = {}
         self.candidates: dict[str, Candidate] = {}
+        self.open_candidates = OpenCandidates()  # what tick and status read
         self.ordered: dict[str, str] = {}  # work id -> product name, from the work-order topic
         # exposure id -> last hold record; shared by every namespace: a hold is
         # on an exposure's content, wherever it is reprocessed.
@@ -163,7 +165,8 @@ class PlannerState:
         if r.stage2 is not None:
             cand = self.candidates.get(exposure_id)
             if cand is None:
-                self.candidates[exposure_id] = Candidate(exposure_id, r, seen.since)
+                self.open_candidates.add(self.candidates.setdefault(exposure_id, Candidate(
+                    exposure_id, r, seen.since, number=len(self.candidates))))
             else:
                 cand.route = r
             if r.needs:  # a science that takes no companions is in no bucket
@@ -224,9 +227,7 @@ class PlannerState:
 
     def tick(self, now: float) -> list[Emit]:
         """Time passes: companions that never came stop blocking."""
-        out = decide_each([c for c in self.candidates.values()
-                           if c.sent is None or not c.sent_complete],
-                          lambda c: self._evaluate(c, now))
+        out = decide_each(self.open_candidates.in_order(), lambda c: self._evaluate(c, now))
         return out + self._stage3(self.stage3.tick(now))
 
     # -- decisions ------------------------------------------------------------
@@ -285,7 +286,7 @@ class PlannerState:
         released = wfss_holds.release_direct_image_hold(sci, asn, self.holds,
                                                         live=self.namespace == "live")
         if wid == cand.sent or wid in self.ordered:
-            cand.sent, cand.sent_complete = wid, is_complete
+            self.open_candidates.sent(cand, wid, is_complete)
             return released
         if cand.sent is not None and not is_complete:
             return []  # never replace an order with a less complete one
@@ -294,7 +295,7 @@ class PlannerState:
         # encoding checks the schema of one about to be sent;
         # tests/unit/test_planner_outputs.py and test_planner_decisions.py
         # check every kind the planner makes (schemas, jwst's rules).
-        cand.sent, cand.sent_complete = wid, is_complete
+        self.open_candidates.sent(cand, wid, is_complete)
         self.ordered[wid] = cand.science
         return released + [self._work_order(cand, sci, asn, members, wid, inputs, paths,
                                             degraded=not is_complete)]
@@ -366,16 +367,15 @@ class PlannerState:
 
     # -- for metrics and status ---------------------------------------------
     def summary(self, now: float) -> dict[str, Any]:
-        waiting = [c for c in self.candidates.values() if c.sent is None]
+        open_ = self.open_candidates.in_order()
+        waiting = [c for c in open_ if c.sent is None]
         held, for_direct_image = wfss_holds.held_by_kind(self.holds)
         oldest = min((contract.parse_time(h["since"]).timestamp() for h in held), default=None)
         return {"waiting": len(waiting), "level3": self.stage3.summary(now),
                 "waiting_for": {c.science: dict(c.waiting_for) for c in waiting},
-                "held": len(held),
-                "held_for_direct_image": len(for_direct_image),
+                "held": len(held), "held_for_direct_image": len(for_direct_image),
                 "oldest_hold_age": (now - oldest) if oldest is not None else 0.0,
-                "degraded": sum(1 for c in self.candidates.values()
-                                if c.sent is not None and not c.sent_complete)}
+                "degraded": len(open_) - len(waiting)}
 
 
 def observe_pointing_everywhere(states: Iterable[PlannerState], update: contract.Message,
