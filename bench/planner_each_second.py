@@ -1,0 +1,80 @@
+"""What the planner does once a second, against the size of its history.
+
+Once caught up, the planner loop (doers/planner_loop.py) ticks each
+namespace's state once a second (companions that never came stop blocking,
+level-3 candidates settle) and refreshes its gauges and the view /planner
+serves: a tick and two summaries of the state. That time is taken from the
+decisions, on the planner's one core, so it must not grow with the
+history: months of retained events are a million and more.
+
+For each history (bench_planner.py's: programs of 1,000 NIRCam exposures,
+each event decided as it came, kept in ``--work-dir`` between runs), one
+second's work is done once to settle (the first tick orders what the
+quiet periods let through, the first summary writes out what each level-3
+candidate waits for), then ``--repeats`` times, timed: the median
+milliseconds of wall and CPU time a second, beside the candidates still
+open (the ones a tick has to look at).
+
+    .venv/bin/python bench/planner_each_second.py [--histories 10000,100000,1000000]
+    PYTHONPATH=/tmp/before-pkg .venv/bin/python bench/planner_each_second.py \\
+        --work-dir /tmp/bench-planner-before      # another checkout's planner
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_planner  # noqa: E402 - the bench's histories, beside this file
+
+
+def one_second(state, now: float) -> None:
+    """What doers/planner_loop.py does once a second for one namespace."""
+    state.tick(now)
+    state.summary(now)  # the gauges (Planner._set_gauges)
+    state.summary(now)  # the /planner view (Planner.view)
+
+
+def measure(total: int, repeats: int, work: str) -> dict:
+    path = bench_planner.built_history(total, work)
+    state = path.state
+    now = bench_planner.T0 + 10**7  # long after the history: every wait is over
+    one_second(state, now)
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        one_second(state, now)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    open_ = getattr(state, "open_candidates", None)
+    return {"ms_wall": round(statistics.median(walls) * 1e3, 2),
+            "ms_cpu": round(statistics.median(cpus) * 1e3, 2),
+            "spread_ms_wall": [round(min(walls) * 1e3, 2), round(max(walls) * 1e3, 2)],
+            "level2_candidates": len(state.candidates),
+            "open_level2": len(open_) if open_ is not None else None,
+            "level3_candidates": len(state.stage3.candidates)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--histories", default="10000,100000,1000000")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--work-dir", default="/tmp/bench-planner")
+    args = ap.parse_args()
+    table = {}
+    for total in (int(h) for h in args.histories.split(",")):
+        table[f"{total} events"] = measure(total, args.repeats, args.work_dir)
+        print(json.dumps({f"{total} events": table[f"{total} events"]}), flush=True)
+    print(json.dumps(table, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
