@@ -37,6 +37,7 @@ def test_the_open_set_follows_each_candidates_orders_in_the_candidates_order():
     assert [c.science for c in index.in_order()] == ["e0", "e1", "e2"]  # e1 at its own place
     cands[2].sent, cands[2].sent_complete = "w2", True  # changed behind its back
     assert [c.science for c in index.in_order()] == ["e0", "e1"]  # judged again when read
+    assert len(index) == 2  # and left
     assert [c.science for c in OpenCandidates(cands).in_order()] == ["e0", "e1"]
 
 
