@@ -40,7 +40,8 @@ async def restore_from_disk(planner) -> None:
         await planner.publisher.publish("plans", (body.get("programs") or [""])[0],
                                         contract.Message("plan", body))
         lost["plans"] += 1
-    for body in await anyio.to_thread.run_sync(planner.ledger.kept, "holds"):
+    kept_holds = await anyio.to_thread.run_sync(planner.ledger.kept, "holds")
+    for body in kept_holds:
         if body.get("exposure_id") in planner.on_broker["holds"]:
             continue
         try:
@@ -53,9 +54,14 @@ async def restore_from_disk(planner) -> None:
         planner.state.restore_hold(message)
         await planner.publisher.publish("holds", body["exposure_id"], message)
         lost["holds"] += 1
-    # Holds the topic had (e.g. written before the ledger existed): kept now.
+    # Holds the topic had and the ledger has not, or not in this state (e.g.
+    # written before the ledger existed): kept now. Not every hold again: a
+    # released hold stays a hold record, so that was a durable write of every
+    # hold ever made, at every start, before the planner was ready.
+    on_disk = {body.get("exposure_id"): body for body in kept_holds}
     for body in list(planner.holds.values()):
-        await planner.keep("holds", body)
+        if on_disk.get(body.get("exposure_id")) != body:
+            await planner.keep("holds", body)
     if any(lost.values()):
         log.warning("the broker had lost %d plan(s) and %d hold record(s): re-published "
                     "from %s", lost["plans"], lost["holds"], planner.ledger.root)

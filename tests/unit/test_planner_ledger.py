@@ -229,3 +229,39 @@ def test_a_temporary_names_what_it_replaces_and_its_writer(tmp_path):
     for name in (f"{NAME}.json", f".{NAME}.json.tmp", f".{NAME}.json.0.tmp",
                  f".{NAME}.json.12a.tmp", f"{NAME}.json.12.tmp", f".{NAME}.json.12.tmp.bak"):
         assert temporary_of(name) is None, name
+
+
+def test_a_start_keeps_only_the_holds_its_ledger_lacks_or_has_in_another_state(tmp_path):
+    """doers/planner_disk_records.restore_from_disk: every hold the planner
+    knows is on disk after its start, and one already there as it is, is not
+    written again (a released hold stays a record: every hold ever made was
+    written and synced again at every start, before the planner was ready)."""
+    import types
+
+    import anyio
+
+    from calstream.daemon.doers.planner_disk_records import restore_from_disk
+
+    ledger = PlannerLedger(tmp_path / "work")
+    names = [f"jw01234001001_02101_0000{n}_nrcb1" for n in range(1, 6)]
+    holds = {n: {"exposure_id": n, "state": "released", "since": "t"} for n in names}
+    for n in names[:3]:
+        ledger.keep("holds", holds[n])
+    ledger.keep("holds", {**holds[names[3]], "state": "held"})  # an older state of it
+    holds[names[0]] = {**holds[names[0]]}  # equal, another object: as read from the topic
+    kept = []
+
+    async def keep(topic, body):
+        kept.append(body["exposure_id"])
+        ledger.keep(topic, body)
+
+    planner = types.SimpleNamespace(
+        ledger=ledger, on_broker={"plans": set(), "holds": set(names)}, holds=holds,
+        keep=keep, cfg=types.SimpleNamespace(products=tmp_path / "products"))
+    untouched = {n: (tmp_path / "work" / "planner" / "holds" / f"{n}.json").stat().st_ino
+                 for n in names[:3]}
+    anyio.run(restore_from_disk, planner)
+    assert sorted(kept) == names[3:]
+    assert {h["exposure_id"]: h for h in ledger.kept("holds")} == holds
+    assert {n: (tmp_path / "work" / "planner" / "holds" / f"{n}.json").stat().st_ino
+            for n in names[:3]} == untouched
