@@ -77,8 +77,8 @@ class OpenCandidates:
     are sent: what the planner's tick and its status read every second.
 
     Those read every candidate until session 30, three times a second (the
-    tick, the gauges and /planner's view): 33 ms of each second at 100,000
-    events of history, 352 ms at a million (bench/README.md). Read here they
+    tick, the gauges and /planner's view): 9-33 ms of each second at 100,000
+    events of history, 129-351 ms at a million (bench/README.md). Read here they
     cost what is open, in the candidates' own order (``number``), which a
     scan of them all would have found them in. ``in_order`` judges each
     again: one closed by other means than ``sent`` leaves here then.
