@@ -8,7 +8,9 @@ decisions, on the planner's one core, so it must not grow with the
 history: months of retained events are a million and more.
 
 For each history (bench_planner.py's: programs of 1,000 NIRCam exposures,
-each event decided as it came, kept in ``--work-dir`` between runs), one
+each event decided as it came; kept in ``--work-dir``, so a later run
+restores it from that snapshot, as a restarted planner has its state,
+where a first run times the state it built), one
 second's work is done once to settle (the first tick orders what the
 quiet periods let through, the first summary writes out what each level-3
 candidate waits for), then ``--repeats`` times, timed: the median
