@@ -82,9 +82,15 @@ class Candidate:
     def decided(self) -> None:
         self.fault = None
 
-    def described_later(self, waiting: bool) -> None:
-        self.waiting = waiting
-        self._waiting = self._missing = None
+    def described_later(self, waiting: bool, *, changed: bool = True) -> None:
+        """Decided again: its words are written anew when next read.
+        ``changed=False`` (a tick: only time passed, and the words depend on
+        the members, visits and plans alone) keeps them, unless ``waiting``
+        turned: a status read every second re-read every member's visit of
+        every open candidate (bench/README.md, session 30)."""
+        if changed or waiting != self.waiting:
+            self.waiting = waiting
+            self._waiting = self._missing = None
 
     def _describe(self) -> None:
         self._waiting, self._missing = self.describe(self)

@@ -192,7 +192,7 @@ class Level3State:
         return self._evaluate_all(touched, now)
 
     def tick(self, now: float) -> list[contract.Message]:
-        return self._evaluate_all({k for k, c in self.candidates.items() if c.is_open}, now)
+        return self._evaluate_all({k for k, c in self.candidates.items() if c.is_open}, now, True)
 
     # -- what is kept as exposures arrive ---------------------------------------
     def _tally(self, visit: str) -> VisitTally:
@@ -295,11 +295,11 @@ class Level3State:
             touched.add(key)
         return touched
 
-    def _evaluate_all(self, keys: set[Level3Key], now: float) -> list[contract.Message]:
-        ordered = sorted(keys, key=repr) if len(keys) > 1 else keys
-        return decide_each([self.candidates[k] for k in ordered], lambda c: self._evaluate(c, now))
+    def _evaluate_all(self, keys: set[Level3Key], now: float, ticked: bool = False):
+        cands = [self.candidates[k] for k in (sorted(keys, key=repr) if len(keys) > 1 else keys)]
+        return decide_each(cands, lambda c: self._evaluate(c, now, ticked))
 
-    def _evaluate(self, cand: Candidate, now: float) -> list[contract.Message]:
+    def _evaluate(self, cand: Candidate, now: float, ticked: bool = False):  # ticked: time only
         if cand.product_name is None and cand.members:
             # The name operations know it by, before the first order names it.
             cand.product_name = product_name(
@@ -316,7 +316,7 @@ class Level3State:
         # else keeps it waiting, from the kept counts.
         waiting = held or pending or (any(e not in self.arrived for e in planned) if planned
                                       else not cand.visits.isdisjoint(self._incomplete_visits))
-        cand.described_later(waiting)
+        cand.described_later(waiting, changed=not ticked)
         if not waiting:
             signature = cand.signature = self._signature(cand)
             if cand.sent and cand.sent[-1].signature == signature:

@@ -223,10 +223,10 @@ def test_a_level3_candidate_whose_decision_raises_says_so_until_it_is_decided(mo
     real = Level3State._evaluate
     broken = {"on": True}
 
-    def evaluate(self, cand, now):
+    def evaluate(self, cand, now, *ticked):
         if broken["on"]:
             raise LookupError("injected")
-        return real(self, cand, now)
+        return real(self, cand, now, *ticked)
 
     monkeypatch.setattr(Level3State, "_evaluate", evaluate)
     for n, body in enumerate(_program()):

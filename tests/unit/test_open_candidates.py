@@ -1,6 +1,8 @@
 """The planner's once-a-second work reads the open level-2 candidates only
 (deciders/planner_records.OpenCandidates): what it ticks and reports is what a
-scan of every candidate would find, in the same order, whatever the history."""
+scan of every candidate would find, in the same order, whatever the history;
+and a level-3 candidate's words (what it waits for) are written again only
+when a member changed them, not at every tick."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from calstream.daemon.deciders.planner_records import Candidate, OpenCandidates
 from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.steps.synthetic.headers import synthetic_header
 
+from .test_level3_state import stage3
 from .test_planner_state import T0, WAIT, imaging, nod, product
 
 
@@ -120,3 +123,29 @@ def test_a_level3_candidate_is_settled_when_its_last_order_combined_what_it_woul
     cand.waiting_for = {"exposures": "1 expected by headers"}
     cand.signature = cand.sent[-1].signature
     assert cand.is_open  # waiting for something
+
+
+def test_a_tick_keeps_what_a_level3_candidate_waits_for_in_words_until_a_member_changes_it():
+    """Its words (the missing exposures: every member's visit read again) are
+    written when status reads them after a change, not every second."""
+    from .test_level3_state import QUIET, dither, feed, new_state
+
+    state = new_state()
+    for n in (1, 2, 5):
+        feed(state, dither(n, nexp=5), T0 + n)
+    [cand] = state.stage3.candidates.values()
+    described = []
+    describe = cand.describe
+    cand.describe = lambda c: described.append(1) or describe(c)
+    first = state.summary(T0 + 10)["level3"]["missing"]
+    assert sorted(first) == ["jw01234001001_02101_00003_nrcb1", "jw01234001001_02101_00004_nrcb1"]
+    for second in range(11, 20):  # quiet: ticks and status, nothing arrives
+        assert stage3(state.tick(T0 + second)) == []
+        assert state.summary(T0 + second)["level3"]["missing"] == first
+    assert len(described) == 1
+    feed(state, dither(3, nexp=5), T0 + 20)  # a member arrives: written anew
+    assert list(state.summary(T0 + 21)["level3"]["missing"]) == \
+        ["jw01234001001_02101_00004_nrcb1"]
+    assert len(described) == 2
+    [order] = stage3(state.tick(T0 + 20 + QUIET + 1))  # degraded, named as it is now
+    assert "00004" in order["degraded"] and "00003" not in order["degraded"]
