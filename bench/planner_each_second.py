@@ -15,7 +15,10 @@ second's work is done once to settle (the first tick orders what the
 quiet periods let through, the first summary writes out what each level-3
 candidate waits for), then ``--repeats`` times, timed: the median
 milliseconds of wall and CPU time a second, beside the candidates still
-open (the ones a tick has to look at).
+open (the ones a tick has to look at). ``--during-quiet-period``: time 10 s
+after the history's last event instead of long after, so the last
+observation's level-3 candidate is still open (in its quiet period), as a
+live planner's latest ones are.
 
     .venv/bin/python bench/planner_each_second.py [--histories 10000,100000,1000000]
     PYTHONPATH=/tmp/before-pkg .venv/bin/python bench/planner_each_second.py \\
@@ -43,10 +46,13 @@ def one_second(state, now: float) -> None:
     state.summary(now)  # the /planner view (Planner.view)
 
 
-def measure(total: int, repeats: int, work: str) -> dict:
+def measure(total: int, repeats: int, work: str, during_quiet_period: bool = False) -> dict:
     path = bench_planner.built_history(total, work)
     state = path.state
-    now = bench_planner.T0 + 10**7  # long after the history: every wait is over
+    if during_quiet_period:  # 10 s after the last event: its observation is still open
+        now = max(s.since for s in state.exposures.values()) + 10
+    else:
+        now = bench_planner.T0 + 10**7  # long after the history: every wait is over
     one_second(state, now)
     walls, cpus = [], []
     for _ in range(repeats):
@@ -56,6 +62,7 @@ def measure(total: int, repeats: int, work: str) -> dict:
         cpus.append(time.process_time() - cpu)
     open_ = getattr(state, "open_candidates", None)
     return {"ms_wall": round(statistics.median(walls) * 1e3, 2),
+            "open_level3": sum(c.is_open for c in state.stage3.candidates.values()),
             "ms_cpu": round(statistics.median(cpus) * 1e3, 2),
             "spread_ms_wall": [round(min(walls) * 1e3, 2), round(max(walls) * 1e3, 2)],
             "level2_candidates": len(state.candidates),
@@ -69,10 +76,12 @@ def main() -> int:
     ap.add_argument("--histories", default="10000,100000,1000000")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--work-dir", default="/tmp/bench-planner")
+    ap.add_argument("--during-quiet-period", action="store_true")
     args = ap.parse_args()
     table = {}
     for total in (int(h) for h in args.histories.split(",")):
-        table[f"{total} events"] = measure(total, args.repeats, args.work_dir)
+        table[f"{total} events"] = measure(total, args.repeats, args.work_dir,
+                                           args.during_quiet_period)
         print(json.dumps({f"{total} events": table[f"{total} events"]}), flush=True)
     print(json.dumps(table, indent=1))
     return 0
