@@ -80,32 +80,77 @@ class OpenCandidates:
     tick, the gauges and /planner's view): 9-33 ms of each second at 100,000
     events of history, 129-351 ms at a million (bench/README.md). Read here they
     cost what is open, in the candidates' own order (``number``), which a
-    scan of them all would have found them in. ``in_order`` judges each
-    again: one closed by other means than ``sent`` leaves here then.
+    scan of them all would have found them in.
+
+    The tick decides only the ones never ordered (``waiting``): time can
+    change their decision (a companion wait runs out). One ordered degraded
+    stays open for good, and time alone changes nothing about it; what can
+    is a companion arriving (``PlannerState._affected`` finds it by the
+    index) or its visit's count (``visit_complete`` lets an awaited imprint
+    or TA confirmation go), so an arrival in its visit and detector decides
+    it again (``degraded_in``). Ticked every second, they cost ~20 us each.
     """
 
     def __init__(self, candidates: Iterable[Candidate] = ()):
-        self._open = {c.science: c for c in candidates if c.open}
+        self._waiting: dict[str, Candidate] = {}  # never ordered
+        self._degraded: dict[str, Candidate] = {}  # ordered without every companion
+        self._by_visit: dict[tuple[str, str], set[str]] = {}  # (visit, detector) -> degraded
+        for cand in candidates:
+            self._keep(cand)
 
     def add(self, cand: Candidate) -> None:
         """A new candidate (open: nothing sent)."""
-        self._open[cand.science] = cand
+        self._keep(cand)
 
     def sent(self, cand: Candidate, work_id: str, complete: bool) -> None:
         """``cand``'s order is ``work_id``: where a candidate's ``sent`` changes."""
+        self._drop(cand)
         cand.sent, cand.sent_complete = work_id, complete
-        if cand.open:
-            self._open[cand.science] = cand
-        else:
-            self._open.pop(cand.science, None)
+        self._keep(cand)
+
+    def waiting(self) -> list[Candidate]:
+        """The never-ordered ones, in order (one ordered behind this set's
+        back is filed again as it is now)."""
+        for cand in [c for c in self._waiting.values() if c.sent is not None]:
+            self._drop(cand)
+            self._keep(cand)
+        return sorted(self._waiting.values(), key=_number)
+
+    def degraded_in(self, name, besides: set[str]) -> list[Candidate]:
+        """The degraded ones of ``name``'s visit and detector, ``besides`` aside."""
+        found = self._by_visit.get((name.visit_id, name.detector), ())
+        return sorted((self._degraded[s] for s in found if s not in besides), key=_number)
+
+    def degraded_count(self) -> int:
+        return len(self._degraded)
 
     def in_order(self) -> list[Candidate]:
-        for science in [s for s, c in self._open.items() if not c.open]:
-            del self._open[science]
-        return sorted(self._open.values(), key=_number)
+        """Every open one, in order (not read every second)."""
+        self.waiting()
+        return sorted([*self._waiting.values(), *self._degraded.values()], key=_number)
 
     def __len__(self) -> int:
-        return len(self._open)
+        return len(self._waiting) + len(self._degraded)
+
+    def _keep(self, cand: Candidate) -> None:
+        if cand.sent is None:
+            self._waiting[cand.science] = cand
+        elif not cand.sent_complete:
+            self._degraded[cand.science] = cand
+            self._by_visit.setdefault(_visit_of(cand), set()).add(cand.science)
+
+    def _drop(self, cand: Candidate) -> None:
+        self._waiting.pop(cand.science, None)
+        if self._degraded.pop(cand.science, None) is not None:
+            visit = _visit_of(cand)
+            self._by_visit[visit].discard(cand.science)
+            if not self._by_visit[visit]:
+                del self._by_visit[visit]
+
+
+def _visit_of(cand: Candidate) -> tuple[str, str]:
+    name = parse_exposure_name(cand.science)
+    return name.visit_id, name.detector
 
 
 def _number(cand: Candidate) -> int:

@@ -227,7 +227,7 @@ class PlannerState:
 
     def tick(self, now: float) -> list[Emit]:
         """Time passes: companions that never came stop blocking."""
-        out = decide_each(self.open_candidates.in_order(), lambda c: self._evaluate(c, now))
+        out = decide_each(self.open_candidates.waiting(), lambda c: self._evaluate(c, now))
         return out + self._stage3(self.stage3.tick(now))
 
     # -- decisions ------------------------------------------------------------
@@ -241,7 +241,8 @@ class PlannerState:
                 continue
             if companion_kind(cand.route, sci.exposure, seen.exposure):
                 result.append(cand)
-        return result
+        return result + self.open_candidates.degraded_in(  # its visit's count grew
+            seen.exposure.name, {c.science for c in result})
 
     def _visit_complete(self, sci: Seen) -> bool:
         """Every exposure NEXPOSUR promises for this visit and detector has arrived."""
@@ -367,15 +368,14 @@ class PlannerState:
 
     # -- for metrics and status ---------------------------------------------
     def summary(self, now: float) -> dict[str, Any]:
-        open_ = self.open_candidates.in_order()
-        waiting = [c for c in open_ if c.sent is None]
+        waiting = self.open_candidates.waiting()
         held, for_direct_image = wfss_holds.held_by_kind(self.holds)
         oldest = min((contract.parse_time(h["since"]).timestamp() for h in held), default=None)
         return {"waiting": len(waiting), "level3": self.stage3.summary(now),
                 "waiting_for": {c.science: dict(c.waiting_for) for c in waiting},
                 "held": len(held), "held_for_direct_image": len(for_direct_image),
                 "oldest_hold_age": (now - oldest) if oldest is not None else 0.0,
-                "degraded": len(open_) - len(waiting)}
+                "degraded": self.open_candidates.degraded_count()}
 
 
 def observe_pointing_everywhere(states: Iterable[PlannerState], update: contract.Message,

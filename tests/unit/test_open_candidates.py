@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from calstream.daemon.deciders import planner_snapshot
 from calstream.daemon.deciders.planner_records import Candidate, OpenCandidates
 from calstream.daemon.deciders.planner_state import PlannerState
-from calstream.steps.synthetic.headers import synthetic_header
+from calstream.steps.synthetic.headers import exposure_id, synthetic_header
 
 from .test_level3_state import stage3
 from .test_planner_state import T0, WAIT, imaging, nod, product
@@ -28,20 +28,21 @@ def _read(state: PlannerState) -> list[str]:
 
 
 def test_the_open_set_follows_each_candidates_orders_in_the_candidates_order():
-    cands = [Candidate(f"e{n}", None, 0.0, number=n) for n in range(4)]  # type: ignore[arg-type]
+    cands = [Candidate(f"jw01234001001_02101_0000{n}_nrcb1", None, 0.0,  # type: ignore[arg-type]
+                       number=n) for n in range(4)]
     index = OpenCandidates()
     for c in cands:
         index.add(c)
     index.sent(cands[1], "w1", True)  # ordered complete: closed
     index.sent(cands[0], "w0", False)  # ordered degraded: still open
-    assert [c.science for c in index.in_order()] == ["e0", "e2", "e3"]
+    assert [c.science[-7] for c in index.in_order()] == ["0", "2", "3"]
     index.sent(cands[1], "w1b", False)  # a less complete order recognised: open again
     index.sent(cands[3], "w3", True)
-    assert [c.science for c in index.in_order()] == ["e0", "e1", "e2"]  # e1 at its own place
+    assert [c.science[-7] for c in index.in_order()] == ["0", "1", "2"]  # 1 at its own place
     cands[2].sent, cands[2].sent_complete = "w2", True  # changed behind its back
-    assert [c.science for c in index.in_order()] == ["e0", "e1"]  # judged again when read
+    assert [c.science[-7] for c in index.in_order()] == ["0", "1"]  # judged again when read
     assert len(index) == 2  # and left
-    assert [c.science for c in OpenCandidates(cands).in_order()] == ["e0", "e1"]
+    assert [c.science[-7] for c in OpenCandidates(cands).in_order()] == ["0", "1"]
 
 
 def _stream() -> Iterator[tuple[str, object, float]]:
@@ -149,3 +150,27 @@ def test_a_tick_keeps_what_a_level3_candidate_waits_for_in_words_until_a_member_
     assert len(described) == 2
     [order] = stage3(state.tick(T0 + 20 + QUIET + 1))  # degraded, named as it is now
     assert "00004" in order["degraded"] and "00003" not in order["degraded"]
+
+
+def test_a_degraded_order_is_decided_again_by_its_visit_not_by_every_tick(monkeypatch):
+    """MIRI LRS waits for its TA confirmation until the visit is complete;
+    ordered degraded after the wait, it is not ticked any more, and the
+    arrival that completes its visit (no companion of it) closes it: the
+    order already sent is the complete one now (the same inputs)."""
+    state = PlannerState(companion_wait=WAIT)
+    sci = synthetic_header("MIRI", "MIR_LRS-FIXEDSLIT", "no_nod", EXPOSURE="00002", NEXPOSUR=2)
+    other = synthetic_header("MIRI", "MIR_IMAGE", EXPOSURE="00003", NEXPOSUR=2)
+    state.observe(product(sci), T0)
+    [degraded] = [e for e in state.tick(T0 + WAIT + 1) if e.topic == "work.stage2"]
+    assert degraded.message["degraded"].startswith("Degraded")
+    assert state.summary(T0 + WAIT + 2)["degraded"] == 1
+    decided = []
+    evaluate = PlannerState._evaluate
+    monkeypatch.setattr(PlannerState, "_evaluate",
+                        lambda self, c, now: decided.append(c.science) or evaluate(self, c, now))
+    assert state.tick(T0 + WAIT + 3) == [] and decided == []  # time alone changes nothing
+    emits = state.observe(product(other, at=T0 + WAIT + 10), T0 + WAIT + 10)
+    assert decided == [exposure_id(other), exposure_id(sci)]
+    assert [e.key for e in emits if e.topic == "work.stage2"] == [exposure_id(other)]
+    assert state.summary(T0 + WAIT + 11)["degraded"] == 0
+    assert _read(state) == _scanned(state) == []
