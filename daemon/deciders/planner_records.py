@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from calstream.steps.associations import Exposure, validate_level2
-from calstream.steps.naming import parse_exposure_name
+from calstream.steps.naming import ExposureName, parse_exposure_name
 from calstream.steps.routing import HeaderView, Route
 from calstream.topics import contract
 
@@ -116,7 +116,7 @@ class OpenCandidates:
             self._keep(cand)
         return sorted(self._waiting.values(), key=_number)
 
-    def degraded_in(self, name, besides: set[str]) -> list[Candidate]:
+    def degraded_in(self, name: ExposureName, besides: set[str]) -> list[Candidate]:
         """The degraded ones of ``name``'s visit and detector, ``besides`` aside."""
         found = self._by_visit.get((name.visit_id, name.detector), ())
         return sorted((self._degraded[s] for s in found if s not in besides), key=_number)

@@ -232,7 +232,7 @@ class PlannerState:
 
     # -- decisions ------------------------------------------------------------
     def _affected(self, seen: Seen) -> list[Candidate]:
-        """The exposure's own association, then those it may be a companion of."""
+        """Its own association, those it may be a companion of, its visit's degraded ones."""
         own = self.candidates.get(seen.exposure.exposure_id)
         result = [own] if own is not None else []
         for science in sorted(self.index.sciences_for_exposure(seen.exposure)):
@@ -241,7 +241,7 @@ class PlannerState:
                 continue
             if companion_kind(cand.route, sci.exposure, seen.exposure):
                 result.append(cand)
-        return result + self.open_candidates.degraded_in(  # its visit's count grew
+        return result + self.open_candidates.degraded_in(  # their visit's count grew
             seen.exposure.name, {c.science for c in result})
 
     def _visit_complete(self, sci: Seen) -> bool:
