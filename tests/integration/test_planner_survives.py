@@ -15,7 +15,7 @@ import pytest
 
 from calstream.daemon.deciders import planner_state
 from calstream.daemon.deciders.planner_records import Emit
-from calstream.daemon.doers import planner_loop
+from calstream.daemon.doers import planner_status
 from calstream.topics import contract
 from tests.integration.support import daemon_config, metric, running_daemon, scrape, wait_for
 from tests.integration.test_planner_ha import product_event, publish
@@ -49,11 +49,11 @@ async def test_a_failing_tick_a_refused_order_and_a_failing_status_do_not_stop_t
                     Emit("work.stage2", "jwgood", product_order(cfg))]
         return out
 
-    def broken_view(self):
+    def broken_view(planner):
         raise KeyError("injected: the status cannot be built")
 
     monkeypatch.setattr(planner_state.PlannerState, "tick", tick)
-    monkeypatch.setattr(planner_loop.Planner, "view", broken_view)
+    monkeypatch.setattr(planner_status, "view", broken_view)
     async with running_daemon(cfg) as daemon:
         await publish(cfg, [product_event(products, inbox, 1, 1, 2)])
         # The planner still takes records after the faults and the refusal.

@@ -1,0 +1,66 @@
+"""What the planner shows of itself: its gauges and the /planner view.
+
+Both are made in the planner's own task, once a second once caught up
+(doers/planner_loop.py), from the states' summaries (deciders/planner_state.py);
+the HTTP thread only serves the last view built. A summary that raises is
+counted and logged once (``Faults``), never worth the planner: the gauges keep
+their last values and /planner its last view.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from calstream.daemon.doers.planner_loop import Planner
+
+
+def refresh(planner: Planner) -> None:
+    """The gauges set and the view built anew."""
+    try:
+        _set_gauges(planner)
+    except Exception as exc:  # noqa: BLE001 - a status is never worth the planner
+        planner.faults.survived("status", exc)
+    planner.last_view = view_or_last(planner)
+
+
+def view_or_last(planner: Planner) -> dict | None:
+    """The view, or the last one that could be built if this one cannot."""
+    try:
+        return view(planner)
+    except Exception as exc:  # noqa: BLE001 - as above
+        planner.faults.survived("status", exc)
+        return planner.last_view
+
+
+def _set_gauges(planner: Planner) -> None:
+    metrics = planner.metrics
+    s = planner.state.summary(time.time())
+    metrics.associations_open.labels(stage="stage2").set(s["waiting"])
+    metrics.associations_open.labels(stage="stage3").set(s["level3"]["open"])
+    metrics.held_exposures.set(s["held"])
+    metrics.held_for_direct_image.set(s["held_for_direct_image"])
+    metrics.oldest_hold_age.set(s["oldest_hold_age"])
+    by_program = s["level3"]["missing_by_program"]
+    # A program no longer missing anything goes to 0, not left at its last count.
+    for program in planner.programs_missing - set(by_program):
+        metrics.missing_exposures.labels(program=program).set(0)
+    for program, count in by_program.items():
+        metrics.missing_exposures.labels(program=program).set(count)
+    planner.programs_missing |= set(by_program)
+    metrics.oldest_missing_age.set(s["level3"]["oldest_missing_age"])
+
+
+def view(planner: Planner) -> dict:
+    """What the planner waits for, for `calstream status` (/planner)."""
+    now = time.time()
+    out = {"caught_up": planner.caught_up, "restored_from": planner.restored_from, "plans": [
+        {"plan_id": p.plan_id, "source": p.source, "exposures": len(p.exposures),
+         "programs": list(p.programs)} for p in planner.plans.values()], "namespaces": {}}
+    for namespace, state in planner.states.items():
+        s = state.summary(now)
+        out["namespaces"][namespace] = {
+            "stage2_waiting": s["waiting_for"], "held": s["held"],
+            "oldest_hold_age": s["oldest_hold_age"], "stage3": s["level3"]}
+    return out
