@@ -90,11 +90,14 @@ class TextFormatter(logging.Formatter):
         super().__init__(_TEXT, "%H:%M:%S")
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
-        safe = logging.makeLogRecord(record.__dict__)
-        safe.message = escape_controls(record.message)
+        # The record's values with the outside ones escaped, in a copy of its
+        # dict: the record itself goes on to other handlers as it was (a new
+        # LogRecord for the copy cost as much as the rest of the line).
+        values = dict(record.__dict__)
+        values["message"] = escape_controls(record.message)
         for f in (*_FIELDS, "short_work_id"):
-            setattr(safe, f, escape_controls(str(getattr(record, f, "-"))))
-        return super().formatMessage(safe)
+            values[f] = escape_controls(str(getattr(record, f, "-")))
+        return self._fmt % values
 
     def formatException(self, ei) -> str:  # noqa: N802
         return "\n".join("  | " + escape_controls(line)
