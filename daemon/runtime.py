@@ -337,6 +337,8 @@ class Daemon:
         if "planner" not in self.cfg.roles:
             return None
         view = dict((self.planner and self.planner.last_view) or {"caught_up": False})
+        if self.planner is not None:  # measured while it catches up too
+            view["behind"] = dict(self.planner.behind)
         if self.leadership is not None:
             view["leadership"] = self.leadership.describe()
             if self.planner is not None and self.planner.standby is not None:

@@ -99,6 +99,7 @@ class Planner:
         self._deferred: list = []
         self.programs_missing: set[str] = set()  # those a gauge was set for
         self.last_view: dict | None = None
+        self.behind: dict[str, int] = {}  # records left on each of its topics, once a second
         self.last_progress = time.monotonic()
         # Filled by the restore (doers/planner_restore.py): the plan ids and
         # held exposures the broker's topics have, and which topics were read
@@ -159,7 +160,7 @@ class Planner:
         # standby's outputs not read there (dead letters) from the beginning.
         async with planner_clients.open_reader(self, names + sorted(outputs)) as reader:
             task_status.started()
-            last_tick = last_yield = 0.0
+            last_tick = last_yield = last_lag = 0.0
             while True:
                 acting = self.standby is None or self.standby.gate.acting
                 records = await reader.fetch()
@@ -169,6 +170,9 @@ class Planner:
                         await anyio.sleep(0)
                         last_yield = time.monotonic()
                 await self._settle()  # the fetch's orders acknowledged: its positions move
+                if time.monotonic() - last_lag >= 1.0:  # catching up too: how far it has to go
+                    last_lag = time.monotonic()
+                    await planner_status.measure_lag(self, reader, names)
                 if not self.caught_up and await reader.caught_up():
                     planner_tail.warn_lost(reader.lost)
                     self.caught_up = True

@@ -2,7 +2,8 @@
 
 Both are made in the planner's own task, once a second once caught up
 (doers/planner_loop.py), from the states' summaries (deciders/planner_state.py);
-the HTTP thread only serves the last view built. A summary that raises is
+the HTTP thread only serves the last view built. Its lag (the records it has
+yet to decide) is measured once a second while it catches up too. A summary that raises is
 counted and logged once (``Faults``), never worth the planner: the gauges keep
 their last values and /planner its last view.
 """
@@ -10,7 +11,7 @@ their last values and /planner its last view.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from calstream.daemon.doers.planner_loop import Planner
@@ -50,6 +51,21 @@ def _set_gauges(planner: Planner) -> None:
         metrics.missing_exposures.labels(program=program).set(count)
     planner.programs_missing |= set(by_program)
     metrics.oldest_missing_age.set(s["level3"]["oldest_missing_age"])
+
+
+async def measure_lag(planner: Planner, reader: Any, topics: list[str]) -> None:
+    """How many records of its topics the planner has yet to decide, as of
+    the last fetch responses (``calstream_planner_lag_records``, and
+    "behind" in /planner): a planner that cannot keep up with the product
+    events shows a lag that grows, where the stages show nothing but idle
+    workers."""
+    try:
+        planner.behind = await reader.behind(set(topics))
+    except Exception as exc:  # noqa: BLE001 - a status is never worth the planner
+        planner.faults.survived("lag", exc)
+        return
+    for topic, left in planner.behind.items():
+        planner.metrics.planner_lag.labels(topic=topic).set(left)
 
 
 def view(planner: Planner) -> dict:

@@ -76,8 +76,8 @@ class Metrics:
             registry=r)
         self.planner_faults = Counter(
             "calstream_planner_faults_total",
-            "Faults the planner survived outside any record: a tick's decisions, its status",
-            ["part"], registry=r)
+            "Faults the planner survived outside any record: a tick's decisions, its status, "
+            "its lag", ["part"], registry=r)
         self.worker_rss = Gauge(
             "calstream_worker_peak_rss_bytes", "Peak resident memory of each worker process",
             ["stage", "worker"], registry=r)
@@ -165,6 +165,11 @@ class Metrics:
             "1 while the planner reads its history (snapshot tail or full rebuild): no "
             "stage-2 or stage-3 order is late because of it, but /readyz says not ready",
             registry=r)
+        self.planner_lag = Gauge(
+            "calstream_planner_lag_records",
+            "Records on the planner's topics (product events, pointing updates, plans) it "
+            "has not decided yet, over every partition; each planner reads them all, the "
+            "standby too", ["topic"], registry=r)
         self.build_info = Gauge(
             "calstream_build_info", "Versions and CRDS context in use (value is 1)",
             ["calstream_version", "jwst_version", "crds_context"], registry=r)

@@ -272,8 +272,8 @@ def _planner_view(view: dict[str, Any] | None, now: float) -> list[str]:
     if not view:
         return ["  missing exposures: not reported (no daemon given serves /planner)"]
     if "namespaces" not in view:  # its daemon starts, or its planner reads its history
-        return [f"  missing exposures: {_NOT_YET}"]
-    out = []
+        return [*_behind(view), f"  missing exposures: {_NOT_YET}"]
+    out = _behind(view)
     if view.get("plans"):
         out.append("  plans loaded: " + "; ".join(
             f"{p['source']} ({p['exposures']} exposures, program {', '.join(p['programs'])})"
@@ -285,3 +285,14 @@ def _planner_view(view: dict[str, Any] | None, now: float) -> list[str]:
         out += _stage2_waiting(ns.get("stage2_waiting", {}), tag)
         out += _stage3_open(stage3.get("candidates", []), tag)
     return out
+
+
+def _behind(view: dict[str, Any]) -> list[str]:
+    """The records the planner has yet to decide, where there are any."""
+    behind = view.get("behind")
+    left = {str(t): n for t, n in behind.items() if type(n) is int and n > 0} \
+        if isinstance(behind, dict) else {}
+    if not left:
+        return []
+    return ["  planner behind: " + ", ".join(f"{n} record(s) of {_oneline(t, 80)}"
+                                             for t, n in sorted(left.items()))]

@@ -10,6 +10,9 @@ rebuild and meet the same tick again.
 
 from __future__ import annotations
 
+import json
+import urllib.request
+
 import anyio
 import pytest
 
@@ -17,6 +20,7 @@ from calstream.daemon.deciders import planner_state
 from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.doers import planner_status
 from calstream.topics import contract
+from calstream.topics.catalog import Topics
 from tests.integration.support import daemon_config, metric, running_daemon, scrape, wait_for
 from tests.integration.test_planner_ha import product_event, publish
 
@@ -77,6 +81,18 @@ async def test_a_failing_tick_a_refused_order_and_a_failing_status_do_not_stop_t
         assert metric(samples, "calstream_planner_faults_total", part="tick") == 3
         assert metric(samples, "calstream_planner_faults_total", part="status") >= 3
         assert daemon.planner.caught_up
+        # Every product event decided: nothing left on its topics, in the
+        # metrics and in /planner (the faults above did not stop the measure).
+        names = [Topics(cfg.topic_prefix).name(t) for t in ("products", "pointing", "plans")]
+        with anyio.fail_after(10):
+            while not all(("calstream_planner_lag_records", (("topic", n),)) in samples
+                          for n in names):
+                await anyio.sleep(0.2)
+                samples = scrape(daemon.ops.address)
+        assert [metric(samples, "calstream_planner_lag_records", topic=n) for n in names] == \
+            [0, 0, 0]
+        with urllib.request.urlopen(f"http://{daemon.ops.address}/planner", timeout=5) as r:
+            assert json.loads(r.read())["behind"] == dict.fromkeys(names, 0)
 
 
 def product_order(cfg) -> contract.Message:

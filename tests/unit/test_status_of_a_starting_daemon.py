@@ -52,3 +52,27 @@ def test_hold_and_missing_ages_read_as_the_other_ages():
                                       "oldest_missing_age": 3 * 3600.0}, "", 1 + 3 * 3600.0)
     assert missing[0] == "  missing exposures: 1, the oldest for 3.0h"
     assert missing[1] == "    jw1  expected since 3.0h ago by c"
+
+
+def test_a_planner_behind_says_how_many_records_it_has_left():
+    """/planner's "behind" (the records of its topics not decided yet, measured
+    while it catches up too) is a line of its own where any are left."""
+    def shown(view):
+        daemon = Endpoint("http://127.0.0.1:9310", reachable=True, ready=True, problems=[],
+                          samples=[], planner=view)
+        return render(Status(0.0, "calstream.", "calstream", [daemon], {},
+                             BrokerView("127.0.0.1:9092"), summarise_planner([daemon]),
+                             summarise_parked([daemon]))).splitlines()
+
+    catching_up = shown({"caught_up": False, "behind": {"calstream.products": 1200,
+                                                         "calstream.plans": 0}})
+    assert "  planner behind: 1200 record(s) of calstream.products" in catching_up
+    assert catching_up.index("  planner behind: 1200 record(s) of calstream.products") + 1 \
+        == catching_up.index("  missing exposures: not reported yet (the planner starts, "
+                             "or catches up with its history)")
+    caught_up = shown({"caught_up": True, "namespaces": {}, "behind": {
+        "calstream.products": 0, "calstream.pointing": 3}})
+    assert "  planner behind: 3 record(s) of calstream.pointing" in caught_up
+    for nothing_left in ({"calstream.products": 0}, {}, None, {"x": "many"}, ["calstream.x"]):
+        lines = shown({"caught_up": True, "namespaces": {}, "behind": nothing_left})
+        assert not any("behind" in line for line in lines), nothing_left

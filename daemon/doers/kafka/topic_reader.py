@@ -72,6 +72,23 @@ class TopicReader:
                                            max_records=max_records)
         return [r for tp in sorted(batch) for r in batch[tp]]
 
+    async def behind(self, topics: set[str] | None = None) -> dict[str, int]:
+        """Per topic (of ``topics``, or all), the records between where the
+        reader stands and the high watermark of each partition's last fetch
+        response: what is left to read as of that response. A partition
+        with no response yet, or a start not yet checked against its
+        watermark, counts 0 until it has one."""
+        out: dict[str, int] = {}
+        for tp in self.partitions:
+            if topics is not None and tp.topic not in topics:
+                continue
+            high = self._client.highwater(tp)
+            left = 0
+            if high is not None and tp not in self._starts:
+                left = max(0, high - await self._client.position(tp))
+            out[tp.topic] = out.get(tp.topic, 0) + left
+        return out
+
     def high_watermarks(self) -> dict[TopicPartition, int | None]:
         """Per partition, the high watermark of its last fetch response (None: none yet)."""
         return {tp: self._client.highwater(tp) for tp in self.partitions}
