@@ -3,9 +3,9 @@
 Both are made in the planner's own task, once a second once caught up
 (doers/planner_loop.py), from the states' summaries (deciders/planner_state.py);
 the HTTP thread only serves the last view built. Its lag (the records it has
-yet to decide) is measured once a second while it catches up too. A summary that raises is
-counted and logged once (``Faults``), never worth the planner: the gauges keep
-their last values and /planner its last view.
+yet to decide) is measured once a second while it catches up too. A summary
+or a measure that raises is counted and logged once (``Faults``), never worth
+the planner: the gauges keep their last values and /planner its last view.
 """
 
 from __future__ import annotations
