@@ -16,6 +16,7 @@ from typing import Any
 
 from calstream.daemon.operations.console_data import PER_STAGE, Observation, Snapshot, by_program
 from calstream.daemon.operations.logs import escape_controls
+from calstream.daemon.operations.status_summary import planner_left
 from calstream.topics import contract
 
 PAGE_SIZE = 100
@@ -100,6 +101,7 @@ def index(snap: Snapshot) -> bytes:
     body = ("<h2>Programs and observations</h2>" + _table(
         ["program", "observation", "exposures", "detector1", "stage 2", "stage-3 products",
          "held", "missing", "open associations", "dead letters"], rows)
+        + "<h2>Planner</h2>" + _planner(snap)
         + "<h2>Parked on an infrastructure fault (resumed by themselves)</h2>" + _parked(snap)
         + "<h2>Recent dead letters</h2>" + _dead_letters(snap.dead_letters[-20:][::-1])
         + "<h2>Replay namespaces and promotions</h2>" + _namespaces(snap))
@@ -114,6 +116,19 @@ def _namespaces(snap: Snapshot) -> str:
                   f"<td>{_e(p['reason'])}</td></tr>" for p in snap.promotions[::-1]]
     return (_table(["namespace", ""], rows) + "<h3>Promotions</h3>"
             + _table(["promoted at", "from → to", "work items", "by", "reason"], promotions))
+
+
+def _planner(snap: Snapshot) -> str:
+    """Whether the planner keeps up: caught up or catching up, and the
+    records it has yet to decide (what `calstream status` says)."""
+    view = ((snap.status.planner if snap.status else None) or {}).get("view")
+    if not isinstance(view, dict):
+        return '<p class="muted">not reported (no daemon given serves /planner)</p>'
+    left = planner_left(view)
+    state = "caught up" if view.get("caught_up") is True else "catching up with its history"
+    behind = ", ".join(f"{n} record(s) of {t}" for t, n in left.items())
+    return (f'<p class="{"held" if left else "muted"}">{_e(state)}; '
+            f'{_e(behind + " left to decide" if left else "nothing left to decide")}</p>')
 
 
 def _parked(snap: Snapshot) -> str:

@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from calstream.daemon.operations.logs import escape_controls
-from calstream.daemon.operations.status_summary import BrokerView, Endpoint, GroupLag, Status
+from calstream.daemon.operations.status_summary import (
+    BrokerView,
+    Endpoint,
+    GroupLag,
+    Status,
+    planner_left,
+)
 from calstream.topics import contract
 
 LISTED = 20  # at most this many lines per list; the rest is counted
@@ -289,10 +295,8 @@ def _planner_view(view: dict[str, Any] | None, now: float) -> list[str]:
 
 def _behind(view: dict[str, Any]) -> list[str]:
     """The records the planner has yet to decide, where there are any."""
-    behind = view.get("behind")
-    left = {str(t): n for t, n in behind.items() if type(n) is int and n > 0} \
-        if isinstance(behind, dict) else {}
+    left = planner_left(view)
     if not left:
         return []
     return ["  planner behind: " + ", ".join(f"{n} record(s) of {_oneline(t, 80)}"
-                                             for t, n in sorted(left.items()))]
+                                             for t, n in left.items())]

@@ -141,6 +141,16 @@ def summarise_planner(endpoints: list[Endpoint]) -> dict[str, Any]:
     return out
 
 
+def planner_left(view: Any) -> dict[str, int]:
+    """From a /planner view, the records left to decide on each of the
+    planner's topics, only where some are (``behind``; what a daemon serves
+    is read as untrusted: anything but a count is left out)."""
+    behind = view.get("behind") if isinstance(view, dict) else None
+    if not isinstance(behind, dict):
+        return {}
+    return {str(t): n for t, n in sorted(behind.items()) if type(n) is int and n > 0}
+
+
 def summarise_parked(endpoints: list[Endpoint]) -> list[dict[str, Any]]:
     """Items parked on an infrastructure fault, by stage and cause, from
     ``calstream_parked_items`` (they resume by themselves when it clears)."""

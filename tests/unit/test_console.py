@@ -182,3 +182,21 @@ def test_a_file_named_with_an_escape_sequence_shows_it_escaped_as_the_cli_does()
                                         [letter], None)).decode()
     assert "jw\\x1b[31mred_uncal.fits" in page and "a\nb\\x07" in page
     assert not [c for c in page if ord(c) < 0x20 and c not in "\n\t"]
+
+
+def test_the_front_page_says_whether_the_planner_keeps_up():
+    def front(planner: dict) -> str:
+        status = Status(time.time(), "p.", "p", [], {}, BrokerView("h:1"), planner)
+        return console_pages.index(_snapshot({}, status)).decode()
+
+    behind = front({"view": {"caught_up": False, "behind": {"calstream.products": 1200,
+                                                            "calstream.plans": 0}}})
+    assert "catching up with its history; 1200 record(s) of calstream.products left to " \
+           "decide" in behind
+    kept_up = front({"view": {"caught_up": True, "namespaces": {},
+                              "behind": {"calstream.products": 0}}})
+    assert "caught up; nothing left to decide" in kept_up
+    # What a daemon serves is untrusted: a count that is none, markup in a name.
+    odd = front({"view": {"caught_up": True, "behind": {"<b>x</b>": 3, "y": "many"}}})
+    assert "3 record(s) of &lt;b&gt;x&lt;/b&gt; left to decide" in odd and "many" not in odd
+    assert "no daemon given serves /planner" in front({})
