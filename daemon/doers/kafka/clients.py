@@ -64,7 +64,7 @@ def producer(cfg: Config) -> AIOKafkaProducer:
     # planner hands over a fetch's work orders (~2 kB each) without waiting
     # (doers/planner_publishing.py): with aiokafka's 16 KiB, every seventh
     # opened a batch, and a request carried ~17 orders; at 256 KiB the
-    # planner spends 8 % less CPU an event (bench/planner_sends.py). Kept
+    # planner spends 6 % less CPU an event (bench/planner_sends.py). Kept
     # far below a broker's 1 MB limit on a batch (message.max.bytes).
     return AIOKafkaProducer(**client_options(cfg), acks="all", linger_ms=0,
                             max_batch_size=MAX_BATCH_BYTES)
