@@ -109,11 +109,8 @@ class OpenCandidates:
         self._keep(cand)
 
     def waiting(self) -> list[Candidate]:
-        """The never-ordered ones, in order (one ordered behind this set's
-        back is filed again as it is now)."""
-        for cand in [c for c in self._waiting.values() if c.sent is not None]:
-            self._drop(cand)
-            self._keep(cand)
+        """The never-ordered ones, in order."""
+        self._refile()
         return sorted(self._waiting.values(), key=_number)
 
     def degraded_in(self, name: ExposureName, besides: set[str]) -> list[Candidate]:
@@ -126,11 +123,17 @@ class OpenCandidates:
 
     def in_order(self) -> list[Candidate]:
         """Every open one, in order (not read every second)."""
-        self.waiting()
+        self._refile()
         return sorted([*self._waiting.values(), *self._degraded.values()], key=_number)
 
     def __len__(self) -> int:
         return len(self._waiting) + len(self._degraded)
+
+    def _refile(self) -> None:
+        """A waiting one ordered behind this set's back, filed as it is now."""
+        for cand in [c for c in self._waiting.values() if c.sent is not None]:
+            self._drop(cand)
+            self._keep(cand)
 
     def _keep(self, cand: Candidate) -> None:
         if cand.sent is None:
