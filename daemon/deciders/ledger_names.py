@@ -1,5 +1,6 @@
-"""The names of the planner's ledger files: ``<key>.json``, where the key is
-a plan id or an exposure id (doers/planner_ledger.py).
+"""The names of a ledger's files: ``<key>.json``, where the key is a plan
+id or an exposure id (the planner's, doers/planner_ledger.py) or a dead
+letter's event id (doers/dead_letter_ledger.py).
 
 The ledger's directory is untrusted like its files: a person's copy
 (``x.json.bak``, ``x (1).json``), an editor's swap file or a name made to
@@ -46,11 +47,11 @@ def key_of(name: str) -> str | None:
 STRAYS_NAMED = 5  # names a stray warning shows; the rest are counted
 
 
-def strays_summary(directory: str, strays: list[str]) -> str:
+def strays_summary(directory: str, strays: list[str], what: str = "planner ledger") -> str:
     """One warning's text for the stray names of a ledger directory: a few
     of them and how many, where a line each flooded the log at every start
     of a directory holding thousands."""
     shown = ", ".join(repr(name) for name in strays[:STRAYS_NAMED])
     more = f" and {len(strays) - STRAYS_NAMED} more" if len(strays) > STRAYS_NAMED else ""
-    return (f"planner ledger: {len(strays)} name(s) in {directory!r} not named <key>.json for a "
+    return (f"{what}: {len(strays)} name(s) in {directory!r} not named <key>.json for a "
             f"valid key: skipped, not read: {shown}{more}")

@@ -40,17 +40,22 @@ from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
 
-_KINDS = {"plans": "plan_id", "holds": "exposure_id"}  # topic -> the key of its records
-RECORD = "planner ledger record"
 
+class KeyedLedger:
+    """Records kept as ``<root>/<topic>/<key>.json``, one a key, each
+    written atomically; the planner's and the dead letters' ledgers are this
+    one mechanism with their own directory and keys."""
 
-class PlannerLedger:
+    DIRECTORY = "planner"  # under the work directory
+    KINDS = {"plans": "plan_id", "holds": "exposure_id"}  # topic -> the key of its records
+    WHAT = "planner ledger"  # how warnings name it
+
     def __init__(self, work_dir: Path):
         self.work_dir = Path(work_dir)
-        self.root = self.work_dir / "planner"
+        self.root = self.work_dir / self.DIRECTORY
 
     def _path(self, topic: str, body: dict[str, Any]) -> Path:
-        key = body[_KINDS[topic]]
+        key = body[self.KINDS[topic]]
         problem = key_problem(key)
         if problem:
             raise ValueError(f"cannot keep a {topic} record: {problem}")
@@ -63,7 +68,7 @@ class PlannerLedger:
             # A plan's content never changes: its id is its digest. One that
             # cannot be read there (torn, garbage) is written again, not kept.
             return
-        write_json_atomically(path, body, what=RECORD, root=self.work_dir)
+        write_json_atomically(path, body, what=f"{self.WHAT} record", root=self.work_dir)
 
     def kept(self, topic: str) -> list[dict[str, Any]]:
         """Every record kept for ``topic``, in a stable order."""
@@ -75,29 +80,29 @@ class PlannerLedger:
         except NotADirectoryError:  # ``planner`` or ``planner/<topic>`` is a file
             try:
                 directory_in_place(directory, root=self.work_dir,
-                                   what="the planner ledger's directory")
+                                   what=f"the {self.WHAT}'s directory")
             except OSError as exc:
-                log.warning("planner ledger %r unusable (%s): nothing read", str(directory), exc)
+                log.warning("%s %r unusable (%s): nothing read", self.WHAT, str(directory), exc)
             return []
         out, strays = [], []
         for name in names:
             path = directory / name
             if key_of(name) is None:
-                if not _removed_leftover(path):
+                if not _removed_leftover(path, self.WHAT):
                     strays.append(name)
                 continue
             body = self._record_at(path, topic)
             if body is not None:
                 out.append(body)
         if strays:
-            log.warning(strays_summary(str(directory), strays))
+            log.warning(strays_summary(str(directory), strays, self.WHAT))
         return out
 
     def _record_at(self, path: Path, topic: str) -> dict[str, Any] | None:
         """The record at ``path`` (named for its key), or None with a warning
         (none for a missing file); what is no regular file is moved aside."""
         try:
-            if set_aside_unless_regular(path, what=RECORD) is not None:
+            if set_aside_unless_regular(path, what=f"{self.WHAT} record") is not None:
                 return None
             # Read as the message it was: no NaN or Infinity (re-published,
             # no reader would take it), no duplicate key, no nesting too deep.
@@ -105,19 +110,24 @@ class PlannerLedger:
         except FileNotFoundError:
             return None
         except (OSError, contract.InvalidMessage) as exc:
-            log.warning("unreadable planner record %r (%s): ignored", str(path), exc)
+            log.warning("unreadable %s record %r (%s): ignored", self.WHAT, str(path), exc)
             return None
         # Its key is text (a list raised out of the start: ids are kept in
         # sets), and its file's: a record under another's name is no record.
-        key = body.get(_KINDS[topic]) if isinstance(body, dict) else None
+        key = body.get(self.KINDS[topic]) if isinstance(body, dict) else None
         if key != key_of(path.name):
-            log.warning("planner record %r names %s %r, not its file's: ignored", str(path),
-                        _KINDS[topic], key if isinstance(key, str) else type(key).__name__)
+            log.warning("%s record %r names %s %r, not its file's: ignored", self.WHAT,
+                        str(path), self.KINDS[topic],
+                        key if isinstance(key, str) else type(key).__name__)
             return None
         return body
 
 
-def _removed_leftover(path: Path) -> bool:
+class PlannerLedger(KeyedLedger):
+    """The planner's plans and holds (the layout above)."""
+
+
+def _removed_leftover(path: Path, what: str) -> bool:
     """Whether ``path`` was the temporary of a ledger write whose writer is
     gone (write_json_atomically, killed between writing and renaming): then
     it is removed, with one line. Its record is the file it was to replace,
@@ -132,9 +142,9 @@ def _removed_leftover(path: Path) -> bool:
     except FileNotFoundError:
         return True  # another reader of the ledger removed it first
     except OSError as exc:  # a directory of that name, a read-only disk: warned below
-        log.warning("planner ledger: %r, left by a writer that is gone (pid %d), cannot be "
-                    "removed: %s", str(path), leftover[1], exc)
+        log.warning("%s: %r, left by a writer that is gone (pid %d), cannot be "
+                    "removed: %s", what, str(path), leftover[1], exc)
         return True
-    log.info("planner ledger: removed %r, the temporary of a write interrupted in process %d "
-             "(no longer running)", str(path), leftover[1])
+    log.info("%s: removed %r, the temporary of a write interrupted in process %d "
+             "(no longer running)", what, str(path), leftover[1])
     return True
