@@ -17,8 +17,8 @@ import calstream
 from calstream.daemon.deciders.pool_warming import warms_at_start
 from calstream.daemon.doers import kafka, planner_clients, planner_restore
 from calstream.daemon.doers.broker_recovery import (
+    recover_lost_records,
     recover_planner_records,
-    recover_product_events,
 )
 from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
@@ -196,9 +196,9 @@ class Daemon:
                 kafka.producer, cfg))), broker_or_disk_cause)
             try:
                 publisher = Publisher(producer, self.topics, self.metrics,
-                                      role="+".join(cfg.roles))
-                await step(f"{broker} to take the product store's events again",
-                           self._restarting(partial(recover_product_events, cfg, self.topics,
+                                      role="+".join(cfg.roles), work_dir=cfg.work_dir)
+                await step(f"{broker} to take the product events and dead letters again",
+                           self._restarting(partial(recover_lost_records, cfg, self.topics,
                                                    self.store, publisher)),
                            broker_or_disk_cause)
                 async with anyio.create_task_group() as tg:
@@ -229,9 +229,9 @@ class Daemon:
 
     async def _rebuild_broker(self, publisher: Publisher) -> None:
         """After the embedded broker restarted empty: its topics, the product
-        events, and the announcements of files still without products."""
+        events and dead letters, and the announcements of files still without products."""
         await kafka.create_topics(self.cfg, self.topics)
-        await recover_product_events(self.cfg, self.topics, self.store, publisher)
+        await recover_lost_records(self.cfg, self.topics, self.store, publisher)
         await recover_planner_records(self.cfg, publisher, active=self.leadership is None
                                       or self.leadership.describe()["role"] == "active")
         if self.watcher is not None:
@@ -304,7 +304,7 @@ class Daemon:
             # Its own (aiokafka clients belong to one loop), once the broker answers.
             producer = await planner_clients.started_producer(self.cfg, self.start_waits)
             try:
-                own = Publisher(producer, self.topics, self.metrics, role=publisher.role)
+                own = publisher.with_producer(producer)
                 planner.publisher = GatedPublisher(own, gate, standby.withhold, self.cfg)
                 await planner.run(task_status=task_status)
             finally:

@@ -1,5 +1,6 @@
 """What a broker that lost its records gets again: the product events from the
-product store, the plans and holds from the planner's ledger.
+product store, the plans and holds from the planner's ledger, the dead
+letters from the ledger of the daemon that sent them (dead_letter_ledger.py).
 
 The broker is the transport, the product store the ledger: the embedded
 broker keeps its topics in memory, and a Kafka topic can be lost or
@@ -32,7 +33,7 @@ from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.operations.config import Config
 from calstream.steps.regular_files import set_aside_unless_regular
-from calstream.topics import contract
+from calstream.topics import contract, dead_letters
 from calstream.topics.catalog import Topics
 
 log = logging.getLogger("calstream.daemon")
@@ -43,6 +44,42 @@ MARKER_IS = "re-publishing marker"
 
 def marker_path(work_dir: Path) -> Path:
     return PlannerLedger(work_dir).root / MARKER
+
+
+async def recover_lost_records(cfg: Config, topics: Topics, store: ProductStore,
+                               publisher: Publisher) -> None:
+    """At start and after the embedded broker restarted: the product events
+    (a daemon with the planner role) and this daemon's dead letters."""
+    await recover_product_events(cfg, topics, store, publisher)
+    await recover_dead_letters(cfg, topics, publisher)
+
+
+async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher) -> None:
+    """Every dead letter this daemon kept that the topic lacks, sent again
+    with its event id and first ``emitted_at``: what the broker lost, and
+    no copy of what it still has (several daemons each put back their own).
+    A kept file is untrusted: one that is no valid dead letter is left out."""
+    ledger = publisher.ledger
+    kept = await anyio.to_thread.run_sync(ledger.letters) if ledger is not None else []
+    if not kept:
+        return
+    on_topic = set()
+    for record in await kafka.read_to_end(cfg, topics.name("deadletter")):
+        try:
+            on_topic.add(contract.decode(record.value, expected="dead_letter").event_id)
+        except contract.InvalidMessage:
+            continue
+    sent = 0
+    for body in kept:
+        if body.get("event_id") in on_topic or not contract.is_valid("dead_letter", body):
+            continue
+        key = str(body.get("exposure_id") or body.get("path") or body.get("stage"))
+        await publisher.publish("deadletter", dead_letters.bounded(key, dead_letters.KEY_BUDGET),
+                                contract.Message("dead_letter", body))
+        sent += 1
+    if sent:
+        log.warning("the broker had lost %d dead letter(s): re-published from %s", sent,
+                    ledger.root)
 
 
 async def recover_product_events(cfg: Config, topics: Topics, store: ProductStore,

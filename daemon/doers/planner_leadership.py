@@ -108,7 +108,7 @@ class GatedPublisher(kafka.Publisher):
 
     def __init__(self, publisher: kafka.Publisher, gate: PublishGate, withhold, cfg: Config):
         super().__init__(publisher.producer, publisher.topics, publisher.metrics,
-                         role=publisher.role)
+                         role=publisher.role, ledger=publisher.ledger)
         self.gate = gate
         self.withhold = withhold
         self.cfg = cfg

@@ -153,7 +153,7 @@ async def test_an_embedded_broker_wedged_during_the_start_is_started_again(
     daemon = Daemon(cfg)
     daemon.start_broker()
     wedged: list[int] = []
-    recover = runtime.recover_product_events
+    recover = runtime.recover_lost_records
 
     async def wedging_first(*args, **kwargs):  # the start's last step that needs the broker
         if not wedged:
@@ -161,7 +161,7 @@ async def test_an_embedded_broker_wedged_during_the_start_is_started_again(
             stop_fully(wedged[0])
         return await recover(*args, **kwargs)
 
-    monkeypatch.setattr(runtime, "recover_product_events", wedging_first)
+    monkeypatch.setattr(runtime, "recover_lost_records", wedging_first)
     caplog.set_level(logging.INFO, logger="calstream.start")
     try:
         async with anyio.create_task_group() as tg:

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from pathlib import Path
 from typing import Any
 
+import anyio
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
 
 import calstream
+from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract, dead_letters
 from calstream.topics.catalog import Topics
@@ -24,11 +27,21 @@ PRODUCER_INFO = {"host": socket.gethostname(), "calstream_version": calstream.__
 
 class Publisher:
     def __init__(self, producer: AIOKafkaProducer, topics: Topics, metrics: Metrics,
-                 role: str = "daemon"):
+                 role: str = "daemon", work_dir: Path | None = None,
+                 ledger: DeadLetterLedger | None = None):
+        """``work_dir``: where the dead letters sent are kept (dead_letter_ledger.py),
+        or ``ledger``, one already made; neither: none kept."""
         self.producer = producer
         self.topics = topics
         self.metrics = metrics
         self.role = role
+        self.ledger = ledger if ledger is not None or work_dir is None \
+            else DeadLetterLedger(work_dir)
+
+    def with_producer(self, producer: AIOKafkaProducer) -> Publisher:
+        """This publisher's topics, metrics, role and dead-letter ledger with
+        another producer (the planner's thread has its own)."""
+        return Publisher(producer, self.topics, self.metrics, self.role, ledger=self.ledger)
 
     async def publish(self, logical_topic: str, key: str, message: contract.Message) -> None:
         """Send and wait for the broker's acknowledgement (acks=all)."""
@@ -45,6 +58,9 @@ class Publisher:
                          message: contract.Message) -> asyncio.Future:
         message.body.setdefault("producer", {**PRODUCER_INFO, "role": self.role})
         value = contract.encode(message)  # validates: a bad message never leaves
+        if logical_topic == "deadletter" and self.ledger is not None:
+            # Kept before it is sent: a broker that loses it gets it again.
+            await anyio.to_thread.run_sync(self.ledger.keep_letter, message.body)
         return await self.producer.send(self.topics.name(logical_topic), value=value,
                                         # a file name that is not UTF-8 (a bad_file's key)
                                         key=key.encode("utf-8", "backslashreplace"))

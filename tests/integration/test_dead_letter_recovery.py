@@ -1,0 +1,88 @@
+"""Dead letters survive the embedded broker losing its topics: the
+supervisor's restart of a killed broker and a start on an empty one both
+put back what the daemon sent (doers/dead_letter_ledger.py), once each."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import anyio
+import pytest
+
+from calstream.daemon.runtime import Daemon
+
+from .support import cli, daemon_config, read_all, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+BAD = "jw01234001001_02101_00001_nrcb1_uncal.fits"
+
+
+def dead_letters(messages) -> list:
+    return [m for m in messages if getattr(m, "type", None) == "dead_letter"]
+
+
+async def a_dead_letter(daemon: Daemon) -> dict:
+    """A file that is no FITS file dropped in the inbox: its dead letter."""
+    cfg = daemon.cfg
+    (cfg.inbox / BAD).write_text("a telemetry log, not a FITS file\n" * 100)
+    found = await wait_for(cfg, ["deadletter"], lambda ms: dead_letters(ms), timeout=60)
+    (letter,) = dead_letters(found)
+    assert letter["category"] == "bad_file"
+    return letter.body
+
+
+async def test_the_dead_letters_come_back_after_the_broker_is_killed(tmp_path, unique_prefix):
+    cfg = daemon_config(tmp_path, None, unique_prefix, roles=["watcher"])
+    daemon = Daemon(cfg)
+    daemon.start_broker()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            sent = await a_dead_letter(daemon)
+            os.kill(daemon.broker.process.pid, signal.SIGKILL)
+            with anyio.fail_after(60):
+                while not daemon.supervisor.restarts:
+                    await anyio.sleep(0.1)
+            await wait_for(daemon.cfg, ["deadletter"], lambda ms: any(
+                m.event_id == sent["event_id"] for m in dead_letters(ms)), timeout=60)
+            on_topic = dead_letters(await read_all(daemon.cfg, ["deadletter"]))
+            listed = await anyio.to_thread.run_sync(cli, daemon.cfg, "deadletters", "list")
+            tg.cancel_scope.cancel()
+    finally:
+        daemon.stop_broker()
+    assert [m.body for m in on_topic] == [sent]  # the same record, once
+    assert listed.returncode == 0 and "bad_file" in listed.stdout, listed
+
+
+async def test_a_start_on_a_broker_that_lost_them_puts_them_back_once(tmp_path, unique_prefix):
+    cfg = daemon_config(tmp_path, None, unique_prefix, roles=["watcher"])
+    first = Daemon(cfg)
+    first.start_broker()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(first.run)
+            sent = await a_dead_letter(first)
+            tg.cancel_scope.cancel()
+    finally:
+        first.stop_broker()
+    # The same work directory, a new embedded broker: empty (it keeps its
+    # topics in memory). The bad file lies in quarantine: nothing makes its
+    # dead letter again but the ledger.
+    second = Daemon(daemon_config(tmp_path, None, unique_prefix, roles=["watcher"]))
+    second.start_broker()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(second.run)
+            on_topic = dead_letters(await read_all(second.cfg, ["deadletter"]))
+            tg.cancel_scope.cancel()
+        # A start on a broker that still has it sends no copy.
+        async with anyio.create_task_group() as tg:
+            await tg.start(Daemon(second.cfg).run)
+            again = dead_letters(await read_all(second.cfg, ["deadletter"]))
+            tg.cancel_scope.cancel()
+    finally:
+        second.stop_broker()
+    assert [m.body for m in on_topic] == [sent]
+    assert [m.body for m in again] == [sent]

@@ -1,0 +1,60 @@
+"""The dead letters a daemon sent, kept on its disk for a broker that loses
+them (doers/dead_letter_ledger.py): read back, one a dead letter, bounded,
+and never written outside the ledger."""
+
+from __future__ import annotations
+
+import os
+
+from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
+from calstream.topics import contract
+
+
+def letter(n: int) -> dict:
+    return contract.build(
+        "dead_letter", contract.event_id("dead_letter", "watcher", "bad_file", n),
+        category="bad_file", reason=f"not a FITS file ({n})", stage="watcher", attempts=0,
+        original=None, path=f"/inbox/file{n}.fits").body
+
+
+def test_a_kept_dead_letter_is_read_back_once_however_often_it_is_kept(tmp_path):
+    ledger = DeadLetterLedger(tmp_path)
+    first, second = letter(1), letter(2)
+    assert ledger.keep_letter(first) and ledger.keep_letter(second)
+    assert ledger.keep_letter(first)  # sent again (a retry): the same record
+    assert sorted(b["event_id"] for b in ledger.letters()) == sorted(
+        [first["event_id"], second["event_id"]])
+    assert (tmp_path / "deadletters" / "deadletter" / f"{first['event_id']}.json").is_file()
+
+
+def test_past_its_capacity_the_oldest_are_removed(tmp_path):
+    ledger = DeadLetterLedger(tmp_path, capacity=10)
+    letters = [letter(n) for n in range(11)]
+    for body in letters[:10]:
+        assert ledger.keep_letter(body)
+    directory = tmp_path / "deadletters" / "deadletter"
+    for age, body in enumerate(letters[:10]):  # letter 0 the oldest, a second apart
+        os.utime(directory / f"{body['event_id']}.json", (1_000_000 + age, 1_000_000 + age))
+    assert len(ledger.letters()) == 10  # at capacity, nothing removed
+    assert ledger.keep_letter(letters[10])  # one more: down to nine tenths
+    assert {b["event_id"] for b in ledger.letters()} == {b["event_id"] for b in letters[2:]}
+
+
+def test_an_event_id_that_would_make_a_path_is_refused_and_nothing_is_written(tmp_path):
+    ledger = DeadLetterLedger(tmp_path / "work")
+    forged = dict(letter(1), event_id="../../outside")
+    assert not ledger.keep_letter(forged)
+    assert not ledger.keep_letter(dict(letter(1), event_id=["a", "list"]))
+    assert not (tmp_path / "outside.json").exists()
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == []
+    assert ledger.letters() == []
+
+
+def test_a_file_that_is_no_record_of_its_name_is_left_out(tmp_path):
+    ledger = DeadLetterLedger(tmp_path)
+    body = letter(1)
+    assert ledger.keep_letter(body)
+    directory = tmp_path / "deadletters" / "deadletter"
+    (directory / "ab12.json").write_text('{"event_id": "another"}')  # not its file's key
+    (directory / "cd34.json").write_text("{torn")
+    assert [b["event_id"] for b in ledger.letters()] == [body["event_id"]]
