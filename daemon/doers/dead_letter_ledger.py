@@ -54,7 +54,7 @@ class DeadLetterLedger(KeyedLedger):
         """Keep a dead letter's body; False (with a warning) if it could not be."""
         try:
             self.keep(TOPIC, body)
-        except (OSError, ValueError) as exc:  # a full disk; a key no file may have
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a full disk; no usable key
             log.warning("dead letter %s not kept in %s (%s): it is still sent, but a broker "
                         "that loses it will not get it back", str(body.get("event_id"))[:64],
                         self.root, exc)

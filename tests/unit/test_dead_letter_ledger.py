@@ -45,6 +45,7 @@ def test_an_event_id_that_would_make_a_path_is_refused_and_nothing_is_written(tm
     forged = dict(letter(1), event_id="../../outside")
     assert not ledger.keep_letter(forged)
     assert not ledger.keep_letter(dict(letter(1), event_id=["a", "list"]))
+    assert not ledger.keep_letter({"category": "bad_file"})  # no event id at all
     assert not (tmp_path / "outside.json").exists()
     assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == []
     assert ledger.letters() == []
