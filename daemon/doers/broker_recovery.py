@@ -69,14 +69,12 @@ async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher
             on_topic.add(contract.decode(record.value, expected="dead_letter").event_id)
         except contract.InvalidMessage:
             continue
-    sent = 0
-    for body in kept:
-        if body.get("event_id") in on_topic or not contract.is_valid("dead_letter", body):
-            continue
-        key = str(body.get("exposure_id") or body.get("path") or body.get("stage"))
-        await publisher.publish("deadletter", dead_letters.bounded(key, dead_letters.KEY_BUDGET),
-                                contract.Message("dead_letter", body))
-        sent += 1
+    lost = [body for body in kept if body.get("event_id") not in on_topic
+            and contract.is_valid("dead_letter", body)]
+    sent = await publisher.publish_all(
+        ("deadletter", dead_letters.bounded(str(body.get("exposure_id") or body.get("path")
+                                                or body.get("stage")), dead_letters.KEY_BUDGET),
+         contract.Message("dead_letter", body)) for body in lost)
     if sent:
         log.warning("the broker had lost %d dead letter(s): re-published from %s", sent,
                     ledger.root)
@@ -103,10 +101,9 @@ async def recover_product_events(cfg: Config, topics: Topics, store: ProductStor
     if unfinished:
         log.warning("an earlier re-publishing of the product events did not finish (%s is "
                     "there): re-publishing all %d again", marker, len(records))
-    for record in records:
-        # The original emitted_at: holds and companion waits date from it.
-        event = contract.Message("product", dict(record["event"]))
-        await publisher.publish("products", event["program"], event)
+    # The original emitted_at: holds and companion waits date from it.
+    await publisher.publish_all(("products", r["event"]["program"],
+                                 contract.Message("product", dict(r["event"]))) for r in records)
     await anyio.to_thread.run_sync(lambda: marker.unlink(missing_ok=True))
     log.warning("the broker had no product events: re-published %d from the product "
                 "store %s", len(records), cfg.products)
@@ -132,13 +129,13 @@ async def recover_planner_records(cfg: Config, publisher: Publisher, *, active: 
     (``active`` False) sends nothing."""
     if "planner" not in cfg.roles or not active:
         return
-    ledger, sent = PlannerLedger(cfg.work_dir), 0
+    ledger, kept = PlannerLedger(cfg.work_dir), []
     for topic, kind in (("plans", "plan"), ("holds", "hold")):
         for body in await anyio.to_thread.run_sync(ledger.kept, topic):
             if not contract.is_valid(kind, body):  # a file is untrusted: left out
                 continue
             key = body["exposure_id"] if kind == "hold" else (body["programs"] or [""])[0]
-            await publisher.publish(topic, key, contract.Message(kind, body))
-            sent += 1
+            kept.append((topic, key, contract.Message(kind, body)))
+    sent = await publisher.publish_all(kept)
     if sent:
         log.warning("re-published %d plan and hold record(s) from %s", sent, ledger.root)

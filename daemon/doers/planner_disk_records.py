@@ -26,7 +26,7 @@ async def restore_from_disk(planner) -> None:
     """What the broker lost: plans and holds from the ledger (re-published,
     so every reader of those topics sees them again), stage-3 versions
     from the product store."""
-    lost = {"plans": 0, "holds": 0}
+    lost: list[tuple[str, str, contract.Message]] = []  # sent together at the end
     for body in await anyio.to_thread.run_sync(planner.ledger.kept, "plans"):
         if body.get("plan_id") in planner.on_broker["plans"]:
             continue
@@ -37,9 +37,7 @@ async def restore_from_disk(planner) -> None:
             log.warning("planner: kept plan %s cannot be used: %s", body.get("plan_id"), exc)
             continue
         planner.plans[plan.plan_id] = plan
-        await planner.publisher.publish("plans", (body.get("programs") or [""])[0],
-                                        contract.Message("plan", body))
-        lost["plans"] += 1
+        lost.append(("plans", (body.get("programs") or [""])[0], contract.Message("plan", body)))
     kept_holds = await anyio.to_thread.run_sync(planner.ledger.kept, "holds")
     for body in kept_holds:
         if body.get("exposure_id") in planner.on_broker["holds"]:
@@ -52,8 +50,11 @@ async def restore_from_disk(planner) -> None:
             continue
         message = contract.Message("hold", body)
         planner.state.restore_hold(message)
-        await planner.publisher.publish("holds", body["exposure_id"], message)
-        lost["holds"] += 1
+        lost.append(("holds", body["exposure_id"], message))
+    # One round trip for all, not one each (GatedPublisher.publish_all): a
+    # start on the embedded broker, empty, re-publishes every kept hold.
+    if lost:
+        await planner.publisher.publish_all(lost)
     # Holds the topic had and the ledger has not, or not in this state (e.g.
     # written before the ledger existed): kept now. Not every hold again: a
     # released hold stays a hold record, so that was a durable write of every
@@ -62,9 +63,10 @@ async def restore_from_disk(planner) -> None:
     for body in list(planner.holds.values()):
         if on_disk.get(body.get("exposure_id")) != body:
             await planner.keep("holds", body)
-    if any(lost.values()):
+    if lost:
         log.warning("the broker had lost %d plan(s) and %d hold record(s): re-published "
-                    "from %s", lost["plans"], lost["holds"], planner.ledger.root)
+                    "from %s", sum(t == "plans" for t, _, _ in lost),
+                    sum(t == "holds" for t, _, _ in lost), planner.ledger.root)
 
     def stage3_products() -> list[tuple[str, dict]]:
         # (the tree it lies in, not what its event claims; its event)

@@ -75,16 +75,17 @@ async def test_republishing_cut_off_part_way_is_done_whole(tmp_path, unique_pref
                             **BROKER_TIMEOUT)
         wanted = stored_events(cfg)
         sent: list[str] = []
-        publish = Publisher.publish
+        send = Publisher.send  # the re-publishing sends them together (publish_all)
 
-        async def publish_then_lose_the_broker(self, logical_topic, key, message):
-            await publish(self, logical_topic, key, message)
+        async def send_then_lose_the_broker(self, logical_topic, key, message):
+            answer = await send(self, logical_topic, key, message)
             if logical_topic == "products":
                 sent.append(message["event_id"])
                 if len(sent) == CUT_AFTER:  # the broker stops answering here
                     os.kill(own.process.pid, signal.SIGSTOP)
+            return answer
 
-        monkeypatch.setattr(Publisher, "publish", publish_then_lose_the_broker)
+        monkeypatch.setattr(Publisher, "send", send_then_lose_the_broker)
         try:
             daemon = Daemon(cfg)
             async with anyio.create_task_group() as tg:
@@ -122,15 +123,16 @@ async def test_the_embedded_broker_killed_during_the_start_is_started_again(
     daemon = Daemon(cfg)
     daemon.start_broker()
     killed: list[int] = []
-    publish = Publisher.publish
+    send = Publisher.send  # the re-publishing sends them together (publish_all)
 
-    async def publish_then_kill_the_broker(self, logical_topic, key, message):
-        await publish(self, logical_topic, key, message)
+    async def send_then_kill_the_broker(self, logical_topic, key, message):
+        answer = await send(self, logical_topic, key, message)
         if logical_topic == "products" and not killed:
             killed.append(daemon.broker.process.pid)
             os.kill(daemon.broker.process.pid, signal.SIGKILL)
+        return answer
 
-    monkeypatch.setattr(Publisher, "publish", publish_then_kill_the_broker)
+    monkeypatch.setattr(Publisher, "send", send_then_kill_the_broker)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(daemon.run)
