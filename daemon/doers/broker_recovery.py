@@ -40,6 +40,7 @@ log = logging.getLogger("calstream.daemon")
 
 MARKER = "republishing-product-events.json"
 MARKER_IS = "re-publishing marker"
+DEAD_LETTERS_MARKER = "republishing-dead-letters.json"  # in the dead-letter ledger's root
 
 
 def marker_path(work_dir: Path) -> Path:
@@ -55,16 +56,29 @@ async def recover_lost_records(cfg: Config, topics: Topics, store: ProductStore,
 
 
 async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher) -> None:
-    """Every dead letter this daemon kept that the topic lacks, sent again
-    with its event id and first ``emitted_at``: what the broker lost, and
-    no copy of what it still has (several daemons each put back their own).
-    A kept file is untrusted: one that is no valid dead letter is left out."""
+    """A dead-letter topic that lost its records (empty), or a re-publishing
+    of them cut off part-way (its marker there, as for the product events),
+    gets every dead letter this daemon kept that it lacks, with its event id
+    and first ``emitted_at``. A topic that still has its records is not read
+    (on Kafka it may hold months of them). A kept file is untrusted: one that
+    is no valid dead letter is left out."""
     ledger = publisher.ledger
-    kept = await anyio.to_thread.run_sync(ledger.letters) if ledger is not None else []
-    if not kept:
+    if ledger is None:
         return
-    on_topic = set()
-    for record in await kafka.read_to_end(cfg, topics.name("deadletter")):
+    marker = ledger.root / DEAD_LETTERS_MARKER
+    unfinished = await anyio.to_thread.run_sync(_unfinished, marker)
+    name = topics.name("deadletter")
+    if not unfinished and not await kafka.is_empty(cfg, name):
+        return
+    kept = await anyio.to_thread.run_sync(ledger.letters)
+    if not kept:
+        await anyio.to_thread.run_sync(lambda: marker.unlink(missing_ok=True))
+        return
+    await anyio.to_thread.run_sync(lambda: write_json_atomically(marker, {
+        "started_at": contract.utc_now(), "records": len(kept)}, what=MARKER_IS,
+        root=cfg.work_dir))
+    on_topic = set()  # what a cut-off re-publishing already sent: no second copy
+    for record in await kafka.read_to_end(cfg, name):
         try:
             on_topic.add(contract.decode(record.value, expected="dead_letter").event_id)
         except contract.InvalidMessage:
@@ -75,6 +89,7 @@ async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher
         ("deadletter", dead_letters.bounded(str(body.get("exposure_id") or body.get("path")
                                                 or body.get("stage")), dead_letters.KEY_BUDGET),
          contract.Message("dead_letter", body)) for body in lost)
+    await anyio.to_thread.run_sync(lambda: marker.unlink(missing_ok=True))
     if sent:
         log.warning("the broker had lost %d dead letter(s): re-published from %s", sent,
                     ledger.root)

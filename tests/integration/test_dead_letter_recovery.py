@@ -10,6 +10,7 @@ import signal
 import anyio
 import pytest
 
+from calstream.daemon.doers.broker_recovery import DEAD_LETTERS_MARKER
 from calstream.daemon.runtime import Daemon
 
 from .support import cli, daemon_config, read_all, wait_for
@@ -77,12 +78,19 @@ async def test_a_start_on_a_broker_that_lost_them_puts_them_back_once(tmp_path, 
             await tg.start(second.run)
             on_topic = dead_letters(await read_all(second.cfg, ["deadletter"]))
             tg.cancel_scope.cancel()
-        # A start on a broker that still has it sends no copy.
-        async with anyio.create_task_group() as tg:
-            await tg.start(Daemon(second.cfg).run)
-            again = dead_letters(await read_all(second.cfg, ["deadletter"]))
-            tg.cancel_scope.cancel()
+        # A start on a broker that still has it sends no copy, also after a
+        # re-publishing cut off part-way (its marker left): what the topic
+        # has is not sent again.
+        for cut_off in (False, True):
+            if cut_off:
+                marker = second.cfg.work_dir / "deadletters" / DEAD_LETTERS_MARKER
+                marker.write_text('{"records": 1}')
+            async with anyio.create_task_group() as tg:
+                await tg.start(Daemon(second.cfg).run)
+                again = dead_letters(await read_all(second.cfg, ["deadletter"]))
+                tg.cancel_scope.cancel()
+            assert [m.body for m in again] == [sent], cut_off
+        assert not marker.exists()
     finally:
         second.stop_broker()
     assert [m.body for m in on_topic] == [sent]
-    assert [m.body for m in again] == [sent]
