@@ -85,7 +85,7 @@ async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher
             continue
     lost = [body for body in kept if body.get("event_id") not in on_topic
             and contract.is_valid("dead_letter", body)]
-    sent = await publisher.publish_all(
+    sent = await publisher.unkept().publish_all(  # kept already: not written again
         ("deadletter", dead_letters.bounded(str(body.get("exposure_id") or body.get("path")
                                                 or body.get("stage")), dead_letters.KEY_BUDGET),
          contract.Message("dead_letter", body)) for body in lost)

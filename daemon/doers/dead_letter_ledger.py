@@ -43,6 +43,7 @@ class DeadLetterLedger(KeyedLedger):
     DIRECTORY = "deadletters"
     KINDS = {TOPIC: "event_id"}
     WHAT = "dead-letter ledger"
+    LOG = log
 
     def __init__(self, work_dir: Path, capacity: int = CAPACITY):
         super().__init__(work_dir)

@@ -49,6 +49,7 @@ class KeyedLedger:
     DIRECTORY = "planner"  # under the work directory
     KINDS = {"plans": "plan_id", "holds": "exposure_id"}  # topic -> the key of its records
     WHAT = "planner ledger"  # how warnings name it
+    LOG = log  # the logger they go to
 
     def __init__(self, work_dir: Path):
         self.work_dir = Path(work_dir)
@@ -82,20 +83,20 @@ class KeyedLedger:
                 directory_in_place(directory, root=self.work_dir,
                                    what=f"the {self.WHAT}'s directory")
             except OSError as exc:
-                log.warning("%s %r unusable (%s): nothing read", self.WHAT, str(directory), exc)
+                self.LOG.warning("%s %r unusable (%s): nothing read", self.WHAT, str(directory), exc)
             return []
         out, strays = [], []
         for name in names:
             path = directory / name
             if key_of(name) is None:
-                if not _removed_leftover(path, self.WHAT):
+                if not _removed_leftover(path, self.WHAT, self.LOG):
                     strays.append(name)
                 continue
             body = self._record_at(path, topic)
             if body is not None:
                 out.append(body)
         if strays:
-            log.warning(strays_summary(str(directory), strays, self.WHAT))
+            self.LOG.warning(strays_summary(str(directory), strays, self.WHAT))
         return out
 
     def _record_at(self, path: Path, topic: str) -> dict[str, Any] | None:
@@ -110,13 +111,13 @@ class KeyedLedger:
         except FileNotFoundError:
             return None
         except (OSError, contract.InvalidMessage) as exc:
-            log.warning("unreadable %s record %r (%s): ignored", self.WHAT, str(path), exc)
+            self.LOG.warning("unreadable %s record %r (%s): ignored", self.WHAT, str(path), exc)
             return None
         # Its key is text (a list raised out of the start: ids are kept in
         # sets), and its file's: a record under another's name is no record.
         key = body.get(self.KINDS[topic]) if isinstance(body, dict) else None
         if key != key_of(path.name):
-            log.warning("%s record %r names %s %r, not its file's: ignored", self.WHAT,
+            self.LOG.warning("%s record %r names %s %r, not its file's: ignored", self.WHAT,
                         str(path), self.KINDS[topic],
                         key if isinstance(key, str) else type(key).__name__)
             return None
@@ -127,7 +128,7 @@ class PlannerLedger(KeyedLedger):
     """The planner's plans and holds (the layout above)."""
 
 
-def _removed_leftover(path: Path, what: str) -> bool:
+def _removed_leftover(path: Path, what: str, log: logging.Logger) -> bool:
     """Whether ``path`` was the temporary of a ledger write whose writer is
     gone (write_json_atomically, killed between writing and renaming): then
     it is removed, with one line. Its record is the file it was to replace,

@@ -42,6 +42,8 @@ async def test_the_dead_letters_come_back_after_the_broker_is_killed(tmp_path, u
         async with anyio.create_task_group() as tg:
             await tg.start(daemon.run)
             sent = await a_dead_letter(daemon)
+            kept = cfg.work_dir / "deadletters" / "deadletter" / f"{sent['event_id']}.json"
+            written = kept.stat().st_ino
             os.kill(daemon.broker.process.pid, signal.SIGKILL)
             with anyio.fail_after(60):
                 while not daemon.supervisor.restarts:
@@ -54,6 +56,7 @@ async def test_the_dead_letters_come_back_after_the_broker_is_killed(tmp_path, u
     finally:
         daemon.stop_broker()
     assert [m.body for m in on_topic] == [sent]  # the same record, once
+    assert kept.stat().st_ino == written  # sent again, not written again
     assert listed.returncode == 0 and "bad_file" in listed.stdout, listed
 
 

@@ -48,6 +48,11 @@ class Publisher:
         """Send and wait for the broker's acknowledgement (acks=all)."""
         await (await self._hand_over(logical_topic, key, message))
 
+    def unkept(self) -> Publisher:
+        """This publisher without its dead-letter ledger: for sending again
+        the dead letters it kept (each would be written and synced again)."""
+        return Publisher(self.producer, self.topics, self.metrics, self.role)
+
     async def publish_all(self, items: Iterable[tuple[str, str, contract.Message]]) -> int:
         """``publish`` of each of ``items`` (logical topic, key, message): all
         sent without waiting, then every acknowledgement awaited, so that
