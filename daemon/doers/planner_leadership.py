@@ -121,7 +121,8 @@ class GatedPublisher(kafka.Publisher):
         again until it is, parked (doers/parking.py): raised, it would end the
         planner's task and the daemon with it, the order never sent. Every send
         of the planner's goes through here, dead letters (Publisher.dead_letter)
-        and the restore's re-publishing of its ledger included.
+        included, or through ``publish_all`` (the restore's re-publishing of its
+        ledger), which waits the same way.
 
         The producer is not idempotent: a send that timed out may still have
         reached the broker, and the topic then holds the message twice, with
@@ -132,9 +133,13 @@ class GatedPublisher(kafka.Publisher):
         done); a dead letter's event id is that of its record (topic,
         partition, offset), as the restore sends again at every start for a
         record it cannot read."""
-        # Parked at the first failure: it already waited request_timeout_ms.
-        what, attempt = (f"sending {message.type} {key[:200]!r}",
-                         partial(self._publish_once, logical_topic, key, message))
+        return await self._waited(f"sending {message.type} {key[:200]!r}",
+                                  partial(self._publish_once, logical_topic, key, message))
+
+    async def _waited(self, what: str, attempt):
+        """``attempt()`` until the broker takes it: parked at the first
+        failure (it already waited request_timeout_ms), named in /readyz
+        while the restore waits for it."""
         if (waits := self.restore_waits) is not None:
             return await waits.step(
                 f"{planner_clients.waited_broker(self.cfg, 'producer')}, {what}", attempt,
@@ -161,31 +166,13 @@ class GatedPublisher(kafka.Publisher):
         return sent
 
     async def publish_all(self, items) -> int:
-        """``Publisher.publish_all`` (sent together, one round trip), with a
-        send the broker did not take published again the waited way, parked
-        until it is, as ``publish`` does. For the restore's re-publishing of
-        its ledger: a key each, so their order is free."""
-        pending, sent = [], 0
-        for item in items:
-            try:
-                answer = await self.send(*item)
-            except Exception as exc:  # noqa: BLE001 - a broker's fault: the waited way
-                if broker_fault(exc) is None:
-                    raise
-                sent += await self.publish(*item) is not False
-                continue
-            if answer is not None:  # None: withheld (a standby)
-                pending.append((item, answer))
-        for item, answer in pending:
-            try:
-                await answer
-            except Exception as exc:  # noqa: BLE001 - as above
-                if broker_fault(exc) is None:
-                    raise
-                if await self.publish(*item) is False:
-                    continue
-            sent += 1
-        return sent
+        """``Publisher.publish_all`` (sent together, one round trip), the set
+        sent again until the broker takes it all, parked and named in /readyz
+        as ``publish`` is for one record: the restore's re-publishing of its
+        ledger, each record of its own key, so a second copy changes nothing."""
+        items = list(items)
+        return await self._waited(f"sending {len(items)} kept record(s) again",
+                                  partial(super().publish_all, items))
 
     async def _publish_once(self, logical_topic: str, key: str,
                             message: contract.Message) -> bool:
