@@ -57,39 +57,31 @@ async def recover_lost_records(cfg: Config, topics: Topics, store: ProductStore,
 
 async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher) -> None:
     """A dead-letter topic that lost its records (empty), or a re-publishing
-    of them cut off part-way (its marker there, as for the product events),
-    gets every dead letter this daemon kept that it lacks, with its event id
-    and first ``emitted_at``. A topic that still has its records is not read
-    (on Kafka it may hold months of them). A kept file is untrusted: one that
-    is no valid dead letter is left out."""
+    of them cut off part-way, gets every dead letter this daemon kept that
+    it lacks, with its event id and first ``emitted_at``. A topic that still
+    has its records is not read (on Kafka it may hold months of them). A
+    kept file is untrusted: one that is no valid dead letter is left out."""
     ledger = publisher.ledger
     if ledger is None:
         return
-    marker = ledger.root / DEAD_LETTERS_MARKER
-    unfinished = await anyio.to_thread.run_sync(_unfinished, marker)
     name = topics.name("deadletter")
-    if not unfinished and not await kafka.is_empty(cfg, name):
-        return
-    kept = await anyio.to_thread.run_sync(ledger.letters)
-    if not kept:
-        await anyio.to_thread.run_sync(lambda: marker.unlink(missing_ok=True))
-        return
-    await anyio.to_thread.run_sync(lambda: write_json_atomically(marker, {
-        "started_at": contract.utc_now(), "records": len(kept)}, what=MARKER_IS,
-        root=cfg.work_dir))
-    on_topic = set()  # what a cut-off re-publishing already sent: no second copy
-    for record in await kafka.read_to_end(cfg, name):
-        try:
-            on_topic.add(contract.decode(record.value, expected="dead_letter").event_id)
-        except contract.InvalidMessage:
-            continue
-    lost = [body for body in kept if body.get("event_id") not in on_topic
-            and contract.is_valid("dead_letter", body)]
-    sent = await publisher.unkept().publish_all(  # kept already: not written again
-        ("deadletter", dead_letters.bounded(str(body.get("exposure_id") or body.get("path")
-                                                or body.get("stage")), dead_letters.KEY_BUDGET),
-         contract.Message("dead_letter", body)) for body in lost)
-    await anyio.to_thread.run_sync(lambda: marker.unlink(missing_ok=True))
+
+    async def send(kept: list[dict], unfinished: bool) -> int:
+        on_topic = set()  # what a cut-off re-publishing already sent: no second copy
+        for record in await kafka.read_to_end(cfg, name):
+            try:
+                on_topic.add(contract.decode(record.value, expected="dead_letter").event_id)
+            except contract.InvalidMessage:
+                continue
+        lost = [body for body in kept if body.get("event_id") not in on_topic
+                and contract.is_valid("dead_letter", body)]
+        return await publisher.unkept().publish_all(  # kept already: not written again
+            ("deadletter", dead_letters.bounded(str(body.get("exposure_id") or body.get("path")
+                                                    or body.get("stage")),
+                                                dead_letters.KEY_BUDGET),
+             contract.Message("dead_letter", body)) for body in lost)
+
+    sent = await _refill(cfg, name, ledger.root / DEAD_LETTERS_MARKER, ledger.letters, send)
     if sent:
         log.warning("the broker had lost %d dead letter(s): re-published from %s", sent,
                     ledger.root)
@@ -103,25 +95,44 @@ async def recover_product_events(cfg: Config, topics: Topics, store: ProductStor
     if "planner" not in cfg.roles:
         return
     marker = marker_path(cfg.work_dir)
+
+    async def send(records: list[dict], unfinished: bool) -> int:
+        if unfinished:
+            log.warning("an earlier re-publishing of the product events did not finish (%s "
+                        "is there): re-publishing all %d again", marker, len(records))
+        # The original emitted_at: holds and companion waits date from it.
+        return await publisher.publish_all(
+            ("products", r["event"]["program"], contract.Message("product", dict(r["event"])))
+            for r in records)
+
+    sent = await _refill(cfg, topics.name("products"), marker, store.records, send,
+                         products=str(cfg.products))
+    if sent is not None:
+        log.warning("the broker had no product events: re-published %d from the product "
+                    "store %s", sent, cfg.products)
+
+
+async def _refill(cfg: Config, topic: str, marker: Path, read, send, **note) -> int | None:
+    """The records ``read()`` gives, handed to ``send(records, unfinished)``
+    when ``topic`` lost its own (it is empty) or an earlier refill was cut
+    off part-way: a marker is written before the first record and removed
+    after the last, so a run cut off (the broker lost again, the daemon
+    stopped) leaves the topic not empty but the marker there, and the next
+    try, in the same start or the next, does it again. None when nothing
+    was to be done; else what ``send`` returned."""
     unfinished = await anyio.to_thread.run_sync(_unfinished, marker)
-    if not unfinished and not await kafka.is_empty(cfg, topics.name("products")):
-        return
-    records = await anyio.to_thread.run_sync(store.records)
+    if not unfinished and not await kafka.is_empty(cfg, topic):
+        return None
+    records = await anyio.to_thread.run_sync(read)
     if not records:
         await anyio.to_thread.run_sync(lambda: marker.unlink(missing_ok=True))
-        return
+        return None
     await anyio.to_thread.run_sync(lambda: write_json_atomically(marker, {
-        "started_at": contract.utc_now(), "records": len(records), "products": str(cfg.products)},
+        "started_at": contract.utc_now(), "records": len(records), **note},
         what=MARKER_IS, root=cfg.work_dir))
-    if unfinished:
-        log.warning("an earlier re-publishing of the product events did not finish (%s is "
-                    "there): re-publishing all %d again", marker, len(records))
-    # The original emitted_at: holds and companion waits date from it.
-    await publisher.publish_all(("products", r["event"]["program"],
-                                 contract.Message("product", dict(r["event"]))) for r in records)
+    sent = await send(records, unfinished)
     await anyio.to_thread.run_sync(lambda: marker.unlink(missing_ok=True))
-    log.warning("the broker had no product events: re-published %d from the product "
-                "store %s", len(records), cfg.products)
+    return sent
 
 
 def _unfinished(marker: Path) -> bool:
