@@ -61,12 +61,16 @@ class DeadLetterLedger(KeyedLedger):
                         self.root, exc)
             return False
         with self._lock:
-            if self._count is None:
-                self._count = len(self._names())
-            else:
-                self._count += 1  # a dead letter kept again is counted twice: pruned sooner
-            if self._count > self.capacity:
-                self._count = self._prune(int(self.capacity * 0.9))
+            try:
+                if self._count is None:
+                    self._count = len(self._names())
+                else:
+                    self._count += 1  # a dead letter kept again is counted twice: pruned sooner
+                if self._count > self.capacity:
+                    self._count = self._prune(int(self.capacity * 0.9))
+            except OSError as exc:  # the bound is the ledger's care, never the send's fault
+                log.warning("%s: the oldest dead letters in %s could not be removed (%s): "
+                            "tried again at the next one", self.WHAT, self.root, exc)
         return True
 
     def letters(self) -> list[dict[str, Any]]:

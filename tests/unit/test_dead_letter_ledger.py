@@ -59,3 +59,20 @@ def test_a_file_that_is_no_record_of_its_name_is_left_out(tmp_path):
     (directory / "ab12.json").write_text('{"event_id": "another"}')  # not its file's key
     (directory / "cd34.json").write_text("{torn")
     assert [b["event_id"] for b in ledger.letters()] == [body["event_id"]]
+
+
+def test_a_ledger_that_cannot_remove_its_oldest_still_keeps_and_never_raises(tmp_path,
+                                                                           monkeypatch):
+    ledger = DeadLetterLedger(tmp_path, capacity=2)
+    for n in range(2):
+        assert ledger.keep_letter(letter(n))
+
+    def refused(keep):
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(ledger, "_prune", refused)  # a directory someone made read-only
+    assert ledger.keep_letter(letter(2))  # over capacity: the removal fails, the send goes on
+    monkeypatch.undo()
+    assert len(ledger.letters()) == 3
+    assert ledger.keep_letter(letter(3))  # the next one removes them after all
+    assert len(ledger.letters()) == 1
