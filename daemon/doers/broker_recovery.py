@@ -100,10 +100,20 @@ async def recover_product_events(cfg: Config, topics: Topics, store: ProductStor
         if unfinished:
             log.warning("an earlier re-publishing of the product events did not finish (%s "
                         "is there): re-publishing all %d again", marker, len(records))
+        # A record is untrusted: one whose event no reader would take (edited
+        # by hand, another version's) is left out; refused by the encoding,
+        # it stopped every start.
+        events = [r["event"] for r in records]
+        usable = [e for e in events if contract.is_valid("product", e)]
+        if len(usable) < len(events):
+            log.warning("%d provenance record(s) in %s hold no valid product event: left "
+                        "out of the re-publishing (e.g. %s)", len(events) - len(usable),
+                        cfg.products, ", ".join(sorted(
+                            str(e.get("product_name"))[:100] for e in events
+                            if not contract.is_valid("product", e))[:3]))
         # The original emitted_at: holds and companion waits date from it.
         return await publisher.publish_all(
-            ("products", r["event"]["program"], contract.Message("product", dict(r["event"])))
-            for r in records)
+            ("products", e["program"], contract.Message("product", dict(e))) for e in usable)
 
     sent = await _refill(cfg, topics.name("products"), marker, store.records, send,
                          products=str(cfg.products))

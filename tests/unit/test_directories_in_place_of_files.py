@@ -196,6 +196,22 @@ def test_a_directory_at_the_marker_means_a_re_publishing_of_the_whole_store(tmp_
     assert len(asides(marker.parent, marker.name)) == 1
 
 
+def test_a_record_whose_event_is_no_product_event_is_left_out_not_raised(tmp_path, caplog):
+    """A provenance record of the right shape whose event the product schema
+    refuses (edited by hand) was handed to the encoding, whose refusal
+    stopped every start on an empty broker."""
+    store = ProductStore(tmp_path / "products")
+    record_path, record = publish(store)
+    edited = record_path.with_name(record_path.name.replace("00001", "00002"))
+    spoiled = {k: v for k, v in record["event"].items() if k != "pipeline"}
+    edited.write_text(json.dumps({**record, "event": {
+        **spoiled, "product_name": NAME.replace("00001", "00002")}}))
+    write_json_atomically(broker_recovery.marker_path(tmp_path / "work"), {})  # no broker asked
+    sent = _recover(tmp_path, store)
+    assert [m["product_name"] for _, m in sent] == [NAME]
+    assert "1 provenance record(s)" in caplog.text
+
+
 # -- the work claims ------------------------------------------------------------
 
 @pytest.mark.parametrize("make", ["directory", "fifo"])
