@@ -26,6 +26,7 @@ from pathlib import Path
 
 import anyio
 
+from calstream.daemon.deciders import record_places
 from calstream.daemon.doers import kafka
 from calstream.daemon.doers.durable_files import write_json_atomically
 from calstream.daemon.doers.kafka import Publisher
@@ -56,32 +57,62 @@ async def recover_lost_records(cfg: Config, topics: Topics, store: ProductStore,
 
 
 async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher) -> None:
-    """A dead-letter topic that lost its records (empty), or a re-publishing
+    """A dead-letter topic that lost this daemon's records, or a re-publishing
     of them cut off part-way, gets every dead letter this daemon kept that
-    it lacks, with its event id and first ``emitted_at``. A topic that still
-    has its records is not read (on Kafka it may hold months of them). A
-    kept file is untrusted: one that is no valid dead letter is left out."""
+    it lacks, with its event id and first ``emitted_at``. Lost: the place
+    noted for the newest one sent no longer holds it (the topic ends before
+    it, or holds another record there: recreated, and another daemon's put
+    back first), or, with no usable note, the topic is empty. Retention
+    removing it is no loss. A topic that still has them is not read (on
+    Kafka it may hold months of records). A kept file is untrusted: one
+    that is no valid dead letter is left out."""
     ledger = publisher.ledger
     if ledger is None:
         return
     name = topics.name("deadletter")
 
     async def send(kept: list[dict], unfinished: bool) -> int:
-        on_topic = set()  # what a cut-off re-publishing already sent: no second copy
+        on_topic = {}  # what a cut-off re-publishing already sent: no second copy
         for record in await kafka.read_to_end(cfg, name):
             try:
-                on_topic.add(contract.decode(record.value, expected="dead_letter").event_id)
+                event_id = contract.decode(record.value, expected="dead_letter").event_id
             except contract.InvalidMessage:
                 continue
+            on_topic[event_id] = record
         lost = [body for body in kept if body.get("event_id") not in on_topic
                 and contract.is_valid("dead_letter", body)]
-        return await publisher.unkept().publish_all(  # kept already: not written again
+        placed: list = []
+        sent = await publisher.unkept().publish_all((  # kept already: not written again
             ("deadletter", dead_letters.bounded(str(body.get("exposure_id") or body.get("path")
                                                     or body.get("stage")),
                                                 dead_letters.KEY_BUDGET),
-             contract.Message("dead_letter", body)) for body in lost)
+             contract.Message("dead_letter", body)) for body in lost), placed)
+        # The newest one's place, as the sends note it: the next start
+        # judges by it, and does not read the topic again.
+        places = {**{e: (r.topic, r.partition, r.offset) for e, r in on_topic.items()},
+                  **{b["event_id"]: (p.topic, p.partition, p.offset)
+                     for b, p in zip(lost, placed, strict=True)}}
+        newest = next((b["event_id"] for b in reversed(kept) if b.get("event_id") in places),
+                      None)
+        if newest is not None:
+            await anyio.to_thread.run_sync(ledger.note_place, newest, *places[newest])
+        return sent
 
-    sent = await _refill(cfg, name, ledger.root / DEAD_LETTERS_MARKER, ledger.letters, send)
+    async def lost(topic: str) -> bool:
+        note = await anyio.to_thread.run_sync(ledger.newest_place)
+        if note is None or note["topic"] != topic:  # none yet, unusable, another prefix's
+            return await kafka.is_empty(cfg, topic)
+        found = await kafka.record_at(cfg, topic, note["partition"], note["offset"])
+        if isinstance(found, str):
+            return found == record_places.GONE  # EXPIRED: retention's doing, not a loss
+        try:
+            return contract.decode(found.value, expected="dead_letter").event_id \
+                != note["event_id"]
+        except contract.InvalidMessage:
+            return True  # not the dead letter sent there
+
+    sent = await _refill(cfg, name, ledger.root / DEAD_LETTERS_MARKER, ledger.letters, send,
+                         lost=lost)
     if sent:
         log.warning("the broker had lost %d dead letter(s): re-published from %s", sent,
                     ledger.root)
@@ -122,16 +153,18 @@ async def recover_product_events(cfg: Config, topics: Topics, store: ProductStor
                     "store %s", sent, cfg.products)
 
 
-async def _refill(cfg: Config, topic: str, marker: Path, read, send, **note) -> int | None:
+async def _refill(cfg: Config, topic: str, marker: Path, read, send, lost=None,
+                  **note) -> int | None:
     """The records ``read()`` gives, handed to ``send(records, unfinished)``
-    when ``topic`` lost its own (it is empty) or an earlier refill was cut
+    when ``topic`` lost its own (``await lost(topic)``; by default: it is
+    empty) or an earlier refill was cut
     off part-way: a marker is written before the first record and removed
     after the last, so a run cut off (the broker lost again, the daemon
     stopped) leaves the topic not empty but the marker there, and the next
     try, in the same start or the next, does it again. None when nothing
     was to be done; else what ``send`` returned."""
     unfinished = await anyio.to_thread.run_sync(_unfinished, marker)
-    if not unfinished and not await kafka.is_empty(cfg, topic):
+    if not unfinished and not await (lost(topic) if lost else kafka.is_empty(cfg, topic)):
         return None
     records = await anyio.to_thread.run_sync(read)
     if not records:

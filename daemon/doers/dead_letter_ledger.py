@@ -20,6 +20,12 @@ Bounded: a flood of bad files must not fill the disk with copies. Past
 down to nine tenths of it, so that removing is not done at every write.
 The topic is the list; this is its backup, so a write that fails (a full
 disk) is warned about and the dead letter is still sent.
+
+Where the broker put the newest one sent is noted too (``newest-place.json``:
+event id, topic, partition, offset): a topic that no longer holds that
+letter there has lost what this daemon sent, even when it is not empty
+(another daemon's letters put back first, on a topic recreated), while one
+whose retention removed it has not (broker_recovery.py).
 """
 
 from __future__ import annotations
@@ -31,12 +37,17 @@ from pathlib import Path
 from typing import Any
 
 from calstream.daemon.deciders.ledger_names import key_of
+from calstream.daemon.doers.durable_files import write_json_atomically
 from calstream.daemon.doers.planner_ledger import KeyedLedger
+from calstream.steps.regular_files import read_regular_file
+from calstream.topics import contract
 
 log = logging.getLogger("calstream.publisher")
 
 TOPIC = "deadletter"
 CAPACITY = 10_000  # dead letters kept; at ~2-5 kB each, tens of MB at most
+PLACE = "newest-place.json"  # in the ledger's root, beside the directory of letters
+_OFFSETS = 2 ** 63  # Kafka's offsets are signed 64-bit
 
 
 class DeadLetterLedger(KeyedLedger):
@@ -72,6 +83,40 @@ class DeadLetterLedger(KeyedLedger):
                 log.warning("%s: the oldest dead letters in %s could not be removed (%s): "
                             "tried again at the next one", self.WHAT, self.root, exc)
         return True
+
+    def note_place(self, event_id: str, topic: str, partition: int, offset: int) -> None:
+        """Where the broker put dead letter ``event_id``. A hint, not synced: a
+        note lost with the machine, or unreadable, leaves the judging to the
+        topic being empty, as before there were notes; so a failed write is
+        warned about and never fails the send."""
+        try:
+            with self._lock:  # the planner's thread sends dead letters too
+                write_json_atomically(self.root / PLACE, {
+                    "event_id": event_id, "topic": topic, "partition": partition,
+                    "offset": offset}, what=f"{self.WHAT} place", root=self.work_dir, sync=False)
+        except OSError as exc:
+            log.warning("%s: the place of dead letter %s not noted in %s (%s)", self.WHAT,
+                        str(event_id)[:64], self.root, exc)
+
+    def newest_place(self) -> dict[str, Any] | None:
+        """The last place noted (``note_place``), or None: none, or a file
+        that is no such note (it is untrusted like any other)."""
+        path = self.root / PLACE
+        try:
+            note = contract.parse_json(read_regular_file(path, limit=4096))
+        except FileNotFoundError:
+            return None
+        except (OSError, contract.InvalidMessage) as exc:
+            log.warning("%s: %s unusable (%s): judged as if there were none", self.WHAT, path, exc)
+            return None
+        if not (isinstance(note, dict) and type(note.get("event_id")) is str
+                and type(note.get("topic")) is str
+                and all(type(note.get(k)) is int and 0 <= note[k] < _OFFSETS
+                        for k in ("partition", "offset"))):
+            log.warning("%s: %s is no place of a dead letter: judged as if there were none",
+                        self.WHAT, path)
+            return None
+        return note
 
     def letters(self) -> list[dict[str, Any]]:
         """Every dead letter kept, oldest first (as they were published)."""

@@ -165,14 +165,14 @@ class GatedPublisher(kafka.Publisher):
         sent.add_done_callback(lambda _answered: self.gate.leave())
         return sent
 
-    async def publish_all(self, items) -> int:
+    async def publish_all(self, items, placed: list | None = None) -> int:
         """``Publisher.publish_all`` (sent together, one round trip), the set
         sent again until the broker takes it all, parked and named in /readyz
         as ``publish`` is for one record: the restore's re-publishing of its
         ledger, each record of its own key, so a second copy changes nothing."""
         items = list(items)
         return await self._waited(f"sending {len(items)} kept record(s) again",
-                                  partial(super().publish_all, items))
+                                  partial(super().publish_all, items, placed))
 
     async def _publish_once(self, logical_topic: str, key: str,
                             message: contract.Message) -> bool:

@@ -1,6 +1,7 @@
 """Dead letters survive the embedded broker losing its topics: the
 supervisor's restart of a killed broker and a start on an empty one both
-put back what the daemon sent (doers/dead_letter_ledger.py), once each."""
+put back what the daemon sent (doers/dead_letter_ledger.py), once each;
+so does a start on a topic that lost them but holds another daemon's."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import signal
 import anyio
 import pytest
 
+from calstream.daemon.doers import kafka
 from calstream.daemon.doers.broker_recovery import DEAD_LETTERS_MARKER
+from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
 from calstream.daemon.runtime import Daemon
+from calstream.topics.catalog import Topics
 
 from .support import cli, daemon_config, read_all, wait_for
 
@@ -97,3 +101,68 @@ async def test_a_start_on_a_broker_that_lost_them_puts_them_back_once(tmp_path, 
     finally:
         second.stop_broker()
     assert [m.body for m in on_topic] == [sent]
+
+
+async def test_a_topic_that_lost_them_but_holds_another_daemons_gets_them_back(
+        tmp_path, unique_prefix):
+    """Two daemons, one dead-letter topic: the broker lost it, and the daemon
+    that started first put its own dead letter back. The topic is not empty,
+    yet the other daemon's dead letter is missing: the place it noted for it
+    now holds another record, so it is put back too, once."""
+    first_cfg = daemon_config(tmp_path / "a", None, unique_prefix, roles=["watcher"])
+    first = Daemon(first_cfg)
+    first.start_broker()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(first.run)
+            mine = await a_dead_letter(first)
+            (record,) = [r for r in await kafka.read_to_end(
+                first.cfg, Topics(unique_prefix).name("deadletter"))]
+            tg.cancel_scope.cancel()
+    finally:
+        first.stop_broker()
+    ledger = DeadLetterLedger(first_cfg.work_dir)
+    assert ledger.newest_place() == {"event_id": mine["event_id"], "topic": record.topic,
+                                     "partition": record.partition, "offset": record.offset}
+
+    other = Daemon(daemon_config(tmp_path / "b", None, unique_prefix, roles=["watcher"]))
+    other.start_broker()  # a new broker: the topic starts again at offset 0
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(other.run)
+            theirs = await a_dead_letter(other)  # where mine stood
+            tg.cancel_scope.cancel()
+        on_the_other = other.cfg.kafka_bootstrap
+        for start in (1, 2):  # the second start finds it where it was put: no copy
+            async with anyio.create_task_group() as tg:
+                again = Daemon(daemon_config(tmp_path / "a", on_the_other, unique_prefix,
+                                             roles=["watcher"]))
+                await tg.start(again.run)
+                on_topic = dead_letters(await read_all(again.cfg, ["deadletter"]))
+                tg.cancel_scope.cancel()
+            assert sorted(m.event_id for m in on_topic) == sorted(
+                [mine["event_id"], theirs["event_id"]]), start
+    finally:
+        other.stop_broker()
+    assert [m.body for m in on_topic if m.event_id == mine["event_id"]] == [mine]
+    assert ledger.newest_place()["offset"] == 1  # its new place, noted by the re-sending
+
+
+async def test_the_record_at_a_place_or_why_there_is_none(tmp_path, broker, unique_prefix):
+    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    topics = Topics(unique_prefix)
+    await kafka.create_topics(cfg, topics)
+    name = topics.name("deadletter")
+    producer = kafka.producer(cfg)
+    await producer.start()
+    try:
+        for n in range(3):
+            await producer.send_and_wait(name, b"record %d" % n, key=b"k", partition=0)
+    finally:
+        await producer.stop()
+    found = await kafka.record_at(cfg, name, 0, 1)
+    assert (found.offset, found.value) == (1, b"record 1")
+    assert await kafka.record_at(cfg, name, 0, 3) == "gone"  # beyond its end
+    assert await kafka.record_at(cfg, name, 0, 10**12) == "gone"
+    assert await kafka.record_at(cfg, name, 999, 0) == "gone"  # no such partition
+    assert await kafka.record_at(cfg, f"{unique_prefix}nosuchtopic", 0, 0) == "gone"

@@ -76,3 +76,47 @@ def test_a_ledger_that_cannot_remove_its_oldest_still_keeps_and_never_raises(tmp
     assert len(ledger.letters()) == 3
     assert ledger.keep_letter(letter(3))  # the next one removes them after all
     assert len(ledger.letters()) == 1
+
+
+def test_the_place_noted_is_read_back_and_the_last_note_wins(tmp_path):
+    ledger = DeadLetterLedger(tmp_path)
+    assert ledger.newest_place() is None  # none noted yet: judged by the topic being empty
+    ledger.note_place("e1", "calstream.deadletter", 0, 7)
+    ledger.note_place("e2", "calstream.deadletter", 2, 8)
+    assert ledger.newest_place() == {"event_id": "e2", "topic": "calstream.deadletter",
+                                     "partition": 2, "offset": 8}
+    assert ledger.letters() == []  # a note is no dead letter
+
+
+def test_a_place_file_that_is_no_place_is_judged_as_none(tmp_path, caplog):
+    ledger = DeadLetterLedger(tmp_path)
+    ledger.note_place("e1", "t", 0, 1)
+    path = tmp_path / "deadletters" / "newest-place.json"
+    for content in (b"not json{", b"[]", b'{"event_id": "e", "topic": "t", "partition": 0}',
+                    b'{"event_id": "e", "topic": "t", "partition": true, "offset": 1}',
+                    b'{"event_id": "e", "topic": "t", "partition": 0, "offset": -1}',
+                    b'{"event_id": "e", "topic": "t", "partition": 0, "offset": 1.5}',
+                    b'{"event_id": 5, "topic": "t", "partition": 0, "offset": 1}',
+                    b'{"event_id": "e", "topic": "t", "partition": 0, "offset": '
+                    + str(2 ** 63).encode() + b"}"):
+        path.write_bytes(content)
+        assert ledger.newest_place() is None, content
+    path.unlink()
+    path.mkdir()  # no regular file: not read, and the next note is written all the same
+    assert ledger.newest_place() is None
+    ledger.note_place("e3", "t", 0, 2)
+    assert ledger.newest_place()["event_id"] == "e3"
+
+
+def test_a_place_that_cannot_be_written_is_warned_about_and_never_raises(tmp_path, caplog,
+                                                                         monkeypatch):
+    from calstream.daemon.doers import dead_letter_ledger
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    ledger = DeadLetterLedger(tmp_path)
+    monkeypatch.setattr(dead_letter_ledger, "write_json_atomically", full_disk)
+    ledger.note_place("e1", "t", 0, 1)  # no exception: the send goes on
+    assert ledger.newest_place() is None
+    assert "not noted" in caplog.text and "No space left" in caplog.text

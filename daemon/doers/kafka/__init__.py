@@ -32,9 +32,10 @@ from calstream.daemon.doers.kafka.topic_reader import (
     open_reader,
     read_to_end,
     read_topics,
+    record_at,
 )
 
 __all__ = ["ConcurrentConsumer", "Publisher", "Record", "TopicReader", "admin", "client_options",
            "create_topics", "describe_catalog", "group_consumer", "group_offsets", "is_empty",
-           "open_reader", "producer", "read_to_end", "read_topics", "reader", "refused_settings",
-           "subscriber", "unreachable"]
+           "open_reader", "producer", "read_to_end", "read_topics", "reader", "record_at",
+           "refused_settings", "subscriber", "unreachable"]

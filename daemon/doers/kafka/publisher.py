@@ -46,14 +46,20 @@ class Publisher:
 
     async def publish(self, logical_topic: str, key: str, message: contract.Message) -> None:
         """Send and wait for the broker's acknowledgement (acks=all)."""
-        await (await self._hand_over(logical_topic, key, message))
+        placed = await (await self._hand_over(logical_topic, key, message))
+        if logical_topic == "deadletter" and self.ledger is not None:
+            # Where it went: a topic that no longer holds it there lost it
+            # (broker_recovery.recover_dead_letters).
+            await anyio.to_thread.run_sync(self.ledger.note_place, message.body["event_id"],
+                                           placed.topic, placed.partition, placed.offset)
 
     def unkept(self) -> Publisher:
         """This publisher without its dead-letter ledger: for sending again
         the dead letters it kept (each would be written and synced again)."""
         return Publisher(self.producer, self.topics, self.metrics, self.role)
 
-    async def publish_all(self, items: Iterable[tuple[str, str, contract.Message]]) -> int:
+    async def publish_all(self, items: Iterable[tuple[str, str, contract.Message]],
+                          placed: list | None = None) -> int:
         """``publish`` of each of ``items`` (logical topic, key, message): all
         sent without waiting, then every acknowledgement awaited, so that
         what a broker that lost its topics gets again (thousands of records
@@ -61,7 +67,9 @@ class Publisher:
         one each (bench/republishing.py). A partition's records keep their
         order while the sends succeed; the first failure is raised once every
         answer is in, and the caller sends the set again (each record is
-        idempotent by its key or event id). Returns how many were sent."""
+        idempotent by its key or event id). Returns how many were sent;
+        ``placed``, if given, gets each one's metadata (topic, partition,
+        offset), in the order of ``items``."""
         answers, refused = [], None
         for topic, key, message in items:
             try:
@@ -71,11 +79,14 @@ class Publisher:
                 break
             if answer is not None:
                 answers.append(answer)
-        for result in await asyncio.gather(*answers, return_exceptions=True):
+        results = await asyncio.gather(*answers, return_exceptions=True)
+        for result in results:
             if isinstance(result, Exception):
                 raise result
         if refused is not None:
             raise refused
+        if placed is not None:
+            placed.extend(results)
         return len(answers)
 
     async def send(self, logical_topic: str, key: str,

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import ConsumerRecord
 
+from calstream.daemon.deciders import record_places
 from calstream.daemon.doers.kafka import clients
 from calstream.daemon.operations.config import Config
 from calstream.topics import contract
@@ -209,6 +210,40 @@ async def is_empty(cfg: Config, name: str, timeout: float = 10.0) -> bool:
         # A broker fault (broker_fault: retriable), not a bare TimeoutError: a
         # broker lost while the daemon starts is waited for, not an exit.
         raise KafkaTimeoutError(f"no fetch response for {name} within {timeout}s")
+
+
+async def record_at(cfg: Config, name: str, partition: int, offset: int,
+                    timeout: float = 10.0) -> ConsumerRecord | str:
+    """The record at ``offset`` of ``name``'s partition ``partition``, or why
+    there is none (deciders/record_places.py): GONE (no such topic or
+    partition, or it ends at or before ``offset``: a broker that lost its
+    records, a topic recreated) or EXPIRED (what is left of it begins after
+    ``offset``: retention removed it). KafkaTimeoutError, a retriable broker
+    fault, when no fetch answers within ``timeout``. One partition assigned,
+    one record fetched: cheap on a topic of months."""
+    client = clients.reader(cfg)
+    try:
+        await client.start()
+        existing = await client.topics()
+        if name not in existing or partition not in (client.partitions_for_topic(name) or ()):
+            return record_places.GONE
+        tp = TopicPartition(name, partition)
+        client.assign([tp])
+        client.seek(tp, offset)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = (await client.getmany(tp, timeout_ms=200, max_records=1)).get(tp)
+            high = client.highwater(tp)
+            verdict = record_places.place_verdict(
+                offset, found[0].offset if found else None, high,
+                await client.position(tp) if high is not None else None)
+            if verdict == record_places.FOUND:
+                return found[0]
+            if verdict is not None:
+                return verdict
+        raise KafkaTimeoutError(f"no fetch response for {name} within {timeout}s")
+    finally:
+        await clients.stopped(client)
 
 
 async def read_topics(cfg: Config, names: list[str]):
