@@ -38,6 +38,24 @@ async def a_dead_letter(daemon: Daemon) -> dict:
     return letter.body
 
 
+async def a_dead_letter_on_a_broker_of_its_own(cfg) -> tuple[dict, list]:
+    """A daemon on its own embedded broker makes a dead letter, then stops,
+    its broker with it (the topics gone): the letter, and the dead-letter
+    topic's records as they were."""
+    daemon = Daemon(cfg)
+    daemon.start_broker()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            sent = await a_dead_letter(daemon)
+            records = await kafka.read_to_end(daemon.cfg, Topics(cfg.topic_prefix).name(
+                "deadletter"))
+            tg.cancel_scope.cancel()
+    finally:
+        daemon.stop_broker()
+    return sent, records
+
+
 async def test_the_dead_letters_come_back_after_the_broker_is_killed(tmp_path, unique_prefix):
     cfg = daemon_config(tmp_path, None, unique_prefix, roles=["watcher"])
     daemon = Daemon(cfg)
@@ -65,16 +83,8 @@ async def test_the_dead_letters_come_back_after_the_broker_is_killed(tmp_path, u
 
 
 async def test_a_start_on_a_broker_that_lost_them_puts_them_back_once(tmp_path, unique_prefix):
-    cfg = daemon_config(tmp_path, None, unique_prefix, roles=["watcher"])
-    first = Daemon(cfg)
-    first.start_broker()
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(first.run)
-            sent = await a_dead_letter(first)
-            tg.cancel_scope.cancel()
-    finally:
-        first.stop_broker()
+    sent, _ = await a_dead_letter_on_a_broker_of_its_own(
+        daemon_config(tmp_path, None, unique_prefix, roles=["watcher"]))
     # The same work directory, a new embedded broker: empty (it keeps its
     # topics in memory). The bad file lies in quarantine: nothing makes its
     # dead letter again but the ledger.
@@ -110,17 +120,7 @@ async def test_a_topic_that_lost_them_but_holds_another_daemons_gets_them_back(
     yet the other daemon's dead letter is missing: the place it noted for it
     now holds another record, so it is put back too, once."""
     first_cfg = daemon_config(tmp_path / "a", None, unique_prefix, roles=["watcher"])
-    first = Daemon(first_cfg)
-    first.start_broker()
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(first.run)
-            mine = await a_dead_letter(first)
-            (record,) = [r for r in await kafka.read_to_end(
-                first.cfg, Topics(unique_prefix).name("deadletter"))]
-            tg.cancel_scope.cancel()
-    finally:
-        first.stop_broker()
+    mine, (record,) = await a_dead_letter_on_a_broker_of_its_own(first_cfg)
     ledger = DeadLetterLedger(first_cfg.work_dir)
     assert ledger.newest_place() == {"event_id": mine["event_id"], "topic": record.topic,
                                      "partition": record.partition, "offset": record.offset}
