@@ -134,6 +134,7 @@ class Candidate:
     offset: int
     timestamp_ms: int
     message: dict[str, Any]
+    origin: str | None = None  # made from elsewhere than the topic (deciders/replay_from_store.py)
 
 
 @dataclass
@@ -233,7 +234,8 @@ def replayed_message(c: Candidate, *, source: str, topic: str, request: dict[str
                      ) -> tuple[str, contract.Message]:
     """The message to republish for candidate ``c``: (key, message)."""
     m = {k: v for k, v in c.message.items() if k not in ("event_id", "emitted_at", "producer")}
-    replay = {**request, "source": {"topic": topic, "partition": c.partition, "offset": c.offset}}
+    replay = {**request, "source": {"origin": c.origin} if c.origin else
+              {"topic": topic, "partition": c.partition, "offset": c.offset}}
     namespace, context = request["namespace"], request.get("crds_context")
     if source == "raw":
         body = {**m, "source": "replay", "priority": "replay", "replay": replay}

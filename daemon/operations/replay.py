@@ -21,6 +21,12 @@ its first retained record, the replay would silently start later than asked:
 that is reported as a gap, loudly, and nothing is published unless the
 operator says ``--allow-gap``.
 
+The product store is the ledger behind the topics (deciders/replay_from_store.py):
+an exposure with a live detector1 product but no arrival on ``raw`` (a
+broker that started again empty, a topic recreated, retention) is replayed
+from the arrival its provenance record holds; live stage-2 or stage-3
+products whose work order the topic lacks cannot be, and are a gap.
+
 The selection and coverage logic is pure (no broker):
 ``daemon/deciders/replay_selection.py``.
 """
@@ -31,7 +37,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import anyio
+
 from calstream.daemon.deciders.admission import is_context_name
+from calstream.daemon.deciders.replay_from_store import (
+    arrivals_from_store,
+    lost_orders,
+    made_from,
+)
 from calstream.daemon.deciders.replay_selection import (
     SOURCES,
     Selection,
@@ -70,10 +83,11 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
     src, dst = topics.name(src_logical), topics.name(dst_logical)
     found, scans, invalid = await scan(cfg, src)
     store = ProductStore(cfg.products)
+    of_kind = [c for c in found if c.message.get("schema") == f"calstream.{kind}"]
     chosen, matched, superseded = select(
-        [c for c in found if c.message.get("schema") == f"calstream.{kind}"], selection,
-        live_input=lambda path: store.namespace_of(Path(path)) in ("live", None))
+        of_kind, selection, live_input=lambda path: store.namespace_of(Path(path)) in ("live", None))
     gaps = retention_gaps(scans, selection.since)
+    restored, unusable = await _from_store(store, source, of_kind, selection, src, gaps)
     requested_at = contract.utc_now()
     rid = replay_id(source, selection, namespace, crds_context, requested_at)
     request = {"replay_id": rid, "from": source, "namespace": namespace,
@@ -81,7 +95,8 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
                "selection": selection.describe()}
     if by:
         request["by"] = by
-    messages = [replayed_message(c, source=source, topic=src, request=request) for c in chosen]
+    messages = [replayed_message(c, source=source, topic=src, request=request)
+                for c in [*chosen, *restored]]
     refused = bool(gaps) and not allow_gap
     published = 0
     if messages and not dry_run and not refused:
@@ -91,10 +106,35 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
     return {
         **request, "source_topic": src, "target_topic": dst, "dry_run": dry_run,
         "scanned": sum(1 for _ in found), "invalid_skipped": invalid, "matched": matched,
-        "superseded": superseded, "selected": len(chosen), "published": published,
-        "refused": refused, "gaps": gaps,
+        "superseded": superseded, "selected": len(chosen) + len(restored),
+        "from_store": len(restored), "store_records_unusable": unusable,
+        "published": published, "refused": refused, "gaps": gaps,
         "partitions": [asdict(p) for p in coverage(scans, chosen)],
         "items": [{"name": facts_of(c.message)[0], "partition": c.partition,
                    "offset": c.offset, "time": contract.iso(c.timestamp_ms / 1000)}
-                  for c in chosen],
+                  for c in chosen] + [
+                  {"name": facts_of(c.message)[0], "partition": None, "offset": None,
+                   "time": contract.iso(c.timestamp_ms / 1000), "from": c.origin}
+                  for c in restored],
     }
+
+
+async def _from_store(store: ProductStore, source: str, on_topic: list, selection: Selection,
+                      topic: str, gaps: list[str]) -> tuple[list, int]:
+    """What the product store adds where the topic lacks it: for ``raw``,
+    the arrivals of live exposures with no live arrival on it (chosen by the
+    selection), and how many records made none; for a later stage, the live
+    products whose work order is missing, appended to ``gaps``."""
+    stage = "detector1" if source == "raw" else source
+    events = [r["event"] for r in await anyio.to_thread.run_sync(store.records, stage)]
+    if source == "raw":
+        names = {c.message.get("exposure_id") for c in on_topic
+                 if not c.message.get("replay") and c.message.get("priority") != "replay"}
+        made, unusable = arrivals_from_store(events, names)
+        return select(made, selection)[0], unusable
+    lost = lost_orders(events, stage, {made_from(c.message) for c in on_topic}, selection)
+    if lost:
+        gaps.append(f"{len(lost)} live {stage} product(s) have no work order on {topic} (the "
+                    f"broker lost them: restarted empty, or the topic recreated), e.g. "
+                    f"{', '.join(lost[:3])}: replay them --from raw")
+    return [], 0

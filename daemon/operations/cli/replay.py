@@ -51,6 +51,10 @@ def _print_report(report: dict[str, Any], out=sys.stdout) -> None:
           f"{report['superseded']} superseded by a later message for the same item, "
           f"{report['invalid_skipped']} invalid skipped; published {report['published']}",
           file=out)
+    if report["from_store"] or report["store_records_unusable"]:
+        print(f"  {report['from_store']} arrival(s) the topic lacks made again from the product "
+              f"store's detector1 records ({report['store_records_unusable']} record(s) too "
+              "broken to make one)", file=out)
     print(f"  {'part':>4} {'retained from':>13} {'high':>6} {'count':>5}  "
           f"{'first offset/time':32} last offset/time", file=out)
     for p in report["partitions"]:
@@ -60,8 +64,9 @@ def _print_report(report: dict[str, Any], out=sys.stdout) -> None:
               f"{p['count']:>5}  {first:32} {last}", file=out)
     if report["dry_run"]:
         for item in report["items"]:
-            print(f"  {item['name']}  [{item['partition']}]@{item['offset']}  {item['time']}",
-                  file=out)
+            where = f"[{item['partition']}]@{item['offset']}" if item.get("from") is None \
+                else f"[{item['from']}]"
+            print(f"  {item['name']}  {where}  {item['time']}", file=out)
 
 
 @command("replay", "reprocess a selection into a namespace, at low priority",
@@ -85,8 +90,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         _print_report(report)
     if report["gaps"]:
         bar = "!" * 78
-        lines = [bar, "REPLAY RANGE NOT FULLY RETAINED: the request reaches back past the "
-                 "oldest retained record", *(f"  {g}" for g in report["gaps"])]
+        lines = [bar, "REPLAY RANGE NOT FULLY COVERED: the source topic no longer holds all "
+                 "that was asked for", *(f"  {g}" for g in report["gaps"])]
         lines.append("  nothing was published; re-run with --allow-gap to replay what is "
                      "retained" if report["refused"] else
                      "  --allow-gap: what is retained was replayed; the rest is NOT covered")

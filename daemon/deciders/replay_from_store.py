@@ -1,0 +1,106 @@
+"""What a replay takes from the product store where its source topic lacks it: pure.
+
+The broker is the transport, the product store the ledger. An embedded
+broker started again empty (its topics are in memory), a Kafka topic
+recreated, or retention leave ``raw`` without the arrivals of exposures
+calibrated long ago, and a replay ``--from raw`` then covered, without a
+word, only the few the watcher announced again. Each live detector1
+provenance record holds what its arrival said: the uncal file's path, digest
+and size (its one input), the header read at the door and when it arrived.
+So the arrival is made again from it, for every exposure the topic has no
+live arrival of; the admission reads the file and judges it as it judges
+any arrival (the file's own headers decide, a file gone or changed is a
+dead letter).
+
+A stage-2 or stage-3 work order is not made again: its association and
+members are the planner's decision at the time. The live products of those
+stages whose work order the topic lacks are counted instead, and the
+replay reports them as a gap (``lost_orders``), loud, as one reaching past
+retention is.
+
+A provenance record is untrusted like any file: one that makes no valid
+arrival is left out and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from calstream.daemon.deciders.replay_selection import Candidate, Selection, facts_of
+from calstream.topics import contract
+
+STORE = "product store"  # a Candidate's origin when it was made from the store
+
+
+def _live(event: dict[str, Any]) -> bool:
+    return (event.get("namespace") or "live") == "live" and not event.get("replay")
+
+
+def arrival_of(event: Any) -> dict[str, Any] | None:
+    """The arrival (a valid message body) a live detector1 product event was
+    made from, or None: no such event, or one that says too little."""
+    if not isinstance(event, dict) or event.get("stage") != "detector1" or not _live(event):
+        return None
+    inputs = event.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict) \
+            or inputs[0].get("role") != "uncal":
+        return None
+    uncal, exposure, arrived = inputs[0], event.get("exposure_id"), event.get("arrived_at")
+    body = {"schema": "calstream.arrival", "schema_version": contract.SCHEMA_VERSION,
+            "event_id": contract.event_id("arrival", str(exposure), str(uncal.get("digest")),
+                                          STORE),
+            "emitted_at": arrived, "exposure_id": exposure, "path": uncal.get("path"),
+            "digest": uncal.get("digest"), "size": uncal.get("size"), "detected_at": arrived,
+            "source": "watch", "header": event.get("header")}
+    return body if contract.is_valid("arrival", body) else None
+
+
+def arrivals_from_store(events: Iterable[Any], on_topic: set[str]
+                        ) -> tuple[list[Candidate], int]:
+    """(Candidates made from the live detector1 product events of exposures
+    not in ``on_topic``, the names of the live arrivals the topic has; how
+    many such events made no arrival and were left out)."""
+    made, left_out = [], 0
+    for event in events:
+        if not isinstance(event, dict) or event.get("stage") != "detector1" \
+                or not _live(event) or event.get("exposure_id") in on_topic:
+            continue
+        body = arrival_of(event)
+        if body is None:
+            left_out += 1
+            continue
+        when = contract.parse_time(body["detected_at"]).timestamp()
+        made.append(Candidate(-1, -1, int(when * 1000), body, origin=STORE))
+    return made, left_out
+
+
+def made_from(message: Any) -> tuple[str, tuple[str, ...]] | None:
+    """What ties a product to the work order that made it: its name and
+    its inputs' digests (not the work id: an order that leaves the CRDS
+    context to the daemon has another than its product, which names the
+    context the run resolved). None for what has neither."""
+    try:
+        return str(message["product_name"]), tuple(sorted(
+            str(i["digest"]) for i in message.get("inputs") or ()))
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
+def lost_orders(events: Iterable[Any], stage: str, on_topic: set,
+                selection: Selection) -> list[str]:
+    """The product names of live ``stage`` products the selection takes
+    whose work order is not among ``on_topic`` (``made_from`` of each order
+    the topic has): what a replay ``--from stage`` cannot cover, sorted."""
+    lost = set()
+    for event in events:
+        if not isinstance(event, dict) or event.get("stage") != stage or not _live(event) \
+                or made_from(event) in on_topic:
+            continue
+        try:
+            name, facts, when = facts_of(event)
+        except (KeyError, TypeError, ValueError):  # a record no selection can judge
+            continue
+        if selection.matches(facts, when):
+            lost.add(str(name))
+    return sorted(lost)
