@@ -17,6 +17,7 @@ import calstream
 from calstream.daemon.deciders.pool_warming import warms_at_start
 from calstream.daemon.doers import kafka, planner_clients, planner_restore
 from calstream.daemon.doers.broker_recovery import (
+    after_broker_back,
     recover_lost_records,
     recover_planner_records,
 )
@@ -207,7 +208,8 @@ class Daemon:
                         cfg.kafka_bootstrap, self.metrics, loss_bound=cfg.broker_loss_seconds,
                         answer_timeout=cfg.broker_timeout_seconds,
                         ssl_context=kafka.client_options(cfg).get("ssl_context"),
-                        embedded=self.broker, on_restart=lambda: self._rebuild_broker(publisher))
+                        embedded=self.broker, on_restart=lambda: self._rebuild_broker(publisher),
+                        on_back=partial(after_broker_back, cfg, self.topics, self.store, publisher))
                     tg.start_soon(self.supervisor.run)
                     for st in STAGES:
                         if st.name in cfg.roles:

@@ -56,6 +56,17 @@ async def recover_lost_records(cfg: Config, topics: Topics, store: ProductStore,
     await recover_dead_letters(cfg, topics, publisher)
 
 
+async def after_broker_back(cfg: Config, topics: Topics, store: ProductStore,
+                            publisher: Publisher) -> None:
+    """An external broker answering again after a loss (BrokerSupervisor's
+    ``on_back``): it may have come back empty (a node on a fresh volume,
+    another daemon's embedded broker started again), so its topics are made
+    and what this daemon puts back at start is put back, each part checking
+    first, cheaply, that anything was lost (``recover_lost_records``)."""
+    await kafka.create_topics(cfg, topics)
+    await recover_lost_records(cfg, topics, store, publisher)
+
+
 async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher) -> None:
     """A dead-letter topic that lost this daemon's records, or a re-publishing
     of them cut off part-way, gets every dead letter this daemon kept that

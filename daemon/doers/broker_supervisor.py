@@ -9,7 +9,12 @@ external broker is only probed (a request of the probe's own to each
 bootstrap address), with jittered backoff while it is lost; the state
 changes are logged once each (deciders/broker_health.py) and aiokafka's own
 error stream is silenced while the broker is known to be lost. The clients
-reconnect by themselves.
+reconnect by themselves. When it answers again, ``on_back`` puts back what
+it may have lost with its records (a broker started again empty: another
+daemon's embedded one, a Kafka node on a fresh volume); each part of that
+checks cheaply first, so a broker back with its records costs a few
+requests. A failed ``on_back`` is tried again, at growing intervals, until
+it succeeds.
 """
 
 from __future__ import annotations
@@ -67,13 +72,17 @@ class BrokerSupervisor:
     def __init__(self, bootstrap: str, metrics: Metrics, *, loss_bound: float,
                  answer_timeout: float, ssl_context: ssl.SSLContext | None = None,
                  embedded: EmbeddedBroker | None = None,
-                 on_restart: Callable[[], Awaitable[None]] | None = None):
+                 on_restart: Callable[[], Awaitable[None]] | None = None,
+                 on_back: Callable[[], Awaitable[None]] | None = None):
         self.bootstrap = bootstrap
         self.metrics = metrics
         self.answer_timeout = answer_timeout
         self.ssl_context = ssl_context
         self.embedded = embedded
         self.on_restart = on_restart
+        self.on_back = on_back
+        self._back_owed: float | None = None  # when ``on_back`` is next due; None: not owed
+        self._back_failures = 0
         self.health = BrokerHealth(loss_bound)
         self.restarts = 0
         self.wedged = 0  # embedded brokers killed for not answering
@@ -102,7 +111,29 @@ class BrokerSupervisor:
                     continue
                 ok = await answering(self.bootstrap, answer_timeout=self.answer_timeout,
                                      ssl_context=self.ssl_context)
-                self._note(self.health.observe(ok, time.monotonic()))
+                change = self.health.observe(ok, time.monotonic())
+                self._note(change)
+                if change == "back" and self.on_back is not None:
+                    self._back_owed, self._back_failures = time.monotonic(), 0
+                if ok and self._back_owed is not None and time.monotonic() >= self._back_owed:
+                    await self._recover_after_loss()
+
+    async def _recover_after_loss(self) -> None:
+        """``on_back`` once; failed, owed again after 2, 4, ... up to 60 s
+        (logged at the first failure only: a cause that stays, such as no
+        right to create topics, must not fill the log once a second)."""
+        assert self.on_back is not None
+        try:
+            await self.on_back()
+        except Exception as exc:  # noqa: BLE001 - supervising goes on; tried again later
+            self._back_failures += 1
+            delay = min(60.0, 2.0 ** self._back_failures)
+            self._back_owed = time.monotonic() + delay
+            (log.warning if self._back_failures == 1 else log.debug)(
+                "broker %s is back; putting back what it may have lost failed (%s: %s): "
+                "tried again in %.0fs", self.bootstrap, type(exc).__name__, exc, delay)
+            return
+        self._back_owed = None
 
     async def _kill_when_wedged(self, embedded: EmbeddedBroker) -> None:
         """The embedded broker alive but not answering is killed, so that

@@ -1,7 +1,8 @@
 """Dead letters survive the embedded broker losing its topics: the
 supervisor's restart of a killed broker and a start on an empty one both
 put back what the daemon sent (doers/dead_letter_ledger.py), once each;
-so does a start on a topic that lost them but holds another daemon's."""
+so does a start on a topic that lost them but holds another daemon's, and
+an external broker that comes back empty while the daemon runs."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import pytest
 from calstream.daemon.doers import kafka
 from calstream.daemon.doers.broker_recovery import DEAD_LETTERS_MARKER
 from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.runtime import Daemon
 from calstream.topics.catalog import Topics
 
-from .support import cli, daemon_config, read_all, wait_for
+from .support import cli, daemon_config, read_all, running_daemon, until, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -166,3 +168,21 @@ async def test_the_record_at_a_place_or_why_there_is_none(tmp_path, broker, uniq
     assert await kafka.record_at(cfg, name, 0, 10**12) == "gone"
     assert await kafka.record_at(cfg, name, 999, 0) == "gone"  # no such partition
     assert await kafka.record_at(cfg, f"{unique_prefix}nosuchtopic", 0, 0) == "gone"
+
+
+async def test_an_external_broker_back_empty_gets_them_back_while_the_daemon_runs(
+        tmp_path, unique_prefix):
+    """A broker the daemon only connects to (not its embedded one: its
+    restarts are nothing the daemon does) is lost, then answers again with
+    nothing. The supervisor's "back" puts the dead letter back, without a
+    restart of the daemon (doers/broker_supervisor.py, ``on_back``)."""
+    with EmbeddedBroker(tmp_path / "external") as external:
+        cfg = daemon_config(tmp_path, external.bootstrap, unique_prefix, roles=["watcher"])
+        async with running_daemon(cfg) as daemon:
+            sent = await a_dead_letter(daemon)
+            external.stop()
+            await until(lambda: daemon.supervisor.health.lost_since is not None)
+            external.start()  # the same port, empty: no topic, no record
+            back = await wait_for(cfg, ["deadletter"], lambda ms: any(
+                m.event_id == sent["event_id"] for m in dead_letters(ms)), timeout=90)
+    assert [m.body for m in dead_letters(back)] == [sent]
