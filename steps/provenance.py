@@ -44,3 +44,18 @@ def work_id(*, pipeline: str, input_digests: Iterable[str], crds_context: str,
     }
     canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def made_from(message: Any) -> tuple[str, str, tuple[str, ...]] | None:
+    """What ties a product to the work order that made it: its stage, name
+    and inputs' digests, the same in both (the stage too: an exposure's
+    detector1 product has its name, and a rate file could be made an input
+    by hand). Not the work id: an order that leaves the CRDS context to the
+    daemon has another work id than its product, which names the context
+    the run resolved. None for a message (untrusted) that has no such stage,
+    name or inputs."""
+    try:
+        return str(message["stage"]), str(message["product_name"]), tuple(sorted(
+            str(i["digest"]) for i in message.get("inputs") or ()))
+    except (KeyError, TypeError, AttributeError):
+        return None

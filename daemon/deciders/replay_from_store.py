@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from calstream.daemon.deciders.replay_selection import Candidate, Selection, facts_of
+from calstream.steps.provenance import made_from
 from calstream.topics import contract
 
 STORE = "product store"  # a Candidate's origin when it was made from the store
@@ -75,23 +76,11 @@ def arrivals_from_store(events: Iterable[Any], on_topic: set[str]
     return made, left_out
 
 
-def made_from(message: Any) -> tuple[str, tuple[str, ...]] | None:
-    """What ties a product to the work order that made it: its name and
-    its inputs' digests (not the work id: an order that leaves the CRDS
-    context to the daemon has another than its product, which names the
-    context the run resolved). None for what has neither."""
-    try:
-        return str(message["product_name"]), tuple(sorted(
-            str(i["digest"]) for i in message.get("inputs") or ()))
-    except (KeyError, TypeError, AttributeError):
-        return None
-
-
 def lost_orders(events: Iterable[Any], stage: str, on_topic: set,
                 selection: Selection) -> list[str]:
     """The product names of live ``stage`` products the selection takes
     whose work order is not among ``on_topic`` (``made_from`` of each order
-    the topic has): what a replay ``--from stage`` cannot cover, sorted."""
+    the topic has: steps/provenance.py): what a replay ``--from stage`` cannot cover, sorted."""
     lost = set()
     for event in events:
         if not isinstance(event, dict) or event.get("stage") != stage or not _live(event) \

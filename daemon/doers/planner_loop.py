@@ -25,6 +25,7 @@ import time
 import anyio
 
 from calstream.daemon import stages
+from calstream.daemon.deciders.catch_up_orders import OrdersWhileCatchingUp
 from calstream.daemon.deciders.event_checks import EventIds
 from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
@@ -97,6 +98,7 @@ class Planner:
         self.state = self.state_for("live")
         self.caught_up = False
         self._deferred: list = []
+        self.held_orders = OrdersWhileCatchingUp()  # deciders/catch_up_orders.py says why
         self.programs_missing: set[str] = set()  # those a gauge was set for
         self.last_view: dict | None = None
         self.behind: dict[str, int] = {}  # records left on each of its topics, once a second
@@ -176,7 +178,10 @@ class Planner:
                 if not self.caught_up and await reader.caught_up():
                     planner_tail.warn_lost(reader.lost)
                     self.caught_up = True
-                    log.info("planner caught up with the product events")
+                    held = self.held_orders.take()  # decided meanwhile, their products not seen
+                    log.info("planner caught up with the product events; sending the %d work "
+                             "order(s) decided meanwhile", len(held))
+                    await self._publish_unrecorded(held)
                     for record in self._deferred:
                         await self._on_record(record)
                     self._deferred.clear()
@@ -233,6 +238,8 @@ class Planner:
                     self.standby.observe_output(self, record)
             elif record.topic == products:
                 decided.append((record, self._decision(record, taken)))
+                if not self.caught_up and type(taken) is tuple and not taken[1]:
+                    self.held_orders.product_seen(taken[0].body)
             else:
                 for done, decision in decided:
                     await self._act_on(done, decision)
@@ -240,6 +247,7 @@ class Planner:
                 await self._on_record(record)
         for done, decision in decided:
             await self._act_on(done, decision)
+        self.held_orders.run_over()
 
     async def _on_record(self, record, taken: Taken | None = None) -> None:
         """One record of products, pointing or plans, decided and sent.
@@ -290,6 +298,8 @@ class Planner:
             return
         while self._unkept:  # out of _decide: a disk fault parks, it is not the record's
             await self.keep("plans", self._unkept.pop(0))
+        if not self.caught_up:
+            emits = self.held_orders.hold(emits)
         for e in emits:
             if e.topic == "holds" and e.message["state"] == "released":
                 path = (e.message.get("release") or {}).get("path") or e.message["waiting_for"]
@@ -315,6 +325,11 @@ class Planner:
         except Exception as exc:  # noqa: BLE001 - see the docstring
             self.faults.survived("tick", exc)
             return
+        await self._publish_unrecorded(emits)
+
+    async def _publish_unrecorded(self, emits: list[Emit]) -> None:
+        """Emits of no record (a tick's, those held): one the encoding refuses
+        is a dead letter of its own."""
         for r in await self._publish(emits):
             eid = r.emit.message.get("exposure_id")  # the refused message's: any type
             await self.publisher.dead_letter(

@@ -40,11 +40,7 @@ from typing import Any
 import anyio
 
 from calstream.daemon.deciders.admission import is_context_name
-from calstream.daemon.deciders.replay_from_store import (
-    arrivals_from_store,
-    lost_orders,
-    made_from,
-)
+from calstream.daemon.deciders.replay_from_store import arrivals_from_store, lost_orders
 from calstream.daemon.deciders.replay_selection import (
     SOURCES,
     Selection,
@@ -60,6 +56,7 @@ from calstream.daemon.doers.product_store import ProductStore, check_namespace
 from calstream.daemon.doers.replay_source import scan
 from calstream.daemon.operations.config import Config, ConfigError
 from calstream.steps.crds_env import unavailable_context
+from calstream.steps.provenance import made_from
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 

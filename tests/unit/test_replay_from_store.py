@@ -12,9 +12,9 @@ from calstream.daemon.deciders.replay_from_store import (
     arrival_of,
     arrivals_from_store,
     lost_orders,
-    made_from,
 )
 from calstream.daemon.deciders.replay_selection import Selection, replayed_message
+from calstream.steps.provenance import made_from
 from calstream.topics import contract
 
 from .test_level3_state import T0, cal, dither, rate
