@@ -237,9 +237,9 @@ class Planner:
                 if not acting:  # the active planner knows what it sent
                     self.standby.observe_output(self, record)
             elif record.topic == products:
-                decided.append((record, self._decision(record, taken)))
-                if not self.caught_up and type(taken) is tuple and not taken[1]:
-                    self.held_orders.product_seen(taken[0].body)
+                decided.append((record, decision := self._decision(record, taken)))
+                if not self.caught_up and type(taken) is tuple and type(decision) is list:
+                    self.held_orders.product_seen(taken[0].body)  # a product it took as true
             else:
                 for done, decision in decided:
                     await self._act_on(done, decision)
