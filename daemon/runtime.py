@@ -230,10 +230,9 @@ class Daemon:
             self.ops.stop()
 
     async def _rebuild_broker(self, publisher: Publisher) -> None:
-        """After the embedded broker restarted empty: its topics, the product
-        events and dead letters, and the announcements of files still without products."""
-        await kafka.create_topics(self.cfg, self.topics)
-        await recover_lost_records(self.cfg, self.topics, self.store, publisher)
+        """After the embedded broker restarted empty: what an external one back gets,
+        then the plans and holds and the announcements of files still without products."""
+        await after_broker_back(self.cfg, self.topics, self.store, publisher)
         await recover_planner_records(self.cfg, publisher, active=self.leadership is None
                                       or self.leadership.describe()["role"] == "active")
         if self.watcher is not None:
@@ -290,7 +289,6 @@ class Daemon:
         gate = PublishGate()
         self.leadership = Leadership(self.cfg, self.topics, self.metrics, gate, self.start_waits)
         standby = Standby(gate, self.topics, follow=self.cfg.planner_lease)
-
         compacted_at = {"in_use": 0, "pending": False}  # the last compaction
 
         async def planner_once(task_status) -> None:
