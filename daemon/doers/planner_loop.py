@@ -181,7 +181,7 @@ class Planner:
                     held = self.held_orders.take()  # decided meanwhile, their products not seen
                     log.info("planner caught up with the product events; sending the %d work "
                              "order(s) decided meanwhile", len(held))
-                    await self._publish_unrecorded(held)
+                    await self._publish_unrecorded(held, self.unacked)  # settled below
                     for record in self._deferred:
                         await self._on_record(record)
                     self._deferred.clear()
@@ -327,10 +327,10 @@ class Planner:
             return
         await self._publish_unrecorded(emits)
 
-    async def _publish_unrecorded(self, emits: list[Emit]) -> None:
+    async def _publish_unrecorded(self, emits: list[Emit], unacked=None) -> None:
         """Emits of no record (a tick's, those held): one the encoding refuses
         is a dead letter of its own."""
-        for r in await self._publish(emits):
+        for r in await self._publish(emits, unacked):
             eid = r.emit.message.get("exposure_id")  # the refused message's: any type
             await self.publisher.dead_letter(
                 category="invalid_message", stage="planner", key=r.emit.key, reason=r.reason,
