@@ -6,6 +6,7 @@ an external broker that comes back empty while the daemon runs."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -40,45 +41,48 @@ async def a_dead_letter(daemon: Daemon) -> dict:
     return letter.body
 
 
-async def a_dead_letter_on_a_broker_of_its_own(cfg) -> tuple[dict, list]:
-    """A daemon on its own embedded broker makes a dead letter, then stops,
-    its broker with it (the topics gone): the letter, and the dead-letter
-    topic's records as they were."""
+@contextlib.asynccontextmanager
+async def on_a_broker_of_its_own(cfg):
+    """A daemon running on its own embedded broker; both stopped after (the
+    broker's topics gone with it)."""
     daemon = Daemon(cfg)
     daemon.start_broker()
     try:
         async with anyio.create_task_group() as tg:
             await tg.start(daemon.run)
-            sent = await a_dead_letter(daemon)
-            records = await kafka.read_to_end(daemon.cfg, Topics(cfg.topic_prefix).name(
-                "deadletter"))
-            tg.cancel_scope.cancel()
+            try:
+                yield daemon
+            finally:
+                tg.cancel_scope.cancel()
     finally:
         daemon.stop_broker()
+
+
+async def a_dead_letter_on_a_broker_of_its_own(cfg) -> tuple[dict, list]:
+    """A daemon on its own embedded broker makes a dead letter, then stops,
+    its broker with it: the letter, and the dead-letter topic's records as
+    they were."""
+    async with on_a_broker_of_its_own(cfg) as daemon:
+        sent = await a_dead_letter(daemon)
+        records = await kafka.read_to_end(daemon.cfg, Topics(cfg.topic_prefix).name(
+            "deadletter"))
     return sent, records
 
 
 async def test_the_dead_letters_come_back_after_the_broker_is_killed(tmp_path, unique_prefix):
     cfg = daemon_config(tmp_path, None, unique_prefix, roles=["watcher"])
-    daemon = Daemon(cfg)
-    daemon.start_broker()
-    try:
-        async with anyio.create_task_group() as tg:
-            await tg.start(daemon.run)
-            sent = await a_dead_letter(daemon)
-            kept = cfg.work_dir / "deadletters" / "deadletter" / f"{sent['event_id']}.json"
-            written = kept.stat().st_ino
-            os.kill(daemon.broker.process.pid, signal.SIGKILL)
-            with anyio.fail_after(60):
-                while not daemon.supervisor.restarts:
-                    await anyio.sleep(0.1)
-            await wait_for(daemon.cfg, ["deadletter"], lambda ms: any(
-                m.event_id == sent["event_id"] for m in dead_letters(ms)), timeout=60)
-            on_topic = dead_letters(await read_all(daemon.cfg, ["deadletter"]))
-            listed = await anyio.to_thread.run_sync(cli, daemon.cfg, "deadletters", "list")
-            tg.cancel_scope.cancel()
-    finally:
-        daemon.stop_broker()
+    async with on_a_broker_of_its_own(cfg) as daemon:
+        sent = await a_dead_letter(daemon)
+        kept = cfg.work_dir / "deadletters" / "deadletter" / f"{sent['event_id']}.json"
+        written = kept.stat().st_ino
+        os.kill(daemon.broker.process.pid, signal.SIGKILL)
+        with anyio.fail_after(60):
+            while not daemon.supervisor.restarts:
+                await anyio.sleep(0.1)
+        await wait_for(daemon.cfg, ["deadletter"], lambda ms: any(
+            m.event_id == sent["event_id"] for m in dead_letters(ms)), timeout=60)
+        on_topic = dead_letters(await read_all(daemon.cfg, ["deadletter"]))
+        listed = await anyio.to_thread.run_sync(cli, daemon.cfg, "deadletters", "list")
     assert [m.body for m in on_topic] == [sent]  # the same record, once
     assert kept.stat().st_ino == written  # sent again, not written again
     assert listed.returncode == 0 and "bad_file" in listed.stdout, listed
