@@ -4,8 +4,9 @@ The broker is the transport, the product store the ledger. An embedded
 broker started again empty (its topics are in memory), a Kafka topic
 recreated, or retention leave ``raw`` without the arrivals of exposures
 calibrated long ago, and a replay ``--from raw`` then covered, without a
-word, only the few the watcher announced again. Each live detector1
-provenance record holds what its arrival said: the uncal file's path, digest
+word, only the few the watcher announced again. Each live provenance
+record of a stage made from an uncal file (detector1; dark and guider)
+holds what its arrival said: the uncal file's path, digest
 and size (its one input), the header read at the door and when it arrived.
 So the arrival is made again from it, for every exposure the topic has no
 live arrival of; the admission reads the file and judges it as it judges
@@ -28,10 +29,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from calstream.daemon.deciders.replay_selection import Candidate, Selection, facts_of
+from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.provenance import made_from
 from calstream.topics import contract
 
 STORE = "product store"  # a Candidate's origin when it was made from the store
+ARRIVAL_STAGES = frozenset(arrival_product_stages())  # detector1, dark, guider
 
 
 def _live(event: dict[str, Any]) -> bool:
@@ -39,9 +42,11 @@ def _live(event: dict[str, Any]) -> bool:
 
 
 def arrival_of(event: Any) -> dict[str, Any] | None:
-    """The arrival (a valid message body) a live detector1 product event was
-    made from, or None: no such event, or one that says too little."""
-    if not isinstance(event, dict) or event.get("stage") != "detector1" or not _live(event):
+    """The arrival (a valid message body) a live product event of an
+    arrival stage was made from, or None: no such event, or one that says
+    too little."""
+    if not isinstance(event, dict) or event.get("stage") not in ARRIVAL_STAGES \
+            or not _live(event):
         return None
     inputs = event.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict) \
@@ -59,12 +64,12 @@ def arrival_of(event: Any) -> dict[str, Any] | None:
 
 def arrivals_from_store(events: Iterable[Any], on_topic: set[str]
                         ) -> tuple[list[Candidate], int]:
-    """(Candidates made from the live detector1 product events of exposures
-    not in ``on_topic``, the names of the live arrivals the topic has; how
-    many such events made no arrival and were left out)."""
+    """(Candidates made from the live product events of arrival stages, of
+    exposures not in ``on_topic``, the names of the live arrivals the topic
+    has; how many such events made no arrival and were left out)."""
     made, left_out = [], 0
     for event in events:
-        if not isinstance(event, dict) or event.get("stage") != "detector1" \
+        if not isinstance(event, dict) or event.get("stage") not in ARRIVAL_STAGES \
                 or not _live(event) or event.get("exposure_id") in on_topic:
             continue
         body = arrival_of(event)

@@ -40,7 +40,11 @@ from typing import Any
 import anyio
 
 from calstream.daemon.deciders.admission import is_context_name
-from calstream.daemon.deciders.replay_from_store import arrivals_from_store, lost_orders
+from calstream.daemon.deciders.replay_from_store import (
+    ARRIVAL_STAGES,
+    arrivals_from_store,
+    lost_orders,
+)
 from calstream.daemon.deciders.replay_selection import (
     SOURCES,
     Selection,
@@ -122,16 +126,17 @@ async def _from_store(store: ProductStore, source: str, on_topic: list, selectio
     the arrivals of live exposures with no live arrival on it (chosen by the
     selection), and how many records made none; for a later stage, the live
     products whose work order is missing, appended to ``gaps``."""
-    stage = "detector1" if source == "raw" else source
-    events = [r["event"] for r in await anyio.to_thread.run_sync(store.records, stage)]
+    stages = sorted(ARRIVAL_STAGES) if source == "raw" else [source]
+    events = [r["event"] for stage in stages
+              for r in await anyio.to_thread.run_sync(store.records, stage)]
     if source == "raw":
         names = {c.message.get("exposure_id") for c in on_topic
                  if not c.message.get("replay") and c.message.get("priority") != "replay"}
         made, unusable = arrivals_from_store(events, names)
         return select(made, selection)[0], unusable
-    lost = lost_orders(events, stage, {made_from(c.message) for c in on_topic}, selection)
+    lost = lost_orders(events, source, {made_from(c.message) for c in on_topic}, selection)
     if lost:
-        gaps.append(f"{len(lost)} live {stage} product(s) have no work order on {topic} (the "
+        gaps.append(f"{len(lost)} live {source} product(s) have no work order on {topic} (the "
                     f"broker lost them: restarted empty, or the topic recreated), e.g. "
                     f"{', '.join(lost[:3])}: replay them --from raw")
     return [], 0

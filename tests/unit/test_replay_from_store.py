@@ -38,6 +38,9 @@ def test_the_arrival_is_what_the_record_holds():
         event["exposure_id"], uncal["path"], uncal["digest"], uncal["size"])
     assert body["header"] == event["header"] and body["detected_at"] == event["arrived_at"]
     assert arrival_of(detector1(1))["event_id"] == body["event_id"]  # the same each time
+    # calwebb_dark and calwebb_guider run on the uncal file too: their arrivals count.
+    for stage in ("dark", "guider"):
+        assert arrival_of({**event, "stage": stage}) == body
 
 
 def test_only_live_detector1_records_that_say_enough_make_one():
