@@ -142,10 +142,6 @@ class Planner:
         self.metrics.planner_catching_up.set(1)
         await planner_restore.restore(self)
 
-    async def take_snapshot(self) -> int:
-        """The state and the offsets it covers, written; its size (0: parked)."""
-        return await planner_restore.take_snapshot(self)
-
     async def _restore_from_disk(self) -> None:
         """What the broker lost, back from the ledger and the product store
         (doers/planner_disk_records.py)."""
