@@ -113,7 +113,7 @@ def test_a_time_or_category_that_means_nothing_is_a_usage_error(capsys):
             (["--since", "yesterday"], "'yesterday' is neither an ISO time"),
             (["--until", "2h ago"], "'2h ago' is neither an ISO time"),
             (["--category", "permanent-failure"], "invalid choice: 'permanent-failure'")):
-        for command in (["list"], ["redrive", "--reason", "x"]):
+        for command in (["list"], ["redrive", "--reason", "CRDS cache resynced"]):
             with pytest.raises(SystemExit) as stop:
                 parser.parse_args(["deadletters", *command, *argv])
             assert stop.value.code == 2

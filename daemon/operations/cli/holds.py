@@ -16,6 +16,7 @@ from calstream.daemon.operations.cli.registry import (
     command,
     group,
     operator,
+    reason_argument,
 )
 from calstream.daemon.operations.logs import escape_controls
 from calstream.topics import contract
@@ -86,7 +87,8 @@ def hold_row(h: dict) -> str:
 
 def _release_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("exposure", help="exposure id, e.g. jw01234001001_02101_00003_nrcb1")
-    p.add_argument("--reason", required=True, help="why (recorded with the products)")
+    p.add_argument("--reason", required=True, type=reason_argument,
+                   help="why (recorded with the products)")
 
 
 @command("holds release", "release a hold explicitly (products stay PLANNED)",
