@@ -50,9 +50,7 @@ class Console:
         if len(parts) == 3 and parts[0] == "program":
             obs = snap.observation(parts[1], parts[2])
             if obs is None:
-                return 404, console_pages.page("not found", f"<p>no observation {parts[1]}/"
-                                               f"{parts[2]} in namespace {namespace}</p>",
-                                               snap), HTML
+                return 404, console_pages.no_observation(snap, parts[1], parts[2]), HTML
             return 200, console_pages.observation_page(snap, obs, query), HTML
         return 404, b"not found: try /console/\n", "text/plain"
 
