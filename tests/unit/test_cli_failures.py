@@ -74,6 +74,19 @@ def test_a_taken_metrics_port_is_one_line(nobody, tmp_path, capsys):
     assert not (tmp_path / "deployment.json").exists()
 
 
+def test_a_taken_console_port_is_one_line(tmp_path, capsys):
+    """`calstream console --address` on a port another process has ended in
+    socketserver's bind traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = "{}:{}".format(*taken.getsockname())
+        code = main(["console", "--work-dir", str(tmp_path), "--address", address])
+    assert code == 2
+    _one_line(capsys.readouterr().err, cause=f"--address {address}: the console cannot listen "
+                                             "there (Address already in use)")
+
+
 def test_status_of_a_work_dir_no_daemon_runs_with_says_so(tmp_path, capsys):
     """`calstream status --work-dir TYPO` read the default endpoint, the
     summary of whatever daemon held it, and exited 0 with "broker (none)"."""
