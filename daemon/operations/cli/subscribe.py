@@ -62,7 +62,11 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--since {args.since!r} is not an ISO 8601 time") from None
     if args.write_dir:
-        args.write_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            args.write_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file there, a place it may not write: mkdir's traceback
+            raise ConfigError(f"--write-dir {args.write_dir}: not a directory this command can "
+                              f"make or use ({exc.strerror or exc})") from None
     sub = Subscriber(cfg, args)
     anyio.run(sub.run_until_signal)
     c = sub.counts
