@@ -240,3 +240,21 @@ def test_a_current_that_is_not_the_link_promote_makes_breaks_nothing(tmp_path):
     assert current_namespace(store) == "live"  # none: the live tree, as before
     os.symlink("namespaces/ctx2", current)
     assert current_namespace(store) == "ctx2"
+
+
+def test_a_namespace_the_store_has_not_is_not_kept(tmp_path):
+    """Every ?ns= of a valid name built a snapshot (the broker and the store
+    read) and kept it for good: a page asked for with ever new names grew
+    the daemon's memory without bound, and a mistyped one showed an empty
+    console instead of saying so."""
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    (cfg.products / "namespaces" / "ctx2").mkdir(parents=True)
+    console = Console(cfg, lambda: [])
+    for n in range(20):
+        code, body, _ = console.handle(f"/console/?ns=typo{n}")
+        assert code == 404 and f"no namespace 'typo{n}'".encode() in body
+    assert console.handle("/console/program/01234/001?ns=typo")[0] == 404
+    assert set(console.data._cache) == set()
+    assert console.handle("/console/?ns=ctx2")[0] == 200
+    assert console.handle("/console/")[0] == 200
+    assert set(console.data._cache) == {"ctx2", "live"}
