@@ -103,8 +103,10 @@ def cmd_release(args: argparse.Namespace) -> int:
         print(f"calstream: {args.exposure} is not held ({state}); nothing to release")
         return 1
     if hold.get("waiting_for"):
-        print(f"calstream: {args.exposure} waits for its {hold['waiting_for']} ({hold['reason']}); "
-              "the planner releases it when that comes, not an operator")
+        # Escaped as the rows of `holds list`: the reason is the topic's text.
+        print(escape_controls(f"calstream: {args.exposure} waits for its {hold['waiting_for']} "
+                              f"({hold['reason']}); the planner releases it when that comes, "
+                              "not an operator"))
         return 1
     by = operator(args)
     update = contract.build(
