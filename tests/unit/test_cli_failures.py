@@ -115,3 +115,13 @@ def test_status_of_a_work_dir_no_daemon_runs_with_says_so(tmp_path, capsys):
     summary of whatever daemon held it, and exited 0 with "broker (none)"."""
     assert main(["status", "--work-dir", str(tmp_path / "typo"), "--timeout", "1"]) == 1
     _one_line(capsys.readouterr().err, cause="no daemon is recorded in")
+
+
+@pytest.mark.parametrize("command", [["holds", "list"], ["deadletters", "list"],
+                                     ["plan", "list"], ["topics", "list"], ["subscribe"]])
+def test_a_work_dir_no_daemon_runs_with_is_named(command, tmp_path, capsys):
+    """`holds list --work-dir W` of a stopped daemon (or a typo) said only
+    "need a broker: --kafka-bootstrap", as if --work-dir had been ignored."""
+    typo = tmp_path / "typo"
+    assert main([*command, "--work-dir", str(typo)]) == 2
+    _one_line(capsys.readouterr().err, cause=f"no daemon is recorded in {typo}/deployment.json")

@@ -144,9 +144,14 @@ def broker_config(args: argparse.Namespace, command: str) -> Config:
 
 def require_broker(cfg: Config, command: str) -> None:
     if not cfg.kafka_bootstrap:
-        raise ConfigError(f"{command} commands need a broker: --kafka-bootstrap HOST:PORT "
-                          "(or CALSTREAM_KAFKA_BOOTSTRAP, or kafka_bootstrap in the config "
-                          "file)")
+        # No broker was given and none recorded (a stale record stopped the
+        # command already): say where one was looked for, or `--work-dir W`
+        # of a stopped daemon (or a typo) read as if the flag were ignored.
+        raise ConfigError(f"{command} commands need a broker, and no daemon is recorded in "
+                          f"{deployment.record_path(cfg.work_dir)} (none runs with this work "
+                          "dir: a clean stop removes the record): start it, or give "
+                          "--kafka-bootstrap HOST:PORT (or CALSTREAM_KAFKA_BOOTSTRAP, or "
+                          "kafka_bootstrap in the config file)")
 
 
 @dataclass(frozen=True)
