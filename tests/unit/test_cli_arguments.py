@@ -42,9 +42,13 @@ def test_sensible_values_are_taken():
     assert parser.parse_args(["promote", "r1"]).reason is None
 
 
-def test_refs_naming_no_dead_letter_are_named():
-    from calstream.daemon.operations.cli.deadletters import DeadLetter, unknown_refs
+def test_refs_naming_no_dead_letter_or_several_are_named():
+    from calstream.daemon.operations.cli.deadletters import DeadLetter, ref_problems
 
-    letters = [DeadLetter("0:1", {"event_id": "ab" * 32}), DeadLetter("1:4", {"event_id": "cd" * 32})]
-    assert unknown_refs(letters, ["0:1", "abab", "cd"]) == []
-    assert unknown_refs(letters, ["0:2", "1:4", "ef"]) == ["0:2", "ef"]
+    letters = [DeadLetter("0:1", {"event_id": "ab" * 32}), DeadLetter("1:4", {"event_id": "cd" * 32}),
+               DeadLetter("1:5", {"event_id": "ce" * 32})]
+    assert ref_problems(letters, ["0:1", "abab", "cd", "ce"]) == []
+    problems = ref_problems(letters, ["0:2", "1:4", "ef", "c"])
+    assert [p.split(" ")[:4] for p in problems] == [["no", "dead", "letter", "is"]] * 2 + [
+        ["c", "names", "2", "dead"]]
+    assert "no dead letter is 0:2 " in problems[0] and "no dead letter is ef " in problems[1]

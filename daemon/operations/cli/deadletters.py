@@ -92,10 +92,20 @@ def named(letter: DeadLetter, ref: str) -> bool:
     return letter.ref == ref or letter.body["event_id"].startswith(ref)
 
 
-def unknown_refs(letters: list[DeadLetter], refs: list[str]) -> list[str]:
-    """The refs that name no dead letter of ``letters`` (a typo, a place on
-    a topic that lost it)."""
-    return [r for r in refs if not any(named(letter, r) for letter in letters)]
+def ref_problems(letters: list[DeadLetter], refs: list[str]) -> list[str]:
+    """Why each of ``refs`` that does not name exactly one dead letter does
+    not: none (a typo, a place on a topic that lost it), or several (an
+    event id prefix too short: `redrive 1` took every id starting with 1)."""
+    problems = []
+    for ref in refs:
+        found = sum(1 for letter in letters if named(letter, ref))
+        if not found:
+            problems.append(f"no dead letter is {ref} (`calstream deadletters list` shows each "
+                            "one's PARTITION:OFFSET)")
+        elif found > 1:
+            problems.append(f"{ref} names {found} dead letters; give one PARTITION:OFFSET or a "
+                            "longer event id")
+    return [escape_controls(p) for p in problems]
 
 
 def selected(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLetter]:
@@ -304,16 +314,10 @@ def _show_arguments(p: argparse.ArgumentParser) -> None:
          flags=DAEMON_FLAGS, arguments=_show_arguments)
 def cmd_show(args: argparse.Namespace) -> int:
     cfg, letters = _loaded(args)
-    found = [r for r in letters if named(r, args.ref)]
-    if not found:
-        print(f"calstream: no dead letter is {args.ref} (`calstream deadletters list` shows "
-              "each one's PARTITION:OFFSET)")
+    if problems := ref_problems(letters, [args.ref]):
+        print(f"calstream: {problems[0]}")
         return 1
-    if len(found) > 1:
-        print(f"calstream: {args.ref} names {len(found)} dead letters; give one "
-              "PARTITION:OFFSET or a longer event id")
-        return 1
-    letter = found[0]
+    [letter] = [r for r in letters if named(r, args.ref)]
     print(json.dumps({"ref": letter.ref, **letter.body, "redrives": list(letter.redrives)},
                      indent=1))
     _, problem = original_bytes(letter.body.get("original"),
@@ -341,12 +345,13 @@ def cmd_redrive(args: argparse.Namespace) -> int:
               "--stage, --exposure, --since, --until), or --all")
         return 2
     cfg, letters = _loaded(args)
-    if unknown := unknown_refs(letters, args.refs):
+    if problems := ref_problems(letters, args.refs):
         # Nothing is sent: a mistyped REF among others said "redriven N" and
-        # exit 0, as if the one meant had gone too.
-        print(f"calstream: no dead letter is {', '.join(escape_controls(r) for r in unknown)} "
-              "(`calstream deadletters list` shows each one's PARTITION:OFFSET); nothing "
-              "redriven", file=sys.stderr)
+        # exit 0, as if the one meant had gone too; a short prefix took many.
+        for problem in problems:
+            print(f"calstream: {problem}", file=sys.stderr)
+        print("calstream: nothing redriven (a selection of many is made with --category, "
+              "--stage, --exposure, --since, ...)", file=sys.stderr)
         return 1
     args.pending = False
     chosen, refused = [], []
