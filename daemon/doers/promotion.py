@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,12 @@ from calstream.daemon.doers.product_store import (
     LIVE,
     NAMESPACES,
     PROMOTIONS,
+    BadNamespace,
     ProductStore,
     check_namespace,
 )
 from calstream.daemon.operations.config import ConfigError
-from calstream.steps.regular_files import open_new
+from calstream.steps.regular_files import kind_of, open_new
 from calstream.topics import contract
 
 
@@ -57,15 +59,39 @@ def ensure_current(store: ProductStore) -> None:
         _swap_link(top, _target(LIVE))
 
 
-def current_namespace(store: ProductStore) -> str:
+def current_namespace(store: ProductStore) -> str | None:
+    """The namespace ``<products>/current`` names: LIVE when there is none (a
+    store never promoted serves the live tree); None when it is not a link
+    promote makes. It is a file like any other: a directory there (a copy of
+    the store that followed links) raised EINVAL out of every console page,
+    and a link made elsewhere by hand was reported as the live tree."""
     try:
         target = os.readlink(store.top / CURRENT)
     except FileNotFoundError:
         return LIVE
+    except (OSError, ValueError):  # EINVAL: no link
+        return None
+    if target == _target(LIVE):
+        return LIVE
     parts = Path(target).parts
-    if len(parts) == 2 and parts[0] == NAMESPACES:
-        return parts[1]
-    return LIVE
+    if len(parts) == 2 and parts[0] == NAMESPACES and target == _target(parts[1]):
+        try:
+            return check_namespace(parts[1], allow_live=False)
+        except BadNamespace:
+            return None
+    return None
+
+
+def not_the_link(store: ProductStore) -> str:
+    """What is at ``<products>/current`` when it is not a link promote makes."""
+    path = store.top / CURRENT
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as exc:
+        return f"{path} cannot be read ({exc.strerror})"
+    if stat.S_ISLNK(mode):
+        return f"{path} is a link to {os.readlink(path)!r}, not the link promote makes"
+    return f"{path} is {kind_of(mode)}, not the link promote makes"
 
 
 def namespace_summary(store: ProductStore, namespace: str) -> dict[str, Any]:
@@ -96,6 +122,11 @@ def promote(store: ProductStore, namespace: str, *, reason: str | None = None,
         raise ConfigError(f"namespace {namespace!r} has no products in {summary['tree']}: "
                           "nothing to promote")
     previous = current_namespace(store)
+    if previous is None:
+        # Renaming a link over it would fail (a directory) or replace what a
+        # person made: they say which products are of record.
+        raise ConfigError(f"{not_the_link(store)}: look at it and move it away, then promote "
+                          "again")
     promoted_at = contract.utc_now()
     _swap_link(store.top, _target(namespace))
     message = contract.build(

@@ -246,6 +246,12 @@ def prepare_roots(cfg: Config) -> None:
     except PermissionError as exc:
         raise ConfigError(f"{exc.filename}: {exc.strerror}: the daemon cannot write there; "
                           "give it a directory it owns (work_dir, products, inbox)") from None
+    except (FileExistsError, NotADirectoryError) as exc:
+        # A file where a root goes (--work-dir naming the config file, say):
+        # the operator's, never moved aside; no wait clears it. It ended the
+        # start in an exception group's traceback.
+        raise ConfigError(f"{exc.filename}: a file is there, or above it, not a directory: "
+                          "work_dir, products, inbox, quarantine are directories") from None
 
 
 def probe_writable(root: Path) -> None:

@@ -43,6 +43,11 @@ class Console:
             namespace = check_namespace(query.get("ns", [LIVE])[0])
         except BadNamespace as exc:
             return 400, f"{exc}\n".encode(), "text/plain"
+        if namespace != LIVE and namespace not in self.data.store.namespaces():
+            # Before any snapshot: each name asked for was one kept for good
+            # (?ns=a1, a2, ...: the daemon's memory grew with every request).
+            return 404, (f"no namespace {namespace!r} in {self.products}; try /console/, "
+                         "which lists them\n").encode(), "text/plain"
         snap = self.data.snapshot(namespace)
         if rest == "":
             return 200, console_pages.index(snap), HTML
@@ -50,9 +55,7 @@ class Console:
         if len(parts) == 3 and parts[0] == "program":
             obs = snap.observation(parts[1], parts[2])
             if obs is None:
-                return 404, console_pages.page("not found", f"<p>no observation {parts[1]}/"
-                                               f"{parts[2]} in namespace {namespace}</p>",
-                                               snap), HTML
+                return 404, console_pages.no_observation(snap, parts[1], parts[2]), HTML
             return 200, console_pages.observation_page(snap, obs, query), HTML
         return 404, b"not found: try /console/\n", "text/plain"
 

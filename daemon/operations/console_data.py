@@ -102,7 +102,7 @@ class Snapshot:
     observations: dict[tuple[str, str], Observation]
     status: Status | None
     namespaces: list[str]
-    current: str
+    current: str | None  # None: <products>/current is no link promote makes
     promotions: list[dict[str, Any]]
     dead_letters: list[dict[str, Any]]  # every recent one, newest last
     error: str | None = None

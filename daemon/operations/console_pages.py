@@ -81,6 +81,14 @@ def page(title: str, body: str, snap: Snapshot) -> bytes:
     return html.encode("utf-8", "backslashreplace")
 
 
+def no_observation(snap: Snapshot, program: str, observation: str) -> bytes:
+    """The page for an observation the console does not know. Its names come
+    from the request's path, which is anyone's text: written raw, a link to
+    /console/program/<img src=x onerror=...>/001 put markup in the page."""
+    return page("not found", f"<p>no observation {_e(program)}/{_e(observation)} in "
+                f"namespace {_e(snap.namespace)}</p>", snap)
+
+
 def _table(headers: list[str], rows: list[str], cls: str = "") -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     return (f'<table class="{cls}"><tr>{head}</tr>{"".join(rows)}</table>' if rows
@@ -114,7 +122,11 @@ def _namespaces(snap: Snapshot) -> str:
     promotions = [f"<tr><td>{_time(p['promoted_at'])}</td><td>{_e(p['previous'])} → "
                   f"{_e(p['namespace'])}</td><td>{_e(p['records'])}</td><td>{_e(p['by'])}</td>"
                   f"<td>{_e(p['reason'])}</td></tr>" for p in snap.promotions[::-1]]
-    return (_table(["namespace", ""], rows) + "<h3>Promotions</h3>"
+    # None: <products>/current is there but no link promote makes (a directory).
+    odd = ('<p class="error">&lt;products&gt;/current is not the link <code>calstream promote'
+           '</code> makes: which namespace readers get is not known here</p>'
+           if snap.current is None else "")
+    return (odd + _table(["namespace", ""], rows) + "<h3>Promotions</h3>"
             + _table(["promoted at", "from → to", "work items", "by", "reason"], promotions))
 
 

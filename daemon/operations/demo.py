@@ -41,6 +41,9 @@ PLANNED_EXPOSURE = 3
 
 def _fresh(work_dir: Path) -> None:
     """Clear the demo's directory, refusing to clear one that is not the demo's."""
+    if work_dir.exists() and not work_dir.is_dir():  # iterdir's traceback
+        raise SystemExit(f"calstream demo: {work_dir} is a file, not a directory; choose "
+                         "another --work-dir")
     if work_dir.exists() and any(work_dir.iterdir()):
         if not (work_dir / _MARKER).exists():
             raise SystemExit(f"calstream demo: {work_dir} exists and is not a demo directory; "

@@ -14,6 +14,7 @@ nothing is written to any topic.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import time
@@ -75,10 +76,16 @@ def _fetch(url: str, timeout: float) -> bytes:
 def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
     base = endpoint_base(url)
     ep = Endpoint(base)
+    # Whatever answers at a --metrics-url given wrong (another service, one
+    # that speaks no HTTP: BadStatusLine, bytes that are not UTF-8) is an
+    # endpoint that is not a daemon's, not a traceback of `calstream status`.
     try:
         text = _fetch(f"{base}/metrics", timeout).decode()
-    except (OSError, urllib.error.URLError) as exc:
-        ep.error = f"metrics unreachable: {exc}"
+    except (OSError, http.client.HTTPException) as exc:
+        ep.error = f"metrics unreachable: {type(exc).__name__}: {exc}"
+        return ep
+    except UnicodeDecodeError:
+        ep.error = "/metrics is not Prometheus text: bytes that are not UTF-8"
         return ep
     try:
         for family in text_string_to_metric_families(text):
@@ -92,8 +99,8 @@ def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
         body = _fetch(f"{base}/readyz", timeout)
     except urllib.error.HTTPError as exc:  # 503 carries the reasons in its body
         body = exc.read()
-    except OSError as exc:
-        ep.error = f"/readyz unreachable: {exc}"
+    except (OSError, http.client.HTTPException) as exc:
+        ep.error = f"/readyz unreachable: {type(exc).__name__}: {exc}"
         return ep
     try:
         doc = json.loads(body)
@@ -102,7 +109,7 @@ def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
         ep.error = f"/readyz answered something unexpected: {body[:200]!r}"
     try:
         ep.planner = json.loads(_fetch(f"{base}/planner", timeout))
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
         ep.planner = None  # 404: this daemon runs no planner
     return ep
 

@@ -226,7 +226,19 @@ def _planner_metrics(pl: dict[str, Any]) -> list[str]:
 def _waiting(st: Status) -> list[str]:
     return ["Held exposures, associations, missing exposures", *_holds(st.broker.holds, st.at),
             *_planner_metrics(st.planner), *_planner_roles(st.planner.get("roles")),
-            *_planner_view(st.planner.get("view"), st.at)]
+            *_planner_view_or_why(st.planner.get("view"), st.at)]
+
+
+def _planner_view_or_why(view: dict[str, Any] | None, now: float) -> list[str]:
+    """The planner's view, or one line saying it could not be read: it is
+    what a daemon serves (of another calstream version during an upgrade,
+    or whatever answers at a --metrics-url given), and a shape this one
+    does not know ended `calstream status` in a traceback, the rest unsaid."""
+    try:
+        return _planner_view(view, now)
+    except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+        return [f"  planner view (/planner): not understood ({type(exc).__name__}: "
+                f"{_oneline(str(exc), 80)}): a daemon of another calstream version?"]
 
 
 def _missing(stage3: dict[str, Any], tag: str, now: float) -> list[str]:

@@ -131,14 +131,24 @@ def summarise_planner(endpoints: list[Endpoint]) -> dict[str, Any]:
     for labels, v in _values(endpoints, "calstream_open_associations"):
         d = out.setdefault("open_associations", {})
         d[labels["stage"]] = d.get(labels["stage"], 0) + int(v)
-    views = [ep.planner for ep in endpoints if ep.planner]
+    # Read as untrusted (a daemon of another version, or whatever answers
+    # at a --metrics-url given): a view or leadership that was no object
+    # raised out of `calstream status`.
+    views = [ep.planner for ep in endpoints if isinstance(ep.planner, dict) and ep.planner]
     # Under the planner lease the active planner's view comes first; a
     # standby's is the same decisions, not yet (or never) published.
-    views.sort(key=lambda v: (v.get("leadership") or {}).get("role", "active") != "active")
+    views.sort(key=lambda v: _role(v) != "active")
     if views:
         out["view"] = views[0]
-        out["roles"] = [(v.get("leadership") or {}).get("role", "active") for v in views]
+        out["roles"] = [_role(v) for v in views]
     return out
+
+
+def _role(view: dict[str, Any]) -> str:
+    """A planner view's leadership role; "active" where it says none."""
+    leadership = view.get("leadership")
+    role = leadership.get("role", "active") if isinstance(leadership, dict) else "active"
+    return role if isinstance(role, str) else "active"
 
 
 def planner_left(view: Any) -> dict[str, int]:

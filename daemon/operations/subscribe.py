@@ -146,8 +146,10 @@ class Subscriber:
         # Without a committed offset (a new group, or no group at all) it starts
         # at the oldest retained event; commits are ours, after handling.
         consumer = kafka.subscriber(self.cfg, self.topic, group)
-        await consumer.start()
         try:
+            # Inside: a consumer whose broker never answered is stopped too
+            # (it was left for the garbage collector's "Unclosed" lines).
+            await consumer.start()
             idle_since = None
             while not self.stopping:
                 batch = await consumer.getmany(timeout_ms=200)

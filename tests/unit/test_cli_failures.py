@@ -74,8 +74,54 @@ def test_a_taken_metrics_port_is_one_line(nobody, tmp_path, capsys):
     assert not (tmp_path / "deployment.json").exists()
 
 
+def test_a_subscriber_whose_broker_is_not_there_is_one_line_and_closed(nobody):
+    """Its consumer, started outside the try that stops it, was left to the
+    garbage collector: "Unclosed AIOKafkaConsumer" and its repr after the one
+    line, at the process's exit (so a process of its own here)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "calstream.daemon.operations.cli",
+                           "subscribe", "--kafka-bootstrap", nobody, "--max", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    _one_line(done.stderr, cause="the Kafka broker does not answer")
+    assert "Unclosed" not in done.stderr, done.stderr
+
+
+def test_a_write_dir_that_cannot_be_one_is_one_line(nobody, tmp_path, capsys):
+    """`subscribe --write-dir` naming a file ended in mkdir's traceback."""
+    (tmp_path / "a-file").write_text("")
+    assert main(["subscribe", "--kafka-bootstrap", nobody, "--write-dir",
+                 str(tmp_path / "a-file")]) == 2
+    _one_line(capsys.readouterr().err, cause="--write-dir")
+
+
+def test_a_taken_console_port_is_one_line(tmp_path, capsys):
+    """`calstream console --address` on a port another process has ended in
+    socketserver's bind traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = "{}:{}".format(*taken.getsockname())
+        code = main(["console", "--work-dir", str(tmp_path), "--address", address])
+    assert code == 2
+    _one_line(capsys.readouterr().err, cause=f"--address {address}: the console cannot listen "
+                                             "there (Address already in use)")
+
+
 def test_status_of_a_work_dir_no_daemon_runs_with_says_so(tmp_path, capsys):
     """`calstream status --work-dir TYPO` read the default endpoint, the
     summary of whatever daemon held it, and exited 0 with "broker (none)"."""
     assert main(["status", "--work-dir", str(tmp_path / "typo"), "--timeout", "1"]) == 1
     _one_line(capsys.readouterr().err, cause="no daemon is recorded in")
+
+
+@pytest.mark.parametrize("command", [["holds", "list"], ["deadletters", "list"],
+                                     ["plan", "list"], ["topics", "list"], ["subscribe"]])
+def test_a_work_dir_no_daemon_runs_with_is_named(command, tmp_path, capsys):
+    """`holds list --work-dir W` of a stopped daemon (or a typo) said only
+    "need a broker: --kafka-bootstrap", as if --work-dir had been ignored."""
+    typo = tmp_path / "typo"
+    assert main([*command, "--work-dir", str(typo)]) == 2
+    _one_line(capsys.readouterr().err, cause=f"no daemon is recorded in {typo}/deployment.json")

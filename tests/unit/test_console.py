@@ -200,3 +200,61 @@ def test_the_front_page_says_whether_the_planner_keeps_up():
     odd = front({"view": {"caught_up": True, "behind": {"<b>x</b>": 3, "y": "many"}}})
     assert "3 record(s) of &lt;b&gt;x&lt;/b&gt; left to decide" in odd and "many" not in odd
     assert "no daemon given serves /planner" in front({})
+
+
+def test_a_path_naming_no_observation_is_shown_escaped(tmp_path):
+    """The 404 page wrote the request's path into the HTML as it came:
+    /console/program/<img src=x onerror=...>/001 put markup in the page."""
+    console = Console(load(None, env={}, flags={"work_dir": tmp_path}), lambda: [])
+    code, body, _ = console.handle("/console/program/<img src=x onerror=alert(1)>/001")
+    assert code == 404
+    assert b"<img" not in body and b"&lt;img src=x onerror=alert(1)&gt;/001" in body
+
+
+def test_a_current_that_is_not_the_link_promote_makes_breaks_nothing(tmp_path):
+    """<products>/current made a directory (a copy of the store that followed
+    links) raised EINVAL out of every console page and a traceback out of
+    `calstream promote`; a link made elsewhere by hand was shown as live."""
+    import os
+
+    import pytest
+
+    from calstream.daemon.doers.product_store import ProductStore
+    from calstream.daemon.doers.promotion import current_namespace, promote
+    from calstream.daemon.operations.config import ConfigError
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    store = ProductStore(cfg.products)
+    current = store.top / "current"
+    current.mkdir(parents=True)
+    assert current_namespace(store) is None
+    code, body, _ = Console(cfg, lambda: []).handle("/console/")
+    assert code == 200 and b"is not the link" in body
+    with pytest.raises(ConfigError, match="current is a directory, not the link"):
+        promote(store, "live", reason="back to live", by="ops")
+    assert current.is_dir() and not current.is_symlink()  # left for a person to look at
+    current.rmdir()
+    os.symlink("/somewhere/else", current)
+    assert current_namespace(store) is None
+    current.unlink()
+    assert current_namespace(store) == "live"  # none: the live tree, as before
+    os.symlink("namespaces/ctx2", current)
+    assert current_namespace(store) == "ctx2"
+
+
+def test_a_namespace_the_store_has_not_is_not_kept(tmp_path):
+    """Every ?ns= of a valid name built a snapshot (the broker and the store
+    read) and kept it for good: a page asked for with ever new names grew
+    the daemon's memory without bound, and a mistyped one showed an empty
+    console instead of saying so."""
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    (cfg.products / "namespaces" / "ctx2").mkdir(parents=True)
+    console = Console(cfg, lambda: [])
+    for n in range(20):
+        code, body, _ = console.handle(f"/console/?ns=typo{n}")
+        assert code == 404 and f"no namespace 'typo{n}'".encode() in body
+    assert console.handle("/console/program/01234/001?ns=typo")[0] == 404
+    assert set(console.data._cache) == set()
+    assert console.handle("/console/?ns=ctx2")[0] == 200
+    assert console.handle("/console/")[0] == 200
+    assert set(console.data._cache) == {"ctx2", "live"}

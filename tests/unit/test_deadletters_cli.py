@@ -113,7 +113,7 @@ def test_a_time_or_category_that_means_nothing_is_a_usage_error(capsys):
             (["--since", "yesterday"], "'yesterday' is neither an ISO time"),
             (["--until", "2h ago"], "'2h ago' is neither an ISO time"),
             (["--category", "permanent-failure"], "invalid choice: 'permanent-failure'")):
-        for command in (["list"], ["redrive", "--reason", "x"]):
+        for command in (["list"], ["redrive", "--reason", "CRDS cache resynced"]):
             with pytest.raises(SystemExit) as stop:
                 parser.parse_args(["deadletters", *command, *argv])
             assert stop.value.code == 2
@@ -175,3 +175,16 @@ def test_a_dead_letter_with_a_lone_surrogate_is_listed_and_not_redriven():
                                                 value=b"{}", timestamp_ms=None)
         value_, problem = original_bytes({**original, "key": key, "value": value})
         assert value_ is None and "lone surrogate" in problem
+
+
+def test_plan_list_escapes_what_a_forged_plan_says():
+    """`plan list` printed a plan's source and by raw: a record on the plans
+    topic (anyone's to write) cleared the terminal and wrote lines of its own."""
+    from calstream.daemon.operations.cli.plans import plan_row
+
+    row = plan_row({"plan_id": "a" * 64, "emitted_at": "2026-01-01T00:00:00Z",
+                    "source": "pool.csv\rFORGED\x1b]0;title\x07\ud800", "by": "ops\x1b[2J",
+                    "exposures": [{}], "programs": ["01234"]})
+    row.encode("utf-8")
+    assert not any(c in row for c in "\x1b\r\x07")
+    assert "\\x1b[2J" in row and "\\x0d" in row and "aaaaaaaaaaaa" in row

@@ -101,3 +101,20 @@ async def test_a_step_of_the_planner_s_restore_parks_in_its_stage_and_is_known_a
     assert not w.waiting_of("planner")
     assert w.metrics.parked_total.labels(stage="planner", cause="disk_full")._value.get() == 1
     assert w.metrics.parked_total.labels(stage="start", cause="disk_full")._value.get() == 0
+
+
+@pytest.mark.parametrize("where", ["work_dir", "products", "inbox", "quarantine"])
+def test_a_file_where_a_root_goes_is_a_configuration_error(tmp_path, where):
+    """`calstream run --work-dir calstream.toml` (the config file for the work
+    dir) ended the start in FileExistsError's exception-group traceback."""
+    from calstream.daemon.doers.start_waits import prepare_roots
+    from calstream.daemon.operations.config import ConfigError
+
+    (tmp_path / "a-file").write_text("[calstream]\n")
+    flags = {"work_dir": tmp_path / "work", where: tmp_path / "a-file"}
+    with pytest.raises(ConfigError, match="a-file: a file is there, or above it, not a dir"):
+        prepare_roots(load(None, env={}, flags=flags))
+    flags[where] = tmp_path / "a-file" / "below"
+    with pytest.raises(ConfigError, match="below: a file is there, or above it"):
+        prepare_roots(load(None, env={}, flags=flags))
+    assert (tmp_path / "a-file").read_text() == "[calstream]\n"

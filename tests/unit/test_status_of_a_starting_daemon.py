@@ -76,3 +76,28 @@ def test_a_planner_behind_says_how_many_records_it_has_left():
     for nothing_left in ({"calstream.products": 0}, {}, None, {"x": "many"}, ["calstream.x"]):
         lines = shown({"caught_up": True, "namespaces": {}, "behind": nothing_left})
         assert not any("behind" in line for line in lines), nothing_left
+
+
+def test_a_planner_view_of_another_shape_is_one_line_not_a_traceback():
+    """/planner is what a daemon serves: one of another version (or whatever
+    answers at a --metrics-url) with another shape raised out of `calstream
+    status` (a view that was no object, a namespace that was no table)."""
+    def shown(view):
+        daemon = Endpoint("http://127.0.0.1:9310", reachable=True, ready=True, problems=[],
+                          samples=[("calstream_open_associations", {"stage": "stage3"}, 1.0)],
+                          planner=view)
+        return render(Status(0.0, "calstream.", "calstream", [daemon], {},
+                             BrokerView("127.0.0.1:9092"), summarise_planner([daemon]),
+                             summarise_parked([daemon]))).splitlines()
+
+    for odd in ({"namespaces": {"live": 5}}, {"namespaces": []},
+                {"namespaces": {"live": {"stage3": {"candidates": [{"candidate": "c"}]}}}},
+                {"namespaces": {"live": {"stage3": {"missing": {"jw1": 3}}}}}):
+        lines = shown(odd)
+        assert any(line.startswith("  planner view (/planner): not understood (")
+                   for line in lines), (odd, lines)
+        assert "  open associations (planner metrics): stage3 1" in lines  # the rest still said
+    for odd in (5, [], "x", {"leadership": "x", "namespaces": {}},
+                {"leadership": {"role": 5}, "namespaces": {}}):
+        lines = shown(odd)  # taken as no view, or as an active planner's
+        assert not any("not understood" in line for line in lines), (odd, lines)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from calstream.daemon.operations.cli.registry import DAEMON_FLAGS, command, deployment_config
-from calstream.daemon.operations.config import host_port
+from calstream.daemon.operations.config import ConfigError, host_port
 from calstream.daemon.operations.console import Console, serve
 from calstream.daemon.operations.status_collection import default_metrics_url
 
@@ -22,7 +22,12 @@ def cmd_console(args: argparse.Namespace) -> int:
     cfg = deployment_config(args)
     url = default_metrics_url(cfg)
     console = Console(cfg, lambda: [url] if url else [])
-    server = serve(console, *host_port(args.address))
+    try:
+        server = serve(console, *host_port(args.address))
+    except OSError as exc:  # a port another console or daemon has, an address not this host's
+        # As `calstream run` says of its metrics_address: one line, not bind's traceback.
+        raise ConfigError(f"--address {args.address}: the console cannot listen there "
+                          f"({exc.strerror or exc}); give another HOST:PORT") from None
     host, port = server.server_address[:2]
     print(f"calstream: console http://{host}:{port}/console/ (products {cfg.products}, "
           f"broker {cfg.kafka_bootstrap or 'none'})", flush=True)

@@ -23,6 +23,7 @@ import binascii
 import datetime as dt
 import json
 import re
+import sys
 from dataclasses import dataclass
 
 import anyio
@@ -34,6 +35,7 @@ from calstream.daemon.operations.cli.registry import (
     command,
     group,
     operator,
+    reason_argument,
 )
 from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.stages import STAGES
@@ -76,6 +78,36 @@ def _when_argument(text: str) -> str:
     return text
 
 
+def _ref_argument(text: str) -> str:
+    """A REF that names something: an empty one (an unset "$REF" in a
+    script) was the prefix of every event id, and redrove them all."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty REF names no dead letter: give "
+                                         "PARTITION:OFFSET or an event id prefix")
+    return text
+
+
+def named(letter: DeadLetter, ref: str) -> bool:
+    """Whether ``ref`` (PARTITION:OFFSET or an event id prefix) names ``letter``."""
+    return letter.ref == ref or letter.body["event_id"].startswith(ref)
+
+
+def ref_problems(letters: list[DeadLetter], refs: list[str]) -> list[str]:
+    """Why each of ``refs`` that does not name exactly one dead letter does
+    not: none (a typo, a place on a topic that lost it), or several (an
+    event id prefix too short: `redrive 1` took every id starting with 1)."""
+    problems = []
+    for ref in refs:
+        found = sum(1 for letter in letters if named(letter, ref))
+        if not found:
+            problems.append(f"no dead letter is {ref} (`calstream deadletters list` shows each "
+                            "one's PARTITION:OFFSET)")
+        elif found > 1:
+            problems.append(f"{ref} names {found} dead letters; give one PARTITION:OFFSET or a "
+                            "longer event id")
+    return [escape_controls(p) for p in problems]
+
+
 def selected(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLetter]:
     """The dead letters the filters and references of ``args`` pick."""
     since = parse_when(args.since) if args.since else None
@@ -84,8 +116,7 @@ def selected(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLe
     for letter in letters:
         b = letter.body
         when = contract.parse_time(b["emitted_at"])
-        if args.refs and not any(letter.ref == r or b["event_id"].startswith(r)
-                                 for r in args.refs):
+        if args.refs and not any(named(letter, r) for r in args.refs):
             continue
         if args.category and b["category"] not in args.category:
             continue
@@ -217,7 +248,7 @@ async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[
 
 
 def _selection_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("refs", nargs="*", metavar="REF",
+    p.add_argument("refs", nargs="*", metavar="REF", type=_ref_argument,
                    help="PARTITION:OFFSET on the deadletter topic, or an event id prefix")
     # The schema's categories: a misspelt one would match nothing, silently.
     categories = contract.schema("dead_letter")["properties"]["category"]["enum"]
@@ -275,23 +306,18 @@ def list_row(r: DeadLetter) -> str:
 
 
 def _show_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("ref", help="PARTITION:OFFSET (from list) or an event id prefix")
+    p.add_argument("ref", type=_ref_argument,
+                   help="PARTITION:OFFSET (from list) or an event id prefix")
 
 
 @command("deadletters show", "one dead letter whole, with its original record and redrives",
          flags=DAEMON_FLAGS, arguments=_show_arguments)
 def cmd_show(args: argparse.Namespace) -> int:
     cfg, letters = _loaded(args)
-    found = [r for r in letters if r.ref == args.ref or r.body["event_id"].startswith(args.ref)]
-    if not found:
-        print(f"calstream: no dead letter is {args.ref} (`calstream deadletters list` shows "
-              "each one's PARTITION:OFFSET)")
+    if problems := ref_problems(letters, [args.ref]):
+        print(f"calstream: {problems[0]}")
         return 1
-    if len(found) > 1:
-        print(f"calstream: {args.ref} names {len(found)} dead letters; give one "
-              "PARTITION:OFFSET or a longer event id")
-        return 1
-    letter = found[0]
+    [letter] = [r for r in letters if named(r, args.ref)]
     print(json.dumps({"ref": letter.ref, **letter.body, "redrives": list(letter.redrives)},
                      indent=1))
     _, problem = original_bytes(letter.body.get("original"),
@@ -302,7 +328,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _redrive_arguments(p: argparse.ArgumentParser) -> None:
     _selection_arguments(p)
-    p.add_argument("--reason", dest="why", required=True,
+    p.add_argument("--reason", dest="why", required=True, type=reason_argument,
                    help="why (recorded in the redriven record's calstream-redrive header)")
     p.add_argument("--all", action="store_true", help="every dead letter (no selection given)")
     p.add_argument("--again", action="store_true", help="also those already redriven")
@@ -319,6 +345,14 @@ def cmd_redrive(args: argparse.Namespace) -> int:
               "--stage, --exposure, --since, --until), or --all")
         return 2
     cfg, letters = _loaded(args)
+    if problems := ref_problems(letters, args.refs):
+        # Nothing is sent: a mistyped REF among others said "redriven N" and
+        # exit 0, as if the one meant had gone too; a short prefix took many.
+        for problem in problems:
+            print(f"calstream: {problem}", file=sys.stderr)
+        print("calstream: nothing redriven (a selection of many is made with --category, "
+              "--stage, --exposure, --since, ...)", file=sys.stderr)
+        return 1
     args.pending = False
     chosen, refused = [], []
     for letter in selected(letters, args):

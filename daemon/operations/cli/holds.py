@@ -16,6 +16,7 @@ from calstream.daemon.operations.cli.registry import (
     command,
     group,
     operator,
+    reason_argument,
 )
 from calstream.daemon.operations.logs import escape_controls
 from calstream.topics import contract
@@ -86,7 +87,8 @@ def hold_row(h: dict) -> str:
 
 def _release_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("exposure", help="exposure id, e.g. jw01234001001_02101_00003_nrcb1")
-    p.add_argument("--reason", required=True, help="why (recorded with the products)")
+    p.add_argument("--reason", required=True, type=reason_argument,
+                   help="why (recorded with the products)")
 
 
 @command("holds release", "release a hold explicitly (products stay PLANNED)",
@@ -101,8 +103,10 @@ def cmd_release(args: argparse.Namespace) -> int:
         print(f"calstream: {args.exposure} is not held ({state}); nothing to release")
         return 1
     if hold.get("waiting_for"):
-        print(f"calstream: {args.exposure} waits for its {hold['waiting_for']} ({hold['reason']}); "
-              "the planner releases it when that comes, not an operator")
+        # Escaped as the rows of `holds list`: the reason is the topic's text.
+        print(escape_controls(f"calstream: {args.exposure} waits for its {hold['waiting_for']} "
+                              f"({hold['reason']}); the planner releases it when that comes, "
+                              "not an operator"))
         return 1
     by = operator(args)
     update = contract.build(

@@ -25,6 +25,7 @@ from calstream.daemon.operations.cli.registry import (
     operator,
     require_broker,
 )
+from calstream.daemon.operations.logs import escape_controls
 from calstream.steps.plans import PlanError, load_plan
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
@@ -100,6 +101,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no plans loaded")
         return 0
     for p in plans:
-        print(f"{p['plan_id'][:12]}  {p['emitted_at']}  {p.get('source')}  by {p.get('by')}: "
-              f"{len(p['exposures'])} exposure(s), program(s) {', '.join(p['programs'])}")
+        print(plan_row(p))
     return 0
+
+
+def plan_row(p: dict) -> str:
+    """One plan, one line, escaped as holds and dead-letter rows are: the
+    plans topic is anyone's to write, and its ``source`` and ``by`` are free
+    text (a forged one cleared the screen and wrote lines of its own)."""
+    return escape_controls(f"{p['plan_id'][:12]}  {p['emitted_at']}  {p.get('source')}  by "
+                           f"{p.get('by')}: {len(p['exposures'])} exposure(s), program(s) "
+                           f"{', '.join(p['programs'])}")

@@ -17,13 +17,14 @@ from calstream.daemon.operations.cli.registry import (
     broker_config,
     command,
     operator,
+    reason_argument,
 )
 from calstream.topics.catalog import Topics
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("namespace", help="the namespace to promote ('live' switches back)")
-    p.add_argument("--reason", help="why (recorded in the promotion event)")
+    p.add_argument("--reason", type=reason_argument, help="why (recorded in the promotion event)")
 
 
 @command("promote", "make a reprocessed namespace the products of record", flags=(*DAEMON_FLAGS, "--by"), arguments=_arguments)

@@ -20,6 +20,7 @@ from typing import Any
 
 from calstream.daemon.operations import deployment
 from calstream.daemon.operations.config import Config, ConfigError, load
+from calstream.topics import contract
 
 Handler = Callable[[argparse.Namespace], int]
 Arguments = Callable[[argparse.ArgumentParser], None]
@@ -65,6 +66,43 @@ DAEMON_FLAGS = ("--config", "--work-dir", "--inbox", "--products", "--quarantine
                 "--polling", "--json-logs", "--log-level")
 
 
+def reason_argument(text: str) -> str:
+    """A ``--reason`` a person can read later: at least the pointing update's
+    minimum of visible characters. ``holds release --reason ""`` (or "ok")
+    ended in the schema's traceback after the holds topic was read, and a
+    blank one was recorded as the why of a release or a redrive."""
+    least = contract.schema("pointing_update")["properties"]["reason"]["minLength"]
+    if len(text.strip()) < least:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} says nothing: give the reason in at least {least} characters")
+    return text
+
+
+def count_argument(least: int) -> Callable[[str], int]:
+    """A whole number of at least ``least``: a negative ``--dead-letters``
+    showed every record but the first few, and ``--max -1`` stopped after one."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least {least}")
+        return value
+    return parse
+
+
+def seconds_argument(text: str) -> float:
+    """A time in seconds above zero (``--timeout -1`` gave up at once)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
 def dest(option: str) -> str:
     return option.removeprefix("--").replace("-", "_")
 
@@ -106,9 +144,14 @@ def broker_config(args: argparse.Namespace, command: str) -> Config:
 
 def require_broker(cfg: Config, command: str) -> None:
     if not cfg.kafka_bootstrap:
-        raise ConfigError(f"{command} commands need a broker: --kafka-bootstrap HOST:PORT "
-                          "(or CALSTREAM_KAFKA_BOOTSTRAP, or kafka_bootstrap in the config "
-                          "file)")
+        # No broker was given and none recorded (a stale record stopped the
+        # command already): say where one was looked for, or `--work-dir W`
+        # of a stopped daemon (or a typo) read as if the flag were ignored.
+        raise ConfigError(f"{command} commands need a broker, and no daemon is recorded in "
+                          f"{deployment.record_path(cfg.work_dir)} (none runs with this work "
+                          "dir: a clean stop removes the record): start it, or give "
+                          "--kafka-bootstrap HOST:PORT (or CALSTREAM_KAFKA_BOOTSTRAP, or "
+                          "kafka_bootstrap in the config file)")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,13 @@ import sys
 import anyio
 
 from calstream.daemon.operations import deployment, logs
-from calstream.daemon.operations.cli.registry import BROKER_FLAGS, command, deployment_config
+from calstream.daemon.operations.cli.registry import (
+    BROKER_FLAGS,
+    command,
+    count_argument,
+    deployment_config,
+    seconds_argument,
+)
 from calstream.daemon.operations.status_collection import collect, default_metrics_url
 from calstream.daemon.operations.status_render import printable
 
@@ -20,11 +26,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics-url", action="append",
                    help="a daemon's metrics endpoint, HOST:PORT or URL; repeat for each daemon "
                         "(default: metrics_address of the config)")
-    p.add_argument("--dead-letters", type=int, default=10, metavar="N",
+    p.add_argument("--dead-letters", type=count_argument(0), default=10, metavar="N",
                    help="show the last N dead letters (default 10)")
-    p.add_argument("--products", type=int, default=10, metavar="N",
+    p.add_argument("--products", type=count_argument(0), default=10, metavar="N",
                    help="show the last N product events (default 10)")
-    p.add_argument("--timeout", type=float, default=15.0, help="seconds to wait for the broker")
+    p.add_argument("--timeout", type=seconds_argument, default=15.0, help="seconds to wait for the broker")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 

@@ -12,6 +12,7 @@ from calstream.daemon.operations.cli.registry import (
     BROKER_FLAGS,
     broker_config,
     command,
+    count_argument,
 )
 from calstream.daemon.operations.config import ConfigError
 from calstream.daemon.operations.subscribe import Subscriber
@@ -39,7 +40,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--write-dir", type=Path, metavar="DIR",
                    help="write each event to DIR/<event_id>.json (atomically) instead")
     s = p.add_argument_group("stopping (default: run until interrupted)")
-    s.add_argument("--max", type=int, metavar="N", help="stop after N events delivered")
+    s.add_argument("--max", type=count_argument(1), metavar="N", help="stop after N events delivered")
     s.add_argument("--until-idle", type=float, metavar="SECONDS",
                    help="stop when no record has come for SECONDS")
 
@@ -61,7 +62,11 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--since {args.since!r} is not an ISO 8601 time") from None
     if args.write_dir:
-        args.write_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            args.write_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file there, a place it may not write: mkdir's traceback
+            raise ConfigError(f"--write-dir {args.write_dir}: not a directory this command can "
+                              f"make or use ({exc.strerror or exc})") from None
     sub = Subscriber(cfg, args)
     anyio.run(sub.run_until_signal)
     c = sub.counts

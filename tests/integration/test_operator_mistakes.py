@@ -1,0 +1,81 @@
+"""What a tired operator's slip does to the real broker's records (no daemon):
+an empty REF (an unset "$REF" in a script) redrove every dead letter, a
+mistyped REF said "redriven" and exit 0, and a release whose reason says
+nothing ended in a traceback after the holds topic was read. Each is now
+refused before anything is sent."""
+
+import anyio
+import pytest
+
+from calstream.daemon.doers import kafka
+from calstream.daemon.doers.message_sender import send_messages
+from calstream.daemon.operations.cli.main import main
+from calstream.daemon.operations.config import load
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+HELD = "jw01234001001_02101_00003_nrcb1"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def _deployment(broker: str, prefix: str, tmp_path):
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": prefix})
+    topics = Topics(cfg.topic_prefix)
+    await kafka.create_topics(cfg, topics)
+    letters = [(f"jw01234001001_02101_0000{n}_nrcb1", contract.build(
+        "dead_letter", f"{n:064x}", attempts=1, category="permanent_failure",
+        stage="detector1", exposure_id=f"jw01234001001_02101_0000{n}_nrcb1",
+        reason="calwebb_detector1 failed: CrdsLookupError",
+        original={"topic": topics.name("raw"), "partition": 0, "offset": n,
+                  "key": f"jw01234001001_02101_0000{n}_nrcb1", "value": "{}"}))
+        for n in (1, 2)]
+    hold = contract.build("hold", contract.event_id("hold", HELD), exposure_id=HELD,
+                          program="01234", state="held", reason="ENGQLPTG=PLANNED",
+                          since=contract.utc_now(), digest="sha256:" + "ab" * 32)
+    await send_messages(cfg, topics.name("deadletter"), letters)
+    await send_messages(cfg, topics.name("holds"), [(HELD, hold)])
+    return cfg, topics
+
+
+def _cli(cfg, *argv: str) -> int:
+    try:
+        return main([*argv, "--kafka-bootstrap", cfg.kafka_bootstrap,
+                     "--topic-prefix", cfg.topic_prefix])
+    except SystemExit as stop:  # argparse's usage error
+        return stop.code
+
+
+@pytest.mark.anyio
+async def test_a_slip_of_the_operator_sends_nothing(broker, unique_prefix, tmp_path, capsys):
+    cfg, topics = await _deployment(broker, unique_prefix, tmp_path)
+    run = lambda *argv: anyio.to_thread.run_sync(lambda: _cli(cfg, *argv))  # noqa: E731
+
+    assert await run("deadletters", "redrive", "", "--reason", "CRDS cache resynced") == 2
+    assert "an empty REF names no dead letter" in capsys.readouterr().err
+    assert await run("deadletters", "redrive", "0:0", "0:99", "--reason",
+                     "CRDS cache resynced") == 1
+    err = capsys.readouterr().err
+    assert "no dead letter is 0:99" in err and "nothing redriven" in err, err
+    # The two event ids are 00..01 and 00..02: a prefix of both names neither.
+    assert await run("deadletters", "redrive", "000", "--reason", "CRDS cache resynced") == 1
+    assert "000 names 2 dead letters" in capsys.readouterr().err
+    for reason in ("", "   ", "ok"):
+        assert await run("holds", "release", HELD, "--reason", reason) == 2
+        err = capsys.readouterr().err
+        assert "says nothing" in err and "Traceback" not in err, err
+        assert await run("deadletters", "redrive", "0:0", "--reason", reason) == 2
+        assert "says nothing" in capsys.readouterr().err
+    assert await kafka.read_to_end(cfg, topics.name("raw")) == []
+    assert await kafka.read_to_end(cfg, topics.name("pointing")) == []
+
+    # What was meant still goes: one dead letter, one release.
+    assert await run("deadletters", "redrive", "0:0", "--reason", "CRDS cache resynced") == 0
+    assert "redriven 1 dead letter" in capsys.readouterr().out
+    assert await run("holds", "release", HELD, "--reason", "WCS checked by hand") == 0
+    assert len(await kafka.read_to_end(cfg, topics.name("raw"))) == 1
+    assert len(await kafka.read_to_end(cfg, topics.name("pointing"))) == 1

@@ -1,0 +1,54 @@
+"""Values that mean nothing are usage errors (exit 2) when the command line is
+read, before any broker is: a negative count showed every record but the
+first few, a negative time-out gave up at once, a reason of "" or "ok" was
+the schema's traceback (holds release) or an empty why on record."""
+
+import pytest
+
+from calstream.daemon.operations.cli.main import build_parser
+
+REASON = ["--reason", "WCS checked by hand"]
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["status", "--dead-letters", "-3"], "'-3' is not a whole number of at least 0"),
+    (["status", "--products", "-1"], "'-1' is not a whole number of at least 0"),
+    (["status", "--products", "ten"], "'ten' is not a whole number"),
+    (["status", "--timeout", "-1"], "'-1' is not a number of seconds above 0"),
+    (["status", "--timeout", "nan"], "'nan' is not a number of seconds above 0"),
+    (["subscribe", "--max", "-1"], "'-1' is not a whole number of at least 1"),
+    (["subscribe", "--max", "0"], "'0' is not a whole number of at least 1"),
+    (["holds", "release", "jw01234001001_02101_00003_nrcb1", "--reason", ""], "says nothing"),
+    (["holds", "release", "jw01234001001_02101_00003_nrcb1", "--reason", "ok"], "says nothing"),
+    (["deadletters", "redrive", "--all", "--reason", "  \t "], "says nothing"),
+    (["promote", "r1", "--reason", ""], "says nothing"),
+    (["deadletters", "redrive", "", *REASON], "an empty REF names no dead letter"),
+    (["deadletters", "show", " "], "an empty REF names no dead letter"),
+])
+def test_a_value_that_means_nothing_is_a_usage_error(argv, complaint, capsys):
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(argv)
+    assert stop.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+def test_sensible_values_are_taken():
+    parser = build_parser()
+    st = parser.parse_args(["status", "--dead-letters", "0", "--products", "5", "--timeout", "2"])
+    assert (st.dead_letters, st.products, st.timeout) == (0, 5, 2.0)
+    assert parser.parse_args(["subscribe", "--max", "1"]).max == 1
+    release = parser.parse_args(["holds", "release", "jw01234001001_02101_00003_nrcb1", *REASON])
+    assert release.reason == "WCS checked by hand"
+    assert parser.parse_args(["promote", "r1"]).reason is None
+
+
+def test_refs_naming_no_dead_letter_or_several_are_named():
+    from calstream.daemon.operations.cli.deadletters import DeadLetter, ref_problems
+
+    letters = [DeadLetter("0:1", {"event_id": "ab" * 32}), DeadLetter("1:4", {"event_id": "cd" * 32}),
+               DeadLetter("1:5", {"event_id": "ce" * 32})]
+    assert ref_problems(letters, ["0:1", "abab", "cd", "ce"]) == []
+    problems = ref_problems(letters, ["0:2", "1:4", "ef", "c"])
+    assert [p.split(" ")[:4] for p in problems] == [["no", "dead", "letter", "is"]] * 2 + [
+        ["c", "names", "2", "dead"]]
+    assert "no dead letter is 0:2 " in problems[0] and "no dead letter is ef " in problems[1]

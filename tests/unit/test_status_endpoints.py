@@ -1,0 +1,72 @@
+"""`calstream status --metrics-url` given an address where no daemon answers
+but something else does (real sockets on loopback): the endpoint is shown
+unreachable or unreadable, never a traceback of the command."""
+
+import contextlib
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from calstream.daemon.operations.status_collection import read_endpoint
+
+
+@contextlib.contextmanager
+def listener(answer: bytes):
+    """A loopback port whose every connection gets ``answer``, then is closed."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(5)
+
+    def serve():
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    conn.recv(4096)
+                    conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+
+
+@contextlib.contextmanager
+def http_server(body: bytes):
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_service_that_speaks_no_http_is_an_endpoint_unreachable():
+    """An SSH banner where the HTTP status line goes: BadStatusLine raised out."""
+    with listener(b"SSH-2.0-OpenSSH_9.2\r\n") as address:
+        ep = read_endpoint(address, timeout=5)
+    assert not ep.reachable and ep.error.startswith("metrics unreachable: BadStatusLine"), ep
+
+
+def test_metrics_that_are_not_utf8_are_not_prometheus_text():
+    """Bytes that are not UTF-8 at /metrics: UnicodeDecodeError raised out."""
+    with http_server(b"\xff\xfe not text") as address:
+        ep = read_endpoint(address, timeout=5)
+    assert not ep.reachable and ep.error == ("/metrics is not Prometheus text: bytes that are "
+                                             "not UTF-8"), ep
+
+
+def test_an_address_no_url_can_have_is_an_endpoint_unreachable():
+    """`--metrics-url calib-01:metrics`: http.client's InvalidURL raised out."""
+    ep = read_endpoint("127.0.0.1:metrics", timeout=5)
+    assert not ep.reachable and ep.error.startswith("metrics unreachable: InvalidURL"), ep
