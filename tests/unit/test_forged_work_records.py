@@ -547,3 +547,37 @@ async def test_a_replay_naming_a_context_the_server_less_cache_lacks_is_refused(
     monkeypatch.setenv("CRDS_SERVER_URL", "https://jwst-crds.stsci.edu")
     for n, (stage_name, body) in enumerate(replayed):
         assert await _handle(world, stage_name, body, True, 200 + n) == "run"
+
+
+@pytest.mark.anyio
+async def test_a_work_order_never_writes_another_product_s_files(tmp_path):
+    # jwst names a run's products after its association's product, and the
+    # store moves them over whatever has that name: a forged stage-2 order
+    # of one exposure whose association named another replaced the other's
+    # product (before: run, the other's file replaced by this one's).
+    world = _world(tmp_path)
+    live2 = [o for o in world.orders if o["stage"] == "stage2" and not o.get("replay")]
+    victim, forger = live2[0], next(o for o in live2[1:] if o["program"] == live2[0]["program"])
+    assert await _handle(world, "stage2", victim, False, 0) == "run"
+    [made] = [p for p in world.pool.written if p.name == f"{victim['product_name']}_fuzz.fits"]
+    kept = Path(world.runner.store.directory(victim["program"], victim["observation"])) / made.name
+    before = os.stat(kept)
+    forged = copy.deepcopy(forger)
+    forged["association"]["products"][0]["name"] = victim["product_name"]
+    forged["association_path"] = victim["association_path"]  # its own file name too
+    sent = len(world.producer.sent)
+    assert await _handle(world, "stage2", forged, False, 1) == "refused"
+    [(_, letter)] = world.producer.sent[sent:]
+    assert "not an association the planner makes" in letter["reason"], letter["reason"]
+    after = os.stat(kept)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # The same order with every name its own is its exposure's run.
+    assert await _handle(world, "stage2", forger, False, 2) == "run"
+    # A stage-3 order's products are named after its association's product too.
+    order3 = next(o for o in world.orders if o["stage"] == "stage3" and not o.get("replay"))
+    forged = copy.deepcopy(order3)
+    name = order3["product_name"]
+    forged["association"]["products"][0]["name"] = name[:name.index("_") + 1] + "t999_x"
+    assert await _handle(world, "stage3", forged, False, 3) == "refused"
+    assert "are not the order's product" in world.producer.sent[-1][1]["reason"]
+
