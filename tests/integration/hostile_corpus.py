@@ -113,6 +113,8 @@ def semantic(templates: dict[str, dict[str, Any]], *, sentinel: Path, inbox: Pat
                                            "_00002_" if number == "00001" else "_00001_")
     asn_other = copy.deepcopy(order2["association"])
     asn_other["products"][0]["name"] = other
+    filter_name = order2["header"].get("FILTER")
+    forged_filter = dict(order2["header"], FILTER="F444W" if filter_name != "F444W" else "F150W")
     # stpipe honours hooks (a shell command run after the step) and output_dir
     # in the step parameters an order carries (deciders/order_parameters.py).
     hooked = {"assign_wcs": {"post_hooks": [f"touch {escape}"]}}
@@ -143,6 +145,8 @@ def semantic(templates: dict[str, dict[str, Any]], *, sentinel: Path, inbox: Pat
          _with(order2, association=asn_name)),
         ("work.stage2", "order whose association names another exposure's product",
          _with(order2, association=asn_other)),
+        ("work.stage2", "order whose header copy is not its science file's (another filter)",
+         _with(order2, header=forged_filter)),
         ("work.stage2", "order in a namespace without a replay", _with(order2, namespace="evil")),
         ("work.stage2", "stage-3 order on the stage-2 topic", _with(order2, stage="stage3")),
         ("work.stage2", "order for a pipeline that does not exist",

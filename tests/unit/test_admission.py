@@ -220,3 +220,18 @@ def test_replay_topic_records_and_unreadable_files_are_refused():
     v = admission.arrival_claims_problem(a, broken, False)
     assert v.category == "bad_input" and "NGROUPS = 0" in v.reason
 
+
+def test_a_stage_2_order_s_header_copy_is_judged_by_its_file_s_own():
+    from calstream.daemon.deciders.order_header import header_copy_problem, science_member
+
+    own = {"EXP_TYPE": "NRC_IMAGE", "INSTRUME": "NIRCAM", "FILTER": "F150W"}
+    o = order(header=dict(own), exp_type="NRC_IMAGE", instrument="NIRCAM")
+    assert science_member(o) == RATE
+    assert header_copy_problem(o, own) is None
+    assert header_copy_problem(order(header={"FILTER": "F150W"}), own) is None  # a part of it
+    assert header_copy_problem(o, None) is None  # no FITS: the run judges the file
+    v = header_copy_problem(order(header={**own, "FILTER": "F444W"}), own)
+    assert v.category == "invalid_message" and "FILTER: order 'F444W', file 'F150W'" in v.reason
+    v = header_copy_problem(order(header=own, instrument="MIRI"), own)
+    assert "instrument: order 'MIRI', file INSTRUME = 'NIRCAM'" in v.reason
+    assert "no header copy" in header_copy_problem(order(), own).reason

@@ -581,3 +581,50 @@ async def test_a_work_order_never_writes_another_product_s_files(tmp_path):
     assert await _handle(world, "stage3", forged, False, 3) == "refused"
     assert "are not the order's product" in world.producer.sent[-1][1]["reason"]
 
+
+def _as_fits(order: dict) -> dict:
+    """``order`` with its science member made a FITS file whose primary
+    header has the order's copy, as jwst writes a rate file (its digest and
+    size now the file's)."""
+    from astropy.io import fits
+
+    order = copy.deepcopy(order)
+    [path] = [m["expname"] for p in order["association"]["products"] for m in p["members"]
+              if m["exptype"] == "science"]
+    fits.PrimaryHDU(header=fits.Header(list(order["header"].items()))).writeto(
+        path, overwrite=True)
+    for item in order["inputs"]:
+        if item["path"] == path:
+            item["digest"], item["size"] = file_digest(path), os.path.getsize(path)
+    return order
+
+
+@pytest.mark.anyio
+async def test_a_stage_2_order_s_header_copy_is_its_science_file_s_own(tmp_path):
+    # The product event carries the exposure's header, and the planner's
+    # stage-3 decisions read it (the candidate an exposure joins): before, a
+    # forged copy saying another FILTER ran, and its event put the exposure
+    # into another mosaic.
+    world = _world(tmp_path)
+    order = _as_fits(next(o for o in world.orders if o["stage"] == "stage2"
+                          and o["pipeline"] == "calwebb_image2" and not o.get("replay")))
+    header = order["header"]
+    other_filter = "F444W" if header["FILTER"] != "F444W" else "F150W"
+    forged = {
+        "another filter": dict(order, header={**header, "FILTER": other_filter}),
+        "a keyword the file lacks": dict(order, header={**header, "TARGETID": 7}),
+        "another count": dict(order, header={**header, "NEXPOSUR": header["NEXPOSUR"] + 1}),
+        "another exp_type": dict(order, exp_type="NRC_CORON"),
+    }
+    for n, (how, body) in enumerate(forged.items()):
+        sent = len(world.producer.sent)
+        assert await _handle(world, "stage2", body, False, n) == "invalid", how
+        [(_, letter)] = world.producer.sent[sent:]
+        assert letter["reason"].startswith("the order's header copy is not its science "
+                                           "file's own"), (how, letter["reason"])
+    # A copy leaving a keyword out runs, and its product event carries the file's.
+    short = dict(order, header={k: v for k, v in header.items() if k != "FILTER"})
+    sent = len(world.producer.sent)
+    assert await _handle(world, "stage2", short, False, 10) == "run"
+    [event] = [m for topic, m in world.producer.sent[sent:] if topic.endswith("products")]
+    assert event["header"] == header
