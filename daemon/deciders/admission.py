@@ -362,6 +362,13 @@ def namespace_problem(order: dict, input_namespaces: list[str | None]) -> str | 
         # Every namespace is made by a replay (it names the context and the
         # replay that asked): without one, the order was not the planner's.
         return f"namespace {namespace!r} without a replay into it"
+    context = order.get("crds_context")
+    if context is not None and context != (order.get("replay") or {}).get("crds_context"):
+        # The run takes this context: a live order is run with the daemon's
+        # pinned one (the planner names none), a replayed one with its replay's.
+        return (f"crds_context {context!r} is not its replay's "
+                f"({(order.get('replay') or {}).get('crds_context')!r}): a live order is run "
+                "with the daemon's context, a replayed one with its replay's")
     for item, source in zip(order.get("inputs", []), input_namespaces, strict=True):
         if source not in (None, LIVE, namespace):
             return (f"input {shown_path(Path(item['path']).name)} is from namespace {source!r}, "

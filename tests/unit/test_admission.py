@@ -152,6 +152,10 @@ def _asn(**changes):
     ({"version": 10**30}, "is not a whole number of 1 to 30 digits"),
     ({"version": 1.5}, "is not a whole number of 1 to 30 digits"),
     ({"version": 0}, "is not a whole number of 1 to 30 digits"),
+    # The run takes it: a live order runs with the daemon's context.
+    ({"crds_context": "jwst_0002.pmap"}, "is not its replay's (None)"),
+    ({"crds_context": "jwst_0002.pmap", "namespace": "n1",
+      "replay": {"namespace": "n1", "crds_context": "jwst_0003.pmap"}}, "is not its replay's"),
 ])
 def test_a_work_order_runs_only_what_it_names_as_inputs(changes, reason):
     v = admission.work_order_problem(order(**changes), "stage2", ["live"],

@@ -628,3 +628,27 @@ async def test_a_stage_2_order_s_header_copy_is_its_science_file_s_own(tmp_path)
     assert await _handle(world, "stage2", short, False, 10) == "run"
     [event] = [m for topic, m in world.producer.sent[sent:] if topic.endswith("products")]
     assert event["header"] == header
+
+
+@pytest.mark.anyio
+async def test_a_work_order_runs_with_the_context_of_its_replay_or_the_daemon_s(tmp_path):
+    # The planner's live orders name no CRDS context (the daemon's pinned one
+    # decides), a replay's name its replay's. Before, a forged live order
+    # naming another context ran with it: a live product calibrated with a
+    # context no operator chose, over the live files.
+    world = _world(tmp_path)
+    live = [o for o in world.orders if not o.get("replay")]
+    replayed = [o for o in world.orders if o.get("replay")]
+    assert live and replayed
+    for n, order in enumerate(live):
+        forged = dict(order, crds_context="jwst_0002.pmap")
+        assert await _handle(world, order["stage"], forged, False, n) == "refused"
+        assert "is not its replay's" in world.producer.sent[-1][1]["reason"]
+    for n, order in enumerate(replayed):
+        forged = dict(order, crds_context="jwst_0003.pmap")  # its replay's is jwst_0002.pmap
+        assert await _handle(world, order["stage"], forged, True, 100 + n) == "refused"
+    for n, order in enumerate(live + replayed):  # as made: run with the context they name
+        assert await _handle(world, order["stage"], order, bool(order.get("replay")),
+                             200 + n) == "run"
+        assert world.runner.items[-1].crds_context == (order.get("replay") or {}).get(
+            "crds_context")
