@@ -652,3 +652,60 @@ async def test_a_work_order_runs_with_the_context_of_its_replay_or_the_daemon_s(
                              200 + n) == "run"
         assert world.runner.items[-1].crds_context == (order.get("replay") or {}).get(
             "crds_context")
+
+
+@pytest.mark.anyio
+async def test_pointing_corrections_rewrite_only_a_held_input_its_release_corrects(tmp_path):
+    # A stage-2 run applies the order's pointing corrections to a copy of a
+    # member (steps/association_run.py): its WCS is the order's from then on.
+    # The planner puts one there only for a PLANNED member released by that
+    # correction. Before, a forged order rewrote the pointing of any
+    # exposure, one whose own header says CALCULATED too.
+    from .planner_stream import CORRECT
+
+    world = _world(tmp_path)
+    order = _as_fits(next(o for o in world.orders if o["stage"] == "stage2"
+                          and o["pipeline"] == "calwebb_image2" and not o.get("replay")
+                          and not o.get("releases")))
+    assert order["header"]["ENGQLPTG"].startswith("CALCULATED")
+    [rate] = [i["path"] for i in order["inputs"] if i["role"] == "science"]
+    eid, name = order["exposure_id"], Path(rate).name
+    keywords = {**CORRECT, "RA_REF": 10.0}
+    release = {"path": "pointing", "keywords": keywords, "reason": "forged", "by": None,
+               "at": "2026-01-01T00:00:00Z", "digest": order["inputs"][0]["digest"]}
+    fix = {"keywords": keywords, "note": "forged"}
+
+    def forged(corrections, releases):
+        return dict(order, releases=releases, parameters={
+            **order.get("parameters", {}), "pointing_corrections": corrections})
+
+    cases = {
+        "an input whose own header is not PLANNED": forged({name: fix}, {eid: release}),
+        "no release carrying it": forged({name: fix}, None),
+        "another correction than its release's": forged(
+            {name: {**fix, "keywords": {**keywords, "RA_REF": 11.0}}}, {eid: release}),
+        "no input of the order": forged({"jw01001001001_02101_00007_nrcb1_rate.fits": fix},
+                                        {eid: release}),
+    }
+    for n, (how, body) in enumerate(cases.items()):
+        sent = len(world.producer.sent)
+        assert await _handle(world, "stage2", body, False, n) == "refused", how
+        [(_, letter)] = world.producer.sent[sent:]
+        assert "pointing correction" in letter["reason"], (how, letter["reason"])
+    # The planner's corrected orders run, with their corrections.
+    corrected = [o for o in world.orders if (o.get("parameters") or {}).get(
+        "pointing_corrections")]
+    assert corrected
+    for n, body in enumerate(corrected):
+        assert await _handle(world, body["stage"], body, bool(body.get("replay")), 10 + n) == "run"
+        assert world.runner.items[-1].task_kwargs["corrections"]
+        # The same with a declination no pointing update may carry, in both places.
+        impossible = copy.deepcopy(body)
+        for fix in impossible["parameters"]["pointing_corrections"].values():
+            fix["keywords"]["DEC_V1"] = 95.0
+        for release in impossible["releases"].values():
+            if release.get("keywords"):
+                release["keywords"]["DEC_V1"] = 95.0
+        assert await _handle(world, body["stage"], impossible, bool(body.get("replay")),
+                             20 + n) == "refused"
+        assert "keywords no pointing update could carry" in world.producer.sent[-1][1]["reason"]
