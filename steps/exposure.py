@@ -142,7 +142,7 @@ def missing_extensions(
     return [name for name in required if (name.upper(), 1) not in present]
 
 
-def _json_value(value: Any) -> Any:
+def json_value(value: Any) -> Any:
     if isinstance(value, fits.card.Undefined) or value is None:
         return None
     if hasattr(value, "item"):  # numpy scalars
@@ -218,7 +218,7 @@ def describe_exposure(path: str | os.PathLike[str]) -> ExposureInfo:
     if disagree:
         raise BadExposure(f"{fname}: name and primary header disagree: " + "; ".join(disagree))
 
-    header = {k.name: _json_value(hdr[k.name]) for k in EXPOSURE_KEYWORDS if k.name in hdr}
+    header = {k.name: json_value(hdr[k.name]) for k in EXPOSURE_KEYWORDS if k.name in hdr}
     # Some writers store the ids as integers. They agree with the name (just
     # checked) and travel as the name's text, which the arrival's schema and
     # every reader of the copy expect (PROGRAM = 1234 made an arrival that
@@ -226,7 +226,7 @@ def describe_exposure(path: str | os.PathLike[str]) -> ExposureInfo:
     for key, part in zip(REQUIRED_KEYWORDS[:7], _name_parts(name), strict=True):
         if part and type(header.get(key)) is int:
             header[key] = part
-    counts = {k: _json_value(hdr[k]) for k in (*COUNT_KEYWORDS, "READPATT") if k in hdr}
+    counts = {k: json_value(hdr[k]) for k in (*COUNT_KEYWORDS, "READPATT") if k in hdr}
     problems = text_keyword_problems(header) + count_problems(counts) + date_time_problems(hdr)
     if not problems:
         problems = shape_problems(counts, _sci_header(path, fname))
@@ -289,7 +289,7 @@ def date_time_problems(hdr: Mapping[str, Any]) -> list[str]:
     return []
 
 
-# What a FITS card's value can be, once read into JSON (see _json_value).
+# What a FITS card's value can be, once read into JSON (see json_value).
 FITS_VALUE_TYPES = frozenset({str, int, float, bool, type(None)})
 
 

@@ -17,6 +17,13 @@ from typing import Any
 
 from calstream.daemon.deciders.namespaces import LIVE, BadNamespace, check_namespace
 from calstream.daemon.deciders.order_parameters import steps_problem
+from calstream.steps.associations import (
+    AssociationInvalid,
+    NamingError,
+    association_filename,
+    validate_level2,
+    validate_level3,
+)
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.steps.routing_terms import PIPELINE_CLASSES
 from calstream.topics.contract import MAX_INTEGER_DIGITS
@@ -223,8 +230,9 @@ def work_order_problem(order: dict, stage: str, input_namespaces: list[str | Non
         return bad_input(f"version {str(order.get('version'))[:40]} is not a whole number "
                          f"of 1 to {MAX_INTEGER_DIGITS} digits",
                          exposure_id=order.get("exposure_id"))
-    problem = (association_problem(order, stage) or steps_problem(order)
-               or namespace_problem(order, input_namespaces) or _inputs_problem(inputs, products))
+    problem = (association_problem(order, stage) or product_problem(order, stage)
+               or steps_problem(order) or namespace_problem(order, input_namespaces)
+               or _inputs_problem(inputs, products))
     if problem:
         return bad_input(problem, exposure_id=order.get("exposure_id"))
     return None
@@ -283,6 +291,50 @@ def association_problem(order: dict, stage: str) -> str | None:
     return None
 
 
+def product_problem(order: dict, stage: str) -> str | None:
+    """The files a run writes are named by its association: jwst names a
+    stage-2 product after the association's product (``<name>_cal.fits``), a
+    level-3 one too, and the association file is written under
+    ``association_path``; all of them are moved into the store over whatever
+    has that name. So the association must be one the planner could have
+    sent for this very product (its own rules, ``validate_level2`` and
+    ``validate_level3``): one product, named as the order is, of the order's
+    program and observation, a stage-2 one after its one science member,
+    the association file under the association's own name. Before, a
+    forged stage-2 order of one exposure whose association's product named
+    another replaced that other exposure's cal file with its own data.
+    Judged once ``association_problem`` found every name a plain one."""
+    asn, name = order["association"], order["product_name"]
+    try:
+        (validate_level2 if stage == "stage2" else validate_level3)(asn)
+        expected = association_filename(asn)
+    except (AssociationInvalid, NamingError) as exc:
+        return f"not an association the planner makes: {str(exc)[:300]}"
+    if [p["name"] for p in asn["products"]] != [name]:
+        return (f"the association's product(s) {[p['name'] for p in asn['products']]!r:.200} "
+                f"are not the order's product {name!r}")
+    if asn["program"] != order["program"]:
+        return f"association of program {asn['program']!r}, order of {order['program']!r}"
+    if order.get("association_path") not in (None, expected):
+        return (f"association_path {order['association_path']!r} is not the association's "
+                f"name {expected!r}")
+    if stage == "stage2":
+        # Its product event is the exposure's: the same checks the planner
+        # makes of it (event_checks), made before the store is written.
+        try:
+            exposure = parse_exposure_name(name)
+        except BadName as exc:
+            return str(exc)
+        if order.get("exposure_id") != name:
+            return f"exposure_id {str(order.get('exposure_id'))[:80]!r} is not product {name!r}"
+        if (order["program"], order.get("observation")) != (exposure.program,
+                                                             exposure.observation):
+            return (f"program {order['program']!r}, observation "
+                    f"{str(order.get('observation'))[:40]!r}, but the product is "
+                    f"{exposure.program!r}, {exposure.observation!r}")
+    return None
+
+
 def work_order_staleness(order: dict, digests: list[str]) -> Verdict:
     """``digests``: of the inputs' content now, in order."""
     for item, digest in zip(order.get("inputs", []), digests, strict=True):
@@ -310,6 +362,13 @@ def namespace_problem(order: dict, input_namespaces: list[str | None]) -> str | 
         # Every namespace is made by a replay (it names the context and the
         # replay that asked): without one, the order was not the planner's.
         return f"namespace {namespace!r} without a replay into it"
+    context = order.get("crds_context")
+    if context is not None and context != (order.get("replay") or {}).get("crds_context"):
+        # The run takes this context: a live order is run with the daemon's
+        # pinned one (the planner names none), a replayed one with its replay's.
+        return (f"crds_context {context!r} is not its replay's "
+                f"({(order.get('replay') or {}).get('crds_context')!r}): a live order is run "
+                "with the daemon's context, a replayed one with its replay's")
     for item, source in zip(order.get("inputs", []), input_namespaces, strict=True):
         if source not in (None, LIVE, namespace):
             return (f"input {shown_path(Path(item['path']).name)} is from namespace {source!r}, "

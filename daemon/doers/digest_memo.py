@@ -23,8 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from astropy.io.fits import VerifyError
+
 from calstream.daemon.deciders.inbox_file import NOT_A_FILE, Sig
-from calstream.steps.exposure import ExposureInfo, describe_exposure
+from calstream.steps.exposure import EXPOSURE_KEYWORDS, ExposureInfo, describe_exposure, json_value
 from calstream.steps.fitsfile import file_digest, read_primary_header
 
 # Arrivals and products in flight at once are a few dozen; old entries only
@@ -66,6 +68,22 @@ def pointing_of(path: str | os.PathLike[str]) -> str | None:
         return value if isinstance(value, str) else None
 
     return _read(path, "pointing", read)
+
+
+def exposure_header_of(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The exposure keywords of a FITS product's own primary header, valued
+    as describe_exposure copies an uncal file's into its arrival (None: not
+    readable as FITS, or a card that cannot be read): what a stage-2 order's
+    header copy is judged by (deciders/order_header.py)."""
+    def read(p: Any) -> dict[str, Any] | None:
+        try:
+            hdr = read_primary_header(p)
+            return {k.name: json_value(hdr[k.name]) for k in EXPOSURE_KEYWORDS if k.name in hdr}
+        # Not FITS, incomplete, corrupt (ValueError); a card astropy cannot read.
+        except (ValueError, VerifyError):
+            return None
+
+    return _read(path, "header", read)
 
 
 def _read(path: str | os.PathLike[str], what: str, read: Callable[[Any], Any]) -> Any:

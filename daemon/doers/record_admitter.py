@@ -15,6 +15,7 @@ import anyio
 
 from calstream.daemon.deciders import admission
 from calstream.daemon.deciders.admission import ExposureFacts, FileFacts, Roots, Verdict
+from calstream.daemon.deciders.order_header import header_copy_problem, science_member
 from calstream.daemon.deciders.order_parameters import differing_steps, run_steps
 from calstream.daemon.deciders.pointing_gate import exposure_of_input, planned_inputs_problem
 from calstream.daemon.deciders.work_items import (
@@ -24,7 +25,12 @@ from calstream.daemon.deciders.work_items import (
     pipeline_of,
     work_order_item,
 )
-from calstream.daemon.doers.digest_memo import digest_of, exposure_of, pointing_of
+from calstream.daemon.doers.digest_memo import (
+    digest_of,
+    exposure_header_of,
+    exposure_of,
+    pointing_of,
+)
 from calstream.daemon.doers.kafka import Record
 from calstream.daemon.doers.product_store import OutsideRoot
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
@@ -170,6 +176,16 @@ class RecordAdmitter:
             if exposure_of_input(i["path"]) is not None})
         if problem:
             return problem, message
+        if self.stage.name == "stage2":
+            # Its exposure's header, as the product event will carry it: the
+            # science file's own, not the order's copy (order_header.py).
+            science = science_member(message.body)  # one, admission checked
+            own = exposure_header_of(science) if science else None
+            problem = header_copy_problem(message.body, own)
+            if problem:
+                return problem, message
+            if own is not None:
+                message = contract.Message(message.type, {**message.body, "header": own})
         problem = _context_problem(message, message.get("crds_context") or (
             message.get("replay") or {}).get("crds_context"))
         if problem:

@@ -106,6 +106,15 @@ def semantic(templates: dict[str, dict[str, Any]], *, sentinel: Path, inbox: Pat
     asn3_escape = copy.deepcopy(order3["association"])
     for member in asn3_escape["products"][0]["members"]:
         member["expname"] = escape + "/" + Path(member["expname"]).name
+    # jwst names a stage-2 product after its association's product: this one
+    # would have written the visit's other dither's cal file over its own.
+    number = order2["product_name"].split("_")[2]
+    other = order2["product_name"].replace(f"_{number}_",
+                                           "_00002_" if number == "00001" else "_00001_")
+    asn_other = copy.deepcopy(order2["association"])
+    asn_other["products"][0]["name"] = other
+    filter_name = order2["header"].get("FILTER")
+    forged_filter = dict(order2["header"], FILTER="F444W" if filter_name != "F444W" else "F150W")
     # stpipe honours hooks (a shell command run after the step) and output_dir
     # in the step parameters an order carries (deciders/order_parameters.py).
     hooked = {"assign_wcs": {"post_hooks": [f"touch {escape}"]}}
@@ -134,6 +143,10 @@ def semantic(templates: dict[str, dict[str, Any]], *, sentinel: Path, inbox: Pat
          _with(order2, association=asn_escape)),
         ("work.stage2", "order with association and product names that climb out",
          _with(order2, association=asn_name)),
+        ("work.stage2", "order whose association names another exposure's product",
+         _with(order2, association=asn_other)),
+        ("work.stage2", "order whose header copy is not its science file's (another filter)",
+         _with(order2, header=forged_filter)),
         ("work.stage2", "order in a namespace without a replay", _with(order2, namespace="evil")),
         ("work.stage2", "stage-3 order on the stage-2 topic", _with(order2, stage="stage3")),
         ("work.stage2", "order for a pipeline that does not exist",

@@ -59,17 +59,20 @@ def test_replay_requests_need_a_namespace_of_their_own_and_a_pmap():
     assert "pmap" in admission.replay_problem({"namespace": "n1", "crds_context": "jwst_1"})
 
 
+RATE = f"/p/01234/001/{EID}_rate.fits"
 ASN = {"asn_id": "o001", "program": "01234", "version_id": "20260101t000000",
-       "asn_type": "image2", "products": [
-           {"name": EID, "members": [{"expname": "/p/01234/001/x_rate.fits",
-                                      "exptype": "science"}]}]}
+       "asn_type": "image2", "asn_rule": "candidate_Asn_Lv2Image", "asn_pool": "pool",
+       "code_version": "calstream", "degraded_status": "No known degraded exposures",
+       "constraints": "calstream: one science exposure", "products": [
+           {"name": EID, "members": [{"expname": RATE, "exptype": "science"}]}]}
 
 
 def order(**extra):
+    """A stage-2 order as the planner makes it (planner_state._work_order)."""
     return {"stage": "stage2", "pipeline": "calwebb_image2", "exposure_id": EID,
-            "observation": "001", "association": ASN,
-            "association_path": "jw01234-o001_20260101t000000_image2_00001_asn.json",
-            "inputs": [{"path": "/p/01234/001/x_rate.fits", "digest": "d1"}], **extra}
+            "product_name": EID, "program": "01234", "observation": "001", "association": ASN,
+            "association_path": "jw01234-o001_20260101t000000_image2_06000_asn.json",
+            "inputs": [{"path": RATE, "digest": "d1"}], **extra}
 
 
 PRODUCTS = Roots([Path("/p")], [Path("/p")])
@@ -77,26 +80,26 @@ PRODUCTS = Roots([Path("/p")], [Path("/p")])
 
 def test_a_work_order_is_run_on_its_own_stage_from_store_inputs():
     o = order()
-    inputs = [facts("/p/01234/001/x_rate.fits")]
+    inputs = [facts(RATE)]
     assert admission.work_order_problem(o, "stage2", ["live"], inputs, PRODUCTS) is None
     assert admission.work_order_staleness(o, ["d1"]).action == "run"
     stale = admission.work_order_staleness(o, ["d9"])
-    assert stale.action == "stale" and "x_rate.fits changed" in stale.reason
+    assert stale.action == "stale" and f"{EID}_rate.fits changed" in stale.reason
     wrong = admission.work_order_problem(o, "stage3", ["live"], inputs, PRODUCTS)
     assert wrong.category == "invalid_message" and "on the stage3 topic" in wrong.reason
-    outside = admission.work_order_problem(o, "stage2", ["live"], [facts("/tmp/x_rate.fits")],
+    outside = admission.work_order_problem(o, "stage2", ["live"], [facts(f"/tmp/{EID}_rate.fits")],
                                            PRODUCTS)
     assert outside.category == "bad_input" and "outside the product store /p" in outside.reason
     assert outside.fields == {"exposure_id": EID}
 
 
 def test_a_namespace_never_feeds_another_or_the_live_products():
-    inputs = [facts("/p/namespaces/n1/01234/001/x_rate.fits")]
+    inputs = [facts(f"/p/namespaces/n1/01234/001/{EID}_rate.fits")]
     v = admission.work_order_problem(order(), "stage2", ["n1"], inputs, PRODUCTS)
     assert v and "from namespace 'n1'" in v.reason
     replay = {"namespace": "n2"}
     v = admission.work_order_problem(order(namespace="n1", replay=replay), "stage2", ["live"],
-                                     [facts("/p/01234/001/x_rate.fits")], PRODUCTS)
+                                     [facts(RATE)], PRODUCTS)
     assert v and "carries a replay into 'n2'" in v.reason
 
 
@@ -149,16 +152,49 @@ def _asn(**changes):
     ({"version": 10**30}, "is not a whole number of 1 to 30 digits"),
     ({"version": 1.5}, "is not a whole number of 1 to 30 digits"),
     ({"version": 0}, "is not a whole number of 1 to 30 digits"),
+    # The run takes it: a live order runs with the daemon's context.
+    ({"crds_context": "jwst_0002.pmap"}, "is not its replay's (None)"),
+    ({"crds_context": "jwst_0002.pmap", "namespace": "n1",
+      "replay": {"namespace": "n1", "crds_context": "jwst_0003.pmap"}}, "is not its replay's"),
 ])
 def test_a_work_order_runs_only_what_it_names_as_inputs(changes, reason):
     v = admission.work_order_problem(order(**changes), "stage2", ["live"],
-                                     [facts("/p/01234/001/x_rate.fits")], PRODUCTS)
+                                     [facts(RATE)], PRODUCTS)
     assert v is not None and reason in v.reason
+
+
+OTHER = "jw01234001001_02101_00002_nrcb1"
+OTHER_RATE = f"/p/01234/001/{OTHER}_rate.fits"
+
+
+@pytest.mark.parametrize("changes,reason", [
+    # jwst names the products after the association's product: this order's
+    # run would have written OTHER_cal.fits over the other exposure's.
+    ({"association": _asn(products=[{"name": OTHER, "members": [
+        {"expname": RATE, "exptype": "science"}]}])}, "should be 'jw01234001001_02101_00001"),
+    ({"association": _asn(products=[{"name": OTHER, "members": [
+        {"expname": OTHER_RATE, "exptype": "science"}]}]),
+      "inputs": [{"path": OTHER_RATE, "digest": "d1"}]}, "are not the order's product"),
+    ({"association": _asn(products=[ASN["products"][0], {"name": OTHER, "members": [
+        {"expname": RATE, "exptype": "science"}]}])}, "has one product, this has 2"),
+    ({"association": _asn(products=[{"name": EID, "members": [
+        {"expname": RATE, "exptype": "background"}]}])}, "exactly one science member"),
+    ({"association_path": "jw01234-o001_20260101t000000_image2_06001_asn.json"},
+     "is not the association's name"),
+    ({"exposure_id": OTHER}, "is not product"),
+    ({"exposure_id": None}, "is not product"),
+    ({"observation": "002"}, "but the product is '01234', '001'"),
+    ({"program": "09999"}, "association of program '01234', order of '09999'"),
+])
+def test_a_work_order_writes_only_its_own_product(changes, reason):
+    inputs = [facts(i["path"]) for i in changes.get("inputs", order()["inputs"])]
+    v = admission.work_order_problem(order(**changes), "stage2", ["live"], inputs, PRODUCTS)
+    assert v is not None and v.category == "bad_input" and reason in v.reason, v
 
 
 def test_a_version_written_as_a_whole_float_is_a_version():
     assert admission.work_order_problem(order(version=2.0), "stage2", ["live"],
-                                        [facts("/p/01234/001/x_rate.fits")], PRODUCTS) is None
+                                        [facts(RATE)], PRODUCTS) is None
 
 
 HEADER = {"ENGQLPTG": "PLANNED", "NGROUPS": 5}
@@ -187,3 +223,19 @@ def test_replay_topic_records_and_unreadable_files_are_refused():
     broken = admission.ExposureFacts({}, -1, "NGROUPS = 0 is outside 1..65535")
     v = admission.arrival_claims_problem(a, broken, False)
     assert v.category == "bad_input" and "NGROUPS = 0" in v.reason
+
+
+def test_a_stage_2_order_s_header_copy_is_judged_by_its_file_s_own():
+    from calstream.daemon.deciders.order_header import header_copy_problem, science_member
+
+    own = {"EXP_TYPE": "NRC_IMAGE", "INSTRUME": "NIRCAM", "FILTER": "F150W"}
+    o = order(header=dict(own), exp_type="NRC_IMAGE", instrument="NIRCAM")
+    assert science_member(o) == RATE
+    assert header_copy_problem(o, own) is None
+    assert header_copy_problem(order(header={"FILTER": "F150W"}), own) is None  # a part of it
+    assert header_copy_problem(o, None) is None  # no FITS: the run judges the file
+    v = header_copy_problem(order(header={**own, "FILTER": "F444W"}), own)
+    assert v.category == "invalid_message" and "FILTER: order 'F444W', file 'F150W'" in v.reason
+    v = header_copy_problem(order(header=own, instrument="MIRI"), own)
+    assert "instrument: order 'MIRI', file INSTRUME = 'NIRCAM'" in v.reason
+    assert "no header copy" in header_copy_problem(order(), own).reason

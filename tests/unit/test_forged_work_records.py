@@ -547,3 +547,165 @@ async def test_a_replay_naming_a_context_the_server_less_cache_lacks_is_refused(
     monkeypatch.setenv("CRDS_SERVER_URL", "https://jwst-crds.stsci.edu")
     for n, (stage_name, body) in enumerate(replayed):
         assert await _handle(world, stage_name, body, True, 200 + n) == "run"
+
+
+@pytest.mark.anyio
+async def test_a_work_order_never_writes_another_product_s_files(tmp_path):
+    # jwst names a run's products after its association's product, and the
+    # store moves them over whatever has that name: a forged stage-2 order
+    # of one exposure whose association named another replaced the other's
+    # product (before: run, the other's file replaced by this one's).
+    world = _world(tmp_path)
+    live2 = [o for o in world.orders if o["stage"] == "stage2" and not o.get("replay")]
+    victim, forger = live2[0], next(o for o in live2[1:] if o["program"] == live2[0]["program"])
+    assert await _handle(world, "stage2", victim, False, 0) == "run"
+    [made] = [p for p in world.pool.written if p.name == f"{victim['product_name']}_fuzz.fits"]
+    kept = Path(world.runner.store.directory(victim["program"], victim["observation"])) / made.name
+    before = os.stat(kept)
+    forged = copy.deepcopy(forger)
+    forged["association"]["products"][0]["name"] = victim["product_name"]
+    forged["association_path"] = victim["association_path"]  # its own file name too
+    sent = len(world.producer.sent)
+    assert await _handle(world, "stage2", forged, False, 1) == "refused"
+    [(_, letter)] = world.producer.sent[sent:]
+    assert "not an association the planner makes" in letter["reason"], letter["reason"]
+    after = os.stat(kept)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    # The same order with every name its own is its exposure's run.
+    assert await _handle(world, "stage2", forger, False, 2) == "run"
+    # A stage-3 order's products are named after its association's product too.
+    order3 = next(o for o in world.orders if o["stage"] == "stage3" and not o.get("replay"))
+    forged = copy.deepcopy(order3)
+    name = order3["product_name"]
+    forged["association"]["products"][0]["name"] = name[:name.index("_") + 1] + "t999_x"
+    assert await _handle(world, "stage3", forged, False, 3) == "refused"
+    assert "are not the order's product" in world.producer.sent[-1][1]["reason"]
+
+
+def _as_fits(order: dict) -> dict:
+    """``order`` with its science member made a FITS file whose primary
+    header has the order's copy, as jwst writes a rate file (its digest and
+    size now the file's)."""
+    from astropy.io import fits
+
+    order = copy.deepcopy(order)
+    [path] = [m["expname"] for p in order["association"]["products"] for m in p["members"]
+              if m["exptype"] == "science"]
+    fits.PrimaryHDU(header=fits.Header(list(order["header"].items()))).writeto(
+        path, overwrite=True)
+    for item in order["inputs"]:
+        if item["path"] == path:
+            item["digest"], item["size"] = file_digest(path), os.path.getsize(path)
+    return order
+
+
+@pytest.mark.anyio
+async def test_a_stage_2_order_s_header_copy_is_its_science_file_s_own(tmp_path):
+    # The product event carries the exposure's header, and the planner's
+    # stage-3 decisions read it (the candidate an exposure joins): before, a
+    # forged copy saying another FILTER ran, and its event put the exposure
+    # into another mosaic.
+    world = _world(tmp_path)
+    order = _as_fits(next(o for o in world.orders if o["stage"] == "stage2"
+                          and o["pipeline"] == "calwebb_image2" and not o.get("replay")))
+    header = order["header"]
+    other_filter = "F444W" if header["FILTER"] != "F444W" else "F150W"
+    forged = {
+        "another filter": dict(order, header={**header, "FILTER": other_filter}),
+        "a keyword the file lacks": dict(order, header={**header, "TARGETID": 7}),
+        "another count": dict(order, header={**header, "NEXPOSUR": header["NEXPOSUR"] + 1}),
+        "another exp_type": dict(order, exp_type="NRC_CORON"),
+    }
+    for n, (how, body) in enumerate(forged.items()):
+        sent = len(world.producer.sent)
+        assert await _handle(world, "stage2", body, False, n) == "invalid", how
+        [(_, letter)] = world.producer.sent[sent:]
+        assert letter["reason"].startswith("the order's header copy is not its science "
+                                           "file's own"), (how, letter["reason"])
+    # A copy leaving a keyword out runs, and its product event carries the file's.
+    short = dict(order, header={k: v for k, v in header.items() if k != "FILTER"})
+    sent = len(world.producer.sent)
+    assert await _handle(world, "stage2", short, False, 10) == "run"
+    [event] = [m for topic, m in world.producer.sent[sent:] if topic.endswith("products")]
+    assert event["header"] == header
+
+
+@pytest.mark.anyio
+async def test_a_work_order_runs_with_the_context_of_its_replay_or_the_daemon_s(tmp_path):
+    # The planner's live orders name no CRDS context (the daemon's pinned one
+    # decides), a replay's name its replay's. Before, a forged live order
+    # naming another context ran with it: a live product calibrated with a
+    # context no operator chose, over the live files.
+    world = _world(tmp_path)
+    live = [o for o in world.orders if not o.get("replay")]
+    replayed = [o for o in world.orders if o.get("replay")]
+    assert live and replayed
+    for n, order in enumerate(live):
+        forged = dict(order, crds_context="jwst_0002.pmap")
+        assert await _handle(world, order["stage"], forged, False, n) == "refused"
+        assert "is not its replay's" in world.producer.sent[-1][1]["reason"]
+    for n, order in enumerate(replayed):
+        forged = dict(order, crds_context="jwst_0003.pmap")  # its replay's is jwst_0002.pmap
+        assert await _handle(world, order["stage"], forged, True, 100 + n) == "refused"
+    for n, order in enumerate(live + replayed):  # as made: run with the context they name
+        assert await _handle(world, order["stage"], order, bool(order.get("replay")),
+                             200 + n) == "run"
+        assert world.runner.items[-1].crds_context == (order.get("replay") or {}).get(
+            "crds_context")
+
+
+@pytest.mark.anyio
+async def test_pointing_corrections_rewrite_only_a_held_input_its_release_corrects(tmp_path):
+    # A stage-2 run applies the order's pointing corrections to a copy of a
+    # member (steps/association_run.py): its WCS is the order's from then on.
+    # The planner puts one there only for a PLANNED member released by that
+    # correction. Before, a forged order rewrote the pointing of any
+    # exposure, one whose own header says CALCULATED too.
+    from .planner_stream import CORRECT
+
+    world = _world(tmp_path)
+    order = _as_fits(next(o for o in world.orders if o["stage"] == "stage2"
+                          and o["pipeline"] == "calwebb_image2" and not o.get("replay")
+                          and not o.get("releases")))
+    assert order["header"]["ENGQLPTG"].startswith("CALCULATED")
+    [rate] = [i["path"] for i in order["inputs"] if i["role"] == "science"]
+    eid, name = order["exposure_id"], Path(rate).name
+    keywords = {**CORRECT, "RA_REF": 10.0}
+    release = {"path": "pointing", "keywords": keywords, "reason": "forged", "by": None,
+               "at": "2026-01-01T00:00:00Z", "digest": order["inputs"][0]["digest"]}
+    fix = {"keywords": keywords, "note": "forged"}
+
+    def forged(corrections, releases):
+        return dict(order, releases=releases, parameters={
+            **order.get("parameters", {}), "pointing_corrections": corrections})
+
+    cases = {
+        "an input whose own header is not PLANNED": forged({name: fix}, {eid: release}),
+        "no release carrying it": forged({name: fix}, None),
+        "another correction than its release's": forged(
+            {name: {**fix, "keywords": {**keywords, "RA_REF": 11.0}}}, {eid: release}),
+        "no input of the order": forged({"jw01001001001_02101_00007_nrcb1_rate.fits": fix},
+                                        {eid: release}),
+    }
+    for n, (how, body) in enumerate(cases.items()):
+        sent = len(world.producer.sent)
+        assert await _handle(world, "stage2", body, False, n) == "refused", how
+        [(_, letter)] = world.producer.sent[sent:]
+        assert "pointing correction" in letter["reason"], (how, letter["reason"])
+    # The planner's corrected orders run, with their corrections.
+    corrected = [o for o in world.orders if (o.get("parameters") or {}).get(
+        "pointing_corrections")]
+    assert corrected
+    for n, body in enumerate(corrected):
+        assert await _handle(world, body["stage"], body, bool(body.get("replay")), 10 + n) == "run"
+        assert world.runner.items[-1].task_kwargs["corrections"]
+        # The same with a declination no pointing update may carry, in both places.
+        impossible = copy.deepcopy(body)
+        for fix in impossible["parameters"]["pointing_corrections"].values():
+            fix["keywords"]["DEC_V1"] = 95.0
+        for release in impossible["releases"].values():
+            if release.get("keywords"):
+                release["keywords"]["DEC_V1"] = 95.0
+        assert await _handle(world, body["stage"], impossible, bool(body.get("replay")),
+                             20 + n) == "refused"
+        assert "keywords no pointing update could carry" in world.producer.sent[-1][1]["reason"]
