@@ -19,6 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 from calstream.daemon.deciders.admission import Verdict
+from calstream.steps.exposure import REQUIRED_KEYWORDS
+
+# The ids an exposure's name fixes (PROGRAM ... EXPOSURE): the copy has them
+# as the name writes them (the door makes an id written as a number the
+# name's text), while jwst writes the uncal file's own value into the rate
+# file: EXPOSURE = 1 in the uncal file is '1' there, '00001' in the copy.
+NAME_KEYWORDS = frozenset(REQUIRED_KEYWORDS[:7])
 
 
 def science_member(order: dict[str, Any]) -> str | None:
@@ -45,7 +52,7 @@ def header_copy_problem(order: dict[str, Any], own: dict[str, Any] | None) -> Ve
     if not isinstance(copy, dict):
         return _refused("the order carries no header copy of its exposure", order)
     wrong = [f"{k}: order {v!r:.80}, file {own.get(k)!r:.80}"
-             for k, v in sorted(copy.items()) if own.get(k) != v]
+             for k, v in sorted(copy.items()) if not _same(k, v, own.get(k))]
     wrong += [f"{field}: order {order[field]!r:.80}, file {keyword} = {own.get(keyword)!r:.80}"
               for field, keyword in (("exp_type", "EXP_TYPE"), ("instrument", "INSTRUME"))
               if order.get(field) is not None and order[field] != own.get(keyword)]
@@ -54,6 +61,32 @@ def header_copy_problem(order: dict[str, Any], own: dict[str, Any] | None) -> Ve
     return _refused("the order's header copy is not its science file's own: "
                     + "; ".join(wrong[:5])
                     + (f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""), order)
+
+
+def carried_header(order: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """The header the run's product event carries: the file's own, with the
+    ids its name fixes as the copy writes them (the name's text), which the
+    planner holds an exposure's header to (event_checks)."""
+    copy = order.get("header") or {}
+    return {**own, **{k: copy[k] for k in NAME_KEYWORDS if k in copy}}
+
+
+def _same(keyword: str, copied: Any, own: Any) -> bool:
+    if copied == own:
+        return True
+    if keyword not in NAME_KEYWORDS:
+        return False
+    number = _id_number(copied)
+    return number is not None and number == _id_number(own)
+
+
+def _id_number(value: Any) -> int | None:
+    """An id written as digits or as a whole number, as a number."""
+    if type(value) is int:
+        return value
+    if type(value) is str and value.isascii() and value.isdigit():
+        return int(value)
+    return None
 
 
 def _refused(reason: str, order: dict[str, Any]) -> Verdict:

@@ -15,7 +15,11 @@ import anyio
 
 from calstream.daemon.deciders import admission
 from calstream.daemon.deciders.admission import ExposureFacts, FileFacts, Roots, Verdict
-from calstream.daemon.deciders.order_header import header_copy_problem, science_member
+from calstream.daemon.deciders.order_header import (
+    carried_header,
+    header_copy_problem,
+    science_member,
+)
 from calstream.daemon.deciders.order_parameters import differing_steps, run_steps
 from calstream.daemon.deciders.pointing_gate import exposure_of_input, planned_inputs_problem
 from calstream.daemon.deciders.work_items import (
@@ -185,7 +189,8 @@ class RecordAdmitter:
             if problem:
                 return problem, message
             if own is not None:
-                message = contract.Message(message.type, {**message.body, "header": own})
+                message = contract.Message(message.type, {**message.body,
+                                                          "header": carried_header(message.body, own)})
         problem = _context_problem(message, message.get("crds_context") or (
             message.get("replay") or {}).get("crds_context"))
         if problem:

@@ -239,3 +239,25 @@ def test_a_stage_2_order_s_header_copy_is_judged_by_its_file_s_own():
     v = header_copy_problem(order(header=own, instrument="MIRI"), own)
     assert "instrument: order 'MIRI', file INSTRUME = 'NIRCAM'" in v.reason
     assert "no header copy" in header_copy_problem(order(), own).reason
+
+
+def test_ids_a_file_writes_as_numbers_are_the_copy_s_ids():
+    # An uncal file may write its ids as numbers (EXPOSURE = 1; the door
+    # makes them the name's text, '00001', in the copy), and jwst writes
+    # the uncal file's own value into the rate file: '1'. The stage must
+    # not refuse the planner's order for that, and the product event keeps
+    # the name's text, which the planner holds an exposure's header to.
+    from calstream.daemon.deciders.order_header import carried_header, header_copy_problem
+
+    copy = {"PROGRAM": "01234", "EXPOSURE": "00001", "FILTER": "F150W", "NGROUPS": 5}
+    own = {"PROGRAM": "1234", "EXPOSURE": "1", "FILTER": "F150W", "NGROUPS": 5,
+           "EXP_TYPE": "NRC_IMAGE"}
+    o = order(header=copy)
+    assert header_copy_problem(o, own) is None
+    assert carried_header(o, own) == {**own, "PROGRAM": "01234", "EXPOSURE": "00001"}
+    assert header_copy_problem(o, {**own, "EXPOSURE": 1}) is None
+    # Another id, another number; and only the name's ids are read as numbers.
+    v = header_copy_problem(o, {**own, "EXPOSURE": "2"})
+    assert "EXPOSURE: order '00001', file '2'" in v.reason
+    assert header_copy_problem(order(header={**copy, "EXPOSURE": "1a"}), own) is not None
+    assert header_copy_problem(order(header={**copy, "NGROUPS": "5"}), own) is not None
