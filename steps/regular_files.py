@@ -60,8 +60,8 @@ def open_regular_file(path: str | Path, *, limit: int | None = None) -> BinaryIO
             raise NotARegularFile(f"{path}: not a regular file (a FIFO, socket, device or "
                                   "directory): not read")
         if limit is not None and st.st_size > limit:
-            raise NotARegularFile(f"{path}: {st.st_size} bytes, more than a record's "
-                                  f"{limit}: not read")
+            raise NotARegularFile(f"{path}: {st.st_size} bytes, more than the {limit} "
+                                  "read of such a file: not read")
     except BaseException:
         f.close()
         raise
@@ -74,7 +74,8 @@ def read_regular_file(path: str | Path, *, limit: int | None = RECORD_LIMIT) -> 
     with open_regular_file(path, limit=limit) as f:
         data = f.read() if limit is None else f.read(limit + 1)
     if limit is not None and len(data) > limit:  # grew while it was read
-        raise NotARegularFile(f"{path}: more than a record's {limit} bytes: not read")
+        raise NotARegularFile(f"{path}: grew while read, more than the {limit} bytes "
+                              "read of such a file: not read")
     return data
 
 
