@@ -38,6 +38,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+# Sig: size, mtime_ns, inode, ctime_ns; NOT_A_FILE: the size of a FIFO,
+# socket, device or directory named like a file.
+from calstream.steps.admitted_input import NOT_A_FILE, Sig
 from calstream.steps.exposure import (
     UNCAL_REQUIRED_EXTENSIONS,
     BadExposure,
@@ -45,9 +48,6 @@ from calstream.steps.exposure import (
     uncal_name,
 )
 from calstream.steps.fitsfile import FitsLayout, FitsStatus
-
-Sig = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
-NOT_A_FILE = -1  # a Sig's size for a FIFO, socket, device or directory named like a file
 
 UNREADABLE_ATTEMPTS = 5
 UNEXPECTED_ATTEMPTS = 8
