@@ -29,6 +29,9 @@ Retries and their bounds (each wait is at most ``retry_max``, doubling from
 - a failed announcement is retried for as long as the file stays in the
   inbox: an arrival must never be lost, and the ledger is written only after
   the announcement succeeds. The bound is the inbox's own content;
+- a file found short and unchanged is looked at less and less often (at
+  most every ``INCOMPLETE_LOOK_MAX``; an event about it looks at once) until
+  ``incomplete_timeout``;
 - a failed rejection report is retried likewise, for at most
   ``MAX_PENDING_REPORTS`` rejections at once (the file and its
   ``.reason.txt`` in the quarantine directory stay the record of the others).
@@ -52,6 +55,7 @@ from calstream.steps.fitsfile import FitsLayout, FitsStatus
 UNREADABLE_ATTEMPTS = 5
 UNEXPECTED_ATTEMPTS = 8
 MAX_PENDING_REPORTS = 1000
+INCOMPLETE_LOOK_MAX = 4.0  # seconds between looks at a short file that does not change
 
 
 @dataclass(frozen=True)
@@ -185,9 +189,14 @@ def after_stat(
                 f"{name}: truncated: {state.incomplete_reason}; unchanged for "
                 f"{unchanged_for:.0f} s (incomplete_timeout {rules.incomplete_timeout:g} s)"
             )
-        return state, Wait(
-            min(state.changed_at + rules.incomplete_timeout, now + rules.look_interval)
-        )
+        # Unchanged since it was found short: a write to it is an event, which
+        # looks at it at once, so the looks back off (a quarter of the time it
+        # has been unchanged, at most INCOMPLETE_LOOK_MAX: the bound on how late
+        # a file is seen whole when every event is lost). Looked at every
+        # look_interval, 5,000 short files kept the event loop so busy that a
+        # whole file dropped among them was not announced within 20 s.
+        backoff = min(INCOMPLETE_LOOK_MAX, max(rules.look_interval, unchanged_for / 4))
+        return state, Wait(min(state.changed_at + rules.incomplete_timeout, now + backoff))
     try:
         uncal_name(name)
     except BadExposure as exc:
