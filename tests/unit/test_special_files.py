@@ -175,3 +175,27 @@ def test_a_plan_file_larger_than_the_bound_is_not_read(tmp_path):
         f.truncate(plans.PLAN_LIMIT + 1)
     with pytest.raises(plans.PlanError, match="bytes, more than"):
         plans.load_plan(path)
+
+
+# -- the door's own reads of an inbox file ---------------------------------------
+# The watcher stats a file, then reads it: a FIFO put in its place between
+# the two held the read (and a turn of the door, and a thread) for ever; a
+# link to /dev/zero made a digest that never ended. Each read now refuses
+# at once (an OSError: the next look's stat rejects the file).
+
+@pytest.mark.parametrize("special", [_fifo, _zero], ids=["fifo", "dev_zero"])
+def test_the_doors_reads_never_wait_on_what_is_no_file(tmp_path, special):
+    from calstream.steps import fitsfile
+    from calstream.steps.exposure import describe_exposure
+
+    path = special(tmp_path / f"{NAME}_uncal.fits")
+    for read in (fitsfile.fits_layout, fitsfile.read_primary_header, fitsfile.file_digest,
+                 describe_exposure):
+        def refused(read=read):
+            try:
+                read(path)
+            except NotARegularFile as exc:
+                return str(exc)
+            return "read"
+
+        assert "not a regular file" in _answers(refused, path), read.__name__
