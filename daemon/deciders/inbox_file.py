@@ -155,6 +155,7 @@ def after_stat(
     age: float,
     rules: InboxRules,
     writer_done: bool = False,
+    link_outside: str | None = None,
 ) -> tuple[FileState, Decision]:
     """``sig``: the file's stat now (None: gone); ``handled_sig``: its stat
     when it was last handled, if it is still in the inbox; ``age``: wall-clock
@@ -162,9 +163,15 @@ def after_stat(
     (the last event about it said its writer closed it or moved it in, or
     it is as it was when last announced whole). The structure check still
     decides whether it is whole, and the identity read whether it changed
-    meanwhile."""
+    meanwhile. ``link_outside``: where the file leads, a symbolic link out
+    of the inbox's roots."""
     if sig is None:
         return state, Forget(still_there=False, why="gone from the inbox before it was handled")
+    if link_outside is not None:
+        # Never read: the door would hash and announce a file outside its
+        # roots, which the admission then refuses, at every start again.
+        return replace(state, sig=sig, changed_at=now), Reject(
+            f"{name}: a symbolic link to {link_outside}, outside the inbox's roots: not read")
     if sig[0] == NOT_A_FILE:
         # The state keeps its stat, so the watcher remembers it was handled.
         return replace(state, sig=sig, changed_at=now), Reject(f"{name}: not a regular file (a FIFO, socket, device or directory "

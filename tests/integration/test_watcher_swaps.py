@@ -55,3 +55,28 @@ async def test_a_file_swapped_for_a_fifo_while_checked_is_rejected_and_the_door_
     [r] = rec.rejections
     assert "not a regular file" in r.reason and r.quarantined_to == quarantine / SWAPPED
     assert [a.exposure_id for a in rec.arrivals] == [NAME.removesuffix("_uncal.fits")]
+
+
+async def test_a_link_out_of_the_roots_is_quarantined_unread_and_one_into_them_announced(
+        dirs, tmp_path):
+    """A link in the inbox to a whole uncal elsewhere: the door hashed the
+    file out there and announced it, the admission then refused its path
+    (outside the allowed roots), and every start announced it again. Now the
+    door refuses it unread, as the docs' table always said; a link into an
+    allowed root (another inbox of the deployment) is still a delivery."""
+    inbox, quarantine, _ = dirs
+    outside, staging = tmp_path / "elsewhere", tmp_path / "staging"
+    outside.mkdir()
+    staging.mkdir()
+    (outside / SWAPPED).write_bytes(uncal_bytes(SWAPPED))
+    (staging / NAME).write_bytes(uncal_bytes())
+    rec = Recorder()
+    async with running(make(dirs, rec, roots=[inbox, staging])):
+        (inbox / SWAPPED).symlink_to(outside / SWAPPED)
+        (inbox / NAME).symlink_to(staging / NAME)
+        await wait_until(lambda: rec.rejections and rec.arrivals, timeout=30)
+    [r] = rec.rejections
+    assert r.reason == (f"{SWAPPED}: a symbolic link to {outside / SWAPPED}, outside the "
+                        "inbox's roots: not read")
+    assert (quarantine / SWAPPED).is_symlink() and (outside / SWAPPED).exists()
+    assert [a.exposure_id for a in rec.arrivals] == [NAME.removesuffix("_uncal.fits")]

@@ -40,10 +40,11 @@ NOW = 1000.0  # monotonic
 NEW = FileState()  # a file not looked at yet
 
 
-def stat(state=NEW, *, sig=SIG, handled=None, now=NOW, age=0.0, name=NAME, writer_done=False):
+def stat(state=NEW, *, sig=SIG, handled=None, now=NOW, age=0.0, name=NAME, writer_done=False,
+         **more):
     return decide.after_stat(
         state, name=name, sig=sig, handled_sig=handled, now=now, age=age, rules=RULES,
-        writer_done=writer_done,
+        writer_done=writer_done, **more,
     )
 
 
@@ -196,6 +197,13 @@ def test_a_file_short_and_unchanged_for_the_incomplete_timeout_is_truncated():
         f"{NAME}: truncated: HDU 1 declares 8192 bytes; unchanged for 100 s "
         "(incomplete_timeout 100 s)"
     )
+
+
+def test_a_link_out_of_the_roots_is_rejected_before_any_read():
+    state, decision = stat(link_outside="/etc/jw01234001001_02101_00001_nrcb1_uncal.fits")
+    assert decision == Reject(f"{NAME}: a symbolic link to /etc/jw01234001001_02101_00001_"
+                              "nrcb1_uncal.fits, outside the inbox's roots: not read")
+    assert state.sig == SIG  # remembered as handled if the quarantine leaves it
 
 
 def test_the_looks_at_a_short_file_that_does_not_change_back_off():
