@@ -53,8 +53,9 @@ def open_regular_file(path: str | Path, *, limit: int | None = None) -> BinaryIO
     bytes (None: no bound). Raises FileNotFoundError and the other OSErrors
     of open as they are, NotARegularFile for what this refuses."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    f = open(fd, "rb", closefd=True)  # noqa: SIM115 - handed to the caller, open
     try:
+        # Judged before a file object is made: ``open(fd)`` of a directory
+        # raised IsADirectoryError naming the descriptor ("8"), not the path.
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise NotARegularFile(f"{path}: not a regular file (a FIFO, socket, device or "
@@ -63,9 +64,9 @@ def open_regular_file(path: str | Path, *, limit: int | None = None) -> BinaryIO
             raise NotARegularFile(f"{path}: {st.st_size} bytes, more than the {limit} "
                                   "read of such a file: not read")
     except BaseException:
-        f.close()
+        os.close(fd)
         raise
-    return f
+    return open(fd, "rb", closefd=True)  # noqa: SIM115 - handed to the caller, open
 
 
 def read_regular_file(path: str | Path, *, limit: int | None = RECORD_LIMIT) -> bytes:

@@ -199,3 +199,10 @@ def test_the_doors_reads_never_wait_on_what_is_no_file(tmp_path, special):
             return "read"
 
         assert "not a regular file" in _answers(refused, path), read.__name__
+
+
+def test_a_directory_is_refused_by_its_path_not_its_descriptor(tmp_path):
+    """open(fd) of a directory raised IsADirectoryError naming the descriptor
+    ("[Errno 21] Is a directory: 8"); a refusal names the path, as for a FIFO."""
+    with pytest.raises(NotARegularFile, match=str(tmp_path)):
+        read_regular_file(tmp_path)
