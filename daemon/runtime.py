@@ -376,7 +376,7 @@ class Daemon:
         self.watcher = Watcher(
             cfg.inbox, cfg.quarantine, cfg.work_dir / "watcher-ledger.sqlite3",
             on_arrival=on_arrival, on_reject=on_reject, has_products=has_products,
-            polling=cfg.polling, poll_interval=cfg.poll_interval,
+            polling=cfg.polling, poll_interval=cfg.poll_interval, roots=cfg.allowed_roots,
             settle_seconds=cfg.settle_seconds, incomplete_timeout=cfg.incomplete_timeout,
             parking=lambda what: Parking(cfg, self.metrics, stage="watcher", what=what))
         async with anyio.create_task_group() as tg:

@@ -33,6 +33,7 @@ import numpy as np
 from astropy.io import fits
 
 from calstream.steps.fitsfile import HduLayout
+from calstream.steps.regular_files import open_regular_file
 from calstream.steps.table_columns import TableError
 from calstream.steps.tile_table import MAX_READ_BYTES, check_tile_table
 
@@ -54,7 +55,9 @@ def compressed_sci_axes(path: Path, table: HduLayout, fname: str) -> dict[str, A
     it cannot be. astropy's own exceptions from reading the tiles propagate,
     for the caller to name."""
     file_size = path.stat().st_size
-    with fits.open(path, memmap=False, lazy_load_hdus=True) as hdul:
+    # astropy given the file opened as the walk opens it: by its path it would
+    # wait on a FIFO put there meanwhile (fitsfile.py).
+    with open_regular_file(path) as f, fits.open(f, memmap=False, lazy_load_hdus=True) as hdul:
         try:
             hdu = hdul["SCI", 1]
         except KeyError:
@@ -129,7 +132,7 @@ def _bounded_axes(header: fits.Header, fname: str, file_size: int) -> list[int]:
 
 def _check_table(path: Path, table: HduLayout, fname: str) -> None:
     """The tile table's header as astropy reads it and its rows, to tile_table."""
-    with open(path, "rb") as f:
+    with open_regular_file(path) as f:  # never waits on a FIFO (fitsfile.py)
         f.seek(table.header_offset)
         header = fits.Header.fromstring(f.read(table.header_size))
         rows = header.get("NAXIS1", 0) * header.get("NAXIS2", 0)

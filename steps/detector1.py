@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from calstream.steps.admitted_input import check_admitted
 from calstream.steps.crds_env import refresh_crds
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.steps.worker_warmup import warm_up
@@ -67,7 +68,8 @@ def with_cores(steps: dict, cores: int) -> dict:
 
 
 def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None,
-                  pipeline: str = PIPELINE, cores: int = 1) -> dict:
+                  pipeline: str = PIPELINE, cores: int = 1, input_digest: str | None = None,
+                  input_signature: list[int] | None = None) -> dict:
     """Run Detector1Pipeline (or `pipeline`: calwebb_dark, calwebb_guider) on
     `input_path`, writing products into `output_dir`.
 
@@ -76,12 +78,18 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
     a changed environment since the previous run is picked up. The first call
     runs `warm_up`. ``cores`` > 1 lets jump detection and ramp fitting of
     calwebb_detector1 use that many processes (jwst's ``maximum_cores``).
+    ``input_digest``: the bytes the arrival names; the file must hold them
+    before and after the run (``input_signature``: the stat signature the
+    admission read them under), else InputChanged (steps/admitted_input.py).
 
     Returns a JSON-serialisable summary: outputs (absolute paths written),
     pipeline, jwst_version, crds_context (as recorded in the rate file),
     duration_seconds (pipeline wall time) and pointing_quality (ENGQLPTG of
     the input; None if absent). Exceptions propagate; see failures.classify_failure.
     """
+    # Before the warm-up: a replaced file costs no jwst import.
+    admitted = (check_admitted(input_path, input_digest, input_signature)
+                if input_digest is not None else None)
     warm_up()
     import jwst
     import jwst.pipeline
@@ -108,6 +116,8 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
         configure_log=False,
     )
     duration = time.perf_counter() - t0
+    if admitted is not None:  # replaced while jwst read it: not these bytes' products
+        check_admitted(input_path, input_digest, admitted)
     # The context the products record (CRDS_CTX) and the input's pointing
     # quality, from the model in memory rather than by opening files again:
     # two FITS reads less per exposure (its fixed cost; issue 15).

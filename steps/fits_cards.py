@@ -29,6 +29,7 @@ from pathlib import Path
 from astropy.io import fits
 
 from calstream.steps.fitsfile import HduLayout
+from calstream.steps.regular_files import open_regular_file
 
 CARD = 80
 _END = b"END" + b" " * (CARD - 3)
@@ -94,7 +95,7 @@ def file_card_problem(path: Path, hdus: Iterable[HduLayout]) -> str | None:
     """header_card_problem of each header the walk found but the ASDF
     extension's (stdatamodels reads that one as a table: uncal_tables.py),
     named by its HDU."""
-    with open(path, "rb") as f:
+    with open_regular_file(path) as f:  # never waits on a FIFO (fitsfile.py)
         for hdu in hdus:
             if hdu.index and hdu.key[0] == "ASDF":
                 continue

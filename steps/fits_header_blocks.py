@@ -26,9 +26,13 @@ SIMPLE = b"SIMPLE  =                    T"
 XTENSION = b"XTENSION="
 _NOT_TEXT = re.compile(rb"[^\x20-\x7e]")
 # A header that never ends is garbage; bound the walk so a large non-FITS
-# file that happens to start like one is not read to the end. 10,000 blocks
-# (28.8 MB, 360,000 cards) is far beyond any real header.
-_MAX_HEADER_BLOCKS = 10_000
+# file that happens to start like one is not read to the end. 1,000 blocks
+# (2.9 MB, 36,000 cards) is a hundred times a JWST uncal's primary header.
+# It was 10,000: a 24 MB file whose primary header had 324,000 cards passed
+# the door, and astropy's parse of it took 2.5 s of the daemon's CPU and
+# ~300 MB of its memory (four files at once, over a GB); at this bound
+# ~30 MB (tests/unit/test_header_bounds.py).
+_MAX_HEADER_BLOCKS = 1_000
 
 
 # The keywords the walk keeps: those astropy reads to make an HDU as it

@@ -17,6 +17,12 @@ digests (once before, once after the padding lands), so missing padding is
 reported as incomplete, with its own reason, unless the caller opts in with
 ``allow_unpadded_end=True``.
 
+Every read opens the file as ``open_regular_file`` does, without waiting and
+only if it is a regular file: the watcher's stat comes before the reads,
+and a FIFO put in the file's place between the two held the read, a turn
+of the door and a thread for ever (a link to ``/dev/zero``: a digest that
+never ended). Such a file is then an OSError, and the next look rejects it.
+
 Bytes after the last HDU mean "still being written" when they are the start
 of an ``XTENSION`` card or NUL bytes (space preallocated by the writer).
 Anything else makes the file corrupt: the standard allows such "special
@@ -48,6 +54,7 @@ from calstream.steps.fits_header_blocks import (
     parse_primary_header,
     read_header,
 )
+from calstream.steps.regular_files import open_regular_file
 
 __all__ = [
     "BLOCK", "CARD", "CARDS_PER_BLOCK", "CorruptFits", "FitsError", "FitsLayout", "FitsStatus",
@@ -155,7 +162,7 @@ def fits_layout(path: str | os.PathLike[str], *, allow_unpadded_end: bool = Fals
     without: bench/README.md, session 21).
     """
     path = Path(path)
-    with open(path, "rb") as f:
+    with open_regular_file(path) as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(len(SIMPLE))
         written = head.rstrip(b"\0")
@@ -275,7 +282,7 @@ def read_primary_header(path: str | os.PathLike[str]) -> fits.Header:
     is no complete, parseable primary header; OSError when unreadable.
     """
     path = Path(path)
-    with open(path, "rb") as f:
+    with open_regular_file(path) as f:
         size = os.fstat(f.fileno()).st_size
         written = f.read(len(SIMPLE)).rstrip(b"\0")
         if not SIMPLE.startswith(written):
@@ -339,7 +346,7 @@ def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 20, *,
     h = hashlib.sha256()
     buf = bytearray(chunk)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
+    with open_regular_file(path) as f:
         while n := f.readinto(buf):
             h.update(view[:n])
         if sync:

@@ -36,8 +36,13 @@ from typing import Any
 from calstream.steps.exposure import non_fits_values
 from calstream.steps.header_checks import COUNT_BOUNDS, count_problems
 from calstream.steps.naming import BadName, ExposureName, parse_exposure_name
+from calstream.steps.regular_files import read_regular_text
 
 # Pool values that mean "no value" (jwst's dms_base._EMPTY and pool writers).
+# A program's pool is a few MB (a row of ~100 columns per exposure file); a
+# file far larger is no plan, and is not read into memory.
+PLAN_LIMIT = 256 << 20
+
 _EMPTY = frozenset({"", "NULL", "NONE", "N/A", "--"})
 _ACID = re.compile(r"o\d{3}|[ca]\d{4}")
 # Pool columns under another name than the FITS keyword they stand for.
@@ -111,7 +116,8 @@ def load_plan(path: str | Path) -> Plan:
     """A pool (``*.csv``, pipe-delimited) or a manifest (``*.json``)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        # Bounded and never a FIFO or device: `plan load` of one waited for ever.
+        text = read_regular_text(path, limit=PLAN_LIMIT)
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"cannot read plan {path}: {exc}") from None
     if text.lstrip().startswith(("{", "[")):  # JSON: said so when it is no manifest

@@ -53,19 +53,20 @@ def open_regular_file(path: str | Path, *, limit: int | None = None) -> BinaryIO
     bytes (None: no bound). Raises FileNotFoundError and the other OSErrors
     of open as they are, NotARegularFile for what this refuses."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    f = open(fd, "rb", closefd=True)  # noqa: SIM115 - handed to the caller, open
     try:
+        # Judged before a file object is made: ``open(fd)`` of a directory
+        # raised IsADirectoryError naming the descriptor ("8"), not the path.
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise NotARegularFile(f"{path}: not a regular file (a FIFO, socket, device or "
                                   "directory): not read")
         if limit is not None and st.st_size > limit:
-            raise NotARegularFile(f"{path}: {st.st_size} bytes, more than a record's "
-                                  f"{limit}: not read")
+            raise NotARegularFile(f"{path}: {st.st_size} bytes, more than the {limit} "
+                                  "read of such a file: not read")
     except BaseException:
-        f.close()
+        os.close(fd)
         raise
-    return f
+    return open(fd, "rb", closefd=True)  # noqa: SIM115 - handed to the caller, open
 
 
 def read_regular_file(path: str | Path, *, limit: int | None = RECORD_LIMIT) -> bytes:
@@ -74,7 +75,8 @@ def read_regular_file(path: str | Path, *, limit: int | None = RECORD_LIMIT) -> 
     with open_regular_file(path, limit=limit) as f:
         data = f.read() if limit is None else f.read(limit + 1)
     if limit is not None and len(data) > limit:  # grew while it was read
-        raise NotARegularFile(f"{path}: more than a record's {limit} bytes: not read")
+        raise NotARegularFile(f"{path}: grew while read, more than the {limit} bytes "
+                              "read of such a file: not read")
     return data
 
 

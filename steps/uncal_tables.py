@@ -25,6 +25,7 @@ from pathlib import Path
 from astropy.io import fits
 
 from calstream.steps.fitsfile import HduLayout
+from calstream.steps.regular_files import open_regular_file
 from calstream.steps.table_columns import TableError, row_columns
 
 # What every ASDF file starts with (the asdf library's "Does not appear to be
@@ -37,7 +38,7 @@ def uncal_table_problem(path: Path, hdus: Iterable[HduLayout]) -> str | None:
     ASDF extension (the first HDU named ASDF, as ``hdul["ASDF"]`` finds
     it); None if it can (or there is none: it then starts an empty tree)."""
     asdf_seen = False
-    with open(path, "rb") as f:
+    with open_regular_file(path) as f:  # never waits on a FIFO (fitsfile.py)
         for hdu in hdus:
             is_asdf = bool(hdu.index) and hdu.key[0] == "ASDF" and not asdf_seen
             asdf_seen = asdf_seen or is_asdf

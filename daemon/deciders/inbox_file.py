@@ -29,6 +29,9 @@ Retries and their bounds (each wait is at most ``retry_max``, doubling from
 - a failed announcement is retried for as long as the file stays in the
   inbox: an arrival must never be lost, and the ledger is written only after
   the announcement succeeds. The bound is the inbox's own content;
+- a file found short and unchanged is looked at less and less often (at
+  most every ``INCOMPLETE_LOOK_MAX``; an event about it looks at once) until
+  ``incomplete_timeout``;
 - a failed rejection report is retried likewise, for at most
   ``MAX_PENDING_REPORTS`` rejections at once (the file and its
   ``.reason.txt`` in the quarantine directory stay the record of the others).
@@ -38,6 +41,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+# Sig: size, mtime_ns, inode, ctime_ns; NOT_A_FILE: the size of a FIFO,
+# socket, device or directory named like a file.
+from calstream.steps.admitted_input import NOT_A_FILE, Sig
 from calstream.steps.exposure import (
     UNCAL_REQUIRED_EXTENSIONS,
     BadExposure,
@@ -46,12 +52,10 @@ from calstream.steps.exposure import (
 )
 from calstream.steps.fitsfile import FitsLayout, FitsStatus
 
-Sig = tuple[int, int, int, int]  # size, mtime_ns, inode, ctime_ns
-NOT_A_FILE = -1  # a Sig's size for a FIFO, socket, device or directory named like a file
-
 UNREADABLE_ATTEMPTS = 5
 UNEXPECTED_ATTEMPTS = 8
 MAX_PENDING_REPORTS = 1000
+INCOMPLETE_LOOK_MAX = 4.0  # seconds between looks at a short file that does not change
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,7 @@ def after_stat(
     age: float,
     rules: InboxRules,
     writer_done: bool = False,
+    link_outside: str | None = None,
 ) -> tuple[FileState, Decision]:
     """``sig``: the file's stat now (None: gone); ``handled_sig``: its stat
     when it was last handled, if it is still in the inbox; ``age``: wall-clock
@@ -158,9 +163,15 @@ def after_stat(
     (the last event about it said its writer closed it or moved it in, or
     it is as it was when last announced whole). The structure check still
     decides whether it is whole, and the identity read whether it changed
-    meanwhile."""
+    meanwhile. ``link_outside``: where the file leads, a symbolic link out
+    of the inbox's roots."""
     if sig is None:
         return state, Forget(still_there=False, why="gone from the inbox before it was handled")
+    if link_outside is not None:
+        # Never read: the door would hash and announce a file outside its
+        # roots, which the admission then refuses, at every start again.
+        return replace(state, sig=sig, changed_at=now), Reject(
+            f"{name}: a symbolic link to {link_outside}, outside the inbox's roots: not read")
     if sig[0] == NOT_A_FILE:
         # The state keeps its stat, so the watcher remembers it was handled.
         return replace(state, sig=sig, changed_at=now), Reject(f"{name}: not a regular file (a FIFO, socket, device or directory "
@@ -185,9 +196,14 @@ def after_stat(
                 f"{name}: truncated: {state.incomplete_reason}; unchanged for "
                 f"{unchanged_for:.0f} s (incomplete_timeout {rules.incomplete_timeout:g} s)"
             )
-        return state, Wait(
-            min(state.changed_at + rules.incomplete_timeout, now + rules.look_interval)
-        )
+        # Unchanged since it was found short: a write to it is an event, which
+        # looks at it at once, so the looks back off (a quarter of the time it
+        # has been unchanged, at most INCOMPLETE_LOOK_MAX: the bound on how late
+        # a file is seen whole when every event is lost). Looked at every
+        # look_interval, 5,000 short files kept the event loop so busy that a
+        # whole file dropped among them was not announced within 20 s.
+        backoff = min(INCOMPLETE_LOOK_MAX, max(rules.look_interval, unchanged_for / 4))
+        return state, Wait(min(state.changed_at + rules.incomplete_timeout, now + backoff))
     try:
         uncal_name(name)
     except BadExposure as exc:

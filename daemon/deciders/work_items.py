@@ -87,11 +87,15 @@ def detector1_steps(configured: StepParameters, arrival: dict,
 
 def detector1_item(arrival: dict, *, task: str, steps: dict[str, Any], key: str,
                    record: Any, pipelines: dict[str, str] | None = None,
-                   other_steps: Callable[[str], dict[str, Any]] | None = None) -> WorkItem:
+                   other_steps: Callable[[str], dict[str, Any]] | None = None,
+                   input_signature: list[int] | None = None) -> WorkItem:
     """The run of an arrival: calwebb_detector1, or the pipeline its route
     runs instead (calwebb_dark, calwebb_guider) when ``pipelines`` (the
     stage's {pipeline: product stage}) has it. ``steps`` are detector1's;
-    ``other_steps(pipeline)`` gives the configured ones of the others."""
+    ``other_steps(pipeline)`` gives the configured ones of the others.
+    The worker calibrates the file only while it holds the arrival's digest
+    (``input_signature``: the stat signature the admission read it under,
+    which spares the worker a second read; steps/admitted_input.py)."""
     name = parse_exposure_name(arrival["exposure_id"])
     header = arrival["header"]
     quality = str(header.get("ENGQLPTG", "UNKNOWN"))
@@ -103,7 +107,8 @@ def detector1_item(arrival: dict, *, task: str, steps: dict[str, Any], key: str,
     detector1 = pipeline == DETECTOR1_PIPELINE
     # detector1's settings are detector1's: another pipeline gets its own.
     run_steps = steps if detector1 else (other_steps(pipeline) if other_steps else {})
-    kwargs = {"input_path": arrival["path"], "steps": run_steps}
+    kwargs = {"input_path": arrival["path"], "steps": run_steps,
+              "input_digest": arrival["digest"], "input_signature": input_signature}
     if not detector1:
         kwargs["pipeline"] = pipeline
     return WorkItem(

@@ -16,7 +16,6 @@ only when the signature did not change while the file was being read.
 from __future__ import annotations
 
 import os
-import stat
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -25,7 +24,7 @@ from typing import Any
 
 from astropy.io.fits import VerifyError
 
-from calstream.daemon.deciders.inbox_file import NOT_A_FILE, Sig
+from calstream.steps.admitted_input import stat_sig
 from calstream.steps.exposure import EXPOSURE_KEYWORDS, ExposureInfo, describe_exposure, json_value
 from calstream.steps.fitsfile import file_digest, read_primary_header
 
@@ -36,12 +35,14 @@ _memo: OrderedDict[tuple[str, str], tuple[tuple, Any]] = OrderedDict()
 _lock = threading.Lock()  # called from worker threads
 
 
-def stat_sig(st: os.stat_result) -> Sig:
-    """A regular file's stat; anything else (a FIFO, a socket, a device, a
-    directory named like an exposure) gets size -1, which the decider
-    rejects: reading a FIFO would block, and none of them is a delivery."""
-    size = st.st_size if stat.S_ISREG(st.st_mode) else NOT_A_FILE
-    return (size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+def signature_of(path: str | os.PathLike[str], digest: str) -> list[int] | None:
+    """The stat signature under which this process read ``digest`` of
+    ``path`` (None: it did not, or read another since). No I/O: a worker
+    given it checks its input by a stat instead of a second read
+    (steps/admitted_input.py)."""
+    with _lock:
+        known = _memo.get((str(path), "digest"))
+    return list(known[0]) if known is not None and known[1] == digest else None
 
 
 def digest_of(path: str | os.PathLike[str]) -> str:

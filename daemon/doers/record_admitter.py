@@ -34,6 +34,7 @@ from calstream.daemon.doers.digest_memo import (
     exposure_header_of,
     exposure_of,
     pointing_of,
+    signature_of,
 )
 from calstream.daemon.doers.kafka import Record
 from calstream.daemon.doers.product_store import OutsideRoot
@@ -204,7 +205,10 @@ class RecordAdmitter:
             return detector1_item(message, task=self.stage.task,
                                   steps=detector1_steps(configured, message),
                                   key=key, record=record, pipelines=self.stage.pipelines,
-                                  other_steps=lambda p: detector1_steps(configured, message, p))
+                                  other_steps=lambda p: detector1_steps(configured, message, p),
+                                  # what _judge just read the digest under: no second read
+                                  input_signature=signature_of(Path(message["path"]),
+                                                               message["digest"]))
         steps = run_steps(self.cfg.step_parameters(), message)
         differing = differing_steps((message.get("parameters") or {}).get("steps"), steps)
         if differing:

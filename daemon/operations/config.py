@@ -20,6 +20,7 @@ from calstream.daemon.operations import config_values as values
 from calstream.daemon.operations.config_values import ConfigError, did_you_mean, host_port
 from calstream.daemon.stages import STAGES
 from calstream.steps import step_parameters
+from calstream.steps.regular_files import read_regular_text
 from calstream.steps.step_parameters import StepParameters, merge_steps
 
 __all__ = ["ROLES", "Config", "ConfigError", "KafkaSecurity", "host_port", "load"]
@@ -374,8 +375,10 @@ def load(config_file: Path | None = None, env: dict[str, str] | None = None,
     cfg.sources = {}
     if config_file is not None:
         try:
-            data = tomllib.loads(Path(config_file).read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+            # Bounded and never a FIFO or device: ``--config <(...)`` that nobody
+            # writes, or /dev/zero, held every command for ever.
+            data = tomllib.loads(read_regular_text(config_file))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
         _apply(cfg, data.get("calstream", data), str(config_file))
     env = os.environ if env is None else env

@@ -117,14 +117,21 @@ def test_a_broker_certificate_the_ca_did_not_sign(tmp_path):
 
 
 @needs_openssl
-@pytest.mark.parametrize("ca_file", ["garbage", "missing", "a directory"])
+@pytest.mark.parametrize("ca_file", ["garbage", "missing", "a directory", "a FIFO",
+                                     "/dev/zero"])
 def test_a_ca_file_that_is_no_certificate(tmp_path, ca_file):
+    """A FIFO (waited for a writer for ever) and /dev/zero (read without an
+    end) too: each is one line naming the setting, at once."""
     server = TlsServer(*_certificate(tmp_path, "broker"))
     ca = tmp_path / "ca.pem"
     if ca_file == "garbage":
         ca.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n")
     elif ca_file == "a directory":
         ca.mkdir()
+    elif ca_file == "a FIFO":
+        os.mkfifo(ca)
+    elif ca_file == "/dev/zero":
+        ca.symlink_to("/dev/zero")
     try:
         line = _configuration_error(_run(tmp_path, server.address, protocol="SSL",
                                          ssl_cafile=str(ca)), "security.ssl_cafile")

@@ -40,10 +40,11 @@ NOW = 1000.0  # monotonic
 NEW = FileState()  # a file not looked at yet
 
 
-def stat(state=NEW, *, sig=SIG, handled=None, now=NOW, age=0.0, name=NAME, writer_done=False):
+def stat(state=NEW, *, sig=SIG, handled=None, now=NOW, age=0.0, name=NAME, writer_done=False,
+         **more):
     return decide.after_stat(
         state, name=name, sig=sig, handled_sig=handled, now=now, age=age, rules=RULES,
-        writer_done=writer_done,
+        writer_done=writer_done, **more,
     )
 
 
@@ -187,7 +188,8 @@ def test_a_file_short_and_unchanged_for_the_incomplete_timeout_is_truncated():
     state, _ = structure(settled(), found)
     changed_at = state.changed_at
     _, decision = stat(state, now=NOW + 1)  # no new structure check: it has not changed
-    assert decision == Wait(NOW + 1 + RULES.look_interval)
+    unchanged = NOW + 1 - changed_at  # looked at again after a quarter of that (back-off below)
+    assert decision == Wait(NOW + 1 + max(RULES.look_interval, unchanged / 4))
     _, decision = stat(state, now=changed_at + RULES.incomplete_timeout - 0.1)
     assert decision == Wait(changed_at + RULES.incomplete_timeout)
     _, decision = stat(state, now=changed_at + RULES.incomplete_timeout)
@@ -195,6 +197,30 @@ def test_a_file_short_and_unchanged_for_the_incomplete_timeout_is_truncated():
         f"{NAME}: truncated: HDU 1 declares 8192 bytes; unchanged for 100 s "
         "(incomplete_timeout 100 s)"
     )
+
+
+def test_a_link_out_of_the_roots_is_rejected_before_any_read():
+    state, decision = stat(link_outside="/etc/jw01234001001_02101_00001_nrcb1_uncal.fits")
+    assert decision == Reject(f"{NAME}: a symbolic link to /etc/jw01234001001_02101_00001_"
+                              "nrcb1_uncal.fits, outside the inbox's roots: not read")
+    assert state.sig == SIG  # remembered as handled if the quarantine leaves it
+
+
+def test_the_looks_at_a_short_file_that_does_not_change_back_off():
+    """A write to it is an event, looked at at once: the looks themselves
+    back off, to at most INCOMPLETE_LOOK_MAX (every look_interval, thousands
+    of short files kept the watcher from serving a whole one)."""
+    found = layout("SCI", status=FitsStatus.INCOMPLETE, reason="HDU 1 declares 8192 bytes")
+    state, _ = structure(settled(), found)
+    changed_at = state.changed_at
+    waits = []
+    for unchanged in (1, 8, 20, 60, RULES.incomplete_timeout - 1):
+        _, decision = stat(state, now=changed_at + unchanged)
+        waits.append(decision.until - (changed_at + unchanged))
+    assert waits[0] == RULES.look_interval
+    assert waits[1] == 2.0  # a quarter of the time it has been unchanged
+    assert waits[2] == waits[3] == decide.INCOMPLETE_LOOK_MAX
+    assert waits[4] == 1  # never past the incomplete timeout
 
 
 # ------------------------------------------------------------ identity, announce

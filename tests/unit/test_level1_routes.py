@@ -76,7 +76,9 @@ def test_the_arrival_stage_runs_the_routed_pipeline_with_its_own_product_stage()
     image = _item(DARK_ID, synthetic_header("NIRCAM", "NRC_IMAGE", ENGQLPTG="PLANNED"), steps)
     assert (image.stage, image.pipeline) == ("detector1", "calwebb_detector1")
     # Unchanged for detector1 (same kwargs, same parameters: same work ids as before).
-    assert image.task_kwargs == {"input_path": f"/inbox/{DARK_ID}_uncal.fits", "steps": steps}
+    # The worker is also told the bytes to calibrate: the arrival's digest.
+    assert image.task_kwargs == {"input_path": f"/inbox/{DARK_ID}_uncal.fits", "steps": steps,
+                                 "input_digest": "sha256:" + "1" * 64, "input_signature": None}
     assert image.parameters == {"steps": steps}
     assert image.event_fields["pointing_provisional"] is True
 

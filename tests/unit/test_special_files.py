@@ -105,3 +105,104 @@ def test_a_refusal_is_no_infrastructure_fault(tmp_path):
     with pytest.raises(NotARegularFile) as refused:
         read_regular_file(_fifo(tmp_path / "x.json"))
     assert infrastructure_cause(refused.value) is None
+
+
+# -- files an operator names on the command line --------------------------------
+# ``calstream run --config FILE`` (and every command's ``--config``) and
+# ``calstream plan load FILE`` read the file named. Before, a FIFO there (a
+# ``<(...)`` that nobody writes, a mistyped path to a pipe) or ``/dev/zero``
+# held the command for ever, and a config of bytes that are not UTF-8 ended
+# it with a traceback: now each is one refusal naming the file.
+
+@pytest.mark.parametrize("special", [_fifo, _zero], ids=["fifo", "dev_zero"])
+def test_a_config_file_that_is_no_file_is_refused_at_once(tmp_path, special):
+    from calstream.daemon.operations import config
+
+    path = special(tmp_path / "calstream.toml")
+
+    def load():
+        try:
+            config.load(path, env={})
+        except config.ConfigError as exc:
+            return str(exc)
+        return "loaded"
+
+    said = _answers(load, path)
+    assert "cannot read config file" in said and "not a regular file" in said
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    from calstream.daemon.operations import config
+
+    path = tmp_path / "calstream.toml"
+    path.write_bytes(b"\xff\xfe[calstream]\n")
+    with pytest.raises(config.ConfigError, match="cannot read config file"):
+        config.load(path, env={})
+
+
+def test_a_config_file_larger_than_the_bound_is_not_read(tmp_path):
+    from calstream.daemon.operations import config
+
+    path = tmp_path / "calstream.toml"
+    with open(path, "wb") as f:  # sparse: no disk, all of it in memory if read whole
+        f.truncate(regular_files.RECORD_LIMIT + 1)
+    with pytest.raises(config.ConfigError, match="bytes, more than"):
+        config.load(path, env={})
+
+
+@pytest.mark.parametrize("special", [_fifo, _zero], ids=["fifo", "dev_zero"])
+def test_a_plan_file_that_is_no_file_is_refused_at_once(tmp_path, special):
+    from calstream.steps.plans import PlanError, load_plan
+
+    path = special(tmp_path / "pool.csv")
+
+    def load():
+        try:
+            load_plan(path)
+        except PlanError as exc:
+            return str(exc)
+        return "loaded"
+
+    said = _answers(load, path)
+    assert "cannot read plan" in said and "not a regular file" in said
+
+
+def test_a_plan_file_larger_than_the_bound_is_not_read(tmp_path):
+    from calstream.steps import plans
+
+    path = tmp_path / "pool.csv"
+    with open(path, "wb") as f:
+        f.truncate(plans.PLAN_LIMIT + 1)
+    with pytest.raises(plans.PlanError, match="bytes, more than"):
+        plans.load_plan(path)
+
+
+# -- the door's own reads of an inbox file ---------------------------------------
+# The watcher stats a file, then reads it: a FIFO put in its place between
+# the two held the read (and a turn of the door, and a thread) for ever; a
+# link to /dev/zero made a digest that never ended. Each read now refuses
+# at once (an OSError: the next look's stat rejects the file).
+
+@pytest.mark.parametrize("special", [_fifo, _zero], ids=["fifo", "dev_zero"])
+def test_the_doors_reads_never_wait_on_what_is_no_file(tmp_path, special):
+    from calstream.steps import fitsfile
+    from calstream.steps.exposure import describe_exposure
+
+    path = special(tmp_path / f"{NAME}_uncal.fits")
+    for read in (fitsfile.fits_layout, fitsfile.read_primary_header, fitsfile.file_digest,
+                 describe_exposure):
+        def refused(read=read):
+            try:
+                read(path)
+            except NotARegularFile as exc:
+                return str(exc)
+            return "read"
+
+        assert "not a regular file" in _answers(refused, path), read.__name__
+
+
+def test_a_directory_is_refused_by_its_path_not_its_descriptor(tmp_path):
+    """open(fd) of a directory raised IsADirectoryError naming the descriptor
+    ("[Errno 21] Is a directory: 8"); a refusal names the path, as for a FIFO."""
+    with pytest.raises(NotARegularFile, match=str(tmp_path)):
+        read_regular_file(tmp_path)

@@ -13,7 +13,8 @@ file's layout was read before any file's header, and a 96-file burst waited
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+import stat
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ class FileReads:
             return None
         return stat_sig(st)
 
+    async def look(self, path: Path, roots: Sequence[Path]) -> tuple[Sig | None, str | None]:
+        """``sig``, and where the file leads when it is a symbolic link out of
+        ``roots`` (None otherwise): such a link is never read (an lstat more
+        a look, and a resolve only for a link)."""
+        return await anyio.to_thread.run_sync(_look, path, roots)
+
     async def layout(self, path: Path) -> FitsLayout:
         return await self._read(fits_layout, path)
 
@@ -75,3 +82,17 @@ class FileReads:
     async def _read(self, fn: Callable[[Path], Any], path: Path) -> Any:
         # Abandoned on cancel: hashing a large file must not delay shutdown.
         return await anyio.to_thread.run_sync(fn, path, abandon_on_cancel=True)
+
+
+def _look(path: Path, roots: Sequence[Path]) -> tuple[Sig | None, str | None]:
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISLNK(st.st_mode):
+            return stat_sig(st), None
+        st = os.stat(path)  # what the link leads to: judged as any file
+    except (FileNotFoundError, NotADirectoryError):  # gone, or a link leading nowhere
+        return None, None
+    target = path.resolve()
+    if any(target.is_relative_to(root.resolve()) for root in roots):
+        return stat_sig(st), None
+    return stat_sig(st), str(target)

@@ -20,7 +20,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +85,7 @@ class Watcher:
         required_extensions: tuple[str, ...] = UNCAL_REQUIRED_EXTENSIONS,
         io_concurrency: int = 4,
         parking: Callable[[str], Parking] | None = None,  # a file the quarantine refuses
+        roots: Sequence[Path] = (),  # where a link may lead (the admission's); default the inbox
     ) -> None:
         inbox, quarantine = Path(inbox).absolute(), Path(quarantine).absolute()
         if quarantine == inbox:
@@ -98,6 +99,7 @@ class Watcher:
             look_interval=decide.look_interval(settle_seconds, poll_interval),
         )
         self.scope = InboxScope(inbox, quarantine, Path(ledger_path).absolute(), recursive)
+        self.roots = [Path(r).absolute() for r in roots] or [inbox]
         self.events = ObserverBridge(self.scope, self._kick, polling=polling,
                                      poll_interval=poll_interval)
         self.rescan_interval = rescan_interval
@@ -269,7 +271,7 @@ class Watcher:
     async def _advance(self, t: _Track) -> None:
         """Gather the facts the decider asks for, one look deeper each time,
         until it decides something other than looking deeper."""
-        sig = await self.reads.sig(t.path)
+        sig, link_outside = await self.reads.look(t.path, self.roots)
         seen_before = t.state.sig is not None
         # No write to wait out: the writer said it was done, or the file is as
         # it was when it was last announced whole (a restart's scan).
@@ -285,6 +287,7 @@ class Watcher:
             age=time.time() - sig[1] / 1e9 if sig else 0.0,
             rules=self.rules,
             writer_done=writer_done,
+            link_outside=link_outside,
         )
         if not t.state.identified:
             t.arrival = None  # new content: identified afresh
@@ -306,13 +309,8 @@ class Watcher:
         except OSError as exc:
             return self._unreadable(t, exc)
         t.state, decision = decide.after_structure(
-            t.state,
-            name=t.path.name,
-            sig=sig,
-            layout=layout,
-            now=time.monotonic(),
-            rules=self.rules,
-        )
+            t.state, name=t.path.name, sig=sig, layout=layout, now=time.monotonic(),
+            rules=self.rules)
         return decision
 
     async def _read_identity(self, t: _Track, sig: Sig) -> decide.Decision:

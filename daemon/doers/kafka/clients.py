@@ -24,6 +24,7 @@ from aiokafka.errors import (
 )
 
 from calstream.daemon.operations.config import Config, ConfigError
+from calstream.steps.regular_files import RECORD_LIMIT, open_regular_file
 
 FETCH_MAX_WAIT_MS = 100
 MAX_BATCH_BYTES = 256 * 1024
@@ -161,13 +162,23 @@ def _ssl_context(sec: Any) -> ssl.SSLContext:
     no wait makes it readable."""
     setting = "security.ssl_cafile"
     try:
+        # OpenSSL opens them by name and reads to the end: a FIFO there (a
+        # secret mounted as a pipe, a typo) held the start for ever, /dev/zero
+        # filled the memory. Each is judged first, as calstream's records are.
+        for setting, path in (("security.ssl_cafile", sec.ssl_cafile),  # noqa: B007 - named below
+                              ("security.ssl_certfile", sec.ssl_certfile),
+                              ("security.ssl_keyfile", sec.ssl_keyfile)):
+            if path:
+                open_regular_file(path, limit=RECORD_LIMIT).close()
+        setting = "security.ssl_cafile"
         ctx = ssl.create_default_context(cafile=sec.ssl_cafile)
         if sec.ssl_certfile:
             setting = "security.ssl_certfile / security.ssl_keyfile"
             ctx.load_cert_chain(sec.ssl_certfile, sec.ssl_keyfile)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        path = getattr(exc, "filename", None) or (
-            sec.ssl_cafile if setting == "security.ssl_cafile" else sec.ssl_certfile)
+        path = getattr(exc, "filename", None) or {
+            "security.ssl_cafile": sec.ssl_cafile, "security.ssl_keyfile": sec.ssl_keyfile,
+        }.get(setting, sec.ssl_certfile)
         why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
         raise ConfigError(f"{setting} {path}: cannot be used as a certificate: {why}") from None
     return ctx

@@ -1,0 +1,70 @@
+"""A whole file among thousands of short ones: the door still serves it.
+
+Each file found short (a header declaring data that never comes: a
+downlink cut off, or junk) was looked at every look interval until its
+``incomplete_timeout``: with 2,000 of them the watcher's event loop was
+kept busy with looks and a whole file dropped among them waited seconds
+(5,000: not announced within 20 s). A short file that does not change
+needs no look that often: a write to it is an event, looked at at once."""
+
+import anyio
+import pytest
+
+from calstream.daemon.deciders.inbox_file import INCOMPLETE_LOOK_MAX
+
+from .test_watcher import NAME, Recorder, dirs, drop, make, running, uncal_bytes, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.timeout(300)]
+__all__ = ["dirs"]  # the fixture, used by name
+
+CROWD = 2000
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def _short_header() -> bytes:
+    cards = ["SIMPLE  =                    T", "BITPIX  =                   16",
+             "NAXIS   =                    1", "NAXIS1  =                 1000", "END"]
+    return b"".join(c.ljust(80).encode() for c in cards).ljust(2880)
+
+
+async def test_a_whole_file_among_thousands_of_short_ones_is_announced_promptly(dirs):
+    inbox = dirs[0]
+    rec = Recorder()
+    w = make(dirs, rec, incomplete_timeout=600.0)
+    async with running(w):
+        short = _short_header()
+        for i in range(CROWD):
+            (inbox / NAME.replace("00001", f"{i + 10:05d}")).write_bytes(short)
+
+        def found_short() -> int:  # each file's structure read once: all of them waiting
+            return sum(1 for t in w._tracks.values() if t.state.incomplete_sig is not None)
+
+        await wait_until(lambda: found_short() == CROWD, timeout=120)
+        await anyio.sleep(8)  # the crowd waiting, as it would for minutes
+        looks = _count_looks(w)
+        await anyio.sleep(2)
+        per_file_second = looks[0] / CROWD / 2
+        drop(inbox, NAME, uncal_bytes())
+        # A bound for a broken door, not a measure: alone it takes ~20 ms.
+        took = await wait_until(lambda: rec.arrivals, timeout=INCOMPLETE_LOOK_MAX + 4)
+    assert [a.exposure_id for a in rec.arrivals] == [NAME.removesuffix("_uncal.fits")]
+    assert rec.rejections == [] and took < INCOMPLETE_LOOK_MAX + 4
+    # Unchanged for 8 s or more: a look every 2 s at most (it was every 0.1 s).
+    assert per_file_second <= 0.5
+
+
+def _count_looks(w) -> list[int]:
+    """Counts the stats the watcher makes from now on, in the list's one item."""
+    counted = [0]
+    sig = w.reads.sig
+
+    async def counting(path):
+        counted[0] += 1
+        return await sig(path)
+
+    w.reads.sig = counting
+    return counted

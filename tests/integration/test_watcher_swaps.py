@@ -1,0 +1,82 @@
+"""A file replaced by a FIFO between the watcher's stat and its reads.
+
+The watcher stats a file (a FIFO, socket or device is rejected there) and
+then reads it during its turn. A FIFO put in the file's place between the
+two held the read in ``open`` for ever: that file's turn of the door and a
+thread were gone, and four such files (the door's turns) stopped every
+arrival. The reads now open without waiting and refuse what is no regular
+file; the next look rejects it, and the door goes on."""
+
+import contextlib
+import os
+
+import pytest
+
+from calstream.daemon.doers.inbox.file_reads import FileReads
+
+from .test_watcher import NAME, Recorder, dirs, drop, make, running, uncal_bytes, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.timeout(300)]
+__all__ = ["dirs"]  # the fixture, used by name
+
+SWAPPED = NAME.replace("00001", "00002")
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def test_a_file_swapped_for_a_fifo_while_checked_is_rejected_and_the_door_goes_on(
+        dirs, monkeypatch):
+    inbox, quarantine, _ = dirs
+    rec = Recorder()
+    layout = FileReads.layout
+
+    async def swapped_first(self, path):
+        if path.name == SWAPPED and not path.is_fifo():  # after the stat, before the read
+            path.unlink()
+            os.mkfifo(path)
+        return await layout(self, path)
+
+    monkeypatch.setattr(FileReads, "layout", swapped_first)
+    # One turn: a read held for ever would hold the whole door.
+    w = make(dirs, rec, io_concurrency=1)
+    try:
+        async with running(w):
+            drop(inbox, SWAPPED, uncal_bytes(SWAPPED))
+            await wait_until(lambda: rec.rejections, timeout=30)
+            drop(inbox, NAME, uncal_bytes())
+            await wait_until(lambda: rec.arrivals, timeout=30)
+    finally:  # a read the old code left waiting in open() is let go
+        for fifo in (inbox / SWAPPED, quarantine / SWAPPED):
+            with contextlib.suppress(OSError):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    [r] = rec.rejections
+    assert "not a regular file" in r.reason and r.quarantined_to == quarantine / SWAPPED
+    assert [a.exposure_id for a in rec.arrivals] == [NAME.removesuffix("_uncal.fits")]
+
+
+async def test_a_link_out_of_the_roots_is_quarantined_unread_and_one_into_them_announced(
+        dirs, tmp_path):
+    """A link in the inbox to a whole uncal elsewhere: the door hashed the
+    file out there and announced it, the admission then refused its path
+    (outside the allowed roots), and every start announced it again. Now the
+    door refuses it unread, as the docs' table always said; a link into an
+    allowed root (another inbox of the deployment) is still a delivery."""
+    inbox, quarantine, _ = dirs
+    outside, staging = tmp_path / "elsewhere", tmp_path / "staging"
+    outside.mkdir()
+    staging.mkdir()
+    (outside / SWAPPED).write_bytes(uncal_bytes(SWAPPED))
+    (staging / NAME).write_bytes(uncal_bytes())
+    rec = Recorder()
+    async with running(make(dirs, rec, roots=[inbox, staging])):
+        (inbox / SWAPPED).symlink_to(outside / SWAPPED)
+        (inbox / NAME).symlink_to(staging / NAME)
+        await wait_until(lambda: rec.rejections and rec.arrivals, timeout=30)
+    [r] = rec.rejections
+    assert r.reason == (f"{SWAPPED}: a symbolic link to {outside / SWAPPED}, outside the "
+                        "inbox's roots: not read")
+    assert (quarantine / SWAPPED).is_symlink() and (outside / SWAPPED).exists()
+    assert [a.exposure_id for a in rec.arrivals] == [NAME.removesuffix("_uncal.fits")]
