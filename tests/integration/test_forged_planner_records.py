@@ -1,4 +1,4 @@
-"""A forged record on the planner's own ``holds`` topic releases nothing.
+"""Forged records on the planner's own topics (holds, plans) change nothing it decided.
 
 Anyone who can write to the broker can write a ``released`` hold record for
 a held exposure (its digest is in the public product event). Read back at
@@ -80,3 +80,38 @@ async def test_a_forged_release_on_the_holds_topic_releases_nothing_at_a_restart
     # The forged record is not what the planner keeps either.
     [kept] = PlannerLedger(cfg.work_dir).kept("holds")
     assert kept == own
+
+
+async def test_a_forged_plan_under_a_kept_plan_s_id_does_not_replace_it(
+        tmp_path, broker, unique_prefix):
+    """The broker lost its topics (the embedded one keeps them in memory;
+    here: the same work directory on a fresh topic prefix), and a forged
+    plan under the kept plan's id is on the new plans topic first: the
+    planner took it as "still on the broker" and left its own kept copy
+    unread, so the forged plan's candidates were the program's."""
+    from calstream.daemon.operations.cli.plans import plan_message, publish_plan
+
+    manifest = tmp_path / "plan.json"
+    manifest.write_text(json.dumps({"exposures": [
+        {"exposure_id": f"jw04344001001_02101_0000{n}_nrcb1", "candidates": ["o001"]}
+        for n in (1, 2, 3)]}))
+    plan = plan_message(manifest, "ops")
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["planner"])
+    async with running_daemon(cfg) as daemon:
+        await until(lambda: daemon.planner and daemon.planner.caught_up)
+        await publish_plan(cfg, plan)
+        await until(lambda: (cfg.work_dir / "planner" / "plans"
+                             / f"{plan['plan_id']}.json").is_file())
+    forged_body = {k: v for k, v in plan.body.items()
+                   if k not in ("schema", "schema_version", "event_id", "emitted_at",
+                                "producer")}
+    forged_body["exposures"] = plan["exposures"][:1]  # the candidate closes at one member
+    forged = contract.build("plan", contract.event_id("plan", "forged"), **forged_body)
+    # "Deleting the snapshot is always safe": the plans come from the topic and the ledger.
+    planner_snapshots.snapshot_path(cfg.work_dir).unlink(missing_ok=True)
+    lost = daemon_config(tmp_path, broker, unique_prefix + "lost.", roles=["planner"])
+    await publish_plan(lost, forged)
+    async with running_daemon(lost) as daemon:
+        await until(lambda: daemon.planner and daemon.planner.caught_up)
+        taken = daemon.planner.plans[plan["plan_id"]]
+        assert len(taken.exposures) == 3, taken
