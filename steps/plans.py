@@ -90,10 +90,18 @@ class Plan:
         PlanError says why one cannot be used, whatever its shape: each
         reader (the planner's loop, its restore, its ledger) refuses it alike."""
         try:
-            return cls(data["plan_id"], data.get("source", ""), tuple(
+            plan = cls(data["plan_id"], data.get("source", ""), tuple(
                 PlannedExposure(e["exposure_id"], tuple(e.get("candidates", ())),
                                 _plain_header(dict(e.get("header") or {}), e["exposure_id"]))
                 for e in data["exposures"]))
+            # Its id is its content's digest, and readers trust it so (one plan
+            # an id: the first read wins, the ledger keeps one file an id): a
+            # forged plan under a real plan's id, compacting the real record
+            # away, replaced it at the next start, the planner's own kept copy
+            # left unread as "still on the broker".
+            if plan.plan_id != plan_digest(list(plan.exposures)):
+                raise PlanError("its plan_id is not the digest of its exposures and candidates")
+            return plan
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             why = str(exc) if isinstance(exc, PlanError) else f"{type(exc).__name__}: {exc}"
             raise PlanError(f"plan {str(data.get('plan_id'))[:12]} cannot be used: "
@@ -125,7 +133,7 @@ def load_plan(path: str | Path) -> Plan:
     return parse_pool(text, source=path.name)
 
 
-def _plan_id(exposures: list[PlannedExposure]) -> str:
+def plan_digest(exposures: list[PlannedExposure]) -> str:
     canonical = json.dumps([[e.exposure_id, sorted(e.candidates)] for e in
                             sorted(exposures, key=lambda e: e.exposure_id)])
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -266,4 +274,4 @@ def _plan(exposures: list[PlannedExposure], source: str) -> Plan:
             raise PlanError(f"{source}: {e.exposure_id} is listed twice with different candidates")
         seen[e.exposure_id] = e
     unique = sorted(seen.values(), key=lambda e: e.exposure_id)
-    return Plan(_plan_id(unique), source, tuple(unique))
+    return Plan(plan_digest(unique), source, tuple(unique))

@@ -45,6 +45,29 @@ def hold_or_release(seen: Seen, holds: Holds) -> list[Emit]:
     return [hold_record(exposure_id, body, digest, holds)]
 
 
+def hold_to_restore(record: dict[str, Any], own: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The hold record a planner takes back for an exposure when it reads
+    ``record`` on the ``holds`` topic (at its start, or a standby following
+    the active planner): ``own`` is its own last record of the exposure (its
+    ledger, its snapshot, what it decided), or None.
+
+    The topic is the planner's, but the broker is shared: anyone who can
+    write to it can write a ``released`` record with the held file's digest
+    (public in the product event), and a release read back was a release
+    made before the restart. So the planner's own record wins, and a record
+    it has none of is taken only if it releases nothing: a hold is
+    restrictive, and the planner decides it again from the product event
+    anyway. A release it did not decide itself comes back only from its
+    inputs (the pointing update, read again; a corrected redelivery), never
+    from the record. None: nothing to take."""
+    if own is not None:
+        return own
+    if record.get("state") == "released" or record.get("release") \
+            or record.get("pointing_release"):
+        return None
+    return record
+
+
 def release_record(seen: Seen, release: dict[str, Any], holds: Holds) -> Emit:
     exposure_id = seen.exposure.exposure_id
     current = holds.get(exposure_id) or {}

@@ -89,3 +89,20 @@ def summary(state: Level3State, now: float) -> dict[str, Any]:
         "oldest_missing_age": (now - oldest) if oldest is not None else 0.0,
         "closed": sum(1 for c in state.candidates.values() if c.sent and not c.is_open),
     }
+
+
+# calstream_missing_exposures{program}: the program is a record's (a header,
+# a plan), so its series are bounded: a forger's visits of many programs,
+# each promising exposures that never come, were one series each, kept for
+# the daemon's life. Real programs missing exposures at once are a handful.
+MISSING_PROGRAM_SERIES = 50
+
+
+def program_series(by_program: dict[str, int], limit: int = MISSING_PROGRAM_SERIES) -> dict[str, int]:
+    """The gauge's values: the ``limit`` programs missing most (ties by
+    program, for a stable set), the rest summed under ``other``."""
+    ranked = sorted(by_program.items(), key=lambda pc: (-pc[1], pc[0]))
+    series = dict(ranked[:limit])
+    if rest := ranked[limit:]:
+        series["other"] = sum(count for _, count in rest)
+    return series

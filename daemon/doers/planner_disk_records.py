@@ -22,6 +22,21 @@ from calstream.topics import contract
 log = logging.getLogger("calstream.planner")
 
 
+async def own_holds(planner) -> dict[str, dict]:
+    """The planner's own last hold record of each exposure: its snapshot's
+    (the state restored so far), then its ledger's, newer (each is kept
+    before it is sent, by a standby too), each checked as a message would
+    be (restore_from_disk warns about the others)."""
+    own = dict(planner.holds)
+    for body in await anyio.to_thread.run_sync(planner.ledger.kept, "holds"):
+        try:
+            contract.validate("hold", body)
+        except contract.InvalidMessage:
+            continue
+        own[body["exposure_id"]] = body
+    return own
+
+
 async def restore_from_disk(planner) -> None:
     """What the broker lost: plans and holds from the ledger (re-published,
     so every reader of those topics sees them again), stage-3 versions

@@ -27,10 +27,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from calstream.daemon.deciders import planner_memory, planner_snapshot
+from calstream.daemon.deciders.holds import hold_to_restore
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import BlockCache, BlockWriter
 from calstream.daemon.deciders.standby_withheld import WithheldDecisions, usable_without_following
-from calstream.daemon.doers import planner_clients, planner_snapshots, planner_tail
+from calstream.daemon.doers import (
+    planner_clients,
+    planner_disk_records,
+    planner_snapshots,
+    planner_tail,
+)
 from calstream.daemon.doers.process_memory import container_limit_bytes, resident_in_use_bytes
 from calstream.steps.failures import infrastructure_cause
 from calstream.steps.plans import Plan, PlanError
@@ -160,12 +166,17 @@ async def _restore(planner: Planner) -> None:
                 continue  # the stage consumers dead-letter these
             planner.state_for(order.get("namespace") or "live").restore_order(order)
             _seen_published(planner, order)
+    # A hold record on the topic is taken only as holds.hold_to_restore says:
+    # the planner's own record (its snapshot's, its ledger's) wins over it.
+    own = await planner_disk_records.own_holds(planner)
     for record in await planner_tail.read_topic(planner, "holds"):
         if record.value is None:
             continue
         try:
             hold = contract.decode(record.value, expected="hold")
-            planner.state.restore_hold(hold)
+            taken = hold_to_restore(hold.body, own.get(hold["exposure_id"]))
+            if taken is not None:
+                planner.state.restore_hold(contract.Message("hold", taken))
             _seen_published(planner, hold)
             seen["holds"].add(hold["exposure_id"])
         except contract.InvalidMessage as exc:

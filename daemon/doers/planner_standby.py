@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 
+from calstream.daemon.deciders.holds import hold_to_restore
 from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.deciders.standby_withheld import (
     PUBLISHED_CAPACITY,
@@ -83,7 +84,11 @@ class Standby:
         try:
             if logical == "holds":
                 message = contract.decode(record.value, expected="hold")
-                planner.state.restore_hold(message)
+                # Not over its own record, and never a release it did not
+                # decide itself (holds.hold_to_restore: the broker is shared).
+                taken = hold_to_restore(message.body, planner.holds.get(message["exposure_id"]))
+                if taken is not None:
+                    planner.state.restore_hold(contract.Message("hold", taken))
             elif logical == "deadletter":
                 body = contract.parse_json(record.value)
                 if not isinstance(body, dict) or not isinstance(body.get("event_id"), str):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from calstream.daemon.deciders.level3_status import MISSING_PROGRAM_SERIES, program_series
+
 if TYPE_CHECKING:
     from calstream.daemon.doers.planner_loop import Planner
 
@@ -43,13 +45,19 @@ def _set_gauges(planner: Planner) -> None:
     metrics.held_exposures.set(s["held"])
     metrics.held_for_direct_image.set(s["held_for_direct_image"])
     metrics.oldest_hold_age.set(s["oldest_hold_age"])
-    by_program = s["level3"]["missing_by_program"]
-    # A program no longer missing anything goes to 0, not left at its last count.
-    for program in planner.programs_missing - set(by_program):
+    series = program_series(s["level3"]["missing_by_program"])
+    # A program no longer missing anything goes to 0, not left at its last
+    # count, while the series stay within their bound (level3_status says
+    # why there is one); beyond it, its series is removed.
+    gone = sorted(planner.programs_missing - set(series))
+    room = MISSING_PROGRAM_SERIES + 1 - len(series)
+    for program in gone[max(room, 0):]:
+        metrics.missing_exposures.remove(program)
+    for program in gone[:max(room, 0)]:
         metrics.missing_exposures.labels(program=program).set(0)
-    for program, count in by_program.items():
+    for program, count in series.items():
         metrics.missing_exposures.labels(program=program).set(count)
-    planner.programs_missing |= set(by_program)
+    planner.programs_missing = set(series) | set(gone[:max(room, 0)])
     metrics.oldest_missing_age.set(s["level3"]["oldest_missing_age"])
 
 

@@ -39,7 +39,7 @@ from calstream.daemon.operations.console_data import Snapshot, _promotions
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.exposure import BadExposure, describe_exposure, header_copy_problems
 from calstream.steps.fitsfile import fits_layout
-from calstream.steps.plans import PlanError
+from calstream.steps.plans import PlanError, PlannedExposure, plan_digest
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
@@ -311,10 +311,13 @@ def test_the_planner_ledger_mutated_is_taken_or_left_out(tmp_path, topic):
     if topic == "plans":
         [plan] = [p for k, p, _ in stream.steps() if k == "plan"]
         forged_from = _plan_message(plan).body
-        other = "b" * 64  # the valid one read after it: another plan, its own file
+        # The valid one read after it: another plan (other candidates), its own
+        # file, its id its content's digest (Plan.from_json checks it).
+        exposures = [{**e, "candidates": ["o999"]} for e in forged_from["exposures"]]
+        other = plan_digest([PlannedExposure(e["exposure_id"], ("o999",)) for e in exposures])
         valid = contract.build("plan", contract.event_id("plan", other), **{
-            **{k: forged_from[k] for k in ("source", "by", "programs", "exposures")},
-            "plan_id": other}).body
+            **{k: forged_from[k] for k in ("source", "by", "programs")},
+            "exposures": exposures, "plan_id": other}).body
     else:
         forged_from, valid = (h.body for h in _orders_and_holds()["hold"][:2])
     key = "plan_id" if topic == "plans" else "exposure_id"

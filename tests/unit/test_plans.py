@@ -88,7 +88,7 @@ def test_a_plan_header_no_file_could_have_is_refused(header, reason):
     entry = {"exposure_id": "jw01234001001_02101_00001_nrcb1", "header": header}
     with pytest.raises(PlanError, match=reason):
         parse_manifest(json.dumps({"exposures": [entry]}), source="m.json")
-    message = {"plan_id": "0" * 64, "exposures": [{**entry, "candidates": ["o001"]}]}
+    message = {"plan_id": "0" * 64, "exposures": [{**entry, "candidates": ["o001"]}]}  # its header judged first
     with pytest.raises(PlanError, match=reason):
         Plan.from_json(message)
 
@@ -131,3 +131,17 @@ def test_a_pool_csv_cannot_read_is_a_plan_error():
     with pytest.raises(PlanError, match="candidates are not a list"):
         parse_manifest('{"exposures": [{"exposure_id": "jw01234001001_02101_00001_nrcb1", '
                        '"candidates": 1.5}]}')
+
+
+def test_a_plan_under_another_plan_s_id_is_refused():
+    """A plan's id is its content's digest: readers keep one plan an id (the
+    first read wins; the ledger keeps one file an id), so a forged plan
+    under a real plan's id replaced it at the next start."""
+    real = parse_manifest(json.dumps({"exposures": [
+        {"exposure_id": "jw01234001001_02101_00001_nrcb1", "candidates": ["o001"]},
+        {"exposure_id": "jw01234001001_02101_00002_nrcb1", "candidates": ["o001"]}]}),
+        source="m.json")
+    assert Plan.from_json(real.to_json()) == real
+    forged = {**real.to_json(), "exposures": real.to_json()["exposures"][:1]}
+    with pytest.raises(PlanError, match="plan_id is not the digest"):
+        Plan.from_json(forged)
