@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
 PLOT_INCHES = (6.4, 3.6)
+# A table or text product larger than this is not drawn: its header (or its
+# file) is untrusted, and a true spectrum or light curve is megabytes at most.
+MAX_TABLE_BYTES = 256 << 20
 PREVIEW_DPI = 100  # 640 x 360
 THUMB_DPI = 20  # 128 x 72
 
@@ -45,9 +49,18 @@ SPECTRUM_TABLES = ("EXTRACT1D", "COMBINE1D")
 SOURCES_SHOWN = 8  # a WFSS product holds a spectrum per source, hundreds of them
 
 
+def _table_data(hdu, path: str):
+    """The HDU's data, judged by the size its header declares before it is read."""
+    if hdu.size > MAX_TABLE_BYTES:
+        raise ValueError(f"{path}: table {hdu.name} of {hdu.size} bytes is too large to "
+                         f"preview (more than {MAX_TABLE_BYTES})")
+    return hdu.data
+
+
 def spectrum(path: str):
     with fits.open(path, memmap=False) as hdus:
-        tables = [Table(h.data) for h in hdus if h.name in SPECTRUM_TABLES and h.data is not None]
+        tables = [Table(data) for h in hdus if h.name in SPECTRUM_TABLES
+                  and (data := _table_data(h, path)) is not None]
     if not tables:
         raise ValueError(f"{path}: no {' or '.join(SPECTRUM_TABLES)} table")
     fig = _figure()
@@ -91,6 +104,10 @@ def _pick(table: Table, preferred: tuple[str, ...], contains: tuple[str, ...]) -
 
 
 def light_curve(path: str):
+    size = os.stat(path).st_size
+    if size > MAX_TABLE_BYTES:
+        raise ValueError(f"{path}: {size} bytes is too large to preview (more than "
+                         f"{MAX_TABLE_BYTES})")
     table = Table.read(path, format="ascii.ecsv")
     time = _pick(table, ("mjd", "int_mid_mjd_utc", "int_mid_bjd_tdb"), ("mjd", "time", "bjd"))
     flux = _pick(table, ("net_aperture_sum", "whitelight_flux", "flux"), ("flux", "sum"))
@@ -115,8 +132,8 @@ def _per_row(values) -> np.ndarray:
 def interferometry(path: str):
     with fits.open(path, memmap=False) as hdus:
         names = [h.name for h in hdus]
-        t3 = hdus["OI_T3"].data if "OI_T3" in names else None
-        vis2 = hdus["OI_VIS2"].data if "OI_VIS2" in names else None
+        t3 = _table_data(hdus["OI_T3"], path) if "OI_T3" in names else None
+        vis2 = _table_data(hdus["OI_VIS2"], path) if "OI_VIS2" in names else None
     if t3 is None and vis2 is None:
         raise ValueError(f"{path}: neither OI_T3 nor OI_VIS2")
     fig = _figure()
