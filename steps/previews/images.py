@@ -13,6 +13,8 @@ import numpy as np
 from astropy.io import fits
 from astropy.visualization import AsinhStretch, PercentileInterval, ZScaleInterval
 
+from calstream.steps.regular_files import open_regular_file
+
 DO_NOT_USE = 1  # jwst DQ bit 0: the pixel is not to be used
 MASKED_RGB = (90, 20, 60)  # masked pixels: dark purple, not mistaken for sky
 PREVIEW_MAX = 1024  # longest side of a preview, in pixels
@@ -31,7 +33,9 @@ def read_image(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(data, mask): the science plane, the median over integrations for a cube
     (calints, rateints: over at most INTEGRATIONS_READ of them), and which
     pixels to mask. Sizes are judged from the headers before any data is read."""
-    with fits.open(path, memmap=False) as hdus:
+    # A regular file only: a FIFO in its place held the worker until the task's
+    # time-out, a device (/dev/zero) read without end.
+    with open_regular_file(path) as f, fits.open(f, memmap=False) as hdus:
         names = [h.name for h in hdus]
         sci = hdus["SCI"] if "SCI" in names else hdus[0]
         shape = tuple(sci.shape) if isinstance(sci, _IMAGE_HDUS) else ()

@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+
+from calstream.steps.regular_files import open_regular_file, read_regular_text
 
 PLOT_INCHES = (6.4, 3.6)
 # A table or text product larger than this is not drawn: its header (or its
@@ -58,7 +59,7 @@ def _table_data(hdu, path: str):
 
 
 def spectrum(path: str):
-    with fits.open(path, memmap=False) as hdus:
+    with open_regular_file(path) as f, fits.open(f, memmap=False) as hdus:
         tables = [Table(data) for h in hdus if h.name in SPECTRUM_TABLES
                   and (data := _table_data(h, path)) is not None]
     if not tables:
@@ -104,11 +105,9 @@ def _pick(table: Table, preferred: tuple[str, ...], contains: tuple[str, ...]) -
 
 
 def light_curve(path: str):
-    size = os.stat(path).st_size
-    if size > MAX_TABLE_BYTES:
-        raise ValueError(f"{path}: {size} bytes is too large to preview (more than "
-                         f"{MAX_TABLE_BYTES})")
-    table = Table.read(path, format="ascii.ecsv")
+    # Bounded, and a regular file only (read_regular_text): a text, not a path,
+    # is what the table is read from.
+    table = Table.read(read_regular_text(path, limit=MAX_TABLE_BYTES), format="ascii.ecsv")
     time = _pick(table, ("mjd", "int_mid_mjd_utc", "int_mid_bjd_tdb"), ("mjd", "time", "bjd"))
     flux = _pick(table, ("net_aperture_sum", "whitelight_flux", "flux"), ("flux", "sum"))
     t = np.asarray(table[time], dtype=np.float64)
@@ -130,7 +129,7 @@ def _per_row(values) -> np.ndarray:
 
 
 def interferometry(path: str):
-    with fits.open(path, memmap=False) as hdus:
+    with open_regular_file(path) as f, fits.open(f, memmap=False) as hdus:
         names = [h.name for h in hdus]
         t3 = _table_data(hdus["OI_T3"], path) if "OI_T3" in names else None
         vis2 = _table_data(hdus["OI_VIS2"], path) if "OI_VIS2" in names else None

@@ -313,3 +313,31 @@ def test_a_product_declaring_a_huge_array_is_not_read_whole(tmp_path):
     assert f"{ROOT}_x1d.fits" in failed and "table EXTRACT1D of 17179869184 bytes" in failed
     assert f"{ROOT}_rateints.fits" not in failed and failed.endswith(" 2"), failed
     assert (tmp_path / "previews" / f"{ROOT}_rateints.png").exists()
+
+
+def test_a_fifo_or_a_device_in_a_products_place_is_not_read(tmp_path):
+    """A FIFO where a product was (made in the store by anyone who can write
+    there; an adopted pending entry names it) held the preview worker until
+    the task's time-out; /dev/zero would be read without end."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / f"{ROOT}_rate.fits"
+    os.mkfifo(fifo)
+    curve = tmp_path / f"{ROOT}_phot.ecsv"
+    os.mkfifo(curve)
+    script = ("import sys\nfrom calstream.steps.previews.make import make_previews\n"
+              "print(sorted(make_previews([{'of': sys.argv[1], 'kind': 'image', 'role': r, "
+              "'path': sys.argv[2] + '/previews/x' + r + '.png'} for r in ('preview', "
+              "'thumbnail')] + [{'of': sys.argv[3], 'kind': 'light_curve', 'role': r, "
+              "'path': sys.argv[2] + '/previews/y' + r + '.png'} for r in ('preview', "
+              "'thumbnail')])['failed'].items()))")
+    done = subprocess.run([sys.executable, "-c", script, fifo.name, str(tmp_path), curve.name],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("not a regular file") == 2, done.stdout
+    from calstream.steps.previews.images import read_image
+
+    with pytest.raises(OSError, match="not a regular file"):
+        read_image("/dev/zero")
