@@ -12,10 +12,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from calstream.daemon.deciders.admission import path_text_problem
+from calstream.daemon.deciders.event_checks import inside
 from calstream.daemon.stages import STAGES
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.steps.provenance import work_id
@@ -27,7 +30,17 @@ SOURCES = {st.replay_from: (st.live_topic, st.replay_topic, st.message) for st i
 
 
 class BadSelection(ValueError):
-    """A selection that cannot be right (a time that is not one, an empty range)."""
+    """A selection that cannot be right (a time that is not one, an empty range,
+    a program that is not 5 digits)."""
+
+
+# What each selection value must look like (the product schema's grammar):
+# a value of another shape matches nothing, and "nothing matched" hid the slip.
+_GRAMMAR = {"programs": ("--program", re.compile(r"[0-9]{5}"), "5 digits, e.g. 01234"),
+            "observations": ("--observation", re.compile(r"[0-9]{3}"), "3 digits, e.g. 001"),
+            "visits": ("--visit", re.compile(r"[0-9]{3}"), "3 digits, e.g. 001"),
+            "exposures": ("--exposure", re.compile(r"jw[0-9a-z][0-9a-z_.+-]{0,199}"),
+                          "an exposure id or product name, e.g. jw01234001001_02101_00001_nrcb1")}
 
 
 def parse_when(text: str | None) -> dt.datetime | None:
@@ -55,6 +68,11 @@ class Selection:
     def __post_init__(self) -> None:
         self.instruments = {i.upper() for i in self.instruments}
         self.exp_types = {e.upper() for e in self.exp_types}
+        for key, (flag, grammar, shape) in _GRAMMAR.items():
+            for value in getattr(self, key):
+                # Exposures are matched without case (matches()), so judged so.
+                if not isinstance(value, str) or not grammar.fullmatch(value.lower()):
+                    raise BadSelection(f"{flag} {value!r} is not {shape}")
         if self.since and self.until and self.until <= self.since:
             raise BadSelection("--until must be later than --since")
 
@@ -207,6 +225,51 @@ def select(candidates: list[Candidate], selection: Selection,
             latest[name] = c
     chosen = sorted(latest.values(), key=lambda c: (c.partition, c.offset))
     return chosen, matched, matched - len(chosen)
+
+
+def from_their_roots(candidates: list[Candidate], *, inbox_roots: Iterable[str] | None,
+                     products_root: str) -> tuple[list[Candidate], int]:
+    """(The candidates whose files lie where the stages take them from, how
+    many did not). Anyone can write to a source topic: an arrival must name
+    its own exposure's file (as the stage's admission judges it) under the
+    inbox roots, a work order only live products (the store's own tree, not
+    a namespace's). Judged as text, before publishing: a forged record is
+    left out here, not republished under the operator's replay for a stage
+    to dead-letter. ``inbox_roots`` None: the command was not told the
+    deployment's roots (they are in no deployment record), so an arrival is
+    judged by its file name and by lying outside the product store only."""
+    inbox = [str(r) for r in inbox_roots] if inbox_roots is not None else None
+    live = [str(products_root)]
+    namespaces = [str(products_root).rstrip("/") + "/namespaces"]
+
+    def usable(path: Any, roots: list[str]) -> bool:
+        return isinstance(path, str) and path_text_problem(path) is None \
+            and inside(path, roots) and not inside(path, namespaces)
+
+    def arrival_file(m: dict[str, Any]) -> bool:
+        path = m.get("path")
+        if not isinstance(path, str) or path_text_problem(path) is not None \
+                or not inside(path, inbox if inbox is not None else ["/"]) \
+                or inside(path, live):
+            return False
+        try:
+            return parse_exposure_name(path).exposure_id == \
+                parse_exposure_name(str(m.get("exposure_id"))).exposure_id
+        except BadName:
+            return False
+
+    kept = []
+    for c in candidates:
+        m = c.message
+        if m.get("schema") == "calstream.arrival":
+            ok = arrival_file(m)
+        else:
+            inputs = m.get("inputs")
+            ok = isinstance(inputs, list) and all(
+                isinstance(i, dict) and usable(i.get("path"), live) for i in inputs)
+        if ok:
+            kept.append(c)
+    return kept, len(candidates) - len(kept)
 
 
 def coverage(scans: list[PartitionScan], chosen: list[Candidate]) -> list[PartitionCoverage]:

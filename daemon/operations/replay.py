@@ -50,6 +50,7 @@ from calstream.daemon.deciders.replay_selection import (
     Selection,
     coverage,
     facts_of,
+    from_their_roots,
     replay_id,
     replayed_message,
     retention_gaps,
@@ -84,11 +85,19 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
     src, dst = topics.name(src_logical), topics.name(dst_logical)
     found, scans, invalid = await scan(cfg, src)
     store = ProductStore(cfg.products)
-    of_kind = [c for c in found if c.message.get("schema") == f"calstream.{kind}"]
+    # The inbox roots are the deployment's only if this command was told
+    # them or its work dir (the deployment record does not carry them).
+    told = {"allowed_roots", "inbox", "work_dir"} & set(cfg.sources)
+    roots = {"inbox_roots": [str(r) for r in cfg.allowed_roots] if told else None,
+             "products_root": str(cfg.products)}
+    of_kind, outside = from_their_roots(
+        [c for c in found if c.message.get("schema") == f"calstream.{kind}"], **roots)
+    # Live, with links followed: outside the store (None) is no live product.
     chosen, matched, superseded = select(
-        of_kind, selection, live_input=lambda path: store.namespace_of(Path(path)) in ("live", None))
+        of_kind, selection, live_input=lambda path: store.namespace_of(Path(path)) == "live")
     gaps = retention_gaps(scans, selection.since)
     restored, unusable = await _from_store(store, source, of_kind, selection, src, gaps)
+    restored, outside_store = from_their_roots(restored, **roots)
     requested_at = contract.utc_now()
     rid = replay_id(source, selection, namespace, crds_context, requested_at)
     request = {"replay_id": rid, "from": source, "namespace": namespace,
@@ -108,7 +117,8 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
         **request, "source_topic": src, "target_topic": dst, "dry_run": dry_run,
         "scanned": sum(1 for _ in found), "invalid_skipped": invalid, "matched": matched,
         "superseded": superseded, "selected": len(chosen) + len(restored),
-        "from_store": len(restored), "store_records_unusable": unusable,
+        "from_store": len(restored), "store_records_unusable": unusable + outside_store,
+        "outside_roots": outside,
         "published": published, "refused": refused, "gaps": gaps,
         "partitions": [asdict(p) for p in coverage(scans, chosen)],
         "items": [{"name": facts_of(c.message)[0], "partition": c.partition,

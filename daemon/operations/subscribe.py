@@ -7,7 +7,9 @@ the contract (docs/contract.md, "Semantics for subscribers"):
   invalid one instead of crashing on it (one bad record must not stop an
   archive ingest);
 * **deduplicate on event_id**: delivery is at-least-once, so the same event
-  can come again after a redelivery, a restart or a reprocessing;
+  can come again after a redelivery, a restart or a reprocessing; the same
+  id with other content (``emitted_at``, ``producer`` and ``previews`` aside)
+  is no repetition but a forgery or a bug: report it, never take it as seen;
 * **commit only after handling** (with ``--group``): a crash then means
   "seen again" (harmless, see above), never "lost";
 * **read only announced files**: an event is sent after the provenance
@@ -38,9 +40,11 @@ from typing import Any
 
 import anyio
 
+from calstream.daemon.deciders.event_checks import content_digest
 from calstream.daemon.doers import kafka
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.logs import escape_controls
+from calstream.steps.regular_files import read_regular_text
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
@@ -83,15 +87,17 @@ def text_line(event: dict[str, Any]) -> str:
         f"{event['program']}/{event['observation']}  {event['product_name']}  [{suffixes}]")
 
 
-def write_event(directory: Path, event: dict[str, Any]) -> bool:
-    """Write ``<event_id>.json`` atomically; False if it was already there.
+def write_event(directory: Path, event: dict[str, Any]) -> str:
+    """Write ``<event_id>.json`` atomically: "written"; or, if it is there
+    already, "duplicate" (the same content) or "conflicting" (other content
+    under the id, or a file that is no event: left as it is).
 
     Atomic (a temporary file renamed into place) so that a reader watching the
     directory never sees half a file, even if this process dies mid-write.
     """
     final = directory / f"{event['event_id']}.json"
-    if final.exists():
-        return False
+    if final.exists() or final.is_symlink():
+        return "duplicate" if _written_content(final) == content_digest(event) else "conflicting"
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".incoming-", suffix=".json")
     try:
         with os.fdopen(fd, "w") as f:
@@ -101,7 +107,16 @@ def write_event(directory: Path, event: dict[str, Any]) -> bool:
     except BaseException:
         os.unlink(tmp)
         raise
-    return True
+    return "written"
+
+
+def _written_content(path: Path) -> bytes | None:
+    """The content digest of an event this command wrote, None if the file is
+    none (bounded, and never a FIFO or device: the directory is anyone's)."""
+    try:
+        return content_digest(json.loads(read_regular_text(path)))
+    except (OSError, ValueError, RecursionError, TypeError):
+        return None
 
 
 class Subscriber:
@@ -109,8 +124,10 @@ class Subscriber:
         self.cfg, self.args = cfg, args
         self.topic = Topics(cfg.topic_prefix).name("products")
         self.filters = Filters(args)
-        self.seen: set[str] = set()  # ids of the events delivered in this run
-        self.counts = {"delivered": 0, "duplicate": 0, "filtered": 0, "invalid": 0}
+        # id -> content digest of the events handled in this run
+        self.seen: dict[str, bytes] = {}
+        self.counts = {"delivered": 0, "duplicate": 0, "filtered": 0, "invalid": 0,
+                       "conflicting": 0}
         self.stopping = False  # set by --max or a signal; checked between records
 
     def handle(self, record) -> None:
@@ -125,21 +142,38 @@ class Subscriber:
         if not self.filters.match(event):
             self.counts["filtered"] += 1
             return
-        if event["event_id"] in self.seen:
-            self.counts["duplicate"] += 1
+        event_id, digest = event["event_id"], content_digest(event)
+        known = self.seen.get(event_id)
+        if known is not None:
+            self._repeated(record, event_id, same=known == digest)
             return
-        self.seen.add(event["event_id"])
         if self.args.write_dir:
-            if not write_event(self.args.write_dir, event):
-                self.counts["duplicate"] += 1  # handled by an earlier run
+            outcome = write_event(self.args.write_dir, event)
+            if outcome != "written":  # handled by an earlier run, or not this content
+                if outcome == "duplicate":
+                    self.seen[event_id] = digest
+                self._repeated(record, event_id, same=outcome == "duplicate")
                 return
         elif self.args.format == "text":
             print(text_line(event), flush=True)
         else:
             print(json.dumps(event, separators=(",", ":"), sort_keys=True), flush=True)
+        self.seen[event_id] = digest
         self.counts["delivered"] += 1
         if self.args.max and self.counts["delivered"] >= self.args.max:
             self.stopping = True
+
+    def _repeated(self, record, event_id: str, *, same: bool) -> None:
+        if same:
+            self.counts["duplicate"] += 1
+            return
+        # The first content stays the one delivered: which is true, a
+        # subscriber cannot tell; it says so instead of dropping it unseen.
+        self.counts["conflicting"] += 1
+        print(f"subscribe: {record.topic}[{record.partition}]@{record.offset}: event_id "
+              f"{event_id[:12]}... again with other content than the event of that id "
+              "handled before (forged, or a producer's fault): not delivered",
+              file=sys.stderr, flush=True)
 
     async def run(self) -> None:
         group = self.args.group

@@ -13,38 +13,80 @@ import numpy as np
 from astropy.io import fits
 from astropy.visualization import AsinhStretch, PercentileInterval, ZScaleInterval
 
+from calstream.steps.regular_files import open_regular_file
+
 DO_NOT_USE = 1  # jwst DQ bit 0: the pixel is not to be used
 MASKED_RGB = (90, 20, 60)  # masked pixels: dark purple, not mistaken for sky
 PREVIEW_MAX = 1024  # longest side of a preview, in pixels
 PREVIEW_MIN = 256  # small subarrays are enlarged (nearest neighbour) up to this
 THUMB_SIDE = 128  # longest side of a thumbnail
+# What a preview reads, whatever the file's header declares (a product file is
+# untrusted: a header costs 80 bytes to claim gigabytes). A plane larger than
+# this (11585 pixels square, ~1 GB as float64) is not drawn; a cube's median is
+# taken over at most this many integrations, evenly spaced, read one at a time.
+MAX_PLANE_PIXELS = 1 << 27
+INTEGRATIONS_READ = 16
+_IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
 
 
 def read_image(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(data, mask): the science plane, the median over integrations for a cube
-    (calints, rateints), and which pixels to mask."""
-    with fits.open(path, memmap=False) as hdus:
+    (calints, rateints: over at most INTEGRATIONS_READ of them), and which
+    pixels to mask. Sizes are judged from the headers before any data is read."""
+    # A regular file only: a FIFO in its place held the worker until the task's
+    # time-out, a device (/dev/zero) read without end.
+    with open_regular_file(path) as f, fits.open(f, memmap=False) as hdus:
         names = [h.name for h in hdus]
-        sci = hdus["SCI"].data if "SCI" in names else hdus[0].data
-        if sci is None:
+        sci = hdus["SCI"] if "SCI" in names else hdus[0]
+        shape = tuple(sci.shape) if isinstance(sci, _IMAGE_HDUS) else ()
+        if not shape or not all(shape):
             raise ValueError(f"{path}: no image data")
-        data = np.asarray(sci, dtype=np.float64)
-        dq = np.asarray(hdus["DQ"].data) if "DQ" in names and hdus["DQ"].data is not None \
-            else None
-        weight = np.asarray(hdus["WHT"].data) if "WHT" in names and hdus["WHT"].data is not None \
-            else None
+        if len(shape) not in (2, 3):
+            raise ValueError(f"{path}: a {len(shape)}-d science array is not an image")
+        if shape[-1] * shape[-2] > MAX_PLANE_PIXELS:
+            raise ValueError(f"{path}: a {shape[-1]} x {shape[-2]} image is too large to "
+                             f"preview (more than {MAX_PLANE_PIXELS} pixels)")
+        picks = None if len(shape) == 2 else _picks(shape[0])
+        data = _read(sci, shape, picks).astype(np.float64)
+        dq = _companion(hdus, names, "DQ", shape, picks)
+        weight = _companion(hdus, names, "WHT", shape[-2:], None)
     if data.ndim == 3:
         data = np.nanmedian(data, axis=0) if data.shape[0] > 1 else data[0]
         if dq is not None and dq.ndim == 3:
             dq = np.bitwise_and.reduce(dq, axis=0)  # masked when no integration is usable
-    if data.ndim != 2:
-        raise ValueError(f"{path}: a {data.ndim}-d science array is not an image")
     mask = ~np.isfinite(data)
     if dq is not None and dq.shape == data.shape:
         mask |= (dq & DO_NOT_USE).astype(bool)
     if weight is not None and weight.shape == data.shape:
         mask |= weight <= 0  # i2d: outside every input
     return data, mask
+
+
+def _picks(integrations: int) -> list[int]:
+    """The integrations a cube's median is taken over: all, or evenly spaced."""
+    count = min(integrations, INTEGRATIONS_READ)
+    return sorted({round(i * (integrations - 1) / max(count - 1, 1)) for i in range(count)})
+
+
+def _read(hdu, shape: tuple[int, ...], picks: list[int] | None) -> np.ndarray:
+    if picks is None:
+        return np.asarray(hdu.data)
+    # section: one plane read from the file at a time, never the whole cube.
+    return np.stack([np.asarray(hdu.section[i]) for i in picks]).reshape(len(picks), *shape[1:])
+
+
+def _companion(hdus, names: list[str], name: str, shape: tuple[int, ...],
+               picks: list[int] | None) -> np.ndarray | None:
+    """DQ or WHT, read only when its header says it has the science's shape
+    (of each plane read): other sizes were never used, and are not read."""
+    if name not in names or not isinstance(hdus[name], _IMAGE_HDUS):
+        return None
+    own = tuple(hdus[name].shape)
+    if own == shape:
+        return _read(hdus[name], shape, picks)
+    if len(shape) == 3 and own == shape[-2:]:  # one DQ plane for every integration
+        return _read(hdus[name], own, None)
+    return None
 
 
 def limits(data: np.ndarray, mask: np.ndarray) -> tuple[float, float]:

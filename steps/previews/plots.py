@@ -9,7 +9,12 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from calstream.steps.regular_files import open_regular_file, read_regular_text
+
 PLOT_INCHES = (6.4, 3.6)
+# A table or text product larger than this is not drawn: its header (or its
+# file) is untrusted, and a true spectrum or light curve is megabytes at most.
+MAX_TABLE_BYTES = 256 << 20
 PREVIEW_DPI = 100  # 640 x 360
 THUMB_DPI = 20  # 128 x 72
 
@@ -45,9 +50,18 @@ SPECTRUM_TABLES = ("EXTRACT1D", "COMBINE1D")
 SOURCES_SHOWN = 8  # a WFSS product holds a spectrum per source, hundreds of them
 
 
+def _table_data(hdu, path: str):
+    """The HDU's data, judged by the size its header declares before it is read."""
+    if hdu.size > MAX_TABLE_BYTES:
+        raise ValueError(f"{path}: table {hdu.name} of {hdu.size} bytes is too large to "
+                         f"preview (more than {MAX_TABLE_BYTES})")
+    return hdu.data
+
+
 def spectrum(path: str):
-    with fits.open(path, memmap=False) as hdus:
-        tables = [Table(h.data) for h in hdus if h.name in SPECTRUM_TABLES and h.data is not None]
+    with open_regular_file(path) as f, fits.open(f, memmap=False) as hdus:
+        tables = [Table(data) for h in hdus if h.name in SPECTRUM_TABLES
+                  and (data := _table_data(h, path)) is not None]
     if not tables:
         raise ValueError(f"{path}: no {' or '.join(SPECTRUM_TABLES)} table")
     fig = _figure()
@@ -91,7 +105,9 @@ def _pick(table: Table, preferred: tuple[str, ...], contains: tuple[str, ...]) -
 
 
 def light_curve(path: str):
-    table = Table.read(path, format="ascii.ecsv")
+    # Bounded, and a regular file only (read_regular_text): a text, not a path,
+    # is what the table is read from.
+    table = Table.read(read_regular_text(path, limit=MAX_TABLE_BYTES), format="ascii.ecsv")
     time = _pick(table, ("mjd", "int_mid_mjd_utc", "int_mid_bjd_tdb"), ("mjd", "time", "bjd"))
     flux = _pick(table, ("net_aperture_sum", "whitelight_flux", "flux"), ("flux", "sum"))
     t = np.asarray(table[time], dtype=np.float64)
@@ -113,10 +129,10 @@ def _per_row(values) -> np.ndarray:
 
 
 def interferometry(path: str):
-    with fits.open(path, memmap=False) as hdus:
+    with open_regular_file(path) as f, fits.open(f, memmap=False) as hdus:
         names = [h.name for h in hdus]
-        t3 = hdus["OI_T3"].data if "OI_T3" in names else None
-        vis2 = hdus["OI_VIS2"].data if "OI_VIS2" in names else None
+        t3 = _table_data(hdus["OI_T3"], path) if "OI_T3" in names else None
+        vis2 = _table_data(hdus["OI_VIS2"], path) if "OI_VIS2" in names else None
     if t3 is None and vis2 is None:
         raise ValueError(f"{path}: neither OI_T3 nor OI_VIS2")
     fig = _figure()

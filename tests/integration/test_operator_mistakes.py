@@ -79,3 +79,27 @@ async def test_a_slip_of_the_operator_sends_nothing(broker, unique_prefix, tmp_p
     assert await run("holds", "release", HELD, "--reason", "WCS checked by hand") == 0
     assert len(await kafka.read_to_end(cfg, topics.name("raw"))) == 1
     assert len(await kafka.read_to_end(cfg, topics.name("pointing"))) == 1
+
+
+@pytest.mark.anyio
+async def test_a_release_refused_says_why_on_stderr(broker, unique_prefix, tmp_path, capsys):
+    """`holds release` of an exposure that is not held, or that waits for its
+    direct image, printed its error on stdout: a script that keeps stdout
+    (or shows only stderr) lost it."""
+    cfg, topics = await _deployment(broker, unique_prefix, tmp_path)
+    grism = "jw01234001001_02101_00005_nrcalong"
+    waiting = contract.build("hold", contract.event_id("hold", grism), exposure_id=grism,
+                             program="01234", state="held", reason="no direct image yet",
+                             since=contract.utc_now(), digest="sha256:" + "cd" * 32,
+                             waiting_for="direct_image")
+    await send_messages(cfg, topics.name("holds"), [(grism, waiting)])
+    run = lambda *argv: anyio.to_thread.run_sync(lambda: _cli(cfg, *argv))  # noqa: E731
+
+    assert await run("holds", "release", "jw01234001001_02101_00009_nrcb1", "--reason",
+                     "WCS checked by hand") == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "is not held" in err, (out, err)
+    assert await run("holds", "release", grism, "--reason", "WCS checked by hand") == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "waits for its direct_image" in err, (out, err)
+    assert await kafka.read_to_end(cfg, topics.name("pointing")) == []

@@ -252,3 +252,92 @@ def test_pixels_no_integration_measured_make_no_warning(tmp_path, recwarn):
     preview, thumbnail = preview_bytes(str(path), "image")
     assert png_size(preview) == (256, 256) and not [w for w in recwarn
                                                     if issubclass(w.category, RuntimeWarning)]
+
+
+def _declared(path: Path, shape: tuple[int, ...]) -> str:
+    """A FITS file whose SCI extension declares ``shape`` (float32), its data
+    a hole in a sparse file: gigabytes claimed, nothing on disk."""
+    header = fits.Header([("XTENSION", "IMAGE"), ("BITPIX", -32), ("NAXIS", len(shape)),
+                          *((f"NAXIS{n + 1}", side) for n, side in enumerate(reversed(shape))),
+                          ("PCOUNT", 0), ("GCOUNT", 1), ("EXTNAME", "SCI")])
+    with open(path, "wb") as f:
+        f.write(fits.PrimaryHDU().header.tostring().encode())
+        f.write(header.tostring().encode())
+        f.truncate(-(-(f.tell() + 4 * int(np.prod(shape))) // 2880) * 2880)
+    return str(path)
+
+
+def _declared_table(path: Path, rows: int) -> str:
+    """An x1d whose EXTRACT1D table declares ``rows`` rows of two doubles, unwritten."""
+    header = fits.Header([("XTENSION", "BINTABLE"), ("BITPIX", 8), ("NAXIS", 2),
+                          ("NAXIS1", 16), ("NAXIS2", rows), ("PCOUNT", 0), ("GCOUNT", 1),
+                          ("TFIELDS", 2), ("TTYPE1", "WAVELENGTH"), ("TFORM1", "D"),
+                          ("TTYPE2", "FLUX"), ("TFORM2", "D"), ("EXTNAME", "EXTRACT1D")])
+    with open(path, "wb") as f:
+        f.write(fits.PrimaryHDU().header.tostring().encode())
+        f.write(header.tostring().encode())
+        f.truncate(-(-(f.tell() + 16 * rows) // 2880) * 2880)
+    return str(path)
+
+
+_BOUNDED = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+from calstream.steps.previews.make import make_previews
+from calstream.steps.previews.naming import planned_previews
+result = make_previews(planned_previews(sys.argv[1:]))
+print(sorted(result["failed"].items()), len(result["made"]))
+"""
+
+
+def test_a_product_declaring_a_huge_array_is_not_read_whole(tmp_path):
+    """The preview read the whole science array (and a cube's every
+    integration) as float64, whatever size the file's header declared: a
+    16 GB rateints or a 65536-pixel-square rate made the worker allocate
+    gigabytes (a MemoryError under a 2 GB limit; without one, the machine's
+    memory). A cube's preview is now the median of a few integrations read
+    one plane at a time, and a plane too large to draw is refused unread."""
+    import subprocess
+    import sys
+
+    cube = _declared(tmp_path / f"{ROOT}_rateints.fits", (4000, 1024, 1024))
+    plane = _declared(tmp_path / f"{ROOT}_rate.fits", (65536, 65536))
+    table = _declared_table(tmp_path / f"{ROOT}_x1d.fits", 1 << 30)
+    done = subprocess.run([sys.executable, "-c", _BOUNDED, cube, plane, table],
+                          capture_output=True,
+                          text=True, timeout=120, env={"OPENBLAS_NUM_THREADS": "1",
+                                                       "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    failed = done.stdout.strip()
+    assert f"{ROOT}_rate.fits" in failed and "too large to preview" in failed, failed
+    assert f"{ROOT}_x1d.fits" in failed and "table EXTRACT1D of 17179869184 bytes" in failed
+    assert f"{ROOT}_rateints.fits" not in failed and failed.endswith(" 2"), failed
+    assert (tmp_path / "previews" / f"{ROOT}_rateints.png").exists()
+
+
+def test_a_fifo_or_a_device_in_a_products_place_is_not_read(tmp_path):
+    """A FIFO where a product was (made in the store by anyone who can write
+    there; an adopted pending entry names it) held the preview worker until
+    the task's time-out; /dev/zero would be read without end."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / f"{ROOT}_rate.fits"
+    os.mkfifo(fifo)
+    curve = tmp_path / f"{ROOT}_phot.ecsv"
+    os.mkfifo(curve)
+    script = ("import sys\nfrom calstream.steps.previews.make import make_previews\n"
+              "print(sorted(make_previews([{'of': sys.argv[1], 'kind': 'image', 'role': r, "
+              "'path': sys.argv[2] + '/previews/x' + r + '.png'} for r in ('preview', "
+              "'thumbnail')] + [{'of': sys.argv[3], 'kind': 'light_curve', 'role': r, "
+              "'path': sys.argv[2] + '/previews/y' + r + '.png'} for r in ('preview', "
+              "'thumbnail')])['failed'].items()))")
+    done = subprocess.run([sys.executable, "-c", script, fifo.name, str(tmp_path), curve.name],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("not a regular file") == 2, done.stdout
+    from calstream.steps.previews.images import read_image
+
+    with pytest.raises(OSError, match="not a regular file"):
+        read_image("/dev/zero")

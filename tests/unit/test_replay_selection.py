@@ -226,3 +226,66 @@ def test_replay_refuses_a_context_that_is_no_context_name(tmp_path, context):
     with pytest.raises(ConfigError, match="is not a context name"):
         anyio.run(lambda: run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
                                      crds_context=context))
+
+
+def order(name, inputs):
+    """A stage-2 work order as far as a replay's source check reads it."""
+    return {"schema": "calstream.work_order", "event_id": "e" * 64, "product_name": name,
+            "pipeline": "calwebb_image2", "program": "01234", "observation": "001",
+            "inputs": [{"path": p, "digest": DIGEST, "size": 1, "role": "rate"} for p in inputs]}
+
+
+def test_a_forged_source_record_naming_a_file_outside_its_roots_is_never_replayed():
+    """Anyone can write to raw and work.stage2: a replay republished an
+    arrival of /etc/shadow, or an order whose input is another namespace's or
+    no product, as it republishes the daemon's own (the stage refused it
+    only later, as a dead letter the replay had made)."""
+    from calstream.daemon.deciders.replay_selection import from_their_roots
+
+    good = cand(arrival(A), 0, 1)
+    forged = [cand({**arrival(B), "path": "/etc/shadow"}, 0, 2),
+              cand({**arrival(C), "path": f"/inbox/../etc/{C}_uncal.fits"}, 0, 3),
+              cand({**arrival(D), "path": f"/inboxes/{D}_uncal.fits"}, 0, 4),
+              cand({**arrival(D), "path": f"/inbox/\x00/{D}_uncal.fits"}, 0, 5),
+              cand({**arrival(D), "path": f"/inbox/{A}_uncal.fits"}, 0, 6)]
+    kept, refused = from_their_roots([good, *forged], inbox_roots=["/inbox"],
+                                     products_root="/products")
+    assert kept == [good] and refused == len(forged)
+    # Not told the roots (no --config, --inbox or --work-dir): still no file
+    # but one of its own exposure's name, and none of the product store.
+    elsewhere = cand({**arrival(D), "path": f"/elsewhere/{D}_uncal.fits"}, 0, 7)
+    in_store = cand({**arrival(D), "path": f"/products/01234/001/{D}_uncal.fits"}, 0, 8)
+    kept, refused = from_their_roots([good, elsewhere, in_store, *forged], inbox_roots=None,
+                                     products_root="/products")
+    assert kept == [good, elsewhere, forged[2]] and refused == len(forged)  # /inboxes: a root?
+
+    live = cand(order(A, ["/products/01234/001/a_rate.fits"]), 1, 1)
+    orders = [cand(order(B, ["/etc/shadow"]), 1, 2),
+              cand(order(C, ["/products/namespaces/n1/01234/001/c_rate.fits"]), 1, 3),
+              cand(order(D, ["/products/01234/001/d_rate.fits", "/dev/zero"]), 1, 4),
+              cand(order(D, ["/products/../etc/passwd"]), 1, 5),
+              cand({**order(D, []), "inputs": [{"path": 7}]}, 1, 6)]
+    kept, refused = from_their_roots([live, *orders], inbox_roots=["/inbox"],
+                                     products_root="/products")
+    assert kept == [live] and refused == len(orders)
+
+
+@pytest.mark.parametrize("bad", [{"programs": {"1234"}}, {"programs": {"012345"}},
+                                 {"observations": {"1"}}, {"visits": {"0001"}},
+                                 {"exposures": {"../jw01234"}}, {"exposures": {""}}])
+def test_a_malformed_selection_value_is_refused_not_matched_against_nothing(bad):
+    """`--program 1234` only said "nothing matched the selection": a program
+    is 5 digits, an observation and a visit 3; an exposure is a name."""
+    with pytest.raises(BadSelection):
+        Selection(**bad)
+    Selection(programs={"01234"}, observations={"001"}, visits={"002"},
+              exposures={A, "jw01234-o001_t001_nircam_clear-f200w", A.upper()})
+
+
+def test_a_malformed_program_is_a_configuration_error_of_the_command(capsys):
+    from calstream.daemon.operations.cli.main import main
+
+    assert main(["replay", "--namespace", "n1", "--kafka-bootstrap", "127.0.0.1:9",
+                 "--program", "1234"]) == 2
+    err = capsys.readouterr().err
+    assert "configuration error" in err and "--program '1234'" in err and "5 digits" in err

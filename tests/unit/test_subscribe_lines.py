@@ -12,3 +12,72 @@ def test_a_forged_suffix_is_escaped():
     line = text_line(event)
     assert "\n" not in line and "\x1b" not in line and "\r" not in line
     assert line.endswith("[rate\\n2026-01-01 forged line\\x1b[2J\\x0d,x]")
+
+
+def _product(**fields):
+    from calstream.topics import contract
+
+    wid = "a" * 64
+    body = dict(work_id=wid, stage="detector1", pipeline="calwebb_detector1",
+                outcome="success", program="01234", observation="001",
+                exposure_id="jw01234001001_02101_00001_nrcb1",
+                product_name="jw01234001001_02101_00001_nrcb1", inputs=[],
+                outputs=[{"path": "/products/01234/001/jw01234001001_02101_00001_nrcb1_rate.fits",
+                          "digest": "sha256:" + "0" * 64, "size": 10, "suffix": "rate"}],
+                jwst_version="3.0.0", crds_context="jwst_0001.pmap",
+                pointing_quality="CALCULATED", pointing_provisional=False)
+    body.update(fields)
+    return contract.build("product", contract.event_id("product", wid, "success"), **body)
+
+
+def _subscriber(tmp_path, write_dir=None):
+    import argparse
+
+    from calstream.daemon.operations.config import load
+    from calstream.daemon.operations.subscribe import Subscriber
+
+    args = argparse.Namespace(program=None, observation=None, stage=None, pipeline=None,
+                              exposure=None, namespace=None, suffix=None, since=None,
+                              write_dir=write_dir, format="json", max=None, group=None)
+    return Subscriber(load(None, env={}, flags={"work_dir": tmp_path}), args)
+
+
+def _record(message, offset):
+    from types import SimpleNamespace
+
+    from calstream.topics import contract
+
+    return SimpleNamespace(value=contract.encode(message), topic="calstream.products",
+                           partition=0, offset=offset)
+
+
+def test_an_event_id_again_with_other_content_is_reported_not_dropped_as_a_duplicate(
+        tmp_path, capsys):
+    """Deduplication on event_id trusts that an id means one content (the
+    contract says so). A forged event reusing a real one's id, with other
+    outputs, was counted a duplicate without a word, in this run and, with
+    --write-dir, in the next. It is reported on stderr and counted apart."""
+    from calstream.topics import contract
+
+    real = _product()
+    again = contract.Message("product", {**real.body, "emitted_at": "2030-01-01T00:00:00Z"})
+    forged = contract.Message("product", {**real.body, "outputs": [
+        {**real["outputs"][0], "path": "/etc/shadow"}]})
+    for write_dir in (None, tmp_path / "events"):
+        if write_dir:
+            write_dir.mkdir()
+        sub = _subscriber(tmp_path, write_dir)
+        for offset, message in enumerate((real, again, forged)):
+            sub.handle(_record(message, offset))
+        out, err = capsys.readouterr()
+        assert sub.counts == {"delivered": 1, "duplicate": 1, "filtered": 0, "invalid": 0,
+                              "conflicting": 1}, (write_dir, sub.counts)
+        assert "/etc/shadow" not in out
+        assert f"calstream.products[0]@2: event_id {real.event_id[:12]}" in err, err
+    # The next run knows the id from its file: the same content is a duplicate,
+    # other content a conflict.
+    sub = _subscriber(tmp_path, tmp_path / "events")
+    sub.handle(_record(again, 5))
+    sub.handle(_record(forged, 6))
+    assert (sub.counts["duplicate"], sub.counts["conflicting"]) == (1, 1), sub.counts
+    assert "/etc/shadow" not in (tmp_path / "events" / f"{real.event_id}.json").read_text()

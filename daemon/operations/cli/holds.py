@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 import anyio
@@ -100,13 +101,15 @@ def cmd_release(args: argparse.Namespace) -> int:
     hold = holds.get(args.exposure)
     if hold is None or hold["state"] != "held":
         state = hold["state"] if hold else "not known to the holds topic"
-        print(f"calstream: {args.exposure} is not held ({state}); nothing to release")
+        # An error: on stderr, as every command's (stdout is the result's).
+        print(f"calstream: {args.exposure} is not held ({state}); nothing to release",
+              file=sys.stderr)
         return 1
     if hold.get("waiting_for"):
         # Escaped as the rows of `holds list`: the reason is the topic's text.
         print(escape_controls(f"calstream: {args.exposure} waits for its {hold['waiting_for']} "
                               f"({hold['reason']}); the planner releases it when that comes, "
-                              "not an operator"))
+                              "not an operator"), file=sys.stderr)
         return 1
     by = operator(args)
     update = contract.build(

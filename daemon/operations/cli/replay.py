@@ -51,6 +51,10 @@ def _print_report(report: dict[str, Any], out=sys.stdout) -> None:
           f"{report['superseded']} superseded by a later message for the same item, "
           f"{report['invalid_skipped']} invalid skipped; published {report['published']}",
           file=out)
+    if report["outside_roots"]:
+        print(f"  {report['outside_roots']} record(s) left out: they name a file outside the "
+              "inbox roots, or an input that is no live product (forged, or from another "
+              "deployment)", file=out)
     if report["from_store"] or report["store_records_unusable"]:
         print(f"  {report['from_store']} arrival(s) the topic lacks made again from the product "
               f"store's detector1 records ({report['store_records_unusable']} record(s) too "

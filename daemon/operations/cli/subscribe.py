@@ -71,5 +71,6 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     anyio.run(sub.run_until_signal)
     c = sub.counts
     print(f"subscribe: {c['delivered']} event(s) delivered; {c['duplicate']} duplicate(s), "
-          f"{c['filtered']} filtered out, {c['invalid']} invalid", file=sys.stderr)
+          f"{c['filtered']} filtered out, {c['invalid']} invalid"
+          + (f", {c['conflicting']} conflicting" if c["conflicting"] else ""), file=sys.stderr)
     return 0

@@ -1,0 +1,57 @@
+"""`calstream replay` reading a raw topic that anyone can write (no daemon):
+a forged arrival naming a file outside the inbox roots was republished on
+`replay` under the operator's replay id, for detector1 to dead-letter. It
+is now left out, and counted."""
+
+import pytest
+
+from calstream.daemon.deciders.replay_selection import Selection
+from calstream.daemon.doers import kafka
+from calstream.daemon.doers.message_sender import send_messages
+from calstream.daemon.operations.config import load
+from calstream.daemon.operations.replay import run_replay
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+
+pytestmark = [pytest.mark.integration]
+GOOD = "jw01234001001_02101_00001_nrcb1"
+FORGED = "jw01234001001_02101_00002_nrcb1"
+HEADER = {"PROGRAM": "01234", "OBSERVTN": "001", "VISIT": "001", "VISITGRP": "02",
+          "SEQ_ID": "1", "ACT_ID": "01", "EXPOSURE": "00001", "INSTRUME": "NIRCAM",
+          "DETECTOR": "NRCB1", "EXP_TYPE": "NRC_IMAGE", "NEXPOSUR": 4, "NINTS": 1,
+          "NGROUPS": 5, "SUBARRAY": "SUB160", "ENGQLPTG": "CALCULATED",
+          "DATE-OBS": "2024-01-15", "TIME-OBS": "08:00:00"}
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def _arrival(exposure: str, path: str) -> contract.Message:
+    digest = "sha256:" + "0" * 64
+    return contract.build("arrival", contract.event_id("arrival", exposure, digest),
+                          exposure_id=exposure, path=path, digest=digest, size=10,
+                          detected_at=contract.utc_now(), source="watch", priority="live",
+                          header=HEADER)
+
+
+@pytest.mark.anyio
+async def test_a_forged_arrival_outside_the_inbox_is_not_replayed(broker, unique_prefix,
+                                                                   tmp_path):
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    topics = Topics(cfg.topic_prefix)
+    await kafka.create_topics(cfg, topics)
+    await send_messages(cfg, topics.name("raw"), [
+        (GOOD, _arrival(GOOD, f"{cfg.inbox}/{GOOD}_uncal.fits")),
+        (FORGED, _arrival(FORGED, "/etc/shadow")),
+        (FORGED, _arrival(FORGED, f"{cfg.inbox}/../../etc/{FORGED}_uncal.fits"))])
+
+    report = await run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
+                              crds_context=None)
+    assert report["published"] == 1, report  # was 2: the later forged one too
+    assert report["outside_roots"] == 2
+    replayed = [contract.decode(r.value).body
+                for r in await kafka.read_to_end(cfg, topics.name("replay"))]
+    assert [m["exposure_id"] for m in replayed] == [GOOD]
