@@ -12,10 +12,11 @@ from typing import Any
 
 import anyio
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAuthorizationFailedError
 from aiokafka.structs import ConsumerRecord
 
 import calstream
+from calstream.daemon.deciders import broker_access
 from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract, dead_letters
@@ -38,6 +39,7 @@ class Publisher:
         self.role = role
         self.ledger = ledger if ledger is not None or work_dir is None \
             else DeadLetterLedger(work_dir)
+        self.granted = _granted(role)
 
     def with_producer(self, producer: AIOKafkaProducer) -> Publisher:
         """This publisher's topics, metrics, role and dead-letter ledger with
@@ -98,6 +100,13 @@ class Publisher:
 
     async def _hand_over(self, logical_topic: str, key: str,
                          message: contract.Message) -> asyncio.Future:
+        if self.granted is not None and logical_topic not in self.granted:
+            # What a broker with calstream's ACLs answers (deciders/broker_access.py):
+            # refused here too, so that a run on a broker without ACLs (the
+            # embedded one, every test) finds a write the table does not grant.
+            raise TopicAuthorizationFailedError(
+                f"role {self.role} is not granted writes to {logical_topic} "
+                "(daemon/deciders/broker_access.py)")
         message.body.setdefault("producer", {**PRODUCER_INFO, "role": self.role})
         value = contract.encode(message)  # validates: a bad message never leaves
         if logical_topic == "deadletter" and self.ledger is not None:
@@ -128,6 +137,15 @@ class Publisher:
         self.metrics.dead_letters.labels(stage=stage, category=category).inc()
         log.warning("dead letter [%s/%s] %s: %s", stage, category, key, reason,
                     extra={"exposure_id": extra.get("exposure_id"), "stage": stage})
+
+
+def _granted(role: str) -> frozenset[str] | None:
+    """The topics a daemon of ``role`` (its roles joined by "+") may write;
+    None for a publisher that is not a daemon's (a tool's, a test's)."""
+    roles = role.split("+")
+    if not all(r in broker_access.ROLE_WRITES for r in roles):
+        return None
+    return broker_access.granted_writes(roles)
 
 
 def broker_fault(exc: BaseException) -> str | None:
