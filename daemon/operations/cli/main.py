@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from calstream.daemon.deciders.replay_selection import BadSelection
@@ -68,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Output piped into a reader that stopped (`| head`): not a fault of
+        # the command's; no traceback, and no second error at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:
         # The same faults raised inside a task group (the daemon's start, a
         # subscriber) arrive wrapped in an ExceptionGroup: still one line.

@@ -1,4 +1,5 @@
-"""``calstream topics create|list``: the topic catalog on any broker."""
+"""``calstream topics create|list|acls``: the topic catalog on any broker,
+and the ACLs a broker needs to let each role write only its own topics."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from calstream.daemon.operations.cli.registry import (
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=("create", "list"))
+    p.add_argument("action", choices=("create", "list", "acls"),
+                   help="acls: print the kafka-acls.sh commands granting each role, the "
+                        "operators and the subscribers what they need (no broker is asked)")
+    p.add_argument("--principal", default="User:calstream-{role}", metavar="PATTERN",
+                   help="acls: each principal's name, {role} standing for watcher, detector1, "
+                        "planner, stage2, stage3, operator or subscriber "
+                        "(default: %(default)s)")
 
 
 def _print_catalog(rows: list[dict]) -> None:
@@ -35,12 +42,30 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
     cfg = deployment_config(args)
     logs.setup(cfg.log_level, cfg.json_logs)
-    require_broker(cfg, "topics")
     topics = Topics(cfg.topic_prefix)
+    if args.action == "acls":
+        return _print_acls(cfg, topics, args.principal)
+    require_broker(cfg, "topics")
     if args.action == "create":
         created = anyio.run(kafka.create_topics, cfg, topics)
         print(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else
                                                     " (all existed)"))
         return 0
     _print_catalog(anyio.run(kafka.describe_catalog, cfg, topics))
+    return 0
+
+
+def _print_acls(cfg, topics, principal: str) -> int:
+    from calstream.daemon.deciders import broker_access
+    from calstream.daemon.operations.config import ConfigError
+
+    if "{role}" not in principal or not principal.replace("{role}", ""):
+        raise ConfigError(f"--principal {principal!r} must contain {{role}}, e.g. "
+                          "User:calstream-{role}")
+    print(f"# calstream's ACLs: topics {topics.prefix}*, consumer groups {cfg.group_prefix}*;")
+    print("# $KAFKA: the bootstrap servers, $ADMIN_CONFIG: an admin client's properties.")
+    print("# Give each role's daemons its own principal (security.sasl_username).")
+    known = [s.logical for s in topics.specs]
+    for line in broker_access.acl_commands(topics.prefix, cfg.group_prefix, principal, known):
+        print(line)
     return 0
