@@ -72,3 +72,10 @@ def test_a_topic_prefix_is_used_as_the_daemon_uses_it():
     topics = Topics("site-a.")
     lines = acl_commands(topics.prefix, "site-a", "User:{role}", KNOWN)
     assert f"--topic {topics.name('work.stage2')}" in "\n".join(lines)
+
+
+def test_the_operator_may_write_wherever_a_redrive_sends_a_record():
+    from calstream.daemon.operations.cli.deadletters import redrivable_topics
+
+    topics = Topics("calstream.")
+    assert redrivable_topics(topics) <= {topics.name(t) for t in writes_of(OPERATOR)}
