@@ -200,8 +200,7 @@ class Daemon:
                                       role="+".join(cfg.roles), work_dir=cfg.work_dir)
                 await step(f"{broker} to take the product events and dead letters again",
                            self._restarting(partial(recover_lost_records, cfg, self.topics,
-                                                   self.store, publisher)),
-                           broker_or_disk_cause)
+                                                   self.store, publisher)), broker_or_disk_cause)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self.beat)
                     self.supervisor = BrokerSupervisor(
@@ -209,7 +208,8 @@ class Daemon:
                         answer_timeout=cfg.broker_timeout_seconds,
                         ssl_context=kafka.client_options(cfg).get("ssl_context"),
                         embedded=self.broker, on_restart=lambda: self._rebuild_broker(publisher),
-                        on_back=partial(after_broker_back, cfg, self.topics, self.store, publisher))
+                        on_back=partial(after_broker_back, cfg, self.topics, self.store, publisher),
+                        records=partial(kafka.partition_ends, cfg, self.topics))
                     tg.start_soon(self.supervisor.run)
                     for st in STAGES:
                         if st.name in cfg.roles:

@@ -14,7 +14,10 @@ it may have lost with its records (a broker started again empty: another
 daemon's embedded one, a Kafka node on a fresh volume); each part of that
 checks cheaply first, so a broker back with its records costs a few
 requests. A failed ``on_back`` is tried again, at growing intervals, until
-it succeeds.
+it succeeds. A broker started again between two probes fails none: every
+``RECORDS_EVERY`` seconds the ends of the catalog's partitions (``records``)
+are compared with the last ones seen (deciders/broker_records.py), and one
+that lost its records is owed the same ``on_back``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from calstream.daemon.deciders.broker_health import BrokerHealth
+from calstream.daemon.deciders.broker_records import BrokerRecords, Ends
 from calstream.daemon.doers.broker_probe import answering, kill_if_wedged
 from calstream.daemon.doers.embedded_broker import BrokerError, EmbeddedBroker
 from calstream.daemon.operations.metrics import Metrics
@@ -64,6 +68,11 @@ def quiet_client_logs(quiet: bool, names: tuple[str, ...] = CLIENT_LOGGERS) -> N
 # this and the answer's time-out.
 EMBEDDED_ANSWER_EVERY = 5.0
 
+# How often an external broker's partition ends are asked (one metadata and
+# one ListOffsets request, no record read): a broker that lost its records
+# between two probes is healed within this and a probe's interval.
+RECORDS_EVERY = 5.0
+
 
 class BrokerSupervisor:
     """``answer_timeout``: how long a probe waits for the broker's answer (the
@@ -73,7 +82,8 @@ class BrokerSupervisor:
                  answer_timeout: float, ssl_context: ssl.SSLContext | None = None,
                  embedded: EmbeddedBroker | None = None,
                  on_restart: Callable[[], Awaitable[None]] | None = None,
-                 on_back: Callable[[], Awaitable[None]] | None = None):
+                 on_back: Callable[[], Awaitable[None]] | None = None,
+                 records: Callable[[], Awaitable[Ends]] | None = None):
         self.bootstrap = bootstrap
         self.metrics = metrics
         self.answer_timeout = answer_timeout
@@ -81,6 +91,10 @@ class BrokerSupervisor:
         self.embedded = embedded
         self.on_restart = on_restart
         self.on_back = on_back
+        self.records = records  # the catalog's partition ends, asked of an external broker
+        self.broker_records = BrokerRecords()
+        self.records_checked = 0  # checks of an external broker's partition ends that answered
+        self.records_lost = 0  # losses those checks found (no probe had failed)
         self._back_owed: float | None = None  # when ``on_back`` is next due; None: not owed
         self._back_failures = 0
         self.health = BrokerHealth(loss_bound)
@@ -101,6 +115,8 @@ class BrokerSupervisor:
         async with anyio.create_task_group() as tg:
             if self.embedded is not None:
                 tg.start_soon(self._kill_when_wedged, self.embedded)
+            elif self.records is not None and self.on_back is not None:
+                tg.start_soon(self._watch_records)
             while True:
                 # The embedded broker's liveness is a poll() of its process: cheap, so
                 # often (a quick restart also keeps the clients' error stream short).
@@ -134,6 +150,34 @@ class BrokerSupervisor:
                 "tried again in %.0fs", self.bootstrap, type(exc).__name__, exc, delay)
             return
         self._back_owed = None
+        self.broker_records.forget()  # what it had before the loss is no measure now
+
+    async def _watch_records(self) -> None:
+        """The partition ends, asked while the broker answers and nothing is
+        owed (a loss the probe saw has its own path); a check that fails is
+        the probe's to judge. Lost records make ``on_back`` owed, as a probe's
+        "back" does."""
+        while True:
+            await anyio.sleep(RECORDS_EVERY)
+            if self.health.lost_since is not None or self._back_owed is not None:
+                continue
+            try:
+                ends = await self.records()
+            except Exception as exc:  # noqa: BLE001 - a broker fault: the probe's to see
+                log.debug("asking broker %s for its partition ends failed: %s: %s",
+                          self.bootstrap, type(exc).__name__, exc)
+                continue
+            if self.health.lost_since is not None or self._back_owed is not None:
+                continue  # lost meanwhile: what it answered may be from before
+            self.records_checked += 1
+            if (why := self.broker_records.observe(ends)) is None:
+                continue
+            self.records_lost += 1
+            self.metrics.broker_records_lost.inc()
+            log.error("broker %s lost records without failing a probe (%s): started again "
+                      "between two probes? putting back what it may have lost",
+                      self.bootstrap, why)
+            self._back_owed, self._back_failures = time.monotonic(), 0
 
     async def _kill_when_wedged(self, embedded: EmbeddedBroker) -> None:
         """The embedded broker alive but not answering is killed, so that
@@ -149,6 +193,7 @@ class BrokerSupervisor:
     def _note(self, change: str | None) -> None:
         lost = self.health.lost_for(time.monotonic())
         if change == "lost":
+            self.broker_records.forget()
             log.error("broker %s lost: not answering; retrying with backoff (not ready; "
                       "not healthy after %gs)", self.bootstrap, self.health.loss_bound)
             quiet_client_logs(True)

@@ -193,3 +193,8 @@ class Metrics:
         self.broker_restarts = Counter(
             "calstream_embedded_broker_restarts_total",
             "Times the embedded broker died and was started again", registry=r)
+        self.broker_records_lost = Counter(
+            "calstream_broker_records_lost_total",
+            "Times an external broker was found without topics or records it had while "
+            "answering every probe (restarted between two), and what it lost was put back",
+            registry=r)

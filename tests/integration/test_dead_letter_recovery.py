@@ -2,25 +2,36 @@
 supervisor's restart of a killed broker and a start on an empty one both
 put back what the daemon sent (doers/dead_letter_ledger.py), once each;
 so does a start on a topic that lost them but holds another daemon's, and
-an external broker that comes back empty while the daemon runs."""
+an external broker that comes back empty while the daemon runs, also one
+started again between two probes."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 
 import anyio
 import pytest
 
-from calstream.daemon.doers import kafka
+from calstream.daemon.doers import broker_probe, kafka
 from calstream.daemon.doers.broker_recovery import DEAD_LETTERS_MARKER
 from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.runtime import Daemon
 from calstream.topics.catalog import Topics
 
-from .support import cli, daemon_config, read_all, running_daemon, until, wait_for
+from .support import (
+    cli,
+    daemon_config,
+    metric,
+    read_all,
+    running_daemon,
+    scrape,
+    until,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -190,3 +201,34 @@ async def test_an_external_broker_back_empty_gets_them_back_while_the_daemon_run
             back = await wait_for(cfg, ["deadletter"], lambda ms: any(
                 m.event_id == sent["event_id"] for m in dead_letters(ms)), timeout=90)
     assert [m.body for m in dead_letters(back)] == [sent]
+
+
+async def test_an_external_broker_started_again_between_two_probes_gets_them_back(
+        tmp_path, unique_prefix, caplog):
+    """The broker restarted empty faster than the probe looks (here: no probe
+    can run while it restarts, the test holding the probe's own thread
+    token) fails no probe; the supervisor's check of the partition ends
+    finds what it lost, and the dead letter is put back the way a loss the
+    probe saw is (deciders/broker_records.py)."""
+    caplog.set_level(logging.INFO, logger="calstream.broker")
+    with EmbeddedBroker(tmp_path / "external") as external:
+        cfg = daemon_config(tmp_path, external.bootstrap, unique_prefix, roles=["watcher"])
+        async with running_daemon(cfg) as daemon:
+            supervisor = daemon.supervisor
+            sent = await a_dead_letter(daemon)
+            checked = supervisor.records_checked
+            await until(lambda: supervisor.records_checked >= checked + 2)  # one after it
+            assert supervisor.records_lost == 0  # a broker that keeps its records: no loss
+            await until(lambda: broker_probe._PROBE_LIMITER is not None)
+            async with broker_probe._PROBE_LIMITER:
+                external.stop()
+                external.start()  # the same port, empty: no topic, no record
+            back = await wait_for(cfg, ["deadletter"], lambda ms: any(
+                m.event_id == sent["event_id"] for m in dead_letters(ms)), timeout=60)
+            samples = scrape(daemon.ops.address)
+    assert [m.body for m in dead_letters(back)] == [sent]
+    assert metric(samples, "calstream_broker_records_lost_total") == 1
+    said = [r.getMessage() for r in caplog.records
+            if r.name == "calstream.broker" and r.module == "broker_supervisor"]
+    assert [line for line in said if "lost records without failing a probe" in line], said
+    assert not [line for line in said if "not answering" in line], said  # no probe failed

@@ -30,6 +30,7 @@ from calstream.daemon.doers.kafka.topic_reader import (
     TopicReader,
     is_empty,
     open_reader,
+    partition_ends,
     read_to_end,
     read_topics,
     record_at,
@@ -37,5 +38,5 @@ from calstream.daemon.doers.kafka.topic_reader import (
 
 __all__ = ["ConcurrentConsumer", "Publisher", "Record", "TopicReader", "admin", "client_options",
            "create_topics", "describe_catalog", "group_consumer", "group_offsets", "is_empty",
-           "open_reader", "producer", "read_to_end", "read_topics", "reader", "record_at",
-           "refused_settings", "subscriber", "unreachable"]
+           "open_reader", "partition_ends", "producer", "read_to_end", "read_topics", "reader",
+           "record_at", "refused_settings", "subscriber", "unreachable"]
