@@ -22,7 +22,7 @@ from pathlib import Path
 
 import anyio
 
-from calstream.daemon.doers import kafka
+from calstream.daemon.doers import kafka, work_dir_lock
 from calstream.daemon.doers.pending_previews import pending
 from calstream.daemon.operations import embedded_default
 from calstream.daemon.operations.config import load
@@ -48,6 +48,10 @@ def _fresh(work_dir: Path) -> None:
         if not (work_dir / _MARKER).exists():
             raise SystemExit(f"calstream demo: {work_dir} exists and is not a demo directory; "
                              "choose another --work-dir")
+        if (holder := work_dir_lock.in_use(work_dir)) is not None:
+            # Clearing it would delete a running demo's files under it.
+            raise SystemExit(f"calstream demo: {work_dir} is in use by a running demo "
+                             f"({holder}); wait for it or choose another --work-dir")
         shutil.rmtree(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     (work_dir / _MARKER).write_text("created by calstream demo; cleared by the next demo run\n")
@@ -120,17 +124,18 @@ def run_demo(*, work_dir: Path, workers: int = 2, timeout: float = 600.0,
                                     "metrics_address": metrics_address,
                                     "fast_group_timing": True, "settle_seconds": 0.3,
                                     "stage3_settle": 1.0, "stage3_quiet_period": 120.0})
-    daemon = Daemon(cfg)
-    daemon.start_broker()
     seen = Observed()
     ids = [exposure_id(f) for f in kit.uncal_files]
     planned_id = exposure_id(corrected)
     outcome = {"timed_out": False}
-    try:
-        anyio.run(_main, daemon, kit.uncal_files, corrected, ids, planned_id, seen, timeout,
-                  outcome)
-    finally:
-        daemon.stop_broker()
+    with work_dir_lock.holding(work_dir):
+        daemon = Daemon(cfg)
+        daemon.start_broker()
+        try:
+            anyio.run(_main, daemon, kit.uncal_files, corrected, ids, planned_id, seen, timeout,
+                      outcome)
+        finally:
+            daemon.stop_broker()
     return _summary(cfg, kit, ids, planned_id, seen, outcome, setup_seconds,
                     time.monotonic() - t0)
 

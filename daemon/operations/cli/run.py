@@ -8,6 +8,7 @@ import signal
 
 import anyio
 
+from calstream.daemon.doers import work_dir_lock
 from calstream.daemon.operations import logs
 from calstream.daemon.operations.cli.registry import DAEMON_FLAGS, command, deployment_config
 from calstream.daemon.operations.config import ROLES
@@ -31,10 +32,16 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 @command("run", "the daemon: every role in one process, or one with --role",
          flags=DAEMON_FLAGS, arguments=_arguments)
 def cmd_run(args: argparse.Namespace) -> int:
-    from calstream.daemon.runtime import Daemon
-
     cfg = deployment_config(args)
     logs.setup(cfg.log_level, cfg.json_logs)
+    # Before the embedded broker and anything else touches the work directory.
+    with work_dir_lock.holding(cfg.work_dir):
+        return _run(cfg)
+
+
+def _run(cfg) -> int:
+    from calstream.daemon.runtime import Daemon
+
     daemon = Daemon(cfg)
     bootstrap = daemon.start_broker()
     print(f"calstream: broker {bootstrap}{' (embedded tansu)' if daemon.broker else ''}",

@@ -1,0 +1,108 @@
+"""One daemon per work directory: a lock held for the daemon's life.
+
+A work directory holds one daemon's state: its planner's ledger and
+snapshot (with the offsets of its broker's topics), its dead-letter
+ledger, the embedded broker's directory, the deployment record the
+operators' commands follow. Two daemons started on one directory (a second
+``calstream run`` by mistake, a unit started twice) would write each
+other's snapshot and ledgers: a planner restored from a snapshot of
+another broker's offsets is wrong state, silently. So the daemon takes an
+exclusive ``flock`` on ``<work_dir>/daemon.lock`` before anything else and
+holds it until it exits; a second daemon refuses to start (a configuration
+error, exit status 2) and says which one holds it. The kernel drops the
+lock with the process, kill -9 included, so a crash never leaves it held;
+the descriptor is close-on-exec, so no worker or broker process keeps it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from calstream.daemon.operations.config import ConfigError
+
+log = logging.getLogger("calstream.daemon")
+
+LOCK = "daemon.lock"
+HOLDER_BYTES = 4096  # what is read of a holder's note: a line, however the file grew
+
+
+class WorkDirInUse(ConfigError):
+    """Another daemon holds the work directory."""
+
+
+def _open(work_dir: Path) -> int:
+    work_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(work_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                 | os.O_NONBLOCK, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{work_dir / LOCK} is not a regular file: remove it")
+    return fd
+
+
+def _holder(fd: int) -> str:
+    try:
+        note = json.loads(os.pread(fd, HOLDER_BYTES, 0) or b"{}")
+        return (f"pid {int(note['pid'])} on {str(note['host'])[:64]} "
+                f"since {str(note['since'])[:32]}")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a daemon that left no note"
+
+
+@contextlib.contextmanager
+def holding(work_dir: Path) -> Iterator[None]:
+    """The work directory locked for this process while inside.
+
+    Raises WorkDirInUse when another process holds it. A directory the lock
+    cannot be made in (not writable yet, a full disk) is left to the start's
+    own waits for its work directory: the daemon starts unlocked and says so."""
+    try:
+        fd = _open(work_dir)
+    except OSError as exc:
+        log.warning("could not lock the work directory %s (%s): starting without the check "
+                    "that no other daemon uses it", work_dir, exc.strerror or exc)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise WorkDirInUse(
+                f"the work directory {work_dir} is in use by another calstream daemon "
+                f"({_holder(fd)}): give each daemon its own --work-dir") from None
+        note = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                           "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        with contextlib.suppress(OSError):  # the note is for the message only
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (note + "\n").encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
+
+
+def in_use(work_dir: Path) -> str | None:
+    """Who holds ``work_dir`` now (None: nobody, or no lock file), without
+    taking it: for a command about to clear the directory."""
+    try:
+        fd = os.open(work_dir / LOCK, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _holder(fd)
+        return None
+    finally:
+        os.close(fd)
