@@ -25,6 +25,13 @@ the target of an order a plan made (a plan's TARGETID is in no file; the
 plan decides its candidates' membership, as a jwst pool does). An
 unreadable member is left to the run, as a stage-2 order's science file is.
 
+The planner holds a stage-2 product event to the same rule where it can at
+no cost (``stage2_event_problem``): its header must put the exposure in the
+candidates its detector1 event's header did (the door compared that one
+with the uncal file; stage 2 runs on a rate file jwst wrote with its
+keywords). An event without its exposure's detector1 event (a namespace
+replayed from stage 2, an event ahead of its arrival) is taken as before:
+the stage-3 consumer's check still judges the order it leads to.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from pathlib import PurePath
 from typing import Any
 
 from calstream.daemon.deciders.admission import Verdict
+from calstream.daemon.deciders.level3_candidates import keys_of
 from calstream.daemon.deciders.order_header import NAME_KEYWORDS, refused, same_value
 from calstream.steps.associations import AssociationError, Exposure, Level3Key, candidate_key
 from calstream.steps.associations.level3 import (
@@ -142,6 +150,25 @@ def _copy_problem(order, own, entries, judged, acid, as_image) -> str | None:
         return None
     return (f"the order's header copy puts its science exposure {exposure.exposure_id} in "
             "another level-3 candidate than its file does: " + "; ".join(wrong[:5]))
+
+
+def stage2_event_problem(event: Mapping[str, Any], exposures: Mapping[str, Any]) -> str | None:
+    """Why a stage-2 product event's header cannot be its exposure's (None:
+    it can, or there is nothing to hold it to). ``exposures``: the planner's
+    detector1 records by exposure id (planner_records.Seen)."""
+    seen = exposures.get(event.get("exposure_id"))
+    if event.get("stage") != "stage2" or event.get("outcome") != "success" or seen is None:
+        return None
+    arrived = seen.exposure
+    said = [k for k, _ in keys_of(Exposure(arrived.exposure_id, event["header"]))]
+    made = [k for k, _ in keys_of(arrived)]
+    if said == made:
+        return None
+    wrong = [d for a, b in zip(said, made, strict=False)
+             for d in key_differences(a, b, ("stage-2 event", "detector1 event"))]
+    return (f"the stage-2 product event of {arrived.exposure_id} puts it in other level-3 "
+            f"candidates than its detector1 event did: "
+            + ("; ".join(wrong[:5]) or f"{len(said)} candidate(s), not {len(made)}"))
 
 
 def key_differences(said: Level3Key, made: Level3Key,

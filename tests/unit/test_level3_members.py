@@ -166,3 +166,31 @@ def test_a_header_copy_of_no_science_member_or_another_exp_type_is_refused():
     assert "exp_type: order 'NRC_CORON', file EXP_TYPE = 'NRC_IMAGE'" in _refused(
         {**order, "exp_type": "NRC_CORON"}, own)
 
+
+def test_the_planner_refuses_a_stage_2_event_putting_its_exposure_in_another_candidate():
+    # Before, the planner took the event's header as given: a forged stage-2
+    # product event saying F200W put the F150W exposure into the F200W mosaic.
+    from calstream.daemon.deciders.planner_state import PlannerState
+
+    from .test_level3_state import T0, cal, dither, rate, stage3
+
+    state = PlannerState(companion_wait=60.0, level3_settle=30.0, level3_quiet_period=600.0)
+    for n in (1, 2):
+        state.observe(rate(dither(n, nexp=2), T0 + n), T0 + n)  # its stage-2 orders
+    forged = cal(dither(1, nexp=2, FILTER="F200W"), T0 + 3)
+    [letter] = state.observe(forged, T0 + 3)
+    assert (letter.topic, letter.message["stage"]) == ("deadletter", "planner")
+    assert letter.message["reason"] == (
+        "the stage-2 product event of jw01234001001_02101_00001_nrcb1 puts it in other level-3 "
+        "candidates than its detector1 event did: opt_elem: stage-2 event 'F200W', detector1 "
+        "event 'F150W'")
+    assert "jw01234001001_02101_00001_nrcb1" not in state.stage3.calibrated
+    # Its own event, with what stage 2 writes otherwise than the arrival
+    # (a corrected pointing), is taken: the mosaic of both closes.
+    assert not state.observe(cal(dither(1, nexp=2, ENGQLPTG="CALCULATED"), T0 + 4), T0 + 4)
+    assert not state.observe(cal(dither(2, nexp=2), T0 + 5), T0 + 5)
+    [order] = stage3(state.tick(T0 + 100))
+    assert len(order["members"]) == 2
+    # An event whose exposure's detector1 event is unseen has nothing to be held to.
+    assert not [e for e in state.observe(cal(dither(3, nexp=2), T0 + 6), T0 + 6)
+                if e.topic == "deadletter"]
