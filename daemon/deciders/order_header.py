@@ -50,15 +50,15 @@ def header_copy_problem(order: dict[str, Any], own: dict[str, Any] | None) -> Ve
         return None
     copy = order.get("header")
     if not isinstance(copy, dict):
-        return _refused("the order carries no header copy of its exposure", order)
+        return refused("the order carries no header copy of its exposure", order)
     wrong = [f"{k}: order {v!r:.80}, file {own.get(k)!r:.80}"
-             for k, v in sorted(copy.items()) if not _same(k, v, own.get(k))]
+             for k, v in sorted(copy.items()) if not same_value(k, v, own.get(k))]
     wrong += [f"{field}: order {order[field]!r:.80}, file {keyword} = {own.get(keyword)!r:.80}"
               for field, keyword in (("exp_type", "EXP_TYPE"), ("instrument", "INSTRUME"))
               if order.get(field) is not None and order[field] != own.get(keyword)]
     if not wrong:
         return None
-    return _refused("the order's header copy is not its science file's own: "
+    return refused("the order's header copy is not its science file's own: "
                     + "; ".join(wrong[:5])
                     + (f" and {len(wrong) - 5} more" if len(wrong) > 5 else ""), order)
 
@@ -71,7 +71,9 @@ def carried_header(order: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]
     return {**own, **{k: copy[k] for k in NAME_KEYWORDS if k in copy}}
 
 
-def _same(keyword: str, copied: Any, own: Any) -> bool:
+def same_value(keyword: str, copied: Any, own: Any) -> bool:
+    """Whether a copy's value of ``keyword`` is the file's: equal, or an id
+    the name fixes written as a number on one side and as text on the other."""
     if copied == own:
         return True
     if keyword not in NAME_KEYWORDS:
@@ -89,7 +91,7 @@ def _id_number(value: Any) -> int | None:
     return None
 
 
-def _refused(reason: str, order: dict[str, Any]) -> Verdict:
+def refused(reason: str, order: dict[str, Any]) -> Verdict:
     # invalid_message, as an arrival's copy that is not its file's: the
     # message lies about the file, which is as it should be.
     return Verdict("dead_letter", reason, "invalid_message",

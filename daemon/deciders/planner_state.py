@@ -24,6 +24,7 @@ from calstream.daemon.deciders.holds import (
     release_record,
     update_problem,
 )
+from calstream.daemon.deciders.level3_members import stage2_event_problem
 from calstream.daemon.deciders.level3_state import Level3State
 from calstream.daemon.deciders.order_parameters import order_parameters
 from calstream.daemon.deciders.planner_records import (
@@ -80,12 +81,9 @@ class PlannerState:
     def _companions(self, cand: Candidate, sci: Seen) -> list[Seen | tuple]:
         """The records that may be ``cand``'s companions (exposures and level-3
         products), sorted: what a scan of the program would find."""
-        found = []
-        for key in sorted(self.index.companions_of(sci.exposure, cand.route.needs)):
-            record = self.exposures.get(key) or self.level3.get(key)
-            if record is not None:
-                found.append(record)
-        return found
+        records = (self.exposures.get(key) or self.level3.get(key)
+                   for key in sorted(self.index.companions_of(sci.exposure, cand.route.needs)))
+        return [record for record in records if record is not None]
 
     # -- restoring ---------------------------------------------------------
     def restore_order(self, order: contract.Message) -> None:
@@ -127,8 +125,10 @@ class PlannerState:
         if stage == "stage3":
             self.stage3.restore_product(body)  # its version is taken
             return self._observe_level3(event, now)
-        if stage == "stage2":
-            return self._stage3(self.stage3.observe_stage2(body, now))
+        if stage == "stage2":  # held to its detector1 event's header (level3_members.py)
+            problem = stage2_event_problem(body, self.exposures)
+            return [self._dead_letter(event, problem)] if problem \
+                else self._stage3(self.stage3.observe_stage2(body, now))
         if stage != "detector1":
             return []
         exposure_id = body["exposure_id"]

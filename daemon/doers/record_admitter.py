@@ -15,6 +15,7 @@ import anyio
 
 from calstream.daemon.deciders import admission
 from calstream.daemon.deciders.admission import ExposureFacts, FileFacts, Roots, Verdict
+from calstream.daemon.deciders.level3_members import member_paths, members_problem
 from calstream.daemon.deciders.order_header import (
     carried_header,
     header_copy_problem,
@@ -192,6 +193,13 @@ class RecordAdmitter:
             if own is not None:
                 message = contract.Message(message.type, {**message.body,
                                                           "header": carried_header(message.body, own)})
+        elif self.stage.name == "stage3":
+            # Its members' own headers say which candidate they make, not the
+            # events the planner read (level3_members.py); headers only, memoised.
+            problem = members_problem(message.body, {
+                p: exposure_header_of(p) for p in member_paths(message.body)})
+            if problem:
+                return problem, message
         problem = _context_problem(message, message.get("crds_context") or (
             message.get("replay") or {}).get("crds_context"))
         if problem:

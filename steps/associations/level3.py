@@ -58,7 +58,7 @@ from calstream.steps.routing import BACKGROUND, Route
 
 __all__ = [
     "ASN_TYPES", "LEVEL3_ASN_TYPES", "Level3Error", "Level3Key", "build_level3",
-    "candidate_key", "member_type", "product_name",
+    "candidate_key", "describe_key", "member_type", "one_candidate", "pass_into", "product_name",
 ]  # fmt: skip
 
 _STAGE2_SUFFIX = {"rate": "cal", "rateints": "calints"}
@@ -107,10 +107,10 @@ def build_level3(
     members = sorted(members, key=lambda e: e.exposure_id)
     keys = {}
     for e in members:
-        own = _pass_for(route, e)
+        own = pass_into(route.stage3, route.mode.endswith("_as_image"), e)
         keys[e.exposure_id] = (candidate_key(own, e, acid=acid), own)
     distinct = {k for k, _ in keys.values()}
-    key = _merge(distinct)
+    key = one_candidate(distinct)
     if not any(member_type(key, r) == "science" for _, r in keys.values()):
         raise Level3Error(f"{key.asn_type} candidate has no science member")
     if key.asn_type in ("coron3", "ami3") and not any(r.role == "psf" for _, r in keys.values()):
@@ -172,23 +172,24 @@ def _nodded(members: list[Exposure], keys: Mapping[str, tuple[Level3Key, Route]]
     return len(science) >= 2 and all("NOD" in e.keywords.text("PATTTYPE") for e in science)
 
 
-def _pass_for(route: Route, exposure: Exposure) -> Route:
-    """The member's own pass into ``route``'s stage-3 pipeline: its role and
-    product come from its own header (a PSF reference, a background)."""
+def pass_into(stage3: str | None, as_image: bool, exposure: Exposure) -> Route:
+    """The member's own pass into the ``stage3`` pipeline (``as_image``: the
+    imaging pass of full-frame coronagraphy): its role and product come from
+    its own header (a PSF reference, a background)."""
     r = exposure.route
     for p in r.passes if r else ():
-        if p.stage3 == route.stage3 and p.mode.endswith("_as_image") == route.mode.endswith("_as_image"):
+        if p.stage3 == stage3 and p.mode.endswith("_as_image") == as_image:
             return p
     for p in r.passes if r else ():
-        if p.stage3 == route.stage3:
+        if p.stage3 == stage3:
             return p
     raise Level3Error(
         f"{exposure.exposure_id}: its route ({r.mode if r else 'unroutable'}) does not feed "
-        f"{route.stage3}"
+        f"{stage3}"
     )
 
 
-def _merge(keys: set[Level3Key]) -> Level3Key:
+def one_candidate(keys: set[Level3Key]) -> Level3Key:
     """The one key of a candidate; PSF and background members may differ only
     where jwst leaves them unconstrained (target, aux rule) -- none here."""
     if len(keys) == 1:
@@ -196,11 +197,11 @@ def _merge(keys: set[Level3Key]) -> Level3Key:
     science = {k for k in keys if not k.aux}
     if len(science) == 1:
         return next(iter(science))
-    detail = "; ".join(sorted(_describe(k) for k in keys))
+    detail = "; ".join(sorted(describe_key(k) for k in keys))
     raise Level3Error(f"members belong to {len(keys)} different level-3 candidates: {detail}")
 
 
-def _describe(key: Level3Key) -> str:
+def describe_key(key: Level3Key) -> str:
     optics = " ".join(f"{k}={v}" for k, v in key.optics if v)
     return (f"{key.asn_type} {key.asn_rule} program={key.program} acid={key.acid} "
             f"exp_type={key.exp_type} target={key.target or key.target_name} tso={key.tso} "
@@ -209,4 +210,4 @@ def _describe(key: Level3Key) -> str:
 
 def _constraints(key: Level3Key) -> str:
     extra = " ".join(f"{k}={v}" for k, v in key.extra)
-    return f"calstream {_describe(key)} {extra}".rstrip()
+    return f"calstream {describe_key(key)} {extra}".rstrip()

@@ -262,15 +262,16 @@ def target_id(key: Level3Key, members: Iterable[Exposure],
     return "-".join(sorted({numbered.get(m.exposure_id, "") for m in science} - {""}, key=int))
 
 
-def _target(key: Level3Key, members: Iterable[Exposure], pool: Iterable[Exposure]) -> str:
-    text = target_id(key, members, pool)
+def _target(key: Level3Key, members: Iterable[Exposure], pool: Iterable[Exposure],
+            target: str | None = None) -> str:
+    text = target_id(key, members, pool) if target is None else target
     if text.isdigit():
         text = str(int(text))  # TARGETID 1 and "001" are the same target
     return f"t{text:0>3s}"
 
 
 def product_name(key: Level3Key, members: Iterable[Exposure] = (),
-                 pool: Iterable[Exposure] = ()) -> str:
+                 pool: Iterable[Exposure] = (), *, target: str | None = None) -> str:
     """jwst's level-3 product name for the candidate, lower case, no suffix.
 
     ``jw<ppppp>-<acid>_<target>_<instrument>_<optical elements>[-<slit>][-<subarray>]``:
@@ -283,10 +284,12 @@ def product_name(key: Level3Key, members: Iterable[Exposure] = (),
     leaves ``{source_id}`` and ``{slit_name}`` and MOS ``{source_id}`` for
     spec3 to fill; full-frame NIRCam coronagraphy as imaging ends in
     ``-image3``; WFS&C appends ``-<detector>_{suffix}-<activity>``.
+    ``target``: the TARGETID text to name it by, given (an association's
+    ``target``, judged by who has the pool) instead of worked out.
     """
     members = list(members)
     program, acid, instrument = key.program, key.acid, key.instrument.lower()
-    target = _target(key, members, pool)
+    target = _target(key, members, pool, target)
     if key.asn_rule in ("Asn_Lv3MIRMRS", "Asn_Lv3MIRMRSBackground"):
         return f"jw{program}-{acid}_{target}_{instrument}".lower()
     optics = dict(key.optics)

@@ -115,6 +115,10 @@ def semantic(templates: dict[str, dict[str, Any]], *, sentinel: Path, inbox: Pat
     asn_other["products"][0]["name"] = other
     filter_name = order2["header"].get("FILTER")
     forged_filter = dict(order2["header"], FILTER="F444W" if filter_name != "F444W" else "F150W")
+    # A stage-3 product event carries its order's copy (WFSS grisms find
+    # their direct image by it): its members' own files say their filter.
+    filter3 = order3["header"].get("FILTER")
+    forged_filter3 = dict(order3["header"], FILTER="F444W" if filter3 != "F444W" else "F150W")
     # stpipe honours hooks (a shell command run after the step) and output_dir
     # in the step parameters an order carries (deciders/order_parameters.py).
     hooked = {"assign_wcs": {"post_hooks": [f"touch {escape}"]}}
@@ -163,6 +167,8 @@ def semantic(templates: dict[str, dict[str, Any]], *, sentinel: Path, inbox: Pat
         ("work.stage3", "stage-3 order without members",
          _with(order3, association=_with(order3["association"], products=[]))),
         ("work.stage3", "stage-2 order on the stage-3 topic", _with(order3, stage="stage2")),
+        ("work.stage3", "stage-3 order whose header copy is not its members' (another filter)",
+         _with(order3, header=forged_filter3)),
         ("work.stage3", "stage-3 order whose step parameters run a shell command",
          _with(order3, parameters={**order3.get("parameters", {}), "steps": hooked3})),
         ("work.stage3.replay", "stage-3 replay order without a replay",
