@@ -68,6 +68,38 @@ def hold_to_restore(record: dict[str, Any], own: dict[str, Any] | None) -> dict[
     return record
 
 
+def holds_shown(on_topic: Holds, own: Holds | None) -> Holds:
+    """What ``calstream holds list`` shows of each exposure: ``own`` is the
+    planner's own last record of each (its ledger), or None when it cannot
+    be read from where the command runs; ``on_topic`` the holds topic's
+    last record of each, which anyone who can write to the broker may have
+    written (a forged release, a standby's stale record), and which the
+    planner does not take back as its own (``hold_to_restore``).
+
+    Each row is the record believed, with ``source``: "planner" (its own
+    record; ``holds_topic``, the topic's last one when that says otherwise)
+    or "holds topic" (``checked`` False: nothing to check it against;
+    True: the planner has no record of that exposure)."""
+    if own is None:
+        return {e: {**r, "source": "holds topic", "checked": False}
+                for e, r in on_topic.items()}
+    shown = {e: {**r, "source": "holds topic", "checked": True}
+             for e, r in on_topic.items() if e not in own}
+    for exposure, record in own.items():
+        row = {**record, "source": "planner"}
+        theirs = on_topic.get(exposure)
+        if theirs is not None and _content(theirs) != _content(record):
+            row["holds_topic"] = theirs
+        shown[exposure] = row
+    return shown
+
+
+def _content(record: dict[str, Any]) -> dict[str, Any]:
+    # Who sent it is no part of what it says: the planner keeps its record
+    # before the publisher adds ``producer``; a standby's copy names itself.
+    return {k: v for k, v in record.items() if k != "producer"}
+
+
 def release_record(seen: Seen, release: dict[str, Any], holds: Holds) -> Emit:
     exposure_id = seen.exposure.exposure_id
     current = holds.get(exposure_id) or {}

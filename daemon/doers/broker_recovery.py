@@ -20,6 +20,7 @@ has already taken, so the second copies change nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -70,7 +71,8 @@ async def after_broker_back(cfg: Config, topics: Topics, store: ProductStore,
 async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher) -> None:
     """A dead-letter topic that lost this daemon's records, or a re-publishing
     of them cut off part-way, gets every dead letter this daemon kept that
-    it lacks, with its event id and first ``emitted_at``. Lost: the place
+    it lacks, with its event id and first ``emitted_at``, and the redrives
+    kept of it as ``calstream-redrive`` headers. Lost: the place
     noted for the newest one sent no longer holds it (the topic ends before
     it, or holds another record there: recreated, and another daemon's put
     back first), or, with no usable note, the topic is empty. Retention
@@ -92,12 +94,17 @@ async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher
             on_topic[event_id] = record
         lost = [body for body in kept if body.get("event_id") not in on_topic
                 and contract.is_valid("dead_letter", body)]
+        # Each with the redrives kept of it: their marks were on topics the
+        # broker lost too, and `deadletters list` reads them here now.
+        redrives = await anyio.to_thread.run_sync(ledger.redrives)
         placed: list = []
         sent = await publisher.unkept().publish_all((  # kept already: not written again
             ("deadletter", dead_letters.bounded(str(body.get("exposure_id") or body.get("path")
                                                     or body.get("stage")),
                                                 dead_letters.KEY_BUDGET),
-             contract.Message("dead_letter", body)) for body in lost), placed)
+             contract.Message("dead_letter", body),
+             [(dead_letters.REDRIVE_HEADER, json.dumps(note).encode())
+              for note in redrives.get(body["event_id"], ())]) for body in lost), placed)
         # The newest one's place, as the sends note it: the next start
         # judges by it, and does not read the topic again.
         places = {**{e: (r.topic, r.partition, r.offset) for e, r in on_topic.items()},

@@ -21,6 +21,17 @@ down to nine tenths of it, so that removing is not done at every write.
 The topic is the list; this is its backup, so a write that fails (a full
 disk) is warned about and the dead letter is still sent.
 
+Redrives are kept beside the letters: ``<work_dir>/deadletters/redrives/
+<event_id>.json`` (the dead letter's id and its redrive notes). The only
+mark of a redrive was its ``calstream-redrive`` header on the record it
+re-sent, on a topic a broker loses with the dead letters: a dead letter
+put back came back "not redriven", and an operator could redrive it twice.
+The operator's command may run on another machine than this daemon, so it
+cannot write here; the daemon that reads the redriven record (its
+consumer: the stage, or the planner, that dead-lettered it) keeps the
+note, if the dead letter is one it keeps, and puts it back with it. A
+record read again keeps no second copy; at most ``NOTES`` notes a letter.
+
 Where the broker put the newest one sent is noted too (``newest-place.json``:
 event id, topic, partition, offset): a topic that no longer holds that
 letter there has lost what this daemon sent, even when it is not empty
@@ -36,15 +47,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from calstream.daemon.deciders.ledger_names import key_of
+from calstream.daemon.deciders.ledger_names import file_name, key_of, key_problem
 from calstream.daemon.doers.durable_files import write_json_atomically
 from calstream.daemon.doers.planner_ledger import KeyedLedger
 from calstream.steps.regular_files import read_regular_file
 from calstream.topics import contract
+from calstream.topics.dead_letters import redrive_marks
 
 log = logging.getLogger("calstream.publisher")
 
 TOPIC = "deadletter"
+REDRIVES = "redrives"
+NOTES = 20  # redrive notes kept of one dead letter: the newest
 CAPACITY = 10_000  # dead letters kept; at ~2-5 kB each, tens of MB at most
 PLACE = "newest-place.json"  # in the ledger's root, beside the directory of letters
 _OFFSETS = 2 ** 63  # Kafka's offsets are signed 64-bit
@@ -52,7 +66,7 @@ _OFFSETS = 2 ** 63  # Kafka's offsets are signed 64-bit
 
 class DeadLetterLedger(KeyedLedger):
     DIRECTORY = "deadletters"
-    KINDS = {TOPIC: "event_id"}
+    KINDS = {TOPIC: "event_id", REDRIVES: "dead_letter"}
     WHAT = "dead-letter ledger"
     LOG = log
 
@@ -118,6 +132,49 @@ class DeadLetterLedger(KeyedLedger):
             return None
         return note
 
+    def keep_redrives(self, headers) -> int:
+        """Keep the redrive notes in a consumed record's ``headers`` that name
+        a dead letter kept here; how many were new. A failed write is warned
+        about: the record is run all the same, and only a broker's loss
+        would forget its redrive."""
+        new = 0
+        for mark in redrive_marks(headers):
+            letter = mark["dead_letter"]
+            try:
+                with self._lock:
+                    if not self._has_letter(letter):
+                        continue  # another daemon's, or none: nothing to put it back with
+                    kept = self._record_at(self._path(REDRIVES, {"dead_letter": letter}),
+                                           REDRIVES) or {}
+                    notes = self.redrives_of(kept)
+                    if mark in notes:
+                        continue
+                    self.keep(REDRIVES, {"dead_letter": letter, "notes": [*notes, mark][-NOTES:]})
+                    new += 1
+            except (OSError, ValueError) as exc:  # a full disk; a name no ledger writes
+                log.warning("%s: the redrive of dead letter %s not kept in %s (%s): a broker "
+                            "that loses it will list it as not redriven", self.WHAT,
+                            letter[:64], self.root, exc)
+        return new
+
+    def redrives(self) -> dict[str, list[dict[str, Any]]]:
+        """Dead letter event id -> its redrive notes, as kept (untrusted: only
+        notes that are tables of text are given)."""
+        return {kept["dead_letter"]: notes for kept in self.kept(REDRIVES)
+                if (notes := self.redrives_of(kept))}
+
+    @staticmethod
+    def redrives_of(kept: dict[str, Any]) -> list[dict[str, str]]:
+        """The notes of one kept redrive record: those that are tables of text."""
+        notes = kept.get("notes")
+        return [n for n in notes if isinstance(n, dict) and all(
+            isinstance(v, str) for v in n.values())] if isinstance(notes, list) else []
+
+    def _has_letter(self, event_id: str) -> bool:
+        """Whether dead letter ``event_id`` is one kept here."""
+        return key_problem(event_id) is None \
+            and os.path.isfile(self.root / TOPIC / file_name(event_id))
+
     def letters(self) -> list[dict[str, Any]]:
         """Every dead letter kept, oldest first (as they were published)."""
         return sorted(self.kept(TOPIC), key=lambda b: str(b.get("emitted_at", "")))
@@ -140,10 +197,11 @@ class DeadLetterLedger(KeyedLedger):
         aged.sort()
         gone = aged[:max(0, len(aged) - keep)]
         for _, name in gone:
-            try:
-                os.unlink(directory / name)
-            except FileNotFoundError:
-                pass
+            for kept in (directory / name, self.root / REDRIVES / name):  # its redrives too
+                try:
+                    os.unlink(kept)
+                except FileNotFoundError:
+                    pass
         if gone:
             log.info("%s: removed the %d oldest of %d kept dead letters (at most %d are kept)",
                      self.WHAT, len(gone), len(aged), self.capacity)

@@ -12,9 +12,11 @@ cannot be used.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import anyio
 
+from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.steps.plans import Plan
 from calstream.topics import contract
@@ -27,14 +29,28 @@ async def own_holds(planner) -> dict[str, dict]:
     (the state restored so far), then its ledger's, newer (each is kept
     before it is sent, by a standby too), each checked as a message would
     be (restore_from_disk warns about the others)."""
-    own = dict(planner.holds)
-    for body in await anyio.to_thread.run_sync(planner.ledger.kept, "holds"):
+    return {**planner.holds, **await anyio.to_thread.run_sync(kept_holds, planner.ledger)}
+
+
+def kept_holds(ledger: PlannerLedger) -> dict[str, dict]:
+    """The hold records a planner's ledger keeps, by exposure, each checked
+    as a message would be."""
+    own = {}
+    for body in ledger.kept("holds"):
         try:
             contract.validate("hold", body)
         except contract.InvalidMessage:
             continue
         own[body["exposure_id"]] = body
     return own
+
+
+def planner_holds_at(work_dir: Path) -> dict[str, dict] | None:
+    """The planner's own hold records if ``work_dir`` is a planner's (its
+    ledger's directory is there: `calstream holds list` with the daemon's
+    ``--work-dir``), else None: not known from here."""
+    ledger = PlannerLedger(work_dir)
+    return kept_holds(ledger) if ledger.root.is_dir() else None
 
 
 async def restore_from_disk(planner) -> None:

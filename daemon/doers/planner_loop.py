@@ -282,7 +282,9 @@ class Planner:
     async def _act_on(self, record, emits: list[Emit] | tuple[str, str]) -> None:
         """What a record's decision said, done: its emits sent, or the record
         dead-lettered. The state covers the record once the broker has
-        acknowledged the orders sent before (_settle)."""
+        acknowledged the orders sent before (_settle). A redriven record's
+        mark is kept first (Publisher.keep_redrives)."""
+        await self.publisher.keep_redrives(record)
         await self._send(record, emits)
         waiting = self.unacked.positions if self.unacked else self.positions
         waiting[(record.topic, record.partition)] = record.offset + 1

@@ -109,6 +109,7 @@ class RecordAdmitter:
             if name == "calstream-redrive":  # `calstream deadletters redrive`: who and why
                 log.info("%s: redriven dead letter: %s", key, value.decode("utf-8", "replace"),
                          extra={"stage": self.stage.name})
+        await self.publisher.keep_redrives(record)  # before its run: a broker may go meanwhile
         try:
             message = contract.decode(record.value, expected=self.stage.message)
         except contract.InvalidMessage as exc:

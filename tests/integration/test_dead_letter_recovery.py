@@ -3,11 +3,13 @@ supervisor's restart of a killed broker and a start on an empty one both
 put back what the daemon sent (doers/dead_letter_ledger.py), once each;
 so does a start on a topic that lost them but holds another daemon's, and
 an external broker that comes back empty while the daemon runs, also one
-started again between two probes."""
+started again between two probes. A redrive made before the loss is still
+listed after it."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -32,6 +34,7 @@ from .support import (
     until,
     wait_for,
 )
+from .test_holds import send
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -97,6 +100,45 @@ async def test_the_dead_letters_come_back_after_the_broker_is_killed(tmp_path, u
     assert [m.body for m in on_topic] == [sent]  # the same record, once
     assert kept.stat().st_ino == written  # sent again, not written again
     assert listed.returncode == 0 and "bad_file" in listed.stdout, listed
+
+
+async def test_a_redrive_made_before_the_broker_was_killed_is_still_listed(
+        tmp_path, unique_prefix, kit):
+    """The redrive's mark was only a header on the redriven record, on a topic
+    the broker lost: the dead letter came back "not redriven", and an
+    operator would redrive it twice. The daemon that read the redriven
+    record keeps the mark and puts it back with the dead letter. (``kit``:
+    its CRDS cache, which a detector1 daemon's start needs.)"""
+    cfg = daemon_config(tmp_path, None, unique_prefix, roles=["detector1"])
+    async with on_a_broker_of_its_own(cfg) as daemon:
+        await send(daemon.cfg, "raw", "junk", b"not json at all")
+        found = await wait_for(daemon.cfg, ["deadletter"], dead_letters, timeout=60)
+        (letter,) = dead_letters(found)
+        redriven = await anyio.to_thread.run_sync(
+            cli, daemon.cfg, "deadletters", "redrive", letter.event_id[:16], "--reason",
+            "the producer's encoding fixed", "--by", "night-shift")
+        assert redriven.returncode == 0 and "redriven 1" in redriven.stdout, redriven
+        # Still not JSON: dead-lettered again, so the redriven record was read.
+        await wait_for(daemon.cfg, ["deadletter"], lambda ms: len(dead_letters(ms)) == 2,
+                       timeout=60)
+        os.kill(daemon.broker.process.pid, signal.SIGKILL)
+        with anyio.fail_after(60):
+            while not daemon.supervisor.restarts:
+                await anyio.sleep(0.1)
+        await wait_for(daemon.cfg, ["deadletter"], lambda ms: len(dead_letters(ms)) == 2,
+                       timeout=60)
+        listed = await anyio.to_thread.run_sync(cli, daemon.cfg, "deadletters", "list",
+                                                "--json")
+        pending = await anyio.to_thread.run_sync(cli, daemon.cfg, "deadletters", "list",
+                                                 "--pending", "--json")
+        again = await anyio.to_thread.run_sync(
+            cli, daemon.cfg, "deadletters", "redrive", letter.event_id[:16], "--reason",
+            "the producer's encoding fixed")
+    rows = {r["event_id"]: r for r in json.loads(listed.stdout)}
+    assert [(n["by"], n["reason"]) for n in rows[letter.event_id]["redrives"]] == [
+        ("night-shift", "the producer's encoding fixed")], rows
+    assert letter.event_id not in {r["event_id"] for r in json.loads(pending.stdout)}
+    assert "already redriven (1 time(s))" in again.stdout, again
 
 
 async def test_a_start_on_a_broker_that_lost_them_puts_them_back_once(tmp_path, unique_prefix):

@@ -22,7 +22,7 @@ from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.topics import contract
 
 from .support import daemon_config, read_all, running_daemon, until
-from .test_holds import send
+from .test_holds import cli, send
 from .test_planner_ha import product_event, publish
 from .test_planner_parking import planned_pointing
 
@@ -80,6 +80,41 @@ async def test_a_forged_release_on_the_holds_topic_releases_nothing_at_a_restart
     # The forged record is not what the planner keeps either.
     [kept] = PlannerLedger(cfg.work_dir).kept("holds")
     assert kept == own
+
+
+async def test_holds_list_shows_what_the_planner_holds_not_a_forged_release(
+        tmp_path, broker, unique_prefix):
+    """`holds list` read the topic's last record: a forged release made it
+    say "released" (and `holds release` refuse) while the planner held the
+    exposure. Given the planner's work directory it shows the planner's own
+    record, the topic's beside it, marked; elsewhere the topic's, marked as
+    not checked."""
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["planner"])
+    held = planned_pointing(product_event(cfg.products, cfg.inbox, 4344, 1, 1))
+    exposure = held["exposure_id"]
+    async with running_daemon(cfg) as daemon:
+        await until(lambda: daemon.planner and daemon.planner.caught_up)
+        await publish(cfg, [held])
+        await until(lambda: daemon.planner.state.summary(0)["held"] == 1)
+        [own] = PlannerLedger(cfg.work_dir).kept("holds")
+        await send(cfg, "holds", exposure, contract.encode(forged_release(own)))
+        here = ("--work-dir", str(cfg.work_dir))
+        listed, as_json, released = [await anyio.to_thread.run_sync(cli, cfg, *argv) for argv in (
+            ("list", *here), ("list", "--json", *here),
+            ("release", exposure, "--reason", "WCS checked by hand", *here))]
+        elsewhere = await anyio.to_thread.run_sync(
+            cli, cfg, "list", "--all", "--json", "--work-dir", str(tmp_path / "elsewhere"))
+    [row] = json.loads(as_json.stdout)
+    assert (row["state"], row["source"], row["holds_topic"]["state"]) == (
+        "held", "planner", "released"), row
+    [line] = [x for x in listed.stdout.splitlines() if exposure in x]
+    assert " held " in line and "the holds topic says released by forger: not the " \
+        "planner's record" in line, listed.stdout
+    assert released.returncode == 0, released  # the planner holds it: an operator may release
+    [theirs] = json.loads(elsewhere.stdout)
+    assert (theirs["state"], theirs["source"], theirs["checked"]) == (
+        "released", "holds topic", False)
+    assert "not checked against what the planner holds" in elsewhere.stderr
 
 
 async def test_a_forged_plan_under_a_kept_plan_s_id_does_not_replace_it(

@@ -4,6 +4,7 @@ and never written outside the ledger."""
 
 from __future__ import annotations
 
+import json
 import os
 
 from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
@@ -120,3 +121,43 @@ def test_a_place_that_cannot_be_written_is_warned_about_and_never_raises(tmp_pat
     ledger.note_place("e1", "t", 0, 1)  # no exception: the send goes on
     assert ledger.newest_place() is None
     assert "not noted" in caplog.text and "No space left" in caplog.text
+
+
+def mark(letter_id: str, reason: str = "cache resynced", **more) -> tuple[str, bytes]:
+    note = {"by": "ops", "reason": reason, "dead_letter": letter_id, "dead_letter_ref": "0:3",
+            "at": "2026-12-01T10:00:00.000Z", **more}
+    return "calstream-redrive", json.dumps(note).encode()
+
+
+def test_a_redrive_of_a_letter_kept_here_is_kept_once_and_goes_with_it(tmp_path):
+    ledger = DeadLetterLedger(tmp_path, capacity=3)
+    mine = letter(1)
+    assert ledger.keep_letter(mine)
+    headers = [("other", b"x"), mark(mine["event_id"], extra=["not text"])]
+    assert ledger.keep_redrives(headers) == 1
+    assert ledger.keep_redrives(headers) == 0  # the same record read again: no second note
+    assert ledger.keep_redrives([mark(mine["event_id"], "again")]) == 1
+    [first, second] = ledger.redrives()[mine["event_id"]]
+    assert first == {"by": "ops", "reason": "cache resynced", "dead_letter": mine["event_id"],
+                     "dead_letter_ref": "0:3", "at": "2026-12-01T10:00:00.000Z"}
+    assert second["reason"] == "again"
+    # Pruned with its letter: no redrive outlives what it marks.
+    for n in (2, 3):
+        assert ledger.keep_letter(letter(n))
+    os.utime(tmp_path / "deadletters" / "deadletter" / f"{mine['event_id']}.json",
+             (1_000_000, 1_000_000))  # the oldest
+    assert ledger.keep_letter(letter(4))  # over capacity: the oldest removed
+    assert mine["event_id"] not in {b["event_id"] for b in ledger.letters()}
+    assert ledger.redrives() == {}
+
+
+def test_a_redrive_of_no_letter_kept_here_or_no_redrive_is_not_kept(tmp_path):
+    """Headers are anyone's: a mark naming a dead letter this daemon does not
+    keep (another daemon's, a forger's flood of ids) writes nothing."""
+    ledger = DeadLetterLedger(tmp_path)
+    assert ledger.keep_letter(letter(1))
+    for headers in ([mark("0" * 64)], [mark("../../etc/passwd")],
+                    [("calstream-redrive", b"[1, 2]")], [("calstream-redrive", b"\xff")],
+                    [("calstream-redrive", json.dumps({"dead_letter": 7}).encode())]):
+        assert ledger.keep_redrives(headers) == 0, headers
+    assert not (tmp_path / "deadletters" / "redrives").exists()

@@ -55,6 +55,9 @@ class _NotingPublisher:
         self._note("publish", topic, key, message)
         return True
 
+    async def keep_redrives(self, record):  # no dead-letter ledger here
+        pass
+
     async def dead_letter(self, *, category, stage, key, reason, record=None, **extra):
         self.handed.append(("dead_letter", category, key, reason,
                             record.offset if record is not None else None))

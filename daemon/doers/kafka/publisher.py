@@ -55,14 +55,24 @@ class Publisher:
             await anyio.to_thread.run_sync(self.ledger.note_place, message.body["event_id"],
                                            placed.topic, placed.partition, placed.offset)
 
+    async def keep_redrives(self, record: ConsumerRecord) -> None:
+        """The ``calstream-redrive`` marks of a record consumed, kept with the
+        dead letters they name if this daemon keeps them: a broker that
+        loses both gets the marks back with the letters
+        (dead_letter_ledger.py). Most records have no headers: no thread."""
+        headers = getattr(record, "headers", None)  # a record made by hand may have none
+        if headers and self.ledger is not None:
+            await anyio.to_thread.run_sync(self.ledger.keep_redrives, headers)
+
     def unkept(self) -> Publisher:
         """This publisher without its dead-letter ledger: for sending again
         the dead letters it kept (each would be written and synced again)."""
         return Publisher(self.producer, self.topics, self.metrics, self.role)
 
-    async def publish_all(self, items: Iterable[tuple[str, str, contract.Message]],
-                          placed: list | None = None) -> int:
-        """``publish`` of each of ``items`` (logical topic, key, message): all
+    async def publish_all(self, items: Iterable[tuple], placed: list | None = None) -> int:
+        """``publish`` of each of ``items`` (logical topic, key, message, and
+        optionally the record's headers: a dead letter put back carries its
+        redrives, broker_recovery.py): all
         sent without waiting, then every acknowledgement awaited, so that
         what a broker that lost its topics gets again (thousands of records
         at a start on the embedded broker) costs one round trip to it, not
@@ -73,9 +83,9 @@ class Publisher:
         ``placed``, if given, gets each one's metadata (topic, partition,
         offset), in the order of ``items``."""
         answers, refused = [], None
-        for topic, key, message in items:
+        for topic, key, message, *headers in items:
             try:
-                answer = await self.send(topic, key, message)
+                answer = await self.send(topic, key, message, *headers)
             except Exception as exc:  # noqa: BLE001 - raised below, once the rest answered
                 refused = exc
                 break
@@ -91,15 +101,15 @@ class Publisher:
             placed.extend(results)
         return len(answers)
 
-    async def send(self, logical_topic: str, key: str,
-                   message: contract.Message) -> asyncio.Future | None:
+    async def send(self, logical_topic: str, key: str, message: contract.Message,
+                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future | None:
         """``publish`` without the wait: the future of the broker's
         acknowledgement, for the caller to await (None: nothing was sent).
         Raises what ``publish`` raises before sending (a refused message)."""
-        return await self._hand_over(logical_topic, key, message)
+        return await self._hand_over(logical_topic, key, message, headers)
 
-    async def _hand_over(self, logical_topic: str, key: str,
-                         message: contract.Message) -> asyncio.Future:
+    async def _hand_over(self, logical_topic: str, key: str, message: contract.Message,
+                         headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future:
         if self.granted is not None and logical_topic not in self.granted:
             # What a broker with calstream's ACLs answers (deciders/broker_access.py):
             # refused here too, so that a run on a broker without ACLs (the
@@ -112,9 +122,10 @@ class Publisher:
         if logical_topic == "deadletter" and self.ledger is not None:
             # Kept before it is sent: a broker that loses it gets it again.
             await anyio.to_thread.run_sync(self.ledger.keep_letter, message.body)
+        extra = {"headers": headers} if headers else {}  # most records have none
         return await self.producer.send(self.topics.name(logical_topic), value=value,
                                         # a file name that is not UTF-8 (a bad_file's key)
-                                        key=key.encode("utf-8", "backslashreplace"))
+                                        key=key.encode("utf-8", "backslashreplace"), **extra)
 
     async def dead_letter(self, *, category: str, reason: str, stage: str, key: str,
                           attempts: int = 0, record: ConsumerRecord | None = None,

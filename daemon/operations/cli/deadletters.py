@@ -41,10 +41,10 @@ from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.stages import STAGES
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
+from calstream.topics.dead_letters import REDRIVE_HEADER, redrive_marks, redrive_note
 
 group("deadletters", "what could not be processed; redrive it once the cause is fixed")
 
-REDRIVE_HEADER = "calstream-redrive"
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -191,33 +191,35 @@ def _utf8(text: str) -> bool:
 
 
 async def load(cfg, topics: Topics) -> list[DeadLetter]:
-    """Every dead letter on the topic, with the redrives already made of it."""
+    """Every dead letter on the topic, with the redrives already made of it:
+    the marks on the originals' topics, and those a daemon kept and put
+    back with the dead letter itself after a broker lost both
+    (topics/dead_letters.py). One redrive found in both places counts once."""
     bodies = []
+    redrives: dict[str, dict[tuple, dict]] = {}
+
+    def add(note: dict) -> None:
+        same = tuple(str(note.get(k)) for k in ("at", "by", "reason"))
+        redrives.setdefault(str(note.get("dead_letter", "")), {}).setdefault(same, note)
+
     for record in await kafka.read_to_end(cfg, topics.name("deadletter")):
         try:
             message = contract.decode(record.value, expected="dead_letter")
         except contract.InvalidMessage:
             continue
         bodies.append((f"{record.partition}:{record.offset}", message.body))
-    redrives: dict[str, list[dict]] = {}
+        for mark in redrive_marks(record.headers):  # of this dead letter only
+            if mark["dead_letter"] == message.event_id:
+                add(mark)
     named = {(b.get("original") or {}).get("topic") for _, b in bodies}
     for name in sorted(named & redrivable_topics(topics)):
         for record in await kafka.read_to_end(cfg, name):
             for key, value in record.headers or ():
                 note = redrive_note(value) if key == REDRIVE_HEADER else None
                 if note is not None:
-                    redrives.setdefault(str(note.get("dead_letter", "")), []).append(note)
-    return [DeadLetter(ref, b, tuple(redrives.get(b["event_id"], ()))) for ref, b in bodies]
-
-
-def redrive_note(value: bytes | None) -> dict | None:
-    """A ``calstream-redrive`` header's note, or None: a header is as
-    untrusted as a value: read as one is (nesting too deep raised here)."""
-    try:
-        note = contract.parse_json(value) if isinstance(value, bytes) else None
-    except contract.InvalidMessage:
-        return None
-    return note if isinstance(note, dict) else None
+                    add(note)
+    return [DeadLetter(ref, b, tuple(redrives.get(b["event_id"], {}).values()))
+            for ref, b in bodies]
 
 
 def redrive_record(letter: DeadLetter, by: str, reason: str

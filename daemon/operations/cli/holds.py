@@ -1,4 +1,13 @@
-"""``calstream holds list`` and ``calstream holds release``: pointing holds for operators."""
+"""``calstream holds list`` and ``calstream holds release``: pointing holds for operators.
+
+What they show is what the planner believes: its own records, from its
+ledger, when the command is given the planner's work directory (the
+embedded default's ``--work-dir``); the holds topic's last record of an
+exposure only beside it, marked, when it says otherwise (anyone who can
+write to the broker can write one, and the planner takes no release it
+did not decide: deciders/holds.py, ``hold_to_restore``). Run where the
+ledger is not, they show the topic's records, marked as not checked.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +18,10 @@ import time
 
 import anyio
 
+from calstream.daemon.deciders.holds import holds_shown
 from calstream.daemon.doers import kafka
 from calstream.daemon.doers.message_sender import send_messages
+from calstream.daemon.doers.planner_disk_records import planner_holds_at
 from calstream.daemon.operations.cli.registry import (
     DAEMON_FLAGS,
     broker_config,
@@ -27,8 +38,12 @@ group("holds", "exposures held for provisional pointing (ENGQLPTG=PLANNED)")
 
 
 async def current_holds(cfg, topics: Topics) -> dict[str, dict]:
-    """The last hold record per exposure (the compacted topic's meaning)."""
-    return last_holds(await kafka.read_to_end(cfg, topics.name("holds")))
+    """The hold of each exposure as the planner has it, where its ledger is
+    reachable (``cfg.work_dir``), else the holds topic's last record
+    (deciders/holds.py, ``holds_shown``, says how each row is marked)."""
+    on_topic = last_holds(await kafka.read_to_end(cfg, topics.name("holds")))
+    own = await anyio.to_thread.run_sync(planner_holds_at, cfg.work_dir)
+    return holds_shown(on_topic, own)
 
 
 def last_holds(records) -> dict[str, dict]:
@@ -63,6 +78,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     cfg = broker_config(args, "holds")
     holds = anyio.run(current_holds, cfg, Topics(cfg.topic_prefix))
     rows = [h for h in holds.values() if args.all or h["state"] == "held"]
+    if any(not h["checked"] for h in holds.values() if h["source"] == "holds topic"):
+        print(f"calstream: no planner's ledger in {cfg.work_dir}: these are the holds topic's "
+              "records, not checked against what the planner holds (give the planner "
+              "daemon's --work-dir)", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -83,7 +102,19 @@ def hold_row(h: dict) -> str:
               f"{' by ' + release['by'] if release.get('by') else ''}"
               if release else h["reason"])
     return escape_controls(f"{h['exposure_id']:34} {h['state']:9} {h['since']:25} "
-                           f"{_age(h['since']):>7}  {detail}")
+                           f"{_age(h['since']):>7}  {detail}{_not_the_planners(h)}")
+
+
+def _not_the_planners(h: dict) -> str:
+    """The row's mark when the holds topic says what the planner did not."""
+    theirs = h.get("holds_topic")
+    if theirs is not None:
+        by = (theirs.get("release") or {}).get("by")
+        return (f"  [the holds topic says {theirs.get('state')}{' by ' + by if by else ''}: "
+                "not the planner's record]")
+    if h.get("source") == "holds topic" and h.get("checked"):
+        return "  [the holds topic's record: the planner has none of this exposure]"
+    return ""
 
 
 def _release_arguments(p: argparse.ArgumentParser) -> None:
@@ -99,8 +130,10 @@ def cmd_release(args: argparse.Namespace) -> int:
     topics = Topics(cfg.topic_prefix)
     holds = anyio.run(current_holds, cfg, topics)
     hold = holds.get(args.exposure)
+    if hold is not None and hold["source"] == "holds topic" and hold["checked"]:
+        hold = None  # the planner holds nothing of it: a release would be rejected
     if hold is None or hold["state"] != "held":
-        state = hold["state"] if hold else "not known to the holds topic"
+        state = hold["state"] if hold else "not known to the planner"
         # An error: on stderr, as every command's (stdout is the result's).
         print(f"calstream: {args.exposure} is not held ({state}); nothing to release",
               file=sys.stderr)
