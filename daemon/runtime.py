@@ -120,8 +120,7 @@ class Daemon:
         elif self.supervisor is not None and (lost := self.supervisor.problem()):
             problems.append(lost)
         problems += filter(None, (c.stalled(self.cfg.stall_seconds) for c in self.consumers))
-        if starting := self.start_waits.problem():  # what it waits for, if anything
-            problems.append(starting)
+        problems += self.start_waits.problems()  # what it waits for, if anything
         if behind := planner_clients.catching_up(self.planner, self.start_waits):
             problems.append(behind)
         return not problems, problems

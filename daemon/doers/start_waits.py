@@ -117,20 +117,28 @@ class StartWaits:
 
     def __init__(self, cfg: Config, metrics: Metrics) -> None:
         self.cfg, self.metrics = cfg, metrics
-        self.waiting: _Wait | None = None
+        # Every step waiting now, oldest first: the daemon's start and the
+        # planner's (on its own loop) can wait at once, and /readyz names each
+        # (one slot showed whichever began last: an operator, and a test, saw
+        # the planner's producer wait while the lease's was hidden).
+        self.waits: list[_Wait] = []
         self.done = False  # set by the daemon once every role runs
 
-    def problem(self) -> str | None:
-        """Why /readyz says not ready while the daemon starts (what it waits
-        for, if anything); None once started."""
-        if self.waiting is not None:
-            return self.waiting.describe()
-        return None if self.done else "starting"
+    @property
+    def waiting(self) -> _Wait | None:
+        """The step that began waiting last, if any."""
+        return self.waits[-1] if self.waits else None
+
+    def problems(self) -> list[str]:
+        """Why /readyz says not ready while the daemon starts: each wait, or
+        "starting"; none once started and nothing waits."""
+        if waits := list(self.waits):  # a copy: the planner's thread adds and removes its own
+            return [w.describe() for w in waits]
+        return [] if self.done else ["starting"]
 
     def waiting_of(self, owner: str) -> bool:
-        """Whether the wait /readyz shows now is one of ``owner``'s steps."""
-        wait = self.waiting
-        return wait is not None and wait.owner == owner
+        """Whether one of ``owner``'s steps waits now."""
+        return any(w.owner == owner for w in self.waits)
 
     async def step(self, what: str, attempt: Callable[[], Awaitable[T]],
                    cause_of: Callable[[BaseException], str | None], *, stage: str = START,
@@ -151,7 +159,8 @@ class StartWaits:
             if named is None:
                 return None
             if wait is None:
-                wait = self.waiting = _Wait(what, named, owner)
+                wait = _Wait(what, named, owner)
+                self.waits.append(wait)
                 # aiokafka logs every failed connection, crds its "FATAL": said once.
                 quieted = _REPEATING.get(named, ())
                 quiet_client_logs(True, quieted)
@@ -164,8 +173,7 @@ class StartWaits:
             return await until_done(attempt, parking, cause)
         finally:
             if wait is not None:
-                if self.waiting is wait:  # not another step's (the planner's, on its loop)
-                    self.waiting = None
+                self.waits.remove(wait)  # only its own: another step may still wait
                 quiet_client_logs(False, quieted)
 
 

@@ -30,25 +30,25 @@ def parked(w: StartWaits, cause: str) -> float:
 
 async def test_a_read_only_disk_is_waited_for_and_shown(tmp_path):
     w = waits(tmp_path)
-    seen: list[tuple[str | None, float]] = []
+    seen: list[tuple[list[str], float]] = []
 
     async def attempt() -> str:
-        seen.append((w.problem(), parked(w, "read_only")))
+        seen.append((w.problems(), parked(w, "read_only")))
         if len(seen) < 4:
             raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "products"))
         return "written"
 
-    assert w.problem() == "starting"
+    assert w.problems() == ["starting"]
     assert await w.step("the product store", attempt, infrastructure_cause) == "written"
-    assert seen[0] == ("starting", 0)
-    waiting = [problem for problem, _ in seen[1:]]
-    assert all(p.startswith("starting: waiting for the product store (read_only) since 20")
+    assert seen[0] == (["starting"], 0)
+    waiting = [problem for problems, _ in seen[1:] for problem in problems]
+    assert len(waiting) == len(seen) - 1 and all(p.startswith("starting: waiting for the product store (read_only) since 20")
                for p in waiting), waiting
     assert seen[-1][1] == 1  # parked after max_attempts quick retries
-    assert parked(w, "read_only") == 0 and w.problem() == "starting"
+    assert parked(w, "read_only") == 0 and w.problems() == ["starting"]
     assert w.metrics.parked_total.labels(stage="start", cause="read_only")._value.get() == 1
     w.done = True
-    assert w.problem() is None
+    assert w.problems() == []
 
 
 async def test_what_no_wait_can_fix_stops_the_start_at_once(tmp_path):
@@ -61,7 +61,7 @@ async def test_what_no_wait_can_fix_stops_the_start_at_once(tmp_path):
 
     with pytest.raises(PermissionError):
         await w.step("the work directory", attempt, infrastructure_cause)
-    assert len(tries) == 1 and w.problem() == "starting"
+    assert len(tries) == 1 and w.problems() == ["starting"]
 
 
 async def test_cancelled_while_waiting_leaves_nothing_parked(tmp_path):
@@ -118,3 +118,35 @@ def test_a_file_where_a_root_goes_is_a_configuration_error(tmp_path, where):
     with pytest.raises(ConfigError, match="below: a file is there, or above it"):
         prepare_roots(load(None, env={}, flags=flags))
     assert (tmp_path / "a-file").read_text() == "[calstream]\n"
+
+
+async def test_two_steps_waiting_at_once_are_both_shown(tmp_path):
+    """The daemon's start and the planner's (on its own loop) can wait at the
+    same time: /readyz names both, and each leaves with its own step (one
+    slot showed only the wait that began last)."""
+    w = waits(tmp_path)
+    lease_waits, both_shown = anyio.Event(), anyio.Event()
+    seen: list[list[str]] = []
+
+    async def lease() -> str:
+        if not both_shown.is_set():
+            lease_waits.set()
+            raise OSError(errno.EROFS, "Read-only file system", str(tmp_path / "lease"))
+        return "joined"
+
+    async def producer() -> str:
+        await lease_waits.wait()
+        seen.append(w.problems())
+        if len(seen) < 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "planner"))
+        both_shown.set()
+        return "started"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(w.step, "the lease's group", lease, infrastructure_cause)
+        assert await w.step("the planner's producer", producer, infrastructure_cause,
+                            owner="planner") == "started"
+    shown = seen[-1]
+    assert len(shown) == 2 and "the lease's group (read_only)" in shown[0] \
+        and "the planner's producer (disk_full)" in shown[1], shown
+    assert w.problems() == ["starting"] and not w.waiting_of("planner")
