@@ -32,11 +32,11 @@ async def own_holds(planner) -> dict[str, dict]:
     return {**planner.holds, **await anyio.to_thread.run_sync(kept_holds, planner.ledger)}
 
 
-def kept_holds(ledger: PlannerLedger) -> dict[str, dict]:
+def kept_holds(ledger: PlannerLedger, *, tidy: bool = True) -> dict[str, dict]:
     """The hold records a planner's ledger keeps, by exposure, each checked
-    as a message would be."""
+    as a message would be (``tidy``: as PlannerLedger.kept)."""
     own = {}
-    for body in ledger.kept("holds"):
+    for body in ledger.kept("holds", tidy=tidy):
         try:
             contract.validate("hold", body)
         except contract.InvalidMessage:
@@ -50,7 +50,9 @@ def planner_holds_at(work_dir: Path) -> dict[str, dict] | None:
     ledger's directory is there: `calstream holds list` with the daemon's
     ``--work-dir``), else None: not known from here."""
     ledger = PlannerLedger(work_dir)
-    return kept_holds(ledger) if ledger.root.is_dir() else None
+    # Only read: the command may run beside the daemon that writes the
+    # ledger (or in another pid namespace, where its writer looks gone).
+    return kept_holds(ledger, tidy=False) if ledger.root.is_dir() else None
 
 
 async def restore_from_disk(planner) -> None:

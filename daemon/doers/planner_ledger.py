@@ -71,14 +71,18 @@ class KeyedLedger:
             return
         write_json_atomically(path, body, what=f"{self.WHAT} record", root=self.work_dir)
 
-    def kept(self, topic: str) -> list[dict[str, Any]]:
-        """Every record kept for ``topic``, in a stable order."""
+    def kept(self, topic: str, *, tidy: bool = True) -> list[dict[str, Any]]:
+        """Every record kept for ``topic``, in a stable order. ``tidy``
+        False: only read (an operator's command reading a running daemon's
+        ledger must not remove or move what the daemon may be writing)."""
         directory = self.root / topic
         try:
             names = sorted(os.listdir(directory))
         except FileNotFoundError:
             return []
         except NotADirectoryError:  # ``planner`` or ``planner/<topic>`` is a file
+            if not tidy:
+                return []
             try:
                 directory_in_place(directory, root=self.work_dir,
                                    what=f"the {self.WHAT}'s directory")
@@ -89,21 +93,24 @@ class KeyedLedger:
         for name in names:
             path = directory / name
             if key_of(name) is None:
-                if not _removed_leftover(path, self.WHAT, self.LOG):
+                if tidy and not _removed_leftover(path, self.WHAT, self.LOG):
                     strays.append(name)
                 continue
-            body = self._record_at(path, topic)
+            body = self._record_at(path, topic, tidy=tidy)
             if body is not None:
                 out.append(body)
         if strays:
             self.LOG.warning(strays_summary(str(directory), strays, self.WHAT))
         return out
 
-    def _record_at(self, path: Path, topic: str) -> dict[str, Any] | None:
+    def _record_at(self, path: Path, topic: str, *, tidy: bool = True) -> dict[str, Any] | None:
         """The record at ``path`` (named for its key), or None with a warning
-        (none for a missing file); what is no regular file is moved aside."""
+        (none for a missing file); what is no regular file is moved aside
+        (``tidy``), or only not read."""
         try:
-            if set_aside_unless_regular(path, what=f"{self.WHAT} record") is not None:
+            if not tidy and not path.is_file():
+                return None
+            if tidy and set_aside_unless_regular(path, what=f"{self.WHAT} record") is not None:
                 return None
             # Read as the message it was: no NaN or Infinity (re-published,
             # no reader would take it), no duplicate key, no nesting too deep.

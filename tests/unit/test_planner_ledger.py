@@ -265,3 +265,24 @@ def test_a_start_keeps_only_the_holds_its_ledger_lacks_or_has_in_another_state(t
     assert {h["exposure_id"]: h for h in ledger.kept("holds")} == holds
     assert {n: (tmp_path / "work" / "planner" / "holds" / f"{n}.json").stat().st_ino
             for n in names[:3]} == untouched
+
+
+def test_an_operator_s_read_of_the_holds_changes_nothing_in_the_ledger(tmp_path):
+    """`calstream holds list` reads the planner's ledger (planner_holds_at)
+    beside the running daemon, maybe from another pid namespace, where the
+    writer of a temporary in flight looks gone: it must not remove it, nor
+    move a file aside; the daemon's own read still tidies."""
+    from calstream.daemon.doers.planner_disk_records import planner_holds_at
+
+    ledger = PlannerLedger(tmp_path)
+    ledger.keep("holds", _hold())
+    holds = tmp_path / "planner" / "holds"
+    in_flight = holds / f".{NAME}.json.{_gone_pid()}.tmp"  # its writer looks gone from here
+    in_flight.write_text('{"exposure_id": "jw')
+    odd = holds / "jw00001001001_02101_00002_nrca1.json"
+    odd.mkdir()  # no regular file: the daemon's read would move it aside
+    assert planner_holds_at(tmp_path) is not None  # read (its bare hold is no valid message)
+    assert PlannerLedger(tmp_path).kept("holds", tidy=False) == [_hold()]
+    assert in_flight.exists() and odd.is_dir()
+    PlannerLedger(tmp_path).kept("holds")
+    assert not in_flight.exists()
