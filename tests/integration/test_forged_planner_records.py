@@ -96,6 +96,9 @@ async def test_holds_list_shows_what_the_planner_holds_not_a_forged_release(
         await until(lambda: daemon.planner and daemon.planner.caught_up)
         await publish(cfg, [held])
         await until(lambda: daemon.planner.state.summary(0)["held"] == 1)
+        # Its decision is in the state before its record is in the ledger
+        # (kept just before it is sent): wait for the record too.
+        await until(lambda: PlannerLedger(cfg.work_dir).kept("holds", tidy=False))
         [own] = PlannerLedger(cfg.work_dir).kept("holds")
         await send(cfg, "holds", exposure, contract.encode(forged_release(own)))
         here = ("--work-dir", str(cfg.work_dir))
