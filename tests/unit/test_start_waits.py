@@ -150,3 +150,19 @@ async def test_two_steps_waiting_at_once_are_both_shown(tmp_path):
     assert len(shown) == 2 and "the lease's group (read_only)" in shown[0] \
         and "the planner's producer (disk_full)" in shown[1], shown
     assert w.problems() == ["starting"] and not w.waiting_of("planner")
+
+
+def test_no_broker_answering_a_metadata_request_is_waited_for():
+    """aiokafka says so with a bare KafkaError (consumer.topics(), which the
+    planner's topic reader asks first): a broker stopped at that moment
+    ended the planner's start, and the daemon with it (seen once in CI,
+    tests/integration/test_start_heal.py [topic reader])."""
+    from aiokafka.errors import KafkaError
+
+    from calstream.daemon.doers.kafka import unreachable
+    from calstream.daemon.doers.start_waits import broker_cause
+
+    lost = KafkaError("Unable to get cluster metadata over all known brokers")
+    assert broker_cause(lost) == "broker_unreachable"
+    assert unreachable(ExceptionGroup("task group", [lost])) is not None
+    assert broker_cause(KafkaError("something else")) is None  # not every KafkaError

@@ -143,6 +143,9 @@ def admin(cfg: Config) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**client_options(cfg))
 
 
+NO_METADATA = "Unable to get cluster metadata over all known brokers"
+
+
 def unreachable(exc: BaseException) -> str | None:
     """Why the broker could not be reached, or stopped answering, if that is
     what ``exc`` (or an exception inside its group) says; None for anything
@@ -150,6 +153,12 @@ def unreachable(exc: BaseException) -> str | None:
     with aiokafka's traceback."""
     if isinstance(exc, KafkaConnectionError | KafkaTimeoutError):
         return str(exc).removeprefix(f"{type(exc).__name__}: ")
+    if type(exc) is KafkaError and NO_METADATA in str(exc):
+        # aiokafka's own words when no broker answered a metadata request
+        # (client.fetch_all_metadata, under consumer.topics()): a bare
+        # KafkaError, neither retriable nor a time-out, so a broker stopped
+        # just then ended the planner's start instead of being waited for.
+        return NO_METADATA
     for inner in getattr(exc, "exceptions", ()):  # an anyio task group's ExceptionGroup
         if (reason := unreachable(inner)) is not None:
             return reason
