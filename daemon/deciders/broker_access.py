@@ -18,6 +18,8 @@ describe every calstream topic and group, and create the catalog's topics
 
 from __future__ import annotations
 
+import shlex
+
 from calstream.daemon.stages import STAGES, work_order_stages
 
 # What a daemon of each role sends, as logical topic names (topics/catalog.py).
@@ -85,16 +87,19 @@ def acl_commands(topic_prefix: str, group_prefix: str, principal_of: str,
     add = 'kafka-acls.sh --bootstrap-server "$KAFKA" --command-config "$ADMIN_CONFIG" --add'
     lines = []
     for p in PRINCIPALS:
-        who = f"--allow-principal {principal_of.format(role=p)}"
+        # Replaced, not str.format: any other brace in the operator's pattern
+        # is text (format raised on it); quoted, as every name is, for the shell.
+        who = f"--allow-principal {shlex.quote(principal_of.replace('{role}', p))}"
         lines.append(f"# {p}")
         read = "--operation Read --operation Describe"
-        lines.append(f"{add} {who} {read} --topic {topic_prefix} "
+        lines.append(f"{add} {who} {read} --topic {shlex.quote(topic_prefix)} "
                      "--resource-pattern-type prefixed")
-        lines.append(f"{add} {who} {read} --group {group_prefix} "
+        lines.append(f"{add} {who} {read} --group {shlex.quote(group_prefix)} "
                      "--resource-pattern-type prefixed")
         if p != SUBSCRIBER:
             lines.append(f"{add} {who} --operation Create --operation DescribeConfigs "
-                         f"--topic {topic_prefix} --resource-pattern-type prefixed")
+                         f"--topic {shlex.quote(topic_prefix)} --resource-pattern-type prefixed")
         for logical in writes_of(p):
-            lines.append(f"{add} {who} --operation Write --topic {topic_prefix}{logical}")
+            lines.append(f"{add} {who} --operation Write "
+                         f"--topic {shlex.quote(topic_prefix + logical)}")
     return lines

@@ -79,3 +79,17 @@ def test_the_operator_may_write_wherever_a_redrive_sends_a_record():
 
     topics = Topics("calstream.")
     assert redrivable_topics(topics) <= {topics.name(t) for t in writes_of(OPERATOR)}
+
+
+def test_an_operator_s_pattern_and_prefixes_are_text_for_the_shell():
+    """Braces other than {role} raised out of str.format (a traceback); a
+    space or a ';' in a name went into the commands as shell syntax."""
+    import shlex
+
+    lines = acl_commands("site a;", "g$x", "User:{role}-{x} y", KNOWN)
+    writes = [shlex.split(line) for line in lines if "--operation Write" in line]
+    principals = {w[w.index("--allow-principal") + 1] for w in writes}
+    assert "User:planner-{x} y" in principals and "User:watcher-{x} y" in principals
+    assert all(w[w.index("--topic") + 1].startswith("site a;") for w in writes)
+    groups = [shlex.split(line) for line in lines if "--group" in line]
+    assert all(g[g.index("--group") + 1] == "g$x" for g in groups)
