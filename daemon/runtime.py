@@ -15,7 +15,7 @@ import anyio
 
 import calstream
 from calstream.daemon.deciders.pool_warming import warms_at_start
-from calstream.daemon.doers import kafka, planner_clients, planner_restore
+from calstream.daemon.doers import kafka, planner_clients, planner_restore, work_dir_lock
 from calstream.daemon.doers.broker_recovery import (
     after_broker_back,
     recover_lost_records,
@@ -69,8 +69,9 @@ _WORKER_ENV = ("CRDS_PATH", "CRDS_CONTEXT", "CRDS_SERVER_URL", "CRDS_MODE",
 
 
 class Daemon:
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, lock: work_dir_lock.WorkDirLock | None = None):
         self.cfg = cfg
+        self.lock = lock  # the work directory's (doers/work_dir_lock.py), if taken or to take
         self.topics = Topics(cfg.topic_prefix)
         self.metrics = Metrics()
         self.store = ProductStore(cfg.products)
@@ -93,11 +94,10 @@ class Daemon:
     # -- start-up pieces that must run on the main thread ----------------
     def start_broker(self) -> str:
         """The embedded broker's address, unless one is configured. Only its
-        port is chosen (and held: EmbeddedBroker.reserve_port) here, so that
-        it is known (and recorded) at once; run()
-        starts it as a start step, which waits out a work directory it cannot
-        write, on the event loop's thread: the broker dies with the thread
-        that started it (PDEATHSIG)."""
+        port is chosen (and held: EmbeddedBroker.reserve_port) here, so that it
+        is known (and recorded) at once; run() starts it as a start step, which
+        waits out a work directory it cannot write, on the event loop's thread:
+        the broker dies with the thread that started it (PDEATHSIG)."""
         if self.cfg.kafka_bootstrap:
             return self.cfg.kafka_bootstrap
         self.broker = EmbeddedBroker(self.cfg.work_dir, storage=self.cfg.broker_storage)
@@ -163,11 +163,12 @@ class Daemon:
         self.ops.start()
         log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")
         log.info("metrics: http://%s/metrics (also /healthz, /readyz)", self.ops.address)
-        # Recorded before anything is waited for: `calstream status --work-dir`
-        # then finds a daemon that waits for CRDS or its broker. A work directory
-        # that refuses the record now is waited for below, where it is written again.
+        # Recorded before anything is waited for: `calstream status --work-dir` then
+        # finds a daemon that waits for CRDS or its broker. A work directory that
+        # refuses the record (or the lock) now is waited for below, where both are taken.
         with contextlib.suppress(OSError):
-            deployment.record(cfg, self.ops.address, embedded=self.broker is not None)
+            if self.lock is None or self.lock.held:
+                deployment.record(cfg, self.ops.address, embedded=self.broker is not None)
         # Each start step waits out the broker, disk or CRDS it needs (start_waits.py).
         step, broker, disks = self.start_waits.step, f"the broker {cfg.kafka_bootstrap}", \
             f"the work directory {cfg.work_dir} and product store {cfg.products}"
@@ -180,7 +181,7 @@ class Daemon:
                 self.crds_context = os.environ.get("CRDS_CONTEXT", "n/a")
             self.metrics.build_info.labels(calstream.__version__, jwst_version(),
                                            self.crds_context).set(1)
-            await step(disks, in_thread(lambda: (prepare_roots(cfg), deployment.record(
+            await step(disks, in_thread(lambda: (prepare_roots(cfg, self.lock), deployment.record(
                 cfg, self.ops.address, embedded=self.broker is not None))), infrastructure_cause)
             if self.broker is not None:
                 await step(f"the embedded broker (its directory {self.broker.work_dir})",

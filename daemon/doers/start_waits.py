@@ -35,6 +35,7 @@ from calstream.daemon.doers.kafka import refused_settings, unreachable
 from calstream.daemon.doers.kafka.clients import stopped
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
+from calstream.daemon.doers.work_dir_lock import WorkDirLock
 from calstream.daemon.operations.config import Config, ConfigError
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.crds_env import CrdsCacheUnreachable, crds_settings, resolve_context
@@ -238,15 +239,21 @@ def restarting_embedded(broker: EmbeddedBroker | None, remake: Callable[[], Awai
     return again
 
 
-def prepare_roots(cfg: Config) -> None:
+def prepare_roots(cfg: Config, lock: WorkDirLock | None = None) -> None:
     """The daemon's directories made, and those it writes written once: a
     read-only or full file system is found here, where the start waits for
     it, rather than by the first exposure. A permission denied is the
-    configuration's (a person must change the owner or the path)."""
+    configuration's (a person must change the owner or the path).
+
+    ``lock``, the work directory's, is taken first if the start could not
+    (the directory not makeable then): before anything is written there,
+    and WorkDirInUse (exit 2) if another daemon took it meanwhile."""
     roots = [cfg.work_dir]  # deployment.json, the watcher's and the planner's ledgers
     if set(cfg.roles) - {"watcher", "planner"}:
         roots.append(cfg.products)  # the stages' products and records
     try:
+        if lock is not None:
+            lock.take()
         for d in (cfg.work_dir, cfg.products, cfg.inbox, cfg.quarantine):
             d.mkdir(parents=True, exist_ok=True)
         for root in roots:

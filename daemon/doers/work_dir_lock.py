@@ -7,9 +7,11 @@ operators' commands follow. Two daemons started on one directory (a second
 ``calstream run`` by mistake, a unit started twice) would write each
 other's snapshot and ledgers: a planner restored from a snapshot of
 another broker's offsets is wrong state, silently. So the daemon takes an
-exclusive ``flock`` on ``<work_dir>/daemon.lock`` before anything else and
-holds it until it exits; a second daemon refuses to start (a configuration
-error, exit status 2) and says which one holds it. The kernel drops the
+exclusive ``flock`` on ``<work_dir>/daemon.lock`` before anything else (or,
+where the directory cannot be made yet, before its first write there, by
+the start's wait for it: WorkDirLock) and holds it until it exits; a
+second daemon refuses to start (a configuration error, exit status 2) and
+says which one holds it. The kernel drops the
 lock with the process, kill -9 included, so a crash never leaves it held;
 the descriptor is close-on-exec, so no worker or broker process keeps it.
 """
@@ -58,35 +60,69 @@ def _holder(fd: int) -> str:
         return "a daemon that left no note"
 
 
-@contextlib.contextmanager
-def holding(work_dir: Path) -> Iterator[None]:
-    """The work directory locked for this process while inside.
+class WorkDirLock:
+    """The lock of one work directory, for this process: taken at start, or,
+    where the directory cannot be made or written yet (a disk not mounted,
+    full, read-only), by the start's wait for its work directory
+    (start_waits.prepare_roots) before anything is written there."""
 
-    Raises WorkDirInUse when another process holds it. A directory the lock
-    cannot be made in (not writable yet, a full disk) is left to the start's
-    own waits for its work directory: the daemon starts unlocked and says so."""
-    try:
-        fd = _open(work_dir)
-    except OSError as exc:
-        log.warning("could not lock the work directory %s (%s): starting without the check "
-                    "that no other daemon uses it", work_dir, exc.strerror or exc)
-        yield
-        return
-    try:
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = Path(work_dir)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def take(self) -> None:
+        """Held from now on (nothing to do if it is). Raises WorkDirInUse
+        when another process holds it, OSError while the directory or its
+        lock file cannot be made."""
+        if self._fd is not None:
+            return
+        fd = _open(self.work_dir)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
             raise WorkDirInUse(
-                f"the work directory {work_dir} is in use by another calstream daemon "
-                f"({_holder(fd)}): give each daemon its own --work-dir") from None
+                f"the work directory {self.work_dir} is in use by another calstream daemon "
+                f"({holder}): give each daemon its own --work-dir") from None
+        except BaseException:
+            os.close(fd)
+            raise
         note = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         with contextlib.suppress(OSError):  # the note is for the message only
             os.ftruncate(fd, 0)
             os.pwrite(fd, (note + "\n").encode(), 0)
-        yield
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # and with it the lock
+
+
+@contextlib.contextmanager
+def holding(work_dir: Path) -> Iterator[WorkDirLock]:
+    """The work directory locked for this process while inside.
+
+    Raises WorkDirInUse when another process holds it. A directory the lock
+    cannot be made in yet is left to the start's own wait for its work
+    directory, which takes the lock (give the yielded lock to the Daemon)
+    before writing there, and stops as here if another daemon took it."""
+    lock = WorkDirLock(work_dir)
+    try:
+        lock.take()
+    except OSError as exc:
+        log.warning("could not lock the work directory %s yet (%s): the start takes the lock "
+                    "once it can write there", work_dir, exc.strerror or exc)
+    try:
+        yield lock
     finally:
-        os.close(fd)  # and with it the lock
+        lock.release()
 
 
 def in_use(work_dir: Path) -> str | None:

@@ -144,7 +144,7 @@ def index_records(records: list[dict[str, Any]], index: dict) -> None:
 
 def index_broker(status: Status, namespace: str, index: dict) -> None:
     """Holds, dead letters and what the planner waits for."""
-    for hold in status.broker.holds:
+    for hold in status.broker.holds or []:  # None: the holds topic unread (its error is shown)
         found = _exposure_of(hold.get("exposure_id"))
         if found:
             _observation(index, found[1], found[2]).exposure(found[0]).hold = hold

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from calstream.daemon.operations.console_data import PER_STAGE, Observation, Snapshot, by_program
+from calstream.daemon.operations.holds_view import not_the_planners
 from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.operations.status_summary import planner_left
 from calstream.topics import contract
@@ -199,7 +200,7 @@ def observation_page(snap: Snapshot, obs: Observation, query: dict[str, list[str
     for exp in shown:
         cls = "held" if exp.hold else "dead" if exp.dead_letters else ""
         hold = (f"held: {_e(exp.hold.get('reason'))} (for {_since(exp.hold.get('since'), now)})"
-                if exp.hold else "")
+                f"{_e(not_the_planners(exp.hold))}" if exp.hold else "")
         dead = "; ".join(f"dead letter ({_e(d.get('stage'))}): {_e(d.get('reason'))}"
                          for d in exp.dead_letters)
         rows.append(
@@ -218,10 +219,10 @@ def observation_page(snap: Snapshot, obs: Observation, query: dict[str, list[str
         f"<h2>Exposures ({len(exposures)}; page {number} of {pages})</h2><p>{nav}</p>"
         + _table(["exposure", "arrived", "detector1", "stage 2", "stage 3", "latency",
                   "hold / failure"], rows, "timeline")
-        + f"<h2>Held ({len(held)})</h2>"
+        + f"<h2>Held ({len(held)})</h2>" + _holds_note(snap)
         + _table(["exposure", "reason", "since", "age"], [
             f'<tr class="held"><td>{_e(e.exposure_id)}</td>'
-            f'<td class="why">{_e(e.hold.get("reason"))}</td>'
+            f'<td class="why">{_e(e.hold.get("reason"))}{_e(not_the_planners(e.hold))}</td>'
             f"<td>{_time(e.hold.get('since'))}</td><td>{_since(e.hold.get('since'), now)}</td>"
             "</tr>" for e in held])
         + f"<h2>Missing exposures ({len(obs.missing)})</h2>"
@@ -244,3 +245,9 @@ def observation_page(snap: Snapshot, obs: Observation, query: dict[str, list[str
         + "<h2>Dead letters</h2>"
         + _dead_letters([d for e in exposures for d in e.dead_letters] + obs.dead_letters))
     return page(f"Program {obs.program}, observation {obs.observation}", body, snap)
+
+
+def _holds_note(snap: Snapshot) -> str:
+    """Why the holds shown are the topic's, not checked against the planner's ledger."""
+    note = snap.status.broker.holds_note if snap.status else None
+    return f'<p class="muted">{_e(note)}</p>' if note else ""

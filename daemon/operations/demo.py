@@ -128,8 +128,8 @@ def run_demo(*, work_dir: Path, workers: int = 2, timeout: float = 600.0,
     ids = [exposure_id(f) for f in kit.uncal_files]
     planned_id = exposure_id(corrected)
     outcome = {"timed_out": False}
-    with work_dir_lock.holding(work_dir):
-        daemon = Daemon(cfg)
+    with work_dir_lock.holding(work_dir) as lock:
+        daemon = Daemon(cfg, lock)
         daemon.start_broker()
         try:
             anyio.run(_main, daemon, kit.uncal_files, corrected, ids, planned_id, seen, timeout,

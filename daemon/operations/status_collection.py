@@ -26,6 +26,7 @@ import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
 from calstream.daemon.operations.config import ROLES, Config, host_port
+from calstream.daemon.operations.holds_view import believed, held, unchecked_note
 from calstream.daemon.operations.status_summary import (
     BrokerView,
     Endpoint,
@@ -167,7 +168,7 @@ async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10
     wanted[topics.name("deadletter")] = dead_letters
     wanted[topics.name("products")] = products
     # Compacted (on Kafka; tansu never compacts): read it all, the last record
-    # per key is the exposure's current state.
+    # of an exposure is its current state on the topic.
     wanted[topics.name("holds")] = None
     highs, begin, records = await _tails(cfg, wanted, view)
     for stage_name, logical in STAGE_INPUTS.items():
@@ -197,18 +198,12 @@ async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10
     view.products = _decoded(records.get(topics.name("products"), []), "product", view,
                              products)
     if topics.name("holds") not in view.missing_topics:
-        last: dict[str, dict[str, Any]] = {}
-        for r in records.get(topics.name("holds"), []):
-            key = r.key.decode("utf-8", "replace") if r.key is not None else ""
-            if r.value is None:  # a tombstone forgets the exposure
-                last.pop(key, None)
-                continue
-            try:
-                last[key] = contract.decode(r.value, expected="hold").body
-            except contract.InvalidMessage:
-                view.unreadable += 1
-        view.holds = sorted((h for h in last.values() if h["state"] == "held"),
-                            key=lambda h: h["since"])
+        # As `calstream holds list` shows them: the planner's ledger where
+        # cfg.work_dir is the planner's, the topic's records beside it.
+        rows, view.holds_checked = await anyio.to_thread.run_sync(
+            believed, records.get(topics.name("holds"), []), cfg.work_dir, view.count_unreadable)
+        view.holds = held(rows)
+        view.holds_note = unchecked_note(rows.values(), cfg.work_dir)
     return view
 
 

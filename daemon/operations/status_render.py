@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from calstream.daemon.operations.holds_view import not_the_planners
 from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.operations.status_summary import (
     BrokerView,
@@ -195,13 +196,16 @@ def _recent(b: BrokerView, now: float) -> list[str]:
     return [*out, ""]
 
 
-def _holds(holds: list[dict[str, Any]] | None, now: float) -> list[str]:
-    if holds is None:
-        return ["  held exposures (holds topic): unavailable"]
-    return [f"  held exposures (holds topic): {len(holds)}",
+def _holds(b: BrokerView, now: float) -> list[str]:
+    """Held exposures as `calstream holds list` shows them, with its marks."""
+    where = "the planner's ledger" if b.holds_checked else "holds topic"
+    if b.holds is None:
+        return [f"  held exposures ({where}): unavailable"]
+    return [f"  held exposures ({where}): {len(b.holds)}",
+            *([f"    note: {b.holds_note}"] if b.holds_note else []),
             *(f"    {h['exposure_id']}  held since {_when(h['since'], now)}: "
-              f"{_oneline(h['reason'], 120)}" for h in holds[:LISTED]),
-            *_more(holds)]
+              f"{_oneline(h['reason'], 120)}{not_the_planners(h)}" for h in b.holds[:LISTED]),
+            *_more(b.holds)]
 
 
 _NOT_YET = "not reported yet (the planner starts, or catches up with its history)"
@@ -224,7 +228,7 @@ def _planner_metrics(pl: dict[str, Any]) -> list[str]:
 
 
 def _waiting(st: Status) -> list[str]:
-    return ["Held exposures, associations, missing exposures", *_holds(st.broker.holds, st.at),
+    return ["Held exposures, associations, missing exposures", *_holds(st.broker, st.at),
             *_planner_metrics(st.planner), *_planner_roles(st.planner.get("roles")),
             *_planner_view_or_why(st.planner.get("view"), st.at)]
 

@@ -46,9 +46,16 @@ class BrokerView:
     lag: list[GroupLag] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     products: list[dict[str, Any]] = field(default_factory=list)
-    holds: list[dict[str, Any]] | None = None  # current holds; None: topic unreadable
+    # The exposures held now, as `calstream holds list` shows them
+    # (operations/holds_view.py); None: the topic unreadable.
+    holds: list[dict[str, Any]] | None = None
+    holds_checked: bool = False  # against the planner's ledger (status given its work dir)
+    holds_note: str | None = None  # why rows of the topic's are not checked
     unreadable: int = 0  # records on those topics that are not calstream messages
     missing_topics: list[str] = field(default_factory=list)
+
+    def count_unreadable(self) -> None:
+        self.unreadable += 1
 
 
 @dataclass

@@ -12,6 +12,7 @@ events (no jwst run), the session's real broker.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import anyio
@@ -118,6 +119,67 @@ async def test_holds_list_shows_what_the_planner_holds_not_a_forged_release(
     assert (theirs["state"], theirs["source"], theirs["checked"]) == (
         "released", "holds topic", False)
     assert "not checked against what the planner holds" in elsewhere.stderr
+
+
+def forged_hold(model: dict, exposure: str) -> contract.Message:
+    """A "held" record of ``exposure``, which the planner never held, in ``model``'s shape."""
+    body = {k: v for k, v in model.items()
+            if k not in ("schema", "schema_version", "event_id", "emitted_at", "producer")}
+    body.update(exposure_id=exposure, reason="forged: held by nobody's decision")
+    return contract.build("hold", contract.event_id("hold", "forged", exposure), **body)
+
+
+async def test_status_and_the_console_show_the_holds_list_s_view(
+        tmp_path, broker, unique_prefix):
+    """`calstream status` and the console showed the holds topic's last
+    record of each exposure while `holds list` shows the planner's: a forged
+    release hid a hold the planner keeps, and a forged hold of an exposure
+    the planner has no record of was shown held, unmarked. Now all three
+    show the same rows, with the same marks, and the same note where no
+    planner's ledger is reachable."""
+    from calstream.daemon.operations import console_pages
+    from calstream.daemon.operations.console_data import ConsoleData
+    from calstream.daemon.operations.status_collection import collect
+    from calstream.daemon.operations.status_render import printable
+
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["planner"])
+    held = planned_pointing(product_event(cfg.products, cfg.inbox, 4345, 1, 2))
+    exposure = held["exposure_id"]
+    stranger = exposure.replace("_00001_", "_00002_")
+    async with running_daemon(cfg) as daemon:
+        await until(lambda: daemon.planner and daemon.planner.caught_up)
+        await publish(cfg, [held])
+        await until(lambda: PlannerLedger(cfg.work_dir).kept("holds", tidy=False))
+        [own] = PlannerLedger(cfg.work_dir).kept("holds", tidy=False)
+        await send(cfg, "holds", exposure, contract.encode(forged_release(own)))
+        await send(cfg, "holds", stranger, contract.encode(forged_hold(own, stranger)))
+        address = daemon.ops.address
+        listed = await anyio.to_thread.run_sync(
+            cli, cfg, "list", "--json", "--work-dir", str(cfg.work_dir))
+        status = await collect(cfg, [address])
+        snap = await anyio.to_thread.run_sync(
+            ConsoleData(cfg, lambda: [address]).snapshot)
+        elsewhere = dataclasses.replace(cfg, work_dir=tmp_path / "elsewhere")
+        unchecked = await collect(elsewhere, [address])
+    rows = {r["exposure_id"]: (r["state"], r["source"]) for r in json.loads(listed.stdout)}
+    assert rows == {exposure: ("held", "planner"), stranger: ("held", "holds topic")}, rows
+    # On main: only the stranger, unmarked; the planner's hold hidden by the forged release.
+    assert {h["exposure_id"]: (h["state"], h.get("source")) for h in status.broker.holds} == rows
+    text = printable(status)
+    [mine] = [x for x in text.splitlines() if exposure in x and "held since" in x]
+    assert "the holds topic says released by forger: not the planner's record" in mine, text
+    [theirs] = [x for x in text.splitlines() if stranger in x and "held since" in x]
+    assert "the planner has none of this exposure" in theirs, text
+    assert "not checked against what the planner holds" not in text
+    obs = snap.observation("04345", "001")
+    assert {e.exposure_id for e in obs.exposures.values() if e.hold} == set(rows)
+    html = console_pages.observation_page(snap, obs, {}).decode()
+    assert "the holds topic says released by forger: not the planner&#x27;s record" in html
+    assert "the planner has none of this exposure" in html
+    # Where no planner's ledger is: the topic's records, said to be unchecked.
+    assert {h["exposure_id"]: (h["state"], h["source"], h["checked"])
+            for h in unchecked.broker.holds} == {stranger: ("held", "holds topic", False)}
+    assert f"no planner's ledger in {tmp_path / 'elsewhere'}" in printable(unchecked)
 
 
 async def test_a_forged_plan_under_a_kept_plan_s_id_does_not_replace_it(

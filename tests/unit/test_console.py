@@ -258,3 +258,17 @@ def test_a_namespace_the_store_has_not_is_not_kept(tmp_path):
     assert console.handle("/console/?ns=ctx2")[0] == 200
     assert console.handle("/console/")[0] == 200
     assert set(console.data._cache) == {"ctx2", "live"}
+
+
+def test_a_broker_that_cannot_be_read_leaves_the_planner_s_view_and_its_own_error():
+    """The broker unread (holds None): indexing raised TypeError, so the page
+    said "broker: TypeError: 'NoneType' object is not iterable" instead of
+    why, and the planner's missing exposures and waiting associations were
+    left out."""
+    view = {"namespaces": {"live": {"stage3": {"missing": {
+        _eid(3): {"since": time.time() - 60, "candidates": ["jw01234-o001_image3"]}}}}}}
+    status = Status(time.time(), "p.", "p", [], {},
+                    BrokerView("h:1", error="no answer within 10s"), {"view": view})
+    index: dict = {}
+    index_broker(status, "live", index)
+    assert _eid(3) in index[("01234", "001")].missing

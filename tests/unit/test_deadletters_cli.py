@@ -152,7 +152,8 @@ def test_holds_list_takes_tombstones_of_any_key_and_escapes_its_rows():
 
     from aiokafka.structs import ConsumerRecord
 
-    from calstream.daemon.operations.cli.holds import hold_row, last_holds
+    from calstream.daemon.operations.cli.holds import hold_row
+    from calstream.daemon.operations.holds_view import last_holds
 
     hold = {"schema": "calstream.hold", "schema_version": "1.4", "event_id": "a" * 64,
             "emitted_at": "2026-01-01T00:00:00Z", "exposure_id": "jw01234001001_02101_00001_nrcb1",

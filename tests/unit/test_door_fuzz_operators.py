@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from aiokafka.structs import ConsumerRecord
 
+from calstream.daemon.deciders.holds import holds_shown
 from calstream.daemon.deciders.replay_selection import (
     Candidate,
     Selection,
@@ -30,7 +31,7 @@ from calstream.daemon.deciders.replay_selection import (
     select,
 )
 from calstream.daemon.doers.product_store import ProductStore
-from calstream.daemon.operations import console_pages, status_render, subscribe
+from calstream.daemon.operations import console_pages, holds_view, status_render, subscribe
 from calstream.daemon.operations.cli import deadletters, holds
 from calstream.daemon.operations.console_data import Snapshot, index_product_dead_letters
 from calstream.daemon.operations.status_summary import BrokerView, Status
@@ -127,10 +128,10 @@ def test_holds_mutated_are_left_out_or_listed():
     tombstones = [_record(None, key) for key in (b"\xff\xfe", None, b"jw\x00", b"")]
 
     def take(raw: bytes) -> str:
-        latest = holds.last_holds([_record(raw), *tombstones, _record(raw)])
+        latest = holds_view.last_holds([_record(raw), *tombstones, _record(raw)])
         for h in latest.values():
             _printable(holds.hold_row(h))
-        _status(holds=[h for h in latest.values() if h["state"] == "held"])
+        _status(holds=holds_view.held(holds_shown(latest, {})))  # each row marked
         return "accepted" if latest else "refused"
 
     counts = fuzz("hold (holds list)", valid, take, seed=first_seed(), cases=budget(200))

@@ -1,12 +1,8 @@
 """``calstream holds list`` and ``calstream holds release``: pointing holds for operators.
 
-What they show is what the planner believes: its own records, from its
-ledger, when the command is given the planner's work directory (the
-embedded default's ``--work-dir``); the holds topic's last record of an
-exposure only beside it, marked, when it says otherwise (anyone who can
-write to the broker can write one, and the planner takes no release it
-did not decide: deciders/holds.py, ``hold_to_restore``). Run where the
-ledger is not, they show the topic's records, marked as not checked.
+What they show is what the planner believes, as status and the console
+show it (operations/holds_view.py): its own records where its ledger is
+reachable, the holds topic's beside them, marked, when it says otherwise.
 """
 
 from __future__ import annotations
@@ -18,10 +14,7 @@ import time
 
 import anyio
 
-from calstream.daemon.deciders.holds import holds_shown
-from calstream.daemon.doers import kafka
 from calstream.daemon.doers.message_sender import send_messages
-from calstream.daemon.doers.planner_disk_records import planner_holds_at
 from calstream.daemon.operations.cli.registry import (
     DAEMON_FLAGS,
     broker_config,
@@ -30,35 +23,16 @@ from calstream.daemon.operations.cli.registry import (
     operator,
     reason_argument,
 )
+from calstream.daemon.operations.holds_view import (
+    current_holds,
+    not_the_planners,
+    unchecked_note,
+)
 from calstream.daemon.operations.logs import escape_controls
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
 group("holds", "exposures held for provisional pointing (ENGQLPTG=PLANNED)")
-
-
-async def current_holds(cfg, topics: Topics) -> dict[str, dict]:
-    """The hold of each exposure as the planner has it, where its ledger is
-    reachable (``cfg.work_dir``), else the holds topic's last record
-    (deciders/holds.py, ``holds_shown``, says how each row is marked)."""
-    on_topic = last_holds(await kafka.read_to_end(cfg, topics.name("holds")))
-    own = await anyio.to_thread.run_sync(planner_holds_at, cfg.work_dir)
-    return holds_shown(on_topic, own)
-
-
-def last_holds(records) -> dict[str, dict]:
-    """The last hold record per exposure of the holds topic's ``records``."""
-    latest: dict[str, dict] = {}
-    for record in records:
-        if record.value is None:  # a tombstone: its key is anyone's bytes, or none
-            latest.pop(record.key.decode("utf-8", "replace") if record.key else "", None)
-            continue
-        try:
-            hold = contract.decode(record.value, expected="hold")
-        except contract.InvalidMessage:
-            continue
-        latest[hold["exposure_id"]] = hold.body
-    return latest
 
 
 def _age(since: str) -> str:
@@ -78,10 +52,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     cfg = broker_config(args, "holds")
     holds = anyio.run(current_holds, cfg, Topics(cfg.topic_prefix))
     rows = [h for h in holds.values() if args.all or h["state"] == "held"]
-    if any(not h["checked"] for h in holds.values() if h["source"] == "holds topic"):
-        print(f"calstream: no planner's ledger in {cfg.work_dir}: these are the holds topic's "
-              "records, not checked against what the planner holds (give the planner "
-              "daemon's --work-dir)", file=sys.stderr)
+    if note := unchecked_note(holds.values(), cfg.work_dir):
+        print(f"calstream: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -102,19 +74,7 @@ def hold_row(h: dict) -> str:
               f"{' by ' + release['by'] if release.get('by') else ''}"
               if release else h["reason"])
     return escape_controls(f"{h['exposure_id']:34} {h['state']:9} {h['since']:25} "
-                           f"{_age(h['since']):>7}  {detail}{_not_the_planners(h)}")
-
-
-def _not_the_planners(h: dict) -> str:
-    """The row's mark when the holds topic says what the planner did not."""
-    theirs = h.get("holds_topic")
-    if theirs is not None:
-        by = (theirs.get("release") or {}).get("by")
-        return (f"  [the holds topic says {theirs.get('state')}{' by ' + by if by else ''}: "
-                "not the planner's record]")
-    if h.get("source") == "holds topic" and h.get("checked"):
-        return "  [the holds topic's record: the planner has none of this exposure]"
-    return ""
+                           f"{_age(h['since']):>7}  {detail}{not_the_planners(h)}")
 
 
 def _release_arguments(p: argparse.ArgumentParser) -> None:

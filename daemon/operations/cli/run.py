@@ -34,15 +34,16 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = deployment_config(args)
     logs.setup(cfg.log_level, cfg.json_logs)
-    # Before the embedded broker and anything else touches the work directory.
-    with work_dir_lock.holding(cfg.work_dir):
-        return _run(cfg)
+    # Before the embedded broker and anything else touches the work directory
+    # (or, where it cannot be made yet, by the start's wait for it: Daemon.run).
+    with work_dir_lock.holding(cfg.work_dir) as lock:
+        return _run(cfg, lock)
 
 
-def _run(cfg) -> int:
+def _run(cfg, lock: work_dir_lock.WorkDirLock) -> int:
     from calstream.daemon.runtime import Daemon
 
-    daemon = Daemon(cfg)
+    daemon = Daemon(cfg, lock)
     bootstrap = daemon.start_broker()
     print(f"calstream: broker {bootstrap}{' (embedded tansu)' if daemon.broker else ''}",
           flush=True)

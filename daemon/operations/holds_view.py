@@ -1,0 +1,89 @@
+"""Pointing holds as operators see them, one view for ``calstream holds
+list``, ``calstream status`` and the console.
+
+What is shown is what the planner believes: its own records, from its
+ledger, when the work directory given is the planner's (the embedded
+default's ``--work-dir``, or the daemon's own for its console); the holds
+topic's last record of an exposure only beside it, marked, when it says
+otherwise (anyone who can write to the broker can write one, and the
+planner takes no release it did not decide: deciders/holds.py,
+``hold_to_restore``). Where the ledger is not, the topic's records, marked
+as not checked. status and the console once showed the topic's records
+alone: a forged release hid a hold the planner keeps, a forged hold was
+shown as the planner's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+
+from calstream.daemon.deciders.holds import Holds, holds_shown
+from calstream.daemon.doers.planner_disk_records import planner_holds_at
+from calstream.topics import contract
+
+
+def last_holds(records, unreadable: Callable[[], None] | None = None) -> Holds:
+    """The last hold record per exposure of the holds topic's ``records``;
+    ``unreadable`` is called for each record that is no hold message."""
+    latest: Holds = {}
+    for record in records:
+        if record.value is None:  # a tombstone: its key is anyone's bytes, or none
+            latest.pop(record.key.decode("utf-8", "replace") if record.key else "", None)
+            continue
+        try:
+            hold = contract.decode(record.value, expected="hold")
+        except contract.InvalidMessage:
+            if unreadable is not None:
+                unreadable()
+            continue
+        latest[hold["exposure_id"]] = hold.body
+    return latest
+
+
+def believed(records, work_dir: Path,
+             unreadable: Callable[[], None] | None = None) -> tuple[Holds, bool]:
+    """The rows shown (``holds_shown``) from the holds topic's ``records`` and
+    the ledger of the planner in ``work_dir``, and whether there was one
+    (False: the rows are the topic's alone). Reads files: off the event loop."""
+    own = planner_holds_at(work_dir)
+    return holds_shown(last_holds(records, unreadable), own), own is not None
+
+
+async def current_holds(cfg, topics) -> Holds:
+    """The hold of each exposure as the planner has it, where its ledger is
+    reachable (``cfg.work_dir``), else the holds topic's last record."""
+    from calstream.daemon.doers import kafka
+
+    records = await kafka.read_to_end(cfg, topics.name("holds"))
+    rows, _ = await anyio.to_thread.run_sync(believed, records, cfg.work_dir)
+    return rows
+
+
+def held(rows: Holds) -> list[dict]:
+    """The rows of exposures held now, the oldest first."""
+    return sorted((h for h in rows.values() if h["state"] == "held"), key=lambda h: h["since"])
+
+
+def unchecked_note(rows, work_dir: Path) -> str | None:
+    """What to say when ``rows`` are the topic's, checked against no ledger."""
+    if any(not h["checked"] for h in rows if h["source"] == "holds topic"):
+        return (f"no planner's ledger in {work_dir}: these are the holds topic's records, "
+                "not checked against what the planner holds (give the planner daemon's "
+                "--work-dir)")
+    return None
+
+
+def not_the_planners(h: dict) -> str:
+    """A row's mark, to follow it, when the holds topic says what the planner
+    did not (empty otherwise). Anyone's text: escape it where it is shown."""
+    theirs = h.get("holds_topic")
+    if theirs is not None:
+        by = (theirs.get("release") or {}).get("by")
+        return (f"  [the holds topic says {theirs.get('state')}{' by ' + by if by else ''}: "
+                "not the planner's record]")
+    if h.get("source") == "holds topic" and h.get("checked"):
+        return "  [the holds topic's record: the planner has none of this exposure]"
+    return ""
