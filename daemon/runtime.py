@@ -208,7 +208,7 @@ class Daemon:
                         ssl_context=kafka.client_options(cfg).get("ssl_context"),
                         embedded=self.broker, on_restart=lambda: self._rebuild_broker(publisher),
                         on_back=partial(after_broker_back, cfg, self.topics, self.store, publisher),
-                        records=partial(kafka.partition_ends, cfg, self.topics))
+                        records=kafka.PartitionEnds(cfg, self.topics))
                     tg.start_soon(self.supervisor.run)
                     for st in STAGES:
                         if st.name in cfg.roles:
