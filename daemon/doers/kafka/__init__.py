@@ -28,7 +28,12 @@ from calstream.daemon.doers.kafka.clients import (
 from calstream.daemon.doers.kafka.concurrent_consumer import ConcurrentConsumer
 from calstream.daemon.doers.kafka.partition_ends import PartitionEnds
 from calstream.daemon.doers.kafka.publisher import Publisher
-from calstream.daemon.doers.kafka.topic_admin import create_topics, describe_catalog, group_offsets
+from calstream.daemon.doers.kafka.topic_admin import (
+    TopicsMissing,
+    create_topics,
+    describe_catalog,
+    group_offsets,
+)
 from calstream.daemon.doers.kafka.topic_reader import (
     TopicReader,
     is_empty,
@@ -38,7 +43,7 @@ from calstream.daemon.doers.kafka.topic_reader import (
     record_at,
 )
 
-__all__ = ["ConcurrentConsumer", "PartitionEnds", "Publisher", "Record", "TopicReader", "admin", "client_options",
+__all__ = ["ConcurrentConsumer", "PartitionEnds", "Publisher", "Record", "TopicReader", "TopicsMissing", "admin", "client_options",
            "create_topics", "describe_catalog", "group_consumer", "group_offsets", "is_empty",
            "open_reader", "producer", "read_to_end", "read_topics", "reader",
            "record_at", "refused_settings", "subscriber", "unreachable"]
