@@ -186,7 +186,6 @@ class Daemon:
                 await step(f"the embedded broker (its directory {self.broker.work_dir})",
                            partial(start_embedded, self.broker), infrastructure_cause)
             # The first step to meet the broker: TLS and SASL mistakes stop the start here.
-            # Topics it may not create are waited for (TopicsMissing, /readyz names them).
             await step(broker, self._restarting(partial(settings_checked, cfg, partial(
                 kafka.create_topics, cfg, self.topics,
                 create=cfg.create_topics or self.broker is not None))), broker_or_disk_cause)

@@ -20,7 +20,7 @@ EXPECTED = {
     "simulate": ({"--seed", "--program", "--subarray", "--dithers", "--detectors", "--planned",
                   "--no-references", "--modes", "--inbox", "--interval", "--pieces",
                   "--piece-delay", "--log-level"}, ("out_dir",)),
-    "topics": (DAEMON | {"--principal"}, ("action",)),
+    "topics": (DAEMON | {"--principal", "--no-create"}, ("action",)),
     "status": (BROKER | {"--work-dir", "--group-prefix", "--metrics-url", "--dead-letters", "--products",
                          "--timeout", "--json", "--log-level"}, ()),
     "holds list": (DAEMON | {"--all", "--json"}, ()),
