@@ -188,7 +188,8 @@ class Daemon:
                            partial(start_embedded, self.broker), infrastructure_cause)
             # The first step to meet the broker: TLS and SASL mistakes stop the start here.
             await step(broker, self._restarting(partial(settings_checked, cfg, partial(
-                kafka.create_topics, cfg, self.topics))), broker_or_disk_cause)
+                kafka.create_topics, cfg, self.topics,
+                create=cfg.create_topics or self.broker is not None))), broker_or_disk_cause)
             await step(disks, in_thread(partial(ensure_current, self.store)), infrastructure_cause)
             removed = await step(disks, in_thread(self.store.clean_scratch), infrastructure_cause)
             if removed:
@@ -209,7 +210,7 @@ class Daemon:
                         ssl_context=kafka.client_options(cfg).get("ssl_context"),
                         embedded=self.broker, on_restart=lambda: self._rebuild_broker(publisher),
                         on_back=partial(after_broker_back, cfg, self.topics, self.store, publisher),
-                        records=partial(kafka.partition_ends, cfg, self.topics))
+                        records=kafka.PartitionEnds(cfg, self.topics))
                     tg.start_soon(self.supervisor.run)
                     for st in STAGES:
                         if st.name in cfg.roles:

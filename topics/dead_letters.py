@@ -12,13 +12,21 @@ A redrive (``calstream deadletters redrive``) is marked by a
 and place) on the record it re-sends; a daemon that puts a dead letter back
 on a broker that lost it carries the marks it kept in the same header on
 the dead letter itself (doers/broker_recovery.py). A header is as untrusted
-as a value: read as one is.
+as a value: read as one is. And a mark counts only on the dead letter's own
+original record (``is_own_original``: its topic, its key, a value whose
+sha256 is the letter's ``value_sha256``): anyone who may write a topic may
+put a mark naming any dead letter on a record of their own, and so hid the
+letter from ``deadletters list --pending``. A forger can then "redrive" a
+letter only by putting back its exact original, which is a redrive.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import hmac
+import re
 from typing import Any
 
 from calstream.topics import contract
@@ -28,6 +36,7 @@ KEY_BUDGET = 512              # characters of the original key
 REASON_BUDGET = 2000          # characters of a reason text
 REDRIVE_HEADER = "calstream-redrive"
 _NOTE_FIELDS = ("by", "reason", "dead_letter", "dead_letter_ref", "at")  # what a redrive says
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def bounded(text: str, limit: int) -> str:
@@ -86,3 +95,73 @@ def redrive_marks(headers) -> list[dict[str, str]]:
         marks.append({k: bounded(str(note[k]), REASON_BUDGET if k == "reason" else KEY_BUDGET)
                       for k in _NOTE_FIELDS if isinstance(note.get(k), str)})
     return marks
+
+
+def original_bytes(original: dict | None, allowed: set[str] | None = None
+                   ) -> tuple[bytes | None, str | None]:
+    """(the original value, None), or (None, why it cannot be redriven).
+    ``allowed``: the topics it may go back to (None: any, for tests)."""
+    if not original or not original.get("topic"):
+        return None, "the dead letter carries no original record (a file, not a message)"
+    if allowed is not None and original["topic"] not in allowed:
+        return None, f"its topic {str(original['topic'])[:80]!r} is not one calstream consumes"
+    key = original.get("key")
+    if isinstance(key, str) and not _utf8(key):
+        return None, "its key is not UTF-8 text (a lone surrogate): no record had it"
+    if original.get("value_truncated"):
+        return None, (f"the original record was truncated ({original.get('value_size')} bytes "
+                      "kept in part): re-send it from its source")
+    value = original.get("value")
+    if value is None:
+        return None, "the original record had no value"
+    if not isinstance(value, str):
+        return None, "the original value is not text"
+    if original.get("value_encoding") == "base64":
+        try:
+            return base64.b64decode(value, validate=True), None
+        except binascii.Error:
+            return None, "the original value is not valid base64"
+    if not _utf8(value):
+        return None, "the original value is not UTF-8 text (a lone surrogate)"
+    return value.encode("utf-8"), None
+
+
+def _utf8(text: str) -> bool:
+    """Whether ``text`` is text a record can carry: a forged dead letter's
+    may hold a lone surrogate (a "\ud800" escape), which no bytes encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def original_digest(original: dict | None) -> str | None:
+    """The sha256 (hex) of the original value a redrive puts back, or None
+    when it cannot be known: the letter's ``value_sha256`` (contract 1.2),
+    else, for a letter from before it, that of the value it carries whole."""
+    if not isinstance(original, dict):
+        return None
+    digest = original.get("value_sha256")
+    if isinstance(digest, str) and _SHA256.match(digest):
+        return digest
+    if "value_sha256" in original or original.get("value_truncated"):
+        return None  # no digest, but not for want of one: not derived from a part
+    value, _ = original_bytes(original)
+    return hashlib.sha256(value).hexdigest() if value is not None else None
+
+
+def is_own_original(original: dict | None, topic: str, key: bytes | None,
+                    value: bytes | None) -> bool:
+    """Whether a record (``topic``, ``key``, ``value``) is the dead letter's
+    own original put back: its topic, its key as a dead letter keeps one,
+    and its value's digest. Only such a record's redrive mark counts: anyone
+    who may write the topic could put a mark naming any dead letter on a
+    record of their own, and hide that letter from ``list --pending``."""
+    digest = original_digest(original)
+    if digest is None or value is None or topic != original.get("topic"):
+        return False
+    kept_key = original.get("key")
+    as_kept = bounded(key.decode("utf-8", "replace"), KEY_BUDGET) if key is not None else None
+    return as_kept == kept_key and hmac.compare_digest(
+        hashlib.sha256(value).hexdigest(), digest)

@@ -13,7 +13,8 @@ against what the code really sends.
 
 Reading is not where forgery lives: every calstream principal may read and
 describe every calstream topic and group, and create the catalog's topics
-(each daemon creates what is missing at start).
+(each daemon creates what is missing at start), unless the site's admin
+creates them (``create=False``: a daemon denied Create waits for them).
 """
 
 from __future__ import annotations
@@ -73,12 +74,15 @@ def granted_writes(roles: list[str] | tuple[str, ...]) -> frozenset[str]:
 
 
 def acl_commands(topic_prefix: str, group_prefix: str, principal_of: str,
-                 known_topics: list[str]) -> list[str]:
+                 known_topics: list[str], *, create: bool = True) -> list[str]:
     """``kafka-acls.sh`` commands granting each principal what it needs.
 
     ``principal_of``: the principal's name with ``{role}`` in it, e.g.
     ``User:calstream-{role}``; ``known_topics``: the catalog's logical names
-    (a write to a name not in it would be a typo in this table)."""
+    (a write to a name not in it would be a typo in this table). ``create``
+    False: no principal may create topics (a site whose admin creates them
+    once, ``calstream topics create``; its daemons wait for missing ones,
+    and run with ``create_topics = false`` not to ask)."""
     if "{role}" not in principal_of:
         raise ValueError("the principal pattern must contain {role}")
     unknown = sorted({t for p in PRINCIPALS for t in writes_of(p)} - set(known_topics))
@@ -97,7 +101,8 @@ def acl_commands(topic_prefix: str, group_prefix: str, principal_of: str,
         lines.append(f"{add} {who} {read} --group {shlex.quote(group_prefix)} "
                      "--resource-pattern-type prefixed")
         if p != SUBSCRIBER:
-            lines.append(f"{add} {who} --operation Create --operation DescribeConfigs "
+            create_op = "--operation Create " if create else ""
+            lines.append(f"{add} {who} {create_op}--operation DescribeConfigs "
                          f"--topic {shlex.quote(topic_prefix)} --resource-pattern-type prefixed")
         for logical in writes_of(p):
             lines.append(f"{add} {who} --operation Write "

@@ -64,7 +64,7 @@ async def after_broker_back(cfg: Config, topics: Topics, store: ProductStore,
     another daemon's embedded broker started again), so its topics are made
     and what this daemon puts back at start is put back, each part checking
     first, cheaply, that anything was lost (``recover_lost_records``)."""
-    await kafka.create_topics(cfg, topics)
+    await kafka.create_topics(cfg, topics, create=cfg.create_topics)
     await recover_lost_records(cfg, topics, store, publisher)
 
 

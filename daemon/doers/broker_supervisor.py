@@ -17,7 +17,8 @@ requests. A failed ``on_back`` is tried again, at growing intervals, until
 it succeeds. A broker started again between two probes fails none: every
 ``RECORDS_EVERY`` seconds the ends of the catalog's partitions (``records``)
 are compared with the last ones seen (deciders/broker_records.py), and one
-that lost its records is owed the same ``on_back``.
+that lost its records is owed the same ``on_back``; one client is kept for
+that check (doers/kafka/partition_ends.py), not one a check.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from calstream.daemon.deciders.broker_health import BrokerHealth
-from calstream.daemon.deciders.broker_records import BrokerRecords, Ends
+from calstream.daemon.deciders.broker_records import BrokerRecords
 from calstream.daemon.doers.broker_probe import answering, kill_if_wedged
 from calstream.daemon.doers.embedded_broker import BrokerError, EmbeddedBroker
+from calstream.daemon.doers.kafka.partition_ends import PartitionEnds
 from calstream.daemon.operations.metrics import Metrics
 
 log = logging.getLogger("calstream.broker")
@@ -83,7 +85,7 @@ class BrokerSupervisor:
                  embedded: EmbeddedBroker | None = None,
                  on_restart: Callable[[], Awaitable[None]] | None = None,
                  on_back: Callable[[], Awaitable[None]] | None = None,
-                 records: Callable[[], Awaitable[Ends]] | None = None):
+                 records: PartitionEnds | None = None):
         self.bootstrap = bootstrap
         self.metrics = metrics
         self.answer_timeout = answer_timeout
@@ -91,7 +93,9 @@ class BrokerSupervisor:
         self.embedded = embedded
         self.on_restart = on_restart
         self.on_back = on_back
-        self.records = records  # the catalog's partition ends, asked of an external broker
+        # The catalog's partition ends, asked of an external broker through
+        # one kept client, closed when supervising ends.
+        self.records = records
         self.broker_records = BrokerRecords()
         self.records_checked = 0  # checks of an external broker's partition ends that answered
         self.records_lost = 0  # losses those checks found (no probe had failed)
@@ -156,7 +160,15 @@ class BrokerSupervisor:
         """The partition ends, asked while the broker answers and nothing is
         owed (a loss the probe saw has its own path); a check that fails is
         the probe's to judge. Lost records make ``on_back`` owed, as a probe's
-        "back" does."""
+        "back" does. Its client is closed when supervising ends."""
+        assert self.records is not None
+        try:
+            await self._check_records()
+        finally:
+            await self.records.aclose()
+
+    async def _check_records(self) -> None:
+        assert self.records is not None
         while True:
             await anyio.sleep(RECORDS_EVERY)
             if self.health.lost_since is not None or self._back_owed is not None:

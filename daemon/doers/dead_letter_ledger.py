@@ -29,7 +29,10 @@ put back came back "not redriven", and an operator could redrive it twice.
 The operator's command may run on another machine than this daemon, so it
 cannot write here; the daemon that reads the redriven record (its
 consumer: the stage, or the planner, that dead-lettered it) keeps the
-note, if the dead letter is one it keeps, and puts it back with it. A
+note, if the dead letter is one it keeps and the record is that letter's
+own original (topic, key, value digest: a header is anyone's, and a mark
+on a forger's record of their own would hide the letter from ``list
+--pending``), and puts it back with it. A
 record read again keeps no second copy; at most ``NOTES`` notes a letter.
 
 Where the broker put the newest one sent is noted too (``newest-place.json``:
@@ -52,7 +55,7 @@ from calstream.daemon.doers.durable_files import write_json_atomically
 from calstream.daemon.doers.planner_ledger import KeyedLedger
 from calstream.steps.regular_files import read_regular_file
 from calstream.topics import contract
-from calstream.topics.dead_letters import redrive_marks
+from calstream.topics.dead_letters import is_own_original, redrive_marks
 
 log = logging.getLogger("calstream.publisher")
 
@@ -132,18 +135,28 @@ class DeadLetterLedger(KeyedLedger):
             return None
         return note
 
-    def keep_redrives(self, headers) -> int:
-        """Keep the redrive notes in a consumed record's ``headers`` that name
-        a dead letter kept here; how many were new. A failed write is warned
-        about: the record is run all the same, and only a broker's loss
-        would forget its redrive."""
+    def keep_redrives(self, record) -> int:
+        """Keep the redrive notes in a consumed ``record``'s headers that name
+        a dead letter kept here, if the record is that letter's own original
+        (``is_own_original``: a mark on a record of a forger's own is not
+        kept); how many were new. A failed write is warned about: the
+        record is run all the same, and only a broker's loss would forget
+        its redrive."""
         new = 0
-        for mark in redrive_marks(headers):
+        for mark in redrive_marks(record.headers):
             letter = mark["dead_letter"]
             try:
                 with self._lock:
                     if not self._has_letter(letter):
                         continue  # another daemon's, or none: nothing to put it back with
+                    body = self._record_at(self._path(TOPIC, {"event_id": letter}), TOPIC)
+                    if body is None or not is_own_original(
+                            body.get("original"), record.topic, record.key, record.value):
+                        log.warning("%s: a record on %s[%s]@%s carries a redrive mark of "
+                                    "dead letter %s but is not its original: not kept",
+                                    self.WHAT, str(record.topic)[:200], record.partition,
+                                    record.offset, letter[:64])
+                        continue
                     kept = self._record_at(self._path(REDRIVES, {"dead_letter": letter}),
                                            REDRIVES) or {}
                     notes = self.redrives_of(kept)

@@ -31,7 +31,7 @@ from calstream.daemon.deciders.retry_policy import Backoff
 from calstream.daemon.doers.broker_probe import kill_if_wedged
 from calstream.daemon.doers.broker_supervisor import CLIENT_LOGGERS, quiet_client_logs
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
-from calstream.daemon.doers.kafka import refused_settings, unreachable
+from calstream.daemon.doers.kafka import TopicsMissing, refused_settings, unreachable
 from calstream.daemon.doers.kafka.clients import stopped
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
@@ -52,6 +52,7 @@ T = TypeVar("T")
 
 START = "start"  # the stage label of the start's parked steps
 BROKER_UNREACHABLE = "broker_unreachable"
+TOPICS_MISSING = "topics_missing"
 # "still waiting" lines 1 minute after the first failure, then 2, 4, 8 minutes
 # apart, then every 15: the log shows it still waits, without a line per re-check.
 REMINDERS = Backoff(first=60.0, cap=900.0)
@@ -68,7 +69,11 @@ NOT_CONFIGURED = (
 
 
 def broker_cause(exc: BaseException) -> str | None:
-    """The broker did not answer (no connection, a time-out): worth waiting for."""
+    """The broker did not answer (no connection, a time-out), or lacks
+    catalog topics this daemon may not create (an admin's to make, at a site
+    that denies daemons Create): worth waiting for."""
+    if isinstance(exc, TopicsMissing):
+        return TOPICS_MISSING
     return BROKER_UNREACHABLE if unreachable(exc) is not None or broker_fault(exc) else None
 
 
@@ -93,6 +98,7 @@ class _Wait:
 
     def __init__(self, what: str, cause: str, owner: str | None) -> None:
         self.what, self.cause, self.owner = what, cause, owner
+        self.detail: str | None = None  # which topics are missing, and why
         self.since_wall, self.since = time.time(), time.monotonic()
         self.reminders = 0
         self.next_reminder = self.since + REMINDERS.delay(1)
@@ -100,7 +106,8 @@ class _Wait:
     def describe(self) -> str:
         since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since_wall))
         return (f"starting: waiting for {self.what} ({self.cause}) since {since}, "
-                f"{time.monotonic() - self.since:.0f}s")
+                f"{time.monotonic() - self.since:.0f}s" + (f": {self.detail}" if self.detail
+                                                           else ""))
 
     def remind(self, exc: BaseException) -> None:
         now = time.monotonic()
@@ -168,6 +175,7 @@ class StartWaits:
             else:
                 wait.cause = named
                 wait.remind(exc)
+            wait.detail = str(exc) if named == TOPICS_MISSING else None
             return named
 
         try:
@@ -185,6 +193,8 @@ async def settings_checked(cfg: Config, attempt: Callable[[], Awaitable[T]]) -> 
     does not answer, which the start would wait for for ever."""
     try:
         return await attempt()
+    except TopicsMissing:
+        raise  # the broker answered, with these settings
     except Exception:
         if cfg.security.protocol != "PLAINTEXT" and (problem := await refused_settings(cfg)):
             raise ConfigError(problem) from None

@@ -95,6 +95,9 @@ class Config:
     # neither a record nor its end) takes the broker for gone: a broker fault,
     # waited out and retried (each client's request_timeout_ms, doers/kafka/clients.py).
     broker_timeout_seconds: float = 30.0
+    # False: the catalog's topics are an admin's to create (a site that denies
+    # daemons Create); a daemon waits for missing ones and never asks.
+    create_topics: bool = True
     max_tasks_per_worker: int = 200  # recycle workers to bound memory growth
     # A worker holding more than this resident and in use after a run is replaced (0: never).
     worker_rss_limit_mb: int = 3072
@@ -302,6 +305,7 @@ PARSERS = {
     "warm_workers": _warm_workers,
     "crds_context": values.optional(values.parse_str),
     "fast_group_timing": values.parse_bool, "json_logs": values.parse_bool,
+    "create_topics": values.parse_bool,
     "planner_lease": values.parse_bool,
     "planner_lease_timeout": values.optional(_positive(_float)),
     "planner_memory_mb": values.optional(_nonnegative(_int)),

@@ -93,3 +93,13 @@ def test_an_operator_s_pattern_and_prefixes_are_text_for_the_shell():
     assert all(w[w.index("--topic") + 1].startswith("site a;") for w in writes)
     groups = [shlex.split(line) for line in lines if "--group" in line]
     assert all(g[g.index("--group") + 1] == "g$x" for g in groups)
+
+
+def test_without_create_no_principal_may_create_and_the_rest_is_the_same():
+    """A site whose admin creates the topics once denies Create to every
+    principal (its daemons wait for missing topics: deciders/topic_creation.py)."""
+    strict = acl_commands("calstream.", "calstream", "User:cs-{role}", KNOWN, create=False)
+    usual = acl_commands("calstream.", "calstream", "User:cs-{role}", KNOWN)
+    assert not [line for line in strict if "Create" in line]
+    assert len([line for line in usual if "--operation Create" in line]) == len(PRINCIPALS) - 1
+    assert [line.replace("--operation Create ", "") for line in usual] == strict

@@ -20,7 +20,7 @@ EXPECTED = {
     "simulate": ({"--seed", "--program", "--subarray", "--dithers", "--detectors", "--planned",
                   "--no-references", "--modes", "--inbox", "--interval", "--pieces",
                   "--piece-delay", "--log-level"}, ("out_dir",)),
-    "topics": (DAEMON | {"--principal"}, ("action",)),
+    "topics": (DAEMON | {"--principal", "--no-create"}, ("action",)),
     "status": (BROKER | {"--work-dir", "--group-prefix", "--metrics-url", "--dead-letters", "--products",
                          "--timeout", "--json", "--log-level"}, ()),
     "holds list": (DAEMON | {"--all", "--json"}, ()),
@@ -68,3 +68,19 @@ def test_only_the_commands_own_shared_flags_reach_the_configuration(tmp_path):
     assert cfg.kafka_bootstrap == "b:1" and str(cfg.products) != "3"
     args = build_parser().parse_args(["holds", "list", "--products", str(tmp_path)])
     assert deployment_config(args).products == tmp_path
+
+
+def test_topics_a_principal_may_not_create_are_one_line_and_exit_1(monkeypatch, capsys):
+    """`topics create` (and promote, plans load) as a principal the broker
+    refuses Create: the topics and why, no traceback."""
+    from calstream.daemon.deciders import topic_creation
+    from calstream.daemon.doers import kafka
+    from calstream.daemon.operations.cli import main as cli_main
+
+    async def refused(cfg, topics, **_):
+        raise kafka.TopicsMissing({topics.name("raw"): topic_creation.why_refused(29)})
+
+    monkeypatch.setattr(kafka, "create_topics", refused)
+    code = cli_main.main(["topics", "create", "--kafka-bootstrap", "127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "1 topic(s) missing: calstream.raw: not authorized" in err, err

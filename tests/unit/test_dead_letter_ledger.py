@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import os
 
+from aiokafka.structs import ConsumerRecord
+
 from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
-from calstream.topics import contract
+from calstream.topics import contract, dead_letters
 
 
 def letter(n: int) -> dict:
@@ -129,14 +131,31 @@ def mark(letter_id: str, reason: str = "cache resynced", **more) -> tuple[str, b
     return "calstream-redrive", json.dumps(note).encode()
 
 
+def letter_of_a_record(n: int) -> dict:
+    """The dead letter of raw[0]@n, key ``junk``, value ``not json (n)``."""
+    original = dead_letters.original_record(topic="cs.raw", partition=0, offset=n, key=b"junk",
+                                            value=f"not json ({n})".encode(), timestamp_ms=1)
+    return contract.build(
+        "dead_letter", contract.event_id("dead_letter", "detector1", "invalid_message", n),
+        category="invalid_message", reason="not JSON", stage="detector1", attempts=0,
+        original=original).body
+
+
+def record(headers, topic: str = "cs.raw", key: bytes | None = b"junk",
+           value: bytes | None = b"not json (1)") -> ConsumerRecord:
+    """A record consumed (the broker's own structure, as a consumer gets it)."""
+    return ConsumerRecord(topic, 0, 9, 0, 0, key, value, None, len(value or b""),
+                          len(key or b""), tuple(headers))
+
+
 def test_a_redrive_of_a_letter_kept_here_is_kept_once_and_goes_with_it(tmp_path):
     ledger = DeadLetterLedger(tmp_path, capacity=3)
-    mine = letter(1)
+    mine = letter_of_a_record(1)
     assert ledger.keep_letter(mine)
     headers = [("other", b"x"), mark(mine["event_id"], extra=["not text"])]
-    assert ledger.keep_redrives(headers) == 1
-    assert ledger.keep_redrives(headers) == 0  # the same record read again: no second note
-    assert ledger.keep_redrives([mark(mine["event_id"], "again")]) == 1
+    assert ledger.keep_redrives(record(headers)) == 1
+    assert ledger.keep_redrives(record(headers)) == 0  # the same record read again: no second note
+    assert ledger.keep_redrives(record([mark(mine["event_id"], "again")])) == 1
     [first, second] = ledger.redrives()[mine["event_id"]]
     assert first == {"by": "ops", "reason": "cache resynced", "dead_letter": mine["event_id"],
                      "dead_letter_ref": "0:3", "at": "2026-12-01T10:00:00.000Z"}
@@ -155,9 +174,61 @@ def test_a_redrive_of_no_letter_kept_here_or_no_redrive_is_not_kept(tmp_path):
     """Headers are anyone's: a mark naming a dead letter this daemon does not
     keep (another daemon's, a forger's flood of ids) writes nothing."""
     ledger = DeadLetterLedger(tmp_path)
-    assert ledger.keep_letter(letter(1))
+    assert ledger.keep_letter(letter_of_a_record(1))
     for headers in ([mark("0" * 64)], [mark("../../etc/passwd")],
                     [("calstream-redrive", b"[1, 2]")], [("calstream-redrive", b"\xff")],
                     [("calstream-redrive", json.dumps({"dead_letter": 7}).encode())]):
-        assert ledger.keep_redrives(headers) == 0, headers
+        assert ledger.keep_redrives(record(headers)) == 0, headers
     assert not (tmp_path / "deadletters" / "redrives").exists()
+
+
+def test_a_mark_on_a_record_that_is_not_the_letters_original_is_not_kept(tmp_path, caplog):
+    """A forger who may write the topic puts a mark naming a real dead letter
+    on a record of their own: not kept (it would hide the letter from
+    ``list --pending`` once put back), however near the original it is."""
+    ledger = DeadLetterLedger(tmp_path)
+    mine, a_file = letter_of_a_record(1), letter(2)
+    assert ledger.keep_letter(mine) and ledger.keep_letter(a_file)
+    forged = [mark(mine["event_id"])]
+    for other in (record(forged, value=b"something else"), record(forged, key=b"other"),
+                  record(forged, key=None), record(forged, value=None),
+                  record(forged, topic="cs.stage2")):
+        assert ledger.keep_redrives(other) == 0, other
+    # A dead letter of a file carries no record: no record is its original.
+    assert ledger.keep_redrives(record([mark(a_file["event_id"])])) == 0
+    assert not (tmp_path / "deadletters" / "redrives").exists()
+    assert "is not its original: not kept" in caplog.text
+
+
+def test_whether_a_record_is_a_letters_own_original():
+    """The judging itself (topics/dead_letters.py): the digest kept, or for a
+    letter from before contract 1.2 (no ``value_sha256``), the value it
+    carries whole; never a digest derived from a part, nor a malformed one."""
+    own = dead_letters.is_own_original
+    original = letter_of_a_record(1)["original"]
+    assert own(original, "cs.raw", b"junk", b"not json (1)")
+    assert not own(original, "cs.raw", b"junk", b"not json (2)")
+    assert not own(original, "cs.raw", b"junk2", b"not json (1)")
+    assert not own(original, "cs.other", b"junk", b"not json (1)")
+    old = {k: v for k, v in original.items()
+           if k not in ("value_sha256", "value_size", "value_truncated")}
+    assert own(old, "cs.raw", b"junk", b"not json (1)")
+    assert not own(old, "cs.raw", b"junk", b"not json (2)")
+    binary = dead_letters.original_record(topic="t", partition=0, offset=0, key=None,
+                                          value=b"\xff\x00", timestamp_ms=None)
+    assert own({k: v for k, v in binary.items() if k != "value_sha256"}, "t", None,
+               b"\xff\x00")
+    assert not own({**original, "value_sha256": "not hex"}, "cs.raw", b"junk",
+                   b"not json (1)")
+    cut = dead_letters.original_record(topic="t", partition=0, offset=0, key=None,
+                                       value=b"x" * 100, timestamp_ms=None, budget=10)
+    assert own(cut, "t", None, b"x" * 100)  # re-sent whole from its source
+    assert not own({k: v for k, v in cut.items() if k != "value_sha256"}, "t", None,
+                   b"x" * 10)  # never judged by the part kept
+    long_key = "k" * 1000  # kept cut: the original key, and the key a redrive sends, match
+    kept = dead_letters.original_record(topic="t", partition=0, offset=0,
+                                        key=long_key.encode(), value=b"v", timestamp_ms=None)
+    assert own(kept, "t", long_key.encode(), b"v")
+    assert own(kept, "t", kept["key"].encode(), b"v")
+    for broken in (None, [], {"topic": "t"}):
+        assert not own(broken, "t", None, b"v")

@@ -6,6 +6,8 @@
   commits, live before replay);
 * ``topic_reader``: reading topics without a group, up to "now" (the high
   watermark of fetch responses, right on tansu and on Kafka) or following them;
+* ``partition_ends``: the catalog's partition ends, asked again and again
+  through one kept client (the supervisor's check of an external broker);
 * ``topic_admin``: creating the catalog's topics, describing them, group offsets.
 
 Callers use ``from calstream.daemon.doers import kafka`` and the names below.
@@ -24,19 +26,24 @@ from calstream.daemon.doers.kafka.clients import (
     unreachable,
 )
 from calstream.daemon.doers.kafka.concurrent_consumer import ConcurrentConsumer
+from calstream.daemon.doers.kafka.partition_ends import PartitionEnds
 from calstream.daemon.doers.kafka.publisher import Publisher
-from calstream.daemon.doers.kafka.topic_admin import create_topics, describe_catalog, group_offsets
+from calstream.daemon.doers.kafka.topic_admin import (
+    TopicsMissing,
+    create_topics,
+    describe_catalog,
+    group_offsets,
+)
 from calstream.daemon.doers.kafka.topic_reader import (
     TopicReader,
     is_empty,
     open_reader,
-    partition_ends,
     read_to_end,
     read_topics,
     record_at,
 )
 
-__all__ = ["ConcurrentConsumer", "Publisher", "Record", "TopicReader", "admin", "client_options",
+__all__ = ["ConcurrentConsumer", "PartitionEnds", "Publisher", "Record", "TopicReader", "TopicsMissing", "admin", "client_options",
            "create_topics", "describe_catalog", "group_consumer", "group_offsets", "is_empty",
-           "open_reader", "partition_ends", "producer", "read_to_end", "read_topics", "reader",
+           "open_reader", "producer", "read_to_end", "read_topics", "reader",
            "record_at", "refused_settings", "subscriber", "unreachable"]

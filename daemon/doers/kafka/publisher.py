@@ -62,7 +62,7 @@ class Publisher:
         (dead_letter_ledger.py). Most records have no headers: no thread."""
         headers = getattr(record, "headers", None)  # a record made by hand may have none
         if headers and self.ledger is not None:
-            await anyio.to_thread.run_sync(self.ledger.keep_redrives, headers)
+            await anyio.to_thread.run_sync(self.ledger.keep_redrives, record)
 
     def unkept(self) -> Publisher:
         """This publisher without its dead-letter ledger: for sending again

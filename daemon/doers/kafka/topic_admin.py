@@ -9,6 +9,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from calstream.daemon.deciders import topic_creation
 from calstream.daemon.doers.kafka.clients import admin
 from calstream.daemon.operations.config import Config
 from calstream.topics.catalog import Topics
@@ -16,23 +17,45 @@ from calstream.topics.catalog import Topics
 log = logging.getLogger("calstream.kafka")
 
 
-async def create_topics(cfg: Config, topics: Topics, *, replication: int = 1) -> list[str]:
-    """Create every catalog topic that does not exist yet; returns those created."""
+class TopicsMissing(Exception):
+    """Catalog topics the broker lacks and this daemon did not create
+    (refused, or not tried): ``missing`` topic -> why. Waited for at start
+    (doers/start_waits.py): an admin creating them ends the wait."""
+
+    def __init__(self, missing: dict[str, str]):
+        super().__init__(topic_creation.summary(missing))
+        self.missing = missing
+
+
+async def create_topics(cfg: Config, topics: Topics, *, replication: int = 1,
+                        create: bool = True) -> list[str]:
+    """Create every catalog topic that does not exist yet; returns those
+    created. TopicsMissing if any is still missing: the broker refused it
+    (in its answer, which the client does not raise: a principal without
+    Create), or ``create`` is False (the daemon is not to try)."""
     client = admin(cfg)
     try:
         await client.start()  # inside: a start that waits for its broker retries this
         existing = set(await client.list_topics())
         missing = [(name, spec) for name, spec in topics.all() if name not in existing]
-        created = []
+        created: list[str] = []
+        refused: dict[str, str] = {}
         for name, spec in missing:
+            if not create:
+                refused[name] = topic_creation.NOT_TRIED
+                continue
             try:
-                await client.create_topics([NewTopic(name, spec.partitions, replication,
-                                                     topic_configs=spec.config())])
-                created.append(name)
+                answer = await client.create_topics([NewTopic(name, spec.partitions, replication,
+                                                              topic_configs=spec.config())])
             except TopicAlreadyExistsError:
-                pass  # another role created it meanwhile
+                continue  # another role created it meanwhile
+            made, not_made = topic_creation.answers(answer.topic_errors)
+            created += made
+            refused.update(not_made)
         if created:
             log.info("created topics: %s", ", ".join(created))
+        if refused:
+            raise TopicsMissing(refused)
         return created
     finally:
         await client.close()

@@ -5,9 +5,10 @@
 (they answer the first offset of the last stored batch + 1, or 0); the fetch
 response's high watermark is right on both brokers. This is the one place
 that knows it: the planner's rebuild, ``calstream status``, ``replay``,
-``holds`` and ``plan`` all read through ``TopicReader``. ``partition_ends``
-uses ``end_offsets`` only as what never goes back on a broker that kept
-its records (deciders/broker_records.py), never as where the end is.
+``holds`` and ``plan`` all read through ``TopicReader``. ``PartitionEnds``
+(partition_ends.py) uses ``end_offsets`` only as what never goes back on a
+broker that kept its records (deciders/broker_records.py), never as where
+the end is.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from calstream.daemon.deciders import record_places
 from calstream.daemon.doers.kafka import clients
 from calstream.daemon.operations.config import Config
 from calstream.topics import contract
-from calstream.topics.catalog import Topics
 
 
 class TopicReader:
@@ -213,24 +213,6 @@ async def is_empty(cfg: Config, name: str, timeout: float = 10.0) -> bool:
         # A broker fault (broker_fault: retriable), not a bare TimeoutError: a
         # broker lost while the daemon starts is waited for, not an exit.
         raise KafkaTimeoutError(f"no fetch response for {name} within {timeout}s")
-
-
-async def partition_ends(cfg: Config, topics: Topics) -> dict[tuple[str, int], int]:
-    """Each partition of the catalog's topics (those the broker has) and its end as
-    ListOffsets answers it, no record read: one metadata and one ListOffsets
-    request. Not where the end is (on tansu the first offset of the last
-    batch + 1), but never lower than before on a broker that kept its
-    records, which is what the supervisor compares."""
-    client = clients.reader(cfg)
-    try:
-        await client.start()
-        existing = await client.topics()
-        partitions = [TopicPartition(name, p) for name, _ in topics.all() if name in existing
-                      for p in sorted(client.partitions_for_topic(name) or ())]
-        ends = await client.end_offsets(partitions) if partitions else {}
-        return {(tp.topic, tp.partition): end for tp, end in ends.items()}
-    finally:
-        await clients.stopped(client)
 
 
 async def record_at(cfg: Config, name: str, partition: int, offset: int,

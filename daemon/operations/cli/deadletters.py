@@ -18,8 +18,6 @@ topic, ``PARTITION:OFFSET`` (what ``list`` prints), or a prefix of its event id.
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import datetime as dt
 import json
 import re
@@ -41,7 +39,13 @@ from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.stages import STAGES
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-from calstream.topics.dead_letters import REDRIVE_HEADER, redrive_marks, redrive_note
+from calstream.topics.dead_letters import (
+    REDRIVE_HEADER,
+    is_own_original,
+    original_bytes,
+    redrive_marks,
+    redrive_note,
+)
 
 group("deadletters", "what could not be processed; redrive it once the cause is fixed")
 
@@ -151,50 +155,12 @@ def redrivable_topics(topics: Topics) -> set[str]:
     return {topics.name(t) for t in logical | {"products", "pointing", "plans"}}
 
 
-def original_bytes(original: dict | None, allowed: set[str] | None = None
-                   ) -> tuple[bytes | None, str | None]:
-    """(the original value, None), or (None, why it cannot be redriven).
-    ``allowed``: the topics it may go back to (None: any, for tests)."""
-    if not original or not original.get("topic"):
-        return None, "the dead letter carries no original record (a file, not a message)"
-    if allowed is not None and original["topic"] not in allowed:
-        return None, f"its topic {str(original['topic'])[:80]!r} is not one calstream consumes"
-    key = original.get("key")
-    if isinstance(key, str) and not _utf8(key):
-        return None, "its key is not UTF-8 text (a lone surrogate): no record had it"
-    if original.get("value_truncated"):
-        return None, (f"the original record was truncated ({original.get('value_size')} bytes "
-                      "kept in part): re-send it from its source")
-    value = original.get("value")
-    if value is None:
-        return None, "the original record had no value"
-    if not isinstance(value, str):
-        return None, "the original value is not text"
-    if original.get("value_encoding") == "base64":
-        try:
-            return base64.b64decode(value, validate=True), None
-        except binascii.Error:
-            return None, "the original value is not valid base64"
-    if not _utf8(value):
-        return None, "the original value is not UTF-8 text (a lone surrogate)"
-    return value.encode("utf-8"), None
-
-
-def _utf8(text: str) -> bool:
-    """Whether ``text`` is text a record can carry: a forged dead letter's
-    may hold a lone surrogate (a "\ud800" escape), which no bytes encode."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 async def load(cfg, topics: Topics) -> list[DeadLetter]:
     """Every dead letter on the topic, with the redrives already made of it:
-    the marks on the originals' topics, and those a daemon kept and put
-    back with the dead letter itself after a broker lost both
-    (topics/dead_letters.py). One redrive found in both places counts once."""
+    the marks on the originals' topics (on a letter's own original record
+    only, ``is_own_original``), and those a daemon kept and put back with
+    the dead letter itself after a broker lost both (topics/dead_letters.py).
+    One redrive found in both places counts once."""
     bodies = []
     redrives: dict[str, dict[tuple, dict]] = {}
 
@@ -211,12 +177,19 @@ async def load(cfg, topics: Topics) -> list[DeadLetter]:
         for mark in redrive_marks(record.headers):  # of this dead letter only
             if mark["dead_letter"] == message.event_id:
                 add(mark)
+    originals: dict[str, list[dict]] = {}
+    for _, b in bodies:
+        originals.setdefault(b["event_id"], []).append(b.get("original"))
     named = {(b.get("original") or {}).get("topic") for _, b in bodies}
     for name in sorted(named & redrivable_topics(topics)):
         for record in await kafka.read_to_end(cfg, name):
             for key, value in record.headers or ():
                 note = redrive_note(value) if key == REDRIVE_HEADER else None
-                if note is not None:
+                # A mark counts on the letter's own original only: anyone
+                # who may write the topic may put one on a record of theirs.
+                if note is not None and any(is_own_original(
+                        original, record.topic, record.key, record.value)
+                        for original in originals.get(str(note.get("dead_letter")), ())):
                     add(note)
     return [DeadLetter(ref, b, tuple(redrives.get(b["event_id"], {}).values()))
             for ref, b in bodies]

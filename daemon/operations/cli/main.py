@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as exc:
         print(f"calstream: configuration error: {exc}", file=sys.stderr)
         return 2
+    except kafka.TopicsMissing as exc:  # refused to this principal (topics create, promote)
+        print(f"calstream: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -24,6 +24,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="acls: each principal's name, {role} standing for watcher, detector1, "
                         "planner, stage2, stage3, operator or subscriber "
                         "(default: %(default)s)")
+    p.add_argument("--no-create", dest="create", action="store_false",
+                   help="acls: grant no principal Create (an admin creates the topics once with "
+                        "`topics create`; run the daemons with create_topics = false)")
 
 
 def _print_catalog(rows: list[dict]) -> None:
@@ -44,9 +47,10 @@ def cmd_topics(args: argparse.Namespace) -> int:
     logs.setup(cfg.log_level, cfg.json_logs)
     topics = Topics(cfg.topic_prefix)
     if args.action == "acls":
-        return _print_acls(cfg, topics, args.principal)
+        return _print_acls(cfg, topics, args.principal, create=args.create)
     require_broker(cfg, "topics")
     if args.action == "create":
+        # Refused (TopicsMissing): exit 1 naming each topic and why (cli/main.py).
         created = anyio.run(kafka.create_topics, cfg, topics)
         print(f"created {len(created)} topic(s)" + (": " + ", ".join(created) if created else
                                                     " (all existed)"))
@@ -55,7 +59,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_acls(cfg, topics, principal: str) -> int:
+def _print_acls(cfg, topics, principal: str, *, create: bool = True) -> int:
     from calstream.daemon.deciders import broker_access
     from calstream.daemon.operations.config import ConfigError
 
@@ -65,7 +69,11 @@ def _print_acls(cfg, topics, principal: str) -> int:
     print(f"# calstream's ACLs: topics {topics.prefix}*, consumer groups {cfg.group_prefix}*;")
     print("# $KAFKA: the bootstrap servers, $ADMIN_CONFIG: an admin client's properties.")
     print("# Give each role's daemons its own principal (security.sasl_username).")
+    if not create:
+        print("# No principal may create topics: an admin runs `calstream topics create` once;")
+        print("# run the daemons with create_topics = false (they wait for missing topics).")
     known = [s.logical for s in topics.specs]
-    for line in broker_access.acl_commands(topics.prefix, cfg.group_prefix, principal, known):
+    for line in broker_access.acl_commands(topics.prefix, cfg.group_prefix, principal, known,
+                                           create=create):
         print(line)
     return 0

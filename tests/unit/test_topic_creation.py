@@ -1,0 +1,32 @@
+"""Reading a broker's CreateTopics answers (deciders/topic_creation.py): a
+refusal is in the answer, per topic, and the client does not raise it;
+taken for a success, a daemon denied Create ran on without its topics."""
+
+from __future__ import annotations
+
+from calstream.daemon.deciders import topic_creation
+
+
+def test_created_existing_and_refused_topics_are_told_apart():
+    created, refused = topic_creation.answers([
+        ("cs.raw", 0, None), ("cs.plans", 36, "Topic with this name already exists."),
+        ("cs.holds", 29, "Authorization failed."), ("cs.products", 31, None),
+        ("cs.deadletter", 44, "x" * 10_000)])
+    assert created == ["cs.raw"]  # one that exists already is neither: it is there
+    assert sorted(refused) == ["cs.deadletter", "cs.holds", "cs.products"]
+    assert "TOPIC_AUTHORIZATION_FAILED" in refused["cs.holds"]
+    assert "an admin creates it" in refused["cs.holds"]
+    assert "CLUSTER_AUTHORIZATION_FAILED" in refused["cs.products"]
+    assert "error code 44" in refused["cs.deadletter"]
+    assert len(refused["cs.deadletter"]) < 400  # the broker's own text, bounded
+    assert topic_creation.answers([("cs.raw", 0)]) == (["cs.raw"], {})  # v0: no message
+
+
+def test_the_summary_names_the_topics_grouped_by_reason_and_bounded():
+    missing = {f"cs.t{n:02}": topic_creation.NOT_TRIED for n in range(20)}
+    missing["cs.x"] = topic_creation.why_refused(29)
+    text = topic_creation.summary(missing)
+    assert text.startswith("21 topic(s) missing: ")
+    assert "cs.t00, cs.t01, cs.t02, cs.t03, cs.t04 and 15 more: not created" in text
+    assert "cs.x: not authorized" in text
+    assert len(text) < 800
