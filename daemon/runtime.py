@@ -163,9 +163,8 @@ class Daemon:
         self.ops.start()
         log.info("broker: %s%s", cfg.kafka_bootstrap, " (embedded tansu)" if self.broker else "")
         log.info("metrics: http://%s/metrics (also /healthz, /readyz)", self.ops.address)
-        # Recorded before anything is waited for: `calstream status --work-dir` then
-        # finds a daemon that waits for CRDS or its broker. A work directory that
-        # refuses the record (or the lock) now is waited for below, where both are taken.
+        # Recorded before anything is waited for (`calstream status --work-dir` finds a daemon
+        # that waits); a work dir that refuses it (or the lock) now is waited for below.
         with contextlib.suppress(OSError):
             if self.lock is None or self.lock.held:
                 deployment.record(cfg, self.ops.address, embedded=self.broker is not None)
