@@ -4,6 +4,7 @@ Tests isolate themselves with their own topic prefix and directories, so they
 share the (cheap to keep, slow to rebuild) broker and reference files.
 """
 
+import logging
 import os
 from pathlib import Path
 
@@ -35,6 +36,18 @@ def kit(tmp_path_factory):
     k = build_kit(root, ProgramSpec(), seed=7)
     with environ(k.crds_env):
         yield k
+
+
+@pytest.fixture(autouse=True)
+def _logs_restored():
+    """Commands run in-process (cli main) set up the daemon's logs on the
+    stderr of their moment (a test's capture, closed after it): the root
+    logger is put back after every test, or the next test's log lines go
+    to a closed file ("--- Logging error ---" in its output)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:], root.level = handlers, level
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ one line naming the cause and what to check, never aiokafka's traceback; and
 a promotion that cannot be announced switches nothing. (Real sockets: a port
 nobody listens on, a port a test holds.)"""
 
-import logging
 import socket
 
 import pytest
@@ -11,16 +10,6 @@ import pytest
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.promotion import current_namespace, ensure_current
 from calstream.daemon.operations.cli.main import main
-
-
-@pytest.fixture(autouse=True)
-def _logs_restored():
-    """Commands set up the daemon's logs on the stderr of their moment (here
-    a test's capture, closed after it): put the root logger back after each."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:], root.level = handlers, level
 
 
 @pytest.fixture
