@@ -33,7 +33,8 @@ class Metrics:
         self.parked = Gauge(
             "calstream_parked_items",
             "Work items parked on an infrastructure fault (disk_full, read_only, broker_unreachable, "
-            "crds_unreachable, crds_reference_missing, crds_lookup; at start topics_missing), "
+            "crds_unreachable, crds_reference_missing, crds_lookup; at start topics_missing; the "
+            "watcher's inbox_gone), "
             "waiting for it to clear",
             ["stage", "cause"], registry=r)
         self.parked_total = Counter(

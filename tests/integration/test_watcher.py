@@ -494,3 +494,63 @@ async def test_a_burst_is_announced_first_come_first_served(dirs, monkeypatch):
     first_announcement = next(i for i, (what, _) in enumerate(happened) if what == "announce")
     last_layout = happened.index(("layout", names[-1]))
     assert first_announcement < last_layout, happened
+
+
+@pytest.mark.parametrize("how", ["removed", "moved aside"])
+async def test_an_inbox_made_again_is_watched_again(dirs, how, caplog):
+    """An operator (or a remount) puts a new directory where the inbox was:
+    the observer's watch was on the old one. With no rescan within the test
+    (an hour apart), the watcher must see the new directory and watch it."""
+    inbox = dirs[0]
+    rec = Recorder()
+    async with running(make(dirs, rec, rescan_interval=3600.0)):
+        drop(inbox, NAME, uncal_bytes())
+        await wait_until(lambda: len(rec.arrivals) == 1)
+        if how == "removed":
+            for f in inbox.iterdir():
+                f.unlink()
+            inbox.rmdir()
+        else:
+            inbox.rename(inbox.with_name("inbox.old"))
+        await anyio.sleep(0.5)
+        inbox.mkdir(exist_ok=True)  # the watcher may have made it again already
+        second = "jw01234001001_02101_00002_nrcb1_uncal.fits"
+        drop(inbox, second, uncal_bytes(second))
+        await wait_until(lambda: len(rec.arrivals) == 2, timeout=60)
+    assert rec.arrivals[1].path == inbox / second
+    assert "watched again" in caplog.text
+
+
+async def test_an_inbox_that_cannot_be_made_again_is_parked_then_watched(tmp_path, caplog):
+    """The inbox's parent goes (a volume unmounted) and a file stands in its
+    way: the watch cannot be kept, the inbox is parked with a metric; once
+    the way is clear the inbox is made again, watched, and the metric drops."""
+    from types import SimpleNamespace
+
+    from calstream.daemon.doers.parking import Parking
+    from calstream.daemon.operations.metrics import Metrics
+
+    volume = tmp_path / "volume"
+    inbox = volume / "inbox"
+    inbox.mkdir(parents=True)
+    dirs = (inbox, tmp_path / "quarantine", tmp_path / "state" / "ledger.sqlite")
+    cfg = SimpleNamespace(max_attempts=1, retry_backoff=0.1, park_recheck_seconds=0.5)
+    metrics = Metrics()
+
+    def parked():
+        return metrics.registry.get_sample_value(
+            "calstream_parked_items", {"stage": "watcher", "cause": "inbox_gone"})
+
+    rec = Recorder()
+    watcher = make(dirs, rec, rescan_interval=3600.0,
+                   parking=lambda what: Parking(cfg, metrics, stage="watcher", what=what))
+    async with running(watcher):
+        inbox.rmdir()
+        volume.rmdir()
+        volume.write_bytes(b"not a directory")
+        await wait_until(lambda: parked() == 1)
+        volume.unlink()
+        await wait_until(lambda: inbox.is_dir() and parked() == 0)
+        drop(inbox, NAME, uncal_bytes())
+        await wait_until(lambda: len(rec.arrivals) == 1)
+    assert "watched again" in caplog.text

@@ -147,6 +147,7 @@ class ObserverBridge:
         self._wake_scheduled = False
         self._token: anyio.lowlevel.EventLoopToken | None = None
         self._observer: Any = None
+        self._watched: tuple[int, int] | None = None  # (device, inode) the observer watches
 
     @property
     def kind(self) -> str:
@@ -157,14 +158,42 @@ class ObserverBridge:
         self._observer = await anyio.to_thread.run_sync(self._start_observer)
 
     async def stop(self) -> None:
-        if self._observer is not None:
-            self._observer.stop()
-            await anyio.to_thread.run_sync(self._observer.join)
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            await anyio.to_thread.run_sync(observer.join)
+
+    async def rewatch(self) -> None:
+        """The observer started again, on the directory now under the inbox's
+        name (watch_keeper.py)."""
+        await self.stop()
+        self._observer = await anyio.to_thread.run_sync(self._start_observer)
+
+    def watch_problem(self) -> str | None:
+        """Why the observer no longer watches the inbox, or None. Runs in a
+        thread: one stat."""
+        try:
+            st = os.stat(self.scope.inbox)
+        except OSError as exc:
+            return f"is gone ({exc.strerror or exc})"
+        if not stat.S_ISDIR(st.st_mode):
+            return "is no directory"
+        if (st.st_dev, st.st_ino) != self._watched:
+            return "is another directory than the one watched (made again, or mounted over)"
+        observer = self._observer
+        if observer is None or not observer.is_alive() \
+                or not all(e.is_alive() for e in observer.emitters):
+            return "stopped being watched"
+        return None
 
     def _start_observer(self) -> Any:
         # Looked up at each event, so that a test can cut the events off.
         handler = _Handler(lambda raw, writer_done: self.notify(raw, writer_done))
         inbox = str(self.scope.inbox)
+        # Taken before the watch: a directory replaced in between is then
+        # found different at the next check and watched again, never missed.
+        st = os.stat(inbox)
+        self._watched = (st.st_dev, st.st_ino)
         if not self.polling:
             observer = _native_observer()
             try:

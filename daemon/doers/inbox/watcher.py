@@ -1,17 +1,15 @@
 """The inbox watcher's loop: tracked files, each looked at until it is
 announced, rejected or gone.
 
-Events, the polling observer and a periodic rescan (observer_bridge.py) put
-paths on the list of tracked files. Each look at a file gathers one fact
-(stat, FITS layout, identity and digest), asks the pure decider
-``calstream.daemon.deciders.inbox_file`` what follows, and carries it out:
-wait, look deeper, announce (announcer.py), reject (quarantine.py), retry
-later or forget the file. That module also lists every retry and its bound.
-
+Events, the polling observer and a periodic rescan (observer_bridge.py; the
+watch kept on the inbox there is now: watch_keeper.py) put paths on the list
+of tracked files. Each look at a file gathers one fact (stat, FITS layout,
+identity and digest), asks the pure decider ``deciders/inbox_file.py`` what
+follows (it lists every retry and its bound), and carries it out: wait, look
+deeper, announce (announcer.py), reject (quarantine.py), retry or forget it.
 Everything that touches the filesystem, the ledger or a caller's sync
 callback runs in a worker thread: on a network filesystem a stat can block
-for seconds, and this loop may share its event loop with the rest of the
-daemon.
+for seconds, and this loop may share its event loop with the daemon.
 """
 
 from __future__ import annotations
@@ -44,6 +42,7 @@ from calstream.daemon.doers.inbox.reports import (
     log_fields,
     log_file,
 )
+from calstream.daemon.doers.inbox.watch_keeper import WatchKeeper
 from calstream.daemon.doers.parking import Parking
 from calstream.steps.exposure import UNCAL_REQUIRED_EXTENSIONS, BadExposure
 
@@ -91,17 +90,15 @@ class Watcher:
         if quarantine == inbox:
             raise ValueError("the quarantine directory must not be the inbox")
         self.rules = InboxRules(
-            settle_seconds=settle_seconds,
-            incomplete_timeout=incomplete_timeout,
-            retry_initial=retry_initial,
-            retry_max=retry_max,
+            settle_seconds=settle_seconds, incomplete_timeout=incomplete_timeout,
+            retry_initial=retry_initial, retry_max=retry_max,
             required_extensions=tuple(required_extensions),
-            look_interval=decide.look_interval(settle_seconds, poll_interval),
-        )
+            look_interval=decide.look_interval(settle_seconds, poll_interval))
         self.scope = InboxScope(inbox, quarantine, Path(ledger_path).absolute(), recursive)
         self.roots = [Path(r).absolute() for r in roots] or [inbox]
         self.events = ObserverBridge(self.scope, self._kick, polling=polling,
                                      poll_interval=poll_interval)
+        self.keeper = WatchKeeper(self.events, self._make_dirs, parking)
         self.rescan_interval = rescan_interval
         self._counts = Counts()
         self.quarantine = Quarantine(quarantine, on_reject, self.rules, self._counts, parking=parking)
@@ -130,8 +127,7 @@ class Watcher:
         """Watch until cancelled. ``task_status.started()`` is called once the
         observer is live and the start-up scan has been processed (files not
         yet settled or complete stay tracked)."""
-        self.inbox.mkdir(parents=True, exist_ok=True)
-        self.quarantine.directory.mkdir(parents=True, exist_ok=True)
+        self._make_dirs()
         ledger = await Ledger.open(self.scope.ledger_path)
         self._announcer = Announcer(ledger, self._on_arrival, self._has_products, self._counts)
         try:
@@ -149,6 +145,10 @@ class Watcher:
             with anyio.CancelScope(shield=True):
                 await self.events.stop()
                 await ledger.close()
+
+    def _make_dirs(self) -> None:
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        self.quarantine.directory.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------ the loop
 
@@ -172,11 +172,12 @@ class Watcher:
                 t.next_check = min(t.next_check, now)
                 t.touched = t.busy
                 t.writer_done = writer_done
-            if now >= next_rescan:
+            rewatched = now >= self.keeper.next_check and await self.keeper.check(now)
+            if now >= next_rescan or rewatched:  # listed at once: what came unwatched
                 next_rescan = now + self.rescan_interval
                 await self._rescan()
             now = time.monotonic()
-            wake_at = next_rescan
+            wake_at = min(next_rescan, self.keeper.next_check)
             for t in list(self._tracks.values()):
                 if t.busy:
                     continue

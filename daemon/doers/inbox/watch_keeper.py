@@ -1,0 +1,80 @@
+"""The inbox's watch kept on the directory that is the inbox now.
+
+inotify watches an inode, not a name. An inbox removed and made again, moved
+aside for a new one, or a file system mounted over it (a downlink volume
+remounted) left the observer watching a directory nobody delivers to, and a
+polling observer stops for good when its directory goes: files were then
+found only by the rescan, every 30 s, and nothing said why the fixed cost of
+every exposure had grown a hundredfold. So every ``CHECK_SECONDS`` the
+watcher stats the inbox (one stat, in a thread: a network file system may
+be slow to answer) and compares it with the directory its observer was
+started on. A different directory, or an observer that stopped, is watched
+again and the inbox listed at once for what arrived unwatched. An inbox that
+is gone is made again, as the start makes it; one that cannot be (its parent
+gone, a full or read-only disk) is parked (``calstream_parked_items{stage=
+"watcher"}``), retried with the parking's backoff, and resumed by itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import anyio
+
+from calstream.daemon.doers.inbox.observer_bridge import ObserverBridge
+from calstream.daemon.doers.inbox.reports import log_fields
+from calstream.daemon.doers.parking import Parking
+from calstream.steps.failures import infrastructure_cause
+
+log = logging.getLogger("calstream.watcher")
+
+CHECK_SECONDS = 2.0  # a stat every 2 s costs nothing; a lost watch costs a rescan's wait
+INBOX_GONE = "inbox_gone"  # the parking's cause when no disk fault explains it
+
+
+class WatchKeeper:
+    """``await check(now)`` when ``next_check`` is due: True when the inbox
+    is watched anew (the caller lists it at once)."""
+
+    def __init__(self, bridge: ObserverBridge, make_dirs: Callable[[], None],
+                 parking: Callable[[str], Parking] | None,
+                 check_seconds: float = CHECK_SECONDS) -> None:
+        self.bridge = bridge
+        self.make_dirs = make_dirs  # the inbox (and the quarantine), as at the start
+        self.check_seconds = check_seconds
+        self.next_check = time.monotonic() + check_seconds
+        self._parking = parking("the inbox's watch") if parking is not None else None
+        self._failing = False  # said once per outage when there is no parking to say it
+
+    async def check(self, now: float) -> bool:
+        self.next_check = now + self.check_seconds
+        problem = await anyio.to_thread.run_sync(self.bridge.watch_problem)
+        if problem is None:
+            return False
+        inbox = self.bridge.scope.inbox
+        try:
+            await anyio.to_thread.run_sync(self.make_dirs)
+            await self.bridge.rewatch()
+        except OSError as exc:
+            self._failed(exc, problem)
+            return False
+        log.warning("the inbox %s %s: watched again, and listed for what came meanwhile",
+                    inbox, problem, extra=log_fields(None, inbox))
+        self._failing = False
+        if self._parking is not None:
+            self._parking.resumed()
+        return True
+
+    def _failed(self, exc: OSError, problem: str) -> None:
+        inbox = self.bridge.scope.inbox
+        if self._parking is not None:
+            cause = infrastructure_cause(exc) or INBOX_GONE
+            delay = self._parking.failed(cause, exc)
+            self.next_check = time.monotonic() + max(delay, self.check_seconds)
+        elif not self._failing:
+            log.warning("the inbox %s %s and cannot be watched again yet (%s): re-tried every "
+                        "%.0fs", inbox, problem, exc.strerror or exc, self.check_seconds,
+                        extra=log_fields(None, inbox))
+        self._failing = True
