@@ -9,10 +9,11 @@ else on the first run, so a warm worker pays that once.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
-from calstream.steps.admitted_input import check_admitted
+from calstream.steps.admitted_input import PinnedInput
 from calstream.steps.crds_env import refresh_crds
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.steps.worker_warmup import warm_up
@@ -80,16 +81,35 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
     calwebb_detector1 use that many processes (jwst's ``maximum_cores``).
     ``input_digest``: the bytes the arrival names; the file must hold them
     before and after the run (``input_signature``: the stat signature the
-    admission read them under), else InputChanged (steps/admitted_input.py).
+    admission read them under), else InputChanged (steps/admitted_input.py);
+    jwst reads the input pinned, so a name moved or deleted after the check
+    changes nothing.
 
     Returns a JSON-serialisable summary: outputs (absolute paths written),
     pipeline, jwst_version, crds_context (as recorded in the rate file),
     duration_seconds (pipeline wall time) and pointing_quality (ENGQLPTG of
     the input; None if absent). Exceptions propagate; see failures.classify_failure.
     """
-    # Before the warm-up: a replaced file costs no jwst import.
-    admitted = (check_admitted(input_path, input_digest, input_signature)
-                if input_digest is not None else None)
+    out = Path(output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    # Before the warm-up: a replaced file costs no jwst import. Pinned, jwst
+    # reads the checked bytes even if the inbox name is moved, deleted or
+    # replaced meanwhile (steps/admitted_input.py).
+    with (PinnedInput(input_path, input_digest, input_signature, out)
+          if input_digest is not None else contextlib.nullcontext()) as pinned:
+        source = Path(input_path).resolve()
+        read_path = pinned.name if pinned is not None else str(source)
+        summary = _run(read_path, source, out, steps=steps,
+                       pipeline=pipeline, cores=cores)
+        if pinned is not None:  # replaced while jwst read it: not these bytes' products
+            pinned.confirm()
+    return summary
+
+
+def _run(read_path: str, source: Path, out: Path, *, steps: dict | None, pipeline: str,
+         cores: int) -> dict:
+    """The pipeline on ``read_path`` (the input, or the name its pin gives it:
+    its own file name), products for ``source``'s exposure into ``out``."""
     warm_up()
     import jwst
     import jwst.pipeline
@@ -98,9 +118,6 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
         raise ValueError(f"{pipeline!r} is not an uncal-file pipeline ({', '.join(PIPELINES)})")
     pipeline_class = getattr(jwst.pipeline, PIPELINES[pipeline])
 
-    source = Path(input_path).resolve()
-    out = Path(output_dir).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     stem = _exposure_stem(source)
     refresh_crds()
 
@@ -112,12 +129,10 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
     # caller decides where a run's log goes (the worker pool: one file a run).
     run_steps = with_cores(steps or {}, cores if pipeline == PIPELINE else 1)
     result = pipeline_class.call(
-        str(source), output_dir=str(out), save_results=True, steps=run_steps,
+        read_path, output_dir=str(out), save_results=True, steps=run_steps,
         configure_log=False,
     )
     duration = time.perf_counter() - t0
-    if admitted is not None:  # replaced while jwst read it: not these bytes' products
-        check_admitted(input_path, input_digest, admitted)
     # The context the products record (CRDS_CTX) and the input's pointing
     # quality, from the model in memory rather than by opening files again:
     # two FITS reads less per exposure (its fixed cost; issue 15).
@@ -126,8 +141,8 @@ def run_detector1(input_path: str, output_dir: str, *, steps: dict | None = None
         context = _meta(result, "ref_file", "crds", "context_used")
         pointing_quality = _meta(result, "visit", "engdb_pointing_quality")  # ENGQLPTG
         result.close()
-    if pointing_quality is None:
-        pointing_quality = _header_value(source, "ENGQLPTG")
+    if pointing_quality is None:  # the pinned bytes: the inbox name may be gone by now
+        pointing_quality = _header_value(Path(read_path), "ENGQLPTG")
 
     outputs = sorted(
         str(p)

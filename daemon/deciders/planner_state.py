@@ -358,7 +358,7 @@ class PlannerState:
         return Emit("work.stage2", cand.science, self._as_namespace(message))
 
     def _dead_letter(self, event: contract.Message, reason: str) -> Emit:
-        message = contract.build(
+        message = contract.build(  # its record (``original``): planner_loop._send adds it
             "dead_letter", contract.event_id("dead_letter", "planner", event.event_id),
             category="bad_input", reason=reason, stage="planner", attempts=0,
             exposure_id=event.get("exposure_id"),

@@ -73,3 +73,114 @@ def test_a_fifo_in_its_place_is_refused_without_waiting(tmp_path):
     if reader.is_alive():
         os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
     assert out and "no longer a regular file" in out[0]
+
+
+# -- the input pinned for its run (PinnedInput, after_run) ---------------------
+
+SIG = (2880, 10, 7, 11)
+
+
+def test_after_the_run_a_name_gone_is_no_fault_another_file_there_is():
+    own = (1, 7)
+    assert admitted_input.after_run(SIG, SIG, own, own) == admitted_input.UNCHANGED
+    assert admitted_input.after_run(SIG, SIG, own, None) == admitted_input.UNCHANGED
+    # An unlink moves the open file's ctime, as a write does: its bytes decide.
+    moved = (*SIG[:3], 12)
+    assert admitted_input.after_run(SIG, moved, own, None) == admitted_input.HASH
+    assert admitted_input.after_run(SIG, moved, own, own) == admitted_input.HASH
+    # Another inode, or the same inode number on another device, at the name.
+    assert admitted_input.after_run(SIG, SIG, own, (1, 8)) == admitted_input.REPLACED
+    assert admitted_input.after_run(SIG, SIG, own, (2, 7)) == admitted_input.REPLACED
+
+
+def _pinned(tmp_path, path, digest, sig=None):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir(exist_ok=True)
+    return admitted_input.PinnedInput(path, digest, sig, scratch)
+
+
+def test_a_pinned_input_deleted_or_moved_after_the_run_read_it_is_calibrated(tmp_path):
+    path = _file(tmp_path)
+    digest, sig = file_digest(path), stat_sig(os.stat(path))
+    with _pinned(tmp_path, path, digest, list(sig)) as pinned:
+        pinned_name = pinned.name
+        assert os.path.basename(pinned_name) == path.name  # jwst names products after it
+        assert open(pinned_name, "rb").read() == path.read_bytes()  # noqa: SIM115
+        path.unlink()  # the archiver, once the run has read it
+        pinned.confirm()
+    assert not os.path.lexists(os.path.dirname(pinned_name))  # the private name is gone
+    path = _file(tmp_path)
+    with _pinned(tmp_path, path, digest, list(sig)) as pinned:
+        os.replace(path, tmp_path / "archive.fits")
+        pinned.confirm()
+
+
+def test_a_name_replaced_after_the_check_still_leads_the_run_to_the_checked_bytes(tmp_path):
+    path = _file(tmp_path)
+    admitted = path.read_bytes()
+    digest = file_digest(path)
+    other = tmp_path / "other"
+    with _pinned(tmp_path, path, digest) as pinned:
+        # A rename-over between the check and jwst's open of the file...
+        other.write_bytes(b"SIMPLE  = T" + b"x" * 2869)
+        os.replace(other, path)
+        with open(pinned.name, "rb") as f:
+            assert f.read() == admitted  # ...is not what jwst reads
+        # The other bytes under the name are a replacement all the same.
+        with pytest.raises(InputChanged, match="replaced while it was calibrated"):
+            pinned.confirm()
+        path.unlink()  # gone again: the run read the admitted bytes
+        pinned.confirm()
+
+
+def test_a_pinned_input_written_during_the_run_is_not_calibrated(tmp_path):
+    path = _file(tmp_path)
+    digest, sig = file_digest(path), stat_sig(os.stat(path))
+    with _pinned(tmp_path, path, digest, list(sig)) as pinned:
+        with open(path, "r+b") as f:  # in place: the same inode, other bytes
+            f.seek(100)
+            f.write(b"changed")
+        path.unlink()
+        with pytest.raises(InputChanged, match="changed while it was calibrated") as changed:
+            pinned.confirm()
+    assert classify_failure(changed.value, str(path)) == "permanent"
+
+
+def test_an_input_gone_before_the_run_is_a_permanent_failure_of_its_input(tmp_path):
+    path = _file(tmp_path)
+    digest = file_digest(path)
+    path.unlink()
+    with pytest.raises(FileNotFoundError) as gone:
+        _pinned(tmp_path, path, digest)
+    assert classify_failure(gone.value, str(path)) == "permanent"
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_a_pinned_input_with_other_bytes_is_refused_before_the_run(tmp_path):
+    path = _file(tmp_path)
+    digest = file_digest(path)
+    path.write_bytes(b"SIMPLE  = T" + b"y" * 2869)
+    with pytest.raises(InputChanged, match="changed since it was admitted"):
+        _pinned(tmp_path, path, digest)
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+def test_without_named_open_files_the_name_is_checked_as_before(tmp_path, monkeypatch):
+    monkeypatch.setattr(admitted_input, "OPEN_FILES", str(tmp_path / "none-{pid}-{fd}"))
+    path = _file(tmp_path)
+    digest, sig = file_digest(path), stat_sig(os.stat(path))
+    with _pinned(tmp_path, path, digest, list(sig)) as pinned:
+        assert pinned.name == str(path)
+        pinned.confirm()
+        path.unlink()
+        with pytest.raises(FileNotFoundError):
+            pinned.confirm()
+
+
+def test_a_fifo_pinned_in_its_place_is_refused_without_waiting(tmp_path):
+    path = _file(tmp_path)
+    digest = file_digest(path)
+    path.unlink()
+    os.mkfifo(path)  # opened without waiting (O_NONBLOCK), judged by fstat
+    with pytest.raises(InputChanged, match="no longer a regular file"):
+        _pinned(tmp_path, path, digest)

@@ -13,6 +13,10 @@ and ``list`` shows which dead letters were redriven.
 
 A dead letter is named on the command line by its place on the deadletter
 topic, ``PARTITION:OFFSET`` (what ``list`` prints), or a prefix of its event id.
+A dead letter's event id is deterministic, and one emitted again (a planner
+that restarts decides again what its snapshot does not cover, and refuses
+the same record again) is one dead letter: its latest record, which the
+places of the earlier ones name too (``once_each``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import datetime as dt
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 
@@ -58,6 +62,7 @@ class DeadLetter:
     ref: str  # "PARTITION:OFFSET" on the deadletter topic
     body: dict
     redrives: tuple[dict, ...] = ()  # the redrive headers found on the original's topic
+    copies: tuple[str, ...] = ()  # the places of earlier records of the same dead letter
 
 
 def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
@@ -93,7 +98,18 @@ def _ref_argument(text: str) -> str:
 
 def named(letter: DeadLetter, ref: str) -> bool:
     """Whether ``ref`` (PARTITION:OFFSET or an event id prefix) names ``letter``."""
-    return letter.ref == ref or letter.body["event_id"].startswith(ref)
+    return letter.ref == ref or ref in letter.copies or letter.body["event_id"].startswith(ref)
+
+
+def once_each(letters: list[DeadLetter]) -> list[DeadLetter]:
+    """Each dead letter once, by event id: its latest record, in the place of
+    its first, with the places of the earlier ones as ``copies``."""
+    latest: dict[str, DeadLetter] = {}
+    for letter in letters:
+        earlier = latest.get(letter.body["event_id"])
+        latest[letter.body["event_id"]] = letter if earlier is None else replace(
+            letter, copies=(*earlier.copies, earlier.ref))
+    return list(latest.values())
 
 
 def ref_problems(letters: list[DeadLetter], refs: list[str]) -> list[str]:
@@ -191,8 +207,8 @@ async def load(cfg, topics: Topics) -> list[DeadLetter]:
                         original, record.topic, record.key, record.value)
                         for original in originals.get(str(note.get("dead_letter")), ())):
                     add(note)
-    return [DeadLetter(ref, b, tuple(redrives.get(b["event_id"], {}).values()))
-            for ref, b in bodies]
+    return once_each([DeadLetter(ref, b, tuple(redrives.get(b["event_id"], {}).values()))
+                      for ref, b in bodies])
 
 
 def redrive_record(letter: DeadLetter, by: str, reason: str
@@ -256,8 +272,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     _, letters = _loaded(args)
     rows = selected(letters, args)
     if args.json:
-        print(json.dumps([{"ref": r.ref, **r.body, "redrives": list(r.redrives)} for r in rows],
-                         indent=1))
+        print(json.dumps([{"ref": r.ref, **r.body, "redrives": list(r.redrives),
+                           "copies": list(r.copies)} for r in rows], indent=1))
         return 0
     if not rows:
         print("no dead letters" + (" match" if len(letters) else ""))
