@@ -43,7 +43,7 @@ from calstream.steps.worker_warmup import freeze_survivors
 class TaskFailure:
     error_type: str
     message: str
-    classification: str  # transient | permanent | skipped
+    classification: str  # transient | permanent | skipped | infrastructure:<cause>
     traceback: str = ""
 
 
@@ -62,7 +62,9 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
     _worker_logging()
     if initializer:
         _resolve(initializer)()
-    classify = _resolve(classifier) if classifier else (lambda exc, task: "permanent")
+    # Called as classify(exc, task kwargs, the run's log path): the log says
+    # what the run used (steps/reference_integrity.py reads its references).
+    classify = _resolve(classifier) if classifier else (lambda exc, task, log: "permanent")
     conn.send(("ready", os.getpid()))
     kept = False  # memory a run freed is held in the heap (steps/worker_memory.py)
     for _ in range(max_tasks):
@@ -85,7 +87,9 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
             conn.send(("ok", value, _peak_rss(), resident_in_use_bytes(), _cpu_since(started)))
         except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
             try:
-                kind = classify(exc, kwargs)
+                # In the task's environment: its CRDS cache, its log context.
+                with environ(task_env or {}):
+                    kind = classify(exc, kwargs, log_path)
             except Exception:  # a broken classifier must not hide the real error
                 kind = "permanent"
             conn.send(("error", TaskFailure(type(exc).__name__, str(exc)[:4000], kind,
