@@ -146,7 +146,9 @@ def classify_failure(exc: BaseException, input_path: str | os.PathLike | None = 
       e.g. an MSA configuration that puts no spectra on NRS2). The exposure is
       done; there is no product.
     * infrastructure:<cause>: see infrastructure_cause (disk full, read-only
-      store, CRDS unreachable, a reference missing, a CRDS lookup error).
+      store, CRDS unreachable, a reference missing, a CRDS lookup error);
+      a permanent failure becomes one when a reference the run used is not
+      whole (after_reference_check, for the worker pool).
     * transient: the environment, not the exposure, failed, and the same job
       may succeed later or elsewhere: OSError in general (I/O
       error, stale NFS handle, too many open files, a connection reset;

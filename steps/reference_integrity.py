@@ -37,6 +37,7 @@ log = logging.getLogger("calstream.crds")
 # A run's log past this is not read further (stpipe names the references
 # before any step runs: at the log's start).
 LOG_READ_LIMIT = 64 << 20
+LINE_LIMIT = 1 << 20
 # References checked at most for one failure (a level-3 run names some tens).
 MAX_REFERENCES = 500
 
@@ -57,17 +58,24 @@ def references_in_log(log_path: str | os.PathLike[str], root: Path) -> list[Path
     roots = {os.path.abspath(root), os.path.realpath(root)}
     pattern = re.compile("|".join(re.escape(r + os.sep) for r in sorted(roots))
                          + r"""[^\s'"`,;()\[\]{}]+""")
-    with open_regular_file(log_path) as f:
-        text = f.read(LOG_READ_LIMIT).decode("utf-8", "replace")
+    marks = [os.fsencode(r + os.sep) for r in roots]
     found: dict[Path, None] = {}
-    for match in pattern.finditer(text):
-        path = Path(match.group(0).rstrip(".:"))
-        real = os.path.realpath(path)
-        if any(real.startswith(os.path.realpath(r) + os.sep) for r in roots):
-            found.setdefault(path)
-        if len(found) >= MAX_REFERENCES:
-            break
-    return list(found)
+    read = 0
+    with open_regular_file(log_path) as f:
+        # Line by line (a line at most LINE_LIMIT at a time): only the lines
+        # naming the directory are decoded.
+        for line in iter(lambda: f.readline(LINE_LIMIT), b""):
+            read += len(line)
+            if read > LOG_READ_LIMIT or len(found) >= MAX_REFERENCES:
+                break
+            if not any(mark in line for mark in marks):
+                continue
+            for match in pattern.finditer(line.decode("utf-8", "replace")):
+                # "..": out of the directory; a link in it: the cache's own.
+                path = os.path.normpath(match.group(0).rstrip(".:"))
+                if any(path.startswith(r + os.sep) for r in roots):
+                    found.setdefault(Path(path))
+    return list(found)[:MAX_REFERENCES]
 
 
 def reference_problem(path: str | os.PathLike[str]) -> str | None:
