@@ -24,9 +24,10 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
+from calstream.steps.admitted_input import stat_sig
 from calstream.steps.asdf_layout import asdf_problem
 from calstream.steps.failures import PERMANENT, after_reference_check, classify_failure
 from calstream.steps.fitsfile import fits_layout
@@ -101,10 +102,34 @@ def broken_references(paths: Iterable[Path]) -> dict[str, str]:
     return {str(p): why for p in paths if (why := reference_problem(p)) is not None}
 
 
-def classify_run_failure(exc: BaseException, task: dict, log_path: str | None = None) -> str:
+def signatures(paths: Iterable[str]) -> dict[str, list[int] | None]:
+    """{path: its stat signature (steps/admitted_input.stat_sig), None if gone}."""
+    found: dict[str, list[int] | None] = {}
+    for path in paths:
+        try:
+            found[path] = list(stat_sig(os.stat(path)))
+        except OSError:
+            found[path] = None
+    return found
+
+
+def any_changed(seen: Mapping[str, Sequence[int] | None]) -> bool:
+    """Whether a file of ``seen`` ({path: signature}) is not as it was: written,
+    replaced, removed or put back. Stats only: a parked run's turn, every
+    ``park_recheck_seconds``, costs no pipeline run while the broken file is
+    the one it was (a sync that completes it or puts a new file there
+    changes it)."""
+    now = signatures(seen)
+    return any(now[p] != (list(s) if s is not None else None) for p, s in seen.items())
+
+
+def classify_run_failure(exc: BaseException, task: dict,
+                         log_path: str | None = None) -> str | tuple[str, dict]:
     """The worker pool's classifier (doers/worker_process.py): classify_failure,
     and for a permanent failure the check of the references the run's log
-    names. A check that cannot be made leaves the failure as it was."""
+    names. A check that cannot be made leaves the failure as it was. A
+    failure put on broken references comes with their signatures (the
+    runner tries the run again only once one changed: ``any_changed``)."""
     kind = classify_failure(exc, task.get("input_path"))
     root = references_root()
     if kind != PERMANENT or not log_path or root is None:
@@ -118,4 +143,5 @@ def classify_run_failure(exc: BaseException, task: dict, log_path: str | None = 
         log.warning("CRDS reference %s is not whole (%s): the run's failure (%s: %s) is the "
                     "cache's, not the exposure's; sync it again (crds sync --files %s --repair-files)",
                     path, why, type(exc).__name__, str(exc)[:200], Path(path).name)
-    return after_reference_check(kind, broken)
+    kind = after_reference_check(kind, broken)
+    return (kind, signatures(broken)) if broken else kind

@@ -31,8 +31,13 @@ from .test_parking import FAST_PARKING, dead_letters, exposure_id, until_unparke
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
+def _lines(caplog, words: str) -> int:
+    return sum(words in r.getMessage() for r in caplog.records)
+
+
 async def test_truncated_crds_reference_parks_and_resumes_when_whole(tmp_path, broker, kit,
-                                                                      unique_prefix):
+                                                                      unique_prefix, caplog):
+    caplog.set_level("DEBUG", logger="calstream.stage")
     cache = tmp_path / "crds"
     shutil.copytree(kit.crds_env["CRDS_PATH"], cache)
     whole = {p: p.read_bytes() for p in cache.rglob("*_superbias_*.fits")}
@@ -47,6 +52,11 @@ async def test_truncated_crds_reference_parks_and_resumes_when_whole(tmp_path, b
             await anyio.to_thread.run_sync(lambda: deliver([uncal], cfg.inbox))
             await wait_parked(daemon, "crds_reference_corrupt")
             assert not dead_letters(await read_all(cfg, ["deadletter"]))
+            # Parked, its turns pass with no run while the file is the broken one it was.
+            with anyio.fail_after(60):
+                while _lines(caplog, "is as it was: not run this turn") < 3:
+                    await anyio.sleep(0.2)
+            assert _lines(caplog, "calwebb_detector1 starting (attempt") == cfg.max_attempts
             for path, data in whole.items():  # synced again: a whole file in its place
                 part = path.with_name(path.name + ".part")
                 part.write_bytes(data)

@@ -17,6 +17,7 @@ from calstream.steps.failures import (
     after_reference_check,
 )
 from calstream.steps.reference_integrity import (
+    any_changed,
     classify_run_failure,
     references_in_log,
     references_root,
@@ -64,14 +65,27 @@ def test_a_run_failing_on_a_truncated_reference_parks(tmp_path, cache):
     task = {"input_path": str(tmp_path / "jw01234001001_02101_00001_nrcb1_uncal.fits")}
     # With the reference whole, the failure is the data's.
     assert classify_run_failure(reshape, task, log) == PERMANENT
-    os.truncate(superbias, superbias.stat().st_size // 2)  # a sync stopped half-way
-    assert classify_run_failure(reshape, task, log) == CORRUPT
+    whole = superbias.read_bytes()
+    os.truncate(superbias, len(whole) // 2)  # a sync stopped half-way
+    kind, waits_on = classify_run_failure(reshape, task, log)
+    assert kind == CORRUPT and list(waits_on) == [str(superbias)]
     # Not checked without the run's log, or for a failure that is not permanent.
     assert classify_run_failure(reshape, task, None) == PERMANENT
     assert classify_run_failure(OSError("EIO"), task, log) == TRANSIENT
+    # The parked run is tried again only once the broken file changed.
+    assert not any_changed(waits_on)
+    part = superbias.with_name("superbias.part")
+    part.write_bytes(whole)
+    part.rename(superbias)  # synced again
+    assert any_changed(waits_on)
     # Gone from the cache since the run: not whole either.
     superbias.unlink()
-    assert classify_run_failure(reshape, task, log) == CORRUPT
+    kind, waits_on = classify_run_failure(reshape, task, log)
+    assert kind == CORRUPT and waits_on == {str(superbias): None}
+    assert not any_changed(waits_on)
+    part.write_bytes(whole)
+    part.rename(superbias)
+    assert any_changed(waits_on)
 
 
 def test_only_files_under_the_references_directory_are_taken_from_the_log(tmp_path, cache):
