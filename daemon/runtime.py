@@ -256,7 +256,7 @@ class Daemon:
                **logs.worker_env(cfg.json_logs)}
         pool = WorkerPool(cfg.workers, stage=st.name, metrics=self.metrics, env=env,
                           initializer=st.initializer,
-                          classifier="calstream.steps.failures:classify_task_failure",
+                          classifier="calstream.steps.reference_integrity:classify_run_failure",
                           max_tasks_per_worker=cfg.max_tasks_per_worker,
                           rss_limit_bytes=cfg.worker_rss_limit_mb << 20, prefetch=st.prefetch,
                           idle_return_seconds=cfg.worker_idle_return_seconds)

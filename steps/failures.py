@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Mapping
 
 SKIPPED = "skipped"
 TRANSIENT = "transient"
@@ -23,6 +24,9 @@ READ_ONLY = "read_only"
 CRDS_UNREACHABLE = "crds_unreachable"
 CRDS_REFERENCE_MISSING = "crds_reference_missing"
 CRDS_LOOKUP = "crds_lookup"
+# A reference the run used is in the cache but not whole (a sync cut short by a
+# full disk): see after_reference_check.
+CRDS_REFERENCE_CORRUPT = "crds_reference_corrupt"
 
 # stpipe's exit status for "no science data" (e.g. NoDataOnDetectorError):
 # `strun` exits with it, and it is an expected result, not an error.
@@ -142,7 +146,9 @@ def classify_failure(exc: BaseException, input_path: str | os.PathLike | None = 
       e.g. an MSA configuration that puts no spectra on NRS2). The exposure is
       done; there is no product.
     * infrastructure:<cause>: see infrastructure_cause (disk full, read-only
-      store, CRDS unreachable, a reference missing, a CRDS lookup error).
+      store, CRDS unreachable, a reference missing, a CRDS lookup error);
+      a permanent failure becomes one when a reference the run used is not
+      whole (after_reference_check, for the worker pool).
     * transient: the environment, not the exposure, failed, and the same job
       may succeed later or elsewhere: OSError in general (I/O
       error, stale NFS handle, too many open files, a connection reset;
@@ -180,6 +186,25 @@ def classify_failure(exc: BaseException, input_path: str | os.PathLike | None = 
     return PERMANENT
 
 
-def classify_task_failure(exc: BaseException, task: dict) -> str:
-    """classify_failure for a worker-pool task, whose kwargs name the input."""
+def after_reference_check(kind: str, broken: Mapping[str, str]) -> str:
+    """``kind`` once the references the failed run used were checked
+    (``broken``: path -> why it is not whole; steps/reference_integrity.py).
+
+    A run that used a reference the cache holds only in part fails in
+    whatever way the missing bytes make it fail (a reshape, a bad block): an
+    error that reads as the data's. It is the cache's: every exposure using
+    that file fails alike until it is synced again, and then succeeds. So a
+    *permanent* failure with a broken reference is an infrastructure fault,
+    parked until the file is whole, not a dead letter to redrive by hand.
+    Every other kind stays: a retry, a skip or a park already waits.
+    """
+    if kind == PERMANENT and broken:
+        return f"{INFRASTRUCTURE}:{CRDS_REFERENCE_CORRUPT}"
+    return kind
+
+
+def classify_task_failure(exc: BaseException, task: dict, log_path: str | None = None) -> str:
+    """classify_failure for a worker-pool task, whose kwargs name the input
+    (the daemon's pool: steps/reference_integrity.classify_run_failure, which
+    also checks the references a permanent failure used)."""
     return classify_failure(exc, task.get("input_path"))

@@ -23,7 +23,7 @@ def sleep(seconds):
     return seconds
 
 
-def classify(exc, task):
+def classify(exc, task, log_path=None):
     return "transient" if isinstance(exc, OSError) else "permanent"
 
 

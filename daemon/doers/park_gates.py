@@ -25,7 +25,7 @@ ones met, and opening on it would send every parked item to fail again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 
 import anyio
 
@@ -137,8 +137,12 @@ class ParkedItem:
         self.family: Hashable = None
         self.turn: ProbeTurn | None = None
 
-    async def park(self, cause: str, delay: float, detail: str) -> None:
-        """The attempt parked on ``cause``: wait for this item's next try."""
+    async def park(self, cause: str, delay: float, detail: str,
+                   may_have_cleared: Callable[[], bool] | None = None) -> None:
+        """The attempt parked on ``cause``: wait for this item's next try.
+        ``may_have_cleared`` (a cheap look, run in a thread at each of the
+        item's turns, e.g. whether a broken reference file changed): while it
+        says no, the turn passes to the next in line with no run."""
         item = self.item
         # At every park, not only the first: one its consumer kept (max_parked_aside
         # reached) steps aside once others have gone on.
@@ -151,8 +155,16 @@ class ParkedItem:
                         "; the next record taken in its place" if aside else "",
                         extra=item.log_context)
         self.family = (*item.fault_family, cause)
-        with self.previews.idle():  # waiting, it calibrates nothing
-            self.turn = await self.gates.wait(self.family, delay)
+        while True:
+            with self.previews.idle():  # waiting, it calibrates nothing
+                self.turn = await self.gates.wait(self.family, delay)
+            if self.turn is None or may_have_cleared is None or \
+                    await anyio.to_thread.run_sync(may_have_cleared):
+                return
+            log.debug("%s: its fault (%s) is as it was: not run this turn", item.name, cause,
+                      extra=item.log_context)
+            self.gates.tried(self.family, self.turn, got_through=False)
+            self.turn = None
 
     def tried(self, action: str) -> None:
         """After each attempt: what it says of the fault, for the others of its kind."""

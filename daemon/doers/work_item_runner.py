@@ -16,6 +16,7 @@ import random
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.failures import INFRASTRUCTURE, infrastructure_cause
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.provenance import jwst_version, work_id
+from calstream.steps.reference_integrity import any_changed
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.stage")
@@ -151,8 +153,10 @@ class WorkItemRunner:
                 step, kind, detail, outcome = await self._attempt(item, wid, store, run_log,
                                                                   attempts)
                 parked.tried(step.action)
-                if step.action == "park":
-                    await parked.park(step.cause, step.delay, detail)
+                if step.action == "park":  # tried again once the files it lies in change
+                    files = outcome.failure.waits_on if outcome and outcome.failure else {}
+                    await parked.park(step.cause, step.delay, detail,
+                                      partial(any_changed, files) if files else None)
                     continue
                 if step.action == "retry":
                     self.metrics.retries.labels(stage=item.stage, pipeline=item.pipeline).inc()

@@ -105,7 +105,7 @@ class WorkerPool:
                  max_tasks_per_worker: int = 200, rss_limit_bytes: int = 0,
                  prefetch: int = PREFETCH_PER_WORKER, idle_return_seconds: float = IDLE_RETURN_SECONDS):
         """``initializer`` ("module:function") runs once per worker, to warm it;
-        ``classifier`` ("module:function", called as f(exc, task_kwargs)) says
+        ``classifier`` ("module:function", f(exc, task_kwargs, log_path)) says
         whether a failure is transient, permanent or skipped. A worker still
         holding more than ``rss_limit_bytes`` (0: no limit) resident after a
         task is replaced before the next; one idle ``idle_return_seconds``

@@ -26,7 +26,7 @@ import os
 import resource
 import signal
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -43,8 +43,11 @@ from calstream.steps.worker_warmup import freeze_survivors
 class TaskFailure:
     error_type: str
     message: str
-    classification: str  # transient | permanent | skipped
+    classification: str  # transient | permanent | skipped | infrastructure:<cause>
     traceback: str = ""
+    # What the fault lies in, as the classifier saw it ({path: stat signature}):
+    # a parked run is tried again only once one of them changed.
+    waits_on: dict[str, list[int] | None] = field(default_factory=dict)
 
 
 def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
@@ -62,7 +65,10 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
     _worker_logging()
     if initializer:
         _resolve(initializer)()
-    classify = _resolve(classifier) if classifier else (lambda exc, task: "permanent")
+    # Called as classify(exc, task kwargs, the run's log path): the log says
+    # what the run used (steps/reference_integrity.py reads its references).
+    # It returns the kind, or (kind, the files the fault lies in: TaskFailure.waits_on).
+    classify = _resolve(classifier) if classifier else (lambda exc, task, log: "permanent")
     conn.send(("ready", os.getpid()))
     kept = False  # memory a run freed is held in the heap (steps/worker_memory.py)
     for _ in range(max_tasks):
@@ -85,16 +91,24 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
             conn.send(("ok", value, _peak_rss(), resident_in_use_bytes(), _cpu_since(started)))
         except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
             try:
-                kind = classify(exc, kwargs)
+                # In the task's environment: its CRDS cache, its log context.
+                with environ(task_env or {}):
+                    kind, waits_on = _kind_and_files(classify(exc, kwargs, log_path))
             except Exception:  # a broken classifier must not hide the real error
-                kind = "permanent"
+                kind, waits_on = "permanent", {}
             conn.send(("error", TaskFailure(type(exc).__name__, str(exc)[:4000], kind,
-                                            traceback.format_exc()[-8000:]), _peak_rss(),
-                       resident_in_use_bytes(), _cpu_since(started)))
+                                            traceback.format_exc()[-8000:], waits_on),
+                       _peak_rss(), resident_in_use_bytes(), _cpu_since(started)))
         # After the answer, so no product waits for it: what a worker's first
         # runs leave alive for good is frozen, not walked by every later run's
         # collections (steps/worker_warmup.py).
         freeze_survivors()
+
+
+def _kind_and_files(classified) -> tuple[str, dict]:
+    if isinstance(classified, tuple):
+        return classified[0], dict(classified[1])
+    return classified, {}
 
 
 def _stop_now(signum, frame) -> None:

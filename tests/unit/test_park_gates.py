@@ -176,3 +176,31 @@ async def test_a_parked_item_its_consumer_kept_steps_aside_at_a_later_park():
         await parked.park("crds_lookup", 0.0, "a reference missing")
         parked.end("publish")
     assert asked == [False, True]  # once aside, the consumer is not asked again
+
+
+async def test_a_turn_whose_fault_is_as_it_was_runs_nothing():
+    """A reference that is still the broken file it was (its stat signature
+    unchanged) is not run again at each turn: the turn passes, and the item
+    tries once the check says the fault may have cleared."""
+    answers = iter([False, False, True])
+    asked: list[bool] = []
+
+    def may_have_cleared() -> bool:
+        asked.append(next(answers))
+        return asked[-1]
+
+    metrics = Metrics()
+    previews = PreviewGate(max_wait=0, metrics=metrics, stage="detector1")
+    item = WorkItem(stage="detector1", pipeline="calwebb_detector1", task="t:t", task_kwargs={},
+                    program="01234", observation="001", name="jw01234001001_02101_00001_nrcb1",
+                    inputs=[])
+    gates = ParkGates()
+    parked = ParkedItem(gates, metrics, item, 0.0, previews)
+    with anyio.fail_after(10), previews.calibrating():
+        await parked.park("crds_reference_corrupt", 0.0, "a reference cut short",
+                          may_have_cleared=may_have_cleared)
+        assert asked == [False, False, True]  # returned (to try) only on the third turn
+        assert parked.turn is not None  # it probes for its kind
+        parked.tried("publish")
+        parked.end("publish")
+    assert not gates.has_parked((*item.fault_family, "crds_reference_corrupt"))
