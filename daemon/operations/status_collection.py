@@ -147,16 +147,22 @@ async def _group_offsets(cfg: Config, group: str, tps: list) -> tuple[dict, int 
 
 
 def _decoded(records, expected: str, view: BrokerView, n: int) -> list[dict[str, Any]]:
-    out = []
+    """The newest ``n`` messages of ``records``, each event id once (its
+    latest record): a planner that decides again what its snapshot did not
+    cover sends a dead letter again under its id, a broker's loss has
+    product events sent again, and subscribers, ``deadletters list`` and
+    this view count each event once."""
+    latest: dict[str, dict[str, Any]] = {}
     for r in records:
         try:
             msg = contract.decode(r.value, expected=expected)
         except contract.InvalidMessage:
             view.unreadable += 1
             continue
-        out.append({**msg.body, "_topic": r.topic, "_partition": r.partition,
-                    "_offset": r.offset})
-    out.sort(key=lambda m: (m["emitted_at"], m["_offset"]))
+        latest.pop(msg.event_id, None)  # the latest record, in its own place
+        latest[msg.event_id] = {**msg.body, "_topic": r.topic, "_partition": r.partition,
+                                "_offset": r.offset}
+    out = sorted(latest.values(), key=lambda m: (m["emitted_at"], m["_offset"]))
     return out[-n:] if n else []
 
 

@@ -70,3 +70,28 @@ def test_an_address_no_url_can_have_is_an_endpoint_unreachable():
     """`--metrics-url calib-01:metrics`: http.client's InvalidURL raised out."""
     ep = read_endpoint("127.0.0.1:metrics", timeout=5)
     assert not ep.reachable and ep.error.startswith("metrics unreachable: InvalidURL"), ep
+
+
+def test_status_shows_a_dead_letter_sent_again_once():
+    """A planner restarted without its snapshot sends a refusal again under
+    the same event id: status and the console list it once, its latest record."""
+    from types import SimpleNamespace
+
+    from calstream.daemon.operations.status_collection import _decoded
+    from calstream.daemon.operations.status_summary import BrokerView
+    from calstream.topics import contract
+
+    def letter(event_id: str, at: str) -> bytes:
+        return contract.encode(contract.build(
+            "dead_letter", event_id, category="bad_input", reason="r", stage="planner",
+            attempts=0, exposure_id="jw01234001001_02101_00001_nrcb1", path=None, digest=None,
+            emitted_at=at))
+
+    first, other = "a" * 64, "b" * 64
+    records = [SimpleNamespace(topic="t", partition=0, offset=o, value=v) for o, v in enumerate(
+        [letter(first, "2026-12-01T10:00:00Z"), letter(other, "2026-12-01T10:30:00Z"),
+         letter(first, "2026-12-01T11:00:00Z")])]
+    view = BrokerView("b:1")
+    shown = _decoded(records, "dead_letter", view, 10)
+    assert [(m["event_id"], m["_offset"]) for m in shown] == [(other, 1), (first, 2)]
+    assert view.unreadable == 0
