@@ -10,6 +10,8 @@ from pathlib import Path
 import anyio
 import pytest
 
+from calstream.daemon.deciders.replay_selection import Selection
+from calstream.daemon.operations.replay import run_replay
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
@@ -83,6 +85,10 @@ async def test_an_order_sent_before_the_move_runs_on_the_files_under_the_new_roo
     (stage2,) = products(seen, "stage2")
     assert all(f["path"].startswith(str(new) + "/")
                for f in [*stage2["inputs"], *stage2["outputs"]])
+    # A reprocessing from stage 2 selects the order sent before the move.
+    report = await run_replay(after, source="stage2", selection=Selection(),
+                              namespace="moved", crds_context=None, dry_run=True)
+    assert (report["selected"], report["outside_roots"]) == (1, 0), report
 
 
 async def test_a_copy_with_other_bytes_is_a_dead_letter_never_calibrated(
