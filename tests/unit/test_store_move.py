@@ -92,3 +92,19 @@ def test_an_order_s_inputs_and_its_association_s_members_move_together():
     # Forged shapes pass through for the schema and the checks to refuse.
     assert rerooted_event({"inputs": "x", "outputs": [1]}, reroot) == {"inputs": "x",
                                                                         "outputs": [1]}
+
+
+def test_the_console_shows_a_moved_store_s_previews_by_the_paths_events_name(tmp_path):
+    from calstream.daemon.operations.console import Console
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "products": tmp_path / "new",
+                                    "products_moved_from": [tmp_path / "old"]})
+    previews = cfg.products / "01234" / "001" / "previews"
+    previews.mkdir(parents=True)
+    (previews / "x_thumb.png").write_bytes(b"\x89PNG fake")
+    (tmp_path / "secret.png").write_bytes(b"\x89PNG secret")
+    console = Console(cfg, lambda: [])
+    old = tmp_path / "old" / "01234" / "001" / "previews" / "x_thumb.png"
+    assert console.handle(f"/console/preview?path={old}")[:2] == (200, b"\x89PNG fake")
+    for outside in [tmp_path / "secret.png", f"{tmp_path}/old/../secret.png"]:
+        assert console.handle(f"/console/preview?path={outside}")[0] == 404
