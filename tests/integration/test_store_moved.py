@@ -111,3 +111,21 @@ async def test_a_copy_with_other_bytes_is_a_dead_letter_never_calibrated(
     assert products(seen, "stage2") == []
     (dead,) = dead_letters(seen)
     assert rate.name in dead["reason"] and "moved" in dead["reason"], dead["reason"]
+
+
+async def test_a_planner_restarted_from_its_records_before_the_move_goes_on(
+        tmp_path, broker, kit, unique_prefix):
+    # Its ledgers and snapshot, and the order it sent, name the old root.
+    before, new = await calibrated_then_moved(tmp_path, broker, unique_prefix,
+                                              kit.uncal_files[:1],
+                                              roles=("watcher", "detector1", "planner"))
+    after = daemon_config(tmp_path, broker, unique_prefix, products=new,
+                          products_moved_from=[str(before.products)],
+                          roles=["planner", "stage2"])
+    async with running_daemon(after):
+        await wait_for(after, ["products"], lambda ms: products(ms, "stage2"), timeout=300)
+        seen = await read_all(after, ["products", "deadletter"])
+    assert dead_letters(seen) == [], [d.get("reason") for d in dead_letters(seen)]
+    for stage2 in products(seen, "stage2"):
+        assert all(f["path"].startswith(str(new) + "/")
+                   for f in [*stage2["inputs"], *stage2["outputs"]])
