@@ -87,7 +87,7 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
     src, dst = topics.name(src_logical), topics.name(dst_logical)
     found, scans, invalid = await scan(cfg, src)
     found = _moved(cfg, found)
-    store = ProductStore(cfg.products)
+    store = ProductStore(cfg.products, moved_from=cfg.products_moved_from)
     # The inbox roots are the deployment's only if this command was told
     # them or its work dir (the deployment record does not carry them).
     told = {"allowed_roots", "inbox", "work_dir"} & set(cfg.sources)

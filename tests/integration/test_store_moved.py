@@ -129,3 +129,4 @@ async def test_a_planner_restarted_from_its_records_before_the_move_goes_on(
     for stage2 in products(seen, "stage2"):
         assert all(f["path"].startswith(str(new) + "/")
                    for f in [*stage2["inputs"], *stage2["outputs"]])
+

@@ -108,3 +108,26 @@ def test_the_console_shows_a_moved_store_s_previews_by_the_paths_events_name(tmp
     assert console.handle(f"/console/preview?path={old}")[:2] == (200, b"\x89PNG fake")
     for outside in [tmp_path / "secret.png", f"{tmp_path}/old/../secret.png"]:
         assert console.handle(f"/console/preview?path={outside}")[0] == 404
+
+
+def test_a_copied_store_s_records_are_its_own_under_the_new_root(tmp_path):
+    import shutil
+
+    from calstream.daemon.doers.product_store import ProductStore
+    from tests.unit.test_store import publish_one
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    publish_one(ProductStore(old))
+    shutil.copytree(old, new, symlinks=True)
+    shutil.rmtree(old)
+    kw = dict(name="jw01234001001_02101_00001_nrcb1", stage="detector1", work_id="w1")
+    assert ProductStore(new).lookup("01234", "001", **kw) is None  # what a move met before
+    store = ProductStore(new, moved_from=[str(old)])
+    done = store.lookup("01234", "001", **kw)
+    final = new / "01234" / "001" / "jw01234001001_02101_00001_nrcb1_rate.fits"
+    assert done is not None and done.event["outputs"][0]["path"] == str(final)
+    assert store.announced(final) is not None
+    assert [r["work_id"] for r in store.records()] == ["w1"]
+    assert store.for_namespace("r1").for_namespace("live").lookup("01234", "001", **kw)
+    final.write_bytes(b"SIMPLX")  # a damaged copy: not done, as any damaged product
+    assert store.lookup("01234", "001", **kw) is None
