@@ -82,6 +82,10 @@ class ProductStore:
         self.moved_from = tuple(str(m) for m in moved_from)
         self._reroot = rerooter(self.moved_from, str(self.top.absolute()))
 
+    def moved(self, path: str) -> str:
+        """``path`` read under this root if an earlier root of the store names it."""
+        return path if self._reroot is None else self._reroot(path)
+
     def for_namespace(self, namespace: str) -> ProductStore:
         """The store of ``namespace``: the live one, or its own tree."""
         if namespace == self.namespace:

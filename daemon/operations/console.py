@@ -14,7 +14,6 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from calstream.daemon.deciders.store_move import rerooter
 from calstream.daemon.doers.product_store import LIVE, BadNamespace, check_namespace
 from calstream.daemon.operations import console_pages
 from calstream.daemon.operations.config import Config
@@ -30,8 +29,6 @@ class Console:
     def __init__(self, cfg: Config, metrics_urls: Callable[[], list[str]], *, ttl: float = 5.0):
         self.data = ConsoleData(cfg, metrics_urls, ttl=ttl)
         self.products = Path(cfg.products).resolve()
-        # Events before a move of the store name its previews under the old root.
-        self.reroot = rerooter(map(str, cfg.products_moved_from), str(cfg.products))
 
     def handle(self, raw_path: str) -> Response | None:
         """The response to a GET of ``raw_path``; None when it is not the console's."""
@@ -64,8 +61,7 @@ class Console:
 
     def _preview(self, wanted: str) -> Response:
         """A preview PNG, only from a previews/ directory inside the product store."""
-        if self.reroot is not None:
-            wanted = self.reroot(wanted)
+        wanted = self.data.store.moved(wanted)  # events from before a move name the old root
         try:
             path = Path(wanted).resolve()
         except (OSError, ValueError):

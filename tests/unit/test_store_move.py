@@ -131,3 +131,20 @@ def test_a_copied_store_s_records_are_its_own_under_the_new_root(tmp_path):
     assert store.for_namespace("r1").for_namespace("live").lookup("01234", "001", **kw)
     final.write_bytes(b"SIMPLX")  # a damaged copy: not done, as any damaged product
     assert store.lookup("01234", "001", **kw) is None
+
+
+def test_previews_pending_at_the_move_are_drawn_in_the_new_store(tmp_path):
+    from calstream.daemon.doers.product_store import ProductStore
+    from tests.unit.test_pending_previews import _pending
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    pending = _pending(ProductStore(new, moved_from=[str(old)]))
+    pending.mine.mkdir(parents=True)
+    rate = f"{old}/{RATE}"
+    (pending.mine / f"{'a' * 64}.json").write_text(json.dumps(
+        {"outputs": [rate], "log_context": {}}))
+    taken = pending._read(f"{'a' * 64}.json")
+    assert not isinstance(taken, str), taken  # before: refused, "outside the product store"
+    _event_id, previews, _context = taken
+    assert previews and all(p["path"].startswith(f"{new}/01234/001/previews/")
+                            for p in previews), previews
