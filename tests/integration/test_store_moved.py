@@ -130,3 +130,33 @@ async def test_a_planner_restarted_from_its_records_before_the_move_goes_on(
         assert all(f["path"].startswith(str(new) + "/")
                    for f in [*stage2["inputs"], *stage2["outputs"]])
 
+
+
+@pytest.mark.timeout(900)
+async def test_a_stage3_order_sent_before_the_move_makes_its_mosaic_from_the_new_root(
+        tmp_path, broker, kit, unique_prefix):
+    # Its inputs and its association's members (jwst opens those; admission
+    # reads their headers) name the old root.
+    steps = {"calwebb_image3": {"tweakreg": {"abs_refcat": ""}}}  # offline: no Gaia
+    old, new = tmp_path / "old-disk" / "products", tmp_path / "new-disk" / "products"
+    before = daemon_config(tmp_path, broker, unique_prefix, products=old, steps=steps,
+                           # The kit's module subarray: no header says the visit is
+                           # complete, a quiet period closes it.
+                           stage3_settle=1.0, stage3_quiet_period=5.0,
+                           roles=["watcher", "detector1", "planner", "stage2"])
+    async with running_daemon(before):
+        await anyio.to_thread.run_sync(lambda: deliver(kit.uncal_files, before.inbox))
+        await wait_for(before, ["work.stage3"], lambda ms: ms, timeout=420)
+    shutil.copytree(old, new, symlinks=True)
+    shutil.rmtree(tmp_path / "old-disk")
+    after = daemon_config(tmp_path, broker, unique_prefix, products=new, steps=steps,
+                          products_moved_from=[str(old)], roles=["stage3"])
+    async with running_daemon(after):
+        seen = await wait_for(after, ["products", "deadletter"],
+                              lambda ms: products(ms, "stage3") or dead_letters(ms),
+                              timeout=420)
+    assert dead_letters(seen) == [], [d.get("reason") for d in dead_letters(seen)]
+    (mosaic,) = products(seen, "stage3")
+    assert mosaic["outcome"] == "success", mosaic.get("reason")
+    for f in [*mosaic["inputs"], *mosaic["outputs"]]:
+        assert f["path"].startswith(str(new) + "/"), f["path"]
