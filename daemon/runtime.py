@@ -74,7 +74,7 @@ class Daemon:
         self.lock = lock  # the work directory's (doers/work_dir_lock.py), if taken or to take
         self.topics = Topics(cfg.topic_prefix)
         self.metrics = Metrics()
-        self.store = ProductStore(cfg.products)
+        self.store = ProductStore(cfg.products, moved_from=cfg.products_moved_from)
         self.broker: EmbeddedBroker | None = None
         self.ops: OpsServer | None = None
         self.consumers: list[kafka.ConcurrentConsumer] = []

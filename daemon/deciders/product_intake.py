@@ -39,6 +39,7 @@ from calstream.daemon.deciders.event_checks import (
     content_digest,
     product_event_problems,
 )
+from calstream.daemon.deciders.store_move import rerooted_event, rerooter
 from calstream.topics import contract
 
 # What ``take`` gives for one record: (event, problems), or what it raised.
@@ -47,9 +48,12 @@ Taken = tuple[contract.Message, list[str]] | Exception
 
 class ProductIntake:
     def __init__(self, *, products_root: str, input_roots: Iterable[str],
-                 capacity: int = 100_000):
+                 capacity: int = 100_000, moved_from: Iterable[str] = ()):
         self.products_root = str(products_root)
         self.input_roots = tuple(str(r) for r in input_roots)
+        # The store moved (store_move.py): an event's paths under an earlier
+        # root are read under this one before they are judged and decided on.
+        self.reroot = rerooter(moved_from, self.products_root)
         self.capacity = capacity
         # digest of the bytes -> (the event they decoded to, its content digest)
         self._accepted: OrderedDict[bytes, tuple[contract.Message, bytes]] = OrderedDict()
@@ -84,6 +88,8 @@ class ProductIntake:
         known = [accepted.get(k) if k is not None else None for k in keys]
         decoded = [None if kept is not None else _or_raised(decode_product, raw)
                    for raw, kept in zip(raws, known, strict=True)]
+        if self.reroot is not None:  # one test a fetch when the store never moved
+            decoded = [self._moved(e) for e in decoded]
         judged = [_or_raised(self._judge, e) if type(e) is contract.Message else None
                   for e in decoded]
         taken: list[Taken] = []
@@ -109,6 +115,11 @@ class ProductIntake:
                     accepted.popitem(last=False)
             taken.append((event, problems))
         return taken
+
+    def _moved(self, event: Any) -> Any:
+        if type(event) is not contract.Message:
+            return event
+        return contract.Message(event.type, rerooted_event(event.body, self.reroot))
 
     def _judge(self, event: contract.Message) -> tuple[list[str], bytes]:
         """(why it is impossible, its content digest)."""

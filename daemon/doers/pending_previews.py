@@ -166,6 +166,8 @@ class PendingPreviews:
             entry = read_entry(json.loads(read_regular_text(path, limit=ENTRY_LIMIT)))
             if not isinstance(entry, str):
                 outputs, context = entry
+                # Kept before a move of the store: its products are under the new root.
+                outputs = [self.store.moved(p) for p in outputs]
                 for p in outputs:  # inside: one warning (below), not one more per path
                     self.store.inside(Path(p))
                 previews = [p for p in planned_previews(outputs)

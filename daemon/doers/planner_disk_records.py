@@ -103,7 +103,8 @@ async def restore_from_disk(planner) -> None:
 
     def stage3_products() -> list[tuple[str, dict]]:
         # (the tree it lies in, not what its event claims; its event)
-        store = ProductStore(planner.cfg.products)
+        store = ProductStore(planner.cfg.products,
+                             moved_from=planner.cfg.products_moved_from)
         return [(n, r["event"]) for n in ["live", *store.namespaces()]
                 for r in store.for_namespace(n).records("stage3")
                 if r["event"].get("stage") == "stage3"]

@@ -91,7 +91,8 @@ class Planner:
         self.ledger = PlannerLedger(cfg.work_dir)
         self.event_ids = EventIds()
         self.intake = ProductIntake(products_root=str(cfg.products),
-                                    input_roots=[str(r) for r in cfg.allowed_roots])
+                                    input_roots=[str(r) for r in cfg.allowed_roots],
+                                    moved_from=[str(r) for r in cfg.products_moved_from])
         self.holds: dict = {}
         self.plans: dict[str, Plan] = {}
         self.states: dict[str, PlannerState] = {}

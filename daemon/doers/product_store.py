@@ -31,6 +31,7 @@ import socket
 import stat
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from calstream.daemon.deciders.namespaces import (  # noqa: F401 - re-exported f
     check_namespace,
 )
 from calstream.daemon.deciders.provenance_records import record_problem
+from calstream.daemon.deciders.store_move import rerooted_event, rerooter
 from calstream.daemon.doers.child_processes import pid_alive
 from calstream.daemon.doers.durable_files import fsync_dir, syncing, write_json_atomically
 from calstream.steps.fitsfile import file_digest
@@ -70,10 +72,19 @@ class Done:
 
 
 class ProductStore:
-    def __init__(self, root: Path, namespace: str = LIVE, *, top: Path | None = None):
+    def __init__(self, root: Path, namespace: str = LIVE, *, top: Path | None = None,
+                 moved_from: Iterable[str | Path] = ()):
         self.root = Path(root)
         self.namespace = namespace
         self.top = Path(top) if top is not None else self.root  # the live tree
+        # The store's earlier roots (products_moved_from): its records, the
+        # events as published, name files there; read under this root.
+        self.moved_from = tuple(str(m) for m in moved_from)
+        self._reroot = rerooter(self.moved_from, str(self.top.absolute()))
+
+    def moved(self, path: str) -> str:
+        """``path`` read under this root if an earlier root of the store names it."""
+        return path if self._reroot is None else self._reroot(path)
 
     def for_namespace(self, namespace: str) -> ProductStore:
         """The store of ``namespace``: the live one, or its own tree."""
@@ -81,8 +92,9 @@ class ProductStore:
             return self
         check_namespace(namespace)
         if namespace == LIVE:
-            return ProductStore(self.top, top=self.top)
-        return ProductStore(self.top / NAMESPACES / namespace, namespace, top=self.top)
+            return ProductStore(self.top, top=self.top, moved_from=self.moved_from)
+        return ProductStore(self.top / NAMESPACES / namespace, namespace, top=self.top,
+                            moved_from=self.moved_from)
 
     def namespaces(self) -> list[str]:
         """The reprocessing namespaces with a tree here. A directory is untrusted
@@ -269,6 +281,8 @@ class ProductStore:
         except RecursionError:
             log.warning("unreadable provenance record %s (nested too deeply): %s", path, then)
             return None
+        if self._reroot is not None and type(record) is dict and type(record.get("event")) is dict:
+            record = {**record, "event": rerooted_event(record["event"], self._reroot)}
         problem = record_problem(record, str(self.root.absolute()))
         if problem:
             log.warning("provenance record %s cannot be used (%s): %s", path, problem, then)

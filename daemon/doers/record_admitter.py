@@ -23,6 +23,12 @@ from calstream.daemon.deciders.order_header import (
 )
 from calstream.daemon.deciders.order_parameters import differing_steps, run_steps
 from calstream.daemon.deciders.pointing_gate import exposure_of_input, planned_inputs_problem
+from calstream.daemon.deciders.store_move import (
+    moved_copy_problem,
+    moved_inputs,
+    rerooted_order,
+    rerooter,
+)
 from calstream.daemon.deciders.work_items import (
     WorkItem,
     detector1_item,
@@ -97,6 +103,7 @@ class RecordAdmitter:
         self.runner = runner
         self.stage = stage
         self.publisher = runner.publisher
+        self.reroot = rerooter(map(str, cfg.products_moved_from), str(cfg.products))
 
     def _count(self, message: contract.Message | None, outcome: str) -> None:
         self.runner.metrics.stage_runs.labels(
@@ -168,6 +175,10 @@ class RecordAdmitter:
             # The watcher of this daemon has usually just hashed it (digest_memo.py).
             return admission.arrival_staleness(
                 message, digest_of(Path(message["path"]))), message
+        moved: dict[str, str] = {}
+        if self.reroot is not None:  # the store moved: the order's paths read under its root
+            body = rerooted_order(message.body, self.reroot)
+            moved, message = moved_inputs(message.body, body), contract.Message(message.type, body)
         inputs = message.get("inputs", [])
         facts = [_facts(i["path"]) for i in inputs]
         problem = admission.work_order_problem(
@@ -205,8 +216,10 @@ class RecordAdmitter:
             message.get("replay") or {}).get("crds_context"))
         if problem:
             return problem, message
-        return admission.work_order_staleness(
-            message, [digest_of(Path(i["path"])) for i in inputs]), message
+        digests = [digest_of(Path(i["path"])) for i in inputs]
+        if moved and (problem := moved_copy_problem(inputs, digests, moved)):
+            return admission.bad_input(problem), message
+        return admission.work_order_staleness(message, digests), message
 
     def work_item(self, message: contract.Message, key: str, record: Record) -> WorkItem:
         if self.stage.message == "arrival":

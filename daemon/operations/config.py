@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from calstream.daemon.deciders import pool_warming as warming
+from calstream.daemon.deciders.store_move import moved_roots_problem
 from calstream.daemon.operations import config_values as values
 from calstream.daemon.operations.config_values import ConfigError, did_you_mean, host_port
 from calstream.daemon.stages import STAGES
@@ -61,6 +62,7 @@ class Config:
     inbox: Path | None = None  # default: <work_dir>/inbox
     products: Path | None = None  # default: <work_dir>/products
     quarantine: Path | None = None  # default: <work_dir>/quarantine
+    products_moved_from: list[Path] = field(default_factory=list)  # the store's earlier roots
     allowed_roots: list[Path] = field(default_factory=list)  # default: [inbox]
     kafka_bootstrap: str | None = None  # None: start the embedded broker
     broker_storage: str = "memory://tansu/"
@@ -174,6 +176,9 @@ class Config:
         c.products = Path(c.products or c.work_dir / "products").absolute()
         c.quarantine = Path(c.quarantine or c.work_dir / "quarantine").absolute()
         c.allowed_roots = [Path(p).absolute() for p in (c.allowed_roots or [c.inbox])]
+        c.products_moved_from = [Path(p).absolute() for p in c.products_moved_from]
+        if problem := moved_roots_problem(map(str, c.products_moved_from), str(c.products)):
+            raise ConfigError(problem)
         unknown = set(c.roles) - set(ROLES)
         if unknown:
             raise ConfigError(f"unknown role(s) {sorted(unknown)}; known: {list(ROLES)}")
@@ -275,6 +280,7 @@ PARSERS = {
     "work_dir": _path, "inbox": values.optional(_path), "products": values.optional(_path),
     "quarantine": values.optional(_path),
     "allowed_roots": lambda v: values.parse_list(v, _path),
+    "products_moved_from": lambda v: values.parse_list(v, _path),
     "kafka_bootstrap": values.optional(_bootstrap),
     "broker_storage": values.parse_str, "topic_prefix": values.parse_str,
     "group_prefix": values.parse_str,

@@ -61,6 +61,7 @@ class Console:
 
     def _preview(self, wanted: str) -> Response:
         """A preview PNG, only from a previews/ directory inside the product store."""
+        wanted = self.data.store.moved(wanted)  # events from before a move name the old root
         try:
             path = Path(wanted).resolve()
         except (OSError, ValueError):

@@ -225,7 +225,7 @@ class ConsoleData:
     def __init__(self, cfg: Config, metrics_urls: Callable[[], list[str]], *,
                  ttl: float = 5.0, dead_letters: int = 500):
         self.cfg = cfg
-        self.store = ProductStore(cfg.products)
+        self.store = ProductStore(cfg.products, moved_from=cfg.products_moved_from)
         self.metrics_urls = metrics_urls
         self.ttl = ttl
         self.dead_letters = dead_letters

@@ -33,7 +33,7 @@ The selection and coverage logic is pure (no broker):
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ from calstream.daemon.deciders.replay_from_store import (
 )
 from calstream.daemon.deciders.replay_selection import (
     SOURCES,
+    Candidate,
     Selection,
     coverage,
     facts_of,
@@ -56,6 +57,7 @@ from calstream.daemon.deciders.replay_selection import (
     retention_gaps,
     select,
 )
+from calstream.daemon.deciders.store_move import rerooted_order, rerooter
 from calstream.daemon.doers.message_sender import send_messages
 from calstream.daemon.doers.product_store import ProductStore, check_namespace
 from calstream.daemon.doers.replay_source import scan
@@ -84,7 +86,8 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
     src_logical, dst_logical, kind = SOURCES[source]
     src, dst = topics.name(src_logical), topics.name(dst_logical)
     found, scans, invalid = await scan(cfg, src)
-    store = ProductStore(cfg.products)
+    found = _moved(cfg, found)
+    store = ProductStore(cfg.products, moved_from=cfg.products_moved_from)
     # The inbox roots are the deployment's only if this command was told
     # them or its work dir (the deployment record does not carry them).
     told = {"allowed_roots", "inbox", "work_dir"} & set(cfg.sources)
@@ -97,6 +100,7 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
         of_kind, selection, live_input=lambda path: store.namespace_of(Path(path)) == "live")
     gaps = retention_gaps(scans, selection.since)
     restored, unusable = await _from_store(store, source, of_kind, selection, src, gaps)
+    restored = _moved(cfg, restored)
     restored, outside_store = from_their_roots(restored, **roots)
     requested_at = contract.utc_now()
     rid = replay_id(source, selection, namespace, crds_context, requested_at)
@@ -128,6 +132,17 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
                    "time": contract.iso(c.timestamp_ms / 1000), "from": c.origin}
                   for c in restored],
     }
+
+
+def _moved(cfg: Config, candidates: list[Candidate]) -> list[Candidate]:
+    """The store moved (store_move.py): orders' paths read under its root, so
+    that the history is selected, and republished naming the files as they
+    are now. An arrival's path is the inbox's: it never moved."""
+    reroot = rerooter(map(str, cfg.products_moved_from), str(cfg.products))
+    if reroot is None:
+        return candidates
+    return [replace(c, message=rerooted_order(c.message, reroot))
+            if c.message.get("schema") == "calstream.work_order" else c for c in candidates]
 
 
 async def _from_store(store: ProductStore, source: str, on_topic: list, selection: Selection,

@@ -257,7 +257,8 @@ def test_a_start_keeps_only_the_holds_its_ledger_lacks_or_has_in_another_state(t
 
     planner = types.SimpleNamespace(
         ledger=ledger, on_broker={"plans": set(), "holds": set(names)}, holds=holds,
-        keep=keep, cfg=types.SimpleNamespace(products=tmp_path / "products"))
+        keep=keep, cfg=types.SimpleNamespace(products=tmp_path / "products",
+                                             products_moved_from=[]))
     untouched = {n: (tmp_path / "work" / "planner" / "holds" / f"{n}.json").stat().st_ino
                  for n in names[:3]}
     anyio.run(restore_from_disk, planner)

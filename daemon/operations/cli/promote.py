@@ -34,7 +34,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     check_namespace(args.namespace)
     topics = Topics(cfg.topic_prefix)
     anyio.run(kafka.create_topics, cfg, topics)  # it answers, and the topic is there
-    store = ProductStore(cfg.products)
+    store = ProductStore(cfg.products, moved_from=cfg.products_moved_from)
     message = promote(store, args.namespace, reason=args.reason,
                       by=operator(args))
     # After the switch, never before: a subscriber reacting to the event must
