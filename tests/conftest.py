@@ -66,7 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LONGEST_FIRST = (
     "test_fidelity.py", "test_stage3.py", "test_recovery.py", "test_replay.py",
     "test_hostile_inputs.py", "test_holds.py", "test_wfss.py", "test_new_modes.py",
-    "test_stage2.py",
+    "test_stage2.py", "test_store_moved.py",
 )
 
 
