@@ -118,6 +118,26 @@ async def read_all(cfg: Config, logical: list[str], timeout: float = 60.0) -> li
     raise AssertionError("unreachable")
 
 
+async def announced_then_decided(cfg: Config, arrival: contract.Message,
+                                 timeout: float = 240.0) -> list:
+    """``arrival`` sent on the raw topic by hand (the watcher bypassed), then
+    what the topics say once it has a product event or a dead letter."""
+    producer = kafka.producer(cfg)
+    await producer.start()
+    try:
+        await producer.send_and_wait(Topics(cfg.topic_prefix).name("raw"),
+                                     contract.encode(arrival),
+                                     key=arrival["exposure_id"].encode())
+    finally:
+        await producer.stop()
+
+    def decided(ms) -> bool:
+        return bool(products(ms)) or any(
+            isinstance(m, contract.Message) and m.type == "dead_letter" for m in ms)
+
+    return await wait_for(cfg, ["products", "deadletter"], decided, timeout=timeout)
+
+
 def products(messages, stage: str = "detector1") -> list[contract.Message]:
     return [m for m in messages if isinstance(m, contract.Message) and m.type == "product"
             and m["stage"] == stage]

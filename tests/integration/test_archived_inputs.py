@@ -18,15 +18,13 @@ import shutil
 
 import pytest
 
-from calstream.daemon.doers import kafka
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.topics import contract
-from calstream.topics.catalog import Topics
 
 from ..direct_jwst import run_pipeline, steps_in_effect
 from ..fidelity_compare import compare_records
-from .support import daemon_config, products, running_daemon, wait_for
+from .support import announced_then_decided, daemon_config, products, running_daemon
 from .test_replaced_inputs import _arrival
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -57,20 +55,7 @@ async def _run_archived(tmp_path, broker, kit, prefix, monkeypatch, archive: str
 
     monkeypatch.setattr(WorkerPool, "run", archived)
     async with running_daemon(cfg):
-        producer = kafka.producer(cfg)
-        await producer.start()
-        try:
-            await producer.send_and_wait(Topics(cfg.topic_prefix).name("raw"),
-                                         contract.encode(arrival),
-                                         key=arrival["exposure_id"].encode())
-        finally:
-            await producer.stop()
-
-        def decided(ms) -> bool:
-            return bool(products(ms)) or any(
-                isinstance(m, contract.Message) and m.type == "dead_letter" for m in ms)
-
-        seen = await wait_for(cfg, ["products", "deadletter"], decided, timeout=240)
+        seen = await announced_then_decided(cfg, arrival)
     return arrival, seen, cfg
 
 

@@ -19,14 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from calstream.daemon.doers import kafka
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.steps.exposure import describe_exposure
 from calstream.steps.fitsfile import file_digest
 from calstream.topics import contract
-from calstream.topics.catalog import Topics
 
-from .support import daemon_config, products, running_daemon, wait_for
+from .support import announced_then_decided, daemon_config, products, running_daemon
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -64,20 +62,7 @@ async def test_an_input_replaced_before_its_run_is_not_calibrated(tmp_path, brok
 
     monkeypatch.setattr(WorkerPool, "run", replaced_first)
     async with running_daemon(cfg):
-        producer = kafka.producer(cfg)
-        await producer.start()
-        try:
-            await producer.send_and_wait(Topics(cfg.topic_prefix).name("raw"),
-                                         contract.encode(arrival),
-                                         key=arrival["exposure_id"].encode())
-        finally:
-            await producer.stop()
-
-        def decided(ms) -> bool:
-            return bool(products(ms)) or any(
-                isinstance(m, contract.Message) and m.type == "dead_letter" for m in ms)
-
-        seen = await wait_for(cfg, ["products", "deadletter"], decided, timeout=240)
+        seen = await announced_then_decided(cfg, arrival)
     assert replaced and replaced[0] != arrival["digest"]
     made = [p for p in products(seen) if p["outcome"] == "success"]
     assert made == [], f"another exposure's bytes were calibrated as {arrival['exposure_id']}"
