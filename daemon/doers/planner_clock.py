@@ -36,5 +36,5 @@ class PlannerClock:
                     "planner's waits do not count it; its time is now %+.1f s from the wall "
                     "until a restart", step, self.time.offset)
         if self.metrics is not None:
-            self.metrics.clock_steps.labels(role="planner").inc()
-            self.metrics.clock_offset.labels(role="planner").set(self.time.offset)
+            self.metrics.planner_clock_steps.inc()
+            self.metrics.planner_clock_offset.set(self.time.offset)

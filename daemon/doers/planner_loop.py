@@ -86,8 +86,7 @@ class Planner:
     def __init__(self, cfg: Config, *, publisher: kafka.Publisher, metrics: Metrics,
                  topics: Topics, clock: PlannerClock | None = None):
         self.cfg = cfg
-        # Its waits' time: the wall clock without its steps (deciders/clock_steps.py).
-        self.clock = clock or PlannerClock(metrics)
+        self.clock = clock or PlannerClock(metrics)  # its waits' time: deciders/clock_steps.py
         self.publisher = publisher
         self.metrics = metrics
         self.topics = topics

@@ -60,6 +60,6 @@ def test_the_planner_clock_counts_and_logs_a_step(caplog):
     with caplog.at_level("WARNING"):
         clock.check()
     assert clock.now() == 1_000_001.0
-    assert metrics.clock_steps.labels(role="planner")._value.get() == 1
-    assert metrics.clock_offset.labels(role="planner")._value.get() == 3600.0
+    assert metrics.planner_clock_steps._value.get() == 1
+    assert metrics.planner_clock_offset._value.get() == 3600.0
     assert any("stepped" in rec.getMessage() for rec in caplog.records)
