@@ -71,7 +71,9 @@ def judge(*, exists: bool, heartbeat_age: float, owner: Owner | None, me: Owner,
     """What a claim found in the way means: FREE (none), MINE (this process's
     own, left behind), LIVE (wait), or STALE (take it over).
 
-    ``heartbeat_age``: seconds since the claim was last touched; ``owner``:
+    ``heartbeat_age``: seconds the observer has seen the claim untouched, by
+    its own monotonic clock (never the mtime against a wall clock, which
+    steps: doers/heartbeat_silence.py); ``owner``:
     what it names (None while it is being written: judged by its age alone);
     ``owner_alive``: whether the owner's pid runs, meaningful only on this host.
     """

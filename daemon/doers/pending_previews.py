@@ -14,8 +14,8 @@ Each daemon keeps a stage's entries in a directory of its own, with an
 mtime is its heartbeat. At each heartbeat a daemon also looks at the other
 directories of the stage and adopts those whose owner is gone, judged as a
 work claim is (deciders/work_claims.py): a process of this host that is no
-more at once, another host's when its heartbeat is older than
-``claim_stale_seconds``. Adopting moves each entry into its own directory
+more at once, another host's when this daemon has seen its heartbeat silent
+for ``claim_stale_seconds`` (doers/heartbeat_silence.py). Adopting moves each entry into its own directory
 (a rename: of two adopters one wins each entry), reads it as untrusted
 (deciders/pending_preview_entries.py, and each output inside the store),
 and hands it back to be drawn. An owner that was only paused past the bound
@@ -151,9 +151,10 @@ class PendingPreviews:
         verdict, _, _ = self.claims.look(directory / OWNER)
         if verdict in (LIVE, MINE):
             return False
-        if verdict == FREE:  # no owner file: judged by the directory's own age
+        if verdict == FREE:  # no owner file: judged by the directory's own silence
             with contextlib.suppress(OSError):
-                return time.time() - directory.stat().st_mtime > self.claims.stale_seconds
+                silent = self.claims.silence.silent_for(directory, directory.stat())
+                return silent > self.claims.stale_seconds
             return False
         return True
 

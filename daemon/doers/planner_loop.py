@@ -40,6 +40,7 @@ from calstream.daemon.doers import (
     planner_tail,
 )
 from calstream.daemon.doers.parking import Parking
+from calstream.daemon.doers.planner_clock import PlannerClock
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.planner_publishing import (
     Faults,
@@ -83,8 +84,9 @@ class Planner:
     start_waits = None  # the daemon's StartWaits: its clients' starts shown in its /readyz
 
     def __init__(self, cfg: Config, *, publisher: kafka.Publisher, metrics: Metrics,
-                 topics: Topics):
+                 topics: Topics, clock: PlannerClock | None = None):
         self.cfg = cfg
+        self.clock = clock or PlannerClock(metrics)  # its waits' time: deciders/clock_steps.py
         self.publisher = publisher
         self.metrics = metrics
         self.topics = topics
@@ -130,7 +132,7 @@ class Planner:
                 level3_quiet_period=self.cfg.stage3_quiet_period, namespace=namespace,
                 holds=self.holds, step_parameters=self.cfg.step_parameters())
             for plan in self.plans.values():
-                state.load_plan(plan, time.time())  # nothing to close: no members yet
+                state.load_plan(plan, self.clock.now())  # nothing to close: no members yet
         return state
 
     def _work_topics(self) -> list[str]:
@@ -171,6 +173,7 @@ class Planner:
                 await self._settle()  # the fetch's orders acknowledged: its positions move
                 if time.monotonic() - last_lag >= 1.0:  # catching up too: how far it has to go
                     last_lag = time.monotonic()
+                    self.clock.check()  # a step of the wall clock: not the waits' time
                     await planner_status.measure_lag(self, reader, names)
                 if not self.caught_up and await reader.caught_up():
                     planner_tail.warn_lost(reader.lost)
@@ -203,8 +206,8 @@ class Planner:
     def _now(self, record) -> float:
         # While rebuilding, time is the event's own: decisions replay as made.
         if self.caught_up or record.timestamp is None or record.timestamp <= 0:
-            return time.time()
-        return min(time.time(), record.timestamp / 1000.0)
+            return self.clock.now()
+        return min(self.clock.now(), record.timestamp / 1000.0)
 
     def _take_ahead(self, records: list) -> list[Taken | None]:
         """The product events' way in, for a run of records at once, before
@@ -320,7 +323,7 @@ class Planner:
         would restart into the same tick): the fault is logged and counted,
         a refused order dead-lettered, and the next tick comes."""
         try:
-            emits = state.tick(time.time())
+            emits = state.tick(self.clock.now())
         except Exception as exc:  # noqa: BLE001 - see the docstring
             self.faults.survived("tick", exc)
             return
@@ -349,7 +352,7 @@ class Planner:
             # content takes the release with it.
             return observe_pointing_everywhere(
                 [self.state, *(s for s in self.states.values() if s is not self.state)],
-                update, time.time())
+                update, self.clock.now())
         if taken is None:  # a record not taken ahead (a deferred one, a test's)
             taken = self.intake.take_each([record.value], self.event_ids)[0]
         if isinstance(taken, Exception):

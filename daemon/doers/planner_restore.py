@@ -207,7 +207,7 @@ async def _restore(planner: Planner) -> None:
     await planner._restore_from_disk()
     for plan in planner.plans.values():
         for state in planner.states.values():
-            state.load_plan(plan, time.time())
+            state.load_plan(plan, planner.clock.now())
     log.info("planner restored %d work order(s), %d hold record(s) and %d plan(s)%s",
              sum(len(s.ordered) + s.stage3.restored_order_count()
                  for s in planner.states.values()),

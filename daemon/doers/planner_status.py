@@ -10,7 +10,6 @@ the planner: the gauges keep their last values and /planner its last view.
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from calstream.daemon.deciders.level3_status import MISSING_PROGRAM_SERIES, program_series
@@ -39,7 +38,7 @@ def view_or_last(planner: Planner) -> dict | None:
 
 def _set_gauges(planner: Planner) -> None:
     metrics = planner.metrics
-    s = planner.state.summary(time.time())
+    s = planner.state.summary(planner.clock.now())
     metrics.associations_open.labels(stage="stage2").set(s["waiting"])
     metrics.associations_open.labels(stage="stage3").set(s["level3"]["open"])
     metrics.held_exposures.set(s["held"])
@@ -78,7 +77,7 @@ async def measure_lag(planner: Planner, reader: Any, topics: list[str]) -> None:
 
 def view(planner: Planner) -> dict:
     """What the planner waits for, for `calstream status` (/planner)."""
-    now = time.time()
+    now = planner.clock.now()  # the waits' time: ages as the deciders count them
     out = {"caught_up": planner.caught_up, "restored_from": planner.restored_from, "plans": [
         {"plan_id": p.plan_id, "source": p.source, "exposures": len(p.exposures),
          "programs": list(p.programs)} for p in planner.plans.values()], "namespaces": {}}

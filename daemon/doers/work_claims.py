@@ -12,6 +12,9 @@ commit marker) is down or the run has given up. A daemon that finds a live
 claim waits, polling, before it asks for a worker; when the claim goes away
 it claims the work itself and finds it "already done" in the store; when the
 claim goes stale (no heartbeat for ``claim_stale_seconds``) it takes it over.
+"No heartbeat" is counted by the observer's monotonic clock from when it saw
+the mtime last change, never from the mtime to its wall clock
+(doers/heartbeat_silence.py says why).
 
 A takeover renames the stale file aside (one renamer wins) and checks that the
 file it moved is the one it judged stale; if the claim was taken or touched
@@ -27,7 +30,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ import anyio
 from calstream.daemon.deciders.work_claims import FREE, LIVE, MINE, Owner, claim_name, judge
 from calstream.daemon.doers.child_processes import pid_alive
 from calstream.daemon.doers.durable_files import fsync_dir
+from calstream.daemon.doers.heartbeat_silence import HeartbeatSilence
 from calstream.daemon.doers.product_store import OutsideRoot
 from calstream.steps.failures import infrastructure_cause
 from calstream.steps.regular_files import (
@@ -72,13 +76,15 @@ class WorkClaims:
     already differ by namespace)."""
 
     def __init__(self, store_top: Path, *, heartbeat_seconds: float, stale_seconds: float,
-                 metrics: Any = None, me: Owner | None = None):
+                 metrics: Any = None, me: Owner | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.directory = Path(store_top) / CLAIMS
         self.top = Path(store_top)
         self.heartbeat_seconds = heartbeat_seconds
         self.stale_seconds = stale_seconds
         self.metrics = metrics
         self.me = me or new_owner()
+        self.silence = HeartbeatSilence(monotonic)
 
     def path(self, work_id: str, version: int) -> Path:
         """The claim file of a work item: its name checked, its place inside the store."""
@@ -137,6 +143,7 @@ class WorkClaims:
         try:
             seen = path.stat()
         except FileNotFoundError:
+            self.silence.forget(path)
             return FREE, None, None
         owner = self._owner(path)
         if owner is None or owner.host != self.me.host:
@@ -145,8 +152,9 @@ class WorkClaims:
             alive = (str(path), owner.token) in _HELD
         else:
             alive = pid_alive(owner.pid)
-        verdict = judge(exists=True, heartbeat_age=time.time() - seen.st_mtime, owner=owner,
-                        me=self.me, stale_seconds=self.stale_seconds, owner_alive=alive)
+        verdict = judge(exists=True, heartbeat_age=self.silence.silent_for(path, seen),
+                        owner=owner, me=self.me, stale_seconds=self.stale_seconds,
+                        owner_alive=alive)
         return verdict, seen, owner
 
     def try_claim(self, path: Path, about: dict[str, Any]) -> tuple[str, Owner | None]:
@@ -171,6 +179,7 @@ class WorkClaims:
             aside.unlink(missing_ok=True)
             return "live", owner
         aside.unlink(missing_ok=True)
+        self.silence.forget(path)
         if verdict != MINE:
             # Counted by whoever removed the stale claim, at the removal: between
             # the removal and our create another daemon's plain create may win

@@ -223,8 +223,12 @@ class ConsoleData:
     """Snapshots per namespace, rebuilt when older than ``ttl`` seconds."""
 
     def __init__(self, cfg: Config, metrics_urls: Callable[[], list[str]], *,
-                 ttl: float = 5.0, dead_letters: int = 500):
+                 ttl: float = 5.0, dead_letters: int = 500,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.cfg = cfg
+        # The snapshots' ages: a wall clock stepped back would keep one for the step.
+        self.monotonic = monotonic
+        self._built_at: dict[str, float] = {}
         self.store = ProductStore(cfg.products, moved_from=cfg.products_moved_from)
         self.metrics_urls = metrics_urls
         self.ttl = ttl
@@ -234,9 +238,10 @@ class ConsoleData:
 
     def snapshot(self, namespace: str = LIVE) -> Snapshot:
         with self._lock:  # one rebuild at a time; the other requests wait for it
-            snap = self._cache.get(namespace)
-            if snap is None or time.time() - snap.at > self.ttl:
+            snap, now = self._cache.get(namespace), self.monotonic()
+            if snap is None or now - self._built_at[namespace] > self.ttl:
                 snap = self._cache[namespace] = self._build(namespace)
+                self._built_at[namespace] = now
             return snap
 
     def _build(self, namespace: str) -> Snapshot:

@@ -167,6 +167,15 @@ class Metrics:
             "1 while the planner reads its history (snapshot tail or full rebuild): no "
             "stage-2 or stage-3 order is late because of it, but /readyz says not ready",
             registry=r)
+        self.planner_clock_steps = Counter(
+            "calstream_planner_clock_steps_total",
+            "Steps of the wall clock (NTP, a resumed VM, a hand-set date) the planner found "
+            "by comparing it with the monotonic clock once a second; its waits do not count "
+            "them", registry=r)
+        self.planner_clock_offset = Gauge(
+            "calstream_planner_clock_offset_seconds",
+            "The wall clock minus the time the planner's waits run on: the steps not taken, "
+            "until a restart", registry=r)
         self.planner_lag = Gauge(
             "calstream_planner_lag_records",
             "Records on the planner's topics (product events, pointing updates, plans) it "

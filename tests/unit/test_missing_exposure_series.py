@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 from calstream.daemon.deciders.level3_status import MISSING_PROGRAM_SERIES, program_series
 from calstream.daemon.doers import planner_status
+from calstream.daemon.doers.planner_clock import PlannerClock
 from calstream.daemon.operations.metrics import Metrics
 
 
@@ -19,7 +20,7 @@ def _planner(metrics: Metrics, by_program: dict[str, int]) -> SimpleNamespace:
     summary = {"waiting": 0, "held": 0, "held_for_direct_image": 0, "oldest_hold_age": 0.0,
                "level3": {"open": len(by_program), "missing_by_program": by_program,
                           "oldest_missing_age": 0.0}}
-    return SimpleNamespace(metrics=metrics, programs_missing=set(),
+    return SimpleNamespace(metrics=metrics, programs_missing=set(), clock=PlannerClock(),
                            state=SimpleNamespace(summary=lambda now: summary))
 
 

@@ -48,10 +48,30 @@ def _entries(store: ProductStore) -> list[Path]:
                   if event_id_of(p.name))
 
 
+class Clock:
+    """The observer's monotonic clock, moved by hand."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 def _pending(store: ProductStore, *, stale_seconds: float = 300.0) -> PendingPreviews:
     claims = WorkClaims(store.top, heartbeat_seconds=stale_seconds / 10,
-                        stale_seconds=stale_seconds)
+                        stale_seconds=stale_seconds, monotonic=Clock())
     return PendingPreviews(store, "detector1", claims)
+
+
+def _silent_for(pending: PendingPreviews, seconds: float) -> None:
+    """The observer looks at every owner of the stage (a directory without an
+    owner file: the directory), then its own clock moves on ``seconds``: an
+    owner not touched meanwhile has been silent that long, as it counts."""
+    for directory in pending.root.iterdir():
+        watched = directory / OWNER if (directory / OWNER).exists() else directory
+        pending.claims.silence.silent_for(watched, watched.stat())
+    pending.claims.silence.monotonic.t += seconds
 
 
 @pytest.mark.anyio
@@ -110,13 +130,10 @@ async def test_previews_drawn_leave_no_entry_behind(tmp_path):
     assert list((store.top / PENDING / "detector1").iterdir()) == []
 
 
-def _owner_directory(store: ProductStore, token: str, *, host: str, pid: int,
-                     age: float) -> Path:
+def _owner_directory(store: ProductStore, token: str, *, host: str, pid: int) -> Path:
     directory = store.top / PENDING / "detector1" / token
     directory.mkdir(parents=True)
-    owner = directory / OWNER
-    owner.write_text(json.dumps({"host": host, "pid": pid, "token": token}))
-    os.utime(owner, (time.time() - age, time.time() - age))
+    (directory / OWNER).write_text(json.dumps({"host": host, "pid": pid, "token": token}))
     return directory
 
 
@@ -131,19 +148,23 @@ def _product(store: ProductStore) -> str:
 def test_only_gone_owners_entries_are_taken_up(tmp_path):
     store = ProductStore(tmp_path / "products")
     good = json.dumps({"outputs": [_product(store)], "log_context": {"exposure_id": NAME}})
-    cases = {  # token: (host, pid, heartbeat age), and whether it is taken up
-        "a" * 16: (("elsewhere.example", 1, 10.0), False),  # another host, beating
-        "b" * 16: (("elsewhere.example", 1, 1000.0), True),  # another host, silent
-        "c" * 16: ((socket.gethostname(), 2 ** 22 + 7, 1.0), True),  # this host, pid gone
+    cases = {  # token: (host, pid), and whether it is taken up
+        "a" * 16: (("elsewhere.example", 1), False),  # another host, beating
+        "b" * 16: (("elsewhere.example", 1), True),  # another host, silent
+        "c" * 16: ((socket.gethostname(), 2 ** 22 + 7), True),  # this host, pid gone
     }
     for n, (token, (owner, _)) in enumerate(cases.items()):
-        directory = _owner_directory(store, token, host=owner[0], pid=owner[1], age=owner[2])
+        directory = _owner_directory(store, token, host=owner[0], pid=owner[1])
         (directory / f"{n:064x}.json").write_text(good)
         (directory / f".{n + 100:064x}.json.{owner[1]}.tmp").write_text("{")  # a half write
+    pending = _pending(store)
+    _silent_for(pending, 1000)
+    beating = store.top / PENDING / "detector1" / ("a" * 16) / OWNER
+    os.utime(beating, ns=(1, beating.stat().st_mtime_ns + 1))  # it beat meanwhile
     fresh = store.top / PENDING / "detector1" / ("d" * 16)  # being made: no owner file yet
     fresh.mkdir()
     (fresh / f"{9:064x}.json").write_text(good)
-    adopted, refused = _pending(store).adopt()
+    adopted, refused = pending.adopt()
     assert refused == 0
     assert sorted(int(e, 16) for e, _, _ in adopted) == [1, 2]
     assert [p["role"] for p in adopted[0][1]] == ["preview", "thumbnail"]
@@ -154,8 +175,9 @@ def test_only_gone_owners_entries_are_taken_up(tmp_path):
     assert not (store.top / PENDING / "detector1" / ("b" * 16)).exists()
     assert not (store.top / PENDING / "detector1" / ("c" * 16)).exists()
     assert (fresh / f"{9:064x}.json").exists()
-    os.utime(fresh, (time.time() - 1000, time.time() - 1000))  # and now long silent
-    adopted, _ = _pending(store).adopt()
+    pending.claims.silence.monotonic.t += 1000  # and now long silent (a still beating)
+    os.utime(beating, ns=(1, beating.stat().st_mtime_ns + 1))
+    adopted, _ = pending.adopt()
     assert [int(e, 16) for e, _, _ in adopted] == [9]
 
 
@@ -170,7 +192,7 @@ def test_forged_entries_are_refused_and_nothing_outside_the_store_is_touched(tmp
     linked.symlink_to(outside)
     elsewhere = outside / "entry.json"
     elsewhere.write_text(json.dumps({"outputs": [_product(store)]}))
-    directory = _owner_directory(store, "f" * 16, host="elsewhere.example", pid=1, age=1000)
+    directory = _owner_directory(store, "f" * 16, host="elsewhere.example", pid=1)
     loop = store.top / "01234" / "loop"
     loop.symlink_to(loop)
     forged = {
@@ -190,8 +212,10 @@ def test_forged_entries_are_refused_and_nothing_outside_the_store_is_touched(tmp
         (directory / f"{n:064x}.json").write_bytes(body)
     (directory / f"{10:064x}.json").symlink_to(elsewhere)  # an entry read where it points
     (directory / "not-an-entry.json").write_text("{}")  # not an event id: left alone
+    pending = _pending(store)
+    _silent_for(pending, 1000)
     with caplog.at_level(logging.WARNING):
-        adopted, refused = _pending(store).adopt()
+        adopted, refused = pending.adopt()
     assert adopted == [] and refused == len(forged) + 1
     # One warning an entry, naming why (an outside path is not warned of twice)
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
@@ -211,15 +235,18 @@ def test_of_two_daemons_taking_up_the_same_entries_each_takes_each_once(tmp_path
     store = ProductStore(tmp_path / "products")
     good = json.dumps({"outputs": [_product(store)]})
     for token in ("1" * 16, "2" * 16):
-        directory = _owner_directory(store, token, host="elsewhere.example", pid=1, age=1000)
+        directory = _owner_directory(store, token, host="elsewhere.example", pid=1)
         for n in range(150):
             (directory / f"{int(token[0]) * 1000 + n:064x}.json").write_text(good)
     results: list[list] = [[], []]
     start = threading.Barrier(2)
+    daemons = [_pending(store), _pending(store)]
+    for daemon in daemons:
+        _silent_for(daemon, 1000)
 
     def adopt(i: int) -> None:
         start.wait()
-        results[i] = _pending(store).adopt()[0]
+        results[i] = daemons[i].adopt()[0]
 
     threads = [threading.Thread(target=adopt, args=(i,)) for i in (0, 1)]
     for t in threads:
@@ -291,10 +318,36 @@ def test_a_link_where_the_entries_go_takes_no_write_and_no_file_along(tmp_path):
     theirs.write_text(json.dumps({"outputs": [_product(store)]}))
     owner = theirs.with_name(OWNER)  # a gone owner's, long silent: taken up if followed
     owner.write_text(json.dumps({"host": "elsewhere.example", "pid": 1, "token": "e" * 16}))
-    os.utime(owner, (time.time() - 1000, time.time() - 1000))
     (store.top / PENDING).symlink_to(outside)
     pending = _pending(store)
+    _silent_for(pending, 1000)
     assert pending.add("0" * 64, [_product(store)], {}) is False
     assert pending.adopt() == ([], 0)
     assert theirs.exists() and owner.exists()
     assert sorted(p.name for p in (outside / "detector1").iterdir()) == ["e" * 16]
+
+
+def test_owners_are_judged_by_their_silence_not_by_the_observers_wall_clock(tmp_path):
+    """The observer's wall clock stepped (NTP, a resumed VM, an operator's
+    date) or the owner's host runs an hour off: an owner beating with mtimes
+    an hour behind is not gone; a dead owner (or a directory without one)
+    whose last mtime is an hour ahead is gone once silent for the bound as
+    the observer counts, not an hour later."""
+    store = ProductStore(tmp_path / "products")
+    good = json.dumps({"outputs": [_product(store)]})
+    ahead, behind = time.time() + 3600, time.time() - 3600
+    for n, (token, when) in enumerate([("a" * 16, behind), ("b" * 16, ahead)]):
+        directory = _owner_directory(store, token, host="elsewhere.example", pid=1)
+        (directory / f"{n:064x}.json").write_text(good)
+        os.utime(directory / OWNER, (when, when))
+    ownerless = store.top / PENDING / "detector1" / ("c" * 16)
+    ownerless.mkdir()
+    (ownerless / f"{2:064x}.json").write_text(good)
+    os.utime(ownerless, (ahead, ahead))
+    pending = _pending(store)
+    assert pending.adopt() == ([], 0)  # first seen: nobody silent yet
+    behind += 30
+    os.utime(store.top / PENDING / "detector1" / ("a" * 16) / OWNER, (behind, behind))  # a beats
+    pending.claims.silence.monotonic.t += 301
+    adopted, _ = pending.adopt()
+    assert sorted(int(e, 16) for e, _, _ in adopted) == [1, 2]

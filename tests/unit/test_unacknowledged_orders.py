@@ -11,6 +11,7 @@ test_planner_ha.py and test_planner_parking.py run it on a real broker).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 import anyio
 import pytest
@@ -19,6 +20,7 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.operations.config import load
 from calstream.daemon.operations.metrics import Metrics
+from calstream.steps.synthetic.headers import exposure_id, synthetic_header
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 from tests.integration.test_planner_ha import product_event
@@ -123,3 +125,69 @@ async def test_records_after_an_unacknowledged_order_wait_with_it(tmp_path):
     with anyio.fail_after(5):
         await planner._settle()
     assert planner.positions == {(products, 0): 2}
+
+
+def _calibrated(cfg, program: int, n: int, exposures: int, at: float) -> contract.Message:
+    """Exposure ``n`` of a one-visit imaging program, calibrated by stage 2
+    (its cal in the product store): a member of the visit's stage 3."""
+    header = synthetic_header("NIRCAM", "NRC_IMAGE", PROGRAM=f"{program:05d}",
+                              EXPOSURE=f"{n:05d}", NEXPOSUR=exposures)
+    eid = exposure_id(header)
+    digest = "sha256:" + hashlib.sha256(eid.encode()).hexdigest()
+    wid = hashlib.sha256((digest + "stage2").encode()).hexdigest()
+    return contract.build(
+        "product", contract.event_id("product", wid), work_id=wid, stage="stage2",
+        pipeline="calwebb_image2", outcome="success", program=header["PROGRAM"],
+        observation=header["OBSERVTN"], exposure_id=eid, product_name=eid, header=header,
+        inputs=[{"path": f"{cfg.products}/{eid}_rate.fits", "digest": digest}],
+        outputs=[{"path": f"{cfg.products}/{eid}_cal.fits", "digest": digest, "suffix": "cal"}],
+        jwst_version="3.0.0", crds_context="jwst_0001.pmap",
+        pointing_quality="CALCULATED_TRACK_TR_202111", pointing_provisional=False,
+        emitted_at=contract.iso(at))
+
+
+class _Readings:
+    """The host's wall and monotonic clocks, moved by hand."""
+
+    def __init__(self):
+        self.wall, self.mono = 1_900_000_000.0, 100.0
+
+
+@pytest.mark.parametrize("step", [3600.0, -3600.0])
+async def test_a_step_of_the_wall_clock_neither_closes_nor_stretches_a_stage3_wait(
+        tmp_path, step):
+    """Two of a visit's three exposures are in: its stage 3 waits for the
+    quiet period (1800 s). The wall clock steps an hour forward: no incomplete
+    stage 3 is ordered; an hour back: it is still ordered when the quiet
+    period has passed on the host's monotonic clock."""
+    from calstream.daemon.doers.planner_clock import PlannerClock
+
+    r = _Readings()
+    cfg = load(None, env={}, flags={"work_dir": tmp_path / "work", "companion_wait": 60.0,
+                                     "stage3_quiet_period": 1800.0})
+    publisher = _Publisher()
+    metrics = Metrics()
+    planner = Planner(cfg, publisher=publisher, metrics=metrics, topics=Topics(),
+                      clock=PlannerClock(metrics, wall=lambda: r.wall,
+                                         monotonic=lambda: r.mono))
+    planner.caught_up = True
+    products = Topics().name("products")
+    for offset, n in enumerate((1, 2)):  # calibrated by stage 2, each
+        await planner._on_record(_Record(products, offset, _calibrated(cfg, 4250, n, 3, r.wall)))
+    assert publisher.answers == []  # imaging: stage 3 only, a tick's order (waited: published)
+
+    async def second(wall_step: float = 0.0) -> None:  # what the loop does once a second
+        r.mono += 1.0
+        r.wall += 1.0 + wall_step
+        planner.clock.check()
+        await planner._tick(planner.state)
+
+    await second(step)
+    assert publisher.published == []  # the step closed nothing
+    for _ in range(10):
+        await second()
+    assert publisher.published == []
+    r.mono += 1800.0  # the quiet period, as the host's monotonic clock counts it
+    r.wall += 1800.0
+    await second()
+    assert len(publisher.published) == 1  # now the (incomplete) stage 3 is due

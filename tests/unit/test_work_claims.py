@@ -70,6 +70,21 @@ def claims(tmp_path, me, metrics=None):
     return WorkClaims(tmp_path, heartbeat_seconds=0.05, stale_seconds=5.0, metrics=metrics, me=me)
 
 
+class Clock:
+    """The observer's monotonic clock, moved by hand."""
+
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def watched(tmp_path, me, clock, metrics=None):
+    return WorkClaims(tmp_path, heartbeat_seconds=0.05, stale_seconds=5.0, metrics=metrics,
+                      me=me, monotonic=clock)
+
+
 def test_one_claim_per_work_and_only_its_owner_removes_it(tmp_path):
     a, b = claims(tmp_path, A), claims(tmp_path, B)
     path = a.path(WID, 1)
@@ -85,11 +100,12 @@ def test_one_claim_per_work_and_only_its_owner_removes_it(tmp_path):
 
 
 def test_a_stale_claim_is_taken_over_once(tmp_path):
-    a, b = claims(tmp_path, A), claims(tmp_path, B)
+    clock = Clock()
+    a, b = claims(tmp_path, A), watched(tmp_path, B, clock)
     path = a.path(WID, 1)
     a.try_claim(path, {})
-    old = time.time() - 60
-    os.utime(path, (old, old))
+    assert b.try_claim(path, {}) == ("live", A)
+    clock.t += 60  # silent for a minute, as b saw it
     assert b.try_claim(path, {}) == ("taken_over", A)
     assert a.beat(path) is False  # the old owner learns it lost the claim
     a.release(path)  # and does not remove the new owner's
@@ -101,12 +117,12 @@ def test_a_takeover_counts_once_when_another_daemon_wins_the_create(tmp_path):
     """The window between moving a stale claim aside and creating our own: a
     third daemon's plain create may win it (it runs as "claimed"); the takeover
     still counts once, by the daemon that removed the stale claim."""
-    metrics = Metrics()
-    b, c = claims(tmp_path, B, metrics), claims(tmp_path, Owner("host-c", 333, "token-c"))
+    metrics, clock = Metrics(), Clock()
+    b, c = watched(tmp_path, B, clock, metrics), claims(tmp_path, Owner("host-c", 333, "token-c"))
     path = b.path(WID, 1)
     claims(tmp_path, A).try_claim(path, {})
-    old = time.time() - 60
-    os.utime(path, (old, old))
+    assert b.try_claim(path, {"stage": "detector1"}) == ("live", A)
+    clock.t += 60
     create, calls = b._create, []
 
     def c_wins_first(where, about):  # b's second create: after the stale one is gone
@@ -195,3 +211,37 @@ def test_a_pid_that_names_no_process_is_taken_as_running(pid):
     from calstream.daemon.doers.child_processes import pid_alive
 
     assert pid_alive(pid) is True
+
+
+def test_a_live_claim_is_not_stale_when_the_observers_wall_clock_leaps_forward(tmp_path):
+    """Host B beats its claim; A's wall clock is an hour ahead (NTP stepped it,
+    a VM resumed): the mtime looks an hour old, yet nothing says it stopped."""
+    clock = Clock()
+    b_path = claims(tmp_path, B).path(WID, 1)
+    claims(tmp_path, B).try_claim(b_path, {})
+    behind = time.time() - 3600
+    os.utime(b_path, (behind, behind))
+    a = watched(tmp_path, A, clock)
+    assert a.try_claim(b_path, {}) == ("live", B)
+    clock.t += 4.0
+    behind += 4.0
+    os.utime(b_path, (behind, behind))  # B beats: its mtime moves
+    clock.t += 4.0
+    assert a.try_claim(b_path, {}) == ("live", B)
+
+
+def test_a_dead_claim_from_the_future_goes_stale_by_the_observers_own_clock(tmp_path):
+    """A's wall clock stepped back an hour (or B's host runs an hour ahead):
+    B's last heartbeat is in A's future. The claim of a dead B must not look
+    fresh for that hour: it goes stale once A saw it silent for the bound."""
+    clock = Clock()
+    path = claims(tmp_path, B).path(WID, 1)
+    claims(tmp_path, B).try_claim(path, {})
+    ahead = time.time() + 3600
+    os.utime(path, (ahead, ahead))
+    a = watched(tmp_path, A, clock)
+    assert a.try_claim(path, {}) == ("live", B)
+    clock.t += 4.0
+    assert a.try_claim(path, {}) == ("live", B)
+    clock.t += 1.5  # 5.5 s silent, as A counts
+    assert a.try_claim(path, {}) == ("taken_over", B)
