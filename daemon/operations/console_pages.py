@@ -72,6 +72,8 @@ def page(title: str, body: str, snap: Snapshot) -> bytes:
     ns = "".join(f" {_link('/', n, ns=n)}" + (" (current)" if n == snap.current else "")
                  for n in snap.namespaces)
     error = f'<p class="error">broker: {_e(snap.error)}</p>' if snap.error else ""
+    if snap.store_error:
+        error = f'<p class="error">{_e(snap.store_error)}</p>' + error
     html = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
             f"<style>{_STYLE}</style></head><body><nav>{_link('/', 'calstream console')}"
             f"<span class='muted'>namespace <b>{_e(snap.namespace)}</b> · namespaces:{ns} · "
