@@ -17,6 +17,7 @@ from typing import Any
 from calstream.daemon.operations.console_data import PER_STAGE, Observation, Snapshot, by_program
 from calstream.daemon.operations.holds_view import not_the_planners
 from calstream.daemon.operations.logs import escape_controls
+from calstream.daemon.operations.status_render import next_step
 from calstream.daemon.operations.status_summary import planner_left
 from calstream.topics import contract
 
@@ -149,8 +150,10 @@ def _planner(snap: Snapshot) -> str:
 def _parked(snap: Snapshot) -> str:
     parked = snap.status.parked if snap.status else []
     rows = [f'<tr class="held"><td>{_e(p["stage"])}</td><td>{_e(p["cause"])}</td>'
-            f'<td class="num">{_e(p["items"])}</td></tr>' for p in parked]
-    return _table(["stage", "cause", "items"], rows)
+            f'<td class="num">{_e(p["items"])}</td><td class="why">{_e(next_step(p["cause"]))}'
+            f'</td></tr>' for p in parked]
+    return _table(["stage", "cause", "items", "what clears it (the daemon's log names the path)"],
+                  rows)
 
 
 def _dead_letters(letters: list[dict[str, Any]]) -> str:

@@ -83,12 +83,38 @@ def _lines(st: Status) -> list[str]:
     return [line for section in sections for line in section]
 
 
+# What clears each cause (docs/operations.md, "Infrastructure faults"): the
+# item resumes by itself once it is cleared; nothing to redrive.
+NEXT_STEP = {
+    "disk_full": "free space on the product store, the work directory or the scratch disk",
+    "read_only": "remount the product store (or the work directory) writable",
+    "broker_unreachable": "start the broker or restore the network to it",
+    "topics_missing": "an admin creates the topics (calstream topics create)",
+    "crds_unreachable": "restore the CRDS server or mount the CRDS_PATH cache",
+    "crds_reference_missing": "put the missing reference file back under CRDS_PATH",
+    "crds_lookup": "complete the CRDS cache for the pinned context (crds sync)",
+    "crds_reference_corrupt": "sync the cut reference again (crds sync --files NAME "
+                              "--repair-files)",
+    "inbox_gone": "make the inbox directory again (mount its volume)",
+}
+
+
+def next_step(cause: str) -> str:
+    """What an operator does about items parked on ``cause`` (status, console)."""
+    return NEXT_STEP.get(cause, "read the daemon log for its fault")
+
+
 def _parked(parked: list[dict[str, Any]]) -> list[str]:
-    """Items waiting on the disk or CRDS: they resume by themselves."""
+    """Items waiting on the disk or CRDS: they resume by themselves. Each
+    with what clears it, and where the path is: a cause alone was nothing
+    to act on at 3 a.m."""
     if not parked:
         return []
     return ["", "parked on an infrastructure fault (resumed by themselves when it clears):"] + [
-        f"  {p['stage']}: {p['items']} item(s), {p['cause']}" for p in parked]
+        f"  {p['stage']}: {p['items']} item(s), {p['cause']}: "
+        f"{next_step(p['cause'])}" for p in parked] + [
+        "  the daemon's log names each item's path and error: its lines \"parked on an "
+        "infrastructure fault ...\""]
 
 
 def _header(st: Status) -> list[str]:

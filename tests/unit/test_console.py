@@ -289,3 +289,10 @@ def test_a_product_store_that_does_not_exist_is_named_not_shown_as_empty(tmp_pat
     empty = load(None, env={}, flags={"work_dir": tmp_path / "empty"})
     empty.products.mkdir(parents=True)
     assert b"does not exist" not in Console(empty, lambda: []).handle("/console/")[1]
+
+
+def test_the_console_says_what_clears_a_parked_item_as_status_does():
+    status = Status(time.time(), "p.", "p", [], {}, BrokerView("h:1", error="x"), {},
+                    [{"stage": "detector1", "cause": "read_only", "items": 1}])
+    body = console_pages.index(_snapshot({}, status)).decode()
+    assert "remount the product store (or the work directory) writable" in body

@@ -28,7 +28,8 @@ def test_a_daemon_waiting_for_crds_is_shown_starting_with_what_it_waits_for():
     lines = shown.splitlines()
     assert "  http://127.0.0.1:9310  NOT READY  starting (CRDS context not resolved yet)" in lines
     assert f"      problem: {WAITING}" in lines
-    assert "  start: 1 item(s), crds_unreachable" in lines
+    assert "  start: 1 item(s), crds_unreachable: restore the CRDS server or mount the " \
+           "CRDS_PATH cache" in lines
     assert any(line.startswith("  (a daemon above is still starting") for line in lines)
     # It runs the planner role: not "no daemon given runs the planner role".
     assert "  open associations: not reported yet (the planner starts, or catches up with " \
@@ -101,3 +102,31 @@ def test_a_planner_view_of_another_shape_is_one_line_not_a_traceback():
                 {"leadership": {"role": 5}, "namespaces": {}}):
         lines = shown(odd)  # taken as no view, or as an active planner's
         assert not any("not understood" in line for line in lines), (odd, lines)
+
+
+def test_parked_work_says_what_to_do_for_its_cause():
+    """`status` listed "detector1: 1 item(s), disk_full" and nothing else: at
+    3 a.m. the operator had to find docs/operations.md to learn that the
+    fix is space on the product store, and which log line names the path."""
+    from calstream.daemon.operations import status_render
+
+    lines = status_render._parked([
+        {"stage": "detector1", "cause": "disk_full", "items": 2},
+        {"stage": "stage2", "cause": "read_only", "items": 1},
+        {"stage": "detector1", "cause": "crds_reference_corrupt", "items": 1},
+        {"stage": "planner", "cause": "something_new", "items": 1}])
+    text = "\n".join(lines)
+    assert "  detector1: 2 item(s), disk_full: free space" in text
+    assert "  stage2: 1 item(s), read_only: remount" in text
+    assert "crds sync --files" in text and "--repair-files" in text
+    assert "  planner: 1 item(s), something_new: " in text  # a cause not known here still has a way on
+    # Where the path is: the daemon's log line for each parked item.
+    assert "parked on an infrastructure fault" in lines[-1] and "log" in lines[-1]
+    # Every cause the daemons park on has its own words.
+    from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
+    from calstream.daemon.doers.start_waits import TOPICS_MISSING
+    from calstream.steps import failures
+    causes = {failures.DISK_FULL, failures.READ_ONLY, failures.CRDS_UNREACHABLE,
+              failures.CRDS_REFERENCE_MISSING, failures.CRDS_LOOKUP,
+              failures.CRDS_REFERENCE_CORRUPT, "broker_unreachable", TOPICS_MISSING, INBOX_GONE}
+    assert causes <= set(status_render.NEXT_STEP)
