@@ -130,3 +130,22 @@ def test_parked_work_says_what_to_do_for_its_cause():
               failures.CRDS_REFERENCE_MISSING, failures.CRDS_LOOKUP,
               failures.CRDS_REFERENCE_CORRUPT, "broker_unreachable", TOPICS_MISSING, INBOX_GONE}
     assert causes <= set(status_render.NEXT_STEP)
+
+
+def test_work_parked_on_a_fault_is_no_healthy_status():
+    """A product store full or read-only: every detector1 item parked (and
+    stepping aside, so the daemon stays ready), `CalstreamItemsParked`
+    critical, and `calstream status` exited 0, "healthy": true -- a check in
+    a script said all was well while nothing could be written."""
+    daemon = Endpoint("http://127.0.0.1:9310", reachable=True, ready=True,
+                      samples=[("calstream_parked_items",
+                                {"stage": "detector1", "cause": "disk_full"}, 3.0)])
+    broker = BrokerView("127.0.0.1:9092")
+    parked = Status(0.0, "calstream.", "calstream", [daemon], {}, broker, {},
+                    summarise_parked([daemon]))
+    assert parked.healthy is False and parked.as_dict()["healthy"] is False
+    cleared = Endpoint("http://127.0.0.1:9310", reachable=True, ready=True,
+                       samples=[("calstream_parked_items",
+                                 {"stage": "detector1", "cause": "disk_full"}, 0.0)])
+    assert Status(0.0, "calstream.", "calstream", [cleared], {}, broker, {},
+                  summarise_parked([cleared])).healthy is True
