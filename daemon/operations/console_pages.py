@@ -152,7 +152,7 @@ def _parked(snap: Snapshot) -> str:
     rows = [f'<tr class="held"><td>{_e(p["stage"])}</td><td>{_e(p["cause"])}</td>'
             f'<td class="num">{_e(p["items"])}</td><td class="why">{_e(next_step(p["cause"]))}'
             f'</td></tr>' for p in parked]
-    return _table(["stage", "cause", "items", "what clears it (the daemon's log names the path)"],
+    return _table(["stage", "cause", "items", "what clears it (the daemon's log has each item's error)"],
                   rows)
 
 

@@ -113,7 +113,7 @@ def _parked(parked: list[dict[str, Any]]) -> list[str]:
     return ["", "parked on an infrastructure fault (resumed by themselves when it clears):"] + [
         f"  {p['stage']}: {p['items']} item(s), {p['cause']}: "
         f"{next_step(p['cause'])}" for p in parked] + [
-        "  the daemon's log names each item's path and error: its lines \"parked on an "
+        "  the daemon's log has each item's exposure and error: its lines \"parked on an "
         "infrastructure fault ...\""]
 
 

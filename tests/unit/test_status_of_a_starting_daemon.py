@@ -107,7 +107,7 @@ def test_a_planner_view_of_another_shape_is_one_line_not_a_traceback():
 def test_parked_work_says_what_to_do_for_its_cause():
     """`status` listed "detector1: 1 item(s), disk_full" and nothing else: at
     3 a.m. the operator had to find docs/operations.md to learn that the
-    fix is space on the product store, and which log line names the path."""
+    fix is space on the product store, and which log line has its error."""
     from calstream.daemon.operations import status_render
 
     lines = status_render._parked([
