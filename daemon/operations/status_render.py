@@ -214,6 +214,9 @@ def _recent(b: BrokerView, now: float) -> list[str]:
             out.append("")
         out.append(f"Recent {title} (newest last, up to {len(events)} shown)")
         out += [line(m, now) for m in events] or ["  none"]
+        if events and title == "dead letters":  # redriven ones are listed too, unmarked
+            out.append("  (those not redriven yet: `calstream deadletters list --pending`; "
+                       "one whole: `calstream deadletters show REF`)")
     if b.unreadable:
         out.append(f"  ({b.unreadable} record(s) on these topics are not calstream "
                    "messages; skipped)")
@@ -231,7 +234,10 @@ def _holds(b: BrokerView, now: float) -> list[str]:
             *([f"    note: {b.holds_note}"] if b.holds_note else []),
             *(f"    {h['exposure_id']}  held since {_when(h['since'], now)}: "
               f"{_oneline(h['reason'], 120)}{not_the_planners(h)}" for h in b.holds[:LISTED]),
-            *_more(b.holds)]
+            *_more(b.holds),
+            *(["    (a pointing hold ends with the exposure redelivered corrected, or "
+               "`calstream holds release EXPOSURE --reason ...`: its products stay PLANNED)"]
+              if b.holds else [])]
 
 
 _NOT_YET = "not reported yet (the planner starts, or catches up with its history)"

@@ -149,3 +149,23 @@ def test_work_parked_on_a_fault_is_no_healthy_status():
                                  {"stage": "detector1", "cause": "disk_full"}, 0.0)])
     assert Status(0.0, "calstream.", "calstream", [cleared], {}, broker, {},
                   summarise_parked([cleared])).healthy is True
+
+
+def test_dead_letters_and_holds_name_the_command_that_acts_on_them():
+    """status listed dead letters (a redriven one among them, unmarked) and
+    held exposures with their reasons, and nothing about what to run next:
+    which letters wait for a redrive, how a hold is released."""
+    from calstream.daemon.operations import status_render
+
+    letter = {"emitted_at": "2026-12-07T00:48:23.522Z", "stage": "detector1",
+              "category": "permanent_failure", "exposure_id": "jw01234001001_02101_00005_nrcb1",
+              "reason": "calwebb_detector1 failed"}
+    recent = status_render._recent(BrokerView("h:1", dead_letters=[letter]), 0.0)
+    assert any("calstream deadletters list --pending" in line for line in recent)
+    assert not any("--pending" in line for line in status_render._recent(BrokerView("h:1"), 0.0))
+    hold = {"exposure_id": "jw01234001001_02101_00002_nrcb1", "state": "held",
+            "since": "2026-12-07T00:47:20.993Z", "reason": "ENGQLPTG=PLANNED"}
+    lines = status_render._holds(BrokerView("h:1", holds=[hold], holds_checked=True), 0.0)
+    assert any("calstream holds release EXPOSURE --reason" in line for line in lines)
+    assert not any("release" in line
+                   for line in status_render._holds(BrokerView("h:1", holds=[]), 0.0))
