@@ -37,6 +37,10 @@ from calstream.steps.regular_files import kind_of, open_new
 from calstream.topics import contract
 
 
+class PromotionRefused(Exception):
+    """The product store refused a promotion's writes: nothing was switched."""
+
+
 def _target(namespace: str) -> str:
     # Relative, so the store can be mounted elsewhere (shared storage) and still resolve.
     return "." if namespace == LIVE else f"{NAMESPACES}/{namespace}"
@@ -47,7 +51,12 @@ def _swap_link(top: Path, target: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     os.symlink(target, tmp)
-    os.replace(tmp, top / CURRENT)
+    try:
+        os.replace(tmp, top / CURRENT)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     fsync_dir(top)
 
 
@@ -128,16 +137,27 @@ def promote(store: ProductStore, namespace: str, *, reason: str | None = None,
         raise ConfigError(f"{not_the_link(store)}: look at it and move it away, then promote "
                           "again")
     promoted_at = contract.utc_now()
-    _swap_link(store.top, _target(namespace))
     message = contract.build(
         "promotion", contract.event_id("promotion", namespace, previous, promoted_at),
         namespace=namespace, previous=previous, current_link=str(store.top / CURRENT),
         promoted_at=promoted_at, reason=reason, by=by, **summary)
     record_dir = store.top / PROMOTIONS
-    record_dir.mkdir(parents=True, exist_ok=True)
     stamp = promoted_at.replace(":", "").replace("-", "")
     tmp = record_dir / f".{stamp}-{namespace}.json.tmp"
-    with open_new(tmp) as f:
-        f.write(json.dumps(message.body, indent=1, sort_keys=True))
+    # The record is written before the switch: a store that refuses it
+    # (full, read-only) switched `current` and then ended in a traceback,
+    # the link changed, no record, no event, an empty temporary left.
+    try:
+        record_dir.mkdir(parents=True, exist_ok=True)
+        with open_new(tmp) as f:
+            f.write(json.dumps(message.body, indent=1, sort_keys=True))
+        _swap_link(store.top, _target(namespace))
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise PromotionRefused(
+            f"the product store {store.top} refuses the promotion ({exc.strerror or exc}): "
+            f"nothing was switched, `current` still serves {previous}; free space on it or "
+            f"remount it writable, then `calstream promote {namespace}` again") from None
     os.replace(tmp, record_dir / f"{stamp}-{namespace}.json")
     return message

@@ -106,6 +106,7 @@ class Snapshot:
     promotions: list[dict[str, Any]]
     dead_letters: list[dict[str, Any]]  # every recent one, newest last
     error: str | None = None
+    store_error: str | None = None  # the product store is not there: nothing to show is no news
 
     def observation(self, program: str, observation: str) -> Observation | None:
         return self.observations.get((program, observation))
@@ -261,7 +262,15 @@ class ConsoleData:
         index_product_dead_letters(letters, index)
         return Snapshot(time.time(), namespace, dict(sorted(index.items())), status,
                         [LIVE, *self.store.namespaces()], current_namespace(self.store),
-                        _promotions(self.store), letters, error)
+                        _promotions(self.store), letters, error, self.store_missing())
+
+    def store_missing(self) -> str | None:
+        # A typo in --work-dir or --products (or a daemon never started
+        # there) read as an empty deployment: "none" everywhere.
+        if self.store.top.is_dir():
+            return None
+        return (f"product store {self.store.top} does not exist: no daemon has run with it; "
+                "check --work-dir / --products (or --config)")
 
 
 def by_program(snap: Snapshot) -> dict[str, list[Observation]]:

@@ -17,6 +17,7 @@ from typing import Any
 from calstream.daemon.operations.console_data import PER_STAGE, Observation, Snapshot, by_program
 from calstream.daemon.operations.holds_view import not_the_planners
 from calstream.daemon.operations.logs import escape_controls
+from calstream.daemon.operations.status_render import next_step
 from calstream.daemon.operations.status_summary import planner_left
 from calstream.topics import contract
 
@@ -72,6 +73,8 @@ def page(title: str, body: str, snap: Snapshot) -> bytes:
     ns = "".join(f" {_link('/', n, ns=n)}" + (" (current)" if n == snap.current else "")
                  for n in snap.namespaces)
     error = f'<p class="error">broker: {_e(snap.error)}</p>' if snap.error else ""
+    if snap.store_error:
+        error = f'<p class="error">{_e(snap.store_error)}</p>' + error
     html = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
             f"<style>{_STYLE}</style></head><body><nav>{_link('/', 'calstream console')}"
             f"<span class='muted'>namespace <b>{_e(snap.namespace)}</b> · namespaces:{ns} · "
@@ -147,8 +150,10 @@ def _planner(snap: Snapshot) -> str:
 def _parked(snap: Snapshot) -> str:
     parked = snap.status.parked if snap.status else []
     rows = [f'<tr class="held"><td>{_e(p["stage"])}</td><td>{_e(p["cause"])}</td>'
-            f'<td class="num">{_e(p["items"])}</td></tr>' for p in parked]
-    return _table(["stage", "cause", "items"], rows)
+            f'<td class="num">{_e(p["items"])}</td><td class="why">{_e(next_step(p["cause"]))}'
+            f'</td></tr>' for p in parked]
+    return _table(["stage", "cause", "items", "what clears it (the daemon's log has each item's error)"],
+                  rows)
 
 
 def _dead_letters(letters: list[dict[str, Any]]) -> str:

@@ -83,12 +83,38 @@ def _lines(st: Status) -> list[str]:
     return [line for section in sections for line in section]
 
 
+# What clears each cause (docs/operations.md, "Infrastructure faults"): the
+# item resumes by itself once it is cleared; nothing to redrive.
+NEXT_STEP = {
+    "disk_full": "free space on the product store, the work directory or the scratch disk",
+    "read_only": "remount the product store (or the work directory) writable",
+    "broker_unreachable": "start the broker or restore the network to it",
+    "topics_missing": "an admin creates the topics (calstream topics create)",
+    "crds_unreachable": "restore the CRDS server or mount the CRDS_PATH cache",
+    "crds_reference_missing": "put the missing reference file back under CRDS_PATH",
+    "crds_lookup": "complete the CRDS cache for the pinned context (crds sync)",
+    "crds_reference_corrupt": "sync the cut reference again (crds sync --files NAME "
+                              "--repair-files)",
+    "inbox_gone": "make the inbox directory again (mount its volume)",
+}
+
+
+def next_step(cause: str) -> str:
+    """What an operator does about items parked on ``cause`` (status, console)."""
+    return NEXT_STEP.get(cause, "read the daemon log for its fault")
+
+
 def _parked(parked: list[dict[str, Any]]) -> list[str]:
-    """Items waiting on the disk or CRDS: they resume by themselves."""
+    """Items waiting on the disk or CRDS: they resume by themselves. Each
+    with what clears it, and where the path is: a cause alone was nothing
+    to act on at 3 a.m."""
     if not parked:
         return []
     return ["", "parked on an infrastructure fault (resumed by themselves when it clears):"] + [
-        f"  {p['stage']}: {p['items']} item(s), {p['cause']}" for p in parked]
+        f"  {p['stage']}: {p['items']} item(s), {p['cause']}: "
+        f"{next_step(p['cause'])}" for p in parked] + [
+        "  the daemon's log has each item's exposure and error: its lines \"parked on an "
+        "infrastructure fault ...\""]
 
 
 def _header(st: Status) -> list[str]:
@@ -188,6 +214,9 @@ def _recent(b: BrokerView, now: float) -> list[str]:
             out.append("")
         out.append(f"Recent {title} (newest last, up to {len(events)} shown)")
         out += [line(m, now) for m in events] or ["  none"]
+        if events and title == "dead letters":  # redriven ones are listed too, unmarked
+            out.append("  (those not redriven yet: `calstream deadletters list --pending`; "
+                       "one whole: `calstream deadletters show REF`)")
     if b.unreadable:
         out.append(f"  ({b.unreadable} record(s) on these topics are not calstream "
                    "messages; skipped)")
@@ -205,7 +234,10 @@ def _holds(b: BrokerView, now: float) -> list[str]:
             *([f"    note: {b.holds_note}"] if b.holds_note else []),
             *(f"    {h['exposure_id']}  held since {_when(h['since'], now)}: "
               f"{_oneline(h['reason'], 120)}{not_the_planners(h)}" for h in b.holds[:LISTED]),
-            *_more(b.holds)]
+            *_more(b.holds),
+            *(["    (a pointing hold ends with the exposure redelivered corrected, or "
+               "`calstream holds release EXPOSURE --reason ...`: its products stay PLANNED)"]
+              if b.holds else [])]
 
 
 _NOT_YET = "not reported yet (the planner starts, or catches up with its history)"

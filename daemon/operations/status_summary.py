@@ -74,8 +74,10 @@ class Status:
 
     @property
     def healthy(self) -> bool:
+        # Parked work counts: parked items step aside, so a daemon whose
+        # store is full stays ready while nothing it runs can be written.
         return (self.broker.error is None and all(e.reachable and e.ready for e in self.endpoints)
-                and not any(row.error for row in self.broker.lag))
+                and not any(row.error for row in self.broker.lag) and not self.parked)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)

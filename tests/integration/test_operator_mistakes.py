@@ -103,3 +103,56 @@ async def test_a_release_refused_says_why_on_stderr(broker, unique_prefix, tmp_p
     out, err = capsys.readouterr()
     assert out == "" and "waits for its direct_image" in err, (out, err)
     assert await kafka.read_to_end(cfg, topics.name("pointing")) == []
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("fault", ["disk_full", "read_only"])
+async def test_a_promotion_the_store_refuses_switches_nothing(
+        broker, unique_prefix, tmp_path, capsys, fault):
+    """`calstream promote live` on a full product store swapped `current`,
+    then died in a traceback writing its record (ENOSPC), left the empty
+    temporary behind and published no event: the operator could not tell
+    whether the promotion had happened. Now the record is written first:
+    the store refusing it switches nothing, says so in one line, exit 1."""
+    import os
+
+    from .test_parking import full_tmpfs, read_only_dir
+
+    store = tmp_path / "store"
+    cfg = load(None, env={}, flags={"work_dir": tmp_path / "work", "products": store,
+                                    "kafka_bootstrap": broker, "topic_prefix": unique_prefix})
+    refusing = full_tmpfs if fault == "disk_full" else read_only_dir
+    # The store as a promotion left it: its namespace current, its record dir there.
+    store.mkdir()
+    (store / "namespaces" / "r1").mkdir(parents=True)
+    (store / "promotions").mkdir()
+    os.symlink("namespaces/r1", store / "current")
+    with refusing(store) if fault == "read_only" else _full_keeping(store, refusing):
+        code = await anyio.to_thread.run_sync(
+            lambda: _cli(cfg, "promote", "live", "--reason", "back to live",
+                         "--work-dir", str(tmp_path / "work"), "--products", str(store)))
+        err = capsys.readouterr().err
+        assert code == 1, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert "nothing was switched" in err and str(store) in err
+        assert os.readlink(store / "current") == "namespaces/r1"
+        assert list((store / "promotions").iterdir()) == []  # no temporary left behind
+
+
+def _full_keeping(store, full_tmpfs):
+    """A full tmpfs mounted over ``store``, its layout made again inside."""
+    import contextlib
+    import os
+
+    @contextlib.contextmanager
+    def mounted():
+        (store / "current").unlink()
+        with full_tmpfs(store, "1m") as clear:
+            clear()  # room to lay the store out, then full again
+            (store / "namespaces" / "r1").mkdir(parents=True)
+            (store / "promotions").mkdir()
+            os.symlink("namespaces/r1", store / "current")
+            from .test_parking import fill
+            fill(store)
+            yield
+    return mounted()

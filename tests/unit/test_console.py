@@ -272,3 +272,27 @@ def test_a_broker_that_cannot_be_read_leaves_the_planner_s_view_and_its_own_erro
     index: dict = {}
     index_broker(status, "live", index)
     assert _eid(3) in index[("01234", "001")].missing
+
+
+def test_a_product_store_that_does_not_exist_is_named_not_shown_as_empty(tmp_path):
+    """`calstream console --work-dir /var/lib/calstrem` (a typo, or a daemon
+    never started there) served an empty console: "Programs and
+    observations: none", no dead letters, no word that the product store it
+    reads is not there. An operator read it as "nothing arrived"."""
+    typo = tmp_path / "calstrem"
+    code, body, _ = Console(load(None, env={}, flags={"work_dir": typo}),
+                            lambda: []).handle("/console/")
+    assert code == 200
+    assert f"product store {typo / 'products'} does not exist".encode() in body
+    assert not typo.exists()  # the console writes nothing, not even the missing store
+    # A store that is there, empty (a deployment nothing ever arrived at), is not an error.
+    empty = load(None, env={}, flags={"work_dir": tmp_path / "empty"})
+    empty.products.mkdir(parents=True)
+    assert b"does not exist" not in Console(empty, lambda: []).handle("/console/")[1]
+
+
+def test_the_console_says_what_clears_a_parked_item_as_status_does():
+    status = Status(time.time(), "p.", "p", [], {}, BrokerView("h:1", error="x"), {},
+                    [{"stage": "detector1", "cause": "read_only", "items": 1}])
+    body = console_pages.index(_snapshot({}, status)).decode()
+    assert "remount the product store (or the work directory) writable" in body

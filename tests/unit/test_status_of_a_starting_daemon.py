@@ -28,7 +28,8 @@ def test_a_daemon_waiting_for_crds_is_shown_starting_with_what_it_waits_for():
     lines = shown.splitlines()
     assert "  http://127.0.0.1:9310  NOT READY  starting (CRDS context not resolved yet)" in lines
     assert f"      problem: {WAITING}" in lines
-    assert "  start: 1 item(s), crds_unreachable" in lines
+    assert "  start: 1 item(s), crds_unreachable: restore the CRDS server or mount the " \
+           "CRDS_PATH cache" in lines
     assert any(line.startswith("  (a daemon above is still starting") for line in lines)
     # It runs the planner role: not "no daemon given runs the planner role".
     assert "  open associations: not reported yet (the planner starts, or catches up with " \
@@ -101,3 +102,70 @@ def test_a_planner_view_of_another_shape_is_one_line_not_a_traceback():
                 {"leadership": {"role": 5}, "namespaces": {}}):
         lines = shown(odd)  # taken as no view, or as an active planner's
         assert not any("not understood" in line for line in lines), (odd, lines)
+
+
+def test_parked_work_says_what_to_do_for_its_cause():
+    """`status` listed "detector1: 1 item(s), disk_full" and nothing else: at
+    3 a.m. the operator had to find docs/operations.md to learn that the
+    fix is space on the product store, and which log line has its error."""
+    from calstream.daemon.operations import status_render
+
+    lines = status_render._parked([
+        {"stage": "detector1", "cause": "disk_full", "items": 2},
+        {"stage": "stage2", "cause": "read_only", "items": 1},
+        {"stage": "detector1", "cause": "crds_reference_corrupt", "items": 1},
+        {"stage": "planner", "cause": "something_new", "items": 1}])
+    text = "\n".join(lines)
+    assert "  detector1: 2 item(s), disk_full: free space" in text
+    assert "  stage2: 1 item(s), read_only: remount" in text
+    assert "crds sync --files" in text and "--repair-files" in text
+    assert "  planner: 1 item(s), something_new: " in text  # a cause not known here still has a way on
+    # Where the path is: the daemon's log line for each parked item.
+    assert "parked on an infrastructure fault" in lines[-1] and "log" in lines[-1]
+    # Every cause the daemons park on has its own words.
+    from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
+    from calstream.daemon.doers.start_waits import TOPICS_MISSING
+    from calstream.steps import failures
+    causes = {failures.DISK_FULL, failures.READ_ONLY, failures.CRDS_UNREACHABLE,
+              failures.CRDS_REFERENCE_MISSING, failures.CRDS_LOOKUP,
+              failures.CRDS_REFERENCE_CORRUPT, "broker_unreachable", TOPICS_MISSING, INBOX_GONE}
+    assert causes <= set(status_render.NEXT_STEP)
+
+
+def test_work_parked_on_a_fault_is_no_healthy_status():
+    """A product store full or read-only: every detector1 item parked (and
+    stepping aside, so the daemon stays ready), `CalstreamItemsParked`
+    critical, and `calstream status` exited 0, "healthy": true -- a check in
+    a script said all was well while nothing could be written."""
+    daemon = Endpoint("http://127.0.0.1:9310", reachable=True, ready=True,
+                      samples=[("calstream_parked_items",
+                                {"stage": "detector1", "cause": "disk_full"}, 3.0)])
+    broker = BrokerView("127.0.0.1:9092")
+    parked = Status(0.0, "calstream.", "calstream", [daemon], {}, broker, {},
+                    summarise_parked([daemon]))
+    assert parked.healthy is False and parked.as_dict()["healthy"] is False
+    cleared = Endpoint("http://127.0.0.1:9310", reachable=True, ready=True,
+                       samples=[("calstream_parked_items",
+                                 {"stage": "detector1", "cause": "disk_full"}, 0.0)])
+    assert Status(0.0, "calstream.", "calstream", [cleared], {}, broker, {},
+                  summarise_parked([cleared])).healthy is True
+
+
+def test_dead_letters_and_holds_name_the_command_that_acts_on_them():
+    """status listed dead letters (a redriven one among them, unmarked) and
+    held exposures with their reasons, and nothing about what to run next:
+    which letters wait for a redrive, how a hold is released."""
+    from calstream.daemon.operations import status_render
+
+    letter = {"emitted_at": "2026-12-07T00:48:23.522Z", "stage": "detector1",
+              "category": "permanent_failure", "exposure_id": "jw01234001001_02101_00005_nrcb1",
+              "reason": "calwebb_detector1 failed"}
+    recent = status_render._recent(BrokerView("h:1", dead_letters=[letter]), 0.0)
+    assert any("calstream deadletters list --pending" in line for line in recent)
+    assert not any("--pending" in line for line in status_render._recent(BrokerView("h:1"), 0.0))
+    hold = {"exposure_id": "jw01234001001_02101_00002_nrcb1", "state": "held",
+            "since": "2026-12-07T00:47:20.993Z", "reason": "ENGQLPTG=PLANNED"}
+    lines = status_render._holds(BrokerView("h:1", holds=[hold], holds_checked=True), 0.0)
+    assert any("calstream holds release EXPOSURE --reason" in line for line in lines)
+    assert not any("release" in line
+                   for line in status_render._holds(BrokerView("h:1", holds=[]), 0.0))

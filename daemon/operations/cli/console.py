@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from calstream.daemon.operations.cli.registry import DAEMON_FLAGS, command, deployment_config
 from calstream.daemon.operations.config import ConfigError, host_port
@@ -31,6 +32,9 @@ def cmd_console(args: argparse.Namespace) -> int:
     host, port = server.server_address[:2]
     print(f"calstream: console http://{host}:{port}/console/ (products {cfg.products}, "
           f"broker {cfg.kafka_bootstrap or 'none'})", flush=True)
+    missing = console.data.store_missing()
+    if missing:  # also at the top of every page; said here for whoever started it
+        print(f"calstream: warning: {missing}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ import anyio
 from calstream.daemon.doers import kafka
 from calstream.daemon.doers.message_sender import send_messages
 from calstream.daemon.doers.product_store import ProductStore, check_namespace
-from calstream.daemon.doers.promotion import promote
+from calstream.daemon.doers.promotion import PromotionRefused, promote
 from calstream.daemon.operations.cli.registry import (
     DAEMON_FLAGS,
     broker_config,
@@ -35,8 +35,11 @@ def cmd_promote(args: argparse.Namespace) -> int:
     topics = Topics(cfg.topic_prefix)
     anyio.run(kafka.create_topics, cfg, topics)  # it answers, and the topic is there
     store = ProductStore(cfg.products, moved_from=cfg.products_moved_from)
-    message = promote(store, args.namespace, reason=args.reason,
-                      by=operator(args))
+    try:
+        message = promote(store, args.namespace, reason=args.reason, by=operator(args))
+    except PromotionRefused as exc:
+        print(f"calstream: {exc}", file=sys.stderr)
+        return 1
     # After the switch, never before: a subscriber reacting to the event must
     # find the link already switched.
     try:

@@ -37,8 +37,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 @command("status", "summary of a running deployment, from the broker and the metrics",
          description="What a running deployment is doing: readiness and in-flight work per "
                      "daemon, consumer lag per topic, recent dead letters and products. "
-                     "Exit status 1 when a daemon is unreachable or not ready, or the "
-                     "broker cannot be read.",
+                     "Exit status 1 when a daemon is unreachable or not ready, the "
+                     "broker cannot be read, or work is parked on an infrastructure fault.",
          flags=(*BROKER_FLAGS, "--work-dir", "--group-prefix", "--log-level"),
          flag_overrides={"--log-level": dict(default="WARNING"), "--work-dir": dict(
              help="a deployment's work dir: its broker and endpoint are read from "
