@@ -18,12 +18,8 @@ import random
 
 import pytest
 
-from calstream.steps.exposure import (
-    EXPOSURE_KEYWORDS,
-    BadExposure,
-    describe_exposure,
-    header_copy_problems,
-)
+from calstream.steps.exposure import BadExposure, describe_exposure, header_copy_problems
+from calstream.steps.exposure_keywords import EXPOSURE_KEYWORDS
 from calstream.topics import contract
 
 from .test_exposure import write
