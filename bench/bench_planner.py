@@ -228,7 +228,7 @@ def _decisions_fingerprint() -> str:
     for source in sorted(deciders.glob("*.py")):
         if source.name not in ("planner_snapshot.py", "snapshot_columns.py", "lazy_records.py",
                                "restored_records.py", "snapshot_blocks.py",
-                               "snapshot_records.py", "snapshot_reuse.py"):
+                               "snapshot_records.py", "snapshot_reuse.py", "snapshot_numbers.py"):
             digest.update(source.name.encode() + source.read_bytes())
     return digest.hexdigest()[:16]
 

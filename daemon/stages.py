@@ -2,7 +2,7 @@
 what it runs, and with which settings.
 
 Everything that wires a stage to the broker reads this table: the daemon
-(runtime.py) subscribes each stage's consumer group to its two topics, the
+(roles.py) subscribes each stage's consumer group to its two topics, the
 planner sends work orders to them, ``calstream status`` reports the groups'
 lag and ``calstream replay`` republishes into the replay topics. Pure data:
 importable from every room of the daemon.

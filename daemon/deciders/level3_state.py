@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_left, insort
-from functools import partial
 from typing import Any
 
 from calstream.daemon.deciders.bulkhead import decide_each
@@ -40,8 +39,9 @@ from calstream.daemon.deciders.level3_candidates import (
     Sent,
     keys_of,
 )
+from calstream.daemon.deciders.level3_membership import Level3Membership
 from calstream.daemon.deciders.level3_orders import order_work_id, previous_versions, stage3_order
-from calstream.daemon.deciders.level3_status import describe, named_briefly, summary
+from calstream.daemon.deciders.level3_status import named_briefly, summary
 from calstream.steps.associations import (
     AssociationError,
     AssociationInvalid,
@@ -60,7 +60,7 @@ from calstream.topics import contract
 log = logging.getLogger("calstream.planner")
 
 
-class Level3State:
+class Level3State(Level3Membership):
     def __init__(self, *, settle: float, quiet_period: float, namespace: str = "live",
                  step_parameters: StepParameters | None = None):
         self.step_parameters = step_parameters  # configured; orders carry them
@@ -194,107 +194,7 @@ class Level3State:
     def tick(self, now: float) -> list[contract.Message]:
         return self._evaluate_all({k for k, c in self.candidates.items() if c.is_open}, now, True)
 
-    # -- what is kept as exposures arrive ---------------------------------------
-    def _tally(self, visit: str) -> VisitTally:
-        """A visit's tally, counted when first needed (a snapshot keeps only
-        which visits are incomplete)."""
-        tally = self._visits.get(visit)
-        if tally is None:
-            tally = self._visits[visit] = VisitTally()
-            for eid in self._visit_members.get(visit, ()):
-                tally.add(self.arrived[eid].exposure)
-        return tally
-
-    def _arrive(self, arrived: Arrived) -> None:
-        eid = arrived.exposure.exposure_id
-        self.arrived[eid] = arrived
-        visit = arrived.exposure.name.visit_id
-        tally = self._tally(visit)
-        self._visit_members.setdefault(visit, set()).add(eid)
-        tally.add(arrived.exposure)
-        # Counted again when a decision asks (the visit's twenty arrivals in
-        # a row are one count, not twenty).
-        self._unsettled_visits.add(visit)
-
-    @property
-    def _incomplete_visits(self) -> set[str]:
-        """Visits whose headers say more will come (as of every arrival so far)."""
-        for visit in self._unsettled_visits:
-            if self._tally(visit).complete:
-                self._incomplete_set.discard(visit)
-            else:
-                self._incomplete_set.add(visit)
-        self._unsettled_visits.clear()
-        return self._incomplete_set
-
-    @_incomplete_visits.setter
-    def _incomplete_visits(self, visits: set[str]) -> None:
-        self._incomplete_set, self._unsettled_visits = visits, set()
-
-    def _new_candidate(self, key: Level3Key, r, now: float, changed: float | None = None):
-        self.candidates[key] = Candidate(key, r, now, now if changed is None else changed,
-                                         describe=partial(describe, self))
-        return self.candidates[key]
-
-    def _add_member(self, cand: Candidate, eid: str) -> None:
-        cand.members.add(eid)
-        a = self.arrived.get(eid)
-        if a is not None and a.provisional:
-            cand.held.add(eid)
-        if eid not in self.calibrated:
-            cand.uncalibrated.add(eid)
-        for digest in self._stage2_digests(eid):
-            insort(cand.digests, digest)
-        self._signatures.pop(cand.key, None)
-        self._keys_of_member.setdefault(eid, set()).add(cand.key)
-        if a is not None:
-            visit = a.exposure.name.visit_id
-            cand.visits.add(visit)
-            self._keys_by_visit.setdefault(visit, set()).add(cand.key)
-
-    def _keys(self, exposure: Exposure):
-        """keys_of, once per exposure and header (a redelivery asks again)."""
-        acids = self._planned.get(exposure.exposure_id, ())
-        cached = self._keys_cache.get(exposure.exposure_id)
-        if cached is not None and cached[1] == acids and (
-                cached[0] is exposure.header or cached[0] == exposure.header):
-            return cached[2]
-        found = keys_of(exposure, acids)
-        self._keys_cache[exposure.exposure_id] = (exposure.header, acids, found)
-        return found
-
-    def _program_pool(self, program: str) -> list[Exposure]:
-        """The program's exposures seen so far: without a TARGETID, targets are
-        numbered over them as asn_make_pool numbers them over the program's files.
-        Asked when a candidate is first named and when it is ordered, not per event."""
-        return [self._with_plan(self.arrived[e].exposure)
-                for visit, ids in self._visit_members.items() if visit[2:7] == program
-                for e in sorted(ids)]
-
     # -- decisions ---------------------------------------------------------------
-    def _with_plan(self, exposure: Exposure) -> Exposure:
-        """The exposure with the keywords only its plan knows (TARGETID, ...):
-        its own header wins, the plan fills the gaps, as a pool does for jwst."""
-        planned = self._plan_headers.get(exposure.exposure_id)
-        if not planned:
-            return exposure
-        return Exposure(exposure.exposure_id, {**planned, **exposure.header}, exposure.products)
-
-    def _index(self, exposure: Exposure, now: float) -> set[Level3Key]:
-        touched = set()
-        exposure = self._with_plan(exposure)
-        for key, r in self._keys(exposure):
-            cand = self.candidates.get(key)
-            if cand is None:
-                cand = self._new_candidate(key, r, now)
-            if exposure.exposure_id not in cand.members:
-                self._add_member(cand, exposure.exposure_id)
-                cand.changed = max(cand.changed, now)
-            if r.role == "science":
-                cand.route = r
-            touched.add(key)
-        return touched
-
     def _evaluate_all(self, keys: set[Level3Key], now: float, ticked: bool = False):
         cands = [self.candidates[k] for k in (sorted(keys, key=repr) if len(keys) > 1 else keys)]
         return decide_each(cands, lambda c: self._evaluate(c, now, ticked))
@@ -351,13 +251,6 @@ class Level3State:
         if signature is None or len(signature) != len(cand.digests):
             signature = self._signatures[cand.key] = tuple(cand.digests)
         return signature
-
-    def _stage2_digests(self, eid: str, calibrated: Calibrated | None = None) -> list[str]:
-        c = calibrated or self.calibrated.get(eid)
-        if c is None:
-            return []
-        return [o["digest"] for o in c.outputs.values()
-                if o["suffix"] in ("cal", "calints", "x1d", "x1dints")]
 
     def _close(self, cand: Candidate, ready: list[Exposure], signature: tuple,
                degraded: str | None) -> list[contract.Message]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from calstream.daemon.deciders.admission import Verdict
-from calstream.steps.exposure import REQUIRED_KEYWORDS
+from calstream.steps.exposure_keywords import REQUIRED_KEYWORDS
 
 # The ids an exposure's name fixes (PROGRAM ... EXPOSURE): the copy has them
 # as the name writes them (the door makes an id written as a number the

@@ -36,7 +36,6 @@ never from a half-read or forged snapshot.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from calstream.daemon.deciders import restored_records, snapshot_body_types
@@ -61,6 +60,13 @@ from calstream.daemon.deciders.snapshot_columns import (
     decode_column,
     encode_column,
 )
+from calstream.daemon.deciders.snapshot_numbers import (
+    Numbers,
+    key_fields,
+    route_body,
+    route_table,
+    tuples,
+)
 from calstream.daemon.deciders.snapshot_records import captured_table, encode_records, seed
 from calstream.daemon.deciders.snapshot_reuse import BlockCache, BlockWriter
 from calstream.steps.associations import Level3Key, Level3Product
@@ -72,71 +78,10 @@ FORMAT = 3  # 2: events and headers in the body itself, all read at restore
 __all__ = ["FORMAT", "SnapshotInvalid", "capture", "encode", "restore", "take"]
 
 
-def _tuples(value: Any) -> Any:
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
-
-
-class _Numbers:
-    """Things kept once each, referred to by number (exposure ids, routes)."""
-
-    def __init__(self, body: Any = None) -> None:
-        self.table: list = []
-        self._numbers: dict = {}
-        self._body = body or _itself  # (thing, these numbers) -> what the table keeps
-
-    def __call__(self, thing) -> int:
-        n = self._numbers.get(thing)
-        if n is None:
-            n = self._numbers[thing] = len(self.table)
-            self.table.append(None)  # taken before the body: a route's "also" comes after
-            self.table[n] = self._body(thing, self)
-        return n
-
-    def many(self, things: Any) -> list[int]:
-        """``[self(t) for t in things]`` at C speed, but for a body's call per
-        new thing (millions of exposure ids per snapshot)."""
-        things = things if type(things) is list else list(things)
-        numbers = list(map(self._numbers.get, things))
-        if None in numbers:
-            if self._body is not _itself:
-                return [self(t) for t in things]
-            known = self._numbers
-            new = [t for t in dict.fromkeys(things) if t not in known]
-            known.update(zip(new, range(len(self.table), len(self.table) + len(new)), strict=True))
-            self.table += new
-            numbers = list(map(known.__getitem__, things))
-        return numbers
-
-
-def _itself(thing: Any, numbers: _Numbers) -> Any:
-    return thing
-
-
-def _route_table(table: list[dict]) -> list[Route]:
-    """Routes by number; a route's "also" is numbered after it (taken first)."""
-    bodies = list(table)
-    routes: dict[int, Route] = {}
-
-    def build(n: int) -> Route:
-        if n not in routes:
-            body = bodies[n]
-            if body["also"] is not None and body["also"] <= n:
-                raise SnapshotInvalid("a route refers to itself or an earlier one")
-            also = build(body["also"]) if body["also"] is not None else None
-            routes[n] = Route(**{**body, "needs": tuple(body["needs"]), "also": also})
-        return routes[n]
-
-    return [build(n) for n in range(len(bodies))]
-
-
 def _row(n: int) -> int:
     if n < 0:
         raise SnapshotInvalid("a row number below 0")
     return n
-
-
-def _key(key: Level3Key) -> list:
-    return [getattr(key, f.name) for f in dataclasses.fields(key)]
 
 
 # -- capturing (the planner's thread, between two records) -----------------------
@@ -200,7 +145,7 @@ def encode(captured: dict[str, Any], writer: BlockWriter | None = None) -> dict[
     """The snapshot's body (JSON-able, but for blocks reused as stored) from a
     capture; ``writer`` reuses the last snapshot's unchanged blocks
     (deciders/snapshot_reuse.py), none by default."""
-    routes = _Numbers(_route_body)
+    routes = Numbers(route_body)
     writer = writer if writer is not None else BlockWriter(None)
     digests = captured["event_ids"]
     return {
@@ -218,15 +163,9 @@ def encode(captured: dict[str, Any], writer: BlockWriter | None = None) -> dict[
     }
 
 
-def _route_body(r: Route, routes: _Numbers) -> dict:
-    body = dataclasses.asdict(r)
-    body["also"] = routes(r.also) if r.also else None
-    return body
-
-
-def _encode_state(s: dict[str, Any], ns: str, routes: _Numbers,
+def _encode_state(s: dict[str, Any], ns: str, routes: Numbers,
                   writer: BlockWriter) -> dict[str, Any]:
-    names = _Numbers()
+    names = Numbers()
     records = encode_records(s, ns, names, routes, writer)
     ordered_row = {work_id: row for row, work_id in enumerate(s["ordered"])}
     return {
@@ -247,7 +186,7 @@ def _encode_state(s: dict[str, Any], ns: str, routes: _Numbers,
         "sciences": [[list(b), sorted(names.many(ids))] for b, ids in s["sciences"]],
         "l3_candidates": [_encode_candidate(c, routes, names) for c in s["l3_candidates"]],
         "plans": sorted(s["plans"]), "planned": s["planned"], "plan_headers": s["plan_headers"],
-        "planned_keys": [[_key(k), sorted(v)] for k, v in s["planned_keys"]],
+        "planned_keys": [[key_fields(k), sorted(v)] for k, v in s["planned_keys"]],
         "restored": s["restored"],
         "visits": [[v, sorted(names.many(ids))] for v, ids in s["visits"]],
         "incomplete_visits": sorted(s["incomplete_visits"]),
@@ -255,10 +194,10 @@ def _encode_state(s: dict[str, Any], ns: str, routes: _Numbers,
     }
 
 
-def _encode_candidate(c: tuple, routes: _Numbers, names: _Numbers) -> list:
+def _encode_candidate(c: tuple, routes: Numbers, names: Numbers) -> list:
     (key, r, opened, changed, members, sent, expected_by, product_name, problem, signature,
      waiting, waiting_for, missing, digests) = c
-    return [_key(key), routes(r), opened, changed, sorted(names.many(members)),
+    return [key_fields(key), routes(r), opened, changed, sorted(names.many(members)),
             [[x.version, x.work_id, list(x.signature), x.degraded] for x in sent],
             expected_by, product_name, problem,
             SHARED if tuple(signature) == tuple(digests) else list(signature),  # as usual
@@ -291,7 +230,7 @@ def restore(body: Any, *, companion_wait: float, level3_settle: float,
                                   f"not {BLOCK_ROWS}")
         with collector_paused():
             snapshot_body_types.check(body)  # whole, before anything is taken from it
-            routes = _route_table(body["routes"])
+            routes = route_table(body["routes"])
             holds = dict(body["holds"])
             plans = {p["plan_id"]: Plan.from_json(p) for p in body["plans"]}
             event_ids = restored_records.event_ids(body["event_ids"])
@@ -377,7 +316,7 @@ def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: di
     l3.plans = {p: plans[p] for p in s["plans"]}
     l3._planned = {k: tuple(v) for k, v in s["planned"].items()}
     l3._plan_headers = s["plan_headers"]
-    l3._planned_keys = {Level3Key(*_tuples(k)): set(v) for k, v in s["planned_keys"]}
+    l3._planned_keys = {Level3Key(*tuples(k)): set(v) for k, v in s["planned_keys"]}
     l3._restored = s["restored"]
     l3._visit_members = {v: {names[i] for i in numbers} for v, numbers in s["visits"]}
     l3._incomplete_visits = set(s["incomplete_visits"])
@@ -385,7 +324,7 @@ def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: di
     provisional = {eid for eid, p in zip(arrived_ids, a["provisional"], strict=True) if p}
     for (key, r, opened, changed, members, sent, expected_by, name, problem, signature,
          waiting, waiting_for, missing, digests) in s["l3_candidates"]:
-        cand = l3._new_candidate(Level3Key(*_tuples(key)), routes[r], opened, changed)
+        cand = l3._new_candidate(Level3Key(*tuples(key)), routes[r], opened, changed)
         add_members(l3, cand, [names[m] for m in members], visit_of, provisional)
         cand.digests = digests
         cand.sent = [Sent(v, w, tuple(sig), d) for v, w, sig, d in sent]

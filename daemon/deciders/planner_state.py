@@ -20,13 +20,12 @@ from calstream.daemon.deciders.holds import (
     hold_or_release,
     reject_update,
     release_by_update,
-    release_notes,
     release_record,
     update_problem,
 )
+from calstream.daemon.deciders.level2_orders import members_of, order_identity, stage2_order
 from calstream.daemon.deciders.level3_members import stage2_event_problem
 from calstream.daemon.deciders.level3_state import Level3State
-from calstream.daemon.deciders.order_parameters import order_parameters
 from calstream.daemon.deciders.planner_records import (
     Candidate,
     Emit,
@@ -40,7 +39,6 @@ from calstream.steps.associations import (
     Level3Product,
     MissingCompanions,
     NamingError,
-    association_filename,
     build_level2,
     companion_kind,
 )
@@ -255,7 +253,7 @@ class PlannerState:
         sci = self.exposures[cand.science]
         # A route that takes no companions (imaging, most spectra) has none to look for.
         pool = self._companions(cand, sci) if cand.route.needs else []
-        members = self._members_of(cand, sci, pool) if pool else [sci]
+        members = members_of(cand, sci, pool) if pool else [sci]
         held = [m for m in members if m.provisional]
         if held:
             cand.waiting_for = {"pointing": ", ".join(
@@ -283,7 +281,7 @@ class PlannerState:
             cand.waiting_for = {"association": str(exc)}
             return []
         cand.waiting_for = {}
-        wid, inputs, paths = self._order_identity(cand, asn, members, pool)
+        wid, inputs, paths = order_identity(cand, asn, members, pool, self.namespace)
         released = wfss_holds.release_direct_image_hold(sci, asn, self.holds,
                                                         live=self.namespace == "live")
         if wid == cand.sent or wid in self.ordered:
@@ -298,64 +296,9 @@ class PlannerState:
         # check every kind the planner makes (schemas, jwst's rules).
         self.open_candidates.sent(cand, wid, is_complete)
         self.ordered[wid] = cand.science
-        return released + [self._work_order(cand, sci, asn, members, wid, inputs, paths,
-                                            degraded=not is_complete)]
-
-    def _members_of(self, cand: Candidate, sci: Seen, pool: list) -> list[Seen]:
-        return [sci] + [s for s in pool if isinstance(s, Seen)
-                        and companion_kind(cand.route, sci.exposure, s.exposure)]
-
-    def _order_identity(self, cand: Candidate, asn: dict, members: list[Seen], pool: list):
-        """(work id, inputs, member paths): what says whether this order was sent."""
-        paths = {m["expname"]: m["exptype"] for p in asn["products"] for m in p["members"]}
-        by_path = dict(members[0].outputs) if pool else members[0].outputs  # read only
-        for r in pool:
-            by_path.update(r.outputs if isinstance(r, Seen) else r[1])
-        inputs = [{"path": path, "digest": by_path[path]["digest"],
-                   "size": by_path[path].get("size", 0), "role": role}
-                  for path, role in sorted(paths.items()) if path in by_path]
-        wid = contract.event_id("work_order", cand.route.stage2,
-                                sorted((i["role"], i["digest"]) for i in inputs))
-        if self.namespace != "live":
-            wid = contract.event_id("work_order", wid, self.namespace)
-        released = [m for m in members if m.release]
-        return self._with_releases(wid, released, paths), inputs, paths
-
-    @staticmethod
-    def _with_releases(wid: str, members: list[Seen], paths: dict) -> str:
-        if not members:
-            return wid
-        corrections, annotation = release_notes(members, paths)
-        if corrections or annotation:
-            wid = contract.event_id("work_order", wid, sorted(corrections), annotation)
-        return wid
-
-    def _work_order(self, cand: Candidate, sci: Seen, asn: dict, members: list[Seen],
-                    wid: str, inputs: list, paths: dict, *, degraded: bool) -> Emit:
-        name = sci.exposure.name  # cand.science's
-        ev = sci.event
-        members = [m for m in members if m.release]
-        corrections, annotation = release_notes(members, paths) if members else ({}, None)
-        releases = {m.exposure.exposure_id: m.release for m in members}
-        message = contract.assemble(
-            "work_order", contract.event_id("work_order", wid),
-            work_id=wid, stage="stage2", pipeline=cand.route.stage2,
-            product_name=cand.science, program=name.program, observation=name.observation,
-            association=asn, association_path=association_filename(asn), inputs=inputs,
-            crds_context=None, priority="live", namespace=self.namespace,
-            parameters=order_parameters(self.step_parameters, cand.route.stage2,
-                                        science=ev, program=name.program,
-                                        pointing_corrections=corrections, annotation=annotation),
-            releases=releases or None,
-            degraded=asn["degraded_status"] if degraded else None,
-            exposure_id=cand.science, visit=name.visit, instrument=ev.get("instrument"),
-            exp_type=ev.get("exp_type"), header=ev.get("header"),
-            pointing_quality=(sci.release or {}).get("keywords", {}).get(
-                "ENGQLPTG", ev.get("pointing_quality")),
-            pointing_provisional=bool(ev.get("pointing_provisional"))
-            and (sci.release or {}).get("path") != "pointing",
-            arrived_at=ev.get("arrived_at"))
-        return Emit("work.stage2", cand.science, self._as_namespace(message))
+        return released + [Emit("work.stage2", cand.science, self._as_namespace(stage2_order(
+            cand, sci, asn, members, wid, inputs, paths, degraded=not is_complete,
+            namespace=self.namespace, step_parameters=self.step_parameters)))]
 
     def _dead_letter(self, event: contract.Message, reason: str) -> Emit:
         message = contract.build(  # its record (``original``): planner_loop._send adds it

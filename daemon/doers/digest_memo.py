@@ -25,7 +25,8 @@ from typing import Any
 from astropy.io.fits import VerifyError
 
 from calstream.steps.admitted_input import stat_sig
-from calstream.steps.exposure import EXPOSURE_KEYWORDS, ExposureInfo, describe_exposure, json_value
+from calstream.steps.exposure import ExposureInfo, describe_exposure, json_value
+from calstream.steps.exposure_keywords import EXPOSURE_KEYWORDS
 from calstream.steps.fitsfile import file_digest, read_primary_header
 
 # Arrivals and products in flight at once are a few dozen; old entries only

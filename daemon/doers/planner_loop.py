@@ -28,9 +28,8 @@ from calstream.daemon import stages
 from calstream.daemon.deciders.catch_up_orders import OrdersWhileCatchingUp
 from calstream.daemon.deciders.event_checks import EventIds
 from calstream.daemon.deciders.planner_records import Emit
-from calstream.daemon.deciders.planner_state import PlannerState, observe_pointing_everywhere
+from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.daemon.deciders.product_intake import ProductIntake, Taken
-from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
 from calstream.daemon.doers import (
     kafka,
     planner_clients,
@@ -41,6 +40,7 @@ from calstream.daemon.doers import (
 )
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.planner_clock import PlannerClock
+from calstream.daemon.doers.planner_decisions import RecordDecisions
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.planner_publishing import (
     Faults,
@@ -52,8 +52,7 @@ from calstream.daemon.doers.planner_publishing import (
 )
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
-from calstream.steps.plans import Plan, PlanError
-from calstream.topics import contract
+from calstream.steps.plans import Plan
 from calstream.topics.catalog import Topics
 from calstream.topics.dead_letters import original_record
 
@@ -61,14 +60,6 @@ from calstream.topics.dead_letters import original_record
 def original_of(record) -> dict:
     return original_record(topic=record.topic, partition=record.partition, offset=record.offset,
                            key=record.key, value=record.value, timestamp_ms=record.timestamp)
-
-
-class RecordProblem(ValueError):
-    """A record the planner cannot take; ``category`` names the dead letter's."""
-
-    def __init__(self, category: str, reason: str):
-        super().__init__(reason)
-        self.category = category
 
 
 # Records of a fetch whose way in is taken together before their decisions:
@@ -79,7 +70,7 @@ TAKEN_AHEAD = 128
 log = logging.getLogger("calstream.planner")
 
 
-class Planner:
+class Planner(RecordDecisions):
     standby = None  # a Standby (doers/planner_standby.py) when run under the planner lease
     start_waits = None  # the daemon's StartWaits: its clients' starts shown in its /readyz
 
@@ -203,21 +194,6 @@ class Planner:
                     else:
                         self.last_view = planner_status.view_or_last(self)
 
-    def _now(self, record) -> float:
-        # While rebuilding, time is the event's own: decisions replay as made.
-        if self.caught_up or record.timestamp is None or record.timestamp <= 0:
-            return self.clock.now()
-        return min(self.clock.now(), record.timestamp / 1000.0)
-
-    def _take_ahead(self, records: list) -> list[Taken | None]:
-        """The product events' way in, for a run of records at once, before
-        any is decided (``ProductIntake.take_each``: the same results, for
-        less); None for the records of other topics."""
-        products = self.topics.name("products")
-        mine = [r.value for r in records if r.topic == products]
-        taken = iter(self.intake.take_each(mine, self.event_ids))
-        return [next(taken) if r.topic == products else None for r in records]
-
     async def _on_records(self, records: list, outputs: set[str], acting: bool) -> None:
         """A run of records (up to TAKEN_AHEAD): the product events' way in
         together, then their decisions one after another, then what each
@@ -265,23 +241,6 @@ class Planner:
         parked until it is); then the positions behind them move."""
         self.positions.update(await settle(self.unacked, publisher=self.publisher,
                                            metrics=self.metrics))
-
-    def _decision(self, record, taken: Taken | None) -> list[Emit] | tuple[str, str]:
-        """What ``record`` makes the planner send, or (category, reason) of
-        the dead letter it becomes."""
-        try:
-            return self._decide(record, taken)
-        except contract.InvalidMessage as exc:
-            return "invalid_message", str(exc)
-        except RecordProblem as exc:
-            return exc.category, str(exc)
-        except SnapshotInvalid:  # its restored state cannot be read: a new planner rebuilds
-            raise
-        except Exception as exc:  # noqa: BLE001 - no record may end the planner
-            log.exception("planner: cannot handle %s[%d]@%d", record.topic, record.partition,
-                          record.offset)
-            return "bad_input", (f"the planner cannot handle this record: "
-                                 f"{type(exc).__name__}: {exc}")
 
     async def _act_on(self, record, emits: list[Emit] | tuple[str, str]) -> None:
         """What a record's decision said, done: its emits sent, or the record
@@ -339,56 +298,10 @@ class Planner:
                 exposure_id=eid if isinstance(eid, str) else None,
                 about=str(r.emit.message.get("event_id")))
 
-    def _decide(self, record, taken: Taken | None) -> list[Emit]:
-        if record.topic == self.topics.name("plans"):
-            return self._plan_emits(record)
-        if record.topic == self.topics.name("pointing"):
-            try:
-                update = contract.decode(record.value, expected="pointing_update")
-            except contract.InvalidMessage as exc:
-                raise RecordProblem("rejected_update", f"pointing update rejected: {exc}") \
-                    from None
-            # Live first: it judges the update; a namespace holding the same
-            # content takes the release with it.
-            return observe_pointing_everywhere(
-                [self.state, *(s for s in self.states.values() if s is not self.state)],
-                update, self.clock.now())
-        if taken is None:  # a record not taken ahead (a deferred one, a test's)
-            taken = self.intake.take_each([record.value], self.event_ids)[0]
-        if isinstance(taken, Exception):
-            raise taken
-        event, problems = taken
-        if problems:
-            raise RecordProblem("bad_input", "impossible product event: " + "; ".join(problems))
-        state = self.state_for(event.get("namespace") or "live")
-        # The orders are built unchecked: tests/unit/test_planner_outputs.py
-        # validates what the deciders make (schemas and jwst's association
-        # rules), and the publisher's encoding checks every message's schema.
-        return state.observe(event, self._now(record))
-
     async def _reject(self, record, category: str, reason: str) -> None:
         key = record.key.decode("utf-8", "replace") if record.key else ""
         await self.publisher.dead_letter(category=category, stage="planner", key=key,
                                          record=record, reason=reason)
-
-    def _plan_emits(self, record) -> list[Emit]:
-        message = contract.decode(record.value, expected="plan")
-        if message["plan_id"] in self.plans:
-            return []
-        try:
-            plan = Plan.from_json(message.body)
-        except PlanError as exc:  # it says which plan, and why
-            raise RecordProblem("bad_input", str(exc)) from None
-        # Decided first: a plan a decision cannot take is dead-lettered, not
-        # kept in the ledger to be loaded (and refused) again at every start.
-        emits = [e for state in list(self.states.values())
-                 for e in state.load_plan(plan, self._now(record))]
-        self.plans[plan.plan_id] = plan
-        self._unkept.append(message.body)  # kept in _send (outlives a broker losing the topic)
-        self.metrics.plans_loaded.inc()
-        log.info("plan %s loaded (%s: %d exposure(s) of program(s) %s)", plan.plan_id[:12],
-                 plan.source, len(plan.exposures), ", ".join(plan.programs))
-        return emits
 
     async def _publish(self, emits: list[Emit],
                        unacked: Unacknowledged | None = None) -> list[Refused]:

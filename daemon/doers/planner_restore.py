@@ -191,7 +191,7 @@ async def _restore(planner: Planner) -> None:
         except contract.InvalidMessage:
             continue  # `calstream plan load` validates before it sends
         except PlanError as exc:
-            # Refused when it came (planner_loop._plan_emits), and still on the
+            # Refused when it came (planner_decisions._plan_emits), and still on the
             # topic: reported again (the same dead letter) and never used, not
             # raised out of every start.
             await planner._reject(record, "bad_input", str(exc))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import random
 import shutil
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -22,27 +21,23 @@ from typing import Any
 
 import anyio
 
-import calstream
 from calstream.daemon.deciders.core_sharing import cores_for_run
 from calstream.daemon.deciders.provenance_records import done_problem
 from calstream.daemon.deciders.retry_policy import Backoff, NextStep, after_run, split_kind
 from calstream.daemon.deciders.work_items import DETECTOR1_PIPELINE, WorkItem
-from calstream.daemon.doers.digest_memo import remember_written
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.park_gates import ParkedItem, ParkGates
-from calstream.daemon.doers.parking import Parking, in_thread, until_done
 from calstream.daemon.doers.pending_previews import PendingPreviews
-from calstream.daemon.doers.preview_runner import Previews, planned_previews
+from calstream.daemon.doers.preview_runner import Previews
 from calstream.daemon.doers.product_store import Done, ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims
+from calstream.daemon.doers.work_item_outcomes import RunOutcomes
 from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
 from calstream.daemon.operations import logs
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
-from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.failures import INFRASTRUCTURE, infrastructure_cause
-from calstream.steps.fitsfile import file_digest
-from calstream.steps.provenance import jwst_version, work_id
+from calstream.steps.provenance import work_id
 from calstream.steps.reference_integrity import any_changed
 from calstream.topics import contract
 
@@ -50,7 +45,7 @@ log = logging.getLogger("calstream.stage")
 
 
 @dataclass
-class WorkItemRunner:
+class WorkItemRunner(RunOutcomes):
     cfg: Config
     publisher: Publisher
     store: ProductStore
@@ -260,141 +255,3 @@ class WorkItemRunner:
         if cause is None:
             raise exc
         return f"{INFRASTRUCTURE}:{cause}"
-
-    async def _dead_letter(self, item: WorkItem, step, detail: str, outcome, attempts: int,
-                           run_log: Path) -> None:
-        error_type = outcome.failure.error_type if outcome and outcome.failure else "WorkerLost"
-        await self.publisher.dead_letter(
-            category=step.category, reason=f"{item.pipeline} failed: {detail}", stage=item.stage,
-            key=item.key or item.name, attempts=attempts, record=item.record,
-            exposure_id=item.event_fields.get("exposure_id"),
-            path=item.inputs[0]["path"] if item.inputs else None,
-            digest=item.inputs[0]["digest"] if item.inputs else None,
-            log_path=str(run_log), error_type=error_type)
-        self.count(item, "failed")
-        if item.stage in arrival_product_stages() and item.inputs:
-            await self._write_parked(item, "its failure record", lambda: self.store.for_namespace(
-                item.namespace).record_failure(item.program, item.observation, name=item.name,
-                                               stage=item.stage, digest=item.inputs[0]["digest"],
-                                               reason=detail))
-
-    async def _write_parked(self, item: WorkItem, what: str, write) -> None:
-        """A record written after the run's outcome is out: a store that refuses
-        it (full, read-only) parks the item here. Raised, the handler would run
-        the item again and send its dead letter or event once more each time."""
-        await until_done(in_thread(write), Parking(self.cfg, self.metrics, stage=item.stage,
-                                                   what=f"{item.name}: {what}",
-                                                   log_context=item.log_context))
-
-    def _fields(self, item: WorkItem, wid: str, run_log: Path) -> dict[str, Any]:
-        fields = dict(
-            work_id=wid, stage=item.stage, pipeline=item.pipeline, program=item.program,
-            observation=item.observation, product_name=item.name, inputs=item.inputs,
-            calstream_version=calstream.__version__, arrived_at=item.arrived_at,
-            namespace=item.namespace, replay=item.replay, version=item.version,
-            supersedes=self._supersedes(item), log_path=str(run_log),
-            pointing_quality="UNKNOWN", pointing_provisional=False,
-            # The step parameters calstream asked for (contract 1.3): the CRDS
-            # parameter files, named by crds_context, decide everything else.
-            parameters={"steps": item.task_kwargs.get("steps") or {}},
-        )
-        fields.update(item.event_fields)
-        return fields
-
-    def _supersedes(self, item: WorkItem) -> str | None:
-        """The product event of the newest earlier version still in the item's namespace."""
-        store = self.store.for_namespace(item.namespace)
-        for version in store.earlier_versions(item.program, item.observation, item.version):
-            done = store.lookup(item.program, item.observation, name=item.name,
-                                stage=item.stage, version=version, verify=False)
-            if done is not None:
-                return done.event["event_id"]
-        return None
-
-    async def _publish(self, item: WorkItem, wid: str, scratch: Path, result: dict,
-                       run_log: Path, store: ProductStore) -> None:
-        final_dir = store.directory(item.program, item.observation, item.version)
-        context = self.context(item)
-
-        # Digests and sizes come from the worker, which also synced the files
-        # (output_sealing.py); a task run another way is described here.
-        sealed = result.get("sealed")
-
-        def describe_outputs() -> list[dict[str, Any]]:
-            files = []
-            for produced in sorted(Path(p) for p in result["outputs"]):
-                digest, size = sealed[str(produced)] if sealed is not None else (
-                    file_digest(produced), produced.stat().st_size)
-                files.append({"path": str(final_dir / produced.name), "digest": digest,
-                              "size": size, "suffix": produced.stem.rsplit("_", 1)[-1]})
-            return files
-
-        def commit() -> tuple[contract.Message, list[str]]:
-            # One trip off the event loop: the digests, the message and its
-            # schema check, the renames and the record (the fixed cost per
-            # exposure is made of such trips; issue 15).
-            outputs = describe_outputs()
-            # Listed now, made after the event (optional outputs: may never appear).
-            previews = [p for p in planned_previews([o["path"] for o in outputs])
-                        if store.holds(Path(p["path"]))]
-            fields = self._fields(item, wid, run_log)
-            if result.get("steps") is not None:  # as passed, jwst 3.0 workarounds included
-                fields["parameters"] = {"steps": result["steps"]}
-            message = contract.build(
-                "product", contract.event_id("product", wid, "success"),
-                **fields, outcome="success", reason=None, outputs=outputs,
-                jwst_version=result["jwst_version"],
-                crds_context=result["crds_context"] or context,
-                duration_seconds=result["duration_seconds"],
-                **({"previews": previews} if previews else {}))
-            with self.previews.kept(message.event_id, outputs, item.log_context, bool(previews)):
-                store.publish(scratch, item.program, item.observation, name=item.name,
-                              stage=item.stage, version=item.version, synced=sealed is not None,
-                              record={"work_id": wid, "event": message.body})
-            for out in outputs:  # the next stage's admission checks these digests
-                remember_written(Path(out["path"]), out["digest"])
-            return message, previews
-
-        if result["crds_context"] and result["crds_context"] != context:
-            log.warning("%s: pipeline used CRDS context %s, expected %s", item.name,
-                        result["crds_context"], context, extra=item.log_context)
-        message, previews = await anyio.to_thread.run_sync(commit)
-        outputs = message["outputs"]
-        # The run succeeded with its commit marker: counted now, not after the
-        # event's acknowledgement, or a run whose event a broker outage delays
-        # would only ever be counted as the "duplicate" that re-emits it.
-        self.count(item, "success")
-        self.metrics.stage_duration.labels(stage=item.stage, pipeline=item.pipeline).observe(
-            result["duration_seconds"])
-        # The record (the commit marker) is down: announce at once.
-        await self.publisher.publish("products", item.program, message)
-        latency = None
-        # A replayed item's arrival is days old: its "latency" is not the live one.
-        if item.arrived_at and item.priority == "live":
-            latency = max(0.0, time.time() - contract.parse_time(item.arrived_at).timestamp())
-            self.metrics.latency.labels(stage=item.stage).observe(latency)
-        log.info("%s: %s done in %.1fs (%s)%s%s", item.name, item.pipeline,
-                 result["duration_seconds"], ", ".join(o["suffix"] for o in outputs),
-                 f", {latency:.1f}s after arrival" if latency is not None else "",
-                 "; pointing PLANNED: provisional quick-look" if message["pointing_provisional"]
-                 else "", extra=item.log_context)
-        if self.background is not None:
-            self.background.start_soon(self.previews.draw, message.event_id, previews,
-                                       item.log_context)
-        else:  # drawn now, ungated: this item is in the gate's count until it returns
-            await self.previews.draw(message.event_id, previews, item.log_context, gated=False)
-
-    async def _publish_skipped(self, item: WorkItem, wid: str, reason: str,
-                               run_log: Path, store: ProductStore) -> None:
-        message = contract.build(
-            "product", contract.event_id("product", wid, "skipped"),
-            **self._fields(item, wid, run_log), outcome="skipped", reason=reason, outputs=[],
-            jwst_version=jwst_version(), crds_context=self.context(item), duration_seconds=None)
-        await self._write_parked(item, "its skipped record", lambda: store.write_record(
-            item.program, item.observation, name=item.name, stage=item.stage,
-            version=item.version, record={"work_id": wid, "event": message.body}))
-        await self.publisher.publish("products", item.program, message)
-        self.count(item, "skipped")
-        log.info("%s: no science data (%s): skipped product event", item.name, reason,
-                 extra=item.log_context)
-

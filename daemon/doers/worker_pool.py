@@ -20,29 +20,27 @@ and a run given several cores (``share_cores``: jwst's maximum_cores) starts
 stcal's process pools. Their lifetime is the pool's: close() ends them, an
 exit hook kills what is left, and each worker dies with the daemon (PDEATHSIG,
 also in its children: child_processes.children_die_with_me). A worker is asked
-to end before it is killed (see _end), so shutdown leaves nothing to
+to end before it is killed (worker_lifecycle.py), so shutdown leaves nothing to
 multiprocessing's resource tracker (tests/unit/test_pool_shutdown.py).
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import multiprocessing as mp
-import os
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from calstream.daemon.doers.priority_slots import DECLINED, PrioritySlots
-from calstream.daemon.doers.worker_process import TaskFailure, worker_main
+from calstream.daemon.doers.worker_lifecycle import Worker, WorkerLifecycle, kill_left_over
+from calstream.daemon.doers.worker_process import TaskFailure
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.worker_memory import IDLE_RETURN_SECONDS
 
@@ -53,9 +51,6 @@ log = logging.getLogger("calstream.pool")
 # Items waiting for each worker besides the one it runs: one is enough to
 # leave no gap, and more would only lengthen what a revoked partition hands back.
 PREFETCH_PER_WORKER = 1
-
-# Seconds a worker asked to end (idle: return; mid-task: SIGTERM) has before SIGKILL.
-STOP_GRACE = 3.0
 
 
 class WorkerLost(RuntimeError):
@@ -75,23 +70,12 @@ class TaskOutcome:
 
 
 @dataclass
-class _Worker:
-    name: str
-    process: Any
-    conn: Connection
-    tasks_left: int
-    ready: bool = False
-    cores: int = 0  # of the run it does now (0: idle)
-    started: float = field(default_factory=time.monotonic)
-
-
-@dataclass
 class _Request:
     """A task on its way to a worker, and what became of it (see _hand_over)."""
     message: tuple  # (fn path, kwargs, log path, environment), as the worker reads it
     still_needed: Callable[[], bool] | None = None
     share_cores: Callable[[int, int], int] | None = None
-    worker: _Worker | None = None  # set once it is sent
+    worker: Worker | None = None  # set once it is sent
     cores: int = 1  # the run was allowed (share_cores)
     sent_at: float = 0.0
     send_error: BaseException | None = None
@@ -99,7 +83,7 @@ class _Request:
     abandoned: bool = False  # its caller was cancelled: hand nothing on
 
 
-class WorkerPool:
+class WorkerPool(WorkerLifecycle):
     def __init__(self, size: int, *, stage: str, metrics: Metrics, env: dict[str, str] | None = None,
                  initializer: str | None = None, classifier: str | None = None,
                  max_tasks_per_worker: int = 200, rss_limit_bytes: int = 0,
@@ -121,8 +105,8 @@ class WorkerPool:
         self.prefetch = prefetch
         self.idle_return_seconds = idle_return_seconds
         self._ctx = mp.get_context("spawn")  # fork + jwst's threads is unsafe
-        self._idle: list[_Worker] = []
-        self._all: list[_Worker] = []
+        self._idle: list[Worker] = []
+        self._all: list[Worker] = []
         self._slots = PrioritySlots(size)
         self._counter = 0
         self._closed = False
@@ -130,7 +114,7 @@ class WorkerPool:
         self._ending: list[threading.Thread] = []  # see _end
         # Not daemonic: without this, an exit that skipped close() would hang
         # in multiprocessing's own exit hook, joining workers that wait for work.
-        atexit.register(_kill_left_over, weakref.ref(self))
+        atexit.register(kill_left_over, weakref.ref(self))
 
     @property
     def busy(self) -> int:
@@ -154,66 +138,6 @@ class WorkerPool:
     def workers_started(self) -> int:
         """Worker processes now running (0 before a lazy pool's first run)."""
         return len(self._all)
-
-    def start(self, *, on_first_work: bool = False) -> None:
-        """Spawn the workers; they warm up (import jwst) in parallel, off the loop.
-        ``on_first_work``: spawn none now; the first run starts them all (owed),
-        and waits for a warm-up, which its task timeout does not count."""
-        if on_first_work:
-            self._owed += self.size
-            return
-        for _ in range(self.size):
-            self._idle.append(self._spawn())
-
-    def _spawn(self) -> _Worker:
-        self._counter += 1
-        name = f"{self.stage}-{self._counter}"
-        parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(
-            target=worker_main, name=f"calstream-{name}", daemon=False,
-            args=(child, self.env, self.initializer, self.classifier, self.max_tasks,
-                  os.getpid(), self.idle_return_seconds))
-        proc.start()
-        child.close()
-        w = _Worker(name, proc, parent, self.max_tasks)
-        self._all.append(w)
-        return w
-
-    def _replace(self, w: _Worker, cause: str) -> None:
-        self._end(w, mid_task=cause in ("cancelled", "timeout", "died"))
-        if cause != "retired":
-            self.metrics.worker_restarts.labels(stage=self.stage, cause=cause).inc()
-        if cause == "cancelled":
-            # Most often the daemon stopping: a worker started now would be
-            # killed mid-warm-up by close(). The next run starts it instead.
-            self._owed += 1
-        elif not self._closed:
-            self._idle.append(self._spawn())
-
-    def _end(self, w: _Worker, *, mid_task: bool) -> None:
-        """End a worker without waiting for it: an idle one is asked to return,
-        one mid-task gets SIGTERM (worker_process: its handler runs
-        multiprocessing's exit hooks), and either is killed if still there
-        after STOP_GRACE seconds. SIGKILL alone would leave the named
-        semaphores a worker holds (crds makes one at import) to the resource
-        tracker, which warns of "leaked semaphore objects" at the daemon's exit."""
-        if w in self._all:
-            self._all.remove(w)
-        with contextlib.suppress(KeyError):  # a worker that never finished a task
-            self.metrics.worker_rss.remove(self.stage, w.name)
-        with contextlib.suppress(OSError, ValueError):
-            w.process.terminate() if mid_task else w.conn.send(None)
-
-        def reap() -> None:
-            w.process.join(STOP_GRACE)
-            if w.process.exitcode is None:
-                w.process.kill()
-                w.process.join(5)
-            w.conn.close()
-        # A thread: joining here would hold the event loop (run() calls this).
-        ender = threading.Thread(target=reap, name=f"end-{w.name}", daemon=True)
-        ender.start()
-        self._ending = [*(t for t in self._ending if t.is_alive()), ender]
 
     async def run(self, fn_path: str, kwargs: dict[str, Any], *, timeout: float,
                   log_path: str | None = None, env: dict[str, str] | None = None,
@@ -303,7 +227,7 @@ class WorkerPool:
     def _over_memory(self, outcome: TaskOutcome) -> bool:
         return 0 < self.rss_limit < outcome.rss_bytes
 
-    def _plan(self, request: _Request, w: _Worker) -> None:
+    def _plan(self, request: _Request, w: Worker) -> None:
         """The cores of ``request``'s run on ``w`` (share_cores, asked the
         moment ``w`` is the run's, counting ``w``'s cores as free)."""
         request.cores = 1
@@ -378,23 +302,3 @@ class WorkerPool:
             if time.monotonic() > deadline:  # _replace ends it (SIGTERM, then SIGKILL)
                 raise WorkerLost(f"worker {w.name} exceeded the task timeout of {timeout:.0f}s "
                                  "and was killed")
-
-    def close(self) -> None:
-        """End every worker and wait for them. SIGTERM rather than a request
-        to return: a worker still warming up (importing jwst) reads no request
-        before it is done, and would be killed at STOP_GRACE."""
-        self._closed = True
-        for w in list(self._all):
-            self._end(w, mid_task=True)
-        self._idle.clear()
-        for ender in self._ending:
-            ender.join()
-        self._ending.clear()
-
-
-def _kill_left_over(pool_ref: weakref.ref) -> None:
-    pool = pool_ref()
-    if pool is not None and not pool._closed:
-        for w in list(pool._all):
-            w.process.kill()
-            w.process.join(timeout=5)

@@ -15,7 +15,7 @@ and the time its data end, ``jw<ppppp><ooo><vvv>_gs-<acq1|acq2|track|fg>_
 <yyyydddhhmmss>_uncal.fits``, and its primary header has what guide-star
 headers have: program, observation and visit, but no visit group,
 sequence, activity, exposure number or ENGQLPTG
-(`steps.exposure.NOT_IN_GUIDER_HEADERS`).
+(`steps.exposure_keywords.NOT_IN_GUIDER_HEADERS`).
 
 jwst runs calwebb_guider (dq_init, guider_cds, flat_field) on it *instead of*
 detector1, which asks CRDS for MASK (dq_init), GAIN and READNOISE

@@ -68,7 +68,7 @@ ASN = {"asn_id": "o001", "program": "01234", "version_id": "20260101t000000",
 
 
 def order(**extra):
-    """A stage-2 order as the planner makes it (planner_state._work_order)."""
+    """A stage-2 order as the planner makes it (level2_orders.stage2_order)."""
     return {"stage": "stage2", "pipeline": "calwebb_image2", "exposure_id": EID,
             "product_name": EID, "program": "01234", "observation": "001", "association": ASN,
             "association_path": "jw01234-o001_20260101t000000_image2_06000_asn.json",

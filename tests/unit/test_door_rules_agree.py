@@ -9,7 +9,7 @@ watcher retry it for good (INSTRUME = 5, PROGRAM = 1234 as a number), and a
 product event the intake refuses is a dead letter after detector1 already
 ran. So this fuzz writes real FITS files with mutated primary headers and
 asks, of every one the door accepts, that the arrival builds as
-daemon/runtime.py builds it and that its header passes the intake's rule.
+daemon/roles.py builds it and that its header passes the intake's rule.
 """
 
 from __future__ import annotations
@@ -18,12 +18,8 @@ import random
 
 import pytest
 
-from calstream.steps.exposure import (
-    EXPOSURE_KEYWORDS,
-    BadExposure,
-    describe_exposure,
-    header_copy_problems,
-)
+from calstream.steps.exposure import BadExposure, describe_exposure, header_copy_problems
+from calstream.steps.exposure_keywords import EXPOSURE_KEYWORDS
 from calstream.topics import contract
 
 from .test_exposure import write
@@ -37,7 +33,7 @@ KEYS = [k.name for k in EXPOSURE_KEYWORDS] + ["SUBSIZE1", "SUBSIZE2"]
 
 
 def _arrival(info) -> contract.Message:
-    """As daemon/runtime.py's on_arrival builds it (contract.build checks it)."""
+    """As daemon/roles.py's on_arrival builds it (contract.build checks it)."""
     return contract.build(
         "arrival", contract.event_id("arrival", info.exposure_id, "sha256:" + "0" * 64),
         exposure_id=info.exposure_id, path=str(info.path), digest="sha256:" + "0" * 64,

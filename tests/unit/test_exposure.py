@@ -3,13 +3,11 @@ import json
 import numpy as np
 import pytest
 
-from calstream.steps.exposure import (
+from calstream.steps.exposure import BadExposure, describe_exposure, missing_extensions
+from calstream.steps.exposure_keywords import (
     EXPOSURE_KEYWORDS,
     OPTIONAL_KEYWORDS,
     REQUIRED_KEYWORDS,
-    BadExposure,
-    describe_exposure,
-    missing_extensions,
 )
 from calstream.steps.fitsfile import BLOCK, fits_layout
 from calstream.steps.synthetic.headers import SMALL_UNCAL_HEADER, small_uncal

@@ -140,13 +140,15 @@ def _reference_rule(name, header):
     from calstream.steps.exposure import (
         COUNT_KEYWORDS,
         FITS_VALUE_TYPES,
-        GUIDER_EXP_TYPES,
-        NOT_IN_GUIDER_HEADERS,
-        REQUIRED_KEYWORDS,
         count_problems,
         date_time_problems,
         name_header_disagreements,
         text_keyword_problems,
+    )
+    from calstream.steps.exposure_keywords import (
+        GUIDER_EXP_TYPES,
+        NOT_IN_GUIDER_HEADERS,
+        REQUIRED_KEYWORDS,
     )
     odd = sorted(str(k)[:40] for k, v in header.items() if type(v) not in FITS_VALUE_TYPES)
     if odd:

@@ -159,7 +159,7 @@ def _uncal(inbox: Path, **changes) -> Path:
 
 
 def _arrival(path: Path) -> dict:
-    """As the watcher announces it (runtime.py, on_arrival)."""
+    """As the watcher announces it (roles.py, on_arrival)."""
     info = describe_exposure(path)
     digest = file_digest(path)
     return contract.build(

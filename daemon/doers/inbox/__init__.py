@@ -2,6 +2,7 @@
 
 - ``watcher``: the loop that tracks files and carries out the decisions of
   ``calstream.daemon.deciders.inbox_file`` (settle, structure, identity);
+- ``tracked_file``: one look at a tracked file, and its decision carried out;
 - ``observer_bridge``: watchdog events and inbox listings, handed to the loop;
 - ``file_reads``: stat, FITS layout, identity and digest of a file, off the loop;
 - ``ledger``: what has been announced (sqlite), also a digest cache;

@@ -18,7 +18,7 @@ class Arrival:
     exposure_id: str
     digest: str  # "sha256:<hex>"
     size: int
-    header: dict[str, Any]  # calstream.steps.exposure.EXPOSURE_KEYWORDS present
+    header: dict[str, Any]  # calstream.steps.exposure_keywords.EXPOSURE_KEYWORDS present
     detected_at: float  # epoch seconds when this content was first seen
     source: str  # "watch" | "startup-scan"
 

@@ -3,10 +3,11 @@ announced, rejected or gone.
 
 Events, the polling observer and a periodic rescan (observer_bridge.py; the
 watch kept on the inbox there is now: watch_keeper.py) put paths on the list
-of tracked files. Each look at a file gathers one fact (stat, FITS layout,
-identity and digest), asks the pure decider ``deciders/inbox_file.py`` what
-follows (it lists every retry and its bound), and carries it out: wait, look
-deeper, announce (announcer.py), reject (quarantine.py), retry or forget it.
+of tracked files. Each look at a file (tracked_file.py) gathers one fact
+(stat, FITS layout, identity and digest), asks the pure decider
+``deciders/inbox_file.py`` what follows (it lists every retry and its
+bound), and carries it out: wait, look deeper, announce (announcer.py),
+reject (quarantine.py), retry or forget it.
 Everything that touches the filesystem, the ledger or a caller's sync
 callback runs in a worker thread: on a network filesystem a stat can block
 for seconds, and this loop may share its event loop with the daemon.
@@ -19,7 +20,6 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
@@ -27,12 +27,12 @@ import anyio.to_thread
 from anyio.abc import TaskGroup, TaskStatus
 
 from calstream.daemon.deciders import inbox_file as decide
-from calstream.daemon.deciders.inbox_file import FileState, InboxRules, Sig
-from calstream.daemon.doers.inbox.announcer import AnnouncementFailed, Announcer
+from calstream.daemon.deciders.inbox_file import InboxRules, Sig
+from calstream.daemon.doers.inbox.announcer import Announcer
 from calstream.daemon.doers.inbox.file_reads import FileReads
 from calstream.daemon.doers.inbox.ledger import Ledger
 from calstream.daemon.doers.inbox.observer_bridge import InboxScope, ObserverBridge
-from calstream.daemon.doers.inbox.quarantine import Quarantine, QuarantineBlocked
+from calstream.daemon.doers.inbox.quarantine import Quarantine
 from calstream.daemon.doers.inbox.reports import (
     Arrival,
     Counts,
@@ -42,28 +42,13 @@ from calstream.daemon.doers.inbox.reports import (
     log_fields,
     log_file,
 )
+from calstream.daemon.doers.inbox.tracked_file import FileSteps, Track
 from calstream.daemon.doers.inbox.watch_keeper import WatchKeeper
 from calstream.daemon.doers.parking import Parking
-from calstream.steps.exposure import UNCAL_REQUIRED_EXTENSIONS, BadExposure
+from calstream.steps.exposure import UNCAL_REQUIRED_EXTENSIONS
 
 
-@dataclass(eq=False)
-class _Track:
-    path: Path
-    source: str  # how it was found: "watch" | "startup-scan"
-    detected_at: float  # epoch seconds
-    first_seen: int  # its place in the order files were found: its turn (file_reads.py)
-    state: FileState = FileState()
-    arrival: Arrival | None = None  # identified; waiting for (re)announcement
-    next_check: float = 0.0  # monotonic
-    retry_at: float = 0.0  # monotonic; backoff after a failure
-    busy: bool = False
-    touched: bool = False  # an event came in while a step was running
-    # The latest event said its writer closed it or moved it in: no settle wait.
-    writer_done: bool = False
-
-
-class Watcher:
+class Watcher(FileSteps):
     def __init__(
         self,
         inbox: Path,
@@ -106,7 +91,7 @@ class Watcher:
         self._has_products = has_products
         self._announcer: Announcer | None = None  # needs the ledger: made in run()
         self._wake = anyio.Event()
-        self._tracks: dict[Path, _Track] = {}
+        self._tracks: dict[Path, Track] = {}
         self._done: dict[Path, Sig] = {}  # handled files still in the inbox
         self.reads = FileReads(io_concurrency)
         self._found = itertools.count()
@@ -223,14 +208,14 @@ class Watcher:
                 self._track(path, "startup-scan")
         self._kick()
 
-    def _track(self, path: Path, source: str) -> _Track:
+    def _track(self, path: Path, source: str) -> Track:
         t = self._tracks.get(path)
         if t is None:
-            t = self._tracks[path] = _Track(path, source, detected_at=time.time(),
+            t = self._tracks[path] = Track(path, source, detected_at=time.time(),
                                             first_seen=next(self._found))
         return t
 
-    def _forget(self, t: _Track, *, still_there: bool) -> None:
+    def _forget(self, t: Track, *, still_there: bool) -> None:
         self._tracks.pop(t.path, None)
         self.quarantine.resumed(t.path)  # gone while parked: no longer shown parked
         if still_there and t.state.sig is not None:
@@ -248,152 +233,3 @@ class Watcher:
             await work
         finally:
             self._kick()
-
-    # ------------------------------------------------------------ one file
-
-    async def _step(self, t: _Track) -> None:
-        t.touched = False
-        try:
-            await self._advance(t)
-        except Exception:
-            # Never let one file stop the watcher; try it again later (bounded).
-            self._counts.errors += 1
-            t.state, decision = decide.after_unexpected_error(
-                t.state, now=time.monotonic(), rules=self.rules
-            )
-            retrying = isinstance(decision, decide.RetryLater)
-            then = f"; retrying in {decision.delay:g} s" if retrying else ""
-            log_file(logging.ERROR, f"unexpected error{then}", t.path, exc_info=True)
-            await self._carry_out(t, decision)
-        finally:
-            t.busy = False
-            self._kick()
-
-    async def _advance(self, t: _Track) -> None:
-        """Gather the facts the decider asks for, one look deeper each time,
-        until it decides something other than looking deeper."""
-        sig, link_outside = await self.reads.look(t.path, self.roots)
-        seen_before = t.state.sig is not None
-        # No write to wait out: the writer said it was done, or the file is as
-        # it was when it was last announced whole (a restart's scan).
-        writer_done = t.writer_done or (
-            not seen_before and sig is not None and await self._announcer.ledger.knows(t.path, sig)
-        )
-        t.state, decision = decide.after_stat(
-            t.state,
-            name=t.path.name,
-            sig=sig,
-            handled_sig=self._done.get(t.path),
-            now=time.monotonic(),
-            age=time.time() - sig[1] / 1e9 if sig else 0.0,
-            rules=self.rules,
-            writer_done=writer_done,
-            link_outside=link_outside,
-        )
-        if not t.state.identified:
-            t.arrival = None  # new content: identified afresh
-        if not seen_before and t.state.sig is not None:
-            self._counts.seen += 1
-        if isinstance(decision, decide.CheckStructure | decide.ReadIdentity):
-            async with self.reads.turn(t.first_seen):
-                if isinstance(decision, decide.CheckStructure):
-                    decision = await self._check_structure(t, sig)
-                if isinstance(decision, decide.ReadIdentity):
-                    decision = await self._read_identity(t, sig)
-        await self._carry_out(t, decision)
-
-    async def _check_structure(self, t: _Track, sig: Sig) -> decide.Decision:
-        try:
-            layout = await self.reads.layout(t.path)
-        except FileNotFoundError:
-            return decide.Forget(still_there=False)
-        except OSError as exc:
-            return self._unreadable(t, exc)
-        t.state, decision = decide.after_structure(
-            t.state, name=t.path.name, sig=sig, layout=layout, now=time.monotonic(),
-            rules=self.rules)
-        return decision
-
-    async def _read_identity(self, t: _Track, sig: Sig) -> decide.Decision:
-        try:
-            info = await self.reads.identity(t.path)
-            digest = await self._announcer.ledger.cached_digest(t.path, info.exposure_id, sig)
-            if digest is None:
-                digest = await self.reads.digest(t.path)
-        except BadExposure as exc:
-            return decide.Reject(str(exc), await self.reads.digest_or_none(t.path))
-        except FileNotFoundError:
-            return decide.Forget(still_there=False)
-        except OSError as exc:
-            return self._unreadable(t, exc)
-        t.state, decision = decide.after_identity(
-            t.state, sig=sig, sig_after_read=await self.reads.sig(t.path), now=time.monotonic()
-        )
-        if isinstance(decision, decide.Announce):
-            t.arrival = Arrival(
-                path=t.path,
-                exposure_id=info.exposure_id,
-                digest=digest,
-                size=sig[0],
-                header=info.header,
-                detected_at=t.detected_at,
-                source="watch" if t.state.rewritten else t.source,
-            )
-        return decision
-
-    def _unreadable(self, t: _Track, exc: OSError) -> decide.Decision:
-        t.state, decision = decide.after_read_error(
-            t.state, name=t.path.name, error=str(exc), now=time.monotonic(), rules=self.rules
-        )
-        if isinstance(decision, decide.RetryLater):
-            log_file(logging.WARNING, f"cannot read ({exc}); retrying in {decision.delay:g} s",
-                     t.path)
-        return decision
-
-    async def _carry_out(self, t: _Track, decision: decide.Decision) -> None:
-        match decision:
-            case decide.Wait(until=until, note=note):
-                if note:
-                    log_file(logging.INFO, note, t.path)
-                t.next_check = until
-            case decide.RetryLater(at=at):
-                t.retry_at = at
-            case decide.Forget(still_there=still_there, why=why, gave_up=gave_up):
-                if why:
-                    log_file(logging.ERROR if gave_up else logging.DEBUG, why, t.path)
-                self._forget(t, still_there=still_there)
-            case decide.Reject(reason=reason, digest=digest):
-                await self._reject(t, reason, digest)
-            case decide.Announce():
-                await self._announce(t)
-
-    async def _announce(self, t: _Track) -> None:
-        a, sig = t.arrival, t.state.sig
-        assert a is not None and sig is not None
-        try:
-            dealt_with = await self._announcer.announce(a, sig)
-        except AnnouncementFailed as exc:
-            if exc.refused:
-                await self._reject(t, str(exc), a.digest)
-                return
-            t.state, retry = decide.after_announce_failed(t.state, now=time.monotonic(),
-                                                          rules=self.rules)
-            t.retry_at = retry.at
-            log_file(logging.WARNING, f"on_arrival failed (attempt {t.state.failures}): {exc}; "
-                     f"retrying in {retry.delay:g} s", t.path, a)
-            return
-        if dealt_with:
-            self._forget(t, still_there=True)
-        else:  # the same content under another path is being announced
-            t.next_check = time.monotonic() + self.rules.look_interval
-
-    async def _reject(self, t: _Track, reason: str, digest: str | None) -> None:
-        try:
-            rejection = await self.quarantine.move_aside(t.path, reason, digest, t.detected_at)
-        except QuarantineBlocked as blocked:  # left in the inbox, parked: looked at again then
-            t.retry_at = time.monotonic() + blocked.delay
-            return
-        # Left in the inbox, it is remembered so the rescan does not reject it
-        # again until it changes.
-        self._forget(t, still_there=rejection.quarantined_to is None)
-        await self.quarantine.report(rejection)

@@ -1,6 +1,6 @@
 """A consumer-group member that runs its records concurrently and commits in order.
 
-Every stage consumes through it (runtime.py wires one per stage role). It
+Every stage consumes through it (roles.py wires one per stage role). It
 never runs calibration itself: each record is handed to a task, the loop
 keeps polling (so the group never evicts it during a long run), partitions are
 paused while ``capacity`` items are in flight, and a partition's offset is

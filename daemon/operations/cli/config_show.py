@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from calstream.daemon.operations.cli.registry import DAEMON_FLAGS, command, deployment_config
-from calstream.daemon.operations.config import PARSERS, Config
+from calstream.daemon.operations.config import Config
+from calstream.daemon.operations.config_parsers import PARSERS
 from calstream.daemon.operations.config_values import mask
 
 # Paths that default to a place inside work_dir.
