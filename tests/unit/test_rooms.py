@@ -37,7 +37,7 @@ JWST = ("jwst", "stcal", "stdatamodels", "stpipe")
 IO = ("anyio", "asyncio", "socket", "sqlite3", "subprocess", "shutil", "tempfile", "threading",
       "multiprocessing", "select", "signal", "ssl", "urllib", "http", "watchdog",
       "prometheus_client", "calstream.daemon.doers", "calstream.daemon.operations",
-      "calstream.daemon.runtime")
+      "calstream.daemon.runtime", "calstream.daemon.roles")
 
 RULES = {
     "steps": (*KAFKA, "calstream.daemon"),
