@@ -92,7 +92,10 @@ class Daemon(RoleTasks):
         self.broker = EmbeddedBroker(self.cfg.work_dir, storage=self.cfg.broker_storage)
         self.broker.reserve_port()
         self.bootstrap = self.broker.bootstrap
-        self.cfg = dataclasses.replace(self.cfg, kafka_bootstrap=self.bootstrap)
+        # Nobody else can make an embedded broker's topics: its daemon makes them
+        # at start and after the broker was restarted empty (after_broker_back).
+        self.cfg = dataclasses.replace(self.cfg, kafka_bootstrap=self.bootstrap,
+                                       create_topics=True)
         return self.bootstrap
 
     def _restarting(self, attempt: Callable[[], Awaitable[T]]) -> Callable[[], Awaitable[T]]:
@@ -176,8 +179,8 @@ class Daemon(RoleTasks):
                            partial(start_embedded, self.broker), infrastructure_cause)
             # The first step to meet the broker: TLS and SASL mistakes stop the start here.
             await step(broker, self._restarting(partial(settings_checked, cfg, partial(
-                kafka.create_topics, cfg, self.topics,
-                create=cfg.create_topics or self.broker is not None))), broker_or_disk_cause)
+                kafka.create_topics, cfg, self.topics, create=cfg.create_topics))),
+                broker_or_disk_cause)
             await step(disks, in_thread(partial(ensure_current, self.store)), infrastructure_cause)
             removed = await step(disks, in_thread(self.store.clean_scratch), infrastructure_cause)
             if removed:

@@ -30,3 +30,24 @@ def test_the_summary_names_the_topics_grouped_by_reason_and_bounded():
     assert "cs.t00, cs.t01, cs.t02, cs.t03, cs.t04 and 15 more: not created" in text
     assert "cs.x: not authorized" in text
     assert len(text) < 800
+
+
+def test_a_daemon_on_its_embedded_broker_makes_its_topics_whatever_create_topics_says(tmp_path):
+    """``create_topics = false`` leaves topics to an admin; an embedded broker has
+    none: its daemon made them at start but not after the broker was restarted
+    empty (after_broker_back reads ``create_topics``), and waited for ever."""
+    from calstream.daemon.operations.config import load
+    from calstream.daemon.runtime import Daemon
+
+    external = Daemon(load(None, env={}, flags={"work_dir": tmp_path / "a",
+                                                "kafka_bootstrap": "broker:9092",
+                                                "create_topics": False}))
+    external.start_broker()
+    assert external.broker is None and external.cfg.create_topics is False  # the admin's
+    embedded = Daemon(load(None, env={}, flags={"work_dir": tmp_path / "b",
+                                                "create_topics": False}))
+    try:
+        embedded.start_broker()
+        assert embedded.broker is not None and embedded.cfg.create_topics is True
+    finally:
+        embedded.broker._release_reservation()
