@@ -43,6 +43,7 @@ from calstream.steps.failures import (
     CRDS_LOOKUP,
     CRDS_REFERENCE_MISSING,
     CRDS_UNREACHABLE,
+    error_text,
     infrastructure_cause,
 )
 
@@ -115,8 +116,8 @@ class _Wait:
             return
         self.reminders += 1
         self.next_reminder = now + REMINDERS.delay(self.reminders + 1)
-        log.warning("start: still waiting for %s (%s) after %.0fs: %s: %s", self.what,
-                    self.cause, now - self.since, type(exc).__name__, exc,
+        log.warning("start: still waiting for %s (%s) after %.0fs: %s", self.what,
+                    self.cause, now - self.since, error_text(exc),
                     extra={"stage": START})
 
 
