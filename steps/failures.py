@@ -65,6 +65,15 @@ def _same_file(a: str | os.PathLike | None, b: str | os.PathLike | None) -> bool
     return os.path.abspath(os.fspath(a)) == os.path.abspath(os.fspath(b))
 
 
+def error_text(exc: BaseException) -> str:
+    """``exc`` in one line for an operator: its type, then its words. Some
+    libraries put the type in the words already (aiokafka's KafkaError):
+    status printed `KafkaConnectionError: KafkaConnectionError: Unable to
+    bootstrap ...`; it is said once."""
+    name = type(exc).__name__
+    return f"{name}: {str(exc).removeprefix(f'{name}: ')}"
+
+
 def infrastructure_cause(exc: BaseException) -> str | None:
     """The broken piece of infrastructure behind ``exc``, or None.
 

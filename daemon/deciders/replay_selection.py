@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from calstream.daemon.deciders import command_times
 from calstream.daemon.deciders.admission import path_text_problem
 from calstream.daemon.deciders.event_checks import inside
 from calstream.daemon.stages import STAGES
@@ -43,15 +44,14 @@ _GRAMMAR = {"programs": ("--program", re.compile(r"[0-9]{5}"), "5 digits, e.g. 0
                           "an exposure id or product name, e.g. jw01234001001_02101_00001_nrcb1")}
 
 
-def parse_when(text: str | None) -> dt.datetime | None:
-    """RFC 3339, or a date (midnight UTC); a time without a zone is UTC."""
+def parse_when(text: str | None, now: dt.datetime | None = None) -> dt.datetime | None:
+    """RFC 3339, a date (midnight UTC), or an age (2h): command_times's."""
     if text is None:
         return None
     try:
-        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise BadSelection(f"{text!r} is not a time (use e.g. 2026-11-24T06:00:00Z)") from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+        return command_times.parse_when(text, now)
+    except command_times.NotATime as exc:
+        raise BadSelection(str(exc)) from None
 
 
 @dataclass

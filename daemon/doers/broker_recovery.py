@@ -1,5 +1,5 @@
 """What a broker that lost its records gets again: the product events from the
-product store, the plans and holds from the planner's ledger, the dead
+product store (the live tree's and every replay namespace's), the plans and holds from the planner's ledger, the dead
 letters from the ledger of the daemon that sent them (dead_letter_ledger.py).
 
 The broker is the transport, the product store the ledger: the embedded
@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -32,7 +33,7 @@ from calstream.daemon.doers import kafka
 from calstream.daemon.doers.durable_files import write_json_atomically
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.planner_ledger import PlannerLedger
-from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.product_store import LIVE, ProductStore
 from calstream.daemon.operations.config import Config
 from calstream.steps.regular_files import set_aside_unless_regular
 from calstream.topics import contract, dead_letters
@@ -164,11 +165,23 @@ async def recover_product_events(cfg: Config, topics: Topics, store: ProductStor
         return await publisher.publish_all(
             ("products", e["program"], contract.Message("product", dict(e))) for e in usable)
 
-    sent = await _refill(cfg, topics.name("products"), marker, store.records, send,
-                         products=str(cfg.products))
+    sent = await _refill(cfg, topics.name("products"), marker, partial(every_record, store),
+                         send, products=str(cfg.products))
     if sent is not None:
         log.warning("the broker had no product events: re-published %d from the product "
-                    "store %s", sent, cfg.products)
+                    "store %s (the live tree and its replay namespaces)", sent, cfg.products)
+
+
+def every_record(store: ProductStore) -> list[dict]:
+    """The provenance records of the live tree and of every replay
+    namespace's, oldest event first. A namespace's events are on the topic
+    too: the planner plans its stage-2 and stage-3 work from them, and
+    `calstream subscribe --namespace N` streams them; without them a
+    replay's candidates lost their members with the broker's memory."""
+    live = store.for_namespace(LIVE)
+    found = [*live.records(), *(r for ns in live.namespaces()
+                                for r in live.for_namespace(ns).records())]
+    return sorted(found, key=lambda r: r["event"].get("emitted_at", ""))
 
 
 async def _refill(cfg: Config, topic: str, marker: Path, read, send, lost=None,

@@ -37,6 +37,7 @@ from calstream.daemon.doers.broker_probe import answering, kill_if_wedged
 from calstream.daemon.doers.embedded_broker import BrokerError, EmbeddedBroker
 from calstream.daemon.doers.kafka.partition_ends import PartitionEnds
 from calstream.daemon.operations.metrics import Metrics
+from calstream.steps.failures import error_text
 
 log = logging.getLogger("calstream.broker")
 
@@ -150,8 +151,8 @@ class BrokerSupervisor:
             delay = min(60.0, 2.0 ** self._back_failures)
             self._back_owed = time.monotonic() + delay
             (log.warning if self._back_failures == 1 else log.debug)(
-                "broker %s is back; putting back what it may have lost failed (%s: %s): "
-                "tried again in %.0fs", self.bootstrap, type(exc).__name__, exc, delay)
+                "broker %s is back; putting back what it may have lost failed (%s): "
+                "tried again in %.0fs", self.bootstrap, error_text(exc), delay)
             return
         self._back_owed = None
         self.broker_records.forget()  # what it had before the loss is no measure now
@@ -176,8 +177,8 @@ class BrokerSupervisor:
             try:
                 ends = await self.records()
             except Exception as exc:  # noqa: BLE001 - a broker fault: the probe's to see
-                log.debug("asking broker %s for its partition ends failed: %s: %s",
-                          self.bootstrap, type(exc).__name__, exc)
+                log.debug("asking broker %s for its partition ends failed: %s",
+                          self.bootstrap, error_text(exc))
                 continue
             if self.health.lost_since is not None or self._back_owed is not None:
                 continue  # lost meanwhile: what it answered may be from before

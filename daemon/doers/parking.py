@@ -23,7 +23,7 @@ import anyio
 
 from calstream.daemon.deciders.retry_policy import INFRASTRUCTURE, Backoff, after_run
 from calstream.daemon.operations.metrics import Metrics
-from calstream.steps.failures import infrastructure_cause
+from calstream.steps.failures import error_text, infrastructure_cause
 
 log = logging.getLogger("calstream.parking")
 
@@ -71,12 +71,12 @@ class Parking:
                          park_recheck=self.cfg.park_recheck_seconds, jitter=random.random())
         if step.action == "park" and self.parked is None:
             self.parked = Parked(self.metrics, self.stage, step.cause)
-            log.warning("%s parked on an infrastructure fault (%s): %s: %s; re-checked every "
-                        "%.0fs, nothing dropped", self.what, step.cause, type(exc).__name__, exc,
+            log.warning("%s parked on an infrastructure fault (%s): %s; re-checked every "
+                        "%.0fs, nothing dropped", self.what, step.cause, error_text(exc),
                         self.cfg.park_recheck_seconds, **self.extra)
         elif step.action == "retry":
-            log.warning("%s failed (%s: %s); retry %d/%d in %.1fs", self.what,
-                        type(exc).__name__, exc, self.failures + 1, self.max_attempts,
+            log.warning("%s failed (%s); retry %d/%d in %.1fs", self.what,
+                        error_text(exc), self.failures + 1, self.max_attempts,
                         step.delay, **self.extra)
         self.retry_at = time.monotonic() + step.delay
         return step.delay

@@ -24,6 +24,7 @@ from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, in_thread, until_done
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.operations.metrics import Metrics
+from calstream.steps.failures import error_text
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
@@ -186,7 +187,7 @@ class Faults:
 
     def survived(self, part: str, exc: BaseException) -> None:
         self.metrics.planner_faults.labels(part=part).inc()
-        reason = f"{part}: {type(exc).__name__}: {exc}"[:500]
+        reason = f"{part}: {error_text(exc)}"[:500]
         if reason in self._seen:
             return
         if len(self._seen) < self.LOGGED:

@@ -43,6 +43,7 @@ from calstream.steps.failures import (
     CRDS_LOOKUP,
     CRDS_REFERENCE_MISSING,
     CRDS_UNREACHABLE,
+    error_text,
     infrastructure_cause,
 )
 
@@ -115,9 +116,23 @@ class _Wait:
             return
         self.reminders += 1
         self.next_reminder = now + REMINDERS.delay(self.reminders + 1)
-        log.warning("start: still waiting for %s (%s) after %.0fs: %s: %s", self.what,
-                    self.cause, now - self.since, type(exc).__name__, exc,
+        log.warning("start: still waiting for %s (%s) after %.0fs: %s", self.what,
+                    self.cause, now - self.since, error_text(exc),
                     extra={"stage": START})
+
+
+class _Trying:
+    """A start step at its first attempt, not failed yet: a broker that takes
+    the connection and never answers holds it for request_timeout (30 s),
+    when /readyz said only "starting"."""
+
+    def __init__(self, what: str) -> None:
+        self.what, self.since_wall, self.since = what, time.time(), time.monotonic()
+
+    def describe(self) -> str:
+        since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since_wall))
+        return (f"starting: trying {self.what} since {since}, "
+                f"{time.monotonic() - self.since:.0f}s (no answer yet)")
 
 
 class StartWaits:
@@ -130,6 +145,7 @@ class StartWaits:
         # (one slot showed whichever began last: an operator, and a test, saw
         # the planner's producer wait while the lease's was hidden).
         self.waits: list[_Wait] = []
+        self.trying: list[_Trying] = []  # steps at their first attempt, until it fails
         self.done = False  # set by the daemon once every role runs
 
     @property
@@ -138,10 +154,13 @@ class StartWaits:
         return self.waits[-1] if self.waits else None
 
     def problems(self) -> list[str]:
-        """Why /readyz says not ready while the daemon starts: each wait, or
-        "starting"; none once started and nothing waits."""
-        if waits := list(self.waits):  # a copy: the planner's thread adds and removes its own
-            return [w.describe() for w in waits]
+        """Why /readyz says not ready while the daemon starts: each wait and
+        each first attempt still under way, or "starting"; none once started
+        and nothing waits (a step the planner tries later is no problem)."""
+        # Copies: the planner's thread adds and removes its own.
+        shown = [*self.waits, *(() if self.done else list(self.trying))]
+        if shown:
+            return [w.describe() for w in shown]
         return [] if self.done else ["starting"]
 
     def waiting_of(self, owner: str) -> bool:
@@ -160,6 +179,8 @@ class StartWaits:
                           max_attempts=max_attempts)
         wait: _Wait | None = None
         quieted: tuple[str, ...] = ()
+        first = _Trying(what)
+        self.trying.append(first)
 
         def cause(exc: BaseException) -> str | None:
             nonlocal wait, quieted
@@ -169,6 +190,8 @@ class StartWaits:
             if wait is None:
                 wait = _Wait(what, named, owner)
                 self.waits.append(wait)
+                self.trying.remove(first)  # the wait says it now, since the first try
+                wait.since_wall, wait.since = first.since_wall, first.since
                 # aiokafka logs every failed connection, crds its "FATAL": said once.
                 quieted = _REPEATING.get(named, ())
                 quiet_client_logs(True, quieted)
@@ -181,6 +204,8 @@ class StartWaits:
         try:
             return await until_done(attempt, parking, cause)
         finally:
+            if first in self.trying:
+                self.trying.remove(first)
             if wait is not None:
                 self.waits.remove(wait)  # only its own: another step may still wait
                 quiet_client_logs(False, quieted)

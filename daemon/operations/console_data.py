@@ -25,6 +25,7 @@ from calstream.daemon.doers.promotion import current_namespace
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.status_collection import collect
 from calstream.daemon.operations.status_summary import Status
+from calstream.steps.failures import error_text
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.steps.regular_files import read_regular_text
 from calstream.topics import contract
@@ -257,7 +258,7 @@ class ConsoleData:
             index_broker(status, namespace, index)
             error = status.broker.error
         except Exception as exc:  # noqa: BLE001 - the store alone is still worth showing
-            error = f"{type(exc).__name__}: {exc}"
+            error = error_text(exc)
         letters = list(status.broker.dead_letters) if status else []
         index_product_dead_letters(letters, index)
         return Snapshot(time.time(), namespace, dict(sorted(index.items())), status,

@@ -143,10 +143,10 @@ class Metrics:
         self.missing_exposures = Gauge(
             "calstream_missing_exposures",
             "Exposures expected (NEXPOSUR x EXSEGTOT per detector, or a loaded plan) by an "
-            "open stage-3 candidate and not arrived", ["program"], registry=r)
+            "open stage-3 candidate of the live namespace and not arrived", ["program"], registry=r)
         self.oldest_missing_age = Gauge(
             "calstream_oldest_missing_exposure_age_seconds",
-            "How long the longest-waiting open candidate has been missing an exposure",
+            "How long the longest-waiting open live candidate has been missing an exposure",
             registry=r)
         self.superseded = Counter(
             "calstream_superseding_orders_total",

@@ -38,6 +38,7 @@ from calstream.daemon.operations.status_summary import (
     summarise_planner,
 )
 from calstream.daemon.stages import STAGES, stage
+from calstream.steps.failures import error_text
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
@@ -226,7 +227,7 @@ async def collect(cfg: Config, metrics_urls: list[str], *, dead_letters: int = 1
         except TimeoutError:
             broker = BrokerView(cfg.kafka_bootstrap, error=f"no answer within {timeout:.0f}s")
         except Exception as exc:
-            broker = BrokerView(cfg.kafka_bootstrap, error=f"{type(exc).__name__}: {exc}")
+            broker = BrokerView(cfg.kafka_bootstrap, error=error_text(exc))
     else:
         broker = BrokerView(None, error="no broker configured (--kafka-bootstrap, or "
                                         "kafka_bootstrap in the config file)")

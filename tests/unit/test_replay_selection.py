@@ -289,3 +289,15 @@ def test_a_malformed_program_is_a_configuration_error_of_the_command(capsys):
                  "--program", "1234"]) == 2
     err = capsys.readouterr().err
     assert "configuration error" in err and "--program '1234'" in err and "5 digits" in err
+
+
+def test_an_age_is_a_time_as_for_deadletters_list():
+    """`replay --since 2h` was refused ('2h' is not a time) where
+    `deadletters list --since 2h` took it: one parser for both."""
+    from calstream.daemon.operations.cli import deadletters
+
+    now = dt.datetime(2026, 12, 7, 2, 0, tzinfo=dt.UTC)
+    assert parse_when("2h", now) == now - dt.timedelta(hours=2)
+    assert parse_when("1.5d", now) == deadletters.parse_when("1.5d", now)
+    with pytest.raises(BadSelection, match="an age"):
+        parse_when("2 hours", now)

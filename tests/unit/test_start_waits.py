@@ -40,7 +40,8 @@ async def test_a_read_only_disk_is_waited_for_and_shown(tmp_path):
 
     assert w.problems() == ["starting"]
     assert await w.step("the product store", attempt, infrastructure_cause) == "written"
-    assert seen[0] == (["starting"], 0)
+    [first], metric = seen[0]  # the first attempt, not failed yet: named, not parked
+    assert first.startswith("starting: trying the product store since 20") and metric == 0
     waiting = [problem for problems, _ in seen[1:] for problem in problems]
     assert len(waiting) == len(seen) - 1 and all(p.startswith("starting: waiting for the product store (read_only) since 20")
                for p in waiting), waiting
@@ -166,3 +167,35 @@ def test_no_broker_answering_a_metadata_request_is_waited_for():
     assert broker_cause(lost) == "broker_unreachable"
     assert unreachable(ExceptionGroup("task group", [lost])) is not None
     assert broker_cause(KafkaError("something else")) is None  # not every KafkaError
+
+
+async def test_a_first_attempt_that_has_no_answer_yet_is_named_while_it_lasts(tmp_path):
+    """A broker that takes the connection and never answers holds the first
+    attempt for request_timeout (30 s): /readyz said only "starting", no
+    cause, until it failed. It names the step tried from the start."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from calstream.daemon.doers.start_waits import broker_cause
+
+    w = waits(tmp_path)
+    trying, shown = anyio.Event(), anyio.Event()
+    tries = []
+
+    async def attempt() -> str:
+        tries.append(1)
+        if len(tries) == 1:
+            trying.set()
+            await shown.wait()  # the broker's silence
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1)]")
+        return "connected"
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(w.step, "the broker 127.0.0.1:1", attempt, broker_cause)
+        await trying.wait()
+        [during] = w.problems()
+        shown.set()
+    assert during.startswith("starting: trying the broker 127.0.0.1:1 since 20"), during
+    assert "no answer yet" in during
+    assert w.problems() == ["starting"] and len(tries) == 2
+    w.done = True
+    assert w.problems() == []

@@ -95,3 +95,21 @@ def test_status_shows_a_dead_letter_sent_again_once():
     shown = _decoded(records, "dead_letter", view, 10)
     assert [(m["event_id"], m["_offset"]) for m in shown] == [(other, 1), (first, 2)]
     assert view.unreadable == 0
+
+
+def test_a_broker_that_refuses_the_connection_is_named_with_its_error_type_once():
+    """aiokafka's errors put their type name in their text: status printed
+    `KafkaConnectionError: KafkaConnectionError: Unable to bootstrap ...`."""
+    import socket as _socket
+
+    import anyio
+
+    from calstream.daemon.operations.config import load
+    from calstream.daemon.operations.status_collection import collect
+
+    with _socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = load(None, env={}, flags={"kafka_bootstrap": f"127.0.0.1:{port}"})
+    error = anyio.run(lambda: collect(cfg, [], timeout=10)).broker.error
+    assert error.startswith("KafkaConnectionError: Unable to bootstrap"), error

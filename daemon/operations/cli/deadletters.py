@@ -22,14 +22,13 @@ places of the earlier ones name too (``once_each``).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import re
 import sys
 from dataclasses import dataclass, replace
 
 import anyio
 
+from calstream.daemon.deciders.command_times import NotATime, parse_when
 from calstream.daemon.doers import kafka
 from calstream.daemon.operations.cli.registry import (
     DAEMON_FLAGS,
@@ -53,10 +52,6 @@ from calstream.topics.dead_letters import (
 
 group("deadletters", "what could not be processed; redrive it once the cause is fixed")
 
-_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 @dataclass(frozen=True)
 class DeadLetter:
     ref: str  # "PARTITION:OFFSET" on the deadletter topic
@@ -65,25 +60,13 @@ class DeadLetter:
     copies: tuple[str, ...] = ()  # the places of earlier records of the same dead letter
 
 
-def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
-    """An ISO time, or an age such as 30m, 2h, 1d (that long ago)."""
-    match = _AGE.match(text.strip())
-    if match:
-        now = now or dt.datetime.now(dt.UTC)
-        return now - dt.timedelta(seconds=float(match[1]) * _UNITS[match[2]])
-    when = contract.parse_time(text)
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-
-
 def _when_argument(text: str) -> str:
     """--since/--until checked when the command line is read, before the
     broker is: a value that is no time is a usage error, not a traceback."""
     try:
         parse_when(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither an ISO time (2026-12-01T10:00:00Z) nor an age "
-            "(30m, 2h, 1d)") from None
+    except NotATime as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text
 
 

@@ -29,8 +29,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--namespace", required=True,
                    help="output namespace (not 'live'): products go to their own tree")
     p.add_argument("--crds-context", help="e.g. jwst_1535.pmap (default: the daemon's)")
-    p.add_argument("--since", help="arrival time from (inclusive), RFC 3339 or a date")
-    p.add_argument("--until", help="arrival time up to (exclusive)")
+    p.add_argument("--since", help="arrival time from (inclusive): RFC 3339, a date, or an age (30m, 2h, 1d)")
+    p.add_argument("--until", help="arrival time up to (exclusive), as --since")
     for flag, what in (("program", "5 digits"), ("observation", "3 digits"),
                        ("visit", "3 digits"), ("exposure", "exposure id / product name"),
                        ("instrument", "e.g. NIRCAM"), ("exp-type", "e.g. NRC_IMAGE")):
