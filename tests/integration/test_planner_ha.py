@@ -46,23 +46,33 @@ pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.timeout(18
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def product_event(products: Path, inbox: Path, program: int, n: int,
-                  exposures: int) -> contract.Message:
-    """Exposure ``n`` of a one-visit imaging program, calibrated by detector1."""
+# What a synthetic event of each stage says: its pipeline, what its input and
+# output are, and what its work id is made from beside the input's digest.
+_STAGE_EVENTS = {"detector1": ("calwebb_detector1", "uncal", "rate", ""),
+                 "stage2": ("calwebb_image2", "rate", "cal", "stage2")}
+
+
+def product_event(products: Path, inbox: Path, program: int, n: int, exposures: int, *,
+                  stage: str = "detector1", at: float | None = None) -> contract.Message:
+    """Exposure ``n`` of a one-visit imaging program, calibrated by ``stage``
+    (a detector1 event's input in ``inbox``; a stage-2 one's, its rate, in
+    ``products``), emitted ``at`` (now if None)."""
+    pipeline, read, made, salt = _STAGE_EVENTS[stage]
     header = synthetic_header("NIRCAM", "NRC_IMAGE", PROGRAM=f"{program:05d}",
                               EXPOSURE=f"{n:05d}", NEXPOSUR=exposures)
     eid = exposure_id(header)
     digest = "sha256:" + hashlib.sha256(eid.encode()).hexdigest()
-    wid = hashlib.sha256(digest.encode()).hexdigest()
+    wid = hashlib.sha256((digest + salt).encode()).hexdigest()
+    source = inbox if stage == "detector1" else products
     return contract.build(
-        "product", contract.event_id("product", wid), work_id=wid, stage="detector1",
-        pipeline="calwebb_detector1", outcome="success", program=header["PROGRAM"],
+        "product", contract.event_id("product", wid), work_id=wid, stage=stage,
+        pipeline=pipeline, outcome="success", program=header["PROGRAM"],
         observation=header["OBSERVTN"], exposure_id=eid, product_name=eid, header=header,
-        inputs=[{"path": f"{inbox}/{eid}_uncal.fits", "digest": digest}],
-        outputs=[{"path": f"{products}/{eid}_rate.fits", "digest": digest, "suffix": "rate"}],
+        inputs=[{"path": f"{source}/{eid}_{read}.fits", "digest": digest}],
+        outputs=[{"path": f"{products}/{eid}_{made}.fits", "digest": digest, "suffix": made}],
         jwst_version="3.0.0", crds_context="jwst_0001.pmap",
         pointing_quality="CALCULATED_TRACK_TR_202111", pointing_provisional=False,
-        emitted_at=contract.utc_now())
+        emitted_at=contract.utc_now() if at is None else contract.iso(at))
 
 
 async def publish(cfg, events, pause: float = 0.0) -> None:

@@ -11,7 +11,6 @@ test_planner_ha.py and test_planner_parking.py run it on a real broker).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import anyio
 import pytest
@@ -20,7 +19,6 @@ from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.operations.config import load
 from calstream.daemon.operations.metrics import Metrics
-from calstream.steps.synthetic.headers import exposure_id, synthetic_header
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 from tests.integration.test_planner_ha import product_event
@@ -130,20 +128,7 @@ async def test_records_after_an_unacknowledged_order_wait_with_it(tmp_path):
 def _calibrated(cfg, program: int, n: int, exposures: int, at: float) -> contract.Message:
     """Exposure ``n`` of a one-visit imaging program, calibrated by stage 2
     (its cal in the product store): a member of the visit's stage 3."""
-    header = synthetic_header("NIRCAM", "NRC_IMAGE", PROGRAM=f"{program:05d}",
-                              EXPOSURE=f"{n:05d}", NEXPOSUR=exposures)
-    eid = exposure_id(header)
-    digest = "sha256:" + hashlib.sha256(eid.encode()).hexdigest()
-    wid = hashlib.sha256((digest + "stage2").encode()).hexdigest()
-    return contract.build(
-        "product", contract.event_id("product", wid), work_id=wid, stage="stage2",
-        pipeline="calwebb_image2", outcome="success", program=header["PROGRAM"],
-        observation=header["OBSERVTN"], exposure_id=eid, product_name=eid, header=header,
-        inputs=[{"path": f"{cfg.products}/{eid}_rate.fits", "digest": digest}],
-        outputs=[{"path": f"{cfg.products}/{eid}_cal.fits", "digest": digest, "suffix": "cal"}],
-        jwst_version="3.0.0", crds_context="jwst_0001.pmap",
-        pointing_quality="CALCULATED_TRACK_TR_202111", pointing_provisional=False,
-        emitted_at=contract.iso(at))
+    return product_event(cfg.products, cfg.inbox, program, n, exposures, stage="stage2", at=at)
 
 
 class _Readings:
