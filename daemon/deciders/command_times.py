@@ -24,7 +24,10 @@ def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
     match = _AGE.match(text.strip())
     if match:
         now = now or dt.datetime.now(dt.UTC)
-        return now - dt.timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+        try:  # an age no date can hold (a typo's 99999999999d) is refused, not raised
+            return now - dt.timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+        except OverflowError:
+            raise NotATime(f"{text!r} is too far back: no date is that old") from None
     try:
         when = contract.parse_time(text)
     except (ValueError, TypeError):

@@ -301,3 +301,17 @@ def test_an_age_is_a_time_as_for_deadletters_list():
     assert parse_when("1.5d", now) == deadletters.parse_when("1.5d", now)
     with pytest.raises(BadSelection, match="an age"):
         parse_when("2 hours", now)
+
+
+def test_an_age_beyond_any_date_is_refused_not_a_traceback():
+    """An age no datetime can hold (99999999999d) raised OverflowError through
+    both commands: a traceback for a typo."""
+    from calstream.daemon.deciders.command_times import NotATime
+    from calstream.daemon.deciders.command_times import parse_when as any_command
+
+    now = dt.datetime(2026, 12, 7, 2, 0, tzinfo=dt.UTC)
+    for age in ("99999999999d", "3000000d", "9" * 400 + "s"):
+        with pytest.raises(NotATime, match="too far back"):
+            any_command(age, now)
+        with pytest.raises(BadSelection, match="too far back"):
+            parse_when(age, now)
