@@ -7,6 +7,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
+from calstream.daemon.doers.start_waits import BROKER_UNREACHABLE, TOPICS_MISSING
 from calstream.daemon.operations.holds_view import not_the_planners
 from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.operations.status_summary import (
@@ -15,6 +17,14 @@ from calstream.daemon.operations.status_summary import (
     GroupLag,
     Status,
     planner_left,
+)
+from calstream.steps.failures import (
+    CRDS_LOOKUP,
+    CRDS_REFERENCE_CORRUPT,
+    CRDS_REFERENCE_MISSING,
+    CRDS_UNREACHABLE,
+    DISK_FULL,
+    READ_ONLY,
 )
 from calstream.topics import contract
 
@@ -86,16 +96,16 @@ def _lines(st: Status) -> list[str]:
 # What clears each cause (docs/operations.md, "Infrastructure faults"): the
 # item resumes by itself once it is cleared; nothing to redrive.
 NEXT_STEP = {
-    "disk_full": "free space on the product store, the work directory or the scratch disk",
-    "read_only": "remount the product store (or the work directory) writable",
-    "broker_unreachable": "start the broker or restore the network to it",
-    "topics_missing": "an admin creates the topics (calstream topics create)",
-    "crds_unreachable": "restore the CRDS server or mount the CRDS_PATH cache",
-    "crds_reference_missing": "put the missing reference file back under CRDS_PATH",
-    "crds_lookup": "complete the CRDS cache for the pinned context (crds sync)",
-    "crds_reference_corrupt": "sync the cut reference again (crds sync --files NAME "
+    DISK_FULL: "free space on the product store, the work directory or the scratch disk",
+    READ_ONLY: "remount the product store (or the work directory) writable",
+    BROKER_UNREACHABLE: "start the broker or restore the network to it",
+    TOPICS_MISSING: "an admin creates the topics (calstream topics create)",
+    CRDS_UNREACHABLE: "restore the CRDS server or mount the CRDS_PATH cache",
+    CRDS_REFERENCE_MISSING: "put the missing reference file back under CRDS_PATH",
+    CRDS_LOOKUP: "complete the CRDS cache for the pinned context (crds sync)",
+    CRDS_REFERENCE_CORRUPT: "sync the cut reference again (crds sync --files NAME "
                               "--repair-files)",
-    "inbox_gone": "make the inbox directory again (mount its volume)",
+    INBOX_GONE: "make the inbox directory again (mount its volume)",
 }
 
 
