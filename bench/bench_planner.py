@@ -172,6 +172,26 @@ def _timed(path: RecordPath, records: list[bytes], budget: float,
     return time.perf_counter() - wall0, time.process_time() - cpu0, done
 
 
+def reference_ns(iterations: int = 1_000_000) -> float:
+    """CPU nanoseconds an iteration of a fixed piece of plain Python (a dict
+    look-up and store, a call, an f-string) takes: how fast this machine runs
+    the interpreter today. The same code's events a CPU-second moved 3.4-fold
+    between sessions on machines of the same kind (session 38: 4,070 against
+    13,900 in session 30, for 2 % more instructions an event by
+    count_planner.py); this figure, measured in the same run, says which part
+    of a change of rate is the machine's."""
+    table: dict[str, int] = {}
+
+    def step(i: int) -> str:
+        return f"k{i & 1023}"
+
+    started = time.process_time()
+    for i in range(iterations):
+        key = step(i)
+        table[key] = table.get(key, 0) + 1
+    return (time.process_time() - started) / iterations * 1e9
+
+
 def throughput(sizes: list[int], repeats: int, events: int, budget: float,
                batch: int = TAKEN_AHEAD) -> dict:
     streams = {}
@@ -179,7 +199,9 @@ def throughput(sizes: list[int], repeats: int, events: int, budget: float,
         programs = max(1, -(-events // (2 * size)))
         streams[size] = [r for p in range(programs) for r in program_records(p + 1, size)]
     runs: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
+    machine: list[float] = []
     for _ in range(repeats):
+        machine.append(reference_ns())
         for size in sizes:  # interleaved: a drift of the machine hits every size alike
             path = RecordPath()
             runs.setdefault(("fresh", size), []).append(
@@ -195,6 +217,8 @@ def throughput(sizes: list[int], repeats: int, events: int, budget: float,
             "spread": [round(min(rates)), round(max(rates))],
             "cpu_events_per_s": round(statistics.median(cpu_rates)) if cpu_rates else None,
             "events": rs[0][2], "of": len(streams[size])}
+    table["machine_reference_ns"] = {"median": round(statistics.median(machine)),
+                                     "spread": [round(min(machine)), round(max(machine))]}
     for kind in ("fresh", "redelivered"):
         small, large = table[f"{kind} {sizes[0]}"], table[f"{kind} {sizes[-1]}"]
         table[f"{kind} ratio {sizes[-1]}/{sizes[0]}"] = round(
