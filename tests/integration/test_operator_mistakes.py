@@ -156,3 +156,47 @@ def _full_keeping(store, full_tmpfs):
             fill(store)
             yield
     return mounted()
+
+
+@pytest.mark.anyio
+async def test_a_promotion_of_less_than_live_says_what_live_has_and_waits_for_a_flag(
+        broker, unique_prefix, tmp_path, capsys):
+    """`calstream promote r1` of a replay of one exposure out of three
+    swapped `current` without a word: the other two vanished from the
+    products of record. Now it names them, switches nothing and publishes
+    nothing (exit 3) until `--allow-partial`."""
+    import os
+
+    from calstream.daemon.doers.product_store import ProductStore
+    from calstream.daemon.doers.promotion import ensure_current
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    store = ProductStore(cfg.products)
+    ensure_current(store)
+    names = [f"jw01234001001_02101_0000{n}_nrcb1" for n in (1, 2, 3)]
+    for tree, made in ((store, names), (store.for_namespace("r1"), names[:1])):
+        for n, name in enumerate(made):
+            tree.write_record("01234", "001", name=name, stage="detector1", record={
+                "work_id": f"{n:064x}", "event": {
+                    "stage": "detector1", "program": "01234", "observation": "001",
+                    "exposure_id": name, "product_name": name, "outputs": [],
+                    "emitted_at": "2026-11-24T05:00:00Z"}})
+    run = lambda *argv: anyio.to_thread.run_sync(lambda: _cli(  # noqa: E731
+        cfg, "promote", "r1", "--work-dir", str(tmp_path), *argv))
+
+    assert await run("--reason", "new flats") == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "not promoted" in err, err
+    assert "2 of live's 3 exposure(s) have no product in r1" in err, err
+    assert names[1] in err and names[2] in err and "--allow-partial" in err, err
+    assert os.readlink(store.top / "current") == "."
+    assert not (store.top / "promotions").exists()
+    topic = Topics(cfg.topic_prefix).name("promotions")
+    assert await kafka.read_to_end(cfg, topic) == []
+
+    assert await run("--reason", "new flats", "--allow-partial") == 0
+    assert os.readlink(store.top / "current") == "namespaces/r1"
+    [record] = await kafka.read_to_end(cfg, topic)
+    event = contract.decode(record.value, "promotion")
+    assert event["namespace"] == "r1" and event["records"] == 1
