@@ -23,6 +23,7 @@ import anyio
 from calstream.daemon.doers.product_store import LIVE, PROMOTIONS, ProductStore
 from calstream.daemon.doers.promotion import current_namespace
 from calstream.daemon.operations.config import Config
+from calstream.daemon.operations.dead_letter_redrives import pending
 from calstream.daemon.operations.status_collection import collect
 from calstream.daemon.operations.status_summary import Status
 from calstream.steps.failures import error_text
@@ -83,16 +84,22 @@ class Observation:
             self.exposures[exposure_id] = Exposure(exposure_id, self.program, self.observation)
         return self.exposures[exposure_id]
 
+    def letters(self) -> list[dict[str, Any]]:
+        """Every dead letter of the observation: its exposures', then its own."""
+        return [d for e in self.exposures.values() for d in e.dead_letters] + self.dead_letters
+
     def ordered(self) -> list[Exposure]:
         return sorted(self.exposures.values(), key=lambda e: (e.arrived_at or "~",
                                                                e.exposure_id))
 
     def counts(self) -> dict[str, int]:
-        rows = self.exposures.values()
+        rows, letters = self.exposures.values(), self.letters()
         return {"exposures": len(rows),
                 **{s: sum(1 for e in rows if s in e.stages) for s in PER_STAGE},
                 "stage3": len(self.stage3), "held": sum(1 for e in rows if e.hold),
-                "dead_letters": len(self.dead_letters) + sum(len(e.dead_letters) for e in rows),
+                # What needs someone: a redriven dead letter is handled, counted apart.
+                "dead_letters": len(pending(letters)),
+                "redriven": len(letters) - len(pending(letters)),
                 "missing": len(self.missing), "waiting": len(self.waiting)}
 
 

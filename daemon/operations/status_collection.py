@@ -26,6 +26,7 @@ import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
 from calstream.daemon.operations.config import ROLES, Config, host_port
+from calstream.daemon.operations.dead_letter_redrives import REDRIVES, RedriveNotes
 from calstream.daemon.operations.holds_view import believed, held, unchecked_note
 from calstream.daemon.operations.status_summary import (
     BrokerView,
@@ -167,6 +168,33 @@ def _decoded(records, expected: str, view: BrokerView, n: int) -> list[dict[str,
     return out[-n:] if n else []
 
 
+async def _mark_redrives(cfg: Config, topics: Topics, records, view: BrokerView) -> None:
+    """Each dead letter shown gets its count of redrives (REDRIVES), read as
+    `calstream deadletters list` reads them: a redriven one is handled, and
+    was counted as needing someone. The originals' topics are read whole,
+    as `list` does, only when dead letters are shown; one that cannot be
+    read leaves the letters unmarked, said in ``redrives_error``."""
+    if not view.dead_letters:
+        return
+    notes = RedriveNotes()
+    shown = {d["event_id"] for d in view.dead_letters}
+    for r in records:  # the marks a daemon put back with its letter, on the letter's record
+        if not r.headers:
+            continue
+        try:
+            event_id = contract.decode(r.value, expected="dead_letter").event_id
+        except contract.InvalidMessage:
+            continue
+        if event_id in shown:
+            notes.on_letter(r.headers, event_id)
+    try:
+        await notes.read_originals(cfg, topics, view.dead_letters)
+    except Exception as exc:  # noqa: BLE001 - the letters are still worth showing
+        view.redrives_error = error_text(exc)
+    for letter in view.dead_letters:
+        letter[REDRIVES] = len(notes.of(letter["event_id"]))
+
+
 async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10) -> BrokerView:
     topics = Topics(cfg.topic_prefix)
     view = BrokerView(cfg.kafka_bootstrap)
@@ -202,6 +230,7 @@ async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10
             row.lag = sum(p.lag for p in row.partitions)
     view.dead_letters = _decoded(records.get(topics.name("deadletter"), []), "dead_letter",
                                  view, dead_letters)
+    await _mark_redrives(cfg, topics, records.get(topics.name("deadletter"), []), view)
     view.products = _decoded(records.get(topics.name("products"), []), "product", view,
                              products)
     if topics.name("holds") not in view.missing_topics:

@@ -9,6 +9,7 @@ from typing import Any
 
 from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
 from calstream.daemon.doers.start_waits import BROKER_UNREACHABLE, TOPICS_MISSING
+from calstream.daemon.operations.dead_letter_redrives import REDRIVES, pending
 from calstream.daemon.operations.holds_view import not_the_planners
 from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.operations.status_summary import (
@@ -204,8 +205,9 @@ def _lag(b: BrokerView, starting: bool = False) -> list[str]:
 def _dead_letter(m: dict[str, Any], now: float) -> str:
     subject = m.get("exposure_id") or (Path(m["path"]).name if m.get("path") else None) \
         or (m.get("original") or {}).get("key") or "-"
+    redriven = f"  [redriven {m[REDRIVES]}x]" if m.get(REDRIVES) else ""
     return (f"  {_when(m['emitted_at'], now)}  {m['stage']}/{m['category']}  "
-            f"{subject}: {_oneline(m['reason'], 160)}")
+            f"{subject}: {_oneline(m['reason'], 160)}{redriven}")
 
 
 def _product(m: dict[str, Any], now: float) -> str:
@@ -222,9 +224,13 @@ def _recent(b: BrokerView, now: float) -> list[str]:
                                 ("products", b.products, _product)):
         if out:
             out.append("")
-        out.append(f"Recent {title} (newest last, up to {len(events)} shown)")
+        handled = len(events) - len(pending(events)) if title == "dead letters" else 0
+        out.append(f"Recent {title} (newest last, up to {len(events)} shown"
+                   + (f", {handled} of them redriven" if handled else "") + ")")
         out += [line(m, now) for m in events] or ["  none"]
-        if events and title == "dead letters":  # redriven ones are listed too, unmarked
+        if events and title == "dead letters":
+            if b.redrives_error:
+                out.append(f"  (which were redriven is not known: {_oneline(b.redrives_error, 120)})")
             out.append("  (those not redriven yet: `calstream deadletters list --pending`; "
                        "one whole: `calstream deadletters show REF`)")
     if b.unreadable:

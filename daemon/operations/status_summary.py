@@ -52,6 +52,7 @@ class BrokerView:
     holds_checked: bool = False  # against the planner's ledger (status given its work dir)
     holds_note: str | None = None  # why rows of the topic's are not checked
     unreadable: int = 0  # records on those topics that are not calstream messages
+    redrives_error: str | None = None  # the originals' topics unread: redrives not known
     missing_topics: list[str] = field(default_factory=list)
 
     def count_unreadable(self) -> None:
