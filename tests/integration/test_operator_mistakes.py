@@ -106,6 +106,30 @@ async def test_a_release_refused_says_why_on_stderr(broker, unique_prefix, tmp_p
 
 
 @pytest.mark.anyio
+async def test_a_release_of_an_exposure_known_but_never_held_says_so(
+        broker, unique_prefix, tmp_path, capsys):
+    """`holds release` of an exposure the planner has a product event of, but
+    never held, said "not known to the planner": the operator went looking
+    for an exposure that was there. Now it says what is true."""
+    from ..unit.test_level3_state import T0, dither, rate
+
+    cfg, topics = await _deployment(broker, unique_prefix, tmp_path)
+    event = rate(dither(1), T0)
+    await send_messages(cfg, topics.name("products"), [(event["exposure_id"], event)])
+    run = lambda *argv: anyio.to_thread.run_sync(lambda: _cli(cfg, *argv))  # noqa: E731
+
+    assert await run("holds", "release", event["exposure_id"], "--reason",
+                     "WCS checked by hand") == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "not known" not in err, (out, err)
+    assert "known to the planner, never held" in err and "nothing to release" in err, err
+    assert await run("holds", "release", "jw01234001001_02101_00009_nrcb1", "--reason",
+                     "WCS checked by hand") == 1
+    assert "not known to the planner" in capsys.readouterr().err
+    assert await kafka.read_to_end(cfg, topics.name("pointing")) == []
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("fault", ["disk_full", "read_only"])
 async def test_a_promotion_the_store_refuses_switches_nothing(
         broker, unique_prefix, tmp_path, capsys, fault):
