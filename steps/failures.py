@@ -74,6 +74,19 @@ def error_text(exc: BaseException) -> str:
     return f"{name}: {str(exc).removeprefix(f'{name}: ')}"
 
 
+STORE_CAUSES = frozenset(_STORE_ERRNOS.values())  # a disk that refuses: which one matters
+
+
+def with_place(text: str, where: str | os.PathLike | None) -> str:
+    """An error's ``text`` naming ``where`` (the directory being written) when
+    it names no path itself. ENOSPC from a write or an fsync carries no file
+    name ("[Errno 28] No space left on device"), nor does asdf's "Not enough
+    space on disk": a parked line of those named nothing to free."""
+    if where is None or os.sep in text:
+        return text
+    return f"{text} (writing under {os.fspath(where)})"
+
+
 def infrastructure_cause(exc: BaseException) -> str | None:
     """The broken piece of infrastructure behind ``exc``, or None.
 

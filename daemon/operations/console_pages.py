@@ -151,10 +151,11 @@ def _planner(snap: Snapshot) -> str:
 def _parked(snap: Snapshot) -> str:
     parked = snap.status.parked if snap.status else []
     rows = [f'<tr class="held"><td>{_e(p["stage"])}</td><td>{_e(p["cause"])}</td>'
+            f'<td>{_e(p.get("root") or "-")}</td>'
             f'<td class="num">{_e(p["items"])}</td><td class="why">{_e(next_step(p["cause"]))}'
             f'</td></tr>' for p in parked]
-    return _table(["stage", "cause", "items", "what clears it (the daemon's log has each item's error)"],
-                  rows)
+    return _table(["stage", "cause", "writing under", "items",
+                   "what clears it (the daemon's log has each item's error)"], rows)
 
 
 def _letters_cell(counts: dict[str, int]) -> str:

@@ -122,10 +122,15 @@ def _parked(parked: list[dict[str, Any]]) -> list[str]:
     if not parked:
         return []
     return ["", "parked on an infrastructure fault (resumed by themselves when it clears):"] + [
-        f"  {p['stage']}: {p['items']} item(s), {p['cause']}: "
+        f"  {p['stage']}: {p['items']} item(s), {p['cause']}{_under(p)}: "
         f"{next_step(p['cause'])}" for p in parked] + [
         "  the daemon's log has each item's exposure and error: its lines \"parked on an "
         "infrastructure fault ...\""]
+
+
+def _under(parked: dict[str, Any]) -> str:
+    """Where a disk fault was writing (its error, ENOSPC, often names no path)."""
+    return f" under {parked['root']}" if parked.get("root") else ""
 
 
 def _header(st: Status) -> list[str]:

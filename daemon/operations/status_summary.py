@@ -172,13 +172,14 @@ def planner_left(view: Any) -> dict[str, int]:
 
 
 def summarise_parked(endpoints: list[Endpoint]) -> list[dict[str, Any]]:
-    """Items parked on an infrastructure fault, by stage and cause, from
-    ``calstream_parked_items`` (they resume by themselves when it clears)."""
-    totals: dict[tuple[str, str], float] = {}
+    """Items parked on an infrastructure fault, by stage, cause and the
+    directory a disk fault was writing under (``root``, "" for the others),
+    from ``calstream_parked_items`` (they resume by themselves when it clears)."""
+    totals: dict[tuple[str, str, str], float] = {}
     for ep in endpoints:
         for name, labels, value in ep.samples:
             if name == "calstream_parked_items" and value > 0:
-                key = (labels.get("stage", "?"), labels.get("cause", "?"))
+                key = (labels.get("stage", "?"), labels.get("cause", "?"), labels.get("root", ""))
                 totals[key] = totals.get(key, 0) + value
-    return [{"stage": st, "cause": cause, "items": int(n)}
-            for (st, cause), n in sorted(totals.items())]
+    return [{"stage": st, "cause": cause, "root": root, "items": int(n)}
+            for (st, cause, root), n in sorted(totals.items())]
