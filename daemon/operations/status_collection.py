@@ -85,7 +85,7 @@ def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
     try:
         text = _fetch(f"{base}/metrics", timeout).decode()
     except (OSError, http.client.HTTPException) as exc:
-        ep.error = f"metrics unreachable: {type(exc).__name__}: {exc}"
+        ep.error = f"metrics unreachable: {error_text(exc)}"
         return ep
     except UnicodeDecodeError:
         ep.error = "/metrics is not Prometheus text: bytes that are not UTF-8"
@@ -103,7 +103,7 @@ def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
     except urllib.error.HTTPError as exc:  # 503 carries the reasons in its body
         body = exc.read()
     except (OSError, http.client.HTTPException) as exc:
-        ep.error = f"/readyz unreachable: {type(exc).__name__}: {exc}"
+        ep.error = f"/readyz unreachable: {error_text(exc)}"
         return ep
     try:
         doc = json.loads(body)

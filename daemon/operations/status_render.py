@@ -26,6 +26,7 @@ from calstream.steps.failures import (
     CRDS_UNREACHABLE,
     DISK_FULL,
     READ_ONLY,
+    error_text,
 )
 from calstream.topics import contract
 
@@ -294,8 +295,8 @@ def _planner_view_or_why(view: dict[str, Any] | None, now: float) -> list[str]:
     try:
         return _planner_view(view, now)
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
-        return [f"  planner view (/planner): not understood ({type(exc).__name__}: "
-                f"{_oneline(str(exc), 80)}): a daemon of another calstream version?"]
+        return [f"  planner view (/planner): not understood ({_oneline(error_text(exc), 120)}"
+                "): a daemon of another calstream version?"]
 
 
 def _missing(stage3: dict[str, Any], tag: str, now: float) -> list[str]:
