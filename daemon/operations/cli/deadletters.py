@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 import anyio
 
 from calstream.daemon.deciders.command_times import NotATime, parse_when
+from calstream.daemon.deciders.redrive_reading import pinned_partition
 from calstream.daemon.doers import kafka
 from calstream.daemon.operations.cli.registry import (
     DAEMON_FLAGS,
@@ -38,7 +39,7 @@ from calstream.daemon.operations.cli.registry import (
     operator,
     reason_argument,
 )
-from calstream.daemon.operations.dead_letter_redrives import RedriveNotes, redrivable_topics
+from calstream.daemon.operations.dead_letter_redrives import RedriveReading, redrivable_topics
 from calstream.daemon.operations.logs import escape_controls
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
@@ -148,16 +149,16 @@ async def load(cfg, topics: Topics) -> list[DeadLetter]:
     the dead letter itself after a broker lost both (topics/dead_letters.py).
     One redrive found in both places counts once (dead_letter_redrives.py)."""
     bodies = []
-    notes = RedriveNotes()
+    reading = RedriveReading()
     for record in await kafka.read_to_end(cfg, topics.name("deadletter")):
         try:
             message = contract.decode(record.value, expected="dead_letter")
         except contract.InvalidMessage:
             continue
         bodies.append((f"{record.partition}:{record.offset}", message.body))
-        notes.on_letter(record.headers, message.event_id)
-    await notes.read_originals(cfg, topics, [b for _, b in bodies])
-    return once_each([DeadLetter(ref, b, notes.of(b["event_id"])) for ref, b in bodies])
+        reading.notes.on_letter(record.headers, message.event_id)
+    await reading.update(cfg, topics, [b for _, b in bodies])
+    return once_each([DeadLetter(ref, b, reading.notes.of(b["event_id"])) for ref, b in bodies])
 
 
 def redrive_record(letter: DeadLetter, by: str, reason: str
@@ -180,7 +181,12 @@ async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[
     try:
         for letter in letters:
             topic, key, value, headers = redrive_record(letter, by, reason)
-            await producer.send_and_wait(topic, value, key=key, headers=headers)
+            # Back to the original's own partition, after it: where status
+            # and the console look for its mark (deciders/redrive_reading.py).
+            partition = pinned_partition(letter.body["original"],
+                                         await producer.partitions_for(topic))
+            await producer.send_and_wait(topic, value, key=key, headers=headers,
+                                         partition=partition)
             sent.append(letter.ref)
     finally:
         await producer.stop()
