@@ -183,7 +183,8 @@ class RoleTasks:
             on_arrival=on_arrival, on_reject=on_reject, has_products=has_products,
             polling=cfg.polling, poll_interval=cfg.poll_interval, roots=cfg.allowed_roots,
             settle_seconds=cfg.settle_seconds, incomplete_timeout=cfg.incomplete_timeout,
-            parking=lambda what: Parking(cfg, self.metrics, stage="watcher", what=what))
+            parking=lambda what, root=None: Parking(cfg, self.metrics, stage="watcher",
+                                                    what=what, root=root))
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_pending)
             await tg.start(self.watcher.run)

@@ -17,6 +17,8 @@ from typing import Any
 
 from astropy.io import fits
 
+from calstream.steps.failures import error_text
+
 from .associations.filenames import NamingError, version_stamp
 from .compressed_sci import ImpossibleImage, compressed_sci_axes
 from .exposure_keywords import (
@@ -312,7 +314,7 @@ def _sci_header_by_astropy(path: Path, table: HduLayout, fname: str) -> dict[str
         # raised TypeError; astropy raises many kinds for a malformed header
         # or tile, and each is a fact about the file, never a reason to retry.
         raise BadExposure(f"{fname}: the SCI header or pixels cannot be read: "
-                          f"{type(exc).__name__}: {str(exc)[:200]}") from None
+                          f"{error_text(exc, 200)}") from None
 
 
 _AXES = ("NAXIS1", "NAXIS2", "NAXIS3", "NAXIS4")

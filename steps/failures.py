@@ -65,13 +65,27 @@ def _same_file(a: str | os.PathLike | None, b: str | os.PathLike | None) -> bool
     return os.path.abspath(os.fspath(a)) == os.path.abspath(os.fspath(b))
 
 
-def error_text(exc: BaseException) -> str:
-    """``exc`` in one line for an operator: its type, then its words. Some
-    libraries put the type in the words already (aiokafka's KafkaError):
-    status printed `KafkaConnectionError: KafkaConnectionError: Unable to
-    bootstrap ...`; it is said once."""
+def error_text(exc: BaseException, limit: int | None = None) -> str:
+    """``exc`` in one line for an operator: its type, then its words (the
+    first ``limit`` characters of them: a message may quote a whole record).
+    Some libraries put the type in the words already (aiokafka's
+    KafkaError): status printed `KafkaConnectionError: KafkaConnectionError:
+    Unable to bootstrap ...`; it is said once."""
     name = type(exc).__name__
-    return f"{name}: {str(exc).removeprefix(f'{name}: ')}"
+    return f"{name}: {str(exc).removeprefix(f'{name}: ')[:limit]}"
+
+
+STORE_CAUSES = frozenset(_STORE_ERRNOS.values())  # a disk that refuses: which one matters
+
+
+def with_place(text: str, where: str | os.PathLike | None) -> str:
+    """An error's ``text`` naming ``where`` (the directory being written) when
+    it names no path itself. ENOSPC from a write or an fsync carries no file
+    name ("[Errno 28] No space left on device"), nor does asdf's "Not enough
+    space on disk": a parked line of those named nothing to free."""
+    if where is None or os.sep in text:
+        return text
+    return f"{text} (writing under {os.fspath(where)})"
 
 
 def infrastructure_cause(exc: BaseException) -> str | None:

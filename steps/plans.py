@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from calstream.steps.exposure import non_fits_values
+from calstream.steps.failures import error_text
 from calstream.steps.header_checks import COUNT_BOUNDS, count_problems
 from calstream.steps.naming import BadName, ExposureName, parse_exposure_name
 from calstream.steps.regular_files import read_regular_text
@@ -103,7 +104,7 @@ class Plan:
                 raise PlanError("its plan_id is not the digest of its exposures and candidates")
             return plan
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            why = str(exc) if isinstance(exc, PlanError) else f"{type(exc).__name__}: {exc}"
+            why = str(exc) if isinstance(exc, PlanError) else error_text(exc)
             raise PlanError(f"plan {str(data.get('plan_id'))[:12]} cannot be used: "
                             f"{why[:300]}") from None
 

@@ -19,6 +19,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
+from calstream.steps.failures import error_text
+
 log = logging.getLogger("calstream.planner")
 
 C = TypeVar("C")
@@ -34,7 +36,7 @@ def decide_each(candidates: Iterable[C], decide: Callable[[C], list]) -> list:
         try:
             out += decide(cand)
         except Exception as exc:  # noqa: BLE001 - the bulkhead: see the module's docstring
-            reason = f"cannot be decided: {type(exc).__name__}: {exc}"[:500]
+            reason = f"cannot be decided: {error_text(exc)}"[:500]
             if cand.failed(reason):
                 log.error("planner: %r %s", getattr(cand, "science", None)
                           or getattr(cand, "key", cand), reason, exc_info=exc)

@@ -70,6 +70,7 @@ from calstream.daemon.deciders.snapshot_numbers import (
 from calstream.daemon.deciders.snapshot_records import captured_table, encode_records, seed
 from calstream.daemon.deciders.snapshot_reuse import BlockCache, BlockWriter
 from calstream.steps.associations import Level3Key, Level3Product
+from calstream.steps.failures import error_text
 from calstream.steps.plans import Plan
 from calstream.steps.routing import NOD, Route
 from calstream.steps.step_parameters import StepParameters
@@ -250,7 +251,7 @@ def restore(body: Any, *, companion_wait: float, level3_settle: float,
     except SnapshotInvalid:
         raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RecursionError) as exc:
-        raise SnapshotInvalid(f"snapshot unreadable: {type(exc).__name__}: {exc}") from None
+        raise SnapshotInvalid(f"snapshot unreadable: {error_text(exc)}") from None
     return states, holds, plans, event_ids
 
 

@@ -37,6 +37,7 @@ from calstream.daemon.deciders.snapshot_blocks import (
     SnapshotInvalid,
 )
 from calstream.steps.associations import Exposure
+from calstream.steps.failures import error_text
 
 SHARED = "="  # in place of a header: the exposure's header, kept once in "headers"
 
@@ -63,7 +64,7 @@ class Rows:
             # the planner rebuilds; raised as it was, it failed the valid
             # record whose decision read it.
             raise SnapshotInvalid(f"a restored record of {str(key)[:60]!r} cannot be built: "
-                                  f"{type(exc).__name__}: {str(exc)[:200]}") from None
+                                  f"{error_text(exc, 200)}") from None
 
     def parts(self, row: int) -> Parts:
         return Parts(c[row] if eager else Pending(c, row)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from calstream.daemon.deciders.snapshot_columns import decode_column
+from calstream.steps.failures import error_text
 
 BLOCK_ROWS = 1000
 
@@ -84,7 +85,7 @@ class BlockedColumn:
             raise
         except UNREADABLE as exc:
             raise SnapshotInvalid(f"snapshot block {self._numbers[n]} unreadable: "
-                                  f"{type(exc).__name__}: {exc}") from None
+                                  f"{error_text(exc)}") from None
         # Two threads may both decode a block (the planner, a snapshot's
         # encoder): the same rows either way, and one assignment wins.
         self._decoded[n] = rows

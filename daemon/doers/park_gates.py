@@ -138,17 +138,19 @@ class ParkedItem:
         self.turn: ProbeTurn | None = None
 
     async def park(self, cause: str, delay: float, detail: str,
-                   may_have_cleared: Callable[[], bool] | None = None) -> None:
+                   may_have_cleared: Callable[[], bool] | None = None,
+                   root: str | None = None) -> None:
         """The attempt parked on ``cause``: wait for this item's next try.
         ``may_have_cleared`` (a cheap look, run in a thread at each of the
         item's turns, e.g. whether a broken reference file changed): while it
-        says no, the turn passes to the next in line with no run."""
+        says no, the turn passes to the next in line with no run. ``root``: the
+        directory it was writing under (a disk fault's, labelled on the metric)."""
         item = self.item
         # At every park, not only the first: one its consumer kept (max_parked_aside
         # reached) steps aside once others have gone on.
         aside = consumer_slots.step_aside()
         if self.parked is None:
-            self.parked = Parked(self.metrics, item.stage, cause)
+            self.parked = Parked(self.metrics, item.stage, cause, root)
             log.warning("%s: %s parked on an infrastructure fault (%s): %s; re-checked every "
                         "%.0fs (one item of its kind at a time), not dead-lettered%s", item.name,
                         item.pipeline, cause, detail, self.recheck_seconds,

@@ -13,6 +13,7 @@ Any other error is raised as it is: it is not an infrastructure fault.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +24,7 @@ import anyio
 
 from calstream.daemon.deciders.retry_policy import INFRASTRUCTURE, Backoff, after_run
 from calstream.daemon.operations.metrics import Metrics
-from calstream.steps.failures import error_text, infrastructure_cause
+from calstream.steps.failures import STORE_CAUSES, error_text, infrastructure_cause, with_place
 
 log = logging.getLogger("calstream.parking")
 
@@ -31,10 +32,14 @@ T = TypeVar("T")
 
 
 class Parked:
-    """One item's stay in the parked state, shown by calstream_parked_items."""
+    """One item's stay in the parked state, shown by calstream_parked_items;
+    ``root``: the directory it was writing under, labelled for a disk that
+    refuses (which disk to free; nothing for CRDS or the broker)."""
 
-    def __init__(self, metrics: Metrics, stage: str, cause: str) -> None:
-        self.gauge = metrics.parked.labels(stage=stage, cause=cause)
+    def __init__(self, metrics: Metrics, stage: str, cause: str,
+                 root: str | os.PathLike | None = None) -> None:
+        where = os.fspath(root) if root is not None and cause in STORE_CAUSES else ""
+        self.gauge = metrics.parked.labels(stage=stage, cause=cause, root=where)
         self.cause = cause
         self.since = time.monotonic()
         self.gauge.inc()
@@ -49,12 +54,15 @@ class Parked:
 
 class Parking:
     """The faults in a row of one piece of work (``what``): the delay before
-    its next try, and its park, counted once, until ``resumed``."""
+    its next try, and its park, counted once, until ``resumed``. ``root``:
+    the directory its writes go under, named where the error names none."""
 
     def __init__(self, cfg: Any, metrics: Metrics, *, stage: str, what: str,
                  log_context: dict[str, Any] | None = None,
-                 max_attempts: int | None = None) -> None:
+                 max_attempts: int | None = None,
+                 root: str | os.PathLike | None = None) -> None:
         self.cfg, self.metrics, self.stage, self.what = cfg, metrics, stage, what
+        self.root = root
         # Fewer quick retries where one try is itself a long wait (a broker's time-out).
         self.max_attempts = max_attempts or cfg.max_attempts
         self.extra = {"extra": log_context or {"stage": stage}}
@@ -69,14 +77,18 @@ class Parking:
                          max_attempts=self.max_attempts,
                          backoff=Backoff(self.cfg.retry_backoff),
                          park_recheck=self.cfg.park_recheck_seconds, jitter=random.random())
+        # A disk's fault names the directory written when its error names none.
+        where = self.root if cause in STORE_CAUSES else None
         if step.action == "park" and self.parked is None:
-            self.parked = Parked(self.metrics, self.stage, step.cause)
+            self.parked = Parked(self.metrics, self.stage, step.cause, self.root)
             log.warning("%s parked on an infrastructure fault (%s): %s; re-checked every "
-                        "%.0fs, nothing dropped", self.what, step.cause, error_text(exc),
+                        "%.0fs, nothing dropped", self.what, step.cause,
+                        with_place(error_text(exc), where),
                         self.cfg.park_recheck_seconds, **self.extra)
         elif step.action == "retry":
             log.warning("%s failed (%s); retry %d/%d in %.1fs", self.what,
-                        error_text(exc), self.failures + 1, self.max_attempts,
+                        with_place(error_text(exc), where), self.failures + 1,
+                        self.max_attempts,
                         step.delay, **self.extra)
         self.retry_at = time.monotonic() + step.delay
         return step.delay

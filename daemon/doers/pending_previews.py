@@ -43,6 +43,7 @@ from calstream.daemon.deciders.work_claims import FREE, LIVE, MINE
 from calstream.daemon.doers.durable_files import temporary_of, write_json_atomically
 from calstream.daemon.doers.product_store import OutsideRoot, ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims, mark_held
+from calstream.steps.failures import error_text
 from calstream.steps.previews.naming import planned_previews
 from calstream.steps.regular_files import directory_in_place, read_regular_text
 
@@ -177,7 +178,7 @@ class PendingPreviews:
             entry = f"an output outside the product store: {str(exc)[:200]}"
         # RuntimeError: a loop of links on the way, as resolve() in 3.11 says it
         except (OSError, ValueError, RecursionError, RuntimeError) as exc:
-            entry = f"unreadable: {type(exc).__name__}: {str(exc)[:200]}"
+            entry = f"unreadable: {error_text(exc, 200)}"
         if isinstance(entry, str):
             log.warning("pending previews %s refused (%s): dropped", name, entry)
             path.unlink(missing_ok=True)

@@ -18,6 +18,7 @@ from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.deciders.planner_state import observe_pointing_everywhere
 from calstream.daemon.deciders.product_intake import Taken
 from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
+from calstream.steps.failures import error_text
 from calstream.steps.plans import Plan, PlanError
 from calstream.topics import contract
 
@@ -63,7 +64,7 @@ class RecordDecisions:
             log.exception("planner: cannot handle %s[%d]@%d", record.topic, record.partition,
                           record.offset)
             return "bad_input", (f"the planner cannot handle this record: "
-                                 f"{type(exc).__name__}: {exc}")
+                                 f"{error_text(exc)}")
 
     def _decide(self, record, taken: Taken | None) -> list[Emit]:
         if record.topic == self.topics.name("plans"):

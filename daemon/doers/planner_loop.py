@@ -50,6 +50,7 @@ from calstream.daemon.doers.planner_publishing import (
     publish_emits,
     settle,
 )
+from calstream.daemon.doers.planner_snapshots import snapshot_path
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.plans import Plan
@@ -113,7 +114,8 @@ class Planner(RecordDecisions):
         self.in_use_at_last_compaction, self.memory_checked_at, self.memory_over = 0, 0.0, False
         self._unkept: list[dict] = []  # plans decided, to keep in the ledger
         self.unacked = Unacknowledged()  # work orders sent, not yet acknowledged
-        self.snapshot_parking = Parking(cfg, metrics, stage="planner", what="planner: snapshot")
+        self.snapshot_parking = Parking(cfg, metrics, stage="planner", what="planner: snapshot",
+                                        root=snapshot_path(cfg.work_dir).parent)
 
     def state_for(self, namespace: str) -> PlannerState:
         state = self.states.get(namespace)

@@ -55,7 +55,7 @@ async def keep(ledger: PlannerLedger, topic: str, body: dict[str, Any], *, cfg: 
     what = f"planner: keeping {topic} record {str(body.get('plan_id') or body.get('exposure_id'))}"
     try:
         await until_done(in_thread(partial(ledger.keep, topic, body)),
-                         Parking(cfg, metrics, stage="planner", what=what))
+                         Parking(cfg, metrics, stage="planner", what=what, root=ledger.root))
     except ValueError as exc:  # a key no file may be named after: the record stands, unkept
         log.warning("planner: %s record not kept: %s", topic, exc)
 

@@ -22,6 +22,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from calstream.daemon.deciders.promotion_coverage import CoverageGap, coverage_gap
 from calstream.daemon.doers.durable_files import fsync_dir
 from calstream.daemon.doers.product_store import (
     CURRENT,
@@ -39,6 +40,15 @@ from calstream.topics import contract
 
 class PromotionRefused(Exception):
     """The product store refused a promotion's writes: nothing was switched."""
+
+
+class PartialPromotion(Exception):
+    """The namespace lacks products live has; promoting it would withdraw
+    them from the products of record. Nothing was switched."""
+
+    def __init__(self, namespace: str, gap: CoverageGap):
+        super().__init__(f"namespace {namespace!r} covers less than live")
+        self.namespace, self.gap = namespace, gap
 
 
 def _target(namespace: str) -> str:
@@ -103,10 +113,16 @@ def not_the_link(store: ProductStore) -> str:
     return f"{path} is {kind_of(mode)}, not the link promote makes"
 
 
-def namespace_summary(store: ProductStore, namespace: str) -> dict[str, Any]:
+def _records(store: ProductStore, namespace: str) -> list[dict[str, Any]]:
+    tree = store.for_namespace(namespace)
+    return tree.records() if tree.root.is_dir() else []
+
+
+def namespace_summary(store: ProductStore, namespace: str,
+                      records: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """What a namespace holds: its work items, and the replays and contexts that made them."""
     tree = store.for_namespace(namespace)
-    records = tree.records() if tree.root.is_dir() else []
+    records = _records(store, namespace) if records is None else records
     replays: dict[str, dict] = {}
     contexts = set()
     for r in records:
@@ -123,13 +139,22 @@ def namespace_summary(store: ProductStore, namespace: str) -> dict[str, Any]:
 
 
 def promote(store: ProductStore, namespace: str, *, reason: str | None = None,
-            by: str | None = None) -> contract.Message:
-    """Switch ``current`` to ``namespace``; returns the promotion message (not yet sent)."""
+            by: str | None = None, allow_partial: bool = False) -> contract.Message:
+    """Switch ``current`` to ``namespace``; returns the promotion message (not yet sent).
+
+    A namespace that lacks products live has is refused (PartialPromotion)
+    unless ``allow_partial``: after the switch, readers would no longer
+    find them."""
     check_namespace(namespace)
-    summary = namespace_summary(store, namespace)
+    records = _records(store, namespace)
+    summary = namespace_summary(store, namespace, records)
     if namespace != LIVE and not summary["records"]:
         raise ConfigError(f"namespace {namespace!r} has no products in {summary['tree']}: "
                           "nothing to promote")
+    if namespace != LIVE and not allow_partial:
+        gap = coverage_gap(_records(store, LIVE), records)
+        if gap:
+            raise PartialPromotion(namespace, gap)
     previous = current_namespace(store)
     if previous is None:
         # Renaming a link over it would fail (a directory) or replace what a

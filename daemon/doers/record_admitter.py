@@ -50,6 +50,7 @@ from calstream.daemon.operations.config import Config
 from calstream.daemon.stages import Stage
 from calstream.steps.crds_env import unavailable_context
 from calstream.steps.exposure import BadExposure
+from calstream.steps.failures import error_text
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.admission")
@@ -140,7 +141,7 @@ class RecordAdmitter:
             # record behind it. Publishing and running stay outside this.
             log.exception("%s: cannot admit this record", key, extra={"stage": self.stage.name})
             verdict, item = admission.bad_input(
-                f"cannot admit this record: {type(exc).__name__}: {exc}"), None
+                f"cannot admit this record: {error_text(exc)}"), None
         if verdict.action == "dead_letter":
             await self.publisher.dead_letter(category=verdict.category, reason=verdict.reason,
                                              stage=self.stage.name, key=key, record=record,

@@ -55,9 +55,9 @@ class RunOutcomes:
         """A record written after the run's outcome is out: a store that refuses
         it (full, read-only) parks the item here. Raised, the handler would run
         the item again and send its dead letter or event once more each time."""
-        await until_done(in_thread(write), Parking(self.cfg, self.metrics, stage=item.stage,
-                                                   what=f"{item.name}: {what}",
-                                                   log_context=item.log_context))
+        await until_done(in_thread(write), Parking(
+            self.cfg, self.metrics, stage=item.stage, what=f"{item.name}: {what}",
+            log_context=item.log_context, root=self.store.for_namespace(item.namespace).root))
 
     def _fields(self, item: WorkItem, wid: str, run_log: Path) -> dict[str, Any]:
         fields = dict(

@@ -36,7 +36,13 @@ from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
 from calstream.daemon.operations import logs
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
-from calstream.steps.failures import INFRASTRUCTURE, infrastructure_cause
+from calstream.steps.failures import (
+    INFRASTRUCTURE,
+    STORE_CAUSES,
+    error_text,
+    infrastructure_cause,
+    with_place,
+)
 from calstream.steps.provenance import work_id
 from calstream.steps.reference_integrity import any_changed
 from calstream.topics import contract
@@ -151,7 +157,8 @@ class WorkItemRunner(RunOutcomes):
                 if step.action == "park":  # tried again once the files it lies in change
                     files = outcome.failure.waits_on if outcome and outcome.failure else {}
                     await parked.park(step.cause, step.delay, detail,
-                                      partial(any_changed, files) if files else None)
+                                      partial(any_changed, files) if files else None,
+                                      root=str(store.root))
                     continue
                 if step.action == "retry":
                     self.metrics.retries.labels(stage=item.stage, pipeline=item.pipeline).inc()
@@ -171,6 +178,8 @@ class WorkItemRunner(RunOutcomes):
                        attempts: int):
         """One run, and what comes next: (step, kind, detail, outcome)."""
         outcome = None
+        # Where its writes go: named in a disk fault's line when the error names no path.
+        place = store.directory(item.program, item.observation, item.version)
         log.info("%s: %s starting (attempt %d)", item.name, item.pipeline, attempts,
                  extra=item.log_context)
         try:
@@ -178,7 +187,8 @@ class WorkItemRunner(RunOutcomes):
                 store.scratch, item.program, item.observation, wid, item.version)
         except OSError as exc:
             # The store itself refuses a directory (full, read-only): no run can work.
-            kind, detail = self._store_fault(exc), f"{type(exc).__name__}: {exc}"
+            kind = self._store_fault(exc)
+            detail = with_place(error_text(exc), place)
             return self._next(kind, attempts, item), kind, detail, outcome
         # Done meanwhile (another member ran it after a rebalance while this
         # waited for a worker): checked again the moment a worker is ours.
@@ -204,7 +214,10 @@ class WorkItemRunner(RunOutcomes):
                 log.info("%s: %s ran with maximum_cores=%d (no other item waited)", item.name,
                          item.pipeline, outcome.cores, extra=item.log_context)
             kind = failure.classification if failure else "success"
-            detail = f"{failure.error_type}: {failure.message}" if failure else ""
+            # A full disk's error from the run names no path: where it wrote, then.
+            detail = with_place(f"{failure.error_type}: {failure.message}",
+                                place if split_kind(kind)[1] in STORE_CAUSES else None) \
+                if failure else ""
         except WorkerLost as exc:
             kind, detail = "transient", str(exc)
         except BaseException:
@@ -220,7 +233,8 @@ class WorkItemRunner(RunOutcomes):
                 return step, kind, detail, outcome
             except OSError as exc:
                 # Moving outputs in or writing the record hit a full store: run again later.
-                kind, detail = self._store_fault(exc), f"{type(exc).__name__}: {exc}"
+                kind = self._store_fault(exc)
+                detail = with_place(error_text(exc), place)
                 step = self._next(kind, attempts, item)
         await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
         if step.action == "publish_skipped":

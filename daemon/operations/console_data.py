@@ -23,6 +23,7 @@ import anyio
 from calstream.daemon.doers.product_store import LIVE, PROMOTIONS, ProductStore
 from calstream.daemon.doers.promotion import current_namespace
 from calstream.daemon.operations.config import Config
+from calstream.daemon.operations.dead_letter_redrives import RedriveReading, pending
 from calstream.daemon.operations.status_collection import collect
 from calstream.daemon.operations.status_summary import Status
 from calstream.steps.failures import error_text
@@ -83,16 +84,22 @@ class Observation:
             self.exposures[exposure_id] = Exposure(exposure_id, self.program, self.observation)
         return self.exposures[exposure_id]
 
+    def letters(self) -> list[dict[str, Any]]:
+        """Every dead letter of the observation: its exposures', then its own."""
+        return [d for e in self.exposures.values() for d in e.dead_letters] + self.dead_letters
+
     def ordered(self) -> list[Exposure]:
         return sorted(self.exposures.values(), key=lambda e: (e.arrived_at or "~",
                                                                e.exposure_id))
 
     def counts(self) -> dict[str, int]:
-        rows = self.exposures.values()
+        rows, letters = self.exposures.values(), self.letters()
         return {"exposures": len(rows),
                 **{s: sum(1 for e in rows if s in e.stages) for s in PER_STAGE},
                 "stage3": len(self.stage3), "held": sum(1 for e in rows if e.hold),
-                "dead_letters": len(self.dead_letters) + sum(len(e.dead_letters) for e in rows),
+                # What needs someone: a redriven dead letter is handled, counted apart.
+                "dead_letters": len(pending(letters)),
+                "redriven": len(letters) - len(pending(letters)),
                 "missing": len(self.missing), "waiting": len(self.waiting)}
 
 
@@ -221,6 +228,9 @@ def _promotions(store: ProductStore) -> list[dict[str, Any]]:
     return out
 
 
+REDRIVES_BUDGET = 5.0  # seconds a rebuild reads redrive marks; within collect's 10 s
+
+
 class ConsoleData:
     """Snapshots per namespace, rebuilt when older than ``ttl`` seconds."""
 
@@ -236,6 +246,9 @@ class ConsoleData:
         self.ttl = ttl
         self.dead_letters = dead_letters
         self._cache: dict[str, Snapshot] = {}
+        # The redrive marks read so far: a rebuild reads only what the
+        # originals' topics got since (the lock keeps one rebuild at a time).
+        self.redrives = RedriveReading(budget=REDRIVES_BUDGET)
         self._lock = threading.Lock()
 
     def snapshot(self, namespace: str = LIVE) -> Snapshot:
@@ -254,7 +267,7 @@ class ConsoleData:
         try:
             status = anyio.run(lambda: collect(self.cfg, self.metrics_urls(),
                                                dead_letters=self.dead_letters, products=0,
-                                               timeout=10.0))
+                                               timeout=10.0, redrives=self.redrives))
             index_broker(status, namespace, index)
             error = status.broker.error
         except Exception as exc:  # noqa: BLE001 - the store alone is still worth showing

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from calstream.daemon.operations.console_data import PER_STAGE, Observation, Snapshot, by_program
+from calstream.daemon.operations.dead_letter_redrives import REDRIVES, pending
 from calstream.daemon.operations.holds_view import not_the_planners
 from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.operations.status_render import next_step
@@ -108,8 +109,8 @@ def index(snap: Snapshot) -> bytes:
                 f"<tr><td>{_e(program)}</td><td>"
                 f"{_link(f'/program/{program}/{obs.observation}', obs.observation, ns=snap.namespace)}"
                 f"</td>" + "".join(f'<td class="num">{c[k]}</td>' for k in (
-                    "exposures", "detector1", "stage2", "stage3", "held", "missing", "waiting",
-                    "dead_letters")) + "</tr>")
+                    "exposures", "detector1", "stage2", "stage3", "held", "missing", "waiting"))
+                + f'<td class="num">{_letters_cell(c)}</td></tr>')
     body = ("<h2>Programs and observations</h2>" + _table(
         ["program", "observation", "exposures", "detector1", "stage 2", "stage-3 products",
          "held", "missing", "open associations", "dead letters"], rows)
@@ -150,18 +151,32 @@ def _planner(snap: Snapshot) -> str:
 def _parked(snap: Snapshot) -> str:
     parked = snap.status.parked if snap.status else []
     rows = [f'<tr class="held"><td>{_e(p["stage"])}</td><td>{_e(p["cause"])}</td>'
+            f'<td>{_e(p.get("root") or "-")}</td>'
             f'<td class="num">{_e(p["items"])}</td><td class="why">{_e(next_step(p["cause"]))}'
             f'</td></tr>' for p in parked]
-    return _table(["stage", "cause", "items", "what clears it (the daemon's log has each item's error)"],
-                  rows)
+    return _table(["stage", "cause", "writing under", "items",
+                   "what clears it (the daemon's log has each item's error)"], rows)
+
+
+def _letters_cell(counts: dict[str, int]) -> str:
+    """Those that need someone, and apart those already redriven (handled)."""
+    redriven = counts["redriven"]
+    return f"{counts['dead_letters']}" + (f" (+{redriven} redriven)" if redriven else "")
+
+
+def _redriven(letter: dict[str, Any]) -> str:
+    return f"redriven {letter[REDRIVES]}x" if letter.get(REDRIVES) else ""
 
 
 def _dead_letters(letters: list[dict[str, Any]]) -> str:
-    rows = [f'<tr class="dead"><td>{_time(d.get("emitted_at"))}</td><td>{_e(d.get("stage"))}'
+    rows = [f'<tr class="{"" if d.get(REDRIVES) else "dead"}"><td>{_time(d.get("emitted_at"))}'
+            f'</td><td>{_e(d.get("stage"))}'
             f'</td><td>{_e(d.get("exposure_id") or Path(d.get("path") or "-").name)}</td>'
             f'<td>{_e(d.get("category"))}</td><td class="why">{_e(d.get("reason"))}</td>'
-            f'<td class="num">{_e(d.get("attempts"))}</td></tr>' for d in letters]
-    return _table(["at", "stage", "exposure / file", "category", "reason", "attempts"], rows)
+            f'<td class="num">{_e(d.get("attempts"))}</td><td>{_redriven(d)}</td></tr>'
+            for d in letters]
+    return _table(["at", "stage", "exposure / file", "category", "reason", "attempts",
+                   "redriven"], rows)
 
 
 def _thumbnails(event: dict[str, Any] | None) -> str:
@@ -203,10 +218,11 @@ def observation_page(snap: Snapshot, obs: Observation, query: dict[str, list[str
     shown = exposures[(number - 1) * PAGE_SIZE: number * PAGE_SIZE]
     rows = []
     for exp in shown:
-        cls = "held" if exp.hold else "dead" if exp.dead_letters else ""
+        cls = "held" if exp.hold else "dead" if pending(exp.dead_letters) else ""
         hold = (f"held: {_e(exp.hold.get('reason'))} (for {_since(exp.hold.get('since'), now)})"
                 f"{_e(not_the_planners(exp.hold))}" if exp.hold else "")
         dead = "; ".join(f"dead letter ({_e(d.get('stage'))}): {_e(d.get('reason'))}"
+                         + (f" ({_redriven(d)})" if d.get(REDRIVES) else "")
                          for d in exp.dead_letters)
         rows.append(
             f'<tr class="{cls}" id="{_e(exp.exposure_id)}"><td>{_e(exp.exposure_id)}</td>'

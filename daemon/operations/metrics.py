@@ -35,8 +35,8 @@ class Metrics:
             "Work items parked on an infrastructure fault (disk_full, read_only, broker_unreachable, "
             "crds_unreachable, crds_reference_missing, crds_lookup; at start topics_missing; the "
             "watcher's inbox_gone), "
-            "waiting for it to clear",
-            ["stage", "cause"], registry=r)
+            "waiting for it to clear; root: the directory a disk fault was writing under",
+            ["stage", "cause", "root"], registry=r)
         self.parked_total = Counter(
             "calstream_parked_total", "Work items parked, by cause (resumed or not)",
             ["stage", "cause"], registry=r)

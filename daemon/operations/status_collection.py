@@ -26,6 +26,7 @@ import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
 from calstream.daemon.operations.config import ROLES, Config, host_port
+from calstream.daemon.operations.dead_letter_redrives import REDRIVES, RedriveReading
 from calstream.daemon.operations.holds_view import believed, held, unchecked_note
 from calstream.daemon.operations.status_summary import (
     BrokerView,
@@ -84,7 +85,7 @@ def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
     try:
         text = _fetch(f"{base}/metrics", timeout).decode()
     except (OSError, http.client.HTTPException) as exc:
-        ep.error = f"metrics unreachable: {type(exc).__name__}: {exc}"
+        ep.error = f"metrics unreachable: {error_text(exc)}"
         return ep
     except UnicodeDecodeError:
         ep.error = "/metrics is not Prometheus text: bytes that are not UTF-8"
@@ -102,7 +103,7 @@ def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
     except urllib.error.HTTPError as exc:  # 503 carries the reasons in its body
         body = exc.read()
     except (OSError, http.client.HTTPException) as exc:
-        ep.error = f"/readyz unreachable: {type(exc).__name__}: {exc}"
+        ep.error = f"/readyz unreachable: {error_text(exc)}"
         return ep
     try:
         doc = json.loads(body)
@@ -167,7 +168,42 @@ def _decoded(records, expected: str, view: BrokerView, n: int) -> list[dict[str,
     return out[-n:] if n else []
 
 
-async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10) -> BrokerView:
+async def _mark_redrives(cfg: Config, topics: Topics, records, view: BrokerView,
+                         reading: RedriveReading | None) -> None:
+    """Each dead letter shown gets its count of redrives (REDRIVES), read as
+    `calstream deadletters list` reads them: a redriven one is handled, and
+    was counted as needing someone. The originals' topics are read from the
+    lowest original of the letters shown, only when some are shown, and on
+    from where ``reading`` (the console's, kept) got to; one that cannot be
+    read leaves the letters unmarked, said in ``redrives_error``."""
+    if not view.dead_letters:
+        return
+    reading = reading if reading is not None else RedriveReading()
+    notes = reading.notes
+    shown = {d["event_id"] for d in view.dead_letters}
+    for r in records:  # the marks a daemon put back with its letter, on the letter's record
+        if not r.headers:
+            continue
+        try:
+            event_id = contract.decode(r.value, expected="dead_letter").event_id
+        except contract.InvalidMessage:
+            continue
+        if event_id in shown:
+            notes.on_letter(r.headers, event_id)
+    try:
+        with anyio.move_on_after(reading.budget) as scope:
+            await reading.update(cfg, topics, view.dead_letters)
+        if scope.cancelled_caught:
+            view.redrives_error = (f"the originals' topics were not read to their end within "
+                                   f"{reading.budget:.0f}s; the next look reads on from there")
+    except Exception as exc:  # noqa: BLE001 - the letters are still worth showing
+        view.redrives_error = error_text(exc)
+    for letter in view.dead_letters:
+        letter[REDRIVES] = len(notes.of(letter["event_id"]))
+
+
+async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10,
+                      redrives: RedriveReading | None = None) -> BrokerView:
     topics = Topics(cfg.topic_prefix)
     view = BrokerView(cfg.kafka_bootstrap)
     inputs = {topics.name(t) for ins in STAGE_INPUTS.values() for t in ins}
@@ -202,6 +238,8 @@ async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10
             row.lag = sum(p.lag for p in row.partitions)
     view.dead_letters = _decoded(records.get(topics.name("deadletter"), []), "dead_letter",
                                  view, dead_letters)
+    await _mark_redrives(cfg, topics, records.get(topics.name("deadletter"), []), view,
+                         redrives)
     view.products = _decoded(records.get(topics.name("products"), []), "product", view,
                              products)
     if topics.name("holds") not in view.missing_topics:
@@ -217,13 +255,17 @@ async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10
 # -- putting it together --------------------------------------------------
 
 async def collect(cfg: Config, metrics_urls: list[str], *, dead_letters: int = 10,
-                  products: int = 10, timeout: float = 15.0) -> Status:
+                  products: int = 10, timeout: float = 15.0,
+                  redrives: RedriveReading | None = None) -> Status:
+    """What `calstream status` and the console show; ``redrives``: the
+    redrive marks read so far, kept by a caller that collects again."""
     endpoints = [await anyio.to_thread.run_sync(read_endpoint, url, min(timeout, 5.0))
                  for url in metrics_urls]
     if cfg.kafka_bootstrap:
         try:
             with anyio.fail_after(timeout):
-                broker = await read_broker(cfg, dead_letters=dead_letters, products=products)
+                broker = await read_broker(cfg, dead_letters=dead_letters, products=products,
+                                           redrives=redrives)
         except TimeoutError:
             broker = BrokerView(cfg.kafka_bootstrap, error=f"no answer within {timeout:.0f}s")
         except Exception as exc:

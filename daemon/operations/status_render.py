@@ -9,6 +9,7 @@ from typing import Any
 
 from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
 from calstream.daemon.doers.start_waits import BROKER_UNREACHABLE, TOPICS_MISSING
+from calstream.daemon.operations.dead_letter_redrives import REDRIVES, pending
 from calstream.daemon.operations.holds_view import not_the_planners
 from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.operations.status_summary import (
@@ -25,6 +26,7 @@ from calstream.steps.failures import (
     CRDS_UNREACHABLE,
     DISK_FULL,
     READ_ONLY,
+    error_text,
 )
 from calstream.topics import contract
 
@@ -121,10 +123,15 @@ def _parked(parked: list[dict[str, Any]]) -> list[str]:
     if not parked:
         return []
     return ["", "parked on an infrastructure fault (resumed by themselves when it clears):"] + [
-        f"  {p['stage']}: {p['items']} item(s), {p['cause']}: "
+        f"  {p['stage']}: {p['items']} item(s), {p['cause']}{_under(p)}: "
         f"{next_step(p['cause'])}" for p in parked] + [
         "  the daemon's log has each item's exposure and error: its lines \"parked on an "
         "infrastructure fault ...\""]
+
+
+def _under(parked: dict[str, Any]) -> str:
+    """Where a disk fault was writing (its error, ENOSPC, often names no path)."""
+    return f" under {parked['root']}" if parked.get("root") else ""
 
 
 def _header(st: Status) -> list[str]:
@@ -204,8 +211,9 @@ def _lag(b: BrokerView, starting: bool = False) -> list[str]:
 def _dead_letter(m: dict[str, Any], now: float) -> str:
     subject = m.get("exposure_id") or (Path(m["path"]).name if m.get("path") else None) \
         or (m.get("original") or {}).get("key") or "-"
+    redriven = f"  [redriven {m[REDRIVES]}x]" if m.get(REDRIVES) else ""
     return (f"  {_when(m['emitted_at'], now)}  {m['stage']}/{m['category']}  "
-            f"{subject}: {_oneline(m['reason'], 160)}")
+            f"{subject}: {_oneline(m['reason'], 160)}{redriven}")
 
 
 def _product(m: dict[str, Any], now: float) -> str:
@@ -222,9 +230,13 @@ def _recent(b: BrokerView, now: float) -> list[str]:
                                 ("products", b.products, _product)):
         if out:
             out.append("")
-        out.append(f"Recent {title} (newest last, up to {len(events)} shown)")
+        handled = len(events) - len(pending(events)) if title == "dead letters" else 0
+        out.append(f"Recent {title} (newest last, up to {len(events)} shown"
+                   + (f", {handled} of them redriven" if handled else "") + ")")
         out += [line(m, now) for m in events] or ["  none"]
-        if events and title == "dead letters":  # redriven ones are listed too, unmarked
+        if events and title == "dead letters":
+            if b.redrives_error:
+                out.append(f"  (which were redriven is not known: {_oneline(b.redrives_error, 120)})")
             out.append("  (those not redriven yet: `calstream deadletters list --pending`; "
                        "one whole: `calstream deadletters show REF`)")
     if b.unreadable:
@@ -283,8 +295,8 @@ def _planner_view_or_why(view: dict[str, Any] | None, now: float) -> list[str]:
     try:
         return _planner_view(view, now)
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
-        return [f"  planner view (/planner): not understood ({type(exc).__name__}: "
-                f"{_oneline(str(exc), 80)}): a daemon of another calstream version?"]
+        return [f"  planner view (/planner): not understood ({_oneline(error_text(exc), 120)}"
+                "): a daemon of another calstream version?"]
 
 
 def _missing(stage3: dict[str, Any], tag: str, now: float) -> list[str]:

@@ -52,6 +52,7 @@ class BrokerView:
     holds_checked: bool = False  # against the planner's ledger (status given its work dir)
     holds_note: str | None = None  # why rows of the topic's are not checked
     unreadable: int = 0  # records on those topics that are not calstream messages
+    redrives_error: str | None = None  # the originals' topics unread: redrives not known
     missing_topics: list[str] = field(default_factory=list)
 
     def count_unreadable(self) -> None:
@@ -171,13 +172,14 @@ def planner_left(view: Any) -> dict[str, int]:
 
 
 def summarise_parked(endpoints: list[Endpoint]) -> list[dict[str, Any]]:
-    """Items parked on an infrastructure fault, by stage and cause, from
-    ``calstream_parked_items`` (they resume by themselves when it clears)."""
-    totals: dict[tuple[str, str], float] = {}
+    """Items parked on an infrastructure fault, by stage, cause and the
+    directory a disk fault was writing under (``root``, "" for the others),
+    from ``calstream_parked_items`` (they resume by themselves when it clears)."""
+    totals: dict[tuple[str, str, str], float] = {}
     for ep in endpoints:
         for name, labels, value in ep.samples:
             if name == "calstream_parked_items" and value > 0:
-                key = (labels.get("stage", "?"), labels.get("cause", "?"))
+                key = (labels.get("stage", "?"), labels.get("cause", "?"), labels.get("root", ""))
                 totals[key] = totals.get(key, 0) + value
-    return [{"stage": st, "cause": cause, "items": int(n)}
-            for (st, cause), n in sorted(totals.items())]
+    return [{"stage": st, "cause": cause, "root": root, "items": int(n)}
+            for (st, cause, root), n in sorted(totals.items())]

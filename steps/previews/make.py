@@ -9,6 +9,7 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
+from calstream.steps.failures import error_text
 from calstream.steps.previews.images import preview_rgb, read_image
 from calstream.steps.previews.plots import PLOTTERS, render
 from calstream.steps.previews.png import encode_png, write_atomically
@@ -49,6 +50,6 @@ def make_previews(previews: list[dict[str, str]]) -> dict:
             write_atomically(paths["thumbnail"], thumbnail)
             made += [str(paths["preview"]), str(paths["thumbnail"])]
         except Exception as exc:  # noqa: BLE001 - any product may be odd; the rest go on
-            failed[Path(product).name] = f"{type(exc).__name__}: {exc}"
+            failed[Path(product).name] = error_text(exc)
             log.warning("no preview of %s: %s: %s", Path(product).name, type(exc).__name__, exc)
     return {"made": made, "failed": failed}

@@ -106,6 +106,30 @@ async def test_a_release_refused_says_why_on_stderr(broker, unique_prefix, tmp_p
 
 
 @pytest.mark.anyio
+async def test_a_release_of_an_exposure_known_but_never_held_says_so(
+        broker, unique_prefix, tmp_path, capsys):
+    """`holds release` of an exposure the planner has a product event of, but
+    never held, said "not known to the planner": the operator went looking
+    for an exposure that was there. Now it says what is true."""
+    from ..unit.test_level3_state import T0, dither, rate
+
+    cfg, topics = await _deployment(broker, unique_prefix, tmp_path)
+    event = rate(dither(1), T0)
+    await send_messages(cfg, topics.name("products"), [(event["exposure_id"], event)])
+    run = lambda *argv: anyio.to_thread.run_sync(lambda: _cli(cfg, *argv))  # noqa: E731
+
+    assert await run("holds", "release", event["exposure_id"], "--reason",
+                     "WCS checked by hand") == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "not known" not in err, (out, err)
+    assert "known to the planner, never held" in err and "nothing to release" in err, err
+    assert await run("holds", "release", "jw01234001001_02101_00009_nrcb1", "--reason",
+                     "WCS checked by hand") == 1
+    assert "not known to the planner" in capsys.readouterr().err
+    assert await kafka.read_to_end(cfg, topics.name("pointing")) == []
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("fault", ["disk_full", "read_only"])
 async def test_a_promotion_the_store_refuses_switches_nothing(
         broker, unique_prefix, tmp_path, capsys, fault):
@@ -156,3 +180,47 @@ def _full_keeping(store, full_tmpfs):
             fill(store)
             yield
     return mounted()
+
+
+@pytest.mark.anyio
+async def test_a_promotion_of_less_than_live_says_what_live_has_and_waits_for_a_flag(
+        broker, unique_prefix, tmp_path, capsys):
+    """`calstream promote r1` of a replay of one exposure out of three
+    swapped `current` without a word: the other two vanished from the
+    products of record. Now it names them, switches nothing and publishes
+    nothing (exit 3) until `--allow-partial`."""
+    import os
+
+    from calstream.daemon.doers.product_store import ProductStore
+    from calstream.daemon.doers.promotion import ensure_current
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    store = ProductStore(cfg.products)
+    ensure_current(store)
+    names = [f"jw01234001001_02101_0000{n}_nrcb1" for n in (1, 2, 3)]
+    for tree, made in ((store, names), (store.for_namespace("r1"), names[:1])):
+        for n, name in enumerate(made):
+            tree.write_record("01234", "001", name=name, stage="detector1", record={
+                "work_id": f"{n:064x}", "event": {
+                    "stage": "detector1", "program": "01234", "observation": "001",
+                    "exposure_id": name, "product_name": name, "outputs": [],
+                    "emitted_at": "2026-11-24T05:00:00Z"}})
+    run = lambda *argv: anyio.to_thread.run_sync(lambda: _cli(  # noqa: E731
+        cfg, "promote", "r1", "--work-dir", str(tmp_path), *argv))
+
+    assert await run("--reason", "new flats") == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "not promoted" in err, err
+    assert "2 of live's 3 exposure(s) have no product in r1" in err, err
+    assert names[1] in err and names[2] in err and "--allow-partial" in err, err
+    assert os.readlink(store.top / "current") == "."
+    assert not (store.top / "promotions").exists()
+    topic = Topics(cfg.topic_prefix).name("promotions")
+    assert await kafka.read_to_end(cfg, topic) == []
+
+    assert await run("--reason", "new flats", "--allow-partial") == 0
+    assert os.readlink(store.top / "current") == "namespaces/r1"
+    [record] = await kafka.read_to_end(cfg, topic)
+    event = contract.decode(record.value, "promotion")
+    assert event["namespace"] == "r1" and event["records"] == 1

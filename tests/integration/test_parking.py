@@ -134,6 +134,9 @@ async def test_full_store_resumes(tmp_path, broker, kit, unique_prefix, leave):
             await anyio.to_thread.run_sync(fill, store, leave)
             await anyio.to_thread.run_sync(lambda: deliver([uncal], cfg.inbox))
             await wait_parked(daemon, "disk_full")
+            # Which disk: ENOSPC from inside the run names no path (docs/operations.md).
+            assert metric(scrape(daemon.ops.address), "calstream_parked_items",
+                          cause="disk_full", root=str(cfg.products)) == 1
             assert not dead_letters(await read_all(cfg, ["deadletter"]))
             assert not products(await read_all(cfg, ["products"]))
             for filler in store.glob("filler*.bin"):

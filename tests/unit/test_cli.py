@@ -36,7 +36,7 @@ EXPECTED = {
                             "--write-dir", "--max", "--until-idle"}, ()),
     "replay": (DAEMON | SELECTION | {"--from", "--namespace", "--crds-context", "--dry-run",
                                      "--allow-gap", "--json", "--by"}, ()),
-    "promote": (DAEMON | {"--reason", "--by"}, ("namespace",)),
+    "promote": (DAEMON | {"--reason", "--by", "--allow-partial"}, ("namespace",)),
     "config": (DAEMON | {"--json"}, ("action",)),
     "console": (DAEMON | {"--address"}, ()),
 }

@@ -110,7 +110,7 @@ def test_parked_items_are_summed_by_stage_and_cause_for_status_and_console():
                  Endpoint("b", samples=[("calstream_parked_items",
                                          {"stage": "stage2", "cause": "disk_full"}, 1.0)])]
     parked = summarise_parked(endpoints)
-    assert parked == [{"stage": "stage2", "cause": "disk_full", "items": 3}]
+    assert parked == [{"stage": "stage2", "cause": "disk_full", "root": "", "items": 3}]
     assert "stage2: 3 item(s), disk_full" in "\n".join(_parked(parked))
 
 

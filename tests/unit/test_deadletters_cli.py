@@ -139,7 +139,7 @@ def test_each_row_says_what_it_is_about():
 def test_a_redrive_header_nested_too_deeply_is_not_a_note():
     """A record header is as untrusted as its value: nesting too deep for
     json.loads raised RecursionError out of `deadletters list` (door fuzz)."""
-    from calstream.daemon.operations.cli.deadletters import redrive_note
+    from calstream.topics.dead_letters import redrive_note
 
     assert redrive_note(b"[" * 100_000 + b"]" * 100_000) is None
     assert redrive_note(b'{"dead_letter": "a"}') == {"dead_letter": "a"}

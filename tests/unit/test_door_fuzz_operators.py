@@ -117,7 +117,7 @@ def test_a_redrive_note_mutated_is_read_or_left_out():
             "dead_letter_ref": "0:1", "at": "2026-01-01T00:00:00.000Z"}
 
     def take(raw: bytes) -> str:
-        return "accepted" if deadletters.redrive_note(raw) is not None else "refused"
+        return "accepted" if dead_letters.redrive_note(raw) is not None else "refused"
 
     counts = fuzz("redrive note", note, take, seed=first_seed(), cases=budget(200))
     assert counts.get("refused") and counts.get("accepted"), counts

@@ -25,7 +25,7 @@ def waits(tmp_path) -> StartWaits:
 
 
 def parked(w: StartWaits, cause: str) -> float:
-    return w.metrics.parked.labels(stage="start", cause=cause)._value.get()
+    return w.metrics.parked.labels(stage="start", cause=cause, root="")._value.get()
 
 
 async def test_a_read_only_disk_is_waited_for_and_shown(tmp_path):
@@ -90,7 +90,7 @@ async def test_a_step_of_the_planner_s_restore_parks_in_its_stage_and_is_known_a
 
     async def attempt() -> str:
         seen.append((w.waiting_of("planner"), w.waiting_of("daemon"),
-                     w.metrics.parked.labels(stage="planner", cause="disk_full")._value.get()))
+                     w.metrics.parked.labels(stage="planner", cause="disk_full", root="")._value.get()))
         if len(seen) < 2:
             raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path))
         return "sent"

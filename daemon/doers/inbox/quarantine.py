@@ -49,7 +49,8 @@ class Quarantine:
     counts: Counts
     pending: list[PendingReport] = field(default_factory=list)  # on_reject failed: to retry
     # Parking for a file the directory refuses (full, read-only): doers/parking.py.
-    parking: Callable[[str], Parking] | None = None
+    # ``root``: the directory written, named where a full disk's error names none.
+    parking: Callable[..., Parking] | None = None
     _parked: dict[Path, Parking] = field(default_factory=dict)
 
     async def move_aside(
@@ -67,7 +68,8 @@ class Quarantine:
         except Exception as exc:
             cause = infrastructure_cause(exc)
             if cause is not None and self.parking is not None:
-                parking = self._parked.setdefault(path, self.parking(f"{path.name}: quarantine"))
+                parking = self._parked.setdefault(path, self.parking(f"{path.name}: quarantine",
+                                                                   root=self.directory))
                 raise QuarantineBlocked(parking.failed(cause, exc)) from exc
             dest = None
             log_file(logging.ERROR, f"could not quarantine ({exc!r})", path)

@@ -38,6 +38,7 @@ from calstream.daemon.doers.kafka.topic_reader import (
     TopicReader,
     is_empty,
     open_reader,
+    read_places,
     read_to_end,
     read_topics,
     record_at,
@@ -45,5 +46,5 @@ from calstream.daemon.doers.kafka.topic_reader import (
 
 __all__ = ["ConcurrentConsumer", "PartitionEnds", "Publisher", "Record", "TopicReader",
            "TopicsMissing", "admin", "client_options", "create_topics", "describe_catalog", "group_consumer", "group_offsets", "is_empty",
-           "open_reader", "producer", "read_to_end", "read_topics", "reader",
+           "open_reader", "producer", "read_places", "read_to_end", "read_topics", "reader",
            "record_at", "refused_settings", "subscriber", "unreachable"]

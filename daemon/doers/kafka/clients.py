@@ -24,6 +24,7 @@ from aiokafka.errors import (
 )
 
 from calstream.daemon.operations.config import Config, ConfigError
+from calstream.steps.failures import error_text
 from calstream.steps.regular_files import RECORD_LIMIT, open_regular_file
 
 FETCH_MAX_WAIT_MS = 100
@@ -245,4 +246,4 @@ async def refused_settings(cfg: Config) -> str | None:
 def _sasl_refused(sec: Any, where: str, exc: BaseException) -> str:
     return (f"security.sasl_mechanism / sasl_username / sasl_password "
             f"({sec.sasl_mechanism or 'PLAIN'}, user {sec.sasl_username!r}): {where} refuses "
-            f"the SASL authentication: {type(exc).__name__}: {str(exc)[:200]}")
+            f"the SASL authentication: {error_text(exc, 200)}")

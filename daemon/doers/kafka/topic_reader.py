@@ -14,7 +14,7 @@ the end is.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -93,6 +93,11 @@ class TopicReader:
             out[tp.topic] = out.get(tp.topic, 0) + left
         return out
 
+    async def positions(self) -> dict[tuple[str, int], int]:
+        """Per partition, the next offset the reader would read."""
+        return {(tp.topic, tp.partition): await self._client.position(tp)
+                for tp in self.partitions}
+
     def high_watermarks(self) -> dict[TopicPartition, int | None]:
         """Per partition, the high watermark of its last fetch response (None: none yet)."""
         return {tp: self._client.highwater(tp) for tp in self.partitions}
@@ -169,16 +174,19 @@ class TopicReader:
 
 @asynccontextmanager
 async def open_reader(cfg: Config, names: list[str], *,
-                      start: dict[tuple[str, int], int] | None = None, **options: Any
+                      start: dict[tuple[str, int], int] | None = None,
+                      only: set[tuple[str, int]] | None = None, **options: Any
                       ) -> AsyncIterator[TopicReader]:
-    """A TopicReader on every partition of ``names`` (those that exist), from
-    their beginning or, for those in ``start``, from there (``start_from``)."""
+    """A TopicReader on every partition of ``names`` (those that exist; of
+    them, those in ``only`` if given), from their beginning or, for those in
+    ``start``, from there (``start_from``)."""
     client = clients.reader(cfg, **options)
     try:
         await client.start()  # inside: a client that failed to connect is stopped too
         existing = await client.topics()  # refreshes metadata: a topic may be moments old
         partitions = [TopicPartition(name, p) for name in names if name in existing
-                      for p in sorted(client.partitions_for_topic(name) or ())]
+                      for p in sorted(client.partitions_for_topic(name) or ())
+                      if only is None or (name, p) in only]
         if partitions:
             client.assign(partitions)
             await client.seek_to_beginning(*partitions)
@@ -196,6 +204,23 @@ async def read_to_end(cfg: Config, name: str, *,
     ``broker_timeout_seconds``): a command's read would otherwise wait for ever."""
     async with open_reader(cfg, [name], start=start) as reader:
         return await reader.read_to_end(stall_seconds=cfg.broker_timeout_seconds)
+
+
+async def read_places(cfg: Config, starts: dict[tuple[str, int], int],
+                      on_batch: Callable[[list[ConsumerRecord]], None]) -> dict[tuple[str, int], int]:
+    """The records of the partitions named in ``starts`` only, each from its
+    start up to "now", given a fetch at a time to ``on_batch`` (so what was
+    read counts even if the read is then cancelled); returns where each was
+    read to. A start beyond a partition's end (a topic recreated) reads it
+    from its beginning (``start_from``); one below what retention kept, from
+    what is left (auto_offset_reset="earliest")."""
+    if not starts:
+        return {}
+    async with open_reader(cfg, sorted({t for t, _ in starts}), start=starts,
+                           only=set(starts)) as reader:
+        async for batch in reader.batches_to_end(stall_seconds=cfg.broker_timeout_seconds):
+            on_batch(batch)
+        return await reader.positions()
 
 
 async def is_empty(cfg: Config, name: str, timeout: float = 10.0) -> bool:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 import anyio
 
 from calstream.daemon.deciders.command_times import NotATime, parse_when
+from calstream.daemon.deciders.redrive_reading import pinned_partition
 from calstream.daemon.doers import kafka
 from calstream.daemon.operations.cli.registry import (
     DAEMON_FLAGS,
@@ -38,17 +39,11 @@ from calstream.daemon.operations.cli.registry import (
     operator,
     reason_argument,
 )
+from calstream.daemon.operations.dead_letter_redrives import RedriveReading, redrivable_topics
 from calstream.daemon.operations.logs import escape_controls
-from calstream.daemon.stages import STAGES
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-from calstream.topics.dead_letters import (
-    REDRIVE_HEADER,
-    is_own_original,
-    original_bytes,
-    redrive_marks,
-    redrive_note,
-)
+from calstream.topics.dead_letters import REDRIVE_HEADER, original_bytes
 
 group("deadletters", "what could not be processed; redrive it once the cause is fixed")
 
@@ -147,51 +142,23 @@ def subject(body: dict) -> str:
     return str(body.get("exposure_id") or key or (str(path).rsplit("/", 1)[-1] if path else ""))
 
 
-def redrivable_topics(topics: Topics) -> set[str]:
-    """The topics a redrive may write: those calstream consumes. A dead letter
-    is a record like any other (a forged one could name any topic)."""
-    logical = {t for st in STAGES for t in (st.live_topic, st.replay_topic)}
-    return {topics.name(t) for t in logical | {"products", "pointing", "plans"}}
-
-
 async def load(cfg, topics: Topics) -> list[DeadLetter]:
     """Every dead letter on the topic, with the redrives already made of it:
     the marks on the originals' topics (on a letter's own original record
     only, ``is_own_original``), and those a daemon kept and put back with
     the dead letter itself after a broker lost both (topics/dead_letters.py).
-    One redrive found in both places counts once."""
+    One redrive found in both places counts once (dead_letter_redrives.py)."""
     bodies = []
-    redrives: dict[str, dict[tuple, dict]] = {}
-
-    def add(note: dict) -> None:
-        same = tuple(str(note.get(k)) for k in ("at", "by", "reason"))
-        redrives.setdefault(str(note.get("dead_letter", "")), {}).setdefault(same, note)
-
+    reading = RedriveReading()
     for record in await kafka.read_to_end(cfg, topics.name("deadletter")):
         try:
             message = contract.decode(record.value, expected="dead_letter")
         except contract.InvalidMessage:
             continue
         bodies.append((f"{record.partition}:{record.offset}", message.body))
-        for mark in redrive_marks(record.headers):  # of this dead letter only
-            if mark["dead_letter"] == message.event_id:
-                add(mark)
-    originals: dict[str, list[dict]] = {}
-    for _, b in bodies:
-        originals.setdefault(b["event_id"], []).append(b.get("original"))
-    named = {(b.get("original") or {}).get("topic") for _, b in bodies}
-    for name in sorted(named & redrivable_topics(topics)):
-        for record in await kafka.read_to_end(cfg, name):
-            for key, value in record.headers or ():
-                note = redrive_note(value) if key == REDRIVE_HEADER else None
-                # A mark counts on the letter's own original only: anyone
-                # who may write the topic may put one on a record of theirs.
-                if note is not None and any(is_own_original(
-                        original, record.topic, record.key, record.value)
-                        for original in originals.get(str(note.get("dead_letter")), ())):
-                    add(note)
-    return once_each([DeadLetter(ref, b, tuple(redrives.get(b["event_id"], {}).values()))
-                      for ref, b in bodies])
+        reading.notes.on_letter(record.headers, message.event_id)
+    await reading.update(cfg, topics, [b for _, b in bodies])
+    return once_each([DeadLetter(ref, b, reading.notes.of(b["event_id"])) for ref, b in bodies])
 
 
 def redrive_record(letter: DeadLetter, by: str, reason: str
@@ -214,7 +181,12 @@ async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[
     try:
         for letter in letters:
             topic, key, value, headers = redrive_record(letter, by, reason)
-            await producer.send_and_wait(topic, value, key=key, headers=headers)
+            # Back to the original's own partition, after it: where status
+            # and the console look for its mark (deciders/redrive_reading.py).
+            partition = pinned_partition(letter.body["original"],
+                                         await producer.partitions_for(topic))
+            await producer.send_and_wait(topic, value, key=key, headers=headers,
+                                         partition=partition)
             sent.append(letter.ref)
     finally:
         await producer.stop()

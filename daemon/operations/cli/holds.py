@@ -77,6 +77,27 @@ def hold_row(h: dict) -> str:
                            f"{_age(h['since']):>7}  {detail}{not_the_planners(h)}")
 
 
+async def _never_held(cfg, topics: Topics, exposure: str) -> str:
+    """What is true of an exposure with no hold: the planner knows it (a
+    product event of it is on the products topic, which the planner reads)
+    and never held it, or it does not. Both said "not known to the
+    planner", which sent an operator looking for an exposure that was there."""
+    from calstream.daemon.doers import kafka
+
+    needle = exposure.encode()
+    for record in await kafka.read_to_end(cfg, topics.name("products")):
+        if record.value is None or needle not in record.value:  # most, without decoding
+            continue
+        try:
+            event = contract.decode(record.value, expected="product")
+        except contract.InvalidMessage:
+            continue
+        if event.get("exposure_id") == exposure:
+            return (f"known to the planner, never held: its {event['stage']} product event "
+                    "is on the products topic")
+    return "not known to the planner: no product event of it on the products topic"
+
+
 def _release_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("exposure", help="exposure id, e.g. jw01234001001_02101_00003_nrcb1")
     p.add_argument("--reason", required=True, type=reason_argument,
@@ -93,7 +114,7 @@ def cmd_release(args: argparse.Namespace) -> int:
     if hold is not None and hold["source"] == "holds topic" and hold["checked"]:
         hold = None  # the planner holds nothing of it: a release would be rejected
     if hold is None or hold["state"] != "held":
-        state = hold["state"] if hold else "not known to the planner"
+        state = hold["state"] if hold else anyio.run(_never_held, cfg, topics, args.exposure)
         # An error: on stderr, as every command's (stdout is the result's).
         print(f"calstream: {args.exposure} is not held ({state}); nothing to release",
               file=sys.stderr)

@@ -59,6 +59,10 @@ SHARED_FLAGS: dict[str, Flag] = {f.option: f for f in (
 )}
 
 # What a command that talks to a deployment's broker takes.
+# A command that would leave a gap the operator did not accept by name (a
+# replay past retention, a promotion of less than live): nothing was done.
+EXIT_GAP = 3
+
 BROKER_FLAGS = ("--config", "--kafka-bootstrap", "--topic-prefix")
 # What the daemon and the commands acting on its state take: every setting.
 DAEMON_FLAGS = ("--config", "--work-dir", "--inbox", "--products", "--quarantine",

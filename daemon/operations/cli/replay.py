@@ -14,12 +14,11 @@ from calstream.daemon.doers.product_store import check_namespace
 from calstream.daemon.operations import replay
 from calstream.daemon.operations.cli.registry import (
     DAEMON_FLAGS,
+    EXIT_GAP,
     broker_config,
     command,
     operator,
 )
-
-EXIT_GAP = 3
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:

@@ -1,0 +1,59 @@
+"""Where the originals' topics are read for redrive marks (pure).
+
+A redrive re-sends a dead letter's original to the original's own partition
+(``pinned_partition``), after the original: so its mark is on that
+partition, at an offset above ``original.offset``. The marks of the dead
+letters listed are therefore all at or above, per (topic, partition), the
+lowest original offset among them (``lowest_originals``): reading a topic of
+months end to end, every ~5 s while a console page was open, found nothing
+more. The console keeps where it read to and reads on from there
+(``starts``). A topic recreated since (offsets begun again) is read from its
+beginning by the reader once a start lies beyond its end (TopicReader.lost).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+Place = tuple[str, int]  # (topic, partition)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def lowest_originals(letters: Iterable[dict[str, Any]], topics: set[str]) -> dict[Place, int]:
+    """Per (topic, partition) of ``topics``, the lowest original offset among
+    ``letters`` (dead letters' bodies, untrusted: any other shape names no place)."""
+    out: dict[Place, int] = {}
+    for body in letters:
+        original = body.get("original") if isinstance(body, dict) else None
+        if not isinstance(original, dict) or original.get("topic") not in topics:
+            continue
+        partition, offset = original.get("partition"), original.get("offset")
+        if _count(partition) and _count(offset):
+            place = (original["topic"], partition)
+            out[place] = min(out.get(place, offset), offset)
+    return out
+
+
+def starts(needed: dict[Place, int], new: dict[Place, int], read_to: dict[Place, int]
+           ) -> dict[Place, int]:
+    """Where to read each place of ``needed`` from: where the last read got
+    to (``read_to``), or lower where a letter not seen before (``new``) has
+    its original below that (its marks, read while it was not listed, were
+    not kept); a place never read, from its lowest original. A place no
+    letter names any more is not read."""
+    return {place: min(read_to[place], new.get(place, read_to[place]))
+            if place in read_to else lowest for place, lowest in needed.items()}
+
+
+def pinned_partition(original: dict[str, Any], partitions: set[int] | None) -> int | None:
+    """The partition a redrive of ``original`` goes to: its own, when the topic
+    has it; None (the producer's partitioner) otherwise: a topic recreated with
+    fewer partitions, or a forged letter. Left to the partitioner, a record
+    without a key went to any partition, its mark where ``lowest_originals``
+    does not look."""
+    partition = original.get("partition")
+    return partition if _count(partition) and partitions and partition in partitions else None
