@@ -97,7 +97,8 @@ def references_of_failure(exc: BaseException, root: Path,
             named.append(locate(name) if name.startswith(CRDS_URI) else name)
     for raised in _chain(exc):
         if isinstance(raised, OSError):
-            named += [os.fsdecode(f) for f in (raised.filename, raised.filename2) if f]
+            named += [os.fsdecode(f) for f in (raised.filename, raised.filename2)
+                      if isinstance(f, str | bytes | os.PathLike) and f]  # not a descriptor
     return under(named, root)[:MAX_REFERENCES]
 
 

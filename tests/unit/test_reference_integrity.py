@@ -139,6 +139,7 @@ def test_only_files_under_the_references_directory_are_taken(tmp_path, cache):
     # What an OSError of the failure names: stpipe's prefetch opening a reference.
     unreadable = PermissionError(13, "Permission denied", str(inside))
     assert references_of_failure(unreadable, references_root()) == [inside]
+    assert references_of_failure(OSError(9, "Bad file descriptor", 7), references_root()) == []
     # A type crds answers N/A for (or overridden N/A): no file.
     failure = _failure(_ReadsItsReference(override_superbias="N/A"))
     assert references_of_failure(failure, references_root()) == []
