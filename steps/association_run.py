@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from calstream.steps.crds_env import refresh_crds
+from calstream.steps.member_references import configured, prefetch_members
 from calstream.steps.pipeline_catalog import catalog
 from calstream.steps.pipeline_settings import settings_for
 from calstream.steps.worker_warmup import warm_up
@@ -117,7 +118,7 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
         # scratch directory and is then moved beside the products.
         warnings.filterwarnings("ignore", "Input association file contains path information")
         with _working_directory(_wfss_directory(association, out)):
-            result = cls.call(str(run_path), **kwargs)
+            result = _run(cls, str(run_path), kwargs)
     duration = time.perf_counter() - t0
     if hasattr(result, "close"):
         result.close()
@@ -130,6 +131,20 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
     return {"outputs": outputs, "pipeline": pipeline, "jwst_version": jwst.__version__,
             "steps": passed,
             "crds_context": _context(outputs), "duration_seconds": round(duration, 3)}
+
+
+def _run(cls, run_path: str, kwargs: dict[str, Any]):
+    """``cls.call(run_path, **kwargs)``; a pipeline made as ``call`` makes it,
+    and first every science member's references looked up, not only the
+    first member's (stpipe's prefetch): a missing one parks the run before
+    it starts, not hours into it (steps/member_references.py)."""
+    from stpipe import Pipeline
+
+    if not issubclass(cls, Pipeline):
+        return cls.call(run_path, **kwargs)
+    pipeline = configured(cls, run_path, kwargs)
+    prefetch_members(pipeline, run_path)
+    return pipeline.run(run_path)
 
 
 def _wfss_directory(association: dict[str, Any], out: Path) -> Path | None:

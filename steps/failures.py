@@ -135,15 +135,16 @@ def selects_no_reference(exc: BaseException) -> bool:
     text = str(exc)
     return type(exc).__name__ == "CrdsLookupError" and text.startswith(_NO_REFERENCE[0]) \
         and _NO_REFERENCE[1] in text \
-        and not any(_class_names(e) & _UNREACHABLE_CRDS for e in _chain(exc))
+        and not any(_class_names(e) & _UNREACHABLE_CRDS for e in causes(exc))
 
 
-def _chain(exc: BaseException, depth: int = 0):
-    """The exceptions ``exc`` was raised from (the CRDS client wraps them)."""
+def causes(exc: BaseException, depth: int = 0):
+    """The exceptions ``exc`` was raised from or during, a few deep (the CRDS
+    client wraps them; a jwst step may raise its own over another)."""
     cause = exc.__cause__ or exc.__context__
     if cause is not None and depth < 5:
         yield cause
-        yield from _chain(cause, depth + 1)
+        yield from causes(cause, depth + 1)
 
 
 def _store_cause(exc: BaseException | None, depth: int = 0) -> str | None:

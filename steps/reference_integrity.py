@@ -9,38 +9,40 @@ FITS file's headers against its size: steps/fitsfile.py; an ASDF file's tree
 and blocks: steps/asdf_layout.py), never by reading its arrays. A broken one
 makes the failure the cache's (steps/failures.after_reference_check).
 
-Which references: those the run's log names under the cache's references
-directory. stpipe names every reference it resolves there, with its whole
-path ("Prefetch for SUPERBIAS reference file is '...'", each step's "Using
-... reference file ..."), for every pipeline and stage, and the worker writes
-each run's log anyway: a successful run pays nothing, and the answer does
-not depend on how a jwst version reaches crds. A path is taken only if it
-stays under that directory; the log's other words (the input's name, its
-header values) can at most name another cache file to check.
+Which references: those the failing steps themselves asked for, as stpipe
+records them. Every step obtains its references through
+``Step.get_reference_file``, which notes each (reference type, ``crds://name``
+or override path) in the step's ``_reference_files_used`` until the step
+finishes (jwst then writes them into the product's ``meta.ref_file``). The
+steps on the failure's stack (the exception's traceback: the pipeline, the
+step that failed, a step it ran) still hold theirs; a reference a skipped or
+later step would have read, or one crds answers N/A for the mode, is not
+among them. Also the file an OSError of the failure names (stpipe's prefetch
+opens every reference it lists: an unreadable one fails there). Not the
+run's log: stpipe's prefetch names every reference of every step that may
+run, and its wording is stpipe's to change. A path is taken only if it stays
+under the cache's references directory (an override elsewhere is the
+operator's file, not the cache's).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from calstream.steps.admitted_input import stat_sig
 from calstream.steps.asdf_layout import asdf_problem
-from calstream.steps.failures import PERMANENT, after_reference_check, classify_failure
+from calstream.steps.failures import PERMANENT, after_reference_check, causes, classify_failure
 from calstream.steps.fitsfile import fits_layout
-from calstream.steps.regular_files import open_regular_file
 
 log = logging.getLogger("calstream.crds")
 
-# A run's log past this is not read further (stpipe names the references
-# before any step runs: at the log's start).
-LOG_READ_LIMIT = 64 << 20
-LINE_LIMIT = 1 << 20
-# References checked at most for one failure (a level-3 run names some tens).
+# References checked at most for one failure (a step reads some; a level-3
+# run's nested steps some tens).
 MAX_REFERENCES = 500
+CRDS_URI = "crds://"
 
 
 def references_root(environ: os._Environ | dict | None = None) -> Path | None:
@@ -54,29 +56,62 @@ def references_root(environ: os._Environ | dict | None = None) -> Path | None:
     return None
 
 
-def references_in_log(log_path: str | os.PathLike[str], root: Path) -> list[Path]:
-    """The files under ``root`` the log at ``log_path`` names, in order, once each."""
+def _chain(exc: BaseException) -> list[BaseException]:
+    return [exc, *causes(exc)]
+
+
+def failing_steps(exc: BaseException) -> list:
+    """The stpipe steps on the failure's stack, outermost first, once each:
+    the ``self`` of every frame the exception went through."""
+    from stpipe import Step
+
+    found: dict[int, object] = {}
+    for raised in _chain(exc):
+        tb = raised.__traceback__
+        while tb is not None:
+            owner = tb.tb_frame.f_locals.get("self")
+            if isinstance(owner, Step):
+                found.setdefault(id(owner), owner)
+            tb = tb.tb_next
+    return list(found.values())
+
+
+def crds_cache_path(name: str) -> str:
+    """A ``crds://`` reference's path in the local cache, as crds places it."""
+    from stpipe.crds_client import reference_uri_to_cache_path
+
+    return reference_uri_to_cache_path(name, "jwst")
+
+
+def references_of_failure(exc: BaseException, root: Path,
+                          locate: Callable[[str], str] = crds_cache_path) -> list[Path]:
+    """The files under ``root`` the failing steps asked for (their
+    ``_reference_files_used``: ``crds://`` names found with ``locate``,
+    override paths as they are; ``N/A`` is no file), and the files the
+    failure's OSErrors name: in order, once each."""
+    named: list[str] = []
+    for step in failing_steps(exc):
+        for _reftype, name in getattr(step, "_reference_files_used", None) or ():
+            if not isinstance(name, str) or name.strip() in ("", "N/A"):
+                continue  # none for the mode, or an override given as a model
+            named.append(locate(name) if name.startswith(CRDS_URI) else name)
+    for raised in _chain(exc):
+        if isinstance(raised, OSError):
+            named += [os.fsdecode(f) for f in (raised.filename, raised.filename2)
+                      if isinstance(f, str | bytes | os.PathLike) and f]  # not a descriptor
+    return under(named, root)[:MAX_REFERENCES]
+
+
+def under(paths: Iterable[str], root: Path) -> list[Path]:
+    """``paths`` that lie under ``root``, normalised, once each: '..' taken
+    out; a link in the directory counts as the cache's own."""
     roots = {os.path.abspath(root), os.path.realpath(root)}
-    pattern = re.compile("|".join(re.escape(r + os.sep) for r in sorted(roots))
-                         + r"""[^\s'"`,;()\[\]{}]+""")
-    marks = [os.fsencode(r + os.sep) for r in roots]
     found: dict[Path, None] = {}
-    read = 0
-    with open_regular_file(log_path) as f:
-        # Line by line (a line at most LINE_LIMIT at a time): only the lines
-        # naming the directory are decoded.
-        for line in iter(lambda: f.readline(LINE_LIMIT), b""):
-            read += len(line)
-            if read > LOG_READ_LIMIT or len(found) >= MAX_REFERENCES:
-                break
-            if not any(mark in line for mark in marks):
-                continue
-            for match in pattern.finditer(line.decode("utf-8", "replace")):
-                # "..": out of the directory; a link in it: the cache's own.
-                path = os.path.normpath(match.group(0).rstrip(".:"))
-                if any(path.startswith(r + os.sep) for r in roots):
-                    found.setdefault(Path(path))
-    return list(found)[:MAX_REFERENCES]
+    for path in paths:
+        path = os.path.normpath(os.path.abspath(path))
+        if any(path.startswith(r + os.sep) for r in roots):
+            found.setdefault(Path(path))
+    return list(found)
 
 
 def reference_problem(path: str | os.PathLike[str]) -> str | None:
@@ -126,17 +161,18 @@ def any_changed(seen: Mapping[str, Sequence[int] | None]) -> bool:
 def classify_run_failure(exc: BaseException, task: dict,
                          log_path: str | None = None) -> str | tuple[str, dict]:
     """The worker pool's classifier (doers/worker_process.py): classify_failure,
-    and for a permanent failure the check of the references the run's log
-    names. A check that cannot be made leaves the failure as it was. A
-    failure put on broken references comes with their signatures (the
-    runner tries the run again only once one changed: ``any_changed``)."""
+    and for a permanent failure the check of the references its failing
+    steps asked for (``references_of_failure``; ``log_path`` is not read).
+    A check that cannot be made leaves the failure as it was. A failure put
+    on broken references comes with their signatures (the runner tries the
+    run again only once one changed: ``any_changed``)."""
     kind = classify_failure(exc, task.get("input_path"))
     root = references_root()
-    if kind != PERMANENT or not log_path or root is None:
+    if kind != PERMANENT or root is None:
         return kind
     try:
-        broken = broken_references(references_in_log(log_path, root))
-    except OSError as why:  # the run's own log unreadable: judged as before
+        broken = broken_references(references_of_failure(exc, root))
+    except Exception as why:  # noqa: BLE001 - crds could not place a name: judged as before
         log.warning("the references of a failed run were not checked: %s", why)
         return kind
     for path, why in broken.items():

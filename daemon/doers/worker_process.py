@@ -65,8 +65,9 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
     _worker_logging()
     if initializer:
         _resolve(initializer)()
-    # Called as classify(exc, task kwargs, the run's log path): the log says
-    # what the run used (steps/reference_integrity.py reads its references).
+    # Called as classify(exc, task kwargs, the run's log path) inside the
+    # except block, the exception's traceback intact: the failing steps on it
+    # say which references the run read (steps/reference_integrity.py).
     # It returns the kind, or (kind, the files the fault lies in: TaskFailure.waits_on).
     classify = _resolve(classifier) if classifier else (lambda exc, task, log: "permanent")
     conn.send(("ready", os.getpid()))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+from astropy.io import fits
 
 from calstream.steps.crds_env import refresh_crds
 from calstream.steps.environment import environ
@@ -89,3 +90,61 @@ async def test_truncated_crds_reference_parks_and_resumes_when_whole(tmp_path, b
         assert not unexplained(differences, ALLOWED), (ours.name, differences)
         compared += 1
     assert compared >= 1
+
+
+def _cropped(path: Path, side: int) -> None:
+    """``path`` rewritten whole, its images cut to ``side`` x ``side``: a
+    reference of the wrong shape for the exposure, which fails the step
+    reading it on the merits (a broadcast), not for missing bytes."""
+    part = path.with_name(path.name + ".part")
+    with fits.open(path) as hdul:
+        for hdu in hdul:
+            if getattr(hdu.data, "ndim", 0) == 2:
+                hdu.data = hdu.data[:side, :side].copy()
+        hdul.writeto(part)
+    part.rename(path)
+
+
+async def test_a_broken_reference_the_failing_step_never_read_leaves_a_dead_letter(
+        tmp_path, broker, kit, unique_prefix):
+    """The run fails for good in its saturation step (a whole superbias of the
+    wrong shape), and the dark, read only by the later dark_current step,
+    is cut short. stpipe's prefetch names the dark in the run's log; the
+    failure is still the step's own, judged by the references that step
+    read: a dead letter, not parked until someone repairs a dark the
+    failure never touched."""
+    cache = tmp_path / "crds"
+    shutil.copytree(kit.crds_env["CRDS_PATH"], cache)
+    for path in cache.rglob("*_superbias_*.fits"):
+        _cropped(path, 100)
+    darks = list(cache.rglob("*_dark_*.fits"))
+    assert darks
+    for path in darks:
+        os.truncate(path, path.stat().st_size // 2)
+    env = {**kit.crds_env, "CRDS_PATH": str(cache)}
+    cfg = daemon_config(tmp_path, broker, unique_prefix, **FAST_PARKING)
+    uncal = kit.uncal_files[0]
+    with environ(env):
+        async with running_daemon(cfg) as daemon:
+            await anyio.to_thread.run_sync(lambda: deliver([uncal], cfg.inbox))
+            seen: dict[str, object] = {}
+            async with anyio.create_task_group() as race:  # a dead letter, or parked: the first
+                async def lettered():
+                    seen["letters"] = dead_letters(await wait_for(
+                        cfg, ["deadletter"], dead_letters, timeout=180))
+                    race.cancel_scope.cancel()
+
+                async def parked():
+                    await wait_parked(daemon, "crds_reference_corrupt")
+                    seen["parked"] = True
+                    race.cancel_scope.cancel()
+
+                race.start_soon(lettered)
+                race.start_soon(parked)
+            after = scrape(daemon.ops.address)
+    assert "parked" not in seen, "parked on the dark the failing step never read"
+    letters = seen["letters"]
+    assert metric(after, "calstream_parked_total") == 0
+    (letter,) = letters
+    assert letter["category"] == "permanent_failure"
+    assert "broadcast" in letter["reason"], letter["reason"]

@@ -4,11 +4,13 @@ the failure the cache's (parked), a whole one leaves it the data's."""
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import asdf
 import numpy as np
 import pytest
 from astropy.io import fits
+from jwst.stpipe import Pipeline, Step
 
 from calstream.steps.asdf_layout import asdf_problem
 from calstream.steps.failures import (
@@ -19,7 +21,7 @@ from calstream.steps.failures import (
 from calstream.steps.reference_integrity import (
     any_changed,
     classify_run_failure,
-    references_in_log,
+    references_of_failure,
     references_root,
 )
 
@@ -51,27 +53,54 @@ def _superbias(refs):
     return path
 
 
-def _run_log(tmp_path, *references):
-    log = tmp_path / "run.log"
-    log.write_text("".join(f"INFO stpipe.pipeline: Prefetch for X reference file is '{r}'.\n"
-                           for r in references) + "ERROR the run failed\n")
-    return str(log)
+class _ReadsItsReference(Step):
+    """A real jwst step that asks for its reference the way every jwst step
+    does (``get_reference_file``), then fails as a cut reference makes it."""
+
+    reference_file_types: ClassVar = ["superbias"]
+
+    def process(self, data):
+        self.get_reference_file(data, "superbias")
+        raise ValueError("cannot reshape array of size 12960 into shape (160,160)")
+
+
+class _ReadsNothing(Step):
+    reference_file_types: ClassVar = ["gain"]
+
+    def process(self, data):
+        raise ValueError("the data's own fault")
+
+
+class _TwoSteps(Pipeline):
+    """The first step fails; the second, whose reference is broken, never runs."""
+
+    step_defs: ClassVar = {"first": _ReadsNothing, "second": _ReadsItsReference}
+
+    def process(self, data):
+        return self.second.run(self.first.run(data))
+
+
+def _failure(step: Step) -> BaseException:
+    try:
+        step.run("input")
+    except ValueError as exc:
+        return exc
+    raise AssertionError("the step did not fail")
 
 
 def test_a_run_failing_on_a_truncated_reference_parks(tmp_path, cache):
     superbias = _superbias(cache)
-    log = _run_log(tmp_path, superbias)
-    reshape = ValueError("cannot reshape array of size 12960 into shape (160,160)")
+    reshape = _failure(_ReadsItsReference(override_superbias=str(superbias)))
     task = {"input_path": str(tmp_path / "jw01234001001_02101_00001_nrcb1_uncal.fits")}
     # With the reference whole, the failure is the data's.
-    assert classify_run_failure(reshape, task, log) == PERMANENT
+    assert classify_run_failure(reshape, task) == PERMANENT
     whole = superbias.read_bytes()
     os.truncate(superbias, len(whole) // 2)  # a sync stopped half-way
-    kind, waits_on = classify_run_failure(reshape, task, log)
+    kind, waits_on = classify_run_failure(reshape, task)
     assert kind == CORRUPT and list(waits_on) == [str(superbias)]
-    # Not checked without the run's log, or for a failure that is not permanent.
-    assert classify_run_failure(reshape, task, None) == PERMANENT
-    assert classify_run_failure(OSError("EIO"), task, log) == TRANSIENT
+    # Not checked for a failure that is not permanent, nor one no step raised.
+    assert classify_run_failure(OSError("EIO"), task) == TRANSIENT
+    assert classify_run_failure(ValueError("cannot reshape"), task) == PERMANENT
     # The parked run is tried again only once the broken file changed.
     assert not any_changed(waits_on)
     part = superbias.with_name("superbias.part")
@@ -80,7 +109,7 @@ def test_a_run_failing_on_a_truncated_reference_parks(tmp_path, cache):
     assert any_changed(waits_on)
     # Gone from the cache since the run: not whole either.
     superbias.unlink()
-    kind, waits_on = classify_run_failure(reshape, task, log)
+    kind, waits_on = classify_run_failure(reshape, task)
     assert kind == CORRUPT and waits_on == {str(superbias): None}
     assert not any_changed(waits_on)
     part.write_bytes(whole)
@@ -88,14 +117,32 @@ def test_a_run_failing_on_a_truncated_reference_parks(tmp_path, cache):
     assert any_changed(waits_on)
 
 
-def test_only_files_under_the_references_directory_are_taken_from_the_log(tmp_path, cache):
+def test_a_broken_reference_of_a_step_that_never_ran_leaves_the_failure_the_data_s(
+        tmp_path, cache):
+    superbias = _superbias(cache)
+    os.truncate(superbias, superbias.stat().st_size // 2)
+    pipeline = _TwoSteps(steps={"second": {"override_superbias": str(superbias)}})
+    failure = _failure(pipeline)
+    assert references_of_failure(failure, references_root()) == []
+    assert classify_run_failure(failure, {"input_path": str(tmp_path / "in.fits")}) == PERMANENT
+
+
+def test_only_files_under_the_references_directory_are_taken(tmp_path, cache):
     inside = cache / "jwst_nircam_gain_0001.fits"
     outside = tmp_path / "elsewhere.fits"
-    log = tmp_path / "run.log"
-    log.write_text(f"Using GAIN reference file {inside}\n"
-                   f"Prefetch for GAIN reference file is '{inside}'.\n"
-                   f"a header value naming {cache}/../../../elsewhere.fits and {outside}\n")
-    assert references_in_log(log, references_root()) == [inside]
+    outside.write_bytes(b"an override of the operator's")
+    failure = _failure(_ReadsItsReference(override_superbias=str(outside)))
+    assert references_of_failure(failure, references_root()) == []
+    failure = _failure(_ReadsItsReference(
+        override_superbias=f"{cache}/../../../elsewhere.fits"))
+    assert references_of_failure(failure, references_root()) == []
+    # What an OSError of the failure names: stpipe's prefetch opening a reference.
+    unreadable = PermissionError(13, "Permission denied", str(inside))
+    assert references_of_failure(unreadable, references_root()) == [inside]
+    assert references_of_failure(OSError(9, "Bad file descriptor", 7), references_root()) == []
+    # A type crds answers N/A for (or overridden N/A): no file.
+    failure = _failure(_ReadsItsReference(override_superbias="N/A"))
+    assert references_of_failure(failure, references_root()) == []
 
 
 def test_refpath_names_the_references_directory(tmp_path):
