@@ -122,7 +122,7 @@ def _capture_state(s: PlannerState) -> dict[str, Any]:
         "arrived": captured_table(l3.arrived), "calibrated": captured_table(l3.calibrated),
         "l3_candidates": [(c.key, c.route, c.opened, c.changed, set(c.members), list(c.sent),
                            c.expected_by, c.product_name, c.problem, c.signature, c.waiting,
-                           c._waiting, c._missing, list(c.digests))
+                           c._waiting, c._missing, list(c.digests), c.abandoned)
                           for c in l3.candidates.values()],
         "plans": list(l3.plans), "planned": dict(l3._planned),
         "plan_headers": dict(l3._plan_headers),
@@ -196,13 +196,13 @@ def _encode_state(s: dict[str, Any], ns: str, routes: Numbers,
 
 def _encode_candidate(c: tuple, routes: Numbers, names: Numbers) -> list:
     (key, r, opened, changed, members, sent, expected_by, product_name, problem, signature,
-     waiting, waiting_for, missing, digests) = c
+     waiting, waiting_for, missing, digests, abandoned) = c
     return [key_fields(key), routes(r), opened, changed, sorted(names.many(members)),
             [[x.version, x.work_id, list(x.signature), x.degraded] for x in sent],
             expected_by, product_name, problem,
             SHARED if tuple(signature) == tuple(digests) else list(signature),  # as usual
             waiting, waiting_for, missing,
-            digests]
+            digests, *([abandoned] if abandoned is not None else [])]
 
 
 # -- restoring ------------------------------------------------------------------
@@ -210,7 +210,7 @@ def _encode_candidate(c: tuple, routes: Numbers, names: Numbers) -> list:
 
 def restore(body: Any, *, companion_wait: float, level3_settle: float,
             level3_quiet_period: float, step_parameters: StepParameters | None = None,
-            reuse: BlockCache | None = None
+            reuse: BlockCache | None = None, level3_stage2_wait: float | None = None
             ) -> tuple[dict[str, PlannerState], dict, dict[str, Plan], EventIds]:
     """(states by namespace, holds, plans, event ids) as they were taken.
     Settings (waits, step parameters) are today's configuration, not the
@@ -238,7 +238,8 @@ def restore(body: Any, *, companion_wait: float, level3_settle: float,
             for ns, s in body["namespaces"].items():
                 state = PlannerState(companion_wait=companion_wait, level3_settle=level3_settle,
                                      level3_quiet_period=level3_quiet_period, namespace=ns,
-                                     holds=holds, step_parameters=step_parameters)
+                                     holds=holds, step_parameters=step_parameters,
+                                     level3_stage2_wait=level3_stage2_wait)
                 headers, *blocked = _restore_state(state, s, routes, plans, body["blocks"])
                 columns += [headers._values, *blocked]
                 if reuse is not None and hasattr(body["blocks"], "stored"):
@@ -282,6 +283,7 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
     state.open_candidates = OpenCandidates(state.candidates.values())
     state.ordered = dict(zip(s["ordered"]["work_id"], [names[i] for i in s["ordered"]["name"]],
                              strict=True))
+    state.stage3._stage2_sent = set(state.ordered.values())  # in flight: derived
     state.rejected = {tuple(x) for x in s["rejected"]}
     for name, (h, outputs) in s["level3"].items():
         state.level3[name] = (Level3Product(name, h, {o["suffix"]: o["path"]
@@ -323,7 +325,7 @@ def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: di
     visit_of = {e: v for v, ids in l3._visit_members.items() for e in ids}
     provisional = {eid for eid, p in zip(arrived_ids, a["provisional"], strict=True) if p}
     for (key, r, opened, changed, members, sent, expected_by, name, problem, signature,
-         waiting, waiting_for, missing, digests) in s["l3_candidates"]:
+         waiting, waiting_for, missing, digests, *abandoned) in s["l3_candidates"]:
         cand = l3._new_candidate(Level3Key(*tuples(key)), routes[r], opened, changed)
         add_members(l3, cand, [names[m] for m in members], visit_of, provisional)
         cand.digests = digests
@@ -331,4 +333,5 @@ def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: di
         cand.expected_by, cand.product_name, cand.problem = expected_by, name, problem
         cand.signature = tuple(digests if signature == SHARED else signature)
         cand.waiting, cand._waiting, cand._missing = waiting, waiting_for, missing
+        cand.abandoned = abandoned[0] if abandoned else None  # absent: not abandoned
     return [arrived_headers, products, events]

@@ -121,6 +121,7 @@ class Planner(RecordDecisions):
             state = self.states[namespace] = PlannerState(
                 companion_wait=self.cfg.companion_wait, level3_settle=self.cfg.stage3_settle,
                 level3_quiet_period=self.cfg.stage3_quiet_period, namespace=namespace,
+                level3_stage2_wait=self.cfg.stage3_stage2_wait,
                 holds=self.holds, step_parameters=self.cfg.step_parameters())
             for plan in self.plans.values():
                 state.load_plan(plan, self.clock.now())  # nothing to close: no members yet

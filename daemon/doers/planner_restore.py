@@ -68,6 +68,7 @@ def load_snapshot(planner: Planner) -> bool:
                 snap.body, companion_wait=planner.cfg.companion_wait,
                 level3_settle=planner.cfg.stage3_settle,
                 level3_quiet_period=planner.cfg.stage3_quiet_period,
+                level3_stage2_wait=planner.cfg.stage3_stage2_wait,
                 step_parameters=planner.cfg.step_parameters(), reuse=reuse)
         except planner_snapshot.SnapshotInvalid as exc:
             log.warning("planner: snapshot ignored, %s: rebuilding from the topics", exc)

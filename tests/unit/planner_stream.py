@@ -21,7 +21,8 @@ from calstream.topics import contract
 from .test_level3_state import _event
 
 T0 = 1_800_000_000.0
-SETTINGS = {"companion_wait": 60.0, "level3_settle": 30.0, "level3_quiet_period": 600.0}
+SETTINGS = {"companion_wait": 60.0, "level3_settle": 30.0, "level3_quiet_period": 600.0,
+            "level3_stage2_wait": 1200.0}
 CORRECT = {"ENGQLPTG": "CALCULATED_TRACK_TR_202111", "RA_V1": 80.4, "DEC_V1": -69.4,
            "PA_V3": 110.0, "RA_REF": 80.5, "DEC_REF": -69.5, "ROLL_REF": 109.5}
 
@@ -90,6 +91,11 @@ def steps() -> list[tuple[str, Any, float]]:
     out.append(("product", product("detector1", headers[2], at + 70), at + 70))
     out.append(("product", product("stage2", headers[2], at + 71), at + 71))
     out.append(("tick", None, at + 2000))  # quiet periods over: degraded closes
+    # Program 3's exposure was ordered but its stage 2 never came: past
+    # level3_stage2_wait its candidate is abandoned (nothing to make), and
+    # its stage-2 product, late, re-opens it: closed degraded (1 of 2).
+    out.append(("product", product("stage2", h, at + 2100), at + 2100))
+    out.append(("tick", None, at + 2100 + 1200))
     return out
 
 
