@@ -74,7 +74,7 @@ class Level3Membership:
             cand.held.add(eid)
         if eid not in self.calibrated:
             cand.uncalibrated.add(eid)
-            if eid in self._stage2_sent:
+            if self._in_flight(eid):
                 cand.in_flight.add(eid)
         for digest in self._stage2_digests(eid):
             insort(cand.digests, digest)

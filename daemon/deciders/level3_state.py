@@ -13,7 +13,9 @@ it. It *closes* -- a stage-3 work order is sent -- when:
 * otherwise after ``quiet_period`` seconds without a new member, marked
   degraded, naming what never came -- or, while a member's stage-2 order
   was sent and its product has not come (*in flight*: a stage-2 backlog,
-  not a loss), after ``stage2_wait`` seconds, naming those members.
+  not a loss), after ``stage2_wait`` seconds, naming those members. A
+  member whose every stage-2 order was dead-lettered is not in flight: the
+  quiet period applies, and the close names its failure.
 
 A candidate none of whose members has a stage-2 product orders nothing when
 it would close: it is *abandoned* (no longer open, listed with its reason)
@@ -76,9 +78,12 @@ class Level3State(Level3Membership):
         # How long a member in flight keeps its candidate waiting (never
         # shorter than the quiet period).
         self.stage2_wait = max(quiet_period, stage2_wait or 0.0)
-        # Exposures whose stage-2 order was sent (by this planner, or read
-        # from the work topic): the values of PlannerState.ordered.
-        self._stage2_sent: set[str] = set()
+        # exposure -> how many stage-2 orders of it were sent (by this
+        # planner, or read from the work topic): PlannerState.ordered counted.
+        self._stage2_sent: dict[str, int] = {}
+        # exposure -> {work id: reason} of its stage-2 orders dead-lettered
+        # (deciders/stage2_failures.py); in flight while any order is not.
+        self._stage2_failed: dict[str, dict[str, str]] = {}
         self.namespace = namespace
         self.arrived: dict[str, Arrived] = {}
         self.calibrated: dict[str, Calibrated] = {}
@@ -126,14 +131,36 @@ class Level3State(Level3Membership):
         return sum(len(orders) for orders in self._restored.values())
 
     def stage2_ordered(self, eid: str) -> None:
-        """``eid``'s stage-2 order was sent: until its product comes it is in flight."""
-        if eid in self._stage2_sent:
-            return
-        self._stage2_sent.add(eid)
+        """A new stage-2 order of ``eid`` was sent: until its product comes it is in flight."""
+        self._stage2_sent[eid] = self._stage2_sent.get(eid, 0) + 1
+        if self._in_flight(eid):
+            for key in self._keys_of_member.get(eid, ()):
+                cand = self.candidates[key]
+                if eid in cand.uncalibrated:
+                    cand.in_flight.add(eid)
+
+    def _in_flight(self, eid: str) -> bool:
+        """An order of ``eid`` was sent and not every one was dead-lettered.
+        Counted, not ordered in time: a rebuild knows every order first and
+        the dead letters after, and decides the same."""
+        return self._stage2_sent.get(eid, 0) > len(self._stage2_failed.get(eid, ()))
+
+    def stage2_failed(self, eid: str, work_id: str, reason: str,
+                      now: float) -> list[contract.Message]:
+        """A stage-2 order of ``eid`` this planner sent was dead-lettered: its
+        candidates stop waiting for it beyond the quiet period."""
+        failures = self._stage2_failed.setdefault(eid, {})
+        if work_id in failures:
+            return []
+        failures[work_id] = reason
+        if self._in_flight(eid):
+            return []  # another order of it still runs
+        touched = set()
         for key in self._keys_of_member.get(eid, ()):
-            cand = self.candidates[key]
-            if eid in cand.uncalibrated:
-                cand.in_flight.add(eid)
+            if eid in self.candidates[key].in_flight:
+                self.candidates[key].in_flight.discard(eid)
+                touched.add(key)
+        return self._evaluate_all(touched, now)
 
     def load_plan(self, plan: Plan, now: float) -> list[contract.Message]:
         if plan.plan_id in self.plans:
@@ -274,11 +301,14 @@ class Level3State(Level3Membership):
         missing = cand.missing
         pending = [m for m in sorted(cand.uncalibrated) if m not in cand.held]
         in_flight = [m for m in pending if m in cand.in_flight]
-        never = [m for m in pending if m not in cand.in_flight]
+        failed = [f"{m} ({next(reversed(self._stage2_failed[m].values()))})" for m in pending
+                  if m not in cand.in_flight and m in self._stage2_failed]
+        never = [m for m in pending if m not in cand.in_flight and m not in self._stage2_failed]
         return "; ".join(filter(None, [
             f"expected but never arrived: {named_briefly(missing)}" if missing else "",
             f"stage 2 ordered, no product within stage3_stage2_wait "
             f"({self.stage2_wait:.0f} s): {named_briefly(in_flight)}" if in_flight else "",
+            f"stage 2 failed: {named_briefly(failed)}" if failed else "",
             f"no stage-2 product: {named_briefly(never)}" if never else ""]))
 
     def _signature(self, cand: Candidate) -> tuple:

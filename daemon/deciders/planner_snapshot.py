@@ -36,6 +36,7 @@ never from a half-read or forged snapshot.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from calstream.daemon.deciders import restored_records, snapshot_body_types
@@ -130,6 +131,7 @@ def _capture_state(s: PlannerState) -> dict[str, Any]:
         "restored": {name: list(orders) for name, orders in l3._restored.items()},
         "visits": [(v, set(ids)) for v, ids in l3._visit_members.items()],
         "incomplete_visits": set(l3._incomplete_visits),
+        "stage2_failed": {e: dict(w) for e, w in l3._stage2_failed.items()},
     }
 
 
@@ -190,6 +192,7 @@ def _encode_state(s: dict[str, Any], ns: str, routes: Numbers,
         "restored": s["restored"],
         "visits": [[v, sorted(names.many(ids))] for v, ids in s["visits"]],
         "incomplete_visits": sorted(s["incomplete_visits"]),
+        "stage2_failed": s["stage2_failed"],  # few: a stage-2 order's dead letters
         "names": names.table,  # last: every number above is in it
     }
 
@@ -283,7 +286,10 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
     state.open_candidates = OpenCandidates(state.candidates.values())
     state.ordered = dict(zip(s["ordered"]["work_id"], [names[i] for i in s["ordered"]["name"]],
                              strict=True))
-    state.stage3._stage2_sent = set(state.ordered.values())  # in flight: derived
+    # In flight is derived: the orders counted, less their dead letters
+    # (absent from a snapshot of before they were read: none).
+    state.stage3._stage2_sent = dict(Counter(state.ordered.values()))
+    state.stage3._stage2_failed = {e: dict(w) for e, w in s.get("stage2_failed", {}).items()}
     state.rejected = {tuple(x) for x in s["rejected"]}
     for name, (h, outputs) in s["level3"].items():
         state.level3[name] = (Level3Product(name, h, {o["suffix"]: o["path"]

@@ -90,8 +90,17 @@ class PlannerState:
         if order["stage"] == "stage3":
             self.stage3.restore_order(order)
             return
+        if order["work_id"] not in self.ordered:  # read twice, counted once
+            self.stage3.stage2_ordered(order["product_name"])  # in flight until its product
         self.ordered[order["work_id"]] = order["product_name"]
-        self.stage3.stage2_ordered(order["product_name"])  # in flight until its product
+
+    def observe_stage2_failure(self, work_id: str, exposure_id: str, reason: str,
+                               now: float) -> list[Emit]:
+        """A dead letter of a stage-2 order (deciders/stage2_failures.py):
+        counted only for an order of this namespace it sent, for that exposure."""
+        if self.ordered.get(work_id) != exposure_id:
+            return []
+        return self._stage3(self.stage3.stage2_failed(exposure_id, work_id, reason, now))
 
     def restore_product(self, event: dict[str, Any]) -> None:
         """A product found in the product store at start: what the broker's

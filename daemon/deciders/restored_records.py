@@ -200,7 +200,8 @@ def add_members(l3, cand, members: list[str], visit_of: dict[str, str],
     cand.members.update(members)
     cand.held.update(provisional.intersection(members))
     cand.uncalibrated.update(cand.members.difference(calibrated))
-    cand.in_flight.update(cand.uncalibrated.intersection(l3._stage2_sent))
+    cand.in_flight.update(cand.uncalibrated.intersection(l3._stage2_sent).difference(
+        e for e in l3._stage2_failed if not l3._in_flight(e)))  # dead letters are few
     keys_of, just_this = l3._keys_of_member, {cand.key}
     for m in members:
         keys = keys_of.get(m)

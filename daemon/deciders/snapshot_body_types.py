@@ -187,6 +187,8 @@ def _namespace(ns: str, s: dict, routes: int) -> None:
                     type(order.get("degraded")) not in (str, _NONE):
                 raise _refuse(f"{at}.restored", "not an order's work id, version and degraded")
     _all(s["incomplete_visits"], f"{at}.incomplete_visits", str)
+    for failures in _dict(s.get("stage2_failed", {}), f"{at}.stage2_failed").values():
+        _all(list(_dict(failures, f"{at}.stage2_failed").values()), f"{at}.stage2_failed", str)
 
 
 def _candidates(c: dict, at: str, names: int, routes: int, ordered: int) -> None:

@@ -3,8 +3,8 @@ every record from the beginning.
 
 With a usable snapshot (doers/planner_snapshots.py) the decision state is
 the snapshot's, and only what came after the offsets it covers is read:
-work orders, holds and plans here, product events, pointing updates and
-plans in the planner's loop. Without one (missing, old, corrupt, another
+work orders, holds and plans here, product events, pointing updates,
+plans and dead letters in the planner's loop. Without one (missing, old, corrupt, another
 version) everything is read from the beginning, as before snapshots
 existed. Either way the planner is not ready (``caught_up`` False, /readyz,
 ``calstream_planner_catching_up``) until it has read up to "now".
