@@ -59,10 +59,16 @@ class Candidate:
     # Why its last decision raised (deciders/bulkhead.py). Not in snapshots:
     # a restored planner finds it again at its next decision.
     fault: str | None = None
+    # Why it closed with nothing to make (no member has a stage-2 product):
+    # no order, not open; None again once a decision finds it waiting.
+    abandoned: str | None = None
     signature: tuple = ()  # the inputs it would combine now
     # Kept as members change, so a decision costs the same whatever the size:
     held: set[str] = field(default_factory=set)  # members with ENGQLPTG=PLANNED, not released
     uncalibrated: set[str] = field(default_factory=set)  # members without a stage-2 product
+    # Uncalibrated members whose stage-2 order was sent: a backlog, waited
+    # for up to stage3_stage2_wait rather than the quiet period.
+    in_flight: set[str] = field(default_factory=set)
     visits: set[str] = field(default_factory=set)  # the members' visits
     digests: list[str] = field(default_factory=list)  # its members' stage-2 digests, sorted
     # What it waits for, in words: written out only when someone reads it
@@ -121,6 +127,8 @@ class Candidate:
     @property
     def is_open(self) -> bool:
         """Waiting for something, or settling: the last order is not what it would send now."""
+        if self.abandoned is not None:
+            return False
         waiting = self.waiting if self._waiting is None else bool(self._waiting)
         if waiting or not self.sent:
             return True

@@ -4,8 +4,8 @@ Kept apart from ``level3_state`` (which decides *when* a candidate closes):
 this is the bookkeeping those decisions read, updated one exposure at a time
 so that no decision reads a whole visit or program -- each exposure's
 candidates (its keys, once per header), each candidate's members, held,
-uncalibrated and stage-2 digests, each visit's members and its tally of
-NEXPOSUR. ``Level3Membership`` is a mixin of ``Level3State``, whose
+uncalibrated, in flight (ordered, uncalibrated) and stage-2 digests, each
+visit's members and its tally of NEXPOSUR. ``Level3Membership`` is a mixin of ``Level3State``, whose
 ``__init__`` makes the maps it keeps.
 """
 
@@ -74,6 +74,8 @@ class Level3Membership:
             cand.held.add(eid)
         if eid not in self.calibrated:
             cand.uncalibrated.add(eid)
+            if self._in_flight(eid):
+                cand.in_flight.add(eid)
         for digest in self._stage2_digests(eid):
             insort(cand.digests, digest)
         self._signatures.pop(cand.key, None)

@@ -11,7 +11,15 @@ it. It *closes* -- a stage-3 work order is sent -- when:
   plan covers it: after ``settle`` seconds without a new member, since a
   later visit of the observation may still come;
 * otherwise after ``quiet_period`` seconds without a new member, marked
-  degraded, naming what never came.
+  degraded, naming what never came -- or, while a member's stage-2 order
+  was sent and its product has not come (*in flight*: a stage-2 backlog,
+  not a loss), after ``stage2_wait`` seconds, naming those members. A
+  member whose every stage-2 order was dead-lettered is not in flight: the
+  quiet period applies, and the close names its failure.
+
+A candidate none of whose members has a stage-2 product orders nothing when
+it would close: it is *abandoned* (no longer open, listed with its reason)
+until a member arrives or a stage-2 product comes.
 
 A candidate never closes while a member is held (ENGQLPTG=PLANNED): the
 held exposure must not be left out silently, nor enter the product.
@@ -62,10 +70,20 @@ log = logging.getLogger("calstream.planner")
 
 class Level3State(Level3Membership):
     def __init__(self, *, settle: float, quiet_period: float, namespace: str = "live",
-                 step_parameters: StepParameters | None = None):
+                 step_parameters: StepParameters | None = None,
+                 stage2_wait: float | None = None):
         self.step_parameters = step_parameters  # configured; orders carry them
         self.settle = settle
         self.quiet_period = quiet_period
+        # How long a member in flight keeps its candidate waiting (never
+        # shorter than the quiet period).
+        self.stage2_wait = max(quiet_period, stage2_wait or 0.0)
+        # exposure -> how many stage-2 orders of it were sent (by this
+        # planner, or read from the work topic): PlannerState.ordered counted.
+        self._stage2_sent: dict[str, int] = {}
+        # exposure -> {work id: reason} of its stage-2 orders dead-lettered
+        # (deciders/stage2_failures.py); in flight while any order is not.
+        self._stage2_failed: dict[str, dict[str, str]] = {}
         self.namespace = namespace
         self.arrived: dict[str, Arrived] = {}
         self.calibrated: dict[str, Calibrated] = {}
@@ -111,6 +129,38 @@ class Level3State(Level3Membership):
     def restored_order_count(self) -> int:
         """How many stage-3 orders were restored (work topics, product store)."""
         return sum(len(orders) for orders in self._restored.values())
+
+    def stage2_ordered(self, eid: str) -> None:
+        """A new stage-2 order of ``eid`` was sent: until its product comes it is in flight."""
+        self._stage2_sent[eid] = self._stage2_sent.get(eid, 0) + 1
+        if self._in_flight(eid):
+            for key in self._keys_of_member.get(eid, ()):
+                cand = self.candidates[key]
+                if eid in cand.uncalibrated:
+                    cand.in_flight.add(eid)
+
+    def _in_flight(self, eid: str) -> bool:
+        """An order of ``eid`` was sent and not every one was dead-lettered.
+        Counted, not ordered in time: a rebuild knows every order first and
+        the dead letters after, and decides the same."""
+        return self._stage2_sent.get(eid, 0) > len(self._stage2_failed.get(eid, ()))
+
+    def stage2_failed(self, eid: str, work_id: str, reason: str,
+                      now: float) -> list[contract.Message]:
+        """A stage-2 order of ``eid`` this planner sent was dead-lettered: its
+        candidates stop waiting for it beyond the quiet period."""
+        failures = self._stage2_failed.setdefault(eid, {})
+        if work_id in failures:
+            return []
+        failures[work_id] = reason
+        if self._in_flight(eid):
+            return []  # another order of it still runs
+        touched = set()
+        for key in self._keys_of_member.get(eid, ()):
+            if eid in self.candidates[key].in_flight:
+                self.candidates[key].in_flight.discard(eid)
+                touched.add(key)
+        return self._evaluate_all(touched, now)
 
     def load_plan(self, plan: Plan, now: float) -> list[contract.Message]:
         if plan.plan_id in self.plans:
@@ -179,6 +229,7 @@ class Level3State(Level3Membership):
         for key in self._keys_of_member.get(eid, ()):
             cand = self.candidates[key]
             cand.uncalibrated.discard(eid)
+            cand.in_flight.discard(eid)
             if new_outputs:
                 self._signatures.pop(key, None)
                 for digest in old:
@@ -221,6 +272,7 @@ class Level3State(Level3Membership):
             signature = cand.signature = self._signature(cand)
             if cand.sent and cand.sent[-1].signature == signature:
                 return []
+        cand.abandoned = None  # decided again below, if it still would close
         if held:
             return []  # never close around a held exposure
         quiet = now - cand.changed
@@ -229,21 +281,35 @@ class Level3State(Level3Membership):
                 return []
             degraded = None
         else:
-            if quiet < self.quiet_period:
+            # A member in flight is a stage-2 backlog: waited for longer.
+            if quiet < (self.stage2_wait if cand.in_flight else self.quiet_period):
                 return []
-            missing = cand.missing
-            pending_ids = [m for m in sorted(cand.uncalibrated) if m not in cand.held]
-            degraded = "; ".join(filter(None, [
-                f"expected but never arrived: {named_briefly(missing)}" if missing else "",
-                f"no stage-2 product: {named_briefly(pending_ids)}" if pending_ids else ""]))
+            degraded = self._degraded(cand)
         signature = cand.signature = self._signature(cand)
         ready = [self._with_plan(self.calibrated[m].exposure) for m in sorted(cand.members)
                  if m in self.calibrated]
         if not ready:
+            if cand.members:  # a plan's candidate no exposure joined yet is not abandoned
+                cand.abandoned = f"no member has a stage-2 product: {degraded}"
             return []
         if cand.sent and cand.sent[-1].signature == signature:
             return []  # same inputs as the last order: nothing new to combine
         return self._close(cand, ready, signature, degraded)
+
+    def _degraded(self, cand: Candidate) -> str:
+        """Why it closes incomplete: what never came, in words (at a close only)."""
+        missing = cand.missing
+        pending = [m for m in sorted(cand.uncalibrated) if m not in cand.held]
+        in_flight = [m for m in pending if m in cand.in_flight]
+        failed = [f"{m} ({next(reversed(self._stage2_failed[m].values()))})" for m in pending
+                  if m not in cand.in_flight and m in self._stage2_failed]
+        never = [m for m in pending if m not in cand.in_flight and m not in self._stage2_failed]
+        return "; ".join(filter(None, [
+            f"expected but never arrived: {named_briefly(missing)}" if missing else "",
+            f"stage 2 ordered, no product within stage3_stage2_wait "
+            f"({self.stage2_wait:.0f} s): {named_briefly(in_flight)}" if in_flight else "",
+            f"stage 2 failed: {named_briefly(failed)}" if failed else "",
+            f"no stage-2 product: {named_briefly(never)}" if never else ""]))
 
     def _signature(self, cand: Candidate) -> tuple:
         # What an order combines: kept sorted as products come.

@@ -88,6 +88,13 @@ def summary(state: Level3State, now: float) -> dict[str, Any]:
                                for p in {e["program"] for e in missing.values()}},
         "oldest_missing_age": (now - oldest) if oldest is not None else 0.0,
         "closed": sum(1 for c in state.candidates.values() if c.sent and not c.is_open),
+        # Closed with nothing to make: no order, shown apart from the open ones.
+        "abandoned": [{
+            "candidate": c.label, "acid": c.key.acid, "asn_type": c.key.asn_type,
+            "members": len(c.members), "reason": c.abandoned, "since": c.opened,
+            "quiet_for": now - c.changed,
+        } for c in sorted(state.candidates.values(), key=lambda c: c.opened)
+            if c.abandoned is not None],
     }
 
 

@@ -36,6 +36,7 @@ never from a half-read or forged snapshot.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from calstream.daemon.deciders import restored_records, snapshot_body_types
@@ -123,7 +124,7 @@ def _capture_state(s: PlannerState) -> dict[str, Any]:
         "arrived": captured_table(l3.arrived), "calibrated": captured_table(l3.calibrated),
         "l3_candidates": [(c.key, c.route, c.opened, c.changed, set(c.members), list(c.sent),
                            c.expected_by, c.product_name, c.problem, c.signature, c.waiting,
-                           c._waiting, c._missing, list(c.digests))
+                           c._waiting, c._missing, list(c.digests), c.abandoned)
                           for c in l3.candidates.values()],
         "plans": list(l3.plans), "planned": dict(l3._planned),
         "plan_headers": dict(l3._plan_headers),
@@ -131,6 +132,7 @@ def _capture_state(s: PlannerState) -> dict[str, Any]:
         "restored": {name: list(orders) for name, orders in l3._restored.items()},
         "visits": [(v, set(ids)) for v, ids in l3._visit_members.items()],
         "incomplete_visits": set(l3._incomplete_visits),
+        "stage2_failed": {e: dict(w) for e, w in l3._stage2_failed.items()},
     }
 
 
@@ -191,19 +193,20 @@ def _encode_state(s: dict[str, Any], ns: str, routes: Numbers,
         "restored": s["restored"],
         "visits": [[v, sorted(names.many(ids))] for v, ids in s["visits"]],
         "incomplete_visits": sorted(s["incomplete_visits"]),
+        "stage2_failed": s["stage2_failed"],  # few: a stage-2 order's dead letters
         "names": names.table,  # last: every number above is in it
     }
 
 
 def _encode_candidate(c: tuple, routes: Numbers, names: Numbers) -> list:
     (key, r, opened, changed, members, sent, expected_by, product_name, problem, signature,
-     waiting, waiting_for, missing, digests) = c
+     waiting, waiting_for, missing, digests, abandoned) = c
     return [key_fields(key), routes(r), opened, changed, sorted(names.many(members)),
             [[x.version, x.work_id, list(x.signature), x.degraded] for x in sent],
             expected_by, product_name, problem,
             SHARED if tuple(signature) == tuple(digests) else list(signature),  # as usual
             waiting, waiting_for, missing,
-            digests]
+            digests, *([abandoned] if abandoned is not None else [])]
 
 
 # -- restoring ------------------------------------------------------------------
@@ -211,7 +214,7 @@ def _encode_candidate(c: tuple, routes: Numbers, names: Numbers) -> list:
 
 def restore(body: Any, *, companion_wait: float, level3_settle: float,
             level3_quiet_period: float, step_parameters: StepParameters | None = None,
-            reuse: BlockCache | None = None
+            reuse: BlockCache | None = None, level3_stage2_wait: float | None = None
             ) -> tuple[dict[str, PlannerState], dict, dict[str, Plan], EventIds]:
     """(states by namespace, holds, plans, event ids) as they were taken.
     Settings (waits, step parameters) are today's configuration, not the
@@ -239,7 +242,8 @@ def restore(body: Any, *, companion_wait: float, level3_settle: float,
             for ns, s in body["namespaces"].items():
                 state = PlannerState(companion_wait=companion_wait, level3_settle=level3_settle,
                                      level3_quiet_period=level3_quiet_period, namespace=ns,
-                                     holds=holds, step_parameters=step_parameters)
+                                     holds=holds, step_parameters=step_parameters,
+                                     level3_stage2_wait=level3_stage2_wait)
                 headers, *blocked = _restore_state(state, s, routes, plans, body["blocks"])
                 columns += [headers._values, *blocked]
                 if reuse is not None and hasattr(body["blocks"], "stored"):
@@ -283,6 +287,10 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
     state.open_candidates = OpenCandidates(state.candidates.values())
     state.ordered = dict(zip(s["ordered"]["work_id"], [names[i] for i in s["ordered"]["name"]],
                              strict=True))
+    # In flight is derived: the orders counted, less their dead letters
+    # (absent from a snapshot of before they were read: none).
+    state.stage3._stage2_sent = dict(Counter(state.ordered.values()))
+    state.stage3._stage2_failed = {e: dict(w) for e, w in s.get("stage2_failed", {}).items()}
     state.rejected = {tuple(x) for x in s["rejected"]}
     for name, (h, outputs) in s["level3"].items():
         state.level3[name] = (Level3Product(name, h, {o["suffix"]: o["path"]
@@ -324,7 +332,7 @@ def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: di
     visit_of = {e: v for v, ids in l3._visit_members.items() for e in ids}
     provisional = {eid for eid, p in zip(arrived_ids, a["provisional"], strict=True) if p}
     for (key, r, opened, changed, members, sent, expected_by, name, problem, signature,
-         waiting, waiting_for, missing, digests) in s["l3_candidates"]:
+         waiting, waiting_for, missing, digests, *abandoned) in s["l3_candidates"]:
         cand = l3._new_candidate(Level3Key(*tuples(key)), routes[r], opened, changed)
         add_members(l3, cand, [names[m] for m in members], visit_of, provisional)
         cand.digests = digests
@@ -332,4 +340,5 @@ def _restore_level3(state: PlannerState, s: dict, routes: list[Route], plans: di
         cand.expected_by, cand.product_name, cand.problem = expected_by, name, problem
         cand.signature = tuple(digests if signature == SHARED else signature)
         cand.waiting, cand._waiting, cand._missing = waiting, waiting_for, missing
+        cand.abandoned = abandoned[0] if abandoned else None  # absent: not abandoned
     return [arrived_headers, products, events]

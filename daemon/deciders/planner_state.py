@@ -53,14 +53,16 @@ class PlannerState:
     def __init__(self, *, companion_wait: float, level3_settle: float = 0.0,
                  level3_quiet_period: float = 3600.0, namespace: str = "live",
                  holds: dict[str, dict[str, Any]] | None = None,
-                 step_parameters: StepParameters | None = None):
+                 step_parameters: StepParameters | None = None,
+                 level3_stage2_wait: float | None = None):  # None: the quiet period
         self.companion_wait = companion_wait
         self.step_parameters = step_parameters  # configured; orders carry them
         self.namespace = namespace
         # A reprocessing namespace's orders carry its replay (context, priority).
         self.replay: dict[str, Any] | None = None
         self.stage3 = Level3State(settle=level3_settle, quiet_period=level3_quiet_period,
-                                  namespace=namespace, step_parameters=step_parameters)
+                                  namespace=namespace, step_parameters=step_parameters,
+                                  stage2_wait=level3_stage2_wait)
         self.exposures: dict[str, Seen] = {}
         self.candidates: dict[str, Candidate] = {}
         self.open_candidates = OpenCandidates()  # what tick and status read
@@ -88,7 +90,17 @@ class PlannerState:
         if order["stage"] == "stage3":
             self.stage3.restore_order(order)
             return
+        if order["work_id"] not in self.ordered:  # read twice, counted once
+            self.stage3.stage2_ordered(order["product_name"])  # in flight until its product
         self.ordered[order["work_id"]] = order["product_name"]
+
+    def observe_stage2_failure(self, work_id: str, exposure_id: str, reason: str,
+                               now: float) -> list[Emit]:
+        """A dead letter of a stage-2 order (deciders/stage2_failures.py):
+        counted only for an order of this namespace it sent, for that exposure."""
+        if self.ordered.get(work_id) != exposure_id:
+            return []
+        return self._stage3(self.stage3.stage2_failed(exposure_id, work_id, reason, now))
 
     def restore_product(self, event: dict[str, Any]) -> None:
         """A product found in the product store at start: what the broker's
@@ -296,6 +308,7 @@ class PlannerState:
         # check every kind the planner makes (schemas, jwst's rules).
         self.open_candidates.sent(cand, wid, is_complete)
         self.ordered[wid] = cand.science
+        self.stage3.stage2_ordered(cand.science)  # in flight until its product
         return released + [Emit("work.stage2", cand.science, self._as_namespace(stage2_order(
             cand, sci, asn, members, wid, inputs, paths, degraded=not is_complete,
             namespace=self.namespace, step_parameters=self.step_parameters)))]

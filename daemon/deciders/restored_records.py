@@ -188,9 +188,10 @@ class ResolvedHeaders:
 def add_members(l3, cand, members: list[str], visit_of: dict[str, str],
                  provisional: set[str]) -> None:
     """Level3State._add_member for every member at once: what it keeps per
-    member (held, uncalibrated, visits, the candidates of a member and of a
-    visit), without reading any member's record (held: its arrival was
-    provisional; the sorted stage-2 digests are in the snapshot) or parsing
+    member (held, uncalibrated, in flight, visits, the candidates of a
+    member and of a visit), without reading any member's record (held: its
+    arrival was provisional; in flight: its stage-2 order is in the
+    restored orders; the sorted stage-2 digests are in the snapshot) or parsing
     each exposure's name again for its visit (the visits' members say it).
     tests/unit/test_planner_snapshot.py compares the two. Set operations
     and copies of one set of the key (a copy keeps the key's hash: a
@@ -200,6 +201,8 @@ def add_members(l3, cand, members: list[str], visit_of: dict[str, str],
     cand.members.update(members)
     cand.held.update(provisional.intersection(members))
     cand.uncalibrated.update(cand.members.difference(calibrated))
+    cand.in_flight.update(cand.uncalibrated.intersection(l3._stage2_sent).difference(
+        e for e in l3._stage2_failed if not l3._in_flight(e)))  # dead letters are few
     keys_of, just_this = l3._keys_of_member, {cand.key}
     for m in members:
         keys = keys_of.get(m)

@@ -187,6 +187,8 @@ def _namespace(ns: str, s: dict, routes: int) -> None:
                     type(order.get("degraded")) not in (str, _NONE):
                 raise _refuse(f"{at}.restored", "not an order's work id, version and degraded")
     _all(s["incomplete_visits"], f"{at}.incomplete_visits", str)
+    for failures in _dict(s.get("stage2_failed", {}), f"{at}.stage2_failed").values():
+        _all(list(_dict(failures, f"{at}.stage2_failed").values()), f"{at}.stage2_failed", str)
 
 
 def _candidates(c: dict, at: str, names: int, routes: int, ordered: int) -> None:
@@ -231,8 +233,13 @@ def _level3_key(key: Any, where: str) -> None:
 
 
 def _level3_candidate(c: Any, where: str, names: int, routes: int) -> None:
+    # A 15th item only if it was abandoned (its reason): a snapshot of before
+    # abandoned candidates existed is read as it is.
     (key, route, opened, changed, members, sent, expected_by, product_name, problem, signature,
-     waiting, waiting_for, missing, digests) = _list(c, where, 14)
+     waiting, waiting_for, missing, digests, *abandoned) = _list(c, where, 15 if (
+         type(c) is list and len(c) == 15) else 14)
+    if abandoned and type(abandoned[0]) is not str:
+        raise _refuse(f"{where}.abandoned", "not a reason")
     _level3_key(key, f"{where}.key")
     _rows([route], f"{where}.route", routes)
     _times([opened, changed], f"{where}.opened")

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 
+from calstream.daemon import stages
 from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.deciders.planner_state import observe_pointing_everywhere
 from calstream.daemon.deciders.product_intake import Taken
 from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
+from calstream.daemon.deciders.stage2_failures import stage2_failure
 from calstream.steps.failures import error_text
 from calstream.steps.plans import Plan, PlanError
 from calstream.topics import contract
@@ -92,6 +94,23 @@ class RecordDecisions:
         # validates what the deciders make (schemas and jwst's association
         # rules), and the publisher's encoding checks every message's schema.
         return state.observe(event, self._now(record))
+
+    def _stage2_failure(self, record) -> list[Emit]:
+        """A dead letter: if it is one of a stage-2 order this planner sent,
+        what its stage-3 candidates decide now. Never a dead letter itself:
+        anything it cannot take, or that raises, is ignored (and counted)."""
+        try:
+            topics = {self.topics.name(t) for st in stages.work_order_stages()
+                      if st.name == "stage2" for t in (st.live_topic, st.replay_topic)}
+            failure = stage2_failure(record.value, topics)
+            state = self.states.get(failure.namespace) if failure else None
+            if state is None:
+                return []
+            return state.observe_stage2_failure(failure.work_id, failure.exposure_id,
+                                                failure.reason, self._now(record))
+        except Exception as exc:  # noqa: BLE001 - a dead letter of a dead letter would come back
+            self.faults.survived("dead letter", exc)
+            return []
 
     def _plan_emits(self, record) -> list[Emit]:
         message = contract.decode(record.value, expected="plan")

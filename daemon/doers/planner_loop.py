@@ -1,4 +1,5 @@
-"""The planner (a decider): product events in; work orders, holds and dead letters out.
+"""The planner (a decider): product events in (and its stage-2 orders' dead
+letters); work orders, holds and dead letters out.
 
 On start it restores its state (doers/planner_restore.py: a snapshot and the
 records after it, or every record), and what outlives a broker that lost them:
@@ -123,6 +124,7 @@ class Planner(RecordDecisions):
             state = self.states[namespace] = PlannerState(
                 companion_wait=self.cfg.companion_wait, level3_settle=self.cfg.stage3_settle,
                 level3_quiet_period=self.cfg.stage3_quiet_period, namespace=namespace,
+                level3_stage2_wait=self.cfg.stage3_stage2_wait,
                 holds=self.holds, step_parameters=self.cfg.step_parameters())
             for plan in self.plans.values():
                 state.load_plan(plan, self.clock.now())  # nothing to close: no members yet
@@ -148,11 +150,14 @@ class Planner(RecordDecisions):
         # One planner sees every partition of products (keyed by program):
         # no group, no commits; the topics are its memory. A standby also
         # follows what the active planner publishes (doers/planner_standby.py).
-        names = [self.topics.name(t) for t in ("products", "pointing", "plans")]
+        # The dead letters for the stage-2 orders among them that failed
+        # (deciders/stage2_failures.py): stage 3 stops waiting for those.
+        names = [self.topics.name(t) for t in ("products", "pointing", "plans", "deadletter")]
         outputs = set(self.standby.output_names(self)) if self.standby else set()
         # From where the restore stopped (the snapshot and its tail); a
-        # standby's outputs not read there (dead letters) from the beginning.
-        async with planner_clients.open_reader(self, names + sorted(outputs)) as reader:
+        # standby's outputs not read there from the beginning.
+        async with planner_clients.open_reader(
+                self, names + sorted(outputs.difference(names))) as reader:
             task_status.started()
             last_tick = last_yield = last_lag = 0.0
             while True:
@@ -208,10 +213,17 @@ class Planner(RecordDecisions):
         A plan or pointing record is decided once the sends before it are
         done, and sent at once."""
         ahead = self._take_ahead(records)
-        products = self.topics.name("products")
+        products, dead_letters = self.topics.name("products"), self.topics.name("deadletter")
         decided: list[tuple[object, list[Emit] | tuple[str, str]]] = []
         for record, taken in zip(records, ahead, strict=True):
-            if record.topic in outputs:
+            if record.topic == dead_letters:
+                if not acting and record.topic in outputs:
+                    self.standby.observe_output(self, record)
+                for done, decision in decided:
+                    await self._act_on(done, decision)
+                decided = []
+                await self._on_dead_letter(record)
+            elif record.topic in outputs:
                 if not acting:  # the active planner knows what it sent
                     self.standby.observe_output(self, record)
             elif record.topic == products:
@@ -237,6 +249,17 @@ class Planner(RecordDecisions):
             self._deferred.append(record)
             return
         await self._act_on(record, self._decision(record, taken))
+
+    async def _on_dead_letter(self, record) -> None:
+        """A dead letter read: what a failed stage-2 order of this planner's
+        decides (``_stage2_failure``), sent; never itself dead-lettered."""
+        emits = self._stage2_failure(record)
+        if emits and not self.caught_up:
+            emits = self.held_orders.hold(emits)
+        await self._publish_unrecorded(emits, self.unacked)
+        waiting = self.unacked.positions if self.unacked else self.positions
+        waiting[(record.topic, record.partition)] = record.offset + 1
+        self.records_seen += 1
 
     async def _settle(self) -> None:
         """Every work order sent unacknowledged is acknowledged (or sent again,

@@ -3,8 +3,8 @@ every record from the beginning.
 
 With a usable snapshot (doers/planner_snapshots.py) the decision state is
 the snapshot's, and only what came after the offsets it covers is read:
-work orders, holds and plans here, product events, pointing updates and
-plans in the planner's loop. Without one (missing, old, corrupt, another
+work orders, holds and plans here, product events, pointing updates,
+plans and dead letters in the planner's loop. Without one (missing, old, corrupt, another
 version) everything is read from the beginning, as before snapshots
 existed. Either way the planner is not ready (``caught_up`` False, /readyz,
 ``calstream_planner_catching_up``) until it has read up to "now".
@@ -68,6 +68,7 @@ def load_snapshot(planner: Planner) -> bool:
                 snap.body, companion_wait=planner.cfg.companion_wait,
                 level3_settle=planner.cfg.stage3_settle,
                 level3_quiet_period=planner.cfg.stage3_quiet_period,
+                level3_stage2_wait=planner.cfg.stage3_stage2_wait,
                 step_parameters=planner.cfg.step_parameters(), reuse=reuse)
         except planner_snapshot.SnapshotInvalid as exc:
             log.warning("planner: snapshot ignored, %s: rebuilding from the topics", exc)

@@ -41,6 +41,7 @@ def _set_gauges(planner: Planner) -> None:
     s = planner.state.summary(planner.clock.now())
     metrics.associations_open.labels(stage="stage2").set(s["waiting"])
     metrics.associations_open.labels(stage="stage3").set(s["level3"]["open"])
+    metrics.associations_abandoned.labels(stage="stage3").set(len(s["level3"]["abandoned"]))
     metrics.held_exposures.set(s["held"])
     metrics.held_for_direct_image.set(s["held_for_direct_image"])
     metrics.oldest_hold_age.set(s["oldest_hold_age"])

@@ -125,9 +125,13 @@ class Config:
     # calibrated. Without a plan: `stage3_settle` after its visits are complete
     # by their headers (a later visit of the observation may still come, and
     # would supersede), else `stage3_quiet_period` after its last new member,
-    # marked degraded.
+    # marked degraded. A member whose stage-2 order was sent and whose product
+    # has not come (a stage-2 backlog) keeps it waiting up to
+    # `stage3_stage2_wait` instead: 6 h is twice a stage-2 order's own worst
+    # case (max_attempts x task_timeout = 3 h), room for a backlog as long.
     stage3_settle: float = 60.0
     stage3_quiet_period: float = 3600.0
+    stage3_stage2_wait: float = 6 * 3600.0
     # Stage-3 runs combine many exposures: fewer, recycled workers bound memory.
     stage3_workers: int = 1
     stage3_max_tasks_per_worker: int = 10
@@ -184,6 +188,9 @@ class Config:
                               "(0: no limit)")
         if c.stage3_settle < 0 or c.stage3_quiet_period < c.stage3_settle:
             raise ConfigError("need 0 <= stage3_settle <= stage3_quiet_period")
+        if c.stage3_stage2_wait < c.stage3_quiet_period:
+            raise ConfigError("need stage3_quiet_period <= stage3_stage2_wait (a stage-2 "
+                              "backlog is waited for longer than what never arrived)")
         if c.claim_stale_seconds < 2 * c.claim_heartbeat_seconds:
             raise ConfigError("claim_stale_seconds must be at least twice "
                               "claim_heartbeat_seconds (a live claim must not look stale)")

@@ -120,6 +120,7 @@ PARSERS = {
     "steps_by_program": _tables(step_parameters.parse_by_program),
     "detector1_steps": _detector1_steps, "companion_wait": _nonnegative(_float),
     "stage3_settle": _nonnegative(_float), "stage3_quiet_period": _nonnegative(_float),
+    "stage3_stage2_wait": _nonnegative(_float),
     "stage3_workers": _positive(_int), "stage3_max_tasks_per_worker": _positive(_int),
     "stage3_task_timeout": _positive(_float), "stage3_worker_rss_limit_mb": _nonnegative(_int),
     "warm_workers": _warm_workers,

@@ -182,6 +182,13 @@ def index_broker(status: Status, namespace: str, index: dict) -> None:
                                 f"{cand.get('members', '?')} member(s))",
                  "waiting_for": cand.get("waiting_for") or
                  {"settling": f"{cand.get('quiet_for', 0):.0f}s quiet"}})
+    for cand in stage3.get("abandoned") or []:  # closed, nothing to make: said as such
+        where = _candidate_observation(cand["candidate"])
+        if where:
+            _observation(index, where[1], where[2]).waiting.append(
+                {"association": f"stage 3 {cand['candidate']} (abandoned, "
+                                f"{cand.get('members', '?')} member(s))",
+                 "waiting_for": {"abandoned": cand.get("reason") or ""}})
 
 
 def _candidate_observation(candidate: str) -> tuple[str, str, str] | None:

@@ -126,6 +126,10 @@ class Metrics:
         self.associations_open = Gauge(
             "calstream_open_associations", "Associations waiting for members or companions",
             ["stage"], registry=r)
+        self.associations_abandoned = Gauge(
+            "calstream_abandoned_associations",
+            "Stage-3 candidates closed with nothing to make: no member has a stage-2 product",
+            ["stage"], registry=r)
         self.held_exposures = Gauge(
             "calstream_held_exposures", "Exposures held before stage 2 (ENGQLPTG=PLANNED)",
             registry=r)

@@ -336,6 +336,17 @@ def _stage3_open(candidates: list[dict[str, Any]], tag: str) -> list[str]:
             *(_candidate(c) for c in candidates[:LISTED])]
 
 
+def _stage3_abandoned(candidates: Any, tag: str) -> list[str]:
+    """Candidates closed with nothing to make (a planner of before sends none)."""
+    if not candidates or type(candidates) is not list:
+        return []
+    return [f"  stage-3 candidates abandoned{tag}: {len(candidates)} (no member has a stage-2 "
+            "product; a late one re-opens it: see the dead letters of stage 2)",
+            *(f"    {_oneline(c.get('candidate'), 80)} ({c.get('members', '?')} member(s)): "
+              f"{_oneline(c.get('reason'), 160)}"
+              for c in candidates[:LISTED] if type(c) is dict)]
+
+
 def _planner_roles(roles: list[str] | None) -> list[str]:
     """Under the planner lease: which planner publishes (docs/operations.md)."""
     if not roles or roles == ["active"]:
@@ -360,6 +371,7 @@ def _planner_view(view: dict[str, Any] | None, now: float) -> list[str]:
         out += _missing(stage3, tag, now)
         out += _stage2_waiting(ns.get("stage2_waiting", {}), tag)
         out += _stage3_open(stage3.get("candidates", []), tag)
+        out += _stage3_abandoned(stage3.get("abandoned"), tag)
     return out
 
 

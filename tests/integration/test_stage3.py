@@ -160,13 +160,14 @@ async def test_missing_dither_degraded_then_superseded_tso3_and_lrs_spec3_live_a
     segments = by_observation(kit3, "004")
     lrs_files = kit3.by_mode["lrs"]
     [missing_id] = kit3.missing
-    # The quiet period closes o005 without its missing dither; it also closes
-    # any candidate whose member's stage 2 waits longer than it behind the
-    # others' (one stage-2 worker): at 20 s, a machine at load 10 closed the
-    # LRS spec3 with one nod and o005 with two members (degraded, then
-    # superseded: another test's story). 60 s is three times that margin.
+    # The quiet period closes o005 without its missing dither. A member
+    # whose stage 2 waits behind the others' (one stage-2 worker) is in
+    # flight: its order was sent, so its candidate waits for it up to
+    # stage3_stage2_wait (6 h), not the quiet period. Before that rule, a
+    # machine at load 10 closed the LRS spec3 with one nod and o005 with two
+    # members at 20 s; now 20 s closes only what never arrived.
     cfg = daemon_config(tmp_path, broker, unique_prefix, stage3_settle=SETTLE,
-                        stage3_quiet_period=60.0)
+                        stage3_quiet_period=20.0)
     spec = kit3.specs["missing"]
     [recovered] = [f for f in simulate_program(tmp_path / "recovered",
                                                dataclasses.replace(spec, missing=()), seed=7)

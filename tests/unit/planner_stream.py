@@ -21,7 +21,8 @@ from calstream.topics import contract
 from .test_level3_state import _event
 
 T0 = 1_800_000_000.0
-SETTINGS = {"companion_wait": 60.0, "level3_settle": 30.0, "level3_quiet_period": 600.0}
+SETTINGS = {"companion_wait": 60.0, "level3_settle": 30.0, "level3_quiet_period": 600.0,
+            "level3_stage2_wait": 1200.0}
 CORRECT = {"ENGQLPTG": "CALCULATED_TRACK_TR_202111", "RA_V1": 80.4, "DEC_V1": -69.4,
            "PA_V3": 110.0, "RA_REF": 80.5, "DEC_REF": -69.5, "ROLL_REF": 109.5}
 
@@ -45,8 +46,10 @@ def pointing(exposure: str, action: str, at: float) -> contract.Message:
                           **fields)
 
 
-def steps() -> list[tuple[str, Any, float]]:
-    """(kind, payload, now): kind is product, pointing, plan or tick."""
+def steps(*, dead_letters: bool = False) -> list[tuple[str, Any, float]]:
+    """(kind, payload, now): kind is product, pointing, plan or tick; with
+    ``dead_letters`` also stage2_failed (a dead letter of the exposure's
+    stage-2 order, as the planner reads it), which only ``play`` knows."""
     out: list[tuple[str, Any, float]] = []
     at = T0
     # Program 1: a dithered visit, one dither held then corrected, one held and
@@ -89,7 +92,19 @@ def steps() -> list[tuple[str, Any, float]]:
     out.append(("product", product("detector1", h, at + 61, variant="again"), at + 61))
     out.append(("product", product("detector1", headers[2], at + 70), at + 70))
     out.append(("product", product("stage2", headers[2], at + 71), at + 71))
+    # Program 4: an exposure whose stage-2 order is dead-lettered: not in
+    # flight, so its candidate is abandoned after the quiet period, not
+    # level3_stage2_wait.
+    if dead_letters:
+        failing = image("04004", 1, nexp=1)
+        out.append(("product", product("detector1", failing, at + 80), at + 80))
+        out.append(("stage2_failed", exposure_id(failing), at + 90))
     out.append(("tick", None, at + 2000))  # quiet periods over: degraded closes
+    # Program 3's exposure was ordered but its stage 2 never came: past
+    # level3_stage2_wait its candidate is abandoned (nothing to make), and
+    # its stage-2 product, late, re-opens it: closed degraded (1 of 2).
+    out.append(("product", product("stage2", h, at + 2100), at + 2100))
+    out.append(("tick", None, at + 2100 + 1200))
     return out
 
 
@@ -102,6 +117,10 @@ def play(state: PlannerState, stream) -> list[Emit]:
             emitted += observe_pointing_everywhere([state], payload, now)
         elif kind == "plan":
             emitted += state.load_plan(payload, now)
+        elif kind == "stage2_failed":
+            work_id = next(w for w, e in state.ordered.items() if e == payload)
+            emitted += state.observe_stage2_failure(work_id, payload, "calwebb_spec2 failed: boom",
+                                                    now)
         else:
             emitted += state.tick(now)
     return emitted

@@ -116,6 +116,16 @@ def test_environment_values_become_their_setting_type():
     assert json_steps.detector1_steps == {"jump": {"skip": True}}
 
 
+def test_the_stage2_wait_of_stage3_is_no_shorter_than_the_quiet_period():
+    assert load(None, env={}).stage3_stage2_wait == 6 * 3600.0
+    cfg = load(None, env={"CALSTREAM_STAGE3_STAGE2_WAIT": "7200"})
+    assert cfg.stage3_stage2_wait == 7200.0
+    with pytest.raises(ConfigError, match="stage3_quiet_period <= stage3_stage2_wait"):
+        load(None, env={}, flags={"stage3_stage2_wait": 600.0})
+    with pytest.raises(ConfigError, match="STAGE3_STAGE2_WAIT"):
+        load(None, env={"CALSTREAM_STAGE3_STAGE2_WAIT": "-1"})
+
+
 def test_secrets_are_masked_in_repr_errors_and_config_show(tmp_path, capsys):
     from calstream.daemon.operations.cli.main import main
 

@@ -83,7 +83,8 @@ def _records(topics: Topics) -> list[_Record]:
 
 _SETTINGS = {"companion_wait": planner_stream.SETTINGS["companion_wait"],
              "stage3_settle": planner_stream.SETTINGS["level3_settle"],
-             "stage3_quiet_period": planner_stream.SETTINGS["level3_quiet_period"]}
+             "stage3_quiet_period": planner_stream.SETTINGS["level3_quiet_period"],
+             "stage3_stage2_wait": planner_stream.SETTINGS["level3_stage2_wait"]}
 
 
 def _from_the_store(message: contract.Message) -> contract.Message:

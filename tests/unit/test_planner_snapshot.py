@@ -45,7 +45,8 @@ def _kept(state):
     """What the level-3 state keeps as members arrive (rebuilt in bulk on restore)."""
     l3 = state.stage3
     return ({k: (sorted(c.members), sorted(c.held), sorted(c.uncalibrated), sorted(c.visits),
-                 c.digests) for k, c in l3.candidates.items()},
+                 c.digests, sorted(c.in_flight), c.abandoned) for k, c in l3.candidates.items()},
+            l3._stage2_sent, l3._stage2_failed,
             {k: v for k, v in l3._keys_of_member.items() if v},
             {k: v for k, v in l3._keys_by_visit.items() if v},
             state.index._records.keys() - {b for b, ids in state.index._records.items()
@@ -66,7 +67,7 @@ def _built(state) -> int:
 
 
 def test_every_cut_of_the_stream_restores_to_the_same_decisions():
-    stream = steps()
+    stream = steps(dead_letters=True)
     whole = new_state()
     per_step = [play(whole, [step]) for step in stream]
     assert sum(len(e) for e in per_step) > 10
@@ -182,7 +183,8 @@ def _planner(tmp_path):
 
     cfg = Config(work_dir=tmp_path, companion_wait=SETTINGS["companion_wait"],
                  stage3_settle=SETTINGS["level3_settle"],
-                 stage3_quiet_period=SETTINGS["level3_quiet_period"])
+                 stage3_quiet_period=SETTINGS["level3_quiet_period"],
+                 stage3_stage2_wait=SETTINGS["level3_stage2_wait"])
     return Planner(cfg, publisher=None, metrics=Metrics(), topics=Topics())
 
 

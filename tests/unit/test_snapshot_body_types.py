@@ -45,6 +45,10 @@ FORGERIES = {
     "a negative row number": lambda b: _live(b)["ordered"]["name"].__setitem__(0, -1),
     "a sent order's version as text": lambda b: _first_l3(b)[5][0].__setitem__(0, "1"),
     "waiting_for as a list": lambda b: _first_l3(b).__setitem__(11, ["x"]),
+    "an abandoned reason as a number": lambda b: _first_l3(b).append(7),
+    "a stage-2 failure's reason as a number": lambda b: _live(b).__setitem__(
+        "stage2_failed", {"jw1": {"w" * 64: 7}}),
+    "stage-2 failures as a list": lambda b: _live(b).__setitem__("stage2_failed", ["jw1"]),
 }
 
 

@@ -1,0 +1,138 @@
+"""A stage-2 order dead-lettered: its stage-3 candidates stop waiting for it
+(pure logic, no broker). Only a dead letter whose original record is a
+stage-2 work order the planner sent (same work id, same exposure, same
+namespace) counts; anything else is ignored."""
+
+from __future__ import annotations
+
+import json
+
+from calstream.daemon.deciders.stage2_failures import stage2_failure
+from calstream.topics import contract
+from calstream.topics.dead_letters import original_record
+
+from .test_level3_stage2_wait import (
+    QUIET,
+    SETTLE,
+    T0,
+    WAIT,
+    cal,
+    dither,
+    feed,
+    new_state,
+    rate,
+    stage3,
+)
+
+STAGE2 = frozenset({"calstream.work.stage2", "calstream.work.stage2.replay"})
+FOURTH = "jw01234001001_02101_00004_nrcb1"
+
+
+def _letter(order: contract.Message, *, topic: str = "calstream.work.stage2",
+            reason: str = "calwebb_spec2 failed: boom", budget: int = 64 * 1024) -> bytes:
+    original = original_record(topic=topic, partition=0, offset=7, key=order["product_name"].encode(),
+                               value=contract.encode(order), timestamp_ms=1, budget=budget)
+    return contract.encode(contract.build(
+        "dead_letter", contract.event_id("dead_letter", order.event_id), category="permanent_failure",
+        reason=reason, stage="stage2", attempts=3, exposure_id=order["product_name"],
+        original=original))
+
+
+def _ordered_fourth(state) -> tuple[contract.Message, float]:
+    for n in (1, 2, 3):
+        feed(state, dither(n), T0 + n)
+    [order] = [e.message for e in state.observe(rate(dither(4), T0 + 4), T0 + 4)]
+    return order, T0 + 4
+
+
+def _fail(state, letter: bytes, now: float):
+    failure = stage2_failure(letter, STAGE2)
+    if failure is None:
+        return None
+    return stage3(state.observe_stage2_failure(failure.work_id, failure.exposure_id,
+                                               failure.reason, now))
+
+
+def test_a_failed_member_stops_the_wait_after_the_usual_quiet_period():
+    state = new_state()
+    order, changed = _ordered_fourth(state)
+    assert _fail(state, _letter(order), changed + 10) == []  # the quiet period is not over
+    [v1] = stage3(state.tick(changed + QUIET))  # not WAIT
+    assert f"stage 2 failed: {FOURTH} (calwebb_spec2 failed: boom)" in v1["degraded"]
+    assert len(v1["inputs"]) == 3
+    # After the quiet period already: closed at once when the dead letter comes.
+    again = new_state()
+    order, changed = _ordered_fourth(again)
+    [v1] = _fail(again, _letter(order), changed + QUIET + 5)
+    assert "stage 2 failed" in v1["degraded"]
+    # The same dead letter again (a re-read): nothing more.
+    assert _fail(again, _letter(order), changed + QUIET + 6) == []
+
+
+def test_a_redriven_order_s_late_product_supersedes():
+    state = new_state()
+    order, changed = _ordered_fourth(state)
+    _fail(state, _letter(order), changed + 10)
+    [v1] = stage3(state.tick(changed + QUIET))
+    state.observe(cal(dither(4), changed + WAIT), changed + WAIT)
+    [v2] = stage3(state.tick(changed + WAIT + SETTLE))
+    assert v2["version"] == 2 and v2["degraded"] is None and len(v2["inputs"]) == 4
+
+
+def test_a_newer_order_of_the_exposure_is_in_flight_again():
+    state = new_state()
+    order, changed = _ordered_fourth(state)
+    _fail(state, _letter(order), changed + 10)
+    state.stage3.stage2_ordered(FOURTH)  # e.g. its new content ordered again
+    assert stage3(state.tick(changed + QUIET)) == []  # waits up to WAIT again
+    [v1] = stage3(state.tick(changed + WAIT))
+    assert "stage3_stage2_wait" in v1["degraded"]
+
+
+def test_dead_letters_that_are_not_of_an_order_it_sent_are_ignored():
+    state = new_state()
+    order, changed = _ordered_fourth(state)
+    body = dict(order.body)
+    forged = [
+        _letter(contract.Message("work_order", {**body, "work_id": "f" * 64})),  # not sent
+        _letter(contract.Message("work_order", {**body, "product_name": "jw01234001001_02101_00003_nrcb1"})),
+        _letter(contract.Message("work_order", {**body, "namespace": "elsewhere"})),
+        _letter(order, topic="calstream.work.stage3"),  # not a stage-2 topic
+        _letter(order, budget=100),  # truncated: not read
+        b"{not json", json.dumps({"schema": "calstream.dead_letter"}).encode(), b"",
+    ]
+    for letter in forged:
+        failure = stage2_failure(letter, STAGE2)
+        if failure is not None and failure.namespace == "live":
+            assert state.observe_stage2_failure(failure.work_id, failure.exposure_id,
+                                                failure.reason, changed + QUIET + 5) == []
+    assert stage2_failure(_letter(order, topic="calstream.work.stage3"), STAGE2) is None
+    assert stage2_failure(_letter(order, budget=100), STAGE2) is None
+    assert stage2_failure(_letter(order), STAGE2).work_id == order["work_id"]
+    assert stage3(state.tick(changed + QUIET)) == []  # still in flight
+    assert state.summary(changed + QUIET)["level3"]["open"] == 1
+
+
+def test_a_rebuild_reading_the_dead_letter_decides_the_same():
+    def play(state, letter=None):
+        out = []
+        for n in (1, 2, 3):
+            out += state.observe(rate(dither(n), T0 + n), T0 + n)
+            out += state.observe(cal(dither(n), T0 + n + 1), T0 + n + 1)
+        out += state.observe(rate(dither(4), T0 + 4), T0 + 4)
+        letter = letter or _letter(next(e.message for e in out if e.key == FOURTH))
+        failure = stage2_failure(letter, STAGE2)
+        out += state.observe_stage2_failure(failure.work_id, failure.exposure_id,
+                                            failure.reason, T0 + 14)
+        return out + state.tick(T0 + 4 + QUIET), letter
+
+    first = new_state()
+    emitted, letter = play(first)
+    sent = [e.message for e in emitted]
+    assert [o["stage"] for o in sent].count("stage3") == 1
+    # Every order first (the work topics), then the records, the dead letter among them.
+    again = new_state()
+    for o in sent:
+        again.restore_order(o)
+    assert play(again, letter)[0] == []
+    assert again.summary(T0 + 4 + QUIET) == first.summary(T0 + 4 + QUIET)
