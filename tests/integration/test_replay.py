@@ -76,10 +76,14 @@ async def test_replay_into_a_namespace_with_another_context_then_again_then_prom
     # namespace, from raw and from stage 2, is tested in test_stage3.py. So no
     # stage-3 pool (each pool warms a jwst import at start).
     cfg = daemon_config(tmp_path, broker, unique_prefix, roles=UP_TO_STAGE2)
-    ids = {eid(f) for f in kit.uncal_files}
+    # Two of the visit's exposures: every step below is about more than one
+    # item, none about four, and each exposure is calibrated five times
+    # (live, the namespace's detector1 and stage 2, stage 2 again).
+    files = kit.uncal_files[:2]
+    ids = {eid(f) for f in files}
 
     async with running_daemon(cfg) as daemon:
-        await anyio.to_thread.run_sync(lambda: deliver(kit.uncal_files, cfg.inbox))
+        await anyio.to_thread.run_sync(lambda: deliver(files, cfg.inbox))
         await wait_for(cfg, ["products"], lambda ms: {
             p["exposure_id"] for p in in_namespace(ms, "stage2", "live")} >= ids, timeout=300)
         live_before = await anyio.to_thread.run_sync(live_tree, cfg.products)
@@ -89,7 +93,7 @@ async def test_replay_into_a_namespace_with_another_context_then_again_then_prom
         dry = await anyio.to_thread.run_sync(lambda: cli(
             cfg, "replay", "--namespace", NAMESPACE, "--program", "01234", "--dry-run"))
         assert dry.returncode == 0, dry.stderr
-        assert "would replay 4 item(s)" in dry.stdout.replace(str(len(ids)), "4")
+        assert f"would replay {len(ids)} item(s)" in dry.stdout
         assert all(i in dry.stdout for i in ids)
         assert not [m for m in await read_all(cfg, ["replay"])]
 

@@ -54,9 +54,12 @@ def kit3(tmp_path_factory):
     """The program with everything stage 3 needs: two dithered visits of one
     observation (one exposure late), a segmented time series, a visit with a
     missing dither, and MIRI LRS nods; one CRDS context. SUB160P is read on one
-    detector, so NEXPOSUR alone says when a visit is complete."""
+    detector, so NEXPOSUR alone says when a visit is complete. Two dithers a
+    visit: a mosaic of two offset visits needs no more, and each dither more
+    is a detector1 and an image2 run in two tests (the missing-dither visit
+    keeps its four: kit.program_specs)."""
     root = tmp_path_factory.mktemp("kit3")
-    k = build_kit(root, ProgramSpec(subarray="SUB160P"), seed=SEED,
+    k = build_kit(root, ProgramSpec(subarray="SUB160P", dithers=2), seed=SEED,
                   modes=("imaging", "mosaic", "segmented", "missing", "lrs"))
     with environ(k.crds_env):
         yield k
