@@ -83,14 +83,16 @@ async def test_a_failing_tick_a_refused_order_and_a_failing_status_do_not_stop_t
         assert daemon.planner.caught_up
         # Every product event decided: nothing left on its topics, in the
         # metrics and in /planner (the faults above did not stop the measure).
-        names = [Topics(cfg.topic_prefix).name(t) for t in ("products", "pointing", "plans")]
+        # The dead letters too: the planner reads its stage-2 orders' failures.
+        names = [Topics(cfg.topic_prefix).name(t)
+                 for t in ("products", "pointing", "plans", "deadletter")]
         with anyio.fail_after(10):
             while not all(("calstream_planner_lag_records", (("topic", n),)) in samples
                           for n in names):
                 await anyio.sleep(0.2)
                 samples = scrape(daemon.ops.address)
         assert [metric(samples, "calstream_planner_lag_records", topic=n) for n in names] == \
-            [0, 0, 0]
+            [0, 0, 0, 0]
         with urllib.request.urlopen(f"http://{daemon.ops.address}/planner", timeout=5) as r:
             assert json.loads(r.read())["behind"] == dict.fromkeys(names, 0)
 
