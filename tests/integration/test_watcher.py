@@ -539,7 +539,7 @@ async def test_an_inbox_that_cannot_be_made_again_is_parked_then_watched(tmp_pat
 
     def parked():
         return metrics.registry.get_sample_value(
-            "calstream_parked_items", {"stage": "watcher", "cause": "inbox_gone"})
+            "calstream_parked_items", {"stage": "watcher", "cause": "inbox_gone", "root": ""})
 
     rec = Recorder()
     watcher = make(dirs, rec, rescan_interval=3600.0,
