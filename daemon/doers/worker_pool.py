@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import multiprocessing as mp
 import threading
 import time
 import weakref
@@ -39,6 +38,7 @@ from typing import Any
 import anyio
 
 from calstream.daemon.doers.priority_slots import DECLINED, PrioritySlots
+from calstream.daemon.doers.worker_forkserver import worker_context
 from calstream.daemon.doers.worker_lifecycle import Worker, WorkerLifecycle, kill_left_over
 from calstream.daemon.doers.worker_process import TaskFailure
 from calstream.daemon.operations.metrics import Metrics
@@ -104,7 +104,7 @@ class WorkerPool(WorkerLifecycle):
         self.rss_limit = rss_limit_bytes
         self.prefetch = prefetch
         self.idle_return_seconds = idle_return_seconds
-        self._ctx = mp.get_context("spawn")  # fork + jwst's threads is unsafe
+        self._ctx = worker_context()  # forks of a warm server (worker_forkserver.py)
         self._idle: list[Worker] = []
         self._all: list[Worker] = []
         self._slots = PrioritySlots(size)
