@@ -63,7 +63,7 @@ class WorkerLifecycle:
             target=worker_main, name=f"calstream-{name}", daemon=False,
             args=(child, {**os.environ, **self.env}, self.initializer, self.classifier,
                   self.max_tasks, os.getpid(), self.idle_return_seconds),
-            kwargs={"stdio": (DupFd(1), DupFd(2))})
+            kwargs={"stdio": tuple((fd, DupFd(fd)) for fd in (1, 2) if _is_open(fd))})
         proc.start()
         child.close()
         w = Worker(name, proc, parent, self.max_tasks)
@@ -117,6 +117,15 @@ class WorkerLifecycle:
         for ender in self._ending:
             ender.join()
         self._ending.clear()
+
+
+def _is_open(fd: int) -> bool:
+    """A daemon started with stdout or stderr closed has none to hand over."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def kill_left_over(pool_ref: weakref.ref) -> None:

@@ -2,8 +2,9 @@
 
 Why not concurrent.futures.ProcessPoolExecutor: one dead worker breaks the
 whole executor, a hung task cannot be killed on its own, and it reports nothing
-about memory. Here each worker is a spawned process (worker_process.py) that
-imports the heavy modules (jwst) once, runs one task at a time, and reports its
+about memory. Here each worker is a process (worker_process.py) forked from
+a server that imported the heavy modules (jwst) once (worker_forkserver.py),
+runs one task at a time, and reports its
 peak memory and CPU with every result; a worker that dies or overruns its timeout is
 replaced and the task fails as *transient*, so the caller retries it. Turns at
 the workers are handed out by priority (priority_slots.py).

@@ -117,7 +117,7 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
 def _take_stdio(stdio: tuple) -> None:
     """The daemon's stdout and stderr as they are now (reduction.DupFd), in
     place of those the server had at its start."""
-    for target, dup in zip((1, 2), stdio, strict=False):
+    for target, dup in stdio:
         fd = dup.detach()
         if fd != target:
             os.dup2(fd, target)

@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from calstream.daemon.doers.worker_pool import WorkerPool
+from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
 from calstream.daemon.operations.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +83,7 @@ async def test_a_worker_takes_the_daemon_s_environment_as_it_is_at_the_worker_s_
 
 _DAEMON = """
 import sys, anyio
-from calstream.daemon.doers.worker_pool import WorkerPool
+from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
 from calstream.daemon.operations.metrics import Metrics
 
 pool = WorkerPool(2, stage="t", metrics=Metrics())
@@ -129,3 +129,42 @@ def test_a_sigkilled_daemon_takes_the_server_and_its_workers_along():
     while any(map(_alive, pids)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [p for p in pids if _alive(p)], "the server or a worker outlived the daemon"
+
+
+@pytest.mark.anyio
+async def test_a_killed_server_takes_its_workers_along_and_the_pool_starts_a_new_one():
+    pool = WorkerPool(1, stage="t", metrics=Metrics())
+    pool.start()
+    try:
+        before = (await pool.run("tests.pool_tasks:origin", {}, timeout=300)).value
+        os.kill(before["ppid"], signal.SIGKILL)  # the OOM killer, an operator
+        with anyio.fail_after(120):  # a bound for a loaded machine, not a measure
+            while _alive(before["pid"]):
+                await anyio.sleep(0.05)
+        lost = 0
+        while True:  # the idle worker's death is found at its next task
+            try:
+                after = (await pool.run("tests.pool_tasks:origin", {}, timeout=300)).value
+                break
+            except WorkerLost:
+                lost += 1
+                assert lost < 3
+    finally:
+        pool.close()
+    assert after["ppid"] != before["ppid"] and after["jwst_imported"]
+
+
+@pytest.mark.anyio
+async def test_a_process_that_started_workers_can_still_start_a_daemon():
+    """What the pool leaves in the environment (the server's parent) is no
+    setting: a daemon started with that environment (the integration tests
+    start daemons from a process that ran pools) must not refuse it."""
+    from calstream.daemon.operations import config
+
+    pool = WorkerPool(1, stage="t", metrics=Metrics())
+    pool.start()
+    try:
+        await pool.run("tests.pool_tasks:origin", {}, timeout=300)
+    finally:
+        pool.close()
+    config.load(env=dict(os.environ))
