@@ -5,13 +5,14 @@ it imports jwst and warms up once) the first time a pool starts a worker;
 each worker after that is a fork of it. A process has one server, shared by
 all its pools. Forked, not spawned: a spawned worker imported jwst itself
 (about 6 CPU seconds) at every pool start and every replacement; the
-server's fork costs a few milliseconds (bench/worker_start.py). Never a fork
+server's fork costs a tenth of a second (bench/worker_start.py). Never a fork
 of the daemon itself: it has threads (the event loop's, the broker
 clients'), and a fork copies their locks in whatever state they are.
 
 What a spawned worker got from the daemon at its start and a fork would get
 from the server's start instead is handed over at each start: the daemon's
-environment as it is now (``start_args``; worker_process applies it).
+environment and stdio as they are now (worker_lifecycle._spawn;
+worker_process.worker_main applies them).
 """
 
 from __future__ import annotations

@@ -3,10 +3,11 @@
 Kept apart from ``worker_pool`` (which hands turns out and exchanges a task
 and its result with a worker): this is each worker's life. A worker is a
 non-daemonic process (worker_process.py) forked from a warm server process
-(worker_forkserver.py) that dies with the daemon (PDEATHSIG); one to end is asked first -- an idle one to return, one
-mid-task by SIGTERM, so it leaves nothing to multiprocessing's resource
-tracker -- and killed after STOP_GRACE seconds, in a thread of its own so
-the event loop never waits for it. ``WorkerLifecycle`` is a mixin of
+(worker_forkserver.py) that dies with the daemon (PDEATHSIG); one to end
+is asked first -- an idle one to return, one mid-task by SIGTERM, so it
+leaves nothing to multiprocessing's resource tracker -- and killed after
+STOP_GRACE seconds, in a thread of its own so the event loop never waits
+for it. ``WorkerLifecycle`` is a mixin of
 ``WorkerPool``, whose ``__init__`` makes the lists it keeps.
 """
 
