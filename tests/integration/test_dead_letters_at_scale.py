@@ -1,0 +1,87 @@
+"""`calstream deadletters list|show` on a deadletter topic of many letters
+reads what it shows, not the topic (the embedded broker, real records).
+
+The topic keeps months of letters; `list` read every one before printing the
+first. Here a few hundred letters are written fast with a producer, and what
+the reading fetched is counted (``Loaded.records_read``), not timed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from calstream.daemon.doers import kafka
+from calstream.daemon.operations.cli.dead_letter_reading import load, named_letters
+from calstream.topics import contract
+from calstream.topics.catalog import Topics
+from calstream.topics.dead_letters import original_record
+
+from .support import cli, daemon_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+LETTERS = 600
+
+
+def letter(i: int, stage: str = "detector1") -> bytes:
+    message = contract.build(
+        "dead_letter", contract.event_id("dead_letter", "test", str(i)),
+        category="permanent_failure", reason=f"failure number {i}", stage=stage, attempts=1,
+        exposure_id=f"jw{i:05d}", original=original_record(
+            topic="x.raw", partition=0, offset=i, key=f"jw{i:05d}".encode(),
+            value=b"{}", timestamp_ms=None))
+    return contract.encode(message)
+
+
+async def write(cfg, values: list[bytes]) -> None:
+    producer = kafka.producer(cfg)
+    await producer.start()
+    try:
+        name = Topics(cfg.topic_prefix).name("deadletter")
+        start = int(time.time() * 1000) - len(values)
+        for i, value in enumerate(values):  # a millisecond apart: their order is known
+            await producer.send(name, value, key=b"k", partition=i % 2,
+                                timestamp_ms=start + i)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_list_reads_a_window_from_the_end_not_the_topic(tmp_path, broker, unique_prefix):
+    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    values = [letter(i, stage="stage2" if i % 100 == 0 else "detector1")
+              for i in range(LETTERS)]
+    values.append(letter(LETTERS - 1))  # the newest emitted again: one letter, two places
+    await write(cfg, values)
+    topics = Topics(cfg.topic_prefix)
+
+    newest = await load(cfg, topics, limit=5)
+    assert [x.body["reason"] for x in newest.letters] == [
+        f"failure number {i}" for i in range(LETTERS - 1, LETTERS - 6, -1)]
+    assert len(newest.letters[0].copies) == 1  # its earlier place, read in the same window
+    assert newest.records_read <= 4 * 50  # a window or two per partition, not 601 records
+    assert newest.cut == "limit" and newest.older >= LETTERS - newest.records_read
+
+    # A filter reads back only until it has --limit letters that pass it.
+    stage2 = await load(cfg, topics, limit=2,
+                        keep=lambda x: x.body["stage"] == "stage2")
+    assert [x.body["reason"] for x in stage2.letters] == ["failure number 500",
+                                                          "failure number 400"]
+    assert stage2.records_read <= 6 * 50 < LETTERS  # back to letter 400, not further
+
+    # One place is read where it is; an event id prefix is looked for.
+    place = newest.letters[3].ref
+    (shown,), problems = await named_letters(cfg, topics, [place, "ff" * 40])
+    assert shown.ref == place and problems[0].startswith("no dead letter is ffff")
+
+    done = cli(cfg, "deadletters", "list", "--limit", "3")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1 + 3 + 1 and "more older record(s)" in lines[-1]
+    assert "failure number 599" in lines[3]  # the newest next to the prompt
+    whole = cli(cfg, "deadletters", "list", "--limit", "0", "--stage", "stage2", "--json")
+    assert [x["reason"] for x in json.loads(whole.stdout)] == [
+        f"failure number {i}" for i in range(0, LETTERS, 100)]
