@@ -85,3 +85,35 @@ async def test_list_reads_a_window_from_the_end_not_the_topic(tmp_path, broker, 
     whole = cli(cfg, "deadletters", "list", "--limit", "0", "--stage", "stage2", "--json")
     assert [x["reason"] for x in json.loads(whole.stdout)] == [
         f"failure number {i}" for i in range(0, LETTERS, 100)]
+
+
+async def test_a_forged_original_offset_beyond_the_end_reads_no_whole_partition(
+        tmp_path, broker, unique_prefix):
+    """The redrive marks of a letter are read on its original's partition from
+    the original on. An offset beyond the partition's end was taken for a
+    topic recreated since, and the partition read from its beginning: a forged
+    letter (``offset: 10**15``) made every `list` and console look read a
+    whole partition of months. Only a bounded tail is read for it now."""
+    from calstream.daemon.deciders.redrive_reading import LOST_TAIL
+    from calstream.daemon.operations.dead_letter_redrives import RedriveReading
+
+    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    topics = Topics(cfg.topic_prefix)
+    records = 3 * LOST_TAIL
+    producer = kafka.producer(cfg)
+    await producer.start()
+    try:
+        for _ in range(records):
+            await producer.send(topics.name("raw"), b"{}", key=b"k", partition=0)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    forged = {"event_id": "f" * 64, "original": {
+        "topic": topics.name("raw"), "partition": 0, "offset": 10**15, "key": "k",
+        "value": "{}"}}
+    reading = RedriveReading()
+    await reading.update(cfg, topics, [forged])
+    assert 0 < reading.records_read <= LOST_TAIL < records
+    # Where it read to is its own, trusted: the next look reads on from there.
+    await reading.update(cfg, topics, [forged])
+    assert reading.records_read <= LOST_TAIL
