@@ -9,7 +9,7 @@ import json
 
 from calstream.daemon.deciders.stage2_failures import stage2_failure
 from calstream.topics import contract
-from calstream.topics.dead_letters import original_record
+from calstream.topics.dead_letters import order_identity, original_record
 
 from .test_level3_stage2_wait import (
     QUIET,
@@ -136,3 +136,35 @@ def test_a_rebuild_reading_the_dead_letter_decides_the_same():
         again.restore_order(o)
     assert play(again, letter)[0] == []
     assert again.summary(T0 + 4 + QUIET) == first.summary(T0 + 4 + QUIET)
+
+
+def _truncated(order: contract.Message, **identity) -> bytes:
+    """A dead letter of an order over the 64 KiB budget (here 100 bytes), as
+    a stage-2 consumer sends it: the order's identity kept whole beside it."""
+    letter = contract.decode(_letter(order, budget=100), expected="dead_letter")
+    body = dict(letter.body, order={**order_identity(order.body), **identity})
+    return contract.encode(contract.Message("dead_letter", body))
+
+
+def test_a_truncated_order_s_dead_letter_counts_by_the_identity_it_keeps():
+    # An order over 64 KiB was truncated in its dead letter and ignored: the
+    # member waited the whole stage3_stage2_wait (6 h) for a run that had failed.
+    state = new_state()
+    order, changed = _ordered_fourth(state)
+    [v1] = _fail(state, _truncated(order), changed + QUIET + 5)
+    assert f"stage 2 failed: {FOURTH}" in v1["degraded"]
+
+
+def test_a_truncated_letter_naming_an_order_not_sent_is_ignored():
+    # Its identity is the letter's word only: it counts for an order this
+    # planner sent for that exposure, which a forger can at worst end early.
+    state = new_state()
+    order, changed = _ordered_fourth(state)
+    for identity in ({"work_id": "f" * 64}, {"product_name": "jw01234001001_02101_00003_nrcb1"},
+                     {"namespace": "elsewhere"}, {"stage": "stage3"}, {"work_id": 7}):
+        failure = stage2_failure(_truncated(order, **identity), STAGE2)
+        if failure is not None and failure.namespace == "live":
+            assert state.observe_stage2_failure(failure.work_id, failure.exposure_id,
+                                                failure.reason, changed + QUIET + 5) == []
+    assert stage2_failure(_truncated(order, stage="stage3"), STAGE2) is None
+    assert stage3(state.tick(changed + QUIET)) == []  # still in flight
