@@ -161,10 +161,13 @@ def test_a_truncated_letter_naming_an_order_not_sent_is_ignored():
     state = new_state()
     order, changed = _ordered_fourth(state)
     for identity in ({"work_id": "f" * 64}, {"product_name": "jw01234001001_02101_00003_nrcb1"},
-                     {"namespace": "elsewhere"}, {"stage": "stage3"}, {"work_id": 7}):
+                     {"namespace": "elsewhere"}, {"stage": "stage3"}):
         failure = stage2_failure(_truncated(order, **identity), STAGE2)
         if failure is not None and failure.namespace == "live":
             assert state.observe_stage2_failure(failure.work_id, failure.exposure_id,
                                                 failure.reason, changed + QUIET + 5) == []
     assert stage2_failure(_truncated(order, stage="stage3"), STAGE2) is None
+    body = json.loads(_truncated(order))
+    body["order"]["work_id"] = 7  # not the schema's: no letter
+    assert stage2_failure(json.dumps(body).encode(), STAGE2) is None
     assert stage3(state.tick(changed + QUIET)) == []  # still in flight
