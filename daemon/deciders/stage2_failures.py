@@ -18,11 +18,16 @@ dead letter would come back).
 
 from __future__ import annotations
 
+import json
 from typing import Any, NamedTuple
 
 from calstream.topics import contract
+from calstream.topics.dead_letters import redrive_marks
 
 REASON_SHOWN = 200  # characters of a failure's reason in a degraded order's text
+
+
+MAX_REDRIVES = 100  # redrive marks an exposure's failures count (a flood of forged ones)
 
 
 class Stage2Failure(NamedTuple):
@@ -30,10 +35,17 @@ class Stage2Failure(NamedTuple):
     work_id: str
     exposure_id: str  # the order's product_name: its science exposure
     reason: str
+    letter_id: str  # the dead letter's event id: one failure, however often it is read
+    redrives: tuple[str, ...] = ()  # the redrive marks on the letter's record (keys)
 
 
-def stage2_failure(value: Any, stage2_topics: frozenset[str] | set[str]) -> Stage2Failure | None:
-    """The failed stage-2 order a dead letter's bytes name, or None."""
+def stage2_failure(value: Any, stage2_topics: frozenset[str] | set[str],
+                   headers=()) -> Stage2Failure | None:
+    """The failed stage-2 order a dead letter's bytes name, or None; with
+    the redrives its record's ``headers`` mark (`calstream deadletters
+    redrive` puts the letter back with its mark, as a daemon does after a
+    broker loss): each puts the order in flight again until its own
+    failure, a letter of the redriven record, comes."""
     if not isinstance(value, bytes):
         return None
     try:
@@ -49,8 +61,10 @@ def stage2_failure(value: Any, stage2_topics: frozenset[str] | set[str]) -> Stag
         return None
     reason = letter.get("reason")
     reason = reason if type(reason) is str else ""
+    marks = tuple(json.dumps([m.get("at"), m.get("by"), m.get("reason")])
+                  for m in redrive_marks(headers) if m["dead_letter"] == letter.event_id)
     return Stage2Failure(order.get("namespace") or "live", order["work_id"],
-                         order["product_name"], reason[:REASON_SHOWN])
+                         order["product_name"], reason[:REASON_SHOWN], letter.event_id, marks)
 
 
 def _whole_order(original: dict) -> dict | None:

@@ -17,7 +17,7 @@ from calstream.daemon.doers import kafka
 from calstream.daemon.operations.cli.dead_letter_reading import load, named_letters
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-from calstream.topics.dead_letters import original_record
+from calstream.topics.dead_letters import original_record, redrive_marks
 
 from .support import cli, daemon_config
 
@@ -117,3 +117,54 @@ async def test_a_forged_original_offset_beyond_the_end_reads_no_whole_partition(
     # Where it read to is its own, trusted: the next look reads on from there.
     await reading.update(cfg, topics, [forged])
     assert reading.records_read <= LOST_TAIL
+
+
+async def test_a_redrive_puts_the_letter_back_with_its_mark_where_the_planner_reads(
+        tmp_path, broker, unique_prefix):
+    """A redrive re-sent the original to its work topic only, which the
+    planner does not follow: the member of a redriven stage-2 order stayed
+    "failed", and its candidate closed degraded on the quiet period while
+    the order ran again. The redrive now also puts the dead letter back on
+    the deadletter topic with its mark (as a daemon does after a broker
+    loss), and the planner's reading of it counts the order in flight."""
+    from calstream.daemon.deciders.stage2_failures import stage2_failure
+
+    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    topics = Topics(cfg.topic_prefix)
+    order = {"schema": "calstream.work_order", "stage": "stage2", "work_id": "a" * 64,
+             "product_name": "jw01234001001_02101_00001_nrcb1"}
+    message = contract.build(
+        "dead_letter", contract.event_id("dead_letter", "redrive-test"),
+        category="permanent_failure", reason="calwebb_image2 failed: boom", stage="stage2",
+        attempts=3, exposure_id=order["product_name"],
+        original=original_record(topic=topics.name("work.stage2"), partition=0, offset=3,
+                                 key=b"k", value=b"x" * 70_000, timestamp_ms=None),
+        order={k: v for k, v in order.items() if k != "schema"})
+    await write(cfg, [contract.encode(message)])
+    stage2 = {topics.name("work.stage2")}
+    [before] = await kafka.read_to_end(cfg, topics.name("deadletter"))
+    assert stage2_failure(before.value, stage2, before.headers).redrives == ()
+
+    # Its original was cut: it cannot be redriven, and nothing is put back.
+    refused = cli(cfg, "deadletters", "redrive", "0:0", "--reason", "fixed")
+    assert "cannot be redriven" in refused.stdout, refused
+    assert len(await kafka.read_to_end(cfg, topics.name("deadletter"))) == 1
+
+    whole = contract.build(
+        "dead_letter", contract.event_id("dead_letter", "redrive-test-2"),
+        category="permanent_failure", reason="calwebb_image2 failed: boom", stage="stage2",
+        attempts=3, exposure_id=order["product_name"],
+        original=original_record(topic=topics.name("work.stage2"), partition=0, offset=4,
+                                 key=b"k", value=b"{}", timestamp_ms=None),
+        order={k: v for k, v in order.items() if k != "schema"})
+    await write(cfg, [contract.encode(whole)])  # at 0:1
+    done = cli(cfg, "deadletters", "redrive", "0:1", "--reason", "fixed", "--by", "night")
+    assert done.returncode == 0 and "redriven 1" in done.stdout, done
+    letters = await kafka.read_to_end(cfg, topics.name("deadletter"))
+    [back] = [r for r in letters if (r.partition, r.offset) != (0, 0)
+              and (r.partition, r.offset) != (0, 1)]
+    assert json.loads(back.value)["event_id"] == whole.event_id
+    assert [(m["dead_letter"], m["by"]) for m in redrive_marks(back.headers)] == [
+        (whole.event_id, "night")]
+    listed = json.loads(cli(cfg, "deadletters", "list", "--json").stdout)
+    assert [len(x["redrives"]) for x in listed if x["event_id"] == whole.event_id] == [1]

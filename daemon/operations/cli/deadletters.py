@@ -122,23 +122,48 @@ def redrive_record(letter: DeadLetter, by: str, reason: str
 
 
 async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[str]:
-    """Re-publish each original; returns the refs sent."""
+    """Re-publish each original, then put its dead letter back with the same
+    mark; returns the refs sent."""
     sent = []
+    dead_letters = Topics(cfg.topic_prefix).name("deadletter")
     producer = kafka.producer(cfg)
     await producer.start()
     try:
         for letter in letters:
             topic, key, value, headers = redrive_record(letter, by, reason)
+            again = _letter_bytes(letter)
             # Back to the original's own partition, after it: where status
             # and the console look for its mark (deciders/redrive_reading.py).
             partition = pinned_partition(letter.body["original"],
                                          await producer.partitions_for(topic))
             await producer.send_and_wait(topic, value, key=key, headers=headers,
                                          partition=partition)
+            # The letter again, marked, as a daemon puts one back after a
+            # broker loss: the planner reads the deadletter topic, not the
+            # work topics, and counts a redriven stage-2 order in flight
+            # again (deciders/stage2_failures.py); `list` finds the mark there
+            # too. After the original: a mark never stands for a redrive not
+            # sent. Its own partition: its records stay together.
+            own = int(letter.ref.split(":")[0])
+            if again is not None:
+                await producer.send_and_wait(
+                    dead_letters, again, headers=headers,
+                    key=subject(letter.body).encode("utf-8", "backslashreplace"),
+                    partition=own if own in (await producer.partitions_for(dead_letters))
+                    else None)
             sent.append(letter.ref)
     finally:
         await producer.stop()
     return sent
+
+
+def _letter_bytes(letter: DeadLetter) -> bytes | None:
+    """The letter as it was, to put back; None if it cannot be written again
+    (a forged one's text no bytes encode: its mark stays on the original)."""
+    try:
+        return contract.encode(contract.Message("dead_letter", letter.body))
+    except (contract.InvalidMessage, UnicodeEncodeError, ValueError):
+        return None
 
 
 def _selection_arguments(p: argparse.ArgumentParser) -> None:
