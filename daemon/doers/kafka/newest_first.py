@@ -92,6 +92,10 @@ class NewestFirst:
         self.below[tp] = lo
         if lo >= hi:
             return
+        # Only this partition fetched: the client's fetcher reads ahead on
+        # every partition assigned and not paused, past windows already read.
+        self.client.pause(*[other for other in self.buffers if other != tp])
+        self.client.resume(tp)
         self.client.seek(tp, lo)
         got: list[ConsumerRecord] = []
         since = time.monotonic()
