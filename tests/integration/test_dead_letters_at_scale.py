@@ -17,7 +17,7 @@ from calstream.daemon.doers import kafka
 from calstream.daemon.operations.cli.dead_letter_reading import load, named_letters
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-from calstream.topics.dead_letters import original_record, redrive_marks
+from calstream.topics.dead_letters import REDRIVE_HEADER, original_record, redrive_marks
 
 from .support import cli, daemon_config
 
@@ -168,3 +168,30 @@ async def test_a_redrive_puts_the_letter_back_with_its_mark_where_the_planner_re
         (whole.event_id, "night")]
     listed = json.loads(cli(cfg, "deadletters", "list", "--json").stdout)
     assert [len(x["redrives"]) for x in listed if x["event_id"] == whole.event_id] == [1]
+
+
+async def test_list_pending_leaves_out_a_redriven_letter_however_its_records_lie(
+        tmp_path, broker, unique_prefix):
+    """--pending drops a letter once its marks are read, and reads on: an
+    earlier record of that letter (its first emission, read after the marked
+    one a redrive put back) was taken for a letter not seen, without its mark."""
+    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    topics = Topics(cfg.topic_prefix)
+    values = [letter(i) for i in range(10)]
+    producer = kafka.producer(cfg)
+    await producer.start()
+    try:
+        name = topics.name("deadletter")
+        start = int(time.time() * 1000) - 100
+        for i, value in enumerate(values):
+            await producer.send(name, value, partition=0, timestamp_ms=start + i)
+        for n, i in enumerate((9, 8)):  # put back by their redrives, marked
+            mark = json.dumps({"by": "night", "reason": "fixed", "at": f"2026-12-07T0{n}:00:00Z",
+                               "dead_letter": json.loads(values[i])["event_id"]}).encode()
+            await producer.send(name, values[i], partition=0, timestamp_ms=start + 20 + n,
+                                headers=[(REDRIVE_HEADER, mark)])
+        await producer.flush()
+    finally:
+        await producer.stop()
+    loaded = await load(cfg, topics, limit=1, pending=True)
+    assert [x.body["reason"] for x in loaded.letters] == ["failure number 7"]

@@ -68,6 +68,7 @@ async def load(cfg, topics: Topics, *, keep: Callable[[DeadLetter], bool] = lamb
     with the redrives made of them (dead_letter_redrives.py)."""
     reading = RedriveReading()
     picked: dict[str, DeadLetter] = {}
+    redriven: set[str] = set()  # dropped for --pending: their earlier records are not new
     since_ms = since.timestamp() * 1000 if since else None
     out = Loaded([])
     async with NewestFirst(cfg, topics.name("deadletter"),
@@ -75,7 +76,9 @@ async def load(cfg, topics: Topics, *, keep: Callable[[DeadLetter], bool] = lamb
         while True:
             if limit and len(picked) >= limit:
                 if pending:  # marks known only once read: drop the redriven, read on
-                    picked = await _unredriven(cfg, topics, reading, picked)
+                    kept = await _unredriven(cfg, topics, reading, picked)
+                    redriven.update(set(picked) - set(kept))
+                    picked = kept
                 if len(picked) >= limit:
                     out.cut = "limit"
                     break
@@ -94,7 +97,7 @@ async def load(cfg, topics: Topics, *, keep: Callable[[DeadLetter], bool] = lamb
             if event_id in picked:  # an earlier record of a letter emitted again
                 picked[event_id] = replace(picked[event_id],
                                            copies=(*picked[event_id].copies, letter.ref))
-            elif keep(letter):
+            elif event_id not in redriven and keep(letter):
                 picked[event_id] = letter
         out.records_read, out.older = reader.records_read, out.older + reader.left()
     if pending:
