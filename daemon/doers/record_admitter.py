@@ -52,6 +52,7 @@ from calstream.steps.crds_env import unavailable_context
 from calstream.steps.exposure import BadExposure
 from calstream.steps.failures import error_text
 from calstream.topics import contract
+from calstream.topics.dead_letters import order_identity
 
 log = logging.getLogger("calstream.admission")
 
@@ -143,9 +144,13 @@ class RecordAdmitter:
             verdict, item = admission.bad_input(
                 f"cannot admit this record: {error_text(exc)}"), None
         if verdict.action == "dead_letter":
+            # An order's identity beside its original, which the letter's
+            # budget may cut (topics/dead_letters.order_identity).
+            order = {"order": order_identity(message.body)} \
+                if self.stage.message == "work_order" else {}
             await self.publisher.dead_letter(category=verdict.category, reason=verdict.reason,
                                              stage=self.stage.name, key=key, record=record,
-                                             **verdict.fields)
+                                             **order, **verdict.fields)
             self._count(message, "failed")
         elif verdict.action == "stale":
             name = message.get("exposure_id") if self.stage.message == "arrival" \

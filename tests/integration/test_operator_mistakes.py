@@ -63,7 +63,7 @@ async def test_a_slip_of_the_operator_sends_nothing(broker, unique_prefix, tmp_p
     assert "no dead letter is 0:99" in err and "nothing redriven" in err, err
     # The two event ids are 00..01 and 00..02: a prefix of both names neither.
     assert await run("deadletters", "redrive", "000", "--reason", "CRDS cache resynced") == 1
-    assert "000 names 2 dead letters" in capsys.readouterr().err
+    assert "000 names 2 or more dead letters" in capsys.readouterr().err
     for reason in ("", "   ", "ok"):
         assert await run("holds", "release", HELD, "--reason", reason) == 2
         err = capsys.readouterr().err
