@@ -17,11 +17,19 @@ import os
 import sys
 import time
 
+from calstream.topics.dead_letters import bounded
+
 _FIELDS = ("exposure_id", "stage", "work_id")
 # Set in a worker's environment by the daemon (worker_env) and per task (task_env).
 WORKER_JSON_ENV = "CALSTREAM_WORKER_JSON_LOGS"
 WORKER_LEVEL_ENV = "CALSTREAM_WORKER_LOG_LEVEL"
 TASK_CONTEXT_ENV = "CALSTREAM_TASK_LOG_CONTEXT"
+# What one record may put on a line (characters, before escapes): the
+# message, each of the fields, a traceback. A forged 1 MB key or reason was a
+# 1 MB line; cut, a line says how much it lost ("... [N more characters]").
+MESSAGE_BUDGET = 4000
+FIELD_BUDGET = 200
+TRACEBACK_BUDGET = 16000
 _TEXT = "%(asctime)s %(levelname)-7s %(name)s [%(stage)s %(exposure_id)s %(short_work_id)s] " \
         "%(message)s"
 
@@ -50,14 +58,14 @@ class _TaskContext(logging.Filter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-               "level": record.levelname, "logger": record.name, "message": record.getMessage(),
-               "pid": record.process}
+               "level": record.levelname, "logger": record.name,
+               "message": bounded(record.getMessage(), MESSAGE_BUDGET), "pid": record.process}
         for f in _FIELDS:
             value = getattr(record, f, "-")
             if value != "-":
-                doc[f] = value
+                doc[f] = bounded(str(value), FIELD_BUDGET)
         if record.exc_info:
-            doc["exception"] = self.formatException(record.exc_info)
+            doc["exception"] = bounded(self.formatException(record.exc_info), TRACEBACK_BUDGET)
         return json.dumps(doc)
 
 
@@ -83,8 +91,9 @@ def escape_controls(text: str, *, keep_breaks: bool = False) -> str:
 
 
 class TextFormatter(logging.Formatter):
-    """One record, one line: control characters escaped; a traceback's lines
-    are prefixed so that none of them can pass for a record of its own."""
+    """One record, one line: control characters escaped, lengths bounded; a
+    traceback's lines are prefixed so that none of them can pass for a record
+    of its own."""
 
     def __init__(self) -> None:
         super().__init__(_TEXT, "%H:%M:%S")
@@ -94,14 +103,14 @@ class TextFormatter(logging.Formatter):
         # dict: the record itself goes on to other handlers as it was (a new
         # LogRecord for the copy cost as much as the rest of the line).
         values = dict(record.__dict__)
-        values["message"] = escape_controls(record.message)
+        values["message"] = escape_controls(bounded(record.message, MESSAGE_BUDGET))
         for f in (*_FIELDS, "short_work_id"):
-            values[f] = escape_controls(str(getattr(record, f, "-")))
+            values[f] = escape_controls(bounded(str(getattr(record, f, "-")), FIELD_BUDGET))
         return self._fmt % values
 
     def formatException(self, ei) -> str:  # noqa: N802
-        return "\n".join("  | " + escape_controls(line)
-                         for line in super().formatException(ei).splitlines())
+        text = bounded(super().formatException(ei), TRACEBACK_BUDGET)
+        return "\n".join("  | " + escape_controls(line) for line in text.splitlines())
 
 
 def _handler(json_logs: bool) -> logging.Handler:
