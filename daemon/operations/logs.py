@@ -6,17 +6,21 @@ put them on the line (text) or in fields (JSON, with --json-logs). The
 calibration workers are separate processes: ``worker_env`` hands them the
 daemon's format, ``task_env`` the running task's exposure, stage and work id,
 and ``worker_setup`` puts both on every line a worker writes, the pipelines'
-own included.
+own included. Both have flood control (``FloodControl``): a warning repeated
+past its budget is counted, then summarised in one line.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import sys
+import threading
 import time
 
+from calstream.daemon.deciders.log_floods import FloodWindows
 from calstream.topics.dead_letters import bounded
 
 _FIELDS = ("exposure_id", "stage", "work_id")
@@ -113,6 +117,96 @@ class TextFormatter(logging.Formatter):
         return "\n".join("  | " + escape_controls(line) for line in text.splitlines())
 
 
+# The record attribute (``extra={"fault": ...}``) that says what a line is
+# about: "data" (a record's or file's fault: flood-controlled at any level) or
+# "infrastructure" (broker, disk, CRDS: never left out; their lines are bounded
+# by the work in flight, not by what a producer sends).
+FAULT = "fault"
+_flood: FloodControl | None = None  # this process's, for flush_floods
+
+
+def _flood_kind(record: logging.LogRecord) -> tuple | None:
+    """The kind a record's flood budget is counted by (its call site, stage
+    and category), or None when it is never left out: errors and infos
+    unless marked data faults, anything marked an infrastructure fault."""
+    fault = getattr(record, FAULT, None)
+    if fault == "infrastructure" or (
+            fault != "data" and not logging.WARNING <= record.levelno < logging.ERROR):
+        return None
+    return (record.name, record.pathname, record.lineno, record.levelno,
+            str(getattr(record, "stage", "-")), str(getattr(record, "category", "-")))
+
+
+class FloodControl(logging.Filter):
+    """A handler's last filter: the lines of one kind past their budget in a
+    window are left out, then summarised in one line of the same logger and
+    level (deciders/log_floods.py decides; ``clock`` is injected by tests)."""
+
+    def __init__(self, handler: logging.Handler, windows: FloodWindows | None = None,
+                 clock=time.monotonic) -> None:
+        super().__init__()
+        self.handler, self.windows, self.clock = handler, windows or FloodWindows(), clock
+        self._lock = threading.Lock()  # lines come from threads too (to_thread)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "flood_summary", False):
+            return True
+        kind = _flood_kind(record)
+        now = self.clock()
+        if kind is None and now < self.windows.due:  # most lines: no lock, no summary due
+            return True
+        with self._lock:
+            summaries = self.windows.ended(now)
+            admitted = kind is None or self.windows.admit(kind, now, record)
+        self._write(summaries)  # before this line: the log stays in order
+        return admitted
+
+    def flush(self, *, all_of_them: bool = False, blocking: bool = True) -> None:
+        """The summaries of windows that ended (all, at the end of a process);
+        not ``blocking``: none if a line holds the lock (a signal handler's
+        flush, on the thread that may hold it)."""
+        if not self._lock.acquire(blocking=blocking):
+            return
+        try:
+            summaries = self.windows.ended(self.clock(), all_of_them=all_of_them)
+        finally:
+            self._lock.release()
+        self._write(summaries)
+
+    def _write(self, summaries) -> None:
+        for s in summaries:
+            last: logging.LogRecord = s.last
+            try:
+                example = last.getMessage()
+            except Exception:  # noqa: BLE001 - its own arguments did not fit its text
+                example = str(last.msg)
+            what = {logging.WARNING: "warning"}.get(last.levelno, last.levelname.lower())
+            line = logging.LogRecord(
+                last.name, last.levelno, last.pathname, last.lineno,
+                "suppressed %d similar %s(s) in the last %.0f s; the last: %s",
+                (s.suppressed, what, s.seconds, example), None)
+            line.flood_summary = True
+            line.stage = getattr(last, "stage", None)
+            self.handler.handle(line)
+
+
+def flush_floods(*, all_of_them: bool = False, blocking: bool = True) -> None:
+    """Write the summaries due (the daemon's heartbeat, a worker after each
+    task): without it, the summary of a flood that stopped would wait for
+    the next line."""
+    if _flood is not None:
+        _flood.flush(all_of_them=all_of_them, blocking=blocking)
+
+
+def _flood_controlled(handler: logging.Handler) -> logging.Handler:
+    global _flood
+    if _flood is None:  # once per process: the last summaries at its end
+        atexit.register(flush_floods, all_of_them=True)
+    _flood = FloodControl(handler)
+    handler.addFilter(_flood)
+    return handler
+
+
 def _handler(json_logs: bool) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     if json_logs:
@@ -127,6 +221,7 @@ def _handler(json_logs: bool) -> logging.Handler:
 def setup(level: str = "INFO", json_logs: bool = False) -> None:
     handler = _handler(json_logs)
     handler.addFilter(_Defaults())
+    _flood_controlled(handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -152,6 +247,7 @@ def worker_setup() -> logging.Handler:
     handler.setLevel(os.environ.get(WORKER_LEVEL_ENV, "WARNING"))
     handler.addFilter(_TaskContext())
     handler.addFilter(_Defaults())
+    _flood_controlled(handler)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
