@@ -34,6 +34,15 @@ def chatty(message):
     return message
 
 
+def warns_again_and_again(message, times):
+    """As a pipeline may for each of a forged file's extensions or pixels."""
+    import logging
+
+    for i in range(times):
+        logging.getLogger("some.pipeline").warning("%s %d", message, i)
+    return message
+
+
 def prints_a_traceback(message):
     """As crds does for a reference its cache lacks: traceback.print_exc()."""
     import sys
