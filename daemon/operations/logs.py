@@ -122,7 +122,7 @@ class TextFormatter(logging.Formatter):
 # "infrastructure" (broker, disk, CRDS: never left out; their lines are bounded
 # by the work in flight, not by what a producer sends).
 FAULT = "fault"
-_flood: FloodControl | None = None  # this process's, for flush_floods
+_flush_at_exit = threading.Event()  # registered once per process
 
 
 def _flood_kind(record: logging.LogRecord) -> tuple | None:
@@ -194,16 +194,22 @@ def flush_floods(*, all_of_them: bool = False, blocking: bool = True) -> None:
     """Write the summaries due (the daemon's heartbeat, a worker after each
     task): without it, the summary of a flood that stopped would wait for
     the next line."""
-    if _flood is not None:
-        _flood.flush(all_of_them=all_of_them, blocking=blocking)
+    for flood in flood_controls():
+        flood.flush(all_of_them=all_of_them, blocking=blocking)
+
+
+def flood_controls() -> list[FloodControl]:
+    """Those of the root logger's handlers now (not of handlers it had: a
+    summary must not go to a stream closed since)."""
+    return [f for h in logging.getLogger().handlers for f in h.filters
+            if isinstance(f, FloodControl)]
 
 
 def _flood_controlled(handler: logging.Handler) -> logging.Handler:
-    global _flood
-    if _flood is None:  # once per process: the last summaries at its end
+    if not _flush_at_exit.is_set():  # the last summaries at the process's end
+        _flush_at_exit.set()
         atexit.register(flush_floods, all_of_them=True)
-    _flood = FloodControl(handler)
-    handler.addFilter(_flood)
+    handler.addFilter(FloodControl(handler))
     return handler
 
 

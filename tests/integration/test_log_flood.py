@@ -30,7 +30,8 @@ async def test_a_flood_of_malformed_records_is_summarised_in_the_log(
         tmp_path, broker, kit, unique_prefix, capsys):
     cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["detector1"])
     logs.setup("INFO")
-    logs._flood.clock = lambda: 0.0
+    (flood,) = logs.flood_controls()
+    flood.clock = lambda: 0.0
     try:
         async with running_daemon(cfg) as daemon:
             producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all")
