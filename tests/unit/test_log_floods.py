@@ -170,3 +170,23 @@ def test_parking_lines_are_never_left_out(capsys):
     err = capsys.readouterr().err
     assert err.count("parked on an infrastructure fault") == 100
     assert err.count("resumed after") == 100 and "suppressed" not in err
+
+
+def test_the_watchers_lines_are_counted_by_their_own_call_sites(capsys):
+    """Every line the watcher writes about a file goes through one helper
+    (inbox/reports.log_file): counted by the helper's line, a junk flood's
+    "rejected" lines left out its "on_reject failed" (a broker down) too."""
+    from pathlib import Path
+
+    from calstream.daemon.doers.inbox.reports import log_file
+
+    logs.setup("INFO")
+    try:
+        for i in range(100):
+            log_file(logging.WARNING, "rejected: not a JWST exposure name", Path(f"/in/junk{i}"))
+        log_file(logging.WARNING, "on_reject failed (attempt 1): KafkaTimeoutError(); "
+                 "retrying in 1 s", Path("/in/junk0"))
+    finally:
+        logging.getLogger().handlers[:] = []
+    err = capsys.readouterr().err
+    assert err.count("rejected: not a JWST") == 20 and "on_reject failed" in err
