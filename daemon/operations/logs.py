@@ -70,6 +70,8 @@ class JsonFormatter(logging.Formatter):
                 doc[f] = bounded(str(value), FIELD_BUDGET)
         if record.exc_info:
             doc["exception"] = bounded(self.formatException(record.exc_info), TRACEBACK_BUDGET)
+        if getattr(record, "flood_summary", False):  # for a log query to sum
+            doc["suppressed"] = record.suppressed
         return json.dumps(doc)
 
 
@@ -185,7 +187,7 @@ class FloodControl(logging.Filter):
                 last.name, last.levelno, last.pathname, last.lineno,
                 "suppressed %d similar %s(s) in the last %.0f s; the last: %s",
                 (s.suppressed, what, s.seconds, example), None)
-            line.flood_summary = True
+            line.flood_summary, line.suppressed = True, s.suppressed
             line.stage = getattr(last, "stage", None)
             self.handler.handle(line)
 

@@ -190,3 +190,19 @@ def test_the_watchers_lines_are_counted_by_their_own_call_sites(capsys):
         logging.getLogger().handlers[:] = []
     err = capsys.readouterr().err
     assert err.count("rejected: not a JWST") == 20 and "on_reject failed" in err
+
+
+def test_a_json_summary_carries_its_count(capsys):
+    import json
+
+    logs.setup("INFO", json_logs=True)
+    try:
+        for i in range(30):
+            logging.getLogger("calstream.test.json").warning("dead letter %d", i,
+                                                             extra={"stage": "stage2"})
+        logs.flush_floods(all_of_them=True)
+    finally:
+        logging.getLogger().handlers[:] = []
+    summary = json.loads(capsys.readouterr().err.splitlines()[-1])
+    assert (summary["suppressed"], summary["stage"], summary["level"]) == (10, "stage2", "WARNING")
+    assert summary["message"].endswith("the last: dead letter 29")
