@@ -72,42 +72,39 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
     classify = _resolve(classifier) if classifier else (lambda exc, task, log: "permanent")
     conn.send(("ready", os.getpid()))
     kept = False  # memory a run freed is held in the heap (steps/worker_memory.py)
-    try:
-        for _ in range(max_tasks):
+    for _ in range(max_tasks):
+        try:
+            if kept and not conn.poll(idle_return_seconds):
+                return_freed_memory()  # idle: the next run may be hours away
+                kept = False
+            request = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if request is None:
+            return
+        fn_path, kwargs, log_path, task_env = request
+        kept = True
+        started = _cpu_seconds()
+        try:
+            with _task_log(log_path), environ(task_env or {}), \
+                    sealing(kwargs.get("output_dir")) as seal:
+                value = seal(_resolve(fn_path)(**kwargs))
+            conn.send(("ok", value, _peak_rss(), resident_in_use_bytes(), _cpu_since(started)))
+        except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
             try:
-                if kept and not conn.poll(idle_return_seconds):
-                    return_freed_memory()  # idle: the next run may be hours away
-                    kept = False
-                request = conn.recv()
-            except (EOFError, KeyboardInterrupt):
-                return
-            if request is None:
-                return
-            fn_path, kwargs, log_path, task_env = request
-            kept = True
-            started = _cpu_seconds()
-            try:
-                with _task_log(log_path), environ(task_env or {}), \
-                        sealing(kwargs.get("output_dir")) as seal:
-                    value = seal(_resolve(fn_path)(**kwargs))
-                conn.send(("ok", value, _peak_rss(), resident_in_use_bytes(), _cpu_since(started)))
-            except BaseException as exc:  # noqa: BLE001 - report every failure to the parent
-                try:
-                    # In the task's environment: its CRDS cache, its log context.
-                    with environ(task_env or {}):
-                        kind, waits_on = _kind_and_files(classify(exc, kwargs, log_path))
-                except Exception:  # a broken classifier must not hide the real error
-                    kind, waits_on = "permanent", {}
-                conn.send(("error", TaskFailure(type(exc).__name__, str(exc)[:4000], kind,
-                                                traceback.format_exc()[-8000:], waits_on),
-                           _peak_rss(), resident_in_use_bytes(), _cpu_since(started)))
-            # After the answer, so no product waits for it: what a worker's first
-            # runs leave alive for good is frozen, not walked by every later run's
-            # collections (steps/worker_warmup.py).
-            freeze_survivors()
-            logs.flush_floods()  # the summary of a flood of the pipelines' warnings
-    finally:  # a worker retired or stopped: the summaries its log still owes
-        logs.flush_floods(all_of_them=True)
+                # In the task's environment: its CRDS cache, its log context.
+                with environ(task_env or {}):
+                    kind, waits_on = _kind_and_files(classify(exc, kwargs, log_path))
+            except Exception:  # a broken classifier must not hide the real error
+                kind, waits_on = "permanent", {}
+            conn.send(("error", TaskFailure(type(exc).__name__, str(exc)[:4000], kind,
+                                            traceback.format_exc()[-8000:], waits_on),
+                       _peak_rss(), resident_in_use_bytes(), _cpu_since(started)))
+        # After the answer, so no product waits for it: what a worker's first
+        # runs leave alive for good is frozen, not walked by every later run's
+        # collections (steps/worker_warmup.py).
+        freeze_survivors()
+        logs.flush_floods()  # the summary of a flood of the pipelines' warnings
 
 
 def _kind_and_files(classified) -> tuple[str, dict]:
@@ -124,7 +121,6 @@ def _stop_now(signum, frame) -> None:
     run's state is of no use)."""
     from multiprocessing import util
 
-    logs.flush_floods(all_of_them=True, blocking=False)  # what its log still owes
     util._exit_function()
     os._exit(128 + signum)
 
@@ -159,6 +155,13 @@ def _worker_logging() -> None:
     logs.worker_setup()
     # Python warnings from the pipelines belong in the run's log, not on stderr.
     logging.captureWarnings(True)
+    # The summaries the log still owes when the worker ends: multiprocessing's
+    # exit hooks run on a return and on SIGTERM alike (atexit's do not). Not
+    # blocking: SIGTERM's handler may interrupt a line that holds the lock.
+    from multiprocessing import util
+
+    util.Finalize(None, logs.flush_floods, kwargs={"all_of_them": True, "blocking": False},
+                  exitpriority=10)
 
 
 @contextlib.contextmanager
