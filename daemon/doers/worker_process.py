@@ -181,7 +181,10 @@ def _task_log(path: str | None):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", errors="backslashreplace", buffering=1) as stream:
         handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        # Its own format, escaped and bounded as the daemon's lines are: the
+        # pipelines quote header values, and a header is as untrusted as a name.
+        handler.setFormatter(logs.TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                                None))
         logging.getLogger().addHandler(handler)
         try:
             with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):

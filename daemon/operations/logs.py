@@ -101,8 +101,8 @@ class TextFormatter(logging.Formatter):
     traceback's lines are prefixed so that none of them can pass for a record
     of its own."""
 
-    def __init__(self) -> None:
-        super().__init__(_TEXT, "%H:%M:%S")
+    def __init__(self, fmt: str = _TEXT, datefmt: str | None = "%H:%M:%S") -> None:
+        super().__init__(fmt, datefmt)
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
         # The record's values with the outside ones escaped, in a copy of its
