@@ -140,7 +140,8 @@ class RecordAdmitter:
             # Judging reads only this record's own files: whatever goes wrong
             # here is this record's fault, and retrying it would block every
             # record behind it. Publishing and running stay outside this.
-            log.exception("%s: cannot admit this record", key, extra={"stage": self.stage.name})
+            log.exception("%s: cannot admit this record", key,  # a data fault: flood-controlled
+                          extra={"stage": self.stage.name, "fault": "data"})
             verdict, item = admission.bad_input(
                 f"cannot admit this record: {error_text(exc)}"), None
         if verdict.action == "dead_letter":
@@ -155,8 +156,8 @@ class RecordAdmitter:
         elif verdict.action == "stale":
             name = message.get("exposure_id") if self.stage.message == "arrival" \
                 else message["product_name"]
-            log.info("%s: %s", name, verdict.reason,
-                     extra={"exposure_id": name, "stage": self.stage.name})
+            log.info("%s: %s", name, verdict.reason,  # one per record of a replayed stream
+                     extra={"exposure_id": name, "stage": self.stage.name, "fault": "data"})
             self._count(message, "stale")
         else:
             await self.runner.run(item)

@@ -58,7 +58,7 @@ class RunOutcomes:
         the item again and send its dead letter or event once more each time."""
         await until_done(in_thread(write), Parking(
             self.cfg, self.metrics, stage=item.stage, what=f"{item.name}: {what}",
-            log_context=item.log_context, root=self.store.for_namespace(item.namespace).root))
+            log_context=item.log_context, root=self.store.top))  # as the runner's park
 
     def _fields(self, item: WorkItem, wid: str, run_log: Path) -> dict[str, Any]:
         fields = dict(

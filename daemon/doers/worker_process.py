@@ -104,6 +104,7 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
         # runs leave alive for good is frozen, not walked by every later run's
         # collections (steps/worker_warmup.py).
         freeze_survivors()
+        logs.flush_floods()  # the summary of a flood of the pipelines' warnings
 
 
 def _kind_and_files(classified) -> tuple[str, dict]:
@@ -154,6 +155,13 @@ def _worker_logging() -> None:
     logs.worker_setup()
     # Python warnings from the pipelines belong in the run's log, not on stderr.
     logging.captureWarnings(True)
+    # The summaries the log still owes when the worker ends: multiprocessing's
+    # exit hooks run on a return and on SIGTERM alike (atexit's do not). Not
+    # blocking: SIGTERM's handler may interrupt a line that holds the lock.
+    from multiprocessing import util
+
+    util.Finalize(None, logs.flush_floods, kwargs={"all_of_them": True, "blocking": False},
+                  exitpriority=10)
 
 
 @contextlib.contextmanager
@@ -173,7 +181,10 @@ def _task_log(path: str | None):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", errors="backslashreplace", buffering=1) as stream:
         handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        # Its own format, escaped and bounded as the daemon's lines are: the
+        # pipelines quote header values, and a header is as untrusted as a name.
+        handler.setFormatter(logs.TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                                None))
         logging.getLogger().addHandler(handler)
         try:
             with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):
