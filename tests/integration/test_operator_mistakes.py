@@ -130,6 +130,29 @@ async def test_a_release_of_an_exposure_known_but_never_held_says_so(
 
 
 @pytest.mark.anyio
+async def test_the_never_held_search_reads_newest_first_within_its_bound(
+        broker, unique_prefix, tmp_path):
+    """The search of `holds release` for an exposure it holds nothing of read
+    the whole products topic into memory (months of events, for a mistyped
+    id). It reads newest first, a window at a time, up to its bound, and
+    says when older records were left unread."""
+    from calstream.daemon.operations.cli.holds import _never_held
+
+    from ..unit.test_level3_state import T0, dither, rate
+
+    cfg, topics = await _deployment(broker, unique_prefix, tmp_path)
+    events = [rate(dither(n), T0 + n) for n in range(1, 61)]
+    await send_messages(cfg, topics.name("products"), [(e["exposure_id"], e) for e in events])
+    oldest, newest = events[0]["exposure_id"], events[-1]["exposure_id"]
+
+    assert "never held" in await _never_held(cfg, topics, newest, search=10)
+    cut = await _never_held(cfg, topics, oldest, search=10)
+    assert cut.startswith("not known to the planner") and "newest 10 records" in cut \
+        and "(50 older not read)" in cut, cut
+    assert "never held" in await _never_held(cfg, topics, oldest)
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("fault", ["disk_full", "read_only"])
 async def test_a_promotion_the_store_refuses_switches_nothing(
         broker, unique_prefix, tmp_path, capsys, fault):
