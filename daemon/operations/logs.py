@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -198,6 +199,13 @@ def flush_floods(*, all_of_them: bool = False, blocking: bool = True) -> None:
     the next line."""
     for flood in flood_controls():
         flood.flush(all_of_them=all_of_them, blocking=blocking)
+
+
+def floods_due_in() -> float:
+    """Seconds until the first summary owed is due (inf: none is owed): how
+    long a process with no heartbeat (a worker between tasks) may wait
+    before ``flush_floods``."""
+    return min((f.windows.due - f.clock() for f in flood_controls()), default=math.inf)
 
 
 def flood_controls() -> list[FloodControl]:
