@@ -206,3 +206,34 @@ def test_a_json_summary_carries_its_count(capsys):
     summary = json.loads(capsys.readouterr().err.splitlines()[-1])
     assert (summary["suppressed"], summary["stage"], summary["level"]) == (10, "stage2", "WARNING")
     assert summary["message"].endswith("the last: dead letter 29")
+
+
+def test_a_line_left_out_keeps_no_traceback_or_argument_alive():
+    """The last line left out was kept whole until its summary: with its
+    traceback (every frame's locals: a pipeline's models, gigabytes in a
+    worker) and its arguments, up to a minute, for each of 1,000 kinds."""
+    import gc
+    import sys
+    import weakref
+
+    class Model:
+        def __str__(self) -> str:
+            return "model of jw01"
+
+    def fails(model):
+        raise ValueError("bad pixel")
+
+    log, out, clock, flood = _logger(burst=0)
+    model = Model()
+    kept = weakref.ref(model)
+    try:
+        fails(model)
+    except ValueError:
+        log.warning("could not read %s", model, exc_info=sys.exc_info(),
+                    extra={"fault": "data"})
+    del model
+    gc.collect()
+    assert kept() is None
+    flood.flush(all_of_them=True)
+    assert "suppressed 1 similar warning(s) in the last 0 s; the last: could not read model " \
+           "of jw01" in out.getvalue()
