@@ -155,7 +155,9 @@ class _LeftOut:
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - its own arguments did not fit its text
-            message = str(record.msg)
+            # A filter that raises breaks the line's caller: never here.
+            message = repr(record.msg)[:MESSAGE_BUDGET] if type(record.msg) is str \
+                else f"(a message of type {type(record.msg).__name__})"
         self.message = bounded(message, MESSAGE_BUDGET)
 
 

@@ -237,3 +237,19 @@ def test_a_line_left_out_keeps_no_traceback_or_argument_alive():
     flood.flush(all_of_them=True)
     assert "suppressed 1 similar warning(s) in the last 0 s; the last: could not read model " \
            "of jw01" in out.getvalue()
+
+
+def test_a_line_whose_message_cannot_be_shown_breaks_no_summary():
+    """An object logged as the message whose text raises: the summary's
+    example raised in the filter (the caller's next line) or in the
+    heartbeat's flush, and a filter that raises breaks the caller."""
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    log, out, clock, flood = _logger(burst=0)
+    log.warning(Unprintable(), extra={"fault": "data"})
+    flood.flush(all_of_them=True)
+    assert "suppressed 1 similar warning(s)" in out.getvalue()
+    assert "a message of type Unprintable" in out.getvalue()
