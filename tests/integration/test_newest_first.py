@@ -24,7 +24,7 @@ async def test_every_record_once_newest_first_across_window_edges(tmp_path, brok
     await producer.start()
     try:
         partitions = sorted(await producer.partitions_for(name))
-        assert len(partitions) >= 2
+        assert len(partitions) >= 3  # the third stays empty
         # 7 records on the first partition, 9 on the second (window 3: a
         # window ends exactly at the beginning, another does not), the
         # others empty; a millisecond apart, interleaved.
