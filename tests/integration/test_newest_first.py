@@ -50,3 +50,32 @@ async def test_every_record_once_newest_first_across_window_edges(tmp_path, brok
         assert got == sent[::-1], window
     async with NewestFirst(cfg, name + ".none", when=lambda r: r.offset) as reader:
         assert await reader.next() is None and reader.left() == 0
+
+
+async def test_since_stops_at_the_oldest_wanted_across_partitions(tmp_path, broker,
+                                                                  unique_prefix):
+    """--since reads back, across partitions, to the first record older than
+    it: each newer one once, none older (records a millisecond apart,
+    alternating partitions)."""
+    import datetime as dt
+
+    from calstream.daemon.operations.cli.dead_letter_reading import load
+
+    from .test_dead_letters_at_scale import letter
+
+    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    name = Topics(cfg.topic_prefix).name("deadletter")
+    producer = kafka.producer(cfg)
+    await producer.start()
+    start = int(time.time() * 1000) - 1000
+    try:
+        for i in range(40):
+            await producer.send_and_wait(name, letter(i), partition=i % 2,
+                                         timestamp_ms=start + 10 * i)
+    finally:
+        await producer.stop()
+    since = dt.datetime.fromtimestamp((start + 10 * 25) / 1000, dt.UTC)
+    loaded = await load(cfg, Topics(cfg.topic_prefix), since=since)
+    assert [x.body["reason"] for x in loaded.letters] == [
+        f"failure number {i}" for i in range(39, 24, -1)]
+    assert loaded.cut == "since" and loaded.older >= 1
