@@ -253,3 +253,32 @@ def test_a_line_whose_message_cannot_be_shown_breaks_no_summary():
     flood.flush(all_of_them=True)
     assert "suppressed 1 similar warning(s)" in out.getvalue()
     assert "a message of type Unprintable" in out.getvalue()
+
+
+def test_the_planners_lines_of_records_it_cannot_handle_are_flood_controlled(capsys):
+    """Each record the planner could not handle (dead-lettered as bad_input)
+    was an error with its traceback, never left out: one forged record that
+    makes a decision raise, sent 1,000 times, was 1,000 tracebacks. The
+    admission's "cannot admit this record" was marked a data fault; this was not."""
+    from types import SimpleNamespace
+
+    from calstream.daemon.doers.planner_decisions import RecordDecisions
+
+    class Raising(RecordDecisions):
+        def _decide(self, record, taken):
+            raise KeyError("a field no check foresaw")
+
+    planner = Raising()
+    logs.setup("INFO")
+    try:
+        for offset in range(100):
+            record = SimpleNamespace(topic="x.products", partition=0, offset=offset)
+            assert planner._decision(record, None)[0] == "bad_input"
+        lines = [line for line in capsys.readouterr().err.splitlines()
+                 if "planner: cannot handle" in line]
+        logs.flush_floods(all_of_them=True)
+        (summary,) = capsys.readouterr().err.splitlines()
+    finally:
+        logging.getLogger().handlers[:] = []
+    assert len(lines) == 20
+    assert "suppressed 80 similar error(s)" in summary
