@@ -184,3 +184,12 @@ def classify_disk(exc, task, log_path=None):
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         return "infrastructure:disk_full"
     return "permanent"
+
+
+def short_flood_windows():
+    """A worker initializer: flood windows of 2 s, so that a test sees one
+    end while the worker waits for its next task."""
+    from calstream.daemon.operations import logs
+
+    for flood in logs.flood_controls():
+        flood.windows.window = 2.0

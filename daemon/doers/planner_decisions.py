@@ -63,8 +63,10 @@ class RecordDecisions:
         except SnapshotInvalid:  # its restored state cannot be read: a new planner rebuilds
             raise
         except Exception as exc:  # noqa: BLE001 - no record may end the planner
+            # One record's fault, with its dead letter: flood-controlled as
+            # the admission's "cannot admit this record" is (operations/logs.py).
             log.exception("planner: cannot handle %s[%d]@%d", record.topic, record.partition,
-                          record.offset)
+                          record.offset, extra={"fault": "data"})
             return "bad_input", (f"the planner cannot handle this record: "
                                  f"{error_text(exc)}")
 

@@ -116,8 +116,10 @@ class RecordAdmitter:
         key = record.key.decode("utf-8", "replace") if record.key else ""
         for name, value in record.headers or ():
             if name == "calstream-redrive":  # `calstream deadletters redrive`: who and why
+                # A header is anyone's, one line each: flood-controlled as a
+                # per-record line (the topic keeps every one).
                 log.info("%s: redriven dead letter: %s", key, value.decode("utf-8", "replace"),
-                         extra={"stage": self.stage.name})
+                         extra={"stage": self.stage.name, "fault": "data"})
         await self.publisher.keep_redrives(record)  # before its run: a broker may go meanwhile
         try:
             message = contract.decode(record.value, expected=self.stage.message)

@@ -22,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import math
 import os
 import resource
 import signal
+import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -74,9 +76,10 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
     kept = False  # memory a run freed is held in the heap (steps/worker_memory.py)
     for _ in range(max_tasks):
         try:
-            if kept and not conn.poll(idle_return_seconds):
+            if kept and not _wait(conn, idle_return_seconds):
                 return_freed_memory()  # idle: the next run may be hours away
                 kept = False
+            _wait(conn, None)
             request = conn.recv()
         except (EOFError, KeyboardInterrupt):
             return
@@ -105,6 +108,22 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
         # collections (steps/worker_warmup.py).
         freeze_survivors()
         logs.flush_floods()  # the summary of a flood of the pipelines' warnings
+
+
+def _wait(conn: Connection, seconds: float | None) -> bool:
+    """Whether a request came within ``seconds`` (None: however long it
+    takes); meanwhile the flood summaries owed are written as their windows
+    end. An idle worker has no next line or task to bring them: a flood in
+    the night's last run kept its "suppressed N" unsaid until the worker's end."""
+    end = math.inf if seconds is None else time.monotonic() + seconds
+    while True:
+        left, due = end - time.monotonic(), logs.floods_due_in()
+        wait = min(left, due)
+        if conn.poll(None if wait == math.inf else max(0.0, wait)):
+            return True
+        if left <= due:
+            return False
+        logs.flush_floods()
 
 
 def _kind_and_files(classified) -> tuple[str, dict]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -139,6 +140,27 @@ def _flood_kind(record: logging.LogRecord) -> tuple | None:
             str(getattr(record, "stage", "-")), str(getattr(record, "category", "-")))
 
 
+class _LeftOut:
+    """What a summary shows of the last line of a kind left out. Not the
+    record: it held its traceback (every frame's locals, a pipeline's models
+    in a worker) and its arguments (a forged 1 MB key) until the summary, a
+    minute, for each of up to 1,000 kinds."""
+
+    __slots__ = ("name", "levelno", "levelname", "pathname", "lineno", "stage", "message")
+
+    def __init__(self, record: logging.LogRecord) -> None:
+        self.name, self.levelno, self.levelname = record.name, record.levelno, record.levelname
+        self.pathname, self.lineno = record.pathname, record.lineno
+        self.stage = getattr(record, "stage", None)
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - its own arguments did not fit its text
+            # A filter that raises breaks the line's caller: never here.
+            message = repr(record.msg)[:MESSAGE_BUDGET] if type(record.msg) is str \
+                else f"(a message of type {type(record.msg).__name__})"
+        self.message = bounded(message, MESSAGE_BUDGET)
+
+
 class FloodControl(logging.Filter):
     """A handler's last filter: the lines of one kind past their budget in a
     window are left out, then summarised in one line of the same logger and
@@ -159,7 +181,7 @@ class FloodControl(logging.Filter):
             return True
         with self._lock:
             summaries = self.windows.ended(now)
-            admitted = kind is None or self.windows.admit(kind, now, record)
+            admitted = kind is None or self.windows.admit(kind, now, _LeftOut(record))
         self._write(summaries)  # before this line: the log stays in order
         return admitted
 
@@ -177,18 +199,15 @@ class FloodControl(logging.Filter):
 
     def _write(self, summaries) -> None:
         for s in summaries:
-            last: logging.LogRecord = s.last
-            try:
-                example = last.getMessage()
-            except Exception:  # noqa: BLE001 - its own arguments did not fit its text
-                example = str(last.msg)
+            last: _LeftOut = s.last
+            example = last.message
             what = {logging.WARNING: "warning"}.get(last.levelno, last.levelname.lower())
             line = logging.LogRecord(
                 last.name, last.levelno, last.pathname, last.lineno,
                 "suppressed %d similar %s(s) in the last %.0f s; the last: %s",
                 (s.suppressed, what, s.seconds, example), None)
             line.flood_summary, line.suppressed = True, s.suppressed
-            line.stage = getattr(last, "stage", None)
+            line.stage = last.stage
             self.handler.handle(line)
 
 
@@ -198,6 +217,13 @@ def flush_floods(*, all_of_them: bool = False, blocking: bool = True) -> None:
     the next line."""
     for flood in flood_controls():
         flood.flush(all_of_them=all_of_them, blocking=blocking)
+
+
+def floods_due_in() -> float:
+    """Seconds until the first summary owed is due (inf: none is owed): how
+    long a process with no heartbeat (a worker between tasks) may wait
+    before ``flush_floods``."""
+    return min((f.windows.due - f.clock() for f in flood_controls()), default=math.inf)
 
 
 def flood_controls() -> list[FloodControl]:

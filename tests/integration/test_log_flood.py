@@ -65,3 +65,33 @@ async def test_a_flood_of_malformed_records_is_summarised_in_the_log(
     (summary,) = [line for line in after if "suppressed" in line]
     assert f"suppressed {100 - BURST} similar warning(s)" in summary
     assert "the last: dead letter [detector1/invalid_message] k" in summary
+
+
+async def test_a_flood_of_records_with_forged_redrive_headers_is_summarised(
+        tmp_path, broker, kit, unique_prefix, capsys):
+    """Each `calstream-redrive` header of a record consumed was an info line of
+    its own, never flood-controlled: anyone who may write raw made 100 lines
+    a record (100 headers), a million for a poison stream of 10,000."""
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["detector1"])
+    logs.setup("INFO")
+    (flood,) = logs.flood_controls()
+    flood.clock = lambda: 0.0
+    headers = [("calstream-redrive", b'{"by": "nobody", "reason": "forged %d"}' % i)
+               for i in range(10)]
+    try:
+        async with running_daemon(cfg) as daemon:
+            producer = AIOKafkaProducer(bootstrap_servers=cfg.kafka_bootstrap, acks="all")
+            await producer.start()
+            try:
+                for i in range(10):
+                    await producer.send_and_wait(Topics(cfg.topic_prefix).name("raw"),
+                                                 b"not JSON", key=b"k%d" % i, headers=headers)
+            finally:
+                await producer.stop()
+            await until(lambda: metric(scrape(daemon.ops.address), "calstream_dead_letters_total",
+                                       stage="detector1", category="invalid_message") == 10)
+            during = capsys.readouterr().err.splitlines()
+    finally:
+        logging.getLogger().handlers[:] = []
+    said = [line for line in during if "redriven dead letter" in line]
+    assert len(said) == BURST, len(said)

@@ -206,3 +206,79 @@ def test_a_json_summary_carries_its_count(capsys):
     summary = json.loads(capsys.readouterr().err.splitlines()[-1])
     assert (summary["suppressed"], summary["stage"], summary["level"]) == (10, "stage2", "WARNING")
     assert summary["message"].endswith("the last: dead letter 29")
+
+
+def test_a_line_left_out_keeps_no_traceback_or_argument_alive():
+    """The last line left out was kept whole until its summary: with its
+    traceback (every frame's locals: a pipeline's models, gigabytes in a
+    worker) and its arguments, up to a minute, for each of 1,000 kinds."""
+    import gc
+    import sys
+    import weakref
+
+    class Model:
+        def __str__(self) -> str:
+            return "model of jw01"
+
+    def fails(model):
+        raise ValueError("bad pixel")
+
+    log, out, clock, flood = _logger(burst=0)
+    model = Model()
+    kept = weakref.ref(model)
+    try:
+        fails(model)
+    except ValueError:
+        log.warning("could not read %s", model, exc_info=sys.exc_info(),
+                    extra={"fault": "data"})
+    del model
+    gc.collect()
+    assert kept() is None
+    flood.flush(all_of_them=True)
+    assert "suppressed 1 similar warning(s) in the last 0 s; the last: could not read model " \
+           "of jw01" in out.getvalue()
+
+
+def test_a_line_whose_message_cannot_be_shown_breaks_no_summary():
+    """An object logged as the message whose text raises: the summary's
+    example raised in the filter (the caller's next line) or in the
+    heartbeat's flush, and a filter that raises breaks the caller."""
+
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    log, out, clock, flood = _logger(burst=0)
+    log.warning(Unprintable(), extra={"fault": "data"})
+    flood.flush(all_of_them=True)
+    assert "suppressed 1 similar warning(s)" in out.getvalue()
+    assert "a message of type Unprintable" in out.getvalue()
+
+
+def test_the_planners_lines_of_records_it_cannot_handle_are_flood_controlled(capsys):
+    """Each record the planner could not handle (dead-lettered as bad_input)
+    was an error with its traceback, never left out: one forged record that
+    makes a decision raise, sent 1,000 times, was 1,000 tracebacks. The
+    admission's "cannot admit this record" was marked a data fault; this was not."""
+    from types import SimpleNamespace
+
+    from calstream.daemon.doers.planner_decisions import RecordDecisions
+
+    class Raising(RecordDecisions):
+        def _decide(self, record, taken):
+            raise KeyError("a field no check foresaw")
+
+    planner = Raising()
+    logs.setup("INFO")
+    try:
+        for offset in range(100):
+            record = SimpleNamespace(topic="x.products", partition=0, offset=offset)
+            assert planner._decision(record, None)[0] == "bad_input"
+        lines = [line for line in capsys.readouterr().err.splitlines()
+                 if "planner: cannot handle" in line]
+        logs.flush_floods(all_of_them=True)
+        (summary,) = capsys.readouterr().err.splitlines()
+    finally:
+        logging.getLogger().handlers[:] = []
+    assert len(lines) == 20
+    assert "suppressed 80 similar error(s)" in summary
