@@ -42,7 +42,7 @@ from calstream.daemon.doers.start_waits import (
     started,
 )
 from calstream.daemon.doers.worker_pool import WorkerPool
-from calstream.daemon.operations import deployment
+from calstream.daemon.operations import deployment, logs
 from calstream.daemon.operations.config import Config, ConfigError, host_port
 from calstream.daemon.operations.console import Console
 from calstream.daemon.operations.metrics import Metrics
@@ -134,6 +134,7 @@ class Daemon(RoleTasks):
         while True:
             self.heartbeat = time.monotonic()
             self.metrics.loop_heartbeat.set(time.time())
+            logs.flush_floods()  # a flood that stopped still gets its summary line
             await anyio.sleep(1.0)
 
     async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:

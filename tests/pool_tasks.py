@@ -34,6 +34,15 @@ def chatty(message):
     return message
 
 
+def warns_again_and_again(message, times):
+    """As a pipeline may for each of a forged file's extensions or pixels."""
+    import logging
+
+    for i in range(times):
+        logging.getLogger("some.pipeline").warning("%s %d", message, i)
+    return message
+
+
 def prints_a_traceback(message):
     """As crds does for a reference its cache lacks: traceback.print_exc()."""
     import sys
@@ -160,6 +169,30 @@ def burn(seconds: float, then_fail: bool = False) -> dict:
     if then_fail:
         raise ValueError("bad input after burning")
     return {"burned": seconds}
+
+
+def disk_full(output_dir, name):
+    """A run whose products meet a full disk (ENOSPC names no path)."""
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def classify_disk(exc, task, log_path=None):
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return "infrastructure:disk_full"
+    return "permanent"
+
+
+def short_flood_windows():
+    """A worker initializer: flood windows of 2 s, so that a test sees one
+    end while the worker waits for its next task."""
+    from calstream.daemon.operations import logs
+
+    for flood in logs.flood_controls():
+        flood.windows.window = 2.0
 
 
 def origin():

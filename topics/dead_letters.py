@@ -165,3 +165,15 @@ def is_own_original(original: dict | None, topic: str, key: bytes | None,
     as_kept = bounded(key.decode("utf-8", "replace"), KEY_BUDGET) if key is not None else None
     return as_kept == kept_key and hmac.compare_digest(
         hashlib.sha256(value).hexdigest(), digest)
+
+
+def order_identity(order: dict[str, Any]) -> dict[str, str]:
+    """What a dead letter of a work order keeps of the order whole, beside its
+    ``original`` (which a budget may cut): the order's work id, stage,
+    namespace and product name, so that a reader of an order over the budget
+    still knows which order failed (deciders/stage2_failures.py)."""
+    return {k: bounded(order[k], KEY_BUDGET) for k in ORDER_FIELDS
+            if isinstance(order.get(k), str)}
+
+
+ORDER_FIELDS = ("work_id", "stage", "namespace", "product_name")

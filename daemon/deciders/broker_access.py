@@ -43,10 +43,14 @@ ROLE_WRITES: dict[str, tuple[str, ...]] = {
 # record back to the topic it came from (cli/deadletters.py
 # ``redrivable_topics``): any topic calstream consumes. An operator can
 # therefore write a work order; that is the operator's authority, and why
-# this principal is for people, not for programs.
+# this principal is for people, not for programs. A redrive also puts its
+# dead letter back with its mark (the planner reads the deadletter topic:
+# a redriven stage-2 order is in flight again), so an operator writes
+# ``deadletter`` too: a mark there is trusted as a daemon's is.
 OPERATOR = "operator"
 OPERATOR_WRITES: tuple[str, ...] = (
-    "raw", "replay", *_WORK_TOPICS, "products", "pointing", "plans", "promotions")
+    "raw", "replay", *_WORK_TOPICS, "products", "pointing", "plans", "promotions",
+    "deadletter")
 
 # Downstream subscribers (calstream subscribe and their own programs) read only.
 SUBSCRIBER = "subscriber"

@@ -50,6 +50,7 @@ from calstream.daemon.deciders.level3_candidates import (
 from calstream.daemon.deciders.level3_membership import Level3Membership
 from calstream.daemon.deciders.level3_orders import order_work_id, previous_versions, stage3_order
 from calstream.daemon.deciders.level3_status import named_briefly, summary
+from calstream.daemon.deciders.stage2_failures import MAX_REDRIVES
 from calstream.steps.associations import (
     AssociationError,
     AssociationInvalid,
@@ -81,9 +82,12 @@ class Level3State(Level3Membership):
         # exposure -> how many stage-2 orders of it were sent (by this
         # planner, or read from the work topic): PlannerState.ordered counted.
         self._stage2_sent: dict[str, int] = {}
-        # exposure -> {work id: reason} of its stage-2 orders dead-lettered
-        # (deciders/stage2_failures.py); in flight while any order is not.
+        # exposure -> {dead letter's event id: reason} of its stage-2 orders
+        # dead-lettered (deciders/stage2_failures.py), and the redrives of
+        # them (their marks); in flight while orders and redrives outnumber
+        # the failures.
         self._stage2_failed: dict[str, dict[str, str]] = {}
+        self._stage2_redriven: dict[str, set[str]] = {}
         self.namespace = namespace
         self.arrived: dict[str, Arrived] = {}
         self.calibrated: dict[str, Calibrated] = {}
@@ -140,21 +144,32 @@ class Level3State(Level3Membership):
                     cand.in_flight.add(eid)
 
     def _in_flight(self, eid: str) -> bool:
-        """An order of ``eid`` was sent and not every one was dead-lettered.
-        Counted, not ordered in time: a rebuild knows every order first and
-        the dead letters after, and decides the same."""
-        return self._stage2_sent.get(eid, 0) > len(self._stage2_failed.get(eid, ()))
+        """An order of ``eid`` was sent (or redriven) and not every one was
+        dead-lettered. Counted, not ordered in time: a rebuild knows every
+        order first and the dead letters after, and decides the same."""
+        return self._stage2_sent.get(eid, 0) + len(self._stage2_redriven.get(eid, ())) > \
+            len(self._stage2_failed.get(eid, ()))
 
-    def stage2_failed(self, eid: str, work_id: str, reason: str,
-                      now: float) -> list[contract.Message]:
-        """A stage-2 order of ``eid`` this planner sent was dead-lettered: its
-        candidates stop waiting for it beyond the quiet period."""
-        failures = self._stage2_failed.setdefault(eid, {})
-        if work_id in failures:
+    def stage2_failed(self, eid: str, letter_id: str, reason: str, now: float,
+                      redrives: tuple[str, ...] = ()) -> list[contract.Message]:
+        """A stage-2 order of ``eid`` this planner sent was dead-lettered (the
+        letter ``letter_id``): its candidates stop waiting for it beyond the
+        quiet period; ``redrives`` (that letter's marks) put it in flight
+        again, until the redriven record's own dead letter comes."""
+        was = self._in_flight(eid)
+        self._stage2_failed.setdefault(eid, {}).setdefault(letter_id, reason)
+        if redrives:
+            marks = self._stage2_redriven.setdefault(eid, set())
+            for mark in redrives:
+                if len(marks) < MAX_REDRIVES:
+                    marks.add(mark)
+        if self._in_flight(eid) == was:
             return []
-        failures[work_id] = reason
-        if self._in_flight(eid):
-            return []  # another order of it still runs
+        if not was:  # redriven: in flight again, as a new order is
+            for key in self._keys_of_member.get(eid, ()):
+                if eid in self.candidates[key].uncalibrated:
+                    self.candidates[key].in_flight.add(eid)
+            return []
         touched = set()
         for key in self._keys_of_member.get(eid, ()):
             if eid in self.candidates[key].in_flight:

@@ -133,6 +133,7 @@ def _capture_state(s: PlannerState) -> dict[str, Any]:
         "visits": [(v, set(ids)) for v, ids in l3._visit_members.items()],
         "incomplete_visits": set(l3._incomplete_visits),
         "stage2_failed": {e: dict(w) for e, w in l3._stage2_failed.items()},
+        "stage2_redriven": {e: sorted(m) for e, m in l3._stage2_redriven.items()},
     }
 
 
@@ -194,6 +195,7 @@ def _encode_state(s: dict[str, Any], ns: str, routes: Numbers,
         "visits": [[v, sorted(names.many(ids))] for v, ids in s["visits"]],
         "incomplete_visits": sorted(s["incomplete_visits"]),
         "stage2_failed": s["stage2_failed"],  # few: a stage-2 order's dead letters
+        "stage2_redriven": s["stage2_redriven"],  # fewer: their redrives
         "names": names.table,  # last: every number above is in it
     }
 
@@ -291,6 +293,7 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
     # (absent from a snapshot of before they were read: none).
     state.stage3._stage2_sent = dict(Counter(state.ordered.values()))
     state.stage3._stage2_failed = {e: dict(w) for e, w in s.get("stage2_failed", {}).items()}
+    state.stage3._stage2_redriven = {e: set(m) for e, m in s.get("stage2_redriven", {}).items()}
     state.rejected = {tuple(x) for x in s["rejected"]}
     for name, (h, outputs) in s["level3"].items():
         state.level3[name] = (Level3Product(name, h, {o["suffix"]: o["path"]

@@ -8,7 +8,15 @@ lowest original offset among them (``lowest_originals``): reading a topic of
 months end to end, every ~5 s while a console page was open, found nothing
 more. The console keeps where it read to and reads on from there
 (``starts``). A topic recreated since (offsets begun again) is read from its
-beginning by the reader once a start lies beyond its end (TopicReader.lost).
+beginning by the reader once a start lies beyond its end (TopicReader.lost)
+when that start is where a read of ours got to; when it is a letter's
+original offset, only its last ``LOST_TAIL`` records: a letter is anyone's,
+and a forged ``offset: 10**15`` made every look read a whole partition.
+A redrive made after a topic was recreated, more than that many records
+back, is then not seen (the daemon that read it keeps its mark with the
+letter: topics/dead_letters.py). An offset below what retention kept costs
+a read from what is left: what a real letter that old costs, bounded per
+console look by its budget and read on from there at the next.
 """
 
 from __future__ import annotations
@@ -57,3 +65,6 @@ def pinned_partition(original: dict[str, Any], partitions: set[int] | None) -> i
     does not look."""
     partition = original.get("partition")
     return partition if _count(partition) and partitions and partition in partitions else None
+
+
+LOST_TAIL = 1000  # records read of a partition a letter's original offset lies beyond the end of

@@ -189,6 +189,8 @@ def _namespace(ns: str, s: dict, routes: int) -> None:
     _all(s["incomplete_visits"], f"{at}.incomplete_visits", str)
     for failures in _dict(s.get("stage2_failed", {}), f"{at}.stage2_failed").values():
         _all(list(_dict(failures, f"{at}.stage2_failed").values()), f"{at}.stage2_failed", str)
+    for marks in _dict(s.get("stage2_redriven", {}), f"{at}.stage2_redriven").values():
+        _all(_list(marks, f"{at}.stage2_redriven"), f"{at}.stage2_redriven", str)
 
 
 def _candidates(c: dict, at: str, names: int, routes: int, ordered: int) -> None:

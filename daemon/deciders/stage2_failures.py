@@ -5,19 +5,29 @@ sent that will never make its product, so the stage-3 candidates waiting
 for it stop waiting (deciders/level3_state.py). A dead letter is untrusted
 like any record, and anyone who may write the topic may forge one: it
 counts only if its ``original`` is a record of a stage-2 work topic whose
-value, whole (not truncated, UTF-8), is a stage-2 work order; the caller
-then counts it only for an order of that namespace it knows it sent (the
-same work id for the same exposure). Anything else is ignored, never
-dead-lettered again (a dead letter of a dead letter would come back).
+value, whole (UTF-8), is a stage-2 work order, or, for an order over the
+dead letter's budget (64 KiB, cut), whose ``order`` field (the identity the
+consumer kept whole: topics/dead_letters.order_identity) names one; the
+caller then counts it only for an order of that namespace it knows it sent
+(the same work id for the same exposure). Either is the letter's word only:
+a forger can at worst end the wait for an order the planner really sent (a
+degraded close sooner, superseded when the product comes), never invent one.
+Anything else is ignored, never dead-lettered again (a dead letter of a
+dead letter would come back).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, NamedTuple
 
 from calstream.topics import contract
+from calstream.topics.dead_letters import redrive_marks
 
 REASON_SHOWN = 200  # characters of a failure's reason in a degraded order's text
+
+
+MAX_REDRIVES = 100  # redrive marks an exposure's failures count (a flood of forged ones)
 
 
 class Stage2Failure(NamedTuple):
@@ -25,10 +35,17 @@ class Stage2Failure(NamedTuple):
     work_id: str
     exposure_id: str  # the order's product_name: its science exposure
     reason: str
+    letter_id: str  # the dead letter's event id: one failure, however often it is read
+    redrives: tuple[str, ...] = ()  # the redrive marks on the letter's record (keys)
 
 
-def stage2_failure(value: Any, stage2_topics: frozenset[str] | set[str]) -> Stage2Failure | None:
-    """The failed stage-2 order a dead letter's bytes name, or None."""
+def stage2_failure(value: Any, stage2_topics: frozenset[str] | set[str],
+                   headers=()) -> Stage2Failure | None:
+    """The failed stage-2 order a dead letter's bytes name, or None; with
+    the redrives its record's ``headers`` mark (`calstream deadletters
+    redrive` puts the letter back with its mark, as a daemon does after a
+    broker loss): each puts the order in flight again until its own
+    failure, a letter of the redriven record, comes."""
     if not isinstance(value, bytes):
         return None
     try:
@@ -38,17 +55,33 @@ def stage2_failure(value: Any, stage2_topics: frozenset[str] | set[str]) -> Stag
     original = letter.get("original")
     if type(original) is not dict or original.get("topic") not in stage2_topics:
         return None
-    raw = original.get("value")
-    if original.get("value_truncated") or original.get("value_encoding") != "utf-8" \
-            or type(raw) is not str:
-        return None
-    try:
-        order = contract.decode(raw.encode("utf-8"), expected="work_order")
-    except (contract.InvalidMessage, UnicodeEncodeError):
-        return None
-    if order.get("stage") != "stage2":
+    order = _whole_order(original) if not original.get("value_truncated") \
+        else _kept_identity(letter.get("order"))
+    if order is None or order.get("stage") != "stage2":
         return None
     reason = letter.get("reason")
     reason = reason if type(reason) is str else ""
+    marks = tuple(json.dumps([m.get("at"), m.get("by"), m.get("reason")])
+                  for m in redrive_marks(headers) if m["dead_letter"] == letter.event_id)
     return Stage2Failure(order.get("namespace") or "live", order["work_id"],
-                         order["product_name"], reason[:REASON_SHOWN])
+                         order["product_name"], reason[:REASON_SHOWN], letter.event_id, marks)
+
+
+def _whole_order(original: dict) -> dict | None:
+    raw = original.get("value")
+    if original.get("value_encoding") != "utf-8" or type(raw) is not str:
+        return None
+    try:
+        return contract.decode(raw.encode("utf-8"), expected="work_order").body
+    except (contract.InvalidMessage, UnicodeEncodeError):
+        return None
+
+
+def _kept_identity(identity: Any) -> dict | None:
+    """The identity a dead letter keeps of an order its budget cut
+    (topics/dead_letters.order_identity): texts, or nothing."""
+    if type(identity) is not dict or not all(
+            type(identity.get(k)) is str for k in ("work_id", "stage", "product_name")):
+        return None
+    namespace = identity.get("namespace")
+    return {**identity, "namespace": namespace if type(namespace) is str else None}

@@ -16,6 +16,7 @@ from calstream.steps.naming import parse_exposure_name
 from calstream.steps.routing import level1_pipeline
 from calstream.steps.routing_terms import PIPELINE_CLASSES
 from calstream.steps.step_parameters import StepParameters
+from calstream.topics.dead_letters import order_identity
 
 DETECTOR1_PIPELINE = "calwebb_detector1"
 
@@ -44,6 +45,9 @@ class WorkItem:
     # Set by the runner once it knows it (it depends on the daemon's CRDS
     # context): every log line about the run then names the work.
     work_id: str | None = None
+    # A work order's identity, as its dead letter keeps it beside the cut
+    # original (topics/dead_letters.order_identity); None for an arrival.
+    order: dict[str, str] | None = None
 
     @property
     def fault_family(self) -> tuple[str | None, ...]:
@@ -165,4 +169,4 @@ def work_order_item(order: dict, *, stage: str, task: str, key: str, record: Any
         priority="replay" if order.get("priority") == "replay" or order.get("replay")
         else "live",
         replay=order.get("replay") or None,
-        version=int(order.get("version") or 1))
+        version=int(order.get("version") or 1), order=order_identity(order))

@@ -155,7 +155,7 @@ class ParkedItem:
                         "%.0fs (one item of its kind at a time), not dead-lettered%s", item.name,
                         item.pipeline, cause, detail, self.recheck_seconds,
                         "; the next record taken in its place" if aside else "",
-                        extra=item.log_context)
+                        extra={**item.log_context, "fault": "infrastructure"})
         self.family = (*item.fault_family, cause)
         while True:
             with self.previews.idle():  # waiting, it calibrates nothing
@@ -184,6 +184,6 @@ class ParkedItem:
         if action is not None:
             log.warning("%s: resumed after %.1fs parked (%s): %s", self.item.name,
                         self.parked.elapsed(), self.parked.cause, action,
-                        extra=self.item.log_context)
+                        extra={**self.item.log_context, "fault": "infrastructure"})
         self.parked.release()
         self.parked = None

@@ -65,7 +65,8 @@ class Parking:
         self.root = root
         # Fewer quick retries where one try is itself a long wait (a broker's time-out).
         self.max_attempts = max_attempts or cfg.max_attempts
-        self.extra = {"extra": log_context or {"stage": stage}}
+        # Never left out by the log's flood control (operations/logs.py).
+        self.extra = {"extra": {**(log_context or {"stage": stage}), "fault": "infrastructure"}}
         self.failures = 0
         self.parked: Parked | None = None
         self.retry_at = 0.0  # monotonic: when the next try is due

@@ -63,8 +63,10 @@ class RecordDecisions:
         except SnapshotInvalid:  # its restored state cannot be read: a new planner rebuilds
             raise
         except Exception as exc:  # noqa: BLE001 - no record may end the planner
+            # One record's fault, with its dead letter: flood-controlled as
+            # the admission's "cannot admit this record" is (operations/logs.py).
             log.exception("planner: cannot handle %s[%d]@%d", record.topic, record.partition,
-                          record.offset)
+                          record.offset, extra={"fault": "data"})
             return "bad_input", (f"the planner cannot handle this record: "
                                  f"{error_text(exc)}")
 
@@ -102,12 +104,13 @@ class RecordDecisions:
         try:
             topics = {self.topics.name(t) for st in stages.work_order_stages()
                       if st.name == "stage2" for t in (st.live_topic, st.replay_topic)}
-            failure = stage2_failure(record.value, topics)
+            failure = stage2_failure(record.value, topics, record.headers)
             state = self.states.get(failure.namespace) if failure else None
             if state is None:
                 return []
-            return state.observe_stage2_failure(failure.work_id, failure.exposure_id,
-                                                failure.reason, self._now(record))
+            return state.observe_stage2_failure(
+                failure.work_id, failure.exposure_id, failure.reason, self._now(record),
+                letter_id=failure.letter_id, redrives=failure.redrives)
         except Exception as exc:  # noqa: BLE001 - a dead letter of a dead letter would come back
             self.faults.survived("dead letter", exc)
             return []

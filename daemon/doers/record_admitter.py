@@ -52,6 +52,7 @@ from calstream.steps.crds_env import unavailable_context
 from calstream.steps.exposure import BadExposure
 from calstream.steps.failures import error_text
 from calstream.topics import contract
+from calstream.topics.dead_letters import order_identity
 
 log = logging.getLogger("calstream.admission")
 
@@ -115,8 +116,10 @@ class RecordAdmitter:
         key = record.key.decode("utf-8", "replace") if record.key else ""
         for name, value in record.headers or ():
             if name == "calstream-redrive":  # `calstream deadletters redrive`: who and why
+                # A header is anyone's, one line each: flood-controlled as a
+                # per-record line (the topic keeps every one).
                 log.info("%s: redriven dead letter: %s", key, value.decode("utf-8", "replace"),
-                         extra={"stage": self.stage.name})
+                         extra={"stage": self.stage.name, "fault": "data"})
         await self.publisher.keep_redrives(record)  # before its run: a broker may go meanwhile
         try:
             message = contract.decode(record.value, expected=self.stage.message)
@@ -139,19 +142,24 @@ class RecordAdmitter:
             # Judging reads only this record's own files: whatever goes wrong
             # here is this record's fault, and retrying it would block every
             # record behind it. Publishing and running stay outside this.
-            log.exception("%s: cannot admit this record", key, extra={"stage": self.stage.name})
+            log.exception("%s: cannot admit this record", key,  # a data fault: flood-controlled
+                          extra={"stage": self.stage.name, "fault": "data"})
             verdict, item = admission.bad_input(
                 f"cannot admit this record: {error_text(exc)}"), None
         if verdict.action == "dead_letter":
+            # An order's identity beside its original, which the letter's
+            # budget may cut (topics/dead_letters.order_identity).
+            order = {"order": order_identity(message.body)} \
+                if self.stage.message == "work_order" else {}
             await self.publisher.dead_letter(category=verdict.category, reason=verdict.reason,
                                              stage=self.stage.name, key=key, record=record,
-                                             **verdict.fields)
+                                             **order, **verdict.fields)
             self._count(message, "failed")
         elif verdict.action == "stale":
             name = message.get("exposure_id") if self.stage.message == "arrival" \
                 else message["product_name"]
-            log.info("%s: %s", name, verdict.reason,
-                     extra={"exposure_id": name, "stage": self.stage.name})
+            log.info("%s: %s", name, verdict.reason,  # one per record of a replayed stream
+                     extra={"exposure_id": name, "stage": self.stage.name, "fault": "data"})
             self._count(message, "stale")
         else:
             await self.runner.run(item)

@@ -118,7 +118,7 @@ class _Wait:
         self.next_reminder = now + REMINDERS.delay(self.reminders + 1)
         log.warning("start: still waiting for %s (%s) after %.0fs: %s", self.what,
                     self.cause, now - self.since, error_text(exc),
-                    extra={"stage": START})
+                    extra={"stage": START, "fault": "infrastructure"})
 
 
 class _Trying:

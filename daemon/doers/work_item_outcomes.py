@@ -43,7 +43,8 @@ class RunOutcomes:
             exposure_id=item.event_fields.get("exposure_id"),
             path=item.inputs[0]["path"] if item.inputs else None,
             digest=item.inputs[0]["digest"] if item.inputs else None,
-            log_path=str(run_log), error_type=error_type)
+            log_path=str(run_log), error_type=error_type,
+            **({"order": item.order} if item.order else {}))
         self.count(item, "failed")
         if item.stage in arrival_product_stages() and item.inputs:
             await self._write_parked(item, "its failure record", lambda: self.store.for_namespace(
@@ -57,7 +58,7 @@ class RunOutcomes:
         the item again and send its dead letter or event once more each time."""
         await until_done(in_thread(write), Parking(
             self.cfg, self.metrics, stage=item.stage, what=f"{item.name}: {what}",
-            log_context=item.log_context, root=self.store.for_namespace(item.namespace).root))
+            log_context=item.log_context, root=self.store.top))  # as the runner's park
 
     def _fields(self, item: WorkItem, wid: str, run_log: Path) -> dict[str, Any]:
         fields = dict(

@@ -156,9 +156,12 @@ class WorkItemRunner(RunOutcomes):
                 parked.tried(step.action)
                 if step.action == "park":  # tried again once the files it lies in change
                     files = outcome.failure.waits_on if outcome and outcome.failure else {}
+                    # Labelled with the store's own root, not a namespace's
+                    # tree: a replayed record names its namespace, and each
+                    # name was a series of its own (the line names the tree).
                     await parked.park(step.cause, step.delay, detail,
                                       partial(any_changed, files) if files else None,
-                                      root=str(store.root))
+                                      root=str(store.top))
                     continue
                 if step.action == "retry":
                     self.metrics.retries.labels(stage=item.stage, pipeline=item.pipeline).inc()

@@ -23,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import math
 import os
 import resource
 import signal
+import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -82,9 +84,10 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
     kept = False  # memory a run freed is held in the heap (steps/worker_memory.py)
     for _ in range(max_tasks):
         try:
-            if kept and not conn.poll(idle_return_seconds):
+            if kept and not _wait(conn, idle_return_seconds):
                 return_freed_memory()  # idle: the next run may be hours away
                 kept = False
+            _wait(conn, None)
             request = conn.recv()
         except (EOFError, KeyboardInterrupt):
             return
@@ -112,6 +115,23 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
         # runs leave alive for good is frozen, not walked by every later run's
         # collections (steps/worker_warmup.py).
         freeze_survivors()
+        logs.flush_floods()  # the summary of a flood of the pipelines' warnings
+
+
+def _wait(conn: Connection, seconds: float | None) -> bool:
+    """Whether a request came within ``seconds`` (None: however long it
+    takes); meanwhile the flood summaries owed are written as their windows
+    end. An idle worker has no next line or task to bring them: a flood in
+    the night's last run kept its "suppressed N" unsaid until the worker's end."""
+    end = math.inf if seconds is None else time.monotonic() + seconds
+    while True:
+        left, due = end - time.monotonic(), logs.floods_due_in()
+        wait = min(left, due)
+        if conn.poll(None if wait == math.inf else max(0.0, wait)):
+            return True
+        if left <= due:
+            return False
+        logs.flush_floods()
 
 
 def _take_stdio(stdio: tuple) -> None:
@@ -172,6 +192,13 @@ def _worker_logging() -> None:
     logs.worker_setup()
     # Python warnings from the pipelines belong in the run's log, not on stderr.
     logging.captureWarnings(True)
+    # The summaries the log still owes when the worker ends: multiprocessing's
+    # exit hooks run on a return and on SIGTERM alike (atexit's do not). Not
+    # blocking: SIGTERM's handler may interrupt a line that holds the lock.
+    from multiprocessing import util
+
+    util.Finalize(None, logs.flush_floods, kwargs={"all_of_them": True, "blocking": False},
+                  exitpriority=10)
 
 
 @contextlib.contextmanager
@@ -191,7 +218,10 @@ def _task_log(path: str | None):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", errors="backslashreplace", buffering=1) as stream:
         handler = logging.StreamHandler(stream)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        # Its own format, escaped and bounded as the daemon's lines are: the
+        # pipelines quote header values, and a header is as untrusted as a name.
+        handler.setFormatter(logs.TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                                None))
         logging.getLogger().addHandler(handler)
         try:
             with contextlib.redirect_stdout(stream), contextlib.redirect_stderr(stream):

@@ -16,7 +16,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from calstream.daemon.deciders.redrive_reading import Place, lowest_originals, starts
+from calstream.daemon.deciders.redrive_reading import (
+    LOST_TAIL,
+    Place,
+    lowest_originals,
+    starts,
+)
 from calstream.daemon.doers import kafka
 from calstream.daemon.stages import STAGES
 from calstream.topics.catalog import Topics
@@ -77,6 +82,9 @@ class RedriveReading:
         self.notes = RedriveNotes()
         self.read_to: dict[Place, int] = {}  # per place, the next offset to read
         self._seen: set[str] = set()  # letters whose places were read from their original
+        # Places whose read_to is still a letter's start, none of it read (a
+        # read cancelled before its first record): still untrusted.
+        self._unread: set[Place] = set()
         self.records_read = 0  # what the reads fetched, all told (seen by tests)
 
     async def update(self, cfg, topics: Topics, letters: Iterable[dict[str, Any]]) -> None:
@@ -89,19 +97,27 @@ class RedriveReading:
                                          if str(b.get("event_id")) not in self._seen], allowed),
                        self.read_to)
         self.notes.keep_only(listed)
+        read_to = self.read_to
         # Where each read begins, before it does: a read cancelled part-way
         # (collect's timeout) left read_to at what it had read, nothing more.
         self.read_to, self._seen = dict(start), listed
         originals: dict[str, list[dict]] = {}
         for b in letters:
             originals.setdefault(str(b.get("event_id")), []).append(b.get("original"))
+        # A start a letter gave (not where a read got to) is untrusted: one
+        # beyond its partition's end reads only a tail (redrive_reading.py).
+        tails = {place: LOST_TAIL for place, offset in start.items()
+                 if read_to.get(place) != offset or place in self._unread}
+        self._unread = set(tails)
         self.read_to.update(await kafka.read_places(
-            cfg, start, lambda batch: self._read(batch, originals)))
+            cfg, start, lambda batch: self._read(batch, originals), tails=tails))
+        self._unread = set()
 
     def _read(self, records, originals: dict[str, list[dict]]) -> None:
         for record in records:
             self.records_read += 1
             self.read_to[(record.topic, record.partition)] = record.offset + 1
+            self._unread.discard((record.topic, record.partition))
             for key, value in record.headers or ():
                 note = redrive_note(value) if key == REDRIVE_HEADER else None
                 # A mark counts on the letter's own original only.

@@ -63,7 +63,7 @@ async def test_a_slip_of_the_operator_sends_nothing(broker, unique_prefix, tmp_p
     assert "no dead letter is 0:99" in err and "nothing redriven" in err, err
     # The two event ids are 00..01 and 00..02: a prefix of both names neither.
     assert await run("deadletters", "redrive", "000", "--reason", "CRDS cache resynced") == 1
-    assert "000 names 2 dead letters" in capsys.readouterr().err
+    assert "000 names 2 or more dead letters" in capsys.readouterr().err
     for reason in ("", "   ", "ok"):
         assert await run("holds", "release", HELD, "--reason", reason) == 2
         err = capsys.readouterr().err
@@ -127,6 +127,29 @@ async def test_a_release_of_an_exposure_known_but_never_held_says_so(
                      "WCS checked by hand") == 1
     assert "not known to the planner" in capsys.readouterr().err
     assert await kafka.read_to_end(cfg, topics.name("pointing")) == []
+
+
+@pytest.mark.anyio
+async def test_the_never_held_search_reads_newest_first_within_its_bound(
+        broker, unique_prefix, tmp_path):
+    """The search of `holds release` for an exposure it holds nothing of read
+    the whole products topic into memory (months of events, for a mistyped
+    id). It reads newest first, a window at a time, up to its bound, and
+    says when older records were left unread."""
+    from calstream.daemon.operations.cli.holds import _never_held
+
+    from ..unit.test_level3_state import T0, dither, rate
+
+    cfg, topics = await _deployment(broker, unique_prefix, tmp_path)
+    events = [rate(dither(n), T0 + n) for n in range(1, 61)]
+    await send_messages(cfg, topics.name("products"), [(e["exposure_id"], e) for e in events])
+    oldest, newest = events[0]["exposure_id"], events[-1]["exposure_id"]
+
+    assert "never held" in await _never_held(cfg, topics, newest, search=10)
+    cut = await _never_held(cfg, topics, oldest, search=10)
+    assert cut.startswith("not known to the planner") and "newest 10 records" in cut \
+        and "(50 older not read)" in cut, cut
+    assert "never held" in await _never_held(cfg, topics, oldest)
 
 
 @pytest.mark.anyio

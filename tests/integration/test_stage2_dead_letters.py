@@ -74,3 +74,35 @@ async def test_a_dead_lettered_stage2_order_ends_the_wait_and_a_forged_one_does_
     assert f"stage 2 failed: {second['exposure_id']} (calwebb_image2 failed: boom)" \
         in order["degraded"]
     assert "FORGED" not in order["degraded"] and len(order["inputs"]) == 1
+
+
+async def test_a_redriven_stage2_order_is_in_flight_again(tmp_path, broker, unique_prefix):
+    """`calstream deadletters redrive` of a failed stage-2 order: the planner
+    counted the member failed still, and its candidate would close degraded
+    on the quiet period while the redriven order ran. The redrive puts the
+    letter back, marked, on the topic the planner reads: in flight again."""
+    import anyio
+
+    from .support import cli
+
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["planner"],
+                        stage3_settle=1.0, stage3_quiet_period=600.0)
+    first, second = (product_event(cfg.products, cfg.inbox, 4747, n, 2) for n in (1, 2))
+    dead = Topics(cfg.topic_prefix).name("deadletter")
+    async with running_daemon(cfg) as daemon:
+        await until(lambda: daemon.planner and daemon.planner.caught_up)
+        await publish(cfg, [first, second,
+                            product_event(cfg.products, cfg.inbox, 4747, 1, 2, stage="stage2")])
+        orders = await wait_for(cfg, ["work.stage2"], lambda ms: len(stage2_orders(ms)) == 2)
+        [failing] = [o for o in stage2_orders(orders)
+                     if o["product_name"] == second["exposure_id"]]
+        await send_dead_letter(cfg, failing, "calwebb_image2 failed: boom")
+        [cand] = daemon.planner.state.stage3.candidates.values()
+        await until(lambda: not cand.in_flight)  # its failure read: not in flight
+        [letter] = await kafka.read_to_end(cfg, dead)
+        redriven = await anyio.to_thread.run_sync(
+            cli, cfg, "deadletters", "redrive", f"{letter.partition}:{letter.offset}",
+            "--reason", "CRDS fixed", "--by", "night")
+        assert redriven.returncode == 0 and "redriven 1" in redriven.stdout, redriven
+        await until(lambda: cand.in_flight == {second["exposure_id"]})
+        assert cand.is_open

@@ -99,6 +99,10 @@ def steps(*, dead_letters: bool = False) -> list[tuple[str, Any, float]]:
         failing = image("04004", 1, nexp=1)
         out.append(("product", product("detector1", failing, at + 80), at + 80))
         out.append(("stage2_failed", exposure_id(failing), at + 90))
+        # Redriven (its letter put back with a redrive mark): in flight again,
+        # until the redriven record's own dead letter comes.
+        out.append(("stage2_letter", (exposure_id(failing), "letter-1", ("mark-1",)), at + 92))
+        out.append(("stage2_letter", (exposure_id(failing), "letter-2", ()), at + 95))
     out.append(("tick", None, at + 2000))  # quiet periods over: degraded closes
     # Program 3's exposure was ordered but its stage 2 never came: past
     # level3_stage2_wait its candidate is abandoned (nothing to make), and
@@ -120,7 +124,12 @@ def play(state: PlannerState, stream) -> list[Emit]:
         elif kind == "stage2_failed":
             work_id = next(w for w, e in state.ordered.items() if e == payload)
             emitted += state.observe_stage2_failure(work_id, payload, "calwebb_spec2 failed: boom",
-                                                    now)
+                                                    now, letter_id="letter-1")
+        elif kind == "stage2_letter":
+            exposure, letter, marks = payload
+            work_id = next(w for w, e in state.ordered.items() if e == exposure)
+            emitted += state.observe_stage2_failure(work_id, exposure, "calwebb_spec2 failed: boom",
+                                                    now, letter_id=letter, redrives=marks)
         else:
             emitted += state.tick(now)
     return emitted

@@ -79,6 +79,9 @@ def test_the_operator_may_write_wherever_a_redrive_sends_a_record():
 
     topics = Topics("calstream.")
     assert redrivable_topics(topics) <= {topics.name(t) for t in writes_of(OPERATOR)}
+    # And its dead letter, put back with the redrive's mark, which the
+    # planner reads (a redriven stage-2 order is in flight again).
+    assert "deadletter" in writes_of(OPERATOR)
 
 
 def test_an_operator_s_pattern_and_prefixes_are_text_for_the_shell():

@@ -25,7 +25,7 @@ EXPECTED = {
                          "--timeout", "--json", "--log-level"}, ()),
     "holds list": (DAEMON | {"--all", "--json"}, ()),
     "holds release": (DAEMON | {"--reason", "--by"}, ("exposure",)),
-    "deadletters list": (DAEMON | DL_SELECTION | {"--pending", "--json"}, ("refs",)),
+    "deadletters list": (DAEMON | DL_SELECTION | {"--pending", "--limit", "--json"}, ("refs",)),
     "deadletters show": (DAEMON, ("ref",)),
     "deadletters redrive": (DAEMON | DL_SELECTION | {"--reason", "--by", "--all", "--again",
                                                       "--dry-run"}, ("refs",)),

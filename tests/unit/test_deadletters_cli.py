@@ -189,21 +189,3 @@ def test_plan_list_escapes_what_a_forged_plan_says():
     row.encode("utf-8")
     assert not any(c in row for c in "\x1b\r\x07")
     assert "\\x1b[2J" in row and "\\x0d" in row and "aaaaaaaaaaaa" in row
-
-
-def test_a_dead_letter_emitted_again_is_one_dead_letter():
-    # A planner restarted decides again what its snapshot does not cover, and
-    # a refusal goes out again with the same event id: one dead letter, not
-    # two (a redrive by its event id was refused as naming "2 dead letters",
-    # and a selection sent its original twice).
-    from calstream.daemon.operations.cli.deadletters import once_each, ref_problems
-
-    first, again = letter("0:1"), letter("0:7", at="2026-12-01T11:30:00Z")
-    again.body["event_id"] = first.body["event_id"]
-    other = letter("0:3")
-    kept = once_each([first, other, again])
-    assert [x.ref for x in kept] == ["0:7", "0:3"]  # the latest record, where it first came
-    assert kept[0].copies == ("0:1",) and kept[1].copies == ()
-    assert ref_problems(kept, [first.body["event_id"][:16], "0:1", "0:7"]) == []
-    assert [x.ref for x in selected(kept, args(refs=["0:1"]))] == ["0:7"]
-    assert [x.ref for x in selected(kept, args(stage=["detector1"]))] == ["0:7", "0:3"]

@@ -709,3 +709,40 @@ async def test_pointing_corrections_rewrite_only_a_held_input_its_release_correc
         assert await _handle(world, body["stage"], impossible, bool(body.get("replay")),
                              20 + n) == "refused"
         assert "keywords no pointing update could carry" in world.producer.sent[-1][1]["reason"]
+
+
+@pytest.mark.anyio
+async def test_a_stage_2_order_over_the_dead_letter_budget_is_still_named_by_its_letter(
+        tmp_path, monkeypatch):
+    # Its original is cut at 64 KiB in its dead letter, and the planner,
+    # which reads a stage-2 failure from the order, ignored it: the member
+    # waited stage3_stage2_wait (6 h) for a run that had failed. The letter
+    # keeps the order's identity whole beside it (topics/dead_letters.py).
+    from calstream.daemon.deciders.stage2_failures import stage2_failure
+    from calstream.daemon.doers.worker_pool import TaskOutcome
+    from calstream.daemon.doers.worker_process import TaskFailure
+
+    world = _world(tmp_path)
+    order = _as_fits(next(o for o in world.orders if o["stage"] == "stage2"
+                          and o["pipeline"] == "calwebb_image2" and not o.get("replay")))
+    stage2 = {"calstream.work.stage2"}
+    refused = dict(order, header={**order["header"], "TARGNAME": "x" * 70_000})
+    sent = len(world.producer.sent)
+    assert await _handle(world, "stage2", refused, False, 0) == "invalid"
+    [(_, letter)] = world.producer.sent[sent:]
+    assert letter["original"]["value_truncated"]
+    failure = stage2_failure(contract.encode(letter), stage2)
+    assert failure is not None and (failure.work_id, failure.exposure_id) == (
+        order["work_id"], order["product_name"])
+
+    async def fails(*args, **kwargs):
+        return TaskOutcome(failure=TaskFailure("ValueError", "boom", "permanent"))
+
+    monkeypatch.setattr(world.pool, "run", fails)
+    big = dict(order, parameters={**order.get("parameters", {}), "annotation": "y" * 70_000})
+    sent = len(world.producer.sent)
+    await world.admitter("stage2").handle(_record("stage2", big, False, 1))
+    [letter] = [m for topic, m in world.producer.sent[sent:] if topic.endswith("deadletter")]
+    assert letter["category"] == "permanent_failure" and letter["original"]["value_truncated"]
+    failure = stage2_failure(contract.encode(letter), stage2)
+    assert failure is not None and failure.work_id == order["work_id"]

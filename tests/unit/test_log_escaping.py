@@ -74,3 +74,38 @@ def test_a_line_break_in_a_record_does_not_make_a_status_line_of_its_own():
     mine = [line for line in lines if "watcher/bad_file" in line]
     assert len(mine) == 1 and "watcher/bad_file  jw\\n  2026-01-01" in mine[0]
     assert not any(line.startswith("  2026-01-01 00:00:00Z (1s ago)  stage2") for line in lines)
+
+
+def test_a_megabyte_key_makes_a_line_of_bounded_length():
+    """A dead letter's key and reason were logged whole: a forged 1 MB key
+    was a 1 MB line (the dead letter itself bounds them)."""
+    key = "jw01234" + "A" * 1_000_000
+    reason = "bad header: " + "B" * 1_000_000
+    line = TextFormatter().format(_record("dead letter [%s/%s] %s: %s", "detector1",
+                                          "invalid_message", key, reason, exposure_id=key))
+    assert len(line) < 6000, len(line)
+    assert "more characters]" in line and "[- jw01234AAA" in line
+
+
+def test_a_json_line_is_bounded_too():
+    import json
+
+    from calstream.daemon.operations.logs import JsonFormatter
+
+    key = "jw01234" + "A" * 1_000_000
+    try:
+        raise ValueError("C" * 1_000_000)
+    except ValueError:
+        line = JsonFormatter().format(_record("dead letter %s", key, exc_info=sys.exc_info(),
+                                              exposure_id=key, work_id=key))
+    doc = json.loads(line)
+    assert len(line) < 30_000, len(line)
+    assert doc["message"].endswith("more characters]") and len(doc["exposure_id"]) < 300
+
+
+def test_a_traceback_of_a_huge_message_is_bounded():
+    try:
+        raise ValueError("bad\n" * 200_000)
+    except ValueError:
+        text = TextFormatter().format(_record("failed", exc_info=sys.exc_info()))
+    assert len(text) < 90_000 and "more characters]" in text  # was 1.6 MB

@@ -4,6 +4,7 @@
 import json
 import logging
 
+import anyio
 import pytest
 
 from calstream.daemon.doers.worker_pool import WorkerPool
@@ -58,3 +59,48 @@ def test_daemon_lines_carry_the_same_fields(capsys):
     finally:
         logging.getLogger().handlers[:] = []
     assert (doc["exposure_id"], doc["stage"], doc["work_id"]) == (EXPOSURE, "stage2", WORK)
+
+
+@pytest.mark.anyio
+async def test_a_workers_flood_of_warnings_is_summarised(capfd):
+    """A pipeline's warning repeated for every item of a forged file was one
+    line each on the daemon's stderr; the log accounts for every one."""
+    pool = WorkerPool(1, stage="t", metrics=Metrics(), classifier="tests.pool_tasks:classify",
+                      env=logs.worker_env(False))
+    pool.start()
+    try:
+        capfd.readouterr()
+        await pool.run("tests.pool_tasks:warns_again_and_again",
+                       {"message": "bad pixel", "times": 500}, timeout=60,
+                       env=logs.task_env(exposure_id=EXPOSURE, stage="detector1", work_id=WORK))
+    finally:
+        pool.close()  # the worker's last summaries at its end
+    lines = [line for line in capfd.readouterr().err.splitlines() if "bad pixel" in line]
+    written = [line for line in lines if "suppressed" not in line]
+    left_out = [int(line.split("suppressed ")[1].split()[0]) for line in lines
+                if "suppressed" in line]
+    assert left_out and len(written) + sum(left_out) == 500, lines[-3:]
+    assert len(written) < 500
+
+
+@pytest.mark.anyio
+async def test_an_idle_workers_flood_summary_is_written_when_its_window_ends(capfd):
+    """A worker wrote the summary of its pipelines' flood only after a later
+    task or at its end: one idle after the flood (the night's last run) kept
+    "suppressed N" unsaid for hours, the log showing the first lines only."""
+    pool = WorkerPool(1, stage="t", metrics=Metrics(), classifier="tests.pool_tasks:classify",
+                      env=logs.worker_env(False), initializer="tests.pool_tasks:short_flood_windows")
+    pool.start()
+    try:
+        capfd.readouterr()
+        await pool.run("tests.pool_tasks:warns_again_and_again",
+                       {"message": "bad pixel", "times": 50}, timeout=60)
+        seen: list[str] = []
+        with anyio.move_on_after(30):  # the window is 2 s: its summary comes long before
+            while not any("suppressed" in line for line in seen):
+                seen += capfd.readouterr().err.splitlines()
+                await anyio.sleep(0.2)
+    finally:
+        pool.close()
+    summaries = [line for line in seen if "suppressed" in line and "bad pixel" in line]
+    assert summaries and "suppressed 30 similar warning(s)" in summaries[0], seen[-3:]

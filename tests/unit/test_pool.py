@@ -113,6 +113,24 @@ async def test_each_task_logs_to_its_own_file(tmp_path):
 
 
 @pytest.mark.anyio
+async def test_a_forged_value_in_a_pipelines_line_forges_no_line_of_the_run_log(tmp_path):
+    """The run's log (what `deadletters show` and the console name) wrote a
+    pipeline's line as it was: a header value quoted in it, with a line
+    break and a date, made a line of its own there; 1 MB of it, 1 MB."""
+    pool = make_pool()
+    log = tmp_path / "logs" / "run.log"
+    forged = "F150W\n2026-12-07 03:00:00,000 INFO stpipe: all good\x1b[2J" + "x" * 100_000
+    try:
+        await pool.run("tests.pool_tasks:chatty", {"message": f"unknown FILTER {forged}"},
+                       timeout=30, log_path=str(log))
+    finally:
+        pool.close()
+    (line,) = log.read_text().splitlines()
+    assert "some.pipeline: unknown FILTER F150W\\n2026-12-07 03:00:00,000 INFO" in line
+    assert "\x1b" not in line and "more characters]" in line and len(line) < 5000
+
+
+@pytest.mark.anyio
 async def test_what_a_task_prints_goes_to_its_log_not_the_daemon_s(tmp_path, capfd):
     pool = make_pool()
     log = tmp_path / "logs" / "run.log"

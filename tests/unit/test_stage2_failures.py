@@ -9,7 +9,7 @@ import json
 
 from calstream.daemon.deciders.stage2_failures import stage2_failure
 from calstream.topics import contract
-from calstream.topics.dead_letters import original_record
+from calstream.topics.dead_letters import REDRIVE_HEADER, order_identity, original_record
 
 from .test_level3_stage2_wait import (
     QUIET,
@@ -29,11 +29,13 @@ FOURTH = "jw01234001001_02101_00004_nrcb1"
 
 
 def _letter(order: contract.Message, *, topic: str = "calstream.work.stage2",
-            reason: str = "calwebb_spec2 failed: boom", budget: int = 64 * 1024) -> bytes:
-    original = original_record(topic=topic, partition=0, offset=7, key=order["product_name"].encode(),
+            reason: str = "calwebb_spec2 failed: boom", budget: int = 64 * 1024,
+            offset: int = 7) -> bytes:
+    original = original_record(topic=topic, partition=0, offset=offset, key=order["product_name"].encode(),
                                value=contract.encode(order), timestamp_ms=1, budget=budget)
     return contract.encode(contract.build(
-        "dead_letter", contract.event_id("dead_letter", order.event_id), category="permanent_failure",
+        "dead_letter", contract.event_id("dead_letter", order.event_id, offset),
+        category="permanent_failure",
         reason=reason, stage="stage2", attempts=3, exposure_id=order["product_name"],
         original=original))
 
@@ -45,12 +47,20 @@ def _ordered_fourth(state) -> tuple[contract.Message, float]:
     return order, T0 + 4
 
 
-def _fail(state, letter: bytes, now: float):
-    failure = stage2_failure(letter, STAGE2)
+def _fail(state, letter: bytes, now: float, headers=()):
+    failure = stage2_failure(letter, STAGE2, headers)
     if failure is None:
         return None
     return stage3(state.observe_stage2_failure(failure.work_id, failure.exposure_id,
-                                               failure.reason, now))
+                                               failure.reason, now, letter_id=failure.letter_id,
+                                               redrives=failure.redrives))
+
+
+def _redrive_mark(letter: bytes, at: str = "2026-12-07T03:00:00Z") -> list:
+    """The header `calstream deadletters redrive` puts on the letter it sends back."""
+    event_id = json.loads(letter)["event_id"]
+    return [(REDRIVE_HEADER, json.dumps({"by": "night", "reason": "fixed", "at": at,
+                                         "dead_letter": event_id}).encode())]
 
 
 def test_a_failed_member_stops_the_wait_after_the_usual_quiet_period():
@@ -136,3 +146,74 @@ def test_a_rebuild_reading_the_dead_letter_decides_the_same():
         again.restore_order(o)
     assert play(again, letter)[0] == []
     assert again.summary(T0 + 4 + QUIET) == first.summary(T0 + 4 + QUIET)
+
+
+def _truncated(order: contract.Message, **identity) -> bytes:
+    """A dead letter of an order over the 64 KiB budget (here 100 bytes), as
+    a stage-2 consumer sends it: the order's identity kept whole beside it."""
+    letter = contract.decode(_letter(order, budget=100), expected="dead_letter")
+    body = dict(letter.body, order={**order_identity(order.body), **identity})
+    return contract.encode(contract.Message("dead_letter", body))
+
+
+def test_a_truncated_order_s_dead_letter_counts_by_the_identity_it_keeps():
+    # An order over 64 KiB was truncated in its dead letter and ignored: the
+    # member waited the whole stage3_stage2_wait (6 h) for a run that had failed.
+    state = new_state()
+    order, changed = _ordered_fourth(state)
+    [v1] = _fail(state, _truncated(order), changed + QUIET + 5)
+    assert f"stage 2 failed: {FOURTH}" in v1["degraded"]
+
+
+def test_a_truncated_letter_naming_an_order_not_sent_is_ignored():
+    # Its identity is the letter's word only: it counts for an order this
+    # planner sent for that exposure, which a forger can at worst end early.
+    state = new_state()
+    order, changed = _ordered_fourth(state)
+    for identity in ({"work_id": "f" * 64}, {"product_name": "jw01234001001_02101_00003_nrcb1"},
+                     {"namespace": "elsewhere"}, {"stage": "stage3"}):
+        failure = stage2_failure(_truncated(order, **identity), STAGE2)
+        if failure is not None and failure.namespace == "live":
+            assert state.observe_stage2_failure(failure.work_id, failure.exposure_id,
+                                                failure.reason, changed + QUIET + 5) == []
+    assert stage2_failure(_truncated(order, stage="stage3"), STAGE2) is None
+    body = json.loads(_truncated(order))
+    body["order"]["work_id"] = 7  # not the schema's: no letter
+    assert stage2_failure(json.dumps(body).encode(), STAGE2) is None
+    assert stage3(state.tick(changed + QUIET)) == []  # still in flight
+
+
+def test_a_redriven_order_is_in_flight_again_until_it_fails_again():
+    # A redrive re-sends the order; the member's failure stayed counted, and
+    # its candidate closed degraded on the quiet period while the redriven
+    # order ran. The redrive puts the letter back with its mark: the planner
+    # counts the order in flight again, and its new failure (a letter of the
+    # redriven record, its own place) ends the wait again.
+    state = new_state()
+    order, changed = _ordered_fourth(state)
+    first = _letter(order)
+    _fail(state, first, changed + 10)
+    assert _fail(state, first, changed + 20, _redrive_mark(first)) == []
+    assert _fail(state, first, changed + 21, _redrive_mark(first)) == []  # the same mark again
+    assert stage3(state.tick(changed + QUIET)) == []  # in flight: waits up to WAIT
+    [v1] = _fail(state, _letter(order, offset=8), changed + QUIET + 5)
+    assert f"stage 2 failed: {FOURTH}" in v1["degraded"]
+
+
+def test_a_rebuild_reading_a_redrive_decides_the_same_in_any_order():
+    def play(state, letters):
+        for headers, letter in letters:
+            _fail(state, letter, T0 + 20, headers)
+        return state.summary(T0 + 4 + QUIET), stage3(state.tick(T0 + 4 + QUIET))
+
+    order, _ = _ordered_fourth(new_state())
+    first, second = _letter(order), _letter(order, offset=8)
+    letters = [((), first), (_redrive_mark(first), first), ((), second),
+               (_redrive_mark(second, at="2026-12-07T04:00:00Z"), second)]
+    outcomes = []
+    for arrangement in (letters, letters[::-1], letters[2:] + letters[:2]):
+        state = new_state()
+        _ordered_fourth(state)
+        outcomes.append(play(state, arrangement))
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+    assert outcomes[0][1] == []  # redriven twice, failed twice: the second redrive runs

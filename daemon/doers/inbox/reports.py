@@ -72,6 +72,10 @@ def log_fields(exposure_id: str | None, path: Path) -> dict[str, Any]:
 def log_file(
     level: int, msg: str, path: Path, arrival: Arrival | None = None, *, exc_info: bool = False
 ) -> None:
-    """One line about one file, named by its exposure id (in the text and as a field)."""
+    """One line about one file, named by its exposure id (in the text and as a field).
+    Its place is the caller's (``stacklevel``): the log's flood control counts
+    lines by where they come from, and a junk flood's "rejected" lines must
+    not use up the budget of a broker's "on_reject failed"."""
     eid = arrival.exposure_id if arrival else exposure_id_of(path)
-    log.log(level, "%s: %s", eid or path.name, msg, exc_info=exc_info, extra=log_fields(eid, path))
+    log.log(level, "%s: %s", eid or path.name, msg, exc_info=exc_info, extra=log_fields(eid, path),
+            stacklevel=2)

@@ -348,7 +348,8 @@ class ConcurrentConsumer:
             await self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # A rebalance is under way; the records will be redelivered and found done.
-            log.warning("%s: commit failed (%s); will retry", self.stage, exc)
+            log.warning("%s: commit failed (%s); will retry", self.stage, exc,
+                        extra={"stage": self.stage, "fault": "infrastructure"})
             return
         for tp, om in offsets.items():
             if tp in self.partitions:

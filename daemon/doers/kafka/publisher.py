@@ -146,8 +146,11 @@ class Publisher:
         )
         await self.publish("deadletter", dead_letters.bounded(key, dead_letters.KEY_BUDGET), message)
         self.metrics.dead_letters.labels(stage=stage, category=category).inc()
+        # Flood-controlled per stage and category (operations/logs.py): the
+        # topic and the metric above have every one.
         log.warning("dead letter [%s/%s] %s: %s", stage, category, key, reason,
-                    extra={"exposure_id": extra.get("exposure_id"), "stage": stage})
+                    extra={"exposure_id": extra.get("exposure_id"), "stage": stage,
+                           "category": category})
 
 
 def _granted(role: str) -> frozenset[str] | None:

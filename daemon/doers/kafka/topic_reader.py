@@ -39,21 +39,28 @@ class TopicReader:
         self.missing = missing  # asked-for topics the broker does not have
         self._reached: set[TopicPartition] = set()
         self._starts: dict[TopicPartition, int] = {}  # started past the beginning, unchecked
+        self._tails: dict[TopicPartition, int] = {}  # lost: read only this many before the end
         self.lost: list[TopicPartition] = []  # started beyond their end: read from the start
 
-    def start_from(self, offsets: dict[tuple[str, int], int]) -> None:
+    def start_from(self, offsets: dict[tuple[str, int], int],
+                   tails: dict[tuple[str, int], int] | None = None) -> None:
         """Start the partitions named in ``offsets`` ((topic, partition) -> the
         next offset to read) there; the others stay at their beginning.
 
         A start beyond a partition's high watermark means the broker lost
         its records (the embedded broker keeps topics in memory and starts
         empty): such a partition is read again from its beginning, and named
-        in ``lost``, once its first fetch response tells its watermark."""
+        in ``lost``, once its first fetch response tells its watermark; of
+        one in ``tails``, only that many records before its end (a start
+        that came from a record, untrusted: a forged offset beyond the end
+        read a whole partition)."""
         for tp in self.partitions:
             offset = offsets.get((tp.topic, tp.partition))
             if offset:
                 self._client.seek(tp, offset)
                 self._starts[tp] = offset
+        self._tails = {tp: (tails or {})[tp.topic, tp.partition] for tp in self._starts
+                       if (tp.topic, tp.partition) in (tails or {})}
 
     async def _restart_lost(self) -> None:
         for tp, start in list(self._starts.items()):
@@ -64,7 +71,10 @@ class TopicReader:
             if high < start:
                 self.lost.append(tp)
                 self._reached.discard(tp)
-                await self._client.seek_to_beginning(tp)
+                if tp in self._tails:  # below what retention kept: from what is left
+                    self._client.seek(tp, max(0, high - self._tails[tp]))
+                else:
+                    await self._client.seek_to_beginning(tp)
 
     async def fetch(self, *, timeout_ms: int = 200, max_records: int | None = None
                     ) -> list[ConsumerRecord]:
@@ -175,7 +185,8 @@ class TopicReader:
 @asynccontextmanager
 async def open_reader(cfg: Config, names: list[str], *,
                       start: dict[tuple[str, int], int] | None = None,
-                      only: set[tuple[str, int]] | None = None, **options: Any
+                      only: set[tuple[str, int]] | None = None,
+                      tails: dict[tuple[str, int], int] | None = None, **options: Any
                       ) -> AsyncIterator[TopicReader]:
     """A TopicReader on every partition of ``names`` (those that exist; of
     them, those in ``only`` if given), from their beginning or, for those in
@@ -191,7 +202,7 @@ async def open_reader(cfg: Config, names: list[str], *,
             client.assign(partitions)
             await client.seek_to_beginning(*partitions)
         reader = TopicReader(client, partitions, [n for n in names if n not in existing])
-        reader.start_from(start or {})
+        reader.start_from(start or {}, tails)
         yield reader
     finally:
         await clients.stopped(client)  # also when the reader's task is cancelled
@@ -207,17 +218,19 @@ async def read_to_end(cfg: Config, name: str, *,
 
 
 async def read_places(cfg: Config, starts: dict[tuple[str, int], int],
-                      on_batch: Callable[[list[ConsumerRecord]], None]) -> dict[tuple[str, int], int]:
+                      on_batch: Callable[[list[ConsumerRecord]], None], *,
+                      tails: dict[tuple[str, int], int] | None = None
+                      ) -> dict[tuple[str, int], int]:
     """The records of the partitions named in ``starts`` only, each from its
     start up to "now", given a fetch at a time to ``on_batch`` (so what was
     read counts even if the read is then cancelled); returns where each was
     read to. A start beyond a partition's end (a topic recreated) reads it
-    from its beginning (``start_from``); one below what retention kept, from
-    what is left (auto_offset_reset="earliest")."""
+    from its beginning, or its last ``tails`` records (``start_from``); one
+    below what retention kept, from what is left (auto_offset_reset="earliest")."""
     if not starts:
         return {}
     async with open_reader(cfg, sorted({t for t, _ in starts}), start=starts,
-                           only=set(starts)) as reader:
+                           only=set(starts), tails=tails) as reader:
         async for batch in reader.batches_to_end(stall_seconds=cfg.broker_timeout_seconds):
             on_batch(batch)
         return await reader.positions()

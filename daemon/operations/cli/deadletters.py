@@ -16,7 +16,7 @@ topic, ``PARTITION:OFFSET`` (what ``list`` prints), or a prefix of its event id.
 A dead letter's event id is deterministic, and one emitted again (a planner
 that restarts decides again what its snapshot does not cover, and refuses
 the same record again) is one dead letter: its latest record, which the
-places of the earlier ones name too (``once_each``).
+places of the earlier ones name too (dead_letter_reading.py).
 """
 
 from __future__ import annotations
@@ -24,13 +24,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, replace
 
 import anyio
 
 from calstream.daemon.deciders.command_times import NotATime, parse_when
 from calstream.daemon.deciders.redrive_reading import pinned_partition
 from calstream.daemon.doers import kafka
+from calstream.daemon.operations.cli.dead_letter_reading import (
+    DeadLetter,
+    Loaded,
+    cut_note,
+    load,
+    named,
+    named_letters,
+)
 from calstream.daemon.operations.cli.registry import (
     DAEMON_FLAGS,
     broker_config,
@@ -39,21 +46,13 @@ from calstream.daemon.operations.cli.registry import (
     operator,
     reason_argument,
 )
-from calstream.daemon.operations.dead_letter_redrives import RedriveReading, redrivable_topics
+from calstream.daemon.operations.dead_letter_redrives import redrivable_topics
 from calstream.daemon.operations.logs import escape_controls
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 from calstream.topics.dead_letters import REDRIVE_HEADER, original_bytes
 
 group("deadletters", "what could not be processed; redrive it once the cause is fixed")
-
-@dataclass(frozen=True)
-class DeadLetter:
-    ref: str  # "PARTITION:OFFSET" on the deadletter topic
-    body: dict
-    redrives: tuple[dict, ...] = ()  # the redrive headers found on the original's topic
-    copies: tuple[str, ...] = ()  # the places of earlier records of the same dead letter
-
 
 def _when_argument(text: str) -> str:
     """--since/--until checked when the command line is read, before the
@@ -72,38 +71,6 @@ def _ref_argument(text: str) -> str:
         raise argparse.ArgumentTypeError("an empty REF names no dead letter: give "
                                          "PARTITION:OFFSET or an event id prefix")
     return text
-
-
-def named(letter: DeadLetter, ref: str) -> bool:
-    """Whether ``ref`` (PARTITION:OFFSET or an event id prefix) names ``letter``."""
-    return letter.ref == ref or ref in letter.copies or letter.body["event_id"].startswith(ref)
-
-
-def once_each(letters: list[DeadLetter]) -> list[DeadLetter]:
-    """Each dead letter once, by event id: its latest record, in the place of
-    its first, with the places of the earlier ones as ``copies``."""
-    latest: dict[str, DeadLetter] = {}
-    for letter in letters:
-        earlier = latest.get(letter.body["event_id"])
-        latest[letter.body["event_id"]] = letter if earlier is None else replace(
-            letter, copies=(*earlier.copies, earlier.ref))
-    return list(latest.values())
-
-
-def ref_problems(letters: list[DeadLetter], refs: list[str]) -> list[str]:
-    """Why each of ``refs`` that does not name exactly one dead letter does
-    not: none (a typo, a place on a topic that lost it), or several (an
-    event id prefix too short: `redrive 1` took every id starting with 1)."""
-    problems = []
-    for ref in refs:
-        found = sum(1 for letter in letters if named(letter, ref))
-        if not found:
-            problems.append(f"no dead letter is {ref} (`calstream deadletters list` shows each "
-                            "one's PARTITION:OFFSET)")
-        elif found > 1:
-            problems.append(f"{ref} names {found} dead letters; give one PARTITION:OFFSET or a "
-                            "longer event id")
-    return [escape_controls(p) for p in problems]
 
 
 def selected(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLetter]:
@@ -142,25 +109,6 @@ def subject(body: dict) -> str:
     return str(body.get("exposure_id") or key or (str(path).rsplit("/", 1)[-1] if path else ""))
 
 
-async def load(cfg, topics: Topics) -> list[DeadLetter]:
-    """Every dead letter on the topic, with the redrives already made of it:
-    the marks on the originals' topics (on a letter's own original record
-    only, ``is_own_original``), and those a daemon kept and put back with
-    the dead letter itself after a broker lost both (topics/dead_letters.py).
-    One redrive found in both places counts once (dead_letter_redrives.py)."""
-    bodies = []
-    reading = RedriveReading()
-    for record in await kafka.read_to_end(cfg, topics.name("deadletter")):
-        try:
-            message = contract.decode(record.value, expected="dead_letter")
-        except contract.InvalidMessage:
-            continue
-        bodies.append((f"{record.partition}:{record.offset}", message.body))
-        reading.notes.on_letter(record.headers, message.event_id)
-    await reading.update(cfg, topics, [b for _, b in bodies])
-    return once_each([DeadLetter(ref, b, reading.notes.of(b["event_id"])) for ref, b in bodies])
-
-
 def redrive_record(letter: DeadLetter, by: str, reason: str
                    ) -> tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]:
     """What redriving ``letter`` sends: (topic, key, value, headers)."""
@@ -174,23 +122,54 @@ def redrive_record(letter: DeadLetter, by: str, reason: str
 
 
 async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[str]:
-    """Re-publish each original; returns the refs sent."""
+    """Re-publish each original, then put its dead letter back with the same
+    mark; returns the refs sent."""
     sent = []
+    dead_letters = Topics(cfg.topic_prefix).name("deadletter")
     producer = kafka.producer(cfg)
     await producer.start()
     try:
         for letter in letters:
             topic, key, value, headers = redrive_record(letter, by, reason)
+            again = _letter_bytes(letter)
             # Back to the original's own partition, after it: where status
             # and the console look for its mark (deciders/redrive_reading.py).
             partition = pinned_partition(letter.body["original"],
                                          await producer.partitions_for(topic))
             await producer.send_and_wait(topic, value, key=key, headers=headers,
                                          partition=partition)
+            # The letter again, marked, as a daemon puts one back after a
+            # broker loss: the planner reads the deadletter topic, not the
+            # work topics, and counts a redriven stage-2 order in flight
+            # again (deciders/stage2_failures.py); `list` finds the mark there
+            # too. After the original: a mark never stands for a redrive not
+            # sent. Its own partition: its records stay together.
             sent.append(letter.ref)
+            own = int(letter.ref.split(":")[0])
+            try:
+                if again is not None:
+                    await producer.send_and_wait(
+                        dead_letters, again, headers=headers,
+                        key=subject(letter.body).encode("utf-8", "backslashreplace"),
+                        partition=own if own in (await producer.partitions_for(dead_letters))
+                        else None)
+            except Exception as exc:  # noqa: BLE001 - the redrive itself went out
+                # (an operator principal without write on deadletter, of before)
+                print(f"calstream: {letter.ref}: redriven, but its dead letter was not put "
+                      f"back ({escape_controls(str(exc))[:200]}): the planner still counts a "
+                      "stage-2 order of it failed", file=sys.stderr)
     finally:
         await producer.stop()
     return sent
+
+
+def _letter_bytes(letter: DeadLetter) -> bytes | None:
+    """The letter as it was, to put back; None if it cannot be written again
+    (a forged one's text no bytes encode: its mark stays on the original)."""
+    try:
+        return contract.encode(contract.Message("dead_letter", letter.body))
+    except (contract.InvalidMessage, UnicodeEncodeError, ValueError):
+        return None
 
 
 def _selection_arguments(p: argparse.ArgumentParser) -> None:
@@ -213,30 +192,69 @@ def _selection_arguments(p: argparse.ArgumentParser) -> None:
 def _list_arguments(p: argparse.ArgumentParser) -> None:
     _selection_arguments(p)
     p.add_argument("--pending", action="store_true", help="only those not redriven yet")
+    p.add_argument("--limit", type=_count_argument, default=LIST_LIMIT,
+                   help=f"the newest N that match (default {LIST_LIMIT}; 0: all, which reads "
+                        "the whole topic)")
     p.add_argument("--json", action="store_true")
 
 
-def _loaded(args: argparse.Namespace):
-    cfg = broker_config(args, "deadletters")
-    return cfg, anyio.run(load, cfg, Topics(cfg.topic_prefix))
+LIST_LIMIT = 50  # what a terminal shows; the topic may keep a million
+
+
+def _count_argument(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count (0, 1, 2, ...)")
+    return value
+
+
+def _filtered(args: argparse.Namespace):
+    """Whether a letter passes the filters of ``args`` other than --pending
+    (known only once its redrives are read)."""
+    plain = argparse.Namespace(**{**vars(args), "pending": False})
+    return lambda letter: bool(selected([letter], plain))
+
+
+async def _read(cfg, args: argparse.Namespace, limit: int | None) -> Loaded:
+    """The letters the selection of ``args`` picks: those named by REF (each
+    read where it is), else the newest that pass the filters, back to --since."""
+    topics = Topics(cfg.topic_prefix)
+    if args.refs:
+        letters, problems = await named_letters(cfg, topics, args.refs)
+        return Loaded(selected(letters, args), problems=problems)
+    return await load(cfg, topics, keep=_filtered(args), limit=limit,
+                      since=parse_when(args.since) if args.since else None,
+                      pending=getattr(args, "pending", False))
 
 
 @command("deadletters list", "dead letters, filtered by category, reason, stage, exposure, time",
          flags=DAEMON_FLAGS, arguments=_list_arguments)
 def cmd_list(args: argparse.Namespace) -> int:
-    _, letters = _loaded(args)
-    rows = selected(letters, args)
+    cfg = broker_config(args, "deadletters")
+    loaded = anyio.run(_read, cfg, args, args.limit or None)
+    for problem in loaded.problems:
+        print(f"calstream: {problem}", file=sys.stderr)
+    # Read newest first; shown oldest first, as before: the newest next to the prompt.
+    rows = list(reversed(loaded.letters))
+    note = cut_note(loaded, args.limit)
     if args.json:
         print(json.dumps([{"ref": r.ref, **r.body, "redrives": list(r.redrives),
                            "copies": list(r.copies)} for r in rows], indent=1))
+        if note:
+            print(f"calstream: {note}", file=sys.stderr)  # stdout stays one JSON document
         return 0
     if not rows:
-        print("no dead letters" + (" match" if len(letters) else ""))
-        return 0
-    print(f"{'ref':9} {'when':20} {'stage':10} {'category':18} {'exposure / key / file':34} "
-          f"{'redriven':8} reason")
-    for r in rows:
-        print(list_row(r))
+        print("no dead letters" + (" match" if loaded.records_read else ""))
+    else:
+        print(f"{'ref':9} {'when':20} {'stage':10} {'category':18} "
+              f"{'exposure / key / file':34} {'redriven':8} reason")
+        for r in rows:
+            print(list_row(r))
+    if note:
+        print(f"({note})")
     return 0
 
 
@@ -259,11 +277,12 @@ def _show_arguments(p: argparse.ArgumentParser) -> None:
 @command("deadletters show", "one dead letter whole, with its original record and redrives",
          flags=DAEMON_FLAGS, arguments=_show_arguments)
 def cmd_show(args: argparse.Namespace) -> int:
-    cfg, letters = _loaded(args)
-    if problems := ref_problems(letters, [args.ref]):
+    cfg = broker_config(args, "deadletters")
+    letters, problems = anyio.run(named_letters, cfg, Topics(cfg.topic_prefix), [args.ref])
+    if problems:
         print(f"calstream: {problems[0]}")
         return 1
-    [letter] = [r for r in letters if named(r, args.ref)]
+    [letter] = letters
     print(json.dumps({"ref": letter.ref, **letter.body, "redrives": list(letter.redrives)},
                      indent=1))
     _, problem = original_bytes(letter.body.get("original"),
@@ -290,8 +309,11 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         print("calstream: say which dead letters to redrive (REF, --category, --reason-contains, "
               "--stage, --exposure, --since, --until), or --all")
         return 2
-    cfg, letters = _loaded(args)
-    if problems := ref_problems(letters, args.refs):
+    cfg = broker_config(args, "deadletters")
+    # A selection without REF reads the whole topic back to --since, and
+    # holds only the letters it picks.
+    loaded = anyio.run(_read, cfg, args, None)
+    if problems := loaded.problems:
         # Nothing is sent: a mistyped REF among others said "redriven N" and
         # exit 0, as if the one meant had gone too; a short prefix took many.
         for problem in problems:
@@ -299,9 +321,8 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         print("calstream: nothing redriven (a selection of many is made with --category, "
               "--stage, --exposure, --since, ...)", file=sys.stderr)
         return 1
-    args.pending = False
     chosen, refused = [], []
-    for letter in selected(letters, args):
+    for letter in reversed(loaded.letters):  # oldest first, as they failed
         if letter.redrives and not args.again:
             print(f"{letter.ref}: already redriven ({len(letter.redrives)} time(s)); "
                   "--again sends it again")

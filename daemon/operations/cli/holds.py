@@ -77,24 +77,40 @@ def hold_row(h: dict) -> str:
                            f"{_age(h['since']):>7}  {detail}{not_the_planners(h)}")
 
 
-async def _never_held(cfg, topics: Topics, exposure: str) -> str:
+# Records of the products topic `holds release` looks through, newest first,
+# for an exposure it holds nothing of: enough for weeks of arrivals, and a
+# bounded wait for an operator who mistyped an id on a topic of months.
+NEVER_HELD_SEARCH = 200_000
+
+
+async def _never_held(cfg, topics: Topics, exposure: str,
+                      search: int = NEVER_HELD_SEARCH) -> str:
     """What is true of an exposure with no hold: the planner knows it (a
     product event of it is on the products topic, which the planner reads)
     and never held it, or it does not. Both said "not known to the
-    planner", which sent an operator looking for an exposure that was there."""
-    from calstream.daemon.doers import kafka
+    planner", which sent an operator looking for an exposure that was there.
+    The topic is read newest first a window at a time (a topic of months
+    was read whole into memory), up to ``search`` records."""
+    from calstream.daemon.doers.kafka.newest_first import NewestFirst
 
-    needle = exposure.encode()
-    for record in await kafka.read_to_end(cfg, topics.name("products")):
-        if record.value is None or needle not in record.value:  # most, without decoding
-            continue
-        try:
-            event = contract.decode(record.value, expected="product")
-        except contract.InvalidMessage:
-            continue
-        if event.get("exposure_id") == exposure:
-            return (f"known to the planner, never held: its {event['stage']} product event "
-                    "is on the products topic")
+    needle, looked = exposure.encode(), 0
+    async with NewestFirst(cfg, topics.name("products"),
+                           when=lambda r: (r.timestamp, r.offset), window=min(search, 500)) as reader:
+        while looked < search and (record := await reader.next()) is not None:
+            looked += 1
+            if record.value is None or needle not in record.value:  # most, without decoding
+                continue
+            try:
+                event = contract.decode(record.value, expected="product")
+            except contract.InvalidMessage:
+                continue
+            if event.get("exposure_id") == exposure:
+                return (f"known to the planner, never held: its {event['stage']} product "
+                        "event is on the products topic")
+        older = reader.left()
+    if older:
+        return (f"not known to the planner: no product event of it in the newest "
+                f"{looked} records of the products topic ({older} older not read)")
     return "not known to the planner: no product event of it on the products topic"
 
 
