@@ -1,8 +1,9 @@
 """The initializer of every calibration worker process, whatever its stage.
 
-Importing this module is cheap; `warm_up` imports jwst (about 3 s) once per
-worker, from the pool's initializer or else on a worker's first run, so no
-run pays it twice.
+Importing this module is cheap; `warm_up` imports jwst (about 6 CPU s) once
+per process: in the daemon's worker server, whose forks the workers are
+(daemon/doers/worker_server.py), or else from a worker's initializer or on
+its first run, so no run pays it twice.
 """
 
 from __future__ import annotations

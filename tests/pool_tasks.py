@@ -193,3 +193,14 @@ def short_flood_windows():
 
     for flood in logs.flood_controls():
         flood.windows.window = 2.0
+
+
+def origin():
+    """Where this worker came from, and what it found done on arriving."""
+    import gc
+    import sys
+
+    with open(f"/proc/{os.getppid()}/stat") as f:
+        parent_threads = int(f.read().rsplit(")", 1)[1].split()[17])
+    return {"pid": os.getpid(), "ppid": os.getppid(), "parent_threads": parent_threads,
+            "jwst_imported": "jwst.pipeline" in sys.modules, "frozen": gc.get_freeze_count()}

@@ -1,12 +1,13 @@
-"""A worker pool's processes: spawned, replaced, ended, and all ended at close.
+"""A worker pool's processes: started, replaced, ended, and all ended at close.
 
 Kept apart from ``worker_pool`` (which hands turns out and exchanges a task
 and its result with a worker): this is each worker's life. A worker is a
-spawned, non-daemonic process (worker_process.py) that dies with the daemon
-(PDEATHSIG); one to end is asked first -- an idle one to return, one
-mid-task by SIGTERM, so it leaves nothing to multiprocessing's resource
-tracker -- and killed after STOP_GRACE seconds, in a thread of its own so
-the event loop never waits for it. ``WorkerLifecycle`` is a mixin of
+non-daemonic process (worker_process.py) forked from a warm server process
+(worker_forkserver.py) that dies with the daemon (PDEATHSIG); one to end
+is asked first -- an idle one to return, one mid-task by SIGTERM, so it
+leaves nothing to multiprocessing's resource tracker -- and killed after
+STOP_GRACE seconds, in a thread of its own so the event loop never waits
+for it. ``WorkerLifecycle`` is a mixin of
 ``WorkerPool``, whose ``__init__`` makes the lists it keeps.
 """
 
@@ -19,6 +20,7 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import DupFd
 from typing import Any
 
 from calstream.daemon.doers.worker_process import worker_main
@@ -55,10 +57,14 @@ class WorkerLifecycle:
         self._counter += 1
         name = f"{self.stage}-{self._counter}"
         parent, child = self._ctx.Pipe()
+        # A forked worker inherits the server's environment and stdio, as
+        # they were at the server's start: it takes the daemon's as they are
+        # now, as a spawned worker did (worker_forkserver.py).
         proc = self._ctx.Process(
             target=worker_main, name=f"calstream-{name}", daemon=False,
-            args=(child, self.env, self.initializer, self.classifier, self.max_tasks,
-                  os.getpid(), self.idle_return_seconds))
+            args=(child, {**os.environ, **self.env}, self.initializer, self.classifier,
+                  self.max_tasks, os.getpid(), self.idle_return_seconds),
+            kwargs={"stdio": tuple((fd, DupFd(fd)) for fd in (1, 2) if _is_open(fd))})
         proc.start()
         child.close()
         w = Worker(name, proc, parent, self.max_tasks)
@@ -112,6 +118,15 @@ class WorkerLifecycle:
         for ender in self._ending:
             ender.join()
         self._ending.clear()
+
+
+def _is_open(fd: int) -> bool:
+    """A daemon started with stdout or stderr closed has none to hand over."""
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def kill_left_over(pool_ref: weakref.ref) -> None:

@@ -2,8 +2,9 @@
 
 Why not concurrent.futures.ProcessPoolExecutor: one dead worker breaks the
 whole executor, a hung task cannot be killed on its own, and it reports nothing
-about memory. Here each worker is a spawned process (worker_process.py) that
-imports the heavy modules (jwst) once, runs one task at a time, and reports its
+about memory. Here each worker is a process (worker_process.py) forked from
+a server that imported the heavy modules (jwst) once (worker_forkserver.py),
+runs one task at a time, and reports its
 peak memory and CPU with every result; a worker that dies or overruns its timeout is
 replaced and the task fails as *transient*, so the caller retries it. Turns at
 the workers are handed out by priority (priority_slots.py).
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import multiprocessing as mp
 import threading
 import time
 import weakref
@@ -39,6 +39,7 @@ from typing import Any
 import anyio
 
 from calstream.daemon.doers.priority_slots import DECLINED, PrioritySlots
+from calstream.daemon.doers.worker_forkserver import worker_context
 from calstream.daemon.doers.worker_lifecycle import Worker, WorkerLifecycle, kill_left_over
 from calstream.daemon.doers.worker_process import TaskFailure
 from calstream.daemon.operations.metrics import Metrics
@@ -104,7 +105,7 @@ class WorkerPool(WorkerLifecycle):
         self.rss_limit = rss_limit_bytes
         self.prefetch = prefetch
         self.idle_return_seconds = idle_return_seconds
-        self._ctx = mp.get_context("spawn")  # fork + jwst's threads is unsafe
+        self._ctx = worker_context()  # forks of a warm server (worker_forkserver.py)
         self._idle: list[Worker] = []
         self._all: list[Worker] = []
         self._slots = PrioritySlots(size)

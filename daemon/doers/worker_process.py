@@ -1,7 +1,8 @@
 """What runs inside one warm worker process of the WorkerPool (worker_pool.py).
 
-A worker is spawned, imports the heavy modules once (the initializer warms
-jwst), then serves one task at a time over a pipe: each request is
+A worker is forked from a server process that imported the heavy modules
+once (worker_forkserver.py; the initializer warms jwst if the server could
+not), then serves one task at a time over a pipe: each request is
 (function path, kwargs, log path, environment), each answer is ("ok", value,
 peak RSS, RSS now, task CPU) or ("error", TaskFailure, peak RSS, RSS now,
 task CPU). It returns
@@ -35,6 +36,7 @@ from pathlib import Path
 from calstream.daemon.doers.child_processes import children_die_with_me, die_with_parent
 from calstream.daemon.doers.output_sealing import sealing
 from calstream.daemon.doers.process_memory import resident_in_use_bytes
+from calstream.daemon.doers.worker_forkserver import server_pid
 from calstream.daemon.operations import logs
 from calstream.steps.environment import environ
 from calstream.steps.worker_memory import IDLE_RETURN_SECONDS, return_freed_memory
@@ -54,16 +56,22 @@ class TaskFailure:
 
 def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
                 classifier: str | None, max_tasks: int, parent_pid: int,
-                idle_return_seconds: float = IDLE_RETURN_SECONDS) -> None:
-    # A SIGKILLed daemon must not leave workers calibrating for nobody.
-    die_with_parent(parent_pid, signal.SIGKILL)
+                idle_return_seconds: float = IDLE_RETURN_SECONDS, *,
+                stdio: tuple = ()) -> None:
+    # A SIGKILLed daemon must not leave workers calibrating for nobody: a
+    # worker forked from the server dies with it, and the server with the
+    # daemon (worker_server.py); a spawned one with the daemon.
+    die_with_parent(server_pid() or parent_pid, signal.SIGKILL)
+    _take_stdio(stdio)
+    # The environment (CRDS_PATH, CRDS_CONTEXT, ...) must be in place before any
+    # import: crds reads it when first imported. All of it, the daemon's as
+    # it is now (worker_lifecycle._spawn): a forked worker holds the server's.
+    os.environ.clear()
+    os.environ.update(env)
     # A run given several cores (jwst's maximum_cores) starts stcal's process
     # pools from here: they must die with this worker as it dies with the daemon.
     children_die_with_me()
     signal.signal(signal.SIGTERM, _stop_now)
-    # The environment (CRDS_PATH, CRDS_CONTEXT, ...) must be in place before any
-    # import: crds reads it when first imported.
-    os.environ.update(env)
     _worker_logging()
     if initializer:
         _resolve(initializer)()
@@ -124,6 +132,16 @@ def _wait(conn: Connection, seconds: float | None) -> bool:
         if left <= due:
             return False
         logs.flush_floods()
+
+
+def _take_stdio(stdio: tuple) -> None:
+    """The daemon's stdout and stderr as they are now (reduction.DupFd), in
+    place of those the server had at its start."""
+    for target, dup in stdio:
+        fd = dup.detach()
+        if fd != target:
+            os.dup2(fd, target)
+            os.close(fd)
 
 
 def _kind_and_files(classified) -> tuple[str, dict]:

@@ -30,7 +30,10 @@ log = logging.getLogger("calstream.config")
 # CALSTREAM_* variables that are not settings: the config file's path, the
 # embedded broker's log and the workers' log level and format (operations/logs.py).
 NOT_SETTINGS = ("CALSTREAM_CONFIG", "CALSTREAM_BROKER_LOG", "CALSTREAM_WORKER_LOG_LEVEL",
-                "CALSTREAM_WORKER_JSON_LOGS", "CALSTREAM_TASK_LOG_CONTEXT")
+                "CALSTREAM_WORKER_JSON_LOGS", "CALSTREAM_TASK_LOG_CONTEXT",
+                # The pid the worker server dies with (doers/worker_forkserver.py):
+                # a process that started workers may start a daemon.
+                "CALSTREAM_WORKER_SERVER_PARENT")
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -238,11 +239,15 @@ def _header(path: Path) -> dict:
     return describe_exposure(path).header
 
 
-def _children(pid: int) -> set[int]:
+def _descendants(pid: int) -> set[int]:
+    """Its children and theirs: the workers are the worker server's children."""
     kids = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        kids.update(int(k) for k in text)
+        with contextlib.suppress(OSError):  # a thread or a process that just ended
+            kids.update(int(k) for k in (task / "children").read_text().split())
+    for kid in list(kids):
+        with contextlib.suppress(OSError):
+            kids |= _descendants(kid)
     return kids
 
 
@@ -270,7 +275,7 @@ async def test_sigkill_mid_run_then_restart_loses_nothing(tmp_path, broker, kit,
         (work / "inbox").mkdir(parents=True, exist_ok=True)
         await anyio.to_thread.run_sync(lambda: deliver(files, work / "inbox"))
         await wait_for(cfg, ["products"], lambda ms: len(products(ms)) >= 1, timeout=240)
-        workers = _children(first.pid)
+        workers = _descendants(first.pid)
         first.send_signal(signal.SIGKILL)  # mid-run: others are queued or calibrating
         first.wait()
     finally:
