@@ -63,9 +63,11 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
     # daemon (worker_server.py); a spawned one with the daemon.
     die_with_parent(server_pid() or parent_pid, signal.SIGKILL)
     _take_stdio(stdio)
-    # The environment (CRDS_PATH, CRDS_CONTEXT, ...) must be in place before any
-    # import: crds reads it when first imported. All of it, the daemon's as
-    # it is now (worker_lifecycle._spawn): a forked worker holds the server's.
+    # The environment (CRDS_PATH, CRDS_CONTEXT, ...): all of it, the daemon's
+    # as it is now (worker_lifecycle._spawn), since a forked worker holds the
+    # server's. crds was imported in the server and read its server URL then;
+    # each run's steps/crds_env.refresh_crds makes it follow this environment
+    # (the URL re-read, its caches cleared) before crds is asked anything.
     os.environ.clear()
     os.environ.update(env)
     # A run given several cores (jwst's maximum_cores) starts stcal's process
