@@ -174,15 +174,19 @@ def metric(samples: dict, name: str, **labels) -> float:
 
 
 def worker_processes() -> list[int]:
-    """This process's children other than the session's tansu: the warm workers."""
-    pids = []
+    """The warm calibration workers of this process's daemons: the children
+    of the worker server, itself a child of this process, as the session's
+    tansu and multiprocessing's resource tracker are (workers are forks of
+    the server: daemon/doers/worker_forkserver.py)."""
+    parents = {}
     for status in Path("/proc").glob("[0-9]*/status"):
         with contextlib.suppress(OSError):
             fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines()
                           if ":\t" in line)
-            if int(fields["PPid"]) == os.getpid() and "tansu" not in fields["Name"]:
-                pids.append(int(status.parent.name))
-    return pids
+            parents[int(status.parent.name)] = (int(fields["PPid"]), fields["Name"])
+    mine = {pid for pid, (ppid, name) in parents.items()
+            if ppid == os.getpid() and "tansu" not in name}
+    return [pid for pid, (ppid, _) in parents.items() if ppid in mine]
 
 
 async def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
