@@ -66,6 +66,8 @@ class RoleTasks:
                           rss_limit_bytes=cfg.worker_rss_limit_mb << 20, prefetch=st.prefetch,
                           idle_return_seconds=cfg.worker_idle_return_seconds)
         lazily = not warms_at_start(cfg.warm_workers, st.name)
+        if not lazily:
+            await pool.server_ready()  # the server's jwst import, off the loop
         pool.start(on_first_work=lazily)
         if lazily:
             log.info("%s: workers start with the first item (warm_workers)", st.name)

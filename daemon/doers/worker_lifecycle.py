@@ -23,6 +23,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.reduction import DupFd
 from typing import Any
 
+from calstream.daemon.doers.worker_forkserver import server_ready
 from calstream.daemon.doers.worker_process import worker_main
 
 # Seconds a worker asked to end (idle: return; mid-task: SIGTERM) has before SIGKILL.
@@ -43,10 +44,16 @@ class Worker:
 
 
 class WorkerLifecycle:
+    async def server_ready(self) -> None:
+        """The worker server started and serving, waited for off the event
+        loop (worker_forkserver.server_ready): call before ``start`` on a loop."""
+        await server_ready(self._ctx)
+
     def start(self, *, on_first_work: bool = False) -> None:
-        """Spawn the workers; they warm up (import jwst) in parallel, off the loop.
-        ``on_first_work``: spawn none now; the first run starts them all (owed),
-        and waits for a warm-up, which its task timeout does not count."""
+        """Start the workers (forks of the warm server: ``server_ready`` first,
+        on an event loop). ``on_first_work``: start none now; the first run
+        starts them all (owed), and waits for a warm-up, which its task
+        timeout does not count."""
         if on_first_work:
             self._owed += self.size
             return

@@ -177,6 +177,8 @@ class WorkerPool(WorkerLifecycle):
                 if queued and still_needed is not None and not await anyio.to_thread.run_sync(
                         still_needed):
                     return None
+                if self._owed and not self._closed:
+                    await self.server_ready()  # a first start: not on the loop
                 while self._owed and not self._closed:
                     self._owed -= 1
                     self._idle.append(self._spawn())

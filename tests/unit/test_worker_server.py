@@ -168,3 +168,48 @@ async def test_a_process_that_started_workers_can_still_start_a_daemon():
     finally:
         pool.close()
     config.load(env=dict(os.environ))
+
+
+_LOOP_DURING_START = """
+import anyio
+from calstream.daemon.doers.worker_pool import WorkerPool
+from calstream.daemon.operations.metrics import Metrics
+
+async def main():
+    ticks, done = [0], [False]
+    async def tick():
+        while not done[0]:
+            ticks[0] += 1
+            await anyio.sleep(0.05)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tick)
+        await anyio.sleep(0.1)
+        pool = WorkerPool(1, stage="t", metrics=Metrics())
+        before = ticks[0]
+        await pool.server_ready()
+        pool.start()
+        during = ticks[0] - before
+        value = (await pool.run("tests.pool_tasks:origin", {}, timeout=300)).value
+        done[0] = True
+        pool.close()
+    print(during, value["jwst_imported"])
+
+if __name__ == "__main__":
+    anyio.run(main)
+"""
+
+
+def test_a_first_pool_start_leaves_the_event_loop_running(tmp_path):
+    """A new server forks nothing before its preload (jwst) is imported, and
+    a worker's start waits for that fork: started on the event loop, the
+    first pool froze it for the whole import (seconds: the broker clients'
+    heartbeats, the operations endpoint, the watcher). In a fresh process
+    (no server yet), the loop ticks on while the server warms up."""
+    script = tmp_path / "loop_during_start.py"
+    script.write_text(_LOOP_DURING_START)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=600, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    during, warm = out.stdout.split()
+    # Importing jwst takes seconds; a loop frozen meanwhile ticks once at most.
+    assert int(during) >= 5 and warm == "True", out.stdout
