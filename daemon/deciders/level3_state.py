@@ -150,14 +150,14 @@ class Level3State(Level3Membership):
         return self._stage2_sent.get(eid, 0) + len(self._stage2_redriven.get(eid, ())) > \
             len(self._stage2_failed.get(eid, ()))
 
-    def stage2_failed(self, eid: str, letter_id: str, reason: str, now: float,
+    def stage2_failed(self, eid: str, failure_key: str, reason: str, now: float,
                       redrives: tuple[str, ...] = ()) -> list[contract.Message]:
         """A stage-2 order of ``eid`` this planner sent was dead-lettered (the
-        letter ``letter_id``): its candidates stop waiting for it beyond the
+        failure ``failure_key``, its record's place): its candidates stop waiting for it beyond the
         quiet period; ``redrives`` (that letter's marks) put it in flight
         again, until the redriven record's own dead letter comes."""
         was = self._in_flight(eid)
-        self._stage2_failed.setdefault(eid, {}).setdefault(letter_id, reason)
+        self._stage2_failed.setdefault(eid, {}).setdefault(failure_key, reason)
         if redrives:
             marks = self._stage2_redriven.setdefault(eid, set())
             for mark in redrives:

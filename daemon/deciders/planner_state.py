@@ -95,14 +95,15 @@ class PlannerState:
         self.ordered[order["work_id"]] = order["product_name"]
 
     def observe_stage2_failure(self, work_id: str, exposure_id: str, reason: str,
-                               now: float, *, letter_id: str | None = None,
+                               now: float, *, failure_key: str | None = None,
                                redrives: tuple[str, ...] = ()) -> list[Emit]:
         """A dead letter of a stage-2 order (deciders/stage2_failures.py),
         with the redrives marked on its record: counted only for an order of
-        this namespace it sent, for that exposure."""
+        this namespace it sent, for that exposure. ``failure_key``: which
+        failure it is (Stage2Failure.failed_record): counted once."""
         if self.ordered.get(work_id) != exposure_id:
             return []
-        return self._stage3(self.stage3.stage2_failed(exposure_id, letter_id or work_id, reason,
+        return self._stage3(self.stage3.stage2_failed(exposure_id, failure_key or work_id, reason,
                                                       now, redrives))
 
     def restore_product(self, event: dict[str, Any]) -> None:

@@ -35,8 +35,15 @@ class Stage2Failure(NamedTuple):
     work_id: str
     exposure_id: str  # the order's product_name: its science exposure
     reason: str
-    letter_id: str  # the dead letter's event id: one failure, however often it is read
+    letter_id: str  # the dead letter's event id (what its redrive marks name)
     redrives: tuple[str, ...] = ()  # the redrive marks on the letter's record (keys)
+    # One failure, however many letters of it are read: the order's record
+    # (its topic, partition and offset) failed once. A redelivery of that
+    # record that failed under another category has another letter (its id
+    # counts the category), and counting letters made 2 failures of 1 order,
+    # which one redrive could not outweigh. The letter's id where the
+    # record's place is not given as whole numbers.
+    failed_record: str = ""
 
 
 def stage2_failure(value: Any, stage2_topics: frozenset[str] | set[str],
@@ -64,7 +71,16 @@ def stage2_failure(value: Any, stage2_topics: frozenset[str] | set[str],
     marks = tuple(json.dumps([m.get("at"), m.get("by"), m.get("reason")])
                   for m in redrive_marks(headers) if m["dead_letter"] == letter.event_id)
     return Stage2Failure(order.get("namespace") or "live", order["work_id"],
-                         order["product_name"], reason[:REASON_SHOWN], letter.event_id, marks)
+                         order["product_name"], reason[:REASON_SHOWN], letter.event_id, marks,
+                         _failed_record(original) or letter.event_id)
+
+
+def _failed_record(original: dict) -> str | None:
+    """``topic/partition/offset`` of the record a letter is of, or None."""
+    partition, offset = original.get("partition"), original.get("offset")
+    if type(partition) is not int or type(offset) is not int:
+        return None
+    return f"record:{original['topic']}/{partition}/{offset}"
 
 
 def _whole_order(original: dict) -> dict | None:

@@ -110,7 +110,7 @@ class RecordDecisions:
                 return []
             return state.observe_stage2_failure(
                 failure.work_id, failure.exposure_id, failure.reason, self._now(record),
-                letter_id=failure.letter_id, redrives=failure.redrives)
+                failure_key=failure.failed_record, redrives=failure.redrives)
         except Exception as exc:  # noqa: BLE001 - a dead letter of a dead letter would come back
             self.faults.survived("dead letter", exc)
             return []

@@ -124,12 +124,12 @@ def play(state: PlannerState, stream) -> list[Emit]:
         elif kind == "stage2_failed":
             work_id = next(w for w, e in state.ordered.items() if e == payload)
             emitted += state.observe_stage2_failure(work_id, payload, "calwebb_spec2 failed: boom",
-                                                    now, letter_id="letter-1")
+                                                    now, failure_key="letter-1")
         elif kind == "stage2_letter":
             exposure, letter, marks = payload
             work_id = next(w for w, e in state.ordered.items() if e == exposure)
             emitted += state.observe_stage2_failure(work_id, exposure, "calwebb_spec2 failed: boom",
-                                                    now, letter_id=letter, redrives=marks)
+                                                    now, failure_key=letter, redrives=marks)
         else:
             emitted += state.tick(now)
     return emitted

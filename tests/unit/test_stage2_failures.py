@@ -30,12 +30,12 @@ FOURTH = "jw01234001001_02101_00004_nrcb1"
 
 def _letter(order: contract.Message, *, topic: str = "calstream.work.stage2",
             reason: str = "calwebb_spec2 failed: boom", budget: int = 64 * 1024,
-            offset: int = 7) -> bytes:
+            offset: int = 7, category: str = "permanent_failure") -> bytes:
     original = original_record(topic=topic, partition=0, offset=offset, key=order["product_name"].encode(),
                                value=contract.encode(order), timestamp_ms=1, budget=budget)
     return contract.encode(contract.build(
-        "dead_letter", contract.event_id("dead_letter", order.event_id, offset),
-        category="permanent_failure",
+        "dead_letter", contract.event_id("dead_letter", order.event_id, offset, category),
+        category=category,
         reason=reason, stage="stage2", attempts=3, exposure_id=order["product_name"],
         original=original))
 
@@ -52,7 +52,7 @@ def _fail(state, letter: bytes, now: float, headers=()):
     if failure is None:
         return None
     return stage3(state.observe_stage2_failure(failure.work_id, failure.exposure_id,
-                                               failure.reason, now, letter_id=failure.letter_id,
+                                               failure.reason, now, failure_key=failure.failed_record,
                                                redrives=failure.redrives))
 
 
@@ -217,3 +217,21 @@ def test_a_rebuild_reading_a_redrive_decides_the_same_in_any_order():
         outcomes.append(play(state, arrangement))
     assert outcomes[0] == outcomes[1] == outcomes[2]
     assert outcomes[0][1] == []  # redriven twice, failed twice: the second redrive runs
+
+
+def test_letters_of_one_record_under_two_categories_are_one_failure():
+    # The record failed, was redelivered (a restart before its commit) and
+    # failed again under another category: two letters, one failure of one
+    # order. Counted as two, one redrive could not put the order back in
+    # flight, and its candidate closed degraded while the redriven order ran.
+    state = new_state()
+    order, changed = _ordered_fourth(state)
+    first = _letter(order)
+    again = _letter(order, category="retries_exhausted", reason="worker lost, 3 attempts")
+    assert json.loads(first)["event_id"] != json.loads(again)["event_id"]
+    _fail(state, first, changed + 10)
+    _fail(state, again, changed + 11)
+    assert _fail(state, first, changed + 20, _redrive_mark(first)) == []
+    assert stage3(state.tick(changed + QUIET)) == []  # redriven: in flight, waits up to WAIT
+    [v1] = _fail(state, _letter(order, offset=8), changed + QUIET + 5)
+    assert f"stage 2 failed: {FOURTH}" in v1["degraded"]
