@@ -6,7 +6,8 @@ partition from its end back, a window at a time (doers/kafka/newest_first.py),
 and stops at ``--limit`` letters picked by the filters or once the records
 are older than ``--since`` (by their broker timestamps: ``offsets_for_times``
 is wrong on tansu, and a letter is produced after it is made, so a record
-older than ``--since`` holds a letter older still). ``show`` and ``redrive``
+older than ``--since`` holds a letter older still; the reading goes on
+``CLOCK_BEHIND_MS`` further back). ``show`` and ``redrive``
 of a PARTITION:OFFSET read that one record. An event id prefix can be
 anywhere on the topic: it is looked for newest first, up to the second
 letter it names (then it is ambiguous); only the letters picked are held.
@@ -59,6 +60,14 @@ def _letter(record) -> DeadLetter | None:
     return DeadLetter(f"{record.partition}:{record.offset}", message.body)
 
 
+# A record's timestamp is its producer's clock (CreateTime): a redrive's
+# put-back is stamped by the operator's host. One stamped by a clock that
+# is behind lies at its partition's end with an older time than the newer
+# letters below it, and stopping at it hid those letters from --since.
+# Records up to this much older than --since are read past (not shown).
+CLOCK_BEHIND_MS = 3_600_000
+
+
 async def load(cfg, topics: Topics, *, keep: Callable[[DeadLetter], bool] = lambda _: True,
                limit: int | None = None, since: dt.datetime | None = None,
                pending: bool = False) -> Loaded:
@@ -85,7 +94,11 @@ async def load(cfg, topics: Topics, *, keep: Callable[[DeadLetter], bool] = lamb
             record = await reader.next()
             if record is None:
                 break
-            if since_ms is not None and record.timestamp < since_ms:
+            # Older than --since: not shown, but read on a while, for the
+            # newer letters that may lie below it (CLOCK_BEHIND_MS), and its
+            # redrive marks are still read.
+            older = since_ms is not None and record.timestamp < since_ms
+            if older and record.timestamp < since_ms - CLOCK_BEHIND_MS:
                 out.cut = "since"
                 out.older = 1
                 break
@@ -97,7 +110,7 @@ async def load(cfg, topics: Topics, *, keep: Callable[[DeadLetter], bool] = lamb
             if event_id in picked:  # an earlier record of a letter emitted again
                 picked[event_id] = replace(picked[event_id],
                                            copies=(*picked[event_id].copies, letter.ref))
-            elif event_id not in redriven and keep(letter):
+            elif not older and event_id not in redriven and keep(letter):
                 picked[event_id] = letter
         out.records_read, out.older = reader.records_read, out.older + reader.left()
     if pending:
