@@ -94,7 +94,7 @@ class WorkerLifecycle:
             target=worker_main, name=f"calstream-{name}", daemon=False,
             args=(child, {**os.environ, **self.env}, self.initializer, self.classifier,
                   self.max_tasks, os.getpid(), self.idle_return_seconds),
-            kwargs={"stdio": tuple((fd, DupFd(fd)) for fd in (1, 2) if _is_open(fd))})
+            kwargs={"stdio": tuple((fd, _PassedFd(fd)) for fd in (1, 2) if _is_open(fd))})
         try:
             proc.start()
         except BaseException:
@@ -159,6 +159,25 @@ class WorkerLifecycle:
         for ender in self._ending:
             ender.join()
         self._ending.clear()
+
+
+class _PassedFd:
+    """A descriptor handed to a worker with the start's own request to the
+    server (SCM_RIGHTS): ``DupFd`` made at pickling, inside the start. Made
+    before it, ``DupFd`` falls back to multiprocessing's resource sharer, a
+    listening socket of the daemon's in the temporary directory: once a
+    /tmp cleaner took that, every worker died at its start for good (its
+    runs lost workers, then dead letters). The worker ``detach()``es it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self):
+        return _same, (DupFd(self.fd),)
+
+
+def _same(passed: Any) -> Any:
+    return passed
 
 
 def _start_fault(exc: BaseException) -> str:

@@ -18,7 +18,8 @@ waiting for it (deciders/server_hang.py) is killed; the start then fails
 (end of file from the dead server), and the next start begins with a new
 server. A server whose socket cannot be reached any more (its file removed
 from the temporary directory) is killed too: it would refuse every start
-while alive. Each new server after the first is counted
+while alive; and the directory the next one binds its socket in is made
+again if a cleaner took it. Each new server after the first is counted
 (``calstream_worker_server_restarts_total{cause}``) and logged, when the
 start that finds it gone starts it.
 """
@@ -31,12 +32,13 @@ import logging
 import os
 import queue
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
-from multiprocessing import forkserver
+from multiprocessing import forkserver, util
 from typing import Any, TypeVar
 
 import anyio
@@ -117,6 +119,7 @@ def submit(job: Callable[[], T], metrics: Metrics) -> Future:
 
 def _with_server(job: Callable[[], T], metrics: Metrics) -> T:
     try:
+        _temp_dir_back()
         forkserver.ensure_running()
         _note_restart(metrics)
         return job()
@@ -125,6 +128,20 @@ def _with_server(job: Callable[[], T], metrics: Metrics) -> T:
         raise
     finally:
         _note_restart(metrics)  # start() itself starts one if the server died just now
+
+
+def _temp_dir_back() -> None:
+    """multiprocessing makes its temporary directory once per process and
+    binds each new server's socket in it: a /tmp cleaner that removed it
+    would fail every new server for good. Made again, and used only if it
+    is this user's alone (another user could have made it meanwhile)."""
+    path = util.get_temp_dir()
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(f"multiprocessing's temporary directory {path} is not this "
+                              "user's alone: no worker server is started in it")
 
 
 def _note_restart(metrics: Metrics) -> None:
