@@ -64,11 +64,12 @@ class RoleTasks:
                           classifier="calstream.steps.reference_integrity:classify_run_failure",
                           max_tasks_per_worker=cfg.max_tasks_per_worker,
                           rss_limit_bytes=cfg.worker_rss_limit_mb << 20, prefetch=st.prefetch,
-                          idle_return_seconds=cfg.worker_idle_return_seconds)
+                          idle_return_seconds=cfg.worker_idle_return_seconds, faults=cfg,
+                          server_hung_seconds=cfg.worker_server_hung_seconds)
         lazily = not warms_at_start(cfg.warm_workers, st.name)
+        pool.start()
         if not lazily:
-            await pool.server_ready()  # the server's jwst import, off the loop
-        pool.start(on_first_work=lazily)
+            await pool.fill()  # the server's jwst import (the first pool's), off the loop
         if lazily:
             log.info("%s: workers start with the first item (warm_workers)", st.name)
         self.pools[st.name] = pool

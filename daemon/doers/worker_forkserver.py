@@ -11,18 +11,17 @@ clients'), and a fork copies their locks in whatever state they are.
 
 What a spawned worker got from the daemon at its start and a fork would get
 from the server's start instead is handed over at each start: the daemon's
-environment and stdio as they are now (worker_lifecycle._spawn;
-worker_process.worker_main applies them).
+environment and stdio as they are now (worker_lifecycle._new_worker;
+worker_process.worker_main applies them). Every start, the server's among
+them, runs off the event loop in one long-lived thread, with the server
+watched meanwhile: worker_server_watch.py.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from multiprocessing import forkserver
 from multiprocessing.context import BaseContext
-
-import anyio
 
 # The server's preload. Never imported by the daemon or a spawned process:
 # importing it is what makes a process the server.
@@ -48,29 +47,3 @@ def server_pid() -> int | None:
 
     server = sys.modules.get(SERVER_MODULE)
     return getattr(server, "SERVER_PID", None)
-
-
-def _nothing() -> None:
-    """The first fork's target: it only proves the server is serving."""
-
-
-def _first_fork(ctx: BaseContext) -> None:
-    process = ctx.Process(target=_nothing, name="calstream-server-check")
-    process.start()  # returns once the server, warm, has forked it
-    process.join()
-
-
-async def server_ready(ctx: BaseContext) -> None:
-    """Start the server if it is not running, and wait for it to serve, off
-    the event loop.
-
-    A Process.start() returns only when the server has forked the child and
-    sent its pid, and a new server forks nothing before its preload (jwst,
-    about 5 s of CPU) is done: the first worker started on the event loop
-    froze it that long (the broker clients' heartbeats, the operations
-    endpoint, the watcher). The server itself is started here, on the
-    calling thread, the event loop's: it dies with that thread
-    (PR_SET_PDEATHSIG, armed by the executable's guard), and a thread of
-    anyio's pool ends when idle. Only the wait is in such a thread."""
-    forkserver.ensure_running()
-    await anyio.to_thread.run_sync(_first_fork, ctx)

@@ -3,7 +3,12 @@
 Kept apart from ``worker_pool`` (which hands turns out and exchanges a task
 and its result with a worker): this is each worker's life. A worker is a
 non-daemonic process (worker_process.py) forked from a warm server process
-(worker_forkserver.py) that dies with the daemon (PDEATHSIG); one to end
+(worker_forkserver.py) that dies with the daemon (PDEATHSIG). Every worker
+is *owed* first (the pool's start, a replacement) and started by ``fill``,
+before the next run needs it: in the starter thread, never on the event
+loop, with the server watched meanwhile (worker_server_watch.py); a start
+that fails is retried with jitter and parked (parking.py), never the run's
+fault. One to end
 is asked first -- an idle one to return, one mid-task by SIGTERM, so it
 leaves nothing to multiprocessing's resource tracker -- and killed after
 STOP_GRACE seconds, in a thread of its own so the event loop never waits
@@ -23,7 +28,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.reduction import DupFd
 from typing import Any
 
-from calstream.daemon.doers.worker_forkserver import server_ready
+from calstream.daemon.doers import worker_server_watch
+from calstream.daemon.doers.parking import until_done
 from calstream.daemon.doers.worker_process import worker_main
 
 # Seconds a worker asked to end (idle: return; mid-task: SIGTERM) has before SIGKILL.
@@ -44,23 +50,40 @@ class Worker:
 
 
 class WorkerLifecycle:
-    async def server_ready(self) -> None:
-        """The worker server started and serving, waited for off the event
-        loop (worker_forkserver.server_ready): call before ``start`` on a loop."""
-        await server_ready(self._ctx)
+    def start(self) -> None:
+        """Owe the pool's workers: the first run starts them (``fill``), or
+        ``fill`` now, to have them warm before the first item."""
+        self._owed += self.size
 
-    def start(self, *, on_first_work: bool = False) -> None:
-        """Start the workers (forks of the warm server: ``server_ready`` first,
-        on an event loop). ``on_first_work``: start none now; the first run
-        starts them all (owed), and waits for a warm-up, which its task
-        timeout does not count."""
-        if on_first_work:
-            self._owed += self.size
-            return
-        for _ in range(self.size):
-            self._idle.append(self._spawn())
+    async def fill(self) -> None:
+        """Start every worker owed, off the event loop, one at a time; wait
+        out (retries with jitter, then parked) starts that fail. The first
+        start of a process also starts the server: its jwst import."""
+        if not self._owed or self._closed:
+            return  # every run's path: no turn of the loop for an uncontended lock
+        async with self._filling:
+            while self._owed and not self._closed:
+                await until_done(self._start_one, self._start_faults, cause_of=_start_fault)
 
-    def _spawn(self) -> Worker:
+    async def _start_one(self) -> None:
+        # A start whose waiter was cancelled goes on in the starter thread:
+        # the next waiter takes it over (and close() ends what it started).
+        if self._starting is None:
+            self._starting = worker_server_watch.submit(self._new_worker, self.metrics)
+        future = self._starting
+        try:
+            w = await worker_server_watch.wait(future, self.server_hung_seconds)
+        finally:
+            if future.done():
+                self._starting = None
+        if w is not None:
+            self._owed -= 1
+            self._idle.append(w)
+
+    def _new_worker(self) -> Worker | None:
+        """In the starter thread: blocks until the server has forked the
+        worker (a new server: until its import is done). None: the pool
+        closed meanwhile, and the worker is ended."""
         self._counter += 1
         name = f"{self.stage}-{self._counter}"
         parent, child = self._ctx.Pipe()
@@ -71,23 +94,32 @@ class WorkerLifecycle:
             target=worker_main, name=f"calstream-{name}", daemon=False,
             args=(child, {**os.environ, **self.env}, self.initializer, self.classifier,
                   self.max_tasks, os.getpid(), self.idle_return_seconds),
-            kwargs={"stdio": tuple((fd, DupFd(fd)) for fd in (1, 2) if _is_open(fd))})
-        proc.start()
-        child.close()
+            kwargs={"stdio": tuple((fd, _PassedFd(fd)) for fd in (1, 2) if _is_open(fd))})
+        try:
+            proc.start()
+        except BaseException:
+            parent.close()
+            raise
+        finally:
+            child.close()
         w = Worker(name, proc, parent, self.max_tasks)
-        self._all.append(w)
+        with self._lock:  # against close(): every worker it does not end is ended here
+            closed = self._closed
+            if not closed:
+                self._all.append(w)
+        if closed:
+            self._end(w, mid_task=True)
+            return None
         return w
 
     def _replace(self, w: Worker, cause: str) -> None:
+        """End ``w``; its successor is owed, started by the next run's
+        ``fill`` (a cancelled run's most often at the daemon's stop: none then)."""
         self._end(w, mid_task=cause in ("cancelled", "timeout", "died"))
         if cause != "retired":
             self.metrics.worker_restarts.labels(stage=self.stage, cause=cause).inc()
-        if cause == "cancelled":
-            # Most often the daemon stopping: a worker started now would be
-            # killed mid-warm-up by close(). The next run starts it instead.
+        if not self._closed:
             self._owed += 1
-        elif not self._closed:
-            self._idle.append(self._spawn())
 
     def _end(self, w: Worker, *, mid_task: bool) -> None:
         """End a worker without waiting for it: an idle one is asked to return,
@@ -118,13 +150,40 @@ class WorkerLifecycle:
         """End every worker and wait for them. SIGTERM rather than a request
         to return: a worker still warming up (importing jwst) reads no request
         before it is done, and would be killed at STOP_GRACE."""
-        self._closed = True
-        for w in list(self._all):
+        with self._lock:  # a start under way ends its worker itself (_new_worker)
+            self._closed = True
+            workers = list(self._all)
+        for w in workers:
             self._end(w, mid_task=True)
         self._idle.clear()
         for ender in self._ending:
             ender.join()
         self._ending.clear()
+
+
+class _PassedFd:
+    """A descriptor handed to a worker with the start's own request to the
+    server (SCM_RIGHTS): ``DupFd`` made at pickling, inside the start. Made
+    before it, ``DupFd`` falls back to multiprocessing's resource sharer, a
+    listening socket of the daemon's in the temporary directory: once a
+    /tmp cleaner took that, every worker died at its start for good (its
+    runs lost workers, then dead letters). The worker ``detach()``es it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self):
+        return _same, (DupFd(self.fd),)
+
+
+def _same(passed: Any) -> Any:
+    return passed
+
+
+def _start_fault(exc: BaseException) -> str:
+    """Whatever stops a worker's start (the server gone or killed mid-start,
+    EMFILE, ENOMEM) is the daemon's, never the run's: no data is sent at a start."""
+    return "worker_start"
 
 
 def _is_open(fd: int) -> bool:

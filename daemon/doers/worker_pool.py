@@ -38,10 +38,13 @@ from typing import Any
 
 import anyio
 
+from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.priority_slots import DECLINED, PrioritySlots
 from calstream.daemon.doers.worker_forkserver import worker_context
 from calstream.daemon.doers.worker_lifecycle import Worker, WorkerLifecycle, kill_left_over
 from calstream.daemon.doers.worker_process import TaskFailure
+from calstream.daemon.doers.worker_server_watch import SERVER_HUNG_SECONDS
+from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.worker_memory import IDLE_RETURN_SECONDS
 
@@ -88,13 +91,19 @@ class WorkerPool(WorkerLifecycle):
     def __init__(self, size: int, *, stage: str, metrics: Metrics, env: dict[str, str] | None = None,
                  initializer: str | None = None, classifier: str | None = None,
                  max_tasks_per_worker: int = 200, rss_limit_bytes: int = 0,
-                 prefetch: int = PREFETCH_PER_WORKER, idle_return_seconds: float = IDLE_RETURN_SECONDS):
+                 prefetch: int = PREFETCH_PER_WORKER, idle_return_seconds: float = IDLE_RETURN_SECONDS,
+                 faults: Config | None = None,
+                 server_hung_seconds: float = SERVER_HUNG_SECONDS):
         """``initializer`` ("module:function") runs once per worker, to warm it;
         ``classifier`` ("module:function", f(exc, task_kwargs, log_path)) says
         whether a failure is transient, permanent or skipped. A worker still
         holding more than ``rss_limit_bytes`` (0: no limit) resident after a
         task is replaced before the next; one idle ``idle_return_seconds``
-        returns the memory its runs freed (worker_process.py)."""
+        returns the memory its runs freed (worker_process.py). A worker's
+        start that fails is retried and parked as ``faults`` says
+        (``max_attempts``, ``retry_backoff``, ``park_recheck_seconds``); a
+        worker server that uses no CPU for ``server_hung_seconds`` while a
+        start waits is killed (worker_server_watch.py)."""
         self.size = size
         self.stage = stage
         self.metrics = metrics
@@ -111,7 +120,13 @@ class WorkerPool(WorkerLifecycle):
         self._slots = PrioritySlots(size)
         self._counter = 0
         self._closed = False
-        self._owed = 0  # workers to start before the next run (see _replace)
+        self._owed = 0  # workers to start before the next run (fill)
+        self._filling = anyio.Lock()  # one fill at a time
+        self._starting = None  # the start under way in the starter thread (a Future)
+        self._lock = threading.Lock()  # close() against a start that ends in a thread
+        self.server_hung_seconds = server_hung_seconds
+        self._start_faults = Parking(faults or Config(), metrics, stage=stage,
+                                     what=f"{stage}: starting a worker")
         self._ending: list[threading.Thread] = []  # see _end
         # Not daemonic: without this, an exit that skipped close() would hang
         # in multiprocessing's own exit hook, joining workers that wait for work.
@@ -177,12 +192,7 @@ class WorkerPool(WorkerLifecycle):
                 if queued and still_needed is not None and not await anyio.to_thread.run_sync(
                         still_needed):
                     return None
-                if self._owed and not self._closed:
-                    await self.server_ready()  # a first start: not on the loop
-                while self._owed and not self._closed:
-                    self._owed -= 1
-                    self._idle.append(self._spawn())
-                w = self._idle.pop()
+                w = await self._idle_worker()
                 self._plan(request, w)
                 request.worker, w.cores = w, request.cores
             w = request.worker
@@ -226,6 +236,17 @@ class WorkerPool(WorkerLifecycle):
         finally:
             if not handed_on:
                 self._slots.release()
+
+    async def _idle_worker(self) -> Worker:
+        """An idle worker for a run that holds a turn, the owed ones started
+        first (off the loop). One that died idle (with its server, most
+        often) is replaced, not handed the task: the task would fail for it."""
+        while True:
+            await self.fill()
+            w = self._idle.pop()
+            if w.process.is_alive():
+                return w
+            self._replace(w, "died")
 
     def _over_memory(self, outcome: TaskOutcome) -> bool:
         return 0 < self.rss_limit < outcome.rss_bytes

@@ -105,6 +105,10 @@ class Config:
     # run otherwise spends a third of its time faulting fresh pages in:
     # steps/worker_memory.py) and gives it back after this long without work.
     worker_idle_return_seconds: float = 300.0  # at most a week
+    # The worker server (every worker is a fork of it) is killed and started
+    # again when it used no CPU this long while a worker's start waited for it
+    # (doers/worker_server_watch.py). Its start imports jwst: progress, however slow.
+    worker_server_hung_seconds: float = 60.0
     # jwst's maximum_cores for one detector1 run when nothing else waits for a
     # worker (deciders/core_sharing.py): at most this many cores, for inputs of
     # at least multicore_min_mb. 1: one core a run. Products are unchanged.

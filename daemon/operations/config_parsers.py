@@ -113,6 +113,7 @@ PARSERS = {
     "max_tasks_per_worker": _positive(_int), "worker_rss_limit_mb": _nonnegative(_int),
     # A worker waits this long in poll(), which refuses a timeout beyond ~1e9 s.
     "worker_idle_return_seconds": _at_most(WEEK, _nonnegative(_float)),
+    "worker_server_hung_seconds": _at_most(WEEK, _positive(_float)),
     "max_cores_per_exposure": _positive(_int), "multicore_min_mb": _nonnegative(_float),
     "preview_max_wait": _at_most(WEEK, _nonnegative(_float)),  # beyond: never drawn, in effect
     "steps": _tables(step_parameters.parse_pipeline_steps),

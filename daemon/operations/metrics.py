@@ -67,6 +67,11 @@ class Metrics:
         self.worker_restarts = Counter(
             "calstream_worker_restarts_total", "Worker processes replaced",
             ["stage", "cause"], registry=r)
+        # The one process every worker is forked from (doers/worker_server_watch.py).
+        self.worker_server_restarts = Counter(
+            "calstream_worker_server_restarts_total", "Worker servers started again after the "
+            "last one died (died), was killed making no progress while a start waited (hung), "
+            "or could not be reached (unreachable)", ["cause"], registry=r)
         self.planner_rebuilds = Counter(
             "calstream_planner_rebuilds_total",
             "Planners started again from the topics after their restored state could not be read",

@@ -42,7 +42,7 @@ async def test_results_failures_and_their_classification():
 @pytest.mark.anyio
 async def test_a_pool_warmed_on_first_work_starts_its_workers_with_its_first_run():
     pool = WorkerPool(2, stage="t", metrics=Metrics(), classifier="tests.pool_tasks:classify")
-    pool.start(on_first_work=True)
+    pool.start()  # owed: started by the first run (or fill)
     try:
         assert pool.workers_started == 0 and pool.capacity == 4  # the consumer admits as usual
         ok = await pool.run("tests.pool_tasks:add", {"a": 2, "b": 3}, timeout=30)

@@ -38,6 +38,7 @@ async def _until(condition) -> None:
 async def test_a_waiting_task_starts_when_the_worker_is_done_even_while_the_loop_is_busy(tmp_path):
     pool = WorkerPool(1, stage="t", metrics=Metrics())
     pool.start()
+    await pool.fill()  # started now: the loop is held below
     gate, started = tmp_path / "gate", tmp_path / "b"
     results = {}
 
@@ -69,6 +70,7 @@ async def test_a_waiting_task_starts_when_the_worker_is_done_even_while_the_loop
 async def test_a_task_started_by_a_hand_over_then_cancelled_ends_with_its_worker(tmp_path):
     pool = WorkerPool(1, stage="t", metrics=Metrics())
     pool.start()
+    await pool.fill()  # started now: the loop is held below
     gate, started = tmp_path / "gate", tmp_path / "b"
     try:
         first = await pool.run("tests.pool_tasks:add", {"a": 0, "b": 0}, timeout=60)
@@ -101,6 +103,7 @@ async def test_a_task_started_by_a_hand_over_then_cancelled_ends_with_its_worker
 async def test_a_still_needed_check_that_fails_in_the_hand_over_fails_its_own_task(tmp_path):
     pool = WorkerPool(1, stage="t", metrics=Metrics())
     pool.start()
+    await pool.fill()  # its worker started before the first task
     gate = tmp_path / "gate"
 
     def unreadable_store():
@@ -135,6 +138,7 @@ async def test_a_still_needed_check_that_fails_in_the_hand_over_fails_its_own_ta
 async def test_each_task_started_by_a_hand_over_gets_and_reports_its_own_cores(tmp_path):
     pool = WorkerPool(1, stage="t", metrics=Metrics())
     pool.start()
+    await pool.fill()  # its worker started before the first task
     gate = tmp_path / "gate"
     results = {}
 

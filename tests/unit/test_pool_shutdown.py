@@ -39,6 +39,7 @@ pool.close()
 warming = WorkerPool(1, stage="t", metrics=Metrics(),
                      initializer="tests.pool_tasks:hold_a_named_lock_then_warm_up_slowly")
 warming.start()
+anyio.run(warming.fill)  # started: its initializer runs on
 import time
 time.sleep(1)  # the lock is taken, the warm-up goes on
 warming.close()

@@ -186,8 +186,8 @@ async def main():
         await anyio.sleep(0.1)
         pool = WorkerPool(1, stage="t", metrics=Metrics())
         before = ticks[0]
-        await pool.server_ready()
         pool.start()
+        await pool.fill()
         during = ticks[0] - before
         value = (await pool.run("tests.pool_tasks:origin", {}, timeout=300)).value
         done[0] = True
