@@ -204,3 +204,8 @@ def origin():
         parent_threads = int(f.read().rsplit(")", 1)[1].split()[17])
     return {"pid": os.getpid(), "ppid": os.getppid(), "parent_threads": parent_threads,
             "jwst_imported": "jwst.pipeline" in sys.modules, "frozen": gc.get_freeze_count()}
+
+
+def wait_for_file_making(output_dir, path, timeout=60):
+    """``wait_for_file`` as a run's task (the runner passes its output_dir)."""
+    return wait_for_file(path, timeout)

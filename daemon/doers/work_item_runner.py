@@ -32,7 +32,7 @@ from calstream.daemon.doers.preview_runner import Previews
 from calstream.daemon.doers.product_store import Done, ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims
 from calstream.daemon.doers.work_item_outcomes import RunOutcomes
-from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
+from calstream.daemon.doers.worker_pool import ServerLost, WorkerLost, WorkerPool
 from calstream.daemon.operations import logs
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
@@ -221,6 +221,11 @@ class WorkItemRunner(RunOutcomes):
             detail = with_place(f"{failure.error_type}: {failure.message}",
                                 place if split_kind(kind)[1] in STORE_CAUSES else None) \
                 if failure else ""
+        except ServerLost as exc:
+            # Its worker died with the worker server (the OOM killer took the
+            # server, a hung one was killed): nothing the run did; retried,
+            # then parked, never dead-lettered for it.
+            kind, detail = f"{INFRASTRUCTURE}:worker_server", str(exc)
         except WorkerLost as exc:
             kind, detail = "transient", str(exc)
         except BaseException:

@@ -47,6 +47,7 @@ class Worker:
     ready: bool = False
     cores: int = 0  # of the run it does now (0: idle)
     started: float = field(default_factory=time.monotonic)
+    server: int | None = None  # the pid of the worker server it was forked from
 
 
 class WorkerLifecycle:
@@ -102,7 +103,8 @@ class WorkerLifecycle:
             raise
         finally:
             child.close()
-        w = Worker(name, proc, parent, self.max_tasks)
+        w = Worker(name, proc, parent, self.max_tasks,
+                   server=worker_server_watch.started_server_pid())
         with self._lock:  # against close(): every worker it does not end is ended here
             closed = self._closed
             if not closed:

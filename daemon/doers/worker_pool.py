@@ -43,12 +43,12 @@ from calstream.daemon.doers.priority_slots import DECLINED, PrioritySlots
 from calstream.daemon.doers.worker_forkserver import worker_context
 from calstream.daemon.doers.worker_lifecycle import Worker, WorkerLifecycle, kill_left_over
 from calstream.daemon.doers.worker_process import TaskFailure
-from calstream.daemon.doers.worker_server_watch import SERVER_HUNG_SECONDS
+from calstream.daemon.doers.worker_server_watch import SERVER_HUNG_SECONDS, server_serving
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.worker_memory import IDLE_RETURN_SECONDS
 
-__all__ = ["TaskFailure", "TaskOutcome", "WorkerLost", "WorkerPool"]
+__all__ = ["ServerLost", "TaskFailure", "TaskOutcome", "WorkerLost", "WorkerPool"]
 
 log = logging.getLogger("calstream.pool")
 
@@ -59,6 +59,12 @@ PREFETCH_PER_WORKER = 1
 
 class WorkerLost(RuntimeError):
     """The worker process died or was killed; the task may be retried."""
+
+
+class ServerLost(WorkerLost):
+    """The worker died with the worker server it was forked from (PDEATHSIG):
+    the daemon's fault, not the run's (work_item_runner: an infrastructure
+    fault, which spends none of the item's attempts on a dead letter)."""
 
 
 @dataclass
@@ -203,6 +209,9 @@ class WorkerPool(WorkerLifecycle):
                 handed_on = request.handed_on
             except WorkerLost as exc:
                 self._replace(w, "timeout" if "timeout" in str(exc) else "died")
+                if "timeout" not in str(exc) and not server_serving(w.server):
+                    raise ServerLost(f"{exc}, with the worker server {w.server} it was "
+                                     "forked from") from exc
                 raise
             except BaseException:
                 # Cancelled mid-task (shutdown): the worker's state is unknown,

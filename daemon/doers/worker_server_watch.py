@@ -77,6 +77,15 @@ def server_state(pid: int | None) -> tuple[str, int] | None:
         return None
 
 
+def server_serving(pid: int | None) -> bool:
+    """Whether the server ``pid`` is still there (a zombie, killed and not
+    yet reaped, is not); True when there is no pid to judge."""
+    if pid is None:
+        return True
+    state = server_state(pid)
+    return state is not None and state[0] not in ("Z", "X")
+
+
 class _Starter:
     """The one thread every start runs on (see the module's docstring)."""
 

@@ -1,0 +1,75 @@
+"""A run whose worker died with the worker server (PDEATHSIG: the OOM killer
+took the server, a hung one was killed) is the daemon's fault, not the
+run's: an infrastructure fault, retried and parked, never a dead letter.
+Before, it spent one of the item's attempts as any lost worker, and one on
+its last attempt was dead-lettered `retries_exhausted`. A worker that dies
+by itself (the server alive) is still a lost worker. Real worker processes
+and the real worker server (tiny tasks)."""
+
+import os
+import signal
+
+import anyio
+import pytest
+
+from calstream.daemon.deciders.work_items import WorkItem
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.work_item_runner import WorkItemRunner
+from calstream.daemon.doers.worker_pool import ServerLost, WorkerLost, WorkerPool
+from calstream.daemon.operations.config import load
+from calstream.daemon.operations.metrics import Metrics
+
+NAME = "jw01234001001_02101_00001_nrcb1"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+class _Bus:
+    def __init__(self):
+        self.sent = []
+
+    async def publish(self, topic, key, message):
+        self.sent.append((topic, message))
+
+
+@pytest.mark.anyio
+async def test_a_run_whose_server_died_is_an_infrastructure_fault_not_an_attempt(tmp_path):
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    cfg.max_attempts = 1  # a lost worker on the last attempt is a dead letter
+    metrics, bus, store = Metrics(), _Bus(), ProductStore(cfg.products)
+    pool = WorkerPool(1, stage="detector1", metrics=metrics)
+    pool.start()
+    runner = WorkItemRunner(cfg, publisher=bus, store=store, pool=pool, metrics=metrics,
+                            crds_context="jwst_0001.pmap")
+    gate = tmp_path / "gate"
+    item = WorkItem(stage="detector1", pipeline="calwebb_detector1",
+                    task="tests.pool_tasks:wait_for_file_making", task_kwargs={"path": str(gate)},
+                    program="01234", observation="001", name=NAME,
+                    inputs=[{"path": "/in/u.fits", "digest": "sha256:" + "0" * 64}],
+                    event_fields={"exposure_id": NAME})
+    try:
+        server = (await pool.run("tests.pool_tasks:origin", {}, timeout=300)).value["ppid"]
+        attempt = {}
+
+        async def run_it():
+            attempt["result"] = await runner._attempt(item, "w" * 64, store,
+                                                      tmp_path / "run.log", 1)
+        with anyio.fail_after(120):  # a bound for a loaded machine, not a measure
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_it)
+                while pool.busy < 1:
+                    await anyio.sleep(0.01)
+                os.kill(server, signal.SIGKILL)
+        step, kind, detail, _ = attempt["result"]
+        assert kind == "infrastructure:worker_server", (kind, detail)
+        assert step.action == "park" and "worker server" in detail  # resumed by itself
+        assert bus.sent == []  # no dead letter
+        # A worker that dies by itself, its server alive, is a lost worker.
+        with pytest.raises(WorkerLost) as lost:
+            await pool.run("tests.pool_tasks:crash", {}, timeout=300)
+        assert not isinstance(lost.value, ServerLost)
+    finally:
+        pool.close()
