@@ -67,6 +67,8 @@ class WorkerLifecycle:
                 await until_done(self._start_one, self._start_faults, cause_of=_start_fault)
 
     async def _start_one(self) -> None:
+        if self._closed:  # closed while parked: no start is owed any more
+            return
         # A start whose waiter was cancelled goes on in the starter thread:
         # the next waiter takes it over (and close() ends what it started).
         if self._starting is None:

@@ -297,3 +297,38 @@ def test_a_run_takes_an_idle_worker_while_a_replacement_s_start_is_parked(tmp_pa
                          timeout=300, cwd=ROOT, env=_ENV)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split() == ["4"], out.stdout
+
+
+def _parked(pool: WorkerPool) -> float:
+    return sum(s.value for m in pool.metrics.parked.collect() for s in m.samples
+               if s.labels.get("cause") == "worker_start")
+
+
+@pytest.mark.anyio
+async def test_a_pool_closed_while_its_start_is_parked_stops_starting():
+    """A start parked (here its arguments do not pickle, as any start that
+    fails for good) went on after the pool's close: a start every
+    park_recheck_seconds (each a new worker, ended at once, once the fault
+    cleared), the fill never over and worker_start shown parked for a pool
+    that was gone. Now the fill ends with the pool."""
+    import threading
+
+    pool = WorkerPool(1, stage="t", metrics=Metrics(), env={"UNPICKLED": threading.Lock()},
+                      faults=QUICK)
+    pool.start()
+    filled = anyio.Event()
+
+    async def fill():
+        await pool.fill()
+        filled.set()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(fill)
+        with anyio.fail_after(120):  # a bound for a loaded machine
+            while not _parked(pool):
+                await anyio.sleep(0.02)
+        await anyio.to_thread.run_sync(pool.close)
+        with anyio.move_on_after(30):  # a bound: its next try is 0.2 s away
+            await filled.wait()
+        tg.cancel_scope.cancel()
+    assert filled.is_set()
+    assert _parked(pool) == 0
