@@ -209,3 +209,19 @@ def origin():
 def wait_for_file_making(output_dir, path, timeout=60):
     """``wait_for_file`` as a run's task (the runner passes its output_dir)."""
     return wait_for_file(path, timeout)
+
+
+def server_lost_then_crash_then_rate(counter, output_dir, name):
+    """Attempt 1 takes the worker server down (the worker dies with it),
+    attempt 2's worker dies by itself, attempt 3 makes its product."""
+    import signal
+
+    runs = int(open(counter).read()) if os.path.exists(counter) else 0
+    with open(counter, "w") as f:
+        f.write(str(runs + 1))
+    if runs == 0:
+        os.kill(os.getppid(), signal.SIGKILL)  # the server: PDEATHSIG takes this worker
+        time.sleep(60)
+    if runs == 1:
+        os._exit(3)
+    return write_rate(output_dir, name)

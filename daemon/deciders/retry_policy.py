@@ -87,3 +87,30 @@ def after_run(kind: str, attempts: int, *, max_attempts: int, backoff: Backoff,
         return NextStep("retry", delay=backoff.delay(attempts))
     return NextStep("dead_letter",
                     category="retries_exhausted" if kind == "transient" else "permanent_failure")
+
+
+@dataclass
+class AttemptCount:
+    """One item's attempts, as ``after_run`` is to count them. A fault of the
+    infrastructure (a full disk, CRDS, a worker that died with the worker
+    server) is nothing the run did: it spends none of the item's own
+    attempts, and its quick retries count the faults in a row only. Counted
+    together, a lost worker after a parked fault (attempts >= max_attempts)
+    was dead-lettered ``retries_exhausted`` at its first loss."""
+
+    made: int = 0  # every attempt: the log's and the dead letter's count
+    counted: int = 0  # those that ended otherwise than on a fault of the infrastructure
+    faults_in_row: int = 0  # the last ones that did
+
+    def of(self, kind: str) -> int:
+        """The ``attempts`` for ``after_run`` of the attempt under way, ended as ``kind``."""
+        if split_kind(kind)[0] == INFRASTRUCTURE:
+            return self.faults_in_row + 1
+        return self.counted + 1
+
+    def ended(self, kind: str) -> None:
+        self.made += 1
+        if split_kind(kind)[0] == INFRASTRUCTURE:
+            self.faults_in_row += 1
+        else:
+            self.counted, self.faults_in_row = self.counted + 1, 0

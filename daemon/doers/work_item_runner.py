@@ -23,7 +23,13 @@ import anyio
 
 from calstream.daemon.deciders.core_sharing import cores_for_run
 from calstream.daemon.deciders.provenance_records import done_problem
-from calstream.daemon.deciders.retry_policy import Backoff, NextStep, after_run, split_kind
+from calstream.daemon.deciders.retry_policy import (
+    AttemptCount,
+    Backoff,
+    NextStep,
+    after_run,
+    split_kind,
+)
 from calstream.daemon.deciders.work_items import DETECTOR1_PIPELINE, WorkItem
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.park_gates import ParkedItem, ParkGates
@@ -145,14 +151,14 @@ class WorkItemRunner(RunOutcomes):
     async def _attempts(self, item: WorkItem, wid: str, store: ProductStore) -> None:
         run_log = store.log_path(item.program, item.observation, item.name, item.stage,
                                  item.version)
-        attempts = 0
+        attempts = AttemptCount()
         parked = ParkedItem(self.gates, self.metrics, item, self.cfg.park_recheck_seconds,
                             self.previews.gate)
         try:
             while True:
-                attempts += 1
                 step, kind, detail, outcome = await self._attempt(item, wid, store, run_log,
                                                                   attempts)
+                attempts.ended(kind)
                 parked.tried(step.action)
                 if step.action == "park":  # tried again once the files it lies in change
                     files = outcome.failure.waits_on if outcome and outcome.failure else {}
@@ -166,24 +172,26 @@ class WorkItemRunner(RunOutcomes):
                 if step.action == "retry":
                     self.metrics.retries.labels(stage=item.stage, pipeline=item.pipeline).inc()
                     log.warning("%s: %s failure (%s); retry %d/%d in %.1fs", item.name,
-                                kind, detail, attempts + 1, self.cfg.max_attempts, step.delay,
+                                kind, detail, attempts.of(kind), self.cfg.max_attempts, step.delay,
                                 extra=item.log_context)
                     await anyio.sleep(step.delay)
                     continue
                 parked.end(step.action)
                 if step.action == "dead_letter":
-                    await self._dead_letter(item, step, detail, outcome, attempts, run_log)
+                    await self._dead_letter(item, step, detail, outcome, attempts.made,
+                                            run_log)
                 return
         finally:
             parked.end(None)
 
     async def _attempt(self, item: WorkItem, wid: str, store: ProductStore, run_log: Path,
-                       attempts: int):
-        """One run, and what comes next: (step, kind, detail, outcome)."""
+                       attempts: AttemptCount):
+        """One run, and what comes next: (step, kind, detail, outcome); ``attempts``:
+        those made before it."""
         outcome = None
         # Where its writes go: named in a disk fault's line when the error names no path.
         place = store.directory(item.program, item.observation, item.version)
-        log.info("%s: %s starting (attempt %d)", item.name, item.pipeline, attempts,
+        log.info("%s: %s starting (attempt %d)", item.name, item.pipeline, attempts.made + 1,
                  extra=item.log_context)
         try:
             scratch = await anyio.to_thread.run_sync(
@@ -262,10 +270,10 @@ class WorkItemRunner(RunOutcomes):
                                  min_bytes=int(self.cfg.multicore_min_mb * 2**20))
         return share
 
-    def _next(self, kind: str, attempts: int, item: WorkItem):
+    def _next(self, kind: str, attempts: AttemptCount, item: WorkItem):
         base, cause = split_kind(kind)
         alike = base == INFRASTRUCTURE and self.gates.has_parked((*item.fault_family, cause))
-        return after_run(kind, attempts, max_attempts=self.cfg.max_attempts,
+        return after_run(kind, attempts.of(kind), max_attempts=self.cfg.max_attempts,
                          backoff=Backoff(self.cfg.retry_backoff), parked_alike=alike,
                          park_recheck=self.cfg.park_recheck_seconds, jitter=random.random())
 

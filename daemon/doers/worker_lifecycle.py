@@ -4,8 +4,8 @@ Kept apart from ``worker_pool`` (which hands turns out and exchanges a task
 and its result with a worker): this is each worker's life. A worker is a
 non-daemonic process (worker_process.py) forked from a warm server process
 (worker_forkserver.py) that dies with the daemon (PDEATHSIG). Every worker
-is *owed* first (the pool's start, a replacement) and started by ``fill``,
-before the next run needs it: in the starter thread, never on the event
+is *owed* first (the pool's start, a replacement) and started by ``fill``
+when a run finds no idle worker: in the starter thread, never on the event
 loop, with the server watched meanwhile (worker_server_watch.py); a start
 that fails is retried with jitter and parked (parking.py), never the run's
 fault. One to end
@@ -67,6 +67,8 @@ class WorkerLifecycle:
                 await until_done(self._start_one, self._start_faults, cause_of=_start_fault)
 
     async def _start_one(self) -> None:
+        if self._closed:  # closed while parked: no start is owed any more
+            return
         # A start whose waiter was cancelled goes on in the starter thread:
         # the next waiter takes it over (and close() ends what it started).
         if self._starting is None:
@@ -115,8 +117,8 @@ class WorkerLifecycle:
         return w
 
     def _replace(self, w: Worker, cause: str) -> None:
-        """End ``w``; its successor is owed, started by the next run's
-        ``fill`` (a cancelled run's most often at the daemon's stop: none then)."""
+        """End ``w``; its successor is owed, started by the ``fill`` of a run
+        that finds no idle worker (a cancelled run's most often at the daemon's stop: none then)."""
         self._end(w, mid_task=cause in ("cancelled", "timeout", "died"))
         if cause != "retired":
             self.metrics.worker_restarts.labels(stage=self.stage, cause=cause).inc()

@@ -247,11 +247,14 @@ class WorkerPool(WorkerLifecycle):
                 self._slots.release()
 
     async def _idle_worker(self) -> Worker:
-        """An idle worker for a run that holds a turn, the owed ones started
-        first (off the loop). One that died idle (with its server, most
-        often) is replaced, not handed the task: the task would fail for it."""
+        """An idle worker for a run that holds a turn; the owed ones are
+        started (off the loop) when none is idle: a start that waits (a new
+        server's import) or is parked (EMFILE) holds up no run a live worker
+        could take. One that died idle (with its server, most often) is
+        replaced, not handed the task: the task would fail for it."""
         while True:
-            await self.fill()
+            if not self._idle:
+                await self.fill()
             w = self._idle.pop()
             if w.process.is_alive():
                 return w

@@ -97,12 +97,16 @@ class _Starter:
     def submit(self, job: Callable[[], T]) -> Future:
         future: Future = Future()
         with self._lock:
-            if self._thread is None:
+            if self._thread is None or not self._thread.is_alive():
                 # Daemonic: never joined at exit (a start may wait on a
                 # stopped server); the process's end ends it, and the server with it.
-                self._thread = threading.Thread(target=self._serve, name="calstream-worker-starter",
-                                                daemon=True)
-                self._thread.start()
+                thread = threading.Thread(target=self._serve, name="calstream-worker-starter",
+                                          daemon=True)
+                # Kept only once started: a thread that could not start
+                # (EAGAIN at a pids limit) raises here, and the next start
+                # tries again; kept, it would leave every start queued for good.
+                thread.start()
+                self._thread = thread
         self._jobs.put((job, future))
         return future
 

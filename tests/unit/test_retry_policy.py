@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from calstream.daemon.deciders.retry_policy import Backoff, after_run, jittered, split_kind
+from calstream.daemon.deciders.retry_policy import (
+    AttemptCount,
+    Backoff,
+    after_run,
+    jittered,
+    split_kind,
+)
 
 BACKOFF = Backoff(first=2.0)
 
@@ -69,3 +75,15 @@ def test_jitter_spreads_and_centre_is_exact():
 def test_split_kind():
     assert split_kind("infrastructure:disk_full") == ("infrastructure", "disk_full")
     assert split_kind("transient") == ("transient", "")
+
+
+def test_faults_of_the_infrastructure_spend_none_of_an_items_attempts():
+    count = AttemptCount()
+    for kind in ["infrastructure:worker_server"] * 3:  # parked by the third
+        count.ended(kind)
+    assert step("transient", count.of("transient")).action == "retry"  # its first lost worker
+    count.ended("transient")
+    assert count.of("infrastructure:disk_full") == 1  # a new run of faults: quick retries again
+    count.ended("transient")
+    assert step("transient", count.of("transient")).category == "retries_exhausted"
+    assert count.made == 5

@@ -12,6 +12,7 @@ import signal
 import anyio
 import pytest
 
+from calstream.daemon.deciders.retry_policy import AttemptCount
 from calstream.daemon.deciders.work_items import WorkItem
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
@@ -33,6 +34,9 @@ class _Bus:
 
     async def publish(self, topic, key, message):
         self.sent.append((topic, message))
+
+    async def dead_letter(self, *, category, **fields):
+        self.sent.append(("deadletter", category))
 
 
 @pytest.mark.anyio
@@ -56,7 +60,7 @@ async def test_a_run_whose_server_died_is_an_infrastructure_fault_not_an_attempt
 
         async def run_it():
             attempt["result"] = await runner._attempt(item, "w" * 64, store,
-                                                      tmp_path / "run.log", 1)
+                                                      tmp_path / "run.log", AttemptCount())
         with anyio.fail_after(120):  # a bound for a loaded machine, not a measure
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run_it)
@@ -73,3 +77,31 @@ async def test_a_run_whose_server_died_is_an_infrastructure_fault_not_an_attempt
         assert not isinstance(lost.value, ServerLost)
     finally:
         pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_server_lost_attempt_is_not_counted_against_a_lost_worker(tmp_path):
+    """Attempts lost with the server spend none of the item's attempts: a
+    worker that dies by itself afterwards is retried as it would have been
+    on a first attempt. Before, the lost server's attempt counted, and the
+    next lost worker (max_attempts 2) was dead-lettered retries_exhausted."""
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    cfg.max_attempts, cfg.retry_backoff = 2, 0.05
+    metrics, bus, store = Metrics(), _Bus(), ProductStore(cfg.products)
+    pool = WorkerPool(1, stage="detector1", metrics=metrics)
+    pool.start()
+    runner = WorkItemRunner(cfg, publisher=bus, store=store, pool=pool, metrics=metrics,
+                            crds_context="jwst_0001.pmap")
+    item = WorkItem(stage="detector1", pipeline="calwebb_detector1",
+                    task="tests.pool_tasks:server_lost_then_crash_then_rate",
+                    task_kwargs={"counter": str(tmp_path / "runs"), "name": NAME},
+                    program="01234", observation="001", name=NAME,
+                    inputs=[{"path": "/in/u.fits", "digest": "sha256:" + "0" * 64}],
+                    event_fields={"exposure_id": NAME})
+    try:
+        with anyio.fail_after(300):  # a bound for a loaded machine, not a measure
+            await runner.run(item)
+    finally:
+        pool.close()
+    assert (tmp_path / "runs").read_text() == "3"
+    assert [topic for topic, _ in bus.sent] == ["products"], bus.sent

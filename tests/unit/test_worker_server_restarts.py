@@ -239,3 +239,96 @@ def test_a_start_that_fails_is_retried_and_parked_and_the_run_waits_for_it(tmp_p
     assert out.stdout.split() == ["lost", "4", "0.0"], out.stdout
     assert "parked on an infrastructure fault (worker_start)" in out.stderr, out.stderr[-3000:]
     assert "resumed after" in out.stderr, out.stderr[-3000:]
+
+
+_IDLE_WORKER_WHILE_PARKED = """
+import os, resource, anyio
+from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
+from calstream.daemon.operations.config import Config
+from calstream.daemon.operations.metrics import Metrics
+
+def parked(pool):
+    return sum(s.value for m in pool.metrics.parked.collect() for s in m.samples
+               if s.labels.get("cause") == "worker_start")
+
+async def main():
+    pool = WorkerPool(2, stage="t", metrics=Metrics(),
+                      faults=Config(max_attempts=2, retry_backoff=0.05, park_recheck_seconds=0.2))
+    pool.start()
+    limits = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        await pool.fill()  # both workers warm
+        used = {int(fd) for fd in os.listdir("/proc/self/fd")}
+        lowest_free = min(set(range(len(used) + 1)) - used)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, limits[1]))
+        try:
+            await pool.run("tests.pool_tasks:crash", {}, timeout=300)
+        except WorkerLost:
+            pass
+        # Its replacement cannot start (EMFILE) and parks; the other worker is idle.
+        result = []
+        async with anyio.create_task_group() as tg:
+            async def run():
+                result.append(await pool.run("tests.pool_tasks:add", {"a": 2, "b": 2}, timeout=300))
+            tg.start_soon(run)
+            with anyio.fail_after(120):  # a bound for a loaded machine
+                while not result and not parked(pool):
+                    await anyio.sleep(0.02)
+            stalled = not result
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)  # the fault clears
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+        pool.close()
+    print("stalled" if stalled else result[0].value["sum"])
+
+if __name__ == "__main__":  # the workers import this file as their main module
+    anyio.run(main)
+"""
+
+
+def test_a_run_takes_an_idle_worker_while_a_replacement_s_start_is_parked(tmp_path):
+    """A replacement whose start fails (parked: EMFILE) held up every run of
+    the pool, its live idle workers left idle: a stage with one worker lost
+    stalled as if every worker were. Now a run takes an idle worker first;
+    the owed ones are started when a run finds none idle."""
+    script = tmp_path / "idle_worker_while_parked.py"
+    script.write_text(_IDLE_WORKER_WHILE_PARKED)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT, env=_ENV)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == ["4"], out.stdout
+
+
+def _parked(pool: WorkerPool) -> float:
+    return sum(s.value for m in pool.metrics.parked.collect() for s in m.samples
+               if s.labels.get("cause") == "worker_start")
+
+
+@pytest.mark.anyio
+async def test_a_pool_closed_while_its_start_is_parked_stops_starting():
+    """A start parked (here its arguments do not pickle, as any start that
+    fails for good) went on after the pool's close: a start every
+    park_recheck_seconds (each a new worker, ended at once, once the fault
+    cleared), the fill never over and worker_start shown parked for a pool
+    that was gone. Now the fill ends with the pool."""
+    import threading
+
+    pool = WorkerPool(1, stage="t", metrics=Metrics(), env={"UNPICKLED": threading.Lock()},
+                      faults=QUICK)
+    pool.start()
+    filled = anyio.Event()
+
+    async def fill():
+        await pool.fill()
+        filled.set()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(fill)
+        with anyio.fail_after(120):  # a bound for a loaded machine
+            while not _parked(pool):
+                await anyio.sleep(0.02)
+        await anyio.to_thread.run_sync(pool.close)
+        with anyio.move_on_after(30):  # a bound: its next try is 0.2 s away
+            await filled.wait()
+        tg.cancel_scope.cancel()
+    assert filled.is_set()
+    assert _parked(pool) == 0
