@@ -79,11 +79,18 @@ def server_state(pid: int | None) -> tuple[str, int] | None:
 
 def server_serving(pid: int | None) -> bool:
     """Whether the server ``pid`` is still there (a zombie, killed and not
-    yet reaped, is not); True when there is no pid to judge."""
+    yet reaped, is not); True when there is nothing to judge by (no pid,
+    no /proc)."""
     if pid is None:
         return True
     state = server_state(pid)
-    return state is not None and state[0] not in ("Z", "X")
+    if state is None:
+        # Gone, if this process can read its own entry: else /proc is not
+        # there to judge by, and a lost worker stays a lost worker (taken
+        # for a server's loss, a run that crashes its worker every time
+        # would be retried for good as an infrastructure fault).
+        return server_state(os.getpid()) is None
+    return state[0] not in ("Z", "X")
 
 
 class _Starter:

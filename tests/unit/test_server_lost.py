@@ -105,3 +105,14 @@ async def test_a_server_lost_attempt_is_not_counted_against_a_lost_worker(tmp_pa
         pool.close()
     assert (tmp_path / "runs").read_text() == "3"
     assert [topic for topic, _ in bus.sent] == ["products"], bus.sent
+
+
+def test_without_proc_to_judge_by_a_lost_worker_stays_a_lost_worker(monkeypatch):
+    """Where /proc cannot be read, every server would look gone, and every
+    lost worker -- a run that crashes its worker each time among them --
+    would be an infrastructure fault retried for good."""
+    from calstream.daemon.doers import worker_server_watch
+
+    assert not worker_server_watch.server_serving(2**22 + 12345)  # no such pid: gone
+    monkeypatch.setattr(worker_server_watch, "server_state", lambda pid: None)
+    assert worker_server_watch.server_serving(2**22 + 12345)
