@@ -66,21 +66,23 @@ class RoleTasks:
                           rss_limit_bytes=cfg.worker_rss_limit_mb << 20, prefetch=st.prefetch,
                           idle_return_seconds=cfg.worker_idle_return_seconds, faults=cfg,
                           server_hung_seconds=cfg.worker_server_hung_seconds)
-        lazily = not warms_at_start(cfg.warm_workers, st.name)
-        pool.start()
-        if not lazily:
-            await pool.fill()  # the server's jwst import (the first pool's), off the loop
-        if lazily:
-            log.info("%s: workers start with the first item (warm_workers)", st.name)
-        self.pools[st.name] = pool
-        runner = WorkItemRunner(cfg, publisher, self.store, pool, self.metrics, self.crds_context)
-        loop = kafka.ConcurrentConsumer(
-            consumer, stage=st.name, handler=RecordAdmitter(cfg, runner, st).handle,
-            capacity=pool.capacity, metrics=self.metrics, topics=[self.topics.name(st.live_topic)],
-            low_priority=[self.topics.name(st.replay_topic)],
-            stall_seconds=cfg.stall_seconds, max_aside=cfg.max_parked_aside)
-        self.consumers.append(loop)
+        # Closed and the consumer stopped on every way out, a stop during the
+        # first pool's start (the server's jwst import) among them.
         try:
+            lazily = not warms_at_start(cfg.warm_workers, st.name)
+            pool.start()
+            if not lazily:
+                await pool.fill()  # the server's jwst import (the first pool's), off the loop
+            if lazily:
+                log.info("%s: workers start with the first item (warm_workers)", st.name)
+            self.pools[st.name] = pool
+            runner = WorkItemRunner(cfg, publisher, self.store, pool, self.metrics, self.crds_context)
+            loop = kafka.ConcurrentConsumer(
+                consumer, stage=st.name, handler=RecordAdmitter(cfg, runner, st).handle,
+                capacity=pool.capacity, metrics=self.metrics, topics=[self.topics.name(st.live_topic)],
+                low_priority=[self.topics.name(st.replay_topic)],
+                stall_seconds=cfg.stall_seconds, max_aside=cfg.max_parked_aside)
+            self.consumers.append(loop)
             async with anyio.create_task_group() as background:
                 runner.background = background  # previews, after their products
                 background.start_soon(runner.previews.keep_up, background)  # and a stop's
