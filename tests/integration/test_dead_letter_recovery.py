@@ -17,7 +17,7 @@ import signal
 import anyio
 import pytest
 
-from calstream.daemon.doers import broker_probe, kafka
+from calstream.daemon.doers import broker_probe, broker_supervisor, kafka
 from calstream.daemon.doers.broker_recovery import DEAD_LETTERS_MARKER
 from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
@@ -246,13 +246,17 @@ async def test_an_external_broker_back_empty_gets_them_back_while_the_daemon_run
 
 
 async def test_an_external_broker_started_again_between_two_probes_gets_them_back(
-        tmp_path, unique_prefix, caplog):
+        tmp_path, unique_prefix, caplog, monkeypatch):
     """The broker restarted empty faster than the probe looks (here: no probe
     can run while it restarts, the test holding the probe's own thread
     token) fails no probe; the supervisor's check of the partition ends
     finds what it lost, and the dead letter is put back the way a loss the
     probe saw is (deciders/broker_records.py)."""
     caplog.set_level(logging.INFO, logger="calstream.broker")
+    # The ends checked every second, not 5: the test waits for three checks
+    # (~12 s less). A check that meets the restart fails quietly, and the next
+    # one sees the ends gone back all the same.
+    monkeypatch.setattr(broker_supervisor, "RECORDS_EVERY", 1.0)
     with EmbeddedBroker(tmp_path / "external") as external:
         cfg = daemon_config(tmp_path, external.bootstrap, unique_prefix, roles=["watcher"])
         async with running_daemon(cfg) as daemon:
