@@ -58,7 +58,7 @@ def unique_prefix(request):
 ROOT = Path(__file__).resolve().parents[1]
 
 # The longest integration files (each file's summed test phases, `pytest
-# --durations=0`, session 41), longest first. `make test` runs whole files on
+# --durations=0`, session 40), longest first. `make test` runs whole files on
 # pytest-xdist workers in collection order (--dist loadfile
 # --no-loadscope-reorder): starting the long ones first lets the short ones
 # fill in at the end, so the workers finish together. A file not listed runs

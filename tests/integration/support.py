@@ -36,7 +36,7 @@ WARM_AT_START = {"warm_workers": "at_start"}
 # so no answer that merely comes late is taken for a broker gone: the 13 tests
 # that use it passed at 4 s beside a 3-worker suite run and another helper's
 # tests (load ~5 on 2 cores), and test_wedged_broker runs at 2-3 s. (8 s until
-# session 41: ~50 worker-seconds more.)
+# session 40: ~50 worker-seconds more.)
 BROKER_TIMEOUT = {"broker_timeout_seconds": 4.0}
 
 
