@@ -5,11 +5,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.calstream-installed
 PYTEST_ARGS ?=
-# `make test` runs two test files at a time (pytest-xdist, whole files per
+# `make test` runs three test files at a time (pytest-xdist, whole files per
 # worker so a module's daemon run is not split; the longest files first, see
 # tests/conftest.py): most integration tests wait on the broker or a timer
-# for part of their time. TEST_WORKERS=0 runs them one after another.
-TEST_WORKERS ?= 2
+# for part of their time: about half of a two-file run was waiting, and three
+# took 0.80x the time of two on 2 cores (README.md, "Tests").
+# TEST_WORKERS=0 runs them one after another.
+TEST_WORKERS ?= 3
 
 .PHONY: install demo test test-fast lint bench bench-full clean tools
 
