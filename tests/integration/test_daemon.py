@@ -23,6 +23,7 @@ from calstream.steps.naming import parse_exposure_name
 from calstream.steps.synthetic.downlink import deliver
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
+from tests.processes import alive
 
 from .support import (
     daemon_config,
@@ -251,14 +252,6 @@ def _descendants(pid: int) -> set[int]:
     return kids
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
 async def test_sigkill_mid_run_then_restart_loses_nothing(tmp_path, broker, kit, unique_prefix):
     work = tmp_path / "work"
     cmd = [sys.executable, "-m", "calstream.daemon.operations.cli", "run", "--kafka-bootstrap", broker,
@@ -283,9 +276,9 @@ async def test_sigkill_mid_run_then_restart_loses_nothing(tmp_path, broker, kit,
             first.kill()
     # A bound for workers that outlive it, not a measure (a loaded machine is slow to reap).
     with anyio.move_on_after(60):
-        while any(_alive(p) for p in workers):
+        while any(alive(p) for p in workers):
             await anyio.sleep(0.1)
-    assert not any(_alive(p) for p in workers), "worker processes outlived the killed daemon"
+    assert not any(alive(p) for p in workers), "worker processes outlived the killed daemon"
 
     log2 = open(tmp_path / "run2.log", "w")
     second = subprocess.Popen(cmd, env=env, stdout=log2, stderr=subprocess.STDOUT)

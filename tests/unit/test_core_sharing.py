@@ -8,6 +8,7 @@ from calstream.daemon.deciders.core_sharing import cores_for_run
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.detector1 import with_cores
+from tests.processes import alive
 
 BIG = dict(input_bytes=100 << 20, min_bytes=32 << 20)
 
@@ -73,15 +74,7 @@ async def test_a_workers_children_die_with_it(tmp_path):
         pool.close()
     child = int(pid_file.read_text())
     for _ in range(400):
-        if not _alive(child):
+        if not alive(child):
             break
         await anyio.sleep(0.05)
-    assert not _alive(child), "the worker's child outlived it"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    assert not alive(child), "the worker's child outlived it"

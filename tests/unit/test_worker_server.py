@@ -15,6 +15,7 @@ import pytest
 
 from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
 from calstream.daemon.operations.metrics import Metrics
+from tests.processes import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,14 +104,6 @@ anyio.run(main)
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_a_sigkilled_daemon_takes_the_server_and_its_workers_along():
     daemon = subprocess.Popen([sys.executable, "-c", _DAEMON], cwd=ROOT, stdout=subprocess.PIPE,
                               text=True)
@@ -126,9 +119,9 @@ def test_a_sigkilled_daemon_takes_the_server_and_its_workers_along():
         if daemon.poll() is None:
             daemon.kill()
     deadline = time.monotonic() + 60  # a bound for a loaded machine, not a measure
-    while any(map(_alive, pids)) and time.monotonic() < deadline:
+    while any(map(alive, pids)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not [p for p in pids if _alive(p)], "the server or a worker outlived the daemon"
+    assert not [p for p in pids if alive(p)], "the server or a worker outlived the daemon"
 
 
 @pytest.mark.anyio
@@ -139,7 +132,7 @@ async def test_a_killed_server_takes_its_workers_along_and_the_pool_starts_a_new
         before = (await pool.run("tests.pool_tasks:origin", {}, timeout=300)).value
         os.kill(before["ppid"], signal.SIGKILL)  # the OOM killer, an operator
         with anyio.fail_after(120):  # a bound for a loaded machine, not a measure
-            while _alive(before["pid"]):
+            while alive(before["pid"]):
                 await anyio.sleep(0.05)
         lost = 0
         while True:  # the idle worker's death is found at its next task

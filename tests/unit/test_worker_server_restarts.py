@@ -20,6 +20,7 @@ from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool
 from calstream.daemon.doers.worker_server_watch import started_server_pid
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
+from tests.processes import alive
 
 ROOT = Path(__file__).resolve().parents[2]
 # The tests' modules (tests.pool_tasks) for the scripts, before whatever was there.
@@ -31,14 +32,6 @@ QUICK = Config(max_attempts=3, retry_backoff=0.05, park_recheck_seconds=0.2)
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _restarts(pool: WorkerPool) -> dict[str, float]:
@@ -64,7 +57,7 @@ async def test_the_server_s_pid_is_where_the_watch_reads_it():
 def _importing(old_server: int) -> bool:
     """A new server runs and has forked nothing yet: its jwst import goes on."""
     pid = started_server_pid()
-    if pid in (None, old_server) or not _alive(pid):
+    if pid in (None, old_server) or not alive(pid):
         return False
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -93,7 +86,7 @@ async def test_a_killed_server_is_started_again_while_the_event_loop_runs_on():
         restarts = _restarts(pool)
         os.kill(before["ppid"], signal.SIGKILL)
         with anyio.fail_after(120):  # a bound for a loaded machine, not a measure
-            while _alive(before["pid"]):
+            while alive(before["pid"]):
                 await anyio.sleep(0.05)
         async with anyio.create_task_group() as tg:
             tg.start_soon(tick, before["ppid"])
@@ -130,7 +123,7 @@ async def test_a_server_whose_socket_is_gone_is_killed_and_started_again():
             after = (await pool.run("tests.pool_tasks:origin", {}, timeout=300)).value
     finally:
         pool.close()
-    assert after["ppid"] != before["ppid"] and not _alive(before["ppid"])
+    assert after["ppid"] != before["ppid"] and not alive(before["ppid"])
     assert _restarts(pool).get("unreachable", 0) == restarts.get("unreachable", 0) + 1
 
 
