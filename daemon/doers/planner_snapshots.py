@@ -69,10 +69,11 @@ class Snapshot:
 
 def write(work_dir: str | Path, body: dict[str, Any], *,
           offsets: dict[tuple[str, int], int], calstream_version: str | None = None,
-          stored: list[Stored] | None = None) -> int:
+          stored: list[Stored] | None = None, topic_prefix: str | None = None) -> int:
     """Write the snapshot; returns its size in bytes. A block that is a
     ``Stored`` (reused from the last snapshot: deciders/snapshot_reuse.py)
-    is written as it is; every block as written is appended to ``stored``."""
+    is written as it is; every block as written is appended to ``stored``.
+    ``topic_prefix``: the deployment whose topics it is the state of (``read``)."""
     blocks = body.get("blocks") if isinstance(body, dict) else None
     if type(blocks) is list:
         body = {k: v for k, v in body.items() if k != "blocks"}
@@ -95,7 +96,7 @@ def write(work_dir: str | Path, body: dict[str, Any], *,
     envelope = {"format": FORMAT, "calstream_version": calstream_version or calstream.__version__,
                 "taken_at": time.time(), "size": len(data), "raw_size": raw_size,
                 "blocks": sizes if type(blocks) is list else None,
-                "sha256": hashlib.sha256(data).hexdigest(),
+                "sha256": hashlib.sha256(data).hexdigest(), "topic_prefix": topic_prefix,
                 "offsets": [[t, p, o] for (t, p), o in sorted(offsets.items())]}
     path = snapshot_path(work_dir)
     # A file at <work>/planner, a directory at the snapshot's name: moved
@@ -141,8 +142,16 @@ _SLICE = 20_000
 
 
 def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
-         calstream_version: str | None = None) -> Snapshot | None:
-    """The snapshot, or None (and one warning) when it cannot be trusted."""
+         calstream_version: str | None = None, topic_prefix: str | None = None
+         ) -> Snapshot | None:
+    """The snapshot, or None (and one warning) when it cannot be trusted.
+
+    ``topic_prefix`` (None: not asked, as for a benchmark's files): the
+    snapshot must be of this deployment's topics. One of another (a work dir
+    restored from another's backup, copied from staging, a deployment given
+    a new prefix) is a state decided on other records: restored, it took this
+    deployment's own product events for conflicting copies (dead letters) and
+    its orders for sent, and nothing was ordered."""
     path = snapshot_path(work_dir)
     try:
         set_aside_unless_regular(path, what=SNAPSHOT)  # then: no snapshot, a rebuild
@@ -175,6 +184,10 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
     if envelope.get("calstream_version") != expected_version:
         return _ignored(path, f"written by calstream {envelope.get('calstream_version')}, "
                               f"this is {expected_version}")
+    if topic_prefix is not None and (envelope.get("topic_prefix") != topic_prefix or any(
+            not t.startswith(topic_prefix) for t, _ in offsets)):
+        return _ignored(path, f"written for another deployment (topic prefix "
+                              f"{envelope.get('topic_prefix')!r}, this is {topic_prefix!r})")
     if max_age is not None and time.time() - taken_at > max_age:
         return _ignored(path, f"taken {(time.time() - taken_at) / 3600:.1f} h ago "
                               f"(more than {max_age / 3600:.0f} h)")

@@ -150,3 +150,20 @@ def test_a_restored_record_its_snapshot_cannot_have_made_is_an_unreadable_state(
     rows = Rows(seen, [[event], [0.0], [None], [None]])
     with pytest.raises(SnapshotInvalid, match="cannot be built"):
         rows("jw01001001001_02101_000\ud80001_nrcb1", 0)
+
+
+def test_a_snapshot_of_another_deployment_s_topics_is_ignored(tmp_path, caplog):
+    ours = {(f"p.{t}", n): o for (t, n), o in OFFSETS.items()}
+    planner_snapshots.write(tmp_path, BODY, offsets=ours, calstream_version="v1",
+                            topic_prefix="p.")
+    assert planner_snapshots.read(tmp_path, calstream_version="v1", topic_prefix="p.")
+    with caplog.at_level(logging.WARNING, logger="calstream.planner"):
+        assert planner_snapshots.read(tmp_path, calstream_version="v1", topic_prefix="q.") is None
+    assert "another deployment" in caplog.text
+    # Named with this prefix, offsets of topics outside it: not this deployment's.
+    planner_snapshots.write(tmp_path, BODY, offsets={**ours, ("q.products", 0): 4},
+                            calstream_version="v1", topic_prefix="p.")
+    assert planner_snapshots.read(tmp_path, calstream_version="v1", topic_prefix="p.") is None
+    # Written before snapshots named their deployment: not known to be this one's.
+    planner_snapshots.write(tmp_path, BODY, offsets=ours, calstream_version="v1")
+    assert planner_snapshots.read(tmp_path, calstream_version="v1", topic_prefix="p.") is None
