@@ -40,7 +40,8 @@ from typing import Any
 import calstream
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import Stored
-from calstream.daemon.doers.durable_files import fsync_dir, temporary_path
+from calstream.daemon.doers.child_processes import pid_alive
+from calstream.daemon.doers.durable_files import fsync_dir, temporary_of, temporary_path
 from calstream.steps.regular_files import (
     directory_in_place,
     open_new,
@@ -103,6 +104,7 @@ def write(work_dir: str | Path, body: dict[str, Any], *,
     # aside, where every snapshot raised (FileExistsError, IsADirectoryError).
     directory_in_place(path.parent, root=Path(work_dir), what="the planner's directory")
     set_aside_unless_regular(path, what=SNAPSHOT)
+    _remove_killed_writers_parts(path)
     tmp = temporary_path(path)
     try:
         with open_new(tmp, binary=True) as f:
@@ -116,6 +118,32 @@ def write(work_dir: str | Path, body: dict[str, Any], *,
         raise
     fsync_dir(path.parent)
     return len(data)
+
+
+def _remove_killed_writers_parts(path: Path) -> None:
+    """The temporaries of ``path`` whose writer is gone: a planner killed
+    between writing and renaming (kill -9; an OOM kill, likely then: a
+    snapshot is written when it is over its memory budget) left a whole
+    snapshot's size there, and its successor, another pid, never wrote that
+    name again, so each such kill left one more until the disk was full. A
+    live writer's (a pid reused since: pid_alive cannot tell) is left."""
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return  # the write below says what is wrong with the directory
+    for name in names:
+        if (leftover := temporary_of(name)) is None or leftover[0] != path.name \
+                or pid_alive(leftover[1]):
+            continue
+        try:
+            (path.parent / name).unlink()
+        except OSError as exc:  # gone already, a directory there, a read-only disk
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("planner: %s, the part of a snapshot a killed planner (pid %d) "
+                            "left, cannot be removed: %s", path.parent / name, leftover[1], exc)
+            continue
+        log.info("planner: removed %s, the part of a snapshot whose writer (pid %d) was "
+                 "killed while writing it", path.parent / name, leftover[1])
 
 
 def _json_pieces(value: Any, depth: int = 4) -> Iterator[bytes]:

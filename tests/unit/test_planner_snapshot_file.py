@@ -167,3 +167,30 @@ def test_a_snapshot_of_another_deployment_s_topics_is_ignored(tmp_path, caplog):
     # Written before snapshots named their deployment: not known to be this one's.
     planner_snapshots.write(tmp_path, BODY, offsets=ours, calstream_version="v1")
     assert planner_snapshots.read(tmp_path, calstream_version="v1", topic_prefix="p.") is None
+
+
+def _gone_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_part_a_killed_writer_left_is_removed_at_the_next_snapshot(tmp_path):
+    """kill -9 (an OOM kill: a snapshot is written when the planner is over its
+    memory budget) between writing and renaming leaves a whole snapshot's size
+    under a temporary name; a restarted planner has another pid, so without
+    this each such kill left one more, until the disk was full."""
+    planner_snapshots.write(tmp_path, BODY, offsets=OFFSETS, calstream_version="v1")
+    gone = tmp_path / "planner" / f".snapshot.json.{_gone_pid()}.tmp"
+    gone.write_bytes(b"x" * 1000)
+    live = tmp_path / "planner" / ".snapshot.json.1.tmp"  # pid 1 runs: a write in flight
+    live.write_bytes(b"y")
+    other = tmp_path / "planner" / ".other.json.1234567.tmp"  # not the snapshot's: not ours
+    other.write_bytes(b"z")
+    planner_snapshots.write(tmp_path, BODY, offsets=OFFSETS, calstream_version="v1")
+    assert not gone.exists()
+    assert live.exists() and other.exists()
+    assert planner_snapshots.read(tmp_path, calstream_version="v1").body == BODY
