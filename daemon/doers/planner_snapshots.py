@@ -184,6 +184,8 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
     try:
         set_aside_unless_regular(path, what=SNAPSHOT)  # then: no snapshot, a rebuild
         with open_regular_file(path) as f:  # a FIFO in its place must not hold the start
+            if (whose := _not_ours_alone(os.fstat(f.fileno()))) is not None:
+                return _ignored(path, whose)
             head = f.readline(64 * 1024)
             data = f.read()
     except FileNotFoundError:
@@ -234,6 +236,18 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
     except (ValueError, zlib.error, RecursionError, MemoryError) as exc:
         return _ignored(path, f"its body cannot be read ({str(exc)[:200]})")
     return Snapshot(body, offsets, taken_at, len(data))
+
+
+def _not_ours_alone(st: os.stat_result) -> str | None:
+    """Why a snapshot of this owner and mode could be another's work, or None.
+    Its sha256 proves it whole, not whose: whoever may write it may write a
+    state (orders counted as sent, offsets past records never read). Group
+    write is left: a volume's fsGroup gives it to files."""
+    if st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}, not this planner's ({os.geteuid()})"
+    if st.st_mode & 0o002:
+        return f"anyone may write it (mode {st.st_mode & 0o777:o})"
+    return None
 
 
 def _inflated(data: bytes | memoryview, raw_size: Any) -> bytes:

@@ -194,3 +194,24 @@ def test_the_part_a_killed_writer_left_is_removed_at_the_next_snapshot(tmp_path)
     assert not gone.exists()
     assert live.exists() and other.exists()
     assert planner_snapshots.read(tmp_path, calstream_version="v1").body == BODY
+
+
+def test_a_snapshot_another_user_could_have_written_is_ignored(tmp_path, caplog):
+    """Its sha256 proves it whole, not whose: anyone who may write it may
+    write a state (orders counted as sent, offsets past records never read).
+    One another user owns, or anyone may write, is not taken."""
+    import os
+    planner_snapshots.write(tmp_path, BODY, offsets=OFFSETS, calstream_version="v1")
+    path = planner_snapshots.snapshot_path(tmp_path)
+    path.chmod(0o666)
+    with caplog.at_level(logging.WARNING, logger="calstream.planner"):
+        assert planner_snapshots.read(tmp_path, calstream_version="v1") is None
+    assert "anyone may write" in caplog.text
+    path.chmod(0o664)  # group-writable, as a volume's fsGroup makes it: taken
+    assert planner_snapshots.read(tmp_path, calstream_version="v1") is not None
+    if os.geteuid() == 0:  # only root can give a file away
+        os.chown(path, 54321, -1)
+        assert planner_snapshots.read(tmp_path, calstream_version="v1") is None
+        assert "owned by uid 54321" in caplog.text
+        planner_snapshots.write(tmp_path, BODY, offsets=OFFSETS, calstream_version="v1")
+        assert planner_snapshots.read(tmp_path, calstream_version="v1") is not None
