@@ -76,3 +76,59 @@ async def test_a_planner_frozen_past_its_lease_sends_nothing_once_let_go_on(
     finally:
         for p in planners:
             p.stop()
+
+
+def orders_at_least(n: int):
+    """wait_for's test for ``n`` distinct work orders, counted as they come
+    (one message at a time: not the whole list again at each)."""
+    work_ids: set[str] = set()
+
+    def done(messages) -> bool:
+        last = messages[-1]
+        if isinstance(last, contract.Message) and last.type == "work_order":
+            work_ids.add(last["work_id"])
+        return len(work_ids) >= n
+    return done
+
+
+async def test_the_active_planner_killed_while_the_standby_still_catches_up(
+        broker, tmp_path, unique_prefix):
+    """The standby gets the lease mid-rebuild: it takes over (the work orders
+    read to their end) while its product events are still far behind; every
+    order of the history and of what comes after is sent once."""
+    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    await kafka.create_topics(cfg, Topics(cfg.topic_prefix))
+    history = [product_event(cfg.products, cfg.inbox, p, n, 10)
+               for p in range(1, 601) for n in range(1, 11)]
+    later = [product_event(cfg.products, cfg.inbox, p, n, 10)
+             for p in range(2001, 2006) for n in range(1, 11)]
+    await publish(cfg, history)
+    a = PlannerProcess(cfg, tmp_path / "planner-a")
+    planners = [a]
+    try:
+        with anyio.fail_after(200):
+            await a.until("active")
+        await wait_for(cfg, ["work.stage2"], orders_at_least(len(history)), 200)
+        b = PlannerProcess(cfg, tmp_path / "planner-b")
+        planners.append(b)
+        with anyio.fail_after(120):
+            while "state restored" not in b.output() and "rebuilding" not in b.output():
+                await anyio.sleep(0.05)
+        view = await b.view()
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait()
+        print(f"the standby had caught up when the active one was killed: {view['caught_up']}")
+        with anyio.fail_after(200):
+            await b.until("active")
+        await publish(cfg, later)
+        await wait_for(cfg, ["work.stage2"], orders_at_least(len(history) + len(later)), 200)
+        await anyio.sleep(2)  # anything sent late is on the topic by now
+        records = await kafka.read_to_end(cfg, cfg.topic_prefix + "work.stage2")
+        counts = collections.Counter(
+            contract.decode(r.value, expected="work_order")["work_id"] for r in records)
+        assert len(counts) == len(history) + len(later)
+        twice = [w for w, c in counts.items() if c > 1]
+        assert not twice, f"{len(twice)} order(s) sent twice"
+    finally:
+        for p in planners:
+            p.stop()
