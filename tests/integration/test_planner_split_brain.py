@@ -9,12 +9,14 @@ too (split brain: every such order sent twice).
 from __future__ import annotations
 
 import collections
+import os
 import signal
 
 import anyio
 import pytest
 
 from calstream.daemon.doers import kafka
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 from tests.integration.support import daemon_config, wait_for
@@ -132,3 +134,56 @@ async def test_the_active_planner_killed_while_the_standby_still_catches_up(
     finally:
         for p in planners:
             p.stop()
+
+
+async def test_the_broker_stops_answering_while_the_standby_takes_over(
+        tmp_path, unique_prefix, monkeypatch):
+    """The active planner killed, and the broker silent (SIGSTOP) for longer
+    than the lease's session and the clients' time-out just as the standby
+    reads what the dead one sent: once it answers again the standby leads,
+    and every order is sent once."""
+    for name, value in (("BROKER_TIMEOUT_SECONDS", "4"), ("PARK_RECHECK_SECONDS", "1")):
+        monkeypatch.setenv(f"CALSTREAM_{name}", value)
+    with EmbeddedBroker(tmp_path / "own-broker") as own:
+        cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix)
+        await kafka.create_topics(cfg, Topics(cfg.topic_prefix))
+        events = [product_event(cfg.products, cfg.inbox, p, n, 20)
+                  for p in (1, 2, 3) for n in range(1, 21)]
+        first, rest = events[:30], events[30:]
+        planners = [PlannerProcess(cfg, tmp_path / f"planner-{x}") for x in "ab"]
+        try:
+            with anyio.fail_after(180):
+                while True:
+                    views = [await p.view() for p in planners]
+                    roles = sorted(v["leadership"]["role"] for v in views if v.get("caught_up"))
+                    if roles == ["active", "standby"]:
+                        break
+                    await anyio.sleep(0.2)
+            a, b = sorted(planners,
+                          key=lambda p: views[planners.index(p)]["leadership"]["role"])
+            await publish(cfg, first)
+            await wait_for(cfg, ["work.stage2"], orders_at_least(len(first)), 120)
+            a.proc.send_signal(signal.SIGKILL)
+            a.proc.wait()
+            with anyio.fail_after(60):
+                while "taking over" not in b.output():
+                    await anyio.sleep(0.02)
+            os.kill(own.process.pid, signal.SIGSTOP)
+            try:
+                await anyio.sleep(8)
+            finally:
+                os.kill(own.process.pid, signal.SIGCONT)
+            with anyio.fail_after(180):
+                await b.until("active")
+            await publish(cfg, rest)
+            await wait_for(cfg, ["work.stage2"], orders_at_least(len(events)), 180)
+            await anyio.sleep(2)  # anything sent late is on the topic by now
+            records = await kafka.read_to_end(cfg, cfg.topic_prefix + "work.stage2")
+            counts = collections.Counter(
+                contract.decode(r.value, expected="work_order")["work_id"] for r in records)
+            assert len(counts) == len(events)
+            twice = [w for w, c in counts.items() if c > 1]
+            assert not twice, f"{len(twice)} order(s) sent twice"
+        finally:
+            for p in planners:
+                p.stop()
