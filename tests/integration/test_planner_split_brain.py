@@ -187,3 +187,56 @@ async def test_the_broker_stops_answering_while_the_standby_takes_over(
         finally:
             for p in planners:
                 p.stop()
+
+
+async def test_the_standby_killed_while_it_takes_over_starts_again_and_sends_each_once(
+        broker, tmp_path, unique_prefix):
+    """The active planner frozen, then killed, with orders it never sent: the
+    standby decided and withheld them. The standby is killed while it takes
+    over; started again (its work dir kept), it takes over and sends them,
+    each once."""
+    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    await kafka.create_topics(cfg, Topics(cfg.topic_prefix))
+    events = [product_event(cfg.products, cfg.inbox, p, n, 20)
+              for p in (1, 2, 3) for n in range(1, 21)]
+    first, rest = events[:20], events[20:]
+    planners = [PlannerProcess(cfg, tmp_path / f"planner-{x}") for x in "ab"]
+    try:
+        with anyio.fail_after(180):
+            while True:
+                views = [await p.view() for p in planners]
+                roles = sorted(v["leadership"]["role"] for v in views if v.get("caught_up"))
+                if roles == ["active", "standby"]:
+                    break
+                await anyio.sleep(0.2)
+        a, b = sorted(planners, key=lambda p: views[planners.index(p)]["leadership"]["role"])
+        await publish(cfg, first)
+        await wait_for(cfg, ["work.stage2"], orders_at_least(len(first)), 120)
+        a.proc.send_signal(signal.SIGSTOP)  # it decides nothing more, and holds on to the lease
+        await publish(cfg, rest)
+        with anyio.fail_after(120):  # the standby decided them all, and sent none
+            while (await b.view())["leadership"]["withheld"] < len(rest):
+                await anyio.sleep(0.05)
+        with anyio.fail_after(60):
+            while "taking over" not in b.output():
+                await anyio.sleep(0.01)
+        b.proc.send_signal(signal.SIGKILL)
+        b.proc.wait()
+        a.proc.send_signal(signal.SIGKILL)
+        a.proc.wait()
+        (b.work_dir / "deployment.json").unlink()  # the killed one's endpoint: not again's
+        again = PlannerProcess(cfg, b.work_dir)  # its snapshot, if any, and the topics
+        planners.append(again)
+        with anyio.fail_after(180):
+            await again.until("active")
+        await wait_for(cfg, ["work.stage2"], orders_at_least(len(events)), 120)
+        await anyio.sleep(2)  # anything sent late is on the topic by now
+        records = await kafka.read_to_end(cfg, cfg.topic_prefix + "work.stage2")
+        counts = collections.Counter(
+            contract.decode(r.value, expected="work_order")["work_id"] for r in records)
+        assert len(counts) == len(events)
+        twice = [w for w, c in counts.items() if c > 1]
+        assert not twice, f"{len(twice)} order(s) sent twice"
+    finally:
+        for p in planners:
+            p.stop()
