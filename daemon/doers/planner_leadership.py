@@ -42,20 +42,55 @@ class PublishGate:
     """The lease as the planner's publishing sees it.
 
     ``generation`` counts grants: each grant needs its own takeover (reading
-    what whoever held the lease meanwhile published) before ``act``."""
+    what whoever held the lease meanwhile published) before ``act``.
 
-    def __init__(self) -> None:
+    ``bound``: how long (monotonic seconds) a grant or a heartbeat the group's
+    coordinator answered (``confirm``) vouches for the lease; None with no
+    lease group (one planner: it leads for good). A planner frozen past its
+    session (SIGSTOP, a VM paused, a loop blocked) was expelled and its lease
+    given to another planner, yet nothing has told it so: the revocation comes
+    only from its next heartbeat, after it resumed, while its planner thread
+    resumed too and sends what it reads at once (every order of that moment
+    sent twice). So a lease not confirmed within ``bound`` publishes nothing:
+    the gate ends the acting (what is decided meanwhile is withheld, as a
+    standby's is), and the planner takes it over again once confirmed -- or
+    loses it, as its heartbeat then tells it."""
+
+    def __init__(self, bound: float | None = None) -> None:
         self._cond = threading.Condition()
         self.held = False
         self.generation = 0
         self._acting: int | None = None
         self._in_flight = 0
         self.since = time.time()  # of the last change, for the status
+        self.bound = bound
+        self._confirmed = time.monotonic()
 
     def grant(self) -> int:
         with self._cond:
             self.held, self.generation, self.since = True, self.generation + 1, time.time()
+            self._confirmed = time.monotonic()
             return self.generation
+
+    def confirm(self, at: float) -> None:
+        """The coordinator knew this member at ``at`` (monotonic: when the
+        heartbeat it answered was sent, so never later than it saw it)."""
+        with self._cond:
+            self._confirmed = max(self._confirmed, at)
+
+    def _confirmed_now(self) -> bool:
+        """Whether the lease is vouched for now; ends the acting if it is not
+        (called holding the lock)."""
+        if self.bound is None or time.monotonic() - self._confirmed < self.bound:
+            return True
+        if self._acting is not None:
+            self._acting = None  # taken over again once confirmed: what it withheld is sent
+            self.since = time.time()
+            log.warning("planner: the planner lease unconfirmed for %.1f s (this process was "
+                        "frozen, or the broker is silent): publishing paused, decisions "
+                        "withheld until a heartbeat confirms it or the lease is lost",
+                        time.monotonic() - self._confirmed)
+        return False
 
     def revoke(self, wait: float) -> bool:
         """Close the gate, then wait (at most ``wait`` s) for publications in
@@ -72,7 +107,7 @@ class PublishGate:
     def act(self, generation: int) -> bool:
         """Start publishing for ``generation``, unless the lease moved meanwhile."""
         with self._cond:
-            if self.held and self.generation == generation:
+            if self.held and self.generation == generation and self._confirmed_now():
                 self._acting = generation
                 return True
             return False
@@ -80,12 +115,12 @@ class PublishGate:
     @property
     def acting(self) -> bool:
         with self._cond:
-            return self.held and self._acting == self.generation
+            return self.held and self._acting == self.generation and self._confirmed_now()
 
     def enter(self) -> bool:
         """Begin one publication; False (nothing begun) when not acting."""
         with self._cond:
-            if not (self.held and self._acting == self.generation):
+            if not (self.held and self._acting == self.generation and self._confirmed_now()):
                 return False
             self._in_flight += 1
             return True
@@ -209,7 +244,7 @@ class Leadership:
         self.leader.set(0)
         self.lease = Lease(self.cfg, self.topics.name("planner.lease"),
                            f"{self.cfg.group_prefix}.planner", on_granted=self._granted,
-                           on_lost=self._lost)
+                           on_lost=self._lost, on_confirmed=self.gate.confirm)
         log.info("planner: standby until it holds the planner lease (group %s.planner, "
                  "session timeout %d ms)", self.cfg.group_prefix,
                  self.lease.timing.session_timeout_ms)
@@ -221,6 +256,8 @@ class Leadership:
         consumer = await self.waits.step(
             f"the broker {self.cfg.kafka_bootstrap} (the planner lease's group "
             f"{self.lease.group})", partial(started, self.lease.consumer), broker_cause)
+        if self.lease.watch_heartbeats(consumer):  # before it joins: no grant yet
+            self.gate.bound = self.lease.timing.vouched_seconds
         await self.lease.run(consumer, task_status=task_status)
 
     async def _granted(self) -> None:

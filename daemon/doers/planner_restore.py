@@ -57,7 +57,7 @@ def load_snapshot(planner: Planner) -> bool:
     # its first collections would walk every object just read (a second and
     # more for a million events), though none of them is garbage.
     with collector_paused():
-        snap = planner_snapshots.read(planner.cfg.work_dir)
+        snap = planner_snapshots.read(planner.cfg.work_dir, topic_prefix=planner.topics.prefix)
         if snap is None:
             return False
         if (withheld := _withheld_of(planner, snap.body)) is None:
@@ -245,7 +245,7 @@ async def take_snapshot(planner: Planner) -> int:
             if withheld is not None:
                 body["standby"] = withheld
             size = planner_snapshots.write(planner.cfg.work_dir, body, offsets=offsets,
-                                           stored=stored)
+                                           stored=stored, topic_prefix=planner.topics.prefix)
         planner.snapshot_reuse = writer.written(stored)
         return size, time.thread_time() - cpu
 

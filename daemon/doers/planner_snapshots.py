@@ -40,7 +40,8 @@ from typing import Any
 import calstream
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import Stored
-from calstream.daemon.doers.durable_files import fsync_dir, temporary_path
+from calstream.daemon.doers.child_processes import pid_alive
+from calstream.daemon.doers.durable_files import fsync_dir, temporary_of, temporary_path
 from calstream.steps.regular_files import (
     directory_in_place,
     open_new,
@@ -69,10 +70,11 @@ class Snapshot:
 
 def write(work_dir: str | Path, body: dict[str, Any], *,
           offsets: dict[tuple[str, int], int], calstream_version: str | None = None,
-          stored: list[Stored] | None = None) -> int:
+          stored: list[Stored] | None = None, topic_prefix: str | None = None) -> int:
     """Write the snapshot; returns its size in bytes. A block that is a
     ``Stored`` (reused from the last snapshot: deciders/snapshot_reuse.py)
-    is written as it is; every block as written is appended to ``stored``."""
+    is written as it is; every block as written is appended to ``stored``.
+    ``topic_prefix``: the deployment whose topics it is the state of (``read``)."""
     blocks = body.get("blocks") if isinstance(body, dict) else None
     if type(blocks) is list:
         body = {k: v for k, v in body.items() if k != "blocks"}
@@ -95,13 +97,14 @@ def write(work_dir: str | Path, body: dict[str, Any], *,
     envelope = {"format": FORMAT, "calstream_version": calstream_version or calstream.__version__,
                 "taken_at": time.time(), "size": len(data), "raw_size": raw_size,
                 "blocks": sizes if type(blocks) is list else None,
-                "sha256": hashlib.sha256(data).hexdigest(),
+                "sha256": hashlib.sha256(data).hexdigest(), "topic_prefix": topic_prefix,
                 "offsets": [[t, p, o] for (t, p), o in sorted(offsets.items())]}
     path = snapshot_path(work_dir)
     # A file at <work>/planner, a directory at the snapshot's name: moved
     # aside, where every snapshot raised (FileExistsError, IsADirectoryError).
     directory_in_place(path.parent, root=Path(work_dir), what="the planner's directory")
     set_aside_unless_regular(path, what=SNAPSHOT)
+    _remove_killed_writers_parts(path)
     tmp = temporary_path(path)
     try:
         with open_new(tmp, binary=True) as f:
@@ -115,6 +118,32 @@ def write(work_dir: str | Path, body: dict[str, Any], *,
         raise
     fsync_dir(path.parent)
     return len(data)
+
+
+def _remove_killed_writers_parts(path: Path) -> None:
+    """The temporaries of ``path`` whose writer is gone: a planner killed
+    between writing and renaming (kill -9; an OOM kill, likely then: a
+    snapshot is written when it is over its memory budget) left a whole
+    snapshot's size there, and its successor, another pid, never wrote that
+    name again, so each such kill left one more until the disk was full. A
+    live writer's (a pid reused since: pid_alive cannot tell) is left."""
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return  # the write below says what is wrong with the directory
+    for name in names:
+        if (leftover := temporary_of(name)) is None or leftover[0] != path.name \
+                or pid_alive(leftover[1]):
+            continue
+        try:
+            (path.parent / name).unlink()
+        except OSError as exc:  # gone already, a directory there, a read-only disk
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("planner: %s, the part of a snapshot a killed planner (pid %d) "
+                            "left, cannot be removed: %s", path.parent / name, leftover[1], exc)
+            continue
+        log.info("planner: removed %s, the part of a snapshot whose writer (pid %d) was "
+                 "killed while writing it", path.parent / name, leftover[1])
 
 
 def _json_pieces(value: Any, depth: int = 4) -> Iterator[bytes]:
@@ -141,12 +170,22 @@ _SLICE = 20_000
 
 
 def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
-         calstream_version: str | None = None) -> Snapshot | None:
-    """The snapshot, or None (and one warning) when it cannot be trusted."""
+         calstream_version: str | None = None, topic_prefix: str | None = None
+         ) -> Snapshot | None:
+    """The snapshot, or None (and one warning) when it cannot be trusted.
+
+    ``topic_prefix`` (None: not asked, as for a benchmark's files): the
+    snapshot must be of this deployment's topics. One of another (a work dir
+    restored from another's backup, copied from staging, a deployment given
+    a new prefix) is a state decided on other records: restored, it took this
+    deployment's own product events for conflicting copies (dead letters) and
+    its orders for sent, and nothing was ordered."""
     path = snapshot_path(work_dir)
     try:
         set_aside_unless_regular(path, what=SNAPSHOT)  # then: no snapshot, a rebuild
         with open_regular_file(path) as f:  # a FIFO in its place must not hold the start
+            if (whose := _not_ours_alone(os.fstat(f.fileno()))) is not None:
+                return _ignored(path, whose)
             head = f.readline(64 * 1024)
             data = f.read()
     except FileNotFoundError:
@@ -175,6 +214,10 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
     if envelope.get("calstream_version") != expected_version:
         return _ignored(path, f"written by calstream {envelope.get('calstream_version')}, "
                               f"this is {expected_version}")
+    if topic_prefix is not None and (envelope.get("topic_prefix") != topic_prefix or any(
+            not t.startswith(topic_prefix) for t, _ in offsets)):
+        return _ignored(path, f"written for another deployment (topic prefix "
+                              f"{envelope.get('topic_prefix')!r}, this is {topic_prefix!r})")
     if max_age is not None and time.time() - taken_at > max_age:
         return _ignored(path, f"taken {(time.time() - taken_at) / 3600:.1f} h ago "
                               f"(more than {max_age / 3600:.0f} h)")
@@ -193,6 +236,18 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
     except (ValueError, zlib.error, RecursionError, MemoryError) as exc:
         return _ignored(path, f"its body cannot be read ({str(exc)[:200]})")
     return Snapshot(body, offsets, taken_at, len(data))
+
+
+def _not_ours_alone(st: os.stat_result) -> str | None:
+    """Why a snapshot of this owner and mode could be another's work, or None.
+    Its sha256 proves it whole, not whose: whoever may write it may write a
+    state (orders counted as sent, offsets past records never read). Group
+    write is left: a volume's fsGroup gives it to files."""
+    if st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}, not this planner's ({os.geteuid()})"
+    if st.st_mode & 0o002:
+        return f"anyone may write it (mode {st.st_mode & 0o777:o})"
+    return None
 
 
 def _inflated(data: bytes | memoryview, raw_size: Any) -> bytes:

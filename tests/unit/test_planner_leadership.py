@@ -134,3 +134,38 @@ def test_status_shows_the_active_planners_view_and_names_the_standby():
     assert _planner_roles(out["roles"]) == ["  planners: active, standby"]
     assert "expected exactly one" in _planner_roles(["standby", "standby"])[0]
     assert _planner_roles(["active"]) == []  # one planner, nothing to say
+
+
+def test_a_lease_unconfirmed_past_its_bound_publishes_nothing_until_confirmed(monkeypatch):
+    """A planner frozen past its session (SIGSTOP, a VM paused) was expelled,
+    and nothing has told it yet: it must not send what it reads on resuming."""
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    gate = PublishGate(bound=2.0)
+    generation = gate.grant()
+    assert gate.act(generation) and gate.enter()
+    gate.leave()
+    now[0] += 1.5
+    gate.confirm(now[0] - 0.1)  # a heartbeat answered: vouched for from when it was sent
+    now[0] += 1.5
+    assert gate.enter() and gate.acting
+    gate.leave()
+    now[0] += 10.0  # frozen: no heartbeat for five bounds
+    assert not gate.enter() and not gate.acting
+    assert gate.role() == "taking over" and gate.takeover_due() == generation
+    assert not gate.act(generation), "not acting again before a heartbeat confirms the lease"
+    gate.confirm(now[0] - 12.0)  # the answer to a heartbeat sent before the freeze: too old
+    assert not gate.act(generation)
+    gate.confirm(now[0])
+    assert gate.act(generation) and gate.enter()  # after the takeover's read of what was sent
+    gate.leave()
+
+
+def test_the_only_planner_s_gate_never_goes_stale(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    gate = PublishGate()  # no lease group: nothing ever confirms, nothing needs to
+    gate.act(gate.grant())
+    now[0] += 1e6
+    assert gate.enter() and gate.acting
+    gate.leave()

@@ -150,3 +150,68 @@ def test_a_restored_record_its_snapshot_cannot_have_made_is_an_unreadable_state(
     rows = Rows(seen, [[event], [0.0], [None], [None]])
     with pytest.raises(SnapshotInvalid, match="cannot be built"):
         rows("jw01001001001_02101_000\ud80001_nrcb1", 0)
+
+
+def test_a_snapshot_of_another_deployment_s_topics_is_ignored(tmp_path, caplog):
+    ours = {(f"p.{t}", n): o for (t, n), o in OFFSETS.items()}
+    planner_snapshots.write(tmp_path, BODY, offsets=ours, calstream_version="v1",
+                            topic_prefix="p.")
+    assert planner_snapshots.read(tmp_path, calstream_version="v1", topic_prefix="p.")
+    with caplog.at_level(logging.WARNING, logger="calstream.planner"):
+        assert planner_snapshots.read(tmp_path, calstream_version="v1", topic_prefix="q.") is None
+    assert "another deployment" in caplog.text
+    # Named with this prefix, offsets of topics outside it: not this deployment's.
+    planner_snapshots.write(tmp_path, BODY, offsets={**ours, ("q.products", 0): 4},
+                            calstream_version="v1", topic_prefix="p.")
+    assert planner_snapshots.read(tmp_path, calstream_version="v1", topic_prefix="p.") is None
+    # Written before snapshots named their deployment: not known to be this one's.
+    planner_snapshots.write(tmp_path, BODY, offsets=ours, calstream_version="v1")
+    assert planner_snapshots.read(tmp_path, calstream_version="v1", topic_prefix="p.") is None
+
+
+def _gone_pid() -> int:
+    """The pid of a process that has ended (and been reaped)."""
+    import subprocess
+    import sys
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_part_a_killed_writer_left_is_removed_at_the_next_snapshot(tmp_path):
+    """kill -9 (an OOM kill: a snapshot is written when the planner is over its
+    memory budget) between writing and renaming leaves a whole snapshot's size
+    under a temporary name; a restarted planner has another pid, so without
+    this each such kill left one more, until the disk was full."""
+    planner_snapshots.write(tmp_path, BODY, offsets=OFFSETS, calstream_version="v1")
+    gone = tmp_path / "planner" / f".snapshot.json.{_gone_pid()}.tmp"
+    gone.write_bytes(b"x" * 1000)
+    live = tmp_path / "planner" / ".snapshot.json.1.tmp"  # pid 1 runs: a write in flight
+    live.write_bytes(b"y")
+    other = tmp_path / "planner" / ".other.json.1234567.tmp"  # not the snapshot's: not ours
+    other.write_bytes(b"z")
+    planner_snapshots.write(tmp_path, BODY, offsets=OFFSETS, calstream_version="v1")
+    assert not gone.exists()
+    assert live.exists() and other.exists()
+    assert planner_snapshots.read(tmp_path, calstream_version="v1").body == BODY
+
+
+def test_a_snapshot_another_user_could_have_written_is_ignored(tmp_path, caplog):
+    """Its sha256 proves it whole, not whose: anyone who may write it may
+    write a state (orders counted as sent, offsets past records never read).
+    One another user owns, or anyone may write, is not taken."""
+    import os
+    planner_snapshots.write(tmp_path, BODY, offsets=OFFSETS, calstream_version="v1")
+    path = planner_snapshots.snapshot_path(tmp_path)
+    path.chmod(0o666)
+    with caplog.at_level(logging.WARNING, logger="calstream.planner"):
+        assert planner_snapshots.read(tmp_path, calstream_version="v1") is None
+    assert "anyone may write" in caplog.text
+    path.chmod(0o664)  # group-writable, as a volume's fsGroup makes it: taken
+    assert planner_snapshots.read(tmp_path, calstream_version="v1") is not None
+    if os.geteuid() == 0:  # only root can give a file away
+        os.chown(path, 54321, -1)
+        assert planner_snapshots.read(tmp_path, calstream_version="v1") is None
+        assert "owned by uid 54321" in caplog.text
+        planner_snapshots.write(tmp_path, BODY, offsets=OFFSETS, calstream_version="v1")
+        assert planner_snapshots.read(tmp_path, calstream_version="v1") is not None

@@ -14,6 +14,7 @@ notice a dead member; tests and the embedded default use a 2 s session
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from calstream.daemon.operations.config import Config
 log = logging.getLogger("calstream.lease")
 
 Callback = Callable[[], Awaitable[None]]
+Confirmed = Callable[[float], None]
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,14 @@ class LeaseTiming:
         planner), and a rebalance waits half a session for members to rejoin."""
         session = int(cfg.lease_timeout() * 1000)
         return cls(session, max(100, session // 7), max(500, session // 2))
+
+    @property
+    def vouched_seconds(self) -> float:
+        """How long an answered heartbeat vouches for the lease: the session
+        the coordinator waits before it expels a silent member, less one
+        heartbeat's interval for what is sent at the bound's edge (the new
+        holder's rebalance and takeover come after the expulsion too)."""
+        return (self.session_timeout_ms - self.heartbeat_interval_ms) / 1000
 
 
 CLAIM = b"calstream-lease-holder"
@@ -101,12 +111,13 @@ class _Listener(ConsumerRebalanceListener):
 
 class Lease:
     def __init__(self, cfg: Config, topic: str, group: str, *, on_granted: Callback,
-                 on_lost: Callback):
+                 on_lost: Callback, on_confirmed: Confirmed | None = None):
         self.cfg = cfg
         self.topic = topic
         self.group = group
         self.on_granted = on_granted
         self.on_lost = on_lost
+        self.on_confirmed = on_confirmed
         self.held = False
         # Whether this member held the lease at the last assignment: claimed at
         # the next join, after the revocation every rebalance begins with.
@@ -145,3 +156,28 @@ class Lease:
                     self.held = False
                     await self.on_lost()
                 await consumer.stop()  # leaves the group: the other member takes over now
+
+    def watch_heartbeats(self, consumer: AIOKafkaConsumer) -> bool:
+        """Each heartbeat the coordinator answers confirms the membership from
+        now on (``on_confirmed``, with when it was sent: PublishGate says
+        why). aiokafka has no hook for it: its coordinator's ``_do_heartbeat``
+        (aiokafka 0.14) is wrapped on this consumer's instance. False (and a
+        warning) where that cannot be done (another aiokafka): the caller
+        then trusts the lease as before, until a revocation."""
+        coordinator = getattr(consumer, "_coordinator", None)
+        beat = getattr(coordinator, "_do_heartbeat", None)
+        if beat is None or self.on_confirmed is None:
+            log.warning("planner lease: this aiokafka's heartbeats cannot be watched: a "
+                        "planner frozen past its session sends until its next heartbeat")
+            return False
+        confirmed = self.on_confirmed
+
+        async def watched() -> bool:
+            sent = time.monotonic()
+            answered = await beat()
+            if answered:
+                confirmed(sent)
+            return answered
+
+        coordinator._do_heartbeat = watched
+        return True
