@@ -9,14 +9,12 @@ too (split brain: every such order sent twice).
 from __future__ import annotations
 
 import collections
-import os
 import signal
 
 import anyio
 import pytest
 
 from calstream.daemon.doers import kafka
-from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 from tests.integration.support import daemon_config, wait_for
@@ -91,102 +89,6 @@ def orders_at_least(n: int):
             work_ids.add(last["work_id"])
         return len(work_ids) >= n
     return done
-
-
-async def test_the_active_planner_killed_while_the_standby_still_catches_up(
-        broker, tmp_path, unique_prefix):
-    """The standby gets the lease mid-rebuild: it takes over (the work orders
-    read to their end) while its product events are still far behind; every
-    order of the history and of what comes after is sent once."""
-    cfg = daemon_config(tmp_path, broker, unique_prefix)
-    await kafka.create_topics(cfg, Topics(cfg.topic_prefix))
-    history = [product_event(cfg.products, cfg.inbox, p, n, 10)
-               for p in range(1, 601) for n in range(1, 11)]
-    later = [product_event(cfg.products, cfg.inbox, p, n, 10)
-             for p in range(2001, 2006) for n in range(1, 11)]
-    await publish(cfg, history)
-    a = PlannerProcess(cfg, tmp_path / "planner-a")
-    planners = [a]
-    try:
-        with anyio.fail_after(200):
-            await a.until("active")
-        await wait_for(cfg, ["work.stage2"], orders_at_least(len(history)), 200)
-        b = PlannerProcess(cfg, tmp_path / "planner-b")
-        planners.append(b)
-        with anyio.fail_after(120):
-            while "state restored" not in b.output() and "rebuilding" not in b.output():
-                await anyio.sleep(0.05)
-        view = await b.view()
-        a.proc.send_signal(signal.SIGKILL)
-        a.proc.wait()
-        print(f"the standby had caught up when the active one was killed: {view['caught_up']}")
-        with anyio.fail_after(200):
-            await b.until("active")
-        await publish(cfg, later)
-        await wait_for(cfg, ["work.stage2"], orders_at_least(len(history) + len(later)), 200)
-        await anyio.sleep(2)  # anything sent late is on the topic by now
-        records = await kafka.read_to_end(cfg, cfg.topic_prefix + "work.stage2")
-        counts = collections.Counter(
-            contract.decode(r.value, expected="work_order")["work_id"] for r in records)
-        assert len(counts) == len(history) + len(later)
-        twice = [w for w, c in counts.items() if c > 1]
-        assert not twice, f"{len(twice)} order(s) sent twice"
-    finally:
-        for p in planners:
-            p.stop()
-
-
-async def test_the_broker_stops_answering_while_the_standby_takes_over(
-        tmp_path, unique_prefix, monkeypatch):
-    """The active planner killed, and the broker silent (SIGSTOP) for longer
-    than the lease's session and the clients' time-out just as the standby
-    reads what the dead one sent: once it answers again the standby leads,
-    and every order is sent once."""
-    for name, value in (("BROKER_TIMEOUT_SECONDS", "4"), ("PARK_RECHECK_SECONDS", "1")):
-        monkeypatch.setenv(f"CALSTREAM_{name}", value)
-    with EmbeddedBroker(tmp_path / "own-broker") as own:
-        cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix)
-        await kafka.create_topics(cfg, Topics(cfg.topic_prefix))
-        events = [product_event(cfg.products, cfg.inbox, p, n, 20)
-                  for p in (1, 2, 3) for n in range(1, 21)]
-        first, rest = events[:30], events[30:]
-        planners = [PlannerProcess(cfg, tmp_path / f"planner-{x}") for x in "ab"]
-        try:
-            with anyio.fail_after(180):
-                while True:
-                    views = [await p.view() for p in planners]
-                    roles = sorted(v["leadership"]["role"] for v in views if v.get("caught_up"))
-                    if roles == ["active", "standby"]:
-                        break
-                    await anyio.sleep(0.2)
-            a, b = sorted(planners,
-                          key=lambda p: views[planners.index(p)]["leadership"]["role"])
-            await publish(cfg, first)
-            await wait_for(cfg, ["work.stage2"], orders_at_least(len(first)), 120)
-            a.proc.send_signal(signal.SIGKILL)
-            a.proc.wait()
-            with anyio.fail_after(60):
-                while "taking over" not in b.output():
-                    await anyio.sleep(0.02)
-            os.kill(own.process.pid, signal.SIGSTOP)
-            try:
-                await anyio.sleep(8)
-            finally:
-                os.kill(own.process.pid, signal.SIGCONT)
-            with anyio.fail_after(180):
-                await b.until("active")
-            await publish(cfg, rest)
-            await wait_for(cfg, ["work.stage2"], orders_at_least(len(events)), 180)
-            await anyio.sleep(2)  # anything sent late is on the topic by now
-            records = await kafka.read_to_end(cfg, cfg.topic_prefix + "work.stage2")
-            counts = collections.Counter(
-                contract.decode(r.value, expected="work_order")["work_id"] for r in records)
-            assert len(counts) == len(events)
-            twice = [w for w, c in counts.items() if c > 1]
-            assert not twice, f"{len(twice)} order(s) sent twice"
-        finally:
-            for p in planners:
-                p.stop()
 
 
 async def test_the_standby_killed_while_it_takes_over_starts_again_and_sends_each_once(
