@@ -48,6 +48,7 @@ from calstream.steps.exposure import (
     UNCAL_REQUIRED_EXTENSIONS,
     BadExposure,
     missing_extensions,
+    size_problem,
     uncal_name,
 )
 from calstream.steps.fitsfile import FitsLayout, FitsStatus
@@ -218,6 +219,9 @@ def after_structure(
         return state, Wait(now)  # changed while we looked; start over
     if layout.status in (FitsStatus.NOT_FITS, FitsStatus.CORRUPT):
         return state, Reject(f"{name}: {layout.reason}")
+    too_large = size_problem(layout)  # before the identity read, which would hash it
+    if too_large:
+        return state, Reject(f"{name}: {too_large}")
     reason = incomplete_reason(layout, rules.required_extensions)
     if reason:
         note = f"waiting: {reason}" if state.incomplete_sig is None else ""

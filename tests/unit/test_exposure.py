@@ -396,3 +396,16 @@ def test_the_arrival_schema_admits_guider_exposure_ids():
 
 def test_the_target_name_travels_for_level3_target_numbers(tmp_path):
     assert describe_exposure(write(tmp_path, TARGNAME="NGC 6543")).header["TARGNAME"] == "NGC 6543"
+
+
+def test_a_file_larger_than_any_exposure_is_refused_by_its_headers(tmp_path):
+    """Each count within its bound, together 82 GB of pixels in a sparse
+    file: refused from the headers, so neither the door nor an admission of
+    a forged arrival naming it hashes the hole (steps/exposure.py)."""
+    from calstream.steps.synthetic.headers import write_sparse_uncal
+
+    path = tmp_path / NAME
+    size = write_sparse_uncal(path, {**GOOD, "NGROUPS": 1000, "NINTS": 10_000}, 64, 64)
+    assert size > 64 << 30 and fits_layout(path).complete
+    with pytest.raises(BadExposure, match="larger than any exposure"):
+        describe_exposure(path)
