@@ -248,6 +248,21 @@ def after_identity(
     return replace(state, identified=True, failures=0), Announce()
 
 
+def unless_changed(decision: Decision, *, sig: Sig, sig_now: Sig | None,
+                   now: float) -> Decision:
+    """A rejection judged from the file's bytes (not FITS, corrupt, a header
+    no exposure has) stands only if the file is still as it was when the
+    reads began (``sig``): a writer that truncated it (``cp`` over it) or
+    rewrites it in place (``rsync --inplace``) is mid-write, and the bytes
+    read were the old file's and the new one's, or a new one's first
+    piece. Such a file is looked at again, as one seen changing by the walk
+    or the digest is; quarantined, a good delivery became a ``bad_file``.
+    Asked only of a rejection: no stat more for a good file."""
+    if isinstance(decision, Reject) and sig_now != sig:
+        return Wait(now)
+    return decision
+
+
 def after_read_error(
     state: FileState, *, name: str, error: str, now: float, rules: InboxRules
 ) -> tuple[FileState, Decision]:

@@ -106,7 +106,14 @@ class FileSteps:
         t.state, decision = decide.after_structure(
             t.state, name=t.path.name, sig=sig, layout=layout, now=time.monotonic(),
             rules=self.rules)
-        return decision
+        return await self._unless_changed(t, sig, decision)
+
+    async def _unless_changed(self, t: Track, sig: Sig, decision: decide.Decision
+                              ) -> decide.Decision:
+        if not isinstance(decision, decide.Reject):
+            return decision
+        return decide.unless_changed(decision, sig=sig, sig_now=await self.reads.sig(t.path),
+                                     now=time.monotonic())
 
     async def _read_identity(self, t: Track, sig: Sig) -> decide.Decision:
         try:
@@ -115,7 +122,10 @@ class FileSteps:
             if digest is None:
                 digest = await self.reads.digest(t.path)
         except BadExposure as exc:
-            return decide.Reject(str(exc), await self.reads.digest_or_none(t.path))
+            decision = await self._unless_changed(t, sig, decide.Reject(str(exc)))
+            if isinstance(decision, decide.Reject):  # its digest, for the quarantine record
+                decision = decide.Reject(decision.reason, await self.reads.digest_or_none(t.path))
+            return decision
         except FileNotFoundError:
             return decide.Forget(still_there=False)
         except OSError as exc:
