@@ -72,6 +72,17 @@ def missing_extensions(
     return [name for name in required if (name.upper(), 1) not in present]
 
 
+def incomplete_reason(layout: FitsLayout,
+                      required: tuple[str, ...] = UNCAL_REQUIRED_EXTENSIONS) -> str:
+    """Why a valid FITS layout is not yet a whole exposure ("" if it is)."""
+    if not layout.complete:
+        return layout.reason
+    missing = missing_extensions(layout, required)
+    if missing:
+        return f"valid FITS with {layout.n_hdus} HDU(s) but no {', '.join(missing)} extension yet"
+    return ""
+
+
 def size_problem(layout: FitsLayout) -> str | None:
     """Why a file's size, on disk or as its headers declare it, is more than
     any exposure's (None: it is not). Read from the walk: no data read."""
@@ -305,8 +316,12 @@ def _sci_header(path: Path, fname: str) -> dict[str, Any]:
     too_large = size_problem(layout)
     if too_large:
         raise BadExposure(f"{fname}: {too_large}")
-    unreadable = (file_card_problem(path, layout.hdus)
-                  or uncal_table_problem(path, layout.hdus)) if layout.complete else None
+    # The door reads a file only once it is whole; an arrival someone else
+    # sent may name one still being copied in (run, it failed in jwst).
+    missing = incomplete_reason(layout)
+    if missing:
+        raise BadExposure(f"{fname}: not a whole exposure: {missing}")
+    unreadable = file_card_problem(path, layout.hdus) or uncal_table_problem(path, layout.hdus)
     if unreadable is not None:
         raise BadExposure(f"{fname}: {unreadable}")
     for hdu in layout.hdus:
@@ -319,8 +334,6 @@ def _sci_header(path: Path, fname: str) -> dict[str, Any]:
                                   f"(XTENSION = {str(hdu.xtension)[:20]!r})")
             axes = dict(zip(_AXES, hdu.axes, strict=False))
             return {"NAXIS": len(hdu.axes), **{k: axes.get(k) for k in _AXES}}
-    if not layout.complete:
-        raise BadExposure(f"{fname}: the SCI header cannot be read: {layout.reason}")
     raise BadExposure(f"{fname}: no SCI extension")
 
 

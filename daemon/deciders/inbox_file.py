@@ -47,7 +47,7 @@ from calstream.steps.admitted_input import NOT_A_FILE, Sig
 from calstream.steps.exposure import (
     UNCAL_REQUIRED_EXTENSIONS,
     BadExposure,
-    missing_extensions,
+    incomplete_reason,
     size_problem,
     uncal_name,
 )
@@ -228,16 +228,6 @@ def after_structure(
         state = replace(state, incomplete_sig=sig, incomplete_reason=reason)
         return state, Wait(now + rules.look_interval, note)
     return state, ReadIdentity()
-
-
-def incomplete_reason(layout: FitsLayout, required_extensions: tuple[str, ...]) -> str:
-    """Why a valid FITS layout is not yet a whole exposure ("" if it is)."""
-    if not layout.complete:
-        return layout.reason
-    missing = missing_extensions(layout, required_extensions)
-    if missing:
-        return f"valid FITS with {layout.n_hdus} HDU(s) but no {', '.join(missing)} extension yet"
-    return ""
 
 
 def after_identity(

@@ -1,0 +1,60 @@
+"""Arrivals produced on the raw topic by someone other than this daemon's
+door: the admission judges the file itself, as the door would have.
+
+The door announces a file only once its headers declare every byte it
+holds and the extensions a whole uncal file has (deciders/inbox_file.py);
+the admission read only the primary header and the SCI axes, so an arrival
+naming a file still being copied in (its size and digest those of the
+piece written so far) was run on that piece."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from calstream.steps.exposure import describe_exposure
+from calstream.steps.fitsfile import file_digest, fits_layout
+from calstream.topics import contract
+
+from .support import (
+    announced_then_decided,
+    daemon_config,
+    products,
+    running_daemon,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+def _arrival(path: Path, header_of: Path) -> contract.Message:
+    """The arrival someone would send for ``path`` as it is now, with the
+    header copy of the whole file ``header_of``."""
+    info = describe_exposure(header_of)
+    return contract.build(
+        "arrival", contract.event_id("arrival", info.exposure_id, file_digest(path)),
+        exposure_id=info.exposure_id, path=str(path), digest=file_digest(path),
+        size=path.stat().st_size, detected_at=contract.utc_now(), source="watch",
+        priority="live", header=info.header)
+
+
+async def test_an_arrival_of_a_file_not_yet_whole_is_refused(tmp_path, broker, kit,
+                                                            unique_prefix):
+    # No watcher: nothing else would look at the file.
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["detector1"])
+    whole = kit.uncal_files[0]
+    cfg.inbox.mkdir(parents=True, exist_ok=True)
+    piece = cfg.inbox / whole.name
+    shutil.copyfile(whole, piece)
+    sci = next(h for h in fits_layout(piece).hdus if h.extname == "SCI")
+    os.truncate(piece, sci.data_offset + sci.data_size // 2)  # half its pixels copied so far
+    arrival = _arrival(piece, header_of=whole)
+    async with running_daemon(cfg):
+        seen = await announced_then_decided(cfg, arrival)
+    assert [p for p in products(seen) if p["outcome"] == "success"] == []
+    (letter,) = [m for m in seen if isinstance(m, contract.Message) and m.type == "dead_letter"]
+    assert letter["category"] == "bad_input" and letter["stage"] == "detector1", letter.body
+    assert "not a whole exposure" in letter["reason"], letter["reason"]
+
