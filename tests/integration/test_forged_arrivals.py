@@ -13,10 +13,12 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from calstream.steps.exposure import describe_exposure
 from calstream.steps.fitsfile import file_digest, fits_layout
+from calstream.steps.synthetic.headers import SMALL_UNCAL_HEADER, small_uncal
 from calstream.topics import contract
 
 from .support import (
@@ -24,6 +26,7 @@ from .support import (
     daemon_config,
     products,
     running_daemon,
+    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -58,3 +61,24 @@ async def test_an_arrival_of_a_file_not_yet_whole_is_refused(tmp_path, broker, k
     assert letter["category"] == "bad_input" and letter["stage"] == "detector1", letter.body
     assert "not a whole exposure" in letter["reason"], letter["reason"]
 
+
+async def test_a_file_whose_arrival_no_reader_would_take_is_quarantined(tmp_path, broker,
+                                                                       unique_prefix):
+    """A header value of 1.2 MB (a CONTINUE'd TARGPROP: any string keyword
+    the arrival copies) made an arrival over the 1 MB every reader refuses.
+    The producer refused it too, as a fault of the broker's: the door
+    retried the announcement for as long as the file stayed, never a dead
+    letter. A message over that limit is now refused where it is encoded,
+    as a message its schema refuses, and the file quarantined."""
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["watcher"])
+    cfg.inbox.mkdir(parents=True, exist_ok=True)
+    name = "jw01234001001_02101_00001_nrcb1_uncal.fits"
+    header = {**SMALL_UNCAL_HEADER, "TARGPROP": "x" * 1_200_000}
+    data = small_uncal(header, np.zeros((1, header["NGROUPS"], 16, 16), np.uint16))
+    async with running_daemon(cfg):
+        (cfg.inbox / name).write_bytes(data)
+        seen = await wait_for(cfg, ["deadletter"], lambda ms: bool(ms), timeout=60)
+    (letter,) = seen
+    assert letter["category"] == "bad_file" and letter["stage"] == "watcher", letter.body
+    assert "its arrival message is refused" in letter["reason"], letter["reason"]
+    assert (cfg.quarantine / name).exists()
