@@ -68,3 +68,38 @@ def _count_looks(w) -> list[int]:
 
     w.reads.sig = counting
     return counted
+
+
+async def test_a_restart_reads_no_file_it_announced_whose_products_exist(dirs):
+    """An inbox nobody archives holds every exposure since it was last
+    cleaned. At each start the door read each of them again (its layout,
+    its header) and wrote its ledger row again (a synced sqlite write), all
+    before it looked at any new arrival: with 2,000 such files a file
+    dropped during the start waited ~30 s, with a week's files minutes. A
+    file the ledger knows by its stat, whose products exist, is done: one
+    ledger read and the product look-up, no read of the file, no write."""
+    inbox = dirs[0]
+    names = [NAME.replace("00001", f"{i + 10:05d}") for i in range(50)]
+    first = Recorder()
+    async with running(make(dirs, first)):
+        for n in names:
+            drop(inbox, n, uncal_bytes(n))
+        await wait_until(lambda: len(first.arrivals) == len(names), timeout=120)
+    done = {n.removesuffix("_uncal.fits") for n in names}
+    rec = Recorder(products=done)
+    w = make(dirs, rec)
+    reads: list[str] = []
+    for name in ("layout", "identity", "digest"):
+        read = getattr(w.reads, name)
+
+        async def counted(path, read=read, name=name):
+            reads.append(f"{name} {path.name}")
+            return await read(path)
+
+        setattr(w.reads, name, counted)
+    async with running(w):
+        drop(inbox, NAME, uncal_bytes())
+        await wait_until(lambda: rec.arrivals, timeout=60)
+    assert reads == [f"{r} {NAME}" for r in ("layout", "identity", "digest")]
+    assert [a.exposure_id for a in rec.arrivals] == [NAME.removesuffix("_uncal.fits")]
+    assert w.stats().recorded == len(names)

@@ -68,11 +68,12 @@ class FileSteps:
         until it decides something other than looking deeper."""
         sig, link_outside = await self.reads.look(t.path, self.roots)
         seen_before = t.state.sig is not None
+        # (exposure id, digest) the ledger recorded the file with, as it is now.
+        known = await self._announcer.ledger.known(t.path, sig) \
+            if not seen_before and sig is not None and link_outside is None else None
         # No write to wait out: the writer said it was done, or the file is as
         # it was when it was last announced whole (a restart's scan).
-        writer_done = t.writer_done or (
-            not seen_before and sig is not None and await self._announcer.ledger.knows(t.path, sig)
-        )
+        writer_done = t.writer_done or known is not None
         t.state, decision = decide.after_stat(
             t.state,
             name=t.path.name,
@@ -83,7 +84,13 @@ class FileSteps:
             rules=self.rules,
             writer_done=writer_done,
             link_outside=link_outside,
+            # A start's file as it was announced, whose products exist: done,
+            # unread (its products' look-up only for such a file).
+            done_before=known is not None and t.source == "startup-scan"
+            and await self._announcer.products_exist(*known, t.path),
         )
+        if decide.is_done_before(decision):
+            self._counts.recorded += 1
         if not t.state.identified:
             t.arrival = None  # new content: identified afresh
         if not seen_before and t.state.sig is not None:
