@@ -183,7 +183,8 @@ def after_stat(
         # Read again, hashed from the ledger and its row written again, each
         # of an unarchived inbox's files held every new arrival at a start:
         # with 2,000 of them a new file waited ~30 s.
-        return state, DONE_BEFORE
+        # Its stat kept: remembered as handled, so a rescan leaves it alone.
+        return replace(state, sig=sig, changed_at=now), DONE_BEFORE
     if sig != state.sig:
         first = state.sig is None
         if first and handled_sig == sig:

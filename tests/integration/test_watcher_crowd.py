@@ -99,7 +99,9 @@ async def test_a_restart_reads_no_file_it_announced_whose_products_exist(dirs):
         setattr(w.reads, name, counted)
     async with running(w):
         drop(inbox, NAME, uncal_bytes())
-        await wait_until(lambda: rec.arrivals, timeout=60)
+        await wait_until(lambda: rec.arrivals and w.stats().pending == 0, timeout=60)
+        await w._rescan()  # remembered as handled: a rescan does not take them up again
+        assert w.stats().pending == 0
     assert reads == [f"{r} {NAME}" for r in ("layout", "identity", "digest")]
     assert [a.exposure_id for a in rec.arrivals] == [NAME.removesuffix("_uncal.fits")]
     assert w.stats().recorded == len(names)
