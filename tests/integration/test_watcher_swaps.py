@@ -169,3 +169,33 @@ async def test_a_file_rewritten_in_place_while_walked_is_looked_at_again(dirs, m
         await wait_until(lambda: rec.arrivals or rec.rejections, timeout=30)
     assert rec.rejections == []
     assert [a.digest for a in rec.arrivals] == [sha(new)]
+
+
+async def test_a_good_file_renamed_over_a_bad_one_being_quarantined_is_not(dirs, monkeypatch):
+    """A bad delivery, then at once its correction renamed over it (the
+    sender saw its mistake): the door decided the bad file's fate, hashed it
+    for the quarantine note, and moved whatever the name held then, the
+    good file, into quarantine with the bad one's reason. The name is
+    checked against the file judged just before the move; another file
+    there is looked at afresh."""
+    inbox, quarantine, _ = dirs
+    rec = Recorder()
+    bad = uncal_bytes(REWRITTEN, PROGRAM="04321")  # name and header disagree
+    good = uncal_bytes(REWRITTEN)
+    digest_or_none = FileReads.digest_or_none
+    swapped: list[bool] = []
+
+    async def corrected_while_hashed(self, path):
+        found = await digest_or_none(self, path)
+        if path.name == REWRITTEN and not swapped:
+            swapped.append(True)
+            drop(inbox, REWRITTEN, good)  # the correction, renamed over it
+        return found
+
+    monkeypatch.setattr(FileReads, "digest_or_none", corrected_while_hashed)
+    async with running(make(dirs, rec)):
+        drop(inbox, REWRITTEN, bad)
+        await wait_until(lambda: rec.arrivals or rec.rejections, timeout=30)
+    assert swapped and rec.rejections == []
+    assert [a.digest for a in rec.arrivals] == [sha(good)]
+    assert not quarantine.exists() or list(quarantine.iterdir()) == []

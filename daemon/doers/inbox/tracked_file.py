@@ -21,7 +21,7 @@ from pathlib import Path
 from calstream.daemon.deciders import inbox_file as decide
 from calstream.daemon.deciders.inbox_file import FileState, Sig
 from calstream.daemon.doers.inbox.announcer import AnnouncementFailed
-from calstream.daemon.doers.inbox.quarantine import QuarantineBlocked
+from calstream.daemon.doers.inbox.quarantine import NoLongerJudged, QuarantineBlocked
 from calstream.daemon.doers.inbox.reports import Arrival, log_file
 from calstream.steps.exposure import BadExposure
 
@@ -200,9 +200,13 @@ class FileSteps:
 
     async def _reject(self, t: Track, reason: str, digest: str | None) -> None:
         try:
-            rejection = await self.quarantine.move_aside(t.path, reason, digest, t.detected_at)
+            rejection = await self.quarantine.move_aside(t.path, reason, digest, t.detected_at,
+                                                         judged=t.state.sig)
         except QuarantineBlocked as blocked:  # left in the inbox, parked: looked at again then
             t.retry_at = time.monotonic() + blocked.delay
+            return
+        except NoLongerJudged:  # another file has the name now: judged afresh
+            t.next_check = time.monotonic()
             return
         # Left in the inbox, it is remembered so the rescan does not reject it
         # again until it changes.
