@@ -23,6 +23,7 @@ from calstream.daemon.deciders.inbox_file import FileState, Sig
 from calstream.daemon.doers.inbox.announcer import AnnouncementFailed
 from calstream.daemon.doers.inbox.quarantine import NoLongerJudged, QuarantineBlocked
 from calstream.daemon.doers.inbox.reports import Arrival, log_file
+from calstream.daemon.doers.parking import Parking
 from calstream.steps.exposure import BadExposure
 
 
@@ -42,6 +43,7 @@ class Track:
     touched: bool = False  # an event came in while a step was running
     # The latest event said its writer closed it or moved it in: no settle wait.
     writer_done: bool = False
+    parking: Parking | None = None  # its announcement's, while the broker refuses it
 
 
 class FileSteps:
@@ -189,9 +191,19 @@ class FileSteps:
                 return
             t.state, retry = decide.after_announce_failed(t.state, now=time.monotonic(),
                                                           rules=self.rules)
-            t.retry_at = retry.at
-            log_file(logging.WARNING, f"on_arrival failed (attempt {t.state.failures}): {exc}; "
-                     f"retrying in {retry.delay:g} s", t.path, a)
+            if self._parking is None:
+                t.retry_at = retry.at
+                log_file(logging.WARNING, f"on_arrival failed (attempt {t.state.failures}): "
+                         f"{exc}; retrying in {retry.delay:g} s", t.path, a)
+                return
+            # An infrastructure fault as any other: jittered retries, then
+            # parked with a metric, re-checked until it clears (doers/parking.py).
+            # Without, a burst of files retried in step and showed nowhere.
+            if t.parking is None:
+                t.parking = self._parking(f"{t.path.name}: its announcement")
+            cause = exc.__cause__ or exc
+            t.retry_at = time.monotonic() + t.parking.failed(
+                self._fault_of(cause) or "unknown", cause)
             return
         if dealt_with:
             self._forget(t, still_there=True)

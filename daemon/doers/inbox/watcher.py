@@ -74,6 +74,9 @@ class Watcher(FileSteps):
         required_extensions: tuple[str, ...] = UNCAL_REQUIRED_EXTENSIONS,
         io_concurrency: int = 4,
         parking: Callable[[str], Parking] | None = None,  # a file the quarantine refuses
+        # The infrastructure behind a failed announcement (the broker's, a
+        # disk's), for its parking; None: not known ("unknown").
+        fault_of: Callable[[BaseException], str | None] = lambda exc: None,
         roots: Sequence[Path] = (),  # where a link may lead (the admission's); default the inbox
     ) -> None:
         inbox, quarantine = Path(inbox).absolute(), Path(quarantine).absolute()
@@ -89,6 +92,7 @@ class Watcher(FileSteps):
         self.events = ObserverBridge(self.scope, self._kick, polling=polling,
                                      poll_interval=poll_interval)
         self.keeper = WatchKeeper(self.events, self._make_dirs, parking)
+        self._parking, self._fault_of = parking, fault_of
         self.rescan_interval = rescan_interval
         self._counts = Counts()
         self.quarantine = Quarantine(quarantine, on_reject, self.rules, self._counts, parking=parking)
@@ -229,6 +233,8 @@ class Watcher(FileSteps):
     def _forget(self, t: Track, *, still_there: bool) -> None:
         self._tracks.pop(t.path, None)
         self.quarantine.resumed(t.path)  # gone while parked: no longer shown parked
+        if t.parking is not None:  # announced, or gone, while its announcement was parked
+            t.parking.resumed()
         if still_there and t.state.sig is not None:
             self._done[t.path] = t.state.sig
         if t.touched:
