@@ -15,17 +15,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from astropy.io import fits
 
+from calstream.daemon.doers import kafka
 from calstream.steps.exposure import describe_exposure
 from calstream.steps.fitsfile import file_digest, fits_layout
 from calstream.steps.synthetic.headers import SMALL_UNCAL_HEADER, small_uncal
 from calstream.topics import contract
+from calstream.topics.catalog import Topics
 
 from .support import (
     announced_then_decided,
     daemon_config,
+    metric,
     products,
+    read_all,
     running_daemon,
+    scrape,
+    until,
     wait_for,
 )
 
@@ -82,3 +89,38 @@ async def test_a_file_whose_arrival_no_reader_would_take_is_quarantined(tmp_path
     assert letter["category"] == "bad_file" and letter["stage"] == "watcher", letter.body
     assert "its arrival message is refused" in letter["reason"], letter["reason"]
     assert (cfg.quarantine / name).exists()
+
+
+async def test_an_arrival_whose_file_was_corrected_since_is_stale_not_forged(
+        tmp_path, broker, kit, unique_prefix):
+    """A corrected redelivery renamed over the file before its first
+    arrival was admitted (a backlog): the first arrival's header copy and
+    size are no longer the file's, and it was dead-lettered as a forgery
+    (``invalid_message`` "the arrival's header copy is not the file's"). The
+    file's bytes are asked first: other bytes than the arrival names make
+    it stale, as the design says, and the correction's own arrival runs."""
+    cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["detector1"])
+    whole = kit.uncal_files[0]
+    cfg.inbox.mkdir(parents=True, exist_ok=True)
+    delivered = cfg.inbox / whole.name
+    shutil.copyfile(whole, delivered)
+    first = _arrival(delivered, header_of=delivered)
+    # The correction: another ENGQLPTG, and a note of it.
+    with fits.open(whole) as hdul:
+        hdul[0].header["ENGQLPTG"] = "CALCULATED_FULL"
+        hdul[0].header["HISTORY"] = "corrected " + "x" * 60
+        hdul.writeto(tmp_path / "corrected.fits")
+    os.replace(tmp_path / "corrected.fits", delivered)
+    async with running_daemon(cfg) as daemon:
+        producer = kafka.producer(cfg)
+        await producer.start()
+        try:
+            await producer.send_and_wait(Topics(cfg.topic_prefix).name("raw"),
+                                         contract.encode(first),
+                                         key=first["exposure_id"].encode())
+        finally:
+            await producer.stop()
+        await until(lambda: metric(scrape(daemon.ops.address), "calstream_stage_runs_total",
+                                   stage="detector1", outcome="stale") == 1, timeout=60)
+        letters = await read_all(cfg, ["deadletter"])
+    assert letters == []
