@@ -20,6 +20,7 @@ from calstream.daemon.deciders.pool_warming import warms_at_start
 from calstream.daemon.doers import kafka, planner_clients, planner_restore
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
+from calstream.daemon.doers.kafka.concurrent_consumer import fault_cause
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.planner_leadership import GatedPublisher, Leadership, PublishGate
 from calstream.daemon.doers.planner_loop import Planner
@@ -189,7 +190,8 @@ class RoleTasks:
             polling=cfg.polling, poll_interval=cfg.poll_interval, roots=cfg.allowed_roots,
             settle_seconds=cfg.settle_seconds, incomplete_timeout=cfg.incomplete_timeout,
             parking=lambda what, root=None: Parking(cfg, self.metrics, stage="watcher",
-                                                    what=what, root=root))
+                                                    what=what, root=root),
+            fault_of=fault_cause)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._watch_pending)
             await tg.start(self.watcher.run)

@@ -81,6 +81,7 @@ def check_admitted(path: str | os.PathLike[str], digest: str,
     if before[0] == NOT_A_FILE:
         raise InputChanged(f"{Path(path).name}: the input is no longer a regular file: "
                            "not calibrated")
+    _same_size(path, digest, signature, before)
     found = file_digest(path)
     if found != digest:
         raise InputChanged(f"{Path(path).name}: the input changed since it was admitted "
@@ -90,6 +91,18 @@ def check_admitted(path: str | os.PathLike[str], digest: str,
         raise InputChanged(f"{Path(path).name}: the input changed while it was checked "
                            f"(admitted {digest}): not calibrated")
     return before
+
+
+def _same_size(path: str | os.PathLike[str], digest: str, signature: Sequence[int] | None,
+               now: Sig) -> None:
+    """Bytes of another size than those admitted cannot be them: refused
+    without hashing them (a sparse file of 200 GB put under the name held
+    the worker for minutes, hashing its hole, before it was refused)."""
+    if signature is not None and signature[0] != now[0]:
+        raise InputChanged(f"{Path(path).name}: the input changed since it was admitted "
+                           f"(admitted {digest}, {signature[0]} bytes; now {now[0]} bytes): "
+                           "not calibrated; new content is judged at the door as an arrival "
+                           "of its own")
 
 
 def after_run(pinned: Sig, held: Sig, own: Identity, named: Identity | None) -> str:
@@ -149,6 +162,7 @@ class PinnedInput:
                                "file: not calibrated")
         if signature is not None and tuple(signature) == self.pinned:
             return
+        _same_size(self.path, self.digest, signature, self.pinned)
         self._same_bytes("since it was admitted")
         if stat_sig(os.fstat(self._fd)) != self.pinned:
             raise InputChanged(f"{Path(self.path).name}: the input changed while it was "
@@ -171,13 +185,18 @@ class PinnedInput:
             named = _identity(os.stat(self.path))
         except (FileNotFoundError, NotADirectoryError):
             named = None  # moved or deleted: the run read the open file all the same
-        verdict = after_run(self.pinned, stat_sig(os.fstat(self._fd)), self.own, named)
+        held = stat_sig(os.fstat(self._fd))
+        verdict = after_run(self.pinned, held, self.own, named)
         if verdict == REPLACED:
             raise InputChanged(f"{Path(self.path).name}: the input was replaced while it was "
                                f"calibrated (admitted {self.digest}; another file has its "
                                "name now): not calibrated; new content is judged at the "
                                "door as an arrival of its own")
         if verdict == HASH:
+            if held[0] != self.pinned[0]:  # another size: not the admitted bytes, unread
+                raise InputChanged(f"{Path(self.path).name}: the input changed while it was "
+                                   f"calibrated (admitted {self.digest}, {self.pinned[0]} "
+                                   f"bytes; now {held[0]} bytes): not calibrated")
             self._same_bytes("while it was calibrated")
 
     def close(self) -> None:

@@ -43,6 +43,15 @@ UNCAL_REQUIRED_EXTENSIONS: tuple[str, ...] = ("SCI", "ASDF")
 
 UNCAL_SUFFIX = "uncal"
 
+# The most bytes an uncal file can hold: a generous ceiling, not an
+# instrument rule. JWST's recorder holds ~60 GB of a day's data, and the
+# ground system splits a long exposure into segments of a few GB each; the
+# counts' own bounds (header_checks.py) allow 10^21 bytes. A file declaring
+# more is refused by its headers alone: hashed, a sparse one
+# (``truncate -s 80G``: no disk, all zeros when read) held one of the door's
+# turns and a core for minutes, and an admission's digest its partition.
+MAX_UNCAL_BYTES = 64 << 30
+
 
 class BadExposure(ValueError):
     """An arrival that is not a usable uncal exposure; the message says why."""
@@ -61,6 +70,27 @@ def missing_extensions(
 ) -> list[str]:
     present = {h.key for h in layout.hdus[1:]}
     return [name for name in required if (name.upper(), 1) not in present]
+
+
+def incomplete_reason(layout: FitsLayout,
+                      required: tuple[str, ...] = UNCAL_REQUIRED_EXTENSIONS) -> str:
+    """Why a valid FITS layout is not yet a whole exposure ("" if it is)."""
+    if not layout.complete:
+        return layout.reason
+    missing = missing_extensions(layout, required)
+    if missing:
+        return f"valid FITS with {layout.n_hdus} HDU(s) but no {', '.join(missing)} extension yet"
+    return ""
+
+
+def size_problem(layout: FitsLayout) -> str | None:
+    """Why a file's size, on disk or as its headers declare it, is more than
+    any exposure's (None: it is not). Read from the walk: no data read."""
+    size = max(layout.size, layout.expected_size)
+    if size <= MAX_UNCAL_BYTES:
+        return None
+    return (f"{size} bytes (on disk or declared by its headers), larger than any exposure "
+            f"({MAX_UNCAL_BYTES} bytes): refused unread")
 
 
 def json_value(value: Any) -> Any:
@@ -283,8 +313,15 @@ def _sci_header(path: Path, fname: str) -> dict[str, Any]:
     table is read by astropy (a tile-compressed image: compressed_sci.py).
     First, what stdatamodels reads of any file: fits_cards, uncal_tables."""
     layout = fits_layout(path)
-    unreadable = (file_card_problem(path, layout.hdus)
-                  or uncal_table_problem(path, layout.hdus)) if layout.complete else None
+    too_large = size_problem(layout)
+    if too_large:
+        raise BadExposure(f"{fname}: {too_large}")
+    # The door reads a file only once it is whole; an arrival someone else
+    # sent may name one still being copied in (run, it failed in jwst).
+    missing = incomplete_reason(layout)
+    if missing:
+        raise BadExposure(f"{fname}: not a whole exposure: {missing}")
+    unreadable = file_card_problem(path, layout.hdus) or uncal_table_problem(path, layout.hdus)
     if unreadable is not None:
         raise BadExposure(f"{fname}: {unreadable}")
     for hdu in layout.hdus:
@@ -297,8 +334,6 @@ def _sci_header(path: Path, fname: str) -> dict[str, Any]:
                                   f"(XTENSION = {str(hdu.xtension)[:20]!r})")
             axes = dict(zip(_AXES, hdu.axes, strict=False))
             return {"NAXIS": len(hdu.axes), **{k: axes.get(k) for k in _AXES}}
-    if not layout.complete:
-        raise BadExposure(f"{fname}: the SCI header cannot be read: {layout.reason}")
     raise BadExposure(f"{fname}: no SCI extension")
 
 

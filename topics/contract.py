@@ -209,8 +209,18 @@ def assemble(message_type: str, event_id: str, **fields: Any) -> Message:
 
 
 def encode(message: Message) -> bytes:
+    """The message's bytes, once its schema takes it and it is no larger
+    than every reader takes (MAX_MESSAGE_BYTES): InvalidMessage otherwise.
+    A message over it was refused by the producer instead (over its 1 MiB
+    request size), an error taken for the broker's and retried for as long
+    as the sender lived: an arrival whose file holds a 1.2 MB header value
+    was announced again and again, never dead-lettered."""
     validate(message.type, message.body)
-    return compact_json(message.body)
+    value = compact_json(message.body)
+    if len(value) > MAX_MESSAGE_BYTES:
+        raise InvalidMessage(f"message of {len(value)} bytes is over the "
+                             f"{MAX_MESSAGE_BYTES}-byte limit every reader takes")
+    return value
 
 
 # Limits on what a reader accepts before it even looks at the schema. Every

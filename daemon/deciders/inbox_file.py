@@ -47,7 +47,8 @@ from calstream.steps.admitted_input import NOT_A_FILE, Sig
 from calstream.steps.exposure import (
     UNCAL_REQUIRED_EXTENSIONS,
     BadExposure,
-    missing_extensions,
+    incomplete_reason,
+    size_problem,
     uncal_name,
 )
 from calstream.steps.fitsfile import FitsLayout, FitsStatus
@@ -156,6 +157,7 @@ def after_stat(
     rules: InboxRules,
     writer_done: bool = False,
     link_outside: str | None = None,
+    done_before: bool = False,
 ) -> tuple[FileState, Decision]:
     """``sig``: the file's stat now (None: gone); ``handled_sig``: its stat
     when it was last handled, if it is still in the inbox; ``age``: wall-clock
@@ -164,7 +166,8 @@ def after_stat(
     it is as it was when last announced whole). The structure check still
     decides whether it is whole, and the identity read whether it changed
     meanwhile. ``link_outside``: where the file leads, a symbolic link out
-    of the inbox's roots."""
+    of the inbox's roots. ``done_before``: found by a start's scan as the
+    ledger recorded it announced (the same stat), and its products exist."""
     if sig is None:
         return state, Forget(still_there=False, why="gone from the inbox before it was handled")
     if link_outside is not None:
@@ -176,6 +179,12 @@ def after_stat(
         # The state keeps its stat, so the watcher remembers it was handled.
         return replace(state, sig=sig, changed_at=now), Reject(f"{name}: not a regular file (a FIFO, socket, device or directory "
                              "named like an exposure): nothing to calibrate")
+    if done_before and state.sig is None:
+        # Read again, hashed from the ledger and its row written again, each
+        # of an unarchived inbox's files held every new arrival at a start:
+        # with 2,000 of them a new file waited ~30 s.
+        # Its stat kept: remembered as handled, so a rescan leaves it alone.
+        return replace(state, sig=sig, changed_at=now), DONE_BEFORE
     if sig != state.sig:
         first = state.sig is None
         if first and handled_sig == sig:
@@ -211,6 +220,14 @@ def after_stat(
     return state, CheckStructure()
 
 
+DONE_BEFORE = Forget(still_there=True, why="as announced before, and its products exist: "
+                                           "not read")
+
+
+def is_done_before(decision: Decision) -> bool:
+    return decision is DONE_BEFORE
+
+
 def after_structure(
     state: FileState, *, name: str, sig: Sig, layout: FitsLayout, now: float, rules: InboxRules
 ) -> tuple[FileState, Decision]:
@@ -218,6 +235,9 @@ def after_structure(
         return state, Wait(now)  # changed while we looked; start over
     if layout.status in (FitsStatus.NOT_FITS, FitsStatus.CORRUPT):
         return state, Reject(f"{name}: {layout.reason}")
+    too_large = size_problem(layout)  # before the identity read, which would hash it
+    if too_large:
+        return state, Reject(f"{name}: {too_large}")
     reason = incomplete_reason(layout, rules.required_extensions)
     if reason:
         note = f"waiting: {reason}" if state.incomplete_sig is None else ""
@@ -226,22 +246,27 @@ def after_structure(
     return state, ReadIdentity()
 
 
-def incomplete_reason(layout: FitsLayout, required_extensions: tuple[str, ...]) -> str:
-    """Why a valid FITS layout is not yet a whole exposure ("" if it is)."""
-    if not layout.complete:
-        return layout.reason
-    missing = missing_extensions(layout, required_extensions)
-    if missing:
-        return f"valid FITS with {layout.n_hdus} HDU(s) but no {', '.join(missing)} extension yet"
-    return ""
-
-
 def after_identity(
     state: FileState, *, sig: Sig, sig_after_read: Sig | None, now: float
 ) -> tuple[FileState, Decision]:
     if sig_after_read != sig:
         return state, Wait(now)  # rewritten while we read it
     return replace(state, identified=True, failures=0), Announce()
+
+
+def unless_changed(decision: Decision, *, sig: Sig, sig_now: Sig | None,
+                   now: float) -> Decision:
+    """A rejection judged from the file's bytes (not FITS, corrupt, a header
+    no exposure has) stands only if the file is still as it was when the
+    reads began (``sig``): a writer that truncated it (``cp`` over it) or
+    rewrites it in place (``rsync --inplace``) is mid-write, and the bytes
+    read were the old file's and the new one's, or a new one's first
+    piece. Such a file is looked at again, as one seen changing by the walk
+    or the digest is; quarantined, a good delivery became a ``bad_file``.
+    Asked only of a rejection: no stat more for a good file."""
+    if isinstance(decision, Reject) and sig_now != sig:
+        return Wait(now)
+    return decision
 
 
 def after_read_error(

@@ -174,6 +174,17 @@ class RecordAdmitter:
             if problem:
                 return problem, message
             exposure = _exposure(message["path"])
+            digest = None
+            if exposure.problem is None:
+                # Its bytes first: a file replaced since (a corrected
+                # redelivery, with an arrival of its own) makes this one
+                # stale, whatever its header says now; it was refused as a
+                # forged header copy. Bytes that are the arrival's and a copy
+                # that is not their header's: forged. (The watcher of this
+                # daemon has usually just hashed it: digest_memo.py.)
+                digest = digest_of(Path(message["path"]))
+                if digest != message["digest"]:
+                    return admission.arrival_staleness(message, digest), message
             problem = admission.arrival_claims_problem(message, exposure, from_replay)
             if problem:
                 return problem, message
@@ -181,9 +192,7 @@ class RecordAdmitter:
             problem = _context_problem(message, (message.get("replay") or {}).get("crds_context"))
             if problem:
                 return problem, message
-            # The watcher of this daemon has usually just hashed it (digest_memo.py).
-            return admission.arrival_staleness(
-                message, digest_of(Path(message["path"]))), message
+            return admission.arrival_staleness(message, digest), message
         moved: dict[str, str] = {}
         if self.reroot is not None:  # the store moved: the order's paths read under its root
             body = rerooted_order(message.body, self.reroot)

@@ -328,6 +328,32 @@ def small_uncal(header: Mapping[str, Any], sci) -> bytes:
     return buf.getvalue()
 
 
+def write_sparse_uncal(path, header: Mapping[str, Any], rows: int = 16,
+                       columns: int = 16) -> int:
+    """A whole uncal file of ``header``'s NGROUPS x NINTS frames whose
+    pixels are a hole in a sparse file (no disk; zeros when read): headers
+    that agree with each other, and the size they declare. The test of a
+    door's size bound (a header may declare terabytes). Returns the size."""
+    import io
+
+    import numpy as np
+    from astropy.io import fits
+
+    ngroups, nints = header["NGROUPS"], header["NINTS"]
+    small = small_uncal(header, np.zeros((1, 1, rows, columns), np.uint16))
+    with fits.open(io.BytesIO(small)) as hdul:
+        primary = hdul[0].header.tostring().encode()
+        sci = hdul["SCI"].header.copy()
+        asdf_at = hdul.fileinfo(2)["hdrLoc"]
+    sci["NAXIS3"], sci["NAXIS4"] = ngroups, nints
+    pixels = rows * columns * 2 * ngroups * nints
+    with open(path, "wb") as f:
+        f.write(primary + sci.tostring().encode())
+        f.seek(-(-pixels // 2880) * 2880, 1)  # the pixels, padded: a hole
+        f.write(small[asdf_at:])
+        return f.tell()
+
+
 # An ASDF file of an empty tree, as the asdf library writes one.
 EMPTY_ASDF = (b"#ASDF 1.0.0\n#ASDF_STANDARD 1.5.0\n%YAML 1.1\n%TAG ! tag:stsci.edu:asdf/\n"
               b"--- !core/asdf-1.1.0\n{}\n...\n")

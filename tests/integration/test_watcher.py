@@ -554,3 +554,34 @@ async def test_an_inbox_that_cannot_be_made_again_is_parked_then_watched(tmp_pat
         drop(inbox, NAME, uncal_bytes())
         await wait_until(lambda: len(rec.arrivals) == 1)
     assert "watched again" in caplog.text
+
+
+async def test_an_announcement_the_broker_refuses_is_parked_then_resumed(dirs):
+    """Announcements failing on the broker were retried on a fixed doubling
+    (no jitter: a burst of files retried in step) and shown nowhere but the
+    log. Now each is parked as every other infrastructure fault is
+    (calstream_parked_items, jittered re-checks) and resumes by itself."""
+    from types import SimpleNamespace
+
+    from calstream.daemon.doers.parking import Parking
+    from calstream.daemon.operations.metrics import Metrics
+
+    cfg = SimpleNamespace(max_attempts=1, retry_backoff=0.05, park_recheck_seconds=0.1)
+    metrics = Metrics()
+
+    def sample(name):
+        labels = {"stage": "watcher", "cause": "broker_unreachable"}
+        if name == "calstream_parked_items":
+            labels["root"] = ""
+        return metrics.registry.get_sample_value(name, labels) or 0
+
+    rec = Recorder(arrival_failures=4)
+    w = make(dirs, rec, parking=lambda what, root=None: Parking(cfg, metrics, stage="watcher",
+                                                                what=what, root=root),
+             fault_of=lambda exc: "broker_unreachable" if isinstance(exc, ConnectionError)
+             else None)
+    async with running(w):
+        drop(dirs[0], NAME, uncal_bytes())
+        await wait_until(lambda: rec.arrivals)
+    assert rec.calls == 5
+    assert sample("calstream_parked_total") == 1 and sample("calstream_parked_items") == 0

@@ -11,6 +11,7 @@ import anyio
 import pytest
 
 from calstream.daemon.deciders.inbox_file import INCOMPLETE_LOOK_MAX
+from calstream.daemon.doers.inbox.watcher import STARTUP_STEPS
 
 from .test_watcher import NAME, Recorder, dirs, drop, make, running, uncal_bytes, wait_until
 
@@ -68,3 +69,71 @@ def _count_looks(w) -> list[int]:
 
     w.reads.sig = counting
     return counted
+
+
+async def test_a_restart_reads_no_file_it_announced_whose_products_exist(dirs):
+    """An inbox nobody archives holds every exposure since it was last
+    cleaned. At each start the door read each of them again (its layout,
+    its header) and wrote its ledger row again (a synced sqlite write), all
+    before it looked at any new arrival: with 2,000 such files a file
+    dropped during the start waited ~30 s, with a week's files minutes. A
+    file the ledger knows by its stat, whose products exist, is done: one
+    ledger read and the product look-up, no read of the file, no write."""
+    inbox = dirs[0]
+    names = [NAME.replace("00001", f"{i + 10:05d}") for i in range(50)]
+    first = Recorder()
+    async with running(make(dirs, first)):
+        for n in names:
+            drop(inbox, n, uncal_bytes(n))
+        await wait_until(lambda: len(first.arrivals) == len(names), timeout=120)
+    done = {n.removesuffix("_uncal.fits") for n in names}
+    rec = Recorder(products=done)
+    w = make(dirs, rec)
+    reads: list[str] = []
+    for name in ("layout", "identity", "digest"):
+        read = getattr(w.reads, name)
+
+        async def counted(path, read=read, name=name):
+            reads.append(f"{name} {path.name}")
+            return await read(path)
+
+        setattr(w.reads, name, counted)
+    async with running(w):
+        drop(inbox, NAME, uncal_bytes())
+        await wait_until(lambda: rec.arrivals and w.stats().pending == 0, timeout=60)
+        await w._rescan()  # remembered as handled: a rescan does not take them up again
+        assert w.stats().pending == 0
+    assert reads == [f"{r} {NAME}" for r in ("layout", "identity", "digest")]
+    assert [a.exposure_id for a in rec.arrivals] == [NAME.removesuffix("_uncal.fits")]
+    assert w.stats().recorded == len(names)
+
+
+async def test_a_start_takes_up_its_files_a_bounded_number_at_a_time(dirs):
+    """The start-up scan began a step for every file in the inbox at once:
+    each waiting step held ~10 kB (20,000 short files: 190 MB more at the
+    start; an inbox of months, gigabytes) though only a few files are read
+    at a time (file_reads.py). Now a bounded number of steps at a time
+    works through the listing, in the order it was found."""
+    inbox = dirs[0]
+    short = _short_header()
+    count = STARTUP_STEPS * 4
+    for i in range(count):
+        (inbox / NAME.replace("00001", f"{i + 10:05d}")).write_bytes(short)
+    w = make(dirs, Recorder(), incomplete_timeout=600.0)
+    in_flight, most = [0], [0]
+    step = w._step
+
+    async def counted(t):
+        if t.state.sig is not None:  # not a first look: the loop's, once started
+            return await step(t)
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        try:
+            await step(t)
+        finally:
+            in_flight[0] -= 1
+
+    w._step = counted
+    async with running(w):
+        assert w.stats().pending == count  # every one looked at, each waiting to be whole
+    assert 0 < most[0] <= STARTUP_STEPS

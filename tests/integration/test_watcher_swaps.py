@@ -14,7 +14,17 @@ import pytest
 
 from calstream.daemon.doers.inbox.file_reads import FileReads
 
-from .test_watcher import NAME, Recorder, dirs, drop, make, running, uncal_bytes, wait_until
+from .test_watcher import (
+    NAME,
+    Recorder,
+    dirs,
+    drop,
+    make,
+    running,
+    sha,
+    uncal_bytes,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio, pytest.mark.timeout(300)]
 __all__ = ["dirs"]  # the fixture, used by name
@@ -80,3 +90,112 @@ async def test_a_link_out_of_the_roots_is_quarantined_unread_and_one_into_them_a
                         "inbox's roots: not read")
     assert (quarantine / SWAPPED).is_symlink() and (outside / SWAPPED).exists()
     assert [a.exposure_id for a in rec.arrivals] == [NAME.removesuffix("_uncal.fits")]
+
+
+REWRITTEN = NAME.replace("00001", "00003")
+
+
+async def test_a_file_copied_over_while_its_header_is_read_is_looked_at_again(
+        dirs, monkeypatch):
+    """``cp`` over an inbox file truncates it and writes the new bytes: the
+    door's header read, just after its walk found the old file whole, found
+    no complete header, and the door quarantined the new file while it was
+    still being copied (a ``bad_file`` for a good delivery). A read fault of
+    a file that changed meanwhile is a look again, as a change seen in the
+    walk or the digest is."""
+    inbox = dirs[0]
+    rec = Recorder()
+    new = uncal_bytes(REWRITTEN, ENGQLPTG="CALCULATED")
+    copy: dict = {}
+    identity = FileReads.identity
+
+    async def copied_over_first(self, path):
+        if path.name != REWRITTEN or copy:
+            return await identity(self, path)
+        copy["file"] = open(path, "wb")  # noqa: SIM115 - the copy goes on after the read
+        copy["file"].write(new[:1000])  # truncated, and a piece of the new header written
+        copy["file"].flush()
+        try:
+            return await identity(self, path)
+        finally:
+            copy["read"] = True
+
+    monkeypatch.setattr(FileReads, "identity", copied_over_first)
+    async with running(make(dirs, rec)):
+        drop(inbox, REWRITTEN, uncal_bytes(REWRITTEN))
+        await wait_until(lambda: copy.get("read"), timeout=30)
+        with copy["file"] as f:  # the rest of the copy
+            f.write(new[1000:])
+        await wait_until(lambda: rec.arrivals or rec.rejections, timeout=30)
+    assert rec.rejections == []
+    assert [a.digest for a in rec.arrivals] == [sha(new)]
+
+
+async def test_a_file_rewritten_in_place_while_walked_is_looked_at_again(dirs, monkeypatch):
+    """A writer that rewrites a file in place (``rsync --inplace``, ``dd
+    conv=notrunc``) leaves, part-way, the new headers over the old bytes:
+    the same size, a structure that is neither. The walk found it corrupt
+    and the door quarantined it at once, although the file had changed
+    since the look the walk began with."""
+    inbox = dirs[0]
+    rec = Recorder()
+    # A longer primary header: its first 3 blocks over the old file leave
+    # old pixels where the new walk expects a header (corrupt as it is).
+    new = uncal_bytes(REWRITTEN, **{f"NOTE{i:04d}": "x" * 20 for i in range(40)})
+    rewrite: dict = {}
+    layout = FileReads.layout
+
+    async def rewritten_first(self, path):
+        if path.name == REWRITTEN and not rewrite:
+            rewrite["file"] = f = open(path, "r+b")  # noqa: SIM115 - goes on after the walk
+            f.write(new[:3 * 2880])
+            f.flush()
+            # A write sets the file's times from a coarse clock; the writer's
+            # own later utime (rsync's) makes the change one a stat sees at once.
+            st = os.fstat(f.fileno())
+            os.utime(f.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+            try:
+                return await layout(self, path)
+            finally:
+                rewrite["walked"] = True
+        return await layout(self, path)
+
+    monkeypatch.setattr(FileReads, "layout", rewritten_first)
+    async with running(make(dirs, rec)):
+        drop(inbox, REWRITTEN, uncal_bytes(REWRITTEN))
+        await wait_until(lambda: rewrite.get("walked"), timeout=30)
+        with rewrite["file"] as f:
+            f.write(new[3 * 2880:])
+        await wait_until(lambda: rec.arrivals or rec.rejections, timeout=30)
+    assert rec.rejections == []
+    assert [a.digest for a in rec.arrivals] == [sha(new)]
+
+
+async def test_a_good_file_renamed_over_a_bad_one_being_quarantined_is_not(dirs, monkeypatch):
+    """A bad delivery, then at once its correction renamed over it (the
+    sender saw its mistake): the door decided the bad file's fate, hashed it
+    for the quarantine note, and moved whatever the name held then, the
+    good file, into quarantine with the bad one's reason. The name is
+    checked against the file judged just before the move; another file
+    there is looked at afresh."""
+    inbox, quarantine, _ = dirs
+    rec = Recorder()
+    bad = uncal_bytes(REWRITTEN, PROGRAM="04321")  # name and header disagree
+    good = uncal_bytes(REWRITTEN)
+    digest_or_none = FileReads.digest_or_none
+    swapped: list[bool] = []
+
+    async def corrected_while_hashed(self, path):
+        found = await digest_or_none(self, path)
+        if path.name == REWRITTEN and not swapped:
+            swapped.append(True)
+            drop(inbox, REWRITTEN, good)  # the correction, renamed over it
+        return found
+
+    monkeypatch.setattr(FileReads, "digest_or_none", corrected_while_hashed)
+    async with running(make(dirs, rec)):
+        drop(inbox, REWRITTEN, bad)
+        await wait_until(lambda: rec.arrivals or rec.rejections, timeout=30)
+    assert swapped and rec.rejections == []
+    assert [a.digest for a in rec.arrivals] == [sha(good)]
+    assert not quarantine.exists() or list(quarantine.iterdir()) == []

@@ -184,3 +184,29 @@ def test_a_fifo_pinned_in_its_place_is_refused_without_waiting(tmp_path):
     os.mkfifo(path)  # opened without waiting (O_NONBLOCK), judged by fstat
     with pytest.raises(InputChanged, match="no longer a regular file"):
         _pinned(tmp_path, path, digest)
+
+
+def test_a_replacement_of_another_size_is_refused_unread(tmp_path, monkeypatch):
+    """Bytes of another size cannot be the admitted ones: refused by the
+    signature's size, not by hashing the replacement (a sparse 200 GB file
+    under the name held the worker for minutes, hashing its hole)."""
+    path = _file(tmp_path)
+    digest, sig = file_digest(path), stat_sig(os.stat(path))
+    with open(tmp_path / "huge", "wb") as f:
+        f.truncate(1 << 30)
+    os.replace(tmp_path / "huge", path)
+    monkeypatch.setattr(admitted_input, "file_digest", lambda p: pytest.fail("hashed"))
+    for check in (lambda: check_admitted(path, digest, list(sig)),
+                  lambda: _pinned(tmp_path, path, digest, list(sig))):
+        with pytest.raises(InputChanged, match=f"admitted {digest}, 2880 bytes; now 1073741824"):
+            check()
+
+
+def test_a_pinned_input_grown_during_the_run_is_refused_unread(tmp_path, monkeypatch):
+    path = _file(tmp_path)
+    digest, sig = file_digest(path), stat_sig(os.stat(path))
+    with _pinned(tmp_path, path, digest, list(sig)) as pinned:
+        os.truncate(path, 1 << 30)  # in place: the same inode, a hole of 1 GiB more
+        monkeypatch.setattr(admitted_input, "file_digest", lambda p: pytest.fail("hashed"))
+        with pytest.raises(InputChanged, match="while it was calibrated .*; now 1073741824"):
+            pinned.confirm()

@@ -169,3 +169,15 @@ def test_a_guider_arrival_needs_no_visit_group_sequence_activity_exposure_or_poi
     # A science exposure still must carry them.
     with pytest.raises(InvalidMessage, match="VISITGRP"):
         contract.decode(json.dumps({**body, "header": {**guider, "EXP_TYPE": "FGS_IMAGE"}}).encode())
+
+
+def test_a_message_no_reader_would_take_is_not_encoded():
+    """Over MAX_MESSAGE_BYTES every reader refuses it, and the producer did
+    too, as a broker fault its sender retried for ever (an arrival with a
+    1.2 MB header value): refused where it is made, as its schema would."""
+    body = {**EXAMPLES["arrival"], "header": {**HEADER, "TARGPROP": "x" * 1_200_000}}
+    message = contract.build("arrival", "e" * 64, **body)
+    with pytest.raises(InvalidMessage, match="over the 1000000-byte limit"):
+        contract.encode(message)
+    fits = {**body, "header": {**HEADER, "TARGPROP": "x" * 900_000}}
+    assert len(contract.encode(contract.build("arrival", "e" * 64, **fits))) < 1_000_000

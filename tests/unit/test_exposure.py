@@ -172,14 +172,17 @@ def test_not_fits_content(tmp_path):
 
 
 def _with_extensions(tmp_path, *extensions):
-    """An uncal file whose extensions after the primary are ``extensions``."""
+    """An uncal file whose extensions after the primary are ``extensions``,
+    and the ASDF extension stdatamodels writes last (a whole uncal file)."""
     from astropy.io import fits
+
+    from calstream.steps.synthetic.headers import asdf_extension
 
     primary = fits.PrimaryHDU()
     for key, value in {**GOOD, "SUBSIZE1": 16, "SUBSIZE2": 16}.items():
         primary.header[key] = value
     p = tmp_path / NAME
-    fits.HDUList([primary, *extensions]).writeto(p)
+    fits.HDUList([primary, *extensions, asdf_extension()]).writeto(p)
     return p
 
 
@@ -396,3 +399,29 @@ def test_the_arrival_schema_admits_guider_exposure_ids():
 
 def test_the_target_name_travels_for_level3_target_numbers(tmp_path):
     assert describe_exposure(write(tmp_path, TARGNAME="NGC 6543")).header["TARGNAME"] == "NGC 6543"
+
+
+def test_a_file_larger_than_any_exposure_is_refused_by_its_headers(tmp_path):
+    """Each count within its bound, together 82 GB of pixels in a sparse
+    file: refused from the headers, so neither the door nor an admission of
+    a forged arrival naming it hashes the hole (steps/exposure.py)."""
+    from calstream.steps.synthetic.headers import write_sparse_uncal
+
+    path = tmp_path / NAME
+    size = write_sparse_uncal(path, {**GOOD, "NGROUPS": 1000, "NINTS": 10_000}, 64, 64)
+    assert size > 64 << 30 and fits_layout(path).complete
+    with pytest.raises(BadExposure, match="larger than any exposure"):
+        describe_exposure(path)
+
+
+def test_a_file_not_yet_whole_is_no_exposure(tmp_path):
+    """What the door waits for, a message naming the file cannot skip
+    (an arrival someone else sent for a file still being copied in)."""
+    data = uncal_bytes()
+    layout = fits_layout(write(tmp_path))
+    sci = next(h for h in layout.hdus if h.extname == "SCI")
+    for cut, words in ((sci.data_offset + 100, "HDU 1 declares"),
+                       (layout.hdus[-1].header_offset, "no ASDF extension")):
+        (tmp_path / NAME).write_bytes(data[:cut])
+        with pytest.raises(BadExposure, match=f"not a whole exposure: .*{words}"):
+            describe_exposure(tmp_path / NAME)

@@ -289,3 +289,13 @@ def test_look_interval_follows_the_settle_time_and_the_poll_interval():
     assert decide.look_interval(10.0, 0.1) == 0.1
     assert decide.look_interval(10.0, 10.0) == 1.0
     assert decide.look_interval(0.0, 1.0) == 0.02
+
+
+def test_a_rejection_from_bytes_read_while_the_file_changed_is_a_look_again():
+    sig, later = (100, 1, 2, 3), (50, 5, 2, 6)  # cut and rewritten (cp over it)
+    reject = decide.Reject("x: no complete primary header")
+    assert decide.unless_changed(reject, sig=sig, sig_now=later, now=7.0) == decide.Wait(7.0)
+    assert decide.unless_changed(reject, sig=sig, sig_now=None, now=7.0) == decide.Wait(7.0)
+    assert decide.unless_changed(reject, sig=sig, sig_now=sig, now=7.0) is reject
+    announce = decide.ReadIdentity()
+    assert decide.unless_changed(announce, sig=sig, sig_now=later, now=7.0) is announce

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -53,7 +54,7 @@ class Announcer:
 
     async def _announce(self, a: Arrival, sig: Sig) -> None:
         if a.source == "startup-scan":
-            if await self._products_exist(a):
+            if await self.products_exist(a.exposure_id, a.digest, a):
                 await self.ledger.record(a, sig, announced=False)
                 self.counts.recorded += 1
                 log_file(logging.INFO, "products exist; recorded, not announced", a.path, a)
@@ -91,14 +92,17 @@ class Announcer:
                 logging.ERROR, "announced, but the ledger write failed", a.path, a, exc_info=True
             )
 
-    async def _products_exist(self, a: Arrival) -> bool:
+    async def products_exist(self, exposure_id: str, digest: str, a: Arrival | Path) -> bool:
+        """``a``: the arrival, or the path, its log lines name."""
         try:
-            return bool(await anyio.to_thread.run_sync(self.has_products, a.exposure_id, a.digest))
+            return bool(await anyio.to_thread.run_sync(self.has_products, exposure_id, digest))
         except Exception:
             # Announcing again is a redelivery with a deterministic event id:
             # cheaper than risking a file that never gets processed.
             self.counts.errors += 1
+            path, arrival = (a, None) if isinstance(a, Path) else (a.path, a)
             log_file(
-                logging.WARNING, "has_products failed; announcing anyway", a.path, a, exc_info=True
+                logging.WARNING, "has_products failed; announcing anyway", path, arrival,
+                exc_info=True
             )
             return False

@@ -121,15 +121,16 @@ class Ledger:
         )
         return row[0] if row else None
 
-    async def knows(self, path: Path, sig: Sig) -> bool:
-        """Whether ``path`` was recorded with exactly this stat: it was whole
-        then and has not been written since."""
+    async def known(self, path: Path, sig: Sig) -> tuple[str, str] | None:
+        """The (exposure id, digest) ``path`` was recorded with under exactly
+        this stat, or None: if known, it was whole then, had that content,
+        and has not been written since."""
         query = (
-            "SELECT 1 FROM announced WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ? "
-            "AND ctime_ns = ? LIMIT 1"
+            "SELECT exposure_id, digest FROM announced WHERE path = ? AND size = ? "
+            "AND mtime_ns = ? AND inode = ? AND ctime_ns = ? ORDER BY recorded_at DESC LIMIT 1"
         )
         row = await self._call(lambda: self._db.execute(query, (_text(path), *sig)).fetchone())
-        return row is not None
+        return (row[0], row[1]) if row else None
 
     async def record(self, a: Arrival, sig: Sig, *, announced: bool) -> None:
         """``announced=False``: its products existed at start-up; remembered

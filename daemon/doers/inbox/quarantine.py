@@ -17,12 +17,23 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-from calstream.daemon.deciders.inbox_file import MAX_PENDING_REPORTS, InboxRules, retry_after
+from calstream.daemon.deciders.inbox_file import (
+    MAX_PENDING_REPORTS,
+    InboxRules,
+    Sig,
+    retry_after,
+)
+from calstream.daemon.doers.digest_memo import stat_sig
 from calstream.daemon.doers.inbox.reports import Counts, Rejection, exposure_id_of, log_file
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.operations.logs import escape_controls
 from calstream.steps.failures import infrastructure_cause
 from calstream.steps.regular_files import open_new
+
+
+class NoLongerJudged(Exception):
+    """The name holds another file than the one judged (a correction renamed
+    over it): nothing was moved; the watcher looks at it afresh."""
 
 
 class QuarantineBlocked(Exception):
@@ -54,17 +65,22 @@ class Quarantine:
     _parked: dict[Path, Parking] = field(default_factory=dict)
 
     async def move_aside(
-        self, path: Path, reason: str, digest: str | None, detected_at: float
+        self, path: Path, reason: str, digest: str | None, detected_at: float,
+        judged: Sig | None = None,
     ) -> Rejection:
         """Move ``path`` to the quarantine directory (``quarantined_to`` is
         None if it could not be moved: it is then left in the inbox). Raises
         QuarantineBlocked when the directory refuses it for now (full,
-        read-only): the file stays in the inbox, parked, to be moved later."""
+        read-only): the file stays in the inbox, parked, to be moved later.
+        ``judged``: the stat of the file the reason is about; NoLongerJudged
+        when the name holds another file just before the move."""
         eid = exposure_id_of(path)
         try:
             dest = await anyio.to_thread.run_sync(
-                self._move, path, reason, eid, digest, detected_at
+                self._move, path, reason, eid, digest, detected_at, judged
             )
+        except NoLongerJudged:
+            raise
         except Exception as exc:
             cause = infrastructure_cause(exc)
             if cause is not None and self.parking is not None:
@@ -144,7 +160,8 @@ class Quarantine:
         self.pending.append(r)
 
     def _move(
-        self, path: Path, reason: str, eid: str | None, digest: str | None, detected_at: float
+        self, path: Path, reason: str, eid: str | None, digest: str | None, detected_at: float,
+        judged: Sig | None = None,
     ) -> Path:
         """Runs in a thread. Never overwrites: an earlier file of the same
         name may be the evidence an operator needs."""
@@ -169,6 +186,11 @@ class Quarantine:
             # follows from the file's) would take the write out of quarantine.
             with open_new(note, binary=True) as f:
                 f.write(text.encode("utf-8"))
+            # Judged, hashed for the note: seconds in which a correction may
+            # be renamed over it, which the move would take with this reason.
+            # Checked as the watcher looks (a link: what it leads to).
+            if judged is not None and _sig_now(path) != judged:
+                raise NoLongerJudged(path)
             try:
                 os.replace(path, dest)
             except OSError as exc:
@@ -207,6 +229,13 @@ class Quarantine:
                 return dest
             except FileExistsError:
                 n += 1
+
+
+def _sig_now(path: Path) -> Sig | None:
+    try:
+        return stat_sig(os.stat(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 _NOTE = ".reason.txt"

@@ -21,8 +21,9 @@ from pathlib import Path
 from calstream.daemon.deciders import inbox_file as decide
 from calstream.daemon.deciders.inbox_file import FileState, Sig
 from calstream.daemon.doers.inbox.announcer import AnnouncementFailed
-from calstream.daemon.doers.inbox.quarantine import QuarantineBlocked
+from calstream.daemon.doers.inbox.quarantine import NoLongerJudged, QuarantineBlocked
 from calstream.daemon.doers.inbox.reports import Arrival, log_file
+from calstream.daemon.doers.parking import Parking
 from calstream.steps.exposure import BadExposure
 
 
@@ -42,6 +43,7 @@ class Track:
     touched: bool = False  # an event came in while a step was running
     # The latest event said its writer closed it or moved it in: no settle wait.
     writer_done: bool = False
+    parking: Parking | None = None  # its announcement's, while the broker refuses it
 
 
 class FileSteps:
@@ -68,11 +70,12 @@ class FileSteps:
         until it decides something other than looking deeper."""
         sig, link_outside = await self.reads.look(t.path, self.roots)
         seen_before = t.state.sig is not None
+        # (exposure id, digest) the ledger recorded the file with, as it is now.
+        known = await self._announcer.ledger.known(t.path, sig) \
+            if not seen_before and sig is not None and link_outside is None else None
         # No write to wait out: the writer said it was done, or the file is as
         # it was when it was last announced whole (a restart's scan).
-        writer_done = t.writer_done or (
-            not seen_before and sig is not None and await self._announcer.ledger.knows(t.path, sig)
-        )
+        writer_done = t.writer_done or known is not None
         t.state, decision = decide.after_stat(
             t.state,
             name=t.path.name,
@@ -83,7 +86,13 @@ class FileSteps:
             rules=self.rules,
             writer_done=writer_done,
             link_outside=link_outside,
+            # A start's file as it was announced, whose products exist: done,
+            # unread (its products' look-up only for such a file).
+            done_before=known is not None and t.source == "startup-scan"
+            and await self._announcer.products_exist(*known, t.path),
         )
+        if decide.is_done_before(decision):
+            self._counts.recorded += 1
         if not t.state.identified:
             t.arrival = None  # new content: identified afresh
         if not seen_before and t.state.sig is not None:
@@ -106,7 +115,14 @@ class FileSteps:
         t.state, decision = decide.after_structure(
             t.state, name=t.path.name, sig=sig, layout=layout, now=time.monotonic(),
             rules=self.rules)
-        return decision
+        return await self._unless_changed(t, sig, decision)
+
+    async def _unless_changed(self, t: Track, sig: Sig, decision: decide.Decision
+                              ) -> decide.Decision:
+        if not isinstance(decision, decide.Reject):
+            return decision
+        return decide.unless_changed(decision, sig=sig, sig_now=await self.reads.sig(t.path),
+                                     now=time.monotonic())
 
     async def _read_identity(self, t: Track, sig: Sig) -> decide.Decision:
         try:
@@ -115,7 +131,10 @@ class FileSteps:
             if digest is None:
                 digest = await self.reads.digest(t.path)
         except BadExposure as exc:
-            return decide.Reject(str(exc), await self.reads.digest_or_none(t.path))
+            decision = await self._unless_changed(t, sig, decide.Reject(str(exc)))
+            if isinstance(decision, decide.Reject):  # its digest, for the quarantine record
+                decision = decide.Reject(decision.reason, await self.reads.digest_or_none(t.path))
+            return decision
         except FileNotFoundError:
             return decide.Forget(still_there=False)
         except OSError as exc:
@@ -172,9 +191,19 @@ class FileSteps:
                 return
             t.state, retry = decide.after_announce_failed(t.state, now=time.monotonic(),
                                                           rules=self.rules)
-            t.retry_at = retry.at
-            log_file(logging.WARNING, f"on_arrival failed (attempt {t.state.failures}): {exc}; "
-                     f"retrying in {retry.delay:g} s", t.path, a)
+            if self._parking is None:
+                t.retry_at = retry.at
+                log_file(logging.WARNING, f"on_arrival failed (attempt {t.state.failures}): "
+                         f"{exc}; retrying in {retry.delay:g} s", t.path, a)
+                return
+            # An infrastructure fault as any other: jittered retries, then
+            # parked with a metric, re-checked until it clears (doers/parking.py).
+            # Without, a burst of files retried in step and showed nowhere.
+            if t.parking is None:
+                t.parking = self._parking(f"{t.path.name}: its announcement")
+            cause = exc.__cause__ or exc
+            t.retry_at = time.monotonic() + t.parking.failed(
+                self._fault_of(cause) or "unknown", cause)
             return
         if dealt_with:
             self._forget(t, still_there=True)
@@ -183,9 +212,13 @@ class FileSteps:
 
     async def _reject(self, t: Track, reason: str, digest: str | None) -> None:
         try:
-            rejection = await self.quarantine.move_aside(t.path, reason, digest, t.detected_at)
+            rejection = await self.quarantine.move_aside(t.path, reason, digest, t.detected_at,
+                                                         judged=t.state.sig)
         except QuarantineBlocked as blocked:  # left in the inbox, parked: looked at again then
             t.retry_at = time.monotonic() + blocked.delay
+            return
+        except NoLongerJudged:  # another file has the name now: judged afresh
+            t.next_check = time.monotonic()
             return
         # Left in the inbox, it is remembered so the rescan does not reject it
         # again until it changes.

@@ -47,6 +47,11 @@ from calstream.daemon.doers.inbox.watch_keeper import WatchKeeper
 from calstream.daemon.doers.parking import Parking
 from calstream.steps.exposure import UNCAL_REQUIRED_EXTENSIONS
 
+# Files the start-up scan looks at at once. A few are read at a time
+# (file_reads.py); each step waiting held ~10 kB, and the scan began one for
+# every file in the inbox (20,000 files: 190 MB more at the start).
+STARTUP_STEPS = 64
+
 
 class Watcher(FileSteps):
     def __init__(
@@ -69,6 +74,9 @@ class Watcher(FileSteps):
         required_extensions: tuple[str, ...] = UNCAL_REQUIRED_EXTENSIONS,
         io_concurrency: int = 4,
         parking: Callable[[str], Parking] | None = None,  # a file the quarantine refuses
+        # The infrastructure behind a failed announcement (the broker's, a
+        # disk's), for its parking; None: not known ("unknown").
+        fault_of: Callable[[BaseException], str | None] = lambda exc: None,
         roots: Sequence[Path] = (),  # where a link may lead (the admission's); default the inbox
     ) -> None:
         inbox, quarantine = Path(inbox).absolute(), Path(quarantine).absolute()
@@ -84,6 +92,7 @@ class Watcher(FileSteps):
         self.events = ObserverBridge(self.scope, self._kick, polling=polling,
                                      poll_interval=poll_interval)
         self.keeper = WatchKeeper(self.events, self._make_dirs, parking)
+        self._parking, self._fault_of = parking, fault_of
         self.rescan_interval = rescan_interval
         self._counts = Counts()
         self.quarantine = Quarantine(quarantine, on_reject, self.rules, self._counts, parking=parking)
@@ -141,11 +150,17 @@ class Watcher(FileSteps):
         listing = await anyio.to_thread.run_sync(self.scope.list_files)
         log.info("start-up scan of %s: %d file(s)", self.inbox, len(listing),
                  extra=log_fields(None, self.inbox))
-        async with anyio.create_task_group() as tg:
-            for path in sorted(listing):
+        paths = iter(sorted(listing))  # one listing for every taker: each path once
+
+        async def take_up() -> None:
+            for path in paths:
                 t = self._track(path, "startup-scan")
                 t.busy = True
-                tg.start_soon(self._step, t)
+                await self._step(t)
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(STARTUP_STEPS, len(listing))):
+                tg.start_soon(take_up)
 
     async def _loop(self, tg: TaskGroup) -> None:
         next_rescan = time.monotonic() + self.rescan_interval
@@ -218,6 +233,8 @@ class Watcher(FileSteps):
     def _forget(self, t: Track, *, still_there: bool) -> None:
         self._tracks.pop(t.path, None)
         self.quarantine.resumed(t.path)  # gone while parked: no longer shown parked
+        if t.parking is not None:  # announced, or gone, while its announcement was parked
+            t.parking.resumed()
         if still_there and t.state.sig is not None:
             self._done[t.path] = t.state.sig
         if t.touched:
