@@ -225,3 +225,9 @@ def server_lost_then_crash_then_rate(counter, output_dir, name):
     if runs == 1:
         os._exit(3)
     return write_rate(output_dir, name)
+
+
+def write_rate_with_a_long_parameter(output_dir, name, length):
+    """``write_rate``, its run passed a parameter ``length`` characters long:
+    a product event that size cannot be sent (contract.MAX_MESSAGE_BYTES)."""
+    return {**write_rate(output_dir, name), "steps": {"jump": {"note": "x" * length}}}

@@ -216,6 +216,12 @@ def encode(message: Message) -> bytes:
     as the sender lived: an arrival whose file holds a 1.2 MB header value
     was announced again and again, never dead-lettered."""
     validate(message.type, message.body)
+    return within_limit(message)
+
+
+def within_limit(message: Message) -> bytes:
+    """``encode`` for a message ``build`` checked against its schema: its
+    bytes, or InvalidMessage when they are over MAX_MESSAGE_BYTES."""
     value = compact_json(message.body)
     if len(value) > MAX_MESSAGE_BYTES:
         raise InvalidMessage(f"message of {len(value)} bytes is over the "

@@ -121,6 +121,9 @@ class RunOutcomes:
                 crds_context=result["crds_context"] or context,
                 duration_seconds=result["duration_seconds"],
                 **({"previews": previews} if previews else {}))
+            # Sendable, before anything is committed: an event over what every
+            # reader takes, committed, was re-emitted and refused for ever.
+            contract.within_limit(message)
             with self.previews.kept(message.event_id, outputs, item.log_context, bool(previews)):
                 store.publish(scratch, item.program, item.observation, name=item.name,
                               stage=item.stage, version=item.version, synced=sealed is not None,

@@ -252,6 +252,12 @@ class WorkItemRunner(RunOutcomes):
                 kind = self._store_fault(exc)
                 detail = with_place(error_text(exc), place)
                 step = self._next(kind, attempts, item)
+            except contract.InvalidMessage as exc:
+                # Its product event cannot be sent (over every reader's limit;
+                # a value its schema refuses), found before the commit: the
+                # same at every attempt, so a dead letter with the reason.
+                kind, detail = "permanent", f"its product event cannot be sent: {exc}"
+                step = self._next(kind, attempts, item)
         await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
         if step.action == "publish_skipped":
             await self._publish_skipped(item, wid, detail, run_log, store)

@@ -1,0 +1,76 @@
+"""A product event larger than every reader takes (contract.MAX_MESSAGE_BYTES)
+is a fault of the item, not of the broker: a dead letter with its reason,
+nothing committed. Before, the event was checked against its schema only;
+the products were moved in and the provenance record written (the commit),
+then the event's encoding refused it at the send, outside what the run's
+outcomes handle: the record was taken again, found done, its event
+re-emitted and refused again, for as long as the daemon ran. Real worker
+processes (a tiny task), a real product store."""
+
+import anyio
+import pytest
+
+from calstream.daemon.deciders.work_items import WorkItem
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.work_item_runner import WorkItemRunner
+from calstream.daemon.doers.worker_pool import WorkerPool
+from calstream.daemon.operations.config import load
+from calstream.daemon.operations.metrics import Metrics
+from calstream.topics import contract
+
+NAME = "jw01234001001_02101_00001_nrcb1"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+class _Bus:
+    def __init__(self):
+        self.sent = []
+
+    async def publish(self, topic, key, message):
+        contract.encode(message)  # what the real publisher does first
+        self.sent.append((topic, message))
+
+    async def dead_letter(self, *, category, reason, **fields):
+        self.sent.append(("deadletter", category, reason))
+
+
+def _item(length: int) -> WorkItem:
+    return WorkItem(stage="detector1", pipeline="calwebb_detector1",
+                    task="tests.pool_tasks:write_rate_with_a_long_parameter",
+                    task_kwargs={"name": NAME, "length": length},
+                    program="01234", observation="001", name=NAME,
+                    inputs=[{"path": "/in/u.fits", "digest": "sha256:" + "0" * 64}],
+                    event_fields={"exposure_id": NAME})
+
+
+@pytest.mark.anyio
+async def test_a_product_event_no_reader_would_take_is_a_dead_letter_and_nothing_is_committed(
+        tmp_path):
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    metrics, bus, store = Metrics(), _Bus(), ProductStore(cfg.products)
+    pool = WorkerPool(1, stage="detector1", metrics=metrics)
+    pool.start()
+    runner = WorkItemRunner(cfg, publisher=bus, store=store, pool=pool, metrics=metrics,
+                            crds_context="jwst_0001.pmap")
+    try:
+        with anyio.fail_after(120):  # a bound for a loaded machine, not a measure
+            await runner.run(_item(contract.MAX_MESSAGE_BYTES + 1000))
+            # The run's log and its failure's record only: no product, no
+            # provenance record (the commit marker).
+            committed = [str(p.relative_to(cfg.products)) for p in cfg.products.rglob("*")
+                         if p.is_file() and p.parent.name not in (".logs", ".failed")]
+            # The same item again (its record redelivered): judged the same way.
+            await runner.run(_item(contract.MAX_MESSAGE_BYTES + 1000))
+            # A parameter that fits: the product is made as ever.
+            await runner.run(_item(10))
+    finally:
+        pool.close()
+    letters = [s for s in bus.sent if s[0] == "deadletter"]
+    assert len(letters) == 2, bus.sent
+    assert all("bytes" in reason and "limit" in reason for _, _, reason in letters), letters
+    assert committed == [], committed
+    assert [s[0] for s in bus.sent] == ["deadletter", "deadletter", "products"]
