@@ -51,11 +51,15 @@ class LeaseTiming:
 
     @property
     def vouched_seconds(self) -> float:
-        """How long an answered heartbeat vouches for the lease: the session
-        the coordinator waits before it expels a silent member, less one
-        heartbeat's interval for what is sent at the bound's edge (the new
-        holder's rebalance and takeover come after the expulsion too)."""
-        return (self.session_timeout_ms - self.heartbeat_interval_ms) / 1000
+        """How long an answered heartbeat vouches for the lease: the shorter
+        of the two waits after which the coordinator gives a silent member's
+        partition on -- its session, or the rebalance timeout of a rebalance
+        begun just after that heartbeat (a standby starting while the holder
+        is frozen: the join completes without the member that did not rejoin)
+        -- less one heartbeat's interval for what is sent at the bound's edge
+        (the new holder's rebalance and takeover come after the expulsion)."""
+        expelled = min(self.session_timeout_ms, self.rebalance_timeout_ms)
+        return (expelled - self.heartbeat_interval_ms) / 1000
 
 
 CLAIM = b"calstream-lease-holder"
