@@ -74,3 +74,33 @@ async def test_a_product_event_no_reader_would_take_is_a_dead_letter_and_nothing
     assert all("bytes" in reason and "limit" in reason for _, _, reason in letters), letters
     assert committed == [], committed
     assert [s[0] for s in bus.sent] == ["deadletter", "deadletter", "products"]
+
+
+@pytest.mark.anyio
+async def test_a_done_record_whose_event_no_reader_would_take_is_run_again_not_re_emitted(
+        tmp_path):
+    """A record committed before the check above (an older calstream), or a
+    record file grown since: re-emitting its event raised at the send, and
+    the stage consumer took that for the broker's fault and retried the
+    record for as long as the daemon ran, its partition held."""
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    metrics, bus, store = Metrics(), _Bus(), ProductStore(cfg.products)
+    pool = WorkerPool(1, stage="detector1", metrics=metrics)
+    pool.start()
+    runner = WorkItemRunner(cfg, publisher=bus, store=store, pool=pool, metrics=metrics,
+                            crds_context="jwst_0001.pmap")
+    try:
+        with anyio.fail_after(120):  # a bound for a loaded machine, not a measure
+            await runner.run(_item(10))
+            wid = runner.work_id(_item(10))
+            done = store.lookup("01234", "001", name=NAME, stage="detector1", work_id=wid)
+            grown = {**done.event,
+                     "parameters": {"steps": {"jump": {"note": "x" * contract.MAX_MESSAGE_BYTES}}}}
+            assert contract.is_valid("product", grown)  # its schema takes it: only its size
+            store.write_record("01234", "001", name=NAME, stage="detector1",
+                               record={**done.record, "event": grown})
+            await runner.run(_item(10))  # its record redelivered
+    finally:
+        pool.close()
+    assert [s[0] for s in bus.sent] == ["products", "products"], bus.sent
+    assert len(contract.encode(bus.sent[-1][1])) < contract.MAX_MESSAGE_BYTES
