@@ -209,23 +209,22 @@ def assemble(message_type: str, event_id: str, **fields: Any) -> Message:
 
 
 def encode(message: Message) -> bytes:
-    """The message's bytes, once its schema takes it and it is no larger
-    than every reader takes (MAX_MESSAGE_BYTES): InvalidMessage otherwise.
-    A message over it was refused by the producer instead (over its 1 MiB
-    request size), an error taken for the broker's and retried for as long
-    as the sender lived: an arrival whose file holds a 1.2 MB header value
-    was announced again and again, never dead-lettered."""
+    """The message's bytes, once its schema takes it and it is no larger than
+    every reader takes (MAX_MESSAGE_BYTES): InvalidMessage otherwise (the
+    producer refused it, a "broker fault" its sender retried for ever)."""
     validate(message.type, message.body)
     return within_limit(message)
 
 
 def within_limit(message: Message) -> bytes:
-    """``encode`` for a message ``build`` checked against its schema: its
-    bytes, or InvalidMessage when they are over MAX_MESSAGE_BYTES."""
+    """``encode`` for a message ``build`` checked against its schema: its bytes, or
+    InvalidMessage over MAX_MESSAGE_BYTES (less room for the producer a send adds)."""
     value = compact_json(message.body)
-    if len(value) > MAX_MESSAGE_BYTES:
+    room = 0 if "producer" in message.body else PRODUCER_ROOM_BYTES
+    if len(value) > MAX_MESSAGE_BYTES - room:
+        kept = f" ({room} kept for its producer field)" if room else ""
         raise InvalidMessage(f"message of {len(value)} bytes is over the "
-                             f"{MAX_MESSAGE_BYTES}-byte limit every reader takes")
+                             f"{MAX_MESSAGE_BYTES}-byte limit every reader takes{kept}")
     return value
 
 
@@ -236,6 +235,7 @@ def within_limit(message: Message) -> bytes:
 # parsers may read two different messages. All of these become InvalidMessage,
 # which callers turn into an ``invalid_message`` dead letter.
 MAX_MESSAGE_BYTES = 1_000_000  # the producer's default max.request.size
+PRODUCER_ROOM_BYTES = 512  # the publisher's producer field: host (<= 255), version, role
 MAX_INTEGER_DIGITS = 30        # no calstream field needs more (offsets, sizes, counts)
 
 

@@ -58,8 +58,9 @@ def record_problem(value: Any, store_root: str) -> str | None:
 def done_problem(event: dict[str, Any], *, work_id: str, name: str, stage: str) -> str | None:
     """Why a usable record's event cannot stand for this work item as done
     (its event is re-emitted as the item's product event); None if it can.
-    One that names other work, or that its schema refuses, would be retried
-    as a broker fault when re-emitted; the item is run again instead."""
+    One that names other work, that its schema refuses or that is over what
+    every reader takes, would be retried as a broker fault when re-emitted;
+    the item is run again instead."""
     if (event.get("work_id"), event.get("product_name"), event.get("stage")) != \
             (work_id, name, stage):
         return (f"its event is {str(event.get('stage'))[:40]} of "
@@ -67,4 +68,8 @@ def done_problem(event: dict[str, Any], *, work_id: str, name: str, stage: str) 
                 f"{str(event.get('work_id'))[:12]}, not this item's")
     if not contract.is_valid("product", event):
         return "its event is not a product event the contract accepts"
+    try:  # one committed before the commit checked it (an older calstream), or grown since
+        contract.within_limit(contract.Message("product", event))
+    except contract.InvalidMessage as exc:
+        return f"its event cannot be sent: {exc}"
     return None

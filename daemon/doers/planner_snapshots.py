@@ -214,6 +214,10 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
     if envelope.get("calstream_version") != expected_version:
         return _ignored(path, f"written by calstream {envelope.get('calstream_version')}, "
                               f"this is {expected_version}")
+    if topic_prefix is not None and envelope.get("topic_prefix") is None:
+        # An upgrade's first start: rebuilt once, then snapshots name it.
+        return _ignored(path, f"it names no deployment (written before snapshots named "
+                              f"their topics' prefix; this is {topic_prefix!r})")
     if topic_prefix is not None and (envelope.get("topic_prefix") != topic_prefix or any(
             not t.startswith(topic_prefix) for t, _ in offsets)):
         return _ignored(path, f"written for another deployment (topic prefix "

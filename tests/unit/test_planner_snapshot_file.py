@@ -164,9 +164,13 @@ def test_a_snapshot_of_another_deployment_s_topics_is_ignored(tmp_path, caplog):
     planner_snapshots.write(tmp_path, BODY, offsets={**ours, ("q.products", 0): 4},
                             calstream_version="v1", topic_prefix="p.")
     assert planner_snapshots.read(tmp_path, calstream_version="v1", topic_prefix="p.") is None
-    # Written before snapshots named their deployment: not known to be this one's.
+    # Written before snapshots named their deployment (an upgrade): not known
+    # to be this one's, rebuilt once, and said so, not "another deployment".
     planner_snapshots.write(tmp_path, BODY, offsets=ours, calstream_version="v1")
-    assert planner_snapshots.read(tmp_path, calstream_version="v1", topic_prefix="p.") is None
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="calstream.planner"):
+        assert planner_snapshots.read(tmp_path, calstream_version="v1", topic_prefix="p.") is None
+    assert "names no deployment" in caplog.text and "another deployment" not in caplog.text
 
 
 def _gone_pid() -> int:

@@ -51,11 +51,15 @@ class LeaseTiming:
 
     @property
     def vouched_seconds(self) -> float:
-        """How long an answered heartbeat vouches for the lease: the session
-        the coordinator waits before it expels a silent member, less one
-        heartbeat's interval for what is sent at the bound's edge (the new
-        holder's rebalance and takeover come after the expulsion too)."""
-        return (self.session_timeout_ms - self.heartbeat_interval_ms) / 1000
+        """How long an answered heartbeat vouches for the lease: the shorter
+        of the two waits after which the coordinator gives a silent member's
+        partition on -- its session, or the rebalance timeout of a rebalance
+        begun just after that heartbeat (a standby starting while the holder
+        is frozen: the join completes without the member that did not rejoin)
+        -- less one heartbeat's interval for what is sent at the bound's edge
+        (the new holder's rebalance and takeover come after the expulsion)."""
+        expelled = min(self.session_timeout_ms, self.rebalance_timeout_ms)
+        return (expelled - self.heartbeat_interval_ms) / 1000
 
 
 CLAIM = b"calstream-lease-holder"
@@ -160,13 +164,15 @@ class Lease:
     def watch_heartbeats(self, consumer: AIOKafkaConsumer) -> bool:
         """Each heartbeat the coordinator answers confirms the membership from
         now on (``on_confirmed``, with when it was sent: PublishGate says
-        why). aiokafka has no hook for it: its coordinator's ``_do_heartbeat``
-        (aiokafka 0.14) is wrapped on this consumer's instance. False (and a
+        why), unless it asked for a rejoin (a rebalance). aiokafka has no hook
+        for it: its coordinator's ``_do_heartbeat`` (aiokafka 0.14) is
+        wrapped on this consumer's instance. False (and a
         warning) where that cannot be done (another aiokafka): the caller
         then trusts the lease as before, until a revocation."""
         coordinator = getattr(consumer, "_coordinator", None)
         beat = getattr(coordinator, "_do_heartbeat", None)
-        if beat is None or self.on_confirmed is None:
+        if beat is None or not hasattr(coordinator, "_rejoin_needed_fut") \
+                or self.on_confirmed is None:
             log.warning("planner lease: this aiokafka's heartbeats cannot be watched: a "
                         "planner frozen past its session sends until its next heartbeat")
             return False
@@ -175,7 +181,11 @@ class Lease:
         async def watched() -> bool:
             sent = time.monotonic()
             answered = await beat()
-            if answered:
+            # aiokafka answers True to "rebalancing" too, and asks for a
+            # rejoin: the coordinator keeps the member only until the
+            # rebalance timeout from the rebalance's start (maybe long before
+            # this heartbeat), and the lease is revoked before the rejoin.
+            if answered and not coordinator._rejoin_needed_fut.done():
                 confirmed(sent)
             return answered
 
