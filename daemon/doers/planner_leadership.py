@@ -56,11 +56,15 @@ class PublishGate:
     standby's is), and the planner takes it over again once confirmed -- or
     loses it, as its heartbeat then tells it."""
 
-    def __init__(self, bound: float | None = None) -> None:
+    def __init__(self, bound: float | None = None, on_pause=None) -> None:
         self._cond = threading.Condition()
         self.held = False
         self.generation = 0
         self._acting: int | None = None
+        # The generation whose publishing a missing confirmation paused: its
+        # takeover is a resumption (the same lease), not a new leadership.
+        self._paused: int | None = None
+        self.on_pause = on_pause  # called (under the lock) at each pause: a metric
         self._in_flight = 0
         self.since = time.time()  # of the last change, for the status
         self.bound = bound
@@ -69,7 +73,7 @@ class PublishGate:
     def grant(self) -> int:
         with self._cond:
             self.held, self.generation, self.since = True, self.generation + 1, time.time()
-            self._confirmed = time.monotonic()
+            self._confirmed, self._paused = time.monotonic(), None
             return self.generation
 
     def confirm(self, at: float) -> None:
@@ -84,8 +88,11 @@ class PublishGate:
         if self.bound is None or time.monotonic() - self._confirmed < self.bound:
             return True
         if self._acting is not None:
-            self._acting = None  # taken over again once confirmed: what it withheld is sent
+            # Taken over again once confirmed: what it withheld is sent then.
+            self._paused, self._acting = self._acting, None
             self.since = time.time()
+            if self.on_pause is not None:
+                self.on_pause()
             log.warning("planner: the planner lease unconfirmed for %.1f s (this process was "
                         "frozen, or the broker is silent): publishing paused, decisions "
                         "withheld until a heartbeat confirms it or the lease is lost",
@@ -96,7 +103,7 @@ class PublishGate:
         """Close the gate, then wait (at most ``wait`` s) for publications in
         flight; False if one was still unacknowledged."""
         with self._cond:
-            self.held, self._acting, self.since = False, None, time.time()
+            self.held, self._acting, self._paused, self.since = False, None, None, time.time()
             return self._cond.wait_for(lambda: self._in_flight == 0, timeout=wait)
 
     def takeover_due(self) -> int | None:
@@ -111,6 +118,12 @@ class PublishGate:
                 self._acting = generation
                 return True
             return False
+
+    def resuming(self, generation: int) -> bool:
+        """Whether taking ``generation`` over resumes this planner's own paused
+        publishing (the lease never left it) rather than a new leadership."""
+        with self._cond:
+            return self._paused == generation
 
     @property
     def acting(self) -> bool:
@@ -133,7 +146,9 @@ class PublishGate:
     def role(self) -> str:
         with self._cond:
             if self.held:
-                return "active" if self._acting == self.generation else "taking over"
+                if self._acting == self.generation:
+                    return "active"
+                return "paused" if self._paused == self.generation else "taking over"
             return "standby"
 
 
@@ -234,6 +249,7 @@ class Leadership:
         self.lease: Lease | None = None
         # Labelled by group: only a daemon with the planner role has the series.
         self.leader = metrics.planner_leader.labels(group=f"{cfg.group_prefix}.planner")
+        gate.on_pause = metrics.planner_publishing_pauses.inc
 
     async def run(self, *, task_status=anyio.TASK_STATUS_IGNORED) -> None:
         if not self.cfg.planner_lease:

@@ -122,10 +122,17 @@ class Standby:
         if not self.gate.act(generation):
             return  # the lease moved again meanwhile
         pending = self.memory.take_all()
-        # What this planner decided and nobody published: the leader died first.
+        # What this planner decided and nobody published: the leader died
+        # first, or this planner itself withheld them while its lease was
+        # unconfirmed (PublishGate: a pause, the lease never left it).
         await planner._publish(pending)
-        log.warning("planner: now the active planner (generation %d); %d decision(s) the "
-                    "previous leader had not published sent", generation, len(pending))
+        if self.gate.resuming(generation):
+            log.warning("planner: publishing resumed (generation %d): the lease is confirmed "
+                        "again; %d decision(s) withheld during the pause sent",
+                        generation, len(pending))
+        else:
+            log.warning("planner: now the active planner (generation %d); %d decision(s) "
+                        "the previous leader had not published sent", generation, len(pending))
 
     def describe(self) -> dict:
         return {"withheld": len(self.withheld)}

@@ -168,6 +168,11 @@ class Metrics:
         self.planner_leadership_changes = Counter(
             "calstream_planner_leadership_changes",
             "Times this planner gained or lost the planner lease", registry=r)
+        self.planner_publishing_pauses = Counter(
+            "calstream_planner_publishing_pauses_total",
+            "Times this planner, holding the lease, paused its publishing because no "
+            "heartbeat answer had vouched for the lease lately (a frozen process, a silent "
+            "broker): its decisions are withheld until one does, then sent", registry=r)
         self.plans_loaded = Counter(
             "calstream_plans_loaded_total", "Plans (pools or manifests) the planner applied",
             registry=r)

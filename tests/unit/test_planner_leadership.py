@@ -141,7 +141,8 @@ def test_a_lease_unconfirmed_past_its_bound_publishes_nothing_until_confirmed(mo
     and nothing has told it yet: it must not send what it reads on resuming."""
     now = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
-    gate = PublishGate(bound=2.0)
+    pauses = []
+    gate = PublishGate(bound=2.0, on_pause=lambda: pauses.append(now[0]))
     generation = gate.grant()
     assert gate.act(generation) and gate.enter()
     gate.leave()
@@ -150,15 +151,70 @@ def test_a_lease_unconfirmed_past_its_bound_publishes_nothing_until_confirmed(mo
     now[0] += 1.5
     assert gate.enter() and gate.acting
     gate.leave()
+    assert not pauses and not gate.resuming(generation)
     now[0] += 10.0  # frozen: no heartbeat for five bounds
     assert not gate.enter() and not gate.acting
-    assert gate.role() == "taking over" and gate.takeover_due() == generation
+    assert gate.role() == "paused" and gate.takeover_due() == generation
+    assert len(pauses) == 1, "one pause counted, however often it is asked"
     assert not gate.act(generation), "not acting again before a heartbeat confirms the lease"
     gate.confirm(now[0] - 12.0)  # the answer to a heartbeat sent before the freeze: too old
     assert not gate.act(generation)
     gate.confirm(now[0])
     assert gate.act(generation) and gate.enter()  # after the takeover's read of what was sent
     gate.leave()
+    assert gate.resuming(generation) and gate.role() == "active" and len(pauses) == 1
+    # Lost, then granted again: a new leadership, whatever paused before.
+    gate.revoke(wait=0)
+    assert not gate.resuming(generation)
+    later = gate.grant()
+    assert gate.role() == "taking over" and not gate.resuming(later)
+
+
+def test_a_standby_says_whether_it_resumed_its_own_lease_or_took_over_another_s(
+        caplog, monkeypatch):
+    """After a pause the lease never left this planner: its log must not
+    claim a new leadership nor blame a previous leader."""
+    import anyio
+
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    gate = PublishGate(bound=2.0)
+    standby = Standby(gate, Topics("t."), follow=True)
+    published = []
+
+    async def publish(pending):
+        published.append(list(pending))
+
+    class AtEnd:
+        async def at_end(self, names):
+            return True
+
+    planner = SimpleNamespace(_publish=publish, _work_topics=lambda: ["work.stage2"])
+
+    def turn():
+        anyio.run(lambda: standby.take_over_when_due(planner, AtEnd()))
+
+    with caplog.at_level("WARNING", logger="calstream.planner"):
+        turn()  # nothing granted: nothing happens
+        generation = gate.grant()
+        turn()
+        now[0] += 1.6  # the takeover's fresh fetch
+        gate.confirm(now[0])
+        turn()
+        assert gate.acting and "now the active planner (generation 1)" in caplog.text
+        caplog.clear()
+        now[0] += 10.0
+        assert not gate.acting  # paused
+        standby.withhold("deadletter", "k", order("d" * 64))
+        gate.confirm(now[0])
+        turn()
+        now[0] += 1.6
+        gate.confirm(now[0])
+        turn()
+    assert gate.acting and gate.generation == generation and len(published[-1]) == 1
+    said = caplog.text
+    assert "publishing resumed (generation 1)" in said and "1 decision(s) withheld" in said
+    assert "previous leader" not in said and "now the active planner" not in said
 
 
 def test_the_only_planner_s_gate_never_goes_stale(monkeypatch):
