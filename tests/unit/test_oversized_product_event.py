@@ -18,6 +18,7 @@ from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations.config import load
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract
+from tests.recording_bus import RecordingBus
 
 NAME = "jw01234001001_02101_00001_nrcb1"
 
@@ -25,18 +26,6 @@ NAME = "jw01234001001_02101_00001_nrcb1"
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
-
-
-class _Bus:
-    def __init__(self):
-        self.sent = []
-
-    async def publish(self, topic, key, message):
-        contract.encode(message)  # what the real publisher does first
-        self.sent.append((topic, message))
-
-    async def dead_letter(self, *, category, reason, **fields):
-        self.sent.append(("deadletter", category, reason))
 
 
 def _item(length: int) -> WorkItem:
@@ -52,7 +41,7 @@ def _item(length: int) -> WorkItem:
 async def test_a_product_event_no_reader_would_take_is_a_dead_letter_and_nothing_is_committed(
         tmp_path):
     cfg = load(None, env={}, flags={"work_dir": tmp_path})
-    metrics, bus, store = Metrics(), _Bus(), ProductStore(cfg.products)
+    metrics, bus, store = Metrics(), RecordingBus(encode=True), ProductStore(cfg.products)
     pool = WorkerPool(1, stage="detector1", metrics=metrics)
     pool.start()
     runner = WorkItemRunner(cfg, publisher=bus, store=store, pool=pool, metrics=metrics,
@@ -85,7 +74,7 @@ async def test_a_done_record_whose_event_no_reader_would_take_is_run_again_not_r
     the stage consumer took that for the broker's fault and retried the
     record for as long as the daemon ran, its partition held."""
     cfg = load(None, env={}, flags={"work_dir": tmp_path})
-    metrics, bus, store = Metrics(), _Bus(), ProductStore(cfg.products)
+    metrics, bus, store = Metrics(), RecordingBus(encode=True), ProductStore(cfg.products)
     pool = WorkerPool(1, stage="detector1", metrics=metrics)
     pool.start()
     runner = WorkItemRunner(cfg, publisher=bus, store=store, pool=pool, metrics=metrics,
@@ -107,7 +96,7 @@ async def test_a_done_record_whose_event_no_reader_would_take_is_run_again_not_r
     assert len(contract.encode(bus.sent[-1][1])) < contract.MAX_MESSAGE_BYTES
 
 
-class _ProducingBus(_Bus):
+class _ProducingBus(RecordingBus):
     """Sends as the real publisher does (kafka/publisher.py ``_hand_over``):
     the body gets its ``producer`` first, then it is encoded."""
 
@@ -125,7 +114,7 @@ async def test_an_event_the_producer_field_takes_over_the_limit_is_a_dead_letter
     sizes = {}
     for store_dir, length in (("a", 10), ("b", None)):
         cfg = load(None, env={}, flags={"work_dir": tmp_path / store_dir})
-        metrics, bus, store = Metrics(), _ProducingBus(), ProductStore(cfg.products)
+        metrics, bus, store = Metrics(), _ProducingBus(encode=True), ProductStore(cfg.products)
         pool = WorkerPool(1, stage="detector1", metrics=metrics)
         pool.start()
         runner = WorkItemRunner(cfg, publisher=bus, store=store, pool=pool, metrics=metrics,

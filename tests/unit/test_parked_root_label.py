@@ -14,16 +14,13 @@ from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations.config import load
 from calstream.daemon.operations.metrics import Metrics
+from tests.recording_bus import RecordingBus
 
 
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
 
-
-class _Bus:
-    async def publish(self, topic, key, message):
-        pass
 
     async def dead_letter(self, **fields):
         raise AssertionError(f"a full disk is no dead letter: {fields}")
@@ -42,7 +39,7 @@ async def test_runs_of_forged_namespaces_parked_on_a_full_disk_share_the_stores_
     pool = WorkerPool(1, stage="detector1", metrics=metrics,
                       classifier="tests.pool_tasks:classify_disk")
     pool.start()
-    runner = WorkItemRunner(cfg, publisher=_Bus(), store=store, pool=pool, metrics=metrics,
+    runner = WorkItemRunner(cfg, publisher=RecordingBus(), store=store, pool=pool, metrics=metrics,
                             crds_context="jwst_0001.pmap")
     items = [WorkItem(stage="detector1", pipeline="calwebb_detector1",
                       task="tests.pool_tasks:disk_full", task_kwargs={"name": name},

@@ -16,6 +16,7 @@ from calstream.steps.previews import images
 from calstream.steps.previews.make import make_previews
 from calstream.steps.previews.naming import kind_of, planned_previews
 from calstream.steps.previews.png import png_size
+from tests.recording_bus import RecordingBus
 
 ROOT = "jw01234001001_02101_00001_nrcb1"
 
@@ -162,14 +163,6 @@ def test_a_product_that_cannot_be_previewed_is_reported_not_raised(tmp_path):
 
 # -- the stage runner: the product event comes first, whatever the preview does --
 
-class _Bus:
-    def __init__(self):
-        self.sent = []
-
-    async def publish(self, topic, key, message):
-        self.sent.append((topic, message))
-
-
 class _Pool:
     """The calibration writes a rate file; the preview task's worker is lost."""
 
@@ -198,7 +191,7 @@ def test_a_failed_preview_still_gets_its_product_event(tmp_path):
     from calstream.daemon.operations.metrics import Metrics
 
     cfg = load(None, env={}, flags={"work_dir": tmp_path})
-    bus, pool = _Bus(), _Pool()
+    bus, pool = RecordingBus(), _Pool()
     runner = WorkItemRunner(cfg, publisher=bus, store=ProductStore(cfg.products), pool=pool,
                          metrics=Metrics(), crds_context="jwst_0001.pmap")
     item = WorkItem(stage="detector1", pipeline="calwebb_detector1", task="x:y", task_kwargs={},
@@ -285,6 +278,7 @@ import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 from calstream.steps.previews.make import make_previews
 from calstream.steps.previews.naming import planned_previews
+from tests.recording_bus import RecordingBus
 result = make_previews(planned_previews(sys.argv[1:]))
 print(sorted(result["failed"].items()), len(result["made"]))
 """

@@ -8,7 +8,8 @@ success rate. Real worker processes (tiny tasks, no jwst)."""
 import anyio
 import pytest
 
-from tests.unit.test_runner_recheck import _Bus, _runner_and_item, _runs
+from tests.recording_bus import RecordingBus
+from tests.unit.test_runner_recheck import _runner_and_item, _runs
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ class _BrokerGone(Exception):
     pass
 
 
-class _BusDownOnce(_Bus):
+class _BusDownOnce(RecordingBus):
     """The first product event is not acknowledged (the broker went away)."""
 
     def __init__(self):

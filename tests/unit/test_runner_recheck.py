@@ -14,6 +14,7 @@ from calstream.daemon.operations.config import load
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.fitsfile import file_digest
 from calstream.topics import contract
+from tests.recording_bus import RecordingBus
 
 NAME = "jw01234001001_02101_00001_nrcb1"
 ELSEWHERE = "e" * 64  # the event id of the product the other member made
@@ -24,14 +25,6 @@ def anyio_backend():
     return "asyncio"
 
 
-class _Bus:
-    def __init__(self):
-        self.sent = []
-
-    async def publish(self, topic, key, message):
-        self.sent.append((topic, message))
-
-
 def _runs(metrics: Metrics) -> dict[str, float]:
     return {s.labels["outcome"]: s.value for m in metrics.stage_runs.collect()
             for s in m.samples if s.name.endswith("_total")}
@@ -40,7 +33,7 @@ def _runs(metrics: Metrics) -> dict[str, float]:
 def _runner_and_item(tmp_path):
     """A runner with one started worker, and a detector1 item for it."""
     cfg = load(None, env={}, flags={"work_dir": tmp_path})
-    metrics, bus, store = Metrics(), _Bus(), ProductStore(cfg.products)
+    metrics, bus, store = Metrics(), RecordingBus(), ProductStore(cfg.products)
     pool = WorkerPool(1, stage="detector1", metrics=metrics)
     pool.start()
     runner = WorkItemRunner(cfg, publisher=bus, store=store, pool=pool, metrics=metrics,

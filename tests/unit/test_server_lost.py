@@ -19,6 +19,7 @@ from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.doers.worker_pool import ServerLost, WorkerLost, WorkerPool
 from calstream.daemon.operations.config import load
 from calstream.daemon.operations.metrics import Metrics
+from tests.recording_bus import RecordingBus
 
 NAME = "jw01234001001_02101_00001_nrcb1"
 
@@ -28,22 +29,11 @@ def anyio_backend():
     return "asyncio"
 
 
-class _Bus:
-    def __init__(self):
-        self.sent = []
-
-    async def publish(self, topic, key, message):
-        self.sent.append((topic, message))
-
-    async def dead_letter(self, *, category, **fields):
-        self.sent.append(("deadletter", category))
-
-
 @pytest.mark.anyio
 async def test_a_run_whose_server_died_is_an_infrastructure_fault_not_an_attempt(tmp_path):
     cfg = load(None, env={}, flags={"work_dir": tmp_path})
     cfg.max_attempts = 1  # a lost worker on the last attempt is a dead letter
-    metrics, bus, store = Metrics(), _Bus(), ProductStore(cfg.products)
+    metrics, bus, store = Metrics(), RecordingBus(), ProductStore(cfg.products)
     pool = WorkerPool(1, stage="detector1", metrics=metrics)
     pool.start()
     runner = WorkItemRunner(cfg, publisher=bus, store=store, pool=pool, metrics=metrics,
@@ -87,7 +77,7 @@ async def test_a_server_lost_attempt_is_not_counted_against_a_lost_worker(tmp_pa
     next lost worker (max_attempts 2) was dead-lettered retries_exhausted."""
     cfg = load(None, env={}, flags={"work_dir": tmp_path})
     cfg.max_attempts, cfg.retry_backoff = 2, 0.05
-    metrics, bus, store = Metrics(), _Bus(), ProductStore(cfg.products)
+    metrics, bus, store = Metrics(), RecordingBus(), ProductStore(cfg.products)
     pool = WorkerPool(1, stage="detector1", metrics=metrics)
     pool.start()
     runner = WorkItemRunner(cfg, publisher=bus, store=store, pool=pool, metrics=metrics,
@@ -104,7 +94,7 @@ async def test_a_server_lost_attempt_is_not_counted_against_a_lost_worker(tmp_pa
     finally:
         pool.close()
     assert (tmp_path / "runs").read_text() == "3"
-    assert [topic for topic, _ in bus.sent] == ["products"], bus.sent
+    assert [s[0] for s in bus.sent] == ["products"], bus.sent
 
 
 def test_without_proc_to_judge_by_a_lost_worker_stays_a_lost_worker(monkeypatch):
