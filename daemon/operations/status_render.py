@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG
 from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
 from calstream.daemon.doers.start_waits import BROKER_UNREACHABLE, TOPICS_MISSING
 from calstream.daemon.operations.dead_letter_redrives import REDRIVES, pending
@@ -108,6 +109,8 @@ NEXT_STEP = {
     CRDS_REFERENCE_CORRUPT: "sync the cut reference again (crds sync --files NAME "
                               "--repair-files)",
     INBOX_GONE: "make the inbox directory again (mount its volume)",
+    INBOX_HUNG: "the inbox's storage does not answer reads (a network mount gone silent): "
+                "bring its server or mount back; the files resume by themselves",
 }
 
 

@@ -585,3 +585,54 @@ async def test_an_announcement_the_broker_refuses_is_parked_then_resumed(dirs):
         await wait_until(lambda: rec.arrivals)
     assert rec.calls == 5
     assert sample("calstream_parked_total") == 1 and sample("calstream_parked_items") == 0
+
+
+async def test_a_file_whose_storage_stops_answering_is_parked_not_quarantined(dirs, monkeypatch):
+    """A read of an inbox file on a mount gone silent never returns (blocked
+    here in a real thread until the test lets it go). Before, it held its
+    turn for ever, and after its retries a file whose bytes nobody had seen
+    would have been quarantined as unreadable. Now it is parked as the
+    storage's fault (``inbox_hung``) while the other files flow, and it is
+    announced once the storage answers."""
+    import threading
+    from types import SimpleNamespace
+
+    from calstream.daemon.doers.inbox import file_reads
+    from calstream.daemon.doers.parking import Parking
+    from calstream.daemon.operations.metrics import Metrics
+
+    hung_name = NAME.replace("00001", "00002")
+    answer, real = threading.Event(), file_reads.fits_layout
+
+    def layout(path):
+        if path.name == hung_name:
+            answer.wait(60)
+        return real(path)
+
+    monkeypatch.setattr(file_reads, "fits_layout", layout)
+    cfg = SimpleNamespace(max_attempts=2, retry_backoff=0.05, park_recheck_seconds=0.1)
+    metrics = Metrics()
+
+    def sample(name):
+        labels = {"stage": "watcher", "cause": "inbox_hung"}
+        if name == "calstream_parked_items":
+            labels["root"] = ""
+        return metrics.registry.get_sample_value(name, labels) or 0
+
+    rec = Recorder()
+    w = make(dirs, rec, read_seconds=0.3, io_concurrency=1,
+             parking=lambda what, root=None: Parking(cfg, metrics, stage="watcher", what=what))
+    async with running(w):
+        drop(dirs[0], hung_name, uncal_bytes(hung_name))
+        await wait_until(lambda: sample("calstream_parked_items") == 1)
+        # Its one turn is not held: the next file is announced meanwhile.
+        drop(dirs[0], NAME, uncal_bytes())
+        await wait_until(lambda: [a.path.name for a in rec.arrivals] == [NAME])
+        await anyio.sleep(1.0)  # several re-checks while it still hangs
+        assert not rec.rejections and not any(dirs[1].glob("*")), "nothing quarantined"
+        assert w.reads.hung() == 1, "one thread left waiting on it, not one per re-check"
+        answer.set()  # the storage answers again
+        await wait_until(lambda: len(rec.arrivals) == 2)
+        await wait_until(lambda: sample("calstream_parked_items") == 0)
+    assert rec.arrivals[1].path.name == hung_name and not rec.rejections
+    assert sample("calstream_parked_total") == 1

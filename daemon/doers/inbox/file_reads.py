@@ -8,12 +8,23 @@ of files is then checked file by file, and the first is announced once its
 own reads are done. Without turns (a limiter at each read alone) every
 file's layout was read before any file's header, and a 96-file burst waited
 250 ms for its first announcement and so for its first calibration
-(issue 15)."""
+(issue 15).
+
+Each read has a time: a file on a network mount that stopped answering (an
+NFS server gone, a hard mount) blocks its read in the kernel for ever, and
+four such files held every turn, so nothing else in the inbox was ever
+read. A read past its time raises ``ReadHung``: the storage's fault, not the
+file's (tracked_file.py parks it, never quarantines it). Its thread cannot
+be stopped and is left to return when the mount does; until it has, no
+second read of that file starts, and at most ``MOST_HUNG`` are left at
+once: past that every read waits its turn as a hung one, so a dead mount
+costs a few threads, not one per retry."""
 
 from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,12 +40,48 @@ from calstream.daemon.doers.priority_slots import PrioritySlots
 from calstream.steps.exposure import ExposureInfo
 from calstream.steps.fitsfile import FitsLayout, fits_layout
 
+# A stat or a header read answers in milliseconds, and in seconds on a busy
+# network mount; a minute is beyond any working storage.
+READ_SECONDS = 60.0
+# A whole-file digest is also given the time to read it at this rate: the
+# slowest storage that still works (a 64 GiB file: about 70 minutes).
+SLOWEST_BYTES_PER_SECOND = 16 << 20
+MOST_HUNG = 8  # reads left running past their time, at most
+INBOX_HUNG = "inbox_hung"  # the parking's cause (status: what to do about it)
+
+
+class ReadHung(Exception):
+    """A read of an inbox file that has not returned within its time, or that
+    was not started because an earlier one still has not (the storage under
+    it is at fault, not the file). Not an OSError: it must never count
+    towards calling the file unreadable."""
+
+    def __init__(self, path: Path, seconds: float, *, earlier: bool = False) -> None:
+        self.path, self.seconds = path, seconds
+        why = ("an earlier read of it, or too many reads of the inbox, still not returned"
+               if earlier else f"no answer from its storage within {seconds:g} s")
+        super().__init__(f"{path.name}: read hung: {why}")
+
 
 class FileReads:
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, concurrency: int, read_seconds: float = READ_SECONDS) -> None:
         # Files being read at once; every opening read below is made during a
         # file's turn, so this also bounds the reads.
         self._turns = PrioritySlots(concurrency)
+        self.read_seconds = read_seconds
+        # Reads past their time whose thread has not returned yet, by path;
+        # their threads remove them (under the lock) when they do.
+        self._hung: dict[Path, int] = {}
+        self._lock = threading.Lock()
+        # Their own threads: reads waiting on a dead mount never hold the
+        # tokens of anyio's default limiter, which the rest of the daemon
+        # (the product store, the stage consumers) shares.
+        self._threads = anyio.CapacityLimiter(MOST_HUNG)
+
+    def hung(self) -> int:
+        """Reads left running past their time now (for a test, or a status)."""
+        with self._lock:
+            return sum(self._hung.values())
 
     @asynccontextmanager
     async def turn(self, first_seen: int) -> AsyncIterator[None]:
@@ -49,7 +96,7 @@ class FileReads:
         """Size, mtime, inode and ctime (size NOT_A_FILE if it is not a regular
         file); None if it is gone."""
         try:
-            st = await anyio.to_thread.run_sync(os.stat, path)
+            st = await self._timed(os.stat, path, self.read_seconds)
         except (FileNotFoundError, NotADirectoryError):
             return None
         return stat_sig(st)
@@ -58,30 +105,64 @@ class FileReads:
         """``sig``, and where the file leads when it is a symbolic link out of
         ``roots`` (None otherwise): such a link is never read (an lstat more
         a look, and a resolve only for a link)."""
-        return await anyio.to_thread.run_sync(_look, path, roots)
+        return await self._timed(lambda p: _look(p, roots), path, self.read_seconds)
 
     async def layout(self, path: Path) -> FitsLayout:
-        return await self._read(fits_layout, path)
+        return await self._timed(fits_layout, path, self.read_seconds)
 
     async def identity(self, path: Path) -> ExposureInfo:
         """Exposure id and header, checked against the name (BadExposure)."""
-        return await self._read(exposure_of, path)
+        return await self._timed(exposure_of, path, self.read_seconds)
 
-    async def digest(self, path: Path) -> str:
+    async def digest(self, path: Path, size: int) -> str:
         # Remembered by signature: the admission of the announcement, in this
         # same daemon, then does not read the whole file again.
-        return await self._read(digest_of, path)
+        seconds = self.read_seconds + max(0, size) / SLOWEST_BYTES_PER_SECOND
+        return await self._timed(digest_of, path, seconds)
 
-    async def digest_or_none(self, path: Path) -> str | None:
+    async def digest_or_none(self, path: Path, size: int) -> str | None:
         """For the quarantine record, so an operator can tell redeliveries apart."""
         try:
-            return await self.digest(path)
-        except OSError:
+            return await self.digest(path, size)
+        except (OSError, ReadHung):
             return None
 
-    async def _read(self, fn: Callable[[Path], Any], path: Path) -> Any:
-        # Abandoned on cancel: hashing a large file must not delay shutdown.
-        return await anyio.to_thread.run_sync(fn, path, abandon_on_cancel=True)
+    async def _timed(self, fn: Callable[[Path], Any], path: Path, seconds: float) -> Any:
+        """``fn(path)`` in a worker thread, given ``seconds`` (ReadHung after)."""
+        with self._lock:
+            if path in self._hung or sum(self._hung.values()) >= MOST_HUNG:
+                raise ReadHung(path, seconds, earlier=True)
+        call = {"started": False, "returned": False, "hung": False}
+
+        def read() -> Any:
+            with self._lock:
+                if call["hung"]:  # its time ran out before a thread was free: not read
+                    call["returned"] = True
+                    raise ReadHung(path, seconds, earlier=True)
+                call["started"] = True
+            try:
+                return fn(path)
+            finally:
+                with self._lock:
+                    call["returned"] = True
+                    if call["hung"] and call["started"]:  # the mount answered at last
+                        left = self._hung.pop(path) - 1
+                        if left:
+                            self._hung[path] = left
+
+        # Abandoned on cancel (the time, or the daemon's shutdown): hashing a
+        # large file must not delay a stop, and a hung read cannot be stopped.
+        with anyio.move_on_after(seconds):
+            return await anyio.to_thread.run_sync(read, abandon_on_cancel=True,
+                                                  limiter=self._threads)
+        with self._lock:
+            started = call["started"] and not call["returned"]
+            call["hung"] = True
+            if started:
+                self._hung[path] = self._hung.get(path, 0) + 1
+        # Not started: it waited for a thread the whole time, behind reads
+        # that hang (the limiter's every thread taken): the same fault.
+        raise ReadHung(path, seconds, earlier=not started)
 
 
 def _look(path: Path, roots: Sequence[Path]) -> tuple[Sig | None, str | None]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from calstream.daemon.deciders import inbox_file as decide
 from calstream.daemon.deciders.inbox_file import FileState, Sig
 from calstream.daemon.doers.inbox.announcer import AnnouncementFailed
+from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, ReadHung
 from calstream.daemon.doers.inbox.quarantine import NoLongerJudged, QuarantineBlocked
 from calstream.daemon.doers.inbox.reports import Arrival, log_file
 from calstream.daemon.doers.parking import Parking
@@ -44,6 +45,8 @@ class Track:
     # The latest event said its writer closed it or moved it in: no settle wait.
     writer_done: bool = False
     parking: Parking | None = None  # its announcement's, while the broker refuses it
+    read_parking: Parking | None = None  # its reads', while its storage does not answer
+    hung_reads: int = 0  # reads in a row that did not return in time (without parking)
 
 
 class FileSteps:
@@ -51,6 +54,9 @@ class FileSteps:
         t.touched = False
         try:
             await self._advance(t)
+            self._read_answered(t)
+        except ReadHung as exc:
+            await self._carry_out(t, self._read_hung(t, exc))
         except Exception:
             # Never let one file stop the watcher; try it again later (bounded).
             self._counts.errors += 1
@@ -129,11 +135,12 @@ class FileSteps:
             info = await self.reads.identity(t.path)
             digest = await self._announcer.ledger.cached_digest(t.path, info.exposure_id, sig)
             if digest is None:
-                digest = await self.reads.digest(t.path)
+                digest = await self.reads.digest(t.path, sig[0])
         except BadExposure as exc:
             decision = await self._unless_changed(t, sig, decide.Reject(str(exc)))
             if isinstance(decision, decide.Reject):  # its digest, for the quarantine record
-                decision = decide.Reject(decision.reason, await self.reads.digest_or_none(t.path))
+                decision = decide.Reject(decision.reason,
+                                         await self.reads.digest_or_none(t.path, sig[0]))
             return decision
         except FileNotFoundError:
             return decide.Forget(still_there=False)
@@ -153,6 +160,28 @@ class FileSteps:
                 source="watch" if t.state.rewritten else t.source,
             )
         return decision
+
+    def _read_hung(self, t: Track, exc: ReadHung) -> decide.RetryLater:
+        """The storage under the file does not answer (a network mount gone
+        silent): an infrastructure fault, retried with jitter, then parked
+        with a metric until a read answers; never held against the file
+        (no quarantine), whose bytes nobody has seen."""
+        now = time.monotonic()
+        if self._parking is None:
+            t.hung_reads += 1
+            retry = decide.retry_after(t.hung_reads, now=now, rules=self.rules)
+            log_file(logging.WARNING, f"{exc}; retrying in {retry.delay:g} s", t.path)
+            return retry
+        if t.read_parking is None:
+            t.read_parking = self._parking(f"{t.path.name}: its read")
+        delay = t.read_parking.failed(INBOX_HUNG, exc)
+        return decide.RetryLater(at=now + delay, delay=delay)
+
+    def _read_answered(self, t: Track) -> None:
+        t.hung_reads = 0
+        if t.read_parking is not None:
+            t.read_parking.resumed()
+            t.read_parking = None
 
     def _unreadable(self, t: Track, exc: OSError) -> decide.Decision:
         t.state, decision = decide.after_read_error(

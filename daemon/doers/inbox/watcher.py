@@ -29,7 +29,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from calstream.daemon.deciders import inbox_file as decide
 from calstream.daemon.deciders.inbox_file import InboxRules, Sig
 from calstream.daemon.doers.inbox.announcer import Announcer
-from calstream.daemon.doers.inbox.file_reads import FileReads
+from calstream.daemon.doers.inbox.file_reads import READ_SECONDS, FileReads
 from calstream.daemon.doers.inbox.ledger import Ledger
 from calstream.daemon.doers.inbox.observer_bridge import InboxScope, ObserverBridge
 from calstream.daemon.doers.inbox.quarantine import Quarantine
@@ -73,6 +73,7 @@ class Watcher(FileSteps):
         retry_max: float = 60.0,
         required_extensions: tuple[str, ...] = UNCAL_REQUIRED_EXTENSIONS,
         io_concurrency: int = 4,
+        read_seconds: float = READ_SECONDS,  # a read of the inbox unanswered this long hung
         parking: Callable[[str], Parking] | None = None,  # a file the quarantine refuses
         # The infrastructure behind a failed announcement (the broker's, a
         # disk's), for its parking; None: not known ("unknown").
@@ -102,7 +103,7 @@ class Watcher(FileSteps):
         self._wake = anyio.Event()
         self._tracks: dict[Path, Track] = {}
         self._done: dict[Path, Sig] = {}  # handled files still in the inbox
-        self.reads = FileReads(io_concurrency)
+        self.reads = FileReads(io_concurrency, read_seconds)
         self._found = itertools.count()
 
     @property
@@ -235,6 +236,8 @@ class Watcher(FileSteps):
         self.quarantine.resumed(t.path)  # gone while parked: no longer shown parked
         if t.parking is not None:  # announced, or gone, while its announcement was parked
             t.parking.resumed()
+        if t.read_parking is not None:  # gone while its storage did not answer
+            t.read_parking.resumed()
         if still_there and t.state.sig is not None:
             self._done[t.path] = t.state.sig
         if t.touched:

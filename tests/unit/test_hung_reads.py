@@ -1,0 +1,103 @@
+"""A read of the inbox that never returns (a network mount gone silent):
+real threads blocked until the test lets them go, no filesystem needed.
+Before, such a read held its file's turn for ever (four of them held the
+whole door) and a token of anyio's default thread limiter, which the rest
+of the daemon shares."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+
+from calstream.daemon.doers.inbox import file_reads
+from calstream.daemon.doers.inbox.file_reads import MOST_HUNG, FileReads, ReadHung
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Storage:
+    """Reads of the paths in ``dead`` block until ``answer`` is set."""
+
+    def __init__(self, *dead: str) -> None:
+        self.dead = set(dead)
+        self.answer = threading.Event()
+        self.calls: list[str] = []
+
+    def read(self, path: Path) -> str:
+        self.calls.append(path.name)
+        if path.name in self.dead:
+            self.answer.wait(30)
+        return f"read {path.name}"
+
+
+def _run(test) -> None:
+    anyio.run(test, backend="asyncio")
+
+
+def test_a_hung_read_raises_in_its_time_and_is_not_started_again_until_it_returns():
+    storage, reads = Storage("dead.fits"), FileReads(2, read_seconds=0.2)
+    dead, alive = Path("/inbox/dead.fits"), Path("/inbox/alive.fits")
+
+    async def test():
+        with pytest.raises(ReadHung, match="no answer from its storage within 0.2 s"):
+            await reads._timed(storage.read, dead, 0.2)
+        assert reads.hung() == 1
+        with pytest.raises(ReadHung, match="still not returned"):
+            await reads._timed(storage.read, dead, 0.2)
+        assert storage.calls == ["dead.fits"], "no second thread for a read still hung"
+        assert await reads._timed(storage.read, alive, 0.2) == "read alive.fits"
+        storage.answer.set()  # the mount is back
+        with anyio.fail_after(10):
+            while reads.hung():
+                await anyio.sleep(0.01)
+        assert await reads._timed(storage.read, dead, 0.2) == "read dead.fits"
+
+    _run(test)
+
+
+def test_a_dead_mount_costs_a_few_threads_and_none_of_the_daemon_s():
+    names = [f"f{i}.fits" for i in range(MOST_HUNG + 3)]
+    storage, reads = Storage(*names), FileReads(4, read_seconds=0.2)
+    default = anyio.to_thread.current_default_thread_limiter
+
+    async def test():
+        outcomes: list[str] = []
+
+        async def read(name):
+            try:
+                await reads._timed(storage.read, Path("/inbox") / name, 0.2)
+            except ReadHung as exc:
+                outcomes.append(str(exc))
+
+        async with anyio.create_task_group() as tg:
+            for name in names:
+                tg.start_soon(read, name)
+            await anyio.sleep(0.1)  # every read under way, none timed out yet
+            assert default().borrowed_tokens == 0, "the daemon's own threads stay free"
+        assert len(outcomes) == len(names)
+        assert len(storage.calls) == MOST_HUNG, "reads past the bound are not started"
+        assert reads.hung() == MOST_HUNG
+        with pytest.raises(ReadHung, match="still not returned"):
+            await reads._timed(storage.read, Path("/inbox/new.fits"), 0.2)
+        storage.answer.set()
+        with anyio.fail_after(10):
+            while reads.hung():
+                await anyio.sleep(0.01)
+
+    _run(test)
+
+
+def test_a_digest_is_given_the_time_to_read_its_file_at_the_slowest_working_rate():
+    seen = []
+    reads = FileReads(1, read_seconds=60)
+
+    async def timed(fn, path, seconds):
+        seen.append(seconds)
+        return "sha256:x"
+
+    reads._timed = timed
+    anyio.run(reads.digest, Path("/inbox/a.fits"), 64 << 30, backend="asyncio")
+    assert seen == [60 + (64 << 30) / file_reads.SLOWEST_BYTES_PER_SECOND]
