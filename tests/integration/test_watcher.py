@@ -636,3 +636,43 @@ async def test_a_file_whose_storage_stops_answering_is_parked_not_quarantined(di
         await wait_until(lambda: sample("calstream_parked_items") == 0)
     assert rec.arrivals[1].path.name == hung_name and not rec.rejections
     assert sample("calstream_parked_total") == 1
+
+
+async def test_an_inbox_whose_stat_stops_answering_is_parked_and_resumes(dirs, monkeypatch):
+    """The watch keeper's stat of the inbox, every 2 s, blocked the watcher's
+    loop until a silent mount came back, with nothing shown. Now it is
+    parked as ``inbox_hung`` and resumes by itself; files that came
+    meanwhile are announced."""
+    import threading
+    from types import SimpleNamespace
+
+    from calstream.daemon.doers.inbox.observer_bridge import ObserverBridge
+    from calstream.daemon.doers.parking import Parking
+    from calstream.daemon.operations.metrics import Metrics
+
+    answer, real = threading.Event(), ObserverBridge.watch_problem
+    answer.set()
+
+    def watch_problem(self):
+        answer.wait(60)
+        return real(self)
+
+    monkeypatch.setattr(ObserverBridge, "watch_problem", watch_problem)
+    cfg = SimpleNamespace(max_attempts=1, retry_backoff=0.05, park_recheck_seconds=0.1)
+    metrics = Metrics()
+
+    def parked():
+        return metrics.registry.get_sample_value(
+            "calstream_parked_items", {"stage": "watcher", "cause": "inbox_hung", "root": ""})
+
+    rec = Recorder()
+    w = make(dirs, rec, read_seconds=0.3,
+             parking=lambda what, root=None: Parking(cfg, metrics, stage="watcher", what=what))
+    w.keeper.check_seconds = 0.1
+    async with running(w):
+        answer.clear()  # the mount goes silent
+        await wait_until(lambda: parked() == 1)
+        answer.set()
+        await wait_until(lambda: parked() == 0)
+        drop(dirs[0], NAME, uncal_bytes())
+        await wait_until(lambda: len(rec.arrivals) == 1)

@@ -93,9 +93,9 @@ async def test_a_restart_reads_no_file_it_announced_whose_products_exist(dirs):
     for name in ("layout", "identity", "digest"):
         read = getattr(w.reads, name)
 
-        async def counted(path, read=read, name=name):
+        async def counted(path, *size, read=read, name=name):
             reads.append(f"{name} {path.name}")
-            return await read(path)
+            return await read(path, *size)
 
         setattr(w.reads, name, counted)
     async with running(w):

@@ -185,8 +185,8 @@ async def test_a_good_file_renamed_over_a_bad_one_being_quarantined_is_not(dirs,
     digest_or_none = FileReads.digest_or_none
     swapped: list[bool] = []
 
-    async def corrected_while_hashed(self, path):
-        found = await digest_or_none(self, path)
+    async def corrected_while_hashed(self, path, size):
+        found = await digest_or_none(self, path, size)
         if path.name == REWRITTEN and not swapped:
             swapped.append(True)
             drop(inbox, REWRITTEN, good)  # the correction, renamed over it

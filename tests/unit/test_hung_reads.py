@@ -43,17 +43,17 @@ def test_a_hung_read_raises_in_its_time_and_is_not_started_again_until_it_return
 
     async def test():
         with pytest.raises(ReadHung, match="no answer from its storage within 0.2 s"):
-            await reads._timed(storage.read, dead, 0.2)
+            await reads.timed(storage.read, dead, 0.2)
         assert reads.hung() == 1
         with pytest.raises(ReadHung, match="still not returned"):
-            await reads._timed(storage.read, dead, 0.2)
+            await reads.timed(storage.read, dead, 0.2)
         assert storage.calls == ["dead.fits"], "no second thread for a read still hung"
-        assert await reads._timed(storage.read, alive, 0.2) == "read alive.fits"
+        assert await reads.timed(storage.read, alive, 0.2) == "read alive.fits"
         storage.answer.set()  # the mount is back
         with anyio.fail_after(10):
             while reads.hung():
                 await anyio.sleep(0.01)
-        assert await reads._timed(storage.read, dead, 0.2) == "read dead.fits"
+        assert await reads.timed(storage.read, dead, 0.2) == "read dead.fits"
 
     _run(test)
 
@@ -68,7 +68,7 @@ def test_a_dead_mount_costs_a_few_threads_and_none_of_the_daemon_s():
 
         async def read(name):
             try:
-                await reads._timed(storage.read, Path("/inbox") / name, 0.2)
+                await reads.timed(storage.read, Path("/inbox") / name, 0.2)
             except ReadHung as exc:
                 outcomes.append(str(exc))
 
@@ -81,7 +81,7 @@ def test_a_dead_mount_costs_a_few_threads_and_none_of_the_daemon_s():
         assert len(storage.calls) == MOST_HUNG, "reads past the bound are not started"
         assert reads.hung() == MOST_HUNG
         with pytest.raises(ReadHung, match="still not returned"):
-            await reads._timed(storage.read, Path("/inbox/new.fits"), 0.2)
+            await reads.timed(storage.read, Path("/inbox/new.fits"), 0.2)
         storage.answer.set()
         with anyio.fail_after(10):
             while reads.hung():
@@ -98,6 +98,6 @@ def test_a_digest_is_given_the_time_to_read_its_file_at_the_slowest_working_rate
         seen.append(seconds)
         return "sha256:x"
 
-    reads._timed = timed
+    reads.timed = timed
     anyio.run(reads.digest, Path("/inbox/a.fits"), 64 << 30, backend="asyncio")
     assert seen == [60 + (64 << 30) / file_reads.SLOWEST_BYTES_PER_SECOND]

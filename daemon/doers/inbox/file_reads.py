@@ -96,7 +96,7 @@ class FileReads:
         """Size, mtime, inode and ctime (size NOT_A_FILE if it is not a regular
         file); None if it is gone."""
         try:
-            st = await self._timed(os.stat, path, self.read_seconds)
+            st = await self.timed(os.stat, path, self.read_seconds)
         except (FileNotFoundError, NotADirectoryError):
             return None
         return stat_sig(st)
@@ -105,20 +105,20 @@ class FileReads:
         """``sig``, and where the file leads when it is a symbolic link out of
         ``roots`` (None otherwise): such a link is never read (an lstat more
         a look, and a resolve only for a link)."""
-        return await self._timed(lambda p: _look(p, roots), path, self.read_seconds)
+        return await self.timed(lambda p: _look(p, roots), path, self.read_seconds)
 
     async def layout(self, path: Path) -> FitsLayout:
-        return await self._timed(fits_layout, path, self.read_seconds)
+        return await self.timed(fits_layout, path, self.read_seconds)
 
     async def identity(self, path: Path) -> ExposureInfo:
         """Exposure id and header, checked against the name (BadExposure)."""
-        return await self._timed(exposure_of, path, self.read_seconds)
+        return await self.timed(exposure_of, path, self.read_seconds)
 
     async def digest(self, path: Path, size: int) -> str:
         # Remembered by signature: the admission of the announcement, in this
         # same daemon, then does not read the whole file again.
         seconds = self.read_seconds + max(0, size) / SLOWEST_BYTES_PER_SECOND
-        return await self._timed(digest_of, path, seconds)
+        return await self.timed(digest_of, path, seconds)
 
     async def digest_or_none(self, path: Path, size: int) -> str | None:
         """For the quarantine record, so an operator can tell redeliveries apart."""
@@ -127,7 +127,7 @@ class FileReads:
         except (OSError, ReadHung):
             return None
 
-    async def _timed(self, fn: Callable[[Path], Any], path: Path, seconds: float) -> Any:
+    async def timed(self, fn: Callable[[Path], Any], path: Path, seconds: float) -> Any:
         """``fn(path)`` in a worker thread, given ``seconds`` (ReadHung after)."""
         with self._lock:
             if path in self._hung or sum(self._hung.values()) >= MOST_HUNG:

@@ -13,6 +13,9 @@ again and the inbox listed at once for what arrived unwatched. An inbox that
 is gone is made again, as the start makes it; one that cannot be (its parent
 gone, a full or read-only disk) is parked (``calstream_parked_items{stage=
 "watcher"}``), retried with the parking's backoff, and resumed by itself.
+So is an inbox whose stat does not return in time (its storage gone silent:
+file_reads.py), which otherwise held the watcher's loop, unseen, until the
+mount came back.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable
 
 import anyio
 
+from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, FileReads, ReadHung
 from calstream.daemon.doers.inbox.observer_bridge import ObserverBridge
 from calstream.daemon.doers.inbox.reports import log_fields
 from calstream.daemon.doers.parking import Parking
@@ -39,9 +43,10 @@ class WatchKeeper:
     is watched anew (the caller lists it at once)."""
 
     def __init__(self, bridge: ObserverBridge, make_dirs: Callable[[], None],
-                 parking: Callable[[str], Parking] | None,
+                 parking: Callable[[str], Parking] | None, reads: FileReads,
                  check_seconds: float = CHECK_SECONDS) -> None:
         self.bridge = bridge
+        self.reads = reads  # its stat is timed as the files' reads are
         self.make_dirs = make_dirs  # the inbox (and the quarantine), as at the start
         self.check_seconds = check_seconds
         self.next_check = time.monotonic() + check_seconds
@@ -50,10 +55,18 @@ class WatchKeeper:
 
     async def check(self, now: float) -> bool:
         self.next_check = now + self.check_seconds
-        problem = await anyio.to_thread.run_sync(self.bridge.watch_problem)
-        if problem is None:
-            return False
         inbox = self.bridge.scope.inbox
+        try:
+            problem = await self.reads.timed(lambda _: self.bridge.watch_problem(), inbox,
+                                             self.reads.read_seconds)
+        except ReadHung as exc:
+            self._failed(exc, "does not answer", INBOX_HUNG)
+            return False
+        if problem is None:
+            if self._failing and self._parking is not None:
+                self._parking.resumed()  # it answers again, and is the inbox watched
+            self._failing = False
+            return False
         try:
             await anyio.to_thread.run_sync(self.make_dirs)
             await self.bridge.rewatch()
@@ -67,14 +80,14 @@ class WatchKeeper:
             self._parking.resumed()
         return True
 
-    def _failed(self, exc: OSError, problem: str) -> None:
+    def _failed(self, exc: OSError | ReadHung, problem: str, cause: str | None = None) -> None:
         inbox = self.bridge.scope.inbox
         if self._parking is not None:
-            cause = infrastructure_cause(exc) or INBOX_GONE
+            cause = cause or infrastructure_cause(exc) or INBOX_GONE
             delay = self._parking.failed(cause, exc)
             self.next_check = time.monotonic() + max(delay, self.check_seconds)
         elif not self._failing:
             log.warning("the inbox %s %s and cannot be watched again yet (%s): re-tried every "
-                        "%.0fs", inbox, problem, exc.strerror or exc, self.check_seconds,
+                        "%.0fs", inbox, problem, getattr(exc, "strerror", None) or exc, self.check_seconds,
                         extra=log_fields(None, inbox))
         self._failing = True

@@ -29,7 +29,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from calstream.daemon.deciders import inbox_file as decide
 from calstream.daemon.deciders.inbox_file import InboxRules, Sig
 from calstream.daemon.doers.inbox.announcer import Announcer
-from calstream.daemon.doers.inbox.file_reads import READ_SECONDS, FileReads
+from calstream.daemon.doers.inbox.file_reads import READ_SECONDS, FileReads, ReadHung
 from calstream.daemon.doers.inbox.ledger import Ledger
 from calstream.daemon.doers.inbox.observer_bridge import InboxScope, ObserverBridge
 from calstream.daemon.doers.inbox.quarantine import Quarantine
@@ -92,7 +92,6 @@ class Watcher(FileSteps):
         self.roots = [Path(r).absolute() for r in roots] or [inbox]
         self.events = ObserverBridge(self.scope, self._kick, polling=polling,
                                      poll_interval=poll_interval)
-        self.keeper = WatchKeeper(self.events, self._make_dirs, parking)
         self._parking, self._fault_of = parking, fault_of
         self.rescan_interval = rescan_interval
         self._counts = Counts()
@@ -104,6 +103,7 @@ class Watcher(FileSteps):
         self._tracks: dict[Path, Track] = {}
         self._done: dict[Path, Sig] = {}  # handled files still in the inbox
         self.reads = FileReads(io_concurrency, read_seconds)
+        self.keeper = WatchKeeper(self.events, self._make_dirs, parking, self.reads)
         self._found = itertools.count()
 
     @property
@@ -200,7 +200,11 @@ class Watcher(FileSteps):
 
     async def _rescan(self) -> None:
         try:
-            listing = await anyio.to_thread.run_sync(self.scope.list_files)
+            listing = await self.reads.timed(lambda _: self.scope.list_files(), self.inbox,
+                                             self.reads.read_seconds)
+        except ReadHung as exc:  # the watch keeper parks the inbox for it
+            log.warning("rescan of %s: %s", self.inbox, exc, extra=log_fields(None, self.inbox))
+            return
         except Exception:
             self._counts.errors += 1
             log.exception("rescan of %s failed", self.inbox, extra=log_fields(None, self.inbox))
