@@ -676,3 +676,42 @@ async def test_an_inbox_whose_stat_stops_answering_is_parked_and_resumes(dirs, m
         await wait_until(lambda: parked() == 0)
         drop(dirs[0], NAME, uncal_bytes())
         await wait_until(lambda: len(rec.arrivals) == 1)
+
+
+async def test_a_start_whose_inbox_listing_stops_answering_waits_parked_then_takes_its_files(
+        dirs, monkeypatch):
+    """The start-up scan's listing of an inbox on a silent mount held the
+    daemon's start with nothing said; now it is parked as ``inbox_hung``
+    meanwhile, and the files there are taken up once it answers."""
+    import threading
+    from types import SimpleNamespace
+
+    from calstream.daemon.doers.inbox.observer_bridge import InboxScope
+    from calstream.daemon.doers.parking import Parking
+    from calstream.daemon.operations.metrics import Metrics
+
+    answer, real = threading.Event(), InboxScope.list_files
+
+    def list_files(self):
+        answer.wait(60)
+        return real(self)
+
+    monkeypatch.setattr(InboxScope, "list_files", list_files)
+    cfg = SimpleNamespace(max_attempts=1, retry_backoff=0.05, park_recheck_seconds=0.1)
+    metrics = Metrics()
+
+    def parked():
+        return metrics.registry.get_sample_value(
+            "calstream_parked_items", {"stage": "watcher", "cause": "inbox_hung", "root": ""})
+
+    drop(dirs[0], NAME, uncal_bytes())
+    rec = Recorder()
+    w = make(dirs, rec, read_seconds=0.3,
+             parking=lambda what, root=None: Parking(cfg, metrics, stage="watcher", what=what))
+    w.keeper.check_seconds = 0.1
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(w.run)
+        await wait_until(lambda: parked() == 1)
+        answer.set()
+        await wait_until(lambda: len(rec.arrivals) == 1 and parked() == 0)
+        tg.cancel_scope.cancel()

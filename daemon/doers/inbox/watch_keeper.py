@@ -80,6 +80,12 @@ class WatchKeeper:
             self._parking.resumed()
         return True
 
+    def unanswered(self, exc: ReadHung) -> float:
+        """A read of the inbox itself did not return in time (the start's
+        listing): the inbox parked as hung; the seconds before trying again."""
+        self._failed(exc, "does not answer", INBOX_HUNG)
+        return max(self.check_seconds, self.next_check - time.monotonic())
+
     def _failed(self, exc: OSError | ReadHung, problem: str, cause: str | None = None) -> None:
         inbox = self.bridge.scope.inbox
         if self._parking is not None:
@@ -88,6 +94,6 @@ class WatchKeeper:
             self.next_check = time.monotonic() + max(delay, self.check_seconds)
         elif not self._failing:
             log.warning("the inbox %s %s and cannot be watched again yet (%s): re-tried every "
-                        "%.0fs", inbox, problem, getattr(exc, "strerror", None) or exc, self.check_seconds,
-                        extra=log_fields(None, inbox))
+                        "%.0fs", inbox, problem, getattr(exc, "strerror", None) or exc,
+                        self.check_seconds, extra=log_fields(None, inbox))
         self._failing = True

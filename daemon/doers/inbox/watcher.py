@@ -148,7 +148,13 @@ class Watcher(FileSteps):
     # ------------------------------------------------------------ the loop
 
     async def _startup_scan(self) -> None:
-        listing = await anyio.to_thread.run_sync(self.scope.list_files)
+        while True:
+            try:
+                listing = await self.reads.timed(lambda _: self.scope.list_files(), self.inbox,
+                                                 self.reads.read_seconds)
+                break
+            except ReadHung as exc:  # the start waits for it, parked and said, not unseen
+                await anyio.sleep(self.keeper.unanswered(exc))
         log.info("start-up scan of %s: %d file(s)", self.inbox, len(listing),
                  extra=log_fields(None, self.inbox))
         paths = iter(sorted(listing))  # one listing for every taker: each path once
