@@ -23,7 +23,10 @@ THUMB_SIDE = 128  # longest side of a thumbnail
 # What a preview reads, whatever the file's header declares (a product file is
 # untrusted: a header costs 80 bytes to claim gigabytes). A plane larger than
 # this (11585 pixels square, ~1 GB as float64) is not drawn; a cube's median is
-# taken over at most this many integrations, evenly spaced, read one at a time.
+# taken over at most this many integrations, evenly spaced, read one at a time,
+# and over no more than MAX_PLANE_PIXELS pixels in all: 16 planes of the
+# largest size were 16 GB held at once (a tile-compressed cube declares them
+# in a file of kilobytes). A full frame's 16 integrations are 67 M pixels.
 MAX_PLANE_PIXELS = 1 << 27
 INTEGRATIONS_READ = 16
 _IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
@@ -46,7 +49,7 @@ def read_image(path: str) -> tuple[np.ndarray, np.ndarray]:
         if shape[-1] * shape[-2] > MAX_PLANE_PIXELS:
             raise ValueError(f"{path}: a {shape[-1]} x {shape[-2]} image is too large to "
                              f"preview (more than {MAX_PLANE_PIXELS} pixels)")
-        picks = None if len(shape) == 2 else _picks(shape[0])
+        picks = None if len(shape) == 2 else _picks(shape[0], shape[-1] * shape[-2])
         data = _read(sci, shape, picks).astype(np.float64)
         dq = _companion(hdus, names, "DQ", shape, picks)
         weight = _companion(hdus, names, "WHT", shape[-2:], None)
@@ -62,9 +65,10 @@ def read_image(path: str) -> tuple[np.ndarray, np.ndarray]:
     return data, mask
 
 
-def _picks(integrations: int) -> list[int]:
-    """The integrations a cube's median is taken over: all, or evenly spaced."""
-    count = min(integrations, INTEGRATIONS_READ)
+def _picks(integrations: int, plane_pixels: int) -> list[int]:
+    """The integrations a cube's median is taken over: all, or evenly spaced,
+    together at most MAX_PLANE_PIXELS (a plane is at most that, checked before)."""
+    count = max(1, min(integrations, INTEGRATIONS_READ, MAX_PLANE_PIXELS // plane_pixels))
     return sorted({round(i * (integrations - 1) / max(count - 1, 1)) for i in range(count)})
 
 

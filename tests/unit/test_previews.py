@@ -335,3 +335,25 @@ def test_a_fifo_or_a_device_in_a_products_place_is_not_read(tmp_path):
 
     with pytest.raises(OSError, match="not a regular file"):
         read_image("/dev/zero")
+
+
+def test_a_cube_s_median_reads_no_more_pixels_than_the_largest_plane(tmp_path, monkeypatch):
+    """A cube's median read 16 planes whatever their size: 16 planes of the
+    largest plane drawn (2^27 pixels) were 16 GB held at once, declared by
+    a tile-compressed file of kilobytes. Now fewer planes of a large one are
+    read, at most MAX_PLANE_PIXELS in all (a quarter of this cube here)."""
+    cube = _image(tmp_path / f"{ROOT}_rateints.fits", (16, 64, 64))
+    monkeypatch.setattr(images, "MAX_PLANE_PIXELS", 4 * 64 * 64)
+    read: list[tuple[str, int]] = []
+    real = images._read
+
+    def counted(hdu, shape, picks):
+        data = real(hdu, shape, picks)
+        read.append((hdu.name, data.size))
+        return data
+
+    monkeypatch.setattr(images, "_read", counted)
+    data, mask = images.read_image(cube)
+    assert data.shape == mask.shape == (64, 64) and mask[0].all() and not mask[1:].any()
+    assert 0 < sum(size for name, size in read if name == "SCI") <= 4 * 64 * 64, read
+    assert 0 < sum(size for name, size in read if name == "DQ") <= 4 * 64 * 64, read
