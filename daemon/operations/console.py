@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import urllib.parse
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from calstream.daemon.doers.product_store import LIVE, BadNamespace, check_namespace
 from calstream.daemon.operations import console_pages
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.console_data import ConsoleData
+from calstream.daemon.operations.ops_http import OpsHTTPServer, OpsRequestHandler
 
 log = logging.getLogger("calstream.console")
 
@@ -72,25 +72,14 @@ class Console:
         return 200, path.read_bytes(), "image/png"
 
 
-def serve(console: Console, host: str, port: int) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
+def serve(console: Console, host: str, port: int) -> OpsHTTPServer:
+    class Handler(OpsRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path in ("/", ""):
-                answer: Response | None = (302, b"", "text/plain")
-            else:
-                answer = console.handle(self.path)
-            code, body, ctype = answer or (404, b"not found: try /console/\n", "text/plain")
-            self.send_response(code)
-            if code == 302:
-                self.send_header("Location", console_pages.ROOT + "/")
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                self.send_answer(302, b"", "text/plain",
+                                 headers=(("Location", console_pages.ROOT + "/"),))
+                return
+            answer = console.handle(self.path)
+            self.send_answer(*(answer or (404, b"not found: try /console/\n", "text/plain")))
 
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    return OpsHTTPServer((host, port), Handler)
