@@ -308,6 +308,7 @@ class ConsoleData:
         self.ttl = ttl
         self.dead_letters = dead_letters
         self._cache: dict[str, Snapshot] = {}
+        self._records: dict[str, dict] = {}  # per namespace: ProductStore.records' memo
         # The redrive marks read so far: a rebuild reads only what the
         # originals' topics got since (the lock keeps one rebuild at a time).
         self.redrives = RedriveReading(budget=REDRIVES_BUDGET)
@@ -324,7 +325,8 @@ class ConsoleData:
     def _build(self, namespace: str) -> Snapshot:
         index: dict[tuple[str, str], Observation] = {}
         tree = self.store.for_namespace(namespace)
-        records, left_out = product_events(tree.records() if tree.root.is_dir() else [])
+        memo = self._records.setdefault(namespace, {})  # the records read so far
+        records, left_out = product_events(tree.records(memo=memo) if tree.root.is_dir() else [])
         index_records(records, index)
         status, error = None, None
         try:
