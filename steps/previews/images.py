@@ -68,8 +68,13 @@ def read_image(path: str) -> tuple[np.ndarray, np.ndarray]:
 def _picks(integrations: int, plane_pixels: int) -> list[int]:
     """The integrations a cube's median is taken over: all, or evenly spaced,
     together at most MAX_PLANE_PIXELS (a plane is at most that, checked before)."""
-    count = max(1, min(integrations, INTEGRATIONS_READ, MAX_PLANE_PIXELS // plane_pixels))
-    return sorted({round(i * (integrations - 1) / max(count - 1, 1)) for i in range(count)})
+    return evenly_spaced(integrations, min(INTEGRATIONS_READ, MAX_PLANE_PIXELS // plane_pixels))
+
+
+def evenly_spaced(total: int, count: int) -> list[int]:
+    """All of ``range(total)``, or ``count`` (at least one) of them evenly spaced."""
+    count = max(1, min(total, count))
+    return sorted({round(i * (total - 1) / max(count - 1, 1)) for i in range(count)})
 
 
 def _read(hdu, shape: tuple[int, ...], picks: list[int] | None) -> np.ndarray:

@@ -357,3 +357,18 @@ def test_a_cube_s_median_reads_no_more_pixels_than_the_largest_plane(tmp_path, m
     assert data.shape == mask.shape == (64, 64) and mask[0].all() and not mask[1:].any()
     assert 0 < sum(size for name, size in read if name == "SCI") <= 4 * 64 * 64, read
     assert 0 < sum(size for name, size in read if name == "DQ") <= 4 * 64 * 64, read
+
+
+def test_an_x1dints_of_thousands_of_integrations_draws_a_bounded_number_of_lines(tmp_path):
+    """Each integration of an x1dints was a faint line behind their median: a
+    TSO's thousands took a calibration worker 10 s of CPU for 5,000, and a
+    table of the size allowed ran into the task's time-out. Now 100 of them,
+    evenly spaced; the median is still over all."""
+    from calstream.steps.previews import plots
+
+    fig = plots.spectrum(_x1d(tmp_path / f"{ROOT}_x1dints.fits", 1000))
+    [ax] = fig.axes
+    assert len(ax.lines) == 100 + 1  # and the median (plots.INTEGRATIONS_SHOWN)
+    assert "the median of 1000 integrations, 100 drawn" in ax.get_title()
+    few = plots.spectrum(_x1d(tmp_path / f"{ROOT}_few_x1dints.fits", 5))
+    assert len(few.axes[0].lines) == 5 + 1  # all of a few
