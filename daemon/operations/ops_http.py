@@ -30,6 +30,11 @@ Readiness = Callable[[], tuple[bool, list[str]]]
 # held a thread and a file descriptor for ever, and enough of them took
 # the descriptors the daemon needs for the broker and the store.
 REQUEST_SECONDS = 10.0
+# Connections answered at once; one more is closed as it comes, with a
+# warning. A flood of connections (each let go after REQUEST_SECONDS) took
+# one descriptor each, until the daemon had none left for the broker, its
+# files and its workers (EMFILE), and the accept loop spun on the error.
+MAX_CONNECTIONS = 256
 
 
 class _ByDeadline:
@@ -89,10 +94,39 @@ class OpsRequestHandler(BaseHTTPRequestHandler):
 
 
 class OpsHTTPServer(ThreadingHTTPServer):
-    """A thread per connection, none waited for at a stop; an error of one
-    request is a line of the log, not a traceback on stderr."""
+    """A thread per connection, at most ``max_connections`` at once, none
+    waited for at a stop; an error of one request is a line of the log, not
+    a traceback on stderr."""
 
     daemon_threads = True
+    # The listen backlog (socketserver's is 5): a burst of connections beyond
+    # it had their SYNs dropped, and a scrape among them waited 1 to 3 s for
+    # its retransmissions.
+    request_queue_size = 128
+
+    def __init__(self, address, handler, *, max_connections: int = MAX_CONNECTIONS):
+        super().__init__(address, handler)
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections = max_connections
+
+    def process_request(self, request, client_address) -> None:
+        if not self.slots.acquire(blocking=False):
+            log.warning("operations endpoint: %d connections are being answered: one more "
+                        "from %s closed unanswered", self.max_connections,
+                        client_address[0] if client_address else "?")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread to give the slot back
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def handle_error(self, request, client_address) -> None:
         exc = sys.exc_info()[1]
@@ -107,7 +141,8 @@ class OpsServer:
     def __init__(self, host: str, port: int, metrics: Metrics, readiness: Readiness,
                  planner: Callable[[], dict | None] | None = None,
                  pages: Callable[[str], tuple[int, bytes, str] | None] | None = None,
-                 health: Readiness | None = None, request_seconds: float = REQUEST_SECONDS):
+                 health: Readiness | None = None, request_seconds: float = REQUEST_SECONDS,
+                 max_connections: int = MAX_CONNECTIONS):
         metrics_ref, ready_ref = metrics, readiness
         health_ref = health or (lambda: (True, []))
         planner_ref = planner or (lambda: None)
@@ -144,7 +179,7 @@ class OpsServer:
                     self.send_answer(404, b"not found: try /metrics, /healthz, /readyz, /planner, "
                                b"/console/\n", "text/plain")
 
-        self.server = OpsHTTPServer((host, port), Handler)
+        self.server = OpsHTTPServer((host, port), Handler, max_connections=max_connections)
         self.thread = threading.Thread(target=self.server.serve_forever, name="ops-http",
                                        daemon=True)
 
