@@ -120,9 +120,12 @@ def to_rgb(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _bin(data: np.ndarray, mask: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of factor x factor blocks, masked pixels left out."""
-    h, w = (data.shape[0] // factor) * factor, (data.shape[1] // factor) * factor
-    blocks = np.where(mask, np.nan, data)[:h, :w].reshape(h // factor, factor, w // factor, factor)
+    """Mean of factor x factor blocks, masked pixels left out. A side shorter
+    than ``factor`` is one block (a strip of 2 x 5000 pixels was binned to
+    nothing, and its preview failed with an IndexError)."""
+    fy, fx = min(factor, data.shape[0]), min(factor, data.shape[1])
+    h, w = (data.shape[0] // fy) * fy, (data.shape[1] // fx) * fx
+    blocks = np.where(mask, np.nan, data)[:h, :w].reshape(h // fy, fy, w // fx, fx)
     with np.errstate(all="ignore"):
         count = np.isfinite(blocks).sum(axis=(1, 3))
         binned = np.nansum(blocks, axis=(1, 3)) / np.maximum(count, 1)

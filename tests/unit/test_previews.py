@@ -372,3 +372,12 @@ def test_an_x1dints_of_thousands_of_integrations_draws_a_bounded_number_of_lines
     assert "the median of 1000 integrations, 100 drawn" in ax.get_title()
     few = plots.spectrum(_x1d(tmp_path / f"{ROOT}_few_x1dints.fits", 5))
     assert len(few.axes[0].lines) == 5 + 1  # all of a few
+
+
+def test_a_strip_longer_than_a_thousand_times_its_width_gets_a_preview(tmp_path):
+    """A 2 x 5000 image was binned by 5 on both sides: no row left, and its
+    preview failed with `IndexError: index 0 is out of bounds` for a reason."""
+    from calstream.steps.previews.make import preview_bytes
+
+    preview, thumbnail = preview_bytes(_image(tmp_path / f"{ROOT}_s2d.fits", (2, 5000)), "image")
+    assert png_size(preview)[0] == 1000 and png_size(thumbnail)[0] == images.THUMB_SIDE
