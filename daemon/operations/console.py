@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import urllib.parse
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from calstream.daemon.doers.product_store import LIVE, BadNamespace, check_namespace
 from calstream.daemon.operations import console_pages
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.console_data import ConsoleData
+from calstream.daemon.operations.ops_http import OpsHTTPServer, OpsRequestHandler
+from calstream.steps.failures import error_text
 
 log = logging.getLogger("calstream.console")
 
@@ -32,6 +33,17 @@ class Console:
 
     def handle(self, raw_path: str) -> Response | None:
         """The response to a GET of ``raw_path``; None when it is not the console's."""
+        try:
+            return self._handle(raw_path)
+        except Exception as exc:  # noqa: BLE001 - one page, not the endpoint: said, not dropped
+            # What a page shows is anyone's (records, files, what daemons
+            # serve): a shape no page expected answered no bytes at all.
+            log.warning("console: %s could not be shown: %s", raw_path[:200], error_text(exc))
+            return 500, (f"the console could not build this page: {error_text(exc, 300)}; "
+                         "the daemon's log has the line\n").encode("utf-8", "backslashreplace"), \
+                "text/plain; charset=utf-8"
+
+    def _handle(self, raw_path: str) -> Response | None:
         path, _, query_text = raw_path.partition("?")
         if path != console_pages.ROOT and not path.startswith(console_pages.ROOT + "/"):
             return None
@@ -50,7 +62,7 @@ class Console:
                          "which lists them\n").encode(), "text/plain"
         snap = self.data.snapshot(namespace)
         if rest == "":
-            return 200, console_pages.index(snap), HTML
+            return 200, console_pages.index(snap, query), HTML
         parts = rest.split("/")
         if len(parts) == 3 and parts[0] == "program":
             obs = snap.observation(parts[1], parts[2])
@@ -64,7 +76,9 @@ class Console:
         wanted = self.data.store.moved(wanted)  # events from before a move name the old root
         try:
             path = Path(wanted).resolve()
-        except (OSError, ValueError):
+        # ValueError: a NUL; RuntimeError: a loop of links (anyone can make
+        # one in /tmp, and it raised out of the request: no answer at all).
+        except (OSError, ValueError, RuntimeError):
             return 400, b"bad path\n", "text/plain"
         if (path.suffix != ".png" or path.parent.name != "previews"
                 or not path.is_relative_to(self.products) or not path.is_file()):
@@ -72,25 +86,14 @@ class Console:
         return 200, path.read_bytes(), "image/png"
 
 
-def serve(console: Console, host: str, port: int) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
+def serve(console: Console, host: str, port: int) -> OpsHTTPServer:
+    class Handler(OpsRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path in ("/", ""):
-                answer: Response | None = (302, b"", "text/plain")
-            else:
-                answer = console.handle(self.path)
-            code, body, ctype = answer or (404, b"not found: try /console/\n", "text/plain")
-            self.send_response(code)
-            if code == 302:
-                self.send_header("Location", console_pages.ROOT + "/")
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                self.send_answer(302, b"", "text/plain",
+                                 headers=(("Location", console_pages.ROOT + "/"),))
+                return
+            answer = console.handle(self.path)
+            self.send_answer(*(answer or (404, b"not found: try /console/\n", "text/plain")))
 
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    return OpsHTTPServer((host, port), Handler)

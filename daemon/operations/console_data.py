@@ -10,9 +10,9 @@ one slice of an index, not a read of the store. Nothing is written.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +115,7 @@ class Snapshot:
     dead_letters: list[dict[str, Any]]  # every recent one, newest last
     error: str | None = None
     store_error: str | None = None  # the product store is not there: nothing to show is no news
+    left_out: int = 0  # provenance records whose event is no product event (product_events)
 
     def observation(self, program: str, observation: str) -> Observation | None:
         return self.observations.get((program, observation))
@@ -125,6 +126,28 @@ def _observation(index: dict, program: str, observation: str) -> Observation:
     if key not in index:
         index[key] = Observation(program, observation)
     return index[key]
+
+
+def product_events(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The records whose event is a product event the contract accepts, and
+    how many are not. A record in the store is a file, untrusted like any:
+    the store takes one whose event is an object with its files listed
+    (provenance_records.py), and a program that was no text (a list, a
+    number beside the others' texts), a stage-3 event without its product
+    name or a preview without its path raised out of every console page."""
+    usable = [r for r in records if contract.is_valid("product", r["event"])]
+    return usable, len(records) - len(usable)
+
+
+def member_names(event: dict[str, Any]) -> list[str]:
+    """The file names of a stage-3 event's association members, those that
+    are text (the association is no field of the contract's: any shape)."""
+    association = event.get("association")
+    members = association.get("members") if isinstance(association, dict) else None
+    if not isinstance(members, list):
+        return []
+    return [m["expname"] for m in members
+            if isinstance(m, dict) and isinstance(m.get("expname"), str)]
 
 
 def index_records(records: list[dict[str, Any]], index: dict) -> None:
@@ -142,9 +165,8 @@ def index_records(records: list[dict[str, Any]], index: dict) -> None:
             exp.arrived_at = exp.arrived_at or event.get("arrived_at")
         elif stage == "stage3":
             obs.stage3.append(event)
-            members = (event.get("association") or {}).get("members", [])
-            for member in members:
-                found = _exposure_of(member.get("expname"))
+            for member in member_names(event):
+                found = _exposure_of(member)
                 if found:
                     exp = obs.exposure(found[0])
                     if event["product_name"] not in exp.stage3:
@@ -161,32 +183,65 @@ def index_broker(status: Status, namespace: str, index: dict) -> None:
         found = _exposure_of(letter.get("exposure_id") or letter.get("path"))
         if found:
             _observation(index, found[1], found[2]).exposure(found[0]).dead_letters.append(letter)
-    view = (status.planner or {}).get("view") or {}
-    ns = (view.get("namespaces") or {}).get(namespace) or {}
-    stage3 = ns.get("stage3") or {}
-    for eid, missing in (stage3.get("missing") or {}).items():
+    index_planner((status.planner or {}).get("view"), namespace, index)
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _seconds(value: Any) -> float | None:
+    return value if type(value) in (int, float) and math.isfinite(value) else None
+
+
+def _reasons(why: Any) -> dict[str, Any]:
+    return why if isinstance(why, dict) else {"waits for": why} if why else {}
+
+
+def index_planner(view: Any, namespace: str, index: dict) -> None:
+    """What the planner waits for, from its /planner view. What a daemon
+    serves is read as untrusted, as `calstream status` reads it (a daemon of
+    another calstream version, or whatever answers at its address): an
+    entry of a shape not known here is left out, or shown as text. A
+    missing exposure's time that was no number, or a candidate's name that
+    was no text, raised out of every page of its observation, or lost the
+    whole view under an error blamed on the broker."""
+    ns = _object(_object(_object(view).get("namespaces")).get(namespace))
+    stage3 = _object(ns.get("stage3"))
+    for eid, missing in _object(stage3.get("missing")).items():
         found = _exposure_of(eid)
-        if found:
-            _observation(index, found[1], found[2]).missing[found[0]] = missing
-    for science, why in (ns.get("stage2_waiting") or {}).items():
+        if found and isinstance(missing, dict):
+            _observation(index, found[1], found[2]).missing[found[0]] = {
+                "since": _seconds(missing.get("since")),
+                "candidates": [str(c) for c in _listed(missing.get("candidates"))]}
+    for science, why in _object(ns.get("stage2_waiting")).items():
         found = _exposure_of(science)
         if found:
             _observation(index, found[1], found[2]).waiting.append(
-                {"association": f"stage 2 of {science}", "waiting_for": why})
-    for cand in stage3.get("candidates") or []:
-        members = [_exposure_of(m) for m in cand.get("missing", [])]
-        where = next((m for m in members if m), None) or _candidate_observation(cand["candidate"])
+                {"association": f"stage 2 of {science}", "waiting_for": _reasons(why)})
+    for cand in map(_object, _listed(stage3.get("candidates"))):
+        name = cand.get("candidate")
+        if not isinstance(name, str):
+            continue
+        members = [_exposure_of(m) for m in _listed(cand.get("missing")) if isinstance(m, str)]
+        where = next((m for m in members if m), None) or _candidate_observation(name)
+        quiet = _seconds(cand.get("quiet_for"))
         if where:
             _observation(index, where[1], where[2]).waiting.append(
-                {"association": f"stage 3 {cand['candidate']} ({cand.get('asn_type', '')}, "
+                {"association": f"stage 3 {name} ({cand.get('asn_type', '')}, "
                                 f"{cand.get('members', '?')} member(s))",
-                 "waiting_for": cand.get("waiting_for") or
-                 {"settling": f"{cand.get('quiet_for', 0):.0f}s quiet"}})
-    for cand in stage3.get("abandoned") or []:  # closed, nothing to make: said as such
-        where = _candidate_observation(cand["candidate"])
+                 "waiting_for": _reasons(cand.get("waiting_for")) or
+                 {"settling": f"{quiet or 0:.0f}s quiet"}})
+    for cand in map(_object, _listed(stage3.get("abandoned"))):  # closed, nothing to make
+        name = cand.get("candidate")
+        where = _candidate_observation(name) if isinstance(name, str) else None
         if where:
             _observation(index, where[1], where[2]).waiting.append(
-                {"association": f"stage 3 {cand['candidate']} (abandoned, "
+                {"association": f"stage 3 {name} (abandoned, "
                                 f"{cand.get('members', '?')} member(s))",
                  "waiting_for": {"abandoned": cand.get("reason") or ""}})
 
@@ -253,6 +308,7 @@ class ConsoleData:
         self.ttl = ttl
         self.dead_letters = dead_letters
         self._cache: dict[str, Snapshot] = {}
+        self._records: dict[str, dict] = {}  # per namespace: ProductStore.records' memo
         # The redrive marks read so far: a rebuild reads only what the
         # originals' topics got since (the lock keeps one rebuild at a time).
         self.redrives = RedriveReading(budget=REDRIVES_BUDGET)
@@ -269,7 +325,9 @@ class ConsoleData:
     def _build(self, namespace: str) -> Snapshot:
         index: dict[tuple[str, str], Observation] = {}
         tree = self.store.for_namespace(namespace)
-        index_records(tree.records() if tree.root.is_dir() else [], index)
+        memo = self._records.setdefault(namespace, {})  # the records read so far
+        records, left_out = product_events(tree.records(memo=memo) if tree.root.is_dir() else [])
+        index_records(records, index)
         status, error = None, None
         try:
             status = anyio.run(lambda: collect(self.cfg, self.metrics_urls(),
@@ -283,7 +341,7 @@ class ConsoleData:
         index_product_dead_letters(letters, index)
         return Snapshot(time.time(), namespace, dict(sorted(index.items())), status,
                         [LIVE, *self.store.namespaces()], current_namespace(self.store),
-                        _promotions(self.store), letters, error, self.store_missing())
+                        _promotions(self.store), letters, error, self.store_missing(), left_out)
 
     def store_missing(self) -> str | None:
         # A typo in --work-dir or --products (or a daemon never started
@@ -292,10 +350,3 @@ class ConsoleData:
             return None
         return (f"product store {self.store.top} does not exist: no daemon has run with it; "
                 "check --work-dir / --products (or --config)")
-
-
-def by_program(snap: Snapshot) -> dict[str, list[Observation]]:
-    out: dict[str, list[Observation]] = defaultdict(list)
-    for (program, _), obs in snap.observations.items():
-        out[program].append(obs)
-    return dict(out)

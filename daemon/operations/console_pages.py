@@ -14,7 +14,12 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from calstream.daemon.operations.console_data import PER_STAGE, Observation, Snapshot, by_program
+from calstream.daemon.operations.console_data import (
+    PER_STAGE,
+    Observation,
+    Snapshot,
+    member_names,
+)
 from calstream.daemon.operations.dead_letter_redrives import REDRIVES, pending
 from calstream.daemon.operations.holds_view import not_the_planners
 from calstream.daemon.operations.logs import escape_controls
@@ -58,6 +63,10 @@ def _age(seconds: float | None) -> str:
     return f"{minutes:.0f}m" if minutes < 120 else f"{minutes / 60:.1f}h"
 
 
+def _ago(t: float | None, now: float) -> str:
+    return "-" if t is None else f"{_age(now - t)} ago"
+
+
 def _since(iso: str | None, now: float) -> str:
     return "-" if not iso else _age(now - contract.parse_time(iso).timestamp())
 
@@ -76,6 +85,10 @@ def page(title: str, body: str, snap: Snapshot) -> bytes:
     error = f'<p class="error">broker: {_e(snap.error)}</p>' if snap.error else ""
     if snap.store_error:
         error = f'<p class="error">{_e(snap.store_error)}</p>' + error
+    if snap.left_out:
+        error += (f'<p class="error">{snap.left_out} provenance record(s) in the product store '
+                  "hold no product event calstream could have written (edited, or of another "
+                  "tree): not shown</p>")
     html = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
             f"<style>{_STYLE}</style></head><body><nav>{_link('/', 'calstream console')}"
             f"<span class='muted'>namespace <b>{_e(snap.namespace)}</b> · namespaces:{ns} · "
@@ -100,18 +113,48 @@ def _table(headers: list[str], rows: list[str], cls: str = "") -> str:
             else '<p class="muted">none</p>')
 
 
-def index(snap: Snapshot) -> bytes:
+def _page_number(query: dict[str, list[str]], pages: int) -> int:
+    try:
+        return min(max(1, int(query.get("page", ["1"])[0])), pages)
+    except ValueError:
+        return 1
+
+
+def _paged(items: list, query: dict[str, list[str]]) -> tuple[list, int, int]:
+    """(the items of the page asked for, its number, how many pages)."""
+    pages = max(1, -(-len(items) // PAGE_SIZE))
+    number = _page_number(query, pages)
+    return items[(number - 1) * PAGE_SIZE: number * PAGE_SIZE], number, pages
+
+
+def _nav(base: str, snap: Snapshot, number: int, pages: int) -> str:
+    return " ".join(_link(base, str(n), ns=snap.namespace, page=n) if n != number
+                    else f"<b>{n}</b>" for n in range(1, pages + 1)) if pages > 1 else ""
+
+
+def _more(rows: list[str], total: int, where: str) -> list[str]:
+    """``rows`` (the first PAGE_SIZE of ``total``), then a row saying where the rest are."""
+    if total <= len(rows):
+        return rows
+    return [*rows, f'<tr><td colspan="4" class="muted">the first {len(rows)} of {total} '
+                   f"shown; {_e(where)} lists them all</td></tr>"]
+
+
+def index(snap: Snapshot, query: dict[str, list[str]] | None = None) -> bytes:
+    # Paged as an observation's exposures are: a store of years holds tens
+    # of thousands of observations, and the front page was a row of each.
+    observations, number, pages = _paged(list(snap.observations.values()), query or {})
     rows = []
-    for program, observations in by_program(snap).items():
-        for obs in observations:
-            c = obs.counts()
-            rows.append(
-                f"<tr><td>{_e(program)}</td><td>"
-                f"{_link(f'/program/{program}/{obs.observation}', obs.observation, ns=snap.namespace)}"
-                f"</td>" + "".join(f'<td class="num">{c[k]}</td>' for k in (
-                    "exposures", "detector1", "stage2", "stage3", "held", "missing", "waiting"))
-                + f'<td class="num">{_letters_cell(c)}</td></tr>')
-    body = ("<h2>Programs and observations</h2>" + _table(
+    for obs in observations:
+        c = obs.counts()
+        rows.append(
+            f"<tr><td>{_e(obs.program)}</td><td>"
+            f"{_link(f'/program/{obs.program}/{obs.observation}', obs.observation, ns=snap.namespace)}"
+            f"</td>" + "".join(f'<td class="num">{c[k]}</td>' for k in (
+                "exposures", "detector1", "stage2", "stage3", "held", "missing", "waiting"))
+            + f'<td class="num">{_letters_cell(c)}</td></tr>')
+    body = (f"<h2>Programs and observations ({len(snap.observations)}; page {number} of "
+            f"{pages})</h2><p>{_nav('/', snap, number, pages)}</p>" + _table(
         ["program", "observation", "exposures", "detector1", "stage 2", "stage-3 products",
          "held", "missing", "open associations", "dead letters"], rows)
         + "<h2>Planner</h2>" + _planner(snap)
@@ -210,12 +253,7 @@ def _stage_cell(event: dict[str, Any] | None) -> str:
 def observation_page(snap: Snapshot, obs: Observation, query: dict[str, list[str]]) -> bytes:
     now = time.time()
     exposures = obs.ordered()
-    pages = max(1, -(-len(exposures) // PAGE_SIZE))
-    try:
-        number = min(max(1, int(query.get("page", ["1"])[0])), pages)
-    except ValueError:
-        number = 1
-    shown = exposures[(number - 1) * PAGE_SIZE: number * PAGE_SIZE]
+    shown, number, pages = _paged(exposures, query)
     rows = []
     for exp in shown:
         cls = "held" if exp.hold else "dead" if pending(exp.dead_letters) else ""
@@ -232,25 +270,26 @@ def observation_page(snap: Snapshot, obs: Observation, query: dict[str, list[str
             f'<td class="num">{_age(exp.latency)}</td><td class="why">{hold}'
             f'{"<br>" if hold and dead else ""}'
             f"{dead}</td></tr>")
-    base = f"/program/{obs.program}/{obs.observation}"
-    nav = " ".join(_link(base, str(n), ns=snap.namespace, page=n) if n != number
-                   else f"<b>{n}</b>" for n in range(1, pages + 1)) if pages > 1 else ""
+    nav = _nav(f"/program/{obs.program}/{obs.observation}", snap, number, pages)
     held = [e for e in exposures if e.hold]
     body = (
         f"<h2>Exposures ({len(exposures)}; page {number} of {pages})</h2><p>{nav}</p>"
         + _table(["exposure", "arrived", "detector1", "stage 2", "stage 3", "latency",
                   "hold / failure"], rows, "timeline")
+        # Those two lists are an observation's whole (thousands held after an
+        # outage of the pointing data): bounded as the timeline is.
         + f"<h2>Held ({len(held)})</h2>" + _holds_note(snap)
-        + _table(["exposure", "reason", "since", "age"], [
+        + _table(["exposure", "reason", "since", "age"], _more([
             f'<tr class="held"><td>{_e(e.exposure_id)}</td>'
             f'<td class="why">{_e(e.hold.get("reason"))}{_e(not_the_planners(e.hold))}</td>'
             f"<td>{_time(e.hold.get('since'))}</td><td>{_since(e.hold.get('since'), now)}</td>"
-            "</tr>" for e in held])
+            "</tr>" for e in held[:PAGE_SIZE]], len(held), "calstream holds list"))
         + f"<h2>Missing exposures ({len(obs.missing)})</h2>"
-        + _table(["exposure", "expected since", "by"], [
-            f'<tr class="missing"><td>{_e(eid)}</td><td>{_age(now - m.get("since", now))} ago'
-            f"</td><td>{_e(', '.join(m.get('candidates', [])))}</td></tr>"
-            for eid, m in sorted(obs.missing.items())])
+        + _table(["exposure", "expected since", "by"], _more([
+            f'<tr class="missing"><td>{_e(eid)}</td><td>{_ago(m["since"], now)}'
+            f"</td><td>{_e(', '.join(m['candidates']))}</td></tr>"
+            for eid, m in sorted(obs.missing.items())[:PAGE_SIZE]], len(obs.missing),
+            "the planner daemon's /planner"))
         + f"<h2>Open associations ({len(obs.waiting)})</h2>"
         + _table(["association", "waits for"], [
             f"<tr><td>{_e(w['association'])}</td><td class='why'>"
@@ -260,7 +299,7 @@ def observation_page(snap: Snapshot, obs: Observation, query: dict[str, list[str
         + _table(["product", "version", "done", "members", "degraded", "previews"], [
             f"<tr><td>{_e(p['product_name'])}</td><td>{_e(p.get('version', 1))}</td>"
             f"{_stage_cell(p)}<td class='num'>"
-            f"{len((p.get('association') or {}).get('members', []))}</td>"
+            f"{len(member_names(p))}</td>"
             f"<td>{_e(p.get('degraded') or '')}</td><td>{_thumbnails(p)}</td></tr>"
             for p in obs.stage3])
         + "<h2>Dead letters</h2>"

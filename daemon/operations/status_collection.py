@@ -71,9 +71,44 @@ def endpoint_base(url: str) -> str:
     return url
 
 
-def _fetch(url: str, timeout: float) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.read()
+# What one answer of a daemon's endpoint may be: a daemon's /metrics and
+# /planner are kilobytes to a few megabytes.
+ANSWER_BYTES = 64 << 20
+
+
+class UnusableAnswer(OSError):
+    """An endpoint's answer that did not come whole in time, or is too large."""
+
+
+def _body(response, url: str, deadline: float) -> bytes:
+    """``response``'s body, read to its end by ``deadline`` and within
+    ANSWER_BYTES. The socket's timeout bounds each read only: whatever
+    answered at a --metrics-url given that sent a byte now and then, or
+    without end, held `calstream status` (and the console) for ever and
+    grew it until memory ran out."""
+    chunks, size = [], 0
+    while chunk := response.read1(1 << 16):
+        size += len(chunk)
+        if size > ANSWER_BYTES:
+            raise UnusableAnswer(f"{url} answers more than {ANSWER_BYTES} bytes")
+        if time.monotonic() > deadline:
+            raise UnusableAnswer(f"{url} did not answer whole in time")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _fetch(url: str, timeout: float, *, any_status: bool = False) -> bytes:
+    """The body at ``url``; ``any_status``: an error status's too (a 503 of
+    /readyz carries the reasons), else it raises HTTPError."""
+    deadline = time.monotonic() + timeout
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return _body(response, url, deadline)
+    except urllib.error.HTTPError as exc:
+        if not any_status:
+            raise
+        with exc:
+            return _body(exc, url, deadline)
 
 
 def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
@@ -99,20 +134,23 @@ def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
         return ep
     ep.reachable = True
     try:
-        body = _fetch(f"{base}/readyz", timeout)
-    except urllib.error.HTTPError as exc:  # 503 carries the reasons in its body
-        body = exc.read()
+        body = _fetch(f"{base}/readyz", timeout, any_status=True)
     except (OSError, http.client.HTTPException) as exc:
         ep.error = f"/readyz unreachable: {error_text(exc)}"
         return ep
+    # Untrusted, as the rest: a document nested too deep (RecursionError)
+    # or problems that are no text raised out of `calstream status`.
     try:
         doc = json.loads(body)
-        ep.ready, ep.problems = bool(doc["ready"]), list(doc.get("problems", []))
-    except (ValueError, KeyError, TypeError):
+        problems = doc.get("problems", [])
+        if type(problems) is not list or not all(type(p) is str for p in problems):
+            raise TypeError("problems are not a list of texts")
+        ep.ready, ep.problems = bool(doc["ready"]), problems
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         ep.error = f"/readyz answered something unexpected: {body[:200]!r}"
     try:
         ep.planner = json.loads(_fetch(f"{base}/planner", timeout))
-    except (OSError, ValueError, http.client.HTTPException):
+    except (OSError, ValueError, http.client.HTTPException, RecursionError):
         ep.planner = None  # 404: this daemon runs no planner
     return ep
 

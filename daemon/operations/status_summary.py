@@ -4,6 +4,7 @@ metrics: pure (the collection is ``status_collection.py``, the text
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -88,8 +89,15 @@ class Status:
         return d
 
 
-def _values(endpoints: list[Endpoint], name: str) -> list[tuple[dict[str, str], float]]:
-    return [(labels, v) for ep in endpoints for n, labels, v in ep.samples if n == name]
+def _values(endpoints: list[Endpoint], name: str,
+            *labelled: str) -> list[tuple[dict[str, str], float]]:
+    """The samples of ``name`` that can be summed: a number (not NaN or
+    infinite) with the labels ``labelled`` it is summed by. What a daemon
+    serves is read as untrusted (another calstream version, or whatever
+    answers at a --metrics-url given): a NaN count or a sample without its
+    stage label raised out of `calstream status` in a traceback."""
+    return [(labels, v) for ep in endpoints for n, labels, v in ep.samples
+            if n == name and math.isfinite(v) and all(k in labels for k in labelled)]
 
 
 def summarise_metrics(endpoints: list[Endpoint]) -> dict[str, dict[str, Any]]:
@@ -107,24 +115,25 @@ def summarise_metrics(endpoints: list[Endpoint]) -> dict[str, dict[str, Any]]:
             d = s.setdefault(key, {})
             d[sub] = d.get(sub, 0) + int(value)
 
-    for labels, v in _values(endpoints, "calstream_in_flight"):
+    for labels, v in _values(endpoints, "calstream_in_flight", "stage"):
         add(labels["stage"], "in_flight", v)
-    for labels, v in _values(endpoints, "calstream_stage_runs_total"):
+    for labels, v in _values(endpoints, "calstream_stage_runs_total", "stage", "outcome"):
         add(labels["stage"], "runs", v, labels["outcome"])
-    for labels, v in _values(endpoints, "calstream_stage_retries_total"):
+    for labels, v in _values(endpoints, "calstream_stage_retries_total", "stage"):
         add(labels["stage"], "retries", v)
-    for labels, v in _values(endpoints, "calstream_dead_letters_total"):
+    for labels, v in _values(endpoints, "calstream_dead_letters_total", "stage", "category"):
         add(labels["stage"], "dead_letters", v, labels["category"])
-    for labels, v in _values(endpoints, "calstream_worker_restarts_total"):
+    for labels, v in _values(endpoints, "calstream_worker_restarts_total", "stage", "cause"):
         add(labels["stage"], "worker_restarts", v, labels["cause"])
-    for labels, v in _values(endpoints, "calstream_arrivals_total"):
+    for labels, v in _values(endpoints, "calstream_arrivals_total", "source"):
         add("watcher", "arrivals", v, labels["source"])
     for _labels, v in _values(endpoints, "calstream_watcher_pending_files"):
         add("watcher", "pending_files", v)
-    for labels, v in _values(endpoints, "calstream_worker_peak_rss_bytes"):
+    for labels, v in _values(endpoints, "calstream_worker_peak_rss_bytes", "stage"):
         s = stages.setdefault(labels["stage"], {})
         s["worker_peak_rss_bytes"] = max(s.get("worker_peak_rss_bytes", 0), int(v))
-    for labels, v in _values(endpoints, "calstream_last_progress_timestamp_seconds"):
+    for labels, v in _values(endpoints, "calstream_last_progress_timestamp_seconds",
+                             "stage"):
         s = stages.setdefault(labels["stage"], {})
         s["last_progress"] = max(s.get("last_progress", 0.0), v)
     return stages
@@ -138,7 +147,7 @@ def summarise_planner(endpoints: list[Endpoint]) -> dict[str, Any]:
         out["held_for_direct_image"] = out.get("held_for_direct_image", 0) + int(v)
     for _labels, v in _values(endpoints, "calstream_oldest_hold_age_seconds"):
         out["oldest_hold_age_seconds"] = max(out.get("oldest_hold_age_seconds", 0.0), v)
-    for labels, v in _values(endpoints, "calstream_open_associations"):
+    for labels, v in _values(endpoints, "calstream_open_associations", "stage"):
         d = out.setdefault("open_associations", {})
         d[labels["stage"]] = d.get(labels["stage"], 0) + int(v)
     # Read as untrusted (a daemon of another version, or whatever answers
@@ -176,10 +185,9 @@ def summarise_parked(endpoints: list[Endpoint]) -> list[dict[str, Any]]:
     directory a disk fault was writing under (``root``, "" for the others),
     from ``calstream_parked_items`` (they resume by themselves when it clears)."""
     totals: dict[tuple[str, str, str], float] = {}
-    for ep in endpoints:
-        for name, labels, value in ep.samples:
-            if name == "calstream_parked_items" and value > 0:
-                key = (labels.get("stage", "?"), labels.get("cause", "?"), labels.get("root", ""))
-                totals[key] = totals.get(key, 0) + value
+    for labels, value in _values(endpoints, "calstream_parked_items"):
+        if value > 0:
+            key = (labels.get("stage", "?"), labels.get("cause", "?"), labels.get("root", ""))
+            totals[key] = totals.get(key, 0) + value
     return [{"stage": st, "cause": cause, "root": root, "items": int(n)}
             for (st, cause, root), n in sorted(totals.items())]

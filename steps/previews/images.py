@@ -23,7 +23,10 @@ THUMB_SIDE = 128  # longest side of a thumbnail
 # What a preview reads, whatever the file's header declares (a product file is
 # untrusted: a header costs 80 bytes to claim gigabytes). A plane larger than
 # this (11585 pixels square, ~1 GB as float64) is not drawn; a cube's median is
-# taken over at most this many integrations, evenly spaced, read one at a time.
+# taken over at most this many integrations, evenly spaced, read one at a time,
+# and over no more than MAX_PLANE_PIXELS pixels in all: 16 planes of the
+# largest size were 16 GB held at once (a tile-compressed cube declares them
+# in a file of kilobytes). A full frame's 16 integrations are 67 M pixels.
 MAX_PLANE_PIXELS = 1 << 27
 INTEGRATIONS_READ = 16
 _IMAGE_HDUS = (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)
@@ -46,7 +49,7 @@ def read_image(path: str) -> tuple[np.ndarray, np.ndarray]:
         if shape[-1] * shape[-2] > MAX_PLANE_PIXELS:
             raise ValueError(f"{path}: a {shape[-1]} x {shape[-2]} image is too large to "
                              f"preview (more than {MAX_PLANE_PIXELS} pixels)")
-        picks = None if len(shape) == 2 else _picks(shape[0])
+        picks = None if len(shape) == 2 else _picks(shape[0], shape[-1] * shape[-2])
         data = _read(sci, shape, picks).astype(np.float64)
         dq = _companion(hdus, names, "DQ", shape, picks)
         weight = _companion(hdus, names, "WHT", shape[-2:], None)
@@ -62,10 +65,16 @@ def read_image(path: str) -> tuple[np.ndarray, np.ndarray]:
     return data, mask
 
 
-def _picks(integrations: int) -> list[int]:
-    """The integrations a cube's median is taken over: all, or evenly spaced."""
-    count = min(integrations, INTEGRATIONS_READ)
-    return sorted({round(i * (integrations - 1) / max(count - 1, 1)) for i in range(count)})
+def _picks(integrations: int, plane_pixels: int) -> list[int]:
+    """The integrations a cube's median is taken over: all, or evenly spaced,
+    together at most MAX_PLANE_PIXELS (a plane is at most that, checked before)."""
+    return evenly_spaced(integrations, min(INTEGRATIONS_READ, MAX_PLANE_PIXELS // plane_pixels))
+
+
+def evenly_spaced(total: int, count: int) -> list[int]:
+    """All of ``range(total)``, or ``count`` (at least one) of them evenly spaced."""
+    count = max(1, min(total, count))
+    return sorted({round(i * (total - 1) / max(count - 1, 1)) for i in range(count)})
 
 
 def _read(hdu, shape: tuple[int, ...], picks: list[int] | None) -> np.ndarray:
@@ -111,9 +120,12 @@ def to_rgb(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def _bin(data: np.ndarray, mask: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of factor x factor blocks, masked pixels left out."""
-    h, w = (data.shape[0] // factor) * factor, (data.shape[1] // factor) * factor
-    blocks = np.where(mask, np.nan, data)[:h, :w].reshape(h // factor, factor, w // factor, factor)
+    """Mean of factor x factor blocks, masked pixels left out. A side shorter
+    than ``factor`` is one block (a strip of 2 x 5000 pixels was binned to
+    nothing, and its preview failed with an IndexError)."""
+    fy, fx = min(factor, data.shape[0]), min(factor, data.shape[1])
+    h, w = (data.shape[0] // fy) * fy, (data.shape[1] // fx) * fx
+    blocks = np.where(mask, np.nan, data)[:h, :w].reshape(h // fy, fy, w // fx, fx)
     with np.errstate(all="ignore"):
         count = np.isfinite(blocks).sum(axis=(1, 3))
         binned = np.nansum(blocks, axis=(1, 3)) / np.maximum(count, 1)

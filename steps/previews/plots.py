@@ -9,6 +9,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
+from calstream.steps.previews.images import evenly_spaced
 from calstream.steps.regular_files import open_regular_file, read_regular_text
 
 PLOT_INCHES = (6.4, 3.6)
@@ -48,6 +49,11 @@ def _rows(column) -> np.ndarray:
 # table is COMBINE1D, and the event listed a picture that never came.
 SPECTRUM_TABLES = ("EXTRACT1D", "COMBINE1D")
 SOURCES_SHOWN = 8  # a WFSS product holds a spectrum per source, hundreds of them
+# Integrations drawn faint behind their median (evenly spaced; the median is
+# over all): a TSO x1dints holds thousands, a line each took 10 s of a
+# calibration worker's CPU for 5,000, and a table of the size allowed
+# (MAX_TABLE_BYTES) ran into the task's time-out.
+INTEGRATIONS_SHOWN = 100
 
 
 def _table_data(hdu, path: str):
@@ -80,8 +86,11 @@ def spectrum(path: str):
             labelled = True
             continue
         if wave.shape[0] > 1:  # several integrations: the median, the others faint
-            for w, f in zip(wave, flux, strict=False):
-                ax.plot(w, f, color="0.8", lw=0.4)
+            rows = wave.shape[0]
+            for i in evenly_spaced(rows, INTEGRATIONS_SHOWN):
+                ax.plot(wave[i], flux[i], color="0.8", lw=0.4)
+            if rows > INTEGRATIONS_SHOWN:
+                title += f" (the median of {rows} integrations, {INTEGRATIONS_SHOWN} drawn)"
             wave, flux = np.nanmedian(wave, axis=0)[None], np.nanmedian(flux, axis=0)[None]
         ax.plot(wave[0], flux[0], lw=0.9, label=f"spectrum {n + 1}" if len(tables) > 1 else None)
     ax.set_xlabel("wavelength (µm)")

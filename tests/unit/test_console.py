@@ -296,3 +296,111 @@ def test_the_console_says_what_clears_a_parked_item_as_status_does():
                     [{"stage": "detector1", "cause": "read_only", "items": 1}])
     body = console_pages.index(_snapshot({}, status)).decode()
     assert "remount the product store (or the work directory) writable" in body
+
+
+def _product(stage: str, name: str, **extra) -> dict:
+    """A product event the contract accepts, as a daemon's record holds it."""
+    from calstream.topics import contract
+
+    return contract.build(
+        "product", contract.event_id("product", stage, name), work_id="a" * 64, stage=stage,
+        pipeline="calwebb_x", outcome="success", program="01234", observation="001",
+        product_name=name, exposure_id=None if stage == "stage3" else name, inputs=[],
+        outputs=[], jwst_version="1.0", crds_context="jwst_1.pmap", pointing_quality="ACTUAL",
+        pointing_provisional=False, arrived_at="2026-11-24T05:00:00.000Z",
+        duration_seconds=2.0, **extra).body
+
+
+def test_a_provenance_record_of_no_product_event_is_left_out_not_every_page_broken(tmp_path):
+    """The store takes a record whose event is an object listing its files
+    (provenance_records.py); the console read the rest as a product event:
+    a program that was no text (a list; a number beside the others' texts),
+    a stage-3 event without its product name, a preview without its path
+    raised out of every page (the browser got no answer at all), and an
+    association whose members are not objects out of the observation's."""
+    import json
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    provenance = cfg.products / "01234" / "001" / ".provenance"
+    provenance.mkdir(parents=True)
+    stage3 = "jw01234-o001_t001_nircam_clear-f200w"
+    good = [_product("stage2", _eid(1)),
+            # The association is no field of the contract's: any shape is shown.
+            _product("stage3", stage3, association={"members": [
+                "x", {"expname": 5}, {"expname": f"{_eid(1)}_cal.fits"}]})]
+    forged = [{**good[0], "program": ["01234"]}, {**good[0], "program": 1234},
+              {k: v for k, v in good[1].items() if k != "product_name"},
+              {**good[0], "previews": [{"role": "thumbnail", "of": "x"}]}]
+    for n, event in enumerate(good + forged):
+        (provenance / f"{n}.{event['stage']}.json").write_text(
+            json.dumps({"work_id": "a" * 64, "event": event}))
+    console = Console(cfg, lambda: [])
+    code, body, _ = console.handle("/console/")
+    assert code == 200 and b"/console/program/01234/001" in body
+    assert b"4 provenance record(s) in the product store hold no product event" in body
+    code, body, _ = console.handle("/console/program/01234/001")
+    assert code == 200 and _eid(1).encode() in body and stage3.encode() in body
+
+
+def test_a_planner_view_of_shapes_not_known_here_leaves_the_pages_standing():
+    """What a daemon serves at /planner is read as `calstream status` reads
+    it, untrusted (a daemon of another version): a missing exposure's time
+    that was no number raised out of its observation's page, a candidate's
+    name that was no text out of the indexing (the whole view lost, under an
+    error blamed on the broker)."""
+    view = {"namespaces": {"live": {
+        "stage2_waiting": {_eid(4): "a text, not reasons"},
+        "stage3": {"missing": {_eid(3): {"since": "yesterday", "candidates": [1]},
+                               _eid(5): ["no", "object"]},
+                   "candidates": [{"candidate": 5}, "no object",
+                                  {"candidate": "jw01234-o001_image3", "quiet_for": "long",
+                                   "missing": [7, _eid(3)], "waiting_for": ["members"]}],
+                   "abandoned": [{"candidate": ["x"]}, 3]}}}}
+    status = Status(time.time(), "p.", "p", [], {}, BrokerView("h:1"), {"view": view})
+    index: dict = {}
+    index_broker(status, "live", index)
+    obs = index[("01234", "001")]
+    assert set(obs.missing) == {_eid(3)} and len(obs.waiting) == 2
+    html = console_pages.observation_page(_snapshot(index, status), obs, {}).decode()
+    assert "Missing exposures (1)" in html and "a text, not reasons" in html
+    assert "stage 3 jw01234-o001_image3" in html
+
+
+def test_pages_over_thousands_of_observations_holds_and_missing_stay_bounded():
+    """An observation's page had a row for each exposure held and each one
+    missing (thousands after an outage of the pointing data, or of a plan's
+    whole program), the front page one for each observation of the store
+    (tens of thousands in a store of years): pages grew without bound. Now
+    100 rows of each, paged or with where the rest are."""
+    from calstream.daemon.operations.console_data import Observation
+
+    index: dict = {}
+    busy = index[("01234", "001")] = Observation("01234", "001")
+    for n in range(1, 1001):
+        busy.exposure(_eid(n)).hold = {"exposure_id": _eid(n), "state": "held",
+                                       "since": "2026-11-24T05:01:00Z", "reason": "PLANNED"}
+        busy.missing[_eid(n + 5000)] = {"since": time.time() - 60, "candidates": ["jw01234-o001"]}
+    for program in range(2000, 3000):
+        index[(f"{program:05d}", "001")] = Observation(f"{program:05d}", "001")
+    html = console_pages.observation_page(_snapshot(index), busy, {}).decode()
+    assert html.count('<tr class="missing">') == console_pages.PAGE_SIZE
+    assert html.count('<tr class="held">') == console_pages.PAGE_SIZE  # the holds' table
+    assert "the first 100 of 1000 shown; calstream holds list lists them all" in html
+    front = console_pages.index(_snapshot(dict(sorted(index.items()))), {"page": ["3"]}).decode()
+    assert "Programs and observations (1001; page 3 of 11)" in front
+    assert front.count('<a href="/console/program/') == console_pages.PAGE_SIZE
+    assert "/console/program/02199/001" in front and "/console/program/02298/001" in front
+    assert "/console/program/02198/001" not in front and "/console/program/02299/001" not in front
+
+
+def test_a_preview_asked_for_through_a_loop_of_links_is_a_bad_path(tmp_path):
+    """pathlib raises RuntimeError on a loop of links (Python 3.11, 3.12):
+    /console/preview?path=/tmp/loop/x.png raised out of the request, which
+    got no answer at all."""
+    import os
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    os.symlink(tmp_path / "b", tmp_path / "a")
+    os.symlink(tmp_path / "a", tmp_path / "b")
+    console = Console(cfg, lambda: [])
+    assert console.handle(f"/console/preview?path={tmp_path}/a/previews/x.png")[0] == 400

@@ -335,3 +335,49 @@ def test_a_fifo_or_a_device_in_a_products_place_is_not_read(tmp_path):
 
     with pytest.raises(OSError, match="not a regular file"):
         read_image("/dev/zero")
+
+
+def test_a_cube_s_median_reads_no_more_pixels_than_the_largest_plane(tmp_path, monkeypatch):
+    """A cube's median read 16 planes whatever their size: 16 planes of the
+    largest plane drawn (2^27 pixels) were 16 GB held at once, declared by
+    a tile-compressed file of kilobytes. Now fewer planes of a large one are
+    read, at most MAX_PLANE_PIXELS in all (a quarter of this cube here)."""
+    cube = _image(tmp_path / f"{ROOT}_rateints.fits", (16, 64, 64))
+    monkeypatch.setattr(images, "MAX_PLANE_PIXELS", 4 * 64 * 64)
+    read: list[tuple[str, int]] = []
+    real = images._read
+
+    def counted(hdu, shape, picks):
+        data = real(hdu, shape, picks)
+        read.append((hdu.name, data.size))
+        return data
+
+    monkeypatch.setattr(images, "_read", counted)
+    data, mask = images.read_image(cube)
+    assert data.shape == mask.shape == (64, 64) and mask[0].all() and not mask[1:].any()
+    assert 0 < sum(size for name, size in read if name == "SCI") <= 4 * 64 * 64, read
+    assert 0 < sum(size for name, size in read if name == "DQ") <= 4 * 64 * 64, read
+
+
+def test_an_x1dints_of_thousands_of_integrations_draws_a_bounded_number_of_lines(tmp_path):
+    """Each integration of an x1dints was a faint line behind their median: a
+    TSO's thousands took a calibration worker 10 s of CPU for 5,000, and a
+    table of the size allowed ran into the task's time-out. Now 100 of them,
+    evenly spaced; the median is still over all."""
+    from calstream.steps.previews import plots
+
+    fig = plots.spectrum(_x1d(tmp_path / f"{ROOT}_x1dints.fits", 1000))
+    [ax] = fig.axes
+    assert len(ax.lines) == 100 + 1  # and the median (plots.INTEGRATIONS_SHOWN)
+    assert "the median of 1000 integrations, 100 drawn" in ax.get_title()
+    few = plots.spectrum(_x1d(tmp_path / f"{ROOT}_few_x1dints.fits", 5))
+    assert len(few.axes[0].lines) == 5 + 1  # all of a few
+
+
+def test_a_strip_longer_than_a_thousand_times_its_width_gets_a_preview(tmp_path):
+    """A 2 x 5000 image was binned by 5 on both sides: no row left, and its
+    preview failed with `IndexError: index 0 is out of bounds` for a reason."""
+    from calstream.steps.previews.make import preview_bytes
+
+    preview, thumbnail = preview_bytes(_image(tmp_path / f"{ROOT}_s2d.fits", (2, 5000)), "image")
+    assert png_size(preview)[0] == 1000 and png_size(thumbnail)[0] == images.THUMB_SIDE

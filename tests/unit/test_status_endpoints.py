@@ -5,7 +5,10 @@ unreachable or unreadable, never a traceback of the command."""
 import contextlib
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
 
 from calstream.daemon.operations.status_collection import read_endpoint
 
@@ -113,3 +116,87 @@ def test_a_broker_that_refuses_the_connection_is_named_with_its_error_type_once(
     cfg = load(None, env={}, flags={"kafka_bootstrap": f"127.0.0.1:{port}"})
     error = anyio.run(lambda: collect(cfg, [], timeout=10)).broker.error
     assert error.startswith("KafkaConnectionError: Unable to bootstrap"), error
+
+
+@contextlib.contextmanager
+def daemon_like(answers: dict[str, tuple[int, bytes]], *, drip: float | None = None):
+    """A loopback HTTP server answering each path of ``answers`` (code, body);
+    ``drip``: the body a byte at a time, one each ``drip`` seconds."""
+    from http.server import ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            code, body = answers.get(self.path, (404, b"no\n"))
+            self.send_response(code)
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                for i in range(len(body)) if drip else ():
+                    self.wfile.write(body[i:i + 1])
+                    self.wfile.flush()
+                    time.sleep(drip)
+                if not drip:
+                    self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+_METRICS = b'calstream_in_flight{stage="stage2"} 2\n'
+_READY = b'{"ready": true, "problems": []}'
+_DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize("path, body, said", [
+    ("/metrics", b'calstream_in_flight{stage="detector1"} NaN\n', "stage2: in flight 2"),
+    ("/metrics", b"calstream_in_flight 3\n", "stage2: in flight 2"),
+    ("/metrics", b'calstream_parked_items{stage="stage2",cause="disk_full"} +Inf\n',
+     "stage2: in flight 2"),
+    ("/readyz", b'{"ready": false, "problems": [1, {"a": 2}]}',
+     "/readyz answered something unexpected"),
+    ("/readyz", _DEEP, "/readyz answered something unexpected"),
+    ("/planner", _DEEP, "no daemon given serves /planner"),
+])
+def test_status_says_what_a_forged_endpoint_serves_wrong_not_a_traceback(
+        path, body, said, tmp_path, capsys):
+    """What answers at a --metrics-url is read as untrusted: a NaN or an
+    infinite count (Prometheus text allows both), a sample without its
+    stage label, problems that are no text, JSON nested too deep each ended
+    `calstream status` in a traceback (ValueError, KeyError, OverflowError,
+    AttributeError, RecursionError), the rest of the summary unsaid."""
+    from calstream.daemon.operations.cli.main import main
+
+    answers = {"/metrics": (200, _METRICS), "/readyz": (200, _READY)}
+    answers[path] = (200, _METRICS + body if path == "/metrics" else body)
+    with daemon_like(answers) as address:
+        code = main(["status", "--work-dir", str(tmp_path), "--metrics-url", address])
+    out = capsys.readouterr().out
+    assert code == 1  # no broker given: not healthy, said in the summary
+    assert said in out and "calstream status at" in out, out
+
+
+def test_an_endpoint_that_answers_a_byte_now_and_then_is_given_up():
+    """The socket's timeout bounds each read only: an answer sent a byte
+    every 50 ms (a broken proxy, a tarpit) held `calstream status` until it
+    ended, however long that was."""
+    with daemon_like({"/metrics": (200, b"#" * 400)}, drip=0.05) as address:
+        ep = read_endpoint(address, timeout=1)
+    assert not ep.reachable and "did not answer whole in time" in ep.error, ep
+
+
+def test_an_endpoint_answering_without_end_is_cut_at_a_bound(monkeypatch):
+    """An answer is read up to ANSWER_BYTES, not until memory runs out."""
+    from calstream.daemon.operations import status_collection
+
+    monkeypatch.setattr(status_collection, "ANSWER_BYTES", 1000, raising=False)
+    with daemon_like({"/metrics": (200, _METRICS * 200)}) as address:
+        ep = status_collection.read_endpoint(address, timeout=5)
+    assert not ep.reachable and "answers more than" in ep.error, ep

@@ -1,0 +1,105 @@
+"""The operations endpoint against clients that never finish their request
+(real sockets on loopback): each is let go, and scrapes are answered meanwhile."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+
+import pytest
+
+from calstream.daemon.operations.metrics import Metrics
+from calstream.daemon.operations.ops_http import OpsServer
+
+
+def _let_go(conn: socket.socket, *, drip: bool, tries: int = 200) -> bool:
+    """Whether the server closes ``conn`` within ``tries`` tenths of a second,
+    a byte of the request sent at each if ``drip``."""
+    conn.settimeout(0.1)
+    for _ in range(tries):
+        try:
+            if drip:
+                conn.sendall(b"x")
+            if conn.recv(4096) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:  # reset: closed with our bytes unread
+            return True
+    return False
+
+
+@pytest.mark.parametrize("drip", [False, True], ids=["silent", "a byte now and then"])
+def test_a_client_that_never_finishes_its_request_is_let_go(drip):
+    """A client that opened a connection and never finished its request line
+    (or sent it a byte at a time) held a handler thread and a descriptor for
+    ever (no timeout): enough of them took the descriptors the daemon needs
+    for the broker and the store. Each request now has REQUEST_SECONDS to
+    come whole (0.5 here), and /metrics is answered meanwhile."""
+    ops = OpsServer("127.0.0.1", 0, Metrics(), lambda: (True, []), request_seconds=0.5)
+    ops.start()
+    host, port = ops.server.server_address[:2]
+    held = [socket.create_connection((host, port)) for _ in range(20)]
+    try:
+        for conn in held:
+            conn.sendall(b"GET /metr")
+        with urllib.request.urlopen(f"http://{ops.address}/metrics", timeout=10) as r:
+            assert r.status == 200 and b"calstream_" in r.read()
+        assert _let_go(held[0], drip=drip)
+    finally:
+        for conn in held:
+            conn.close()
+        ops.stop()
+
+
+def test_connections_past_the_bound_are_closed_not_held_and_the_slots_come_back():
+    """A flood of connections took a descriptor each (let go only after
+    REQUEST_SECONDS): enough of them left the daemon none for the broker and
+    its files. Past max_connections (4 here) one is closed as it comes; once
+    those answered go, the endpoint answers again."""
+    ops = OpsServer("127.0.0.1", 0, Metrics(), lambda: (True, []), request_seconds=30,
+                    max_connections=4)
+    ops.start()
+    host, port = ops.server.server_address[:2]
+    held = [socket.create_connection((host, port)) for _ in range(4)]
+    try:
+        for conn in held:
+            conn.sendall(b"GET /metr")
+        extra = socket.create_connection((host, port))
+        assert _let_go(extra, drip=False)  # closed at once, not held 30 s
+        extra.close()
+        for conn in held:
+            conn.close()
+        for _ in range(100):  # the handlers see their clients gone, and give their slots back
+            try:
+                with urllib.request.urlopen(f"http://{ops.address}/healthz", timeout=10) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the endpoint never answered again")
+    finally:
+        for conn in held:
+            conn.close()
+        ops.stop()
+
+
+def test_a_burst_of_connections_waits_in_the_listen_queue():
+    """The listen backlog was socketserver's 5: past it the kernel dropped a
+    burst's connections (SYN), and a scrape or a probe among them waited for
+    its retransmission, 1 s and then 3 s (a Kubernetes probe's own time-out
+    is 1 s). Here nothing accepts (the server not started): 50 connections
+    are queued, none refused or left waiting."""
+    ops = OpsServer("127.0.0.1", 0, Metrics(), lambda: (True, []))
+    host, port = ops.server.server_address[:2]
+    queued = []
+    try:
+        for _ in range(50):
+            queued.append(socket.create_connection((host, port), timeout=2))
+    finally:
+        for conn in queued:
+            conn.close()
+        ops.server.server_close()
+    assert len(queued) == 50
