@@ -64,11 +64,19 @@ _VERSION_DIR = re.compile(r"v([1-9][0-9]*)")  # directory(): version N > 1 is in
 class Done:
     """A finished work item found in the store."""
 
-    record: dict[str, Any]
+    record: dict[str, Any]  # its paths read under the store's root (after a move)
+    published: dict[str, Any] | None = None  # its event as written, None: ``event``
 
     @property
     def event(self) -> dict[str, Any]:
         return self.record["event"]
+
+    @property
+    def published_event(self) -> dict[str, Any]:
+        """The event as it was published, to send again under its id: after a
+        move ``event`` names the new root, and other content under an id is
+        what a subscriber reports as a forgery (docs/contract.md)."""
+        return self.published if self.published is not None else self.event
 
 
 class ProductStore:
@@ -246,9 +254,10 @@ class ProductStore:
         inputs, pipeline, context, parameters and versions).
         """
         path = self._record_path(program, observation, name, stage, version)
-        record = self._provenance(path, "treating as not done")
-        if record is None:
+        read = self._read_record(path, "treating as not done")
+        if read is None:
             return None
+        record, as_written = read
         if work_id is not None and record.get("work_id") != work_id:
             return None
         if verify:
@@ -265,12 +274,18 @@ class ProductStore:
                 except FileNotFoundError:
                     log.warning("product %s listed in %s is missing: redoing", p, path)
                     return None
-        return Done(record)
+        return Done(record, as_written["event"])
 
-    def _provenance(self, path: Path, then: str) -> dict[str, Any] | None:
+    def _provenance(self, path: Path, then: str, *, as_written: bool = False
+                    ) -> dict[str, Any] | None:
+        read = self._read_record(path, then)
+        return None if read is None else read[1] if as_written else read[0]
+
+    def _read_record(self, path: Path, then: str
+                     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The record at ``path`` if it is one calstream could have written
-        (deciders/provenance_records.py); else None, with a warning saying why
-        and what follows (``then``)."""
+        (deciders/provenance_records.py): (its paths read under this root, as
+        written); else None, with a warning saying why and what follows (``then``)."""
         try:
             record = json.loads(read_regular_text(path))
         except FileNotFoundError:
@@ -281,13 +296,14 @@ class ProductStore:
         except RecursionError:
             log.warning("unreadable provenance record %s (nested too deeply): %s", path, then)
             return None
+        written = record
         if self._reroot is not None and type(record) is dict and type(record.get("event")) is dict:
             record = {**record, "event": rerooted_event(record["event"], self._reroot)}
         problem = record_problem(record, str(self.root.absolute()))
         if problem:
             log.warning("provenance record %s cannot be used (%s): %s", path, problem, then)
             return None
-        return record
+        return record, written
 
     def announced(self, path: Path) -> dict[str, Any] | None:
         """The reader's rule: the output entry of the record that announces
@@ -306,14 +322,15 @@ class ProductStore:
                     return out if same else None
         return None
 
-    def records(self, stage: str = "*") -> list[dict[str, Any]]:
-        """Every provenance record in the store (of ``stage``), oldest event first."""
+    def records(self, stage: str = "*", *, as_written: bool = False) -> list[dict[str, Any]]:
+        """Every provenance record in the store (of ``stage``), oldest event
+        first; ``as_written``: their events as published (to send again)."""
         found = []
         pattern = f"*.{stage}.json"
         paths = [*self.root.glob(f"*/*/{_PROV}/{pattern}"),
                  *self.root.glob(f"*/*/v*/{_PROV}/{pattern}")]
         for path in paths:
-            record = self._provenance(path, "left out")
+            record = self._provenance(path, "left out", as_written=as_written)
             if record is not None:
                 found.append(record)
         return sorted(found, key=lambda r: r["event"].get("emitted_at", ""))
