@@ -314,10 +314,11 @@ class ProductStore:
             record = self._provenance(record_path, "its files are not products")
             for out in record["event"].get("outputs", []) if record else ():
                 if out.get("path") == str(path):
-                    try:
-                        same = path.stat().st_size == out.get("size") and \
-                            file_digest(path) == out.get("digest")
-                    except FileNotFoundError:
+                    try:  # lstat: a link (out of the store, to a device) is no product
+                        st = path.lstat()
+                        same = stat.S_ISREG(st.st_mode) and st.st_size == out.get("size") \
+                            and file_digest(path) == out.get("digest")
+                    except OSError:  # gone, or a FIFO or device put there since
                         return None
                     return out if same else None
         return None
