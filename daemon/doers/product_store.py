@@ -260,21 +260,28 @@ class ProductStore:
         record, as_written = read
         if work_id is not None and record.get("work_id") != work_id:
             return None
-        if verify:
-            for out in record["event"].get("outputs", []):
-                p = Path(out["path"])
-                try:
-                    # lstat: a product is a regular file; a link or a FIFO
-                    # in its place is not hashed (it may lead anywhere).
-                    st = p.lstat()
-                    if not stat.S_ISREG(st.st_mode) or st.st_size != out.get("size", st.st_size) \
-                            or file_digest(p) != out["digest"]:
-                        log.warning("product %s does not match its provenance: redoing", p)
-                        return None
-                except FileNotFoundError:
-                    log.warning("product %s listed in %s is missing: redoing", p, path)
-                    return None
+        if verify and (problem := self.outputs_problem(record, path)):
+            log.warning("%s: redoing", problem)
+            return None
         return Done(record, as_written["event"])
+
+    def outputs_problem(self, record: dict[str, Any], path: Path | str = "its record"
+                        ) -> str | None:
+        """Why the files a usable record (at ``path``) lists are not its
+        products: one missing, no regular file, another size or digest."""
+        for out in record["event"].get("outputs", []):
+            p = Path(out["path"])
+            try:
+                # lstat: a product is a regular file; a link or a FIFO
+                # in its place is not hashed (it may lead anywhere).
+                st = p.lstat()
+                same = stat.S_ISREG(st.st_mode) and st.st_size == out.get("size", st.st_size) \
+                    and file_digest(p) == out["digest"]
+            except FileNotFoundError:
+                return f"product {p} listed in {path} is missing"
+            if not same:
+                return f"product {p} does not match its provenance"
+        return None
 
     def _provenance(self, path: Path, then: str, *, as_written: bool = False
                     ) -> dict[str, Any] | None:
