@@ -30,6 +30,7 @@ from calstream.daemon.doers.product_store import (
     NAMESPACES,
     PROMOTIONS,
     BadNamespace,
+    OutsideRoot,
     ProductStore,
     check_namespace,
 )
@@ -191,6 +192,14 @@ def promote(store: ProductStore, namespace: str, *, reason: str | None = None,
     record_dir = store.top / PROMOTIONS
     stamp = promoted_at.replace(":", "").replace("-", "")
     tmp = record_dir / f".{stamp}-{namespace}.json.tmp"
+    try:
+        # No link below the top on its way: one at `promotions` (anyone's
+        # who can write the store) took the record wherever it pointed.
+        store.inside(tmp)
+    except OutsideRoot as exc:
+        raise PromotionRefused(f"{exc}: nothing was switched, `current` still serves "
+                               f"{previous}; look at it and move it away, then `calstream "
+                               f"promote {namespace}` again") from None
     # The record is written before the switch: a store that refuses it
     # (full, read-only) switched `current` and then ended in a traceback,
     # the link changed, no record, no event, an empty temporary left.

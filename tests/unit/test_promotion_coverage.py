@@ -142,3 +142,20 @@ def test_a_namespace_whose_files_changed_since_their_records_is_not_promoted(tmp
     _publish(ns, 2, b"SIMPLE r1 \x02")
     assert promote(store, "r1", by="ops")["namespace"] == "r1"
 
+
+def test_a_link_where_promotion_records_go_takes_no_record_out_of_the_store(tmp_path):
+    """Every write lies inside its root: a link someone made at
+    `<products>/promotions` took the promotion's record wherever it pointed."""
+    from calstream.daemon.doers.promotion import PromotionRefused
+
+    store = ProductStore(tmp_path / "products")
+    ensure_current(store)
+    for tree in (store, store.for_namespace("r1")):
+        _write(tree, 1, "detector1")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (store.top / "promotions").symlink_to(elsewhere)
+    with pytest.raises(PromotionRefused, match="symbolic link"):
+        promote(store, "r1", by="ops")
+    assert list(elsewhere.iterdir()) == []
+    assert os.readlink(store.top / "current") == "."
