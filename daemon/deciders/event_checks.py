@@ -211,6 +211,13 @@ class EventIds:
         """Remember ``body`` under ``event_id``; False if the id meant other content."""
         return self.consistent_digest(event_id, content_digest(body))
 
+    def known(self, event_id: str) -> bytes | None:
+        """The content digest remembered under ``event_id``, None if none is."""
+        return self._digests.get(event_id)
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
     def consistent_digest(self, event_id: str, digest: bytes) -> bool:
         """``consistent`` for a content digest already taken (``content_digest``)."""
         known = self._digests.get(event_id)

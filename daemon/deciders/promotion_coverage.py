@@ -8,7 +8,10 @@ cover vanish from the products of record, and ``calstream promote`` said
 nothing about it. The comparison is made on the provenance records of both
 trees (the commit markers: a file no record lists is no product), keyed by
 what a product is, its stage, program, observation and name; versions of
-one product are one product.
+one product are one product. A namespace's record whose files are no
+longer the ones it lists (changed, replaced or gone since it was made) is
+no product by the readers' rule (docs/contract.md): the caller hashes them
+and passes such records as ``damaged``, counted as absent and named.
 
 A record is untrusted like any file: its fields are read as text, whatever
 they hold.
@@ -58,13 +61,19 @@ class CoverageGap:
     products: dict[str, tuple[str, ...]]  # stage -> sorted product names
     live_exposures: int
     live_products: int
+    damaged: tuple[str, ...] = ()  # the namespace's products whose files are not as recorded
+    damage: str | None = None  # why, for the first of them
 
     def __bool__(self) -> bool:
-        return bool(self.exposures or self.products)
+        return bool(self.exposures or self.products or self.damaged)
 
     def lines(self, namespace: str) -> list[str]:
         """The operator's account: counts, and the first few names of each."""
         out = []
+        if self.damaged:
+            out.append(f"{len(self.damaged)} product(s) of {namespace} are not the files their "
+                       f"records list (changed, replaced or gone since): {_some(self.damaged)} "
+                       f"({self.damage})")
         if self.exposures:
             out.append(f"{len(self.exposures)} of live's {self.live_exposures} exposure(s) "
                        f"have no product in {namespace}: {_some(self.exposures)}")
@@ -82,9 +91,11 @@ def _some(names: tuple[str, ...]) -> str:
     return ", ".join(names[:SHOWN]) + (f" and {more} more" if more > 0 else "")
 
 
-def coverage_gap(live: Iterable[Any], namespace: Iterable[Any]) -> CoverageGap:
-    """Compare the provenance records of the live tree with a namespace's."""
-    live, namespace = list(live), list(namespace)
+def coverage_gap(live: Iterable[Any], namespace: Iterable[Any],
+                 damaged: Iterable[tuple[Any, str]] = ()) -> CoverageGap:
+    """Compare the provenance records of the live tree with a namespace's
+    (those whose files are intact; ``damaged``: (record, why) of the others)."""
+    live, namespace, damaged = list(live), list(namespace), list(damaged)
     live_products, ns_products = _products(live), _products(namespace)
     by_stage: dict[str, list[str]] = {}
     for key in live_products.keys() - ns_products.keys():
@@ -93,4 +104,6 @@ def coverage_gap(live: Iterable[Any], namespace: Iterable[Any]) -> CoverageGap:
     return CoverageGap(
         exposures=tuple(sorted(live_exposures - _exposures(namespace))),
         products={stage: tuple(sorted(names)) for stage, names in by_stage.items()},
-        live_exposures=len(live_exposures), live_products=len(live_products))
+        live_exposures=len(live_exposures), live_products=len(live_products),
+        damaged=tuple(sorted(set(_products([r for r, _ in damaged]).values()))),
+        damage=damaged[0][1][:300] if damaged else None)

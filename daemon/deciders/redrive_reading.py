@@ -1,4 +1,5 @@
-"""Where the originals' topics are read for redrive marks (pure).
+"""Where the originals' topics are read for redrive marks, and whether a
+redrive's original is the record its topic held there (pure).
 
 A redrive re-sends a dead letter's original to the original's own partition
 (``pinned_partition``), after the original: so its mark is on that
@@ -23,6 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
+
+from calstream.daemon.deciders import record_places
+from calstream.topics.dead_letters import is_own_original
 
 Place = tuple[str, int]  # (topic, partition)
 
@@ -68,3 +72,39 @@ def pinned_partition(original: dict[str, Any], partitions: set[int] | None) -> i
 
 
 LOST_TAIL = 1000  # records read of a partition a letter's original offset lies beyond the end of
+
+
+def original_place(original: Any) -> tuple[str, int, int] | None:
+    """(topic, partition, offset) a dead letter says its original was read
+    at; None if it names none (a letter made of no record, or forged)."""
+    if not isinstance(original, dict) or not isinstance(original.get("topic"), str):
+        return None
+    partition, offset = original.get("partition"), original.get("offset")
+    return (original["topic"], partition, offset) if _count(partition) and _count(offset) \
+        else None
+
+
+def unproven_original(original: dict[str, Any], found: Any) -> str | None:
+    """Why the value a dead letter carries cannot be shown to be a record its
+    topic held, to re-send it as its original; None when it can.
+
+    A letter is anyone's to write, and a redrive sends what it carries, with
+    the operator's rights, to a topic only the planner (or a stage) writes:
+    a forged "original" was a work order the stages took as the planner's.
+    So the record at the place it names (``found``: the record, or
+    record_places' GONE or EXPIRED; anything when it names no place) must be
+    its own original (``is_own_original``: topic, key, value digest)."""
+    place = original_place(original)
+    if place is None:
+        return "the dead letter names no place of its original on its topic"
+    where = f"{place[0]}[{place[1]}]@{place[2]}"
+    if found == record_places.GONE:
+        return (f"{where} no longer holds its original (the topic ends before it: a broker "
+                "that lost its records, or the topic recreated)")
+    if found == record_places.EXPIRED:
+        return f"its original at {where} fell out of the topic's retention"
+    if isinstance(found, str) or not is_own_original(
+            original, place[0], getattr(found, "key", None), getattr(found, "value", None)):
+        return (f"the record at {where} is not the original it carries (another key or "
+                "value: a forged dead letter, or the topic recreated since)")
+    return None

@@ -177,10 +177,13 @@ def every_record(store: ProductStore) -> list[dict]:
     namespace's, oldest event first. A namespace's events are on the topic
     too: the planner plans its stage-2 and stage-3 work from them, and
     `calstream subscribe --namespace N` streams them; without them a
-    replay's candidates lost their members with the broker's memory."""
+    replay's candidates lost their members with the broker's memory.
+    Their events as published: after a store move, read under the new root
+    they were other content under the same ids (docs/contract.md)."""
     live = store.for_namespace(LIVE)
-    found = [*live.records(), *(r for ns in live.namespaces()
-                                for r in live.for_namespace(ns).records())]
+    found = [*live.records(as_written=True),
+             *(r for ns in live.namespaces()
+               for r in live.for_namespace(ns).records(as_written=True))]
     return sorted(found, key=lambda r: r["event"].get("emitted_at", ""))
 
 

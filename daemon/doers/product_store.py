@@ -30,7 +30,6 @@ import shutil
 import socket
 import stat
 import tempfile
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,32 +45,37 @@ from calstream.daemon.deciders.namespaces import (  # noqa: F401 - re-exported f
 )
 from calstream.daemon.deciders.provenance_records import record_problem
 from calstream.daemon.deciders.store_move import rerooted_event, rerooter
-from calstream.daemon.doers.child_processes import pid_alive
 from calstream.daemon.doers.durable_files import fsync_dir, syncing, write_json_atomically
+from calstream.daemon.doers.store_upkeep import OWNER_FILE, SCRATCH_DIR, StoreUpkeep
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.regular_files import read_regular_text, set_aside_unless_regular
 
 log = logging.getLogger("calstream.store")
 
-_TMP = ".tmp"
 _PROV = ".provenance"
-_OWNER = ".owner"
 _LOGS = ".logs"
-_FAILED = ".failed"  # inputs whose run was dead-lettered: not announced again at a start
 _VERSION_DIR = re.compile(r"v([1-9][0-9]*)")  # directory(): version N > 1 is in v<N>
 
 @dataclass(frozen=True)
 class Done:
     """A finished work item found in the store."""
 
-    record: dict[str, Any]
+    record: dict[str, Any]  # its paths read under the store's root (after a move)
+    published: dict[str, Any] | None = None  # its event as written, None: ``event``
 
     @property
     def event(self) -> dict[str, Any]:
         return self.record["event"]
 
+    @property
+    def published_event(self) -> dict[str, Any]:
+        """The event as it was published, to send again under its id: after a
+        move ``event`` names the new root, and other content under an id is
+        what a subscriber reports as a forgery (docs/contract.md)."""
+        return self.published if self.published is not None else self.event
 
-class ProductStore:
+
+class ProductStore(StoreUpkeep):
     def __init__(self, root: Path, namespace: str = LIVE, *, top: Path | None = None,
                  moved_from: Iterable[str | Path] = ()):
         self.root = Path(root)
@@ -180,10 +184,10 @@ class ProductStore:
 
     def scratch(self, program: str, observation: str, work_id: str, version: int = 1) -> Path:
         """A private directory for a pipeline to write into, on the store's filesystem."""
-        base = self.inside(self.directory(program, observation, version) / _TMP)
+        base = self.inside(self.directory(program, observation, version) / SCRATCH_DIR)
         base.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f"{work_id[:16]}-", dir=base))
-        (scratch / _OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+        (scratch / OWNER_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
         return scratch
 
     def log_path(self, program: str, observation: str, name: str, stage: str,
@@ -246,31 +250,45 @@ class ProductStore:
         inputs, pipeline, context, parameters and versions).
         """
         path = self._record_path(program, observation, name, stage, version)
-        record = self._provenance(path, "treating as not done")
-        if record is None:
+        read = self._read_record(path, "treating as not done")
+        if read is None:
             return None
+        record, as_written = read
         if work_id is not None and record.get("work_id") != work_id:
             return None
-        if verify:
-            for out in record["event"].get("outputs", []):
-                p = Path(out["path"])
-                try:
-                    # lstat: a product is a regular file; a link or a FIFO
-                    # in its place is not hashed (it may lead anywhere).
-                    st = p.lstat()
-                    if not stat.S_ISREG(st.st_mode) or st.st_size != out.get("size", st.st_size) \
-                            or file_digest(p) != out["digest"]:
-                        log.warning("product %s does not match its provenance: redoing", p)
-                        return None
-                except FileNotFoundError:
-                    log.warning("product %s listed in %s is missing: redoing", p, path)
-                    return None
-        return Done(record)
+        if verify and (problem := self.outputs_problem(record, path)):
+            log.warning("%s: redoing", problem)
+            return None
+        return Done(record, as_written["event"])
 
-    def _provenance(self, path: Path, then: str) -> dict[str, Any] | None:
+    def outputs_problem(self, record: dict[str, Any], path: Path | str = "its record"
+                        ) -> str | None:
+        """Why the files a usable record (at ``path``) lists are not its
+        products: one missing, no regular file, another size or digest."""
+        for out in record["event"].get("outputs", []):
+            p = Path(out["path"])
+            try:
+                # lstat: a product is a regular file; a link or a FIFO
+                # in its place is not hashed (it may lead anywhere).
+                st = p.lstat()
+                same = stat.S_ISREG(st.st_mode) and st.st_size == out.get("size", st.st_size) \
+                    and file_digest(p) == out["digest"]
+            except FileNotFoundError:
+                return f"product {p} listed in {path} is missing"
+            if not same:
+                return f"product {p} does not match its provenance"
+        return None
+
+    def _provenance(self, path: Path, then: str, *, as_written: bool = False
+                    ) -> dict[str, Any] | None:
+        read = self._read_record(path, then)
+        return None if read is None else read[1] if as_written else read[0]
+
+    def _read_record(self, path: Path, then: str
+                     ) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The record at ``path`` if it is one calstream could have written
-        (deciders/provenance_records.py); else None, with a warning saying why
-        and what follows (``then``)."""
+        (deciders/provenance_records.py): (its paths read under this root, as
+        written); else None, with a warning saying why and what follows (``then``)."""
         try:
             record = json.loads(read_regular_text(path))
         except FileNotFoundError:
@@ -281,13 +299,14 @@ class ProductStore:
         except RecursionError:
             log.warning("unreadable provenance record %s (nested too deeply): %s", path, then)
             return None
+        written = record
         if self._reroot is not None and type(record) is dict and type(record.get("event")) is dict:
             record = {**record, "event": rerooted_event(record["event"], self._reroot)}
         problem = record_problem(record, str(self.root.absolute()))
         if problem:
             log.warning("provenance record %s cannot be used (%s): %s", path, problem, then)
             return None
-        return record
+        return record, written
 
     def announced(self, path: Path) -> dict[str, Any] | None:
         """The reader's rule: the output entry of the record that announces
@@ -298,21 +317,24 @@ class ProductStore:
             record = self._provenance(record_path, "its files are not products")
             for out in record["event"].get("outputs", []) if record else ():
                 if out.get("path") == str(path):
-                    try:
-                        same = path.stat().st_size == out.get("size") and \
-                            file_digest(path) == out.get("digest")
-                    except FileNotFoundError:
+                    try:  # lstat: a link (out of the store, to a device) is no product
+                        st = path.lstat()
+                        same = stat.S_ISREG(st.st_mode) and st.st_size == out.get("size") \
+                            and file_digest(path) == out.get("digest")
+                    except OSError:  # gone, or a FIFO or device put there since
                         return None
                     return out if same else None
         return None
 
-    def records(self, stage: str = "*", *, memo: dict[Path, tuple] | None = None
-                ) -> list[dict[str, Any]]:
-        """Every provenance record in the store (of ``stage``), oldest event first.
-        ``memo``: what an earlier call read, kept by a caller that reads again
-        (the console, every 5 s while a page is open): only records new or
-        replaced (renamed over: another inode) since are read; it read them
-        all each time, 2.5 s of CPU for 20,000, and warned of each bad one."""
+    def records(self, stage: str = "*", *, as_written: bool = False,
+                memo: dict[Path, tuple] | None = None) -> list[dict[str, Any]]:
+        """Every provenance record in the store (of ``stage``), oldest event
+        first; ``as_written``: their events as published (to send again).
+        ``memo``: what an earlier call (with the same ``as_written``) read,
+        kept by a caller that reads again (the console, every 5 s while a
+        page is open): only records new or replaced (renamed over: another
+        inode) since are read; it read them all each time, 2.5 s of CPU for
+        20,000, and warned of each bad one."""
         found = []
         pattern = f"*.{stage}.json"
         paths = [*self.root.glob(f"*/*/{_PROV}/{pattern}"),
@@ -320,7 +342,7 @@ class ProductStore:
         kept: dict[Path, tuple] = {}
         for path in paths:
             if memo is None:
-                record = self._provenance(path, "left out")
+                record = self._provenance(path, "left out", as_written=as_written)
             else:
                 try:
                     st = path.lstat()
@@ -329,7 +351,7 @@ class ProductStore:
                 identity = (st.st_ino, st.st_size, st.st_mtime_ns)
                 known = memo.get(path)
                 record = known[1] if known and known[0] == identity \
-                    else self._provenance(path, "left out")
+                    else self._provenance(path, "left out", as_written=as_written)
                 kept[path] = (identity, record)
             if record is not None:
                 found.append(record)
@@ -344,57 +366,6 @@ class ProductStore:
         done = self.lookup(program, observation, name=name, stage=stage, verify=False)
         return bool(done and any(i.get("digest") == digest for i in done.event.get("inputs", [])))
 
-    def record_failure(self, program: str, observation: str, *, name: str, stage: str,
-                       digest: str, reason: str) -> None:
-        """Remember that ``name``'s input with ``digest`` was dead-lettered, so
-        a start-up scan does not announce the same file again (and dead-letter
-        it again) at every restart. New content has another digest;
-        `calstream deadletters redrive` re-sends the record itself."""
-        path = self.inside(self.directory(program, observation) / _FAILED / f"{name}.{stage}.json")
-        failed = _read_json(path) if path.exists() else {}
-        failed[digest] = reason[:500]
-        write_json_atomically(path, failed)
-
-    def has_failed(self, program: str, observation: str, name: str, stage: str,
-                   digest: str) -> bool:
-        path = self.directory(program, observation) / _FAILED / f"{name}.{stage}.json"
-        try:
-            return digest in _read_json(path)
-        except (OSError, ValueError):
-            return False
-
-    def clean_scratch(self, older_than: float = 6 * 3600) -> int:
-        """Remove temporary directories left by crashed runs.
-
-        Ours (this host, a pid that is gone) at once; others only when old, since
-        another daemon on shared storage may still be writing into them.
-        """
-        removed = 0
-        host = socket.gethostname()
-        trees = [self.root] + [self.top / NAMESPACES / n for n in self.namespaces()] \
-            if self.namespace == LIVE else [self.root]
-        for tmp in (t for tree in trees
-                    for t in [*tree.glob(f"*/*/{_TMP}/*"), *tree.glob(f"*/*/v*/{_TMP}/*")]):
-            try:
-                owner = json.loads(read_regular_text(tmp / _OWNER))
-                dead_here = owner["host"] == host and not pid_alive(int(owner["pid"]))
-            # An owner file is untrusted like any file: whatever it says that
-            # is not a pid on this host leaves the directory to the age rule.
-            except (OSError, ValueError, KeyError, TypeError, OverflowError):
-                dead_here = False
-            if dead_here or time.time() - tmp.stat().st_mtime > older_than:
-                shutil.rmtree(tmp, ignore_errors=True)
-                removed += 1
-        return removed
-
 
 class OutsideRoot(ValueError):
     """A path built from a message's names that would leave the store."""
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:  # not a regular file, not UTF-8, not JSON, nested too deep: none
-        value = json.loads(read_regular_text(path))
-    except (OSError, ValueError, RecursionError):
-        return {}
-    return value if isinstance(value, dict) else {}

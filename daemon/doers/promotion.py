@@ -30,6 +30,7 @@ from calstream.daemon.doers.product_store import (
     NAMESPACES,
     PROMOTIONS,
     BadNamespace,
+    OutsideRoot,
     ProductStore,
     check_namespace,
 )
@@ -47,7 +48,9 @@ class PartialPromotion(Exception):
     them from the products of record. Nothing was switched."""
 
     def __init__(self, namespace: str, gap: CoverageGap):
-        super().__init__(f"namespace {namespace!r} covers less than live")
+        super().__init__(f"namespace {namespace!r} covers less than live"
+                         if gap.exposures or gap.products else
+                         f"namespace {namespace!r} holds products whose files changed")
         self.namespace, self.gap = namespace, gap
 
 
@@ -138,6 +141,25 @@ def namespace_summary(store: ProductStore, namespace: str,
             "crds_contexts": sorted(contexts)}
 
 
+def _intact(tree: ProductStore, records: list[dict[str, Any]]
+            ) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    """(The records whose files are the ones they list, (record, why) of the
+    others). Every output is hashed: a record says what its files were when
+    it was written, and a file changed or replaced since is no product, which
+    readers of ``current`` would no longer find."""
+    intact, damaged = [], []
+    for record in records:
+        try:
+            problem = tree.outputs_problem(record)
+        except OSError as exc:  # unreadable (permissions, a disk error): not known good
+            problem = f"its files cannot be read ({exc})"
+        if problem:
+            damaged.append((record, problem))
+        else:
+            intact.append(record)
+    return intact, damaged
+
+
 def promote(store: ProductStore, namespace: str, *, reason: str | None = None,
             by: str | None = None, allow_partial: bool = False) -> contract.Message:
     """Switch ``current`` to ``namespace``; returns the promotion message (not yet sent).
@@ -152,7 +174,8 @@ def promote(store: ProductStore, namespace: str, *, reason: str | None = None,
         raise ConfigError(f"namespace {namespace!r} has no products in {summary['tree']}: "
                           "nothing to promote")
     if namespace != LIVE and not allow_partial:
-        gap = coverage_gap(_records(store, LIVE), records)
+        gap = coverage_gap(_records(store, LIVE), *_intact(store.for_namespace(namespace),
+                                                            records))
         if gap:
             raise PartialPromotion(namespace, gap)
     previous = current_namespace(store)
@@ -169,6 +192,14 @@ def promote(store: ProductStore, namespace: str, *, reason: str | None = None,
     record_dir = store.top / PROMOTIONS
     stamp = promoted_at.replace(":", "").replace("-", "")
     tmp = record_dir / f".{stamp}-{namespace}.json.tmp"
+    try:
+        # No link below the top on its way: one at `promotions` (anyone's
+        # who can write the store) took the record wherever it pointed.
+        store.inside(tmp)
+    except OutsideRoot as exc:
+        raise PromotionRefused(f"{exc}: nothing was switched, `current` still serves "
+                               f"{previous}; look at it and move it away, then `calstream "
+                               f"promote {namespace}` again") from None
     # The record is written before the switch: a store that refuses it
     # (full, read-only) switched `current` and then ended in a traceback,
     # the link changed, no record, no event, an empty temporary left.

@@ -114,8 +114,13 @@ class RunOutcomes:
             fields = self._fields(item, wid, run_log)
             if result.get("steps") is not None:  # as passed, jwst 3.0 workarounds included
                 fields["parameters"] = {"steps": result["steps"]}
+            # The files' digests are part of its identity: the same work run
+            # again (its files damaged or removed since) makes other bytes
+            # (jwst writes dates into them), which under the first event's id
+            # subscribers and the planner's intake refused as a forgery.
             message = contract.build(
-                "product", contract.event_id("product", wid, "success"),
+                "product", contract.event_id("product", wid, "success",
+                                             [o["digest"] for o in outputs]),
                 **fields, outcome="success", reason=None, outputs=outputs,
                 jwst_version=result["jwst_version"],
                 crds_context=result["crds_context"] or context,

@@ -131,7 +131,7 @@ class WorkItemRunner(RunOutcomes):
     def _done(item: WorkItem, wid: str, store: ProductStore) -> Done | None:
         done = store.lookup(item.program, item.observation, name=item.name, stage=item.stage,
                             work_id=wid, version=item.version)
-        problem = done and done_problem(done.event, work_id=wid, name=item.name,
+        problem = done and done_problem(done.published_event, work_id=wid, name=item.name,
                                         stage=item.stage)
         if problem:
             log.warning("%s: its provenance record cannot stand for this work (%s): "
@@ -140,9 +140,11 @@ class WorkItemRunner(RunOutcomes):
         return done
 
     async def _re_emit(self, item: WorkItem, wid: str, done: Done) -> None:
-        """Already done: re-emit the same event (same event_id) so a subscriber
-        that missed it gets it and one that did not drops it."""
-        event = contract.Message("product", {**done.event, "emitted_at": contract.utc_now()})
+        """Already done: re-emit the same event (same event_id, same content:
+        as published, whatever root the store has now) so a subscriber that
+        missed it gets it and one that did not drops it."""
+        event = contract.Message("product", {**done.published_event,
+                                             "emitted_at": contract.utc_now()})
         await self.publisher.publish("products", item.program, event)
         self.count(item, "duplicate")
         log.info("%s: %s already done (work %s); product event re-emitted", item.name,

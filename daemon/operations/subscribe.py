@@ -20,7 +20,10 @@ the contract (docs/contract.md, "Semantics for subscribers"):
   ``offsets_for_times`` is wrong on some brokers (tansu returns 0), so
   ``--since`` reads and drops older events.
 
-Deduplication here lasts for one run. A subscriber that must not repeat work
+Deduplication here lasts for one run, and remembers the most recent
+``REMEMBERED`` event ids (a run of months, or a flood of forged ids, would
+otherwise grow its memory without end; an id older than that is delivered
+again, which at-least-once allows). A subscriber that must not repeat work
 across restarts keeps what it did: ``--write-dir`` does, since the file
 ``<event_id>.json`` is the record that the event was handled.
 """
@@ -40,13 +43,15 @@ from typing import Any
 
 import anyio
 
-from calstream.daemon.deciders.event_checks import content_digest
+from calstream.daemon.deciders.event_checks import EventIds, content_digest
 from calstream.daemon.doers import kafka
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.logs import escape_controls
 from calstream.steps.regular_files import read_regular_text
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
+
+REMEMBERED = 200_000  # event ids a run deduplicates on (some tens of MB)
 
 
 class Filters:
@@ -124,8 +129,8 @@ class Subscriber:
         self.cfg, self.args = cfg, args
         self.topic = Topics(cfg.topic_prefix).name("products")
         self.filters = Filters(args)
-        # id -> content digest of the events handled in this run
-        self.seen: dict[str, bytes] = {}
+        # id -> content digest of the events handled in this run, the most recent
+        self.seen = EventIds(capacity=REMEMBERED)
         self.counts = {"delivered": 0, "duplicate": 0, "filtered": 0, "invalid": 0,
                        "conflicting": 0}
         self.stopping = False  # set by --max or a signal; checked between records
@@ -143,7 +148,7 @@ class Subscriber:
             self.counts["filtered"] += 1
             return
         event_id, digest = event["event_id"], content_digest(event)
-        known = self.seen.get(event_id)
+        known = self.seen.known(event_id)
         if known is not None:
             self._repeated(record, event_id, same=known == digest)
             return
@@ -151,14 +156,14 @@ class Subscriber:
             outcome = write_event(self.args.write_dir, event)
             if outcome != "written":  # handled by an earlier run, or not this content
                 if outcome == "duplicate":
-                    self.seen[event_id] = digest
+                    self.seen.consistent_digest(event_id, digest)
                 self._repeated(record, event_id, same=outcome == "duplicate")
                 return
         elif self.args.format == "text":
             print(text_line(event), flush=True)
         else:
             print(json.dumps(event, separators=(",", ":"), sort_keys=True), flush=True)
-        self.seen[event_id] = digest
+        self.seen.consistent_digest(event_id, digest)
         self.counts["delivered"] += 1
         if self.args.max and self.counts["delivered"] >= self.args.max:
             self.stopping = True

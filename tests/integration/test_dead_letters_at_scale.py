@@ -150,12 +150,22 @@ async def test_a_redrive_puts_the_letter_back_with_its_mark_where_the_planner_re
     assert "cannot be redriven" in refused.stdout, refused
     assert len(await kafka.read_to_end(cfg, topics.name("deadletter"))) == 1
 
+    # Its original on its topic, where the letter says (a redrive sends only
+    # what its topic held: deciders/redrive_reading.py).
+    await kafka.create_topics(cfg, topics)
+    producer = kafka.producer(cfg)
+    await producer.start()
+    try:
+        held = await producer.send_and_wait(topics.name("work.stage2"), b"{}", key=b"k",
+                                            partition=0)
+    finally:
+        await producer.stop()
     whole = contract.build(
         "dead_letter", contract.event_id("dead_letter", "redrive-test-2"),
         category="permanent_failure", reason="calwebb_image2 failed: boom", stage="stage2",
         attempts=3, exposure_id=order["product_name"],
-        original=original_record(topic=topics.name("work.stage2"), partition=0, offset=4,
-                                 key=b"k", value=b"{}", timestamp_ms=None),
+        original=original_record(topic=topics.name("work.stage2"), partition=0,
+                                 offset=held.offset, key=b"k", value=b"{}", timestamp_ms=None),
         order={k: v for k, v in order.items() if k != "schema"})
     await write(cfg, [contract.encode(whole)])  # at 0:1
     done = cli(cfg, "deadletters", "redrive", "0:1", "--reason", "fixed", "--by", "night")

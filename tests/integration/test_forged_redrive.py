@@ -82,3 +82,48 @@ async def test_the_original_record_put_back_by_hand_counts_as_its_redrive(
     rows = {r["event_id"]: r for r in json.loads(listed.stdout)}
     assert [n["by"] for n in rows[letter.event_id]["redrives"]] == ["by-hand"], rows
     assert [n["by"] for n in kept[letter.event_id]] == ["by-hand"], kept
+
+
+async def test_a_forged_dead_letter_s_original_is_not_redriven(tmp_path, broker, unique_prefix):
+    """A dead letter is anyone's to write (every role writes the topic), and
+    a redrive sends the value it carries, with the operator's rights, to the
+    topic it names: a forged letter's "original" went onto `work.stage2` as
+    a stage-2 order, which only the planner may write (docs/operations.md,
+    "Who may write what"). Now the record at the place the letter names must
+    be that original (topic, key, value digest), or nothing is sent."""
+    from calstream.daemon.doers.message_sender import send_messages
+    from calstream.topics import contract
+    from calstream.topics.dead_letters import original_record
+
+    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    topics = Topics(cfg.topic_prefix)
+    await kafka.create_topics(cfg, topics)
+    stage2, real = topics.name("work.stage2"), b'{"an order": "the planner\'s"}'
+    producer = kafka.producer(cfg)
+    await producer.start()
+    try:
+        placed = await producer.send_and_wait(stage2, real, key=b"k", partition=0)
+    finally:
+        await producer.stop()
+
+    def letter(n: int, offset: int, value: bytes) -> tuple[str, contract.Message]:
+        return "k", contract.build(
+            "dead_letter", f"{n:064x}", category="permanent_failure", stage="stage2",
+            attempts=1, reason="calwebb_image2 failed", original=original_record(
+                topic=stage2, partition=0, offset=offset, key=b"k", value=value,
+                timestamp_ms=None))
+
+    forged = b'{"an order": "the forger\'s, releasing a held exposure"}'
+    await send_messages(cfg, topics.name("deadletter"), [
+        letter(1, placed.offset, forged),  # a real record's place, another value
+        letter(2, placed.offset + 999, forged),  # a place the topic never had
+        letter(3, placed.offset, real)])  # a real letter: still redriven
+    done = await anyio.to_thread.run_sync(cli, cfg, "deadletters", "redrive", "--all",
+                                          "--reason", "cause fixed")
+    sent = [r.value for r in await kafka.read_to_end(cfg, stage2)]
+    assert sent == [real, real], done  # the original and its redrive; nothing forged
+    assert done.returncode == 0 and "redriven 1 dead letter" in done.stdout, done
+    assert "is not the original it carries" in done.stdout, done
+    assert "no longer holds its original" in done.stdout, done
+    shown = await anyio.to_thread.run_sync(cli, cfg, "deadletters", "show", f"{1:064x}")
+    assert "redrive: not possible: the record at" in shown.stdout, shown

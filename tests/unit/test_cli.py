@@ -28,7 +28,7 @@ EXPECTED = {
     "deadletters list": (DAEMON | DL_SELECTION | {"--pending", "--limit", "--json"}, ("refs",)),
     "deadletters show": (DAEMON, ("ref",)),
     "deadletters redrive": (DAEMON | DL_SELECTION | {"--reason", "--by", "--all", "--again",
-                                                      "--dry-run"}, ("refs",)),
+                                                      "--unverified", "--dry-run"}, ("refs",)),
     "plan load": (DAEMON | {"--by", "--dry-run"}, ("file",)),
     "plan list": (DAEMON | {"--json"}, ()),
     "subscribe": (BROKER | {"--work-dir", "--group", "--program", "--observation", "--stage", "--pipeline",

@@ -23,6 +23,8 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from calstream.daemon.deciders.holds import holds_shown
+from calstream.daemon.deciders.record_places import GONE
+from calstream.daemon.deciders.redrive_reading import unproven_original
 from calstream.daemon.deciders.replay_selection import (
     Candidate,
     Selection,
@@ -102,6 +104,10 @@ def test_dead_letters_mutated_are_left_out_or_shown():
             if problem is None:
                 topic, key, value, headers = deadletters.redrive_record(letter, "ops", "fixed")
                 assert topic in allowed and isinstance(value, bytes)
+                # Checked against the record at its place before it is sent:
+                # none there, or another one, is a reason, never a raise.
+                assert unproven_original(body["original"], None)
+                assert unproven_original(body["original"], GONE)
         _status(dead_letters=[body])
         index_product_dead_letters([body], {})
         console_pages.index(_snapshot([body]))  # the page, as bytes

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,69 @@ def test_a_namespace_covering_live_is_promoted_as_before(tmp_path):
             _write(tree, n, "detector1")
     assert promote(store, "r1", by="ops")["previous"] == "live"
     assert os.readlink(store.top / "current") == "namespaces/r1"
+
+
+def _publish(tree: ProductStore, n: int, content: bytes) -> Path:
+    """A detector1 product of exposure ``n`` with its file, committed."""
+    from calstream.steps.fitsfile import file_digest
+
+    scratch = tree.scratch("01234", "001", f"w{n}")
+    made = scratch / f"{_eid(n)}_rate.fits"
+    made.write_bytes(content)
+    final = tree.directory("01234", "001") / made.name
+    record = _record(n, "detector1")
+    record["event"]["outputs"] = [{"path": str(final), "digest": file_digest(made),
+                                   "size": len(content), "suffix": "rate"}]
+    tree.publish(scratch, "01234", "001", name=_eid(n), stage="detector1", record=record)
+    return final
+
+
+def test_a_namespace_whose_files_changed_since_their_records_is_not_promoted(tmp_path):
+    """A record says what its files were when it was written; a file changed,
+    replaced by a link or gone since is no product (docs/contract.md, "Reading
+    the product tree"). promote compared records alone and switched `current`
+    to such a tree: readers of record found no product there, or other bytes."""
+    store = ProductStore(tmp_path / "products")
+    ensure_current(store)
+    ns = store.for_namespace("r1")
+    for n in (1, 2, 3):
+        _publish(store, n, b"SIMPLE live")
+        _publish(ns, n, b"SIMPLE r1 " + bytes([n]))
+    changed = ns.directory("01234", "001") / f"{_eid(1)}_rate.fits"
+    changed.write_bytes(b"SIMPLE r1 X")  # same size, other bytes
+    linked = changed.with_name(f"{_eid(2)}_rate.fits")
+    (tmp_path / "elsewhere").write_bytes(linked.read_bytes())
+    linked.unlink()
+    linked.symlink_to(tmp_path / "elsewhere")  # the same bytes, but a link out
+    with pytest.raises(PartialPromotion) as refused:
+        promote(store, "r1", by="ops")
+    assert refused.value.gap.damaged == (_eid(1), _eid(2))
+    text = "\n".join(refused.value.gap.lines("r1"))
+    assert "2 product(s) of r1 are not the files their records list" in text, text
+    assert os.readlink(store.top / "current") == "."
+    assert not (store.top / "promotions").exists()
+    # Made again (a replay of them: the runner's lookup finds them not done),
+    # the namespace is promoted.
+    changed.unlink()
+    linked.unlink()
+    _publish(ns, 1, b"SIMPLE r1 \x01")
+    _publish(ns, 2, b"SIMPLE r1 \x02")
+    assert promote(store, "r1", by="ops")["namespace"] == "r1"
+
+
+def test_a_link_where_promotion_records_go_takes_no_record_out_of_the_store(tmp_path):
+    """Every write lies inside its root: a link someone made at
+    `<products>/promotions` took the promotion's record wherever it pointed."""
+    from calstream.daemon.doers.promotion import PromotionRefused
+
+    store = ProductStore(tmp_path / "products")
+    ensure_current(store)
+    for tree in (store, store.for_namespace("r1")):
+        _write(tree, 1, "detector1")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (store.top / "promotions").symlink_to(elsewhere)
+    with pytest.raises(PromotionRefused, match="symbolic link"):
+        promote(store, "r1", by="ops")
+    assert list(elsewhere.iterdir()) == []
+    assert os.readlink(store.top / "current") == "."

@@ -66,3 +66,28 @@ def test_a_redrive_goes_back_to_its_originals_partition_when_the_topic_has_it():
     assert pinned_partition({"partition": True}, {0, 1}) is None
     assert pinned_partition({}, {0, 1}) is None
     assert pinned_partition({"partition": 0}, None) is None  # the topic's partitions unknown
+
+
+def test_a_redrive_sends_only_the_record_its_topic_held_at_the_letter_s_place():
+    """What a letter carries is anyone's word: it goes out as its original
+    only when the record at the place it names is that original."""
+    from types import SimpleNamespace
+
+    from calstream.daemon.deciders.record_places import EXPIRED, GONE
+    from calstream.daemon.deciders.redrive_reading import original_place, unproven_original
+    from calstream.topics.dead_letters import original_record
+
+    original = original_record(topic="p.raw", partition=1, offset=5, key=b"k", value=b"{}",
+                               timestamp_ms=None)
+    assert original_place(original) == ("p.raw", 1, 5)
+    held = SimpleNamespace(key=b"k", value=b"{}")
+    assert unproven_original(original, held) is None
+    for found, why in ((SimpleNamespace(key=b"k", value=b'{"other": 1}'), "is not the original"),
+                       (SimpleNamespace(key=b"other", value=b"{}"), "is not the original"),
+                       (GONE, "no longer holds its original"),
+                       (EXPIRED, "fell out of the topic's retention")):
+        assert why in unproven_original(original, found), found
+    for no_place in ({**original, "offset": None}, {**original, "partition": "1"},
+                     {**original, "topic": 7}, None, []):
+        assert original_place(no_place) is None
+        assert "names no place" in unproven_original(no_place, held)

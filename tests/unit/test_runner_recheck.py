@@ -106,3 +106,36 @@ async def test_every_line_about_a_run_names_its_work(tmp_path, caplog):
     assert any("starting" in r.getMessage() for r in lines), [r.getMessage() for r in lines]
     assert {(r.exposure_id, r.stage, r.work_id) for r in lines} == {
         (NAME, "detector1", runner.work_id(item))}
+
+
+@pytest.mark.anyio
+async def test_work_made_again_after_its_files_were_damaged_is_another_event(tmp_path):
+    """A repeated event has "the same event_id and the same content"
+    (docs/contract.md). The same work run again once its file was damaged
+    makes other bytes, and its event went out under the first one's id:
+    `calstream subscribe` counted it `conflicting` and did not deliver it,
+    the planner dead-lettered it ("event id ... already used for other
+    content"), and both kept the event whose file was gone."""
+    from pathlib import Path
+
+    from calstream.daemon.deciders.event_checks import content_digest
+
+    metrics, bus, store, pool, runner, item = _runner_and_item(tmp_path)
+    try:
+        with anyio.fail_after(60):
+            await runner.run(item)
+            [(_, first)] = bus.sent
+            rate = first["outputs"][0]["path"]
+            data = Path(rate).read_bytes()
+            Path(rate).unlink()
+            Path(rate).write_bytes(b"DAMAGE" + data[6:])  # the same size, other bytes
+            await runner.run(item)
+            await runner.run(item)  # done now: its event again, as it was
+    finally:
+        pool.close()
+    assert _runs(metrics) == {"success": 2.0, "duplicate": 1.0}
+    [_, (_, remade), (_, again)] = bus.sent
+    assert remade["outputs"][0]["digest"] == file_digest(rate) != first["outputs"][0]["digest"]
+    assert remade.event_id != first.event_id
+    assert again.event_id == remade.event_id
+    assert content_digest(again.body) == content_digest(remade.body)

@@ -99,3 +99,25 @@ def test_records_can_be_read_for_one_stage(tmp_path):
     store.publish(scratch, "01234", "001", record=record, **KW)
     assert len(store.records()) == len(store.records("detector1")) == 1
     assert store.records("stage3") == []
+
+
+def test_a_link_or_a_fifo_in_an_announced_file_s_place_is_no_product(tmp_path):
+    """docs/contract.md: a reader checks that a file is a regular file, "not
+    a link out, a FIFO or a device", or asks ``announced``. It followed a
+    link (one out of the store, to bytes of the record's digest, was "a
+    product"), and a FIFO of the record's size (0) raised NotARegularFile
+    out of it instead of answering None."""
+    store = ProductStore(tmp_path / "store")
+    scratch, record = run(store, {"rate": b"A" * 10, "rateints": b""}, "w1")
+    store.publish(scratch, "01234", "001", record=record, **KW)
+    rate = store.directory("01234", "001") / f"{NAME}_rate.fits"
+    ints = rate.with_name(f"{NAME}_rateints.fits")
+    assert store.announced(rate) is not None and store.announced(ints) is not None
+    outside = tmp_path / "outside.fits"
+    outside.write_bytes(b"A" * 10)  # the very bytes the record names
+    rate.unlink()
+    rate.symlink_to(outside)
+    ints.unlink()
+    os.mkfifo(ints)
+    assert store.announced(rate) is None
+    assert store.announced(ints) is None

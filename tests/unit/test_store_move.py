@@ -148,3 +148,66 @@ def test_previews_pending_at_the_move_are_drawn_in_the_new_store(tmp_path):
     _event_id, previews, _context = taken
     assert previews and all(p["path"].startswith(f"{new}/01234/001/previews/")
                             for p in previews), previews
+
+
+def test_events_put_back_after_a_move_are_the_events_as_published(tmp_path):
+    """A broker that lost its product events gets them again from the store
+    (broker_recovery.every_record), under the same event ids. Read under the
+    new root, they named other files than the events of those ids every
+    subscriber holds: `calstream subscribe` refused each as "conflicting",
+    what docs/contract.md says of a forgery."""
+    import shutil
+
+    from calstream.daemon.doers.broker_recovery import every_record
+    from calstream.daemon.doers.product_store import ProductStore
+    from tests.unit.test_store import publish_one
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    publish_one(ProductStore(old))
+    published = every_record(ProductStore(old))[0]["event"]
+    shutil.copytree(old, new, symlinks=True)
+    shutil.rmtree(old)
+    (again,) = every_record(ProductStore(new, moved_from=[str(old)]))
+    assert again["event"] == published
+    assert again["event"]["outputs"][0]["path"].startswith(f"{old}/")
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_work_done_before_a_move_is_re_emitted_as_it_was_published(tmp_path):
+    """Work found done (a redelivery, a rebalance, the same replay again)
+    re-emits its event so that a subscriber that missed it gets it: "the
+    same event_id and the same content" (docs/contract.md). After a move it
+    went out with its paths under the new root: other content under the
+    same id, which `calstream subscribe` reports and does not deliver."""
+    import shutil
+
+    import anyio
+
+    from calstream.daemon.deciders.event_checks import content_digest
+    from calstream.daemon.doers.product_store import ProductStore
+    from calstream.daemon.doers.work_item_runner import WorkItemRunner
+    from tests.recording_bus import RecordingBus
+    from tests.unit.test_runner_recheck import _runner_and_item, _runs
+
+    metrics, bus, store, pool, runner, item = _runner_and_item(tmp_path)
+    old, new = store.top, tmp_path / "moved"
+    try:
+        with anyio.fail_after(60):
+            await runner.run(item)
+            shutil.copytree(old, new, symlinks=True)
+            shutil.rmtree(old)
+            moved = WorkItemRunner(runner.cfg, publisher=RecordingBus(),
+                                   store=ProductStore(new, moved_from=[str(old)]), pool=pool,
+                                   metrics=metrics, crds_context="jwst_0001.pmap")
+            await moved.run(item)
+    finally:
+        pool.close()
+    assert _runs(metrics) == {"success": 1.0, "duplicate": 1.0}  # found done, not run again
+    [(_, first)], [(_, again)] = bus.sent, moved.publisher.sent
+    assert again.event_id == first.event_id
+    assert content_digest(again.body) == content_digest(first.body)

@@ -81,3 +81,27 @@ def test_an_event_id_again_with_other_content_is_reported_not_dropped_as_a_dupli
     sub.handle(_record(forged, 6))
     assert (sub.counts["duplicate"], sub.counts["conflicting"]) == (1, 1), sub.counts
     assert "/etc/shadow" not in (tmp_path / "events" / f"{real.event_id}.json").read_text()
+
+
+def test_a_long_run_remembers_a_bounded_number_of_event_ids(tmp_path, monkeypatch, capsys):
+    """The example subscriber, meant to be copied and run for months with
+    --group, kept every event id it had handled: memory without end, and a
+    flood of forged ids (anyone may write the topic) grew it at will. It
+    remembers the most recent ones; an older id is delivered again, which
+    at-least-once delivery allows."""
+    from calstream.daemon.operations import subscribe
+    from calstream.topics import contract
+
+    def event(n: int) -> contract.Message:
+        name = f"jw01234001001_02101_{n:05d}_nrcb1"
+        body = _product(exposure_id=name, product_name=name).body
+        return contract.Message("product", {**body, "event_id": f"{n:064x}"})
+
+    monkeypatch.setattr(subscribe, "REMEMBERED", 3, raising=False)
+    sub = _subscriber(tmp_path)
+    for n in range(1, 7):
+        sub.handle(_record(event(n), n))
+    assert sub.counts["delivered"] == 6 and len(sub.seen) == 3
+    sub.handle(_record(event(6), 9))  # recent: still a duplicate
+    assert sub.counts["duplicate"] == 1
+    capsys.readouterr()

@@ -42,9 +42,10 @@ from calstream.daemon.doers.kafka.topic_reader import (
     read_to_end,
     read_topics,
     record_at,
+    records_at,
 )
 
 __all__ = ["ConcurrentConsumer", "PartitionEnds", "Publisher", "Record", "TopicReader",
            "TopicsMissing", "admin", "client_options", "create_topics", "describe_catalog", "group_consumer", "group_offsets", "is_empty",
            "open_reader", "producer", "read_places", "read_to_end", "read_topics", "reader",
-           "record_at", "refused_settings", "subscriber", "unreachable"]
+           "record_at", "records_at", "refused_settings", "subscriber", "unreachable"]

@@ -262,29 +262,46 @@ async def record_at(cfg: Config, name: str, partition: int, offset: int,
     ``offset``: retention removed it). KafkaTimeoutError, a retriable broker
     fault, when no fetch answers within ``timeout``. One partition assigned,
     one record fetched: cheap on a topic of months."""
+    place = (name, partition, offset)
+    return (await records_at(cfg, [place], timeout))[place]
+
+
+async def records_at(cfg: Config, places: list[tuple[str, int, int]], timeout: float = 10.0
+                     ) -> dict[tuple[str, int, int], ConsumerRecord | str]:
+    """``record_at`` of each (topic, partition, offset) of ``places``, with one client."""
     client = clients.reader(cfg)
     try:
         await client.start()
         existing = await client.topics()
-        if name not in existing or partition not in (client.partitions_for_topic(name) or ()):
-            return record_places.GONE
-        tp = TopicPartition(name, partition)
-        client.assign([tp])
-        client.seek(tp, offset)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = (await client.getmany(tp, timeout_ms=200, max_records=1)).get(tp)
-            high = client.highwater(tp)
-            verdict = record_places.place_verdict(
-                offset, found[0].offset if found else None, high,
-                await client.position(tp) if high is not None else None)
-            if verdict == record_places.FOUND:
-                return found[0]
-            if verdict is not None:
-                return verdict
-        raise KafkaTimeoutError(f"no fetch response for {name} within {timeout}s")
+        found: dict[tuple[str, int, int], ConsumerRecord | str] = {}
+        for place in dict.fromkeys(places):
+            name, partition, offset = place
+            if name not in existing or partition not in (client.partitions_for_topic(name) or ()):
+                found[place] = record_places.GONE
+                continue
+            found[place] = await _one_record(client, TopicPartition(name, partition), offset,
+                                             timeout)
+        return found
     finally:
         await clients.stopped(client)
+
+
+async def _one_record(client: AIOKafkaConsumer, tp: TopicPartition, offset: int,
+                      timeout: float) -> ConsumerRecord | str:
+    client.assign([tp])
+    client.seek(tp, offset)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = (await client.getmany(tp, timeout_ms=200, max_records=1)).get(tp)
+        high = client.highwater(tp)
+        verdict = record_places.place_verdict(
+            offset, found[0].offset if found else None, high,
+            await client.position(tp) if high is not None else None)
+        if verdict == record_places.FOUND:
+            return found[0]
+        if verdict is not None:
+            return verdict
+    raise KafkaTimeoutError(f"no fetch response for {tp.topic} within {timeout}s")
 
 
 async def read_topics(cfg: Config, names: list[str]):

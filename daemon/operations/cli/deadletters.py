@@ -9,7 +9,10 @@ Nothing else has to be reset: the runners' "already done" check is the
 product store's record, which a failed run never wrote. Who asked and why go
 with the record, in its ``calstream-redrive`` header (JSON: by, reason, the
 dead letter's event id and place), so the topic itself keeps the audit trail,
-and ``list`` shows which dead letters were redriven.
+and ``list`` shows which dead letters were redriven. What a letter carries
+is sent only if the record at the place it names is that original
+(``_unproven``): a letter is anyone's to write, and the redrive writes with
+the operator's rights to topics only the planner or the stages write.
 
 A dead letter is named on the command line by its place on the deadletter
 topic, ``PARTITION:OFFSET`` (what ``list`` prints), or a prefix of its event id.
@@ -28,7 +31,11 @@ import sys
 import anyio
 
 from calstream.daemon.deciders.command_times import NotATime, parse_when
-from calstream.daemon.deciders.redrive_reading import pinned_partition
+from calstream.daemon.deciders.redrive_reading import (
+    original_place,
+    pinned_partition,
+    unproven_original,
+)
 from calstream.daemon.doers import kafka
 from calstream.daemon.operations.cli.dead_letter_reading import (
     DeadLetter,
@@ -163,6 +170,17 @@ async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[
     return sent
 
 
+async def _unproven(cfg, letters: list[DeadLetter]) -> dict[str, str]:
+    """ref -> why the original a letter carries is not shown to be the
+    record at the place it names, for the letters where it is not."""
+    places = {letter.ref: original_place(letter.body.get("original")) for letter in letters}
+    found = await kafka.records_at(cfg, [p for p in places.values() if p is not None])
+    problems = {letter.ref: unproven_original(letter.body["original"],
+                                              found.get(places[letter.ref]))
+                for letter in letters}
+    return {ref: problem for ref, problem in problems.items() if problem}
+
+
 def _letter_bytes(letter: DeadLetter) -> bytes | None:
     """The letter as it was, to put back; None if it cannot be written again
     (a forged one's text no bytes encode: its mark stays on the original)."""
@@ -287,6 +305,8 @@ def cmd_show(args: argparse.Namespace) -> int:
                      indent=1))
     _, problem = original_bytes(letter.body.get("original"),
                                  redrivable_topics(Topics(cfg.topic_prefix)))
+    if problem is None:  # what the redrive itself checks before it sends
+        problem = anyio.run(_unproven, cfg, [letter]).get(letter.ref)
     print(f"redrive: {'not possible: ' + problem if problem else 'possible'}")
     return 0
 
@@ -297,6 +317,10 @@ def _redrive_arguments(p: argparse.ArgumentParser) -> None:
                    help="why (recorded in the redriven record's calstream-redrive header)")
     p.add_argument("--all", action="store_true", help="every dead letter (no selection given)")
     p.add_argument("--again", action="store_true", help="also those already redriven")
+    p.add_argument("--unverified", action="store_true",
+                   help="send what each dead letter carries without comparing it with the "
+                        "record at the place it names (one gone by retention, or with a broker "
+                        "that lost it): only for letters you know to be calstream's")
     p.add_argument("--dry-run", action="store_true", help="say what would be sent, send nothing")
 
 
@@ -330,6 +354,13 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         _, problem = original_bytes(letter.body.get("original"),
                                     redrivable_topics(Topics(cfg.topic_prefix)))
         (refused if problem else chosen).append((letter, problem))
+    if chosen and not args.unverified:
+        # A letter is anyone's: what it carries goes out only as a record its
+        # topic held (deciders/redrive_reading.unproven_original).
+        unproven = anyio.run(_unproven, cfg, [letter for letter, _ in chosen])
+        refused += [(letter, f"{unproven[letter.ref]}; --unverified sends it all the same")
+                    for letter, _ in chosen if letter.ref in unproven]
+        chosen = [(letter, p) for letter, p in chosen if letter.ref not in unproven]
     for letter, problem in refused:
         print(f"{letter.ref}: cannot be redriven: {problem}")
     if args.dry_run:

@@ -47,7 +47,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 
 @command("subscribe", "example subscriber: print or write product events, with filters",
          description="Read product events (at-least-once, deduplicated on event_id within this "
-                     "run), validate each against the contract, keep those matching every "
+                     "run, on the most recent 200,000 ids), validate each against the contract, keep those matching every "
                      "filter given, and print them as JSON lines (default), as text, or write "
                      "them to a directory. Invalid records are reported on stderr and skipped.",
          flags=(*BROKER_FLAGS, "--work-dir"),
