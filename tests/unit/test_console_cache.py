@@ -66,9 +66,9 @@ def test_a_rebuild_reads_only_the_provenance_records_new_or_replaced_since(tmp_p
     reads: list[str] = []
     real = ProductStore._provenance
 
-    def counted(store, path, then):
+    def counted(store, path, then, **how):
         reads.append(path.name)
-        return real(store, path, then)
+        return real(store, path, then, **how)
 
     monkeypatch.setattr(ProductStore, "_provenance", counted)
     for n in (1, 2, 3):
