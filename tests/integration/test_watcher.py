@@ -587,6 +587,41 @@ async def test_an_announcement_the_broker_refuses_is_parked_then_resumed(dirs):
     assert sample("calstream_parked_total") == 1 and sample("calstream_parked_items") == 0
 
 
+class SilentStorage:
+    """A read of the inbox that blocks in a real thread (a mount gone silent)
+    until ``answer`` is set, for the calls ``blocks(args)`` picks; and the
+    watcher's parking, with its ``inbox_hung`` samples."""
+
+    def __init__(self, monkeypatch, owner, name: str, blocks=lambda *args: True,
+                 silent: bool = True) -> None:
+        import threading
+        from types import SimpleNamespace
+
+        from calstream.daemon.doers.parking import Parking
+        from calstream.daemon.operations.metrics import Metrics
+
+        self.answer, real = threading.Event(), getattr(owner, name)
+        if not silent:
+            self.answer.set()
+
+        def read(*args):
+            if blocks(*args):
+                self.answer.wait(60)
+            return real(*args)
+
+        monkeypatch.setattr(owner, name, read)
+        cfg = SimpleNamespace(max_attempts=2, retry_backoff=0.05, park_recheck_seconds=0.1)
+        self.metrics = Metrics()
+        self.parking = lambda what, root=None: Parking(cfg, self.metrics, stage="watcher",
+                                                       what=what)
+
+    def parked(self, name: str = "calstream_parked_items") -> float:
+        labels = {"stage": "watcher", "cause": "inbox_hung"}
+        if name == "calstream_parked_items":
+            labels["root"] = ""
+        return self.metrics.registry.get_sample_value(name, labels) or 0
+
+
 async def test_a_file_whose_storage_stops_answering_is_parked_not_quarantined(dirs, monkeypatch):
     """A read of an inbox file on a mount gone silent never returns (blocked
     here in a real thread until the test lets it go). Before, it held its
@@ -594,48 +629,27 @@ async def test_a_file_whose_storage_stops_answering_is_parked_not_quarantined(di
     would have been quarantined as unreadable. Now it is parked as the
     storage's fault (``inbox_hung``) while the other files flow, and it is
     announced once the storage answers."""
-    import threading
-    from types import SimpleNamespace
-
     from calstream.daemon.doers.inbox import file_reads
-    from calstream.daemon.doers.parking import Parking
-    from calstream.daemon.operations.metrics import Metrics
 
     hung_name = NAME.replace("00001", "00002")
-    answer, real = threading.Event(), file_reads.fits_layout
-
-    def layout(path):
-        if path.name == hung_name:
-            answer.wait(60)
-        return real(path)
-
-    monkeypatch.setattr(file_reads, "fits_layout", layout)
-    cfg = SimpleNamespace(max_attempts=2, retry_backoff=0.05, park_recheck_seconds=0.1)
-    metrics = Metrics()
-
-    def sample(name):
-        labels = {"stage": "watcher", "cause": "inbox_hung"}
-        if name == "calstream_parked_items":
-            labels["root"] = ""
-        return metrics.registry.get_sample_value(name, labels) or 0
-
+    storage = SilentStorage(monkeypatch, file_reads, "fits_layout",
+                            blocks=lambda path: path.name == hung_name)
     rec = Recorder()
-    w = make(dirs, rec, read_seconds=0.3, io_concurrency=1,
-             parking=lambda what, root=None: Parking(cfg, metrics, stage="watcher", what=what))
+    w = make(dirs, rec, read_seconds=0.3, io_concurrency=1, parking=storage.parking)
     async with running(w):
         drop(dirs[0], hung_name, uncal_bytes(hung_name))
-        await wait_until(lambda: sample("calstream_parked_items") == 1)
+        await wait_until(lambda: storage.parked() == 1)
         # Its one turn is not held: the next file is announced meanwhile.
         drop(dirs[0], NAME, uncal_bytes())
         await wait_until(lambda: [a.path.name for a in rec.arrivals] == [NAME])
         await anyio.sleep(1.0)  # several re-checks while it still hangs
         assert not rec.rejections and not any(dirs[1].glob("*")), "nothing quarantined"
         assert w.reads.hung() == 1, "one thread left waiting on it, not one per re-check"
-        answer.set()  # the storage answers again
+        storage.answer.set()  # the storage answers again
         await wait_until(lambda: len(rec.arrivals) == 2)
-        await wait_until(lambda: sample("calstream_parked_items") == 0)
+        await wait_until(lambda: storage.parked() == 0)
     assert rec.arrivals[1].path.name == hung_name and not rec.rejections
-    assert sample("calstream_parked_total") == 1
+    assert storage.parked("calstream_parked_total") == 1
 
 
 async def test_an_inbox_whose_stat_stops_answering_is_parked_and_resumes(dirs, monkeypatch):
@@ -643,37 +657,17 @@ async def test_an_inbox_whose_stat_stops_answering_is_parked_and_resumes(dirs, m
     loop until a silent mount came back, with nothing shown. Now it is
     parked as ``inbox_hung`` and resumes by itself; files that came
     meanwhile are announced."""
-    import threading
-    from types import SimpleNamespace
-
     from calstream.daemon.doers.inbox.observer_bridge import ObserverBridge
-    from calstream.daemon.doers.parking import Parking
-    from calstream.daemon.operations.metrics import Metrics
 
-    answer, real = threading.Event(), ObserverBridge.watch_problem
-    answer.set()
-
-    def watch_problem(self):
-        answer.wait(60)
-        return real(self)
-
-    monkeypatch.setattr(ObserverBridge, "watch_problem", watch_problem)
-    cfg = SimpleNamespace(max_attempts=1, retry_backoff=0.05, park_recheck_seconds=0.1)
-    metrics = Metrics()
-
-    def parked():
-        return metrics.registry.get_sample_value(
-            "calstream_parked_items", {"stage": "watcher", "cause": "inbox_hung", "root": ""})
-
+    storage = SilentStorage(monkeypatch, ObserverBridge, "watch_problem", silent=False)
     rec = Recorder()
-    w = make(dirs, rec, read_seconds=0.3,
-             parking=lambda what, root=None: Parking(cfg, metrics, stage="watcher", what=what))
+    w = make(dirs, rec, read_seconds=0.3, parking=storage.parking)
     w.keeper.check_seconds = 0.1
     async with running(w):
-        answer.clear()  # the mount goes silent
-        await wait_until(lambda: parked() == 1)
-        answer.set()
-        await wait_until(lambda: parked() == 0)
+        storage.answer.clear()  # the mount goes silent
+        await wait_until(lambda: storage.parked() == 1)
+        storage.answer.set()
+        await wait_until(lambda: storage.parked() == 0)
         drop(dirs[0], NAME, uncal_bytes())
         await wait_until(lambda: len(rec.arrivals) == 1)
 
@@ -683,35 +677,16 @@ async def test_a_start_whose_inbox_listing_stops_answering_waits_parked_then_tak
     """The start-up scan's listing of an inbox on a silent mount held the
     daemon's start with nothing said; now it is parked as ``inbox_hung``
     meanwhile, and the files there are taken up once it answers."""
-    import threading
-    from types import SimpleNamespace
-
     from calstream.daemon.doers.inbox.observer_bridge import InboxScope
-    from calstream.daemon.doers.parking import Parking
-    from calstream.daemon.operations.metrics import Metrics
 
-    answer, real = threading.Event(), InboxScope.list_files
-
-    def list_files(self):
-        answer.wait(60)
-        return real(self)
-
-    monkeypatch.setattr(InboxScope, "list_files", list_files)
-    cfg = SimpleNamespace(max_attempts=1, retry_backoff=0.05, park_recheck_seconds=0.1)
-    metrics = Metrics()
-
-    def parked():
-        return metrics.registry.get_sample_value(
-            "calstream_parked_items", {"stage": "watcher", "cause": "inbox_hung", "root": ""})
-
+    storage = SilentStorage(monkeypatch, InboxScope, "list_files")
     drop(dirs[0], NAME, uncal_bytes())
     rec = Recorder()
-    w = make(dirs, rec, read_seconds=0.3,
-             parking=lambda what, root=None: Parking(cfg, metrics, stage="watcher", what=what))
+    w = make(dirs, rec, read_seconds=0.3, parking=storage.parking)
     w.keeper.check_seconds = 0.1
     async with anyio.create_task_group() as tg:
         tg.start_soon(w.run)
-        await wait_until(lambda: parked() == 1)
-        answer.set()
-        await wait_until(lambda: len(rec.arrivals) == 1 and parked() == 0)
+        await wait_until(lambda: storage.parked() == 1)
+        storage.answer.set()
+        await wait_until(lambda: len(rec.arrivals) == 1 and storage.parked() == 0)
         tg.cancel_scope.cancel()
