@@ -231,3 +231,31 @@ def write_rate_with_a_long_parameter(output_dir, name, length):
     """``write_rate``, its run passed a parameter ``length`` characters long:
     a product event that size cannot be sent (contract.MAX_MESSAGE_BYTES)."""
     return {**write_rate(output_dir, name), "steps": {"jump": {"note": "x" * length}}}
+
+
+def returns_a_result_of_the_wrong_shape(output_dir, name, shape):
+    """``write_rate`` whose answer is not what a task returns: a broken or
+    hostile task (what the runner is given is not to be trusted either)."""
+    good = write_rate(output_dir, name)
+    return {"not_a_dict": [good["outputs"]],
+            "no_outputs": {k: v for k, v in good.items() if k != "outputs"},
+            "outputs_not_a_list": {**good, "outputs": good["outputs"][0]},
+            "no_jwst_version": {k: v for k, v in good.items() if k != "jwst_version"},
+            "duration_not_a_number": {**good, "duration_seconds": "soon"}}[shape]
+
+
+def lists_an_output_elsewhere(output_dir, name, elsewhere):
+    """``write_rate``, and it lists a file outside its output_dir as well."""
+    with open(elsewhere, "wb") as f:
+        f.write(b"SIMPLE not ours")
+    good = write_rate(output_dir, name)
+    return {**good, "outputs": [*good["outputs"], elsewhere]}
+
+
+def links_an_output(output_dir, name, target, listed=True):
+    """``write_rate``, and a symbolic link to ``target`` beside its product,
+    listed among its outputs or not."""
+    good = write_rate(output_dir, name)
+    link = os.path.join(output_dir, f"{name}_cal.fits")
+    os.symlink(target, link)
+    return {**good, "outputs": [*good["outputs"], link] if listed else good["outputs"]}

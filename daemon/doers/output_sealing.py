@@ -29,6 +29,7 @@ import functools
 import logging
 import os
 import select
+import stat
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -49,6 +50,14 @@ _IN_Q_OVERFLOW, _IN_IGNORED = 0x4000, 0x8000
 # to the stat check: reading a file may update its atime.)
 _VOIDS = _IN_MODIFY | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then the name, NUL-padded
+
+
+def _regular(path: Path) -> bool:
+    """A regular file, not a link to one (lstat)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def _stat_signature(path: Path) -> tuple[int, int, int, int]:
@@ -188,14 +197,20 @@ def seal(value, output_dir: str | None, early: EarlySeals | None = None):
     """``value`` with ``sealed``: {path: [digest, size]} of its outputs, every
     file in ``output_dir`` synced to disk. Files sealed early whose seal still
     stands are not read again."""
-    if not output_dir or not isinstance(value, dict) or "outputs" not in value:
-        return value
+    listed = value.get("outputs") if isinstance(value, dict) else None
+    if not output_dir or not isinstance(listed, list) or not all(isinstance(p, str)
+                                                                 for p in listed):
+        return value  # the daemon refuses it (deciders/run_results.py)
     if early is not None:
         early.stop()
-    outputs = [Path(p) for p in value["outputs"]]
+    directory = Path(output_dir).resolve()
+    # Only the regular files of output_dir are the store's to move in: any
+    # other output is refused by the daemon, so not read (it may be huge, or
+    # anyone's) nor synced here.
+    outputs = [p for p in map(Path, listed) if p.parent.resolve() == directory and _regular(p)]
     done = {p.resolve() for p in outputs}
-    rest = [path for path in sorted(Path(output_dir).resolve().iterdir())  # the store moves them
-            if path.is_file() and not path.name.startswith(".") and path not in done]
+    rest = [path for path in sorted(directory.iterdir())  # the store moves them
+            if _regular(path) and not path.name.startswith(".") and path not in done]
     pending = {p: f for p in [*outputs, *rest]
                if early is not None and (f := early.take(p.resolve())) is not None}
     late = [p for p in [*outputs, *rest] if p not in pending]

@@ -220,8 +220,10 @@ class ProductStore(StoreUpkeep):
             # first (its product event stays history).
             path.unlink(missing_ok=True)
             fsync_dir(path.parent)
+        # lstat: a link among a run's files is none of its products (it may
+        # lead anywhere); it goes with the scratch directory.
         files = [src for src in sorted(scratch.iterdir())
-                 if src.is_file() and not src.name.startswith(".")]
+                 if stat.S_ISREG(src.lstat().st_mode) and not src.name.startswith(".")]
         if not synced:
             with syncing(files):
                 pass
