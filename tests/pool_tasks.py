@@ -259,3 +259,19 @@ def links_an_output(output_dir, name, target, listed=True):
     link = os.path.join(output_dir, f"{name}_cal.fits")
     os.symlink(target, link)
     return {**good, "outputs": [*good["outputs"], link] if listed else good["outputs"]}
+
+
+def _refuse_to_load(why):
+    raise ValueError(why)
+
+
+class _Unreadable:
+    """Pickled by the worker, refused when the daemon unpickles it: as an
+    object of a class only the worker can make would be."""
+
+    def __reduce__(self):
+        return _refuse_to_load, ("an object the daemon cannot rebuild",)
+
+
+def returns_an_unreadable_answer(output_dir, name):
+    return {**write_rate(output_dir, name), "extra": _Unreadable()}

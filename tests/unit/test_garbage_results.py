@@ -101,3 +101,14 @@ async def test_an_unlisted_symbolic_link_beside_the_products_stays_out_of_the_st
         _item("links_an_output", target=str(target), listed=False)])
     assert [s[0] for s in sent] == ["products"], sent
     assert not any(k.endswith("_cal.fits") for k in kept), kept
+
+
+@pytest.mark.anyio
+async def test_an_answer_the_daemon_cannot_unpickle_is_a_dead_letter_and_the_pool_goes_on(
+        tmp_path):
+    """Before, the unpickling error raised out of the pool and the runner,
+    and the stage consumer ran the item again for as long as the daemon ran."""
+    sent, kept = await _run_all(tmp_path, [_item("returns_an_unreadable_answer"),
+                                           _item("write_rate")])
+    assert [s[0] for s in sent] == ["deadletter", "products"], sent
+    assert "cannot be read" in sent[0][2] and "cannot rebuild" in sent[0][2], sent
