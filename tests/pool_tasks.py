@@ -275,3 +275,11 @@ class _Unreadable:
 
 def returns_an_unreadable_answer(output_dir, name):
     return {**write_rate(output_dir, name), "extra": _Unreadable()}
+
+
+def writes_beside(output_dir, name, other, content):
+    """``write_rate``, and an unlisted file under another exposure's product
+    name (``other``) beside it, as a task that leaves more than it lists may."""
+    with open(os.path.join(output_dir, other), "wb") as f:
+        f.write(content)
+    return write_rate(output_dir, name)

@@ -1,6 +1,6 @@
-"""Sealing a task's outputs in the worker that wrote them: every file of its
-``output_dir`` made durable (fsync), and the digest and size of each output
-sent back with the task's value (``sealed``). The daemon's main process then
+"""Sealing a task's outputs in the worker that wrote them: each output (a
+regular file of its ``output_dir``) made durable (fsync), and its digest
+and size sent back with the task's value (``sealed``). The daemon's main process then
 only renames them into place (product_store.publish).
 
 Sealing a file starts the moment the task's writer closes it, not when the
@@ -194,9 +194,9 @@ def sealing(output_dir: str | None) -> Iterator[Callable[[Any], Any]]:
 
 
 def seal(value, output_dir: str | None, early: EarlySeals | None = None):
-    """``value`` with ``sealed``: {path: [digest, size]} of its outputs, every
-    file in ``output_dir`` synced to disk. Files sealed early whose seal still
-    stands are not read again."""
+    """``value`` with ``sealed``: {path: [digest, size]} of its outputs, each
+    synced to disk. Files sealed early whose seal still stands are not read
+    again."""
     listed = value.get("outputs") if isinstance(value, dict) else None
     if not output_dir or not isinstance(listed, list) or not all(isinstance(p, str)
                                                                  for p in listed):
@@ -204,22 +204,18 @@ def seal(value, output_dir: str | None, early: EarlySeals | None = None):
     if early is not None:
         early.stop()
     directory = Path(output_dir).resolve()
-    # Only the regular files of output_dir are the store's to move in: any
-    # other output is refused by the daemon, so not read (it may be huge, or
-    # anyone's) nor synced here.
+    # The store moves in the listed outputs alone, and only regular files of
+    # output_dir (product_store.publish): any other is refused by the daemon,
+    # so not read here (it may be huge, or anyone's) nor synced.
     outputs = [p for p in map(Path, listed) if p.parent.resolve() == directory and _regular(p)]
-    done = {p.resolve() for p in outputs}
-    rest = [path for path in sorted(directory.iterdir())  # the store moves them
-            if _regular(path) and not path.name.startswith(".") and path not in done]
-    pending = {p: f for p in [*outputs, *rest]
+    pending = {p: f for p in outputs
                if early is not None and (f := early.take(p.resolve())) is not None}
-    late = [p for p in [*outputs, *rest] if p not in pending]
+    late = [p for p in outputs if p not in pending]
     sealed: dict[str, list] = {}
     # The late fsyncs run in threads while this one hashes the late outputs.
     with syncing(late):
-        for p in outputs:
-            if p in late:
-                sealed[str(p)] = [file_digest(p), p.stat().st_size]
+        for p in late:
+            sealed[str(p)] = [file_digest(p), p.stat().st_size]
     for p, future in pending.items():
         try:
             digest, signature = future.result()
@@ -229,6 +225,5 @@ def seal(value, output_dir: str | None, early: EarlySeals | None = None):
         if not stands:  # changed behind inotify's back (an mmap write): seal it now
             digest, signature = _seal_file(p)
             log.info("%s changed after it was sealed early: sealed again", p.name)
-        if p.resolve() in done:
-            sealed[str(p)] = [digest, signature[1]]
+        sealed[str(p)] = [digest, signature[1]]
     return {**value, "sealed": sealed}

@@ -19,6 +19,7 @@ from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations.config import load
 from calstream.daemon.operations.metrics import Metrics
+from calstream.steps.fitsfile import file_digest
 from tests.recording_bus import RecordingBus
 
 NAME = "jw01234001001_02101_00001_nrcb1"
@@ -112,3 +113,23 @@ async def test_an_answer_the_daemon_cannot_unpickle_is_a_dead_letter_and_the_poo
                                            _item("write_rate")])
     assert [s[0] for s in sent] == ["deadletter", "products"], sent
     assert "cannot be read" in sent[0][2] and "cannot rebuild" in sent[0][2], sent
+
+
+@pytest.mark.anyio
+async def test_a_file_a_run_leaves_unlisted_is_not_moved_over_another_exposures_product(
+        tmp_path):
+    """Only a run's listed outputs are its products: before, every file of its
+    scratch directory was moved into the observation's directory, which all
+    its exposures share, unannounced, and one under another exposure's
+    product name replaced that published product's bytes."""
+    other = "jw01234001001_02101_00002_nrcb1"
+    first = _item("write_rate")
+    first.name = first.task_kwargs["name"] = other
+    first.inputs = [{"path": "/in/u2.fits", "digest": "sha256:" + "2" * 64}]
+    second = _item("writes_beside", other=f"{other}_rate.fits", content=b"SIMPLE junk")
+    sent, kept = await _run_all(tmp_path, [first, second])
+    assert [s[0] for s in sent] == ["products", "products"], sent
+    (announced,) = sent[0][1]["outputs"]
+    assert file_digest(announced["path"]) == announced["digest"]
+    assert [o["path"] for o in sent[1][1]["outputs"]] == [
+        str(tmp_path / "work" / "products" / "01234" / "001" / f"{NAME}_rate.fits")]
