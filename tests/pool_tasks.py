@@ -283,3 +283,17 @@ def writes_beside(output_dir, name, other, content):
     with open(os.path.join(output_dir, other), "wb") as f:
         f.write(content)
     return write_rate(output_dir, name)
+
+
+def scratch_removed_once(counter, output_dir, name):
+    """``write_rate``, whose scratch directory is removed under its first run
+    once the product is written (an operator's clean-up, a full ``rm``)."""
+    import shutil
+
+    runs = int(open(counter).read()) if os.path.exists(counter) else 0
+    with open(counter, "w") as f:
+        f.write(str(runs + 1))
+    result = write_rate(output_dir, name)
+    if runs == 0:
+        shutil.rmtree(output_dir)
+    return result

@@ -16,7 +16,13 @@ from typing import Any
 
 
 class BadResult(ValueError):
-    """A task's answer that cannot be published: the run's own fault."""
+    """A task's answer that cannot be published: the run's own fault, the
+    same at every attempt (``kind`` permanent), or its outputs gone since the
+    run (its scratch directory removed under it: transient, run again)."""
+
+    def __init__(self, problem: str, kind: str = "permanent") -> None:
+        super().__init__(problem)
+        self.kind = kind
 
 
 def _number(value: Any) -> bool:

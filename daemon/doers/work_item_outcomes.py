@@ -199,6 +199,8 @@ def _check_places(outputs: list[str], scratch: Path) -> None:
         try:
             regular = stat.S_ISREG(path.lstat().st_mode)
         except FileNotFoundError:
-            raise BadResult(f"its output {path} does not exist") from None
+            # Removed since the run (its scratch directory with it), or never
+            # written: run again, a bounded number of times.
+            raise BadResult(f"its output {path} is gone", "transient") from None
         if not regular:
             raise BadResult(f"its output {path} is not a regular file")

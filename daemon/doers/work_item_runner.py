@@ -263,8 +263,8 @@ class WorkItemRunner(RunOutcomes):
                 step = self._next(kind, attempts, item)
             except BadResult as exc:
                 # The task's answer is not a product's (deciders/run_results.py):
-                # the same at every attempt, so a dead letter with the reason.
-                kind, detail = "permanent", f"its result cannot be published: {exc}"
+                # mostly the same at every attempt, so a dead letter with the reason.
+                kind, detail = exc.kind, f"its result cannot be published: {exc}"
                 step = self._next(kind, attempts, item)
         await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
         if step.action == "publish_skipped":

@@ -40,7 +40,7 @@ def _item(task: str, **kwargs) -> WorkItem:
 
 async def _run_all(tmp_path, items):
     """Each item run in turn by one runner: what it sent, what the store holds."""
-    cfg = load(None, env={}, flags={"work_dir": tmp_path / "work"})
+    cfg = load(None, env={}, flags={"work_dir": tmp_path / "work", "retry_backoff": 0.05})
     metrics, bus, store = Metrics(), RecordingBus(encode=True), ProductStore(cfg.products)
     pool = WorkerPool(1, stage="detector1", metrics=metrics)
     pool.start()
@@ -133,3 +133,13 @@ async def test_a_file_a_run_leaves_unlisted_is_not_moved_over_another_exposures_
     assert file_digest(announced["path"]) == announced["digest"]
     assert [o["path"] for o in sent[1][1]["outputs"]] == [
         str(tmp_path / "work" / "products" / "01234" / "001" / f"{NAME}_rate.fits")]
+
+
+@pytest.mark.anyio
+async def test_a_scratch_directory_removed_under_a_run_is_run_again_not_dead_lettered(tmp_path):
+    """Its outputs gone is no fault of the task's answer: the run is tried
+    again (transient), and its product made."""
+    sent, kept = await _run_all(tmp_path, [
+        _item("scratch_removed_once", counter=str(tmp_path / "runs"))])
+    assert [s[0] for s in sent] == ["products"], sent
+    assert (tmp_path / "runs").read_text() == "2"
