@@ -186,7 +186,6 @@ class RunOutcomes:
                  extra=item.log_context)
 
 
-
 def _check_places(outputs: list[str], scratch: Path) -> None:
     """Raise BadResult unless every output is a regular file of ``scratch``,
     all that the store moves in: a link there would be moved into the store
