@@ -231,3 +231,69 @@ def write_rate_with_a_long_parameter(output_dir, name, length):
     """``write_rate``, its run passed a parameter ``length`` characters long:
     a product event that size cannot be sent (contract.MAX_MESSAGE_BYTES)."""
     return {**write_rate(output_dir, name), "steps": {"jump": {"note": "x" * length}}}
+
+
+def returns_a_result_of_the_wrong_shape(output_dir, name, shape):
+    """``write_rate`` whose answer is not what a task returns: a broken or
+    hostile task (what the runner is given is not to be trusted either)."""
+    good = write_rate(output_dir, name)
+    return {"not_a_dict": [good["outputs"]],
+            "no_outputs": {k: v for k, v in good.items() if k != "outputs"},
+            "outputs_not_a_list": {**good, "outputs": good["outputs"][0]},
+            "no_jwst_version": {k: v for k, v in good.items() if k != "jwst_version"},
+            "duration_not_a_number": {**good, "duration_seconds": "soon"}}[shape]
+
+
+def lists_an_output_elsewhere(output_dir, name, elsewhere):
+    """``write_rate``, and it lists a file outside its output_dir as well."""
+    with open(elsewhere, "wb") as f:
+        f.write(b"SIMPLE not ours")
+    good = write_rate(output_dir, name)
+    return {**good, "outputs": [*good["outputs"], elsewhere]}
+
+
+def links_an_output(output_dir, name, target, listed=True):
+    """``write_rate``, and a symbolic link to ``target`` beside its product,
+    listed among its outputs or not."""
+    good = write_rate(output_dir, name)
+    link = os.path.join(output_dir, f"{name}_cal.fits")
+    os.symlink(target, link)
+    return {**good, "outputs": [*good["outputs"], link] if listed else good["outputs"]}
+
+
+def _refuse_to_load(why):
+    raise ValueError(why)
+
+
+class _Unreadable:
+    """Pickled by the worker, refused when the daemon unpickles it: as an
+    object of a class only the worker can make would be."""
+
+    def __reduce__(self):
+        return _refuse_to_load, ("an object the daemon cannot rebuild",)
+
+
+def returns_an_unreadable_answer(output_dir, name):
+    return {**write_rate(output_dir, name), "extra": _Unreadable()}
+
+
+def writes_beside(output_dir, name, other, content):
+    """``write_rate``, and an unlisted file under another exposure's product
+    name (``other``) beside it, as a task that leaves more than it lists may."""
+    with open(os.path.join(output_dir, other), "wb") as f:
+        f.write(content)
+    return write_rate(output_dir, name)
+
+
+def scratch_removed_once(counter, output_dir, name):
+    """``write_rate``, whose scratch directory is removed under its first run
+    once the product is written (an operator's clean-up, a full ``rm``)."""
+    import shutil
+
+    runs = int(open(counter).read()) if os.path.exists(counter) else 0
+    with open(counter, "w") as f:
+        f.write(str(runs + 1))
+    result = write_rate(output_dir, name)
+    if runs == 0:
+        shutil.rmtree(output_dir)
+    return result

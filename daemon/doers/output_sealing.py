@@ -1,6 +1,6 @@
-"""Sealing a task's outputs in the worker that wrote them: every file of its
-``output_dir`` made durable (fsync), and the digest and size of each output
-sent back with the task's value (``sealed``). The daemon's main process then
+"""Sealing a task's outputs in the worker that wrote them: each output (a
+regular file of its ``output_dir``) made durable (fsync), and its digest
+and size sent back with the task's value (``sealed``). The daemon's main process then
 only renames them into place (product_store.publish).
 
 Sealing a file starts the moment the task's writer closes it, not when the
@@ -29,6 +29,7 @@ import functools
 import logging
 import os
 import select
+import stat
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -49,6 +50,14 @@ _IN_Q_OVERFLOW, _IN_IGNORED = 0x4000, 0x8000
 # to the stat check: reading a file may update its atime.)
 _VOIDS = _IN_MODIFY | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then the name, NUL-padded
+
+
+def _regular(path: Path) -> bool:
+    """A regular file, not a link to one (lstat)."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def _stat_signature(path: Path) -> tuple[int, int, int, int]:
@@ -185,26 +194,28 @@ def sealing(output_dir: str | None) -> Iterator[Callable[[Any], Any]]:
 
 
 def seal(value, output_dir: str | None, early: EarlySeals | None = None):
-    """``value`` with ``sealed``: {path: [digest, size]} of its outputs, every
-    file in ``output_dir`` synced to disk. Files sealed early whose seal still
-    stands are not read again."""
-    if not output_dir or not isinstance(value, dict) or "outputs" not in value:
-        return value
+    """``value`` with ``sealed``: {path: [digest, size]} of its outputs, each
+    synced to disk. Files sealed early whose seal still stands are not read
+    again."""
+    listed = value.get("outputs") if isinstance(value, dict) else None
+    if not output_dir or not isinstance(listed, list) or not all(isinstance(p, str)
+                                                                 for p in listed):
+        return value  # the daemon refuses it (deciders/run_results.py)
     if early is not None:
         early.stop()
-    outputs = [Path(p) for p in value["outputs"]]
-    done = {p.resolve() for p in outputs}
-    rest = [path for path in sorted(Path(output_dir).resolve().iterdir())  # the store moves them
-            if path.is_file() and not path.name.startswith(".") and path not in done]
-    pending = {p: f for p in [*outputs, *rest]
+    directory = Path(output_dir).resolve()
+    # The store moves in the listed outputs alone, and only regular files of
+    # output_dir (product_store.publish): any other is refused by the daemon,
+    # so not read here (it may be huge, or anyone's) nor synced.
+    outputs = [p for p in map(Path, listed) if p.parent.resolve() == directory and _regular(p)]
+    pending = {p: f for p in outputs
                if early is not None and (f := early.take(p.resolve())) is not None}
-    late = [p for p in [*outputs, *rest] if p not in pending]
+    late = [p for p in outputs if p not in pending]
     sealed: dict[str, list] = {}
     # The late fsyncs run in threads while this one hashes the late outputs.
     with syncing(late):
-        for p in outputs:
-            if p in late:
-                sealed[str(p)] = [file_digest(p), p.stat().st_size]
+        for p in late:
+            sealed[str(p)] = [file_digest(p), p.stat().st_size]
     for p, future in pending.items():
         try:
             digest, signature = future.result()
@@ -214,6 +225,5 @@ def seal(value, output_dir: str | None, early: EarlySeals | None = None):
         if not stands:  # changed behind inotify's back (an mmap write): seal it now
             digest, signature = _seal_file(p)
             log.info("%s changed after it was sealed early: sealed again", p.name)
-        if p.resolve() in done:
-            sealed[str(p)] = [digest, signature[1]]
+        sealed[str(p)] = [digest, signature[1]]
     return {**value, "sealed": sealed}

@@ -203,7 +203,8 @@ class ProductStore(StoreUpkeep):
 
     def publish(self, scratch: Path, program: str, observation: str, *, name: str, stage: str,
                 record: dict[str, Any], version: int = 1, synced: bool = False) -> list[Path]:
-        """Move every file from ``scratch`` into place, then write the record.
+        """Move the outputs the record lists from ``scratch`` into place, then
+        write the record.
 
         ``record`` must hold the "event" to re-emit on redelivery, with the
         outputs (paths, digests, sizes). ``synced``: the files are already on
@@ -220,8 +221,15 @@ class ProductStore(StoreUpkeep):
             # first (its product event stays history).
             path.unlink(missing_ok=True)
             fsync_dir(path.parent)
+        # The outputs the record announces, and nothing else of the run's: the
+        # directory is every exposure's of the observation, and a file left
+        # unlisted under another's product name replaced its bytes. lstat: a
+        # link is none of its products (it may lead anywhere). The rest goes
+        # with the scratch directory.
+        listed = {Path(out["path"]).name for out in record["event"].get("outputs", [])}
         files = [src for src in sorted(scratch.iterdir())
-                 if src.is_file() and not src.name.startswith(".")]
+                 if src.name in listed and stat.S_ISREG(src.lstat().st_mode)
+                 and not src.name.startswith(".")]
         if not synced:
             with syncing(files):
                 pass

@@ -13,6 +13,7 @@ store, publisher and metrics it uses.
 from __future__ import annotations
 
 import logging
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import anyio
 
 import calstream
+from calstream.daemon.deciders.run_results import BadResult, output_problem, result_problem
 from calstream.daemon.deciders.work_items import WorkItem
 from calstream.daemon.doers.digest_memo import remember_written
 from calstream.daemon.doers.parking import Parking, in_thread, until_done
@@ -87,6 +89,8 @@ class RunOutcomes:
 
     async def _publish(self, item: WorkItem, wid: str, scratch: Path, result: dict,
                        run_log: Path, store: ProductStore) -> None:
+        if problem := result_problem(result):  # before anything of it is read
+            raise BadResult(problem)
         final_dir = store.directory(item.program, item.observation, item.version)
         context = self.context(item)
 
@@ -97,7 +101,7 @@ class RunOutcomes:
         def describe_outputs() -> list[dict[str, Any]]:
             files = []
             for produced in sorted(Path(p) for p in result["outputs"]):
-                digest, size = sealed[str(produced)] if sealed is not None else (
+                digest, size = (sealed or {}).get(str(produced)) or (
                     file_digest(produced), produced.stat().st_size)
                 files.append({"path": str(final_dir / produced.name), "digest": digest,
                               "size": size, "suffix": produced.stem.rsplit("_", 1)[-1]})
@@ -107,6 +111,7 @@ class RunOutcomes:
             # One trip off the event loop: the digests, the message and its
             # schema check, the renames and the record (the fixed cost per
             # exposure is made of such trips; issue 15).
+            _check_places(result["outputs"], scratch)
             outputs = describe_outputs()
             # Listed now, made after the event (optional outputs: may never appear).
             previews = [p for p in planned_previews([o["path"] for o in outputs])
@@ -180,3 +185,21 @@ class RunOutcomes:
         log.info("%s: no science data (%s): skipped product event", item.name, reason,
                  extra=item.log_context)
 
+
+def _check_places(outputs: list[str], scratch: Path) -> None:
+    """Raise BadResult unless every output is a regular file of ``scratch``,
+    all that the store moves in: a link there would be moved into the store
+    and announced with the digest of whatever it points to."""
+    inside = scratch.resolve()
+    for listed in outputs:
+        path = Path(listed)
+        if problem := output_problem(path.parent.resolve() / path.name, inside):
+            raise BadResult(problem)
+        try:
+            regular = stat.S_ISREG(path.lstat().st_mode)
+        except FileNotFoundError:
+            # Removed since the run (its scratch directory with it), or never
+            # written: run again, a bounded number of times.
+            raise BadResult(f"its output {path} is gone", "transient") from None
+        if not regular:
+            raise BadResult(f"its output {path} is not a regular file")

@@ -30,6 +30,7 @@ from calstream.daemon.deciders.retry_policy import (
     after_run,
     split_kind,
 )
+from calstream.daemon.deciders.run_results import BadResult
 from calstream.daemon.deciders.work_items import DETECTOR1_PIPELINE, WorkItem
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.park_gates import ParkedItem, ParkGates
@@ -259,6 +260,11 @@ class WorkItemRunner(RunOutcomes):
                 # a value its schema refuses), found before the commit: the
                 # same at every attempt, so a dead letter with the reason.
                 kind, detail = "permanent", f"its product event cannot be sent: {exc}"
+                step = self._next(kind, attempts, item)
+            except BadResult as exc:
+                # The task's answer is not a product's (deciders/run_results.py):
+                # mostly the same at every attempt, so a dead letter with the reason.
+                kind, detail = exc.kind, f"its result cannot be published: {exc}"
                 step = self._next(kind, attempts, item)
         await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
         if step.action == "publish_skipped":

@@ -46,6 +46,7 @@ from calstream.daemon.doers.worker_process import TaskFailure
 from calstream.daemon.doers.worker_server_watch import SERVER_HUNG_SECONDS, server_serving
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
+from calstream.steps.failures import error_text
 from calstream.steps.worker_memory import IDLE_RETURN_SECONDS
 
 __all__ = ["ServerLost", "TaskFailure", "TaskOutcome", "WorkerLost", "WorkerPool"]
@@ -320,6 +321,14 @@ class WorkerPool(WorkerLifecycle):
                 except (EOFError, OSError):
                     raise WorkerLost(f"worker {w.name} died (exit code "
                                      f"{w.process.exitcode}) during the task") from None
+                except Exception as exc:  # noqa: BLE001 - the answer came, whole
+                    # An answer this process cannot rebuild (an object of a
+                    # class only the worker has): the task's fault, the same
+                    # at every attempt, not the daemon's (raised, the stage
+                    # consumer ran the item again for as long as it ran).
+                    kind, rest = "error", [TaskFailure(
+                        type(exc).__name__, f"its answer cannot be read: {error_text(exc)}",
+                        "permanent"), 0, 0, (0.0, 0.0)]
                 if kind == "ready":
                     w.ready = True
                     start = time.monotonic()  # the warm-up is not the task's time

@@ -12,8 +12,8 @@ system (steps/worker_memory.py).
 
 A task that writes into an ``output_dir`` and returns its ``outputs`` has
 them sealed here (output_sealing.py), each file from the moment the task
-closes it: every file it wrote is made durable (fsync) and each output's
-digest and size go back with the value (``sealed``). The files are still in
+closes it: each output is made durable (fsync) and its digest and size
+go back with the value (``sealed``). The files are still in
 the page cache, the worker's own process does it, and the daemon's main
 process then only renames them into place.
 """

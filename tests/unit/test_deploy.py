@@ -371,6 +371,19 @@ def test_the_systemd_template_runs_each_role_with_its_own_port():
     assert host_port(example.metrics_address)[1] in ports.values()
 
 
+def test_the_systemd_template_leaves_a_worker_killed_for_memory_to_the_daemon():
+    """A run whose work takes more and more memory has its worker killed by
+    the kernel's OOM killer: the daemon counts that lost worker as one of the
+    item's attempts, then dead-letters it (retries_exhausted). systemd's
+    default (DefaultOOMPolicy=stop) stopped the whole unit instead, every
+    other run of the role with it; Restart= started it again, the record was
+    redelivered, and the same run took the unit down again, never
+    dead-lettered."""
+    unit = (DEPLOY / "systemd" / "calstream@.service").read_text()
+    settings = [x.strip() for x in unit.splitlines() if x.strip().startswith("OOMPolicy=")]
+    assert settings == ["OOMPolicy=continue"], settings
+
+
 def test_the_container_image_runs_the_cli_and_exposes_the_metrics_port():
     text = (DEPLOY / "Containerfile").read_text()
     entry = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M).group(1))
