@@ -19,6 +19,7 @@ from calstream.daemon.deciders.replay_selection import (
 from calstream.daemon.doers.product_store import BadNamespace, ProductStore, check_namespace
 from calstream.daemon.doers.promotion import current_namespace, ensure_current, promote
 from calstream.daemon.operations.config import ConfigError
+from calstream.steps.fitsfile import file_digest
 from calstream.topics import contract
 
 DIGEST = "sha256:" + "0" * 64
@@ -169,9 +170,12 @@ def test_namespace_trees_and_an_atomic_promotion(tmp_path):
         promote(store, "n1")  # nothing in it yet
     scratch = ns.scratch("01234", "001", "w" * 64)
     (scratch / "jw_rate.fits").write_bytes(b"x")
+    rate = ns.directory("01234", "001") / "jw_rate.fits"
+    # The store moves in only what the record lists, and promote checks it.
     event = {"crds_context": "jwst_0002.pmap",
              "replay": {"replay_id": "1" * 16, "from": "raw", "crds_context": "jwst_0002.pmap"},
-             "outputs": []}
+             "outputs": [{"path": str(rate), "digest": file_digest(scratch / "jw_rate.fits"),
+                          "size": 1}]}
     ns.publish(scratch, "01234", "001", name="jw", stage="detector1",
                record={"work_id": "w" * 64, "event": event})
     message = promote(store, "n1", reason="test")
