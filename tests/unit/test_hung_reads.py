@@ -101,3 +101,42 @@ def test_a_digest_is_given_the_time_to_read_its_file_at_the_slowest_working_rate
     reads.timed = timed
     anyio.run(reads.digest, Path("/inbox/a.fits"), 64 << 30, backend="asyncio")
     assert seen == [60 + (64 << 30) / file_reads.SLOWEST_BYTES_PER_SECOND]
+
+
+def test_a_read_waiting_for_a_thread_behind_working_reads_is_not_hung():
+    # A burst of arrivals starts a step per file, each with its stat: they
+    # queue for the door's threads. A read's time is its own: one waiting for
+    # a thread behind reads that are slow but answer was called hung (and its
+    # file, or the inbox itself, parked as inbox_hung) without being started.
+    slow = threading.Event()
+    calls: list[str] = []
+
+    def working(path: Path) -> str:  # a busy mount: slow, but it answers
+        calls.append(path.name)
+        slow.wait(30)
+        return f"read {path.name}"
+
+    reads = FileReads(4, read_seconds=0.3)
+
+    async def test():
+        results: dict[str, str] = {}
+
+        async def read(name: str, seconds: float) -> None:
+            try:
+                results[name] = await reads.timed(working, Path("/inbox") / name, seconds)
+            except ReadHung as exc:
+                results[name] = str(exc)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(MOST_HUNG):  # every thread of the door taken, each within its time
+                tg.start_soon(read, f"big{i}.fits", 30.0)
+            with anyio.fail_after(10):
+                while len(calls) < MOST_HUNG:
+                    await anyio.sleep(0.01)
+            tg.start_soon(read, "small.fits", 0.3)
+            await anyio.sleep(1.0)  # past the small read's time, waiting for a thread
+            slow.set()  # the busy reads answer
+        assert results["small.fits"] == "read small.fits"
+        assert reads.hung() == 0
+
+    _run(test)

@@ -22,6 +22,7 @@ costs a few threads, not one per retry."""
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import threading
@@ -75,8 +76,11 @@ class FileReads:
         self._lock = threading.Lock()
         # Their own threads: reads waiting on a dead mount never hold the
         # tokens of anyio's default limiter, which the rest of the daemon
-        # (the product store, the stage consumers) shares.
+        # (the product store, the stage consumers) shares. A read's time
+        # starts once it has one of them (``timed``); the limiter anyio is
+        # given then never makes it wait again.
         self._threads = anyio.CapacityLimiter(MOST_HUNG)
+        self._unbounded = anyio.CapacityLimiter(math.inf)
 
     def hung(self) -> int:
         """Reads left running past their time now (for a test, or a status)."""
@@ -128,15 +132,30 @@ class FileReads:
             return None
 
     async def timed(self, fn: Callable[[Path], Any], path: Path, seconds: float) -> Any:
-        """``fn(path)`` in a worker thread, given ``seconds`` (ReadHung after)."""
+        """``fn(path)`` in a worker thread, given ``seconds`` (ReadHung after)
+        from when it has a thread: a wait for one, behind reads that answer
+        (a burst of arrivals, each file's stat; slow storage that works), is
+        no silence of its storage, and was called hung, its file (or the
+        inbox) parked as inbox_hung, unread. Threads come back within the
+        time of the reads holding them: a hung one is left running without
+        its token."""
+        self._unless_too_many_hung(path, seconds)
+        async with self._threads:
+            self._unless_too_many_hung(path, seconds)  # more may have hung meanwhile
+            return await self._timed_in_thread(fn, path, seconds)
+
+    def _unless_too_many_hung(self, path: Path, seconds: float) -> None:
         with self._lock:
             if path in self._hung or sum(self._hung.values()) >= MOST_HUNG:
                 raise ReadHung(path, seconds, earlier=True)
+
+    async def _timed_in_thread(self, fn: Callable[[Path], Any], path: Path,
+                               seconds: float) -> Any:
         call = {"started": False, "returned": False, "hung": False}
 
         def read() -> Any:
             with self._lock:
-                if call["hung"]:  # its time ran out before a thread was free: not read
+                if call["hung"]:  # its time ran out before the thread began it: not read
                     call["returned"] = True
                     raise ReadHung(path, seconds, earlier=True)
                 call["started"] = True
@@ -154,16 +173,15 @@ class FileReads:
         # large file must not delay a stop, and a hung read cannot be stopped.
         with anyio.move_on_after(seconds):
             return await anyio.to_thread.run_sync(read, abandon_on_cancel=True,
-                                                  limiter=self._threads)
+                                                  limiter=self._unbounded)
         with self._lock:
             started = call["started"] and not call["returned"]
             call["hung"] = True
             if started:
                 self._hung[path] = self._hung.get(path, 0) + 1
-        # Not started: it waited for a thread the whole time, behind reads
-        # that hang (the limiter's every thread taken): the same fault.
+        # Not started (a thread not begun in all its time), or returned just
+        # as its time ran out: not left running, so not counted.
         raise ReadHung(path, seconds, earlier=not started)
-
 
 def _look(path: Path, roots: Sequence[Path]) -> tuple[Sig | None, str | None]:
     try:
