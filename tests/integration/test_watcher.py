@@ -690,3 +690,60 @@ async def test_a_start_whose_inbox_listing_stops_answering_waits_parked_then_tak
         storage.answer.set()
         await wait_until(lambda: len(rec.arrivals) == 1 and storage.parked() == 0)
         tg.cancel_scope.cancel()
+
+
+async def test_a_reannouncement_whose_inbox_listing_stops_answering_waits_parked(
+        dirs, monkeypatch):
+    """After the embedded broker restarted empty the watcher lists the inbox
+    again to announce what has no products yet (reannounce). That listing
+    was the one read of the inbox left untimed: on a silent mount it held
+    the broker's recovery, in a thread a stop cannot cancel, with nothing
+    said. Now it waits as the start's does: the inbox parked as
+    ``inbox_hung``, the files announced again once it answers."""
+    import threading
+    from types import SimpleNamespace
+
+    from calstream.daemon.doers.inbox.observer_bridge import InboxScope
+    from calstream.daemon.doers.parking import Parking
+    from calstream.daemon.operations.metrics import Metrics
+
+    answer, real = threading.Event(), InboxScope.list_files
+    answer.set()
+
+    def list_files(self):
+        answer.wait(60)
+        return real(self)
+
+    monkeypatch.setattr(InboxScope, "list_files", list_files)
+    cfg = SimpleNamespace(max_attempts=1, retry_backoff=0.05, park_recheck_seconds=0.1)
+    metrics = Metrics()
+
+    def parked():
+        return metrics.registry.get_sample_value(
+            "calstream_parked_items", {"stage": "watcher", "cause": "inbox_hung", "root": ""})
+
+    rec = Recorder()
+    w = make(dirs, rec, read_seconds=0.3,
+             parking=lambda what, root=None: Parking(cfg, metrics, stage="watcher", what=what))
+    w.keeper.check_seconds = 0.1
+    try:
+        async with running(w):
+            drop(dirs[0], NAME, uncal_bytes())
+            await wait_until(lambda: len(rec.arrivals) == 1)
+            answer.clear()  # the mount goes silent as the broker comes back empty
+            done = anyio.Event()
+
+            async def reannounce():
+                await w.reannounce()
+                done.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reannounce)
+                try:
+                    await wait_until(lambda: parked() == 1, timeout=10)
+                finally:
+                    answer.set()  # the mount answers again (and no thread outlives the test)
+                await done.wait()
+            await wait_until(lambda: len(rec.arrivals) == 2 and parked() == 0)
+    finally:
+        answer.set()
