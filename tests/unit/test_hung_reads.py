@@ -140,3 +140,31 @@ def test_a_read_waiting_for_a_thread_behind_working_reads_is_not_hung():
         assert reads.hung() == 0
 
     _run(test)
+
+
+def test_a_read_left_hung_does_not_keep_the_stopped_daemon_from_exiting():
+    # The daemon's loop ends at a stop; its process then waited at exit for
+    # every thread left reading (anyio's worker threads are joined there):
+    # a dead mount kept a stopped daemon (and its work directory's lock)
+    # until it was killed, a large file's digest until it was hashed.
+    import subprocess
+    import sys
+
+    program = """if True:
+        import threading, anyio
+        from pathlib import Path
+        from calstream.daemon.doers.inbox.file_reads import FileReads, ReadHung
+        never = threading.Event()
+        async def main():
+            try:
+                await FileReads(1, read_seconds=0.2).timed(lambda p: never.wait(), Path("/x"), 0.2)
+            except ReadHung:
+                print("parked", flush=True)
+        anyio.run(main)
+    """
+    try:
+        done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                              timeout=30)  # a bound for the broken case, not a measure
+    except subprocess.TimeoutExpired:  # (subprocess.run has killed it)
+        raise AssertionError("the process did not exit: it waits for the hung read") from None
+    assert done.returncode == 0 and done.stdout == "parked\n", done.stderr

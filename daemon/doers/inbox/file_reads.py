@@ -22,7 +22,6 @@ costs a few threads, not one per retry."""
 
 from __future__ import annotations
 
-import math
 import os
 import stat
 import threading
@@ -32,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 
 from calstream.daemon.deciders.inbox_file import Sig
 from calstream.daemon.doers.digest_memo import digest_of, exposure_of
 from calstream.daemon.doers.inbox.observer_bridge import stat_sig
+from calstream.daemon.doers.inbox.read_threads import ReadThreads
 from calstream.daemon.doers.priority_slots import PrioritySlots
 from calstream.steps.exposure import ExposureInfo
 from calstream.steps.fitsfile import FitsLayout, fits_layout
@@ -73,14 +72,15 @@ class FileReads:
         # Reads past their time whose thread has not returned yet, by path;
         # their threads remove them (under the lock) when they do.
         self._hung: dict[Path, int] = {}
+        self._running = 0  # reads in a thread, within their time
         self._lock = threading.Lock()
         # Their own threads: reads waiting on a dead mount never hold the
         # tokens of anyio's default limiter, which the rest of the daemon
-        # (the product store, the stage consumers) shares. A read's time
-        # starts once it has one of them (``timed``); the limiter anyio is
-        # given then never makes it wait again.
+        # (the product store, the stage consumers) shares, nor keep its
+        # process from exiting (read_threads.py). A read's time starts once
+        # it has one of them (``timed``).
         self._threads = anyio.CapacityLimiter(MOST_HUNG)
-        self._unbounded = anyio.CapacityLimiter(math.inf)
+        self._pool = ReadThreads()
 
     def hung(self) -> int:
         """Reads left running past their time now (for a test, or a status)."""
@@ -138,15 +138,19 @@ class FileReads:
         no silence of its storage, and was called hung, its file (or the
         inbox) parked as inbox_hung, unread. Threads come back within the
         time of the reads holding them: a hung one is left running without
-        its token."""
+        its token, and counted: the threads reading and those left hung are
+        MOST_HUNG at most."""
         self._unless_too_many_hung(path, seconds)
         async with self._threads:
-            self._unless_too_many_hung(path, seconds)  # more may have hung meanwhile
+            # Those it waited behind may have been left hung meanwhile.
+            self._unless_too_many_hung(path, seconds, besides=True)
             return await self._timed_in_thread(fn, path, seconds)
 
-    def _unless_too_many_hung(self, path: Path, seconds: float) -> None:
+    def _unless_too_many_hung(self, path: Path, seconds: float, *, besides: bool = False
+                              ) -> None:
         with self._lock:
-            if path in self._hung or sum(self._hung.values()) >= MOST_HUNG:
+            busy = sum(self._hung.values()) + (self._running if besides else 0)
+            if path in self._hung or busy >= MOST_HUNG:
                 raise ReadHung(path, seconds, earlier=True)
 
     async def _timed_in_thread(self, fn: Callable[[Path], Any], path: Path,
@@ -159,6 +163,7 @@ class FileReads:
                     call["returned"] = True
                     raise ReadHung(path, seconds, earlier=True)
                 call["started"] = True
+                self._running += 1
             try:
                 return fn(path)
             finally:
@@ -168,20 +173,23 @@ class FileReads:
                         left = self._hung.pop(path) - 1
                         if left:
                             self._hung[path] = left
+                    elif call["started"]:
+                        self._running -= 1
 
         # Abandoned on cancel (the time, or the daemon's shutdown): hashing a
         # large file must not delay a stop, and a hung read cannot be stopped.
         with anyio.move_on_after(seconds):
-            return await anyio.to_thread.run_sync(read, abandon_on_cancel=True,
-                                                  limiter=self._unbounded)
+            return await self._pool.run(read)
         with self._lock:
             started = call["started"] and not call["returned"]
             call["hung"] = True
-            if started:
+            if started:  # no longer running: left hung
                 self._hung[path] = self._hung.get(path, 0) + 1
+                self._running -= 1
         # Not started (a thread not begun in all its time), or returned just
         # as its time ran out: not left running, so not counted.
         raise ReadHung(path, seconds, earlier=not started)
+
 
 def _look(path: Path, roots: Sequence[Path]) -> tuple[Sig | None, str | None]:
     try:
