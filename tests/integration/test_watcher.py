@@ -700,37 +700,17 @@ async def test_a_reannouncement_whose_inbox_listing_stops_answering_waits_parked
     the broker's recovery, in a thread a stop cannot cancel, with nothing
     said. Now it waits as the start's does: the inbox parked as
     ``inbox_hung``, the files announced again once it answers."""
-    import threading
-    from types import SimpleNamespace
-
     from calstream.daemon.doers.inbox.observer_bridge import InboxScope
-    from calstream.daemon.doers.parking import Parking
-    from calstream.daemon.operations.metrics import Metrics
 
-    answer, real = threading.Event(), InboxScope.list_files
-    answer.set()
-
-    def list_files(self):
-        answer.wait(60)
-        return real(self)
-
-    monkeypatch.setattr(InboxScope, "list_files", list_files)
-    cfg = SimpleNamespace(max_attempts=1, retry_backoff=0.05, park_recheck_seconds=0.1)
-    metrics = Metrics()
-
-    def parked():
-        return metrics.registry.get_sample_value(
-            "calstream_parked_items", {"stage": "watcher", "cause": "inbox_hung", "root": ""})
-
+    storage = SilentStorage(monkeypatch, InboxScope, "list_files", silent=False)
     rec = Recorder()
-    w = make(dirs, rec, read_seconds=0.3,
-             parking=lambda what, root=None: Parking(cfg, metrics, stage="watcher", what=what))
+    w = make(dirs, rec, read_seconds=0.3, parking=storage.parking)
     w.keeper.check_seconds = 0.1
     try:
         async with running(w):
             drop(dirs[0], NAME, uncal_bytes())
             await wait_until(lambda: len(rec.arrivals) == 1)
-            answer.clear()  # the mount goes silent as the broker comes back empty
+            storage.answer.clear()  # the mount goes silent as the broker comes back empty
             done = anyio.Event()
 
             async def reannounce():
@@ -740,10 +720,41 @@ async def test_a_reannouncement_whose_inbox_listing_stops_answering_waits_parked
             async with anyio.create_task_group() as tg:
                 tg.start_soon(reannounce)
                 try:
-                    await wait_until(lambda: parked() == 1, timeout=10)
+                    await wait_until(lambda: storage.parked() == 1, timeout=10)
                 finally:
-                    answer.set()  # the mount answers again (and no thread outlives the test)
+                    storage.answer.set()  # it answers again (and no thread outlives the test)
                 await done.wait()
-            await wait_until(lambda: len(rec.arrivals) == 2 and parked() == 0)
+            await wait_until(lambda: len(rec.arrivals) == 2 and storage.parked() == 0)
     finally:
-        answer.set()
+        storage.answer.set()
+
+
+async def test_a_start_listing_a_large_inbox_on_slow_storage_that_answers_is_not_hung(
+        dirs, monkeypatch):
+    """The start-up scan lists the inbox with a stat per file: thousands of
+    files on a network mount take longer than a read's minute as a whole,
+    every entry answering. Timed as a whole, each listing was abandoned as
+    hung and made again from the start, for ever: the start never ended, and
+    no file was announced. A listing is hung when it stops answering."""
+    import time as clock
+
+    from calstream.daemon.doers.inbox.observer_bridge import InboxScope
+
+    real = InboxScope.list_files
+
+    def list_files(self, *answered):  # ten slow entries, each answering
+        for _ in range(10):
+            clock.sleep(0.1)
+            for tell in answered:
+                tell()
+        return real(self, *answered)
+
+    monkeypatch.setattr(InboxScope, "list_files", list_files)
+    drop(dirs[0], NAME, uncal_bytes())
+    rec = Recorder()
+    w = make(dirs, rec, read_seconds=0.5)
+    w.keeper.check_seconds = 0.1
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(w.run)
+        await wait_until(lambda: len(rec.arrivals) == 1, timeout=15)
+        tg.cancel_scope.cancel()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -131,9 +132,20 @@ class FileReads:
         except (OSError, ReadHung):
             return None
 
-    async def timed(self, fn: Callable[[Path], Any], path: Path, seconds: float) -> Any:
-        """``fn(path)`` in a worker thread, given ``seconds`` (ReadHung after)
-        from when it has a thread: a wait for one, behind reads that answer
+    async def listing(self, list_files: Callable[[Callable[[], None]], Any], path: Path) -> Any:
+        """``list_files(answered)`` of the inbox at ``path``, hung once no entry
+        has answered (it calls ``answered()`` at each) for ``read_seconds``:
+        a stat per file of a large inbox on a network mount takes longer than
+        that as a whole, each answering, and every listing was abandoned as
+        hung and made again, for ever (a start never ended)."""
+        answers = _Answers()
+        return await self.timed(lambda _: list_files(answers.answered), path,
+                                self.read_seconds, answers=answers)
+
+    async def timed(self, fn: Callable[[Path], Any], path: Path, seconds: float, *,
+                    answers: _Answers | None = None) -> Any:
+        """``fn(path)`` in a worker thread, given ``seconds`` (ReadHung after;
+        with ``answers``, after its last answer) from when it has a thread: a wait for one, behind reads that answer
         (a burst of arrivals, each file's stat; slow storage that works), is
         no silence of its storage, and was called hung, its file (or the
         inbox) parked as inbox_hung, unread. Threads come back within the
@@ -144,7 +156,7 @@ class FileReads:
         async with self._threads:
             # Those it waited behind may have been left hung meanwhile.
             self._unless_too_many_hung(path, seconds, besides=True)
-            return await self._timed_in_thread(fn, path, seconds)
+            return await self._timed_in_thread(fn, path, seconds, answers or _Answers())
 
     def _unless_too_many_hung(self, path: Path, seconds: float, *, besides: bool = False
                               ) -> None:
@@ -154,7 +166,7 @@ class FileReads:
                 raise ReadHung(path, seconds, earlier=True)
 
     async def _timed_in_thread(self, fn: Callable[[Path], Any], path: Path,
-                               seconds: float) -> Any:
+                               seconds: float, answers: _Answers) -> Any:
         call = {"started": False, "returned": False, "hung": False}
 
         def read() -> Any:
@@ -164,6 +176,7 @@ class FileReads:
                     raise ReadHung(path, seconds, earlier=True)
                 call["started"] = True
                 self._running += 1
+            answers.answered()  # its time starts now
             try:
                 return fn(path)
             finally:
@@ -178,8 +191,12 @@ class FileReads:
 
         # Abandoned on cancel (the time, or the daemon's shutdown): hashing a
         # large file must not delay a stop, and a hung read cannot be stopped.
-        with anyio.move_on_after(seconds):
-            return await self._pool.run(read)
+        job = self._pool.start(read)
+        while (left := answers.at + seconds - time.monotonic()) > 0 and not job.done.is_set():
+            with anyio.move_on_after(left):
+                await job.done.wait()
+        if job.done.is_set():
+            return job.outcome()
         with self._lock:
             started = call["started"] and not call["returned"]
             call["hung"] = True
@@ -189,6 +206,16 @@ class FileReads:
         # Not started (a thread not begun in all its time), or returned just
         # as its time ran out: not left running, so not counted.
         raise ReadHung(path, seconds, earlier=not started)
+
+
+class _Answers:
+    """When a read last answered (it started, or a listing's entry did)."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+
+    def answered(self) -> None:  # from the reading thread: one float, written whole
+        self.at = time.monotonic()
 
 
 def _look(path: Path, roots: Sequence[Path]) -> tuple[Sig | None, str | None]:

@@ -30,25 +30,15 @@ class ReadThreads:
 
     async def run(self, fn: Callable[[], Any]) -> Any:
         """``fn()`` in one of the threads; a cancelled caller abandons it."""
-        token = anyio.lowlevel.current_token()
-        done = anyio.Event()
-        outcome: dict[str, Any] = {}
+        job = self.start(fn)
+        await job.done.wait()
+        return job.outcome()
 
-        def job() -> None:
-            try:
-                outcome["value"] = fn()
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller as is
-                outcome["error"] = exc
-            try:
-                anyio.from_thread.run_sync(done.set, token=token)
-            except RuntimeError:  # its event loop has ended: nobody waits for it
-                pass
-
-        self._submit(job)
-        await done.wait()
-        if "error" in outcome:
-            raise outcome["error"]
-        return outcome["value"]
+    def start(self, fn: Callable[[], Any]) -> ReadJob:
+        """``fn()`` started in one of the threads (from the event loop's)."""
+        job = ReadJob(fn, anyio.lowlevel.current_token())
+        self._submit(job.run)
+        return job
 
     def _submit(self, job: Callable[[], None]) -> None:
         with self._lock:
@@ -64,3 +54,28 @@ class ReadThreads:
             self._jobs.get()()
             with self._lock:
                 self._idle += 1
+
+
+class ReadJob:
+    """A call in a ReadThreads thread: ``done`` is set when it has returned."""
+
+    def __init__(self, fn: Callable[[], Any], token: anyio.lowlevel.EventLoopToken) -> None:
+        self.fn, self.token = fn, token
+        self.done = anyio.Event()
+        self._outcome: dict[str, Any] = {}
+
+    def run(self) -> None:
+        try:
+            self._outcome["value"] = self.fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller as is
+            self._outcome["error"] = exc
+        try:
+            anyio.from_thread.run_sync(self.done.set, token=self.token)
+        except RuntimeError:  # its event loop has ended: nobody waits for it
+            pass
+
+    def outcome(self) -> Any:
+        """What the call returned, or raised (once ``done``)."""
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["value"]

@@ -151,8 +151,7 @@ class Watcher(FileSteps):
         parked and said (the watch keeper's inbox_hung), not unseen."""
         while True:
             try:
-                return await self.reads.timed(lambda _: self.scope.list_files(), self.inbox,
-                                              self.reads.read_seconds)
+                return await self.reads.listing(self.scope.list_files, self.inbox)
             except ReadHung as exc:
                 await anyio.sleep(self.keeper.unanswered(exc))
 
@@ -209,8 +208,7 @@ class Watcher(FileSteps):
 
     async def _rescan(self) -> None:
         try:
-            listing = await self.reads.timed(lambda _: self.scope.list_files(), self.inbox,
-                                             self.reads.read_seconds)
+            listing = await self.reads.listing(self.scope.list_files, self.inbox)
         except ReadHung as exc:  # the watch keeper parks the inbox for it
             log.warning("rescan of %s: %s", self.inbox, exc, extra=log_fields(None, self.inbox))
             return
