@@ -145,10 +145,11 @@ class FileReads:
     async def timed(self, fn: Callable[[Path], Any], path: Path, seconds: float, *,
                     answers: _Answers | None = None) -> Any:
         """``fn(path)`` in a worker thread, given ``seconds`` (ReadHung after;
-        with ``answers``, after its last answer) from when it has a thread: a wait for one, behind reads that answer
-        (a burst of arrivals, each file's stat; slow storage that works), is
-        no silence of its storage, and was called hung, its file (or the
-        inbox) parked as inbox_hung, unread. Threads come back within the
+        with ``answers``, after its last answer) from when it has a thread:
+        a wait for one, behind reads that answer (a burst of arrivals, each
+        file's stat; slow storage that works), is no silence of its storage,
+        and was called hung, its file (or the inbox) parked as inbox_hung,
+        unread. Threads come back within the
         time of the reads holding them: a hung one is left running without
         its token, and counted: the threads reading and those left hung are
         MOST_HUNG at most."""
