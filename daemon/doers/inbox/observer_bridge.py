@@ -74,14 +74,17 @@ class InboxScope:
 
     def list_files(self, answered: Callable[[], None] = lambda: None) -> dict[Path, Sig]:
         """Runs in a thread: stat only, never opens a file; ``answered()``
-        after each directory and each stat (file_reads.FileReads.listing)."""
+        after each entry read and each stat (file_reads.FileReads.listing)."""
         found: dict[Path, Sig] = {}
         dirs = [self.inbox]
         while dirs:
             d = dirs.pop()
+            entries = []
             try:
-                entries = list(os.scandir(d))
-                answered()
+                with os.scandir(d) as listed:  # a directory's read answers in batches
+                    for e in listed:
+                        entries.append(e)
+                        answered()
             except OSError as exc:
                 log.warning("cannot list %s: %s", d, exc, extra=log_fields(None, d))
                 continue
