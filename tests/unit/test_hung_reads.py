@@ -168,3 +168,40 @@ def test_a_read_left_hung_does_not_keep_the_stopped_daemon_from_exiting():
     except subprocess.TimeoutExpired:  # (subprocess.run has killed it)
         raise AssertionError("the process did not exit: it waits for the hung read") from None
     assert done.returncode == 0 and done.stdout == "parked\n", done.stderr
+
+
+def test_a_listing_answers_at_each_entry_of_a_directory_s_read(tmp_path, monkeypatch):
+    # A directory's read on a network mount answers in batches: one of many
+    # thousands of entries takes longer than a read's time as a whole, each
+    # batch answering. Told only once the directory was read whole, the
+    # listing (FileReads.listing) was called hung.
+    import os
+
+    from calstream.daemon.doers.inbox import observer_bridge
+    from calstream.daemon.doers.inbox.observer_bridge import InboxScope
+
+    for i in range(4):
+        (tmp_path / f"f{i}.fits").write_bytes(b"")
+    answers: list[int] = []
+    answered_before_each_entry: list[int] = []
+    real = os.scandir
+
+    class Listed:  # os.scandir, noting what was answered as each entry comes
+        def __init__(self, directory):
+            self.entries = real(directory)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.entries.close()
+
+        def __iter__(self):
+            for entry in self.entries:
+                answered_before_each_entry.append(len(answers))
+                yield entry
+
+    monkeypatch.setattr(observer_bridge.os, "scandir", Listed)
+    scope = InboxScope(tmp_path, tmp_path / "quarantine", tmp_path / "ledger.sqlite", False)
+    assert len(scope.list_files(lambda: answers.append(1))) == 4
+    assert answered_before_each_entry == [0, 1, 2, 3]
