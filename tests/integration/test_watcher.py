@@ -690,3 +690,71 @@ async def test_a_start_whose_inbox_listing_stops_answering_waits_parked_then_tak
         storage.answer.set()
         await wait_until(lambda: len(rec.arrivals) == 1 and storage.parked() == 0)
         tg.cancel_scope.cancel()
+
+
+async def test_a_reannouncement_whose_inbox_listing_stops_answering_waits_parked(
+        dirs, monkeypatch):
+    """After the embedded broker restarted empty the watcher lists the inbox
+    again to announce what has no products yet (reannounce). That listing
+    was the one read of the inbox left untimed: on a silent mount it held
+    the broker's recovery, in a thread a stop cannot cancel, with nothing
+    said. Now it waits as the start's does: the inbox parked as
+    ``inbox_hung``, the files announced again once it answers."""
+    from calstream.daemon.doers.inbox.observer_bridge import InboxScope
+
+    storage = SilentStorage(monkeypatch, InboxScope, "list_files", silent=False)
+    rec = Recorder()
+    w = make(dirs, rec, read_seconds=0.3, parking=storage.parking)
+    w.keeper.check_seconds = 0.1
+    try:
+        async with running(w):
+            drop(dirs[0], NAME, uncal_bytes())
+            await wait_until(lambda: len(rec.arrivals) == 1)
+            storage.answer.clear()  # the mount goes silent as the broker comes back empty
+            done = anyio.Event()
+
+            async def reannounce():
+                await w.reannounce()
+                done.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(reannounce)
+                try:
+                    await wait_until(lambda: storage.parked() == 1, timeout=10)
+                finally:
+                    storage.answer.set()  # it answers again (and no thread outlives the test)
+                await done.wait()
+            await wait_until(lambda: len(rec.arrivals) == 2 and storage.parked() == 0)
+    finally:
+        storage.answer.set()
+
+
+async def test_a_start_listing_a_large_inbox_on_slow_storage_that_answers_is_not_hung(
+        dirs, monkeypatch):
+    """The start-up scan lists the inbox with a stat per file: thousands of
+    files on a network mount take longer than a read's minute as a whole,
+    every entry answering. Timed as a whole, each listing was abandoned as
+    hung and made again from the start, for ever: the start never ended, and
+    no file was announced. A listing is hung when it stops answering."""
+    import time as clock
+
+    from calstream.daemon.doers.inbox.observer_bridge import InboxScope
+
+    real = InboxScope.list_files
+
+    def list_files(self, *answered):  # ten slow entries, each answering
+        for _ in range(10):
+            clock.sleep(0.1)
+            for tell in answered:
+                tell()
+        return real(self, *answered)
+
+    monkeypatch.setattr(InboxScope, "list_files", list_files)
+    drop(dirs[0], NAME, uncal_bytes())
+    rec = Recorder()
+    w = make(dirs, rec, read_seconds=0.5)
+    w.keeper.check_seconds = 0.1
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(w.run)
+        await wait_until(lambda: len(rec.arrivals) == 1, timeout=15)
+        tg.cancel_scope.cancel()

@@ -101,3 +101,107 @@ def test_a_digest_is_given_the_time_to_read_its_file_at_the_slowest_working_rate
     reads.timed = timed
     anyio.run(reads.digest, Path("/inbox/a.fits"), 64 << 30, backend="asyncio")
     assert seen == [60 + (64 << 30) / file_reads.SLOWEST_BYTES_PER_SECOND]
+
+
+def test_a_read_waiting_for_a_thread_behind_working_reads_is_not_hung():
+    # A burst of arrivals starts a step per file, each with its stat: they
+    # queue for the door's threads. A read's time is its own: one waiting for
+    # a thread behind reads that are slow but answer was called hung (and its
+    # file, or the inbox itself, parked as inbox_hung) without being started.
+    slow = threading.Event()
+    calls: list[str] = []
+
+    def working(path: Path) -> str:  # a busy mount: slow, but it answers
+        calls.append(path.name)
+        slow.wait(30)
+        return f"read {path.name}"
+
+    reads = FileReads(4, read_seconds=0.3)
+
+    async def test():
+        results: dict[str, str] = {}
+
+        async def read(name: str, seconds: float) -> None:
+            try:
+                results[name] = await reads.timed(working, Path("/inbox") / name, seconds)
+            except ReadHung as exc:
+                results[name] = str(exc)
+
+        async with anyio.create_task_group() as tg:
+            for i in range(MOST_HUNG):  # every thread of the door taken, each within its time
+                tg.start_soon(read, f"big{i}.fits", 30.0)
+            with anyio.fail_after(10):
+                while len(calls) < MOST_HUNG:
+                    await anyio.sleep(0.01)
+            tg.start_soon(read, "small.fits", 0.3)
+            await anyio.sleep(1.0)  # past the small read's time, waiting for a thread
+            slow.set()  # the busy reads answer
+        assert results["small.fits"] == "read small.fits"
+        assert reads.hung() == 0
+
+    _run(test)
+
+
+def test_a_read_left_hung_does_not_keep_the_stopped_daemon_from_exiting():
+    # The daemon's loop ends at a stop; its process then waited at exit for
+    # every thread left reading (anyio's worker threads are joined there):
+    # a dead mount kept a stopped daemon (and its work directory's lock)
+    # until it was killed, a large file's digest until it was hashed.
+    import subprocess
+    import sys
+
+    program = """if True:
+        import threading, anyio
+        from pathlib import Path
+        from calstream.daemon.doers.inbox.file_reads import FileReads, ReadHung
+        never = threading.Event()
+        async def main():
+            try:
+                await FileReads(1, read_seconds=0.2).timed(lambda p: never.wait(), Path("/x"), 0.2)
+            except ReadHung:
+                print("parked", flush=True)
+        anyio.run(main)
+    """
+    try:
+        done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                              timeout=30)  # a bound for the broken case, not a measure
+    except subprocess.TimeoutExpired:  # (subprocess.run has killed it)
+        raise AssertionError("the process did not exit: it waits for the hung read") from None
+    assert done.returncode == 0 and done.stdout == "parked\n", done.stderr
+
+
+def test_a_listing_answers_at_each_entry_of_a_directory_s_read(tmp_path, monkeypatch):
+    # A directory's read on a network mount answers in batches: one of many
+    # thousands of entries takes longer than a read's time as a whole, each
+    # batch answering. Told only once the directory was read whole, the
+    # listing (FileReads.listing) was called hung.
+    import os
+
+    from calstream.daemon.doers.inbox import observer_bridge
+    from calstream.daemon.doers.inbox.observer_bridge import InboxScope
+
+    for i in range(4):
+        (tmp_path / f"f{i}.fits").write_bytes(b"")
+    answers: list[int] = []
+    answered_before_each_entry: list[int] = []
+    real = os.scandir
+
+    class Listed:  # os.scandir, noting what was answered as each entry comes
+        def __init__(self, directory):
+            self.entries = real(directory)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.entries.close()
+
+        def __iter__(self):
+            for entry in self.entries:
+                answered_before_each_entry.append(len(answers))
+                yield entry
+
+    monkeypatch.setattr(observer_bridge.os, "scandir", Listed)
+    scope = InboxScope(tmp_path, tmp_path / "quarantine", tmp_path / "ledger.sqlite", False)
+    assert len(scope.list_files(lambda: answers.append(1))) == 4
+    assert answered_before_each_entry == [0, 1, 2, 3]

@@ -25,17 +25,18 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 
 from calstream.daemon.deciders.inbox_file import Sig
 from calstream.daemon.doers.digest_memo import digest_of, exposure_of
 from calstream.daemon.doers.inbox.observer_bridge import stat_sig
+from calstream.daemon.doers.inbox.read_threads import ReadThreads
 from calstream.daemon.doers.priority_slots import PrioritySlots
 from calstream.steps.exposure import ExposureInfo
 from calstream.steps.fitsfile import FitsLayout, fits_layout
@@ -72,11 +73,15 @@ class FileReads:
         # Reads past their time whose thread has not returned yet, by path;
         # their threads remove them (under the lock) when they do.
         self._hung: dict[Path, int] = {}
+        self._running = 0  # reads in a thread, within their time
         self._lock = threading.Lock()
         # Their own threads: reads waiting on a dead mount never hold the
         # tokens of anyio's default limiter, which the rest of the daemon
-        # (the product store, the stage consumers) shares.
+        # (the product store, the stage consumers) shares, nor keep its
+        # process from exiting (read_threads.py). A read's time starts once
+        # it has one of them (``timed``).
         self._threads = anyio.CapacityLimiter(MOST_HUNG)
+        self._pool = ReadThreads()
 
     def hung(self) -> int:
         """Reads left running past their time now (for a test, or a status)."""
@@ -127,19 +132,52 @@ class FileReads:
         except (OSError, ReadHung):
             return None
 
-    async def timed(self, fn: Callable[[Path], Any], path: Path, seconds: float) -> Any:
-        """``fn(path)`` in a worker thread, given ``seconds`` (ReadHung after)."""
+    async def listing(self, list_files: Callable[[Callable[[], None]], Any], path: Path) -> Any:
+        """``list_files(answered)`` of the inbox at ``path``, hung once no entry
+        has answered (it calls ``answered()`` at each) for ``read_seconds``:
+        a stat per file of a large inbox on a network mount takes longer than
+        that as a whole, each answering, and every listing was abandoned as
+        hung and made again, for ever (a start never ended)."""
+        answers = _Answers()
+        return await self.timed(lambda _: list_files(answers.answered), path,
+                                self.read_seconds, answers=answers)
+
+    async def timed(self, fn: Callable[[Path], Any], path: Path, seconds: float, *,
+                    answers: _Answers | None = None) -> Any:
+        """``fn(path)`` in a worker thread, given ``seconds`` (ReadHung after;
+        with ``answers``, after its last answer) from when it has a thread:
+        a wait for one, behind reads that answer (a burst of arrivals, each
+        file's stat; slow storage that works), is no silence of its storage,
+        and was called hung, its file (or the inbox) parked as inbox_hung,
+        unread. Threads come back within the
+        time of the reads holding them: a hung one is left running without
+        its token, and counted: the threads reading and those left hung are
+        MOST_HUNG at most."""
+        self._unless_too_many_hung(path, seconds)
+        async with self._threads:
+            # Those it waited behind may have been left hung meanwhile.
+            self._unless_too_many_hung(path, seconds, besides=True)
+            return await self._timed_in_thread(fn, path, seconds, answers or _Answers())
+
+    def _unless_too_many_hung(self, path: Path, seconds: float, *, besides: bool = False
+                              ) -> None:
         with self._lock:
-            if path in self._hung or sum(self._hung.values()) >= MOST_HUNG:
+            busy = sum(self._hung.values()) + (self._running if besides else 0)
+            if path in self._hung or busy >= MOST_HUNG:
                 raise ReadHung(path, seconds, earlier=True)
+
+    async def _timed_in_thread(self, fn: Callable[[Path], Any], path: Path,
+                               seconds: float, answers: _Answers) -> Any:
         call = {"started": False, "returned": False, "hung": False}
 
         def read() -> Any:
             with self._lock:
-                if call["hung"]:  # its time ran out before a thread was free: not read
+                if call["hung"]:  # its time ran out before the thread began it: not read
                     call["returned"] = True
                     raise ReadHung(path, seconds, earlier=True)
                 call["started"] = True
+                self._running += 1
+            answers.answered()  # its time starts now
             try:
                 return fn(path)
             finally:
@@ -149,20 +187,36 @@ class FileReads:
                         left = self._hung.pop(path) - 1
                         if left:
                             self._hung[path] = left
+                    elif call["started"]:
+                        self._running -= 1
 
         # Abandoned on cancel (the time, or the daemon's shutdown): hashing a
         # large file must not delay a stop, and a hung read cannot be stopped.
-        with anyio.move_on_after(seconds):
-            return await anyio.to_thread.run_sync(read, abandon_on_cancel=True,
-                                                  limiter=self._threads)
+        job = self._pool.start(read)
+        while (left := answers.at + seconds - time.monotonic()) > 0 and not job.done.is_set():
+            with anyio.move_on_after(left):
+                await job.done.wait()
+        if job.done.is_set():
+            return job.outcome()
         with self._lock:
             started = call["started"] and not call["returned"]
             call["hung"] = True
-            if started:
+            if started:  # no longer running: left hung
                 self._hung[path] = self._hung.get(path, 0) + 1
-        # Not started: it waited for a thread the whole time, behind reads
-        # that hang (the limiter's every thread taken): the same fault.
+                self._running -= 1
+        # Not started (a thread not begun in all its time), or returned just
+        # as its time ran out: not left running, so not counted.
         raise ReadHung(path, seconds, earlier=not started)
+
+
+class _Answers:
+    """When a read last answered (it started, or a listing's entry did)."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+
+    def answered(self) -> None:  # from the reading thread: one float, written whole
+        self.at = time.monotonic()
 
 
 def _look(path: Path, roots: Sequence[Path]) -> tuple[Sig | None, str | None]:

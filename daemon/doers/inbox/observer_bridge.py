@@ -72,14 +72,19 @@ class InboxScope:
             return not any(part.startswith(".") for part in rel.parts[:-1])
         return path.parent == self.inbox
 
-    def list_files(self) -> dict[Path, Sig]:
-        """Runs in a thread: stat only, never opens a file."""
+    def list_files(self, answered: Callable[[], None] = lambda: None) -> dict[Path, Sig]:
+        """Runs in a thread: stat only, never opens a file; ``answered()``
+        after each entry read and each stat (file_reads.FileReads.listing)."""
         found: dict[Path, Sig] = {}
         dirs = [self.inbox]
         while dirs:
             d = dirs.pop()
+            entries = []
             try:
-                entries = list(os.scandir(d))
+                with os.scandir(d) as listed:  # a directory's read answers in batches
+                    for e in listed:
+                        entries.append(e)
+                        answered()
             except OSError as exc:
                 log.warning("cannot list %s: %s", d, exc, extra=log_fields(None, d))
                 continue
@@ -87,6 +92,7 @@ class InboxScope:
                 p = Path(e.path)
                 try:
                     st = e.stat()
+                    answered()
                 except OSError:
                     continue  # vanished between listing and stat
                 if stat.S_ISDIR(st.st_mode) and not e.name.endswith(".fits"):

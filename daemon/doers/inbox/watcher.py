@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import anyio
-import anyio.to_thread
 from anyio.abc import TaskGroup, TaskStatus
 
 from calstream.daemon.deciders import inbox_file as decide
@@ -147,14 +146,17 @@ class Watcher(FileSteps):
 
     # ------------------------------------------------------------ the loop
 
-    async def _startup_scan(self) -> None:
+    async def _listing_once_it_answers(self) -> dict[Path, Sig]:
+        """The inbox's files, waited for while its storage does not answer:
+        parked and said (the watch keeper's inbox_hung), not unseen."""
         while True:
             try:
-                listing = await self.reads.timed(lambda _: self.scope.list_files(), self.inbox,
-                                                 self.reads.read_seconds)
-                break
-            except ReadHung as exc:  # the start waits for it, parked and said, not unseen
+                return await self.reads.listing(self.scope.list_files, self.inbox)
+            except ReadHung as exc:
                 await anyio.sleep(self.keeper.unanswered(exc))
+
+    async def _startup_scan(self) -> None:
+        listing = await self._listing_once_it_answers()
         log.info("start-up scan of %s: %d file(s)", self.inbox, len(listing),
                  extra=log_fields(None, self.inbox))
         paths = iter(sorted(listing))  # one listing for every taker: each path once
@@ -206,8 +208,7 @@ class Watcher(FileSteps):
 
     async def _rescan(self) -> None:
         try:
-            listing = await self.reads.timed(lambda _: self.scope.list_files(), self.inbox,
-                                             self.reads.read_seconds)
+            listing = await self.reads.listing(self.scope.list_files, self.inbox)
         except ReadHung as exc:  # the watch keeper parks the inbox for it
             log.warning("rescan of %s: %s", self.inbox, exc, extra=log_fields(None, self.inbox))
             return
@@ -227,7 +228,9 @@ class Watcher(FileSteps):
         """Look at every file in the inbox again as at start: the broker lost
         its memory (the embedded one restarted), so what was announced and has
         no products yet is announced again (the ledger alone would skip it)."""
-        listing = await anyio.to_thread.run_sync(self.scope.list_files)
+        # Timed as every read of the inbox: untimed, a silent mount held the
+        # broker's recovery, in a thread no stop could cancel, unseen.
+        listing = await self._listing_once_it_answers()
         self._done.clear()
         for path in listing:
             if path not in self._tracks:
