@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import sys
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
@@ -144,3 +145,29 @@ def test_full_store_without_errno_or_wrapped_is_infrastructure():
     except RuntimeError as wrapped:
         assert classify_failure(wrapped) == "infrastructure:disk_full"
     assert classify_failure(OSError("Read-only file system")) == "infrastructure:read_only"
+
+
+def _raised(fn):
+    try:
+        fn()
+    except BaseException as exc:  # noqa: BLE001 - the exception as a worker's run sees it
+        return exc
+    raise AssertionError("nothing raised")
+
+
+def test_crds_fatal_exit_is_crds_out_of_reach(tmp_path, monkeypatch):
+    """crds ends a run with its "(FATAL) CRDS server connection and cache
+    load FAILED" as sys.exit(-1) when its cache has no configuration (not
+    mounted, emptied, half-synced) and no server answers: a SystemExit that
+    a worker catches. It was an "interruption", transient, and after
+    max_attempts every exposure was dead-lettered retries_exhausted for a
+    cache an operator had only to mount again."""
+    from crds.core import heavy_client
+
+    monkeypatch.setenv("CRDS_PATH", str(tmp_path))  # a cache with nothing in it
+    monkeypatch.setenv("CRDS_SERVER_URL", "https://jwst-serverless-mode.stsci.edu")
+    fatal = _raised(lambda: heavy_client.load_server_info("jwst"))
+    assert isinstance(fatal, SystemExit)
+    assert classify_failure(fatal) == "infrastructure:crds_unreachable"
+    # Any other SystemExit (a shutdown) is still an interruption.
+    assert classify_failure(_raised(lambda: sys.exit(0))) == TRANSIENT
