@@ -114,7 +114,8 @@ def infrastructure_cause(exc: BaseException) -> str | None:
     means the cache or context is incomplete, which an operator fixes by
     syncing CRDS, not by changing the exposure; crds's own fatal exit (its
     cache's configuration unreadable, no server). A FileNotFoundError for a file
-    under CRDS_PATH is a reference missing from the cache. A full store is
+    under CRDS_PATH (or CRDS_REFPATH, CRDS_MAPPATH) is a reference missing
+    from the cache. A full store is
     also recognised by its message (asdf reports it without an errno) and
     behind a wrapping exception.
     """
@@ -123,11 +124,22 @@ def infrastructure_cause(exc: BaseException) -> str | None:
         return CRDS_UNREACHABLE
     if "CrdsError" in names and not selects_no_reference(exc):
         return CRDS_LOOKUP
-    if isinstance(exc, FileNotFoundError) and exc.filename and os.environ.get("CRDS_PATH"):
-        crds_path = os.path.abspath(os.environ["CRDS_PATH"])
-        if os.path.abspath(os.fspath(exc.filename)).startswith(crds_path + os.sep):
-            return CRDS_REFERENCE_MISSING
+    if isinstance(exc, FileNotFoundError) and exc.filename and _in_crds_cache(exc.filename):
+        return CRDS_REFERENCE_MISSING
     return _store_cause(exc)
+
+
+# Where crds keeps its cache's files: CRDS_PATH, and the references and
+# mappings where they are placed apart (a volume of their own).
+_CRDS_CACHE_VARS = ("CRDS_PATH", "CRDS_REFPATH", "CRDS_MAPPATH")
+
+
+def _in_crds_cache(filename: str | bytes | os.PathLike) -> bool:
+    if not isinstance(filename, str | bytes | os.PathLike):
+        return False  # a descriptor
+    path = os.path.abspath(os.fsdecode(filename))
+    return any(path.startswith(os.path.abspath(os.environ[var]) + os.sep)
+               for var in _CRDS_CACHE_VARS if os.environ.get(var))
 
 
 # What crds says when its rules, applied to the file's header, name no

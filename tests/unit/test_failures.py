@@ -132,6 +132,23 @@ def test_file_missing_from_crds_cache_is_infrastructure(tmp_path, monkeypatch):
     assert infrastructure_cause(ValueError("bad")) is None
 
 
+
+def test_file_missing_from_crds_references_elsewhere_is_infrastructure(tmp_path, monkeypatch):
+    """crds keeps its references under CRDS_REFPATH when set (a volume of
+    their own), its mappings under CRDS_MAPPATH: a file missing there is the
+    cache's as much as one under CRDS_PATH. It was transient, and dead-lettered
+    retries_exhausted after max_attempts."""
+    monkeypatch.setenv("CRDS_PATH", str(tmp_path / "crds"))
+    monkeypatch.setenv("CRDS_REFPATH", str(tmp_path / "refs"))
+    monkeypatch.setenv("CRDS_MAPPATH", str(tmp_path / "maps"))
+    for ref in (tmp_path / "refs" / "jwst" / "jwst_nircam_gain_0001.fits",
+                tmp_path / "maps" / "jwst" / "jwst_nircam_gain_0001.rmap"):
+        missing = FileNotFoundError(errno.ENOENT, "No such file", str(ref))
+        assert classify_failure(missing) == "infrastructure:crds_reference_missing"
+    # A root's name as a prefix of another directory's is not that root.
+    beside = FileNotFoundError(errno.ENOENT, "No such file", str(tmp_path / "refs2" / "x.fits"))
+    assert classify_failure(beside) == TRANSIENT
+
 def test_full_store_without_errno_or_wrapped_is_infrastructure():
     # What asdf raises when jwst writes a product on a full file system.
     asdf = OSError("Not enough space on disk: requested 538337, available 0. 25600 requested "
