@@ -225,7 +225,8 @@ class Daemon(RoleTasks):
     async def _rebuild_broker(self, publisher: Publisher) -> None:
         """After the embedded broker restarted empty: what an external one back gets,
         then the plans and holds and the announcements of files still without products."""
-        await after_broker_back(self.cfg, self.topics, self.store, publisher)
+        await after_broker_back(self.cfg, self.topics, self.store, publisher,
+                                emptied=self.broker is not None and self.broker.forgets)
         await recover_planner_records(self.cfg, publisher, active=self.leadership is None
                                       or self.leadership.describe()["role"] == "active")
         if self.watcher is not None:

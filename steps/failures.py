@@ -88,6 +88,22 @@ def with_place(text: str, where: str | os.PathLike | None) -> str:
     return f"{text} (writing under {os.fspath(where)})"
 
 
+def _crds_fatal(exc: BaseException) -> bool:
+    """``exc`` is crds's "(FATAL) CRDS server connection and cache load
+    FAILED": crds ends the process (sys.exit(-1), crds.core.log.fatal_error)
+    when it can load its configuration neither from its server nor from the
+    cache (not mounted, emptied, half-synced). Raised in a worker's run, it is
+    a SystemExit the worker catches: told from a shutdown by where it was
+    raised."""
+    if not isinstance(exc, SystemExit):
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
+    return module == "crds" or module.startswith("crds.")
+
+
 def infrastructure_cause(exc: BaseException) -> str | None:
     """The broken piece of infrastructure behind ``exc``, or None.
 
@@ -96,21 +112,34 @@ def infrastructure_cause(exc: BaseException) -> str | None:
     missing from the cache this way); any other crds error, a lookup error
     included: with a pinned context and an operated cache, "no reference"
     means the cache or context is incomplete, which an operator fixes by
-    syncing CRDS, not by changing the exposure. A FileNotFoundError for a file
-    under CRDS_PATH is a reference missing from the cache. A full store is
+    syncing CRDS, not by changing the exposure; crds's own fatal exit (its
+    cache's configuration unreadable, no server). A FileNotFoundError for a file
+    under CRDS_PATH (or CRDS_REFPATH, CRDS_MAPPATH) is a reference missing
+    from the cache. A full store is
     also recognised by its message (asdf reports it without an errno) and
     behind a wrapping exception.
     """
     names = _class_names(exc)
-    if names & _UNREACHABLE_CRDS:
+    if names & _UNREACHABLE_CRDS or _crds_fatal(exc):
         return CRDS_UNREACHABLE
     if "CrdsError" in names and not selects_no_reference(exc):
         return CRDS_LOOKUP
-    if isinstance(exc, FileNotFoundError) and exc.filename and os.environ.get("CRDS_PATH"):
-        crds_path = os.path.abspath(os.environ["CRDS_PATH"])
-        if os.path.abspath(os.fspath(exc.filename)).startswith(crds_path + os.sep):
-            return CRDS_REFERENCE_MISSING
+    if isinstance(exc, FileNotFoundError) and exc.filename and _in_crds_cache(exc.filename):
+        return CRDS_REFERENCE_MISSING
     return _store_cause(exc)
+
+
+# Where crds keeps its cache's files: CRDS_PATH, and the references and
+# mappings where they are placed apart (a volume of their own).
+_CRDS_CACHE_VARS = ("CRDS_PATH", "CRDS_REFPATH", "CRDS_MAPPATH")
+
+
+def _in_crds_cache(filename: str | bytes | os.PathLike) -> bool:
+    if not isinstance(filename, str | bytes | os.PathLike):
+        return False  # a descriptor
+    path = os.path.abspath(os.fsdecode(filename))
+    return any(path.startswith(os.path.abspath(os.environ[var]) + os.sep)
+               for var in _CRDS_CACHE_VARS if os.environ.get(var))
 
 
 # What crds says when its rules, applied to the file's header, name no
@@ -194,7 +223,7 @@ def classify_failure(exc: BaseException, input_path: str | os.PathLike | None = 
     if "StpipeExitException" in names:
         status = getattr(exc, "exit_status", None)
         return SKIPPED if status == NO_SCIENCE_DATA else PERMANENT
-    if names & _INTERRUPTIONS:
+    if names & _INTERRUPTIONS and not _crds_fatal(exc):
         return TRANSIENT
     if isinstance(exc, MemoryError):
         return TRANSIENT

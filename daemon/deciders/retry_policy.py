@@ -84,7 +84,7 @@ def after_run(kind: str, attempts: int, *, max_attempts: int, backoff: Backoff,
             return NextStep("retry", delay=jittered(backoff.delay(attempts), jitter), cause=cause)
         return NextStep("park", delay=jittered(park_recheck, jitter), cause=cause or "unknown")
     if kind == "transient" and attempts < max_attempts:
-        return NextStep("retry", delay=backoff.delay(attempts))
+        return NextStep("retry", delay=jittered(backoff.delay(attempts), jitter))
     return NextStep("dead_letter",
                     category="retries_exhausted" if kind == "transient" else "permanent_failure")
 

@@ -51,22 +51,24 @@ def marker_path(work_dir: Path) -> Path:
 
 
 async def recover_lost_records(cfg: Config, topics: Topics, store: ProductStore,
-                               publisher: Publisher) -> None:
+                               publisher: Publisher, *, emptied: bool = False) -> None:
     """At start and after the embedded broker restarted: the product events
-    (a daemon with the planner role) and this daemon's dead letters."""
-    await recover_product_events(cfg, topics, store, publisher)
+    (a daemon with the planner role) and this daemon's dead letters.
+    ``emptied``: the broker is known to have lost every record (see
+    recover_product_events)."""
+    await recover_product_events(cfg, topics, store, publisher, emptied=emptied)
     await recover_dead_letters(cfg, topics, publisher)
 
 
 async def after_broker_back(cfg: Config, topics: Topics, store: ProductStore,
-                            publisher: Publisher) -> None:
+                            publisher: Publisher, *, emptied: bool = False) -> None:
     """An external broker answering again after a loss (BrokerSupervisor's
     ``on_back``): it may have come back empty (a node on a fresh volume,
     another daemon's embedded broker started again), so its topics are made
     and what this daemon puts back at start is put back, each part checking
     first, cheaply, that anything was lost (``recover_lost_records``)."""
     await kafka.create_topics(cfg, topics, create=cfg.create_topics)
-    await recover_lost_records(cfg, topics, store, publisher)
+    await recover_lost_records(cfg, topics, store, publisher, emptied=emptied)
 
 
 async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher) -> None:
@@ -138,10 +140,17 @@ async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher
 
 
 async def recover_product_events(cfg: Config, topics: Topics, store: ProductStore,
-                                 publisher: Publisher) -> None:
+                                 publisher: Publisher, *, emptied: bool = False) -> None:
     """A broker that lost its product events (or a re-publishing cut off
     part-way) gets every one again, with the same event ids, so the planner
-    can rebuild. Broker and disk faults are raised for the caller to retry."""
+    can rebuild. Broker and disk faults are raised for the caller to retry.
+
+    ``emptied``: the broker is known to have started again with nothing (the
+    embedded one on memory), so the events are re-published whatever the
+    topic holds by now: the stages keep running through its restart, and a
+    run that ended meanwhile sends its event as soon as the topic is made,
+    before an emptiness check could look (the topic not empty, the store's
+    events were lost to the planner and every reader)."""
     if "planner" not in cfg.roles:
         return
     marker = marker_path(cfg.work_dir)
@@ -166,10 +175,15 @@ async def recover_product_events(cfg: Config, topics: Topics, store: ProductStor
             ("products", e["program"], contract.Message("product", dict(e))) for e in usable)
 
     sent = await _refill(cfg, topics.name("products"), marker, partial(every_record, store),
-                         send, products=str(cfg.products))
+                         send, lost=_lost_for_sure if emptied else None,
+                         products=str(cfg.products))
     if sent is not None:
         log.warning("the broker had no product events: re-published %d from the product "
                     "store %s (the live tree and its replay namespaces)", sent, cfg.products)
+
+
+async def _lost_for_sure(topic: str) -> bool:
+    return True
 
 
 def every_record(store: ProductStore) -> list[dict]:

@@ -60,6 +60,11 @@ class EmbeddedBroker:
         self.process: subprocess.Popen | None = None
         self._reservation: socket.socket | None = None
 
+    @property
+    def forgets(self) -> bool:
+        """Its records live in its memory: started again, it holds none."""
+        return self.storage.startswith("memory:")
+
     def reserve_port(self) -> int:
         """Choose the port now and hold it until ``start``: the daemon records
         its address at once, but starts tansu only after CRDS and its work

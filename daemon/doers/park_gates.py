@@ -156,6 +156,10 @@ class ParkedItem:
                         item.pipeline, cause, detail, self.recheck_seconds,
                         "; the next record taken in its place" if aside else "",
                         extra={**item.log_context, "fault": "infrastructure"})
+        elif was := self.parked.moved(cause, root):
+            log.warning("%s: %s now parked on %s, no longer on %s: %s", item.name,
+                        item.pipeline, cause, was, detail,
+                        extra={**item.log_context, "fault": "infrastructure"})
         self.family = (*item.fault_family, cause)
         while True:
             with self.previews.idle():  # waiting, it calibrates nothing

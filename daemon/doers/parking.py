@@ -38,12 +38,29 @@ class Parked:
 
     def __init__(self, metrics: Metrics, stage: str, cause: str,
                  root: str | os.PathLike | None = None) -> None:
-        where = os.fspath(root) if root is not None and cause in STORE_CAUSES else ""
-        self.gauge = metrics.parked.labels(stage=stage, cause=cause, root=where)
-        self.cause = cause
+        self.metrics, self.stage = metrics, stage
         self.since = time.monotonic()
+        self._shown(cause, root)
+
+    def _shown(self, cause: str, root: str | os.PathLike | None) -> None:
+        where = os.fspath(root) if root is not None and cause in STORE_CAUSES else ""
+        self.gauge = self.metrics.parked.labels(stage=self.stage, cause=cause, root=where)
+        self.cause, self.where = cause, where
         self.gauge.inc()
-        metrics.parked_total.labels(stage=stage, cause=cause).inc()
+        self.metrics.parked_total.labels(stage=self.stage, cause=cause).inc()
+
+    def moved(self, cause: str, root: str | os.PathLike | None = None) -> str | None:
+        """The item, still parked, now waits on ``cause`` (under ``root``):
+        shown there, no longer on the fault it parked on (a disk freed, and
+        CRDS out of reach since), which it returns; None if the same. Its
+        time parked runs on."""
+        where = os.fspath(root) if root is not None and cause in STORE_CAUSES else ""
+        if (cause, where) == (self.cause, self.where):
+            return None
+        was = self.cause
+        self.gauge.dec()
+        self._shown(cause, root)
+        return was
 
     def elapsed(self) -> float:
         return time.monotonic() - self.since
@@ -86,6 +103,9 @@ class Parking:
                         "%.0fs, nothing dropped", self.what, step.cause,
                         with_place(error_text(exc), where),
                         self.cfg.park_recheck_seconds, **self.extra)
+        elif step.action == "park" and (was := self.parked.moved(step.cause, self.root)):
+            log.warning("%s now parked on %s, no longer on %s: %s", self.what, step.cause, was,
+                        with_place(error_text(exc), where), **self.extra)
         elif step.action == "retry":
             log.warning("%s failed (%s); retry %d/%d in %.1fs", self.what,
                         with_place(error_text(exc), where), self.failures + 1,

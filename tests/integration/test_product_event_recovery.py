@@ -21,6 +21,7 @@ import signal
 import anyio
 import pytest
 
+from calstream.daemon.doers import kafka
 from calstream.daemon.doers.broker_recovery import marker_path
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.kafka.publisher import Publisher
@@ -28,7 +29,7 @@ from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.runtime import Daemon
 
 from .support import BROKER_TIMEOUT, daemon_config, products, read_all, until
-from .test_planner_ha import product_event
+from .test_planner_ha import product_event, publish
 from .test_start_heal import get
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -149,3 +150,43 @@ async def test_the_embedded_broker_killed_during_the_start_is_started_again(
         daemon.stop_broker()
     assert ready, problems
     assert on_topic == wanted, f"{len(on_topic)} of {len(wanted)} events on the topic"
+
+
+async def test_an_event_sent_before_the_rebuild_looks_does_not_hide_the_loss(
+        tmp_path, unique_prefix, monkeypatch):
+    """The daemon's own tansu (memory storage) dies and is started again
+    empty. A run that ended meanwhile sends its product event the moment
+    the rebuild has made the topics, before the rebuild looks whether the
+    products topic is empty: it was not, so the store's events were not
+    re-published and were lost to the planner and every reader. A broker
+    started again on memory lost them whatever it holds by then."""
+    cfg = daemon_config(tmp_path, None, unique_prefix, roles=["planner"], max_attempts=2,
+                        retry_backoff=0.1, park_recheck_seconds=1.0, **BROKER_TIMEOUT)
+    wanted = stored_events(cfg)
+    racer = product_event(cfg.products, cfg.inbox, 1234, EVENTS + 1, EVENTS + 1)
+    daemon = Daemon(cfg)
+    daemon.start_broker()
+    restarted: list[bool] = []
+    make = kafka.create_topics
+
+    async def make_then_a_run_ends(cfg, topics, **options):
+        made = await make(cfg, topics, **options)
+        if restarted:
+            await publish(cfg, [racer])
+        return made
+
+    monkeypatch.setattr(kafka, "create_topics", make_then_a_run_ends)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            await started(daemon)
+            restarted.append(True)
+            os.kill(daemon.broker.process.pid, signal.SIGKILL)
+            await until(lambda: daemon.supervisor.last_recovery is not None, timeout=60)
+            tg.cancel_scope.cancel()
+        on_topic = {p["event_id"] for p in products(await read_all(daemon.cfg, ["products"]))}
+    finally:
+        daemon.stop_broker()
+    assert daemon.supervisor.restarts == 1
+    assert on_topic == wanted | {racer["event_id"]}, \
+        f"{len(on_topic & wanted)} of {len(wanted)} stored events on the topic"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import sys
 from concurrent.futures.process import BrokenProcessPool
 
 import pytest
@@ -131,6 +132,23 @@ def test_file_missing_from_crds_cache_is_infrastructure(tmp_path, monkeypatch):
     assert infrastructure_cause(ValueError("bad")) is None
 
 
+
+def test_file_missing_from_crds_references_elsewhere_is_infrastructure(tmp_path, monkeypatch):
+    """crds keeps its references under CRDS_REFPATH when set (a volume of
+    their own), its mappings under CRDS_MAPPATH: a file missing there is the
+    cache's as much as one under CRDS_PATH. It was transient, and dead-lettered
+    retries_exhausted after max_attempts."""
+    monkeypatch.setenv("CRDS_PATH", str(tmp_path / "crds"))
+    monkeypatch.setenv("CRDS_REFPATH", str(tmp_path / "refs"))
+    monkeypatch.setenv("CRDS_MAPPATH", str(tmp_path / "maps"))
+    for ref in (tmp_path / "refs" / "jwst" / "jwst_nircam_gain_0001.fits",
+                tmp_path / "maps" / "jwst" / "jwst_nircam_gain_0001.rmap"):
+        missing = FileNotFoundError(errno.ENOENT, "No such file", str(ref))
+        assert classify_failure(missing) == "infrastructure:crds_reference_missing"
+    # A root's name as a prefix of another directory's is not that root.
+    beside = FileNotFoundError(errno.ENOENT, "No such file", str(tmp_path / "refs2" / "x.fits"))
+    assert classify_failure(beside) == TRANSIENT
+
 def test_full_store_without_errno_or_wrapped_is_infrastructure():
     # What asdf raises when jwst writes a product on a full file system.
     asdf = OSError("Not enough space on disk: requested 538337, available 0. 25600 requested "
@@ -144,3 +162,29 @@ def test_full_store_without_errno_or_wrapped_is_infrastructure():
     except RuntimeError as wrapped:
         assert classify_failure(wrapped) == "infrastructure:disk_full"
     assert classify_failure(OSError("Read-only file system")) == "infrastructure:read_only"
+
+
+def _raised(fn):
+    try:
+        fn()
+    except BaseException as exc:  # noqa: BLE001 - the exception as a worker's run sees it
+        return exc
+    raise AssertionError("nothing raised")
+
+
+def test_crds_fatal_exit_is_crds_out_of_reach(tmp_path, monkeypatch):
+    """crds ends a run with its "(FATAL) CRDS server connection and cache
+    load FAILED" as sys.exit(-1) when its cache has no configuration (not
+    mounted, emptied, half-synced) and no server answers: a SystemExit that
+    a worker catches. It was an "interruption", transient, and after
+    max_attempts every exposure was dead-lettered retries_exhausted for a
+    cache an operator had only to mount again."""
+    from crds.core import heavy_client
+
+    monkeypatch.setenv("CRDS_PATH", str(tmp_path))  # a cache with nothing in it
+    monkeypatch.setenv("CRDS_SERVER_URL", "https://jwst-serverless-mode.stsci.edu")
+    fatal = _raised(lambda: heavy_client.load_server_info("jwst"))
+    assert isinstance(fatal, SystemExit)
+    assert classify_failure(fatal) == "infrastructure:crds_unreachable"
+    # Any other SystemExit (a shutdown) is still an interruption.
+    assert classify_failure(_raised(lambda: sys.exit(0))) == TRANSIENT

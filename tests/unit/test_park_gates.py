@@ -204,3 +204,30 @@ async def test_a_turn_whose_fault_is_as_it_was_runs_nothing():
         parked.tried("publish")
         parked.end("publish")
     assert not gates.has_parked((*item.fault_family, "crds_reference_corrupt"))
+
+
+async def test_an_item_parked_again_on_another_fault_is_shown_on_that_fault(tmp_path):
+    """A run parked on a full product store, then (space freed) on a
+    reference missing from CRDS: calstream_parked_items kept its first
+    cause and directory, and the alert sent the operator to a disk already
+    freed."""
+    metrics = Metrics()
+    previews = PreviewGate(max_wait=0, metrics=metrics, stage="detector1")
+    item = WorkItem(stage="detector1", pipeline="calwebb_detector1", task="t:t", task_kwargs={},
+                    program="01234", observation="001", name="jw01234001001_02101_00001_nrcb1",
+                    inputs=[])
+    parked = ParkedItem(ParkGates(), metrics, item, 0.0, previews)
+
+    def shown() -> list[dict[str, str]]:
+        return [s.labels for f in metrics.registry.collect() for s in f.samples
+                if s.name == "calstream_parked_items" and s.value > 0]
+
+    with anyio.fail_after(10), previews.calibrating():
+        await parked.park("disk_full", 0.0, "No space left on device", root=str(tmp_path))
+        assert shown() == [{"stage": "detector1", "cause": "disk_full", "root": str(tmp_path)}]
+        parked.tried("park")
+        await parked.park("crds_reference_missing", 0.0, "a reference missing")
+        assert shown() == [{"stage": "detector1", "cause": "crds_reference_missing", "root": ""}]
+        parked.tried("publish")
+        parked.end("publish")
+    assert shown() == []

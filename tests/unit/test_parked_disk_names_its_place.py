@@ -68,3 +68,27 @@ def test_status_and_its_next_step_name_the_directory():
     text = "\n".join(status_render._parked(parked))
     assert "  detector1: 2 item(s), disk_full under /data/products: free space" in text
     assert "  stage2: 1 item(s), crds_lookup: complete the CRDS cache" in text
+
+
+def test_a_park_whose_fault_changes_shows_the_fault_it_waits_on_now(tmp_path, caplog):
+    """Parked on a full disk, then, the disk freed, on CRDS out of reach: the
+    metric (and so CalstreamItemsParked, and status) kept saying disk_full
+    under the directory an operator had already freed, while the work
+    waited on CRDS."""
+    metrics = Metrics()
+    parking = Parking(CFG, metrics, stage="planner", what="planner: keeping holds record x",
+                      root=tmp_path / "planner")
+    for _ in range(CFG.max_attempts):
+        parking.failed("disk_full", OSError(errno.ENOSPC, "No space left on device"))
+    with caplog.at_level(logging.WARNING, logger="calstream.parking"):
+        parking.failed("read_only", OSError(errno.EROFS, "Read-only file system"))
+        parking.failed("read_only", OSError(errno.EROFS, "Read-only file system"))
+    assert _parked_samples(metrics) == [{"stage": "planner", "cause": "read_only",
+                                         "root": str(tmp_path / "planner")}]
+    [line] = [r.getMessage() for r in caplog.records if "now parked on" in r.getMessage()]
+    assert "now parked on read_only, no longer on disk_full" in line
+    parking.failed("crds_unreachable", ConnectionError("CRDS server down"))
+    assert _parked_samples(metrics) == [{"stage": "planner", "cause": "crds_unreachable",
+                                         "root": ""}]
+    parking.resumed()
+    assert _parked_samples(metrics) == []

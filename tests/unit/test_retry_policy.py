@@ -87,3 +87,10 @@ def test_faults_of_the_infrastructure_spend_none_of_an_items_attempts():
     count.ended("transient")
     assert step("transient", count.of("transient")).category == "retries_exhausted"
     assert count.made == 5
+
+
+def test_transient_retries_are_jittered():
+    """A stale NFS handle or an I/O error fails every run on that mount at
+    once (transient): their retries all came back at the same instant."""
+    assert step("transient", 2, jitter=0.0).delay == pytest.approx(3.0)
+    assert step("transient", 2, jitter=0.999).delay == pytest.approx(5.0, abs=0.01)

@@ -285,8 +285,11 @@ class ConcurrentConsumer:
                     # parked meanwhile (calstream_parked_items), the delays jittered
                     # so that many such records do not all hit a recovering broker.
                     failures += 1
+                    cause = fault_cause(exc) or "unknown"
                     if parked is None:
-                        parked = Parked(self.metrics, self.stage, fault_cause(exc) or "unknown")
+                        parked = Parked(self.metrics, self.stage, cause)
+                    else:
+                        parked.moved(cause)  # shown on what it waits for now
                     delay = jittered(HANDLER_BACKOFF.delay(failures), random.random())
                     log.exception("%s: handling %s[%d]@%d failed (%s); retrying in %.0fs",
                                   self.stage, tp.topic, tp.partition, record.offset,
