@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from calstream.daemon.deciders.namespaces import LIVE
+from calstream.daemon.deciders.pointing_gate import is_planned
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.routing import level1_pipeline
 from calstream.steps.routing_terms import PIPELINE_CLASSES
@@ -127,7 +128,7 @@ def detector1_item(arrival: dict, *, task: str, steps: dict[str, Any], key: str,
             header=header, pointing_quality=quality,
             # Only detector1 products wait for a pointing correction: calwebb_dark
             # and calwebb_guider use no pointing and feed no stage 2.
-            pointing_provisional=detector1 and quality == "PLANNED"),
+            pointing_provisional=detector1 and is_planned(quality)),
         arrived_at=arrival["detected_at"], key=key, record=record,
         crds_context=(replay or {}).get("crds_context"),
         namespace=(replay or {}).get("namespace") or LIVE,

@@ -148,6 +148,24 @@ CORRECT = {"ENGQLPTG": "CALCULATED_TRACK_TR_202111", "RA_V1": 80.4, "DEC_V1": -6
            "PA_V3": 110.0, "RA_REF": 80.5, "DEC_REF": -69.5, "ROLL_REF": 109.5}
 
 
+@pytest.mark.parametrize("quality", ["planned", "Planned"])
+def test_planned_in_other_case_is_held_and_correctable_as_the_gate_reads_it(quality):
+    """The stage consumers' gate reads ENGQLPTG blanks and case aside
+    (pointing_gate.is_planned); the planner held only the exact text, so it
+    ordered stage 2 of such a file (a dead letter at the gate, every time)
+    and refused its correction as "not held"."""
+    state = PlannerState(companion_wait=WAIT)
+    planned = product(imaging(3, ENGQLPTG=quality))
+    assert kinds(state.observe(planned, T0)) == [("holds", planned["exposure_id"])]
+    assert state.summary(T0 + 1)["held"] == 1
+    emits = state.observe_pointing(update(planned["exposure_id"]), T0 + 5)
+    assert kinds(emits) == [("holds", planned["exposure_id"]),
+                            ("work.stage2", planned["exposure_id"])]
+    order = emits[1].message
+    assert set(order["releases"]) == {planned["exposure_id"]}
+    assert order["parameters"]["pointing_corrections"]
+
+
 def update(exposure: str, action: str = "correct", **fields) -> contract.Message:
     if action == "correct":
         fields.setdefault("keywords", CORRECT)
