@@ -137,9 +137,13 @@ def detector1_item(arrival: dict, *, task: str, steps: dict[str, Any], key: str,
 
 
 def work_order_item(order: dict, *, stage: str, task: str, key: str, record: Any,
-                    steps: dict[str, Any]) -> WorkItem:
+                    steps: dict[str, Any],
+                    signatures: dict[str, list[int] | None] | None = None) -> WorkItem:
     """``steps``: the step parameters this daemon's configuration gives the
-    order (order_parameters.run_steps), which the run takes, not the order's copy."""
+    order (order_parameters.run_steps), which the run takes, not the order's copy.
+    ``signatures``: each input path's stat signature under which the
+    admission read its digest (digest_memo.signature_of); the worker checks
+    its inputs by them before and after the run (admitted_input.check_order_inputs)."""
     asn = order["association"]
     members = sorted((m["exptype"], Path(m["expname"]).name)
                      for p in asn.get("products", []) for m in p.get("members", []))
@@ -160,7 +164,10 @@ def work_order_item(order: dict, *, stage: str, task: str, key: str, record: Any
                      f"{order['product_name']}_{stage}_asn.json",
                      "steps": steps,
                      "corrections": parameters.get("pointing_corrections"),
-                     "annotation": parameters.get("annotation")},
+                     "annotation": parameters.get("annotation"),
+                     "admitted": [{"path": i["path"], "digest": i["digest"],
+                                   "signature": (signatures or {}).get(i["path"])}
+                                  for i in order.get("inputs", [])]},
         program=order["program"], observation=order.get("observation") or "000",
         name=order["product_name"], inputs=order.get("inputs", []),
         parameters={**parameters, "members": members},
