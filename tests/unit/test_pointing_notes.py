@@ -41,3 +41,37 @@ def test_a_correction_whose_s_region_no_fits_card_holds_is_refused(s_region):
         contract.build("pointing_update", "0" * 64, **fields)
     contract.build("pointing_update", "0" * 64, **{
         **fields, "keywords": {**KEYWORDS, "S_REGION": "POLYGON ICRS 53.1 -27.8 53.2 -27.8"}})
+
+
+@pytest.mark.parametrize("quality", ["CALCULATED_TRACK", "CALCULATED\n", "CALCULATEDé"])
+def test_a_correction_whose_quality_jwst_does_not_know_is_refused(quality):
+    # "^CALCULATED" let these through: stdatamodels drops a value outside its
+    # enum with a warning, so the corrected copy, and its cal file, kept
+    # ENGQLPTG = PLANNED while the hold was released as corrected.
+    with pytest.raises(contract.InvalidMessage):
+        contract.build("pointing_update", "0" * 64, exposure_id="jw01234001001_02101_00001_nrcb1",
+                       action="correct", keywords={**KEYWORDS, "ENGQLPTG": quality})
+
+
+def test_the_qualities_a_correction_may_carry_are_the_datamodels_own():
+    # Checked against the installed stdatamodels: a jwst that adds a quality
+    # makes this fail, rather than its corrections being refused unseen.
+    from importlib.resources import files
+
+    import yaml
+
+    text = (files("stdatamodels.jwst.datamodels") / "schemas" / "core.schema.yaml").read_text()
+    found = []
+    def walk(node):
+        if isinstance(node, dict):
+            if node.get("fits_keyword") == "ENGQLPTG":
+                found.append(node["enum"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(yaml.safe_load(text))
+    [known] = found
+    ours = contract.schema("pointing_update")["properties"]["keywords"]["properties"]["ENGQLPTG"]
+    assert sorted(ours["enum"]) == sorted(set(known) - {"PLANNED"})
