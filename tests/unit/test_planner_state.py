@@ -204,6 +204,26 @@ def test_a_pointing_update_releases_the_hold_and_corrects_the_stage2_input():
     assert restarted.observe_pointing(update(planned["exposure_id"]), T0 + 10) == []
 
 
+def test_an_update_read_again_after_a_snapshot_that_predates_it_releases_the_exposure():
+    """A restart from a snapshot taken while the exposure was held, the
+    update applied after it: the ledger's hold record (released by the
+    update) is restored over the snapshot's, and the update is read again
+    in the tail. "Already applied" answered nothing, so the restored
+    exposure stayed held: no stage 2 after a restart that lost the order,
+    its mosaic never closed."""
+    state, planned = held_state()
+    u = update(planned["exposure_id"])
+    [released, order] = state.observe_pointing(u, T0 + 5)
+    restarted = PlannerState(companion_wait=WAIT)
+    restarted.observe(planned, T0)  # the snapshot's state: held, no release
+    restarted.restore_hold(released.message)  # the ledger's own record wins
+    emits = restarted.observe_pointing(u, T0 + 10)  # the tail
+    assert kinds(emits) == [("work.stage2", planned["exposure_id"])]
+    assert emits[0].message["work_id"] == order.message["work_id"]
+    assert not restarted.exposures[planned["exposure_id"]].provisional
+    assert restarted.summary(T0 + 11)["waiting"] == 0
+
+
 def test_an_operator_release_keeps_planned_and_says_so():
     state, planned = held_state()
     emits = state.observe_pointing(update(planned["exposure_id"], "release"), T0 + 5)
