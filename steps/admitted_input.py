@@ -213,3 +213,25 @@ class PinnedInput:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def check_order_inputs(inputs: Sequence[dict]) -> list[Sig]:
+    """Each of a work order's inputs (``path``, ``digest``, ``signature``:
+    the admission's, or None) while it holds the bytes the order names: their
+    signatures, for ``check_order_inputs_after``. A stage-2 or stage-3 run
+    also waits for a worker after its admission (and is retried, or parked
+    for hours, without a second one), and jwst opens the members by name:
+    a product replaced under the same name meanwhile (a redelivery's
+    detector1 product, PLANNED where the admitted one was not) was run
+    past the pointing gate, which had judged the admitted bytes' header.
+    Raises InputChanged (or the OSError of an input gone)."""
+    return [check_admitted(i["path"], i["digest"], i.get("signature")) for i in inputs]
+
+
+def check_order_inputs_after(inputs: Sequence[dict], before: Sequence[Sig]) -> None:
+    """After the run: each input still holds the bytes checked before it
+    (its signature unchanged, else its digest), or InputChanged: jwst may
+    have read another file's bytes in between."""
+    for item, signature in zip(inputs, before, strict=True):
+        if stat_sig(os.stat(item["path"])) != signature:
+            check_admitted(item["path"], item["digest"])

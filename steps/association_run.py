@@ -73,7 +73,8 @@ def _with_corrections(association: dict[str, Any], corrections: dict[str, dict],
 def run_association(pipeline: str, association: dict[str, Any], asn_filename: str,
                     output_dir: str, *, steps: dict | None = None,
                     corrections: dict[str, dict] | None = None,
-                    annotation: str | None = None) -> dict[str, Any]:
+                    annotation: str | None = None,
+                    admitted: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Run ``pipeline`` on ``association``; products go to ``output_dir``.
 
     ``corrections`` maps a member's file name to {"keywords", "note"}: corrected
@@ -81,10 +82,19 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
     association archived with the products still names the original).
     ``annotation`` is written into every FITS product's history after the run.
 
+    ``admitted``: the order's inputs as its admission read them (path,
+    digest, signature): checked before the run and after it
+    (admitted_input.check_order_inputs), so that only the bytes the
+    admission judged (their digests, the pointing gate's headers) are
+    calibrated.
+
     Returns the same summary as run_detector1: outputs (absolute paths, the
     association file included), pipeline, jwst_version, crds_context (as the
     products record it), duration_seconds.
     """
+    from calstream.steps.admitted_input import check_order_inputs, check_order_inputs_after
+
+    checked = check_order_inputs(admitted or [])  # before jwst's import: refused at once
     warm_up()
     import jwst
     from stpipe import Pipeline
@@ -122,6 +132,7 @@ def run_association(pipeline: str, association: dict[str, Any], asn_filename: st
     duration = time.perf_counter() - t0
     if hasattr(result, "close"):
         result.close()
+    check_order_inputs_after(admitted or [], checked)
     outputs = sorted(str(p) for p, stamp in _files(out).items()
                      if before.get(p) != stamp or p == asn_path)
     if annotation:

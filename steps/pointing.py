@@ -30,6 +30,16 @@ POINTING_KEYWORDS: dict[str, str] = {
 }
 
 
+def history_text(note: str, limit: int = 300) -> str:
+    """``note`` as a HISTORY card holds it: printable ASCII (astropy refuses
+    anything else), other characters as their escapes (``\\xe9``, ``\\n``).
+    An operator's release reason is anyone's text: one with an accent or a
+    dash failed every stage-2 run of the released exposure after jwst had
+    run, and the exposure, released already, could not be released again."""
+    return "".join(c if " " <= c <= "~" else c.encode("unicode_escape").decode("ascii")
+                   for c in note)[:limit]
+
+
 def _set(model, dotted: str, value) -> None:
     obj = model
     *parents, last = dotted.split(".")
@@ -55,7 +65,7 @@ def apply_pointing(source: str | Path, keywords: Mapping[str, object], target: s
     with datamodels.open(target) as model:
         for key, value in keywords.items():
             _set(model, POINTING_KEYWORDS[key], value)
-        model.add_history_entry(note[:300])
+        model.add_history_entry(history_text(note))
         model.save(target)
     return target
 
@@ -67,4 +77,4 @@ def annotate(paths: list[str], note: str) -> None:
     for path in paths:
         if path.endswith(".fits"):
             with fits.open(path, mode="update") as hdul:
-                hdul[0].header.add_history(note[:300])
+                hdul[0].header.add_history(history_text(note))

@@ -6,12 +6,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from calstream.daemon.deciders.pointing_gate import is_planned
 from calstream.steps.associations import Exposure, validate_level2
 from calstream.steps.naming import ExposureName, parse_exposure_name
 from calstream.steps.routing import HeaderView, Route
 from calstream.topics import contract
-
-PLANNED = "PLANNED"
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class Seen:
     @property
     def provisional(self) -> bool:
         """Still held: PLANNED pointing and no release of this very content."""
-        return self.event.get("pointing_quality") == PLANNED and self.release is None
+        return is_planned(self.event.get("pointing_quality")) and self.release is None
 
 
 @dataclass(slots=True)

@@ -191,7 +191,12 @@ class PlannerState:
     def observe_pointing(self, update: contract.Message, now: float) -> list[Emit]:
         """A pointing correction or an operator's release for a held exposure."""
         if already_applied(update, self.holds):
-            return []
+            # Read again after a restart. Its release is in the hold record
+            # (the ledger's, restored), but an exposure restored from a
+            # snapshot taken before the update was applied is still held
+            # there: it takes the release, as another namespace would.
+            applied = wfss_holds.pointing_release_of(self.holds[update["exposure_id"]])
+            return self.adopt_release(update["exposure_id"], applied, now) if applied else []
         seen = self.exposures.get(update["exposure_id"])
         problem = update_problem(update, seen)
         if problem:

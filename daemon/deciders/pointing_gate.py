@@ -27,6 +27,17 @@ from calstream.topics import contract
 PLANNED = "PLANNED"
 
 
+def is_planned(quality: object) -> bool:
+    """Whether an ENGQLPTG value is PLANNED, as the file's own header is read
+    here: blanks and case aside. The planner's hold (planner_records.Seen),
+    the detector1 event's flag (work_items) and this gate ask the same
+    question: before, the planner compared the text exactly, so a file
+    whose header said ``planned`` was neither held nor correctable (a
+    pointing update was refused as "not held"), and every stage-2 order of
+    it ended here as a dead letter."""
+    return quality is not None and str(quality).strip().upper() == PLANNED
+
+
 def exposure_of_input(path: str) -> str | None:
     """The exposure a per-exposure product (``<exposure>_<suffix>.fits``) is
     of; None for anything else (a level-3 product, a catalog): those have no
@@ -46,7 +57,7 @@ def planned_inputs_problem(order: dict[str, Any],
     primary header has (None: none, or unreadable; the run judges that)."""
     released = order.get("releases") or {}
     held = sorted(f"{PurePosixPath(path).name}" for path, quality in qualities.items()
-                  if quality is not None and str(quality).strip().upper() == PLANNED
+                  if is_planned(quality)
                   and exposure_of_input(path) not in released)
     if not held:
         return corrections_problem(order, qualities)
@@ -78,7 +89,7 @@ def corrections_problem(order: dict[str, Any],
         path, quality = by_name.get(name, (None, None))
         if path is None:
             return bad_input(f"a pointing correction for {shown}, no per-exposure input of it")
-        if quality is not None and str(quality).strip().upper() != PLANNED:
+        if quality is not None and not is_planned(quality):
             return bad_input(f"a pointing correction for {shown}, whose own header says "
                              f"ENGQLPTG = {str(quality)[:40]!r}: only held pointing is corrected")
         release = released.get(exposure_of_input(path))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from calstream.daemon.deciders.namespaces import LIVE
+from calstream.daemon.deciders.pointing_gate import is_planned
 from calstream.steps.naming import parse_exposure_name
 from calstream.steps.routing import level1_pipeline
 from calstream.steps.routing_terms import PIPELINE_CLASSES
@@ -127,7 +128,7 @@ def detector1_item(arrival: dict, *, task: str, steps: dict[str, Any], key: str,
             header=header, pointing_quality=quality,
             # Only detector1 products wait for a pointing correction: calwebb_dark
             # and calwebb_guider use no pointing and feed no stage 2.
-            pointing_provisional=detector1 and quality == "PLANNED"),
+            pointing_provisional=detector1 and is_planned(quality)),
         arrived_at=arrival["detected_at"], key=key, record=record,
         crds_context=(replay or {}).get("crds_context"),
         namespace=(replay or {}).get("namespace") or LIVE,
@@ -136,9 +137,13 @@ def detector1_item(arrival: dict, *, task: str, steps: dict[str, Any], key: str,
 
 
 def work_order_item(order: dict, *, stage: str, task: str, key: str, record: Any,
-                    steps: dict[str, Any]) -> WorkItem:
+                    steps: dict[str, Any],
+                    signatures: dict[str, list[int] | None] | None = None) -> WorkItem:
     """``steps``: the step parameters this daemon's configuration gives the
-    order (order_parameters.run_steps), which the run takes, not the order's copy."""
+    order (order_parameters.run_steps), which the run takes, not the order's copy.
+    ``signatures``: each input path's stat signature under which the
+    admission read its digest (digest_memo.signature_of); the worker checks
+    its inputs by them before and after the run (admitted_input.check_order_inputs)."""
     asn = order["association"]
     members = sorted((m["exptype"], Path(m["expname"]).name)
                      for p in asn.get("products", []) for m in p.get("members", []))
@@ -159,7 +164,10 @@ def work_order_item(order: dict, *, stage: str, task: str, key: str, record: Any
                      f"{order['product_name']}_{stage}_asn.json",
                      "steps": steps,
                      "corrections": parameters.get("pointing_corrections"),
-                     "annotation": parameters.get("annotation")},
+                     "annotation": parameters.get("annotation"),
+                     "admitted": [{"path": i["path"], "digest": i["digest"],
+                                   "signature": (signatures or {}).get(i["path"])}
+                                  for i in order.get("inputs", [])]},
         program=order["program"], observation=order.get("observation") or "000",
         name=order["product_name"], inputs=order.get("inputs", []),
         parameters={**parameters, "members": members},

@@ -260,4 +260,6 @@ class RecordAdmitter:
                         extra={"stage": self.stage.name,
                                "exposure_id": message.get("exposure_id") or key})
         return work_order_item(message, stage=self.stage.name, task=self.stage.task, key=key,
-                               record=record, steps=steps)
+                               record=record, steps=steps, signatures={
+                                   i["path"]: signature_of(Path(i["path"]), i["digest"])
+                                   for i in message.get("inputs", [])})

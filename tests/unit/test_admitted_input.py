@@ -210,3 +210,21 @@ def test_a_pinned_input_grown_during_the_run_is_refused_unread(tmp_path, monkeyp
         monkeypatch.setattr(admitted_input, "file_digest", lambda p: pytest.fail("hashed"))
         with pytest.raises(InputChanged, match="while it was calibrated .*; now 1073741824"):
             pinned.confirm()
+
+
+def test_an_orders_input_written_during_the_run_is_refused_after_it(tmp_path):
+    """A stage-2 or stage-3 run's inputs (admitted_input.check_order_inputs):
+    other bytes under a member's name after the check before the run are
+    refused after it; a file merely touched is not."""
+    from calstream.steps.admitted_input import check_order_inputs, check_order_inputs_after
+
+    rate, cal = tmp_path / "a_rate.fits", tmp_path / "b_cal.fits"
+    rate.write_bytes(b"r" * 100)
+    cal.write_bytes(b"c" * 100)
+    inputs = [{"path": str(p), "digest": file_digest(p), "signature": None} for p in (rate, cal)]
+    before = check_order_inputs(inputs)
+    os.utime(cal, ns=(1, 1))  # touched: the same bytes
+    check_order_inputs_after(inputs, before)
+    rate.write_bytes(b"R" * 100)
+    with pytest.raises(InputChanged, match="a_rate.fits"):
+        check_order_inputs_after(inputs, before)

@@ -148,6 +148,24 @@ CORRECT = {"ENGQLPTG": "CALCULATED_TRACK_TR_202111", "RA_V1": 80.4, "DEC_V1": -6
            "PA_V3": 110.0, "RA_REF": 80.5, "DEC_REF": -69.5, "ROLL_REF": 109.5}
 
 
+@pytest.mark.parametrize("quality", ["planned", "Planned"])
+def test_planned_in_other_case_is_held_and_correctable_as_the_gate_reads_it(quality):
+    """The stage consumers' gate reads ENGQLPTG blanks and case aside
+    (pointing_gate.is_planned); the planner held only the exact text, so it
+    ordered stage 2 of such a file (a dead letter at the gate, every time)
+    and refused its correction as "not held"."""
+    state = PlannerState(companion_wait=WAIT)
+    planned = product(imaging(3, ENGQLPTG=quality))
+    assert kinds(state.observe(planned, T0)) == [("holds", planned["exposure_id"])]
+    assert state.summary(T0 + 1)["held"] == 1
+    emits = state.observe_pointing(update(planned["exposure_id"]), T0 + 5)
+    assert kinds(emits) == [("holds", planned["exposure_id"]),
+                            ("work.stage2", planned["exposure_id"])]
+    order = emits[1].message
+    assert set(order["releases"]) == {planned["exposure_id"]}
+    assert order["parameters"]["pointing_corrections"]
+
+
 def update(exposure: str, action: str = "correct", **fields) -> contract.Message:
     if action == "correct":
         fields.setdefault("keywords", CORRECT)
@@ -184,6 +202,26 @@ def test_a_pointing_update_releases_the_hold_and_corrects_the_stage2_input():
     restarted.restore_order(order)
     restarted.observe(planned, T0 + 9)
     assert restarted.observe_pointing(update(planned["exposure_id"]), T0 + 10) == []
+
+
+def test_an_update_read_again_after_a_snapshot_that_predates_it_releases_the_exposure():
+    """A restart from a snapshot taken while the exposure was held, the
+    update applied after it: the ledger's hold record (released by the
+    update) is restored over the snapshot's, and the update is read again
+    in the tail. "Already applied" answered nothing, so the restored
+    exposure stayed held: no stage 2 after a restart that lost the order,
+    its mosaic never closed."""
+    state, planned = held_state()
+    u = update(planned["exposure_id"])
+    [released, order] = state.observe_pointing(u, T0 + 5)
+    restarted = PlannerState(companion_wait=WAIT)
+    restarted.observe(planned, T0)  # the snapshot's state: held, no release
+    restarted.restore_hold(released.message)  # the ledger's own record wins
+    emits = restarted.observe_pointing(u, T0 + 10)  # the tail
+    assert kinds(emits) == [("work.stage2", planned["exposure_id"])]
+    assert emits[0].message["work_id"] == order.message["work_id"]
+    assert not restarted.exposures[planned["exposure_id"]].provisional
+    assert restarted.summary(T0 + 11)["waiting"] == 0
 
 
 def test_an_operator_release_keeps_planned_and_says_so():

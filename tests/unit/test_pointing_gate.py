@@ -108,3 +108,33 @@ def test_an_order_for_a_planned_file_called_calculated_is_dead_lettered(
         assert "ENGQLPTG=PLANNED in their own header" in verdict.reason
     else:
         assert verdict.action == "run"
+
+
+def test_a_product_replaced_after_the_gate_judged_it_is_not_run(tmp_path):
+    """The gate judges the header of the bytes it reads at admission, but
+    the run waits for a worker (and is retried, or parked, without another
+    admission), and jwst opens the members by name. A rate file replaced
+    under the same name meanwhile by PLANNED bytes (a redelivery's detector1
+    product) was calibrated with no release: the worker now checks the
+    order's inputs before the run (and after it) and refuses other bytes."""
+    from calstream.steps.admitted_input import InputChanged
+    from calstream.steps.association_run import run_association
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    store = ProductStore(cfg.products)
+    header = {**SMALL_UNCAL_HEADER, **synthetic_header(
+        "NIRCAM", "NRC_IMAGE", PROGRAM="01234", EXPOSURE="00001", NEXPOSUR=1),
+        "ENGQLPTG": "CALCULATED_TRACK_TR_202111"}
+    output = _rate(store, header)
+    event = _product_event(header, output, header["ENGQLPTG"])
+    [order] = [e.message for e in PlannerState(companion_wait=0.0).observe(event, 0.0)
+               if e.topic == "work.stage2"]
+    order = contract.decode(contract.encode(order), expected="work_order")
+    admitter = RecordAdmitter(cfg, SimpleNamespace(store=store, publisher=None), stage("stage2"))
+    verdict, admitted = admitter._judge(order, False)
+    assert verdict.action == "run"
+    item = admitter.work_item(admitted, "key", None)
+    replaced = _rate(store, {**header, "ENGQLPTG": "PLANNED"})  # same name, new bytes
+    assert replaced["path"] == output["path"] and replaced["digest"] != output["digest"]
+    with pytest.raises(InputChanged, match="changed since it was admitted"):
+        run_association(**item.task_kwargs, output_dir=str(tmp_path / "scratch"))
