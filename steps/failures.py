@@ -27,6 +27,11 @@ CRDS_LOOKUP = "crds_lookup"
 # A reference the run used is in the cache but not whole (a sync cut short by a
 # full disk): see after_reference_check.
 CRDS_REFERENCE_CORRUPT = "crds_reference_corrupt"
+# A network mount that no longer serves its files at all (a stale handle, a
+# FUSE or NFS transport gone): it clears when the mount is restored, never
+# by changing the input; retried a few times, an outage of minutes turned
+# every exposure it touched into a retries_exhausted dead letter.
+MOUNT_GONE = "mount_gone"
 
 # stpipe's exit status for "no science data" (e.g. NoDataOnDetectorError):
 # `strun` exits with it, and it is an expected result, not an error.
@@ -40,6 +45,12 @@ _PERMANENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.EISDIR
 # A store that cannot take a byte more, or none at all: it clears when space
 # is freed or the file system remounted, never by changing the input.
 _STORE_ERRNOS = {errno.ENOSPC: DISK_FULL, errno.EDQUOT: DISK_FULL, errno.EROFS: READ_ONLY}
+
+# The mount's own faults, whichever side of the run they hit (its input in
+# the inbox, its products, a reference): named by the log line, not by a
+# directory label. EIO is not among them: a damaged file reads so too.
+_MOUNT_ERRNOS = {errno.ESTALE: MOUNT_GONE, errno.ENOTCONN: MOUNT_GONE,
+                 errno.ENOLINK: MOUNT_GONE}
 
 # The same faults reported without an errno: asdf (writing jwst's products)
 # raises a bare OSError("Not enough space on disk: requested ..., available 0").
@@ -177,12 +188,15 @@ def causes(exc: BaseException, depth: int = 0):
 
 
 def _store_cause(exc: BaseException | None, depth: int = 0) -> str | None:
-    """A full or read-only store behind ``exc`` or the exceptions it was raised from."""
+    """A full or read-only store, or a mount gone, behind ``exc`` or the
+    exceptions it was raised from."""
     if exc is None or depth > 5:
         return None
     if isinstance(exc, OSError):
         if exc.errno in _STORE_ERRNOS:
             return _STORE_ERRNOS[exc.errno]
+        if exc.errno in _MOUNT_ERRNOS:
+            return _MOUNT_ERRNOS[exc.errno]
         text = str(exc).lower()
         for words, cause in _STORE_TEXTS.items():
             if words in text:
@@ -199,12 +213,12 @@ def classify_failure(exc: BaseException, input_path: str | os.PathLike | None = 
       e.g. an MSA configuration that puts no spectra on NRS2). The exposure is
       done; there is no product.
     * infrastructure:<cause>: see infrastructure_cause (disk full, read-only
-      store, CRDS unreachable, a reference missing, a CRDS lookup error);
+      store, a network mount gone (a stale handle), CRDS unreachable, a reference missing, a CRDS lookup error);
       a permanent failure becomes one when a reference the run used is not
       whole (after_reference_check, for the worker pool).
     * transient: the environment, not the exposure, failed, and the same job
       may succeed later or elsewhere: OSError in general (I/O
-      error, stale NFS handle, too many open files, a connection reset;
+      error, too many open files, a connection reset;
       TimeoutError and ConnectionError are OSErrors), MemoryError (another
       job held the memory), a worker process that died (BrokenProcessPool),
       and interruptions

@@ -26,6 +26,7 @@ from calstream.steps.failures import (
     CRDS_REFERENCE_MISSING,
     CRDS_UNREACHABLE,
     DISK_FULL,
+    MOUNT_GONE,
     READ_ONLY,
     error_text,
 )
@@ -101,6 +102,8 @@ def _lines(st: Status) -> list[str]:
 NEXT_STEP = {
     DISK_FULL: "free space on the product store, the work directory or the scratch disk",
     READ_ONLY: "remount the product store (or the work directory) writable",
+    MOUNT_GONE: "a network mount (the inbox, the product store, the CRDS cache) no longer serves "
+                "its files (stale handle, transport gone): restore or remount it",
     BROKER_UNREACHABLE: "start the broker or restore the network to it",
     TOPICS_MISSING: "an admin creates the topics (calstream topics create)",
     CRDS_UNREACHABLE: "restore the CRDS server or mount the CRDS_PATH cache",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import sys
 from concurrent.futures.process import BrokenProcessPool
 
@@ -188,3 +189,19 @@ def test_crds_fatal_exit_is_crds_out_of_reach(tmp_path, monkeypatch):
     assert classify_failure(fatal) == "infrastructure:crds_unreachable"
     # Any other SystemExit (a shutdown) is still an interruption.
     assert classify_failure(_raised(lambda: sys.exit(0))) == TRANSIENT
+
+
+@pytest.mark.parametrize("code", [errno.ESTALE, errno.ENOTCONN, errno.ENOLINK])
+def test_a_network_mount_gone_is_infrastructure_not_the_exposures_fault(code):
+    """A stale NFS handle or a FUSE transport gone, during a run: the mount's
+    fault, parked until it is restored. As transient it was retried a few
+    times, then every exposure it touched was dead-lettered
+    retries_exhausted, though nothing was wrong with any of them."""
+    exc = OSError(code, os.strerror(code), "/inbox/jw01234001001_02101_00001_nrcb1_uncal.fits")
+    assert classify_failure(exc, "/inbox/jw01234001001_02101_00001_nrcb1_uncal.fits") \
+        == "infrastructure:mount_gone"
+    wrapped = RuntimeError("could not open the model")
+    wrapped.__cause__ = exc
+    assert classify_failure(wrapped) == "infrastructure:mount_gone"
+    # An I/O error may be a damaged file as well as a failing mount: as before.
+    assert classify_failure(OSError(errno.EIO, "Input/output error")) == TRANSIENT

@@ -127,7 +127,7 @@ def test_parked_work_says_what_to_do_for_its_cause():
     from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
     from calstream.daemon.doers.start_waits import TOPICS_MISSING
     from calstream.steps import failures
-    causes = {failures.DISK_FULL, failures.READ_ONLY, failures.CRDS_UNREACHABLE,
+    causes = {failures.DISK_FULL, failures.READ_ONLY, failures.MOUNT_GONE, failures.CRDS_UNREACHABLE,
               failures.CRDS_REFERENCE_MISSING, failures.CRDS_LOOKUP,
               failures.CRDS_REFERENCE_CORRUPT, "broker_unreachable", TOPICS_MISSING, INBOX_GONE,
               INBOX_HUNG}
