@@ -192,7 +192,9 @@ def _store_cause(exc: BaseException | None, depth: int = 0) -> str | None:
     exceptions it was raised from."""
     if exc is None or depth > 5:
         return None
-    if isinstance(exc, OSError):
+    # ssl's errors are OSErrors whose errno is OpenSSL's reason code (a key
+    # that does not match its certificate is 116, ESTALE's number): no errno.
+    if isinstance(exc, OSError) and "SSLError" not in _class_names(exc):
         if exc.errno in _STORE_ERRNOS:
             return _STORE_ERRNOS[exc.errno]
         if exc.errno in _MOUNT_ERRNOS:

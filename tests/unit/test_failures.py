@@ -205,3 +205,13 @@ def test_a_network_mount_gone_is_infrastructure_not_the_exposures_fault(code):
     assert classify_failure(wrapped) == "infrastructure:mount_gone"
     # An I/O error may be a damaged file as well as a failing mount: as before.
     assert classify_failure(OSError(errno.EIO, "Input/output error")) == TRANSIENT
+
+
+def test_an_ssl_error_whose_reason_code_is_an_errno_s_number_is_not_that_errno():
+    """OpenSSL's KEY_VALUES_MISMATCH comes as SSLError(116, ...): 116 is
+    ESTALE on Linux, and a certificate mistake was parked as a mount gone."""
+    import ssl
+
+    exc = ssl.SSLError(116, "[X509: KEY_VALUES_MISMATCH] key values mismatch")
+    assert classify_failure(exc) == TRANSIENT
+    assert classify_failure(ssl.SSLError(errno.ENOSPC, "a reason numbered 28")) == TRANSIENT
