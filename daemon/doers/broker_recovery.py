@@ -57,13 +57,17 @@ def marker_path(work_dir: Path) -> Path:
 
 
 async def recover_lost_records(cfg: Config, topics: Topics, store: ProductStore,
-                               publisher: Publisher, *, emptied: bool = False) -> None:
+                               publisher: Publisher, *, emptied: bool = False,
+                               missing: frozenset[str] = frozenset()) -> None:
     """At start and after the embedded broker restarted: the product events
-    (a daemon with the planner role) and this daemon's dead letters.
-    ``emptied``: the broker is known to have lost every record (see
-    recover_product_events)."""
-    await recover_product_events(cfg, topics, store, publisher, emptied=emptied)
-    await recover_dead_letters(cfg, topics, publisher)
+    (a daemon with the planner role) and this daemon's dead letters, each
+    unless its topic is among ``missing`` (the broker lacks it: nothing can
+    be put back there yet). ``emptied``: the broker is known to have lost
+    every record (see recover_product_events)."""
+    if topics.name("products") not in missing:
+        await recover_product_events(cfg, topics, store, publisher, emptied=emptied)
+    if topics.name("deadletter") not in missing:
+        await recover_dead_letters(cfg, topics, publisher)
 
 
 async def after_broker_back(cfg: Config, topics: Topics, store: ProductStore,
@@ -72,8 +76,18 @@ async def after_broker_back(cfg: Config, topics: Topics, store: ProductStore,
     ``on_back``): it may have come back empty (a node on a fresh volume,
     another daemon's embedded broker started again), so its topics are made
     and what this daemon puts back at start is put back, each part checking
-    first, cheaply, that anything was lost (``recover_lost_records``)."""
-    await kafka.create_topics(cfg, topics, create=cfg.create_topics)
+    first, cheaply, that anything was lost (``recover_lost_records``). A
+    catalog topic still missing (not this daemon's to make, or refused)
+    holds back only what goes on it: the rest is put back, then
+    TopicsMissing is raised for the supervisor to try again. (Before, one
+    topic an admin had not made again kept every other topic's records
+    from being put back.)"""
+    try:
+        await kafka.create_topics(cfg, topics, create=cfg.create_topics)
+    except kafka.TopicsMissing as exc:
+        await recover_lost_records(cfg, topics, store, publisher, emptied=emptied,
+                                   missing=frozenset(exc.missing))
+        raise
     await recover_lost_records(cfg, topics, store, publisher, emptied=emptied)
 
 

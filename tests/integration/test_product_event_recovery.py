@@ -27,6 +27,7 @@ from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.kafka.publisher import Publisher
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.runtime import Daemon
+from calstream.topics.catalog import Topics
 
 from .support import BROKER_TIMEOUT, daemon_config, products, read_all, until
 from .test_planner_ha import product_event, publish
@@ -246,3 +247,37 @@ async def test_an_external_broker_back_without_them_gets_each_once_whatever_came
     assert sorted(before) == sorted(wanted | {racer["event_id"]})
     assert sorted(on_topic) == sorted(wanted | {racer["event_id"]}), \
         f"{len(set(on_topic) & wanted)} of {len(wanted)} stored events on the topic"
+
+
+async def test_a_topic_an_admin_has_not_made_again_holds_back_only_its_own(
+        tmp_path, unique_prefix):
+    """A site whose admin makes the topics (``create_topics = false``): the
+    external broker comes back empty, and the admin makes every topic again
+    but one the planner does not use. Every try of putting back what was
+    lost stopped at that topic (TopicsMissing), and the product events,
+    whose topic was there, were never put back (0 of 6)."""
+    with EmbeddedBroker(tmp_path / "own-broker") as own:
+        cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
+                            create_topics=False, max_attempts=2, retry_backoff=0.1,
+                            park_recheck_seconds=1.0, **BROKER_TIMEOUT)
+        wanted = stored_events(cfg)
+        topics = Topics(cfg.topic_prefix)
+        await kafka.create_topics(cfg, topics)  # the admin
+        daemon = Daemon(cfg)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            await started(daemon)
+            own.stop()
+            await anyio.sleep(3)  # lost to the probe
+            own.start()
+            # The admin again, all but one.
+            await kafka.create_topics(cfg, Topics(cfg.topic_prefix, specs=tuple(
+                s for s in topics.specs if s.logical != "promotions")))
+            with contextlib.suppress(TimeoutError):
+                await until(lambda: daemon.supervisor._back_failures >= 1, timeout=60)
+                with anyio.fail_after(30):
+                    while len(products(await read_all(cfg, ["products"]))) < EVENTS:
+                        await anyio.sleep(0.5)
+            tg.cancel_scope.cancel()
+        on_topic = [p["event_id"] for p in products(await read_all(cfg, ["products"]))]
+    assert sorted(on_topic) == sorted(wanted), f"{len(on_topic)} of {len(wanted)} on the topic"
