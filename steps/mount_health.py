@@ -89,16 +89,20 @@ def sick_mount(read: Iterable[Path], written: Iterable[Path]) -> tuple[Path, OSE
     return None
 
 
-def after_io_error(kind: str, exc: BaseException, task: dict) -> str:
+def after_io_error(kind: str, exc: BaseException, task: dict,
+                   also: Iterable[Path] = ()) -> str:
     """``kind`` once the second look is made for a failure with an EIO
     behind it (transient as an OSError, permanent when a step raised its
     own error over it): ``infrastructure:mount_gone`` when a look fails (or
     the store's own fault, a full or read-only disk, if that is what the
-    look met), else ``kind`` as it was."""
+    look met), else ``kind`` as it was. ``also``: more directories the run
+    read from (the CRDS cache's references: a read on an open reference
+    names no file)."""
     error = io_error(exc) if kind in (TRANSIENT, PERMANENT) else None
     if error is None:
         return kind
-    found = sick_mount(*run_places(task, error))
+    read, written = run_places(task, error)
+    found = sick_mount([*read, *also], written)
     if found is None:
         return kind
     directory, why = found

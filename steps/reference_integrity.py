@@ -169,8 +169,9 @@ def classify_run_failure(exc: BaseException, task: dict,
     on broken references comes with their signatures (the runner tries the
     run again only once one changed: ``any_changed``)."""
     # An I/O error: the mount's fault if a second look at it fails too.
-    kind = after_io_error(classify_failure(exc, task.get("input_path")), exc, task)
     root = references_root()
+    kind = after_io_error(classify_failure(exc, task.get("input_path")), exc, task,
+                          also=[root] if root is not None else [])
     if kind != PERMANENT or root is None:
         return kind
     try:

@@ -54,10 +54,12 @@ def test_a_damaged_file_on_a_mount_that_answers_stays_the_file_s(tmp_path):
     assert [p.name for p in scratch.iterdir()] == []  # the probe removed
 
 
-@pytest.mark.parametrize("away", ["inbox", "products"])
+@pytest.mark.parametrize("away", ["inbox", "products", "crds"])
 def test_an_io_error_on_a_mount_that_does_not_answer_is_the_mount_s(tmp_path, monkeypatch,
                                                                    caplog, away):
     task, inbox, scratch = _run(tmp_path)
+    (tmp_path / "crds" / "references").mkdir(parents=True)
+    monkeypatch.setenv("CRDS_PATH", str(tmp_path / "crds"))
     _failing_for(monkeypatch, tmp_path / away)
     wrapped = RuntimeError("could not read the SCI array")
     wrapped.__cause__ = _eio()
