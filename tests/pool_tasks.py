@@ -297,3 +297,16 @@ def scratch_removed_once(counter, output_dir, name):
     if runs == 0:
         shutil.rmtree(output_dir)
     return result
+
+
+def crds_fatal(crds_path):
+    """crds's fatal exit, as a run meets it with a cache that has no
+    configuration and no server (CRDS_PATH not mounted, emptied)."""
+    os.environ.update(CRDS_PATH=crds_path,
+                      CRDS_SERVER_URL="https://jwst-serverless-mode.stsci.edu")
+    from calstream.steps.crds_env import refresh_crds
+
+    refresh_crds(force=True)
+    from crds.core import heavy_client
+
+    heavy_client.load_server_info("jwst")
