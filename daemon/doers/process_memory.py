@@ -1,8 +1,9 @@
 """How much memory this process uses, and how much its container may use.
 
 Read by a worker after each task (worker_process.py: a worker that keeps too
-much in use is replaced) and by the planner (planner_restore.py: a planner
-over its memory budget starts again from its own snapshot).
+much in use is replaced), by the pool while a run goes (worker_pool.py: a
+run over its bound is ended) and by the planner (planner_restore.py: a
+planner over its memory budget starts again from its own snapshot).
 """
 
 from __future__ import annotations
@@ -47,3 +48,56 @@ def container_limit_bytes(files: tuple[Path, ...] = _LIMIT_FILES) -> int | None:
             return None
         return limit if 0 < limit < _NO_LIMIT_ABOVE else None
     return None
+
+
+def host_memory_bytes() -> int | None:
+    """The host's physical memory; None where the system cannot say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+def memory_to_share_bytes() -> int | None:
+    """What this daemon's processes may use together: its cgroup's limit, else the host's memory."""
+    return container_limit_bytes() or host_memory_bytes()
+
+
+def resident_bytes(pid: int, *, with_children: bool = False) -> int:
+    """Resident memory of process ``pid`` now, and of its children (stcal's
+    pool processes of a run given several cores) when asked; 0 where /proc
+    cannot say (the process is gone)."""
+    total = _statm_resident(pid)
+    if with_children:
+        total += sum(_statm_resident(child) for child in _children(pid))
+    return total
+
+
+def _statm_resident(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``: read from each /proc/<pid>/stat
+    (``/proc/<pid>/task/*/children`` is not in every kernel)."""
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                found.append(int(name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
