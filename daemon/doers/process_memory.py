@@ -9,13 +9,13 @@ planner over its memory budget starts again from its own snapshot).
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from calstream.steps.worker_memory import kept_free_bytes
 
-# cgroup v2, then v1: where a container's memory limit is written.
-_LIMIT_FILES = (Path("/sys/fs/cgroup/memory.max"),
-                Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+# Where cgroup hierarchies are mounted, and which cgroups this process is in.
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_SELF_CGROUP = Path("/proc/self/cgroup")
 _NO_LIMIT_ABOVE = 2**60  # cgroup v1 writes "no limit" as a number near 2**63
 
 
@@ -31,23 +31,61 @@ def resident_in_use_bytes() -> int:
     return max(0, resident - kept_free_bytes())
 
 
-def container_limit_bytes(files: tuple[Path, ...] = _LIMIT_FILES) -> int | None:
+def container_limit_bytes(files: tuple[Path, ...] | None = None) -> int | None:
     """The memory limit of the cgroup this process runs in (a Kubernetes
-    pod's ``limits.memory``, systemd's ``MemoryMax``); None if there is none
-    or it cannot be read."""
-    for path in files:
-        try:
-            text = path.read_text().strip()
-        except OSError:
+    pod's ``limits.memory``, systemd's ``MemoryMax``): the smallest that
+    ``files`` (default: ``limit_files()``) write; None if there is none or
+    none can be read."""
+    limits = [limit for path in (limit_files() if files is None else files)
+              if (limit := _limit(path)) is not None]
+    return min(limits, default=None)
+
+
+def limit_files(root: Path = _CGROUP_ROOT, self_cgroup: Path = _SELF_CGROUP) -> tuple[Path, ...]:
+    """Where this process's memory limits are written: the file of its own
+    cgroup and of each ancestor's (cgroup v2's ``memory.max``, v1's
+    ``memory.limit_in_bytes``), as /proc/self/cgroup names them, then the
+    top of each hierarchy. The top alone is right in a container with a
+    cgroup namespace of its own (it reads "/"), not in a systemd unit: its
+    ``MemoryMax`` is written in its own cgroup, deep in the host's tree, and
+    the top of a cgroup v2 tree has no ``memory.max`` at all."""
+    try:
+        lines = self_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    found: list[Path] = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, where = rest.partition(":")
+        if (hierarchy, controllers) == ("0", ""):
+            top, name = root, "memory.max"
+        elif "memory" in controllers.split(","):
+            top, name = root / "memory", "memory.limit_in_bytes"
+        else:
             continue
-        if text == "max":
-            return None
-        try:
-            limit = int(text)
-        except ValueError:
-            return None
-        return limit if 0 < limit < _NO_LIMIT_ABOVE else None
-    return None
+        parts = PurePosixPath(where).parts
+        if not parts or parts[0] != "/" or ".." in parts:
+            continue  # not a cgroup's path: nothing of it is read
+        directory = top.joinpath(*parts[1:])
+        while directory != top:
+            found.append(directory / name)
+            directory = directory.parent
+    found += [root / "memory.max", root / "memory" / "memory.limit_in_bytes"]
+    return tuple(dict.fromkeys(found))
+
+
+def _limit(path: Path) -> int | None:
+    """The limit ``path`` writes; None for none ("max", v1's huge number),
+    a file that cannot be read, or garbage."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    try:
+        limit = int(text)
+    except ValueError:
+        return None
+    return limit if 0 < limit < _NO_LIMIT_ABOVE else None
 
 
 def host_memory_bytes() -> int | None:
