@@ -101,6 +101,12 @@ class Config:
     max_tasks_per_worker: int = 200  # recycle workers to bound memory growth
     # A worker holding more than this resident and in use after a run is replaced (0: never).
     worker_rss_limit_mb: int = 3072
+    # A run using more than this resident while it goes (its worker and the
+    # worker's children) is ended at once and retried, then dead-lettered:
+    # one runaway run must not take the container with it (0: never; None:
+    # each worker's share of the container's memory, at least 4096:
+    # steps/worker_memory.run_memory_bound_bytes).
+    worker_run_memory_mb: int | None = None
     # A worker keeps the heap its runs freed for its next run (a full-frame
     # run otherwise spends a third of its time faulting fresh pages in:
     # steps/worker_memory.py) and gives it back after this long without work.
@@ -144,6 +150,7 @@ class Config:
     stage3_max_tasks_per_worker: int = 10
     stage3_task_timeout: float = 4 * 3600.0
     stage3_worker_rss_limit_mb: int = 6144
+    stage3_worker_run_memory_mb: int | None = None
     # When each stage's pool starts its workers (each a jwst import): with the
     # daemon ("at_start", hiding the import from the first exposure), on its
     # first item ("on_first_work"), or a list of the stages to warm at start
