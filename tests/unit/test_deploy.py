@@ -233,6 +233,32 @@ def test_kubernetes_has_a_deployment_per_role_running_a_real_command():
     assert budget["spec"]["minAvailable"] == 1
 
 
+def test_kustomize_can_build_the_manifests():
+    """`kubectl apply -k deploy/k8s` builds every resource the kustomization
+    lists, and kustomize refuses two resources with one id (group, kind,
+    namespace, name): keda.yaml declared the TriggerAuthentication
+    calstream-kafka twice (once for stage 2, again for stage 3), and the
+    build stopped there ("may not add resource with an already registered
+    id"): nothing of calstream could be applied."""
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    listed = kustomization["resources"]
+    seen: dict[tuple, str] = {}
+    for name in listed:
+        for doc in yaml.safe_load_all((K8S / name).read_text()):
+            if not doc:
+                continue
+            group = doc["apiVersion"].rpartition("/")[0]
+            meta = doc["metadata"]
+            key = (group, doc["kind"], meta.get("namespace", kustomization.get("namespace")),
+                   meta["name"])
+            assert key not in seen, f"{name}: {key} is declared in {seen[key]} too"
+            seen[key] = name
+    # Every manifest is applied by it, but the PodMonitor (it needs the
+    # Prometheus Operator's CRD, applied apart).
+    assert set(listed) | {"podmonitor.yaml", "kustomization.yaml"} == \
+        {p.name for p in K8S.glob("*.yaml")}
+
+
 def test_the_planner_is_never_autoscaled():
     """Only the lease holder publishes: more planners are more standbys, not speed."""
     targets = {so["spec"]["scaleTargetRef"]["name"] for so in of_kind("ScaledObject")}
