@@ -436,3 +436,15 @@ def test_the_alerts_table_lists_every_alert_rule():
         assert rule["alert"] in table, f"{rule['alert']} is not in the alerts table"
         assert table[rule["alert"]] == rule.get("for", "—"), rule["alert"]
     assert set(table) == {r["alert"] for r in rules["rules"]}
+
+
+def test_every_alert_has_a_promtool_test_that_sees_it_fire():
+    """A rule whose expression breaks (a renamed metric, a label dropped)
+    stays quiet for ever; only a test that expects it to fire notices.
+    CalstreamBrokerLost had none."""
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"][0]
+    tests = yaml.safe_load((DEPLOY / "prometheus" / "alerts_test.yml").read_text())["tests"]
+    fired = {case["alertname"] for t in tests for case in t.get("alert_rule_test", [])
+             if case.get("exp_alerts")}
+    for rule in rules["rules"]:
+        assert rule["alert"] in fired, f"{rule['alert']}: no test expects it to fire"
