@@ -448,3 +448,29 @@ def test_every_alert_has_a_promtool_test_that_sees_it_fire():
              if case.get("exp_alerts")}
     for rule in rules["rules"]:
         assert rule["alert"] in fired, f"{rule['alert']}: no test expects it to fire"
+
+
+def test_the_metrics_table_says_truly_which_alert_and_panel_use_each_metric():
+    """docs/operations.md's "used by" column sends the on-call to a panel or
+    an alert. Eighteen metrics it said were on the dashboard (the planner's
+    lease, missing exposures, the broker's records lost, the event loop's
+    heartbeat...) had no panel, and the stall alert it named for
+    calstream_last_progress_timestamp_seconds no longer reads it."""
+    panels = " ".join(promql_expressions()[len(alert_rules()):])
+    alerts = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    rows = [line for line in OPERATIONS.read_text().splitlines()
+            if line.startswith("| `calstream_")]
+    assert rows
+    for row in rows:
+        name = re.match(r"\| `([a-z0-9_]+)`", row).group(1)
+        used_by = row.rstrip().rstrip("|").rsplit("|", 1)[1]
+        named = re.compile(rf"\b{name}(?:_bucket|_count|_sum)?\b")
+        if "dashboard" in used_by:
+            assert named.search(panels), f"{name}: documented on the dashboard, has no panel"
+        for alert, expr in alerts.items():
+            assert (alert in used_by) == bool(named.search(expr)), \
+                f"{name}: the table {'names' if alert in used_by else 'omits'} {alert}"
+
+
+def alert_rules() -> list[dict]:
+    return yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
