@@ -476,3 +476,54 @@ def test_the_metrics_table_says_truly_which_alert_and_panel_use_each_metric():
 
 def alert_rules() -> list[dict]:
     return yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
+
+
+def systemd_settings() -> dict[str, list[str]]:
+    """The unit's [Service] settings: name -> every value given (in order)."""
+    unit = (DEPLOY / "systemd" / "calstream@.service").read_text()
+    service = unit.split("[Service]", 1)[1].split("\n[", 1)[0]
+    out: dict[str, list[str]] = {}
+    for line in service.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, value = line.partition("=")
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+def test_the_systemd_sandbox_lets_the_daemon_write_where_it_writes():
+    """ProtectSystem=strict leaves the file system read-only but for the
+    unit's own directories and ReadWritePaths, and ProtectHome hides /home.
+    The work directory, the inbox, the product store, the quarantine and the
+    CRDS cache must be writable, and so must $HOME: the workers' matplotlib
+    (previews) and astropy keep their configuration and caches there. The
+    unit set no HOME, so the calstream user's was read-only or hidden:
+    matplotlib warned in every worker and built its font cache again in each."""
+    settings = systemd_settings()
+    assert settings["ProtectSystem"] == ["strict"]
+    role = "detector1"
+    writable = [Path("/tmp")] if settings.get("PrivateTmp") == ["yes"] else []
+    writable += [Path(p) for v in settings.get("ReadWritePaths", []) for p in v.split()]
+    for setting, base in (("StateDirectory", "/var/lib"), ("CacheDirectory", "/var/cache")):
+        writable += [Path(base) / d.replace("%i", role)
+                     for v in settings.get(setting, []) for d in v.split()]
+    specifiers = {"%S": "/var/lib", "%C": "/var/cache", "%i": role}
+
+    def expand(text: str) -> str:
+        for spec, value in specifiers.items():
+            text = text.replace(spec, value)
+        return text
+
+    environment = dict(shlex.split(expand(v))[0].split("=", 1)
+                       for v in settings.get("Environment", []))
+    crds = dict(line.split("=", 1) for line in
+                (DEPLOY / "systemd" / "crds.env").read_text().splitlines()
+                if line.strip() and not line.startswith("#"))
+    argv = systemd_exec(role)
+    work_dir = Path(argv[argv.index("--work-dir") + 1])
+    cfg = load(DEPLOY / "calstream.example.toml", env={}, flags={"work_dir": work_dir})
+    needed = {"work_dir": cfg.work_dir, "inbox": cfg.inbox, "products": cfg.products,
+              "quarantine": cfg.quarantine, "CRDS_PATH": Path(crds["CRDS_PATH"])}
+    assert "HOME" in environment, "the unit sets no HOME: the user's own is not writable here"
+    needed["HOME"] = Path(environment["HOME"])
+    for what, path in needed.items():
+        assert any(path.is_relative_to(w) for w in writable), f"{what} {path}: read-only"
