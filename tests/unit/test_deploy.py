@@ -253,8 +253,11 @@ def test_kustomize_can_build_the_manifests():
                    meta["name"])
             assert key not in seen, f"{name}: {key} is declared in {seen[key]} too"
             seen[key] = name
-    # Every manifest is applied by it, but the PodMonitor (it needs the
-    # Prometheus Operator's CRD, applied apart).
+    # The PodMonitor (it needs the Prometheus Operator's CRD) is applied apart:
+    # in the pods' namespace, or it selects none of them.
+    (monitor,) = yaml.safe_load_all((K8S / "podmonitor.yaml").read_text())
+    assert monitor["metadata"]["namespace"] == kustomization["namespace"]
+    # Every other manifest is applied by it.
     assert set(listed) | {"podmonitor.yaml", "kustomization.yaml"} == \
         {p.name for p in K8S.glob("*.yaml")}
 
@@ -527,3 +530,20 @@ def test_the_systemd_sandbox_lets_the_daemon_write_where_it_writes():
     needed["HOME"] = Path(environment["HOME"])
     for what, path in needed.items():
         assert any(path.is_relative_to(w) for w in writable), f"{what} {path}: read-only"
+
+
+def test_the_systemd_scrape_example_lists_every_role_s_port():
+    """prometheus.yml's commented systemd job is what an operator copies: it
+    listed 9310-9313, and stage 3 (9314) went unscraped, its alerts silent."""
+    text = (DEPLOY / "prometheus" / "prometheus.yml").read_text()
+    (targets,) = re.findall(r"^\s*#\s+- targets: \[(.*)\]$", text, re.M)
+    listed = {int(t.strip().strip('"').rsplit(":", 1)[1]) for t in targets.split(",")}
+    ports = set()
+    for role in ROLES:
+        env_file = DEPLOY / "systemd" / f"{role}.env"
+        env = dict(line.split("=", 1) for line in env_file.read_text().splitlines()
+                   if line.strip() and not line.startswith("#")) if env_file.exists() else {}
+        cfg = load(DEPLOY / "calstream.example.toml",
+                   env={k: v for k, v in env.items() if k.startswith("CALSTREAM_")})
+        ports.add(host_port(cfg.metrics_address)[1])
+    assert listed == ports, f"scraped {sorted(listed)}, the roles listen on {sorted(ports)}"
