@@ -218,6 +218,16 @@ def test_kubernetes_has_a_deployment_per_role_running_a_real_command():
         if role != "planner":
             for path in (cfg.inbox, cfg.products, cfg.quarantine):
                 assert any(path.is_relative_to(m) for m in mounts), (role, path)
+        # The product store is the shared one for every role, the planner's
+        # too: it restores the stage-3 versions already made from it, and it
+        # is the daemon that puts the product events back on a broker that
+        # lost them. Without the volume it read an empty store of its own
+        # container (/data is in the image) and put back nothing.
+        volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        under = [m for m in mounts.values() if cfg.products.is_relative_to(m["mountPath"])]
+        deepest = max(under, key=lambda m: len(m["mountPath"]), default=None)
+        assert deepest and "persistentVolumeClaim" in volumes[deepest["name"]], \
+            f"{role}: the product store {cfg.products} is not the shared volume"
     assert set(roles) == set(ROLES)
     # One watcher per inbox, never two at once.
     for single in ("watcher",):
