@@ -173,6 +173,11 @@ def of_kind(kind: str) -> list[dict]:
     return [d for d in k8s_documents() if d["kind"] == kind]
 
 
+def workloads() -> list[dict]:
+    """The pods' owners: a Deployment per role, the planner's StatefulSet."""
+    return of_kind("Deployment") + of_kind("StatefulSet")
+
+
 def k8s_config() -> Config:
     (cm,) = of_kind("ConfigMap")
     try:
@@ -203,7 +208,7 @@ def test_kubernetes_has_a_deployment_per_role_running_a_real_command():
     cfg = k8s_config()
     (cm,) = of_kind("ConfigMap")
     roles = {}
-    for dep in of_kind("Deployment"):
+    for dep in workloads():
         (container,) = dep["spec"]["template"]["spec"]["containers"]
         role, config = run_command(container["args"])
         roles[role] = dep
@@ -236,7 +241,11 @@ def test_kubernetes_has_a_deployment_per_role_running_a_real_command():
     # Two planners under the planner lease: one publishes, one stands by.
     planner = roles["planner"]["spec"]
     assert planner["replicas"] == 2 and cfg.planner_lease
-    assert planner["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    # Replaced one at a time, never both at once.
+    assert roles["planner"]["kind"] == "StatefulSet"
+    assert planner["updateStrategy"]["type"] == "RollingUpdate"
+    assert planner.get("updateStrategy", {}).get("rollingUpdate", {}).get(
+        "maxUnavailable", 1) == 1
     (budget,) = [b for b in of_kind("PodDisruptionBudget")
                  if b["spec"]["selector"]["matchLabels"].items()
                  <= planner["template"]["metadata"]["labels"].items()]
@@ -272,10 +281,34 @@ def test_kustomize_can_build_the_manifests():
         {p.name for p in K8S.glob("*.yaml")}
 
 
+def test_the_planner_keeps_its_snapshot_and_ledger_across_pod_replacements():
+    """The planner's work directory holds its snapshot (a restart replays
+    the snapshot's tail, not all of history: the HA design) and its ledger
+    of plans and holds (what it puts back on a broker that lost them, and
+    its own record of each hold). On an emptyDir both went with every pod
+    replacement (a rollout, a node drain): each new planner rebuilt from the
+    whole history, and the ledger was gone. One persistent volume per
+    replica: a StatefulSet's claim template."""
+    (planner,) = [w for w in workloads()
+                  if run_command(w["spec"]["template"]["spec"]["containers"][0]["args"])[0]
+                  == "planner"]
+    pod = planner["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    work_dir = Path(container["args"][container["args"].index("--work-dir") + 1])
+    (mount,) = [m for m in container["volumeMounts"]
+                if work_dir.is_relative_to(m["mountPath"])
+                and m["mountPath"] != "/"]
+    claims = {c["metadata"]["name"]: c for c in planner["spec"].get("volumeClaimTemplates", [])}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mount["name"] in claims and mount["name"] not in volumes, \
+        f"the planner's work dir {work_dir} is on {volumes.get(mount['name'])}, lost with the pod"
+    assert claims[mount["name"]]["spec"]["accessModes"] == ["ReadWriteOnce"]  # its own
+
+
 def test_the_planner_is_never_autoscaled():
     """Only the lease holder publishes: more planners are more standbys, not speed."""
     targets = {so["spec"]["scaleTargetRef"]["name"] for so in of_kind("ScaledObject")}
-    for dep in of_kind("Deployment"):
+    for dep in workloads():
         role, _ = run_command(dep["spec"]["template"]["spec"]["containers"][0]["args"])
         if role == "planner":
             assert dep["metadata"]["name"] not in targets
@@ -285,7 +318,7 @@ def test_the_planner_is_never_autoscaled():
 def test_kubernetes_ports_and_probes_match_the_daemon():
     cfg = k8s_config()
     assert host_port(cfg.metrics_address) == ("0.0.0.0", DEFAULT_PORT)
-    for dep in of_kind("Deployment"):
+    for dep in workloads():
         template = dep["spec"]["template"]
         (container,) = template["spec"]["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
@@ -298,7 +331,7 @@ def test_kubernetes_ports_and_probes_match_the_daemon():
     (svc,) = of_kind("Service")
     (port,) = svc["spec"]["ports"]
     assert port["port"] == DEFAULT_PORT and port["targetPort"] == "metrics"
-    for dep in of_kind("Deployment"):
+    for dep in workloads():
         assert svc["spec"]["selector"].items() <= \
             dep["spec"]["template"]["metadata"]["labels"].items()
 
@@ -306,12 +339,14 @@ def test_kubernetes_ports_and_probes_match_the_daemon():
 def test_kubernetes_volumes_and_secrets_are_declared():
     claims = {c["metadata"]["name"] for c in of_kind("PersistentVolumeClaim")}
     (cm,) = of_kind("ConfigMap")
-    for dep in of_kind("Deployment"):
+    for dep in workloads():
         pod = dep["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod["volumes"]}
+        templates = {c["metadata"]["name"] for c in dep["spec"].get("volumeClaimTemplates", [])}
+        assert not templates & set(volumes), "a claim template and a volume of one name"
         (container,) = pod["containers"]
         for mount in container["volumeMounts"]:
-            assert mount["name"] in volumes
+            assert mount["name"] in volumes or mount["name"] in templates
         for v in volumes.values():
             if "persistentVolumeClaim" in v:
                 assert v["persistentVolumeClaim"]["claimName"] in claims
@@ -319,12 +354,17 @@ def test_kubernetes_volumes_and_secrets_are_declared():
                 assert v["configMap"]["name"] == cm["metadata"]["name"]
     for claim in of_kind("PersistentVolumeClaim"):
         assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "shared between replicas"
+    # A StatefulSet's claims need a headless Service (its serviceName).
+    (svc,) = of_kind("Service")
+    for sts in of_kind("StatefulSet"):
+        assert sts["spec"]["serviceName"] == svc["metadata"]["name"]
+        assert svc["spec"]["clusterIP"] == "None"
 
 
 def test_keda_scales_each_stage_on_its_own_consumer_group():
     cfg = k8s_config()
     topics = Topics(cfg.topic_prefix)
-    deployments = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
+    deployments = {d["metadata"]["name"]: d for d in workloads()}
     auths = {a["metadata"]["name"] for a in of_kind("TriggerAuthentication")}
     scaled = {}
     for so in of_kind("ScaledObject"):
