@@ -597,3 +597,19 @@ def test_the_systemd_scrape_example_lists_every_role_s_port():
                    env={k: v for k, v in env.items() if k.startswith("CALSTREAM_")})
         ports.add(host_port(cfg.metrics_address)[1])
     assert listed == ports, f"scraped {sorted(listed)}, the roles listen on {sorted(ports)}"
+
+
+def test_the_label_values_the_rules_match_are_ones_the_code_sets():
+    """A matcher on a value the daemon never sets (a cause renamed) leaves
+    its rule quiet for ever, and promtool's own tests, fed the old value,
+    still pass. Each value a rule or panel selects is one the code writes."""
+    source = "\n".join(p.read_text() for room in ("daemon", "steps")
+                       for p in (ROOT / room).rglob("*.py"))
+    matcher = re.compile(r'\b(calstream_[a-z0-9_]+)\{[^}]*?\b([a-z_]+)\s*=~?\s*"([^"$]*)"')
+    checked = 0
+    for expr in promql_expressions():
+        for name, label, values in matcher.findall(expr):
+            for value in values.split("|"):
+                assert f'"{value}"' in source, f"{name}{{{label}}}: nothing sets {value!r}"
+                checked += 1
+    assert checked
