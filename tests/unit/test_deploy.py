@@ -477,6 +477,19 @@ def test_the_container_image_runs_the_cli_and_exposes_the_metrics_port():
         assert re.search(rf"^COPY {room} {room}$", text, re.M)
 
 
+def test_the_container_image_runs_the_python_the_tests_run_on():
+    """`make install` builds the environment the suite runs on; the image
+    installed the same requirements under another Python (3.12 against the
+    machine's 3.11): other wheels, and an interpreter whose multiprocessing
+    (the worker server, the child guard) no test had run on."""
+    import sys
+
+    text = (DEPLOY / "Containerfile").read_text()
+    bases = re.findall(r"^FROM python:(\d+)\.(\d+)\S*", text, re.M)
+    assert bases and all((int(a), int(b)) == sys.version_info[:2] for a, b in bases), \
+        f"image Python {bases}, tests on {sys.version_info[:2]}"
+
+
 def test_the_alerts_table_lists_every_alert_rule():
     """docs/operations.md, "Alerts": the on-call reads the table; an alert in
     alerts.yml that the table leaves out (CalstreamExposuresMissing,
