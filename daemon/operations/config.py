@@ -282,6 +282,29 @@ def _known(name: str, source: str) -> None:
     raise ConfigError(f"{source}: unknown setting {_named(name, source, quote=True)}{hint}")
 
 
+def _settings_of(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """The settings of a config file: its [calstream] table, or the whole file
+    without one. Beside that table nothing is read, so anything else is an
+    error: a `[security]` table (for [calstream.security]) or a key above the
+    header was ignored without a word, and the default used instead."""
+    if "calstream" not in data:
+        return data
+    settings = data["calstream"]
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{source}: [calstream] must be a table of settings")
+    for key in data:
+        if key == "calstream":
+            continue
+        name = key.replace("-", "_")
+        where = f"[calstream.{name}]" if name in ("security", "steps", "steps_by_exp_type",
+                                                    "steps_by_program", "detector1_steps") \
+            else f"[calstream] {name}" if name in PARSERS else None
+        hint = f" (did you mean {where}?)" if where else ""
+        raise ConfigError(f"{source}: {key!r} is outside the [calstream] table, where every "
+                          f"setting goes, and would be ignored{hint}")
+    return settings
+
+
 def load(config_file: Path | None = None, env: dict[str, str] | None = None,
          flags: dict[str, Any] | None = None) -> Config:
     cfg = Config()
@@ -293,7 +316,7 @@ def load(config_file: Path | None = None, env: dict[str, str] | None = None,
             data = tomllib.loads(read_regular_text(config_file))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
-        _apply(cfg, data.get("calstream", data), str(config_file))
+        _apply(cfg, _settings_of(data, str(config_file)), str(config_file))
     env = os.environ if env is None else env
     from_env = {k[len("CALSTREAM_"):].lower(): v for k, v in env.items()
                 if k.startswith("CALSTREAM_") and k not in NOT_SETTINGS}
