@@ -132,6 +132,18 @@ class FileReads:
         except (OSError, ReadHung):
             return None
 
+    async def directory_answers(self, directory: Path) -> bool:
+        """A second look after a read of a file failed (EIO): its directory
+        opened and its first entry read. A soft network mount whose server
+        is gone fails every read so, as a damaged file fails its own; an
+        open goes to an NFS server (close-to-open), not to the client's
+        cache. False when it fails or does not answer within its time."""
+        try:
+            await self.timed(_first_entry, directory, self.read_seconds)
+        except (OSError, ReadHung):
+            return False
+        return True
+
     async def listing(self, list_files: Callable[[Callable[[], None]], Any], path: Path) -> Any:
         """``list_files(answered)`` of the inbox at ``path``, hung once no entry
         has answered (it calls ``answered()`` at each) for ``read_seconds``:
@@ -217,6 +229,11 @@ class _Answers:
 
     def answered(self) -> None:  # from the reading thread: one float, written whole
         self.at = time.monotonic()
+
+
+def _first_entry(directory: Path) -> None:
+    with os.scandir(directory) as entries:
+        next(entries, None)
 
 
 def _look(path: Path, roots: Sequence[Path]) -> tuple[Sig | None, str | None]:

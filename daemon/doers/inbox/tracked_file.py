@@ -26,6 +26,16 @@ from calstream.daemon.doers.inbox.quarantine import NoLongerJudged, QuarantineBl
 from calstream.daemon.doers.inbox.reports import Arrival, log_file
 from calstream.daemon.doers.parking import Parking
 from calstream.steps.exposure import BadExposure
+from calstream.steps.failures import MOUNT_GONE, infrastructure_cause
+
+
+class StorageFailed(Exception):
+    """A read of the file failed for its storage's fault (``cause``), not
+    the file's: raised out of the step, as ReadHung is, to park the file."""
+
+    def __init__(self, cause: str, error: OSError) -> None:
+        super().__init__(str(error))
+        self.cause, self.error = cause, error
 
 
 @dataclass(eq=False)
@@ -46,7 +56,7 @@ class Track:
     writer_done: bool = False
     parking: Parking | None = None  # its announcement's, while the broker refuses it
     read_parking: Parking | None = None  # its reads', while its storage does not answer
-    hung_reads: int = 0  # reads in a row that did not return in time (without parking)
+    hung_reads: int = 0  # reads in a row its storage failed (hung, a mount gone; without parking)
 
 
 class FileSteps:
@@ -57,6 +67,8 @@ class FileSteps:
             self._read_answered(t)
         except ReadHung as exc:
             await self._carry_out(t, self._read_hung(t, exc))
+        except StorageFailed as failed:
+            await self._carry_out(t, self._storage_fault(t, failed.cause, failed.error))
         except Exception:
             # Never let one file stop the watcher; try it again later (bounded).
             self._counts.errors += 1
@@ -117,7 +129,7 @@ class FileSteps:
         except FileNotFoundError:
             return decide.Forget(still_there=False)
         except OSError as exc:
-            return self._unreadable(t, exc)
+            return await self._unreadable(t, exc)
         t.state, decision = decide.after_structure(
             t.state, name=t.path.name, sig=sig, layout=layout, now=time.monotonic(),
             rules=self.rules)
@@ -145,7 +157,7 @@ class FileSteps:
         except FileNotFoundError:
             return decide.Forget(still_there=False)
         except OSError as exc:
-            return self._unreadable(t, exc)
+            return await self._unreadable(t, exc)
         t.state, decision = decide.after_identity(
             t.state, sig=sig, sig_after_read=await self.reads.sig(t.path), now=time.monotonic()
         )
@@ -166,6 +178,9 @@ class FileSteps:
         silent): an infrastructure fault, retried with jitter, then parked
         with a metric until a read answers; never held against the file
         (no quarantine), whose bytes nobody has seen."""
+        return self._storage_fault(t, INBOX_HUNG, exc)
+
+    def _storage_fault(self, t: Track, cause: str, exc: BaseException) -> decide.RetryLater:
         now = time.monotonic()
         if self._parking is None:
             t.hung_reads += 1
@@ -174,7 +189,7 @@ class FileSteps:
             return retry
         if t.read_parking is None:
             t.read_parking = self._parking(f"{t.path.name}: its read")
-        delay = t.read_parking.failed(INBOX_HUNG, exc)
+        delay = t.read_parking.failed(cause, exc)
         return decide.RetryLater(at=now + delay, delay=delay)
 
     def _read_answered(self, t: Track) -> None:
@@ -183,7 +198,20 @@ class FileSteps:
             t.read_parking.resumed()
             t.read_parking = None
 
-    def _unreadable(self, t: Track, exc: OSError) -> decide.Decision:
+    async def _unreadable(self, t: Track, exc: OSError) -> decide.Decision:
+        """A read that failed: the file's fault (a damaged file, counted
+        towards calling it unreadable), unless its storage's. A stale
+        handle or a transport gone (steps/failures.py: mount_gone) is the
+        mount's; so is EIO when a second look, its directory read, fails
+        too: a soft mount whose server is gone. Those are parked until a
+        read answers, never counted: after a few tries a good delivery was
+        quarantined as unreadable, dead-lettered bad_file, and left unread
+        once the mount came back."""
+        cause = infrastructure_cause(exc)
+        if cause is None and not await self.reads.directory_answers(t.path.parent):
+            cause = MOUNT_GONE
+        if cause is not None:
+            raise StorageFailed(cause, exc) from exc
         t.state, decision = decide.after_read_error(
             t.state, name=t.path.name, error=str(exc), now=time.monotonic(), rules=self.rules
         )
