@@ -21,7 +21,7 @@ from pathlib import Path
 from calstream.daemon.deciders import inbox_file as decide
 from calstream.daemon.deciders.inbox_file import FileState, Sig
 from calstream.daemon.doers.inbox.announcer import AnnouncementFailed
-from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, ReadHung
+from calstream.daemon.doers.inbox.file_reads import ReadHung
 from calstream.daemon.doers.inbox.quarantine import NoLongerJudged, QuarantineBlocked
 from calstream.daemon.doers.inbox.reports import Arrival, log_file
 from calstream.daemon.doers.parking import Parking
@@ -178,7 +178,7 @@ class FileSteps:
         silent): an infrastructure fault, retried with jitter, then parked
         with a metric until a read answers; never held against the file
         (no quarantine), whose bytes nobody has seen."""
-        return self._storage_fault(t, INBOX_HUNG, exc)
+        return self._storage_fault(t, exc.cause, exc)
 
     def _storage_fault(self, t: Track, cause: str, exc: BaseException) -> decide.RetryLater:
         now = time.monotonic()
