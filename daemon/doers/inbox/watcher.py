@@ -47,10 +47,12 @@ from calstream.daemon.doers.inbox.watch_keeper import WatchKeeper
 from calstream.daemon.doers.parking import Parking
 from calstream.steps.exposure import UNCAL_REQUIRED_EXTENSIONS
 
-# Files the start-up scan looks at at once. A few are read at a time
-# (file_reads.py); each step waiting held ~10 kB, and the scan began one for
-# every file in the inbox (20,000 files: 190 MB more at the start).
-STARTUP_STEPS = 64
+# Files looked at at once (steps under way), at the start-up scan and after.
+# A few are read at a time (file_reads.py); each step waiting held ~10 kB,
+# and the scan began one for every file in the inbox (20,000 files: 190 MB
+# more at the start), the loop one for every file of a burst, whose stats
+# the watch keeper's stat of the inbox then waited behind.
+STEPS_AT_ONCE = 64
 
 T = TypeVar("T")
 
@@ -190,7 +192,7 @@ class Watcher(FileSteps):
                 await self._step(t)
 
         async with anyio.create_task_group() as tg:
-            for _ in range(min(STARTUP_STEPS, len(listing))):
+            for _ in range(min(STEPS_AT_ONCE, len(listing))):
                 tg.start_soon(take_up)
 
     async def _loop(self, tg: TaskGroup) -> None:
@@ -209,15 +211,19 @@ class Watcher(FileSteps):
                 await self._rescan()
             now = time.monotonic()
             wake_at = min(next_rescan, self.keeper.next_check)
+            # Due files beyond STEPS_AT_ONCE wait, in the order found, for a
+            # step to end (it wakes the loop).
+            steps = sum(1 for t in self._tracks.values() if t.busy)
             for t in list(self._tracks.values()):
                 if t.busy:
                     continue
                 due = max(t.next_check, t.retry_at)
-                if due <= now:
-                    t.busy = True
-                    tg.start_soon(self._step, t)
-                else:
+                if due > now:
                     wake_at = min(wake_at, due)
+                elif steps < STEPS_AT_ONCE:
+                    t.busy = True
+                    steps += 1
+                    tg.start_soon(self._step, t)
             reports, next_report = self.quarantine.due(now)
             for r in reports:
                 tg.start_soon(self._then_kick, self.quarantine.retry(r))
