@@ -127,8 +127,12 @@ class FileReads:
     async def digest(self, path: Path, size: int) -> str:
         # Remembered by signature: the admission of the announcement, in this
         # same daemon, then does not read the whole file again.
-        seconds = self.read_seconds + max(0, size) / SLOWEST_BYTES_PER_SECOND
-        return await self.timed(digest_of, path, seconds)
+        return await self.timed(digest_of, path, self.given(size))
+
+    def given(self, size: int) -> float:
+        """The time a call that reads (or copies) ``size`` bytes is given:
+        a hash, a move into quarantine on another file system."""
+        return self.read_seconds + max(0, size) / SLOWEST_BYTES_PER_SECOND
 
     async def digest_or_none(self, path: Path, size: int) -> str | None:
         """For the quarantine record, so an operator can tell redeliveries apart."""

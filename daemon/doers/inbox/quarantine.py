@@ -80,7 +80,7 @@ class Quarantine:
             # stop, for ever, with nothing shown.
             dest = await self.reads.waited(
                 lambda p: self._move(p, reason, eid, digest, detected_at, judged), path,
-                self.reads.read_seconds, what="move into quarantine",
+                self.reads.given(judged[0] if judged else 0), what="move into quarantine",
                 late=lambda exc: self._park(path, exc.cause, exc))
         except NoLongerJudged:
             raise

@@ -127,8 +127,9 @@ class Watcher(FileSteps):
         """Watch until cancelled. ``task_status.started()`` is called once the
         observer is live and the start-up scan has been processed (files not
         yet settled or complete stay tracked)."""
-        # Timed as the inbox's reads: on the event loop, a start on a silent
-        # mount froze the whole daemon before the timed listing's turn came.
+        # Timed as the inbox's reads: made on the event loop, a mount gone
+        # silent (since the daemon's start checks made them) froze the whole
+        # daemon before the timed listing's turn came.
         await self._once_it_answers(self.made_dirs)
         ledger = await Ledger.open(self.scope.ledger_path)
         self._announcer = Announcer(ledger, self._on_arrival, self._has_products, self._counts,
