@@ -142,13 +142,14 @@ class FileReads:
             return None
 
     async def directory_answers(self, directory: Path) -> bool:
-        """A second look after a read of a file failed (EIO): its directory
-        opened and its first entry read. A soft network mount whose server
-        is gone fails every read so, as a damaged file fails its own; an
-        open goes to an NFS server (close-to-open), not to the client's
-        cache. False when it fails or does not answer within its time."""
+        """A second look after a read of a file failed (EIO): a soft network
+        mount whose server is gone fails every read so, as a damaged file
+        fails its own. Its file system's statistics asked (an NFS client
+        asks its server at each statfs, caching none) and its directory
+        opened and its first entry read. False when either fails or does
+        not answer within its time."""
         try:
-            await self.timed(_first_entry, directory, self.read_seconds)
+            await self.timed(_answers, directory, self.read_seconds)
         except (OSError, ReadHung):
             return False
         return True
@@ -266,7 +267,8 @@ class _Answers:
         self.at = time.monotonic()
 
 
-def _first_entry(directory: Path) -> None:
+def _answers(directory: Path) -> None:
+    os.statvfs(directory)
     with os.scandir(directory) as entries:
         next(entries, None)
 
