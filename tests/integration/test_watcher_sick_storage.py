@@ -276,3 +276,47 @@ async def test_a_start_whose_product_store_does_not_answer_parks_the_file_it_ask
     finally:
         mount.answer()
     assert [a.path.name for a in rec.arrivals] == [new], "recorded, not announced again"
+
+
+async def test_a_stat_its_mount_fails_parks_the_file_rather_than_giving_it_up(
+        dirs, monkeypatch):
+    """A stat of a file (its look, or the one after its reads) failing with
+    ESTALE was an "unexpected error": eight of them, a few minutes of a
+    mount gone, and the file was given up, "left in the inbox until it
+    changes", and as it had been seen the rescans left it alone: never
+    announced after the mount came back. Now it is parked as mount_gone."""
+    failing = threading.Event()
+    real_stat, real_lstat = os.stat, os.lstat
+
+    def failing_stat(real):
+        def stat(path, *args, **kw):
+            if failing.is_set() and os.fspath(path).endswith(SICK):
+                raise OSError(errno.ESTALE, os.strerror(errno.ESTALE), os.fspath(path))
+            return real(path, *args, **kw)
+        return stat
+
+    real_layout = file_reads.fits_layout
+
+    def layout(path, *args, **kw):  # the mount goes stale as the file is read
+        if path.name == SICK:
+            failing.set()
+        return real_layout(path, *args, **kw)
+
+    monkeypatch.setattr(os, "stat", failing_stat(real_stat))
+    monkeypatch.setattr(os, "lstat", failing_stat(real_lstat))
+    monkeypatch.setattr(file_reads, "fits_layout", layout)
+    mount = FailingMount.__new__(FailingMount)  # its parking only
+    cfg = SimpleNamespace(max_attempts=2, retry_backoff=0.05, park_recheck_seconds=0.1)
+    mount.metrics = Metrics()
+    parking = lambda what, root=None: Parking(cfg, mount.metrics, stage="watcher",  # noqa: E731
+                                              what=what, root=root)
+    rec = Recorder()
+    w = make(dirs, rec, parking=parking)
+    async with running(w):
+        drop(dirs[0], SICK, uncal_bytes(SICK))
+        await wait_until(lambda: mount.parked("mount_gone") == 1, timeout=10)
+        assert w.stats().errors == 0, "not an unexpected error"
+        monkeypatch.setattr(file_reads, "fits_layout", real_layout)
+        failing.clear()  # the mount is back
+        await wait_until(lambda: [a.path.name for a in rec.arrivals] == [SICK])
+        await wait_until(lambda: mount.parked("mount_gone") == 0)

@@ -69,7 +69,14 @@ class FileSteps:
             await self._carry_out(t, self._read_hung(t, exc))
         except StorageFailed as failed:
             await self._carry_out(t, self._storage_fault(t, failed.cause, failed.error))
-        except Exception:
+        except Exception as exc:
+            # A stat of it that failed for its storage's fault: counted as
+            # unexpected, eight of them (a few minutes of a mount gone) gave
+            # the file up, not looked at again until it changed, once seen.
+            cause = await self._storage_cause(t, exc) if isinstance(exc, OSError) else None
+            if cause is not None:
+                await self._carry_out(t, self._storage_fault(t, cause, exc))
+                return
             # Never let one file stop the watcher; try it again later (bounded).
             self._counts.errors += 1
             t.state, decision = decide.after_unexpected_error(
@@ -207,9 +214,7 @@ class FileSteps:
         read answers, never counted: after a few tries a good delivery was
         quarantined as unreadable, dead-lettered bad_file, and left unread
         once the mount came back."""
-        cause = infrastructure_cause(exc)
-        if cause is None and not await self.reads.directory_answers(t.path.parent):
-            cause = MOUNT_GONE
+        cause = await self._storage_cause(t, exc)
         if cause is not None:
             raise StorageFailed(cause, exc) from exc
         t.state, decision = decide.after_read_error(
@@ -219,6 +224,14 @@ class FileSteps:
             log_file(logging.WARNING, f"cannot read ({exc}); retrying in {decision.delay:g} s",
                      t.path)
         return decision
+
+    async def _storage_cause(self, t: Track, exc: OSError) -> str | None:
+        """The infrastructure fault behind ``exc`` from a read of ``t``'s
+        file, or None (the file's own)."""
+        cause = infrastructure_cause(exc)
+        if cause is None and not await self.reads.directory_answers(t.path.parent):
+            cause = MOUNT_GONE
+        return cause
 
     async def _carry_out(self, t: Track, decision: decide.Decision) -> None:
         match decision:
