@@ -22,6 +22,7 @@ costs a few threads, not one per retry."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -280,6 +281,12 @@ def _look(path: Path, roots: Sequence[Path]) -> tuple[Sig | None, str | None]:
             return stat_sig(st), None
         st = os.stat(path)  # what the link leads to: judged as any file
     except (FileNotFoundError, NotADirectoryError):  # gone, or a link leading nowhere
+        return None, None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        # A loop of links leads nowhere too (it was an unexpected error,
+        # eight tracebacks before the file was given up).
         return None, None
     target = path.resolve()
     if any(target.is_relative_to(root.resolve()) for root in roots):
