@@ -40,7 +40,9 @@ from calstream.daemon.doers.inbox.observer_bridge import stat_sig
 from calstream.daemon.doers.inbox.read_threads import ReadJob, ReadThreads
 from calstream.daemon.doers.priority_slots import PrioritySlots
 from calstream.steps.exposure import ExposureInfo
+from calstream.steps.failures import MOUNT_GONE, infrastructure_cause
 from calstream.steps.fitsfile import FitsLayout, fits_layout
+from calstream.steps.mount_health import sick_mount
 
 # A stat or a header read answers in milliseconds, and in seconds on a busy
 # network mount; a minute is beyond any working storage.
@@ -142,18 +144,20 @@ class FileReads:
         except (OSError, ReadHung):
             return None
 
-    async def directory_answers(self, directory: Path) -> bool:
-        """A second look after a read of a file failed (EIO): a soft network
-        mount whose server is gone fails every read so, as a damaged file
-        fails its own. Its file system's statistics asked (an NFS client
-        asks its server at each statfs, caching none) and its directory
-        opened and its first entry read. False when either fails or does
-        not answer within its time."""
+    async def mount_fault(self, directory: Path) -> str | None:
+        """The second look after a read of a file in ``directory`` failed
+        (EIO): a soft network mount whose server is gone fails every read
+        so, as a damaged file fails its own. Made as a run's is
+        (steps/mount_health.py: the directory listed, a probe written there
+        and removed), timed. The mount's fault (mount_gone, a full or
+        read-only disk; inbox_hung when the look does not answer), or None:
+        the file's own."""
         try:
-            await self.timed(_answers, directory, self.read_seconds)
-        except (OSError, ReadHung):
-            return False
-        return True
+            found = await self.timed(lambda d: sick_mount([d], [d]), directory,
+                                     self.read_seconds, what="second look")
+        except ReadHung:
+            return INBOX_HUNG
+        return None if found is None else infrastructure_cause(found[1]) or MOUNT_GONE
 
     async def listing(self, list_files: Callable[[Callable[[], None]], Any], path: Path) -> Any:
         """``list_files(answered)`` of the inbox at ``path``, hung once no entry
@@ -266,12 +270,6 @@ class _Answers:
 
     def answered(self) -> None:  # from the reading thread: one float, written whole
         self.at = time.monotonic()
-
-
-def _answers(directory: Path) -> None:
-    os.statvfs(directory)
-    with os.scandir(directory) as entries:
-        next(entries, None)
 
 
 def _look(path: Path, roots: Sequence[Path]) -> tuple[Sig | None, str | None]:

@@ -26,7 +26,7 @@ from calstream.daemon.doers.inbox.quarantine import NoLongerJudged, QuarantineBl
 from calstream.daemon.doers.inbox.reports import Arrival, log_file
 from calstream.daemon.doers.parking import Parking
 from calstream.steps.exposure import BadExposure
-from calstream.steps.failures import MOUNT_GONE, infrastructure_cause
+from calstream.steps.failures import infrastructure_cause
 
 
 class StorageFailed(Exception):
@@ -209,8 +209,9 @@ class FileSteps:
         """A read that failed: the file's fault (a damaged file, counted
         towards calling it unreadable), unless its storage's. A stale
         handle or a transport gone (steps/failures.py: mount_gone) is the
-        mount's; so is EIO when a second look, its directory read, fails
-        too: a soft mount whose server is gone. Those are parked until a
+        mount's; so is EIO when a second look at its directory (listed and
+        written to, as a run's: steps/mount_health.py) fails too: a soft
+        mount whose server is gone. Those are parked until a
         read answers, never counted: after a few tries a good delivery was
         quarantined as unreadable, dead-lettered bad_file, and left unread
         once the mount came back."""
@@ -228,10 +229,7 @@ class FileSteps:
     async def _storage_cause(self, t: Track, exc: OSError) -> str | None:
         """The infrastructure fault behind ``exc`` from a read of ``t``'s
         file, or None (the file's own)."""
-        cause = infrastructure_cause(exc)
-        if cause is None and not await self.reads.directory_answers(t.path.parent):
-            cause = MOUNT_GONE
-        return cause
+        return infrastructure_cause(exc) or await self.reads.mount_fault(t.path.parent)
 
     async def _carry_out(self, t: Track, decision: decide.Decision) -> None:
         match decision:
