@@ -139,8 +139,22 @@ def summarise_metrics(endpoints: list[Endpoint]) -> dict[str, dict[str, Any]]:
     return stages
 
 
+def _deciding(endpoints: list[Endpoint]) -> list[Endpoint]:
+    """The daemons whose planner gauges count: the lease holder's
+    (``calstream_planner_leader`` 1), where one says so. A planner that lost
+    the lease stops setting its gauges and keeps its last values: summed,
+    every exposure held before a takeover was counted twice, and its old
+    hold age kept the oldest hold's age up. Without any leader (no lease,
+    an older daemon, a takeover under way) every daemon's count."""
+    leaders = [ep for ep in endpoints if any(
+        n == "calstream_planner_leader" and v == 1 for n, _labels, v in ep.samples)]
+    return leaders or endpoints
+
+
 def summarise_planner(endpoints: list[Endpoint]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    views_from = endpoints
+    endpoints = _deciding(endpoints)
     for _labels, v in _values(endpoints, "calstream_held_exposures"):
         out["held"] = out.get("held", 0) + int(v)
     for _labels, v in _values(endpoints, "calstream_held_for_direct_image"):
@@ -153,7 +167,7 @@ def summarise_planner(endpoints: list[Endpoint]) -> dict[str, Any]:
     # Read as untrusted (a daemon of another version, or whatever answers
     # at a --metrics-url given): a view or leadership that was no object
     # raised out of `calstream status`.
-    views = [ep.planner for ep in endpoints if isinstance(ep.planner, dict) and ep.planner]
+    views = [ep.planner for ep in views_from if isinstance(ep.planner, dict) and ep.planner]
     # Under the planner lease the active planner's view comes first; a
     # standby's is the same decisions, not yet (or never) published.
     views.sort(key=lambda v: _role(v) != "active")

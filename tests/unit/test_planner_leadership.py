@@ -225,3 +225,24 @@ def test_the_only_planner_s_gate_never_goes_stale(monkeypatch):
     now[0] += 1e6
     assert gate.enter() and gate.acting
     gate.leave()
+
+
+def test_status_counts_the_holds_of_the_lease_holder_only():
+    """A planner that lost the lease keeps its last gauges: summed with the
+    new leader's, every exposure held before the takeover counted twice."""
+    from calstream.daemon.operations.status_summary import Endpoint, summarise_planner
+
+    def planner(url: str, leader: int, held: int, age: float) -> Endpoint:
+        return Endpoint(url, samples=[
+            ("calstream_planner_leader", {"group": "calstream.planner"}, float(leader)),
+            ("calstream_held_exposures", {}, float(held)),
+            ("calstream_oldest_hold_age_seconds", {}, age),
+            ("calstream_open_associations", {"stage": "stage3"}, 4.0)])
+
+    demoted, leader = planner("a", 0, 3, 9000.0), planner("b", 1, 3, 60.0)
+    out = summarise_planner([demoted, leader])
+    assert out["held"] == 3 and out["oldest_hold_age_seconds"] == 60.0
+    assert out["open_associations"] == {"stage3": 4}
+    # No lease anywhere (one planner without it, or an older daemon): all count.
+    alone = Endpoint("c", samples=[("calstream_held_exposures", {}, 2.0)])
+    assert summarise_planner([alone])["held"] == 2
