@@ -83,7 +83,12 @@ class Config:
     # many, a parked item keeps its place (their records stay in memory; 0: all keep it).
     max_parked_aside: int = 256
     task_timeout: float = 3600.0  # a run that takes longer is killed and retried
-    stall_seconds: float = 900.0  # /readyz: an item in flight for this long (from its start)
+    # /readyz: an item in flight for this long (from its start). Past
+    # task_timeout, with a margin: a run is legitimate until its time-out (a
+    # spec2 of a NIRSpec IFU, a detector1 of a long time series take tens of
+    # minutes), and at 900 s (before session 43) such a run paged
+    # CalstreamConsumerStalled, critical. Stage 3's below follows the same rule.
+    stall_seconds: float = 3600.0 + 900.0
     stage3_stall_seconds: float = 4 * 3600.0 + 900.0  # stage 3's: its runs take hours
     heartbeat_seconds: float = 10.0  # /healthz: the event loop has not beaten for this long
     # A run's claim in the product store (doers/work_claims.py) is touched this

@@ -110,3 +110,21 @@ def test_probes_back_off_with_jitter_while_the_broker_is_lost():
     assert len(set(waits)) == len(waits)  # jittered: many daemons do not retry in step
     h.observe(True, 20.0)
     assert h.next_probe() == 1.0
+
+
+def test_a_run_is_no_stall_before_its_time_out_and_a_silent_poll_loop_still_is():
+    """The default stall limit of every stage lies past its task_timeout: a
+    run is legitimate until then (at 900 s a 20-minute spec2 paged). The poll
+    loop's silence is judged within 225 s whatever the stall limit."""
+    from calstream.daemon.doers.kafka.concurrent_consumer import poll_silence_limit
+    from calstream.daemon.stages import STAGES, stage_config
+
+    cfg = load(None, env={}, flags={})
+    for st in STAGES:
+        own = stage_config(st, cfg)
+        assert own.stall_seconds > own.task_timeout, st.name
+    assert poll_silence_limit(cfg.stall_seconds) == 225.0
+    assert poll_silence_limit(900.0) == 225.0 and poll_silence_limit(40.0) == 30.0
+    c = idle_consumer(cfg.stall_seconds)
+    c.last_poll = time.monotonic() - 300  # a wedged loop, five minutes
+    assert "poll loop has not run" in c.stalled(cfg.stall_seconds)

@@ -84,6 +84,15 @@ class _Rebalance(ConsumerRebalanceListener):
                  ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(assigned)) or "nothing")
 
 
+def poll_silence_limit(stall_seconds: float) -> float:
+    """How long a consumer's poll loop may be silent before /readyz says it
+    stalled: a quarter of the stall limit, within 30 s and 225 s. The loop
+    polls every fetch wait (0.1-0.5 s) and between runs, so minutes of
+    silence are a wedge, whatever a run may take (the alert, deploy/
+    prometheus/alerts.yml, clamps the same)."""
+    return min(max(30.0, stall_seconds / 4), 225.0)
+
+
 class ConcurrentConsumer:
     def __init__(self, consumer: AIOKafkaConsumer, *, stage: str, handler: Handler,
                  capacity: int, metrics: Metrics, topics: list[str],
@@ -127,7 +136,7 @@ class ConcurrentConsumer:
         idle period ago)."""
         limit = self.stall_seconds or stall_seconds
         now = time.monotonic()
-        if now - self.last_poll > max(30.0, stall_seconds / 4):
+        if now - self.last_poll > poll_silence_limit(stall_seconds):
             return f"{self.stage}: poll loop has not run for {now - self.last_poll:.0f}s"
         oldest = self.oldest_in_flight()
         if oldest is not None and now - oldest > limit:
