@@ -86,6 +86,7 @@ nirspec_bots_dark_detector       -   -         D1      tso  -                   
 nirspec_lamp                     S2  rate      -       -    -                              : nrs_autowave-default nrs_autoflat-default nrs_lamp-default
 nirspec_lamp_image               I2  rate      -       -    -                              : nrs_lamp-mirror
 nirspec_lamp_unusable            -   -         D1      -    -                              : nrs_lamp-nolamp
+nirspec_lamp_dark_detector       -   -         D1      -    -                              : nrs_autowave-dark_detector
 nirspec_nonscience_image         I2  rate      -       -    -                              : nrs_image-default nrs_focus-default nrs_tacq-default nrs_taconfirm-default nrs_confirm-default nrs_wata-default nrs_msata-default nrs_taslit-default nrs_verify-default
 nirspec_mimf                     I2  rate      I3      -    background                     : nrs_mimf-default
 nirspec_dark                     -   -         DARK    -    -                              : nrs_dark-default
@@ -388,3 +389,50 @@ def test_a_table_that_leaves_an_exposure_type_unrouted_fails_the_load():
         parse_routes("[[routes]]\nmode = 'x'\n")
     with pytest.raises(RoutingTableError, match="not TOML"):
         parse_routes("[[route]\n")
+
+
+# --- NIRSpec lamp exposures: jwst's own optical-path check decides ------------
+
+_LAMP_GRATINGS = ("PRISM", "G140M", "G140H", "G235M", "G235H", "G395M", "G395H")
+_LAMPS = ("LINE1", "LINE2", "LINE3", "LINE4", "FLAT1", "FLAT2", "FLAT3", "FLAT4", "FLAT5",
+          "REF", "TEST")
+
+
+def _jwst_makes_nrslamp_spec2(header: dict) -> bool:
+    """What jwst 3.0's Asn_Lv2NRSLAMPSpectral (rules_level2b.py) takes: an
+    opaque filter, a lamp lit, an opmode other than grating-only (MSA with
+    its metafile), and dms_base.nrslamp_valid_detector: the grating and lamp
+    put light on this detector."""
+    from jwst.associations.lib.dms_base import nrslamp_valid_detector
+
+    item = {k.lower(): str(v).lower() for k, v in header.items() if v is not None}
+    return (item.get("filter") == "opaque" and item.get("lamp", "nolamp") != "nolamp"
+            and item.get("grating") != "mirror" and item.get("opmode") != "grating-only"
+            and (item.get("opmode") != "msaspec" or "msametfl" in item)
+            and nrslamp_valid_detector(item))
+
+
+@pytest.mark.parametrize("exp_type", ["NRS_AUTOWAVE", "NRS_AUTOFLAT", "NRS_LAMP"])
+@pytest.mark.parametrize("opmode", ["IFU", "FIXEDSLIT", "MSASPEC"])
+def test_lamp_exposures_get_nrslamp_spec2_where_jwst_makes_one(exp_type, opmode):
+    # An IFU lamp through a medium-resolution grating or the prism lights NRS1
+    # only; a fixed-slit lamp lights only the lines and flats of its grating.
+    # jwst makes no association for the rest; an order for them would fail.
+    pytest.importorskip("jwst")
+    wrong = []
+    for grating in _LAMP_GRATINGS:
+        for lamp in _LAMPS:
+            for detector in ("NRS1", "NRS2"):
+                header = synthetic_header(
+                    "NIRSPEC", exp_type, OPMODE=opmode, GRATING=grating, LAMP=lamp,
+                    DETECTOR=detector, FILTER="OPAQUE",
+                    MSAMETFL="jw01234001001_01_msa.fits" if opmode == "MSASPEC" else None)
+                ours = route(header).asn_type == "nrslamp-spec2"
+                if ours != _jwst_makes_nrslamp_spec2(header):
+                    wrong.append((grating, lamp, detector, ours))
+    assert wrong == []
+
+
+def test_an_ifu_autowave_on_the_dark_detector_is_detector1_only():
+    r = route(CASES["nrs_autowave-dark_detector"].header())
+    assert (r.mode, r.stage2, r.other) == ("nirspec_lamp_dark_detector", None, "detector1_only")
