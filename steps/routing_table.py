@@ -116,6 +116,11 @@ def _unocculted(h: HeaderView) -> bool:
 
 UNOCCULTED = When("detector without an occulter", _unocculted)
 NO_MSA_METAFILE = When("no MSAMETFL", lambda h: not h.has("MSAMETFL"))
+# jwst's dms_base._EMPTY, the values a pool column has when it has none;
+# "NONE" is not one of them (DMS pools write PATTTYPE=NONE when undithered).
+_NO_VALUE = frozenset({"", "NULL", "--", "N", "F", "FALSE", "N/A"})
+PATTERN_GIVEN = When("PATTTYPE given (NONE included)",
+                     lambda h: h.text("PATTTYPE") not in _NO_VALUE)
 MULTI_POINT = When("NUMDTHPT > 1", lambda h: (h.integer("NUMDTHPT") or 1) > 1)
 
 # Grating/filter pairs NIRSpec calibrates (the pairs jwst's optical-path tables list).
@@ -230,6 +235,7 @@ CONDITIONS: dict[str, When] = {
     "SOSS_STRIPES": SOSS_STRIPES,
     "UNOCCULTED": UNOCCULTED,
     "NO_MSA_METAFILE": NO_MSA_METAFILE,
+    "PATTERN_GIVEN": PATTERN_GIVEN,
     "MULTI_POINT": MULTI_POINT,
     "FS_DARK_DETECTOR": FS_DARK_DETECTOR,
     "IFU_DARK_DETECTOR": IFU_DARK_DETECTOR,

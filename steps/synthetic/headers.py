@@ -196,6 +196,8 @@ _CASES: list[HeaderCase] = [
     HeaderCase("NIRISS", "NIS_SOSS", "single_integration", {"NINTS": 1}),
     HeaderCase("NIRISS", "NIS_SOSS", "f277w", {"FILTER": "F277W"}),
     HeaderCase("NIRISS", "NIS_SOSS", "not_tso", {"TSOVISIT": False, "NINTS": 2}),
+    HeaderCase("NIRISS", "NIS_SOSS", "not_tso_no_pattern",
+               {"TSOVISIT": False, "NINTS": 2, "PATTTYPE": None}),
     HeaderCase("NIRISS", "NIS_SOSS", "multistripe", {"SUBARRAY": "SUB204STRIPE_SOSS"}),
     HeaderCase("NIRISS", "NIS_SOSS", "superstripe", {"SUBARRAY": "SUB680STRIPE_SOSS"}),
     HeaderCase("NIRISS", "NIS_SOSS", "multistripe_f277w",

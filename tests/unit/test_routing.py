@@ -60,7 +60,8 @@ niriss_wfss                      S2  rate      S3      -    direct_image        
 niriss_soss_tso                  S2  rateints  T3      tso  -                              : nis_soss-default
 niriss_soss_tso                  S2  rate      -       -    -                              : nis_soss-single_integration
 niriss_soss_f277w_tso            -   -         D1      tso  -                              : nis_soss-f277w nis_soss-multistripe_f277w
-niriss_soss                      S2  rate      S3      -    background                     : nis_soss-not_tso
+niriss_soss_patterned            S2  rate      -       -    background                     : nis_soss-not_tso
+niriss_soss                      S2  rate      S3      -    background                     : nis_soss-not_tso_no_pattern
 niriss_soss_multistripe          S2  rateints  T3      tso  -                              : nis_soss-multistripe nis_soss-superstripe
 niriss_soss_multistripe          S2  rate      -       -    -                              : nis_soss-multistripe_single_integration
 niriss_nonscience_image          I2  rate      -       -    -                              : nis_tacq-default nis_taconfirm-default nis_focus-default
@@ -250,7 +251,8 @@ def test_soss_tso3_exceptions():
     assert f277w.other == "detector1_only" and f277w.stage2 is None  # jwst: no level 2b
     one = route(synthetic_header("NIRISS", "NIS_SOSS", NINTS=1))
     assert one.stage2 == S2 and one.stage3 is None
-    not_tso = route(synthetic_header("NIRISS", "NIS_SOSS", TSOVISIT=False, FILTER="F277W"))
+    not_tso = route(synthetic_header("NIRISS", "NIS_SOSS", TSOVISIT=False, FILTER="F277W",
+                                     PATTTYPE=None))
     assert not_tso.stage3 == "calwebb_spec3"  # outside TSO jwst calibrates F277W
 
 
@@ -436,3 +438,45 @@ def test_lamp_exposures_get_nrslamp_spec2_where_jwst_makes_one(exp_type, opmode)
 def test_an_ifu_autowave_on_the_dark_detector_is_detector1_only():
     r = route(CASES["nrs_autowave-dark_detector"].header())
     assert (r.mode, r.stage2, r.other) == ("nirspec_lamp_dark_detector", None, "detector1_only")
+
+
+# --- against asn_generate itself, on a pool written from the headers ---------
+
+
+def _jwst_level3_rules(headers: list[dict], tmp_path) -> set[str]:
+    """The level-3 rules asn_generate fires on a pool of ``headers`` (one row
+    each, the keywords as a DMS pool writes them: lower case, T/F flags)."""
+    pytest.importorskip("jwst")
+    from jwst.associations import AssociationPool
+    from jwst.associations.main import Main
+
+    from calstream.steps.synthetic.headers import exposure_id
+
+    rows = []
+    for h in headers:
+        row = {k.lower(): ("t" if v else "f") if isinstance(v, bool) else str(v)
+               for k, v in h.items()}
+        row.update(filename=f"{exposure_id(h)}_uncal.fits", program=str(int(h["PROGRAM"])),
+                   asn_candidate=f"[('o{h['OBSERVTN']}', 'observation')]", pntgtype="science",
+                   targname="T1", mostilno="1", dithptin="1", expspcin="1")
+        rows.append(row)
+    columns = sorted(set().union(*rows))
+    pool = tmp_path / "pool.csv"
+    pool.write_text("\n".join(["|".join(columns)] + [
+        "|".join(r.get(c, "null") for c in columns) for r in rows]) + "\n")
+    generated = Main.cli(["--dry-run"], pool=AssociationPool.read(str(pool))).associations
+    return {a["asn_rule"].split("_", 1)[1] for a in generated if a["asn_type"] == "spec3"}
+
+
+@pytest.mark.parametrize("pattern", ["NONE", "CYCLING", None])
+def test_soss_outside_a_time_series_feeds_spec3_only_as_jwst_does(pattern, tmp_path):
+    # jwst's Asn_Lv3SlitlessSpectral (rules_level3.py) takes NIS_SOSS only
+    # without a PATTTYPE: a pool's "NONE" (DMS writes it for undithered
+    # exposures) is a value, and such an exposure makes no spec3.
+    headers = [synthetic_header("NIRISS", "NIS_SOSS", "not_tso", EXPOSURE=f"{i:05d}",
+                                PATT_NUM=i, NEXPOSUR=2, PATTTYPE=pattern) for i in (1, 2)]
+    jwst_spec3 = _jwst_level3_rules(headers, tmp_path)
+    for h in headers:
+        r = route(h)
+        assert (r.stage2, r.stage2_input) == (S2, "rate")
+        assert (r.stage3 == "calwebb_spec3") == bool(jwst_spec3), (pattern, jwst_spec3)
