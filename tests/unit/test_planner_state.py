@@ -155,6 +155,35 @@ def test_segments_do_not_count_as_the_exposures_nexposur_promises():
         assert order["degraded"] is None
 
 
+def test_an_ifu_science_takes_its_backgrounds_leakcals_too():
+    # jwst's spec2 subtracts a lone imprint member from every science and
+    # background member (imprint_step: "a single imprint image ... without
+    # further checks"); given several it matches each by BKGDTARG. jwst's
+    # Asn_Lv2Spec keeps the background's imprints (AsnMixin_Lv2Imprint.
+    # prune_imprints prunes only those of the science's own background
+    # status), so the dedicated background is cleaned with its own leakcal.
+    state = PlannerState(companion_wait=WAIT)
+
+    def ifu(observation, activity, **kw):
+        return synthetic_header("NIRSPEC", "NRS_IFU", OBSERVTN=observation, ACT_ID=activity,
+                                NEXPOSUR=2, **kw)
+
+    background = ifu("002", "01", BKGDTARG=True, TARGETID=2)
+    leakcals = [ifu("001", "02", IS_IMPRT=True),
+                ifu("002", "02", IS_IMPRT=True, BKGDTARG=True, TARGETID=2)]
+    science = ifu("001", "01")
+    for header in (background, *leakcals):
+        state.observe(product(header), T0)
+    emits = state.observe(product(science), T0 + 1)
+    [order] = [e.message for e in emits if e.key == exposure_id(science)]
+    members = {(m["exptype"], m["expname"].rsplit("/", 1)[1].rsplit("_", 1)[0])
+               for m in order["association"]["products"][0]["members"]}
+    assert members == {("science", exposure_id(science)),
+                       ("background", exposure_id(background)),
+                       ("imprint", exposure_id(leakcals[0])),
+                       ("imprint", exposure_id(leakcals[1]))}
+
+
 def test_an_unroutable_exposure_is_dead_lettered_once():
     state = PlannerState(companion_wait=WAIT)
     header = imaging(1, EXP_TYPE="MIR_IMAGE")  # a MIRI type on a NIRCam detector
