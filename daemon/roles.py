@@ -26,13 +26,15 @@ from calstream.daemon.doers.planner_leadership import GatedPublisher, Leadership
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.doers.planner_standby import Standby
 from calstream.daemon.doers.planner_thread import OwnLoop
+from calstream.daemon.doers.process_memory import memory_to_share_bytes
 from calstream.daemon.doers.record_admitter import RecordAdmitter
 from calstream.daemon.doers.start_waits import broker_cause, started
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations import logs
-from calstream.daemon.stages import Stage, arrival_product_stages, stage_config
+from calstream.daemon.stages import Stage, arrival_product_stages, daemon_workers, stage_config
 from calstream.steps.naming import parse_exposure_name
+from calstream.steps.worker_memory import run_memory_bound_bytes
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.daemon")
@@ -64,7 +66,11 @@ class RoleTasks:
                           initializer=st.initializer,
                           classifier="calstream.steps.reference_integrity:classify_run_failure",
                           max_tasks_per_worker=cfg.max_tasks_per_worker,
-                          rss_limit_bytes=cfg.worker_rss_limit_mb << 20, prefetch=st.prefetch,
+                          rss_limit_bytes=cfg.worker_rss_limit_mb << 20,
+                          run_memory_bytes=run_memory_bound_bytes(
+                              cfg.worker_run_memory_mb, workers=daemon_workers(self.cfg),
+                              memory=memory_to_share_bytes()),
+                          prefetch=st.prefetch,
                           idle_return_seconds=cfg.worker_idle_return_seconds, faults=cfg,
                           server_hung_seconds=cfg.worker_server_hung_seconds)
         # Closed and the consumer stopped on every way out, a stop during the

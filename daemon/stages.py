@@ -67,7 +67,8 @@ STAGES: tuple[Stage, ...] = (
                     "max_tasks_per_worker": "stage3_max_tasks_per_worker",
                     "task_timeout": "stage3_task_timeout",
                     "stall_seconds": "stage3_stall_seconds",
-                    "worker_rss_limit_mb": "stage3_worker_rss_limit_mb"},
+                    "worker_rss_limit_mb": "stage3_worker_rss_limit_mb",
+                    "worker_run_memory_mb": "stage3_worker_run_memory_mb"},
           prefetch=0),
 )
 
@@ -103,3 +104,9 @@ def stage_config(st: Stage, cfg):
         return cfg
     return dataclasses.replace(cfg, **{name: getattr(cfg, source)
                                        for name, source in st.settings.items()})
+
+
+def daemon_workers(cfg) -> int:
+    """The worker processes of every stage pool this daemon runs (its roles):
+    they share its memory (steps/worker_memory.run_memory_bound_bytes)."""
+    return sum(stage_config(st, cfg).workers for st in STAGES if st.name in cfg.roles)

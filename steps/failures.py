@@ -83,7 +83,7 @@ def error_text(exc: BaseException, limit: int | None = None) -> str:
     KafkaError): status printed `KafkaConnectionError: KafkaConnectionError:
     Unable to bootstrap ...`; it is said once."""
     name = type(exc).__name__
-    return f"{name}: {str(exc).removeprefix(f'{name}: ')[:limit]}"
+    return f"{name}: {error_words(exc).removeprefix(f'{name}: ')[:limit]}"
 
 
 STORE_CAUSES = frozenset(_STORE_ERRNOS.values())  # a disk that refuses: which one matters
@@ -106,13 +106,28 @@ def _crds_fatal(exc: BaseException) -> bool:
     cache (not mounted, emptied, half-synced). Raised in a worker's run, it is
     a SystemExit the worker catches: told from a shutdown by where it was
     raised."""
-    if not isinstance(exc, SystemExit):
-        return False
+    frame = _raised_in(exc) if isinstance(exc, SystemExit) else None
+    module = frame.f_globals.get("__name__", "") if frame is not None else ""
+    return module == "crds" or module.startswith("crds.")
+
+
+def _raised_in(exc: BaseException):
+    """The frame ``exc`` was raised in (its traceback's last), or None."""
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    module = tb.tb_frame.f_globals.get("__name__", "") if tb is not None else ""
-    return module == "crds" or module.startswith("crds.")
+    return tb.tb_frame if tb is not None else None
+
+
+def error_words(exc: BaseException) -> str:
+    """``str(exc)``, but for crds's fatal exit what crds said (its FATAL
+    line, as its log writes it: the words joined by spaces), not the exit
+    status: a parked line read `SystemExit: -1`."""
+    if _crds_fatal(exc):
+        said = _raised_in(exc).f_locals.get("args")  # fatal_error(*args)
+        if isinstance(said, tuple) and said:
+            return " ".join(["(FATAL)", *(str(a) for a in said)])
+    return str(exc)
 
 
 def infrastructure_cause(exc: BaseException) -> str | None:

@@ -36,6 +36,7 @@ from calstream.steps.admitted_input import stat_sig
 from calstream.steps.asdf_layout import asdf_problem
 from calstream.steps.failures import PERMANENT, after_reference_check, causes, classify_failure
 from calstream.steps.fitsfile import fits_layout
+from calstream.steps.mount_health import after_io_error
 
 log = logging.getLogger("calstream.crds")
 
@@ -161,13 +162,16 @@ def any_changed(seen: Mapping[str, Sequence[int] | None]) -> bool:
 def classify_run_failure(exc: BaseException, task: dict,
                          log_path: str | None = None) -> str | tuple[str, dict]:
     """The worker pool's classifier (doers/worker_process.py): classify_failure,
-    and for a permanent failure the check of the references its failing
+    for a transient one with an I/O error behind it a second look at the
+    mounts the run used (steps/mount_health.py), and for a permanent failure the check of the references its failing
     steps asked for (``references_of_failure``; ``log_path`` is not read).
     A check that cannot be made leaves the failure as it was. A failure put
     on broken references comes with their signatures (the runner tries the
     run again only once one changed: ``any_changed``)."""
-    kind = classify_failure(exc, task.get("input_path"))
+    # An I/O error: the mount's fault if a second look at it fails too.
     root = references_root()
+    kind = after_io_error(classify_failure(exc, task.get("input_path")), exc, task,
+                          also=[root] if root is not None else [])
     if kind != PERMANENT or root is None:
         return kind
     try:

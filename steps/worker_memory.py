@@ -36,6 +36,33 @@ _M_MMAP_MAX = -4
 IDLE_RETURN_SECONDS = 300.0
 
 
+# What the workers of a daemon may hold together, at most, of the memory it
+# may use (its container's limit, else the host's): the rest is the daemon's
+# own, the worker server's and the planner's.
+RUN_MEMORY_SHARE = 7 / 8
+# A run's bound is never below this: a normal full-frame detector1 run peaks
+# at about 2,800 MiB (above), and it must never be taken for a runaway. A
+# daemon whose memory leaves its workers less each is sized too small for
+# full-frame data whatever the bound (deploy/: 4 GB a worker).
+RUN_MEMORY_FLOOR_MB = 4096
+
+
+def run_memory_bound_bytes(configured_mb: int | None, *, workers: int,
+                           memory: int | None) -> int:
+    """The memory one run may use while it goes (its worker and the worker's
+    children): past it the run is ended, so that one runaway run (a forged
+    NINTS x NGROUPS, a huge file) never takes the container down with every
+    other run. ``configured_mb``: ``worker_run_memory_mb`` (0: no bound).
+    None: each of the daemon's ``workers`` (all its pools') an equal part of
+    ``RUN_MEMORY_SHARE`` of ``memory`` (its limit), so that all of them at
+    their bound still fit, and never less than ``RUN_MEMORY_FLOOR_MB``.
+    0: no bound."""
+    if configured_mb is not None:
+        return configured_mb << 20
+    share = int(memory * RUN_MEMORY_SHARE) // max(1, workers) if memory else 0
+    return max(share, RUN_MEMORY_FLOOR_MB << 20)
+
+
 @cache
 def _glibc() -> ctypes.CDLL | None:
     try:

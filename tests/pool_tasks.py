@@ -297,3 +297,38 @@ def scratch_removed_once(counter, output_dir, name):
     if runs == 0:
         shutil.rmtree(output_dir)
     return result
+
+
+def crds_fatal(crds_path):
+    """crds's fatal exit, as a run meets it with a cache that has no
+    configuration and no server (CRDS_PATH not mounted, emptied)."""
+    os.environ.update(CRDS_PATH=crds_path,
+                      CRDS_SERVER_URL="https://jwst-serverless-mode.stsci.edu")
+    from calstream.steps.crds_env import refresh_crds
+
+    refresh_crds(force=True)
+    from crds.core import heavy_client
+
+    heavy_client.load_server_info("jwst")
+
+
+def hold_memory(mb, seconds, output_dir=None):
+    """Take `mb` MiB (every page touched) and hold it `seconds`, as a run of
+    a forged NINTS x NGROUPS does on its way to more."""
+    block = bytearray(mb << 20)
+    time.sleep(seconds)
+    return {"pid": os.getpid(), "held": len(block)}
+
+
+def child_holds_memory(mb, cores=1):
+    """A run given several cores: the memory is its child's (stcal's pool
+    processes), which leaves once this worker is gone."""
+    import subprocess
+    import sys
+
+    code = ("import os, time\n"
+            f"block = bytearray({mb} << 20)\n"
+            f"while os.getppid() == {os.getpid()}:\n"
+            "    time.sleep(0.05)\n")
+    child = subprocess.Popen([sys.executable, "-c", code])
+    return {"exit": child.wait()}

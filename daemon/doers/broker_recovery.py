@@ -7,15 +7,20 @@ broker keeps its topics in memory, and a Kafka topic can be lost or
 recreated. A daemon with the planner role puts back what the planner and the
 operators' commands read, at start and after the embedded broker restarted.
 
-Re-publishing the product events is resumable. Whether it is needed is
-decided by the topic being empty, and a run cut off part-way (the broker
-lost again, the daemon killed) leaves it not empty: the next try would skip
-the rest, and those events would be lost to the planner for good. So a
-marker (``<work_dir>/planner/republishing-product-events.json``) is written
-before the first event and removed after the last; while it is there, every
-start (and every retry of the start step) re-publishes the whole store
-again. The events keep their ids, and the planner recognises an event id it
-has already taken, so the second copies change nothing.
+Whether a topic lost its records is judged by a noted place (noted_places.py):
+where the broker put the newest record of the kind this daemon sent. A topic
+merely "not empty" proves nothing: one event sent since the broker came back
+(a run that ended, another daemon's put back first) hid the loss of every
+record before it. With no usable note (the first start), an empty topic is
+a loss.
+
+Re-publishing is resumable. A run cut off part-way (the broker lost again,
+the daemon killed) leaves the topic holding part of it: so a marker (for the
+product events ``<work_dir>/planner/republishing-product-events.json``) is
+written before the first record and removed after the last; while it is
+there, every start (and every retry of the start step) does it again. Each
+time, what the topic already holds (by event id) is not sent again: each
+lost record is put back once.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from calstream.daemon.deciders import record_places
 from calstream.daemon.doers import kafka
 from calstream.daemon.doers.durable_files import write_json_atomically
 from calstream.daemon.doers.kafka import Publisher
+from calstream.daemon.doers.noted_places import NotedPlace, product_events_place
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.product_store import LIVE, ProductStore
 from calstream.daemon.operations.config import Config
@@ -51,13 +57,17 @@ def marker_path(work_dir: Path) -> Path:
 
 
 async def recover_lost_records(cfg: Config, topics: Topics, store: ProductStore,
-                               publisher: Publisher, *, emptied: bool = False) -> None:
+                               publisher: Publisher, *, emptied: bool = False,
+                               missing: frozenset[str] = frozenset()) -> None:
     """At start and after the embedded broker restarted: the product events
-    (a daemon with the planner role) and this daemon's dead letters.
-    ``emptied``: the broker is known to have lost every record (see
-    recover_product_events)."""
-    await recover_product_events(cfg, topics, store, publisher, emptied=emptied)
-    await recover_dead_letters(cfg, topics, publisher)
+    (a daemon with the planner role) and this daemon's dead letters, each
+    unless its topic is among ``missing`` (the broker lacks it: nothing can
+    be put back there yet). ``emptied``: the broker is known to have lost
+    every record (see recover_product_events)."""
+    if topics.name("products") not in missing:
+        await recover_product_events(cfg, topics, store, publisher, emptied=emptied)
+    if topics.name("deadletter") not in missing:
+        await recover_dead_letters(cfg, topics, publisher)
 
 
 async def after_broker_back(cfg: Config, topics: Topics, store: ProductStore,
@@ -66,8 +76,18 @@ async def after_broker_back(cfg: Config, topics: Topics, store: ProductStore,
     ``on_back``): it may have come back empty (a node on a fresh volume,
     another daemon's embedded broker started again), so its topics are made
     and what this daemon puts back at start is put back, each part checking
-    first, cheaply, that anything was lost (``recover_lost_records``)."""
-    await kafka.create_topics(cfg, topics, create=cfg.create_topics)
+    first, cheaply, that anything was lost (``recover_lost_records``). A
+    catalog topic still missing (not this daemon's to make, or refused)
+    holds back only what goes on it: the rest is put back, then
+    TopicsMissing is raised for the supervisor to try again. (Before, one
+    topic an admin had not made again kept every other topic's records
+    from being put back.)"""
+    try:
+        await kafka.create_topics(cfg, topics, create=cfg.create_topics)
+    except kafka.TopicsMissing as exc:
+        await recover_lost_records(cfg, topics, store, publisher, emptied=emptied,
+                                   missing=frozenset(exc.missing))
+        raise
     await recover_lost_records(cfg, topics, store, publisher, emptied=emptied)
 
 
@@ -88,13 +108,8 @@ async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher
     name = topics.name("deadletter")
 
     async def send(kept: list[dict], unfinished: bool) -> int:
-        on_topic = {}  # what a cut-off re-publishing already sent: no second copy
-        for record in await kafka.read_to_end(cfg, name):
-            try:
-                event_id = contract.decode(record.value, expected="dead_letter").event_id
-            except contract.InvalidMessage:
-                continue
-            on_topic[event_id] = record
+        # What a cut-off re-publishing already sent: no second copy.
+        on_topic = await _on_topic(cfg, name, "dead_letter")
         lost = [body for body in kept if body.get("event_id") not in on_topic
                 and contract.is_valid("dead_letter", body)]
         # Each with the redrives kept of it: their marks were on topics the
@@ -108,32 +123,11 @@ async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher
              contract.Message("dead_letter", body),
              [(dead_letters.REDRIVE_HEADER, json.dumps(note).encode())
               for note in redrives.get(body["event_id"], ())]) for body in lost), placed)
-        # The newest one's place, as the sends note it: the next start
-        # judges by it, and does not read the topic again.
-        places = {**{e: (r.topic, r.partition, r.offset) for e, r in on_topic.items()},
-                  **{b["event_id"]: (p.topic, p.partition, p.offset)
-                     for b, p in zip(lost, placed, strict=True)}}
-        newest = next((b["event_id"] for b in reversed(kept) if b.get("event_id") in places),
-                      None)
-        if newest is not None:
-            await anyio.to_thread.run_sync(ledger.note_place, newest, *places[newest])
+        await _note_newest(ledger.place, kept, on_topic, lost, placed)
         return sent
 
-    async def lost(topic: str) -> bool:
-        note = await anyio.to_thread.run_sync(ledger.newest_place)
-        if note is None or note["topic"] != topic:  # none yet, unusable, another prefix's
-            return await kafka.is_empty(cfg, topic)
-        found = await kafka.record_at(cfg, topic, note["partition"], note["offset"])
-        if isinstance(found, str):
-            return found == record_places.GONE  # EXPIRED: retention's doing, not a loss
-        try:
-            return contract.decode(found.value, expected="dead_letter").event_id \
-                != note["event_id"]
-        except contract.InvalidMessage:
-            return True  # not the dead letter sent there
-
     sent = await _refill(cfg, name, ledger.root / DEAD_LETTERS_MARKER, ledger.letters, send,
-                         lost=lost)
+                         lost=partial(_lost_by_note, cfg, ledger.place, "dead_letter"))
     if sent:
         log.warning("the broker had lost %d dead letter(s): re-published from %s", sent,
                     ledger.root)
@@ -142,23 +136,30 @@ async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher
 async def recover_product_events(cfg: Config, topics: Topics, store: ProductStore,
                                  publisher: Publisher, *, emptied: bool = False) -> None:
     """A broker that lost its product events (or a re-publishing cut off
-    part-way) gets every one again, with the same event ids, so the planner
-    can rebuild. Broker and disk faults are raised for the caller to retry.
+    part-way) gets each one it lacks again, once, with the same event ids,
+    so the planner can rebuild. Lost: the place noted for the newest one
+    sent (noted_places.py) no longer holds it (the topic ends before it, or
+    holds another record there: restored from an old disk, recreated), or,
+    with no usable note, the topic is empty. Retention removing it is no
+    loss. Broker and disk faults are raised for the caller to retry.
 
     ``emptied``: the broker is known to have started again with nothing (the
-    embedded one on memory), so the events are re-published whatever the
-    topic holds by now: the stages keep running through its restart, and a
-    run that ended meanwhile sends its event as soon as the topic is made,
-    before an emptiness check could look (the topic not empty, the store's
-    events were lost to the planner and every reader)."""
+    embedded one on memory), so it lost them whatever the topic holds by
+    now: the stages keep running through its restart, and a run that ended
+    meanwhile sends its event as soon as the topic is made, before any
+    check could look. The events the topic holds by then (that one, those a
+    cut-off re-publishing sent) are not sent a second time."""
     if "planner" not in cfg.roles:
         return
     marker = marker_path(cfg.work_dir)
+    name = topics.name("products")
+    place = publisher.product_place or product_events_place(cfg.work_dir)
 
     async def send(records: list[dict], unfinished: bool) -> int:
         if unfinished:
             log.warning("an earlier re-publishing of the product events did not finish (%s "
-                        "is there): re-publishing all %d again", marker, len(records))
+                        "is there): re-publishing what the topic lacks of %d", marker,
+                        len(records))
         # A record is untrusted: one whose event no reader would take (edited
         # by hand, another version's) is left out; refused by the encoding,
         # it stopped every start.
@@ -170,16 +171,67 @@ async def recover_product_events(cfg: Config, topics: Topics, store: ProductStor
                         cfg.products, ", ".join(sorted(
                             str(e.get("product_name"))[:100] for e in events
                             if not contract.is_valid("product", e))[:3]))
+        # The topic after a loss holds only what reached it since: those
+        # are not sent again (each event once on the topic).
+        on_topic = await _on_topic(cfg, name, "product")
+        lost = [e for e in usable if e.get("event_id") not in on_topic]
+        placed: list = []
         # The original emitted_at: holds and companion waits date from it.
-        return await publisher.publish_all(
-            ("products", e["program"], contract.Message("product", dict(e))) for e in usable)
+        sent = await publisher.publish_all(
+            (("products", e["program"], contract.Message("product", dict(e))) for e in lost),
+            placed)
+        await _note_newest(place, usable, on_topic, lost, placed)
+        return sent
 
-    sent = await _refill(cfg, topics.name("products"), marker, partial(every_record, store),
-                         send, lost=_lost_for_sure if emptied else None,
+    sent = await _refill(cfg, name, marker, partial(every_record, store), send,
+                         lost=_lost_for_sure if emptied else partial(
+                             _lost_by_note, cfg, place, "product"),
                          products=str(cfg.products))
     if sent is not None:
-        log.warning("the broker had no product events: re-published %d from the product "
-                    "store %s (the live tree and its replay namespaces)", sent, cfg.products)
+        log.warning("the broker had lost product events: re-published %d from the product "
+                    "store %s (the live tree and its replay namespaces), each it lacked once",
+                    sent, cfg.products)
+
+
+async def _on_topic(cfg: Config, name: str, kind: str) -> dict[str, kafka.Record]:
+    """The records of kind ``kind`` on topic ``name``, by event id (the last of each)."""
+    found = {}
+    for record in await kafka.read_to_end(cfg, name):
+        try:
+            found[contract.decode(record.value, expected=kind).event_id] = record
+        except contract.InvalidMessage:
+            continue
+    return found
+
+
+async def _note_newest(place: NotedPlace, bodies: list[dict], on_topic: dict,
+                       sent: list[dict], placed: list) -> None:
+    """Note the place of the newest of ``bodies`` (oldest first) on the topic
+    now: found there (``on_topic``) or just ``sent`` to ``placed``. The next
+    check judges by it and does not read the topic again."""
+    places = {**{e: (r.topic, r.partition, r.offset) for e, r in on_topic.items()},
+              **{b["event_id"]: (p.topic, p.partition, p.offset)
+                 for b, p in zip(sent, placed, strict=True)}}
+    newest = next((b["event_id"] for b in reversed(bodies) if b.get("event_id") in places),
+                  None)
+    if newest is not None:
+        await anyio.to_thread.run_sync(place.note, newest, *places[newest])
+
+
+async def _lost_by_note(cfg: Config, place: NotedPlace, kind: str, topic: str) -> bool:
+    """Whether ``topic`` lost the records of ``kind`` noted at ``place``: the
+    noted one is no longer where it was put (GONE, or another record there);
+    with no usable note (none yet, another prefix's), whether it is empty."""
+    note = await anyio.to_thread.run_sync(place.newest)
+    if note is None or note["topic"] != topic:
+        return await kafka.is_empty(cfg, topic)
+    found = await kafka.record_at(cfg, topic, note["partition"], note["offset"])
+    if isinstance(found, str):
+        return found == record_places.GONE  # EXPIRED: retention's doing, not a loss
+    try:
+        return contract.decode(found.value, expected=kind).event_id != note["event_id"]
+    except contract.InvalidMessage:
+        return True  # not the record sent there
 
 
 async def _lost_for_sure(topic: str) -> bool:

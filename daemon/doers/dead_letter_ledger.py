@@ -51,10 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from calstream.daemon.deciders.ledger_names import file_name, key_of, key_problem
-from calstream.daemon.doers.durable_files import write_json_atomically
+from calstream.daemon.doers.noted_places import NotedPlace
 from calstream.daemon.doers.planner_ledger import KeyedLedger
-from calstream.steps.regular_files import read_regular_file
-from calstream.topics import contract
 from calstream.topics.dead_letters import is_own_original, redrive_marks
 
 log = logging.getLogger("calstream.publisher")
@@ -64,7 +62,6 @@ REDRIVES = "redrives"
 NOTES = 20  # redrive notes kept of one dead letter: the newest
 CAPACITY = 10_000  # dead letters kept; at ~2-5 kB each, tens of MB at most
 PLACE = "newest-place.json"  # in the ledger's root, beside the directory of letters
-_OFFSETS = 2 ** 63  # Kafka's offsets are signed 64-bit
 
 
 class DeadLetterLedger(KeyedLedger):
@@ -78,6 +75,7 @@ class DeadLetterLedger(KeyedLedger):
         self.capacity = capacity
         self._count: int | None = None  # records in the directory, counted when first needed
         self._lock = threading.Lock()  # the planner's thread keeps dead letters too
+        self.place = NotedPlace(self.root / PLACE, f"{self.WHAT} place", work_dir)
 
     def keep_letter(self, body: dict[str, Any]) -> bool:
         """Keep a dead letter's body; False (with a warning) if it could not be."""
@@ -102,38 +100,12 @@ class DeadLetterLedger(KeyedLedger):
         return True
 
     def note_place(self, event_id: str, topic: str, partition: int, offset: int) -> None:
-        """Where the broker put dead letter ``event_id``. A hint, not synced: a
-        note lost with the machine, or unreadable, leaves the judging to the
-        topic being empty, as before there were notes; so a failed write is
-        warned about and never fails the send."""
-        try:
-            with self._lock:  # the planner's thread sends dead letters too
-                write_json_atomically(self.root / PLACE, {
-                    "event_id": event_id, "topic": topic, "partition": partition,
-                    "offset": offset}, what=f"{self.WHAT} place", root=self.work_dir, sync=False)
-        except OSError as exc:
-            log.warning("%s: the place of dead letter %s not noted in %s (%s)", self.WHAT,
-                        str(event_id)[:64], self.root, exc)
+        """Where the broker put dead letter ``event_id`` (noted_places.py)."""
+        self.place.note(event_id, topic, partition, offset)
 
     def newest_place(self) -> dict[str, Any] | None:
-        """The last place noted (``note_place``), or None: none, or a file
-        that is no such note (it is untrusted like any other)."""
-        path = self.root / PLACE
-        try:
-            note = contract.parse_json(read_regular_file(path, limit=4096))
-        except FileNotFoundError:
-            return None
-        except (OSError, contract.InvalidMessage) as exc:
-            log.warning("%s: %s unusable (%s): judged as if there were none", self.WHAT, path, exc)
-            return None
-        if not (isinstance(note, dict) and type(note.get("event_id")) is str
-                and type(note.get("topic")) is str
-                and all(type(note.get(k)) is int and 0 <= note[k] < _OFFSETS
-                        for k in ("partition", "offset"))):
-            log.warning("%s: %s is no place of a dead letter: judged as if there were none",
-                        self.WHAT, path)
-            return None
-        return note
+        """The last place noted (``note_place``), or None."""
+        return self.place.newest()
 
     def keep_redrives(self, record) -> int:
         """Keep the redrive notes in a consumed ``record``'s headers that name

@@ -1,20 +1,21 @@
 """How much memory this process uses, and how much its container may use.
 
 Read by a worker after each task (worker_process.py: a worker that keeps too
-much in use is replaced) and by the planner (planner_restore.py: a planner
-over its memory budget starts again from its own snapshot).
+much in use is replaced), by the pool while a run goes (worker_pool.py: a
+run over its bound is ended) and by the planner (planner_restore.py: a
+planner over its memory budget starts again from its own snapshot).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from calstream.steps.worker_memory import kept_free_bytes
 
-# cgroup v2, then v1: where a container's memory limit is written.
-_LIMIT_FILES = (Path("/sys/fs/cgroup/memory.max"),
-                Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+# Where cgroup hierarchies are mounted, and which cgroups this process is in.
+_CGROUP_ROOT = Path("/sys/fs/cgroup")
+_SELF_CGROUP = Path("/proc/self/cgroup")
 _NO_LIMIT_ABOVE = 2**60  # cgroup v1 writes "no limit" as a number near 2**63
 
 
@@ -30,20 +31,111 @@ def resident_in_use_bytes() -> int:
     return max(0, resident - kept_free_bytes())
 
 
-def container_limit_bytes(files: tuple[Path, ...] = _LIMIT_FILES) -> int | None:
+def container_limit_bytes(files: tuple[Path, ...] | None = None) -> int | None:
     """The memory limit of the cgroup this process runs in (a Kubernetes
-    pod's ``limits.memory``, systemd's ``MemoryMax``); None if there is none
-    or it cannot be read."""
-    for path in files:
-        try:
-            text = path.read_text().strip()
-        except OSError:
+    pod's ``limits.memory``, systemd's ``MemoryMax``): the smallest that
+    ``files`` (default: ``limit_files()``) write; None if there is none or
+    none can be read."""
+    limits = [limit for path in (limit_files() if files is None else files)
+              if (limit := _limit(path)) is not None]
+    return min(limits, default=None)
+
+
+def limit_files(root: Path = _CGROUP_ROOT, self_cgroup: Path = _SELF_CGROUP) -> tuple[Path, ...]:
+    """Where this process's memory limits are written: the file of its own
+    cgroup and of each ancestor's (cgroup v2's ``memory.max``, v1's
+    ``memory.limit_in_bytes``), as /proc/self/cgroup names them, then the
+    top of each hierarchy. The top alone is right in a container with a
+    cgroup namespace of its own (it reads "/"), not in a systemd unit: its
+    ``MemoryMax`` is written in its own cgroup, deep in the host's tree, and
+    the top of a cgroup v2 tree has no ``memory.max`` at all."""
+    try:
+        lines = self_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    found: list[Path] = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, where = rest.partition(":")
+        if (hierarchy, controllers) == ("0", ""):
+            top, name = root, "memory.max"
+        elif "memory" in controllers.split(","):
+            top, name = root / "memory", "memory.limit_in_bytes"
+        else:
             continue
-        if text == "max":
-            return None
+        parts = PurePosixPath(where).parts
+        if not parts or parts[0] != "/" or ".." in parts:
+            continue  # not a cgroup's path: nothing of it is read
+        directory = top.joinpath(*parts[1:])
+        while directory != top:
+            found.append(directory / name)
+            directory = directory.parent
+    found += [root / "memory.max", root / "memory" / "memory.limit_in_bytes"]
+    return tuple(dict.fromkeys(found))
+
+
+def _limit(path: Path) -> int | None:
+    """The limit ``path`` writes; None for none ("max", v1's huge number),
+    a file that cannot be read, or garbage."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    try:
+        limit = int(text)
+    except ValueError:
+        return None
+    return limit if 0 < limit < _NO_LIMIT_ABOVE else None
+
+
+def host_memory_bytes() -> int | None:
+    """The host's physical memory; None where the system cannot say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return None
+
+
+def memory_to_share_bytes() -> int | None:
+    """What this daemon's processes may use together: its cgroup's limit, else the host's memory."""
+    return container_limit_bytes() or host_memory_bytes()
+
+
+def resident_bytes(pid: int, *, with_children: bool = False) -> int:
+    """Resident memory of process ``pid`` now, and of its children (stcal's
+    pool processes of a run given several cores) when asked; 0 where /proc
+    cannot say (the process is gone)."""
+    total = _statm_resident(pid)
+    if with_children:
+        total += sum(_statm_resident(child) for child in _children(pid))
+    return total
+
+
+def _statm_resident(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``: read from each /proc/<pid>/stat
+    (``/proc/<pid>/task/*/children`` is not in every kernel)."""
+    found = []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
+        if not name.isdigit():
+            continue
         try:
-            limit = int(text)
-        except ValueError:
-            return None
-        return limit if 0 < limit < _NO_LIMIT_ABOVE else None
-    return None
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            if int(stat[stat.rindex(")") + 2:].split()[1]) == pid:
+                found.append(int(name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found

@@ -43,6 +43,7 @@ from calstream.daemon.doers.heartbeat_silence import HeartbeatSilence
 from calstream.daemon.doers.product_store import OutsideRoot
 from calstream.steps.failures import infrastructure_cause
 from calstream.steps.regular_files import (
+    NotARegularFile,
     directory_in_place,
     read_regular_text,
     set_aside_unless_regular,
@@ -55,6 +56,12 @@ CLAIMS = ".claims"
 # process but not held by it was left by a run that was cut short (or by an
 # earlier daemon in this process, as in the tests), and nobody runs it.
 _HELD: set[tuple[str, str]] = set()
+# What a heartbeat found (WorkClaims.beat).
+OURS, LOST, UNSURE = "ours", "lost", "unsure"
+# A beat the store could not answer is tried again after this share of the
+# heartbeat: several tries before the claim could look stale (its bound is at
+# least two heartbeats: config.py).
+UNSURE_RETRY_SHARE = 0.25
 
 
 def mark_held(path: Path, token: str, held: bool = True) -> None:
@@ -189,13 +196,30 @@ class WorkClaims:
             return "live", owner
         return ("claimed" if verdict == MINE else "taken_over"), owner
 
-    def beat(self, path: Path) -> bool:
-        """Touch our claim; False when it is no longer ours (taken over while we ran)."""
-        if self._owner(path) != self.me:
-            return False
-        with contextlib.suppress(FileNotFoundError):
+    def beat(self, path: Path) -> str:
+        """Touch our claim: OURS; LOST once it is no longer ours (gone, or
+        another's: taken over while we ran); UNSURE when the store cannot say
+        now (its read or touch failed: EIO, ESTALE on a network store, EMFILE),
+        which is no claim lost: the heartbeat tries again."""
+        try:
+            owner = Owner.from_record(json.loads(read_regular_text(path)))
+        except FileNotFoundError:
+            return LOST
+        except NotARegularFile:
+            return LOST  # our claim is a regular file: this is not it
+        except OSError:
+            return UNSURE
+        except (ValueError, RecursionError):
+            return LOST  # not what we wrote: another's claim, being written
+        if owner != self.me:
+            return LOST
+        try:
             os.utime(path)
-        return True
+        except FileNotFoundError:
+            return LOST
+        except OSError:
+            return UNSURE
+        return OURS
 
     def release(self, path: Path) -> None:
         """Remove our claim (never another's that took it over)."""
@@ -255,13 +279,29 @@ class WorkClaims:
                 await anyio.to_thread.run_sync(self.release, path)
 
     async def _beating(self, path: Path, name: str, extra: dict) -> None:
+        """Touch the claim every heartbeat until the run ends or the claim is
+        lost. A beat the store cannot answer is tried again sooner, for as
+        long as it takes: stopped at the first, the claim went stale and
+        another daemon ran the same work a second time."""
+        unsure_since = None
         while True:
-            await anyio.sleep(self.heartbeat_seconds)
-            if not await anyio.to_thread.run_sync(self.beat, path):
+            await anyio.sleep(self.heartbeat_seconds if unsure_since is None
+                              else self.heartbeat_seconds * UNSURE_RETRY_SHARE)
+            verdict = await anyio.to_thread.run_sync(self.beat, path)
+            if verdict == LOST:
                 log.warning("%s: our claim %s was taken over (no heartbeat seen for %.0fs); "
-                            "this run goes on (the store's commit marker keeps readers safe)", name, path,
-                            self.stale_seconds, **extra)
+                            "this run goes on (the store's commit marker keeps readers safe)",
+                            name, path, self.stale_seconds, **extra)
                 return
+            if verdict == UNSURE and unsure_since is None:
+                unsure_since = time.monotonic()
+                log.warning("%s: cannot read or touch our claim %s now; its heartbeat tries "
+                            "again (another daemon takes the work over after %.0fs without "
+                            "one)", name, path, self.stale_seconds, **extra)
+            elif verdict == OURS and unsure_since is not None:
+                log.info("%s: our claim %s is touched again after %.0fs", name, path,
+                         time.monotonic() - unsure_since, **extra)
+                unsure_since = None
 
     def _count(self, metric: str, stage: str) -> None:
         if self.metrics is not None:

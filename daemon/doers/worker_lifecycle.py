@@ -19,6 +19,7 @@ for it. ``WorkerLifecycle`` is a mixin of
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -31,6 +32,8 @@ from typing import Any
 from calstream.daemon.doers import worker_server_watch
 from calstream.daemon.doers.parking import until_done
 from calstream.daemon.doers.worker_process import worker_main
+
+log = logging.getLogger("calstream.pool")
 
 # Seconds a worker asked to end (idle: return; mid-task: SIGTERM) has before SIGKILL.
 STOP_GRACE = 3.0
@@ -55,6 +58,9 @@ class WorkerLifecycle:
         """Owe the pool's workers: the first run starts them (``fill``), or
         ``fill`` now, to have them warm before the first item."""
         self._owed += self.size
+        if self.run_memory:
+            log.info("%s: a run may hold up to %d MiB while it goes (worker_run_memory_mb); "
+                     "one over it is killed", self.stage, self.run_memory >> 20)
 
     async def fill(self) -> None:
         """Start every worker owed, off the event loop, one at a time; wait
@@ -119,7 +125,7 @@ class WorkerLifecycle:
     def _replace(self, w: Worker, cause: str) -> None:
         """End ``w``; its successor is owed, started by the ``fill`` of a run
         that finds no idle worker (a cancelled run's most often at the daemon's stop: none then)."""
-        self._end(w, mid_task=cause in ("cancelled", "timeout", "died"))
+        self._end(w, mid_task=cause in ("cancelled", "timeout", "died", "run_memory"))
         if cause != "retired":
             self.metrics.worker_restarts.labels(stage=self.stage, cause=cause).inc()
         if not self._closed:

@@ -28,6 +28,7 @@ multiprocessing's resource tracker (tests/unit/test_pool_shutdown.py).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 import time
@@ -40,6 +41,7 @@ import anyio
 
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.priority_slots import DECLINED, PrioritySlots
+from calstream.daemon.doers.process_memory import resident_bytes
 from calstream.daemon.doers.worker_forkserver import worker_context
 from calstream.daemon.doers.worker_lifecycle import Worker, WorkerLifecycle, kill_left_over
 from calstream.daemon.doers.worker_process import TaskFailure
@@ -49,7 +51,8 @@ from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.failures import error_text
 from calstream.steps.worker_memory import IDLE_RETURN_SECONDS
 
-__all__ = ["ServerLost", "TaskFailure", "TaskOutcome", "WorkerLost", "WorkerPool"]
+__all__ = ["RunOverMemory", "ServerLost", "TaskFailure", "TaskOutcome", "WorkerLost",
+           "WorkerPool"]
 
 log = logging.getLogger("calstream.pool")
 
@@ -60,6 +63,12 @@ PREFETCH_PER_WORKER = 1
 
 class WorkerLost(RuntimeError):
     """The worker process died or was killed; the task may be retried."""
+
+
+class RunOverMemory(WorkerLost):
+    """The run used more memory than a run may (``run_memory_bytes``) and its
+    worker was killed: lost as a worker the OOM killer took, retried, then
+    dead-lettered with this reason, but the container and every other run live on."""
 
 
 class ServerLost(WorkerLost):
@@ -98,6 +107,7 @@ class WorkerPool(WorkerLifecycle):
     def __init__(self, size: int, *, stage: str, metrics: Metrics, env: dict[str, str] | None = None,
                  initializer: str | None = None, classifier: str | None = None,
                  max_tasks_per_worker: int = 200, rss_limit_bytes: int = 0,
+                 run_memory_bytes: int = 0,
                  prefetch: int = PREFETCH_PER_WORKER, idle_return_seconds: float = IDLE_RETURN_SECONDS,
                  faults: Config | None = None,
                  server_hung_seconds: float = SERVER_HUNG_SECONDS):
@@ -105,7 +115,9 @@ class WorkerPool(WorkerLifecycle):
         ``classifier`` ("module:function", f(exc, task_kwargs, log_path)) says
         whether a failure is transient, permanent or skipped. A worker still
         holding more than ``rss_limit_bytes`` (0: no limit) resident after a
-        task is replaced before the next; one idle ``idle_return_seconds``
+        task is replaced before the next; a run whose worker (and its
+        children) holds more than ``run_memory_bytes`` (0: no bound) while
+        it goes is killed at once (RunOverMemory); one idle ``idle_return_seconds``
         returns the memory its runs freed (worker_process.py). A worker's
         start that fails is retried and parked as ``faults`` says
         (``max_attempts``, ``retry_backoff``, ``park_recheck_seconds``); a
@@ -119,6 +131,7 @@ class WorkerPool(WorkerLifecycle):
         self.classifier = classifier
         self.max_tasks = max_tasks_per_worker
         self.rss_limit = rss_limit_bytes
+        self.run_memory = run_memory_bytes
         self.prefetch = prefetch
         self.idle_return_seconds = idle_return_seconds
         self._ctx = worker_context()  # forks of a warm server (worker_forkserver.py)
@@ -208,6 +221,9 @@ class WorkerPool(WorkerLifecycle):
                     self._exchange, request, timeout, abandon_on_cancel=True)
                 outcome.cores = request.cores  # w.cores may be the next task's already
                 handed_on = request.handed_on
+            except RunOverMemory:
+                self._replace(w, "run_memory")
+                raise
             except WorkerLost as exc:
                 self._replace(w, "timeout" if "timeout" in str(exc) else "died")
                 if "timeout" not in str(exc) and not server_serving(w.server):
@@ -347,3 +363,25 @@ class WorkerPool(WorkerLifecycle):
             if time.monotonic() > deadline:  # _replace ends it (SIGTERM, then SIGKILL)
                 raise WorkerLost(f"worker {w.name} exceeded the task timeout of {timeout:.0f}s "
                                  "and was killed")
+            self._within_memory(w, request.cores)
+
+    def _within_memory(self, w: Worker, cores: int) -> None:
+        """Between two polls of a run: one over its bound is killed now, before
+        the kernel's OOM killer takes the container (cgroup v2's group kill) and
+        every run in it. SIGKILL at once, not SIGTERM: what the run asks for
+        next may be the last straw. Its children (a run given several cores)
+        die with it (PDEATHSIG: child_processes.children_die_with_me)."""
+        if not self.run_memory:
+            return
+        # A run given several cores was given the part of idle workers too
+        # (core_sharing); its children are spawned interpreters, each its own memory.
+        bound = self.run_memory * max(1, cores)
+        used = resident_bytes(w.process.pid, with_children=cores > 1)
+        if used > bound:
+            with contextlib.suppress(OSError, ValueError):
+                w.process.kill()
+            log.warning("worker %s held %d MiB during its run, more than a run may use "
+                        "(%d MiB, worker_run_memory_mb): killed", w.name, used >> 20, bound >> 20)
+            raise RunOverMemory(f"worker {w.name} held {used >> 20} MiB during the run, more "
+                                f"than a run may use ({bound >> 20} MiB, "
+                                "worker_run_memory_mb), and was killed")

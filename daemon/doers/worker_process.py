@@ -39,6 +39,7 @@ from calstream.daemon.doers.process_memory import resident_in_use_bytes
 from calstream.daemon.doers.worker_forkserver import server_pid
 from calstream.daemon.operations import logs
 from calstream.steps.environment import environ
+from calstream.steps.failures import error_words
 from calstream.steps.worker_memory import IDLE_RETURN_SECONDS, return_freed_memory
 from calstream.steps.worker_warmup import freeze_survivors
 
@@ -110,7 +111,8 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
                     kind, waits_on = _kind_and_files(classify(exc, kwargs, log_path))
             except Exception:  # a broken classifier must not hide the real error
                 kind, waits_on = "permanent", {}
-            conn.send(("error", TaskFailure(type(exc).__name__, str(exc)[:4000], kind,
+            # error_words: crds's fatal exit says what crds said, not "-1".
+            conn.send(("error", TaskFailure(type(exc).__name__, error_words(exc)[:4000], kind,
                                             traceback.format_exc()[-8000:], waits_on),
                        _peak_rss(), resident_in_use_bytes(), _cpu_since(started)))
         # After the answer, so no product waits for it: what a worker's first

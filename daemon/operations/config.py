@@ -101,6 +101,12 @@ class Config:
     max_tasks_per_worker: int = 200  # recycle workers to bound memory growth
     # A worker holding more than this resident and in use after a run is replaced (0: never).
     worker_rss_limit_mb: int = 3072
+    # A run using more than this resident while it goes (its worker and the
+    # worker's children) is ended at once and retried, then dead-lettered:
+    # one runaway run must not take the container with it (0: never; None:
+    # each worker's share of the container's memory, at least 4096:
+    # steps/worker_memory.run_memory_bound_bytes).
+    worker_run_memory_mb: int | None = None
     # A worker keeps the heap its runs freed for its next run (a full-frame
     # run otherwise spends a third of its time faulting fresh pages in:
     # steps/worker_memory.py) and gives it back after this long without work.
@@ -144,6 +150,7 @@ class Config:
     stage3_max_tasks_per_worker: int = 10
     stage3_task_timeout: float = 4 * 3600.0
     stage3_worker_rss_limit_mb: int = 6144
+    stage3_worker_run_memory_mb: int | None = None
     # When each stage's pool starts its workers (each a jwst import): with the
     # daemon ("at_start", hiding the import from the first exposure), on its
     # first item ("on_first_work"), or a list of the stages to warm at start
@@ -275,6 +282,29 @@ def _known(name: str, source: str) -> None:
     raise ConfigError(f"{source}: unknown setting {_named(name, source, quote=True)}{hint}")
 
 
+def _settings_of(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """The settings of a config file: its [calstream] table, or the whole file
+    without one. Beside that table nothing is read, so anything else is an
+    error: a `[security]` table (for [calstream.security]) or a key above the
+    header was ignored without a word, and the default used instead."""
+    if "calstream" not in data:
+        return data
+    settings = data["calstream"]
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{source}: [calstream] must be a table of settings")
+    for key in data:
+        if key == "calstream":
+            continue
+        name = key.replace("-", "_")
+        where = f"[calstream.{name}]" if name in ("security", "steps", "steps_by_exp_type",
+                                                    "steps_by_program", "detector1_steps") \
+            else f"[calstream] {name}" if name in PARSERS else None
+        hint = f" (did you mean {where}?)" if where else ""
+        raise ConfigError(f"{source}: {key!r} is outside the [calstream] table, where every "
+                          f"setting goes, and would be ignored{hint}")
+    return settings
+
+
 def load(config_file: Path | None = None, env: dict[str, str] | None = None,
          flags: dict[str, Any] | None = None) -> Config:
     cfg = Config()
@@ -286,7 +316,7 @@ def load(config_file: Path | None = None, env: dict[str, str] | None = None,
             data = tomllib.loads(read_regular_text(config_file))
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read config file {config_file}: {exc}") from None
-        _apply(cfg, data.get("calstream", data), str(config_file))
+        _apply(cfg, _settings_of(data, str(config_file)), str(config_file))
     env = os.environ if env is None else env
     from_env = {k[len("CALSTREAM_"):].lower(): v for k, v in env.items()
                 if k.startswith("CALSTREAM_") and k not in NOT_SETTINGS}

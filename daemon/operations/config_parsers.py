@@ -111,6 +111,7 @@ PARSERS = {
     "broker_timeout_seconds": _at_most(WEEK, _positive(_float)),
     "claim_heartbeat_seconds": _positive(_float), "claim_stale_seconds": _positive(_float),
     "max_tasks_per_worker": _positive(_int), "worker_rss_limit_mb": _nonnegative(_int),
+    "worker_run_memory_mb": values.optional(_nonnegative(_int)),
     # A worker waits this long in poll(), which refuses a timeout beyond ~1e9 s.
     "worker_idle_return_seconds": _at_most(WEEK, _nonnegative(_float)),
     "worker_server_hung_seconds": _at_most(WEEK, _positive(_float)),
@@ -124,6 +125,7 @@ PARSERS = {
     "stage3_stage2_wait": _nonnegative(_float),
     "stage3_workers": _positive(_int), "stage3_max_tasks_per_worker": _positive(_int),
     "stage3_task_timeout": _positive(_float), "stage3_worker_rss_limit_mb": _nonnegative(_int),
+    "stage3_worker_run_memory_mb": values.optional(_nonnegative(_int)),
     "warm_workers": _warm_workers,
     "crds_context": values.optional(values.parse_str),
     "fast_group_timing": values.parse_bool, "json_logs": values.parse_bool,

@@ -32,9 +32,10 @@ class Metrics:
         # tried again every park_recheck_seconds until the cause clears.
         self.parked = Gauge(
             "calstream_parked_items",
-            "Work items parked on an infrastructure fault (disk_full, read_only, broker_unreachable, "
-            "crds_unreachable, crds_reference_missing, crds_lookup; at start topics_missing; the "
-            "watcher's inbox_gone), "
+            "Work items parked on an infrastructure fault (disk_full, read_only, mount_gone, "
+            "broker_unreachable, crds_unreachable, crds_reference_missing, crds_reference_corrupt, "
+            "crds_lookup, worker_start, worker_server; at start topics_missing; the watcher's "
+            "inbox_gone, inbox_hung, store_hung), "
             "waiting for it to clear; root: the directory a disk fault was writing under",
             ["stage", "cause", "root"], registry=r)
         self.parked_total = Counter(

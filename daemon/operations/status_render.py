@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG
+from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, STORE_HUNG
 from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
 from calstream.daemon.doers.start_waits import BROKER_UNREACHABLE, TOPICS_MISSING
 from calstream.daemon.operations.dead_letter_redrives import REDRIVES, pending
@@ -114,6 +114,9 @@ NEXT_STEP = {
     INBOX_GONE: "make the inbox directory again (mount its volume)",
     INBOX_HUNG: "the inbox's storage does not answer reads (a network mount gone silent): "
                 "bring its server or mount back; the files resume by themselves",
+    STORE_HUNG: "the product store's storage does not answer the watcher's look-ups (a network "
+                "mount gone silent): bring its server or mount back; the files resume by "
+                "themselves",
 }
 
 

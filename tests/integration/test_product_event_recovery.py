@@ -27,6 +27,7 @@ from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.kafka.publisher import Publisher
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.runtime import Daemon
+from calstream.topics.catalog import Topics
 
 from .support import BROKER_TIMEOUT, daemon_config, products, read_all, until
 from .test_planner_ha import product_event, publish
@@ -47,6 +48,14 @@ def stored_events(cfg) -> set[str]:
                            stage="detector1", record={"work_id": e["work_id"], "event": e.body})
         ids.add(e["event_id"])
     return ids
+
+
+def in_the_store(cfg, event):
+    """``event``'s provenance record in the store, as its run left it before sending it."""
+    ProductStore(cfg.products).write_record(
+        event["program"], event["observation"], name=event["product_name"], stage="detector1",
+        record={"work_id": event["work_id"], "event": event.body})
+    return event
 
 
 async def waiting_for_the_broker(daemon: Daemon) -> None:
@@ -159,11 +168,13 @@ async def test_an_event_sent_before_the_rebuild_looks_does_not_hide_the_loss(
     the rebuild has made the topics, before the rebuild looks whether the
     products topic is empty: it was not, so the store's events were not
     re-published and were lost to the planner and every reader. A broker
-    started again on memory lost them whatever it holds by then."""
+    started again on memory lost them whatever it holds by then; the one
+    it holds (its run recorded it in the store too) is not sent twice."""
     cfg = daemon_config(tmp_path, None, unique_prefix, roles=["planner"], max_attempts=2,
                         retry_backoff=0.1, park_recheck_seconds=1.0, **BROKER_TIMEOUT)
     wanted = stored_events(cfg)
-    racer = product_event(cfg.products, cfg.inbox, 1234, EVENTS + 1, EVENTS + 1)
+    racer = in_the_store(cfg, product_event(cfg.products, cfg.inbox, 1234, EVENTS + 1,
+                                            EVENTS + 1))
     daemon = Daemon(cfg)
     daemon.start_broker()
     restarted: list[bool] = []
@@ -184,9 +195,89 @@ async def test_an_event_sent_before_the_rebuild_looks_does_not_hide_the_loss(
             os.kill(daemon.broker.process.pid, signal.SIGKILL)
             await until(lambda: daemon.supervisor.last_recovery is not None, timeout=60)
             tg.cancel_scope.cancel()
-        on_topic = {p["event_id"] for p in products(await read_all(daemon.cfg, ["products"]))}
+        on_topic = [p["event_id"] for p in products(await read_all(daemon.cfg, ["products"]))]
     finally:
         daemon.stop_broker()
     assert daemon.supervisor.restarts == 1
-    assert on_topic == wanted | {racer["event_id"]}, \
-        f"{len(on_topic & wanted)} of {len(wanted)} stored events on the topic"
+    assert sorted(on_topic) == sorted(wanted | {racer["event_id"]}), \
+        f"{len(set(on_topic) & wanted)} of {len(wanted)} stored events on the topic, " \
+        f"{len(on_topic)} records"
+
+
+async def test_an_external_broker_back_without_them_gets_each_once_whatever_came_first(
+        tmp_path, unique_prefix, monkeypatch):
+    """An external broker (a tansu of the test's own, on memory) comes back
+    empty: restored from an old disk, a topic made again. A run that ended
+    meanwhile sends its product event before the recovery looks: the topic
+    was "not empty", so none of the store's events were put back (1 of 7 on
+    the topic). The place noted for the newest event sent no longer holds
+    it: each event the topic lacks is put back, and the one it has is not
+    sent twice."""
+    with EmbeddedBroker(tmp_path / "own-broker") as own:
+        cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
+                            max_attempts=2, retry_backoff=0.1, park_recheck_seconds=1.0,
+                            **BROKER_TIMEOUT)
+        wanted = stored_events(cfg)
+        racer = in_the_store(cfg, product_event(cfg.products, cfg.inbox, 1234, EVENTS + 1,
+                                                EVENTS + 1))
+        back: list[bool] = []
+        make = kafka.create_topics
+
+        async def make_then_a_run_ends(cfg, topics, **options):
+            made = await make(cfg, topics, **options)
+            if back and len(back) == 1:
+                back.append(True)
+                await publish(cfg, [racer])  # its run ended while the broker was away
+            return made
+
+        monkeypatch.setattr(kafka, "create_topics", make_then_a_run_ends)
+        daemon = Daemon(cfg)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            await started(daemon)
+            before = [p["event_id"] for p in products(await read_all(cfg, ["products"]))]
+            own.stop()
+            await anyio.sleep(3)  # lost to the probe
+            back.append(True)
+            own.start()
+            await until(lambda: len(back) == 2 and daemon.supervisor._back_owed is None
+                        and daemon.supervisor.health.lost_since is None, timeout=60)
+            tg.cancel_scope.cancel()
+        on_topic = [p["event_id"] for p in products(await read_all(cfg, ["products"]))]
+    assert sorted(before) == sorted(wanted | {racer["event_id"]})
+    assert sorted(on_topic) == sorted(wanted | {racer["event_id"]}), \
+        f"{len(set(on_topic) & wanted)} of {len(wanted)} stored events on the topic"
+
+
+async def test_a_topic_an_admin_has_not_made_again_holds_back_only_its_own(
+        tmp_path, unique_prefix):
+    """A site whose admin makes the topics (``create_topics = false``): the
+    external broker comes back empty, and the admin makes every topic again
+    but one the planner does not use. Every try of putting back what was
+    lost stopped at that topic (TopicsMissing), and the product events,
+    whose topic was there, were never put back (0 of 6)."""
+    with EmbeddedBroker(tmp_path / "own-broker") as own:
+        cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
+                            create_topics=False, max_attempts=2, retry_backoff=0.1,
+                            park_recheck_seconds=1.0, **BROKER_TIMEOUT)
+        wanted = stored_events(cfg)
+        topics = Topics(cfg.topic_prefix)
+        await kafka.create_topics(cfg, topics)  # the admin
+        daemon = Daemon(cfg)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            await started(daemon)
+            own.stop()
+            await anyio.sleep(3)  # lost to the probe
+            own.start()
+            # The admin again, all but one.
+            await kafka.create_topics(cfg, Topics(cfg.topic_prefix, specs=tuple(
+                s for s in topics.specs if s.logical != "promotions")))
+            with contextlib.suppress(TimeoutError):
+                await until(lambda: daemon.supervisor._back_failures >= 1, timeout=60)
+                with anyio.fail_after(30):
+                    while len(products(await read_all(cfg, ["products"]))) < EVENTS:
+                        await anyio.sleep(0.5)
+            tg.cancel_scope.cancel()
+        on_topic = [p["event_id"] for p in products(await read_all(cfg, ["products"]))]
+    assert sorted(on_topic) == sorted(wanted), f"{len(on_topic)} of {len(wanted)} on the topic"

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from calstream.daemon.deciders.inbox_file import INCOMPLETE_LOOK_MAX
-from calstream.daemon.doers.inbox.watcher import STARTUP_STEPS
+from calstream.daemon.doers.inbox.watcher import STEPS_AT_ONCE
 
 from .test_watcher import NAME, Recorder, dirs, drop, make, running, uncal_bytes, wait_until
 
@@ -116,7 +116,7 @@ async def test_a_start_takes_up_its_files_a_bounded_number_at_a_time(dirs):
     works through the listing, in the order it was found."""
     inbox = dirs[0]
     short = _short_header()
-    count = STARTUP_STEPS * 4
+    count = STEPS_AT_ONCE * 4
     for i in range(count):
         (inbox / NAME.replace("00001", f"{i + 10:05d}")).write_bytes(short)
     w = make(dirs, Recorder(), incomplete_timeout=600.0)
@@ -136,4 +136,34 @@ async def test_a_start_takes_up_its_files_a_bounded_number_at_a_time(dirs):
     w._step = counted
     async with running(w):
         assert w.stats().pending == count  # every one looked at, each waiting to be whole
-    assert 0 < most[0] <= STARTUP_STEPS
+    assert 0 < most[0] <= STEPS_AT_ONCE
+
+
+async def test_a_burst_after_the_start_is_looked_at_a_bounded_number_at_a_time(dirs):
+    """After the start the loop began a step for every file of a burst at
+    once (thousands dropped together, a remounted inbox's listing): each
+    waiting step held ~10 kB, and the watch keeper's stat of the inbox, made
+    in the loop, waited behind all of their stats for the door's threads.
+    Now the loop keeps STEPS_AT_ONCE under way, the rest in the order found."""
+    inbox = dirs[0]
+    short = _short_header()
+    count = STEPS_AT_ONCE * 4
+    w = make(dirs, Recorder(), incomplete_timeout=600.0)
+    in_flight, most = [0], [0]
+    look = w.reads.look
+
+    async def slow_look(path, roots):  # slow storage: every step is under way a while
+        in_flight[0] += 1
+        most[0] = max(most[0], in_flight[0])
+        try:
+            await anyio.sleep(0.5)
+            return await look(path, roots)
+        finally:
+            in_flight[0] -= 1
+
+    w.reads.look = slow_look
+    async with running(w):
+        for i in range(count):
+            (inbox / NAME.replace("00001", f"{i + 10:05d}")).write_bytes(short)
+        await wait_until(lambda: w.stats().seen == count, timeout=60)
+    assert 0 < most[0] <= STEPS_AT_ONCE

@@ -201,3 +201,18 @@ async def test_a_good_file_renamed_over_a_bad_one_being_quarantined_is_not(dirs,
     assert swapped and rec.rejections == []
     assert [a.digest for a in rec.arrivals] == [sha(good)]
     assert not quarantine.exists() or list(quarantine.iterdir()) == []
+
+
+async def test_a_loop_of_links_named_like_an_exposure_is_no_error(dirs, caplog):
+    """A symbolic link that leads to itself (or round a loop) is no file, as
+    a link leading nowhere is: the look at it raised ELOOP out of the step,
+    an "unexpected error" logged with its traceback eight times before the
+    file was given up. Now it is forgotten as a dangling link is."""
+    inbox = dirs[0]
+    rec = Recorder()
+    async with running(make(dirs, rec)) as w:
+        (inbox / SWAPPED).symlink_to(inbox / SWAPPED)  # a loop of one
+        drop(inbox, NAME, uncal_bytes())
+        await wait_until(lambda: rec.arrivals and w.stats().pending == 0)
+        assert w.stats().errors == 0 and "unexpected error" not in caplog.text
+    assert not rec.rejections

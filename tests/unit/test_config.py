@@ -94,6 +94,29 @@ def test_nonsense_in_the_file_is_refused(tmp_path, toml, message):
         load(f, env={})
 
 
+@pytest.mark.parametrize("toml, message", [
+    # A key before the [calstream] header is a top-level one.
+    ('workers = 8\n[calstream]\ninbox = "/srv/inbox"',
+     "'workers' is outside the \\[calstream\\] table"),
+    # A table that should have been [calstream.security] or [calstream.steps...].
+    ('[calstream]\nworkers = 8\n[security]\nprotocol = "SASL_SSL"',
+     "'security' is outside the \\[calstream\\] table.*\\[calstream.security\\]"),
+    ('[calstream]\n[steps.calwebb_detector1.jump]\nrejection_threshold = 5.0',
+     "'steps' is outside the \\[calstream\\] table"),
+    ('[calstrem]\nworkers = 8\n[calstream]\npolling = true', "'calstrem' is outside"),
+    ("calstream = 3", "\\[calstream\\] must be a table"),
+])
+def test_settings_outside_the_calstream_table_are_refused(tmp_path, toml, message):
+    """With a [calstream] table, every setting is in it: the rest of the file
+    was ignored without a word (a `[security]` table: the daemon connected in
+    PLAINTEXT; `[steps.calwebb_detector1.jump]`: no step parameter applied;
+    a key above the header: the default used instead)."""
+    f = tmp_path / "c.toml"
+    f.write_text(toml + "\n")
+    with pytest.raises(ConfigError, match=message):
+        load(f, env={})
+
+
 def test_flags_go_through_the_same_parsers():
     with pytest.raises(ConfigError, match="--workers\\): must be > 0"):
         load(None, env={}, flags={"workers": 0})

@@ -113,13 +113,13 @@ def test_a_place_file_that_is_no_place_is_judged_as_none(tmp_path, caplog):
 
 def test_a_place_that_cannot_be_written_is_warned_about_and_never_raises(tmp_path, caplog,
                                                                          monkeypatch):
-    from calstream.daemon.doers import dead_letter_ledger
+    from calstream.daemon.doers import noted_places
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
     ledger = DeadLetterLedger(tmp_path)
-    monkeypatch.setattr(dead_letter_ledger, "write_json_atomically", full_disk)
+    monkeypatch.setattr(noted_places, "write_json_atomically", full_disk)
     ledger.note_place("e1", "t", 0, 1)  # no exception: the send goes on
     assert ledger.newest_place() is None
     assert "not noted" in caplog.text and "No space left" in caplog.text

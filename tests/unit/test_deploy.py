@@ -1,6 +1,9 @@
-"""deploy/ against the code: the manifests parse, and mention only metrics the
-daemon exports (with their labels), ports the configuration uses, commands and
-flags the CLI accepts, and settings the configuration knows.
+"""deploy/'s monitoring against the code: the alert rules, the dashboard and
+docs/operations.md's tables mention only metrics the daemon exports (with
+their labels and the label values it sets), every alert has a promtool test
+that sees it fire, and the tables say truly which alert and panel use what.
+The workloads (Kubernetes, compose, systemd, the image) are checked in
+test_deploy_workloads.py.
 
 The real tools (promtool, a Prometheus server) check the same files in
 tests/integration/test_ops.py; these checks need nothing installed.
@@ -10,25 +13,15 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-import tomllib
 from pathlib import Path
 
-import pytest
 import yaml
 
-from calstream.daemon.operations import status_collection as status
-from calstream.daemon.operations.cli.main import build_parser
-from calstream.daemon.operations.cli.run import cmd_run
-from calstream.daemon.operations.config import ROLES, Config, ConfigError, host_port, load
 from calstream.daemon.operations.metrics import Metrics
-from calstream.topics.catalog import Topics
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-K8S = DEPLOY / "k8s"
 OPERATIONS = ROOT / "docs" / "operations.md"
-DEFAULT_PORT = host_port(Config().metrics_address)[1]
 # Labels Prometheus adds to every series it scrapes, and the one relabelled in.
 TARGET_LABELS = {"job", "instance", "role"}
 
@@ -149,255 +142,6 @@ def test_the_dashboard_is_grafana_json_with_a_prometheus_datasource():
             assert target["datasource"]["uid"] == "${datasource}"
 
 
-# -- commands, flags and settings ------------------------------------------------
-
-def run_command(argv: list[str]) -> tuple[str, str | None]:
-    """(role, --config) of a `calstream run` command line; fails if the CLI rejects it."""
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit:
-        pytest.fail(f"calstream rejects {argv}")
-    assert args.func is cmd_run, argv
-    assert args.role and len(args.role) == 1, f"one role per service: {argv}"
-    return args.role[0], (str(args.config) if args.config else None)
-
-
-def k8s_documents() -> list[dict]:
-    docs = []
-    for path in sorted(K8S.glob("*.yaml")):
-        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
-
-
-def of_kind(kind: str) -> list[dict]:
-    return [d for d in k8s_documents() if d["kind"] == kind]
-
-
-def k8s_config() -> Config:
-    (cm,) = of_kind("ConfigMap")
-    try:
-        return load_text(cm["data"]["calstream.toml"])
-    except ConfigError as exc:
-        pytest.fail(f"k8s ConfigMap: {exc}")
-
-
-def load_text(text: str, env: dict[str, str] | None = None) -> Config:
-    import tempfile
-
-    with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
-        f.write(text)
-        f.flush()
-        return load(Path(f.name), env=env or {})
-
-
-def test_the_example_configuration_loads_with_tls_and_sasl():
-    cfg = load(DEPLOY / "calstream.example.toml", env={"CALSTREAM_SECURITY_SASL_PASSWORD": "x"})
-    assert cfg.security.protocol == "SASL_SSL" and cfg.security.sasl_mechanism
-    assert cfg.security.sasl_password == "x"  # the secret comes from the environment
-    assert "sasl_password" not in tomllib.loads(
-        (DEPLOY / "calstream.example.toml").read_text())["calstream"]["security"]
-    assert host_port(cfg.metrics_address)[1] == DEFAULT_PORT
-
-
-def test_kubernetes_has_a_deployment_per_role_running_a_real_command():
-    cfg = k8s_config()
-    (cm,) = of_kind("ConfigMap")
-    roles = {}
-    for dep in of_kind("Deployment"):
-        (container,) = dep["spec"]["template"]["spec"]["containers"]
-        role, config = run_command(container["args"])
-        roles[role] = dep
-        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-        assert mounts[config]["name"] == "config" and mounts[config]["subPath"] in cm["data"]
-        for env in container.get("env", []):
-            if env["name"].startswith("CALSTREAM_"):
-                load(None, env={env["name"]: "x"})  # a setting the daemon knows
-        selector = dep["spec"]["selector"]["matchLabels"]
-        assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
-        # Every path the role writes is on a mounted volume.
-        if role != "planner":
-            for path in (cfg.inbox, cfg.products, cfg.quarantine):
-                assert any(path.is_relative_to(m) for m in mounts), (role, path)
-    assert set(roles) == set(ROLES)
-    # One watcher per inbox, never two at once.
-    for single in ("watcher",):
-        spec = roles[single]["spec"]
-        assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
-    # Two planners under the planner lease: one publishes, one stands by.
-    planner = roles["planner"]["spec"]
-    assert planner["replicas"] == 2 and cfg.planner_lease
-    assert planner["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
-    (budget,) = [b for b in of_kind("PodDisruptionBudget")
-                 if b["spec"]["selector"]["matchLabels"].items()
-                 <= planner["template"]["metadata"]["labels"].items()]
-    assert budget["spec"]["minAvailable"] == 1
-
-
-def test_the_planner_is_never_autoscaled():
-    """Only the lease holder publishes: more planners are more standbys, not speed."""
-    targets = {so["spec"]["scaleTargetRef"]["name"] for so in of_kind("ScaledObject")}
-    for dep in of_kind("Deployment"):
-        role, _ = run_command(dep["spec"]["template"]["spec"]["containers"][0]["args"])
-        if role == "planner":
-            assert dep["metadata"]["name"] not in targets
-    assert "planner is NOT autoscaled" in (K8S / "keda.yaml").read_text()
-
-
-def test_kubernetes_ports_and_probes_match_the_daemon():
-    cfg = k8s_config()
-    assert host_port(cfg.metrics_address) == ("0.0.0.0", DEFAULT_PORT)
-    for dep in of_kind("Deployment"):
-        template = dep["spec"]["template"]
-        (container,) = template["spec"]["containers"]
-        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"metrics": DEFAULT_PORT}
-        assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
-        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-        annotations = template["metadata"]["annotations"]
-        assert annotations["prometheus.io/port"] == str(DEFAULT_PORT)
-        assert annotations["prometheus.io/path"] == "/metrics"
-    (svc,) = of_kind("Service")
-    (port,) = svc["spec"]["ports"]
-    assert port["port"] == DEFAULT_PORT and port["targetPort"] == "metrics"
-    for dep in of_kind("Deployment"):
-        assert svc["spec"]["selector"].items() <= \
-            dep["spec"]["template"]["metadata"]["labels"].items()
-
-
-def test_kubernetes_volumes_and_secrets_are_declared():
-    claims = {c["metadata"]["name"] for c in of_kind("PersistentVolumeClaim")}
-    (cm,) = of_kind("ConfigMap")
-    for dep in of_kind("Deployment"):
-        pod = dep["spec"]["template"]["spec"]
-        volumes = {v["name"]: v for v in pod["volumes"]}
-        (container,) = pod["containers"]
-        for mount in container["volumeMounts"]:
-            assert mount["name"] in volumes
-        for v in volumes.values():
-            if "persistentVolumeClaim" in v:
-                assert v["persistentVolumeClaim"]["claimName"] in claims
-            if "configMap" in v:
-                assert v["configMap"]["name"] == cm["metadata"]["name"]
-    for claim in of_kind("PersistentVolumeClaim"):
-        assert claim["spec"]["accessModes"] == ["ReadWriteMany"], "shared between replicas"
-
-
-def test_keda_scales_each_stage_on_its_own_consumer_group():
-    cfg = k8s_config()
-    topics = Topics(cfg.topic_prefix)
-    deployments = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
-    auths = {a["metadata"]["name"] for a in of_kind("TriggerAuthentication")}
-    scaled = {}
-    for so in of_kind("ScaledObject"):
-        target = deployments[so["spec"]["scaleTargetRef"]["name"]]
-        role, _ = run_command(target["spec"]["template"]["spec"]["containers"][0]["args"])
-        (trigger,) = so["spec"]["triggers"]
-        meta = trigger["metadata"]
-        assert trigger["type"] == "kafka"
-        assert meta["bootstrapServers"] == cfg.kafka_bootstrap
-        # runtime.py: the consumer group of a stage is "<group_prefix>.<stage>".
-        assert meta["consumerGroup"] == f"{cfg.group_prefix}.{role}"
-        assert meta["offsetResetPolicy"] == "earliest"  # as the daemon's consumers
-        assert trigger["authenticationRef"]["name"] in auths
-        logical = topics.logical(meta["topic"])
-        assert so["spec"]["maxReplicaCount"] <= topics.spec(logical).partitions
-        scaled[role] = (logical,)
-    # The same table `calstream status` computes lag from; KEDA scales on the
-    # live topic only: replayed work uses spare capacity, it does not buy more.
-    assert scaled == {stage: inputs[:1] for stage, inputs in status.STAGE_INPUTS.items()}
-
-
-def test_compose_runs_every_role_against_kafka_with_valid_settings():
-    doc = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
-    services = doc["services"]
-    assert services["kafka"]["image"].startswith("apache/kafka:")
-    kafka_env = services["kafka"]["environment"]
-    assert "broker" in kafka_env["KAFKA_PROCESS_ROLES"]  # KRaft: no ZooKeeper
-    roles = {}
-    for name, svc in services.items():
-        if svc.get("command", [None])[0] != "run":
-            continue
-        role, _ = run_command(svc["command"])
-        roles[role] = name
-        settings = {k: str(v) for k, v in svc["environment"].items()
-                    if k.startswith("CALSTREAM_")}
-        cfg = load(None, env=settings)
-        assert cfg.kafka_bootstrap.split(":")[0] == "kafka"
-        assert host_port(cfg.metrics_address)[1] == DEFAULT_PORT
-        assert str(DEFAULT_PORT) in svc["expose"]
-    assert set(roles) == set(ROLES)
-    mounts = services["prometheus"]["volumes"]
-    assert any(m.startswith("./prometheus:/etc/prometheus") for m in mounts)
-
-
-def test_the_prometheus_config_scrapes_every_role_on_the_metrics_port():
-    doc = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
-    assert doc["rule_files"] == ["alerts.yml"]
-    (job,) = doc["scrape_configs"]
-    assert job["job_name"].startswith("calstream")  # the alerts match job=~"calstream.*"
-    (sd,) = job["dns_sd_configs"]
-    assert sd["port"] == DEFAULT_PORT
-    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
-    assert set(sd["names"]) == {n for n, s in compose.items()
-                                if s.get("command", [None])[0] == "run"}
-
-
-def systemd_exec(role: str) -> list[str]:
-    unit = (DEPLOY / "systemd" / "calstream@.service").read_text()
-    (line,) = [x for x in unit.splitlines() if x.startswith("ExecStart=")]
-    argv = shlex.split(line.removeprefix("ExecStart=").replace("%i", role))
-    assert argv[0].endswith("/calstream")
-    return argv[1:]
-
-
-def test_the_systemd_template_runs_each_role_with_its_own_port():
-    example = load(DEPLOY / "calstream.example.toml")
-    ports = {}
-    for role in ROLES:
-        got, config = run_command(systemd_exec(role))
-        assert got == role and config == "/etc/calstream/calstream.toml"
-        env_file = DEPLOY / "systemd" / f"{role}.env"
-        env = {}
-        if env_file.exists():
-            for line in env_file.read_text().splitlines():
-                if line.strip() and not line.lstrip().startswith("#"):
-                    key, _, val = line.partition("=")
-                    env[key.strip()] = val.strip()
-        cfg = load(DEPLOY / "calstream.example.toml", env=env)
-        ports[role] = host_port(cfg.metrics_address)[1]
-    # Roles may share a host, so each listens on its own port; the default
-    # (from the shared TOML file) is one of them.
-    assert len(set(ports.values())) == len(ROLES), ports
-    assert host_port(example.metrics_address)[1] in ports.values()
-
-
-def test_the_systemd_template_leaves_a_worker_killed_for_memory_to_the_daemon():
-    """A run whose work takes more and more memory has its worker killed by
-    the kernel's OOM killer: the daemon counts that lost worker as one of the
-    item's attempts, then dead-letters it (retries_exhausted). systemd's
-    default (DefaultOOMPolicy=stop) stopped the whole unit instead, every
-    other run of the role with it; Restart= started it again, the record was
-    redelivered, and the same run took the unit down again, never
-    dead-lettered."""
-    unit = (DEPLOY / "systemd" / "calstream@.service").read_text()
-    settings = [x.strip() for x in unit.splitlines() if x.strip().startswith("OOMPolicy=")]
-    assert settings == ["OOMPolicy=continue"], settings
-
-
-def test_the_container_image_runs_the_cli_and_exposes_the_metrics_port():
-    text = (DEPLOY / "Containerfile").read_text()
-    entry = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M).group(1))
-    cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))
-    assert entry == ["calstream"]
-    args = build_parser().parse_args(cmd)
-    assert args.func is cmd_run
-    assert re.search(rf"^EXPOSE {DEFAULT_PORT}$", text, re.M)
-    assert f"127.0.0.1:{DEFAULT_PORT}/healthz" in text
-    # It installs what pyproject.toml packages.
-    for room in ("daemon", "steps", "topics"):
-        assert re.search(rf"^COPY {room} {room}$", text, re.M)
-
-
 def test_the_alerts_table_lists_every_alert_rule():
     """docs/operations.md, "Alerts": the on-call reads the table; an alert in
     alerts.yml that the table leaves out (CalstreamExposuresMissing,
@@ -410,3 +154,59 @@ def test_the_alerts_table_lists_every_alert_rule():
         assert rule["alert"] in table, f"{rule['alert']} is not in the alerts table"
         assert table[rule["alert"]] == rule.get("for", "—"), rule["alert"]
     assert set(table) == {r["alert"] for r in rules["rules"]}
+
+
+def test_every_alert_has_a_promtool_test_that_sees_it_fire():
+    """A rule whose expression breaks (a renamed metric, a label dropped)
+    stays quiet for ever; only a test that expects it to fire notices.
+    CalstreamBrokerLost had none."""
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"][0]
+    tests = yaml.safe_load((DEPLOY / "prometheus" / "alerts_test.yml").read_text())["tests"]
+    fired = {case["alertname"] for t in tests for case in t.get("alert_rule_test", [])
+             if case.get("exp_alerts")}
+    for rule in rules["rules"]:
+        assert rule["alert"] in fired, f"{rule['alert']}: no test expects it to fire"
+
+
+def test_the_metrics_table_says_truly_which_alert_and_panel_use_each_metric():
+    """docs/operations.md's "used by" column sends the on-call to a panel or
+    an alert. Eighteen metrics it said were on the dashboard (the planner's
+    lease, missing exposures, the broker's records lost, the event loop's
+    heartbeat...) had no panel, and the stall alert it named for
+    calstream_last_progress_timestamp_seconds no longer reads it."""
+    panels = " ".join(promql_expressions()[len(alert_rules()):])
+    alerts = {rule["alert"]: rule["expr"] for rule in alert_rules()}
+    rows = [line for line in OPERATIONS.read_text().splitlines()
+            if line.startswith("| `calstream_")]
+    assert rows
+    for row in rows:
+        name = re.match(r"\| `([a-z0-9_]+)`", row).group(1)
+        used_by = row.rstrip().rstrip("|").rsplit("|", 1)[1]
+        named = re.compile(rf"\b{name}(?:_bucket|_count|_sum)?\b")
+        if "dashboard" in used_by:
+            assert named.search(panels), f"{name}: documented on the dashboard, has no panel"
+        said = set(re.findall(r"\bCalstream[A-Za-z]+", used_by))
+        assert said <= set(alerts), f"{name}: no alert {said - set(alerts)}"
+        for alert, expr in alerts.items():
+            assert (alert in said) == bool(named.search(expr)), \
+                f"{name}: the table {'names' if alert in said else 'omits'} {alert}"
+
+
+def alert_rules() -> list[dict]:
+    return yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())["groups"][0]["rules"]
+
+
+def test_the_label_values_the_rules_match_are_ones_the_code_sets():
+    """A matcher on a value the daemon never sets (a cause renamed) leaves
+    its rule quiet for ever, and promtool's own tests, fed the old value,
+    still pass. Each value a rule or panel selects is one the code writes."""
+    source = "\n".join(p.read_text() for room in ("daemon", "steps")
+                       for p in (ROOT / room).rglob("*.py"))
+    matcher = re.compile(r'\b(calstream_[a-z0-9_]+)\{[^}]*?\b([a-z_]+)\s*=~?\s*"([^"$]*)"')
+    checked = 0
+    for expr in promql_expressions():
+        for name, label, values in matcher.findall(expr):
+            for value in values.split("|"):
+                assert f'"{value}"' in source, f"{name}{{{label}}}: nothing sets {value!r}"
+                checked += 1
+    assert checked

@@ -174,15 +174,21 @@ def test_a_file_at_the_planner_s_directory_does_not_stop_a_snapshot(tmp_path):
 
 # -- the re-publishing marker ---------------------------------------------------
 
-def _recover(tmp_path: Path, store: ProductStore) -> list:
+def _recover(tmp_path: Path, store: ProductStore, monkeypatch) -> list:
     cfg = Config(work_dir=tmp_path / "work", products=store.root, roles=("planner",))
     publisher = Publisher(_Producer(), Topics(), Metrics())
+
+    async def nothing_on_the_topic(cfg, name, kind):  # no broker here
+        return {}
+
+    monkeypatch.setattr(broker_recovery, "_on_topic", nothing_on_the_topic)
     anyio.run(broker_recovery.recover_product_events, cfg, Topics(), store, publisher)
     return publisher.producer.sent
 
 
 @pytest.mark.parametrize("records", [1, 0])
-def test_a_directory_at_the_marker_means_a_re_publishing_of_the_whole_store(tmp_path, records):
+def test_a_directory_at_the_marker_means_a_re_publishing_of_the_whole_store(tmp_path, records,
+                                                                           monkeypatch):
     """The safe direction: whatever lies there, a re-publishing was under
     way. Removing the directory raised out of every start (no broker is
     asked here: an unfinished one does not ask whether the topic is empty)."""
@@ -190,13 +196,14 @@ def test_a_directory_at_the_marker_means_a_re_publishing_of_the_whole_store(tmp_
     if records:
         publish(store)
     marker = a_directory_at(broker_recovery.marker_path(tmp_path / "work"))
-    sent = _recover(tmp_path, store)
+    sent = _recover(tmp_path, store, monkeypatch)
     assert [t for t, _ in sent] == [Topics().name("products")] * records
     assert not os.path.lexists(marker)  # written, then removed at the end
     assert len(asides(marker.parent, marker.name)) == 1
 
 
-def test_a_record_whose_event_is_no_product_event_is_left_out_not_raised(tmp_path, caplog):
+def test_a_record_whose_event_is_no_product_event_is_left_out_not_raised(tmp_path, caplog,
+                                                                          monkeypatch):
     """A provenance record of the right shape whose event the product schema
     refuses (edited by hand) was handed to the encoding, whose refusal
     stopped every start on an empty broker."""
@@ -207,7 +214,7 @@ def test_a_record_whose_event_is_no_product_event_is_left_out_not_raised(tmp_pat
     edited.write_text(json.dumps({**record, "event": {
         **spoiled, "product_name": NAME.replace("00001", "00002")}}))
     write_json_atomically(broker_recovery.marker_path(tmp_path / "work"), {})  # no broker asked
-    sent = _recover(tmp_path, store)
+    sent = _recover(tmp_path, store, monkeypatch)
     assert [m["product_name"] for _, m in sent] == [NAME]
     assert "1 provenance record(s)" in caplog.text
 

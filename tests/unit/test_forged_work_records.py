@@ -28,7 +28,7 @@ from pathlib import Path
 import anyio
 import numpy as np
 import pytest
-from aiokafka.structs import ConsumerRecord
+from aiokafka.structs import ConsumerRecord, RecordMetadata, TopicPartition
 
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.preview_runner import PREVIEW_TASK
@@ -80,10 +80,12 @@ class _Producer:
         self.sent: list[tuple[str, contract.Message]] = []
 
     async def send(self, topic, value, key):
-        """As aiokafka's: the message handed over, the acknowledgement's future."""
+        """As aiokafka's: the message handed over, the acknowledgement's future
+        (where the broker put it: one partition, offsets in the order sent)."""
         self.sent.append((topic, contract.decode(value)))  # what leaves follows the contract
         answered = asyncio.get_running_loop().create_future()
-        answered.set_result(None)
+        answered.set_result(RecordMetadata(topic, 0, TopicPartition(topic, 0), len(self.sent) - 1,
+                                           -1, 0, 0))
         return answered
 
 

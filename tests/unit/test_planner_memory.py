@@ -8,7 +8,11 @@ import pytest
 
 from calstream.daemon.deciders.planner_memory import GROWTH, budget_bytes, compaction_due
 from calstream.daemon.doers import planner_restore
-from calstream.daemon.doers.process_memory import container_limit_bytes, resident_in_use_bytes
+from calstream.daemon.doers.process_memory import (
+    container_limit_bytes,
+    limit_files,
+    resident_in_use_bytes,
+)
 
 MiB = 2**20
 
@@ -91,3 +95,35 @@ def test_a_planner_over_its_budget_takes_its_snapshot_at_once(monkeypatch):
     over = _Looping(MiB, 100)
     with pytest.raises(planner_restore.Compaction):
         planner_restore.compact_when_due(over)
+
+
+def test_a_systemd_units_limit_is_read_from_its_own_cgroup_and_its_ancestors(tmp_path):
+    """A systemd unit's MemoryMax is written in its own cgroup, deep in the
+    host's tree; the top of a cgroup v2 tree has no memory.max. Before, only
+    the top was read: a unit's limit was never found, and the planner's
+    budget and a run's memory bound fell back to none and the host's memory."""
+    root, proc = tmp_path / "cgroup", tmp_path / "self-cgroup"
+    unit = root / "system.slice" / "calstream@detector1.service"
+    unit.mkdir(parents=True)
+    proc.write_text("0::/system.slice/calstream@detector1.service\n")
+    (unit / "memory.max").write_text(f"{32 * 1024 * MiB}\n")
+    (unit.parent / "memory.max").write_text("max\n")
+    files = limit_files(root, proc)
+    assert files[:2] == (unit / "memory.max", unit.parent / "memory.max")
+    assert container_limit_bytes(files) == 32 * 1024 * MiB
+    (unit.parent / "memory.max").write_text(f"{16 * 1024 * MiB}\n")  # the slice's is smaller
+    assert container_limit_bytes(limit_files(root, proc)) == 16 * 1024 * MiB
+    # cgroup v1: the memory hierarchy's own line.
+    v1 = root / "memory" / "process_api" / "c7ee"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{8 * 1024 * MiB}\n")
+    proc.write_text("5:devices:/\n4:memory:/process_api/c7ee\n1:cpu:/\n")
+    assert container_limit_bytes(limit_files(root, proc)) == 8 * 1024 * MiB
+    # A container with its own cgroup namespace: "/", its limit at the top.
+    proc.write_text("0::/\n")
+    (root / "memory.max").write_text(f"{12 * 1024 * MiB}\n")
+    assert container_limit_bytes(limit_files(root, proc)) == 12 * 1024 * MiB
+    # What is no cgroup's path is not followed out of the tree.
+    proc.write_text("0::/../../etc\n0::relative\n")
+    assert limit_files(root, proc) == (root / "memory.max",
+                                       root / "memory" / "memory.limit_in_bytes")

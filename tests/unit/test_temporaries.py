@@ -63,7 +63,7 @@ def test_a_link_at_a_quarantine_note_s_name_takes_no_write_along(tmp_path):
     inbox.mkdir()
     bad = inbox / "evil.fits"
     bad.write_bytes(b"not a FITS file")
-    q = Quarantine(directory=quarantine, on_reject=None, rules=None, counts=None)
+    q = Quarantine(directory=quarantine, on_reject=None, rules=None, counts=None, reads=None)
     dest = q._move(bad, "not a FITS file", None, None, 0.0)
     assert outside.read_text() == "not calstream's"
     note = quarantine / "evil.fits.reason.txt"

@@ -7,6 +7,7 @@ import errno
 import os
 import socket
 import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -93,7 +94,7 @@ def test_one_claim_per_work_and_only_its_owner_removes_it(tmp_path):
     assert b.try_claim(path, {}) == ("live", A)
     b.release(path)  # not b's: stays
     assert path.exists()
-    assert b.beat(path) is False and a.beat(path) is True
+    assert b.beat(path) == work_claims.LOST and a.beat(path) == work_claims.OURS
     a.release(path)
     assert not path.exists()
     assert b.try_claim(path, {})[0] == "claimed"
@@ -107,7 +108,7 @@ def test_a_stale_claim_is_taken_over_once(tmp_path):
     assert b.try_claim(path, {}) == ("live", A)
     clock.t += 60  # silent for a minute, as b saw it
     assert b.try_claim(path, {}) == ("taken_over", A)
-    assert a.beat(path) is False  # the old owner learns it lost the claim
+    assert a.beat(path) == work_claims.LOST  # the old owner learns it lost the claim
     a.release(path)  # and does not remove the new owner's
     assert b.try_claim(path, {})[0] == "claimed"  # b's own again (MINE)
     assert [p.name for p in path.parent.iterdir()] == [path.name]
@@ -133,7 +134,7 @@ def test_a_takeover_counts_once_when_another_daemon_wins_the_create(tmp_path):
     b._create = c_wins_first
     assert b.try_claim(path, {"stage": "detector1"}) == ("live", A)
     assert metrics.claims_taken_over.labels(stage="detector1")._value.get() == 1
-    assert c.beat(path) is True  # the one claim there is c's
+    assert c.beat(path) == work_claims.OURS  # the one claim there is c's
 
 
 def test_a_claim_of_a_dead_process_of_this_host_is_stale_at_once(tmp_path):
@@ -245,3 +246,42 @@ def test_a_dead_claim_from_the_future_goes_stale_by_the_observers_own_clock(tmp_
     assert a.try_claim(path, {}) == ("live", B)
     clock.t += 1.5  # 5.5 s silent, as A counts
     assert a.try_claim(path, {}) == ("taken_over", B)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("failing", ["read", "touch"])
+async def test_the_heartbeat_survives_a_failed_read_or_touch_of_its_claim(tmp_path, monkeypatch,
+                                                                         failing):
+    """A claim read or touched at the wrong moment (EIO, ESTALE on a network
+    store) is not a claim lost: the heartbeat goes on. Stopped for good, the
+    claim went stale after ``claim_stale_seconds`` and another daemon took
+    over and ran the same work a second time; a failed touch crashed the run."""
+    a = claims(tmp_path, A)
+    path = a.path(WID, 1)
+    failed = []
+    read, touch = work_claims.read_regular_text, os.utime
+
+    def read_once_failing(where, *args, **kwargs):
+        if Path(where) == path and not failed:
+            failed.append(True)
+            raise OSError(errno.EIO, "Input/output error")
+        return read(where, *args, **kwargs)
+
+    def touch_once_failing(where, *args, **kwargs):
+        if Path(where) == path and not failed:
+            failed.append(True)
+            raise OSError(errno.ESTALE, "Stale file handle")
+        return touch(where, *args, **kwargs)
+
+    if failing == "read":
+        monkeypatch.setattr(work_claims, "read_regular_text", read_once_failing)
+    else:
+        monkeypatch.setattr(work_claims.os, "utime", touch_once_failing)
+    with anyio.fail_after(10):
+        async with a.held(WID, 1, stage="detector1", name="x"):
+            while not failed:
+                await anyio.sleep(0.01)
+            os.utime(path, (0, 0))  # its last heartbeat long ago: only a new beat moves it
+            while path.stat().st_mtime_ns == 0:
+                await anyio.sleep(0.01)
+    assert not path.exists()

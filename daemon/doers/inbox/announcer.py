@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
-import anyio.to_thread
 
 from calstream.daemon.deciders.inbox_file import Sig
+from calstream.daemon.doers.inbox.file_reads import STORE_HUNG, FileReads, ReadHung
 from calstream.daemon.doers.inbox.ledger import Ledger
 from calstream.daemon.doers.inbox.reports import Arrival, Counts, log_file
 from calstream.topics import contract
@@ -35,6 +35,7 @@ class Announcer:
     on_arrival: Callable[[Arrival], Awaitable[None]]
     has_products: Callable[[str, str], bool]  # sync: run in a thread
     counts: Counts
+    reads: FileReads  # the look-up is timed as the inbox's reads are
     # (exposure id, digest) being announced now, under whichever path.
     _in_flight: set[tuple[str, str]] = field(default_factory=set)
 
@@ -93,9 +94,17 @@ class Announcer:
             )
 
     async def products_exist(self, exposure_id: str, digest: str, a: Arrival | Path) -> bool:
-        """``a``: the arrival, or the path, its log lines name."""
+        """``a``: the arrival, or the path, its log lines name. ReadHung
+        (store_hung) when the product store does not answer in time: in
+        anyio's threads, untimed, a start on a silent store held the threads
+        the rest of the daemon shares, the start and any stop, unseen."""
+        path = a if isinstance(a, Path) else a.path
         try:
-            return bool(await anyio.to_thread.run_sync(self.has_products, exposure_id, digest))
+            return bool(await self.reads.timed(
+                lambda _: self.has_products(exposure_id, digest), path, self.reads.read_seconds,
+                what="products' look-up", cause=STORE_HUNG))
+        except ReadHung:
+            raise  # its file is parked, and asked about again
         except Exception:
             # Announcing again is a redelivery with a deterministic event id:
             # cheaper than risking a file that never gets processed.

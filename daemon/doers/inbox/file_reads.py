@@ -22,6 +22,7 @@ costs a few threads, not one per retry."""
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import threading
@@ -36,10 +37,12 @@ import anyio
 from calstream.daemon.deciders.inbox_file import Sig
 from calstream.daemon.doers.digest_memo import digest_of, exposure_of
 from calstream.daemon.doers.inbox.observer_bridge import stat_sig
-from calstream.daemon.doers.inbox.read_threads import ReadThreads
+from calstream.daemon.doers.inbox.read_threads import ReadJob, ReadThreads
 from calstream.daemon.doers.priority_slots import PrioritySlots
 from calstream.steps.exposure import ExposureInfo
+from calstream.steps.failures import MOUNT_GONE, infrastructure_cause
 from calstream.steps.fitsfile import FitsLayout, fits_layout
+from calstream.steps.mount_health import sick_mount
 
 # A stat or a header read answers in milliseconds, and in seconds on a busy
 # network mount; a minute is beyond any working storage.
@@ -49,19 +52,24 @@ READ_SECONDS = 60.0
 SLOWEST_BYTES_PER_SECOND = 16 << 20
 MOST_HUNG = 8  # reads left running past their time, at most
 INBOX_HUNG = "inbox_hung"  # the parking's cause (status: what to do about it)
+# The product store's look-up, made for a file found at a start, unanswered.
+STORE_HUNG = "store_hung"
 
 
 class ReadHung(Exception):
     """A read of an inbox file that has not returned within its time, or that
     was not started because an earlier one still has not (the storage under
     it is at fault, not the file). Not an OSError: it must never count
-    towards calling the file unreadable."""
+    towards calling the file unreadable. ``what`` hung (its log line),
+    ``cause``: the parking's; ``job``: the call left running, if it began."""
 
-    def __init__(self, path: Path, seconds: float, *, earlier: bool = False) -> None:
-        self.path, self.seconds = path, seconds
-        why = ("an earlier read of it, or too many reads of the inbox, still not returned"
+    def __init__(self, path: Path, seconds: float, *, earlier: bool = False,
+                 what: str = "read", cause: str = INBOX_HUNG) -> None:
+        self.path, self.seconds, self.cause = path, seconds, cause
+        self.job: ReadJob | None = None
+        why = (f"an earlier {what} of it, or too many reads of the inbox, still not returned"
                if earlier else f"no answer from its storage within {seconds:g} s")
-        super().__init__(f"{path.name}: read hung: {why}")
+        super().__init__(f"{path.name}: {what} hung: {why}")
 
 
 class FileReads:
@@ -122,8 +130,12 @@ class FileReads:
     async def digest(self, path: Path, size: int) -> str:
         # Remembered by signature: the admission of the announcement, in this
         # same daemon, then does not read the whole file again.
-        seconds = self.read_seconds + max(0, size) / SLOWEST_BYTES_PER_SECOND
-        return await self.timed(digest_of, path, seconds)
+        return await self.timed(digest_of, path, self.given(size))
+
+    def given(self, size: int) -> float:
+        """The time a call that reads (or copies) ``size`` bytes is given:
+        a hash, a move into quarantine on another file system."""
+        return self.read_seconds + max(0, size) / SLOWEST_BYTES_PER_SECOND
 
     async def digest_or_none(self, path: Path, size: int) -> str | None:
         """For the quarantine record, so an operator can tell redeliveries apart."""
@@ -131,6 +143,21 @@ class FileReads:
             return await self.digest(path, size)
         except (OSError, ReadHung):
             return None
+
+    async def mount_fault(self, directory: Path) -> str | None:
+        """The second look after a read of a file in ``directory`` failed
+        (EIO): a soft network mount whose server is gone fails every read
+        so, as a damaged file fails its own. Made as a run's is
+        (steps/mount_health.py: the directory listed, a probe written there
+        and removed), timed. The mount's fault (mount_gone, a full or
+        read-only disk; inbox_hung when the look does not answer), or None:
+        the file's own."""
+        try:
+            found = await self.timed(lambda d: sick_mount([d], [d]), directory,
+                                     self.read_seconds, what="second look")
+        except ReadHung:
+            return INBOX_HUNG
+        return None if found is None else infrastructure_cause(found[1]) or MOUNT_GONE
 
     async def listing(self, list_files: Callable[[Callable[[], None]], Any], path: Path) -> Any:
         """``list_files(answered)`` of the inbox at ``path``, hung once no entry
@@ -143,7 +170,8 @@ class FileReads:
                                 self.read_seconds, answers=answers)
 
     async def timed(self, fn: Callable[[Path], Any], path: Path, seconds: float, *,
-                    answers: _Answers | None = None) -> Any:
+                    answers: _Answers | None = None, what: str = "read",
+                    cause: str = INBOX_HUNG) -> Any:
         """``fn(path)`` in a worker thread, given ``seconds`` (ReadHung after;
         with ``answers``, after its last answer) from when it has a thread:
         a wait for one, behind reads that answer (a burst of arrivals, each
@@ -152,29 +180,47 @@ class FileReads:
         unread. Threads come back within the
         time of the reads holding them: a hung one is left running without
         its token, and counted: the threads reading and those left hung are
-        MOST_HUNG at most."""
-        self._unless_too_many_hung(path, seconds)
+        MOST_HUNG at most. ``what`` and ``cause``: the ReadHung's."""
+        hung = {"what": what, "cause": cause}
+        self._unless_too_many_hung(path, seconds, hung)
         async with self._threads:
             # Those it waited behind may have been left hung meanwhile.
-            self._unless_too_many_hung(path, seconds, besides=True)
-            return await self._timed_in_thread(fn, path, seconds, answers or _Answers())
+            self._unless_too_many_hung(path, seconds, hung, besides=True)
+            return await self._timed_in_thread(fn, path, seconds, answers or _Answers(), hung)
 
-    def _unless_too_many_hung(self, path: Path, seconds: float, *, besides: bool = False
-                              ) -> None:
+    async def waited(self, fn: Callable[[Path], Any], path: Path, seconds: float, *,
+                     late: Callable[[ReadHung], Any], what: str) -> Any:
+        """``fn(path)``, a change (the quarantine's move), timed as a read but
+        never abandoned once begun: abandoned, it finished unseen once the
+        mount answered (a file in quarantine that no report names, or half
+        moved). Past its time ``late(ReadHung)`` is told (it parks), and the
+        call awaited until it returns; a cancel (a stop) abandons it. Raises
+        ReadHung when it could not begin (too many reads left hung)."""
+        try:
+            return await self.timed(fn, path, seconds, what=what)
+        except ReadHung as exc:
+            if exc.job is None:
+                raise
+            late(exc)
+            await exc.job.done.wait()
+            return exc.job.outcome()
+
+    def _unless_too_many_hung(self, path: Path, seconds: float, hung: dict[str, str], *,
+                              besides: bool = False) -> None:
         with self._lock:
             busy = sum(self._hung.values()) + (self._running if besides else 0)
             if path in self._hung or busy >= MOST_HUNG:
-                raise ReadHung(path, seconds, earlier=True)
+                raise ReadHung(path, seconds, earlier=True, **hung)
 
     async def _timed_in_thread(self, fn: Callable[[Path], Any], path: Path,
-                               seconds: float, answers: _Answers) -> Any:
+                               seconds: float, answers: _Answers, hung: dict[str, str]) -> Any:
         call = {"started": False, "returned": False, "hung": False}
 
         def read() -> Any:
             with self._lock:
                 if call["hung"]:  # its time ran out before the thread began it: not read
                     call["returned"] = True
-                    raise ReadHung(path, seconds, earlier=True)
+                    raise ReadHung(path, seconds, earlier=True, **hung)
                 call["started"] = True
                 self._running += 1
             answers.answered()  # its time starts now
@@ -199,14 +245,21 @@ class FileReads:
         if job.done.is_set():
             return job.outcome()
         with self._lock:
+            returned = call["returned"] and call["started"]
             started = call["started"] and not call["returned"]
             call["hung"] = True
             if started:  # no longer running: left hung
                 self._hung[path] = self._hung.get(path, 0) + 1
                 self._running -= 1
-        # Not started (a thread not begun in all its time), or returned just
-        # as its time ran out: not left running, so not counted.
-        raise ReadHung(path, seconds, earlier=not started)
+        if returned:  # just as its time ran out: its outcome is on its way (a move done)
+            await job.done.wait()
+            return job.outcome()
+        # Not started (a thread not begun in all its time): not left running,
+        # so not counted.
+        exc = ReadHung(path, seconds, earlier=not started, **hung)
+        if started:
+            exc.job = job  # for a change, which is awaited (``waited``)
+        raise exc
 
 
 class _Answers:
@@ -226,6 +279,12 @@ def _look(path: Path, roots: Sequence[Path]) -> tuple[Sig | None, str | None]:
             return stat_sig(st), None
         st = os.stat(path)  # what the link leads to: judged as any file
     except (FileNotFoundError, NotADirectoryError):  # gone, or a link leading nowhere
+        return None, None
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        # A loop of links leads nowhere too (it was an unexpected error,
+        # eight tracebacks before the file was given up).
         return None, None
     target = path.resolve()
     if any(target.is_relative_to(root.resolve()) for root in roots):

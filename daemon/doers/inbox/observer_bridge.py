@@ -15,12 +15,11 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.from_thread
 import anyio.lowlevel
-import anyio.to_thread
 from watchdog.events import (
     FileClosedEvent,
     FileCreatedEvent,
@@ -35,6 +34,9 @@ from watchdog.observers.polling import PollingObserver
 from calstream.daemon.deciders.inbox_file import Sig
 from calstream.daemon.doers.digest_memo import stat_sig  # noqa: F401 - the inbox's
 from calstream.daemon.doers.inbox.reports import log, log_fields
+
+if TYPE_CHECKING:
+    from calstream.daemon.doers.inbox.file_reads import FileReads
 
 # Names writers use while a file is in flight; the final name arrives by
 # rename, which the observer reports as a create or move on that name.
@@ -124,6 +126,11 @@ def _native_observer() -> Any:
     return Observer()
 
 
+def _stop_and_join(observer: Any) -> None:
+    observer.stop()  # joins its emitters, one of which may be listing the inbox
+    observer.join()
+
+
 class _Handler(FileSystemEventHandler):
     def __init__(self, notify: Callable[[str | bytes, bool], None]) -> None:
         self._notify = notify
@@ -141,13 +148,15 @@ class ObserverBridge:
     in a set the watcher's loop drains; a burst of events is one wake-up."""
 
     def __init__(
-        self, scope: InboxScope, wake: Callable[[], None], *, polling: bool, poll_interval: float
+        self, scope: InboxScope, wake: Callable[[], None], *, polling: bool, poll_interval: float,
+        reads: FileReads,
     ) -> None:
         self.scope = scope
+        self.reads = reads  # the observer's start and stop are timed as the inbox's reads
         self.polling = polling
         self.poll_interval = poll_interval
         self._wake = wake
-        self._lock = threading.Lock()  # guards _incoming and _wake_scheduled
+        self._lock = threading.Lock()  # guards _incoming, _wake_scheduled and _observer
         # path -> whether its latest event said the writer was done with it
         self._incoming: dict[Path, bool] = {}
         self._wake_scheduled = False
@@ -160,20 +169,43 @@ class ObserverBridge:
         return "polling" if isinstance(self._observer, PollingObserver) else "inotify"
 
     async def start(self) -> None:
+        """The observer started on the inbox. Timed as a read of the inbox
+        (ReadHung): a polling observer lists the inbox as it starts, and
+        inotify adds its watch there; on a silent mount either blocked, in
+        a thread no stop could cancel. One started after its time ran out
+        is kept all the same (and stopped with the watcher), so a start
+        tried again does not start a second one."""
         self._token = anyio.lowlevel.current_token()
-        self._observer = await anyio.to_thread.run_sync(self._start_observer)
+        await self.reads.timed(lambda _: self._start_unless_started(), self.scope.inbox,
+                               self.reads.read_seconds, what="watch")
 
     async def stop(self) -> None:
-        observer, self._observer = self._observer, None
+        """The observer stopped, timed as a read of the inbox: a polling
+        observer's stop waits for its listing under way, which on a silent
+        mount never ends. It was made on the event loop: a stop of the
+        daemon, or a watch moved to a remounted inbox (its old mount dead),
+        froze the whole daemon. Past its time it is left to end by itself
+        (its threads do not keep the process from exiting)."""
+        with self._lock:
+            observer, self._observer = self._observer, None
         if observer is not None:
-            observer.stop()
-            await anyio.to_thread.run_sync(observer.join)
+            await self.reads.timed(lambda _: _stop_and_join(observer), self.scope.inbox,
+                                   self.reads.read_seconds, what="watch's stop")
 
     async def rewatch(self) -> None:
         """The observer started again, on the directory now under the inbox's
         name (watch_keeper.py)."""
         await self.stop()
-        self._observer = await anyio.to_thread.run_sync(self._start_observer)
+        await self.start()
+
+    def _start_unless_started(self) -> None:
+        """Runs in a thread."""
+        with self._lock:
+            if self._observer is not None:  # an earlier start, done after its time ran out
+                return
+        observer = self._start_observer()
+        with self._lock:
+            self._observer = observer
 
     def watch_problem(self) -> str | None:
         """Why the observer no longer watches the inbox, or None. Runs in a

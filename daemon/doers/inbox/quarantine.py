@@ -14,9 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import anyio
-import anyio.to_thread
-
 from calstream.daemon.deciders.inbox_file import (
     MAX_PENDING_REPORTS,
     InboxRules,
@@ -24,6 +21,7 @@ from calstream.daemon.deciders.inbox_file import (
     retry_after,
 )
 from calstream.daemon.doers.digest_memo import stat_sig
+from calstream.daemon.doers.inbox.file_reads import FileReads, ReadHung
 from calstream.daemon.doers.inbox.reports import Counts, Rejection, exposure_id_of, log_file
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.operations.logs import escape_controls
@@ -58,6 +56,7 @@ class Quarantine:
     on_reject: Callable[[Rejection], Awaitable[None]]
     rules: InboxRules
     counts: Counts
+    reads: FileReads  # the move is timed as the inbox's reads are (file_reads.py)
     pending: list[PendingReport] = field(default_factory=list)  # on_reject failed: to retry
     # Parking for a file the directory refuses (full, read-only): doers/parking.py.
     # ``root``: the directory written, named where a full disk's error names none.
@@ -76,17 +75,21 @@ class Quarantine:
         when the name holds another file just before the move."""
         eid = exposure_id_of(path)
         try:
-            dest = await anyio.to_thread.run_sync(
-                self._move, path, reason, eid, digest, detected_at, judged
-            )
+            # In the door's own threads, timed: in anyio's, a move on a mount
+            # gone silent held a thread the rest of the daemon shares, and a
+            # stop, for ever, with nothing shown.
+            dest = await self.reads.waited(
+                lambda p: self._move(p, reason, eid, digest, detected_at, judged), path,
+                self.reads.given(judged[0] if judged else 0), what="move into quarantine",
+                late=lambda exc: self._park(path, exc.cause, exc))
         except NoLongerJudged:
             raise
+        except ReadHung as exc:  # not begun: an earlier read of it, or too many, still hung
+            raise QuarantineBlocked(self._park(path, exc.cause, exc)) from exc
         except Exception as exc:
             cause = infrastructure_cause(exc)
             if cause is not None and self.parking is not None:
-                parking = self._parked.setdefault(path, self.parking(f"{path.name}: quarantine",
-                                                                   root=self.directory))
-                raise QuarantineBlocked(parking.failed(cause, exc)) from exc
+                raise QuarantineBlocked(self._park(path, cause, exc)) from exc
             dest = None
             log_file(logging.ERROR, f"could not quarantine ({exc!r})", path)
         self.resumed(path)
@@ -97,6 +100,16 @@ class Quarantine:
             path,
         )
         return Rejection(path, dest, reason, eid, digest, detected_at)
+
+    def _park(self, path: Path, cause: str, exc: BaseException) -> float:
+        """``path``'s move parked on ``cause``: the seconds before it is tried again."""
+        if self.parking is None:
+            log_file(logging.WARNING, f"cannot be quarantined yet ({exc}); again in "
+                     f"{self.rules.retry_max:g} s", path)
+            return self.rules.retry_max
+        parking = self._parked.setdefault(path, self.parking(f"{path.name}: quarantine",
+                                                            root=self.directory))
+        return parking.failed(cause, exc)
 
     def resumed(self, path: Path) -> None:
         """``path`` is no longer waiting for the directory (moved, or gone)."""

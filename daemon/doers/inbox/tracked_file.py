@@ -21,11 +21,21 @@ from pathlib import Path
 from calstream.daemon.deciders import inbox_file as decide
 from calstream.daemon.deciders.inbox_file import FileState, Sig
 from calstream.daemon.doers.inbox.announcer import AnnouncementFailed
-from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, ReadHung
+from calstream.daemon.doers.inbox.file_reads import ReadHung
 from calstream.daemon.doers.inbox.quarantine import NoLongerJudged, QuarantineBlocked
 from calstream.daemon.doers.inbox.reports import Arrival, log_file
 from calstream.daemon.doers.parking import Parking
 from calstream.steps.exposure import BadExposure
+from calstream.steps.failures import infrastructure_cause
+
+
+class StorageFailed(Exception):
+    """A read of the file failed for its storage's fault (``cause``), not
+    the file's: raised out of the step, as ReadHung is, to park the file."""
+
+    def __init__(self, cause: str, error: OSError) -> None:
+        super().__init__(str(error))
+        self.cause, self.error = cause, error
 
 
 @dataclass(eq=False)
@@ -46,7 +56,7 @@ class Track:
     writer_done: bool = False
     parking: Parking | None = None  # its announcement's, while the broker refuses it
     read_parking: Parking | None = None  # its reads', while its storage does not answer
-    hung_reads: int = 0  # reads in a row that did not return in time (without parking)
+    hung_reads: int = 0  # reads in a row its storage failed (hung, a mount gone; without parking)
 
 
 class FileSteps:
@@ -57,7 +67,16 @@ class FileSteps:
             self._read_answered(t)
         except ReadHung as exc:
             await self._carry_out(t, self._read_hung(t, exc))
-        except Exception:
+        except StorageFailed as failed:
+            await self._carry_out(t, self._storage_fault(t, failed.cause, failed.error))
+        except Exception as exc:
+            # A stat of it that failed for its storage's fault: counted as
+            # unexpected, eight of them (a few minutes of a mount gone) gave
+            # the file up, not looked at again until it changed, once seen.
+            cause = await self._storage_cause(t, exc) if isinstance(exc, OSError) else None
+            if cause is not None:
+                await self._carry_out(t, self._storage_fault(t, cause, exc))
+                return
             # Never let one file stop the watcher; try it again later (bounded).
             self._counts.errors += 1
             t.state, decision = decide.after_unexpected_error(
@@ -117,7 +136,7 @@ class FileSteps:
         except FileNotFoundError:
             return decide.Forget(still_there=False)
         except OSError as exc:
-            return self._unreadable(t, exc)
+            return await self._unreadable(t, exc)
         t.state, decision = decide.after_structure(
             t.state, name=t.path.name, sig=sig, layout=layout, now=time.monotonic(),
             rules=self.rules)
@@ -145,7 +164,7 @@ class FileSteps:
         except FileNotFoundError:
             return decide.Forget(still_there=False)
         except OSError as exc:
-            return self._unreadable(t, exc)
+            return await self._unreadable(t, exc)
         t.state, decision = decide.after_identity(
             t.state, sig=sig, sig_after_read=await self.reads.sig(t.path), now=time.monotonic()
         )
@@ -166,6 +185,9 @@ class FileSteps:
         silent): an infrastructure fault, retried with jitter, then parked
         with a metric until a read answers; never held against the file
         (no quarantine), whose bytes nobody has seen."""
+        return self._storage_fault(t, exc.cause, exc)
+
+    def _storage_fault(self, t: Track, cause: str, exc: BaseException) -> decide.RetryLater:
         now = time.monotonic()
         if self._parking is None:
             t.hung_reads += 1
@@ -174,7 +196,7 @@ class FileSteps:
             return retry
         if t.read_parking is None:
             t.read_parking = self._parking(f"{t.path.name}: its read")
-        delay = t.read_parking.failed(INBOX_HUNG, exc)
+        delay = t.read_parking.failed(cause, exc)
         return decide.RetryLater(at=now + delay, delay=delay)
 
     def _read_answered(self, t: Track) -> None:
@@ -183,7 +205,19 @@ class FileSteps:
             t.read_parking.resumed()
             t.read_parking = None
 
-    def _unreadable(self, t: Track, exc: OSError) -> decide.Decision:
+    async def _unreadable(self, t: Track, exc: OSError) -> decide.Decision:
+        """A read that failed: the file's fault (a damaged file, counted
+        towards calling it unreadable), unless its storage's. A stale
+        handle or a transport gone (steps/failures.py: mount_gone) is the
+        mount's; so is EIO when a second look at its directory (listed and
+        written to, as a run's: steps/mount_health.py) fails too: a soft
+        mount whose server is gone. Those are parked until a
+        read answers, never counted: after a few tries a good delivery was
+        quarantined as unreadable, dead-lettered bad_file, and left unread
+        once the mount came back."""
+        cause = await self._storage_cause(t, exc)
+        if cause is not None:
+            raise StorageFailed(cause, exc) from exc
         t.state, decision = decide.after_read_error(
             t.state, name=t.path.name, error=str(exc), now=time.monotonic(), rules=self.rules
         )
@@ -191,6 +225,11 @@ class FileSteps:
             log_file(logging.WARNING, f"cannot read ({exc}); retrying in {decision.delay:g} s",
                      t.path)
         return decision
+
+    async def _storage_cause(self, t: Track, exc: OSError) -> str | None:
+        """The infrastructure fault behind ``exc`` from a read of ``t``'s
+        file, or None (the file's own)."""
+        return infrastructure_cause(exc) or await self.reads.mount_fault(t.path.parent)
 
     async def _carry_out(self, t: Track, decision: decide.Decision) -> None:
         match decision:

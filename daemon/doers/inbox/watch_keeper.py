@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-
-import anyio
+from collections.abc import Awaitable, Callable
 
 from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, FileReads, ReadHung
 from calstream.daemon.doers.inbox.observer_bridge import ObserverBridge
@@ -42,12 +40,12 @@ class WatchKeeper:
     """``await check(now)`` when ``next_check`` is due: True when the inbox
     is watched anew (the caller lists it at once)."""
 
-    def __init__(self, bridge: ObserverBridge, make_dirs: Callable[[], None],
+    def __init__(self, bridge: ObserverBridge, make_dirs: Callable[[], Awaitable[None]],
                  parking: Callable[[str], Parking] | None, reads: FileReads,
                  check_seconds: float = CHECK_SECONDS) -> None:
         self.bridge = bridge
         self.reads = reads  # its stat is timed as the files' reads are
-        self.make_dirs = make_dirs  # the inbox (and the quarantine), as at the start
+        self.make_dirs = make_dirs  # the inbox (and the quarantine), as at the start: timed
         self.check_seconds = check_seconds
         self.next_check = time.monotonic() + check_seconds
         self._parking = parking("the inbox's watch") if parking is not None else None
@@ -68,8 +66,14 @@ class WatchKeeper:
             self._failing = False
             return False
         try:
-            await anyio.to_thread.run_sync(self.make_dirs)
+            # Timed as the stat: a mount gone silent just after it answered
+            # held the watcher's loop, and a stop, in a thread no one could
+            # cancel; so did an observer's stop waiting on its old, dead mount.
+            await self.make_dirs()
             await self.bridge.rewatch()
+        except ReadHung as exc:
+            self._failed(exc, "does not answer", INBOX_HUNG)
+            return False
         except OSError as exc:
             self._failed(exc, problem)
             return False

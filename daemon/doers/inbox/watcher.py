@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -46,10 +47,14 @@ from calstream.daemon.doers.inbox.watch_keeper import WatchKeeper
 from calstream.daemon.doers.parking import Parking
 from calstream.steps.exposure import UNCAL_REQUIRED_EXTENSIONS
 
-# Files the start-up scan looks at at once. A few are read at a time
-# (file_reads.py); each step waiting held ~10 kB, and the scan began one for
-# every file in the inbox (20,000 files: 190 MB more at the start).
-STARTUP_STEPS = 64
+# Files looked at at once (steps under way), at the start-up scan and after.
+# A few are read at a time (file_reads.py); each step waiting held ~10 kB,
+# and the scan began one for every file in the inbox (20,000 files: 190 MB
+# more at the start), the loop one for every file of a burst, whose stats
+# the watch keeper's stat of the inbox then waited behind.
+STEPS_AT_ONCE = 64
+
+T = TypeVar("T")
 
 
 class Watcher(FileSteps):
@@ -89,20 +94,21 @@ class Watcher(FileSteps):
             look_interval=decide.look_interval(settle_seconds, poll_interval))
         self.scope = InboxScope(inbox, quarantine, Path(ledger_path).absolute(), recursive)
         self.roots = [Path(r).absolute() for r in roots] or [inbox]
+        self.reads = FileReads(io_concurrency, read_seconds)
         self.events = ObserverBridge(self.scope, self._kick, polling=polling,
-                                     poll_interval=poll_interval)
+                                     poll_interval=poll_interval, reads=self.reads)
         self._parking, self._fault_of = parking, fault_of
         self.rescan_interval = rescan_interval
         self._counts = Counts()
-        self.quarantine = Quarantine(quarantine, on_reject, self.rules, self._counts, parking=parking)
+        self.quarantine = Quarantine(quarantine, on_reject, self.rules, self._counts, self.reads,
+                                     parking=parking)
         self._on_arrival = on_arrival
         self._has_products = has_products
         self._announcer: Announcer | None = None  # needs the ledger: made in run()
         self._wake = anyio.Event()
         self._tracks: dict[Path, Track] = {}
         self._done: dict[Path, Sig] = {}  # handled files still in the inbox
-        self.reads = FileReads(io_concurrency, read_seconds)
-        self.keeper = WatchKeeper(self.events, self._make_dirs, parking, self.reads)
+        self.keeper = WatchKeeper(self.events, self.made_dirs, parking, self.reads)
         self._found = itertools.count()
 
     @property
@@ -121,13 +127,17 @@ class Watcher(FileSteps):
         """Watch until cancelled. ``task_status.started()`` is called once the
         observer is live and the start-up scan has been processed (files not
         yet settled or complete stay tracked)."""
-        self._make_dirs()
+        # Timed as the inbox's reads: made on the event loop, a mount gone
+        # silent (since the daemon's start checks made them) froze the whole
+        # daemon before the timed listing's turn came.
+        await self._once_it_answers(self.made_dirs)
         ledger = await Ledger.open(self.scope.ledger_path)
-        self._announcer = Announcer(ledger, self._on_arrival, self._has_products, self._counts)
+        self._announcer = Announcer(ledger, self._on_arrival, self._has_products, self._counts,
+                                    self.reads)
         try:
             # The observer starts before the scan so that nothing written
             # between the two is missed; a path seen by both is tracked once.
-            await self.events.start()
+            await self._once_it_answers(self.events.start)
             async with anyio.create_task_group() as tg:
                 await self._startup_scan()
                 log.info("watching %s (%s); %d file(s) still tracked after the start-up scan",
@@ -137,8 +147,18 @@ class Watcher(FileSteps):
                 await self._loop(tg)
         finally:
             with anyio.CancelScope(shield=True):
-                await self.events.stop()
+                try:
+                    await self.events.stop()
+                except ReadHung as exc:  # its threads are left: they end with the process
+                    log.warning("the inbox's watch left stopping: %s", exc,
+                                extra=log_fields(None, self.inbox))
                 await ledger.close()
+
+    async def made_dirs(self) -> None:
+        """The inbox and the quarantine made (as they are, if they exist),
+        timed as a read of the inbox (ReadHung)."""
+        await self.reads.timed(lambda _: self._make_dirs(), self.inbox, self.reads.read_seconds,
+                               what="directories' making")
 
     def _make_dirs(self) -> None:
         self.inbox.mkdir(parents=True, exist_ok=True)
@@ -147,11 +167,16 @@ class Watcher(FileSteps):
     # ------------------------------------------------------------ the loop
 
     async def _listing_once_it_answers(self) -> dict[Path, Sig]:
-        """The inbox's files, waited for while its storage does not answer:
-        parked and said (the watch keeper's inbox_hung), not unseen."""
+        """The inbox's files, waited for while its storage does not answer."""
+        return await self._once_it_answers(
+            lambda: self.reads.listing(self.scope.list_files, self.inbox))
+
+    async def _once_it_answers(self, read: Callable[[], Awaitable[T]]) -> T:
+        """``read()`` of the inbox, waited for while its storage does not
+        answer: parked and said (the watch keeper's inbox_hung), not unseen."""
         while True:
             try:
-                return await self.reads.listing(self.scope.list_files, self.inbox)
+                return await read()
             except ReadHung as exc:
                 await anyio.sleep(self.keeper.unanswered(exc))
 
@@ -168,7 +193,7 @@ class Watcher(FileSteps):
                 await self._step(t)
 
         async with anyio.create_task_group() as tg:
-            for _ in range(min(STARTUP_STEPS, len(listing))):
+            for _ in range(min(STEPS_AT_ONCE, len(listing))):
                 tg.start_soon(take_up)
 
     async def _loop(self, tg: TaskGroup) -> None:
@@ -187,15 +212,19 @@ class Watcher(FileSteps):
                 await self._rescan()
             now = time.monotonic()
             wake_at = min(next_rescan, self.keeper.next_check)
+            # Due files beyond STEPS_AT_ONCE wait, in the order found, for a
+            # step to end (it wakes the loop).
+            steps = sum(1 for t in self._tracks.values() if t.busy)
             for t in list(self._tracks.values()):
                 if t.busy:
                     continue
                 due = max(t.next_check, t.retry_at)
-                if due <= now:
-                    t.busy = True
-                    tg.start_soon(self._step, t)
-                else:
+                if due > now:
                     wake_at = min(wake_at, due)
+                elif steps < STEPS_AT_ONCE:
+                    t.busy = True
+                    steps += 1
+                    tg.start_soon(self._step, t)
             reports, next_report = self.quarantine.due(now)
             for r in reports:
                 tg.start_soon(self._then_kick, self.quarantine.retry(r))

@@ -18,6 +18,7 @@ from aiokafka.structs import ConsumerRecord
 import calstream
 from calstream.daemon.deciders import broker_access
 from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
+from calstream.daemon.doers.noted_places import NotedPlace, product_events_place
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract, dead_letters
 from calstream.topics.catalog import Topics
@@ -30,9 +31,13 @@ PRODUCER_INFO = {"host": socket.gethostname(), "calstream_version": calstream.__
 class Publisher:
     def __init__(self, producer: AIOKafkaProducer, topics: Topics, metrics: Metrics,
                  role: str = "daemon", work_dir: Path | None = None,
-                 ledger: DeadLetterLedger | None = None):
+                 ledger: DeadLetterLedger | None = None,
+                 product_place: NotedPlace | None = None):
         """``work_dir``: where the dead letters sent are kept (dead_letter_ledger.py),
-        or ``ledger``, one already made; neither: none kept."""
+        or ``ledger``, one already made; neither: none kept. A daemon with the
+        planner role also notes there where its newest product event went
+        (``product_place``, if not given): its recovery judges the products
+        topic by it (broker_recovery.py)."""
         self.producer = producer
         self.topics = topics
         self.metrics = metrics
@@ -40,19 +45,28 @@ class Publisher:
         self.ledger = ledger if ledger is not None or work_dir is None \
             else DeadLetterLedger(work_dir)
         self.granted = _granted(role)
+        if product_place is None and work_dir is not None and "planner" in role.split("+"):
+            product_place = product_events_place(work_dir)
+        self.product_place = product_place
+        # Where the newest record sent went, by logical topic: a topic that no
+        # longer holds it there lost it (noted_places.py).
+        self._noted = {topic: place for topic, place in (
+            ("deadletter", self.ledger.place if self.ledger is not None else None),
+            ("products", product_place)) if place is not None}
 
     def with_producer(self, producer: AIOKafkaProducer) -> Publisher:
         """This publisher's topics, metrics, role and dead-letter ledger with
         another producer (the planner's thread has its own)."""
-        return Publisher(producer, self.topics, self.metrics, self.role, ledger=self.ledger)
+        return Publisher(producer, self.topics, self.metrics, self.role, ledger=self.ledger,
+                         product_place=self.product_place)
 
     async def publish(self, logical_topic: str, key: str, message: contract.Message) -> None:
         """Send and wait for the broker's acknowledgement (acks=all)."""
         placed = await (await self._hand_over(logical_topic, key, message))
-        if logical_topic == "deadletter" and self.ledger is not None:
+        if (noted := self._noted.get(logical_topic)) is not None:
             # Where it went: a topic that no longer holds it there lost it
-            # (broker_recovery.recover_dead_letters).
-            await anyio.to_thread.run_sync(self.ledger.note_place, message.body["event_id"],
+            # (broker_recovery.py).
+            await anyio.to_thread.run_sync(noted.note, message.body["event_id"],
                                            placed.topic, placed.partition, placed.offset)
 
     async def keep_redrives(self, record: ConsumerRecord) -> None:
