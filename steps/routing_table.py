@@ -116,6 +116,7 @@ def _unocculted(h: HeaderView) -> bool:
 
 UNOCCULTED = When("detector without an occulter", _unocculted)
 NO_MSA_METAFILE = When("no MSAMETFL", lambda h: not h.has("MSAMETFL"))
+BACKGROUND_TARGET = When("BKGDTARG", lambda h: h.flag("BKGDTARG"))
 # jwst's dms_base._EMPTY, the values a pool column has when it has none;
 # "NONE" is not one of them (DMS pools write PATTTYPE=NONE when undithered).
 _NO_VALUE = frozenset({"", "NULL", "--", "N", "F", "FALSE", "N/A"})
@@ -235,6 +236,7 @@ CONDITIONS: dict[str, When] = {
     "SOSS_STRIPES": SOSS_STRIPES,
     "UNOCCULTED": UNOCCULTED,
     "NO_MSA_METAFILE": NO_MSA_METAFILE,
+    "BACKGROUND_TARGET": BACKGROUND_TARGET,
     "PATTERN_GIVEN": PATTERN_GIVEN,
     "MULTI_POINT": MULTI_POINT,
     "FS_DARK_DETECTOR": FS_DARK_DETECTOR,

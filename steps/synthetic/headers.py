@@ -247,6 +247,8 @@ _CASES: list[HeaderCase] = [
                {"TSOVISIT": True, "NINTS": 1, "SUBARRAY": "SUB64"}),
     HeaderCase("MIRI", "MIR_LRS-FIXEDSLIT"),
     HeaderCase("MIRI", "MIR_LRS-FIXEDSLIT", "no_nod", {"PATTTYPE": "NONE", "NUMDTHPT": 1}),
+    HeaderCase("MIRI", "MIR_LRS-FIXEDSLIT", "background",
+               {"PATTTYPE": "NONE", "NUMDTHPT": 1, "BKGDTARG": True}),
     HeaderCase("MIRI", "MIR_LRS-FIXEDSLIT", "tso",
                {**_TSO, "PATTTYPE": "NONE", "NUMDTHPT": 1}),
     HeaderCase("MIRI", "MIR_LRS-SLITLESS"),

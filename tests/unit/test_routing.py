@@ -97,6 +97,7 @@ miri_image_tso                   I2  rateints  T3      tso  -                   
 miri_image_tso                   I2  rate      -       -    -                              : mir_image-tso_single_integration
 miri_lrs_fixedslit_nod           S2  rate      S3      -    nod,target_acquisition         : mir_lrs-fixedslit-default
 miri_lrs_fixedslit               S2  rate      -       -    target_acquisition,background  : mir_lrs-fixedslit-no_nod
+miri_lrs_fixedslit_background    S2  rate      S3      -    -                              : mir_lrs-fixedslit-background
 miri_lrs_fixedslit_tso           S2  rateints  T3      tso  target_acquisition             : mir_lrs-fixedslit-tso
 miri_lrs_slitless_tso            S2  rateints  T3      tso  target_acquisition             : mir_lrs-slitless-default
 miri_lrs_slitless                S2  rate      -       -    target_acquisition,background  : mir_lrs-slitless-not_tso
@@ -480,3 +481,22 @@ def test_soss_outside_a_time_series_feeds_spec3_only_as_jwst_does(pattern, tmp_p
         r = route(h)
         assert (r.stage2, r.stage2_input) == (S2, "rate")
         assert (r.stage3 == "calwebb_spec3") == bool(jwst_spec3), (pattern, jwst_spec3)
+
+
+@pytest.mark.parametrize("case", [
+    "nrs_fixedslit-default", "mir_lrs-fixedslit-no_nod", "mir_lrs-fixedslit-default",
+    "nrs_msaspec-default", "nis_soss-not_tso_no_pattern", "mir_lrs-slitless-not_tso",
+    "nis_wfss-default", "nrc_wfss-default", "mir_wfss-default",
+])
+def test_a_background_target_makes_its_own_spec3_only_where_jwst_does(case, tmp_path):
+    # jwst's Asn_Lv3SpecAux (rules_level3.py, allowed_bkgdtarg) combines
+    # background targets of NRS_FIXEDSLIT and MIR_LRS-FIXEDSLIT (nodded or
+    # not); IFU and MRS have rules of their own; no other spectral mode's
+    # background target gets a spec3 of its own.
+    from calstream.daemon.deciders.level3_candidates import keys_of
+    from calstream.steps.associations import Exposure
+    from calstream.steps.synthetic.headers import exposure_id
+
+    header = CASES[case].header(BKGDTARG=True)
+    ours = {k.asn_rule for k, _ in keys_of(Exposure(exposure_id(header), header))}
+    assert ours == _jwst_level3_rules([header], tmp_path), case
