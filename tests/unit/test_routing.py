@@ -500,3 +500,41 @@ def test_a_background_target_makes_its_own_spec3_only_where_jwst_does(case, tmp_
     header = CASES[case].header(BKGDTARG=True)
     ours = {k.asn_rule for k, _ in keys_of(Exposure(exposure_id(header), header))}
     assert ours == _jwst_level3_rules([header], tmp_path), case
+
+
+def _jwst_level2_rule(header: dict, tmp_path) -> str | None:
+    """The rule of the level-2 association asn_generate makes with this
+    exposure as its science member, on a pool of it alone."""
+    pytest.importorskip("jwst")
+    from jwst.associations import AssociationPool
+    from jwst.associations.main import Main
+
+    from calstream.steps.synthetic.headers import exposure_id
+
+    row = {k.lower(): ("t" if v else "f") if isinstance(v, bool) else str(v)
+           for k, v in header.items()}
+    row.update(filename=f"{exposure_id(header)}_uncal.fits", program=str(int(header["PROGRAM"])),
+               asn_candidate=f"[('o{header['OBSERVTN']}', 'observation')]", pntgtype="science",
+               targname="T1", mostilno="1", dithptin="1", expspcin="1")
+    pool = tmp_path / "pool.csv"
+    pool.write_text("|".join(row) + "\n" + "|".join(row.values()) + "\n")
+    rules = {a["asn_rule"].split("_", 1)[1]
+             for a in Main.cli(["--dry-run"], pool=AssociationPool.read(str(pool))).associations
+             if "2" in a["asn_type"]}
+    assert len(rules) <= 1, rules
+    return rules.pop() if rules else None
+
+
+@pytest.mark.parametrize("case, special", [
+    ("nrs_fixedslit-default", {"BKGDTARG": True}), ("nrs_msaspec-default", {"BKGDTARG": True}),
+    ("mir_lrs-fixedslit-no_nod", {"BKGDTARG": True}), ("nis_wfss-default", {"BKGDTARG": True}),
+    ("mir_mrs-default", {"BKGDTARG": True}), ("nrc_image-default", {"BKGDTARG": True}),
+    ("nrs_ifu-default", {"IS_IMPRT": True}), ("nrs_msaspec-default", {"IS_IMPRT": True}),
+    ("nrs_ifu-nod", {"IS_IMPRT": True}),
+])
+def test_special_members_calibrated_alone_name_jwsts_rule(case, special, tmp_path):
+    # A background target or an imprint calibrated alone: jwst makes its
+    # association with Asn_Lv2SpecSpecial / Asn_Lv2ImageSpecial /
+    # Asn_Lv2SpecImprint, and the association's asn_rule says so.
+    header = CASES[case].header(**special)
+    assert route(header).asn_rule == _jwst_level2_rule(header, tmp_path)
