@@ -243,9 +243,23 @@ def level1_pipeline(header: Mapping[str, Any]) -> str:
 
 
 # PSF references and background targets calibrated alone: jwst names their
-# level-2 associations with the auxiliary rules (Constraint_Special).
-_SPECIAL_LEVEL2_RULES = {"Asn_Lv2Image": "Asn_Lv2ImageSpecial",
-                         "Asn_Lv2Spec": "Asn_Lv2SpecSpecial"}
+# level-2 associations with the auxiliary rules (Constraint_Special), every
+# spectral mode's with Asn_Lv2SpecSpecial; imprints calibrated alone with
+# Asn_Lv2SpecImprint. Nothing reads the name but people.
+_SPECIAL_LEVEL2_RULES = {"Asn_Lv2Image": "Asn_Lv2ImageSpecial"}
+_SPECTRAL_LEVEL2_RULES = frozenset({
+    "Asn_Lv2Spec", "Asn_Lv2NRSFSS", "Asn_Lv2NRSMSA", "Asn_Lv2NRSIFUNod", "Asn_MIRLRSTAConfirm",
+    "Asn_Lv2MIRLRSFixedSlitNod", "Asn_Lv2WFSSNIS", "Asn_Lv2WFSSNRC", "Asn_Lv2WFSSMIR"})
+
+
+def _level2_rule(rule: str | None, role: str, is_tso: bool) -> str | None:
+    if rule in _SPECTRAL_LEVEL2_RULES and role == IMPRINT:
+        return "Asn_Lv2SpecImprint"
+    if role not in ("psf", BACKGROUND) or is_tso:
+        return rule
+    if rule in _SPECTRAL_LEVEL2_RULES:
+        return "Asn_Lv2SpecSpecial"
+    return _SPECIAL_LEVEL2_RULES.get(rule, rule)
 
 
 def _make_route(rule: RouteRule, h: HeaderView, instrument: str, exp_type: str) -> Route:
@@ -297,8 +311,7 @@ def _make_route(rule: RouteRule, h: HeaderView, instrument: str, exp_type: str) 
         needs=needs,
         role=role,
         asn_type=asn_type,
-        asn_rule=(_SPECIAL_LEVEL2_RULES.get(rule.asn_rule, rule.asn_rule)
-                  if role in ("psf", BACKGROUND) and not is_tso else rule.asn_rule),
+        asn_rule=_level2_rule(rule.asn_rule, role, is_tso),
         reason=f"{reason[0]}: " + "; ".join(reason[1:]),
         also=also,
     )

@@ -116,6 +116,12 @@ def _unocculted(h: HeaderView) -> bool:
 
 UNOCCULTED = When("detector without an occulter", _unocculted)
 NO_MSA_METAFILE = When("no MSAMETFL", lambda h: not h.has("MSAMETFL"))
+BACKGROUND_TARGET = When("BKGDTARG", lambda h: h.flag("BKGDTARG"))
+# jwst's dms_base._EMPTY, the values a pool column has when it has none;
+# "NONE" is not one of them (DMS pools write PATTTYPE=NONE when undithered).
+_NO_VALUE = frozenset({"", "NULL", "--", "N", "F", "FALSE", "N/A"})
+PATTERN_GIVEN = When("PATTTYPE given (NONE included)",
+                     lambda h: h.text("PATTTYPE") not in _NO_VALUE)
 MULTI_POINT = When("NUMDTHPT > 1", lambda h: (h.integer("NUMDTHPT") or 1) > 1)
 
 # Grating/filter pairs NIRSpec calibrates (the pairs jwst's optical-path tables list).
@@ -178,6 +184,47 @@ def _lamp_unusable(h: HeaderView) -> bool:
 
 LAMP_UNUSABLE = When("no usable lamp spectrum", _lamp_unusable)
 
+# The lamps whose light a fixed-slit grating passes: each grating's own
+# lines and flats (the PRISM also the test lamp; G140H the reference lamp).
+_NRS_FS_LAMPS = {
+    "PRISM": {"LINE4", "FLAT5", "TEST"},
+    "G395H": {"LINE3", "FLAT3"}, "G395M": {"LINE3", "FLAT3"},
+    "G235H": {"LINE2", "FLAT2"}, "G235M": {"LINE2", "FLAT2"},
+    "G140H": {"LINE1", "FLAT1", "FLAT4", "REF"}, "G140M": {"LINE1", "FLAT1", "FLAT4"},
+}
+_BOTH = frozenset({"NRS1", "NRS2"})
+
+
+def nirspec_lamp_lit_detectors(opmode: str, grating: str, lamp: str) -> frozenset[str]:
+    """The NIRSpec detectors an internal lamp's spectrum lands on.
+
+    The facts of jwst's dms_base.nrslamp_valid_detector, which decides
+    whether Asn_Lv2NRSLAMPSpectral makes a lamp association: through the MSA
+    any shutter may be open, so both detectors; through the IFU the high
+    resolution gratings G235H/G395H reach both, G140H both but with FLAT4
+    only NRS1, the medium gratings and the PRISM NRS1 only; through the fixed
+    slits both, for the lamps the grating passes. No lamp named, or another
+    opmode: none.
+    """
+    if not lamp:
+        return frozenset()
+    if opmode == "MSASPEC":
+        return _BOTH
+    if opmode == "IFU":
+        if grating in ("G235H", "G395H") or (grating == "G140H" and lamp != "FLAT4"):
+            return _BOTH
+        return frozenset({"NRS1"}) if grating in ("G140H", "G140M", "G235M", "G395M",
+                                                  "PRISM") else frozenset()
+    if opmode == "FIXEDSLIT":
+        return _BOTH if lamp in _NRS_FS_LAMPS.get(grating, ()) else frozenset()
+    return frozenset()
+
+
+LAMP_DARK_DETECTOR = When(
+    "no lamp spectrum on this detector",
+    lambda h: h.text("DETECTOR") not in nirspec_lamp_lit_detectors(
+        h.text("OPMODE"), h.text("GRATING"), h.text("LAMP")))
+
 # --- the table --------------------------------------------------------------
 
 CONDITIONS: dict[str, When] = {
@@ -189,10 +236,13 @@ CONDITIONS: dict[str, When] = {
     "SOSS_STRIPES": SOSS_STRIPES,
     "UNOCCULTED": UNOCCULTED,
     "NO_MSA_METAFILE": NO_MSA_METAFILE,
+    "BACKGROUND_TARGET": BACKGROUND_TARGET,
+    "PATTERN_GIVEN": PATTERN_GIVEN,
     "MULTI_POINT": MULTI_POINT,
     "FS_DARK_DETECTOR": FS_DARK_DETECTOR,
     "IFU_DARK_DETECTOR": IFU_DARK_DETECTOR,
     "LAMP_UNUSABLE": LAMP_UNUSABLE,
+    "LAMP_DARK_DETECTOR": LAMP_DARK_DETECTOR,
 }
 TABLE = "routing.toml"
 _STAGE2 = (IMAGE2, SPEC2)

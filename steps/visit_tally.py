@@ -12,8 +12,10 @@ from calstream.steps.associations.records import Exposure
 from calstream.steps.completeness import _activity, _int, _Unit, expected_detectors
 
 
-class _DetectorTally:
-    """One detector's share of a visit as counts (see ``_detector_status``)."""
+class DetectorTally:
+    """One detector's share of a visit as counts (see ``_detector_status``):
+    complete when every exposure NEXPOSUR promises has every segment its
+    EXSEGTOT says (a segment is a file, not an exposure)."""
 
     def __init__(self) -> None:
         self.nexposur: int | None = None
@@ -53,6 +55,15 @@ class _DetectorTally:
         self.missing_segments += self._gaps(unit)
         self.seen += len(unit.segments)
 
+    def note(self, e: Exposure) -> None:
+        """One more file of this detector: its exposure (activity, number), its
+        segment, and the NEXPOSUR its header promises."""
+        n = _int(e.keywords, "NEXPOSUR")
+        if n is not None:
+            self.nexposur = max(self.nexposur or 0, n)
+        self.add(_activity(e), int(e.name.exposure), _int(e.keywords, "EXSEGTOT") or 1,
+                 int(e.name.segment) if e.name.segment else 1)
+
     def complete(self, visit_activities: int) -> bool:
         """What ``_detector_status(...).complete`` says, from the counts."""
         n = self.nexposur
@@ -85,7 +96,7 @@ class VisitTally:
 
     def __init__(self) -> None:
         self.exposures: dict[str, Exposure] = {}
-        self._detectors: dict[str, _DetectorTally] = {}
+        self._detectors: dict[str, DetectorTally] = {}
         self._activities: set[str] = set()
         self._complete: bool | None = None
 
@@ -107,7 +118,7 @@ class VisitTally:
         self._activities.add(activity)
         n = _int(e.keywords, "NEXPOSUR")
         for d in (*expected_detectors(e.header), e.name.detector):  # a new tally only when new
-            tally = self._detectors.get(d) or self._detectors.setdefault(d, _DetectorTally())
+            tally = self._detectors.get(d) or self._detectors.setdefault(d, DetectorTally())
             if n is not None:
                 tally.nexposur = max(tally.nexposur or 0, n)
         self._detectors[e.name.detector].add(

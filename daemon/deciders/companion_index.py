@@ -6,7 +6,8 @@ kind matches only records that share some keys with the science:
 
 * nods: the same visit and detector (``_nod_group``);
 * imprints: IS_IMPRT exposures of the same program, observation and detector;
-* backgrounds: background-role exposures of the same program and detector;
+* backgrounds: background-role exposures of the same program and detector,
+  and the imprints of background targets (taken with them);
 * TA confirmations: MIR_TACONFIRM exposures of the same visit;
 * direct images: level-3 products of the same program and observation.
 
@@ -34,7 +35,9 @@ def _exposure_buckets(e: Exposure) -> list[Bucket]:
     if e.keywords.flag("IS_IMPRT"):
         found.append((IMPRINT, n.program, n.observation, n.detector))
     r = e.route
-    if r is not None and r.role == BACKGROUND:
+    if r is not None and r.role == BACKGROUND or (
+            r is not None and r.role == IMPRINT and e.keywords.flag("BKGDTARG")):
+        # A background target's imprint joins the sciences that take that target.
         found.append((BACKGROUND, n.program, n.detector))
     if e.keywords.text("EXP_TYPE") == "MIR_TACONFIRM":
         found.append((TARGET_ACQUISITION, n.program, n.observation, n.visit))

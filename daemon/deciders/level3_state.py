@@ -301,6 +301,9 @@ class Level3State(Level3Membership):
                 return []
             degraded = self._degraded(cand)
         signature = cand.signature = self._signature(cand)
+        if cand.key.acid[0] != "o" and (twin := self._observation_twin(cand)):
+            cand.abandoned = twin
+            return []
         ready = [self._with_plan(self.calibrated[m].exposure) for m in sorted(cand.members)
                  if m in self.calibrated]
         if not ready:
@@ -310,6 +313,21 @@ class Level3State(Level3Membership):
         if cand.sent and cand.sent[-1].signature == signature:
             return []  # same inputs as the last order: nothing new to combine
         return self._close(cand, ready, signature, degraded)
+
+    def _observation_twin(self, cand: Candidate) -> str | None:
+        """Why a plan's candidate (c1NNN) whose members, planned and arrived,
+        are all of one observation makes nothing: jwst makes a background,
+        mosaic or group candidate's association only across observations
+        (rules_level3_base AsnMixin_Science.finalize), and asn_generate prunes
+        any other whose members are that observation candidate's (prune.py).
+        Asked only when it would close."""
+        members = cand.members | self._planned_keys.get(cand.key, set())
+        observations = {eid[7:10] for eid in members}  # jw<ppppp><ooo>...
+        if len(observations) != 1:
+            return None
+        observation = observations.pop()
+        return (f"all its members are of observation {observation}: jwst makes this "
+                f"association as o{observation}'s only")
 
     def _degraded(self, cand: Candidate) -> str:
         """Why it closes incomplete: what never came, in words (at a close only)."""

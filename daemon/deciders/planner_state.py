@@ -44,6 +44,7 @@ from calstream.steps.associations import (
 )
 from calstream.steps.routing import RoutingError, route
 from calstream.steps.step_parameters import StepParameters
+from calstream.steps.visit_tally import DetectorTally
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
@@ -75,8 +76,11 @@ class PlannerState:
         # Companions by the keys they share with their science: every decision
         # looks at a bucket, never at a whole program (deciders/companion_index.py).
         self.index = CompanionIndex()
-        # (visit id, detector) -> exposure ids: NEXPOSUR's count, kept as it grows.
+        # (visit id, detector) -> exposure ids (segments apart), kept as they come;
+        # counted into exposures and segments when first asked (a snapshot
+        # keeps the ids), then as they come.
         self._visit_detector: dict[tuple[str, str], set[str]] = {}
+        self._tallies: dict[tuple[str, str], DetectorTally] = {}
 
     def _companions(self, cand: Candidate, sci: Seen) -> list[Seen | tuple]:
         """The records that may be ``cand``'s companions (exposures and level-3
@@ -173,7 +177,13 @@ class PlannerState:
         self.exposures[exposure_id] = seen
         self.index.add_exposure(seen.exposure)
         name = seen.exposure.name
-        self._visit_detector.setdefault((name.visit_id, name.detector), set()).add(exposure_id)
+        place = (name.visit_id, name.detector)
+        self._visit_detector.setdefault(place, set()).add(exposure_id)
+        if place in self._tallies:  # a changed header (a redelivery) is counted again
+            if previous is None or previous.exposure.header == header:
+                self._tallies[place].note(seen.exposure)
+            else:
+                del self._tallies[place]
         out: list[Emit] = []
         out += hold_or_release(seen, self.holds)
         if r.stage2 is not None:
@@ -264,11 +274,18 @@ class PlannerState:
             seen.exposure.name, {c.science for c in result})
 
     def _visit_complete(self, sci: Seen) -> bool:
-        """Every exposure NEXPOSUR promises for this visit and detector has arrived."""
+        """Every exposure NEXPOSUR promises for this visit and detector has
+        arrived, each with all its segments: NEXPOSUR counts exposures, and a
+        segmented exposure is several files (steps/visit_tally.py)."""
         name = sci.exposure.name
-        expected = int(sci.exposure.header.get("NEXPOSUR") or 0)
-        have = self._visit_detector.get((name.visit_id, name.detector), ())
-        return expected > 0 and len(have) >= expected
+        place = (name.visit_id, name.detector)
+        tally = self._tallies.get(place)
+        if tally is None:
+            tally = self._tallies[place] = DetectorTally()
+            for eid in sorted(self._visit_detector.get(place, ())):
+                if eid in self.exposures:
+                    tally.note(self.exposures[eid].exposure)
+        return tally.complete(1)
 
     def _evaluate(self, cand: Candidate, now: float) -> list[Emit]:
         sci = self.exposures[cand.science]

@@ -43,6 +43,8 @@ ACID = re.compile(r"o\d{3}|(c|a)\d{4}")
 _EMPTY = frozenset({"", "NULL", "--", "N", "F", "FALSE", "N/A", "NONE"})
 # The two primary S200A slits combine (Constraint_Optical_Path's fxd_slit2).
 _S200A = frozenset({"S200A1", "S200A2"})
+# The background targets Asn_Lv3SpecAux combines (rules_level3.py, allowed_bkgdtarg).
+_SPEC_AUX_EXP_TYPES = frozenset({"MIR_LRS-FIXEDSLIT", "NRS_FIXEDSLIT"})
 _SPECTRAL_BACKGROUND_RULES = frozenset({
     "Asn_Lv3NRSFSS", "Asn_Lv3NRSIFU", "Asn_Lv3MIRMRS", "Asn_Lv3SpectralTarget",
     "Asn_Lv3SpectralSource", "Asn_Lv3SlitlessSpectral",
@@ -193,6 +195,11 @@ def candidate_key(route: Route, exposure: Exposure, *, acid: str | None = None) 
     probe = _asn_rule(route, aux=False)
     aux = background and not (planned and probe in _SPECTRAL_BACKGROUND_RULES)
     rule = _asn_rule(route, aux=aux)
+    if rule == "Asn_Lv3SpecAux" and route.exp_type not in _SPEC_AUX_EXP_TYPES:
+        # Asn_Lv3SpecAux's allowed_bkgdtarg: no other spectral background target
+        # gets a spec3 of its own (IFU and MRS have their own *Background rules).
+        raise Level3Error(f"{exposure.exposure_id}: jwst combines background targets of "
+                          f"{' and '.join(sorted(_SPEC_AUX_EXP_TYPES))} only, not {route.exp_type}")
     target: str | None = _value(h, "TARGETID")
     target_name = "" if target else _target_name(exposure)
     if planned or route.stage3 in (CORON3, AMI3):

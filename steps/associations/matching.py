@@ -12,6 +12,8 @@ jwst reads:
 * imprints (AsnMixin_Lv2Imprint): same observation and optical path, same
   mosaic tile (MOSTILNO) and background status, the same target preferred,
   then the same dither point (DITHPTIN, else PATT_NUM) when several remain;
+  and the imprints of the background targets taken (prune_imprints leaves
+  the other background status alone: spec2 cleans each background with its own);
 * backgrounds (Constraint_Background): BKGDTARG exposures of the same program
   and optical path. Which background observation serves which science is an
   APT candidate, not a header: without a plan any such exposure qualifies;
@@ -167,6 +169,22 @@ def _is_imprint_for(science: Exposure, e: Exposure) -> bool:
     )
 
 
+def _is_background_imprint(science: Exposure, e: Exposure) -> bool:
+    """A background target's imprint that a non-background science's
+    association takes along with that target's exposures: jwst's
+    prune_imprints leaves the imprints of the other background status in, and
+    spec2 cleans each background member with the imprint of its own status."""
+    ks, ke = science.keywords, e.keywords
+    return (
+        ke.flag("IS_IMPRT") and ke.flag("BKGDTARG") and not ks.flag("BKGDTARG")
+        and program_of(e) == program_of(science)
+        and e.name.detector == science.name.detector
+        and _same(science, e, "INSTRUME", "EXP_TYPE")
+        and _same_optics(science, e)
+        and (not (ks.has("MOSTILNO") and ke.has("MOSTILNO")) or _same(science, e, "MOSTILNO"))
+    )
+
+
 def _choose_imprints(science: Exposure, imprints: list[Exposure]) -> list[Exposure]:
     same_target = [e for e in imprints if _same_target(science, e)]
     imprints = same_target or imprints
@@ -246,7 +264,8 @@ def companion_kind(
         return None
     if NOD in needs and candidate in _nod_partners(science, [candidate]).values():
         return NOD
-    if IMPRINT in needs and _is_imprint_for(science, candidate):
+    if IMPRINT in needs and (_is_imprint_for(science, candidate) or (
+            BACKGROUND in needs and _is_background_imprint(science, candidate))):
         return IMPRINT
     if BACKGROUND in needs and _is_background_for(science, candidate):
         return BACKGROUND
@@ -300,6 +319,14 @@ def gather_companions(
         backgrounds = tuple(sorted(found, key=lambda e: e.exposure_id))
         if not backgrounds and BACKGROUND in expected:
             missing[BACKGROUND] = "a background-target (BKGDTARG) exposure the plan announces"
+
+    if IMPRINT in needs and backgrounds:
+        # The leakcals of the background targets taken, for spec2 to clean them with.
+        sources = {observation_of(b) for b in backgrounds}
+        imprints += tuple(sorted(
+            (e for e in exposures if _is_background_imprint(science, e)
+             and observation_of(e) in sources and _has_product(e)),
+            key=lambda e: e.exposure_id))
 
     target_acquisition = None
     if TARGET_ACQUISITION in needs:

@@ -18,7 +18,7 @@ from calstream.steps.completeness import _Unit
 from calstream.steps.routing import RoutingError, route
 from calstream.steps.routing_terms import HeaderView
 from calstream.steps.synthetic.headers import exposure_id, synthetic_header
-from calstream.steps.visit_tally import _DetectorTally
+from calstream.steps.visit_tally import DetectorTally
 
 
 def _gaps_reference(unit: _Unit) -> int:
@@ -29,7 +29,7 @@ def test_segment_gaps_counted_over_the_segments_seen_match_the_range():
     rng = random.Random(8)
     for _ in range(5000):
         unit = _Unit(rng.randint(-1, 7), set(rng.sample(range(-2, 10), rng.randint(0, 6))))
-        assert _DetectorTally._gaps(unit) == _gaps_reference(unit), unit
+        assert DetectorTally._gaps(unit) == _gaps_reference(unit), unit
 
 
 def _integer_reference(value):

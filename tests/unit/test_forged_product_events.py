@@ -116,11 +116,21 @@ def test_a_decision_that_raises_stops_only_its_candidate(seed):
              judged=False)
 
 
-def test_one_poisoned_candidate_leaves_the_others_ordered_and_says_why(caplog):
+def test_one_poisoned_candidate_leaves_the_others_ordered_and_says_why(caplog, monkeypatch):
     program = _program()
     detector1 = [b for b in program if b["stage"] == "detector1"]
     poisoned = detector1[2]["exposure_id"]
-    detector1[2]["header"] = {**detector1[2]["header"], "NEXPOSUR": "x"}  # int() raises
+    # A decision that raises for one exposure (a garbled NEXPOSUR used to make
+    # int() raise here; the visit's count now reads it as absent, as
+    # steps/visit_tally.py reads every count).
+    complete = PlannerState._visit_complete
+
+    def raising(self, sci):
+        if sci.exposure.exposure_id == poisoned:
+            raise ValueError("a decision that fails for this exposure")
+        return complete(self, sci)
+
+    monkeypatch.setattr(PlannerState, "_visit_complete", raising)
     state = PlannerState(**bench.RecordPath.settings())
     orders = []
     with caplog.at_level(logging.ERROR, logger="calstream.planner"):

@@ -212,6 +212,35 @@ def test_a_plan_cross_observation_candidate_combines_two_observations():
     assert sorted(o["association"]["asn_id"] for o in orders) == ["c1000", "o001", "o002"]
 
 
+def test_a_plan_candidate_within_one_observation_is_that_observations_candidate():
+    # A background (or mosaic, group) candidate makes a level-3 association
+    # only across observations (jwst's AsnMixin_Science.finalize,
+    # MULTI_OBS_AC_TYPES), and asn_generate prunes any other candidate whose
+    # members are an observation candidate's: the science observation of an
+    # imaging program whose dedicated background is its own observation has
+    # one image3, o001's, not a c1000 twin too.
+    import json
+
+    state = new_state(settle=3600.0)
+    science = [dither(n, nexp=2) for n in (1, 2)]
+    background = [dither(n, nexp=2, OBSERVTN="002", BKGDTARG=True, TARGETID=2) for n in (1, 2)]
+    plan = parse_manifest(json.dumps({"exposures": [
+        {"exposure_id": exposure_id(h), "candidates": [f"o{h['OBSERVTN']}", "c1000"],
+         "header": {k: h[k] for k in ("INSTRUME", "EXP_TYPE", "FILTER", "PUPIL", "SUBARRAY",
+                                      "TARGETID", "BKGDTARG")}}
+        for h in science + background]}))
+    state.load_plan(plan, T0)
+    orders = []
+    for i, h in enumerate(science + background):
+        orders += feed(state, h, T0 + i)
+    orders += stage3(state.tick(T0 + 10 * QUIET))
+    assert sorted((o["association"]["asn_id"], o["association"]["asn_rule"]) for o in orders) \
+        == [("o001", "Asn_Lv3Image"), ("o002", "Asn_Lv3ImageBackground")]
+    abandoned = state.summary(T0 + 10 * QUIET)["level3"]["abandoned"]
+    assert sorted((c["acid"], c["reason"][-25:]) for c in abandoned) == [
+        ("c1000", "ssociation as o001's only"), ("c1000", "ssociation as o002's only")]
+
+
 def test_a_rebuild_from_the_topics_sends_nothing_twice_and_versions_continue():
     events, sent = [], []
     state = new_state()

@@ -159,7 +159,8 @@ def test_a_degraded_order_is_decided_again_by_its_visit_not_by_every_tick(monkey
     order already sent is the complete one now (the same inputs)."""
     state = PlannerState(companion_wait=WAIT)
     sci = synthetic_header("MIRI", "MIR_LRS-FIXEDSLIT", "no_nod", EXPOSURE="00002", NEXPOSUR=2)
-    other = synthetic_header("MIRI", "MIR_IMAGE", EXPOSURE="00003", NEXPOSUR=2)
+    # Exposures 1 and 2 of the visit's activity (NEXPOSUR=2 numbers them 1..2).
+    other = synthetic_header("MIRI", "MIR_IMAGE", EXPOSURE="00001", NEXPOSUR=2)
     state.observe(product(sci), T0)
     [degraded] = [e for e in state.tick(T0 + WAIT + 1) if e.topic == "work.stage2"]
     assert degraded.message["degraded"].startswith("Degraded")

@@ -126,6 +126,64 @@ def test_nods_wait_for_each_other_then_go_degraded_then_complete():
     assert state.summary(T0 + WAIT + 7)["degraded"] == 0
 
 
+def lrs_tso(activity: str, exp_type: str, **overrides) -> dict:
+    return synthetic_header("MIRI", exp_type, ACT_ID=activity, NEXPOSUR=3, **overrides)
+
+
+def test_segments_do_not_count_as_the_exposures_nexposur_promises():
+    # A MIRI LRS time series: TA, TA confirmation and one science exposure in
+    # three segments (NEXPOSUR=3 counts exposures, not files). With the TA and
+    # two segments in, the confirmation is still to come: the spec2 of the
+    # segments waits for it (jwst's Asn_MIRLRSTAConfirm takes it), neither
+    # ordered without it as if the visit were complete nor degraded.
+    state = PlannerState(companion_wait=WAIT)
+    segments = [lrs_tso("03", "MIR_LRS-SLITLESS", EXSEGNUM=i, EXSEGTOT=3) for i in (1, 2, 3)]
+    emits = []
+    for header in (lrs_tso("01", "MIR_TACQ", SUBARRAY="SLITLESSPRISM"), *segments[:2]):
+        emits += state.observe(product(header), T0)
+    assert [k for k in kinds(emits) if "seg" in k[1]] == []
+    waiting = state.summary(T0)["waiting_for"]
+    assert all("target_acquisition" in waiting[exposure_id(h)] for h in segments[:2])
+    # The confirmation arrives: each segment's association takes it.
+    emits = state.observe(product(lrs_tso("02", "MIR_TACONFIRM")), T0 + 1)
+    emits += state.observe(product(segments[2]), T0 + 2)
+    orders = {e.key: e.message for e in emits if e.topic == "work.stage2" and "seg" in e.key}
+    assert sorted(orders) == sorted(exposure_id(h) for h in segments)
+    for order in orders.values():
+        members = order["association"]["products"][0]["members"]
+        assert sorted(m["exptype"] for m in members) == ["science", "target_acquisition"]
+        assert order["degraded"] is None
+
+
+def test_an_ifu_science_takes_its_backgrounds_leakcals_too():
+    # jwst's spec2 subtracts a lone imprint member from every science and
+    # background member (imprint_step: "a single imprint image ... without
+    # further checks"); given several it matches each by BKGDTARG. jwst's
+    # Asn_Lv2Spec keeps the background's imprints (AsnMixin_Lv2Imprint.
+    # prune_imprints prunes only those of the science's own background
+    # status), so the dedicated background is cleaned with its own leakcal.
+    state = PlannerState(companion_wait=WAIT)
+
+    def ifu(observation, activity, **kw):
+        return synthetic_header("NIRSPEC", "NRS_IFU", OBSERVTN=observation, ACT_ID=activity,
+                                NEXPOSUR=2, **kw)
+
+    background = ifu("002", "01", BKGDTARG=True, TARGETID=2)
+    leakcals = [ifu("001", "02", IS_IMPRT=True),
+                ifu("002", "02", IS_IMPRT=True, BKGDTARG=True, TARGETID=2)]
+    science = ifu("001", "01")
+    for header in (background, *leakcals):
+        state.observe(product(header), T0)
+    emits = state.observe(product(science), T0 + 1)
+    [order] = [e.message for e in emits if e.key == exposure_id(science)]
+    members = {(m["exptype"], m["expname"].rsplit("/", 1)[1].rsplit("_", 1)[0])
+               for m in order["association"]["products"][0]["members"]}
+    assert members == {("science", exposure_id(science)),
+                       ("background", exposure_id(background)),
+                       ("imprint", exposure_id(leakcals[0])),
+                       ("imprint", exposure_id(leakcals[1]))}
+
+
 def test_an_unroutable_exposure_is_dead_lettered_once():
     state = PlannerState(companion_wait=WAIT)
     header = imaging(1, EXP_TYPE="MIR_IMAGE")  # a MIRI type on a NIRCam detector

@@ -60,7 +60,8 @@ niriss_wfss                      S2  rate      S3      -    direct_image        
 niriss_soss_tso                  S2  rateints  T3      tso  -                              : nis_soss-default
 niriss_soss_tso                  S2  rate      -       -    -                              : nis_soss-single_integration
 niriss_soss_f277w_tso            -   -         D1      tso  -                              : nis_soss-f277w nis_soss-multistripe_f277w
-niriss_soss                      S2  rate      S3      -    background                     : nis_soss-not_tso
+niriss_soss_patterned            S2  rate      -       -    background                     : nis_soss-not_tso
+niriss_soss                      S2  rate      S3      -    background                     : nis_soss-not_tso_no_pattern
 niriss_soss_multistripe          S2  rateints  T3      tso  -                              : nis_soss-multistripe nis_soss-superstripe
 niriss_soss_multistripe          S2  rate      -       -    -                              : nis_soss-multistripe_single_integration
 niriss_nonscience_image          I2  rate      -       -    -                              : nis_tacq-default nis_taconfirm-default nis_focus-default
@@ -86,6 +87,7 @@ nirspec_bots_dark_detector       -   -         D1      tso  -                   
 nirspec_lamp                     S2  rate      -       -    -                              : nrs_autowave-default nrs_autoflat-default nrs_lamp-default
 nirspec_lamp_image               I2  rate      -       -    -                              : nrs_lamp-mirror
 nirspec_lamp_unusable            -   -         D1      -    -                              : nrs_lamp-nolamp
+nirspec_lamp_dark_detector       -   -         D1      -    -                              : nrs_autowave-dark_detector
 nirspec_nonscience_image         I2  rate      -       -    -                              : nrs_image-default nrs_focus-default nrs_tacq-default nrs_taconfirm-default nrs_confirm-default nrs_wata-default nrs_msata-default nrs_taslit-default nrs_verify-default
 nirspec_mimf                     I2  rate      I3      -    background                     : nrs_mimf-default
 nirspec_dark                     -   -         DARK    -    -                              : nrs_dark-default
@@ -95,6 +97,7 @@ miri_image_tso                   I2  rateints  T3      tso  -                   
 miri_image_tso                   I2  rate      -       -    -                              : mir_image-tso_single_integration
 miri_lrs_fixedslit_nod           S2  rate      S3      -    nod,target_acquisition         : mir_lrs-fixedslit-default
 miri_lrs_fixedslit               S2  rate      -       -    target_acquisition,background  : mir_lrs-fixedslit-no_nod
+miri_lrs_fixedslit_background    S2  rate      S3      -    -                              : mir_lrs-fixedslit-background
 miri_lrs_fixedslit_tso           S2  rateints  T3      tso  target_acquisition             : mir_lrs-fixedslit-tso
 miri_lrs_slitless_tso            S2  rateints  T3      tso  target_acquisition             : mir_lrs-slitless-default
 miri_lrs_slitless                S2  rate      -       -    target_acquisition,background  : mir_lrs-slitless-not_tso
@@ -249,7 +252,8 @@ def test_soss_tso3_exceptions():
     assert f277w.other == "detector1_only" and f277w.stage2 is None  # jwst: no level 2b
     one = route(synthetic_header("NIRISS", "NIS_SOSS", NINTS=1))
     assert one.stage2 == S2 and one.stage3 is None
-    not_tso = route(synthetic_header("NIRISS", "NIS_SOSS", TSOVISIT=False, FILTER="F277W"))
+    not_tso = route(synthetic_header("NIRISS", "NIS_SOSS", TSOVISIT=False, FILTER="F277W",
+                                     PATTTYPE=None))
     assert not_tso.stage3 == "calwebb_spec3"  # outside TSO jwst calibrates F277W
 
 
@@ -388,3 +392,149 @@ def test_a_table_that_leaves_an_exposure_type_unrouted_fails_the_load():
         parse_routes("[[routes]]\nmode = 'x'\n")
     with pytest.raises(RoutingTableError, match="not TOML"):
         parse_routes("[[route]\n")
+
+
+# --- NIRSpec lamp exposures: jwst's own optical-path check decides ------------
+
+_LAMP_GRATINGS = ("PRISM", "G140M", "G140H", "G235M", "G235H", "G395M", "G395H")
+_LAMPS = ("LINE1", "LINE2", "LINE3", "LINE4", "FLAT1", "FLAT2", "FLAT3", "FLAT4", "FLAT5",
+          "REF", "TEST")
+
+
+def _jwst_makes_nrslamp_spec2(header: dict) -> bool:
+    """What jwst 3.0's Asn_Lv2NRSLAMPSpectral (rules_level2b.py) takes: an
+    opaque filter, a lamp lit, an opmode other than grating-only (MSA with
+    its metafile), and dms_base.nrslamp_valid_detector: the grating and lamp
+    put light on this detector."""
+    from jwst.associations.lib.dms_base import nrslamp_valid_detector
+
+    item = {k.lower(): str(v).lower() for k, v in header.items() if v is not None}
+    return (item.get("filter") == "opaque" and item.get("lamp", "nolamp") != "nolamp"
+            and item.get("grating") != "mirror" and item.get("opmode") != "grating-only"
+            and (item.get("opmode") != "msaspec" or "msametfl" in item)
+            and nrslamp_valid_detector(item))
+
+
+@pytest.mark.parametrize("exp_type", ["NRS_AUTOWAVE", "NRS_AUTOFLAT", "NRS_LAMP"])
+@pytest.mark.parametrize("opmode", ["IFU", "FIXEDSLIT", "MSASPEC"])
+def test_lamp_exposures_get_nrslamp_spec2_where_jwst_makes_one(exp_type, opmode):
+    # An IFU lamp through a medium-resolution grating or the prism lights NRS1
+    # only; a fixed-slit lamp lights only the lines and flats of its grating.
+    # jwst makes no association for the rest; an order for them would fail.
+    pytest.importorskip("jwst")
+    wrong = []
+    for grating in _LAMP_GRATINGS:
+        for lamp in _LAMPS:
+            for detector in ("NRS1", "NRS2"):
+                header = synthetic_header(
+                    "NIRSPEC", exp_type, OPMODE=opmode, GRATING=grating, LAMP=lamp,
+                    DETECTOR=detector, FILTER="OPAQUE",
+                    MSAMETFL="jw01234001001_01_msa.fits" if opmode == "MSASPEC" else None)
+                ours = route(header).asn_type == "nrslamp-spec2"
+                if ours != _jwst_makes_nrslamp_spec2(header):
+                    wrong.append((grating, lamp, detector, ours))
+    assert wrong == []
+
+
+def test_an_ifu_autowave_on_the_dark_detector_is_detector1_only():
+    r = route(CASES["nrs_autowave-dark_detector"].header())
+    assert (r.mode, r.stage2, r.other) == ("nirspec_lamp_dark_detector", None, "detector1_only")
+
+
+# --- against asn_generate itself, on a pool written from the headers ---------
+
+
+def _jwst_level3_rules(headers: list[dict], tmp_path) -> set[str]:
+    """The level-3 rules asn_generate fires on a pool of ``headers`` (one row
+    each, the keywords as a DMS pool writes them: lower case, T/F flags)."""
+    pytest.importorskip("jwst")
+    from jwst.associations import AssociationPool
+    from jwst.associations.main import Main
+
+    from calstream.steps.synthetic.headers import exposure_id
+
+    rows = []
+    for h in headers:
+        row = {k.lower(): ("t" if v else "f") if isinstance(v, bool) else str(v)
+               for k, v in h.items()}
+        row.update(filename=f"{exposure_id(h)}_uncal.fits", program=str(int(h["PROGRAM"])),
+                   asn_candidate=f"[('o{h['OBSERVTN']}', 'observation')]", pntgtype="science",
+                   targname="T1", mostilno="1", dithptin="1", expspcin="1")
+        rows.append(row)
+    columns = sorted(set().union(*rows))
+    pool = tmp_path / "pool.csv"
+    pool.write_text("\n".join(["|".join(columns)] + [
+        "|".join(r.get(c, "null") for c in columns) for r in rows]) + "\n")
+    generated = Main.cli(["--dry-run"], pool=AssociationPool.read(str(pool))).associations
+    return {a["asn_rule"].split("_", 1)[1] for a in generated if a["asn_type"] == "spec3"}
+
+
+@pytest.mark.parametrize("pattern", ["NONE", "CYCLING", None])
+def test_soss_outside_a_time_series_feeds_spec3_only_as_jwst_does(pattern, tmp_path):
+    # jwst's Asn_Lv3SlitlessSpectral (rules_level3.py) takes NIS_SOSS only
+    # without a PATTTYPE: a pool's "NONE" (DMS writes it for undithered
+    # exposures) is a value, and such an exposure makes no spec3.
+    headers = [synthetic_header("NIRISS", "NIS_SOSS", "not_tso", EXPOSURE=f"{i:05d}",
+                                PATT_NUM=i, NEXPOSUR=2, PATTTYPE=pattern) for i in (1, 2)]
+    jwst_spec3 = _jwst_level3_rules(headers, tmp_path)
+    for h in headers:
+        r = route(h)
+        assert (r.stage2, r.stage2_input) == (S2, "rate")
+        assert (r.stage3 == "calwebb_spec3") == bool(jwst_spec3), (pattern, jwst_spec3)
+
+
+@pytest.mark.parametrize("case", [
+    "nrs_fixedslit-default", "mir_lrs-fixedslit-no_nod", "mir_lrs-fixedslit-default",
+    "nrs_msaspec-default", "nis_soss-not_tso_no_pattern", "mir_lrs-slitless-not_tso",
+    "nis_wfss-default", "nrc_wfss-default", "mir_wfss-default",
+])
+def test_a_background_target_makes_its_own_spec3_only_where_jwst_does(case, tmp_path):
+    # jwst's Asn_Lv3SpecAux (rules_level3.py, allowed_bkgdtarg) combines
+    # background targets of NRS_FIXEDSLIT and MIR_LRS-FIXEDSLIT (nodded or
+    # not); IFU and MRS have rules of their own; no other spectral mode's
+    # background target gets a spec3 of its own.
+    from calstream.daemon.deciders.level3_candidates import keys_of
+    from calstream.steps.associations import Exposure
+    from calstream.steps.synthetic.headers import exposure_id
+
+    header = CASES[case].header(BKGDTARG=True)
+    ours = {k.asn_rule for k, _ in keys_of(Exposure(exposure_id(header), header))}
+    assert ours == _jwst_level3_rules([header], tmp_path), case
+
+
+def _jwst_level2_rule(header: dict, tmp_path) -> str | None:
+    """The rule of the level-2 association asn_generate makes with this
+    exposure as its science member, on a pool of it alone."""
+    pytest.importorskip("jwst")
+    from jwst.associations import AssociationPool
+    from jwst.associations.main import Main
+
+    from calstream.steps.synthetic.headers import exposure_id
+
+    row = {k.lower(): ("t" if v else "f") if isinstance(v, bool) else str(v)
+           for k, v in header.items()}
+    row.update(filename=f"{exposure_id(header)}_uncal.fits", program=str(int(header["PROGRAM"])),
+               asn_candidate=f"[('o{header['OBSERVTN']}', 'observation')]", pntgtype="science",
+               targname="T1", mostilno="1", dithptin="1", expspcin="1")
+    pool = tmp_path / "pool.csv"
+    pool.write_text("|".join(row) + "\n" + "|".join(row.values()) + "\n")
+    rules = {a["asn_rule"].split("_", 1)[1]
+             for a in Main.cli(["--dry-run"], pool=AssociationPool.read(str(pool))).associations
+             if "2" in a["asn_type"]}
+    assert len(rules) <= 1, rules
+    return rules.pop() if rules else None
+
+
+@pytest.mark.parametrize("case, special", [
+    ("nrs_fixedslit-default", {"BKGDTARG": True}), ("nrs_msaspec-default", {"BKGDTARG": True}),
+    ("mir_lrs-fixedslit-no_nod", {"BKGDTARG": True}), ("nis_wfss-default", {"BKGDTARG": True}),
+    ("mir_mrs-default", {"BKGDTARG": True}), ("nrc_image-default", {"BKGDTARG": True}),
+    ("nrs_ifu-default", {"IS_IMPRT": True}), ("nrs_msaspec-default", {"IS_IMPRT": True}),
+    ("nrs_ifu-nod", {"IS_IMPRT": True}),
+])
+def test_special_members_calibrated_alone_name_jwsts_rule(case, special, tmp_path):
+    # A background target or an imprint calibrated alone: jwst makes its
+    # association with Asn_Lv2SpecSpecial / Asn_Lv2ImageSpecial /
+    # Asn_Lv2SpecImprint, and the association's asn_rule says so.
+    header = CASES[case].header(**special)
+    assert route(header).asn_rule == _jwst_level2_rule(header, tmp_path)
