@@ -28,6 +28,7 @@ import anyio
 from calstream.daemon import stages
 from calstream.daemon.deciders.catch_up_orders import OrdersWhileCatchingUp
 from calstream.daemon.deciders.event_checks import EventIds
+from calstream.daemon.deciders.holds import WaitingUpdates
 from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.daemon.deciders.product_intake import ProductIntake, Taken
@@ -89,6 +90,8 @@ class Planner(RecordDecisions):
                                     input_roots=[str(r) for r in cfg.allowed_roots],
                                     moved_from=[str(r) for r in cfg.products_moved_from])
         self.holds: dict = {}
+        # Pointing updates that came before their exposure (deciders/holds.py).
+        self.pointing_waiting = WaitingUpdates()
         self.plans: dict[str, Plan] = {}
         self.states: dict[str, PlannerState] = {}
         self.state = self.state_for("live")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from calstream.daemon.deciders import planner_memory, planner_snapshot
-from calstream.daemon.deciders.holds import hold_to_restore
+from calstream.daemon.deciders.holds import WaitingUpdates, hold_to_restore
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import BlockCache, BlockWriter
 from calstream.daemon.deciders.standby_withheld import WithheldDecisions, usable_without_following
@@ -86,6 +86,8 @@ def load_snapshot(planner: Planner) -> bool:
     planner.state = planner.state_for("live")
     planner.plans = plans
     planner.event_ids = event_ids
+    # Older snapshots have none: nothing waited then (a waiting update was dead-lettered).
+    planner.pointing_waiting = WaitingUpdates.from_body(snap.body.get("pointing_waiting"))
     planner.positions = dict(snap.offsets)
     planner.snapshot_reuse = reuse
     if _following(planner):  # what it withheld goes with the state that counts it ordered
@@ -230,6 +232,7 @@ async def take_snapshot(planner: Planner) -> int:
     # A standby's withheld decisions, with the state that counts them ordered
     # (deciders/standby_withheld.py); taken at the same moment as the state.
     withheld = planner.standby.memory.to_body() if _following(planner) else None
+    waiting = planner.pointing_waiting.to_body()  # the updates before their exposure
     offsets = dict(planner.positions)
     before, planner.last_snapshot = planner.last_snapshot, (time.monotonic(), planner.records_seen)
     on_loop = time.perf_counter() - started[0]
@@ -244,6 +247,8 @@ async def take_snapshot(planner: Planner) -> int:
             body = planner_snapshot.encode(captured, writer)
             if withheld is not None:
                 body["standby"] = withheld
+            if waiting:
+                body["pointing_waiting"] = waiting
             size = planner_snapshots.write(planner.cfg.work_dir, body, offsets=offsets,
                                            stored=stored, topic_prefix=planner.topics.prefix)
         planner.snapshot_reuse = writer.written(stored)
