@@ -149,6 +149,35 @@ def update_problem(update: contract.Message, seen: Seen | None) -> str | None:
     return None
 
 
+def release_without_product(update: contract.Message, holds: Holds) -> Emit | None:
+    """An operator's release (``calstream holds release``) of a pointing hold
+    the planner keeps for an exposure it has no product event of: the hold
+    record, released (path ``operator``); None when it is no such release.
+
+    Such a record came from the holds topic at a restart (a forged one,
+    taken as restrictive: hold_to_restore) or outlived its exposure's
+    product events (gone with a broker or its retention). Nothing else
+    releases it, and it kept the oldest hold's age (``CalstreamHoldTooOld``)
+    rising for good: the update was dead-lettered "unknown exposure". A
+    correction is not enough here: it is applied to the files, which the
+    planner knows only from the product event. If the product comes after
+    all, it takes this release, as one made before a restart
+    (PlannerState.observe)."""
+    current = holds.get(update["exposure_id"])
+    if update["action"] != "release" or not current or current.get("state") != "held" \
+            or current.get("waiting_for"):
+        return None
+    if update.get("digest") and update["digest"] != current.get("digest"):
+        return None
+    body = {k: v for k, v in current.items()
+            if k not in ("schema", "schema_version", "event_id", "emitted_at", "producer")}
+    body.update(state="released", release={
+        "path": "operator", "at": update["emitted_at"], "by": update.get("by"),
+        "reason": update["reason"], "digest": current["digest"],
+        "update_event_id": update.event_id})
+    return hold_record(update["exposure_id"], body, current["digest"], holds)
+
+
 class WaitingUpdates:
     """Pointing updates that came before their exposure's detector1 product.
 

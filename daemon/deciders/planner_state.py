@@ -23,6 +23,7 @@ from calstream.daemon.deciders.holds import (
     rejection_id,
     release_by_update,
     release_record,
+    release_without_product,
     update_problem,
 )
 from calstream.daemon.deciders.level2_orders import members_of, order_identity, stage2_order
@@ -200,6 +201,8 @@ class PlannerState:
             applied = wfss_holds.pointing_release_of(self.holds[update["exposure_id"]])
             return self.adopt_release(update["exposure_id"], applied, now) if applied else []
         seen = self.exposures.get(update["exposure_id"])
+        if seen is None and (cleared := release_without_product(update, self.holds)):
+            return [cleared]
         problem = update_problem(update, seen)
         if problem:
             return [reject_update(update, problem)]
@@ -358,20 +361,18 @@ def observe_pointing_everywhere(states: Iterable[PlannerState], update: contract
     states = list(states)
     exposure_id = update["exposure_id"]
     owner = next((s for s in states if exposure_id in s.exposures), None)
-    if owner is None and waiting is not None and not already_applied(update, owner_holds(states)):
-        waiting.keep(update)  # its product may come yet: pointing_on_arrival
+    known = owner is not None
     owner = owner or states[0]
     out = owner.observe_pointing(update, now)
+    if not known and waiting is not None and any(
+            e.message.event_id == rejection_id(update) for e in out):
+        waiting.keep(update)  # its product may come yet: pointing_on_arrival
     release = (owner.holds.get(exposure_id) or {}).get("release") or {}
     if release.get("update_event_id") == update.event_id:
         for state in states:
             if state is not owner:
                 out += state.adopt_release(exposure_id, release, now)
     return out
-
-
-def owner_holds(states: list[PlannerState]) -> dict[str, dict[str, Any]]:
-    return states[0].holds  # one map, shared by every namespace
 
 
 def pointing_on_arrival(states: Iterable[PlannerState], exposure_id: str, now: float,
