@@ -36,6 +36,7 @@ from calstream.daemon.doers import (
     planner_disk_records,
     planner_snapshots,
     planner_tail,
+    snapshot_places,
 )
 from calstream.daemon.doers.process_memory import container_limit_bytes, resident_in_use_bytes
 from calstream.steps.failures import infrastructure_cause
@@ -89,6 +90,7 @@ def load_snapshot(planner: Planner) -> bool:
     # Older snapshots have none: nothing waited then (a waiting update was dead-lettered).
     planner.pointing_waiting = WaitingUpdates.from_body(snap.body.get("pointing_waiting"))
     planner.positions = dict(snap.offsets)
+    planner.snapshot_covered = snap.covered  # checked against the broker: snapshot_places
     planner.snapshot_reuse = reuse
     if _following(planner):  # what it withheld goes with the state that counts it ordered
         planner.standby.memory = withheld
@@ -155,6 +157,8 @@ async def restore(planner: Planner) -> None:
 async def _restore(planner: Planner) -> None:
     tune_collector()
     used = await anyio.to_thread.run_sync(load_snapshot, planner)
+    if used:
+        await snapshot_places.read_again_where_moved(planner, planner.snapshot_covered)
     if not used and _following(planner):  # a rebuild withholds again what nobody sent
         planner.standby.memory = WithheldDecisions(planner.standby.memory.capacity)
     # What the topics hold decides what the ledger must re-publish, not what
@@ -234,6 +238,7 @@ async def take_snapshot(planner: Planner) -> int:
     withheld = planner.standby.memory.to_body() if _following(planner) else None
     waiting = planner.pointing_waiting.to_body()  # the updates before their exposure
     offsets = dict(planner.positions)
+    covered = await snapshot_places.covered_now(planner, offsets)
     before, planner.last_snapshot = planner.last_snapshot, (time.monotonic(), planner.records_seen)
     on_loop = time.perf_counter() - started[0]
     writer = BlockWriter(planner.snapshot_reuse)
@@ -250,7 +255,8 @@ async def take_snapshot(planner: Planner) -> int:
             if waiting:
                 body["pointing_waiting"] = waiting
             size = planner_snapshots.write(planner.cfg.work_dir, body, offsets=offsets,
-                                           stored=stored, topic_prefix=planner.topics.prefix)
+                                           stored=stored, topic_prefix=planner.topics.prefix,
+                                           covered=covered)
         planner.snapshot_reuse = writer.written(stored)
         return size, time.thread_time() - cpu
 
