@@ -212,9 +212,12 @@ async def _restore(planner: Planner) -> None:
     # a broker that does not answer, parked: GatedPublisher.publish says how,
     # and why one sent twice is taken once.
     await planner._restore_from_disk()
-    for plan in planner.plans.values():
-        for state in planner.states.values():
-            state.load_plan(plan, planner.clock.now())
+    # A plan new to the state (the tail's, the ledger's) may complete candidates
+    # of the restored exposures: what loading it decides goes out once caught up
+    # (catch_up_orders.py). Dropped before: its mosaics were never ordered.
+    decided = [e for plan in planner.plans.values() for state in planner.states.values()
+               for e in state.load_plan(plan, planner.clock.now())]
+    await planner._publish_unrecorded(planner.held_orders.hold(decided))
     log.info("planner restored %d work order(s), %d hold record(s) and %d plan(s)%s",
              sum(len(s.ordered) + s.stage3.restored_order_count()
                  for s in planner.states.values()),
