@@ -15,11 +15,7 @@ import anyio
 
 import calstream
 from calstream.daemon.doers import kafka, planner_clients, work_dir_lock
-from calstream.daemon.doers.broker_recovery import (
-    after_broker_back,
-    recover_lost_records,
-    recover_planner_records,
-)
+from calstream.daemon.doers.broker_recovery import after_broker_back, recover_lost_records
 from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.inbox import Watcher
@@ -201,7 +197,7 @@ class Daemon(RoleTasks):
                         answer_timeout=cfg.broker_timeout_seconds,
                         ssl_context=kafka.client_options(cfg).get("ssl_context"),
                         embedded=self.broker, on_restart=lambda: self._rebuild_broker(publisher),
-                        on_back=partial(after_broker_back, cfg, self.topics, self.store, publisher),
+                        on_back=lambda: self._broker_back(publisher),
                         records=kafka.PartitionEnds(cfg, self.topics))
                     tg.start_soon(self.supervisor.run)
                     for st in STAGES:
@@ -227,10 +223,23 @@ class Daemon(RoleTasks):
         then the plans and holds and the announcements of files still without products."""
         await after_broker_back(self.cfg, self.topics, self.store, publisher,
                                 emptied=self.broker is not None and self.broker.forgets)
-        await recover_planner_records(self.cfg, publisher, active=self.leadership is None
-                                      or self.leadership.describe()["role"] == "active")
+        self._planner_records_lost()
         if self.watcher is not None:
             await self.watcher.reannounce()
+
+    async def _broker_back(self, publisher: Publisher) -> None:
+        """An external broker answering again after a loss (it may have come back empty)."""
+        await after_broker_back(self.cfg, self.topics, self.store, publisher)
+        self._planner_records_lost()
+
+    def _planner_records_lost(self) -> None:
+        """The plans and holds are put back by the planner that acts, once it
+        acts (planner_disk_records.republish_when_owed): not here, by role.
+        Before, they were sent only if the planner was active at this moment;
+        one paused or taking over (the restart drops the lease's group too)
+        sent nothing, and nobody did later."""
+        if self.leadership is not None:
+            self.leadership.gate.records_lost()
 
     def stop_broker(self) -> None:
         if self.broker is not None:

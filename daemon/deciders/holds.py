@@ -138,7 +138,8 @@ def update_problem(update: contract.Message, seen: Seen | None) -> str | None:
     """Why a pointing update cannot release ``seen`` (its exposure), or None."""
     exposure_id = update["exposure_id"]
     if seen is None:
-        return f"unknown exposure {exposure_id}: no detector1 product for it"
+        return (f"unknown exposure {exposure_id}: no detector1 product for it yet (the update "
+                "is kept, and applied if its product comes: WaitingUpdates)")
     if not seen.provisional:
         return (f"{exposure_id} is not held (ENGQLPTG={seen.event.get('pointing_quality')}"
                 f"{', already released' if seen.release else ''})")
@@ -146,6 +147,95 @@ def update_problem(update: contract.Message, seen: Seen | None) -> str | None:
         return (f"{exposure_id}: the update is for content {update['digest']}, "
                 f"the held file is {seen.digest}")
     return None
+
+
+def release_without_product(update: contract.Message, holds: Holds) -> Emit | None:
+    """An operator's release (``calstream holds release``) of a pointing hold
+    the planner keeps for an exposure it has no product event of: the hold
+    record, released (path ``operator``); None when it is no such release.
+
+    Such a record came from the holds topic at a restart (a forged one,
+    taken as restrictive: hold_to_restore) or outlived its exposure's
+    product events (gone with a broker or its retention). Nothing else
+    releases it, and it kept the oldest hold's age (``CalstreamHoldTooOld``)
+    rising for good: the update was dead-lettered "unknown exposure". A
+    correction is not enough here: it is applied to the files, which the
+    planner knows only from the product event. If the product comes after
+    all, it takes this release, as one made before a restart
+    (PlannerState.observe)."""
+    current = holds.get(update["exposure_id"])
+    if update["action"] != "release" or not current or current.get("state") != "held" \
+            or current.get("waiting_for"):
+        return None
+    if update.get("digest") and update["digest"] != current.get("digest"):
+        return None
+    body = {k: v for k, v in current.items()
+            if k not in ("schema", "schema_version", "event_id", "emitted_at", "producer")}
+    body.update(state="released", release={
+        "path": "operator", "at": update["emitted_at"], "by": update.get("by"),
+        "reason": update["reason"], "digest": current["digest"],
+        "update_event_id": update.event_id})
+    return hold_record(update["exposure_id"], body, current["digest"], holds)
+
+
+class WaitingUpdates:
+    """Pointing updates that came before their exposure's detector1 product.
+
+    The planner reads several topics, and a rebuild reads the pointing
+    updates after every product event (planner_loop defers them): it
+    applied an update whose product came later, while the live planner
+    dead-lettered it ("unknown exposure") and the exposure stayed held for
+    good -- until the next rebuild released it. So both keep such an update
+    here (its dead letter still says so at once), and apply it when the
+    product comes. Bounded: the oldest is forgotten past ``capacity`` (its
+    dead letter stands). Kept in the planner's snapshot with its state."""
+
+    CAPACITY = 10_000
+
+    def __init__(self, capacity: int = CAPACITY) -> None:
+        self.capacity = capacity
+        self._by_exposure: dict[str, list[contract.Message]] = {}
+        self._count = 0
+        self.forgotten = 0  # pushed out by the bound
+
+    def __len__(self) -> int:
+        return self._count
+
+    def keep(self, update: contract.Message) -> None:
+        waiting = self._by_exposure.setdefault(update["exposure_id"], [])
+        if any(u.event_id == update.event_id for u in waiting):
+            return  # read again (a restart's tail): kept once
+        waiting.append(update)
+        self._count += 1
+        while self._count > self.capacity:
+            oldest = next(iter(self._by_exposure))  # dicts keep their insertion order
+            self._by_exposure[oldest].pop(0)
+            if not self._by_exposure[oldest]:
+                del self._by_exposure[oldest]
+            self._count -= 1
+            self.forgotten += 1
+
+    def take(self, exposure_id: str) -> list[contract.Message]:
+        """The updates that waited for ``exposure_id``, in the order they came."""
+        waiting = self._by_exposure.pop(exposure_id, [])
+        self._count -= len(waiting)
+        return waiting
+
+    def exposures(self) -> list[str]:
+        return list(self._by_exposure)
+
+    def to_body(self) -> list[dict[str, Any]]:
+        return [u.body for waiting in self._by_exposure.values() for u in waiting]
+
+    @classmethod
+    def from_body(cls, body: Any, capacity: int = CAPACITY) -> WaitingUpdates:
+        """From a snapshot's list: untrusted, each entry kept only if it is a
+        pointing update the planner would have read."""
+        waiting = cls(capacity)
+        for entry in body if isinstance(body, list) else ():
+            if isinstance(entry, dict) and contract.is_valid("pointing_update", entry):
+                waiting.keep(contract.Message("pointing_update", entry))
+        return waiting
 
 
 def release_by_update(update: contract.Message, seen: Seen) -> dict[str, Any]:
@@ -162,9 +252,14 @@ def release_by_update(update: contract.Message, seen: Seen) -> dict[str, Any]:
             "update_event_id": update.event_id}
 
 
+def rejection_id(update: contract.Message) -> str:
+    """The event id of an update's dead letter: one per update, whatever the reason."""
+    return contract.event_id("dead_letter", "planner", update.event_id)
+
+
 def reject_update(update: contract.Message, reason: str) -> Emit:
     message = contract.build(
-        "dead_letter", contract.event_id("dead_letter", "planner", update.event_id),
+        "dead_letter", rejection_id(update),
         category="rejected_update", reason=f"pointing update rejected: {reason}",
         stage="planner", attempts=0, exposure_id=update["exposure_id"],
         original={"topic": "pointing", "key": update["exposure_id"],

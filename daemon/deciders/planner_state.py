@@ -16,11 +16,14 @@ from calstream.daemon.deciders import direct_image_holds as wfss_holds
 from calstream.daemon.deciders.bulkhead import decide_each
 from calstream.daemon.deciders.companion_index import CompanionIndex
 from calstream.daemon.deciders.holds import (
+    WaitingUpdates,
     already_applied,
     hold_or_release,
     reject_update,
+    rejection_id,
     release_by_update,
     release_record,
+    release_without_product,
     update_problem,
 )
 from calstream.daemon.deciders.level2_orders import members_of, order_identity, stage2_order
@@ -208,6 +211,8 @@ class PlannerState:
             applied = wfss_holds.pointing_release_of(self.holds[update["exposure_id"]])
             return self.adopt_release(update["exposure_id"], applied, now) if applied else []
         seen = self.exposures.get(update["exposure_id"])
+        if seen is None and (cleared := release_without_product(update, self.holds)):
+            return [cleared]
         problem = update_problem(update, seen)
         if problem:
             return [reject_update(update, problem)]
@@ -361,7 +366,7 @@ class PlannerState:
 
 
 def observe_pointing_everywhere(states: Iterable[PlannerState], update: contract.Message,
-                                now: float) -> list[Emit]:
+                                now: float, waiting: WaitingUpdates | None = None) -> list[Emit]:
     """A pointing update for every namespace at once.
 
     A hold is on an exposure's content wherever it is reprocessed, so its
@@ -372,11 +377,31 @@ def observe_pointing_everywhere(states: Iterable[PlannerState], update: contract
     """
     states = list(states)
     exposure_id = update["exposure_id"]
-    owner = next((s for s in states if exposure_id in s.exposures), states[0])
+    owner = next((s for s in states if exposure_id in s.exposures), None)
+    known = owner is not None
+    owner = owner or states[0]
     out = owner.observe_pointing(update, now)
+    if not known and waiting is not None and any(
+            e.message.event_id == rejection_id(update) for e in out):
+        waiting.keep(update)  # its product may come yet: pointing_on_arrival
     release = (owner.holds.get(exposure_id) or {}).get("release") or {}
     if release.get("update_event_id") == update.event_id:
         for state in states:
             if state is not owner:
                 out += state.adopt_release(exposure_id, release, now)
+    return out
+
+
+def pointing_on_arrival(states: Iterable[PlannerState], exposure_id: str, now: float,
+                        waiting: WaitingUpdates) -> list[Emit]:
+    """An exposure's detector1 product was decided: the pointing updates
+    that came before it (WaitingUpdates) applied now, as a rebuild, which
+    reads them after every product, applies them. One that cannot release
+    it (the product is not held, another content) sends nothing: its dead
+    letter was sent when it came."""
+    out: list[Emit] = []
+    for update in waiting.take(exposure_id):
+        sent_before = rejection_id(update)
+        out += [e for e in observe_pointing_everywhere(states, update, now)
+                if e.message.event_id != sent_before]
     return out

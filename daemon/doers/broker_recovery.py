@@ -1,6 +1,9 @@
 """What a broker that lost its records gets again: the product events from the
-product store (the live tree's and every replay namespace's), the plans and holds from the planner's ledger, the dead
+product store (the live tree's and every replay namespace's), the dead
 letters from the ledger of the daemon that sent them (dead_letter_ledger.py).
+The plans and holds of the planner's ledger are put back by the planner
+that acts (planner_disk_records.republish_when_owed), whatever its role at
+the loss.
 
 The broker is the transport, the product store the ledger: the embedded
 broker keeps its topics in memory, and a Kafka topic can be lost or
@@ -287,24 +290,3 @@ def _unfinished(marker: Path) -> bool:
         return False
     set_aside_unless_regular(marker, what=MARKER_IS)
     return True
-
-
-async def recover_planner_records(cfg: Config, publisher: Publisher, *, active: bool) -> None:
-    """The plans and holds the planner keeps in its ledger, on the topics
-    again: the planner itself still knows them, but `holds list` and
-    `holds release`, `plan list`, status and the console read the topics
-    (an exposure still held was "not held" to a release). A start does the
-    same in the planner (planner_disk_records.restore_from_disk); a standby
-    (``active`` False) sends nothing."""
-    if "planner" not in cfg.roles or not active:
-        return
-    ledger, kept = PlannerLedger(cfg.work_dir), []
-    for topic, kind in (("plans", "plan"), ("holds", "hold")):
-        for body in await anyio.to_thread.run_sync(ledger.kept, topic):
-            if not contract.is_valid(kind, body):  # a file is untrusted: left out
-                continue
-            key = body["exposure_id"] if kind == "hold" else (body["programs"] or [""])[0]
-            kept.append((topic, key, contract.Message(kind, body)))
-    sent = await publisher.publish_all(kept)
-    if sent:
-        log.warning("re-published %d plan and hold record(s) from %s", sent, ledger.root)

@@ -16,7 +16,10 @@ import logging
 
 from calstream.daemon import stages
 from calstream.daemon.deciders.planner_records import Emit
-from calstream.daemon.deciders.planner_state import observe_pointing_everywhere
+from calstream.daemon.deciders.planner_state import (
+    observe_pointing_everywhere,
+    pointing_on_arrival,
+)
 from calstream.daemon.deciders.product_intake import Taken
 from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
 from calstream.daemon.deciders.stage2_failures import stage2_failure
@@ -81,9 +84,8 @@ class RecordDecisions:
                     from None
             # Live first: it judges the update; a namespace holding the same
             # content takes the release with it.
-            return observe_pointing_everywhere(
-                [self.state, *(s for s in self.states.values() if s is not self.state)],
-                update, self.clock.now())
+            return observe_pointing_everywhere(self._live_first(), update, self.clock.now(),
+                                               self.pointing_waiting)
         if taken is None:  # a record not taken ahead (a deferred one, a test's)
             taken = self.intake.take_each([record.value], self.event_ids)[0]
         if isinstance(taken, Exception):
@@ -95,7 +97,15 @@ class RecordDecisions:
         # The orders are built unchecked: tests/unit/test_planner_outputs.py
         # validates what the deciders make (schemas and jwst's association
         # rules), and the publisher's encoding checks every message's schema.
-        return state.observe(event, self._now(record))
+        emits = state.observe(event, self._now(record))
+        if self.pointing_waiting and event.body["stage"] == "detector1":
+            # Updates that came first, applied as a rebuild applies them.
+            emits += pointing_on_arrival(self._live_first(), event.body["exposure_id"],
+                                         self._now(record), self.pointing_waiting)
+        return emits
+
+    def _live_first(self) -> list:
+        return [self.state, *(s for s in self.states.values() if s is not self.state)]
 
     def _stage2_failure(self, record) -> list[Emit]:
         """A dead letter: if it is one of a stage-2 order this planner sent,

@@ -12,16 +12,22 @@ cannot be used.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import anyio
 
+from calstream.daemon.doers import kafka
+from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.steps.plans import Plan
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
+
+# After a failed look at the topics (the broker lost again), the next one.
+REPAIR_RETRY_SECONDS = 5.0
 
 
 async def own_holds(planner) -> dict[str, dict]:
@@ -116,3 +122,68 @@ async def restore_from_disk(planner) -> None:
         except Exception as exc:  # noqa: BLE001 - see above
             log.warning("planner: stage-3 record of %s left out: %s: %s",
                         str(event.get("product_name"))[:200], type(exc).__name__, exc)
+
+
+def kept_messages(ledger: PlannerLedger) -> list[tuple[str, str, contract.Message]]:
+    """The plans and holds the ledger keeps, as the messages that put them
+    back on their topics, each checked as a message would be (a file is
+    untrusted: one that is not is left out)."""
+    kept = []
+    for topic, kind in (("plans", "plan"), ("holds", "hold")):
+        for body in ledger.kept(topic):
+            if not contract.is_valid(kind, body):
+                continue
+            key = body["exposure_id"] if kind == "hold" else (body["programs"] or [""])[0]
+            kept.append((topic, key, contract.Message(kind, body)))
+    return kept
+
+
+async def republish_when_owed(planner) -> None:
+    """After the broker lost its records (``PublishGate.records_lost``, noted
+    by the daemon's loop at an embedded broker's restart or an external
+    one's return), the plans and holds of the ledger that the topics lack,
+    sent by the planner that acts: the one active at the loss, or the one
+    whose pause ended, or that took the lease over after it (the daemon
+    re-published only if its planner was active at that moment; one paused
+    or taking over sent nothing, and nobody did later). The topics are read
+    first: what is there (sent since, or by the planner that acted before)
+    is not sent again, so each plan and hold is there once."""
+    gate = planner.standby.gate if planner.standby is not None else None
+    if gate is None or (losses := gate.repair_due()) is None:
+        return
+    if time.monotonic() < planner.repair_retry_at:
+        return
+    try:
+        on_topic = {kind: await kafka.read_to_end(planner.cfg, planner.topics.name(kind))
+                    for kind in ("plans", "holds")}
+    except Exception as exc:  # noqa: BLE001 - the broker's fault: looked at again later
+        if broker_fault(exc) is None:
+            raise
+        planner.repair_retry_at = time.monotonic() + REPAIR_RETRY_SECONDS
+        log.info("planner: the plans and holds topics could not be read to put back what the "
+                 "broker lost (%s): again in %.0f s", exc, REPAIR_RETRY_SECONDS)
+        return
+    there = {"plans": _ids(on_topic["plans"], "plan", "plan_id"),
+             "holds": _ids(on_topic["holds"], "hold", "exposure_id")}
+    ids = {"plans": "plan_id", "holds": "exposure_id"}
+    lost = [(topic, key, m) for topic, key, m in
+            await anyio.to_thread.run_sync(kept_messages, planner.ledger)
+            if m[ids[topic]] not in there[topic]]
+    if not gate.acting:
+        return  # the lease moved while reading: the planner acting next does it
+    if lost:
+        await planner.publisher.publish_all(lost)
+        log.warning("the broker had lost %d plan(s) and %d hold record(s): re-published "
+                    "from %s", sum(t == "plans" for t, _, _ in lost),
+                    sum(t == "holds" for t, _, _ in lost), planner.ledger.root)
+    gate.repaired(losses)
+
+
+def _ids(records, kind: str, field: str) -> set[str]:
+    found = set()
+    for record in records:
+        try:
+            found.add(contract.decode(record.value, expected=kind)[field])
+        except contract.InvalidMessage:
+            continue  # not a record the planner's readers take: no stand-in for its own
+    return found

@@ -69,6 +69,14 @@ class PublishGate:
         self.since = time.time()  # of the last change, for the status
         self.bound = bound
         self._confirmed = time.monotonic()
+        # Losses of the broker's records (an embedded broker restarted empty,
+        # an external one back after a loss) and how many of them the plans
+        # and holds were put back for: the daemon's loop notes a loss, the
+        # planner that acts next puts back what the topics lack
+        # (planner_disk_records.republish_when_owed), whatever its role was
+        # at the loss.
+        self._losses = 0
+        self._losses_repaired = 0
 
     def grant(self) -> int:
         with self._cond:
@@ -142,6 +150,23 @@ class PublishGate:
         with self._cond:
             self._in_flight -= 1
             self._cond.notify_all()
+
+    def records_lost(self) -> None:
+        with self._cond:
+            self._losses += 1
+
+    def repair_due(self) -> int | None:
+        """The count of losses to repair, while acting and one is not
+        repaired yet; None otherwise."""
+        with self._cond:
+            if self._losses == self._losses_repaired or not (
+                    self.held and self._acting == self.generation and self._confirmed_now()):
+                return None
+            return self._losses
+
+    def repaired(self, losses: int) -> None:
+        with self._cond:
+            self._losses_repaired = max(self._losses_repaired, losses)
 
     def role(self) -> str:
         with self._cond:

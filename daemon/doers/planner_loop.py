@@ -28,6 +28,7 @@ import anyio
 from calstream.daemon import stages
 from calstream.daemon.deciders.catch_up_orders import OrdersWhileCatchingUp
 from calstream.daemon.deciders.event_checks import EventIds
+from calstream.daemon.deciders.holds import WaitingUpdates
 from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.daemon.deciders.product_intake import ProductIntake, Taken
@@ -89,6 +90,8 @@ class Planner(RecordDecisions):
                                     input_roots=[str(r) for r in cfg.allowed_roots],
                                     moved_from=[str(r) for r in cfg.products_moved_from])
         self.holds: dict = {}
+        # Pointing updates that came before their exposure (deciders/holds.py).
+        self.pointing_waiting = WaitingUpdates()
         self.plans: dict[str, Plan] = {}
         self.states: dict[str, PlannerState] = {}
         self.state = self.state_for("live")
@@ -115,6 +118,7 @@ class Planner(RecordDecisions):
         self.in_use_at_last_compaction, self.memory_checked_at, self.memory_over = 0, 0.0, False
         self._unkept: list[dict] = []  # plans decided, to keep in the ledger
         self.unacked = Unacknowledged()  # work orders sent, not yet acknowledged
+        self.repair_retry_at = 0.0  # planner_disk_records.republish_when_owed
         self.snapshot_parking = Parking(cfg, metrics, stage="planner", what="planner: snapshot",
                                         root=snapshot_path(cfg.work_dir).parent)
 
@@ -187,6 +191,8 @@ class Planner(RecordDecisions):
                     self.metrics.planner_catching_up.set(0)
                 if self.standby is not None:
                     await self.standby.take_over_when_due(self, reader)
+                # The broker lost its records meanwhile: what the topics lack, once acting.
+                await planner_disk_records.republish_when_owed(self)
                 # A standby's too: its snapshot carries what it withheld.
                 await planner_restore.snapshot_when_due(self)  # over budget: Compaction
                 if self.caught_up and time.monotonic() - last_tick >= 1.0:

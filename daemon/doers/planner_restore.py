@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from calstream.daemon.deciders import planner_memory, planner_snapshot
-from calstream.daemon.deciders.holds import hold_to_restore
+from calstream.daemon.deciders.holds import WaitingUpdates, hold_to_restore
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import BlockCache, BlockWriter
 from calstream.daemon.deciders.standby_withheld import WithheldDecisions, usable_without_following
@@ -36,6 +36,7 @@ from calstream.daemon.doers import (
     planner_disk_records,
     planner_snapshots,
     planner_tail,
+    snapshot_places,
 )
 from calstream.daemon.doers.process_memory import container_limit_bytes, resident_in_use_bytes
 from calstream.steps.failures import infrastructure_cause
@@ -86,7 +87,10 @@ def load_snapshot(planner: Planner) -> bool:
     planner.state = planner.state_for("live")
     planner.plans = plans
     planner.event_ids = event_ids
+    # Older snapshots have none: nothing waited then (a waiting update was dead-lettered).
+    planner.pointing_waiting = WaitingUpdates.from_body(snap.body.get("pointing_waiting"))
     planner.positions = dict(snap.offsets)
+    planner.snapshot_covered = snap.covered  # checked against the broker: snapshot_places
     planner.snapshot_reuse = reuse
     if _following(planner):  # what it withheld goes with the state that counts it ordered
         planner.standby.memory = withheld
@@ -153,6 +157,8 @@ async def restore(planner: Planner) -> None:
 async def _restore(planner: Planner) -> None:
     tune_collector()
     used = await anyio.to_thread.run_sync(load_snapshot, planner)
+    if used:
+        await snapshot_places.read_again_where_moved(planner, planner.snapshot_covered)
     if not used and _following(planner):  # a rebuild withholds again what nobody sent
         planner.standby.memory = WithheldDecisions(planner.standby.memory.capacity)
     # What the topics hold decides what the ledger must re-publish, not what
@@ -206,9 +212,12 @@ async def _restore(planner: Planner) -> None:
     # a broker that does not answer, parked: GatedPublisher.publish says how,
     # and why one sent twice is taken once.
     await planner._restore_from_disk()
-    for plan in planner.plans.values():
-        for state in planner.states.values():
-            state.load_plan(plan, planner.clock.now())
+    # A plan new to the state (the tail's, the ledger's) may complete candidates
+    # of the restored exposures: what loading it decides goes out once caught up
+    # (catch_up_orders.py). Dropped before: its mosaics were never ordered.
+    decided = [e for plan in planner.plans.values() for state in planner.states.values()
+               for e in state.load_plan(plan, planner.clock.now())]
+    await planner._publish_unrecorded(planner.held_orders.hold(decided))
     log.info("planner restored %d work order(s), %d hold record(s) and %d plan(s)%s",
              sum(len(s.ordered) + s.stage3.restored_order_count()
                  for s in planner.states.values()),
@@ -230,7 +239,9 @@ async def take_snapshot(planner: Planner) -> int:
     # A standby's withheld decisions, with the state that counts them ordered
     # (deciders/standby_withheld.py); taken at the same moment as the state.
     withheld = planner.standby.memory.to_body() if _following(planner) else None
+    waiting = planner.pointing_waiting.to_body()  # the updates before their exposure
     offsets = dict(planner.positions)
+    covered = await snapshot_places.covered_now(planner, offsets)
     before, planner.last_snapshot = planner.last_snapshot, (time.monotonic(), planner.records_seen)
     on_loop = time.perf_counter() - started[0]
     writer = BlockWriter(planner.snapshot_reuse)
@@ -244,8 +255,11 @@ async def take_snapshot(planner: Planner) -> int:
             body = planner_snapshot.encode(captured, writer)
             if withheld is not None:
                 body["standby"] = withheld
+            if waiting:
+                body["pointing_waiting"] = waiting
             size = planner_snapshots.write(planner.cfg.work_dir, body, offsets=offsets,
-                                           stored=stored, topic_prefix=planner.topics.prefix)
+                                           stored=stored, topic_prefix=planner.topics.prefix,
+                                           covered=covered)
         planner.snapshot_reuse = writer.written(stored)
         return size, time.thread_time() - cpu
 

@@ -33,7 +33,7 @@ import sys
 import time
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +66,25 @@ class Snapshot:
     offsets: dict[tuple[str, int], int]  # (topic, partition) -> next offset to read
     taken_at: float
     size: int
+    # (topic, partition) -> the fingerprint of the last record read there
+    # (``fingerprint``): the offsets are places on the broker it was taken on.
+    covered: dict[tuple[str, int], str] = field(default_factory=dict)
+
+
+def fingerprint(value: bytes | None) -> str:
+    """What tells a record at a place from another one there (its bytes' hash)."""
+    return hashlib.sha256(value or b"").hexdigest()[:32]
 
 
 def write(work_dir: str | Path, body: dict[str, Any], *,
           offsets: dict[tuple[str, int], int], calstream_version: str | None = None,
-          stored: list[Stored] | None = None, topic_prefix: str | None = None) -> int:
+          stored: list[Stored] | None = None, topic_prefix: str | None = None,
+          covered: dict[tuple[str, int], str] | None = None) -> int:
     """Write the snapshot; returns its size in bytes. A block that is a
     ``Stored`` (reused from the last snapshot: deciders/snapshot_reuse.py)
     is written as it is; every block as written is appended to ``stored``.
-    ``topic_prefix``: the deployment whose topics it is the state of (``read``)."""
+    ``topic_prefix``: the deployment whose topics it is the state of (``read``).
+    ``covered``: the fingerprints of the last records read (``Snapshot.covered``)."""
     blocks = body.get("blocks") if isinstance(body, dict) else None
     if type(blocks) is list:
         body = {k: v for k, v in body.items() if k != "blocks"}
@@ -98,7 +108,8 @@ def write(work_dir: str | Path, body: dict[str, Any], *,
                 "taken_at": time.time(), "size": len(data), "raw_size": raw_size,
                 "blocks": sizes if type(blocks) is list else None,
                 "sha256": hashlib.sha256(data).hexdigest(), "topic_prefix": topic_prefix,
-                "offsets": [[t, p, o] for (t, p), o in sorted(offsets.items())]}
+                "offsets": [[t, p, o] for (t, p), o in sorted(offsets.items())],
+                "covered": [[t, p, h] for (t, p), h in sorted((covered or {}).items())]}
     path = snapshot_path(work_dir)
     # A file at <work>/planner, a directory at the snapshot's name: moved
     # aside, where every snapshot raised (FileExistsError, IsADirectoryError).
@@ -198,6 +209,7 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
         if not isinstance(envelope, dict):
             raise ValueError("the envelope is not an object")
         offsets = {(str(t), int(p)): int(o) for t, p, o in envelope["offsets"]}
+        covered = {(str(t), int(p)): str(h) for t, p, h in envelope.get("covered") or ()}
         taken_at = float(envelope["taken_at"])
         # A reader seeks to these: a negative one would stop the planner.
         # A time past tomorrow cannot be (and one past time_t's range raised
@@ -239,7 +251,7 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
             body["blocks"] = StoredBlocks(blocks, path)
     except (ValueError, zlib.error, RecursionError, MemoryError) as exc:
         return _ignored(path, f"its body cannot be read ({str(exc)[:200]})")
-    return Snapshot(body, offsets, taken_at, len(data))
+    return Snapshot(body, offsets, taken_at, len(data), covered)
 
 
 def _not_ours_alone(st: os.stat_result) -> str | None:

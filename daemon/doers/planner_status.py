@@ -87,4 +87,16 @@ def view(planner: Planner) -> dict:
         out["namespaces"][namespace] = {
             "stage2_waiting": s["waiting_for"], "held": s["held"],
             "oldest_hold_age": s["oldest_hold_age"], "stage3": s["level3"]}
+    # Holds no product event backs (a forged record taken back at a restart,
+    # or one whose events are gone): only `holds release` ends them.
+    unbacked = [e for e, h in planner.holds.items() if h.get("state") == "held"
+                and not any(e in state.exposures for state in planner.states.values())]
+    out["held_without_product"] = sorted(unbacked)[:VIEW_LIMIT]
+    out["held_without_product_count"] = len(unbacked)
+    # Pointing updates that came before their exposure (deciders/holds.py WaitingUpdates).
+    out["pointing_updates_waiting"] = planner.pointing_waiting.exposures()[:VIEW_LIMIT]
+    out["pointing_updates_waiting_count"] = len(planner.pointing_waiting)
     return out
+
+
+VIEW_LIMIT = 100  # exposures named in a list of the view; its count says how many in all
