@@ -305,7 +305,7 @@ def _restore_state(state: PlannerState, s: dict, routes: list[Route],
         for i in ids_:
             index._filed.setdefault(i, []).append(b)
         if b[0] == NOD:
-            state._visit_detector[(b[1], b[2])] = set(ids_)
+            state.visits.ids[(b[1], b[2])] = set(ids_)
     index._sciences = {tuple(b): {names[i] for i in numbers} for b, numbers in s["sciences"]}
     arrived_headers, products, calibrated = _restore_level3(state, s, routes, plans, headers,
                                                             blocks)

@@ -37,6 +37,7 @@ from calstream.daemon.deciders.planner_records import (
     redelivered,
     routed_exposure,
 )
+from calstream.daemon.deciders.visit_counts import VisitCounts
 from calstream.steps.associations import (
     AssociationError,
     Level3Product,
@@ -45,9 +46,9 @@ from calstream.steps.associations import (
     build_level2,
     companion_kind,
 )
+from calstream.steps.associations.records import Exposure
 from calstream.steps.routing import RoutingError, route
 from calstream.steps.step_parameters import StepParameters
-from calstream.steps.visit_tally import DetectorTally
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
@@ -79,11 +80,7 @@ class PlannerState:
         # Companions by the keys they share with their science: every decision
         # looks at a bucket, never at a whole program (deciders/companion_index.py).
         self.index = CompanionIndex()
-        # (visit id, detector) -> exposure ids (segments apart), kept as they come;
-        # counted into exposures and segments when first asked (a snapshot
-        # keeps the ids), then as they come.
-        self._visit_detector: dict[tuple[str, str], set[str]] = {}
-        self._tallies: dict[tuple[str, str], DetectorTally] = {}
+        self.visits = VisitCounts()  # NEXPOSUR's count, per visit and detector
 
     def _companions(self, cand: Candidate, sci: Seen) -> list[Seen | tuple]:
         """The records that may be ``cand``'s companions (exposures and level-3
@@ -179,14 +176,8 @@ class PlannerState:
             seen.release = kept  # a release made before a restart still holds
         self.exposures[exposure_id] = seen
         self.index.add_exposure(seen.exposure)
-        name = seen.exposure.name
-        place = (name.visit_id, name.detector)
-        self._visit_detector.setdefault(place, set()).add(exposure_id)
-        if place in self._tallies:  # a changed header (a redelivery) is counted again
-            if previous is None or previous.exposure.header == header:
-                self._tallies[place].note(seen.exposure)
-            else:
-                del self._tallies[place]
+        self.visits.arrived(seen.exposure, exposure_id, header_changed=previous is not None
+                            and previous.exposure.header != header)
         out: list[Emit] = []
         out += hold_or_release(seen, self.holds)
         if r.stage2 is not None:
@@ -282,15 +273,11 @@ class PlannerState:
         """Every exposure NEXPOSUR promises for this visit and detector has
         arrived, each with all its segments: NEXPOSUR counts exposures, and a
         segmented exposure is several files (steps/visit_tally.py)."""
-        name = sci.exposure.name
-        place = (name.visit_id, name.detector)
-        tally = self._tallies.get(place)
-        if tally is None:
-            tally = self._tallies[place] = DetectorTally()
-            for eid in sorted(self._visit_detector.get(place, ())):
-                if eid in self.exposures:
-                    tally.note(self.exposures[eid].exposure)
-        return tally.complete(1)
+        return self.visits.complete(sci.exposure, self._arrived_exposure)
+
+    def _arrived_exposure(self, exposure_id: str) -> Exposure | None:
+        seen = self.exposures.get(exposure_id)
+        return seen.exposure if seen is not None else None
 
     def _evaluate(self, cand: Candidate, now: float) -> list[Emit]:
         sci = self.exposures[cand.science]

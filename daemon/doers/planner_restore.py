@@ -3,17 +3,17 @@ every record from the beginning.
 
 With a usable snapshot (doers/planner_snapshots.py) the decision state is
 the snapshot's, and only what came after the offsets it covers is read:
-work orders, holds and plans here, product events, pointing updates,
-plans and dead letters in the planner's loop. Without one (missing, old, corrupt, another
-version) everything is read from the beginning, as before snapshots
-existed. Either way the planner is not ready (``caught_up`` False, /readyz,
+work orders, holds and plans here, product events, pointing updates, plans
+and dead letters in the planner's loop. Without one (missing, old, corrupt,
+another version) everything is read from the beginning. Either way the
+planner is not ready (``caught_up`` False, /readyz,
 ``calstream_planner_catching_up``) until it has read up to "now".
 
-A partition whose high watermark is below the snapshot's offset was lost by
-the broker (the embedded broker keeps topics in memory): it is read from
-its beginning, the snapshot's decisions kept (docs/design.md says why that
-is safe: an order, hold or version the snapshot knows is recognised when
-its record comes again, and nothing it does not know is skipped).
+A partition whose high watermark is below the snapshot's offset, or that
+holds another record where the snapshot read its last (snapshot_places.py),
+was lost or refilled by the broker: it is read from its beginning, the
+snapshot's decisions kept (docs/design.md: an order, hold or version the
+snapshot knows is recognised when its record comes again).
 """
 
 from __future__ import annotations
@@ -107,8 +107,7 @@ def _following(planner: Planner) -> bool:
 
 
 def _withheld_of(planner: Planner, body: Any) -> WithheldDecisions | None:
-    """What a standby that wrote the snapshot withheld (empty for an active
-    planner's), or None (and one warning) if this planner cannot use it."""
+    """What a standby's snapshot withheld (empty: an active's); None (warned): unusable."""
     part = body.get("standby") if isinstance(body, dict) else None
     if not _following(planner):
         if usable_without_following(part):
@@ -369,11 +368,8 @@ def compact_when_due(planner: Planner) -> None:
 
 
 def drop_frozen_state() -> None:
-    """After a compaction, before the new planner reads its snapshot: the old
-    state's objects were frozen out of the collector's sight at its restore
-    (load_snapshot); unfrozen and collected now, or its reference cycles
-    would stay for good (one collection of the whole heap: a second or two
-    per million objects, once per compaction)."""
+    """After a compaction: the old state's objects, frozen at its restore, unfrozen
+    and collected (1-2 s a million objects), or their cycles would stay for good."""
     gc.unfreeze()
     gc.collect()
 
