@@ -40,16 +40,18 @@ async def test_a_plan_in_the_tail_after_the_snapshot_orders_what_it_completes(
     cfg = daemon_config(tmp_path, broker, unique_prefix, roles=["planner"], stage3_settle=0.5,
                         stage3_quiet_period=0.5, stage3_stage2_wait=0.5)
     await kafka.create_topics(cfg, Topics(cfg.topic_prefix))
-    events = [product_event(cfg.products, cfg.inbox, 7, n, 3, stage=stage)
-              for n in (1, 2, 3) for stage in ("detector1", "stage2")]
+    # Two observations: a plan's candidate (c1NNN) is jwst's only across
+    # observations; within one it would be the observation's own (oNNN).
+    events = [product_event(cfg.products, cfg.inbox, 7, n, 3, stage=stage, observation=o)
+              for o in (1, 2) for n in (1, 2, 3) for stage in ("detector1", "stage2")]
     async with running_daemon(cfg) as daemon:
         await publish(cfg, events)
-        # The observation's own mosaic: every member calibrated, the quiet period over.
-        await wait_for(cfg, ["work.stage3"], lambda ms: len(stage3_products(ms)) >= 1, 60)
+        # The observations' own mosaics: every member calibrated, the quiet period over.
+        await wait_for(cfg, ["work.stage3"], lambda ms: len(stage3_products(ms)) >= 2, 60)
         await until(lambda: daemon.planner.records_seen == len(events)
                     and daemon.planner.last_snapshot[1] == len(events))
 
-    # While it is down, an operator loads a plan: one more mosaic of the same three.
+    # While it is down, an operator loads a plan: one more mosaic of the same six.
     manifest = tmp_path / "plan.json"
     manifest.write_text(json.dumps({"exposures": [
         {"exposure_id": e["exposure_id"], "candidates": ["c1000"],

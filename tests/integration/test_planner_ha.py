@@ -53,13 +53,15 @@ _STAGE_EVENTS = {"detector1": ("calwebb_detector1", "uncal", "rate", ""),
 
 
 def product_event(products: Path, inbox: Path, program: int, n: int, exposures: int, *,
-                  stage: str = "detector1", at: float | None = None) -> contract.Message:
-    """Exposure ``n`` of a one-visit imaging program, calibrated by ``stage``
+                  stage: str = "detector1", at: float | None = None,
+                  observation: int = 1) -> contract.Message:
+    """Exposure ``n`` of a one-visit imaging observation, calibrated by ``stage``
     (a detector1 event's input in ``inbox``; a stage-2 one's, its rate, in
     ``products``), emitted ``at`` (now if None)."""
     pipeline, read, made, salt = _STAGE_EVENTS[stage]
     header = synthetic_header("NIRCAM", "NRC_IMAGE", PROGRAM=f"{program:05d}",
-                              EXPOSURE=f"{n:05d}", NEXPOSUR=exposures)
+                              EXPOSURE=f"{n:05d}", NEXPOSUR=exposures,
+                              OBSERVTN=f"{observation:03d}")
     eid = exposure_id(header)
     digest = "sha256:" + hashlib.sha256(eid.encode()).hexdigest()
     wid = hashlib.sha256((digest + salt).encode()).hexdigest()
