@@ -12,7 +12,9 @@ where the broker put the newest record of the kind this daemon sent. A topic
 merely "not empty" proves nothing: one event sent since the broker came back
 (a run that ended, another daemon's put back first) hid the loss of every
 record before it. With no usable note (the first start), an empty topic is
-a loss.
+a loss; one that is not gets its last record's place noted: the planner's own
+daemon sends no product event (the stages' daemons do), and without it every
+later check was by emptiness again.
 
 Re-publishing is resumable. A run cut off part-way (the broker lost again,
 the daemon killed) leaves the topic holding part of it: so a marker (for the
@@ -224,7 +226,7 @@ async def _lost_by_note(cfg: Config, place: NotedPlace, kind: str, topic: str) -
     with no usable note (none yet, another prefix's), whether it is empty."""
     note = await anyio.to_thread.run_sync(place.newest)
     if note is None or note["topic"] != topic:
-        return await kafka.is_empty(cfg, topic)
+        return await _empty_else_noted(cfg, place, kind, topic)
     found = await kafka.record_at(cfg, topic, note["partition"], note["offset"])
     if isinstance(found, str):
         return found == record_places.GONE  # EXPIRED: retention's doing, not a loss
@@ -232,6 +234,25 @@ async def _lost_by_note(cfg: Config, place: NotedPlace, kind: str, topic: str) -
         return contract.decode(found.value, expected=kind).event_id != note["event_id"]
     except contract.InvalidMessage:
         return True  # not the record sent there
+
+
+async def _empty_else_noted(cfg: Config, place: NotedPlace, kind: str, topic: str) -> bool:
+    """Whether ``topic``, judged with no note, is empty (lost); if not, the
+    place of its last record is noted for the next check. A daemon may send
+    none of ``kind`` itself (the planner's own daemon: the stages send the
+    product events) and find nothing to put back: without that note, every
+    later check was by emptiness, and one record sent once a broker came back
+    empty hid the loss of all the others."""
+    found = await kafka.last_record(cfg, topic)
+    if found is None:  # none there (or none left as it was read): as before
+        return await kafka.is_empty(cfg, topic)
+    try:
+        event_id = contract.decode(found.value, expected=kind).event_id
+    except contract.InvalidMessage:
+        return False  # not empty; no record of the kind to note
+    await anyio.to_thread.run_sync(place.note, event_id, found.topic, found.partition,
+                                   found.offset)
+    return False
 
 
 async def _lost_for_sure(topic: str) -> bool:

@@ -286,6 +286,29 @@ async def records_at(cfg: Config, places: list[tuple[str, int, int]], timeout: f
         await clients.stopped(client)
 
 
+async def last_record(cfg: Config, name: str, timeout: float = 10.0) -> ConsumerRecord | None:
+    """A record at the end of ``name``: the last of its longest partition (as
+    ListOffsets tells its end); None when no partition holds one there. One
+    partition read, one record fetched: cheap on a topic of months."""
+    client = clients.reader(cfg)
+    try:
+        await client.start()
+        if name not in await client.topics():
+            return None
+        partitions = [TopicPartition(name, p)
+                      for p in sorted(client.partitions_for_topic(name) or ())]
+        ends = await client.end_offsets(partitions) if partitions else {}
+        for tp, end in sorted(ends.items(), key=lambda te: -te[1]):
+            if end <= 0:
+                break
+            found = await _one_record(client, tp, end - 1, timeout)
+            if not isinstance(found, str):
+                return found
+        return None
+    finally:
+        await clients.stopped(client)
+
+
 async def _one_record(client: AIOKafkaConsumer, tp: TopicPartition, offset: int,
                       timeout: float) -> ConsumerRecord | str:
     client.assign([tp])
