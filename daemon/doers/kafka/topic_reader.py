@@ -286,25 +286,24 @@ async def records_at(cfg: Config, places: list[tuple[str, int, int]], timeout: f
         await clients.stopped(client)
 
 
-async def last_record(cfg: Config, name: str, timeout: float = 10.0) -> ConsumerRecord | None:
-    """A record at the end of ``name``: the last of its longest partition (as
-    ListOffsets tells its end); None when no partition holds one there. One
-    partition read, one record fetched: cheap on a topic of months."""
+async def last_records(cfg: Config, name: str, timeout: float = 10.0) -> list[ConsumerRecord]:
+    """The record at the end of each partition of ``name`` that holds one
+    there (as ListOffsets tells its end), the longest partition's first. One
+    record fetched a partition: cheap on a topic of months."""
     client = clients.reader(cfg)
     try:
         await client.start()
         if name not in await client.topics():
-            return None
+            return []
         partitions = [TopicPartition(name, p)
                       for p in sorted(client.partitions_for_topic(name) or ())]
         ends = await client.end_offsets(partitions) if partitions else {}
+        found = []
         for tp, end in sorted(ends.items(), key=lambda te: -te[1]):
-            if end <= 0:
-                break
-            found = await _one_record(client, tp, end - 1, timeout)
-            if not isinstance(found, str):
-                return found
-        return None
+            if end > 0 and not isinstance(
+                    record := await _one_record(client, tp, end - 1, timeout), str):
+                found.append(record)
+        return found
     finally:
         await clients.stopped(client)
 
