@@ -15,7 +15,9 @@ where the broker put the newest record of the kind this daemon sent. A topic
 merely "not empty" proves nothing: one event sent since the broker came back
 (a run that ended, another daemon's put back first) hid the loss of every
 record before it. With no usable note (the first start), an empty topic is
-a loss.
+a loss; one that is not gets its last record's place noted: the planner's own
+daemon sends no product event (the stages' daemons do), and without it every
+later check was by emptiness again.
 
 Re-publishing is resumable. A run cut off part-way (the broker lost again,
 the daemon killed) leaves the topic holding part of it: so a marker (for the
@@ -209,32 +211,64 @@ async def _on_topic(cfg: Config, name: str, kind: str) -> dict[str, kafka.Record
 
 async def _note_newest(place: NotedPlace, bodies: list[dict], on_topic: dict,
                        sent: list[dict], placed: list) -> None:
-    """Note the place of the newest of ``bodies`` (oldest first) on the topic
-    now: found there (``on_topic``) or just ``sent`` to ``placed``. The next
-    check judges by it and does not read the topic again."""
+    """Note the place of the newest of ``bodies`` (oldest first) on each
+    partition of the topic now: found there (``on_topic``) or just ``sent``
+    to ``placed``. The next check judges by them and does not read the topic
+    again."""
     places = {**{e: (r.topic, r.partition, r.offset) for e, r in on_topic.items()},
               **{b["event_id"]: (p.topic, p.partition, p.offset)
                  for b, p in zip(sent, placed, strict=True)}}
-    newest = next((b["event_id"] for b in reversed(bodies) if b.get("event_id") in places),
-                  None)
-    if newest is not None:
-        await anyio.to_thread.run_sync(place.note, newest, *places[newest])
+    newest: dict[int, tuple] = {}  # partition -> (event id, topic, partition, offset)
+    for body in reversed(bodies):
+        where = places.get(body.get("event_id"))
+        if where is not None and where[1] not in newest:
+            newest[where[1]] = (body["event_id"], *where)
+    if newest:
+        await anyio.to_thread.run_sync(place.note_all, list(newest.values()))
 
 
 async def _lost_by_note(cfg: Config, place: NotedPlace, kind: str, topic: str) -> bool:
-    """Whether ``topic`` lost the records of ``kind`` noted at ``place``: the
-    noted one is no longer where it was put (GONE, or another record there);
-    with no usable note (none yet, another prefix's), whether it is empty."""
-    note = await anyio.to_thread.run_sync(place.newest)
-    if note is None or note["topic"] != topic:
-        return await kafka.is_empty(cfg, topic)
-    found = await kafka.record_at(cfg, topic, note["partition"], note["offset"])
+    """Whether ``topic`` lost the records of ``kind`` noted at ``place``: one
+    noted (the newest of its partition) is no longer where it was put (GONE,
+    or another record there); with no usable note (none yet, another
+    prefix's), whether it is empty."""
+    notes = [n for n in await anyio.to_thread.run_sync(place.places) if n["topic"] == topic]
+    if not notes:
+        return await _empty_else_noted(cfg, place, kind, topic)
+    found = await kafka.records_at(cfg, [(topic, n["partition"], n["offset"]) for n in notes])
+    return any(_lost_at(found[(topic, n["partition"], n["offset"])], n["event_id"], kind)
+               for n in notes)
+
+
+def _lost_at(found: kafka.Record | str, event_id: str, kind: str) -> bool:
+    """Whether ``found`` at a noted place says record ``event_id`` was lost."""
     if isinstance(found, str):
         return found == record_places.GONE  # EXPIRED: retention's doing, not a loss
     try:
-        return contract.decode(found.value, expected=kind).event_id != note["event_id"]
+        return contract.decode(found.value, expected=kind).event_id != event_id
     except contract.InvalidMessage:
         return True  # not the record sent there
+
+
+async def _empty_else_noted(cfg: Config, place: NotedPlace, kind: str, topic: str) -> bool:
+    """Whether ``topic``, judged with no note, is empty (lost); if not, the
+    places of its partitions' last records are noted for the next check. A
+    daemon may send none of ``kind`` itself (the planner's own daemon: the
+    stages send the product events) and find nothing to put back: without
+    that note, every later check was by emptiness, and one record sent once
+    a broker came back empty hid the loss of all the others."""
+    found = await kafka.last_records(cfg, topic)
+    if not found:  # none there (or none left as it was read): as before
+        return await kafka.is_empty(cfg, topic)
+    places = []
+    for record in found:
+        try:
+            event_id = contract.decode(record.value, expected=kind).event_id
+        except contract.InvalidMessage:
+            continue  # no record of the kind to note there
+        places.append((event_id, record.topic, record.partition, record.offset))
+    await anyio.to_thread.run_sync(place.note_all, places)
+    return False
 
 
 async def _lost_for_sure(topic: str) -> bool:

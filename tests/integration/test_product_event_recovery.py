@@ -22,11 +22,17 @@ import anyio
 import pytest
 
 from calstream.daemon.doers import kafka
-from calstream.daemon.doers.broker_recovery import marker_path
+from calstream.daemon.doers.broker_recovery import (
+    every_record,
+    marker_path,
+    recover_product_events,
+)
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.kafka.publisher import Publisher
 from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.runtime import Daemon
+from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
 from .support import BROKER_TIMEOUT, daemon_config, products, read_all, until
@@ -281,3 +287,39 @@ async def test_a_topic_an_admin_has_not_made_again_holds_back_only_its_own(
             tg.cancel_scope.cancel()
         on_topic = [p["event_id"] for p in products(await read_all(cfg, ["products"]))]
     assert sorted(on_topic) == sorted(wanted), f"{len(on_topic)} of {len(wanted)} on the topic"
+
+
+async def test_a_planner_that_never_re_published_still_sees_the_loss(tmp_path, unique_prefix):
+    """The planner's own daemon (a deployment of one role each) sends no
+    product event: the stages' daemons do. At its start the topic already
+    held them, so nothing was re-published and no place was noted; the
+    recovery judged by the topic being empty, and one event a run sent once
+    the external broker came back empty hid the loss of all six others (1
+    of 7 on the topic). A place found on the topic at that start (its last
+    record) is noted instead, and judges the loss."""
+    with EmbeddedBroker(tmp_path / "own-broker") as own:
+        cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
+                            **BROKER_TIMEOUT)
+        topics, store = Topics(cfg.topic_prefix), ProductStore(cfg.products)
+        wanted = stored_events(cfg)
+        await kafka.create_topics(cfg, topics)
+        await publish(cfg, [contract.Message("product", r["event"])  # the stages' runs
+                             for r in every_record(store)])
+        racer = in_the_store(cfg, product_event(cfg.products, cfg.inbox, 1234, EVENTS + 1,
+                                                EVENTS + 1))
+        producer = kafka.producer(cfg)
+        await producer.start()
+        try:
+            publisher = Publisher(producer, topics, Metrics(), role="planner",
+                                  work_dir=cfg.work_dir)
+            await recover_product_events(cfg, topics, store, publisher)  # the planner's start
+            own.stop()  # an external broker back empty (restored, the topic made again)
+            own.start()
+            await kafka.create_topics(cfg, topics)
+            await publish(cfg, [racer])  # a run that ended while it was away
+            await recover_product_events(cfg, topics, store, publisher)  # once it is back
+        finally:
+            await producer.stop()
+        on_topic = [p["event_id"] for p in products(await read_all(cfg, ["products"]))]
+    assert sorted(on_topic) == sorted(wanted | {racer["event_id"]}), \
+        f"{len(set(on_topic) & wanted)} of {len(wanted)} stored events on the topic"

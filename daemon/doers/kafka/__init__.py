@@ -37,6 +37,7 @@ from calstream.daemon.doers.kafka.topic_admin import (
 from calstream.daemon.doers.kafka.topic_reader import (
     TopicReader,
     is_empty,
+    last_records,
     open_reader,
     read_places,
     read_to_end,
@@ -47,5 +48,6 @@ from calstream.daemon.doers.kafka.topic_reader import (
 
 __all__ = ["ConcurrentConsumer", "PartitionEnds", "Publisher", "Record", "TopicReader",
            "TopicsMissing", "admin", "client_options", "create_topics", "describe_catalog", "group_consumer", "group_offsets", "is_empty",
+           "last_records",
            "open_reader", "producer", "read_places", "read_to_end", "read_topics", "reader",
            "record_at", "records_at", "refused_settings", "subscriber", "unreachable"]
