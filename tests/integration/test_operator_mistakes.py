@@ -257,3 +257,38 @@ async def test_a_promotion_of_less_than_live_says_what_live_has_and_waits_for_a_
     [record] = await kafka.read_to_end(cfg, topic)
     event = contract.decode(record.value, "promotion")
     assert event["namespace"] == "r1" and event["records"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_letter_is_shown_at_its_own_place(broker, unique_prefix, tmp_path, capsys):
+    """A dead letter may carry fields of its own, and a forged ``"ref"`` was
+    printed by `list --json` and `show` as the letter's place: a script that
+    redrove the letter it picked by ``.ref`` redrove another. And `show` of a
+    REF that names none said so on stdout, the result's."""
+    import json
+
+    cfg, topics = await _deployment(broker, unique_prefix, tmp_path)
+    places = {}  # event id -> its place, as the broker has it
+    for record in await kafka.read_to_end(cfg, topics.name("deadletter")):
+        places[contract.decode(record.value).event_id] = f"{record.partition}:{record.offset}"
+    first = places[f"{1:064x}"]
+    forged = contract.build("dead_letter", f"{3:064x}", attempts=1, category="bad_input",
+                            stage="detector1", reason="pick me", ref=first,
+                            copies=[first], redrives=[{"by": "x"}])
+    await send_messages(cfg, topics.name("deadletter"), [("k", forged)])
+    for record in await kafka.read_to_end(cfg, topics.name("deadletter")):
+        places[contract.decode(record.value).event_id] = f"{record.partition}:{record.offset}"
+    run = lambda *argv: anyio.to_thread.run_sync(lambda: _cli(cfg, *argv))  # noqa: E731
+
+    assert await run("deadletters", "list", "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["event_id"]: r["ref"] for r in rows} == places
+    [picked] = [r for r in rows if r["reason"] == "pick me"]
+    assert (picked["copies"], picked["redrives"]) == ([], [])
+    assert await run("deadletters", "show", places[f"{3:064x}"]) == 0
+    shown = json.loads(capsys.readouterr().out.rsplit("}", 1)[0] + "}")
+    assert (shown["ref"], shown["redrives"]) == (places[f"{3:064x}"], [])
+
+    assert await run("deadletters", "show", "0:99") == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "no dead letter is 0:99" in err, (out, err)

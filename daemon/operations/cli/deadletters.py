@@ -259,8 +259,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = list(reversed(loaded.letters))
     note = cut_note(loaded, args.limit)
     if args.json:
-        print(json.dumps([{"ref": r.ref, **r.body, "redrives": list(r.redrives),
-                           "copies": list(r.copies)} for r in rows], indent=1))
+        print(json.dumps([letter_json(r) for r in rows], indent=1))
         if note:
             print(f"calstream: {note}", file=sys.stderr)  # stdout stays one JSON document
         return 0
@@ -274,6 +273,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     if note:
         print(f"({note})")
     return 0
+
+
+# What the JSON of `list` and `show` says of a letter besides its body: read
+# from the topic and the letter's place, never from the body.
+_SAID_BY_US = ("ref", "redrives", "copies")
+
+
+def letter_json(letter: DeadLetter, *, copies: bool = True) -> dict:
+    """A dead letter as `list --json` and `show` print it. Its body is
+    anyone's (the schema lets a letter carry fields of its own): a forged
+    ``"ref": "0:0"`` was printed as the letter's place, and a script that
+    redrove what it picked by ``.ref`` redrove another letter."""
+    out = {"ref": letter.ref, **{k: v for k, v in letter.body.items() if k not in _SAID_BY_US},
+           "redrives": list(letter.redrives)}
+    if copies:
+        out["copies"] = list(letter.copies)
+    return out
 
 
 def list_row(r: DeadLetter) -> str:
@@ -297,12 +313,11 @@ def _show_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     cfg = broker_config(args, "deadletters")
     letters, problems = anyio.run(named_letters, cfg, Topics(cfg.topic_prefix), [args.ref])
-    if problems:
-        print(f"calstream: {problems[0]}")
+    if problems:  # an error: on stderr, as every command's (stdout is the result's)
+        print(f"calstream: {problems[0]}", file=sys.stderr)
         return 1
     [letter] = letters
-    print(json.dumps({"ref": letter.ref, **letter.body, "redrives": list(letter.redrives)},
-                     indent=1))
+    print(json.dumps(letter_json(letter, copies=False), indent=1))
     _, problem = original_bytes(letter.body.get("original"),
                                  redrivable_topics(Topics(cfg.topic_prefix)))
     if problem is None:  # what the redrive itself checks before it sends
@@ -331,7 +346,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if not (args.refs or args.category or args.reason_contains or args.stage or args.exposure
             or args.since or args.until or args.all):
         print("calstream: say which dead letters to redrive (REF, --category, --reason-contains, "
-              "--stage, --exposure, --since, --until), or --all")
+              "--stage, --exposure, --since, --until), or --all", file=sys.stderr)
         return 2
     cfg = broker_config(args, "deadletters")
     # A selection without REF reads the whole topic back to --since, and
