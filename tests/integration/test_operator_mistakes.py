@@ -292,3 +292,39 @@ async def test_a_letter_is_shown_at_its_own_place(broker, unique_prefix, tmp_pat
     assert await run("deadletters", "show", "0:99") == 1
     out, err = capsys.readouterr()
     assert out == "" and "no dead letter is 0:99" in err, (out, err)
+
+
+@pytest.mark.anyio
+async def test_a_redrive_stopped_half_way_says_what_went_and_runs_again(
+        broker, unique_prefix, tmp_path, capsys):
+    """A redrive stopped half-way (Ctrl-C, the broker gone) said nothing of
+    the letters it had sent: exit 130 or one line of the broker, and the
+    operator could not tell what went. Now each is named as it goes out, the
+    stop says how many went, and the same command again sends the rest only.
+    The stop here: the second letter's send fails (a letter of neither key
+    nor value, which the command's own checks keep from getting there)."""
+    import dataclasses
+
+    from calstream.daemon.operations.cli.dead_letter_reading import named_letters
+    from calstream.daemon.operations.cli.deadletters import redrive
+
+    cfg, topics = await _deployment(broker, unique_prefix, tmp_path)
+    [first], _ = await named_letters(cfg, topics, [f"{1:064x}"])
+    unsendable = dataclasses.replace(first, ref="0:999", body={
+        **first.body, "event_id": "f" * 64,
+        "original": {"topic": topics.name("raw"), "partition": 0, "offset": 0, "key": None,
+                     "value": None}})
+    with pytest.raises(Exception):  # noqa: B017 - aiokafka's own refusal
+        await redrive(cfg, [first, unsendable], "tester", "CRDS cache resynced")
+    out, err = capsys.readouterr()
+    assert f"{first.ref}: re-published to {topics.name('raw')}" in out, out
+    assert "stopped after 1 of 2 dead letter(s) redriven" in err, err
+
+    run = lambda *argv: anyio.to_thread.run_sync(lambda: _cli(cfg, *argv))  # noqa: E731
+    assert await run("deadletters", "redrive", "--all", "--reason", "CRDS cache resynced") == 0
+    out = capsys.readouterr().out
+    # The first is skipped (at the place of its letter put back, marked).
+    assert out.count("already redriven") == 1 and "redriven 1 dead letter" in out, out
+    assert f"{first.ref}: re-published" not in out, out
+    # The two originals, the first redriven once, the second once.
+    assert len(await kafka.read_to_end(cfg, topics.name("raw"))) == 4

@@ -136,38 +136,54 @@ async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[
     producer = kafka.producer(cfg)
     await producer.start()
     try:
-        for letter in letters:
-            topic, key, value, headers = redrive_record(letter, by, reason)
-            again = _letter_bytes(letter)
-            # Back to the original's own partition, after it: where status
-            # and the console look for its mark (deciders/redrive_reading.py).
-            partition = pinned_partition(letter.body["original"],
-                                         await producer.partitions_for(topic))
-            await producer.send_and_wait(topic, value, key=key, headers=headers,
-                                         partition=partition)
-            # The letter again, marked, as a daemon puts one back after a
-            # broker loss: the planner reads the deadletter topic, not the
-            # work topics, and counts a redriven stage-2 order in flight
-            # again (deciders/stage2_failures.py); `list` finds the mark there
-            # too. After the original: a mark never stands for a redrive not
-            # sent. Its own partition: its records stay together.
-            sent.append(letter.ref)
-            own = int(letter.ref.split(":")[0])
-            try:
-                if again is not None:
-                    await producer.send_and_wait(
-                        dead_letters, again, headers=headers,
-                        key=subject(letter.body).encode("utf-8", "backslashreplace"),
-                        partition=own if own in (await producer.partitions_for(dead_letters))
-                        else None)
-            except Exception as exc:  # noqa: BLE001 - the redrive itself went out
-                # (an operator principal without write on deadletter, of before)
-                print(f"calstream: {letter.ref}: redriven, but its dead letter was not put "
-                      f"back ({escape_controls(str(exc))[:200]}): the planner still counts a "
-                      "stage-2 order of it failed", file=sys.stderr)
+        await _send_each(producer, dead_letters, letters, by, reason, sent)
+    except BaseException:
+        # Ctrl-C, or the broker gone half-way: said nothing of those sent.
+        # Each was named as it went; running the same command again is safe
+        # (a letter sent carries its mark: "already redriven", skipped).
+        print(f"calstream: stopped after {len(sent)} of {len(letters)} dead letter(s) redriven "
+              "(each named above as it went); the same command again redrives the rest: "
+              "those sent are skipped as already redriven", file=sys.stderr, flush=True)
+        raise
     finally:
         await producer.stop()
     return sent
+
+
+async def _send_each(producer, dead_letters: str, letters: list[DeadLetter], by: str,
+                     reason: str, sent: list[str]) -> None:
+    """Send each letter's original, then its letter marked, appending its ref
+    to ``sent`` and naming it on stdout as it goes out."""
+    for letter in letters:
+        topic, key, value, headers = redrive_record(letter, by, reason)
+        again = _letter_bytes(letter)
+        # Back to the original's own partition, after it: where status
+        # and the console look for its mark (deciders/redrive_reading.py).
+        partition = pinned_partition(letter.body["original"],
+                                     await producer.partitions_for(topic))
+        await producer.send_and_wait(topic, value, key=key, headers=headers,
+                                     partition=partition)
+        # The letter again, marked, as a daemon puts one back after a
+        # broker loss: the planner reads the deadletter topic, not the
+        # work topics, and counts a redriven stage-2 order in flight
+        # again (deciders/stage2_failures.py); `list` finds the mark there
+        # too. After the original: a mark never stands for a redrive not
+        # sent. Its own partition: its records stay together.
+        sent.append(letter.ref)
+        print(f"{letter.ref}: re-published to {topic}", flush=True)
+        own = int(letter.ref.split(":")[0])
+        try:
+            if again is not None:
+                await producer.send_and_wait(
+                    dead_letters, again, headers=headers,
+                    key=subject(letter.body).encode("utf-8", "backslashreplace"),
+                    partition=own if own in (await producer.partitions_for(dead_letters))
+                    else None)
+        except Exception as exc:  # noqa: BLE001 - the redrive itself went out
+            # (an operator principal without write on deadletter, of before)
+            print(f"calstream: {letter.ref}: redriven, but its dead letter was not put "
+                  f"back ({escape_controls(str(exc))[:200]}): the planner still counts a "
+                  "stage-2 order of it failed", file=sys.stderr)
 
 
 async def _unproven(cfg, letters: list[DeadLetter]) -> dict[str, str]:
