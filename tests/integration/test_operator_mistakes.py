@@ -328,3 +328,40 @@ async def test_a_redrive_stopped_half_way_says_what_went_and_runs_again(
     assert f"{first.ref}: re-published" not in out, out
     # The two originals, the first redriven once, the second once.
     assert len(await kafka.read_to_end(cfg, topics.name("raw"))) == 4
+
+
+def test_a_promotion_interrupted_after_its_switch_says_so(broker, unique_prefix, tmp_path,
+                                                          capsys, monkeypatch):
+    """Ctrl-C while `promote` announced its switch ended the command with
+    exit 130 and not a word, while `current` already served the namespace:
+    the operator took it for not done. Now it says what was done, and that
+    the same command again publishes the event. (A real SIGINT, sent as the
+    announcement starts; run in the main thread, where asyncio takes it.)"""
+    import os
+    import signal
+
+    from calstream.daemon.doers.product_store import ProductStore
+    from calstream.daemon.doers.promotion import current_namespace, ensure_current
+    from calstream.daemon.operations.cli import promote
+
+    store = ProductStore(tmp_path / "products")
+    ensure_current(store)
+    ns = store.for_namespace("n1")
+    scratch = ns.scratch("01234", "001", "w" * 64)
+    (scratch / "jw_rate.fits").write_bytes(b"x")
+    ns.publish(scratch, "01234", "001", name="jw", stage="detector1",
+               record={"work_id": "w" * 64, "event": {"crds_context": "jwst_0002.pmap",
+                                                      "outputs": []}})
+    announce = promote.send_messages
+
+    async def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        await anyio.sleep(5)
+        return await announce(*args, **kwargs)
+
+    monkeypatch.setattr(promote, "send_messages", interrupted)
+    assert main(["promote", "n1", "--work-dir", str(tmp_path), "--kafka-bootstrap", broker,
+                 "--topic-prefix", unique_prefix]) == 130
+    err = capsys.readouterr().err
+    assert current_namespace(store) == "n1"
+    assert "now serves n1, but its promotion event was not published" in err, err
