@@ -39,6 +39,11 @@ REASON = ["--reason", "WCS checked by hand"]
     (["simulate", "d", "--planned", "-1"], "'-1' is not a whole number of at least 1"),
     (["simulate", "d", "--seed", "-5"], "'-5' is not a whole number of at least 0"),
     (["simulate", "d", "--program", "1"], "'1' is not a program id of 5 digits"),
+    # urllib's ValueError traceback once the broker was read; a file: URL read files.
+    (["status", "--metrics-url", "http://[::1"], "is not a daemon's metrics endpoint"),
+    (["status", "--metrics-url", "host:99999"], "is not a daemon's metrics endpoint"),
+    (["status", "--metrics-url", "file:///etc"], "is not a daemon's metrics endpoint"),
+    (["status", "--metrics-url", "host"], "is not a daemon's metrics endpoint"),
 ])
 def test_a_value_that_means_nothing_is_a_usage_error(argv, complaint, capsys):
     with pytest.raises(SystemExit) as stop:
@@ -60,6 +65,9 @@ def test_sensible_values_are_taken():
     assert (sim.interval, sim.pieces, sim.piece_delay, sim.seed, sim.program) == \
         (0.0, 4, 0.5, 0, "01234")
     assert parser.parse_args(["subscribe", "--until-idle", "5"]).until_idle == 5.0
+    urls = ["127.0.0.1:9310", "http://[::1]:9310/metrics", "https://planner.example:443"]
+    given = [a for u in urls for a in ("--metrics-url", u)]
+    assert parser.parse_args(["status", *given]).metrics_url == urls
 
 
 def test_refs_naming_no_dead_letter_or_several_are_named():
