@@ -33,4 +33,9 @@ def parse_when(text: str, now: dt.datetime | None = None) -> dt.datetime:
     except (ValueError, TypeError):
         raise NotATime(f"{text!r} is neither an ISO time (2026-12-01T10:00:00Z) nor an age "
                        "(30m, 2h, 1d)") from None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    when = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    try:  # a time at the calendar's edge whose zone takes it past (`0001-01-01T00:00+14:00`)
+        when.astimezone(dt.UTC)
+    except OverflowError:  # was raised out of `replay` (its id, its report) after the scan
+        raise NotATime(f"{text!r} is not a time of the years 1 to 9999 in UTC") from None
+    return when

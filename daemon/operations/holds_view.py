@@ -39,8 +39,17 @@ def last_holds(records, unreadable: Callable[[], None] | None = None) -> Holds:
             if unreadable is not None:
                 unreadable()
             continue
-        latest[hold["exposure_id"]] = hold.body
+        # The view's own fields are ours to say: a record (anyone's: its
+        # schema lets it carry fields of its own) that carried
+        # "holds_topic" was shown as the planner's hold, marked as if the
+        # topic said otherwise ("[the holds topic says released ...]").
+        latest[hold["exposure_id"]] = {k: v for k, v in hold.body.items()
+                                       if k not in VIEW_FIELDS}
     return latest
+
+
+# What holds_shown adds to a row: never taken from a record.
+VIEW_FIELDS = ("source", "checked", "holds_topic")
 
 
 def believed(records, work_dir: Path,

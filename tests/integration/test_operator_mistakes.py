@@ -257,3 +257,111 @@ async def test_a_promotion_of_less_than_live_says_what_live_has_and_waits_for_a_
     [record] = await kafka.read_to_end(cfg, topic)
     event = contract.decode(record.value, "promotion")
     assert event["namespace"] == "r1" and event["records"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_letter_is_shown_at_its_own_place(broker, unique_prefix, tmp_path, capsys):
+    """A dead letter may carry fields of its own, and a forged ``"ref"`` was
+    printed by `list --json` and `show` as the letter's place: a script that
+    redrove the letter it picked by ``.ref`` redrove another. And `show` of a
+    REF that names none said so on stdout, the result's."""
+    import json
+
+    cfg, topics = await _deployment(broker, unique_prefix, tmp_path)
+    places = {}  # event id -> its place, as the broker has it
+    for record in await kafka.read_to_end(cfg, topics.name("deadletter")):
+        places[contract.decode(record.value).event_id] = f"{record.partition}:{record.offset}"
+    first = places[f"{1:064x}"]
+    forged = contract.build("dead_letter", f"{3:064x}", attempts=1, category="bad_input",
+                            stage="detector1", reason="pick me", ref=first,
+                            copies=[first], redrives=[{"by": "x"}])
+    await send_messages(cfg, topics.name("deadletter"), [("k", forged)])
+    for record in await kafka.read_to_end(cfg, topics.name("deadletter")):
+        places[contract.decode(record.value).event_id] = f"{record.partition}:{record.offset}"
+    run = lambda *argv: anyio.to_thread.run_sync(lambda: _cli(cfg, *argv))  # noqa: E731
+
+    assert await run("deadletters", "list", "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["event_id"]: r["ref"] for r in rows} == places
+    [picked] = [r for r in rows if r["reason"] == "pick me"]
+    assert (picked["copies"], picked["redrives"]) == ([], [])
+    assert await run("deadletters", "show", places[f"{3:064x}"]) == 0
+    shown = json.loads(capsys.readouterr().out.rsplit("}", 1)[0] + "}")
+    assert (shown["ref"], shown["redrives"]) == (places[f"{3:064x}"], [])
+
+    assert await run("deadletters", "show", "0:99") == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "no dead letter is 0:99" in err, (out, err)
+
+
+@pytest.mark.anyio
+async def test_a_redrive_stopped_half_way_says_what_went_and_runs_again(
+        broker, unique_prefix, tmp_path, capsys):
+    """A redrive stopped half-way (Ctrl-C, the broker gone) said nothing of
+    the letters it had sent: exit 130 or one line of the broker, and the
+    operator could not tell what went. Now each is named as it goes out, the
+    stop says how many went, and the same command again sends the rest only.
+    The stop here: the second letter's send fails (a letter of neither key
+    nor value, which the command's own checks keep from getting there)."""
+    import dataclasses
+
+    from calstream.daemon.operations.cli.dead_letter_reading import named_letters
+    from calstream.daemon.operations.cli.deadletters import redrive
+
+    cfg, topics = await _deployment(broker, unique_prefix, tmp_path)
+    [first], _ = await named_letters(cfg, topics, [f"{1:064x}"])
+    unsendable = dataclasses.replace(first, ref="0:999", body={
+        **first.body, "event_id": "f" * 64,
+        "original": {"topic": topics.name("raw"), "partition": 0, "offset": 0, "key": None,
+                     "value": None}})
+    with pytest.raises(Exception):  # noqa: B017 - aiokafka's own refusal
+        await redrive(cfg, [first, unsendable], "tester", "CRDS cache resynced")
+    out, err = capsys.readouterr()
+    assert f"{first.ref}: re-published to {topics.name('raw')}" in out, out
+    assert "stopped after 1 of 2 dead letter(s) redriven" in err, err
+
+    run = lambda *argv: anyio.to_thread.run_sync(lambda: _cli(cfg, *argv))  # noqa: E731
+    assert await run("deadletters", "redrive", "--all", "--reason", "CRDS cache resynced") == 0
+    out = capsys.readouterr().out
+    # The first is skipped (at the place of its letter put back, marked).
+    assert out.count("already redriven") == 1 and "redriven 1 dead letter" in out, out
+    assert f"{first.ref}: re-published" not in out, out
+    # The two originals, the first redriven once, the second once.
+    assert len(await kafka.read_to_end(cfg, topics.name("raw"))) == 4
+
+
+def test_a_promotion_interrupted_after_its_switch_says_so(broker, unique_prefix, tmp_path,
+                                                          capsys, monkeypatch):
+    """Ctrl-C while `promote` announced its switch ended the command with
+    exit 130 and not a word, while `current` already served the namespace:
+    the operator took it for not done. Now it says what was done, and that
+    the same command again publishes the event. (A real SIGINT, sent as the
+    announcement starts; run in the main thread, where asyncio takes it.)"""
+    import os
+    import signal
+
+    from calstream.daemon.doers.product_store import ProductStore
+    from calstream.daemon.doers.promotion import current_namespace, ensure_current
+    from calstream.daemon.operations.cli import promote
+
+    store = ProductStore(tmp_path / "products")
+    ensure_current(store)
+    ns = store.for_namespace("n1")
+    scratch = ns.scratch("01234", "001", "w" * 64)
+    (scratch / "jw_rate.fits").write_bytes(b"x")
+    ns.publish(scratch, "01234", "001", name="jw", stage="detector1",
+               record={"work_id": "w" * 64, "event": {"crds_context": "jwst_0002.pmap",
+                                                      "outputs": []}})
+    announce = promote.send_messages
+
+    async def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        await anyio.sleep(5)
+        return await announce(*args, **kwargs)
+
+    monkeypatch.setattr(promote, "send_messages", interrupted)
+    assert main(["promote", "n1", "--work-dir", str(tmp_path), "--kafka-bootstrap", broker,
+                 "--topic-prefix", unique_prefix]) == 130
+    err = capsys.readouterr().err
+    assert current_namespace(store) == "n1"
+    assert "now serves n1, but its promotion event was not published" in err, err

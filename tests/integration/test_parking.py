@@ -226,7 +226,7 @@ async def test_dead_letter_redriven_after_the_cause_is_fixed(tmp_path, broker, k
         shown = await anyio.to_thread.run_sync(cli, cfg, "deadletters", "show", ref)
         assert shown.returncode == 0 and "redrive: possible" in shown.stdout, shown
         unknown = await anyio.to_thread.run_sync(cli, cfg, "deadletters", "show", "3:999")
-        assert unknown.returncode == 1 and "no dead letter is 3:999" in unknown.stdout, unknown
+        assert unknown.returncode == 1 and "no dead letter is 3:999" in unknown.stderr, unknown
         refused = await anyio.to_thread.run_sync(cli, cfg, "deadletters", "redrive", "--reason",
                                                  "no selection")
         assert refused.returncode == 2

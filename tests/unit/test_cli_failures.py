@@ -114,3 +114,16 @@ def test_a_work_dir_no_daemon_runs_with_is_named(command, tmp_path, capsys):
     typo = tmp_path / "typo"
     assert main([*command, "--work-dir", str(typo)]) == 2
     _one_line(capsys.readouterr().err, cause=f"no daemon is recorded in {typo}/deployment.json")
+
+
+def test_a_refusal_is_said_on_stderr(tmp_path, capsys):
+    """`deadletters redrive` with no selection and `plan load` of a file that
+    is no plan printed their error on stdout, the result's: a script that
+    keeps stdout (or shows only stderr) lost it."""
+    work = ["--work-dir", str(tmp_path)]
+    assert main(["deadletters", "redrive", "--reason", "CRDS cache resynced", *work]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "say which dead letters to redrive" in err, (out, err)
+    assert main(["plan", "load", str(tmp_path / "none.json"), "--dry-run", *work]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "cannot read plan" in err, (out, err)

@@ -189,3 +189,32 @@ def test_plan_list_escapes_what_a_forged_plan_says():
     row.encode("utf-8")
     assert not any(c in row for c in "\x1b\r\x07")
     assert "\\x1b[2J" in row and "\\x0d" in row and "aaaaaaaaaaaa" in row
+
+
+def test_a_forged_hold_cannot_pass_for_the_planners():
+    """A hold record may carry fields of its own, and one that carried the
+    view's own ("holds_topic", "source") was shown by `holds list`, status
+    and the console as the planner's hold with a topic record that says
+    otherwise: "[the holds topic says released by planner: not the planner's
+    record]", where the planner holds nothing of it."""
+    import json
+
+    from aiokafka.structs import ConsumerRecord
+
+    from calstream.daemon.deciders.holds import holds_shown
+    from calstream.daemon.operations.holds_view import last_holds, not_the_planners
+
+    hold = {"schema": "calstream.hold", "schema_version": "1.4", "event_id": "a" * 64,
+            "emitted_at": "2026-01-01T00:00:00Z", "exposure_id": "jw01234001001_02101_00001_nrcb1",
+            "state": "held", "reason": "PLANNED", "since": "2026-01-01T00:00:00Z",
+            "digest": "sha256:" + "0" * 64, "source": "planner", "checked": True,
+            "holds_topic": {"state": "released", "release": {"by": "planner"}}}
+    latest = last_holds([ConsumerRecord("t", 0, 0, 0, 0, b"k", json.dumps(hold).encode(),
+                                        None, 1, 1, [])])
+    # No ledger to check it against (the stderr note says so), and a ledger
+    # that holds nothing of it.
+    for own, mark in ((None, ""), ({}, "the planner has none of this exposure")):
+        [row] = holds_shown(latest, own).values()
+        assert (row["source"], row["checked"]) == ("holds topic", own is not None)
+        assert "holds_topic" not in row and mark in not_the_planners(row)
+        assert "released" not in not_the_planners(row)

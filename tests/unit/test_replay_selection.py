@@ -319,3 +319,18 @@ def test_an_age_beyond_any_date_is_refused_not_a_traceback():
             any_command(age, now)
         with pytest.raises(BadSelection, match="too far back"):
             parse_when(age, now)
+
+
+def test_a_time_past_the_calendar_in_utc_is_refused_not_a_traceback():
+    """A time whose zone takes it out of the years 1 to 9999 in UTC parsed,
+    and raised OverflowError out of `replay` (its id, its report) once the
+    whole source topic was scanned: a traceback for a typo."""
+    from calstream.daemon.deciders.command_times import NotATime
+    from calstream.daemon.deciders.command_times import parse_when as any_command
+
+    for text in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        with pytest.raises(NotATime, match="not a time of the years 1 to 9999 in UTC"):
+            any_command(text)
+        with pytest.raises(BadSelection, match="not a time of the years 1 to 9999 in UTC"):
+            parse_when(text)
+    assert any_command("0001-01-01T00:00:00Z").year == 1

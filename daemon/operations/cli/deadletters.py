@@ -136,38 +136,54 @@ async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[
     producer = kafka.producer(cfg)
     await producer.start()
     try:
-        for letter in letters:
-            topic, key, value, headers = redrive_record(letter, by, reason)
-            again = _letter_bytes(letter)
-            # Back to the original's own partition, after it: where status
-            # and the console look for its mark (deciders/redrive_reading.py).
-            partition = pinned_partition(letter.body["original"],
-                                         await producer.partitions_for(topic))
-            await producer.send_and_wait(topic, value, key=key, headers=headers,
-                                         partition=partition)
-            # The letter again, marked, as a daemon puts one back after a
-            # broker loss: the planner reads the deadletter topic, not the
-            # work topics, and counts a redriven stage-2 order in flight
-            # again (deciders/stage2_failures.py); `list` finds the mark there
-            # too. After the original: a mark never stands for a redrive not
-            # sent. Its own partition: its records stay together.
-            sent.append(letter.ref)
-            own = int(letter.ref.split(":")[0])
-            try:
-                if again is not None:
-                    await producer.send_and_wait(
-                        dead_letters, again, headers=headers,
-                        key=subject(letter.body).encode("utf-8", "backslashreplace"),
-                        partition=own if own in (await producer.partitions_for(dead_letters))
-                        else None)
-            except Exception as exc:  # noqa: BLE001 - the redrive itself went out
-                # (an operator principal without write on deadletter, of before)
-                print(f"calstream: {letter.ref}: redriven, but its dead letter was not put "
-                      f"back ({escape_controls(str(exc))[:200]}): the planner still counts a "
-                      "stage-2 order of it failed", file=sys.stderr)
+        await _send_each(producer, dead_letters, letters, by, reason, sent)
+    except BaseException:
+        # Ctrl-C, or the broker gone half-way: said nothing of those sent.
+        # Each was named as it went; running the same command again is safe
+        # (a letter sent carries its mark: "already redriven", skipped).
+        print(f"calstream: stopped after {len(sent)} of {len(letters)} dead letter(s) redriven "
+              "(each named above as it went); the same command again redrives the rest: "
+              "those sent are skipped as already redriven", file=sys.stderr, flush=True)
+        raise
     finally:
         await producer.stop()
     return sent
+
+
+async def _send_each(producer, dead_letters: str, letters: list[DeadLetter], by: str,
+                     reason: str, sent: list[str]) -> None:
+    """Send each letter's original, then its letter marked, appending its ref
+    to ``sent`` and naming it on stdout as it goes out."""
+    for letter in letters:
+        topic, key, value, headers = redrive_record(letter, by, reason)
+        again = _letter_bytes(letter)
+        # Back to the original's own partition, after it: where status
+        # and the console look for its mark (deciders/redrive_reading.py).
+        partition = pinned_partition(letter.body["original"],
+                                     await producer.partitions_for(topic))
+        await producer.send_and_wait(topic, value, key=key, headers=headers,
+                                     partition=partition)
+        # The letter again, marked, as a daemon puts one back after a
+        # broker loss: the planner reads the deadletter topic, not the
+        # work topics, and counts a redriven stage-2 order in flight
+        # again (deciders/stage2_failures.py); `list` finds the mark there
+        # too. After the original: a mark never stands for a redrive not
+        # sent. Its own partition: its records stay together.
+        sent.append(letter.ref)
+        print(f"{letter.ref}: re-published to {topic}", flush=True)
+        own = int(letter.ref.split(":")[0])
+        try:
+            if again is not None:
+                await producer.send_and_wait(
+                    dead_letters, again, headers=headers,
+                    key=subject(letter.body).encode("utf-8", "backslashreplace"),
+                    partition=own if own in (await producer.partitions_for(dead_letters))
+                    else None)
+        except Exception as exc:  # noqa: BLE001 - the redrive itself went out
+            # (an operator principal without write on deadletter, of before)
+            print(f"calstream: {letter.ref}: redriven, but its dead letter was not put "
+                  f"back ({escape_controls(str(exc))[:200]}): the planner still counts a "
+                  "stage-2 order of it failed", file=sys.stderr)
 
 
 async def _unproven(cfg, letters: list[DeadLetter]) -> dict[str, str]:
@@ -259,8 +275,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     rows = list(reversed(loaded.letters))
     note = cut_note(loaded, args.limit)
     if args.json:
-        print(json.dumps([{"ref": r.ref, **r.body, "redrives": list(r.redrives),
-                           "copies": list(r.copies)} for r in rows], indent=1))
+        print(json.dumps([letter_json(r) for r in rows], indent=1))
         if note:
             print(f"calstream: {note}", file=sys.stderr)  # stdout stays one JSON document
         return 0
@@ -274,6 +289,23 @@ def cmd_list(args: argparse.Namespace) -> int:
     if note:
         print(f"({note})")
     return 0
+
+
+# What the JSON of `list` and `show` says of a letter besides its body: read
+# from the topic and the letter's place, never from the body.
+_SAID_BY_US = ("ref", "redrives", "copies")
+
+
+def letter_json(letter: DeadLetter, *, copies: bool = True) -> dict:
+    """A dead letter as `list --json` and `show` print it. Its body is
+    anyone's (the schema lets a letter carry fields of its own): a forged
+    ``"ref": "0:0"`` was printed as the letter's place, and a script that
+    redrove what it picked by ``.ref`` redrove another letter."""
+    out = {"ref": letter.ref, **{k: v for k, v in letter.body.items() if k not in _SAID_BY_US},
+           "redrives": list(letter.redrives)}
+    if copies:
+        out["copies"] = list(letter.copies)
+    return out
 
 
 def list_row(r: DeadLetter) -> str:
@@ -297,12 +329,11 @@ def _show_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_show(args: argparse.Namespace) -> int:
     cfg = broker_config(args, "deadletters")
     letters, problems = anyio.run(named_letters, cfg, Topics(cfg.topic_prefix), [args.ref])
-    if problems:
-        print(f"calstream: {problems[0]}")
+    if problems:  # an error: on stderr, as every command's (stdout is the result's)
+        print(f"calstream: {problems[0]}", file=sys.stderr)
         return 1
     [letter] = letters
-    print(json.dumps({"ref": letter.ref, **letter.body, "redrives": list(letter.redrives)},
-                     indent=1))
+    print(json.dumps(letter_json(letter, copies=False), indent=1))
     _, problem = original_bytes(letter.body.get("original"),
                                  redrivable_topics(Topics(cfg.topic_prefix)))
     if problem is None:  # what the redrive itself checks before it sends
@@ -331,7 +362,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if not (args.refs or args.category or args.reason_contains or args.stage or args.exposure
             or args.since or args.until or args.all):
         print("calstream: say which dead letters to redrive (REF, --category, --reason-contains, "
-              "--stage, --exposure, --since, --until), or --all")
+              "--stage, --exposure, --since, --until), or --all", file=sys.stderr)
         return 2
     cfg = broker_config(args, "deadletters")
     # A selection without REF reads the whole topic back to --since, and

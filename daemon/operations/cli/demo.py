@@ -6,12 +6,13 @@ import argparse
 from pathlib import Path
 
 from calstream.daemon.operations import logs
-from calstream.daemon.operations.cli.registry import command
+from calstream.daemon.operations.cli.registry import command, count_argument, seconds_argument
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for products")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--timeout", type=seconds_argument, default=600.0,
+                   help="seconds to wait for products")
+    p.add_argument("--seed", type=count_argument(0), default=1)
 
 
 @command("demo", "embedded broker + synthetic program, end to end",

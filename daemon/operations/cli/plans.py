@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import anyio
@@ -71,8 +72,8 @@ def cmd_load(args: argparse.Namespace) -> int:
         require_broker(cfg, "plan")
     try:
         message = plan_message(Path(args.file), operator(args))
-    except PlanError as exc:
-        print(f"calstream: {exc}")
+    except PlanError as exc:  # on stderr: stdout is the plan's summary
+        print(f"calstream: {exc}", file=sys.stderr)
         return 1
     candidates = sorted({c for e in message["exposures"] for c in e["candidates"]})
     print(f"plan {message['plan_id'][:12]} from {args.file}: {len(message['exposures'])} "

@@ -59,7 +59,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     try:
         anyio.run(send_messages, cfg, topics.name("promotions"),
                   [(message["namespace"], message)])
-    except Exception:
+    except BaseException:  # Ctrl-C too: the switch is done, and the operator must know
         print(f"calstream: {message['current_link']} now serves {args.namespace}, but its "
               f"promotion event was not published: `calstream promote {args.namespace}` "
               "again publishes it", file=sys.stderr)

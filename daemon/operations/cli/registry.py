@@ -97,13 +97,26 @@ def count_argument(least: int) -> Callable[[str], int]:
 
 
 def seconds_argument(text: str) -> float:
-    """A time in seconds above zero (``--timeout -1`` gave up at once)."""
+    """A time in seconds above zero (``--timeout -1`` gave up at once; a
+    ``nan`` compares false with everything: ``--until-idle nan`` never stopped)."""
     try:
         value = float(text)
     except ValueError:
         value = -1.0
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
+def pause_argument(text: str) -> float:
+    """A pause in seconds, 0 or more (``simulate --interval -1`` wrote the
+    program, then ended in time.sleep's traceback before delivering it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds of 0 or more")
     return value
 
 

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
 from calstream.daemon.operations import embedded_default, logs
-from calstream.daemon.operations.cli.registry import command
+from calstream.daemon.operations.cli.registry import command, count_argument, pause_argument
+from calstream.daemon.operations.config import ConfigError
+
+
+def _program_argument(text: str) -> str:
+    """A JWST program id, 5 digits (``--program 1`` named files no JWST name has,
+    and ended in the name parser's traceback)."""
+    if not re.fullmatch(r"[0-9]{5}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a program id of 5 digits (e.g. 01234)")
+    return text
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out_dir", type=Path)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--program")
+    p.add_argument("--seed", type=count_argument(0), default=1)
+    p.add_argument("--program", type=_program_argument, help="5 digits (default 01234)")
     # SUB160P: read on the one simulated detector, so the visit's headers can
     # say when it is complete (SUB160 is read on the whole module).
     p.add_argument("--subarray", default="SUB160P")
-    p.add_argument("--dithers", type=int)
+    p.add_argument("--dithers", type=count_argument(1))
     p.add_argument("--detectors", nargs="+")
-    p.add_argument("--planned", type=int, nargs="+", help="exposure numbers with ENGQLPTG=PLANNED")
+    p.add_argument("--planned", type=count_argument(1), nargs="+", help="exposure numbers with ENGQLPTG=PLANNED")
     p.add_argument("--no-references", action="store_true", help="only the uncal files")
     # steps.synthetic.kit.KIT_MODES, spelled out: the parser must not import numpy.
     p.add_argument("--modes", nargs="+", default=["imaging"],
@@ -35,9 +45,11 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                         "FINEGUIDE files of observation 001's guiding (calwebb_guider); dhs: "
                         "a NIRCam DHS time series in a stripe subarray (build 12.3; spec2)")
     p.add_argument("--inbox", type=Path, help="then deliver the files here, as a downlink would")
-    p.add_argument("--interval", type=float, default=0.0, help="seconds between files")
-    p.add_argument("--pieces", type=int, default=1, help="write each file in N pieces")
-    p.add_argument("--piece-delay", type=float, default=0.0, help="seconds between pieces")
+    p.add_argument("--interval", type=pause_argument, default=0.0, help="seconds between files")
+    p.add_argument("--pieces", type=count_argument(1), default=1,
+                   help="write each file in N pieces")
+    p.add_argument("--piece-delay", type=pause_argument, default=0.0,
+                   help="seconds between pieces")
 
 
 def _report(kit, out_dir: Path) -> None:
@@ -83,6 +95,16 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     if args.planned:
         spec_args["planned"] = tuple(args.planned)
     spec = ProgramSpec(**{k: v for k, v in spec_args.items() if v is not None})
+    # The operator's options judged before anything is written: a subarray,
+    # detector or planned exposure the visit cannot have was the simulator's
+    # traceback, some of the program's files written by then.
+    try:
+        spec.validate()
+    except ValueError as exc:
+        raise ConfigError(f"simulate: {exc}") from None
+    for directory, what in ((args.out_dir, "DIR"), (args.inbox, "--inbox")):
+        if directory is not None and directory.exists() and not directory.is_dir():
+            raise ConfigError(f"simulate: {what} {directory} is a file, not a directory")
     kit = build_kit(args.out_dir, spec, seed=args.seed, references=not args.no_references,
                     modes=tuple(args.modes))
     _report(kit, Path(args.out_dir))

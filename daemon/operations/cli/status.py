@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import sys
+import urllib.parse
 
 import anyio
 
@@ -18,12 +19,31 @@ from calstream.daemon.operations.cli.registry import (
     deployment_config,
     seconds_argument,
 )
-from calstream.daemon.operations.status_collection import collect, default_metrics_url
+from calstream.daemon.operations.status_collection import (
+    collect,
+    default_metrics_url,
+    endpoint_base,
+)
 from calstream.daemon.operations.status_render import printable
 
 
+def _metrics_url_argument(text: str) -> str:
+    """A daemon's endpoint: HOST:PORT or an http(s) URL. One no URL can be
+    (``http://[::1``, a typo) was urllib's ValueError traceback after the
+    broker was read; a ``file:`` URL read local files."""
+    try:
+        url = urllib.parse.urlsplit(endpoint_base(text))
+        sound = url.scheme in ("http", "https") and bool(url.hostname) and url.port is not None
+    except ValueError:  # a bracket unclosed, a port that is no number or over 65535
+        sound = False
+    if not sound:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a daemon's metrics endpoint "
+                                         "(HOST:PORT or http://HOST:PORT)")
+    return text
+
+
 def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--metrics-url", action="append",
+    p.add_argument("--metrics-url", action="append", type=_metrics_url_argument,
                    help="a daemon's metrics endpoint, HOST:PORT or URL; repeat for each daemon "
                         "(default: metrics_address of the config)")
     p.add_argument("--dead-letters", type=count_argument(0), default=10, metavar="N",

@@ -13,6 +13,7 @@ from calstream.daemon.operations.cli.registry import (
     broker_config,
     command,
     count_argument,
+    seconds_argument,
 )
 from calstream.daemon.operations.config import ConfigError
 from calstream.daemon.operations.subscribe import Subscriber
@@ -41,7 +42,7 @@ def _arguments(p: argparse.ArgumentParser) -> None:
                    help="write each event to DIR/<event_id>.json (atomically) instead")
     s = p.add_argument_group("stopping (default: run until interrupted)")
     s.add_argument("--max", type=count_argument(1), metavar="N", help="stop after N events delivered")
-    s.add_argument("--until-idle", type=float, metavar="SECONDS",
+    s.add_argument("--until-idle", type=seconds_argument, metavar="SECONDS",
                    help="stop when no record has come for SECONDS")
 
 
