@@ -183,3 +183,20 @@ def cut_note(loaded: Loaded, limit: int | None) -> str | None:
         return "older dead letters (before --since) were not read"
     return (f"{loaded.older} more older record(s) on the deadletter topic not read: "
             f"--limit (now {limit}; 0 for all) or --since to see them")
+
+
+# What the JSON of `list` and `show` says of a letter besides its body: read
+# from the topic and the letter's place, never from the body.
+_SAID_BY_US = ("ref", "redrives", "copies")
+
+
+def letter_json(letter: DeadLetter, *, copies: bool = True) -> dict:
+    """A dead letter as `list --json` and `show` print it. Its body is
+    anyone's (the schema lets a letter carry fields of its own): a forged
+    ``"ref": "0:0"`` was printed as the letter's place, and a script that
+    redrove what it picked by ``.ref`` redrove another letter."""
+    out = {"ref": letter.ref, **{k: v for k, v in letter.body.items() if k not in _SAID_BY_US},
+           "redrives": list(letter.redrives)}
+    if copies:
+        out["copies"] = list(letter.copies)
+    return out

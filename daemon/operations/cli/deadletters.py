@@ -41,6 +41,7 @@ from calstream.daemon.operations.cli.dead_letter_reading import (
     DeadLetter,
     Loaded,
     cut_note,
+    letter_json,
     load,
     named,
     named_letters,
@@ -289,23 +290,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     if note:
         print(f"({note})")
     return 0
-
-
-# What the JSON of `list` and `show` says of a letter besides its body: read
-# from the topic and the letter's place, never from the body.
-_SAID_BY_US = ("ref", "redrives", "copies")
-
-
-def letter_json(letter: DeadLetter, *, copies: bool = True) -> dict:
-    """A dead letter as `list --json` and `show` print it. Its body is
-    anyone's (the schema lets a letter carry fields of its own): a forged
-    ``"ref": "0:0"`` was printed as the letter's place, and a script that
-    redrove what it picked by ``.ref`` redrove another letter."""
-    out = {"ref": letter.ref, **{k: v for k, v in letter.body.items() if k not in _SAID_BY_US},
-           "redrives": list(letter.redrives)}
-    if copies:
-        out["copies"] = list(letter.copies)
-    return out
 
 
 def list_row(r: DeadLetter) -> str:
