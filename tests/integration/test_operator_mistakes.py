@@ -360,8 +360,16 @@ def test_a_promotion_interrupted_after_its_switch_says_so(broker, unique_prefix,
         return await announce(*args, **kwargs)
 
     monkeypatch.setattr(promote, "send_messages", interrupted)
-    assert main(["promote", "n1", "--work-dir", str(tmp_path), "--kafka-bootstrap", broker,
-                 "--topic-prefix", unique_prefix]) == 130
+    # Ctrl-C as a terminal delivers it: a test run started with SIGINT ignored
+    # (a background job, nohup) inherits that, the signal did nothing and the
+    # command went on to exit 0.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = main(["promote", "n1", "--work-dir", str(tmp_path), "--kafka-bootstrap", broker,
+                     "--topic-prefix", unique_prefix])
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert code == 130
     err = capsys.readouterr().err
     assert current_namespace(store) == "n1"
     assert "now serves n1, but its promotion event was not published" in err, err
