@@ -23,7 +23,6 @@ letter only by putting back its exact original, which is a redrive.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import re
@@ -109,8 +108,10 @@ def original_bytes(original: dict | None, allowed: set[str] | None = None
     if isinstance(key, str) and not _utf8(key):
         return None, "its key is not UTF-8 text (a lone surrogate): no record had it"
     if original.get("value_truncated"):
-        return None, (f"the original record was truncated ({original.get('value_size')} bytes "
-                      "kept in part): re-send it from its source")
+        size = original.get("value_size")
+        of = f"of {size} bytes" if type(size) is int else "of a size it does not say"
+        return None, (f"the dead letter keeps only the first part of its original record "
+                      f"({of}): re-send it from its source")
     value = original.get("value")
     if value is None:
         return None, "the original record had no value"
@@ -119,7 +120,7 @@ def original_bytes(original: dict | None, allowed: set[str] | None = None
     if original.get("value_encoding") == "base64":
         try:
             return base64.b64decode(value, validate=True), None
-        except binascii.Error:
+        except ValueError:  # binascii.Error, and a character that is not ASCII
             return None, "the original value is not valid base64"
     if not _utf8(value):
         return None, "the original value is not UTF-8 text (a lone surrogate)"
