@@ -181,3 +181,33 @@ def test_a_message_no_reader_would_take_is_not_encoded():
         contract.encode(message)
     fits = {**body, "header": {**HEADER, "TARGPROP": "x" * 900_000}}
     assert len(contract.encode(contract.build("arrival", "e" * 64, **fits))) < 1_000_000
+
+
+def test_a_name_with_a_final_newline_is_refused_whatever_else_the_message_holds():
+    """Python's re reads "$" as matching before a final newline too; JSON
+    Schema (and jsonschema-rs) do not. A lone surrogate elsewhere (which only
+    the reference validator can read) let the reference judge: the arrival
+    was accepted with "\\n" ending its exposure id, or, in another key order,
+    UnicodeEncodeError left contract.decode."""
+    body = contract.build("arrival", "a" * 64, **EXAMPLES["arrival"]).body
+    forged = {**body, "exposure_id": body["exposure_id"] + "\n",
+              "header": {**HEADER, "EXP_TYPE": "NRC_IMAGE\ud800"}}
+    for first in ("schema", "header", "exposure_id"):
+        ordered = {first: forged[first], **forged}
+        with pytest.raises(InvalidMessage, match="exposure_id"):
+            contract.decode(json.dumps(ordered).encode())
+    assert not contract._validator("arrival").is_valid(forged)
+    assert contract.decode(json.dumps({**forged, "exposure_id": body["exposure_id"]}).encode())
+
+
+def test_a_pattern_reads_dollar_as_the_end_of_the_text():
+    from calstream.topics.schema_patterns import ecma_pattern
+
+    assert ecma_pattern(r"^1\.[0-9]+$").search("1.4")
+    assert not ecma_pattern(r"^1\.[0-9]+$").search("1.4\n")
+    assert not ecma_pattern(r"\.pmap$").search("jwst_0001.pmap\n")
+    for pattern, text in ((r"^a\$$", "a$"), (r"^[$]b$", "$b"), (r"^[]$]+$", "]$"),
+                          (r"^[^]$]x$", "ax")):
+        assert ecma_pattern(pattern).search(text), pattern
+        assert not ecma_pattern(pattern).search(text + "\n"), pattern
+
