@@ -33,6 +33,7 @@ from calstream.topics import contract
 ORIGINAL_BUDGET = 64 * 1024   # bytes of the original value kept in a dead letter
 KEY_BUDGET = 512              # characters of the original key
 REASON_BUDGET = 2000          # characters of a reason text
+TEXT_BUDGET = 4096            # characters of any other text (a path: Linux's PATH_MAX)
 REDRIVE_HEADER = "calstream-redrive"
 _NOTE_FIELDS = ("by", "reason", "dead_letter", "dead_letter_ref", "at")  # what a redrive says
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -43,6 +44,19 @@ def bounded(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: max(0, limit - 40)] + f"... [{len(text) - limit + 40} more characters]"
+
+
+def letter_fields(*, category: str, reason: str, stage: str, attempts: int,
+                  original: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    """A dead letter's fields, its text bounded: the record's path, exposure id
+    or digest it names come from an untrusted record, and an arrival of
+    990 KB naming a path of that size outside the inbox made a letter over
+    the size every reader takes: refused by the contract, retried for ever,
+    its partition stopped. Bounded so, a letter is at most a few hundred KB
+    (each character written as at most 12 bytes of JSON)."""
+    return {"category": category, "reason": bounded(reason, REASON_BUDGET), "stage": stage,
+            "attempts": attempts, "original": original,
+            **{k: bounded(v, TEXT_BUDGET) if isinstance(v, str) else v for k, v in extra.items()}}
 
 
 def original_record(*, topic: str, partition: int, offset: int, key: bytes | None,
