@@ -8,11 +8,9 @@ minor versions only add optional fields (see docs/contract.md).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import re
-import time
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -24,6 +22,10 @@ import orjson
 
 from calstream.topics.canonical_json import canonical_json, compact_json
 from calstream.topics.schema_patterns import pattern_keyword
+from calstream.topics.times import check_date_time
+from calstream.topics.times import iso as iso  # the contract's times, where callers find them
+from calstream.topics.times import parse_time as parse_time
+from calstream.topics.times import utc_now as utc_now
 
 SCHEMA_MAJOR = 1
 # 1.1: optional fields for stage 3 and replay; 1.2: the product's previews,
@@ -66,44 +68,6 @@ def event_id(kind: str, *identity: Any) -> str:
     return hashlib.sha256(canonical_json([kind, *identity])).hexdigest()
 
 
-
-
-_second: tuple[int, str] = (-1, "")  # a whole second and its text: written once a second
-
-
-def utc_now() -> str:
-    """``iso(datetime.now(UTC))``; the text of the second is written once a second."""
-    global _second
-    second, ms = divmod(time.time_ns() // 1_000_000, 1000)
-    known = _second  # one read: another thread may replace it meanwhile
-    if known[0] != second:
-        known = _second = (second, iso(float(second))[:-5])
-    return f"{known[1]}.{ms:03d}Z"
-
-
-def iso(t: dt.datetime | float) -> str:
-    if not isinstance(t, dt.datetime):
-        t = dt.datetime.fromtimestamp(t, dt.UTC)
-    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-_times: dict[str, dt.datetime] = {}  # recent texts and their times (datetimes never change)
-
-
-def parse_time(s: str) -> dt.datetime:
-    """The time an RFC 3339 text says. A product event's ``emitted_at`` is
-    read three times (its check, the planner's decision, the bench), so the
-    last few texts are remembered."""
-    known = _times.get(s) if type(s) is str else None
-    if known is None:
-        known = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
-        if type(s) is str:
-            if len(_times) >= 64:
-                _times.clear()
-            _times[s] = known
-    return known
-
-
 @cache
 def schema(message_type: str) -> dict[str, Any]:
     if message_type not in MESSAGE_TYPES:
@@ -119,13 +83,8 @@ _FORMATS = jsonschema.FormatChecker()
 
 @_FORMATS.checks("date-time", raises=ValueError)
 def _is_datetime(value: object) -> bool:
-    if not isinstance(value, str):
-        return True  # type errors are the "type" keyword's business
-    # The offset's sign sliced, not indexed: a forged "T" has no sixth-last
-    # character, and an IndexError would escape every decoder.
-    if "T" not in value or not (value.endswith("Z") or value[-6:-5] in ("+", "-")):
-        raise ValueError(f"{value!r} is not an RFC 3339 date-time with a time zone")
-    parse_time(value)
+    if isinstance(value, str):  # type errors are the "type" keyword's business
+        check_date_time(value)
     return True
 
 

@@ -211,3 +211,19 @@ def test_a_pattern_reads_dollar_as_the_end_of_the_text():
         assert ecma_pattern(pattern).search(text), pattern
         assert not ecma_pattern(pattern).search(text + "\n"), pattern
 
+
+def test_a_date_time_is_rfc_3339_not_any_iso_8601_form():
+    """fromisoformat also takes ISO 8601's basic and week forms, hours alone,
+    a comma for the fraction: an arrival's `detected_at` of that kind became
+    its product event's `arrived_at`, which an RFC 3339 reader refuses."""
+    for text in ("20261124T000000Z", "2026-W48-2T00:00:00Z", "2026-11-24T00Z",
+                 "2026-11-24T00:00Z", "2026-11-24T00:00:00,5Z", "2026-11-24T00:00:00.Z",
+                 "2026-11-24T00:00:00Z\n", "2026-11-24T00:00:00+0100", "2026-11-24T00:00:0\u0663Z"):
+        assert not contract.is_date_time(text), text
+        with pytest.raises(InvalidMessage, match="detected_at"):
+            contract.build("arrival", "a" * 64, **{**EXAMPLES["arrival"], "detected_at": text})
+    for text in ("2026-11-24T00:00:00Z", "2026-11-24T00:00:00.5Z", "2026-11-24T00:00:00.123456789Z",
+                 "2026-11-24T00:00:00+01:00", "2026-11-24T00:00:00-00:00"):
+        assert contract.is_date_time(text), text
+    assert not contract.is_date_time("2026-02-30T00:00:00Z")
+
