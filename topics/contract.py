@@ -195,6 +195,13 @@ def within_limit(message: Message) -> bytes:
 MAX_MESSAGE_BYTES = 1_000_000  # the producer's default max.request.size
 PRODUCER_ROOM_BYTES = 512  # the publisher's producer field: host (<= 255), version, role
 MAX_INTEGER_DIGITS = 30        # no calstream field needs more (offsets, sizes, counts)
+# Arrays and objects in arrays and objects: calstream's messages nest a few
+# levels. Fixed, and as deep as orjson writes (_WRITTEN_DEPTH, the fast
+# parse's bound): the reference parse took whatever its caller's stack left
+# room for, so one record was a message to one reader and refused by
+# another, and a value it took could be too deep for json.dumps
+# (canonical_json: an event's content digest) a few frames further down.
+MAX_NESTING = 254
 
 
 def _reject_constant(name: str) -> Any:
@@ -233,8 +240,8 @@ def parse_json(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
         return fast
     try:
         text = raw.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int,
-                          parse_float=_finite_float, object_pairs_hook=_unique_keys)
+        value = json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int,
+                           parse_float=_finite_float, object_pairs_hook=_unique_keys)
     except InvalidMessage as exc:
         raise InvalidMessage(f"not acceptable JSON: {exc}") from None
     except UnicodeDecodeError as exc:
@@ -245,6 +252,22 @@ def parse_json(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
         raise InvalidMessage("not acceptable JSON: nested too deeply") from None
     except (ValueError, OverflowError, MemoryError) as exc:
         raise InvalidMessage(f"not acceptable JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if _nested_deeper(value, MAX_NESTING):
+        raise InvalidMessage(f"not acceptable JSON: nested more than {MAX_NESTING} levels")
+    return value
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels in ``value``
+    (walked without recursion: a deep value is what it looks for)."""
+    todo = [(value, 1)] if type(value) is dict or type(value) is list else []
+    while todo:
+        item, depth = todo.pop()
+        if depth > limit:
+            return True
+        todo.extend((inner, depth + 1) for inner in (item.values() if type(item) is dict else item)
+                    if type(inner) is dict or type(inner) is list)
+    return False
 
 
 # orjson parses a message in a fraction of the reference parse's time, but
@@ -259,7 +282,7 @@ def parse_json(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
 _UNSURE = object()
 _KEY_TOKEN = re.compile(rb'"[ \t\n\r]*:')
 _MAX_FAST_DEPTH = 32  # calstream messages nest a few levels; deeper ones take the reference
-_WRITTEN_DEPTH = 254  # orjson.dumps refuses deeper nesting (tests/unit/test_fast_paths.py)
+_WRITTEN_DEPTH = MAX_NESTING  # orjson.dumps refuses deeper (tests/unit/test_fast_paths.py)
 _INT64 = 2.0**63
 
 

@@ -227,3 +227,33 @@ def test_a_date_time_is_rfc_3339_not_any_iso_8601_form():
         assert contract.is_date_time(text), text
     assert not contract.is_date_time("2026-02-30T00:00:00Z")
 
+
+def _called_from(frames: int, work):
+    """``work()`` called with ``frames`` more frames on the stack, as a
+    daemon's decoders are (anyio, the consumer loop, the stage's code)."""
+    return work() if frames == 0 else _called_from(frames - 1, work)
+
+
+def test_nesting_is_bounded_alike_for_every_reader():
+    """The reference parse took as deep a nesting as its caller's stack left
+    room for: one record was a message to a reader called from a shallow
+    stack and "nested too deeply" to a deeper one, and a product event
+    taken with a 700-deep value in its header raised RecursionError (not
+    InvalidMessage) from its content digest (canonical_json) further down."""
+    from calstream.daemon.deciders.event_checks import content_digest
+
+    body = contract.build("product", "a" * 64, **EXAMPLES["product"]).body
+    # The message and its header are two levels: the header's value nests
+    # MAX_NESTING - 2 more, or one more than that.
+    for depth, taken in ((contract.MAX_NESTING - 2, True), (contract.MAX_NESTING - 1, False),
+                         (700, False)):
+        # Spaced, as any writer may: the way of the reference parse.
+        raw = json.dumps({**body, "header": {"deep": "DEEP"}}, indent=1).replace(
+            '"DEEP"', "[" * depth + "]" * depth).encode()
+        for frames in (0, 200):
+            if taken:
+                message = _called_from(frames, lambda raw=raw: contract.decode(raw, "product"))
+                _called_from(frames, lambda m=message: content_digest(m.body, parsed=True))
+            else:
+                with pytest.raises(InvalidMessage, match=f"nested more than {contract.MAX_NESTING}"):
+                    _called_from(frames, lambda raw=raw: contract.decode(raw, "product"))
