@@ -134,9 +134,19 @@ def validate(message_type: str, body: dict[str, Any]) -> None:
     if is_valid(message_type, body):
         return
     errors = sorted(_validator(message_type).iter_errors(body), key=lambda e: list(e.absolute_path))
-    if not errors:  # the fast check alone refused it: no such case known (test_fast_validator)
-        raise InvalidMessage(f"{message_type} message invalid (its fast check refused it)")
-    first, at = errors[0], errors[0].absolute_path
+    if not errors:
+        # Refused by the fast check alone: a float JSON has no text for (NaN,
+        # infinity), which jsonschema-rs reads as null, its reason; none when
+        # a lone surrogate (which it cannot read) is in its way.
+        try:
+            errors = list(_fast_validator(message_type).iter_errors(body))
+        except UnicodeEncodeError:
+            errors = []
+        if not errors:
+            raise InvalidMessage(f"{message_type} message invalid (its fast check refused it)")
+    first = errors[0]
+    at = first.absolute_path if isinstance(first, jsonschema.ValidationError) \
+        else first.instance_path
     where = "/".join(str(p) for p in at)[:200] or "(top level)"
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     # jsonschema quotes the offending value whole: bound it for the reason.

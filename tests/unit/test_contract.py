@@ -257,3 +257,11 @@ def test_nesting_is_bounded_alike_for_every_reader():
             else:
                 with pytest.raises(InvalidMessage, match=f"nested more than {contract.MAX_NESTING}"):
                     _called_from(frames, lambda raw=raw: contract.decode(raw, "product"))
+
+
+def test_a_float_json_has_no_text_for_is_refused_with_its_place():
+    # jsonschema-rs reads NaN as null and refuses it; the reference takes it:
+    # the fast validator's reason names the field.
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(InvalidMessage, match="invalid at duration_seconds"):
+            contract.build("product", "a" * 64, **{**EXAMPLES["product"], "duration_seconds": value})
