@@ -124,8 +124,8 @@ def original_bytes(original: dict | None, allowed: set[str] | None = None
     if original.get("value_truncated"):
         size = original.get("value_size")
         of = f"of {size} bytes" if type(size) is int else "of a size it does not say"
-        return None, (f"the dead letter keeps only the first part of its original record "
-                      f"({of}): re-send it from its source")
+        return None, (f"the original record was truncated: the dead letter keeps its first "
+                      f"part only ({of}): re-send it from its source")
     value = original.get("value")
     if value is None:
         return None, "the original record had no value"

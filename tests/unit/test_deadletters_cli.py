@@ -105,7 +105,8 @@ def test_a_truncated_original_says_what_was_kept_in_words():
     """A letter whose `value_size` was absent said "None bytes kept in part"."""
     cut = dead_letters.original_record(topic="t", partition=0, offset=3, key=b"k",
                                        value=b"x" * 100, timestamp_ms=None, budget=10)
-    assert "first part of its original record (of 100 bytes)" in original_bytes(cut)[1]
+    assert "truncated: the dead letter keeps its first part only (of 100 bytes)" \
+        in original_bytes(cut)[1]
     for size in (None, "100", True):
         forged = {**cut, "value_size": size}
         if size is None:
