@@ -208,9 +208,8 @@ MAX_INTEGER_DIGITS = 30        # no calstream field needs more (offsets, sizes, 
 # Arrays and objects in arrays and objects: calstream's messages nest a few
 # levels. Fixed, and as deep as orjson writes (_WRITTEN_DEPTH, the fast
 # parse's bound): the reference parse took whatever its caller's stack left
-# room for, so one record was a message to one reader and refused by
-# another, and a value it took could be too deep for json.dumps
-# (canonical_json: an event's content digest) a few frames further down.
+# room for, so a record 900 levels deep was a message to a reader called
+# from a shallow stack and "nested too deeply" to one 100 frames deeper.
 MAX_NESTING = 254
 
 

@@ -236,10 +236,10 @@ def _called_from(frames: int, work):
 
 def test_nesting_is_bounded_alike_for_every_reader():
     """The reference parse took as deep a nesting as its caller's stack left
-    room for: one record was a message to a reader called from a shallow
-    stack and "nested too deeply" to a deeper one, and a product event
-    taken with a 700-deep value in its header raised RecursionError (not
-    InvalidMessage) from its content digest (canonical_json) further down."""
+    room for: a product event with a 700-deep value in its header was a
+    message to a reader called from a shallow stack, and one 900 deep was
+    "nested too deeply" only to a reader 100 frames deeper. What is taken
+    is taken from any stack, and its content digest made there too."""
     from calstream.daemon.deciders.event_checks import content_digest
 
     body = contract.build("product", "a" * 64, **EXAMPLES["product"]).body
