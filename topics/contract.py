@@ -8,11 +8,9 @@ minor versions only add optional fields (see docs/contract.md).
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import json
 import re
-import time
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -23,6 +21,11 @@ import jsonschema_rs
 import orjson
 
 from calstream.topics.canonical_json import canonical_json, compact_json
+from calstream.topics.schema_patterns import pattern_keyword
+from calstream.topics.times import check_date_time
+from calstream.topics.times import iso as iso  # the contract's times, where callers find them
+from calstream.topics.times import parse_time as parse_time
+from calstream.topics.times import utc_now as utc_now
 
 SCHEMA_MAJOR = 1
 # 1.1: optional fields for stage 3 and replay; 1.2: the product's previews,
@@ -65,44 +68,6 @@ def event_id(kind: str, *identity: Any) -> str:
     return hashlib.sha256(canonical_json([kind, *identity])).hexdigest()
 
 
-
-
-_second: tuple[int, str] = (-1, "")  # a whole second and its text: written once a second
-
-
-def utc_now() -> str:
-    """``iso(datetime.now(UTC))``; the text of the second is written once a second."""
-    global _second
-    second, ms = divmod(time.time_ns() // 1_000_000, 1000)
-    known = _second  # one read: another thread may replace it meanwhile
-    if known[0] != second:
-        known = _second = (second, iso(float(second))[:-5])
-    return f"{known[1]}.{ms:03d}Z"
-
-
-def iso(t: dt.datetime | float) -> str:
-    if not isinstance(t, dt.datetime):
-        t = dt.datetime.fromtimestamp(t, dt.UTC)
-    return t.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-_times: dict[str, dt.datetime] = {}  # recent texts and their times (datetimes never change)
-
-
-def parse_time(s: str) -> dt.datetime:
-    """The time an RFC 3339 text says. A product event's ``emitted_at`` is
-    read three times (its check, the planner's decision, the bench), so the
-    last few texts are remembered."""
-    known = _times.get(s) if type(s) is str else None
-    if known is None:
-        known = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
-        if type(s) is str:
-            if len(_times) >= 64:
-                _times.clear()
-            _times[s] = known
-    return known
-
-
 @cache
 def schema(message_type: str) -> dict[str, Any]:
     if message_type not in MESSAGE_TYPES:
@@ -118,13 +83,8 @@ _FORMATS = jsonschema.FormatChecker()
 
 @_FORMATS.checks("date-time", raises=ValueError)
 def _is_datetime(value: object) -> bool:
-    if not isinstance(value, str):
-        return True  # type errors are the "type" keyword's business
-    # The offset's sign sliced, not indexed: a forged "T" has no sixth-last
-    # character, and an IndexError would escape every decoder.
-    if "T" not in value or not (value.endswith("Z") or value[-6:-5] in ("+", "-")):
-        raise ValueError(f"{value!r} is not an RFC 3339 date-time with a time zone")
-    parse_time(value)
+    if isinstance(value, str):  # type errors are the "type" keyword's business
+        check_date_time(value)
     return True
 
 
@@ -133,7 +93,10 @@ def _validator(message_type: str) -> jsonschema.protocols.Validator:
     s = schema(message_type)
     cls = jsonschema.validators.validator_for(s)
     cls.check_schema(s)
-    return cls(s, format_checker=_FORMATS)
+    # Patterns read as JSON Schema (and the fast validator) reads them: "$"
+    # is the end of the text, not also before a final newline.
+    return jsonschema.validators.extend(cls, {"pattern": pattern_keyword})(
+        s, format_checker=_FORMATS)
 
 
 def is_date_time(value: str) -> bool:
@@ -171,14 +134,19 @@ def validate(message_type: str, body: dict[str, Any]) -> None:
     if is_valid(message_type, body):
         return
     errors = sorted(_validator(message_type).iter_errors(body), key=lambda e: list(e.absolute_path))
-    if errors:
-        first, at = errors[0], errors[0].absolute_path
-    else:
-        # The reference's patterns are Python's, where "$" also matches before
-        # a final newline; JSON Schema's (ECMA 262), as jsonschema-rs reads
-        # them, do not: "jw01234001001_02101_00001_nrcb1\n" is no exposure id.
-        errors = list(_fast_validator(message_type).iter_errors(body))
-        first, at = errors[0], errors[0].instance_path
+    if not errors:
+        # Refused by the fast check alone: a float JSON has no text for (NaN,
+        # infinity), which jsonschema-rs reads as null, its reason; none when
+        # a lone surrogate (which it cannot read) is in its way.
+        try:
+            errors = list(_fast_validator(message_type).iter_errors(body))
+        except UnicodeEncodeError:
+            errors = []
+        if not errors:
+            raise InvalidMessage(f"{message_type} message invalid (its fast check refused it)")
+    first = errors[0]
+    at = first.absolute_path if isinstance(first, jsonschema.ValidationError) \
+        else first.instance_path
     where = "/".join(str(p) for p in at)[:200] or "(top level)"
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     # jsonschema quotes the offending value whole: bound it for the reason.
@@ -237,6 +205,12 @@ def within_limit(message: Message) -> bytes:
 MAX_MESSAGE_BYTES = 1_000_000  # the producer's default max.request.size
 PRODUCER_ROOM_BYTES = 512  # the publisher's producer field: host (<= 255), version, role
 MAX_INTEGER_DIGITS = 30        # no calstream field needs more (offsets, sizes, counts)
+# Arrays and objects in arrays and objects: calstream's messages nest a few
+# levels. Fixed, and as deep as orjson writes (_WRITTEN_DEPTH, the fast
+# parse's bound): the reference parse took whatever its caller's stack left
+# room for, so a record 900 levels deep was a message to a reader called
+# from a shallow stack and "nested too deeply" to one 100 frames deeper.
+MAX_NESTING = 254
 
 
 def _reject_constant(name: str) -> Any:
@@ -275,8 +249,8 @@ def parse_json(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
         return fast
     try:
         text = raw.decode("utf-8")
-        return json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int,
-                          parse_float=_finite_float, object_pairs_hook=_unique_keys)
+        value = json.loads(text, parse_constant=_reject_constant, parse_int=_bounded_int,
+                           parse_float=_finite_float, object_pairs_hook=_unique_keys)
     except InvalidMessage as exc:
         raise InvalidMessage(f"not acceptable JSON: {exc}") from None
     except UnicodeDecodeError as exc:
@@ -287,6 +261,22 @@ def parse_json(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
         raise InvalidMessage("not acceptable JSON: nested too deeply") from None
     except (ValueError, OverflowError, MemoryError) as exc:
         raise InvalidMessage(f"not acceptable JSON: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if _nested_deeper(value, MAX_NESTING):
+        raise InvalidMessage(f"not acceptable JSON: nested more than {MAX_NESTING} levels")
+    return value
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels in ``value``
+    (walked without recursion: a deep value is what it looks for)."""
+    todo = [(value, 1)] if type(value) is dict or type(value) is list else []
+    while todo:
+        item, depth = todo.pop()
+        if depth > limit:
+            return True
+        todo.extend((inner, depth + 1) for inner in (item.values() if type(item) is dict else item)
+                    if type(inner) is dict or type(inner) is list)
+    return False
 
 
 # orjson parses a message in a fraction of the reference parse's time, but
@@ -301,7 +291,7 @@ def parse_json(raw: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
 _UNSURE = object()
 _KEY_TOKEN = re.compile(rb'"[ \t\n\r]*:')
 _MAX_FAST_DEPTH = 32  # calstream messages nest a few levels; deeper ones take the reference
-_WRITTEN_DEPTH = 254  # orjson.dumps refuses deeper nesting (tests/unit/test_fast_paths.py)
+_WRITTEN_DEPTH = MAX_NESTING  # orjson.dumps refuses deeper (tests/unit/test_fast_paths.py)
 _INT64 = 2.0**63
 
 

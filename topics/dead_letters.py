@@ -23,7 +23,6 @@ letter only by putting back its exact original, which is a redrive.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import re
@@ -34,6 +33,7 @@ from calstream.topics import contract
 ORIGINAL_BUDGET = 64 * 1024   # bytes of the original value kept in a dead letter
 KEY_BUDGET = 512              # characters of the original key
 REASON_BUDGET = 2000          # characters of a reason text
+TEXT_BUDGET = 4096            # characters of any other text (a path: Linux's PATH_MAX)
 REDRIVE_HEADER = "calstream-redrive"
 _NOTE_FIELDS = ("by", "reason", "dead_letter", "dead_letter_ref", "at")  # what a redrive says
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -44,6 +44,19 @@ def bounded(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: max(0, limit - 40)] + f"... [{len(text) - limit + 40} more characters]"
+
+
+def letter_fields(*, category: str, reason: str, stage: str, attempts: int,
+                  original: dict[str, Any] | None, **extra: Any) -> dict[str, Any]:
+    """A dead letter's fields, its text bounded: the record's path, exposure id
+    or digest it names come from an untrusted record, and an arrival of
+    990 KB naming a path of that size outside the inbox made a letter over
+    the size every reader takes: refused by the contract, retried for ever,
+    its partition stopped. Bounded so, a letter is at most a few hundred KB
+    (each character written as at most 12 bytes of JSON)."""
+    return {"category": category, "reason": bounded(reason, REASON_BUDGET), "stage": stage,
+            "attempts": attempts, "original": original,
+            **{k: bounded(v, TEXT_BUDGET) if isinstance(v, str) else v for k, v in extra.items()}}
 
 
 def original_record(*, topic: str, partition: int, offset: int, key: bytes | None,
@@ -109,8 +122,10 @@ def original_bytes(original: dict | None, allowed: set[str] | None = None
     if isinstance(key, str) and not _utf8(key):
         return None, "its key is not UTF-8 text (a lone surrogate): no record had it"
     if original.get("value_truncated"):
-        return None, (f"the original record was truncated ({original.get('value_size')} bytes "
-                      "kept in part): re-send it from its source")
+        size = original.get("value_size")
+        of = f"of {size} bytes" if type(size) is int else "of a size it does not say"
+        return None, (f"the original record was truncated: the dead letter keeps its first "
+                      f"part only ({of}): re-send it from its source")
     value = original.get("value")
     if value is None:
         return None, "the original record had no value"
@@ -119,7 +134,7 @@ def original_bytes(original: dict | None, allowed: set[str] | None = None
     if original.get("value_encoding") == "base64":
         try:
             return base64.b64decode(value, validate=True), None
-        except binascii.Error:
+        except ValueError:  # binascii.Error, and a character that is not ASCII
             return None, "the original value is not valid base64"
     if not _utf8(value):
         return None, "the original value is not UTF-8 text (a lone surrogate)"

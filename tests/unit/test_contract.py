@@ -181,3 +181,87 @@ def test_a_message_no_reader_would_take_is_not_encoded():
         contract.encode(message)
     fits = {**body, "header": {**HEADER, "TARGPROP": "x" * 900_000}}
     assert len(contract.encode(contract.build("arrival", "e" * 64, **fits))) < 1_000_000
+
+
+def test_a_name_with_a_final_newline_is_refused_whatever_else_the_message_holds():
+    """Python's re reads "$" as matching before a final newline too; JSON
+    Schema (and jsonschema-rs) do not. A lone surrogate elsewhere (which only
+    the reference validator can read) let the reference judge: the arrival
+    was accepted with "\\n" ending its exposure id, or, in another key order,
+    UnicodeEncodeError left contract.decode."""
+    body = contract.build("arrival", "a" * 64, **EXAMPLES["arrival"]).body
+    forged = {**body, "exposure_id": body["exposure_id"] + "\n",
+              "header": {**HEADER, "EXP_TYPE": "NRC_IMAGE\ud800"}}
+    for first in ("schema", "header", "exposure_id"):
+        ordered = {first: forged[first], **forged}
+        with pytest.raises(InvalidMessage, match="exposure_id"):
+            contract.decode(json.dumps(ordered).encode())
+    assert not contract._validator("arrival").is_valid(forged)
+    assert contract.decode(json.dumps({**forged, "exposure_id": body["exposure_id"]}).encode())
+
+
+def test_a_pattern_reads_dollar_as_the_end_of_the_text():
+    from calstream.topics.schema_patterns import ecma_pattern
+
+    assert ecma_pattern(r"^1\.[0-9]+$").search("1.4")
+    assert not ecma_pattern(r"^1\.[0-9]+$").search("1.4\n")
+    assert not ecma_pattern(r"\.pmap$").search("jwst_0001.pmap\n")
+    for pattern, text in ((r"^a\$$", "a$"), (r"^[$]b$", "$b"), (r"^[]$]+$", "]$"),
+                          (r"^[^]$]x$", "ax")):
+        assert ecma_pattern(pattern).search(text), pattern
+        assert not ecma_pattern(pattern).search(text + "\n"), pattern
+
+
+def test_a_date_time_is_rfc_3339_not_any_iso_8601_form():
+    """fromisoformat also takes ISO 8601's basic and week forms, hours alone,
+    a comma for the fraction: an arrival's `detected_at` of that kind became
+    its product event's `arrived_at`, which an RFC 3339 reader refuses."""
+    for text in ("20261124T000000Z", "2026-W48-2T00:00:00Z", "2026-11-24T00Z",
+                 "2026-11-24T00:00Z", "2026-11-24T00:00:00,5Z", "2026-11-24T00:00:00.Z",
+                 "2026-11-24T00:00:00Z\n", "2026-11-24T00:00:00+0100", "2026-11-24T00:00:0\u0663Z"):
+        assert not contract.is_date_time(text), text
+        with pytest.raises(InvalidMessage, match="detected_at"):
+            contract.build("arrival", "a" * 64, **{**EXAMPLES["arrival"], "detected_at": text})
+    for text in ("2026-11-24T00:00:00Z", "2026-11-24T00:00:00.5Z", "2026-11-24T00:00:00.123456789Z",
+                 "2026-11-24T00:00:00+01:00", "2026-11-24T00:00:00-00:00"):
+        assert contract.is_date_time(text), text
+    assert not contract.is_date_time("2026-02-30T00:00:00Z")
+
+
+def _called_from(frames: int, work):
+    """``work()`` called with ``frames`` more frames on the stack, as a
+    daemon's decoders are (anyio, the consumer loop, the stage's code)."""
+    return work() if frames == 0 else _called_from(frames - 1, work)
+
+
+def test_nesting_is_bounded_alike_for_every_reader():
+    """The reference parse took as deep a nesting as its caller's stack left
+    room for: a product event with a 700-deep value in its header was a
+    message to a reader called from a shallow stack, and one 900 deep was
+    "nested too deeply" only to a reader 100 frames deeper. What is taken
+    is taken from any stack, and its content digest made there too."""
+    from calstream.daemon.deciders.event_checks import content_digest
+
+    body = contract.build("product", "a" * 64, **EXAMPLES["product"]).body
+    # The message and its header are two levels: the header's value nests
+    # MAX_NESTING - 2 more, or one more than that.
+    for depth, taken in ((contract.MAX_NESTING - 2, True), (contract.MAX_NESTING - 1, False),
+                         (700, False)):
+        # Spaced, as any writer may: the way of the reference parse.
+        raw = json.dumps({**body, "header": {"deep": "DEEP"}}, indent=1).replace(
+            '"DEEP"', "[" * depth + "]" * depth).encode()
+        for frames in (0, 200):
+            if taken:
+                message = _called_from(frames, lambda raw=raw: contract.decode(raw, "product"))
+                _called_from(frames, lambda m=message: content_digest(m.body, parsed=True))
+            else:
+                with pytest.raises(InvalidMessage, match=f"nested more than {contract.MAX_NESTING}"):
+                    _called_from(frames, lambda raw=raw: contract.decode(raw, "product"))
+
+
+def test_a_float_json_has_no_text_for_is_refused_with_its_place():
+    # jsonschema-rs reads NaN as null and refuses it; the reference takes it:
+    # the fast validator's reason names the field.
+    for value in (float("nan"), float("inf")):
+        with pytest.raises(InvalidMessage, match="invalid at duration_seconds"):
+            contract.build("product", "a" * 64, **{**EXAMPLES["product"], "duration_seconds": value})

@@ -91,6 +91,30 @@ def test_a_forged_dead_letter_cannot_steer_a_redrive():
         assert value is None and why in problem
 
 
+def test_a_forged_base64_value_is_refused_not_raised():
+    """A character that is not ASCII in a value said to be base64 raised
+    ValueError (not binascii.Error) out of `deadletters redrive` and `show`:
+    one forged letter stopped the redrive of a whole selection."""
+    for value in ("\u00e9", "QUJD\u00e9", "\uff21\uff21\uff21\uff21"):
+        forged = {"topic": "t", "value": value, "value_encoding": "base64"}
+        assert original_bytes(forged) == (None, "the original value is not valid base64")
+        assert dead_letters.original_digest(forged) is None
+
+
+def test_a_truncated_original_says_what_was_kept_in_words():
+    """A letter whose `value_size` was absent said "None bytes kept in part"."""
+    cut = dead_letters.original_record(topic="t", partition=0, offset=3, key=b"k",
+                                       value=b"x" * 100, timestamp_ms=None, budget=10)
+    assert "truncated: the dead letter keeps its first part only (of 100 bytes)" \
+        in original_bytes(cut)[1]
+    for size in (None, "100", True):
+        forged = {**cut, "value_size": size}
+        if size is None:
+            del forged["value_size"]
+        problem = original_bytes(forged)[1]
+        assert "None" not in problem and "of a size it does not say" in problem, problem
+
+
 def test_a_listed_row_carries_no_control_character_of_a_file_name():
     """A dead letter is read from a topic anyone may write, and its reason
     quotes text from outside: "\\x1b[2J" in a key cleared the terminal of

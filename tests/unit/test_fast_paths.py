@@ -32,12 +32,14 @@ TRICKY = [
 
 def _reference(raw: bytes):
     try:
-        return ("ok", json.loads(raw.decode("utf-8"), object_pairs_hook=contract._unique_keys,
-                                 parse_int=contract._bounded_int,
-                                 parse_float=contract._finite_float,
-                                 parse_constant=contract._reject_constant))
+        value = json.loads(raw.decode("utf-8"), object_pairs_hook=contract._unique_keys,
+                           parse_int=contract._bounded_int, parse_float=contract._finite_float,
+                           parse_constant=contract._reject_constant)
     except (InvalidMessage, ValueError, RecursionError):
         return ("refused", None)
+    # Nesting: at most MAX_NESTING levels, whatever stack the reader has left.
+    return ("refused", None) if contract._nested_deeper(value, contract.MAX_NESTING) \
+        else ("ok", value)
 
 
 @pytest.mark.parametrize("raw", TRICKY + [v for v in HOSTILE.values()

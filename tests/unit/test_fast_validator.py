@@ -25,6 +25,7 @@ from .test_planner_outputs import planner_messages
 ODD_VALUES = [None, 0, -1, 1.5, 10**20, "", "x" * 5000, "2026-13-45T99:99:99Z",
               "2026-11-24T00:00:00", "2026-11-24T00:00:00+01:00", "\u0663\u0664", [], {},
               [None], {"a": None}, True, "../../etc/passwd", "jw01234001001_02101_00001_nrcb1",
+              "jw01234001001_02101_00001_nrcb1\n", "1.4\n",
               "sha256:" + "g" * 64]
 
 

@@ -748,3 +748,20 @@ async def test_a_stage_2_order_over_the_dead_letter_budget_is_still_named_by_its
     assert letter["category"] == "permanent_failure" and letter["original"]["value_truncated"]
     failure = stage2_failure(contract.encode(letter), stage2)
     assert failure is not None and failure.work_id == order["work_id"]
+
+
+@pytest.mark.anyio
+async def test_an_arrival_naming_a_path_of_980_kb_gets_a_dead_letter_that_fits(tmp_path):
+    # Its dead letter named the path whole beside its 64 KiB original: over
+    # the size every reader takes, the contract refused the letter, and the
+    # consumer took the InvalidMessage for a broker fault and retried the
+    # record for ever, its partition stopped (topics/dead_letters.letter_fields).
+    from calstream.topics import dead_letters
+
+    world = _world(tmp_path)
+    path = f"{world.cfg.inbox}/" + "a/" * 492_000 + "x_uncal.fits"  # the arrival: under 1 MB
+    assert await _handle(world, "detector1", dict(world.arrivals[0], path=path), False, 0) \
+        == "refused"
+    [(_, letter)] = world.producer.sent[-1:]
+    assert letter["path"] == dead_letters.bounded(path, dead_letters.TEXT_BUDGET)
+    assert letter["original"]["value_truncated"]

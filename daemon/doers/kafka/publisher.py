@@ -154,10 +154,8 @@ class Publisher:
             identity = [*identity, about]
         message = contract.build(
             "dead_letter", contract.event_id("dead_letter", stage, category, *identity),
-            category=category, reason=dead_letters.bounded(reason, dead_letters.REASON_BUDGET),
-            stage=stage, attempts=attempts,
-            original=original, **extra,
-        )
+            **dead_letters.letter_fields(category=category, reason=reason, stage=stage,
+                                         attempts=attempts, original=original, **extra))
         await self.publish("deadletter", dead_letters.bounded(key, dead_letters.KEY_BUDGET), message)
         self.metrics.dead_letters.labels(stage=stage, category=category).inc()
         # Flood-controlled per stage and category (operations/logs.py): the
