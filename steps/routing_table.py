@@ -173,9 +173,12 @@ IFU_DARK_DETECTOR = When("no IFU spectrum on this detector", _dark_detector(None
 
 def _lamp_unusable(h: HeaderView) -> bool:
     # jwst Asn_Lv2NRSLAMPSpectral wants an internal lamp lit behind the OPAQUE
-    # filter, and an MSA metafile when the MSA shapes the light.
+    # filter, through a grating (not the MIRROR: not_invalid_optical_path; an
+    # NRS_LAMP image is the row before), and an MSA metafile when the MSA
+    # shapes the light.
     return (
         h.text("LAMP") == "NOLAMP"
+        or h.text("GRATING") == "MIRROR"
         or h.text("OPMODE") == "GRATING-ONLY"
         or (h.has("FILTER") and h.text("FILTER") != "OPAQUE")
         or (h.text("OPMODE") == "MSASPEC" and not h.has("MSAMETFL"))

@@ -332,3 +332,10 @@ def child_holds_memory(mb, cores=1):
             "    time.sleep(0.05)\n")
     child = subprocess.Popen([sys.executable, "-c", code])
     return {"exit": child.wait()}
+
+
+def mark_then_wait(mark, gate, output_dir=None, timeout=60):
+    """Say the run began (``mark`` made), then hold the worker until ``gate``
+    exists (``output_dir``: a runner's, unused)."""
+    open(mark, "w").close()
+    return wait_for_file(gate, timeout)

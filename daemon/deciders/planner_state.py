@@ -385,7 +385,13 @@ def pointing_on_arrival(states: Iterable[PlannerState], exposure_id: str, now: f
     that came before it (WaitingUpdates) applied now, as a rebuild, which
     reads them after every product, applies them. One that cannot release
     it (the product is not held, another content) sends nothing: its dead
-    letter was sent when it came."""
+    letter was sent when it came. A product event that decides no exposure
+    (skipped: no science data; one that cannot be routed) leaves them
+    waiting: judged now, against an exposure still unknown, they were lost,
+    and its calibrated redelivery stayed held while a rebuild released it."""
+    states = list(states)
+    if not any(exposure_id in s.exposures for s in states):
+        return []
     out: list[Emit] = []
     for update in waiting.take(exposure_id):
         sent_before = rejection_id(update)

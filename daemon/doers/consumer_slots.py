@@ -10,6 +10,17 @@ every other mode. So the runner, when an item parks, *steps it aside*
 next record, and its offset stays uncommitted (a restart takes it up again).
 The consumer sets the slot of each record's task here; the runner, which
 knows nothing of Kafka, finds it through this context variable.
+
+The slot also restarts the record's stall clock when a worker begins its
+run (``run_begins``: the runner has the pool call it at each attempt of an
+item that has not parked; one that keeps its place while parked is judged
+from when it was taken, as before, its probes' runs notwithstanding): a record
+taken while every worker is busy (``capacity`` is the workers and one
+waiting item each) waits behind runs of up to ``task_timeout``, then its own
+run may take as long. Judged from when it was taken, two legitimate runs in a
+row (two 40-minute spec2s) passed the stall limit (``task_timeout`` and 15
+minutes) and made the daemon unready and paged CalstreamConsumerStalled. A
+record that never gets a worker is still judged from when it was taken.
 """
 
 from __future__ import annotations
@@ -23,9 +34,16 @@ _current: ContextVar[Slot | None] = ContextVar("calstream_consumer_slot", defaul
 class Slot:
     """One record's place; ``step_aside`` asks its consumer to free it."""
 
-    def __init__(self, free: Callable[[], bool]) -> None:
+    def __init__(self, free: Callable[[], bool],
+                 run_begins: Callable[[], None] | None = None) -> None:
         self._free = free
+        self._run_begins = run_begins
         self.aside = False
+
+    def run_begins(self) -> None:
+        """A worker began this record's run: its stall clock starts again."""
+        if self._run_begins is not None and not self.aside:
+            self._run_begins()
 
     def step_aside(self) -> bool:
         """Free the place (once); False when the consumer keeps it (too many aside)."""
@@ -43,3 +61,11 @@ def step_aside() -> bool:
     """Free the current record's place in its consumer, if it has one."""
     slot = _current.get()
     return slot.step_aside() if slot is not None else False
+
+
+def run_begins() -> None:
+    """The current record's run began in a worker (its stall clock starts
+    again), if the record has a consumer's slot."""
+    slot = _current.get()
+    if slot is not None:
+        slot.run_begins()

@@ -32,6 +32,7 @@ from calstream.daemon.deciders.retry_policy import (
 )
 from calstream.daemon.deciders.run_results import BadResult
 from calstream.daemon.deciders.work_items import DETECTOR1_PIPELINE, WorkItem
+from calstream.daemon.doers import consumer_slots
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.park_gates import ParkedItem, ParkGates
 from calstream.daemon.doers.pending_previews import PendingPreviews
@@ -159,8 +160,8 @@ class WorkItemRunner(RunOutcomes):
                             self.previews.gate)
         try:
             while True:
-                step, kind, detail, outcome = await self._attempt(item, wid, store, run_log,
-                                                                  attempts)
+                step, kind, detail, outcome = await self._attempt(
+                    item, wid, store, run_log, attempts, parked=parked.parked is not None)
                 attempts.ended(kind)
                 parked.tried(step.action)
                 if step.action == "park":  # tried again once the files it lies in change
@@ -188,9 +189,12 @@ class WorkItemRunner(RunOutcomes):
             parked.end(None)
 
     async def _attempt(self, item: WorkItem, wid: str, store: ProductStore, run_log: Path,
-                       attempts: AttemptCount):
+                       attempts: AttemptCount, parked: bool = False):
         """One run, and what comes next: (step, kind, detail, outcome); ``attempts``:
-        those made before it."""
+        those made before it. Its record's stall clock starts again when a
+        worker is its (consumer_slots.run_begins), unless the item has parked:
+        one that keeps its consumer's place while parked is judged stalled
+        after stall_seconds, its probes' runs notwithstanding."""
         outcome = None
         # Where its writes go: named in a disk fault's line when the error names no path.
         place = store.directory(item.program, item.observation, item.version)
@@ -218,7 +222,8 @@ class WorkItemRunner(RunOutcomes):
                 timeout=self.cfg.task_timeout, log_path=str(run_log),
                 env={"CRDS_CONTEXT": self.context(item), **logs.task_env(**item.log_context)},
                 priority=0 if item.priority == "live" else 1, still_needed=still_needed,
-                share_cores=self._core_sharing(item))
+                share_cores=self._core_sharing(item),
+                started=None if parked else consumer_slots.run_begins)
             if outcome is None:
                 await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
                 await self._re_emit(item, wid, done[0])

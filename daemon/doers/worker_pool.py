@@ -179,7 +179,8 @@ class WorkerPool(WorkerLifecycle):
                   log_path: str | None = None, env: dict[str, str] | None = None,
                   priority: int = 0,
                   still_needed: Callable[[], bool] | None = None,
-                  share_cores: Callable[[int, int], int] | None = None) -> TaskOutcome | None:
+                  share_cores: Callable[[int, int], int] | None = None,
+                  started: Callable[[], None] | None = None) -> TaskOutcome | None:
         """Run fn(**kwargs) in a warm worker, its log (INFO and up) in ``log_path``,
         with ``env`` set for this task only.
 
@@ -191,7 +192,9 @@ class WorkerPool(WorkerLifecycle):
 
         ``share_cores(free cores, items waiting)``, asked once a worker is
         ours, gives the cores this run may use, passed to the task as
-        ``cores`` (deciders/core_sharing.py); the outcome says how many."""
+        ``cores`` (deciders/core_sharing.py); the outcome says how many.
+        ``started()`` is called (on the event loop) once the turn at a worker
+        is the task's: the end of its wait (a stall clock starts again there)."""
         # Asked only of an item that had to wait: one that gets a worker at
         # once was found not done a moment ago (a thread trip and a store
         # lookup less on an idle daemon's path; issue 15).
@@ -206,6 +209,8 @@ class WorkerPool(WorkerLifecycle):
             raise
         if waiter is not None and waiter.state == DECLINED:
             return None  # the hand-over found it done meanwhile
+        if started is not None:
+            started()
         handed_on = False
         try:
             if request.worker is None:  # not started by a hand-over: start it here

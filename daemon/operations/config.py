@@ -27,6 +27,9 @@ __all__ = ["ROLES", "Config", "ConfigError", "KafkaSecurity", "host_port", "load
 
 log = logging.getLogger("calstream.config")
 
+# How far past its time-out a stage's stall limit lies when it is not set.
+STALL_MARGIN = 900.0
+
 # CALSTREAM_* variables that are not settings: the config file's path, the
 # embedded broker's log and the workers' log level and format (operations/logs.py).
 NOT_SETTINGS = ("CALSTREAM_CONFIG", "CALSTREAM_BROKER_LOG", "CALSTREAM_WORKER_LOG_LEVEL",
@@ -88,8 +91,9 @@ class Config:
     # spec2 of a NIRSpec IFU, a detector1 of a long time series take tens of
     # minutes), and at 900 s (before session 43) such a run paged
     # CalstreamConsumerStalled, critical. Stage 3's below follows the same rule.
-    stall_seconds: float = 3600.0 + 900.0
-    stage3_stall_seconds: float = 4 * 3600.0 + 900.0  # stage 3's: its runs take hours
+    # Unset, each follows its time-out (``resolved``: STALL_MARGIN past it).
+    stall_seconds: float = 3600.0 + STALL_MARGIN
+    stage3_stall_seconds: float = 4 * 3600.0 + STALL_MARGIN  # stage 3's: its runs take hours
     heartbeat_seconds: float = 10.0  # /healthz: the event loop has not beaten for this long
     # A run's claim in the product store (doers/work_claims.py) is touched this
     # often; another daemon takes it over after this long without a touch.
@@ -216,6 +220,19 @@ class Config:
         if c.broker_timeout_seconds < 1:
             raise ConfigError("broker_timeout_seconds must be at least 1 (a busy broker "
                               "would be taken for a lost one)")
+        for stall, timeout in (("stall_seconds", "task_timeout"),
+                               ("stage3_stall_seconds", "stage3_task_timeout")):
+            # A stall limit follows its time-out unless set: task_timeout
+            # raised alone (7200 s for a slow mode) kept the limit at 4500 s,
+            # and a legitimate 90-minute run paged CalstreamConsumerStalled.
+            if stall not in c.sources:
+                setattr(c, stall, getattr(c, timeout) + STALL_MARGIN)
+            elif getattr(c, stall) <= getattr(c, timeout):
+                log.warning("%s (%gs) is not above %s (%gs): a run that is legitimate until "
+                            "its time-out will be taken for a stall (/readyz unready, "
+                            "CalstreamConsumerStalled); unset, it is %s + %gs", stall,
+                            getattr(c, stall), timeout, getattr(c, timeout), timeout,
+                            STALL_MARGIN)
         host_port(c.metrics_address)
         if c.detector1_steps:
             log.warning("detector1_steps is deprecated: write [steps.calwebb_detector1.<step>] "

@@ -203,8 +203,8 @@ class Metrics:
         # and /healthz judge them, so the alerts and the probes agree.
         self.oldest_in_flight_start = Gauge(
             "calstream_oldest_in_flight_start_timestamp_seconds",
-            "When the oldest work item a stage has in flight was taken (Unix time; now when "
-            "nothing is in flight)", ["stage"], registry=r)
+            "When the oldest work item a stage has in flight was taken, or its run began in "
+            "a worker (Unix time; now when nothing is in flight)", ["stage"], registry=r)
         self.stage_stall_threshold = Gauge(
             "calstream_stage_stall_threshold_seconds",
             "A stage's stall limit: an item in flight for this long makes /readyz fail",

@@ -102,7 +102,7 @@ class _Pool:
         self.cwds: list[Path] = []
 
     async def run(self, task, kwargs, *, timeout, log_path=None, env=None, priority=0,
-                  still_needed=None, share_cores=None):
+                  still_needed=None, share_cores=None, started=None):
         if task == PREVIEW_TASK:
             return TaskOutcome({"made": [], "failed": {}})
         out = Path(kwargs["output_dir"]).resolve()

@@ -128,3 +128,17 @@ def test_a_run_is_no_stall_before_its_time_out_and_a_silent_poll_loop_still_is()
     c = idle_consumer(cfg.stall_seconds)
     c.last_poll = time.monotonic() - 300  # a wedged loop, five minutes
     assert "poll loop has not run" in c.stalled(cfg.stall_seconds)
+
+
+def test_a_stall_limit_follows_its_time_out_unless_it_is_set(caplog):
+    """Unset, a stage's stall limit lies past its own time-out: before, it
+    stayed at 4500 s when task_timeout was raised alone (7200 s for a slow
+    mode), and a legitimate 90-minute run paged CalstreamConsumerStalled. Set
+    at or below the time-out, it is kept and warned about."""
+    cfg = load(None, env={}, flags={"task_timeout": 7200, "stage3_task_timeout": 8 * 3600})
+    assert (cfg.stall_seconds, cfg.stage3_stall_seconds) == (7200 + 900, 8 * 3600 + 900)
+    assert load(None, env={}, flags={}).stall_seconds == 3600 + 900  # the default as before
+    with caplog.at_level("WARNING", logger="calstream.config"):
+        kept = load(None, env={}, flags={"task_timeout": 7200, "stall_seconds": 5000})
+    assert kept.stall_seconds == 5000
+    assert "stall_seconds (5000s) is not above task_timeout (7200s)" in caplog.text

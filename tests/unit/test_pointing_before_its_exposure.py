@@ -106,3 +106,32 @@ def test_waiting_updates_are_bounded_and_kept_once():
     assert [u.event_id for u in waiting.take(updates[2]["exposure_id"])] == [updates[2].event_id]
     restored = WaitingUpdates.from_body([updates[1].body, {"forged": True}, "x"])
     assert len(restored) == 1
+
+
+def _skipped() -> _Record:
+    """A detector1 product event of the exposure's first delivery: no science
+    data (outcome ``skipped``, strun's exit 64), so no exposure the planner
+    decides on; its redelivery (``_product``) is calibrated."""
+    first = stream.product("detector1", HEADER, stream.T0 + 7, variant="first delivery")
+    body = dict(first.body, outcome="skipped", reason="no science data", outputs=[],
+                event_id=contract.event_id("product", first["work_id"], "skipped"))
+    return _Record(Topics().name("products"), 0, contract.encode(
+        contract.Message("product", body)))
+
+
+async def test_an_update_waits_past_a_product_event_that_decides_no_exposure(
+        tmp_path, monkeypatch):
+    """A skipped detector1 event of the exposure (no science data: nothing
+    for the planner to hold or release) took the update waiting for it, and
+    judged it against an exposure still unknown: dropped. The calibrated
+    redelivery that came next stayed held, live and after a restart from a
+    snapshot, while a rebuild (the updates after every product event)
+    released it. The update waits for a product the planner decides on."""
+    monkeypatch.setattr(time, "time", lambda: stream.T0 + 20)
+    _, rebuilt = await _decided(tmp_path, "as-a-rebuild", [_skipped(), _product(), _update()])
+    planner, live = await _decided(tmp_path, "live", [_update(), _skipped(), _product()])
+
+    assert _orders_and_holds(rebuilt)[0] == {HELD}, "the corrected exposure is ordered"
+    assert _orders_and_holds(live) == _orders_and_holds(rebuilt)
+    assert planner.holds[HELD]["state"] == "released"
+    assert len(planner.pointing_waiting) == 0

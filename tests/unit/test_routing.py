@@ -396,7 +396,9 @@ def test_a_table_that_leaves_an_exposure_type_unrouted_fails_the_load():
 
 # --- NIRSpec lamp exposures: jwst's own optical-path check decides ------------
 
-_LAMP_GRATINGS = ("PRISM", "G140M", "G140H", "G235M", "G235H", "G395M", "G395H")
+# MIRROR too: an autoflat or autowave through the mirror makes no association in
+# jwst (not_invalid_optical_path), and an MSA one got an nrslamp-spec2 here.
+_LAMP_GRATINGS = ("PRISM", "G140M", "G140H", "G235M", "G235H", "G395M", "G395H", "MIRROR")
 _LAMPS = ("LINE1", "LINE2", "LINE3", "LINE4", "FLAT1", "FLAT2", "FLAT3", "FLAT4", "FLAT5",
           "REF", "TEST")
 

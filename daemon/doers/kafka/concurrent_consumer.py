@@ -23,7 +23,9 @@ A record refetched after a rebalance while its first run is still going is
 handed to the handler again; the runner tracks runs by work id, so it waits
 for that run and finds it done (doers/work_item_runner.py). Stalls are judged
 from the start of the oldest item in flight, so a long first run after an
-idle period is not taken for a stall.
+idle period is not taken for a stall; an item's start is when it was taken,
+then when a worker began its run (its wait for a worker is no stall:
+doers/consumer_slots.py).
 """
 
 from __future__ import annotations
@@ -240,7 +242,8 @@ class ConcurrentConsumer:
         return True
 
     async def _run_one(self, tp: TopicPartition, record: ConsumerRecord, serial: int) -> None:
-        slot = consumer_slots.Slot(lambda: self._step_aside(tp, serial))
+        slot = consumer_slots.Slot(lambda: self._step_aside(tp, serial),
+                                   lambda: self._run_begins(serial))
         consumer_slots.hold(slot)  # this task's own context: the handler finds it there
         try:
             await self._handle(tp, record)
@@ -266,6 +269,13 @@ class ConcurrentConsumer:
         if tp.topic not in self.low_priority:
             self.live_in_flight -= 1
         self.metrics.in_flight.labels(stage=self.stage).dec()
+
+    def _run_begins(self, serial: int) -> None:
+        """A worker began the record's run (each attempt's): its stall clock
+        starts now, its wait for the worker behind (doers/consumer_slots.py)."""
+        if serial in self.started_at:  # not finished, not stepped aside
+            self.started_at[serial] = time.monotonic()
+            self._export_oldest()
 
     def _step_aside(self, tp: TopicPartition, serial: int) -> bool:
         """A parked record leaves the count, so the next one can be fetched."""

@@ -15,7 +15,8 @@ from calstream.daemon.operations.config_values import mask
 
 # Paths that default to a place inside work_dir.
 _DERIVED = {"inbox": "work_dir/inbox", "products": "work_dir/products",
-            "quarantine": "work_dir/quarantine", "allowed_roots": "[inbox]"}
+            "quarantine": "work_dir/quarantine", "allowed_roots": "[inbox]",
+            "stall_seconds": "task_timeout + 900", "stage3_stall_seconds": "stage3_task_timeout + 900"}
 
 
 def _value(cfg: Config, name: str) -> Any:
