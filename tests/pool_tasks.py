@@ -320,15 +320,17 @@ def hold_memory(mb, seconds, output_dir=None):
     return {"pid": os.getpid(), "held": len(block)}
 
 
-def child_holds_memory(mb, cores=1):
+def child_holds_memory(mb, cores=1, seconds=None):
     """A run given several cores: the memory is its child's (stcal's pool
-    processes), which leaves once this worker is gone."""
+    processes), which leaves once this worker is gone (or after ``seconds``)."""
     import subprocess
     import sys
 
+    hold = repr(float("inf") if seconds is None else float(seconds))
     code = ("import os, time\n"
             f"block = bytearray({mb} << 20)\n"
-            f"while os.getppid() == {os.getpid()}:\n"
+            f"end = time.monotonic() + float({hold!r})\n"
+            f"while os.getppid() == {os.getpid()} and time.monotonic() < end:\n"
             "    time.sleep(0.05)\n")
     child = subprocess.Popen([sys.executable, "-c", code])
     return {"exit": child.wait()}

@@ -9,6 +9,7 @@ planner over its memory budget starts again from its own snapshot).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from calstream.steps.worker_memory import kept_free_bytes
@@ -101,27 +102,20 @@ def memory_to_share_bytes() -> int | None:
     return container_limit_bytes() or host_memory_bytes()
 
 
-def resident_bytes(pid: int, *, with_children: bool = False) -> int:
-    """Resident memory of process ``pid`` now, and of its children (stcal's
-    pool processes of a run given several cores) when asked; 0 where /proc
-    cannot say (the process is gone)."""
-    total = _statm_resident(pid)
-    if with_children:
-        total += sum(_statm_resident(child) for child in _children(pid))
-    return total
+def resident_bytes(pid: int, *, children: Iterable[int] = ()) -> int:
+    """Resident memory of process ``pid`` now, and of ``children`` (its
+    children as ``children_of`` found them: stcal's pool processes); 0 for
+    each process /proc cannot tell of (gone)."""
+    return _statm_resident(pid) + sum(_statm_resident(child) for child in children)
 
 
-def _statm_resident(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is ``pid``: read from each /proc/<pid>/stat
-    (``/proc/<pid>/task/*/children`` is not in every kernel)."""
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` now: read from each
+    /proc/<pid>/stat (``/proc/<pid>/task/*/children`` is not in every
+    kernel: not in this project's CI's). It costs a read of every process's
+    stat: about 20 us each (1.8 ms for 95 processes, measured on the 2-core
+    CI machine), so a caller that polls asks it less often than it reads
+    the memory of what it found (worker_pool.py)."""
     found = []
     try:
         names = os.listdir("/proc")
@@ -139,3 +133,11 @@ def _children(pid: int) -> list[int]:
         except (OSError, ValueError, IndexError):
             continue
     return found
+
+
+def _statm_resident(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0

@@ -34,14 +34,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.priority_slots import DECLINED, PrioritySlots
-from calstream.daemon.doers.process_memory import resident_bytes
+from calstream.daemon.doers.process_memory import children_of, resident_bytes
 from calstream.daemon.doers.worker_forkserver import worker_context
 from calstream.daemon.doers.worker_lifecycle import Worker, WorkerLifecycle, kill_left_over
 from calstream.daemon.doers.worker_process import TaskFailure
@@ -59,6 +59,11 @@ log = logging.getLogger("calstream.pool")
 # Items waiting for each worker besides the one it runs: one is enough to
 # leave no gap, and more would only lengthen what a revoked partition hands back.
 PREFETCH_PER_WORKER = 1
+
+# How often a run's children are looked for (a scan of /proc: process_memory.
+# children_of); their memory is read at every poll (0.2 s) in between. A
+# child started since is counted within this long.
+CHILDREN_SCAN_SECONDS = 1.0
 
 
 class WorkerLost(RuntimeError):
@@ -101,6 +106,8 @@ class _Request:
     send_error: BaseException | None = None
     handed_on: bool = False  # its worker and slot went to the next task (_hand_over)
     abandoned: bool = False  # its caller was cancelled: hand nothing on
+    children: list[int] = field(default_factory=list)  # its worker's, at the last scan
+    children_scanned_at: float = float("-inf")  # monotonic
 
 
 class WorkerPool(WorkerLifecycle):
@@ -368,20 +375,26 @@ class WorkerPool(WorkerLifecycle):
             if time.monotonic() > deadline:  # _replace ends it (SIGTERM, then SIGKILL)
                 raise WorkerLost(f"worker {w.name} exceeded the task timeout of {timeout:.0f}s "
                                  "and was killed")
-            self._within_memory(w, request.cores)
+            self._within_memory(w, request)
 
-    def _within_memory(self, w: Worker, cores: int) -> None:
+    def _within_memory(self, w: Worker, request: _Request) -> None:
         """Between two polls of a run: one over its bound is killed now, before
         the kernel's OOM killer takes the container (cgroup v2's group kill) and
         every run in it. SIGKILL at once, not SIGTERM: what the run asks for
-        next may be the last straw. Its children (a run given several cores)
-        die with it (PDEATHSIG: child_processes.children_die_with_me)."""
+        next may be the last straw. Its children die with it (PDEATHSIG:
+        child_processes.children_die_with_me), and count whatever cores it
+        was given: an operator's step parameter ``maximum_cores`` starts
+        stcal's processes in a run of one core too (their memory escaped)."""
         if not self.run_memory:
             return
         # A run given several cores was given the part of idle workers too
         # (core_sharing); its children are spawned interpreters, each its own memory.
-        bound = self.run_memory * max(1, cores)
-        used = resident_bytes(w.process.pid, with_children=cores > 1)
+        bound = self.run_memory * max(1, request.cores)
+        now = time.monotonic()
+        if now - request.children_scanned_at >= CHILDREN_SCAN_SECONDS:
+            request.children = children_of(w.process.pid)
+            request.children_scanned_at = now
+        used = resident_bytes(w.process.pid, children=request.children)
         if used > bound:
             with contextlib.suppress(OSError, ValueError):
                 w.process.kill()

@@ -25,10 +25,13 @@ from calstream.daemon.doers.planner_disk_records import planner_holds_at
 from calstream.topics import contract
 
 
-def last_holds(records, unreadable: Callable[[], None] | None = None) -> Holds:
-    """The last hold record per exposure of the holds topic's ``records``;
-    ``unreadable`` is called for each record that is no hold message."""
-    latest: Holds = {}
+def last_holds(records, unreadable: Callable[[], None] | None = None, *,
+               into: Holds | None = None) -> Holds:
+    """The last hold record per exposure of the holds topic's ``records``
+    (added to ``into``, the last of the records read before them: a topic
+    folded a fetch at a time, never held whole); ``unreadable`` is called
+    for each record that is no hold message."""
+    latest: Holds = {} if into is None else into
     for record in records:
         if record.value is None:  # a tombstone: its key is anyone's bytes, or none
             latest.pop(record.key.decode("utf-8", "replace") if record.key else "", None)
@@ -52,22 +55,26 @@ def last_holds(records, unreadable: Callable[[], None] | None = None) -> Holds:
 VIEW_FIELDS = ("source", "checked", "holds_topic")
 
 
-def believed(records, work_dir: Path,
-             unreadable: Callable[[], None] | None = None) -> tuple[Holds, bool]:
-    """The rows shown (``holds_shown``) from the holds topic's ``records`` and
-    the ledger of the planner in ``work_dir``, and whether there was one
-    (False: the rows are the topic's alone). Reads files: off the event loop."""
+def believed(topic_holds: Holds, work_dir: Path) -> tuple[Holds, bool]:
+    """The rows shown (``holds_shown``) from the holds topic's last hold of
+    each exposure (``last_holds``) and the ledger of the planner in
+    ``work_dir``, and whether there was one (False: the rows are the
+    topic's alone). Reads files: off the event loop."""
     own = planner_holds_at(work_dir)
-    return holds_shown(last_holds(records, unreadable), own), own is not None
+    return holds_shown(topic_holds, own), own is not None
 
 
 async def current_holds(cfg, topics) -> Holds:
     """The hold of each exposure as the planner has it, where its ledger is
-    reachable (``cfg.work_dir``), else the holds topic's last record."""
+    reachable (``cfg.work_dir``), else the holds topic's last record. The
+    topic is folded as it is read: what is kept is its last hold of each
+    exposure, as compaction would keep (tansu never compacts)."""
     from calstream.daemon.doers import kafka
 
-    records = await kafka.read_to_end(cfg, topics.name("holds"))
-    rows, _ = await anyio.to_thread.run_sync(believed, records, cfg.work_dir)
+    topic_holds: Holds = {}
+    await kafka.fold_to_end(cfg, topics.name("holds"),
+                            lambda batch: last_holds(batch, into=topic_holds))
+    rows, _ = await anyio.to_thread.run_sync(believed, topic_holds, cfg.work_dir)
     return rows
 
 

@@ -33,6 +33,8 @@ The selection and coverage logic is pure (no broker):
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -62,6 +64,7 @@ from calstream.daemon.doers.message_sender import send_messages
 from calstream.daemon.doers.product_store import ProductStore, check_namespace
 from calstream.daemon.doers.replay_source import scan
 from calstream.daemon.operations.config import Config, ConfigError
+from calstream.daemon.operations.logs import escape_controls
 from calstream.steps.crds_env import unavailable_context
 from calstream.steps.provenance import made_from
 from calstream.topics import contract
@@ -70,9 +73,12 @@ from calstream.topics.catalog import Topics
 
 async def run_replay(cfg: Config, *, source: str, selection: Selection, namespace: str,
                      crds_context: str | None, dry_run: bool = False, allow_gap: bool = False,
-                     by: str | None = None) -> dict[str, Any]:
+                     by: str | None = None,
+                     on_published: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Select, check retention, and (unless dry-run or a refused gap) publish.
-    Returns the report."""
+    Returns the report. ``on_published(key)`` as each item is acknowledged;
+    stopped while it publishes (Ctrl-C, the broker lost), it says on stderr
+    what went before the stop is raised on."""
     check_namespace(namespace, allow_live=False)
     if crds_context is not None and not is_context_name(crds_context):
         raise ConfigError(f"--crds-context {crds_context!r} is not a context name "
@@ -116,7 +122,17 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
     if messages and not dry_run and not refused:
         for _key, message in messages:
             message.body.setdefault("producer", {"role": "replay"})
-        published = await send_messages(cfg, dst, messages)
+        went: list[str] = []
+
+        def published_one(key: str) -> None:
+            went.append(key)
+            if on_published is not None:
+                on_published(key)
+        try:
+            published = await send_messages(cfg, dst, messages, on_sent=published_one)
+        except BaseException:
+            print(stopped_note(rid, dst, went, len(messages)), file=sys.stderr, flush=True)
+            raise
     return {
         **request, "source_topic": src, "target_topic": dst, "dry_run": dry_run,
         "scanned": sum(1 for _ in found), "invalid_skipped": invalid, "matched": matched,
@@ -132,6 +148,20 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
                    "time": contract.iso(c.timestamp_ms / 1000), "from": c.origin}
                   for c in restored],
     }
+
+
+def stopped_note(rid: str, topic: str, went: list[str], total: int) -> str:
+    """What a replay stopped while it published says: it said nothing, and
+    the operator could not tell whether the replay was whole, half or none.
+    Running it again is safe: a replayed item already done counts
+    ``duplicate`` and calibrates nothing (its work id is its inputs',
+    context's and namespace's, not the replay's; tests/integration/test_replay.py)."""
+    last = f" (the last: {went[-1]})" if went else ""
+    return escape_controls(
+        f"calstream: replay {rid} stopped after {len(went)} of {total} item(s) published to "
+        f"{topic}{last}; the same command again is safe: it publishes them all again, and "
+        "each item still runs once (one already done counts outcome \"duplicate\" and "
+        "calibrates nothing)")
 
 
 def _moved(cfg: Config, candidates: list[Candidate]) -> list[Candidate]:

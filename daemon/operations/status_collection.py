@@ -20,6 +20,7 @@ import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -27,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from calstream.daemon.operations.config import ROLES, Config, host_port
 from calstream.daemon.operations.dead_letter_redrives import REDRIVES, RedriveReading
-from calstream.daemon.operations.holds_view import believed, held, unchecked_note
+from calstream.daemon.operations.holds_view import believed, held, last_holds, unchecked_note
 from calstream.daemon.operations.status_summary import (
     BrokerView,
     Endpoint,
@@ -157,9 +158,13 @@ def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
 
 # -- the broker -----------------------------------------------------------
 
-async def _tails(cfg: Config, wanted: dict[str, int | None], view: BrokerView):
+async def _tails(cfg: Config, wanted: dict[str, int | None], view: BrokerView,
+                 folds: dict[str, Callable[[list], None]] | None = None):
     """High watermarks of every partition of ``wanted`` (topic -> n), and the
-    last n records of each partition (all of them for n = None).
+    last n records of each partition (all of them for n = None); the records
+    of a topic in ``folds`` are given to its fold a fetch at a time (in a
+    thread), never kept: the holds topic, which tansu never compacts, was
+    held whole at every look of status and of the console.
 
     The high watermark comes from fetch responses: end_offsets is wrong on
     tansu (see docs/operations.md), so it only says where to start reading,
@@ -167,16 +172,23 @@ async def _tails(cfg: Config, wanted: dict[str, int | None], view: BrokerView):
     records; it never loses one.
     """
     from calstream.daemon.doers import kafka
+    from calstream.daemon.doers.kafka import topic_reader
 
-    async with kafka.open_reader(cfg, list(wanted), fetch_max_wait_ms=100) as reader:
+    async with kafka.open_reader(cfg, list(wanted), fetch_max_wait_ms=100,
+                                 **topic_reader.FOLD_FETCH) as reader:
         view.missing_topics.extend(reader.missing)
         if not reader.partitions:
             return {}, {}, {}
         begin = await reader.start_at_tail(wanted)
         records: dict[str, list] = {t: [] for t in wanted}
+        folds = folds or {}
         async for batch in reader.batches_to_end():
             for r in batch:
-                records[r.topic].append(r)
+                if r.topic not in folds:
+                    records[r.topic].append(r)
+            for topic, fold in folds.items():
+                if mine := [r for r in batch if r.topic == topic]:
+                    await anyio.to_thread.run_sync(fold, mine)
         return reader.high_watermarks(), begin, records
 
 
@@ -251,7 +263,10 @@ async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10
     # Compacted (on Kafka; tansu never compacts): read it all, the last record
     # of an exposure is its current state on the topic.
     wanted[topics.name("holds")] = None
-    highs, begin, records = await _tails(cfg, wanted, view)
+    topic_holds: dict = {}  # its last hold of each exposure, as `holds list` folds it
+    highs, begin, records = await _tails(cfg, wanted, view, {topics.name("holds"): lambda batch:
+                                         last_holds(batch, view.count_unreadable,
+                                                    into=topic_holds)})
     for stage_name, logical in STAGE_INPUTS.items():
         group = stage(stage_name).group(cfg.group_prefix)
         for name in (topics.name(t) for t in logical):
@@ -284,7 +299,7 @@ async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10
         # As `calstream holds list` shows them: the planner's ledger where
         # cfg.work_dir is the planner's, the topic's records beside it.
         rows, view.holds_checked = await anyio.to_thread.run_sync(
-            believed, records.get(topics.name("holds"), []), cfg.work_dir, view.count_unreadable)
+            believed, topic_holds, cfg.work_dir)
         view.holds = held(rows)
         view.holds_note = unchecked_note(rows.values(), cfg.work_dir)
     return view

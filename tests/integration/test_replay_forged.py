@@ -55,3 +55,36 @@ async def test_a_forged_arrival_outside_the_inbox_is_not_replayed(broker, unique
     replayed = [contract.decode(r.value).body
                 for r in await kafka.read_to_end(cfg, topics.name("replay"))]
     assert [m["exposure_id"] for m in replayed] == [GOOD]
+
+
+class _Stop(Exception):
+    """The operator's Ctrl-C, or the broker lost, after the first item went."""
+
+
+@pytest.mark.anyio
+async def test_a_replay_stopped_while_it_publishes_says_what_went(broker, unique_prefix,
+                                                                  tmp_path, capsys):
+    """Stopped half-way through its publishing (Ctrl-C: exit 130; the broker
+    gone: its one line), a replay said nothing of what it had sent. Now it
+    says how many of how many went, the last one's name, and that the same
+    command again is safe (tests/integration/test_replay.py runs a replay
+    twice: the second calibrates nothing)."""
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    topics = Topics(cfg.topic_prefix)
+    await kafka.create_topics(cfg, topics)
+    await send_messages(cfg, topics.name("raw"), [
+        (GOOD, _arrival(GOOD, f"{cfg.inbox}/{GOOD}_uncal.fits")),
+        (FORGED, _arrival(FORGED, f"{cfg.inbox}/{FORGED}_uncal.fits"))])
+
+    def stop_after_the_first(key: str) -> None:
+        raise _Stop(key)
+
+    with pytest.raises(_Stop):
+        await run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
+                         crds_context=None, on_published=stop_after_the_first)
+    err = capsys.readouterr().err
+    [went] = [contract.decode(r.value)["exposure_id"]
+              for r in await kafka.read_to_end(cfg, topics.name("replay"))]
+    assert (f"stopped after 1 of 2 item(s) published to {topics.name('replay')} "
+            f"(the last: {went}); the same command again is safe") in err, err

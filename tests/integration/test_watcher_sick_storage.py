@@ -320,3 +320,93 @@ async def test_a_stat_its_mount_fails_parks_the_file_rather_than_giving_it_up(
         failing.clear()  # the mount is back
         await wait_until(lambda: [a.path.name for a in rec.arrivals] == [SICK])
         await wait_until(lambda: mount.parked("mount_gone") == 0)
+
+
+async def test_a_move_a_stop_abandoned_that_ends_after_it_is_reported_at_the_next_start(
+        dirs, monkeypatch):
+    """A stop while a move into quarantine hung on a silent mount abandons
+    it (a stop must end); the move ended after, once the mount answered.
+    The file then lay in quarantine with its note and no dead letter, and
+    nothing sent one: it had left the inbox. Now its mark says its letter
+    was never acknowledged, and the next start sends it, once."""
+    mount = SilentMount()
+    monkeypatch.setattr(Quarantine, "_move", mount.hold(Quarantine._move))
+    rec = Recorder()
+    try:
+        async with running(make(dirs, rec, read_seconds=0.3, parking=mount.parking)):
+            mount.silent.set()
+            (dirs[0] / NAME).write_bytes(b"not a FITS file" * 100)
+            await wait_until(lambda: mount.parked_anywhere() == 1, timeout=10)
+        mount.answer()  # after the stop: the abandoned move ends now
+        await wait_until(lambda: not (dirs[0] / NAME).exists(), timeout=10)
+    finally:
+        mount.answer()
+    quarantined = dirs[1] / NAME
+    await wait_until(lambda: (dirs[1] / (NAME + ".reason.txt")).exists(), timeout=10)
+    assert quarantined.exists() and not rec.rejections, "in quarantine, and reported by none"
+
+    again = Recorder()
+    async with running(make(dirs, again)):
+        await wait_until(lambda: again.rejections, timeout=10)
+        await wait_until(lambda: not (dirs[1] / (NAME + ".unreported")).exists(), timeout=10)
+    [r] = again.rejections
+    assert r.quarantined_to == quarantined and "not a FITS file" in r.reason
+    assert r.path == dirs[0] / NAME and r.exposure_id == "jw01234001001_02101_00001_nrcb1"
+
+    third = Recorder()  # once: the next start sends nothing
+    async with running(make(dirs, third)):
+        pass
+    assert not third.rejections
+
+
+async def test_a_copy_into_quarantine_a_stop_cut_off_is_undone_at_the_next_start(dirs):
+    """A move to a quarantine on another filesystem copies, then unlinks the
+    inbox's file. A process stopped mid-copy left a partial copy under the
+    file's quarantine name, beside its note, and the file in the inbox: the
+    start quarantined it again as NAME.1, and the half copy stayed for ever,
+    looking like the evidence. Now the copy is written under its own name
+    (``.partial``) and renamed onto the claim once whole; at the next start
+    what a cut-off copy left (claim, note, mark, partial copy; here as a
+    killed process leaves them) is removed, and the file, still in the
+    inbox, is judged and quarantined afresh under its own name."""
+    inbox, quarantine = dirs[0], dirs[1]
+    data = b"not a FITS file" * 100
+    (inbox / NAME).write_bytes(data)
+    quarantine.mkdir()
+    (quarantine / NAME).write_bytes(b"")  # the claim
+    (quarantine / (NAME + ".reason.txt")).write_text(
+        f"reason: not a FITS file\nfile: {inbox / NAME}\nexposure_id: -\ndigest: -\n")
+    (quarantine / (NAME + ".unreported")).write_text("its dead letter is not acknowledged yet\n")
+    (quarantine / (NAME + ".partial")).write_bytes(data[:700])
+
+    rec = Recorder()
+    async with running(make(dirs, rec)):
+        await wait_until(lambda: rec.rejections, timeout=10)
+        await wait_until(lambda: not (quarantine / (NAME + ".unreported")).exists(), timeout=10)
+    [r] = rec.rejections
+    assert r.quarantined_to == quarantine / NAME and (quarantine / NAME).read_bytes() == data
+    assert sorted(p.name for p in quarantine.iterdir()) == [NAME, NAME + ".reason.txt"]
+
+
+def test_a_move_to_another_filesystem_copies_then_renames_onto_the_claim(dirs, monkeypatch):
+    """The cross-device path (EXDEV, forced here): the copy is whole under
+    its own name before it takes the claim's, and the inbox's file goes
+    last; the mark stays until the dead letter is acknowledged."""
+    from calstream.daemon.doers.inbox import quarantine as module
+
+    inbox, quarantine = dirs[0], dirs[1]
+    data = b"not a FITS file" * 100
+    (inbox / NAME).write_bytes(data)
+    real = os.replace
+
+    def across(src, dst):
+        if os.fspath(src) == os.fspath(inbox / NAME):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real(src, dst)
+    monkeypatch.setattr(module.os, "replace", across)
+    q = Quarantine(quarantine, None, None, None, None)
+    dest = q._move(inbox / NAME, "not a FITS file", None, None, 0.0)
+    assert dest == quarantine / NAME and dest.read_bytes() == data
+    assert not (inbox / NAME).exists()
+    assert sorted(p.name for p in quarantine.iterdir()) == [
+        NAME, NAME + ".reason.txt", NAME + ".unreported"]

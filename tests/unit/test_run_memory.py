@@ -75,6 +75,26 @@ async def test_a_run_given_several_cores_counts_its_childrens_memory_against_its
 
 
 @pytest.mark.anyio
+async def test_a_run_given_one_core_counts_the_processes_it_starts_anyway():
+    """A step parameter ``maximum_cores`` (the operator's: steps/detector1.py
+    keeps it) makes stcal start its processes in a run the pool gave one
+    core. Their memory was not counted (only a run given several cores had
+    its children read), and such a run outgrew its bound unseen: here the
+    child holds 600 MiB for 30 s and the run ended well. Now it is killed
+    as the bound says."""
+    pool = WorkerPool(1, stage="t", metrics=Metrics(), run_memory_bytes=BOUND)
+    pool.start()
+    try:
+        with anyio.fail_after(120):  # a bound for a loaded machine, not a measure
+            with pytest.raises(RunOverMemory, match=r"more than a run may use \(400 MiB"):
+                await pool.run("tests.pool_tasks:child_holds_memory",
+                               {"mb": 600, "seconds": 30}, timeout=900)
+    finally:
+        pool.close()
+    assert restarts(pool) == {"run_memory": 1.0}
+
+
+@pytest.mark.anyio
 async def test_a_runaway_item_is_retried_then_dead_lettered_with_the_reason(tmp_path):
     cfg = load(None, env={}, flags={"work_dir": tmp_path})
     cfg.max_attempts, cfg.retry_backoff = 2, 0.05

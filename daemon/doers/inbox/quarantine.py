@@ -22,11 +22,16 @@ from calstream.daemon.deciders.inbox_file import (
 )
 from calstream.daemon.doers.digest_memo import stat_sig
 from calstream.daemon.doers.inbox.file_reads import FileReads, ReadHung
+from calstream.daemon.doers.inbox.quarantine_leftovers import (
+    NOTE,
+    partial_copy,
+    unreported_mark,
+)
 from calstream.daemon.doers.inbox.reports import Counts, Rejection, exposure_id_of, log_file
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.operations.logs import escape_controls
 from calstream.steps.failures import infrastructure_cause
-from calstream.steps.regular_files import open_new
+from calstream.steps.regular_files import open_new, open_regular_file
 
 
 class NoLongerJudged(Exception):
@@ -144,20 +149,37 @@ class Quarantine:
     async def _report(self, r: PendingReport) -> bool:
         try:
             await self.on_reject(r.rejection)
-            return True
         except Exception as exc:
-            self.counts.errors += 1
-            r.failures += 1
-            retry = retry_after(r.failures, now=time.monotonic(), rules=self.rules)
-            r.retry_at = retry.at
-            if r not in self.pending:
-                self._keep(r)
-            log_file(
-                logging.WARNING,
-                f"on_reject failed (attempt {r.failures}): {exc!r}; retrying in {retry.delay:g} s",
-                r.rejection.path,
-            )
+            self._failed(r, exc)
             return False
+        if r.rejection.quarantined_to is not None:
+            await self._reported(r.rejection)
+        return True
+
+    async def _reported(self, rejection: Rejection) -> None:
+        """Its dead letter acknowledged: the mark goes. One left (the
+        directory did not answer) sends the letter again at the next start,
+        under the same event id: a reader counts it once."""
+        mark = unreported_mark(rejection.quarantined_to)
+        try:
+            await self.reads.timed(lambda p: p.unlink(missing_ok=True), mark,
+                                   self.reads.read_seconds, what="quarantine's mark removal")
+        except Exception as exc:  # noqa: BLE001 - ReadHung or the disk's error: said, not fatal
+            log_file(logging.WARNING, f"its dead letter was sent, but its mark {mark.name} "
+                     f"stays ({exc}): the letter is sent again at the next start", rejection.path)
+
+    def _failed(self, r: PendingReport, exc: Exception) -> None:
+        self.counts.errors += 1
+        r.failures += 1
+        retry = retry_after(r.failures, now=time.monotonic(), rules=self.rules)
+        r.retry_at = retry.at
+        if r not in self.pending:
+            self._keep(r)
+        log_file(
+            logging.WARNING,
+            f"on_reject failed (attempt {r.failures}): {exc!r}; retrying in {retry.delay:g} s",
+            r.rejection.path,
+        )
 
     def _keep(self, r: PendingReport) -> None:
         if len(self.pending) >= MAX_PENDING_REPORTS:
@@ -167,7 +189,8 @@ class Quarantine:
                 log_file(
                     logging.ERROR,
                     f"{MAX_PENDING_REPORTS} rejection reports pending: this one is dropped "
-                    f"(its quarantine note stays): {dropped.rejection.reason}",
+                    f"(its quarantine note stays; it is sent at the next start): "
+                    f"{dropped.rejection.reason}",
                     dropped.rejection.path,
                 )
         self.pending.append(r)
@@ -192,6 +215,7 @@ class Quarantine:
         # Escaped: a name's control characters or non-UTF-8 bytes could not
         # be written (or would repaint the terminal of whoever reads it).
         text = "\n".join(escape_controls(line) for line in lines) + "\n"
+        mark, partial = unreported_mark(dest), partial_copy(dest)
         try:
             # The note first: a file is never in quarantine without its reason
             # (a full directory refuses the note, and the file stays put).
@@ -199,6 +223,10 @@ class Quarantine:
             # follows from the file's) would take the write out of quarantine.
             with open_new(note, binary=True) as f:
                 f.write(text.encode("utf-8"))
+            # Until its dead letter is acknowledged (report): a stop before
+            # that left the file reported by nothing (quarantine_leftovers.py).
+            with open_new(mark, binary=True) as f:
+                f.write(b"its dead letter is not acknowledged yet\n")
             # Judged, hashed for the note: seconds in which a correction may
             # be renamed over it, which the move would take with this reason.
             # Checked as the watcher looks (a link: what it leads to).
@@ -209,8 +237,19 @@ class Quarantine:
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-                shutil.move(path, dest)  # another filesystem: copy, then unlink
+                if path.is_dir() and not path.is_symlink():
+                    shutil.move(path, dest)
+                else:
+                    # Another filesystem: a copy under its own name, then
+                    # renamed onto the claim, then the inbox's unlinked. A
+                    # copy cut off by a stop is known by its name and undone
+                    # at the next start, the file still in the inbox.
+                    _copy_aside(path, partial)
+                    os.replace(partial, dest)
+                    os.unlink(path)
         except BaseException:
+            partial.unlink(missing_ok=True)
+            mark.unlink(missing_ok=True)
             note.unlink(missing_ok=True)
             if dest.is_dir():
                 dest.rmdir()
@@ -244,6 +283,18 @@ class Quarantine:
                 n += 1
 
 
+def _copy_aside(path: Path, partial: Path) -> None:
+    """``path`` copied to ``partial``, created anew (open_new: a link someone
+    put at that name would take the copy out of quarantine); a link is
+    copied as the link it is, a FIFO or device refused (open_regular_file)."""
+    if path.is_symlink():
+        os.symlink(os.readlink(path), partial)
+        return
+    with open_regular_file(path) as src, open_new(partial, binary=True) as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    shutil.copystat(path, partial)
+
+
 def _sig_now(path: Path) -> Sig | None:
     try:
         return stat_sig(os.stat(path))
@@ -251,7 +302,7 @@ def _sig_now(path: Path) -> Sig | None:
         return None
 
 
-_NOTE = ".reason.txt"
+_NOTE = NOTE
 _NAME_MAX = 255
 
 

@@ -33,6 +33,7 @@ from calstream.daemon.doers.inbox.file_reads import READ_SECONDS, FileReads, Rea
 from calstream.daemon.doers.inbox.ledger import Ledger
 from calstream.daemon.doers.inbox.observer_bridge import InboxScope, ObserverBridge
 from calstream.daemon.doers.inbox.quarantine import Quarantine
+from calstream.daemon.doers.inbox.quarantine_leftovers import leftovers
 from calstream.daemon.doers.inbox.reports import (
     Arrival,
     Counts,
@@ -139,6 +140,7 @@ class Watcher(FileSteps):
             # between the two is missed; a path seen by both is tracked once.
             await self._once_it_answers(self.events.start)
             async with anyio.create_task_group() as tg:
+                await self._settle_leftovers(tg)
                 await self._startup_scan()
                 log.info("watching %s (%s); %d file(s) still tracked after the start-up scan",
                          self.inbox, self.events.kind, len(self._tracks),
@@ -159,6 +161,26 @@ class Watcher(FileSteps):
         timed as a read of the inbox (ReadHung)."""
         await self.reads.timed(lambda _: self._make_dirs(), self.inbox, self.reads.read_seconds,
                                what="directories' making")
+
+    async def _settle_leftovers(self, tg: TaskGroup) -> None:
+        """What a stop left in the quarantine (quarantine_leftovers.py): moves
+        that did not finish undone before the start-up scan judges their
+        files again, and the dead letters never sent sent now (retried as
+        every report is). Awaited, never abandoned: run beside the moves to
+        come, it could undo one under way."""
+        found = await self._once_it_answers(lambda: self.reads.waited(
+            leftovers, self.quarantine.directory, self.reads.read_seconds,
+            what="look at what a stop left in quarantine",
+            late=lambda exc: log.warning("the quarantine's look at start: %s; waited for", exc,
+                                         extra=log_fields(None, self.inbox))))
+        if found.unreported or found.cleaned or found.later:
+            log.warning("quarantine at start: %d file(s) quarantined before a stop without "
+                        "their dead letter: sent now; %d move(s) a stop cut off: undone, the "
+                        "file judged again%s", len(found.unreported), found.cleaned,
+                        f"; {found.later} more at the next start" if found.later else "",
+                        extra=log_fields(None, self.quarantine.directory))
+        for rejection in found.unreported:
+            tg.start_soon(self._then_kick, self.quarantine.report(rejection))
 
     def _make_dirs(self) -> None:
         self.inbox.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from calstream.daemon.doers.kafka.topic_admin import (
 )
 from calstream.daemon.doers.kafka.topic_reader import (
     TopicReader,
+    fold_to_end,
     is_empty,
     last_records,
     open_reader,
@@ -47,7 +48,7 @@ from calstream.daemon.doers.kafka.topic_reader import (
 )
 
 __all__ = ["ConcurrentConsumer", "PartitionEnds", "Publisher", "Record", "TopicReader",
-           "TopicsMissing", "admin", "client_options", "create_topics", "describe_catalog", "group_consumer", "group_offsets", "is_empty",
+           "TopicsMissing", "admin", "client_options", "create_topics", "describe_catalog", "fold_to_end", "group_consumer", "group_offsets", "is_empty",
            "last_records",
            "open_reader", "producer", "read_places", "read_to_end", "read_topics", "reader",
            "record_at", "records_at", "refused_settings", "subscriber", "unreachable"]

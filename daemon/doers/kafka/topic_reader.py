@@ -217,6 +217,26 @@ async def read_to_end(cfg: Config, name: str, *,
         return await reader.read_to_end(stall_seconds=cfg.broker_timeout_seconds)
 
 
+# A fetch's bytes while a topic is folded: tansu ignores the per-partition
+# bound aiokafka asks by default (1 MiB) and answered 5.8 MB at once, and the
+# next fetch is made while a batch is folded. A record larger comes whole
+# all the same (measured on tansu, as Kafka does).
+FOLD_FETCH = {"max_partition_fetch_bytes": 1 << 20, "fetch_max_bytes": 1 << 20}
+
+
+async def fold_to_end(cfg: Config, name: str,
+                      on_batch: Callable[[list[ConsumerRecord]], None]) -> None:
+    """Every record of a topic up to "now", given a fetch at a time to
+    ``on_batch`` (called in a thread: it may decode each record), which
+    keeps what it needs: the last record of each key, as compaction would
+    (``holds list``, ``plan list``). Read whole (``read_to_end``), a topic
+    tansu never compacts was held in memory at once, every record of every
+    week. KafkaTimeoutError as ``read_to_end``."""
+    async with open_reader(cfg, [name], **FOLD_FETCH) as reader:
+        async for batch in reader.batches_to_end(stall_seconds=cfg.broker_timeout_seconds):
+            await anyio.to_thread.run_sync(on_batch, batch)
+
+
 async def read_places(cfg: Config, starts: dict[tuple[str, int], int],
                       on_batch: Callable[[list[ConsumerRecord]], None], *,
                       tails: dict[tuple[str, int], int] | None = None

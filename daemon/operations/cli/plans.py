@@ -49,13 +49,19 @@ async def publish_plan(cfg, message: contract.Message) -> None:
 
 
 async def loaded_plans(cfg) -> list[dict]:
+    """Each plan on the plans topic once (its first record: loading a plan
+    again sends the same plan). The topic is folded as it is read, never
+    held whole: each plan is kept once however often it was loaded."""
     plans: dict[str, dict] = {}
-    for record in await kafka.read_to_end(cfg, Topics(cfg.topic_prefix).name("plans")):
-        try:
-            message = contract.decode(record.value, expected="plan")
-        except contract.InvalidMessage:
-            continue
-        plans.setdefault(message["plan_id"], message.body)
+
+    def fold(batch) -> None:
+        for record in batch:
+            try:
+                message = contract.decode(record.value, expected="plan")
+            except contract.InvalidMessage:
+                continue
+            plans.setdefault(message["plan_id"], message.body)
+    await kafka.fold_to_end(cfg, Topics(cfg.topic_prefix).name("plans"), fold)
     return list(plans.values())
 
 

@@ -1,0 +1,137 @@
+"""What a stop left in the quarantine directory, found at the watcher's start.
+
+A move into quarantine (quarantine.py) writes the file's note and a mark
+``<name>.unreported`` before the move; the mark goes once its dead letter is
+acknowledged. A stop can come between: a stop while a move hung on a silent
+mount abandoned it (file_reads.FileReads.waited), and the move finished
+after; a report the broker did not take was still waiting to be retried; the
+process was killed. The file then lay in quarantine with its note and no
+dead letter, and nothing ever sent one: it is no longer in the inbox. At
+the start, each mark left is one of:
+
+* a move that did not finish: a copy to another filesystem cut off (its
+  ``<name>.partial`` is there), or a rename that never happened (the claim
+  is still empty and the file is still in the inbox). The file is still in
+  the inbox: the claim, note, mark and partial copy are removed, and the
+  start-up scan judges the file again;
+* a file moved and not reported: its dead letter is sent from its note
+  (the same event id as the one the move would have sent: a reader counts
+  it once), then the mark goes.
+
+At most ``MAX_PENDING_REPORTS`` marks a start (the rest at the next one):
+the quarantine is written by others too, and a forged mark sends at most
+one dead letter each, of the note beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from calstream.daemon.deciders.inbox_file import MAX_PENDING_REPORTS
+from calstream.daemon.doers.inbox.reports import Rejection, log_file
+
+NOTE = ".reason.txt"
+UNREPORTED = ".unreported"  # as long as NOTE: the claim's name leaves room for it
+PARTIAL = ".partial"
+_NOTE_BYTES = 64 << 10  # a note is a few lines: more is no note of ours
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    unreported: list[Rejection]  # moved, never reported: to report now
+    cleaned: int  # moves that did not finish: undone (the file is in the inbox)
+    later: int  # marks beyond this start's share
+
+
+def unreported_mark(dest: Path) -> Path:
+    return dest.with_name(dest.name + UNREPORTED)
+
+
+def partial_copy(dest: Path) -> Path:
+    return dest.with_name(dest.name + PARTIAL)
+
+
+def leftovers(directory: Path) -> Leftovers:
+    """Runs in a thread: the marks left in ``directory``, each settled as
+    the module says (unfinished moves undone here)."""
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(UNREPORTED))
+    except FileNotFoundError:
+        return Leftovers([], 0, 0)
+    unreported, cleaned = [], 0
+    for name in names[:MAX_PENDING_REPORTS]:
+        dest = directory / name[:-len(UNREPORTED)]
+        note = dest.with_name(dest.name + NOTE)
+        fields = _note_fields(note)
+        if fields is None or "reason" not in fields:  # no note of ours: nothing to say
+            unreported_mark(dest).unlink(missing_ok=True)
+            continue
+        source = Path(fields.get("file", ""))
+        if os.path.lexists(partial_copy(dest)) or _never_moved(dest, source):
+            for left in (partial_copy(dest), dest, note, unreported_mark(dest)):
+                _remove(left)
+            cleaned += 1
+            log_file(logging.WARNING, "its move into quarantine did not finish before a "
+                     "stop: undone, the file is judged again", source)
+            continue
+        unreported.append(Rejection(
+            source, dest, fields["reason"], _or_none(fields.get("exposure_id")),
+            _or_none(fields.get("digest")), _time(fields.get("detected_at"), note)))
+    return Leftovers(unreported, cleaned, max(0, len(names) - MAX_PENDING_REPORTS))
+
+
+def _never_moved(dest: Path, source: Path) -> bool:
+    """The claim still empty and the file still at its inbox name: the rename
+    never happened (a file quarantined empty has left the inbox)."""
+    try:
+        claim = os.lstat(dest)
+    except FileNotFoundError:
+        return False
+    empty = claim.st_size == 0 if not os.path.isdir(dest) else not os.listdir(dest)
+    return empty and source != dest and os.path.lexists(source)
+
+
+def _note_fields(note: Path) -> dict[str, str] | None:
+    try:
+        with open(note, "rb") as f:
+            text = f.read(_NOTE_BYTES + 1)
+    except OSError:
+        return None
+    if len(text) > _NOTE_BYTES:
+        return None
+    fields: dict[str, str] = {}
+    for line in text.decode("utf-8", "replace").splitlines():
+        key, sep, value = line.partition(": ")
+        if sep and key not in fields:
+            fields[key] = value
+    return fields
+
+
+def _or_none(value: str | None) -> str | None:
+    return None if value in (None, "", "-") else value
+
+
+def _time(text: str | None, note: Path) -> float:
+    try:
+        return datetime.fromisoformat(text or "").timestamp()
+    except ValueError:
+        try:
+            return os.stat(note).st_mtime
+        except OSError:
+            return 0.0
+
+
+def _remove(path: Path) -> None:
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            os.rmdir(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log_file(logging.WARNING, f"could not be removed ({exc})", path)
