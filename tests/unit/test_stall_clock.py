@@ -69,18 +69,25 @@ async def test_an_item_that_waited_for_a_worker_is_judged_from_its_runs_start(tm
     records = [SimpleNamespace(offset=i, value=runs[n]) for i, n in enumerate(runs)]
     try:
         async with anyio.create_task_group() as tg:
-            c._start(tg, {tp: records})  # both taken: the first runs, the second waits
-            await _until(lambda: Path(runs["first"]["mark"]).exists() and pool.waiting == 1)
-            # The second has waited an hour behind the first (its clock: the take).
-            first, second = sorted(c.started_at)
-            c.started_at[second] = time.monotonic() - 3600
+            c._start(tg, {tp: records})  # both taken: one runs, the other waits
+
+            def began(n: str) -> bool:
+                return Path(runs[n]["mark"]).exists()
+
+            # Either may get the worker first (two tasks started at once).
+            await _until(lambda: (began("first") or began("second")) and pool.waiting == 1)
+            running = "first" if began("first") else "second"
+            waiting = "second" if running == "first" else "first"
+            serial = dict(zip(runs, sorted(c.started_at), strict=True))  # taken in order
+            # The waiting one has waited an hour behind the other (its clock: the take).
+            c.started_at[serial[waiting]] = time.monotonic() - 3600
             assert "in flight and none finished in time" in c.stalled(limit)
-            Path(runs["first"]["gate"]).touch()  # the first ends; the second's run begins
-            await _until(lambda: Path(runs["second"]["mark"]).exists() and c.in_flight == 1)
+            Path(runs[running]["gate"]).touch()  # that run ends; the waiting one's begins
+            await _until(lambda: began(waiting) and c.in_flight == 1)
             # Its run has just begun: no stall (its hour of waiting was none).
             await _until(lambda: c.stalled(limit) is None, seconds=10.0)
-            assert list(c.started_at) == [second]
-            Path(runs["second"]["gate"]).touch()
+            assert list(c.started_at) == [serial[waiting]]
+            Path(runs[waiting]["gate"]).touch()
         assert c.in_flight == 0 and c.finished == 2
     finally:
         pool.close()
