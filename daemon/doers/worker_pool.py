@@ -28,7 +28,6 @@ multiprocessing's resource tracker (tests/unit/test_pool_shutdown.py).
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import threading
 import time
@@ -41,7 +40,7 @@ import anyio
 
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.priority_slots import DECLINED, PrioritySlots
-from calstream.daemon.doers.process_memory import children_of, resident_bytes
+from calstream.daemon.doers.run_memory import over_bound
 from calstream.daemon.doers.worker_forkserver import worker_context
 from calstream.daemon.doers.worker_lifecycle import Worker, WorkerLifecycle, kill_left_over
 from calstream.daemon.doers.worker_process import TaskFailure
@@ -59,12 +58,6 @@ log = logging.getLogger("calstream.pool")
 # Items waiting for each worker besides the one it runs: one is enough to
 # leave no gap, and more would only lengthen what a revoked partition hands back.
 PREFETCH_PER_WORKER = 1
-
-# How often a run's children are looked for (a scan of /proc: process_memory.
-# children_of); their memory is read at every poll (0.2 s) in between. A
-# child started since is counted within this long.
-CHILDREN_SCAN_SECONDS = 1.0
-
 
 class WorkerLost(RuntimeError):
     """The worker process died or was killed; the task may be retried."""
@@ -378,28 +371,10 @@ class WorkerPool(WorkerLifecycle):
             self._within_memory(w, request)
 
     def _within_memory(self, w: Worker, request: _Request) -> None:
-        """Between two polls of a run: one over its bound is killed now, before
-        the kernel's OOM killer takes the container (cgroup v2's group kill) and
-        every run in it. SIGKILL at once, not SIGTERM: what the run asks for
-        next may be the last straw. Its children die with it (PDEATHSIG:
-        child_processes.children_die_with_me), and count whatever cores it
-        was given: an operator's step parameter ``maximum_cores`` starts
-        stcal's processes in a run of one core too (their memory escaped)."""
-        if not self.run_memory:
-            return
-        # A run given several cores was given the part of idle workers too
-        # (core_sharing); its children are spawned interpreters, each its own memory.
-        bound = self.run_memory * max(1, request.cores)
-        now = time.monotonic()
-        if now - request.children_scanned_at >= CHILDREN_SCAN_SECONDS:
-            request.children = children_of(w.process.pid)
-            request.children_scanned_at = now
-        used = resident_bytes(w.process.pid, children=request.children)
-        if used > bound:
-            with contextlib.suppress(OSError, ValueError):
-                w.process.kill()
-            log.warning("worker %s held %d MiB during its run, more than a run may use "
-                        "(%d MiB, worker_run_memory_mb): killed", w.name, used >> 20, bound >> 20)
-            raise RunOverMemory(f"worker {w.name} held {used >> 20} MiB during the run, more "
-                                f"than a run may use ({bound >> 20} MiB, "
-                                "worker_run_memory_mb), and was killed")
+        """Between two polls of a run: one over its bound is killed now
+        (run_memory.py says why and how its children count)."""
+        if self.run_memory:
+            over = over_bound(w.process, w.name, self.run_memory * max(1, request.cores),
+                              request)
+            if over is not None:
+                raise RunOverMemory(over)
