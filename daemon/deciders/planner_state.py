@@ -50,6 +50,7 @@ from calstream.steps.associations.records import Exposure
 from calstream.steps.routing import RoutingError, route
 from calstream.steps.step_parameters import StepParameters
 from calstream.topics import contract
+from calstream.topics.dead_letters import letter_fields
 
 log = logging.getLogger("calstream.planner")
 
@@ -271,8 +272,7 @@ class PlannerState:
 
     def _visit_complete(self, sci: Seen) -> bool:
         """Every exposure NEXPOSUR promises for this visit and detector has
-        arrived, each with all its segments: NEXPOSUR counts exposures, and a
-        segmented exposure is several files (steps/visit_tally.py)."""
+        arrived, each with all its segments (visit_counts.py)."""
         return self.visits.complete(sci.exposure, self._arrived_exposure)
 
     def _arrived_exposure(self, exposure_id: str) -> Exposure | None:
@@ -332,12 +332,12 @@ class PlannerState:
             namespace=self.namespace, step_parameters=self.step_parameters)))]
 
     def _dead_letter(self, event: contract.Message, reason: str) -> Emit:
+        first = event["inputs"][0] if event["inputs"] else {}  # texts bounded: letter_fields
         message = contract.build(  # its record (``original``): planner_loop._send adds it
             "dead_letter", contract.event_id("dead_letter", "planner", event.event_id),
-            category="bad_input", reason=reason, stage="planner", attempts=0,
-            exposure_id=event.get("exposure_id"),
-            path=event["inputs"][0]["path"] if event["inputs"] else None,
-            digest=event["inputs"][0]["digest"] if event["inputs"] else None)
+            **letter_fields(category="bad_input", reason=reason, stage="planner", attempts=0,
+                            original=None, exposure_id=event.get("exposure_id"),
+                            path=first.get("path"), digest=first.get("digest")))
         return Emit("deadletter", event.get("exposure_id") or "", message)
 
     # -- for metrics and status ---------------------------------------------

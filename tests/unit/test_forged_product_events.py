@@ -250,3 +250,16 @@ def test_a_level3_candidate_whose_decision_raises_says_so_until_it_is_decided(mo
     assert [e for e in state.tick(bench.T0 + 101) if e.topic == "work.stage3"]
     assert not state.summary(bench.T0 + 101)["level3"]["candidates"]  # closed
     assert all(c.fault is None for c in state.stage3.candidates.values())
+
+
+def test_the_planners_own_dead_letter_fits_whatever_path_its_event_names():
+    """The planner's dead letter named the refused event's input path as it
+    came: a forged one of 900 KB made a letter over the size every reader
+    takes (the encoding refused it, and the letter went without its record,
+    not redrivable). Its texts are bounded as every letter's are."""
+    event = contract.Message("product", json.loads(
+        next(bench.program_records(1, 1))))
+    event.body["inputs"] = [{"path": "/inbox/" + "x" * 900_000, "digest": "sha256:" + "0" * 64}]
+    letter = PlannerState(**bench.RecordPath.settings())._dead_letter(event, "no route").message
+    assert len(letter["path"]) < 5_000 and letter["path"].startswith("/inbox/xxx")
+    assert len(contract.encode(letter)) < contract.MAX_MESSAGE_BYTES
