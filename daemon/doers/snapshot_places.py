@@ -23,7 +23,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from calstream.daemon.doers import kafka, planner_clients
-from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.planner_snapshots import fingerprint
 from calstream.daemon.doers.start_waits import broker_cause
 
@@ -48,7 +47,10 @@ async def covered_now(planner: Planner, offsets: dict[tuple[str, int], int]
     try:
         found = await kafka.records_at(planner.cfg, _places(offsets))
     except Exception as exc:  # noqa: BLE001 - a broker fault: the snapshot goes on without
-        if broker_fault(exc) is None:
+        # broker_cause, not broker_fault alone: a broker stopped just then
+        # answers aiokafka's bare "Unable to get cluster metadata" KafkaError,
+        # which raised out of the snapshot and ended the planner's task.
+        if broker_cause(exc) is None:
             raise
         log.info("planner: the records the snapshot covers could not be read (%s): its "
                  "offsets will be trusted as they are", exc)
