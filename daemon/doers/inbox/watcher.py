@@ -169,7 +169,8 @@ class Watcher(FileSteps):
         every report is). Awaited, never abandoned: run beside the moves to
         come, it could undo one under way."""
         found = await self._once_it_answers(lambda: self.reads.waited(
-            leftovers, self.quarantine.directory, self.reads.read_seconds,
+            lambda d: leftovers(d, self.inbox), self.quarantine.directory,
+            self.reads.read_seconds,
             what="look at what a stop left in quarantine",
             late=lambda exc: log.warning("the quarantine's look at start: %s; waited for", exc,
                                          extra=log_fields(None, self.inbox))))
