@@ -284,6 +284,7 @@ class FileSteps:
                                                          judged=t.state.sig)
         except QuarantineBlocked as blocked:  # left in the inbox, parked: looked at again then
             t.retry_at = time.monotonic() + blocked.delay
+            t.state = decide.move_parked(t.state, decide.Reject(reason, digest))
             return
         except NoLongerJudged:  # another file has the name now: judged afresh
             t.next_check = time.monotonic()
