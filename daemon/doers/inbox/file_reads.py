@@ -54,6 +54,8 @@ MOST_HUNG = 8  # reads left running past their time, at most
 INBOX_HUNG = "inbox_hung"  # the parking's cause (status: what to do about it)
 # The product store's look-up, made for a file found at a start, unanswered.
 STORE_HUNG = "store_hung"
+# The watcher's ledger (sqlite, in the work directory) unanswered.
+WORK_DIR_HUNG = "work_dir_hung"
 
 
 class ReadHung(Exception):
