@@ -90,3 +90,21 @@ async def test_a_quarantined_file_whose_name_has_a_new_delivery_is_reported_not_
         await wait_until(lambda: w.stats().pending == 0)
     first = next(r for r in rec.rejections if r.quarantined_to == quarantine / NAME)
     assert first.path == inbox / NAME and (quarantine / NAME).read_bytes() == DATA
+
+
+async def test_a_note_naming_a_file_in_the_quarantine_is_named_never_acted_on(dirs):
+    """A note whose ``file:`` is another quarantined file of the same bytes
+    (no move of ours writes one): its claim is reported, never undone as a
+    move whose file is still in the inbox (that removed the quarantined
+    file and its note, and nothing judged it again)."""
+    quarantine = dirs[1]
+    quarantine.mkdir()
+    other = quarantine / NAME.replace("_uncal.fits", "_uncal.1.fits")
+    other.write_bytes(DATA)
+    left_by_a_stop(quarantine, str(other), DATA)
+    rec = Recorder()
+    async with running(make(dirs, rec)):
+        await wait_until(lambda: rec.rejections, timeout=10)
+    [r] = rec.rejections
+    assert r.path == other and r.quarantined_to == quarantine / NAME
+    assert (quarantine / NAME).read_bytes() == DATA and other.read_bytes() == DATA

@@ -91,7 +91,10 @@ def leftovers(directory: Path, inbox: Path) -> Leftovers:
                 "under the inbox (forged or damaged); that path was not looked at",
                 None, None, _time(None, note)))
             continue
-        if os.path.lexists(partial_copy(dest)) or _never_moved(dest, source):
+        # Only a file of the inbox is looked at (one the note places in the
+        # quarantine is named, never compared, nor its claim undone).
+        in_inbox = source.is_relative_to(inbox) and not source.is_relative_to(directory)
+        if os.path.lexists(partial_copy(dest)) or (in_inbox and _never_moved(dest, source)):
             for left in (partial_copy(dest), dest, note, unreported_mark(dest)):
                 _remove(left)
             cleaned += 1
