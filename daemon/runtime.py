@@ -31,6 +31,7 @@ from calstream.daemon.doers.start_waits import (
     broker_or_disk_cause,
     crds_cause,
     crds_context_for,
+    hung_or_disk_cause,
     prepare_roots,
     restarting_embedded,
     settings_checked,
@@ -171,6 +172,8 @@ class Daemon(RoleTasks):
                                            self.crds_context).set(1)
             await step(disks, in_thread(lambda: (prepare_roots(cfg, self.lock), deployment.record(
                 cfg, self.ops.address, embedded=self.broker is not None))), infrastructure_cause)
+            await step(f"the inbox {cfg.inbox} and quarantine {cfg.quarantine}",
+                       self.start_waits.inbox_made, hung_or_disk_cause)
             if self.broker is not None:
                 await step(f"the embedded broker (its directory {self.broker.work_dir})",
                            partial(start_embedded, self.broker), infrastructure_cause)

@@ -18,6 +18,13 @@ mount's (``mount_gone``: parked, tried again until it serves). Every look
 answering: the mount serves, so the error was the file's own, and it stays
 what it was (transient: retried a few times, then dead-lettered; permanent
 when a step raised its own error over it: dead-lettered).
+
+A permission error is looked at the same way by the inbox's door, one step
+further: a file this user may not open while its neighbours open is the
+file's (a delivery made with the wrong mode); when every neighbour looked
+at refuses too, the mount is at fault (an NFS id mapping lost, a volume
+mounted with the wrong owner), which no file's quarantine fixes. Before,
+each file of such a mount was quarantined as unreadable, one by one.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ log = logging.getLogger("calstream.files")
 
 PROBE = ".calstream-mount-probe"
 MAX_PLACES = 8  # an association's members share a few directories
+NEIGHBOURS = 3  # files opened beside one refused: any one opening clears the mount
 
 
 def io_error(exc: BaseException) -> OSError | None:
@@ -65,14 +73,22 @@ def run_places(task: dict, error: OSError) -> tuple[list[Path], list[Path]]:
     return list(dict.fromkeys(p for p in read if p.is_absolute()))[:MAX_PLACES], written
 
 
-def sick_mount(read: Iterable[Path], written: Iterable[Path]) -> tuple[Path, OSError] | None:
+def sick_mount(read: Iterable[Path], written: Iterable[Path],
+               refused: Path | None = None) -> tuple[Path, OSError] | None:
     """The first look that failed (the directory and its error), or None:
     each answered. A directory gone or closed to this user says nothing of
-    the mount (an input withdrawn, an inbox without read permission)."""
+    the mount (an input withdrawn, an inbox without read permission).
+    ``refused``: a file this user could not open; in its directory up to
+    NEIGHBOURS other files are opened, and their refusing too is a failed
+    look (none there to open: the file's own, as before)."""
     for directory in read:
         try:
             with os.scandir(directory) as entries:
-                next(entries, None)
+                if refused is not None and directory == refused.parent:
+                    if (exc := _neighbours_refuse(entries, refused.name)) is not None:
+                        return directory, exc
+                else:
+                    next(entries, None)
         except (FileNotFoundError, PermissionError):
             continue
         except OSError as exc:
@@ -87,6 +103,30 @@ def sick_mount(read: Iterable[Path], written: Iterable[Path]) -> tuple[Path, OSE
         except OSError as exc:
             return directory, exc
     return None
+
+
+def _neighbours_refuse(entries: Iterable[os.DirEntry], name: str) -> PermissionError | None:
+    """The permission error of the last of up to NEIGHBOURS regular files
+    (not ``name``, not hidden) if each refuses to open; None once one opens,
+    or when there is none (an error of another kind says nothing: skipped)."""
+    refusal, tried = None, 0
+    for entry in entries:
+        if tried >= NEIGHBOURS:
+            break
+        if entry.name == name or entry.name.startswith("."):
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            tried += 1
+            os.close(os.open(entry.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW
+                             | os.O_CLOEXEC))
+            return None
+        except PermissionError as exc:
+            refusal = exc
+        except OSError:
+            continue
+    return refusal
 
 
 def after_io_error(kind: str, exc: BaseException, task: dict,

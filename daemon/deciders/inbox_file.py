@@ -92,6 +92,9 @@ class FileState:
     identified: bool = False  # name, header and digest read: only the announcement is left
     failures: int = 0  # unreadable attempts, or failed announcements once identified
     unexpected: int = 0  # unexpected errors since the content last changed
+    # Judged bad, its move parked (the quarantine refused it for now): moved
+    # as judged at the next look while its stat stays, unread.
+    refused: Reject | None = None
 
 
 # ------------------------------------------------------------ decisions
@@ -193,6 +196,11 @@ def after_stat(
         # a rescan) needs no further wait.
         changed_at = now - max(0.0, min(age, rules.settle_seconds)) if first else now
         state = FileState(sig=sig, changed_at=changed_at, rewritten=state.rewritten or not first)
+    if state.refused is not None:
+        # Its move parked: read and hashed again at every re-check (a 40 GB
+        # file every park_recheck_seconds, for as long as the quarantine
+        # refused it), though unchanged since it was judged.
+        return state, state.refused
     settled_at = state.changed_at + (0.0 if writer_done else rules.settle_seconds)
     if now < settled_at:
         return state, Wait(min(settled_at, now + rules.look_interval))
@@ -222,6 +230,12 @@ def after_stat(
 
 DONE_BEFORE = Forget(still_there=True, why="as announced before, and its products exist: "
                                            "not read")
+
+
+def move_parked(state: FileState, decision: Reject) -> FileState:
+    """``decision``, whose move the quarantine refused for now, kept for
+    the next look at the file as it is (after_stat)."""
+    return replace(state, refused=decision)
 
 
 def is_done_before(decision: Decision) -> bool:

@@ -20,10 +20,11 @@ exit status 2 (cli/main.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ from calstream.daemon.deciders.retry_policy import Backoff
 from calstream.daemon.doers.broker_probe import kill_if_wedged
 from calstream.daemon.doers.broker_supervisor import CLIENT_LOGGERS, quiet_client_logs
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, READ_SECONDS, FileReads, ReadHung
 from calstream.daemon.doers.kafka import TopicsMissing, refused_settings, unreachable
 from calstream.daemon.doers.kafka.clients import stopped
 from calstream.daemon.doers.kafka.publisher import broker_fault
@@ -81,6 +83,12 @@ def broker_cause(exc: BaseException) -> str | None:
 def broker_or_disk_cause(exc: BaseException) -> str | None:
     """A step that reads and writes both the broker and the work directory."""
     return broker_cause(exc) or infrastructure_cause(exc)
+
+
+def hung_or_disk_cause(exc: BaseException) -> str | None:
+    """A step timed as the door's reads (its storage silent: ReadHung's
+    cause) that writes a disk."""
+    return exc.cause if isinstance(exc, ReadHung) else infrastructure_cause(exc)
 
 
 def crds_cause(exc: BaseException) -> str | None:
@@ -138,8 +146,12 @@ class _Trying:
 class StartWaits:
     """The daemon's start steps, each waiting out its infrastructure faults."""
 
-    def __init__(self, cfg: Config, metrics: Metrics) -> None:
+    def __init__(self, cfg: Config, metrics: Metrics, *,
+                 read_seconds: float = READ_SECONDS) -> None:
         self.cfg, self.metrics = cfg, metrics
+        # The inbox's making, in threads that can be left (file_reads.py):
+        # one left hung is not begun again until it returns.
+        self._reads = FileReads(1, read_seconds)
         # Every step waiting now, oldest first: the daemon's start and the
         # planner's (on its own loop) can wait at once, and /readyz names each
         # (one slot showed whichever began last: an operator, and a test, saw
@@ -147,6 +159,14 @@ class StartWaits:
         self.waits: list[_Wait] = []
         self.trying: list[_Trying] = []  # steps at their first attempt, until it fails
         self.done = False  # set by the daemon once every role runs
+
+    async def inbox_made(self) -> None:
+        """make_inbox, timed as the door's reads: in anyio's threads, on a
+        silent (hung NFS) inbox mount, the start waited there for ever,
+        shown only as "trying". ReadHung (inbox_hung) past its time; the
+        step (hung_or_disk_cause) parks it and tries again."""
+        await self._reads.timed(lambda _: make_inbox(self.cfg), self.cfg.inbox,
+                                self._reads.read_seconds, what="making", cause=INBOX_HUNG)
 
     @property
     def waiting(self) -> _Wait | None:
@@ -278,7 +298,8 @@ def prepare_roots(cfg: Config, lock: WorkDirLock | None = None) -> None:
     """The daemon's directories made, and those it writes written once: a
     read-only or full file system is found here, where the start waits for
     it, rather than by the first exposure. A permission denied is the
-    configuration's (a person must change the owner or the path).
+    configuration's (a person must change the owner or the path). The
+    inbox and the quarantine are made apart, timed (StartWaits.inbox_made).
 
     ``lock``, the work directory's, is taken first if the start could not
     (the directory not makeable then): before anything is written there,
@@ -286,13 +307,28 @@ def prepare_roots(cfg: Config, lock: WorkDirLock | None = None) -> None:
     roots = [cfg.work_dir]  # deployment.json, the watcher's and the planner's ledgers
     if set(cfg.roles) - {"watcher", "planner"}:
         roots.append(cfg.products)  # the stages' products and records
-    try:
+    with _refused_as_configuration():
         if lock is not None:
             lock.take()
-        for d in (cfg.work_dir, cfg.products, cfg.inbox, cfg.quarantine):
+        for d in (cfg.work_dir, cfg.products):
             d.mkdir(parents=True, exist_ok=True)
         for root in roots:
             probe_writable(root)
+
+
+def make_inbox(cfg: Config) -> None:
+    """The inbox and the quarantine made (as they are, if they exist)."""
+    with _refused_as_configuration():
+        for d in (cfg.inbox, cfg.quarantine):
+            d.mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.contextmanager
+def _refused_as_configuration() -> Iterator[None]:
+    """What no wait clears, as ConfigError (exit 2): a permission denied, a
+    file where a root goes."""
+    try:
+        yield
     except PermissionError as exc:
         raise ConfigError(f"{exc.filename}: {exc.strerror}: the daemon cannot write there; "
                           "give it a directory it owns (work_dir, products, inbox)") from None

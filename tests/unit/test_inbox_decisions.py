@@ -299,3 +299,17 @@ def test_a_rejection_from_bytes_read_while_the_file_changed_is_a_look_again():
     assert decide.unless_changed(reject, sig=sig, sig_now=sig, now=7.0) is reject
     announce = decide.ReadIdentity()
     assert decide.unless_changed(announce, sig=sig, sig_now=later, now=7.0) is announce
+
+
+def test_a_file_whose_move_was_parked_is_moved_as_judged_until_it_changes():
+    """Its move refused for now (a full or read-only quarantine): at each
+    re-check it was read and hashed again from its layout on, though its
+    stat had not changed. Now the judgement is kept while the stat stays;
+    a file that changed is looked at afresh."""
+    state, _ = stat(age=10.0)  # settled, about to have its structure read
+    judged = Reject(f"{NAME}: name and header disagree", "sha256:ab")
+    parked = decide.move_parked(state, judged)
+    assert stat(parked, now=NOW + 30) == (parked, judged)
+    changed = (SIG[0] + 2880, *SIG[1:])
+    state, decision = stat(parked, sig=changed, now=NOW + 30)
+    assert state.refused is None and isinstance(decision, Wait)

@@ -108,16 +108,20 @@ async def test_a_step_of_the_planner_s_restore_parks_in_its_stage_and_is_known_a
 def test_a_file_where_a_root_goes_is_a_configuration_error(tmp_path, where):
     """`calstream run --work-dir calstream.toml` (the config file for the work
     dir) ended the start in FileExistsError's exception-group traceback."""
-    from calstream.daemon.doers.start_waits import prepare_roots
+    from calstream.daemon.doers.start_waits import make_inbox, prepare_roots
     from calstream.daemon.operations.config import ConfigError
+
+    def prepare(cfg):
+        prepare_roots(cfg)
+        make_inbox(cfg)
 
     (tmp_path / "a-file").write_text("[calstream]\n")
     flags = {"work_dir": tmp_path / "work", where: tmp_path / "a-file"}
     with pytest.raises(ConfigError, match="a-file: a file is there, or above it, not a dir"):
-        prepare_roots(load(None, env={}, flags=flags))
+        prepare(load(None, env={}, flags=flags))
     flags[where] = tmp_path / "a-file" / "below"
     with pytest.raises(ConfigError, match="below: a file is there, or above it"):
-        prepare_roots(load(None, env={}, flags=flags))
+        prepare(load(None, env={}, flags=flags))
     assert (tmp_path / "a-file").read_text() == "[calstream]\n"
 
 
@@ -199,3 +203,45 @@ async def test_a_first_attempt_that_has_no_answer_yet_is_named_while_it_lasts(tm
     assert w.problems() == ["starting"] and len(tries) == 2
     w.done = True
     assert w.problems() == []
+
+
+async def test_a_silent_inbox_mount_parks_the_start_which_goes_on_by_itself(tmp_path,
+                                                                            monkeypatch):
+    """The start made the inbox (and the quarantine) in one of anyio's
+    threads, untimed: on an inbox mount gone silent (a hard NFS mount whose
+    server is away) the start waited there for ever, /readyz saying only
+    "trying ...", no metric, and a stop could not end it. Now the making is
+    timed as the door's reads: parked as inbox_hung, and the start goes on
+    once the mount answers. (A real thread held until the test lets it go.)"""
+    import os
+    import threading
+
+    from calstream.daemon.doers.start_waits import hung_or_disk_cause
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "max_attempts": 2,
+                                    "retry_backoff": 0.01, "park_recheck_seconds": 0.05})
+    w = StartWaits(cfg, Metrics(), read_seconds=0.2)
+    answers, returned = threading.Event(), []
+    real = os.mkdir
+
+    def mkdir(path, *args, **kw):
+        if os.fspath(path) == os.fspath(cfg.inbox) and not answers.is_set():
+            answers.wait(20)  # a bound for a broken test, not a measure
+            returned.append(1)
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(w.step, "the inbox", w.inbox_made, hung_or_disk_cause)
+            with anyio.fail_after(10):
+                while parked(w, "inbox_hung") < 1:
+                    await anyio.sleep(0.02)
+            [shown] = w.problems()
+            assert shown.startswith("starting: waiting for the inbox (inbox_hung)"), shown
+            assert not returned, "parked while its mount is silent"
+            answers.set()  # the mount answers
+        assert cfg.inbox.is_dir() and cfg.quarantine.is_dir()
+        assert parked(w, "inbox_hung") == 0 and w.problems() == ["starting"]
+    finally:
+        answers.set()

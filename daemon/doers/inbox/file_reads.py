@@ -54,6 +54,8 @@ MOST_HUNG = 8  # reads left running past their time, at most
 INBOX_HUNG = "inbox_hung"  # the parking's cause (status: what to do about it)
 # The product store's look-up, made for a file found at a start, unanswered.
 STORE_HUNG = "store_hung"
+# The watcher's ledger (sqlite, in the work directory) unanswered.
+WORK_DIR_HUNG = "work_dir_hung"
 
 
 class ReadHung(Exception):
@@ -144,16 +146,18 @@ class FileReads:
         except (OSError, ReadHung):
             return None
 
-    async def mount_fault(self, directory: Path) -> str | None:
-        """The second look after a read of a file in ``directory`` failed
+    async def mount_fault(self, path: Path, error: OSError) -> str | None:
+        """The second look after a read of ``path`` failed with ``error``
         (EIO): a soft network mount whose server is gone fails every read
         so, as a damaged file fails its own. Made as a run's is
         (steps/mount_health.py: the directory listed, a probe written there
-        and removed), timed. The mount's fault (mount_gone, a full or
-        read-only disk; inbox_hung when the look does not answer), or None:
-        the file's own."""
+        and removed), timed; after a permission error a few neighbours of
+        the file are opened too (every one refusing: the mount's, mount_gone).
+        The mount's fault (mount_gone, a full or read-only disk; inbox_hung
+        when the look does not answer), or None: the file's own."""
+        refused = path if isinstance(error, PermissionError) else None
         try:
-            found = await self.timed(lambda d: sick_mount([d], [d]), directory,
+            found = await self.timed(lambda d: sick_mount([d], [d], refused), path.parent,
                                      self.read_seconds, what="second look")
         except ReadHung:
             return INBOX_HUNG

@@ -7,6 +7,15 @@ which no writer can set.
 
 Every call runs in a worker thread, one at a time: sqlite on a network
 filesystem can block, and the watcher shares its event loop with the daemon.
+The threads are the door's (file_reads.py), and each call is timed as the
+inbox's reads are: in anyio's threads a work directory gone silent (a hard
+NFS mount) held the watcher's start (and with it the rest of the daemon's),
+the file under way and any stop for ever, unseen: such a thread cannot be
+abandoned, and the process waited for it at exit. A call past its time
+raises ReadHung (cause ``work_dir_hung``), its file is parked as a hung
+read's is, and until the call left hung returns every other call raises at
+once (the connection is still in its hands), so a silent work directory
+costs one thread.
 """
 
 from __future__ import annotations
@@ -20,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import anyio.to_thread
 
 from calstream.daemon.deciders.inbox_file import Sig
+from calstream.daemon.doers.inbox.file_reads import WORK_DIR_HUNG, FileReads, ReadHung
 from calstream.daemon.doers.inbox.reports import Arrival
 from calstream.steps.regular_files import move_aside, set_aside_unless_regular
 
@@ -72,12 +81,12 @@ def _text(path: Path) -> str:
 
 
 class Ledger:
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        self._limiter = anyio.CapacityLimiter(1)  # the connection is used by one thread at a time
+    def __init__(self, db: sqlite3.Connection, path: Path, reads: FileReads) -> None:
+        self._db, self.path, self.reads = db, path, reads
+        self._lock = anyio.Lock()  # the connection is used by one thread at a time
 
     @classmethod
-    async def open(cls, path: Path) -> Ledger:
+    async def open(cls, path: Path, reads: FileReads | None = None) -> Ledger:
         """The ledger at ``path``; a file there that is no database, or a
         damaged one, is moved aside and a new ledger started, so that no
         one has to delete it before the watcher can start. What is lost is
@@ -101,10 +110,14 @@ class Ledger:
                                "hashes the inbox again")
                 return _connected(path)
 
-        return cls(await anyio.to_thread.run_sync(connect))
+        reads = reads or FileReads(1)
+        return cls(await reads.timed(lambda _: connect(), path, reads.read_seconds,
+                                     what="ledger's opening", cause=WORK_DIR_HUNG), path, reads)
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        async with self._lock:
+            return await self.reads.timed(lambda _: fn(*args), self.path, self.reads.read_seconds,
+                                          what="ledger's read", cause=WORK_DIR_HUNG)
 
     async def has(self, exposure_id: str, digest: str) -> bool:
         query = "SELECT 1 FROM announced WHERE exposure_id = ? AND digest = ?"
@@ -148,4 +161,8 @@ class Ledger:
         await self._call(self._db.execute, _UPSERT, row)
 
     async def close(self) -> None:
-        await self._call(self._db.close)
+        try:
+            await self._call(self._db.close)
+        except ReadHung as exc:  # left to the process's end
+            log.warning("the watcher's ledger left open: %s", exc,
+                        extra={"stage": "watcher", "path": str(self.path)})

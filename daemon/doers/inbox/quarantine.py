@@ -114,7 +114,18 @@ class Quarantine:
             return self.rules.retry_max
         parking = self._parked.setdefault(path, self.parking(f"{path.name}: quarantine",
                                                             root=self.directory))
+        # The directory that refused: the inbox's when its error names a path
+        # outside the quarantine (a read-only inbox refuses the file's
+        # removal), which the label named as the quarantine's.
+        parking.root = self._refusing(path, exc)
         return parking.failed(cause, exc)
+
+    def _refusing(self, path: Path, exc: BaseException) -> Path:
+        named = getattr(exc, "filename", None)
+        if isinstance(named, str | bytes | os.PathLike) and \
+                not Path(os.fsdecode(named)).absolute().is_relative_to(self.directory):
+            return path.parent
+        return self.directory
 
     def resumed(self, path: Path) -> None:
         """``path`` is no longer waiting for the directory (moved, or gone)."""
@@ -244,6 +255,10 @@ class Quarantine:
                     # renamed onto the claim, then the inbox's unlinked. A
                     # copy cut off by a stop is known by its name and undone
                     # at the next start, the file still in the inbox.
+                    # A read-only inbox refuses the unlink, at the end:
+                    # asked first, not after a copy of the whole file made
+                    # and thrown away at every re-check of its park.
+                    _unless_read_only(path.parent)
                     _copy_aside(path, partial)
                     os.replace(partial, dest)
                     os.unlink(path)
@@ -293,6 +308,12 @@ def _copy_aside(path: Path, partial: Path) -> None:
     with open_regular_file(path) as src, open_new(partial, binary=True) as dst:
         shutil.copyfileobj(src, dst, 1 << 20)
     shutil.copystat(path, partial)
+
+
+def _unless_read_only(directory: Path) -> None:
+    """EROFS naming ``directory`` if its file system is mounted read-only."""
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(directory))
 
 
 def _sig_now(path: Path) -> Sig | None:

@@ -211,7 +211,11 @@ class FileSteps:
         handle or a transport gone (steps/failures.py: mount_gone) is the
         mount's; so is EIO when a second look at its directory (listed and
         written to, as a run's: steps/mount_health.py) fails too: a soft
-        mount whose server is gone. Those are parked until a
+        mount whose server is gone; so is a permission error when the
+        file's neighbours refuse this user too (a mount with the wrong owner
+        or id mapping: every file would have been quarantined, one by one;
+        one file refused among neighbours that open is its own). Those are
+        parked until a
         read answers, never counted: after a few tries a good delivery was
         quarantined as unreadable, dead-lettered bad_file, and left unread
         once the mount came back."""
@@ -229,7 +233,7 @@ class FileSteps:
     async def _storage_cause(self, t: Track, exc: OSError) -> str | None:
         """The infrastructure fault behind ``exc`` from a read of ``t``'s
         file, or None (the file's own)."""
-        return infrastructure_cause(exc) or await self.reads.mount_fault(t.path.parent)
+        return infrastructure_cause(exc) or await self.reads.mount_fault(t.path, exc)
 
     async def _carry_out(self, t: Track, decision: decide.Decision) -> None:
         match decision:
@@ -284,6 +288,7 @@ class FileSteps:
                                                          judged=t.state.sig)
         except QuarantineBlocked as blocked:  # left in the inbox, parked: looked at again then
             t.retry_at = time.monotonic() + blocked.delay
+            t.state = decide.move_parked(t.state, decide.Reject(reason, digest))
             return
         except NoLongerJudged:  # another file has the name now: judged afresh
             t.next_check = time.monotonic()

@@ -45,7 +45,7 @@ from calstream.daemon.doers.inbox.reports import (
 )
 from calstream.daemon.doers.inbox.tracked_file import FileSteps, Track
 from calstream.daemon.doers.inbox.watch_keeper import WatchKeeper
-from calstream.daemon.doers.parking import Parking
+from calstream.daemon.doers.parking import Parking, until_done
 from calstream.steps.exposure import UNCAL_REQUIRED_EXTENSIONS
 
 # Files looked at at once (steps under way), at the start-up scan and after.
@@ -132,7 +132,7 @@ class Watcher(FileSteps):
         # silent (since the daemon's start checks made them) froze the whole
         # daemon before the timed listing's turn came.
         await self._once_it_answers(self.made_dirs)
-        ledger = await Ledger.open(self.scope.ledger_path)
+        ledger = await self._ledger_opened()
         self._announcer = Announcer(ledger, self._on_arrival, self._has_products, self._counts,
                                     self.reads)
         try:
@@ -156,6 +156,25 @@ class Watcher(FileSteps):
                                 extra=log_fields(None, self.inbox))
                 await ledger.close()
 
+    async def _ledger_opened(self) -> Ledger:
+        """The ledger, waited for while the work directory does not answer:
+        parked (work_dir_hung), not a start frozen unseen (ledger.py)."""
+        def hung(exc: BaseException) -> str | None:
+            return exc.cause if isinstance(exc, ReadHung) else None
+
+        def opening() -> Awaitable[Ledger]:
+            return Ledger.open(self.scope.ledger_path, self.reads)
+
+        if self._parking is not None:
+            return await until_done(opening, self._parking("the watcher's ledger"), hung)
+        while True:
+            try:
+                return await opening()
+            except ReadHung as exc:
+                log.warning("the watcher's ledger: %s; again in %gs", exc, self.rules.retry_max,
+                            extra=log_fields(None, self.scope.ledger_path))
+                await anyio.sleep(self.rules.retry_max)
+
     async def made_dirs(self) -> None:
         """The inbox and the quarantine made (as they are, if they exist),
         timed as a read of the inbox (ReadHung)."""
@@ -169,7 +188,8 @@ class Watcher(FileSteps):
         every report is). Awaited, never abandoned: run beside the moves to
         come, it could undo one under way."""
         found = await self._once_it_answers(lambda: self.reads.waited(
-            leftovers, self.quarantine.directory, self.reads.read_seconds,
+            lambda d: leftovers(d, self.inbox), self.quarantine.directory,
+            self.reads.read_seconds,
             what="look at what a stop left in quarantine",
             late=lambda exc: log.warning("the quarantine's look at start: %s; waited for", exc,
                                          extra=log_fields(None, self.inbox))))
