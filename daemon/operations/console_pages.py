@@ -8,6 +8,7 @@ exposures, dead letters and stage-3 products with their previews.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import urllib.parse
 from html import escape
@@ -72,10 +73,15 @@ def _since(iso: str | None, now: float) -> str:
 
 
 def _time(iso: str | None, *, date: bool = True) -> str:
-    """UTC, to the second; the full time on hover."""
+    """UTC, to the second; the full time as written on hover. Converted: the
+    text's first 19 characters were shown as UTC whatever its offset (the
+    contract allows any), ``05:00+02:00`` as 05:00 for 03:00."""
     if not iso:
         return "-"
-    shown = iso.replace("T", " ").rstrip("Z")[:19]
+    try:
+        shown = contract.parse_time(iso).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError, OverflowError):  # a file's text, of no time: as it is
+        shown = str(iso)[:19]
     return f'<span title="{_e(iso)}">{_e(shown if date else shown[11:])}</span>'
 
 

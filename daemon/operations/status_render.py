@@ -53,7 +53,9 @@ def _when(iso: str, now: float) -> str:
         t = contract.parse_time(iso)
     except ValueError:
         return iso
-    return f"{t.strftime('%Y-%m-%d %H:%M:%S')}Z ({_ago(t.timestamp(), now)})"
+    # In UTC, as its "Z" says: a time of another offset was shown in its own
+    # hours with a Z after them.
+    return f"{t.astimezone(dt.UTC).strftime('%Y-%m-%d %H:%M:%S')}Z ({_ago(t.timestamp(), now)})"
 
 
 def _mib(b: int) -> str:

@@ -25,6 +25,7 @@ places of the earlier ones name too (dead_letter_reading.py).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 
@@ -292,13 +293,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _utc(when: str) -> str:
+    """A letter's time in UTC to the second, as its column says: its first
+    19 characters were shown, the hours of whatever offset it was written in."""
+    return contract.parse_time(when).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def list_row(r: DeadLetter) -> str:
     """One dead letter, one line, escaped: a dead letter is read from a topic
     anyone may write, and a reason quotes text from outside (a pipeline's
     error, a name); no control sequence reaches the terminal."""
     b = r.body
     who = subject(b)
-    return escape_controls(f"{r.ref:9} {b['emitted_at'][:19]:20} {b['stage']:10} "
+    return escape_controls(f"{r.ref:9} {_utc(b['emitted_at']):20} {b['stage']:10} "
                            f"{b['category']:18} {who[:34]:34} {len(r.redrives) or '':8} "
                            f"{b['reason'][:100]}")
 

@@ -24,6 +24,7 @@ from calstream.daemon.operations.cli.registry import (
     reason_argument,
 )
 from calstream.daemon.operations.holds_view import (
+    by_since,
     current_holds,
     not_the_planners,
     unchecked_note,
@@ -51,7 +52,7 @@ def _list_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     cfg = broker_config(args, "holds")
     holds = anyio.run(current_holds, cfg, Topics(cfg.topic_prefix))
-    rows = [h for h in holds.values() if args.all or h["state"] == "held"]
+    rows = sorted((h for h in holds.values() if args.all or h["state"] == "held"), key=by_since)
     if note := unchecked_note(holds.values(), cfg.work_dir):
         print(f"calstream: {note}", file=sys.stderr)
     if args.json:
@@ -61,7 +62,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no exposures held" if not args.all else "no holds recorded")
         return 0
     print(f"{'exposure':34} {'state':9} {'since':25} {'age':>7}  reason / release")
-    for h in sorted(rows, key=lambda h: h["since"]):
+    for h in rows:
         print(hold_row(h))
     return 0
 
