@@ -388,6 +388,13 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if args.dry_run:
         for letter, _ in chosen:
             print(f"{letter.ref}: would re-publish to {letter.body['original']['topic']}")
+        # As the redrive itself would end: a dry run of a selection every
+        # letter of which is refused said exit 0, and a script that checks
+        # first went on to a redrive that sends nothing and fails.
+        if refused and not chosen:
+            print(f"calstream: none of the {len(refused)} dead letter(s) selected could be "
+                  "redriven (each said above)", file=sys.stderr)
+            return 1
         return 0
     by = operator(args)
     sent = anyio.run(redrive, cfg, [letter for letter, _ in chosen], by, args.why)
