@@ -45,6 +45,8 @@ def _set_gauges(planner: Planner) -> None:
     metrics.held_exposures.set(s["held"])
     metrics.held_for_direct_image.set(s["held_for_direct_image"])
     metrics.oldest_hold_age.set(s["oldest_hold_age"])
+    metrics.held_without_product.set(len(_unbacked(planner)))
+    metrics.pointing_updates_waiting.set(len(planner.pointing_waiting))
     series = program_series(s["level3"]["missing_by_program"])
     # A program no longer missing anything goes to 0, not left at its last
     # count, while the series stay within their bound (level3_status says
@@ -87,16 +89,20 @@ def view(planner: Planner) -> dict:
         out["namespaces"][namespace] = {
             "stage2_waiting": s["waiting_for"], "held": s["held"],
             "oldest_hold_age": s["oldest_hold_age"], "stage3": s["level3"]}
-    # Holds no product event backs (a forged record taken back at a restart,
-    # or one whose events are gone): only `holds release` ends them.
-    unbacked = [e for e, h in planner.holds.items() if h.get("state") == "held"
-                and not any(e in state.exposures for state in planner.states.values())]
+    unbacked = _unbacked(planner)
     out["held_without_product"] = sorted(unbacked)[:VIEW_LIMIT]
     out["held_without_product_count"] = len(unbacked)
     # Pointing updates that came before their exposure (deciders/holds.py WaitingUpdates).
     out["pointing_updates_waiting"] = planner.pointing_waiting.exposures()[:VIEW_LIMIT]
     out["pointing_updates_waiting_count"] = len(planner.pointing_waiting)
     return out
+
+
+def _unbacked(planner: Planner) -> list[str]:
+    """Holds no product event backs (a forged record taken back at a restart,
+    or one whose events are gone): only `holds release` ends them."""
+    return [e for e, h in planner.holds.items() if h.get("state") == "held"
+            and not any(e in state.exposures for state in planner.states.values())]
 
 
 VIEW_LIMIT = 100  # exposures named in a list of the view; its count says how many in all

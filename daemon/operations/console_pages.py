@@ -25,7 +25,7 @@ from calstream.daemon.operations.dead_letter_redrives import REDRIVES, pending
 from calstream.daemon.operations.holds_view import not_the_planners
 from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.operations.status_render import next_step
-from calstream.daemon.operations.status_summary import planner_left
+from calstream.daemon.operations.status_summary import planner_left, planner_unseen
 from calstream.topics import contract
 
 PAGE_SIZE = 100
@@ -193,8 +193,16 @@ def _planner(snap: Snapshot) -> str:
     left = planner_left(view)
     state = "caught up" if view.get("caught_up") is True else "catching up with its history"
     behind = ", ".join(f"{n} record(s) of {t}" for t, n in left.items())
+    # Of exposures it has no product of: named nowhere else on the pages
+    # (their observations are the products' and the holds').
+    unseen = "".join(
+        f'<p class="held">{_e(words)}: {count}</p><p>'
+        f'{", ".join(_e(n) for n in names)}'
+        f'{_e(f" ... and {count - len(names)} more") if count > len(names) else ""}</p>'
+        for words, count, names in planner_unseen(view))
     return (f'<p class="{"held" if left else "muted"}">{_e(state)}; '
-            f'{_e(behind + " left to decide" if left else "nothing left to decide")}</p>')
+            f'{_e(behind + " left to decide" if left else "nothing left to decide")}</p>'
+            + unseen)
 
 
 def _parked(snap: Snapshot) -> str:

@@ -19,6 +19,7 @@ from calstream.daemon.operations.status_summary import (
     GroupLag,
     Status,
     planner_left,
+    planner_unseen,
 )
 from calstream.steps.failures import (
     CRDS_LOOKUP,
@@ -383,6 +384,19 @@ def _planner_view(view: dict[str, Any] | None, now: float) -> list[str]:
         out += _stage2_waiting(ns.get("stage2_waiting", {}), tag)
         out += _stage3_open(stage3.get("candidates", []), tag)
         out += _stage3_abandoned(stage3.get("abandoned"), tag)
+    return out + _unseen(view)
+
+
+def _unseen(view: dict[str, Any]) -> list[str]:
+    """Holds and pointing updates of exposures the planner has no product of:
+    only /planner said so (status and the console showed neither)."""
+    out = []
+    for words, count, names in planner_unseen(view):
+        out += [f"  {words}: {count}",
+                *(f"    {_oneline(n, 80)}" for n in names[:LISTED]),
+                *([f"    ... and {count - min(len(names), LISTED)} more"
+                   + (f" (the first {len(names)} in /planner)" if len(names) > LISTED else "")]
+                  if count > min(len(names), LISTED) else [])]
     return out
 
 
