@@ -27,6 +27,7 @@ from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.operations.status_render import next_step
 from calstream.daemon.operations.status_summary import planner_left, planner_unseen
 from calstream.topics import contract
+from calstream.topics.dead_letters import TEXT_BUDGET, bounded
 
 PAGE_SIZE = 100
 ROOT = "/console"
@@ -43,10 +44,18 @@ nav a{margin-right:1em} .error{color:#a00}
 """
 
 
+# Characters of one text shown: a record's texts are anyone's, up to the
+# megabyte a message may be (a hold's reason, a forged dead letter's), and
+# an observation page showed each whole, twice (timeline and table) for each
+# of up to 100 rows: a page of hundreds of megabytes, built in memory.
+SHOWN_CHARS = TEXT_BUDGET
+
+
 def _e(value: Any) -> str:
     # Control characters as the CLI shows them (a file named with an escape
     # sequence reached the page raw, invisible): records anyone may write.
-    return escape(escape_controls("" if value is None else str(value), keep_breaks=True))
+    text = bounded("" if value is None else str(value), SHOWN_CHARS)
+    return escape(escape_controls(text, keep_breaks=True))
 
 
 def _link(path: str, text: str, **query: Any) -> str:
@@ -244,7 +253,9 @@ def _thumbnails(event: dict[str, Any] | None) -> str:
     full = {p["of"]: p["path"] for p in previews if p.get("role") == "preview"}
     out = []
     for p in previews:
-        if p.get("role") == "thumbnail":
+        # A path longer than a path may be names no file: no link of its size.
+        if p.get("role") == "thumbnail" and len(full.get(p["of"], p["path"])) <= SHOWN_CHARS \
+                and len(p["path"]) <= SHOWN_CHARS:
             thumb = urllib.parse.quote(p["path"])
             big = urllib.parse.quote(full.get(p["of"], p["path"]))
             out.append(f'<a href="{ROOT}/preview?path={big}"><img class="thumb" '

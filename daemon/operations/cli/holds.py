@@ -32,6 +32,7 @@ from calstream.daemon.operations.holds_view import (
 from calstream.daemon.operations.logs import escape_controls
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
+from calstream.topics.dead_letters import REASON_BUDGET, bounded
 
 group("holds", "exposures held for provisional pointing (ENGQLPTG=PLANNED)")
 
@@ -71,9 +72,10 @@ def hold_row(h: dict) -> str:
     """One hold, one line, escaped: the holds topic is anyone's to write, and
     no control sequence (or lone surrogate) reaches the terminal."""
     release = h.get("release") or {}
-    detail = (f"{release['path']}: {release.get('reason') or ''}"
-              f"{' by ' + release['by'] if release.get('by') else ''}"
-              if release else h["reason"])
+    # Bounded: a hold's reason is up to the megabyte a record may be.
+    detail = bounded(f"{release['path']}: {release.get('reason') or ''}"
+                     f"{' by ' + release['by'] if release.get('by') else ''}"
+                     if release else h["reason"], REASON_BUDGET)
     return escape_controls(f"{h['exposure_id']:34} {h['state']:9} {h['since']:25} "
                            f"{_age(h['since']):>7}  {detail}{not_the_planners(h)}")
 
