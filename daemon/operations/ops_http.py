@@ -7,6 +7,7 @@ thread still answers."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import sys
@@ -37,16 +38,37 @@ REQUEST_SECONDS = 10.0
 MAX_CONNECTIONS = 256
 
 
+# What a request's line and headers may be in all. http.server bounds each
+# line (64 KiB) and the count of headers (100), not their sum: a request of
+# 100 headers of 64 KiB each was read whole, 6.5 MB held per connection,
+# over a GB for MAX_CONNECTIONS of them. A scrape's is a few hundred bytes.
+REQUEST_BYTES = 128 << 10
+
+
+class RequestTooLarge(http.client.LineTooLong):
+    """A request past REQUEST_BYTES: answered 431, as a header line too long."""
+
+
 class _ByDeadline:
     """The request's reader, its lines read by ``deadline`` (monotonic): the
-    socket's timeout alone bounds each read, not a line sent a byte a time."""
+    socket's timeout alone bounds each read, not a line sent a byte a time;
+    and at most REQUEST_BYTES of them."""
 
     def __init__(self, reader, connection, deadline: float):
         self.reader, self.connection, self.deadline = reader, connection, deadline
+        self.left = REQUEST_BYTES
 
     def readline(self, limit: int = -1) -> bytes:
+        if self.left <= 0:
+            raise RequestTooLarge(f"headers past {REQUEST_BYTES} bytes in all")
+        limit = self.left if limit < 0 else min(limit, self.left)
+        line = self._readline(limit)
+        self.left -= len(line)
+        return line
+
+    def _readline(self, limit: int) -> bytes:
         line = bytearray()
-        while limit < 0 or len(line) < limit:
+        while len(line) < limit:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("the request did not come whole in time")
@@ -54,7 +76,7 @@ class _ByDeadline:
             buffered = self.reader.peek(1)  # what is buffered, or one read's worth
             if not buffered:
                 break
-            want = len(buffered) if limit < 0 else min(len(buffered), limit - len(line))
+            want = min(len(buffered), limit - len(line))
             end = buffered.find(b"\n", 0, want)
             line += self.reader.read(end + 1 if end >= 0 else want)
             if end >= 0:
