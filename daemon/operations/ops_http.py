@@ -36,6 +36,12 @@ REQUEST_SECONDS = 10.0
 # one descriptor each, until the daemon had none left for the broker, its
 # files and its workers (EMFILE), and the accept loop spun on the error.
 MAX_CONNECTIONS = 256
+# Other pages (the console) answered at once; one more is answered 503 at
+# once. A console page may wait for its snapshot's rebuild (the broker, the
+# store: up to ~15 s), and a few hundred asked for at once held every
+# connection slot meanwhile: a scrape or a liveness probe then had its
+# connection closed unanswered, and a probe's failures restart the daemon.
+MAX_PAGES = 8
 
 
 # What a request's line and headers may be in all. http.server bounds each
@@ -164,12 +170,22 @@ class OpsServer:
                  planner: Callable[[], dict | None] | None = None,
                  pages: Callable[[str], tuple[int, bytes, str] | None] | None = None,
                  health: Readiness | None = None, request_seconds: float = REQUEST_SECONDS,
-                 max_connections: int = MAX_CONNECTIONS):
+                 max_connections: int = MAX_CONNECTIONS, max_pages: int = MAX_PAGES):
         metrics_ref, ready_ref = metrics, readiness
         health_ref = health or (lambda: (True, []))
         planner_ref = planner or (lambda: None)
         # Other read-only pages (the console at /console): (code, body, type) or None.
         pages_ref = pages or (lambda path: None)
+        page_slots = threading.BoundedSemaphore(max_pages)
+
+        def page_or_busy(path: str) -> tuple[int, bytes, str] | None:
+            if not page_slots.acquire(blocking=False):
+                return 503, (f"{max_pages} pages are being built: try again in a few "
+                             "seconds\n").encode(), "text/plain"
+            try:
+                return pages_ref(path)
+            finally:
+                page_slots.release()
 
         class Handler(OpsRequestHandler):
             timeout = request_seconds
@@ -195,7 +211,7 @@ class OpsServer:
                     else:
                         self.send_answer(200, json.dumps(view, default=str).encode() + b"\n",
                                    "application/json")
-                elif (page := pages_ref(self.path)) is not None:
+                elif (page := page_or_busy(self.path)) is not None:
                     self.send_answer(*page)
                 else:
                     self.send_answer(404, b"not found: try /metrics, /healthz, /readyz, /planner, "

@@ -135,3 +135,50 @@ def test_a_request_of_megabytes_of_headers_is_refused_not_read_whole():
             assert r.status == 200
     finally:
         ops.stop()
+
+
+def test_console_pages_waiting_for_their_snapshot_leave_room_for_scrapes_and_probes():
+    """A console page may wait for its snapshot's rebuild (broker, store: up
+    to ~15 s). As many page requests as there are connection slots held them
+    all meanwhile, and a scrape or a liveness probe had its connection closed
+    unanswered (its failures restart the daemon). Past MAX_PAGES at once a
+    page is answered 503 at once; /healthz is answered meanwhile."""
+    import threading
+
+    from calstream.daemon.operations.ops_http import MAX_PAGES
+
+    release, entered = threading.Event(), []
+
+    def page(path: str):
+        entered.append(path)
+        release.wait(30)  # a rebuild under way
+        return 200, b"a page\n", "text/plain"
+
+    slots = MAX_PAGES + 4
+    ops = OpsServer("127.0.0.1", 0, Metrics(), lambda: (True, []), pages=page,
+                    max_connections=slots)
+    ops.start()
+    host, port = ops.server.server_address[:2]
+    conns = [socket.create_connection((host, port)) for _ in range(slots)]
+    try:
+        for conn in conns:
+            conn.sendall(b"GET /console/ HTTP/1.0\r\n\r\n")
+            conn.settimeout(0.1)
+        busy: set[int] = set()
+        for _ in range(200):
+            for n, conn in enumerate(conns):
+                try:
+                    if n not in busy and conn.recv(4096).startswith(b"HTTP/1.0 503"):
+                        busy.add(n)
+                except TimeoutError:
+                    pass
+            if len(busy) == slots - MAX_PAGES:
+                break
+        assert len(busy) == slots - MAX_PAGES and len(entered) == MAX_PAGES
+        with urllib.request.urlopen(f"http://{ops.address}/healthz", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        release.set()
+        for conn in conns:
+            conn.close()
+        ops.stop()
