@@ -184,6 +184,25 @@ def test_a_file_named_with_an_escape_sequence_shows_it_escaped_as_the_cli_does()
     assert not [c for c in page if ord(c) < 0x20 and c not in "\n\t"]
 
 
+def test_bidirectional_controls_in_a_record_are_shown_escaped_on_page_and_terminal():
+    """U+202E (right-to-left override) in a dead letter's reason or a hold's
+    showed what followed it reversed ("Trojan Source"): a forged record could
+    show an exposure id or a reason other than it is. Shown as escapes, as
+    the other control characters are."""
+    from calstream.daemon.operations.cli.holds import hold_row
+
+    text = "fine: \u202e1sbrn_10000_10120_100100432", "10wj\u2066\u2028"
+    letter = {"emitted_at": "2026-11-24T06:00:00Z", "stage": "watcher", "category": "bad_file",
+              "reason": "".join(text), "attempts": 0, "exposure_id": None, "path": "/inbox/x"}
+    page = console_pages.index(Snapshot(time.time(), "live", {}, None, ["live"], "live", [],
+                                        [letter], None)).decode()
+    row = hold_row({"exposure_id": _eid(1), "state": "held", "since": "2026-11-24T05:01:00Z",
+                    "reason": "".join(text)})
+    for shown in (page, row):
+        assert "\\u202e1sbrn" in shown and "\\u2066\\u2028" in shown
+        assert not {"\u202e", "\u2066", "\u2028"} & set(shown)
+
+
 def test_the_front_page_says_whether_the_planner_keeps_up():
     def front(planner: dict) -> str:
         status = Status(time.time(), "p.", "p", [], {}, BrokerView("h:1"), planner)
