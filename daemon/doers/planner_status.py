@@ -45,8 +45,6 @@ def _set_gauges(planner: Planner) -> None:
     metrics.held_exposures.set(s["held"])
     metrics.held_for_direct_image.set(s["held_for_direct_image"])
     metrics.oldest_hold_age.set(s["oldest_hold_age"])
-    metrics.held_without_product.set(len(_unbacked(planner)))
-    metrics.pointing_updates_waiting.set(len(planner.pointing_waiting))
     series = program_series(s["level3"]["missing_by_program"])
     # A program no longer missing anything goes to 0, not left at its last
     # count, while the series stay within their bound (level3_status says
@@ -61,6 +59,8 @@ def _set_gauges(planner: Planner) -> None:
         metrics.missing_exposures.labels(program=program).set(count)
     planner.programs_missing = set(series) | set(gone[:max(room, 0)])
     metrics.oldest_missing_age.set(s["level3"]["oldest_missing_age"])
+    metrics.held_without_product.set(len(_unbacked(planner)))
+    metrics.pointing_updates_waiting.set(len(planner.pointing_waiting))
 
 
 async def measure_lag(planner: Planner, reader: Any, topics: list[str]) -> None:
