@@ -32,6 +32,7 @@ from calstream.steps.failures import (
     error_text,
 )
 from calstream.topics import contract
+from calstream.topics.dead_letters import bounded
 
 LISTED = 20  # at most this many lines per list; the rest is counted
 
@@ -89,7 +90,17 @@ def render(st: Status) -> str:
     return "".join(line + "\n" for line in _lines(st))
 
 
+# Characters of one line: a line is one item, and an item's texts are a
+# record's (a dead letter's key or stage, a product's name, who released a
+# hold: up to the megabyte a message may be); status printed each whole.
+LINE_CHARS = 1000
+
+
 def _lines(st: Status) -> list[str]:
+    return [bounded(line, LINE_CHARS) for line in _all_lines(st)]
+
+
+def _all_lines(st: Status) -> list[str]:
     starting = any(p.startswith("starting") for ep in st.endpoints for p in ep.problems)
     sections = [_header(st), _daemons(st.endpoints), _stages(st.stages, st.at),
                 _lag(st.broker, starting)]

@@ -109,3 +109,19 @@ def test_a_traceback_of_a_huge_message_is_bounded():
     except ValueError:
         text = TextFormatter().format(_record("failed", exc_info=sys.exc_info()))
     assert len(text) < 90_000 and "more characters]" in text  # was 1.6 MB
+
+
+def test_calstream_status_prints_a_record_s_megabyte_of_text_bounded():
+    """A forged dead letter's key, a product's name, who released a hold: up
+    to the megabyte a message may be, and `calstream status` printed each
+    whole (its reasons alone were cut)."""
+    from calstream.daemon.operations.status_render import printable
+    from calstream.daemon.operations.status_summary import BrokerView, Status
+
+    letter = {"emitted_at": "2026-01-01T00:00:00Z", "stage": "s" * 300_000,
+              "category": "invalid_message", "reason": "not json", "exposure_id": None,
+              "original": {"key": "k" * 900_000}}
+    shown = printable(Status(0.0, "calstream.", "calstream", [], {},
+                             BrokerView("b", dead_letters=[letter])))
+    assert max(len(line) for line in shown.splitlines()) < 2000
+    assert "more characters]" in shown
