@@ -57,9 +57,10 @@ from calstream.daemon.operations.cli.registry import (
 )
 from calstream.daemon.operations.dead_letter_redrives import redrivable_topics
 from calstream.daemon.operations.logs import escape_controls
+from calstream.daemon.operations.status_render import LINE_CHARS
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-from calstream.topics.dead_letters import REDRIVE_HEADER, original_bytes
+from calstream.topics.dead_letters import REDRIVE_HEADER, bounded, original_bytes
 
 group("deadletters", "what could not be processed; redrive it once the cause is fixed")
 
@@ -305,9 +306,10 @@ def list_row(r: DeadLetter) -> str:
     error, a name); no control sequence reaches the terminal."""
     b = r.body
     who = subject(b)
-    return escape_controls(f"{r.ref:9} {_utc(b['emitted_at']):20} {b['stage']:10} "
-                           f"{b['category']:18} {who[:34]:34} {len(r.redrives) or '':8} "
-                           f"{b['reason'][:100]}")
+    # Bounded as a status line: its stage is free text, up to a megabyte.
+    return escape_controls(bounded(f"{r.ref:9} {_utc(b['emitted_at']):20} {b['stage']:10} "
+                                   f"{b['category']:18} {who[:34]:34} "
+                                   f"{len(r.redrives) or '':8} {b['reason'][:100]}", LINE_CHARS))
 
 
 def _show_arguments(p: argparse.ArgumentParser) -> None:
