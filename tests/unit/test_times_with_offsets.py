@@ -17,6 +17,7 @@ from calstream.daemon.operations.cli.deadletters import list_row
 from calstream.daemon.operations.console_data import Snapshot, index_records
 from calstream.daemon.operations.holds_view import held
 from calstream.daemon.operations.status_collection import _decoded
+from calstream.daemon.operations.status_letters import LetterTail
 from calstream.daemon.operations.status_summary import BrokerView
 from calstream.topics import contract
 
@@ -71,12 +72,16 @@ def test_status_and_deadletters_list_show_utc_and_the_newest_letters_last():
         letter = contract.build("dead_letter", f"{n:064x}", category="bad_file", stage="watcher",
                                 attempts=1, reason=f"letter {n}", original=None)
         letter.body["emitted_at"] = emitted
-        return SimpleNamespace(value=contract.encode(letter), topic="t", partition=0, offset=n)
+        return SimpleNamespace(value=contract.encode(letter), topic="t", partition=0, offset=n,
+                               headers=[])
 
     # Letter 1 is the newer (05:00Z); the other's text sorts after it.
-    shown = _decoded([record(1, LATER), record(2, EARLIER_BUT_LATER_AS_TEXT)], "dead_letter",
-                     BrokerView("h:1"), 1)
-    assert [m["reason"] for m in shown] == ["letter 1"]  # the newest one
+    records = [record(1, LATER), record(2, EARLIER_BUT_LATER_AS_TEXT)]
+    tail = LetterTail(BrokerView("h:1"))
+    tail.add(records)
+    assert [m["reason"] for m in tail.newest(1)] == ["letter 1"]  # the newest one
+    shown = _decoded(records, "dead_letter", BrokerView("h:1"), 1)  # as products are read
+    assert [m["reason"] for m in shown] == ["letter 1"]
     line = status_render._when(EARLIER_BUT_LATER_AS_TEXT, time.time())
     assert line.startswith("2026-11-24 04:00:00Z")
     body = {"emitted_at": EARLIER_BUT_LATER_AS_TEXT, "stage": "watcher", "category": "bad_file",
