@@ -62,4 +62,5 @@ def stage3_order(cand: Candidate, asn: dict[str, Any], ready: list[Exposure],
         header=science.get("header"), pointing_quality=science.get("pointing_quality"),
         pointing_provisional=False,
         # Latency of a combined product runs from its last member's arrival.
-        arrived_at=max(arrivals) if arrivals else None)
+        # (the last in time, not as text: any offset is the contract's).
+        arrived_at=max(arrivals, key=contract.parse_time) if arrivals else None)

@@ -59,6 +59,8 @@ def _set_gauges(planner: Planner) -> None:
         metrics.missing_exposures.labels(program=program).set(count)
     planner.programs_missing = set(series) | set(gone[:max(room, 0)])
     metrics.oldest_missing_age.set(s["level3"]["oldest_missing_age"])
+    metrics.held_without_product.set(len(_unbacked(planner)))
+    metrics.pointing_updates_waiting.set(len(planner.pointing_waiting))
 
 
 async def measure_lag(planner: Planner, reader: Any, topics: list[str]) -> None:
@@ -87,16 +89,20 @@ def view(planner: Planner) -> dict:
         out["namespaces"][namespace] = {
             "stage2_waiting": s["waiting_for"], "held": s["held"],
             "oldest_hold_age": s["oldest_hold_age"], "stage3": s["level3"]}
-    # Holds no product event backs (a forged record taken back at a restart,
-    # or one whose events are gone): only `holds release` ends them.
-    unbacked = [e for e, h in planner.holds.items() if h.get("state") == "held"
-                and not any(e in state.exposures for state in planner.states.values())]
+    unbacked = _unbacked(planner)
     out["held_without_product"] = sorted(unbacked)[:VIEW_LIMIT]
     out["held_without_product_count"] = len(unbacked)
     # Pointing updates that came before their exposure (deciders/holds.py WaitingUpdates).
     out["pointing_updates_waiting"] = planner.pointing_waiting.exposures()[:VIEW_LIMIT]
     out["pointing_updates_waiting_count"] = len(planner.pointing_waiting)
     return out
+
+
+def _unbacked(planner: Planner) -> list[str]:
+    """Holds no product event backs (a forged record taken back at a restart,
+    or one whose events are gone): only `holds release` ends them."""
+    return [e for e, h in planner.holds.items() if h.get("state") == "held"
+            and not any(e in state.exposures for state in planner.states.values())]
 
 
 VIEW_LIMIT = 100  # exposures named in a list of the view; its count says how many in all

@@ -64,8 +64,11 @@ class Exposure:
 
     @property
     def latency(self) -> float | None:
-        """Arrival to its last per-exposure product."""
-        last = max((e["emitted_at"] for e in self.stages.values()), default=None)
+        """Arrival to its last per-exposure product (the last in time: as
+        text, a stage-2 event stamped +02:00 read later than one of Z hours
+        after it, the contract allowing any offset)."""
+        last = max((e["emitted_at"] for e in self.stages.values()), default=None,
+                   key=contract.parse_time)
         return _seconds_between(self.arrived_at, last)
 
 
@@ -89,8 +92,10 @@ class Observation:
         return [d for e in self.exposures.values() for d in e.dead_letters] + self.dead_letters
 
     def ordered(self) -> list[Exposure]:
-        return sorted(self.exposures.values(), key=lambda e: (e.arrived_at or "~",
-                                                               e.exposure_id))
+        """By arrival in time (one not known last), as text its offset's digits."""
+        return sorted(self.exposures.values(), key=lambda e: (
+            e.arrived_at is None, contract.parse_time(e.arrived_at).timestamp()
+            if e.arrived_at else 0.0, e.exposure_id))
 
     def counts(self) -> dict[str, int]:
         rows, letters = self.exposures.values(), self.letters()

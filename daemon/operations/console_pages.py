@@ -8,6 +8,7 @@ exposures, dead letters and stage-3 products with their previews.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import urllib.parse
 from html import escape
@@ -24,8 +25,9 @@ from calstream.daemon.operations.dead_letter_redrives import REDRIVES, pending
 from calstream.daemon.operations.holds_view import not_the_planners
 from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.operations.status_render import next_step
-from calstream.daemon.operations.status_summary import planner_left
+from calstream.daemon.operations.status_summary import planner_left, planner_unseen
 from calstream.topics import contract
+from calstream.topics.dead_letters import TEXT_BUDGET, bounded
 
 PAGE_SIZE = 100
 ROOT = "/console"
@@ -42,10 +44,18 @@ nav a{margin-right:1em} .error{color:#a00}
 """
 
 
+# Characters of one text shown: a record's texts are anyone's, up to the
+# megabyte a message may be (a hold's reason, a forged dead letter's), and
+# an observation page showed each whole, twice (timeline and table) for each
+# of up to 100 rows: a page of hundreds of megabytes, built in memory.
+SHOWN_CHARS = TEXT_BUDGET
+
+
 def _e(value: Any) -> str:
     # Control characters as the CLI shows them (a file named with an escape
     # sequence reached the page raw, invisible): records anyone may write.
-    return escape(escape_controls("" if value is None else str(value), keep_breaks=True))
+    text = bounded("" if value is None else str(value), SHOWN_CHARS)
+    return escape(escape_controls(text, keep_breaks=True))
 
 
 def _link(path: str, text: str, **query: Any) -> str:
@@ -72,10 +82,15 @@ def _since(iso: str | None, now: float) -> str:
 
 
 def _time(iso: str | None, *, date: bool = True) -> str:
-    """UTC, to the second; the full time on hover."""
+    """UTC, to the second; the full time as written on hover. Converted: the
+    text's first 19 characters were shown as UTC whatever its offset (the
+    contract allows any), ``05:00+02:00`` as 05:00 for 03:00."""
     if not iso:
         return "-"
-    shown = iso.replace("T", " ").rstrip("Z")[:19]
+    try:
+        shown = contract.parse_time(iso).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError, OverflowError):  # a file's text, of no time: as it is
+        shown = str(iso)[:19]
     return f'<span title="{_e(iso)}">{_e(shown if date else shown[11:])}</span>'
 
 
@@ -187,8 +202,16 @@ def _planner(snap: Snapshot) -> str:
     left = planner_left(view)
     state = "caught up" if view.get("caught_up") is True else "catching up with its history"
     behind = ", ".join(f"{n} record(s) of {t}" for t, n in left.items())
+    # Of exposures it has no product of: named nowhere else on the pages
+    # (their observations are the products' and the holds').
+    unseen = "".join(
+        f'<p class="held">{_e(words)}: {count}</p><p>'
+        f'{", ".join(_e(n) for n in names)}'
+        f'{_e(f" ... and {count - len(names)} more") if count > len(names) else ""}</p>'
+        for words, count, names in planner_unseen(view))
     return (f'<p class="{"held" if left else "muted"}">{_e(state)}; '
-            f'{_e(behind + " left to decide" if left else "nothing left to decide")}</p>')
+            f'{_e(behind + " left to decide" if left else "nothing left to decide")}</p>'
+            + unseen)
 
 
 def _parked(snap: Snapshot) -> str:
@@ -230,7 +253,9 @@ def _thumbnails(event: dict[str, Any] | None) -> str:
     full = {p["of"]: p["path"] for p in previews if p.get("role") == "preview"}
     out = []
     for p in previews:
-        if p.get("role") == "thumbnail":
+        # A path longer than a path may be names no file: no link of its size.
+        if p.get("role") == "thumbnail" and len(full.get(p["of"], p["path"])) <= SHOWN_CHARS \
+                and len(p["path"]) <= SHOWN_CHARS:
             thumb = urllib.parse.quote(p["path"])
             big = urllib.parse.quote(full.get(p["of"], p["path"]))
             out.append(f'<a href="{ROOT}/preview?path={big}"><img class="thumb" '

@@ -78,9 +78,17 @@ async def current_holds(cfg, topics) -> Holds:
     return rows
 
 
+def by_since(h: dict):
+    """A row's place among others, the oldest hold first: its ``since`` as a
+    time. As text, a hold stamped with another offset than Z (the contract
+    allows any: topics/times.py) sorted by its digits, not its instant:
+    ``09:00+05:00`` (04:00 UTC) after ``08:00Z``."""
+    return contract.parse_time(h["since"])
+
+
 def held(rows: Holds) -> list[dict]:
     """The rows of exposures held now, the oldest first."""
-    return sorted((h for h in rows.values() if h["state"] == "held"), key=lambda h: h["since"])
+    return sorted((h for h in rows.values() if h["state"] == "held"), key=by_since)
 
 
 def unchecked_note(rows, work_dir: Path) -> str | None:

@@ -85,6 +85,12 @@ _CONTROL[ord("\t")] = "\\t"
 # byte): shown as the byte, so the line can be written, as UTF-8, anywhere.
 _CONTROL.update({c: f"\\x{c - 0xDC00:02x}" for c in range(0xDC80, 0xDD00)})
 _CONTROL.update({c: f"\\u{c:04x}" for c in (*range(0xD800, 0xDC80), *range(0xDD00, 0xE000))})
+# Bidirectional controls ("Trojan Source": U+202E shows what follows right to
+# left, so a record's text could show an exposure id or a reason other than
+# it is, on a page, a terminal or in a log viewer) and the line and paragraph
+# separators some viewers break lines at: shown as escapes too.
+_CONTROL.update({c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, 0x2028, 0x2029,
+                                           *range(0x202A, 0x202F), *range(0x2066, 0x206A))})
 
 
 # For HTML, where a line break or tab is white space like any other.

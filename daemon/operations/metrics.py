@@ -148,6 +148,17 @@ class Metrics:
             "calstream_hold_releases_total",
             "Holds released, by release path (direct_image: a WFSS grism's direct image came)",
             ["path"], registry=r)
+        self.held_without_product = Gauge(
+            "calstream_held_without_product",
+            "Pointing holds the planner keeps for exposures it has no product event of (a "
+            "forged held record taken back at a restart, or events gone with a broker): only "
+            "`calstream holds release` ends them; counted in calstream_held_exposures too",
+            registry=r)
+        self.pointing_updates_waiting = Gauge(
+            "calstream_pointing_updates_waiting",
+            "Pointing updates kept for exposures the planner has no detector1 product of yet "
+            "(applied when it comes; at most 10000, the oldest forgotten past that)",
+            registry=r)
         self.oldest_hold_age = Gauge(
             "calstream_oldest_hold_age_seconds", "Age of the oldest pointing hold", registry=r)
         self.missing_exposures = Gauge(

@@ -7,6 +7,7 @@ thread still answers."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import sys
@@ -35,18 +36,45 @@ REQUEST_SECONDS = 10.0
 # one descriptor each, until the daemon had none left for the broker, its
 # files and its workers (EMFILE), and the accept loop spun on the error.
 MAX_CONNECTIONS = 256
+# Other pages (the console) answered at once; one more is answered 503 at
+# once. A console page may wait for its snapshot's rebuild (the broker, the
+# store: up to ~15 s), and a few hundred asked for at once held every
+# connection slot meanwhile: a scrape or a liveness probe then had its
+# connection closed unanswered, and a probe's failures restart the daemon.
+MAX_PAGES = 8
+
+
+# What a request's line and headers may be in all. http.server bounds each
+# line (64 KiB) and the count of headers (100), not their sum: a request of
+# 100 headers of 64 KiB each was read whole, 6.5 MB held per connection,
+# over a GB for MAX_CONNECTIONS of them. A scrape's is a few hundred bytes.
+REQUEST_BYTES = 128 << 10
+
+
+class RequestTooLarge(http.client.LineTooLong):
+    """A request past REQUEST_BYTES: answered 431, as a header line too long."""
 
 
 class _ByDeadline:
     """The request's reader, its lines read by ``deadline`` (monotonic): the
-    socket's timeout alone bounds each read, not a line sent a byte a time."""
+    socket's timeout alone bounds each read, not a line sent a byte a time;
+    and at most REQUEST_BYTES of them."""
 
     def __init__(self, reader, connection, deadline: float):
         self.reader, self.connection, self.deadline = reader, connection, deadline
+        self.left = REQUEST_BYTES
 
     def readline(self, limit: int = -1) -> bytes:
+        if self.left <= 0:
+            raise RequestTooLarge(f"headers past {REQUEST_BYTES} bytes in all")
+        limit = self.left if limit < 0 else min(limit, self.left)
+        line = self._readline(limit)
+        self.left -= len(line)
+        return line
+
+    def _readline(self, limit: int) -> bytes:
         line = bytearray()
-        while limit < 0 or len(line) < limit:
+        while len(line) < limit:
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("the request did not come whole in time")
@@ -54,7 +82,7 @@ class _ByDeadline:
             buffered = self.reader.peek(1)  # what is buffered, or one read's worth
             if not buffered:
                 break
-            want = len(buffered) if limit < 0 else min(len(buffered), limit - len(line))
+            want = min(len(buffered), limit - len(line))
             end = buffered.find(b"\n", 0, want)
             line += self.reader.read(end + 1 if end >= 0 else want)
             if end >= 0:
@@ -142,12 +170,22 @@ class OpsServer:
                  planner: Callable[[], dict | None] | None = None,
                  pages: Callable[[str], tuple[int, bytes, str] | None] | None = None,
                  health: Readiness | None = None, request_seconds: float = REQUEST_SECONDS,
-                 max_connections: int = MAX_CONNECTIONS):
+                 max_connections: int = MAX_CONNECTIONS, max_pages: int = MAX_PAGES):
         metrics_ref, ready_ref = metrics, readiness
         health_ref = health or (lambda: (True, []))
         planner_ref = planner or (lambda: None)
         # Other read-only pages (the console at /console): (code, body, type) or None.
         pages_ref = pages or (lambda path: None)
+        page_slots = threading.BoundedSemaphore(max_pages)
+
+        def page_or_busy(path: str) -> tuple[int, bytes, str] | None:
+            if not page_slots.acquire(blocking=False):
+                return 503, (f"{max_pages} pages are being built: try again in a few "
+                             "seconds\n").encode(), "text/plain"
+            try:
+                return pages_ref(path)
+            finally:
+                page_slots.release()
 
         class Handler(OpsRequestHandler):
             timeout = request_seconds
@@ -173,7 +211,7 @@ class OpsServer:
                     else:
                         self.send_answer(200, json.dumps(view, default=str).encode() + b"\n",
                                    "application/json")
-                elif (page := pages_ref(self.path)) is not None:
+                elif (page := page_or_busy(self.path)) is not None:
                     self.send_answer(*page)
                 else:
                     self.send_answer(404, b"not found: try /metrics, /healthz, /readyz, /planner, "

@@ -29,6 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from calstream.daemon.operations.config import ROLES, Config, host_port
 from calstream.daemon.operations.dead_letter_redrives import REDRIVES, RedriveReading
 from calstream.daemon.operations.holds_view import believed, held, last_holds, unchecked_note
+from calstream.daemon.operations.status_letters import LetterTail
 from calstream.daemon.operations.status_summary import (
     BrokerView,
     Endpoint,
@@ -214,12 +215,15 @@ def _decoded(records, expected: str, view: BrokerView, n: int) -> list[dict[str,
         latest.pop(msg.event_id, None)  # the latest record, in its own place
         latest[msg.event_id] = {**msg.body, "_topic": r.topic, "_partition": r.partition,
                                 "_offset": r.offset}
-    out = sorted(latest.values(), key=lambda m: (m["emitted_at"], m["_offset"]))
+    # In time, not as text: the contract allows any offset (topics/times.py),
+    # and a letter stamped +05:00 sorted by its digits hours from its place.
+    out = sorted(latest.values(),
+                 key=lambda m: (contract.parse_time(m["emitted_at"]), m["_offset"]))
     return out[-n:] if n else []
 
 
-async def _mark_redrives(cfg: Config, topics: Topics, records, view: BrokerView,
-                         reading: RedriveReading | None) -> None:
+async def _mark_redrives(cfg: Config, topics: Topics, marks: list[tuple[list, str]],
+                         view: BrokerView, reading: RedriveReading | None) -> None:
     """Each dead letter shown gets its count of redrives (REDRIVES), read as
     `calstream deadletters list` reads them: a redriven one is handled, and
     was counted as needing someone. The originals' topics are read from the
@@ -231,15 +235,9 @@ async def _mark_redrives(cfg: Config, topics: Topics, records, view: BrokerView,
     reading = reading if reading is not None else RedriveReading()
     notes = reading.notes
     shown = {d["event_id"] for d in view.dead_letters}
-    for r in records:  # the marks a daemon put back with its letter, on the letter's record
-        if not r.headers:
-            continue
-        try:
-            event_id = contract.decode(r.value, expected="dead_letter").event_id
-        except contract.InvalidMessage:
-            continue
+    for headers, event_id in marks:  # a daemon put them back with its letter, on its record
         if event_id in shown:
-            notes.on_letter(r.headers, event_id)
+            notes.on_letter(headers, event_id)
     try:
         with anyio.move_on_after(reading.budget) as scope:
             await reading.update(cfg, topics, view.dead_letters)
@@ -264,9 +262,11 @@ async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10
     # of an exposure is its current state on the topic.
     wanted[topics.name("holds")] = None
     topic_holds: dict = {}  # its last hold of each exposure, as `holds list` folds it
-    highs, begin, records = await _tails(cfg, wanted, view, {topics.name("holds"): lambda batch:
-                                         last_holds(batch, view.count_unreadable,
-                                                    into=topic_holds)})
+    letters = LetterTail(view)
+    highs, begin, records = await _tails(cfg, wanted, view, {
+        topics.name("holds"): lambda batch: last_holds(batch, view.count_unreadable,
+                                                       into=topic_holds),
+        topics.name("deadletter"): letters.add})
     for stage_name, logical in STAGE_INPUTS.items():
         group = stage(stage_name).group(cfg.group_prefix)
         for name in (topics.name(t) for t in logical):
@@ -289,10 +289,8 @@ async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10
                 row.partitions.append(PartitionLag(tp.partition, committed, highs[tp],
                                                    max(0, highs[tp] - start)))
             row.lag = sum(p.lag for p in row.partitions)
-    view.dead_letters = _decoded(records.get(topics.name("deadletter"), []), "dead_letter",
-                                 view, dead_letters)
-    await _mark_redrives(cfg, topics, records.get(topics.name("deadletter"), []), view,
-                         redrives)
+    view.dead_letters = letters.newest(dead_letters)
+    await _mark_redrives(cfg, topics, letters.marks, view, redrives)
     view.products = _decoded(records.get(topics.name("products"), []), "product", view,
                              products)
     if topics.name("holds") not in view.missing_topics:

@@ -19,6 +19,7 @@ from calstream.daemon.operations.status_summary import (
     GroupLag,
     Status,
     planner_left,
+    planner_unseen,
 )
 from calstream.steps.failures import (
     CRDS_LOOKUP,
@@ -31,6 +32,7 @@ from calstream.steps.failures import (
     error_text,
 )
 from calstream.topics import contract
+from calstream.topics.dead_letters import bounded
 
 LISTED = 20  # at most this many lines per list; the rest is counted
 
@@ -53,7 +55,9 @@ def _when(iso: str, now: float) -> str:
         t = contract.parse_time(iso)
     except ValueError:
         return iso
-    return f"{t.strftime('%Y-%m-%d %H:%M:%S')}Z ({_ago(t.timestamp(), now)})"
+    # In UTC, as its "Z" says: a time of another offset was shown in its own
+    # hours with a Z after them.
+    return f"{t.astimezone(dt.UTC).strftime('%Y-%m-%d %H:%M:%S')}Z ({_ago(t.timestamp(), now)})"
 
 
 def _mib(b: int) -> str:
@@ -86,7 +90,17 @@ def render(st: Status) -> str:
     return "".join(line + "\n" for line in _lines(st))
 
 
+# Characters of one line: a line is one item, and an item's texts are a
+# record's (a dead letter's key or stage, a product's name, who released a
+# hold: up to the megabyte a message may be); status printed each whole.
+LINE_CHARS = 1000
+
+
 def _lines(st: Status) -> list[str]:
+    return [bounded(line, LINE_CHARS) for line in _all_lines(st)]
+
+
+def _all_lines(st: Status) -> list[str]:
     starting = any(p.startswith("starting") for ep in st.endpoints for p in ep.problems)
     sections = [_header(st), _daemons(st.endpoints), _stages(st.stages, st.at),
                 _lag(st.broker, starting)]
@@ -381,6 +395,19 @@ def _planner_view(view: dict[str, Any] | None, now: float) -> list[str]:
         out += _stage2_waiting(ns.get("stage2_waiting", {}), tag)
         out += _stage3_open(stage3.get("candidates", []), tag)
         out += _stage3_abandoned(stage3.get("abandoned"), tag)
+    return out + _unseen(view)
+
+
+def _unseen(view: dict[str, Any]) -> list[str]:
+    """Holds and pointing updates of exposures the planner has no product of:
+    only /planner said so (status and the console showed neither)."""
+    out = []
+    for words, count, names in planner_unseen(view):
+        out += [f"  {words}: {count}",
+                *(f"    {_oneline(n, 80)}" for n in names[:LISTED]),
+                *([f"    ... and {count - min(len(names), LISTED)} more"
+                   + (f" (the first {len(names)} in /planner)" if len(names) > LISTED else "")]
+                  if count > min(len(names), LISTED) else [])]
     return out
 
 

@@ -159,6 +159,9 @@ def summarise_planner(endpoints: list[Endpoint]) -> dict[str, Any]:
         out["held"] = out.get("held", 0) + int(v)
     for _labels, v in _values(endpoints, "calstream_held_for_direct_image"):
         out["held_for_direct_image"] = out.get("held_for_direct_image", 0) + int(v)
+    for name in ("held_without_product", "pointing_updates_waiting"):
+        for _labels, v in _values(endpoints, f"calstream_{name}"):
+            out[name] = out.get(name, 0) + int(v)
     for _labels, v in _values(endpoints, "calstream_oldest_hold_age_seconds"):
         out["oldest_hold_age_seconds"] = max(out.get("oldest_hold_age_seconds", 0.0), v)
     for labels, v in _values(endpoints, "calstream_open_associations", "stage"):
@@ -192,6 +195,34 @@ def planner_left(view: Any) -> dict[str, int]:
     if not isinstance(behind, dict):
         return {}
     return {str(t): n for t, n in sorted(behind.items()) if type(n) is int and n > 0}
+
+
+# What the planner keeps of exposures it has no product event of, from its
+# /planner view: (the list's key, its count's key, what status calls it).
+UNSEEN_EXPOSURES = (
+    ("held_without_product", "held exposures no product event backs (only `calstream holds "
+                             "release EXPOSURE --reason ...` ends them)"),
+    ("pointing_updates_waiting", "pointing updates waiting for their exposure's detector1 "
+                                 "product (applied when it comes)"),
+)
+
+
+def planner_unseen(view: Any) -> list[tuple[str, int, list[str]]]:
+    """From a /planner view, each of UNSEEN_EXPOSURES that has any: (what it
+    is, how many, the exposures named, at most the view's first 100). What a
+    daemon serves is read as untrusted: a count that is no count is the
+    list's length, a name that is no text left out."""
+    if not isinstance(view, dict):
+        return []
+    out = []
+    for key, words in UNSEEN_EXPOSURES:
+        names = view.get(key)
+        names = [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
+        count = view.get(f"{key}_count")
+        count = count if type(count) is int and count >= len(names) else len(names)
+        if count:
+            out.append((words, count, names))
+    return out
 
 
 def summarise_parked(endpoints: list[Endpoint]) -> list[dict[str, Any]]:

@@ -213,3 +213,34 @@ async def test_a_rebuild_out_of_time_for_redrives_says_so_and_the_next_reads_on(
     snap = await anyio.to_thread.run_sync(data.snapshot)
     assert snap.status.broker.redrives_error is None
     assert [d[REDRIVES] for d in snap.dead_letters] == [1]
+
+
+@pytest.mark.anyio
+async def test_a_forged_letter_s_megabyte_is_not_what_status_and_the_console_keep(
+        broker, unique_prefix, tmp_path):
+    """The tail of the dead-letter topic was kept as records, then decoded
+    whole: the console's 500 letters of up to a megabyte each (anyone may
+    write the topic, and a letter may carry fields of its own) held a
+    gigabyte in the daemon at each rebuild. Each letter is now decoded as it
+    is fetched and kept bounded: its texts as calstream writes them, its
+    original's value by its digest alone, its own other fields left out."""
+    import hashlib
+
+    from calstream.daemon.operations.status_collection import collect
+    from calstream.topics.dead_letters import REASON_BUDGET, original_digest
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    topics = Topics(cfg.topic_prefix)
+    await kafka.create_topics(cfg, topics)
+    carried = "v" * 100_000  # a letter from before contract 1.2: judged by the value it carries
+    forged = _letter(1, category="permanent_failure", stage="detector1", exposure_id=None,
+                     reason="r" * 400_000, junk=["j" * 400_000],
+                     original={"topic": topics.name("raw"), "partition": 0, "offset": 0,
+                               "key": "k", "value": carried})
+    await send_messages(cfg, topics.name("deadletter"), [("k", forged)])
+    st = await collect(cfg, [], dead_letters=10, products=0)
+    [kept] = st.broker.dead_letters
+    assert len(kept["reason"]) <= REASON_BUDGET and "junk" not in kept
+    assert "value" not in kept["original"]
+    assert original_digest(kept["original"]) == hashlib.sha256(carried.encode()).hexdigest()

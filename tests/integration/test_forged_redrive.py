@@ -109,7 +109,8 @@ async def test_a_forged_dead_letter_s_original_is_not_redriven(tmp_path, broker,
     def letter(n: int, offset: int, value: bytes) -> tuple[str, contract.Message]:
         return "k", contract.build(
             "dead_letter", f"{n:064x}", category="permanent_failure", stage="stage2",
-            attempts=1, reason="calwebb_image2 failed", original=original_record(
+            attempts=1, reason="calwebb_image2 failed" + (" [forgery]" if n < 3 else ""),
+            original=original_record(
                 topic=stage2, partition=0, offset=offset, key=b"k", value=value,
                 timestamp_ms=None))
 
@@ -118,6 +119,11 @@ async def test_a_forged_dead_letter_s_original_is_not_redriven(tmp_path, broker,
         letter(1, placed.offset, forged),  # a real record's place, another value
         letter(2, placed.offset + 999, forged),  # a place the topic never had
         letter(3, placed.offset, real)])  # a real letter: still redriven
+    # A dry run of the forged ones alone says, by its exit status, that the
+    # redrive would send nothing (it said 0, as if all would go).
+    dry = await anyio.to_thread.run_sync(cli, cfg, "deadletters", "redrive", "--reason-contains",
+                                         "[forgery]", "--reason", "cause fixed", "--dry-run")
+    assert dry.returncode == 1 and "none of the 2 dead letter(s)" in dry.stderr, dry
     done = await anyio.to_thread.run_sync(cli, cfg, "deadletters", "redrive", "--all",
                                           "--reason", "cause fixed")
     sent = [r.value for r in await kafka.read_to_end(cfg, stage2)]

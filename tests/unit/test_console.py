@@ -184,6 +184,25 @@ def test_a_file_named_with_an_escape_sequence_shows_it_escaped_as_the_cli_does()
     assert not [c for c in page if ord(c) < 0x20 and c not in "\n\t"]
 
 
+def test_bidirectional_controls_in_a_record_are_shown_escaped_on_page_and_terminal():
+    """U+202E (right-to-left override) in a dead letter's reason or a hold's
+    showed what followed it reversed ("Trojan Source"): a forged record could
+    show an exposure id or a reason other than it is. Shown as escapes, as
+    the other control characters are."""
+    from calstream.daemon.operations.cli.holds import hold_row
+
+    text = "fine: \u202e1sbrn_10000_10120_100100432", "10wj\u2066\u2028"
+    letter = {"emitted_at": "2026-11-24T06:00:00Z", "stage": "watcher", "category": "bad_file",
+              "reason": "".join(text), "attempts": 0, "exposure_id": None, "path": "/inbox/x"}
+    page = console_pages.index(Snapshot(time.time(), "live", {}, None, ["live"], "live", [],
+                                        [letter], None)).decode()
+    row = hold_row({"exposure_id": _eid(1), "state": "held", "since": "2026-11-24T05:01:00Z",
+                    "reason": "".join(text)})
+    for shown in (page, row):
+        assert "\\u202e1sbrn" in shown and "\\u2066\\u2028" in shown
+        assert not {"\u202e", "\u2066", "\u2028"} & set(shown)
+
+
 def test_the_front_page_says_whether_the_planner_keeps_up():
     def front(planner: dict) -> str:
         status = Status(time.time(), "p.", "p", [], {}, BrokerView("h:1"), planner)
@@ -404,3 +423,30 @@ def test_a_preview_asked_for_through_a_loop_of_links_is_a_bad_path(tmp_path):
     os.symlink(tmp_path / "a", tmp_path / "b")
     console = Console(cfg, lambda: [])
     assert console.handle(f"/console/preview?path={tmp_path}/a/previews/x.png")[0] == 400
+
+
+def test_a_record_s_megabyte_of_text_is_shown_bounded():
+    """A hold's reason or a dead letter's is up to the megabyte a message may
+    be (anyone may write either topic): each was shown whole, in the
+    timeline and again in its table, for each of up to 100 rows a page."""
+    from calstream.daemon.operations.cli.holds import hold_row
+
+    huge = "<b>" + "x" * 900_000 + "</script>"
+    index: dict = {}
+    index_records([_event(1, "detector1")], index)
+    broker = BrokerView("h:1")
+    hold = {"exposure_id": _eid(1), "state": "held", "since": "2026-11-24T05:01:00Z",
+            "reason": huge}
+    broker.holds = [hold]
+    broker.dead_letters = [{"exposure_id": _eid(1), "stage": "detector1", "category":
+                            "permanent_failure", "reason": huge,
+                            "emitted_at": "2026-11-24T05:03:00Z", "attempts": 1}]
+    status = Status(time.time(), "p.", "p", [], {}, broker, {})
+    index_broker(status, "live", index)
+    snap = _snapshot(index, status)
+    snap.dead_letters = broker.dead_letters  # the front page's recent ones
+    for html in (console_pages.observation_page(snap, index[("01234", "001")], {}),
+                 console_pages.index(snap)):
+        assert len(html) < 100_000, len(html)
+        assert b"more characters]" in html and b"</script>" not in html
+    assert len(hold_row(hold)) < 3_000

@@ -109,3 +109,36 @@ def test_a_traceback_of_a_huge_message_is_bounded():
     except ValueError:
         text = TextFormatter().format(_record("failed", exc_info=sys.exc_info()))
     assert len(text) < 90_000 and "more characters]" in text  # was 1.6 MB
+
+
+def test_calstream_status_prints_a_record_s_megabyte_of_text_bounded():
+    """A forged dead letter's key, a product's name, who released a hold: up
+    to the megabyte a message may be, and `calstream status` printed each
+    whole (its reasons alone were cut)."""
+    from calstream.daemon.operations.status_render import printable
+    from calstream.daemon.operations.status_summary import BrokerView, Status
+
+    letter = {"emitted_at": "2026-01-01T00:00:00Z", "stage": "s" * 300_000,
+              "category": "invalid_message", "reason": "not json", "exposure_id": None,
+              "original": {"key": "k" * 900_000}}
+    shown = printable(Status(0.0, "calstream.", "calstream", [], {},
+                             BrokerView("b", dead_letters=[letter])))
+    assert max(len(line) for line in shown.splitlines()) < 2000
+    assert "more characters]" in shown
+
+
+def test_deadletters_and_plans_rows_are_bounded_as_status_lines():
+    """A dead letter's stage and a plan's source or author are free text, up
+    to the megabyte a record may be: `deadletters list` and `plan list`
+    printed them whole."""
+    from types import SimpleNamespace
+
+    from calstream.daemon.operations.cli.deadletters import list_row
+    from calstream.daemon.operations.cli.plans import plan_row
+
+    body = {"emitted_at": "2026-01-01T00:00:00Z", "stage": "s" * 300_000, "category": "bad_file",
+            "reason": "r", "path": "/inbox/x"}
+    plan = {"plan_id": "p" * 64, "emitted_at": "2026-01-01T00:00:00Z", "source": "s" * 300_000,
+            "by": "b" * 300_000, "exposures": [], "programs": ["01234"]}
+    for row in (list_row(SimpleNamespace(ref="0:1", body=body, redrives=[])), plan_row(plan)):
+        assert len(row) < 2000 and "more characters]" in row

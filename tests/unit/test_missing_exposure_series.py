@@ -21,7 +21,8 @@ def _planner(metrics: Metrics, by_program: dict[str, int]) -> SimpleNamespace:
                "level3": {"open": len(by_program), "missing_by_program": by_program,
                           "oldest_missing_age": 0.0, "abandoned": []}}
     return SimpleNamespace(metrics=metrics, programs_missing=set(), clock=PlannerClock(),
-                           state=SimpleNamespace(summary=lambda now: summary))
+                           state=SimpleNamespace(summary=lambda now: summary),
+                           holds={}, states={}, pointing_waiting=())
 
 
 def _series(metrics: Metrics) -> dict[str, float]:

@@ -103,3 +103,82 @@ def test_a_burst_of_connections_waits_in_the_listen_queue():
             conn.close()
         ops.server.server_close()
     assert len(queued) == 50
+
+
+def test_a_request_of_megabytes_of_headers_is_refused_not_read_whole():
+    """http.server bounds each header line (64 KiB) and their count (100),
+    not their sum: 90 headers of 60 KB each (5.4 MB, held while read, per
+    connection of up to 256) were read whole and answered. Past
+    REQUEST_BYTES in all, a request is answered 431 (or its connection
+    closed under what it still sends), and the endpoint answers on."""
+    ops = OpsServer("127.0.0.1", 0, Metrics(), lambda: (True, []))
+    ops.start()
+    host, port = ops.server.server_address[:2]
+    try:
+        conn = socket.create_connection((host, port))
+        conn.settimeout(10)
+        answer = b""
+        try:
+            conn.sendall(b"GET /healthz HTTP/1.0\r\n")
+            for n in range(90):
+                conn.sendall(b"X-%d: " % n + b"a" * 60_000 + b"\r\n")
+            conn.sendall(b"\r\n")
+            while chunk := conn.recv(4096):
+                answer += chunk
+        except OSError:  # reset: closed with our bytes unread
+            pass
+        finally:
+            conn.close()
+        assert not answer.startswith(b"HTTP/1.0 200"), answer[:200]
+        assert answer == b"" or answer.startswith(b"HTTP/1.0 431"), answer[:200]
+        with urllib.request.urlopen(f"http://{ops.address}/healthz", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        ops.stop()
+
+
+def test_console_pages_waiting_for_their_snapshot_leave_room_for_scrapes_and_probes():
+    """A console page may wait for its snapshot's rebuild (broker, store: up
+    to ~15 s). As many page requests as there are connection slots held them
+    all meanwhile, and a scrape or a liveness probe had its connection closed
+    unanswered (its failures restart the daemon). Past MAX_PAGES at once a
+    page is answered 503 at once; /healthz is answered meanwhile."""
+    import threading
+
+    from calstream.daemon.operations.ops_http import MAX_PAGES
+
+    release, entered = threading.Event(), []
+
+    def page(path: str):
+        entered.append(path)
+        release.wait(30)  # a rebuild under way
+        return 200, b"a page\n", "text/plain"
+
+    slots = MAX_PAGES + 4
+    ops = OpsServer("127.0.0.1", 0, Metrics(), lambda: (True, []), pages=page,
+                    max_connections=slots)
+    ops.start()
+    host, port = ops.server.server_address[:2]
+    conns = [socket.create_connection((host, port)) for _ in range(slots)]
+    try:
+        for conn in conns:
+            conn.sendall(b"GET /console/ HTTP/1.0\r\n\r\n")
+            conn.settimeout(0.1)
+        busy: set[int] = set()
+        for _ in range(200):
+            for n, conn in enumerate(conns):
+                try:
+                    if n not in busy and conn.recv(4096).startswith(b"HTTP/1.0 503"):
+                        busy.add(n)
+                except TimeoutError:
+                    pass
+            if len(busy) == slots - MAX_PAGES:
+                break
+        assert len(busy) == slots - MAX_PAGES and len(entered) == MAX_PAGES
+        with urllib.request.urlopen(f"http://{ops.address}/healthz", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        release.set()
+        for conn in conns:
+            conn.close()
+        ops.stop()

@@ -25,6 +25,7 @@ places of the earlier ones name too (dead_letter_reading.py).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 
@@ -56,9 +57,10 @@ from calstream.daemon.operations.cli.registry import (
 )
 from calstream.daemon.operations.dead_letter_redrives import redrivable_topics
 from calstream.daemon.operations.logs import escape_controls
+from calstream.daemon.operations.status_render import LINE_CHARS
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-from calstream.topics.dead_letters import REDRIVE_HEADER, original_bytes
+from calstream.topics.dead_letters import REDRIVE_HEADER, bounded, original_bytes
 
 group("deadletters", "what could not be processed; redrive it once the cause is fixed")
 
@@ -292,15 +294,22 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _utc(when: str) -> str:
+    """A letter's time in UTC to the second, as its column says: its first
+    19 characters were shown, the hours of whatever offset it was written in."""
+    return contract.parse_time(when).astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def list_row(r: DeadLetter) -> str:
     """One dead letter, one line, escaped: a dead letter is read from a topic
     anyone may write, and a reason quotes text from outside (a pipeline's
     error, a name); no control sequence reaches the terminal."""
     b = r.body
     who = subject(b)
-    return escape_controls(f"{r.ref:9} {b['emitted_at'][:19]:20} {b['stage']:10} "
-                           f"{b['category']:18} {who[:34]:34} {len(r.redrives) or '':8} "
-                           f"{b['reason'][:100]}")
+    # Bounded as a status line: its stage is free text, up to a megabyte.
+    return escape_controls(bounded(f"{r.ref:9} {_utc(b['emitted_at']):20} {b['stage']:10} "
+                                   f"{b['category']:18} {who[:34]:34} "
+                                   f"{len(r.redrives) or '':8} {b['reason'][:100]}", LINE_CHARS))
 
 
 def _show_arguments(p: argparse.ArgumentParser) -> None:
@@ -381,6 +390,13 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if args.dry_run:
         for letter, _ in chosen:
             print(f"{letter.ref}: would re-publish to {letter.body['original']['topic']}")
+        # As the redrive itself would end: a dry run of a selection every
+        # letter of which is refused said exit 0, and a script that checks
+        # first went on to a redrive that sends nothing and fails.
+        if refused and not chosen:
+            print(f"calstream: none of the {len(refused)} dead letter(s) selected could be "
+                  "redriven (each said above)", file=sys.stderr)
+            return 1
         return 0
     by = operator(args)
     sent = anyio.run(redrive, cfg, [letter for letter, _ in chosen], by, args.why)

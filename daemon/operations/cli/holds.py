@@ -24,6 +24,7 @@ from calstream.daemon.operations.cli.registry import (
     reason_argument,
 )
 from calstream.daemon.operations.holds_view import (
+    by_since,
     current_holds,
     not_the_planners,
     unchecked_note,
@@ -31,6 +32,7 @@ from calstream.daemon.operations.holds_view import (
 from calstream.daemon.operations.logs import escape_controls
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
+from calstream.topics.dead_letters import REASON_BUDGET, bounded
 
 group("holds", "exposures held for provisional pointing (ENGQLPTG=PLANNED)")
 
@@ -51,7 +53,7 @@ def _list_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     cfg = broker_config(args, "holds")
     holds = anyio.run(current_holds, cfg, Topics(cfg.topic_prefix))
-    rows = [h for h in holds.values() if args.all or h["state"] == "held"]
+    rows = sorted((h for h in holds.values() if args.all or h["state"] == "held"), key=by_since)
     if note := unchecked_note(holds.values(), cfg.work_dir):
         print(f"calstream: {note}", file=sys.stderr)
     if args.json:
@@ -61,7 +63,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print("no exposures held" if not args.all else "no holds recorded")
         return 0
     print(f"{'exposure':34} {'state':9} {'since':25} {'age':>7}  reason / release")
-    for h in sorted(rows, key=lambda h: h["since"]):
+    for h in rows:
         print(hold_row(h))
     return 0
 
@@ -70,9 +72,10 @@ def hold_row(h: dict) -> str:
     """One hold, one line, escaped: the holds topic is anyone's to write, and
     no control sequence (or lone surrogate) reaches the terminal."""
     release = h.get("release") or {}
-    detail = (f"{release['path']}: {release.get('reason') or ''}"
-              f"{' by ' + release['by'] if release.get('by') else ''}"
-              if release else h["reason"])
+    # Bounded: a hold's reason is up to the megabyte a record may be.
+    detail = bounded(f"{release['path']}: {release.get('reason') or ''}"
+                     f"{' by ' + release['by'] if release.get('by') else ''}"
+                     if release else h["reason"], REASON_BUDGET)
     return escape_controls(f"{h['exposure_id']:34} {h['state']:9} {h['since']:25} "
                            f"{_age(h['since']):>7}  {detail}{not_the_planners(h)}")
 

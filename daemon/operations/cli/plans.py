@@ -27,9 +27,11 @@ from calstream.daemon.operations.cli.registry import (
     require_broker,
 )
 from calstream.daemon.operations.logs import escape_controls
+from calstream.daemon.operations.status_render import LINE_CHARS
 from calstream.steps.plans import PlanError, load_plan
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
+from calstream.topics.dead_letters import bounded
 
 group("plan", "expected exposures (a jwst pool or a manifest) for stage 3")
 
@@ -116,6 +118,7 @@ def plan_row(p: dict) -> str:
     """One plan, one line, escaped as holds and dead-letter rows are: the
     plans topic is anyone's to write, and its ``source`` and ``by`` are free
     text (a forged one cleared the screen and wrote lines of its own)."""
-    return escape_controls(f"{p['plan_id'][:12]}  {p['emitted_at']}  {p.get('source')}  by "
-                           f"{p.get('by')}: {len(p['exposures'])} exposure(s), program(s) "
-                           f"{', '.join(p['programs'])}")
+    # Bounded as a status line: a megabyte of source was printed whole.
+    return escape_controls(bounded(f"{p['plan_id'][:12]}  {p['emitted_at']}  {p.get('source')}"
+                                   f"  by {p.get('by')}: {len(p['exposures'])} exposure(s), "
+                                   f"program(s) {', '.join(p['programs'])}", LINE_CHARS))
