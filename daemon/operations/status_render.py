@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, STORE_HUNG
+from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, STORE_HUNG, WORK_DIR_HUNG
 from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
 from calstream.daemon.doers.start_waits import BROKER_UNREACHABLE, TOPICS_MISSING
 from calstream.daemon.operations.dead_letter_redrives import REDRIVES, pending
@@ -131,6 +131,9 @@ NEXT_STEP = {
     STORE_HUNG: "the product store's storage does not answer the watcher's look-ups (a network "
                 "mount gone silent): bring its server or mount back; the files resume by "
                 "themselves",
+    WORK_DIR_HUNG: "the work directory's storage does not answer the watcher's ledger (a network "
+                   "mount gone silent): bring its server or mount back; the files resume by "
+                   "themselves",
 }
 
 

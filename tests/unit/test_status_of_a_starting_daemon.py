@@ -123,14 +123,14 @@ def test_parked_work_says_what_to_do_for_its_cause():
     # Where the path is: the daemon's log line for each parked item.
     assert "parked on an infrastructure fault" in lines[-1] and "log" in lines[-1]
     # Every cause the daemons park on has its own words.
-    from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG
+    from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, STORE_HUNG, WORK_DIR_HUNG
     from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
     from calstream.daemon.doers.start_waits import TOPICS_MISSING
     from calstream.steps import failures
     causes = {failures.DISK_FULL, failures.READ_ONLY, failures.MOUNT_GONE, failures.CRDS_UNREACHABLE,
               failures.CRDS_REFERENCE_MISSING, failures.CRDS_LOOKUP,
               failures.CRDS_REFERENCE_CORRUPT, "broker_unreachable", TOPICS_MISSING, INBOX_GONE,
-              INBOX_HUNG}
+              INBOX_HUNG, STORE_HUNG, WORK_DIR_HUNG}
     assert causes <= set(status_render.NEXT_STEP)
 
 
