@@ -24,7 +24,7 @@ from calstream.daemon.operations.console_data import (
 from calstream.daemon.operations.dead_letter_redrives import REDRIVES, pending
 from calstream.daemon.operations.holds_view import not_the_planners
 from calstream.daemon.operations.logs import escape_controls
-from calstream.daemon.operations.status_render import next_step
+from calstream.daemon.operations.parked_causes import next_step
 from calstream.daemon.operations.status_summary import planner_left, planner_unseen
 from calstream.topics import contract
 from calstream.topics.dead_letters import TEXT_BUDGET, bounded

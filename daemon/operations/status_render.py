@@ -7,12 +7,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, STORE_HUNG, WORK_DIR_HUNG
-from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
-from calstream.daemon.doers.start_waits import BROKER_UNREACHABLE, TOPICS_MISSING
 from calstream.daemon.operations.dead_letter_redrives import REDRIVES, pending
 from calstream.daemon.operations.holds_view import not_the_planners
 from calstream.daemon.operations.logs import escape_controls
+from calstream.daemon.operations.parked_causes import parked_lines
 from calstream.daemon.operations.status_summary import (
     BrokerView,
     Endpoint,
@@ -21,16 +19,7 @@ from calstream.daemon.operations.status_summary import (
     planner_left,
     planner_unseen,
 )
-from calstream.steps.failures import (
-    CRDS_LOOKUP,
-    CRDS_REFERENCE_CORRUPT,
-    CRDS_REFERENCE_MISSING,
-    CRDS_UNREACHABLE,
-    DISK_FULL,
-    MOUNT_GONE,
-    READ_ONLY,
-    error_text,
-)
+from calstream.steps.failures import error_text
 from calstream.topics import contract
 from calstream.topics.dead_letters import bounded
 
@@ -106,58 +95,9 @@ def _all_lines(st: Status) -> list[str]:
                 _lag(st.broker, starting)]
     if not st.broker.error:
         sections.append(_recent(st.broker, st.at))
-    sections.append(_parked(st.parked))
+    sections.append(parked_lines(st.parked))
     sections.append(_waiting(st))
     return [line for section in sections for line in section]
-
-
-# What clears each cause (docs/operations.md, "Infrastructure faults"): the
-# item resumes by itself once it is cleared; nothing to redrive.
-NEXT_STEP = {
-    DISK_FULL: "free space on the product store, the work directory or the scratch disk",
-    READ_ONLY: "remount the product store (or the work directory) writable",
-    MOUNT_GONE: "a network mount (the inbox, the product store, the CRDS cache) no longer serves "
-                "its files (stale handle, transport gone): restore or remount it",
-    BROKER_UNREACHABLE: "start the broker or restore the network to it",
-    TOPICS_MISSING: "an admin creates the topics (calstream topics create)",
-    CRDS_UNREACHABLE: "restore the CRDS server or mount the CRDS_PATH cache",
-    CRDS_REFERENCE_MISSING: "put the missing reference file back under CRDS_PATH",
-    CRDS_LOOKUP: "complete the CRDS cache for the pinned context (crds sync)",
-    CRDS_REFERENCE_CORRUPT: "sync the cut reference again (crds sync --files NAME "
-                              "--repair-files)",
-    INBOX_GONE: "make the inbox directory again (mount its volume)",
-    INBOX_HUNG: "the inbox's storage does not answer reads (a network mount gone silent): "
-                "bring its server or mount back; the files resume by themselves",
-    STORE_HUNG: "the product store's storage does not answer the watcher's look-ups (a network "
-                "mount gone silent): bring its server or mount back; the files resume by "
-                "themselves",
-    WORK_DIR_HUNG: "the work directory's storage does not answer the watcher's ledger (a network "
-                   "mount gone silent): bring its server or mount back; the files resume by "
-                   "themselves",
-}
-
-
-def next_step(cause: str) -> str:
-    """What an operator does about items parked on ``cause`` (status, console)."""
-    return NEXT_STEP.get(cause, "read the daemon log for its fault")
-
-
-def _parked(parked: list[dict[str, Any]]) -> list[str]:
-    """Items waiting on the disk or CRDS: they resume by themselves. Each
-    with what clears it, and where the path is: a cause alone was nothing
-    to act on at 3 a.m."""
-    if not parked:
-        return []
-    return ["", "parked on an infrastructure fault (resumed by themselves when it clears):"] + [
-        f"  {p['stage']}: {p['items']} item(s), {p['cause']}{_under(p)}: "
-        f"{next_step(p['cause'])}" for p in parked] + [
-        "  the daemon's log has each item's exposure and error: its lines \"parked on an "
-        "infrastructure fault ...\""]
-
-
-def _under(parked: dict[str, Any]) -> str:
-    """Where a disk fault was writing (its error, ENOSPC, often names no path)."""
-    return f" under {parked['root']}" if parked.get("root") else ""
 
 
 def _header(st: Status) -> list[str]:

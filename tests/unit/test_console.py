@@ -100,7 +100,7 @@ def test_the_console_serves_only_previews_from_the_store(tmp_path):
 
 
 def test_parked_items_are_summed_by_stage_and_cause_for_status_and_console():
-    from calstream.daemon.operations.status_render import _parked
+    from calstream.daemon.operations.parked_causes import parked_lines as _parked
     from calstream.daemon.operations.status_summary import Endpoint, summarise_parked
 
     endpoints = [Endpoint("a", samples=[("calstream_parked_items",

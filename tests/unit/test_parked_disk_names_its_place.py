@@ -11,7 +11,7 @@ import logging
 from types import SimpleNamespace
 
 from calstream.daemon.doers.parking import Parking
-from calstream.daemon.operations import status_render
+from calstream.daemon.operations import parked_causes
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.operations.status_summary import Endpoint, summarise_parked
 from calstream.steps.failures import with_place
@@ -65,7 +65,7 @@ def test_status_and_its_next_step_name_the_directory():
                                     "root": "/data/products"}, 2.0),
         ("calstream_parked_items", {"stage": "stage2", "cause": "crds_lookup", "root": ""}, 1.0)])
     parked = summarise_parked([daemon])
-    text = "\n".join(status_render._parked(parked))
+    text = "\n".join(parked_causes.parked_lines(parked))
     assert "  detector1: 2 item(s), disk_full under /data/products: free space" in text
     assert "  stage2: 1 item(s), crds_lookup: complete the CRDS cache" in text
 

@@ -43,7 +43,8 @@ def test_a_replay_namespace_s_missing_exposures_are_not_in_the_live_gauges():
     assert replay.summary(T0 + 5)["level3"]["missing_by_program"] == {"01234": 2}
     metrics = Metrics()
     planner = SimpleNamespace(metrics=metrics, programs_missing=set(), clock=PlannerClock(),
-                              state=live, states={"live": live, "r1": replay})
+                              state=live, states={"live": live, "r1": replay},
+                              holds={}, pointing_waiting=())
     planner_status._set_gauges(planner)
     assert _series(metrics) == {}
     assert metrics.oldest_missing_age._value.get() == 0

@@ -108,9 +108,9 @@ def test_parked_work_says_what_to_do_for_its_cause():
     """`status` listed "detector1: 1 item(s), disk_full" and nothing else: at
     3 a.m. the operator had to find docs/operations.md to learn that the
     fix is space on the product store, and which log line has its error."""
-    from calstream.daemon.operations import status_render
+    from calstream.daemon.operations import parked_causes
 
-    lines = status_render._parked([
+    lines = parked_causes.parked_lines([
         {"stage": "detector1", "cause": "disk_full", "items": 2},
         {"stage": "stage2", "cause": "read_only", "items": 1},
         {"stage": "detector1", "cause": "crds_reference_corrupt", "items": 1},
@@ -131,7 +131,7 @@ def test_parked_work_says_what_to_do_for_its_cause():
               failures.CRDS_REFERENCE_MISSING, failures.CRDS_LOOKUP,
               failures.CRDS_REFERENCE_CORRUPT, "broker_unreachable", TOPICS_MISSING, INBOX_GONE,
               INBOX_HUNG, STORE_HUNG, WORK_DIR_HUNG}
-    assert causes <= set(status_render.NEXT_STEP)
+    assert causes <= set(parked_causes.NEXT_STEP)
 
 
 def test_work_parked_on_a_fault_is_no_healthy_status():

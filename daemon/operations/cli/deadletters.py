@@ -11,8 +11,9 @@ with the record, in its ``calstream-redrive`` header (JSON: by, reason, the
 dead letter's event id and place), so the topic itself keeps the audit trail,
 and ``list`` shows which dead letters were redriven. What a letter carries
 is sent only if the record at the place it names is that original
-(``_unproven``): a letter is anyone's to write, and the redrive writes with
-the operator's rights to topics only the planner or the stages write.
+(``redrive_sending.unproven``): a letter is anyone's to write, and the redrive
+writes with the operator's rights to topics only the planner or the stages
+write.
 
 A dead letter is named on the command line by its place on the deadletter
 topic, ``PARTITION:OFFSET`` (what ``list`` prints), or a prefix of its event id.
@@ -32,12 +33,6 @@ import sys
 import anyio
 
 from calstream.daemon.deciders.command_times import NotATime, parse_when
-from calstream.daemon.deciders.redrive_reading import (
-    original_place,
-    pinned_partition,
-    unproven_original,
-)
-from calstream.daemon.doers import kafka
 from calstream.daemon.operations.cli.dead_letter_reading import (
     DeadLetter,
     Loaded,
@@ -47,6 +42,8 @@ from calstream.daemon.operations.cli.dead_letter_reading import (
     named,
     named_letters,
 )
+from calstream.daemon.operations.cli.redrive_sending import redrive, subject
+from calstream.daemon.operations.cli.redrive_sending import unproven as unproven_letters
 from calstream.daemon.operations.cli.registry import (
     DAEMON_FLAGS,
     broker_config,
@@ -60,7 +57,7 @@ from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.operations.status_render import LINE_CHARS
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
-from calstream.topics.dead_letters import REDRIVE_HEADER, bounded, original_bytes
+from calstream.topics.dead_letters import bounded, original_bytes
 
 group("deadletters", "what could not be processed; redrive it once the cause is fixed")
 
@@ -107,106 +104,6 @@ def selected(letters: list[DeadLetter], args: argparse.Namespace) -> list[DeadLe
             continue
         out.append(letter)
     return out
-
-
-def subject(body: dict) -> str:
-    """What a dead letter is about, for its row: the exposure, else the
-    original record's key, else the file's name (a watcher's bad_file whose
-    name is no exposure name has neither)."""
-    original = body.get("original")
-    key = original.get("key") if isinstance(original, dict) else None
-    path = body.get("path")
-    return str(body.get("exposure_id") or key or (str(path).rsplit("/", 1)[-1] if path else ""))
-
-
-def redrive_record(letter: DeadLetter, by: str, reason: str
-                   ) -> tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]:
-    """What redriving ``letter`` sends: (topic, key, value, headers)."""
-    original = letter.body["original"]
-    value, _ = original_bytes(original)
-    note = {"by": by, "reason": reason, "dead_letter": letter.body["event_id"],
-            "dead_letter_ref": letter.ref, "at": contract.utc_now()}
-    key = original.get("key")
-    return (original["topic"], key.encode() if key is not None else None, value,
-            [(REDRIVE_HEADER, json.dumps(note).encode())])
-
-
-async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[str]:
-    """Re-publish each original, then put its dead letter back with the same
-    mark; returns the refs sent."""
-    sent = []
-    dead_letters = Topics(cfg.topic_prefix).name("deadletter")
-    producer = kafka.producer(cfg)
-    await producer.start()
-    try:
-        await _send_each(producer, dead_letters, letters, by, reason, sent)
-    except BaseException:
-        # Ctrl-C, or the broker gone half-way: said nothing of those sent.
-        # Each was named as it went; running the same command again is safe
-        # (a letter sent carries its mark: "already redriven", skipped).
-        print(f"calstream: stopped after {len(sent)} of {len(letters)} dead letter(s) redriven "
-              "(each named above as it went); the same command again redrives the rest: "
-              "those sent are skipped as already redriven", file=sys.stderr, flush=True)
-        raise
-    finally:
-        await producer.stop()
-    return sent
-
-
-async def _send_each(producer, dead_letters: str, letters: list[DeadLetter], by: str,
-                     reason: str, sent: list[str]) -> None:
-    """Send each letter's original, then its letter marked, appending its ref
-    to ``sent`` and naming it on stdout as it goes out."""
-    for letter in letters:
-        topic, key, value, headers = redrive_record(letter, by, reason)
-        again = _letter_bytes(letter)
-        # Back to the original's own partition, after it: where status
-        # and the console look for its mark (deciders/redrive_reading.py).
-        partition = pinned_partition(letter.body["original"],
-                                     await producer.partitions_for(topic))
-        await producer.send_and_wait(topic, value, key=key, headers=headers,
-                                     partition=partition)
-        # The letter again, marked, as a daemon puts one back after a
-        # broker loss: the planner reads the deadletter topic, not the
-        # work topics, and counts a redriven stage-2 order in flight
-        # again (deciders/stage2_failures.py); `list` finds the mark there
-        # too. After the original: a mark never stands for a redrive not
-        # sent. Its own partition: its records stay together.
-        sent.append(letter.ref)
-        print(f"{letter.ref}: re-published to {topic}", flush=True)
-        own = int(letter.ref.split(":")[0])
-        try:
-            if again is not None:
-                await producer.send_and_wait(
-                    dead_letters, again, headers=headers,
-                    key=subject(letter.body).encode("utf-8", "backslashreplace"),
-                    partition=own if own in (await producer.partitions_for(dead_letters))
-                    else None)
-        except Exception as exc:  # noqa: BLE001 - the redrive itself went out
-            # (an operator principal without write on deadletter, of before)
-            print(f"calstream: {letter.ref}: redriven, but its dead letter was not put "
-                  f"back ({escape_controls(str(exc))[:200]}): the planner still counts a "
-                  "stage-2 order of it failed", file=sys.stderr)
-
-
-async def _unproven(cfg, letters: list[DeadLetter]) -> dict[str, str]:
-    """ref -> why the original a letter carries is not shown to be the
-    record at the place it names, for the letters where it is not."""
-    places = {letter.ref: original_place(letter.body.get("original")) for letter in letters}
-    found = await kafka.records_at(cfg, [p for p in places.values() if p is not None])
-    problems = {letter.ref: unproven_original(letter.body["original"],
-                                              found.get(places[letter.ref]))
-                for letter in letters}
-    return {ref: problem for ref, problem in problems.items() if problem}
-
-
-def _letter_bytes(letter: DeadLetter) -> bytes | None:
-    """The letter as it was, to put back; None if it cannot be written again
-    (a forged one's text no bytes encode: its mark stays on the original)."""
-    try:
-        return contract.encode(contract.Message("dead_letter", letter.body))
-    except (contract.InvalidMessage, UnicodeEncodeError, ValueError):
-        return None
 
 
 def _selection_arguments(p: argparse.ArgumentParser) -> None:
@@ -330,7 +227,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     _, problem = original_bytes(letter.body.get("original"),
                                  redrivable_topics(Topics(cfg.topic_prefix)))
     if problem is None:  # what the redrive itself checks before it sends
-        problem = anyio.run(_unproven, cfg, [letter]).get(letter.ref)
+        problem = anyio.run(unproven_letters, cfg, [letter]).get(letter.ref)
     print(f"redrive: {'not possible: ' + problem if problem else 'possible'}")
     return 0
 
@@ -381,7 +278,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     if chosen and not args.unverified:
         # A letter is anyone's: what it carries goes out only as a record its
         # topic held (deciders/redrive_reading.unproven_original).
-        unproven = anyio.run(_unproven, cfg, [letter for letter, _ in chosen])
+        unproven = anyio.run(unproven_letters, cfg, [letter for letter, _ in chosen])
         refused += [(letter, f"{unproven[letter.ref]}; --unverified sends it all the same")
                     for letter, _ in chosen if letter.ref in unproven]
         chosen = [(letter, p) for letter, p in chosen if letter.ref not in unproven]
