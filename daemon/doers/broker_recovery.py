@@ -217,7 +217,8 @@ async def _note_newest(place: NotedPlace, bodies: list[dict], on_topic: dict,
     again."""
     places = {**{e: (r.topic, r.partition, r.offset) for e, r in on_topic.items()},
               **{b["event_id"]: (p.topic, p.partition, p.offset)
-                 for b, p in zip(sent, placed, strict=True)}}
+                 for b, p in zip(sent, placed, strict=True)
+                 if p is not None}}  # None: the broker refused it (Publisher.publish_all)
     newest: dict[int, tuple] = {}  # partition -> (event id, topic, partition, offset)
     for body in reversed(bodies):
         where = places.get(body.get("event_id"))
