@@ -181,11 +181,12 @@ class Publisher:
         named = asyncio.get_running_loop().create_future()
 
         def answered(done: asyncio.Future) -> None:
+            exc = None if done.cancelled() else done.exception()  # retrieved: never "unretrieved"
             if named.done():  # its awaiter was cancelled
                 return
             if done.cancelled():
                 named.cancel()
-            elif (exc := done.exception()) is not None:
+            elif exc is not None:
                 named.set_exception(self._refused(exc, logical_topic, key) or exc)
             else:
                 named.set_result(done.result())
