@@ -225,10 +225,13 @@ class Publisher:
             # The dead-letter topic refuses it too: a letter about the letter
             # would be refused alike. Said and counted
             # (calstream_records_refused_total{topic="deadletter"}); the
-            # sender goes on. Kept in the ledger, where `deadletters list`
-            # does not look: the log line is where it is.
-            log.error("dead letter [%s/%s] %s not sent: %s; what it said: %s", stage, category,
-                      key[:200], exc, dead_letters.bounded(reason, 500),
+            # sender goes on. `deadletters list` reads the topic: the log
+            # line, and the ledger's copy if this daemon keeps one, are where
+            # it is.
+            kept = f"; kept in {self.ledger.root}" if self.ledger is not None else ""
+            log.error("dead letter [%s/%s] %s not sent (event %s%s): %s; what it said: %s",
+                      stage, category, key[:200], message.event_id, kept, exc,
+                      dead_letters.bounded(reason, 500),
                       extra={"exposure_id": extra.get("exposure_id"), "stage": stage,
                              "category": category})
             return
