@@ -37,6 +37,7 @@ from functools import partial
 from pathlib import Path
 
 import anyio
+from aiokafka.errors import UnknownTopicOrPartitionError
 
 from calstream.daemon.deciders import record_places
 from calstream.daemon.doers import kafka
@@ -199,7 +200,10 @@ async def recover_product_events(cfg: Config, topics: Topics, store: ProductStor
 
 
 async def _on_topic(cfg: Config, name: str, kind: str) -> dict[str, kafka.Record]:
-    """The records of kind ``kind`` on topic ``name``, by event id (the last of each)."""
+    """The records of kind ``kind`` on topic ``name``, by event id (the last of
+    each); only from a broker that answers for it (``_answered``: a topic
+    left out read as empty, and each record was sent a second time)."""
+    await _answered(cfg, name)
     found = {}
     for record in await kafka.read_to_end(cfg, name):
         try:
@@ -217,7 +221,8 @@ async def _note_newest(place: NotedPlace, bodies: list[dict], on_topic: dict,
     again."""
     places = {**{e: (r.topic, r.partition, r.offset) for e, r in on_topic.items()},
               **{b["event_id"]: (p.topic, p.partition, p.offset)
-                 for b, p in zip(sent, placed, strict=True)}}
+                 for b, p in zip(sent, placed, strict=True)
+                 if p is not None}}  # None: the broker refused it (Publisher.publish_all)
     newest: dict[int, tuple] = {}  # partition -> (event id, topic, partition, offset)
     for body in reversed(bodies):
         where = places.get(body.get("event_id"))
@@ -231,13 +236,32 @@ async def _lost_by_note(cfg: Config, place: NotedPlace, kind: str, topic: str) -
     """Whether ``topic`` lost the records of ``kind`` noted at ``place``: one
     noted (the newest of its partition) is no longer where it was put (GONE,
     or another record there); with no usable note (none yet, another
-    prefix's), whether it is empty."""
+    prefix's), whether it is empty. Only on a broker that answers for the
+    topic (``_answered``)."""
+    await _answered(cfg, topic)
     notes = [n for n in await anyio.to_thread.run_sync(place.places) if n["topic"] == topic]
     if not notes:
         return await _empty_else_noted(cfg, place, kind, topic)
     found = await kafka.records_at(cfg, [(topic, n["partition"], n["offset"]) for n in notes])
     return any(_lost_at(found[(topic, n["partition"], n["offset"])], n["event_id"], kind)
                for n in notes)
+
+
+async def _answered(cfg: Config, topic: str) -> None:
+    """UnknownTopicOrPartitionError, a broker fault (tried again later), if
+    the broker's metadata leaves ``topic`` out. The catalog's topics were
+    made just before (at start, and when a lost broker is back; one whose
+    making was refused is not judged at all): left out now, the broker errors
+    for that topic (a leader being elected, a Describe ACL missing: Kafka
+    leaves out what a principal may not describe), and what it holds is not
+    known. Judged by its absence, it had lost every record: the topic read
+    as empty, and the whole product store was sent to it again once it
+    answered; with a Describe ACL missing, at every start."""
+    async with kafka.open_reader(cfg, [topic]) as reader:
+        if reader.missing:
+            raise UnknownTopicOrPartitionError(
+                f"the broker's metadata leaves out {topic} (an error for that topic, or no "
+                "right to describe it): what it lost is judged once it answers for it")
 
 
 def _lost_at(found: kafka.Record | str, event_id: str, kind: str) -> bool:

@@ -7,7 +7,10 @@ message: it is returned with its reason for a dead letter, and the messages
 after it are still sent. Before, the first refusal ended the batch: the
 orders after it were never published while the state took them as sent, and
 a refusal on a tick (which has no record to blame) ended the planner's task.
-Broker faults are not caught here: the publisher retries them.
+Broker faults are not caught here: the publisher retries them. A message
+the broker refuses for what it is (RecordRefused, an InvalidMessage) is
+refused as the encoding's are, whether its answer was awaited here or in
+``settle``.
 """
 
 from __future__ import annotations
@@ -93,6 +96,17 @@ async def settle(unacked: Unacknowledged, *, publisher, metrics: Metrics
     for e, topic, answered in unacked.sent:
         try:
             await answered
+        except contract.InvalidMessage as exc:
+            # The broker refused the order for what it is (RecordRefused): sent
+            # again it is refused again. Raised, it ended the planner's task,
+            # and the restart decided and sent it again. A dead letter of its
+            # own, as an order the encoding refuses on a tick.
+            await publisher.dead_letter(
+                category="invalid_message", stage="planner", key=e.key,
+                reason=f"the planner's {e.message.type} for {e.key[:200]!r} cannot be sent: {exc}",
+                exposure_id=_text(e.message.get("exposure_id")),
+                about=str(e.message.get("event_id")))
+            continue
         except Exception as exc:  # noqa: BLE001 - a broker's fault is sent again, the rest raised
             if broker_fault(exc) is None:
                 raise
@@ -145,6 +159,10 @@ async def publish_emits(emits: list[Emit], *, publisher, topics: Topics, ledger:
             continue  # withheld: a standby publishes nothing (doers/planner_standby.py)
         _count_and_log(e, metrics)
     return refused
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _count_and_log(e: Emit, metrics: Metrics) -> None:

@@ -147,7 +147,21 @@ class WorkItemRunner(RunOutcomes):
         missed it gets it and one that did not drops it."""
         event = contract.Message("product", {**done.published_event,
                                              "emitted_at": contract.utc_now()})
-        await self.publisher.publish("products", item.program, event)
+        try:
+            await self.publisher.publish("products", item.program, event)
+        except contract.InvalidMessage as exc:
+            # The broker refuses the event for what it is (RecordRefused: the
+            # products topic's max.message.bytes below it, a policy): the same
+            # at every try. Raised, the handler retried the record for ever,
+            # parked "unknown". A dead letter with the reason; its redrive
+            # re-emits the event once the topic takes it.
+            await self.publisher.dead_letter(
+                category="permanent_failure", stage=item.stage, key=item.key or item.name,
+                reason=f"{item.pipeline} done, but its product event cannot be sent: {exc}",
+                record=item.record, exposure_id=item.event_fields.get("exposure_id"),
+                **({"order": item.order} if item.order else {}))
+            self.count(item, "failed")
+            return
         self.count(item, "duplicate")
         log.info("%s: %s already done (work %s); product event re-emitted", item.name,
                  item.pipeline, wid[:12], extra=item.log_context)

@@ -65,6 +65,11 @@ class Metrics:
         self.dead_letters = Counter(
             "calstream_dead_letters_total", "Items sent to the dead-letter topic",
             ["stage", "category"], registry=r)
+        self.records_refused = Counter(
+            "calstream_records_refused_total", "Records the broker refused for what they are "
+            "(too large for the topic, a policy; never sent again): each a dead letter, or a "
+            "log line when it was a dead letter itself or a record put back",
+            ["topic", "code"], registry=r)
         self.worker_restarts = Counter(
             "calstream_worker_restarts_total", "Worker processes replaced",
             ["stage", "cause"], registry=r)

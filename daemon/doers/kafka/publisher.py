@@ -16,7 +16,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAuthorizationFai
 from aiokafka.structs import ConsumerRecord
 
 import calstream
-from calstream.daemon.deciders import broker_access
+from calstream.daemon.deciders import broker_access, broker_refusals
 from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
 from calstream.daemon.doers.noted_places import NotedPlace, product_events_place
 from calstream.daemon.operations.metrics import Metrics
@@ -26,6 +26,20 @@ from calstream.topics.catalog import Topics
 log = logging.getLogger("calstream.publisher")
 
 PRODUCER_INFO = {"host": socket.gethostname(), "calstream_version": calstream.__version__}
+
+
+class RecordRefused(contract.InvalidMessage):
+    """The broker refused this record for what it is (too large for the topic,
+    a policy: deciders/broker_refusals.py). A fact about the message, as the
+    encoding's refusal is: each sender's handling of an InvalidMessage (a
+    dead letter for the work it came from, the sender going on) applies.
+    Sent again it is refused again; before, it was retried for ever."""
+
+    def __init__(self, logical_topic: str, key: str, code: str, why: str,
+                 error: BaseException):
+        super().__init__(f"the broker refused the record for topic {logical_topic} "
+                         f"(key {key[:200]!r}): {why} ({code}: {error})")
+        self.logical_topic, self.code = logical_topic, code
 
 
 class Publisher:
@@ -93,27 +107,39 @@ class Publisher:
         one each (bench/republishing.py). A partition's records keep their
         order while the sends succeed; the first failure is raised once every
         answer is in, and the caller sends the set again (each record is
-        idempotent by its key or event id). Returns how many were sent;
+        idempotent by its key or event id). A record the broker refuses for
+        what it is (RecordRefused) is not a failure of the set: sent again it
+        would be refused again, and the set with it for ever; it is logged
+        and counted, and left out. Returns how many were sent;
         ``placed``, if given, gets each one's metadata (topic, partition,
-        offset), in the order of ``items``."""
-        answers, refused = [], None
+        offset), in the order of ``items``, None for one refused."""
+        answers: list = []
+        failed = None
         for topic, key, message, *headers in items:
             try:
                 answer = await self.send(topic, key, message, *headers)
+            except RecordRefused as exc:
+                answers.append(exc)
+                continue
             except Exception as exc:  # noqa: BLE001 - raised below, once the rest answered
-                refused = exc
+                failed = exc
                 break
             if answer is not None:
                 answers.append(answer)
-        results = await asyncio.gather(*answers, return_exceptions=True)
+        results = await asyncio.gather(
+            *(a for a in answers if not isinstance(a, RecordRefused)), return_exceptions=True)
         for result in results:
-            if isinstance(result, Exception):
+            if isinstance(result, Exception) and not isinstance(result, RecordRefused):
                 raise result
-        if refused is not None:
-            raise refused
+        if failed is not None:
+            raise failed
+        answered = iter(results)
+        outcomes = [a if isinstance(a, RecordRefused) else next(answered) for a in answers]
+        for refused in (o for o in outcomes if isinstance(o, RecordRefused)):
+            log.error("%s: left out, not sent again", refused)
         if placed is not None:
-            placed.extend(results)
-        return len(answers)
+            placed.extend(None if isinstance(o, RecordRefused) else o for o in outcomes)
+        return sum(not isinstance(o, RecordRefused) for o in outcomes)
 
     async def send(self, logical_topic: str, key: str, message: contract.Message,
                    headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future | None:
@@ -137,9 +163,45 @@ class Publisher:
             # Kept before it is sent: a broker that loses it gets it again.
             await anyio.to_thread.run_sync(self.ledger.keep_letter, message.body)
         extra = {"headers": headers} if headers else {}  # most records have none
-        return await self.producer.send(self.topics.name(logical_topic), value=value,
-                                        # a file name that is not UTF-8 (a bad_file's key)
-                                        key=key.encode("utf-8", "backslashreplace"), **extra)
+        try:
+            answer = await self.producer.send(
+                self.topics.name(logical_topic), value=value,
+                # a file name that is not UTF-8 (a bad_file's key)
+                key=key.encode("utf-8", "backslashreplace"), **extra)
+        except Exception as exc:  # noqa: BLE001 - the producer's own size check, named
+            if (refused := self._refused(exc, logical_topic, key)) is None:
+                raise
+            raise refused from exc
+        return self._answer_named(answer, logical_topic, key)
+
+    def _answer_named(self, answer: asyncio.Future, logical_topic: str,
+                      key: str) -> asyncio.Future:
+        """The broker's answer, with a refusal of the record raised as
+        RecordRefused (the rest as aiokafka raised it)."""
+        named = asyncio.get_running_loop().create_future()
+
+        def answered(done: asyncio.Future) -> None:
+            exc = None if done.cancelled() else done.exception()  # retrieved: never "unretrieved"
+            if named.done():  # its awaiter was cancelled
+                return
+            if done.cancelled():
+                named.cancel()
+            elif exc is not None:
+                named.set_exception(self._refused(exc, logical_topic, key) or exc)
+            else:
+                named.set_result(done.result())
+        answer.add_done_callback(answered)
+        return named
+
+    def _refused(self, exc: BaseException, logical_topic: str, key: str) -> RecordRefused | None:
+        """``exc`` as RecordRefused, counted, if it refuses the record for what it is."""
+        refusal = broker_refusals.record_refusal(exc)
+        if refusal is None:
+            return None
+        self.metrics.records_refused.labels(topic=logical_topic, code=refusal[0]).inc()
+        refused = RecordRefused(logical_topic, key, *refusal, exc)
+        refused.__cause__ = exc
+        return refused
 
     async def dead_letter(self, *, category: str, reason: str, stage: str, key: str,
                           attempts: int = 0, record: ConsumerRecord | None = None,
@@ -156,7 +218,23 @@ class Publisher:
             "dead_letter", contract.event_id("dead_letter", stage, category, *identity),
             **dead_letters.letter_fields(category=category, reason=reason, stage=stage,
                                          attempts=attempts, original=original, **extra))
-        await self.publish("deadletter", dead_letters.bounded(key, dead_letters.KEY_BUDGET), message)
+        try:
+            await self.publish("deadletter", dead_letters.bounded(key, dead_letters.KEY_BUDGET),
+                               message)
+        except RecordRefused as exc:
+            # The dead-letter topic refuses it too: a letter about the letter
+            # would be refused alike. Said and counted
+            # (calstream_records_refused_total{topic="deadletter"}); the
+            # sender goes on. `deadletters list` reads the topic: the log
+            # line, and the ledger's copy if this daemon keeps one, are where
+            # it is.
+            kept = f"; kept in {self.ledger.root}" if self.ledger is not None else ""
+            log.error("dead letter [%s/%s] %s not sent (event %s%s): %s; what it said: %s",
+                      stage, category, key[:200], message.event_id, kept, exc,
+                      dead_letters.bounded(reason, 500),
+                      extra={"exposure_id": extra.get("exposure_id"), "stage": stage,
+                             "category": category})
+            return
         self.metrics.dead_letters.labels(stage=stage, category=category).inc()
         # Flood-controlled per stage and category (operations/logs.py): the
         # topic and the metric above have every one.
@@ -176,11 +254,13 @@ def _granted(role: str) -> frozenset[str] | None:
 
 def broker_fault(exc: BaseException) -> str | None:
     """"broker_unreachable" when ``exc`` says the broker did not answer (a time-out,
-    no connection, no leader yet): sending again later can succeed. None for the
-    rest (a message refused for what it is)."""
+    no connection, no leader yet); "topic_not_authorized" when it refuses this
+    principal the topic (an ACL to grant), "broker_error" when it refused
+    without a reason: sending again later can succeed, parked meanwhile. None
+    for the rest (a message refused for what it is: RecordRefused)."""
     if isinstance(exc, KafkaError) and (exc.retriable or isinstance(exc, KafkaTimeoutError)):
         return "broker_unreachable"
-    return None
+    return broker_refusals.standing_refusal(exc)
 
 
 def _original(record: ConsumerRecord) -> dict[str, Any]:
