@@ -34,7 +34,8 @@ class Metrics:
             "calstream_parked_items",
             "Work items parked on an infrastructure fault (disk_full, read_only, mount_gone, "
             "broker_unreachable, crds_unreachable, crds_reference_missing, crds_reference_corrupt, "
-            "crds_lookup, worker_start, worker_server; at start topics_missing; the watcher's "
+            "crds_lookup, worker_start, worker_server, topic_not_authorized, broker_error; at start "
+            "topics_missing; the watcher's "
             "inbox_gone, inbox_hung, store_hung, work_dir_hung), "
             "waiting for it to clear; root: the directory a disk fault was writing under",
             ["stage", "cause", "root"], registry=r)

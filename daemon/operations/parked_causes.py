@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from calstream.daemon.deciders.broker_refusals import BROKER_ERROR, TOPIC_NOT_AUTHORIZED
 from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, STORE_HUNG, WORK_DIR_HUNG
 from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
 from calstream.daemon.doers.start_waits import BROKER_UNREACHABLE, TOPICS_MISSING
@@ -38,6 +39,11 @@ NEXT_STEP = {
     STORE_HUNG: "the product store's storage does not answer the watcher's look-ups (a network "
                 "mount gone silent): bring its server or mount back; the files resume by "
                 "themselves",
+    TOPIC_NOT_AUTHORIZED: "the broker refuses this daemon's principal the topic (an ACL missing): "
+                          "an admin grants it write (docs/operations.md, \"A record the broker "
+                          "refuses\"); the items go on by themselves",
+    BROKER_ERROR: "the broker refuses records without a reason (UNKNOWN_SERVER_ERROR): read "
+                  "the broker's own log; the items go on by themselves once it accepts them",
     WORK_DIR_HUNG: "the work directory's storage does not answer the watcher's ledger (a network "
                    "mount gone silent): bring its server or mount back; the files resume by "
                    "themselves",

@@ -123,6 +123,7 @@ def test_parked_work_says_what_to_do_for_its_cause():
     # Where the path is: the daemon's log line for each parked item.
     assert "parked on an infrastructure fault" in lines[-1] and "log" in lines[-1]
     # Every cause the daemons park on has its own words.
+    from calstream.daemon.deciders.broker_refusals import BROKER_ERROR, TOPIC_NOT_AUTHORIZED
     from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, STORE_HUNG, WORK_DIR_HUNG
     from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
     from calstream.daemon.doers.start_waits import TOPICS_MISSING
@@ -130,7 +131,7 @@ def test_parked_work_says_what_to_do_for_its_cause():
     causes = {failures.DISK_FULL, failures.READ_ONLY, failures.MOUNT_GONE, failures.CRDS_UNREACHABLE,
               failures.CRDS_REFERENCE_MISSING, failures.CRDS_LOOKUP,
               failures.CRDS_REFERENCE_CORRUPT, "broker_unreachable", TOPICS_MISSING, INBOX_GONE,
-              INBOX_HUNG, STORE_HUNG, WORK_DIR_HUNG}
+              INBOX_HUNG, STORE_HUNG, WORK_DIR_HUNG, TOPIC_NOT_AUTHORIZED, BROKER_ERROR}
     assert causes <= set(parked_causes.NEXT_STEP)
 
 
