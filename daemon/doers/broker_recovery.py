@@ -37,7 +37,6 @@ from functools import partial
 from pathlib import Path
 
 import anyio
-from aiokafka.errors import UnknownTopicOrPartitionError
 
 from calstream.daemon.deciders import record_places
 from calstream.daemon.doers import kafka
@@ -248,20 +247,16 @@ async def _lost_by_note(cfg: Config, place: NotedPlace, kind: str, topic: str) -
 
 
 async def _answered(cfg: Config, topic: str) -> None:
-    """UnknownTopicOrPartitionError, a broker fault (tried again later), if
-    the broker's metadata leaves ``topic`` out. The catalog's topics were
-    made just before (at start, and when a lost broker is back; one whose
-    making was refused is not judged at all): left out now, the broker errors
-    for that topic (a leader being elected, a Describe ACL missing: Kafka
-    leaves out what a principal may not describe), and what it holds is not
-    known. Judged by its absence, it had lost every record: the topic read
-    as empty, and the whole product store was sent to it again once it
-    answered; with a Describe ACL missing, at every start."""
-    async with kafka.open_reader(cfg, [topic]) as reader:
-        if reader.missing:
-            raise UnknownTopicOrPartitionError(
-                f"the broker's metadata leaves out {topic} (an error for that topic, or no "
-                "right to describe it): what it lost is judged once it answers for it")
+    """A broker fault (tried again later) if the broker's metadata leaves
+    ``topic`` out. The catalog's topics were made just before (at start, and
+    when a lost broker is back; one whose making was refused is not judged at
+    all): left out now, the broker errors for that topic (a leader being
+    elected, a Describe ACL missing: Kafka leaves out what a principal may not
+    describe), and what it holds is not known. Judged by its absence, it had
+    lost every record: the topic read as empty, and the whole product store
+    was sent to it again once it answered; with a Describe ACL missing, at
+    every start."""
+    await kafka.require_described(cfg, topic, "what it lost is judged once it answers for it")
 
 
 def _lost_at(found: kafka.Record | str, event_id: str, kind: str) -> bool:

@@ -34,7 +34,7 @@ from calstream.daemon.deciders.replay_selection import (
 )
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.operations import console_pages, holds_view, status_render, subscribe
-from calstream.daemon.operations.cli import deadletters, holds
+from calstream.daemon.operations.cli import deadletters, holds, redrive_sending
 from calstream.daemon.operations.console_data import Snapshot, index_product_dead_letters
 from calstream.daemon.operations.status_summary import BrokerView, Status
 from calstream.topics import contract, dead_letters
@@ -102,7 +102,7 @@ def test_dead_letters_mutated_are_left_out_or_shown():
             json.dumps({"ref": shown.ref, **shown.body}, indent=1).encode()  # `show`
             value, problem = deadletters.original_bytes(body.get("original"), allowed)
             if problem is None:
-                topic, key, value, headers = deadletters.redrive_record(letter, "ops", "fixed")
+                topic, key, value, headers = redrive_sending.redrive_record(letter, "ops", "fixed")
                 assert topic in allowed and isinstance(value, bytes)
                 # Checked against the record at its place before it is sent:
                 # none there, or another one, is a reason, never a raise.

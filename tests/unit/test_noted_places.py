@@ -95,6 +95,11 @@ def test_a_loss_of_one_partition_only_is_seen(tmp_path, monkeypatch):
     monkeypatch.setattr(kafka, "records_at", records_at)
     monkeypatch.setattr(kafka, "record_at", record_at)
     monkeypatch.setattr(broker_recovery, "_on_topic", on_topic)
+
+    async def described(cfg, name, why):  # the broker's metadata has the topic
+        pass
+
+    monkeypatch.setattr(kafka, "require_described", described)
     cfg = Config(work_dir=work, products=store.root, roles=("planner",))
     publisher.producer.sent.clear()
     anyio.run(broker_recovery.recover_product_events, cfg, Topics(), store, publisher)

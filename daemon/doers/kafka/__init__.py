@@ -45,10 +45,11 @@ from calstream.daemon.doers.kafka.topic_reader import (
     read_topics,
     record_at,
     records_at,
+    require_described,
 )
 
 __all__ = ["ConcurrentConsumer", "PartitionEnds", "Publisher", "Record", "TopicReader",
            "TopicsMissing", "admin", "client_options", "create_topics", "describe_catalog", "fold_to_end", "group_consumer", "group_offsets", "is_empty",
            "last_records",
            "open_reader", "producer", "read_places", "read_to_end", "read_topics", "reader",
-           "record_at", "records_at", "refused_settings", "subscriber", "unreachable"]
+           "record_at", "records_at", "refused_settings", "require_described", "subscriber", "unreachable"]

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 from aiokafka.structs import ConsumerRecord
 
 from calstream.daemon.deciders import record_places
@@ -271,6 +271,16 @@ async def is_empty(cfg: Config, name: str, timeout: float = 10.0) -> bool:
         # A broker fault (broker_fault: retriable), not a bare TimeoutError: a
         # broker lost while the daemon starts is waited for, not an exit.
         raise KafkaTimeoutError(f"no fetch response for {name} within {timeout}s")
+
+
+async def require_described(cfg: Config, name: str, why: str) -> None:
+    """UnknownTopicOrPartitionError (retriable: a broker fault, waited for)
+    if the broker's metadata leaves ``name`` out, saying ``why`` that matters."""
+    async with open_reader(cfg, [name]) as reader:
+        if reader.missing:
+            raise UnknownTopicOrPartitionError(
+                f"the broker's metadata leaves out {name} (an error for that topic, or no "
+                f"right to describe it): {why}")
 
 
 async def record_at(cfg: Config, name: str, partition: int, offset: int,
