@@ -45,13 +45,14 @@ from calstream.daemon.doers.worker_forkserver import worker_context
 from calstream.daemon.doers.worker_lifecycle import Worker, WorkerLifecycle, kill_left_over
 from calstream.daemon.doers.worker_process import TaskFailure
 from calstream.daemon.doers.worker_server_watch import SERVER_HUNG_SECONDS, server_serving
+from calstream.daemon.doers.worker_stopped import STOPPED_SECONDS, stopped_too_long
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.failures import error_text
 from calstream.steps.worker_memory import IDLE_RETURN_SECONDS
 
 __all__ = ["RunOverMemory", "ServerLost", "TaskFailure", "TaskOutcome", "WorkerLost",
-           "WorkerPool"]
+           "WorkerPool", "WorkerStopped"]
 
 log = logging.getLogger("calstream.pool")
 
@@ -67,6 +68,12 @@ class RunOverMemory(WorkerLost):
     """The run used more memory than a run may (``run_memory_bytes``) and its
     worker was killed: lost as a worker the OOM killer took, retried, then
     dead-lettered with this reason, but the container and every other run live on."""
+
+
+class WorkerStopped(WorkerLost):
+    """The run's worker was stopped (SIGSTOP, a frozen cgroup) for
+    ``stopped_seconds`` and was killed (worker_stopped.py): lost as a worker
+    that died, retried in another worker, not held until the time-out."""
 
 
 class ServerLost(WorkerLost):
@@ -101,6 +108,7 @@ class _Request:
     abandoned: bool = False  # its caller was cancelled: hand nothing on
     children: list[int] = field(default_factory=list)  # its worker's, at the last scan
     children_scanned_at: float = float("-inf")  # monotonic
+    stop: Any = None  # its worker seen stopped (deciders/work_stops.Stop), or None
 
 
 class WorkerPool(WorkerLifecycle):
@@ -110,7 +118,8 @@ class WorkerPool(WorkerLifecycle):
                  run_memory_bytes: int = 0,
                  prefetch: int = PREFETCH_PER_WORKER, idle_return_seconds: float = IDLE_RETURN_SECONDS,
                  faults: Config | None = None,
-                 server_hung_seconds: float = SERVER_HUNG_SECONDS):
+                 server_hung_seconds: float = SERVER_HUNG_SECONDS,
+                 stopped_seconds: float = STOPPED_SECONDS):
         """``initializer`` ("module:function") runs once per worker, to warm it;
         ``classifier`` ("module:function", f(exc, task_kwargs, log_path)) says
         whether a failure is transient, permanent or skipped. A worker still
@@ -122,7 +131,9 @@ class WorkerPool(WorkerLifecycle):
         start that fails is retried and parked as ``faults`` says
         (``max_attempts``, ``retry_backoff``, ``park_recheck_seconds``); a
         worker server that uses no CPU for ``server_hung_seconds`` while a
-        start waits is killed (worker_server_watch.py)."""
+        start waits is killed (worker_server_watch.py); a run stopped
+        (SIGSTOP, a frozen cgroup) for ``stopped_seconds`` (0: never) is
+        killed and lost (WorkerStopped: worker_stopped.py)."""
         self.size = size
         self.stage = stage
         self.metrics = metrics
@@ -145,6 +156,7 @@ class WorkerPool(WorkerLifecycle):
         self._starting = None  # the start under way in the starter thread (a Future)
         self._lock = threading.Lock()  # close() against a start that ends in a thread
         self.server_hung_seconds = server_hung_seconds
+        self.stopped_seconds = stopped_seconds
         self._start_faults = Parking(faults or Config(), metrics, stage=stage,
                                      what=f"{stage}: starting a worker")
         self._ending: list[threading.Thread] = []  # see _end
@@ -226,8 +238,8 @@ class WorkerPool(WorkerLifecycle):
                     self._exchange, request, timeout, abandon_on_cancel=True)
                 outcome.cores = request.cores  # w.cores may be the next task's already
                 handed_on = request.handed_on
-            except RunOverMemory:
-                self._replace(w, "run_memory")
+            except (RunOverMemory, WorkerStopped) as exc:
+                self._replace(w, "run_memory" if isinstance(exc, RunOverMemory) else "stopped")
                 raise
             except WorkerLost as exc:
                 self._replace(w, "timeout" if "timeout" in str(exc) else "died")
@@ -368,13 +380,18 @@ class WorkerPool(WorkerLifecycle):
             if time.monotonic() > deadline:  # _replace ends it (SIGTERM, then SIGKILL)
                 raise WorkerLost(f"worker {w.name} exceeded the task timeout of {timeout:.0f}s "
                                  "and was killed")
-            self._within_memory(w, request)
+            self._going_on(w, request)
 
-    def _within_memory(self, w: Worker, request: _Request) -> None:
-        """Between two polls of a run: one over its bound is killed now
-        (run_memory.py says why and how its children count)."""
+    def _going_on(self, w: Worker, request: _Request) -> None:
+        """Between two polls of a run: one over its memory bound is killed
+        now (run_memory.py says why and how its children count), one stopped
+        for ``stopped_seconds`` too (worker_stopped.py)."""
         if self.run_memory:
             over = over_bound(w.process, w.name, self.run_memory * max(1, request.cores),
                               request)
             if over is not None:
                 raise RunOverMemory(over)
+        if self.stopped_seconds > 0:
+            stopped = stopped_too_long(w.process, w.name, request, self.stopped_seconds)
+            if stopped is not None:
+                raise WorkerStopped(stopped)

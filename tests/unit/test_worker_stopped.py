@@ -1,0 +1,119 @@
+"""A run whose worker is stopped (SIGSTOP; a frozen cgroup) is ended after
+a grace and tried again in another worker, as a lost worker's run. Before,
+the stopped worker held its exposure and its turn at a worker until the task
+time-out (an hour). A worker that is only slow (waiting, with no CPU used)
+or stopped for a moment is never ended for it. Real worker processes (tiny
+tasks); the judgement is pure (deciders/work_stops.py)."""
+
+import os
+import signal
+
+import anyio
+import pytest
+
+from calstream.daemon.deciders.work_stops import Stop, judge_stop
+from calstream.daemon.doers.worker_pool import WorkerPool, WorkerStopped
+from calstream.daemon.doers.worker_stopped import _frozen_cgroup, run_state
+from calstream.daemon.operations.metrics import Metrics
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def restarts(pool):
+    return {s.labels["cause"]: s.value for m in pool.metrics.worker_restarts.collect()
+            for s in m.samples if s.name.endswith("_total")}
+
+
+async def worker_pid_once_busy(pool):
+    while pool.busy < 1 or not pool._all or not pool._all[0].ready:
+        await anyio.sleep(0.01)
+    return pool._all[0].process.pid
+
+
+@pytest.mark.anyio
+async def test_a_stopped_worker_is_replaced_long_before_the_time_out_and_the_next_run_goes(
+        tmp_path):
+    pool = WorkerPool(1, stage="t", metrics=Metrics(), stopped_seconds=1.0)
+    pool.start()
+    try:
+        with anyio.fail_after(120):  # a bound for a loaded machine; the time-out is 900 s
+            async with anyio.create_task_group() as tg:
+                lost = {}
+
+                async def run_it():
+                    with pytest.raises(WorkerStopped) as raised:
+                        await pool.run("tests.pool_tasks:wait_for_file",
+                                       {"path": str(tmp_path / "never"), "timeout": 900},
+                                       timeout=900)
+                    lost["reason"] = str(raised.value)
+                tg.start_soon(run_it)
+                pid = await worker_pid_once_busy(pool)
+                os.kill(pid, signal.SIGSTOP)
+        assert "stopped (state T: SIGSTOP)" in lost["reason"], lost
+        assert restarts(pool) == {"stopped": 1.0}
+        with anyio.fail_after(120):
+            fine = await pool.run("tests.pool_tasks:add", {"a": 1, "b": 2}, timeout=300)
+        assert fine.value["sum"] == 3 and fine.worker != "t-1"  # a fresh worker took the next run
+    finally:
+        pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_slow_worker_or_one_stopped_for_a_moment_is_never_ended(tmp_path):
+    """Waiting (state S, its CPU time unchanged) far longer than the grace is
+    slow, not stopped; a stop lifted before the grace starts the count again."""
+    pool = WorkerPool(1, stage="t", metrics=Metrics(), stopped_seconds=1.0)
+    pool.start()
+    gate = tmp_path / "gate"
+    try:
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tg:
+                done = {}
+
+                async def run_it():
+                    done["outcome"] = await pool.run("tests.pool_tasks:wait_for_file",
+                                                     {"path": str(gate)}, timeout=900)
+                tg.start_soon(run_it)
+                pid = await worker_pid_once_busy(pool)
+                await anyio.sleep(3)  # slow: three graces, waiting
+                for _ in range(3):  # stopped a moment, three times
+                    os.kill(pid, signal.SIGSTOP)
+                    await anyio.sleep(0.1)
+                    os.kill(pid, signal.SIGCONT)
+                    await anyio.sleep(0.1)
+                gate.touch()
+        assert done["outcome"].failure is None and done["outcome"].value["pid"] == pid
+        assert restarts(pool) == {}
+    finally:
+        pool.close()
+
+
+def test_a_stop_counts_only_while_it_lasts_without_cpu_progress():
+    stop, end = judge_stop(None, how="stopped", cpu=7, now=10.0, grace=5.0)
+    assert stop == Stop(10.0, 7, "stopped") and not end
+    assert judge_stop(stop, how="stopped", cpu=7, now=14.9, grace=5.0) == (stop, False)
+    assert judge_stop(stop, how="stopped", cpu=7, now=15.0, grace=5.0) == (stop, True)
+    # It went on between two looks (its CPU moved): counted again from now.
+    assert judge_stop(stop, how="stopped", cpu=8, now=15.0, grace=5.0) == (
+        Stop(15.0, 8, "stopped"), False)
+    assert judge_stop(stop, how=None, cpu=7, now=99.0, grace=5.0) == (None, False)
+    assert judge_stop(stop, how="stopped", cpu=7, now=99.0, grace=0) == (stop, False)
+
+
+def test_the_state_of_a_process_and_its_cgroup_are_read_from_proc(tmp_path):
+    how, cpu = run_state(os.getpid())
+    assert how is None and cpu > 0
+    assert run_state(2**22 + 12345) == (None, 0)  # gone: neither stopped nor counted
+    where = open("/proc/self/cgroup").read().splitlines()
+    v2 = [line.split("::", 1)[1] for line in where if line.startswith("0::")]
+    if not v2:
+        pytest.skip("no cgroup v2 here")
+    events = tmp_path / v2[0].lstrip("/") / "cgroup.events"
+    events.parent.mkdir(parents=True, exist_ok=True)
+    events.write_text("populated 1\nfrozen 1\n")
+    assert _frozen_cgroup(os.getpid(), tmp_path) == v2[0]
+    events.write_text("populated 1\nfrozen 0\n")
+    assert _frozen_cgroup(os.getpid(), tmp_path) is None
