@@ -28,12 +28,14 @@ multiprocessing's resource tracker (tests/unit/test_pool_shutdown.py).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
@@ -41,6 +43,7 @@ import anyio
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.priority_slots import DECLINED, PrioritySlots
 from calstream.daemon.doers.run_memory import over_bound
+from calstream.daemon.doers.worker_answers import received
 from calstream.daemon.doers.worker_forkserver import worker_context
 from calstream.daemon.doers.worker_lifecycle import Worker, WorkerLifecycle, kill_left_over
 from calstream.daemon.doers.worker_process import TaskFailure
@@ -350,7 +353,10 @@ class WorkerPool(WorkerLifecycle):
         while True:
             if w.conn.poll(0.2):
                 try:
-                    kind, *rest = w.conn.recv()
+                    kind, *rest = received(w.conn, partial(self._run_ends, w, request,
+                                                           deadline, timeout, kill=True))
+                except WorkerLost:
+                    raise
                 except (EOFError, OSError):
                     raise WorkerLost(f"worker {w.name} died (exit code "
                                      f"{w.process.exitcode}) during the task") from None
@@ -377,21 +383,27 @@ class WorkerPool(WorkerLifecycle):
             if not w.process.is_alive() and not w.conn.poll(0):
                 raise WorkerLost(f"worker {w.name} died (exit code {w.process.exitcode}) "
                                  "during the task")
-            if time.monotonic() > deadline:  # _replace ends it (SIGTERM, then SIGKILL)
-                raise WorkerLost(f"worker {w.name} exceeded the task timeout of {timeout:.0f}s "
-                                 "and was killed")
-            self._going_on(w, request)
+            if (ended := self._run_ends(w, request, deadline, timeout)) is not None:
+                raise ended
 
-    def _going_on(self, w: Worker, request: _Request) -> None:
-        """Between two polls of a run: one over its memory bound is killed
-        now (run_memory.py says why and how its children count), one stopped
-        for ``stopped_seconds`` too (worker_stopped.py)."""
-        if self.run_memory:
-            over = over_bound(w.process, w.name, self.run_memory * max(1, request.cores),
-                              request)
-            if over is not None:
-                raise RunOverMemory(over)
-        if self.stopped_seconds > 0:
-            stopped = stopped_too_long(w.process, w.name, request, self.stopped_seconds)
-            if stopped is not None:
-                raise WorkerStopped(stopped)
+    def _run_ends(self, w: Worker, request: _Request, deadline: float, timeout: float, *,
+                  kill: bool = False) -> WorkerLost | None:
+        """Why a run ends now, or None; asked between two polls of its pipe
+        and, with ``kill``, while its answer is read (worker_answers.py: the
+        worker killed, its end of the pipe closes and the read ends). Past
+        its time-out (_replace ends it: SIGTERM, then SIGKILL); over its
+        memory bound (run_memory.py says why and how its children count) or
+        stopped for ``stopped_seconds`` (worker_stopped.py): killed at once."""
+        if time.monotonic() > deadline:
+            if kill:
+                with contextlib.suppress(OSError, ValueError):
+                    w.process.kill()
+            return WorkerLost(f"worker {w.name} exceeded the task timeout of {timeout:.0f}s "
+                              "and was killed")
+        if self.run_memory and (over := over_bound(
+                w.process, w.name, self.run_memory * max(1, request.cores), request)):
+            return RunOverMemory(over)
+        if self.stopped_seconds > 0 and (stopped := stopped_too_long(
+                w.process, w.name, request, self.stopped_seconds)):
+            return WorkerStopped(stopped)
+        return None

@@ -12,9 +12,27 @@ import anyio
 import pytest
 
 from calstream.daemon.deciders.work_stops import Stop, judge_stop
-from calstream.daemon.doers.worker_pool import WorkerPool, WorkerStopped
+from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool, WorkerStopped
 from calstream.daemon.doers.worker_stopped import _frozen_cgroup, run_state
 from calstream.daemon.operations.metrics import Metrics
+
+TASKS = "tests.unit.test_worker_stopped"
+
+
+def half_an_answer_then(what):
+    """In a worker: the length of a whole answer on the pipe and a part of
+    it (an answer of many parts is written in several), then ``what``: stop
+    (SIGSTOP) or hang."""
+    import gc
+    import struct
+    import time
+    from multiprocessing.connection import Connection
+
+    [conn] = [o for o in gc.get_objects() if isinstance(o, Connection) and not o.closed]
+    conn._send(struct.pack("!i", 100_000) + b"\x80\x05" + b"\0" * 1000)
+    if what == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)
+    time.sleep(600)
 
 
 @pytest.fixture
@@ -87,6 +105,25 @@ async def test_a_slow_worker_or_one_stopped_for_a_moment_is_never_ended(tmp_path
                 gate.touch()
         assert done["outcome"].failure is None and done["outcome"].value["pid"] == pid
         assert restarts(pool) == {}
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("then", ["stop", "hang"])
+@pytest.mark.anyio
+async def test_a_worker_stopped_or_hung_with_its_answer_half_sent_is_ended_too(then):
+    """The read of an answer that has begun is watched as the run is: before,
+    it waited for the rest for ever, past the stop's grace and the time-out."""
+    pool = WorkerPool(1, stage="t", metrics=Metrics(), stopped_seconds=1.0)
+    pool.start()
+    try:
+        with anyio.fail_after(120):  # a bound for a loaded machine, not a measure
+            with pytest.raises(WorkerStopped if then == "stop" else WorkerLost) as lost:
+                await pool.run(f"{TASKS}:half_an_answer_then", {"what": then},
+                               timeout=900 if then == "stop" else 3)
+        assert ("stopped (state T" if then == "stop" else "exceeded the task timeout of 3s") \
+            in str(lost.value)
+        assert restarts(pool) == {"stopped" if then == "stop" else "timeout": 1.0}
     finally:
         pool.close()
 
