@@ -124,11 +124,18 @@ class WorkItemRunner(RunOutcomes):
     async def _run_once(self, item: WorkItem) -> None:
         wid = self.work_id(item)
         store = self.store.for_namespace(item.namespace)
-        done = await anyio.to_thread.run_sync(self._done, item, wid, store)
+        runs = CutShortRuns(self.claims, wid, item.version)
+
+        def look() -> Done | None:  # one trip off the loop (issue 15)
+            done = self._done(item, wid, store)
+            if runs.read() and done is not None:
+                runs.forget()  # a mark its daemon's end left after the commit
+            return done
+        done = await anyio.to_thread.run_sync(look)
         if done is not None:
             await self._re_emit(item, wid, done)
             return
-        await self._attempts(item, wid, store)
+        await self._attempts(item, wid, store, runs)
 
     @staticmethod
     def _done(item: WorkItem, wid: str, store: ProductStore) -> Done | None:
@@ -153,11 +160,11 @@ class WorkItemRunner(RunOutcomes):
         log.info("%s: %s already done (work %s); product event re-emitted", item.name,
                  item.pipeline, wid[:12], extra=item.log_context)
 
-    async def _attempts(self, item: WorkItem, wid: str, store: ProductStore) -> None:
+    async def _attempts(self, item: WorkItem, wid: str, store: ProductStore,
+                        runs: CutShortRuns) -> None:
         run_log = store.log_path(item.program, item.observation, item.name, item.stage,
                                  item.version)
-        runs = CutShortRuns(self.claims, wid, item.version)
-        cut_short = await anyio.to_thread.run_sync(runs.read)
+        cut_short = runs.cut_short
         # Runs cut short with an earlier daemon (work_item_runs.py): lost workers.
         attempts = AttemptCount(made=cut_short, counted=cut_short)
         if cut_short:
