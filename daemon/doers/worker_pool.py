@@ -42,7 +42,8 @@ import anyio
 
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.priority_slots import DECLINED, PrioritySlots
-from calstream.daemon.doers.run_memory import over_bound
+from calstream.daemon.doers.process_memory import oom_kills
+from calstream.daemon.doers.run_memory import died_words, over_bound
 from calstream.daemon.doers.worker_answers import received
 from calstream.daemon.doers.worker_forkserver import worker_context
 from calstream.daemon.doers.worker_lifecycle import Worker, WorkerLifecycle, kill_left_over
@@ -112,6 +113,7 @@ class _Request:
     children: list[int] = field(default_factory=list)  # its worker's, at the last scan
     children_scanned_at: float = float("-inf")  # monotonic
     stop: Any = None  # its worker seen stopped (deciders/work_stops.Stop), or None
+    oom_kills: int | None = None  # its cgroup's, as it was sent (process_memory.oom_kills)
 
 
 class WorkerPool(WorkerLifecycle):
@@ -349,6 +351,7 @@ class WorkerPool(WorkerLifecycle):
         if request.send_error is not None:
             raise request.send_error
         start = request.sent_at
+        request.oom_kills = oom_kills()  # a death while this rises: the OOM killer's
         deadline = start + timeout
         while True:
             if w.conn.poll(0.2):
@@ -358,8 +361,7 @@ class WorkerPool(WorkerLifecycle):
                 except WorkerLost:
                     raise
                 except (EOFError, OSError):
-                    raise WorkerLost(f"worker {w.name} died (exit code "
-                                     f"{w.process.exitcode}) during the task") from None
+                    raise WorkerLost(died_words(w.process, w.name, request.oom_kills)) from None
                 except Exception as exc:  # noqa: BLE001 - the answer came, whole
                     # An answer this process cannot rebuild (an object of a
                     # class only the worker has): the task's fault, the same
@@ -381,8 +383,7 @@ class WorkerPool(WorkerLifecycle):
                 self._hand_over(request, outcome)
                 return outcome
             if not w.process.is_alive() and not w.conn.poll(0):
-                raise WorkerLost(f"worker {w.name} died (exit code {w.process.exitcode}) "
-                                 "during the task")
+                raise WorkerLost(died_words(w.process, w.name, request.oom_kills))
             if (ended := self._run_ends(w, request, deadline, timeout)) is not None:
                 raise ended
 

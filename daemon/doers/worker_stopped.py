@@ -3,7 +3,7 @@
 Between two polls of a run (every 0.2 s, as the memory bound: run_memory.py)
 the pool asks ``stopped_too_long``: /proc says whether the worker or a child
 of its run is stopped (state ``T``: SIGSTOP, SIGTSTP) or the worker's cgroup
-is frozen (cgroup v2's ``cgroup.events``), and how much CPU the run has used.
+is frozen (cgroup v2's ``cgroup.events``, v1's freezer), and the run's CPU time.
 deciders/work_stops.py judges: a stop seen for ``grace`` seconds without CPU
 progress ends the worker (SIGKILL: a stopped process takes no other signal
 before it is continued; its children die with it, PDEATHSIG), and its run is
@@ -85,9 +85,11 @@ def _stat(pid: int) -> tuple[str | None, int]:
 
 
 def _frozen_cgroup(pid: int, root: Path) -> str | None:
-    """The cgroup (v2) of ``pid`` if it is frozen, else None. A frozen cgroup
-    holding this daemon too would hold this look as well: only a worker in
-    a cgroup of its own (a runtime's, an operator's) is seen frozen."""
+    """The cgroup of ``pid`` if it is frozen (v2: ``frozen 1`` in its
+    ``cgroup.events``; v1: ``FROZEN`` in the freezer's ``freezer.state``),
+    else None. A frozen cgroup holding this daemon too would hold this look
+    as well: only a worker in a cgroup of its own (a runtime's, an
+    operator's) is seen frozen."""
     try:
         with open(f"/proc/{pid}/cgroup") as f:
             lines = f.read().splitlines()
@@ -96,11 +98,17 @@ def _frozen_cgroup(pid: int, root: Path) -> str | None:
     for line in lines:
         hierarchy, _, rest = line.partition(":")
         controllers, _, where = rest.partition(":")
-        if (hierarchy, controllers) != ("0", "") or not where.startswith("/") or ".." in where:
+        if not where.startswith("/") or ".." in where.split("/"):
+            continue
+        if (hierarchy, controllers) == ("0", ""):
+            state, frozen = root / where.lstrip("/") / "cgroup.events", "frozen 1"
+        elif "freezer" in controllers.split(","):
+            state, frozen = root / "freezer" / where.lstrip("/") / "freezer.state", "FROZEN"
+        else:
             continue
         try:
-            events = (root / where.lstrip("/") / "cgroup.events").read_text()
+            if frozen in state.read_text().splitlines():
+                return where
         except OSError:
-            return None
-        return where if "frozen 1" in events.splitlines() else None
+            continue
     return None

@@ -144,13 +144,19 @@ def test_the_state_of_a_process_and_its_cgroup_are_read_from_proc(tmp_path):
     how, cpu = run_state(os.getpid())
     assert how is None and cpu > 0
     assert run_state(2**22 + 12345) == (None, 0)  # gone: neither stopped nor counted
-    where = open("/proc/self/cgroup").read().splitlines()
-    v2 = [line.split("::", 1)[1] for line in where if line.startswith("0::")]
-    if not v2:
-        pytest.skip("no cgroup v2 here")
-    events = tmp_path / v2[0].lstrip("/") / "cgroup.events"
-    events.parent.mkdir(parents=True, exist_ok=True)
-    events.write_text("populated 1\nfrozen 1\n")
-    assert _frozen_cgroup(os.getpid(), tmp_path) == v2[0]
-    events.write_text("populated 1\nfrozen 0\n")
-    assert _frozen_cgroup(os.getpid(), tmp_path) is None
+    lines = open("/proc/self/cgroup").read().splitlines()
+    v2 = [line.split("::", 1)[1] for line in lines if line.startswith("0::")]
+    v1 = [line.split(":", 2)[2] for line in lines
+          if "freezer" in line.split(":", 2)[1].split(",")]
+    if not (v2 or v1):
+        pytest.skip("no cgroup here")
+    files = [(tmp_path / v2[0].lstrip("/") / "cgroup.events", "populated 1\nfrozen {}\n",
+              ("1", "0"), v2[0])] if v2 else []
+    files += [(tmp_path / "freezer" / v1[0].lstrip("/") / "freezer.state", "{}\n",
+               ("FROZEN", "THAWED"), v1[0])] if v1 else []
+    for path, text, (frozen, thawed), where in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.format(frozen))
+        assert _frozen_cgroup(os.getpid(), tmp_path) == where
+        path.write_text(text.format(thawed))
+        assert _frozen_cgroup(os.getpid(), tmp_path) is None
