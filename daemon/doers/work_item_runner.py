@@ -255,7 +255,7 @@ class WorkItemRunner(RunOutcomes):
                     priority=0 if item.priority == "live" else 1, still_needed=still_needed,
                     share_cores=self._core_sharing(item), started=started)
             finally:
-                if runs is not None:  # ended as this process sees it: not cut short
+                if runs is not None and runs.marking:  # ended as this process sees it
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(runs.ended)
             if outcome is None:

@@ -67,6 +67,11 @@ class CutShortRuns:
         marking.start()
         self._marking.append(marking)
 
+    @property
+    def marking(self) -> bool:
+        """A run began here and ``ended`` is owed (no thread trip without)."""
+        return bool(self._marking)
+
     def ended(self) -> None:
         """The run began here ended (in a thread): its mark removed."""
         if not self._marking:
