@@ -83,7 +83,7 @@ async def test_a_stopped_worker_is_replaced_long_before_the_time_out_and_the_nex
 async def test_a_slow_worker_or_one_stopped_for_a_moment_is_never_ended(tmp_path):
     """Waiting (state S, its CPU time unchanged) far longer than the grace is
     slow, not stopped; a stop lifted before the grace starts the count again."""
-    pool = WorkerPool(1, stage="t", metrics=Metrics(), stopped_seconds=1.0)
+    pool = WorkerPool(1, stage="t", metrics=Metrics(), stopped_seconds=0.5)
     pool.start()
     gate = tmp_path / "gate"
     try:
@@ -96,7 +96,7 @@ async def test_a_slow_worker_or_one_stopped_for_a_moment_is_never_ended(tmp_path
                                                      {"path": str(gate)}, timeout=900)
                 tg.start_soon(run_it)
                 pid = await worker_pid_once_busy(pool)
-                await anyio.sleep(3)  # slow: three graces, waiting
+                await anyio.sleep(1.5)  # slow: three graces, waiting
                 for _ in range(3):  # stopped a moment, three times
                     os.kill(pid, signal.SIGSTOP)
                     await anyio.sleep(0.1)
