@@ -7,6 +7,7 @@ tasks); the judgement is pure (deciders/work_stops.py)."""
 
 import os
 import signal
+import time
 
 import anyio
 import pytest
@@ -83,7 +84,7 @@ async def test_a_stopped_worker_is_replaced_long_before_the_time_out_and_the_nex
 async def test_a_slow_worker_or_one_stopped_for_a_moment_is_never_ended(tmp_path):
     """Waiting (state S, its CPU time unchanged) far longer than the grace is
     slow, not stopped; a stop lifted before the grace starts the count again."""
-    pool = WorkerPool(1, stage="t", metrics=Metrics(), stopped_seconds=0.5)
+    pool = WorkerPool(1, stage="t", metrics=Metrics(), stopped_seconds=1.0)
     pool.start()
     gate = tmp_path / "gate"
     try:
@@ -96,12 +97,15 @@ async def test_a_slow_worker_or_one_stopped_for_a_moment_is_never_ended(tmp_path
                                                      {"path": str(gate)}, timeout=900)
                 tg.start_soon(run_it)
                 pid = await worker_pid_once_busy(pool)
-                await anyio.sleep(1.5)  # slow: three graces, waiting
-                for _ in range(3):  # stopped a moment, three times
-                    os.kill(pid, signal.SIGSTOP)
-                    await anyio.sleep(0.1)
-                    os.kill(pid, signal.SIGCONT)
-                    await anyio.sleep(0.1)
+                await anyio.sleep(2.5)  # slow: more than two graces, waiting
+
+                def stopped_a_moment(times=3):
+                    for _ in range(times):
+                        os.kill(pid, signal.SIGSTOP)
+                        time.sleep(0.1)
+                        os.kill(pid, signal.SIGCONT)
+                        time.sleep(0.1)
+                await anyio.to_thread.run_sync(stopped_a_moment)
                 gate.touch()
         assert done["outcome"].failure is None and done["outcome"].value["pid"] == pid
         assert restarts(pool) == {}
