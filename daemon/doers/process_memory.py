@@ -50,29 +50,56 @@ def limit_files(root: Path = _CGROUP_ROOT, self_cgroup: Path = _SELF_CGROUP) -> 
     cgroup namespace of its own (it reads "/"), not in a systemd unit: its
     ``MemoryMax`` is written in its own cgroup, deep in the host's tree, and
     the top of a cgroup v2 tree has no ``memory.max`` at all."""
-    try:
-        lines = self_cgroup.read_text().splitlines()
-    except OSError:
-        lines = []
     found: list[Path] = []
-    for line in lines:
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, where = rest.partition(":")
-        if (hierarchy, controllers) == ("0", ""):
-            top, name = root, "memory.max"
-        elif "memory" in controllers.split(","):
-            top, name = root / "memory", "memory.limit_in_bytes"
-        else:
-            continue
-        parts = PurePosixPath(where).parts
-        if not parts or parts[0] != "/" or ".." in parts:
-            continue  # not a cgroup's path: nothing of it is read
-        directory = top.joinpath(*parts[1:])
+    for v2, directory, top in _memory_cgroups(root, self_cgroup):
+        name = "memory.max" if v2 else "memory.limit_in_bytes"
         while directory != top:
             found.append(directory / name)
             directory = directory.parent
     found += [root / "memory.max", root / "memory" / "memory.limit_in_bytes"]
     return tuple(dict.fromkeys(found))
+
+
+def oom_kills(root: Path = _CGROUP_ROOT, self_cgroup: Path = _SELF_CGROUP) -> int | None:
+    """How many processes of this process's cgroup (and those below it) an
+    OOM killer has killed so far: cgroup v2's ``oom_kill`` in
+    ``memory.events``, v1's in ``memory.oom_control``. None where it cannot
+    be read. A worker found dead by SIGKILL while this rose was the OOM
+    killer's (worker_pool.py says so in the run's loss)."""
+    for v2, directory, _ in _memory_cgroups(root, self_cgroup):
+        try:
+            text = (directory / ("memory.events" if v2 else "memory.oom_control")).read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+    return None
+
+
+def _memory_cgroups(root: Path, self_cgroup: Path) -> list[tuple[bool, Path, Path]]:
+    """This process's memory cgroups, as /proc/self/cgroup names them:
+    (cgroup v2, its directory, the top of its hierarchy)."""
+    try:
+        lines = self_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    found = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, where = rest.partition(":")
+        if (hierarchy, controllers) == ("0", ""):
+            v2, top = True, root
+        elif "memory" in controllers.split(","):
+            v2, top = False, root / "memory"
+        else:
+            continue
+        parts = PurePosixPath(where).parts
+        if not parts or parts[0] != "/" or ".." in parts:
+            continue  # not a cgroup's path: nothing of it is read
+        found.append((v2, top.joinpath(*parts[1:]), top))
+    return found
 
 
 def _limit(path: Path) -> int | None:

@@ -9,16 +9,22 @@ cores it was given: an operator's step parameter ``maximum_cores`` starts
 stcal's processes in a run of one core too (their memory escaped). A run
 given several cores was given the part of idle workers too (core_sharing),
 so its bound is that many times a run's (the caller multiplies).
+
+Memory grown faster than the polls can still reach the kernel's OOM killer.
+A worker found dead by SIGKILL while its cgroup's OOM kill count rose
+(process_memory.oom_kills, read as the run is sent) is said to be the OOM
+killer's (``died_words``): before, its loss read as any ``kill -9``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 import time
 from typing import Any
 
-from calstream.daemon.doers.process_memory import children_of, resident_bytes
+from calstream.daemon.doers.process_memory import children_of, oom_kills, resident_bytes
 
 log = logging.getLogger("calstream.pool")
 
@@ -45,3 +51,18 @@ def over_bound(process: Any, name: str, bound: int, request: Any) -> str | None:
                 "(%d MiB, worker_run_memory_mb): killed", name, used >> 20, bound >> 20)
     return (f"worker {name} held {used >> 20} MiB during the run, more than a run may use "
             f"({bound >> 20} MiB, worker_run_memory_mb), and was killed")
+
+
+def died_words(process: Any, name: str, oom_kills_before: int | None) -> str:
+    """What worker ``name`` (``process``), found dead during its run, died
+    of, as far as this host can tell (its exit code waited for a moment:
+    the pipe may close before the process is reaped)."""
+    with contextlib.suppress(OSError, ValueError, AssertionError):
+        process.join(1.0)
+    words = f"worker {name} died (exit code {process.exitcode}) during the task"
+    after = oom_kills() if process.exitcode == -signal.SIGKILL else None
+    if oom_kills_before is not None and after is not None and after > oom_kills_before:
+        words += (", killed by the kernel's OOM killer (its cgroup's oom_kill count went from "
+                  f"{oom_kills_before} to {after}): the run's memory grew faster than it is "
+                  "read (worker_run_memory_mb), or the container's memory is short")
+    return words

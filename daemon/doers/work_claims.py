@@ -62,6 +62,9 @@ OURS, LOST, UNSURE = "ours", "lost", "unsure"
 # heartbeat: several tries before the claim could look stale (its bound is at
 # least two heartbeats: config.py).
 UNSURE_RETRY_SHARE = 0.25
+# A claim whose read or removal fails at a run's end is tried this many
+# times, this far apart, before it is left to go stale.
+RELEASE_TRIES, RELEASE_RETRY_SECONDS = 3, 0.2
 
 
 def mark_held(path: Path, token: str, held: bool = True) -> None:
@@ -222,10 +225,29 @@ class WorkClaims:
         return OURS
 
     def release(self, path: Path) -> None:
-        """Remove our claim (never another's that took it over)."""
+        """Remove our claim (never another's that took it over). A read or
+        removal the store refuses (EIO, ESTALE on a network store) is tried
+        again a few times; then the claim is left, said in a warning, and
+        never raised: this process claims the work again at once (no run
+        holds it: MINE), another daemon after ``stale_seconds``, and either
+        finds the work done. Before, a failed read left it without a word,
+        and a failed removal raised out of a run already ended."""
         _HELD.discard((str(path), self.me.token))
-        if self._owner(path) == self.me:
-            path.unlink(missing_ok=True)
+        for attempt in range(RELEASE_TRIES):
+            if attempt:
+                time.sleep(RELEASE_RETRY_SECONDS)
+            try:
+                owner = Owner.from_record(json.loads(read_regular_text(path)))
+                if owner == self.me:
+                    path.unlink(missing_ok=True)
+                return
+            except (FileNotFoundError, NotARegularFile, ValueError, RecursionError):
+                return  # gone, or not ours: another's, being written, garbage
+            except OSError as exc:
+                failed = exc
+        log.warning("cannot remove our claim %s (%s): it stays until another daemon finds it "
+                    "stale (%.0fs without a heartbeat, claim_stale_seconds) or this daemon "
+                    "claims the work again", path, failed, self.stale_seconds)
 
     # --- the context manager around a run ------------------------------------
 

@@ -40,6 +40,7 @@ from calstream.daemon.doers.preview_runner import Previews
 from calstream.daemon.doers.product_store import Done, ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims
 from calstream.daemon.doers.work_item_outcomes import RunOutcomes
+from calstream.daemon.doers.work_item_runs import CutShortRuns
 from calstream.daemon.doers.worker_pool import ServerLost, WorkerLost, WorkerPool
 from calstream.daemon.operations import logs
 from calstream.daemon.operations.config import Config
@@ -123,11 +124,18 @@ class WorkItemRunner(RunOutcomes):
     async def _run_once(self, item: WorkItem) -> None:
         wid = self.work_id(item)
         store = self.store.for_namespace(item.namespace)
-        done = await anyio.to_thread.run_sync(self._done, item, wid, store)
+        runs = CutShortRuns(self.claims, wid, item.version)
+
+        def look() -> Done | None:  # one trip off the loop (issue 15)
+            done = self._done(item, wid, store)
+            if runs.read() and done is not None:
+                runs.forget()  # a mark its daemon's end left after the commit
+            return done
+        done = await anyio.to_thread.run_sync(look)
         if done is not None:
             await self._re_emit(item, wid, done)
             return
-        await self._attempts(item, wid, store)
+        await self._attempts(item, wid, store, runs)
 
     @staticmethod
     def _done(item: WorkItem, wid: str, store: ProductStore) -> Done | None:
@@ -166,16 +174,30 @@ class WorkItemRunner(RunOutcomes):
         log.info("%s: %s already done (work %s); product event re-emitted", item.name,
                  item.pipeline, wid[:12], extra=item.log_context)
 
-    async def _attempts(self, item: WorkItem, wid: str, store: ProductStore) -> None:
+    async def _attempts(self, item: WorkItem, wid: str, store: ProductStore,
+                        runs: CutShortRuns) -> None:
         run_log = store.log_path(item.program, item.observation, item.name, item.stage,
                                  item.version)
-        attempts = AttemptCount()
+        cut_short = runs.cut_short
+        # Runs cut short with an earlier daemon (work_item_runs.py): lost workers.
+        attempts = AttemptCount(made=cut_short, counted=cut_short)
+        if cut_short:
+            step = self._next("transient", AttemptCount(counted=cut_short - 1), item)
+            detail = (f"its last {cut_short} run(s) were cut short with the daemon (killed "
+                      "during each: the kernel's OOM killer, kill -9, a lost machine)")
+            log.warning("%s: %s; %s", item.name, detail, "not run again" if step.action ==
+                        "dead_letter" else "run again, as a lost worker's retry",
+                        extra=item.log_context)
+            if step.action == "dead_letter":
+                await self._dead_letter(item, step, detail, None, cut_short, run_log)
+                await anyio.to_thread.run_sync(runs.forget)
+                return
         parked = ParkedItem(self.gates, self.metrics, item, self.cfg.park_recheck_seconds,
                             self.previews.gate)
         try:
             while True:
                 step, kind, detail, outcome = await self._attempt(
-                    item, wid, store, run_log, attempts, parked=parked.parked is not None)
+                    item, wid, store, run_log, attempts, runs, parked=parked.parked is not None)
                 attempts.ended(kind)
                 parked.tried(step.action)
                 if step.action == "park":  # tried again once the files it lies in change
@@ -203,12 +225,14 @@ class WorkItemRunner(RunOutcomes):
             parked.end(None)
 
     async def _attempt(self, item: WorkItem, wid: str, store: ProductStore, run_log: Path,
-                       attempts: AttemptCount, parked: bool = False):
+                       attempts: AttemptCount, runs: CutShortRuns | None = None,
+                       parked: bool = False):
         """One run, and what comes next: (step, kind, detail, outcome); ``attempts``:
         those made before it. Its record's stall clock starts again when a
         worker is its (consumer_slots.run_begins), unless the item has parked:
         one that keeps its consumer's place while parked is judged stalled
-        after stall_seconds, its probes' runs notwithstanding."""
+        after stall_seconds, its probes' runs notwithstanding. ``runs``
+        marks the run's start in a worker until its end (work_item_runs.py)."""
         outcome = None
         # Where its writes go: named in a disk fault's line when the error names no path.
         place = store.directory(item.program, item.observation, item.version)
@@ -230,14 +254,24 @@ class WorkItemRunner(RunOutcomes):
             done.extend(filter(None, [self._done(item, wid, store)]))
             return not done
 
+        def started() -> None:
+            if runs is not None:
+                runs.began()
+            if not parked:
+                consumer_slots.run_begins()
+
         try:
-            outcome = await self.pool.run(
-                item.task, {**item.task_kwargs, "output_dir": str(scratch)},
-                timeout=self.cfg.task_timeout, log_path=str(run_log),
-                env={"CRDS_CONTEXT": self.context(item), **logs.task_env(**item.log_context)},
-                priority=0 if item.priority == "live" else 1, still_needed=still_needed,
-                share_cores=self._core_sharing(item),
-                started=None if parked else consumer_slots.run_begins)
+            try:
+                outcome = await self.pool.run(
+                    item.task, {**item.task_kwargs, "output_dir": str(scratch)},
+                    timeout=self.cfg.task_timeout, log_path=str(run_log),
+                    env={"CRDS_CONTEXT": self.context(item), **logs.task_env(**item.log_context)},
+                    priority=0 if item.priority == "live" else 1, still_needed=still_needed,
+                    share_cores=self._core_sharing(item), started=started)
+            finally:
+                if runs is not None and runs.marking:  # ended as this process sees it
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(runs.ended)
             if outcome is None:
                 await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
                 await self._re_emit(item, wid, done[0])

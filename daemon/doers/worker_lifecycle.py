@@ -125,7 +125,8 @@ class WorkerLifecycle:
     def _replace(self, w: Worker, cause: str) -> None:
         """End ``w``; its successor is owed, started by the ``fill`` of a run
         that finds no idle worker (a cancelled run's most often at the daemon's stop: none then)."""
-        self._end(w, mid_task=cause in ("cancelled", "timeout", "died", "run_memory"))
+        self._end(w, mid_task=cause in ("cancelled", "timeout", "died", "run_memory",
+                                           "stopped"))
         if cause != "retired":
             self.metrics.worker_restarts.labels(stage=self.stage, cause=cause).inc()
         if not self._closed:

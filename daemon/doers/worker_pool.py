@@ -28,64 +28,48 @@ multiprocessing's resource tracker (tests/unit/test_pool_shutdown.py).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
 
 from calstream.daemon.doers.parking import Parking
 from calstream.daemon.doers.priority_slots import DECLINED, PrioritySlots
-from calstream.daemon.doers.run_memory import over_bound
+from calstream.daemon.doers.process_memory import oom_kills
+from calstream.daemon.doers.run_memory import died_words, over_bound
+from calstream.daemon.doers.worker_answers import received
 from calstream.daemon.doers.worker_forkserver import worker_context
 from calstream.daemon.doers.worker_lifecycle import Worker, WorkerLifecycle, kill_left_over
+from calstream.daemon.doers.worker_losses import (
+    RunOverMemory,
+    ServerLost,
+    TaskOutcome,
+    WorkerLost,
+    WorkerStopped,
+)
 from calstream.daemon.doers.worker_process import TaskFailure
 from calstream.daemon.doers.worker_server_watch import SERVER_HUNG_SECONDS, server_serving
+from calstream.daemon.doers.worker_stopped import STOPPED_SECONDS, stopped_too_long
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.failures import error_text
 from calstream.steps.worker_memory import IDLE_RETURN_SECONDS
 
 __all__ = ["RunOverMemory", "ServerLost", "TaskFailure", "TaskOutcome", "WorkerLost",
-           "WorkerPool"]
+           "WorkerPool", "WorkerStopped"]
 
 log = logging.getLogger("calstream.pool")
 
 # Items waiting for each worker besides the one it runs: one is enough to
 # leave no gap, and more would only lengthen what a revoked partition hands back.
 PREFETCH_PER_WORKER = 1
-
-class WorkerLost(RuntimeError):
-    """The worker process died or was killed; the task may be retried."""
-
-
-class RunOverMemory(WorkerLost):
-    """The run used more memory than a run may (``run_memory_bytes``) and its
-    worker was killed: lost as a worker the OOM killer took, retried, then
-    dead-lettered with this reason, but the container and every other run live on."""
-
-
-class ServerLost(WorkerLost):
-    """The worker died with the worker server it was forked from (PDEATHSIG):
-    the daemon's fault, not the run's (work_item_runner: an infrastructure
-    fault, which spends none of the item's attempts on a dead letter)."""
-
-
-@dataclass
-class TaskOutcome:
-    value: Any = None
-    failure: TaskFailure | None = None
-    peak_rss_bytes: int = 0
-    worker: str = ""
-    wall_seconds: float = 0.0
-    rss_bytes: int = 0  # resident after the task: what the worker keeps
-    cores: int = 1  # the run was allowed this many (share_cores)
-    cpu_seconds: tuple[float, float] = (0.0, 0.0)  # user, system: the task's, sealing included
-
 
 @dataclass
 class _Request:
@@ -101,6 +85,8 @@ class _Request:
     abandoned: bool = False  # its caller was cancelled: hand nothing on
     children: list[int] = field(default_factory=list)  # its worker's, at the last scan
     children_scanned_at: float = float("-inf")  # monotonic
+    stop: Any = None  # its worker seen stopped (deciders/work_stops.Stop), or None
+    oom_kills: int | None = None  # its cgroup's, as it was sent (process_memory.oom_kills)
 
 
 class WorkerPool(WorkerLifecycle):
@@ -110,7 +96,8 @@ class WorkerPool(WorkerLifecycle):
                  run_memory_bytes: int = 0,
                  prefetch: int = PREFETCH_PER_WORKER, idle_return_seconds: float = IDLE_RETURN_SECONDS,
                  faults: Config | None = None,
-                 server_hung_seconds: float = SERVER_HUNG_SECONDS):
+                 server_hung_seconds: float = SERVER_HUNG_SECONDS,
+                 stopped_seconds: float = STOPPED_SECONDS):
         """``initializer`` ("module:function") runs once per worker, to warm it;
         ``classifier`` ("module:function", f(exc, task_kwargs, log_path)) says
         whether a failure is transient, permanent or skipped. A worker still
@@ -122,7 +109,9 @@ class WorkerPool(WorkerLifecycle):
         start that fails is retried and parked as ``faults`` says
         (``max_attempts``, ``retry_backoff``, ``park_recheck_seconds``); a
         worker server that uses no CPU for ``server_hung_seconds`` while a
-        start waits is killed (worker_server_watch.py)."""
+        start waits is killed (worker_server_watch.py); a run stopped
+        (SIGSTOP, a frozen cgroup) for ``stopped_seconds`` (0: never) is
+        killed and lost (WorkerStopped: worker_stopped.py)."""
         self.size = size
         self.stage = stage
         self.metrics = metrics
@@ -145,6 +134,7 @@ class WorkerPool(WorkerLifecycle):
         self._starting = None  # the start under way in the starter thread (a Future)
         self._lock = threading.Lock()  # close() against a start that ends in a thread
         self.server_hung_seconds = server_hung_seconds
+        self.stopped_seconds = stopped_seconds
         self._start_faults = Parking(faults or Config(), metrics, stage=stage,
                                      what=f"{stage}: starting a worker")
         self._ending: list[threading.Thread] = []  # see _end
@@ -226,8 +216,8 @@ class WorkerPool(WorkerLifecycle):
                     self._exchange, request, timeout, abandon_on_cancel=True)
                 outcome.cores = request.cores  # w.cores may be the next task's already
                 handed_on = request.handed_on
-            except RunOverMemory:
-                self._replace(w, "run_memory")
+            except (RunOverMemory, WorkerStopped) as exc:
+                self._replace(w, "run_memory" if isinstance(exc, RunOverMemory) else "stopped")
                 raise
             except WorkerLost as exc:
                 self._replace(w, "timeout" if "timeout" in str(exc) else "died")
@@ -334,14 +324,17 @@ class WorkerPool(WorkerLifecycle):
         if request.send_error is not None:
             raise request.send_error
         start = request.sent_at
+        request.oom_kills = oom_kills()  # a death while this rises: the OOM killer's
         deadline = start + timeout
         while True:
             if w.conn.poll(0.2):
                 try:
-                    kind, *rest = w.conn.recv()
+                    kind, *rest = received(w.conn, partial(self._run_ends, w, request,
+                                                           deadline, timeout, kill=True))
+                except WorkerLost:
+                    raise
                 except (EOFError, OSError):
-                    raise WorkerLost(f"worker {w.name} died (exit code "
-                                     f"{w.process.exitcode}) during the task") from None
+                    raise WorkerLost(died_words(w.process, w.name, request.oom_kills)) from None
                 except Exception as exc:  # noqa: BLE001 - the answer came, whole
                     # An answer this process cannot rebuild (an object of a
                     # class only the worker has): the task's fault, the same
@@ -363,18 +356,28 @@ class WorkerPool(WorkerLifecycle):
                 self._hand_over(request, outcome)
                 return outcome
             if not w.process.is_alive() and not w.conn.poll(0):
-                raise WorkerLost(f"worker {w.name} died (exit code {w.process.exitcode}) "
-                                 "during the task")
-            if time.monotonic() > deadline:  # _replace ends it (SIGTERM, then SIGKILL)
-                raise WorkerLost(f"worker {w.name} exceeded the task timeout of {timeout:.0f}s "
-                                 "and was killed")
-            self._within_memory(w, request)
+                raise WorkerLost(died_words(w.process, w.name, request.oom_kills))
+            if (ended := self._run_ends(w, request, deadline, timeout)) is not None:
+                raise ended
 
-    def _within_memory(self, w: Worker, request: _Request) -> None:
-        """Between two polls of a run: one over its bound is killed now
-        (run_memory.py says why and how its children count)."""
-        if self.run_memory:
-            over = over_bound(w.process, w.name, self.run_memory * max(1, request.cores),
-                              request)
-            if over is not None:
-                raise RunOverMemory(over)
+    def _run_ends(self, w: Worker, request: _Request, deadline: float, timeout: float, *,
+                  kill: bool = False) -> WorkerLost | None:
+        """Why a run ends now, or None; asked between two polls of its pipe
+        and, with ``kill``, while its answer is read (worker_answers.py: the
+        worker killed, its end of the pipe closes and the read ends). Past
+        its time-out (_replace ends it: SIGTERM, then SIGKILL); over its
+        memory bound (run_memory.py says why and how its children count) or
+        stopped for ``stopped_seconds`` (worker_stopped.py): killed at once."""
+        if time.monotonic() > deadline:
+            if kill:
+                with contextlib.suppress(OSError, ValueError):
+                    w.process.kill()
+            return WorkerLost(f"worker {w.name} exceeded the task timeout of {timeout:.0f}s "
+                              "and was killed")
+        if self.run_memory and (over := over_bound(
+                w.process, w.name, self.run_memory * max(1, request.cores), request)):
+            return RunOverMemory(over)
+        if self.stopped_seconds > 0 and (stopped := stopped_too_long(
+                w.process, w.name, request, self.stopped_seconds)):
+            return WorkerStopped(stopped)
+        return None

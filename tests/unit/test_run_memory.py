@@ -137,3 +137,51 @@ def test_the_daemons_workers_are_those_of_the_pools_it_runs(tmp_path):
     assert daemon_workers(cfg) == 5
     cfg.roles = ["detector1"]
     assert daemon_workers(cfg) == 2
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("oom", [True, False], ids=["oom_killer", "kill_-9"])
+async def test_a_worker_the_oom_killer_took_is_said_to_be_so(tmp_path, monkeypatch, oom):
+    """Memory grown faster than the polls reaches the kernel's OOM killer:
+    its SIGKILL read as any `kill -9`'s (`died (exit code -9)`). Now a worker
+    found dead by SIGKILL while its cgroup's oom_kill count rose is said to
+    be the OOM killer's; a plain kill -9 is not. The cgroup's files here
+    stand in for /sys/fs/cgroup (real files, read as the kernel writes them)."""
+    import os
+    import signal
+    from functools import partial
+
+    from calstream.daemon.doers import process_memory, run_memory, worker_pool
+    from calstream.daemon.doers.worker_pool import WorkerLost
+
+    (tmp_path / "self_cgroup").write_text("0::/pod/calstream\n")
+    events = tmp_path / "pod" / "calstream" / "memory.events"
+    events.parent.mkdir(parents=True)
+    events.write_text("low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\n")
+    counted = partial(process_memory.oom_kills, root=tmp_path,
+                      self_cgroup=tmp_path / "self_cgroup")
+    monkeypatch.setattr(run_memory, "oom_kills", counted)
+    monkeypatch.setattr(worker_pool, "oom_kills", counted)
+    pool = WorkerPool(1, stage="t", metrics=Metrics())
+    pool.start()
+    gate, lost = tmp_path / "gate", {}
+    try:
+        with anyio.fail_after(120):  # a bound for a loaded machine, not a measure
+            async with anyio.create_task_group() as tg:
+                async def run_it():
+                    with pytest.raises(WorkerLost) as raised:
+                        await pool.run("tests.pool_tasks:wait_for_file", {"path": str(gate)},
+                                       timeout=300)
+                    lost["reason"] = str(raised.value)
+                tg.start_soon(run_it)
+                while pool.busy < 1 or not pool._all or not pool._all[0].ready:
+                    await anyio.sleep(0.01)
+                # Ready: its first answer read, so its count read as it was sent.
+                if oom:
+                    events.write_text("low 0\nhigh 0\nmax 15\noom 2\noom_kill 2\n")
+                os.kill(pool._all[0].process.pid, signal.SIGKILL)
+    finally:
+        pool.close()
+    assert "died (exit code -9) during the task" in lost["reason"], lost
+    assert ("killed by the kernel's OOM killer (its cgroup's oom_kill count went from 1 to 2)"
+            in lost["reason"]) == oom, lost

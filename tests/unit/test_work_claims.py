@@ -285,3 +285,67 @@ async def test_the_heartbeat_survives_a_failed_read_or_touch_of_its_claim(tmp_pa
             while path.stat().st_mtime_ns == 0:
                 await anyio.sleep(0.01)
     assert not path.exists()
+
+
+@pytest.mark.parametrize("failing", ["read", "unlink"])
+def test_a_release_the_store_refuses_at_first_still_removes_the_claim(tmp_path, monkeypatch,
+                                                                     failing):
+    """A claim read or removed at the wrong moment (EIO, ESTALE) at a run's
+    end is tried again. Before, a failed read left the claim without a word
+    (another daemon waited ``claim_stale_seconds`` for a run long ended) and
+    a failed removal raised out of the run, after its product was out."""
+    a = claims(tmp_path, A)
+    path = a.path(WID, 1)
+    a.try_claim(path, {})
+    refuse = failing_once(path, work_claims.read_regular_text if failing == "read"
+                          else Path.unlink)
+    if failing == "read":
+        monkeypatch.setattr(work_claims, "read_regular_text", refuse)
+    else:
+        monkeypatch.setattr(Path, "unlink", refuse)
+    a.release(path)
+    assert refuse.failed and not path.exists()
+
+
+def test_a_claim_the_store_never_lets_go_is_left_said_and_waited_out(tmp_path, monkeypatch,
+                                                                    caplog):
+    """No second run and no lost item: the claim left stays until it is
+    stale to another daemon (which then finds the work done, as after any
+    claim: work_item_runner._run_once), and this process, whose run no
+    longer holds it, claims the work again at once."""
+    clock = Clock()
+    me = Owner(socket.gethostname(), os.getpid(), "me")
+    a, b = claims(tmp_path, me), watched(tmp_path, B, clock)  # b: on another host
+    path = a.path(WID, 1)
+    a.try_claim(path, {})
+    unlink = Path.unlink
+
+    def refused(self, *args, **kwargs):
+        if self == path:
+            raise OSError(errno.EIO, "Input/output error")
+        return unlink(self, *args, **kwargs)
+    monkeypatch.setattr(Path, "unlink", refused)
+    a.release(path)  # never raised
+    assert path.exists() and "cannot remove our claim" in caplog.text
+    monkeypatch.setattr(Path, "unlink", unlink)
+    assert b.try_claim(path, {}) == ("live", me)  # another daemon waits ...
+    clock.t += 6  # ... until it is stale (5 s here)
+    assert b.try_claim(path, {}) == ("taken_over", me)
+    b.release(path)
+    a.try_claim(path, {})
+    monkeypatch.setattr(Path, "unlink", refused)
+    a.release(path)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    assert a.try_claim(path, {})[0] == "claimed"  # this process: at once (MINE)
+    a.release(path)
+    assert not path.exists()
+
+
+def failing_once(path, real):
+    def refuse(where, *args, **kwargs):
+        if Path(where) == path and not refuse.failed:
+            refuse.failed = True
+            raise OSError(errno.EIO, "Input/output error")
+        return real(where, *args, **kwargs)
+    refuse.failed = False
+    return refuse

@@ -1,0 +1,50 @@
+"""Reading a worker's answer, watched as its run is.
+
+The pool polls a run's pipe every 0.2 s and between two polls checks its
+time-out, its memory and whether it is stopped (worker_pool._exchange). Once
+the pipe has something, ``Connection.recv`` reads the whole answer and
+blocks until it has: an answer larger than one write (16 KiB and more: a
+stage-3 run's outputs and their digests) comes in parts, and a worker stopped
+(SIGSTOP, a frozen cgroup) or hung between two parts held that read, the
+run, its exposure and its worker's turn for ever -- its time-out was never
+looked at again. ``received`` reads with a watcher beside it asking the
+same checks every 0.2 s; the check that ends the run kills the worker, whose
+end of the pipe closes, and the read ends: raised as what the check found.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+WATCH_SECONDS = 0.2  # as the pool's polls
+
+
+def received(conn: Connection, watch: Callable[[], BaseException | None]) -> Any:
+    """``conn.recv()``, ``watch()`` asked every WATCH_SECONDS meanwhile (in a
+    thread): an error it returns (having killed the worker) is raised in
+    place of the read's EOFError or OSError. A read that ends well returns
+    its answer, whatever the watcher found meanwhile."""
+    done, found = threading.Event(), []
+
+    def watching() -> None:
+        while not done.wait(WATCH_SECONDS):
+            if (why := watch()) is not None:
+                found.append(why)
+                return
+
+    watcher = threading.Thread(target=watching, name="answer-watch", daemon=True)
+    watcher.start()
+    try:
+        return conn.recv()
+    except (EOFError, OSError):
+        done.set()
+        watcher.join()
+        if found:
+            raise found[0] from None
+        raise
+    finally:
+        done.set()
+        watcher.join()
