@@ -132,6 +132,24 @@ def facts_of(message: dict[str, Any]) -> tuple[str, dict[str, Any], dt.datetime 
     return name, facts, contract.parse_time(when) if when else None
 
 
+def record_time(timestamp_ms: int) -> dt.datetime | None:
+    """A record's broker timestamp as a time, None if it names no date.
+
+    It is its producer's clock (CreateTime), anyone's to set: one of year
+    33658 (or before year 1) raised out of the replay's scan, and every
+    replay of the topic ended in a traceback until retention took it."""
+    try:
+        return dt.datetime.fromtimestamp(timestamp_ms / 1000, dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def record_time_text(timestamp_ms: int) -> str | None:
+    """``record_time`` as the report writes it (RFC 3339), None if no date."""
+    when = record_time(timestamp_ms)
+    return contract.iso(when) if when is not None else None
+
+
 @dataclass
 class PartitionScan:
     """What one partition of the source holds now."""
@@ -139,7 +157,7 @@ class PartitionScan:
     partition: int
     high_watermark: int
     first_offset: int | None = None  # first retained record
-    first_time: dt.datetime | None = None  # its broker timestamp
+    first_time: dt.datetime | None = None  # its broker timestamp (None: no date, record_time)
 
     @property
     def log_start(self) -> int:
@@ -180,9 +198,14 @@ def retention_gaps(scans: list[PartitionScan], since: dt.datetime | None) -> lis
     for s in sorted(scans, key=lambda s: s.partition):
         if s.log_start == 0:
             continue
-        if s.first_time is None:
+        if s.first_offset is None:
             gaps.append(f"partition {s.partition}: every record is gone (offsets 0..{s.log_start - 1}"
                         " fell out of retention)")
+        elif s.first_time is None:
+            gaps.append(f"partition {s.partition}: offsets 0..{s.log_start - 1} fell out of "
+                        f"retention; the oldest retained record, offset {s.log_start}, has a "
+                        "broker timestamp that is no date (forged?): what was lost cannot be "
+                        "told from the requested start")
         elif since is None or since < s.first_time:
             gaps.append(f"partition {s.partition}: offsets 0..{s.log_start - 1} fell out of "
                         f"retention; the oldest retained record is offset {s.log_start} at "
@@ -278,7 +301,7 @@ def coverage(scans: list[PartitionScan], chosen: list[Candidate]) -> list[Partit
         contract.iso(s.first_time) if s.first_time else None) for s in scans}
     for c in sorted(chosen, key=lambda c: (c.partition, c.offset)):
         row = rows.setdefault(c.partition, PartitionCoverage(c.partition, 0, 0, None))
-        t = contract.iso(c.timestamp_ms / 1000)
+        t = record_time_text(c.timestamp_ms)
         row.count += 1
         if row.first_offset is None:
             row.first_offset, row.first_time = c.offset, t

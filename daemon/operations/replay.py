@@ -54,6 +54,7 @@ from calstream.daemon.deciders.replay_selection import (
     coverage,
     facts_of,
     from_their_roots,
+    record_time_text,
     replay_id,
     replayed_message,
     retention_gaps,
@@ -142,10 +143,10 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
         "published": published, "refused": refused, "gaps": gaps,
         "partitions": [asdict(p) for p in coverage(scans, chosen)],
         "items": [{"name": facts_of(c.message)[0], "partition": c.partition,
-                   "offset": c.offset, "time": contract.iso(c.timestamp_ms / 1000)}
+                   "offset": c.offset, "time": record_time_text(c.timestamp_ms)}
                   for c in chosen] + [
                   {"name": facts_of(c.message)[0], "partition": None, "offset": None,
-                   "time": contract.iso(c.timestamp_ms / 1000), "from": c.origin}
+                   "time": record_time_text(c.timestamp_ms), "from": c.origin}
                   for c in restored],
     }
 

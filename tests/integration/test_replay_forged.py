@@ -88,3 +88,35 @@ async def test_a_replay_stopped_while_it_publishes_says_what_went(broker, unique
               for r in await kafka.read_to_end(cfg, topics.name("replay"))]
     assert (f"stopped after 1 of 2 item(s) published to {topics.name('replay')} "
             f"(the last: {went}); the same command again is safe") in err, err
+
+
+@pytest.mark.anyio
+async def test_a_record_whose_broker_time_is_no_date_is_read_not_a_traceback(
+        broker, unique_prefix, tmp_path):
+    """A record's broker timestamp is its producer's (CreateTime): anyone
+    who may write the topic sets it. One of year 33658 (or before year 1)
+    as a partition's first record raised ValueError out of the replay's
+    scan: `calstream replay` ended in a traceback, for every selection,
+    until retention took the record. It is now a record with no time: the
+    replay goes on, says so, and a range it cannot judge is a gap."""
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    topics = Topics(cfg.topic_prefix)
+    await kafka.create_topics(cfg, topics)
+    producer = kafka.producer(cfg)
+    await producer.start()
+    try:
+        for exposure, ms in ((GOOD, 10**15), (FORGED, -(10**15))):
+            message = _arrival(exposure, f"{cfg.inbox}/{exposure}_uncal.fits")
+            await producer.send_and_wait(topics.name("raw"), contract.encode(message),
+                                         key=exposure.encode(), partition=0, timestamp_ms=ms)
+    finally:
+        await producer.stop()
+
+    report = await run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
+                              crds_context=None, dry_run=True)
+    assert report["selected"] == 2, report
+    assert [item["name"] for item in report["items"]] == [GOOD, FORGED]
+    assert all(item["time"] is None for item in report["items"]), report["items"]
+    [row] = [p for p in report["partitions"] if p["count"]]
+    assert (row["first_time"], row["first_retained_time"]) == (None, None), row

@@ -334,3 +334,20 @@ def test_a_time_past_the_calendar_in_utc_is_refused_not_a_traceback():
         with pytest.raises(BadSelection, match="not a time of the years 1 to 9999 in UTC"):
             parse_when(text)
     assert any_command("0001-01-01T00:00:00Z").year == 1
+
+
+def test_a_broker_time_that_is_no_date_is_none_and_a_gap_it_hides_is_still_one():
+    """A record's broker timestamp is its producer's: one past year 9999
+    raised out of `calstream replay` (tests/integration/test_replay_forged.py).
+    It is no time; a partition that lost records and whose oldest one has
+    no date is a gap, not "every record is gone"."""
+    from calstream.daemon.deciders.replay_selection import record_time, record_time_text
+
+    assert record_time(int(T0.timestamp() * 1000)) == T0
+    for forged in (10**15, -(10**15), 2**63 - 1, -(2**63)):
+        assert record_time(forged) is None and record_time_text(forged) is None
+    undated = PartitionScan(3, high_watermark=9, first_offset=4, first_time=None)
+    [gap] = retention_gaps([undated], T0)
+    assert "partition 3" in gap and "offset 4" in gap and "no date" in gap, gap
+    rows = coverage([undated], [Candidate(3, 5, 10**15, arrival(A))])
+    assert (rows[0].count, rows[0].first_time, rows[0].last_time) == (1, None, None)
