@@ -323,6 +323,7 @@ def replayed_message(c: Candidate, *, source: str, topic: str, request: dict[str
     replay = {**request, "source": {"origin": c.origin} if c.origin else
               {"topic": topic, "partition": c.partition, "offset": c.offset}}
     namespace, context = request["namespace"], request.get("crds_context")
+    m["producer"] = {"role": "replay"}
     if source == "raw":
         body = {**m, "source": "replay", "priority": "replay", "replay": replay}
         eid = contract.event_id("arrival", m["exposure_id"], m["digest"], "replay",
@@ -335,3 +336,22 @@ def replayed_message(c: Candidate, *, source: str, topic: str, request: dict[str
             "crds_context": context, "replay": replay}
     eid = contract.event_id("work_order", wid, request["replay_id"])
     return m["product_name"], contract.build("work_order", eid, **body)
+
+
+def publishable(built: list[tuple[Candidate, tuple[str, contract.Message]]]
+                ) -> tuple[list[tuple[Candidate, tuple[str, contract.Message]]], list[str]]:
+    """(The replayed messages that fit in a record every reader takes, the
+    names of those that do not). A valid source record a few hundred bytes
+    under that limit (anyone's to write; the door passes an arrival under
+    1 MB) is over it once it carries its replay object: its send raised
+    half-way through the publishing, and the replay stopped there each time
+    it was run. Judged before anything is sent."""
+    fits, too_large = [], []
+    for c, (key, message) in built:
+        try:
+            contract.within_limit(message)
+        except contract.InvalidMessage:
+            too_large.append(key)
+            continue
+        fits.append((c, (key, message)))
+    return fits, too_large

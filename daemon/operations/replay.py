@@ -54,6 +54,7 @@ from calstream.daemon.deciders.replay_selection import (
     coverage,
     facts_of,
     from_their_roots,
+    publishable,
     record_time_text,
     replay_id,
     replayed_message,
@@ -116,13 +117,15 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
                "selection": selection.describe()}
     if by:
         request["by"] = by
-    messages = [replayed_message(c, source=source, topic=src, request=request)
-                for c in [*chosen, *restored]]
+    built, too_large = publishable(
+        [(c, replayed_message(c, source=source, topic=src, request=request))
+         for c in [*chosen, *restored]])
+    chosen = [c for c, _ in built if c.origin is None]
+    restored = [c for c, _ in built if c.origin is not None]
+    messages = [message for _, message in built]
     refused = bool(gaps) and not allow_gap
     published = 0
     if messages and not dry_run and not refused:
-        for _key, message in messages:
-            message.body.setdefault("producer", {"role": "replay"})
         went: list[str] = []
 
         def published_one(key: str) -> None:
@@ -139,7 +142,8 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
         "scanned": sum(1 for _ in found), "invalid_skipped": invalid, "matched": matched,
         "superseded": superseded, "selected": len(chosen) + len(restored),
         "from_store": len(restored), "store_records_unusable": unusable + outside_store,
-        "outside_roots": outside,
+        "outside_roots": outside, "too_large": len(too_large),
+        "too_large_items": too_large[:20],
         "published": published, "refused": refused, "gaps": gaps,
         "partitions": [asdict(p) for p in coverage(scans, chosen)],
         "items": [{"name": facts_of(c.message)[0], "partition": c.partition,

@@ -120,3 +120,45 @@ async def test_a_record_whose_broker_time_is_no_date_is_read_not_a_traceback(
     assert all(item["time"] is None for item in report["items"]), report["items"]
     [row] = [p for p in report["partitions"] if p["count"]]
     assert (row["first_time"], row["first_retained_time"]) == (None, None), row
+
+
+def _arrival_of_bytes(exposure: str, path: str, size: int) -> contract.Message:
+    """A valid arrival of ``size`` bytes (a header keyword filling it)."""
+    message = _arrival(exposure, path)
+    body = {**message.body, "producer": {"role": "watcher"},
+            "header": {**message["header"], "TARGPROP": ""}}
+    base = len(contract.within_limit(contract.Message("arrival", body)))
+    body["header"]["TARGPROP"] = "x" * (size - base)
+    message = contract.Message("arrival", body)
+    assert len(contract.encode(message)) == size
+    return message
+
+
+@pytest.mark.anyio
+async def test_a_record_too_large_to_carry_its_replay_is_left_out_not_a_stop(
+        broker, unique_prefix, tmp_path):
+    """A valid record a few hundred bytes under the 1 MB every reader takes
+    (an arrival whose header copy is that large: anyone's to write, and the
+    door passes a file's under 1 MB) is over it once it carries its replay
+    object. Its send raised InvalidMessage half-way through the publishing:
+    the replay stopped there, every time it was run, and the items after it
+    were never sent. It is now left out before anything is sent, and
+    counted; the rest is replayed."""
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    topics = Topics(cfg.topic_prefix)
+    await kafka.create_topics(cfg, topics)
+    big = _arrival_of_bytes(FORGED, f"{cfg.inbox}/{FORGED}_uncal.fits",
+                            contract.MAX_MESSAGE_BYTES - 10)
+    await send_messages(cfg, topics.name("raw"), [
+        (FORGED, big), (GOOD, _arrival(GOOD, f"{cfg.inbox}/{GOOD}_uncal.fits"))])
+
+    report = await run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
+                              crds_context=None)
+    replayed = [contract.decode(r.value).body
+                for r in await kafka.read_to_end(cfg, topics.name("replay"))]
+    assert [m["exposure_id"] for m in replayed] == [GOOD]
+    assert (report["published"], report["too_large"]) == (1, 1), report
+    dry = await run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
+                           crds_context=None, dry_run=True)
+    assert (dry["selected"], dry["too_large"]) == (1, 1), dry

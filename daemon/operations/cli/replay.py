@@ -57,6 +57,10 @@ def _print_report(report: dict[str, Any], out=sys.stdout) -> None:
         print(f"  {report['outside_roots']} record(s) left out: they name a file outside the "
               "inbox roots, or an input that is no live product (forged, or from another "
               "deployment)", file=out)
+    if report["too_large"]:
+        print(f"  {report['too_large']} record(s) left out: with their replay they would be "
+              "over the 1 MB every reader takes (a header copy that large: forged, or a "
+              f"file's to look at), e.g. {', '.join(report['too_large_items'][:3])}", file=out)
     if report["from_store"] or report["store_records_unusable"]:
         print(f"  {report['from_store']} arrival(s) the topic lacks made again from the product "
               f"store's detector1 records ({report['store_records_unusable']} record(s) too "
