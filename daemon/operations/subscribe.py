@@ -132,7 +132,7 @@ class Subscriber:
         # id -> content digest of the events handled in this run, the most recent
         self.seen = EventIds(capacity=REMEMBERED)
         self.counts = {"delivered": 0, "duplicate": 0, "filtered": 0, "invalid": 0,
-                       "conflicting": 0}
+                       "conflicting": 0, "commits_refused": 0}
         self.stopping = False  # set by --max or a signal; checked between records
 
     def handle(self, record) -> None:
@@ -180,6 +180,16 @@ class Subscriber:
               "handled before (forged, or a producer's fault): not delivered",
               file=sys.stderr, flush=True)
 
+    def _commit_refused(self, why: str) -> None:
+        # At-least-once: the records handled since the last commit come
+        # again from the group's committed offsets (its start, for a broker
+        # that forgot it) and are known by their event ids in this run.
+        self.counts["commits_refused"] += 1
+        print(f"subscribe: group {self.args.group}: the broker refused the commit ({why}): the "
+              "group rebalanced, or the broker started again and forgot it; joining again, "
+              "what was handled since the last commit comes again and is known by its "
+              "event_id", file=sys.stderr, flush=True)
+
     async def run(self) -> None:
         group = self.args.group
         # Without a committed offset (a new group, or no group at all) it starts
@@ -202,7 +212,9 @@ class Subscriber:
                         self.handle(record)
                         done[tp] = record.offset + 1
                 if group and done:
-                    await consumer.commit(done)
+                    refused = await kafka.commit_handled(consumer, done)
+                    if refused is not None:
+                        self._commit_refused(refused)
                 if batch:
                     idle_since = None
                 elif idle_since is None:
