@@ -11,11 +11,14 @@ the contract (docs/contract.md, "Semantics for subscribers"):
   id with other content (``emitted_at``, ``producer`` and ``previews`` aside)
   is no repetition but a forgery or a bug: report it, never take it as seen;
 * **commit only after handling** (with ``--group``): a crash then means
-  "seen again" (harmless, see above), never "lost";
-* **read only announced files**: an event is sent after the provenance
-  record that commits its outputs, so the paths it lists are products; a
-  file found in the tree by other means is one only if a record lists it
-  with its digest (docs/contract.md, "Reading the product tree");
+  "seen again" (harmless, see above), never "lost"; a commit the group
+  refuses (it rebalanced, or its broker started again and forgot it) is
+  said and read past: those records come again;
+* **read only announced files**: calstream sends an event after the
+  provenance record that commits its outputs, but anyone who may write the
+  topic can send one naming any path: before opening a file an event
+  names, check it (``ProductStore(root).announced(path)``; docs/contract.md,
+  "Paths in an event are claims"). This example opens none;
 * **filter on the payload**, never on broker offsets by time:
   ``offsets_for_times`` is wrong on some brokers (tansu returns 0), so
   ``--since`` reads and drops older events.
