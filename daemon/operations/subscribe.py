@@ -37,6 +37,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import random
 import signal
 import sys
 import tempfile
@@ -47,6 +48,7 @@ from typing import Any
 import anyio
 
 from calstream.daemon.deciders.event_checks import EventIds, content_digest
+from calstream.daemon.deciders.retry_policy import Backoff, jittered
 from calstream.daemon.doers import kafka
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.logs import escape_controls
@@ -55,6 +57,15 @@ from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
 REMEMBERED = 200_000  # event ids a run deduplicates on (some tens of MB)
+# A --write-dir that cannot be written (gone, full, read-only) is tried again.
+WRITE_RETRY = Backoff(first=1.0, cap=60.0)
+
+
+class WriteDirFault(Exception):
+    """The --write-dir could not be written: its disk's fault, not the event's."""
+
+    def __init__(self, directory: Path, cause: OSError):
+        super().__init__(f"cannot write {directory}: {cause.strerror or cause}")
 
 
 class Filters:
@@ -156,7 +167,10 @@ class Subscriber:
             self._repeated(record, event_id, same=known == digest)
             return
         if self.args.write_dir:
-            outcome = write_event(self.args.write_dir, event)
+            try:
+                outcome = write_event(self.args.write_dir, event)
+            except OSError as exc:
+                raise WriteDirFault(self.args.write_dir, exc) from exc
             if outcome != "written":  # handled by an earlier run, or not this content
                 if outcome == "duplicate":
                     self.seen.consistent_digest(event_id, digest)
@@ -182,6 +196,28 @@ class Subscriber:
               f"{event_id[:12]}... again with other content than the event of that id "
               "handled before (forged, or a producer's fault): not delivered",
               file=sys.stderr, flush=True)
+
+    async def _handled(self, record) -> bool:
+        """``handle(record)``, tried again while the write directory cannot be
+        written; False if stopped meanwhile (the record neither handled nor
+        committed). Its OSError ended the run with a traceback: the disk's
+        fault is waited for, as the daemon waits for its own disks."""
+        failures = 0
+        while True:
+            try:
+                self.handle(record)
+                return True
+            except WriteDirFault as fault:
+                failures += 1
+                delay = jittered(WRITE_RETRY.delay(failures), random.random())
+                print(f"subscribe: {fault}; trying {record.topic}[{record.partition}]@"
+                      f"{record.offset} again in {delay:.0f} s (nothing after it is handled "
+                      "or committed meanwhile)", file=sys.stderr, flush=True)
+            until = time.monotonic() + delay
+            while time.monotonic() < until:
+                if self.stopping:
+                    return False
+                await anyio.sleep(min(0.2, until - time.monotonic()))
 
     def _commit_refused(self, why: str) -> None:
         # At-least-once: the records handled since the last commit come
@@ -210,9 +246,8 @@ class Subscriber:
                 done = {}  # partition -> the offset to commit: one past the last handled
                 for tp, records in batch.items():
                     for record in records:
-                        if self.stopping:
+                        if self.stopping or not await self._handled(record):
                             break
-                        self.handle(record)
                         done[tp] = record.offset + 1
                 if group and done:
                     refused = await kafka.commit_handled(consumer, done)

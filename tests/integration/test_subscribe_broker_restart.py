@@ -96,3 +96,52 @@ async def test_a_group_subscriber_goes_on_through_a_broker_restart(tmp_path):
         assert delivered() == {event(n).event_id for n in (1, 2, 3, 4, 5, 99)}
         assert sub.counts["delivered"] == 6 and sub.counts["conflicting"] == 0, sub.counts
         assert sub.counts["duplicate"] >= 3, sub.counts  # those put back, known again
+
+
+async def test_a_write_dir_that_cannot_be_written_is_waited_for_not_a_traceback(
+        broker, unique_prefix, tmp_path, capsys):
+    """`--write-dir` is a disk: gone (an operator moved it, a mount not
+    back), full or read-only, its write raised OSError out of `calstream
+    subscribe`, which ended with a traceback. It is an infrastructure fault:
+    the subscriber says so, waits and tries the same event again, and goes
+    on once the directory can be written; nothing past that event is
+    handled (or committed) meanwhile."""
+    out = tmp_path / "events"  # not there: the subscriber's writes fail
+    cfg = load(None, env={}, flags={"work_dir": tmp_path / "work", "topic_prefix": unique_prefix,
+                                    "kafka_bootstrap": broker})
+    topics = Topics(unique_prefix)
+    await kafka.create_topics(cfg, topics)
+    producer = kafka.producer(cfg)
+    await producer.start()
+    try:
+        for n in (1, 2):
+            await producer.send_and_wait(topics.name("products"), contract.encode(event(n)),
+                                         key=b"01234")
+    finally:
+        await producer.stop()
+    args = argparse.Namespace(program=None, observation=None, stage=None, pipeline=None,
+                              exposure=None, namespace=None, suffix=None, since=None,
+                              write_dir=out, format="json", max=None, group=None,
+                              until_idle=None)
+    sub = Subscriber(cfg, args)
+    failed: list[BaseException] = []
+
+    async def subscribe() -> None:
+        try:
+            await sub.run()
+        except Exception as exc:  # what ended `calstream subscribe` with a traceback
+            failed.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(subscribe)
+        with anyio.fail_after(30):
+            while "cannot write" not in capsys.readouterr().err and not failed:
+                await anyio.sleep(0.1)
+        out.mkdir()  # the directory is back
+        with anyio.fail_after(30):
+            while len(list(out.glob("*.json"))) < 2 and not failed:
+                await anyio.sleep(0.1)
+        sub.stopping = True
+    assert not failed, failed
+    assert {p.stem for p in out.glob("*.json")} == {event(1).event_id, event(2).event_id}
+    assert sub.counts["delivered"] == 2, sub.counts
