@@ -1,6 +1,8 @@
-"""`calstream subscribe --group` through a restart of its broker (the
-embedded tansu, memory storage: it starts again empty, and the daemon puts
-the topics and the store's product events back)."""
+"""`calstream subscribe` through infrastructure faults, which it waits for
+and reads past as the daemon does: a restart of its broker (the embedded
+tansu, memory storage: it starts again empty, and the daemon puts the
+topics and the store's product events back) and a `--write-dir` that
+cannot be written."""
 
 from __future__ import annotations
 
