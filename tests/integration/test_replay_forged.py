@@ -3,6 +3,7 @@ a forged arrival naming a file outside the inbox roots was republished on
 `replay` under the operator's replay id, for detector1 to dead-letter. It
 is now left out, and counted."""
 
+import anyio
 import pytest
 
 from calstream.daemon.deciders.replay_selection import Selection
@@ -162,3 +163,36 @@ async def test_a_record_too_large_to_carry_its_replay_is_left_out_not_a_stop(
     dry = await run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
                            crds_context=None, dry_run=True)
     assert (dry["selected"], dry["too_large"]) == (1, 1), dry
+
+
+def test_arrivals_left_out_by_roots_the_command_guessed_say_which_roots(
+        broker, unique_prefix, tmp_path, capsys):
+    """`--work-dir W` alone gives the command W/inbox as the inbox roots
+    (the deployment record does not carry them); a deployment whose inbox
+    is elsewhere (its configuration file's `inbox`) had every genuine
+    arrival left out, and the report said they named "a file outside the
+    inbox roots ... (forged, or from another deployment)": a replay of
+    nothing that blamed a forger. The report names the roots it judged by,
+    where they came from, and what gives the deployment's."""
+    from calstream.daemon.operations.cli.main import main
+
+    inbox = tmp_path / "data" / "inbox"  # the deployment's, set in its config file
+    cfg = load(None, env={}, flags={"work_dir": tmp_path / "work", "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix, "inbox": inbox})
+    topics = Topics(cfg.topic_prefix)
+
+    async def arrive() -> None:
+        await kafka.create_topics(cfg, topics)
+        await send_messages(cfg, topics.name("raw"),
+                            [(GOOD, _arrival(GOOD, f"{inbox}/{GOOD}_uncal.fits"))])
+    anyio.run(arrive)
+
+    status = main(["replay", "--namespace", "n1", "--dry-run", "--work-dir",
+                   str(tmp_path / "work"), "--kafka-bootstrap", broker,
+                   "--topic-prefix", unique_prefix])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "1 record(s) left out" in out, out
+    assert f"inbox roots judged by: {tmp_path / 'work' / 'inbox'} (the default under " \
+           "work_dir (flag --work-dir)" in out, out
+    assert "--config" in out, out

@@ -57,6 +57,8 @@ def _print_report(report: dict[str, Any], out=sys.stdout) -> None:
         print(f"  {report['outside_roots']} record(s) left out: they name a file outside the "
               "inbox roots, or an input that is no live product (forged, or from another "
               "deployment)", file=out)
+        roots = ", ".join(report["inbox_roots"] or []) or "-"
+        print(f"    inbox roots judged by: {roots} ({report['inbox_roots_from']})", file=out)
     if report["too_large"]:
         print(f"  {report['too_large']} record(s) left out: with their replay they would be "
               "over the 1 MB every reader takes (a header copy that large: forged, or a "
