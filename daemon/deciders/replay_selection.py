@@ -260,7 +260,11 @@ def from_their_roots(candidates: list[Candidate], *, inbox_roots: Iterable[str] 
     left out here, not republished under the operator's replay for a stage
     to dead-letter. ``inbox_roots`` None: the command was not told the
     deployment's roots (they are in no deployment record), so an arrival is
-    judged by its file name and by lying outside the product store only."""
+    judged by its file name and by lying outside the product store only.
+    A work order's inputs lie in its own program's tree: the planner
+    matches every companion within the science exposure's program
+    (steps/associations/matching.py), and a forged order mixing in another
+    program's file would put that program's data in this one's products."""
     inbox = [str(r) for r in inbox_roots] if inbox_roots is not None else None
     live = [str(products_root)]
     namespaces = [str(products_root).rstrip("/") + "/namespaces"]
@@ -287,9 +291,11 @@ def from_their_roots(candidates: list[Candidate], *, inbox_roots: Iterable[str] 
         if m.get("schema") == "calstream.arrival":
             ok = arrival_file(m)
         else:
-            inputs = m.get("inputs")
-            ok = isinstance(inputs, list) and all(
-                isinstance(i, dict) and usable(i.get("path"), live) for i in inputs)
+            inputs, program = m.get("inputs"), m.get("program")
+            own = [f"{live[0].rstrip('/')}/{program}"]
+            ok = isinstance(inputs, list) and isinstance(program, str) \
+                and _GRAMMAR["programs"][1].fullmatch(program) is not None and all(
+                    isinstance(i, dict) and usable(i.get("path"), own) for i in inputs)
         if ok:
             kept.append(c)
     return kept, len(candidates) - len(kept)
