@@ -55,7 +55,7 @@ def _print_report(report: dict[str, Any], out=sys.stdout) -> None:
           file=out)
     if report["outside_roots"]:
         print(f"  {report['outside_roots']} record(s) left out: they name a file outside the "
-              "inbox roots, or an input that is no live product (forged, or from another "
+              "inbox roots, or an input that is no live product of its own program (forged, or from another "
               "deployment)", file=out)
         roots = ", ".join(report["inbox_roots"] or []) or "-"
         print(f"    inbox roots judged by: {roots} ({report['inbox_roots_from']})", file=out)
