@@ -1,7 +1,9 @@
 """`calstream replay` reading a raw topic that anyone can write (no daemon):
 a forged arrival naming a file outside the inbox roots was republished on
 `replay` under the operator's replay id, for detector1 to dead-letter. It
-is now left out, and counted."""
+is now left out, and counted. So are the other records a replay cannot
+republish: one whose broker timestamp is no date, one too large to carry
+its replay object; and the report says which inbox roots it judged by."""
 
 import anyio
 import pytest
