@@ -132,6 +132,24 @@ def facts_of(message: dict[str, Any]) -> tuple[str, dict[str, Any], dt.datetime 
     return name, facts, contract.parse_time(when) if when else None
 
 
+def record_time(timestamp_ms: int) -> dt.datetime | None:
+    """A record's broker timestamp as a time, None if it names no date.
+
+    It is its producer's clock (CreateTime), anyone's to set: one of year
+    33658 (or before year 1) raised out of the replay's scan, and every
+    replay of the topic ended in a traceback until retention took it."""
+    try:
+        return dt.datetime.fromtimestamp(timestamp_ms / 1000, dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def record_time_text(timestamp_ms: int) -> str | None:
+    """``record_time`` as the report writes it (RFC 3339), None if no date."""
+    when = record_time(timestamp_ms)
+    return contract.iso(when) if when is not None else None
+
+
 @dataclass
 class PartitionScan:
     """What one partition of the source holds now."""
@@ -139,7 +157,7 @@ class PartitionScan:
     partition: int
     high_watermark: int
     first_offset: int | None = None  # first retained record
-    first_time: dt.datetime | None = None  # its broker timestamp
+    first_time: dt.datetime | None = None  # its broker timestamp (None: no date, record_time)
 
     @property
     def log_start(self) -> int:
@@ -180,9 +198,14 @@ def retention_gaps(scans: list[PartitionScan], since: dt.datetime | None) -> lis
     for s in sorted(scans, key=lambda s: s.partition):
         if s.log_start == 0:
             continue
-        if s.first_time is None:
+        if s.first_offset is None:
             gaps.append(f"partition {s.partition}: every record is gone (offsets 0..{s.log_start - 1}"
                         " fell out of retention)")
+        elif s.first_time is None:
+            gaps.append(f"partition {s.partition}: offsets 0..{s.log_start - 1} fell out of "
+                        f"retention; the oldest retained record, offset {s.log_start}, has a "
+                        "broker timestamp that is no date (forged?): what was lost cannot be "
+                        "told from the requested start")
         elif since is None or since < s.first_time:
             gaps.append(f"partition {s.partition}: offsets 0..{s.log_start - 1} fell out of "
                         f"retention; the oldest retained record is offset {s.log_start} at "
@@ -237,7 +260,11 @@ def from_their_roots(candidates: list[Candidate], *, inbox_roots: Iterable[str] 
     left out here, not republished under the operator's replay for a stage
     to dead-letter. ``inbox_roots`` None: the command was not told the
     deployment's roots (they are in no deployment record), so an arrival is
-    judged by its file name and by lying outside the product store only."""
+    judged by its file name and by lying outside the product store only.
+    A work order's inputs lie in its own program's tree: the planner
+    matches every companion within the science exposure's program
+    (steps/associations/matching.py), and a forged order mixing in another
+    program's file would put that program's data in this one's products."""
     inbox = [str(r) for r in inbox_roots] if inbox_roots is not None else None
     live = [str(products_root)]
     namespaces = [str(products_root).rstrip("/") + "/namespaces"]
@@ -264,9 +291,11 @@ def from_their_roots(candidates: list[Candidate], *, inbox_roots: Iterable[str] 
         if m.get("schema") == "calstream.arrival":
             ok = arrival_file(m)
         else:
-            inputs = m.get("inputs")
-            ok = isinstance(inputs, list) and all(
-                isinstance(i, dict) and usable(i.get("path"), live) for i in inputs)
+            inputs, program = m.get("inputs"), m.get("program")
+            own = [f"{live[0].rstrip('/')}/{program}"]
+            ok = isinstance(inputs, list) and isinstance(program, str) \
+                and _GRAMMAR["programs"][1].fullmatch(program) is not None and all(
+                    isinstance(i, dict) and usable(i.get("path"), own) for i in inputs)
         if ok:
             kept.append(c)
     return kept, len(candidates) - len(kept)
@@ -278,7 +307,7 @@ def coverage(scans: list[PartitionScan], chosen: list[Candidate]) -> list[Partit
         contract.iso(s.first_time) if s.first_time else None) for s in scans}
     for c in sorted(chosen, key=lambda c: (c.partition, c.offset)):
         row = rows.setdefault(c.partition, PartitionCoverage(c.partition, 0, 0, None))
-        t = contract.iso(c.timestamp_ms / 1000)
+        t = record_time_text(c.timestamp_ms)
         row.count += 1
         if row.first_offset is None:
             row.first_offset, row.first_time = c.offset, t
@@ -300,6 +329,7 @@ def replayed_message(c: Candidate, *, source: str, topic: str, request: dict[str
     replay = {**request, "source": {"origin": c.origin} if c.origin else
               {"topic": topic, "partition": c.partition, "offset": c.offset}}
     namespace, context = request["namespace"], request.get("crds_context")
+    m["producer"] = {"role": "replay"}
     if source == "raw":
         body = {**m, "source": "replay", "priority": "replay", "replay": replay}
         eid = contract.event_id("arrival", m["exposure_id"], m["digest"], "replay",
@@ -312,3 +342,22 @@ def replayed_message(c: Candidate, *, source: str, topic: str, request: dict[str
             "crds_context": context, "replay": replay}
     eid = contract.event_id("work_order", wid, request["replay_id"])
     return m["product_name"], contract.build("work_order", eid, **body)
+
+
+def publishable(built: list[tuple[Candidate, tuple[str, contract.Message]]]
+                ) -> tuple[list[tuple[Candidate, tuple[str, contract.Message]]], list[str]]:
+    """(The replayed messages that fit in a record every reader takes, the
+    names of those that do not). A valid source record a few hundred bytes
+    under that limit (anyone's to write; the door passes an arrival under
+    1 MB) is over it once it carries its replay object: its send raised
+    half-way through the publishing, and the replay stopped there each time
+    it was run. Judged before anything is sent."""
+    fits, too_large = [], []
+    for c, (key, message) in built:
+        try:
+            contract.within_limit(message)
+        except contract.InvalidMessage:
+            too_large.append(key)
+            continue
+        fits.append((c, (key, message)))
+    return fits, too_large

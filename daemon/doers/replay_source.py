@@ -4,9 +4,7 @@ coverage that ``deciders/replay_selection.py`` decides."""
 
 from __future__ import annotations
 
-import datetime as dt
-
-from calstream.daemon.deciders.replay_selection import Candidate, PartitionScan
+from calstream.daemon.deciders.replay_selection import Candidate, PartitionScan, record_time
 from calstream.daemon.doers import kafka
 from calstream.daemon.operations.config import Config, ConfigError
 from calstream.topics import contract
@@ -28,7 +26,7 @@ async def scan(cfg: Config, name: str) -> tuple[list[Candidate], list[PartitionS
                 s = scans[r.partition]
                 if s.first_offset is None:
                     s.first_offset = r.offset
-                    s.first_time = dt.datetime.fromtimestamp(r.timestamp / 1000, dt.UTC)
+                    s.first_time = record_time(r.timestamp)
                 try:
                     message = contract.decode(r.value)
                 except contract.InvalidMessage:

@@ -54,6 +54,8 @@ from calstream.daemon.deciders.replay_selection import (
     coverage,
     facts_of,
     from_their_roots,
+    publishable,
+    record_time_text,
     replay_id,
     replayed_message,
     retention_gaps,
@@ -94,11 +96,8 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
     found, scans, invalid = await scan(cfg, src)
     found = _moved(cfg, found)
     store = ProductStore(cfg.products, moved_from=cfg.products_moved_from)
-    # The inbox roots are the deployment's only if this command was told
-    # them or its work dir (the deployment record does not carry them).
-    told = {"allowed_roots", "inbox", "work_dir"} & set(cfg.sources)
-    roots = {"inbox_roots": [str(r) for r in cfg.allowed_roots] if told else None,
-             "products_root": str(cfg.products)}
+    inbox_roots, roots_from = _inbox_roots(cfg)
+    roots = {"inbox_roots": inbox_roots, "products_root": str(cfg.products)}
     of_kind, outside = from_their_roots(
         [c for c in found if c.message.get("schema") == f"calstream.{kind}"], **roots)
     # Live, with links followed: outside the store (None) is no live product.
@@ -115,13 +114,15 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
                "selection": selection.describe()}
     if by:
         request["by"] = by
-    messages = [replayed_message(c, source=source, topic=src, request=request)
-                for c in [*chosen, *restored]]
+    built, too_large = publishable(
+        [(c, replayed_message(c, source=source, topic=src, request=request))
+         for c in [*chosen, *restored]])
+    chosen = [c for c, _ in built if c.origin is None]
+    restored = [c for c, _ in built if c.origin is not None]
+    messages = [message for _, message in built]
     refused = bool(gaps) and not allow_gap
     published = 0
     if messages and not dry_run and not refused:
-        for _key, message in messages:
-            message.body.setdefault("producer", {"role": "replay"})
         went: list[str] = []
 
         def published_one(key: str) -> None:
@@ -138,16 +139,38 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
         "scanned": sum(1 for _ in found), "invalid_skipped": invalid, "matched": matched,
         "superseded": superseded, "selected": len(chosen) + len(restored),
         "from_store": len(restored), "store_records_unusable": unusable + outside_store,
-        "outside_roots": outside,
+        "outside_roots": outside, "inbox_roots": inbox_roots, "inbox_roots_from": roots_from,
+        "too_large": len(too_large),
+        "too_large_items": too_large[:20],
         "published": published, "refused": refused, "gaps": gaps,
         "partitions": [asdict(p) for p in coverage(scans, chosen)],
         "items": [{"name": facts_of(c.message)[0], "partition": c.partition,
-                   "offset": c.offset, "time": contract.iso(c.timestamp_ms / 1000)}
+                   "offset": c.offset, "time": record_time_text(c.timestamp_ms)}
                   for c in chosen] + [
                   {"name": facts_of(c.message)[0], "partition": None, "offset": None,
-                   "time": contract.iso(c.timestamp_ms / 1000), "from": c.origin}
+                   "time": record_time_text(c.timestamp_ms), "from": c.origin}
                   for c in restored],
     }
+
+
+def _inbox_roots(cfg: Config) -> tuple[list[str] | None, str]:
+    """(The inbox roots a replayed arrival's file must lie under, None if
+    this command does not know them; where they came from, for the report).
+    The deployment record does not carry them: they are the deployment's if
+    this command was told them, or its work dir, under which they are the
+    default, and then the deployment's only if its configuration names no
+    other inbox. The report says which: every genuine arrival of an inbox
+    elsewhere was left out and the report blamed a forger."""
+    told = {k: cfg.sources[k] for k in ("allowed_roots", "inbox") if k in cfg.sources}
+    roots = [str(r) for r in cfg.allowed_roots]
+    if told:
+        return roots, ", ".join(f"{k} from {src}" for k, src in told.items())
+    if "work_dir" in cfg.sources:
+        return roots, (f"the default under work_dir ({cfg.sources['work_dir']}): the "
+                       "deployment's only if its configuration names no other inbox; give "
+                       "its --config, or --inbox, if it does")
+    return None, ("not known to this command: an arrival's file name is judged, and a path "
+                  "in the product store refused; give the deployment's --config for its roots")
 
 
 def stopped_note(rid: str, topic: str, went: list[str], total: int) -> str:

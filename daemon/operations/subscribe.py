@@ -11,11 +11,14 @@ the contract (docs/contract.md, "Semantics for subscribers"):
   id with other content (``emitted_at``, ``producer`` and ``previews`` aside)
   is no repetition but a forgery or a bug: report it, never take it as seen;
 * **commit only after handling** (with ``--group``): a crash then means
-  "seen again" (harmless, see above), never "lost";
-* **read only announced files**: an event is sent after the provenance
-  record that commits its outputs, so the paths it lists are products; a
-  file found in the tree by other means is one only if a record lists it
-  with its digest (docs/contract.md, "Reading the product tree");
+  "seen again" (harmless, see above), never "lost"; a commit the group
+  refuses (it rebalanced, or its broker started again and forgot it) is
+  said and read past: those records come again;
+* **read only announced files**: calstream sends an event after the
+  provenance record that commits its outputs, but anyone who may write the
+  topic can send one naming any path: before opening a file an event
+  names, check it (``ProductStore(root).announced(path)``; docs/contract.md,
+  "Paths in an event are claims"). This example opens none;
 * **filter on the payload**, never on broker offsets by time:
   ``offsets_for_times`` is wrong on some brokers (tansu returns 0), so
   ``--since`` reads and drops older events.
@@ -34,6 +37,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import random
 import signal
 import sys
 import tempfile
@@ -44,6 +48,7 @@ from typing import Any
 import anyio
 
 from calstream.daemon.deciders.event_checks import EventIds, content_digest
+from calstream.daemon.deciders.retry_policy import Backoff, jittered
 from calstream.daemon.doers import kafka
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.logs import escape_controls
@@ -52,6 +57,15 @@ from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
 REMEMBERED = 200_000  # event ids a run deduplicates on (some tens of MB)
+# A --write-dir that cannot be written (gone, full, read-only) is tried again.
+WRITE_RETRY = Backoff(first=1.0, cap=60.0)
+
+
+class WriteDirFault(Exception):
+    """The --write-dir could not be written: its disk's fault, not the event's."""
+
+    def __init__(self, directory: Path, cause: OSError):
+        super().__init__(f"cannot write {directory}: {cause.strerror or cause}")
 
 
 class Filters:
@@ -132,7 +146,7 @@ class Subscriber:
         # id -> content digest of the events handled in this run, the most recent
         self.seen = EventIds(capacity=REMEMBERED)
         self.counts = {"delivered": 0, "duplicate": 0, "filtered": 0, "invalid": 0,
-                       "conflicting": 0}
+                       "conflicting": 0, "commits_refused": 0}
         self.stopping = False  # set by --max or a signal; checked between records
 
     def handle(self, record) -> None:
@@ -153,7 +167,10 @@ class Subscriber:
             self._repeated(record, event_id, same=known == digest)
             return
         if self.args.write_dir:
-            outcome = write_event(self.args.write_dir, event)
+            try:
+                outcome = write_event(self.args.write_dir, event)
+            except OSError as exc:
+                raise WriteDirFault(self.args.write_dir, exc) from exc
             if outcome != "written":  # handled by an earlier run, or not this content
                 if outcome == "duplicate":
                     self.seen.consistent_digest(event_id, digest)
@@ -180,6 +197,38 @@ class Subscriber:
               "handled before (forged, or a producer's fault): not delivered",
               file=sys.stderr, flush=True)
 
+    async def _handled(self, record) -> bool:
+        """``handle(record)``, tried again while the write directory cannot be
+        written; False if stopped meanwhile (the record neither handled nor
+        committed). Its OSError ended the run with a traceback: the disk's
+        fault is waited for, as the daemon waits for its own disks."""
+        failures = 0
+        while True:
+            try:
+                self.handle(record)
+                return True
+            except WriteDirFault as fault:
+                failures += 1
+                delay = jittered(WRITE_RETRY.delay(failures), random.random())
+                print(f"subscribe: {fault}; trying {record.topic}[{record.partition}]@"
+                      f"{record.offset} again in {delay:.0f} s (nothing after it is handled "
+                      "or committed meanwhile)", file=sys.stderr, flush=True)
+            until = time.monotonic() + delay
+            while time.monotonic() < until:
+                if self.stopping:
+                    return False
+                await anyio.sleep(min(0.2, until - time.monotonic()))
+
+    def _commit_refused(self, why: str) -> None:
+        # At-least-once: the records handled since the last commit come
+        # again from the group's committed offsets (its start, for a broker
+        # that forgot it) and are known by their event ids in this run.
+        self.counts["commits_refused"] += 1
+        print(f"subscribe: group {self.args.group}: the broker refused the commit ({why}): the "
+              "group rebalanced, or the broker started again and forgot it; joining again, "
+              "what was handled since the last commit comes again and is known by its "
+              "event_id", file=sys.stderr, flush=True)
+
     async def run(self) -> None:
         group = self.args.group
         # Without a committed offset (a new group, or no group at all) it starts
@@ -197,12 +246,13 @@ class Subscriber:
                 done = {}  # partition -> the offset to commit: one past the last handled
                 for tp, records in batch.items():
                     for record in records:
-                        if self.stopping:
+                        if self.stopping or not await self._handled(record):
                             break
-                        self.handle(record)
                         done[tp] = record.offset + 1
                 if group and done:
-                    await consumer.commit(done)
+                    refused = await kafka.commit_handled(consumer, done)
+                    if refused is not None:
+                        self._commit_refused(refused)
                 if batch:
                     idle_since = None
                 elif idle_since is None:

@@ -1,8 +1,11 @@
 """`calstream replay` reading a raw topic that anyone can write (no daemon):
 a forged arrival naming a file outside the inbox roots was republished on
 `replay` under the operator's replay id, for detector1 to dead-letter. It
-is now left out, and counted."""
+is now left out, and counted. So are the other records a replay cannot
+republish: one whose broker timestamp is no date, one too large to carry
+its replay object; and the report says which inbox roots it judged by."""
 
+import anyio
 import pytest
 
 from calstream.daemon.deciders.replay_selection import Selection
@@ -88,3 +91,110 @@ async def test_a_replay_stopped_while_it_publishes_says_what_went(broker, unique
               for r in await kafka.read_to_end(cfg, topics.name("replay"))]
     assert (f"stopped after 1 of 2 item(s) published to {topics.name('replay')} "
             f"(the last: {went}); the same command again is safe") in err, err
+
+
+@pytest.mark.anyio
+async def test_a_record_whose_broker_time_is_no_date_is_read_not_a_traceback(
+        broker, unique_prefix, tmp_path):
+    """A record's broker timestamp is its producer's (CreateTime): anyone
+    who may write the topic sets it. One of year 33658 (or before year 1)
+    as a partition's first record raised ValueError out of the replay's
+    scan: `calstream replay` ended in a traceback, for every selection,
+    until retention took the record. It is now a record with no time: the
+    replay goes on, says so, and a range it cannot judge is a gap."""
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    topics = Topics(cfg.topic_prefix)
+    await kafka.create_topics(cfg, topics)
+    producer = kafka.producer(cfg)
+    await producer.start()
+    try:
+        for exposure, ms in ((GOOD, 10**15), (FORGED, -(10**15))):
+            message = _arrival(exposure, f"{cfg.inbox}/{exposure}_uncal.fits")
+            await producer.send_and_wait(topics.name("raw"), contract.encode(message),
+                                         key=exposure.encode(), partition=0, timestamp_ms=ms)
+    finally:
+        await producer.stop()
+
+    report = await run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
+                              crds_context=None, dry_run=True)
+    assert report["selected"] == 2, report
+    assert [item["name"] for item in report["items"]] == [GOOD, FORGED]
+    assert all(item["time"] is None for item in report["items"]), report["items"]
+    [row] = [p for p in report["partitions"] if p["count"]]
+    assert (row["first_time"], row["first_retained_time"]) == (None, None), row
+
+
+def _arrival_of_bytes(exposure: str, path: str, size: int) -> contract.Message:
+    """A valid arrival of ``size`` bytes (a header keyword filling it)."""
+    message = _arrival(exposure, path)
+    body = {**message.body, "producer": {"role": "watcher"},
+            "header": {**message["header"], "TARGPROP": ""}}
+    base = len(contract.within_limit(contract.Message("arrival", body)))
+    body["header"]["TARGPROP"] = "x" * (size - base)
+    message = contract.Message("arrival", body)
+    assert len(contract.encode(message)) == size
+    return message
+
+
+@pytest.mark.anyio
+async def test_a_record_too_large_to_carry_its_replay_is_left_out_not_a_stop(
+        broker, unique_prefix, tmp_path):
+    """A valid record a few hundred bytes under the 1 MB every reader takes
+    (an arrival whose header copy is that large: anyone's to write, and the
+    door passes a file's under 1 MB) is over it once it carries its replay
+    object. Its send raised InvalidMessage half-way through the publishing:
+    the replay stopped there, every time it was run, and the items after it
+    were never sent. It is now left out before anything is sent, and
+    counted; the rest is replayed."""
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    topics = Topics(cfg.topic_prefix)
+    await kafka.create_topics(cfg, topics)
+    big = _arrival_of_bytes(FORGED, f"{cfg.inbox}/{FORGED}_uncal.fits",
+                            contract.MAX_MESSAGE_BYTES - 10)
+    await send_messages(cfg, topics.name("raw"), [
+        (FORGED, big), (GOOD, _arrival(GOOD, f"{cfg.inbox}/{GOOD}_uncal.fits"))])
+
+    report = await run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
+                              crds_context=None)
+    replayed = [contract.decode(r.value).body
+                for r in await kafka.read_to_end(cfg, topics.name("replay"))]
+    assert [m["exposure_id"] for m in replayed] == [GOOD]
+    assert (report["published"], report["too_large"]) == (1, 1), report
+    dry = await run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
+                           crds_context=None, dry_run=True)
+    assert (dry["selected"], dry["too_large"]) == (1, 1), dry
+
+
+def test_arrivals_left_out_by_roots_the_command_guessed_say_which_roots(
+        broker, unique_prefix, tmp_path, capsys):
+    """`--work-dir W` alone gives the command W/inbox as the inbox roots
+    (the deployment record does not carry them); a deployment whose inbox
+    is elsewhere (its configuration file's `inbox`) had every genuine
+    arrival left out, and the report said they named "a file outside the
+    inbox roots ... (forged, or from another deployment)": a replay of
+    nothing that blamed a forger. The report names the roots it judged by,
+    where they came from, and what gives the deployment's."""
+    from calstream.daemon.operations.cli.main import main
+
+    inbox = tmp_path / "data" / "inbox"  # the deployment's, set in its config file
+    cfg = load(None, env={}, flags={"work_dir": tmp_path / "work", "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix, "inbox": inbox})
+    topics = Topics(cfg.topic_prefix)
+
+    async def arrive() -> None:
+        await kafka.create_topics(cfg, topics)
+        await send_messages(cfg, topics.name("raw"),
+                            [(GOOD, _arrival(GOOD, f"{inbox}/{GOOD}_uncal.fits"))])
+    anyio.run(arrive)
+
+    status = main(["replay", "--namespace", "n1", "--dry-run", "--work-dir",
+                   str(tmp_path / "work"), "--kafka-bootstrap", broker,
+                   "--topic-prefix", unique_prefix])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "1 record(s) left out" in out, out
+    assert f"inbox roots judged by: {tmp_path / 'work' / 'inbox'} (the default under " \
+           "work_dir (flag --work-dir)" in out, out
+    assert "--config" in out, out

@@ -334,3 +334,41 @@ def test_a_time_past_the_calendar_in_utc_is_refused_not_a_traceback():
         with pytest.raises(BadSelection, match="not a time of the years 1 to 9999 in UTC"):
             parse_when(text)
     assert any_command("0001-01-01T00:00:00Z").year == 1
+
+
+def test_a_broker_time_that_is_no_date_is_none_and_a_gap_it_hides_is_still_one():
+    """A record's broker timestamp is its producer's: one past year 9999
+    raised out of `calstream replay` (tests/integration/test_replay_forged.py).
+    It is no time; a partition that lost records and whose oldest one has
+    no date is a gap, not "every record is gone"."""
+    from calstream.daemon.deciders.replay_selection import record_time, record_time_text
+
+    assert record_time(int(T0.timestamp() * 1000)) == T0
+    for forged in (10**15, -(10**15), 2**63 - 1, -(2**63)):
+        assert record_time(forged) is None and record_time_text(forged) is None
+    undated = PartitionScan(3, high_watermark=9, first_offset=4, first_time=None)
+    [gap] = retention_gaps([undated], T0)
+    assert "partition 3" in gap and "offset 4" in gap and "no date" in gap, gap
+    rows = coverage([undated], [Candidate(3, 5, 10**15, arrival(A))])
+    assert (rows[0].count, rows[0].first_time, rows[0].last_time) == (1, None, None)
+
+
+def test_a_work_order_naming_another_programs_file_is_never_replayed():
+    """The planner orders a program's products from that program's files
+    alone (steps/associations/matching.py: every companion is of the science
+    exposure's program). A forged order on work.stage2 of program 01234
+    whose inputs include program 04321's live product was republished under
+    the operator's replay, for a stage to mix another program's data
+    (proprietary, perhaps) into 01234's namespace products. Left out now,
+    and counted, as an order naming a file outside the store is."""
+    from calstream.daemon.deciders.replay_selection import from_their_roots
+
+    own = cand(order(A, ["/products/01234/001/a_rate.fits",
+                         "/products/01234/002/bkg_rate.fits"]), 1, 1)
+    mixed = cand(order(B, ["/products/01234/001/b_rate.fits",
+                           "/products/04321/001/bkg_rate.fits"]), 1, 2)
+    theirs = cand(order(B, ["/products/04321/001/b_rate.fits"]), 1, 3)
+    top = cand(order(B, ["/products/b_rate.fits"]), 1, 4)  # in no program's tree
+    kept, refused = from_their_roots([own, mixed, theirs, top], inbox_roots=["/inbox"],
+                                     products_root="/products")
+    assert kept == [own] and refused == 3

@@ -71,7 +71,7 @@ def test_an_event_id_again_with_other_content_is_reported_not_dropped_as_a_dupli
             sub.handle(_record(message, offset))
         out, err = capsys.readouterr()
         assert sub.counts == {"delivered": 1, "duplicate": 1, "filtered": 0, "invalid": 0,
-                              "conflicting": 1}, (write_dir, sub.counts)
+                              "conflicting": 1, "commits_refused": 0}, (write_dir, sub.counts)
         assert "/etc/shadow" not in out
         assert f"calstream.products[0]@2: event_id {real.event_id[:12]}" in err, err
     # The next run knows the id from its file: the same content is a duplicate,
@@ -105,3 +105,31 @@ def test_a_long_run_remembers_a_bounded_number_of_event_ids(tmp_path, monkeypatc
     sub.handle(_record(event(6), 9))  # recent: still a duplicate
     assert sub.counts["duplicate"] == 1
     capsys.readouterr()
+
+
+def test_a_version_it_does_not_know_is_read_or_skipped_as_the_contract_says(tmp_path, capsys):
+    """docs/contract.md, "Versions you do not know": a higher minor is
+    read (its new fields ignored), an unknown major reported and skipped,
+    and reading goes on."""
+    from calstream.topics import contract
+
+    newer = _product()
+    newer = contract.Message("product", {**newer.body, "schema_version": "1.99",
+                                         "a_field_of_1_99": {"x": 1}})
+    major = _product(work_id="b" * 64)
+    major = contract.Message("product", {**major.body, "schema_version": "2.0",
+                                         "event_id": "c" * 64})
+    after = contract.Message("product", {**_product().body, "event_id": "d" * 64})
+    import json
+    from types import SimpleNamespace
+
+    sub = _subscriber(tmp_path)
+    for offset, message in enumerate((major, newer, after)):
+        # As any producer may write it: no schema of this reader's checks it on the way.
+        sub.handle(SimpleNamespace(value=json.dumps(message.body).encode(), offset=offset,
+                                   topic="calstream.products", partition=0))
+    out, err = capsys.readouterr()
+    assert (sub.counts["delivered"], sub.counts["invalid"]) == (2, 1), sub.counts
+    assert "calstream.products[0]@0: schema_version '2.0' is not readable by this reader " \
+           "(major 1)" in err, err
+    assert '"a_field_of_1_99":{"x":1}' in out

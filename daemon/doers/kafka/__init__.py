@@ -18,6 +18,7 @@ from aiokafka.structs import ConsumerRecord as Record
 from calstream.daemon.doers.kafka.clients import (
     admin,
     client_options,
+    commit_handled,
     group_consumer,
     producer,
     reader,
@@ -49,7 +50,7 @@ from calstream.daemon.doers.kafka.topic_reader import (
 )
 
 __all__ = ["ConcurrentConsumer", "PartitionEnds", "Publisher", "Record", "TopicReader",
-           "TopicsMissing", "admin", "client_options", "create_topics", "describe_catalog", "fold_to_end", "group_consumer", "group_offsets", "is_empty",
+           "TopicsMissing", "admin", "client_options", "commit_handled", "create_topics", "describe_catalog", "fold_to_end", "group_consumer", "group_offsets", "is_empty",
            "last_records",
            "open_reader", "producer", "read_places", "read_to_end", "read_topics", "reader",
            "record_at", "records_at", "refused_settings", "require_described", "subscriber", "unreachable"]

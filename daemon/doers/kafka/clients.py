@@ -16,6 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import collect_hosts, create_conn
 from aiokafka.errors import (
     AuthenticationFailedError,
+    CommitFailedError,
+    IllegalStateError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
@@ -118,6 +120,21 @@ def subscriber(cfg: Config, topic: str, group: str | None) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(topic, **client_options(cfg, held_ms=held), group_id=group,
                             auto_offset_reset="earliest", enable_auto_commit=False,
                             fetch_max_wait_ms=FETCH_MAX_WAIT_MS, **timing)
+
+
+async def commit_handled(consumer: AIOKafkaConsumer, offsets: dict) -> str | None:
+    """Commit a subscriber's handled ``offsets`` (partition -> next offset);
+    None, or why its group refused them: it rebalanced since they were
+    fetched (a member came or went, or the broker started again and forgot
+    the group). aiokafka raised that out of the subscriber, which ended; the
+    records come again once the group is joined again, and the subscriber
+    knows them (their event ids). A broker that does not answer is waited
+    for inside aiokafka's commit, as before."""
+    try:
+        await consumer.commit(offsets)
+    except (CommitFailedError, IllegalStateError) as exc:
+        return type(exc.__cause__ or exc).__name__
+    return None
 
 
 def reader(cfg: Config, **options: Any) -> AIOKafkaConsumer:

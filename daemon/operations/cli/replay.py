@@ -40,6 +40,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="the report as JSON")
 
 
+NO_DATE = "(no date)"  # a broker timestamp that names none (replay_selection.record_time)
+
+
 def _print_report(report: dict[str, Any], out=sys.stdout) -> None:
     verb = "would replay" if report["dry_run"] or report["refused"] else "replayed"
     print(f"replay {report['replay_id']}: {verb} {report['selected']} item(s) from "
@@ -52,8 +55,14 @@ def _print_report(report: dict[str, Any], out=sys.stdout) -> None:
           file=out)
     if report["outside_roots"]:
         print(f"  {report['outside_roots']} record(s) left out: they name a file outside the "
-              "inbox roots, or an input that is no live product (forged, or from another "
+              "inbox roots, or an input that is no live product of its own program (forged, or from another "
               "deployment)", file=out)
+        roots = ", ".join(report["inbox_roots"] or []) or "-"
+        print(f"    inbox roots judged by: {roots} ({report['inbox_roots_from']})", file=out)
+    if report["too_large"]:
+        print(f"  {report['too_large']} record(s) left out: with their replay they would be "
+              "over the 1 MB every reader takes (a header copy that large: forged, or a "
+              f"file's to look at), e.g. {', '.join(report['too_large_items'][:3])}", file=out)
     if report["from_store"] or report["store_records_unusable"]:
         print(f"  {report['from_store']} arrival(s) the topic lacks made again from the product "
               f"store's detector1 records ({report['store_records_unusable']} record(s) too "
@@ -61,15 +70,15 @@ def _print_report(report: dict[str, Any], out=sys.stdout) -> None:
     print(f"  {'part':>4} {'retained from':>13} {'high':>6} {'count':>5}  "
           f"{'first offset/time':32} last offset/time", file=out)
     for p in report["partitions"]:
-        first = f"{p['first_offset']} {p['first_time']}" if p["count"] else "-"
-        last = f"{p['last_offset']} {p['last_time']}" if p["count"] else "-"
+        first = f"{p['first_offset']} {p['first_time'] or NO_DATE}" if p["count"] else "-"
+        last = f"{p['last_offset']} {p['last_time'] or NO_DATE}" if p["count"] else "-"
         print(f"  {p['partition']:>4} {p['log_start_offset']:>13} {p['high_watermark']:>6} "
               f"{p['count']:>5}  {first:32} {last}", file=out)
     if report["dry_run"]:
         for item in report["items"]:
             where = f"[{item['partition']}]@{item['offset']}" if item.get("from") is None \
                 else f"[{item['from']}]"
-            print(f"  {item['name']}  {where}  {item['time']}", file=out)
+            print(f"  {item['name']}  {where}  {item['time'] or NO_DATE}", file=out)
 
 
 @command("replay", "reprocess a selection into a namespace, at low priority",

@@ -73,5 +73,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
     c = sub.counts
     print(f"subscribe: {c['delivered']} event(s) delivered; {c['duplicate']} duplicate(s), "
           f"{c['filtered']} filtered out, {c['invalid']} invalid"
-          + (f", {c['conflicting']} conflicting" if c["conflicting"] else ""), file=sys.stderr)
+          + (f", {c['conflicting']} conflicting" if c["conflicting"] else "")
+          + (f", {c['commits_refused']} commit(s) refused by the group" if c["commits_refused"]
+             else ""), file=sys.stderr)
     return 0
