@@ -26,6 +26,8 @@ moved by 20-30 % between runs minutes apart.
 
 ``--part``: ``whole`` (``bench_planner.RecordPath``), ``take`` (the way in)
 or ``decide`` (``PlannerState.observe`` on events taken beforehand).
+``--batch N``: the whole path takes N records together, as the planner
+loop takes a fetch's (``TAKEN_AHEAD``); 1 by default, as before session 44.
 ``--before``: a PYTHONPATH holding another checkout's ``calstream`` package
 (see bench/README.md), counted the same way beside this one. Needs
 valgrind (Debian: ``apt-get install valgrind``).
@@ -47,7 +49,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve()
 
 
-def feed(part: str, events: int) -> None:
+def feed(part: str, events: int, batch: int = 1) -> None:
     """Run in the counted process: warm up, then ``events`` fresh events."""
     sys.path.insert(0, str(HERE.parent))
     from bench_planner import RecordPath, program_records
@@ -68,8 +70,8 @@ def feed(part: str, events: int) -> None:
     gc.disable()
     tracked = len(gc.get_objects())
     if part == "whole":
-        for raw in fresh:
-            path(raw)
+        for first in range(0, len(fresh), batch):
+            path.batch(fresh[first:first + batch])
     elif part == "take":
         for raw in fresh:
             path.intake.take(raw, path.event_ids)
@@ -85,7 +87,7 @@ def feed(part: str, events: int) -> None:
     print(json.dumps({"tracked": len(gc.get_objects()) - tracked}))
 
 
-def counted(part: str, events: int, pythonpath: str | None) -> tuple[int, int]:
+def counted(part: str, events: int, pythonpath: str | None, batch: int = 1) -> tuple[int, int]:
     """(instructions, objects left tracked) of one process that feeds ``events`` events."""
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     if pythonpath:
@@ -95,7 +97,8 @@ def counted(part: str, events: int, pythonpath: str | None) -> tuple[int, int]:
     fixed = ["setarch", platform.machine(), "-R"] if shutil.which("setarch") else []
     done = subprocess.run(
         [*fixed, "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-         sys.executable, str(HERE), "--feed", part, "--events", str(events)],
+         sys.executable, str(HERE), "--feed", part, "--events", str(events),
+         "--batch", str(batch)],
         capture_output=True, text=True, env=env, check=True)
     found = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
     if not found:
@@ -103,7 +106,8 @@ def counted(part: str, events: int, pythonpath: str | None) -> tuple[int, int]:
     return int(found.group(1)), json.loads(done.stdout.strip().splitlines()[-1])["tracked"]
 
 
-def per_event(part: str, events: int, pythonpath: str | None) -> dict[str, float]:
+def per_event(part: str, events: int, pythonpath: str | None,
+              batch: int = 1) -> dict[str, float]:
     # Once without valgrind first: a source changed since its last import is
     # compiled (and its .pyc written) there, not inside a counted run.
     env = {**os.environ, **({"PYTHONPATH": pythonpath} if pythonpath else {})}
@@ -111,8 +115,8 @@ def per_event(part: str, events: int, pythonpath: str | None) -> dict[str, float
                    capture_output=True, env=env, check=True)
     # Without the events the program's records are still made (the list is
     # sliced, not skipped): only the events' own work is in the difference.
-    (with_events, tracked), (without, _) = (counted(part, events, pythonpath),
-                                            counted(part, 0, pythonpath))
+    (with_events, tracked), (without, _) = (counted(part, events, pythonpath, batch),
+                                            counted(part, 0, pythonpath, batch))
     n = max(events, 1)
     return {"instructions": (with_events - without) // n, "tracked_objects": round(tracked / n, 2)}
 
@@ -125,18 +129,23 @@ def main() -> int:
                     help="fresh events counted (at most 2000: one program of 1,000 exposures)")
     ap.add_argument("--before", metavar="PYTHONPATH",
                     help="also count the calstream package found on this path")
+    ap.add_argument("--batch", type=int, default=1,
+                    help="whole: records taken together, as the planner loop takes a fetch's "
+                         "(its TAKEN_AHEAD, 128; 1 until session 44)")
     ap.add_argument("--feed", choices=("whole", "take", "decide"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.feed:
-        feed(args.feed, args.events)
+        feed(args.feed, args.events, max(1, args.batch))
         return 0
     if shutil.which("valgrind") is None:
         print("valgrind is not installed (Debian: apt-get install valgrind)", file=sys.stderr)
         return 2
     events = max(1, min(args.events, 2000))  # one program's events, at least one
-    figures = {"part": args.part, "events": events, "per_event": per_event(args.part, events, None)}
+    batch = max(1, args.batch)
+    figures = {"part": args.part, "events": events, "batch": batch,
+               "per_event": per_event(args.part, events, None, batch)}
     if args.before:
-        before = figures["before"] = per_event(args.part, events, args.before)
+        before = figures["before"] = per_event(args.part, events, args.before, batch)
         figures["ratio"] = round(figures["per_event"]["instructions"] / before["instructions"], 4)
     print(json.dumps(figures, indent=1))
     return 0

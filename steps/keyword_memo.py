@@ -44,6 +44,22 @@ def _float_texts(values: tuple) -> tuple:
     return tuple(repr(v) for v in values if type(v) is float)
 
 
+def same_scalars(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two flat headers (keyword -> a JSON scalar) say the same in
+    every way a check can read: equal, with their keywords in the same order
+    and each value of the same type (``==`` alone takes 1, 1.0 and True for
+    one value, ``{"A": 1, "B": True}`` for ``{"B": 1, "A": True}``), floats
+    with the same text (0.0, -0.0). A false "not the same" only costs a
+    judgement made again."""
+    if a is b:
+        return True
+    if a != b or list(a) != list(b):
+        return False
+    types = tuple(map(type, a.values()))
+    return types == tuple(map(type, b.values())) and (
+        float not in types or _float_texts(tuple(a.values())) == _float_texts(tuple(b.values())))
+
+
 class ByKeywordsRead(Generic[T]):
     """``compute(header, *context)``, remembered by the keywords its computation read.
 

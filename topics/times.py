@@ -26,17 +26,21 @@ def iso(t: dt.datetime | float) -> str:
 
 
 _times: dict[str, dt.datetime] = {}  # recent texts and their times (datetimes never change)
+# The planner checks a whole fetch's events (up to 128, two or three times
+# each) before it decides the first: with room for 64 texts the check's
+# were gone by the decision, which parsed emitted_at again (session 44).
+TIMES_KEPT = 2048
 
 
 def parse_time(s: str) -> dt.datetime:
     """The time an RFC 3339 text says. A product event's ``emitted_at`` is
     read three times (its check, the planner's decision, the bench), so the
-    last few texts are remembered."""
+    last texts (a few fetches' worth) are remembered."""
     known = _times.get(s) if type(s) is str else None
     if known is None:
         known = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
         if type(s) is str:
-            if len(_times) >= 64:
+            if len(_times) >= TIMES_KEPT:
                 _times.clear()
             _times[s] = known
     return known

@@ -22,6 +22,7 @@ from typing import Any
 from calstream.daemon.deciders.admission import is_version, path_text_problem
 from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.exposure import header_copy_problems
+from calstream.steps.keyword_memo import same_scalars
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.topics.canonical_json import canonical_json, canonical_json_of_parsed
 from calstream.topics.contract import MAX_INTEGER_DIGITS
@@ -164,7 +165,7 @@ def product_event_problems(event: Mapping[str, Any], *, products_root: str,
                 problems.append(f"observation {event.get('observation')!r} but the name says "
                                 f"{parsed.observation!r}")
             if event.get("outcome") == "success":
-                problems += _decided_on_problems(parsed, event.get("header"), outputs)
+                problems += _decided_on_problems(name, parsed, event.get("header"), outputs)
                 if stage in _FROM_A_FILE and type(event.get("header")) is dict \
                         and event.get("pointing_quality") != str(
                             event["header"].get("ENGQLPTG", "UNKNOWN")):
@@ -178,7 +179,7 @@ def product_event_problems(event: Mapping[str, Any], *, products_root: str,
     return problems
 
 
-def _decided_on_problems(name, header: Any, outputs: list) -> list[str]:
+def _decided_on_problems(name_text: str, name, header: Any, outputs: list) -> list[str]:
     """What the planner reads of a successful exposure's event: its header
     (routing, completeness, association names) and its outputs' suffixes.
     Judged here by the rules a file meets at the door, so that a forged
@@ -186,11 +187,53 @@ def _decided_on_problems(name, header: Any, outputs: list) -> list[str]:
     whole visit later (steps/exposure.py, header_copy_problems)."""
     if type(header) is not dict:
         return ["a successful exposure's event without the exposure's header"]
-    problems = header_copy_problems(name, header)
+    problems = _header_problems(name_text, name, header)
     unnamed = [str(o.get("path"))[:200] for o in outputs if type(o.get("suffix")) is not str]
     if unnamed:
         problems.append(f"output(s) without a suffix: {', '.join(unnamed[:3])}")
     return problems
+
+
+# Exposure name -> the last header copy judged to have no problem under that
+# name (header_copy_problems depends on nothing else). An exposure's
+# stage-2 event carries its detector1 event's header again: an identical
+# copy (same_scalars: the same keywords, types and values) has the same
+# judgement, so the per-keyword rules run once an exposure, not once an
+# event (bench/README.md, session 44). The headers kept are the events' own
+# (never changed once decoded), which the planner keeps anyway while it
+# holds their events; bounded to the most recent names (a stage-2 event
+# comes a stage-2 run after its detector1 event), so that a planner that
+# compacted (deciders/planner_memory.py) keeps at most ~16 MB of them.
+_CLEAN_COPIES: OrderedDict[str, dict[str, Any]] = OrderedDict()
+CLEAN_COPIES_KEPT = 4096
+
+
+def _header_problems(name_text: str, name, header: dict[str, Any]) -> list[str]:
+    """``header_copy_problems(name, header)``, an identical clean copy's answer kept."""
+    kept = _CLEAN_COPIES.get(name_text)
+    if kept is not None and same_scalars(kept, header):
+        return []
+    problems = header_copy_problems(name, header)
+    if not problems:
+        _CLEAN_COPIES[name_text] = header
+        if len(_CLEAN_COPIES) > CLEAN_COPIES_KEPT:
+            _CLEAN_COPIES.popitem(last=False)  # the oldest name
+    return problems
+
+
+def share_clean_header(body: dict[str, Any]) -> None:
+    """Put in ``body`` (an event just decoded, nobody else's yet) the header
+    kept for its exposure in place of an identical copy: the planner then
+    keeps one header an exposure, not one an event (a stage-2 event's is its
+    detector1 event's again: 2.5 kB of the 18.7 kB an exposure took,
+    bench/README.md, session 44), as a restored snapshot
+    already does (restored_records.SHARED). Identical (same_scalars): every
+    check, digest and text of the event is the same as with its own copy."""
+    header, name = body.get("header"), body.get("product_name")
+    if type(header) is dict and type(name) is str:
+        kept = _CLEAN_COPIES.get(name)
+        if kept is not None and kept is not header and same_scalars(kept, header):
+            body["header"] = kept
 
 
 class EventIds:

@@ -38,6 +38,7 @@ from calstream.daemon.deciders.event_checks import (
     EventIds,
     content_digest,
     product_event_problems,
+    share_clean_header,
 )
 from calstream.daemon.deciders.store_move import rerooted_event, rerooter
 from calstream.topics import contract
@@ -123,6 +124,7 @@ class ProductIntake:
 
     def _judge(self, event: contract.Message) -> tuple[list[str], bytes]:
         """(why it is impossible, its content digest)."""
+        share_clean_header(event.body)  # judged as its own copy would be: identical
         return (product_event_problems(event.body, products_root=self.products_root,
                                        input_roots=self.input_roots),
                 content_digest(event.body, parsed=True))  # decoded from bytes just now

@@ -145,3 +145,51 @@ def test_a_file_products_pointing_quality_is_its_headers():
     level2_inputs = [{"path": f"{STORE}/01234/001/{EID}_rate.fits", "digest": "x"}]
     assert problems(stage="stage2", inputs=level2_inputs, header=planned,
                     pointing_quality="CALCULATED_TRACK_TR_202111") == []
+
+
+def _with_swapped_types(header):
+    """``header`` with NINTS = 1 and TSOVISIT = True, and the same again with
+    the two keywords in the other order and their values swapped: equal by
+    ``==`` (1 == True), and their values' types in the same order."""
+    rest = {k: v for k, v in header.items() if k not in ("NINTS", "TSOVISIT")}
+    return {**rest, "NINTS": 1, "TSOVISIT": True}, {**rest, "TSOVISIT": 1, "NINTS": True}
+
+
+@pytest.mark.parametrize("variant", ["bool for an int", "float for an int", "swapped"])
+def test_a_copy_equal_but_not_identical_to_a_clean_one_is_judged_again(variant):
+    # A stage-2 event's header is judged once its exposure's clean copy
+    # was seen (session 44): only an identical copy takes that answer.
+    from calstream.steps.exposure import header_copy_problems
+    from calstream.steps.naming import parse_exposure_name
+
+    clean, forged = {
+        "bool for an int": (dict(HEADER), {**HEADER, "NINTS": True}),
+        "float for an int": (dict(HEADER), {**HEADER, "NGROUPS": 5.0}),
+        "swapped": _with_swapped_types(HEADER),
+    }[variant]
+    assert clean == forged and problems(header=clean) == []
+    level2_inputs = [{"path": f"{STORE}/01234/001/{EID}_rate.fits", "digest": "x"}]
+    found = problems(stage="stage2", inputs=level2_inputs, header=forged)
+    assert found == header_copy_problems(parse_exposure_name(EID), forged) != []
+
+
+def test_an_identical_copy_of_a_clean_header_is_judged_once(monkeypatch):
+    from calstream.daemon.deciders import event_checks
+
+    judged = []
+    rules = event_checks.header_copy_problems
+    monkeypatch.setattr(event_checks, "header_copy_problems",
+                        lambda name, header: judged.append(name) or rules(name, header))
+    name = "jw01234001001_02101_00002_nrcb1"
+    header = {**HEADER, "EXPOSURE": "00002"}
+    level2_inputs = [{"path": f"{STORE}/01234/001/{name}_rate.fits", "digest": "x"}]
+    outputs = [{"path": f"{STORE}/01234/001/{name}_cal.fits", "suffix": "cal"}]
+    assert problems(product_name=name, exposure_id=name, header=dict(header)) == []
+    assert problems(stage="stage2", product_name=name, exposure_id=name, inputs=level2_inputs,
+                    outputs=outputs, header=dict(header)) == []  # a copy, as decoded
+    assert len(judged) == 1
+    # A copy that differs is judged, and refused, as before.
+    assert "NGROUPS = 0 is outside" in "; ".join(problems(
+        stage="stage2", product_name=name, exposure_id=name, inputs=level2_inputs,
+        outputs=outputs, header={**header, "NGROUPS": 0}))
+    assert len(judged) == 2

@@ -169,3 +169,33 @@ def test_a_record_whose_judging_raises_is_that_records_fault_alone(monkeypatch):
         pass
     else:
         raise AssertionError("take raises what the record's judging raised")
+
+
+def test_a_stage2_events_identical_header_is_its_detector1_events():
+    # Session 44: the planner kept two equal headers an exposure (its
+    # detector1 and stage-2 events'); an identical copy is now the one kept.
+    import sys
+    from pathlib import Path
+
+    from calstream.daemon.deciders.event_checks import EventIds
+    from calstream.daemon.deciders.product_intake import ProductIntake
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    import bench_planner as bench
+
+    records = list(bench.program_records(31, 2))  # detector1 x2, then stage2 x2
+    intake = ProductIntake(products_root=bench.PRODUCTS, input_roots=bench.ROOTS)
+    taken = intake.take_each(records, EventIds())
+    assert all(problems == [] for _, problems in taken)
+    first, second = taken[0][0], taken[2][0]
+    assert (first["stage"], second["stage"]) == ("detector1", "stage2")
+    assert second["header"] is first["header"]
+    # What the event says is the same as its own bytes say.
+    assert second.body == json.loads(records[2])
+    # A copy that differs in a type only keeps its own header (and is judged).
+    body = json.loads(records[3])
+    body["header"] = {**body["header"], "TARGETID": float(body["header"]["TARGETID"])}
+    body["event_id"] = "0" * 64
+    event, problems = intake.take(json.dumps(body).encode(), EventIds())
+    assert problems == [] and event["header"] is not taken[1][0]["header"]
+    assert type(event["header"]["TARGETID"]) is float

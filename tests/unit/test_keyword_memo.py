@@ -60,3 +60,17 @@ def test_an_unhashable_value_leaves_no_path_behind():
     memo, calls = _memo()
     memo({"KIND": "B", "Y": ["a"]}, 1)
     assert memo._paths.get(((1,), str, "B"), ()) == ()
+
+
+def test_same_scalars_reads_as_a_check_reads():
+    from calstream.steps.keyword_memo import same_scalars
+
+    header = {"A": 1, "B": "x", "C": 0.0, "D": None, "E": False}
+    assert same_scalars(header, dict(header))
+    assert not same_scalars(header, {**header, "A": True})
+    assert not same_scalars(header, {**header, "A": 1.0})
+    assert not same_scalars(header, {**header, "C": -0.0})
+    assert not same_scalars(header, {**header, "E": 0})
+    assert not same_scalars(header, {**header, "F": 1})
+    assert not same_scalars(header, dict(reversed(header.items())))  # another order
+    assert not same_scalars({"A": 1, "B": True}, {"B": 1, "A": True})
