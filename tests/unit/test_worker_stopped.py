@@ -5,6 +5,7 @@ time-out (an hour). A worker that is only slow (waiting, with no CPU used)
 or stopped for a moment is never ended for it. Real worker processes (tiny
 tasks); the judgement is pure (deciders/work_stops.py)."""
 
+import contextlib
 import os
 import signal
 import time
@@ -111,6 +112,39 @@ async def test_a_slow_worker_or_one_stopped_for_a_moment_is_never_ended(tmp_path
         assert restarts(pool) == {}
     finally:
         pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_run_whose_child_is_stopped_is_ended_without_a_memory_bound_too(tmp_path):
+    """A run's children were looked for only by the memory bound's check
+    (run_memory.over_bound): with ``worker_run_memory_mb: 0`` none was ever
+    found, and a run whose stcal child was stopped (its worker waiting, state
+    S) held its turn until the time-out, as before session 44's check."""
+    pool = WorkerPool(1, stage="t", metrics=Metrics(), stopped_seconds=1.0)  # no memory bound
+    pool.start()
+    pid_file, child = tmp_path / "child.pid", None
+    try:
+        with anyio.fail_after(60):  # a bound for a loaded machine; the time-out is 900 s
+            async with anyio.create_task_group() as tg:
+                lost = {}
+
+                async def run_it():
+                    with pytest.raises(WorkerStopped) as raised:
+                        await pool.run("tests.pool_tasks:start_child_and_hang",
+                                       {"pid_file": str(pid_file)}, timeout=900)
+                    lost["reason"] = str(raised.value)
+                tg.start_soon(run_it)
+                while not pid_file.exists() or not pid_file.read_text():
+                    await anyio.sleep(0.05)
+                child = int(pid_file.read_text())
+                os.kill(child, signal.SIGSTOP)
+        assert f"waiting for its child {child}, which is stopped" in lost["reason"], lost
+        assert restarts(pool) == {"stopped": 1.0}
+    finally:
+        pool.close()
+        if child is not None:
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("then", ["stop", "hang"])
