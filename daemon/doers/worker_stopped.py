@@ -59,7 +59,10 @@ def stopped_too_long(process: Any, name: str, request: Any, grace: float) -> str
     how, cpu = run_state(process.pid, run_children(process, request))
     seen = request.stop
     request.stop, end = judge_stop(seen, how=how, cpu=cpu, now=time.monotonic(), grace=grace)
-    if request.stop is not None and (seen is None or seen.since != request.stop.since):
+    # Said when a stop is first seen, or is of another kind: not again when
+    # only its count began again (the run's children computed meanwhile), or
+    # it was said at every 0.2 s look.
+    if request.stop is not None and (seen is None or seen.how != request.stop.how):
         log.warning("worker %s is %s mid-run: it is killed, and its run tried again in "
                     "another worker, if it is still so in %.0fs", name, how, grace)
     elif seen is not None and request.stop is None:

@@ -6,16 +6,21 @@ or stopped for a moment is never ended for it. Real worker processes (tiny
 tasks); the judgement is pure (deciders/work_stops.py)."""
 
 import contextlib
+import logging
 import os
 import signal
+import subprocess
+import sys
 import time
+from types import SimpleNamespace
 
 import anyio
 import pytest
 
 from calstream.daemon.deciders.work_stops import Stop, judge_stop
+from calstream.daemon.doers.process_memory import children_of
 from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool, WorkerStopped
-from calstream.daemon.doers.worker_stopped import _frozen_cgroup, run_state
+from calstream.daemon.doers.worker_stopped import _frozen_cgroup, run_state, stopped_too_long
 from calstream.daemon.operations.metrics import Metrics
 
 TASKS = "tests.unit.test_worker_stopped"
@@ -164,6 +169,36 @@ async def test_a_worker_stopped_or_hung_with_its_answer_half_sent_is_ended_too(t
         assert restarts(pool) == {"stopped" if then == "stop" else "timeout": 1.0}
     finally:
         pool.close()
+
+
+def test_a_stopped_worker_whose_children_compute_is_said_once_not_at_every_look(caplog):
+    """A worker stopped (kill -STOP of its pid) while its run's children go
+    on computing: their CPU time moves, so the stop is counted again from
+    each look (deciders/work_stops.py) -- and its WARNING "is stopped
+    mid-run: it is killed ... if it is still so in 60s" was written again
+    at each look too, five a second, as if a new stop. Said once; a stop of
+    another kind (how) is said again."""
+    worker = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'while True: pass'])\n"
+        "time.sleep(600)\n")])
+    try:
+        while not (children := children_of(worker.pid)):
+            time.sleep(0.05)
+        os.kill(worker.pid, signal.SIGSTOP)
+        request = SimpleNamespace(stop=None, children=children,
+                                  children_scanned_at=time.monotonic())
+        with caplog.at_level(logging.INFO, logger="calstream.pool"):
+            for _ in range(8):
+                assert stopped_too_long(worker, "w", request, grace=600) is None
+                time.sleep(0.1)  # ten clock ticks of the child's CPU
+        said = [r.getMessage() for r in caplog.records if "mid-run: it is killed" in r.message]
+        assert len(said) == 1, said
+    finally:
+        for pid in children_of(worker.pid):
+            os.kill(pid, signal.SIGKILL)
+        worker.kill()
+        worker.wait()
 
 
 def test_a_stop_counts_only_while_it_lasts_without_cpu_progress():
