@@ -38,11 +38,7 @@ def over_bound(process: Any, name: str, bound: int, request: Any) -> str | None:
     """Why worker ``name`` (``process``) was killed, if its run (and its
     children, looked for at most every CHILDREN_SCAN_SECONDS and kept on
     ``request``) holds more than ``bound`` bytes; None if it does not."""
-    now = time.monotonic()
-    if now - request.children_scanned_at >= CHILDREN_SCAN_SECONDS:
-        request.children = children_of(process.pid)
-        request.children_scanned_at = now
-    used = resident_bytes(process.pid, children=request.children)
+    used = resident_bytes(process.pid, children=run_children(process, request))
     if used <= bound:
         return None
     with contextlib.suppress(OSError, ValueError):
@@ -51,6 +47,18 @@ def over_bound(process: Any, name: str, bound: int, request: Any) -> str | None:
                 "(%d MiB, worker_run_memory_mb): killed", name, used >> 20, bound >> 20)
     return (f"worker {name} held {used >> 20} MiB during the run, more than a run may use "
             f"({bound >> 20} MiB, worker_run_memory_mb), and was killed")
+
+
+def run_children(process: Any, request: Any) -> list[int]:
+    """The children of the run's worker (``process``), looked for at most
+    every CHILDREN_SCAN_SECONDS and kept on ``request`` (``children``,
+    ``children_scanned_at``): for the memory bound and the stopped run's
+    check alike (worker_stopped.py), whichever asks first at a poll."""
+    now = time.monotonic()
+    if now - request.children_scanned_at >= CHILDREN_SCAN_SECONDS:
+        request.children = children_of(process.pid)
+        request.children_scanned_at = now
+    return request.children
 
 
 def died_words(process: Any, name: str, oom_kills_before: int | None) -> str:

@@ -8,12 +8,19 @@ stage-3 run's outputs and their digests) comes in parts, and a worker stopped
 (SIGSTOP, a frozen cgroup) or hung between two parts held that read, the
 run, its exposure and its worker's turn for ever -- its time-out was never
 looked at again. ``received`` reads with a watcher beside it asking the
-same checks every 0.2 s; the check that ends the run kills the worker, whose
-end of the pipe closes, and the read ends: raised as what the check found.
+same checks every 0.2 s; the check that ends the run kills the worker and
+ends the read (``_end_read``): raised as what the check found. Not by the
+kill alone: a worker that outlives its SIGKILL for a while -- in a cgroup v1
+freezer's frozen cgroup (it dies when thawed), in uninterruptible sleep on
+a hard NFS mount (when its I/O returns) -- keeps its end of the pipe open,
+and the read, its run and its worker's turn waited with it (session 44).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -33,6 +40,7 @@ def received(conn: Connection, watch: Callable[[], BaseException | None]) -> Any
         while not done.wait(WATCH_SECONDS):
             if (why := watch()) is not None:
                 found.append(why)
+                _end_read(conn)
                 return
 
     watcher = threading.Thread(target=watching, name="answer-watch", daemon=True)
@@ -48,3 +56,22 @@ def received(conn: Connection, watch: Callable[[], BaseException | None]) -> Any
     finally:
         done.set()
         watcher.join()
+
+
+def _end_read(conn: Connection) -> None:
+    """End a ``recv`` blocked on ``conn`` in another thread: the pool's pipes
+    are socket pairs (``Pipe()``, duplex), and a shutdown of the socket
+    makes the read find its end (EOFError) whoever still holds the other
+    end. Done through a duplicate of the descriptor: the connection keeps
+    its own, closed with the worker (worker_lifecycle._end)."""
+    try:
+        fd = os.dup(conn.fileno())  # OSError: closed meanwhile (the worker ended)
+    except (OSError, ValueError):
+        return
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:  # not a socket (a one-way pipe): the kill alone ends the read
+        os.close(fd)
+        return
+    with sock, contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from calstream.daemon.deciders.work_stops import judge_stop
+from calstream.daemon.doers.run_memory import run_children
 
 log = logging.getLogger("calstream.pool")
 
@@ -35,7 +36,7 @@ _CGROUP_ROOT = Path("/sys/fs/cgroup")
 def run_state(pid: int, children: Iterable[int] = (), *,
               cgroup_root: Path = _CGROUP_ROOT) -> tuple[str | None, int]:
     """(how the run is stopped, or None; its CPU time in clock ticks): the
-    worker ``pid`` and its run's ``children`` (as run_memory found them). A
+    worker ``pid`` and its run's ``children`` (run_memory.run_children). A
     process /proc cannot tell of (gone) is neither stopped nor counted."""
     how, cpu = None, 0
     for each in (pid, *children):
@@ -53,10 +54,15 @@ def stopped_too_long(process: Any, name: str, request: Any, grace: float) -> str
     """Why worker ``name`` (``process``) was killed, if its run has been
     stopped ``grace`` seconds without CPU progress; None if it goes on. The
     stop seen is kept on ``request.stop`` from one poll to the next."""
-    how, cpu = run_state(process.pid, request.children)
+    # Looked for here too: with no memory bound (worker_run_memory_mb: 0)
+    # nothing else looks, and a stopped child of the run was never seen.
+    how, cpu = run_state(process.pid, run_children(process, request))
     seen = request.stop
     request.stop, end = judge_stop(seen, how=how, cpu=cpu, now=time.monotonic(), grace=grace)
-    if request.stop is not None and (seen is None or seen.since != request.stop.since):
+    # Said when a stop is first seen, or is of another kind: not again when
+    # only its count began again (the run's children computed meanwhile), or
+    # it was said at every 0.2 s look.
+    if request.stop is not None and (seen is None or seen.how != request.stop.how):
         log.warning("worker %s is %s mid-run: it is killed, and its run tried again in "
                     "another worker, if it is still so in %.0fs", name, how, grace)
     elif seen is not None and request.stop is None:

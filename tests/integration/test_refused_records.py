@@ -16,6 +16,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import UnknownTopicOrPartitionError
 
+from calstream.daemon.deciders.log_floods import FloodWindows
 from calstream.daemon.deciders.work_items import WorkItem
 from calstream.daemon.doers import kafka
 from calstream.daemon.doers.broker_recovery import every_record, recover_product_events
@@ -23,6 +24,7 @@ from calstream.daemon.doers.kafka import clients
 from calstream.daemon.doers.product_store import ProductStore
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.doers.worker_pool import WorkerPool
+from calstream.daemon.operations import logs
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract, dead_letters
 from calstream.topics.catalog import Topics
@@ -162,3 +164,41 @@ async def test_a_topic_the_broker_s_metadata_leaves_out_is_not_judged_to_have_lo
             await recover_product_events(cfg, topics, store, publisher)
     finally:
         await producer.stop()
+
+
+async def test_refused_records_lines_are_flood_controlled_as_a_poison_stream_s_letters(
+        tmp_path, broker, unique_prefix):
+    """A poison stream whose letters the ``deadletter`` topic refuses (long
+    forged paths, over its ``max.message.bytes``) made one ERROR line per
+    record, never left out (errors are not flood-controlled unless marked a
+    data fault), where the letters it did send made 20 a minute and a
+    summary; so did each refused record put back after a loss. Now both are
+    data faults' lines: the first of a window written, the rest summarised
+    (the metric and the ledger keep every one)."""
+    cfg = daemon_config(tmp_path, broker, unique_prefix)
+    metrics, topics = Metrics(), Topics(unique_prefix)
+    out, now = [], [1000.0]
+    handler = logging.Handler()
+    handler.emit = out.append
+    handler.addFilter(logs.FloodControl(handler, FloodWindows(3, 60.0, 1000),
+                                        clock=lambda: now[0]))
+    publisher_log = logging.getLogger("calstream.publisher")
+    publisher_log.addHandler(handler)
+    producer, publisher = await _publisher(cfg, topics, metrics)
+    try:
+        with anyio.fail_after(60):
+            for n in range(8):
+                await publisher.dead_letter(category="bad_file", reason="a test",
+                                            stage="watcher", key=f"big{n}",
+                                            path="/inbox/" + "p" * 4000,
+                                            quarantined_to="/q/" + "q" * 4000)
+            await publisher.unkept().publish_all(
+                [("deadletter", f"k{n}", _letter(n, LIMIT)) for n in range(8)])
+    finally:
+        publisher_log.removeHandler(handler)
+        await producer.stop()
+    assert metrics.records_refused.labels(topic="deadletter",
+                                          code="MESSAGE_TOO_LARGE")._value.get() == 16
+    not_sent = [r for r in out if "not sent (event" in r.getMessage()]
+    left_out = [r for r in out if "left out, not sent again" in r.getMessage()]
+    assert (len(not_sent), len(left_out)) == (3, 3), [r.getMessage()[:80] for r in out]

@@ -5,16 +5,22 @@ time-out (an hour). A worker that is only slow (waiting, with no CPU used)
 or stopped for a moment is never ended for it. Real worker processes (tiny
 tasks); the judgement is pure (deciders/work_stops.py)."""
 
+import contextlib
+import logging
 import os
 import signal
+import subprocess
+import sys
 import time
+from types import SimpleNamespace
 
 import anyio
 import pytest
 
 from calstream.daemon.deciders.work_stops import Stop, judge_stop
+from calstream.daemon.doers.process_memory import children_of
 from calstream.daemon.doers.worker_pool import WorkerLost, WorkerPool, WorkerStopped
-from calstream.daemon.doers.worker_stopped import _frozen_cgroup, run_state
+from calstream.daemon.doers.worker_stopped import _frozen_cgroup, run_state, stopped_too_long
 from calstream.daemon.operations.metrics import Metrics
 
 TASKS = "tests.unit.test_worker_stopped"
@@ -113,6 +119,39 @@ async def test_a_slow_worker_or_one_stopped_for_a_moment_is_never_ended(tmp_path
         pool.close()
 
 
+@pytest.mark.anyio
+async def test_a_run_whose_child_is_stopped_is_ended_without_a_memory_bound_too(tmp_path):
+    """A run's children were looked for only by the memory bound's check
+    (run_memory.over_bound): with ``worker_run_memory_mb: 0`` none was ever
+    found, and a run whose stcal child was stopped (its worker waiting, state
+    S) held its turn until the time-out, as before session 44's check."""
+    pool = WorkerPool(1, stage="t", metrics=Metrics(), stopped_seconds=1.0)  # no memory bound
+    pool.start()
+    pid_file, child = tmp_path / "child.pid", None
+    try:
+        with anyio.fail_after(60):  # a bound for a loaded machine; the time-out is 900 s
+            async with anyio.create_task_group() as tg:
+                lost = {}
+
+                async def run_it():
+                    with pytest.raises(WorkerStopped) as raised:
+                        await pool.run("tests.pool_tasks:start_child_and_hang",
+                                       {"pid_file": str(pid_file)}, timeout=900)
+                    lost["reason"] = str(raised.value)
+                tg.start_soon(run_it)
+                while not pid_file.exists() or not pid_file.read_text():
+                    await anyio.sleep(0.05)
+                child = int(pid_file.read_text())
+                os.kill(child, signal.SIGSTOP)
+        assert f"waiting for its child {child}, which is stopped" in lost["reason"], lost
+        assert restarts(pool) == {"stopped": 1.0}
+    finally:
+        pool.close()
+        if child is not None:
+            with contextlib.suppress(OSError):
+                os.kill(child, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("then", ["stop", "hang"])
 @pytest.mark.anyio
 async def test_a_worker_stopped_or_hung_with_its_answer_half_sent_is_ended_too(then):
@@ -130,6 +169,36 @@ async def test_a_worker_stopped_or_hung_with_its_answer_half_sent_is_ended_too(t
         assert restarts(pool) == {"stopped" if then == "stop" else "timeout": 1.0}
     finally:
         pool.close()
+
+
+def test_a_stopped_worker_whose_children_compute_is_said_once_not_at_every_look(caplog):
+    """A worker stopped (kill -STOP of its pid) while its run's children go
+    on computing: their CPU time moves, so the stop is counted again from
+    each look (deciders/work_stops.py) -- and its WARNING "is stopped
+    mid-run: it is killed ... if it is still so in 60s" was written again
+    at each look too, five a second, as if a new stop. Said once; a stop of
+    another kind (how) is said again."""
+    worker = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'while True: pass'])\n"
+        "time.sleep(600)\n")])
+    try:
+        while not (children := children_of(worker.pid)):
+            time.sleep(0.05)
+        os.kill(worker.pid, signal.SIGSTOP)
+        request = SimpleNamespace(stop=None, children=children,
+                                  children_scanned_at=time.monotonic())
+        with caplog.at_level(logging.INFO, logger="calstream.pool"):
+            for _ in range(8):
+                assert stopped_too_long(worker, "w", request, grace=600) is None
+                time.sleep(0.1)  # ten clock ticks of the child's CPU
+        said = [r.getMessage() for r in caplog.records if "mid-run: it is killed" in r.message]
+        assert len(said) == 1, said
+    finally:
+        for pid in children_of(worker.pid):
+            os.kill(pid, signal.SIGKILL)
+        worker.kill()
+        worker.wait()
 
 
 def test_a_stop_counts_only_while_it_lasts_without_cpu_progress():
