@@ -136,7 +136,10 @@ class Publisher:
         answered = iter(results)
         outcomes = [a if isinstance(a, RecordRefused) else next(answered) for a in answers]
         for refused in (o for o in outcomes if isinstance(o, RecordRefused)):
-            log.error("%s: left out, not sent again", refused)
+            # A record's fault: flood-controlled as one (operations/logs.py),
+            # counted in calstream_records_refused_total.
+            log.error("%s: left out, not sent again", refused,
+                      extra={"stage": refused.logical_topic, "fault": "data"})
         if placed is not None:
             placed.extend(None if isinstance(o, RecordRefused) else o for o in outcomes)
         return sum(not isinstance(o, RecordRefused) for o in outcomes)
@@ -227,13 +230,15 @@ class Publisher:
             # (calstream_records_refused_total{topic="deadletter"}); the
             # sender goes on. `deadletters list` reads the topic: the log
             # line, and the ledger's copy if this daemon keeps one, are where
-            # it is.
+            # it is. A record's fault, flood-controlled as one at ERROR too
+            # (operations/logs.py): a topic refusing every letter wrote a line
+            # for each, where every other dead letter's line is summarised.
             kept = f"; kept in {self.ledger.root}" if self.ledger is not None else ""
             log.error("dead letter [%s/%s] %s not sent (event %s%s): %s; what it said: %s",
                       stage, category, key[:200], message.event_id, kept, exc,
                       dead_letters.bounded(reason, 500),
                       extra={"exposure_id": extra.get("exposure_id"), "stage": stage,
-                             "category": category})
+                             "category": category, "fault": "data"})
             return
         self.metrics.dead_letters.labels(stage=stage, category=category).inc()
         # Flood-controlled per stage and category (operations/logs.py): the
