@@ -198,12 +198,9 @@ class Publisher:
 
     def _refused(self, exc: BaseException, logical_topic: str, key: str) -> RecordRefused | None:
         """``exc`` as RecordRefused, counted, if it refuses the record for what it is."""
-        refusal = broker_refusals.record_refusal(exc)
-        if refusal is None:
-            return None
-        self.metrics.records_refused.labels(topic=logical_topic, code=refusal[0]).inc()
-        refused = RecordRefused(logical_topic, key, *refusal, exc)
-        refused.__cause__ = exc
+        refused = record_refused(exc, logical_topic, key)
+        if refused is not None:
+            self.metrics.records_refused.labels(topic=logical_topic, code=refused.code).inc()
         return refused
 
     async def dead_letter(self, *, category: str, reason: str, stage: str, key: str,
@@ -246,6 +243,17 @@ class Publisher:
         log.warning("dead letter [%s/%s] %s: %s", stage, category, key, reason,
                     extra={"exposure_id": extra.get("exposure_id"), "stage": stage,
                            "category": category})
+
+
+def record_refused(exc: BaseException, topic: str, key: str) -> RecordRefused | None:
+    """``exc`` as RecordRefused if it refuses the record sent to ``topic``
+    for what it is (deciders/broker_refusals.py); None otherwise."""
+    refusal = broker_refusals.record_refusal(exc)
+    if refusal is None:
+        return None
+    refused = RecordRefused(topic, key, *refusal, exc)
+    refused.__cause__ = exc
+    return refused
 
 
 def _granted(role: str) -> frozenset[str] | None:
