@@ -205,13 +205,19 @@ class Publisher:
 
     async def dead_letter(self, *, category: str, reason: str, stage: str, key: str,
                           attempts: int = 0, record: ConsumerRecord | None = None,
-                          about: str | None = None, **extra: Any) -> None:
+                          about: str | None = None, unsent: contract.Message | None = None,
+                          unsent_topic: str | None = None, **extra: Any) -> None:
         """Nothing is dropped silently: everything that cannot go on goes here.
         ``about``: what, besides the record (or key, digest and path), tells
-        this dead letter from another (a refused message's event id)."""
+        this dead letter from another (a refused message's event id).
+        ``unsent``: a message the broker refused, sent to logical topic
+        ``unsent_topic`` under ``key``: the letter's original, with no place
+        on the topic (it never had one)."""
         original = _original(record) if record is not None else None
         identity = (original and [original["topic"], original["partition"], original["offset"]]) \
             or [key, extra.get("digest"), extra.get("path")]
+        if unsent is not None and unsent_topic is not None and original is None:
+            original = _unsent_original(self.topics.name(unsent_topic), key, unsent)
         if about is not None:
             identity = [*identity, about]
         message = contract.build(
@@ -274,6 +280,18 @@ def broker_fault(exc: BaseException) -> str | None:
     if isinstance(exc, KafkaError) and (exc.retriable or isinstance(exc, KafkaTimeoutError)):
         return "broker_unreachable"
     return broker_refusals.standing_refusal(exc)
+
+
+def _unsent_original(topic: str, key: str, message: contract.Message) -> dict[str, Any]:
+    """The ``original`` of a letter for ``message``, refused by the broker on
+    its way to ``topic``: what it would have been, bounded as a record's, but
+    with no partition or offset (the contract's are whole numbers: it had
+    none). A reader of the planner's letters counts a stage-2 order in it
+    as failed (deciders/stage2_failures.py)."""
+    placed = dead_letters.original_record(
+        topic=topic, partition=0, offset=0, key=key.encode("utf-8", "backslashreplace"),
+        value=contract.compact_json(message.body), timestamp_ms=None)
+    return {k: v for k, v in placed.items() if k not in ("partition", "offset")}
 
 
 def _original(record: ConsumerRecord) -> dict[str, Any]:
