@@ -41,6 +41,10 @@ RECORD_REFUSED: dict[int, tuple[str, str]] = {
 }
 
 TOPIC_NOT_AUTHORIZED = "topic_not_authorized"
+# The watcher's arrival refused for what it is: the encoding took it (within
+# calstream's own limit), so the topic's settings refuse it, not the file;
+# the file waits in the inbox, parked (doers/inbox/announcer.py).
+TOPIC_REFUSES_RECORD = "topic_refuses_record"
 BROKER_ERROR = "broker_error"
 _DENIED = 29  # TOPIC_AUTHORIZATION_FAILED
 _UNKNOWN_SERVER_ERROR = -1

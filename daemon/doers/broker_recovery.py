@@ -49,6 +49,7 @@ from calstream.daemon.operations.config import Config
 from calstream.steps.regular_files import set_aside_unless_regular
 from calstream.topics import contract, dead_letters
 from calstream.topics.catalog import Topics
+from calstream.topics.times import in_time_order
 
 log = logging.getLogger("calstream.daemon")
 
@@ -306,7 +307,7 @@ def every_record(store: ProductStore) -> list[dict]:
     found = [*live.records(as_written=True),
              *(r for ns in live.namespaces()
                for r in live.for_namespace(ns).records(as_written=True))]
-    return sorted(found, key=lambda r: r["event"].get("emitted_at", ""))
+    return sorted(found, key=lambda r: in_time_order(r["event"].get("emitted_at")))
 
 
 async def _refill(cfg: Config, topic: str, marker: Path, read, send, lost=None,

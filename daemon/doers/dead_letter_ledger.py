@@ -54,6 +54,7 @@ from calstream.daemon.deciders.ledger_names import file_name, key_of, key_proble
 from calstream.daemon.doers.noted_places import NotedPlace
 from calstream.daemon.doers.planner_ledger import KeyedLedger
 from calstream.topics.dead_letters import is_own_original, redrive_marks
+from calstream.topics.times import in_time_order
 
 log = logging.getLogger("calstream.publisher")
 
@@ -162,7 +163,8 @@ class DeadLetterLedger(KeyedLedger):
 
     def letters(self) -> list[dict[str, Any]]:
         """Every dead letter kept, oldest first (as they were published)."""
-        return sorted(self.kept(TOPIC), key=lambda b: str(b.get("emitted_at", "")))
+        # By the time each says, not its text (an offset other than Z).
+        return sorted(self.kept(TOPIC), key=lambda b: in_time_order(b.get("emitted_at")))
 
     def _names(self) -> list[str]:
         try:

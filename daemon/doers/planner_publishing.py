@@ -23,13 +23,14 @@ from typing import Any
 
 from calstream.daemon import stages
 from calstream.daemon.deciders.planner_records import Emit
-from calstream.daemon.doers.kafka.publisher import broker_fault
+from calstream.daemon.doers.kafka.publisher import RecordRefused, broker_fault
 from calstream.daemon.doers.parking import Parking, in_thread, until_done
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.failures import error_text
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
+from calstream.topics.dead_letters import order_identity
 
 log = logging.getLogger("calstream.planner")
 
@@ -99,24 +100,40 @@ async def settle(unacked: Unacknowledged, *, publisher, metrics: Metrics
         except contract.InvalidMessage as exc:
             # The broker refused the order for what it is (RecordRefused): sent
             # again it is refused again. Raised, it ended the planner's task,
-            # and the restart decided and sent it again. A dead letter of its
-            # own, as an order the encoding refuses on a tick.
-            await publisher.dead_letter(
-                category="invalid_message", stage="planner", key=e.key,
-                reason=f"the planner's {e.message.type} for {e.key[:200]!r} cannot be sent: {exc}",
-                exposure_id=_text(e.message.get("exposure_id")),
-                about=str(e.message.get("event_id")))
+            # and the restart decided and sent it again.
+            await refused_order(publisher, e, topic, exc)
             continue
         except Exception as exc:  # noqa: BLE001 - a broker's fault is sent again, the rest raised
             if broker_fault(exc) is None:
                 raise
             log.warning("planner: %s for %r not acknowledged (%s): sent again", e.message.type,
                         e.key[:200], exc)
-            if await publisher.publish(topic, e.key, e.message) is False:
-                continue  # withheld: the lease moved meanwhile
+            try:
+                if await publisher.publish(topic, e.key, e.message) is False:
+                    continue  # withheld: the lease moved meanwhile
+            except RecordRefused as refused:  # refused when sent again: as above
+                await refused_order(publisher, e, topic, refused)
+                continue
         _count_and_log(e, metrics)
     positions, unacked.sent, unacked.positions = unacked.positions, [], {}
     return positions
+
+
+async def refused_order(publisher, e: Emit, topic: str, exc: Exception) -> None:
+    """A work order the broker refused for what it is: a dead letter of its
+    own, as an order the encoding refuses on a tick, with the order as its
+    original (never placed on ``topic``). Read back, a stage-2 order's
+    letter counts as the order's failure (deciders/stage2_failures.py), as a
+    stage's would: its stage-3 candidates stop waiting for it. Before
+    session 44 it carried none: the planner's state took the order as in
+    flight, and its candidates waited stage3_stage2_wait (6 h) for a product
+    that could not come, then closed naming it as late."""
+    await publisher.dead_letter(
+        category="invalid_message", stage="planner", key=e.key,
+        reason=f"the planner's {e.message.type} for {e.key[:200]!r} cannot be sent: {exc}",
+        exposure_id=_text(e.message.get("exposure_id")),
+        about=str(e.message.get("event_id")), unsent=e.message, unsent_topic=topic,
+        order=order_identity(e.message.body))
 
 
 async def publish_emits(emits: list[Emit], *, publisher, topics: Topics, ledger: PlannerLedger,
@@ -130,6 +147,9 @@ async def publish_emits(emits: list[Emit], *, publisher, topics: Topics, ledger:
             topic = topic_for(topics, e)
             try:
                 answered = await publisher.send(topic, e.key, e.message)
+            except RecordRefused as exc:  # the producer's own size check: as settle's
+                await refused_order(publisher, e, topic, exc)
+                continue
             except contract.InvalidMessage as exc:
                 refused.append(Refused(e, f"the planner's {e.message.type} for {e.key[:200]!r} "
                                           f"cannot be sent: {exc}"))
@@ -137,8 +157,11 @@ async def publish_emits(emits: list[Emit], *, publisher, topics: Topics, ledger:
             except Exception as exc:  # noqa: BLE001 - the broker's fault: the waited way
                 if broker_fault(exc) is None:
                     raise
-                if await publisher.publish(topic, e.key, e.message) is not False:
-                    _count_and_log(e, metrics)
+                try:
+                    if await publisher.publish(topic, e.key, e.message) is not False:
+                        _count_and_log(e, metrics)
+                except RecordRefused as refused:  # refused when sent again
+                    await refused_order(publisher, e, topic, refused)
                 continue
             if answered is not None:  # None: withheld (a standby)
                 unacked.sent.append((e, topic, answered))
@@ -152,6 +175,9 @@ async def publish_emits(emits: list[Emit], *, publisher, topics: Topics, ledger:
         try:
             sent = await publisher.publish(topic_for(topics, e), e.key, e.message)
         except contract.InvalidMessage as exc:
+            if isinstance(exc, RecordRefused) and e.topic.startswith("work."):
+                await refused_order(publisher, e, topic_for(topics, e), exc)  # as settle's
+                continue
             refused.append(Refused(e, f"the planner's {e.message.type} for {e.key[:200]!r} "
                                       f"cannot be sent: {exc}"))
             continue

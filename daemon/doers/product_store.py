@@ -49,6 +49,7 @@ from calstream.daemon.doers.durable_files import fsync_dir, syncing, write_json_
 from calstream.daemon.doers.store_upkeep import OWNER_FILE, SCRATCH_DIR, StoreUpkeep
 from calstream.steps.fitsfile import file_digest
 from calstream.steps.regular_files import read_regular_text, set_aside_unless_regular
+from calstream.topics.times import in_time_order
 
 log = logging.getLogger("calstream.store")
 
@@ -366,7 +367,8 @@ class ProductStore(StoreUpkeep):
         if memo is not None:
             memo.clear()
             memo.update(kept)
-        return sorted(found, key=lambda r: r["event"].get("emitted_at", ""))
+        # By the time each says, not its text (an offset other than Z).
+        return sorted(found, key=lambda r: in_time_order(r["event"].get("emitted_at")))
 
     def has_input(self, program: str, observation: str, name: str, stage: str,
                   digest: str) -> bool:

@@ -36,7 +36,7 @@ class Metrics:
             "broker_unreachable, crds_unreachable, crds_reference_missing, crds_reference_corrupt, "
             "crds_lookup, worker_start, worker_server, topic_not_authorized, broker_error; at start "
             "topics_missing; the watcher's "
-            "inbox_gone, inbox_hung, store_hung, work_dir_hung), "
+            "inbox_gone, inbox_hung, store_hung, work_dir_hung, topic_refuses_record), "
             "waiting for it to clear; root: the directory a disk fault was writing under",
             ["stage", "cause", "root"], registry=r)
         self.parked_total = Counter(

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from calstream.daemon.deciders.broker_refusals import BROKER_ERROR, TOPIC_NOT_AUTHORIZED
+from calstream.daemon.deciders.broker_refusals import (
+    BROKER_ERROR,
+    TOPIC_NOT_AUTHORIZED,
+    TOPIC_REFUSES_RECORD,
+)
 from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, STORE_HUNG, WORK_DIR_HUNG
 from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
 from calstream.daemon.doers.start_waits import BROKER_UNREACHABLE, TOPICS_MISSING
@@ -42,6 +46,10 @@ NEXT_STEP = {
     TOPIC_NOT_AUTHORIZED: "the broker refuses this daemon's principal the topic (an ACL missing): "
                           "an admin grants it write (docs/operations.md, \"A record the broker "
                           "refuses\"); the items go on by themselves",
+    TOPIC_REFUSES_RECORD: "the raw topic refuses arrivals calstream sends (its "
+                          "max.message.bytes below 1048588, a policy): the files wait in the "
+                          "inbox; an admin fixes the topic (docs/operations.md, \"A record the "
+                          "broker refuses\") and they go on by themselves",
     BROKER_ERROR: "the broker refuses records without a reason (UNKNOWN_SERVER_ERROR): read "
                   "the broker's own log; the items go on by themselves once it accepts them",
     WORK_DIR_HUNG: "the work directory's storage does not answer the watcher's ledger (a network "

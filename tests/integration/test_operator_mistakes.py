@@ -373,3 +373,39 @@ def test_a_promotion_interrupted_after_its_switch_says_so(broker, unique_prefix,
     err = capsys.readouterr().err
     assert current_namespace(store) == "n1"
     assert "now serves n1, but its promotion event was not published" in err, err
+
+
+@pytest.mark.anyio
+async def test_what_the_broker_refuses_for_what_it_is_is_said_in_one_line(
+        broker, unique_prefix, tmp_path, capsys, monkeypatch):
+    """A record the broker refuses (a topic's max.message.bytes below what
+    calstream sends, a policy) stopped `deadletters redrive` and the
+    commands that send a message at the first one, with aiokafka's
+    traceback. Now a redrive says each letter it cannot send and goes on
+    with the others (exit 1 when none went, as the table says), and a
+    command's message refused ends it in one line saying what went. The
+    refusal: the producer's own size check, which raises the code a Kafka
+    topic's does (tansu ignores max.message.bytes)."""
+    from aiokafka import AIOKafkaProducer
+
+    from calstream.daemon.doers.kafka import clients
+
+    cfg, topics = await _deployment(broker, unique_prefix, tmp_path)
+    monkeypatch.setattr(kafka, "producer", lambda c: AIOKafkaProducer(
+        **clients.client_options(c), acks="all", max_request_size=64))
+    run = lambda *argv: anyio.to_thread.run_sync(lambda: _cli(cfg, *argv))  # noqa: E731
+
+    assert await run("deadletters", "redrive", "--all", "--reason", "topic fixed") == 1
+    out, err = capsys.readouterr()
+    assert out.count("cannot be redriven: the broker refused the record") == 2, out
+    assert "MESSAGE_TOO_LARGE" in out and "redriven 0 dead letter(s)" in out \
+        and "2 could not be" in out, out
+    assert "Traceback" not in err, err
+
+    assert await run("holds", "release", HELD, "--reason", "WCS checked by hand") == 1
+    out, err = capsys.readouterr()
+    assert "requested" not in out, out
+    [line] = err.splitlines()
+    assert line.startswith("calstream: the broker refused the record") and \
+        "0 message(s) sent before it" in line, err
+    assert len(await kafka.read_to_end(cfg, topics.name("raw"))) == 2  # nothing redriven

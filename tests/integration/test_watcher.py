@@ -558,6 +558,70 @@ async def test_an_inbox_that_cannot_be_made_again_is_parked_then_watched(tmp_pat
     assert "watched again" in caplog.text
 
 
+async def test_an_arrival_the_topic_refuses_waits_parked_in_the_inbox_not_quarantined(dirs):
+    """A record within calstream's own limit that the broker refuses (the raw
+    topic's max.message.bytes lowered, a policy) is the topic's fault, not
+    the file's: it was quarantined as a bad file, and with the topic
+    misconfigured every delivery was moved aside, each to be put back by
+    hand. Now the file waits in the inbox, parked ``topic_refuses_record``,
+    and is announced by itself once the topic takes it. The refusal: the
+    publisher's own, of the producer's size check (the code a topic gives)."""
+    from types import SimpleNamespace
+
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    from calstream.daemon.doers.kafka.publisher import Publisher
+    from calstream.daemon.doers.parking import Parking
+    from calstream.daemon.operations.metrics import Metrics
+    from calstream.topics import contract
+    from calstream.topics.catalog import Topics
+
+    cfg = SimpleNamespace(max_attempts=1, retry_backoff=0.05, park_recheck_seconds=0.1)
+    metrics = Metrics()
+
+    class MisconfiguredTopic:
+        refusals = 3
+
+        async def send(self, *args, **kwargs):
+            self.refusals -= 1
+            if self.refusals >= 0:
+                raise MessageSizeTooLargeError()
+            raise ConnectionError("fixed: the recorder takes it from here")
+
+    publisher = Publisher(MisconfiguredTopic(), Topics("p."), metrics)
+    parked_while_refused = []
+
+    class Refused(Recorder):
+        async def on_arrival(self, a: Arrival) -> None:
+            self.calls += 1
+            parked_while_refused.append(metrics.registry.get_sample_value(
+                "calstream_parked_items",
+                {"stage": "watcher", "cause": "topic_refuses_record", "root": ""}))
+            message = contract.build(
+                "arrival", contract.event_id("arrival", a.exposure_id, a.digest),
+                exposure_id=a.exposure_id, path=str(a.path), digest=a.digest, size=a.size,
+                detected_at=contract.iso(a.detected_at), source=a.source, priority="live",
+                header=a.header)
+            try:
+                await publisher.publish("raw", a.exposure_id, message)
+            except ConnectionError:  # the topic fixed
+                self.arrivals.append(a)
+
+    rec = Refused()
+    w = make(dirs, rec, parking=lambda what, root=None: Parking(cfg, metrics, stage="watcher",
+                                                                what=what, root=root))
+    async with running(w):
+        drop(dirs[0], NAME, uncal_bytes())
+        await wait_until(lambda: rec.arrivals)
+    assert rec.rejections == [] and (dirs[0] / NAME).exists()
+    assert not dirs[1].exists() or not list(dirs[1].glob(f"*{NAME}*"))
+    assert rec.calls == 4 and parked_while_refused[1:] == [1, 1, 1]
+    assert metrics.registry.get_sample_value(
+        "calstream_parked_items",
+        {"stage": "watcher", "cause": "topic_refuses_record", "root": ""}) == 0
+    assert metrics.records_refused.labels(topic="raw", code="MESSAGE_TOO_LARGE")._value.get() == 3
+
+
 async def test_an_announcement_the_broker_refuses_is_parked_then_resumed(dirs):
     """Announcements failing on the broker were retried on a fixed doubling
     (no jitter: a burst of files retried in step) and shown nowhere but the

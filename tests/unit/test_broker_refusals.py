@@ -124,3 +124,47 @@ async def test_a_work_order_the_broker_refuses_is_a_dead_letter_and_the_planner_
     [(topic, category, reason)] = bus.sent
     assert (topic, category) == ("deadletter", "invalid_message")
     assert "POLICY_VIOLATION" in reason and "cannot be sent" in reason
+
+
+class _Keeping:
+    """A producer that keeps what it is given and answers at once: where a
+    dead letter went, and its bytes, as the broker would have them."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def send(self, topic, value=None, key=None, **_):
+        from types import SimpleNamespace
+        self.sent.append((topic, value))
+        answer = asyncio.get_running_loop().create_future()
+        answer.set_result(SimpleNamespace(topic=topic, partition=0, offset=len(self.sent) - 1))
+        return answer
+
+
+@pytest.mark.anyio
+async def test_a_stage2_order_the_broker_refuses_counts_as_that_order_s_failure():
+    """The planner took the order as in flight (its state counts it sent
+    when decided) and its letter carried no original: read back, it was no
+    stage-2 failure, and the order's stage-3 candidates waited
+    stage3_stage2_wait (6 h) for a product that could not come. Now the
+    letter names the order, and the planner's own reading of it
+    (deciders/stage2_failures.py) counts it, as a stage's letter."""
+    from calstream.daemon.deciders.stage2_failures import stage2_failure
+    from tests.unit.planner_stream import new_state, play, steps
+
+    state = new_state()
+    order = next(e for e in play(state, steps()) if e.topic == "work.stage2")
+    producer = _Keeping()
+    publisher = Publisher(producer, Topics("p."), Metrics())
+    unacked = Unacknowledged()
+    unacked.sent.append((order, "work.stage2",
+                         _failed_answer(publisher, kafka_errors.MessageSizeTooLargeError())))
+    await settle(unacked, publisher=publisher, metrics=Metrics())
+    [(topic, letter)] = producer.sent
+    assert topic == "p.deadletter"
+    failure = stage2_failure(letter, {"p.work.stage2", "p.work.stage2.replay"})
+    assert failure is not None, contract.decode(letter).body
+    assert (failure.work_id, failure.exposure_id) == (order.message["work_id"],
+                                                      order.message["product_name"])
+    assert state.ordered[failure.work_id] == failure.exposure_id  # one it sent: counted
+    assert "the broker refused the record" in failure.reason

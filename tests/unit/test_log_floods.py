@@ -282,3 +282,49 @@ def test_the_planners_lines_of_records_it_cannot_handle_are_flood_controlled(cap
         logging.getLogger().handlers[:] = []
     assert len(lines) == 20
     assert "suppressed 80 similar error(s)" in summary
+
+
+class _RefusingProducer:
+    """A producer whose own size check refuses every record, as aiokafka's
+    does (MESSAGE_TOO_LARGE, the code a topic's max.message.bytes gives)."""
+
+    async def send(self, *args, **kwargs):
+        from aiokafka.errors import MessageSizeTooLargeError
+        raise MessageSizeTooLargeError()
+
+
+def test_a_flood_of_records_the_broker_refuses_is_summarised_though_logged_as_errors(
+        monkeypatch):
+    """Before: each refused dead letter (and each record a set put back left
+    out) was an ERROR no flood control looked at: a topic refusing every
+    letter wrote a line for each, as many as the poison stream's records."""
+    import anyio
+
+    from calstream.daemon.doers.kafka.publisher import Publisher
+    from calstream.daemon.operations.metrics import Metrics
+    from calstream.topics import contract, dead_letters
+    from calstream.topics.catalog import Topics
+
+    _, out, _, _ = _logger(burst=3)
+    publisher_log = logging.getLogger("calstream.publisher")
+    monkeypatch.setattr(publisher_log, "handlers", list(logging.getLogger(
+        f"calstream.test.flood.{id(out)}").handlers))
+    monkeypatch.setattr(publisher_log, "propagate", False)
+    publisher = Publisher(_RefusingProducer(), Topics("p."), Metrics())
+
+    def letter(n: int) -> tuple:
+        return ("deadletter", f"k{n}", contract.build(
+            "dead_letter", contract.event_id("dead_letter", "a test", n),
+            **dead_letters.letter_fields(category="bad_file", reason="a test",
+                                         stage="watcher", attempts=0, original=None)))
+
+    async def refused_all() -> None:
+        for n in range(10):
+            await publisher.dead_letter(category="bad_file", reason="not FITS",
+                                        stage="watcher", key=f"file-{n}")
+        assert await publisher.publish_all([letter(n) for n in range(10)]) == 0
+
+    anyio.run(refused_all)
+    lines = out.getvalue().splitlines()
+    assert sum(" not sent (event " in line for line in lines) == 3, lines
+    assert sum("left out, not sent again" in line for line in lines) == 3, lines

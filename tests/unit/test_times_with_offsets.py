@@ -102,3 +102,47 @@ def test_a_stage_3_order_s_arrival_is_its_last_member_s_in_time():
         orders += stage3(state.observe(event, at + 1))
     orders += stage3(state.tick(T0 + 10_000))
     assert len(orders) == 1 and orders[0]["arrived_at"] == LATER
+
+
+def _stored(store, n: int, emitted_at) -> None:
+    """A product committed to ``store`` whose event says ``emitted_at``."""
+    from calstream.steps.fitsfile import file_digest
+    name = _eid(n)
+    scratch = store.scratch("01234", "001", f"w{n}")
+    out = scratch / f"{name}_rate.fits"
+    out.write_bytes(b"SIMPLE")
+    final = store.directory("01234", "001") / out.name
+    event = {"emitted_at": emitted_at, "product_name": name,
+             "outputs": [{"path": str(final), "digest": file_digest(out), "size": 6}]}
+    store.publish(scratch, "01234", "001", name=name, stage="detector1",
+                  record={"work_id": f"w{n}", "event": event})
+
+
+def test_the_store_s_records_and_what_a_lost_broker_gets_again_are_in_time_order(tmp_path):
+    """Re-published oldest first (broker_recovery.every_record, replay's
+    records): by text, the event of 04:00 UTC went after that of 05:00."""
+    from calstream.daemon.doers.broker_recovery import every_record
+    from calstream.daemon.doers.product_store import ProductStore
+    store = ProductStore(tmp_path)
+    _stored(store, 1, LATER)
+    _stored(store, 2, EARLIER_BUT_LATER_AS_TEXT)
+    _stored(store, 3, "not a time")  # first, and no error
+    for records in (store.records(), every_record(store)):
+        assert [r["event"]["product_name"] for r in records] == [_eid(3), _eid(2), _eid(1)]
+
+
+def test_the_dead_letters_kept_are_put_back_in_time_order(tmp_path):
+    from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
+    ledger = DeadLetterLedger(tmp_path)
+    for n, when in ((1, LATER), (2, EARLIER_BUT_LATER_AS_TEXT), (3, None)):
+        body = contract.build(
+            "dead_letter", contract.event_id("dead_letter", "watcher", "bad_file", n),
+            category="bad_file", reason="a test", stage="watcher", attempts=0,
+            original=None, path=f"/inbox/file{n}.fits").body
+        if when is None:
+            body.pop("emitted_at", None)
+        else:
+            body["emitted_at"] = when
+        assert ledger.keep_letter(body)
+    assert [b["path"] for b in ledger.letters()] == [
+        "/inbox/file3.fits", "/inbox/file2.fits", "/inbox/file1.fits"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import anyio
 
+from calstream.daemon.deciders import broker_refusals
 from calstream.daemon.deciders.inbox_file import Sig
 from calstream.daemon.doers.inbox.file_reads import STORE_HUNG, FileReads, ReadHung
 from calstream.daemon.doers.inbox.ledger import Ledger
@@ -22,11 +23,13 @@ class AnnouncementFailed(Exception):
     """``on_arrival`` raised (``__cause__``); the watcher retries later,
     unless ``refused``: the file's arrival message is refused by its own
     schema, a fact about the file (a header the door should have refused),
-    so the watcher rejects the file instead of retrying it for good."""
+    so the watcher rejects the file instead of retrying it for good.
+    ``cause``: the parked cause to retry under, when the fault's own
+    exception names none."""
 
-    def __init__(self, reason: str, *, refused: bool = False):
+    def __init__(self, reason: str, *, refused: bool = False, cause: str | None = None):
         super().__init__(reason)
-        self.refused = refused
+        self.refused, self.cause = refused, cause
 
 
 @dataclass(eq=False)
@@ -71,8 +74,18 @@ class Announcer:
         log_file(logging.INFO, f"{what} ({a.digest}, {a.size} bytes)", a.path, a)
         try:
             await self.on_arrival(a)
-        except contract.InvalidMessage as exc:  # the message, not the broker
+        except contract.InvalidMessage as exc:
             self.counts.errors += 1
+            if broker_refusals.record_refusal(exc.__cause__ or exc) is not None:
+                # The broker refused a message the encoding took (within
+                # calstream's own limit): the topic's settings (its
+                # max.message.bytes, a policy), not the file. Quarantined,
+                # a topic refusing every arrival moved every file aside, each
+                # to be put back by hand; parked, each goes on by itself
+                # once the topic takes it (session 44).
+                raise AnnouncementFailed(f"the broker refuses its arrival message: {exc}",
+                                         cause=broker_refusals.TOPIC_REFUSES_RECORD) from exc
+            # The encoding's: the file's own header makes it (its schema, its size).
             raise AnnouncementFailed(f"its arrival message is refused: {exc}",
                                      refused=True) from exc
         except Exception as exc:

@@ -275,7 +275,7 @@ class FileSteps:
                 t.parking = self._parking(f"{t.path.name}: its announcement")
             cause = exc.__cause__ or exc
             t.retry_at = time.monotonic() + t.parking.failed(
-                self._fault_of(cause) or "unknown", cause)
+                exc.cause or self._fault_of(cause) or "unknown", cause)
             return
         if dealt_with:
             self._forget(t, still_there=True)

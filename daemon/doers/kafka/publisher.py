@@ -136,9 +136,10 @@ class Publisher:
         answered = iter(results)
         outcomes = [a if isinstance(a, RecordRefused) else next(answered) for a in answers]
         for refused in (o for o in outcomes if isinstance(o, RecordRefused)):
-            # A data fault's line (flood-controlled, logs.py): a store of
-            # events that a topic's settings all refuse made one ERROR each.
-            log.error("%s: left out, not sent again", refused, extra={"fault": "data"})
+            # A record's fault: flood-controlled as one (operations/logs.py),
+            # counted in calstream_records_refused_total.
+            log.error("%s: left out, not sent again", refused,
+                      extra={"stage": refused.logical_topic, "fault": "data"})
         if placed is not None:
             placed.extend(None if isinstance(o, RecordRefused) else o for o in outcomes)
         return sum(not isinstance(o, RecordRefused) for o in outcomes)
@@ -197,23 +198,26 @@ class Publisher:
 
     def _refused(self, exc: BaseException, logical_topic: str, key: str) -> RecordRefused | None:
         """``exc`` as RecordRefused, counted, if it refuses the record for what it is."""
-        refusal = broker_refusals.record_refusal(exc)
-        if refusal is None:
-            return None
-        self.metrics.records_refused.labels(topic=logical_topic, code=refusal[0]).inc()
-        refused = RecordRefused(logical_topic, key, *refusal, exc)
-        refused.__cause__ = exc
+        refused = record_refused(exc, logical_topic, key)
+        if refused is not None:
+            self.metrics.records_refused.labels(topic=logical_topic, code=refused.code).inc()
         return refused
 
     async def dead_letter(self, *, category: str, reason: str, stage: str, key: str,
                           attempts: int = 0, record: ConsumerRecord | None = None,
-                          about: str | None = None, **extra: Any) -> None:
+                          about: str | None = None, unsent: contract.Message | None = None,
+                          unsent_topic: str | None = None, **extra: Any) -> None:
         """Nothing is dropped silently: everything that cannot go on goes here.
         ``about``: what, besides the record (or key, digest and path), tells
-        this dead letter from another (a refused message's event id)."""
+        this dead letter from another (a refused message's event id).
+        ``unsent``: a message the broker refused, sent to logical topic
+        ``unsent_topic`` under ``key``: the letter's original, with no place
+        on the topic (it never had one)."""
         original = _original(record) if record is not None else None
         identity = (original and [original["topic"], original["partition"], original["offset"]]) \
             or [key, extra.get("digest"), extra.get("path")]
+        if unsent is not None and unsent_topic is not None and original is None:
+            original = _unsent_original(self.topics.name(unsent_topic), key, unsent)
         if about is not None:
             identity = [*identity, about]
         message = contract.build(
@@ -229,9 +233,9 @@ class Publisher:
             # (calstream_records_refused_total{topic="deadletter"}); the
             # sender goes on. `deadletters list` reads the topic: the log
             # line, and the ledger's copy if this daemon keeps one, are where
-            # it is. A data fault's line, flood-controlled per stage and
-            # category as the letters sent are (logs.py): a poison stream
-            # whose letters the topic all refuses made one ERROR line each.
+            # it is. A record's fault, flood-controlled as one at ERROR too
+            # (operations/logs.py): a topic refusing every letter wrote a line
+            # for each, where every other dead letter's line is summarised.
             kept = f"; kept in {self.ledger.root}" if self.ledger is not None else ""
             log.error("dead letter [%s/%s] %s not sent (event %s%s): %s; what it said: %s",
                       stage, category, key[:200], message.event_id, kept, exc,
@@ -245,6 +249,17 @@ class Publisher:
         log.warning("dead letter [%s/%s] %s: %s", stage, category, key, reason,
                     extra={"exposure_id": extra.get("exposure_id"), "stage": stage,
                            "category": category})
+
+
+def record_refused(exc: BaseException, topic: str, key: str) -> RecordRefused | None:
+    """``exc`` as RecordRefused if it refuses the record sent to ``topic``
+    for what it is (deciders/broker_refusals.py); None otherwise."""
+    refusal = broker_refusals.record_refusal(exc)
+    if refusal is None:
+        return None
+    refused = RecordRefused(topic, key, *refusal, exc)
+    refused.__cause__ = exc
+    return refused
 
 
 def _granted(role: str) -> frozenset[str] | None:
@@ -265,6 +280,18 @@ def broker_fault(exc: BaseException) -> str | None:
     if isinstance(exc, KafkaError) and (exc.retriable or isinstance(exc, KafkaTimeoutError)):
         return "broker_unreachable"
     return broker_refusals.standing_refusal(exc)
+
+
+def _unsent_original(topic: str, key: str, message: contract.Message) -> dict[str, Any]:
+    """The ``original`` of a letter for ``message``, refused by the broker on
+    its way to ``topic``: what it would have been, bounded as a record's, but
+    with no partition or offset (the contract's are whole numbers: it had
+    none). A reader of the planner's letters counts a stage-2 order in it
+    as failed (deciders/stage2_failures.py)."""
+    placed = dead_letters.original_record(
+        topic=topic, partition=0, offset=0, key=key.encode("utf-8", "backslashreplace"),
+        value=contract.compact_json(message.body), timestamp_ms=None)
+    return {k: v for k, v in placed.items() if k not in ("partition", "offset")}
 
 
 def _original(record: ConsumerRecord) -> dict[str, Any]:

@@ -296,7 +296,10 @@ def cmd_redrive(args: argparse.Namespace) -> int:
             return 1
         return 0
     by = operator(args)
-    sent = anyio.run(redrive, cfg, [letter for letter, _ in chosen], by, args.why)
+    refused_by_broker: list[str] = []  # each said as it was refused
+    sent = anyio.run(redrive, cfg, [letter for letter, _ in chosen], by, args.why,
+                     refused_by_broker)
+    not_sent = len(refused) + len(refused_by_broker)
     print(f"redriven {len(sent)} dead letter(s) (by {by}: {args.why})"
-          + (f"; {len(refused)} could not be" if refused else ""))
-    return 1 if refused and not sent else 0
+          + (f"; {not_sent} could not be" if not_sent else ""))
+    return 1 if not_sent and not sent else 0

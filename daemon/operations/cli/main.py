@@ -9,6 +9,7 @@ import sys
 
 from calstream.daemon.deciders.replay_selection import BadSelection
 from calstream.daemon.doers import kafka
+from calstream.daemon.doers.message_sender import MessageRefused
 from calstream.daemon.doers.product_store import BadNamespace
 from calstream.daemon.operations.cli.registry import COMMANDS, GROUPS, add_shared_flags
 from calstream.daemon.operations.config import ConfigError
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"calstream: configuration error: {exc}", file=sys.stderr)
         return 2
     except kafka.TopicsMissing as exc:  # refused to this principal (topics create, promote)
+        print(f"calstream: {exc}", file=sys.stderr)
+        return 1
+    except MessageRefused as exc:  # a message the broker refuses for what it is
         print(f"calstream: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

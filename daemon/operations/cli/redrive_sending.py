@@ -13,6 +13,7 @@ from calstream.daemon.deciders.redrive_reading import (
     unproven_original,
 )
 from calstream.daemon.doers import kafka
+from calstream.daemon.doers.kafka.publisher import record_refused
 from calstream.daemon.operations.cli.dead_letter_reading import DeadLetter
 from calstream.daemon.operations.logs import escape_controls
 from calstream.topics import contract
@@ -42,15 +43,21 @@ def redrive_record(letter: DeadLetter, by: str, reason: str
             [(REDRIVE_HEADER, json.dumps(note).encode())])
 
 
-async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[str]:
+async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str,
+                  refused: list[str] | None = None) -> list[str]:
     """Re-publish each original, then put its dead letter back with the same
-    mark; returns the refs sent."""
-    sent = []
+    mark; returns the refs sent. An original the broker refuses for what it
+    is (too large for its topic now, a policy) is said on stdout as a letter
+    that cannot be redriven, its ref added to ``refused``, and the others go
+    on: sent again it is refused again. Before session 44 the first one
+    stopped the command with aiokafka's traceback."""
+    sent: list[str] = []
+    refused = [] if refused is None else refused
     dead_letters = Topics(cfg.topic_prefix).name("deadletter")
     producer = kafka.producer(cfg)
     await producer.start()
     try:
-        await _send_each(producer, dead_letters, letters, by, reason, sent)
+        await _send_each(producer, dead_letters, letters, by, reason, sent, refused)
     except BaseException:
         # Ctrl-C, or the broker gone half-way: said nothing of those sent.
         # Each was named as it went; running the same command again is safe
@@ -65,9 +72,10 @@ async def redrive(cfg, letters: list[DeadLetter], by: str, reason: str) -> list[
 
 
 async def _send_each(producer, dead_letters: str, letters: list[DeadLetter], by: str,
-                     reason: str, sent: list[str]) -> None:
+                     reason: str, sent: list[str], refused: list[str]) -> None:
     """Send each letter's original, then its letter marked, appending its ref
-    to ``sent`` and naming it on stdout as it goes out."""
+    to ``sent`` and naming it on stdout as it goes out (to ``refused``, and
+    said, one the broker refuses)."""
     for letter in letters:
         topic, key, value, headers = redrive_record(letter, by, reason)
         again = letter_bytes(letter)
@@ -75,8 +83,18 @@ async def _send_each(producer, dead_letters: str, letters: list[DeadLetter], by:
         # and the console look for its mark (deciders/redrive_reading.py).
         partition = pinned_partition(letter.body["original"],
                                      await producer.partitions_for(topic))
-        await producer.send_and_wait(topic, value, key=key, headers=headers,
-                                     partition=partition)
+        try:
+            await producer.send_and_wait(topic, value, key=key, headers=headers,
+                                         partition=partition)
+        except Exception as exc:  # noqa: BLE001 - a record's refusal said, the rest raised
+            named = record_refused(exc, topic, (key or b"").decode("utf-8", "replace"))
+            if named is None:
+                raise
+            # Not marked: nothing went, and the same command redrives it once
+            # the topic takes it.
+            refused.append(letter.ref)
+            print(escape_controls(f"{letter.ref}: cannot be redriven: {named}"), flush=True)
+            continue
         # The letter again, marked, as a daemon puts one back after a
         # broker loss: the planner reads the deadletter topic, not the
         # work topics, and counts a redriven stage-2 order in flight
