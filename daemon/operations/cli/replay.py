@@ -43,7 +43,9 @@ def _arguments(p: argparse.ArgumentParser) -> None:
 NO_DATE = "(no date)"  # a broker timestamp that names none (replay_selection.record_time)
 
 
-def _print_report(report: dict[str, Any], out=sys.stdout) -> None:
+def _print_report(report: dict[str, Any], out=None) -> None:
+    # sys.stdout as it is now, not as it was at import (a test's capture).
+    out = out if out is not None else sys.stdout
     verb = "would replay" if report["dry_run"] or report["refused"] else "replayed"
     print(f"replay {report['replay_id']}: {verb} {report['selected']} item(s) from "
           f"{report['source_topic']} into namespace {report['namespace']} "
