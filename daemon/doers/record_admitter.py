@@ -23,6 +23,8 @@ from calstream.daemon.deciders.order_header import (
 )
 from calstream.daemon.deciders.order_parameters import differing_steps, run_steps
 from calstream.daemon.deciders.pointing_gate import exposure_of_input, planned_inputs_problem
+from calstream.daemon.deciders.stage2_members import companions_problem
+from calstream.daemon.deciders.stage2_members import header_paths as companion_header_paths
 from calstream.daemon.deciders.store_move import (
     moved_copy_problem,
     moved_inputs,
@@ -218,6 +220,12 @@ class RecordAdmitter:
             science = science_member(message.body)  # one, admission checked
             own = exposure_header_of(science) if science else None
             problem = header_copy_problem(message.body, own)
+            if problem:
+                return problem, message
+            # Its other members by their own headers too: of the order's
+            # program, as every companion the planner gives (stage2_members.py).
+            problem = companions_problem(message.body, own, {
+                p: exposure_header_of(p) for p in companion_header_paths(message.body)})
             if problem:
                 return problem, message
             if own is not None:
