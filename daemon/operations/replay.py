@@ -47,6 +47,11 @@ from calstream.daemon.deciders.replay_from_store import (
     arrivals_from_store,
     lost_orders,
 )
+from calstream.daemon.deciders.replay_namespace import (
+    context_problem,
+    mixed_problem,
+    record_from_products,
+)
 from calstream.daemon.deciders.replay_selection import (
     SOURCES,
     Candidate,
@@ -63,6 +68,7 @@ from calstream.daemon.deciders.replay_selection import (
 )
 from calstream.daemon.deciders.store_move import rerooted_order, rerooter
 from calstream.daemon.doers.message_sender import send_messages
+from calstream.daemon.doers.namespace_context import product_contexts, read_record
 from calstream.daemon.doers.product_store import ProductStore, check_namespace
 from calstream.daemon.doers.replay_source import scan
 from calstream.daemon.operations.config import Config, ConfigError
@@ -90,12 +96,19 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
     missing = unavailable_context(crds_context) if crds_context is not None else None
     if missing:
         raise ConfigError(f"--crds-context: {missing}")
+    store = ProductStore(cfg.products, moved_from=cfg.products_moved_from)
+    if crds_context is not None:
+        # Refused here, before anything is published, when the namespace
+        # says its context already; the stages judge every item again
+        # (and a replay that names none, by the context it runs with).
+        refusal = _namespace_refusal(store, namespace, crds_context)
+        if refusal:
+            raise ConfigError(refusal)
     topics = Topics(cfg.topic_prefix)
     src_logical, dst_logical, kind = SOURCES[source]
     src, dst = topics.name(src_logical), topics.name(dst_logical)
     found, scans, invalid = await scan(cfg, src)
     found = _moved(cfg, found)
-    store = ProductStore(cfg.products, moved_from=cfg.products_moved_from)
     inbox_roots, roots_from = _inbox_roots(cfg)
     roots = {"inbox_roots": inbox_roots, "products_root": str(cfg.products)}
     of_kind, outside = from_their_roots(
@@ -151,6 +164,17 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
                    "time": record_time_text(c.timestamp_ms), "from": c.origin}
                   for c in restored],
     }
+
+
+def _namespace_refusal(store: ProductStore, namespace: str, context: str) -> str | None:
+    """Why ``namespace`` takes no replay of ``context``: it is another
+    context's (its context record, or the products it already holds)."""
+    record = read_record(store, namespace)
+    if record is None:
+        contexts = product_contexts(store, namespace)
+        return mixed_problem(namespace, contexts) or context_problem(
+            namespace, context, record_from_products(contexts, namespace))
+    return context_problem(namespace, context, record)
 
 
 def _inbox_roots(cfg: Config) -> tuple[list[str] | None, str]:

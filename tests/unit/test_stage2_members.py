@@ -144,15 +144,11 @@ def _with_background(order: contract.Message, background: dict) -> contract.Mess
                            expected="work_order")
 
 
-def test_the_stage_2_consumer_refuses_another_program_s_file_as_a_background(tmp_path):
-    """Real files and the real admitter: a planner's order of program 01234
-    given program 05678's rate file as its background (its name, digest and
-    place in the store all real) is dead-lettered; one of its own program's
-    is not."""
+def planner_order_on_disk(store: ProductStore) -> tuple[contract.Message, dict]:
+    """The planner's stage-2 order of a NIRCam image whose rate file is in
+    ``store`` (real FITS), and the file's header."""
     from calstream.daemon.deciders.planner_state import PlannerState
 
-    cfg = load(None, env={}, flags={"work_dir": tmp_path})
-    store = ProductStore(cfg.products)
     base = {**SMALL_UNCAL_HEADER, "ENGQLPTG": "CALCULATED_TRACK_TR_202111"}
     science = {**base, **synthetic_header("NIRCAM", "NRC_IMAGE", PROGRAM="01234",
                                           EXPOSURE="00001", NEXPOSUR=1)}
@@ -169,6 +165,17 @@ def test_the_stage_2_consumer_refuses_another_program_s_file_as_a_background(tmp
         pointing_quality=science["ENGQLPTG"], pointing_provisional=False)
     [order] = [e.message for e in PlannerState(companion_wait=0.0).observe(event, 0.0)
                if e.topic == "work.stage2"]
+    return contract.decode(contract.encode(order), expected="work_order"), science
+
+
+def test_the_stage_2_consumer_refuses_another_program_s_file_as_a_background(tmp_path):
+    """Real files and the real admitter: a planner's order of program 01234
+    given program 05678's rate file as its background (its name, digest and
+    place in the store all real) is dead-lettered; one of its own program's
+    is not."""
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    store = ProductStore(cfg.products)
+    order, science = planner_order_on_disk(store)
     admitter = RecordAdmitter(cfg, SimpleNamespace(store=store, publisher=None), stage("stage2"))
 
     stranger = _rate(store, {**science, "PROGRAM": "05678", "EXPOSURE": "00002"})
