@@ -225,29 +225,52 @@ def select(candidates: list[Candidate], selection: Selection,
     orders with an input that ``live_input`` says is not a live product, are
     never sources.
     """
-    latest: dict[str, Candidate] = {}
-    seen_events: set[str] = set()
-    matched = 0
+    chooser = Chooser(selection, live_input)
     for c in sorted(candidates, key=lambda c: (c.partition, c.offset)):
+        chooser.offer(c)
+    return chooser.result()
+
+
+class Chooser:
+    """``select`` a candidate at a time, holding only the latest per item
+    chosen so far (a replay's scan offers each record as it is read:
+    replay_sieve.py). Offered in offset order within each partition, it
+    chooses as ``select`` does: the latest per item is judged by (broker
+    time, partition, offset), whatever the order across partitions. (One
+    event's copies in two partitions could count another copy as the item:
+    records are keyed by exposure, so an event's copies share one.)"""
+
+    def __init__(self, selection: Selection, live_input: Callable[[str], bool] | None = None):
+        self.selection, self.live_input = selection, live_input
+        self.latest: dict[str, Candidate] = {}
+        self.seen_events: set[str] = set()
+        self.matched = 0
+
+    def offer(self, c: Candidate) -> None:
         m = c.message
         if m.get("replay") or (m.get("namespace") or "live") != "live" \
                 or m.get("priority") == "replay":
-            continue
-        if live_input and not all(live_input(i["path"]) for i in m.get("inputs") or []):
-            continue
+            return
         name, facts, when = facts_of(m)
-        if not selection.matches(facts, when):
-            continue
-        if m["event_id"] in seen_events:
-            continue  # the same event again (a redelivery): not another item
-        seen_events.add(m["event_id"])
-        matched += 1
-        previous = latest.get(name)
+        if not self.selection.matches(facts, when):
+            return
+        # After the selection: a look-up of each input's place in the store
+        # is made for the selected only.
+        if self.live_input and not all(self.live_input(i["path"])
+                                       for i in m.get("inputs") or []):
+            return
+        if m["event_id"] in self.seen_events:
+            return  # the same event again (a redelivery): not another item
+        self.seen_events.add(m["event_id"])
+        self.matched += 1
+        previous = self.latest.get(name)
         if previous is None or (c.timestamp_ms, c.partition, c.offset) >= \
                 (previous.timestamp_ms, previous.partition, previous.offset):
-            latest[name] = c
-    chosen = sorted(latest.values(), key=lambda c: (c.partition, c.offset))
-    return chosen, matched, matched - len(chosen)
+            self.latest[name] = c
+
+    def result(self) -> tuple[list[Candidate], int, int]:
+        chosen = sorted(self.latest.values(), key=lambda c: (c.partition, c.offset))
+        return chosen, self.matched, self.matched - len(chosen)
 
 
 def from_their_roots(candidates: list[Candidate], *, inbox_roots: Iterable[str] | None,

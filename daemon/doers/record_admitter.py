@@ -23,6 +23,8 @@ from calstream.daemon.deciders.order_header import (
 )
 from calstream.daemon.deciders.order_parameters import differing_steps, run_steps
 from calstream.daemon.deciders.pointing_gate import exposure_of_input, planned_inputs_problem
+from calstream.daemon.deciders.stage2_members import companions_problem
+from calstream.daemon.deciders.stage2_members import header_paths as companion_header_paths
 from calstream.daemon.deciders.store_move import (
     moved_copy_problem,
     moved_inputs,
@@ -44,6 +46,7 @@ from calstream.daemon.doers.digest_memo import (
     signature_of,
 )
 from calstream.daemon.doers.kafka import Record
+from calstream.daemon.doers.namespace_context import namespace_problem
 from calstream.daemon.doers.product_store import OutsideRoot
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.operations.config import Config
@@ -167,7 +170,22 @@ class RecordAdmitter:
     def _judge(self, message: contract.Message,
                from_replay: bool) -> tuple[Verdict, contract.Message]:
         """The admission verdict, and the message to run: an arrival carries
-        the file's own header from here on (in a thread: it reads files)."""
+        the file's own header from here on (in a thread: it reads files). A
+        replayed item to run must be of its namespace's one CRDS context,
+        which the first one fixes (deciders/replay_namespace.py)."""
+        verdict, message = self._verdict(message, from_replay)
+        replay = message.get("replay")
+        if verdict.action != "run" or not replay:
+            return verdict, message
+        asked = message.get("crds_context") or replay.get("crds_context") \
+            or self.runner.crds_context  # what the run takes (WorkItemRunner.context)
+        problem = namespace_problem(self.runner.store, replay["namespace"], asked, replay)
+        if problem:
+            return admission.bad_input(problem, exposure_id=message.get("exposure_id")), message
+        return verdict, message
+
+    def _verdict(self, message: contract.Message,
+                 from_replay: bool) -> tuple[Verdict, contract.Message]:
         if self.stage.message == "arrival":
             problem = admission.arrival_problem(message, _facts(message["path"]),
                                                 _roots(self.cfg.allowed_roots))
@@ -218,6 +236,12 @@ class RecordAdmitter:
             science = science_member(message.body)  # one, admission checked
             own = exposure_header_of(science) if science else None
             problem = header_copy_problem(message.body, own)
+            if problem:
+                return problem, message
+            # Its other members by their own headers too: of the order's
+            # program, as every companion the planner gives (stage2_members.py).
+            problem = companions_problem(message.body, own, {
+                p: exposure_header_of(p) for p in companion_header_paths(message.body)})
             if problem:
                 return problem, message
             if own is not None:

@@ -27,6 +27,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaTimeoutError
 
+from calstream.daemon.deciders.replay_selection import Selection
+from calstream.daemon.deciders.replay_sieve import ScanSieve
 from calstream.daemon.doers import kafka
 from calstream.daemon.doers.broker_probe import answers
 from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
@@ -219,7 +221,9 @@ async def test_a_read_ends_with_a_broker_fault_when_the_broker_stops_answering(
                     if read == "a command's read":
                         await kafka.read_to_end(cfg, name)
                     else:
-                        await scan(cfg, name)
+                        await scan(cfg, name, ScanSieve(
+                            "arrival", Selection(),
+                            {"inbox_roots": None, "products_root": str(cfg.products)}))
         finally:
             os.kill(own.process.pid, signal.SIGCONT)  # stopped, it would not stop
     assert stopped

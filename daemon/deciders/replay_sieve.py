@@ -1,0 +1,82 @@
+"""What a replay keeps of its source topic as it reads it (pure).
+
+A replay reads every record of its source up to "now" (doers/
+replay_source.py). It held every one of them, decoded, until the end of the
+read, and then chose: some 4 KB of Python objects per arrival (the door's
+header copy), 412 MiB for a topic of 100,000 arrivals whatever the
+selection (bench/replay_scan_memory.py, session 44; 80 MiB now for a
+replay of one program in twenty, most of it the bounded memo of parsed
+names). The sieve judges each record as it comes and keeps only what the
+replay needs: the latest live record of
+each item the selection takes (``Chooser``, the rule ``select`` applies),
+the names the product store is asked about (an exposure's or an order's
+identity: a few dozen bytes each), and the counts and partitions the
+report gives. So a replay holds what it will republish, not its topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from calstream.daemon.deciders.replay_selection import (
+    Candidate,
+    Chooser,
+    PartitionScan,
+    Selection,
+    from_their_roots,
+    record_time,
+)
+from calstream.steps.provenance import made_from
+from calstream.topics import contract
+
+
+class ScanSieve:
+    """``take`` each record of a replay's source topic (a ConsumerRecord:
+    partition, offset, timestamp, value); then ``chooser.result()``, the
+    counts, ``scans`` and ``on_topic`` say what the replay needs.
+
+    ``kind``: the message type replayed; ``roots``: ``from_their_roots``'s
+    keyword arguments; ``prepare``: what a candidate is read as (its paths
+    under a moved store's root); ``live_input``: ``select``'s."""
+
+    def __init__(self, kind: str, selection: Selection, roots: dict[str, Any], *,
+                 prepare: Callable[[Candidate], Candidate] = lambda c: c,
+                 live_input: Callable[[str], bool] | None = None):
+        self.schema = f"calstream.{kind}"
+        self.raw = kind == "arrival"
+        self.roots, self.prepare = roots, prepare
+        self.chooser = Chooser(selection, live_input)
+        self.scans: dict[int, PartitionScan] = {}
+        self.scanned = self.invalid = self.outside = 0
+        # Live arrivals' exposure ids (raw), or orders' ``made_from``: what
+        # the product store adds to or reports missing from the topic.
+        self.on_topic: set[Any] = set()
+
+    def partition(self, partition: int) -> PartitionScan:
+        return self.scans.setdefault(partition, PartitionScan(partition, 0))
+
+    def take(self, record: Any) -> None:
+        scan = self.partition(record.partition)
+        if scan.first_offset is None:
+            scan.first_offset = record.offset
+            scan.first_time = record_time(record.timestamp)
+        try:
+            message = contract.decode(record.value)
+        except contract.InvalidMessage:
+            self.invalid += 1  # the stage consumers dead-letter these
+            return
+        self.scanned += 1
+        if message.get("schema") != self.schema:
+            return
+        c = self.prepare(Candidate(record.partition, record.offset, record.timestamp,
+                                   message.body))
+        if not from_their_roots([c], **self.roots)[0]:
+            self.outside += 1
+            return
+        m = c.message
+        if not self.raw:
+            self.on_topic.add(made_from(m))
+        elif not m.get("replay") and m.get("priority") != "replay":
+            self.on_topic.add(m.get("exposure_id"))
+        self.chooser.offer(c)

@@ -1,0 +1,112 @@
+"""A replay judges each record of its source as it reads it
+(deciders/replay_sieve.py): it chooses what the whole list chose, and holds
+only the latest record of each item its selection takes.
+
+Before session 44 the scan held every record of the topic, decoded, until
+it ended: 412 MiB at 100,000 arrivals whatever the selection
+(bench/replay_scan_memory.py).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import namedtuple
+
+from calstream.daemon.deciders.replay_selection import (
+    Candidate,
+    Selection,
+    from_their_roots,
+    select,
+)
+from calstream.daemon.deciders.replay_sieve import ScanSieve
+from calstream.steps.synthetic.headers import SMALL_UNCAL_HEADER
+from calstream.topics import contract
+
+Record = namedtuple("Record", "partition offset timestamp value")
+ROOTS = {"inbox_roots": ["/inbox"], "products_root": "/products"}
+
+
+def _arrival(program: str, exposure: int, digest: int, **fields) -> dict:
+    eid = f"jw{program}001001_02101_{exposure:05d}_nrcb1"
+    d = "sha256:" + f"{digest:064x}"
+    body = dict(exposure_id=eid, path=f"/inbox/{eid}_uncal.fits", digest=d, size=100,
+                detected_at="2026-12-01T00:00:00.000Z", source="watch", priority="live",
+                header={**SMALL_UNCAL_HEADER, "PROGRAM": program})
+    body.update(fields)
+    return contract.build("arrival", contract.event_id("arrival", eid, d), **body).body
+
+
+def _topic(n: int = 600, seed: int = 7) -> list[Record]:
+    """Arrivals of 3 programs over 3 partitions, with what a source topic
+    also holds: corrected redeliveries (the same exposure, later), the same
+    event again, replayed ones, files outside the inbox, and garbage."""
+    rng = random.Random(seed)
+    bodies = []
+    for i in range(n):
+        program = f"0{1234 + i % 3}"
+        kind = rng.random()
+        if kind < 0.1 and bodies:
+            bodies.append(rng.choice(bodies))  # the same event again
+            continue
+        body = _arrival(program, rng.randrange(1, 60), i)  # ~60 exposures: redeliveries
+        if kind < 0.15:
+            body = {**body, "priority": "replay"}  # no source: replayed
+        elif kind < 0.2:
+            body = {**body, "path": body["path"].replace("/inbox/", "/elsewhere/")}
+        bodies.append(body)
+    # Keyed by exposure, as the watcher sends them: an exposure's records
+    # (and the same event again) in one partition, in the order sent; the
+    # partitions read interleaved, as fetches return them.
+    records, offsets = [], [0, 0, 0]
+    for i, body in enumerate(bodies):
+        value = b"{not json" if i % 50 == 49 else contract.encode(contract.Message(
+            "arrival", body))
+        partition = int(body["exposure_id"].split("_")[2]) % 3
+        records.append(Record(partition, offsets[partition],
+                              1_764_547_200_000 + rng.randrange(10**6), value))
+        offsets[partition] += 1
+    return records
+
+
+def _as_before(records: list[Record], selection: Selection):
+    """What the replay chose from the whole list (operations/replay.py
+    until session 44)."""
+    found = []
+    for r in records:
+        try:
+            message = contract.decode(r.value)
+        except contract.InvalidMessage:
+            continue
+        found.append(Candidate(r.partition, r.offset, r.timestamp, message.body))
+    of_kind, outside = from_their_roots(
+        [c for c in found if c.message.get("schema") == "calstream.arrival"], **ROOTS)
+    names = {c.message.get("exposure_id") for c in of_kind
+             if not c.message.get("replay") and c.message.get("priority") != "replay"}
+    return select(of_kind, selection), outside, names, len(found)
+
+
+def test_the_sieve_chooses_what_the_whole_list_chose():
+    records = _topic()
+    for selection in (Selection(), Selection(programs={"01235"}),
+                      Selection(exposures={"jw01234001001_02101_00007_nrcb1"})):
+        sieve = ScanSieve("arrival", selection, ROOTS)
+        for r in records:
+            sieve.take(r)
+        (chosen, matched, superseded), outside, names, scanned = _as_before(records, selection)
+        assert sieve.chooser.result() == (chosen, matched, superseded), selection
+        assert (sieve.outside, sieve.on_topic, sieve.scanned) == (outside, names, scanned)
+        assert sieve.invalid == len(records) - scanned
+        assert superseded > 0 or selection.exposures  # redeliveries were superseded
+
+
+def test_the_sieve_holds_only_the_latest_record_of_each_item_it_takes():
+    records = _topic()
+    sieve = ScanSieve("arrival", Selection(programs={"01235"}), ROOTS)
+    for r in records:
+        sieve.take(r)
+    held = list(sieve.chooser.latest.values())
+    assert held and all(c.message["exposure_id"].startswith("jw01235") for c in held)
+    assert len({c.message["exposure_id"] for c in held}) == len(held) < len(records) / 6
+    # Its first offset and time per partition, as the scan kept them.
+    assert sorted(sieve.scans) == [0, 1, 2]
+    assert all(s.first_offset == 0 and s.first_time is not None for s in sieve.scans.values())
