@@ -28,7 +28,7 @@ from calstream.daemon.deciders.replay_namespace import (
     record_from_products,
 )
 from calstream.daemon.doers.durable_files import fsync_dir, temporary_path
-from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.product_store import OutsideRoot, ProductStore
 from calstream.steps.regular_files import directory_in_place, open_new, read_regular_text
 from calstream.topics import contract
 
@@ -72,7 +72,14 @@ def namespace_problem(store: ProductStore, namespace: str, asked: str,
     """Why a replayed item of context ``asked`` may not run in ``namespace``
     (None: it may; the namespace's context is fixed to ``asked`` if it had
     none). A record that cannot be written (a full store) is left for the
-    next item: the item is judged all the same, and its run meets the fault."""
+    next item: the item is judged all the same, and its run meets the fault.
+    A namespace whose tree passes through a link (made elsewhere) is
+    refused before anything is read or written there: its record went
+    where the link led."""
+    try:
+        store.for_namespace(namespace).inside(record_path(store, namespace))
+    except OutsideRoot as exc:
+        return str(exc)
     record = read_record(store, namespace)
     if record is None:
         contexts = product_contexts(store, namespace)
