@@ -32,7 +32,14 @@ from calstream.daemon.deciders.retry_policy import Backoff
 from calstream.daemon.doers.broker_probe import kill_if_wedged
 from calstream.daemon.doers.broker_supervisor import CLIENT_LOGGERS, quiet_client_logs
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
-from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, READ_SECONDS, FileReads, ReadHung
+from calstream.daemon.doers.inbox.file_reads import (
+    INBOX_HUNG,
+    READ_SECONDS,
+    STORE_HUNG,
+    WORK_DIR_HUNG,
+    FileReads,
+    ReadHung,
+)
 from calstream.daemon.doers.kafka import TopicsMissing, refused_settings, unreachable
 from calstream.daemon.doers.kafka.clients import stopped
 from calstream.daemon.doers.kafka.publisher import broker_fault
@@ -168,6 +175,25 @@ class StartWaits:
         await self._reads.timed(lambda _: make_inbox(self.cfg), self.cfg.inbox,
                                 self._reads.read_seconds, what="making", cause=INBOX_HUNG)
 
+    async def roots_made(self, lock: WorkDirLock | None = None,
+                         then: Callable[[], Any] = lambda: None) -> None:
+        """prepare_roots timed as inbox_made: the work directory (its lock,
+        then ``then()``) as work_dir_hung, the product store as store_hung
+        (untimed, a silent mount held the start for ever as "trying"). One
+        left hung is not begun again until it returns: one lock taken."""
+        cfg, seconds = self.cfg, self._reads.read_seconds
+        await self._reads.timed(lambda _: (work_dir_made(cfg, lock), then()), cfg.work_dir,
+                                seconds, what="making", cause=WORK_DIR_HUNG)
+        await self._reads.timed(lambda _: store_made(cfg), cfg.products, seconds,
+                                what="making", cause=STORE_HUNG)
+
+    async def on_work_dir(self, call: Callable[[], T]) -> T:
+        """``call()``, a write in the work directory, timed as roots_made's:
+        on the event loop's thread it froze the daemon (signals too)."""
+        return await self._reads.timed(lambda _: call(), self.cfg.work_dir,
+                                       self._reads.read_seconds, what="writing",
+                                       cause=WORK_DIR_HUNG)
+
     @property
     def waiting(self) -> _Wait | None:
         """The step that began waiting last, if any."""
@@ -299,21 +325,32 @@ def prepare_roots(cfg: Config, lock: WorkDirLock | None = None) -> None:
     read-only or full file system is found here, where the start waits for
     it, rather than by the first exposure. A permission denied is the
     configuration's (a person must change the owner or the path). The
-    inbox and the quarantine are made apart, timed (StartWaits.inbox_made).
+    inbox and the quarantine apart; the start times both (StartWaits).
 
     ``lock``, the work directory's, is taken first if the start could not
     (the directory not makeable then): before anything is written there,
     and WorkDirInUse (exit 2) if another daemon took it meanwhile."""
-    roots = [cfg.work_dir]  # deployment.json, the watcher's and the planner's ledgers
-    if set(cfg.roles) - {"watcher", "planner"}:
-        roots.append(cfg.products)  # the stages' products and records
+    work_dir_made(cfg, lock)
+    store_made(cfg)
+
+
+def work_dir_made(cfg: Config, lock: WorkDirLock | None = None) -> None:
+    """prepare_roots' work directory (deployment.json, the watcher's and
+    the planner's ledgers): its lock taken, made, written once."""
     with _refused_as_configuration():
         if lock is not None:
             lock.take()
-        for d in (cfg.work_dir, cfg.products):
-            d.mkdir(parents=True, exist_ok=True)
-        for root in roots:
-            probe_writable(root)
+        cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        probe_writable(cfg.work_dir)
+
+
+def store_made(cfg: Config) -> None:
+    """prepare_roots' product store: made, and written once where a stage
+    writes it (a watcher or planner only reads it)."""
+    with _refused_as_configuration():
+        cfg.products.mkdir(parents=True, exist_ok=True)
+        if set(cfg.roles) - {"watcher", "planner"}:
+            probe_writable(cfg.products)  # the stages' products and records
 
 
 def make_inbox(cfg: Config) -> None:
