@@ -99,7 +99,8 @@ class Daemon(RoleTasks):
         """A start step's ``attempt``, the embedded broker restarted first if dead or wedged."""
         return restarting_embedded(self.broker, partial(kafka.create_topics, self.cfg,
                                                         self.topics), attempt,
-                                   answer_timeout=self.cfg.broker_timeout_seconds)
+                                   answer_timeout=self.cfg.broker_timeout_seconds,
+                                   waits=self.start_waits)
 
     def readiness(self) -> tuple[bool, list[str]]:
         problems = []
@@ -178,7 +179,8 @@ class Daemon(RoleTasks):
                        self.start_waits.inbox_made, hung_or_disk_cause)
             if self.broker is not None:
                 await step(f"the embedded broker (its directory {self.broker.work_dir})",
-                           partial(start_embedded, self.broker), infrastructure_cause)
+                           partial(start_embedded, self.broker, self.start_waits),
+                           hung_or_disk_cause)
             # The first step to meet the broker: TLS and SASL mistakes stop the start here.
             await step(broker, self._restarting(partial(settings_checked, cfg, partial(
                 kafka.create_topics, cfg, self.topics, create=cfg.create_topics))),

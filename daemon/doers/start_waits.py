@@ -88,8 +88,9 @@ def broker_cause(exc: BaseException) -> str | None:
 
 
 def broker_or_disk_cause(exc: BaseException) -> str | None:
-    """A step that reads and writes both the broker and the work directory."""
-    return broker_cause(exc) or infrastructure_cause(exc)
+    """A step that reads and writes both the broker and the work directory
+    (the embedded broker's, made timed: ReadHung)."""
+    return broker_cause(exc) or hung_or_disk_cause(exc)
 
 
 def hung_or_disk_cause(exc: BaseException) -> str | None:
@@ -284,20 +285,25 @@ async def started(make: Callable[[], Any]) -> Any:
     return client
 
 
-async def start_embedded(broker: EmbeddedBroker) -> None:
+async def start_embedded(broker: EmbeddedBroker, waits: StartWaits) -> None:
     """The embedded broker started unless it runs. On the event loop's thread
     (tansu dies with the thread that started it), blocking it for tansu's
-    start (tens of ms). A probe file first: tansu panics (exit 101) on a full
-    disk, where its start step is to wait."""
+    start (tens of ms); its directory made first, timed (work_dir_hung), with
+    a probe file: tansu panics (exit 101) on a full disk, where its start
+    step is to wait; a silent mount froze the whole daemon there."""
     if not broker.alive():
-        broker.make_work_dir()
-        probe_writable(broker.work_dir)
-        broker.start()
+        broker.start(await waits.on_work_dir(lambda: _probed(broker).prepared()))
+
+
+def _probed(broker: EmbeddedBroker) -> EmbeddedBroker:
+    broker.make_work_dir()
+    probe_writable(broker.work_dir)
+    return broker
 
 
 def restarting_embedded(broker: EmbeddedBroker | None, remake: Callable[[], Awaitable[None]],
-                        attempt: Callable[[], Awaitable[T]], *, answer_timeout: float
-                        ) -> Callable[[], Awaitable[T]]:
+                        attempt: Callable[[], Awaitable[T]], *, answer_timeout: float,
+                        waits: StartWaits) -> Callable[[], Awaitable[T]]:
     """``attempt``, after starting the embedded broker again (and ``remake``
     of its topics: its memory is lost) if it died since the start launched
     it, or is alive but does not answer within ``answer_timeout`` (killed
@@ -314,7 +320,7 @@ def restarting_embedded(broker: EmbeddedBroker | None, remake: Callable[[], Awai
                           "again on %s", broker.process.returncode, broker.bootstrap,
                           extra={"stage": START})
             if not broker.alive():
-                await start_embedded(broker)
+                await start_embedded(broker, waits)
                 await remake()
         return await attempt()
     return again
