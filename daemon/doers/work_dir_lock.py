@@ -69,7 +69,7 @@ class WorkDirLock:
     """The lock of one work directory, for this process: taken at start, or,
     where the directory cannot be made or written yet (a disk not mounted,
     full, read-only), by the start's wait for its work directory
-    (start_waits.prepare_roots) before anything is written there."""
+    (start_waits.StartWaits.roots_made) before anything is written there."""
 
     def __init__(self, work_dir: Path) -> None:
         self.work_dir = Path(work_dir)

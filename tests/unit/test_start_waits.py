@@ -108,7 +108,7 @@ async def test_a_step_of_the_planner_s_restore_parks_in_its_stage_and_is_known_a
 def test_a_file_where_a_root_goes_is_a_configuration_error(tmp_path, where):
     """`calstream run --work-dir calstream.toml` (the config file for the work
     dir) ended the start in FileExistsError's exception-group traceback."""
-    from calstream.daemon.doers.start_waits import make_inbox, prepare_roots
+    from calstream.daemon.doers.start_roots import make_inbox, prepare_roots
     from calstream.daemon.operations.config import ConfigError
 
     def prepare(cfg):
