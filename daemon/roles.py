@@ -46,6 +46,23 @@ _WORKER_ENV = ("CRDS_PATH", "CRDS_CONTEXT", "CRDS_SERVER_URL", "CRDS_MODE",
 
 
 class RoleTasks:
+    def _stage_pool(self, cfg, st: Stage) -> WorkerPool:
+        """The stage's pool of workers, as its settings (``cfg``: the stage's) say."""
+        env = {**{k: os.environ[k] for k in _WORKER_ENV if k in os.environ},
+               **logs.worker_env(cfg.json_logs)}
+        return WorkerPool(cfg.workers, stage=st.name, metrics=self.metrics, env=env,
+                          initializer=st.initializer,
+                          classifier="calstream.steps.reference_integrity:classify_run_failure",
+                          max_tasks_per_worker=cfg.max_tasks_per_worker,
+                          rss_limit_bytes=cfg.worker_rss_limit_mb << 20,
+                          run_memory_bytes=run_memory_bound_bytes(
+                              cfg.worker_run_memory_mb, workers=daemon_workers(self.cfg),
+                              memory=memory_to_share_bytes()),
+                          prefetch=st.prefetch,
+                          idle_return_seconds=cfg.worker_idle_return_seconds, faults=cfg,
+                          server_hung_seconds=cfg.worker_server_hung_seconds,
+                          stopped_seconds=cfg.worker_stopped_seconds)
+
     async def _run_stage(self, publisher: Publisher, st: Stage, *,
                          task_status=anyio.TASK_STATUS_IGNORED) -> None:
         """A pool of warm workers fed by the stage's consumer group on its live
@@ -60,19 +77,7 @@ class RoleTasks:
             partial(started, partial(kafka.group_consumer, cfg, st.group(cfg.group_prefix),
                                      st.fetch_wait_ms)),
             broker_cause)
-        env = {**{k: os.environ[k] for k in _WORKER_ENV if k in os.environ},
-               **logs.worker_env(cfg.json_logs)}
-        pool = WorkerPool(cfg.workers, stage=st.name, metrics=self.metrics, env=env,
-                          initializer=st.initializer,
-                          classifier="calstream.steps.reference_integrity:classify_run_failure",
-                          max_tasks_per_worker=cfg.max_tasks_per_worker,
-                          rss_limit_bytes=cfg.worker_rss_limit_mb << 20,
-                          run_memory_bytes=run_memory_bound_bytes(
-                              cfg.worker_run_memory_mb, workers=daemon_workers(self.cfg),
-                              memory=memory_to_share_bytes()),
-                          prefetch=st.prefetch,
-                          idle_return_seconds=cfg.worker_idle_return_seconds, faults=cfg,
-                          server_hung_seconds=cfg.worker_server_hung_seconds)
+        pool = self._stage_pool(cfg, st)
         # Closed and the consumer stopped on every way out, a stop during the
         # first pool's start (the server's jwst import) among them.
         try:

@@ -19,6 +19,7 @@ from calstream.daemon.doers.broker_recovery import after_broker_back, recover_lo
 from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.inbox import Watcher
+from calstream.daemon.doers.inbox.file_reads import ReadHung
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.parking import in_thread
 from calstream.daemon.doers.planner_leadership import Leadership
@@ -32,7 +33,6 @@ from calstream.daemon.doers.start_waits import (
     crds_cause,
     crds_context_for,
     hung_or_disk_cause,
-    prepare_roots,
     restarting_embedded,
     settings_checked,
     start_embedded,
@@ -99,7 +99,8 @@ class Daemon(RoleTasks):
         """A start step's ``attempt``, the embedded broker restarted first if dead or wedged."""
         return restarting_embedded(self.broker, partial(kafka.create_topics, self.cfg,
                                                         self.topics), attempt,
-                                   answer_timeout=self.cfg.broker_timeout_seconds)
+                                   answer_timeout=self.cfg.broker_timeout_seconds,
+                                   waits=self.start_waits)
 
     def readiness(self) -> tuple[bool, list[str]]:
         problems = []
@@ -155,9 +156,10 @@ class Daemon(RoleTasks):
         log.info("metrics: http://%s/metrics (also /healthz, /readyz)", self.ops.address)
         # Recorded before anything is waited for (`calstream status --work-dir` finds a daemon
         # that waits); a work dir that refuses it (or the lock) now is waited for below.
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ReadHung):  # timed: a silent work dir froze the loop
             if self.lock is None or self.lock.held:
-                deployment.record(cfg, self.ops.address, embedded=self.broker is not None)
+                await self.start_waits.on_work_dir(partial(
+                    deployment.record, cfg, self.ops.address, embedded=self.broker is not None))
         # Each start step waits out the broker, disk or CRDS it needs (start_waits.py).
         step, broker, disks = self.start_waits.step, f"the broker {cfg.kafka_bootstrap}", \
             f"the work directory {cfg.work_dir} and product store {cfg.products}"
@@ -170,13 +172,15 @@ class Daemon(RoleTasks):
                 self.crds_context = os.environ.get("CRDS_CONTEXT", "n/a")
             self.metrics.build_info.labels(calstream.__version__, jwst_version(),
                                            self.crds_context).set(1)
-            await step(disks, in_thread(lambda: (prepare_roots(cfg, self.lock), deployment.record(
-                cfg, self.ops.address, embedded=self.broker is not None))), infrastructure_cause)
+            await step(disks, partial(self.start_waits.roots_made, self.lock, partial(
+                deployment.record, cfg, self.ops.address, embedded=self.broker is not None)),
+                hung_or_disk_cause)
             await step(f"the inbox {cfg.inbox} and quarantine {cfg.quarantine}",
                        self.start_waits.inbox_made, hung_or_disk_cause)
             if self.broker is not None:
                 await step(f"the embedded broker (its directory {self.broker.work_dir})",
-                           partial(start_embedded, self.broker), infrastructure_cause)
+                           partial(start_embedded, self.broker, self.start_waits),
+                           hung_or_disk_cause)
             # The first step to meet the broker: TLS and SASL mistakes stop the start here.
             await step(broker, self._restarting(partial(settings_checked, cfg, partial(
                 kafka.create_topics, cfg, self.topics, create=cfg.create_topics))),
@@ -218,7 +222,11 @@ class Daemon(RoleTasks):
                 with anyio.CancelScope(shield=True):
                     await producer.stop()
         finally:
-            deployment.remove(cfg, self.ops.address)
+            # Timed: on the event loop's thread a silent work directory held
+            # the stop (and the lock) for ever; left, the record is stale.
+            with anyio.CancelScope(shield=True), contextlib.suppress(OSError, ReadHung):
+                await self.start_waits.on_work_dir(partial(deployment.remove, cfg,
+                                                           self.ops.address))
             self.ops.stop()
 
     async def _rebuild_broker(self, publisher: Publisher) -> None:

@@ -35,6 +35,12 @@ from calstream.daemon.deciders.broker_health import BrokerHealth
 from calstream.daemon.deciders.broker_records import BrokerRecords
 from calstream.daemon.doers.broker_probe import answering, kill_if_wedged
 from calstream.daemon.doers.embedded_broker import BrokerError, EmbeddedBroker
+from calstream.daemon.doers.inbox.file_reads import (
+    READ_SECONDS,
+    WORK_DIR_HUNG,
+    FileReads,
+    ReadHung,
+)
 from calstream.daemon.doers.kafka.partition_ends import PartitionEnds
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.failures import error_text
@@ -86,7 +92,7 @@ class BrokerSupervisor:
                  embedded: EmbeddedBroker | None = None,
                  on_restart: Callable[[], Awaitable[None]] | None = None,
                  on_back: Callable[[], Awaitable[None]] | None = None,
-                 records: PartitionEnds | None = None):
+                 records: PartitionEnds | None = None, read_seconds: float = READ_SECONDS):
         self.bootstrap = bootstrap
         self.metrics = metrics
         self.answer_timeout = answer_timeout
@@ -104,6 +110,8 @@ class BrokerSupervisor:
         self._back_failures = 0
         self.health = BrokerHealth(loss_bound)
         self.restarts = 0
+        # The embedded broker's directory, made at a restart, given read_seconds.
+        self._reads = FileReads(1, read_seconds)
         self.wedged = 0  # embedded brokers killed for not answering
         self.last_recovery: float | None = None  # seconds from loss noticed to usable again
 
@@ -227,11 +235,17 @@ class BrokerSupervisor:
                   "lost: topics, product events and announcements are rebuilt)", code,
                   self.embedded.bootstrap)
         try:
+            self.embedded.stop()
+            # Its directory and log in a thread, timed: on the event loop's
+            # thread a silent work directory froze the whole daemon there.
+            log_file = await self._reads.timed(lambda _: self.embedded.prepared(),
+                                               self.embedded.work_dir, self._reads.read_seconds,
+                                               what="making", cause=WORK_DIR_HUNG)
             # On the event loop's thread, blocking it for the broker's start-up
             # (tens of ms): the kernel kills tansu when the thread that started
             # it exits (PDEATHSIG), and anyio's worker threads do exit.
-            self.embedded.restart()
-        except BrokerError as exc:
+            self.embedded.start(log_file)
+        except (BrokerError, OSError, ReadHung) as exc:
             log.error("embedded broker did not start again: %s; retrying", exc)
             return
         self.restarts += 1

@@ -16,6 +16,7 @@ import subprocess
 import time
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 from calstream.daemon.doers.child_processes import die_with_parent
 from calstream.steps.regular_files import directory_in_place, set_aside_unless_regular
@@ -93,27 +94,43 @@ class EmbeddedBroker:
         directory_in_place(self.work_dir, root=self.work_dir.parent,
                            what="the embedded broker's directory")
 
-    def start(self) -> str:
+    def prepared(self) -> BinaryIO:
+        """The file system's part of a start: its directory made and its log
+        opened (appending), for ``start``. Apart so that a daemon makes it in
+        a thread it times (a silent mount blocks each call for ever: on the
+        event loop's thread, which ``start`` must run on, the whole daemon)."""
         self.make_work_dir()
-        for attempt in range(3):
-            port = self.port or free_port(self.host)
-            try:
-                self._launch(port)
-                self.port = port
-                log.info("embedded broker (tansu) listening on %s, storage %s, log %s",
-                         self.bootstrap, self.storage, self.log_path)
-                return self.bootstrap
-            except BrokerError:
-                self.stop()
-                if self.port or attempt == 2:  # a fixed port will not get better
-                    raise
-        raise AssertionError("unreachable")
+        # A directory there made the open raise at every start; a FIFO, wait
+        # for a reader for ever.
+        set_aside_unless_regular(self.log_path, what="embedded broker log")
+        return open(self.log_path, "ab")  # noqa: SIM115 - closed by start
+
+    def start(self, log_file: BinaryIO | None = None) -> str:
+        """Launched, logging to ``log_file`` (``prepared()``'s; made here if
+        None), which it closes: the broker keeps its own copy."""
+        logf = log_file if log_file is not None else self.prepared()
+        try:
+            for attempt in range(3):
+                port = self.port or free_port(self.host)
+                try:
+                    self._launch(port, logf)
+                    self.port = port
+                    log.info("embedded broker (tansu) listening on %s, storage %s, log %s",
+                             self.bootstrap, self.storage, self.log_path)
+                    return self.bootstrap
+                except BrokerError:
+                    self.stop()
+                    if self.port or attempt == 2:  # a fixed port will not get better
+                        raise
+            raise AssertionError("unreachable")
+        finally:
+            logf.close()
 
     @property
     def log_path(self) -> Path:
         return self.work_dir / "tansu.log"
 
-    def _launch(self, port: int) -> None:
+    def _launch(self, port: int, logf: BinaryIO) -> None:
         self._release_reservation()  # tansu binds it next (milliseconds)
         url = f"tcp://{self.host}:{port}"
         # A clean environment: tansu reads LISTENER_URL, STORAGE_ENGINE, ... from
@@ -127,17 +144,10 @@ class EmbeddedBroker:
                 env[name] = os.environ[name]
         cmd = [str(tansu_binary()), "broker", "--listener-url", url,
                "--advertised-listener-url", url, "--storage-engine", self.storage]
-        # A directory there made the open raise at every start; a FIFO, wait
-        # for a reader for ever.
-        set_aside_unless_regular(self.log_path, what="embedded broker log")
-        logf = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child from here on
-        try:
-            self.process = subprocess.Popen(
-                cmd, cwd=self.work_dir, env=env, stdin=subprocess.DEVNULL, stdout=logf,
-                stderr=subprocess.STDOUT, preexec_fn=functools.partial(die_with_parent, os.getpid()),
-            )
-        finally:
-            logf.close()
+        self.process = subprocess.Popen(
+            cmd, cwd=self.work_dir, env=env, stdin=subprocess.DEVNULL, stdout=logf,
+            stderr=subprocess.STDOUT, preexec_fn=functools.partial(die_with_parent, os.getpid()),
+        )
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

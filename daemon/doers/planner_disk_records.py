@@ -13,18 +13,24 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 import anyio
 
 from calstream.daemon.doers import kafka
 from calstream.daemon.doers.kafka.publisher import broker_fault
+from calstream.daemon.doers.parking import Parking, until_done
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.start_waits import hung_or_disk_cause
 from calstream.steps.plans import Plan
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
+T = TypeVar("T")
 
 # After a failed look at the topics (the broker lost again), the next one.
 REPAIR_RETRY_SECONDS = 5.0
@@ -35,7 +41,17 @@ async def own_holds(planner) -> dict[str, dict]:
     (the state restored so far), then its ledger's, newer (each is kept
     before it is sent, by a standby too), each checked as a message would
     be (restore_from_disk warns about the others)."""
-    return {**planner.holds, **await anyio.to_thread.run_sync(kept_holds, planner.ledger)}
+    return {**planner.holds, **await ledger_read(planner, kept_holds, planner.ledger)}
+
+
+async def ledger_read(planner, fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)``, a read of the planner's ledger, timed (PlannerLedger.timed):
+    a work directory that does not answer parks the planner (work_dir_hung)
+    until it does; before, its restore or repair waited unseen for ever."""
+    return await until_done(partial(planner.ledger.timed, fn, *args),
+                            Parking(planner.cfg, planner.metrics, stage="planner",
+                                    what="planner: reading its ledger",
+                                    root=planner.ledger.root), hung_or_disk_cause)
 
 
 def kept_holds(ledger: PlannerLedger, *, tidy: bool = True) -> dict[str, dict]:
@@ -66,7 +82,7 @@ async def restore_from_disk(planner) -> None:
     so every reader of those topics sees them again), stage-3 versions
     from the product store."""
     lost: list[tuple[str, str, contract.Message]] = []  # sent together at the end
-    for body in await anyio.to_thread.run_sync(planner.ledger.kept, "plans"):
+    for body in await ledger_read(planner, planner.ledger.kept, "plans"):
         if body.get("plan_id") in planner.on_broker["plans"]:
             continue
         try:  # a file on disk is untrusted too: checked as a message would be
@@ -77,7 +93,7 @@ async def restore_from_disk(planner) -> None:
             continue
         planner.plans[plan.plan_id] = plan
         lost.append(("plans", (body.get("programs") or [""])[0], contract.Message("plan", body)))
-    kept_holds = await anyio.to_thread.run_sync(planner.ledger.kept, "holds")
+    kept_holds = await ledger_read(planner, planner.ledger.kept, "holds")
     for body in kept_holds:
         if body.get("exposure_id") in planner.on_broker["holds"]:
             continue
@@ -167,7 +183,7 @@ async def republish_when_owed(planner) -> None:
              "holds": _ids(on_topic["holds"], "hold", "exposure_id")}
     ids = {"plans": "plan_id", "holds": "exposure_id"}
     lost = [(topic, key, m) for topic, key, m in
-            await anyio.to_thread.run_sync(kept_messages, planner.ledger)
+            await ledger_read(planner, kept_messages, planner.ledger)
             if m[ids[topic]] not in there[topic]]
     if not gate.acting:
         return  # the lease moved while reading: the planner acting next does it

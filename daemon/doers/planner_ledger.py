@@ -25,12 +25,18 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from calstream.daemon.deciders.ledger_names import file_name, key_of, key_problem, strays_summary
 from calstream.daemon.doers.child_processes import pid_alive
 from calstream.daemon.doers.durable_files import temporary_of, write_json_atomically
+from calstream.daemon.doers.inbox.file_reads import (
+    READ_SECONDS,
+    WORK_DIR_HUNG,
+    FileReads,
+)
 from calstream.steps.regular_files import (
     directory_in_place,
     read_regular_file,
@@ -39,6 +45,7 @@ from calstream.steps.regular_files import (
 from calstream.topics import contract
 
 log = logging.getLogger("calstream.planner")
+T = TypeVar("T")
 
 
 class KeyedLedger:
@@ -132,7 +139,28 @@ class KeyedLedger:
 
 
 class PlannerLedger(KeyedLedger):
-    """The planner's plans and holds (the layout above)."""
+    """The planner's plans and holds (the layout above).
+
+    The planner reads and writes it through ``timed``: in anyio's threads,
+    on a work directory gone silent (a hard NFS mount whose server is away),
+    a write held the planner's task for ever, unseen (its loop still beat:
+    /healthz stayed alive, /readyz ready, no metric), and a stop of the
+    daemon waited for the thread for ever."""
+
+    def __init__(self, work_dir: Path, *, seconds: float = READ_SECONDS):
+        super().__init__(work_dir)
+        self.seconds = seconds
+        self._reads: FileReads | None = None  # made on the planner's own loop, at first use
+
+    async def timed(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, a read or write of the ledger, in a thread left
+        behind past ``seconds`` (ReadHung, cause work_dir_hung: its caller
+        parks); until it returns, every other call raises ReadHung at once,
+        so writes stay in their order."""
+        if self._reads is None:
+            self._reads = FileReads(1, self.seconds)
+        return await self._reads.timed(lambda _: fn(*args), self.root, self.seconds,
+                                       what=f"{self.WHAT}'s call", cause=WORK_DIR_HUNG)
 
 
 def _removed_leftover(path: Path, what: str, log: logging.Logger) -> bool:

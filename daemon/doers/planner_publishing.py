@@ -24,8 +24,9 @@ from typing import Any
 from calstream.daemon import stages
 from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.doers.kafka.publisher import RecordRefused, broker_fault
-from calstream.daemon.doers.parking import Parking, in_thread, until_done
+from calstream.daemon.doers.parking import Parking, until_done
 from calstream.daemon.doers.planner_ledger import PlannerLedger
+from calstream.daemon.doers.start_waits import hung_or_disk_cause
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.failures import error_text
 from calstream.topics import contract
@@ -53,13 +54,15 @@ def topic_for(topics: Topics, e: Emit) -> str:
 async def keep(ledger: PlannerLedger, topic: str, body: dict[str, Any], *, cfg: Any,
                metrics: Metrics) -> None:
     """``body`` kept in the ledger; while the planner's disk refuses it (full,
-    read-only) the planner waits here, parked (doers/parking.py): the record
-    that made it is neither dead-lettered nor skipped, and the planner's task
-    goes on once the disk takes it."""
+    read-only) or does not answer (work_dir_hung: PlannerLedger.timed) the
+    planner waits here, parked (doers/parking.py): the record that made it
+    is neither dead-lettered nor skipped, and the planner's task goes on
+    once the disk takes it."""
     what = f"planner: keeping {topic} record {str(body.get('plan_id') or body.get('exposure_id'))}"
     try:
-        await until_done(in_thread(partial(ledger.keep, topic, body)),
-                         Parking(cfg, metrics, stage="planner", what=what, root=ledger.root))
+        await until_done(partial(ledger.timed, ledger.keep, topic, body),
+                         Parking(cfg, metrics, stage="planner", what=what, root=ledger.root),
+                         hung_or_disk_cause)
     except ValueError as exc:  # a key no file may be named after: the record stands, unkept
         log.warning("planner: %s record not kept: %s", topic, exc)
 

@@ -20,23 +20,29 @@ exit status 2 (cli/main.py).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from calstream.daemon.deciders.retry_policy import Backoff
 from calstream.daemon.doers.broker_probe import kill_if_wedged
 from calstream.daemon.doers.broker_supervisor import CLIENT_LOGGERS, quiet_client_logs
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
-from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, READ_SECONDS, FileReads, ReadHung
+from calstream.daemon.doers.inbox.file_reads import (
+    INBOX_HUNG,
+    READ_SECONDS,
+    STORE_HUNG,
+    WORK_DIR_HUNG,
+    FileReads,
+    ReadHung,
+)
 from calstream.daemon.doers.kafka import TopicsMissing, refused_settings, unreachable
 from calstream.daemon.doers.kafka.clients import stopped
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
+from calstream.daemon.doers.start_roots import make_inbox, probe_writable, store_made, work_dir_made
 from calstream.daemon.doers.work_dir_lock import WorkDirLock
 from calstream.daemon.operations.config import Config, ConfigError
 from calstream.daemon.operations.metrics import Metrics
@@ -81,8 +87,9 @@ def broker_cause(exc: BaseException) -> str | None:
 
 
 def broker_or_disk_cause(exc: BaseException) -> str | None:
-    """A step that reads and writes both the broker and the work directory."""
-    return broker_cause(exc) or infrastructure_cause(exc)
+    """A step that reads and writes both the broker and the work directory
+    (the embedded broker's, made timed: ReadHung)."""
+    return broker_cause(exc) or hung_or_disk_cause(exc)
 
 
 def hung_or_disk_cause(exc: BaseException) -> str | None:
@@ -167,6 +174,25 @@ class StartWaits:
         step (hung_or_disk_cause) parks it and tries again."""
         await self._reads.timed(lambda _: make_inbox(self.cfg), self.cfg.inbox,
                                 self._reads.read_seconds, what="making", cause=INBOX_HUNG)
+
+    async def roots_made(self, lock: WorkDirLock | None = None,
+                         then: Callable[[], Any] = lambda: None) -> None:
+        """prepare_roots timed as inbox_made: the work directory (its lock,
+        then ``then()``) as work_dir_hung, the product store as store_hung
+        (untimed, a silent mount held the start for ever as "trying"). One
+        left hung is not begun again until it returns: one lock taken."""
+        cfg, seconds = self.cfg, self._reads.read_seconds
+        await self._reads.timed(lambda _: (work_dir_made(cfg, lock), then()), cfg.work_dir,
+                                seconds, what="making", cause=WORK_DIR_HUNG)
+        await self._reads.timed(lambda _: store_made(cfg), cfg.products, seconds,
+                                what="making", cause=STORE_HUNG)
+
+    async def on_work_dir(self, call: Callable[[], T]) -> T:
+        """``call()``, a write in the work directory, timed as roots_made's:
+        on the event loop's thread it froze the daemon (signals too)."""
+        return await self._reads.timed(lambda _: call(), self.cfg.work_dir,
+                                       self._reads.read_seconds, what="writing",
+                                       cause=WORK_DIR_HUNG)
 
     @property
     def waiting(self) -> _Wait | None:
@@ -258,20 +284,25 @@ async def started(make: Callable[[], Any]) -> Any:
     return client
 
 
-async def start_embedded(broker: EmbeddedBroker) -> None:
+async def start_embedded(broker: EmbeddedBroker, waits: StartWaits) -> None:
     """The embedded broker started unless it runs. On the event loop's thread
     (tansu dies with the thread that started it), blocking it for tansu's
-    start (tens of ms). A probe file first: tansu panics (exit 101) on a full
-    disk, where its start step is to wait."""
+    start (tens of ms); its directory made first, timed (work_dir_hung), with
+    a probe file: tansu panics (exit 101) on a full disk, where its start
+    step is to wait; a silent mount froze the whole daemon there."""
     if not broker.alive():
-        broker.make_work_dir()
-        probe_writable(broker.work_dir)
-        broker.start()
+        broker.start(await waits.on_work_dir(lambda: _probed(broker).prepared()))
+
+
+def _probed(broker: EmbeddedBroker) -> EmbeddedBroker:
+    broker.make_work_dir()
+    probe_writable(broker.work_dir)
+    return broker
 
 
 def restarting_embedded(broker: EmbeddedBroker | None, remake: Callable[[], Awaitable[None]],
-                        attempt: Callable[[], Awaitable[T]], *, answer_timeout: float
-                        ) -> Callable[[], Awaitable[T]]:
+                        attempt: Callable[[], Awaitable[T]], *, answer_timeout: float,
+                        waits: StartWaits) -> Callable[[], Awaitable[T]]:
     """``attempt``, after starting the embedded broker again (and ``remake``
     of its topics: its memory is lost) if it died since the start launched
     it, or is alive but does not answer within ``answer_timeout`` (killed
@@ -288,67 +319,10 @@ def restarting_embedded(broker: EmbeddedBroker | None, remake: Callable[[], Awai
                           "again on %s", broker.process.returncode, broker.bootstrap,
                           extra={"stage": START})
             if not broker.alive():
-                await start_embedded(broker)
+                await start_embedded(broker, waits)
                 await remake()
         return await attempt()
     return again
-
-
-def prepare_roots(cfg: Config, lock: WorkDirLock | None = None) -> None:
-    """The daemon's directories made, and those it writes written once: a
-    read-only or full file system is found here, where the start waits for
-    it, rather than by the first exposure. A permission denied is the
-    configuration's (a person must change the owner or the path). The
-    inbox and the quarantine are made apart, timed (StartWaits.inbox_made).
-
-    ``lock``, the work directory's, is taken first if the start could not
-    (the directory not makeable then): before anything is written there,
-    and WorkDirInUse (exit 2) if another daemon took it meanwhile."""
-    roots = [cfg.work_dir]  # deployment.json, the watcher's and the planner's ledgers
-    if set(cfg.roles) - {"watcher", "planner"}:
-        roots.append(cfg.products)  # the stages' products and records
-    with _refused_as_configuration():
-        if lock is not None:
-            lock.take()
-        for d in (cfg.work_dir, cfg.products):
-            d.mkdir(parents=True, exist_ok=True)
-        for root in roots:
-            probe_writable(root)
-
-
-def make_inbox(cfg: Config) -> None:
-    """The inbox and the quarantine made (as they are, if they exist)."""
-    with _refused_as_configuration():
-        for d in (cfg.inbox, cfg.quarantine):
-            d.mkdir(parents=True, exist_ok=True)
-
-
-@contextlib.contextmanager
-def _refused_as_configuration() -> Iterator[None]:
-    """What no wait clears, as ConfigError (exit 2): a permission denied, a
-    file where a root goes."""
-    try:
-        yield
-    except PermissionError as exc:
-        raise ConfigError(f"{exc.filename}: {exc.strerror}: the daemon cannot write there; "
-                          "give it a directory it owns (work_dir, products, inbox)") from None
-    except (FileExistsError, NotADirectoryError) as exc:
-        # A file where a root goes (--work-dir naming the config file, say):
-        # the operator's, never moved aside; no wait clears it. It ended the
-        # start in an exception group's traceback.
-        raise ConfigError(f"{exc.filename}: a file is there, or above it, not a directory: "
-                          "work_dir, products, inbox, quarantine are directories") from None
-
-
-def probe_writable(root: Path) -> None:
-    """A file written to ``root`` and removed: raises on a read-only or full
-    file system (EROFS, ENOSPC), which creating a directory may not."""
-    probe = Path(root) / f".calstream-start-probe-{os.getpid()}"
-    try:
-        with open(probe, "wb", buffering=0) as f:  # unbuffered: ENOSPC shows here
-            f.write(b"calstream")
-    finally:
-        probe.unlink(missing_ok=True)
 
 
 def crds_context_for(cfg: Config) -> str:

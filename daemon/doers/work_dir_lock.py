@@ -25,10 +25,15 @@ import logging
 import os
 import socket
 import stat
+import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
+import anyio
+
+from calstream.daemon.doers.inbox.file_reads import READ_SECONDS, WORK_DIR_HUNG, FileReads, ReadHung
 from calstream.daemon.operations.config import ConfigError
 
 log = logging.getLogger("calstream.daemon")
@@ -64,11 +69,15 @@ class WorkDirLock:
     """The lock of one work directory, for this process: taken at start, or,
     where the directory cannot be made or written yet (a disk not mounted,
     full, read-only), by the start's wait for its work directory
-    (start_waits.prepare_roots) before anything is written there."""
+    (start_waits.StartWaits.roots_made) before anything is written there."""
 
     def __init__(self, work_dir: Path) -> None:
         self.work_dir = Path(work_dir)
         self._fd: int | None = None
+        # One take at a time: a take left hung on a silent mount (holding)
+        # and the start's own take, both answered at once, flocked two
+        # descriptors of this process, the second refused as "another daemon".
+        self._taking = threading.Lock()
 
     @property
     def held(self) -> bool:
@@ -78,8 +87,11 @@ class WorkDirLock:
         """Held from now on (nothing to do if it is). Raises WorkDirInUse
         when another process holds it, OSError while the directory or its
         lock file cannot be made."""
-        if self._fd is not None:
-            return
+        with self._taking:
+            if self._fd is None:
+                self._take()
+
+    def _take(self) -> None:
         fd = _open(self.work_dir)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -106,19 +118,23 @@ class WorkDirLock:
 
 
 @contextlib.contextmanager
-def holding(work_dir: Path) -> Iterator[WorkDirLock]:
+def holding(work_dir: Path, *, seconds: float = READ_SECONDS) -> Iterator[WorkDirLock]:
     """The work directory locked for this process while inside.
 
     Raises WorkDirInUse when another process holds it. A directory the lock
     cannot be made in yet is left to the start's own wait for its work
     directory, which takes the lock (give the yielded lock to the Daemon)
-    before writing there, and stops as here if another daemon took it."""
+    before writing there, and stops as here if another daemon took it.
+    A directory that does not answer within ``seconds`` (a silent network
+    mount: the take blocked there for ever, before the operations endpoint
+    was up, unseen) is left so too; its take goes on in its thread."""
     lock = WorkDirLock(work_dir)
     try:
-        lock.take()
-    except OSError as exc:
+        anyio.run(partial(FileReads(1, seconds).timed, lambda _: lock.take(), Path(work_dir),
+                          seconds, what="lock", cause=WORK_DIR_HUNG))
+    except (OSError, ReadHung) as exc:
         log.warning("could not lock the work directory %s yet (%s): the start takes the lock "
-                    "once it can write there", work_dir, exc.strerror or exc)
+                    "once it can write there", work_dir, getattr(exc, "strerror", None) or exc)
     try:
         yield lock
     finally:

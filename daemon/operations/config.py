@@ -124,6 +124,10 @@ class Config:
     # again when it used no CPU this long while a worker's start waited for it
     # (doers/worker_server_watch.py). Its start imports jwst: progress, however slow.
     worker_server_hung_seconds: float = 60.0
+    # A worker stopped mid-run (SIGSTOP, a frozen cgroup) this long, its run's
+    # CPU time unchanged, is killed and its run retried (doers/worker_stopped.py;
+    # 0: never, a stop then holds its run until task_timeout).
+    worker_stopped_seconds: float = 60.0
     # jwst's maximum_cores for one detector1 run when nothing else waits for a
     # worker (deciders/core_sharing.py): at most this many cores, for inputs of
     # at least multicore_min_mb. 1: one core a run. Products are unchanged.

@@ -115,6 +115,7 @@ PARSERS = {
     # A worker waits this long in poll(), which refuses a timeout beyond ~1e9 s.
     "worker_idle_return_seconds": _at_most(WEEK, _nonnegative(_float)),
     "worker_server_hung_seconds": _at_most(WEEK, _positive(_float)),
+    "worker_stopped_seconds": _at_most(WEEK, _nonnegative(_float)),
     "max_cores_per_exposure": _positive(_int), "multicore_min_mb": _nonnegative(_float),
     "preview_max_wait": _at_most(WEEK, _nonnegative(_float)),  # beyond: never drawn, in effect
     "steps": _tables(step_parameters.parse_pipeline_steps),

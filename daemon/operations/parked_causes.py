@@ -40,9 +40,9 @@ NEXT_STEP = {
     INBOX_GONE: "make the inbox directory again (mount its volume)",
     INBOX_HUNG: "the inbox's storage does not answer reads (a network mount gone silent): "
                 "bring its server or mount back; the files resume by themselves",
-    STORE_HUNG: "the product store's storage does not answer the watcher's look-ups (a network "
-                "mount gone silent): bring its server or mount back; the files resume by "
-                "themselves",
+    STORE_HUNG: "the product store's storage does not answer (a network mount gone silent: "
+                "the watcher's look-ups, the start's making of the store): bring its server "
+                "or mount back; what waits resumes by itself",
     TOPIC_NOT_AUTHORIZED: "the broker refuses this daemon's principal the topic (an ACL missing): "
                           "an admin grants it write (docs/operations.md, \"A record the broker "
                           "refuses\"); the items go on by themselves",
@@ -52,9 +52,10 @@ NEXT_STEP = {
                           "broker refuses\") and they go on by themselves",
     BROKER_ERROR: "the broker refuses records without a reason (UNKNOWN_SERVER_ERROR): read "
                   "the broker's own log; the items go on by themselves once it accepts them",
-    WORK_DIR_HUNG: "the work directory's storage does not answer the watcher's ledger (a network "
-                   "mount gone silent): bring its server or mount back; the files resume by "
-                   "themselves",
+    WORK_DIR_HUNG: "the work directory's storage does not answer (a network mount gone "
+                   "silent: the watcher's ledger, the planner's ledger, the start's making of "
+                   "the directory): bring its server or mount back; what waits resumes by "
+                   "itself",
 }
 
 

@@ -79,6 +79,10 @@ def test_nonsense_in_the_environment_is_refused(env, message):
     # every worker at its first idle moment.
     ("worker_idle_return_seconds = 1e9", "must be <= 604800"),
     ("worker_idle_return_seconds = -1", "must be >= 0"),
+    # The grace of a stopped worker (0: never killed for a stop), bounded.
+    ("worker_stopped_seconds = -1", "bad value for worker_stopped_seconds: must be >= 0"),
+    ("worker_stopped_seconds = 1e9", "worker_stopped_seconds: must be <= 604800"),
+    ('worker_stopped_seconds = "soon"', "worker_stopped_seconds: expected a number of seconds"),
     # A preview's wait for no calibration in flight, bounded (0: no wait).
     ("preview_max_wait = -1", "bad value for preview_max_wait: must be >= 0"),
     ("preview_max_wait = nan", "preview_max_wait: expected a number of seconds"),
@@ -184,3 +188,21 @@ def test_secrets_are_masked_in_repr_errors_and_config_show(tmp_path, capsys):
     assert lines["inbox"].endswith("default (work_dir/inbox)")
     assert rows["workers"] == {"setting": "workers", "value": 3, "source": f"file {f}"}
     assert rows["security.sasl_password"]["value"] == "********"
+
+
+def test_the_stopped_worker_grace_is_a_setting_each_stage_pool_takes(tmp_path):
+    """The pool's 60 s grace before a stopped (SIGSTOP, frozen) worker is
+    killed was fixed: a site whose runs are paused on purpose (a cgroup
+    frozen for a snapshot) could not lengthen it, nor another shorten it."""
+    from calstream.daemon.runtime import Daemon
+    from calstream.daemon.stages import STAGES, stage_config
+
+    assert load(None, env={}).worker_stopped_seconds == 60.0
+    cfg = load(None, env={"CALSTREAM_WORKER_STOPPED_SECONDS": "5"},
+               flags={"work_dir": tmp_path})
+    assert cfg.worker_stopped_seconds == 5.0
+    daemon = Daemon(cfg)
+    for st in STAGES:
+        pool = daemon._stage_pool(stage_config(st, daemon.cfg), st)
+        assert pool.stopped_seconds == 5.0, st.name
+        pool.close()

@@ -241,6 +241,7 @@ def test_a_start_keeps_only_the_holds_its_ledger_lacks_or_has_in_another_state(t
     import anyio
 
     from calstream.daemon.doers.planner_disk_records import restore_from_disk
+    from calstream.daemon.operations.metrics import Metrics
 
     ledger = PlannerLedger(tmp_path / "work")
     names = [f"jw01234001001_02101_0000{n}_nrcb1" for n in range(1, 6)]
@@ -257,8 +258,9 @@ def test_a_start_keeps_only_the_holds_its_ledger_lacks_or_has_in_another_state(t
 
     planner = types.SimpleNamespace(
         ledger=ledger, on_broker={"plans": set(), "holds": set(names)}, holds=holds,
-        keep=keep, cfg=types.SimpleNamespace(products=tmp_path / "products",
-                                             products_moved_from=[]))
+        keep=keep, metrics=Metrics(),
+        cfg=types.SimpleNamespace(products=tmp_path / "products", products_moved_from=[],
+                                  max_attempts=2, retry_backoff=0.01, park_recheck_seconds=1))
     untouched = {n: (tmp_path / "work" / "planner" / "holds" / f"{n}.json").stat().st_ino
                  for n in names[:3]}
     anyio.run(restore_from_disk, planner)

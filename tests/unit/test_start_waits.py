@@ -108,7 +108,7 @@ async def test_a_step_of_the_planner_s_restore_parks_in_its_stage_and_is_known_a
 def test_a_file_where_a_root_goes_is_a_configuration_error(tmp_path, where):
     """`calstream run --work-dir calstream.toml` (the config file for the work
     dir) ended the start in FileExistsError's exception-group traceback."""
-    from calstream.daemon.doers.start_waits import make_inbox, prepare_roots
+    from calstream.daemon.doers.start_roots import make_inbox, prepare_roots
     from calstream.daemon.operations.config import ConfigError
 
     def prepare(cfg):
@@ -245,3 +245,55 @@ async def test_a_silent_inbox_mount_parks_the_start_which_goes_on_by_itself(tmp_
         assert parked(w, "inbox_hung") == 0 and w.problems() == ["starting"]
     finally:
         answers.set()
+
+
+@pytest.mark.parametrize("root,cause", [("work_dir", "work_dir_hung"), ("products", "store_hung")])
+async def test_a_silent_work_dir_or_store_parks_the_start_which_goes_on_by_itself(
+        tmp_path, monkeypatch, root, cause):
+    """The start made the work directory (its lock taken, the deployment
+    record written) and the product store in one of anyio's threads,
+    untimed: on a mount gone silent the start waited there for ever, /readyz
+    saying only "trying ...", no metric. Now each is timed as the inbox's
+    making: parked as work_dir_hung or store_hung, and the start goes on once
+    the mount answers, the lock taken once. (A real thread held until the
+    test lets it go.)"""
+    import os
+    import threading
+
+    from calstream.daemon.doers.start_waits import hung_or_disk_cause
+    from calstream.daemon.doers.work_dir_lock import WorkDirLock
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path / "work", "max_attempts": 2,
+                                    "retry_backoff": 0.01, "park_recheck_seconds": 0.05})
+    w = StartWaits(cfg, Metrics(), read_seconds=0.2)
+    lock, recorded = WorkDirLock(cfg.work_dir), []
+    silent = getattr(cfg, root)
+    answers, returned = threading.Event(), []
+    real = os.mkdir
+
+    def mkdir(path, *args, **kw):
+        if os.fspath(path) == os.fspath(silent) and not answers.is_set():
+            answers.wait(20)  # a bound for a broken test, not a measure
+            returned.append(1)
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(w.step, "the work directory and product store",
+                          lambda: w.roots_made(lock, lambda: recorded.append(1)),
+                          hung_or_disk_cause)
+            with anyio.fail_after(10):
+                while parked(w, cause) < 1:
+                    await anyio.sleep(0.02)
+            [shown] = w.problems()
+            assert shown.startswith(f"starting: waiting for the work directory and product "
+                                    f"store ({cause})"), shown
+            assert not returned, "parked while its mount is silent"
+            answers.set()  # the mount answers
+        assert cfg.work_dir.is_dir() and cfg.products.is_dir() and lock.held
+        assert parked(w, cause) == 0 and w.problems() == ["starting"]
+        assert recorded and all(recorded)
+    finally:
+        answers.set()
+        lock.release()

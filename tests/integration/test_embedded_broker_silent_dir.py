@@ -1,0 +1,95 @@
+"""The embedded broker started again while its directory (in the work
+directory) does not answer: a hard NFS mount whose server is away. The
+supervisor made the directory and opened tansu.log on the event loop's
+thread, where a silent mount froze the whole daemon (every role, the
+liveness beat) for as long as it stayed silent. Now that part is timed in a
+thread: the restart is retried (one error line each time) while the loop
+goes on, and the broker runs again once the directory answers. A real
+tansu, a real thread held until the test lets it go."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+import anyio
+import pytest
+
+from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
+from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.operations.metrics import Metrics
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+async def test_a_restart_on_a_silent_work_dir_leaves_the_daemon_running(tmp_path, monkeypatch,
+                                                                        caplog):
+    own = EmbeddedBroker(tmp_path / "work")
+    own.start()
+    sup = BrokerSupervisor(own.bootstrap, Metrics(), loss_bound=60, answer_timeout=5.0,
+                           embedded=own, read_seconds=0.2)
+    answers, asked = threading.Event(), threading.Event()
+    real = os.mkdir
+
+    def mkdir(path, *args, **kw):
+        if os.fspath(path) == os.fspath(own.work_dir) and not answers.is_set():
+            asked.set()
+            answers.wait(30)  # a bound for a broken test, not a measure
+        return real(path, *args, **kw)
+
+    caplog.set_level(logging.ERROR, logger="calstream.broker")
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sup.run)
+            monkeypatch.setattr(os, "mkdir", mkdir)
+            own.process.kill()
+            with anyio.fail_after(20):
+                while not asked.is_set() or "did not start again" not in caplog.text:
+                    await anyio.sleep(0.02)  # the loop runs while the directory is silent
+            assert not own.alive() and not answers.is_set()
+            answers.set()  # the directory answers
+            with anyio.fail_after(30):
+                while not own.alive():
+                    await anyio.sleep(0.05)
+            tg.cancel_scope.cancel()
+    finally:
+        answers.set()
+        own.stop()
+
+
+async def test_the_start_of_the_embedded_broker_on_a_silent_work_dir_parks(tmp_path, monkeypatch):
+    """The start made the broker's directory, its probe file and tansu.log on
+    the event loop's thread: a silent mount froze the whole daemon at its
+    start (the operations endpoint's /readyz still said "trying ..."). Now
+    parked work_dir_hung, and the broker starts once the directory answers."""
+    from calstream.daemon.doers.start_waits import StartWaits, hung_or_disk_cause, start_embedded
+    from calstream.daemon.operations.config import load
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path / "work", "max_attempts": 2,
+                                    "retry_backoff": 0.01, "park_recheck_seconds": 0.05})
+    waits = StartWaits(cfg, Metrics(), read_seconds=0.2)
+    own = EmbeddedBroker(cfg.work_dir)
+    answers = threading.Event()
+    real = os.mkdir
+
+    def mkdir(path, *args, **kw):
+        if os.fspath(path).startswith(os.fspath(cfg.work_dir)) and not answers.is_set():
+            answers.wait(30)  # a bound for a broken test, not a measure
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    parked = waits.metrics.parked.labels(stage="start", cause="work_dir_hung", root="")
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waits.step, "the embedded broker",
+                          lambda: start_embedded(own, waits), hung_or_disk_cause)
+            with anyio.fail_after(20):
+                while parked._value.get() < 1:
+                    await anyio.sleep(0.02)
+            assert not own.alive()
+            answers.set()
+        assert own.alive() and parked._value.get() == 0
+    finally:
+        answers.set()
+        own.stop()
