@@ -35,17 +35,18 @@ def silent(tmp_path, monkeypatch):
     """The work directory's mount, silent until ``answers`` is set: a file
     put in place under it blocks (in the thread that puts it)."""
     work = tmp_path / "work"
-    answers, blocked = threading.Event(), []
+    answers, blocked, returned = threading.Event(), [], []
     real = os.replace
 
     def replace(src, dst, *args, **kw):
         if os.fspath(dst).startswith(os.fspath(work)) and not answers.is_set():
             blocked.append(dst)
             answers.wait(15)  # a bound for a broken test, not a measure
+            returned.append(dst)
         return real(src, dst, *args, **kw)
 
     monkeypatch.setattr(os, "replace", replace)
-    yield work, answers, blocked
+    yield work, answers, blocked, returned
     answers.set()
 
 
@@ -54,7 +55,7 @@ def unkept(metrics: Metrics, kept: str) -> float:
 
 
 async def test_dead_letters_are_sent_while_their_ledger_does_not_answer(silent):
-    work, answers, blocked = silent
+    work, answers, blocked, _ = silent
     metrics, producer = Metrics(), _Producer()
     publisher = Publisher(producer, Topics(), metrics, work_dir=work, backup_seconds=0.2)
     with anyio.fail_after(10):  # on main: held until the mount answers
@@ -80,7 +81,7 @@ async def test_dead_letters_are_sent_while_their_ledger_does_not_answer(silent):
 
 
 async def test_a_redrive_is_run_while_its_note_is_not_answered(silent):
-    work, answers, blocked = silent
+    work, answers, blocked, _ = silent
     metrics = Metrics()
     publisher = Publisher(_Producer(), Topics(), metrics, work_dir=work, backup_seconds=0.2)
     mine = letter_of_a_record(1)
@@ -90,3 +91,16 @@ async def test_a_redrive_is_run_while_its_note_is_not_answered(silent):
     with anyio.fail_after(10):  # on main: held until the mount answers
         await publisher.keep_redrives(record([mark(mine["event_id"])]))
     assert blocked and unkept(metrics, "redrive") == 1
+
+
+async def test_a_stop_while_a_dead_letter_is_kept_on_a_silent_work_dir_ends(silent):
+    work, answers, blocked, returned = silent
+    publisher = Publisher(_Producer(), Topics(), Metrics(), work_dir=work)  # a minute's time
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: publisher.dead_letter(
+            category="bad_file", reason="not FITS", stage="watcher", key="file1.fits"))
+        while not blocked:
+            await anyio.sleep(0.02)
+        tg.cancel_scope.cancel()  # the daemon's stop
+    # Ended with the write still held (on main: only once the mount answered).
+    assert blocked and not returned
