@@ -54,7 +54,7 @@ def unkept(metrics: Metrics, kept: str) -> float:
     return metrics.backups_unkept.labels(kept=kept, cause="work_dir_hung")._value.get()
 
 
-async def test_dead_letters_are_sent_while_their_ledger_does_not_answer(silent):
+async def test_dead_letters_are_sent_while_their_ledger_does_not_answer(silent, caplog):
     work, answers, blocked, _ = silent
     metrics, producer = Metrics(), _Producer()
     publisher = Publisher(producer, Topics(), metrics, work_dir=work, backup_seconds=0.2)
@@ -65,9 +65,12 @@ async def test_dead_letters_are_sent_while_their_ledger_does_not_answer(silent):
     assert blocked
     assert [m["category"] for _, m in producer.sent] == ["bad_file", "bad_file"]
     assert metrics.dead_letters.labels(stage="watcher", category="bad_file")._value.get() == 2
-    # The first letter's copy and place left hung, the second's skipped.
+    # The first letter's copy left hung, its place and the second's skipped:
+    # one wait, one line.
     assert unkept(metrics, "dead_letter") == 2
     assert unkept(metrics, "deadletter_place") == 2
+    [line] = [r for r in caplog.records if "not kept" in r.getMessage()]
+    assert line.levelname == "ERROR" and "(work_dir_hung): sent all the same" in line.getMessage()
     answers.set()  # the mount answers: the write left behind lands
     with anyio.fail_after(10):
         while publisher._backups.hung():

@@ -84,7 +84,7 @@ class Publisher:
         if (noted := self._noted.get(logical_topic)) is not None:
             # Where it went: a topic that no longer holds it there lost it
             # (broker_recovery.py).
-            await self._backed_up(f"{logical_topic}_place", noted.path, noted.note,
+            await self._backed_up(f"{logical_topic}_place", noted.root, noted.note,
                                   message.body["event_id"], placed.topic, placed.partition,
                                   placed.offset)
 
@@ -95,9 +95,10 @@ class Publisher:
         (dead_letter_ledger.py). Most records have no headers: no thread."""
         headers = getattr(record, "headers", None)  # a record made by hand may have none
         if headers and self.ledger is not None:
-            await self._backed_up("redrive", self.ledger.root, self.ledger.keep_redrives, record)
+            await self._backed_up("redrive", self.ledger.work_dir, self.ledger.keep_redrives,
+                                  record)
 
-    async def _backed_up(self, kept: str, path: Path, fn: Callable[..., Any],
+    async def _backed_up(self, kept: str, work_dir: Path, fn: Callable[..., Any],
                          *args: Any) -> None:
         """``fn(*args)``, a write of a copy in the work directory (the
         dead-letter ledger, its redrive notes, a noted place), in a thread
@@ -106,14 +107,15 @@ class Publisher:
         mount whose server is away) held every dead letter's sender (a
         stage, the planner) for ever. The copy is a backup of the topic: past
         its time the thread is left behind and the record is sent all the
-        same; until it returns, every other write to ``path`` is skipped at
-        once (not kept: a broker that loses that record will not get it
-        back). Each unkept write is counted
+        same; until it returns, every other such write in ``work_dir`` is
+        skipped at once (one storage: a dead letter waited for its copy, then
+        again for its place), not kept: a broker that loses that record will
+        not get it back. Each unkept write is counted
         (calstream_backups_unkept_total{kept, cause="work_dir_hung"})."""
         if self._backups is None:
             self._backups = FileReads(1, self.backup_seconds)
         try:
-            await self._backups.timed(lambda _: fn(*args), path, self.backup_seconds,
+            await self._backups.timed(lambda _: fn(*args), work_dir, self.backup_seconds,
                                       what=f"{kept} copy's write", cause=WORK_DIR_HUNG)
         except ReadHung as exc:
             self.metrics.backups_unkept.labels(kept=kept, cause=exc.cause).inc()
@@ -122,7 +124,7 @@ class Publisher:
                 return
             log.error("%s in %s not kept, no answer within %g s (%s): sent all the same; "
                       "until the work directory answers each is sent without its copy "
-                      "(calstream_backups_unkept_total{kept=%r})", kept, path, exc.seconds,
+                      "(calstream_backups_unkept_total{kept=%r})", kept, work_dir, exc.seconds,
                       exc.cause, kept, extra={"fault": "infrastructure"})
 
     def unkept(self) -> Publisher:
@@ -197,7 +199,7 @@ class Publisher:
         value = contract.encode(message)  # validates: a bad message never leaves
         if logical_topic == "deadletter" and self.ledger is not None:
             # Kept before it is sent: a broker that loses it gets it again.
-            await self._backed_up("dead_letter", self.ledger.root, self.ledger.keep_letter,
+            await self._backed_up("dead_letter", self.ledger.work_dir, self.ledger.keep_letter,
                                   message.body)
         extra = {"headers": headers} if headers else {}  # most records have none
         try:
