@@ -108,9 +108,10 @@ class Publisher:
         stage, the planner) for ever. The copy is a backup of the topic: past
         its time the thread is left behind and the record is sent all the
         same; until it returns, every other such write in ``work_dir`` is
-        skipped at once (one storage: a dead letter waited for its copy, then
-        again for its place), not kept: a broker that loses that record will
-        not get it back. Each unkept write is counted
+        skipped at once, not kept (a broker that loses that record will not
+        get it back). Keyed by the work directory, not by file: one storage,
+        and keyed by file a dead letter waited for its copy, then again for
+        its place. Each unkept write is counted
         (calstream_backups_unkept_total{kept, cause="work_dir_hung"})."""
         if self._backups is None:
             self._backups = FileReads(1, self.backup_seconds)
