@@ -19,7 +19,9 @@ Bounded: a flood of bad files must not fill the disk with copies. Past
 ``capacity`` records the oldest (by the time they were kept) are removed,
 down to nine tenths of it, so that removing is not done at every write.
 The topic is the list; this is its backup, so a write that fails (a full
-disk) is warned about and the dead letter is still sent.
+disk) is warned about and the dead letter is still sent, and one that does
+not answer (a silent work directory) is left behind after its time and the
+letter sent (the publisher calls it timed: Publisher._backed_up).
 
 Redrives are kept beside the letters: ``<work_dir>/deadletters/redrives/
 <event_id>.json`` (the dead letter's id and its redrive notes). The only

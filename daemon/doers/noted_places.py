@@ -15,7 +15,8 @@ each keep such a note.
 
 A hint, not synced: a note lost with the machine, or unreadable, leaves
 the judging to the topic being empty, as before there were notes; so a
-failed write is warned about and never fails the send it follows.
+failed write is warned about and never fails the send it follows, and an
+unanswered one is left behind after its time (Publisher._backed_up).
 """
 
 from __future__ import annotations

@@ -66,6 +66,11 @@ class Metrics:
         self.dead_letters = Counter(
             "calstream_dead_letters_total", "Items sent to the dead-letter topic",
             ["stage", "category"], registry=r)
+        self.backups_unkept = Counter(
+            "calstream_backups_unkept_total", "Copies kept in the work directory as a backup of "
+            "a topic (kept: dead_letter, redrive, deadletter_place, products_place) not kept: "
+            "their write unanswered (cause work_dir_hung); the record was sent all the same",
+            ["kept", "cause"], registry=r)
         self.records_refused = Counter(
             "calstream_records_refused_total", "Records the broker refused for what they are "
             "(too large for the topic, a policy; never sent again): each a dead letter, or a "

@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import anyio
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError, TopicAuthorizationFailedError
 from aiokafka.structs import ConsumerRecord
@@ -18,6 +17,7 @@ from aiokafka.structs import ConsumerRecord
 import calstream
 from calstream.daemon.deciders import broker_access, broker_refusals
 from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
+from calstream.daemon.doers.inbox.file_reads import READ_SECONDS, WORK_DIR_HUNG, FileReads, ReadHung
 from calstream.daemon.doers.noted_places import NotedPlace, product_events_place
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract, dead_letters
@@ -46,12 +46,14 @@ class Publisher:
     def __init__(self, producer: AIOKafkaProducer, topics: Topics, metrics: Metrics,
                  role: str = "daemon", work_dir: Path | None = None,
                  ledger: DeadLetterLedger | None = None,
-                 product_place: NotedPlace | None = None):
+                 product_place: NotedPlace | None = None,
+                 backup_seconds: float = READ_SECONDS):
         """``work_dir``: where the dead letters sent are kept (dead_letter_ledger.py),
         or ``ledger``, one already made; neither: none kept. A daemon with the
         planner role also notes there where its newest product event went
         (``product_place``, if not given): its recovery judges the products
-        topic by it (broker_recovery.py)."""
+        topic by it (broker_recovery.py). ``backup_seconds``: the time a
+        write of those copies is given (``_backed_up``)."""
         self.producer = producer
         self.topics = topics
         self.metrics = metrics
@@ -67,12 +69,14 @@ class Publisher:
         self._noted = {topic: place for topic, place in (
             ("deadletter", self.ledger.place if self.ledger is not None else None),
             ("products", product_place)) if place is not None}
+        self.backup_seconds = backup_seconds
+        self._backups: FileReads | None = None  # made on this publisher's loop, at first use
 
     def with_producer(self, producer: AIOKafkaProducer) -> Publisher:
         """This publisher's topics, metrics, role and dead-letter ledger with
         another producer (the planner's thread has its own)."""
         return Publisher(producer, self.topics, self.metrics, self.role, ledger=self.ledger,
-                         product_place=self.product_place)
+                         product_place=self.product_place, backup_seconds=self.backup_seconds)
 
     async def publish(self, logical_topic: str, key: str, message: contract.Message) -> None:
         """Send and wait for the broker's acknowledgement (acks=all)."""
@@ -80,8 +84,9 @@ class Publisher:
         if (noted := self._noted.get(logical_topic)) is not None:
             # Where it went: a topic that no longer holds it there lost it
             # (broker_recovery.py).
-            await anyio.to_thread.run_sync(noted.note, message.body["event_id"],
-                                           placed.topic, placed.partition, placed.offset)
+            await self._backed_up(f"{logical_topic}_place", noted.root, noted.note,
+                                  message.body["event_id"], placed.topic, placed.partition,
+                                  placed.offset)
 
     async def keep_redrives(self, record: ConsumerRecord) -> None:
         """The ``calstream-redrive`` marks of a record consumed, kept with the
@@ -90,7 +95,38 @@ class Publisher:
         (dead_letter_ledger.py). Most records have no headers: no thread."""
         headers = getattr(record, "headers", None)  # a record made by hand may have none
         if headers and self.ledger is not None:
-            await anyio.to_thread.run_sync(self.ledger.keep_redrives, record)
+            await self._backed_up("redrive", self.ledger.work_dir, self.ledger.keep_redrives,
+                                  record)
+
+    async def _backed_up(self, kept: str, work_dir: Path, fn: Callable[..., Any],
+                         *args: Any) -> None:
+        """``fn(*args)``, a write of a copy in the work directory (the
+        dead-letter ledger, its redrive notes, a noted place), in a thread
+        given ``backup_seconds`` (PlannerLedger.timed's mechanism, FileReads).
+        In anyio's threads, untimed, a silent work directory (a hard NFS
+        mount whose server is away) held every dead letter's sender (a
+        stage, the planner) for ever. The copy is a backup of the topic: past
+        its time the thread is left behind and the record is sent all the
+        same; until it returns, every other such write in ``work_dir`` is
+        skipped at once, not kept (a broker that loses that record will not
+        get it back). Keyed by the work directory, not by file: one storage,
+        and keyed by file a dead letter waited for its copy, then again for
+        its place. Each unkept write is counted
+        (calstream_backups_unkept_total{kept, cause="work_dir_hung"})."""
+        if self._backups is None:
+            self._backups = FileReads(1, self.backup_seconds)
+        try:
+            await self._backups.timed(lambda _: fn(*args), work_dir, self.backup_seconds,
+                                      what=f"{kept} copy's write", cause=WORK_DIR_HUNG)
+        except ReadHung as exc:
+            self.metrics.backups_unkept.labels(kept=kept, cause=exc.cause).inc()
+            if exc.job is None:  # skipped behind one still hung: its line was said
+                log.debug("%s: not kept (%s), sent all the same", kept, exc)
+                return
+            log.error("%s in %s not kept, no answer within %g s (%s): sent all the same; "
+                      "until the work directory answers each is sent without its copy "
+                      "(calstream_backups_unkept_total{kept=%r})", kept, work_dir, exc.seconds,
+                      exc.cause, kept, extra={"fault": "infrastructure"})
 
     def unkept(self) -> Publisher:
         """This publisher without its dead-letter ledger: for sending again
@@ -164,7 +200,8 @@ class Publisher:
         value = contract.encode(message)  # validates: a bad message never leaves
         if logical_topic == "deadletter" and self.ledger is not None:
             # Kept before it is sent: a broker that loses it gets it again.
-            await anyio.to_thread.run_sync(self.ledger.keep_letter, message.body)
+            await self._backed_up("dead_letter", self.ledger.work_dir, self.ledger.keep_letter,
+                                  message.body)
         extra = {"headers": headers} if headers else {}  # most records have none
         try:
             answer = await self.producer.send(
