@@ -13,6 +13,7 @@ the pool's) holding half an answer, a real process as the worker, and a
 watch that makes the pool's own check (a time-out of 0: it kills the
 process) and only then lets the rest of the answer through."""
 
+import logging
 import multiprocessing
 import pickle
 import struct
@@ -72,7 +73,7 @@ def _restarts(pool):
 
 @pytest.mark.anyio
 async def test_a_run_whose_worker_is_killed_as_its_answer_comes_counts_and_the_worker_goes(
-        monkeypatch):
+        monkeypatch, caplog):
     pool = WorkerPool(1, stage="t", metrics=Metrics())
     doomed, its = _worker("t-doomed")
     pool._all.append(doomed)
@@ -81,11 +82,13 @@ async def test_a_run_whose_worker_is_killed_as_its_answer_comes_counts_and_the_w
     its._send(half)
     monkeypatch.setattr(pool, "_run_ends", _kills_then_answers(pool, its, rest))
     try:
-        with anyio.fail_after(60):  # a bound for a loaded machine, not a measure
+        with anyio.fail_after(60), caplog.at_level(logging.WARNING, logger="calstream.pool"):
             outcome = await pool.run("tests.pool_tasks:add", {"a": 1, "b": 2}, timeout=0)
         assert outcome.value == {"products": "x" * 5000} and outcome.failure is None
         assert doomed not in pool._idle and doomed not in pool._all, "the killed worker is kept"
         assert _restarts(pool) == {"timeout": 1.0}
+        assert ("worker t-doomed exceeded the task timeout of 0s and was killed; its answer had "
+                "come whole and counts; the worker is replaced") in caplog.messages
         assert wait([doomed.process.sentinel], 30), "the worker lives on"  # it ended (killed)
     finally:
         pool.close()
