@@ -33,7 +33,10 @@ def received(conn: Connection, watch: Callable[[], BaseException | None]) -> Any
     """``conn.recv()``, ``watch()`` asked every WATCH_SECONDS meanwhile (in a
     thread): an error it returns (having killed the worker) is raised in
     place of the read's EOFError or OSError. A read that ends well returns
-    its answer, whatever the watcher found meanwhile."""
+    its answer, whatever the watcher found meanwhile: the worker may have
+    been killed as the answer came whole, and the caller's ``watch`` keeps
+    what it found (the pool on the worker, ``Worker.lost``: it replaces that
+    worker, never hands it another run)."""
     done, found = threading.Event(), []
 
     def watching() -> None:

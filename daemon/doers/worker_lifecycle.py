@@ -31,6 +31,7 @@ from typing import Any
 
 from calstream.daemon.doers import worker_server_watch
 from calstream.daemon.doers.parking import until_done
+from calstream.daemon.doers.worker_losses import WorkerLost
 from calstream.daemon.doers.worker_process import worker_main
 
 log = logging.getLogger("calstream.pool")
@@ -51,6 +52,10 @@ class Worker:
     cores: int = 0  # of the run it does now (0: idle)
     started: float = field(default_factory=time.monotonic)
     server: int | None = None  # the pid of the worker server it was forked from
+    # Why the pool's checks ended its run (worker_pool._run_ends), which may
+    # have killed it as its answer came whole: it is replaced, never handed
+    # another run (session 44).
+    lost: WorkerLost | None = None
 
 
 class WorkerLifecycle:

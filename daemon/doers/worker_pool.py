@@ -217,10 +217,10 @@ class WorkerPool(WorkerLifecycle):
                 outcome.cores = request.cores  # w.cores may be the next task's already
                 handed_on = request.handed_on
             except (RunOverMemory, WorkerStopped) as exc:
-                self._replace(w, "run_memory" if isinstance(exc, RunOverMemory) else "stopped")
+                self._replace(w, _cause(exc))
                 raise
             except WorkerLost as exc:
-                self._replace(w, "timeout" if "timeout" in str(exc) else "died")
+                self._replace(w, _cause(exc))
                 if "timeout" not in str(exc) and not server_serving(w.server):
                     raise ServerLost(f"{exc}, with the worker server {w.server} it was "
                                      "forked from") from exc
@@ -243,7 +243,9 @@ class WorkerPool(WorkerLifecycle):
                 self.metrics.worker_cpu.labels(stage=self.stage, mode=mode).inc(seconds)
             if handed_on:  # the worker runs the next task, whose caller has it now
                 return outcome
-            if self._over_memory(outcome):
+            if w.lost is not None:  # killed by the checks as its answer came (_exchange)
+                self._replace(w, _cause(w.lost))
+            elif self._over_memory(outcome):
                 # What a run leaves behind (caches, fragmentation) must not
                 # pile up until the kernel's OOM killer takes a worker mid-run.
                 log.warning("worker %s keeps %d MiB resident after its task (limit %d MiB): "
@@ -298,7 +300,7 @@ class WorkerPool(WorkerLifecycle):
         task on the same worker (priority_slots.hand_over), if the worker is
         to be kept (the checks run() makes on the loop are made here first)."""
         w = done.worker
-        if w.tasks_left <= 0 or self._over_memory(outcome):
+        if w.lost is not None or w.tasks_left <= 0 or self._over_memory(outcome):
             return
 
         def check(request: _Request) -> bool:
@@ -343,6 +345,8 @@ class WorkerPool(WorkerLifecycle):
                     kind, rest = "error", [TaskFailure(
                         type(exc).__name__, f"its answer cannot be read: {error_text(exc)}",
                         "permanent"), 0, 0, (0.0, 0.0)]
+                if kind == "ready" and w.lost is not None:
+                    raise w.lost  # killed as it said it was warm: the run never began
                 if kind == "ready":
                     w.ready = True
                     start = time.monotonic()  # the warm-up is not the task's time
@@ -353,6 +357,12 @@ class WorkerPool(WorkerLifecycle):
                 outcome = TaskOutcome(peak_rss_bytes=rest[1], worker=w.name,
                                       wall_seconds=wall, rss_bytes=rest[2], cpu_seconds=rest[3])
                 outcome.value, outcome.failure = (rest[0], None) if kind == "ok" else (None, rest[0])
+                if w.lost is not None:
+                    # Killed by the watch as its answer came whole: the run
+                    # finished (its outputs sealed before it answered) and
+                    # counts; its worker is replaced (run), handed nothing.
+                    log.warning("%s; its answer had come whole and counts; the worker is "
+                                "replaced", w.lost)
                 self._hand_over(request, outcome)
                 return outcome
             if not w.process.is_alive() and not w.conn.poll(0):
@@ -364,7 +374,9 @@ class WorkerPool(WorkerLifecycle):
                   kill: bool = False) -> WorkerLost | None:
         """Why a run ends now, or None; asked between two polls of its pipe
         and, with ``kill``, while its answer is read (worker_answers.py: the
-        worker killed, its end of the pipe closes and the read ends). Past
+        worker killed, its end of the pipe closes and the read ends). Kept as
+        ``w.lost``: a read may still end well, and a worker killed as its
+        answer came whole is replaced, never kept or handed a run. Past
         its time-out (_replace ends it: SIGTERM, then SIGKILL); over its
         memory bound (run_memory.py says why and how its children count) or
         stopped for ``stopped_seconds`` (worker_stopped.py): killed at once."""
@@ -372,12 +384,21 @@ class WorkerPool(WorkerLifecycle):
             if kill:
                 with contextlib.suppress(OSError, ValueError):
                     w.process.kill()
-            return WorkerLost(f"worker {w.name} exceeded the task timeout of {timeout:.0f}s "
-                              "and was killed")
-        if self.run_memory and (over := over_bound(
+            w.lost = WorkerLost(f"worker {w.name} exceeded the task timeout of {timeout:.0f}s "
+                                "and was killed")
+        elif self.run_memory and (over := over_bound(
                 w.process, w.name, self.run_memory * max(1, request.cores), request)):
-            return RunOverMemory(over)
-        if self.stopped_seconds > 0 and (stopped := stopped_too_long(
+            w.lost = RunOverMemory(over)
+        elif self.stopped_seconds > 0 and (stopped := stopped_too_long(
                 w.process, w.name, request, self.stopped_seconds)):
-            return WorkerStopped(stopped)
-        return None
+            w.lost = WorkerStopped(stopped)
+        return w.lost
+
+
+def _cause(lost: WorkerLost) -> str:
+    """The ``worker_restarts`` cause of a worker replaced for ``lost``."""
+    if isinstance(lost, RunOverMemory):
+        return "run_memory"
+    if isinstance(lost, WorkerStopped):
+        return "stopped"
+    return "timeout" if "timeout" in str(lost) else "died"
