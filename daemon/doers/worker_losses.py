@@ -41,3 +41,12 @@ class TaskOutcome:
     rss_bytes: int = 0  # resident after the task: what the worker keeps
     cores: int = 1  # the run was allowed this many (share_cores)
     cpu_seconds: tuple[float, float] = (0.0, 0.0)  # user, system: the task's, sealing included
+
+
+def restart_cause(lost: WorkerLost) -> str:
+    """The ``worker_restarts`` cause of a worker replaced for ``lost``."""
+    if isinstance(lost, RunOverMemory):
+        return "run_memory"
+    if isinstance(lost, WorkerStopped):
+        return "stopped"
+    return "timeout" if "timeout" in str(lost) else "died"

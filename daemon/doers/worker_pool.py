@@ -53,6 +53,7 @@ from calstream.daemon.doers.worker_losses import (
     TaskOutcome,
     WorkerLost,
     WorkerStopped,
+    restart_cause,
 )
 from calstream.daemon.doers.worker_process import TaskFailure
 from calstream.daemon.doers.worker_server_watch import SERVER_HUNG_SECONDS, server_serving
@@ -217,10 +218,10 @@ class WorkerPool(WorkerLifecycle):
                 outcome.cores = request.cores  # w.cores may be the next task's already
                 handed_on = request.handed_on
             except (RunOverMemory, WorkerStopped) as exc:
-                self._replace(w, _cause(exc))
+                self._replace(w, restart_cause(exc))
                 raise
             except WorkerLost as exc:
-                self._replace(w, _cause(exc))
+                self._replace(w, restart_cause(exc))
                 if "timeout" not in str(exc) and not server_serving(w.server):
                     raise ServerLost(f"{exc}, with the worker server {w.server} it was "
                                      "forked from") from exc
@@ -244,7 +245,7 @@ class WorkerPool(WorkerLifecycle):
             if handed_on:  # the worker runs the next task, whose caller has it now
                 return outcome
             if w.lost is not None:  # killed by the checks as its answer came (_exchange)
-                self._replace(w, _cause(w.lost))
+                self._replace(w, restart_cause(w.lost))
             elif self._over_memory(outcome):
                 # What a run leaves behind (caches, fragmentation) must not
                 # pile up until the kernel's OOM killer takes a worker mid-run.
@@ -393,12 +394,3 @@ class WorkerPool(WorkerLifecycle):
                 w.process, w.name, request, self.stopped_seconds)):
             w.lost = WorkerStopped(stopped)
         return w.lost
-
-
-def _cause(lost: WorkerLost) -> str:
-    """The ``worker_restarts`` cause of a worker replaced for ``lost``."""
-    if isinstance(lost, RunOverMemory):
-        return "run_memory"
-    if isinstance(lost, WorkerStopped):
-        return "stopped"
-    return "timeout" if "timeout" in str(lost) else "died"
