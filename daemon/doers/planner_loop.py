@@ -53,6 +53,7 @@ from calstream.daemon.doers.planner_publishing import (
     settle,
 )
 from calstream.daemon.doers.planner_snapshots import snapshot_path
+from calstream.daemon.doers.snapshot_files import SnapshotFiles
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.plans import Plan
@@ -121,6 +122,7 @@ class Planner(RecordDecisions):
         self.repair_retry_at = 0.0  # planner_disk_records.republish_when_owed
         self.snapshot_parking = Parking(cfg, metrics, stage="planner", what="planner: snapshot",
                                         root=snapshot_path(cfg.work_dir).parent)
+        self.snapshot_files = SnapshotFiles(cfg.work_dir)  # read and written timed
 
     def state_for(self, namespace: str) -> PlannerState:
         state = self.states.get(namespace)
