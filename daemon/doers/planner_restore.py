@@ -246,7 +246,11 @@ async def take_snapshot(planner: Planner) -> int:
     change (the maps, not their records: deciders/planner_snapshot.py). In
     a thread: encoding the blocks whose rows changed since the last
     snapshot (or since the restore), the others written as stored then
-    (deciders/snapshot_reuse.py), compressing and writing."""
+    (deciders/snapshot_reuse.py) and compressing; writing in a timed one
+    (doers/snapshot_files.py)."""
+    if (hung := planner.snapshot_files.still_hung()) is not None:  # nothing copied for it
+        planner.snapshot_parking.failed(hung.cause, hung)
+        return 0
     started = time.perf_counter(), time.process_time()
     with collector_paused():  # many new containers, none of them garbage
         captured = planner_snapshot.capture(planner.states, holds=planner.holds,
@@ -277,8 +281,6 @@ async def take_snapshot(planner: Planner) -> int:
         return packed, stored, time.thread_time() - cpu
 
     try:
-        if (hung := planner.snapshot_files.still_hung()) is not None:
-            raise hung  # not encoded for nothing at every retry
         packed, stored, cpu = await anyio.to_thread.run_sync(encode)
         size = await planner.snapshot_files.put(packed)  # timed: work_dir_hung
     except (OSError, ReadHung) as exc:
