@@ -33,7 +33,7 @@ import bench_planner as b  # noqa: E402
 from calstream.daemon.deciders import planner_memory, planner_snapshot  # noqa: E402
 from calstream.daemon.deciders.snapshot_columns import collector_paused  # noqa: E402
 from calstream.daemon.deciders.snapshot_reuse import BlockCache  # noqa: E402
-from calstream.daemon.doers import planner_restore, planner_snapshots  # noqa: E402
+from calstream.daemon.doers import planner_compaction, planner_snapshots  # noqa: E402
 from calstream.daemon.doers.process_memory import resident_in_use_bytes  # noqa: E402
 
 MiB = 2**20
@@ -72,7 +72,7 @@ def one_run(events: int, every: int, budget_mb: int, where: str) -> dict:
             # its frozen objects collected, the snapshot just written restored.
             compactions, last, since_start = compactions + 1, in_use, 0
             del path
-            planner_restore.drop_frozen_state()
+            planner_compaction.drop_frozen_state()
             with collector_paused():
                 loaded = planner_snapshots.read(where, max_age=None, calstream_version="bench")
                 reuse = BlockCache()

@@ -17,7 +17,7 @@ from functools import partial
 import anyio
 
 from calstream.daemon.deciders.pool_warming import warms_at_start
-from calstream.daemon.doers import kafka, planner_clients, planner_restore
+from calstream.daemon.doers import kafka, planner_clients, planner_compaction, planner_restore
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.kafka.concurrent_consumer import fault_cause
@@ -122,7 +122,7 @@ class RoleTasks:
             planner.in_use_at_last_compaction = compacted_at["in_use"]
             if compacted_at["pending"]:
                 compacted_at["pending"] = False
-                planner_restore.drop_frozen_state()
+                planner_compaction.drop_frozen_state()
             # Its own (aiokafka clients belong to one loop), once the broker answers.
             producer = await planner_clients.started_producer(self.cfg, self.start_waits)
             try:
@@ -138,7 +138,7 @@ class RoleTasks:
             if self.planner is not None:
                 self.planner.caught_up = False
 
-        def compacted(c: planner_restore.Compaction) -> None:
+        def compacted(c: planner_compaction.Compaction) -> None:
             self.metrics.planner_compactions.labels(leadership=c.role).inc()
             compacted_at.update(in_use=c.in_use, pending=True)
             if self.planner is not None:

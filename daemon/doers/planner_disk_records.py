@@ -18,9 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import anyio
-
 from calstream.daemon.doers import kafka
+from calstream.daemon.doers.inbox.file_reads import READ_SECONDS, STORE_HUNG, FileReads
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
 from calstream.daemon.doers.planner_ledger import PlannerLedger
@@ -123,21 +122,40 @@ async def restore_from_disk(planner) -> None:
                     "from %s", sum(t == "plans" for t, _, _ in lost),
                     sum(t == "holds" for t, _, _ in lost), planner.ledger.root)
 
-    def stage3_products() -> list[tuple[str, dict]]:
-        # (the tree it lies in, not what its event claims; its event)
-        store = ProductStore(planner.cfg.products,
-                             moved_from=planner.cfg.products_moved_from)
-        return [(n, r["event"]) for n in ["live", *store.namespaces()]
-                for r in store.for_namespace(n).records("stage3")
-                if r["event"].get("stage") == "stage3"]
-
-    for namespace, event in await anyio.to_thread.run_sync(stage3_products):
+    for namespace, event in await stage3_products(planner):
         try:  # a file is untrusted: one the decisions cannot take is left out, not fatal
             contract.validate("product", event)
             planner.state_for(namespace).restore_product(event)
         except Exception as exc:  # noqa: BLE001 - see above
             log.warning("planner: stage-3 record of %s left out: %s: %s",
                         str(event.get("product_name"))[:200], type(exc).__name__, exc)
+
+
+# The product store's answer for each record at the restore, at most this long.
+STORE_SECONDS = READ_SECONDS
+
+
+async def stage3_products(planner) -> list[tuple[str, dict]]:
+    """Each stage-3 record of the product store, (the tree it lies in, not
+    what its event claims; its event), read timed (FileReads.listing: hung
+    once no record has answered for STORE_SECONDS). They decide the next
+    versions, so there is no restore without them: a store that does not
+    answer parks the planner (store_hung) until it does; before, its start
+    waited unseen for ever, and a stop waited for it."""
+    reads = FileReads(1, STORE_SECONDS)  # across tries: a read left hung is not made again
+
+    def read(answered: Callable[[], None]) -> list[tuple[str, dict]]:
+        store = ProductStore(planner.cfg.products, moved_from=planner.cfg.products_moved_from)
+        return [(n, r["event"]) for n in ["live", *store.namespaces()]
+                for r in store.for_namespace(n).records("stage3", answered=answered)
+                if r["event"].get("stage") == "stage3"]
+
+    return await until_done(
+        partial(reads.listing, read, Path(planner.cfg.products), what="stage-3 records' read",
+                cause=STORE_HUNG),
+        Parking(planner.cfg, planner.metrics, stage="planner",
+                what="planner: reading the product store's stage-3 records",
+                root=planner.cfg.products), hung_or_disk_cause)
 
 
 def kept_messages(ledger: PlannerLedger) -> list[tuple[str, str, contract.Message]]:

@@ -35,6 +35,7 @@ from calstream.daemon.deciders.product_intake import ProductIntake, Taken
 from calstream.daemon.doers import (
     kafka,
     planner_clients,
+    planner_compaction,
     planner_disk_records,
     planner_restore,
     planner_status,
@@ -53,6 +54,7 @@ from calstream.daemon.doers.planner_publishing import (
     settle,
 )
 from calstream.daemon.doers.planner_snapshots import snapshot_path
+from calstream.daemon.doers.snapshot_files import SnapshotFiles
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.metrics import Metrics
 from calstream.steps.plans import Plan
@@ -114,13 +116,14 @@ class Planner(RecordDecisions):
         self.restored_from: dict | None = None  # the snapshot the state came from, if any
         self.snapshot_reuse = None  # the last snapshot's blocks (deciders/snapshot_reuse.py)
         self.faults = Faults(metrics)  # what it survives outside any record
-        self.memory_budget = planner_restore.memory_budget(self)  # and at the last compaction:
+        self.memory_budget = planner_compaction.memory_budget(self)  # and at the last compaction:
         self.in_use_at_last_compaction, self.memory_checked_at, self.memory_over = 0, 0.0, False
         self._unkept: list[dict] = []  # plans decided, to keep in the ledger
         self.unacked = Unacknowledged()  # work orders sent, not yet acknowledged
         self.repair_retry_at = 0.0  # planner_disk_records.republish_when_owed
         self.snapshot_parking = Parking(cfg, metrics, stage="planner", what="planner: snapshot",
                                         root=snapshot_path(cfg.work_dir).parent)
+        self.snapshot_files = SnapshotFiles(cfg.work_dir)  # read and written timed
 
     def state_for(self, namespace: str) -> PlannerState:
         state = self.states.get(namespace)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from calstream.daemon.deciders import planner_memory, planner_snapshot
+from calstream.daemon.deciders import planner_snapshot
 from calstream.daemon.deciders.holds import WaitingUpdates, hold_to_restore
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import BlockCache, BlockWriter
@@ -38,8 +38,9 @@ from calstream.daemon.doers import (
     planner_tail,
     snapshot_places,
 )
-from calstream.daemon.doers.process_memory import container_limit_bytes, resident_in_use_bytes
-from calstream.steps.failures import infrastructure_cause
+from calstream.daemon.doers.inbox.file_reads import ReadHung
+from calstream.daemon.doers.planner_compaction import Compaction, compact_when_due, over_budget
+from calstream.daemon.doers.start_waits import hung_or_disk_cause
 from calstream.steps.plans import Plan, PlanError
 from calstream.topics import contract
 
@@ -52,13 +53,15 @@ SNAPSHOT_EVERY_RECORDS = 50_000  # product/pointing/plan records between snapsho
 SNAPSHOT_EVERY_SECONDS = 300.0  # ... or this long, whichever comes first, once caught up
 
 
-def load_snapshot(planner: Planner) -> bool:
-    """The state from the snapshot, if one can be trusted; True if it was used."""
+def load_snapshot(planner: Planner, found: planner_snapshots.Found | None = None) -> bool:
+    """The state from the snapshot (``found``: its file as read), if one can
+    be trusted; True if it was used."""
     # The collector stays off from reading to freezing: turned on in between,
     # its first collections would walk every object just read (a second and
     # more for a million events), though none of them is garbage.
     with collector_paused():
-        snap = planner_snapshots.read(planner.cfg.work_dir, topic_prefix=planner.topics.prefix)
+        found = found or planner_snapshots.read_file(planner.cfg.work_dir)
+        snap = found and planner_snapshots.parse(found, topic_prefix=planner.topics.prefix)
         if snap is None:
             return False
         if (withheld := _withheld_of(planner, snap.body)) is None:
@@ -100,6 +103,19 @@ def load_snapshot(planner: Planner) -> bool:
              "reading the records after it", time.strftime(
                  "%Y-%m-%d %H:%M:%S", time.gmtime(snap.taken_at)), len(states), snap.size / 1e6)
     return True
+
+
+async def load_snapshot_timed(planner: Planner) -> bool:
+    """``load_snapshot``, its file read timed (doers/snapshot_files.py): on a
+    silent work directory the start froze unseen, and a stop waited for it;
+    now the full rebuild, no snapshot written until the directory answers."""
+    try:
+        found = await planner.snapshot_files.read()
+    except ReadHung as exc:
+        log.warning("planner: snapshot unread, %s: rebuilding from the topics", exc)
+        planner.snapshot_parking.failed(exc.cause, exc)
+        return False
+    return found is not None and await anyio.to_thread.run_sync(load_snapshot, planner, found)
 
 
 def _following(planner: Planner) -> bool:
@@ -155,7 +171,7 @@ async def restore(planner: Planner) -> None:
 
 async def _restore(planner: Planner) -> None:
     tune_collector()
-    used = await anyio.to_thread.run_sync(load_snapshot, planner)
+    used = await load_snapshot_timed(planner)
     if used:
         await snapshot_places.read_again_where_moved(planner, planner.snapshot_covered)
     if not used and _following(planner):  # a rebuild withholds again what nobody sent
@@ -230,7 +246,11 @@ async def take_snapshot(planner: Planner) -> int:
     change (the maps, not their records: deciders/planner_snapshot.py). In
     a thread: encoding the blocks whose rows changed since the last
     snapshot (or since the restore), the others written as stored then
-    (deciders/snapshot_reuse.py), compressing and writing."""
+    (deciders/snapshot_reuse.py) and compressing; writing in a timed one
+    (doers/snapshot_files.py)."""
+    if (hung := planner.snapshot_files.still_hung()) is not None:  # nothing copied for it
+        planner.snapshot_parking.failed(hung.cause, hung)
+        return 0
     started = time.perf_counter(), time.process_time()
     with collector_paused():  # many new containers, none of them garbage
         captured = planner_snapshot.capture(planner.states, holds=planner.holds,
@@ -245,7 +265,7 @@ async def take_snapshot(planner: Planner) -> int:
     on_loop = time.perf_counter() - started[0]
     writer = BlockWriter(planner.snapshot_reuse)
 
-    def encode_and_write() -> tuple[int, float]:
+    def encode() -> tuple[planner_snapshots.Packed, list, float]:
         cpu, stored = time.thread_time(), []
         # A tuple or two per exposure, none of them garbage: with the collector
         # on, its full collections walk the whole state (two thirds of the
@@ -256,22 +276,22 @@ async def take_snapshot(planner: Planner) -> int:
                 body["standby"] = withheld
             if waiting:
                 body["pointing_waiting"] = waiting
-            size = planner_snapshots.write(planner.cfg.work_dir, body, offsets=offsets,
-                                           stored=stored, topic_prefix=planner.topics.prefix,
-                                           covered=covered)
-        planner.snapshot_reuse = writer.written(stored)
-        return size, time.thread_time() - cpu
+            packed = planner_snapshots.pack(body, offsets=offsets, stored=stored,
+                                            topic_prefix=planner.topics.prefix, covered=covered)
+        return packed, stored, time.thread_time() - cpu
 
     try:
-        size, cpu = await anyio.to_thread.run_sync(encode_and_write)
-    except OSError as exc:
-        # A full or read-only disk: the planner goes on without a new
+        packed, stored, cpu = await anyio.to_thread.run_sync(encode)
+        size = await planner.snapshot_files.put(packed)  # timed: work_dir_hung
+    except (OSError, ReadHung) as exc:
+        # A full, read-only or silent disk: the planner goes on without a new
         # snapshot (a start reads a longer tail), parked until one is written.
-        if (cause := infrastructure_cause(exc)) is None:
+        if (cause := hung_or_disk_cause(exc)) is None:
             raise
         planner.snapshot_parking.failed(cause, exc)
         planner.last_snapshot = before  # not taken: still due
         return 0
+    planner.snapshot_reuse = writer.written(stored)
     planner.snapshot_parking.resumed()
     log.info("planner: snapshot written (%.0f MB, %d of %d blocks reused; %.2f s on the loop, "
              "%.1f s in all, %.1f CPU s in the writer)", size / 1e6, writer.reused,
@@ -298,26 +318,7 @@ def snapshot_due(planner: Planner) -> bool:
     first = records == 0 and planner.caught_up and planner.restored_from is None
     return new > 0 and (first or new >= SNAPSHOT_EVERY_RECORDS
                         or time.monotonic() - at >= SNAPSHOT_EVERY_SECONDS
-                        or _over_budget(planner))
-
-
-MEMORY_CHECK_SECONDS = 1.0  # reading the memory in use costs two reads: not per record
-
-
-def _over_budget(planner: Planner) -> bool:
-    if planner.memory_budget is None:
-        return False
-    now = time.monotonic()
-    if now - planner.memory_checked_at >= MEMORY_CHECK_SECONDS:
-        planner.memory_checked_at = now
-        planner.memory_over = _compaction_due(planner, resident_in_use_bytes())
-    return planner.memory_over
-
-
-def _compaction_due(planner: Planner, in_use: int) -> bool:
-    return planner_memory.compaction_due(in_use, planner.memory_budget,
-                                         planner.in_use_at_last_compaction,
-                                         planner.records_seen, planner_memory.MIN_RECORDS)
+                        or over_budget(planner))
 
 
 class _StartedOnce:
@@ -333,45 +334,12 @@ class _StartedOnce:
             self._status.started(value)
 
 
-class Compaction(Exception):  # noqa: N818 - not an error: the planner starts again
-    """The planner is over its memory budget just after writing a snapshot:
-    it starts again from that snapshot (deciders/planner_memory.py says why).
-    ``role``: active or standby, for the metric."""
-
-    def __init__(self, in_use: int, budget: int, role: str = "active"):
-        super().__init__(f"{in_use / 2**20:.0f} MiB in use, budget {budget / 2**20:.0f} MiB")
-        self.in_use, self.budget, self.role = in_use, budget, role
-
-
 async def snapshot_when_due(planner: Planner) -> None:
     """Once caught up, the periodic snapshot (or the one a memory over budget
     asks for), then Compaction if still over budget. The active planner and
     a standby alike: a standby's snapshot carries what it withheld."""
     if planner.caught_up and snapshot_due(planner) and await take_snapshot(planner):
         compact_when_due(planner)  # not after a snapshot parked on a disk fault
-
-
-def memory_budget(planner: Planner) -> int | None:
-    return planner_memory.budget_bytes(planner.cfg.planner_memory_mb, container_limit_bytes())
-
-
-def compact_when_due(planner: Planner) -> None:
-    """Raise Compaction if the planner, its snapshot just written, is over
-    its memory budget (and grew since its last compaction)."""
-    if planner.memory_budget is None:
-        return
-    in_use = resident_in_use_bytes()
-    if _compaction_due(planner, in_use):
-        acting = planner.standby is None or planner.standby.gate.acting
-        raise Compaction(in_use, planner.memory_budget, "active" if acting else "standby")
-    planner.memory_over = False
-
-
-def drop_frozen_state() -> None:
-    """After a compaction: the old state's objects, frozen at its restore, unfrozen
-    and collected (1-2 s a million objects), or their cycles would stay for good."""
-    gc.unfreeze()
-    gc.collect()
 
 
 async def rebuilding_when_unreadable(run_once: Callable[[Any], Awaitable[None]],

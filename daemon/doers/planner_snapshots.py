@@ -80,7 +80,23 @@ def write(work_dir: str | Path, body: dict[str, Any], *,
           offsets: dict[tuple[str, int], int], calstream_version: str | None = None,
           stored: list[Stored] | None = None, topic_prefix: str | None = None,
           covered: dict[tuple[str, int], str] | None = None) -> int:
-    """Write the snapshot; returns its size in bytes. A block that is a
+    """Write the snapshot; returns its size in bytes (``pack``, then ``put``)."""
+    return put(work_dir, pack(body, offsets=offsets, calstream_version=calstream_version,
+                              stored=stored, topic_prefix=topic_prefix, covered=covered))
+
+
+@dataclass(frozen=True)
+class Packed:
+    """A snapshot ready to write: the compressed body and blocks, its envelope."""
+    data: bytes
+    envelope: dict[str, Any]
+
+
+def pack(body: dict[str, Any], *, offsets: dict[tuple[str, int], int],
+         calstream_version: str | None = None, stored: list[Stored] | None = None,
+         topic_prefix: str | None = None,
+         covered: dict[tuple[str, int], str] | None = None) -> Packed:
+    """The snapshot as written, in memory (compressing: CPU, no I/O). A block that is a
     ``Stored`` (reused from the last snapshot: deciders/snapshot_reuse.py)
     is written as it is; every block as written is appended to ``stored``.
     ``topic_prefix``: the deployment whose topics it is the state of (``read``).
@@ -104,12 +120,19 @@ def write(work_dir: str | Path, body: dict[str, Any], *,
             stored.append(block)
     data = b"".join(parts)
     del parts
-    envelope = {"format": FORMAT, "calstream_version": calstream_version or calstream.__version__,
-                "taken_at": time.time(), "size": len(data), "raw_size": raw_size,
-                "blocks": sizes if type(blocks) is list else None,
-                "sha256": hashlib.sha256(data).hexdigest(), "topic_prefix": topic_prefix,
-                "offsets": [[t, p, o] for (t, p), o in sorted(offsets.items())],
-                "covered": [[t, p, h] for (t, p), h in sorted((covered or {}).items())]}
+    return Packed(data, {
+        "format": FORMAT, "calstream_version": calstream_version or calstream.__version__,
+        "taken_at": time.time(), "size": len(data), "raw_size": raw_size,
+        "blocks": sizes if type(blocks) is list else None,
+        "sha256": hashlib.sha256(data).hexdigest(), "topic_prefix": topic_prefix,
+        "offsets": [[t, p, o] for (t, p), o in sorted(offsets.items())],
+        "covered": [[t, p, h] for (t, p), h in sorted((covered or {}).items())]})
+
+
+def put(work_dir: str | Path, packed: Packed) -> int:
+    """``packed`` written as the snapshot (atomically); its size. Only the
+    file's I/O, so that it can be timed as such (planner_restore.py)."""
+    data, envelope = packed.data, packed.envelope
     path = snapshot_path(work_dir)
     # A file at <work>/planner, a directory at the snapshot's name: moved
     # aside, where every snapshot raised (FileExistsError, IsADirectoryError).
@@ -191,6 +214,24 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
     a new prefix) is a state decided on other records: restored, it took this
     deployment's own product events for conflicting copies (dead letters) and
     its orders for sent, and nothing was ordered."""
+    found = read_file(work_dir)
+    return None if found is None else parse(found, max_age=max_age,
+                                            calstream_version=calstream_version,
+                                            topic_prefix=topic_prefix)
+
+
+@dataclass(frozen=True)
+class Found:
+    """The snapshot file's bytes as read (``read_file``), not yet trusted."""
+    path: Path
+    head: bytes
+    data: bytes
+
+
+def read_file(work_dir: str | Path) -> Found | None:
+    """The snapshot file's bytes, or None (and one line) when there is none
+    this planner may read. Only the file's I/O, so that it can be timed as
+    such (planner_restore.py); ``parse`` says whether they can be trusted."""
     path = snapshot_path(work_dir)
     try:
         set_aside_unless_regular(path, what=SNAPSHOT)  # then: no snapshot, a rebuild
@@ -204,6 +245,14 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
         return None
     except OSError as exc:
         return _ignored(path, f"unreadable ({exc})")
+    return Found(path, head, data)
+
+
+def parse(found: Found, *, max_age: float | None = MAX_AGE,
+          calstream_version: str | None = None, topic_prefix: str | None = None
+          ) -> Snapshot | None:
+    """``read``'s checks of the bytes ``read_file`` found (CPU, no I/O)."""
+    path, head, data = found.path, found.head, found.data
     try:
         envelope = json.loads(head)
         if not isinstance(envelope, dict):

@@ -30,7 +30,7 @@ import shutil
 import socket
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -336,14 +336,17 @@ class ProductStore(StoreUpkeep):
         return None
 
     def records(self, stage: str = "*", *, as_written: bool = False,
-                memo: dict[Path, tuple] | None = None) -> list[dict[str, Any]]:
+                memo: dict[Path, tuple] | None = None,
+                answered: Callable[[], None] | None = None) -> list[dict[str, Any]]:
         """Every provenance record in the store (of ``stage``), oldest event
         first; ``as_written``: their events as published (to send again).
         ``memo``: what an earlier call (with the same ``as_written``) read,
         kept by a caller that reads again (the console, every 5 s while a
         page is open): only records new or replaced (renamed over: another
         inode) since are read; it read them all each time, 2.5 s of CPU for
-        20,000, and warned of each bad one."""
+        20,000, and warned of each bad one. ``answered()`` after each record
+        read: a timed caller's sign that the store still answers
+        (FileReads.listing)."""
         found = []
         pattern = f"*.{stage}.json"
         paths = [*self.root.glob(f"*/*/{_PROV}/{pattern}"),
@@ -364,6 +367,8 @@ class ProductStore(StoreUpkeep):
                 kept[path] = (identity, record)
             if record is not None:
                 found.append(record)
+            if answered is not None:
+                answered()
         if memo is not None:
             memo.clear()
             memo.update(kept)

@@ -19,7 +19,7 @@ import signal
 import anyio
 import pytest
 
-from calstream.daemon.doers import kafka, planner_restore
+from calstream.daemon.doers import kafka, planner_compaction, planner_restore
 from calstream.topics.catalog import Topics
 from tests.integration.support import (
     compact_at_every_snapshot,
@@ -44,12 +44,12 @@ async def test_a_standby_compacts_with_decisions_withheld_and_takes_over_sending
         tmp_path, broker, unique_prefix, monkeypatch, caplog):
     compact_at_every_snapshot(monkeypatch)
     compacted_with = []  # (role, decisions withheld) at each compaction of the standby daemon
-    compact = planner_restore.compact_when_due
+    compact = planner_compaction.compact_when_due
 
     def recording(planner) -> None:
         try:
             compact(planner)
-        except planner_restore.Compaction as c:
+        except planner_compaction.Compaction as c:
             compacted_with.append((c.role, len(planner.standby.withheld)))
             raise
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from calstream.daemon.deciders.planner_memory import GROWTH, budget_bytes, compaction_due
-from calstream.daemon.doers import planner_restore
+from calstream.daemon.doers import planner_compaction, planner_restore
 from calstream.daemon.doers.process_memory import (
     container_limit_bytes,
     limit_files,
@@ -65,14 +65,14 @@ class _Planner:
 
 
 def test_a_planner_over_its_budget_is_told_to_start_again(monkeypatch):
-    monkeypatch.setattr(planner_restore.planner_memory, "MIN_RECORDS", 100)
-    with pytest.raises(planner_restore.Compaction) as raised:
-        planner_restore.compact_when_due(_Planner(MiB, 100))
+    monkeypatch.setattr(planner_compaction.planner_memory, "MIN_RECORDS", 100)
+    with pytest.raises(planner_compaction.Compaction) as raised:
+        planner_compaction.compact_when_due(_Planner(MiB, 100))
     assert raised.value.budget == MiB and raised.value.in_use > 10 * MiB
     assert "MiB in use, budget 1 MiB" in str(raised.value)
-    planner_restore.compact_when_due(_Planner(MiB, 99))  # too few records: goes on
-    planner_restore.compact_when_due(_Planner(None, 10**6))  # no budget: goes on
-    planner_restore.compact_when_due(_Planner(2**50, 10**6))  # under the budget
+    planner_compaction.compact_when_due(_Planner(MiB, 99))  # too few records: goes on
+    planner_compaction.compact_when_due(_Planner(None, 10**6))  # no budget: goes on
+    planner_compaction.compact_when_due(_Planner(2**50, 10**6))  # under the budget
 
 
 class _Looping(_Planner):
@@ -88,13 +88,13 @@ class _Looping(_Planner):
 
 def test_a_planner_over_its_budget_takes_its_snapshot_at_once(monkeypatch):
     """Not at the next periodic snapshot: the planner would grow meanwhile."""
-    monkeypatch.setattr(planner_restore.planner_memory, "MIN_RECORDS", 100)
+    monkeypatch.setattr(planner_compaction.planner_memory, "MIN_RECORDS", 100)
     assert planner_restore.snapshot_due(_Looping(MiB, 100))
     assert not planner_restore.snapshot_due(_Looping(None, 100))  # no budget
     assert not planner_restore.snapshot_due(_Looping(2**50, 100))  # under it
     over = _Looping(MiB, 100)
-    with pytest.raises(planner_restore.Compaction):
-        planner_restore.compact_when_due(over)
+    with pytest.raises(planner_compaction.Compaction):
+        planner_compaction.compact_when_due(over)
 
 
 def test_a_systemd_units_limit_is_read_from_its_own_cgroup_and_its_ancestors(tmp_path):

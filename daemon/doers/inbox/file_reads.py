@@ -163,15 +163,17 @@ class FileReads:
             return INBOX_HUNG
         return None if found is None else infrastructure_cause(found[1]) or MOUNT_GONE
 
-    async def listing(self, list_files: Callable[[Callable[[], None]], Any], path: Path) -> Any:
+    async def listing(self, list_files: Callable[[Callable[[], None]], Any], path: Path, *,
+                      what: str = "read", cause: str = INBOX_HUNG) -> Any:
         """``list_files(answered)`` of the inbox at ``path``, hung once no entry
         has answered (it calls ``answered()`` at each) for ``read_seconds``:
         a stat per file of a large inbox on a network mount takes longer than
         that as a whole, each answering, and every listing was abandoned as
-        hung and made again, for ever (a start never ended)."""
+        hung and made again, for ever (a start never ended). ``what`` and
+        ``cause``: the ReadHung's."""
         answers = _Answers()
         return await self.timed(lambda _: list_files(answers.answered), path,
-                                self.read_seconds, answers=answers)
+                                self.read_seconds, answers=answers, what=what, cause=cause)
 
     async def timed(self, fn: Callable[[Path], Any], path: Path, seconds: float, *,
                     answers: _Answers | None = None, what: str = "read",

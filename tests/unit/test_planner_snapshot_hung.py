@@ -1,0 +1,113 @@
+"""The planner's snapshot on a work directory whose storage stops answering
+(a hard NFS mount whose server is away): its write and its read at start ran
+in anyio's threads, untimed: the planner stood at its next snapshot for
+ever, unseen, a start froze the same way, and a stop of the daemon waited
+for the thread. Now a write past its time is skipped (work_dir_hung: warned,
+parked after its retries) and the planner goes on; the next is written once
+the directory answers; a read past its time is the full rebuild; a stop
+ends meanwhile. (A real thread held until the test lets it go, real files.)"""
+
+import os
+import threading
+
+import anyio
+import pytest
+
+from calstream.daemon.doers import planner_restore, planner_snapshots
+from calstream.daemon.doers.planner_loop import Planner
+from calstream.daemon.doers.snapshot_files import SnapshotFiles
+from calstream.daemon.operations.config import load
+from calstream.daemon.operations.metrics import Metrics
+from calstream.topics.catalog import Topics
+
+pytestmark = pytest.mark.anyio
+HELD = 10.0  # how long a silent call is held at most: a bound for a broken test
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.fixture
+def silent(tmp_path, monkeypatch):
+    """The work directory's mount, silent once ``silence`` is set and until
+    ``answers`` is: a file opened under it blocks (in the thread opening it);
+    ``returned`` once such a call has returned."""
+    work = tmp_path / "work"
+    silence, answers, blocked, returned = threading.Event(), threading.Event(), [], []
+    real = os.open
+
+    def open_(path, *args, **kw):
+        if silence.is_set() and os.fspath(path).startswith(os.fspath(work)) \
+                and not answers.is_set():
+            blocked.append(path)
+            answers.wait(HELD)
+            returned.append(path)
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(os, "open", open_)
+    yield work, silence, answers, blocked, returned
+    answers.set()
+
+
+def planner_at(work, seconds=0.2) -> Planner:
+    cfg = load(None, env={}, flags={"work_dir": work, "max_attempts": 2,
+                                    "retry_backoff": 0.01, "park_recheck_seconds": 0.05})
+    planner = Planner(cfg, publisher=None, metrics=Metrics(), topics=Topics())
+    planner.snapshot_files = SnapshotFiles(work, seconds=seconds)
+    planner.positions = {("calstream.products", 0): 7}
+    planner.records_seen = 7
+    return planner
+
+
+def parked_total(planner) -> float:
+    return planner.metrics.parked_total.labels(stage="planner",
+                                               cause="work_dir_hung")._value.get()
+
+
+async def test_a_snapshot_on_a_silent_work_dir_is_skipped_and_written_once_it_answers(silent):
+    work, silence, answers, blocked, _ = silent
+    planner = planner_at(work)
+    silence.set()
+    with anyio.fail_after(HELD / 2):  # untimed, it waited for the mount (HELD)
+        assert await planner_restore.take_snapshot(planner) == 0
+        assert await planner_restore.take_snapshot(planner) == 0  # no second thread
+    assert len(blocked) == 1 and planner.snapshot_parking.failures == 2
+    assert parked_total(planner) == 1  # parked after its retries: a metric
+    assert not planner_snapshots.snapshot_path(work).exists()
+    assert planner.last_snapshot[1] == 0  # not taken: still due
+    answers.set()  # the mount answers
+    with anyio.fail_after(HELD / 2):
+        while planner.snapshot_files.still_hung():
+            await anyio.sleep(0.02)
+        assert await planner_restore.take_snapshot(planner) > 0
+    assert planner.snapshot_parking.failures == 0
+    assert planner_snapshots.read(work).offsets == {("calstream.products", 0): 7}
+
+
+async def test_a_stop_while_the_snapshot_is_written_on_a_silent_work_dir_ends(silent):
+    work, silence, answers, blocked, returned = silent
+    planner = planner_at(work, seconds=60.0)  # within its time: the stop alone ends it
+    silence.set()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(planner_restore.take_snapshot, planner)
+        while not blocked:
+            await anyio.sleep(0.02)
+        tg.cancel_scope.cancel()  # the daemon's stop
+    assert not returned  # ended without waiting for the mount
+
+
+async def test_a_snapshot_unread_at_start_is_the_full_rebuild(silent, caplog):
+    work, silence, answers, blocked, returned = silent
+    await planner_restore.take_snapshot(planner_at(work))  # a good snapshot, written
+    assert planner_snapshots.snapshot_path(work).exists()
+    planner = planner_at(work)
+    planner.positions = {}
+    silence.set()
+    with anyio.fail_after(HELD / 2):  # untimed, it waited for the mount (HELD)
+        assert await planner_restore.load_snapshot_timed(planner) is False
+    assert blocked and not returned
+    assert planner.restored_from is None and planner.positions == {}  # as a rebuild starts
+    assert planner.snapshot_parking.failures == 1  # none written until it answers
+    assert "snapshot unread" in caplog.text
