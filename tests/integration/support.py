@@ -213,12 +213,12 @@ def compact_at_every_snapshot(monkeypatch) -> None:
     snapshot uses less than before, by how much depends on the allocator,
     and the rule (tests/unit/test_planner_memory.py) waits for growth."""
     from calstream.daemon.deciders import planner_memory
-    from calstream.daemon.doers import planner_restore
+    from calstream.daemon.doers import planner_compaction, planner_restore
 
     monkeypatch.setattr(planner_restore, "SNAPSHOT_EVERY_RECORDS", 2)
     monkeypatch.setattr(planner_memory, "MIN_RECORDS", 1)
     readings = iter(range(2**30, 2**40, 2**20))
-    monkeypatch.setattr(planner_restore, "resident_in_use_bytes", lambda: next(readings))
+    monkeypatch.setattr(planner_compaction, "resident_in_use_bytes", lambda: next(readings))
 
 
 def broker_paused_before_first(monkeypatch, owner: type, name: str, broker: EmbeddedBroker,
