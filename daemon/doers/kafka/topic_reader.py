@@ -28,6 +28,12 @@ from calstream.daemon.doers.kafka import clients
 from calstream.daemon.operations.config import Config
 from calstream.topics import contract
 
+# How long a read up to "now" waits for records before it looks whether it
+# is at the end: half the broker's hold of an empty fetch (open_reader), so
+# an empty partition's answer, which holds no record but says where its end
+# is, is looked at soon after it comes, not only at fetch()'s 200 ms.
+END_POLL_MS = clients.FETCH_MAX_WAIT_MS // 2
+
 
 class TopicReader:
     """Every partition of some topics, assigned (no group) and read from the start."""
@@ -151,7 +157,7 @@ class TopicReader:
         connection is gone, escaped the cancel scope and ended the task.)"""
         since = time.monotonic()
         while True:
-            records = await self.fetch()
+            records = await self.fetch(timeout_ms=END_POLL_MS)
             if records:
                 yield records
                 since = time.monotonic()
