@@ -18,8 +18,8 @@ from calstream.daemon.doers import kafka, planner_clients, work_dir_lock
 from calstream.daemon.doers.broker_recovery import after_broker_back, recover_lost_records
 from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.doers.file_reads import ReadHung
 from calstream.daemon.doers.inbox import Watcher
-from calstream.daemon.doers.inbox.file_reads import ReadHung
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.parking import in_thread
 from calstream.daemon.doers.planner_leadership import Leadership

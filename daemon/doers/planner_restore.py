@@ -38,7 +38,7 @@ from calstream.daemon.doers import (
     planner_tail,
     snapshot_places,
 )
-from calstream.daemon.doers.inbox.file_reads import ReadHung
+from calstream.daemon.doers.file_reads import ReadHung
 from calstream.daemon.doers.planner_compaction import Compaction, compact_when_due, over_budget
 from calstream.daemon.doers.start_waits import hung_or_disk_cause
 from calstream.steps.plans import Plan, PlanError
