@@ -111,3 +111,18 @@ async def test_a_snapshot_unread_at_start_is_the_full_rebuild(silent, caplog):
     assert planner.restored_from is None and planner.positions == {}  # as a rebuild starts
     assert planner.snapshot_parking.failures == 1  # none written until it answers
     assert "snapshot unread" in caplog.text
+
+
+async def test_a_snapshot_left_hung_names_the_snapshot_not_the_inbox(silent):
+    """The snapshot's calls are timed by the door's mechanism (FileReads):
+    its threads were named "inbox-read" and its line said "or too many
+    reads of the inbox", sending an operator to the wrong storage."""
+    work, silence, answers, blocked, _ = silent
+    planner = planner_at(work)
+    silence.set()
+    with anyio.fail_after(HELD / 2):
+        assert await planner_restore.take_snapshot(planner) == 0
+    assert blocked
+    assert "calls on the planner's snapshot" in {t.name for t in threading.enumerate()}
+    text = str(planner.snapshot_files.still_hung())
+    assert "planner's snapshot" in text and "inbox" not in text
