@@ -55,6 +55,12 @@ class SnapshotFiles:
         return await reads.timed(lambda _: read_file(self.work_dir), self.path,
                                  reads.given(size), what="snapshot's read", cause=WORK_DIR_HUNG)
 
+    async def delete(self) -> None:
+        """The snapshot file removed (found unreadable late: the planner
+        rebuilds), timed as its read and write are."""
+        await self._timed().timed(lambda p: p.unlink(missing_ok=True), self.path, self.seconds,
+                                  what="snapshot's deletion", cause=WORK_DIR_HUNG)
+
     async def put(self, packed: Packed) -> int:
         """``put``: the snapshot written (atomically), its size."""
         reads = self._timed()
