@@ -187,6 +187,13 @@ class StartWaits:
         await self._reads.timed(lambda _: store_made(cfg), cfg.products, seconds,
                                 what="making", cause=STORE_HUNG)
 
+    @property
+    def reads(self) -> FileReads:
+        """The daemon's timed calls on its work directory and store, on its
+        event loop, kept across tries (the recovery of what a broker lost:
+        broker_recovery.py): one left hung is not made again."""
+        return self._reads
+
     async def on_work_dir(self, call: Callable[[], T]) -> T:
         """``call()``, a write in the work directory, timed as roots_made's:
         on the event loop's thread it froze the daemon (signals too)."""
