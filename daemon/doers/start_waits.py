@@ -158,7 +158,7 @@ class StartWaits:
         self.cfg, self.metrics = cfg, metrics
         # The inbox's making, in threads that can be left (file_reads.py):
         # one left hung is not begun again until it returns.
-        self._reads = FileReads(1, read_seconds, of="the start's directories")
+        self._reads = FileReads(1, read_seconds, of="the daemon's directories")
         # Every step waiting now, oldest first: the daemon's start and the
         # planner's (on its own loop) can wait at once, and /readyz names each
         # (one slot showed whichever began last: an operator, and a test, saw
