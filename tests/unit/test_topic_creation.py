@@ -105,3 +105,28 @@ def test_a_topic_left_out_of_the_listing_is_missing_for_what_the_broker_says_of_
     assert missing[absent] == topic_creation.NOT_TRIED
     [asked] = client.asked
     assert asked._allow_auto_topic_creation is False  # asking never makes one
+
+
+def test_an_admin_client_without_the_by_name_lookup_reports_each_left_out_topic_not_created(
+        monkeypatch):
+    """The by-name lookup is aiokafka's private call: a client version
+    without it must not end the start with an AttributeError; every topic
+    the listing leaves out is reported as before the lookup (not created)."""
+    import anyio
+    import pytest
+
+    from calstream.daemon.doers.kafka import topic_admin
+    from calstream.daemon.operations.config import load
+    from calstream.topics.catalog import Topics
+
+    topics = Topics("cs.")
+    names = [name for name, _ in topics.all()]
+    client = _Admin(names[1:], {})
+    del_lookup = type("NoLookup", (_Admin,), {"_send_request": property(
+        lambda self: (_ for _ in ()).throw(AttributeError("_send_request")))})
+    client.__class__ = del_lookup
+    monkeypatch.setattr(topic_admin, "admin", lambda cfg: client)
+    cfg = load(None, env={}, flags={"kafka_bootstrap": "broker:9092"})
+    with pytest.raises(topic_admin.TopicsMissing) as raised:
+        anyio.run(lambda: topic_admin.create_topics(cfg, topics, create=False))
+    assert raised.value.missing == {names[0]: topic_creation.NOT_TRIED}
