@@ -415,3 +415,22 @@ async def test_what_the_broker_refuses_for_what_it_is_is_said_in_one_line(
     assert line.startswith("calstream: the broker refused the record") and \
         "0 message(s) sent before it" in line, err
     assert len(await kafka.read_to_end(cfg, topics.name("raw"))) == 2  # nothing redriven
+
+
+@pytest.mark.anyio
+async def test_dead_letters_on_a_broker_that_lists_no_deadletter_topic_are_not_none(
+        broker, unique_prefix, tmp_path, capsys):
+    """A broker that restarted lists no topic until a daemon has created them
+    again (the embedded one comes back empty, and the daemon then puts its
+    dead letters back): `deadletters list --pending --json` printed [] and
+    exit 0 meanwhile, "nothing pending", while they were on their way back
+    (as a topic prefix mistyped). Now it says the topic is not there, exit 1."""
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    run = lambda *argv: anyio.to_thread.run_sync(lambda: _cli(cfg, *argv))  # noqa: E731
+    for argv in (("list", "--pending", "--json"), ("list",),
+                 ("redrive", "--all", "--reason", "CRDS cache resynced", "--dry-run")):
+        assert await run("deadletters", *argv) == 1, argv
+        out, err = capsys.readouterr()
+        assert out == "" and f"{unique_prefix}deadletter: the broker lists no such topic " \
+            "(yet)" in err and "Traceback" not in err, (argv, out, err)
