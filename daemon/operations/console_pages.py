@@ -198,7 +198,9 @@ def _planner(snap: Snapshot) -> str:
     records it has yet to decide (what `calstream status` says)."""
     view = ((snap.status.planner if snap.status else None) or {}).get("view")
     if not isinstance(view, dict):
-        return '<p class="muted">not reported (no daemon given serves /planner)</p>'
+        why = ((snap.status.planner if snap.status else None) or {}).get("view_error")
+        return (f'<p class="error">not reported ({_e(why)})</p>' if why else
+                '<p class="muted">not reported (no daemon given serves /planner)</p>')
     left = planner_left(view)
     state = "caught up" if view.get("caught_up") is True else "catching up with its history"
     behind = ", ".join(f"{n} record(s) of {t}" for t, n in left.items())

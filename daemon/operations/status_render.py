@@ -254,14 +254,18 @@ def _planner_metrics(pl: dict[str, Any]) -> list[str]:
 def _waiting(st: Status) -> list[str]:
     return ["Held exposures, associations, missing exposures", *_holds(st.broker, st.at),
             *_planner_metrics(st.planner), *_planner_roles(st.planner.get("roles")),
-            *_planner_view_or_why(st.planner.get("view"), st.at)]
+            *_planner_view_or_why(st.planner.get("view"), st.at, st.planner.get("view_error"))]
 
 
-def _planner_view_or_why(view: dict[str, Any] | None, now: float) -> list[str]:
+def _planner_view_or_why(view: dict[str, Any] | None, now: float,
+                         unreadable: str | None = None) -> list[str]:
     """The planner's view, or one line saying it could not be read: it is
     what a daemon serves (of another calstream version during an upgrade,
     or whatever answers at a --metrics-url given), and a shape this one
-    does not know ended `calstream status` in a traceback, the rest unsaid."""
+    does not know ended `calstream status` in a traceback, the rest unsaid.
+    ``unreadable``: why a /planner that answered could not be read."""
+    if view is None and unreadable:
+        return [f"  missing exposures: not reported ({_oneline(unreadable, 300)})"]
     try:
         return _planner_view(view, now)
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:

@@ -18,6 +18,7 @@ class Endpoint:
     problems: list[str] = field(default_factory=list)
     samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
     planner: dict[str, Any] | None = None  # /planner, from a daemon with the planner role
+    planner_error: str | None = None  # why /planner answered, but nothing usable
 
 
 @dataclass
@@ -177,6 +178,8 @@ def summarise_planner(endpoints: list[Endpoint]) -> dict[str, Any]:
     if views:
         out["view"] = views[0]
         out["roles"] = [_role(v) for v in views]
+    elif errors := [ep.planner_error for ep in views_from if ep.planner_error]:
+        out["view_error"] = errors[0]
     return out
 
 
