@@ -10,6 +10,7 @@ the planner: the gauges keep their last values and /planner its last view.
 
 from __future__ import annotations
 
+import heapq
 from typing import TYPE_CHECKING, Any
 
 from calstream.daemon.deciders.level3_status import MISSING_PROGRAM_SERIES, program_series
@@ -88,8 +89,7 @@ def view(planner: Planner) -> dict:
     for namespace, state in planner.states.items():
         s = state.summary(now)
         out["namespaces"][namespace] = {
-            **_first({science: _reasons(why) for science, why in sorted(
-                s["waiting_for"].items())[:VIEW_LIMIT]}, "stage2_waiting", len(s["waiting_for"])), "held": s["held"],
+            **_stage2_listed(s["waiting_for"]), "held": s["held"],
             "oldest_hold_age": s["oldest_hold_age"], "stage3": _stage3_listed(s["level3"])}
     unbacked = _unbacked(planner)
     out["held_without_product"] = sorted(unbacked)[:VIEW_LIMIT]
@@ -107,6 +107,13 @@ def _unbacked(planner: Planner) -> list[str]:
             and not any(e in state.exposures for state in planner.states.values())]
 
 
+def _stage2_listed(waiting: dict) -> dict:
+    """The stage-2 associations waiting, the first VIEW_LIMIT by name (as
+    status lists them), beside their count; what each waits for bounded."""
+    return _first({science: _reasons(why) for science, why in heapq.nsmallest(
+        VIEW_LIMIT, waiting.items(), key=lambda kv: kv[0])}, "stage2_waiting", len(waiting))
+
+
 def _stage3_listed(level3: dict) -> dict:
     """The level-3 summary with each of its lists cut to VIEW_LIMIT (the
     oldest first, as status lists them), each beside its count, and what a
@@ -115,7 +122,9 @@ def _stage3_listed(level3: dict) -> dict:
     again in each open candidate's own list (and in a candidate's waits,
     every member), and /planner grew past what `calstream status` reads of
     an answer (64 MiB): status then said no daemon serves /planner at all."""
-    missing = sorted(level3["missing"].items(), key=lambda kv: kv[1]["since"])
+    # The oldest VIEW_LIMIT without sorting them all: this runs once a second.
+    missing = heapq.nsmallest(VIEW_LIMIT, level3["missing"].items(),
+                              key=lambda kv: kv[1]["since"])
     return {**level3,
             **_first([{**c, "waiting_for": _reasons(c["waiting_for"]),
                        **_first(c["missing"], "missing")}
@@ -125,7 +134,7 @@ def _stage3_listed(level3: dict) -> dict:
                       for c in level3["abandoned"][:VIEW_LIMIT]],
                      "abandoned", len(level3["abandoned"])),
             **_first({e: {**m, "candidates": m["candidates"][:VIEW_LIMIT]}
-                      for e, m in missing[:VIEW_LIMIT]}, "missing", len(missing)),
+                      for e, m in missing}, "missing", len(level3["missing"])),
             # By program, as the gauge has them (a forger's visits are of
             # any number of programs); no reader of the view uses more.
             "missing_by_program": program_series(level3["missing_by_program"])}

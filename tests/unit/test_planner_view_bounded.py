@@ -85,3 +85,17 @@ def test_a_view_of_a_planner_of_before_is_counted_by_its_lists():
     text = status_render.printable(_status(view))
     assert "  stage-3 candidates abandoned: 25 (no member" in text
     assert "    ... and 5 more\n" in text
+
+
+def test_stage2_waits_are_listed_by_name_and_their_reasons_bounded():
+    """What an association waits for names its members: a candidate of
+    thousands waiting for stage 2 was one text of them all, in the view."""
+    from calstream.topics.dead_letters import REASON_BUDGET
+
+    waiting = {f"jw01234001001_02101_{n:05d}_nrcb1": {"stage2": "jw01234_x, " * 5000}
+               for n in range(150, 0, -1)}
+    listed = planner_status._stage2_listed(waiting)
+    assert listed["stage2_waiting_count"] == 150
+    assert list(listed["stage2_waiting"]) == sorted(waiting)[:planner_status.VIEW_LIMIT]
+    assert all(len(why["stage2"]) <= REASON_BUDGET
+               for why in listed["stage2_waiting"].values())
