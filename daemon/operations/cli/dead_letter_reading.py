@@ -76,8 +76,8 @@ CLOCK_BEHIND_MS = 3_600_000
 # LEADER_NOT_AVAILABLE). `list --pending` printed [] then, exit 0: nothing
 # pending, said to an operator while the letters were on their way back.
 NOT_THERE = ("the broker lists no such topic (yet): a daemon creates it at its start and, "
-             "after a broker restart, puts its dead letters back; run the command again once "
-             "it is ready (`calstream status`), or check --topic-prefix")
+             "after a broker restart, puts its dead letters back: run the command again in a "
+             "moment, or check --topic-prefix")
 
 
 async def load(cfg, topics: Topics, *, keep: Callable[[DeadLetter], bool] = lambda _: True,
