@@ -418,19 +418,23 @@ async def test_what_the_broker_refuses_for_what_it_is_is_said_in_one_line(
 
 
 @pytest.mark.anyio
-async def test_dead_letters_on_a_broker_that_lists_no_deadletter_topic_are_not_none(
+async def test_dead_letters_and_holds_on_a_broker_that_lists_no_topic_are_not_none(
         broker, unique_prefix, tmp_path, capsys):
     """A broker that restarted lists no topic until a daemon has created them
     again (the embedded one comes back empty, and the daemon then puts its
     dead letters back): `deadletters list --pending --json` printed [] and
     exit 0 meanwhile, "nothing pending", while they were on their way back
-    (as a topic prefix mistyped). Now it says the topic is not there, exit 1."""
+    (as a topic prefix mistyped). Now it says the topic is not there, exit 1;
+    so does `holds list` of the holds topic, with no planner's ledger to read."""
     cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
                                     "topic_prefix": unique_prefix})
     run = lambda *argv: anyio.to_thread.run_sync(lambda: _cli(cfg, *argv))  # noqa: E731
-    for argv in (("list", "--pending", "--json"), ("list",),
-                 ("redrive", "--all", "--reason", "CRDS cache resynced", "--dry-run")):
-        assert await run("deadletters", *argv) == 1, argv
+    for argv in (("deadletters", "list", "--pending", "--json"), ("deadletters", "list"),
+                 ("deadletters", "redrive", "--all", "--reason", "CRDS cache resynced",
+                  "--dry-run"),
+                 ("holds", "list", "--json"), ("holds", "release", HELD, "--reason", "WCS ok")):
+        assert await run(*argv) == 1, argv
         out, err = capsys.readouterr()
-        assert out == "" and f"{unique_prefix}deadletter: the broker lists no such topic " \
+        topic = "holds" if argv[0] == "holds" else "deadletter"
+        assert out == "" and f"{unique_prefix}{topic}: the broker lists no such topic " \
             "(yet)" in err and "Traceback" not in err, (argv, out, err)
