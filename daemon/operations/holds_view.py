@@ -102,10 +102,31 @@ async def current_holds(cfg, topics) -> Holds:
     from calstream.daemon.doers import kafka
 
     topic_holds: Holds = {}
-    await kafka.fold_to_end(cfg, topics.name("holds"),
-                            lambda batch: last_holds(batch, into=topic_holds))
-    rows, _, _ = await believed_in_time(topic_holds, cfg.work_dir)
+    name = topics.name("holds")
+    await kafka.fold_to_end(cfg, name, lambda batch: last_holds(batch, into=topic_holds))
+    rows, checked, _ = await believed_in_time(topic_holds, cfg.work_dir)
+    if not checked and not rows and not await _listed(cfg, name):
+        raise kafka.TopicsMissing({name: HOLDS_NOT_THERE})
     return rows
+
+
+# Why a holds topic the broker does not list, with no planner's ledger to
+# read instead, is an error, not "no exposures held": a broker that
+# restarted lists no topic until a daemon has created them again (and the
+# planner puts its holds back after that); `holds list` said nothing was
+# held meanwhile, as for a topic prefix mistyped.
+HOLDS_NOT_THERE = ("the broker lists no such topic (yet): a daemon creates it at its start "
+                   "and, after a broker restart, the planner puts its holds back: run the "
+                   "command again in a moment, give the planner daemon's --work-dir (its "
+                   "ledger), or check --topic-prefix")
+
+
+async def _listed(cfg, name: str) -> bool:
+    """Whether the broker lists topic ``name``."""
+    from calstream.daemon.doers import kafka
+
+    async with kafka.open_reader(cfg, [name]) as reader:
+        return not reader.missing
 
 
 def by_since(h: dict):

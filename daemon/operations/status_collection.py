@@ -156,10 +156,17 @@ def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
         ep.ready, ep.problems = bool(doc["ready"]), problems
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         ep.error = f"/readyz answered something unexpected: {body[:200]!r}"
+    # 404: this daemon runs no planner. Anything else is a planner view
+    # that could not be read (too large, not whole in time, no JSON): said
+    # so, where status said no daemon given serves /planner at all.
     try:
         ep.planner = json.loads(_fetch(f"{base}/planner", timeout))
-    except (OSError, ValueError, http.client.HTTPException, RecursionError):
-        ep.planner = None  # 404: this daemon runs no planner
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code != 404:
+            ep.planner_error = f"/planner of {base} answered HTTP {exc.code}"
+    except (OSError, ValueError, http.client.HTTPException, RecursionError) as exc:
+        ep.planner_error = f"/planner of {base} unreadable: {error_text(exc)}"
     return ep
 
 

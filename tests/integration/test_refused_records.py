@@ -94,6 +94,11 @@ async def test_a_product_event_the_broker_refuses_is_a_dead_letter_not_a_record_
     assert await read_all(cfg, ["products"], timeout=3) == []
     assert metrics.records_refused.labels(topic="products",
                                           code="MESSAGE_TOO_LARGE")._value.get() == 2
+    # One outcome a run: the fresh run's refused event made it "failed", not
+    # "success" too (before session 45), and the re-emission's "failed".
+    runs = {o: metrics.stage_runs.labels(stage="detector1", pipeline="calwebb_detector1",
+                                         outcome=o)._value.get() for o in ("success", "failed")}
+    assert runs == {"success": 0, "failed": 2}
 
 
 async def test_a_dead_letter_the_broker_refuses_is_said_and_counted_and_the_sender_goes_on(

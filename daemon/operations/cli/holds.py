@@ -30,6 +30,7 @@ from calstream.daemon.operations.holds_view import (
     unchecked_note,
 )
 from calstream.daemon.operations.logs import escape_controls
+from calstream.daemon.operations.status_render import LINE_CHARS
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 from calstream.topics.dead_letters import REASON_BUDGET, bounded
@@ -78,6 +79,18 @@ def hold_row(h: dict) -> str:
                      if release else h["reason"], REASON_BUDGET)
     return escape_controls(f"{h['exposure_id']:34} {h['state']:9} {h['since']:25} "
                            f"{_age(h['since']):>7}  {detail}{not_the_planners(h)}")
+
+
+def waits_refusal(exposure: str, hold: dict) -> str:
+    """Why `holds release` does not release a hold that waits for something
+    the planner releases it on (a WFSS grism's direct image), escaped as
+    the rows of `holds list` and bounded as a line of `calstream status`:
+    its reason is a record's text, up to the megabyte a record may be, and
+    was printed whole; cut here, the line's end (what to do) still shows."""
+    return escape_controls(
+        f"calstream: {exposure} waits for its {bounded(str(hold['waiting_for']), 80)} "
+        f"({bounded(str(hold['reason']), LINE_CHARS // 2)}); the planner releases it when "
+        "that comes, not an operator")
 
 
 # Records of the products topic `holds release` looks through, newest first,
@@ -139,10 +152,7 @@ def cmd_release(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     if hold.get("waiting_for"):
-        # Escaped as the rows of `holds list`: the reason is the topic's text.
-        print(escape_controls(f"calstream: {args.exposure} waits for its {hold['waiting_for']} "
-                              f"({hold['reason']}); the planner releases it when that comes, "
-                              "not an operator"), file=sys.stderr)
+        print(waits_refusal(args.exposure, hold), file=sys.stderr)
         return 1
     by = operator(args)
     update = contract.build(
