@@ -35,7 +35,7 @@ from calstream.daemon.deciders.broker_health import BrokerHealth
 from calstream.daemon.deciders.broker_records import BrokerRecords
 from calstream.daemon.doers.broker_probe import answering, kill_if_wedged
 from calstream.daemon.doers.embedded_broker import BrokerError, EmbeddedBroker
-from calstream.daemon.doers.inbox.file_reads import (
+from calstream.daemon.doers.file_reads import (
     READ_SECONDS,
     WORK_DIR_HUNG,
     FileReads,
@@ -111,7 +111,7 @@ class BrokerSupervisor:
         self.health = BrokerHealth(loss_bound)
         self.restarts = 0
         # The embedded broker's directory, made at a restart, given read_seconds.
-        self._reads = FileReads(1, read_seconds)
+        self._reads = FileReads(1, read_seconds, of="the embedded broker's directory")
         self.wedged = 0  # embedded brokers killed for not answering
         self.last_recovery: float | None = None  # seconds from loss noticed to usable again
 

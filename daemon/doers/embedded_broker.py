@@ -24,6 +24,11 @@ from calstream.steps.regular_files import directory_in_place, set_aside_unless_r
 log = logging.getLogger("calstream.broker")
 
 
+# tansu's working directory: one on the root file system, never on a mount
+# that can go silent (``_launch``).
+LAUNCH_DIR = "/"
+
+
 class BrokerError(RuntimeError):
     pass
 
@@ -144,8 +149,15 @@ class EmbeddedBroker:
                 env[name] = os.environ[name]
         cmd = [str(tansu_binary()), "broker", "--listener-url", url,
                "--advertised-listener-url", url, "--storage-engine", self.storage]
+        # Launched from LAUNCH_DIR, not from its directory: Popen returns only
+        # once the child has executed tansu, and the child changes to its
+        # working directory before that; in a directory of the work
+        # directory, a mount gone silent after the timed ``prepared()`` held
+        # that change, so this thread (the event loop's), for ever. tansu
+        # writes nothing relative to it (memory, s3 or postgres storage; its
+        # log is ``logf``).
         self.process = subprocess.Popen(
-            cmd, cwd=self.work_dir, env=env, stdin=subprocess.DEVNULL, stdout=logf,
+            cmd, cwd=LAUNCH_DIR, env=env, stdin=subprocess.DEVNULL, stdout=logf,
             stderr=subprocess.STDOUT, preexec_fn=functools.partial(die_with_parent, os.getpid()),
         )
         deadline = time.monotonic() + self.start_timeout

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from calstream.daemon.doers import kafka
-from calstream.daemon.doers.inbox.file_reads import READ_SECONDS, STORE_HUNG, FileReads
+from calstream.daemon.doers.file_reads import READ_SECONDS, STORE_HUNG, FileReads
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
 from calstream.daemon.doers.planner_ledger import PlannerLedger
@@ -142,7 +142,7 @@ async def stage3_products(planner) -> list[tuple[str, dict]]:
     versions, so there is no restore without them: a store that does not
     answer parks the planner (store_hung) until it does; before, its start
     waited unseen for ever, and a stop waited for it."""
-    reads = FileReads(1, STORE_SECONDS)  # across tries: a read left hung is not made again
+    reads = FileReads(1, STORE_SECONDS, of="the product store")  # across tries: a read left hung is not made again
 
     def read(answered: Callable[[], None]) -> list[tuple[str, dict]]:
         store = ProductStore(planner.cfg.products, moved_from=planner.cfg.products_moved_from)

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from calstream.daemon.deciders.ledger_names import file_name, key_of, key_problem, strays_summary
 from calstream.daemon.doers.child_processes import pid_alive
 from calstream.daemon.doers.durable_files import temporary_of, write_json_atomically
-from calstream.daemon.doers.inbox.file_reads import (
+from calstream.daemon.doers.file_reads import (
     READ_SECONDS,
     WORK_DIR_HUNG,
     FileReads,
@@ -158,7 +158,7 @@ class PlannerLedger(KeyedLedger):
         parks); until it returns, every other call raises ReadHung at once,
         so writes stay in their order."""
         if self._reads is None:
-            self._reads = FileReads(1, self.seconds)
+            self._reads = FileReads(1, self.seconds, of=f"the {self.WHAT}")
         return await self._reads.timed(lambda _: fn(*args), self.root, self.seconds,
                                        what=f"{self.WHAT}'s call", cause=WORK_DIR_HUNG)
 

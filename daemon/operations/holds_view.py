@@ -18,11 +18,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import anyio
-
 from calstream.daemon.deciders.holds import Holds, holds_shown
+from calstream.daemon.doers.file_reads import WORK_DIR_HUNG, FileReads, ReadHung
 from calstream.daemon.doers.planner_disk_records import planner_holds_at
 from calstream.topics import contract
+
+# The planner's ledger read for a view at most this long: within the time
+# `calstream status` and the console give the broker's whole view (10-15 s).
+LEDGER_SECONDS = 5.0
 
 
 def last_holds(records, unreadable: Callable[[], None] | None = None, *,
@@ -64,6 +67,33 @@ def believed(topic_holds: Holds, work_dir: Path) -> tuple[Holds, bool]:
     return holds_shown(topic_holds, own), own is not None
 
 
+def ledger_reads() -> FileReads:
+    """What times a view's read of the planner's ledger; a caller that reads
+    again (the console, every few seconds while a page is open) keeps one:
+    a read left hung is not made again, one thread on a silent mount."""
+    return FileReads(1, LEDGER_SECONDS, of="the planner's ledger")
+
+
+async def believed_in_time(topic_holds: Holds, work_dir: Path, reads: FileReads | None = None
+                           ) -> tuple[Holds, bool, str | None]:
+    """``believed``, timed (``reads``; None: this call's own): in anyio's
+    threads, untimed, a silent work directory (a hard NFS mount whose
+    server is away) held the view for ever -- the console's every page
+    waited behind its rebuild, and a `calstream status` or `holds list`
+    never ended. Past its time, the topic's rows, unchecked, and why
+    (the third item; None when the ledger answered)."""
+    reads = reads or ledger_reads()
+    try:
+        rows, checked = await reads.timed(lambda _: believed(topic_holds, work_dir),
+                                          Path(work_dir), reads.read_seconds,
+                                          what="planner's ledger's read", cause=WORK_DIR_HUNG)
+    except ReadHung as exc:
+        return holds_shown(topic_holds, None), False, (
+            f"the planner's ledger in {work_dir} did not answer ({exc}): these are the holds "
+            "topic's records, not checked against what the planner holds")
+    return rows, checked, None
+
+
 async def current_holds(cfg, topics) -> Holds:
     """The hold of each exposure as the planner has it, where its ledger is
     reachable (``cfg.work_dir``), else the holds topic's last record. The
@@ -74,7 +104,7 @@ async def current_holds(cfg, topics) -> Holds:
     topic_holds: Holds = {}
     name = topics.name("holds")
     await kafka.fold_to_end(cfg, name, lambda batch: last_holds(batch, into=topic_holds))
-    rows, checked = await anyio.to_thread.run_sync(believed, topic_holds, cfg.work_dir)
+    rows, checked, _ = await believed_in_time(topic_holds, cfg.work_dir)
     if not checked and not rows and not await _listed(cfg, name):
         raise kafka.TopicsMissing({name: HOLDS_NOT_THERE})
     return rows

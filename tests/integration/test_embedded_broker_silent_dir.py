@@ -93,3 +93,31 @@ async def test_the_start_of_the_embedded_broker_on_a_silent_work_dir_parks(tmp_p
     finally:
         answers.set()
         own.stop()
+
+
+def test_tansu_is_launched_from_outside_the_work_dir(tmp_path, monkeypatch):
+    """tansu was launched with its working directory in the work directory,
+    on the event loop's thread: Popen returns only once the child has
+    executed tansu, after changing to that directory, so a mount gone
+    silent between the timed making of the directory and the launch held
+    the whole daemon there for ever. (A change of directory that does not
+    return cannot be made here: what is checked is where tansu is launched
+    from; a real tansu.)"""
+    import subprocess
+    from pathlib import Path
+
+    work, launched, real = tmp_path / "work", [], subprocess.Popen
+
+    def popen(*args, **kw):
+        launched.append(kw.get("cwd"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    own = EmbeddedBroker(work)
+    try:
+        own.start()
+        assert own.alive()
+    finally:
+        own.stop()
+    assert launched and all(cwd is not None and not Path(cwd).resolve().is_relative_to(
+        work.resolve()) for cwd in launched)

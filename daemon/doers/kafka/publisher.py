@@ -17,7 +17,7 @@ from aiokafka.structs import ConsumerRecord
 import calstream
 from calstream.daemon.deciders import broker_access, broker_refusals
 from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
-from calstream.daemon.doers.inbox.file_reads import READ_SECONDS, WORK_DIR_HUNG, FileReads, ReadHung
+from calstream.daemon.doers.file_reads import READ_SECONDS, WORK_DIR_HUNG, FileReads, ReadHung
 from calstream.daemon.doers.noted_places import NotedPlace, product_events_place
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract, dead_letters
