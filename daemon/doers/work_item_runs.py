@@ -73,12 +73,15 @@ class CutShortRuns:
         return bool(self._marking)
 
     def ended(self) -> None:
-        """The run began here ended (in a thread): its mark removed."""
+        """The run began here ended (in a thread): its mark removed, and the
+        count with it: a retry's mark counts from one (runs cut short *in a
+        row*; the earlier daemons' runs were counted at this item's start)."""
         if not self._marking:
             return  # none began here: a mark left by an earlier daemon stays
         for marking in self._marking:
             marking.join()
         self._marking.clear()
+        self.cut_short = 0
         self.forget()
 
     def forget(self) -> None:

@@ -136,3 +136,26 @@ async def test_a_run_a_graceful_stop_ends_is_not_cut_short(tmp_path):
     finally:
         pool.close()
     assert marks(runner) == []
+
+
+def test_a_run_that_ends_between_two_cut_short_clears_the_count(tmp_path):
+    """Marks count runs cut short *in a row*: a run that ended in between
+    (an outcome, a lost worker, a store fault after it) clears the count, so
+    its retry's mark starts from one. Before, the retry wrote the count read
+    at the item's start plus one: a daemon killed during it found the earlier
+    daemons' runs counted again."""
+    from calstream.daemon.doers.work_claims import WorkClaims
+    from calstream.daemon.doers.work_item_runs import CutShortRuns
+
+    runs = CutShortRuns(WorkClaims(tmp_path, heartbeat_seconds=1.0, stale_seconds=5.0),
+                        "ab" * 32, 1)
+    runs.path.parent.mkdir(parents=True)
+    runs.path.write_text('{"began": 2}')  # two daemons ended during its runs
+    assert runs.read() == 2
+    runs.began()
+    runs.ended()  # this one ended as its process saw it
+    assert not runs.path.exists()
+    runs.began()  # its retry, cut short in turn (the mark is all that stays)
+    for marking in runs._marking:
+        marking.join()
+    assert json.loads(runs.path.read_text()) == {"began": 1}
