@@ -22,6 +22,37 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
         os._exit(1)
 
 
+def lead_own_group() -> bool:
+    """Call in a worker, first: it leads a process group of its own, which
+    every child it starts joins (``subprocess``'s, a step's, multiprocessing's),
+    so the pool can end them with it (``kill_group``) whichever way it ends:
+    PDEATHSIG reaches only multiprocessing's children (children_die_with_me),
+    and a child orphaned by a killed worker ran on for nobody. Out of the
+    daemon's group, a terminal's Ctrl-C reaches the daemon alone, which stops
+    its runs itself. False where it cannot be (the group stays the daemon's)."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        return False
+    return True
+
+
+def kill_group(leader: int) -> None:
+    """SIGKILL what is left of the process group a worker (pid ``leader``)
+    led (lead_own_group), once the worker has ended: its run's children,
+    orphaned. The group's number stays taken while any of them lives, so no
+    other process can hold it then; with none, there is nothing to kill
+    (ESRCH). Never this process's own group, nor a number that names none."""
+    if isinstance(leader, bool) or not isinstance(leader, int) or leader <= 1:
+        return
+    try:
+        if leader == os.getpgrp():
+            return
+        os.killpg(leader, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OverflowError):
+        pass  # none left, or not ours
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process of this host runs under ``pid``. A pid read from a
     file is untrusted: one that cannot name a process (0 and negatives name
