@@ -25,10 +25,10 @@ arrival is left out and counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from calstream.daemon.deciders.replay_selection import Candidate, Selection, facts_of
+from calstream.daemon.deciders.replay_selection import Candidate, Selection, facts_of, select
 from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.provenance import made_from
 from calstream.topics import contract
@@ -79,6 +79,27 @@ def arrivals_from_store(events: Iterable[Any], on_topic: set[str]
         when = contract.parse_time(body["detected_at"]).timestamp()
         made.append(Candidate(-1, -1, int(when * 1000), body, origin=STORE))
     return made, left_out
+
+
+def in_place_of_denied(events: Iterable[Any], chosen: dict[str, Candidate],
+                       selection: Selection,
+                       prefer: Callable[[Candidate, Candidate], bool | None]
+                       ) -> list[Candidate]:
+    """The arrivals made from the records of exposures ``chosen`` holds a
+    topic's arrival of, that the selection takes and ``prefer`` (the file:
+    replay_sieve.file_decides) puts before it; each removed from ``chosen``.
+    A topic that lost an exposure's real arrival (a broker started again
+    empty) and holds a forged one (anyone may write it) had the record's
+    left out, and the forged one replayed, for detector1 to refuse."""
+    ours = [e for e in events if isinstance(e, dict) and e.get("exposure_id") in chosen]
+    made = select(arrivals_from_store(ours, set())[0], selection)[0]
+    replacing = []
+    for c in made:
+        name = c.message["exposure_id"]
+        if name in chosen and prefer(chosen[name], c):
+            del chosen[name]
+            replacing.append(c)
+    return replacing
 
 
 def lost_orders(events: Iterable[Any], stage: str, on_topic: set,

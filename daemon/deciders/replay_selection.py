@@ -240,8 +240,11 @@ class Chooser:
     event's copies in two partitions could count another copy as the item:
     records are keyed by exposure, so an event's copies share one.)"""
 
-    def __init__(self, selection: Selection, live_input: Callable[[str], bool] | None = None):
-        self.selection, self.live_input = selection, live_input
+    def __init__(self, selection: Selection, live_input: Callable[[str], bool] | None = None,
+                 prefer: Callable[[Candidate, Candidate], bool | None] | None = None):
+        # ``prefer(chosen, later)``: True/False, which of two records of one
+        # item the files say is theirs; None, the time decides (replay_sieve.py).
+        self.selection, self.live_input, self.prefer = selection, live_input, prefer
         self.latest: dict[str, Candidate] = {}
         self.seen_events: set[str] = set()
         self.matched = 0
@@ -259,13 +262,21 @@ class Chooser:
         if self.live_input and not all(self.live_input(i["path"])
                                        for i in m.get("inputs") or []):
             return
+        previous = self.latest.get(name)
+        verdict = self.prefer(previous, c) if self.prefer and previous is not None else None
         if m["event_id"] in self.seen_events:
-            return  # the same event again (a redelivery): not another item
+            # The same event again (a redelivery): not another item; unless
+            # the chosen record bears its id with content the file denies
+            # (a forged copy sent before the real one).
+            if verdict and previous is not None and \
+                    previous.message.get("event_id") == m["event_id"]:
+                self.latest[name] = c
+            return
         self.seen_events.add(m["event_id"])
         self.matched += 1
-        previous = self.latest.get(name)
-        if previous is None or (c.timestamp_ms, c.partition, c.offset) >= \
-                (previous.timestamp_ms, previous.partition, previous.offset):
+        if previous is None or verdict or (verdict is None and (
+                c.timestamp_ms, c.partition, c.offset) >= (
+                previous.timestamp_ms, previous.partition, previous.offset)):
             self.latest[name] = c
 
     def result(self) -> tuple[list[Candidate], int, int]:

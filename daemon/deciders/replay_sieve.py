@@ -12,6 +12,15 @@ each item the selection takes (``Chooser``, the rule ``select`` applies),
 the names the product store is asked about (an exposure's or an order's
 identity: a few dozen bytes each), and the counts and partitions the
 report gives. So a replay holds what it will republish, not its topic.
+
+Of two records of one exposure on ``raw`` that say different things (its
+file's path, digest, size or header), the file decides, not the later
+time (session 45): the latest one was taken, and anyone may write the
+topic; a forged later arrival (other bytes, another path, a header copy
+that is not the file's) was republished in the real one's place, for
+detector1 to call it stale or dead-letter it, and the exposure was never
+replayed. ``judge`` reads the file (doers/replay_source.py): only for
+such a pair, so a replay hashes a file only where its records disagree.
 """
 
 from __future__ import annotations
@@ -30,6 +39,27 @@ from calstream.daemon.deciders.replay_selection import (
 from calstream.steps.provenance import made_from
 from calstream.topics import contract
 
+# What an arrival claims of its file: two records of one exposure that
+# claim the same are one content, and the later is taken as before.
+_CLAIMS = ("path", "digest", "size", "header")
+# ``judge``'s answers, ranked: the file's own, no file to tell by, not the file's.
+_RANK = {True: 2, None: 1, False: 0}
+
+
+def file_decides(judge: Callable[[dict[str, Any]], bool | None]
+                 ) -> Callable[[Candidate, Candidate], bool | None]:
+    """``Chooser``'s ``prefer`` for arrivals: of the chosen record and a
+    later one of the same exposure, the one ``judge`` ranks higher (True:
+    its claims are the file's as it is now; False: the file is there and
+    says otherwise; None: no file here to tell by); None (the time
+    decides) if they claim the same or rank alike."""
+    def prefer(chosen: Candidate, later: Candidate) -> bool | None:
+        if all(chosen.message.get(k) == later.message.get(k) for k in _CLAIMS):
+            return None
+        first, then = _RANK[judge(chosen.message)], _RANK[judge(later.message)]
+        return None if first == then else then > first
+    return prefer
+
 
 class ScanSieve:
     """``take`` each record of a replay's source topic (a ConsumerRecord:
@@ -38,15 +68,18 @@ class ScanSieve:
 
     ``kind``: the message type replayed; ``roots``: ``from_their_roots``'s
     keyword arguments; ``prepare``: what a candidate is read as (its paths
-    under a moved store's root); ``live_input``: ``select``'s."""
+    under a moved store's root); ``live_input``: ``select``'s; ``judge``:
+    ``file_decides``'s, for arrivals (None: the later record is taken)."""
 
     def __init__(self, kind: str, selection: Selection, roots: dict[str, Any], *,
                  prepare: Callable[[Candidate], Candidate] = lambda c: c,
-                 live_input: Callable[[str], bool] | None = None):
+                 live_input: Callable[[str], bool] | None = None,
+                 judge: Callable[[dict[str, Any]], bool | None] | None = None):
         self.schema = f"calstream.{kind}"
         self.raw = kind == "arrival"
         self.roots, self.prepare = roots, prepare
-        self.chooser = Chooser(selection, live_input)
+        self.chooser = Chooser(selection, live_input,
+                               file_decides(judge) if judge and self.raw else None)
         self.scans: dict[int, PartitionScan] = {}
         self.scanned = self.invalid = self.outside = 0
         # Live arrivals' exposure ids (raw), or orders' ``made_from``: what

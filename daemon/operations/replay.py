@@ -45,6 +45,7 @@ from calstream.daemon.deciders.admission import is_context_name
 from calstream.daemon.deciders.replay_from_store import (
     ARRIVAL_STAGES,
     arrivals_from_store,
+    in_place_of_denied,
     lost_orders,
 )
 from calstream.daemon.deciders.replay_namespace import (
@@ -71,7 +72,7 @@ from calstream.daemon.deciders.store_move import rerooted_order, rerooter
 from calstream.daemon.doers.message_sender import send_messages
 from calstream.daemon.doers.namespace_context import product_contexts, read_record
 from calstream.daemon.doers.product_store import ProductStore, check_namespace
-from calstream.daemon.doers.replay_source import scan
+from calstream.daemon.doers.replay_source import arrival_judge, scan
 from calstream.daemon.operations.config import Config, ConfigError
 from calstream.daemon.operations.logs import escape_controls
 from calstream.steps.crds_env import unavailable_context
@@ -114,11 +115,12 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
     # Live, with links followed: outside the store (None) is no live product.
     sieve = await scan(cfg, src, ScanSieve(
         kind, selection, roots, prepare=_moved_one(cfg),
-        live_input=lambda path: store.namespace_of(Path(path)) == "live"))
-    chosen, matched, superseded = sieve.chooser.result()
+        live_input=lambda path: store.namespace_of(Path(path)) == "live",
+        judge=arrival_judge(inbox_roots)))
     scans, outside = list(sieve.scans.values()), sieve.outside
     gaps = retention_gaps(scans, selection.since)
-    restored, unusable = await _from_store(store, source, sieve.on_topic, selection, src, gaps)
+    restored, unusable = await _from_store(store, source, sieve, selection, src, gaps)
+    chosen, matched, superseded = sieve.chooser.result()
     restored = _moved(cfg, restored)
     restored, outside_store = from_their_roots(restored, **roots)
     requested_at = contract.utc_now()
@@ -229,19 +231,28 @@ def _moved_one(cfg: Config) -> Callable[[Candidate], Candidate]:
         if c.message.get("schema") == "calstream.work_order" else c
 
 
-async def _from_store(store: ProductStore, source: str, on_topic: set, selection: Selection,
+async def _from_store(store: ProductStore, source: str, sieve: ScanSieve, selection: Selection,
                       topic: str, gaps: list[str]) -> tuple[list, int]:
     """What the product store adds where the topic lacks it: for ``raw``,
     the arrivals of live exposures with no live arrival on it (``on_topic``:
     their exposure ids; chosen by the selection), and how many records made
-    none; for a later stage, the live products whose work order is missing
-    (``on_topic``: the orders' ``made_from``), appended to ``gaps``."""
+    none; and in place of an arrival chosen from the topic that its file
+    denies, the record's if the file says it is its own (the topic lost the
+    real one, a forged one is there: it kept the record's from being made,
+    and the exposure was never replayed); for a later stage, the live
+    products whose work order is missing (``on_topic``: the orders'
+    ``made_from``), appended to ``gaps``."""
+    on_topic = sieve.on_topic
     stages = sorted(ARRIVAL_STAGES) if source == "raw" else [source]
     events = [r["event"] for stage in stages
               for r in await anyio.to_thread.run_sync(store.records, stage)]
     if source == "raw":
         made, unusable = arrivals_from_store(events, on_topic)
-        return select(made, selection)[0], unusable
+        made = select(made, selection)[0]
+        if sieve.chooser.prefer is not None:
+            made += in_place_of_denied(events, sieve.chooser.latest, selection,
+                                       sieve.chooser.prefer)
+        return made, unusable
     lost = lost_orders(events, source, on_topic, selection)
     if lost:
         gaps.append(f"{len(lost)} live {source} product(s) have no work order on {topic} (the "

@@ -110,3 +110,78 @@ def test_the_sieve_holds_only_the_latest_record_of_each_item_it_takes():
     # Its first offset and time per partition, as the scan kept them.
     assert sorted(sieve.scans) == [0, 1, 2]
     assert all(s.first_offset == 0 and s.first_time is not None for s in sieve.scans.values())
+
+
+def _arrivals_of_a_file(tmp_path):
+    """A real uncal file in an inbox, and its arrival as the watcher would
+    announce it now (``forged`` fields: one of the same exposure that
+    anyone who may write ``raw`` could send)."""
+    from calstream.steps.exposure import describe_exposure
+    from calstream.steps.fitsfile import file_digest
+
+    from .test_exposure import write
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    path = write(inbox)
+
+    def arrival(detected_at: str = "2026-12-01T00:00:00.000Z", **forged) -> dict:
+        info = describe_exposure(path)
+        body = dict(exposure_id=info.exposure_id, path=str(path), digest=file_digest(path),
+                    size=path.stat().st_size, detected_at=detected_at, source="watch",
+                    priority="live", header=info.header)
+        eid = forged.pop("event_id", None)
+        body.update(forged)
+        eid = eid or contract.event_id("arrival", info.exposure_id, body["digest"],
+                                       str(sorted(forged.items())), detected_at)
+        return contract.build("arrival", eid, **body).body
+    return inbox, path, arrival
+
+
+def _chosen(inbox, bodies: list[dict]) -> list[dict]:
+    from calstream.daemon.doers.replay_source import arrival_judge
+
+    roots = {"inbox_roots": [str(inbox)], "products_root": "/products"}
+    sieve = ScanSieve("arrival", Selection(), roots, judge=arrival_judge([str(inbox)]))
+    for offset, body in enumerate(bodies):
+        sieve.take(Record(0, offset, 1_764_547_200_000 + offset,
+                          contract.encode(contract.Message("arrival", body))))
+    return [c.message for c in sieve.chooser.result()[0]]
+
+
+def test_a_forged_later_arrival_does_not_replace_the_file_s_own(tmp_path):
+    """Of an exposure's arrivals on raw, the latest was replayed: a forged
+    later one (other bytes, another path, a header copy or size that is not
+    the file's) went out in the real one's place, for detector1 to call it
+    stale or dead-letter it, and the exposure was never replayed. The file
+    decides now: its own arrival is replayed, whatever comes after it."""
+    inbox, path, arrival = _arrivals_of_a_file(tmp_path)
+    real = arrival()
+    forgeries = [arrival(digest="sha256:" + "f" * 64),
+                 arrival(path=str(inbox / "sub" / path.name)),
+                 arrival(header={**real["header"], "EXP_TYPE": "NRC_TACQ"}),
+                 arrival(size=real["size"] + 2880)]
+    for forged in forgeries:
+        assert _chosen(inbox, [real, forged]) == [real], forged
+    assert _chosen(inbox, [real, *forgeries]) == [real]
+    # A forged copy sent first under the real one's event id: the real one,
+    # when it comes, is no redelivery of it.
+    first = arrival(digest="sha256:" + "e" * 64, event_id=real["event_id"])
+    assert _chosen(inbox, [first, real]) == [real]
+
+
+def test_a_corrected_redelivery_is_still_replayed_in_place_of_the_first(tmp_path):
+    """The file replaced (a corrected redelivery, with an arrival of its
+    own): the later arrival is the file's, and taken, as before; records
+    that claim the same are taken by time, the file unread."""
+    from .test_exposure import write
+
+    inbox, path, arrival = _arrivals_of_a_file(tmp_path)
+    first = arrival()
+    write(inbox, EFFEXPTM=42.0)  # the same name, other bytes
+    corrected = arrival("2026-12-02T00:00:00.000Z")
+    assert corrected["digest"] != first["digest"]
+    assert _chosen(inbox, [first, corrected]) == [corrected]
+    assert _chosen(inbox, [corrected, first]) == [corrected]  # the file's, not the later
+    again = arrival("2026-12-03T00:00:00.000Z")
+    assert _chosen(inbox, [corrected, again]) == [again]  # the same claims: by time
