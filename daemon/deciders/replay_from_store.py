@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from calstream.daemon.deciders.replay_selection import Candidate, Selection, facts_of, select
+from calstream.daemon.deciders.replay_selection import Candidate, Chooser, Selection, facts_of
 from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.provenance import made_from
 from calstream.topics import contract
@@ -81,25 +81,43 @@ def arrivals_from_store(events: Iterable[Any], on_topic: set[str]
     return made, left_out
 
 
-def in_place_of_denied(events: Iterable[Any], chosen: dict[str, Candidate],
-                       selection: Selection,
-                       prefer: Callable[[Candidate, Candidate], bool | None]
-                       ) -> list[Candidate]:
-    """The arrivals made from the records of exposures ``chosen`` holds a
-    topic's arrival of, that the selection takes and ``prefer`` (the file:
-    replay_sieve.file_decides) puts before it; each removed from ``chosen``.
-    A topic that lost an exposure's real arrival (a broker started again
-    empty) and holds a forged one (anyone may write it) had the record's
-    left out, and the forged one replayed, for detector1 to refuse."""
-    ours = [e for e in events if isinstance(e, dict) and e.get("exposure_id") in chosen]
-    made = select(arrivals_from_store(ours, set())[0], selection)[0]
-    replacing = []
-    for c in made:
+def store_arrivals(events: Iterable[Any], on_topic: set[str], selection: Selection,
+                   chosen: dict[str, Candidate] | None = None,
+                   prefer: Callable[[Candidate, Candidate], bool | None] | None = None
+                   ) -> tuple[list[Candidate], int]:
+    """``arrivals_from_store`` in one pass over ``events`` (read one at a
+    time: a mission's records, held, were some 8 KB each), keeping only
+    what the selection takes (the latest per exposure, as ``select``); and
+    with ``prefer`` (the file: replay_sieve.file_decides), in place of an
+    arrival ``chosen`` holds from the topic, the record's that the file puts
+    before it, which is removed from ``chosen``. A topic that lost an
+    exposure's real arrival (a broker started again empty) and holds a
+    forged one (anyone may write it) had the record's left out, and the
+    forged one replayed, for detector1 to refuse."""
+    chosen = chosen if chosen is not None else {}
+    lacking, denied = Chooser(selection), Chooser(selection)
+    left_out = 0
+    for event in events:
+        if not isinstance(event, dict) or event.get("stage") not in ARRIVAL_STAGES \
+                or not _live(event):
+            continue
+        name = event.get("exposure_id")
+        if name in on_topic and (prefer is None or name not in chosen):
+            continue
+        body = arrival_of(event)
+        if body is None:
+            left_out += name not in on_topic
+            continue
+        when = contract.parse_time(body["detected_at"]).timestamp()
+        (denied if name in on_topic else lacking).offer(
+            Candidate(-1, -1, int(when * 1000), body, origin=STORE))
+    made = lacking.result()[0]
+    for c in denied.result()[0]:
         name = c.message["exposure_id"]
-        if name in chosen and prefer(chosen[name], c):
+        if prefer is not None and prefer(chosen[name], c):
             del chosen[name]
-            replacing.append(c)
-    return replacing
+            made.append(c)
+    return made, left_out
 
 
 def lost_orders(events: Iterable[Any], stage: str, on_topic: set,

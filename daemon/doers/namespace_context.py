@@ -80,7 +80,7 @@ def product_contexts(store: ProductStore, namespace: str) -> set[str]:
     tree = store.for_namespace(namespace)
     if not tree.root.is_dir():
         return set()
-    return {str(r["event"]["crds_context"]) for r in tree.records()
+    return {str(r["event"]["crds_context"]) for r in tree.each_record()
             if r.get("event", {}).get("crds_context")}
 
 

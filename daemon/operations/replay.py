@@ -44,9 +44,8 @@ import anyio
 from calstream.daemon.deciders.admission import is_context_name
 from calstream.daemon.deciders.replay_from_store import (
     ARRIVAL_STAGES,
-    arrivals_from_store,
-    in_place_of_denied,
     lost_orders,
+    store_arrivals,
 )
 from calstream.daemon.deciders.replay_namespace import (
     context_problem,
@@ -65,7 +64,6 @@ from calstream.daemon.deciders.replay_selection import (
     replay_id,
     replayed_message,
     retention_gaps,
-    select,
 )
 from calstream.daemon.deciders.replay_sieve import ScanSieve
 from calstream.daemon.deciders.store_move import rerooted_order, rerooter
@@ -244,16 +242,18 @@ async def _from_store(store: ProductStore, source: str, sieve: ScanSieve, select
     ``made_from``), appended to ``gaps``."""
     on_topic = sieve.on_topic
     stages = sorted(ARRIVAL_STAGES) if source == "raw" else [source]
-    events = [r["event"] for stage in stages
-              for r in await anyio.to_thread.run_sync(store.records, stage)]
+
+    def judged() -> tuple[list, Any]:
+        # One record at a time, in a thread: a mission's, held, took some 8 KB each.
+        events = (r["event"] for stage in stages for r in store.each_record(stage))
+        if source == "raw":
+            return store_arrivals(events, on_topic, selection, sieve.chooser.latest,
+                                  sieve.chooser.prefer)
+        return [], lost_orders(events, source, on_topic, selection)
+    made, unusable_or_lost = await anyio.to_thread.run_sync(judged)
     if source == "raw":
-        made, unusable = arrivals_from_store(events, on_topic)
-        made = select(made, selection)[0]
-        if sieve.chooser.prefer is not None:
-            made += in_place_of_denied(events, sieve.chooser.latest, selection,
-                                       sieve.chooser.prefer)
-        return made, unusable
-    lost = lost_orders(events, source, on_topic, selection)
+        return made, unusable_or_lost
+    lost = unusable_or_lost
     if lost:
         gaps.append(f"{len(lost)} live {source} product(s) have no work order on {topic} (the "
                     f"broker lost them: restarted empty, or the topic recreated), e.g. "
