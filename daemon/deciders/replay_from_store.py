@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from calstream.daemon.deciders.replay_selection import Candidate, Chooser, Selection, facts_of
+from calstream.daemon.deciders.replay_sieve import packed
 from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.provenance import made_from
 from calstream.topics import contract
@@ -95,7 +96,7 @@ def store_arrivals(events: Iterable[Any], on_topic: set[str], selection: Selecti
     forged one (anyone may write it) had the record's left out, and the
     forged one replayed, for detector1 to refuse."""
     chosen = chosen if chosen is not None else {}
-    lacking, denied = Chooser(selection), Chooser(selection)
+    lacking, denied = Chooser(selection, keep=packed), Chooser(selection)
     left_out = 0
     for event in events:
         if not isinstance(event, dict) or event.get("stage") not in ARRIVAL_STAGES \

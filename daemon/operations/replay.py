@@ -52,6 +52,7 @@ from calstream.daemon.deciders.replay_namespace import (
     mixed_problem,
     record_from_products,
 )
+from calstream.daemon.deciders.replay_packed import publishable, unpacked
 from calstream.daemon.deciders.replay_selection import (
     SOURCES,
     Candidate,
@@ -59,7 +60,6 @@ from calstream.daemon.deciders.replay_selection import (
     coverage,
     facts_of,
     from_their_roots,
-    publishable,
     record_time_text,
     replay_id,
     replayed_message,
@@ -128,25 +128,26 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
                "selection": selection.describe()}
     if by:
         request["by"] = by
-    built, too_large = publishable(
-        [(c, replayed_message(c, source=source, topic=src, request=request))
-         for c in [*chosen, *restored]])
-    chosen = [c for c, _ in built if c.origin is None]
-    restored = [c for c, _ in built if c.origin is not None]
-    messages = [message for _, message in built]
+
+    def build(c: Candidate) -> tuple[str, Any]:
+        return replayed_message(c, source=source, topic=src, request=request)
+    # Built as each is sent, not all first (1.5 KB each: replay_packed.py).
+    fits, too_large = publishable([*chosen, *restored], build)
+    chosen = [c for c in fits if c.origin is None]
+    restored = [c for c in fits if c.origin is not None]
     refused = bool(gaps) and not allow_gap
     published = 0
-    if messages and not dry_run and not refused:
-        went: list[str] = []
+    if fits and not dry_run and not refused:
+        went: list[Any] = [0, None]  # how many, the last: not every name (millions)
 
         def published_one(key: str) -> None:
-            went.append(key)
+            went[:] = [went[0] + 1, key]
             if on_published is not None:
                 on_published(key)
         try:
-            published = await send_messages(cfg, dst, messages, on_sent=published_one)
+            published = await send_messages(cfg, dst, map(build, fits), on_sent=published_one)
         except BaseException:
-            print(stopped_note(rid, dst, went, len(messages)), file=sys.stderr, flush=True)
+            print(stopped_note(rid, dst, *went, len(fits)), file=sys.stderr, flush=True)
             raise
     return {
         **request, "source_topic": src, "target_topic": dst, "dry_run": dry_run,
@@ -158,10 +159,10 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
         "too_large_items": too_large[:20],
         "published": published, "refused": refused, "gaps": gaps,
         "partitions": [asdict(p) for p in coverage(scans, chosen)],
-        "items": [{"name": facts_of(c.message)[0], "partition": c.partition,
+        "items": [{"name": facts_of(unpacked(c.message))[0], "partition": c.partition,
                    "offset": c.offset, "time": record_time_text(c.timestamp_ms)}
                   for c in chosen] + [
-                  {"name": facts_of(c.message)[0], "partition": None, "offset": None,
+                  {"name": facts_of(unpacked(c.message))[0], "partition": None, "offset": None,
                    "time": record_time_text(c.timestamp_ms), "from": c.origin}
                   for c in restored],
     }
@@ -198,15 +199,15 @@ def _inbox_roots(cfg: Config) -> tuple[list[str] | None, str]:
                   "in the product store refused; give the deployment's --config for its roots")
 
 
-def stopped_note(rid: str, topic: str, went: list[str], total: int) -> str:
+def stopped_note(rid: str, topic: str, count: int, last: str | None, total: int) -> str:
     """What a replay stopped while it published says: it said nothing, and
     the operator could not tell whether the replay was whole, half or none.
     Running it again is safe: a replayed item already done counts
     ``duplicate`` and calibrates nothing (its work id is its inputs',
     context's and namespace's, not the replay's; tests/integration/test_replay.py)."""
-    last = f" (the last: {went[-1]})" if went else ""
+    last = f" (the last: {last})" if last is not None else ""
     return escape_controls(
-        f"calstream: replay {rid} stopped after {len(went)} of {total} item(s) published to "
+        f"calstream: replay {rid} stopped after {count} of {total} item(s) published to "
         f"{topic}{last}; the same command again is safe: it publishes them all again, and "
         "each item still runs once (one already done counts outcome \"duplicate\" and "
         "calibrates nothing)")

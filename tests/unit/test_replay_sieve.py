@@ -185,3 +185,45 @@ def test_a_corrected_redelivery_is_still_replayed_in_place_of_the_first(tmp_path
     assert _chosen(inbox, [corrected, first]) == [corrected]  # the file's, not the later
     again = arrival("2026-12-03T00:00:00.000Z")
     assert _chosen(inbox, [corrected, again]) == [again]  # the same claims: by time
+
+
+def test_a_replay_of_everything_holds_its_arrivals_packed():
+    """A replay chooses once its whole source is read, so it holds every
+    arrival it will republish until then: decoded, some 3.7 KB each (the
+    door's header copy), and each republished message was built before the
+    first was sent, 1.5 KB more. A mission's exposures (from the product
+    store's records) could not be replayed at once. A chosen arrival is
+    held as its JSON now (replay_packed.py), about 1 KB, and read back as
+    the body it was."""
+    import gc
+    import tracemalloc
+
+    from calstream.steps.naming import parse_exposure_name
+    from calstream.steps.synthetic.headers import synthetic_header
+
+    header = {**SMALL_UNCAL_HEADER, **synthetic_header("NIRCAM", "NRC_IMAGE")}
+    records = []
+    for i in range(3000):
+        eid = f"jw01234{i // 99999 + 1:03d}001_02101_{i % 99999 + 1:05d}_nrcb1"
+        d = "sha256:" + f"{i:064x}"
+        body = dict(exposure_id=eid, path=f"/inbox/{eid}_uncal.fits", digest=d, size=100,
+                    detected_at="2026-12-01T00:00:00.000Z", source="watch", priority="live",
+                    header={**header, "EXPOSURE": f"{i % 99999 + 1:05d}"})
+        records.append(Record(i % 3, i // 3, 1_764_547_200_000 + i, contract.encode(
+            contract.build("arrival", contract.event_id("arrival", eid, d), **body))))
+    gc.collect()
+    tracemalloc.start()
+    try:
+        sieve = ScanSieve("arrival", Selection(), ROOTS)
+        for r in records:
+            sieve.take(r)
+        chosen = sieve.chooser.result()[0]
+        parse_exposure_name.cache_clear()  # bounded (65,536 names), not the replay's
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(chosen) == len(records)
+    assert held < len(records) * 2000, f"{held / len(records):.0f} bytes an arrival"
+    first = contract.decode(records[0].value).body
+    assert dict(chosen[0].message) == first and chosen[0].message["header"] == first["header"]
