@@ -250,6 +250,10 @@ class Subscriber:
                 tg.start_soon(self._watch_broker)
                 await self._read()
                 tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the reading's own fault, as it was raised
+            if len(group.exceptions) != 1:
+                raise
+            raise group.exceptions[0] from None
         finally:
             quiet_client_logs(False)
 

@@ -150,7 +150,7 @@ async def test_a_write_dir_that_cannot_be_written_is_waited_for_not_a_traceback(
 
 
 async def test_a_broker_outage_is_one_line_when_it_goes_and_one_when_it_is_back(
-        tmp_path, capsys, caplog):
+        tmp_path, capsys, caplog, monkeypatch):
     """While its broker was down `calstream subscribe` printed the client
     library's line for every connection it tried: some 700 lines in 10 s,
     the operator's terminal scrolled away. The client's lines are left
@@ -158,6 +158,9 @@ async def test_a_broker_outage_is_one_line_when_it_goes_and_one_when_it_is_back(
     reads on."""
     import logging
 
+    from calstream.daemon.operations import subscribe
+
+    monkeypatch.setattr(subscribe, "PROBE_CAP", 1.0)  # asked every second while lost
     out = tmp_path / "events"
     out.mkdir()
     with EmbeddedBroker(tmp_path / "broker") as broker:
