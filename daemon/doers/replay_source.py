@@ -16,7 +16,6 @@ from calstream.daemon.deciders.replay_sieve import ScanSieve
 from calstream.daemon.doers import kafka
 from calstream.daemon.doers.digest_memo import digest_of, exposure_of
 from calstream.daemon.operations.config import Config, ConfigError
-from calstream.steps.exposure import BadExposure
 
 
 async def scan(cfg: Config, name: str, sieve: ScanSieve) -> ScanSieve:
@@ -59,8 +58,8 @@ def arrival_judge(inbox_roots: Iterable[str] | None) -> Callable[[dict[str, Any]
             if arrival_claims_problem(arrival, facts, False) is not None:
                 return False
             return digest_of(resolved) == arrival.get("digest")
-        except BadExposure:
-            return False
         except (OSError, RuntimeError):  # gone, unreadable here, a loop of links
             return None
+        except Exception:  # noqa: BLE001 - BadExposure, or whatever else its bytes raise
+            return False  # there, and not an exposure of its claims: never a stop
     return judge

@@ -9,6 +9,7 @@ it ended: 412 MiB at 100,000 arrivals whatever the selection
 
 from __future__ import annotations
 
+import os
 import random
 from collections import namedtuple
 
@@ -164,6 +165,11 @@ def test_a_forged_later_arrival_does_not_replace_the_file_s_own(tmp_path):
     for forged in forgeries:
         assert _chosen(inbox, [real, forged]) == [real], forged
     assert _chosen(inbox, [real, *forgeries]) == [real]
+    # A FIFO named as the file, in the inbox: never opened (a read would wait for ever).
+    (inbox / "fifo").mkdir()
+    os.mkfifo(inbox / "fifo" / path.name)
+    fifo = arrival(path=str(inbox / "fifo" / path.name))
+    assert _chosen(inbox, [real, fifo]) == [real] and _chosen(inbox, [fifo, real]) == [real]
     # A forged copy sent first under the real one's event id: the real one,
     # when it comes, is no redelivery of it.
     first = arrival(digest="sha256:" + "e" * 64, event_id=real["event_id"])
