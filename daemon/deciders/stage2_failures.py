@@ -6,10 +6,13 @@ for it stop waiting (deciders/level3_state.py). A dead letter is untrusted
 like any record, and anyone who may write the topic may forge one: it
 counts only if its ``original`` is a record of a stage-2 work topic whose
 value, whole (UTF-8), is a stage-2 work order, or, for an order over the
-dead letter's budget (64 KiB, cut), whose ``order`` field (the identity the
-consumer kept whole: topics/dead_letters.order_identity) names one; the
-caller then counts it only for an order of that namespace it knows it sent
-(the same work id for the same exposure). Either is the letter's word only:
+dead letter's budget (64 KiB, cut), or for an order the planner could not
+send (its letter's original has no partition or offset:
+doers/planner_publishing.refused_order; one the encoding refused is no
+order the contract reads back, its value maybe not even JSON), whose
+``order`` field (the identity kept whole: topics/dead_letters.order_identity)
+names one; the caller then counts it only for an order of that namespace it
+knows it sent (the same work id for the same exposure). Either is the letter's word only:
 a forger can at worst end the wait for an order the planner really sent (a
 degraded close sooner, superseded when the product comes), never invent one.
 Anything else is ignored, never dead-lettered again (a dead letter of a
@@ -62,8 +65,9 @@ def stage2_failure(value: Any, stage2_topics: frozenset[str] | set[str],
     original = letter.get("original")
     if type(original) is not dict or original.get("topic") not in stage2_topics:
         return None
-    order = _whole_order(original) if not original.get("value_truncated") \
-        else _kept_identity(letter.get("order"))
+    order = _whole_order(original) if not original.get("value_truncated") else None
+    if order is None and (original.get("value_truncated") or _failed_record(original) is None):
+        order = _kept_identity(letter.get("order"))
     if order is None or order.get("stage") != "stage2":
         return None
     reason = letter.get("reason")
