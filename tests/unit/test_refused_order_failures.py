@@ -171,3 +171,37 @@ async def test_an_order_json_cannot_write_reads_back_from_its_letter(tmp_path):
     [(topic, letter)] = broker.sent
     assert contract.decode(letter, expected="dead_letter")["original"]["value"].startswith("{'")
     _rebuilt_reads(tmp_path, topic, letter)
+
+
+@pytest.mark.parametrize("letter_first", [False, True], ids=["decided-first", "letter-first"])
+async def test_a_rebuild_does_not_letter_again_an_order_refused_again(tmp_path, letter_first):
+    """A rebuild (no snapshot) decides again the order the encoding refused
+    (it was never on its topic), holds it while catching up and sends it
+    once caught up: refused again (the same decider), it is not lettered
+    again, as its letter is on the topic already, read in the rebuild (before
+    or after the order was decided: the topics are read side by side). Its
+    failure is counted all the same. Before session 45 every restart that
+    rebuilt lettered it again (one more record, dead letter and log line)."""
+    broker = _Broker()
+    first = _planner(tmp_path / "first", broker)
+    emits = _fourth_ordered(first)
+    emits[0].message.body["pipeline"] = 7
+    await _send(first, emits)
+    [(topic, letter)] = broker.sent
+    again = _Broker()
+    rebuilt = _planner(tmp_path / "rebuilt", again)
+    rebuilt.caught_up = False
+    if letter_first:
+        await rebuilt._on_dead_letter(_as_record(topic, letter))
+    emits = _fourth_ordered(rebuilt)
+    emits[0].message.body["pipeline"] = 7  # the same decider, the same bug
+    await rebuilt._send(_as_record("calstream.products", b"{}"), emits)
+    if not letter_first:
+        await rebuilt._on_dead_letter(_as_record(topic, letter))
+    # Caught up, as the planner's loop is (Planner.run): what it held, sent.
+    rebuilt.caught_up = True
+    await rebuilt._publish_unrecorded(rebuilt.held_orders.take(), rebuilt.unacked)
+    await rebuilt._settle()
+    assert again.sent == []  # refused again, not lettered again
+    v1 = _closed_after_the_quiet_period(rebuilt)
+    assert FOURTH in v1["degraded"] and len(v1["inputs"]) == 3
