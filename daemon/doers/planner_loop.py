@@ -288,8 +288,10 @@ class Planner(RecordDecisions):
         would count it (same key: once): its stage-3 candidates stop
         waiting for it, and what they decide is sent. Not left to the letter
         alone: a letter the dead-letter topic refuses too is never read
-        back, and an order the encoding refused does not read back as an
-        order; either way its candidates waited stage3_stage2_wait (6 h)."""
+        back, and until session 45 an order the encoding refused did not
+        read back as an order; either way its candidates waited
+        stage3_stage2_wait (6 h). One refused again whose letter was read
+        comes here with that letter's key (RefusedOrders.known)."""
         while self.failed_orders.pending:
             failure = self.failed_orders.pending.pop(0)
             try:
