@@ -115,7 +115,12 @@ class RecordDecisions:
             topics = {self.topics.name(t) for st in stages.work_order_stages()
                       if st.name == "stage2" for t in (st.live_topic, st.replay_topic)}
             failure = stage2_failure(record.value, topics, record.headers)
-            return self.count_stage2_failure(failure, self._now(record)) if failure else []
+            if failure is None:
+                return []
+            # Known before its order may be decided again (a rebuild, a takeover):
+            # refused again, it is not lettered again (RefusedOrders).
+            self.failed_orders.letter_read(failure)
+            return self.count_stage2_failure(failure, self._now(record))
         except Exception as exc:  # noqa: BLE001 - a dead letter of a dead letter would come back
             self.faults.survived("dead letter", exc)
             return []

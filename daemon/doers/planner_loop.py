@@ -32,7 +32,7 @@ from calstream.daemon.deciders.holds import WaitingUpdates
 from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.daemon.deciders.product_intake import ProductIntake, Taken
-from calstream.daemon.deciders.stage2_failures import Stage2Failure
+from calstream.daemon.deciders.stage2_failures import RefusedOrders
 from calstream.daemon.doers import (
     kafka,
     planner_clients,
@@ -121,9 +121,10 @@ class Planner(RecordDecisions):
         self.in_use_at_last_compaction, self.memory_checked_at, self.memory_over = 0, 0.0, False
         self._unkept: list[dict] = []  # plans decided, to keep in the ledger
         self.unacked = Unacknowledged()  # work orders sent, not yet acknowledged
-        # Stage-2 orders refused on their way out, to count as failed
-        # (planner_publishing.refused_order; count_failed_orders).
-        self.failed_orders: list[Stage2Failure] = []
+        # Stage-2 orders refused on their way out, to count as failed, and
+        # those whose letters were read (planner_publishing.refused_order;
+        # count_failed_orders).
+        self.failed_orders = RefusedOrders()
         self.repair_retry_at = 0.0  # planner_disk_records.republish_when_owed
         self.snapshot_parking = Parking(cfg, metrics, stage="planner", what="planner: snapshot",
                                         root=snapshot_path(cfg.work_dir).parent)
@@ -287,10 +288,12 @@ class Planner(RecordDecisions):
         would count it (same key: once): its stage-3 candidates stop
         waiting for it, and what they decide is sent. Not left to the letter
         alone: a letter the dead-letter topic refuses too is never read
-        back, and an order the encoding refused does not read back as an
-        order; either way its candidates waited stage3_stage2_wait (6 h)."""
-        while self.failed_orders:
-            failure = self.failed_orders.pop(0)
+        back, and until session 45 an order the encoding refused did not
+        read back as an order; either way its candidates waited
+        stage3_stage2_wait (6 h). One refused again whose letter was read
+        comes here with that letter's key (RefusedOrders.known)."""
+        while self.failed_orders.pending:
+            failure = self.failed_orders.pending.pop(0)
             try:
                 emits = self.count_stage2_failure(failure, self.clock.now())
             except Exception as exc:  # noqa: BLE001 - as a letter read back: never the task's end

@@ -28,7 +28,7 @@ from typing import Any
 
 from calstream.daemon import stages
 from calstream.daemon.deciders.planner_records import Emit
-from calstream.daemon.deciders.stage2_failures import REASON_SHOWN, Stage2Failure
+from calstream.daemon.deciders.stage2_failures import REASON_SHOWN, RefusedOrders, Stage2Failure
 from calstream.daemon.doers.kafka.publisher import RecordRefused, broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
 from calstream.daemon.doers.planner_ledger import PlannerLedger
@@ -99,7 +99,7 @@ class Unacknowledged:
 
 
 async def settle(unacked: Unacknowledged, *, publisher, metrics: Metrics,
-                 failed: list[Stage2Failure] | None = None) -> dict[tuple[str, int], int]:
+                 failed: RefusedOrders | None = None) -> dict[tuple[str, int], int]:
     """Wait for every order sent unacknowledged; one the broker did not take
     (lost, not answering) is published again, parked until it is. Returns
     the positions that may now move, and forgets them. ``failed``: as
@@ -130,39 +130,50 @@ async def settle(unacked: Unacknowledged, *, publisher, metrics: Metrics,
 
 
 async def refused_order(publisher, e: Emit, topic: str, exc: Exception,
-                        failed: list[Stage2Failure] | None = None) -> None:
+                        failed: RefusedOrders | None = None) -> None:
     """A work order the encoding or the broker refused for what it is: a
     dead letter of its own, with the order as its original (never placed on
-    ``topic``). A stage-2 order's failure is appended to ``failed``, for the
-    planner to count at once (Planner.count_failed_orders), as a stage's
-    letter of it counts: its stage-3 candidates stop waiting for it. Keyed
-    by the letter's event id, as its reading back keys it
+    ``topic``). A stage-2 order's failure is added to ``failed.pending``,
+    for the planner to count at once (Planner.count_failed_orders), as a
+    stage's letter of it counts: its stage-3 candidates stop waiting for it.
+    Keyed by the letter's event id, as its reading back keys it
     (deciders/stage2_failures.py): counted once. Before, the planner's
     state took the order as in flight and its candidates waited
     stage3_stage2_wait (6 h) for a product that could not come, then closed
     naming it as late: until session 44 for any refused order; until
     session 45 for one the encoding refused (lettered as the product event's
     fault, and a letter the reading back cannot decode as an order), or one
-    whose letter the dead-letter topic refused too (never read back)."""
+    whose letter the dead-letter topic refused too (never read back).
+
+    A stage-2 order whose refusal's letter was read back already (a rebuild,
+    a takeover: RefusedOrders) is not lettered again; that letter counts.
+    Until session 45 each restart that rebuilt lettered it once more."""
+    body = e.message.body
+    namespace, work_id, name = body.get("namespace") or "live", body.get("work_id"), \
+        body.get("product_name")
+    stage2 = failed is not None and body.get("stage") == "stage2" and all(
+        isinstance(v, str) for v in (namespace, work_id, name))
+    if stage2 and (known := failed.known(namespace, work_id, name)) is not None:
+        log.info("the planner's %s for %r refused again (%s); its dead letter %s is on the "
+                 "topic already: not sent again", e.message.type, e.key[:200],
+                 str(exc)[:200], known.letter_id[:16],
+                 extra={"exposure_id": name, "stage": "planner"})
+        failed.pending.append(known)
+        return
     reason = f"the planner's {e.message.type} for {e.key[:200]!r} cannot be sent: {exc}"
     letter_id = await publisher.dead_letter(
         category="invalid_message", stage="planner", key=e.key, reason=reason,
         exposure_id=_text(e.message.get("exposure_id")),
         about=str(e.message.get("event_id")), unsent=e.message, unsent_topic=topic,
         order=order_identity(e.message.body))
-    body = e.message.body
-    if failed is None or body.get("stage") != "stage2" or not isinstance(letter_id, str):
-        return
-    namespace, work_id, name = body.get("namespace") or "live", body.get("work_id"), \
-        body.get("product_name")
-    if all(isinstance(v, str) for v in (namespace, work_id, name)):
-        failed.append(Stage2Failure(namespace, work_id, name, reason[:REASON_SHOWN],
-                                    letter_id, failed_record=letter_id))
+    if stage2 and isinstance(letter_id, str):
+        failed.pending.append(Stage2Failure(namespace, work_id, name, reason[:REASON_SHOWN],
+                                            letter_id, failed_record=letter_id))
 
 
 async def publish_emits(emits: list[Emit], *, publisher, topics: Topics, ledger: PlannerLedger,
                         metrics: Metrics, cfg: Any, unacked: Unacknowledged | None = None,
-                        failed: list[Stage2Failure] | None = None) -> list[Refused]:
+                        failed: RefusedOrders | None = None) -> list[Refused]:
     """Send ``emits`` in order; the ones other than work orders the encoding
     refused, with why. ``unacked``: work orders are sent without waiting
     (see Unacknowledged). ``failed``: as ``refused_order``'s."""

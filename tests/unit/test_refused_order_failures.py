@@ -23,6 +23,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 
 from calstream.daemon.doers.kafka.publisher import Publisher
 from calstream.daemon.doers.planner_loop import Planner
+from calstream.daemon.doers.planner_publishing import refused_order
 from calstream.daemon.operations.config import load
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract
@@ -127,3 +128,80 @@ async def test_a_refused_order_s_letter_read_back_is_the_same_failure_not_a_seco
                              headers=(), timestamp=None)
     assert planner._stage2_failure(record) == []  # counted already: nothing decided again
     assert len(planner.state.stage3._stage2_failed[FOURTH]) == 1
+
+
+
+def _as_record(topic: str, value: bytes) -> SimpleNamespace:
+    return SimpleNamespace(topic=topic, partition=0, offset=0, value=value, key=None,
+                           headers=(), timestamp=None)
+
+
+def _rebuilt_reads(tmp_path, topic: str, letter: bytes) -> None:
+    """A rebuild (no snapshot) decides the order again from the same events,
+    then reads its letter: the failure is known from the letter alone."""
+    rebuilt = _planner(tmp_path / "rebuilt", _Broker())
+    _fourth_ordered(rebuilt)
+    rebuilt._stage2_failure(_as_record(topic, letter))
+    v1 = _closed_after_the_quiet_period(rebuilt)
+    assert FOURTH in v1["degraded"] and len(v1["inputs"]) == 3
+
+
+async def test_an_order_the_schema_refused_reads_back_from_its_letter(tmp_path):
+    """Its original is no order the contract reads back (the schema refuses
+    it again): the identity the letter keeps names it. Before session 45 the
+    letter was ignored, and a rebuild's candidates waited stage3_stage2_wait."""
+    broker = _Broker()
+    first = _planner(tmp_path / "first", broker)
+    emits = _fourth_ordered(first)
+    emits[0].message.body["pipeline"] = 7
+    await _send(first, emits)
+    [(topic, letter)] = broker.sent
+    _rebuilt_reads(tmp_path, topic, letter)
+
+
+async def test_an_order_json_cannot_write_reads_back_from_its_letter(tmp_path):
+    """The letter's original is the body's ``str`` (planner_publishing's
+    refused_order for a body JSON has no text for): read back all the same."""
+    broker = _Broker()
+    first = _planner(tmp_path / "first", broker)
+    [order] = _fourth_ordered(first)
+    order.message.body["pipeline"] = b"no JSON text"
+    await refused_order(first.publisher, order, "work.stage2",
+                        contract.InvalidMessage("the encoding's"))
+    [(topic, letter)] = broker.sent
+    assert contract.decode(letter, expected="dead_letter")["original"]["value"].startswith("{'")
+    _rebuilt_reads(tmp_path, topic, letter)
+
+
+@pytest.mark.parametrize("letter_first", [False, True], ids=["decided-first", "letter-first"])
+async def test_a_rebuild_does_not_letter_again_an_order_refused_again(tmp_path, letter_first):
+    """A rebuild (no snapshot) decides again the order the encoding refused
+    (it was never on its topic), holds it while catching up and sends it
+    once caught up: refused again (the same decider), it is not lettered
+    again, as its letter is on the topic already, read in the rebuild (before
+    or after the order was decided: the topics are read side by side). Its
+    failure is counted all the same. Before session 45 every restart that
+    rebuilt lettered it again (one more record, dead letter and log line)."""
+    broker = _Broker()
+    first = _planner(tmp_path / "first", broker)
+    emits = _fourth_ordered(first)
+    emits[0].message.body["pipeline"] = 7
+    await _send(first, emits)
+    [(topic, letter)] = broker.sent
+    again = _Broker()
+    rebuilt = _planner(tmp_path / "rebuilt", again)
+    rebuilt.caught_up = False
+    if letter_first:
+        await rebuilt._on_dead_letter(_as_record(topic, letter))
+    emits = _fourth_ordered(rebuilt)
+    emits[0].message.body["pipeline"] = 7  # the same decider, the same bug
+    await rebuilt._send(_as_record("calstream.products", b"{}"), emits)
+    if not letter_first:
+        await rebuilt._on_dead_letter(_as_record(topic, letter))
+    # Caught up, as the planner's loop is (Planner.run): what it held, sent.
+    rebuilt.caught_up = True
+    await rebuilt._publish_unrecorded(rebuilt.held_orders.take(), rebuilt.unacked)
+    await rebuilt._settle()
+    assert again.sent == []  # refused again, not lettered again
+    v1 = _closed_after_the_quiet_period(rebuilt)
+    assert FOURTH in v1["degraded"] and len(v1["inputs"]) == 3
