@@ -108,6 +108,27 @@ async def test_a_stage2_order_the_encoding_refuses_counts_as_its_failure(tmp_pat
     assert FOURTH in v1["degraded"] and len(v1["inputs"]) == 3
 
 
+@pytest.mark.parametrize("value", [b"bytes", {"a", "set"}, object()],
+                         ids=["bytes", "set", "object"])
+async def test_an_order_holding_a_value_json_has_no_text_for_is_refused_not_raised(
+        tmp_path, value):
+    """A decider's bug that puts a value JSON cannot write into an order
+    (bytes, a set, any object): the fast validator raised a bare ValueError
+    ("Unsupported type") that no sender catches, and the planner's task
+    ended, to decide and raise the same again after each restart. Refused
+    as any order the encoding refuses: lettered, counted as its failure."""
+    broker = _Broker()
+    planner = _planner(tmp_path, broker)
+    emits = _fourth_ordered(planner)
+    emits[0].message.body["pipeline"] = value
+    await _send(planner, emits)
+    [(topic, letter)] = broker.sent
+    assert topic == "calstream.deadletter"
+    assert "cannot be sent" in contract.decode(letter, expected="dead_letter")["reason"]
+    v1 = _closed_after_the_quiet_period(planner)
+    assert FOURTH in v1["degraded"]
+
+
 async def test_a_refused_order_whose_letter_is_refused_too_still_counts(tmp_path):
     broker = _Broker("calstream.work.stage2", "calstream.deadletter")
     planner = _planner(tmp_path, broker)
