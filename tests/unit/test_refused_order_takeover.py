@@ -141,3 +141,8 @@ async def test_a_refusal_answered_after_the_lease_left_is_lettered_once_and_not_
         v1 = _closed_after_the_quiet_period(planner)
         assert FOURTH in v1["degraded"] and len(v1["inputs"]) == 3
     assert letter["original"]["topic"] == "calstream.work.stage2"
+    # Counted where it was sent: a withheld letter is neither counted nor
+    # logged as sent (one letter was two in calstream_dead_letters_total).
+    counted = [p.metrics.dead_letters.labels(stage="planner", category="invalid_message")
+               ._value.get() for p in (leader, standby)]
+    assert counted == [0, 1]

@@ -263,8 +263,8 @@ class Publisher:
             **dead_letters.letter_fields(category=category, reason=reason, stage=stage,
                                          attempts=attempts, original=original, **extra))
         try:
-            await self.publish("deadletter", dead_letters.bounded(key, dead_letters.KEY_BUDGET),
-                               message)
+            sent = await self.publish("deadletter",
+                                      dead_letters.bounded(key, dead_letters.KEY_BUDGET), message)
         except RecordRefused as exc:
             # The dead-letter topic refuses it too: a letter about the letter
             # would be refused alike. Said and counted
@@ -280,6 +280,14 @@ class Publisher:
                       dead_letters.bounded(reason, 500),
                       extra={"exposure_id": extra.get("exposure_id"), "stage": stage,
                              "category": category, "fault": "data"})
+            return message.event_id
+        if sent is False:
+            # Withheld (a standing-by planner, planner_leadership.GatedPublisher):
+            # the leader letters it; counted and said here too, one letter was
+            # two in the metric across the pair, and "dead letter" was logged
+            # for one never sent.
+            log.info("dead letter [%s/%s] %s withheld (standing by): %s", stage, category,
+                     key[:200], dead_letters.bounded(reason, 500))
             return message.event_id
         self.metrics.dead_letters.labels(stage=stage, category=category).inc()
         # Flood-controlled per stage and category (operations/logs.py): the
