@@ -15,6 +15,7 @@ import anyio
 
 from calstream.daemon.doers.pending_previews import PendingPreviews
 from calstream.daemon.doers.preview_gate import PreviewGate
+from calstream.daemon.doers.work_item_runs import solitude
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations import logs
 from calstream.steps.previews.naming import planned_previews
@@ -39,8 +40,15 @@ async def make_previews(pool: WorkerPool, previews: list[dict], log_context: dic
     if gate is not None:
         await gate.until_no_calibration()
     try:
-        outcome = await pool.run(PREVIEW_TASK, {"previews": previews}, timeout=PREVIEW_TIMEOUT,
-                                 env=logs.task_env(**log_context), priority=PREVIEW_PRIORITY)
+        # A run in a worker as a calibration's is (work_item_runs.Solitude):
+        # it waits while a suspect runs alone, and a suspect waits for it.
+        # Beside a suspect, a container's end the preview caused was blamed
+        # on the suspect's run, marked "alone". No await unless a suspect
+        # runs or waits: the gate's last look still holds as the pool is asked.
+        async with solitude().run(alone=False, metrics=pool.metrics, stage=pool.stage):
+            outcome = await pool.run(PREVIEW_TASK, {"previews": previews},
+                                     timeout=PREVIEW_TIMEOUT, env=logs.task_env(**log_context),
+                                     priority=PREVIEW_PRIORITY)
     except Exception as exc:  # noqa: BLE001 - a lost worker included: the product stands
         log.warning("previews not made: %s: %s", type(exc).__name__, exc, extra=log_context)
         return {"made": [], "failed": {"*": str(exc)}}
