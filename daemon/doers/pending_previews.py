@@ -112,9 +112,12 @@ class PendingPreviews:
 
     def unmark(self, event_id: str) -> None:
         """The drawing was stopped (a graceful stop cancels it), not cut
-        short: its mark goes, the entry stays for the next daemon."""
-        if (marking := self._marking.pop(event_id, None)) is not None:
-            marking.join()
+        short: its mark goes, the entry stays for the next daemon. A mark an
+        earlier daemon left (a suspect's, cut short beside others) stays
+        unless this daemon's drawing began."""
+        if (marking := self._marking.pop(event_id, None)) is None:
+            return
+        marking.join()
         with contextlib.suppress(OSError, ValueError):
             (self.mine / (entry_name(event_id) + DRAWING)).unlink(missing_ok=True)
 
