@@ -29,11 +29,21 @@ def lead_own_group() -> bool:
     PDEATHSIG reaches only multiprocessing's children (children_die_with_me),
     and a child orphaned by a killed worker ran on for nobody. Out of the
     daemon's group, a terminal's Ctrl-C reaches the daemon alone, which stops
-    its runs itself. False where it cannot be (the group stays the daemon's)."""
+    its runs itself. False where it cannot be (the group stays the daemon's).
+
+    Out of the daemon's group, it is in a *background* group of the daemon's
+    terminal under a foreground ``calstream run``: with ``stty tostop`` the
+    kernel stopped it (SIGTTOU) at its first line to its stderr (the
+    terminal), and the pool killed it as stopped, run after run. Ignored,
+    SIGTTOU lets the write through (POSIX), and SIGTTIN makes a read of the
+    terminal fail (EIO) instead of stopping it. Both stay ignored in its
+    children, as the group does."""
     try:
         os.setpgid(0, 0)
     except OSError:
         return False
+    for stopping in (signal.SIGTTOU, signal.SIGTTIN):
+        signal.signal(stopping, signal.SIG_IGN)
     return True
 
 

@@ -270,7 +270,8 @@ class WorkItemRunner(RunOutcomes):
                 consumer_slots.run_begins()
 
         try:
-            async with solitude().run(alone=alone):
+            async with solitude().run(alone=alone, metrics=self.metrics,
+                                      stage=self.pool.stage):
                 try:
                     outcome = await self.pool.run(
                         item.task, {**item.task_kwargs, "output_dir": str(scratch)},

@@ -39,8 +39,9 @@ import json
 import logging
 import threading
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -127,7 +128,9 @@ class Solitude:
     a suspect's alone. ``run(alone=False)`` waits while a suspect's run goes
     on or waits (it goes first: the runs in workers end, and none begins);
     ``run(alone=True)`` waits until no other run is held. Held from before
-    a run asks for its worker until its end."""
+    a run asks for its worker until its end. A run that waits here is
+    counted, while it waits, in ``metrics``' ``calstream_runs_waiting_alone``
+    under its ``stage``: ``suspect`` or ``held_back`` (one behind a suspect)."""
 
     def __init__(self) -> None:
         self.shared = 0  # runs held with company allowed
@@ -140,21 +143,24 @@ class Solitude:
         self._changed = anyio.Event()
 
     @contextlib.asynccontextmanager
-    async def run(self, *, alone: bool) -> AsyncIterator[None]:
+    async def run(self, *, alone: bool, metrics: Any = None,
+                  stage: str = "") -> AsyncIterator[None]:
         if alone:
             self.waiting_alone += 1
             held = False
             try:
-                while self.alone or self.shared:
-                    await self._changed.wait()
+                with _waiting(metrics, stage, "suspect", self.alone or self.shared):
+                    while self.alone or self.shared:
+                        await self._changed.wait()
                 self.alone = held = True
             finally:
                 self.waiting_alone -= 1
                 if not held:  # cancelled while waiting: the others go on
                     self._change()
         else:
-            while self.alone or self.waiting_alone:
-                await self._changed.wait()
+            with _waiting(metrics, stage, "held_back", self.alone or self.waiting_alone):
+                while self.alone or self.waiting_alone:
+                    await self._changed.wait()
             self.shared += 1
         try:
             yield
@@ -164,6 +170,21 @@ class Solitude:
             else:
                 self.shared -= 1
             self._change()
+
+
+@contextlib.contextmanager
+def _waiting(metrics: Any, stage: str, run: str, waits: bool) -> Iterator[None]:
+    """Counted in ``calstream_runs_waiting_alone`` while it ``waits``: with
+    many suspects after a crash, the stalled stage says why."""
+    if metrics is None or not waits:
+        yield
+        return
+    gauge = metrics.runs_waiting_alone.labels(stage=stage, run=run)
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
 
 
 # One per event loop: the daemon's one (its every pool), each test's own.

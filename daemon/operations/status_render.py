@@ -137,6 +137,7 @@ _STAGE_FACTS: tuple[tuple[str, Callable[[Any, float], str]], ...] = (
     ("last_progress", lambda v, now: f"last finished or started {_ago(v, now)}"),
     ("arrivals", lambda v, now: f"announced {sum(v.values())} ({_counts(v)})"),
     ("pending_files", lambda v, now: f"incomplete files in the inbox {v}"),
+    ("waiting_alone", lambda v, now: f"waiting for a suspect's run alone: {_counts(v)}"),
     ("runs", lambda v, now: f"runs: {_counts(v)}"),
     ("retries", lambda v, now: f"retries {v}"),
     ("worker_peak_rss_bytes", lambda v, now: f"worker peak RSS {_mib(v)}"),

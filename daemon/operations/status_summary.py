@@ -126,6 +126,9 @@ def summarise_metrics(endpoints: list[Endpoint]) -> dict[str, dict[str, Any]]:
         add(labels["stage"], "dead_letters", v, labels["category"])
     for labels, v in _values(endpoints, "calstream_worker_restarts_total", "stage", "cause"):
         add(labels["stage"], "worker_restarts", v, labels["cause"])
+    for labels, v in _values(endpoints, "calstream_runs_waiting_alone", "stage", "run"):
+        if v > 0:  # a suspect's turn alone (doers/work_item_runs.Solitude): why runs wait
+            add(labels["stage"], "waiting_alone", v, labels["run"])
     for labels, v in _values(endpoints, "calstream_arrivals_total", "source"):
         add("watcher", "arrivals", v, labels["source"])
     for _labels, v in _values(endpoints, "calstream_watcher_pending_files"):
