@@ -34,10 +34,12 @@ __all__ = ["Previews", "make_previews", "planned_previews"]
 
 async def make_previews(pool: WorkerPool, previews: list[dict], log_context: dict,
                         gate: PreviewGate | None = None, *, alone: bool = False,
-                        began: Callable[[bool], None] | None = None) -> dict:
+                        began: Callable[[bool], None] | None = None,
+                        metrics: Any = None) -> dict:
     """Make the previews a product event listed; {"made": [...], "failed": {...}}.
     ``alone``: a suspect's (pending_previews.py), drawn alone; ``began(alone)``
-    is called on the loop as the drawing is given a worker."""
+    is called on the loop as the drawing is given a worker; ``metrics``:
+    the stage's (its runs waiting on a suspect)."""
     if not previews:
         return {"made": [], "failed": {}}
     if gate is not None:
@@ -48,7 +50,7 @@ async def make_previews(pool: WorkerPool, previews: list[dict], log_context: dic
         # Beside a suspect, a container's end the preview caused was blamed
         # on the suspect's run, marked "alone". No await unless a suspect
         # runs or waits: the gate's last look still holds as the pool is asked.
-        async with solitude().run(alone=alone, metrics=pool.metrics, stage=pool.stage):
+        async with solitude().run(alone=alone, metrics=metrics, stage=pool.stage):
             outcome = await pool.run(PREVIEW_TASK, {"previews": previews},
                                      timeout=PREVIEW_TIMEOUT, env=logs.task_env(**log_context),
                                      priority=PREVIEW_PRIORITY,
@@ -102,7 +104,8 @@ class Previews:
             result = await make_previews(self.pool, previews, log_context,
                                          self.gate if gated else None,
                                          alone=event_id in self.pending.suspects,
-                                         began=lambda alone: self.pending.began(event_id, alone))
+                                         began=lambda alone: self.pending.began(event_id, alone),
+                                         metrics=self.metrics)
         except BaseException:  # cancelled (a stop): not cut short, its mark goes
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self.pending.unmark, event_id)

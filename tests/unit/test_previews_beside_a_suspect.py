@@ -46,7 +46,7 @@ async def test_a_preview_waits_while_a_suspect_runs_alone(tmp_path):
                 timeout=600)
 
     async def preview():
-        results["preview"] = await make_previews(pool, planned, CONTEXT)
+        results["preview"] = await make_previews(pool, planned, CONTEXT, metrics=metrics)
 
     try:
         async with anyio.create_task_group() as tg:
