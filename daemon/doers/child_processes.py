@@ -74,10 +74,12 @@ def _runs_under(pid: int) -> bool:
     """Whether a process that is not a zombie runs under ``pid`` (Linux's
     /proc; one that cannot be read: none)."""
     try:
-        stat = open(f"/proc/{pid}/stat", "rb").read()  # noqa: SIM115 - one read
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
     except OSError:
         return False
-    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] != b"Z"
+    state = stat.rindex(b")") + 2  # after the command's name, which may hold ")"
+    return stat[state:state + 1] != b"Z"
 
 
 def pid_alive(pid: int) -> bool:
