@@ -47,20 +47,39 @@ def lead_own_group() -> bool:
     return True
 
 
-def kill_group(leader: int) -> None:
+def kill_group(leader: int, *, reaped: bool = False) -> None:
     """SIGKILL what is left of the process group a worker (pid ``leader``)
-    led (lead_own_group), once the worker has ended: its run's children,
-    orphaned. The group's number stays taken while any of them lives, so no
-    other process can hold it then; with none, there is nothing to kill
-    (ESRCH). Never this process's own group, nor a number that names none."""
+    led (lead_own_group): its run's children, orphaned. While any of them
+    lives the group's number stays taken, so no new process can get it as
+    its pid. ``reaped``: the worker has ended and been reaped (its exit code
+    known), its pid free: a process under that pid now is another one (the
+    pid taken again once the group was empty: a worker found dead long after
+    it ended), maybe leading its own group (another worker: each leads one),
+    and is left alone; a zombie there is the worker still (its server died:
+    reparented, not reaped yet). Never this process's own group, nor a
+    number that names none."""
     if isinstance(leader, bool) or not isinstance(leader, int) or leader <= 1:
         return
+    if reaped and _runs_under(leader):
+        return  # the pid is another process's now: its group is not the worker's
     try:
         if leader == os.getpgrp():
             return
         os.killpg(leader, signal.SIGKILL)
     except (ProcessLookupError, PermissionError, OverflowError):
         pass  # none left, or not ours
+
+
+def _runs_under(pid: int) -> bool:
+    """Whether a process that is not a zombie runs under ``pid`` (Linux's
+    /proc; one that cannot be read: none)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    state = stat.rindex(b")") + 2  # after the command's name, which may hold ")"
+    return stat[state:state + 1] != b"Z"
 
 
 def pid_alive(pid: int) -> bool:

@@ -23,8 +23,10 @@ Only a run that was likely the cause is blamed (session 45). A container's
 end takes every run in it, and before, each of them was counted: after
 ``max_attempts`` such ends in a row, the runs that were only beside the
 runaway one were dead-lettered with it. So a mark also says whether its run
-was *alone* (``{"began": N, "alone": true}``): the only run in this
-process's workers (``Solitude``). A run cut short with company is not
+was *alone* (``{"began": N, "alone": true}``): a suspect's run, which
+``Solitude`` keeps the only one in this process's workers. Any other run
+is marked with company, even one that began with none beside it: one may
+begin beside it before its end. A run cut short with company is not
 counted against its item; the item is a *suspect*, and its next run is
 alone: the daemon's other runs wait for it (and it for them). A runaway so
 takes the container down alone, and is counted; an innocent run ends, and

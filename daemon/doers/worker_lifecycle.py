@@ -158,8 +158,9 @@ class WorkerLifecycle:
                 w.process.kill()
                 w.process.join(5)
             # Its runs' children, orphaned: a killed worker's (OOM, the
-            # memory bound, a time-out, a stop) ran on for nobody.
-            kill_group(w.process.pid)
+            # memory bound, a time-out, a stop) ran on for nobody. Reaped
+            # already, its pid may be another process's (kill_group).
+            kill_group(w.process.pid, reaped=w.process.exitcode is not None)
             w.conn.close()
         # A thread: joining here would hold the event loop (run() calls this).
         ender = threading.Thread(target=reap, name=f"end-{w.name}", daemon=True)
@@ -222,4 +223,4 @@ def kill_left_over(pool_ref: weakref.ref) -> None:
         for w in list(pool._all):
             w.process.kill()
             w.process.join(timeout=5)
-            kill_group(w.process.pid)
+            kill_group(w.process.pid, reaped=w.process.exitcode is not None)

@@ -105,3 +105,86 @@ async def test_a_child_of_a_cancelled_run_ends_with_its_worker(tmp_path):
         pool.close()
         if child is not None and running(child):
             os.kill(child, signal.SIGKILL)
+
+
+class _EndedLongAgo:
+    """A worker's process that ended while idle and was reaped long before
+    the pool came to replace it (found dead at its next turn, at an idle
+    return or at the daemon's stop): its pid is free, and another process
+    may hold it by then."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid, self.exitcode = pid, -signal.SIGKILL
+
+    def join(self, timeout=None) -> None:
+        pass
+
+    def is_alive(self) -> bool:
+        return False
+
+    def terminate(self) -> None:
+        pass
+
+    def kill(self) -> None:
+        pass
+
+
+def test_a_worker_found_ended_long_ago_spares_the_process_that_took_its_pid():
+    """The pool kills the group of a worker once it has ended and been
+    reaped; a worker found dead long after (its pid free all that while)
+    may have its pid taken again by another process leading its own group:
+    another worker (each leads one), a session's shell. Before, that
+    group was SIGKILLed as the dead worker's, an innocent run with it. A
+    process under that pid now is never the ended worker's, and while its
+    orphaned children live no process can take the pid: that group is
+    left alone."""
+    import subprocess
+
+    from calstream.daemon.doers.worker_lifecycle import Worker
+
+    # Stands for the process that took the pid: it leads a group of its own.
+    other = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    pool = WorkerPool(1, stage="detector1", metrics=Metrics())
+    try:
+        reader, writer = __import__("multiprocessing").Pipe(duplex=False)
+        writer.close()
+        dead = Worker("w-dead", _EndedLongAgo(other.pid), reader, tasks_left=1)
+        pool._all.append(dead)
+        pool._replace(dead, "died")
+        pool.close()  # waits for the worker's end (its reaping thread)
+        assert running(other.pid), "the group of the process that took an ended worker's pid " \
+            "was killed"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_worker_reaped_by_nobody_yet_still_has_its_group_killed(tmp_path):
+    """Its server gone (the OOM killer), a worker is reparented and dies
+    (PDEATHSIG); the pool knows its end before its new parent reaps it: a
+    zombie under its pid, which is no other process's. Its run's child in
+    its group is killed as any orphan's."""
+    import subprocess
+
+    from calstream.daemon.doers.worker_lifecycle import Worker
+
+    pids = tmp_path / "child"
+    # A group leader that ends (not reaped: a zombie), its child left in the group.
+    leader = subprocess.Popen(["sh", "-c", f"sleep 600 & echo $! > {pids}.part; "
+                                           f"mv {pids}.part {pids}"], start_new_session=True)
+    while not pids.exists() or running(leader.pid):
+        time.sleep(0.05)
+    child = int(pids.read_text())
+    pool = WorkerPool(1, stage="detector1", metrics=Metrics())
+    try:
+        reader, writer = __import__("multiprocessing").Pipe(duplex=False)
+        writer.close()
+        dead = Worker("w-dead", _EndedLongAgo(leader.pid), reader, tasks_left=1)
+        pool._all.append(dead)
+        pool._replace(dead, "died")
+        pool.close()
+        assert gone(child), "the child of a worker not reaped yet outlived it"
+    finally:
+        leader.wait()
+        if running(child):
+            os.kill(child, signal.SIGKILL)
