@@ -94,20 +94,24 @@ async def believed_in_time(topic_holds: Holds, work_dir: Path, reads: FileReads 
     return rows, checked, None
 
 
-async def current_holds(cfg, topics) -> Holds:
+async def current_holds(cfg, topics) -> tuple[Holds, str | None]:
     """The hold of each exposure as the planner has it, where its ledger is
-    reachable (``cfg.work_dir``), else the holds topic's last record. The
-    topic is folded as it is read: what is kept is its last hold of each
-    exposure, as compaction would keep (tansu never compacts)."""
+    reachable (``cfg.work_dir``), else the holds topic's last record; and
+    what to say of the rows (None: nothing), as status says it: a ledger
+    that did not answer is said so (it was dropped here, and `holds list`
+    said there was no planner's ledger in a work directory that has one).
+    The topic is folded as it is read: what is kept is its last hold of
+    each exposure, as compaction would keep (tansu never compacts)."""
     from calstream.daemon.doers import kafka
 
     topic_holds: Holds = {}
     name = topics.name("holds")
     await kafka.fold_to_end(cfg, name, lambda batch: last_holds(batch, into=topic_holds))
-    rows, checked, _ = await believed_in_time(topic_holds, cfg.work_dir)
+    rows, checked, unanswered = await believed_in_time(topic_holds, cfg.work_dir)
     if not checked and not rows and not await _listed(cfg, name):
-        raise kafka.TopicsMissing({name: HOLDS_NOT_THERE})
-    return rows
+        raise kafka.TopicsMissing({name: HOLDS_NOT_THERE if unanswered is None
+                                   else f"{HOLDS_NOT_THERE}; {unanswered}"})
+    return rows, unanswered or unchecked_note(rows.values(), cfg.work_dir)
 
 
 # Why a holds topic the broker does not list, with no planner's ledger to
