@@ -16,6 +16,7 @@ shown as the planner's.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from calstream.daemon.deciders.holds import Holds, holds_shown
@@ -58,12 +59,14 @@ def last_holds(records, unreadable: Callable[[], None] | None = None, *,
 VIEW_FIELDS = ("source", "checked", "holds_topic")
 
 
-def believed(topic_holds: Holds, work_dir: Path) -> tuple[Holds, bool]:
+def believed(topic_holds: Holds, work_dir: Path,
+             answered: Callable[[], None] = lambda: None) -> tuple[Holds, bool]:
     """The rows shown (``holds_shown``) from the holds topic's last hold of
     each exposure (``last_holds``) and the ledger of the planner in
     ``work_dir``, and whether there was one (False: the rows are the
-    topic's alone). Reads files: off the event loop."""
-    own = planner_holds_at(work_dir)
+    topic's alone). Reads files: off the event loop; ``answered()`` at each
+    (KeyedLedger.kept)."""
+    own = planner_holds_at(work_dir, answered)
     return holds_shown(topic_holds, own), own is not None
 
 
@@ -84,9 +87,11 @@ async def believed_in_time(topic_holds: Holds, work_dir: Path, reads: FileReads 
     (the third item; None when the ledger answered)."""
     reads = reads or ledger_reads()
     try:
-        rows, checked = await reads.timed(lambda _: believed(topic_holds, work_dir),
-                                          Path(work_dir), reads.read_seconds,
-                                          what="planner's ledger's read", cause=WORK_DIR_HUNG)
+        # Hung once no file has answered in its time: a ledger of many holds
+        # on slow storage that works is read, not called hung.
+        rows, checked = await reads.listing(partial(believed, topic_holds, work_dir),
+                                            Path(work_dir), what="planner's ledger's read",
+                                            cause=WORK_DIR_HUNG)
     except ReadHung as exc:
         return holds_shown(topic_holds, None), False, (
             f"the planner's ledger in {work_dir} did not answer ({exc}): these are the holds "
