@@ -86,6 +86,15 @@ class _Timed:
         return await self.reads.timed(lambda _: call(*args, **kw), Path(self.cfg.work_dir),
                                       self.reads.read_seconds, what=what, cause=WORK_DIR_HUNG)
 
+    async def ledger_read(self, what: str, read: Callable[..., T]) -> T:
+        """``read(answered=...)`` of a ledger in the work directory (the
+        dead letters, their redrives: KeyedLedger.kept), hung once no file
+        has answered in its time: timed as a whole (one minute), 10,000
+        letters on slow storage that works were called hung, and read again
+        from the first, for ever."""
+        return await self.reads.listing(lambda answered: read(answered=answered),
+                                        Path(self.cfg.work_dir), what=what, cause=WORK_DIR_HUNG)
+
     async def records(self, store: ProductStore) -> list[dict]:
         """``every_record``, hung once no record has answered in its time."""
         return await self.reads.listing(partial(every_record, store), Path(self.cfg.products),
@@ -158,7 +167,7 @@ async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher
                 and contract.is_valid("dead_letter", body)]
         # Each with the redrives kept of it: their marks were on topics the
         # broker lost too, and `deadletters list` reads them here now.
-        redrives = await timed.on_work_dir("dead-letter ledger's redrives' read",
+        redrives = await timed.ledger_read("dead-letter ledger's redrives' read",
                                            ledger.redrives)
         placed: list = []
         sent = await publisher.unkept().publish_all((  # kept already: not written again
@@ -172,7 +181,7 @@ async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher
         return sent
 
     sent = await _refill(cfg, timed, name, ledger.root / DEAD_LETTERS_MARKER,
-                         partial(timed.on_work_dir, "dead-letter ledger's read", ledger.letters),
+                         partial(timed.ledger_read, "dead-letter ledger's read", ledger.letters),
                          send, lost=partial(_lost_by_note, cfg, timed, ledger.place,
                                             "dead_letter"))
     if sent:

@@ -236,15 +236,15 @@ class BrokerSupervisor:
                   self.embedded.bootstrap)
         try:
             self.embedded.stop()
-            # Its directory and log in a thread, timed: on the event loop's
-            # thread a silent work directory froze the whole daemon there.
-            log_file = await self._reads.timed(lambda _: self.embedded.prepared(),
-                                               self.embedded.work_dir, self._reads.read_seconds,
-                                               what="making", cause=WORK_DIR_HUNG)
+            # Its directory in a thread, timed: on the event loop's thread a
+            # silent work directory froze the whole daemon there.
+            await self._reads.timed(lambda _: self.embedded.prepared(), self.embedded.work_dir,
+                                    self._reads.read_seconds, what="making",
+                                    cause=WORK_DIR_HUNG)
             # On the event loop's thread, blocking it for the broker's start-up
             # (tens of ms): the kernel kills tansu when the thread that started
             # it exits (PDEATHSIG), and anyio's worker threads do exit.
-            self.embedded.start(log_file)
+            self.embedded.start(prepared=True)
         except (BrokerError, OSError, ReadHung) as exc:
             log.error("embedded broker did not start again: %s; retrying", exc)
             return

@@ -295,10 +295,12 @@ async def start_embedded(broker: EmbeddedBroker, waits: StartWaits) -> None:
     """The embedded broker started unless it runs. On the event loop's thread
     (tansu dies with the thread that started it), blocking it for tansu's
     start (tens of ms); its directory made first, timed (work_dir_hung), with
-    a probe file: tansu panics (exit 101) on a full disk, where its start
-    step is to wait; a silent mount froze the whole daemon there."""
+    a probe file (a full disk is waited for: tansu panicked, exit 101,
+    writing its log there before session 45, when its output went to the
+    daemon's log); a silent mount froze the whole daemon there."""
     if not broker.alive():
-        broker.start(await waits.on_work_dir(lambda: _probed(broker).prepared()))
+        await waits.on_work_dir(lambda: _probed(broker).prepared())
+        broker.start(prepared=True)
 
 
 def _probed(broker: EmbeddedBroker) -> EmbeddedBroker:

@@ -16,6 +16,7 @@ shown as the planner's.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from calstream.daemon.deciders.holds import Holds, holds_shown
@@ -58,12 +59,14 @@ def last_holds(records, unreadable: Callable[[], None] | None = None, *,
 VIEW_FIELDS = ("source", "checked", "holds_topic")
 
 
-def believed(topic_holds: Holds, work_dir: Path) -> tuple[Holds, bool]:
+def believed(topic_holds: Holds, work_dir: Path,
+             answered: Callable[[], None] = lambda: None) -> tuple[Holds, bool]:
     """The rows shown (``holds_shown``) from the holds topic's last hold of
     each exposure (``last_holds``) and the ledger of the planner in
     ``work_dir``, and whether there was one (False: the rows are the
-    topic's alone). Reads files: off the event loop."""
-    own = planner_holds_at(work_dir)
+    topic's alone). Reads files: off the event loop; ``answered()`` at each
+    (KeyedLedger.kept)."""
+    own = planner_holds_at(work_dir, answered)
     return holds_shown(topic_holds, own), own is not None
 
 
@@ -84,9 +87,11 @@ async def believed_in_time(topic_holds: Holds, work_dir: Path, reads: FileReads 
     (the third item; None when the ledger answered)."""
     reads = reads or ledger_reads()
     try:
-        rows, checked = await reads.timed(lambda _: believed(topic_holds, work_dir),
-                                          Path(work_dir), reads.read_seconds,
-                                          what="planner's ledger's read", cause=WORK_DIR_HUNG)
+        # Hung once no file has answered in its time: a ledger of many holds
+        # on slow storage that works is read, not called hung.
+        rows, checked = await reads.listing(partial(believed, topic_holds, work_dir),
+                                            Path(work_dir), what="planner's ledger's read",
+                                            cause=WORK_DIR_HUNG)
     except ReadHung as exc:
         return holds_shown(topic_holds, None), False, (
             f"the planner's ledger in {work_dir} did not answer ({exc}): these are the holds "
@@ -94,20 +99,24 @@ async def believed_in_time(topic_holds: Holds, work_dir: Path, reads: FileReads 
     return rows, checked, None
 
 
-async def current_holds(cfg, topics) -> Holds:
+async def current_holds(cfg, topics) -> tuple[Holds, str | None]:
     """The hold of each exposure as the planner has it, where its ledger is
-    reachable (``cfg.work_dir``), else the holds topic's last record. The
-    topic is folded as it is read: what is kept is its last hold of each
-    exposure, as compaction would keep (tansu never compacts)."""
+    reachable (``cfg.work_dir``), else the holds topic's last record; and
+    what to say of the rows (None: nothing), as status says it: a ledger
+    that did not answer is said so (it was dropped here, and `holds list`
+    said there was no planner's ledger in a work directory that has one).
+    The topic is folded as it is read: what is kept is its last hold of
+    each exposure, as compaction would keep (tansu never compacts)."""
     from calstream.daemon.doers import kafka
 
     topic_holds: Holds = {}
     name = topics.name("holds")
     await kafka.fold_to_end(cfg, name, lambda batch: last_holds(batch, into=topic_holds))
-    rows, checked, _ = await believed_in_time(topic_holds, cfg.work_dir)
+    rows, checked, unanswered = await believed_in_time(topic_holds, cfg.work_dir)
     if not checked and not rows and not await _listed(cfg, name):
-        raise kafka.TopicsMissing({name: HOLDS_NOT_THERE})
-    return rows
+        raise kafka.TopicsMissing({name: HOLDS_NOT_THERE if unanswered is None
+                                   else f"{HOLDS_NOT_THERE}; {unanswered}"})
+    return rows, unanswered or unchecked_note(rows.values(), cfg.work_dir)
 
 
 # Why a holds topic the broker does not list, with no planner's ledger to

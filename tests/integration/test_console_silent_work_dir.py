@@ -59,3 +59,39 @@ async def test_the_console_answers_while_the_planners_ledger_is_silent(
         assert "did not answer" in note and "holds topic's records" in note
     finally:
         answers.set()
+
+
+def test_holds_list_says_the_planners_ledger_did_not_answer(
+        broker, unique_prefix, tmp_path, monkeypatch, capsys):
+    """`calstream holds list --work-dir W` of a planner whose ledger is
+    silent: its read is timed (the topic's rows then, unchecked), and the
+    reason was dropped on the way: it printed "no planner's ledger in W" of
+    a work directory that has one (an operator looked for a mistyped
+    --work-dir), or, the topic holding none (a broker started again),
+    "no exposures held" and nothing else, while the planner held one. Now
+    it says the ledger did not answer."""
+    from calstream.daemon.operations.cli.main import main
+
+    work = tmp_path / "work"
+    cfg = load(None, env={}, flags={"work_dir": work, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    anyio.run(kafka.create_topics, cfg, Topics(cfg.topic_prefix))
+    ledger = PlannerLedger(work)
+    ledger.keep("holds", {"exposure_id": "jw01234001001_02101_00001_nrcb1", "state": "held"})
+    answers, real = threading.Event(), os.listdir
+
+    def listdir(path=".", *args):
+        if os.fspath(path).startswith(os.fspath(ledger.root)) and not answers.is_set():
+            answers.wait(HELD)
+        return real(path, *args)
+
+    monkeypatch.setattr(holds_view, "LEDGER_SECONDS", 0.5)
+    monkeypatch.setattr(os, "listdir", listdir)
+    try:
+        code = main(["holds", "list", "--kafka-bootstrap", broker, "--topic-prefix",
+                     unique_prefix, "--work-dir", str(work)])
+    finally:
+        answers.set()
+    out, err = capsys.readouterr()
+    assert code == 0 and out.strip() == "no exposures held"
+    assert "did not answer" in err and "no planner's ledger" not in err, err

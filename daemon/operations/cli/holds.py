@@ -27,7 +27,6 @@ from calstream.daemon.operations.holds_view import (
     by_since,
     current_holds,
     not_the_planners,
-    unchecked_note,
 )
 from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.operations.status_render import LINE_CHARS
@@ -53,9 +52,9 @@ def _list_arguments(p: argparse.ArgumentParser) -> None:
          arguments=_list_arguments)
 def cmd_list(args: argparse.Namespace) -> int:
     cfg = broker_config(args, "holds")
-    holds = anyio.run(current_holds, cfg, Topics(cfg.topic_prefix))
+    holds, note = anyio.run(current_holds, cfg, Topics(cfg.topic_prefix))
     rows = sorted((h for h in holds.values() if args.all or h["state"] == "held"), key=by_since)
-    if note := unchecked_note(holds.values(), cfg.work_dir):
+    if note:
         print(f"calstream: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -141,7 +140,7 @@ def _release_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_release(args: argparse.Namespace) -> int:
     cfg = broker_config(args, "holds")
     topics = Topics(cfg.topic_prefix)
-    holds = anyio.run(current_holds, cfg, topics)
+    holds, _ = anyio.run(current_holds, cfg, topics)
     hold = holds.get(args.exposure)
     if hold is not None and hold["source"] == "holds topic" and hold["checked"]:
         hold = None  # the planner holds nothing of it: a release would be rejected
