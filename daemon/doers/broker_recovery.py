@@ -47,21 +47,21 @@ import os
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from calstream.daemon.deciders import record_places
 from calstream.daemon.doers import kafka
 from calstream.daemon.doers.durable_files import write_json_atomically
-from calstream.daemon.doers.file_reads import STORE_HUNG, WORK_DIR_HUNG, FileReads
+from calstream.daemon.doers.file_reads import FileReads
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.noted_places import NotedPlace, product_events_place
 from calstream.daemon.doers.planner_ledger import PlannerLedger
-from calstream.daemon.doers.product_store import LIVE, ProductStore
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.recovery_reads import RecoveryReads
 from calstream.daemon.operations.config import Config
 from calstream.steps.regular_files import set_aside_unless_regular
 from calstream.topics import contract, dead_letters
 from calstream.topics.catalog import Topics
-from calstream.topics.times import in_time_order
 
 log = logging.getLogger("calstream.daemon")
 T = TypeVar("T")
@@ -73,33 +73,6 @@ DEAD_LETTERS_MARKER = "republishing-dead-letters.json"  # in the dead-letter led
 
 def marker_path(work_dir: Path) -> Path:
     return PlannerLedger(work_dir).root / MARKER
-
-
-class _Timed:
-    """The recovery's calls on the work directory and the product store,
-    timed by ``reads`` (None: its own, for this one call)."""
-
-    def __init__(self, cfg: Config, reads: FileReads | None) -> None:
-        self.cfg, self.reads = cfg, reads or FileReads(1)
-
-    async def on_work_dir(self, what: str, call: Callable[..., T], *args: Any, **kw: Any) -> T:
-        return await self.reads.timed(lambda _: call(*args, **kw), Path(self.cfg.work_dir),
-                                      self.reads.read_seconds, what=what, cause=WORK_DIR_HUNG)
-
-    async def ledger_read(self, what: str, read: Callable[..., T]) -> T:
-        """``read(answered=...)`` of a ledger in the work directory (the
-        dead letters, their redrives: KeyedLedger.kept), hung once no file
-        has answered in its time: timed as a whole (one minute), 10,000
-        letters on slow storage that works were called hung, and read again
-        from the first, for ever."""
-        return await self.reads.listing(lambda answered: read(answered=answered),
-                                        Path(self.cfg.work_dir), what=what, cause=WORK_DIR_HUNG)
-
-    async def records(self, store: ProductStore) -> list[dict]:
-        """``every_record``, hung once no record has answered in its time."""
-        return await self.reads.listing(partial(every_record, store), Path(self.cfg.products),
-                                        what="products' read for the re-publishing",
-                                        cause=STORE_HUNG)
 
 
 async def recover_lost_records(cfg: Config, topics: Topics, store: ProductStore,
@@ -158,7 +131,7 @@ async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher
     if ledger is None:
         return
     name = topics.name("deadletter")
-    timed = _Timed(cfg, reads)
+    timed = RecoveryReads(cfg, reads)
 
     async def send(kept: list[dict], unfinished: bool) -> int:
         # What a cut-off re-publishing already sent: no second copy.
@@ -211,7 +184,7 @@ async def recover_product_events(cfg: Config, topics: Topics, store: ProductStor
     marker = marker_path(cfg.work_dir)
     name = topics.name("products")
     place = publisher.product_place or product_events_place(cfg.work_dir)
-    timed = _Timed(cfg, reads)
+    timed = RecoveryReads(cfg, reads)
 
     async def send(records: list[dict], unfinished: bool) -> int:
         if unfinished:
@@ -265,7 +238,7 @@ async def _on_topic(cfg: Config, name: str, kind: str) -> dict[str, kafka.Record
     return found
 
 
-async def _note_newest(timed: _Timed, place: NotedPlace, bodies: list[dict], on_topic: dict,
+async def _note_newest(timed: RecoveryReads, place: NotedPlace, bodies: list[dict], on_topic: dict,
                        sent: list[dict], placed: list) -> None:
     """Note the place of the newest of ``bodies`` (oldest first) on each
     partition of the topic now: found there (``on_topic``) or just ``sent``
@@ -284,7 +257,7 @@ async def _note_newest(timed: _Timed, place: NotedPlace, bodies: list[dict], on_
         await timed.on_work_dir(f"{place.what}'s note", place.note_all, list(newest.values()))
 
 
-async def _lost_by_note(cfg: Config, timed: _Timed, place: NotedPlace, kind: str,
+async def _lost_by_note(cfg: Config, timed: RecoveryReads, place: NotedPlace, kind: str,
                         topic: str) -> bool:
     """Whether ``topic`` lost the records of ``kind`` noted at ``place``: one
     noted (the newest of its partition) is no longer where it was put (GONE,
@@ -324,7 +297,7 @@ def _lost_at(found: kafka.Record | str, event_id: str, kind: str) -> bool:
         return True  # not the record sent there
 
 
-async def _empty_else_noted(cfg: Config, timed: _Timed, place: NotedPlace, kind: str,
+async def _empty_else_noted(cfg: Config, timed: RecoveryReads, place: NotedPlace, kind: str,
                             topic: str) -> bool:
     """Whether ``topic``, judged with no note, is empty (lost); if not, the
     places of its partitions' last records are noted for the next check. A
@@ -350,23 +323,7 @@ async def _lost_for_sure(topic: str) -> bool:
     return True
 
 
-def every_record(store: ProductStore, answered: Callable[[], None] | None = None) -> list[dict]:
-    """The provenance records of the live tree and of every replay
-    namespace's, oldest event first. A namespace's events are on the topic
-    too: the planner plans its stage-2 and stage-3 work from them, and
-    `calstream subscribe --namespace N` streams them; without them a
-    replay's candidates lost their members with the broker's memory.
-    Their events as published: after a store move, read under the new root
-    they were other content under the same ids (docs/contract.md).
-    ``answered()`` after each record read (ProductStore.records)."""
-    live = store.for_namespace(LIVE)
-    found = [*live.records(as_written=True, answered=answered),
-             *(r for ns in live.namespaces()
-               for r in live.for_namespace(ns).records(as_written=True, answered=answered))]
-    return sorted(found, key=lambda r: in_time_order(r["event"].get("emitted_at")))
-
-
-async def _refill(cfg: Config, timed: _Timed, topic: str, marker: Path,
+async def _refill(cfg: Config, timed: RecoveryReads, topic: str, marker: Path,
                   read: Callable[[], Awaitable[list]], send, lost=None,
                   **note) -> int | None:
     """The records ``await read()`` gives, handed to ``send(records, unfinished)``

@@ -19,9 +19,10 @@ from aiokafka.errors import UnknownTopicOrPartitionError
 from calstream.daemon.deciders.log_floods import FloodWindows
 from calstream.daemon.deciders.work_items import WorkItem
 from calstream.daemon.doers import kafka
-from calstream.daemon.doers.broker_recovery import every_record, recover_product_events
+from calstream.daemon.doers.broker_recovery import recover_product_events
 from calstream.daemon.doers.kafka import clients
 from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.recovery_reads import every_record
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations import logs

@@ -17,11 +17,11 @@ import anyio
 import pytest
 
 from calstream.daemon.doers import planner_ledger
-from calstream.daemon.doers.broker_recovery import _Timed
 from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
 from calstream.daemon.doers.file_reads import FileReads
 from calstream.daemon.doers.planner_disk_records import ledger_read
 from calstream.daemon.doers.planner_ledger import PlannerLedger
+from calstream.daemon.doers.recovery_reads import RecoveryReads as _Timed
 from calstream.daemon.operations.config import load
 from calstream.daemon.operations.metrics import Metrics
 
