@@ -36,8 +36,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(sys.argv[1]) / "bench"))
 import bench_detector1 as bench  # noqa: E402
 
-from calstream.daemon.doers import product_store, record_admitter, work_item_runner, worker_pool  # noqa: E402
-from calstream.daemon.doers.inbox import announcer, file_reads  # noqa: E402
+from calstream.daemon.doers import (  # noqa: E402
+    file_reads,
+    product_store,
+    record_admitter,
+    work_item_runner,
+    worker_pool,
+)
+from calstream.daemon.doers.inbox import announcer  # noqa: E402
 from calstream.daemon.doers.kafka import publisher  # noqa: E402
 
 MARKS: dict[str, dict[str, float]] = {}

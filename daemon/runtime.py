@@ -18,8 +18,8 @@ from calstream.daemon.doers import kafka, planner_clients, work_dir_lock
 from calstream.daemon.doers.broker_recovery import after_broker_back, recover_lost_records
 from calstream.daemon.doers.broker_supervisor import BrokerSupervisor
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.doers.file_reads import ReadHung
 from calstream.daemon.doers.inbox import Watcher
-from calstream.daemon.doers.inbox.file_reads import ReadHung
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.parking import in_thread
 from calstream.daemon.doers.planner_leadership import Leadership
@@ -196,7 +196,9 @@ class Daemon(RoleTasks):
                                       role="+".join(cfg.roles), work_dir=cfg.work_dir)
                 await step(f"{broker} to take the product events and dead letters again",
                            self._restarting(partial(recover_lost_records, cfg, self.topics,
-                                                   self.store, publisher)), broker_or_disk_cause)
+                                                   self.store, publisher,
+                                                   reads=self.start_waits.reads)),
+                           broker_or_disk_cause)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self.beat)
                     self.supervisor = BrokerSupervisor(
@@ -233,14 +235,16 @@ class Daemon(RoleTasks):
         """After the embedded broker restarted empty: what an external one back gets,
         then the plans and holds and the announcements of files still without products."""
         await after_broker_back(self.cfg, self.topics, self.store, publisher,
-                                emptied=self.broker is not None and self.broker.forgets)
+                                emptied=self.broker is not None and self.broker.forgets,
+                                reads=self.start_waits.reads)
         self._planner_records_lost()
         if self.watcher is not None:
             await self.watcher.reannounce()
 
     async def _broker_back(self, publisher: Publisher) -> None:
         """An external broker answering again after a loss (it may have come back empty)."""
-        await after_broker_back(self.cfg, self.topics, self.store, publisher)
+        await after_broker_back(self.cfg, self.topics, self.store, publisher,
+                                reads=self.start_waits.reads)
         self._planner_records_lost()
 
     def _planner_records_lost(self) -> None:

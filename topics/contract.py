@@ -121,12 +121,16 @@ def _fast_validator(message_type: str):
 def is_valid(message_type: str, body: dict[str, Any]) -> bool:
     try:
         return _fast_validator(message_type).is_valid(body)
-    except UnicodeEncodeError:
+    except ValueError:
         # A lone surrogate (JSON's "\ud800" escape) where the schema has an
-        # enum or a pattern: a Rust string cannot hold it, and the error left
-        # every decoder (one record stopped its stage's partition for good).
-        # The reference judges it (free text may hold one: the watcher's
-        # names that are not UTF-8).
+        # enum or a pattern (UnicodeEncodeError): a Rust string cannot hold
+        # it, and the error left every decoder (one record stopped its
+        # stage's partition for good). Or, in a message about to be sent, a
+        # value JSON has no text for (bytes, a set, any object: a decider's
+        # bug), "Unsupported type": raised bare, it ended the planner's task,
+        # which decided and raised the same after each restart. The
+        # reference judges both (free text may hold a surrogate: the
+        # watcher's names that are not UTF-8).
         return _validator(message_type).is_valid(body)
 
 
@@ -140,7 +144,7 @@ def validate(message_type: str, body: dict[str, Any]) -> None:
         # a lone surrogate (which it cannot read) is in its way.
         try:
             errors = list(_fast_validator(message_type).iter_errors(body))
-        except UnicodeEncodeError:
+        except ValueError:  # as in is_valid
             errors = []
         if not errors:
             raise InvalidMessage(f"{message_type} message invalid (its fast check refused it)")
@@ -187,7 +191,11 @@ def encode(message: Message) -> bytes:
 def within_limit(message: Message) -> bytes:
     """``encode`` for a message ``build`` checked against its schema: its bytes, or
     InvalidMessage over MAX_MESSAGE_BYTES (less room for the producer a send adds)."""
-    value = compact_json(message.body)
+    try:
+        value = compact_json(message.body)
+    except (TypeError, ValueError) as exc:  # a value JSON has no text for, where no schema looks
+        raise InvalidMessage(f"{message.type} message has no JSON text: {str(exc)[:200]}") \
+            from exc
     room = 0 if "producer" in message.body else PRODUCER_ROOM_BYTES
     if len(value) > MAX_MESSAGE_BYTES - room:
         kept = f" ({room} kept for its producer field)" if room else ""

@@ -25,10 +25,11 @@ arrival is left out and counted.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from calstream.daemon.deciders.replay_selection import Candidate, Selection, facts_of
+from calstream.daemon.deciders.replay_selection import Candidate, Chooser, Selection, facts_of
+from calstream.daemon.deciders.replay_sieve import packed
 from calstream.daemon.stages import arrival_product_stages
 from calstream.steps.provenance import made_from
 from calstream.topics import contract
@@ -78,6 +79,45 @@ def arrivals_from_store(events: Iterable[Any], on_topic: set[str]
             continue
         when = contract.parse_time(body["detected_at"]).timestamp()
         made.append(Candidate(-1, -1, int(when * 1000), body, origin=STORE))
+    return made, left_out
+
+
+def store_arrivals(events: Iterable[Any], on_topic: set[str], selection: Selection,
+                   chosen: dict[str, Candidate] | None = None,
+                   prefer: Callable[[Candidate, Candidate], bool | None] | None = None
+                   ) -> tuple[list[Candidate], int]:
+    """``arrivals_from_store`` in one pass over ``events`` (read one at a
+    time: a mission's records, held, were some 8 KB each), keeping only
+    what the selection takes (the latest per exposure, as ``select``); and
+    with ``prefer`` (the file: replay_sieve.file_decides), in place of an
+    arrival ``chosen`` holds from the topic, the record's that the file puts
+    before it, which is removed from ``chosen``. A topic that lost an
+    exposure's real arrival (a broker started again empty) and holds a
+    forged one (anyone may write it) had the record's left out, and the
+    forged one replayed, for detector1 to refuse."""
+    chosen = chosen if chosen is not None else {}
+    lacking, denied = Chooser(selection, keep=packed), Chooser(selection)
+    left_out = 0
+    for event in events:
+        if not isinstance(event, dict) or event.get("stage") not in ARRIVAL_STAGES \
+                or not _live(event):
+            continue
+        name = event.get("exposure_id")
+        if name in on_topic and (prefer is None or name not in chosen):
+            continue
+        body = arrival_of(event)
+        if body is None:
+            left_out += name not in on_topic
+            continue
+        when = contract.parse_time(body["detected_at"]).timestamp()
+        (denied if name in on_topic else lacking).offer(
+            Candidate(-1, -1, int(when * 1000), body, origin=STORE))
+    made = lacking.result()[0]
+    for c in denied.result()[0]:
+        name = c.message["exposure_id"]
+        if prefer is not None and prefer(chosen[name], c):
+            del chosen[name]
+            made.append(c)
     return made, left_out
 
 

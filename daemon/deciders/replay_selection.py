@@ -20,6 +20,7 @@ from typing import Any
 from calstream.daemon.deciders import command_times
 from calstream.daemon.deciders.admission import path_text_problem
 from calstream.daemon.deciders.event_checks import inside
+from calstream.daemon.deciders.replay_packed import unpacked
 from calstream.daemon.stages import STAGES
 from calstream.steps.naming import BadName, parse_exposure_name
 from calstream.steps.provenance import work_id
@@ -240,8 +241,14 @@ class Chooser:
     event's copies in two partitions could count another copy as the item:
     records are keyed by exposure, so an event's copies share one.)"""
 
-    def __init__(self, selection: Selection, live_input: Callable[[str], bool] | None = None):
-        self.selection, self.live_input = selection, live_input
+    def __init__(self, selection: Selection, live_input: Callable[[str], bool] | None = None,
+                 prefer: Callable[[Candidate, Candidate], bool | None] | None = None,
+                 keep: Callable[[Candidate], Candidate] = lambda c: c):
+        # ``prefer(chosen, later)``: True/False, which of two records of one
+        # item the files say is theirs; None, the time decides (replay_sieve.py).
+        # ``keep``: what a chosen one is held as (packed: replay_packed.py).
+        self.selection, self.live_input, self.prefer = selection, live_input, prefer
+        self.keep = keep
         self.latest: dict[str, Candidate] = {}
         self.seen_events: set[str] = set()
         self.matched = 0
@@ -259,14 +266,22 @@ class Chooser:
         if self.live_input and not all(self.live_input(i["path"])
                                        for i in m.get("inputs") or []):
             return
+        previous = self.latest.get(name)
+        verdict = self.prefer(previous, c) if self.prefer and previous is not None else None
         if m["event_id"] in self.seen_events:
-            return  # the same event again (a redelivery): not another item
+            # The same event again (a redelivery): not another item; unless
+            # the chosen record bears its id with content the file denies
+            # (a forged copy sent before the real one).
+            if verdict and previous is not None and \
+                    previous.message.get("event_id") == m["event_id"]:
+                self.latest[name] = self.keep(c)
+            return
         self.seen_events.add(m["event_id"])
         self.matched += 1
-        previous = self.latest.get(name)
-        if previous is None or (c.timestamp_ms, c.partition, c.offset) >= \
-                (previous.timestamp_ms, previous.partition, previous.offset):
-            self.latest[name] = c
+        if previous is None or verdict or (verdict is None and (
+                c.timestamp_ms, c.partition, c.offset) >= (
+                previous.timestamp_ms, previous.partition, previous.offset)):
+            self.latest[name] = self.keep(c)
 
     def result(self) -> tuple[list[Candidate], int, int]:
         chosen = sorted(self.latest.values(), key=lambda c: (c.partition, c.offset))
@@ -310,7 +325,7 @@ def from_their_roots(candidates: list[Candidate], *, inbox_roots: Iterable[str] 
 
     kept = []
     for c in candidates:
-        m = c.message
+        m = unpacked(c.message)
         if m.get("schema") == "calstream.arrival":
             ok = arrival_file(m)
         else:
@@ -348,7 +363,8 @@ def replay_id(source: str, selection: Selection, namespace: str, crds_context: s
 def replayed_message(c: Candidate, *, source: str, topic: str, request: dict[str, Any]
                      ) -> tuple[str, contract.Message]:
     """The message to republish for candidate ``c``: (key, message)."""
-    m = {k: v for k, v in c.message.items() if k not in ("event_id", "emitted_at", "producer")}
+    m = {k: v for k, v in unpacked(c.message).items()
+         if k not in ("event_id", "emitted_at", "producer")}
     replay = {**request, "source": {"origin": c.origin} if c.origin else
               {"topic": topic, "partition": c.partition, "offset": c.offset}}
     namespace, context = request["namespace"], request.get("crds_context")
@@ -365,22 +381,3 @@ def replayed_message(c: Candidate, *, source: str, topic: str, request: dict[str
             "crds_context": context, "replay": replay}
     eid = contract.event_id("work_order", wid, request["replay_id"])
     return m["product_name"], contract.build("work_order", eid, **body)
-
-
-def publishable(built: list[tuple[Candidate, tuple[str, contract.Message]]]
-                ) -> tuple[list[tuple[Candidate, tuple[str, contract.Message]]], list[str]]:
-    """(The replayed messages that fit in a record every reader takes, the
-    names of those that do not). A valid source record a few hundred bytes
-    under that limit (anyone's to write; the door passes an arrival under
-    1 MB) is over it once it carries its replay object: its send raised
-    half-way through the publishing, and the replay stopped there each time
-    it was run. Judged before anything is sent."""
-    fits, too_large = [], []
-    for c, (key, message) in built:
-        try:
-            contract.within_limit(message)
-        except contract.InvalidMessage:
-            too_large.append(key)
-            continue
-        fits.append((c, (key, message)))
-    return fits, too_large

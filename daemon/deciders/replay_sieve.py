@@ -11,14 +11,26 @@ replay needs: the latest live record of
 each item the selection takes (``Chooser``, the rule ``select`` applies),
 the names the product store is asked about (an exposure's or an order's
 identity: a few dozen bytes each), and the counts and partitions the
-report gives. So a replay holds what it will republish, not its topic.
+report gives. So a replay holds what it will republish, not its topic;
+and that packed as its JSON (replay_packed.py: 1.4 KB an arrival, not 3.7).
+
+Of two records of one exposure on ``raw`` that say different things (its
+file's path, digest, size or header), the file decides, not the later
+time (session 45): the latest one was taken, and anyone may write the
+topic; a forged later arrival (other bytes, another path, a header copy
+that is not the file's) was republished in the real one's place, for
+detector1 to call it stale or dead-letter it, and the exposure was never
+replayed. ``judge`` reads the file (doers/replay_source.py): only for
+such a pair, so a replay hashes a file only where its records disagree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
+from calstream.daemon.deciders.replay_packed import Packed, unpacked
 from calstream.daemon.deciders.replay_selection import (
     Candidate,
     Chooser,
@@ -30,6 +42,33 @@ from calstream.daemon.deciders.replay_selection import (
 from calstream.steps.provenance import made_from
 from calstream.topics import contract
 
+# What an arrival claims of its file: two records of one exposure that
+# claim the same are one content, and the later is taken as before.
+_CLAIMS = ("path", "digest", "size", "header")
+# ``judge``'s answers, ranked: the file's own, no file to tell by, not the file's.
+_RANK = {True: 2, None: 1, False: 0}
+
+
+def file_decides(judge: Callable[[dict[str, Any]], bool | None]
+                 ) -> Callable[[Candidate, Candidate], bool | None]:
+    """``Chooser``'s ``prefer`` for arrivals: of the chosen record and a
+    later one of the same exposure, the one ``judge`` ranks higher (True:
+    its claims are the file's as it is now; False: the file is there and
+    says otherwise; None: no file here to tell by); None (the time
+    decides) if they claim the same or rank alike."""
+    def prefer(chosen: Candidate, later: Candidate) -> bool | None:
+        first, then = unpacked(chosen.message), unpacked(later.message)
+        if all(first.get(k) == then.get(k) for k in _CLAIMS):
+            return None
+        ranks = _RANK[judge(first)], _RANK[judge(then)]
+        return None if ranks[0] == ranks[1] else ranks[1] > ranks[0]
+    return prefer
+
+
+def packed(c: Candidate) -> Candidate:
+    """``c`` as a replay holds a chosen one until it is sent (replay_packed.py)."""
+    return replace(c, message=Packed(c.message))
+
 
 class ScanSieve:
     """``take`` each record of a replay's source topic (a ConsumerRecord:
@@ -38,15 +77,18 @@ class ScanSieve:
 
     ``kind``: the message type replayed; ``roots``: ``from_their_roots``'s
     keyword arguments; ``prepare``: what a candidate is read as (its paths
-    under a moved store's root); ``live_input``: ``select``'s."""
+    under a moved store's root); ``live_input``: ``select``'s; ``judge``:
+    ``file_decides``'s, for arrivals (None: the later record is taken)."""
 
     def __init__(self, kind: str, selection: Selection, roots: dict[str, Any], *,
                  prepare: Callable[[Candidate], Candidate] = lambda c: c,
-                 live_input: Callable[[str], bool] | None = None):
+                 live_input: Callable[[str], bool] | None = None,
+                 judge: Callable[[dict[str, Any]], bool | None] | None = None):
         self.schema = f"calstream.{kind}"
         self.raw = kind == "arrival"
         self.roots, self.prepare = roots, prepare
-        self.chooser = Chooser(selection, live_input)
+        self.chooser = Chooser(selection, live_input,
+                               file_decides(judge) if judge and self.raw else None, packed)
         self.scans: dict[int, PartitionScan] = {}
         self.scanned = self.invalid = self.outside = 0
         # Live arrivals' exposure ids (raw), or orders' ``made_from``: what

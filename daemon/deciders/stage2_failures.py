@@ -6,10 +6,13 @@ for it stop waiting (deciders/level3_state.py). A dead letter is untrusted
 like any record, and anyone who may write the topic may forge one: it
 counts only if its ``original`` is a record of a stage-2 work topic whose
 value, whole (UTF-8), is a stage-2 work order, or, for an order over the
-dead letter's budget (64 KiB, cut), whose ``order`` field (the identity the
-consumer kept whole: topics/dead_letters.order_identity) names one; the
-caller then counts it only for an order of that namespace it knows it sent
-(the same work id for the same exposure). Either is the letter's word only:
+dead letter's budget (64 KiB, cut), or for an order the planner could not
+send (its letter's original has no partition or offset:
+doers/planner_publishing.refused_order; one the encoding refused is no
+order the contract reads back, its value maybe not even JSON), whose
+``order`` field (the identity kept whole: topics/dead_letters.order_identity)
+names one; the caller then counts it only for an order of that namespace it
+knows it sent (the same work id for the same exposure). Either is the letter's word only:
 a forger can at worst end the wait for an order the planner really sent (a
 degraded close sooner, superseded when the product comes), never invent one.
 Anything else is ignored, never dead-lettered again (a dead letter of a
@@ -19,6 +22,7 @@ dead letter would come back).
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from typing import Any, NamedTuple
 
 from calstream.topics import contract
@@ -28,6 +32,8 @@ REASON_SHOWN = 200  # characters of a failure's reason in a degraded order's tex
 
 
 MAX_REDRIVES = 100  # redrive marks an exposure's failures count (a flood of forged ones)
+
+LETTERS_KEPT = 10_000  # refusals known from letters read (RefusedOrders), the most recent
 
 
 class Stage2Failure(NamedTuple):
@@ -62,8 +68,9 @@ def stage2_failure(value: Any, stage2_topics: frozenset[str] | set[str],
     original = letter.get("original")
     if type(original) is not dict or original.get("topic") not in stage2_topics:
         return None
-    order = _whole_order(original) if not original.get("value_truncated") \
-        else _kept_identity(letter.get("order"))
+    order = _whole_order(original) if not original.get("value_truncated") else None
+    if order is None and (original.get("value_truncated") or _failed_record(original) is None):
+        order = _kept_identity(letter.get("order"))
     if order is None or order.get("stage") != "stage2":
         return None
     reason = letter.get("reason")
@@ -101,3 +108,39 @@ def _kept_identity(identity: Any) -> dict | None:
         return None
     namespace = identity.get("namespace")
     return {**identity, "namespace": namespace if type(namespace) is str else None}
+
+
+class RefusedOrders:
+    """The stage-2 orders refused on their way out (doers/planner_publishing
+    .refused_order): ``pending``, failures to count now
+    (Planner.count_failed_orders); and the refusals known from the planner's
+    own letters read back (an original with no place: an order never on its
+    topic), by namespace and work id, the ``LETTERS_KEPT`` most recent.
+
+    An order refused is decided again by a rebuild (it never reached its
+    topic, so nothing there says it was ordered) and by a standby that takes
+    over (it withheld it, and never saw it published); sent again, it is
+    refused again. Its letter is on the topic already, with the same event
+    id: ``known`` says so, and it is counted by that letter (the same key:
+    once) instead of being lettered again. The order itself is still sent:
+    a planner whose decider was mended makes one the encoding takes, and
+    that one goes; a letter forged for an order only spares a letter.
+    """
+
+    def __init__(self, capacity: int = LETTERS_KEPT) -> None:
+        self.capacity = capacity
+        self.pending: list[Stage2Failure] = []
+        self._lettered: OrderedDict[tuple[str, str], Stage2Failure] = OrderedDict()
+
+    def letter_read(self, failure: Stage2Failure) -> None:
+        if failure.failed_record != failure.letter_id:  # a placed record: it was on its topic
+            return
+        self._lettered[(failure.namespace, failure.work_id)] = failure
+        self._lettered.move_to_end((failure.namespace, failure.work_id))
+        if len(self._lettered) > self.capacity:
+            self._lettered.popitem(last=False)
+
+    def known(self, namespace: str, work_id: str, exposure_id: str) -> Stage2Failure | None:
+        """The letter read of this order's refusal, if any (the same exposure)."""
+        failure = self._lettered.get((namespace, work_id))
+        return failure if failure is not None and failure.exposure_id == exposure_id else None

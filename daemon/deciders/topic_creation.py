@@ -45,6 +45,29 @@ def why_refused(code: int, message: str = "") -> str:
     return f"the broker refused to create it (error code {code}{': ' + message if message else ''})"
 
 
+UNKNOWN_TOPIC = 3  # UNKNOWN_TOPIC_OR_PARTITION: the broker has no such topic
+_ABSENT = {29: "TOPIC_AUTHORIZATION_FAILED", 5: "LEADER_NOT_AVAILABLE"}
+
+
+def why_absent(code: int | None) -> str | None:
+    """Why a topic the broker's listing leaves out is missing, by the error
+    code its metadata answers for that topic asked by name (``create_topics
+    = false``: nothing was tried); None if it answers none (it is there).
+    Its listing of every topic leaves out, with no word, a topic this
+    principal may not describe and one the broker errs on: each was said to
+    be "not created", and an admin asked to create it found it there."""
+    if code == 0:
+        return None
+    if code is None or code == UNKNOWN_TOPIC:
+        return NOT_TRIED
+    if code == 29:
+        return ("there may be one, but this daemon may not describe it "
+                "(TOPIC_AUTHORIZATION_FAILED): an admin grants Describe and Write (and "
+                "creates it if there is none)")
+    name = f"{_ABSENT[code]}, " if code in _ABSENT else ""
+    return f"the broker answers an error for it ({name}error code {code}): see the broker's log"
+
+
 def summary(missing: dict[str, str], limit: int = 5) -> str:
     """The missing topics and why, in one bounded line: grouped by reason,
     at most ``limit`` names each (a catalog has a score of topics)."""

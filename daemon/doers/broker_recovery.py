@@ -26,6 +26,17 @@ written before the first record and removed after the last; while it is
 there, every start (and every retry of the start step) does it again. Each
 time, what the topic already holds (by event id) is not sent again: each
 lost record is put back once.
+
+Every call on the work directory (the markers, the dead-letter ledger and
+its redrives, the noted places) and the product store's read is timed
+(FileReads, ``reads``: the daemon's, StartWaits.reads, kept across tries):
+in anyio's threads, untimed, a silent mount (a hard NFS mount whose server
+is away) held the start's step "trying" for ever, or the supervisor's
+putting back after a broker's return, and a stop waited for the thread.
+Past its time the call is left behind and ReadHung raised (work_dir_hung,
+store_hung): the start's step parks and tries again, the supervisor tries
+again later; until the call returns, every other on that storage is
+refused at once, no second thread (session 45).
 """
 
 from __future__ import annotations
@@ -33,25 +44,27 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-
-import anyio
+from typing import TypeVar
 
 from calstream.daemon.deciders import record_places
 from calstream.daemon.doers import kafka
 from calstream.daemon.doers.durable_files import write_json_atomically
+from calstream.daemon.doers.file_reads import FileReads
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.noted_places import NotedPlace, product_events_place
 from calstream.daemon.doers.planner_ledger import PlannerLedger
-from calstream.daemon.doers.product_store import LIVE, ProductStore
+from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.recovery_reads import RecoveryReads
 from calstream.daemon.operations.config import Config
 from calstream.steps.regular_files import set_aside_unless_regular
 from calstream.topics import contract, dead_letters
 from calstream.topics.catalog import Topics
-from calstream.topics.times import in_time_order
 
 log = logging.getLogger("calstream.daemon")
+T = TypeVar("T")
 
 MARKER = "republishing-product-events.json"
 MARKER_IS = "re-publishing marker"
@@ -64,20 +77,25 @@ def marker_path(work_dir: Path) -> Path:
 
 async def recover_lost_records(cfg: Config, topics: Topics, store: ProductStore,
                                publisher: Publisher, *, emptied: bool = False,
-                               missing: frozenset[str] = frozenset()) -> None:
+                               missing: frozenset[str] = frozenset(),
+                               reads: FileReads | None = None) -> None:
     """At start and after the embedded broker restarted: the product events
     (a daemon with the planner role) and this daemon's dead letters, each
     unless its topic is among ``missing`` (the broker lacks it: nothing can
     be put back there yet). ``emptied``: the broker is known to have lost
-    every record (see recover_product_events)."""
+    every record (see recover_product_events). ``reads``: what times the
+    calls on the work directory and the store (the module's docstring)."""
+    reads = reads or FileReads(1)  # one for both: a call left hung is not made again
     if topics.name("products") not in missing:
-        await recover_product_events(cfg, topics, store, publisher, emptied=emptied)
+        await recover_product_events(cfg, topics, store, publisher, emptied=emptied,
+                                     reads=reads)
     if topics.name("deadletter") not in missing:
-        await recover_dead_letters(cfg, topics, publisher)
+        await recover_dead_letters(cfg, topics, publisher, reads=reads)
 
 
 async def after_broker_back(cfg: Config, topics: Topics, store: ProductStore,
-                            publisher: Publisher, *, emptied: bool = False) -> None:
+                            publisher: Publisher, *, emptied: bool = False,
+                            reads: FileReads | None = None) -> None:
     """An external broker answering again after a loss (BrokerSupervisor's
     ``on_back``): it may have come back empty (a node on a fresh volume,
     another daemon's embedded broker started again), so its topics are made
@@ -92,12 +110,13 @@ async def after_broker_back(cfg: Config, topics: Topics, store: ProductStore,
         await kafka.create_topics(cfg, topics, create=cfg.create_topics)
     except kafka.TopicsMissing as exc:
         await recover_lost_records(cfg, topics, store, publisher, emptied=emptied,
-                                   missing=frozenset(exc.missing))
+                                   missing=frozenset(exc.missing), reads=reads)
         raise
-    await recover_lost_records(cfg, topics, store, publisher, emptied=emptied)
+    await recover_lost_records(cfg, topics, store, publisher, emptied=emptied, reads=reads)
 
 
-async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher) -> None:
+async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher, *,
+                               reads: FileReads | None = None) -> None:
     """A dead-letter topic that lost this daemon's records, or a re-publishing
     of them cut off part-way, gets every dead letter this daemon kept that
     it lacks, with its event id and first ``emitted_at``, and the redrives
@@ -112,6 +131,7 @@ async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher
     if ledger is None:
         return
     name = topics.name("deadletter")
+    timed = RecoveryReads(cfg, reads)
 
     async def send(kept: list[dict], unfinished: bool) -> int:
         # What a cut-off re-publishing already sent: no second copy.
@@ -120,7 +140,8 @@ async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher
                 and contract.is_valid("dead_letter", body)]
         # Each with the redrives kept of it: their marks were on topics the
         # broker lost too, and `deadletters list` reads them here now.
-        redrives = await anyio.to_thread.run_sync(ledger.redrives)
+        redrives = await timed.ledger_read("dead-letter ledger's redrives' read",
+                                           ledger.redrives)
         placed: list = []
         sent = await publisher.unkept().publish_all((  # kept already: not written again
             ("deadletter", dead_letters.bounded(str(body.get("exposure_id") or body.get("path")
@@ -129,18 +150,21 @@ async def recover_dead_letters(cfg: Config, topics: Topics, publisher: Publisher
              contract.Message("dead_letter", body),
              [(dead_letters.REDRIVE_HEADER, json.dumps(note).encode())
               for note in redrives.get(body["event_id"], ())]) for body in lost), placed)
-        await _note_newest(ledger.place, kept, on_topic, lost, placed)
+        await _note_newest(timed, ledger.place, kept, on_topic, lost, placed)
         return sent
 
-    sent = await _refill(cfg, name, ledger.root / DEAD_LETTERS_MARKER, ledger.letters, send,
-                         lost=partial(_lost_by_note, cfg, ledger.place, "dead_letter"))
+    sent = await _refill(cfg, timed, name, ledger.root / DEAD_LETTERS_MARKER,
+                         partial(timed.ledger_read, "dead-letter ledger's read", ledger.letters),
+                         send, lost=partial(_lost_by_note, cfg, timed, ledger.place,
+                                            "dead_letter"))
     if sent:
         log.warning("the broker had lost %d dead letter(s): re-published from %s", sent,
                     ledger.root)
 
 
 async def recover_product_events(cfg: Config, topics: Topics, store: ProductStore,
-                                 publisher: Publisher, *, emptied: bool = False) -> None:
+                                 publisher: Publisher, *, emptied: bool = False,
+                                 reads: FileReads | None = None) -> None:
     """A broker that lost its product events (or a re-publishing cut off
     part-way) gets each one it lacks again, once, with the same event ids,
     so the planner can rebuild. Lost: the place noted for the newest one
@@ -160,6 +184,7 @@ async def recover_product_events(cfg: Config, topics: Topics, store: ProductStor
     marker = marker_path(cfg.work_dir)
     name = topics.name("products")
     place = publisher.product_place or product_events_place(cfg.work_dir)
+    timed = RecoveryReads(cfg, reads)
 
     async def send(records: list[dict], unfinished: bool) -> int:
         if unfinished:
@@ -186,12 +211,12 @@ async def recover_product_events(cfg: Config, topics: Topics, store: ProductStor
         sent = await publisher.publish_all(
             (("products", e["program"], contract.Message("product", dict(e))) for e in lost),
             placed)
-        await _note_newest(place, usable, on_topic, lost, placed)
+        await _note_newest(timed, place, usable, on_topic, lost, placed)
         return sent
 
-    sent = await _refill(cfg, name, marker, partial(every_record, store), send,
+    sent = await _refill(cfg, timed, name, marker, partial(timed.records, store), send,
                          lost=_lost_for_sure if emptied else partial(
-                             _lost_by_note, cfg, place, "product"),
+                             _lost_by_note, cfg, timed, place, "product"),
                          products=str(cfg.products))
     if sent is not None:
         log.warning("the broker had lost product events: re-published %d from the product "
@@ -213,7 +238,7 @@ async def _on_topic(cfg: Config, name: str, kind: str) -> dict[str, kafka.Record
     return found
 
 
-async def _note_newest(place: NotedPlace, bodies: list[dict], on_topic: dict,
+async def _note_newest(timed: RecoveryReads, place: NotedPlace, bodies: list[dict], on_topic: dict,
                        sent: list[dict], placed: list) -> None:
     """Note the place of the newest of ``bodies`` (oldest first) on each
     partition of the topic now: found there (``on_topic``) or just ``sent``
@@ -229,19 +254,21 @@ async def _note_newest(place: NotedPlace, bodies: list[dict], on_topic: dict,
         if where is not None and where[1] not in newest:
             newest[where[1]] = (body["event_id"], *where)
     if newest:
-        await anyio.to_thread.run_sync(place.note_all, list(newest.values()))
+        await timed.on_work_dir(f"{place.what}'s note", place.note_all, list(newest.values()))
 
 
-async def _lost_by_note(cfg: Config, place: NotedPlace, kind: str, topic: str) -> bool:
+async def _lost_by_note(cfg: Config, timed: RecoveryReads, place: NotedPlace, kind: str,
+                        topic: str) -> bool:
     """Whether ``topic`` lost the records of ``kind`` noted at ``place``: one
     noted (the newest of its partition) is no longer where it was put (GONE,
     or another record there); with no usable note (none yet, another
     prefix's), whether it is empty. Only on a broker that answers for the
     topic (``_answered``)."""
     await _answered(cfg, topic)
-    notes = [n for n in await anyio.to_thread.run_sync(place.places) if n["topic"] == topic]
+    notes = [n for n in await timed.on_work_dir(f"{place.what}'s read", place.places)
+             if n["topic"] == topic]
     if not notes:
-        return await _empty_else_noted(cfg, place, kind, topic)
+        return await _empty_else_noted(cfg, timed, place, kind, topic)
     found = await kafka.records_at(cfg, [(topic, n["partition"], n["offset"]) for n in notes])
     return any(_lost_at(found[(topic, n["partition"], n["offset"])], n["event_id"], kind)
                for n in notes)
@@ -270,7 +297,8 @@ def _lost_at(found: kafka.Record | str, event_id: str, kind: str) -> bool:
         return True  # not the record sent there
 
 
-async def _empty_else_noted(cfg: Config, place: NotedPlace, kind: str, topic: str) -> bool:
+async def _empty_else_noted(cfg: Config, timed: RecoveryReads, place: NotedPlace, kind: str,
+                            topic: str) -> bool:
     """Whether ``topic``, judged with no note, is empty (lost); if not, the
     places of its partitions' last records are noted for the next check. A
     daemon may send none of ``kind`` itself (the planner's own daemon: the
@@ -287,7 +315,7 @@ async def _empty_else_noted(cfg: Config, place: NotedPlace, kind: str, topic: st
         except contract.InvalidMessage:
             continue  # no record of the kind to note there
         places.append((event_id, record.topic, record.partition, record.offset))
-    await anyio.to_thread.run_sync(place.note_all, places)
+    await timed.on_work_dir(f"{place.what}'s note", place.note_all, places)
     return False
 
 
@@ -295,24 +323,10 @@ async def _lost_for_sure(topic: str) -> bool:
     return True
 
 
-def every_record(store: ProductStore) -> list[dict]:
-    """The provenance records of the live tree and of every replay
-    namespace's, oldest event first. A namespace's events are on the topic
-    too: the planner plans its stage-2 and stage-3 work from them, and
-    `calstream subscribe --namespace N` streams them; without them a
-    replay's candidates lost their members with the broker's memory.
-    Their events as published: after a store move, read under the new root
-    they were other content under the same ids (docs/contract.md)."""
-    live = store.for_namespace(LIVE)
-    found = [*live.records(as_written=True),
-             *(r for ns in live.namespaces()
-               for r in live.for_namespace(ns).records(as_written=True))]
-    return sorted(found, key=lambda r: in_time_order(r["event"].get("emitted_at")))
-
-
-async def _refill(cfg: Config, topic: str, marker: Path, read, send, lost=None,
+async def _refill(cfg: Config, timed: RecoveryReads, topic: str, marker: Path,
+                  read: Callable[[], Awaitable[list]], send, lost=None,
                   **note) -> int | None:
-    """The records ``read()`` gives, handed to ``send(records, unfinished)``
+    """The records ``await read()`` gives, handed to ``send(records, unfinished)``
     when ``topic`` lost its own (``await lost(topic)``; by default: it is
     empty) or an earlier refill was cut
     off part-way: a marker is written before the first record and removed
@@ -320,18 +334,20 @@ async def _refill(cfg: Config, topic: str, marker: Path, read, send, lost=None,
     stopped) leaves the topic not empty but the marker there, and the next
     try, in the same start or the next, does it again. None when nothing
     was to be done; else what ``send`` returned."""
-    unfinished = await anyio.to_thread.run_sync(_unfinished, marker)
+    unfinished = await timed.on_work_dir(f"{MARKER_IS}'s look", _unfinished, marker)
     if not unfinished and not await (lost(topic) if lost else kafka.is_empty(cfg, topic)):
         return None
-    records = await anyio.to_thread.run_sync(read)
+    records = await read()
+    removal = partial(timed.on_work_dir, f"{MARKER_IS}'s removal", marker.unlink,
+                      missing_ok=True)
     if not records:
-        await anyio.to_thread.run_sync(lambda: marker.unlink(missing_ok=True))
+        await removal()
         return None
-    await anyio.to_thread.run_sync(lambda: write_json_atomically(marker, {
+    await timed.on_work_dir(f"{MARKER_IS}'s write", lambda: write_json_atomically(marker, {
         "started_at": contract.utc_now(), "records": len(records), **note},
         what=MARKER_IS, root=cfg.work_dir))
     sent = await send(records, unfinished)
-    await anyio.to_thread.run_sync(lambda: marker.unlink(missing_ok=True))
+    await removal()
     return sent
 
 

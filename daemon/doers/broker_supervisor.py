@@ -35,7 +35,7 @@ from calstream.daemon.deciders.broker_health import BrokerHealth
 from calstream.daemon.deciders.broker_records import BrokerRecords
 from calstream.daemon.doers.broker_probe import answering, kill_if_wedged
 from calstream.daemon.doers.embedded_broker import BrokerError, EmbeddedBroker
-from calstream.daemon.doers.inbox.file_reads import (
+from calstream.daemon.doers.file_reads import (
     READ_SECONDS,
     WORK_DIR_HUNG,
     FileReads,
@@ -111,7 +111,7 @@ class BrokerSupervisor:
         self.health = BrokerHealth(loss_bound)
         self.restarts = 0
         # The embedded broker's directory, made at a restart, given read_seconds.
-        self._reads = FileReads(1, read_seconds)
+        self._reads = FileReads(1, read_seconds, of="the embedded broker's directory")
         self.wedged = 0  # embedded brokers killed for not answering
         self.last_recovery: float | None = None  # seconds from loss noticed to usable again
 
@@ -236,15 +236,15 @@ class BrokerSupervisor:
                   self.embedded.bootstrap)
         try:
             self.embedded.stop()
-            # Its directory and log in a thread, timed: on the event loop's
-            # thread a silent work directory froze the whole daemon there.
-            log_file = await self._reads.timed(lambda _: self.embedded.prepared(),
-                                               self.embedded.work_dir, self._reads.read_seconds,
-                                               what="making", cause=WORK_DIR_HUNG)
+            # Its directory in a thread, timed: on the event loop's thread a
+            # silent work directory froze the whole daemon there.
+            await self._reads.timed(lambda _: self.embedded.prepared(), self.embedded.work_dir,
+                                    self._reads.read_seconds, what="making",
+                                    cause=WORK_DIR_HUNG)
             # On the event loop's thread, blocking it for the broker's start-up
             # (tens of ms): the kernel kills tansu when the thread that started
             # it exits (PDEATHSIG), and anyio's worker threads do exit.
-            self.embedded.start(log_file)
+            self.embedded.start(prepared=True)
         except (BrokerError, OSError, ReadHung) as exc:
             log.error("embedded broker did not start again: %s; retrying", exc)
             return

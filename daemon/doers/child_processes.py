@@ -22,6 +22,66 @@ def die_with_parent(parent_pid: int, sig: int = signal.SIGTERM) -> None:
         os._exit(1)
 
 
+def lead_own_group() -> bool:
+    """Call in a worker, first: it leads a process group of its own, which
+    every child it starts joins (``subprocess``'s, a step's, multiprocessing's),
+    so the pool can end them with it (``kill_group``) whichever way it ends:
+    PDEATHSIG reaches only multiprocessing's children (children_die_with_me),
+    and a child orphaned by a killed worker ran on for nobody. Out of the
+    daemon's group, a terminal's Ctrl-C reaches the daemon alone, which stops
+    its runs itself. False where it cannot be (the group stays the daemon's).
+
+    Out of the daemon's group, it is in a *background* group of the daemon's
+    terminal under a foreground ``calstream run``: with ``stty tostop`` the
+    kernel stopped it (SIGTTOU) at its first line to its stderr (the
+    terminal), and the pool killed it as stopped, run after run. Ignored,
+    SIGTTOU lets the write through (POSIX), and SIGTTIN makes a read of the
+    terminal fail (EIO) instead of stopping it. Both stay ignored in its
+    children, as the group does."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        return False
+    for stopping in (signal.SIGTTOU, signal.SIGTTIN):
+        signal.signal(stopping, signal.SIG_IGN)
+    return True
+
+
+def kill_group(leader: int, *, reaped: bool = False) -> None:
+    """SIGKILL what is left of the process group a worker (pid ``leader``)
+    led (lead_own_group): its run's children, orphaned. While any of them
+    lives the group's number stays taken, so no new process can get it as
+    its pid. ``reaped``: the worker has ended and been reaped (its exit code
+    known), its pid free: a process under that pid now is another one (the
+    pid taken again once the group was empty: a worker found dead long after
+    it ended), maybe leading its own group (another worker: each leads one),
+    and is left alone; a zombie there is the worker still (its server died:
+    reparented, not reaped yet). Never this process's own group, nor a
+    number that names none."""
+    if isinstance(leader, bool) or not isinstance(leader, int) or leader <= 1:
+        return
+    if reaped and _runs_under(leader):
+        return  # the pid is another process's now: its group is not the worker's
+    try:
+        if leader == os.getpgrp():
+            return
+        os.killpg(leader, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OverflowError):
+        pass  # none left, or not ours
+
+
+def _runs_under(pid: int) -> bool:
+    """Whether a process that is not a zombie runs under ``pid`` (Linux's
+    /proc; one that cannot be read: none)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    state = stat.rindex(b")") + 2  # after the command's name, which may hold ")"
+    return stat[state:state + 1] != b"Z"
+
+
 def pid_alive(pid: int) -> bool:
     """Whether a process of this host runs under ``pid``. A pid read from a
     file is untrusted: one that cannot name a process (0 and negatives name

@@ -49,6 +49,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -145,10 +146,11 @@ class DeadLetterLedger(KeyedLedger):
                             letter[:64], self.root, exc)
         return new
 
-    def redrives(self) -> dict[str, list[dict[str, Any]]]:
+    def redrives(self, answered: Callable[[], None] = lambda: None
+                 ) -> dict[str, list[dict[str, Any]]]:
         """Dead letter event id -> its redrive notes, as kept (untrusted: only
-        notes that are tables of text are given)."""
-        return {kept["dead_letter"]: notes for kept in self.kept(REDRIVES)
+        notes that are tables of text are given). ``answered``: ``kept``'s."""
+        return {kept["dead_letter"]: notes for kept in self.kept(REDRIVES, answered=answered)
                 if (notes := self.redrives_of(kept))}
 
     @staticmethod
@@ -163,10 +165,11 @@ class DeadLetterLedger(KeyedLedger):
         return key_problem(event_id) is None \
             and os.path.isfile(self.root / TOPIC / file_name(event_id))
 
-    def letters(self) -> list[dict[str, Any]]:
-        """Every dead letter kept, oldest first (as they were published)."""
+    def letters(self, answered: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
+        """Every dead letter kept, oldest first (as they were published).
+        ``answered``: ``kept``'s."""
         # By the time each says, not its text (an offset other than Z).
-        return sorted(self.kept(TOPIC), key=lambda b: in_time_order(b.get("emitted_at")))
+        return sorted(self.kept(TOPIC, answered=answered), key=lambda b: in_time_order(b.get("emitted_at")))
 
     def _names(self) -> list[str]:
         try:

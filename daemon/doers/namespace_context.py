@@ -10,13 +10,20 @@ kept gets the one context its products carry (read once, as the first
 later item is admitted); one whose products already mix contexts gets none
 and takes no more replayed items. The name is no program's (five digits):
 nothing of the store's layout reads it.
+
+A record that cannot be written (a full or read-only store) holds the item
+back: ``ContextRecordUnwritten`` is raised out of the admission, and the
+stage's consumer keeps the record, parked on the disk's fault, and tries it
+again until the record is down (session 45). The item was admitted all the
+same before: until the store had room, each first item of another replay
+into the namespace was admitted with its own context, and the namespace
+held products of two.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -32,9 +39,19 @@ from calstream.daemon.doers.product_store import OutsideRoot, ProductStore
 from calstream.steps.regular_files import directory_in_place, open_new, read_regular_text
 from calstream.topics import contract
 
-log = logging.getLogger("calstream.replay")
-
 CONTEXT_RECORD = "crds_context.json"
+
+
+class ContextRecordUnwritten(Exception):
+    """A namespace's context record could not be written: the store's fault
+    (raised from the OSError, which names it), not the record's; the item
+    must wait for it, not run nor be dead-lettered."""
+
+    def __init__(self, namespace: str, cause: OSError):
+        super().__init__(f"namespace {namespace}: its CRDS context record could not be "
+                         f"written ({cause.strerror or cause}): no replayed item runs in it "
+                         "until it is")
+
 _RECORD_LIMIT = 64 << 10  # a few hundred bytes are written
 
 
@@ -63,7 +80,7 @@ def product_contexts(store: ProductStore, namespace: str) -> set[str]:
     tree = store.for_namespace(namespace)
     if not tree.root.is_dir():
         return set()
-    return {str(r["event"]["crds_context"]) for r in tree.records()
+    return {str(r["event"]["crds_context"]) for r in tree.each_record()
             if r.get("event", {}).get("crds_context")}
 
 
@@ -71,8 +88,9 @@ def namespace_problem(store: ProductStore, namespace: str, asked: str,
                       replay: dict[str, Any]) -> str | None:
     """Why a replayed item of context ``asked`` may not run in ``namespace``
     (None: it may; the namespace's context is fixed to ``asked`` if it had
-    none). A record that cannot be written (a full store) is left for the
-    next item: the item is judged all the same, and its run meets the fault.
+    none). A record that cannot be written (a full store) raises
+    ``ContextRecordUnwritten``: nothing runs in a namespace whose context
+    is not recorded (another replay's first item would fix another).
     A namespace whose tree passes through a link (made elsewhere) is
     refused before anything is read or written there: its record went
     where the link led."""
@@ -91,9 +109,7 @@ def namespace_problem(store: ProductStore, namespace: str, asked: str,
         try:
             record = _create(store, namespace, record)
         except OSError as exc:
-            log.warning("namespace %s: its context record could not be written (%s); the "
-                        "next item admitted into it tries again", namespace, exc,
-                        extra={"fault": "infrastructure"})
+            raise ContextRecordUnwritten(namespace, exc) from exc
     return context_problem(namespace, asked, record)
 
 

@@ -21,6 +21,16 @@ for ``claim_stale_seconds`` (doers/heartbeat_silence.py). Adopting moves each en
 and hands it back to be drawn. An owner that was only paused past the bound
 and draws its entry after all makes the same PNGs again, written
 atomically: no harm.
+
+A drawing is a run in a worker like a calibration, and may be the runaway
+one that takes the container down (a picture of a huge product): its entry,
+adopted and drawn again at each restart, did so for ever. So the drawing's
+start in a worker is marked beside its entry (``<event id>.json.drawing``,
+``{"alone": ...}``: the only run in the daemon's workers, as the run marks
+say it: doers/work_item_runs.py), the mark moves with the entry when it is
+adopted, and goes with it. An adopted entry whose drawing was cut short
+alone is dropped (refused: a preview is never retried for ever); one cut
+short beside other runs is a *suspect*, drawn alone (``suspects``).
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import json
 import logging
 import os
 import stat
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +62,7 @@ log = logging.getLogger("calstream.previews")
 
 PENDING = ".previews-pending"
 OWNER = "owner.json"
+DRAWING = ".drawing"  # after an entry's name: its drawing began in a worker
 ENTRY_LIMIT = 1 << 20  # bytes: a true entry is a few hundred
 
 # (event id, the previews to draw, the log context of the product's item)
@@ -66,6 +78,10 @@ class PendingPreviews:
         self.claims = claims
         self.root = Path(store.top) / PENDING / stage
         self.mine = self.root / claims.me.token
+        # Adopted entries whose drawing was cut short beside other runs: each
+        # is drawn alone (work_item_runs.Solitude).
+        self.suspects: set[str] = set()
+        self._marking: dict[str, threading.Thread] = {}
 
     # --- one product's entry: in the commit's thread, and when drawn ---------
 
@@ -85,9 +101,40 @@ class PendingPreviews:
             return False
 
     def done(self, event_id: str) -> None:
-        """Drawn (or given up): the entry goes."""
+        """Drawn (or given up): the entry goes, and its drawing's mark."""
+        if (marking := self._marking.pop(event_id, None)) is not None:
+            marking.join()
+        self.suspects.discard(event_id)
         with contextlib.suppress(OSError, ValueError):
-            (self.mine / entry_name(event_id)).unlink(missing_ok=True)
+            entry = self.mine / entry_name(event_id)
+            entry.unlink(missing_ok=True)
+            entry.with_name(entry.name + DRAWING).unlink(missing_ok=True)
+
+    def unmark(self, event_id: str) -> None:
+        """The drawing was stopped (a graceful stop cancels it), not cut
+        short: its mark goes, the entry stays for the next daemon. A mark an
+        earlier daemon left (a suspect's, cut short beside others) stays
+        unless this daemon's drawing began."""
+        if (marking := self._marking.pop(event_id, None)) is None:
+            return
+        marking.join()
+        with contextlib.suppress(OSError, ValueError):
+            (self.mine / (entry_name(event_id) + DRAWING)).unlink(missing_ok=True)
+
+    def began(self, event_id: str, alone: bool) -> None:
+        """On the event loop, as the entry's drawing is given a worker: its
+        mark written in a thread (``done`` waits for it). A hint, not synced:
+        one that cannot be written is passed over."""
+        def mark() -> None:
+            try:
+                entry = self.mine / entry_name(event_id)
+                if entry.is_file():  # kept (add): an entry to mark
+                    _write(entry.with_name(entry.name + DRAWING), {"alone": alone}, "mark")
+            except (OSError, ValueError) as exc:
+                log.debug("the drawing of %s not marked: %s", str(event_id)[:12], exc)
+        marking = threading.Thread(target=mark, name="preview-mark", daemon=True)
+        marking.start()
+        self._marking[event_id] = marking
 
     def _own_directory(self) -> None:
         # No link on the way, each time (one may be made later): the writes
@@ -125,6 +172,11 @@ class PendingPreviews:
             if not self._gone(directory):
                 continue
             for name in _names(directory):
+                if name.endswith(DRAWING):  # moved with its entry, else its entry is gone
+                    if not (directory / name[:-len(DRAWING)]).exists():
+                        with contextlib.suppress(OSError):
+                            (directory / name).unlink(missing_ok=True)
+                    continue
                 if event_id_of(name) is None:
                     if temporary_of(name) is not None:  # a gone writer's half: garbage
                         with contextlib.suppress(OSError):
@@ -138,6 +190,8 @@ class PendingPreviews:
                 except (OSError, ValueError) as exc:
                     log.warning("pending previews %s not adopted: %s", directory / name, exc)
                     continue
+                with contextlib.suppress(OSError):  # its drawing's mark, if it began
+                    os.rename(directory / (name + DRAWING), self.mine / (name + DRAWING))
                 taken = self._read(name)
                 if isinstance(taken, str):
                     refused += 1
@@ -179,14 +233,27 @@ class PendingPreviews:
         # RuntimeError: a loop of links on the way, as resolve() in 3.11 says it
         except (OSError, ValueError, RecursionError, RuntimeError) as exc:
             entry = f"unreadable: {error_text(exc, 200)}"
+        cut_short = _cut_short(path.with_name(name + DRAWING))
+        if not isinstance(entry, str) and cut_short == "alone":
+            entry = ("its drawing was cut short with its daemon, alone in its workers (the "
+                     "OOM killer, kill -9): not drawn again, as a drawing that takes the "
+                     "daemon down would at every start")
         if isinstance(entry, str):
             log.warning("pending previews %s refused (%s): dropped", name, entry)
             path.unlink(missing_ok=True)
+            path.with_name(name + DRAWING).unlink(missing_ok=True)
             return entry
         if not previews:
             path.unlink(missing_ok=True)
+            path.with_name(name + DRAWING).unlink(missing_ok=True)
             return None
-        return event_id_of(name), previews, context
+        event_id = event_id_of(name)
+        if cut_short == "beside":
+            self.suspects.add(event_id)
+            log.warning("previews of %s: their drawing was cut short with its daemon, beside "
+                        "other runs: drawn again alone (this daemon's other runs wait for it)",
+                        context.get("exposure_id") or event_id[:12], extra={"extra": context})
+        return event_id, previews, context
 
     def close(self) -> None:
         """At a stop: this daemon's directory goes if no entry is left in it
@@ -204,6 +271,23 @@ def pending(store_top: Path) -> int:
     """How many products' previews are listed and not drawn yet, over every
     stage and owner of the store (the demo waits for none before it stops)."""
     return sum(1 for p in (Path(store_top) / PENDING).glob("*/*/*.json") if event_id_of(p.name))
+
+
+def _cut_short(mark: Path) -> str | None:
+    """How the drawing a mark stands for was cut short with its daemon:
+    "alone", "beside" (other runs), or None (no mark: it never began). A
+    mark that cannot be read is taken as "beside": drawn once more, alone."""
+    try:
+        text = read_regular_text(mark, limit=ENTRY_LIMIT)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return "beside"
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return "beside"
+    return "alone" if type(value) is dict and value.get("alone") is True else "beside"
 
 
 def _names(directory: Path) -> list[str]:

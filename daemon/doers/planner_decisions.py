@@ -22,7 +22,7 @@ from calstream.daemon.deciders.planner_state import (
 )
 from calstream.daemon.deciders.product_intake import Taken
 from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
-from calstream.daemon.deciders.stage2_failures import stage2_failure
+from calstream.daemon.deciders.stage2_failures import Stage2Failure, stage2_failure
 from calstream.steps.failures import error_text
 from calstream.steps.plans import Plan, PlanError
 from calstream.topics import contract
@@ -115,15 +115,27 @@ class RecordDecisions:
             topics = {self.topics.name(t) for st in stages.work_order_stages()
                       if st.name == "stage2" for t in (st.live_topic, st.replay_topic)}
             failure = stage2_failure(record.value, topics, record.headers)
-            state = self.states.get(failure.namespace) if failure else None
-            if state is None:
+            if failure is None:
                 return []
-            return state.observe_stage2_failure(
-                failure.work_id, failure.exposure_id, failure.reason, self._now(record),
-                failure_key=failure.failed_record, redrives=failure.redrives)
+            # Known before its order may be decided again (a rebuild, a takeover):
+            # refused again, it is not lettered again (RefusedOrders).
+            self.failed_orders.letter_read(failure)
+            return self.count_stage2_failure(failure, self._now(record))
         except Exception as exc:  # noqa: BLE001 - a dead letter of a dead letter would come back
             self.faults.survived("dead letter", exc)
             return []
+
+    def count_stage2_failure(self, failure: Stage2Failure, now: float) -> list[Emit]:
+        """A stage-2 order's failure, read from its letter or known as its
+        order was refused (Planner.count_failed_orders): counted in its
+        namespace's state (only for an order that state sent), once per
+        ``failed_record``; what its stage-3 candidates decide now."""
+        state = self.states.get(failure.namespace)
+        if state is None:
+            return []
+        return state.observe_stage2_failure(
+            failure.work_id, failure.exposure_id, failure.reason, now,
+            failure_key=failure.failed_record, redrives=failure.redrives)
 
     def _plan_emits(self, record) -> list[Emit]:
         message = contract.decode(record.value, expected="plan")

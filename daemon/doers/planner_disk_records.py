@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from calstream.daemon.doers import kafka
-from calstream.daemon.doers.inbox.file_reads import READ_SECONDS, STORE_HUNG, FileReads
+from calstream.daemon.doers.file_reads import READ_SECONDS, STORE_HUNG, FileReads
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
 from calstream.daemon.doers.planner_ledger import PlannerLedger
@@ -44,20 +44,23 @@ async def own_holds(planner) -> dict[str, dict]:
 
 
 async def ledger_read(planner, fn: Callable[..., T], *args: Any) -> T:
-    """``fn(*args)``, a read of the planner's ledger, timed (PlannerLedger.timed):
-    a work directory that does not answer parks the planner (work_dir_hung)
-    until it does; before, its restore or repair waited unseen for ever."""
-    return await until_done(partial(planner.ledger.timed, fn, *args),
+    """``fn(*args, answered=...)``, a read of the planner's ledger, timed
+    from its last answer (PlannerLedger.read): a work directory that does
+    not answer parks the planner (work_dir_hung) until it does; before, its
+    restore or repair waited unseen for ever. (Timed as a whole, a ledger
+    of thousands of files on slow storage that works parked it for ever.)"""
+    return await until_done(partial(planner.ledger.read, fn, *args),
                             Parking(planner.cfg, planner.metrics, stage="planner",
                                     what="planner: reading its ledger",
                                     root=planner.ledger.root), hung_or_disk_cause)
 
 
-def kept_holds(ledger: PlannerLedger, *, tidy: bool = True) -> dict[str, dict]:
+def kept_holds(ledger: PlannerLedger, *, tidy: bool = True,
+               answered: Callable[[], None] = lambda: None) -> dict[str, dict]:
     """The hold records a planner's ledger keeps, by exposure, each checked
-    as a message would be (``tidy``: as PlannerLedger.kept)."""
+    as a message would be (``tidy``, ``answered``: as PlannerLedger.kept)."""
     own = {}
-    for body in ledger.kept("holds", tidy=tidy):
+    for body in ledger.kept("holds", tidy=tidy, answered=answered):
         try:
             contract.validate("hold", body)
         except contract.InvalidMessage:
@@ -66,14 +69,15 @@ def kept_holds(ledger: PlannerLedger, *, tidy: bool = True) -> dict[str, dict]:
     return own
 
 
-def planner_holds_at(work_dir: Path) -> dict[str, dict] | None:
+def planner_holds_at(work_dir: Path, answered: Callable[[], None] = lambda: None
+                     ) -> dict[str, dict] | None:
     """The planner's own hold records if ``work_dir`` is a planner's (its
     ledger's directory is there: `calstream holds list` with the daemon's
     ``--work-dir``), else None: not known from here."""
     ledger = PlannerLedger(work_dir)
     # Only read: the command may run beside the daemon that writes the
     # ledger (or in another pid namespace, where its writer looks gone).
-    return kept_holds(ledger, tidy=False) if ledger.root.is_dir() else None
+    return kept_holds(ledger, tidy=False, answered=answered) if ledger.root.is_dir() else None
 
 
 async def restore_from_disk(planner) -> None:
@@ -142,7 +146,7 @@ async def stage3_products(planner) -> list[tuple[str, dict]]:
     versions, so there is no restore without them: a store that does not
     answer parks the planner (store_hung) until it does; before, its start
     waited unseen for ever, and a stop waited for it."""
-    reads = FileReads(1, STORE_SECONDS)  # across tries: a read left hung is not made again
+    reads = FileReads(1, STORE_SECONDS, of="the product store")  # across tries: a read left hung is not made again
 
     def read(answered: Callable[[], None]) -> list[tuple[str, dict]]:
         store = ProductStore(planner.cfg.products, moved_from=planner.cfg.products_moved_from)
@@ -158,13 +162,14 @@ async def stage3_products(planner) -> list[tuple[str, dict]]:
                 root=planner.cfg.products), hung_or_disk_cause)
 
 
-def kept_messages(ledger: PlannerLedger) -> list[tuple[str, str, contract.Message]]:
+def kept_messages(ledger: PlannerLedger, answered: Callable[[], None] = lambda: None
+                  ) -> list[tuple[str, str, contract.Message]]:
     """The plans and holds the ledger keeps, as the messages that put them
     back on their topics, each checked as a message would be (a file is
-    untrusted: one that is not is left out)."""
+    untrusted: one that is not is left out). ``answered``: ``kept``'s."""
     kept = []
     for topic, kind in (("plans", "plan"), ("holds", "hold")):
-        for body in ledger.kept(topic):
+        for body in ledger.kept(topic, answered=answered):
             if not contract.is_valid(kind, body):
                 continue
             key = body["exposure_id"] if kind == "hold" else (body["programs"] or [""])[0]

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from calstream.daemon.deciders.ledger_names import file_name, key_of, key_problem, strays_summary
 from calstream.daemon.doers.child_processes import pid_alive
 from calstream.daemon.doers.durable_files import temporary_of, write_json_atomically
-from calstream.daemon.doers.inbox.file_reads import (
+from calstream.daemon.doers.file_reads import (
     READ_SECONDS,
     WORK_DIR_HUNG,
     FileReads,
@@ -78,10 +78,15 @@ class KeyedLedger:
             return
         write_json_atomically(path, body, what=f"{self.WHAT} record", root=self.work_dir)
 
-    def kept(self, topic: str, *, tidy: bool = True) -> list[dict[str, Any]]:
+    def kept(self, topic: str, *, tidy: bool = True,
+             answered: Callable[[], None] = lambda: None) -> list[dict[str, Any]]:
         """Every record kept for ``topic``, in a stable order. ``tidy``
         False: only read (an operator's command reading a running daemon's
-        ledger must not remove or move what the daemon may be writing)."""
+        ledger must not remove or move what the daemon may be writing).
+        ``answered()`` is called as the listing and each file answer: a
+        caller timing the read (FileReads.listing) calls it hung once
+        nothing has answered in its time, not once the whole has taken
+        longer (10,000 dead letters on slow storage that works)."""
         directory = self.root / topic
         try:
             names = sorted(os.listdir(directory))
@@ -98,6 +103,7 @@ class KeyedLedger:
             return []
         out, strays = [], []
         for name in names:
+            answered()
             path = directory / name
             if key_of(name) is None:
                 if tidy and not _removed_leftover(path, self.WHAT, self.LOG):
@@ -157,10 +163,23 @@ class PlannerLedger(KeyedLedger):
         behind past ``seconds`` (ReadHung, cause work_dir_hung: its caller
         parks); until it returns, every other call raises ReadHung at once,
         so writes stay in their order."""
-        if self._reads is None:
-            self._reads = FileReads(1, self.seconds)
-        return await self._reads.timed(lambda _: fn(*args), self.root, self.seconds,
-                                       what=f"{self.WHAT}'s call", cause=WORK_DIR_HUNG)
+        return await self._timer().timed(lambda _: fn(*args), self.root, self.seconds,
+                                         what=f"{self.WHAT}'s call", cause=WORK_DIR_HUNG)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args, answered=...)``, a read of the ledger that calls
+        ``answered`` at each file (``kept``), timed as ``timed`` is but from
+        its last answer: timed as a whole, a large ledger on slow storage
+        that works was called hung, and read again from its start, for
+        ever; one that does not answer is still hung in ``seconds``."""
+        return await self._timer().listing(lambda answered: fn(*args, answered=answered),
+                                           self.root, what=f"{self.WHAT}'s read",
+                                           cause=WORK_DIR_HUNG)
+
+    def _timer(self) -> FileReads:
+        if self._reads is None:  # one for reads and writes: a call left hung blocks the next
+            self._reads = FileReads(1, self.seconds, of=f"the {self.WHAT}")
+        return self._reads
 
 
 def _removed_leftover(path: Path, what: str, log: logging.Logger) -> bool:

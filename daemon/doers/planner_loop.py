@@ -32,6 +32,7 @@ from calstream.daemon.deciders.holds import WaitingUpdates
 from calstream.daemon.deciders.planner_records import Emit
 from calstream.daemon.deciders.planner_state import PlannerState
 from calstream.daemon.deciders.product_intake import ProductIntake, Taken
+from calstream.daemon.deciders.stage2_failures import RefusedOrders
 from calstream.daemon.doers import (
     kafka,
     planner_clients,
@@ -120,6 +121,10 @@ class Planner(RecordDecisions):
         self.in_use_at_last_compaction, self.memory_checked_at, self.memory_over = 0, 0.0, False
         self._unkept: list[dict] = []  # plans decided, to keep in the ledger
         self.unacked = Unacknowledged()  # work orders sent, not yet acknowledged
+        # Stage-2 orders refused on their way out, to count as failed, and
+        # those whose letters were read (planner_publishing.refused_order;
+        # count_failed_orders).
+        self.failed_orders = RefusedOrders()
         self.repair_retry_at = 0.0  # planner_disk_records.republish_when_owed
         self.snapshot_parking = Parking(cfg, metrics, stage="planner", what="planner: snapshot",
                                         root=snapshot_path(cfg.work_dir).parent)
@@ -274,7 +279,29 @@ class Planner(RecordDecisions):
         """Every work order sent unacknowledged is acknowledged (or sent again,
         parked until it is); then the positions behind them move."""
         self.positions.update(await settle(self.unacked, publisher=self.publisher,
-                                           metrics=self.metrics))
+                                           metrics=self.metrics, failed=self.failed_orders))
+        await self.count_failed_orders()
+
+    async def count_failed_orders(self) -> None:
+        """Each stage-2 order refused on its way out (by the encoding or the
+        broker) counted as that order's failure now, as its letter read back
+        would count it (same key: once): its stage-3 candidates stop
+        waiting for it, and what they decide is sent. Not left to the letter
+        alone: a letter the dead-letter topic refuses too is never read
+        back, and until session 45 an order the encoding refused did not
+        read back as an order; either way its candidates waited
+        stage3_stage2_wait (6 h). One refused again whose letter was read
+        comes here with that letter's key (RefusedOrders.known)."""
+        while self.failed_orders.pending:
+            failure = self.failed_orders.pending.pop(0)
+            try:
+                emits = self.count_stage2_failure(failure, self.clock.now())
+            except Exception as exc:  # noqa: BLE001 - as a letter read back: never the task's end
+                self.faults.survived("refused order", exc)
+                continue
+            if emits and not self.caught_up:
+                emits = self.held_orders.hold(emits)
+            await self._publish_unrecorded(emits)
 
     async def _act_on(self, record, emits: list[Emit] | tuple[str, str]) -> None:
         """What a record's decision said, done: its emits sent, or the record
@@ -339,9 +366,11 @@ class Planner(RecordDecisions):
 
     async def _publish(self, emits: list[Emit],
                        unacked: Unacknowledged | None = None) -> list[Refused]:
-        return await publish_emits(emits, publisher=self.publisher, topics=self.topics,
-                                   ledger=self.ledger, metrics=self.metrics, cfg=self.cfg,
-                                   unacked=unacked)
+        refused = await publish_emits(emits, publisher=self.publisher, topics=self.topics,
+                                      ledger=self.ledger, metrics=self.metrics, cfg=self.cfg,
+                                      unacked=unacked, failed=self.failed_orders)
+        await self.count_failed_orders()  # those refused before their answer (settle: after)
+        return refused
 
     async def keep(self, topic: str, body: dict) -> None:
         await keep(self.ledger, topic, body, cfg=self.cfg, metrics=self.metrics)

@@ -3,14 +3,19 @@
 The deciders build their orders unchecked (tests/unit/test_planner_outputs.py
 checks every kind they make) and the publisher's encoding checks each
 message's schema and size as it goes. A message the encoding refuses is one
-message: it is returned with its reason for a dead letter, and the messages
-after it are still sent. Before, the first refusal ended the batch: the
-orders after it were never published while the state took them as sent, and
-a refusal on a tick (which has no record to blame) ended the planner's task.
-Broker faults are not caught here: the publisher retries them. A message
-the broker refuses for what it is (RecordRefused, an InvalidMessage) is
-refused as the encoding's are, whether its answer was awaited here or in
-``settle``.
+message: the messages after it are still sent. Before, the first refusal
+ended the batch: the orders after it were never published while the state
+took them as sent, and a refusal on a tick (which has no record to blame)
+ended the planner's task. Broker faults are not caught here: the publisher
+retries them.
+
+A work order refused, by the encoding or by the broker for what it is
+(RecordRefused, an InvalidMessage; its answer awaited here or in
+``settle``), is one mechanism (``refused_order``): a dead letter of its own
+with the order as original, and, for a stage-2 order, its failure handed
+back to the planner to count at once (``failed``). Any other message the
+encoding refuses is returned with its reason, for a dead letter of the
+record it came from.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 from calstream.daemon import stages
 from calstream.daemon.deciders.planner_records import Emit
+from calstream.daemon.deciders.stage2_failures import REASON_SHOWN, RefusedOrders, Stage2Failure
 from calstream.daemon.doers.kafka.publisher import RecordRefused, broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
 from calstream.daemon.doers.planner_ledger import PlannerLedger
@@ -92,11 +98,12 @@ class Unacknowledged:
         return bool(self.sent)
 
 
-async def settle(unacked: Unacknowledged, *, publisher, metrics: Metrics
-                 ) -> dict[tuple[str, int], int]:
+async def settle(unacked: Unacknowledged, *, publisher, metrics: Metrics,
+                 failed: RefusedOrders | None = None) -> dict[tuple[str, int], int]:
     """Wait for every order sent unacknowledged; one the broker did not take
     (lost, not answering) is published again, parked until it is. Returns
-    the positions that may now move, and forgets them."""
+    the positions that may now move, and forgets them. ``failed``: as
+    ``refused_order``'s."""
     for e, topic, answered in unacked.sent:
         try:
             await answered
@@ -104,7 +111,7 @@ async def settle(unacked: Unacknowledged, *, publisher, metrics: Metrics
             # The broker refused the order for what it is (RecordRefused): sent
             # again it is refused again. Raised, it ended the planner's task,
             # and the restart decided and sent it again.
-            await refused_order(publisher, e, topic, exc)
+            await refused_order(publisher, e, topic, exc, failed)
             continue
         except Exception as exc:  # noqa: BLE001 - a broker's fault is sent again, the rest raised
             if broker_fault(exc) is None:
@@ -115,47 +122,69 @@ async def settle(unacked: Unacknowledged, *, publisher, metrics: Metrics
                 if await publisher.publish(topic, e.key, e.message) is False:
                     continue  # withheld: the lease moved meanwhile
             except RecordRefused as refused:  # refused when sent again: as above
-                await refused_order(publisher, e, topic, refused)
+                await refused_order(publisher, e, topic, refused, failed)
                 continue
         _count_and_log(e, metrics)
     positions, unacked.sent, unacked.positions = unacked.positions, [], {}
     return positions
 
 
-async def refused_order(publisher, e: Emit, topic: str, exc: Exception) -> None:
-    """A work order the broker refused for what it is: a dead letter of its
-    own, as an order the encoding refuses on a tick, with the order as its
-    original (never placed on ``topic``). Read back, a stage-2 order's
-    letter counts as the order's failure (deciders/stage2_failures.py), as a
-    stage's would: its stage-3 candidates stop waiting for it. Before
-    session 44 it carried none: the planner's state took the order as in
-    flight, and its candidates waited stage3_stage2_wait (6 h) for a product
-    that could not come, then closed naming it as late."""
-    await publisher.dead_letter(
-        category="invalid_message", stage="planner", key=e.key,
-        reason=f"the planner's {e.message.type} for {e.key[:200]!r} cannot be sent: {exc}",
+async def refused_order(publisher, e: Emit, topic: str, exc: Exception,
+                        failed: RefusedOrders | None = None) -> None:
+    """A work order the encoding or the broker refused for what it is: a
+    dead letter of its own, with the order as its original (never placed on
+    ``topic``). A stage-2 order's failure is added to ``failed.pending``,
+    for the planner to count at once (Planner.count_failed_orders), as a
+    stage's letter of it counts: its stage-3 candidates stop waiting for it.
+    Keyed by the letter's event id, as its reading back keys it
+    (deciders/stage2_failures.py): counted once. Before, the planner's
+    state took the order as in flight and its candidates waited
+    stage3_stage2_wait (6 h) for a product that could not come, then closed
+    naming it as late: until session 44 for any refused order; until
+    session 45 for one the encoding refused (lettered as the product event's
+    fault, and a letter the reading back cannot decode as an order), or one
+    whose letter the dead-letter topic refused too (never read back).
+
+    A stage-2 order whose refusal's letter was read back already (a rebuild,
+    a takeover: RefusedOrders) is not lettered again; that letter counts.
+    Until session 45 each restart that rebuilt lettered it once more."""
+    body = e.message.body
+    namespace, work_id, name = body.get("namespace") or "live", body.get("work_id"), \
+        body.get("product_name")
+    stage2 = failed is not None and body.get("stage") == "stage2" and all(
+        isinstance(v, str) for v in (namespace, work_id, name))
+    if stage2 and (known := failed.known(namespace, work_id, name)) is not None:
+        log.info("the planner's %s for %r refused again (%s); its dead letter %s is on the "
+                 "topic already: not sent again", e.message.type, e.key[:200],
+                 str(exc)[:200], known.letter_id[:16],
+                 extra={"exposure_id": name, "stage": "planner"})
+        failed.pending.append(known)
+        return
+    reason = f"the planner's {e.message.type} for {e.key[:200]!r} cannot be sent: {exc}"
+    letter_id = await publisher.dead_letter(
+        category="invalid_message", stage="planner", key=e.key, reason=reason,
         exposure_id=_text(e.message.get("exposure_id")),
         about=str(e.message.get("event_id")), unsent=e.message, unsent_topic=topic,
         order=order_identity(e.message.body))
+    if stage2 and isinstance(letter_id, str):
+        failed.pending.append(Stage2Failure(namespace, work_id, name, reason[:REASON_SHOWN],
+                                            letter_id, failed_record=letter_id))
 
 
 async def publish_emits(emits: list[Emit], *, publisher, topics: Topics, ledger: PlannerLedger,
-                        metrics: Metrics, cfg: Any,
-                        unacked: Unacknowledged | None = None) -> list[Refused]:
-    """Send ``emits`` in order; the ones the encoding refused, with why.
-    ``unacked``: work orders are sent without waiting (see Unacknowledged)."""
+                        metrics: Metrics, cfg: Any, unacked: Unacknowledged | None = None,
+                        failed: RefusedOrders | None = None) -> list[Refused]:
+    """Send ``emits`` in order; the ones other than work orders the encoding
+    refused, with why. ``unacked``: work orders are sent without waiting
+    (see Unacknowledged). ``failed``: as ``refused_order``'s."""
     refused = []
     for e in emits:
         if unacked is not None and e.topic.startswith("work."):
             topic = topic_for(topics, e)
             try:
                 answered = await publisher.send(topic, e.key, e.message)
-            except RecordRefused as exc:  # the producer's own size check: as settle's
-                await refused_order(publisher, e, topic, exc)
-                continue
-            except contract.InvalidMessage as exc:
-                refused.append(Refused(e, f"the planner's {e.message.type} for {e.key[:200]!r} "
-                                          f"cannot be sent: {exc}"))
+            except contract.InvalidMessage as exc:  # the encoding's, or the producer's size check
+                await refused_order(publisher, e, topic, exc, failed)
                 continue
             except Exception as exc:  # noqa: BLE001 - the broker's fault: the waited way
                 if broker_fault(exc) is None:
@@ -163,8 +192,8 @@ async def publish_emits(emits: list[Emit], *, publisher, topics: Topics, ledger:
                 try:
                     if await publisher.publish(topic, e.key, e.message) is not False:
                         _count_and_log(e, metrics)
-                except RecordRefused as refused:  # refused when sent again
-                    await refused_order(publisher, e, topic, refused)
+                except RecordRefused as again:  # refused when sent again
+                    await refused_order(publisher, e, topic, again, failed)
                 continue
             if answered is not None:  # None: withheld (a standby)
                 unacked.sent.append((e, topic, answered))
@@ -178,8 +207,8 @@ async def publish_emits(emits: list[Emit], *, publisher, topics: Topics, ledger:
         try:
             sent = await publisher.publish(topic_for(topics, e), e.key, e.message)
         except contract.InvalidMessage as exc:
-            if isinstance(exc, RecordRefused) and e.topic.startswith("work."):
-                await refused_order(publisher, e, topic_for(topics, e), exc)  # as settle's
+            if e.topic.startswith("work."):  # the encoding's or the broker's: as settle's
+                await refused_order(publisher, e, topic_for(topics, e), exc, failed)
                 continue
             refused.append(Refused(e, f"the planner's {e.message.type} for {e.key[:200]!r} "
                                       f"cannot be sent: {exc}"))

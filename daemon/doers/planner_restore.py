@@ -38,8 +38,9 @@ from calstream.daemon.doers import (
     planner_tail,
     snapshot_places,
 )
-from calstream.daemon.doers.inbox.file_reads import ReadHung
+from calstream.daemon.doers.file_reads import ReadHung
 from calstream.daemon.doers.planner_compaction import Compaction, compact_when_due, over_budget
+from calstream.daemon.doers.snapshot_files import SnapshotFiles
 from calstream.daemon.doers.start_waits import hung_or_disk_cause
 from calstream.steps.plans import Plan, PlanError
 from calstream.topics import contract
@@ -351,14 +352,26 @@ async def rebuilding_when_unreadable(run_once: Callable[[Any], Awaitable[None]],
     run a new planner, which rebuilds from the topics. No operator restarts
     anything, and the watcher and stage consumers of the process never stop.
     A planner over its memory budget (Compaction) is run again the same way,
-    from the snapshot it has just written."""
+    from the snapshot it has just written.
+
+    The deletion is timed (SnapshotFiles.delete): on the planner's loop, on
+    a silent work directory, it held that loop for ever (its beat stopped,
+    nothing decided). Left hung, the new planner is run all the same: its
+    own read of the snapshot is timed too, and the rebuild's first snapshot
+    replaces the file."""
     status = _StartedOnce(task_status)
+    snapshot = SnapshotFiles(work_dir)
     while True:
         try:
             return await run_once(status)
         except planner_snapshot.SnapshotInvalid as exc:
             log.error("planner: restored state unreadable (%s); rebuilding from the topics", exc)
-            planner_snapshots.snapshot_path(work_dir).unlink(missing_ok=True)
+            try:
+                await snapshot.delete()
+            except (OSError, ReadHung) as gone:
+                log.error("planner: the unreadable snapshot %s not deleted (%s): rebuilding all "
+                          "the same; the rebuild's first snapshot replaces it", snapshot.path,
+                          gone, extra={"fault": "infrastructure"})
             unreadable()
         except Compaction as exc:
             log.warning("planner: %s after its snapshot: starting again from that snapshot, "

@@ -360,10 +360,12 @@ class StoredBlocks(Sequence):
     """The snapshot's blocks, each decompressed and parsed when asked for
     (deciders/snapshot_blocks.py asks once per block). The file's sha256
     was checked whole at ``read``, so a block that still cannot be read is
-    a writer's bug: the snapshot file is deleted (the next start rebuilds)
-    and it is a ValueError -- SnapshotInvalid to the planner, which is run
-    again and rebuilds rather than decide on a state it cannot read
-    (planner_restore.rebuilding_when_unreadable)."""
+    a writer's bug: a ValueError -- SnapshotInvalid to the planner, which is
+    run again and rebuilds rather than decide on a state it cannot read, and
+    the snapshot file is deleted there, timed
+    (planner_restore.rebuilding_when_unreadable). Not here: a block is read
+    in a decision, on the planner's loop, and a deletion on a silent work
+    directory held that loop for ever (session 45)."""
 
     def __init__(self, blocks: list[_Block], path: Path) -> None:
         self._blocks, self._path = blocks, path
@@ -384,7 +386,6 @@ class StoredBlocks(Sequence):
         except (ValueError, zlib.error, RecursionError) as exc:
             log.error("planner: snapshot %s: block %d cannot be read (%s): the snapshot is "
                       "deleted", self._path, n, str(exc)[:200])
-            self._path.unlink(missing_ok=True)
             raise ValueError(f"block {n} cannot be read: {str(exc)[:200]}") from None
 
 

@@ -10,9 +10,11 @@ the planner: the gauges keep their last values and /planner its last view.
 
 from __future__ import annotations
 
+import heapq
 from typing import TYPE_CHECKING, Any
 
 from calstream.daemon.deciders.level3_status import MISSING_PROGRAM_SERIES, program_series
+from calstream.topics.dead_letters import REASON_BUDGET, bounded
 
 if TYPE_CHECKING:
     from calstream.daemon.doers.planner_loop import Planner
@@ -87,8 +89,8 @@ def view(planner: Planner) -> dict:
     for namespace, state in planner.states.items():
         s = state.summary(now)
         out["namespaces"][namespace] = {
-            "stage2_waiting": s["waiting_for"], "held": s["held"],
-            "oldest_hold_age": s["oldest_hold_age"], "stage3": s["level3"]}
+            **_stage2_listed(s["waiting_for"]), "held": s["held"],
+            "oldest_hold_age": s["oldest_hold_age"], "stage3": _stage3_listed(s["level3"])}
     unbacked = _unbacked(planner)
     out["held_without_product"] = sorted(unbacked)[:VIEW_LIMIT]
     out["held_without_product_count"] = len(unbacked)
@@ -105,4 +107,51 @@ def _unbacked(planner: Planner) -> list[str]:
             and not any(e in state.exposures for state in planner.states.values())]
 
 
-VIEW_LIMIT = 100  # exposures named in a list of the view; its count says how many in all
+def _stage2_listed(waiting: dict) -> dict:
+    """The stage-2 associations waiting, the first VIEW_LIMIT by name (as
+    status lists them), beside their count; what each waits for bounded."""
+    return _first({science: _reasons(why) for science, why in heapq.nsmallest(
+        VIEW_LIMIT, waiting.items(), key=lambda kv: kv[0])}, "stage2_waiting", len(waiting))
+
+
+def _stage3_listed(level3: dict) -> dict:
+    """The level-3 summary with each of its lists cut to VIEW_LIMIT (the
+    oldest first, as status lists them), each beside its count, and what a
+    candidate waits for bounded as a reason: a program of 10,000 exposures
+    with a stuck visit named every missing exposure once in "missing" and
+    again in each open candidate's own list (and in a candidate's waits,
+    every member), and /planner grew past what `calstream status` reads of
+    an answer (64 MiB): status then said no daemon serves /planner at all."""
+    # The oldest VIEW_LIMIT without sorting them all: this runs once a second.
+    missing = heapq.nsmallest(VIEW_LIMIT, level3["missing"].items(),
+                              key=lambda kv: kv[1]["since"])
+    return {**level3,
+            **_first([{**c, "waiting_for": _reasons(c["waiting_for"]),
+                       **_first(c["missing"], "missing")}
+                      for c in level3["candidates"][:VIEW_LIMIT]],
+                     "candidates", len(level3["candidates"])),
+            **_first([{**c, "reason": _reasons(c["reason"])}
+                      for c in level3["abandoned"][:VIEW_LIMIT]],
+                     "abandoned", len(level3["abandoned"])),
+            **_first({e: {**m, "candidates": m["candidates"][:VIEW_LIMIT]}
+                      for e, m in missing}, "missing", len(level3["missing"])),
+            # By program, as the gauge has them (a forger's visits are of
+            # any number of programs); no reader of the view uses more.
+            "missing_by_program": program_series(level3["missing_by_program"])}
+
+
+def _first(items: list | dict, key: str, count: int | None = None) -> dict:
+    """``{key: the first VIEW_LIMIT of items, key_count: how many in all}``."""
+    listed = dict(list(items.items())[:VIEW_LIMIT]) if isinstance(items, dict) \
+        else items[:VIEW_LIMIT]
+    return {key: listed, f"{key}_count": len(items) if count is None else count}
+
+
+def _reasons(why: Any) -> Any:
+    """A reason, or each of a dict of them, bounded as a dead letter's reason."""
+    if isinstance(why, dict):
+        return {k: _reasons(v) for k, v in why.items()}
+    return bounded(why, REASON_BUDGET) if isinstance(why, str) else why
+
+
+VIEW_LIMIT = 100  # entries of a list of the view; its count says how many in all

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
 
 from calstream.daemon.doers.pending_previews import PendingPreviews
 from calstream.daemon.doers.preview_gate import PreviewGate
+from calstream.daemon.doers.work_item_runs import solitude
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations import logs
 from calstream.steps.previews.naming import planned_previews
@@ -32,15 +33,28 @@ __all__ = ["Previews", "make_previews", "planned_previews"]
 
 
 async def make_previews(pool: WorkerPool, previews: list[dict], log_context: dict,
-                        gate: PreviewGate | None = None) -> dict:
-    """Make the previews a product event listed; {"made": [...], "failed": {...}}."""
+                        gate: PreviewGate | None = None, *, alone: bool = False,
+                        began: Callable[[bool], None] | None = None,
+                        metrics: Any = None) -> dict:
+    """Make the previews a product event listed; {"made": [...], "failed": {...}}.
+    ``alone``: a suspect's (pending_previews.py), drawn alone; ``began(alone)``
+    is called on the loop as the drawing is given a worker; ``metrics``:
+    the stage's (its runs waiting on a suspect)."""
     if not previews:
         return {"made": [], "failed": {}}
     if gate is not None:
         await gate.until_no_calibration()
     try:
-        outcome = await pool.run(PREVIEW_TASK, {"previews": previews}, timeout=PREVIEW_TIMEOUT,
-                                 env=logs.task_env(**log_context), priority=PREVIEW_PRIORITY)
+        # A run in a worker as a calibration's is (work_item_runs.Solitude):
+        # it waits while a suspect runs alone, and a suspect waits for it.
+        # Beside a suspect, a container's end the preview caused was blamed
+        # on the suspect's run, marked "alone". No await unless a suspect
+        # runs or waits: the gate's last look still holds as the pool is asked.
+        async with solitude().run(alone=alone, metrics=metrics, stage=pool.stage):
+            outcome = await pool.run(PREVIEW_TASK, {"previews": previews},
+                                     timeout=PREVIEW_TIMEOUT, env=logs.task_env(**log_context),
+                                     priority=PREVIEW_PRIORITY,
+                                     started=began and (lambda: began(alone)))
     except Exception as exc:  # noqa: BLE001 - a lost worker included: the product stands
         log.warning("previews not made: %s: %s", type(exc).__name__, exc, extra=log_context)
         return {"made": [], "failed": {"*": str(exc)}}
@@ -84,9 +98,18 @@ class Previews:
     async def draw(self, event_id: str, previews: list[dict], log_context: dict, *,
                    gated: bool = True) -> dict:
         """Draw, then drop the entry; a stop (cancellation) leaves it for the
-        next daemon of the stage."""
-        result = await make_previews(self.pool, previews, log_context,
-                                     self.gate if gated else None)
+        next daemon of the stage. Its drawing's start in a worker is marked
+        beside it; a suspect's is drawn alone (pending_previews.py)."""
+        try:
+            result = await make_previews(self.pool, previews, log_context,
+                                         self.gate if gated else None,
+                                         alone=event_id in self.pending.suspects,
+                                         began=lambda alone: self.pending.began(event_id, alone),
+                                         metrics=self.metrics)
+        except BaseException:  # cancelled (a stop): not cut short, its mark goes
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.pending.unmark, event_id)
+            raise
         await anyio.to_thread.run_sync(self.pending.done, event_id)
         return result
 

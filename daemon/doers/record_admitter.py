@@ -46,7 +46,7 @@ from calstream.daemon.doers.digest_memo import (
     signature_of,
 )
 from calstream.daemon.doers.kafka import Record
-from calstream.daemon.doers.namespace_context import namespace_problem
+from calstream.daemon.doers.namespace_context import ContextRecordUnwritten, namespace_problem
 from calstream.daemon.doers.product_store import OutsideRoot
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.operations.config import Config
@@ -141,6 +141,8 @@ class RecordAdmitter:
                     item.program, item.observation, item.name, item.stage, item.version)
         except OutsideRoot as exc:  # its names, or a link in the store, lead out of it
             verdict, item = admission.bad_input(f"cannot write its products: {exc}"), None
+        except ContextRecordUnwritten:
+            raise  # the store's fault: the consumer keeps the record, parked, and tries again
         except Exception as exc:  # noqa: BLE001 - one record must never stop its partition
             # Judging reads only this record's own files: whatever goes wrong
             # here is this record's fault, and retrying it would block every

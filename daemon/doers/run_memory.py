@@ -4,7 +4,8 @@ Between two polls of a run (every 0.2 s) the pool asks ``over_bound``: a run
 over its bound is killed now, before the kernel's OOM killer takes the
 container (cgroup v2's group kill) and every run in it. SIGKILL at once, not
 SIGTERM: what the run asks for next may be the last straw. Its children die
-with it (PDEATHSIG: child_processes.children_die_with_me) and count whatever
+with it (its process group, killed with it: child_processes.kill_group; and
+multiprocessing's by PDEATHSIG: children_die_with_me) and count whatever
 cores it was given: an operator's step parameter ``maximum_cores`` starts
 stcal's processes in a run of one core too (their memory escaped). A run
 given several cores was given the part of idle workers too (core_sharing),
@@ -24,6 +25,7 @@ import signal
 import time
 from typing import Any
 
+from calstream.daemon.doers.child_processes import kill_group
 from calstream.daemon.doers.process_memory import children_of, oom_kills, resident_bytes
 
 log = logging.getLogger("calstream.pool")
@@ -43,6 +45,7 @@ def over_bound(process: Any, name: str, bound: int, request: Any) -> str | None:
         return None
     with contextlib.suppress(OSError, ValueError):
         process.kill()
+    kill_group(process.pid)  # its children at once: their memory counted in the bound
     log.warning("worker %s held %d MiB during its run, more than a run may use "
                 "(%d MiB, worker_run_memory_mb): killed", name, used >> 20, bound >> 20)
     return (f"worker {name} held {used >> 20} MiB during the run, more than a run may use "

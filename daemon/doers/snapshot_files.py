@@ -17,13 +17,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from calstream.daemon.doers.inbox.file_reads import (
+from calstream.daemon.doers.file_reads import (
     READ_SECONDS,
     WORK_DIR_HUNG,
     FileReads,
     ReadHung,
 )
 from calstream.daemon.doers.planner_snapshots import Found, Packed, put, read_file, snapshot_path
+
+OF = "the planner's snapshot"  # its threads' name and its ReadHung lines say whose
 
 
 class SnapshotFiles:
@@ -33,7 +35,7 @@ class SnapshotFiles:
 
     def _timed(self) -> FileReads:
         if self._reads is None:
-            self._reads = FileReads(1, self.seconds)
+            self._reads = FileReads(1, self.seconds, of=OF)
         return self._reads
 
     def still_hung(self) -> ReadHung | None:
@@ -42,7 +44,7 @@ class SnapshotFiles:
         if self._reads is None or not self._reads.hung():
             return None
         return ReadHung(self.path, self.seconds, earlier=True, what="snapshot's write",
-                        cause=WORK_DIR_HUNG)
+                        cause=WORK_DIR_HUNG, of=OF)
 
     async def read(self) -> Found | None:
         """``read_file``, given the time to read the file at the slowest
@@ -52,6 +54,12 @@ class SnapshotFiles:
                                  cause=WORK_DIR_HUNG)
         return await reads.timed(lambda _: read_file(self.work_dir), self.path,
                                  reads.given(size), what="snapshot's read", cause=WORK_DIR_HUNG)
+
+    async def delete(self) -> None:
+        """The snapshot file removed (found unreadable late: the planner
+        rebuilds), timed as its read and write are."""
+        await self._timed().timed(lambda p: p.unlink(missing_ok=True), self.path, self.seconds,
+                                  what="snapshot's deletion", cause=WORK_DIR_HUNG)
 
     async def put(self, packed: Packed) -> int:
         """``put``: the snapshot written (atomically), its size."""

@@ -30,7 +30,7 @@ from calstream.daemon.deciders.retry_policy import Backoff
 from calstream.daemon.doers.broker_probe import kill_if_wedged
 from calstream.daemon.doers.broker_supervisor import CLIENT_LOGGERS, quiet_client_logs
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
-from calstream.daemon.doers.inbox.file_reads import (
+from calstream.daemon.doers.file_reads import (
     INBOX_HUNG,
     READ_SECONDS,
     STORE_HUNG,
@@ -158,7 +158,7 @@ class StartWaits:
         self.cfg, self.metrics = cfg, metrics
         # The inbox's making, in threads that can be left (file_reads.py):
         # one left hung is not begun again until it returns.
-        self._reads = FileReads(1, read_seconds)
+        self._reads = FileReads(1, read_seconds, of="the daemon's directories")
         # Every step waiting now, oldest first: the daemon's start and the
         # planner's (on its own loop) can wait at once, and /readyz names each
         # (one slot showed whichever began last: an operator, and a test, saw
@@ -186,6 +186,13 @@ class StartWaits:
                                 seconds, what="making", cause=WORK_DIR_HUNG)
         await self._reads.timed(lambda _: store_made(cfg), cfg.products, seconds,
                                 what="making", cause=STORE_HUNG)
+
+    @property
+    def reads(self) -> FileReads:
+        """The daemon's timed calls on its work directory and store, on its
+        event loop, kept across tries (the recovery of what a broker lost:
+        broker_recovery.py): one left hung is not made again."""
+        return self._reads
 
     async def on_work_dir(self, call: Callable[[], T]) -> T:
         """``call()``, a write in the work directory, timed as roots_made's:
@@ -288,10 +295,12 @@ async def start_embedded(broker: EmbeddedBroker, waits: StartWaits) -> None:
     """The embedded broker started unless it runs. On the event loop's thread
     (tansu dies with the thread that started it), blocking it for tansu's
     start (tens of ms); its directory made first, timed (work_dir_hung), with
-    a probe file: tansu panics (exit 101) on a full disk, where its start
-    step is to wait; a silent mount froze the whole daemon there."""
+    a probe file (a full disk is waited for: tansu panicked, exit 101,
+    writing its log there before session 45, when its output went to the
+    daemon's log); a silent mount froze the whole daemon there."""
     if not broker.alive():
-        broker.start(await waits.on_work_dir(lambda: _probed(broker).prepared()))
+        await waits.on_work_dir(lambda: _probed(broker).prepared())
+        broker.start(prepared=True)
 
 
 def _probed(broker: EmbeddedBroker) -> EmbeddedBroker:

@@ -150,44 +150,60 @@ class WorkClaims:
 
     def look(self, path: Path) -> tuple[str, os.stat_result | None, Owner | None]:
         """The claim on ``path`` as judged now: (verdict, its stat, its owner)."""
+        return self._judged(path)[:3]
+
+    def _judged(self, path: Path) -> tuple[str, os.stat_result | None, Owner | None, str]:
+        """``look``'s answer, and what made the claim stale, in words (its
+        takeover's log line says what was seen, not the bound alone)."""
         try:
             seen = path.stat()
         except FileNotFoundError:
             self.silence.forget(path)
-            return FREE, None, None
+            return FREE, None, None, ""
         owner = self._owner(path)
+        silent = self.silence.silent_for(path, seen)
         if owner is None or owner.host != self.me.host:
             alive = True  # another host's pid cannot be judged here
         elif owner.pid == os.getpid():
             alive = (str(path), owner.token) in _HELD
         else:
             alive = pid_alive(owner.pid)
-        verdict = judge(exists=True, heartbeat_age=self.silence.silent_for(path, seen),
-                        owner=owner, me=self.me, stale_seconds=self.stale_seconds,
-                        owner_alive=alive)
-        return verdict, seen, owner
+        verdict = judge(exists=True, heartbeat_age=silent, owner=owner, me=self.me,
+                        stale_seconds=self.stale_seconds, owner_alive=alive)
+        if alive:
+            why = (f"no heartbeat seen for {silent:.0f}s (claim_stale_seconds: "
+                   f"{self.stale_seconds:.0f}s)")
+        elif owner.pid == os.getpid():
+            why = "its owner is this process, and no run of it holds the claim"
+        else:
+            why = f"its owner, pid {owner.pid}, is gone from this host"
+        return verdict, seen, owner, why
 
     def try_claim(self, path: Path, about: dict[str, Any]) -> tuple[str, Owner | None]:
         """One attempt: ("claimed" | "taken_over" | "live", the owner in the way)."""
+        return self.claim_once(path, about)[:2]
+
+    def claim_once(self, path: Path, about: dict[str, Any]) -> tuple[str, Owner | None, str]:
+        """``try_claim``'s answer, and why a claim taken over was stale."""
         if self._create(path, about):
-            return "claimed", None
-        verdict, seen, owner = self.look(path)
+            return "claimed", None, ""
+        verdict, seen, owner, why = self._judged(path)
         if verdict == LIVE:
-            return "live", owner
+            return "live", owner, ""
         if verdict == FREE:  # removed since: try again at once
-            return ("claimed", None) if self._create(path, about) else ("live", owner)
+            return ("claimed", None, "") if self._create(path, about) else ("live", owner, "")
         aside = path.with_name(f"{path.name}.aside-{self.me.token}")
         try:
             os.rename(path, aside)
         except FileNotFoundError:
-            return "live", owner  # someone else moved it first: look again later
+            return "live", owner, ""  # someone else moved it first: look again later
         moved = aside.stat()
         if (moved.st_ino, moved.st_mtime_ns) != (seen.st_ino, seen.st_mtime_ns):
             # It changed hands or beat between the look and the rename: put it back.
             with contextlib.suppress(FileExistsError):
                 os.link(aside, path)
             aside.unlink(missing_ok=True)
-            return "live", owner
+            return "live", owner, ""
         aside.unlink(missing_ok=True)
         self.silence.forget(path)
         if verdict != MINE:
@@ -196,8 +212,8 @@ class WorkClaims:
             # (it then runs as "claimed"), and the takeover must still count once.
             self._count("claims_taken_over", about.get("stage", ""))
         if not self._create(path, about):
-            return "live", owner
-        return ("claimed" if verdict == MINE else "taken_over"), owner
+            return "live", owner, ""
+        return ("claimed" if verdict == MINE else "taken_over"), owner, why
 
     def beat(self, path: Path) -> str:
         """Touch our claim: OURS; LOST once it is no longer ours (gone, or
@@ -266,8 +282,8 @@ class WorkClaims:
                 # even when the run is cancelled meanwhile (a cancel is taken at the
                 # first checkpoint inside the try).
                 with anyio.CancelScope(shield=True):
-                    outcome, owner = await anyio.to_thread.run_sync(self.try_claim, path,
-                                                                    about)
+                    outcome, owner, why = await anyio.to_thread.run_sync(
+                        self.claim_once, path, about)
             except OSError as exc:
                 if infrastructure_cause(exc) is None:
                     raise
@@ -287,8 +303,8 @@ class WorkClaims:
                          work_id[:12], _who(owner), path, **extra)
             await anyio.sleep(self.heartbeat_seconds)
         if outcome == "taken_over":  # counted in try_claim, where it was removed
-            log.warning("%s: took over the stale claim of %s on work %s (no heartbeat for "
-                        "%.0fs)", name, _who(owner), work_id[:12], self.stale_seconds, **extra)
+            log.warning("%s: took over the stale claim of %s on work %s (%s)", name,
+                        _who(owner), work_id[:12], why, **extra)
         try:
             async with anyio.create_task_group() as beats:
                 beats.start_soon(self._beating, path, name, extra)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import anyio
 
-from calstream.daemon.doers.inbox.file_reads import READ_SECONDS, WORK_DIR_HUNG, FileReads, ReadHung
+from calstream.daemon.doers.file_reads import READ_SECONDS, WORK_DIR_HUNG, FileReads, ReadHung
 from calstream.daemon.operations.config import ConfigError
 
 log = logging.getLogger("calstream.daemon")
@@ -130,7 +130,7 @@ def holding(work_dir: Path, *, seconds: float = READ_SECONDS) -> Iterator[WorkDi
     was up, unseen) is left so too; its take goes on in its thread."""
     lock = WorkDirLock(work_dir)
     try:
-        anyio.run(partial(FileReads(1, seconds).timed, lambda _: lock.take(), Path(work_dir),
+        anyio.run(partial(FileReads(1, seconds, of="the work directory's lock").timed, lambda _: lock.take(), Path(work_dir),
                           seconds, what="lock", cause=WORK_DIR_HUNG))
     except (OSError, ReadHung) as exc:
         log.warning("could not lock the work directory %s yet (%s): the start takes the lock "

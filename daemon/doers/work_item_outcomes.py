@@ -147,14 +147,25 @@ class RunOutcomes:
                         result["crds_context"], context, extra=item.log_context)
         message, previews = await anyio.to_thread.run_sync(commit)
         outputs = message["outputs"]
-        # The run succeeded with its commit marker: counted now, not after the
-        # event's acknowledgement, or a run whose event a broker outage delays
-        # would only ever be counted as the "duplicate" that re-emits it.
-        self.count(item, "success")
         self.metrics.stage_duration.labels(stage=item.stage, pipeline=item.pipeline).observe(
             result["duration_seconds"])
         # The record (the commit marker) is down: announce at once.
-        await self.publisher.publish("products", item.program, message)
+        refused = False
+        try:
+            await self.publisher.publish("products", item.program, message)
+        except contract.InvalidMessage:
+            # Refused for what it is (RecordRefused): the item is dead-lettered
+            # and counted "failed" there, its one outcome; before session 45 it
+            # was counted "success" too.
+            refused = True
+            raise
+        finally:
+            # Any other end counts the run that succeeded with its commit
+            # marker, not only an acknowledgement: a run whose event a broker
+            # outage delays would only ever be counted as the "duplicate"
+            # that re-emits it.
+            if not refused:
+                self.count(item, "success")
         latency = None
         # A replayed item's arrival is days old: its "latency" is not the live one.
         if item.arrived_at and item.priority == "live":

@@ -40,7 +40,7 @@ from calstream.daemon.doers.preview_runner import Previews
 from calstream.daemon.doers.product_store import Done, ProductStore
 from calstream.daemon.doers.work_claims import WorkClaims
 from calstream.daemon.doers.work_item_outcomes import RunOutcomes
-from calstream.daemon.doers.work_item_runs import CutShortRuns
+from calstream.daemon.doers.work_item_runs import CutShortRuns, solitude
 from calstream.daemon.doers.worker_pool import ServerLost, WorkerLost, WorkerPool
 from calstream.daemon.operations import logs
 from calstream.daemon.operations.config import Config
@@ -128,7 +128,8 @@ class WorkItemRunner(RunOutcomes):
 
         def look() -> Done | None:  # one trip off the loop (issue 15)
             done = self._done(item, wid, store)
-            if runs.read() and done is not None:
+            runs.read()
+            if runs.suspect and done is not None:
                 runs.forget()  # a mark its daemon's end left after the commit
             return done
         done = await anyio.to_thread.run_sync(look)
@@ -192,6 +193,11 @@ class WorkItemRunner(RunOutcomes):
                 await self._dead_letter(item, step, detail, None, cut_short, run_log)
                 await anyio.to_thread.run_sync(runs.forget)
                 return
+        elif runs.suspect:
+            log.warning("%s: its last run was cut short with the daemon, beside other runs: "
+                        "not counted against it; run alone (this daemon's other runs wait "
+                        "for it), as only a run cut short alone is counted", item.name,
+                        extra=item.log_context)
         parked = ParkedItem(self.gates, self.metrics, item, self.cfg.park_recheck_seconds,
                             self.previews.gate)
         try:
@@ -254,24 +260,30 @@ class WorkItemRunner(RunOutcomes):
             done.extend(filter(None, [self._done(item, wid, store)]))
             return not done
 
+        # A suspect (work_item_runs.py) runs alone in this process's workers.
+        alone = runs is not None and runs.suspect
+
         def started() -> None:
             if runs is not None:
-                runs.began()
+                runs.began(alone)
             if not parked:
                 consumer_slots.run_begins()
 
         try:
-            try:
-                outcome = await self.pool.run(
-                    item.task, {**item.task_kwargs, "output_dir": str(scratch)},
-                    timeout=self.cfg.task_timeout, log_path=str(run_log),
-                    env={"CRDS_CONTEXT": self.context(item), **logs.task_env(**item.log_context)},
-                    priority=0 if item.priority == "live" else 1, still_needed=still_needed,
-                    share_cores=self._core_sharing(item), started=started)
-            finally:
-                if runs is not None and runs.marking:  # ended as this process sees it
-                    with anyio.CancelScope(shield=True):
-                        await anyio.to_thread.run_sync(runs.ended)
+            async with solitude().run(alone=alone, metrics=self.metrics,
+                                      stage=self.pool.stage):
+                try:
+                    outcome = await self.pool.run(
+                        item.task, {**item.task_kwargs, "output_dir": str(scratch)},
+                        timeout=self.cfg.task_timeout, log_path=str(run_log),
+                        env={"CRDS_CONTEXT": self.context(item),
+                             **logs.task_env(**item.log_context)},
+                        priority=0 if item.priority == "live" else 1, still_needed=still_needed,
+                        share_cores=self._core_sharing(item), started=started)
+                finally:
+                    if runs is not None and runs.marking:  # ended as this process sees it
+                        with anyio.CancelScope(shield=True):
+                            await anyio.to_thread.run_sync(runs.ended)
             if outcome is None:
                 await anyio.to_thread.run_sync(shutil.rmtree, scratch, True)
                 await self._re_emit(item, wid, done[0])

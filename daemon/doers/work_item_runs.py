@@ -18,15 +18,34 @@ waited behind them in a crashed daemon are not. Only the claim's holder
 writes the mark; it is a hint, so a mark that cannot be read counts none
 and one that cannot be written (a full store: the run parks on it anyway)
 is passed over. Not synced: what the kernel kills leaves the page cache.
+
+Only a run that was likely the cause is blamed (session 45). A container's
+end takes every run in it, and before, each of them was counted: after
+``max_attempts`` such ends in a row, the runs that were only beside the
+runaway one were dead-lettered with it. So a mark also says whether its run
+was *alone* (``{"began": N, "alone": true}``): a suspect's run, which
+``Solitude`` keeps the only one in this process's workers. Any other run
+is marked with company, even one that began with none beside it: one may
+begin beside it before its end. A run cut short with company is not
+counted against its item; the item is a *suspect*, and its next run is
+alone: the daemon's other runs wait for it (and it for them). A runaway so
+takes the container down alone, and is counted; an innocent run ends, and
+its mark goes. A mark without ``alone`` (an older daemon's) is counted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import threading
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
+
+import anyio
 
 from calstream.daemon.doers.durable_files import write_json_atomically
 from calstream.daemon.doers.work_claims import WorkClaims
@@ -45,25 +64,33 @@ class CutShortRuns:
         claim = claims.path(work_id, version)
         self.path = claim.with_name(f"{claim.name}.runs")
         self.top = claims.top
-        self.cut_short = 0  # as read() found them
+        self.cut_short = 0  # runs blamed, as read() found them
+        self.suspect = False  # a mark was found: its next run is alone
         self._marking: list[threading.Thread] = []
 
     def read(self) -> int:
-        """Runs of this work that began in a worker and never ended (in a
-        thread): 0 for no mark, or one that cannot be read or is garbage."""
+        """Runs of this work that began in a worker, alone, and never ended,
+        in a row (in a thread): 0 for no mark, one whose last run had company,
+        or one that cannot be read or is garbage. ``suspect``: any mark."""
         try:
-            began = json.loads(read_regular_text(self.path)).get("began")
+            mark = json.loads(read_regular_text(self.path))
+            began, alone = mark.get("began"), mark.get("alone", True)
         except (OSError, ValueError, RecursionError, AttributeError):
-            began = 0
+            began, alone = 0, True
         ok = isinstance(began, int) and not isinstance(began, bool) and 0 <= began <= _MOST
-        self.cut_short = began if ok else 0
+        began = began if ok else 0
+        self.suspect = began > 0
+        # Runs before the last were alone: a suspect runs alone (Solitude).
+        self.cut_short = began if alone is True else max(0, began - 1)
         return self.cut_short
 
-    def began(self) -> None:
-        """A run began in a worker: marked in a thread of its own (called on
-        the event loop, at the moment a worker is the run's: pool.run's
-        ``started``); ``ended`` waits for it."""
-        marking = threading.Thread(target=self._mark, name="run-mark", daemon=True)
+    def began(self, alone: bool = False) -> None:
+        """A run began in a worker (``alone``: the only one in this process's
+        workers): marked in a thread of its own (called on the event loop, at
+        the moment a worker is the run's: pool.run's ``started``); ``ended``
+        waits for it."""
+        marking = threading.Thread(target=self._mark, args=(alone,), name="run-mark",
+                                   daemon=True)
         marking.start()
         self._marking.append(marking)
 
@@ -73,12 +100,15 @@ class CutShortRuns:
         return bool(self._marking)
 
     def ended(self) -> None:
-        """The run began here ended (in a thread): its mark removed."""
+        """The run began here ended (in a thread): its mark removed, and the
+        count with it: a retry's mark counts from one (runs cut short *in a
+        row*; the earlier daemons' runs were counted at this item's start)."""
         if not self._marking:
             return  # none began here: a mark left by an earlier daemon stays
         for marking in self._marking:
             marking.join()
         self._marking.clear()
+        self.cut_short, self.suspect = 0, False
         self.forget()
 
     def forget(self) -> None:
@@ -87,9 +117,85 @@ class CutShortRuns:
         with contextlib.suppress(OSError):
             self.path.unlink(missing_ok=True)
 
-    def _mark(self) -> None:
+    def _mark(self, alone: bool) -> None:
         try:
-            write_json_atomically(Path(self.path), {"began": self.cut_short + 1},
+            write_json_atomically(Path(self.path), {"began": self.cut_short + 1, "alone": alone},
                                   what="run mark", root=self.top, sync=False)
         except OSError as exc:
             log.debug("cannot mark the run's start in %s: %s", self.path, exc)
+
+
+class Solitude:
+    """This process's runs in workers (across its pools): many together, or
+    a suspect's alone. ``run(alone=False)`` waits while a suspect's run goes
+    on or waits (it goes first: the runs in workers end, and none begins);
+    ``run(alone=True)`` waits until no other run is held. Held from before
+    a run asks for its worker until its end. A run that waits here is
+    counted, while it waits, in ``metrics``' ``calstream_runs_waiting_alone``
+    under its ``stage``: ``suspect`` or ``held_back`` (one behind a suspect)."""
+
+    def __init__(self) -> None:
+        self.shared = 0  # runs held with company allowed
+        self.alone = False  # a suspect's run is held
+        self.waiting_alone = 0
+        self._changed = anyio.Event()
+
+    def _change(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    @contextlib.asynccontextmanager
+    async def run(self, *, alone: bool, metrics: Any = None,
+                  stage: str = "") -> AsyncIterator[None]:
+        if alone:
+            self.waiting_alone += 1
+            held = False
+            try:
+                with _waiting(metrics, stage, "suspect", self.alone or self.shared):
+                    while self.alone or self.shared:
+                        await self._changed.wait()
+                self.alone = held = True
+            finally:
+                self.waiting_alone -= 1
+                if not held:  # cancelled while waiting: the others go on
+                    self._change()
+        else:
+            with _waiting(metrics, stage, "held_back", self.alone or self.waiting_alone):
+                while self.alone or self.waiting_alone:
+                    await self._changed.wait()
+            self.shared += 1
+        try:
+            yield
+        finally:
+            if alone:
+                self.alone = False
+            else:
+                self.shared -= 1
+            self._change()
+
+
+@contextlib.contextmanager
+def _waiting(metrics: Any, stage: str, run: str, waits: bool) -> Iterator[None]:
+    """Counted in ``calstream_runs_waiting_alone`` while it ``waits``: with
+    many suspects after a crash, the stalled stage says why."""
+    if metrics is None or not waits:
+        yield
+        return
+    gauge = metrics.runs_waiting_alone.labels(stage=stage, run=run)
+    gauge.inc()
+    try:
+        yield
+    finally:
+        gauge.dec()
+
+
+# One per event loop: the daemon's one (its every pool), each test's own.
+_SOLITUDES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def solitude() -> Solitude:
+    """This process's Solitude (its running event loop's)."""
+    loop = asyncio.get_running_loop()
+    if (found := _SOLITUDES.get(loop)) is None:
+        found = _SOLITUDES[loop] = Solitude()
+    return found

@@ -30,6 +30,7 @@ from multiprocessing.reduction import DupFd
 from typing import Any
 
 from calstream.daemon.doers import worker_server_watch
+from calstream.daemon.doers.child_processes import kill_group
 from calstream.daemon.doers.parking import until_done
 from calstream.daemon.doers.worker_losses import WorkerLost
 from calstream.daemon.doers.worker_process import worker_main
@@ -156,6 +157,10 @@ class WorkerLifecycle:
             if w.process.exitcode is None:
                 w.process.kill()
                 w.process.join(5)
+            # Its runs' children, orphaned: a killed worker's (OOM, the
+            # memory bound, a time-out, a stop) ran on for nobody. Reaped
+            # already, its pid may be another process's (kill_group).
+            kill_group(w.process.pid, reaped=w.process.exitcode is not None)
             w.conn.close()
         # A thread: joining here would hold the event loop (run() calls this).
         ender = threading.Thread(target=reap, name=f"end-{w.name}", daemon=True)
@@ -218,3 +223,4 @@ def kill_left_over(pool_ref: weakref.ref) -> None:
         for w in list(pool._all):
             w.process.kill()
             w.process.join(timeout=5)
+            kill_group(w.process.pid, reaped=w.process.exitcode is not None)

@@ -33,7 +33,11 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from calstream.daemon.doers.child_processes import children_die_with_me, die_with_parent
+from calstream.daemon.doers.child_processes import (
+    children_die_with_me,
+    die_with_parent,
+    lead_own_group,
+)
 from calstream.daemon.doers.output_sealing import sealing
 from calstream.daemon.doers.process_memory import resident_in_use_bytes
 from calstream.daemon.doers.worker_forkserver import server_pid
@@ -63,6 +67,8 @@ def worker_main(conn: Connection, env: dict[str, str], initializer: str | None,
     # worker forked from the server dies with it, and the server with the
     # daemon (worker_server.py); a spawned one with the daemon.
     die_with_parent(server_pid() or parent_pid, signal.SIGKILL)
+    # What its runs start ends with it: the pool kills its group once it ended.
+    lead_own_group()
     _take_stdio(stdio)
     # The environment (CRDS_PATH, CRDS_CONTEXT, ...): all of it, the daemon's
     # as it is now (worker_lifecycle._spawn), since a forked worker holds the

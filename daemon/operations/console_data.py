@@ -24,6 +24,7 @@ from calstream.daemon.doers.product_store import LIVE, PROMOTIONS, ProductStore
 from calstream.daemon.doers.promotion import current_namespace
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.dead_letter_redrives import RedriveReading, pending
+from calstream.daemon.operations.holds_view import ledger_reads
 from calstream.daemon.operations.status_collection import collect
 from calstream.daemon.operations.status_summary import Status
 from calstream.steps.failures import error_text
@@ -317,6 +318,7 @@ class ConsoleData:
         # The redrive marks read so far: a rebuild reads only what the
         # originals' topics got since (the lock keeps one rebuild at a time).
         self.redrives = RedriveReading(budget=REDRIVES_BUDGET)
+        self.ledger_reads = ledger_reads()  # the planner's ledger's, timed (holds_view.py)
         self._lock = threading.Lock()
 
     def snapshot(self, namespace: str = LIVE) -> Snapshot:
@@ -337,7 +339,8 @@ class ConsoleData:
         try:
             status = anyio.run(lambda: collect(self.cfg, self.metrics_urls(),
                                                dead_letters=self.dead_letters, products=0,
-                                               timeout=10.0, redrives=self.redrives))
+                                               timeout=10.0, redrives=self.redrives,
+                                               ledger_reads=self.ledger_reads))
             index_broker(status, namespace, index)
             error = status.broker.error
         except Exception as exc:  # noqa: BLE001 - the store alone is still worth showing

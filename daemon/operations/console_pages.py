@@ -25,7 +25,7 @@ from calstream.daemon.operations.dead_letter_redrives import REDRIVES, pending
 from calstream.daemon.operations.holds_view import not_the_planners
 from calstream.daemon.operations.logs import escape_controls
 from calstream.daemon.operations.parked_causes import next_step
-from calstream.daemon.operations.status_summary import planner_left, planner_unseen
+from calstream.daemon.operations.status_summary import planner_cut, planner_left, planner_unseen
 from calstream.topics import contract
 from calstream.topics.dead_letters import TEXT_BUDGET, bounded
 
@@ -198,7 +198,9 @@ def _planner(snap: Snapshot) -> str:
     records it has yet to decide (what `calstream status` says)."""
     view = ((snap.status.planner if snap.status else None) or {}).get("view")
     if not isinstance(view, dict):
-        return '<p class="muted">not reported (no daemon given serves /planner)</p>'
+        why = ((snap.status.planner if snap.status else None) or {}).get("view_error")
+        return (f'<p class="error">not reported ({_e(why)})</p>' if why else
+                '<p class="muted">not reported (no daemon given serves /planner)</p>')
     left = planner_left(view)
     state = "caught up" if view.get("caught_up") is True else "catching up with its history"
     behind = ", ".join(f"{n} record(s) of {t}" for t, n in left.items())
@@ -209,9 +211,16 @@ def _planner(snap: Snapshot) -> str:
         f'{", ".join(_e(n) for n in names)}'
         f'{_e(f" ... and {count - len(names)} more") if count > len(names) else ""}</p>'
         for words, count, names in planner_unseen(view))
+    cut = "".join(f'<p class="muted">{_e(_cut_words(*c))}</p>' for c in planner_cut(
+        view, snap.namespace))
     return (f'<p class="{"held" if left else "muted"}">{_e(state)}; '
             f'{_e(behind + " left to decide" if left else "nothing left to decide")}</p>'
-            + unseen)
+            + unseen + cut)
+
+
+def _cut_words(words: str, listed: int, count: int) -> str:
+    return (f"{words}: {count}; the planner lists the first {listed}, and only those are on "
+            "the observations' pages (`calstream status` counts them all)")
 
 
 def _parked(snap: Snapshot) -> str:

@@ -16,13 +16,17 @@ shown as the planner's.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-import anyio
-
 from calstream.daemon.deciders.holds import Holds, holds_shown
+from calstream.daemon.doers.file_reads import WORK_DIR_HUNG, FileReads, ReadHung
 from calstream.daemon.doers.planner_disk_records import planner_holds_at
 from calstream.topics import contract
+
+# The planner's ledger read for a view at most this long: within the time
+# `calstream status` and the console give the broker's whole view (10-15 s).
+LEDGER_SECONDS = 5.0
 
 
 def last_holds(records, unreadable: Callable[[], None] | None = None, *,
@@ -55,27 +59,83 @@ def last_holds(records, unreadable: Callable[[], None] | None = None, *,
 VIEW_FIELDS = ("source", "checked", "holds_topic")
 
 
-def believed(topic_holds: Holds, work_dir: Path) -> tuple[Holds, bool]:
+def believed(topic_holds: Holds, work_dir: Path,
+             answered: Callable[[], None] = lambda: None) -> tuple[Holds, bool]:
     """The rows shown (``holds_shown``) from the holds topic's last hold of
     each exposure (``last_holds``) and the ledger of the planner in
     ``work_dir``, and whether there was one (False: the rows are the
-    topic's alone). Reads files: off the event loop."""
-    own = planner_holds_at(work_dir)
+    topic's alone). Reads files: off the event loop; ``answered()`` at each
+    (KeyedLedger.kept)."""
+    own = planner_holds_at(work_dir, answered)
     return holds_shown(topic_holds, own), own is not None
 
 
-async def current_holds(cfg, topics) -> Holds:
+def ledger_reads() -> FileReads:
+    """What times a view's read of the planner's ledger; a caller that reads
+    again (the console, every few seconds while a page is open) keeps one:
+    a read left hung is not made again, one thread on a silent mount."""
+    return FileReads(1, LEDGER_SECONDS, of="the planner's ledger")
+
+
+async def believed_in_time(topic_holds: Holds, work_dir: Path, reads: FileReads | None = None
+                           ) -> tuple[Holds, bool, str | None]:
+    """``believed``, timed (``reads``; None: this call's own): in anyio's
+    threads, untimed, a silent work directory (a hard NFS mount whose
+    server is away) held the view for ever -- the console's every page
+    waited behind its rebuild, and a `calstream status` or `holds list`
+    never ended. Past its time, the topic's rows, unchecked, and why
+    (the third item; None when the ledger answered)."""
+    reads = reads or ledger_reads()
+    try:
+        # Hung once no file has answered in its time: a ledger of many holds
+        # on slow storage that works is read, not called hung.
+        rows, checked = await reads.listing(partial(believed, topic_holds, work_dir),
+                                            Path(work_dir), what="planner's ledger's read",
+                                            cause=WORK_DIR_HUNG)
+    except ReadHung as exc:
+        return holds_shown(topic_holds, None), False, (
+            f"the planner's ledger in {work_dir} did not answer ({exc}): these are the holds "
+            "topic's records, not checked against what the planner holds")
+    return rows, checked, None
+
+
+async def current_holds(cfg, topics) -> tuple[Holds, str | None]:
     """The hold of each exposure as the planner has it, where its ledger is
-    reachable (``cfg.work_dir``), else the holds topic's last record. The
-    topic is folded as it is read: what is kept is its last hold of each
-    exposure, as compaction would keep (tansu never compacts)."""
+    reachable (``cfg.work_dir``), else the holds topic's last record; and
+    what to say of the rows (None: nothing), as status says it: a ledger
+    that did not answer is said so (it was dropped here, and `holds list`
+    said there was no planner's ledger in a work directory that has one).
+    The topic is folded as it is read: what is kept is its last hold of
+    each exposure, as compaction would keep (tansu never compacts)."""
     from calstream.daemon.doers import kafka
 
     topic_holds: Holds = {}
-    await kafka.fold_to_end(cfg, topics.name("holds"),
-                            lambda batch: last_holds(batch, into=topic_holds))
-    rows, _ = await anyio.to_thread.run_sync(believed, topic_holds, cfg.work_dir)
-    return rows
+    name = topics.name("holds")
+    await kafka.fold_to_end(cfg, name, lambda batch: last_holds(batch, into=topic_holds))
+    rows, checked, unanswered = await believed_in_time(topic_holds, cfg.work_dir)
+    if not checked and not rows and not await _listed(cfg, name):
+        raise kafka.TopicsMissing({name: HOLDS_NOT_THERE if unanswered is None
+                                   else f"{HOLDS_NOT_THERE}; {unanswered}"})
+    return rows, unanswered or unchecked_note(rows.values(), cfg.work_dir)
+
+
+# Why a holds topic the broker does not list, with no planner's ledger to
+# read instead, is an error, not "no exposures held": a broker that
+# restarted lists no topic until a daemon has created them again (and the
+# planner puts its holds back after that); `holds list` said nothing was
+# held meanwhile, as for a topic prefix mistyped.
+HOLDS_NOT_THERE = ("the broker lists no such topic (yet): a daemon creates it at its start "
+                   "and, after a broker restart, the planner puts its holds back: run the "
+                   "command again in a moment, give the planner daemon's --work-dir (its "
+                   "ledger), or check --topic-prefix")
+
+
+async def _listed(cfg, name: str) -> bool:
+    """Whether the broker lists topic ``name``."""
+    from calstream.daemon.doers import kafka
+
+    async with kafka.open_reader(cfg, [name]) as reader:
+        return not reader.missing
 
 
 def by_since(h: dict):

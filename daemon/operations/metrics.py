@@ -110,6 +110,14 @@ class Metrics:
             "calstream_previews_waiting",
             "Previews waiting for their pool to have no calibration in flight (at most "
             "preview_max_wait seconds) before they ask for a worker", ["stage"], registry=r)
+        # Runs waiting while a suspect runs alone (doers/work_item_runs.Solitude):
+        # after a crash with many suspects, why a stage makes no progress.
+        self.runs_waiting_alone = Gauge(
+            "calstream_runs_waiting_alone",
+            "Runs waiting because a suspect (a work item whose last run was cut short with "
+            "the daemon, beside other runs) runs alone: run=suspect, a suspect waiting for "
+            "this daemon's runs in workers to end; run=held_back, a calibration or preview "
+            "waiting for a suspect's run to end", ["stage", "run"], registry=r)
         # Entries of a stopped daemon's undrawn previews taken up by this one
         # (doers/pending_previews.py): "resumed" to be drawn, "refused" dropped.
         self.previews_adopted = Counter(

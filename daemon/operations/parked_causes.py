@@ -10,7 +10,7 @@ from calstream.daemon.deciders.broker_refusals import (
     TOPIC_NOT_AUTHORIZED,
     TOPIC_REFUSES_RECORD,
 )
-from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, STORE_HUNG, WORK_DIR_HUNG
+from calstream.daemon.doers.file_reads import INBOX_HUNG, STORE_HUNG, WORK_DIR_HUNG
 from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
 from calstream.daemon.doers.start_waits import BROKER_UNREACHABLE, TOPICS_MISSING
 from calstream.steps.failures import (

@@ -44,14 +44,15 @@ import anyio
 from calstream.daemon.deciders.admission import is_context_name
 from calstream.daemon.deciders.replay_from_store import (
     ARRIVAL_STAGES,
-    arrivals_from_store,
     lost_orders,
+    store_arrivals,
 )
 from calstream.daemon.deciders.replay_namespace import (
     context_problem,
     mixed_problem,
     record_from_products,
 )
+from calstream.daemon.deciders.replay_packed import publishable, unpacked
 from calstream.daemon.deciders.replay_selection import (
     SOURCES,
     Candidate,
@@ -59,19 +60,17 @@ from calstream.daemon.deciders.replay_selection import (
     coverage,
     facts_of,
     from_their_roots,
-    publishable,
     record_time_text,
     replay_id,
     replayed_message,
     retention_gaps,
-    select,
 )
 from calstream.daemon.deciders.replay_sieve import ScanSieve
 from calstream.daemon.deciders.store_move import rerooted_order, rerooter
 from calstream.daemon.doers.message_sender import send_messages
 from calstream.daemon.doers.namespace_context import product_contexts, read_record
 from calstream.daemon.doers.product_store import ProductStore, check_namespace
-from calstream.daemon.doers.replay_source import scan
+from calstream.daemon.doers.replay_source import arrival_judge, scan
 from calstream.daemon.operations.config import Config, ConfigError
 from calstream.daemon.operations.logs import escape_controls
 from calstream.steps.crds_env import unavailable_context
@@ -114,11 +113,12 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
     # Live, with links followed: outside the store (None) is no live product.
     sieve = await scan(cfg, src, ScanSieve(
         kind, selection, roots, prepare=_moved_one(cfg),
-        live_input=lambda path: store.namespace_of(Path(path)) == "live"))
-    chosen, matched, superseded = sieve.chooser.result()
+        live_input=lambda path: store.namespace_of(Path(path)) == "live",
+        judge=arrival_judge(inbox_roots)))
     scans, outside = list(sieve.scans.values()), sieve.outside
     gaps = retention_gaps(scans, selection.since)
-    restored, unusable = await _from_store(store, source, sieve.on_topic, selection, src, gaps)
+    restored, unusable = await _from_store(store, source, sieve, selection, src, gaps)
+    chosen, matched, superseded = sieve.chooser.result()
     restored = _moved(cfg, restored)
     restored, outside_store = from_their_roots(restored, **roots)
     requested_at = contract.utc_now()
@@ -128,25 +128,26 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
                "selection": selection.describe()}
     if by:
         request["by"] = by
-    built, too_large = publishable(
-        [(c, replayed_message(c, source=source, topic=src, request=request))
-         for c in [*chosen, *restored]])
-    chosen = [c for c, _ in built if c.origin is None]
-    restored = [c for c, _ in built if c.origin is not None]
-    messages = [message for _, message in built]
+
+    def build(c: Candidate) -> tuple[str, Any]:
+        return replayed_message(c, source=source, topic=src, request=request)
+    # Built as each is sent, not all first (1.5 KB each: replay_packed.py).
+    fits, too_large = publishable([*chosen, *restored], build)
+    chosen = [c for c in fits if c.origin is None]
+    restored = [c for c in fits if c.origin is not None]
     refused = bool(gaps) and not allow_gap
     published = 0
-    if messages and not dry_run and not refused:
-        went: list[str] = []
+    if fits and not dry_run and not refused:
+        went: list[Any] = [0, None]  # how many, the last: not every name (millions)
 
         def published_one(key: str) -> None:
-            went.append(key)
+            went[:] = [went[0] + 1, key]
             if on_published is not None:
                 on_published(key)
         try:
-            published = await send_messages(cfg, dst, messages, on_sent=published_one)
+            published = await send_messages(cfg, dst, map(build, fits), on_sent=published_one)
         except BaseException:
-            print(stopped_note(rid, dst, went, len(messages)), file=sys.stderr, flush=True)
+            print(stopped_note(rid, dst, *went, len(fits)), file=sys.stderr, flush=True)
             raise
     return {
         **request, "source_topic": src, "target_topic": dst, "dry_run": dry_run,
@@ -158,10 +159,10 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
         "too_large_items": too_large[:20],
         "published": published, "refused": refused, "gaps": gaps,
         "partitions": [asdict(p) for p in coverage(scans, chosen)],
-        "items": [{"name": facts_of(c.message)[0], "partition": c.partition,
+        "items": [{"name": facts_of(unpacked(c.message))[0], "partition": c.partition,
                    "offset": c.offset, "time": record_time_text(c.timestamp_ms)}
                   for c in chosen] + [
-                  {"name": facts_of(c.message)[0], "partition": None, "offset": None,
+                  {"name": facts_of(unpacked(c.message))[0], "partition": None, "offset": None,
                    "time": record_time_text(c.timestamp_ms), "from": c.origin}
                   for c in restored],
     }
@@ -198,15 +199,15 @@ def _inbox_roots(cfg: Config) -> tuple[list[str] | None, str]:
                   "in the product store refused; give the deployment's --config for its roots")
 
 
-def stopped_note(rid: str, topic: str, went: list[str], total: int) -> str:
+def stopped_note(rid: str, topic: str, count: int, last: str | None, total: int) -> str:
     """What a replay stopped while it published says: it said nothing, and
     the operator could not tell whether the replay was whole, half or none.
     Running it again is safe: a replayed item already done counts
     ``duplicate`` and calibrates nothing (its work id is its inputs',
     context's and namespace's, not the replay's; tests/integration/test_replay.py)."""
-    last = f" (the last: {went[-1]})" if went else ""
+    last = f" (the last: {last})" if last is not None else ""
     return escape_controls(
-        f"calstream: replay {rid} stopped after {len(went)} of {total} item(s) published to "
+        f"calstream: replay {rid} stopped after {count} of {total} item(s) published to "
         f"{topic}{last}; the same command again is safe: it publishes them all again, and "
         "each item still runs once (one already done counts outcome \"duplicate\" and "
         "calibrates nothing)")
@@ -229,20 +230,31 @@ def _moved_one(cfg: Config) -> Callable[[Candidate], Candidate]:
         if c.message.get("schema") == "calstream.work_order" else c
 
 
-async def _from_store(store: ProductStore, source: str, on_topic: set, selection: Selection,
+async def _from_store(store: ProductStore, source: str, sieve: ScanSieve, selection: Selection,
                       topic: str, gaps: list[str]) -> tuple[list, int]:
     """What the product store adds where the topic lacks it: for ``raw``,
     the arrivals of live exposures with no live arrival on it (``on_topic``:
     their exposure ids; chosen by the selection), and how many records made
-    none; for a later stage, the live products whose work order is missing
-    (``on_topic``: the orders' ``made_from``), appended to ``gaps``."""
+    none; and in place of an arrival chosen from the topic that its file
+    denies, the record's if the file says it is its own (the topic lost the
+    real one, a forged one is there: it kept the record's from being made,
+    and the exposure was never replayed); for a later stage, the live
+    products whose work order is missing (``on_topic``: the orders'
+    ``made_from``), appended to ``gaps``."""
+    on_topic = sieve.on_topic
     stages = sorted(ARRIVAL_STAGES) if source == "raw" else [source]
-    events = [r["event"] for stage in stages
-              for r in await anyio.to_thread.run_sync(store.records, stage)]
+
+    def judged() -> tuple[list, Any]:
+        # One record at a time, in a thread: a mission's, held, took some 8 KB each.
+        events = (r["event"] for stage in stages for r in store.each_record(stage))
+        if source == "raw":
+            return store_arrivals(events, on_topic, selection, sieve.chooser.latest,
+                                  sieve.chooser.prefer)
+        return [], lost_orders(events, source, on_topic, selection)
+    made, unusable_or_lost = await anyio.to_thread.run_sync(judged)
     if source == "raw":
-        made, unusable = arrivals_from_store(events, on_topic)
-        return select(made, selection)[0], unusable
-    lost = lost_orders(events, source, on_topic, selection)
+        return made, unusable_or_lost
+    lost = unusable_or_lost
     if lost:
         gaps.append(f"{len(lost)} live {source} product(s) have no work order on {topic} (the "
                     f"broker lost them: restarted empty, or the topic recreated), e.g. "

@@ -26,9 +26,15 @@ from typing import Any
 import anyio
 from prometheus_client.parser import text_string_to_metric_families
 
+from calstream.daemon.doers.file_reads import FileReads
 from calstream.daemon.operations.config import ROLES, Config, host_port
 from calstream.daemon.operations.dead_letter_redrives import REDRIVES, RedriveReading
-from calstream.daemon.operations.holds_view import believed, held, last_holds, unchecked_note
+from calstream.daemon.operations.holds_view import (
+    believed_in_time,
+    held,
+    last_holds,
+    unchecked_note,
+)
 from calstream.daemon.operations.status_letters import LetterTail
 from calstream.daemon.operations.status_summary import (
     BrokerView,
@@ -150,10 +156,17 @@ def read_endpoint(url: str, timeout: float = 5.0) -> Endpoint:
         ep.ready, ep.problems = bool(doc["ready"]), problems
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         ep.error = f"/readyz answered something unexpected: {body[:200]!r}"
+    # 404: this daemon runs no planner. Anything else is a planner view
+    # that could not be read (too large, not whole in time, no JSON): said
+    # so, where status said no daemon given serves /planner at all.
     try:
         ep.planner = json.loads(_fetch(f"{base}/planner", timeout))
-    except (OSError, ValueError, http.client.HTTPException, RecursionError):
-        ep.planner = None  # 404: this daemon runs no planner
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code != 404:
+            ep.planner_error = f"/planner of {base} answered HTTP {exc.code}"
+    except (OSError, ValueError, http.client.HTTPException, RecursionError) as exc:
+        ep.planner_error = f"/planner of {base} unreadable: {error_text(exc)}"
     return ep
 
 
@@ -251,7 +264,8 @@ async def _mark_redrives(cfg: Config, topics: Topics, marks: list[tuple[list, st
 
 
 async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10,
-                      redrives: RedriveReading | None = None) -> BrokerView:
+                      redrives: RedriveReading | None = None,
+                      ledger_reads: FileReads | None = None) -> BrokerView:
     topics = Topics(cfg.topic_prefix)
     view = BrokerView(cfg.kafka_bootstrap)
     inputs = {topics.name(t) for ins in STAGE_INPUTS.values() for t in ins}
@@ -296,10 +310,11 @@ async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10
     if topics.name("holds") not in view.missing_topics:
         # As `calstream holds list` shows them: the planner's ledger where
         # cfg.work_dir is the planner's, the topic's records beside it.
-        rows, view.holds_checked = await anyio.to_thread.run_sync(
-            believed, topic_holds, cfg.work_dir)
+        # Timed: a silent work directory held the view for ever (holds_view.py).
+        rows, view.holds_checked, unanswered = await believed_in_time(
+            topic_holds, cfg.work_dir, ledger_reads)
         view.holds = held(rows)
-        view.holds_note = unchecked_note(rows.values(), cfg.work_dir)
+        view.holds_note = unanswered or unchecked_note(rows.values(), cfg.work_dir)
     return view
 
 
@@ -307,16 +322,19 @@ async def read_broker(cfg: Config, *, dead_letters: int = 10, products: int = 10
 
 async def collect(cfg: Config, metrics_urls: list[str], *, dead_letters: int = 10,
                   products: int = 10, timeout: float = 15.0,
-                  redrives: RedriveReading | None = None) -> Status:
+                  redrives: RedriveReading | None = None,
+                  ledger_reads: FileReads | None = None) -> Status:
     """What `calstream status` and the console show; ``redrives``: the
-    redrive marks read so far, kept by a caller that collects again."""
+    redrive marks read so far, and ``ledger_reads``: what times the planner's
+    ledger's read (holds_view.ledger_reads), kept by a caller that collects
+    again."""
     endpoints = [await anyio.to_thread.run_sync(read_endpoint, url, min(timeout, 5.0))
                  for url in metrics_urls]
     if cfg.kafka_bootstrap:
         try:
             with anyio.fail_after(timeout):
                 broker = await read_broker(cfg, dead_letters=dead_letters, products=products,
-                                           redrives=redrives)
+                                           redrives=redrives, ledger_reads=ledger_reads)
         except TimeoutError:
             broker = BrokerView(cfg.kafka_bootstrap, error=f"no answer within {timeout:.0f}s")
         except Exception as exc:

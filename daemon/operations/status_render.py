@@ -16,6 +16,7 @@ from calstream.daemon.operations.status_summary import (
     Endpoint,
     GroupLag,
     Status,
+    count_of,
     planner_left,
     planner_unseen,
 )
@@ -61,8 +62,11 @@ def _oneline(text: Any, width: int) -> str:
     return " ".join(str(text).split())[:width]
 
 
-def _more(items: list, indent: str = "    ") -> list[str]:
-    return [f"{indent}... and {len(items) - LISTED} more"] if len(items) > LISTED else []
+def _more(items: list, indent: str = "    ", total: int | None = None) -> list[str]:
+    """How many of ``total`` (``items`` where it is all) the first LISTED left out."""
+    total = len(items) if total is None else total
+    return [f"{indent}... and {total - min(len(items), LISTED)} more"] \
+        if total > min(len(items), LISTED) else []
 
 
 def printable(st: Status) -> str:
@@ -133,6 +137,7 @@ _STAGE_FACTS: tuple[tuple[str, Callable[[Any, float], str]], ...] = (
     ("last_progress", lambda v, now: f"last finished or started {_ago(v, now)}"),
     ("arrivals", lambda v, now: f"announced {sum(v.values())} ({_counts(v)})"),
     ("pending_files", lambda v, now: f"incomplete files in the inbox {v}"),
+    ("waiting_alone", lambda v, now: f"waiting for a suspect's run alone: {_counts(v)}"),
     ("runs", lambda v, now: f"runs: {_counts(v)}"),
     ("retries", lambda v, now: f"retries {v}"),
     ("worker_peak_rss_bytes", lambda v, now: f"worker peak RSS {_mib(v)}"),
@@ -250,14 +255,18 @@ def _planner_metrics(pl: dict[str, Any]) -> list[str]:
 def _waiting(st: Status) -> list[str]:
     return ["Held exposures, associations, missing exposures", *_holds(st.broker, st.at),
             *_planner_metrics(st.planner), *_planner_roles(st.planner.get("roles")),
-            *_planner_view_or_why(st.planner.get("view"), st.at)]
+            *_planner_view_or_why(st.planner.get("view"), st.at, st.planner.get("view_error"))]
 
 
-def _planner_view_or_why(view: dict[str, Any] | None, now: float) -> list[str]:
+def _planner_view_or_why(view: dict[str, Any] | None, now: float,
+                         unreadable: str | None = None) -> list[str]:
     """The planner's view, or one line saying it could not be read: it is
     what a daemon serves (of another calstream version during an upgrade,
     or whatever answers at a --metrics-url given), and a shape this one
-    does not know ended `calstream status` in a traceback, the rest unsaid."""
+    does not know ended `calstream status` in a traceback, the rest unsaid.
+    ``unreadable``: why a /planner that answered could not be read."""
+    if view is None and unreadable:
+        return [f"  missing exposures: not reported ({_oneline(unreadable, 300)})"]
     try:
         return _planner_view(view, now)
     except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
@@ -270,22 +279,26 @@ def _missing(stage3: dict[str, Any], tag: str, now: float) -> list[str]:
     oldest = (f", the oldest for {_duration(stage3.get('oldest_missing_age', 0))}"
               if missing else "")
     ordered = sorted(missing.items(), key=lambda kv: kv[1]["since"])
-    return [f"  missing exposures{tag}: {len(missing)}{oldest}",
+    count = count_of(stage3, "missing", len(ordered))
+    return [f"  missing exposures{tag}: {count}{oldest}",
             *(f"    {eid}  expected since {_ago(m['since'], now)} by "
               f"{', '.join(m['candidates'])}" for eid, m in ordered[:LISTED]),
-            *_more(ordered)]
+            *_more(ordered, total=count)]
 
 
 def _reasons(why: dict[str, Any]) -> str:
     return "; ".join(f"{k}: {v}" for k, v in why.items())
 
 
-def _stage2_waiting(waiting: dict[str, dict[str, Any]], tag: str) -> list[str]:
+def _stage2_waiting(ns: dict[str, Any], tag: str) -> list[str]:
+    waiting = ns.get("stage2_waiting", {})
     if not waiting:
         return []
-    return [f"  stage-2 associations waiting{tag}: {len(waiting)}",
+    count = count_of(ns, "stage2_waiting", len(waiting))
+    return [f"  stage-2 associations waiting{tag}: {count}",
             *(f"    {science}: {_reasons(why) or 'being evaluated'}"
-              for science, why in sorted(waiting.items())[:LISTED])]
+              for science, why in sorted(waiting.items())[:LISTED]),
+            *_more(list(waiting), total=count)]
 
 
 def _candidate(c: dict[str, Any]) -> str:
@@ -295,22 +308,27 @@ def _candidate(c: dict[str, Any]) -> str:
             f"expected by {c['expected_by']}{sent}): {why}")
 
 
-def _stage3_open(candidates: list[dict[str, Any]], tag: str) -> list[str]:
+def _stage3_open(stage3: dict[str, Any], tag: str) -> list[str]:
+    candidates = stage3.get("candidates", [])
     if not candidates:
         return []
-    return [f"  stage-3 candidates open{tag}: {len(candidates)}",
-            *(_candidate(c) for c in candidates[:LISTED])]
+    count = count_of(stage3, "candidates", len(candidates))
+    return [f"  stage-3 candidates open{tag}: {count}",
+            *(_candidate(c) for c in candidates[:LISTED]), *_more(candidates, total=count)]
 
 
-def _stage3_abandoned(candidates: Any, tag: str) -> list[str]:
+def _stage3_abandoned(stage3: dict[str, Any], tag: str) -> list[str]:
     """Candidates closed with nothing to make (a planner of before sends none)."""
+    candidates = stage3.get("abandoned")
     if not candidates or type(candidates) is not list:
         return []
-    return [f"  stage-3 candidates abandoned{tag}: {len(candidates)} (no member has a stage-2 "
+    count = count_of(stage3, "abandoned", len(candidates))
+    return [f"  stage-3 candidates abandoned{tag}: {count} (no member has a stage-2 "
             "product; a late one re-opens it: see the dead letters of stage 2)",
             *(f"    {_oneline(c.get('candidate'), 80)} ({c.get('members', '?')} member(s)): "
               f"{_oneline(c.get('reason'), 160)}"
-              for c in candidates[:LISTED] if type(c) is dict)]
+              for c in candidates[:LISTED] if type(c) is dict),
+            *_more(candidates, total=count)]
 
 
 def _planner_roles(roles: list[str] | None) -> list[str]:
@@ -335,9 +353,9 @@ def _planner_view(view: dict[str, Any] | None, now: float) -> list[str]:
         tag = "" if namespace == "live" else f" [namespace {namespace}]"
         stage3 = ns.get("stage3", {})
         out += _missing(stage3, tag, now)
-        out += _stage2_waiting(ns.get("stage2_waiting", {}), tag)
-        out += _stage3_open(stage3.get("candidates", []), tag)
-        out += _stage3_abandoned(stage3.get("abandoned"), tag)
+        out += _stage2_waiting(ns, tag)
+        out += _stage3_open(stage3, tag)
+        out += _stage3_abandoned(stage3, tag)
     return out + _unseen(view)
 
 

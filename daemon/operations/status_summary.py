@@ -18,6 +18,7 @@ class Endpoint:
     problems: list[str] = field(default_factory=list)
     samples: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
     planner: dict[str, Any] | None = None  # /planner, from a daemon with the planner role
+    planner_error: str | None = None  # why /planner answered, but nothing usable
 
 
 @dataclass
@@ -125,6 +126,9 @@ def summarise_metrics(endpoints: list[Endpoint]) -> dict[str, dict[str, Any]]:
         add(labels["stage"], "dead_letters", v, labels["category"])
     for labels, v in _values(endpoints, "calstream_worker_restarts_total", "stage", "cause"):
         add(labels["stage"], "worker_restarts", v, labels["cause"])
+    for labels, v in _values(endpoints, "calstream_runs_waiting_alone", "stage", "run"):
+        if v > 0:  # a suspect's turn alone (doers/work_item_runs.Solitude): why runs wait
+            add(labels["stage"], "waiting_alone", v, labels["run"])
     for labels, v in _values(endpoints, "calstream_arrivals_total", "source"):
         add("watcher", "arrivals", v, labels["source"])
     for _labels, v in _values(endpoints, "calstream_watcher_pending_files"):
@@ -177,6 +181,8 @@ def summarise_planner(endpoints: list[Endpoint]) -> dict[str, Any]:
     if views:
         out["view"] = views[0]
         out["roles"] = [_role(v) for v in views]
+    elif errors := [ep.planner_error for ep in views_from if ep.planner_error]:
+        out["view_error"] = errors[0]
     return out
 
 
@@ -218,10 +224,42 @@ def planner_unseen(view: Any) -> list[tuple[str, int, list[str]]]:
     for key, words in UNSEEN_EXPOSURES:
         names = view.get(key)
         names = [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
-        count = view.get(f"{key}_count")
-        count = count if type(count) is int and count >= len(names) else len(names)
+        count = count_of(view, key, len(names))
         if count:
             out.append((words, count, names))
+    return out
+
+
+def count_of(part: dict[str, Any], key: str, listed: int) -> int:
+    """How many entries of ``part[key]`` the planner has in all: its
+    ``<key>_count`` beside the first 100 it lists (doers/planner_status.py),
+    else (a planner of before, which listed them all; a count that is no
+    count) the ``listed`` length."""
+    count = part.get(f"{key}_count")
+    return count if type(count) is int and count >= listed else listed
+
+
+# The lists of a namespace of the /planner view the planner cuts to its
+# first 100 (doers/planner_status.py): (where, the key, what they are).
+CUT_LISTS = (("stage3", "missing", "missing exposures"),
+             ("stage3", "candidates", "open stage-3 candidates"),
+             ("stage3", "abandoned", "abandoned stage-3 candidates"),
+             (None, "stage2_waiting", "stage-2 associations waiting"))
+
+
+def planner_cut(view: Any, namespace: str) -> list[tuple[str, int, int]]:
+    """Of ``namespace`` in a /planner view, each list the planner did not
+    list whole: (what it is, how many listed, how many in all). The
+    console places what is listed on its observations' pages, so their
+    counts are of those only. Untrusted as the rest of the view."""
+    namespaces = view.get("namespaces") if isinstance(view, dict) else None
+    ns = namespaces.get(namespace) if isinstance(namespaces, dict) else None
+    out = []
+    for where, key, words in CUT_LISTS if isinstance(ns, dict) else ():
+        part = ns if where is None else ns.get(where)
+        listed = part.get(key) if isinstance(part, dict) else None
+        if isinstance(listed, (list, dict)) and count_of(part, key, len(listed)) > len(listed):
+            out.append((words, len(listed), count_of(part, key, len(listed))))
     return out
 
 

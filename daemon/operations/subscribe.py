@@ -19,6 +19,11 @@ the contract (docs/contract.md, "Semantics for subscribers"):
   topic can send one naming any path: before opening a file an event
   names, check it (``ProductStore(root).announced(path)``; docs/contract.md,
   "Paths in an event are claims"). This example opens none;
+* **say a broker outage once**: the client library logs every failed
+  connection (some 700 lines in 10 s); its lines are left out, and a probe
+  of the broker's own says when it goes and when it is back, one line each
+  (the daemon's way: deciders/broker_health.py). The client reconnects by
+  itself meanwhile;
 * **filter on the payload**, never on broker offsets by time:
   ``offsets_for_times`` is wrong on some brokers (tansu returns 0), so
   ``--since`` reads and drops older events.
@@ -36,6 +41,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import random
 import signal
@@ -47,9 +53,12 @@ from typing import Any
 
 import anyio
 
+from calstream.daemon.deciders.broker_health import BrokerHealth
 from calstream.daemon.deciders.event_checks import EventIds, content_digest
 from calstream.daemon.deciders.retry_policy import Backoff, jittered
 from calstream.daemon.doers import kafka
+from calstream.daemon.doers.broker_probe import answering
+from calstream.daemon.doers.broker_supervisor import quiet_client_logs
 from calstream.daemon.operations.config import Config
 from calstream.daemon.operations.logs import escape_controls
 from calstream.steps.regular_files import read_regular_text
@@ -59,6 +68,9 @@ from calstream.topics.catalog import Topics
 REMEMBERED = 200_000  # event ids a run deduplicates on (some tens of MB)
 # A --write-dir that cannot be written (gone, full, read-only) is tried again.
 WRITE_RETRY = Backoff(first=1.0, cap=60.0)
+# The broker asked this often while it answers; while it is lost, at
+# jittered, growing intervals up to the cap: "back" is said within it.
+PROBE_EVERY, PROBE_CAP = 1.0, 5.0
 
 
 class WriteDirFault(Exception):
@@ -146,7 +158,7 @@ class Subscriber:
         # id -> content digest of the events handled in this run, the most recent
         self.seen = EventIds(capacity=REMEMBERED)
         self.counts = {"delivered": 0, "duplicate": 0, "filtered": 0, "invalid": 0,
-                       "conflicting": 0, "commits_refused": 0}
+                       "conflicting": 0, "commits_refused": 0, "broker_lost": 0}
         self.stopping = False  # set by --max or a signal; checked between records
 
     def handle(self, record) -> None:
@@ -230,6 +242,47 @@ class Subscriber:
               "event_id", file=sys.stderr, flush=True)
 
     async def run(self) -> None:
+        """Read until stopped (``--max``, ``--until-idle``, a signal), the
+        broker watched meanwhile and the client library's lines left out."""
+        quiet_client_logs(True)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_broker)
+                await self._read()
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the reading's own fault, as it was raised
+            if len(group.exceptions) != 1:
+                raise
+            raise group.exceptions[0] from None
+        finally:
+            quiet_client_logs(False)
+
+    async def _watch_broker(self) -> None:
+        """One line when the broker stops answering, one when it is back. The
+        client library said it with a line for every connection it tried,
+        about 70 a second (its lines are left out for the run: ``run``)."""
+        health = BrokerHealth(loss_bound=math.inf)  # no "still lost": one line each way
+        bootstrap = self.cfg.kafka_bootstrap
+        ssl_context = kafka.client_options(self.cfg).get("ssl_context")
+        while True:
+            await anyio.sleep(health.next_probe(PROBE_EVERY, PROBE_CAP))
+            ok = await answering(bootstrap, answer_timeout=self.cfg.broker_timeout_seconds,
+                                 ssl_context=ssl_context)
+            now = time.monotonic()
+            lost = health.lost_for(now)
+            change = health.observe(ok, now)
+            if change == "lost":
+                self.counts["broker_lost"] += 1
+                print(escape_controls(
+                    f"subscribe: broker {bootstrap} lost: not answering; waiting for it "
+                    "(nothing is read or committed meanwhile; the client's own lines are "
+                    "left out)"), file=sys.stderr, flush=True)
+            elif change == "back":
+                print(escape_controls(
+                    f"subscribe: broker {bootstrap} is back after {lost or 0:.0f} s; "
+                    "reading on"), file=sys.stderr, flush=True)
+
+    async def _read(self) -> None:
         group = self.args.group
         # Without a committed offset (a new group, or no group at all) it starts
         # at the oldest retained event; commits are ours, after handling.

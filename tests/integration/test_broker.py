@@ -90,17 +90,6 @@ def test_broker_writes_only_inside_its_work_directory(tmp_path):
     assert {p.name for p in work.iterdir()} == {"broker"}
 
 
-def test_a_directory_at_the_broker_s_log_is_moved_aside_and_the_broker_starts(tmp_path):
-    """Opening it for appending raised at every start (the start step
-    retried for ever)."""
-    log = tmp_path / "broker" / "tansu.log"
-    (log / "x").mkdir(parents=True)
-    with EmbeddedBroker(tmp_path) as b:
-        assert b.alive() and b.log_path.is_file()
-    [aside] = [p for p in log.parent.iterdir() if p.name.startswith("tansu.log.unreadable-")]
-    assert (aside / "x").is_dir()
-
-
 def test_a_file_at_the_broker_s_directory_is_moved_aside_and_the_broker_starts(tmp_path):
     (tmp_path / "broker").write_text("a person's notes")
     with EmbeddedBroker(tmp_path) as b:

@@ -134,6 +134,9 @@ async def test_a_redrive_made_before_the_broker_was_killed_is_still_listed(
         again = await anyio.to_thread.run_sync(
             cli, daemon.cfg, "deadletters", "redrive", letter.event_id[:16], "--reason",
             "the producer's encoding fixed")
+    # Each command's own words where one failed (it printed nothing once,
+    # under load, right after the restart: its stderr was not kept).
+    assert listed.returncode == 0 and pending.returncode == 0, (listed, pending)
     rows = {r["event_id"]: r for r in json.loads(listed.stdout)}
     assert [(n["by"], n["reason"]) for n in rows[letter.event_id]["redrives"]] == [
         ("night-shift", "the producer's encoding fixed")], rows

@@ -93,3 +93,72 @@ async def test_the_start_of_the_embedded_broker_on_a_silent_work_dir_parks(tmp_p
     finally:
         answers.set()
         own.stop()
+
+
+def test_tansu_is_launched_from_outside_the_work_dir(tmp_path, monkeypatch):
+    """tansu was launched with its working directory in the work directory,
+    on the event loop's thread: Popen returns only once the child has
+    executed tansu, after changing to that directory, so a mount gone
+    silent between the timed making of the directory and the launch held
+    the whole daemon there for ever. (A change of directory that does not
+    return cannot be made here: what is checked is where tansu is launched
+    from; a real tansu.)"""
+    import subprocess
+    from pathlib import Path
+
+    work, launched, real = tmp_path / "work", [], subprocess.Popen
+
+    def popen(*args, **kw):
+        launched.append(kw.get("cwd"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    own = EmbeddedBroker(work)
+    try:
+        own.start()
+        assert own.alive()
+    finally:
+        own.stop()
+    assert launched and all(cwd is not None and not Path(cwd).resolve().is_relative_to(
+        work.resolve()) for cwd in launched)
+
+
+def test_a_start_that_fails_reads_nothing_of_a_silent_work_dir(tmp_path, monkeypatch, caplog):
+    """tansu exits during its start (here: a storage it does not know). Its
+    output went to <work_dir>/broker/tansu.log, and the error's last lines
+    were read from there on the event loop's thread, untimed: a work
+    directory gone silent held the whole daemon in that read (and tansu
+    itself could hang writing its log there). Now its output comes through
+    a pipe into the daemon's log: the error names its last lines and
+    nothing of the work directory is read. (A real tansu; a read of the
+    work directory held until the test lets it go.)"""
+    import builtins
+    import io
+
+    from calstream.daemon.doers.embedded_broker import BrokerError, free_port
+
+    work = tmp_path / "work"
+    own = EmbeddedBroker(work, storage="nosuch://x", port=free_port())
+    answers, held, real = threading.Event(), [], io.open
+
+    def opened(file, mode="r", *args, **kw):
+        if isinstance(file, (str, os.PathLike)) and "r" in mode and os.fspath(file).startswith(
+                os.fspath(work)) and not answers.is_set():
+            held.append(file)
+            answers.wait(10)  # a bound for a broken test, not a measure
+        return real(file, mode, *args, **kw)
+
+    monkeypatch.setattr(io, "open", opened)
+    monkeypatch.setattr(builtins, "open", opened)
+    caplog.set_level(logging.INFO, logger="calstream.broker")
+    try:
+        with pytest.raises(BrokerError) as failed:
+            own.start()
+    finally:
+        answers.set()
+        own.stop()
+    assert not held, held  # nothing of the work directory read by the start
+    assert "UnsupportedStorageUrl" in str(failed.value), failed.value
+    assert any(r.levelno == logging.ERROR and r.getMessage().startswith("tansu: ")
+               and "UnsupportedStorageUrl" in r.getMessage() for r in caplog.records)
+    assert list((work / "broker").iterdir()) == []  # tansu writes nothing there

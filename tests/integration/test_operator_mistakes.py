@@ -11,6 +11,7 @@ from calstream.daemon.doers import kafka
 from calstream.daemon.doers.message_sender import send_messages
 from calstream.daemon.operations.cli.main import main
 from calstream.daemon.operations.config import load
+from calstream.daemon.operations.status_render import LINE_CHARS
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
@@ -95,11 +96,14 @@ async def test_a_slip_of_the_operator_sends_nothing(broker, unique_prefix, tmp_p
 async def test_a_release_refused_says_why_on_stderr(broker, unique_prefix, tmp_path, capsys):
     """`holds release` of an exposure that is not held, or that waits for its
     direct image, printed its error on stdout: a script that keeps stdout
-    (or shows only stderr) lost it."""
+    (or shows only stderr) lost it. The reason is the record's text, of any
+    length: the refusal printed it whole (here 200 KB), now bounded as a
+    line of `calstream status`, what to do still at its end."""
     cfg, topics = await _deployment(broker, unique_prefix, tmp_path)
     grism = "jw01234001001_02101_00005_nrcalong"
     waiting = contract.build("hold", contract.event_id("hold", grism), exposure_id=grism,
-                             program="01234", state="held", reason="no direct image yet",
+                             program="01234", state="held",
+                             reason="no direct image yet" + " and more" * 22_000,
                              since=contract.utc_now(), digest="sha256:" + "cd" * 32,
                              waiting_for="direct_image")
     await send_messages(cfg, topics.name("holds"), [(grism, waiting)])
@@ -111,7 +115,9 @@ async def test_a_release_refused_says_why_on_stderr(broker, unique_prefix, tmp_p
     assert out == "" and "is not held" in err, (out, err)
     assert await run("holds", "release", grism, "--reason", "WCS checked by hand") == 1
     out, err = capsys.readouterr()
-    assert out == "" and "waits for its direct_image" in err, (out, err)
+    assert out == "" and "waits for its direct_image (no direct image yet and more" in err, \
+        (out, err)
+    assert len(err) <= LINE_CHARS and err.endswith("not an operator\n"), len(err)
     assert await kafka.read_to_end(cfg, topics.name("pointing")) == []
 
 
@@ -409,3 +415,26 @@ async def test_what_the_broker_refuses_for_what_it_is_is_said_in_one_line(
     assert line.startswith("calstream: the broker refused the record") and \
         "0 message(s) sent before it" in line, err
     assert len(await kafka.read_to_end(cfg, topics.name("raw"))) == 2  # nothing redriven
+
+
+@pytest.mark.anyio
+async def test_dead_letters_and_holds_on_a_broker_that_lists_no_topic_are_not_none(
+        broker, unique_prefix, tmp_path, capsys):
+    """A broker that restarted lists no topic until a daemon has created them
+    again (the embedded one comes back empty, and the daemon then puts its
+    dead letters back): `deadletters list --pending --json` printed [] and
+    exit 0 meanwhile, "nothing pending", while they were on their way back
+    (as a topic prefix mistyped). Now it says the topic is not there, exit 1;
+    so does `holds list` of the holds topic, with no planner's ledger to read."""
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    run = lambda *argv: anyio.to_thread.run_sync(lambda: _cli(cfg, *argv))  # noqa: E731
+    for argv in (("deadletters", "list", "--pending", "--json"), ("deadletters", "list"),
+                 ("deadletters", "redrive", "--all", "--reason", "CRDS cache resynced",
+                  "--dry-run"),
+                 ("holds", "list", "--json"), ("holds", "release", HELD, "--reason", "WCS ok")):
+        assert await run(*argv) == 1, argv
+        out, err = capsys.readouterr()
+        topic = "holds" if argv[0] == "holds" else "deadletter"
+        assert out == "" and f"{unique_prefix}{topic}: the broker lists no such topic " \
+            "(yet)" in err and "Traceback" not in err, (argv, out, err)

@@ -69,7 +69,7 @@ async def test_holds_list_keeps_the_last_hold_of_each_exposure_not_the_whole_top
                                    digest="sha256:" + "ab" * 32)) for n in range(RECORDS)]
     size = await _many(cfg, topics.name("holds"), holds)
 
-    rows, peak = await _peak(lambda: current_holds(cfg, topics))
+    (rows, _), peak = await _peak(lambda: current_holds(cfg, topics))
     assert list(rows) == [HELD] and rows[HELD]["reason"] == f"{REASON} {RECORDS - 1}"
     # Read whole, the peak was about twice the topic's bytes; folded, about
     # two fetches of 1 MiB and what decoding them takes (5.5 MB measured).

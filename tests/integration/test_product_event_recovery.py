@@ -22,14 +22,11 @@ import anyio
 import pytest
 
 from calstream.daemon.doers import kafka
-from calstream.daemon.doers.broker_recovery import (
-    every_record,
-    marker_path,
-    recover_product_events,
-)
+from calstream.daemon.doers.broker_recovery import marker_path, recover_product_events
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.kafka.publisher import Publisher
 from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.recovery_reads import every_record
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.runtime import Daemon
 from calstream.topics import contract

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from calstream.daemon.doers.inbox import file_reads
+from calstream.daemon.doers import file_reads
 from calstream.daemon.doers.inbox import quarantine as quarantine_module
 from calstream.daemon.doers.inbox.quarantine import Quarantine
 from calstream.daemon.doers.parking import Parking

@@ -19,9 +19,10 @@ from aiokafka.errors import UnknownTopicOrPartitionError
 from calstream.daemon.deciders.log_floods import FloodWindows
 from calstream.daemon.deciders.work_items import WorkItem
 from calstream.daemon.doers import kafka
-from calstream.daemon.doers.broker_recovery import every_record, recover_product_events
+from calstream.daemon.doers.broker_recovery import recover_product_events
 from calstream.daemon.doers.kafka import clients
 from calstream.daemon.doers.product_store import ProductStore
+from calstream.daemon.doers.recovery_reads import every_record
 from calstream.daemon.doers.work_item_runner import WorkItemRunner
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations import logs
@@ -94,6 +95,11 @@ async def test_a_product_event_the_broker_refuses_is_a_dead_letter_not_a_record_
     assert await read_all(cfg, ["products"], timeout=3) == []
     assert metrics.records_refused.labels(topic="products",
                                           code="MESSAGE_TOO_LARGE")._value.get() == 2
+    # One outcome a run: the fresh run's refused event made it "failed", not
+    # "success" too (before session 45), and the re-emission's "failed".
+    runs = {o: metrics.stage_runs.labels(stage="detector1", pipeline="calwebb_detector1",
+                                         outcome=o)._value.get() for o in ("success", "failed")}
+    assert runs == {"success": 0, "failed": 2}
 
 
 async def test_a_dead_letter_the_broker_refuses_is_said_and_counted_and_the_sender_goes_on(

@@ -198,3 +198,84 @@ def test_arrivals_left_out_by_roots_the_command_guessed_say_which_roots(
     assert f"inbox roots judged by: {tmp_path / 'work' / 'inbox'} (the default under " \
            "work_dir (flag --work-dir)" in out, out
     assert "--config" in out, out
+
+
+@pytest.mark.anyio
+async def test_a_forged_later_arrival_does_not_make_the_real_one_be_skipped(
+        broker, unique_prefix, tmp_path):
+    """`calstream replay --from raw` took each exposure's latest arrival on
+    raw: a forged later one (other bytes claimed for the same file) was
+    republished in the real one's place, and detector1 skipped it as stale
+    (the file's digest is not its own): the exposure was never replayed.
+    The file decides now: the real arrival is the one republished."""
+    from calstream.steps.exposure import describe_exposure
+    from calstream.steps.fitsfile import file_digest
+
+    from ..unit.test_exposure import write
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    topics = Topics(cfg.topic_prefix)
+    await kafka.create_topics(cfg, topics)
+    cfg.inbox.mkdir(parents=True, exist_ok=True)
+    path = write(cfg.inbox)
+    info, digest = describe_exposure(path), file_digest(path)
+
+    def arrival(digest: str) -> contract.Message:
+        return contract.build("arrival", contract.event_id("arrival", info.exposure_id, digest),
+                              exposure_id=info.exposure_id, path=str(path), digest=digest,
+                              size=path.stat().st_size, detected_at=contract.utc_now(),
+                              source="watch", priority="live", header=info.header)
+    await send_messages(cfg, topics.name("raw"), [
+        (info.exposure_id, arrival(digest)),
+        (info.exposure_id, arrival("sha256:" + "f" * 64))])  # later, forged
+
+    report = await run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
+                              crds_context=None)
+    assert (report["published"], report["superseded"]) == (1, 1), report
+    [replayed] = [contract.decode(r.value).body
+                  for r in await kafka.read_to_end(cfg, topics.name("replay"))]
+    assert replayed["digest"] == digest  # was the forged one's
+
+
+@pytest.mark.anyio
+async def test_a_forged_arrival_does_not_hide_the_one_the_product_store_holds(
+        broker, unique_prefix, tmp_path):
+    """A topic that lost an exposure's arrival (the embedded broker started
+    again empty) is made good from the product store's record of it; a
+    forged arrival of that exposure on raw (anyone may write it) kept the
+    record's from being made, was replayed itself, and detector1 skipped
+    it: the exposure was never replayed. The file decides: the record's
+    arrival is replayed in the forged one's place."""
+    from calstream.daemon.doers.product_store import ProductStore
+    from calstream.steps.exposure import describe_exposure
+    from calstream.steps.fitsfile import file_digest
+
+    from ..unit.test_exposure import write
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path, "kafka_bootstrap": broker,
+                                    "topic_prefix": unique_prefix})
+    topics = Topics(cfg.topic_prefix)
+    await kafka.create_topics(cfg, topics)
+    cfg.inbox.mkdir(parents=True, exist_ok=True)
+    path = write(cfg.inbox)
+    info, digest = describe_exposure(path), file_digest(path)
+    name, size = info.exposure_id, path.stat().st_size
+    ProductStore(cfg.products).write_record("01234", "001", name=name, stage="detector1", record={
+        "work_id": "1" * 64, "event": {
+            "stage": "detector1", "exposure_id": name, "arrived_at": contract.utc_now(),
+            "header": info.header, "crds_context": "jwst_0001.pmap", "outputs": [],
+            "inputs": [{"path": str(path), "digest": digest, "size": size, "role": "uncal"}]}})
+    forged = "sha256:" + "f" * 64
+    await send_messages(cfg, topics.name("raw"), [(name, contract.build(
+        "arrival", contract.event_id("arrival", name, forged), exposure_id=name,
+        path=str(path), digest=forged, size=size, detected_at=contract.utc_now(),
+        source="watch", priority="live", header=info.header))])
+
+    report = await run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
+                              crds_context=None)
+    assert (report["published"], report["from_store"]) == (1, 1), report
+    [replayed] = [contract.decode(r.value).body
+                  for r in await kafka.read_to_end(cfg, topics.name("replay"))]
+    assert replayed["digest"] == digest  # was the forged one's
+    assert replayed["replay"]["source"] == {"origin": "product store"}

@@ -147,3 +147,60 @@ async def test_a_write_dir_that_cannot_be_written_is_waited_for_not_a_traceback(
     assert not failed, failed
     assert {p.stem for p in out.glob("*.json")} == {event(1).event_id, event(2).event_id}
     assert sub.counts["delivered"] == 2, sub.counts
+
+
+async def test_a_broker_outage_is_one_line_when_it_goes_and_one_when_it_is_back(
+        tmp_path, capsys, caplog, monkeypatch):
+    """While its broker was down `calstream subscribe` printed the client
+    library's line for every connection it tried: some 700 lines in 10 s,
+    the operator's terminal scrolled away. The client's lines are left
+    out; the subscriber says the broker is lost, once, and back, once, and
+    reads on."""
+    import logging
+
+    from calstream.daemon.operations import subscribe
+
+    monkeypatch.setattr(subscribe, "PROBE_CAP", 1.0)  # asked every second while lost
+    out = tmp_path / "events"
+    out.mkdir()
+    with EmbeddedBroker(tmp_path / "broker") as broker:
+        cfg = load(None, env={}, flags={"work_dir": tmp_path / "work", "topic_prefix": PREFIX,
+                                        "kafka_bootstrap": broker.bootstrap})
+        await publish(cfg, [1])
+        args = argparse.Namespace(program=None, observation=None, stage=None, pipeline=None,
+                                  exposure=None, namespace=None, suffix=None, since=None,
+                                  write_dir=out, format="json", max=None, group=None,
+                                  until_idle=None)
+        sub = Subscriber(cfg, args)
+        said: list[str] = []
+
+        async def until_said(words: str) -> None:
+            with anyio.fail_after(30):
+                while not any(words in line for line in said):
+                    said.extend(capsys.readouterr().err.splitlines())
+                    await anyio.sleep(0.1)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sub.run)
+            with anyio.fail_after(30):
+                while not list(out.glob("*.json")):
+                    await anyio.sleep(0.1)
+            broker.stop()
+            await until_said(" lost: not answering")
+            await anyio.sleep(1)  # the client tries its connections meanwhile
+            broker.start()  # empty: the daemon puts its events back, then the new one
+            await publish(cfg, [1, 2])
+            await until_said(" is back after ")
+            with anyio.fail_after(30):
+                while len(list(out.glob("*.json"))) < 2:
+                    await anyio.sleep(0.1)
+            sub.stopping = True
+        said.extend(capsys.readouterr().err.splitlines())
+    client = [r for r in caplog.records
+              if r.name.split(".")[0] in ("aiokafka", "kafka") and r.levelno >= logging.WARNING]
+    assert client == [], f"{len(client)} client line(s), e.g. {client[0].getMessage()}"
+    assert [line for line in said if "broker" in line] == [
+        f"subscribe: broker {broker.bootstrap} lost: not answering; waiting for it (nothing "
+        "is read or committed meanwhile; the client's own lines are left out)",
+        next(line for line in said if " is back after " in line)], said
+    assert sub.counts["broker_lost"] == 1 and sub.counts["delivered"] == 2, sub.counts

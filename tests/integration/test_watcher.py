@@ -466,7 +466,7 @@ async def test_a_burst_is_announced_first_come_first_served(dirs, monkeypatch):
     # read, the first file is announced as soon as its own reads are done,
     # not after every file's layout has been read (issue 15: a 96-file burst
     # waited 250 ms for its first announcement and so for its first run).
-    from calstream.daemon.doers.inbox import file_reads
+    from calstream.daemon.doers import file_reads
 
     inbox = dirs[0]
     names = [f"jw01234001001_02101_{n:05d}_nrcb1_uncal.fits" for n in range(1, 21)]
@@ -695,7 +695,7 @@ async def test_a_file_whose_storage_stops_answering_is_parked_not_quarantined(di
     would have been quarantined as unreadable. Now it is parked as the
     storage's fault (``inbox_hung``) while the other files flow, and it is
     announced once the storage answers."""
-    from calstream.daemon.doers.inbox import file_reads
+    from calstream.daemon.doers import file_reads
 
     hung_name = NAME.replace("00001", "00002")
     storage = SilentStorage(monkeypatch, file_reads, "fits_layout",

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import anyio
 import pytest
 
-from calstream.daemon.doers.inbox import file_reads
+from calstream.daemon.doers import file_reads
 from calstream.daemon.doers.inbox.quarantine import Quarantine
 from calstream.daemon.doers.inbox.watcher import Watcher
 from calstream.daemon.doers.parking import Parking

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from calstream.daemon.doers.inbox.file_reads import FileReads
+from calstream.daemon.doers.file_reads import FileReads
 
 from .test_watcher import (
     NAME,

@@ -12,8 +12,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from calstream.daemon.doers.inbox import file_reads
-from calstream.daemon.doers.inbox.file_reads import MOST_HUNG, FileReads, ReadHung
+from calstream.daemon.doers import file_reads
+from calstream.daemon.doers.file_reads import MOST_HUNG, FileReads, ReadHung
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,7 +38,7 @@ def _run(test) -> None:
 
 
 def test_a_hung_read_raises_in_its_time_and_is_not_started_again_until_it_returns():
-    storage, reads = Storage("dead.fits"), FileReads(2, read_seconds=0.2)
+    storage, reads = Storage("dead.fits"), FileReads(2, read_seconds=0.2, of="the inbox")
     dead, alive = Path("/inbox/dead.fits"), Path("/inbox/alive.fits")
 
     async def test():
@@ -60,7 +60,7 @@ def test_a_hung_read_raises_in_its_time_and_is_not_started_again_until_it_return
 
 def test_a_dead_mount_costs_a_few_threads_and_none_of_the_daemon_s():
     names = [f"f{i}.fits" for i in range(MOST_HUNG + 3)]
-    storage, reads = Storage(*names), FileReads(4, read_seconds=0.2)
+    storage, reads = Storage(*names), FileReads(4, read_seconds=0.2, of="the inbox")
     default = anyio.to_thread.current_default_thread_limiter
 
     async def test():
@@ -92,7 +92,7 @@ def test_a_dead_mount_costs_a_few_threads_and_none_of_the_daemon_s():
 
 def test_a_digest_is_given_the_time_to_read_its_file_at_the_slowest_working_rate():
     seen = []
-    reads = FileReads(1, read_seconds=60)
+    reads = FileReads(1, read_seconds=60, of="the inbox")
 
     async def timed(fn, path, seconds):
         seen.append(seconds)
@@ -116,7 +116,7 @@ def test_a_read_waiting_for_a_thread_behind_working_reads_is_not_hung():
         slow.wait(30)
         return f"read {path.name}"
 
-    reads = FileReads(4, read_seconds=0.3)
+    reads = FileReads(4, read_seconds=0.3, of="the inbox")
 
     async def test():
         results: dict[str, str] = {}
@@ -153,11 +153,11 @@ def test_a_read_left_hung_does_not_keep_the_stopped_daemon_from_exiting():
     program = """if True:
         import threading, anyio
         from pathlib import Path
-        from calstream.daemon.doers.inbox.file_reads import FileReads, ReadHung
+        from calstream.daemon.doers.file_reads import FileReads, ReadHung
         never = threading.Event()
         async def main():
             try:
-                await FileReads(1, read_seconds=0.2).timed(lambda p: never.wait(), Path("/x"), 0.2)
+                await FileReads(1, read_seconds=0.2, of="the inbox").timed(lambda p: never.wait(), Path("/x"), 0.2)
             except ReadHung:
                 print("parked", flush=True)
         anyio.run(main)

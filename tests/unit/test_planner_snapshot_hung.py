@@ -111,3 +111,74 @@ async def test_a_snapshot_unread_at_start_is_the_full_rebuild(silent, caplog):
     assert planner.restored_from is None and planner.positions == {}  # as a rebuild starts
     assert planner.snapshot_parking.failures == 1  # none written until it answers
     assert "snapshot unread" in caplog.text
+
+
+async def test_a_snapshot_left_hung_names_the_snapshot_not_the_inbox(silent):
+    """The snapshot's calls are timed by the door's mechanism (FileReads):
+    its threads were named "inbox-read" and its line said "or too many
+    reads of the inbox", sending an operator to the wrong storage."""
+    work, silence, answers, blocked, _ = silent
+    planner = planner_at(work)
+    silence.set()
+    with anyio.fail_after(HELD / 2):
+        assert await planner_restore.take_snapshot(planner) == 0
+    assert blocked
+    assert "calls on the planner's snapshot" in {t.name for t in threading.enumerate()}
+    text = str(planner.snapshot_files.still_hung())
+    assert "planner's snapshot" in text and "inbox" not in text
+
+
+@pytest.fixture
+def silent_unlink(tmp_path, monkeypatch):
+    """The work directory's mount, silent until ``answers`` is set: a file
+    removed under it blocks (in the thread removing it); the names of the
+    threads that did, and the calls that have returned."""
+    work = tmp_path / "work"
+    answers, blocked, returned = threading.Event(), [], []
+    real = os.unlink
+
+    def unlink(path, *args, **kw):
+        if os.fspath(path).startswith(os.fspath(work)) and not answers.is_set():
+            blocked.append(threading.current_thread().name)
+            answers.wait(HELD)
+            returned.append(path)
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    yield work, answers, blocked, returned
+    answers.set()
+
+
+async def test_an_unreadable_snapshot_deleted_on_a_silent_work_dir_holds_no_planner(
+        silent_unlink, monkeypatch, caplog):
+    """A snapshot found unreadable late was deleted on the planner's loop,
+    untimed: on a silent work directory that loop stood still for ever (its
+    beat too), and no new planner rebuilt. Now the deletion is timed and
+    the new planner runs while it is still held."""
+    from functools import partial
+
+    from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
+
+    work, answers, blocked, returned = silent_unlink
+    path = planner_snapshots.snapshot_path(work)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"a snapshot whose block 3 is spoiled")
+    monkeypatch.setattr(planner_restore, "SnapshotFiles", partial(SnapshotFiles, seconds=0.2))
+    runs, rebuilt = [], []
+
+    async def run_once(status):
+        runs.append(len(returned))  # deletions returned by the time this planner ran
+        if len(runs) == 1:
+            raise SnapshotInvalid("snapshot block 3 unreadable")
+
+    with anyio.fail_after(HELD / 2):  # a bound for a broken test
+        await planner_restore.rebuilding_when_unreadable(
+            run_once, str(work), lambda: rebuilt.append(1), lambda c: None)
+    assert runs == [0, 0] and rebuilt == [1]  # the rebuild ran while the deletion hung
+    assert blocked == ["calls on the planner's snapshot"]
+    assert "not deleted" in caplog.text and "snapshot's deletion hung" in caplog.text
+    answers.set()  # the mount answers: the deletion left behind lands
+    with anyio.fail_after(HELD / 2):
+        while path.exists():
+            await anyio.sleep(0.02)
+

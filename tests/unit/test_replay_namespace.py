@@ -138,3 +138,59 @@ def test_calstream_replay_refuses_another_context_before_it_publishes(tmp_path, 
         asyncio.run(run_replay(cfg, source="raw", selection=Selection(), namespace="old",
                                crds_context=B, dry_run=True))
     assert read_record(store, "old") is None  # the command fixes nothing: the stages do
+
+
+def test_a_context_record_the_store_cannot_take_holds_the_item_back(tmp_path, monkeypatch):
+    """A full store refused the namespace's context record; the item was
+    admitted all the same ("the next item tries again"), and until the
+    store had room each first item of another replay into the namespace
+    was admitted with its own context: two contexts in one namespace. Now
+    the admission raises, the stage's consumer keeps the record parked on
+    the disk's fault (disk_full), nothing runs and nothing is dead-lettered,
+    and once the record can be written the item runs and has fixed it."""
+    import errno
+
+    from aiokafka.structs import ConsumerRecord
+
+    from calstream.daemon.doers import namespace_context
+    from calstream.daemon.doers.kafka.concurrent_consumer import fault_cause
+    from calstream.daemon.operations.metrics import Metrics
+
+    monkeypatch.delenv("CRDS_PATH", raising=False)  # no cache to judge a context by
+    cfg = load(None, env={}, flags={"work_dir": tmp_path})
+    store = ProductStore(cfg.products)
+    order, _ = planner_order_on_disk(store)
+    done: list[str] = []
+
+    async def keep_redrives(record) -> None:
+        pass
+
+    async def dead_letter(**letter) -> None:
+        done.append(f"dead letter: {letter['reason']}")
+
+    async def run(item) -> None:
+        done.append(f"run in {item.namespace}")
+
+    runner = SimpleNamespace(store=store, crds_context=A, metrics=Metrics(), run=run,
+                             publisher=SimpleNamespace(keep_redrives=keep_redrives,
+                                                       dead_letter=dead_letter))
+    admitter = RecordAdmitter(cfg, runner, stage("stage2"))
+    value = contract.encode(_replayed_order(order, A, "a" * 16))
+    record = ConsumerRecord("calstream.work.stage2.replay", 0, 7, 0, 0, b"k", value, None,
+                            0, len(value), [])
+    real_open_new = namespace_context.open_new
+
+    def full(path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(namespace_context, "open_new", full)
+    raised = None
+    try:
+        asyncio.run(admitter.handle(record))
+    except Exception as exc:  # noqa: BLE001 - what the consumer parks the record on
+        raised = exc
+    assert done == [] and read_record(store, "ctx1") is None  # was: run in ctx1
+    assert raised is not None and fault_cause(raised) == "disk_full", raised
+    monkeypatch.setattr(namespace_context, "open_new", real_open_new)  # room again
+    asyncio.run(admitter.handle(record))
+    assert done == ["run in ctx1"] and read_record(store, "ctx1")["crds_context"] == A

@@ -235,3 +235,27 @@ def test_letters_of_one_record_under_two_categories_are_one_failure():
     assert stage3(state.tick(changed + QUIET)) == []  # redriven: in flight, waits up to WAIT
     [v1] = _fail(state, _letter(order, offset=8), changed + QUIET + 5)
     assert f"stage 2 failed: {FOURTH}" in v1["degraded"]
+
+
+def _unreadable(order: contract.Message, *, placed: bool) -> bytes:
+    """A letter whose original is no order the contract reads (the value a
+    schema refuses), the order's identity beside it: the planner's own for
+    an order it could not send has no partition or offset (``placed``
+    False: planner_publishing.refused_order)."""
+    letter = contract.decode(_letter(order), expected="dead_letter")
+    original = dict(letter["original"], value='{"pipeline": 7}')
+    if not placed:
+        original = {k: v for k, v in original.items() if k not in ("partition", "offset")}
+    body = dict(letter.body, original=original, order=order_identity(order.body))
+    return contract.encode(contract.Message("dead_letter", body))
+
+
+def test_an_unsent_order_s_letter_counts_by_its_identity_a_placed_record_s_does_not():
+    # Only the planner's letter of an order never placed on its topic reads
+    # its identity when the original is no order (session 45): a record on
+    # the topic that is no order was no order the planner sent.
+    order, _ = _ordered_fourth(new_state())
+    unsent = stage2_failure(_unreadable(order, placed=False), STAGE2)
+    assert unsent is not None and unsent.work_id == order["work_id"]
+    assert unsent.failed_record == unsent.letter_id  # no place: keyed by its letter
+    assert stage2_failure(_unreadable(order, placed=True), STAGE2) is None

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from calstream.daemon.operations.status_collection import read_endpoint
+from calstream.daemon.operations.status_summary import BrokerView, Status
 
 
 @contextlib.contextmanager
@@ -163,7 +164,7 @@ _DEEP = b"[" * 100_000 + b"]" * 100_000
     ("/readyz", b'{"ready": false, "problems": [1, {"a": 2}]}',
      "/readyz answered something unexpected"),
     ("/readyz", _DEEP, "/readyz answered something unexpected"),
-    ("/planner", _DEEP, "no daemon given serves /planner"),
+    ("/planner", _DEEP, "missing exposures: not reported (/planner of http://127.0.0.1:"),
 ])
 def test_status_says_what_a_forged_endpoint_serves_wrong_not_a_traceback(
         path, body, said, tmp_path, capsys):
@@ -200,3 +201,36 @@ def test_an_endpoint_answering_without_end_is_cut_at_a_bound(monkeypatch):
     with daemon_like({"/metrics": (200, _METRICS * 200)}) as address:
         ep = status_collection.read_endpoint(address, timeout=5)
     assert not ep.reachable and "answers more than" in ep.error, ep
+
+
+def test_a_planner_view_too_large_to_read_is_said_so_not_that_no_planner_runs(
+        monkeypatch, tmp_path, capsys):
+    """A /planner past what status reads of an answer (ANSWER_BYTES), or not
+    whole in time, was taken for a 404: "not reported (no daemon given
+    serves /planner)", the operator sent looking for a planner that runs.
+    Now status and the console say the view could not be read, and why."""
+    from calstream.daemon.operations import console_pages, status_collection
+    from calstream.daemon.operations.cli.main import main
+    from calstream.daemon.operations.status_summary import summarise_planner
+
+    from .test_console import _snapshot
+
+    monkeypatch.setattr(status_collection, "ANSWER_BYTES", 1000, raising=False)
+    view = b'{"caught_up": true, "namespaces": {}, "x": "' + b"y" * 2000 + b'"}'
+    answers = {"/metrics": (200, _METRICS), "/readyz": (200, _READY), "/planner": (200, view)}
+    with daemon_like(answers) as address:
+        main(["status", "--work-dir", str(tmp_path), "--metrics-url", address])
+        ep = status_collection.read_endpoint(address, timeout=5)
+    out = capsys.readouterr().out
+    said = f"/planner of http://{address} unreadable: "
+    assert f"  missing exposures: not reported ({said}" in out and "answers more than" in out, out
+    assert "no daemon given serves /planner" not in out, out
+    status = Status(time.time(), "p.", "p", [ep], {}, BrokerView("h:1"), summarise_planner([ep]))
+    html = console_pages.index(_snapshot({}, status)).decode()
+    assert "not reported (" + said in html and "no daemon given serves" not in html
+
+
+def test_a_daemon_without_the_planner_role_is_still_no_planner():
+    with daemon_like({"/metrics": (200, _METRICS), "/readyz": (200, _READY)}) as address:
+        ep = read_endpoint(address, timeout=5)
+    assert ep.planner is None and ep.planner_error is None, ep

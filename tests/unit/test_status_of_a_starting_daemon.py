@@ -124,7 +124,7 @@ def test_parked_work_says_what_to_do_for_its_cause():
     assert "parked on an infrastructure fault" in lines[-1] and "log" in lines[-1]
     # Every cause the daemons park on has its own words.
     from calstream.daemon.deciders.broker_refusals import BROKER_ERROR, TOPIC_NOT_AUTHORIZED
-    from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, STORE_HUNG, WORK_DIR_HUNG
+    from calstream.daemon.doers.file_reads import INBOX_HUNG, STORE_HUNG, WORK_DIR_HUNG
     from calstream.daemon.doers.inbox.watch_keeper import INBOX_GONE
     from calstream.daemon.doers.start_waits import TOPICS_MISSING
     from calstream.steps import failures

@@ -152,14 +152,14 @@ def test_previews_pending_at_the_move_are_drawn_in_the_new_store(tmp_path):
 
 def test_events_put_back_after_a_move_are_the_events_as_published(tmp_path):
     """A broker that lost its product events gets them again from the store
-    (broker_recovery.every_record), under the same event ids. Read under the
+    (recovery_reads.every_record), under the same event ids. Read under the
     new root, they named other files than the events of those ids every
     subscriber holds: `calstream subscribe` refused each as "conflicting",
     what docs/contract.md says of a forgery."""
     import shutil
 
-    from calstream.daemon.doers.broker_recovery import every_record
     from calstream.daemon.doers.product_store import ProductStore
+    from calstream.daemon.doers.recovery_reads import every_record
     from tests.unit.test_store import publish_one
 
     old, new = tmp_path / "old", tmp_path / "new"

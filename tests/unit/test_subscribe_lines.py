@@ -71,7 +71,8 @@ def test_an_event_id_again_with_other_content_is_reported_not_dropped_as_a_dupli
             sub.handle(_record(message, offset))
         out, err = capsys.readouterr()
         assert sub.counts == {"delivered": 1, "duplicate": 1, "filtered": 0, "invalid": 0,
-                              "conflicting": 1, "commits_refused": 0}, (write_dir, sub.counts)
+                              "conflicting": 1, "commits_refused": 0, "broker_lost": 0}, \
+            (write_dir, sub.counts)
         assert "/etc/shadow" not in out
         assert f"calstream.products[0]@2: event_id {real.event_id[:12]}" in err, err
     # The next run knows the id from its file: the same content is a duplicate,

@@ -119,10 +119,10 @@ def _stored(store, n: int, emitted_at) -> None:
 
 
 def test_the_store_s_records_and_what_a_lost_broker_gets_again_are_in_time_order(tmp_path):
-    """Re-published oldest first (broker_recovery.every_record, replay's
+    """Re-published oldest first (recovery_reads.every_record, replay's
     records): by text, the event of 04:00 UTC went after that of 05:00."""
-    from calstream.daemon.doers.broker_recovery import every_record
     from calstream.daemon.doers.product_store import ProductStore
+    from calstream.daemon.doers.recovery_reads import every_record
     store = ProductStore(tmp_path)
     _stored(store, 1, LATER)
     _stored(store, 2, EARLIER_BUT_LATER_AS_TEXT)

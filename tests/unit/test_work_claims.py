@@ -349,3 +349,30 @@ def failing_once(path, real):
         return real(where, *args, **kwargs)
     refuse.failed = False
     return refuse
+
+
+@pytest.mark.anyio
+async def test_a_takeover_says_what_was_seen(tmp_path, caplog):
+    """A dead pid of this host: its claim is taken over at once, and the line
+    says so, not "no heartbeat for 300s" (none was waited for); a claim gone
+    silent says for how long it was seen silent."""
+    caplog.set_level("WARNING", logger="calstream.claims")
+    gone = Owner(socket.gethostname(), 2**22 + 12345, "gone")  # above pid_max's default
+    claims(tmp_path, gone).try_claim(claims(tmp_path, gone).path(WID, 1), {})
+    a = claims(tmp_path, Owner(socket.gethostname(), os.getpid(), "a"))
+    async with a.held(WID, 1, stage="detector1", name="x"):
+        pass
+    [line] = [r.getMessage() for r in caplog.records if "took over" in r.getMessage()]
+    assert f"its owner, pid {gone.pid}, is gone from this host" in line, line
+    assert "heartbeat" not in line, line
+
+    caplog.clear()
+    clock = Clock()
+    claims(tmp_path, B).try_claim(claims(tmp_path, B).path(WID, 2), {})
+    b = watched(tmp_path, A, clock)
+    assert b.try_claim(b.path(WID, 2), {}) == ("live", B)
+    clock.t += 61
+    async with b.held(WID, 2, stage="detector1", name="x"):
+        pass
+    [line] = [r.getMessage() for r in caplog.records if "took over" in r.getMessage()]
+    assert "no heartbeat seen for 61s (claim_stale_seconds: 5s)" in line, line

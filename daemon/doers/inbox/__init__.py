@@ -4,7 +4,8 @@
   ``calstream.daemon.deciders.inbox_file`` (settle, structure, identity);
 - ``tracked_file``: one look at a tracked file, and its decision carried out;
 - ``observer_bridge``: watchdog events and inbox listings, handed to the loop;
-- ``file_reads``: stat, FITS layout, identity and digest of a file, off the loop;
+- ``..file_reads`` (doers/file_reads.py, shared with the ledgers and the
+  snapshot): stat, FITS layout, identity and digest of a file, off the loop;
 - ``ledger``: what has been announced (sqlite), also a digest cache;
 - ``announcer``: dedupe, then announce through the caller's ``on_arrival``;
 - ``quarantine``: bad files moved aside and reported through ``on_reject``;

@@ -13,7 +13,7 @@ import anyio
 
 from calstream.daemon.deciders import broker_refusals
 from calstream.daemon.deciders.inbox_file import Sig
-from calstream.daemon.doers.inbox.file_reads import STORE_HUNG, FileReads, ReadHung
+from calstream.daemon.doers.file_reads import STORE_HUNG, FileReads, ReadHung
 from calstream.daemon.doers.inbox.ledger import Ledger
 from calstream.daemon.doers.inbox.reports import Arrival, Counts, log_file
 from calstream.topics import contract

@@ -31,7 +31,7 @@ from typing import Any
 import anyio
 
 from calstream.daemon.deciders.inbox_file import Sig
-from calstream.daemon.doers.inbox.file_reads import WORK_DIR_HUNG, FileReads, ReadHung
+from calstream.daemon.doers.file_reads import WORK_DIR_HUNG, FileReads, ReadHung
 from calstream.daemon.doers.inbox.reports import Arrival
 from calstream.steps.regular_files import move_aside, set_aside_unless_regular
 
@@ -110,7 +110,7 @@ class Ledger:
                                "hashes the inbox again")
                 return _connected(path)
 
-        reads = reads or FileReads(1)
+        reads = reads or FileReads(1, of="the watcher's ledger")
         return cls(await reads.timed(lambda _: connect(), path, reads.read_seconds,
                                      what="ledger's opening", cause=WORK_DIR_HUNG), path, reads)
 

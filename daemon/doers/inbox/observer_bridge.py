@@ -36,7 +36,7 @@ from calstream.daemon.doers.digest_memo import stat_sig  # noqa: F401 - the inbo
 from calstream.daemon.doers.inbox.reports import log, log_fields
 
 if TYPE_CHECKING:
-    from calstream.daemon.doers.inbox.file_reads import FileReads
+    from calstream.daemon.doers.file_reads import FileReads
 
 # Names writers use while a file is in flight; the final name arrives by
 # rename, which the observer reports as a create or move on that name.

@@ -21,7 +21,7 @@ from calstream.daemon.deciders.inbox_file import (
     retry_after,
 )
 from calstream.daemon.doers.digest_memo import stat_sig
-from calstream.daemon.doers.inbox.file_reads import FileReads, ReadHung
+from calstream.daemon.doers.file_reads import FileReads, ReadHung
 from calstream.daemon.doers.inbox.quarantine_leftovers import (
     NOTE,
     partial_copy,

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from calstream.daemon.deciders import inbox_file as decide
 from calstream.daemon.deciders.inbox_file import FileState, Sig
+from calstream.daemon.doers.file_reads import ReadHung
 from calstream.daemon.doers.inbox.announcer import AnnouncementFailed
-from calstream.daemon.doers.inbox.file_reads import ReadHung
 from calstream.daemon.doers.inbox.quarantine import NoLongerJudged, QuarantineBlocked
 from calstream.daemon.doers.inbox.reports import Arrival, log_file
 from calstream.daemon.doers.parking import Parking

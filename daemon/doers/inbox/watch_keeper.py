@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from calstream.daemon.doers.inbox.file_reads import INBOX_HUNG, FileReads, ReadHung
+from calstream.daemon.doers.file_reads import INBOX_HUNG, FileReads, ReadHung
 from calstream.daemon.doers.inbox.observer_bridge import ObserverBridge
 from calstream.daemon.doers.inbox.reports import log_fields
 from calstream.daemon.doers.parking import Parking

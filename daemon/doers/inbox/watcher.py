@@ -28,8 +28,8 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from calstream.daemon.deciders import inbox_file as decide
 from calstream.daemon.deciders.inbox_file import InboxRules, Sig
+from calstream.daemon.doers.file_reads import READ_SECONDS, FileReads, ReadHung
 from calstream.daemon.doers.inbox.announcer import Announcer
-from calstream.daemon.doers.inbox.file_reads import READ_SECONDS, FileReads, ReadHung
 from calstream.daemon.doers.inbox.ledger import Ledger
 from calstream.daemon.doers.inbox.observer_bridge import InboxScope, ObserverBridge
 from calstream.daemon.doers.inbox.quarantine import Quarantine
@@ -95,7 +95,7 @@ class Watcher(FileSteps):
             look_interval=decide.look_interval(settle_seconds, poll_interval))
         self.scope = InboxScope(inbox, quarantine, Path(ledger_path).absolute(), recursive)
         self.roots = [Path(r).absolute() for r in roots] or [inbox]
-        self.reads = FileReads(io_concurrency, read_seconds)
+        self.reads = FileReads(io_concurrency, read_seconds, of="the inbox")
         self.events = ObserverBridge(self.scope, self._kick, polling=polling,
                                      poll_interval=poll_interval, reads=self.reads)
         self._parking, self._fault_of = parking, fault_of

@@ -17,7 +17,7 @@ from aiokafka.structs import ConsumerRecord
 import calstream
 from calstream.daemon.deciders import broker_access, broker_refusals
 from calstream.daemon.doers.dead_letter_ledger import DeadLetterLedger
-from calstream.daemon.doers.inbox.file_reads import READ_SECONDS, WORK_DIR_HUNG, FileReads, ReadHung
+from calstream.daemon.doers.file_reads import READ_SECONDS, WORK_DIR_HUNG, FileReads, ReadHung
 from calstream.daemon.doers.noted_places import NotedPlace, product_events_place
 from calstream.daemon.operations.metrics import Metrics
 from calstream.topics import contract, dead_letters
@@ -243,13 +243,14 @@ class Publisher:
     async def dead_letter(self, *, category: str, reason: str, stage: str, key: str,
                           attempts: int = 0, record: ConsumerRecord | None = None,
                           about: str | None = None, unsent: contract.Message | None = None,
-                          unsent_topic: str | None = None, **extra: Any) -> None:
+                          unsent_topic: str | None = None, **extra: Any) -> str:
         """Nothing is dropped silently: everything that cannot go on goes here.
         ``about``: what, besides the record (or key, digest and path), tells
         this dead letter from another (a refused message's event id).
-        ``unsent``: a message the broker refused, sent to logical topic
-        ``unsent_topic`` under ``key``: the letter's original, with no place
-        on the topic (it never had one)."""
+        ``unsent``: a message the broker or the encoding refused, for logical
+        topic ``unsent_topic`` under ``key``: the letter's original, with no
+        place on the topic (it never had one). Returns the letter's event id,
+        sent or not (the planner counts a refused order's failure by it)."""
         original = _original(record) if record is not None else None
         identity = (original and [original["topic"], original["partition"], original["offset"]]) \
             or [key, extra.get("digest"), extra.get("path")]
@@ -262,8 +263,8 @@ class Publisher:
             **dead_letters.letter_fields(category=category, reason=reason, stage=stage,
                                          attempts=attempts, original=original, **extra))
         try:
-            await self.publish("deadletter", dead_letters.bounded(key, dead_letters.KEY_BUDGET),
-                               message)
+            sent = await self.publish("deadletter",
+                                      dead_letters.bounded(key, dead_letters.KEY_BUDGET), message)
         except RecordRefused as exc:
             # The dead-letter topic refuses it too: a letter about the letter
             # would be refused alike. Said and counted
@@ -279,13 +280,22 @@ class Publisher:
                       dead_letters.bounded(reason, 500),
                       extra={"exposure_id": extra.get("exposure_id"), "stage": stage,
                              "category": category, "fault": "data"})
-            return
+            return message.event_id
+        if sent is False:
+            # Withheld (a standing-by planner, planner_leadership.GatedPublisher):
+            # the leader letters it; counted and said here too, one letter was
+            # two in the metric across the pair, and "dead letter" was logged
+            # for one never sent.
+            log.info("dead letter [%s/%s] %s withheld (standing by): %s", stage, category,
+                     key[:200], dead_letters.bounded(reason, 500))
+            return message.event_id
         self.metrics.dead_letters.labels(stage=stage, category=category).inc()
         # Flood-controlled per stage and category (operations/logs.py): the
         # topic and the metric above have every one.
         log.warning("dead letter [%s/%s] %s: %s", stage, category, key, reason,
                     extra={"exposure_id": extra.get("exposure_id"), "stage": stage,
                            "category": category})
+        return message.event_id
 
 
 def record_refused(exc: BaseException, topic: str, key: str) -> RecordRefused | None:
@@ -324,10 +334,16 @@ def _unsent_original(topic: str, key: str, message: contract.Message) -> dict[st
     its way to ``topic``: what it would have been, bounded as a record's, but
     with no partition or offset (the contract's are whole numbers: it had
     none). A reader of the planner's letters counts a stage-2 order in it
-    as failed (deciders/stage2_failures.py)."""
+    as failed (deciders/stage2_failures.py). A body JSON has no text for (a
+    decider's bug the encoding refused) is kept as its ``str``: the letter
+    must go all the same."""
+    try:
+        value = contract.compact_json(message.body)
+    except (TypeError, ValueError):
+        value = str(message.body).encode("utf-8", "backslashreplace")
     placed = dead_letters.original_record(
         topic=topic, partition=0, offset=0, key=key.encode("utf-8", "backslashreplace"),
-        value=contract.compact_json(message.body), timestamp_ms=None)
+        value=value, timestamp_ms=None)
     return {k: v for k, v in placed.items() if k not in ("partition", "offset")}
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.admin import NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from calstream.daemon.deciders import topic_creation
 from calstream.daemon.doers.kafka.clients import admin
@@ -32,7 +33,8 @@ async def create_topics(cfg: Config, topics: Topics, *, replication: int = 1,
     """Create every catalog topic that does not exist yet; returns those
     created. TopicsMissing if any is still missing: the broker refused it
     (in its answer, which the client does not raise: a principal without
-    Create), or ``create`` is False (the daemon is not to try)."""
+    Create), or ``create`` is False (the daemon is not to try: each is
+    asked for by name, and what the broker says of it is the reason)."""
     client = admin(cfg)
     try:
         await client.start()  # inside: a start that waits for its broker retries this
@@ -40,10 +42,12 @@ async def create_topics(cfg: Config, topics: Topics, *, replication: int = 1,
         missing = [(name, spec) for name, spec in topics.all() if name not in existing]
         created: list[str] = []
         refused: dict[str, str] = {}
+        if not create and missing:
+            answered = await _errors_for(client, [name for name, _ in missing])
+            refused = {name: why for name, _ in missing
+                       if (why := topic_creation.why_absent(answered.get(name))) is not None}
+            missing = []
         for name, spec in missing:
-            if not create:
-                refused[name] = topic_creation.NOT_TRIED
-                continue
             try:
                 answer = await client.create_topics([NewTopic(name, spec.partitions, replication,
                                                               topic_configs=spec.config())])
@@ -59,6 +63,20 @@ async def create_topics(cfg: Config, topics: Topics, *, replication: int = 1,
         return created
     finally:
         await client.close()
+
+
+async def _errors_for(client, names: list[str]) -> dict[str, int]:
+    """The error code the broker's metadata answers for each of ``names``,
+    asked by name, never creating one (a broker with
+    auto.create.topics.enable would make it, with its defaults, where the
+    daemon was told not to: aiokafka's ``describe_topics`` asks with
+    allow_auto_topic_creation, so its request is sent here without)."""
+    try:  # aiokafka's private call (0.11-0.14): another version may lack it
+        answer = await client._send_request(
+            MetadataRequest(names, allow_auto_topic_creation=False))
+        return {t["topic"]: t["error_code"] for t in answer.to_object()["topics"]}
+    except (AttributeError, TypeError, KeyError):
+        return {}  # nothing known: each missing topic said "not created", as before
 
 
 async def describe_catalog(cfg: Config, topics: Topics) -> list[dict[str, Any]]:

@@ -68,6 +68,18 @@ def _letter(record) -> DeadLetter | None:
 CLOCK_BEHIND_MS = 3_600_000
 
 
+# Why a deadletter topic the broker does not list is an error, not "no dead
+# letters": a broker that restarted lists no topic until a daemon has
+# created them again (the embedded one keeps its records in memory, and the
+# daemon puts its dead letters back after that), and one that comes back
+# may not list a topic yet (aiokafka drops a topic answered with an error,
+# LEADER_NOT_AVAILABLE). `list --pending` printed [] then, exit 0: nothing
+# pending, said to an operator while the letters were on their way back.
+NOT_THERE = ("the broker lists no such topic (yet): a daemon creates it at its start and, "
+             "after a broker restart, puts its dead letters back: run the command again in a "
+             "moment, or check --topic-prefix")
+
+
 async def load(cfg, topics: Topics, *, keep: Callable[[DeadLetter], bool] = lambda _: True,
                limit: int | None = None, since: dt.datetime | None = None,
                pending: bool = False) -> Loaded:
@@ -82,6 +94,8 @@ async def load(cfg, topics: Topics, *, keep: Callable[[DeadLetter], bool] = lamb
     out = Loaded([])
     async with NewestFirst(cfg, topics.name("deadletter"),
                            when=lambda r: (r.timestamp, r.offset)) as reader:
+        if not reader.begin:
+            raise kafka.TopicsMissing({topics.name("deadletter"): NOT_THERE})
         while True:
             if limit and len(picked) >= limit:
                 if pending:  # marks known only once read: drop the redriven, read on

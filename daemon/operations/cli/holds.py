@@ -27,9 +27,9 @@ from calstream.daemon.operations.holds_view import (
     by_since,
     current_holds,
     not_the_planners,
-    unchecked_note,
 )
 from calstream.daemon.operations.logs import escape_controls
+from calstream.daemon.operations.status_render import LINE_CHARS
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 from calstream.topics.dead_letters import REASON_BUDGET, bounded
@@ -52,9 +52,9 @@ def _list_arguments(p: argparse.ArgumentParser) -> None:
          arguments=_list_arguments)
 def cmd_list(args: argparse.Namespace) -> int:
     cfg = broker_config(args, "holds")
-    holds = anyio.run(current_holds, cfg, Topics(cfg.topic_prefix))
+    holds, note = anyio.run(current_holds, cfg, Topics(cfg.topic_prefix))
     rows = sorted((h for h in holds.values() if args.all or h["state"] == "held"), key=by_since)
-    if note := unchecked_note(holds.values(), cfg.work_dir):
+    if note:
         print(f"calstream: {note}", file=sys.stderr)
     if args.json:
         print(json.dumps(rows, indent=1))
@@ -78,6 +78,18 @@ def hold_row(h: dict) -> str:
                      if release else h["reason"], REASON_BUDGET)
     return escape_controls(f"{h['exposure_id']:34} {h['state']:9} {h['since']:25} "
                            f"{_age(h['since']):>7}  {detail}{not_the_planners(h)}")
+
+
+def waits_refusal(exposure: str, hold: dict) -> str:
+    """Why `holds release` does not release a hold that waits for something
+    the planner releases it on (a WFSS grism's direct image), escaped as
+    the rows of `holds list` and bounded as a line of `calstream status`:
+    its reason is a record's text, up to the megabyte a record may be, and
+    was printed whole; cut here, the line's end (what to do) still shows."""
+    return escape_controls(
+        f"calstream: {exposure} waits for its {bounded(str(hold['waiting_for']), 80)} "
+        f"({bounded(str(hold['reason']), LINE_CHARS // 2)}); the planner releases it when "
+        "that comes, not an operator")
 
 
 # Records of the products topic `holds release` looks through, newest first,
@@ -128,7 +140,7 @@ def _release_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_release(args: argparse.Namespace) -> int:
     cfg = broker_config(args, "holds")
     topics = Topics(cfg.topic_prefix)
-    holds = anyio.run(current_holds, cfg, topics)
+    holds, _ = anyio.run(current_holds, cfg, topics)
     hold = holds.get(args.exposure)
     if hold is not None and hold["source"] == "holds topic" and hold["checked"]:
         hold = None  # the planner holds nothing of it: a release would be rejected
@@ -139,10 +151,7 @@ def cmd_release(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     if hold.get("waiting_for"):
-        # Escaped as the rows of `holds list`: the reason is the topic's text.
-        print(escape_controls(f"calstream: {args.exposure} waits for its {hold['waiting_for']} "
-                              f"({hold['reason']}); the planner releases it when that comes, "
-                              "not an operator"), file=sys.stderr)
+        print(waits_refusal(args.exposure, hold), file=sys.stderr)
         return 1
     by = operator(args)
     update = contract.build(

@@ -75,5 +75,7 @@ def cmd_subscribe(args: argparse.Namespace) -> int:
           f"{c['filtered']} filtered out, {c['invalid']} invalid"
           + (f", {c['conflicting']} conflicting" if c["conflicting"] else "")
           + (f", {c['commits_refused']} commit(s) refused by the group" if c["commits_refused"]
-             else ""), file=sys.stderr)
+             else "")
+          + (f"; the broker was lost {c['broker_lost']} time(s)" if c["broker_lost"] else ""),
+          file=sys.stderr)
     return 0

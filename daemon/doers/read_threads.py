@@ -1,4 +1,4 @@
-"""The threads the door's reads run in (file_reads.py): daemon threads.
+"""The threads FileReads' calls run in (file_reads.py): daemon threads.
 
 A read of a mount gone silent never returns, and its thread cannot be
 stopped; file_reads.py leaves it waiting. anyio's worker threads are not
@@ -22,7 +22,7 @@ import anyio.lowlevel
 
 
 class ReadThreads:
-    def __init__(self, name: str = "inbox-read") -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
         self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._lock = threading.Lock()

@@ -1,6 +1,12 @@
-"""The reads the inbox watcher makes of a tracked file, each in a worker
-thread: on a network filesystem a stat can block for seconds, and the watcher
-may share its event loop with the rest of the daemon.
+"""Calls on storage that may stop answering, each in a worker thread, timed:
+the inbox watcher's reads of a tracked file (below), and every other call
+that must not wait for ever on a silent mount (the watcher's ledger, the
+planner's ledger and snapshot, the dead-letter ledger and the noted places,
+the product store's records, the start's making of its directories). Here,
+not in ``doers/inbox/``, since session 45: each user finds it in one place,
+and each names what it reads (``of``) in its threads' names and its
+ReadHung lines. On a network filesystem a stat can block for seconds, and
+the watcher may share its event loop with the rest of the daemon.
 
 A file's opening reads (layout, header, ledger, digest) are made during its
 ``turn``: a few files at a time, the file seen first served first. A burst
@@ -35,10 +41,9 @@ from typing import Any
 import anyio
 
 from calstream.daemon.deciders.inbox_file import Sig
-from calstream.daemon.doers.digest_memo import digest_of, exposure_of
-from calstream.daemon.doers.inbox.observer_bridge import stat_sig
-from calstream.daemon.doers.inbox.read_threads import ReadJob, ReadThreads
+from calstream.daemon.doers.digest_memo import digest_of, exposure_of, stat_sig
 from calstream.daemon.doers.priority_slots import PrioritySlots
+from calstream.daemon.doers.read_threads import ReadJob, ReadThreads
 from calstream.steps.exposure import ExposureInfo
 from calstream.steps.failures import MOUNT_GONE, infrastructure_cause
 from calstream.steps.fitsfile import FitsLayout, fits_layout
@@ -59,23 +64,32 @@ WORK_DIR_HUNG = "work_dir_hung"
 
 
 class ReadHung(Exception):
-    """A read of an inbox file that has not returned within its time, or that
-    was not started because an earlier one still has not (the storage under
-    it is at fault, not the file). Not an OSError: it must never count
-    towards calling the file unreadable. ``what`` hung (its log line),
-    ``cause``: the parking's; ``job``: the call left running, if it began."""
+    """A call (a read of an inbox file, a write of a ledger) that has not
+    returned within its time, or that was not started because an earlier one
+    still has not (the storage under it is at fault, not the file). Not an
+    OSError: it must never count towards calling the file unreadable.
+    ``what`` hung (its log line), ``of``: whose calls they are (FileReads'
+    ``of``: "the inbox", "the planner's snapshot"), ``cause``: the
+    parking's; ``job``: the call left running, if it began."""
 
     def __init__(self, path: Path, seconds: float, *, earlier: bool = False,
-                 what: str = "read", cause: str = INBOX_HUNG) -> None:
+                 what: str = "read", cause: str = INBOX_HUNG,
+                 of: str = "the work directory") -> None:
         self.path, self.seconds, self.cause = path, seconds, cause
         self.job: ReadJob | None = None
-        why = (f"an earlier {what} of it, or too many reads of the inbox, still not returned"
+        why = (f"an earlier {what} of it, or too many calls on {of}, still not returned"
                if earlier else f"no answer from its storage within {seconds:g} s")
         super().__init__(f"{path.name}: {what} hung: {why}")
 
 
 class FileReads:
-    def __init__(self, concurrency: int, read_seconds: float = READ_SECONDS) -> None:
+    """``of``: whose calls these are ("the inbox", "the planner's ledger"),
+    for the names of its threads and its ReadHung lines: one thread or line
+    in a dump or a log says which storage did not answer, and for whom."""
+
+    def __init__(self, concurrency: int, read_seconds: float = READ_SECONDS, *,
+                 of: str = "the work directory") -> None:
+        self.of = of
         # Files being read at once; every opening read below is made during a
         # file's turn, so this also bounds the reads.
         self._turns = PrioritySlots(concurrency)
@@ -91,7 +105,7 @@ class FileReads:
         # process from exiting (read_threads.py). A read's time starts once
         # it has one of them (``timed``).
         self._threads = anyio.CapacityLimiter(MOST_HUNG)
-        self._pool = ReadThreads()
+        self._pool = ReadThreads(f"calls on {of}")
 
     def hung(self) -> int:
         """Reads left running past their time now (for a test, or a status)."""
@@ -187,7 +201,7 @@ class FileReads:
         time of the reads holding them: a hung one is left running without
         its token, and counted: the threads reading and those left hung are
         MOST_HUNG at most. ``what`` and ``cause``: the ReadHung's."""
-        hung = {"what": what, "cause": cause}
+        hung = {"what": what, "cause": cause, "of": self.of}
         self._unless_too_many_hung(path, seconds, hung)
         async with self._threads:
             # Those it waited behind may have been left hung meanwhile.
