@@ -25,6 +25,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from calstream.daemon.doers import kafka
+from calstream.daemon.doers.kafka.clients import DEFAULT_FETCH_WAIT_MS
 from calstream.daemon.doers.start_waits import StartWaits, broker_cause, started
 from calstream.daemon.operations.config import Config
 
@@ -64,11 +65,13 @@ async def started_producer(cfg: Config, waits: StartWaits) -> Any:
 async def open_reader(planner: Planner, names: list[str]) -> AsyncIterator[kafka.TopicReader]:
     """kafka.open_reader on ``names`` from the planner's positions, opened
     (connected, the topics' partitions found and assigned) once the broker
-    answers."""
+    answers. It follows its topics for good: aiokafka's fetch wait, not the
+    short one of a read up to "now" (kafka.open_reader)."""
     async with contextlib.AsyncExitStack() as stack:
         def attempt():  # a new reader each time: one that failed to open closed itself
             return stack.enter_async_context(
-                kafka.open_reader(planner.cfg, names, start=planner.positions))
+                kafka.open_reader(planner.cfg, names, start=planner.positions,
+                                  fetch_max_wait_ms=DEFAULT_FETCH_WAIT_MS))
         yield await waits_of(planner).step(waited_broker(planner.cfg, "topic reader"), attempt,
                                            broker_cause, owner=PLANNER)
 

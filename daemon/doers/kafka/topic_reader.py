@@ -28,6 +28,12 @@ from calstream.daemon.doers.kafka import clients
 from calstream.daemon.operations.config import Config
 from calstream.topics import contract
 
+# How long a read up to "now" waits for records before it looks whether it
+# is at the end: half the broker's hold of an empty fetch (open_reader), so
+# an empty partition's answer, which holds no record but says where its end
+# is, is looked at soon after it comes, not only at fetch()'s 200 ms.
+END_POLL_MS = clients.FETCH_MAX_WAIT_MS // 2
+
 
 class TopicReader:
     """Every partition of some topics, assigned (no group) and read from the start."""
@@ -151,7 +157,7 @@ class TopicReader:
         connection is gone, escaped the cancel scope and ended the task.)"""
         since = time.monotonic()
         while True:
-            records = await self.fetch()
+            records = await self.fetch(timeout_ms=END_POLL_MS)
             if records:
                 yield records
                 since = time.monotonic()
@@ -190,7 +196,18 @@ async def open_reader(cfg: Config, names: list[str], *,
                       ) -> AsyncIterator[TopicReader]:
     """A TopicReader on every partition of ``names`` (those that exist; of
     them, those in ``only`` if given), from their beginning or, for those in
-    ``start``, from there (``start_from``)."""
+    ``start``, from there (``start_from``).
+
+    The broker answers a fetch of an empty partition only once its fetch
+    wait is over, and that answer (its high watermark, 0) is the partition's
+    end: with aiokafka's 500 ms every empty topic read up to "now" cost half
+    a second, eight of them at a planner's start on new topics (~4 s of each
+    test daemon's start). So 100 ms, as observers fetch (clients.py), unless
+    ``fetch_max_wait_ms`` is given: a reader that follows its topics for
+    good (the planner's run) keeps the longer one, since an idle fetch costs
+    the broker about the same CPU whatever its wait, and a follower's come
+    five times less often (tests/unit/test_fetch_waits.py)."""
+    options.setdefault("fetch_max_wait_ms", clients.FETCH_MAX_WAIT_MS)
     client = clients.reader(cfg, **options)
     try:
         await client.start()  # inside: a client that failed to connect is stopped too
