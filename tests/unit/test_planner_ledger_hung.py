@@ -72,7 +72,10 @@ async def test_a_silent_work_dir_parks_the_planner_which_goes_on_in_order(silent
         with anyio.fail_after(10):
             while parked(metrics) < 1:
                 await anyio.sleep(0.02)
-        assert blocked and not ledger.kept("holds", tidy=False)
+        with anyio.fail_after(10):  # parked after its time wherever its thread was
+            while not blocked:
+                await anyio.sleep(0.02)
+        assert not ledger.kept("holds", tidy=False)
         answers.set()  # the mount answers
     assert parked(metrics) == 0
     assert [h["state"] for h in ledger.kept("holds")] == ["released"]
