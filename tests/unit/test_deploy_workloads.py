@@ -344,7 +344,11 @@ def test_the_container_image_runs_the_cli_and_exposes_the_metrics_port():
     text = (DEPLOY / "Containerfile").read_text()
     entry = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M).group(1))
     cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))
-    assert entry == ["calstream"]
+    # An init as PID 1 (tini, installed in the image) reaps the processes
+    # handed to it; the daemon as PID 1 left their zombies for good.
+    assert entry == ["tini", "--", "calstream"]
+    final = text.rsplit("\nFROM ", 1)[1]
+    assert re.search(r"apt-get install [^\n]*\btini\b", final), "tini not in the final image"
     args = build_parser().parse_args(cmd)
     assert args.func is cmd_run
     assert re.search(rf"^EXPOSE {DEFAULT_PORT}$", text, re.M)
