@@ -43,8 +43,10 @@ def run_state(pid: int, children: Iterable[int] = (), *,
         state, ticks = _stat(each)
         cpu += ticks
         if state == "T" and how is None:
-            how = "stopped (state T: SIGSTOP)" if each == pid else \
-                f"waiting for its child {each}, which is stopped (state T: SIGSTOP)"
+            # Not named: /proc does not say which stop signal (SIGSTOP, a
+            # terminal's SIGTSTP, SIGTTOU, SIGTTIN).
+            how = "stopped (state T: a stop signal)" if each == pid else \
+                f"waiting for its child {each}, which is stopped (state T: a stop signal)"
     if how is None and (frozen := _frozen_cgroup(pid, cgroup_root)) is not None:
         how = f"frozen (its cgroup {frozen} is frozen)"
     return how, cpu

@@ -77,7 +77,7 @@ async def test_a_stopped_worker_is_replaced_long_before_the_time_out_and_the_nex
                 tg.start_soon(run_it)
                 pid = await worker_pid_once_busy(pool)
                 os.kill(pid, signal.SIGSTOP)
-        assert "stopped (state T: SIGSTOP)" in lost["reason"], lost
+        assert "stopped (state T: a stop signal)" in lost["reason"], lost
         assert restarts(pool) == {"stopped": 1.0}
         with anyio.fail_after(120):
             fine = await pool.run("tests.pool_tasks:add", {"a": 1, "b": 2}, timeout=300)
