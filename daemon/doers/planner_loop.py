@@ -113,7 +113,8 @@ class Planner(RecordDecisions):
         # (topic, partition) -> next offset to read: what the state covers
         self.positions: dict[tuple[str, int], int] = {}
         self.records_seen = 0
-        self.last_snapshot = (time.monotonic(), 0)  # (when, records_seen then)
+        self.last_snapshot = (time.monotonic(), 0)  # (when, records_seen then), once begun
+        self.snapshot_written = 0  # records_seen of the last snapshot on disk (renamed in place)
         self.restored_from: dict | None = None  # the snapshot the state came from, if any
         self.snapshot_reuse = None  # the last snapshot's blocks (deciders/snapshot_reuse.py)
         self.faults = Faults(metrics)  # what it survives outside any record

@@ -262,7 +262,8 @@ async def take_snapshot(planner: Planner) -> int:
     waiting = planner.pointing_waiting.to_body()  # the updates before their exposure
     offsets = dict(planner.positions)
     covered = await snapshot_places.covered_now(planner, offsets)
-    before, planner.last_snapshot = planner.last_snapshot, (time.monotonic(), planner.records_seen)
+    taken = planner.records_seen
+    before, planner.last_snapshot = planner.last_snapshot, (time.monotonic(), taken)
     on_loop = time.perf_counter() - started[0]
     writer = BlockWriter(planner.snapshot_reuse)
 
@@ -293,6 +294,7 @@ async def take_snapshot(planner: Planner) -> int:
         planner.last_snapshot = before  # not taken: still due
         return 0
     planner.snapshot_reuse = writer.written(stored)
+    planner.snapshot_written = taken  # last_snapshot says when one began
     planner.snapshot_parking.resumed()
     log.info("planner: snapshot written (%.0f MB, %d of %d blocks reused; %.2f s on the loop, "
              "%.1f s in all, %.1f CPU s in the writer)", size / 1e6, writer.reused,

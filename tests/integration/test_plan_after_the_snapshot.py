@@ -49,7 +49,7 @@ async def test_a_plan_in_the_tail_after_the_snapshot_orders_what_it_completes(
         # The observations' own mosaics: every member calibrated, the quiet period over.
         await wait_for(cfg, ["work.stage3"], lambda ms: len(stage3_products(ms)) >= 2, 60)
         await until(lambda: daemon.planner.records_seen == len(events)
-                    and daemon.planner.last_snapshot[1] == len(events))
+                    and daemon.planner.snapshot_written == len(events))
 
     # While it is down, an operator loads a plan: one more mosaic of the same six.
     manifest = tmp_path / "plan.json"

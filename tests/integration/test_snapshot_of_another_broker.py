@@ -40,7 +40,7 @@ async def test_a_partition_refilled_past_the_snapshot_s_offset_is_read_again_who
             await publish(cfg, first)
             await wait_for(cfg, ["work.stage2"], lambda ms: len(stage2_orders(ms)) >= 2, 60)
             await until(lambda: daemon.planner.records_seen == len(first)
-                        and daemon.planner.last_snapshot[1] == len(first))
+                        and daemon.planner.snapshot_written == len(first))
         assert snapshot_path(cfg.work_dir).exists()
 
         own.restart()  # empty: a new broker on the same address
