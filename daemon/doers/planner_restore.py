@@ -29,6 +29,7 @@ from calstream.daemon.deciders import planner_snapshot
 from calstream.daemon.deciders.holds import WaitingUpdates, hold_to_restore
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import BlockCache, BlockWriter
+from calstream.daemon.deciders.stage2_failures import RefusedOrders
 from calstream.daemon.deciders.standby_withheld import WithheldDecisions, usable_without_following
 from calstream.daemon.doers import (
     planner_clients,
@@ -91,6 +92,8 @@ def load_snapshot(planner: Planner, found: planner_snapshots.Found | None = None
     planner.event_ids = event_ids
     # Older snapshots have none: nothing waited then (a waiting update was dead-lettered).
     planner.pointing_waiting = WaitingUpdates.from_body(snap.body.get("pointing_waiting"))
+    # The letters of refused orders read before its offsets (none before session 46).
+    planner.failed_orders = RefusedOrders.from_body(snap.body.get("refused_orders"))
     planner.positions = dict(snap.offsets)
     planner.snapshot_covered = snap.covered  # checked against the broker: snapshot_places
     planner.snapshot_reuse = reuse
@@ -259,6 +262,7 @@ async def take_snapshot(planner: Planner) -> int:
     # (deciders/standby_withheld.py); taken at the same moment as the state.
     withheld = planner.standby.memory.to_body() if _following(planner) else None
     waiting = planner.pointing_waiting.to_body()  # the updates before their exposure
+    refused = planner.failed_orders.to_body()  # refused orders whose letters were read
     offsets = dict(planner.positions)
     covered = await snapshot_places.covered_now(planner, offsets)
     taken = planner.records_seen
@@ -277,6 +281,8 @@ async def take_snapshot(planner: Planner) -> int:
                 body["standby"] = withheld
             if waiting:
                 body["pointing_waiting"] = waiting
+            if refused:
+                body["refused_orders"] = refused
             packed = planner_snapshots.pack(body, offsets=offsets, stored=stored,
                                             topic_prefix=planner.topics.prefix, covered=covered)
         return packed, stored, time.thread_time() - cpu
