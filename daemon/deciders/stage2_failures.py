@@ -124,7 +124,11 @@ class RefusedOrders:
     id: ``known`` says so, and it is counted by that letter (the same key:
     once) instead of being lettered again. The order itself is still sent:
     a planner whose decider was mended makes one the encoding takes, and
-    that one goes; a letter forged for an order only spares a letter.
+    that one goes; a letter forged for an order only spares a letter. So is
+    one the broker refused (one more in calstream_records_refused_total
+    each time): a topic whose limit was raised since takes it, and a letter
+    cut to its budget cannot be redriven; skipped on a letter's word, a
+    forged letter would withhold a real order at every rebuild.
     Kept in the snapshot (``to_body``, session 46): a standby restored from
     one reads only the letters after its offsets.
     """
