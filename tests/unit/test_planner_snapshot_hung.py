@@ -239,3 +239,19 @@ async def test_a_deletion_that_lands_late_leaves_the_rebuilt_planner_s_snapshot(
         while not returned or path.with_name(path.name + ".unreadable").exists():
             await anyio.sleep(0.02)
     assert path.exists() and path.read_bytes() == written
+
+
+async def test_the_snapshot_written_from_a_restored_state_is_the_one_deleted(tmp_path):
+    """A snapshot written from a restored state carries the blocks it left
+    unread as stored (deciders/snapshot_reuse.py), a spoiled one too: when
+    that state fails, the snapshot it wrote is deleted, not only the one it
+    was restored from (else the next planner restored the same block)."""
+    work = tmp_path / "work"
+    assert await planner_restore.take_snapshot(planner_at(work)) > 0
+    restored = planner_at(work)
+    assert await planner_restore.load_snapshot_timed(restored)
+    restored.records_seen = 9
+    assert await planner_restore.take_snapshot(restored) > 0
+    assert await SnapshotFiles(work).delete()
+    assert not planner_snapshots.snapshot_path(work).exists()
+    assert not await SnapshotFiles(work).delete()  # nothing holds a state now
