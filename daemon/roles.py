@@ -17,7 +17,7 @@ from functools import partial
 import anyio
 
 from calstream.daemon.deciders.pool_warming import warms_at_start
-from calstream.daemon.doers import kafka, planner_clients, planner_compaction, planner_restore
+from calstream.daemon.doers import kafka, planner_clients, planner_compaction, planner_rebuilds
 from calstream.daemon.doers.inbox import Arrival, Rejection, Watcher
 from calstream.daemon.doers.kafka import Publisher
 from calstream.daemon.doers.kafka.concurrent_consumer import fault_cause
@@ -145,7 +145,7 @@ class RoleTasks:
                 self.planner.caught_up = False
 
         async def planner_main(*, task_status=anyio.TASK_STATUS_IGNORED) -> None:
-            await planner_restore.rebuilding_when_unreadable(
+            await planner_rebuilds.rebuilding_when_unreadable(
                 planner_once, self.cfg.work_dir, unreadable, compacted, task_status=task_status)
 
         async with anyio.create_task_group() as tg:

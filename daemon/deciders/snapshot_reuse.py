@@ -20,7 +20,7 @@ snapshot written after a restart reuses every block nobody read.
 
 A block reused as stored keeps what it was: it is not read again when
 written (a block that cannot be read is still found when a decision first
-reads it: doers/planner_restore.rebuilding_when_unreadable).
+reads it: doers/planner_rebuilds.rebuilding_when_unreadable).
 """
 
 from __future__ import annotations

@@ -124,7 +124,13 @@ class RefusedOrders:
     id: ``known`` says so, and it is counted by that letter (the same key:
     once) instead of being lettered again. The order itself is still sent:
     a planner whose decider was mended makes one the encoding takes, and
-    that one goes; a letter forged for an order only spares a letter.
+    that one goes; a letter forged for an order only spares a letter. So is
+    one the broker refused (one more in calstream_records_refused_total
+    each time): a topic whose limit was raised since takes it, and a letter
+    cut to its budget cannot be redriven; skipped on a letter's word, a
+    forged letter would withhold a real order at every rebuild.
+    Kept in the snapshot (``to_body``, session 46): a standby restored from
+    one reads only the letters after its offsets.
     """
 
     def __init__(self, capacity: int = LETTERS_KEPT) -> None:
@@ -144,3 +150,26 @@ class RefusedOrders:
         """The letter read of this order's refusal, if any (the same exposure)."""
         failure = self._lettered.get((namespace, work_id))
         return failure if failure is not None and failure.exposure_id == exposure_id else None
+
+    # A standby restored from a snapshot reads the letters after its offsets
+    # only: without these it took over knowing none of the letters before,
+    # and lettered each such order once more (until session 46).
+    def to_body(self) -> list[list]:
+        """The refusals known from letters, oldest first, for the snapshot."""
+        return [[f.namespace, f.work_id, f.exposure_id, f.reason, f.letter_id, list(f.redrives)]
+                for f in self._lettered.values()]
+
+    @classmethod
+    def from_body(cls, body: Any, capacity: int = LETTERS_KEPT) -> RefusedOrders:
+        """From a snapshot's list (none in one of before session 46: empty):
+        untrusted, each entry kept only if it is what ``to_body`` writes."""
+        refused = cls(capacity)
+        for entry in body if type(body) is list else ():
+            if type(entry) is not list or len(entry) != 6 or not all(
+                    type(v) is str for v in entry[:5]) or type(entry[5]) is not list \
+                    or not all(type(m) is str for m in entry[5]):
+                continue
+            *fields, letter_id, redrives = entry
+            refused.letter_read(Stage2Failure(*fields, letter_id, tuple(redrives),
+                                              failed_record=letter_id))
+        return refused

@@ -147,7 +147,9 @@ async def refused_order(publisher, e: Emit, topic: str, exc: Exception,
 
     A stage-2 order whose refusal's letter was read back already (a rebuild,
     a takeover: RefusedOrders) is not lettered again; that letter counts.
-    Until session 45 each restart that rebuilt lettered it once more."""
+    Until session 45 each restart that rebuilt lettered it once more. It
+    is still sent (and counted refused again), the broker's refusal as the
+    encoding's: not skipped on the letter's word (docs/design.md, session 46)."""
     body = e.message.body
     namespace, work_id, name = body.get("namespace") or "live", body.get("work_id"), \
         body.get("product_name")
@@ -155,7 +157,7 @@ async def refused_order(publisher, e: Emit, topic: str, exc: Exception,
         isinstance(v, str) for v in (namespace, work_id, name))
     if stage2 and (known := failed.known(namespace, work_id, name)) is not None:
         log.info("the planner's %s for %r refused again (%s); its dead letter %s is on the "
-                 "topic already: not sent again", e.message.type, e.key[:200],
+                 "topic already: not lettered again", e.message.type, e.key[:200],
                  str(exc)[:200], known.letter_id[:16],
                  extra={"exposure_id": name, "stage": "planner"})
         failed.pending.append(known)

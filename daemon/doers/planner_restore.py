@@ -21,7 +21,6 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -30,6 +29,7 @@ from calstream.daemon.deciders import planner_snapshot
 from calstream.daemon.deciders.holds import WaitingUpdates, hold_to_restore
 from calstream.daemon.deciders.snapshot_columns import collector_paused
 from calstream.daemon.deciders.snapshot_reuse import BlockCache, BlockWriter
+from calstream.daemon.deciders.stage2_failures import RefusedOrders
 from calstream.daemon.deciders.standby_withheld import WithheldDecisions, usable_without_following
 from calstream.daemon.doers import (
     planner_clients,
@@ -39,8 +39,7 @@ from calstream.daemon.doers import (
     snapshot_places,
 )
 from calstream.daemon.doers.file_reads import ReadHung
-from calstream.daemon.doers.planner_compaction import Compaction, compact_when_due, over_budget
-from calstream.daemon.doers.snapshot_files import SnapshotFiles
+from calstream.daemon.doers.planner_compaction import compact_when_due, over_budget
 from calstream.daemon.doers.start_waits import hung_or_disk_cause
 from calstream.steps.plans import Plan, PlanError
 from calstream.topics import contract
@@ -93,9 +92,12 @@ def load_snapshot(planner: Planner, found: planner_snapshots.Found | None = None
     planner.event_ids = event_ids
     # Older snapshots have none: nothing waited then (a waiting update was dead-lettered).
     planner.pointing_waiting = WaitingUpdates.from_body(snap.body.get("pointing_waiting"))
+    # The letters of refused orders read before its offsets (none before session 46).
+    planner.failed_orders = RefusedOrders.from_body(snap.body.get("refused_orders"))
     planner.positions = dict(snap.offsets)
     planner.snapshot_covered = snap.covered  # checked against the broker: snapshot_places
     planner.snapshot_reuse = reuse
+    planner.snapshot_files.restored(found)  # the file to delete if the state fails late
     if _following(planner):  # what it withheld goes with the state that counts it ordered
         planner.standby.memory = withheld
     planner.restored_from = {"snapshot": str(planner_snapshots.snapshot_path(
@@ -260,6 +262,7 @@ async def take_snapshot(planner: Planner) -> int:
     # (deciders/standby_withheld.py); taken at the same moment as the state.
     withheld = planner.standby.memory.to_body() if _following(planner) else None
     waiting = planner.pointing_waiting.to_body()  # the updates before their exposure
+    refused = planner.failed_orders.to_body()  # refused orders whose letters were read
     offsets = dict(planner.positions)
     covered = await snapshot_places.covered_now(planner, offsets)
     taken = planner.records_seen
@@ -278,6 +281,8 @@ async def take_snapshot(planner: Planner) -> int:
                 body["standby"] = withheld
             if waiting:
                 body["pointing_waiting"] = waiting
+            if refused:
+                body["refused_orders"] = refused
             packed = planner_snapshots.pack(body, offsets=offsets, stored=stored,
                                             topic_prefix=planner.topics.prefix, covered=covered)
         return packed, stored, time.thread_time() - cpu
@@ -324,59 +329,9 @@ def snapshot_due(planner: Planner) -> bool:
                         or over_budget(planner))
 
 
-class _StartedOnce:
-    """A task status that a planner started again may report to again: only
-    the first report reaches the waiting caller (anyio allows one)."""
-
-    def __init__(self, status: Any) -> None:
-        self._status, self._done = status, False
-
-    def started(self, value: Any = None) -> None:
-        if not self._done:
-            self._done = True
-            self._status.started(value)
-
-
 async def snapshot_when_due(planner: Planner) -> None:
     """Once caught up, the periodic snapshot (or the one a memory over budget
     asks for), then Compaction if still over budget. The active planner and
     a standby alike: a standby's snapshot carries what it withheld."""
     if planner.caught_up and snapshot_due(planner) and await take_snapshot(planner):
         compact_when_due(planner)  # not after a snapshot parked on a disk fault
-
-
-async def rebuilding_when_unreadable(run_once: Callable[[Any], Awaitable[None]],
-                                     work_dir: str, unreadable: Callable[[], None],
-                                     compacted: Callable[[Compaction], None], *,
-                                     task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
-    """Run the planner (``run_once(task_status)``); when its restored state
-    turns out unreadable (a snapshot block read late), delete that snapshot and
-    run a new planner, which rebuilds from the topics. No operator restarts
-    anything, and the watcher and stage consumers of the process never stop.
-    A planner over its memory budget (Compaction) is run again the same way,
-    from the snapshot it has just written.
-
-    The deletion is timed (SnapshotFiles.delete): on the planner's loop, on
-    a silent work directory, it held that loop for ever (its beat stopped,
-    nothing decided). Left hung, the new planner is run all the same: its
-    own read of the snapshot is timed too, and the rebuild's first snapshot
-    replaces the file."""
-    status = _StartedOnce(task_status)
-    snapshot = SnapshotFiles(work_dir)
-    while True:
-        try:
-            return await run_once(status)
-        except planner_snapshot.SnapshotInvalid as exc:
-            log.error("planner: restored state unreadable (%s); rebuilding from the topics", exc)
-            try:
-                await snapshot.delete()
-            except (OSError, ReadHung) as gone:
-                log.error("planner: the unreadable snapshot %s not deleted (%s): rebuilding all "
-                          "the same; the rebuild's first snapshot replaces it", snapshot.path,
-                          gone, extra={"fault": "infrastructure"})
-            unreadable()
-        except Compaction as exc:
-            log.warning("planner: %s after its snapshot: starting again from that snapshot, "
-                        "which keeps the records it decided compactly (docs/operations.md, "
-                        "\"Planner memory\")", exc)
-            compacted(exc)

@@ -54,6 +54,7 @@ log = logging.getLogger("calstream.planner")
 FORMAT = 3  # 1: the body as plain JSON; 2: the body with its blocks, one stream
 MAX_AGE = 7 * 24 * 3600.0  # older than this, the tail to read is as long as a rebuild
 SNAPSHOT = "planner snapshot"
+HEAD_READ = 64 * 1024  # of the envelope's line, at most (a longer one is no envelope)
 
 
 def snapshot_path(work_dir: str | Path) -> Path:
@@ -90,6 +91,11 @@ class Packed:
     """A snapshot ready to write: the compressed body and blocks, its envelope."""
     data: bytes
     envelope: dict[str, Any]
+
+    @property
+    def head(self) -> bytes:
+        """The first line (``Found.head``): names this snapshot alone (sha256, time)."""
+        return json.dumps(self.envelope).encode() + b"\n"
 
 
 def pack(body: dict[str, Any], *, offsets: dict[tuple[str, int], int],
@@ -132,8 +138,7 @@ def pack(body: dict[str, Any], *, offsets: dict[tuple[str, int], int],
 def put(work_dir: str | Path, packed: Packed) -> int:
     """``packed`` written as the snapshot (atomically); its size. Only the
     file's I/O, so that it can be timed as such (planner_restore.py)."""
-    data, envelope = packed.data, packed.envelope
-    path = snapshot_path(work_dir)
+    data, path = packed.data, snapshot_path(work_dir)
     # A file at <work>/planner, a directory at the snapshot's name: moved
     # aside, where every snapshot raised (FileExistsError, IsADirectoryError).
     directory_in_place(path.parent, root=Path(work_dir), what="the planner's directory")
@@ -142,7 +147,7 @@ def put(work_dir: str | Path, packed: Packed) -> int:
     tmp = temporary_path(path)
     try:
         with open_new(tmp, binary=True) as f:
-            f.write(json.dumps(envelope).encode() + b"\n")
+            f.write(packed.head)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -224,7 +229,7 @@ def read(work_dir: str | Path, *, max_age: float | None = MAX_AGE,
 class Found:
     """The snapshot file's bytes as read (``read_file``), not yet trusted."""
     path: Path
-    head: bytes
+    head: bytes  # the envelope's line: which snapshot it is (SnapshotFiles.delete)
     data: bytes
 
 
@@ -238,7 +243,7 @@ def read_file(work_dir: str | Path) -> Found | None:
         with open_regular_file(path) as f:  # a FIFO in its place must not hold the start
             if (whose := _not_ours_alone(os.fstat(f.fileno()))) is not None:
                 return _ignored(path, whose)
-            head = f.readline(64 * 1024)
+            head = f.readline(HEAD_READ)
             data = f.read()
     except FileNotFoundError:
         log.info("planner: no snapshot at %s: rebuilding from the topics", path)
@@ -363,7 +368,7 @@ class StoredBlocks(Sequence):
     a writer's bug: a ValueError -- SnapshotInvalid to the planner, which is
     run again and rebuilds rather than decide on a state it cannot read, and
     the snapshot file is deleted there, timed
-    (planner_restore.rebuilding_when_unreadable). Not here: a block is read
+    (planner_rebuilds.rebuilding_when_unreadable). Not here: a block is read
     in a decision, on the planner's loop, and a deletion on a silent work
     directory held that loop for ever (session 45)."""
 

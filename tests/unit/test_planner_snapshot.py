@@ -290,7 +290,7 @@ def run_until_rebuilt(tmp_path, stream, whole):
     run from the snapshot must fail; the rebuild must decide as ``whole``."""
     import anyio
 
-    from calstream.daemon.doers import planner_restore
+    from calstream.daemon.doers import planner_rebuilds, planner_restore
 
     runs, started, unreadable = [], [], []
 
@@ -308,7 +308,7 @@ def run_until_rebuilt(tmp_path, stream, whole):
         play(planner.state, stream)
         assert _final(planner.state) == _final(whole)
 
-    anyio.run(lambda: planner_restore.rebuilding_when_unreadable(
+    anyio.run(lambda: planner_rebuilds.rebuilding_when_unreadable(
         run_once, str(tmp_path), lambda: unreadable.append(1), lambda c: None,
         task_status=Status()))
     return runs, started, unreadable

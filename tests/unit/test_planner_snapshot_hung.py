@@ -13,7 +13,7 @@ import threading
 import anyio
 import pytest
 
-from calstream.daemon.doers import planner_restore, planner_snapshots
+from calstream.daemon.doers import planner_rebuilds, planner_restore, planner_snapshots
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.doers.snapshot_files import SnapshotFiles
 from calstream.daemon.operations.config import load
@@ -140,21 +140,29 @@ async def test_a_snapshot_left_hung_names_the_snapshot_not_the_inbox(silent):
 
 @pytest.fixture
 def silent_unlink(tmp_path, monkeypatch):
-    """The work directory's mount, silent until ``answers`` is set: a file
-    removed under it blocks (in the thread removing it); the names of the
-    threads that did, and the calls that have returned."""
+    """The work directory's mount, silent until ``answers`` is set: the
+    snapshot removed or renamed blocks (in the thread removing it; a
+    snapshot's write, which removes its temporary and renames by os.replace,
+    is not held); the names of the threads that did, and the held calls
+    that have returned."""
     work = tmp_path / "work"
     answers, blocked, returned = threading.Event(), [], []
-    real = os.unlink
+    snapshot = os.fspath(planner_snapshots.snapshot_path(work))
 
-    def unlink(path, *args, **kw):
-        if os.fspath(path).startswith(os.fspath(work)) and not answers.is_set():
+    def held(real):
+        def call(path, *args, **kw):
+            if os.fspath(path) != snapshot or answers.is_set():
+                return real(path, *args, **kw)
             blocked.append(threading.current_thread().name)
             answers.wait(HELD)
-            returned.append(path)
-        return real(path, *args, **kw)
+            try:
+                return real(path, *args, **kw)
+            finally:
+                returned.append(path)
+        return call
 
-    monkeypatch.setattr(os, "unlink", unlink)
+    monkeypatch.setattr(os, "unlink", held(os.unlink))
+    monkeypatch.setattr(os, "rename", held(os.rename))
     yield work, answers, blocked, returned
     answers.set()
 
@@ -173,7 +181,8 @@ async def test_an_unreadable_snapshot_deleted_on_a_silent_work_dir_holds_no_plan
     path = planner_snapshots.snapshot_path(work)
     path.parent.mkdir(parents=True)
     path.write_bytes(b"a snapshot whose block 3 is spoiled")
-    monkeypatch.setattr(planner_restore, "SnapshotFiles", partial(SnapshotFiles, seconds=0.2))
+    SnapshotFiles(work).restored(planner_snapshots.read_file(work))  # as load_snapshot does
+    monkeypatch.setattr(planner_rebuilds, "SnapshotFiles", partial(SnapshotFiles, seconds=0.2))
     runs, rebuilt = [], []
 
     async def run_once(status):
@@ -182,7 +191,7 @@ async def test_an_unreadable_snapshot_deleted_on_a_silent_work_dir_holds_no_plan
             raise SnapshotInvalid("snapshot block 3 unreadable")
 
     with anyio.fail_after(HELD / 2):  # a bound for a broken test
-        await planner_restore.rebuilding_when_unreadable(
+        await planner_rebuilds.rebuilding_when_unreadable(
             run_once, str(work), lambda: rebuilt.append(1), lambda c: None)
     assert runs == [0, 0] and rebuilt == [1]  # the rebuild ran while the deletion hung
     assert blocked == ["calls on the planner's snapshot"]
@@ -192,3 +201,57 @@ async def test_an_unreadable_snapshot_deleted_on_a_silent_work_dir_holds_no_plan
         while path.exists():
             await anyio.sleep(0.02)
 
+
+
+async def test_a_deletion_that_lands_late_leaves_the_rebuilt_planner_s_snapshot(
+        silent_unlink, monkeypatch):
+    """The unreadable snapshot's deletion, left behind on a silent mount,
+    landed when the mount answered, after the rebuilt planner had written
+    its first snapshot: it removed that one, whatever held the name by
+    then (until session 46), and the next start rebuilt once more. Now it
+    removes only the snapshot the failed state came from."""
+    from functools import partial
+
+    from calstream.daemon.deciders.snapshot_blocks import SnapshotInvalid
+
+    work, answers, blocked, returned = silent_unlink
+    path = planner_snapshots.snapshot_path(work)
+    assert await planner_restore.take_snapshot(planner_at(work)) > 0  # the one to fail
+    monkeypatch.setattr(planner_rebuilds, "SnapshotFiles", partial(SnapshotFiles, seconds=0.2))
+    rebuilt = []
+
+    async def run_once(status):
+        planner = planner_at(work)
+        if not rebuilt:  # restored from the snapshot: its state fails late
+            rebuilt.append(planner)
+            assert await planner_restore.load_snapshot_timed(planner)
+            raise SnapshotInvalid("snapshot block 3 unreadable")
+        await reached(blocked)  # the deletion is left on the silent mount
+        planner.records_seen = 9  # rebuilt (its read hung too), and its first snapshot:
+        assert await planner_restore.take_snapshot(planner) > 0  # written by os.replace
+
+    with anyio.fail_after(HELD / 2):
+        await planner_rebuilds.rebuilding_when_unreadable(
+            run_once, str(work), lambda: None, lambda c: None)
+    written = path.read_bytes()
+    answers.set()  # the mount answers: the deletion left behind lands
+    with anyio.fail_after(HELD / 2):
+        while not returned or path.with_name(path.name + ".unreadable").exists():
+            await anyio.sleep(0.02)
+    assert path.exists() and path.read_bytes() == written
+
+
+async def test_the_snapshot_written_from_a_restored_state_is_the_one_deleted(tmp_path):
+    """A snapshot written from a restored state carries the blocks it left
+    unread as stored (deciders/snapshot_reuse.py), a spoiled one too: when
+    that state fails, the snapshot it wrote is deleted, not only the one it
+    was restored from (else the next planner restored the same block)."""
+    work = tmp_path / "work"
+    assert await planner_restore.take_snapshot(planner_at(work)) > 0
+    restored = planner_at(work)
+    assert await planner_restore.load_snapshot_timed(restored)
+    restored.records_seen = 9
+    assert await planner_restore.take_snapshot(restored) > 0
+    assert await SnapshotFiles(work).delete()
+    assert not planner_snapshots.snapshot_path(work).exists()
+    assert not await SnapshotFiles(work).delete()  # nothing holds a state now

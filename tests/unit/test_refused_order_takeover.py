@@ -146,3 +146,44 @@ async def test_a_refusal_answered_after_the_lease_left_is_lettered_once_and_not_
     counted = [p.metrics.dead_letters.labels(stage="planner", category="invalid_message")
                ._value.get() for p in (leader, standby)]
     assert counted == [0, 1]
+
+
+async def test_a_standby_restored_from_its_snapshot_still_knows_the_letters_read_before(
+        tmp_path):
+    """The refusals known from letters read are in the snapshot: a standby
+    restarted from its snapshot reads the letters after the snapshot's
+    offsets only, and until session 46 took over knowing none of those
+    before, and lettered the order it withheld once more."""
+    from calstream.daemon.doers import planner_restore
+
+    broker = _Broker("calstream.work.stage2")
+    leader, standby = _gated(tmp_path, broker, "leader"), _gated(tmp_path, broker, "standby")
+    leader.standby.gate.act(leader.standby.gate.grant())
+    await leader._publish(_decide(leader, False), leader.unacked)
+    await leader._settle()
+    [letter] = _letters(broker)
+    await standby._publish(_decide(standby, False), standby.unacked)  # withheld
+    await _reads(standby, "calstream.deadletter", broker.sent[-1][1])
+    assert await planner_restore.take_snapshot(standby) > 0
+    restarted = _gated(tmp_path, broker, "standby")  # the same work directory
+    assert planner_restore.load_snapshot(restarted)
+    assert len(restarted.standby.withheld) == 1  # the order it withheld, in the snapshot too
+    leader.standby.gate.revoke(0)
+    await _take_over(restarted)
+    assert _letters(broker) == [letter]  # refused again, not lettered again
+    assert restarted.standby.withheld == {}
+
+
+def test_refusals_known_from_letters_survive_a_snapshot_and_an_old_snapshot_has_none():
+    from calstream.daemon.deciders.stage2_failures import RefusedOrders, Stage2Failure
+
+    refused = RefusedOrders()
+    failure = Stage2Failure("live", "w1", FOURTH, "refused", "L1", ("mark",), "L1")
+    refused.letter_read(failure)
+    assert RefusedOrders.from_body(refused.to_body()).known("live", "w1", FOURTH) == failure
+    assert RefusedOrders.from_body(None).to_body() == []  # a snapshot of before session 46
+    forged = [["live", "w2", FOURTH, "r", "L2", [3]], "x", ["live", 1, FOURTH, "r", "L3", []]]
+    assert RefusedOrders.from_body(forged).to_body() == []  # what to_body never writes
+    capped = RefusedOrders.from_body([["live", f"w{n}", FOURTH, "r", f"L{n}", []]
+                                      for n in range(5)], capacity=2)
+    assert [e[1] for e in capped.to_body()] == ["w3", "w4"]  # the most recent
