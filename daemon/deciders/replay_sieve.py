@@ -21,7 +21,10 @@ topic; a forged later arrival (other bytes, another path, a header copy
 that is not the file's) was republished in the real one's place, for
 detector1 to call it stale or dead-letter it, and the exposure was never
 replayed. ``judge`` reads the file (doers/replay_source.py): only for
-such a pair, so a replay hashes a file only where its records disagree.
+such a pair, so a replay hashes a file only where its records disagree;
+and only under the inbox roots: a command that knows none reads no file
+a record names (any record may name any file), takes the later record as
+before, and counts such exposures (``unjudged``, session 46).
 """
 
 from __future__ import annotations
@@ -49,16 +52,23 @@ _CLAIMS = ("path", "digest", "size", "header")
 _RANK = {True: 2, None: 1, False: 0}
 
 
-def file_decides(judge: Callable[[dict[str, Any]], bool | None]
+def file_decides(judge: Callable[[dict[str, Any]], bool | None] | None,
+                 unjudged: set[str] | None = None
                  ) -> Callable[[Candidate, Candidate], bool | None]:
     """``Chooser``'s ``prefer`` for arrivals: of the chosen record and a
     later one of the same exposure, the one ``judge`` ranks higher (True:
     its claims are the file's as it is now; False: the file is there and
     says otherwise; None: no file here to tell by); None (the time
-    decides) if they claim the same or rank alike."""
+    decides) if they claim the same or rank alike. ``judge`` None (the
+    command knows no inbox roots, so no file a record names is read): the
+    time decides, and the exposure goes into ``unjudged``, for the report."""
     def prefer(chosen: Candidate, later: Candidate) -> bool | None:
         first, then = unpacked(chosen.message), unpacked(later.message)
         if all(first.get(k) == then.get(k) for k in _CLAIMS):
+            return None
+        if judge is None:
+            if unjudged is not None:
+                unjudged.add(str(first.get("exposure_id")))
             return None
         ranks = _RANK[judge(first)], _RANK[judge(then)]
         return None if ranks[0] == ranks[1] else ranks[1] > ranks[0]
@@ -78,7 +88,8 @@ class ScanSieve:
     ``kind``: the message type replayed; ``roots``: ``from_their_roots``'s
     keyword arguments; ``prepare``: what a candidate is read as (its paths
     under a moved store's root); ``live_input``: ``select``'s; ``judge``:
-    ``file_decides``'s, for arrivals (None: the later record is taken)."""
+    ``file_decides``'s, for arrivals (None: the later record is taken, and
+    ``unjudged`` names the exposures whose records disagreed)."""
 
     def __init__(self, kind: str, selection: Selection, roots: dict[str, Any], *,
                  prepare: Callable[[Candidate], Candidate] = lambda c: c,
@@ -87,8 +98,9 @@ class ScanSieve:
         self.schema = f"calstream.{kind}"
         self.raw = kind == "arrival"
         self.roots, self.prepare = roots, prepare
+        self.unjudged: set[str] = set()
         self.chooser = Chooser(selection, live_input,
-                               file_decides(judge) if judge and self.raw else None, packed)
+                               file_decides(judge, self.unjudged) if self.raw else None, packed)
         self.scans: dict[int, PartitionScan] = {}
         self.scanned = self.invalid = self.outside = 0
         # Live arrivals' exposure ids (raw), or orders' ``made_from``: what
