@@ -4,11 +4,11 @@ A replay reads every record of its source up to "now" (doers/
 replay_source.py). It held every one of them, decoded, until the end of the
 read, and then chose: some 4 KB of Python objects per arrival (the door's
 header copy), 412 MiB for a topic of 100,000 arrivals whatever the
-selection (bench/replay_scan_memory.py, session 44; 80 MiB now for a
-replay of one program in twenty, most of it the bounded memo of parsed
-names). The sieve judges each record as it comes and keeps only what the
-replay needs: the latest live record of
-each item the selection takes (``Chooser``, the rule ``select`` applies),
+selection (bench/replay_scan_memory.py, session 44; measured again in
+session 46: 69 MiB now for a replay of one program in twenty, most of it
+the bounded memo of parsed names, and 196 MiB for one of everything).
+The sieve judges each record as it comes and keeps only what the replay
+needs: the latest live record of each item the selection takes (``Chooser``, the rule ``select`` applies),
 the names the product store is asked about (an exposure's or an order's
 identity: a few dozen bytes each), and the counts and partitions the
 report gives. So a replay holds what it will republish, not its topic;
