@@ -8,10 +8,10 @@ selection (bench/replay_scan_memory.py, session 44; measured again in
 session 46: 69 MiB now for a replay of one program in twenty, most of it
 the bounded memo of parsed names, and 196 MiB for one of everything).
 The sieve judges each record as it comes and keeps only what the replay
-needs: the latest live record of each item the selection takes (``Chooser``, the rule ``select`` applies),
-the names the product store is asked about (an exposure's or an order's
-identity: a few dozen bytes each), and the counts and partitions the
-report gives. So a replay holds what it will republish, not its topic;
+needs: the latest live record of each item the selection takes
+(``Chooser``, the rule ``select`` applies), the names the product store is
+asked about (an exposure's or an order's identity: a few dozen bytes
+each), and the counts and partitions the report gives. So a replay holds what it will republish, not its topic;
 and that packed as its JSON (replay_packed.py: 1.4 KB an arrival, not 3.7).
 
 Of two records of one exposure on ``raw`` that say different things (its
