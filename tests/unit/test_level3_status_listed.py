@@ -149,3 +149,37 @@ def test_the_summary_builds_only_the_first_of_each_list_and_counts_them_all():
     # All of them, as tests and readers of the whole state ask.
     whole = state.summary(now)["level3"]
     assert len(whole["missing"]) == whole["missing_count"] == before["missing_count"]
+
+
+def _stand_ins(rng) -> SimpleNamespace:
+    """Open candidates in an order that is not their opening's, opened at
+    few times (ties), naming shared exposures each in its own order."""
+    names = [f"jw0{p}001001_02101_{n:05d}_nrcb1" for p in ("1234", "4567") for n in range(90)]
+    cands = {}
+    for i in range(rng.randint(1, 7)):
+        program = rng.choice(("01234", "04567"))
+        missing = rng.sample(names, rng.randint(0, len(names)))
+        cands[i] = SimpleNamespace(
+            is_open=True, members={"m"}, missing=missing, opened=float(rng.randint(0, 2)),
+            changed=0.0, key=SimpleNamespace(program=program, acid=f"o{i:03d}", asn_type="image3"),
+            label=f"c{i}", expected_by="headers", waiting_for={"exposures": "x"}, fault=None,
+            sent=[], abandoned=None)
+    return SimpleNamespace(candidates=cands)
+
+
+def test_the_missing_listed_are_those_sorting_them_all_would_list():
+    """Ties at the cut, candidates in an order that is not their opening's,
+    exposures named by several: the oldest 100 as the code before chose
+    them, in its order, each with its program and candidates."""
+    import random
+
+    from calstream.daemon.deciders.level3_status import summary
+
+    rng = random.Random(46)
+    for _ in range(200):
+        state = _stand_ins(rng)
+        before = _before(state, 10.0)
+        now = planner_status._stage3_listed(summary(state, 10.0, planner_status.VIEW_LIMIT))
+        assert json.dumps(now) == json.dumps(before)
+        whole = summary(state, 10.0)
+        assert whole["missing_count"] == before["missing_count"] == len(whole["missing"])
