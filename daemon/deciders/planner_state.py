@@ -341,8 +341,7 @@ class PlannerState:
         return Emit("deadletter", event.get("exposure_id") or "", message)
 
     # -- for metrics and status ---------------------------------------------
-    def summary(self, now: float, limit: int | None = None) -> dict[str, Any]:
-        """``limit``: level3_status.summary's, for its lists."""
+    def summary(self, now: float, limit: int | None = None) -> dict[str, Any]:  # limit: level3's
         waiting = self.open_candidates.waiting()
         held, for_direct_image = wfss_holds.held_by_kind(self.holds)
         oldest = min((contract.parse_time(h["since"]).timestamp() for h in held), default=None)
