@@ -1,5 +1,6 @@
 """What `calstream replay`'s scan of its source topic holds: memory and time
-for a topic of ``--records`` arrivals (session 44).
+for a topic of ``--records`` arrivals (session 44; measured again in
+session 46, the chosen held packed since session 45: bench/README.md).
 
 The scan (doers/replay_source.py) reads every record of the source topic up
 to the high watermarks and hands the replay what it keeps. This feeds it
@@ -8,8 +9,13 @@ header copy of a synthetic NIRCam exposure, one exposure id each, spread
 over ``--partitions``) through the scan's own per-record code, with no
 broker (the reading itself is the consumer's and keeps nothing), and
 reports what is held once the replay has chosen (tracemalloc: bytes
-allocated and still live; and the peak) and the wall time per 1,000 records, for a replay selecting one
-program of ``--programs`` and for one selecting everything.
+allocated and still live; and the peak) and the wall time per 1,000
+records, for a replay selecting one program of ``--programs`` and for one
+selecting everything. "before" is session 44's scan (every record held
+decoded); "sieved" is the scan now: only the chosen, each packed as its
+JSON (deciders/replay_packed.py). At 100,000 arrivals (session 46):
+69 MiB held for one program of 20, 196 MiB for everything, where every
+record held decoded took 412 MiB either way.
 
     .venv/bin/python bench/replay_scan_memory.py [--records 100000]
 """

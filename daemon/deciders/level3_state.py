@@ -388,5 +388,5 @@ class Level3State(Level3Membership):
                              step_parameters=self.step_parameters)]
 
     # -- for metrics and status ----------------------------------------------
-    def summary(self, now: float) -> dict[str, Any]:
-        return summary(self, now)
+    def summary(self, now: float, limit: int | None = None) -> dict[str, Any]:
+        return summary(self, now, limit)

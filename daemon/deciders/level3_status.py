@@ -8,6 +8,8 @@ never at a decision (a decision uses the counts it keeps).
 
 from __future__ import annotations
 
+import heapq
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from calstream.daemon.deciders.level3_candidates import Candidate
@@ -64,38 +66,124 @@ def describe(state: Level3State, cand: Candidate) -> tuple[dict[str, str], list[
     return waiting, missing_
 
 
-def summary(state: Level3State, now: float) -> dict[str, Any]:
-    open_ = [c for c in state.candidates.values() if c.is_open and c.members]
-    missing: dict[str, dict[str, Any]] = {}
-    for c in open_:
-        for m in c.missing:
-            entry = missing.setdefault(m, {"program": c.key.program, "since": c.opened,
-                                           "candidates": []})
-            entry["since"] = min(entry["since"], c.opened)
-            entry["candidates"].append(c.label)
-    oldest = min((e["since"] for e in missing.values()), default=None)
+def summary(state: Level3State, now: float, limit: int | None = None) -> dict[str, Any]:
+    """What status shows of the candidates: the open ones and the abandoned
+    ones, oldest first, and the expected exposures missing, longest first,
+    each list the first ``limit`` (None: all) beside its count
+    (``<list>_count``), and so each open candidate's own missing list.
+
+    Built once a second for /planner and again for the gauges
+    (doers/planner_status.py): only what is shown is built. A stuck program
+    of 10,000 exposures made an entry of each missing exposure, and a copy
+    of each candidate's list, every second, for the view to keep 100 of
+    them (bench/README.md, session 46); the counts are set unions now."""
+    candidates = state.candidates.values()
+    open_ = [c for c in candidates if c.is_open and c.members]
+    named = [c for c in open_ if c.missing]  # dict order: the order they name them in
+    missing = _missing_listed(named, limit)
+    by_program: dict[str, int] = {}
+    every: set[str] = set()
+    for c in named:  # an exposure is its first naming candidate's program's
+        before = len(every)
+        every.update(c.missing)
+        if len(every) > before:
+            by_program[c.key.program] = by_program.get(c.key.program, 0) + len(every) - before
+    oldest = min((c.opened for c in named), default=None)
+    abandoned = [c for c in candidates if c.abandoned is not None]
     return {
         "open": len(open_),
         "candidates": [{
             "candidate": c.label, "acid": c.key.acid, "asn_type": c.key.asn_type,
             "members": len(c.members), "expected_by": c.expected_by,
             "waiting_for": {**c.waiting_for, **({"error": c.fault} if c.fault else {})},
-            "missing": list(c.missing),
-            "versions": len(c.sent), "since": c.opened, "quiet_for": now - c.changed,
-        } for c in sorted(open_, key=lambda c: c.opened)],
+            "missing": c.missing[:limit], "versions": len(c.sent), "since": c.opened,
+            "quiet_for": now - c.changed, "missing_count": len(c.missing),
+        } for c in _oldest(open_, limit)],
         "missing": missing,
-        "missing_by_program": {p: sum(1 for e in missing.values() if e["program"] == p)
-                               for p in {e["program"] for e in missing.values()}},
+        "missing_by_program": by_program,
         "oldest_missing_age": (now - oldest) if oldest is not None else 0.0,
-        "closed": sum(1 for c in state.candidates.values() if c.sent and not c.is_open),
+        "closed": sum(1 for c in candidates if c.sent and not c.is_open),
         # Closed with nothing to make: no order, shown apart from the open ones.
         "abandoned": [{
             "candidate": c.label, "acid": c.key.acid, "asn_type": c.key.asn_type,
             "members": len(c.members), "reason": c.abandoned, "since": c.opened,
             "quiet_for": now - c.changed,
-        } for c in sorted(state.candidates.values(), key=lambda c: c.opened)
-            if c.abandoned is not None],
+        } for c in _oldest(abandoned, limit)],
+        "candidates_count": len(open_), "abandoned_count": len(abandoned),
+        "missing_count": len(every),
     }
+
+
+def _oldest(cands: list[Candidate], limit: int | None) -> list[Candidate]:
+    """The first ``limit`` by the time they opened (ties: in their order), not all sorted."""
+    by_opened = attrgetter("opened")
+    return sorted(cands, key=by_opened) if limit is None else \
+        heapq.nsmallest(limit, cands, key=by_opened)
+
+
+def _missing_listed(named: list[Candidate], limit: int | None) -> dict[str, dict[str, Any]]:
+    """The ``limit`` expected exposures missing longest, each with its
+    program and the (first ``limit``) open candidates naming it: as sorting
+    every missing exposure by the time its oldest candidate opened would
+    list them (ties: in the order the candidates, in turn, name them; a
+    candidate names each exposure once), from the candidates' own lists."""
+    shown = _longest_missing(named, limit)
+    listed: dict[str, dict[str, Any]] = {e: {"program": None, "since": since, "candidates": []}
+                                         for e, since in shown}
+    wanted = set(listed)
+    for c in named:
+        for e in wanted.intersection(c.missing):
+            entry = listed[e]
+            if entry["program"] is None:
+                entry["program"] = c.key.program
+            if limit is None or len(entry["candidates"]) < limit:
+                entry["candidates"].append(c.label)
+    return listed
+
+
+def _longest_missing(named: list[Candidate], limit: int | None) -> list[tuple[str, float]]:
+    """(exposure, since) of ``_missing_listed``'s, in its order. An
+    exposure's since is the opening of the oldest candidate naming it: the
+    candidates taken by opening, a time's new names are all of that since.
+    Those of the times wholly shown, and the first of the last time's, are
+    then ordered by where the candidates first name them."""
+    whole: dict[str, float] = {}  # the times wholly shown: exposure -> since
+    last: set[str] = set()  # the last time's, of which ``room`` are shown
+    last_since, room = 0.0, 0
+    by_opened = sorted(named, key=attrgetter("opened"))
+    i = 0
+    while i < len(by_opened) and (limit is None or len(whole) < limit):
+        opened, names = by_opened[i].opened, set()
+        while i < len(by_opened) and by_opened[i].opened == opened:
+            names.update(by_opened[i].missing)
+            i += 1
+        names.difference_update(whole)
+        if limit is not None and len(whole) + len(names) > limit:
+            last, last_since, room = names, opened, limit - len(whole)
+            break
+        whole.update(dict.fromkeys(names, opened))
+    first: dict[str, int] = {}  # where they are first named, among the shown
+    pending, taken = len(whole), 0
+    for c in named:
+        if not pending and taken == room:
+            break
+        if whole.keys().isdisjoint(c.missing) and last.isdisjoint(c.missing):
+            continue
+        for e in c.missing:
+            if e in first:
+                continue
+            if e in whole:
+                first[e] = len(first)
+                pending -= 1
+            elif e in last and taken < room:
+                first[e] = len(first)
+                taken += 1
+            else:
+                continue
+            if not pending and taken == room:
+                break
+    since = {e: whole.get(e, last_since) for e in first}
+    return sorted(since.items(), key=lambda es: (es[1], first[es[0]]))
 
 
 # calstream_missing_exposures{program}: the program is a record's (a header,

@@ -341,11 +341,11 @@ class PlannerState:
         return Emit("deadletter", event.get("exposure_id") or "", message)
 
     # -- for metrics and status ---------------------------------------------
-    def summary(self, now: float) -> dict[str, Any]:
+    def summary(self, now: float, limit: int | None = None) -> dict[str, Any]:  # limit: level3's
         waiting = self.open_candidates.waiting()
         held, for_direct_image = wfss_holds.held_by_kind(self.holds)
         oldest = min((contract.parse_time(h["since"]).timestamp() for h in held), default=None)
-        return {"waiting": len(waiting), "level3": self.stage3.summary(now),
+        return {"waiting": len(waiting), "level3": self.stage3.summary(now, limit),
                 "waiting_for": {c.science: dict(c.waiting_for) for c in waiting},
                 "held": len(held), "held_for_direct_image": len(for_direct_image),
                 "oldest_hold_age": (now - oldest) if oldest is not None else 0.0,

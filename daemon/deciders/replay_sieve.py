@@ -4,14 +4,14 @@ A replay reads every record of its source up to "now" (doers/
 replay_source.py). It held every one of them, decoded, until the end of the
 read, and then chose: some 4 KB of Python objects per arrival (the door's
 header copy), 412 MiB for a topic of 100,000 arrivals whatever the
-selection (bench/replay_scan_memory.py, session 44; 80 MiB now for a
-replay of one program in twenty, most of it the bounded memo of parsed
-names). The sieve judges each record as it comes and keeps only what the
-replay needs: the latest live record of
-each item the selection takes (``Chooser``, the rule ``select`` applies),
-the names the product store is asked about (an exposure's or an order's
-identity: a few dozen bytes each), and the counts and partitions the
-report gives. So a replay holds what it will republish, not its topic;
+selection (bench/replay_scan_memory.py, session 44; measured again in
+session 46: 69 MiB now for a replay of one program in twenty, most of it
+the bounded memo of parsed names, and 196 MiB for one of everything).
+The sieve judges each record as it comes and keeps only what the replay
+needs: the latest live record of each item the selection takes
+(``Chooser``, the rule ``select`` applies), the names the product store is
+asked about (an exposure's or an order's identity: a few dozen bytes
+each), and the counts and partitions the report gives. So a replay holds what it will republish, not its topic;
 and that packed as its JSON (replay_packed.py: 1.4 KB an arrival, not 3.7).
 
 Of two records of one exposure on ``raw`` that say different things (its
@@ -21,7 +21,10 @@ topic; a forged later arrival (other bytes, another path, a header copy
 that is not the file's) was republished in the real one's place, for
 detector1 to call it stale or dead-letter it, and the exposure was never
 replayed. ``judge`` reads the file (doers/replay_source.py): only for
-such a pair, so a replay hashes a file only where its records disagree.
+such a pair, so a replay hashes a file only where its records disagree;
+and only under the inbox roots: a command that knows none reads no file
+a record names (any record may name any file), takes the later record as
+before, and counts such exposures (``unjudged``, session 46).
 """
 
 from __future__ import annotations
@@ -49,16 +52,23 @@ _CLAIMS = ("path", "digest", "size", "header")
 _RANK = {True: 2, None: 1, False: 0}
 
 
-def file_decides(judge: Callable[[dict[str, Any]], bool | None]
+def file_decides(judge: Callable[[dict[str, Any]], bool | None] | None,
+                 unjudged: set[str] | None = None
                  ) -> Callable[[Candidate, Candidate], bool | None]:
     """``Chooser``'s ``prefer`` for arrivals: of the chosen record and a
     later one of the same exposure, the one ``judge`` ranks higher (True:
     its claims are the file's as it is now; False: the file is there and
     says otherwise; None: no file here to tell by); None (the time
-    decides) if they claim the same or rank alike."""
+    decides) if they claim the same or rank alike. ``judge`` None (the
+    command knows no inbox roots, so no file a record names is read): the
+    time decides, and the exposure goes into ``unjudged``, for the report."""
     def prefer(chosen: Candidate, later: Candidate) -> bool | None:
         first, then = unpacked(chosen.message), unpacked(later.message)
         if all(first.get(k) == then.get(k) for k in _CLAIMS):
+            return None
+        if judge is None:
+            if unjudged is not None:
+                unjudged.add(str(first.get("exposure_id")))
             return None
         ranks = _RANK[judge(first)], _RANK[judge(then)]
         return None if ranks[0] == ranks[1] else ranks[1] > ranks[0]
@@ -78,7 +88,8 @@ class ScanSieve:
     ``kind``: the message type replayed; ``roots``: ``from_their_roots``'s
     keyword arguments; ``prepare``: what a candidate is read as (its paths
     under a moved store's root); ``live_input``: ``select``'s; ``judge``:
-    ``file_decides``'s, for arrivals (None: the later record is taken)."""
+    ``file_decides``'s, for arrivals (None: the later record is taken, and
+    ``unjudged`` names the exposures whose records disagreed)."""
 
     def __init__(self, kind: str, selection: Selection, roots: dict[str, Any], *,
                  prepare: Callable[[Candidate], Candidate] = lambda c: c,
@@ -87,8 +98,9 @@ class ScanSieve:
         self.schema = f"calstream.{kind}"
         self.raw = kind == "arrival"
         self.roots, self.prepare = roots, prepare
+        self.unjudged: set[str] = set()
         self.chooser = Chooser(selection, live_input,
-                               file_decides(judge) if judge and self.raw else None, packed)
+                               file_decides(judge, self.unjudged) if self.raw else None, packed)
         self.scans: dict[int, PartitionScan] = {}
         self.scanned = self.invalid = self.outside = 0
         # Live arrivals' exposure ids (raw), or orders' ``made_from``: what

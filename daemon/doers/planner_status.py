@@ -40,10 +40,10 @@ def view_or_last(planner: Planner) -> dict | None:
 
 def _set_gauges(planner: Planner) -> None:
     metrics = planner.metrics
-    s = planner.state.summary(planner.clock.now())
+    s = planner.state.summary(planner.clock.now(), limit=0)  # the counts, no list
     metrics.associations_open.labels(stage="stage2").set(s["waiting"])
     metrics.associations_open.labels(stage="stage3").set(s["level3"]["open"])
-    metrics.associations_abandoned.labels(stage="stage3").set(len(s["level3"]["abandoned"]))
+    metrics.associations_abandoned.labels(stage="stage3").set(s["level3"]["abandoned_count"])
     metrics.held_exposures.set(s["held"])
     metrics.held_for_direct_image.set(s["held_for_direct_image"])
     metrics.oldest_hold_age.set(s["oldest_hold_age"])
@@ -87,7 +87,7 @@ def view(planner: Planner) -> dict:
         {"plan_id": p.plan_id, "source": p.source, "exposures": len(p.exposures),
          "programs": list(p.programs)} for p in planner.plans.values()], "namespaces": {}}
     for namespace, state in planner.states.items():
-        s = state.summary(now)
+        s = state.summary(now, limit=VIEW_LIMIT)
         out["namespaces"][namespace] = {
             **_stage2_listed(s["waiting_for"]), "held": s["held"],
             "oldest_hold_age": s["oldest_hold_age"], "stage3": _stage3_listed(s["level3"])}
@@ -115,26 +115,18 @@ def _stage2_listed(waiting: dict) -> dict:
 
 
 def _stage3_listed(level3: dict) -> dict:
-    """The level-3 summary with each of its lists cut to VIEW_LIMIT (the
-    oldest first, as status lists them), each beside its count, and what a
-    candidate waits for bounded as a reason: a program of 10,000 exposures
-    with a stuck visit named every missing exposure once in "missing" and
-    again in each open candidate's own list (and in a candidate's waits,
-    every member), and /planner grew past what `calstream status` reads of
-    an answer (64 MiB): status then said no daemon serves /planner at all."""
-    # The oldest VIEW_LIMIT without sorting them all: this runs once a second.
-    missing = heapq.nsmallest(VIEW_LIMIT, level3["missing"].items(),
-                              key=lambda kv: kv[1]["since"])
+    """The level-3 summary, its lists built only up to VIEW_LIMIT (the
+    oldest first, as status lists them) beside their counts
+    (level3_status.summary), and what a candidate waits for bounded as a
+    reason: a program of 10,000 exposures with a stuck visit named every
+    missing exposure once in "missing" and again in each open candidate's
+    own list (and in a candidate's waits, every member), and /planner grew
+    past what `calstream status` reads of an answer (64 MiB): status then
+    said no daemon serves /planner at all."""
     return {**level3,
-            **_first([{**c, "waiting_for": _reasons(c["waiting_for"]),
-                       **_first(c["missing"], "missing")}
-                      for c in level3["candidates"][:VIEW_LIMIT]],
-                     "candidates", len(level3["candidates"])),
-            **_first([{**c, "reason": _reasons(c["reason"])}
-                      for c in level3["abandoned"][:VIEW_LIMIT]],
-                     "abandoned", len(level3["abandoned"])),
-            **_first({e: {**m, "candidates": m["candidates"][:VIEW_LIMIT]}
-                      for e, m in missing}, "missing", len(level3["missing"])),
+            "candidates": [{**c, "waiting_for": _reasons(c["waiting_for"])}
+                           for c in level3["candidates"]],
+            "abandoned": [{**c, "reason": _reasons(c["reason"])} for c in level3["abandoned"]],
             # By program, as the gauge has them (a forger's visits are of
             # any number of programs); no reader of the view uses more.
             "missing_by_program": program_series(level3["missing_by_program"])}

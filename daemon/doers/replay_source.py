@@ -36,22 +36,23 @@ async def scan(cfg: Config, name: str, sieve: ScanSieve) -> ScanSieve:
         return sieve
 
 
-def arrival_judge(inbox_roots: Iterable[str] | None) -> Callable[[dict[str, Any]], bool | None]:
+def arrival_judge(inbox_roots: Iterable[str]) -> Callable[[dict[str, Any]], bool | None]:
     """Whether an arrival is its file as the file is now, read as detector1's
     admission reads it (its header and size, then its bytes' digest,
     remembered by the file's signature: digest_memo.py): True, it is; False,
     the file is there and says otherwise (another content, a header copy
     that is not its own, a path that is no regular file or leads outside
     ``inbox_roots``); None, no file there, or none this command can read
-    (another host's inbox): nothing to tell by."""
-    roots = None if inbox_roots is None else [Path(r).resolve() for r in inbox_roots]
+    (another host's inbox): nothing to tell by. A file is read only under
+    ``inbox_roots``: a command that knows none makes no judge (run_replay),
+    for a record may name any file the operator can read (session 46)."""
+    roots = [Path(r).resolve() for r in inbox_roots]
 
     def judge(arrival: dict[str, Any]) -> bool | None:
         path = Path(str(arrival.get("path")))
         try:
             resolved = path.resolve(strict=True)
-            if not resolved.is_file() or (roots is not None and
-                                          not within_roots(resolved, roots)):
+            if not resolved.is_file() or not within_roots(resolved, roots):
                 return False  # a FIFO, a directory, a link out: never read
             exposure = exposure_of(resolved)
             facts = ExposureFacts(exposure.header, resolved.stat().st_size)

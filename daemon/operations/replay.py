@@ -111,10 +111,12 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
     # Each record judged as it is read, only what the selection takes kept
     # (a topic's every record, decoded, was 412 MiB at 100,000 arrivals).
     # Live, with links followed: outside the store (None) is no live product.
+    # No file a record names is read without the inbox roots (any record
+    # may name any file the operator can read): the later record is taken.
     sieve = await scan(cfg, src, ScanSieve(
         kind, selection, roots, prepare=_moved_one(cfg),
         live_input=lambda path: store.namespace_of(Path(path)) == "live",
-        judge=arrival_judge(inbox_roots)))
+        judge=arrival_judge(inbox_roots) if inbox_roots is not None else None))
     scans, outside = list(sieve.scans.values()), sieve.outside
     gaps = retention_gaps(scans, selection.since)
     restored, unusable = await _from_store(store, source, sieve, selection, src, gaps)
@@ -155,6 +157,8 @@ async def run_replay(cfg: Config, *, source: str, selection: Selection, namespac
         "superseded": superseded, "selected": len(chosen) + len(restored),
         "from_store": len(restored), "store_records_unusable": unusable + outside_store,
         "outside_roots": outside, "inbox_roots": inbox_roots, "inbox_roots_from": roots_from,
+        # Exposures whose arrivals disagree, taken by time: no roots, no file read.
+        "disagreeing_unread": len(sieve.unjudged),
         "too_large": len(too_large),
         "too_large_items": too_large[:20],
         "published": published, "refused": refused, "gaps": gaps,

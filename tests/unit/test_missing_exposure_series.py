@@ -19,9 +19,9 @@ from calstream.daemon.operations.metrics import Metrics
 def _planner(metrics: Metrics, by_program: dict[str, int]) -> SimpleNamespace:
     summary = {"waiting": 0, "held": 0, "held_for_direct_image": 0, "oldest_hold_age": 0.0,
                "level3": {"open": len(by_program), "missing_by_program": by_program,
-                          "oldest_missing_age": 0.0, "abandoned": []}}
+                          "oldest_missing_age": 0.0, "abandoned": [], "abandoned_count": 0}}
     return SimpleNamespace(metrics=metrics, programs_missing=set(), clock=PlannerClock(),
-                           state=SimpleNamespace(summary=lambda now: summary),
+                           state=SimpleNamespace(summary=lambda now, limit=None: summary),
                            holds={}, states={}, pointing_waiting=())
 
 

@@ -61,6 +61,10 @@ def _print_report(report: dict[str, Any], out=None) -> None:
               "deployment)", file=out)
         roots = ", ".join(report["inbox_roots"] or []) or "-"
         print(f"    inbox roots judged by: {roots} ({report['inbox_roots_from']})", file=out)
+    if report.get("disagreeing_unread"):
+        print(f"  {report['disagreeing_unread']} exposure(s) with arrivals that disagree (path, "
+              "digest, size or header copy): the later one taken, their files not read, for "
+              f"this command knows no inbox roots ({report['inbox_roots_from']})", file=out)
     if report["too_large"]:
         print(f"  {report['too_large']} record(s) left out: with their replay they would be "
               "over the 1 MB every reader takes (a header copy that large: forged, or a "
