@@ -26,8 +26,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from aiokafka.errors import KafkaConnectionError
-
 from calstream.daemon.deciders.retry_policy import Backoff
 from calstream.daemon.doers.broker_probe import BrokerUndead, kill_if_wedged
 from calstream.daemon.doers.broker_supervisor import CLIENT_LOGGERS, quiet_client_logs
@@ -85,6 +83,8 @@ def broker_cause(exc: BaseException) -> str | None:
     that denies daemons Create): worth waiting for."""
     if isinstance(exc, TopicsMissing):
         return TOPICS_MISSING
+    if isinstance(exc, BrokerUndead):  # the embedded one killed, held in the kernel
+        return BROKER_UNREACHABLE
     return BROKER_UNREACHABLE if unreachable(exc) is not None or broker_fault(exc) else None
 
 
@@ -317,11 +317,9 @@ def restarting_embedded(broker: EmbeddedBroker | None, remake: Callable[[], Awai
     has started; until then a step would wait for such a broker for ever."""
     async def again() -> T:
         if broker is not None and broker.process is not None:
-            try:
-                pid = await kill_if_wedged(broker, answer_timeout)
-            except BrokerUndead as exc:  # waited for as a broker that does not answer
-                raise KafkaConnectionError(str(exc)) from exc
-            if pid is not None:
+            # One that outlives SIGKILL raises BrokerUndead: waited for as a
+            # broker that does not answer (broker_cause).
+            if (pid := await kill_if_wedged(broker, answer_timeout)) is not None:
                 log.error("embedded broker (pid %s) was alive but had not answered for %gs "
                           "during the start; killed it to start it again", pid,
                           answer_timeout, extra={"stage": START})
