@@ -118,14 +118,16 @@ class DeadLetterLedger(KeyedLedger):
             return False
         with self._lock:
             try:
+                listed = None
                 if self._count is None:
-                    self._count = len(self._names())
+                    listed = self._names()
+                    self._count = len(listed)
                 else:
                     self._count += 1  # a dead letter kept again is counted twice: pruned sooner
                 if self._pruning is not None:
                     self._pruning.kept_since += 1
-                elif self._count > self.capacity:
-                    self._pruning = _Pruning(unaged=self._names())
+                elif self._count > self.capacity:  # one listing a call at most
+                    self._pruning = _Pruning(unaged=self._names() if listed is None else listed)
                 if self._pruning is not None:
                     self._prune_step(PRUNE_CALLS)
             except OSError as exc:  # the bound is the ledger's care, never the send's fault

@@ -284,3 +284,25 @@ def test_the_removal_of_the_oldest_is_spread_over_the_letters_written(tmp_path, 
     assert kept == {b["event_id"] for b in newest}  # the oldest went, the newest stay
     assert ledger.keep_letter(letters[written])  # counted right: no pass begins at once
     assert ledger._pruning is None and len(ledger.letters()) == len(kept) + 1
+
+
+def test_a_ledger_found_over_capacity_lists_its_directory_once_in_a_write(tmp_path,
+                                                                         monkeypatch):
+    """A daemon that starts on a ledger already past its capacity (a lower
+    one configured, a copy put back) counted its letters by a listing at its
+    first write, and the removal listed them all again in that same write:
+    two listings of up to 10,000 names within one timed write."""
+    for n in range(12):
+        assert DeadLetterLedger(tmp_path).keep_letter(letter(n))
+    ledger = DeadLetterLedger(tmp_path, capacity=10)  # as a restarted daemon finds it
+    listings, real = [], os.listdir
+
+    def listdir(path="."):
+        listings.append(path)
+        return real(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    assert ledger.keep_letter(letter(12))
+    monkeypatch.undo()
+    assert len(listings) == 1, listings
+    assert len(ledger.letters()) == 9  # and the oldest removed, down to nine tenths
