@@ -38,6 +38,7 @@ from calstream.daemon.doers.start_waits import (
     start_embedded,
     started,
 )
+from calstream.daemon.doers.work_item_runs import Solitude, solitude
 from calstream.daemon.doers.worker_pool import WorkerPool
 from calstream.daemon.operations import deployment, logs
 from calstream.daemon.operations.config import Config, ConfigError, host_port
@@ -73,6 +74,9 @@ class Daemon(RoleTasks):
         self.bootstrap: str | None = cfg.kafka_bootstrap
         self.supervisor: BrokerSupervisor | None = None
         self.start_waits = StartWaits(cfg, self.metrics)
+        # This daemon's runs in workers (work_item_runs.Solitude), its loop's:
+        # /readyz names the suspects that hold its stages back.
+        self.solitude: Solitude | None = None
         # Written by the event loop, read by /healthz; None until the beat starts
         # (start-up may legitimately spend long in threads, e.g. resolving CRDS).
         self.heartbeat: float | None = None
@@ -113,6 +117,10 @@ class Daemon(RoleTasks):
         problems += self.start_waits.problems()  # what it waits for, if anything
         if behind := planner_clients.catching_up(self.planner, self.start_waits):
             problems.append(behind)
+        # Why a stage stalls after a crash that left suspects: named, not a
+        # reason of its own (a suspect's run alone is progress).
+        if problems and self.solitude is not None and (alone := self.solitude.said()):
+            problems.append(alone)
         return not problems, problems
 
     def health(self) -> tuple[bool, list[str]]:
@@ -141,6 +149,7 @@ class Daemon(RoleTasks):
             raise RuntimeError("start_broker() must run before run() (on the main thread)")
         host, port = host_port(cfg.metrics_address)
         self.metrics.stall_threshold.set(cfg.stall_seconds)
+        self.solitude = solitude()
         try:
             self.ops = OpsServer(host, port, self.metrics, self.readiness,
                                  planner=self._planner_view,

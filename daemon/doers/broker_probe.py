@@ -9,6 +9,14 @@ connects saw a broker that was up: /readyz said ready, ``calstream_broker_up``
 sends ApiVersions (the first request every Kafka client sends, answered
 before any authentication) and waits for the answer that names its
 request, up to the time a client would wait (``broker_timeout_seconds``).
+
+A wedged embedded broker is killed (``kill_if_wedged``) and waited for
+EXIT_SECONDS at most: SIGKILL ends a process at once unless the kernel
+holds it (uninterruptible sleep, state D: a call on a mount whose server
+is away). That wait was untimed, in a thread nobody could abandon: such a
+tansu held the supervisor (no restart, no "lost" line, ``calstream_broker_up``
+still 1) and a stop of the daemon for as long as the kernel held it. Now
+it raises ``BrokerUndead``, and the caller calls the broker lost.
 """
 
 from __future__ import annotations
@@ -17,15 +25,32 @@ import random
 import socket
 import ssl
 import struct
+import subprocess
 import time
+from functools import partial
 
 import anyio
 
-from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.doers.embedded_broker import BrokerError, EmbeddedBroker
 
 API_VERSIONS = 18  # its version 0 has an empty body, which every broker answers
 CLIENT_ID = b"calstream-probe"
 MAX_ANSWER = 1 << 20  # bytes: an ApiVersions answer is a few hundred
+# A killed broker's exit waited for at most this (EmbeddedBroker.stop's):
+# only a process the kernel holds outlives SIGKILL longer.
+EXIT_SECONDS = 5.0
+
+
+class BrokerUndead(BrokerError):
+    """The broker's process, killed, has not exited ``seconds`` later: the
+    kernel holds it (uninterruptible sleep). It keeps its port, so none can
+    be started in its place until it exits."""
+
+    def __init__(self, pid: int, seconds: float) -> None:
+        self.pid, self.seconds = pid, seconds
+        super().__init__(f"the embedded broker (pid {pid}) did not answer and did not exit "
+                         f"within {seconds:g}s of SIGKILL (held in the kernel: a call on "
+                         "storage that does not answer?): its port stays taken until it exits")
 
 
 def _request(correlation: int) -> bytes:
@@ -94,7 +119,9 @@ async def kill_if_wedged(broker: EmbeddedBroker, answer_timeout: float) -> int |
     """The pid of ``broker``'s process if it was running, did not answer
     within ``answer_timeout`` and is now killed, so that whoever keeps it
     starts it again as after a crash; None if it answered, is not running, or
-    was started again while it was asked."""
+    was started again while it was asked. BrokerUndead if it has not exited
+    EXIT_SECONDS after SIGKILL (the wait is abandoned by a cancel: a
+    stop is never held by it)."""
     proc = broker.process
     if proc is None or proc.poll() is not None:
         return None
@@ -103,5 +130,17 @@ async def kill_if_wedged(broker: EmbeddedBroker, answer_timeout: float) -> int |
     if broker.process is not proc or proc.poll() is not None:
         return None
     proc.kill()
-    await anyio.to_thread.run_sync(proc.wait)
+    seconds = EXIT_SECONDS
+    if not await anyio.to_thread.run_sync(partial(_exits, proc, seconds),
+                                          abandon_on_cancel=True):
+        raise BrokerUndead(proc.pid, seconds)
     return proc.pid
+
+
+def _exits(proc: subprocess.Popen, seconds: float) -> bool:
+    """Whether ``proc`` exits (and is reaped) within ``seconds``."""
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True

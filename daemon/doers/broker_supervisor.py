@@ -33,7 +33,7 @@ import anyio
 
 from calstream.daemon.deciders.broker_health import BrokerHealth
 from calstream.daemon.deciders.broker_records import BrokerRecords
-from calstream.daemon.doers.broker_probe import answering, kill_if_wedged
+from calstream.daemon.doers.broker_probe import BrokerUndead, answering, kill_if_wedged
 from calstream.daemon.doers.embedded_broker import BrokerError, EmbeddedBroker
 from calstream.daemon.doers.file_reads import (
     READ_SECONDS,
@@ -113,6 +113,7 @@ class BrokerSupervisor:
         # The embedded broker's directory, made at a restart, given read_seconds.
         self._reads = FileReads(1, read_seconds, of="the embedded broker's directory")
         self.wedged = 0  # embedded brokers killed for not answering
+        self._undead_pid: int | None = None  # the last one that outlived SIGKILL: said once
         self.last_recovery: float | None = None  # seconds from loss noticed to usable again
 
     def problem(self, *, for_health: bool = False) -> str | None:
@@ -206,10 +207,25 @@ class BrokerSupervisor:
         time out and park their work for as long as it stays wedged)."""
         while True:
             await anyio.sleep(EMBEDDED_ANSWER_EVERY)
-            if (pid := await kill_if_wedged(embedded, self.answer_timeout)) is not None:
+            try:
+                pid = await kill_if_wedged(embedded, self.answer_timeout)
+            except BrokerUndead as exc:
+                self._undead(exc)
+                continue
+            if pid is not None:
                 log.error("embedded broker (pid %s) was alive but had not answered for %gs; "
                           "killed it to start it again", pid, self.answer_timeout)
                 self.wedged += 1
+
+    def _undead(self, exc: BrokerUndead) -> None:
+        """A wedged broker that outlives SIGKILL is lost until it exits (then
+        ``run`` starts it again as after a crash): not ready, ``broker_up`` 0,
+        not healthy past the bound (an orchestrator's restart may help). Said
+        once a process; it is killed again at each of its probes meanwhile."""
+        if self._undead_pid != exc.pid:
+            self._undead_pid = exc.pid
+            log.error("%s; the broker is lost until then (killed again at each probe)", exc)
+        self._note(self.health.observe(False, time.monotonic()))
 
     def _note(self, change: str | None) -> None:
         lost = self.health.lost_for(time.monotonic())

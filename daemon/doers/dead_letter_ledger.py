@@ -18,6 +18,14 @@ names, torn writes and stray files are judged alike.
 Bounded: a flood of bad files must not fill the disk with copies. Past
 ``capacity`` records the oldest (by the time they were kept) are removed,
 down to nine tenths of it, so that removing is not done at every write.
+The removal is a pass over the directory (its listing, an lstat of each
+letter, the oldest unlinked) done PRUNE_CALLS calls at a time, one step
+after each letter's write (``_Pruning``): done whole, it was up to 10,000
+lstats and 1,000 unlinks inside one letter's timed write, which storage
+that is slow but answers (a busy NFS server) took past its time, so the
+write was called hung and every letter after it sent without its copy
+until the pass ended (session 46). A step that does not answer is left
+behind as any write is (Publisher._backed_up).
 The topic is the list; this is its backup, so a write that fails (a full
 disk) is warned about and the dead letter is still sent, and one that does
 not answer (a silent work directory) is left behind after its time and the
@@ -46,10 +54,12 @@ whose retention removed it has not (broker_recovery.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +76,21 @@ REDRIVES = "redrives"
 NOTES = 20  # redrive notes kept of one dead letter: the newest
 CAPACITY = 10_000  # dead letters kept; at ~2-5 kB each, tens of MB at most
 PLACE = "newest-place.json"  # in the ledger's root, beside the directory of letters
+# Calls on the directory one letter's write may add to remove the oldest (a
+# letter's own write is about five): a pass over 10,000 letters is spread
+# over some 300 letters, the bound overshot by as many meanwhile.
+PRUNE_CALLS = 32
+
+
+@dataclass
+class _Pruning:
+    """A pass removing the oldest letters: listed, each aged (lstat), then
+    the oldest removed, a few calls at a time."""
+    unaged: list[str] = field(default_factory=list)  # listed, not yet lstat-ed
+    aged: list[tuple[int, str]] = field(default_factory=list)  # (mtime, name)
+    doomed: list[str] | None = None  # the oldest, to remove (newest first); None: aging
+    kept_since: int = 0  # letters kept after its listing (all newer than it saw)
+    removed: int = 0
 
 
 class DeadLetterLedger(KeyedLedger):
@@ -79,6 +104,7 @@ class DeadLetterLedger(KeyedLedger):
         self.capacity = capacity
         self._count: int | None = None  # records in the directory, counted when first needed
         self._lock = threading.Lock()  # the planner's thread keeps dead letters too
+        self._pruning: _Pruning | None = None  # a removal of the oldest under way
         self.place = NotedPlace(self.root / PLACE, f"{self.WHAT} place", work_dir)
 
     def keep_letter(self, body: dict[str, Any]) -> bool:
@@ -92,13 +118,20 @@ class DeadLetterLedger(KeyedLedger):
             return False
         with self._lock:
             try:
+                listed = None
                 if self._count is None:
-                    self._count = len(self._names())
+                    listed = self._names()
+                    self._count = len(listed)
                 else:
                     self._count += 1  # a dead letter kept again is counted twice: pruned sooner
-                if self._count > self.capacity:
-                    self._count = self._prune(int(self.capacity * 0.9))
+                if self._pruning is not None:
+                    self._pruning.kept_since += 1
+                elif self._count > self.capacity:  # one listing a call at most
+                    self._pruning = _Pruning(unaged=self._names() if listed is None else listed)
+                if self._pruning is not None:
+                    self._prune_step(PRUNE_CALLS)
             except OSError as exc:  # the bound is the ledger's care, never the send's fault
+                self._pruning = None  # begun again at the next one
                 log.warning("%s: the oldest dead letters in %s could not be removed (%s): "
                             "tried again at the next one", self.WHAT, self.root, exc)
         return True
@@ -177,24 +210,33 @@ class DeadLetterLedger(KeyedLedger):
         except (FileNotFoundError, NotADirectoryError):
             return []
 
-    def _prune(self, keep: int) -> int:
-        """Remove the oldest records down to ``keep``; how many are left."""
-        directory = self.root / TOPIC
-        aged = []
-        for name in self._names():
-            try:
-                aged.append((os.lstat(directory / name).st_mtime_ns, name))
-            except FileNotFoundError:
-                continue
-        aged.sort()
-        gone = aged[:max(0, len(aged) - keep)]
-        for _, name in gone:
+    def _prune_step(self, calls: int) -> None:
+        """The pass under way, ``calls`` more calls on the directory of it at
+        most (an lstat, an unlink); the count set once it has ended."""
+        pruning, directory = self._pruning, self.root / TOPIC
+        assert pruning is not None
+        while calls > 0 and pruning.unaged:
+            name, calls = pruning.unaged.pop(), calls - 1
+            with contextlib.suppress(FileNotFoundError):  # removed since its listing
+                pruning.aged.append((os.lstat(directory / name).st_mtime_ns, name))
+        if pruning.unaged:
+            return
+        if pruning.doomed is None:
+            pruning.aged.sort()
+            keep = int(self.capacity * 0.9)
+            too_many = max(0, len(pruning.aged) + pruning.kept_since - keep)
+            pruning.doomed = [name for _, name in reversed(pruning.aged[:too_many])]
+        while calls >= 2 and pruning.doomed:  # a letter and its redrives: two unlinks
+            name, calls = pruning.doomed.pop(), calls - 2
             for kept in (directory / name, self.root / REDRIVES / name):  # its redrives too
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     os.unlink(kept)
-                except FileNotFoundError:
-                    pass
-        if gone:
+            pruning.removed += 1
+        if pruning.doomed:
+            return
+        self._pruning = None
+        self._count = len(pruning.aged) - pruning.removed + pruning.kept_since
+        if pruning.removed:
             log.info("%s: removed the %d oldest of %d kept dead letters (at most %d are kept)",
-                     self.WHAT, len(gone), len(aged), self.capacity)
-        return len(aged) - len(gone)
+                     self.WHAT, pruning.removed, len(pruning.aged) + pruning.kept_since,
+                     self.capacity)

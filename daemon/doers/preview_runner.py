@@ -50,7 +50,8 @@ async def make_previews(pool: WorkerPool, previews: list[dict], log_context: dic
         # Beside a suspect, a container's end the preview caused was blamed
         # on the suspect's run, marked "alone". No await unless a suspect
         # runs or waits: the gate's last look still holds as the pool is asked.
-        async with solitude().run(alone=alone, metrics=metrics, stage=pool.stage):
+        async with solitude().run(alone=alone, metrics=metrics, stage=pool.stage,
+                                  name=f"previews of {log_context.get('exposure_id')}"):
             outcome = await pool.run(PREVIEW_TASK, {"previews": previews},
                                      timeout=PREVIEW_TIMEOUT, env=logs.task_env(**log_context),
                                      priority=PREVIEW_PRIORITY,

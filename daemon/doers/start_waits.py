@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from calstream.daemon.deciders.retry_policy import Backoff
-from calstream.daemon.doers.broker_probe import kill_if_wedged
+from calstream.daemon.doers.broker_probe import BrokerUndead, kill_if_wedged
 from calstream.daemon.doers.broker_supervisor import CLIENT_LOGGERS, quiet_client_logs
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
 from calstream.daemon.doers.file_reads import (
@@ -42,7 +42,7 @@ from calstream.daemon.doers.kafka import TopicsMissing, refused_settings, unreac
 from calstream.daemon.doers.kafka.clients import stopped
 from calstream.daemon.doers.kafka.publisher import broker_fault
 from calstream.daemon.doers.parking import Parking, until_done
-from calstream.daemon.doers.start_roots import make_inbox, probe_writable, store_made, work_dir_made
+from calstream.daemon.doers.start_roots import make_inbox, store_made, work_dir_made
 from calstream.daemon.doers.work_dir_lock import WorkDirLock
 from calstream.daemon.operations.config import Config, ConfigError
 from calstream.daemon.operations.metrics import Metrics
@@ -83,6 +83,8 @@ def broker_cause(exc: BaseException) -> str | None:
     that denies daemons Create): worth waiting for."""
     if isinstance(exc, TopicsMissing):
         return TOPICS_MISSING
+    if isinstance(exc, BrokerUndead):  # the embedded one killed, held in the kernel
+        return BROKER_UNREACHABLE
     return BROKER_UNREACHABLE if unreachable(exc) is not None or broker_fault(exc) else None
 
 
@@ -294,19 +296,15 @@ async def started(make: Callable[[], Any]) -> Any:
 async def start_embedded(broker: EmbeddedBroker, waits: StartWaits) -> None:
     """The embedded broker started unless it runs. On the event loop's thread
     (tansu dies with the thread that started it), blocking it for tansu's
-    start (tens of ms); its directory made first, timed (work_dir_hung), with
-    a probe file (a full disk is waited for: tansu panicked, exit 101,
-    writing its log there before session 45, when its output went to the
-    daemon's log); a silent mount froze the whole daemon there."""
+    start (tens of ms); its directory (tansu's HOME) made first, timed
+    (work_dir_hung): a silent mount froze the whole daemon there. No probe
+    file is written there since session 46: tansu writes nothing in it (its
+    output goes to the daemon's log since session 45), so a full disk
+    there is no reason to wait, and a start held a broker that died during
+    it for a full disk while the supervisor's restart did not."""
     if not broker.alive():
-        await waits.on_work_dir(lambda: _probed(broker).prepared())
+        await waits.on_work_dir(broker.prepared)
         broker.start(prepared=True)
-
-
-def _probed(broker: EmbeddedBroker) -> EmbeddedBroker:
-    broker.make_work_dir()
-    probe_writable(broker.work_dir)
-    return broker
 
 
 def restarting_embedded(broker: EmbeddedBroker | None, remake: Callable[[], Awaitable[None]],
@@ -319,6 +317,8 @@ def restarting_embedded(broker: EmbeddedBroker | None, remake: Callable[[], Awai
     has started; until then a step would wait for such a broker for ever."""
     async def again() -> T:
         if broker is not None and broker.process is not None:
+            # One that outlives SIGKILL raises BrokerUndead: waited for as a
+            # broker that does not answer (broker_cause).
             if (pid := await kill_if_wedged(broker, answer_timeout)) is not None:
                 log.error("embedded broker (pid %s) was alive but had not answered for %gs "
                           "during the start; killed it to start it again", pid,

@@ -271,7 +271,7 @@ class WorkItemRunner(RunOutcomes):
 
         try:
             async with solitude().run(alone=alone, metrics=self.metrics,
-                                      stage=self.pool.stage):
+                                      stage=self.pool.stage, name=item.name):
                 try:
                     outcome = await self.pool.run(
                         item.task, {**item.task_kwargs, "output_dir": str(scratch)},

@@ -55,6 +55,10 @@ log = logging.getLogger("calstream.claims")
 
 # A mark naming more runs than this is not one we wrote.
 _MOST = 10_000
+# Suspects named in /readyz (Solitude.said), then counted; each name cut to
+# NAME_CHARS (a stage-3 product's name is a record's text).
+NAMED = 3
+NAME_CHARS = 120
 
 
 class CutShortRuns:
@@ -132,32 +136,66 @@ class Solitude:
     ``run(alone=True)`` waits until no other run is held. Held from before
     a run asks for its worker until its end. A run that waits here is
     counted, while it waits, in ``metrics``' ``calstream_runs_waiting_alone``
-    under its ``stage``: ``suspect`` or ``held_back`` (one behind a suspect)."""
+    under its ``stage``: ``suspect`` or ``held_back`` (one behind a suspect).
+    A suspect's run is named (``name``) in ``suspects`` from its wait until
+    its end, for /readyz (``said``): the gauge counts, and an operator
+    paged for a stalled stage needs to know which work holds it back."""
 
     def __init__(self) -> None:
         self.shared = 0  # runs held with company allowed
         self.alone = False  # a suspect's run is held
         self.waiting_alone = 0
         self._changed = anyio.Event()
+        # (stage, name, running alone) of each suspect's run, oldest first.
+        # Replaced whole, never changed in place: /readyz reads it from its
+        # own thread.
+        self.suspects: tuple[tuple[str, str, bool], ...] = ()
 
     def _change(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
 
+    def said(self, most: int = NAMED) -> str | None:
+        """The suspects' runs, for /readyz: ``most`` named (the one running
+        alone first, then those waiting, oldest first), then how many more;
+        None if there are none."""
+        suspects = self.suspects  # one reference: read from another thread
+        if not suspects:
+            return None
+        first = sorted(suspects, key=lambda suspect: not suspect[2])[:most]
+        named = [f"{stage} {name[:NAME_CHARS]} ({'running alone' if running else 'waiting'})"
+                 for stage, name, running in first]
+        more = f", and {len(suspects) - most} more" if len(suspects) > most else ""
+        return (f"suspects run alone, one at a time, the other runs waiting (each cut short "
+                f"with the daemon beside other runs): {', '.join(named)}{more}")
+
+    def _renamed(self, old: tuple[str, str, bool],
+                 new: tuple[str, str, bool] | None) -> tuple[str, str, bool] | None:
+        """``suspects`` with ``old`` replaced by ``new`` (None: removed); ``new``."""
+        at = self.suspects.index(old)
+        self.suspects = (*self.suspects[:at], *(() if new is None else (new,)),
+                         *self.suspects[at + 1:])
+        return new
+
     @contextlib.asynccontextmanager
-    async def run(self, *, alone: bool, metrics: Any = None,
-                  stage: str = "") -> AsyncIterator[None]:
+    async def run(self, *, alone: bool, metrics: Any = None, stage: str = "",
+                  name: str = "") -> AsyncIterator[None]:
+        """``name``: the run's work (a suspect's is named in ``suspects``)."""
         if alone:
             self.waiting_alone += 1
             held = False
+            named = (stage, name or "?", False)
+            self.suspects += (named,)  # a new tuple: never changed in place
             try:
                 with _waiting(metrics, stage, "suspect", self.alone or self.shared):
                     while self.alone or self.shared:
                         await self._changed.wait()
                 self.alone = held = True
+                named = self._renamed(named, (stage, name or "?", True))
             finally:
                 self.waiting_alone -= 1
                 if not held:  # cancelled while waiting: the others go on
+                    self._renamed(named, None)
                     self._change()
         else:
             with _waiting(metrics, stage, "held_back", self.alone or self.waiting_alone):
@@ -169,6 +207,7 @@ class Solitude:
         finally:
             if alone:
                 self.alone = False
+                self._renamed(named, None)
             else:
                 self.shared -= 1
             self._change()

@@ -162,3 +162,27 @@ def test_a_start_that_fails_reads_nothing_of_a_silent_work_dir(tmp_path, monkeyp
     assert any(r.levelno == logging.ERROR and r.getMessage().startswith("tansu: ")
                and "UnsupportedStorageUrl" in r.getMessage() for r in caplog.records)
     assert list((work / "broker").iterdir()) == []  # tansu writes nothing there
+
+
+async def test_the_start_of_the_embedded_broker_writes_nothing_in_its_directory(tmp_path):
+    """The start wrote a probe file in <work_dir>/broker (and removed it), to
+    wait for a full disk there: tansu panicked writing its log in it until
+    session 45. It writes nothing there since (its output is the daemon's
+    log), so the probe only made a start wait for a full disk that harms
+    nothing, and only when the start (not the supervisor) started it. The
+    directory's mtime, set far in the past, says whether anything was made
+    or removed in it. (A real tansu.)"""
+    from calstream.daemon.doers.start_waits import StartWaits, start_embedded
+    from calstream.daemon.operations.config import load
+
+    cfg = load(None, env={}, flags={"work_dir": tmp_path / "work"})
+    own = EmbeddedBroker(cfg.work_dir)
+    own.make_work_dir()
+    os.utime(own.work_dir, ns=(1_000_000_000, 1_000_000_000))
+    try:
+        await start_embedded(own, StartWaits(cfg, Metrics()))
+        assert own.alive()
+    finally:
+        own.stop()
+    assert own.work_dir.stat().st_mtime_ns == 1_000_000_000  # nothing made or removed there
+    assert list(own.work_dir.iterdir()) == []

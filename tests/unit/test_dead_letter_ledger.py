@@ -70,10 +70,10 @@ def test_a_ledger_that_cannot_remove_its_oldest_still_keeps_and_never_raises(tmp
     for n in range(2):
         assert ledger.keep_letter(letter(n))
 
-    def refused(keep):
+    def refused(calls):
         raise PermissionError(13, "Permission denied", str(tmp_path))
 
-    monkeypatch.setattr(ledger, "_prune", refused)  # a directory someone made read-only
+    monkeypatch.setattr(ledger, "_prune_step", refused)  # a directory someone made read-only
     assert ledger.keep_letter(letter(2))  # over capacity: the removal fails, the send goes on
     monkeypatch.undo()
     assert len(ledger.letters()) == 3
@@ -232,3 +232,77 @@ def test_whether_a_record_is_a_letters_own_original():
     assert own(kept, "t", kept["key"].encode(), b"v")
     for broken in (None, [], {"topic": "t"}):
         assert not own(broken, "t", None, b"v")
+
+
+def test_the_removal_of_the_oldest_is_spread_over_the_letters_written(tmp_path, monkeypatch):
+    """The removal past capacity was one pass inside one letter's write (in
+    a thread timed as a write: Publisher._backed_up): up to 10,000 lstats and
+    1,000 unlinks, which a slow mount that answers (a busy NFS server) took
+    past the write's time, so that letter was called unkept and every one
+    after it was sent without its copy until the pass ended. Now each
+    letter's write adds at most PRUNE_CALLS calls to it, and the oldest go
+    all the same, a few letters later."""
+    from calstream.daemon.doers import dead_letter_ledger
+
+    capacity = 4 * dead_letter_ledger.PRUNE_CALLS
+    ledger = DeadLetterLedger(tmp_path, capacity=capacity)
+    letters = [letter(n) for n in range(capacity + 40)]
+    directory = tmp_path / "deadletters" / "deadletter"
+    for age, body in enumerate(letters[:capacity]):
+        assert ledger.keep_letter(body)
+        os.utime(directory / f"{body['event_id']}.json", ns=(age * 10**9, age * 10**9))
+    calls, real_lstat, real_unlink = [], os.lstat, os.unlink
+
+    def lstat(path, *args, **kw):
+        calls.append(path)
+        return real_lstat(path, *args, **kw)
+
+    def unlink(path, *args, **kw):
+        calls.append(path)
+        return real_unlink(path, *args, **kw)
+
+    monkeypatch.setattr(os, "lstat", lstat)
+    monkeypatch.setattr(os, "unlink", unlink)
+    other = DeadLetterLedger(tmp_path / "other")  # far below its capacity
+    assert other.keep_letter(letter(0))
+    calls.clear()
+    assert other.keep_letter(letter(1))
+    own = len(calls)  # a letter's own write (its directory there)
+    most, written = 0, capacity
+    while written == capacity or getattr(ledger, "_pruning", None):  # until its pass ended
+        calls.clear()
+        assert ledger.keep_letter(letters[written])  # over capacity: the pass goes on
+        written += 1
+        most = max(most, len(calls))
+    monkeypatch.undo()
+    assert own + 1 < most <= own + dead_letter_ledger.PRUNE_CALLS, (own, most)  # main: 161
+    kept = {b["event_id"] for b in ledger.letters()}
+    during = written - capacity - 1  # letters written after the pass's listing
+    assert int(capacity * 0.9) <= len(kept) <= int(capacity * 0.9) + during, len(kept)
+    assert 1 < during < 8  # spread over a few letters, not one, nor hundreds
+    newest = letters[written - len(kept):written]
+    assert kept == {b["event_id"] for b in newest}  # the oldest went, the newest stay
+    assert ledger.keep_letter(letters[written])  # counted right: no pass begins at once
+    assert ledger._pruning is None and len(ledger.letters()) == len(kept) + 1
+
+
+def test_a_ledger_found_over_capacity_lists_its_directory_once_in_a_write(tmp_path,
+                                                                         monkeypatch):
+    """A daemon that starts on a ledger already past its capacity (a lower
+    one configured, a copy put back) counted its letters by a listing at its
+    first write, and the removal listed them all again in that same write:
+    two listings of up to 10,000 names within one timed write."""
+    for n in range(12):
+        assert DeadLetterLedger(tmp_path).keep_letter(letter(n))
+    ledger = DeadLetterLedger(tmp_path, capacity=10)  # as a restarted daemon finds it
+    listings, real = [], os.listdir
+
+    def listdir(path="."):
+        listings.append(path)
+        return real(path)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    assert ledger.keep_letter(letter(12))
+    monkeypatch.undo()
+    assert len(listings) == 1, listings
+    assert len(ledger.letters()) == 9  # and the oldest removed, down to nine tenths

@@ -7,6 +7,7 @@ nothing said why. A real runner and real worker processes (tiny tasks)."""
 import anyio
 import pytest
 
+from calstream.daemon.doers.work_item_runs import solitude
 from calstream.daemon.operations.metrics import Metrics
 from calstream.daemon.operations.status_render import _stages
 from calstream.daemon.operations.status_summary import Endpoint, summarise_metrics
@@ -55,6 +56,7 @@ async def test_runs_waiting_for_a_suspect_s_run_alone_are_counted_and_shown(tmp_
             await until(began.exists)  # a run in a worker: the suspect waits for its end
             tg.start_soon(runner.run, suspect)
             await until(lambda: waiting(metrics, "suspect") == 1)
+            assert solitude().suspects == (("detector1", suspect.name, False),)  # for /readyz
             tg.start_soon(runner.run, item("tests.pool_tasks:write_rate",
                                            {"name": item("x:y", {}, 2).name}, 2))
             await until(lambda: waiting(metrics, "held_back") == 1)
@@ -68,3 +70,55 @@ async def test_runs_waiting_for_a_suspect_s_run_alone_are_counted_and_shown(tmp_
     assert "waiting for a suspect" not in status_line(metrics)
     products = [m for topic, *m in runner.publisher.sent if topic == "products"]
     assert len(products) == 2, runner.publisher.sent  # the suspect's and the one behind it
+
+
+@pytest.mark.anyio
+async def test_readyz_names_the_suspects_that_hold_a_stage_back(tmp_path):
+    """/readyz said a stage stalled and nothing of why: the gauge and
+    `calstream status` count the runs waiting for a suspect's turn alone,
+    but an operator paged for the stall needs the work that holds the stage
+    back. Now its stall comes with the suspects named (a few, then how many
+    more), running alone or waiting; a daemon that is ready stays ready
+    (a suspect's run alone is progress). A real Solitude, runs held by the
+    test."""
+    import time
+
+    from calstream.daemon.doers.work_item_runs import NAMED
+    from calstream.daemon.operations.config import load
+    from calstream.daemon.runtime import Daemon
+    from tests.unit.test_health import idle_consumer
+
+    daemon = Daemon(load(None, env={}, flags={"work_dir": tmp_path}))
+    daemon.start_waits.done = True  # every role runs
+    daemon.solitude = own = solitude()
+    names = [f"jw01234001001_02101_0000{n}_nrca1" for n in range(NAMED + 2)]
+    ends = {name: anyio.Event() for name in ["beside", *names]}
+
+    async def run(name: str) -> None:
+        async with own.run(alone=name != "beside", stage="detector1", name=name):
+            await ends[name].wait()
+
+    consumer = idle_consumer(60.0)
+    daemon.consumers.append(consumer)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, "beside")  # a run in a worker: the suspects wait for its end
+        await until(lambda: own.shared == 1)
+        for name in names:
+            tg.start_soon(run, name)
+        await until(lambda: own.waiting_alone == len(names))
+        assert daemon.readiness() == (True, [])  # waiting, not stalled: nothing said
+        consumer.started_at[1], consumer.in_flight = time.monotonic() - 61, 1  # stalled
+        ready, problems = daemon.readiness()
+        assert not ready and len(problems) == 2 and "detector1: 1 item(s)" in problems[0]
+        said = problems[1]
+        assert all(f"detector1 {name} (waiting)" in said for name in names[:NAMED]), said
+        assert names[NAMED] not in said and said.endswith(", and 2 more"), said
+        ends["beside"].set()  # the suspects' turns, one at a time
+        await until(lambda: own.alone)
+        [running] = [name for _, name, alone in own.suspects if alone]
+        said = daemon.readiness()[1][1]
+        assert f": detector1 {running} (running alone), " in said, said  # named first
+        assert said.count("(waiting)") == NAMED - 1 and said.endswith(", and 2 more"), said
+        for name in names:
+            ends[name].set()
+    assert own.suspects == () and daemon.readiness()[1][1:] == []
