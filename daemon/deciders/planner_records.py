@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,17 @@ class OpenCandidates:
         self._refile()
         return sorted(self._waiting.values(), key=_number)
 
+    def waiting_count(self) -> int:
+        """How many never-ordered ones: the gauge's count, nothing built."""
+        self._refile()
+        return len(self._waiting)
+
+    def waiting_by_science(self, limit: int) -> list[Candidate]:
+        """The first ``limit`` never-ordered ones by science name, as status
+        lists them, without sorting them all: read every second."""
+        self._refile()
+        return heapq.nsmallest(limit, self._waiting.values(), key=_science)
+
     def degraded_in(self, name: ExposureName, besides: set[str]) -> list[Candidate]:
         """The degraded ones of ``name``'s visit and detector, ``besides`` aside."""
         found = self._by_visit.get((name.visit_id, name.detector), ())
@@ -157,6 +169,10 @@ def _visit_of(cand: Candidate) -> tuple[str, str]:
 
 def _number(cand: Candidate) -> int:
     return cand.number
+
+
+def _science(cand: Candidate) -> str:
+    return cand.science
 
 
 def routed_exposure(exposure_id: str, header: dict[str, Any], products: dict[str, str],

@@ -1,0 +1,79 @@
+"""A planner state's summary, for its gauges and the /planner view: built
+once a second each (doers/planner_status.py), so it builds only what they
+show (session 46).
+
+A stuck state (a program's pointing PLANNED and never corrected: thousands
+of held exposures, each a stage-2 association waiting for it) cost the
+planner's loop some 23 ms each summary at 10,000 of each, twice a second:
+a dict of every waiting association's reasons in their order (which the
+gauges never read and the view cut to 100 by name), and the time of every
+hold parsed afresh (more holds than topics/times.py remembers texts). The
+gauges now ask ``limit=0`` (the counts), the view ``VIEW_LIMIT``;
+bench/README.md "Session 46" has the figures.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from calstream.daemon.deciders.direct_image_holds import is_direct_image_hold
+from calstream.topics import contract
+
+if TYPE_CHECKING:
+    from calstream.daemon.deciders.planner_state import PlannerState
+
+
+def summary(state: PlannerState, now: float, limit: int | None = None) -> dict[str, Any]:
+    """The counts, and of each list the first ``limit`` as status lists
+    them (None: all of it, in the candidates' own order, for tests and
+    readers of the whole state)."""
+    opened = state.open_candidates
+    listed = opened.waiting() if limit is None else opened.waiting_by_science(limit)
+    held, for_direct_image, oldest = _holds(state.holds)
+    return {"waiting": opened.waiting_count(), "level3": state.stage3.summary(now, limit),
+            "waiting_for": {c.science: dict(c.waiting_for) for c in listed},
+            "held": held, "held_for_direct_image": for_direct_image,
+            "oldest_hold_age": (now - oldest) if oldest is not None else 0.0,
+            "degraded": opened.degraded_count()}
+
+
+def _holds(holds: dict[str, dict[str, Any]]) -> tuple[int, int, float | None]:
+    """(pointing holds, WFSS grisms held for their direct image, the oldest
+    pointing hold's time): the counts of direct_image_holds.held_by_kind."""
+    held = for_direct_image = 0
+    oldest: float | None = None
+    for hold in holds.values():
+        if hold["state"] != "held":
+            continue
+        if is_direct_image_hold(hold):
+            for_direct_image += 1
+            continue
+        held += 1
+        since = _since(hold["since"])
+        if oldest is None or since < oldest:
+            oldest = since
+    _forget_beyond(held)
+    return held, for_direct_image, oldest
+
+
+def _since(text: Any) -> float:
+    """A hold's time, parsed once while it is held (parse_time remembers
+    only a few thousand texts: more holds than that were parsed anew each
+    second). A text it cannot read raises as parse_time does."""
+    known = _SINCE.get(text) if type(text) is str else None
+    if known is None:
+        known = contract.parse_time(text).timestamp()
+        if type(text) is str:
+            _SINCE[text] = known
+    return known
+
+
+def _forget_beyond(held: int) -> None:
+    """Bounded by the holds there are: texts of holds released are
+    forgotten once they outnumber them."""
+    if len(_SINCE) > 2 * held + _SINCE_SPARE:
+        _SINCE.clear()
+
+
+_SINCE: dict[str, float] = {}  # a hold's "since" text -> its time
+_SINCE_SPARE = 1024
