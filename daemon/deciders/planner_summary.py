@@ -49,7 +49,10 @@ def _holds(holds: dict[str, dict[str, Any]]) -> tuple[int, int, float | None]:
             for_direct_image += 1
             continue
         held += 1
-        since = _since(hold["since"])
+        text = hold["since"]
+        since = _SINCE.get(text) if type(text) is str else None
+        if since is None:
+            since = _since(text)
         if oldest is None or since < oldest:
             oldest = since
     _forget_beyond(held)
@@ -57,14 +60,13 @@ def _holds(holds: dict[str, dict[str, Any]]) -> tuple[int, int, float | None]:
 
 
 def _since(text: Any) -> float:
-    """A hold's time, parsed once while it is held (parse_time remembers
-    only a few thousand texts: more holds than that were parsed anew each
-    second). A text it cannot read raises as parse_time does."""
-    known = _SINCE.get(text) if type(text) is str else None
-    if known is None:
-        known = contract.parse_time(text).timestamp()
-        if type(text) is str:
-            _SINCE[text] = known
+    """A hold's time, parsed once while it is held (``_SINCE``: parse_time
+    remembers only a few thousand texts, and more holds than that were
+    parsed anew each second). A text it cannot read raises as parse_time
+    does."""
+    known = contract.parse_time(text).timestamp()
+    if type(text) is str:
+        _SINCE[text] = known
     return known
 
 
