@@ -40,23 +40,14 @@ def summary(state: PlannerState, now: float, limit: int | None = None) -> dict[s
 def _holds(holds: dict[str, dict[str, Any]]) -> tuple[int, int, float | None]:
     """(pointing holds, WFSS grisms held for their direct image, the oldest
     pointing hold's time): the counts of direct_image_holds.held_by_kind."""
-    held = for_direct_image = 0
-    oldest: float | None = None
-    for hold in holds.values():
-        if hold["state"] != "held":
-            continue
-        if is_direct_image_hold(hold):
-            for_direct_image += 1
-            continue
-        held += 1
-        text = hold["since"]
-        since = _SINCE.get(text) if type(text) is str else None
-        if since is None:
-            since = _since(text)
-        if oldest is None or since < oldest:
-            oldest = since
-    _forget_beyond(held)
-    return held, for_direct_image, oldest
+    held = [hold for hold in holds.values() if hold["state"] == "held"]
+    texts = [hold["since"] for hold in held if not is_direct_image_hold(hold)]
+    times = list(map(_SINCE.get, texts))  # each parsed once (_since)
+    if None in times:
+        times = [_since(text) if t is None else t
+                 for text, t in zip(texts, times, strict=True)]
+    _forget_beyond(len(texts))
+    return len(texts), len(held) - len(texts), min(times, default=None)
 
 
 def _since(text: Any) -> float:
