@@ -122,7 +122,7 @@ class OpenCandidates:
         """The first ``limit`` never-ordered ones by science name, as status
         lists them, without sorting them all: read every second."""
         self._refile()
-        return heapq.nsmallest(limit, self._waiting.values(), key=_science)
+        return [self._waiting[s] for s in heapq.nsmallest(limit, self._waiting)]  # keys: names
 
     def degraded_in(self, name: ExposureName, besides: set[str]) -> list[Candidate]:
         """The degraded ones of ``name``'s visit and detector, ``besides`` aside."""
@@ -169,10 +169,6 @@ def _visit_of(cand: Candidate) -> tuple[str, str]:
 
 def _number(cand: Candidate) -> int:
     return cand.number
-
-
-def _science(cand: Candidate) -> str:
-    return cand.science
 
 
 def routed_exposure(exposure_id: str, header: dict[str, Any], products: dict[str, str],

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from calstream.daemon.deciders.direct_image_holds import is_direct_image_hold
+from calstream.daemon.deciders.direct_image_holds import held_by_kind
 from calstream.topics import contract
 
 if TYPE_CHECKING:
@@ -39,15 +39,15 @@ def summary(state: PlannerState, now: float, limit: int | None = None) -> dict[s
 
 def _holds(holds: dict[str, dict[str, Any]]) -> tuple[int, int, float | None]:
     """(pointing holds, WFSS grisms held for their direct image, the oldest
-    pointing hold's time): the counts of direct_image_holds.held_by_kind."""
-    held = [hold for hold in holds.values() if hold["state"] == "held"]
-    texts = [hold["since"] for hold in held if not is_direct_image_hold(hold)]
+    pointing hold's time)."""
+    pointing, for_direct_image = held_by_kind(holds)
+    texts = [hold["since"] for hold in pointing]
     times = list(map(_SINCE.get, texts))  # each parsed once (_since)
     if None in times:
         times = [_since(text) if t is None else t
                  for text, t in zip(texts, times, strict=True)]
     _forget_beyond(len(texts))
-    return len(texts), len(held) - len(texts), min(times, default=None)
+    return len(texts), len(for_direct_image), min(times, default=None)
 
 
 def _since(text: Any) -> float:

@@ -33,7 +33,8 @@ def _before(planner, now: float) -> dict:
     for namespace, state in planner.states.items():
         waiting = state.open_candidates.waiting()
         waiting_for = {c.science: dict(c.waiting_for) for c in waiting}
-        held, _ = direct_image_holds.held_by_kind(state.holds)
+        held = [h for h in state.holds.values() if h["state"] == "held"
+                and not direct_image_holds.is_direct_image_hold(h)]
         oldest = min((contract.parse_time(h["since"]).timestamp() for h in held), default=None)
         out[namespace] = {
             "stage2_waiting": {science: planner_status._reasons(why) for science, why in
