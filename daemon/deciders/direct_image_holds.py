@@ -101,5 +101,7 @@ def held_by_kind(holds: Holds) -> tuple[list[dict[str, Any]], list[dict[str, Any
     ``is_direct_image_hold`` reads it (a held record is never empty): a call
     a hold was most of the status's cost at thousands held."""
     held = [h for h in holds.values() if h["state"] == "held"]
-    return ([h for h in held if h.get("waiting_for") != DIRECT_IMAGE],
-            [h for h in held if h.get("waiting_for") == DIRECT_IMAGE])
+    pointing = [h for h in held if h.get("waiting_for") != DIRECT_IMAGE]
+    if len(pointing) == len(held):  # no grism held: no second pass
+        return pointing, []
+    return pointing, [h for h in held if h.get("waiting_for") == DIRECT_IMAGE]

@@ -104,9 +104,11 @@ def _unbacked(planner: Planner, limit: int = VIEW_LIMIT) -> tuple[list[str], int
     """Holds no product event backs (a forged record taken back at a restart,
     or one whose events are gone): only `holds release` ends them. The first
     ``limit`` by name, without sorting them all, and how many in all."""
-    unbacked = {e for e, h in planner.holds.items() if h.get("state") == "held"}
+    holds = planner.holds
+    unseen = set(holds)
     for state in planner.states.values():  # a dict: C looks each up, no Python per hold
-        unbacked = unbacked.difference(state.exposures)
+        unseen = unseen.difference(state.exposures)
+    unbacked = [e for e in unseen if holds[e].get("state") == "held"]
     return heapq.nsmallest(limit, unbacked), len(unbacked)
 
 

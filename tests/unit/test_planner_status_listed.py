@@ -73,7 +73,8 @@ def _stuck(held: int, unbacked: int):
     """``held`` exposures with PLANNED pointing (each held, its stage-2
     association waiting for the correction), arriving in the reverse of
     their names' order; ``unbacked`` holds taken back without a product
-    (some for a direct image), their times in two spellings, some alike."""
+    (some for a direct image, some released), their times in two
+    spellings, some alike."""
     state = new_state()
     for n in range(held, 0, -1):
         header = dither(1 + n % 50, nexp=50, OBSERVTN=f"{1 + n // 50:03d}", ENGQLPTG="PLANNED")
@@ -82,7 +83,8 @@ def _stuck(held: int, unbacked: int):
     for n in range(unbacked):
         since = contract.iso(T0 - n % 7) if n % 2 else f"2027-01-15T07:59:5{n % 10}+00:00"
         state.restore_hold(contract.Message("hold", {
-            "exposure_id": f"jw09999001001_02101_{n:05d}_nrcb1", "state": "held",
+            "exposure_id": f"jw09999001001_02101_{n:05d}_nrcb1",
+            "state": "released" if n % 11 == 0 else "held",
             "since": since, **({"waiting_for": DIRECT_IMAGE} if n % 5 == 0 else {})}))
     return state, T0 + held + 3600
 
@@ -117,6 +119,7 @@ def test_the_gauges_count_them_all():
     metrics = planner.metrics
     assert metrics.held_without_product._value.get() == before["held_without_product_count"]
     assert metrics.held_exposures._value.get() == before["namespaces"]["live"]["held"]
-    assert metrics.held_for_direct_image._value.get() == 24
+    assert metrics.held_for_direct_image._value.get() == sum(
+        1 for n in range(120) if n % 5 == 0 and n % 11)
     assert metrics.oldest_hold_age._value.get() == before["namespaces"]["live"]["oldest_hold_age"]
     assert metrics.associations_open.labels(stage="stage2")._value.get() == 130
