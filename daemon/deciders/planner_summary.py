@@ -4,12 +4,13 @@ show (session 46).
 
 A stuck state (a program's pointing PLANNED and never corrected: thousands
 of held exposures, each a stage-2 association waiting for it) cost the
-planner's loop some 23 ms each summary at 10,000 of each, twice a second:
-a dict of every waiting association's reasons in their order (which the
-gauges never read and the view cut to 100 by name), and the time of every
-hold parsed afresh (more holds than topics/times.py remembers texts). The
-gauges now ask ``limit=0`` (the counts), the view ``VIEW_LIMIT``;
-bench/README.md "Session 46" has the figures.
+planner's loop 50-85 ms a second at 10,000 of each (now about 14): each
+summary, twice a second, made a dict of every waiting association's
+reasons in their order (which the gauges never read and the view cut to
+100 by name) and parsed the time of every hold afresh (more holds than
+topics/times.py remembers texts). The gauges now ask ``limit=0`` (the
+counts), the view ``VIEW_LIMIT``; bench/README.md "Session 46" (h61) has
+the figures.
 """
 
 from __future__ import annotations
