@@ -3,7 +3,8 @@
 Once caught up, the planner loop (doers/planner_loop.py) ticks each
 namespace's state once a second (companions that never came stop blocking,
 level-3 candidates settle) and refreshes its gauges and the view /planner
-serves: a tick and two summaries of the state. That time is taken from the
+serves: a tick and doers/planner_status.py's ``_set_gauges`` and ``view``
+(``status_of`` says what an older checkout does instead). That time is taken from the
 decisions, on the planner's one core, so it must not grow with the
 history: months of retained events are a million and more.
 
@@ -33,17 +34,48 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_planner  # noqa: E402 - the bench's histories, beside this file
 
 
-def one_second(state, now: float) -> None:
+def status_of(state, now: float):
+    """The planner's status work of one second for this one namespace, as
+    the checkout's loop does it: doers/planner_status.py's gauges and view
+    (``refresh``, since session 31: what each asks of the summary, e.g.
+    session 46's counts for the gauges and the first 100 for the view),
+    on a stand-in planner holding this state; before that module, the two
+    whole summaries Planner._set_gauges and Planner.view made."""
+    try:
+        from calstream.daemon.doers import planner_status
+        from calstream.daemon.operations.metrics import Metrics
+    except ImportError:
+        return lambda: (state.summary(now), state.summary(now))
+
+    class NoUpdates:
+        def exposures(self) -> list:
+            return []
+
+        def __len__(self) -> int:
+            return 0
+
+    planner = SimpleNamespace(metrics=Metrics(), programs_missing=set(), state=state,
+                              clock=SimpleNamespace(now=lambda: now), states={"live": state},
+                              holds=state.holds, plans={}, caught_up=True, restored_from=None,
+                              pointing_waiting=NoUpdates())
+
+    def status() -> None:
+        planner_status._set_gauges(planner)
+        planner_status.view(planner)
+    return status
+
+
+def one_second(state, now: float, status) -> None:
     """What doers/planner_loop.py does once a second for one namespace."""
     state.tick(now)
-    state.summary(now)  # the gauges (Planner._set_gauges)
-    state.summary(now)  # the /planner view (Planner.view)
+    status()
 
 
 def measure(total: int, repeats: int, work: str, during_quiet_period: bool = False) -> dict:
@@ -53,11 +85,12 @@ def measure(total: int, repeats: int, work: str, during_quiet_period: bool = Fal
         now = max(s.since for s in state.exposures.values()) + 10
     else:
         now = bench_planner.T0 + 10**7  # long after the history: every wait is over
-    one_second(state, now)
+    status = status_of(state, now)
+    one_second(state, now, status)
     walls, cpus = [], []
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
-        one_second(state, now)
+        one_second(state, now, status)
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
     open_ = getattr(state, "open_candidates", None)

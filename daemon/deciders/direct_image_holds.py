@@ -96,7 +96,12 @@ def pointing_release_of(record: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def held_by_kind(holds: Holds) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The current holds: (pointing holds, WFSS grisms waiting for their direct image)."""
+    """The current holds: (pointing holds, WFSS grisms waiting for their direct image).
+    Read each second (planner_summary.py), so the kind is read in place, as
+    ``is_direct_image_hold`` reads it (a held record is never empty): a call
+    a hold was most of the status's cost at thousands held."""
     held = [h for h in holds.values() if h["state"] == "held"]
-    return ([h for h in held if not is_direct_image_hold(h)],
-            [h for h in held if is_direct_image_hold(h)])
+    pointing = [h for h in held if h.get("waiting_for") != DIRECT_IMAGE]
+    if len(pointing) == len(held):  # no grism held: no second pass
+        return pointing, []
+    return pointing, [h for h in held if h.get("waiting_for") == DIRECT_IMAGE]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,6 +112,17 @@ class OpenCandidates:
         """The never-ordered ones, in order."""
         self._refile()
         return sorted(self._waiting.values(), key=_number)
+
+    def waiting_count(self) -> int:
+        """How many never-ordered ones: the gauge's count, nothing built."""
+        self._refile()
+        return len(self._waiting)
+
+    def waiting_by_science(self, limit: int) -> list[Candidate]:
+        """The first ``limit`` never-ordered ones by science name, as status
+        lists them, without sorting them all: read every second."""
+        self._refile()
+        return [self._waiting[s] for s in heapq.nsmallest(limit, self._waiting)]  # keys: names
 
     def degraded_in(self, name: ExposureName, besides: set[str]) -> list[Candidate]:
         """The degraded ones of ``name``'s visit and detector, ``besides`` aside."""

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from calstream.daemon.deciders import direct_image_holds as wfss_holds
+from calstream.daemon.deciders import planner_summary
 from calstream.daemon.deciders.bulkhead import decide_each
 from calstream.daemon.deciders.companion_index import CompanionIndex
 from calstream.daemon.deciders.holds import (
@@ -341,15 +342,9 @@ class PlannerState:
         return Emit("deadletter", event.get("exposure_id") or "", message)
 
     # -- for metrics and status ---------------------------------------------
-    def summary(self, now: float, limit: int | None = None) -> dict[str, Any]:  # limit: level3's
-        waiting = self.open_candidates.waiting()
-        held, for_direct_image = wfss_holds.held_by_kind(self.holds)
-        oldest = min((contract.parse_time(h["since"]).timestamp() for h in held), default=None)
-        return {"waiting": len(waiting), "level3": self.stage3.summary(now, limit),
-                "waiting_for": {c.science: dict(c.waiting_for) for c in waiting},
-                "held": len(held), "held_for_direct_image": len(for_direct_image),
-                "oldest_hold_age": (now - oldest) if oldest is not None else 0.0,
-                "degraded": self.open_candidates.degraded_count()}
+    def summary(self, now: float, limit: int | None = None) -> dict[str, Any]:
+        """Counts, and the first ``limit`` of each list (planner_summary.py)."""
+        return planner_summary.summary(self, now, limit)
 
 
 def observe_pointing_everywhere(states: Iterable[PlannerState], update: contract.Message,

@@ -19,6 +19,8 @@ from calstream.topics.dead_letters import REASON_BUDGET, bounded
 if TYPE_CHECKING:
     from calstream.daemon.doers.planner_loop import Planner
 
+VIEW_LIMIT = 100  # entries of a list of the view; its count says how many in all
+
 
 def refresh(planner: Planner) -> None:
     """The gauges set and the view built anew."""
@@ -61,7 +63,7 @@ def _set_gauges(planner: Planner) -> None:
         metrics.missing_exposures.labels(program=program).set(count)
     planner.programs_missing = set(series) | set(gone[:max(room, 0)])
     metrics.oldest_missing_age.set(s["level3"]["oldest_missing_age"])
-    metrics.held_without_product.set(len(_unbacked(planner)))
+    metrics.held_without_product.set(_unbacked(planner, limit=0)[1])
     metrics.pointing_updates_waiting.set(len(planner.pointing_waiting))
 
 
@@ -89,29 +91,34 @@ def view(planner: Planner) -> dict:
     for namespace, state in planner.states.items():
         s = state.summary(now, limit=VIEW_LIMIT)
         out["namespaces"][namespace] = {
-            **_stage2_listed(s["waiting_for"]), "held": s["held"],
+            **_stage2_listed(s["waiting_for"], s["waiting"]), "held": s["held"],
             "oldest_hold_age": s["oldest_hold_age"], "stage3": _stage3_listed(s["level3"])}
-    unbacked = _unbacked(planner)
-    out["held_without_product"] = sorted(unbacked)[:VIEW_LIMIT]
-    out["held_without_product_count"] = len(unbacked)
+    out["held_without_product"], out["held_without_product_count"] = _unbacked(planner)
     # Pointing updates that came before their exposure (deciders/holds.py WaitingUpdates).
     out["pointing_updates_waiting"] = planner.pointing_waiting.exposures()[:VIEW_LIMIT]
     out["pointing_updates_waiting_count"] = len(planner.pointing_waiting)
     return out
 
 
-def _unbacked(planner: Planner) -> list[str]:
+def _unbacked(planner: Planner, limit: int = VIEW_LIMIT) -> tuple[list[str], int]:
     """Holds no product event backs (a forged record taken back at a restart,
-    or one whose events are gone): only `holds release` ends them."""
-    return [e for e, h in planner.holds.items() if h.get("state") == "held"
-            and not any(e in state.exposures for state in planner.states.values())]
+    or one whose events are gone): only `holds release` ends them. The first
+    ``limit`` by name, without sorting them all, and how many in all."""
+    holds = planner.holds
+    unseen = set(holds)
+    for state in planner.states.values():  # a dict: C looks each up, no Python per hold
+        unseen = unseen.difference(state.exposures)
+    unbacked = [e for e in unseen if holds[e].get("state") == "held"]
+    return heapq.nsmallest(limit, unbacked), len(unbacked)
 
 
-def _stage2_listed(waiting: dict) -> dict:
+def _stage2_listed(waiting: dict, count: int | None = None) -> dict:
     """The stage-2 associations waiting, the first VIEW_LIMIT by name (as
-    status lists them), beside their count; what each waits for bounded."""
+    status lists them; the summary lists no more, deciders/planner_summary.py),
+    beside their count; what each waits for bounded."""
     return _first({science: _reasons(why) for science, why in heapq.nsmallest(
-        VIEW_LIMIT, waiting.items(), key=lambda kv: kv[0])}, "stage2_waiting", len(waiting))
+        VIEW_LIMIT, waiting.items(), key=lambda kv: kv[0])}, "stage2_waiting",
+        len(waiting) if count is None else count)
 
 
 def _stage3_listed(level3: dict) -> dict:
@@ -145,5 +152,3 @@ def _reasons(why: Any) -> Any:
         return {k: _reasons(v) for k, v in why.items()}
     return bounded(why, REASON_BUDGET) if isinstance(why, str) else why
 
-
-VIEW_LIMIT = 100  # entries of a list of the view; its count says how many in all
