@@ -90,6 +90,8 @@ class _Pruning:
     aged: list[tuple[int, str]] = field(default_factory=list)  # (mtime, name)
     doomed: list[str] | None = None  # the oldest, to remove (newest first); None: aging
     kept_since: int = 0  # letters kept after its listing (all newer than it saw)
+    # Kept (again) after its listing: aged old maybe, but new now (a retry).
+    renewed: set[str] = field(default_factory=set)
     removed: int = 0
 
 
@@ -126,6 +128,8 @@ class DeadLetterLedger(KeyedLedger):
                     self._count += 1  # a dead letter kept again is counted twice: pruned sooner
                 if self._pruning is not None:
                     self._pruning.kept_since += 1
+                    # A retry of a letter it aged old is the newest now: not removed.
+                    self._pruning.renewed.add(self._path(TOPIC, body).name)
                 elif self._count > self.capacity:  # one listing a call at most
                     self._pruning = _Pruning(unaged=self._names() if listed is None else listed)
                 if self._pruning is not None:
@@ -227,7 +231,10 @@ class DeadLetterLedger(KeyedLedger):
             too_many = max(0, len(pruning.aged) + pruning.kept_since - keep)
             pruning.doomed = [name for _, name in reversed(pruning.aged[:too_many])]
         while calls >= 2 and pruning.doomed:  # a letter and its redrives: two unlinks
-            name, calls = pruning.doomed.pop(), calls - 2
+            name = pruning.doomed.pop()
+            if name in pruning.renewed:
+                continue
+            calls -= 2
             for kept in (directory / name, self.root / REDRIVES / name):  # its redrives too
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(kept)

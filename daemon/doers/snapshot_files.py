@@ -102,10 +102,18 @@ class SnapshotFiles:
         """``put``: the snapshot written (atomically), its size."""
         reads = self._timed()
         written = _STATE_IN.setdefault(self.path, [])  # from the state, even if it hangs
+        before = list(written)
         written[:] = [*written[1 - STATE_KEPT:], _digest(packed.head)]
-        return await reads.timed(lambda _: put(self.work_dir, packed), self.path,
-                                 reads.given(len(packed.data)), what="snapshot's write",
-                                 cause=WORK_DIR_HUNG)
+        try:
+            return await reads.timed(lambda _: put(self.work_dir, packed), self.path,
+                                     reads.given(len(packed.data)), what="snapshot's write",
+                                     cause=WORK_DIR_HUNG)
+        except OSError:
+            # Refused (a full or read-only disk): the file is what it was, so
+            # the digests are too; counted, refused writes pushed out the
+            # snapshot still at the name (session 46).
+            written[:] = before
+            raise
 
 
 def _size(path: Path) -> int:

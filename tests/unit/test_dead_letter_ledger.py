@@ -306,3 +306,32 @@ def test_a_ledger_found_over_capacity_lists_its_directory_once_in_a_write(tmp_pa
     monkeypatch.undo()
     assert len(listings) == 1, listings
     assert len(ledger.letters()) == 9  # and the oldest removed, down to nine tenths
+
+
+def test_a_letter_kept_again_during_the_removal_of_the_oldest_stays(tmp_path):
+    """A letter sent again (a retry: the same record, written anew) while a
+    removal of the oldest is under way: that pass had aged its file before,
+    old, and removed it a few letters later (since its removal is spread
+    over the letters, session 46), so the newest copy of a letter just sent
+    was gone from the ledger a broker that loses it is given back from."""
+    from calstream.daemon.doers import dead_letter_ledger
+
+    capacity = 4 * dead_letter_ledger.PRUNE_CALLS
+    ledger = DeadLetterLedger(tmp_path, capacity=capacity)
+    letters = [letter(n) for n in range(capacity + 40)]
+    by_name = {f"{b['event_id']}.json": b for b in letters}
+    directory = tmp_path / "deadletters" / "deadletter"
+    for age, body in enumerate(letters[:capacity]):
+        assert ledger.keep_letter(body)
+        os.utime(directory / f"{body['event_id']}.json", ns=(age * 10**9, age * 10**9))
+    written = capacity
+    while ledger._pruning is None or not ledger._pruning.doomed:  # aged: removing
+        assert ledger.keep_letter(letters[written])
+        written += 1
+    again = by_name[ledger._pruning.doomed[0]]  # to be removed, sent again meanwhile
+    assert ledger.keep_letter(again)
+    while ledger._pruning is not None:
+        assert ledger.keep_letter(letters[written])
+        written += 1
+    assert (directory / f"{again['event_id']}.json").is_file()
+    assert again["event_id"] in {b["event_id"] for b in ledger.letters()}

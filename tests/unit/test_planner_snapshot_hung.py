@@ -255,3 +255,26 @@ async def test_the_snapshot_written_from_a_restored_state_is_the_one_deleted(tmp
     assert await SnapshotFiles(work).delete()
     assert not planner_snapshots.snapshot_path(work).exists()
     assert not await SnapshotFiles(work).delete()  # nothing holds a state now
+
+
+async def test_snapshots_the_disk_refused_leave_the_restored_one_to_delete(tmp_path):
+    """A disk that refuses the snapshot's writes (full, read-only) for a few
+    retries: each refused write pushed the snapshot the state was restored
+    from out of those that may be the file (STATE_KEPT), though it still
+    was; when that state then failed late, its snapshot was left at the name
+    (until session 46), and every start restored it again until a write
+    went through. A write that raised changed no file: it is not counted."""
+    from calstream.daemon.doers import snapshot_files
+    from calstream.daemon.doers.durable_files import temporary_path
+
+    work = tmp_path / "work"
+    assert await planner_restore.take_snapshot(planner_at(work)) > 0
+    assert await planner_restore.load_snapshot_timed(planner_at(work))  # the state's snapshot
+    path = planner_snapshots.snapshot_path(work)
+    temporary_path(path).mkdir()  # a write's temporary cannot be made: each write raises
+    files = SnapshotFiles(work)
+    for n in range(snapshot_files.STATE_KEPT):
+        with pytest.raises(OSError):
+            await files.put(planner_snapshots.pack({"n": n}, offsets={}))
+    assert await files.delete()  # the state fails late: its snapshot goes
+    assert not path.exists()
