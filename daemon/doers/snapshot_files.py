@@ -36,7 +36,7 @@ from calstream.daemon.doers.planner_snapshots import (
     read_file,
     snapshot_path,
 )
-from calstream.steps.regular_files import NotARegularFile, open_regular_file
+from calstream.steps.regular_files import open_regular_file
 
 OF = "the planner's snapshot"  # its threads' name and its ReadHung lines say whose
 
@@ -142,7 +142,7 @@ def _remove_if(path: Path, ours: list[bytes]) -> bool:
     try:
         with open_regular_file(aside) as f:
             taken = _digest(f.readline(HEAD_READ)) in ours
-    except NotARegularFile:
+    except OSError:  # not a file, or unread (EIO): kept, linked back -- a start rereads it
         taken = False
     if not taken:
         try:

@@ -278,3 +278,24 @@ async def test_snapshots_the_disk_refused_leave_the_restored_one_to_delete(tmp_p
             await files.put(planner_snapshots.pack({"n": n}, offsets={}))
     assert await files.delete()  # the state fails late: its snapshot goes
     assert not path.exists()
+
+
+async def test_a_file_aside_that_cannot_be_read_is_put_back(tmp_path, monkeypatch):
+    """The file taken from the name is read to know whose it is: a read
+    that failed (EIO on a sick disk) raised out of the deletion and left it
+    at snapshot.json.unreadable, the rebuilt planner's snapshot too (until
+    session 46). Whose it is unknown, it is put back: a start reads it again."""
+    from calstream.daemon.doers import snapshot_files
+
+    work = tmp_path / "work"
+    assert await planner_restore.take_snapshot(planner_at(work)) > 0
+    path = planner_snapshots.snapshot_path(work)
+    written = path.read_bytes()
+
+    def sick(_path):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(snapshot_files, "open_regular_file", sick)
+    assert not snapshot_files._remove_if(path, [b"another"])
+    assert path.read_bytes() == written
+    assert not path.with_name(path.name + ".unreadable").exists()
