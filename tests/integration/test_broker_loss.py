@@ -25,6 +25,7 @@ from .support import (
     products,
     running_daemon,
     scrape,
+    until,
     wait_for,
 )
 
@@ -79,6 +80,10 @@ async def test_tansu_killed_mid_run_is_restarted_and_nothing_is_lost(tmp_path, k
                 while not (ready_now := daemon.readiness())[0]:
                     await anyio.sleep(0.2)
             ready, problems = ready_now
+            # A run is counted once its product event's send has returned, after
+            # a reader may see the event: the counts are read once no item is left.
+            await until(lambda: metric(scrape(daemon.ops.address), "calstream_in_flight",
+                                       stage="detector1") == 0)
             samples = scrape(daemon.ops.address)
             tg.cancel_scope.cancel()
     finally:

@@ -153,6 +153,10 @@ async def test_replay_into_a_namespace_with_another_context_then_again_then_prom
         assert await anyio.to_thread.run_sync(live_tree, cfg.products) == live_before
 
         # 2. The same replay again calibrates nothing: the stored events come back.
+        # Counted from here: a run is counted once its product event's send has
+        # returned, after a reader may see the event (the last stage-2 run of
+        # step 1 was counted after this read and taken for a new calibration).
+        await until(lambda: metric(scrape(daemon.ops.address), "calstream_in_flight") == 0)
         before = scrape(daemon.ops.address)
         again = await anyio.to_thread.run_sync(lambda: cli(
             cfg, "replay", "--namespace", NAMESPACE, "--crds-context", second_context,
