@@ -159,17 +159,16 @@ class TopicReader:
         (Measured between fetches, not by cancelling one: a cancellation inside
         aiokafka's fetch, once its connection gone, escaped the scope, ended the task.)"""
         since = time.monotonic()
-        while True:
-            records = await self.fetch(timeout_ms=END_POLL_MS, topics=topics)
-            if records:
-                yield records
-                since = time.monotonic()
-            if await self.caught_up(topics):
-                return
+        # Looked at before a fetch too: a partition whose end an earlier fetch told
+        # (another topic's read) and that holds nothing more is not waited for.
+        while not await self.caught_up(topics):
             if stall_seconds is not None and time.monotonic() - since > stall_seconds:
                 names = ", ".join(sorted({tp.topic for tp in self._of(topics)}))
                 raise KafkaTimeoutError(f"no record nor the end of {names} within "
                                         f"{stall_seconds:.0f}s")
+            if records := await self.fetch(timeout_ms=END_POLL_MS, topics=topics):
+                yield records
+                since = time.monotonic()
 
     async def read_to_end(self, *, stall_seconds: float | None = None,
                           topics: set[str] | None = None) -> list[ConsumerRecord]:
