@@ -183,47 +183,11 @@ async def _restore(planner: Planner) -> None:
     # the state knows: a snapshot knows plans and holds the broker may have lost.
     from_snapshot = {"plans": set(planner.plans), "holds": set(planner.holds)}
     seen: dict[str, set[str]] = {"plans": set(), "holds": set()}
-    for topic in planner._work_topics():
-        for record in await planner_tail.read_topic(planner, topic):
-            try:
-                order = contract.decode(record.value, expected="work_order")
-            except contract.InvalidMessage:
-                continue  # the stage consumers dead-letter these
-            planner.state_for(order.get("namespace") or "live").restore_order(order)
-            _seen_published(planner, order)
-    # A hold record on the topic is taken only as holds.hold_to_restore says:
-    # the planner's own record (its snapshot's, its ledger's) wins over it.
-    own = await planner_disk_records.own_holds(planner)
-    for record in await planner_tail.read_topic(planner, "holds"):
-        if record.value is None:
-            continue
-        try:
-            hold = contract.decode(record.value, expected="hold")
-            taken = hold_to_restore(hold.body, own.get(hold["exposure_id"]))
-            if taken is not None:
-                planner.state.restore_hold(contract.Message("hold", taken))
-            _seen_published(planner, hold)
-            seen["holds"].add(hold["exposure_id"])
-        except contract.InvalidMessage as exc:
-            # The planner's own compacted topic, but a broker is shared: a
-            # hold it cannot read is reported (the same dead letter, same
-            # event id, at every start) and never trusted.
-            await planner._reject(record, "invalid_message", f"hold record: {exc}")
-    for record in await planner_tail.read_topic(planner, "plans"):
-        try:
-            message = contract.decode(record.value, expected="plan")
-            plan = Plan.from_json(message.body)
-        except contract.InvalidMessage:
-            continue  # `calstream plan load` validates before it sends
-        except PlanError as exc:
-            # Refused when it came (planner_decisions._plan_emits), and still on the
-            # topic: reported again (the same dead letter) and never used, not
-            # raised out of every start.
-            await planner._reject(record, "bad_input", str(exc))
-            continue
-        planner.plans.setdefault(message["plan_id"], plan)
-        seen["plans"].add(message["plan_id"])
-        await planner.keep("plans", message.body)
+    # One reader for them all, each topic read (and applied) in turn: work
+    # orders, then holds, then plans, as the hold and plan logic needs.
+    async with planner_clients.tail_reads(planner, [planner.topics.name(t) for t in (
+            *planner._work_topics(), "holds", "plans")]) as reads:
+        await _restore_records(planner, reads, seen)
     planner.on_broker = {kind: seen[kind] | (from_snapshot[kind] if planner.tail_only.get(kind)
                                              else set()) for kind in seen}
     # Its sends (re-published plans and holds, the dead letters above) wait out
@@ -240,6 +204,52 @@ async def _restore(planner: Planner) -> None:
              sum(len(s.ordered) + s.stage3.restored_order_count()
                  for s in planner.states.values()),
              len(planner.holds), len(planner.plans), " (snapshot + tail)" if used else "")
+
+
+async def _restore_records(planner: Planner, reads: planner_clients.TailReads,
+                           seen: dict[str, set[str]]) -> None:
+    """The records after the state's positions, applied a topic at a time."""
+    for topic in planner._work_topics():
+        for record in await planner_tail.read_topic(planner, reads, topic):
+            try:
+                order = contract.decode(record.value, expected="work_order")
+            except contract.InvalidMessage:
+                continue  # the stage consumers dead-letter these
+            planner.state_for(order.get("namespace") or "live").restore_order(order)
+            _seen_published(planner, order)
+    # A hold record on the topic is taken only as holds.hold_to_restore says:
+    # the planner's own record (its snapshot's, its ledger's) wins over it.
+    own = await planner_disk_records.own_holds(planner)
+    for record in await planner_tail.read_topic(planner, reads, "holds"):
+        if record.value is None:
+            continue
+        try:
+            hold = contract.decode(record.value, expected="hold")
+            taken = hold_to_restore(hold.body, own.get(hold["exposure_id"]))
+            if taken is not None:
+                planner.state.restore_hold(contract.Message("hold", taken))
+            _seen_published(planner, hold)
+            seen["holds"].add(hold["exposure_id"])
+        except contract.InvalidMessage as exc:
+            # The planner's own compacted topic, but a broker is shared: a
+            # hold it cannot read is reported (the same dead letter, same
+            # event id, at every start) and never trusted.
+            await planner._reject(record, "invalid_message", f"hold record: {exc}")
+    for record in await planner_tail.read_topic(planner, reads, "plans"):
+        try:
+            message = contract.decode(record.value, expected="plan")
+            plan = Plan.from_json(message.body)
+        except contract.InvalidMessage:
+            continue  # `calstream plan load` validates before it sends
+        except PlanError as exc:
+            # Refused when it came (planner_decisions._plan_emits), and still on the
+            # topic: reported again (the same dead letter) and never used, not
+            # raised out of every start.
+            await planner._reject(record, "bad_input", str(exc))
+            continue
+        planner.plans.setdefault(message["plan_id"], plan)
+        seen["plans"].add(message["plan_id"])
+        await planner.keep("plans", message.body)
 
 
 async def take_snapshot(planner: Planner) -> int:

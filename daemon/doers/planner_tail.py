@@ -1,6 +1,6 @@
 """The restore's reads of its topics: what came after the state's positions.
 
-Each read is whole or not at all (planner_clients.read_to_end): a broker
+Each read is whole or not at all (planner_clients.TailReads): a broker
 that stops answering or goes away during it is waited for, and the read
 made again from the same positions, so the restore never goes on with part
 of a topic's tail.
@@ -19,14 +19,14 @@ if TYPE_CHECKING:
 log = logging.getLogger("calstream.planner")
 
 
-async def read_topic(planner: Planner, logical: str):
+async def read_topic(planner: Planner, reads: planner_clients.TailReads, logical: str):
     """The records of a topic after what the state covers, remembering how far."""
-    records, reader = await planner_clients.read_to_end(planner, [planner.topics.name(logical)])
-    warn_lost(reader.lost)
+    records, partitions, lost = await reads.read([planner.topics.name(logical)])
+    warn_lost(lost)
     # Read from a snapshot's offsets and nothing lost: the broker still
     # has every record before them too.
-    planner.tail_only[logical] = bool(reader.partitions) and not reader.lost and any(
-        planner.positions.get((tp.topic, tp.partition)) for tp in reader.partitions)
+    planner.tail_only[logical] = bool(partitions) and not lost and any(
+        planner.positions.get((tp.topic, tp.partition)) for tp in partitions)
     for record in records:
         planner.positions[(record.topic, record.partition)] = record.offset + 1
     return records

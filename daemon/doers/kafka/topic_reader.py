@@ -82,13 +82,16 @@ class TopicReader:
                 else:
                     await self._client.seek_to_beginning(tp)
 
-    async def fetch(self, *, timeout_ms: int = 200, max_records: int | None = None
-                    ) -> list[ConsumerRecord]:
-        """The next records (at most ``timeout_ms`` of waiting), partition by partition."""
-        if not self.partitions:
+    def _of(self, topics: set[str] | None) -> list[TopicPartition]:
+        return [tp for tp in self.partitions if topics is None or tp.topic in topics]
+
+    async def fetch(self, *, timeout_ms: int = 200, max_records: int | None = None,
+                    topics: set[str] | None = None) -> list[ConsumerRecord]:
+        """The next records (``timeout_ms`` of waiting at most) of ``topics`` (or all), in order."""
+        if not (partitions := self._of(topics)):
             await anyio.sleep(timeout_ms / 1000)
             return []
-        batch = await self._client.getmany(*self.partitions, timeout_ms=timeout_ms,
+        batch = await self._client.getmany(*partitions, timeout_ms=timeout_ms,
                                            max_records=max_records)
         return [r for tp in sorted(batch) for r in batch[tp]]
 
@@ -118,14 +121,13 @@ class TopicReader:
         """Per partition, the high watermark of its last fetch response (None: none yet)."""
         return {tp: self._client.highwater(tp) for tp in self.partitions}
 
-    async def caught_up(self) -> bool:
-        """Whether every partition has been read up to its high watermark.
+    async def caught_up(self, topics: set[str] | None = None) -> bool:
+        """Whether every partition (of ``topics``, if given) is read up to its high watermark.
 
-        A partition counts once it has been there: a busy topic keeps moving
-        its watermark, and "now" is when the reader got there, not later.
-        Unknown (no fetch response yet) is not caught up."""
+        A partition counts once it has been there: a busy topic keeps moving its watermark,
+        and "now" is when the reader got there. Unknown (no fetch response yet) is not."""
         await self._restart_lost()
-        for tp in self.partitions:
+        for tp in (partitions := self._of(topics)):
             if tp in self._starts:
                 continue  # its start is not checked against its watermark yet
             if tp in self._reached:
@@ -133,7 +135,7 @@ class TopicReader:
             high = self._client.highwater(tp)
             if high is not None and await self._client.position(tp) >= high:
                 self._reached.add(tp)
-        return len(self._reached) == len(self.partitions)
+        return all(tp in self._reached for tp in partitions)
 
     async def at_end(self, topics: set[str]) -> bool:
         """Whether the partitions of ``topics`` are read up to the high
@@ -146,33 +148,32 @@ class TopicReader:
                     return False
         return True
 
-    async def batches_to_end(self, *, stall_seconds: float | None = None
+    async def batches_to_end(self, *, stall_seconds: float | None = None,
+                             topics: set[str] | None = None
                              ) -> AsyncIterator[list[ConsumerRecord]]:
-        """The records up to "now", a fetch at a time. With ``stall_seconds``:
-        KafkaTimeoutError (a broker fault, retriable) once that long passes
-        with neither a record nor the end. aiokafka's fetches never raise when
-        the broker stops answering or goes away: they come back empty, and
-        the read would wait for ever, unseen. (Measured between fetches, not
-        by cancelling one: a cancellation inside aiokafka's fetch, once its
-        connection is gone, escaped the cancel scope and ended the task.)"""
+        """The records up to "now" (of ``topics`` only, if given), a fetch at a
+        time. With ``stall_seconds``: KafkaTimeoutError (a broker fault,
+        retriable) once that long passes with neither a record nor the end.
+        aiokafka's fetches never raise when the broker stops answering or goes
+        away: they come back empty, and the read would wait for ever, unseen.
+        (Measured between fetches, not by cancelling one: a cancellation inside
+        aiokafka's fetch, once its connection gone, escaped the scope, ended the task.)"""
         since = time.monotonic()
-        while True:
-            records = await self.fetch(timeout_ms=END_POLL_MS)
-            if records:
+        # Looked at before a fetch too: a partition whose end an earlier fetch told
+        # (another topic's read) and that holds nothing more is not waited for.
+        while not await self.caught_up(topics):
+            if stall_seconds is not None and time.monotonic() - since > stall_seconds:
+                names = ", ".join(sorted({tp.topic for tp in self._of(topics)}))
+                raise KafkaTimeoutError(f"no record nor the end of {names} within "
+                                        f"{stall_seconds:.0f}s")
+            if records := await self.fetch(timeout_ms=END_POLL_MS, topics=topics):
                 yield records
                 since = time.monotonic()
-            if await self.caught_up():
-                return
-            if stall_seconds is not None and time.monotonic() - since > stall_seconds:
-                raise KafkaTimeoutError(f"no record nor the end of {self._names()} within "
-                                        f"{stall_seconds:.0f}s")
 
-    async def read_to_end(self, *, stall_seconds: float | None = None) -> list[ConsumerRecord]:
-        return [r async for batch in self.batches_to_end(stall_seconds=stall_seconds)
-                for r in batch]
-
-    def _names(self) -> str:
-        return ", ".join(sorted({tp.topic for tp in self.partitions}))
+    async def read_to_end(self, *, stall_seconds: float | None = None,
+                          topics: set[str] | None = None) -> list[ConsumerRecord]:
+        return [r async for b in self.batches_to_end(stall_seconds=stall_seconds, topics=topics)
+                for r in b]
 
     async def start_at_tail(self, last: dict[str, int | None]) -> dict[TopicPartition, int]:
         """Start each partition of topic t at its last ``last[t]`` records (None:
