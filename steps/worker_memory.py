@@ -92,20 +92,35 @@ class _Mallinfo2(ctypes.Structure):
         "fordblks", "keepcost")]
 
 
+def _mallinfo() -> _Mallinfo2 | None:
+    libc = _glibc()
+    fn = getattr(libc, "mallinfo2", None) if libc is not None else None
+    if fn is None:  # glibc before 2.33, or none
+        return None
+    fn.restype = _Mallinfo2
+    return fn()
+
+
 def kept_free_bytes() -> int:
     """Bytes the heap holds free for the next allocation (``mallinfo2().fordblks``).
 
     Resident memory minus these is what the process's live objects use: the
     pool replaces a worker whose runs leave too much of that behind
     (a leak, a cache), not one that keeps its heap on purpose. 0 where
-    glibc (2.33 or later) cannot say.
+    glibc (2.33 or later) cannot say. Not all of it is resident: free
+    chunks amid the heap that ``malloc_trim`` gave back (an idle worker's)
+    or never touched still count here (``malloc_in_use_bytes``).
     """
-    libc = _glibc()
-    fn = getattr(libc, "mallinfo2", None) if libc is not None else None
-    if fn is None:
-        return 0
-    fn.restype = _Mallinfo2
-    return int(fn().fordblks)
+    info = _mallinfo()
+    return 0 if info is None else int(info.fordblks)
+
+
+def malloc_in_use_bytes() -> int:
+    """Bytes malloc has handed out and not had back (``uordblks + hblkhd``):
+    a floor of what live objects use, those Python keeps in its own arenas
+    aside. 0 where glibc (2.33 or later) cannot say."""
+    info = _mallinfo()
+    return 0 if info is None else int(info.uordblks) + int(info.hblkhd)
 
 
 def return_freed_memory() -> bool:
