@@ -65,6 +65,10 @@ def _set_gauges(planner: Planner) -> None:
     metrics.oldest_missing_age.set(s["level3"]["oldest_missing_age"])
     metrics.held_without_product.set(_unbacked(planner, limit=0)[1])
     metrics.pointing_updates_waiting.set(len(planner.pointing_waiting))
+    if s["hold_times_unreadable"]:  # the gauges are set all the same
+        planner.faults.survived("status", ValueError(
+            f"hold(s) whose since cannot be read, left out of the oldest hold's age "
+            f"(first: {str(s['hold_times_unreadable'][0])[:200]})"))
 
 
 async def measure_lag(planner: Planner, reader: Any, topics: list[str]) -> None:

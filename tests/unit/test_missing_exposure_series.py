@@ -18,6 +18,7 @@ from calstream.daemon.operations.metrics import Metrics
 
 def _planner(metrics: Metrics, by_program: dict[str, int]) -> SimpleNamespace:
     summary = {"waiting": 0, "held": 0, "held_for_direct_image": 0, "oldest_hold_age": 0.0,
+               "hold_times_unreadable": [],
                "level3": {"open": len(by_program), "missing_by_program": by_program,
                           "oldest_missing_age": 0.0, "abandoned": [], "abandoned_count": 0}}
     return SimpleNamespace(metrics=metrics, programs_missing=set(), clock=PlannerClock(),
