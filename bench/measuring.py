@@ -1,14 +1,20 @@
-"""What bench_detector1.py measures with: CPU of a process tree, the disk
-settled between setups, a batch staged beside the inbox, products compared
-byte for byte, and medians with their spread."""
+"""What the benches measure with: CPU of a process tree, the disk settled
+between setups, a batch staged beside the inbox, products compared byte for
+byte, medians with their spread, a round in its own interpreter (this
+checkout's code or another's) and a round's embedded broker."""
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 
@@ -98,3 +104,35 @@ def settle() -> None:
 def spread(values: list[float], digits: int = 2) -> dict:
     return {"median": round(statistics.median(values), digits),
             "min": round(min(values), digits), "max": round(max(values), digits)}
+
+
+def round_in_process(script: Path | str, args: list[str], code: Path | None = None, *,
+                     timeout: float | None = None) -> dict:
+    """One round of a bench in a fresh interpreter: ``script`` run with
+    ``args``, the ``calstream`` package found on ``code`` (another
+    checkout's, for ``--before``) or this one's; the round prints its result
+    as JSON on its last line. Its stderr's end is shown if it fails."""
+    env = {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+    if done.returncode:
+        sys.stderr.write(done.stderr[-4000:])
+        done.check_returncode()
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def on_embedded_broker(prefix: str, main: Callable[[str, Path], Awaitable[dict]]) -> dict:
+    """``main(bootstrap, tmp)`` run on a fresh embedded broker whose home is
+    in a new temporary directory ``tmp``, removed after: a round's broker
+    log and stores can be hundreds of MB. The broker is the code under
+    test's (imported here, in the round's interpreter)."""
+    import anyio
+
+    from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with EmbeddedBroker(tmp / "broker") as broker:
+            return anyio.run(main, broker.bootstrap, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -21,27 +21,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent))
+from measuring import on_embedded_broker, round_in_process  # noqa: E402
 
 
 def one_round(programs: int, size: int) -> dict:
     """In this process: a broker, the events, a planner-only daemon, timed."""
     import anyio
-
-    sys.path.insert(0, str(HERE.parent))
     import bench_planner
 
     from calstream.daemon.doers import kafka
-    from calstream.daemon.doers.embedded_broker import EmbeddedBroker
     from calstream.daemon.operations.config import load
     from calstream.daemon.runtime import Daemon
     from calstream.topics.catalog import Topics
@@ -82,22 +77,7 @@ def one_round(programs: int, size: int) -> dict:
         return {"events": events, "wall": wall, "cpu": cpu, "rate": events / wall,
                 "cpu_rate": events / cpu}
 
-    tmp = Path(tempfile.mkdtemp(prefix="calstream-planner-on-broker-"))
-    try:  # a round's broker log and stores are hundreds of MB: not left in /tmp
-        with EmbeddedBroker(tmp / "broker") as broker:
-            return anyio.run(main, broker.bootstrap, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _run(programs: int, size: int, code: Path | None) -> dict:
-    env = {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
-    done = subprocess.run([sys.executable, str(HERE), "--round", "--programs", str(programs),
-                           "--size", str(size)], capture_output=True, text=True, env=env)
-    if done.returncode:
-        sys.stderr.write(done.stderr[-4000:])
-        done.check_returncode()
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return on_embedded_broker("calstream-planner-on-broker-", main)
 
 
 def main() -> int:
@@ -117,7 +97,9 @@ def main() -> int:
     for r in range(args.rounds):
         order = list(setups) if r % 2 == 0 else list(reversed(setups))
         for name in order:
-            runs[name].append(_run(args.programs, args.size, setups[name]))
+            runs[name].append(round_in_process(HERE, [
+                "--round", "--programs", str(args.programs), "--size", str(args.size)],
+                setups[name]))
             x = runs[name][-1]
             print(f"round {r + 1}: {name:9s} {x['rate']:7.0f} events/s, "
                   f"{x['cpu_rate']:7.0f} per CPU-second ({x['events']} events)", flush=True)

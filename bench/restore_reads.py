@@ -22,25 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent))
+from measuring import on_embedded_broker, round_in_process  # noqa: E402
 
 
 def one_round(starts: int, records: int) -> dict:
     """In this process: a broker, its topics, ``starts`` restores timed."""
-    import anyio
-
     import calstream
     from calstream.daemon.doers import kafka
-    from calstream.daemon.doers.embedded_broker import EmbeddedBroker
     from calstream.daemon.doers.planner_loop import Planner
     from calstream.daemon.operations.config import load
     from calstream.daemon.operations.metrics import Metrics
@@ -77,22 +72,7 @@ def one_round(starts: int, records: int) -> dict:
         finally:
             await producer.stop()
 
-    tmp = Path(tempfile.mkdtemp(prefix="calstream-restore-reads-"))
-    try:
-        with EmbeddedBroker(tmp / "broker") as broker:
-            return anyio.run(main, broker.bootstrap, tmp)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _run(starts: int, records: int, code: Path | None) -> dict:
-    env = {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
-    done = subprocess.run([sys.executable, str(HERE), "--round", "--starts", str(starts),
-                           "--records", str(records)], capture_output=True, text=True, env=env)
-    if done.returncode:
-        sys.stderr.write(done.stderr[-4000:])
-        done.check_returncode()
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return on_embedded_broker("calstream-restore-reads-", main)
 
 
 def main() -> int:
@@ -111,7 +91,8 @@ def main() -> int:
     runs: dict[str, list[dict]] = {name: [] for name in setups}
     for r in range(args.rounds):
         for name in (list(setups) if r % 2 == 0 else list(reversed(setups))):
-            x = _run(args.starts, args.records, setups[name])
+            x = round_in_process(HERE, ["--round", "--starts", str(args.starts),
+                                        "--records", str(args.records)], setups[name])
             runs[name].append(x)
             print(f"round {r + 1}: {name:9s} new topics {x['new']['wall']:.3f} s "
                   f"(CPU {x['new']['cpu']:.3f}), with records {x['with_records']['wall']:.3f} s "

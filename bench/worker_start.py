@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measuring import tree_cpu  # noqa: E402
+from measuring import round_in_process, tree_cpu  # noqa: E402
 
 _WARM = "calstream.steps.worker_warmup:warm_up"
 
@@ -111,15 +111,6 @@ def _measure() -> dict:
     return result
 
 
-def _run(code: Path | None) -> dict:
-    env = {**os.environ, **({"PYTHONPATH": str(code)} if code else {})}
-    done = subprocess.run([sys.executable, __file__, "--one"], env=env, capture_output=True,
-                          text=True, timeout=900)
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-3000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def _spread(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
@@ -170,7 +161,8 @@ def main() -> int:
     for r in range(args.rounds):
         order = ["after", "before"] if args.before else ["after"]
         for name in order if r % 2 == 0 else order[::-1]:
-            runs[name].append(_run(args.before if name == "before" else None))
+            runs[name].append(round_in_process(__file__, ["--one"], args.before if name ==
+                                               "before" else None, timeout=900))
             print(name, r, json.dumps(runs[name][-1]), file=sys.stderr)
     summary = {name: {what: {k: _spread([x[what][k] for x in xs]) for k in ("wall", "cpu")}
                       for what in ("start", "replace")} for name, xs in runs.items()}

@@ -31,12 +31,21 @@ def anyio_backend():
     return "asyncio"
 
 
-def _arrival(exposure: str, path: str) -> contract.Message:
-    digest = "sha256:" + "0" * 64
+def _arrival(exposure: str, path: str, digest: str = "sha256:" + "0" * 64, size: int = 10,
+             header: dict = HEADER) -> contract.Message:
     return contract.build("arrival", contract.event_id("arrival", exposure, digest),
-                          exposure_id=exposure, path=path, digest=digest, size=10,
+                          exposure_id=exposure, path=path, digest=digest, size=size,
                           detected_at=contract.utc_now(), source="watch", priority="live",
-                          header=HEADER)
+                          header=header)
+
+
+def file_arrival(path, digest: str) -> contract.Message:
+    """The watcher's arrival of the file at ``path``, claiming ``digest``
+    (the file's own, or a forger's)."""
+    from calstream.steps.exposure import describe_exposure
+
+    info = describe_exposure(path)
+    return _arrival(info.exposure_id, str(path), digest, path.stat().st_size, info.header)
 
 
 @pytest.mark.anyio
@@ -220,15 +229,9 @@ async def test_a_forged_later_arrival_does_not_make_the_real_one_be_skipped(
     cfg.inbox.mkdir(parents=True, exist_ok=True)
     path = write(cfg.inbox)
     info, digest = describe_exposure(path), file_digest(path)
-
-    def arrival(digest: str) -> contract.Message:
-        return contract.build("arrival", contract.event_id("arrival", info.exposure_id, digest),
-                              exposure_id=info.exposure_id, path=str(path), digest=digest,
-                              size=path.stat().st_size, detected_at=contract.utc_now(),
-                              source="watch", priority="live", header=info.header)
     await send_messages(cfg, topics.name("raw"), [
-        (info.exposure_id, arrival(digest)),
-        (info.exposure_id, arrival("sha256:" + "f" * 64))])  # later, forged
+        (info.exposure_id, file_arrival(path, digest)),
+        (info.exposure_id, file_arrival(path, "sha256:" + "f" * 64))])  # later, forged
 
     report = await run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
                               crds_context=None)
@@ -267,10 +270,7 @@ async def test_a_forged_arrival_does_not_hide_the_one_the_product_store_holds(
             "header": info.header, "crds_context": "jwst_0001.pmap", "outputs": [],
             "inputs": [{"path": str(path), "digest": digest, "size": size, "role": "uncal"}]}})
     forged = "sha256:" + "f" * 64
-    await send_messages(cfg, topics.name("raw"), [(name, contract.build(
-        "arrival", contract.event_id("arrival", name, forged), exposure_id=name,
-        path=str(path), digest=forged, size=size, detected_at=contract.utc_now(),
-        source="watch", priority="live", header=info.header))])
+    await send_messages(cfg, topics.name("raw"), [(name, file_arrival(path, forged))])
 
     report = await run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
                               crds_context=None)

@@ -23,6 +23,8 @@ from calstream.daemon.operations.replay import run_replay
 from calstream.topics import contract
 from calstream.topics.catalog import Topics
 
+from .test_replay_forged import file_arrival
+
 pytestmark = [pytest.mark.integration]
 
 
@@ -48,15 +50,10 @@ async def test_a_replay_that_knows_no_inbox_roots_reads_no_file_a_record_names(
     elsewhere.mkdir()
     path = write(elsewhere)  # any file the operator can read, named by a record
     info, digest = describe_exposure(path), file_digest(path)
-
-    def arrival(digest: str) -> contract.Message:
-        return contract.build("arrival", contract.event_id("arrival", info.exposure_id, digest),
-                              exposure_id=info.exposure_id, path=str(path), digest=digest,
-                              size=path.stat().st_size, detected_at=contract.utc_now(),
-                              source="watch", priority="live", header=info.header)
     forged = "sha256:" + "f" * 64
     await send_messages(cfg, topics.name("raw"), [
-        (info.exposure_id, arrival(digest)), (info.exposure_id, arrival(forged))])
+        (info.exposure_id, file_arrival(path, digest)),
+        (info.exposure_id, file_arrival(path, forged))])
 
     report = await run_replay(cfg, source="raw", selection=Selection(), namespace="n1",
                               crds_context=None)
