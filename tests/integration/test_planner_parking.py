@@ -20,6 +20,7 @@ import pytest
 
 from calstream.daemon.doers import kafka, planner_snapshots
 from calstream.daemon.doers.embedded_broker import EmbeddedBroker
+from calstream.daemon.doers.planner_leadership import GatedPublisher
 from calstream.daemon.doers.planner_ledger import PlannerLedger
 from calstream.daemon.doers.planner_loop import Planner
 from calstream.daemon.operations.cli.plans import plan_message, publish_plan
@@ -164,20 +165,32 @@ async def test_orders_sent_unacknowledged_survive_a_broker_that_stops_answering(
     for them at the fetch's end. The broker stops answering (SIGSTOP) just
     as it starts to wait: the orders' sends time out, are sent again the
     waited way (parked until the broker answers) and arrive; the records'
-    positions move only then."""
+    positions move only then.
+
+    Stopped as the first order is handed to the producer, before the loop
+    can write it: stopped at the wait instead (until session 46), the broker
+    had at times answered every order already, nothing was left to park,
+    and the test waited for a park that never came (a CI run)."""
     with EmbeddedBroker(tmp_path / "own-broker") as own:
         cfg = daemon_config(tmp_path, own.bootstrap, unique_prefix, roles=["planner"],
                             retry_backoff=0.1, park_recheck_seconds=1.0, **BROKER_TIMEOUT)
         events = [product_event(cfg.products, cfg.inbox, 4545, n, 3) for n in (1, 2, 3)]
-        settle, paused = Planner._settle, []
+        settle, send, paused, stopped = Planner._settle, GatedPublisher.send, [], []
 
-        async def pausing_with_orders_in_flight(self):
+        async def stopping_at_the_first_order(self, topic, *args, **kwargs):
+            answered = await send(self, topic, *args, **kwargs)
+            if topic.startswith("work.") and not stopped:  # no await since its hand-over
+                os.kill(own.process.pid, signal.SIGSTOP)
+                stopped.append(topic)
+            return answered
+
+        async def noting_orders_in_flight(self):
             if self.unacked and not paused:
                 paused.append([dict(self.positions), dict(self.unacked.positions)])
-                os.kill(own.process.pid, signal.SIGSTOP)
             return await settle(self)
 
-        monkeypatch.setattr(Planner, "_settle", pausing_with_orders_in_flight)
+        monkeypatch.setattr(GatedPublisher, "send", stopping_at_the_first_order)
+        monkeypatch.setattr(Planner, "_settle", noting_orders_in_flight)
         async with running_daemon(cfg) as daemon:
             await until(lambda: daemon.planner and daemon.planner.caught_up)
             await publish(cfg, events)
