@@ -129,6 +129,17 @@ class _EndedLongAgo:
         pass
 
 
+def _replaced_as_died(pool: WorkerPool, pid: int) -> None:
+    """The pool told that its worker of ``pid`` (ended long ago) died."""
+    from calstream.daemon.doers.worker_lifecycle import Worker
+
+    reader, writer = __import__("multiprocessing").Pipe(duplex=False)
+    writer.close()
+    dead = Worker("w-dead", _EndedLongAgo(pid), reader, tasks_left=1)
+    pool._all.append(dead)
+    pool._replace(dead, "died")
+
+
 def test_a_worker_found_ended_long_ago_spares_the_process_that_took_its_pid():
     """The pool kills the group of a worker once it has ended and been
     reaped; a worker found dead long after (its pid free all that while)
@@ -140,17 +151,11 @@ def test_a_worker_found_ended_long_ago_spares_the_process_that_took_its_pid():
     left alone."""
     import subprocess
 
-    from calstream.daemon.doers.worker_lifecycle import Worker
-
     # Stands for the process that took the pid: it leads a group of its own.
     other = subprocess.Popen(["sleep", "600"], start_new_session=True)
     pool = WorkerPool(1, stage="detector1", metrics=Metrics())
     try:
-        reader, writer = __import__("multiprocessing").Pipe(duplex=False)
-        writer.close()
-        dead = Worker("w-dead", _EndedLongAgo(other.pid), reader, tasks_left=1)
-        pool._all.append(dead)
-        pool._replace(dead, "died")
+        _replaced_as_died(pool, other.pid)
         pool.close()  # waits for the worker's end (its reaping thread)
         assert running(other.pid), "the group of the process that took an ended worker's pid " \
             "was killed"
@@ -166,8 +171,6 @@ def test_a_worker_reaped_by_nobody_yet_still_has_its_group_killed(tmp_path):
     its group is killed as any orphan's."""
     import subprocess
 
-    from calstream.daemon.doers.worker_lifecycle import Worker
-
     pids = tmp_path / "child"
     # A group leader that ends (not reaped: a zombie), its child left in the group.
     leader = subprocess.Popen(["sh", "-c", f"sleep 600 & echo $! > {pids}.part; "
@@ -177,11 +180,7 @@ def test_a_worker_reaped_by_nobody_yet_still_has_its_group_killed(tmp_path):
     child = int(pids.read_text())
     pool = WorkerPool(1, stage="detector1", metrics=Metrics())
     try:
-        reader, writer = __import__("multiprocessing").Pipe(duplex=False)
-        writer.close()
-        dead = Worker("w-dead", _EndedLongAgo(leader.pid), reader, tasks_left=1)
-        pool._all.append(dead)
-        pool._replace(dead, "died")
+        _replaced_as_died(pool, leader.pid)
         pool.close()
         assert gone(child), "the child of a worker not reaped yet outlived it"
     finally:
